@@ -1,0 +1,295 @@
+//! The command tree: clap definitions only, no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run and orchestrate VMs, containers and microVMs.
+///
+/// Without a server, every command works on the embedded controller in
+/// --state-dir: no daemon, no set-up. Each command drives the reconcilers
+/// until what it asked for has converged.
+#[derive(Debug, Parser)]
+#[command(
+    name = "zixiao",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub(crate) struct Cli {
+    /// State directory of the embedded controller.
+    #[arg(long, global = true, env = "ZIXIAO_STATE_DIR", value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+
+    /// Output format: table for people, json or yaml (full objects) for scripts.
+    #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
+    pub(crate) output: Format,
+
+    /// containerd's socket.
+    #[arg(
+        long,
+        global = true,
+        env = "ZIXIAO_CONTAINERD_SOCKET",
+        value_name = "PATH",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub(crate) containerd_socket: PathBuf,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned columns.
+    Table,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Nodes: list, inspect, cordon, drain, maintenance.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Instances: VMs, containers and microVMs.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Images on a node: import local archives, list, remove.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// The cluster as a whole.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NodeCommand {
+    /// List nodes.
+    List,
+    /// Show one node.
+    Get {
+        /// Node id or hostname.
+        node: String,
+    },
+    /// Stop new placements on a node; its instances keep running.
+    Cordon {
+        /// Node id or hostname.
+        node: String,
+    },
+    /// Allow placements on a cordoned node again.
+    Uncordon {
+        /// Node id or hostname.
+        node: String,
+    },
+    /// Empty a node: move instances that restart elsewhere, stop the others.
+    Drain {
+        /// Node id or hostname.
+        node: String,
+    },
+    /// Put a node into maintenance (emptied, unschedulable) or take it out.
+    Maintenance {
+        /// Node id or hostname.
+        node: String,
+        /// `on` or `off`.
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InstanceCommand {
+    /// List instances.
+    List(ListArgs),
+    /// Show one instance, with the reasons it is not running if so.
+    Get {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Create an instance and wait until it runs (or says why not).
+    Create(Box<CreateArgs>),
+    /// Start a stopped or failed instance.
+    Start {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Stop a running instance (it stays on its node).
+    Stop {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Freeze a running instance in place.
+    Pause {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Thaw a paused instance.
+    Resume {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Stop and start an instance.
+    Restart {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Delete an instance and release its resources.
+    Delete {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Show an instance's resource usage.
+    Stats {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Print an instance's console or stdout/stderr log.
+    Logs {
+        /// Instance id or name.
+        instance: String,
+        /// Keep printing what it writes until it stops (Ctrl-C to quit).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Attach to an instance's console (Ctrl-C to detach).
+    Console {
+        /// Instance id or name.
+        instance: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub(crate) instance_type: Option<String>,
+    /// Only this status (pending, running, stopped, failed, ...).
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// Only instances on this node.
+    #[arg(long)]
+    pub(crate) node: Option<String>,
+    /// Only instances with this label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    zixiao instance create --name hello --type container --image busybox -- echo hi\n  \
+    zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
+    zixiao instance create -f web.yaml")]
+pub(crate) struct CreateArgs {
+    /// A YAML or JSON file with the whole request (name, labels, spec).
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
+        "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
+        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
+    ])]
+    pub(crate) file: Option<PathBuf>,
+    /// Unique name (a DNS label).
+    #[arg(long, required_unless_present = "file")]
+    pub(crate) name: Option<String>,
+    /// vm, container or microvm.
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "file")]
+    pub(crate) instance_type: Option<String>,
+    /// Image: OCI image for containers, disk image for VMs.
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+    /// CPU cores.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) cpus: u32,
+    /// Memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    pub(crate) memory: u64,
+    /// Disk in GiB.
+    #[arg(long, value_name = "GIB", default_value_t = 0)]
+    pub(crate) disk: u64,
+    /// Kernel to boot (VMs, microVMs).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) kernel: Option<PathBuf>,
+    /// Initial ramdisk (with --kernel).
+    #[arg(long, value_name = "PATH")]
+    pub(crate) initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long)]
+    pub(crate) cmdline: Option<String>,
+    /// Label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
+    /// Environment variable for containers (repeatable).
+    #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Only nodes in this region.
+    #[arg(long)]
+    pub(crate) region: Option<String>,
+    /// Only nodes in this zone.
+    #[arg(long)]
+    pub(crate) zone: Option<String>,
+    /// Only nodes whose labels match: `key=value`, `key!=value`,
+    /// `key in (a,b)`, `key notin (a,b)`, `key` or `!key` (repeatable).
+    #[arg(long = "selector", value_name = "EXPR")]
+    pub(crate) selector: Vec<String>,
+    /// Only nodes with this trait (repeatable).
+    #[arg(long = "trait", value_name = "TRAIT")]
+    pub(crate) traits: Vec<String>,
+    /// What happens when it exits by itself: never, on-failure, always.
+    #[arg(long, value_name = "POLICY", default_value = "never")]
+    pub(crate) restart: String,
+    /// Return as soon as the request is stored, without waiting.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+    /// Command and arguments for a container.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Nodes by status, instances by type and status, capacity and allocation.
+    Info,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Import every image of an OCI layout or docker-archive tar file.
+    Import {
+        /// The archive.
+        file: PathBuf,
+        #[command(flatten)]
+        target: ImageTarget,
+    },
+    /// List images.
+    List {
+        #[command(flatten)]
+        target: ImageTarget,
+    },
+    /// Remove an image.
+    Rm {
+        /// Image name, as `image list` shows it.
+        name: String,
+        #[command(flatten)]
+        target: ImageTarget,
+    },
+}
+
+/// Whose images: a node's runtime for one instance type.
+#[derive(Debug, Args)]
+pub(crate) struct ImageTarget {
+    /// Node whose runtime keeps the images (default: the local node).
+    #[arg(long)]
+    pub(crate) node: Option<String>,
+    /// Instance type whose runtime keeps them.
+    #[arg(long = "type", value_name = "TYPE", default_value = "container")]
+    pub(crate) instance_type: String,
+}

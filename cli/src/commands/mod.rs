@@ -1,0 +1,72 @@
+//! One function per command: parse what clap could not, call the
+//! controller, print.
+
+mod cluster;
+mod image;
+mod instance;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use zixiao_core::{Error, Result};
+use zixiao_embedded::{Embedded, EmbeddedConfig};
+
+use crate::args::{Cli, Command};
+
+/// Runs the parsed command line; the exit code when it is not plain success.
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Version = cli.command {
+        println!("zixiao {}", env!("CARGO_PKG_VERSION"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let embedded = open_embedded(&cli).await?;
+    let format = cli.output;
+    match cli.command {
+        Command::Node(command) => node::run(embedded, format, command).await,
+        Command::Instance(command) => instance::run(embedded, format, command).await,
+        Command::Image(command) => image::run(embedded, format, command).await,
+        Command::Cluster(command) => cluster::run(embedded, format, command).await,
+        Command::Version => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn open_embedded(cli: &Cli) -> Result<Embedded> {
+    let state_dir = match &cli.state_dir {
+        Some(dir) => absolute(dir)?,
+        None => dirs::data_dir().map(|d| d.join("zixiao")).ok_or_else(|| {
+            Error::invalid(
+                "--state-dir",
+                "no user data directory is known here; set --state-dir or ZIXIAO_STATE_DIR",
+            )
+        })?,
+    };
+    let mut config = EmbeddedConfig::new(state_dir);
+    config.drivers.containerd_socket = cli.containerd_socket.clone();
+    zixiao_embedded::open(config).await
+}
+
+/// Makes a path from the command line absolute against the working directory,
+/// since the controller may use it from elsewhere.
+pub(crate) fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| {
+        Error::invalid(
+            path.display().to_string(),
+            format!("cannot resolve the path: {e}"),
+        )
+    })
+}
+
+/// Splits `KEY=VALUE` arguments of `flag` into a map.
+pub(crate) fn key_values(
+    flag: &str,
+    pairs: &[String],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => Err(Error::invalid(flag, format!("`{pair}` is not KEY=VALUE"))),
+        })
+        .collect()
+}

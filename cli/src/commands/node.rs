@@ -1,0 +1,177 @@
+//! `zixiao node ...`
+
+use std::process::ExitCode;
+
+use zixiao_core::controller::DrainReport;
+use zixiao_core::{Node, Result};
+use zixiao_embedded::Embedded;
+
+use crate::args::{Format, NodeCommand, OnOff};
+use crate::output::{age, details, print, Table};
+
+pub(crate) async fn run(
+    embedded: Embedded,
+    format: Format,
+    command: NodeCommand,
+) -> Result<ExitCode> {
+    let controller = &embedded.controller;
+    match command {
+        NodeCommand::List => {
+            let nodes = controller.list_nodes().await?;
+            print(format, &nodes, |nodes| node_table(nodes))?;
+        }
+        NodeCommand::Get { node } => {
+            let node = controller.get_node(&node).await?;
+            print(format, &node, node_details)?;
+        }
+        NodeCommand::Cordon { node } => {
+            let node = controller.cordon_node(&node).await?;
+            print(format, &node, |n| {
+                format!("node {} is {}\n", n.id, n.status.as_str())
+            })?;
+        }
+        NodeCommand::Uncordon { node } => {
+            let node = controller.uncordon_node(&node).await?;
+            print(format, &node, |n| {
+                format!("node {} is {}\n", n.id, n.status.as_str())
+            })?;
+        }
+        NodeCommand::Drain { node } => {
+            let report = controller.drain_node(&node).await?;
+            print(format, &report, drain_summary)?;
+        }
+        NodeCommand::Maintenance { node, state } => {
+            let report = controller
+                .set_maintenance(&node, state == OnOff::On)
+                .await?;
+            print(format, &report, drain_summary)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn node_table(nodes: &[Node]) -> String {
+    let mut table = Table::new(vec![
+        "ID",
+        "STATUS",
+        "REGION",
+        "ZONE",
+        "CPUS",
+        "MEMORY MIB",
+        "DISK GIB",
+        "INSTANCES",
+        "RUNTIMES",
+        "AGE",
+    ]);
+    for n in nodes {
+        let runtimes = n
+            .runtimes
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        table.row(vec![
+            n.id.clone(),
+            n.status.as_str().to_owned(),
+            n.region.clone(),
+            n.zone.clone(),
+            format!("{}/{}", n.allocated.cpus, n.capacity.cpus),
+            format!("{}/{}", n.allocated.memory_mib, n.capacity.memory_mib),
+            format!("{}/{}", n.allocated.disk_gib, n.capacity.disk_gib),
+            format!("{}/{}", n.allocated.instances, n.capacity.instances),
+            if runtimes.is_empty() {
+                "-".to_owned()
+            } else {
+                runtimes
+            },
+            age(n.created_at),
+        ]);
+    }
+    table.render()
+}
+
+fn node_details(n: &Node) -> String {
+    let mut pairs = vec![
+        ("id", n.id.clone()),
+        ("hostname", n.hostname.clone()),
+        ("address", n.address.clone()),
+        ("status", n.status.as_str().to_owned()),
+        ("region/zone", format!("{}/{}", n.region, n.zone)),
+        (
+            "cpus",
+            format!("{} allocated of {}", n.allocated.cpus, n.capacity.cpus),
+        ),
+        (
+            "memory",
+            format!(
+                "{} MiB allocated of {} MiB",
+                n.allocated.memory_mib, n.capacity.memory_mib
+            ),
+        ),
+        (
+            "disk",
+            format!(
+                "{} GiB allocated of {} GiB",
+                n.allocated.disk_gib, n.capacity.disk_gib
+            ),
+        ),
+        (
+            "instances",
+            format!(
+                "{} of at most {}",
+                n.allocated.instances, n.capacity.instances
+            ),
+        ),
+    ];
+    let labels = n
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    pairs.push((
+        "labels",
+        if labels.is_empty() {
+            "-".into()
+        } else {
+            labels
+        },
+    ));
+    let traits = n.traits.iter().cloned().collect::<Vec<_>>().join(", ");
+    pairs.push((
+        "traits",
+        if traits.is_empty() {
+            "-".into()
+        } else {
+            traits
+        },
+    ));
+    for t in &n.runtimes {
+        pairs.push(("runtime", format!("{t}: available")));
+    }
+    for (t, why) in &n.missing_runtimes {
+        pairs.push(("runtime", format!("{t}: unavailable ({why})")));
+    }
+    pairs.push(("registered", n.created_at.to_rfc3339()));
+    details(&pairs)
+}
+
+fn drain_summary(report: &DrainReport) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
+    };
+    details(&[
+        ("node", report.node.clone()),
+        (
+            "status",
+            report.status.map_or("-", |s| s.as_str()).to_owned(),
+        ),
+        ("moved", list(&report.moved)),
+        ("pending", list(&report.pending)),
+        ("stopped", list(&report.stopped)),
+    ])
+}

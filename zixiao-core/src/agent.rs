@@ -1,0 +1,123 @@
+//! The [`NodeAgent`] trait: what the controller asks of a node. The
+//! [`LocalAgent`] is the in-process agent of the embedded deployment; the
+//! distributed deployment adds one that speaks gRPC to `zixiao agent`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::driver::{Driver, DriverError};
+use crate::host::HostFacts;
+use crate::model::{InstanceType, NodeRegistration, NodeRole, Resources};
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The machine's hostname.
+    pub hostname: String,
+    /// What it offers in all.
+    pub capacity: Resources,
+    /// Instance types it can run.
+    pub runtimes: BTreeSet<InstanceType>,
+    /// Instance types it cannot run, and why.
+    pub missing_runtimes: BTreeMap<InstanceType, String>,
+}
+
+/// What the controller asks of one node.
+#[async_trait]
+pub trait NodeAgent: Send + Sync + std::fmt::Debug {
+    /// Facts about the node, for registration. Called when the node joins
+    /// and when it re-registers. Read-only. Errors: `Unavailable`.
+    async fn describe(&self) -> Result<NodeFacts, DriverError>;
+
+    /// The driver for `instance_type` on this node. Errors: `Unsupported`
+    /// naming what is missing (no such runtime here, or this build lacks it).
+    fn driver(&self, instance_type: InstanceType) -> Result<Arc<dyn Driver>, DriverError>;
+}
+
+/// An agent in this process that owns the node's drivers.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    facts: NodeFacts,
+    drivers: BTreeMap<InstanceType, Arc<dyn Driver>>,
+}
+
+impl LocalAgent {
+    /// An agent for this machine, described by `host`, with no drivers yet.
+    pub fn new(host: HostFacts) -> Self {
+        let missing = InstanceType::ALL
+            .into_iter()
+            .map(|t| (t, format!("no {t} runtime was configured on this node")))
+            .collect();
+        LocalAgent {
+            facts: NodeFacts {
+                hostname: host.hostname,
+                capacity: host.capacity,
+                runtimes: BTreeSet::new(),
+                missing_runtimes: missing,
+            },
+            drivers: BTreeMap::new(),
+        }
+    }
+
+    /// Adds the driver for its instance type, replacing any before it.
+    pub fn with_driver(mut self, driver: Arc<dyn Driver>) -> Self {
+        let ty = driver.instance_type();
+        self.facts.runtimes.insert(ty);
+        self.facts.missing_runtimes.remove(&ty);
+        self.drivers.insert(ty, driver);
+        self
+    }
+
+    /// Records why `instance_type` cannot run here (shown to users who ask for it).
+    pub fn with_missing_runtime(
+        mut self,
+        instance_type: InstanceType,
+        reason: impl Into<String>,
+    ) -> Self {
+        if !self.drivers.contains_key(&instance_type) {
+            self.facts
+                .missing_runtimes
+                .insert(instance_type, reason.into());
+        }
+        self
+    }
+
+    /// A registration for this node under `id`, in the default region and zone.
+    pub fn registration(&self, id: impl Into<String>) -> NodeRegistration {
+        NodeRegistration {
+            id: id.into(),
+            hostname: self.facts.hostname.clone(),
+            address: "local".to_owned(),
+            region: "default".to_owned(),
+            zone: "default".to_owned(),
+            role: NodeRole::Combined,
+            capacity: self.facts.capacity,
+            labels: BTreeMap::new(),
+            traits: BTreeSet::new(),
+            runtimes: self.facts.runtimes.clone(),
+            missing_runtimes: self.facts.missing_runtimes.clone(),
+            carbon_intensity: None,
+        }
+    }
+}
+
+#[async_trait]
+impl NodeAgent for LocalAgent {
+    async fn describe(&self) -> Result<NodeFacts, DriverError> {
+        Ok(self.facts.clone())
+    }
+
+    fn driver(&self, instance_type: InstanceType) -> Result<Arc<dyn Driver>, DriverError> {
+        self.drivers.get(&instance_type).cloned().ok_or_else(|| {
+            let why = self
+                .facts
+                .missing_runtimes
+                .get(&instance_type)
+                .cloned()
+                .unwrap_or_else(|| format!("no {instance_type} runtime on this node"));
+            DriverError::Unsupported(why)
+        })
+    }
+}

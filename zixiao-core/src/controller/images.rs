@@ -1,0 +1,64 @@
+//! Images on a node: import from a local archive, list, remove, through the
+//! node's driver for an instance type (containers' images live in containerd).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Controller;
+use crate::driver::{ImageInfo, Images, ImportProgress};
+use crate::model::InstanceType;
+use crate::{Driver, Error, Result};
+
+impl Controller {
+    /// Imports every image of a local archive (OCI layout or docker-archive
+    /// tar) into `node`'s runtime for `instance_type`, calling `progress` as
+    /// it reads. Errors: `NotFound` (node or file), `InvalidArgument` (not an
+    /// archive), `Unsupported` (that runtime keeps no images), `Unavailable`.
+    pub async fn import_images(
+        &self,
+        node: &str,
+        instance_type: InstanceType,
+        archive: &Path,
+        progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>> {
+        let driver = self.image_driver(node, instance_type).await?;
+        Ok(images_of(&driver)?.import(archive, progress).await?)
+    }
+
+    /// The images `node`'s runtime for `instance_type` holds, by name.
+    pub async fn list_images(
+        &self,
+        node: &str,
+        instance_type: InstanceType,
+    ) -> Result<Vec<ImageInfo>> {
+        let driver = self.image_driver(node, instance_type).await?;
+        Ok(images_of(&driver)?.list().await?)
+    }
+
+    /// Removes image `name` from `node`'s runtime for `instance_type`.
+    /// Errors: `NotFound`, `FailedPrecondition` (in use), `Unsupported`, `Unavailable`.
+    pub async fn remove_image(
+        &self,
+        node: &str,
+        instance_type: InstanceType,
+        name: &str,
+    ) -> Result<()> {
+        let driver = self.image_driver(node, instance_type).await?;
+        Ok(images_of(&driver)?.remove(name).await?)
+    }
+
+    async fn image_driver(
+        &self,
+        node: &str,
+        instance_type: InstanceType,
+    ) -> Result<Arc<dyn Driver>> {
+        let node = self.get_node(node).await?;
+        Ok(self.agent(&node.id)?.driver(instance_type)?)
+    }
+}
+
+fn images_of(driver: &Arc<dyn Driver>) -> Result<&dyn Images> {
+    driver.images().ok_or_else(|| {
+        Error::Unsupported(format!("the {} driver does not keep images", driver.name()))
+    })
+}

@@ -1,0 +1,376 @@
+//! Instance operations: create, look up, list, and the intents start, stop,
+//! restart and delete. Each intent is written first; [`Controller::converge`]
+//! carries it out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Controller, INSTANCE_NAMES_PREFIX};
+use crate::driver::{ConsoleStream, InstanceStats, LogChunk};
+use crate::model::{CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType};
+use crate::store::{encode, Precondition, StoreError, StoreExt, StoredObject, Txn};
+use crate::{Error, Result};
+
+/// Which instances [`Controller::list_instances`] returns. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceFilter {
+    /// Only this type.
+    #[serde(default)]
+    pub instance_type: Option<InstanceType>,
+    /// Only this status.
+    #[serde(default)]
+    pub status: Option<InstanceStatus>,
+    /// Only instances on this node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Only instances carrying all these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl InstanceFilter {
+    /// Whether `instance` passes.
+    pub fn matches(&self, instance: &Instance) -> bool {
+        self.instance_type
+            .is_none_or(|t| instance.spec.instance_type == t)
+            && self.status.is_none_or(|s| instance.status == s)
+            && self
+                .node
+                .as_deref()
+                .is_none_or(|n| instance.node.as_deref() == Some(n))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| instance.labels.get(k) == Some(v))
+    }
+}
+
+fn name_key(name: &str) -> String {
+    format!("{INSTANCE_NAMES_PREFIX}{name}")
+}
+
+impl Controller {
+    /// Validates `request` and stores the instance's intent (desired state
+    /// running, status pending). It returns before anything runs: call
+    /// [`Controller::converge`] to wait for the outcome.
+    ///
+    /// Errors: `InvalidArgument` naming the field, `AlreadyExists` (the name
+    /// is taken), `Unsupported` (no registered node can run that type, with
+    /// each node's reason), the store's errors. Nothing is stored on error.
+    pub async fn create_instance(&self, request: CreateInstance) -> Result<Instance> {
+        request.validate()?;
+        self.check_runtime_available(request.spec.instance_type)
+            .await?;
+        let now = self.now();
+        let instance = Instance {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: request.name,
+            labels: request.labels,
+            spec: request.spec,
+            desired: DesiredState::Running,
+            status: InstanceStatus::Pending,
+            node: None,
+            conditions: Vec::new(),
+            exit: None,
+            reschedule: false,
+            restarts_requested: 0,
+            restarts_done: 0,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            revision: 0,
+        };
+        let txn = Txn::new()
+            .put(
+                Instance::key_for(&instance.id),
+                encode(&instance),
+                Precondition::Absent,
+            )
+            .put(
+                name_key(&instance.name),
+                instance.id.clone().into_bytes(),
+                Precondition::Absent,
+            );
+        match self.inner.store.commit(txn).await {
+            Ok(revision) => Ok(Instance {
+                revision,
+                ..instance
+            }),
+            Err(StoreError::AlreadyExists(_)) => Err(Error::AlreadyExists {
+                what: format!("instance `{}`", instance.name),
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn check_runtime_available(&self, instance_type: InstanceType) -> Result<()> {
+        let nodes = self.list_nodes().await?;
+        if nodes.iter().any(|n| n.runtimes.contains(&instance_type)) {
+            return Ok(());
+        }
+        let why = if nodes.is_empty() {
+            "no nodes are registered".to_owned()
+        } else {
+            nodes
+                .iter()
+                .map(|n| {
+                    let reason = n
+                        .missing_runtimes
+                        .get(&instance_type)
+                        .map_or("it does not offer one", String::as_str);
+                    format!("node `{}`: {reason}", n.id)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Err(Error::Unsupported(format!(
+            "no node can run {instance_type} instances ({why})"
+        )))
+    }
+
+    /// The instance with id or name `instance`. Errors: `NotFound`.
+    pub async fn get_instance(&self, instance: &str) -> Result<Instance> {
+        let store = &self.inner.store;
+        if let Some(found) = store.get_object::<Instance>(instance).await? {
+            return Ok(found);
+        }
+        if let Some(kv) = store.get(&name_key(instance)).await? {
+            let id = String::from_utf8_lossy(&kv.value).into_owned();
+            if let Some(found) = store.get_object::<Instance>(&id).await? {
+                return Ok(found);
+            }
+        }
+        Err(Error::not_found(format!("instance `{instance}`")))
+    }
+
+    /// The instances `filter` accepts, in name order.
+    pub async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
+        let (mut instances, _) = self
+            .inner
+            .store
+            .list_objects::<Instance, _>(|i| filter.matches(i))
+            .await?;
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(instances)
+    }
+
+    /// Asks for the instance to run. A failed instance is created and
+    /// started again. Idempotent. Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    pub async fn start_instance(&self, instance: &str) -> Result<Instance> {
+        let id = self.get_instance(instance).await?.id;
+        self.update_object::<Instance, _>(&id, |i| {
+            refuse_if_deleted(i)?;
+            let retry_failed = i.status == InstanceStatus::Failed && i.node.is_some();
+            if i.desired == DesiredState::Running && !retry_failed {
+                return Ok(false);
+            }
+            i.desired = DesiredState::Running;
+            // A start by a person is not a restart-policy restart: forget the
+            // last exit so the reconciler starts it without a back-off.
+            i.exit = None;
+            if retry_failed {
+                // Creating is idempotent, so a failed create or a crashed
+                // workload both recover by going through create again.
+                i.status = InstanceStatus::Scheduled;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Asks for the instance to stop (it stays on its node). Idempotent.
+    /// Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    pub async fn stop_instance(&self, instance: &str) -> Result<Instance> {
+        let id = self.get_instance(instance).await?.id;
+        self.update_object::<Instance, _>(&id, |i| {
+            refuse_if_deleted(i)?;
+            if i.desired == DesiredState::Stopped {
+                return Ok(false);
+            }
+            i.desired = DesiredState::Stopped;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Asks for a running instance to be stopped and started again (a stopped
+    /// one is just started). Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    pub async fn restart_instance(&self, instance: &str) -> Result<Instance> {
+        let id = self.get_instance(instance).await?.id;
+        self.update_object::<Instance, _>(&id, |i| {
+            refuse_if_deleted(i)?;
+            i.desired = DesiredState::Running;
+            if i.status == InstanceStatus::Running {
+                i.restarts_requested = i.restarts_done + 1;
+            } else if i.status == InstanceStatus::Failed && i.node.is_some() {
+                i.status = InstanceStatus::Scheduled;
+                i.exit = None;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Asks for the instance to be deleted: removed from its node, its
+    /// resources released, its record and name freed. Idempotent while the
+    /// record exists. Errors: `NotFound`.
+    pub async fn delete_instance(&self, instance: &str) -> Result<Instance> {
+        let id = self.get_instance(instance).await?.id;
+        self.update_object::<Instance, _>(&id, |i| {
+            if i.desired == DesiredState::Deleted {
+                return Ok(false);
+            }
+            i.desired = DesiredState::Deleted;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Freezes a running instance in place (its memory and processes stay).
+    /// Idempotent. Errors: `NotFound`, `FailedPrecondition` (not running),
+    /// `Unsupported` (the runtime cannot pause), the driver's errors.
+    pub async fn pause_instance(&self, instance: &str) -> Result<Instance> {
+        self.freeze(instance, true).await
+    }
+
+    /// Thaws a paused instance. Idempotent. Errors: `NotFound`,
+    /// `FailedPrecondition` (not paused), `Unsupported`, the driver's errors.
+    pub async fn resume_instance(&self, instance: &str) -> Result<Instance> {
+        self.freeze(instance, false).await
+    }
+
+    async fn freeze(&self, instance: &str, pause: bool) -> Result<Instance> {
+        let current = self.get_instance(instance).await?;
+        let (from, to) = if pause {
+            (InstanceStatus::Running, InstanceStatus::Paused)
+        } else {
+            (InstanceStatus::Paused, InstanceStatus::Running)
+        };
+        if current.status == to {
+            return Ok(current);
+        }
+        if current.status != from {
+            return Err(Error::FailedPrecondition(format!(
+                "instance `{}` is {}; only a {} instance can be {}",
+                current.name,
+                current.status.as_str(),
+                from.as_str(),
+                if pause { "paused" } else { "resumed" }
+            )));
+        }
+        let driver = self.driver_for(&current)?;
+        let capability = driver.pause().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the {} driver cannot pause instances",
+                driver.name()
+            ))
+        })?;
+        if pause {
+            capability.pause(&current).await?;
+        } else {
+            capability.resume(&current).await?;
+        }
+        let id = current.id.clone();
+        let now = self.now();
+        self.update_object::<Instance, _>(&id, |i| {
+            if i.status != from {
+                return Ok(false);
+            }
+            i.status = to;
+            i.updated_at = now;
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Current resource usage of a placed instance. Errors: `NotFound`,
+    /// `FailedPrecondition` (not on a node), `Unsupported` (the runtime cannot
+    /// measure), the driver's errors.
+    pub async fn instance_stats(&self, instance: &str) -> Result<InstanceStats> {
+        let instance = self.get_instance(instance).await?;
+        let driver = self.driver_for(&instance)?;
+        let stats = driver.stats().ok_or_else(|| {
+            Error::Unsupported(format!("the {} driver cannot report stats", driver.name()))
+        })?;
+        Ok(stats.stats(&instance).await?)
+    }
+
+    /// A reader of the instance's log (console, or stdout and stderr). It
+    /// holds what it needs of the instance and its driver, not the store, so
+    /// a follower may keep it as long as it likes. Errors: `NotFound`,
+    /// `FailedPrecondition` (not on a node yet), `Unsupported`, `Unavailable`.
+    pub async fn logs(&self, instance: &str) -> Result<LogReader> {
+        let instance = self.get_instance(instance).await?;
+        let driver = self.driver_for(&instance)?;
+        Ok(LogReader { driver, instance })
+    }
+
+    /// Attaches to a running instance's console. Errors: `NotFound`,
+    /// `FailedPrecondition` (not on a node, not running), `Unsupported` (the
+    /// runtime has no console), the driver's errors.
+    pub async fn attach_console(&self, instance: &str) -> Result<ConsoleStream> {
+        let instance = self.get_instance(instance).await?;
+        let driver = self.driver_for(&instance)?;
+        let console = driver.console().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "the {} driver has no interactive console",
+                driver.name()
+            ))
+        })?;
+        Ok(console.attach(&instance).await?)
+    }
+
+    pub(super) fn driver_for(
+        &self,
+        instance: &Instance,
+    ) -> Result<std::sync::Arc<dyn crate::Driver>> {
+        let node = instance.node.as_deref().ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "instance `{}` is not on a node yet ({})",
+                instance.name,
+                instance.problem().unwrap_or("pending")
+            ))
+        })?;
+        Ok(self.agent(node)?.driver(instance.spec.instance_type)?)
+    }
+
+    pub(super) fn name_key(name: &str) -> String {
+        name_key(name)
+    }
+}
+
+fn refuse_if_deleted(instance: &Instance) -> Result<()> {
+    if instance.desired == DesiredState::Deleted {
+        return Err(Error::FailedPrecondition(format!(
+            "instance `{}` is being deleted",
+            instance.name
+        )));
+    }
+    Ok(())
+}
+
+/// Reads one instance's log from its driver; see [`Controller::logs`].
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    driver: std::sync::Arc<dyn crate::Driver>,
+    instance: Instance,
+}
+
+impl LogReader {
+    /// Up to `max` bytes from `offset`; read again from `next_offset` to follow.
+    /// Errors: `NotFound` (no log yet), `Unavailable`.
+    pub async fn read(&self, offset: u64, max: usize) -> Result<LogChunk> {
+        Ok(self.driver.read_log(&self.instance, offset, max).await?)
+    }
+
+    /// Whether the instance still runs, so more may be written.
+    pub async fn is_running(&self) -> Result<bool> {
+        let state = self.driver.inspect(&self.instance).await?;
+        Ok(matches!(
+            state,
+            crate::RuntimeState::Running | crate::RuntimeState::Paused
+        ))
+    }
+}

@@ -1,0 +1,302 @@
+//! Node operations: register, deregister, look up, cordon, drain, maintenance.
+
+use serde::{Deserialize, Serialize};
+
+use super::Controller;
+use crate::model::{
+    DesiredState, Instance, Node, NodeRegistration, NodeStatus, Resources, RestartPolicy,
+};
+use crate::store::{put_object, StoreError, StoreExt, Txn};
+use crate::{Error, Result};
+
+/// What a drain or a maintenance did to the node's instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReport {
+    /// The node.
+    pub node: String,
+    /// Instances moved to other nodes (restart policy `always` or `on_failure`).
+    pub moved: Vec<String>,
+    /// Instances that could not move and wait for a node (see their `scheduled` condition).
+    pub pending: Vec<String>,
+    /// Instances stopped in place (restart policy `never`).
+    pub stopped: Vec<String>,
+    /// The node's status afterwards.
+    pub status: Option<NodeStatus>,
+}
+
+impl Controller {
+    /// Registers a node, or refreshes the facts of a known one (its capacity,
+    /// labels, runtimes) keeping its status and allocation. A `NotReady` node
+    /// that registers again becomes `Ready`.
+    ///
+    /// Idempotent. Errors: `InvalidArgument`, `Conflict`, the store's errors.
+    pub async fn register_node(&self, registration: NodeRegistration) -> Result<Node> {
+        registration.validate()?;
+        let now = self.now();
+        let store = &self.inner.store;
+        for _ in 0..self.options().max_conflict_retries {
+            let existing: Option<Node> = store.get_object(&registration.id).await?;
+            let node = match existing {
+                Some(mut node) => {
+                    let before = node.clone();
+                    node.hostname = registration.hostname.clone();
+                    node.address = registration.address.clone();
+                    node.region = registration.region.clone();
+                    node.zone = registration.zone.clone();
+                    node.role = registration.role;
+                    node.capacity = registration.capacity;
+                    node.labels = registration.labels.clone();
+                    node.traits = registration.traits.clone();
+                    node.runtimes = registration.runtimes.clone();
+                    node.missing_runtimes = registration.missing_runtimes.clone();
+                    node.carbon_intensity = registration.carbon_intensity;
+                    if node.status == NodeStatus::NotReady {
+                        node.status = NodeStatus::Ready;
+                    }
+                    if node == before {
+                        return Ok(node);
+                    }
+                    node.updated_at = now;
+                    node
+                }
+                None => Node {
+                    id: registration.id.clone(),
+                    hostname: registration.hostname.clone(),
+                    address: registration.address.clone(),
+                    region: registration.region.clone(),
+                    zone: registration.zone.clone(),
+                    role: registration.role,
+                    status: NodeStatus::Ready,
+                    capacity: registration.capacity,
+                    allocated: Resources::default(),
+                    labels: registration.labels.clone(),
+                    traits: registration.traits.clone(),
+                    runtimes: registration.runtimes.clone(),
+                    missing_runtimes: registration.missing_runtimes.clone(),
+                    carbon_intensity: registration.carbon_intensity,
+                    last_heartbeat: Some(now),
+                    created_at: now,
+                    updated_at: now,
+                    revision: 0,
+                },
+            };
+            match store.commit(put_object(Txn::new(), &node)).await {
+                Ok(revision) => {
+                    let mut node = node;
+                    node.revision = revision;
+                    return Ok(node);
+                }
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists(_)) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(self.too_many_conflicts("node", &registration.id))
+    }
+
+    /// Removes a node that holds no instances. Errors: `NotFound`,
+    /// `FailedPrecondition` (instances are placed on it: drain it first).
+    pub async fn deregister_node(&self, node: &str) -> Result<()> {
+        let node = self.get_node(node).await?;
+        let placed = self.instances_on(&node.id).await?;
+        if !placed.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "node `{}` still holds {} instance(s); drain it first",
+                node.id,
+                placed.len()
+            )));
+        }
+        let txn = Txn::new().delete(
+            Node::key_for_id(&node.id),
+            crate::store::Precondition::Revision(node.revision),
+        );
+        self.inner.store.commit(txn).await?;
+        Ok(())
+    }
+
+    /// The node with id (or hostname) `node`. Errors: `NotFound`.
+    pub async fn get_node(&self, node: &str) -> Result<Node> {
+        if let Some(found) = self.inner.store.get_object::<Node>(node).await? {
+            return Ok(found);
+        }
+        let (mut by_hostname, _) = self
+            .inner
+            .store
+            .list_objects::<Node, _>(|n| n.hostname == node)
+            .await?;
+        match by_hostname.len() {
+            1 => Ok(by_hostname.remove(0)),
+            0 => Err(Error::not_found(format!("node `{node}`"))),
+            n => Err(Error::invalid(
+                "node",
+                format!("hostname `{node}` matches {n} nodes; use the node id"),
+            )),
+        }
+    }
+
+    /// Every node, in id order.
+    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
+        Ok(self.inner.store.list_objects::<Node, _>(|_| true).await?.0)
+    }
+
+    /// Stops new placements on a ready node; its instances keep running.
+    /// Idempotent. Errors: `NotFound`, `FailedPrecondition` (in maintenance,
+    /// draining or decommissioned).
+    pub async fn cordon_node(&self, node: &str) -> Result<Node> {
+        self.set_node_status(
+            node,
+            NodeStatus::Cordoned,
+            &[NodeStatus::Ready, NodeStatus::NotReady],
+        )
+        .await
+    }
+
+    /// Allows placements on a cordoned node again. Idempotent. Errors:
+    /// `NotFound`, `FailedPrecondition` (in maintenance: end it instead).
+    pub async fn uncordon_node(&self, node: &str) -> Result<Node> {
+        self.set_node_status(node, NodeStatus::Ready, &[NodeStatus::Cordoned])
+            .await
+    }
+
+    /// Empties a node: no new placements, instances with restart policy
+    /// `always`/`on_failure` move to other nodes (or wait pending when none
+    /// fits), others are stopped in place. The node ends `Cordoned`.
+    /// Errors: `NotFound`, `FailedPrecondition` (in maintenance or
+    /// decommissioned), and the first error evicting an instance.
+    pub async fn drain_node(&self, node: &str) -> Result<DrainReport> {
+        let node = self
+            .set_node_status(
+                node,
+                NodeStatus::Draining,
+                &[
+                    NodeStatus::Ready,
+                    NodeStatus::Cordoned,
+                    NodeStatus::NotReady,
+                ],
+            )
+            .await?;
+        let mut report = self.evict_all(&node.id).await?;
+        let node = self
+            .set_node_status(&node.id, NodeStatus::Cordoned, &[NodeStatus::Draining])
+            .await?;
+        report.status = Some(node.status);
+        Ok(report)
+    }
+
+    /// Puts a node in maintenance (emptied as by a drain, unschedulable until
+    /// maintenance ends) or takes it out (`Ready` again). Idempotent.
+    /// Errors: `NotFound`, `FailedPrecondition` (decommissioned).
+    pub async fn set_maintenance(&self, node: &str, on: bool) -> Result<DrainReport> {
+        if on {
+            let node = self
+                .set_node_status(
+                    node,
+                    NodeStatus::Maintenance,
+                    &[
+                        NodeStatus::Ready,
+                        NodeStatus::Cordoned,
+                        NodeStatus::NotReady,
+                        NodeStatus::Draining,
+                    ],
+                )
+                .await?;
+            let mut report = self.evict_all(&node.id).await?;
+            report.status = Some(node.status);
+            Ok(report)
+        } else {
+            let node = self
+                .set_node_status(node, NodeStatus::Ready, &[NodeStatus::Maintenance])
+                .await?;
+            Ok(DrainReport {
+                node: node.id,
+                status: Some(node.status),
+                ..DrainReport::default()
+            })
+        }
+    }
+
+    async fn set_node_status(
+        &self,
+        node: &str,
+        to: NodeStatus,
+        from: &[NodeStatus],
+    ) -> Result<Node> {
+        let id = self.get_node(node).await?.id;
+        let now = self.now();
+        self.update_object::<Node, _>(&id, |node| {
+            if node.status == to {
+                return Ok(false);
+            }
+            if !from.contains(&node.status) {
+                return Err(Error::FailedPrecondition(format!(
+                    "node `{}` is {}; it cannot become {} from there",
+                    node.id,
+                    node.status.as_str(),
+                    to.as_str()
+                )));
+            }
+            node.status = to;
+            node.updated_at = now;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub(super) async fn instances_on(&self, node: &str) -> Result<Vec<Instance>> {
+        Ok(self
+            .inner
+            .store
+            .list_objects::<Instance, _>(|i| i.node.as_deref() == Some(node))
+            .await?
+            .0)
+    }
+
+    /// Moves or stops every instance on `node`, in name order.
+    async fn evict_all(&self, node: &str) -> Result<DrainReport> {
+        let mut report = DrainReport {
+            node: node.to_owned(),
+            ..DrainReport::default()
+        };
+        let mut instances = self.instances_on(node).await?;
+        instances.sort_by(|a, b| a.name.cmp(&b.name));
+        for instance in instances {
+            let movable = instance.desired == DesiredState::Running
+                && instance.spec.restart != RestartPolicy::Never;
+            if movable {
+                self.update_object::<Instance, _>(&instance.id, |i| {
+                    if i.node.as_deref() != Some(node) || i.reschedule {
+                        return Ok(false);
+                    }
+                    i.reschedule = true;
+                    Ok(true)
+                })
+                .await?;
+            } else if instance.desired == DesiredState::Running {
+                self.update_object::<Instance, _>(&instance.id, |i| {
+                    if i.desired != DesiredState::Running {
+                        return Ok(false);
+                    }
+                    i.desired = DesiredState::Stopped;
+                    Ok(true)
+                })
+                .await?;
+            }
+            let after = self.converge(&instance.id).await?;
+            match after {
+                Some(after) if after.node.as_deref() == Some(node) => {
+                    report.stopped.push(after.name)
+                }
+                Some(after) if after.node.is_none() => report.pending.push(after.name),
+                Some(after) => report.moved.push(after.name),
+                None => {}
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Node {
+    /// The store key of node `id`.
+    pub fn key_for_id(id: &str) -> String {
+        <Node as crate::store::StoredObject>::key_for(id)
+    }
+}

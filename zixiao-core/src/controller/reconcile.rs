@@ -1,0 +1,620 @@
+//! The reconciler: a pure [`plan`] that reads one instance and names the next
+//! [`Step`] towards its intent, and [`Controller::converge`], which carries
+//! steps out until nothing is left to do.
+//!
+//! It is level-triggered: a step depends only on the stored instance, so a
+//! step interrupted by a crash is simply planned and done again (every driver
+//! call is idempotent). Each state change is a compare-and-swap on the
+//! instance's revision, so two reconcilers racing on one instance never both
+//! act on the same state; placement and release also swap the node's
+//! allocation in the same transaction, so no node is ever over-committed.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Controller;
+use crate::driver::{DriverError, RuntimeState};
+use crate::error::ErrorKind;
+use crate::model::{
+    ConditionType, DesiredState, ExitStatus, Instance, InstanceStatus, Node, RestartPolicy,
+};
+use crate::scheduler::SchedulingContext;
+use crate::store::{encode, put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
+use crate::{Error, Result};
+
+/// The next thing to do for an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing: it has converged, or it waits for a person (failed) or for capacity.
+    Done,
+    /// Choose a node and reserve its resources.
+    Schedule,
+    /// A never-placed instance that should not run: mark it stopped.
+    MarkStopped,
+    /// Create it on its node, and start it if it should run.
+    Create,
+    /// Start it on its node.
+    Start,
+    /// Stop it on its node.
+    Stop,
+    /// Stop and start it (a restart was asked for).
+    Restart,
+    /// Remove it from its node, then release its resources and delete its
+    /// record (delete) or make it pending again (reschedule).
+    Remove,
+    /// Wait until then before restarting it (restart back-off).
+    WaitUntil(DateTime<Utc>),
+}
+
+/// What the restart policy says about a workload that exited.
+fn restarts_after_exit(policy: RestartPolicy, exit: Option<&ExitStatus>) -> bool {
+    match policy {
+        RestartPolicy::Never => false,
+        RestartPolicy::Always => true,
+        RestartPolicy::OnFailure => exit.is_some_and(|e| e.code != 0),
+    }
+}
+
+/// The delay before the restart policy's `n`th restart: `base * 2^n`, capped at `max`.
+pub fn restart_backoff(restarts: u64, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32
+        .checked_shl(restarts.min(31) as u32)
+        .unwrap_or(u32::MAX);
+    base.saturating_mul(factor).min(max)
+}
+
+/// The next step for `instance` at time `now`. Pure: depends on nothing else.
+///
+/// ```
+/// # use zixiao_core::controller::reconcile::{plan, Step};
+/// # use zixiao_core::model::*;
+/// # fn pending() -> Instance {
+/// #     let now = chrono::Utc::now();
+/// #     Instance { id: "1".into(), name: "web".into(), labels: Default::default(),
+/// #         spec: InstanceSpec::container("busybox"), desired: DesiredState::Running,
+/// #         status: InstanceStatus::Pending, node: None, conditions: vec![], exit: None,
+/// #         reschedule: false, restarts_requested: 0, restarts_done: 0, created_at: now,
+/// #         updated_at: now, started_at: None, revision: 1 }
+/// # }
+/// let instance = pending();
+/// assert_eq!(plan(&instance, chrono::Utc::now(), std::time::Duration::from_secs(1),
+///                 std::time::Duration::from_secs(60)), Step::Schedule);
+/// ```
+pub fn plan(
+    instance: &Instance,
+    now: DateTime<Utc>,
+    backoff: Duration,
+    max_backoff: Duration,
+) -> Step {
+    use DesiredState as D;
+    use InstanceStatus as S;
+    let placed = instance.node.is_some();
+    if instance.desired == D::Deleted || (instance.reschedule && placed) {
+        return Step::Remove;
+    }
+    if !placed {
+        return match (instance.desired, instance.status) {
+            (D::Stopped, S::Stopped) => Step::Done,
+            (D::Stopped, _) => Step::MarkStopped,
+            _ => Step::Schedule,
+        };
+    }
+    match (instance.status, instance.desired) {
+        // Placed but not yet (fully) created: creating is idempotent, so an
+        // interrupted create is simply done again.
+        (S::Pending | S::Scheduled | S::Creating, _) => Step::Create,
+        (S::Stopping, _) => Step::Stop,
+        (S::Deleting, _) => Step::Remove,
+        // A paused instance is running, frozen: it stops and restarts alike.
+        (S::Running | S::Paused, D::Stopped) => Step::Stop,
+        (S::Running | S::Paused, _) if instance.restarts_requested > instance.restarts_done => {
+            Step::Restart
+        }
+        (S::Running | S::Paused, _) => Step::Done,
+        (S::Stopped, D::Running) | (S::Failed, D::Running) => {
+            // Running is wanted but it is down: the user started it, or it
+            // exited and its restart policy brings it back after a back-off.
+            if instance.status == S::Failed && instance.exit.is_none() {
+                // Failed to create or start: a person must act (`start` retries).
+                return Step::Done;
+            }
+            match &instance.exit {
+                Some(exit) if restarts_after_exit(instance.spec.restart, Some(exit)) => {
+                    let delay = restart_backoff(instance.restarts_done, backoff, max_backoff);
+                    let at = exit.at + chrono::Duration::from_std(delay).unwrap_or_default();
+                    if now < at {
+                        Step::WaitUntil(at)
+                    } else {
+                        Step::Start
+                    }
+                }
+                Some(_) => Step::Done,
+                None => Step::Start,
+            }
+        }
+        (S::Stopped | S::Failed, _) => Step::Done,
+    }
+}
+
+/// What [`Controller::reconcile_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    /// Instances looked at.
+    pub instances: usize,
+    /// Instances that now match their intent.
+    pub converged: usize,
+    /// Instances waiting for capacity, a back-off, or a person.
+    pub waiting: usize,
+    /// Instances whose reconcile failed, with the error.
+    pub errors: Vec<(String, String)>,
+}
+
+/// How many steps one converge takes at most: more means a bug (a step that
+/// does not move the state), which must not spin forever.
+const MAX_STEPS: usize = 32;
+
+impl Controller {
+    /// Carries out steps for instance `id` (or name) until its intent is met
+    /// or it must wait (for capacity, a back-off, or a person). First it
+    /// observes the runtime, so a workload that exited is recorded. Returns
+    /// the instance, or `None` once it is deleted.
+    ///
+    /// Safe to call concurrently with itself and with other calls. Errors:
+    /// `NotFound`, `Unavailable` (its node's runtime; the instance keeps its
+    /// state and the next converge retries), the store's errors.
+    pub async fn converge(&self, instance: &str) -> Result<Option<Instance>> {
+        let id = self.get_instance(instance).await?.id;
+        self.observe(&id).await?;
+        for _ in 0..MAX_STEPS {
+            let Some(current) = self.inner.store.get_object::<Instance>(&id).await? else {
+                return Ok(None);
+            };
+            let opts = self.options();
+            let step = plan(
+                &current,
+                self.now(),
+                opts.restart_backoff,
+                opts.max_restart_backoff,
+            );
+            match step {
+                Step::Done | Step::WaitUntil(_) => return Ok(Some(current)),
+                Step::Schedule => {
+                    if !self.schedule(current).await? {
+                        let current = self.inner.store.get_object::<Instance>(&id).await?;
+                        return Ok(current);
+                    }
+                }
+                Step::MarkStopped => self.set_status(&current, InstanceStatus::Stopped).await?,
+                Step::Create => self.create_on_node(current).await?,
+                Step::Start => self.start_on_node(current).await?,
+                Step::Stop => self.stop_on_node(current).await?,
+                Step::Restart => self.restart_on_node(current).await?,
+                Step::Remove => self.remove_from_node(current).await?,
+            }
+        }
+        Err(Error::Internal(format!(
+            "instance `{id}` did not settle after {MAX_STEPS} reconcile steps"
+        )))
+    }
+
+    /// Converges every instance, in name order, and reports what it found.
+    /// One instance's error does not stop the others.
+    pub async fn reconcile_all(&self) -> Result<ReconcileReport> {
+        let instances = self.list_instances(&Default::default()).await?;
+        let mut report = ReconcileReport {
+            instances: instances.len(),
+            ..ReconcileReport::default()
+        };
+        for instance in instances {
+            match self.converge(&instance.id).await {
+                Ok(Some(after)) if after.has_converged() => report.converged += 1,
+                Ok(Some(_)) => report.waiting += 1,
+                Ok(None) => {}
+                Err(e) => report.errors.push((instance.name, e.chain())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Asks the runtime how a running instance is and records an exit.
+    async fn observe(&self, id: &str) -> Result<()> {
+        let Some(instance) = self.inner.store.get_object::<Instance>(id).await? else {
+            return Ok(());
+        };
+        let live = matches!(
+            instance.status,
+            InstanceStatus::Running | InstanceStatus::Paused
+        );
+        if !live || instance.node.is_none() {
+            return Ok(());
+        }
+        let driver = self.driver_for(&instance)?;
+        let state = driver.inspect(&instance).await?;
+        let (code, oom_killed, at) = match state {
+            RuntimeState::Running | RuntimeState::Paused => return Ok(()),
+            RuntimeState::Exited {
+                code,
+                oom_killed,
+                at,
+            } => (code, oom_killed, at),
+            RuntimeState::Created => (0, false, None),
+            // The runtime lost it (a host reboot, someone removed it by hand).
+            RuntimeState::Missing => (-1, false, None),
+        };
+        let now = self.now();
+        self.update_instance_if(&instance, |i| {
+            let exit = ExitStatus {
+                code,
+                oom_killed,
+                at: at.unwrap_or(now),
+            };
+            let (status, reason, message) = if oom_killed {
+                (
+                    InstanceStatus::Failed,
+                    "OomKilled",
+                    format!(
+                        "killed by the OOM killer (memory limit {} MiB)",
+                        i.spec.memory_mib
+                    ),
+                )
+            } else if code == 0 {
+                (
+                    InstanceStatus::Stopped,
+                    "Completed",
+                    "exited with code 0".to_owned(),
+                )
+            } else if code < 0 {
+                (
+                    InstanceStatus::Failed,
+                    "Lost",
+                    "the runtime no longer knows this instance".to_owned(),
+                )
+            } else {
+                (
+                    InstanceStatus::Failed,
+                    "Error",
+                    format!("exited with code {code}"),
+                )
+            };
+            i.set_condition(ConditionType::Exited, true, reason, message, now);
+            if !restarts_after_exit(i.spec.restart, Some(&exit)) {
+                // It ran to its end and nothing brings it back: the intent is
+                // fulfilled, so a later converge must not start it again.
+                i.desired = DesiredState::Stopped;
+            }
+            i.status = status;
+            i.exit = Some(exit);
+        })
+        .await
+    }
+
+    /// Picks a node and commits the placement with the node's allocation.
+    /// Returns false when no node fits (the reason is recorded on the instance).
+    async fn schedule(&self, mut instance: Instance) -> Result<bool> {
+        let store = &self.inner.store;
+        for _ in 0..self.options().max_conflict_retries {
+            let (nodes, _) = store.list_objects::<Node, _>(|_| true).await?;
+            let cx = SchedulingContext::new(&nodes);
+            let now = self.now();
+            match self.inner.scheduler.place(&instance, &cx) {
+                Err(unschedulable) => {
+                    let message = unschedulable.to_string();
+                    let recorded = instance
+                        .condition(ConditionType::Scheduled)
+                        .is_some_and(|c| !c.status && c.message == message);
+                    if !recorded || instance.status != InstanceStatus::Pending {
+                        self.update_instance_if(&instance, |i| {
+                            i.status = InstanceStatus::Pending;
+                            i.set_condition(
+                                ConditionType::Scheduled,
+                                false,
+                                "Unschedulable",
+                                message.clone(),
+                                now,
+                            );
+                        })
+                        .await?;
+                    }
+                    return Ok(false);
+                }
+                Ok(node_id) => {
+                    let Some(mut node) = nodes.into_iter().find(|n| n.id == node_id) else {
+                        return Err(Error::Internal(format!(
+                            "the scheduler chose node `{node_id}`, which it was not given"
+                        )));
+                    };
+                    node.allocated = node.allocated.saturating_add(&instance.spec.resources());
+                    node.updated_at = now;
+                    let mut placed = instance.clone();
+                    placed.node = Some(node.id.clone());
+                    placed.status = InstanceStatus::Scheduled;
+                    placed.updated_at = now;
+                    let message = format!("placed on node `{}`", node.id);
+                    placed.set_condition(ConditionType::Scheduled, true, "Scheduled", message, now);
+                    let txn = put_object(put_object(Txn::new(), &node), &placed);
+                    match store.commit(txn).await {
+                        Ok(_) => return Ok(true),
+                        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
+                            tokio::task::yield_now().await;
+                            // Someone else changed the node or the instance: re-read both.
+                            match store.get_object::<Instance>(&instance.id).await? {
+                                Some(fresh)
+                                    if fresh.node.is_none()
+                                        && fresh.desired != DesiredState::Deleted =>
+                                {
+                                    instance = fresh;
+                                }
+                                _ => return Ok(true),
+                            }
+                        }
+                        Err(other) => return Err(other.into()),
+                    }
+                }
+            }
+        }
+        Err(self.too_many_conflicts("instance", &instance.id))
+    }
+
+    async fn create_on_node(&self, instance: Instance) -> Result<()> {
+        let Some(instance) = self.claim(&instance, InstanceStatus::Creating).await? else {
+            return Ok(());
+        };
+        let driver = match self.driver_for(&instance) {
+            Ok(driver) => driver,
+            Err(e) => return self.record_failure(&instance, "CreateFailed", e).await,
+        };
+        if let Err(e) = driver.create(&instance).await {
+            return self
+                .record_failure(&instance, "CreateFailed", e.into())
+                .await;
+        }
+        if instance.desired == DesiredState::Running {
+            if let Err(e) = driver.start(&instance).await {
+                return self
+                    .record_failure(&instance, "StartFailed", e.into())
+                    .await;
+            }
+            self.record_running(&instance).await
+        } else {
+            self.record_runtime_ok(&instance, InstanceStatus::Stopped, "Created")
+                .await
+        }
+    }
+
+    async fn start_on_node(&self, instance: Instance) -> Result<()> {
+        let driver = self.driver_for(&instance)?;
+        let restart_by_policy = instance.exit.is_some();
+        if let Err(e) = driver.start(&instance).await {
+            return self
+                .record_failure(&instance, "StartFailed", e.into())
+                .await;
+        }
+        let now = self.now();
+        self.update_instance_if(&instance, |i| {
+            if restart_by_policy {
+                i.restarts_done += 1;
+            }
+            mark_running(i, now);
+        })
+        .await
+    }
+
+    async fn stop_on_node(&self, instance: Instance) -> Result<()> {
+        let Some(instance) = self.claim(&instance, InstanceStatus::Stopping).await? else {
+            return Ok(());
+        };
+        let driver = self.driver_for(&instance)?;
+        if let Err(e) = driver.stop(&instance, self.options().stop_grace).await {
+            return self.record_failure(&instance, "StopFailed", e.into()).await;
+        }
+        self.record_runtime_ok(&instance, InstanceStatus::Stopped, "Stopped")
+            .await
+    }
+
+    async fn restart_on_node(&self, instance: Instance) -> Result<()> {
+        let driver = self.driver_for(&instance)?;
+        if let Err(e) = driver.stop(&instance, self.options().stop_grace).await {
+            return self.record_failure(&instance, "StopFailed", e.into()).await;
+        }
+        if let Err(e) = driver.start(&instance).await {
+            return self
+                .record_failure(&instance, "StartFailed", e.into())
+                .await;
+        }
+        let now = self.now();
+        self.update_instance_if(&instance, |i| {
+            i.restarts_done = i.restarts_requested.max(i.restarts_done);
+            mark_running(i, now);
+        })
+        .await
+    }
+
+    /// Removes the instance from its node, then in one transaction releases
+    /// the node's resources and deletes the record (or unbinds it to be
+    /// scheduled again).
+    async fn remove_from_node(&self, instance: Instance) -> Result<()> {
+        let Some(instance) = self.claim(&instance, InstanceStatus::Deleting).await? else {
+            return Ok(());
+        };
+        match self.driver_for(&instance) {
+            Ok(driver) => driver.delete(&instance).await?,
+            // Without a driver for its type nothing can have been created.
+            Err(Error::Driver(DriverError::Unsupported(_))) => {}
+            Err(Error::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.release(instance).await
+    }
+
+    async fn release(&self, instance: Instance) -> Result<()> {
+        let store = &self.inner.store;
+        let mut instance = instance;
+        for _ in 0..self.options().max_conflict_retries {
+            let mut txn = Txn::new();
+            if let Some(node_id) = &instance.node {
+                if let Some(mut node) = store.get_object::<Node>(node_id).await? {
+                    node.allocated = node.allocated.saturating_sub(&instance.spec.resources());
+                    node.updated_at = self.now();
+                    txn = put_object(txn, &node);
+                }
+            }
+            let deleting = instance.desired == DesiredState::Deleted;
+            if deleting {
+                txn = txn
+                    .delete(
+                        Instance::key_for(&instance.id),
+                        Precondition::Revision(instance.revision),
+                    )
+                    .delete(Self::name_key(&instance.name), Precondition::None);
+            } else {
+                let mut unbound = instance.clone();
+                unbound.node = None;
+                unbound.reschedule = false;
+                unbound.status = InstanceStatus::Pending;
+                unbound.exit = None;
+                unbound.updated_at = self.now();
+                txn = txn.put(
+                    Instance::key_for(&unbound.id),
+                    encode(&unbound),
+                    Precondition::Revision(instance.revision),
+                );
+            }
+            match store.commit(txn).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict { .. }) => {
+                    tokio::task::yield_now().await;
+                    match store.get_object::<Instance>(&instance.id).await? {
+                        Some(fresh) if fresh.status == InstanceStatus::Deleting => instance = fresh,
+                        // Another reconciler finished the job.
+                        _ => return Ok(()),
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(self.too_many_conflicts("instance", &instance.id))
+    }
+
+    /// Moves the instance to a transitional status before acting on it, so a
+    /// crash mid-action is re-driven from that status. Returns the claimed
+    /// instance, or `None` if another reconciler changed it first.
+    async fn claim(&self, instance: &Instance, status: InstanceStatus) -> Result<Option<Instance>> {
+        if instance.status == status {
+            return Ok(Some(instance.clone()));
+        }
+        let mut claimed = instance.clone();
+        claimed.status = status;
+        claimed.updated_at = self.now();
+        match self
+            .inner
+            .store
+            .commit(put_object(Txn::new(), &claimed))
+            .await
+        {
+            Ok(revision) => {
+                claimed.revision = revision;
+                Ok(Some(claimed))
+            }
+            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn set_status(&self, instance: &Instance, status: InstanceStatus) -> Result<()> {
+        self.update_instance_if(instance, |i| i.status = status)
+            .await
+    }
+
+    async fn record_running(&self, instance: &Instance) -> Result<()> {
+        let now = self.now();
+        self.update_instance_if(instance, |i| mark_running(i, now))
+            .await
+    }
+
+    async fn record_runtime_ok(
+        &self,
+        instance: &Instance,
+        status: InstanceStatus,
+        reason: &str,
+    ) -> Result<()> {
+        let now = self.now();
+        self.update_instance_if(instance, |i| {
+            i.status = status;
+            i.set_condition(
+                ConditionType::RuntimeReady,
+                true,
+                reason,
+                "the runtime accepted the change",
+                now,
+            );
+        })
+        .await
+    }
+
+    /// Records a failed runtime call on the instance. A runtime that is
+    /// unreachable leaves the state alone (the next converge retries) and
+    /// returns the error; any other failure marks the instance failed.
+    async fn record_failure(&self, instance: &Instance, reason: &str, error: Error) -> Result<()> {
+        if error.kind() == ErrorKind::Unavailable {
+            return Err(error);
+        }
+        let now = self.now();
+        let message = error.chain();
+        self.update_instance_if(instance, |i| {
+            i.status = InstanceStatus::Failed;
+            i.exit = None;
+            i.set_condition(
+                ConditionType::RuntimeReady,
+                false,
+                reason,
+                message.clone(),
+                now,
+            );
+        })
+        .await
+    }
+
+    /// Applies `change` to `instance` if nobody changed it since it was read;
+    /// if someone did, does nothing (the next plan sees their change).
+    async fn update_instance_if<F>(&self, instance: &Instance, change: F) -> Result<()>
+    where
+        F: FnOnce(&mut Instance),
+    {
+        let mut next = instance.clone();
+        change(&mut next);
+        next.updated_at = self.now();
+        match self.inner.store.commit(put_object(Txn::new(), &next)).await {
+            Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+fn mark_running(instance: &mut Instance, now: DateTime<Utc>) {
+    instance.status = InstanceStatus::Running;
+    instance.started_at = Some(now);
+    instance.exit = None;
+    instance.set_condition(
+        ConditionType::RuntimeReady,
+        true,
+        "Started",
+        "the runtime started it",
+        now,
+    );
+    if let Some(c) = instance.condition(ConditionType::Exited) {
+        if c.status {
+            instance.set_condition(
+                ConditionType::Exited,
+                false,
+                "Running",
+                "running again",
+                now,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The reconciler's state machine, table-driven: for each stored state,
+//! the one next step.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+
+use super::{plan, restart_backoff, Step};
+use crate::model::*;
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid")
+}
+
+fn instance(desired: DesiredState, status: InstanceStatus, node: Option<&str>) -> Instance {
+    Instance {
+        id: "i-1".into(),
+        name: "web".into(),
+        labels: Default::default(),
+        spec: InstanceSpec::container("busybox"),
+        desired,
+        status,
+        node: node.map(str::to_owned),
+        conditions: vec![],
+        exit: None,
+        reschedule: false,
+        restarts_requested: 0,
+        restarts_done: 0,
+        created_at: now(),
+        updated_at: now(),
+        started_at: None,
+        revision: 1,
+    }
+}
+
+const BASE: Duration = Duration::from_secs(1);
+const MAX: Duration = Duration::from_secs(60);
+
+#[test]
+fn each_state_has_one_next_step() {
+    use DesiredState as D;
+    use InstanceStatus as S;
+    let n = Some("node-a");
+    let table = [
+        // Not placed yet.
+        (D::Running, S::Pending, None, Step::Schedule),
+        (D::Stopped, S::Pending, None, Step::MarkStopped),
+        (D::Stopped, S::Stopped, None, Step::Done),
+        (D::Deleted, S::Pending, None, Step::Remove),
+        // Placed.
+        (D::Running, S::Scheduled, n, Step::Create),
+        (D::Stopped, S::Scheduled, n, Step::Create),
+        (D::Running, S::Creating, n, Step::Create),
+        (D::Running, S::Running, n, Step::Done),
+        (D::Running, S::Paused, n, Step::Done),
+        (D::Stopped, S::Paused, n, Step::Stop),
+        (D::Deleted, S::Paused, n, Step::Remove),
+        (D::Stopped, S::Running, n, Step::Stop),
+        (D::Stopped, S::Stopping, n, Step::Stop),
+        (D::Running, S::Stopping, n, Step::Stop),
+        (D::Stopped, S::Stopped, n, Step::Done),
+        (D::Running, S::Stopped, n, Step::Start),
+        (D::Running, S::Failed, n, Step::Done),
+        (D::Stopped, S::Failed, n, Step::Done),
+        (D::Deleted, S::Running, n, Step::Remove),
+        (D::Deleted, S::Deleting, n, Step::Remove),
+        (D::Running, S::Deleting, n, Step::Remove),
+    ];
+    for (desired, status, node, expected) in table {
+        let i = instance(desired, status, node);
+        assert_eq!(
+            plan(&i, now(), BASE, MAX),
+            expected,
+            "desired {desired:?}, status {status:?}, node {node:?}"
+        );
+    }
+}
+
+#[test]
+fn a_requested_restart_restarts_a_running_instance_once() {
+    let mut i = instance(DesiredState::Running, InstanceStatus::Running, Some("n"));
+    i.restarts_requested = 1;
+    assert_eq!(plan(&i, now(), BASE, MAX), Step::Restart);
+    i.restarts_done = 1;
+    assert_eq!(plan(&i, now(), BASE, MAX), Step::Done);
+}
+
+#[test]
+fn a_drained_instance_is_removed_then_scheduled_again() {
+    let mut i = instance(DesiredState::Running, InstanceStatus::Running, Some("n"));
+    i.reschedule = true;
+    assert_eq!(plan(&i, now(), BASE, MAX), Step::Remove);
+    i.node = None;
+    i.reschedule = false;
+    i.status = InstanceStatus::Pending;
+    assert_eq!(plan(&i, now(), BASE, MAX), Step::Schedule);
+}
+
+#[test]
+fn restart_policy_decides_after_an_exit_with_back_off() {
+    let exited = |policy, code| {
+        let mut i = instance(
+            DesiredState::Running,
+            if code == 0 {
+                InstanceStatus::Stopped
+            } else {
+                InstanceStatus::Failed
+            },
+            Some("n"),
+        );
+        i.spec.restart = policy;
+        i.exit = Some(ExitStatus {
+            code,
+            oom_killed: false,
+            at: now(),
+        });
+        i
+    };
+    let later = now() + chrono::Duration::seconds(5);
+    assert_eq!(
+        plan(&exited(RestartPolicy::Always, 0), later, BASE, MAX),
+        Step::Start
+    );
+    assert_eq!(
+        plan(&exited(RestartPolicy::OnFailure, 1), later, BASE, MAX),
+        Step::Start
+    );
+    assert_eq!(
+        plan(&exited(RestartPolicy::OnFailure, 0), later, BASE, MAX),
+        Step::Done
+    );
+    assert_eq!(
+        plan(&exited(RestartPolicy::Never, 1), later, BASE, MAX),
+        Step::Done
+    );
+    // Right after the exit, the back-off holds the restart.
+    let mut again = exited(RestartPolicy::Always, 1);
+    again.restarts_done = 2; // third restart: 4 s
+    assert_eq!(
+        plan(&again, now() + chrono::Duration::seconds(3), BASE, MAX),
+        Step::WaitUntil(now() + chrono::Duration::seconds(4))
+    );
+    assert_eq!(plan(&again, later, BASE, MAX), Step::Start);
+}
+
+#[test]
+fn back_off_doubles_and_is_capped() {
+    assert_eq!(restart_backoff(0, BASE, MAX), Duration::from_secs(1));
+    assert_eq!(restart_backoff(3, BASE, MAX), Duration::from_secs(8));
+    assert_eq!(restart_backoff(10, BASE, MAX), MAX);
+    assert_eq!(restart_backoff(u64::MAX, BASE, MAX), MAX);
+}
+
+#[test]
+fn converged_means_what_a_user_would_check() {
+    let running = instance(DesiredState::Running, InstanceStatus::Running, Some("n"));
+    assert!(running.has_converged());
+    let pending = instance(DesiredState::Running, InstanceStatus::Pending, None);
+    assert!(!pending.has_converged());
+    let stopped = instance(DesiredState::Stopped, InstanceStatus::Stopped, Some("n"));
+    assert!(stopped.has_converged());
+    let mut restarting = running.clone();
+    restarting.restarts_requested = 1;
+    assert!(!restarting.has_converged());
+}

@@ -1,0 +1,269 @@
+//! The [`Driver`] trait: what a node needs of a runtime (containerd, libvirt,
+//! our microVM monitor), plus opt-in capabilities a driver implements only
+//! when it really can. The controller asks for a capability and answers
+//! `Unsupported` when a driver has none.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::ErrorKind;
+use crate::model::{Instance, InstanceType};
+
+/// What a runtime reports about one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RuntimeState {
+    /// The runtime has no trace of it.
+    Missing,
+    /// Created, never started (or stopped by request and reset).
+    Created,
+    /// Running.
+    Running,
+    /// Frozen by [`Pause::pause`].
+    Paused,
+    /// Exited by itself or was stopped.
+    Exited {
+        /// Exit code (128 + signal for a signal).
+        code: i32,
+        /// Whether the OOM killer ended it.
+        oom_killed: bool,
+        /// When, if the runtime knows.
+        at: Option<DateTime<Utc>>,
+    },
+}
+
+/// A piece of an instance's log (its console or stdout/stderr).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The bytes from the requested offset.
+    pub data: Vec<u8>,
+    /// Where the next read continues.
+    pub next_offset: u64,
+}
+
+/// Resource usage of one instance, the same shape for every runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStats {
+    /// CPU time used, in nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+    /// The memory limit, in bytes, if any.
+    pub memory_limit_bytes: Option<u64>,
+    /// Processes (containers) or vCPUs (VMs).
+    pub pids: Option<u64>,
+    /// Bytes read from disk.
+    pub disk_read_bytes: Option<u64>,
+    /// Bytes written to disk.
+    pub disk_write_bytes: Option<u64>,
+    /// Bytes received on the network.
+    pub net_rx_bytes: Option<u64>,
+    /// Bytes sent on the network.
+    pub net_tx_bytes: Option<u64>,
+}
+
+/// Why a driver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// This runtime, or this node, cannot do it; the message says what is missing.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The spec asks for something this runtime rejects.
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The spec field, such as `spec.image`.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something the instance needs is missing (an image, a kernel file).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The instance is not in a state that allows the call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The node lacks the resources.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The runtime (a daemon, a device) cannot be reached.
+    #[error("{runtime} is unavailable")]
+    Unavailable {
+        /// Which runtime.
+        runtime: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The runtime failed the operation.
+    #[error("{operation} failed")]
+    Runtime {
+        /// What was attempted (`create container web`).
+        operation: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl DriverError {
+    /// The class of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DriverError::Unsupported(_) => ErrorKind::Unsupported,
+            DriverError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            DriverError::NotFound(_) => ErrorKind::NotFound,
+            DriverError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
+            DriverError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
+            DriverError::Unavailable { .. } => ErrorKind::Unavailable,
+            DriverError::Runtime { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// A bidirectional byte stream to an instance's console.
+pub struct ConsoleStream {
+    /// What the instance writes.
+    pub output: Box<dyn AsyncRead + Send + Unpin>,
+    /// What is typed into it.
+    pub input: Box<dyn AsyncWrite + Send + Unpin>,
+}
+
+impl std::fmt::Debug for ConsoleStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleStream")
+    }
+}
+
+/// A runtime that runs one [`InstanceType`] on this node.
+///
+/// Every call gets the whole [`Instance`] so a driver needs no state of its
+/// own beyond the runtime. The controller calls these from its reconcilers,
+/// possibly again after a crash, so every method is idempotent.
+#[async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// The instance type this driver runs.
+    fn instance_type(&self) -> InstanceType;
+
+    /// A short name of the runtime (`containerd`, `libvirt`, `vmm`).
+    fn name(&self) -> &str;
+
+    /// Creates the instance on the runtime without starting it. Idempotent:
+    /// an instance that exists already is left as it is. On failure nothing
+    /// is left behind. Errors: `InvalidArgument`, `NotFound` (image, kernel),
+    /// `ResourceExhausted`, `Unavailable`, `Internal`.
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    /// Starts a created or exited instance. Idempotent: a running instance is
+    /// left running. Errors: `NotFound` (never created), `Unavailable`, `Internal`.
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    /// Stops the instance gracefully, forcing it after `grace`. Idempotent: a
+    /// stopped or missing instance is not an error. Errors: `Unavailable`, `Internal`.
+    async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError>;
+
+    /// Removes the instance and everything the driver made for it (stopping
+    /// it first if needed). Idempotent. Errors: `Unavailable`, `Internal`.
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    /// Reports the instance's state on the runtime. Read-only. Errors: `Unavailable`, `Internal`.
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError>;
+
+    /// Reads up to `max` bytes of the instance's log from `offset`. Read-only.
+    /// Errors: `NotFound` (no log yet), `Unavailable`.
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogChunk, DriverError>;
+
+    /// Resource usage, if the driver can measure it.
+    fn stats(&self) -> Option<&dyn Stats> {
+        None
+    }
+
+    /// Interactive console, if the driver offers one.
+    fn console(&self) -> Option<&dyn Console> {
+        None
+    }
+
+    /// Pause and resume, if the driver can freeze instances.
+    fn pause(&self) -> Option<&dyn Pause> {
+        None
+    }
+
+    /// The node's image store, if the runtime keeps images.
+    fn images(&self) -> Option<&dyn Images> {
+        None
+    }
+}
+
+/// Capability: measure an instance's resource usage.
+#[async_trait]
+pub trait Stats: Send + Sync {
+    /// Current usage. Read-only. Errors: `FailedPrecondition` (not running), `Unavailable`.
+    async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError>;
+}
+
+/// Capability: attach to an instance's console.
+#[async_trait]
+pub trait Console: Send + Sync {
+    /// Opens the console. Several may be open at once. Errors:
+    /// `FailedPrecondition` (not running), `Unavailable`.
+    async fn attach(&self, instance: &Instance) -> Result<ConsoleStream, DriverError>;
+}
+
+/// Capability: freeze and thaw a running instance.
+#[async_trait]
+pub trait Pause: Send + Sync {
+    /// Freezes it. Idempotent. Errors: `FailedPrecondition` (not running), `Unavailable`.
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError>;
+    /// Thaws it. Idempotent. Errors: `FailedPrecondition` (not paused), `Unavailable`.
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError>;
+}
+
+/// An image a runtime holds on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Its name, as instances refer to it (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The digest of its manifest or index.
+    pub digest: String,
+    /// Its size in bytes (compressed content).
+    pub size_bytes: u64,
+}
+
+/// How far an import has come, in bytes of the archive read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportProgress {
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// Capability: import, list and remove images on the node.
+#[async_trait]
+pub trait Images: Send + Sync {
+    /// Imports every image of a local archive (an OCI image layout tar or a
+    /// docker-archive tar), calling `progress` as it reads. Idempotent: an
+    /// image imported again is updated. On failure nothing is left behind.
+    /// Errors: `NotFound` (no such file), `InvalidArgument` (not a valid
+    /// archive, naming what is wrong), `Unavailable`.
+    async fn import(
+        &self,
+        archive: &std::path::Path,
+        progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>, DriverError>;
+
+    /// Every image on the node, by name. Errors: `Unavailable`.
+    async fn list(&self) -> Result<Vec<ImageInfo>, DriverError>;
+
+    /// Removes an image by name. Errors: `NotFound`, `FailedPrecondition`
+    /// (an instance uses it), `Unavailable`.
+    async fn remove(&self, name: &str) -> Result<(), DriverError>;
+}

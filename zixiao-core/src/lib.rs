@@ -1,0 +1,43 @@
+//! Zixiao's core: the domain model, validation, error kinds, the small traits
+//! every layer implements, and the [`Controller`] that ties them together.
+//!
+//! The dependency arrows of the workspace point here: store backends
+//! (`zixiao-store`), schedulers (`zixiao-sched`) and runtime drivers
+//! (`zixiao-drivers`) implement the traits of this crate, and frontends (the
+//! CLI, the bindings, the server) call the [`Controller`].
+//!
+//! ```
+//! use zixiao_core::{CreateInstance, InstanceSpec, InstanceType};
+//!
+//! let request = CreateInstance::new(
+//!     "web",
+//!     InstanceSpec::container("busybox").with_command(["echo", "hi"]),
+//! );
+//! request.validate().expect("a valid request");
+//! assert_eq!(request.spec.instance_type, InstanceType::Container);
+//! ```
+
+pub mod agent;
+pub mod clock;
+pub mod controller;
+pub mod driver;
+pub mod error;
+pub mod host;
+pub mod model;
+pub mod scheduler;
+pub mod store;
+
+pub use agent::{LocalAgent, NodeAgent, NodeFacts};
+pub use clock::{Clock, SystemClock};
+pub use controller::{
+    ClusterInfo, Controller, ControllerBuilder, InstanceEvent, InstanceEventKind, InstanceFilter,
+};
+pub use driver::{Driver, DriverError, InstanceStats, LogChunk, RuntimeState};
+pub use error::{Error, ErrorKind, Result};
+pub use model::{
+    Condition, ConditionType, CreateInstance, DesiredState, Instance, InstanceId, InstanceSpec,
+    InstanceStatus, InstanceType, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Placement,
+    Resources, RestartPolicy,
+};
+pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
+pub use store::{Store, StoreError};

@@ -1,0 +1,236 @@
+//! Instances: a workload's intent (desired state, spec) and what was observed of it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{InstanceSpec, NodeId};
+
+/// An instance's unique id (a UUID), fixed for its whole life.
+pub type InstanceId = String;
+
+/// What the user wants the instance to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    /// Running on a node.
+    Running,
+    /// Created on a node but not running.
+    Stopped,
+    /// Gone: removed from its node, its resources released, its record deleted.
+    Deleted,
+}
+
+/// What was last observed of the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    /// Waiting for a node (see the `scheduled` condition for why).
+    Pending,
+    /// A node was chosen and its resources reserved.
+    Scheduled,
+    /// Its node is creating (and starting) it.
+    Creating,
+    /// Running.
+    Running,
+    /// Frozen on its node by a pause; resumes where it was.
+    Paused,
+    /// Its node is stopping it.
+    Stopping,
+    /// Exists on its node, not running.
+    Stopped,
+    /// Creating, starting or running it failed (see the conditions and `exit`).
+    Failed,
+    /// Being removed from its node.
+    Deleting,
+}
+
+impl InstanceStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [InstanceStatus; 9] = [
+        InstanceStatus::Pending,
+        InstanceStatus::Scheduled,
+        InstanceStatus::Creating,
+        InstanceStatus::Running,
+        InstanceStatus::Paused,
+        InstanceStatus::Stopping,
+        InstanceStatus::Stopped,
+        InstanceStatus::Failed,
+        InstanceStatus::Deleting,
+    ];
+
+    /// The snake_case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Pending => "pending",
+            InstanceStatus::Scheduled => "scheduled",
+            InstanceStatus::Creating => "creating",
+            InstanceStatus::Running => "running",
+            InstanceStatus::Paused => "paused",
+            InstanceStatus::Stopping => "stopping",
+            InstanceStatus::Stopped => "stopped",
+            InstanceStatus::Failed => "failed",
+            InstanceStatus::Deleting => "deleting",
+        }
+    }
+}
+
+/// What a condition is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionType {
+    /// Whether a node was found; when false, the message says why not.
+    Scheduled,
+    /// Whether the runtime accepted the last create/start/stop/delete.
+    RuntimeReady,
+    /// Whether the workload exited by itself (see `exit`).
+    Exited,
+}
+
+/// One observation about an instance, with a machine-readable reason and a
+/// message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    /// What it is about.
+    #[serde(rename = "type")]
+    pub condition_type: ConditionType,
+    /// Whether it holds.
+    pub status: bool,
+    /// A CamelCase reason (`Unschedulable`, `CreateFailed`, `OomKilled`).
+    pub reason: String,
+    /// What happened, for people.
+    pub message: String,
+    /// When `status` last changed.
+    pub since: DateTime<Utc>,
+}
+
+/// How the workload last exited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code (128 + signal when killed by a signal).
+    pub code: i32,
+    /// Whether the kernel's OOM killer ended it.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// When it exited.
+    pub at: DateTime<Utc>,
+}
+
+/// An instance as stored: identity, intent, observation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Unique id.
+    pub id: InstanceId,
+    /// Unique name.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What to run.
+    pub spec: InstanceSpec,
+    /// What the user wants.
+    pub desired: DesiredState,
+    /// What was last observed.
+    pub status: InstanceStatus,
+    /// The node it is placed on, once scheduled.
+    pub node: Option<NodeId>,
+    /// Observations with reasons; at most one per [`ConditionType`].
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// How the workload last exited by itself, if it did.
+    #[serde(default)]
+    pub exit: Option<ExitStatus>,
+    /// Set when the instance must leave its node (a drain): the reconciler
+    /// removes it there, releases the node's resources and schedules it anew.
+    #[serde(default)]
+    pub reschedule: bool,
+    /// Restarts the user asked for; the reconciler restarts until `restarts_done` catches up.
+    #[serde(default)]
+    pub restarts_requested: u64,
+    /// Restarts carried out, by request or by restart policy.
+    #[serde(default)]
+    pub restarts_done: u64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it last started running.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Store revision of this object; updates are compare-and-swap on it.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl Instance {
+    /// The condition of `condition_type`, if recorded.
+    pub fn condition(&self, condition_type: ConditionType) -> Option<&Condition> {
+        self.conditions
+            .iter()
+            .find(|c| c.condition_type == condition_type)
+    }
+
+    /// Records a condition, replacing the previous one of its type. `since`
+    /// only moves when `status` flips, as in Kubernetes.
+    pub fn set_condition(
+        &mut self,
+        condition_type: ConditionType,
+        status: bool,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+        now: DateTime<Utc>,
+    ) {
+        let reason = reason.into();
+        let message = message.into();
+        match self
+            .conditions
+            .iter_mut()
+            .find(|c| c.condition_type == condition_type)
+        {
+            Some(existing) => {
+                if existing.status != status {
+                    existing.since = now;
+                }
+                existing.status = status;
+                existing.reason = reason;
+                existing.message = message;
+            }
+            None => {
+                self.conditions.push(Condition {
+                    condition_type,
+                    status,
+                    reason,
+                    message,
+                    since: now,
+                });
+                self.conditions.sort_by_key(|c| c.condition_type);
+            }
+        }
+    }
+
+    /// Whether what was observed matches what is wanted, so the reconcilers
+    /// have nothing left to do (a failed instance has converged as far as it can).
+    pub fn has_converged(&self) -> bool {
+        match self.desired {
+            DesiredState::Running => {
+                matches!(
+                    self.status,
+                    InstanceStatus::Running | InstanceStatus::Paused
+                ) && !self.reschedule
+                    && self.restarts_done >= self.restarts_requested
+            }
+            DesiredState::Stopped => self.status == InstanceStatus::Stopped && !self.reschedule,
+            DesiredState::Deleted => false,
+        }
+    }
+
+    /// The message of the first false condition: why the instance is not
+    /// where it was asked to be.
+    pub fn problem(&self) -> Option<&str> {
+        self.conditions
+            .iter()
+            .find(|c| !c.status && c.condition_type != ConditionType::Exited)
+            .map(|c| c.message.as_str())
+    }
+}

@@ -1,0 +1,169 @@
+//! Nodes: the machines instances run on.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{InstanceType, Resources};
+
+/// A node's unique name, also its id (`worker-1`).
+pub type NodeId = String;
+
+/// What a node does in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Runs instances only.
+    #[default]
+    Worker,
+    /// Runs the control plane only.
+    Control,
+    /// Runs both: the embedded single-machine deployment.
+    Combined,
+}
+
+/// A node's lifecycle status. Only [`NodeStatus::Ready`] nodes get new instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Healthy and schedulable.
+    Ready,
+    /// Its agent stopped heartbeating.
+    NotReady,
+    /// An operator stopped new placements; running instances stay.
+    Cordoned,
+    /// Under maintenance: emptied and unschedulable until maintenance ends.
+    Maintenance,
+    /// Being emptied: instances are moved or stopped.
+    Draining,
+    /// Retired; kept for the record.
+    Decommissioned,
+}
+
+impl NodeStatus {
+    /// Every status, in display order.
+    pub const ALL: [NodeStatus; 6] = [
+        NodeStatus::Ready,
+        NodeStatus::NotReady,
+        NodeStatus::Cordoned,
+        NodeStatus::Maintenance,
+        NodeStatus::Draining,
+        NodeStatus::Decommissioned,
+    ];
+
+    /// The snake_case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ready => "ready",
+            NodeStatus::NotReady => "not_ready",
+            NodeStatus::Cordoned => "cordoned",
+            NodeStatus::Maintenance => "maintenance",
+            NodeStatus::Draining => "draining",
+            NodeStatus::Decommissioned => "decommissioned",
+        }
+    }
+}
+
+/// A node as stored: identity, placement domain, capacity and what is allocated on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Unique name of the node.
+    pub id: NodeId,
+    /// The machine's hostname.
+    pub hostname: String,
+    /// Where its agent is reached (`host:port`, or `local` for the in-process agent).
+    pub address: String,
+    /// Region the node is in.
+    pub region: String,
+    /// Zone within the region.
+    pub zone: String,
+    /// What the node does.
+    pub role: NodeRole,
+    /// Lifecycle status.
+    pub status: NodeStatus,
+    /// What the node offers in all.
+    pub capacity: Resources,
+    /// What instances placed on it hold. Updated in the same transaction as
+    /// each placement and release, so it never over-commits.
+    pub allocated: Resources,
+    /// Free-form labels for node selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Capabilities the node declares (`gpu`, `ssd`, `avx512`), for required traits.
+    #[serde(default)]
+    pub traits: BTreeSet<String>,
+    /// Instance types the node can run now.
+    #[serde(default)]
+    pub runtimes: BTreeSet<InstanceType>,
+    /// Instance types it cannot run, with the reason (a missing daemon, a build without the driver).
+    #[serde(default)]
+    pub missing_runtimes: BTreeMap<InstanceType, String>,
+    /// Carbon intensity of its power in grams of CO2-equivalent per kWh,
+    /// if known, for carbon-aware placement.
+    #[serde(default)]
+    pub carbon_intensity: Option<u32>,
+    /// When its agent last proved it was alive.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// When it first registered.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Store revision of this object; updates are compare-and-swap on it.
+    #[serde(default)]
+    pub revision: u64,
+}
+
+impl Node {
+    /// What is left for new instances.
+    pub fn free(&self) -> Resources {
+        self.capacity.saturating_sub(&self.allocated)
+    }
+
+    /// Whether the scheduler may place new instances here.
+    pub fn is_schedulable(&self) -> bool {
+        self.status == NodeStatus::Ready
+    }
+}
+
+/// What a node says about itself when it joins (or re-joins) the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRegistration {
+    /// Unique name of the node (a DNS label).
+    pub id: NodeId,
+    /// The machine's hostname.
+    pub hostname: String,
+    /// Where its agent is reached.
+    pub address: String,
+    /// Region, `default` when not set.
+    #[serde(default = "default_domain")]
+    pub region: String,
+    /// Zone, `default` when not set.
+    #[serde(default = "default_domain")]
+    pub zone: String,
+    /// Role of the node.
+    #[serde(default)]
+    pub role: NodeRole,
+    /// Capacity offered.
+    pub capacity: Resources,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Traits.
+    #[serde(default)]
+    pub traits: BTreeSet<String>,
+    /// Instance types it can run.
+    #[serde(default)]
+    pub runtimes: BTreeSet<InstanceType>,
+    /// Instance types it cannot run, and why.
+    #[serde(default)]
+    pub missing_runtimes: BTreeMap<InstanceType, String>,
+    /// Carbon intensity of its power (gCO2e/kWh), if known.
+    #[serde(default)]
+    pub carbon_intensity: Option<u32>,
+}
+
+pub(crate) fn default_domain() -> String {
+    "default".to_owned()
+}

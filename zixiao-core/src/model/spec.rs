@@ -1,0 +1,289 @@
+//! What a user asks for: [`CreateInstance`] and its [`InstanceSpec`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Resources;
+use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
+use crate::Error;
+
+/// The kind of workload, which decides the runtime driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceType {
+    /// A full virtual machine (libvirt).
+    Vm,
+    /// An OCI container (containerd).
+    Container,
+    /// A microVM booted from a kernel (our own KVM monitor, or QEMU microvm).
+    Microvm,
+}
+
+impl InstanceType {
+    /// Every type, in display order.
+    pub const ALL: [InstanceType; 3] = [
+        InstanceType::Vm,
+        InstanceType::Container,
+        InstanceType::Microvm,
+    ];
+
+    /// The lowercase name used on the command line and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceType::Vm => "vm",
+            InstanceType::Container => "container",
+            InstanceType::Microvm => "microvm",
+        }
+    }
+}
+
+impl fmt::Display for InstanceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for InstanceType {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "vm" => Ok(InstanceType::Vm),
+            "container" => Ok(InstanceType::Container),
+            "microvm" => Ok(InstanceType::Microvm),
+            other => Err(Error::invalid(
+                "spec.type",
+                format!("unknown instance type `{other}`: expected vm, container or microvm"),
+            )),
+        }
+    }
+}
+
+/// What happens when an instance's workload exits by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    /// Leave it stopped.
+    #[default]
+    Never,
+    /// Restart it when it exits with a failure.
+    OnFailure,
+    /// Always restart it.
+    Always,
+}
+
+impl FromStr for RestartPolicy {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "never" => Ok(RestartPolicy::Never),
+            "on-failure" | "on_failure" => Ok(RestartPolicy::OnFailure),
+            "always" => Ok(RestartPolicy::Always),
+            other => Err(Error::invalid(
+                "spec.restart",
+                format!("unknown restart policy `{other}`: expected never, on-failure or always"),
+            )),
+        }
+    }
+}
+
+/// Where an instance may be placed, and how it prefers to be placed.
+///
+/// ```yaml
+/// placement:
+///   zone: z1
+///   node_selector:                 # or the original map form: {disk: ssd}
+///     - {key: disk, operator: in, values: [ssd, nvme]}
+///     - {key: gpu, operator: does_not_exist}
+///   forbidden_traits: [spot]
+///   groups: [{name: db, policy: anti_affinity, scope: zone}]
+///   spread: {group: db, targets: {z1: 50, z2: 50}}
+///   strategy: spread
+///   carbon: {max_intensity: 200}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Only nodes in this region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Only nodes in this zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Only nodes whose labels meet all these requirements.
+    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
+    pub node_selector: LabelSelector,
+    /// Only nodes declaring all these traits.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub required_traits: BTreeSet<String>,
+    /// Only nodes declaring none of these traits.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub forbidden_traits: BTreeSet<String>,
+    /// Only nodes in every one of these host aggregates.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub aggregates: BTreeSet<String>,
+    /// Only nodes in at least one host aggregate whose metadata meets all
+    /// these requirements.
+    #[serde(default, skip_serializing_if = "LabelSelector::is_empty")]
+    pub aggregate_selector: LabelSelector,
+    /// Groups the instance is a member of, each with its (anti-)affinity policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupRule>,
+    /// Spread across zones towards target shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<ZoneSpread>,
+    /// Overrides the cluster's default strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Prefer low-carbon nodes, optionally with a hard maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carbon: Option<CarbonPolicy>,
+}
+
+/// What to run and with how much: the part of an instance a user writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// The workload's kind.
+    #[serde(rename = "type")]
+    pub instance_type: InstanceType,
+    /// Image: an OCI image reference for containers, a disk image for VMs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Whole CPU cores.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB (0: the image's own size, or none).
+    #[serde(default)]
+    pub disk_gib: u64,
+    /// Kernel to boot directly (VMs and microVMs), an absolute path on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// Initial ramdisk for the kernel, an absolute path on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// Command and arguments (containers): replaces the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Environment variables (containers).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// What to do when the workload exits by itself.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Where it may run.
+    #[serde(default)]
+    pub placement: Placement,
+}
+
+impl InstanceSpec {
+    /// A container spec for `image` with 1 CPU and 128 MiB.
+    pub fn container(image: impl Into<String>) -> Self {
+        InstanceSpec {
+            image: Some(image.into()),
+            ..Self::empty(InstanceType::Container, 1, 128)
+        }
+    }
+
+    /// A microVM spec booting `kernel` with 1 CPU and 128 MiB.
+    pub fn microvm(kernel: impl Into<PathBuf>) -> Self {
+        InstanceSpec {
+            kernel: Some(kernel.into()),
+            ..Self::empty(InstanceType::Microvm, 1, 128)
+        }
+    }
+
+    /// A VM spec booting from the disk image `image` with 1 CPU and 512 MiB.
+    pub fn vm(image: impl Into<String>) -> Self {
+        InstanceSpec {
+            image: Some(image.into()),
+            ..Self::empty(InstanceType::Vm, 1, 512)
+        }
+    }
+
+    /// A spec of `instance_type` with nothing else set.
+    pub fn empty(instance_type: InstanceType, cpus: u32, memory_mib: u64) -> Self {
+        InstanceSpec {
+            instance_type,
+            image: None,
+            cpus,
+            memory_mib,
+            disk_gib: 0,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            restart: RestartPolicy::Never,
+            placement: Placement::default(),
+        }
+    }
+
+    /// The same spec with `command`.
+    pub fn with_command<S: Into<String>>(mut self, command: impl IntoIterator<Item = S>) -> Self {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same spec with `cpus` cores and `memory_mib` MiB.
+    pub fn with_size(mut self, cpus: u32, memory_mib: u64) -> Self {
+        self.cpus = cpus;
+        self.memory_mib = memory_mib;
+        self
+    }
+
+    /// What the instance takes from its node.
+    pub fn resources(&self) -> Resources {
+        Resources {
+            cpus: self.cpus,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+            instances: 1,
+        }
+    }
+}
+
+/// A request to create an instance: its identity and its spec.
+///
+/// As YAML (`zixiao instance create -f web.yaml`):
+/// ```yaml
+/// name: web
+/// labels: { app: web }
+/// spec:
+///   type: container
+///   image: busybox
+///   cpus: 1
+///   memory_mib: 64
+///   command: [echo, hi]
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// Unique name, a DNS label.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// What to run.
+    pub spec: InstanceSpec,
+}
+
+impl CreateInstance {
+    /// A request for `name` running `spec`, without labels.
+    pub fn new(name: impl Into<String>, spec: InstanceSpec) -> Self {
+        CreateInstance {
+            name: name.into(),
+            labels: BTreeMap::new(),
+            spec,
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! Validation of user input. Each check names the field and the reason and
+//! returns [`Error::InvalidArgument`]; nothing is touched before it passes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{CreateInstance, InstanceSpec, InstanceType, NodeRegistration, Placement};
+use crate::scheduler::{LabelOperator, LabelSelector};
+use crate::Error;
+
+/// The most CPU cores one instance may ask for.
+pub const MAX_CPUS: u32 = 512;
+/// The least memory an instance may ask for, in MiB.
+pub const MIN_MEMORY_MIB: u64 = 4;
+/// The most memory one instance may ask for, in MiB (16 TiB).
+pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+/// The most disk one instance may ask for, in GiB (1 PiB).
+const MAX_DISK_GIB: u64 = 1024 * 1024;
+const MAX_LABELS: usize = 64;
+const MAX_COMMAND_BYTES: usize = 128 * 1024;
+const MAX_CMDLINE_BYTES: usize = 4096;
+
+/// Checks that `value` is a DNS label: 1 to 63 characters of `a-z`, `0-9` and
+/// `-`, starting and ending with a letter or digit.
+///
+/// ```
+/// use zixiao_core::model::validate_name;
+/// assert!(validate_name("name", "web-1").is_ok());
+/// let err = validate_name("name", "Web_1").unwrap_err();
+/// assert!(err.to_string().starts_with("invalid name:"));
+/// ```
+pub fn validate_name(field: &str, value: &str) -> Result<(), Error> {
+    let reason = if value.is_empty() {
+        "must not be empty".to_owned()
+    } else if value.len() > 63 {
+        format!(
+            "`{value}` is {} characters long; at most 63 are allowed",
+            value.len()
+        )
+    } else if let Some(c) = value
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        format!("`{value}` contains `{c}`; only lowercase letters, digits and `-` are allowed")
+    } else if value.starts_with('-') || value.ends_with('-') {
+        format!("`{value}` must start and end with a letter or a digit")
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(field, reason))
+}
+
+/// Checks a label key: 1 to 253 characters of letters, digits, `-`, `_`, `.` and `/`.
+pub fn validate_label_key(field: &str, key: &str) -> Result<(), Error> {
+    if key.is_empty() || key.len() > 253 {
+        return Err(Error::invalid(
+            field,
+            "label keys must be 1 to 253 characters long",
+        ));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("label key `{key}` contains `{c}`; only letters, digits, `-`, `_`, `.` and `/` are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_LABELS} labels are allowed"),
+        ));
+    }
+    for (key, value) in labels {
+        validate_label_key(&format!("{field}.{key}"), key)?;
+        if value.len() > 253 || value.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                format!("{field}.{key}"),
+                "label values are at most 253 characters, without control characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_node_path(field: &str, path: &Path) -> Result<(), Error> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if !path.is_absolute() {
+        return Err(Error::invalid(
+            field,
+            format!("`{}` must be an absolute path on the node", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+impl InstanceSpec {
+    /// Checks the spec, naming the first invalid field (`spec.memory_mib`, ...).
+    ///
+    /// ```
+    /// use zixiao_core::{ErrorKind, InstanceSpec, InstanceType};
+    /// let spec = InstanceSpec::empty(InstanceType::Microvm, 1, 64);
+    /// let err = spec.validate().unwrap_err();
+    /// assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    /// assert_eq!(err.to_string(), "invalid spec.kernel: a microvm boots a kernel; set one");
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        let ty = self.instance_type;
+        if self.cpus == 0 {
+            return Err(Error::invalid("spec.cpus", "must be at least 1"));
+        }
+        if self.cpus > MAX_CPUS {
+            return Err(Error::invalid(
+                "spec.cpus",
+                format!(
+                    "{} is more than the {MAX_CPUS} one instance may have",
+                    self.cpus
+                ),
+            ));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(Error::invalid(
+                "spec.memory_mib",
+                format!(
+                    "{} MiB is less than the minimum of {MIN_MEMORY_MIB} MiB",
+                    self.memory_mib
+                ),
+            ));
+        }
+        if self.memory_mib > MAX_MEMORY_MIB {
+            return Err(Error::invalid(
+                "spec.memory_mib",
+                format!(
+                    "{} MiB is more than the {MAX_MEMORY_MIB} MiB one instance may have",
+                    self.memory_mib
+                ),
+            ));
+        }
+        if self.disk_gib > MAX_DISK_GIB {
+            return Err(Error::invalid(
+                "spec.disk_gib",
+                format!(
+                    "{} GiB is more than the {MAX_DISK_GIB} GiB one instance may have",
+                    self.disk_gib
+                ),
+            ));
+        }
+        if let Some(image) = &self.image {
+            if image.trim().is_empty() || image.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::invalid(
+                    "spec.image",
+                    "must be a non-empty reference without spaces",
+                ));
+            }
+        }
+        match ty {
+            InstanceType::Container => {
+                if self.image.is_none() {
+                    return Err(Error::invalid(
+                        "spec.image",
+                        "a container runs an image; set one",
+                    ));
+                }
+                for (field, set) in [
+                    ("spec.kernel", self.kernel.is_some()),
+                    ("spec.initrd", self.initrd.is_some()),
+                    ("spec.cmdline", self.cmdline.is_some()),
+                ] {
+                    if set {
+                        return Err(Error::invalid(
+                            field,
+                            "containers share the host kernel; remove it",
+                        ));
+                    }
+                }
+            }
+            InstanceType::Microvm => {
+                if self.kernel.is_none() {
+                    return Err(Error::invalid(
+                        "spec.kernel",
+                        "a microvm boots a kernel; set one",
+                    ));
+                }
+            }
+            InstanceType::Vm => {
+                if self.image.is_none() && self.kernel.is_none() {
+                    return Err(Error::invalid(
+                        "spec.image",
+                        "a vm boots from a disk image or a kernel; set one of them",
+                    ));
+                }
+            }
+        }
+        if ty != InstanceType::Container {
+            if !self.command.is_empty() {
+                return Err(Error::invalid(
+                    "spec.command",
+                    format!("a {ty} runs its own init; pass arguments on spec.cmdline instead"),
+                ));
+            }
+            if !self.env.is_empty() {
+                return Err(Error::invalid(
+                    "spec.env",
+                    format!("a {ty} has no environment to set"),
+                ));
+            }
+        }
+        if self.initrd.is_some() && self.kernel.is_none() {
+            return Err(Error::invalid("spec.initrd", "an initrd needs spec.kernel"));
+        }
+        if let Some(kernel) = &self.kernel {
+            validate_node_path("spec.kernel", kernel)?;
+        }
+        if let Some(initrd) = &self.initrd {
+            validate_node_path("spec.initrd", initrd)?;
+        }
+        if let Some(cmdline) = &self.cmdline {
+            if cmdline.len() > MAX_CMDLINE_BYTES || cmdline.contains('\0') {
+                return Err(Error::invalid(
+                    "spec.cmdline",
+                    format!("must be at most {MAX_CMDLINE_BYTES} bytes without NUL"),
+                ));
+            }
+        }
+        if self.command.iter().map(String::len).sum::<usize>() > MAX_COMMAND_BYTES {
+            return Err(Error::invalid("spec.command", "is longer than 128 KiB"));
+        }
+        if self.command.iter().any(|arg| arg.contains('\0')) {
+            return Err(Error::invalid(
+                "spec.command",
+                "arguments must not contain NUL",
+            ));
+        }
+        if self.command.first().is_some_and(String::is_empty) {
+            return Err(Error::invalid(
+                "spec.command",
+                "the program name must not be empty",
+            ));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(Error::invalid(
+                    format!("spec.env.{key}"),
+                    "names must be non-empty without `=`, and neither may contain NUL",
+                ));
+            }
+        }
+        validate_placement(&self.placement)
+    }
+}
+
+/// The most requirements one label selector may have.
+const MAX_REQUIREMENTS: usize = 64;
+/// The most groups one instance may be a member of.
+const MAX_GROUPS: usize = 16;
+
+fn validate_label_value(field: &str, value: &str) -> Result<(), Error> {
+    if value.len() > 253 || value.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            "label values are at most 253 characters, without control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_selector(field: &str, selector: &LabelSelector) -> Result<(), Error> {
+    if selector.0.len() > MAX_REQUIREMENTS {
+        return Err(Error::invalid(
+            field,
+            format!("at most {MAX_REQUIREMENTS} requirements are allowed"),
+        ));
+    }
+    for (i, r) in selector.0.iter().enumerate() {
+        validate_label_key(&format!("{field}[{i}].key"), &r.key)?;
+        let values = format!("{field}[{i}].values");
+        let count = r.values.len();
+        match r.operator {
+            LabelOperator::Equals if count != 1 => {
+                return Err(Error::invalid(
+                    values,
+                    format!("`equals` takes exactly one value, not {count}"),
+                ));
+            }
+            LabelOperator::In | LabelOperator::NotIn if count == 0 => {
+                return Err(Error::invalid(
+                    values,
+                    "`in` and `not_in` take at least one value",
+                ));
+            }
+            LabelOperator::Exists | LabelOperator::DoesNotExist if count != 0 => {
+                return Err(Error::invalid(
+                    values,
+                    "`exists` and `does_not_exist` take no values",
+                ));
+            }
+            _ => {}
+        }
+        if count > MAX_REQUIREMENTS {
+            return Err(Error::invalid(
+                values,
+                format!("at most {MAX_REQUIREMENTS} values are allowed"),
+            ));
+        }
+        for value in &r.values {
+            validate_label_value(&values, value)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the placement constraints, naming the first invalid field
+/// (`spec.placement.node_selector[0].key`, ...).
+fn validate_placement(placement: &Placement) -> Result<(), Error> {
+    for (field, value) in [
+        ("spec.placement.region", &placement.region),
+        ("spec.placement.zone", &placement.zone),
+    ] {
+        if let Some(value) = value {
+            validate_name(field, value)?;
+        }
+    }
+    validate_selector("spec.placement.node_selector", &placement.node_selector)?;
+    for (field, names) in [
+        ("spec.placement.required_traits", &placement.required_traits),
+        (
+            "spec.placement.forbidden_traits",
+            &placement.forbidden_traits,
+        ),
+        ("spec.placement.aggregates", &placement.aggregates),
+    ] {
+        if names.len() > MAX_REQUIREMENTS {
+            return Err(Error::invalid(
+                field,
+                format!("at most {MAX_REQUIREMENTS} are allowed"),
+            ));
+        }
+        for name in names {
+            validate_label_key(field, name)?;
+        }
+    }
+    if let Some(both) = placement
+        .required_traits
+        .intersection(&placement.forbidden_traits)
+        .next()
+    {
+        return Err(Error::invalid(
+            "spec.placement.forbidden_traits",
+            format!("`{both}` is also required; no node can both have and lack it"),
+        ));
+    }
+    validate_selector(
+        "spec.placement.aggregate_selector",
+        &placement.aggregate_selector,
+    )?;
+    if placement.groups.len() > MAX_GROUPS {
+        return Err(Error::invalid(
+            "spec.placement.groups",
+            format!("at most {MAX_GROUPS} groups are allowed"),
+        ));
+    }
+    for (i, group) in placement.groups.iter().enumerate() {
+        let field = format!("spec.placement.groups[{i}].name");
+        validate_name(&field, &group.name)?;
+        if placement.groups[..i].iter().any(|g| g.name == group.name) {
+            return Err(Error::invalid(
+                field,
+                format!("group `{}` is listed twice", group.name),
+            ));
+        }
+    }
+    if let Some(spread) = &placement.spread {
+        if let Some(group) = &spread.group {
+            validate_name("spec.placement.spread.group", group)?;
+        }
+        let mut total = 0u32;
+        for (zone, percent) in &spread.targets {
+            let field = format!("spec.placement.spread.targets.{zone}");
+            validate_name(&field, zone)?;
+            if *percent > 100 {
+                return Err(Error::invalid(
+                    field,
+                    format!("{percent}% is more than 100%"),
+                ));
+            }
+            total += u32::from(*percent);
+        }
+        if total > 100 {
+            return Err(Error::invalid(
+                "spec.placement.spread.targets",
+                format!("the targets add up to {total}%; at most 100% is allowed"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl CreateInstance {
+    /// Checks the whole request: name, labels and spec.
+    ///
+    /// ```
+    /// use zixiao_core::{CreateInstance, InstanceSpec};
+    /// let err = CreateInstance::new("", InstanceSpec::container("busybox"))
+    ///     .validate()
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid name: must not be empty");
+    /// ```
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_name("name", &self.name)?;
+        validate_labels("labels", &self.labels)?;
+        self.spec.validate()
+    }
+}
+
+impl NodeRegistration {
+    /// Checks the registration, naming the first invalid field.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_name("node.id", &self.id)?;
+        validate_name("node.region", &self.region)?;
+        validate_name("node.zone", &self.zone)?;
+        if self.hostname.is_empty() {
+            return Err(Error::invalid("node.hostname", "must not be empty"));
+        }
+        if self.capacity.cpus == 0 {
+            return Err(Error::invalid("node.capacity.cpus", "must be at least 1"));
+        }
+        if self.capacity.memory_mib == 0 {
+            return Err(Error::invalid(
+                "node.capacity.memory_mib",
+                "must be at least 1",
+            ));
+        }
+        if self.capacity.instances == 0 {
+            return Err(Error::invalid(
+                "node.capacity.instances",
+                "must be at least 1",
+            ));
+        }
+        validate_labels("node.labels", &self.labels)?;
+        for name in &self.traits {
+            validate_label_key("node.traits", name)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::{InstanceSpec, RestartPolicy};
+    use crate::ErrorKind;
+
+    fn container() -> CreateInstance {
+        CreateInstance::new("web", InstanceSpec::container("busybox"))
+    }
+
+    /// Each invalid request fails with `InvalidArgument` naming the field.
+    #[test]
+    fn invalid_requests_name_the_field() {
+        type Breaker = Box<dyn Fn(&mut CreateInstance)>;
+        let cases: Vec<(&str, Breaker)> = vec![
+            ("name", Box::new(|r| r.name = String::new())),
+            ("name", Box::new(|r| r.name = "Web_Server".into())),
+            ("name", Box::new(|r| r.name = "-web".into())),
+            ("name", Box::new(|r| r.name = "a".repeat(64))),
+            ("spec.cpus", Box::new(|r| r.spec.cpus = 0)),
+            ("spec.cpus", Box::new(|r| r.spec.cpus = 100_000)),
+            ("spec.memory_mib", Box::new(|r| r.spec.memory_mib = 0)),
+            (
+                "spec.memory_mib",
+                Box::new(|r| r.spec.memory_mib = u64::MAX),
+            ),
+            ("spec.disk_gib", Box::new(|r| r.spec.disk_gib = u64::MAX)),
+            ("spec.image", Box::new(|r| r.spec.image = None)),
+            (
+                "spec.image",
+                Box::new(|r| r.spec.image = Some("bad image".into())),
+            ),
+            (
+                "spec.kernel",
+                Box::new(|r| r.spec.kernel = Some(PathBuf::from("/boot/vmlinuz"))),
+            ),
+            (
+                "spec.env.",
+                Box::new(|r| {
+                    r.spec.env.insert(String::new(), "x".into());
+                }),
+            ),
+            (
+                "spec.env.A=B",
+                Box::new(|r| {
+                    r.spec.env.insert("A=B".into(), "x".into());
+                }),
+            ),
+            (
+                "spec.command",
+                Box::new(|r| r.spec.command = vec![String::new()]),
+            ),
+            (
+                "labels.bad key",
+                Box::new(|r| {
+                    r.labels.insert("bad key".into(), "v".into());
+                }),
+            ),
+            (
+                "spec.placement.zone",
+                Box::new(|r| r.spec.placement.zone = Some("Zone A".into())),
+            ),
+            (
+                "spec.kernel",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::empty(InstanceType::Microvm, 1, 64);
+                }),
+            ),
+            (
+                "spec.kernel",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::microvm("relative/vmlinux");
+                }),
+            ),
+            (
+                "spec.command",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::microvm("/k").with_command(["sh"]);
+                }),
+            ),
+            (
+                "spec.initrd",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::vm("/disk.qcow2");
+                    r.spec.initrd = Some("/initrd".into());
+                }),
+            ),
+            (
+                "spec.image",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::empty(InstanceType::Vm, 1, 512);
+                }),
+            ),
+        ];
+        for (field, break_it) in cases {
+            let mut request = container();
+            break_it(&mut request);
+            let err = request.validate().expect_err(field);
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{field}: {err}");
+            match &err {
+                Error::InvalidArgument { field: got, reason } => {
+                    assert_eq!(got, field, "{err}");
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{field}: unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn valid_requests_pass() {
+        container().validate().expect("container");
+        let mut vm = CreateInstance::new("vm-1", InstanceSpec::vm("/var/lib/images/debian.qcow2"));
+        vm.spec.restart = RestartPolicy::Always;
+        vm.validate().expect("vm");
+        let mut micro = CreateInstance::new("m1", InstanceSpec::microvm("/boot/vmlinux"));
+        micro.spec.initrd = Some("/boot/initrd".into());
+        micro.spec.cmdline = Some("console=ttyS0".into());
+        micro.validate().expect("microvm");
+    }
+
+    #[test]
+    fn unknown_types_and_policies_are_rejected_with_the_field() {
+        let err = "vps".parse::<InstanceType>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid spec.type: unknown instance type `vps`: expected vm, container or microvm"
+        );
+        let err = "sometimes".parse::<RestartPolicy>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn yaml_with_an_unknown_field_is_rejected() {
+        let yaml =
+            "name: web\nspec:\n  type: container\n  image: busybox\n  cpus: 1\n  memroy_mib: 64\n";
+        let err = serde_yaml::from_str::<CreateInstance>(yaml).unwrap_err();
+        assert!(err.to_string().contains("memroy_mib"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Validation never panics, and accepts a name exactly when it is a DNS label.
+        #[test]
+        fn names_are_dns_labels(name in "\\PC{0,70}") {
+            let ok = validate_name("name", &name).is_ok();
+            let dns = !name.is_empty() && name.len() <= 63
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-') && !name.ends_with('-');
+            proptest::prop_assert_eq!(ok, dns);
+        }
+
+        /// Any cpu and memory amount either validates or names its field.
+        #[test]
+        fn sizes_validate_or_name_the_field(cpus in proptest::num::u32::ANY, memory in proptest::num::u64::ANY) {
+            let mut request = CreateInstance::new("web", InstanceSpec::container("busybox"));
+            request.spec.cpus = cpus;
+            request.spec.memory_mib = memory;
+            let in_range = (1..=MAX_CPUS).contains(&cpus) && (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory);
+            match request.validate() {
+                Ok(()) => proptest::prop_assert!(in_range),
+                Err(Error::InvalidArgument { field, .. }) => {
+                    proptest::prop_assert!(!in_range);
+                    proptest::prop_assert!(field == "spec.cpus" || field == "spec.memory_mib");
+                }
+                Err(other) => proptest::prop_assert!(false, "unexpected {other}"),
+            }
+        }
+    }
+}

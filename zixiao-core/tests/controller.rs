@@ -1,0 +1,531 @@
+//! The controller end to end over the real embedded store and scheduler,
+//! with hand-written fake drivers standing in for the runtimes (the drivers
+//! themselves are tested against their real runtimes in zixiao-drivers).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use zixiao_core::controller::ControllerOptions;
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    Controller, CreateInstance, DesiredState, ErrorKind, InstanceEventKind, InstanceFilter,
+    InstanceSpec, InstanceStatus, InstanceType, LocalAgent, NodeRegistration, NodeStatus,
+    Resources, RestartPolicy, RuntimeState,
+};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::clock::ManualClock;
+use zixiao_testing::fake_driver::{Failure, FakeDriver, Op};
+
+struct Cluster {
+    controller: Controller,
+    drivers: Vec<Arc<FakeDriver>>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+fn host(cpus: u32, memory_mib: u64) -> HostFacts {
+    HostFacts {
+        hostname: "test-host".into(),
+        capacity: Resources {
+            cpus,
+            memory_mib,
+            disk_gib: 100,
+            instances: 64,
+        },
+    }
+}
+
+/// A controller with one node per `(id, cpus, memory)`, each running containers on a fake driver.
+async fn cluster(nodes: &[(&str, u32, u64)]) -> Cluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("open store");
+    cluster_on(Arc::new(store), nodes, dir).await
+}
+
+async fn cluster_on(
+    store: Arc<EmbeddedStore>,
+    nodes: &[(&str, u32, u64)],
+    dir: tempfile::TempDir,
+) -> Cluster {
+    let clock = Arc::new(ManualClock::default());
+    let mut builder = Controller::builder(store, Arc::new(PluginScheduler::default()))
+        .clock(clock.clone())
+        .options(ControllerOptions::default());
+    let mut drivers = Vec::new();
+    let mut registrations = Vec::new();
+    for (id, cpus, memory) in nodes {
+        let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+        let agent = Arc::new(LocalAgent::new(host(*cpus, *memory)).with_driver(driver.clone()));
+        registrations.push(NodeRegistration {
+            address: format!("{id}:50052"),
+            ..agent.registration(*id)
+        });
+        builder = builder.agent(*id, agent);
+        drivers.push(driver);
+    }
+    let controller = builder.build();
+    for registration in registrations {
+        controller
+            .register_node(registration)
+            .await
+            .expect("register");
+    }
+    Cluster {
+        controller,
+        drivers,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn container(name: &str, cpus: u32, memory_mib: u64) -> CreateInstance {
+    CreateInstance::new(
+        name,
+        InstanceSpec::container("busybox").with_size(cpus, memory_mib),
+    )
+}
+
+async fn run(c: &Controller, request: CreateInstance) -> zixiao_core::Instance {
+    let created = c.create_instance(request).await.expect("create");
+    c.converge(&created.id)
+        .await
+        .expect("converge")
+        .expect("exists")
+}
+
+#[tokio::test]
+async fn create_runs_the_instance_and_delete_releases_everything() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let c = &cl.controller;
+    let web = run(c, container("web", 2, 1024)).await;
+    assert_eq!(web.status, InstanceStatus::Running);
+    assert_eq!(web.node.as_deref(), Some("node-a"));
+    assert_eq!(cl.drivers[0].state_of(&web.id), RuntimeState::Running);
+    let node = c.get_node("node-a").await.expect("node");
+    assert_eq!(
+        node.allocated,
+        Resources {
+            cpus: 2,
+            memory_mib: 1024,
+            disk_gib: 0,
+            instances: 1
+        }
+    );
+
+    // Addressed by name as well as by id.
+    assert_eq!(c.get_instance("web").await.expect("by name").id, web.id);
+
+    c.delete_instance("web").await.expect("delete");
+    assert!(c
+        .converge(&web.id)
+        .await
+        .expect("converge delete")
+        .is_none());
+    assert!(cl.drivers[0].is_empty(), "the runtime still holds it");
+    assert_eq!(
+        c.get_node("node-a").await.expect("node").allocated,
+        Resources::default()
+    );
+    assert_eq!(
+        c.get_instance("web").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // The name is free again.
+    run(c, container("web", 1, 64)).await;
+}
+
+#[tokio::test]
+async fn bad_requests_change_nothing() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let c = &cl.controller;
+    run(c, container("web", 1, 64)).await;
+
+    let dup = c
+        .create_instance(container("web", 1, 64))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(dup.to_string(), "instance `web` already exists");
+
+    let invalid = c
+        .create_instance(container("web-2", 0, 64))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.kind(), ErrorKind::InvalidArgument);
+    assert!(invalid.to_string().contains("spec.cpus"), "{invalid}");
+
+    let microvm = CreateInstance::new("m", InstanceSpec::microvm("/boot/vmlinux"));
+    let unsupported = c.create_instance(microvm).await.unwrap_err();
+    assert_eq!(unsupported.kind(), ErrorKind::Unsupported);
+    assert!(
+        unsupported
+            .to_string()
+            .contains("no node can run microvm instances"),
+        "{unsupported}"
+    );
+    assert!(
+        unsupported.to_string().contains("node `node-a`"),
+        "{unsupported}"
+    );
+
+    let all = c
+        .list_instances(&InstanceFilter::default())
+        .await
+        .expect("list");
+    assert_eq!(
+        all.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["web"]
+    );
+    assert_eq!(
+        c.get_node("node-a")
+            .await
+            .expect("node")
+            .allocated
+            .instances,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_instance_that_fits_nowhere_stays_pending_with_the_reason() {
+    let cl = cluster(&[("node-a", 2, 2048)]).await;
+    let c = &cl.controller;
+    let big = run(c, container("big", 1, 4096)).await;
+    assert_eq!(big.status, InstanceStatus::Pending);
+    assert!(big.node.is_none());
+    let reason = big.problem().expect("a reason");
+    assert!(reason.contains("1 node"), "{reason}");
+    assert!(reason.contains("memory"), "{reason}");
+    assert_eq!(
+        c.get_node("node-a").await.expect("node").allocated,
+        Resources::default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_creates_never_over_commit_a_node() {
+    let cl = cluster(&[("node-a", 8, 65536), ("node-b", 4, 65536)]).await;
+    let c = cl.controller.clone();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { run(&c, container(&format!("w{i}"), 1, 64)).await })
+        })
+        .collect();
+    let mut running = 0;
+    for task in tasks {
+        if task.await.expect("join").status == InstanceStatus::Running {
+            running += 1;
+        }
+    }
+    assert_eq!(running, 12, "exactly the 12 cores of the cluster are used");
+    for (id, cpus) in [("node-a", 8), ("node-b", 4)] {
+        let node = c.get_node(id).await.expect("node");
+        assert_eq!(node.allocated.cpus, cpus, "{id}");
+        let placed = c
+            .list_instances(&InstanceFilter {
+                node: Some(id.into()),
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            placed.len() as u32,
+            cpus,
+            "allocation matches the instances placed on {id}"
+        );
+    }
+    let pending = c
+        .list_instances(&InstanceFilter {
+            status: Some(InstanceStatus::Pending),
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(pending.len(), 28);
+}
+
+#[tokio::test]
+async fn stop_start_and_restart_reach_the_runtime() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let (c, driver) = (&cl.controller, &cl.drivers[0]);
+    let web = run(c, container("web", 1, 64)).await;
+
+    c.stop_instance("web").await.expect("stop");
+    let stopped = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(stopped.status, InstanceStatus::Stopped);
+    assert!(matches!(
+        driver.state_of(&web.id),
+        RuntimeState::Exited { .. }
+    ));
+    assert_eq!(
+        c.get_node("node-a").await.expect("node").allocated.cpus,
+        1,
+        "a stopped instance keeps its place"
+    );
+
+    c.start_instance("web").await.expect("start");
+    let started = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(started.status, InstanceStatus::Running);
+    assert_eq!(driver.state_of(&web.id), RuntimeState::Running);
+
+    let stops_before = driver
+        .calls()
+        .iter()
+        .filter(|(op, _)| *op == Op::Stop)
+        .count();
+    c.restart_instance("web").await.expect("restart");
+    let restarted = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(restarted.status, InstanceStatus::Running);
+    assert!(restarted.has_converged());
+    let stops_after = driver
+        .calls()
+        .iter()
+        .filter(|(op, _)| *op == Op::Stop)
+        .count();
+    assert_eq!(stops_after, stops_before + 1, "restart stopped it once");
+
+    c.stop_instance("web").await.expect("stop");
+    c.converge("web").await.expect("converge");
+    let err = c.resume_instance("web").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(
+        err.to_string()
+            .contains("only a paused instance can be resumed"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_workload_that_exits_is_recorded_and_the_restart_policy_applies() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let (c, driver) = (&cl.controller, &cl.drivers[0]);
+
+    let once = run(c, container("once", 1, 64)).await;
+    driver.exit(&once.id, 0, false);
+    let done = c.converge("once").await.expect("converge").expect("exists");
+    assert_eq!(done.status, InstanceStatus::Stopped);
+    assert_eq!(
+        done.desired,
+        DesiredState::Stopped,
+        "ran to completion; nothing restarts it"
+    );
+    assert_eq!(done.exit.as_ref().map(|e| e.code), Some(0));
+    assert!(done.has_converged());
+
+    let mut request = container("always", 1, 64);
+    request.spec.restart = RestartPolicy::Always;
+    let always = run(c, request).await;
+    driver.exit(&always.id, 137, true);
+    let crashed = c
+        .converge("always")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(crashed.status, InstanceStatus::Failed);
+    assert!(crashed.exit.as_ref().is_some_and(|e| e.oom_killed));
+    assert!(crashed.conditions.iter().any(|c| c.reason == "OomKilled"));
+    // The back-off holds the restart until its time has come.
+    cl.clock.advance(Duration::from_secs(2));
+    let back = c
+        .converge("always")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(back.status, InstanceStatus::Running);
+    assert_eq!(back.restarts_done, 1);
+    assert_eq!(driver.state_of(&always.id), RuntimeState::Running);
+}
+
+#[tokio::test]
+async fn runtime_failures_are_recorded_and_recoverable() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let (c, driver) = (&cl.controller, &cl.drivers[0]);
+
+    driver.fail(Op::Create, Failure::NotFound);
+    let failed = run(c, container("web", 1, 64)).await;
+    assert_eq!(failed.status, InstanceStatus::Failed);
+    let reason = failed.problem().expect("a reason");
+    assert!(reason.contains("image `busybox` not found"), "{reason}");
+
+    driver.heal();
+    c.start_instance("web").await.expect("start");
+    let running = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+
+    // An unreachable runtime leaves the state for the next converge.
+    driver.fail(Op::Stop, Failure::Unavailable);
+    c.stop_instance("web").await.expect("stop");
+    let err = c.converge("web").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        c.get_instance("web").await.expect("get").status,
+        InstanceStatus::Stopping
+    );
+    driver.heal();
+    let stopped = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(stopped.status, InstanceStatus::Stopped);
+}
+
+#[tokio::test]
+async fn intent_survives_a_restart_of_the_controller() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.redb");
+    let id = {
+        let store = Arc::new(EmbeddedStore::open(&path).expect("open"));
+        let cl = cluster_on(
+            store,
+            &[("node-a", 4, 4096)],
+            tempfile::tempdir().expect("tmp"),
+        )
+        .await;
+        cl.drivers[0].fail(Op::Start, Failure::Unavailable);
+        let created = cl
+            .controller
+            .create_instance(container("web", 1, 64))
+            .await
+            .expect("create");
+        assert_eq!(
+            cl.controller.converge("web").await.unwrap_err().kind(),
+            ErrorKind::Unavailable
+        );
+        assert_eq!(
+            cl.controller.get_instance("web").await.expect("get").status,
+            InstanceStatus::Creating
+        );
+        created.id
+    };
+    // A new controller over the same store carries on where the last one stopped.
+    let store = Arc::new(EmbeddedStore::open(&path).expect("reopen"));
+    let cl = cluster_on(store, &[("node-a", 4, 4096)], dir).await;
+    let web = cl
+        .controller
+        .converge("web")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(web.id, id);
+    assert_eq!(web.status, InstanceStatus::Running);
+    assert_eq!(
+        cl.controller
+            .get_node("node-a")
+            .await
+            .expect("node")
+            .allocated
+            .cpus,
+        1
+    );
+}
+
+#[tokio::test]
+async fn drain_moves_what_restarts_and_stops_the_rest() {
+    let cl = cluster(&[("node-a", 4, 4096), ("node-b", 4, 4096)]).await;
+    let c = &cl.controller;
+    c.cordon_node("node-b").await.expect("cordon");
+    let mut movable = container("movable", 1, 64);
+    movable.spec.restart = RestartPolicy::Always;
+    let movable = run(c, movable).await;
+    let fixed = run(c, container("fixed", 1, 64)).await;
+    assert_eq!(
+        movable.node.as_deref(),
+        Some("node-a"),
+        "node-b is cordoned"
+    );
+    c.uncordon_node("node-b").await.expect("uncordon");
+
+    let report = c.drain_node("node-a").await.expect("drain");
+    assert_eq!(report.moved, ["movable"]);
+    assert_eq!(report.stopped, ["fixed"]);
+    assert_eq!(report.status, Some(NodeStatus::Cordoned));
+
+    let moved = c.get_instance("movable").await.expect("get");
+    assert_eq!(moved.node.as_deref(), Some("node-b"));
+    assert_eq!(moved.status, InstanceStatus::Running);
+    assert_eq!(cl.drivers[0].state_of(&movable.id), RuntimeState::Missing);
+    assert_eq!(cl.drivers[1].state_of(&movable.id), RuntimeState::Running);
+    assert_eq!(
+        c.get_instance("fixed").await.expect("get").status,
+        InstanceStatus::Stopped
+    );
+    let a = c.get_node("node-a").await.expect("node");
+    assert_eq!(
+        a.allocated.cpus, 1,
+        "only the stopped instance holds node-a"
+    );
+    assert_eq!(c.get_node("node-b").await.expect("node").allocated.cpus, 1);
+    let _ = fixed;
+
+    // A cordoned node takes nothing new; maintenance needs ending first.
+    let pending = run(c, container("big", 4, 64)).await;
+    assert_eq!(pending.status, InstanceStatus::Pending);
+    c.set_maintenance("node-a", true)
+        .await
+        .expect("maintenance on");
+    let err = c.uncordon_node("node-a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    let report = c
+        .set_maintenance("node-a", false)
+        .await
+        .expect("maintenance off");
+    assert_eq!(report.status, Some(NodeStatus::Ready));
+    let err = c.deregister_node("node-b").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn watch_streams_every_change_in_order() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let c = &cl.controller;
+    let from = c.current_revision().await.expect("revision");
+    let mut events = c.watch_instances(from).await.expect("watch");
+    let web = run(c, container("web", 1, 64)).await;
+    c.delete_instance("web").await.expect("delete");
+    c.converge(&web.id).await.expect("converge");
+
+    let mut kinds = Vec::new();
+    let mut statuses = BTreeSet::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(5), events.next()).await {
+        let event = event.expect("event");
+        assert_eq!(event.id, web.id);
+        if let Some(i) = &event.instance {
+            statuses.insert(i.status);
+        }
+        kinds.push(event.kind);
+        if event.kind == InstanceEventKind::Deleted {
+            break;
+        }
+    }
+    assert_eq!(kinds.first(), Some(&InstanceEventKind::Added));
+    assert_eq!(kinds.last(), Some(&InstanceEventKind::Deleted));
+    for status in [
+        InstanceStatus::Pending,
+        InstanceStatus::Scheduled,
+        InstanceStatus::Running,
+        InstanceStatus::Deleting,
+    ] {
+        assert!(statuses.contains(&status), "saw {statuses:?}");
+    }
+}
+
+#[tokio::test]
+async fn cluster_info_adds_everything_up() {
+    let cl = cluster(&[("node-a", 4, 4096), ("node-b", 2, 2048)]).await;
+    let c = &cl.controller;
+    run(c, container("a", 1, 512)).await;
+    run(c, container("too-big", 8, 512)).await;
+    c.cordon_node("node-b").await.expect("cordon");
+    let info = c.cluster_info().await.expect("info");
+    assert_eq!(info.nodes, 2);
+    assert_eq!(info.nodes_by_status.get(&NodeStatus::Ready), Some(&1));
+    assert_eq!(info.nodes_by_status.get(&NodeStatus::Cordoned), Some(&1));
+    assert_eq!(info.instances, 2);
+    let containers = &info.instances_by_type[&InstanceType::Container];
+    assert_eq!(containers.get(&InstanceStatus::Running), Some(&1));
+    assert_eq!(containers.get(&InstanceStatus::Pending), Some(&1));
+    assert_eq!(info.capacity.cpus, 6);
+    assert_eq!(info.allocated.cpus, 1);
+    assert_eq!(info.allocated.memory_mib, 512);
+}

@@ -1,0 +1,131 @@
+//! The embedded deployment in one call: [`open`] gives a [`Controller`] over
+//! the on-disk store in a state directory, with this machine registered as
+//! its local node and the runtimes found here as its drivers. No daemon, no
+//! set-up: what the CLI, the Python and Node bindings and Rust apps use.
+//!
+//! ```no_run
+//! # async fn example() -> zixiao_core::Result<()> {
+//! let embedded = zixiao_embedded::open(zixiao_embedded::EmbeddedConfig::new("/tmp/zixiao")).await?;
+//! for node in embedded.controller.list_nodes().await? {
+//!     println!("{} {} cpus", node.id, node.capacity.cpus);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zixiao_core::host::HostFacts;
+use zixiao_core::{Controller, Error, LocalAgent, Node, Result};
+use zixiao_drivers::DriverConfig;
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+
+pub use zixiao_drivers;
+
+/// Where the embedded controller keeps its state and finds its runtimes.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// The state directory: the store (`state.redb`) and the drivers' files.
+    pub state_dir: PathBuf,
+    /// The local node's id; defaults to this machine's hostname made into a DNS label.
+    pub node_id: Option<String>,
+    /// Runtime settings (containerd socket, ...); `state_dir` is filled in by [`open`].
+    pub drivers: DriverConfig,
+}
+
+impl EmbeddedConfig {
+    /// The defaults, keeping everything under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        let state_dir = state_dir.into();
+        EmbeddedConfig {
+            drivers: DriverConfig::new(state_dir.join("runtime")),
+            state_dir,
+            node_id: None,
+        }
+    }
+}
+
+/// An open embedded deployment.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The controller: the whole API.
+    pub controller: Controller,
+    /// The local node as registered just now.
+    pub node: Node,
+    /// The local node's agent and its drivers.
+    pub agent: Arc<LocalAgent>,
+}
+
+/// The store file inside a state directory.
+pub fn store_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state.redb")
+}
+
+/// Opens (or creates) the embedded deployment in `config.state_dir`:
+/// opens the store, probes this machine, finds its runtimes and registers
+/// (or refreshes) the local node with its real capacity.
+///
+/// Errors: `Unavailable` (another process holds the state directory),
+/// `Internal` (the directory cannot be created or probed), the store's errors.
+pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        Error::Internal(format!(
+            "cannot create state directory {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
+    let store = EmbeddedStore::open(&store_path(&config.state_dir))?;
+    let host = HostFacts::probe(&config.state_dir)
+        .map_err(|e| Error::Internal(format!("cannot read this machine's resources: {e}")))?;
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| node_id_from_hostname(&host.hostname));
+
+    let discovered = zixiao_drivers::discover(&config.drivers).await;
+    let mut agent = LocalAgent::new(host);
+    for driver in discovered.drivers {
+        agent = agent.with_driver(driver);
+    }
+    for (instance_type, reason) in discovered.missing {
+        agent = agent.with_missing_runtime(instance_type, reason);
+    }
+    let agent = Arc::new(agent);
+
+    let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
+        .agent(node_id.clone(), agent.clone())
+        .build();
+    let node = controller
+        .register_node(agent.registration(node_id))
+        .await?;
+    Ok(Embedded {
+        controller,
+        node,
+        agent,
+    })
+}
+
+/// Makes a hostname into a node id: lowercase letters, digits and `-`, at
+/// most 63 characters; `local` when nothing is left.
+///
+/// ```
+/// assert_eq!(zixiao_embedded::node_id_from_hostname("Build_Box.example"), "build-box-example");
+/// assert_eq!(zixiao_embedded::node_id_from_hostname("---"), "local");
+/// ```
+pub fn node_id_from_hostname(hostname: &str) -> String {
+    let mapped: String = hostname
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        })
+        .take(63)
+        .collect();
+    let trimmed = mapped.trim_matches('-');
+    if trimmed.is_empty() {
+        "local".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}

@@ -1,0 +1,606 @@
+//! [`EmbeddedStore`]: the [`Store`] kept in one redb file on this machine,
+//! and [`EmbeddedStoreOptions`], how it is opened.
+//!
+//! Reads run inline on a redb snapshot; every write (commit, lease call,
+//! sweep, compaction) runs on tokio's blocking pool, because a durable redb
+//! commit waits for `fsync`. Writes are serialised by one mutex, which also
+//! keeps the broadcast of committed revisions in revision order. Commits
+//! that queue up while a write is running are applied together in the next
+//! redb transaction (group commit), each at its own revision, so concurrent
+//! writers share one `fsync`.
+
+mod codec;
+mod tables;
+mod watch;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use redb::{Database, DatabaseError, StorageError};
+use tokio::sync::{broadcast, oneshot};
+use zixiao_core::store::{KeyValue, LeaseId, Listing, Revision, Txn, WatchStream};
+use zixiao_core::{Clock, Store, StoreError, SystemClock};
+
+use tables::{Committed, ReadState, WriteState};
+
+/// How long [`EmbeddedStore::open`] waits for another process to release the file.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many revisions of history watches can replay by default.
+pub const DEFAULT_HISTORY_LIMIT: u64 = 10_000;
+
+/// How often expired leases are deleted in the background by default.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many committed revisions a live watcher may fall behind by default
+/// before it re-reads them from the changelog.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+
+/// The largest accepted [`EmbeddedStoreOptions::event_buffer`].
+const MAX_EVENT_BUFFER: usize = 1 << 20;
+
+/// The longest pause between two attempts to lock a busy store file.
+const MAX_LOCK_BACKOFF: Duration = Duration::from_millis(250);
+
+/// How to open an [`EmbeddedStore`]: clock, lock timeout, history kept.
+///
+/// ```
+/// use std::time::Duration;
+/// use zixiao_store::EmbeddedStoreOptions;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = EmbeddedStoreOptions::new()
+///     .lock_timeout(Duration::from_millis(500))
+///     .history_limit(100)
+///     .open(&dir.path().join("state.redb"))?;
+/// # drop(store);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct EmbeddedStoreOptions {
+    clock: Arc<dyn Clock>,
+    lock_timeout: Duration,
+    history_limit: u64,
+    sweep_interval: Option<Duration>,
+    event_buffer: usize,
+}
+
+impl Default for EmbeddedStoreOptions {
+    fn default() -> Self {
+        EmbeddedStoreOptions {
+            clock: Arc::new(SystemClock),
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            history_limit: DEFAULT_HISTORY_LIMIT,
+            sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
+            event_buffer: DEFAULT_EVENT_BUFFER,
+        }
+    }
+}
+
+impl EmbeddedStoreOptions {
+    /// The defaults: the system clock, a 5 s lock timeout, 10,000 revisions
+    /// of history, a background lease sweep every second.
+    pub fn new() -> Self {
+        EmbeddedStoreOptions::default()
+    }
+
+    /// The clock lease expiry is measured with.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How long to keep trying when another process holds the store file
+    /// before failing with `Unavailable` (zero: try once).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// How many of the latest revisions watches can replay; older history is
+    /// dropped as new revisions commit. At least 1.
+    pub fn history_limit(mut self, revisions: u64) -> Self {
+        self.history_limit = revisions;
+        self
+    }
+
+    /// How often a background thread deletes the keys of expired leases (and
+    /// emits their delete events); `None` leaves that to the next write and
+    /// to [`EmbeddedStore::sweep_expired`]. Expired keys are never visible
+    /// to reads either way.
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// How many committed revisions a live watcher may fall behind before it
+    /// re-reads them from the changelog instead (1 to 1,048,576).
+    pub fn event_buffer(mut self, revisions: usize) -> Self {
+        self.event_buffer = revisions;
+        self
+    }
+
+    /// Opens the store file at `path`, creating it and its parent directory
+    /// if needed. Blocks for up to the lock timeout while another process
+    /// holds the file.
+    ///
+    /// Errors: `InvalidArgument` (a zero history limit or event buffer),
+    /// `Unavailable` (the file stays locked by another process, or cannot be
+    /// created or read), `Internal` (the file is not a store of this format,
+    /// or is corrupt).
+    pub fn open(&self, path: &Path) -> Result<EmbeddedStore, StoreError> {
+        if self.history_limit == 0 {
+            return Err(StoreError::InvalidArgument(
+                "the embedded store's history limit must be at least 1 revision".to_owned(),
+            ));
+        }
+        if !(1..=MAX_EVENT_BUFFER).contains(&self.event_buffer) {
+            return Err(StoreError::InvalidArgument(format!(
+                "the embedded store's event buffer must hold 1 to {MAX_EVENT_BUFFER} revisions, not {}",
+                self.event_buffer
+            )));
+        }
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Unavailable {
+                what: format!("cannot create the state directory `{}`", parent.display()),
+                source: Some(Box::new(source)),
+            })?;
+        }
+        let db = open_database(path, self.lock_timeout)?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tables::initialise(&db, &path.display().to_string())
+        }))
+        .map_err(|payload| corrupt_file(path, payload.as_ref()))??;
+
+        let (events, _) = broadcast::channel(self.event_buffer);
+        let (stop_sweeper, sweeper_stopped) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            db,
+            path: path.to_owned(),
+            clock: Arc::clone(&self.clock),
+            history_limit: self.history_limit,
+            writer: Mutex::new(()),
+            queued: Mutex::new(Vec::new()),
+            events,
+            _stop_sweeper: stop_sweeper,
+        });
+        if let Some(interval) = self.sweep_interval {
+            let weak = Arc::downgrade(&inner);
+            std::thread::Builder::new()
+                .name("zixiao-store-sweep".to_owned())
+                .spawn(move || sweep_in_background(weak, interval, sweeper_stopped))
+                .map_err(|source| {
+                    StoreError::backend("cannot start the lease sweeper thread", source)
+                })?;
+        }
+        Ok(EmbeddedStore { inner })
+    }
+}
+
+/// Opens the redb file, retrying with backoff while another process holds it.
+fn open_database(path: &Path, lock_timeout: Duration) -> Result<Database, StoreError> {
+    let deadline = Instant::now() + lock_timeout;
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let opened = std::panic::catch_unwind(|| Database::create(path))
+            .map_err(|payload| corrupt_file(path, payload.as_ref()))?;
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(DatabaseError::DatabaseAlreadyOpen) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    let dir = path.parent().unwrap_or(path);
+                    return Err(StoreError::Unavailable {
+                        what: format!(
+                            "the state directory `{}` is in use by another zixiao process \
+                             (its store file `{}` stayed locked for {lock_timeout:?})",
+                            dir.display(),
+                            path.display()
+                        ),
+                        source: Some(Box::new(DatabaseError::DatabaseAlreadyOpen)),
+                    });
+                }
+                std::thread::sleep(backoff.min(deadline - now));
+                backoff = (backoff * 2).min(MAX_LOCK_BACKOFF);
+            }
+            // Short or malformed content is a damaged file, not an
+            // unreachable one.
+            Err(DatabaseError::Storage(StorageError::Io(source)))
+                if !matches!(
+                    source.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                return Err(StoreError::Unavailable {
+                    what: format!("cannot open the store file `{}`", path.display()),
+                    source: Some(Box::new(source)),
+                })
+            }
+            Err(source) => {
+                return Err(StoreError::Backend {
+                    what: format!(
+                        "cannot open the store file `{}` (is it corrupt, or not a zixiao store?)",
+                        path.display()
+                    ),
+                    source: Box::new(source),
+                })
+            }
+        }
+    }
+}
+
+/// The error for a store file on which redb panicked while opening it.
+fn corrupt_file(path: &Path, payload: &(dyn std::any::Any + Send)) -> StoreError {
+    StoreError::Backend {
+        what: format!(
+            "cannot open the store file `{}`: it is corrupt",
+            path.display()
+        ),
+        source: Box::new(RedbPanicked(panic_message(payload))),
+    }
+}
+
+/// Deletes expired leases' keys every `interval` until the store is dropped
+/// (which drops the sender of `stop`).
+fn sweep_in_background(store: Weak<Inner>, interval: Duration, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
+        let Some(inner) = store.upgrade() else { return };
+        // A failed sweep has nobody to report to; the next write sweeps
+        // again and returns the error to its caller.
+        let _ = catch_panic("the lease sweep", || inner.sweep_expired());
+    }
+}
+
+/// A [`Txn`] waiting for the writer, and where to send its outcome.
+struct QueuedCommit {
+    txn: Txn,
+    reply: oneshot::Sender<Result<Revision, StoreError>>,
+}
+
+/// Why a commit failed together with the others of its group.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct GroupAborted(String);
+
+/// The state shared by every clone of an [`EmbeddedStore`].
+pub(crate) struct Inner {
+    db: Database,
+    path: PathBuf,
+    clock: Arc<dyn Clock>,
+    history_limit: u64,
+    /// Held for a whole write, from redb's `begin_write` to the broadcast.
+    writer: Mutex<()>,
+    /// Transactions waiting to be committed together by the next writer.
+    queued: Mutex<Vec<QueuedCommit>>,
+    events: broadcast::Sender<Arc<Committed>>,
+    /// Dropped with the store, which tells the sweeper thread to stop.
+    _stop_sweeper: mpsc::Sender<()>,
+}
+
+impl Inner {
+    fn now_ms(&self) -> i64 {
+        self.clock.now().timestamp_millis()
+    }
+
+    /// Runs `op` in one durable write transaction, after deleting expired
+    /// leases. If `op` fails, nothing of the transaction is kept.
+    fn write<T>(
+        &self,
+        op: impl FnOnce(&mut WriteState<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.write_locked(op)
+    }
+
+    /// [`Inner::write`], for a caller that holds the writer mutex.
+    fn write_locked<T>(
+        &self,
+        op: impl FnOnce(&mut WriteState<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::backend("cannot start a write transaction", e))?;
+        let (outcome, committed) = {
+            let mut state = WriteState::open(&txn)?;
+            state.sweep(self.now_ms())?;
+            let outcome = op(&mut state)?;
+            (outcome, state.finish(self.history_limit)?)
+        };
+        txn.commit()
+            .map_err(|e| StoreError::backend("cannot commit a write transaction", e))?;
+        for revision in committed {
+            // No receiver is not an error: nobody is watching.
+            let _ = self.events.send(Arc::new(revision));
+        }
+        Ok(outcome)
+    }
+
+    /// Commits every queued [`Txn`] in one redb write transaction (so one
+    /// `fsync` for the group), each at its own revision, and answers each.
+    /// Called once per queued commit; later calls find the queue empty.
+    fn commit_queued(&self) {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let queued =
+            std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner));
+        if queued.is_empty() {
+            return;
+        }
+        let outcome = self.write_locked(|state| {
+            let mut results = Vec::with_capacity(queued.len());
+            for commit in &queued {
+                match state.apply(&commit.txn) {
+                    Ok(revision) => results.push(Ok(revision)),
+                    // A failed precondition is found before `apply` changes
+                    // anything: that transaction alone fails.
+                    Err(
+                        error @ (StoreError::AlreadyExists(_)
+                        | StoreError::NotFound(_)
+                        | StoreError::Conflict { .. }),
+                    ) => results.push(Err(error)),
+                    // Anything else may leave a half-applied transaction:
+                    // abort the whole group.
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(results)
+        });
+        match outcome {
+            Ok(results) => {
+                for (commit, result) in queued.into_iter().zip(results) {
+                    // The caller may have stopped waiting; the commit stands.
+                    let _ = commit.reply.send(result);
+                }
+            }
+            Err(error) => {
+                let cause = error.to_string();
+                for commit in queued {
+                    let _ = commit.reply.send(Err(StoreError::Backend {
+                        what: "the commit was aborted with the group it was written in".to_owned(),
+                        source: Box::new(GroupAborted(cause.clone())),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn sweep_expired(&self) -> Result<Option<Revision>, StoreError> {
+        if !ReadState::begin(&self.db)?.any_expired(self.now_ms())? {
+            return Ok(None);
+        }
+        self.write(|state| Ok(state.swept()))
+    }
+}
+
+/// The embedded [`Store`]: one redb file, durable on every acknowledged
+/// commit, with etcd-style revisions, watch history and leases.
+///
+/// Cloning is cheap and every clone is the same store. Its methods need a
+/// tokio runtime (any flavour): writes run on the blocking pool.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .field("history_limit", &self.inner.history_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file at `path` with the default
+    /// [`EmbeddedStoreOptions`], creating its parent directory. Blocks for up
+    /// to 5 s while another process holds the file.
+    ///
+    /// Errors: `Unavailable` (the state directory is in use by another
+    /// zixiao process, or the file cannot be created), `Internal` (the file is
+    /// corrupt or not a zixiao store).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use zixiao_core::store::{Precondition, Txn};
+    /// use zixiao_core::Store;
+    /// use zixiao_store::EmbeddedStore;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = EmbeddedStore::open(&dir.path().join("state.redb"))?;
+    /// let revision = store
+    ///     .commit(Txn::new().put("/greeting", b"hello".to_vec(), Precondition::Absent))
+    ///     .await?;
+    /// let kv = store.get("/greeting").await?.expect("just written");
+    /// assert_eq!(kv.value, b"hello");
+    /// assert_eq!(kv.mod_revision, revision);
+    /// # Ok(()) }
+    /// ```
+    pub fn open(path: &Path) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStoreOptions::new().open(path)
+    }
+
+    /// Opens the store at `path` measuring lease expiry with `clock`, for
+    /// tests that move time by hand. Errors as [`EmbeddedStore::open`].
+    pub fn open_with_clock(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStoreOptions::new().clock(clock).open(path)
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Deletes the keys of every expired lease now, with their delete events,
+    /// and returns the revision of that deletion (`None`: nothing expired,
+    /// or no expired lease had keys). Idempotent. Also done by every write
+    /// and by the background sweep. Errors: `Internal`.
+    pub async fn sweep_expired(&self) -> Result<Option<Revision>, StoreError> {
+        self.blocking(|inner| inner.sweep_expired()).await
+    }
+
+    /// Drops watch history up to and including `through`: watching after an
+    /// older revision then fails with [`StoreError::Compacted`]. Idempotent;
+    /// the store also compacts itself to its history limit.
+    ///
+    /// Errors: `InvalidArgument` (`through` is past the current revision),
+    /// `Internal`.
+    pub async fn compact(&self, through: Revision) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            inner.write(|state| {
+                if through > state.revision() {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "cannot compact through revision {through}: the store is at revision {}",
+                        state.revision()
+                    )));
+                }
+                state.compact(through)
+            })
+        })
+        .await
+    }
+
+    /// Runs `op` on tokio's blocking pool, where waiting for `fsync` stalls
+    /// no async task.
+    async fn blocking<T, F>(&self, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || op(&inner))
+            .await
+            .map_err(|e| StoreError::backend("a store write task failed", e))?
+    }
+}
+
+/// redb panicked (on a corrupt file; it asserts some invariants of the
+/// file rather than returning errors for them).
+#[derive(Debug, thiserror::Error)]
+#[error("redb panicked: {0}")]
+struct RedbPanicked(String);
+
+/// Runs `op`, turning a panic inside redb into [`StoreError::Corrupt`] about
+/// `what`, so a damaged file fails the call instead of the caller's thread.
+/// (Writes run on the blocking pool, where a panic already becomes an error.)
+pub(crate) fn catch_panic<T>(what: &str, op: impl FnOnce() -> T) -> Result<T, StoreError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).map_err(|payload| {
+        StoreError::Corrupt {
+            key: what.to_owned(),
+            source: Box::new(RedbPanicked(panic_message(payload.as_ref()))),
+        }
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
+}
+
+/// Rejects what no backend may apply: an empty transaction, an empty key,
+/// or one key written twice.
+fn validate(txn: &Txn) -> Result<(), StoreError> {
+    if txn.writes.is_empty() {
+        return Err(StoreError::InvalidArgument(
+            "a transaction needs at least one write".to_owned(),
+        ));
+    }
+    let mut seen = HashSet::with_capacity(txn.writes.len());
+    for write in &txn.writes {
+        let key = write.key();
+        if key.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "a key must not be empty".to_owned(),
+            ));
+        }
+        if !seen.insert(key) {
+            return Err(StoreError::InvalidArgument(format!(
+                "key `{key}` is written twice in one transaction"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        catch_panic(key, || {
+            ReadState::begin(&self.inner.db)?.get(key, self.inner.now_ms())
+        })?
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        catch_panic(prefix, || {
+            let read = ReadState::begin(&self.inner.db)?;
+            Ok(Listing {
+                items: read.list(prefix, self.inner.now_ms())?,
+                revision: read.revision()?,
+            })
+        })?
+    }
+
+    async fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
+        validate(&txn)?;
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(QueuedCommit { txn, reply });
+        // This task may find its transaction already committed by another's
+        // group; then it just returns. It runs even if this future is dropped.
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.commit_queued());
+        outcome.await.map_err(|_| StoreError::Backend {
+            what: "the store's writer stopped before answering".to_owned(),
+            source: Box::new(GroupAborted("the writer task panicked".to_owned())),
+        })?
+    }
+
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
+        watch::watch(&self.inner, prefix, after)
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        if ttl.is_zero() {
+            return Err(StoreError::InvalidArgument(
+                "a lease's TTL must be longer than zero".to_owned(),
+            ));
+        }
+        // Round up, so a TTL under a millisecond does not expire at once.
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.blocking(move |inner| {
+            let now = inner.now_ms();
+            inner.write(|state| state.grant(ttl_ms, now))
+        })
+        .await
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            let now = inner.now_ms();
+            inner.write(|state| state.keep_alive(lease, now))
+        })
+        .await
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.blocking(move |inner| inner.write(|state| state.revoke(lease).map(drop)))
+            .await
+    }
+}

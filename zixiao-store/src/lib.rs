@@ -1,0 +1,13 @@
+//! Zixiao's [`Store`](zixiao_core::Store) backends.
+//!
+//! [`EmbeddedStore`] keeps the whole store in one redb file (the default for
+//! a single machine: no daemon to run). Every backend passes the shared
+//! conformance suite in `zixiao-testing`; see `DESIGN.md` for how the
+//! embedded store lays out its tables, revisions, watch history and leases.
+
+mod embedded;
+
+pub use embedded::{
+    EmbeddedStore, EmbeddedStoreOptions, DEFAULT_EVENT_BUFFER, DEFAULT_HISTORY_LIMIT,
+    DEFAULT_LOCK_TIMEOUT, DEFAULT_SWEEP_INTERVAL,
+};

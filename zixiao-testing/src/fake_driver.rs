@@ -1,0 +1,273 @@
+//! An in-memory [`Driver`] for testing the layers above drivers (the
+//! controller, the CLI, the bindings). It keeps a state per instance, records
+//! every call, and lets a test make calls fail or workloads exit. It is
+//! never a substitute for testing a real driver against its runtime.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zixiao_core::driver::{Pause, Stats};
+use zixiao_core::{
+    Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
+};
+
+/// Which driver call a failure is injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    /// [`Driver::create`].
+    Create,
+    /// [`Driver::start`].
+    Start,
+    /// [`Driver::stop`].
+    Stop,
+    /// [`Driver::delete`].
+    Delete,
+}
+
+/// How an injected failure fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// As if the runtime were down: `Unavailable`.
+    Unavailable,
+    /// As if the image were missing: `NotFound`.
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    instances: BTreeMap<String, RuntimeState>,
+    logs: BTreeMap<String, Vec<u8>>,
+    calls: Vec<(Op, String)>,
+    failures: BTreeMap<Op, Failure>,
+}
+
+/// An in-memory driver for one instance type.
+#[derive(Debug)]
+pub struct FakeDriver {
+    instance_type: InstanceType,
+    state: Mutex<State>,
+}
+
+impl FakeDriver {
+    /// A fake runtime for `instance_type` with nothing in it.
+    pub fn new(instance_type: InstanceType) -> Self {
+        FakeDriver {
+            instance_type,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes every later call of `op` fail with `failure`, until [`FakeDriver::heal`].
+    pub fn fail(&self, op: Op, failure: Failure) {
+        self.lock().failures.insert(op, failure);
+    }
+
+    /// Removes all injected failures.
+    pub fn heal(&self) {
+        self.lock().failures.clear();
+    }
+
+    /// Makes the workload of instance `id` exit with `code`, as if it ended by itself.
+    pub fn exit(&self, id: &str, code: i32, oom_killed: bool) {
+        self.lock().instances.insert(
+            id.to_owned(),
+            RuntimeState::Exited {
+                code,
+                oom_killed,
+                at: None,
+            },
+        );
+    }
+
+    /// The state of instance `id` in the fake runtime.
+    pub fn state_of(&self, id: &str) -> RuntimeState {
+        self.lock()
+            .instances
+            .get(id)
+            .cloned()
+            .unwrap_or(RuntimeState::Missing)
+    }
+
+    /// How many instances the fake runtime holds.
+    pub fn len(&self) -> usize {
+        self.lock().instances.len()
+    }
+
+    /// Whether the fake runtime holds no instance.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every call so far, in order, with the instance id.
+    pub fn calls(&self) -> Vec<(Op, String)> {
+        self.lock().calls.clone()
+    }
+
+    fn enter(
+        &self,
+        op: Op,
+        instance: &Instance,
+    ) -> Result<std::sync::MutexGuard<'_, State>, DriverError> {
+        let mut state = self.lock();
+        state.calls.push((op, instance.id.clone()));
+        match state.failures.get(&op) {
+            None => Ok(state),
+            Some(Failure::Unavailable) => Err(DriverError::Unavailable {
+                runtime: "fake runtime".to_owned(),
+                source: "injected failure".into(),
+            }),
+            Some(Failure::NotFound) => Err(DriverError::NotFound(format!(
+                "image `{}`",
+                instance.spec.image.as_deref().unwrap_or("-")
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for FakeDriver {
+    fn instance_type(&self) -> InstanceType {
+        self.instance_type
+    }
+
+    fn name(&self) -> &str {
+        "fake"
+    }
+
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        let mut state = self.enter(Op::Create, instance)?;
+        state
+            .instances
+            .entry(instance.id.clone())
+            .or_insert(RuntimeState::Created);
+        Ok(())
+    }
+
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        let mut state = self.enter(Op::Start, instance)?;
+        if !state.instances.contains_key(&instance.id) {
+            return Err(DriverError::NotFound(format!(
+                "instance `{}` on the fake runtime",
+                instance.name
+            )));
+        }
+        state
+            .instances
+            .insert(instance.id.clone(), RuntimeState::Running);
+        let line = format!("started {}\n", instance.name);
+        state
+            .logs
+            .entry(instance.id.clone())
+            .or_default()
+            .extend_from_slice(line.as_bytes());
+        Ok(())
+    }
+
+    async fn stop(&self, instance: &Instance, _grace: Duration) -> Result<(), DriverError> {
+        let mut state = self.enter(Op::Stop, instance)?;
+        if let Some(s) = state.instances.get_mut(&instance.id) {
+            if matches!(s, RuntimeState::Running | RuntimeState::Paused) {
+                *s = RuntimeState::Exited {
+                    code: 137,
+                    oom_killed: false,
+                    at: None,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        let mut state = self.enter(Op::Delete, instance)?;
+        state.instances.remove(&instance.id);
+        state.logs.remove(&instance.id);
+        Ok(())
+    }
+
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
+        Ok(self.state_of(&instance.id))
+    }
+
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        let state = self.lock();
+        let log = state
+            .logs
+            .get(&instance.id)
+            .ok_or_else(|| DriverError::NotFound(format!("log of instance `{}`", instance.name)))?;
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(log.len());
+        let end = start.saturating_add(max).min(log.len());
+        Ok(LogChunk {
+            data: log[start..end].to_vec(),
+            next_offset: end as u64,
+        })
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        Some(self)
+    }
+
+    fn pause(&self) -> Option<&dyn Pause> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Stats for FakeDriver {
+    async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError> {
+        match self.state_of(&instance.id) {
+            RuntimeState::Running | RuntimeState::Paused => Ok(InstanceStats {
+                cpu_time_ns: 1_000_000,
+                memory_bytes: instance.spec.memory_mib * 1024 * 1024 / 2,
+                memory_limit_bytes: Some(instance.spec.memory_mib * 1024 * 1024),
+                pids: Some(1),
+                ..InstanceStats::default()
+            }),
+            _ => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is not running",
+                instance.name
+            ))),
+        }
+    }
+}
+
+#[async_trait]
+impl Pause for FakeDriver {
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
+        let mut state = self.lock();
+        match state.instances.get_mut(&instance.id) {
+            Some(s @ (RuntimeState::Running | RuntimeState::Paused)) => {
+                *s = RuntimeState::Paused;
+                Ok(())
+            }
+            _ => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is not running",
+                instance.name
+            ))),
+        }
+    }
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
+        let mut state = self.lock();
+        match state.instances.get_mut(&instance.id) {
+            Some(s @ (RuntimeState::Running | RuntimeState::Paused)) => {
+                *s = RuntimeState::Running;
+                Ok(())
+            }
+            _ => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is not paused",
+                instance.name
+            ))),
+        }
+    }
+}
