@@ -84,6 +84,11 @@ impl LocalAgent {
         self
     }
 
+    /// The facts this agent reports, without waiting.
+    pub fn describe_now(&self) -> &NodeFacts {
+        &self.facts
+    }
+
     /// A registration for this node under `id`, in the default region and zone.
     pub fn registration(&self, id: impl Into<String>) -> NodeRegistration {
         NodeRegistration {

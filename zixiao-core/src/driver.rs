@@ -200,6 +200,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn images(&self) -> Option<&dyn Images> {
         None
     }
+
+    /// Snapshots of an instance's state, if the runtime can take them.
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        None
+    }
 }
 
 /// Capability: measure an instance's resource usage.
@@ -266,4 +271,42 @@ pub trait Images: Send + Sync {
     /// Removes an image by name. Errors: `NotFound`, `FailedPrecondition`
     /// (an instance uses it), `Unavailable`.
     async fn remove(&self, name: &str) -> Result<(), DriverError>;
+}
+
+/// A snapshot of one instance, as its runtime describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// Its name, unique per instance.
+    pub name: String,
+    /// When it was taken, if the runtime records it.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Whether it holds the memory (the instance was running) as well as the disks.
+    pub includes_memory: bool,
+    /// Whether it is the one the instance last took or reverted to.
+    pub current: bool,
+}
+
+/// Capability: snapshot an instance's disks (and memory, when it runs) and
+/// go back to a snapshot later.
+#[async_trait]
+pub trait Snapshots: Send + Sync {
+    /// Takes snapshot `name` of the instance, running or stopped. Idempotent:
+    /// a snapshot of that name is returned as it is. Errors:
+    /// `InvalidArgument` (a bad name), `NotFound` (no such instance on the
+    /// runtime), `FailedPrecondition` (the instance cannot be snapshotted,
+    /// such as one without a disk), `Unavailable`, `Internal`.
+    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError>;
+
+    /// The instance's snapshots, oldest first. Read-only. Errors:
+    /// `NotFound` (no such instance), `Unavailable`.
+    async fn list(&self, instance: &Instance) -> Result<Vec<SnapshotInfo>, DriverError>;
+
+    /// Puts the instance back to snapshot `name`: its disks, and its memory
+    /// and run state when the snapshot has them. Idempotent. Errors:
+    /// `NotFound` (instance or snapshot), `Unavailable`, `Internal`.
+    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError>;
+
+    /// Deletes snapshot `name`. Idempotent: a missing snapshot is not an
+    /// error. Errors: `NotFound` (no such instance), `Unavailable`, `Internal`.
+    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError>;
 }

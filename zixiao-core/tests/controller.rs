@@ -529,3 +529,32 @@ async fn cluster_info_adds_everything_up() {
     assert_eq!(info.allocated.cpus, 1);
     assert_eq!(info.allocated.memory_mib, 512);
 }
+
+#[tokio::test]
+async fn anti_affinity_groups_keep_members_apart() {
+    use zixiao_core::scheduler::{GroupPolicy, GroupRule, GroupScope};
+    let cl = cluster(&[("node-a", 4, 4096), ("node-b", 4, 4096)]).await;
+    let c = &cl.controller;
+    let member = |name: &str| {
+        let mut request = container(name, 1, 64);
+        request.spec.placement.groups = vec![GroupRule {
+            name: "db".into(),
+            policy: GroupPolicy::AntiAffinity,
+            scope: GroupScope::Node,
+        }];
+        request
+    };
+    let first = run(c, member("db-1")).await;
+    let second = run(c, member("db-2")).await;
+    assert_eq!(first.status, InstanceStatus::Running);
+    assert_eq!(second.status, InstanceStatus::Running);
+    assert_ne!(
+        first.node, second.node,
+        "bin-packing alone would stack them"
+    );
+    let third = run(c, member("db-3")).await;
+    assert_eq!(third.status, InstanceStatus::Pending);
+    let reason = third.problem().expect("a reason");
+    assert!(reason.contains("2 nodes"), "{reason}");
+    assert!(reason.contains("db"), "{reason}");
+}

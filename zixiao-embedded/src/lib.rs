@@ -69,20 +69,7 @@ pub fn store_path(state_dir: &Path) -> PathBuf {
 /// Errors: `Unavailable` (another process holds the state directory),
 /// `Internal` (the directory cannot be created or probed), the store's errors.
 pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        Error::Internal(format!(
-            "cannot create state directory {}: {e}",
-            config.state_dir.display()
-        ))
-    })?;
-    let store = EmbeddedStore::open(&store_path(&config.state_dir))?;
-    let host = HostFacts::probe(&config.state_dir)
-        .map_err(|e| Error::Internal(format!("cannot read this machine's resources: {e}")))?;
-    let node_id = config
-        .node_id
-        .clone()
-        .unwrap_or_else(|| node_id_from_hostname(&host.hostname));
-
+    let host = probe(&config.state_dir)?;
     let discovered = zixiao_drivers::discover(&config.drivers).await;
     let mut agent = LocalAgent::new(host);
     for driver in discovered.drivers {
@@ -91,8 +78,19 @@ pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
     for (instance_type, reason) in discovered.missing {
         agent = agent.with_missing_runtime(instance_type, reason);
     }
-    let agent = Arc::new(agent);
+    open_with_agent(config, agent).await
+}
 
+/// Opens the embedded deployment like [`open`], with a local agent the
+/// caller built (its own drivers, or hand-written fakes in tests).
+pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Result<Embedded> {
+    create_state_dir(&config.state_dir)?;
+    let store = EmbeddedStore::open(&store_path(&config.state_dir))?;
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| node_id_from_hostname(&agent.describe_now().hostname));
+    let agent = Arc::new(agent);
     let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
         .agent(node_id.clone(), agent.clone())
         .build();
@@ -103,6 +101,22 @@ pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
         controller,
         node,
         agent,
+    })
+}
+
+/// This machine's facts, measuring disk where the state directory lives.
+pub fn probe(state_dir: &Path) -> Result<HostFacts> {
+    create_state_dir(state_dir)?;
+    HostFacts::probe(state_dir)
+        .map_err(|e| Error::Internal(format!("cannot read this machine's resources: {e}")))
+}
+
+fn create_state_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::Internal(format!(
+            "cannot create state directory {}: {e}",
+            dir.display()
+        ))
     })
 }
 

@@ -151,18 +151,14 @@ impl ClusterState {
     /// node's labels or traits must bump its revision, as the store does. When nodes were added, removed or moved zone it returns false
     /// and leaves the state as it was: build a new one.
     pub fn sync(&mut self, cx: &SchedulingContext<'_>) -> bool {
-        let same_nodes = self.nodes.len() == cx.nodes.len()
-            && self
-                .nodes
-                .iter()
-                .zip(cx.nodes)
-                .all(|(a, b)| a.id == b.id && a.region == b.region && a.zone == b.zone);
-        if !same_nodes {
+        if self.nodes.len() != cx.nodes.len() {
             return false;
         }
         for (i, fresh) in cx.nodes.iter().enumerate() {
             let old = &self.nodes[i];
-            // The allocation and status are compared too: they are cheap, and
+            // Store revisions are global, so an equal non-zero revision is
+            // the same version of the same node: no string to compare. The
+            // allocation and status are compared too: they are cheap, and
             // they are what callers simulating commits most often change
             // without bumping the revision.
             let unchanged = if fresh.revision != 0 {
@@ -175,6 +171,10 @@ impl ClusterState {
             };
             if unchanged {
                 continue;
+            }
+            if old.id != fresh.id || old.region != fresh.region || old.zone != fresh.zone {
+                // Another node set, or a node moved zone: the caller rebuilds.
+                return false;
             }
             let old_instances = u64::from(old.allocated.instances);
             self.unindex(i);

@@ -64,24 +64,7 @@ impl Controller {
         self.check_runtime_available(request.spec.instance_type)
             .await?;
         let now = self.now();
-        let instance = Instance {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: request.name,
-            labels: request.labels,
-            spec: request.spec,
-            desired: DesiredState::Running,
-            status: InstanceStatus::Pending,
-            node: None,
-            conditions: Vec::new(),
-            exit: None,
-            reschedule: false,
-            restarts_requested: 0,
-            restarts_done: 0,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            revision: 0,
-        };
+        let instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
         let txn = Txn::new()
             .put(
                 Instance::key_for(&instance.id),

@@ -9,6 +9,7 @@ mod images;
 mod instances;
 mod nodes;
 pub mod reconcile;
+mod snapshots;
 mod watch;
 
 use std::collections::BTreeMap;

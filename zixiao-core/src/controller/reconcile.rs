@@ -9,6 +9,7 @@
 //! act on the same state; placement and release also swap the node's
 //! allocation in the same transaction, so no node is ever over-committed.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -71,12 +72,7 @@ pub fn restart_backoff(restarts: u64, base: Duration, max: Duration) -> Duration
 /// # use zixiao_core::controller::reconcile::{plan, Step};
 /// # use zixiao_core::model::*;
 /// # fn pending() -> Instance {
-/// #     let now = chrono::Utc::now();
-/// #     Instance { id: "1".into(), name: "web".into(), labels: Default::default(),
-/// #         spec: InstanceSpec::container("busybox"), desired: DesiredState::Running,
-/// #         status: InstanceStatus::Pending, node: None, conditions: vec![], exit: None,
-/// #         reschedule: false, restarts_requested: 0, restarts_done: 0, created_at: now,
-/// #         updated_at: now, started_at: None, revision: 1 }
+/// #     Instance::new("1", CreateInstance::new("web", InstanceSpec::container("busybox")), chrono::Utc::now())
 /// # }
 /// let instance = pending();
 /// assert_eq!(plan(&instance, chrono::Utc::now(), std::time::Duration::from_secs(1),
@@ -296,7 +292,8 @@ impl Controller {
         let store = &self.inner.store;
         for _ in 0..self.options().max_conflict_retries {
             let (nodes, _) = store.list_objects::<Node, _>(|_| true).await?;
-            let cx = SchedulingContext::new(&nodes);
+            let members = self.placed_group_members(&instance).await?;
+            let cx = SchedulingContext::new(&nodes).with_instances(&members);
             let now = self.now();
             match self.inner.scheduler.place(&instance, &cx) {
                 Err(unschedulable) => {
@@ -355,6 +352,38 @@ impl Controller {
             }
         }
         Err(self.too_many_conflicts("instance", &instance.id))
+    }
+
+    /// The placed instances sharing a group with `instance`, which its
+    /// affinity rules and group spread count; none when it is in no group.
+    /// A member placed concurrently on the same node is caught by that
+    /// node's compare-and-swap, which makes the loser re-read and re-place.
+    async fn placed_group_members(&self, instance: &Instance) -> Result<Vec<Instance>> {
+        let placement = &instance.spec.placement;
+        let groups: BTreeSet<&str> = placement
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .chain(placement.spread.as_ref().and_then(|s| s.group.as_deref()))
+            .collect();
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let in_a_group = |i: &Instance| {
+            i.node.is_some()
+                && i.id != instance.id
+                && i.spec
+                    .placement
+                    .groups
+                    .iter()
+                    .any(|g| groups.contains(g.name.as_str()))
+        };
+        Ok(self
+            .inner
+            .store
+            .list_objects::<Instance, _>(in_a_group)
+            .await?
+            .0)
     }
 
     async fn create_on_node(&self, instance: Instance) -> Result<()> {

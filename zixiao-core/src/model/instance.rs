@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{InstanceSpec, NodeId};
+use super::{CreateInstance, InstanceSpec, NodeId};
 
 /// An instance's unique id (a UUID), fixed for its whole life.
 pub type InstanceId = String;
@@ -164,6 +164,29 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// A new instance from a validated request: wanted running, pending,
+    /// on no node, revision 0 (not stored yet).
+    pub fn new(id: impl Into<InstanceId>, request: CreateInstance, now: DateTime<Utc>) -> Self {
+        Instance {
+            id: id.into(),
+            name: request.name,
+            labels: request.labels,
+            spec: request.spec,
+            desired: DesiredState::Running,
+            status: InstanceStatus::Pending,
+            node: None,
+            conditions: Vec::new(),
+            exit: None,
+            reschedule: false,
+            restarts_requested: 0,
+            restarts_done: 0,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            revision: 0,
+        }
+    }
+
     /// The condition of `condition_type`, if recorded.
     pub fn condition(&self, condition_type: ConditionType) -> Option<&Condition> {
         self.conditions

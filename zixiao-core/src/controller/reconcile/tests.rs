@@ -15,24 +15,16 @@ fn now() -> chrono::DateTime<Utc> {
 }
 
 fn instance(desired: DesiredState, status: InstanceStatus, node: Option<&str>) -> Instance {
-    Instance {
-        id: "i-1".into(),
-        name: "web".into(),
-        labels: Default::default(),
-        spec: InstanceSpec::container("busybox"),
-        desired,
-        status,
-        node: node.map(str::to_owned),
-        conditions: vec![],
-        exit: None,
-        reschedule: false,
-        restarts_requested: 0,
-        restarts_done: 0,
-        created_at: now(),
-        updated_at: now(),
-        started_at: None,
-        revision: 1,
-    }
+    let mut i = Instance::new(
+        "i-1",
+        CreateInstance::new("web", InstanceSpec::container("busybox")),
+        now(),
+    );
+    i.desired = desired;
+    i.status = status;
+    i.node = node.map(str::to_owned);
+    i.revision = 1;
+    i
 }
 
 const BASE: Duration = Duration::from_secs(1);
