@@ -35,6 +35,20 @@ pub(crate) struct Cli {
     )]
     pub(crate) containerd_socket: PathBuf,
 
+    /// libvirt connection URI for VMs (`qemu:///system`, `qemu+tcp://host/system`, `ch:///system`).
+    #[arg(
+        long,
+        global = true,
+        env = "ZIXIAO_LIBVIRT_URI",
+        value_name = "URI",
+        default_value = "qemu:///system"
+    )]
+    pub(crate) libvirt_uri: String,
+
+    /// libvirt domain type for VMs: kvm or qemu (default: kvm where KVM is hardware-backed).
+    #[arg(long, global = true, value_name = "TYPE")]
+    pub(crate) libvirt_domain_type: Option<String>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -166,6 +180,39 @@ pub(crate) enum InstanceCommand {
     Console {
         /// Instance id or name.
         instance: String,
+    },
+    /// Snapshots of an instance: create, list, revert, delete.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Take a snapshot (with memory, when the instance runs).
+    Create {
+        /// Instance id or name.
+        instance: String,
+        /// Snapshot name.
+        name: String,
+    },
+    /// List an instance's snapshots.
+    List {
+        /// Instance id or name.
+        instance: String,
+    },
+    /// Go back to a snapshot.
+    Revert {
+        /// Instance id or name.
+        instance: String,
+        /// Snapshot name.
+        name: String,
+    },
+    /// Delete a snapshot.
+    Delete {
+        /// Instance id or name.
+        instance: String,
+        /// Snapshot name.
+        name: String,
     },
 }
 

@@ -204,18 +204,11 @@ fn spec_files_are_checked_like_flags() {
 #[test]
 fn a_type_without_a_runtime_is_unsupported_and_says_what_is_missing() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = "/boot/vmlinux";
     let out = zixiao(
         dir.path(),
         &[
-            "instance",
-            "create",
-            "--name",
-            "vm1",
-            "--type",
-            "vm",
-            "--image",
-            "/var/lib/debian.qcow2",
-            "-o",
+            "instance", "create", "--name", "m1", "--type", "microvm", "--kernel", kernel, "-o",
             "json",
         ],
     );
@@ -224,10 +217,10 @@ fn a_type_without_a_runtime_is_unsupported_and_says_what_is_missing() {
     assert_eq!(err["error"]["kind"], "unsupported");
     let message = err["error"]["message"].as_str().expect("message");
     assert!(
-        message.contains("no node can run vm instances"),
+        message.contains("no node can run microvm instances"),
         "{message}"
     );
-    assert!(message.contains("libvirt"), "{message}");
+    assert!(message.contains("microVM monitor"), "{message}");
     let list = zixiao(dir.path(), &["instance", "list", "-o", "json"]);
     assert_eq!(json(&list), serde_json::json!([]));
 }

@@ -1,20 +1,37 @@
 //! Runtime drivers, each behind a cargo feature, and [`discover`], which
 //! finds the ones this machine can use and says why the others are missing.
+//!
+//! - `containerd`: [`containerd::ContainerdDriver`], OCI containers on containerd.
+//! - `libvirt`: `libvirt::LibvirtDriver`, full VMs on libvirt (QEMU/KVM, Cloud Hypervisor).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use zixiao_core::{Driver, InstanceType};
 
+#[cfg(feature = "containerd")]
+pub mod containerd;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
+
+/// The environment variable naming containerd's socket.
+pub const CONTAINERD_SOCKET_ENV: &str = "ZIXIAO_CONTAINERD_SOCKET";
+/// The environment variable naming the libvirt URI of the vm driver.
+pub const LIBVIRT_URI_ENV: &str = "ZIXIAO_LIBVIRT_URI";
+
 /// Where the drivers find their runtimes; every field has a default.
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     /// Directory for the drivers' own files (logs, FIFOs, overlays).
     pub state_dir: PathBuf,
-    /// containerd's socket (`ZIXIAO_CONTAINERD_SOCKET`, default `/run/containerd/containerd.sock`).
+    /// containerd's socket (`--containerd-socket`, `ZIXIAO_CONTAINERD_SOCKET`, default `/run/containerd/containerd.sock`).
     pub containerd_socket: PathBuf,
     /// containerd namespace Zixiao's containers live in.
     pub containerd_namespace: String,
+    /// libvirt's URI for the vm driver (`ZIXIAO_LIBVIRT_URI`, default `qemu:///system`).
+    pub libvirt_uri: String,
+    /// The libvirt domain type (`kvm`, `qemu`); `None` detects it.
+    pub libvirt_domain_type: Option<String>,
 }
 
 impl DriverConfig {
@@ -24,7 +41,32 @@ impl DriverConfig {
             state_dir: state_dir.into(),
             containerd_socket: PathBuf::from("/run/containerd/containerd.sock"),
             containerd_namespace: "zixiao".to_owned(),
+            libvirt_uri: "qemu:///system".to_owned(),
+            libvirt_domain_type: None,
         }
+    }
+
+    /// The defaults, with containerd's socket from `ZIXIAO_CONTAINERD_SOCKET`
+    /// and libvirt's URI from `ZIXIAO_LIBVIRT_URI` when they are set (a frontend with a `--containerd-socket` flag reads
+    /// the variable itself and calls [`DriverConfig::with_containerd_socket`]).
+    pub fn from_env(state_dir: impl Into<PathBuf>) -> Self {
+        let mut config = DriverConfig::new(state_dir);
+        if let Some(uri) = std::env::var(LIBVIRT_URI_ENV)
+            .ok()
+            .filter(|v| !v.is_empty())
+        {
+            config.libvirt_uri = uri;
+        }
+        match std::env::var_os(CONTAINERD_SOCKET_ENV).filter(|v| !v.is_empty()) {
+            Some(socket) => config.with_containerd_socket(socket),
+            None => config,
+        }
+    }
+
+    /// The same config with containerd's socket at `socket` (`--containerd-socket`).
+    pub fn with_containerd_socket(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.containerd_socket = socket.into();
+        self
     }
 }
 
@@ -39,21 +81,152 @@ pub struct Discovered {
 
 /// Finds the runtimes this build supports and this machine runs.
 pub async fn discover(config: &DriverConfig) -> Discovered {
-    let _ = config;
     let mut found = Discovered::default();
-    found.missing.push((
-        InstanceType::Container,
-        "this build of zixiao has no container driver (the containerd driver is not built in)"
-            .to_owned(),
-    ));
-    found.missing.push((
-        InstanceType::Vm,
-        "this build of zixiao has no vm driver (the libvirt driver is not built in)".to_owned(),
-    ));
+    discover_containerd(config, &mut found).await;
+    discover_libvirt(config, &mut found).await;
     found.missing.push((
         InstanceType::Microvm,
         "this build of zixiao has no microvm driver (the microVM monitor is not built in)"
             .to_owned(),
     ));
     found
+}
+
+#[cfg(feature = "containerd")]
+async fn discover_containerd(config: &DriverConfig, found: &mut Discovered) {
+    use containerd::{ContainerdDriver, ContainerdOptions};
+    let options = ContainerdOptions::new(&config.containerd_socket, &config.state_dir)
+        .with_namespace(&config.containerd_namespace);
+    match ContainerdDriver::connect(options).await {
+        Ok(driver) => found.drivers.push(Arc::new(driver)),
+        Err(e) => found.missing.push((
+            InstanceType::Container,
+            containerd_missing_reason(config, &e),
+        )),
+    }
+}
+
+#[cfg(not(feature = "containerd"))]
+async fn discover_containerd(_config: &DriverConfig, found: &mut Discovered) {
+    found.missing.push((
+        InstanceType::Container,
+        "this build of zixiao has no container driver (the containerd driver is not built in)"
+            .to_owned(),
+    ));
+}
+
+#[cfg(feature = "libvirt")]
+async fn discover_libvirt(config: &DriverConfig, found: &mut Discovered) {
+    use libvirt::{DomainType, LibvirtDriver, LibvirtOptions};
+    let mut options = LibvirtOptions::new(&config.libvirt_uri, &config.state_dir);
+    match config
+        .libvirt_domain_type
+        .as_deref()
+        .map(|t| (t, DomainType::parse(t)))
+    {
+        None => {}
+        Some((_, Some(domain_type))) => options = options.with_domain_type(domain_type),
+        Some((other, None)) => {
+            found.missing.push((
+                InstanceType::Vm,
+                format!(
+                    "no vm runtime: unknown libvirt domain type `{other}` (expected kvm or qemu)"
+                ),
+            ));
+            return;
+        }
+    }
+    match LibvirtDriver::connect(options).await {
+        Ok(driver) => found.drivers.push(Arc::new(driver)),
+        Err(e) => found.missing.push((
+            InstanceType::Vm,
+            format!(
+                "no vm runtime: {} (tried libvirt at {}; start libvirtd, or set {LIBVIRT_URI_ENV})",
+                error_chain(&e),
+                config.libvirt_uri
+            ),
+        )),
+    }
+}
+
+#[cfg(not(feature = "libvirt"))]
+async fn discover_libvirt(_config: &DriverConfig, found: &mut Discovered) {
+    found.missing.push((
+        InstanceType::Vm,
+        "this build of zixiao has no vm driver (the libvirt driver is not built in)".to_owned(),
+    ));
+}
+
+/// An error and its causes on one line.
+#[cfg(feature = "libvirt")]
+fn error_chain(error: &zixiao_core::DriverError) -> String {
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
+}
+
+/// Why the container driver is missing: the error with its causes, the
+/// socket tried, and how to point Zixiao at another one.
+#[cfg(feature = "containerd")]
+fn containerd_missing_reason(config: &DriverConfig, error: &zixiao_core::DriverError) -> String {
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    format!(
+        "no container runtime: {reason} (tried {}; start containerd, or set --containerd-socket or {CONTAINERD_SOCKET_ENV})",
+        config.containerd_socket.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "containerd")]
+    #[tokio::test]
+    async fn a_missing_socket_is_reported_with_how_to_fix_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            DriverConfig::new(dir.path()).with_containerd_socket(dir.path().join("nope.sock"));
+        let found = discover(&config).await;
+        let (_, reason) = found
+            .missing
+            .iter()
+            .find(|(t, _)| *t == InstanceType::Container)
+            .expect("container is missing");
+        assert!(reason.contains("nope.sock"), "{reason}");
+        assert!(reason.contains(CONTAINERD_SOCKET_ENV), "{reason}");
+        assert!(found.drivers.is_empty());
+    }
+
+    #[cfg(not(feature = "libvirt"))]
+    #[tokio::test]
+    async fn a_build_without_libvirt_says_so() {
+        let found = discover(&DriverConfig::new("/nonexistent")).await;
+        assert!(found
+            .missing
+            .iter()
+            .any(|(t, reason)| *t == InstanceType::Vm
+                && reason.contains("libvirt")
+                && reason.contains("not built in")));
+    }
+
+    #[cfg(not(feature = "containerd"))]
+    #[tokio::test]
+    async fn a_build_without_containerd_says_so() {
+        let found = discover(&DriverConfig::new("/nonexistent")).await;
+        assert!(found
+            .missing
+            .iter()
+            .any(|(t, reason)| *t == InstanceType::Container && reason.contains("not built in")));
+    }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
+use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats, InstanceStatus,
@@ -13,7 +14,7 @@ use zixiao_core::{
 use zixiao_embedded::Embedded;
 
 use super::{absolute, key_values};
-use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs};
+use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, SnapshotCommand};
 use crate::output::{age, bytes, details, print, Table};
 
 /// How much of a log one read asks for.
@@ -122,6 +123,10 @@ pub(crate) async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
+        InstanceCommand::Snapshot(command) => {
+            snapshot(controller, format, command).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         InstanceCommand::Console { instance } => {
             let console = controller.attach_console(&instance).await?;
             drop(embedded);
@@ -138,6 +143,49 @@ pub(crate) async fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn snapshot(
+    controller: &zixiao_core::Controller,
+    format: Format,
+    command: SnapshotCommand,
+) -> Result<()> {
+    match command {
+        SnapshotCommand::Create { instance, name } => {
+            let taken = controller.snapshot_instance(&instance, &name).await?;
+            print(format, &taken, |s| snapshot_table(std::slice::from_ref(s)))
+        }
+        SnapshotCommand::List { instance } => {
+            let all = controller.list_snapshots(&instance).await?;
+            print(format, &all, |s| snapshot_table(s))
+        }
+        SnapshotCommand::Revert { instance, name } => {
+            controller.revert_snapshot(&instance, &name).await?;
+            print(format, &serde_json::json!({ "reverted": name }), |_| {
+                format!("instance {instance} is back at snapshot {name}\n")
+            })
+        }
+        SnapshotCommand::Delete { instance, name } => {
+            controller.delete_snapshot(&instance, &name).await?;
+            print(format, &serde_json::json!({ "deleted": name }), |_| {
+                format!("deleted snapshot {name}\n")
+            })
+        }
+    }
+}
+
+fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
+    let mut table = Table::new(vec!["NAME", "CREATED", "MEMORY", "CURRENT"]);
+    for s in snapshots {
+        table.row(vec![
+            s.name.clone(),
+            s.created_at
+                .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+            if s.includes_memory { "yes" } else { "no" }.to_owned(),
+            if s.current { "*" } else { "" }.to_owned(),
+        ]);
+    }
+    table.render()
 }
 
 /// Drives the instance to its intent, prints it, and exits 1 with the reason

@@ -43,6 +43,8 @@ async fn open_embedded(cli: &Cli) -> Result<Embedded> {
     };
     let mut config = EmbeddedConfig::new(state_dir);
     config.drivers.containerd_socket = cli.containerd_socket.clone();
+    config.drivers.libvirt_uri = cli.libvirt_uri.clone();
+    config.drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
     zixiao_embedded::open(config).await
 }
 

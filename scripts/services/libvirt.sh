@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# libvirtd and virtlogd for Zixiao's vm driver tests and benchmarks, started
+# by hand (no systemd on our machines), plus what a test VM boots: the Debian
+# cloud kernel, a busybox initramfs whose /init prints ZIXIAO-BOOT-OK on the
+# serial console, and a small qcow2 base image for the overlay-disk tests.
+#
+#   scripts/services/libvirt.sh install   # apt packages (idempotent)
+#   eval "$(scripts/services/libvirt.sh start)"
+#   scripts/services/libvirt.sh stop      # our domains, then the daemons it started
+#
+# `start` prints the `export ZIXIAO_TEST_LIBVIRT_URI=...`,
+# `export ZIXIAO_TEST_VM_KERNEL=...`, `export ZIXIAO_TEST_VM_INITRD=...` and
+# `export ZIXIAO_TEST_VM_BASE_IMAGE=...` lines the tests read; everything
+# else goes to stderr.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+dir=${ZIXIAO_TEST_DIR:-/tmp/zixiao-test}/libvirt
+uri=qemu:///system
+# Every domain the driver defines is named with this prefix.
+prefix=zixiao-
+
+log() { echo "libvirt.sh: $*" >&2; }
+
+installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+install() {
+  local missing=() p
+  for p in libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils busybox-static cpio; do
+    installed "$p" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    log "already installed"
+    return
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  # qemu-utils comes first and from the same release as qemu-system-x86: a
+  # newer qemu-utils (a backport) breaks qemu-system-common, and libvirtd
+  # must find qemu-img when it starts. Pin it to the distribution's version.
+  local qemu_utils=qemu-utils version
+  version=$(apt-cache madison qemu-utils | awk -F'|' '$3 ~ /debian\.org/ {gsub(/ /, "", $2); print $2; exit}')
+  [[ -n "$version" ]] && qemu_utils="qemu-utils=$version"
+  apt-get install -y -qq --allow-downgrades -o Dpkg::Options::=--force-confold \
+    "$qemu_utils" cpio busybox-static >/dev/null
+  apt-get install -y -qq -o Dpkg::Options::=--force-confold \
+    libvirt-daemon-system libvirt-dev qemu-system-x86 >/dev/null
+}
+
+answers() {
+  timeout 5 virsh -c "$uri" version >/dev/null 2>&1
+}
+
+running() { # pidfile
+  [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+start_daemons() {
+  mkdir -p /run/libvirt "$dir"
+  if answers; then
+    log "libvirtd already answers at $uri"
+    return
+  fi
+  if ! running /run/virtlogd.pid; then
+    virtlogd -d
+    touch "$dir/started-virtlogd"
+  fi
+  if ! running /run/libvirtd.pid; then
+    libvirtd -d
+    touch "$dir/started-libvirtd"
+  fi
+  for _ in $(seq 1 200); do
+    answers && return
+    sleep 0.05
+  done
+  log "libvirtd did not answer at $uri within 10 s"
+  exit 1
+}
+
+prepare_kernel() {
+  local kernel_dir=$dir/kernel
+  if compgen -G "$kernel_dir/tree/boot/vmlinuz-*" >/dev/null; then
+    return
+  fi
+  mkdir -p "$kernel_dir/deb"
+  # The metapackage names the current ABI's image package.
+  local package
+  package=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+    awk '/Depends: linux-image-[0-9].*-cloud-amd64$/ {print $2; exit}')
+  [[ -n "$package" ]] || package=$(apt-cache search --names-only '^linux-image-[0-9.-]+-cloud-amd64$' | awk '{print $1}' | sort -V | tail -1)
+  log "downloading $package"
+  (cd "$kernel_dir/deb" && apt-get download -qq "$package" >/dev/null 2>&1)
+  rm -rf "$kernel_dir/tree.tmp"
+  dpkg -x "$kernel_dir"/deb/*.deb "$kernel_dir/tree.tmp"
+  mv "$kernel_dir/tree.tmp" "$kernel_dir/tree"
+}
+
+start() {
+  start_daemons
+  prepare_kernel
+  local kernel initrd=$dir/initramfs.cpio.gz base=$dir/base.qcow2
+  kernel=$(compgen -G "$dir/kernel/tree/boot/vmlinuz-*" | head -1)
+  if [[ ! -s "$initrd" || "$here/../images/vm-init.sh" -nt "$initrd" ]]; then
+    "$here/../images/vm-initramfs.sh" "$dir/kernel/tree" "$initrd"
+  fi
+  if [[ ! -s "$base" ]]; then
+    qemu-img create -q -f qcow2 "$base" 64M
+  fi
+  # QEMU runs as libvirt-qemu: the files must be readable and their
+  # directories searchable by it.
+  chmod 0755 "$dir" "${ZIXIAO_TEST_DIR:-/tmp/zixiao-test}"
+  chmod 0644 "$kernel" "$initrd" "$base"
+  echo "export ZIXIAO_TEST_LIBVIRT_URI=$uri"
+  echo "export ZIXIAO_TEST_VM_KERNEL=$kernel"
+  echo "export ZIXIAO_TEST_VM_INITRD=$initrd"
+  echo "export ZIXIAO_TEST_VM_BASE_IMAGE=$base"
+}
+
+stop() {
+  if answers; then
+    local domain
+    for domain in $(virsh -c "$uri" list --all --name 2>/dev/null | grep "^$prefix" || true); do
+      virsh -c "$uri" destroy "$domain" >/dev/null 2>&1 || true
+      virsh -c "$uri" undefine "$domain" --snapshots-metadata >/dev/null 2>&1 ||
+        virsh -c "$uri" undefine "$domain" >/dev/null 2>&1 || true
+      log "removed domain $domain"
+    done
+  fi
+  local daemon
+  for daemon in libvirtd virtlogd; do
+    if [[ -f "$dir/started-$daemon" ]]; then
+      if running "/run/$daemon.pid"; then
+        local pid
+        pid=$(cat "/run/$daemon.pid")
+        kill "$pid" 2>/dev/null || true
+        # Gone before returning, so a `start` right after starts afresh.
+        # (A zombie counts as gone: its parent may never reap it.)
+        for _ in $(seq 1 100); do
+          [[ -r /proc/$pid/stat ]] && [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || break
+          sleep 0.1
+        done
+      fi
+      rm -f "$dir/started-$daemon"
+      log "stopped $daemon"
+    fi
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *)
+    echo "usage: $0 install|start|stop" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,551 @@
+//! The container lifecycle on containerd: container records with their
+//! rootfs snapshots (create, delete) and runc tasks (start, stop, pause,
+//! inspect, metrics). Every step checks what exists first, so each call is
+//! idempotent and a call interrupted by a crash is simply made again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::containers_client::ContainersClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
+use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, MetricsRequest,
+    PauseTaskRequest, ResumeTaskRequest, StartRequest, WaitRequest,
+};
+use containerd_client::tonic::{Code, Status};
+use containerd_client::types::v1::{Process, Status as TaskStatus};
+use zixiao_core::{DriverError, Instance, RuntimeState};
+
+use super::connection::Lease;
+use super::error::{invalid, io, is_already_exists, is_not_found};
+use super::images;
+use super::spec::{self, SpecDefaults};
+use super::stats::{self, Sample};
+use super::{console, logs, ContainerdDriver};
+
+/// The type URL containerd expects on a container's runtime spec.
+const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// Label carrying the instance's name on its container, for people using `ctr`.
+const NAME_LABEL: &str = "zixiao.io/instance";
+
+/// How long a task may take to die after SIGKILL before stop gives up.
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exit code of a process ended by SIGKILL.
+const SIGKILL_EXIT: i32 = 128 + 9;
+
+impl ContainerdDriver {
+    fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
+        TasksClient::new(self.conn.client().channel())
+    }
+
+    fn snapshots(&self) -> SnapshotsClient<containerd_client::tonic::transport::Channel> {
+        SnapshotsClient::new(self.conn.client().channel())
+    }
+
+    /// The container record, or `None`.
+    async fn container(&self, id: &str) -> Result<Option<Container>, DriverError> {
+        let request = self.conn.request(GetContainerRequest { id: id.to_owned() });
+        match ContainersClient::new(self.conn.client().channel())
+            .get(request)
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().container),
+            Err(status) if is_not_found(&status) => Ok(None),
+            Err(status) => Err(self
+                .conn
+                .rpc_error(format!("look up container {id}"), status)),
+        }
+    }
+
+    /// The container's task (its init process), or `None`.
+    async fn task(&self, id: &str) -> Result<Option<Process>, DriverError> {
+        let request = self.conn.request(GetRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        });
+        match self.tasks().get(request).await {
+            Ok(response) => Ok(response.into_inner().process),
+            Err(status) if is_not_found(&status) => Ok(None),
+            Err(status) => Err(self.conn.rpc_error(format!("look up task {id}"), status)),
+        }
+    }
+
+    pub(super) async fn create_container(&self, instance: &Instance) -> Result<(), DriverError> {
+        let id = Self::container_id(instance)?;
+        if self.container(id).await?.is_some() {
+            return Ok(());
+        }
+        let reference = instance
+            .spec
+            .image
+            .as_deref()
+            .ok_or_else(|| invalid("spec.image", "a container needs an image"))?;
+        let image = images::resolve(&self.conn, reference).await?;
+        let defaults = SpecDefaults {
+            pids_limit: self.options.pids_limit,
+            cgroups_path: self.cgroups_path(instance),
+        };
+        // Everything the user can get wrong is checked before anything is written.
+        console::wants_stdin(instance)?;
+        let runtime_spec = spec::runtime_spec(
+            instance,
+            &image.config.config.clone().unwrap_or_default(),
+            &defaults,
+        )?;
+        let spec_json = serde_json::to_vec(&runtime_spec)
+            .map_err(|e| invalid("spec", format!("cannot encode the runtime spec: {e}")))?;
+        let lease = self.conn.lease("create").await?;
+        let created = self
+            .create_under(&lease, instance, id, &image, spec_json)
+            .await;
+        if created.is_err() {
+            self.remove_snapshot(id).await.ok();
+        }
+        let released = self.conn.release(lease, created.is_err()).await;
+        created?;
+        released?;
+        let dir = self.instance_dir(id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io(format!("create {}", dir.display()), e))
+    }
+
+    async fn create_under(
+        &self,
+        lease: &Lease,
+        instance: &Instance,
+        id: &str,
+        image: &images::Resolved,
+        spec_json: Vec<u8>,
+    ) -> Result<(), DriverError> {
+        let snapshotter = &self.options.snapshotter;
+        let parent = images::unpack(&self.conn, lease, snapshotter, image).await?;
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: snapshotter.clone(),
+            key: id.to_owned(),
+            parent,
+            labels: HashMap::new(),
+        };
+        match self
+            .snapshots()
+            .prepare(self.conn.leased(prepare, lease))
+            .await
+        {
+            Ok(_) => {}
+            // Left by a create that crashed before its container existed.
+            Err(status) if is_already_exists(&status) => {}
+            Err(status) => {
+                return Err(self
+                    .conn
+                    .rpc_error(format!("prepare rootfs of {}", instance.name), status))
+            }
+        }
+        let container = Container {
+            id: id.to_owned(),
+            labels: HashMap::from([(NAME_LABEL.to_owned(), instance.name.clone())]),
+            image: image.name.clone(),
+            runtime: Some(Runtime {
+                name: self.options.runtime.clone(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.to_owned(),
+                value: spec_json,
+            }),
+            snapshotter: snapshotter.clone(),
+            snapshot_key: id.to_owned(),
+            ..Container::default()
+        };
+        let request = self.conn.leased(
+            CreateContainerRequest {
+                container: Some(container),
+            },
+            lease,
+        );
+        match ContainersClient::new(self.conn.client().channel())
+            .create(request)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if is_already_exists(&status) => Ok(()),
+            Err(status) => Err(self
+                .conn
+                .rpc_error(format!("create container {}", instance.name), status)),
+        }
+    }
+
+    async fn remove_snapshot(&self, key: &str) -> Result<(), DriverError> {
+        let request = RemoveSnapshotRequest {
+            snapshotter: self.options.snapshotter.clone(),
+            key: key.to_owned(),
+        };
+        match self.snapshots().remove(self.conn.request(request)).await {
+            Ok(_) => Ok(()),
+            Err(status) if is_not_found(&status) => Ok(()),
+            Err(status) => Err(self
+                .conn
+                .rpc_error(format!("remove snapshot {key}"), status)),
+        }
+    }
+
+    pub(super) async fn start_task(&self, instance: &Instance) -> Result<(), DriverError> {
+        let id = Self::container_id(instance)?;
+        if self.container(id).await?.is_none() {
+            return Err(DriverError::NotFound(format!(
+                "container of instance `{}`",
+                instance.name
+            )));
+        }
+        match self.task(id).await?.map(|p| status_of(&p)) {
+            Some(TaskStatus::Running) => return Ok(()),
+            Some(TaskStatus::Paused | TaskStatus::Pausing) => {
+                return self.resume_task(instance).await
+            }
+            Some(TaskStatus::Created) => return self.start_created(instance, id).await,
+            // An exited task must go before a new one can run.
+            Some(TaskStatus::Stopped | TaskStatus::Unknown) => self.delete_task(id).await?,
+            None => {}
+        }
+        let mounts = self
+            .snapshots()
+            .mounts(self.conn.request(MountsRequest {
+                snapshotter: self.options.snapshotter.clone(),
+                key: id.to_owned(),
+            }))
+            .await
+            .map_err(|s| {
+                self.conn
+                    .rpc_error(format!("mount rootfs of {}", instance.name), s)
+            })?
+            .into_inner()
+            .mounts;
+        let dir = self.instance_dir(id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io(format!("create {}", dir.display()), e))?;
+        let log = logs::log_uri(&logs::log_path(&dir));
+        let stdin = if console::wants_stdin(instance)? {
+            let fifo = console::stdin_path(&dir);
+            console::make_fifo(&fifo)?;
+            fifo.display().to_string()
+        } else {
+            String::new()
+        };
+        let request = CreateTaskRequest {
+            container_id: id.to_owned(),
+            rootfs: mounts,
+            stdin,
+            stdout: log.clone(),
+            stderr: log,
+            // containerd 1.6's shim cannot copy a terminal into a file://
+            // log ("failed to start console copy"), so no TTY yet.
+            terminal: false,
+            checkpoint: None,
+            options: None,
+            runtime_path: String::new(),
+        };
+        match self.tasks().create(self.conn.request(request)).await {
+            Ok(_) => {}
+            // A concurrent start made it first.
+            Err(status) if is_already_exists(&status) => {}
+            Err(status) => {
+                // runc may leave a task record behind when its create fails.
+                self.delete_task(id).await.ok();
+                return Err(self.start_error(instance, status));
+            }
+        }
+        self.start_created(instance, id).await
+    }
+
+    async fn start_created(&self, instance: &Instance, id: &str) -> Result<(), DriverError> {
+        let request = self.conn.request(StartRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        });
+        match self.tasks().start(request).await {
+            Ok(_) => Ok(()),
+            Err(status) => {
+                // A task that exists but never ran would block the next start.
+                self.kill(id, libc::SIGKILL).await.ok();
+                self.delete_task(id).await.ok();
+                Err(self.start_error(instance, status))
+            }
+        }
+    }
+
+    /// A failed task create or start: a command the image lacks is the
+    /// user's mistake (`InvalidArgument` on `spec.command`), not the runtime's.
+    fn start_error(&self, instance: &Instance, status: Status) -> DriverError {
+        let message = status.message();
+        let missing = message.contains("executable file not found")
+            || (message.contains("exec:") && message.contains("no such file or directory"));
+        if missing {
+            let command = instance
+                .spec
+                .command
+                .first()
+                .map(String::as_str)
+                .unwrap_or("the image's entrypoint");
+            return invalid(
+                "spec.command",
+                format!(
+                    "`{command}` does not exist in image `{}`",
+                    instance.spec.image.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        if message.contains("unable to set memory limit") {
+            return invalid(
+                "spec.memory_mib",
+                format!(
+                    "{} MiB is less than the container's runtime needs: {message}",
+                    instance.spec.memory_mib
+                ),
+            );
+        }
+        if message.contains("permission denied") && message.contains("exec") {
+            return invalid(
+                "spec.command",
+                format!("the command cannot be executed: {message}"),
+            );
+        }
+        self.conn
+            .rpc_error(format!("start container {}", instance.name), status)
+    }
+
+    /// Sends `signal` to every process of the task. A task already gone is fine.
+    async fn kill(&self, id: &str, signal: i32) -> Result<(), DriverError> {
+        let request = self.conn.request(KillRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+            signal: u32::try_from(signal).unwrap_or(9),
+            all: true,
+        });
+        match self.tasks().kill(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition) => {
+                Ok(())
+            }
+            Err(status) => Err(self.conn.rpc_error(format!("signal task {id}"), status)),
+        }
+    }
+
+    /// Waits up to `timeout` for the task to exit; true if it did.
+    async fn wait_exit(&self, id: &str, timeout: Duration) -> Result<bool, DriverError> {
+        let request = self.conn.request(WaitRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+        });
+        let mut tasks = self.tasks();
+        match tokio::time::timeout(timeout, tasks.wait(request)).await {
+            Err(_) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(status)) if is_not_found(&status) => Ok(true),
+            Ok(Err(status)) => Err(self.conn.rpc_error(format!("wait for task {id}"), status)),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<(), DriverError> {
+        let request = self.conn.request(DeleteTaskRequest {
+            container_id: id.to_owned(),
+        });
+        match self.tasks().delete(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if is_not_found(&status) => Ok(()),
+            Err(status) => Err(self.conn.rpc_error(format!("delete task {id}"), status)),
+        }
+    }
+
+    pub(super) async fn stop_task(
+        &self,
+        instance: &Instance,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        let id = Self::container_id(instance)?;
+        let Some(process) = self.task(id).await? else {
+            return Ok(());
+        };
+        let status = status_of(&process);
+        if matches!(status, TaskStatus::Paused | TaskStatus::Pausing) {
+            // A frozen process cannot act on a signal, not even SIGKILL.
+            self.resume_raw(id).await?;
+        }
+        if status != TaskStatus::Stopped {
+            self.kill(id, libc::SIGTERM).await?;
+            if !self.wait_exit(id, grace).await? {
+                self.kill(id, libc::SIGKILL).await?;
+                if !self.wait_exit(id, KILL_TIMEOUT).await? {
+                    return Err(DriverError::Runtime {
+                        operation: format!("stop container {}", instance.name),
+                        source: format!("the task did not exit within {KILL_TIMEOUT:?} of SIGKILL")
+                            .into(),
+                    });
+                }
+            }
+        }
+        // Deleting the task unmounts its rootfs and removes its cgroup; the
+        // container stays, ready to start again.
+        self.delete_task(id).await
+    }
+
+    pub(super) async fn delete_container(&self, instance: &Instance) -> Result<(), DriverError> {
+        let id = Self::container_id(instance)?;
+        self.stop_task(instance, Duration::ZERO).await?;
+        let request = self
+            .conn
+            .request(DeleteContainerRequest { id: id.to_owned() });
+        match ContainersClient::new(self.conn.client().channel())
+            .delete(request)
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if is_not_found(&status) => {}
+            Err(status) => {
+                return Err(self
+                    .conn
+                    .rpc_error(format!("delete container {}", instance.name), status))
+            }
+        }
+        self.remove_snapshot(id).await?;
+        let dir = self.instance_dir(id);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("remove {}", dir.display()), e)),
+        }
+    }
+
+    pub(super) async fn inspect_container(
+        &self,
+        instance: &Instance,
+    ) -> Result<RuntimeState, DriverError> {
+        let id = Self::container_id(instance)?;
+        if self.container(id).await?.is_none() {
+            return Ok(RuntimeState::Missing);
+        }
+        let Some(process) = self.task(id).await? else {
+            return Ok(RuntimeState::Created);
+        };
+        Ok(match status_of(&process) {
+            TaskStatus::Running => RuntimeState::Running,
+            TaskStatus::Paused | TaskStatus::Pausing => RuntimeState::Paused,
+            TaskStatus::Created | TaskStatus::Unknown => RuntimeState::Created,
+            TaskStatus::Stopped => {
+                let code = i32::try_from(process.exit_status).unwrap_or(i32::MAX);
+                RuntimeState::Exited {
+                    code,
+                    oom_killed: self.oom_killed(id, code).await,
+                    at: process.exited_at.and_then(|t| {
+                        chrono::DateTime::from_timestamp(
+                            t.seconds,
+                            u32::try_from(t.nanos).unwrap_or(0),
+                        )
+                    }),
+                }
+            }
+        })
+    }
+
+    /// Whether the OOM killer ended the exited task: its cgroup lives until
+    /// the task is deleted, and counts OOM kills. Without metrics (a runtime
+    /// that keeps none) the answer is no.
+    async fn oom_killed(&self, id: &str, code: i32) -> bool {
+        if code != SIGKILL_EXIT {
+            return false;
+        }
+        match self.metrics(id).await {
+            Ok(Some(sample)) => sample.oom_kills > 0,
+            _ => false,
+        }
+    }
+
+    async fn metrics(&self, id: &str) -> Result<Option<Sample>, DriverError> {
+        let request = self.conn.request(MetricsRequest {
+            filters: vec![format!("id=={id}")],
+        });
+        let metrics = self
+            .tasks()
+            .metrics(request)
+            .await
+            .map_err(|s| self.conn.rpc_error(format!("read metrics of {id}"), s))?
+            .into_inner()
+            .metrics;
+        Ok(metrics
+            .iter()
+            .filter(|m| m.id == id)
+            .find_map(|m| m.data.as_ref().and_then(stats::decode)))
+    }
+
+    pub(super) async fn sample(&self, instance: &Instance) -> Result<Sample, DriverError> {
+        let id = Self::container_id(instance)?;
+        match self.task(id).await?.map(|p| status_of(&p)) {
+            Some(TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing) => {}
+            _ => {
+                return Err(DriverError::FailedPrecondition(format!(
+                    "instance `{}` is not running",
+                    instance.name
+                )))
+            }
+        }
+        self.metrics(id).await?.ok_or_else(|| DriverError::Runtime {
+            operation: format!("read metrics of {}", instance.name),
+            source: "containerd returned no cgroup metrics for the task".into(),
+        })
+    }
+
+    pub(super) async fn pause_task(&self, instance: &Instance) -> Result<(), DriverError> {
+        let id = Self::container_id(instance)?;
+        match self.task(id).await?.map(|p| status_of(&p)) {
+            Some(TaskStatus::Paused) => Ok(()),
+            Some(TaskStatus::Running | TaskStatus::Pausing) => {
+                let request = self.conn.request(PauseTaskRequest {
+                    container_id: id.to_owned(),
+                });
+                self.tasks()
+                    .pause(request)
+                    .await
+                    .map_err(|s| self.conn.rpc_error(format!("pause {}", instance.name), s))?;
+                Ok(())
+            }
+            _ => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is not running",
+                instance.name
+            ))),
+        }
+    }
+
+    pub(super) async fn resume_task(&self, instance: &Instance) -> Result<(), DriverError> {
+        let id = Self::container_id(instance)?;
+        match self.task(id).await?.map(|p| status_of(&p)) {
+            Some(TaskStatus::Running) => Ok(()),
+            Some(TaskStatus::Paused | TaskStatus::Pausing) => self.resume_raw(id).await,
+            _ => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is not paused",
+                instance.name
+            ))),
+        }
+    }
+
+    async fn resume_raw(&self, id: &str) -> Result<(), DriverError> {
+        let request = self.conn.request(ResumeTaskRequest {
+            container_id: id.to_owned(),
+        });
+        self.tasks()
+            .resume(request)
+            .await
+            .map_err(|s| self.conn.rpc_error(format!("resume {id}"), s))?;
+        Ok(())
+    }
+}
+
+fn status_of(process: &Process) -> TaskStatus {
+    TaskStatus::try_from(process.status).unwrap_or(TaskStatus::Unknown)
+}

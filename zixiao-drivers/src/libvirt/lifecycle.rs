@@ -1,0 +1,710 @@
+//! Lifecycle: define (with the overlay disk), start, graceful shutdown then
+//! destroy, reboot and reset, suspend and resume, undefine, and the state
+//! read back from libvirt. Every call is idempotent and looks the domain up
+//! by name, checking the instance id in its metadata, so a domain that is
+//! not this instance's is never touched.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState, DomainStateReason};
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+use virt::sys;
+use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeState};
+
+use super::disks::{self, GIB};
+use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
+use super::{error, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
+
+/// How often a graceful shutdown is checked on.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// How often the power button is pressed again during a graceful shutdown.
+const SHUTDOWN_REPEAT: Duration = Duration::from_secs(2);
+
+/// A domain this driver defined, as found on the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedDomain {
+    /// The libvirt domain name.
+    pub domain: String,
+    /// The Zixiao instance id from its metadata.
+    pub instance_id: String,
+    /// The Zixiao instance name from its metadata.
+    pub instance_name: String,
+    /// Its state.
+    pub state: RuntimeState,
+}
+
+/// What a domain name stands for on the daemon.
+enum Lookup {
+    /// No domain of that name.
+    Missing,
+    /// This instance's domain.
+    Ours(Domain),
+    /// Someone else's domain (another instance id, or none).
+    Foreign(String),
+}
+
+/// Looks `name` up and tells whether it is `instance_id`'s domain.
+fn lookup(conn: &Connect, name: &str, instance_id: &str) -> Result<Lookup, DriverError> {
+    let domain = match conn.lookup_domain_by_name(name) {
+        Ok(domain) => domain,
+        Err(e) if error::is(&e, ErrorNumber::NoDomain) => return Ok(Lookup::Missing),
+        Err(e) => return Err(error::failed(format!("look up domain {name}"), e)),
+    };
+    match instance_id_of(&domain) {
+        Some(id) if id == instance_id => Ok(Lookup::Ours(domain)),
+        Some(id) => Ok(Lookup::Foreign(format!("instance id {id}"))),
+        None => Ok(Lookup::Foreign("no Zixiao metadata".to_owned())),
+    }
+}
+
+/// The instance id and name in a domain's Zixiao metadata.
+fn metadata_of(domain: &Domain) -> Option<(String, String)> {
+    let element = domain
+        .metadata(
+            sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(METADATA_NAMESPACE),
+            0,
+        )
+        .ok()?;
+    let id = xml::texts(&element, "id").into_iter().next()?;
+    let name = xml::texts(&element, "name")
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    Some((id, name))
+}
+
+fn instance_id_of(domain: &Domain) -> Option<String> {
+    metadata_of(domain).map(|(id, _)| id)
+}
+
+fn is_active(domain: &Domain, name: &str) -> Result<bool, DriverError> {
+    domain
+        .is_active()
+        .map_err(|e| error::failed(format!("read state of domain {name}"), e))
+}
+
+/// The state libvirt reports of a domain, in the runtime-neutral shape.
+pub(crate) fn read_state(domain: &Domain, name: &str) -> Result<RuntimeState, DriverError> {
+    // `Domain::state` swallows errors; `info` reports them (a vanished domain).
+    domain
+        .info()
+        .map_err(|e| error::failed(format!("read state of domain {name}"), e))?;
+    let (state, reason) = domain
+        .state()
+        .map_err(|e| error::failed(format!("read state of domain {name}"), e))?;
+    Ok(runtime_state(state, reason))
+}
+
+/// Maps libvirt's state and reason: a domain defined but never run (or
+/// reset to a snapshot) is `Created`; one that shut itself down exited
+/// with 0, one destroyed with 137 (as if killed), one that crashed or
+/// failed with 1.
+pub(crate) fn runtime_state(
+    state: Enum<DomainState, sys::virDomainState>,
+    reason: Enum<DomainStateReason, i32>,
+) -> RuntimeState {
+    let exited = |code| RuntimeState::Exited {
+        code,
+        oom_killed: false,
+        at: None,
+    };
+    match state {
+        Enum::Known(DomainState::Running | DomainState::Blocked | DomainState::Shutdown) => {
+            RuntimeState::Running
+        }
+        Enum::Known(DomainState::Paused | DomainState::PMSuspended) => RuntimeState::Paused,
+        Enum::Known(DomainState::Crashed) => exited(1),
+        Enum::Known(DomainState::Shutoff) => match shutoff_reason(reason) {
+            Some(sys::VIR_DOMAIN_SHUTOFF_SHUTDOWN) => exited(0),
+            Some(sys::VIR_DOMAIN_SHUTOFF_DESTROYED) => exited(137),
+            Some(sys::VIR_DOMAIN_SHUTOFF_CRASHED | sys::VIR_DOMAIN_SHUTOFF_FAILED) => exited(1),
+            Some(sys::VIR_DOMAIN_SHUTOFF_MIGRATED | sys::VIR_DOMAIN_SHUTOFF_DAEMON) => exited(1),
+            _ => RuntimeState::Created,
+        },
+        Enum::Known(DomainState::NoState) | Enum::Unknown(_) => RuntimeState::Created,
+    }
+}
+
+fn shutoff_reason(reason: Enum<DomainStateReason, i32>) -> Option<sys::virDomainShutoffReason> {
+    match reason {
+        Enum::Known(DomainStateReason::Shutoff(Enum::Known(r))) => Some(r as u32),
+        Enum::Known(DomainStateReason::Shutoff(Enum::Unknown(r))) => Some(r),
+        _ => None,
+    }
+}
+
+/// What `create` will make, decided before anything is touched.
+struct Plan {
+    definition: DomainDefinition,
+    overlay: Option<OverlayPlan>,
+}
+
+/// The overlay to make.
+#[derive(Clone)]
+struct OverlayPlan {
+    path: PathBuf,
+    /// The image it is backed by, if any.
+    base: Option<(PathBuf, disks::ImageInfo)>,
+    /// Its size in bytes.
+    size: u64,
+}
+
+impl LibvirtDriver {
+    /// Checks the spec against the files and the host, and decides the
+    /// domain definition. Touches nothing.
+    fn plan(&self, instance: &Instance) -> Result<Plan, DriverError> {
+        let spec = &instance.spec;
+        if spec.instance_type != InstanceType::Vm {
+            return Err(error::invalid(
+                "spec.type",
+                format!(
+                    "the vm driver runs vm instances, not {}",
+                    spec.instance_type
+                ),
+            ));
+        }
+        if spec.cpus == 0 {
+            return Err(error::invalid("spec.cpus", "must be at least 1"));
+        }
+        if spec.memory_mib == 0 {
+            return Err(error::invalid("spec.memory_mib", "must be at least 1"));
+        }
+        if spec.cpus > self.host.cpus {
+            return Err(DriverError::ResourceExhausted(format!(
+                "spec.cpus: {} vCPUs asked, the host offers {}",
+                spec.cpus, self.host.cpus
+            )));
+        }
+        if spec.memory_mib > self.host.memory_mib {
+            return Err(DriverError::ResourceExhausted(format!(
+                "spec.memory_mib: {} MiB asked, the host has {} MiB",
+                spec.memory_mib, self.host.memory_mib
+            )));
+        }
+        for (field, value) in [
+            ("spec.image", spec.image.as_deref().unwrap_or("")),
+            ("spec.cmdline", spec.cmdline.as_deref().unwrap_or("")),
+            ("name", instance.name.as_str()),
+            ("id", instance.id.as_str()),
+        ] {
+            if value.contains('\0') {
+                return Err(error::invalid(field, "contains a NUL byte"));
+            }
+        }
+        let image = spec.image.as_deref().map(PathBuf::from);
+        if let Some(image) = &image {
+            if !image.is_absolute() {
+                return Err(error::invalid(
+                    "spec.image",
+                    format!(
+                        "`{}` is not an absolute path to a disk image on the node",
+                        image.display()
+                    ),
+                ));
+            }
+        }
+        let boot = match &spec.kernel {
+            Some(kernel) => {
+                require_file("spec.kernel", "kernel", kernel)?;
+                if let Some(initrd) = &spec.initrd {
+                    require_file("spec.initrd", "initrd", initrd)?;
+                }
+                Boot::Kernel {
+                    kernel: kernel.clone(),
+                    initrd: spec.initrd.clone(),
+                    cmdline: spec
+                        .cmdline
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
+                }
+            }
+            None => {
+                if spec.initrd.is_some() || spec.cmdline.is_some() {
+                    return Err(error::invalid(
+                        "spec.kernel",
+                        "an initrd or a cmdline needs a kernel to boot",
+                    ));
+                }
+                if image.is_none() {
+                    return Err(error::invalid(
+                        "spec.image",
+                        "a vm needs a disk image to boot from, or a kernel",
+                    ));
+                }
+                Boot::Disk
+            }
+        };
+        let asked = spec.disk_gib.checked_mul(GIB).ok_or_else(|| {
+            error::invalid(
+                "spec.disk_gib",
+                format!("{} GiB is too large", spec.disk_gib),
+            )
+        })?;
+        let dir = self.instance_dir(instance);
+        let overlay = match &image {
+            Some(image) => {
+                let info = disks::inspect(image)?;
+                if asked != 0 && asked < info.virtual_size {
+                    return Err(error::invalid(
+                        "spec.disk_gib",
+                        format!(
+                            "{} GiB is smaller than the image {} ({} bytes)",
+                            spec.disk_gib,
+                            image.display(),
+                            info.virtual_size
+                        ),
+                    ));
+                }
+                Some(OverlayPlan {
+                    path: disks::overlay_path(&dir),
+                    size: asked.max(info.virtual_size),
+                    base: Some((image.clone(), info)),
+                })
+            }
+            None if asked > 0 => Some(OverlayPlan {
+                path: disks::overlay_path(&dir),
+                base: None,
+                size: asked,
+            }),
+            None => None,
+        };
+        let disk = overlay.as_ref().map(|overlay| Disk {
+            path: overlay.path.clone(),
+            format: "qcow2".to_owned(),
+        });
+        Ok(Plan {
+            definition: DomainDefinition {
+                name: self.domain_name(instance),
+                domain_type: self.domain_type,
+                instance_id: instance.id.clone(),
+                instance_name: instance.name.clone(),
+                vcpus: spec.cpus,
+                memory_mib: spec.memory_mib,
+                boot,
+                disk,
+                console_log: Some(self.console_log_path(instance)),
+            },
+            overlay,
+        })
+    }
+
+    /// The domain XML `create` would define for `instance`. Errors as `create`.
+    pub fn domain_xml(&self, instance: &Instance) -> Result<String, DriverError> {
+        Ok(self.plan(instance)?.definition.to_xml())
+    }
+
+    pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        let name = self.domain_name(instance);
+        let id = instance.id.clone();
+        let found = {
+            let name = name.clone();
+            self.conn
+                .run("look up domain", move |conn| {
+                    Ok(match lookup(conn, &name, &id)? {
+                        Lookup::Missing => None,
+                        Lookup::Ours(_) => Some(Ok(())),
+                        Lookup::Foreign(owner) => Some(Err(owner)),
+                    })
+                })
+                .await?
+        };
+        match found {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(owner)) => return Err(name_clash(&name, &owner)),
+            None => {}
+        }
+        let plan = self.plan(instance)?;
+        let dir = self.instance_dir(instance);
+        let made_dir = !dir.exists();
+        let overlay_path = plan.overlay.as_ref().map(|o| o.path.clone());
+        // On failure, nothing is left: the directory if this call made it,
+        // else the overlay it made in it.
+        let cleanup = move |dir: &Path| {
+            if made_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            } else if let Some(overlay) = &overlay_path {
+                let _ = std::fs::remove_file(overlay);
+            }
+        };
+        if let Some(overlay) = plan.overlay.clone() {
+            let in_dir = dir.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                create_dir(&in_dir)?;
+                // A leftover overlay (a crash between here and define) is
+                // replaced: the instance gets a fresh disk.
+                disks::remove_file(&overlay.path)?;
+                disks::create_overlay(
+                    &overlay.path,
+                    overlay
+                        .base
+                        .as_ref()
+                        .map(|(path, info)| (path.as_path(), info)),
+                    overlay.size,
+                )
+            })
+            .await
+            .map_err(|e| DriverError::Runtime {
+                operation: format!("create the overlay of {name}"),
+                source: Box::new(e),
+            })?;
+            if let Err(e) = made {
+                cleanup(&dir);
+                return Err(e);
+            }
+        } else {
+            create_dir(&dir)?;
+        }
+        let xml = plan.definition.to_xml();
+        let defined = {
+            let name = name.clone();
+            self.conn
+                .run("define domain", move |conn| {
+                    conn.define_domain_xml_flags(&xml, sys::VIR_DOMAIN_DEFINE_VALIDATE)
+                        .map(drop)
+                        .map_err(|e| {
+                            if error::is(&e, ErrorNumber::DomExist) {
+                                name_clash(&name, "another domain")
+                            } else {
+                                error::failed(format!("define domain {name}"), e)
+                            }
+                        })
+                })
+                .await
+        };
+        if defined.is_err() {
+            cleanup(&dir);
+        }
+        defined
+    }
+
+    pub(crate) async fn start_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.with_domain(instance, "start", |domain, name| {
+            if is_active(domain, name)? {
+                return Ok(());
+            }
+            domain
+                .create()
+                .map(drop)
+                .map_err(|e| error::failed(format!("start domain {name}"), e))
+        })
+        .await
+    }
+
+    pub(crate) async fn stop_domain(
+        &self,
+        instance: &Instance,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        let asked = self
+            .with_domain_if_any(instance, "shut down", |domain, name| {
+                if !is_active(domain, name)? {
+                    return Ok(false);
+                }
+                let paused = matches!(
+                    domain.state().map(|(s, _)| s),
+                    Ok(Enum::Known(DomainState::Paused))
+                );
+                // A paused guest cannot react to the power button.
+                Ok(!paused && domain.shutdown().is_ok())
+            })
+            .await?;
+        match asked {
+            None | Some(false) => {}
+            Some(true) => {
+                let started = Instant::now();
+                let mut pressed = started;
+                while started.elapsed() < grace {
+                    if !self.is_running(instance).await? {
+                        return Ok(());
+                    }
+                    // A guest still booting may miss a press (its ACPI
+                    // daemon not listening yet): press again now and then.
+                    if pressed.elapsed() >= SHUTDOWN_REPEAT {
+                        pressed = Instant::now();
+                        self.with_domain_if_any(instance, "shut down", |domain, _| {
+                            Ok(domain.shutdown().is_ok())
+                        })
+                        .await?;
+                    }
+                    tokio::time::sleep(SHUTDOWN_POLL.min(grace)).await;
+                }
+            }
+        }
+        self.with_domain_if_any(instance, "destroy", |domain, name| {
+            if !is_active(domain, name)? {
+                return Ok(());
+            }
+            match domain.destroy() {
+                // It stopped in between.
+                Err(e) if error::is(&e, ErrorNumber::OperationInvalid) => Ok(()),
+                other => other.map_err(|e| error::failed(format!("destroy domain {name}"), e)),
+            }
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn is_running(&self, instance: &Instance) -> Result<bool, DriverError> {
+        Ok(self
+            .with_domain_if_any(instance, "read state", is_active)
+            .await?
+            .unwrap_or(false))
+    }
+
+    pub(crate) async fn delete_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.with_domain_if_any(instance, "delete", |domain, name| {
+            if is_active(domain, name)? {
+                match domain.destroy() {
+                    Err(e) if !error::is(&e, ErrorNumber::OperationInvalid) => {
+                        return Err(error::failed(format!("destroy domain {name}"), e));
+                    }
+                    _ => {}
+                }
+            }
+            // Internal snapshots live in the overlay, removed below; their
+            // metadata goes with the domain. (No NVRAM: domains boot BIOS.)
+            let flags =
+                sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
+            match domain.undefine_flags(flags) {
+                Err(e) if !error::is(&e, ErrorNumber::NoDomain) => {
+                    Err(error::failed(format!("undefine domain {name}"), e))
+                }
+                _ => Ok(()),
+            }
+        })
+        .await?;
+        let dir = self.instance_dir(instance);
+        let keep_disk = instance
+            .labels
+            .get(KEEP_DISK_LABEL)
+            .is_some_and(|v| v == "true");
+        let console_log = self.console_log_path(instance);
+        tokio::task::spawn_blocking(move || {
+            if keep_disk {
+                disks::remove_file(&console_log)
+            } else {
+                match std::fs::remove_dir_all(&dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        Err(error::io(format!("remove {}", dir.display()), e))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await
+        .map_err(|e| DriverError::Runtime {
+            operation: "remove the instance's files".to_owned(),
+            source: Box::new(e),
+        })?
+    }
+
+    pub(crate) async fn inspect_domain(
+        &self,
+        instance: &Instance,
+    ) -> Result<RuntimeState, DriverError> {
+        let state = self
+            .with_domain_if_any(instance, "inspect", read_state)
+            .await?;
+        Ok(match state {
+            None => RuntimeState::Missing,
+            Some(RuntimeState::Exited {
+                code, oom_killed, ..
+            }) => RuntimeState::Exited {
+                code,
+                oom_killed,
+                at: self.events.stopped_at(&self.domain_name(instance)),
+            },
+            Some(state) => state,
+        })
+    }
+
+    /// Asks the guest to reboot (ACPI), as `virsh reboot` does. Errors:
+    /// `NotFound` (no such domain), `FailedPrecondition` (not running),
+    /// `Unavailable`, `Internal`.
+    pub async fn reboot(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.with_domain(instance, "reboot", |domain, name| {
+            require_active(domain, name)?;
+            domain
+                .reboot(0)
+                .map_err(|e| error::failed(format!("reboot domain {name}"), e))
+        })
+        .await
+    }
+
+    /// Resets the domain at once, like a hardware reset button. Errors as
+    /// [`LibvirtDriver::reboot`].
+    pub async fn reset(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.with_domain(instance, "reset", |domain, name| {
+            require_active(domain, name)?;
+            domain
+                .reset()
+                .map(drop)
+                .map_err(|e| error::failed(format!("reset domain {name}"), e))
+        })
+        .await
+    }
+
+    pub(crate) async fn suspend(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.with_domain(instance, "suspend", |domain, name| {
+            match read_state(domain, name)? {
+                RuntimeState::Paused => Ok(()),
+                RuntimeState::Running => domain
+                    .suspend()
+                    .map(drop)
+                    .map_err(|e| error::failed(format!("suspend domain {name}"), e)),
+                _ => Err(DriverError::FailedPrecondition(format!(
+                    "domain {name} is not running"
+                ))),
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn resume_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.with_domain(instance, "resume", |domain, name| {
+            match read_state(domain, name)? {
+                RuntimeState::Running => Ok(()),
+                RuntimeState::Paused => domain
+                    .resume()
+                    .map(drop)
+                    .map_err(|e| error::failed(format!("resume domain {name}"), e)),
+                _ => Err(DriverError::FailedPrecondition(format!(
+                    "domain {name} is not paused"
+                ))),
+            }
+        })
+        .await
+    }
+
+    pub(crate) async fn domain_stats(
+        &self,
+        instance: &Instance,
+    ) -> Result<InstanceStats, DriverError> {
+        self.with_domain(instance, "read stats", |domain, name| {
+            require_active(domain, name)?;
+            let raw = stats::domain_stats(domain)
+                .map_err(|e| error::failed(format!("read stats of domain {name}"), e))?;
+            Ok(stats::to_instance_stats(&raw))
+        })
+        .await
+    }
+
+    /// Every domain with the driver's name prefix and Zixiao metadata, with
+    /// its real state: what a restarted controller or node agent finds.
+    /// Errors: `Unavailable`, `Internal`.
+    pub async fn managed_domains(&self) -> Result<Vec<ManagedDomain>, DriverError> {
+        let prefix = self.options.name_prefix.clone();
+        self.conn
+            .run("list domains", move |conn| {
+                let domains = conn
+                    .list_all_domains(0)
+                    .map_err(|e| error::failed("list domains", e))?;
+                let mut found = Vec::new();
+                for domain in domains {
+                    let Ok(name) = domain.name() else { continue };
+                    if !name.starts_with(&prefix) {
+                        continue;
+                    }
+                    let Some((instance_id, instance_name)) = metadata_of(&domain) else {
+                        continue;
+                    };
+                    // A domain undefined in between is skipped.
+                    let Ok(state) = read_state(&domain, &name) else {
+                        continue;
+                    };
+                    found.push(ManagedDomain {
+                        domain: name,
+                        instance_id,
+                        instance_name,
+                        state,
+                    });
+                }
+                found.sort_by(|a, b| a.domain.cmp(&b.domain));
+                Ok(found)
+            })
+            .await
+    }
+
+    /// Runs `call` on the instance's domain. Errors: `NotFound` when there
+    /// is none (or only a foreign one of that name).
+    pub(crate) async fn with_domain<T, F>(
+        &self,
+        instance: &Instance,
+        operation: &str,
+        call: F,
+    ) -> Result<T, DriverError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Domain, &str) -> Result<T, DriverError> + Send + 'static,
+    {
+        let name = self.domain_name(instance);
+        self.with_domain_if_any(instance, operation, call)
+            .await?
+            .ok_or_else(|| DriverError::NotFound(format!("domain {name}")))
+    }
+
+    /// Runs `call` on the instance's domain, or returns `None` without one.
+    pub(crate) async fn with_domain_if_any<T, F>(
+        &self,
+        instance: &Instance,
+        operation: &str,
+        call: F,
+    ) -> Result<Option<T>, DriverError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Domain, &str) -> Result<T, DriverError> + Send + 'static,
+    {
+        let name = self.domain_name(instance);
+        let id = instance.id.clone();
+        self.conn
+            .run(operation, move |conn| match lookup(conn, &name, &id)? {
+                Lookup::Ours(domain) => call(&domain, &name).map(Some),
+                Lookup::Missing | Lookup::Foreign(_) => Ok(None),
+            })
+            .await
+    }
+}
+
+fn require_active(domain: &Domain, name: &str) -> Result<(), DriverError> {
+    if is_active(domain, name)? {
+        Ok(())
+    } else {
+        Err(DriverError::FailedPrecondition(format!(
+            "domain {name} is not running"
+        )))
+    }
+}
+
+fn require_file(field: &str, what: &str, path: &Path) -> Result<(), DriverError> {
+    if !path.is_absolute() {
+        return Err(error::invalid(
+            field,
+            format!("`{}` is not an absolute path", path.display()),
+        ));
+    }
+    if !path.is_file() {
+        return Err(DriverError::NotFound(format!("{what} {}", path.display())));
+    }
+    Ok(())
+}
+
+fn create_dir(dir: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::DirBuilderExt;
+    // QEMU runs as its own user and must reach the overlay.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| error::io(format!("create {}", dir.display()), e))
+}
+
+fn name_clash(name: &str, owner: &str) -> DriverError {
+    DriverError::FailedPrecondition(format!(
+        "a domain named {name} exists already and is not this instance's ({owner}); \
+         remove or rename it, or rename the instance"
+    ))
+}

@@ -1,0 +1,270 @@
+//! The vm driver: full virtual machines through libvirt (QEMU/KVM, QEMU's
+//! software emulation, or Cloud Hypervisor's `ch://` driver), the runtime
+//! operators already run.
+//!
+//! Each instance is one persistent libvirt domain named `<prefix><name>`
+//! (`zixiao-web`), carrying the instance's id in its metadata, so the
+//! driver keeps no state of its own: after a restart it finds its domains
+//! by name and checks the id (see [`LibvirtDriver::managed_domains`]). Its
+//! files live under `<state_dir>/libvirt/<instance id>/`: the qcow2 overlay
+//! on the instance's image and the serial console's log.
+//!
+//! Modules: [`xml`] (the domain XML writer), `connection` (a self-healing
+//! connection, calls on the blocking pool), `disks` (overlays with
+//! `qemu-img`), `lifecycle`, `stats` (safe wrappers over libvirt's stats
+//! records), `console`, `snapshots`, `node` (host introspection), `events`
+//! (lifecycle events from libvirt's event loop), `error`.
+
+mod connection;
+mod console;
+mod disks;
+mod error;
+mod events;
+mod lifecycle;
+mod node;
+mod snapshots;
+mod stats;
+pub mod xml;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zixiao_core::driver::{Console, ConsoleStream, Pause, Snapshots, Stats};
+use zixiao_core::{
+    Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
+};
+
+use connection::Connection;
+pub use events::{LifecycleEvent, LifecycleKind};
+pub use lifecycle::ManagedDomain;
+pub use node::{HostInfo, NumaCell};
+pub use xml::DomainType;
+
+/// The URI of the system QEMU/KVM daemon on this host.
+pub const DEFAULT_URI: &str = "qemu:///system";
+/// The prefix of every domain name the driver defines.
+pub const DEFAULT_NAME_PREFIX: &str = "zixiao-";
+/// The kernel command line of a direct kernel boot that sets none: the
+/// console on the first serial port, where the driver logs it.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
+/// An instance label that keeps its overlay disk when the instance is
+/// deleted (value `true`).
+pub const KEEP_DISK_LABEL: &str = "libvirt.zixiao.dev/keep-disk";
+
+/// How the vm driver reaches libvirt and lays out its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtOptions {
+    /// The connection URI: `qemu:///system` (default), `qemu+tcp://host/system`,
+    /// `ch:///system` (Cloud Hypervisor), `test:///default` (libvirt's mock).
+    pub uri: String,
+    /// Where per-instance files go: `<state_dir>/libvirt/<instance id>/`.
+    /// QEMU runs as its own user, so these directories must be searchable by it.
+    pub state_dir: PathBuf,
+    /// The domain type; `None` detects it: `kvm` when libvirt offers KVM and
+    /// it is hardware-backed, else `qemu` (software emulation).
+    pub domain_type: Option<DomainType>,
+    /// The prefix of domain names.
+    pub name_prefix: String,
+}
+
+impl LibvirtOptions {
+    /// The defaults for `uri`, with files under `state_dir`.
+    pub fn new(uri: impl Into<String>, state_dir: impl Into<PathBuf>) -> Self {
+        LibvirtOptions {
+            uri: uri.into(),
+            state_dir: state_dir.into(),
+            domain_type: None,
+            name_prefix: DEFAULT_NAME_PREFIX.to_owned(),
+        }
+    }
+
+    /// The same options with the domain type forced to `domain_type`.
+    pub fn with_domain_type(mut self, domain_type: DomainType) -> Self {
+        self.domain_type = Some(domain_type);
+        self
+    }
+
+    /// The same options with domain names starting with `prefix`.
+    pub fn with_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.name_prefix = prefix.into();
+        self
+    }
+}
+
+/// The vm driver (`InstanceType::Vm`) on one libvirt daemon.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), zixiao_core::DriverError> {
+/// use zixiao_drivers::libvirt::{LibvirtDriver, LibvirtOptions};
+/// let driver = LibvirtDriver::connect(LibvirtOptions::new("qemu:///system", "/var/lib/zixiao")).await?;
+/// println!("domains run as type {}", driver.domain_type());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LibvirtDriver {
+    conn: Connection,
+    options: LibvirtOptions,
+    domain_type: DomainType,
+    host: HostInfo,
+    events: events::Events,
+}
+
+impl LibvirtDriver {
+    /// Connects to libvirt, reads the host's capabilities and chooses the
+    /// domain type. Errors: `Unavailable` naming the URI (daemon down,
+    /// refused), `Unsupported` (the host offers no usable domain type, or
+    /// not the forced one), `InvalidArgument` (an empty name prefix).
+    pub async fn connect(options: LibvirtOptions) -> Result<LibvirtDriver, DriverError> {
+        if options.name_prefix.is_empty() {
+            return Err(error::invalid(
+                "name_prefix",
+                "must not be empty: it tells Zixiao's domains from others",
+            ));
+        }
+        let conn = Connection::open(&options.uri).await?;
+        let host = node::host_info(&conn).await?;
+        let domain_type = node::choose_domain_type(
+            &options.uri,
+            &host.domain_types,
+            options.domain_type,
+            node::kvm_is_hardware_backed(),
+        )?;
+        let events = events::Events::register(&conn).await;
+        Ok(LibvirtDriver {
+            conn,
+            options,
+            domain_type,
+            host,
+            events,
+        })
+    }
+
+    /// The options it was connected with.
+    pub fn options(&self) -> &LibvirtOptions {
+        &self.options
+    }
+
+    /// The domain type its domains are defined with.
+    pub fn domain_type(&self) -> DomainType {
+        self.domain_type
+    }
+
+    /// What the hypervisor host offers, as read when connecting.
+    pub fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    /// Lifecycle events of every domain on the daemon from now on (started,
+    /// stopped, suspended...), as libvirt's event loop delivers them.
+    pub fn lifecycle_events(&self) -> tokio::sync::broadcast::Receiver<LifecycleEvent> {
+        self.events.subscribe()
+    }
+
+    /// The libvirt domain name of `instance`.
+    pub fn domain_name(&self, instance: &Instance) -> String {
+        format!("{}{}", self.options.name_prefix, instance.name)
+    }
+
+    /// The directory of the instance's files.
+    pub fn instance_dir(&self, instance: &Instance) -> PathBuf {
+        self.options.state_dir.join("libvirt").join(&instance.id)
+    }
+
+    /// The instance's qcow2 overlay (it exists only when the instance has a disk).
+    pub fn overlay_path(&self, instance: &Instance) -> PathBuf {
+        disks::overlay_path(&self.instance_dir(instance))
+    }
+
+    /// The file the serial console's output is appended to.
+    pub fn console_log_path(&self, instance: &Instance) -> PathBuf {
+        self.instance_dir(instance).join("console.log")
+    }
+}
+
+#[async_trait]
+impl Driver for LibvirtDriver {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Vm
+    }
+
+    fn name(&self) -> &str {
+        "libvirt"
+    }
+
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.create_domain(instance).await
+    }
+
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.start_domain(instance).await
+    }
+
+    async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
+        self.stop_domain(instance, grace).await
+    }
+
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.delete_domain(instance).await
+    }
+
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
+        self.inspect_domain(instance).await
+    }
+
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        console::read_log(
+            &self.console_log_path(instance),
+            &instance.name,
+            offset,
+            max,
+        )
+        .await
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        Some(self)
+    }
+
+    fn console(&self) -> Option<&dyn Console> {
+        Some(self)
+    }
+
+    fn pause(&self) -> Option<&dyn Pause> {
+        Some(self)
+    }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Stats for LibvirtDriver {
+    async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError> {
+        self.domain_stats(instance).await
+    }
+}
+
+#[async_trait]
+impl Pause for LibvirtDriver {
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.suspend(instance).await
+    }
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.resume_domain(instance).await
+    }
+}
+
+#[async_trait]
+impl Console for LibvirtDriver {
+    async fn attach(&self, instance: &Instance) -> Result<ConsoleStream, DriverError> {
+        self.attach_console(instance).await
+    }
+}

@@ -1,0 +1,201 @@
+//! Bad input: each gives an error of the right kind naming the cause, and
+//! leaves no container, snapshot, lease or ingest behind.
+
+use std::path::Path;
+
+use zixiao_core::driver::Images;
+use zixiao_core::{Driver, ErrorKind};
+use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
+
+use super::images::{tar_files, write_tar};
+use super::{busybox, fixture, instance, Fixture};
+
+async fn assert_clean(fx: &Fixture) {
+    let left = fx.leftovers().await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn unknown_image_is_not_found() {
+    let Some(fx) = fixture("unknown-image").await else {
+        return;
+    };
+    let mut spec = busybox(&["true"]);
+    spec.image = Some("nosuchimage:1".into());
+    let err = fx
+        .driver
+        .create(&instance("x", spec))
+        .await
+        .expect_err("no such image");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string().contains("docker.io/library/nosuchimage:1"),
+        "{err}"
+    );
+    let mut spec = busybox(&["true"]);
+    spec.image = Some("Not A Ref".into());
+    let err = fx
+        .driver
+        .create(&instance("x", spec))
+        .await
+        .expect_err("malformed");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("spec.image"), "{err}");
+    assert_clean(&fx).await;
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn corrupt_or_missing_archives_are_rejected() {
+    let Some(fx) = fixture("corrupt").await else {
+        return;
+    };
+    let before = fx.driver.list().await.expect("list");
+    let dir = fx.dir.path();
+
+    let missing = fx
+        .driver
+        .import(&dir.join("nope.tar"), &|_| {})
+        .await
+        .expect_err("missing");
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    assert!(missing.to_string().contains("nope.tar"), "{missing}");
+
+    let garbage = dir.join("garbage.tar");
+    std::fs::write(&garbage, vec![0x42u8; 4096]).expect("write");
+    let err = fx
+        .driver
+        .import(&garbage, &|_| {})
+        .await
+        .expect_err("garbage");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("garbage.tar"), "{err}");
+
+    // A layer whose bytes do not match its digest: containerd refuses the
+    // commit, and the import takes back everything it wrote.
+    let mut files: Vec<(String, Vec<u8>)> = tar_files(&fx.busybox).into_iter().collect();
+    let (name, data) = files
+        .iter_mut()
+        .max_by_key(|(_, d)| d.len())
+        .expect("a layer");
+    let middle = data.len() / 2;
+    data[middle] ^= 0xff;
+    let corrupt_blob = name.clone();
+    let corrupt = dir.join("corrupt.oci.tar");
+    // Under another name, so the blob is not already in the store.
+    files.retain(|(n, _)| n != "index.json");
+    let index = tar_files(&fx.busybox).remove("index.json").expect("index");
+    let index = String::from_utf8(index)
+        .expect("utf8")
+        .replace("\"latest\"", "\"other:v2\"");
+    files.push(("index.json".into(), index.into_bytes()));
+    write_tar(&corrupt, &files);
+    // Remove the good image first so the corrupt blob is really written.
+    fx.driver.remove("busybox").await.expect("remove busybox");
+    let err = fx
+        .driver
+        .import(&corrupt, &|_| {})
+        .await
+        .expect_err("corrupt");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let digest = corrupt_blob.trim_start_matches("blobs/sha256/");
+    assert!(
+        format!("{err}").contains(digest),
+        "{err} should name {digest}"
+    );
+    assert!(fx.driver.list().await.expect("list").is_empty());
+    assert_clean(&fx).await;
+
+    // An index naming a blob the archive lacks.
+    let lacking = dir.join("lacking.oci.tar");
+    let keep: Vec<(String, Vec<u8>)> = tar_files(&fx.busybox)
+        .into_iter()
+        .filter(|(n, _)| n == "index.json" || n == "oci-layout")
+        .collect();
+    write_tar(&lacking, &keep);
+    let err = fx
+        .driver
+        .import(&lacking, &|_| {})
+        .await
+        .expect_err("lacking");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("lacks blob"), "{err}");
+
+    fx.driver
+        .import(&fx.busybox, &|_| {})
+        .await
+        .expect("the good archive still imports");
+    assert_eq!(fx.driver.list().await.expect("list").len(), before.len());
+    assert_clean(&fx).await;
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_command_missing_from_the_image_fails_to_start() {
+    let Some(fx) = fixture("no-command").await else {
+        return;
+    };
+    let i = instance("ghost", busybox(&["/no/such/binary", "arg"]));
+    fx.driver.create(&i).await.expect("create");
+    let err = fx.driver.start(&i).await.expect_err("no such binary");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("spec.command"), "{err}");
+    assert!(err.to_string().contains("/no/such/binary"), "{err}");
+    // No task is left: the container is as created.
+    assert_eq!(
+        fx.driver.inspect(&i).await.expect("inspect"),
+        zixiao_core::RuntimeState::Created
+    );
+    fx.driver.delete(&i).await.expect("delete");
+    assert_clean(&fx).await;
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn limits_below_what_runc_honours_are_rejected_before_anything_is_made() {
+    let Some(fx) = fixture("limits").await else {
+        return;
+    };
+    let tiny = instance("tiny", busybox(&["true"]).with_size(1, 3));
+    let err = fx.driver.create(&tiny).await.expect_err("3 MiB");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("spec.memory_mib"), "{err}");
+    let mut no_pids = instance("nopids", busybox(&["true"]));
+    no_pids.labels.insert(
+        zixiao_drivers::containerd::spec::PIDS_LIMIT_LABEL.into(),
+        "0".into(),
+    );
+    let err = fx.driver.create(&no_pids).await.expect_err("0 pids");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("pids-limit"), "{err}");
+    assert_eq!(
+        fx.driver.inspect(&tiny).await.expect("inspect"),
+        zixiao_core::RuntimeState::Missing
+    );
+    assert_clean(&fx).await;
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn containerd_not_running_is_unavailable_naming_the_socket() {
+    let Some(fx) = fixture("unreachable").await else {
+        return;
+    };
+    let dir = fx.dir.path();
+    let missing = dir.join("missing.sock");
+    let err = ContainerdDriver::connect(ContainerdOptions::new(&missing, dir))
+        .await
+        .expect_err("no socket");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("missing.sock"), "{err}");
+    // A socket file nobody listens on (a containerd that died).
+    let stale = dir.join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
+    let err = ContainerdDriver::connect(ContainerdOptions::new(&stale, dir))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("stale.sock"), "{err}");
+    assert!(Path::new(&stale).exists());
+    fx.finish().await;
+}

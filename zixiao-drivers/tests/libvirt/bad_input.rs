@@ -1,0 +1,113 @@
+//! Bad input against the real daemon: each is refused with the right error
+//! kind, naming the cause, and leaves no domain and no file behind.
+
+use zixiao_core::{Driver, ErrorKind, Instance};
+
+use super::{assert_nothing_left, fixture, instance, unique};
+
+async fn refused(
+    driver: &zixiao_drivers::libvirt::LibvirtDriver,
+    vm: &Instance,
+    kind: ErrorKind,
+    says: &str,
+) {
+    let err = driver.create(vm).await.expect_err("bad input is refused");
+    let message = format!("{err}");
+    assert_eq!(err.kind(), kind, "{message}");
+    assert!(message.contains(says), "`{message}` does not say `{says}`");
+    assert_nothing_left(driver, vm).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_leaves_nothing_behind() {
+    let Some(fx) = fixture().await else {
+        return;
+    };
+    let d = &fx.driver;
+
+    let mut spec = fx.vm("");
+    spec.image = Some("/nonexistent/base.qcow2".to_owned());
+    refused(
+        d,
+        &instance(&unique("noimage"), spec),
+        ErrorKind::NotFound,
+        "/nonexistent/base.qcow2",
+    )
+    .await;
+
+    let mut spec = fx.vm("");
+    spec.kernel = Some("/nonexistent/vmlinuz".into());
+    refused(
+        d,
+        &instance(&unique("nokernel"), spec),
+        ErrorKind::NotFound,
+        "kernel /nonexistent/vmlinuz",
+    )
+    .await;
+
+    // A 2 GiB base (sparse) and a 1 GiB disk asked.
+    let big = fx.dir.path().join("big.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&big)
+        .arg("2G")
+        .status()
+        .expect("qemu-img");
+    assert!(made.success());
+    let mut spec = fx.vm("");
+    spec.image = Some(big.to_string_lossy().into_owned());
+    spec.disk_gib = 1;
+    refused(
+        d,
+        &instance(&unique("small"), spec),
+        ErrorKind::InvalidArgument,
+        "spec.disk_gib",
+    )
+    .await;
+
+    let host = d.host().clone();
+    let mut spec = fx.vm("");
+    spec.memory_mib = host.memory_mib + 1024;
+    refused(
+        d,
+        &instance(&unique("bigmem"), spec),
+        ErrorKind::ResourceExhausted,
+        "spec.memory_mib",
+    )
+    .await;
+    let mut spec = fx.vm("");
+    spec.cpus = host.cpus + 1;
+    refused(
+        d,
+        &instance(&unique("bigcpu"), spec),
+        ErrorKind::ResourceExhausted,
+        "spec.cpus",
+    )
+    .await;
+
+    // Not a disk image at all.
+    let junk = fx.dir.path().join("junk.img");
+    std::fs::write(&junk, b"").expect("junk");
+    let mut spec = fx.vm("");
+    spec.image = Some(junk.to_string_lossy().into_owned());
+    refused(
+        d,
+        &instance(&unique("junk"), spec),
+        ErrorKind::InvalidArgument,
+        "spec.image",
+    )
+    .await;
+
+    // A domain of that name that is someone else's.
+    let name = unique("clash");
+    let other = instance(&name, fx.vm(""));
+    d.create(&other).await.expect("create the other");
+    let ours = instance(&name, fx.vm(""));
+    refused(d, &ours, ErrorKind::FailedPrecondition, "exists already").await;
+    assert!(
+        d.overlay_path(&other).exists(),
+        "the other's disk is untouched"
+    );
+    d.delete(&other).await.expect("delete the other");
+    assert_nothing_left(d, &other).await;
+}
