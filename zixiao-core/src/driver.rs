@@ -83,6 +83,9 @@ pub enum DriverError {
     /// Something the instance needs is missing (an image, a kernel file).
     #[error("{0} not found")]
     NotFound(String),
+    /// Something of that name exists on the runtime and is not this instance's.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The instance is not in a state that allows the call.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -116,6 +119,7 @@ impl DriverError {
             DriverError::Unsupported(_) => ErrorKind::Unsupported,
             DriverError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             DriverError::NotFound(_) => ErrorKind::NotFound,
+            DriverError::AlreadyExists(_) => ErrorKind::AlreadyExists,
             DriverError::FailedPrecondition(_) => ErrorKind::FailedPrecondition,
             DriverError::ResourceExhausted(_) => ErrorKind::ResourceExhausted,
             DriverError::Unavailable { .. } => ErrorKind::Unavailable,

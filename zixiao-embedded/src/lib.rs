@@ -57,6 +57,24 @@ pub struct Embedded {
     pub agent: Arc<LocalAgent>,
 }
 
+/// Environment variable naming the state directory when none is given.
+pub const STATE_DIR_ENV: &str = "ZIXIAO_STATE_DIR";
+
+/// The state directory every frontend uses when none is given:
+/// `ZIXIAO_STATE_DIR`, else `zixiao` under the user's data directory
+/// (`~/.local/share/zixiao`). Errors: `InvalidArgument` when neither is known.
+pub fn default_state_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    dirs::data_dir().map(|d| d.join("zixiao")).ok_or_else(|| {
+        Error::invalid(
+            "state_dir",
+            format!("no user data directory is known here; set one or {STATE_DIR_ENV}"),
+        )
+    })
+}
+
 /// The store file inside a state directory.
 pub fn store_path(state_dir: &Path) -> PathBuf {
     state_dir.join("state.redb")

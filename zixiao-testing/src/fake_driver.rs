@@ -271,3 +271,13 @@ impl Pause for FakeDriver {
         }
     }
 }
+
+/// A local agent whose runtime for every instance type is a [`FakeDriver`],
+/// for tests of the layers above drivers on any machine.
+pub fn fake_agent(host: zixiao_core::host::HostFacts) -> zixiao_core::LocalAgent {
+    InstanceType::ALL
+        .into_iter()
+        .fold(zixiao_core::LocalAgent::new(host), |agent, t| {
+            agent.with_driver(std::sync::Arc::new(FakeDriver::new(t)))
+        })
+}

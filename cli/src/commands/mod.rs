@@ -34,12 +34,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
 async fn open_embedded(cli: &Cli) -> Result<Embedded> {
     let state_dir = match &cli.state_dir {
         Some(dir) => absolute(dir)?,
-        None => dirs::data_dir().map(|d| d.join("zixiao")).ok_or_else(|| {
-            Error::invalid(
-                "--state-dir",
-                "no user data directory is known here; set --state-dir or ZIXIAO_STATE_DIR",
-            )
-        })?,
+        None => zixiao_embedded::default_state_dir()?,
     };
     let mut config = EmbeddedConfig::new(state_dir);
     config.drivers.containerd_socket = cli.containerd_socket.clone();

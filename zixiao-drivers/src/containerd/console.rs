@@ -113,13 +113,14 @@ impl ContainerdDriver {
         mut offset: u64,
         mut sink: tokio::io::DuplexStream,
     ) {
+        let what = format!("log of instance `{}`", instance.name);
         loop {
             let running = matches!(
                 self.inspect_container(&instance).await,
                 Ok(RuntimeState::Running | RuntimeState::Paused)
             );
             loop {
-                match logs::read(&log, &instance.name, offset, 64 * 1024).await {
+                match crate::log_file::read(&log, &what, offset, 64 * 1024).await {
                     Ok(chunk) if !chunk.data.is_empty() => {
                         if sink.write_all(&chunk.data).await.is_err() {
                             return; // the console was closed

@@ -180,7 +180,8 @@ impl Driver for ContainerdDriver {
         offset: u64,
         max: usize,
     ) -> Result<LogChunk, DriverError> {
-        logs::read(&self.log_path(instance), &instance.name, offset, max).await
+        let what = format!("log of instance `{}`", instance.name);
+        crate::log_file::read(&self.log_path(instance), &what, offset, max).await
     }
 
     fn stats(&self) -> Option<&dyn Stats> {

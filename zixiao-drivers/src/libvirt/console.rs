@@ -2,56 +2,15 @@
 //! instance's console log (so it outlives the guest and the driver), and
 //! interactive attach through a libvirt stream (`virDomainOpenConsole`).
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use virt::stream::Stream;
 use virt::sys;
 use zixiao_core::driver::ConsoleStream;
-use zixiao_core::{DriverError, Instance, LogChunk};
+use zixiao_core::{DriverError, Instance};
 
 use super::{error, LibvirtDriver};
-
-/// Reads up to `max` bytes of the console log at `path` from `offset`.
-/// Errors: `NotFound` (the instance never started, so no log yet).
-pub(crate) async fn read_log(
-    path: &Path,
-    instance: &str,
-    offset: u64,
-    max: usize,
-) -> Result<LogChunk, DriverError> {
-    let path: PathBuf = path.to_owned();
-    let instance = instance.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut file = match std::fs::File::open(&path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(DriverError::NotFound(format!(
-                    "console log of instance `{instance}`"
-                )));
-            }
-            Err(e) => return Err(error::io(format!("open {}", path.display()), e)),
-        };
-        let read = |file: &mut std::fs::File| -> std::io::Result<Vec<u8>> {
-            file.seek(SeekFrom::Start(offset))?;
-            let mut data = Vec::new();
-            file.take(max as u64).read_to_end(&mut data)?;
-            Ok(data)
-        };
-        let data = read(&mut file).map_err(|e| error::io(format!("read {}", path.display()), e))?;
-        Ok(LogChunk {
-            next_offset: offset + data.len() as u64,
-            data,
-        })
-    })
-    .await
-    .map_err(|e| DriverError::Runtime {
-        operation: "read the console log".to_owned(),
-        source: Box::new(e),
-    })?
-}
 
 impl LibvirtDriver {
     /// Opens the serial console of a running domain as a byte stream. A

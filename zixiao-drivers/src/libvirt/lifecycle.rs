@@ -703,7 +703,7 @@ fn create_dir(dir: &Path) -> Result<(), DriverError> {
 }
 
 fn name_clash(name: &str, owner: &str) -> DriverError {
-    DriverError::FailedPrecondition(format!(
+    DriverError::AlreadyExists(format!(
         "a domain named {name} exists already and is not this instance's ({owner}); \
          remove or rename it, or rename the instance"
     ))

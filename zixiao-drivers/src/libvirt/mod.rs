@@ -218,13 +218,8 @@ impl Driver for LibvirtDriver {
         offset: u64,
         max: usize,
     ) -> Result<LogChunk, DriverError> {
-        console::read_log(
-            &self.console_log_path(instance),
-            &instance.name,
-            offset,
-            max,
-        )
-        .await
+        let what = format!("console log of instance `{}`", instance.name);
+        crate::log_file::read(&self.console_log_path(instance), &what, offset, max).await
     }
 
     fn stats(&self) -> Option<&dyn Stats> {

@@ -203,17 +203,24 @@ impl Fixture {
     /// sorted: the shim copies stdout and stderr separately, and may finish
     /// copying a moment after the task's exit is reported.
     pub(crate) async fn wait_log_lines(&self, instance: &Instance, want: &[&str]) {
-        wait_until("the log to be complete", TIMEOUT, || async {
-            let mut lines: Vec<String> = self
-                .log(instance)
-                .await
-                .lines()
-                .map(str::to_owned)
-                .collect();
-            lines.sort();
-            (lines == want).then_some(())
-        })
-        .await
+        let last = std::sync::Mutex::new(String::new());
+        let done = tokio::time::timeout(
+            TIMEOUT,
+            wait_until("the log to be complete", TIMEOUT * 2, || async {
+                let log = self.log(instance).await;
+                let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
+                lines.sort();
+                *last.lock().unwrap_or_else(|p| p.into_inner()) = log;
+                (lines == want).then_some(())
+            }),
+        )
+        .await;
+        // Say what the log held, so a failure shows what went wrong.
+        assert!(
+            done.is_ok(),
+            "timed out after {TIMEOUT:?} waiting for log lines {want:?}; the log holds {:?}",
+            last.lock().unwrap_or_else(|p| p.into_inner())
+        );
     }
 
     /// Deletes every container and image of the namespace.

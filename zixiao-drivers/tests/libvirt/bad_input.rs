@@ -103,7 +103,7 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
     let other = instance(&name, fx.vm(""));
     d.create(&other).await.expect("create the other");
     let ours = instance(&name, fx.vm(""));
-    refused(d, &ours, ErrorKind::FailedPrecondition, "exists already").await;
+    refused(d, &ours, ErrorKind::AlreadyExists, "exists already").await;
     assert!(
         d.overlay_path(&other).exists(),
         "the other's disk is untouched"

@@ -262,7 +262,7 @@ async fn a_domain_of_the_same_name_that_is_not_ours_is_left_alone() {
     let other = instance(&name, kernel_spec(&m.kernel));
     m.driver.create(&other).await.expect("create the other");
     let err = m.driver.create(&ours).await.expect_err("the name is taken");
-    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
     assert!(err.to_string().contains("exists already"), "{err}");
     assert!(!m.driver.instance_dir(&ours).exists());
     // Ours does not exist: inspect, stop and delete leave the other alone.

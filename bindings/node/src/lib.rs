@@ -1,0 +1,20 @@
+//! The `zixiao` Node addon: Zixiao's [`Controller`](zixiao_core::Controller)
+//! for JavaScript and TypeScript.
+//!
+//! Each method is one controller call plus conversion and returns a Promise:
+//! the call runs on napi's tokio runtime, never on the event loop. Requests
+//! are plain objects, results are objects shaped like the CLI's JSON output
+//! (typed in `types.d.ts`, prepended to the generated `index.d.ts`), and
+//! errors carry the error kind as their `code` (see [`error`]).
+
+// napi's macros generate public glue items (registration functions, type
+// descriptors) without docs; the exported API is documented on its items.
+#![allow(missing_docs)]
+
+mod controller;
+mod convert;
+mod error;
+mod logs;
+#[cfg(feature = "testing")]
+mod testing;
+mod watch;

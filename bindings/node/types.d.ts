@@ -1,0 +1,176 @@
+/* Types of Zixiao's requests and results, as plain objects shaped like the
+ * CLI's JSON output. Prepended to the generated index.d.ts (napi.dtsHeaderFile). */
+
+/** Every error the controller rejects with carries its kind as `code`. */
+export type ErrorCode =
+  | 'not_found'
+  | 'already_exists'
+  | 'invalid_argument'
+  | 'failed_precondition'
+  | 'conflict'
+  | 'unavailable'
+  | 'unsupported'
+  | 'resource_exhausted'
+  | 'internal'
+
+/** The shape of a rejection: `code` is the error kind; `field` names an invalid field. */
+export interface ZixiaoError extends Error {
+  code: ErrorCode
+  field?: string
+}
+
+export type InstanceType = 'vm' | 'container' | 'microvm'
+export type InstanceStatus =
+  | 'pending'
+  | 'scheduled'
+  | 'creating'
+  | 'running'
+  | 'paused'
+  | 'stopping'
+  | 'stopped'
+  | 'failed'
+  | 'deleting'
+export type DesiredState = 'running' | 'stopped' | 'deleted'
+export type NodeStatus = 'ready' | 'not_ready' | 'cordoned' | 'maintenance' | 'draining' | 'decommissioned'
+export type RestartPolicy = 'never' | 'on_failure' | 'always'
+
+/** What to run and with how much. */
+export interface InstanceSpec {
+  type: InstanceType
+  /** Whole CPU cores. */
+  cpus: number
+  /** Memory in MiB. */
+  memory_mib: number
+  /** An OCI image reference (containers) or a disk image (VMs). */
+  image?: string
+  /** Disk in GiB (default 0). */
+  disk_gib?: number
+  /** Kernel to boot directly (VMs, microVMs), an absolute path on the node. */
+  kernel?: string
+  initrd?: string
+  cmdline?: string
+  /** Command and arguments (containers). */
+  command?: string[]
+  env?: Record<string, string>
+  restart?: RestartPolicy
+  /** Where it may run: `zone`, `region`, `node_selector`, ... as in the YAML spec. */
+  placement?: Record<string, unknown>
+}
+
+/** A request to create an instance. */
+export interface CreateInstance {
+  /** Unique name, a DNS label. */
+  name: string
+  labels?: Record<string, string>
+  spec: InstanceSpec
+}
+
+/** Which instances `listInstances` returns; absent keys match everything. */
+export interface InstanceFilter {
+  instance_type?: InstanceType
+  status?: InstanceStatus
+  node?: string
+  labels?: Record<string, string>
+}
+
+export interface Resources {
+  cpus: number
+  memory_mib: number
+  disk_gib: number
+  instances: number
+}
+
+export interface Condition {
+  type: 'scheduled' | 'runtime_ready' | 'exited'
+  status: boolean
+  reason: string
+  message: string
+  since: string
+}
+
+/** An instance as stored: identity, intent, observation. */
+export interface Instance {
+  id: string
+  name: string
+  labels: Record<string, string>
+  spec: InstanceSpec
+  desired: DesiredState
+  status: InstanceStatus
+  node: string | null
+  conditions: Condition[]
+  exit: { code: number; oom_killed: boolean; at: string } | null
+  reschedule: boolean
+  restarts_requested: number
+  restarts_done: number
+  created_at: string
+  updated_at: string
+  started_at: string | null
+  revision: number
+}
+
+/** A node as stored. */
+export interface Node {
+  id: string
+  hostname: string
+  address: string
+  region: string
+  zone: string
+  role: 'worker' | 'control' | 'combined'
+  status: NodeStatus
+  capacity: Resources
+  allocated: Resources
+  labels: Record<string, string>
+  traits: string[]
+  runtimes: InstanceType[]
+  missing_runtimes: Partial<Record<InstanceType, string>>
+  carbon_intensity: number | null
+  last_heartbeat: string | null
+  created_at: string
+  updated_at: string
+  revision: number
+}
+
+/** One change of one instance, from `watchInstances`. */
+export interface InstanceEvent {
+  kind: 'added' | 'modified' | 'deleted'
+  revision: number
+  instance: Instance | null
+  id: string
+}
+
+export interface ClusterInfo {
+  nodes: number
+  nodes_by_status: Partial<Record<NodeStatus, number>>
+  instances: number
+  instances_by_type: Partial<Record<InstanceType, Partial<Record<InstanceStatus, number>>>>
+  capacity: Resources
+  allocated: Resources
+  schedulable_free: Resources
+}
+
+export interface InstanceStats {
+  cpu_time_ns: number
+  memory_bytes: number
+  memory_limit_bytes: number | null
+  pids: number | null
+  disk_read_bytes: number | null
+  disk_write_bytes: number | null
+  net_rx_bytes: number | null
+  net_tx_bytes: number | null
+}
+
+export interface DrainReport {
+  node: string
+  moved: string[]
+  pending: string[]
+  stopped: string[]
+  status: NodeStatus | null
+}
+
+export interface ReconcileReport {
+  instances: number
+  converged: number
+  waiting: number
+  /** `[instance name, error]` pairs. */
+  errors: [string, string][]
+}

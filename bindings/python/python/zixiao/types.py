@@ -1,0 +1,213 @@
+"""Request dataclasses and the shapes of results.
+
+``InstanceSpec`` and ``CreateInstance`` mirror the core's serde types of the
+same names; a field left ``None`` is left out, so the core's default applies.
+Results are plain dicts; the ``TypedDict`` classes here describe them for
+type checkers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
+
+
+InstanceType = Literal["vm", "container", "microvm"]
+InstanceStatus = Literal[
+    "pending",
+    "scheduled",
+    "creating",
+    "running",
+    "paused",
+    "stopping",
+    "stopped",
+    "failed",
+    "deleting",
+]
+DesiredState = Literal["running", "stopped", "deleted"]
+NodeStatus = Literal[
+    "ready", "not_ready", "cordoned", "maintenance", "draining", "decommissioned"
+]
+RestartPolicy = Literal["never", "on_failure", "always"]
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
+@dataclass
+class InstanceSpec:
+    """What to run and with how much (the core's ``InstanceSpec``)."""
+
+    type: InstanceType
+    """The workload's kind: ``vm``, ``container`` or ``microvm``."""
+    cpus: int
+    """Whole CPU cores."""
+    memory_mib: int
+    """Memory in MiB."""
+    image: Optional[str] = None
+    """An OCI image reference (containers) or a disk image (VMs)."""
+    disk_gib: Optional[int] = None
+    """Disk in GiB (default 0: the image's own size, or none)."""
+    kernel: Optional[str] = None
+    """Kernel to boot directly (VMs, microVMs), an absolute path on the node."""
+    initrd: Optional[str] = None
+    """Initial ramdisk, an absolute path on the node."""
+    cmdline: Optional[str] = None
+    """Kernel command line."""
+    command: Optional[List[str]] = None
+    """Command and arguments (containers): replaces the image's entrypoint."""
+    env: Optional[Dict[str, str]] = None
+    """Environment variables (containers)."""
+    restart: Optional[RestartPolicy] = None
+    """What to do when the workload exits by itself (default ``never``)."""
+    placement: Optional[Dict[str, Any]] = None
+    """Where it may run: ``zone``, ``region``, ``node_selector``, ... as in the YAML spec."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The spec as the dict the controller reads, without unset fields."""
+        return _without_none(dataclasses.asdict(self))
+
+
+@dataclass
+class CreateInstance:
+    """A request to create an instance (the core's ``CreateInstance``)."""
+
+    name: str
+    """Unique name, a DNS label."""
+    spec: Union[InstanceSpec, Dict[str, Any]]
+    """What to run."""
+    labels: Dict[str, str] = field(default_factory=dict)
+    """Free-form labels."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The request as the dict the controller reads, without unset fields."""
+        spec = self.spec.to_dict() if isinstance(self.spec, InstanceSpec) else self.spec
+        return {"name": self.name, "labels": dict(self.labels), "spec": spec}
+
+
+class Resources(TypedDict):
+    cpus: int
+    memory_mib: int
+    disk_gib: int
+    instances: int
+
+
+class Condition(TypedDict):
+    type: Literal["scheduled", "runtime_ready", "exited"]
+    status: bool
+    reason: str
+    message: str
+    since: str
+
+
+class ExitStatus(TypedDict):
+    code: int
+    oom_killed: bool
+    at: str
+
+
+class Instance(TypedDict):
+    """An instance as stored: identity, intent, observation."""
+
+    id: str
+    name: str
+    labels: Dict[str, str]
+    spec: Dict[str, Any]
+    desired: DesiredState
+    status: InstanceStatus
+    node: Optional[str]
+    conditions: List[Condition]
+    exit: Optional[ExitStatus]
+    reschedule: bool
+    restarts_requested: int
+    restarts_done: int
+    created_at: str
+    updated_at: str
+    started_at: Optional[str]
+    revision: int
+
+
+class Node(TypedDict):
+    """A node as stored."""
+
+    id: str
+    hostname: str
+    address: str
+    region: str
+    zone: str
+    role: Literal["worker", "control", "combined"]
+    status: NodeStatus
+    capacity: Resources
+    allocated: Resources
+    labels: Dict[str, str]
+    traits: List[str]
+    runtimes: List[InstanceType]
+    missing_runtimes: Dict[str, str]
+    carbon_intensity: Optional[int]
+    last_heartbeat: Optional[str]
+    created_at: str
+    updated_at: str
+    revision: int
+
+
+class InstanceEvent(TypedDict):
+    """One change of one instance, from ``watch_instances``."""
+
+    kind: Literal["added", "modified", "deleted"]
+    revision: int
+    instance: Optional[Instance]
+    id: str
+
+
+class ClusterInfo(TypedDict):
+    nodes: int
+    nodes_by_status: Dict[str, int]
+    instances: int
+    instances_by_type: Dict[str, Dict[str, int]]
+    capacity: Resources
+    allocated: Resources
+    schedulable_free: Resources
+
+
+class InstanceStats(TypedDict):
+    cpu_time_ns: int
+    memory_bytes: int
+    memory_limit_bytes: Optional[int]
+    pids: Optional[int]
+    disk_read_bytes: Optional[int]
+    disk_write_bytes: Optional[int]
+    net_rx_bytes: Optional[int]
+    net_tx_bytes: Optional[int]
+
+
+class DrainReport(TypedDict):
+    node: str
+    moved: List[str]
+    pending: List[str]
+    stopped: List[str]
+    status: Optional[NodeStatus]
+
+
+class ReconcileReport(TypedDict):
+    instances: int
+    converged: int
+    waiting: int
+    errors: List[List[str]]
+
+
+class InstanceFilter(TypedDict, total=False):
+    """Which instances ``list_instances`` returns; absent keys match everything."""
+
+    instance_type: InstanceType
+    status: InstanceStatus
+    node: str
+    labels: Dict[str, str]
+
+
+CreateRequest = Union[CreateInstance, Dict[str, Any]]
