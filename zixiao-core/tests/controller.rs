@@ -316,6 +316,16 @@ async fn a_workload_that_exits_is_recorded_and_the_restart_policy_applies() {
     assert_eq!(done.exit.as_ref().map(|e| e.code), Some(0));
     assert!(done.has_converged());
 
+    // A delete asked for after an unobserved exit still deletes.
+    let gone = run(c, container("gone", 1, 64)).await;
+    driver.exit(&gone.id, 0, false);
+    c.delete_instance("gone").await.expect("delete");
+    assert!(
+        c.converge(&gone.id).await.expect("converge").is_none(),
+        "deleted"
+    );
+    assert_eq!(driver.state_of(&gone.id), RuntimeState::Missing);
+
     let mut request = container("always", 1, 64);
     request.spec.restart = RestartPolicy::Always;
     let always = run(c, request).await;

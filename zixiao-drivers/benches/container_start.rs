@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zixiao_core::driver::Images;
-use zixiao_core::{DesiredState, Driver, Instance, InstanceSpec, InstanceStatus};
+use zixiao_core::{Driver, Instance, InstanceSpec};
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 
 const RUNS: usize = 50;
@@ -27,25 +27,10 @@ const IMAGE: &str = "docker.io/library/busybox:latest";
 const THROUGHPUT_CONTAINERS: usize = 32;
 
 fn instance(command: &[&str]) -> Instance {
-    let now = chrono::Utc::now();
-    Instance {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: "bench".to_owned(),
-        labels: Default::default(),
-        spec: InstanceSpec::container("busybox").with_command(command.iter().copied()),
-        desired: DesiredState::Running,
-        status: InstanceStatus::Scheduled,
-        node: Some("local".to_owned()),
-        conditions: vec![],
-        exit: None,
-        reschedule: false,
-        restarts_requested: 0,
-        restarts_done: 0,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        revision: 1,
-    }
+    zixiao_testing::fake_driver::placed_instance(
+        "bench",
+        InstanceSpec::container("busybox").with_command(command.iter().copied()),
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

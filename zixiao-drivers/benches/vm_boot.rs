@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
-    Controller, CreateInstance, DesiredState, Driver, Instance, InstanceSpec, InstanceStatus,
-    LocalAgent,
+    Controller, CreateInstance, Driver, Instance, InstanceSpec, InstanceStatus, LocalAgent,
 };
 use zixiao_drivers::libvirt::{LibvirtDriver, LibvirtOptions};
 use zixiao_store::EmbeddedStore;
@@ -64,25 +63,7 @@ fn spec(s: &Setup) -> InstanceSpec {
 }
 
 fn instance(name: &str, spec: InstanceSpec) -> Instance {
-    let now = chrono::Utc::now();
-    Instance {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: name.to_owned(),
-        labels: Default::default(),
-        spec,
-        desired: DesiredState::Running,
-        status: InstanceStatus::Scheduled,
-        node: Some("local".to_owned()),
-        conditions: vec![],
-        exit: None,
-        reschedule: false,
-        restarts_requested: 0,
-        restarts_done: 0,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        revision: 1,
-    }
+    zixiao_testing::fake_driver::placed_instance(name, spec)
 }
 
 /// Polls the console log until the marker shows.

@@ -281,3 +281,19 @@ pub fn fake_agent(host: zixiao_core::host::HostFacts) -> zixiao_core::LocalAgent
             agent.with_driver(std::sync::Arc::new(FakeDriver::new(t)))
         })
 }
+
+/// An instance as the controller hands it to a driver: a fresh id, placed
+/// on node `local`, scheduled, wanted running. For tests and benchmarks of
+/// drivers, which get whole instances.
+pub fn placed_instance(name: &str, spec: zixiao_core::InstanceSpec) -> Instance {
+    let request = zixiao_core::CreateInstance::new(name, spec);
+    let mut instance = Instance::new(
+        uuid::Uuid::new_v4().to_string(),
+        request,
+        chrono::Utc::now(),
+    );
+    instance.node = Some("local".to_owned());
+    instance.status = zixiao_core::InstanceStatus::Scheduled;
+    instance.revision = 1;
+    instance
+}

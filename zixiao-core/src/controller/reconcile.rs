@@ -275,9 +275,12 @@ impl Controller {
                 )
             };
             i.set_condition(ConditionType::Exited, true, reason, message, now);
-            if !restarts_after_exit(i.spec.restart, Some(&exit)) {
+            if i.desired == DesiredState::Running
+                && !restarts_after_exit(i.spec.restart, Some(&exit))
+            {
                 // It ran to its end and nothing brings it back: the intent is
-                // fulfilled, so a later converge must not start it again.
+                // fulfilled, so a later converge must not start it again. A
+                // stop or delete asked for meanwhile stands.
                 i.desired = DesiredState::Stopped;
             }
             i.status = status;

@@ -25,7 +25,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::Request;
 use zixiao_core::driver::Images;
-use zixiao_core::{DesiredState, Driver, Instance, InstanceSpec, InstanceStatus, RuntimeState};
+use zixiao_core::{Driver, Instance, InstanceSpec, RuntimeState};
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
@@ -72,25 +72,7 @@ pub(crate) async fn fixture(name: &str) -> Option<Fixture> {
 
 /// An instance as the controller would hand it to the driver.
 pub(crate) fn instance(name: &str, spec: InstanceSpec) -> Instance {
-    let now = chrono::Utc::now();
-    Instance {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: name.to_owned(),
-        labels: Default::default(),
-        spec,
-        desired: DesiredState::Running,
-        status: InstanceStatus::Scheduled,
-        node: Some("local".to_owned()),
-        conditions: vec![],
-        exit: None,
-        reschedule: false,
-        restarts_requested: 0,
-        restarts_done: 0,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        revision: 1,
-    }
+    zixiao_testing::fake_driver::placed_instance(name, spec)
 }
 
 /// A busybox container running `command`.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use zixiao_core::{DesiredState, Driver, Instance, InstanceSpec, InstanceStatus};
+use zixiao_core::{Driver, Instance, InstanceSpec};
 use zixiao_drivers::libvirt::{LibvirtDriver, LibvirtOptions};
 use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
@@ -87,25 +87,7 @@ pub(crate) fn unique(name: &str) -> String {
 
 /// An instance as the controller would pass it, placed on `local`.
 pub(crate) fn instance(name: &str, spec: InstanceSpec) -> Instance {
-    let now = chrono::Utc::now();
-    Instance {
-        id: uuid::Uuid::new_v4().to_string(),
-        name: name.to_owned(),
-        labels: Default::default(),
-        spec,
-        desired: DesiredState::Running,
-        status: InstanceStatus::Scheduled,
-        node: Some("local".to_owned()),
-        conditions: vec![],
-        exit: None,
-        reschedule: false,
-        restarts_requested: 0,
-        restarts_done: 0,
-        created_at: now,
-        updated_at: now,
-        started_at: None,
-        revision: 1,
-    }
+    zixiao_testing::fake_driver::placed_instance(name, spec)
 }
 
 impl Fixture {
