@@ -50,8 +50,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("deleted meanwhile")?;
     println!("instance {} is {}", instance.name, instance.status.as_str());
 
-    let log = controller.logs("hello").await?.read(0, 64 * 1024).await?;
-    print!("output: {}", String::from_utf8_lossy(&log.data));
+    // The log is written by the runtime as the workload runs: read until
+    // it has stopped and everything it wrote is in.
+    let reader = controller.logs("hello").await?;
+    let mut output = Vec::new();
+    loop {
+        let running = reader.is_running().await?;
+        let data = match reader.read(output.len() as u64, 64 * 1024).await {
+            Ok(chunk) => chunk.data,
+            // Nothing written yet.
+            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        output.extend_from_slice(&data);
+        if data.is_empty() && !running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    print!("output: {}", String::from_utf8_lossy(&output));
 
     controller.delete_instance("hello").await?;
     controller.converge(&created.id).await?;
