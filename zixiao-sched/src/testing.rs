@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use zixiao_core::{
-    DesiredState, Instance, InstanceSpec, InstanceStatus, InstanceType, Node, NodeRole, NodeStatus,
-    Resources,
+    CreateInstance, Instance, InstanceSpec, InstanceType, Node, NodeRole, NodeStatus, Resources,
 };
 
 /// The fixed time every fixture is stamped with.
@@ -59,22 +58,8 @@ pub fn capacity(cpus: u32, memory_mib: u64) -> Resources {
 
 /// A pending container instance `name` (also its id) of `cpus` cores and `memory_mib` MiB.
 pub fn instance(name: &str, cpus: u32, memory_mib: u64) -> Instance {
-    Instance {
-        id: name.to_owned(),
-        name: name.to_owned(),
-        labels: BTreeMap::new(),
-        spec: InstanceSpec::container("busybox").with_size(cpus, memory_mib),
-        desired: DesiredState::Running,
-        status: InstanceStatus::Pending,
-        node: None,
-        conditions: Vec::new(),
-        exit: None,
-        reschedule: false,
-        restarts_requested: 0,
-        restarts_done: 0,
-        created_at: epoch(),
-        updated_at: epoch(),
-        started_at: None,
-        revision: 1,
-    }
+    let spec = InstanceSpec::container("busybox").with_size(cpus, memory_mib);
+    let mut instance = Instance::new(name, CreateInstance::new(name, spec), epoch());
+    instance.revision = 1;
+    instance
 }
