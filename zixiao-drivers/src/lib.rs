@@ -11,6 +11,8 @@ use zixiao_core::{Driver, InstanceType};
 
 #[cfg(feature = "containerd")]
 pub mod containerd;
+#[cfg(any(feature = "containerd", feature = "libvirt"))]
+mod errors;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 #[cfg(any(feature = "containerd", feature = "libvirt"))]

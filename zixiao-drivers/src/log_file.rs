@@ -8,15 +8,10 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use zixiao_core::{DriverError, LogChunk};
 
+use crate::errors::io;
+
 /// The largest chunk one read returns, whatever the caller asks for.
 const MAX_READ: usize = 4 << 20;
-
-fn io(operation: String, error: std::io::Error) -> DriverError {
-    DriverError::Runtime {
-        operation,
-        source: Box::new(error),
-    }
-}
 
 /// Reads up to `max` bytes of the log at `path` from `offset`. An offset
 /// past the end returns no data and the end as `next_offset`.

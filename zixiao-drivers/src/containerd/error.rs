@@ -6,6 +6,8 @@ use std::path::Path;
 use containerd_client::tonic::{Code, Status};
 use zixiao_core::DriverError;
 
+pub(crate) use crate::errors::{invalid, io};
+
 /// The runtime name used in `Unavailable` errors, naming the socket so the
 /// user sees which containerd was tried.
 pub(crate) fn runtime_name(socket: &Path) -> String {
@@ -36,22 +38,6 @@ pub(crate) fn is_not_found(status: &Status) -> bool {
 /// Whether the call failed because the object exists already.
 pub(crate) fn is_already_exists(status: &Status) -> bool {
     status.code() == Code::AlreadyExists
-}
-
-/// An `InvalidArgument` error on `field`.
-pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> DriverError {
-    DriverError::InvalidArgument {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-/// A local I/O failure of `operation` (log files, FIFOs, reading an archive).
-pub(crate) fn io(operation: impl Into<String>, error: std::io::Error) -> DriverError {
-    DriverError::Runtime {
-        operation: operation.into(),
-        source: Box::new(error),
-    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use virt::enumutil::Enum;
 use virt::error::{Error as VirtError, ErrorNumber};
 use zixiao_core::DriverError;
 
+pub(crate) use crate::errors::{invalid, io};
+
 /// The runtime name used in `Unavailable` errors, naming the URI so the user
 /// sees which libvirt was tried.
 pub(crate) fn runtime_name(uri: &str) -> String {
@@ -30,22 +32,6 @@ pub(crate) fn failed(operation: impl Into<String>, error: VirtError) -> DriverEr
 /// Whether libvirt answered with `code`.
 pub(crate) fn is(error: &VirtError, code: ErrorNumber) -> bool {
     matches!(error.code(), Enum::Known(c) if c == code)
-}
-
-/// An `InvalidArgument` error on `field`.
-pub(crate) fn invalid(field: &str, reason: impl Into<String>) -> DriverError {
-    DriverError::InvalidArgument {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-/// A local I/O failure of `operation` (overlay files, the console log).
-pub(crate) fn io(operation: impl Into<String>, error: std::io::Error) -> DriverError {
-    DriverError::Runtime {
-        operation: operation.into(),
-        source: Box::new(error),
-    }
 }
 
 /// A failure with no other cause than its message (a tool's stderr).
