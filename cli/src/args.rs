@@ -242,6 +242,7 @@ pub(crate) struct CreateArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
+        "backend", "networks",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// Unique name (a DNS label).
@@ -271,6 +272,12 @@ pub(crate) struct CreateArgs {
     /// Kernel command line.
     #[arg(long)]
     pub(crate) cmdline: Option<String>,
+    /// Which monitor runs a microVM: auto (the node decides), vmm or qemu.
+    #[arg(long, value_name = "BACKEND", default_value = "auto")]
+    pub(crate) backend: String,
+    /// Network to join (repeatable, in interface order).
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub(crate) networks: Vec<String>,
     /// Label (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,

@@ -155,6 +155,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// A short name of the runtime (`containerd`, `libvirt`, `vmm`).
     fn name(&self) -> &str;
 
+    /// The runtime that runs `instance`, recorded on it after a create: the
+    /// driver's [`name`](Driver::name) unless the driver chooses among
+    /// several monitors per instance (a microVM's `vmm` or `qemu`).
+    fn runtime_of(&self, instance: &Instance) -> String {
+        let _ = instance;
+        self.name().to_owned()
+    }
+
     /// Creates the instance on the runtime without starting it. Idempotent:
     /// an instance that exists already is left as it is. On failure nothing
     /// is left behind. Errors: `InvalidArgument`, `NotFound` (image, kernel),

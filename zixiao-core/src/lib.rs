@@ -36,8 +36,8 @@ pub use driver::{Driver, DriverError, InstanceStats, LogChunk, RuntimeState};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, Instance, InstanceId, InstanceSpec,
-    InstanceStatus, InstanceType, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Placement,
-    Resources, RestartPolicy,
+    InstanceStatus, InstanceType, MicrovmBackend, Node, NodeId, NodeRegistration, NodeRole,
+    NodeStatus, Placement, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

@@ -9,7 +9,7 @@ use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats, InstanceStatus,
-    InstanceType, Placement, RestartPolicy, Result,
+    InstanceType, MicrovmBackend, Placement, RestartPolicy, Result,
 };
 use zixiao_embedded::Embedded;
 
@@ -276,6 +276,8 @@ fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         kernel: args.kernel.as_deref().map(absolute).transpose()?,
         initrd: args.initrd.as_deref().map(absolute).transpose()?,
         cmdline: args.cmdline,
+        backend: MicrovmBackend::from_str(&args.backend)?,
+        networks: args.networks,
         command: args.command,
         env: key_values("--env", &args.env)?,
         restart: RestartPolicy::from_str(&args.restart)?,

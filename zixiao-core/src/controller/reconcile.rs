@@ -402,16 +402,25 @@ impl Controller {
                 .record_failure(&instance, "CreateFailed", e.into())
                 .await;
         }
+        let runtime = driver.runtime_of(&instance);
+        let now = self.now();
         if instance.desired == DesiredState::Running {
             if let Err(e) = driver.start(&instance).await {
                 return self
                     .record_failure(&instance, "StartFailed", e.into())
                     .await;
             }
-            self.record_running(&instance).await
+            self.update_instance_if(&instance, |i| {
+                i.runtime = Some(runtime);
+                mark_running(i, now);
+            })
+            .await
         } else {
-            self.record_runtime_ok(&instance, InstanceStatus::Stopped, "Created")
-                .await
+            self.update_instance_if(&instance, |i| {
+                i.runtime = Some(runtime);
+                mark_runtime_ok(i, InstanceStatus::Stopped, "Created", now);
+            })
+            .await
         }
     }
 
@@ -559,12 +568,6 @@ impl Controller {
             .await
     }
 
-    async fn record_running(&self, instance: &Instance) -> Result<()> {
-        let now = self.now();
-        self.update_instance_if(instance, |i| mark_running(i, now))
-            .await
-    }
-
     async fn record_runtime_ok(
         &self,
         instance: &Instance,
@@ -572,17 +575,8 @@ impl Controller {
         reason: &str,
     ) -> Result<()> {
         let now = self.now();
-        self.update_instance_if(instance, |i| {
-            i.status = status;
-            i.set_condition(
-                ConditionType::RuntimeReady,
-                true,
-                reason,
-                "the runtime accepted the change",
-                now,
-            );
-        })
-        .await
+        self.update_instance_if(instance, |i| mark_runtime_ok(i, status, reason, now))
+            .await
     }
 
     /// Records a failed runtime call on the instance. A runtime that is
@@ -622,6 +616,18 @@ impl Controller {
             Err(other) => Err(other.into()),
         }
     }
+}
+
+/// Records that the runtime accepted a change that left the instance in `status`.
+fn mark_runtime_ok(i: &mut Instance, status: InstanceStatus, reason: &str, now: DateTime<Utc>) {
+    i.status = status;
+    i.set_condition(
+        ConditionType::RuntimeReady,
+        true,
+        reason,
+        "the runtime accepted the change",
+        now,
+    );
 }
 
 fn mark_running(instance: &mut Instance, now: DateTime<Utc>) {

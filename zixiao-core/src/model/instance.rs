@@ -135,6 +135,10 @@ pub struct Instance {
     pub status: InstanceStatus,
     /// The node it is placed on, once scheduled.
     pub node: Option<NodeId>,
+    /// The runtime on its node that runs it (`containerd`, `libvirt`,
+    /// `vmm`, `qemu`), recorded when it was created there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
     /// Observations with reasons; at most one per [`ConditionType`].
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -175,6 +179,7 @@ impl Instance {
             desired: DesiredState::Running,
             status: InstanceStatus::Pending,
             node: None,
+            runtime: None,
             conditions: Vec::new(),
             exit: None,
             reschedule: false,

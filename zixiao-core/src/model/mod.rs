@@ -13,5 +13,7 @@ pub use instance::{
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus};
 pub use resources::Resources;
-pub use spec::{CreateInstance, InstanceSpec, InstanceType, Placement, RestartPolicy};
+pub use spec::{
+    CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,
+};
 pub use validate::{validate_label_key, validate_name, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB};

@@ -63,6 +63,56 @@ impl FromStr for InstanceType {
     }
 }
 
+/// Which monitor runs a microVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MicrovmBackend {
+    /// The node decides: our own VMM where KVM is hardware-backed, QEMU otherwise.
+    #[default]
+    Auto,
+    /// Zixiao's own KVM monitor (`zixiao-vmm`).
+    Vmm,
+    /// `qemu-system-x86_64 -M microvm`.
+    Qemu,
+}
+
+impl MicrovmBackend {
+    /// The lowercase name used on the command line and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MicrovmBackend::Auto => "auto",
+            MicrovmBackend::Vmm => "vmm",
+            MicrovmBackend::Qemu => "qemu",
+        }
+    }
+
+    fn is_auto(&self) -> bool {
+        *self == MicrovmBackend::Auto
+    }
+}
+
+impl fmt::Display for MicrovmBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MicrovmBackend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "auto" => Ok(MicrovmBackend::Auto),
+            "vmm" => Ok(MicrovmBackend::Vmm),
+            "qemu" => Ok(MicrovmBackend::Qemu),
+            other => Err(Error::invalid(
+                "spec.backend",
+                format!("unknown microvm backend `{other}`: expected auto, vmm or qemu"),
+            )),
+        }
+    }
+}
+
 /// What happens when an instance's workload exits by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -171,6 +221,12 @@ pub struct InstanceSpec {
     /// Kernel command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<String>,
+    /// Which monitor runs a microVM (microVMs only).
+    #[serde(default, skip_serializing_if = "MicrovmBackend::is_auto")]
+    pub backend: MicrovmBackend,
+    /// Names of the networks the instance joins, in interface order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
     /// Command and arguments (containers): replaces the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -221,6 +277,8 @@ impl InstanceSpec {
             kernel: None,
             initrd: None,
             cmdline: None,
+            backend: MicrovmBackend::Auto,
+            networks: Vec::new(),
             command: Vec::new(),
             env: BTreeMap::new(),
             restart: RestartPolicy::Never,

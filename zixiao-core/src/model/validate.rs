@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{CreateInstance, InstanceSpec, InstanceType, NodeRegistration, Placement};
+use super::{
+    CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeRegistration, Placement,
+};
 use crate::scheduler::{LabelOperator, LabelSelector};
 use crate::Error;
 
@@ -214,6 +216,27 @@ impl InstanceSpec {
                 ));
             }
         }
+        if ty != InstanceType::Microvm && self.backend != MicrovmBackend::Auto {
+            return Err(Error::invalid(
+                "spec.backend",
+                format!("only a microvm chooses its monitor; a {ty} runs on its own runtime"),
+            ));
+        }
+        if self.networks.len() > MAX_NETWORKS {
+            return Err(Error::invalid(
+                "spec.networks",
+                format!("an instance joins at most {MAX_NETWORKS} networks"),
+            ));
+        }
+        for (i, network) in self.networks.iter().enumerate() {
+            validate_name(&format!("spec.networks[{i}]"), network)?;
+            if self.networks[..i].contains(network) {
+                return Err(Error::invalid(
+                    format!("spec.networks[{i}]"),
+                    format!("joins network `{network}` twice"),
+                ));
+            }
+        }
         if self.initrd.is_some() && self.kernel.is_none() {
             return Err(Error::invalid("spec.initrd", "an initrd needs spec.kernel"));
         }
@@ -258,6 +281,8 @@ impl InstanceSpec {
     }
 }
 
+/// The most networks one instance may join.
+const MAX_NETWORKS: usize = 8;
 /// The most requirements one label selector may have.
 const MAX_REQUIREMENTS: usize = 64;
 /// The most groups one instance may be a member of.
@@ -482,6 +507,18 @@ mod tests {
                 Box::new(|r| r.spec.memory_mib = u64::MAX),
             ),
             ("spec.disk_gib", Box::new(|r| r.spec.disk_gib = u64::MAX)),
+            (
+                "spec.backend",
+                Box::new(|r| r.spec.backend = crate::model::MicrovmBackend::Qemu),
+            ),
+            (
+                "spec.networks[0]",
+                Box::new(|r| r.spec.networks = vec!["Bad_Net".into()]),
+            ),
+            (
+                "spec.networks[1]",
+                Box::new(|r| r.spec.networks = vec!["lan".into(), "lan".into()]),
+            ),
             ("spec.image", Box::new(|r| r.spec.image = None)),
             (
                 "spec.image",

@@ -339,28 +339,17 @@ pub(crate) fn runtime_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zixiao_core::{DesiredState, ErrorKind, InstanceSpec, InstanceStatus};
+    use zixiao_core::{ErrorKind, InstanceSpec, InstanceStatus};
 
     fn instance(spec: InstanceSpec) -> Instance {
-        let now = chrono::Utc::now();
-        Instance {
-            id: "0b6f4c8e".into(),
-            name: "web".into(),
-            labels: Default::default(),
-            spec,
-            desired: DesiredState::Running,
-            status: InstanceStatus::Scheduled,
-            node: None,
-            conditions: vec![],
-            exit: None,
-            reschedule: false,
-            restarts_requested: 0,
-            restarts_done: 0,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            revision: 1,
-        }
+        let mut instance = Instance::new(
+            "0b6f4c8e",
+            zixiao_core::CreateInstance::new("web", spec),
+            chrono::Utc::now(),
+        );
+        instance.status = InstanceStatus::Scheduled;
+        instance.revision = 1;
+        instance
     }
 
     fn defaults() -> SpecDefaults {
