@@ -21,6 +21,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "ZIXIAO_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
 
+    /// A Zixiao server (host:port) to send node, cluster and instance
+    /// commands to, instead of the embedded controller.
+    #[arg(long, global = true, env = "ZIXIAO_ENDPOINT", value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+
     /// Output format: table for people, json or yaml (full objects) for scripts.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     pub(crate) output: Format,
@@ -78,6 +83,16 @@ pub(crate) enum Command {
     /// The cluster as a whole.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Networks: subnets with a bridge on every node, NAT and isolation.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Serve the gRPC API over etcd (or --embedded): one control-plane replica.
+    Server(crate::commands::server::ServerArgs),
+    /// Run this machine's node agent: register with the servers and run what they assign.
+    Agent(crate::commands::agent::AgentArgs),
+    /// The per-node fencing process that `zixiao agent` starts.
+    #[command(hide = true)]
+    Watchdog(crate::commands::agent::WatchdogArgs),
     /// Print the version.
     Version,
 }
@@ -184,6 +199,25 @@ pub(crate) enum InstanceCommand {
     /// Snapshots of an instance: create, list, revert, delete.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Create a microVM that resumes from a snapshot directory
+    /// (`instance snapshot create NAME SNAP --to DIR` makes one).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Example:\n  \
+    zixiao instance snapshot create vm1 s1 --to ./vm1-s1\n  \
+    zixiao instance restore --from ./vm1-s1 --name vm2")]
+pub(crate) struct RestoreArgs {
+    /// The snapshot directory (taken by a microVM on the vmm backend).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) from: PathBuf,
+    /// The new instance's name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Return as soon as the request is stored, without waiting.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +228,10 @@ pub(crate) enum SnapshotCommand {
         instance: String,
         /// Snapshot name.
         name: String,
+        /// Also copy the snapshot to this new directory, to restore from
+        /// (`instance restore --from DIR`; microVMs on the vmm backend).
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
     },
     /// List an instance's snapshots.
     List {
@@ -306,6 +344,42 @@ pub(crate) struct CreateArgs {
     /// Command and arguments for a container.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum NetworkCommand {
+    /// Create a network and set it up on the nodes.
+    Create {
+        /// Network name (a DNS label).
+        name: String,
+        /// A CIDR prefix, at most one IPv4 and one IPv6 (`10.10.0.0/24`, `fd10::/64`).
+        #[arg(long = "subnet", value_name = "CIDR", required = true)]
+        subnets: Vec<String>,
+        /// The gateway of a subnet (default: its first address).
+        #[arg(long = "gateway", value_name = "IP")]
+        gateways: Vec<String>,
+        /// An address or prefix never handed out.
+        #[arg(long = "reserve", value_name = "CIDR")]
+        reserved: Vec<String>,
+        /// Do not masquerade traffic leaving the subnets.
+        #[arg(long)]
+        no_nat: bool,
+        /// Let traffic flow to and from other networks.
+        #[arg(long)]
+        no_isolation: bool,
+    },
+    /// List networks.
+    List,
+    /// Show one network.
+    Get {
+        /// Network name.
+        name: String,
+    },
+    /// Delete a network no instance uses.
+    Delete {
+        /// Network name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,14 +30,15 @@ pub mod store;
 pub use agent::{LocalAgent, NodeAgent, NodeFacts};
 pub use clock::{Clock, SystemClock};
 pub use controller::{
-    ClusterInfo, Controller, ControllerBuilder, InstanceEvent, InstanceEventKind, InstanceFilter,
+    AddressAllocator, ClusterInfo, Controller, ControllerBuilder, InstanceEvent, InstanceEventKind,
+    InstanceFilter, NetworkHost,
 };
 pub use driver::{Driver, DriverError, InstanceStats, LogChunk, RuntimeState};
 pub use error::{Error, ErrorKind, Result};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, Instance, InstanceId, InstanceSpec,
-    InstanceStatus, InstanceType, MicrovmBackend, Node, NodeId, NodeRegistration, NodeRole,
-    NodeStatus, Placement, Resources, RestartPolicy,
+    InstanceStatus, InstanceType, MicrovmBackend, Network, NetworkAttachment, Node, NodeId,
+    NodeRegistration, NodeRole, NodeStatus, Placement, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

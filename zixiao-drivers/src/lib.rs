@@ -3,25 +3,30 @@
 //!
 //! - `containerd`: [`containerd::ContainerdDriver`], OCI containers on containerd.
 //! - `libvirt`: `libvirt::LibvirtDriver`, full VMs on libvirt (QEMU/KVM, Cloud Hypervisor).
+//! - `microvm`: `microvm::MicrovmDriver`, microVMs on Zixiao's own KVM monitor or QEMU's microvm machine.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use zixiao_core::{Driver, InstanceType};
+use zixiao_core::{Driver, InstanceType, MicrovmBackend};
 
 #[cfg(feature = "containerd")]
 pub mod containerd;
-#[cfg(any(feature = "containerd", feature = "libvirt"))]
+#[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 mod errors;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
-#[cfg(any(feature = "containerd", feature = "libvirt"))]
+#[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 mod log_file;
+#[cfg(feature = "microvm")]
+pub mod microvm;
 
 /// The environment variable naming containerd's socket.
 pub const CONTAINERD_SOCKET_ENV: &str = "ZIXIAO_CONTAINERD_SOCKET";
 /// The environment variable naming the libvirt URI of the vm driver.
 pub const LIBVIRT_URI_ENV: &str = "ZIXIAO_LIBVIRT_URI";
+/// The environment variable naming the node's default microVM backend (`auto`, `vmm`, `qemu`).
+pub const MICROVM_BACKEND_ENV: &str = "ZIXIAO_MICROVM_BACKEND";
 
 /// Where the drivers find their runtimes; every field has a default.
 #[derive(Debug, Clone)]
@@ -36,6 +41,19 @@ pub struct DriverConfig {
     pub libvirt_uri: String,
     /// The libvirt domain type (`kvm`, `qemu`); `None` detects it.
     pub libvirt_domain_type: Option<String>,
+    /// The node's backend for microVMs that ask for `auto`; `None` reads
+    /// `ZIXIAO_MICROVM_BACKEND`, else `auto` (the VMM where KVM is
+    /// hardware-backed, QEMU otherwise).
+    pub microvm_backend: Option<MicrovmBackend>,
+    /// The `zixiao-vmm` binary; `None` finds it (`ZIXIAO_VMM_BIN`, next to
+    /// this program, `$PATH`).
+    pub vmm_binary: Option<PathBuf>,
+    /// Where containers' network namespaces are pinned (default
+    /// `/run/zixiao/netns`); the container driver plumbs networks there.
+    pub netns_dir: PathBuf,
+    /// The QEMU binary for microVMs; `None` finds it (`ZIXIAO_QEMU_BIN`,
+    /// `qemu-system-x86_64` on `$PATH`).
+    pub qemu_binary: Option<PathBuf>,
 }
 
 impl DriverConfig {
@@ -45,8 +63,12 @@ impl DriverConfig {
             state_dir: state_dir.into(),
             containerd_socket: PathBuf::from("/run/containerd/containerd.sock"),
             containerd_namespace: "zixiao".to_owned(),
+            netns_dir: PathBuf::from("/run/zixiao/netns"),
             libvirt_uri: "qemu:///system".to_owned(),
             libvirt_domain_type: None,
+            microvm_backend: None,
+            vmm_binary: None,
+            qemu_binary: None,
         }
     }
 
@@ -88,12 +110,48 @@ pub async fn discover(config: &DriverConfig) -> Discovered {
     let mut found = Discovered::default();
     discover_containerd(config, &mut found).await;
     discover_libvirt(config, &mut found).await;
+    discover_microvm(config, &mut found);
+    found
+}
+
+#[cfg(feature = "microvm")]
+fn discover_microvm(config: &DriverConfig, found: &mut Discovered) {
+    use microvm::{MicrovmDriver, MicrovmOptions};
+    let default_backend = match config.microvm_backend {
+        Some(backend) => backend,
+        None => match std::env::var(MICROVM_BACKEND_ENV) {
+            Ok(value) if !value.is_empty() => match value.parse() {
+                Ok(backend) => backend,
+                Err(e) => {
+                    found.missing.push((
+                        InstanceType::Microvm,
+                        format!("no microvm runtime: {MICROVM_BACKEND_ENV}: {e}"),
+                    ));
+                    return;
+                }
+            },
+            _ => MicrovmBackend::Auto,
+        },
+    };
+    let options = MicrovmOptions {
+        default_backend,
+        qemu_binary: config.qemu_binary.clone(),
+        vmm_binary: config.vmm_binary.clone(),
+        ..MicrovmOptions::new(&config.state_dir)
+    };
+    match MicrovmDriver::new(options) {
+        Ok(driver) => found.drivers.push(Arc::new(driver)),
+        Err(e) => found.missing.push((InstanceType::Microvm, e.to_string())),
+    }
+}
+
+#[cfg(not(feature = "microvm"))]
+fn discover_microvm(_config: &DriverConfig, found: &mut Discovered) {
     found.missing.push((
         InstanceType::Microvm,
-        "this build of zixiao has no microvm driver (the microVM monitor is not built in)"
+        "this build of zixiao has no microvm driver (the microvm driver is not built in)"
             .to_owned(),
     ));
-    found
 }
 
 #[cfg(feature = "containerd")]
@@ -102,7 +160,11 @@ async fn discover_containerd(config: &DriverConfig, found: &mut Discovered) {
     let options = ContainerdOptions::new(&config.containerd_socket, &config.state_dir)
         .with_namespace(&config.containerd_namespace);
     match ContainerdDriver::connect(options).await {
-        Ok(driver) => found.drivers.push(Arc::new(driver)),
+        // Without a netlink socket, containers that join networks fail with `Unsupported`.
+        Ok(driver) => match zixiao_net::LinuxNetwork::connect(&config.netns_dir) {
+            Ok(network) => found.drivers.push(Arc::new(driver.with_network(network))),
+            Err(_) => found.drivers.push(Arc::new(driver)),
+        },
         Err(e) => found.missing.push((
             InstanceType::Container,
             containerd_missing_reason(config, &e),
@@ -226,6 +288,35 @@ mod tests {
             .any(|(t, reason)| *t == InstanceType::Vm
                 && reason.contains("libvirt")
                 && reason.contains("not built in")));
+    }
+
+    #[cfg(feature = "microvm")]
+    #[tokio::test]
+    async fn a_node_without_qemu_or_the_vmm_says_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = DriverConfig::new(dir.path());
+        config.qemu_binary = Some(dir.path().join("no-qemu"));
+        config.vmm_binary = Some(dir.path().join("no-vmm"));
+        let found = discover(&config).await;
+        let (_, reason) = found
+            .missing
+            .iter()
+            .find(|(t, _)| *t == InstanceType::Microvm)
+            .expect("microvm is missing");
+        assert!(
+            reason.contains("no-qemu") && reason.contains("no-vmm"),
+            "{reason}"
+        );
+    }
+
+    #[cfg(not(feature = "microvm"))]
+    #[tokio::test]
+    async fn a_build_without_microvm_says_so() {
+        let found = discover(&DriverConfig::new("/nonexistent")).await;
+        assert!(found
+            .missing
+            .iter()
+            .any(|(t, reason)| *t == InstanceType::Microvm && reason.contains("not built in")));
     }
 
     #[cfg(not(feature = "containerd"))]

@@ -1,7 +1,8 @@
 //! The embedded deployment in one call: [`open`] gives a [`Controller`] over
 //! the on-disk store in a state directory, with this machine registered as
-//! its local node and the runtimes found here as its drivers. No daemon, no
-//! set-up: what the CLI, the Python and Node bindings and Rust apps use.
+//! its local node and the runtimes found here as its drivers, addresses
+//! allocated in the store and networks set up on this machine (zixiao-net).
+//! No daemon, no set-up: what the CLI, the Python and Node bindings and Rust apps use.
 //!
 //! ```no_run
 //! # async fn example() -> zixiao_core::Result<()> {
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use zixiao_core::host::HostFacts;
 use zixiao_core::{Controller, Error, LocalAgent, Node, Result};
 use zixiao_drivers::DriverConfig;
+use zixiao_net::{LinuxNetwork, StoreIpam};
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
 
@@ -55,6 +57,9 @@ pub struct Embedded {
     pub node: Node,
     /// The local node's agent and its drivers.
     pub agent: Arc<LocalAgent>,
+    /// Where the local node's drivers keep their files and find their
+    /// runtimes (a microVM's exported snapshots are copied from here).
+    pub drivers: DriverConfig,
 }
 
 /// Environment variable naming the state directory when none is given.
@@ -109,9 +114,16 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         .clone()
         .unwrap_or_else(|| node_id_from_hostname(&agent.describe_now().hostname));
     let agent = Arc::new(agent);
-    let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
+    let store: Arc<EmbeddedStore> = Arc::new(store);
+    let mut builder = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
         .agent(node_id.clone(), agent.clone())
-        .build();
+        .address_allocator(Arc::new(StoreIpam::new(store)));
+    // Without a netlink socket networks still get addresses, and setting
+    // one up on this node says why it cannot.
+    if let Ok(host) = LinuxNetwork::connect(&config.drivers.netns_dir) {
+        builder = builder.network_host(node_id.clone(), Arc::new(host));
+    }
+    let controller = builder.build();
     let node = controller
         .register_node(agent.registration(node_id))
         .await?;
@@ -119,6 +131,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         controller,
         node,
         agent,
+        drivers: config.drivers,
     })
 }
 

@@ -6,8 +6,15 @@
 //! embedded store lays out its tables, revisions, watch history and leases.
 
 mod embedded;
+#[cfg(feature = "etcd")]
+mod etcd;
 
 pub use embedded::{
     EmbeddedStore, EmbeddedStoreOptions, DEFAULT_EVENT_BUFFER, DEFAULT_HISTORY_LIMIT,
     DEFAULT_LOCK_TIMEOUT, DEFAULT_SWEEP_INTERVAL,
+};
+#[cfg(feature = "etcd")]
+pub use etcd::{
+    EtcdStore, EtcdStoreOptions, DEFAULT_DIAL_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_RETRY_TIMEOUT,
 };

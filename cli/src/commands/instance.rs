@@ -14,11 +14,11 @@ use zixiao_core::{
 use zixiao_embedded::Embedded;
 
 use super::{absolute, key_values};
-use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, SnapshotCommand};
+use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, RestoreArgs, SnapshotCommand};
 use crate::output::{age, bytes, details, print, Table};
 
 /// How much of a log one read asks for.
-const LOG_CHUNK: usize = 64 * 1024;
+pub(crate) const LOG_CHUNK: usize = 64 * 1024;
 /// How often `logs --follow` looks for more.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
@@ -124,8 +124,21 @@ pub(crate) async fn run(
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Snapshot(command) => {
-            snapshot(controller, format, command).await?;
+            snapshot(&embedded, format, command).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        InstanceCommand::Restore(args) => {
+            let no_wait = args.no_wait;
+            let created = controller.create_instance(restore_request(&args)?).await?;
+            if no_wait {
+                print(format, &created, instance_details)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            progress(
+                format,
+                &format!("created {}, waiting for it to resume", created.name),
+            );
+            settle(&embedded, format, &created.id).await
         }
         InstanceCommand::Console { instance } => {
             let console = controller.attach_console(&instance).await?;
@@ -145,14 +158,19 @@ pub(crate) async fn run(
     }
 }
 
-async fn snapshot(
-    controller: &zixiao_core::Controller,
-    format: Format,
-    command: SnapshotCommand,
-) -> Result<()> {
+async fn snapshot(embedded: &Embedded, format: Format, command: SnapshotCommand) -> Result<()> {
+    let controller = &embedded.controller;
     match command {
-        SnapshotCommand::Create { instance, name } => {
+        SnapshotCommand::Create { instance, name, to } => {
             let taken = controller.snapshot_instance(&instance, &name).await?;
+            if let Some(to) = to {
+                let id = controller.get_instance(&instance).await?.id;
+                export_snapshot(embedded, &id, &name, &absolute(&to)?)?;
+                progress(
+                    format,
+                    &format!("copied snapshot {name} to {}", to.display()),
+                );
+            }
             print(format, &taken, |s| snapshot_table(std::slice::from_ref(s)))
         }
         SnapshotCommand::List { instance } => {
@@ -172,6 +190,47 @@ async fn snapshot(
             })
         }
     }
+}
+
+/// Copies a microVM's snapshot out of the driver's state (`--to DIR`).
+#[cfg(feature = "microvm")]
+fn export_snapshot(embedded: &Embedded, id: &str, name: &str, to: &std::path::Path) -> Result<()> {
+    use zixiao_embedded::zixiao_drivers::microvm;
+    Ok(microvm::export_snapshot(
+        &embedded.drivers.state_dir,
+        id,
+        name,
+        to,
+    )?)
+}
+
+#[cfg(not(feature = "microvm"))]
+fn export_snapshot(_: &Embedded, _: &str, _: &str, _: &std::path::Path) -> Result<()> {
+    Err(no_microvm("--to"))
+}
+
+/// The request of `instance restore`: the snapshot's guest, resuming from it.
+#[cfg(feature = "microvm")]
+fn restore_request(args: &RestoreArgs) -> Result<CreateInstance> {
+    use zixiao_embedded::zixiao_drivers::microvm::SnapshotManifest;
+    let from = absolute(&args.from)?;
+    let manifest = SnapshotManifest::read(&from, "--from")?;
+    Ok(CreateInstance::new(
+        &args.name,
+        manifest.restore_spec(&from),
+    ))
+}
+
+#[cfg(not(feature = "microvm"))]
+fn restore_request(_: &RestoreArgs) -> Result<CreateInstance> {
+    Err(no_microvm("instance restore"))
+}
+
+#[cfg(not(feature = "microvm"))]
+fn no_microvm(what: &str) -> Error {
+    Error::Unsupported(format!(
+        "{what}: this build of zixiao has no microvm driver (build it with --features microvm)"
+    ))
 }
 
 fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
@@ -258,7 +317,7 @@ fn filter(args: &ListArgs) -> Result<InstanceFilter> {
 }
 
 /// The request from `-f FILE`, or from the flags.
-fn create_request(args: CreateArgs) -> Result<CreateInstance> {
+pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
     if let Some(file) = &args.file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Error::invalid("--file", format!("cannot read {}: {e}", file.display()))
@@ -277,6 +336,7 @@ fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         initrd: args.initrd.as_deref().map(absolute).transpose()?,
         cmdline: args.cmdline,
         backend: MicrovmBackend::from_str(&args.backend)?,
+        restore_from: None,
         networks: args.networks,
         command: args.command,
         env: key_values("--env", &args.env)?,
@@ -347,6 +407,12 @@ fn instance_details(i: &Instance) -> String {
     if let Some(kernel) = &s.kernel {
         pairs.push(("kernel", kernel.display().to_string()));
     }
+    if let Some(from) = &s.restore_from {
+        pairs.push(("restored from", from.display().to_string()));
+    }
+    if let Some(runtime) = &i.runtime {
+        pairs.push(("runtime", runtime.clone()));
+    }
     if !s.command.is_empty() {
         pairs.push(("command", s.command.join(" ")));
     }
@@ -356,6 +422,19 @@ fn instance_details(i: &Instance) -> String {
         pairs.push((
             "exit",
             format!("code {}{oom} at {}", exit.code, exit.at.to_rfc3339()),
+        ));
+    }
+    for a in &i.attachments {
+        let addresses: Vec<String> = a.addresses.iter().map(ToString::to_string).collect();
+        pairs.push((
+            "network",
+            format!(
+                "{} {} {} mac {}",
+                a.network,
+                a.interface,
+                addresses.join(" "),
+                a.mac
+            ),
         ));
     }
     for c in &i.conditions {

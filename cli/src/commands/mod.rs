@@ -1,10 +1,14 @@
 //! One function per command: parse what clap could not, call the
 //! controller, print.
 
+pub(crate) mod agent;
 mod cluster;
 mod image;
 mod instance;
+mod network;
 mod node;
+mod remote;
+pub(crate) mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +24,15 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         println!("zixiao {}", env!("CARGO_PKG_VERSION"));
         return Ok(ExitCode::SUCCESS);
     }
+    match &cli.command {
+        Command::Server(args) => return server::run(&cli, args).await,
+        Command::Agent(args) => return agent::run(&cli, args).await,
+        Command::Watchdog(args) => return agent::run_watchdog(&cli, args).await,
+        _ => {}
+    }
+    if let Some(endpoint) = cli.endpoint.clone() {
+        return remote::run(&endpoint, cli.output, cli.command).await;
+    }
     let embedded = open_embedded(&cli).await?;
     let format = cli.output;
     match cli.command {
@@ -27,7 +40,10 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Instance(command) => instance::run(embedded, format, command).await,
         Command::Image(command) => image::run(embedded, format, command).await,
         Command::Cluster(command) => cluster::run(embedded, format, command).await,
-        Command::Version => Ok(ExitCode::SUCCESS),
+        Command::Network(command) => network::run(embedded, format, command).await,
+        Command::Version | Command::Server(_) | Command::Agent(_) | Command::Watchdog(_) => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

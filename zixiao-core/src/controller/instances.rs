@@ -58,13 +58,15 @@ impl Controller {
     ///
     /// Errors: `InvalidArgument` naming the field, `AlreadyExists` (the name
     /// is taken), `Unsupported` (no registered node can run that type, with
-    /// each node's reason), the store's errors. Nothing is stored on error.
+    /// each node's reason), `ResourceExhausted` (a network's address pool),
+    /// the store's errors. Nothing is stored or allocated on error.
     pub async fn create_instance(&self, request: CreateInstance) -> Result<Instance> {
         request.validate()?;
         self.check_runtime_available(request.spec.instance_type)
             .await?;
         let now = self.now();
-        let instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
+        let mut instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
+        self.attach_networks(&mut instance).await?;
         let txn = Txn::new()
             .put(
                 Instance::key_for(&instance.id),
@@ -76,16 +78,21 @@ impl Controller {
                 instance.id.clone().into_bytes(),
                 Precondition::Absent,
             );
-        match self.inner.store.commit(txn).await {
-            Ok(revision) => Ok(Instance {
-                revision,
-                ..instance
-            }),
+        let result = match self.inner.store.commit(txn).await {
+            Ok(revision) => {
+                return Ok(Instance {
+                    revision,
+                    ..instance
+                })
+            }
             Err(StoreError::AlreadyExists(_)) => Err(Error::AlreadyExists {
                 what: format!("instance `{}`", instance.name),
             }),
             Err(other) => Err(other.into()),
-        }
+        };
+        // Not stored: its addresses go back to their pools.
+        let _ = self.release_networks(&instance).await;
+        result
     }
 
     async fn check_runtime_available(&self, instance_type: InstanceType) -> Result<()> {

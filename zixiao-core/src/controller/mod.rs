@@ -5,8 +5,10 @@
 //! reconcile reads the store and carries on.
 
 mod cluster;
+mod failover;
 mod images;
 mod instances;
+mod networks;
 mod nodes;
 pub mod reconcile;
 mod snapshots;
@@ -17,7 +19,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use cluster::ClusterInfo;
+pub use failover::FailoverReport;
 pub use instances::{InstanceFilter, LogReader};
+pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
 pub use reconcile::{ReconcileReport, Step};
 pub use watch::{InstanceEvent, InstanceEventKind};
@@ -118,6 +122,8 @@ struct Inner {
     agents: RwLock<BTreeMap<NodeId, Arc<dyn NodeAgent>>>,
     clock: Arc<dyn Clock>,
     options: ControllerOptions,
+    addresses: Option<Arc<dyn AddressAllocator>>,
+    network_hosts: RwLock<BTreeMap<NodeId, Arc<dyn NetworkHost>>>,
 }
 
 /// Builds a [`Controller`] from its parts.
@@ -128,9 +134,23 @@ pub struct ControllerBuilder {
     agents: BTreeMap<NodeId, Arc<dyn NodeAgent>>,
     clock: Arc<dyn Clock>,
     options: ControllerOptions,
+    addresses: Option<Arc<dyn AddressAllocator>>,
+    network_hosts: BTreeMap<NodeId, Arc<dyn NetworkHost>>,
 }
 
 impl ControllerBuilder {
+    /// Allocates instances' addresses with `allocator` (without one, networks are unsupported).
+    pub fn address_allocator(mut self, allocator: Arc<dyn AddressAllocator>) -> Self {
+        self.addresses = Some(allocator);
+        self
+    }
+
+    /// Sets up networks on node `node` through `host`.
+    pub fn network_host(mut self, node: impl Into<NodeId>, host: Arc<dyn NetworkHost>) -> Self {
+        self.network_hosts.insert(node.into(), host);
+        self
+    }
+
     /// Uses `clock` instead of the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -158,6 +178,8 @@ impl ControllerBuilder {
                 agents: RwLock::new(self.agents),
                 clock: self.clock,
                 options: self.options,
+                addresses: self.addresses,
+                network_hosts: RwLock::new(self.network_hosts),
             }),
         }
     }
@@ -172,6 +194,8 @@ impl Controller {
             agents: BTreeMap::new(),
             clock: Arc::new(SystemClock),
             options: ControllerOptions::default(),
+            addresses: None,
+            network_hosts: BTreeMap::new(),
         }
     }
 
@@ -187,6 +211,15 @@ impl Controller {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(node.into(), agent);
+    }
+
+    /// Sets up networks on node `node` through `host` from now on (an agent that connected).
+    pub fn attach_network_host(&self, node: impl Into<NodeId>, host: Arc<dyn NetworkHost>) {
+        self.inner
+            .network_hosts
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(node.into(), host);
     }
 
     fn agent(&self, node: &str) -> Result<Arc<dyn NodeAgent>> {

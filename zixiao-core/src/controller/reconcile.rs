@@ -523,6 +523,9 @@ impl Controller {
                 );
             }
             match store.commit(txn).await {
+                // Addresses go back once the record is gone (a crash in
+                // between leaves them to `reconcile_networks`).
+                Ok(_) if deleting => return self.release_networks(&instance).await,
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => {
                     tokio::task::yield_now().await;

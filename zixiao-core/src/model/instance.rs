@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{CreateInstance, InstanceSpec, NodeId};
+use super::{CreateInstance, InstanceSpec, NetworkAttachment, NodeId};
 
 /// An instance's unique id (a UUID), fixed for its whole life.
 pub type InstanceId = String;
@@ -139,6 +139,10 @@ pub struct Instance {
     /// `vmm`, `qemu`), recorded when it was created there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// Its place on each network of `spec.networks`, in the same order:
+    /// addresses and MAC allocated when it was created, released when it is deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<NetworkAttachment>,
     /// Observations with reasons; at most one per [`ConditionType`].
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -180,6 +184,7 @@ impl Instance {
             status: InstanceStatus::Pending,
             node: None,
             runtime: None,
+            attachments: Vec::new(),
             conditions: Vec::new(),
             exit: None,
             reschedule: false,

@@ -3,6 +3,7 @@
 //! [`NodeRegistration::validate`] reject invalid input with the field named.
 
 mod instance;
+mod network;
 mod node;
 mod resources;
 mod spec;
@@ -10,6 +11,11 @@ mod validate;
 
 pub use instance::{
     Condition, ConditionType, DesiredState, ExitStatus, Instance, InstanceId, InstanceStatus,
+};
+pub use network::{
+    bridge_name, from_u128, host_interface_name, mac_address, to_u128, Cidr, CreateNetwork,
+    IpConfig, Network, NetworkAttachment, Subnet, BRIDGE_PREFIX, HOST_NAME_PREFIX,
+    MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus};
 pub use resources::Resources;

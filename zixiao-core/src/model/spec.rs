@@ -224,6 +224,10 @@ pub struct InstanceSpec {
     /// Which monitor runs a microVM (microVMs only).
     #[serde(default, skip_serializing_if = "MicrovmBackend::is_auto")]
     pub backend: MicrovmBackend,
+    /// A microVM snapshot directory (taken by the `vmm` backend) to resume
+    /// from instead of booting the kernel, an absolute path on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<PathBuf>,
     /// Names of the networks the instance joins, in interface order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
@@ -278,6 +282,7 @@ impl InstanceSpec {
             initrd: None,
             cmdline: None,
             backend: MicrovmBackend::Auto,
+            restore_from: None,
             networks: Vec::new(),
             command: Vec::new(),
             env: BTreeMap::new(),

@@ -246,6 +246,21 @@ impl InstanceSpec {
         if let Some(initrd) = &self.initrd {
             validate_node_path("spec.initrd", initrd)?;
         }
+        if let Some(dir) = &self.restore_from {
+            if ty != InstanceType::Microvm {
+                return Err(Error::invalid(
+                    "spec.restore_from",
+                    format!("only a microvm resumes from a snapshot directory, not a {ty}"),
+                ));
+            }
+            if self.backend == MicrovmBackend::Qemu {
+                return Err(Error::invalid(
+                    "spec.restore_from",
+                    "restoring a snapshot needs the vmm backend, not qemu",
+                ));
+            }
+            validate_node_path("spec.restore_from", dir)?;
+        }
         if let Some(cmdline) = &self.cmdline {
             if cmdline.len() > MAX_CMDLINE_BYTES || cmdline.contains('\0') {
                 return Err(Error::invalid(
@@ -570,6 +585,25 @@ mod tests {
                 "spec.command",
                 Box::new(|r| {
                     r.spec = InstanceSpec::microvm("/k").with_command(["sh"]);
+                }),
+            ),
+            (
+                "spec.restore_from",
+                Box::new(|r| r.spec.restore_from = Some("/snapshots/s1".into())),
+            ),
+            (
+                "spec.restore_from",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::microvm("/k");
+                    r.spec.restore_from = Some("relative/s1".into());
+                }),
+            ),
+            (
+                "spec.restore_from",
+                Box::new(|r| {
+                    r.spec = InstanceSpec::microvm("/k");
+                    r.spec.backend = crate::model::MicrovmBackend::Qemu;
+                    r.spec.restore_from = Some("/snapshots/s1".into());
                 }),
             ),
             (

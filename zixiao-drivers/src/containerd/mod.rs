@@ -10,7 +10,7 @@
 //! Modules: `connection` (socket, namespace, leases), `error` (gRPC
 //! statuses to error kinds), [`spec`] (the OCI runtime spec), `images`,
 //! `archive` and `content` (import, unpack, resolve), `tasks` (lifecycle),
-//! `logs`, `stats`, `console`.
+//! `logs`, `stats`, `console`, `network` (namespaces and veths through zixiao-net).
 
 mod archive;
 mod connection;
@@ -19,6 +19,7 @@ mod content;
 mod error;
 mod images;
 mod logs;
+mod network;
 pub mod spec;
 mod stats;
 mod tasks;
@@ -92,6 +93,7 @@ impl ContainerdOptions {
 pub struct ContainerdDriver {
     conn: Connection,
     options: ContainerdOptions,
+    network: Option<zixiao_net::LinuxNetwork>,
 }
 
 impl ContainerdDriver {
@@ -106,7 +108,18 @@ impl ContainerdDriver {
             ));
         }
         let conn = Connection::connect(&options.socket, &options.namespace).await?;
-        Ok(ContainerdDriver { conn, options })
+        Ok(ContainerdDriver {
+            conn,
+            options,
+            network: None,
+        })
+    }
+
+    /// The same driver, plumbing containers' network attachments through
+    /// `network` (without one, an instance that joins a network fails with `Unsupported`).
+    pub fn with_network(mut self, network: zixiao_net::LinuxNetwork) -> Self {
+        self.network = Some(network);
+        self
     }
 
     /// The options it was connected with.

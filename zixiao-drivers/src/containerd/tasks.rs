@@ -95,11 +95,12 @@ impl ContainerdDriver {
         };
         // Everything the user can get wrong is checked before anything is written.
         console::wants_stdin(instance)?;
-        let runtime_spec = spec::runtime_spec(
+        let mut runtime_spec = spec::runtime_spec(
             instance,
             &image.config.config.clone().unwrap_or_default(),
             &defaults,
         )?;
+        self.attach_network(instance, &mut runtime_spec).await?;
         let spec_json = serde_json::to_vec(&runtime_spec)
             .map_err(|e| invalid("spec", format!("cannot encode the runtime spec: {e}")))?;
         let lease = self.conn.lease("create").await?;
@@ -108,6 +109,7 @@ impl ContainerdDriver {
             .await;
         if created.is_err() {
             self.remove_snapshot(id).await.ok();
+            self.detach_network(instance).await.ok();
         }
         let released = self.conn.release(lease, created.is_err()).await;
         created?;
@@ -231,7 +233,15 @@ impl ContainerdDriver {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io(format!("create {}", dir.display()), e))?;
-        let log = logs::log_uri(&logs::log_path(&dir));
+        let log = logs::log_path(&dir);
+        // The shim opens the log without creating it.
+        tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .await
+            .map_err(|e| io(format!("create {}", log.display()), e))?;
+        let (stdout, stderr) = logs::stdio_paths(&log);
         let stdin = if console::wants_stdin(instance)? {
             let fifo = console::stdin_path(&dir);
             console::make_fifo(&fifo)?;
@@ -243,8 +253,8 @@ impl ContainerdDriver {
             container_id: id.to_owned(),
             rootfs: mounts,
             stdin,
-            stdout: log.clone(),
-            stderr: log,
+            stdout,
+            stderr,
             // containerd 1.6's shim cannot copy a terminal into a file://
             // log ("failed to start console copy"), so no TTY yet.
             terminal: false,
@@ -415,6 +425,7 @@ impl ContainerdDriver {
             }
         }
         self.remove_snapshot(id).await?;
+        self.detach_network(instance).await?;
         let dir = self.instance_dir(id);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),

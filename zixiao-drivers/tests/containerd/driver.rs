@@ -40,9 +40,14 @@ async fn runs_to_completion_with_output_and_exit_code() {
     assert!(at.is_some(), "containerd records when it exited");
     fx.wait_log_lines(&i, &["hi", "oops"]).await;
     // Starting an exited container runs it again, appending to its log.
+    let first_run = fx.log(&i).await;
     fx.driver.start(&i).await.expect("start again");
     fx.wait_state(&i, "the second run to exit", exited).await;
     fx.wait_log_lines(&i, &["hi", "hi", "oops", "oops"]).await;
+    assert!(
+        fx.log(&i).await.starts_with(&first_run),
+        "the second run appends to the log"
+    );
     fx.driver.delete(&i).await.expect("delete");
     fx.finish().await;
 }

@@ -9,6 +9,7 @@ mod bad_input;
 mod controller;
 mod driver;
 mod images;
+mod network;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,22 +186,36 @@ impl Fixture {
     /// sorted: the shim copies stdout and stderr separately, and may finish
     /// copying a moment after the task's exit is reported.
     pub(crate) async fn wait_log_lines(&self, instance: &Instance, want: &[&str]) {
+        self.wait_log(instance, &format!("log lines {want:?}"), |lines| {
+            lines == want
+        })
+        .await;
+    }
+
+    /// Waits until the sorted lines of the log of `instance` satisfy `done`,
+    /// and fails saying what the log held when they never do.
+    pub(crate) async fn wait_log(
+        &self,
+        instance: &Instance,
+        what: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) {
         let last = std::sync::Mutex::new(String::new());
-        let done = tokio::time::timeout(
+        let waited = tokio::time::timeout(
             TIMEOUT,
             wait_until("the log to be complete", TIMEOUT * 2, || async {
                 let log = self.log(instance).await;
                 let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
                 lines.sort();
                 *last.lock().unwrap_or_else(|p| p.into_inner()) = log;
-                (lines == want).then_some(())
+                done(&lines).then_some(())
             }),
         )
         .await;
         // Say what the log held, so a failure shows what went wrong.
         assert!(
-            done.is_ok(),
-            "timed out after {TIMEOUT:?} waiting for log lines {want:?}; the log holds {:?}",
+            waited.is_ok(),
+            "timed out after {TIMEOUT:?} waiting for {what}; the log holds {:?}",
             last.lock().unwrap_or_else(|p| p.into_inner())
         );
     }

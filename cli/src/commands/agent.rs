@@ -1,0 +1,165 @@
+//! `zixiao agent`: a compute node's agent, from flags or `--config
+//! agent.yaml` with environment overrides; and `zixiao watchdog`, the
+//! per-node fencing process the agent starts in a session of its own.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Args;
+use zixiao_cluster::config::{process_env, AgentConfig};
+use zixiao_cluster::{agent, watchdog, AgentOptions, Timing};
+use zixiao_core::{Error, LocalAgent, Result};
+
+use crate::args::Cli;
+
+/// `zixiao agent` flags; they win over the config file and the environment.
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// An agent.yaml (see zixiao-cluster/examples/agent.yaml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Server endpoints, comma-separated (host:port or http://host:port).
+    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    server: Vec<String>,
+    /// The node's name, unique in the cluster [default: the hostname].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The node's region.
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// The node's zone.
+    #[arg(long, value_name = "ZONE")]
+    zone: Option<String>,
+    /// AgentService listen address [default: 0.0.0.0:50052].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// The host:port servers dial to reach this agent [default: hostname:port].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Run without a watchdog (no self-fencing: not for production).
+    #[arg(long)]
+    no_watchdog: bool,
+}
+
+/// `zixiao watchdog` flags (started by the agent).
+#[derive(Debug, Args)]
+pub(crate) struct WatchdogArgs {
+    /// Fence when the agent's last renewal is older than this.
+    #[arg(long, value_name = "MS", default_value_t = Timing::default().fence_after_ms)]
+    fence_after_ms: u64,
+}
+
+fn state_dir(cli: &Cli, configured: Option<PathBuf>) -> Result<PathBuf> {
+    match configured.or_else(|| cli.state_dir.clone()) {
+        Some(dir) => super::absolute(&dir),
+        None => Ok(zixiao_embedded::default_state_dir()?.join("agent")),
+    }
+}
+
+/// This node's drivers, found as the embedded deployment finds them.
+async fn local_agent(cli: &Cli, state_dir: &std::path::Path) -> Result<LocalAgent> {
+    let host = zixiao_embedded::probe(state_dir)?;
+    let mut drivers = zixiao_embedded::zixiao_drivers::DriverConfig::new(state_dir.join("runtime"));
+    drivers.containerd_socket = cli.containerd_socket.clone();
+    drivers.libvirt_uri = cli.libvirt_uri.clone();
+    drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
+    let discovered = zixiao_embedded::zixiao_drivers::discover(&drivers).await;
+    let mut agent = LocalAgent::new(host);
+    for driver in discovered.drivers {
+        agent = agent.with_driver(driver);
+    }
+    for (instance_type, reason) in discovered.missing {
+        agent = agent.with_missing_runtime(instance_type, reason);
+    }
+    Ok(agent)
+}
+
+/// Runs the agent until Ctrl-C or SIGTERM.
+pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
+    let mut config = AgentConfig::load(args.config.as_deref(), &process_env)?;
+    if !args.server.is_empty() {
+        config.agent.servers = args.server.clone();
+    }
+    if let Some(v) = &args.name {
+        config.node.name = Some(v.clone());
+    }
+    if let Some(v) = &args.region {
+        config.node.region = v.clone();
+    }
+    if let Some(v) = &args.zone {
+        config.node.zone = v.clone();
+    }
+    if let Some(v) = &args.listen {
+        config.agent.listen = v.clone();
+    }
+    if let Some(v) = &args.advertise {
+        config.agent.advertise = Some(v.clone());
+    }
+    if config.agent.servers.is_empty() {
+        return Err(Error::invalid(
+            "server",
+            "give --server URL[,URL...] (or agent.servers in --config, or ZIXIAO_SERVERS)",
+        ));
+    }
+    let listen: SocketAddr = config.agent.listen.parse().map_err(|e| {
+        Error::invalid(
+            "listen",
+            format!("`{}` is not host:port: {e}", config.agent.listen),
+        )
+    })?;
+    let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
+    let local = local_agent(cli, &state_dir).await?;
+    let name =
+        config.node.name.clone().unwrap_or_else(|| {
+            zixiao_embedded::node_id_from_hostname(&local.describe_now().hostname)
+        });
+    if !args.no_watchdog {
+        let exe = std::env::current_exe().map_err(|e| {
+            Error::Internal(format!(
+                "cannot find this program to start the watchdog: {e}"
+            ))
+        })?;
+        let mut command = std::process::Command::new(exe);
+        command
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--containerd-socket")
+            .arg(&cli.containerd_socket)
+            .arg("--libvirt-uri")
+            .arg(&cli.libvirt_uri)
+            .arg("watchdog")
+            .arg("--fence-after-ms")
+            .arg(config.timing.fence_after_ms.to_string());
+        watchdog::spawn_detached(command)?;
+    }
+    let handle = agent::start(
+        AgentOptions {
+            name: name.clone(),
+            servers: config.agent.servers.clone(),
+            region: config.node.region.clone(),
+            zone: config.node.zone.clone(),
+            labels: config.node.labels.clone(),
+            listen,
+            advertise: config.agent.advertise.clone(),
+            state_dir,
+            timing: config.timing,
+        },
+        local,
+    )
+    .await?;
+    println!("zixiao agent {name} listening on {}", handle.addr());
+    super::server::wait_for_signal().await;
+    handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the node's watchdog until its agent leaves.
+pub(crate) async fn run_watchdog(cli: &Cli, args: &WatchdogArgs) -> Result<ExitCode> {
+    let state_dir = state_dir(cli, None)?;
+    let local = local_agent(cli, &state_dir).await?;
+    let fence_after = std::time::Duration::from_millis(args.fence_after_ms);
+    watchdog::run(&state_dir, fence_after, Arc::new(local)).await?;
+    Ok(ExitCode::SUCCESS)
+}

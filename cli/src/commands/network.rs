@@ -1,0 +1,108 @@
+//! `zixiao network ...`
+
+use std::process::ExitCode;
+
+use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::Result;
+use zixiao_embedded::Embedded;
+
+use crate::args::{Format, NetworkCommand};
+use crate::output::{age, details, print, Table};
+
+pub(crate) async fn run(
+    embedded: Embedded,
+    format: Format,
+    command: NetworkCommand,
+) -> Result<ExitCode> {
+    let controller = &embedded.controller;
+    match command {
+        NetworkCommand::Create {
+            name,
+            subnets,
+            gateways,
+            reserved,
+            no_nat,
+            no_isolation,
+        } => {
+            let request = CreateNetwork {
+                name,
+                subnets,
+                gateways,
+                reserved,
+                nat: !no_nat,
+                isolated: !no_isolation,
+            };
+            let network = controller.create_network(request).await?;
+            print(format, &network, render_one)?;
+        }
+        NetworkCommand::List => {
+            let networks = controller.list_networks().await?;
+            print(format, &networks, |networks| render_list(networks))?;
+        }
+        NetworkCommand::Get { name } => {
+            let network = controller.get_network(&name).await?;
+            print(format, &network, render_one)?;
+        }
+        NetworkCommand::Delete { name } => {
+            controller.delete_network(&name).await?;
+            if format == Format::Table {
+                println!("deleted network {name}");
+            } else {
+                print(format, &serde_json::json!({ "deleted": name }), |_| {
+                    String::new()
+                })?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn subnets(network: &Network) -> String {
+    network
+        .subnets
+        .iter()
+        .map(|s| s.cidr.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn on_off(on: bool) -> String {
+    if on { "on" } else { "off" }.to_owned()
+}
+
+fn render_list(networks: &[Network]) -> String {
+    let mut table = Table::new(vec!["NAME", "SUBNETS", "BRIDGE", "NAT", "ISOLATED", "AGE"]);
+    for n in networks {
+        table.row(vec![
+            n.name.clone(),
+            subnets(n),
+            n.bridge.clone(),
+            on_off(n.nat),
+            on_off(n.isolated),
+            age(n.created_at),
+        ]);
+    }
+    table.render()
+}
+
+fn render_one(network: &Network) -> String {
+    let mut pairs = vec![("name", network.name.clone())];
+    for s in &network.subnets {
+        let reserved = if s.reserved.is_empty() {
+            String::new()
+        } else {
+            let ranges: Vec<String> = s.reserved.iter().map(ToString::to_string).collect();
+            format!(", reserved {}", ranges.join(","))
+        };
+        pairs.push((
+            "subnet",
+            format!("{} gateway {}{reserved}", s.cidr, s.gateway),
+        ));
+    }
+    pairs.push(("bridge", network.bridge.clone()));
+    pairs.push(("nat", on_off(network.nat)));
+    pairs.push(("isolated", on_off(network.isolated)));
+    pairs.push(("nft table", format!("inet {}", network.nft_table())));
+    pairs.push(("age", age(network.created_at)));
+    details(&pairs)
+}

@@ -1,0 +1,256 @@
+//! The AgentService server: a node's runtimes, reached through its
+//! [`NodeAgent`] (the drivers of `zixiao agent`), for the servers'
+//! controllers. Every call carries the whole instance, so this side keeps
+//! no state. A gate can refuse calls that would make an instance run (the
+//! node agent closes it while it does not hold its liveness lease, so a
+//! fenced node never starts what may now run elsewhere).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status, Streaming};
+use zixiao_core::{DriverError, Instance, NodeAgent};
+
+use crate::console::{self, OutputStream};
+use crate::json;
+use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
+use crate::pb::{
+    console_input, AgentInstanceRequest, AgentReadLogRequest, ConsoleInput, CreateOnNodeResponse,
+    Empty, JsonList, JsonObject, LogChunk, NodeResources, StopOnNodeRequest,
+};
+use crate::status::{from_driver_error, from_error};
+
+/// Decides whether the node may create or start instances now.
+pub type Gate = Arc<dyn Fn() -> Result<(), DriverError> + Send + Sync>;
+
+/// Lists the instances the node holds (as its agent recorded them).
+pub type LocalInstances = Arc<dyn Fn() -> Vec<Instance> + Send + Sync>;
+
+/// The AgentService over one node's agent.
+#[derive(Clone)]
+pub struct AgentServer {
+    agent: Arc<dyn NodeAgent>,
+    gate: Option<Gate>,
+    local: Option<LocalInstances>,
+}
+
+impl std::fmt::Debug for AgentServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentServer")
+            .field("agent", &self.agent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentServer {
+    /// Serves `agent`'s drivers.
+    pub fn new(agent: Arc<dyn NodeAgent>) -> Self {
+        AgentServer {
+            agent,
+            gate: None,
+            local: None,
+        }
+    }
+
+    /// Refuses creates and starts whenever `gate` says no.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Answers ListLocalInstances with `local`.
+    pub fn with_local_instances(mut self, local: LocalInstances) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// The tonic service, with the protocol's message size limits.
+    pub fn into_service(self) -> AgentServiceServer<Self> {
+        AgentServiceServer::new(self)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+    }
+
+    fn driver(&self, instance: &Instance) -> Result<Arc<dyn zixiao_core::Driver>, Status> {
+        self.agent
+            .driver(instance.spec.instance_type)
+            .map_err(|e| *from_driver_error(&e))
+    }
+
+    fn check_gate(&self) -> Result<(), Status> {
+        match &self.gate {
+            Some(gate) => gate().map_err(|e| *from_driver_error(&e)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn instance(bytes: &[u8]) -> Result<Instance, Status> {
+    json::decode::<Instance>("instance_json", bytes).map_err(|e| from_error(&e))
+}
+
+fn driver_status(error: DriverError) -> Status {
+    *from_driver_error(&error)
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentServer {
+    async fn get_node_resources(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<NodeResources>, Status> {
+        let facts = self.agent.describe().await.map_err(driver_status)?;
+        Ok(Response::new(NodeResources {
+            hostname: facts.hostname,
+            cpus: facts.capacity.cpus,
+            memory_mib: facts.capacity.memory_mib,
+            disk_gib: facts.capacity.disk_gib,
+            instances: facts.capacity.instances,
+            runtimes: facts
+                .runtimes
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            missing_runtimes: facts
+                .missing_runtimes
+                .iter()
+                .map(|(t, why)| (t.as_str().to_owned(), why.clone()))
+                .collect(),
+        }))
+    }
+
+    async fn create_instance(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<CreateOnNodeResponse>, Status> {
+        let instance = instance(&request.get_ref().instance_json)?;
+        self.check_gate()?;
+        let driver = self.driver(&instance)?;
+        driver.create(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(CreateOnNodeResponse {
+            runtime: driver.runtime_of(&instance),
+        }))
+    }
+
+    async fn start_instance(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let instance = instance(&request.get_ref().instance_json)?;
+        self.check_gate()?;
+        let driver = self.driver(&instance)?;
+        driver.start(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn stop_instance(
+        &self,
+        request: Request<StopOnNodeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        let instance = instance(&request.instance_json)?;
+        let driver = self.driver(&instance)?;
+        let grace = Duration::from_millis(request.grace_ms);
+        driver.stop(&instance, grace).await.map_err(driver_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_instance(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let instance = instance(&request.get_ref().instance_json)?;
+        let driver = self.driver(&instance)?;
+        driver.delete(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn inspect_instance(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let instance = instance(&request.get_ref().instance_json)?;
+        let driver = self.driver(&instance)?;
+        let state = driver.inspect(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(JsonObject {
+            json: json::encode(&state),
+        }))
+    }
+
+    async fn read_log(
+        &self,
+        request: Request<AgentReadLogRequest>,
+    ) -> Result<Response<LogChunk>, Status> {
+        let request = request.into_inner();
+        let instance = instance(&request.instance_json)?;
+        let driver = self.driver(&instance)?;
+        let max = usize::try_from(request.max)
+            .unwrap_or(usize::MAX)
+            .min(crate::MAX_MESSAGE_BYTES / 2);
+        let chunk = driver
+            .read_log(&instance, request.offset, max)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(LogChunk {
+            data: chunk.data,
+            next_offset: chunk.next_offset,
+        }))
+    }
+
+    async fn get_instance_stats(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let instance = instance(&request.get_ref().instance_json)?;
+        let driver = self.driver(&instance)?;
+        let stats = driver.stats().ok_or_else(|| {
+            driver_status(DriverError::Unsupported(format!(
+                "the {} driver cannot report stats",
+                driver.name()
+            )))
+        })?;
+        let stats = stats.stats(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(JsonObject {
+            json: json::encode(&stats),
+        }))
+    }
+
+    async fn list_local_instances(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<JsonList>, Status> {
+        let items = match &self.local {
+            Some(local) => local().iter().map(json::encode).collect(),
+            None => Vec::new(),
+        };
+        Ok(Response::new(JsonList { items }))
+    }
+
+    type AttachConsoleStream = OutputStream;
+
+    async fn attach_console(
+        &self,
+        request: Request<Streaming<ConsoleInput>>,
+    ) -> Result<Response<Self::AttachConsoleStream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the console session sent nothing"))?;
+        let Some(console_input::Input::InstanceJson(bytes)) = first.input else {
+            return Err(Status::invalid_argument(
+                "the first console message must carry instance_json",
+            ));
+        };
+        let instance = instance(&bytes)?;
+        let driver = self.driver(&instance)?;
+        let console = driver.console().ok_or_else(|| {
+            driver_status(DriverError::Unsupported(format!(
+                "the {} driver has no interactive console",
+                driver.name()
+            )))
+        })?;
+        let stream = console.attach(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(console::serve(stream, input)))
+    }
+}

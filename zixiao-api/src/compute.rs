@@ -1,0 +1,264 @@
+//! The ComputeService server: the instance API of a [`Controller`] over gRPC.
+//! Calls write intent and return; with `wait` they also converge the
+//! instance on this server before answering.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use zixiao_core::{Controller, CreateInstance, Instance, InstanceFilter};
+
+use crate::console::{self, OutputStream};
+use crate::json;
+use crate::pb::compute_service_server::{ComputeService, ComputeServiceServer};
+use crate::pb::{
+    console_input, ConsoleInput, CreateInstanceRequest, InstanceAction, InstanceRef, JsonList,
+    JsonObject, LogChunk, ReadLogRequest, WatchRequest,
+};
+use crate::status::from_error;
+
+/// The ComputeService over a controller.
+#[derive(Debug, Clone)]
+pub struct ComputeServer {
+    controller: Controller,
+}
+
+impl ComputeServer {
+    /// Serves `controller`'s instance API.
+    pub fn new(controller: Controller) -> Self {
+        ComputeServer { controller }
+    }
+
+    /// The tonic service, with the protocol's message size limits.
+    pub fn into_service(self) -> ComputeServiceServer<Self> {
+        ComputeServiceServer::new(self)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
+    }
+
+    async fn settle(&self, instance: Instance, wait: bool) -> Result<Option<Instance>, Status> {
+        if !wait {
+            return Ok(Some(instance));
+        }
+        match self.controller.converge(&instance.id).await {
+            Ok(after) => Ok(after),
+            Err(e) if e.kind() == zixiao_core::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(from_error(&e)),
+        }
+    }
+}
+
+fn object<T: serde::Serialize>(value: Option<&T>) -> Response<JsonObject> {
+    Response::new(JsonObject {
+        json: value.map(json::encode).unwrap_or_default(),
+    })
+}
+
+fn required(field: &str, value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Err(from_error(&zixiao_core::Error::invalid(field, "missing")));
+    }
+    Ok(())
+}
+
+/// A boxed stream of JSON objects.
+pub type JsonStream = Pin<Box<dyn Stream<Item = Result<JsonObject, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl ComputeService for ComputeServer {
+    async fn create_instance(
+        &self,
+        request: Request<CreateInstanceRequest>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        let create: CreateInstance =
+            json::decode("request_json", &request.request_json).map_err(|e| from_error(&e))?;
+        let created = self
+            .controller
+            .create_instance(create)
+            .await
+            .map_err(|e| from_error(&e))?;
+        let after = self.settle(created, request.wait).await?;
+        Ok(object(after.as_ref()))
+    }
+
+    async fn get_instance(
+        &self,
+        request: Request<InstanceRef>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let name = &request.get_ref().instance;
+        required("instance", name)?;
+        let instance = self
+            .controller
+            .get_instance(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&instance)))
+    }
+
+    async fn list_instances(
+        &self,
+        request: Request<JsonObject>,
+    ) -> Result<Response<JsonList>, Status> {
+        let bytes = &request.get_ref().json;
+        let filter: InstanceFilter = if bytes.is_empty() {
+            InstanceFilter::default()
+        } else {
+            json::decode("json", bytes).map_err(|e| from_error(&e))?
+        };
+        let instances = self
+            .controller
+            .list_instances(&filter)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(JsonList {
+            items: instances.iter().map(json::encode).collect(),
+        }))
+    }
+
+    async fn start_instance(
+        &self,
+        request: Request<InstanceAction>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let instance = self
+            .controller
+            .start_instance(&request.instance)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
+    }
+
+    async fn stop_instance(
+        &self,
+        request: Request<InstanceAction>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let instance = self
+            .controller
+            .stop_instance(&request.instance)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
+    }
+
+    async fn restart_instance(
+        &self,
+        request: Request<InstanceAction>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let instance = self
+            .controller
+            .restart_instance(&request.instance)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
+    }
+
+    async fn delete_instance(
+        &self,
+        request: Request<InstanceAction>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let instance = self
+            .controller
+            .delete_instance(&request.instance)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
+    }
+
+    async fn get_instance_stats(
+        &self,
+        request: Request<InstanceRef>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let name = &request.get_ref().instance;
+        required("instance", name)?;
+        let stats = self
+            .controller
+            .instance_stats(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&stats)))
+    }
+
+    async fn read_log(
+        &self,
+        request: Request<ReadLogRequest>,
+    ) -> Result<Response<LogChunk>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let reader = self
+            .controller
+            .logs(&request.instance)
+            .await
+            .map_err(|e| from_error(&e))?;
+        let max = usize::try_from(request.max)
+            .unwrap_or(usize::MAX)
+            .min(crate::MAX_MESSAGE_BYTES / 2);
+        let chunk = reader
+            .read(request.offset, max)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(LogChunk {
+            data: chunk.data,
+            next_offset: chunk.next_offset,
+        }))
+    }
+
+    type WatchInstancesStream = JsonStream;
+
+    async fn watch_instances(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchInstancesStream>, Status> {
+        let after = match request.get_ref().after_revision {
+            0 => self
+                .controller
+                .current_revision()
+                .await
+                .map_err(|e| from_error(&e))?,
+            after => after,
+        };
+        let stream = self
+            .controller
+            .watch_instances(after)
+            .await
+            .map_err(|e| from_error(&e))?;
+        let stream = stream.map(|event| match event {
+            Ok(event) => Ok(JsonObject {
+                json: json::encode(&event),
+            }),
+            Err(e) => Err(from_error(&e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type AttachConsoleStream = OutputStream;
+
+    async fn attach_console(
+        &self,
+        request: Request<Streaming<ConsoleInput>>,
+    ) -> Result<Response<Self::AttachConsoleStream>, Status> {
+        let mut input = request.into_inner();
+        let first = input
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the console session sent nothing"))?;
+        let Some(console_input::Input::Instance(name)) = first.input else {
+            return Err(Status::invalid_argument(
+                "the first console message must name the instance",
+            ));
+        };
+        let console = self
+            .controller
+            .attach_console(&name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(console::serve(console, input)))
+    }
+}

@@ -1,0 +1,505 @@
+//! The controller driving nodes through a real gRPC AgentService on
+//! loopback: the agent side holds hand-written fake drivers (the layer under
+//! test is the protocol, not a runtime), the controller side sees only a
+//! [`RemoteAgent`]. Also the ComputeService and its client, and the error
+//! mapping end to end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use zixiao_api::agent::AgentServer;
+use zixiao_api::client::ComputeClient;
+use zixiao_api::compute::ComputeServer;
+use zixiao_api::remote::RemoteAgent;
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceStatus, InstanceType, LocalAgent,
+    NodeAgent, NodeRegistration, Resources, RestartPolicy, RuntimeState,
+};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::{Failure, FakeDriver, Op};
+
+struct Rig {
+    controller: Controller,
+    driver: Arc<FakeDriver>,
+    agent_addr: SocketAddr,
+    agent_task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn host() -> HostFacts {
+    HostFacts {
+        hostname: "node-a-host".into(),
+        capacity: Resources {
+            cpus: 8,
+            memory_mib: 8192,
+            disk_gib: 100,
+            instances: 32,
+        },
+    }
+}
+
+async fn serve_agent(agent: LocalAgent) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = AgentServer::new(Arc::new(agent)).into_service();
+    let task = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    (addr, task)
+}
+
+async fn rig() -> Rig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let local = LocalAgent::new(host()).with_driver(driver.clone());
+    let registration = NodeRegistration {
+        address: "set below".into(),
+        ..local.registration("node-a")
+    };
+    let (agent_addr, agent_task) = serve_agent(local).await;
+    let remote = RemoteAgent::new(
+        "node-a",
+        &agent_addr.to_string(),
+        registration.runtimes.clone(),
+        registration.missing_runtimes.clone(),
+    )
+    .expect("remote agent");
+    let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
+        .agent("node-a", Arc::new(remote))
+        .build();
+    controller
+        .register_node(NodeRegistration {
+            address: agent_addr.to_string(),
+            ..registration
+        })
+        .await
+        .expect("register");
+    Rig {
+        controller,
+        driver,
+        agent_addr,
+        agent_task,
+        _dir: dir,
+    }
+}
+
+fn web(restart: RestartPolicy) -> CreateInstance {
+    let mut spec = InstanceSpec::container("busybox");
+    spec.restart = restart;
+    CreateInstance::new("web", spec)
+}
+
+#[tokio::test]
+async fn the_controller_runs_an_instance_through_a_remote_agent() {
+    let rig = rig().await;
+    let created = rig
+        .controller
+        .create_instance(web(RestartPolicy::Never))
+        .await
+        .expect("create");
+    let running = rig
+        .controller
+        .converge(&created.id)
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert_eq!(running.node.as_deref(), Some("node-a"));
+    assert_eq!(
+        running.runtime.as_deref(),
+        Some("fake"),
+        "runtime name from the agent"
+    );
+    assert_eq!(rig.driver.state_of(&created.id), RuntimeState::Running);
+
+    rig.controller.stop_instance("web").await.expect("stop");
+    let stopped = rig.controller.converge("web").await.expect("converge");
+    assert_eq!(stopped.expect("exists").status, InstanceStatus::Stopped);
+    assert!(matches!(
+        rig.driver.state_of(&created.id),
+        RuntimeState::Exited { .. }
+    ));
+
+    rig.controller.delete_instance("web").await.expect("delete");
+    let gone = rig
+        .controller
+        .converge(&created.id)
+        .await
+        .expect("converge");
+    assert!(gone.is_none(), "deleted: {gone:?}");
+    assert_eq!(
+        rig.controller
+            .get_instance("web")
+            .await
+            .expect_err("gone")
+            .kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(rig.driver.state_of(&created.id), RuntimeState::Missing);
+}
+
+#[tokio::test]
+async fn an_exit_on_the_node_is_observed_through_inspect() {
+    let rig = rig().await;
+    let created = rig
+        .controller
+        .create_instance(web(RestartPolicy::Never))
+        .await
+        .expect("create");
+    rig.controller
+        .converge(&created.id)
+        .await
+        .expect("converge");
+    rig.driver.exit(&created.id, 3, false);
+    let after = rig
+        .controller
+        .converge(&created.id)
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(after.status, InstanceStatus::Failed);
+    assert_eq!(after.exit.expect("exit recorded").code, 3);
+}
+
+#[tokio::test]
+async fn driver_errors_cross_the_wire_with_their_kind() {
+    let rig = rig().await;
+    rig.driver.fail(Op::Create, Failure::NotFound);
+    let created = rig
+        .controller
+        .create_instance(web(RestartPolicy::Never))
+        .await
+        .expect("create");
+    let failed = rig
+        .controller
+        .converge(&created.id)
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(failed.status, InstanceStatus::Failed);
+    let problem = failed.problem().expect("a reason").to_owned();
+    assert!(problem.contains("image `busybox` not found"), "{problem}");
+
+    rig.driver.fail(Op::Start, Failure::Unavailable);
+    rig.driver.fail(Op::Create, Failure::Unavailable);
+    rig.controller.start_instance("web").await.expect("start");
+    let error = rig
+        .controller
+        .converge("web")
+        .await
+        .expect_err("the runtime is down");
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+    assert!(
+        error.chain().contains("fake runtime is unavailable"),
+        "{}",
+        error.chain()
+    );
+}
+
+#[tokio::test]
+async fn a_dead_agent_is_unavailable_and_changes_nothing() {
+    let rig = rig().await;
+    let created = rig
+        .controller
+        .create_instance(web(RestartPolicy::Always))
+        .await
+        .expect("create");
+    rig.agent_task.abort();
+    let _ = rig.agent_task.await;
+    let error = rig
+        .controller
+        .converge(&created.id)
+        .await
+        .expect_err("nobody answers");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{}", error.chain());
+    let after = rig.controller.get_instance("web").await.expect("get");
+    assert_ne!(
+        after.status,
+        InstanceStatus::Failed,
+        "an unreachable node fails nothing"
+    );
+    assert_ne!(after.status, InstanceStatus::Running);
+    let _ = rig.agent_addr;
+}
+
+#[tokio::test]
+async fn a_remote_agent_describes_its_node_and_refuses_missing_runtimes() {
+    let rig = rig().await;
+    let remote = RemoteAgent::new(
+        "node-a",
+        &rig.agent_addr.to_string(),
+        [InstanceType::Container].into(),
+        [(InstanceType::Vm, "libvirtd is not running".to_owned())].into(),
+    )
+    .expect("remote");
+    let facts = remote.describe().await.expect("describe");
+    assert_eq!(facts.hostname, "node-a-host");
+    assert_eq!(facts.capacity.cpus, 8);
+    assert!(facts.runtimes.contains(&InstanceType::Container));
+    let error = remote.driver(InstanceType::Vm).expect_err("no vm runtime");
+    assert_eq!(error.kind(), ErrorKind::Unsupported);
+    assert!(error.to_string().contains("libvirtd is not running"));
+}
+
+async fn serve_compute(controller: Controller) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = ComputeServer::new(controller).into_service();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .add_service(zixiao_api::reflection::service().expect("reflection"))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn the_compute_service_gives_clients_the_controllers_answers_and_errors() {
+    let rig = rig().await;
+    let addr = serve_compute(rig.controller.clone()).await;
+    let client = ComputeClient::new(&addr.to_string()).expect("client");
+
+    let running = client
+        .create_instance(&web(RestartPolicy::Never), true)
+        .await
+        .expect("create")
+        .expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert_eq!(rig.driver.state_of(&running.id), RuntimeState::Running);
+    let listed = client
+        .list_instances(&Default::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 1);
+    let stats = client.instance_stats("web").await.expect("stats");
+    let direct = rig.controller.instance_stats("web").await.expect("stats");
+    assert_eq!(stats.memory_limit_bytes, direct.memory_limit_bytes);
+
+    // The same error, kind and message, as the controller itself gives.
+    let remote = client.get_instance("nope").await.expect_err("unknown");
+    let local = rig
+        .controller
+        .get_instance("nope")
+        .await
+        .expect_err("unknown");
+    assert_eq!(remote.kind(), ErrorKind::NotFound);
+    assert_eq!(remote.chain(), local.chain());
+
+    let again = client
+        .create_instance(&web(RestartPolicy::Never), false)
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+
+    let mut bad = web(RestartPolicy::Never);
+    bad.name = "Not A DNS Label".into();
+    let local = rig
+        .controller
+        .create_instance(bad.clone())
+        .await
+        .expect_err("bad");
+    let remote = client.create_instance(&bad, false).await.expect_err("bad");
+    assert_eq!(remote.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(remote.chain(), local.chain());
+
+    let gone = client.delete_instance("web", true).await.expect("delete");
+    assert!(gone.is_none(), "deleted and waited: nothing left");
+    assert_eq!(rig.driver.state_of(&running.id), RuntimeState::Missing);
+}
+
+#[tokio::test]
+async fn malformed_requests_are_invalid_arguments_naming_the_field() {
+    let rig = rig().await;
+    let addr = serve_compute(rig.controller.clone()).await;
+    let mut raw = zixiao_api::pb::compute_service_client::ComputeServiceClient::connect(format!(
+        "http://{addr}"
+    ))
+    .await
+    .expect("connect");
+    let status = raw
+        .create_instance(zixiao_api::pb::CreateInstanceRequest {
+            request_json: b"{not json".to_vec(),
+            wait: false,
+        })
+        .await
+        .expect_err("garbage");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("request_json"),
+        "{}",
+        status.message()
+    );
+    let status = raw
+        .get_instance(zixiao_api::pb::InstanceRef {
+            instance: String::new(),
+        })
+        .await
+        .expect_err("empty");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    let listed = rig
+        .controller
+        .list_instances(&Default::default())
+        .await
+        .expect("list");
+    assert!(listed.is_empty(), "nothing was created");
+}
+
+/// A fake driver with a console that echoes what is typed, upper-cased.
+#[derive(Debug)]
+struct EchoConsole(FakeDriver);
+
+#[async_trait::async_trait]
+impl zixiao_core::Driver for EchoConsole {
+    fn instance_type(&self) -> InstanceType {
+        self.0.instance_type()
+    }
+    fn name(&self) -> &str {
+        "echo"
+    }
+    async fn create(&self, i: &zixiao_core::Instance) -> Result<(), zixiao_core::DriverError> {
+        self.0.create(i).await
+    }
+    async fn start(&self, i: &zixiao_core::Instance) -> Result<(), zixiao_core::DriverError> {
+        self.0.start(i).await
+    }
+    async fn stop(
+        &self,
+        i: &zixiao_core::Instance,
+        grace: std::time::Duration,
+    ) -> Result<(), zixiao_core::DriverError> {
+        self.0.stop(i, grace).await
+    }
+    async fn delete(&self, i: &zixiao_core::Instance) -> Result<(), zixiao_core::DriverError> {
+        self.0.delete(i).await
+    }
+    async fn inspect(
+        &self,
+        i: &zixiao_core::Instance,
+    ) -> Result<RuntimeState, zixiao_core::DriverError> {
+        self.0.inspect(i).await
+    }
+    async fn read_log(
+        &self,
+        i: &zixiao_core::Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<zixiao_core::LogChunk, zixiao_core::DriverError> {
+        self.0.read_log(i, offset, max).await
+    }
+    fn console(&self) -> Option<&dyn zixiao_core::driver::Console> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl zixiao_core::driver::Console for EchoConsole {
+    async fn attach(
+        &self,
+        _instance: &zixiao_core::Instance,
+    ) -> Result<zixiao_core::driver::ConsoleStream, zixiao_core::DriverError> {
+        let (ours, theirs) = tokio::io::duplex(1024);
+        let (mut read, mut write) = tokio::io::split(ours);
+        tokio::spawn(async move {
+            let mut buffer = [0u8; 256];
+            while let Ok(n) = read.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                let upper = buffer[..n].to_ascii_uppercase();
+                if write.write_all(&upper).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (output, input) = tokio::io::split(theirs);
+        Ok(zixiao_core::driver::ConsoleStream {
+            output: Box::new(output),
+            input: Box::new(input),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_console_session_crosses_both_hops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
+    let local = LocalAgent::new(host()).with_driver(Arc::new(EchoConsole(FakeDriver::new(
+        InstanceType::Container,
+    ))));
+    let registration = local.registration("node-a");
+    let (agent_addr, _task) = serve_agent(local).await;
+    let remote = RemoteAgent::new(
+        "node-a",
+        &agent_addr.to_string(),
+        registration.runtimes.clone(),
+        registration.missing_runtimes.clone(),
+    )
+    .expect("remote");
+    let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
+        .agent("node-a", Arc::new(remote))
+        .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    let addr = serve_compute(controller.clone()).await;
+    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    client
+        .create_instance(&web(RestartPolicy::Never), true)
+        .await
+        .expect("create");
+
+    let mut console = client.attach_console("web").await.expect("attach");
+    console
+        .input
+        .write_all(b"hello console")
+        .await
+        .expect("type");
+    console.input.flush().await.expect("flush");
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 64];
+    while seen.len() < b"HELLO CONSOLE".len() {
+        let n = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            console.output.read(&mut buffer),
+        )
+        .await
+        .expect("echo in time")
+        .expect("read");
+        assert!(n > 0, "the console closed early");
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    assert_eq!(seen, b"HELLO CONSOLE");
+
+    let error = client.attach_console("nope").await.expect_err("unknown");
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn a_driver_without_a_console_is_unsupported_through_both_hops() {
+    let rig = rig().await;
+    let addr = serve_compute(rig.controller.clone()).await;
+    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    client
+        .create_instance(&web(RestartPolicy::Never), true)
+        .await
+        .expect("create");
+    let error = client.attach_console("web").await.expect_err("no console");
+    assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
+    assert!(
+        error.chain().contains("no interactive console"),
+        "{}",
+        error.chain()
+    );
+}

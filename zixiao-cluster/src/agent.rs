@@ -1,0 +1,425 @@
+//! `zixiao agent`: the node side. It registers its node with a server,
+//! keeps the node's liveness lease alive with heartbeats (rotating through
+//! the servers it knows when one fails), pets the node's watchdog after each
+//! renewal it sends, serves the AgentService for the servers' controllers,
+//! and after a restart or a lost lease re-adopts the instances that are
+//! still its own and removes the copies that now live elsewhere.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zixiao_api::agent::AgentServer;
+use zixiao_api::client::{ClusterClient, ComputeClient};
+use zixiao_core::{
+    DriverError, Error, ErrorKind, LocalAgent, NodeAgent, NodeRegistration, NodeRole, Result,
+};
+
+use crate::election::wait;
+use crate::records::{RecordingAgent, Records};
+use crate::timing::{monotonic_ms, Timing};
+use crate::watchdog::WatchdogFiles;
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The node's name (a DNS label), unique in the cluster.
+    pub name: String,
+    /// The servers' endpoints (`host:port` or `http://host:port`), tried in turn.
+    pub servers: Vec<String>,
+    /// Region of the node.
+    pub region: String,
+    /// Zone of the node.
+    pub zone: String,
+    /// Labels of the node.
+    pub labels: BTreeMap<String, String>,
+    /// Where the AgentService listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The `host:port` servers dial to reach it; defaults to the listen
+    /// address (the hostname when listening on every interface).
+    pub advertise: Option<String>,
+    /// The node's state: its session, instance records, watchdog files.
+    pub state_dir: PathBuf,
+    /// Liveness settings (must match the servers').
+    pub timing: Timing,
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    addr: SocketAddr,
+    name: String,
+    session: String,
+    servers: Vec<String>,
+    state_dir: PathBuf,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// Where its AgentService listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops heartbeating and serving. The node's watchdog (if one runs)
+    /// fences the instances once the fencing deadline passes.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Leaves the cluster on purpose: drains the node (its instances move
+    /// or stop), deregisters it, stops its watchdog, then shuts down.
+    /// Errors: the drain's or the deregistration's.
+    pub async fn leave(self) -> Result<()> {
+        let mut last = None;
+        for server in &self.servers {
+            let client = ClusterClient::new(server, Duration::from_secs(120))?;
+            match client.drain_node(&self.name).await {
+                Ok(_) => {
+                    client.deregister_node(&self.name, &self.session).await?;
+                    WatchdogFiles::new(&self.state_dir).request_stop()?;
+                    self.shutdown().await;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == ErrorKind::Unavailable => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("servers", "no server is configured")))
+    }
+
+    /// Waits until the agent stops.
+    pub async fn wait(mut self) {
+        if let Some(task) = self.tasks.pop() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The agent's session id, kept in its state directory so a restarted agent
+/// takes its node's lease back. Errors: `Internal` (unwritable directory).
+pub fn session(state_dir: &Path) -> Result<String> {
+    let path = state_dir.join("agent-session");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim();
+        if !existing.is_empty() {
+            return Ok(existing.to_owned());
+        }
+    }
+    let fresh = uuid::Uuid::new_v4().to_string();
+    std::fs::create_dir_all(state_dir)
+        .and_then(|()| std::fs::write(&path, &fresh))
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", path.display())))?;
+    Ok(fresh)
+}
+
+/// When the node last sent a renewal that succeeded (monotonic ms; 0: never).
+#[derive(Debug, Default)]
+struct Liveness {
+    renewed_ms: AtomicU64,
+}
+
+/// Starts the agent of `local`'s drivers. Errors: `InvalidArgument`
+/// (options, an address that cannot be bound), `Internal` (state directory).
+pub async fn start(options: AgentOptions, local: LocalAgent) -> Result<AgentHandle> {
+    options.timing.validate()?;
+    if options.servers.is_empty() {
+        return Err(Error::invalid(
+            "servers",
+            "at least one server endpoint is needed",
+        ));
+    }
+    // Checked before anything is bound or written: a bad name changes nothing.
+    NodeRegistration {
+        region: options.region.clone(),
+        zone: options.zone.clone(),
+        labels: options.labels.clone(),
+        ..local.registration(options.name.clone())
+    }
+    .validate()?;
+    let session = session(&options.state_dir)?;
+    let listener = TcpListener::bind(options.listen).await.map_err(|e| {
+        Error::invalid(
+            "listen",
+            format!("cannot listen on {}: {e}", options.listen),
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let advertise = options.advertise.clone().unwrap_or_else(|| {
+        if addr.ip().is_unspecified() {
+            format!("{}:{}", local.describe_now().hostname, addr.port())
+        } else {
+            addr.to_string()
+        }
+    });
+    let registration = NodeRegistration {
+        address: advertise,
+        region: options.region.clone(),
+        zone: options.zone.clone(),
+        role: NodeRole::Worker,
+        labels: options.labels.clone(),
+        ..local.registration(options.name.clone())
+    };
+    registration.validate()?;
+
+    let records = Records::new(&options.state_dir);
+    let agent = Arc::new(RecordingAgent::new(Arc::new(local), records.clone()));
+    let liveness = Arc::new(Liveness::default());
+    let fence_ms = options.timing.fence_after_ms;
+    let gate_liveness = liveness.clone();
+    let name = options.name.clone();
+    let gate = Arc::new(move || {
+        let renewed = gate_liveness.renewed_ms.load(Ordering::SeqCst);
+        if renewed == 0 || monotonic_ms().saturating_sub(renewed) > fence_ms {
+            return Err(DriverError::FailedPrecondition(format!(
+                "node `{name}` is fenced: it has not renewed its lease within {fence_ms} ms, so \
+                 its instances may run elsewhere"
+            )));
+        }
+        Ok(())
+    });
+    let listed = records.clone();
+    let service = AgentServer::new(agent.clone())
+        .with_gate(gate)
+        .with_local_instances(Arc::new(move || listed.list()))
+        .into_service();
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut stop = shutdown_rx.clone();
+    let serve = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            eprintln!("zixiao agent: serving: {e}");
+        }
+    });
+    let lifeline = Lifeline {
+        registration,
+        session: session.clone(),
+        servers: options.servers.clone(),
+        timing: options.timing,
+        agent,
+        records,
+        liveness,
+        watchdog: WatchdogFiles::new(&options.state_dir),
+    };
+    let live = tokio::spawn(lifeline.run(shutdown_rx));
+    Ok(AgentHandle {
+        addr,
+        name: options.name,
+        session,
+        servers: options.servers,
+        state_dir: options.state_dir,
+        shutdown: shutdown_tx,
+        tasks: vec![live, serve],
+    })
+}
+
+/// Registration, heartbeats, petting and clean-up: the agent's tie to the cluster.
+struct Lifeline {
+    registration: NodeRegistration,
+    session: String,
+    servers: Vec<String>,
+    timing: Timing,
+    agent: Arc<RecordingAgent>,
+    records: Records,
+    liveness: Arc<Liveness>,
+    watchdog: WatchdogFiles,
+}
+
+impl Lifeline {
+    fn renewed(&self, sent_ms: u64) {
+        self.liveness.renewed_ms.store(sent_ms, Ordering::SeqCst);
+        if let Err(e) = self.watchdog.pet(sent_ms) {
+            eprintln!("zixiao agent: {}", e.chain());
+        }
+    }
+
+    fn client(&self, index: usize) -> Option<ClusterClient> {
+        let server = &self.servers[index % self.servers.len()];
+        match ClusterClient::new(server, self.timing.heartbeat()) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                eprintln!("zixiao agent: server `{server}`: {}", e.chain());
+                None
+            }
+        }
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let node = self.registration.id.clone();
+        let mut server = 0usize;
+        let clients: Vec<Option<ClusterClient>> =
+            (0..self.servers.len()).map(|i| self.client(i)).collect();
+        let register_clients: Vec<Option<ClusterClient>> = self
+            .servers
+            .iter()
+            .map(|s| ClusterClient::new(s, Duration::from_secs(5)).ok())
+            .collect();
+        while !*shutdown.borrow() {
+            // Register (again), with the session that may still hold the lease.
+            let sent = monotonic_ms();
+            let Some(client) = &register_clients[server % self.servers.len()] else {
+                server += 1;
+                continue;
+            };
+            let lease = match client
+                .register_node(&self.registration, &self.session)
+                .await
+            {
+                Ok((_, lease)) => lease,
+                Err(e) => {
+                    eprintln!("zixiao agent: registering node `{node}`: {}", e.chain());
+                    if e.kind() == ErrorKind::Unavailable {
+                        server += 1;
+                    }
+                    wait(&mut shutdown, self.timing.heartbeat()).await;
+                    continue;
+                }
+            };
+            self.renewed(sent);
+            eprintln!(
+                "zixiao agent: node `{node}` registered with `{}`",
+                self.servers[server % self.servers.len()]
+            );
+            let cleanup = tokio::spawn(clean_up(
+                node.clone(),
+                self.servers.clone(),
+                self.agent.clone(),
+                self.records.clone(),
+            ));
+            // Heartbeat until the lease is lost.
+            loop {
+                wait(&mut shutdown, self.timing.heartbeat()).await;
+                if *shutdown.borrow() {
+                    break;
+                }
+                let mut renewed = false;
+                for _ in 0..self.servers.len() {
+                    let Some(client) = &clients[server % self.servers.len()] else {
+                        server += 1;
+                        continue;
+                    };
+                    let sent = monotonic_ms();
+                    let beat = tokio::time::timeout(
+                        self.timing.heartbeat(),
+                        client.heartbeat(&node, &self.session, lease.id),
+                    )
+                    .await;
+                    match beat {
+                        Ok(Ok(())) => {
+                            self.renewed(sent);
+                            renewed = true;
+                            break;
+                        }
+                        Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
+                            eprintln!(
+                                "zixiao agent: node `{node}` lost its lease; registering again"
+                            );
+                            break;
+                        }
+                        Ok(Err(e)) => {
+                            eprintln!("zixiao agent: heartbeat: {}", e.chain());
+                            server += 1;
+                        }
+                        Err(_) => {
+                            eprintln!("zixiao agent: heartbeat timed out");
+                            server += 1;
+                        }
+                    }
+                }
+                if !renewed {
+                    // Re-registering both retries other servers and takes
+                    // the lease back if it still lives.
+                    break;
+                }
+            }
+            cleanup.abort();
+        }
+    }
+}
+
+/// Removes the local copies of recorded instances that the cluster placed
+/// elsewhere (or deleted) while this node was away; keeps (re-adopts) the
+/// ones still placed here.
+async fn clean_up(
+    node: String,
+    servers: Vec<String>,
+    agent: Arc<RecordingAgent>,
+    records: Records,
+) {
+    let clients: Vec<ComputeClient> = servers
+        .iter()
+        .filter_map(|s| ComputeClient::new(s).ok())
+        .collect();
+    loop {
+        clean_up_once(&node, &clients, &agent, &records).await;
+        tokio::time::sleep(CLEAN_UP_PERIOD).await;
+    }
+}
+
+/// How often the agent looks for local copies that moved away.
+const CLEAN_UP_PERIOD: Duration = Duration::from_secs(5);
+
+async fn clean_up_once(
+    node: &str,
+    clients: &[ComputeClient],
+    agent: &RecordingAgent,
+    records: &Records,
+) {
+    for instance in records.list() {
+        let mut verdict = None;
+        for client in clients {
+            match client.get_instance(&instance.id).await {
+                Ok(current) => {
+                    verdict = Some(current.node.as_deref() == Some(node));
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    verdict = Some(false);
+                    break;
+                }
+                Err(_) => continue,
+            }
+        }
+        match verdict {
+            Some(true) => {}
+            Some(false) => {
+                let driver = match agent.driver(instance.spec.instance_type) {
+                    Ok(driver) => driver,
+                    Err(e) => {
+                        eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name);
+                        continue;
+                    }
+                };
+                let removed = async {
+                    driver.stop(&instance, Duration::ZERO).await?;
+                    driver.delete(&instance).await
+                };
+                match removed.await {
+                    Ok(()) => eprintln!(
+                        "zixiao agent: removed instance `{}`: it now lives elsewhere or was deleted",
+                        instance.name
+                    ),
+                    Err(e) => eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name),
+                }
+            }
+            None => {}
+        }
+    }
+}

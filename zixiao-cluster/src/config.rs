@@ -1,0 +1,268 @@
+//! The YAML configuration files of `zixiao server` and `zixiao agent`
+//! (examples in `zixiao-cluster/examples/`), with environment overrides:
+//! a variable named in each field's documentation wins over the file, and
+//! command-line flags win over both.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zixiao_core::{Error, Result};
+
+use crate::timing::Timing;
+
+/// `server.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The API.
+    pub server: ServerSection,
+    /// Where the state lives.
+    pub store: StoreSection,
+    /// Liveness settings.
+    pub timing: Timing,
+}
+
+/// `server:` of `server.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// This replica's id (`ZIXIAO_SERVER_ID`; default: hostname and port).
+    pub id: Option<String>,
+    /// gRPC listen address (`ZIXIAO_SERVER_LISTEN`; default `0.0.0.0:50051`).
+    pub listen: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            id: None,
+            listen: "0.0.0.0:50051".to_owned(),
+        }
+    }
+}
+
+/// `store:` of `server.yaml`: etcd endpoints, or an embedded state directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// etcd client URLs (`ZIXIAO_ETCD_ENDPOINTS`, comma-separated).
+    pub etcd: Vec<String>,
+    /// Key prefix in etcd (`ZIXIAO_ETCD_PREFIX`), to share one etcd.
+    pub etcd_prefix: String,
+    /// Serve the embedded store and a local agent from this state
+    /// directory instead (`ZIXIAO_STATE_DIR` with `--embedded`).
+    pub embedded: Option<PathBuf>,
+}
+
+/// `agent.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The node.
+    pub node: NodeSection,
+    /// The agent process.
+    pub agent: AgentSection,
+    /// Runtime settings.
+    pub drivers: DriversSection,
+    /// Liveness settings (must match the servers').
+    pub timing: Timing,
+}
+
+/// `node:` of `agent.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// The node's name (`ZIXIAO_NODE_NAME`; default: the hostname as a DNS label).
+    pub name: Option<String>,
+    /// Region (`ZIXIAO_NODE_REGION`).
+    pub region: String,
+    /// Zone (`ZIXIAO_NODE_ZONE`).
+    pub zone: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            name: None,
+            region: "default".to_owned(),
+            zone: "default".to_owned(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// `agent:` of `agent.yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    /// Server endpoints (`ZIXIAO_SERVERS`, comma-separated).
+    pub servers: Vec<String>,
+    /// AgentService listen address (`ZIXIAO_AGENT_LISTEN`; default `0.0.0.0:50052`).
+    pub listen: String,
+    /// The `host:port` servers dial (`ZIXIAO_AGENT_ADVERTISE`).
+    pub advertise: Option<String>,
+    /// The node's state directory (`ZIXIAO_STATE_DIR`).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            servers: Vec::new(),
+            listen: "0.0.0.0:50052".to_owned(),
+            advertise: None,
+            state_dir: None,
+        }
+    }
+}
+
+/// `drivers:` of `agent.yaml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriversSection {
+    /// containerd's socket (`ZIXIAO_CONTAINERD_SOCKET`).
+    pub containerd_socket: Option<PathBuf>,
+    /// libvirt URI (`ZIXIAO_LIBVIRT_URI`).
+    pub libvirt_uri: Option<String>,
+}
+
+fn read<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::invalid(
+            path.display().to_string(),
+            format!("cannot read the config file: {e}"),
+        )
+    })?;
+    serde_yaml::from_str(&text)
+        .map_err(|e| Error::invalid(path.display().to_string(), format!("invalid config: {e}")))
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Reads one variable through `env` (the process environment in practice).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, ignoring empty variables.
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl ServerConfig {
+    /// Reads `path` (defaults when `None`) and applies `env`'s overrides.
+    /// Errors: `InvalidArgument` naming the file and what is wrong.
+    pub fn load(path: Option<&Path>, env: Env<'_>) -> Result<Self> {
+        let mut config: ServerConfig = read(path)?;
+        if let Some(v) = env("ZIXIAO_SERVER_ID") {
+            config.server.id = Some(v);
+        }
+        if let Some(v) = env("ZIXIAO_SERVER_LISTEN") {
+            config.server.listen = v;
+        }
+        if let Some(v) = env("ZIXIAO_ETCD_ENDPOINTS") {
+            config.store.etcd = list(&v);
+        }
+        if let Some(v) = env("ZIXIAO_ETCD_PREFIX") {
+            config.store.etcd_prefix = v;
+        }
+        config.timing.validate()?;
+        Ok(config)
+    }
+}
+
+impl AgentConfig {
+    /// Reads `path` (defaults when `None`) and applies `env`'s overrides.
+    /// Errors: `InvalidArgument` naming the file and what is wrong.
+    pub fn load(path: Option<&Path>, env: Env<'_>) -> Result<Self> {
+        let mut config: AgentConfig = read(path)?;
+        if let Some(v) = env("ZIXIAO_NODE_NAME") {
+            config.node.name = Some(v);
+        }
+        if let Some(v) = env("ZIXIAO_NODE_REGION") {
+            config.node.region = v;
+        }
+        if let Some(v) = env("ZIXIAO_NODE_ZONE") {
+            config.node.zone = v;
+        }
+        if let Some(v) = env("ZIXIAO_SERVERS") {
+            config.agent.servers = list(&v);
+        }
+        if let Some(v) = env("ZIXIAO_AGENT_LISTEN") {
+            config.agent.listen = v;
+        }
+        if let Some(v) = env("ZIXIAO_AGENT_ADVERTISE") {
+            config.agent.advertise = Some(v);
+        }
+        if let Some(v) = env("ZIXIAO_STATE_DIR") {
+            config.agent.state_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ZIXIAO_CONTAINERD_SOCKET") {
+            config.drivers.containerd_socket = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("ZIXIAO_LIBVIRT_URI") {
+            config.drivers.libvirt_uri = Some(v);
+        }
+        config.timing.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name)
+    }
+
+    #[test]
+    fn the_documented_examples_load_and_the_environment_wins() {
+        let none = |_: &str| None;
+        let server = ServerConfig::load(Some(&example("server.yaml")), &none).expect("server.yaml");
+        assert_eq!(server.store.etcd.len(), 3);
+        assert_eq!(server.timing, Timing::default());
+        let env = |name: &str| match name {
+            "ZIXIAO_ETCD_ENDPOINTS" => {
+                Some("http://10.0.0.1:2379, http://10.0.0.2:2379".to_owned())
+            }
+            "ZIXIAO_NODE_ZONE" => Some("zone-b".to_owned()),
+            _ => None,
+        };
+        let server = ServerConfig::load(Some(&example("server.yaml")), &env).expect("server.yaml");
+        assert_eq!(
+            server.store.etcd,
+            ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        let agent = AgentConfig::load(Some(&example("agent.yaml")), &env).expect("agent.yaml");
+        assert_eq!(agent.node.zone, "zone-b");
+        assert_eq!(agent.node.region, "eu-west");
+        assert!(!agent.agent.servers.is_empty());
+    }
+
+    #[test]
+    fn a_bad_file_names_itself_and_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, "node:\n  nmae: x\n").expect("write");
+        let error = AgentConfig::load(Some(&path), &|_| None).expect_err("typo");
+        assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+        assert!(error.to_string().contains("nmae"), "{error}");
+        std::fs::write(&path, "timing:\n  fence_after_ms: 5000\n").expect("write");
+        let error = AgentConfig::load(Some(&path), &|_| None).expect_err("unsafe timing");
+        assert!(error.to_string().contains("fence_after_ms"), "{error}");
+    }
+}

@@ -1,0 +1,212 @@
+//! The node's own record of the instances its runtimes hold: one JSON file
+//! per instance under `<state-dir>/instances/`, written after a create and
+//! removed after a delete. The agent re-adopts or cleans up from it after a
+//! restart, and the watchdog fences from it when the agent is gone, so it
+//! lives on disk and needs no server.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zixiao_core::driver::{Console, Images, Pause, Snapshots, Stats};
+use zixiao_core::{
+    Driver, DriverError, Instance, InstanceType, LogChunk, NodeAgent, NodeFacts, RuntimeState,
+};
+
+/// The instance records of a node's state directory.
+#[derive(Debug, Clone)]
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    /// The records under `state_dir/instances`.
+    pub fn new(state_dir: &Path) -> Self {
+        Records {
+            dir: state_dir.join("instances"),
+        }
+    }
+
+    fn path(&self, id: &str) -> Result<PathBuf, DriverError> {
+        let safe = !id.is_empty()
+            && id.len() <= 128
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !safe {
+            return Err(DriverError::InvalidArgument {
+                field: "instance.id".to_owned(),
+                reason: format!("`{id}` is not an instance id"),
+            });
+        }
+        Ok(self.dir.join(format!("{id}.json")))
+    }
+
+    /// Records that the node holds `instance`. Durable when it returns.
+    pub fn put(&self, instance: &Instance) -> Result<(), DriverError> {
+        let path = self.path(&instance.id)?;
+        let io = |e: std::io::Error| DriverError::Runtime {
+            operation: format!(
+                "record instance `{}` in {}",
+                instance.name,
+                self.dir.display()
+            ),
+            source: Box::new(e),
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        // A name of its own per write: two reconcilers may record at once.
+        let tmp = path.with_extension(format!("{}.tmp", uuid::Uuid::new_v4().simple()));
+        let body = serde_json::to_vec(instance).unwrap_or_default();
+        std::fs::write(&tmp, body).map_err(io)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Forgets `id`. Idempotent.
+    pub fn remove(&self, id: &str) -> Result<(), DriverError> {
+        match std::fs::remove_file(self.path(id)?) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::Runtime {
+                operation: format!("forget instance `{id}`"),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Every recorded instance (unreadable records are skipped and reported on stderr).
+    pub fn list(&self) -> Vec<Instance> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Instance>(&b).map_err(|e| e.to_string()))
+            {
+                Ok(instance) => out.push(instance),
+                Err(e) => eprintln!("zixiao: skipping instance record {}: {e}", path.display()),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+/// A [`NodeAgent`] whose drivers keep the node's [`Records`] as they create
+/// and delete instances.
+#[derive(Debug, Clone)]
+pub struct RecordingAgent {
+    inner: Arc<dyn NodeAgent>,
+    records: Records,
+}
+
+impl RecordingAgent {
+    /// Wraps `inner`, recording into `records`.
+    pub fn new(inner: Arc<dyn NodeAgent>, records: Records) -> Self {
+        RecordingAgent { inner, records }
+    }
+
+    /// The records it keeps.
+    pub fn records(&self) -> &Records {
+        &self.records
+    }
+}
+
+#[async_trait]
+impl NodeAgent for RecordingAgent {
+    async fn describe(&self) -> Result<NodeFacts, DriverError> {
+        self.inner.describe().await
+    }
+
+    fn driver(&self, instance_type: InstanceType) -> Result<Arc<dyn Driver>, DriverError> {
+        Ok(Arc::new(RecordingDriver {
+            inner: self.inner.driver(instance_type)?,
+            records: self.records.clone(),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct RecordingDriver {
+    inner: Arc<dyn Driver>,
+    records: Records,
+}
+
+#[async_trait]
+impl Driver for RecordingDriver {
+    fn instance_type(&self) -> InstanceType {
+        self.inner.instance_type()
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn runtime_of(&self, instance: &Instance) -> String {
+        self.inner.runtime_of(instance)
+    }
+
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        // Recorded first: a crash between the two leaves a record of
+        // something that may not exist, which a cleanup deletes idempotently,
+        // never an instance nobody knows about.
+        self.records.put(instance)?;
+        self.inner.create(instance).await
+    }
+
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.records.put(instance)?;
+        self.inner.start(instance).await
+    }
+
+    async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
+        self.inner.stop(instance, grace).await
+    }
+
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.inner.delete(instance).await?;
+        self.records.remove(&instance.id)
+    }
+
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
+        self.inner.inspect(instance).await
+    }
+
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        self.inner.read_log(instance, offset, max).await
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        self.inner.stats()
+    }
+
+    fn console(&self) -> Option<&dyn Console> {
+        self.inner.console()
+    }
+
+    fn pause(&self) -> Option<&dyn Pause> {
+        self.inner.pause()
+    }
+
+    fn images(&self) -> Option<&dyn Images> {
+        self.inner.images()
+    }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        self.inner.snapshots()
+    }
+}

@@ -1,0 +1,169 @@
+//! `zixiao server`: one replica of the control plane. Every replica serves
+//! the ClusterService, the ComputeService and reflection over the same
+//! Controller and store; the one that wins the election also runs the
+//! failure detector and the reconcile loop. Replicas keep no state of their
+//! own, so any of them can be killed at any time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use zixiao_api::compute::ComputeServer;
+use zixiao_core::{Controller, Error, Result};
+
+use crate::cluster_service::ClusterServer;
+use crate::membership::Membership;
+use crate::nodes::NodeSync;
+use crate::timing::Timing;
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// This replica's id (unique among replicas; shown as the leader).
+    pub id: String,
+    /// Where the gRPC API listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Liveness settings.
+    pub timing: Timing,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    controller: Controller,
+    leading: watch::Receiver<bool>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Where the API listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The controller it serves.
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    /// Whether it leads now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Stops serving and gives up the lead.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for mut task in self.tasks.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+
+    /// Waits until the server stops (it stops only on [`ServerHandle::shutdown`]
+    /// or when its listener fails).
+    pub async fn wait(mut self) {
+        if let Some(serve) = self.tasks.pop() {
+            let _ = serve.await;
+        }
+    }
+}
+
+/// Starts a server over `controller` (and its store). Errors:
+/// `InvalidArgument` (timing), `Unavailable` (the address cannot be bound).
+pub async fn start(controller: Controller, options: ServerOptions) -> Result<ServerHandle> {
+    options.timing.validate()?;
+    let listener = TcpListener::bind(options.listen).await.map_err(|e| {
+        Error::invalid(
+            "listen",
+            format!("cannot listen on {}: {e}", options.listen),
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+    let store = controller.store().clone();
+    let membership = Membership::new(store.clone(), options.timing.lease_ttl());
+    let sync = NodeSync::new(controller.clone());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (leading_tx, leading_rx) = watch::channel(false);
+    // Every known node is reachable before the first request is served.
+    sync.sync_once().await?;
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(
+        sync.clone()
+            .run(Duration::from_millis(250), shutdown_rx.clone()),
+    ));
+    tasks.push(tokio::spawn(crate::election::run(
+        store.clone(),
+        options.id.clone(),
+        options.timing.leader_ttl(),
+        leading_tx,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::leader::run(
+        controller.clone(),
+        membership.clone(),
+        options.timing,
+        leading_rx.clone(),
+        shutdown_rx.clone(),
+    )));
+    let cluster = ClusterServer {
+        controller: controller.clone(),
+        membership,
+        store: store.clone(),
+        sync,
+    };
+    let reflection = zixiao_api::reflection::service()?;
+    let compute = ComputeServer::new(controller.clone()).into_service();
+    let mut stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(cluster.into_service())
+            .add_service(compute)
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            })
+            .await;
+        if let Err(e) = served {
+            eprintln!("zixiao server: serving: {e}");
+        }
+    }));
+    Ok(ServerHandle {
+        addr,
+        controller,
+        leading: leading_rx,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}
+
+/// A controller over `store` with the default scheduler, for a server.
+pub fn controller(store: Arc<dyn zixiao_core::Store>) -> Controller {
+    Controller::builder(store, Arc::new(zixiao_sched::PluginScheduler::default())).build()
+}
+
+/// Accepted connections with Nagle's algorithm off: small request/response
+/// messages must not wait for delayed acknowledgements.
+pub(crate) fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|stream| {
+        if let Ok(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    })
+}

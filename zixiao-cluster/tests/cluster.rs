@@ -1,0 +1,472 @@
+//! Servers, agents and watchdogs in one process over loopback gRPC and the
+//! embedded store: registration, heartbeats, failover with fencing,
+//! re-adoption, leader takeover, drain and name conflicts. The runtimes are
+//! hand-written fakes (the layer under test is the cluster, not a driver);
+//! "running twice" is checked against every node's fake runtime at each
+//! poll. The multi-process version of these scenarios is in `processes.rs`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zixiao_api::client::{ClusterClient, ComputeClient};
+use zixiao_cluster::{
+    agent, server, watchdog, AgentHandle, AgentOptions, ServerHandle, ServerOptions, Timing,
+};
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, InstanceType, LocalAgent,
+    NodeRegistration, NodeStatus, Resources, RestartPolicy, RuntimeState, Store,
+};
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::FakeDriver;
+
+struct Node {
+    name: String,
+    dir: tempfile::TempDir,
+    driver: Arc<FakeDriver>,
+    agent: Option<AgentHandle>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn host(name: &str) -> HostFacts {
+    HostFacts {
+        hostname: format!("{name}-host"),
+        capacity: Resources {
+            cpus: 16,
+            memory_mib: 16384,
+            disk_gib: 100,
+            instances: 32,
+        },
+    }
+}
+
+fn local(name: &str, driver: &Arc<FakeDriver>) -> LocalAgent {
+    LocalAgent::new(host(name)).with_driver(driver.clone())
+}
+
+async fn start_agent(
+    name: &str,
+    dir: &Path,
+    driver: &Arc<FakeDriver>,
+    servers: &[SocketAddr],
+) -> AgentHandle {
+    agent::start(
+        AgentOptions {
+            name: name.to_owned(),
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            region: "default".into(),
+            zone: "default".into(),
+            labels: Default::default(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertise: None,
+            state_dir: dir.to_path_buf(),
+            timing: Timing::default(),
+        },
+        local(name, driver),
+    )
+    .await
+    .expect("agent starts")
+}
+
+fn start_watchdog(dir: &Path, driver: &Arc<FakeDriver>, name: &str) -> tokio::task::JoinHandle<()> {
+    let dir = dir.to_path_buf();
+    let agent = Arc::new(local(name, driver));
+    tokio::spawn(async move {
+        let _ = watchdog::run(&dir, Timing::default().fence_after(), agent).await;
+    })
+}
+
+async fn node(name: &str, servers: &[SocketAddr]) -> Node {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let agent = start_agent(name, dir.path(), &driver, servers).await;
+    let watchdog = start_watchdog(dir.path(), &driver, name);
+    Node {
+        name: name.to_owned(),
+        dir,
+        driver,
+        agent: Some(agent),
+        watchdog: Some(watchdog),
+    }
+}
+
+async fn start_server(store: Arc<dyn Store>, id: &str) -> ServerHandle {
+    server::start(
+        server::controller(store),
+        ServerOptions {
+            id: id.to_owned(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            timing: Timing::default(),
+        },
+    )
+    .await
+    .expect("server starts")
+}
+
+struct Cluster {
+    servers: Vec<Option<ServerHandle>>,
+    addrs: Vec<SocketAddr>,
+    nodes: Vec<Node>,
+    _store_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn new(servers: usize, nodes: usize) -> Cluster {
+        let store_dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&store_dir.path().join("state.redb")).expect("store"));
+        let mut handles = Vec::new();
+        for i in 0..servers {
+            handles.push(Some(
+                start_server(store.clone(), &format!("server-{i}")).await,
+            ));
+        }
+        let addrs: Vec<SocketAddr> = handles.iter().flatten().map(|s| s.addr()).collect();
+        let mut members = Vec::new();
+        for i in 0..nodes {
+            members.push(node(&format!("node-{i}"), &addrs).await);
+        }
+        let cluster = Cluster {
+            servers: handles,
+            addrs,
+            nodes: members,
+            _store_dir: store_dir,
+        };
+        let client = cluster.cluster_client();
+        wait_for("every node ready", Duration::from_secs(20), || async {
+            let nodes = client.list_nodes().await.ok()?;
+            (nodes.len() == cluster.nodes.len()
+                && nodes.iter().all(|n| n.status == NodeStatus::Ready))
+            .then_some(())
+        })
+        .await;
+        cluster
+    }
+
+    fn compute(&self) -> ComputeClient {
+        ComputeClient::new(&self.addrs[self.addrs.len() - 1].to_string()).expect("client")
+    }
+
+    fn cluster_client(&self) -> ClusterClient {
+        ClusterClient::new(
+            &self.addrs[self.addrs.len() - 1].to_string(),
+            Duration::from_secs(30),
+        )
+        .expect("client")
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .expect("known node")
+    }
+
+    fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .expect("known node")
+    }
+
+    /// How many nodes' runtimes run instance `id` now.
+    fn copies_running(&self, id: &str) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.driver.state_of(id) == RuntimeState::Running)
+            .count()
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spec(restart: RestartPolicy) -> InstanceSpec {
+    let mut spec = InstanceSpec::container("busybox");
+    spec.restart = restart;
+    spec
+}
+
+async fn create(compute: &ComputeClient, name: &str, restart: RestartPolicy) -> Instance {
+    let created = compute
+        .create_instance(&CreateInstance::new(name, spec(restart)), true)
+        .await
+        .expect("create")
+        .expect("exists");
+    assert_eq!(created.status, InstanceStatus::Running, "{created:?}");
+    created
+}
+
+/// Waits until `id` runs on a node other than `old`, checking at every poll
+/// that no two nodes run it at once; returns the new node and how long it took.
+async fn moved_off(cluster: &Cluster, id: &str, old: &str, since: Instant) -> (String, Duration) {
+    let compute = cluster.compute();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(
+            cluster.copies_running(id) <= 1,
+            "instance {id} runs on two nodes at once"
+        );
+        if let Ok(now) = compute.get_instance(id).await {
+            if let Some(node) = now.node.as_deref() {
+                if node != old
+                    && now.status == InstanceStatus::Running
+                    && cluster.node(node).driver.state_of(id) == RuntimeState::Running
+                {
+                    return (node.to_owned(), since.elapsed());
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance {id} never moved off {old}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_agent_is_fenced_then_its_instances_run_elsewhere() {
+    let mut cluster = Cluster::new(1, 3).await;
+    let compute = cluster.compute();
+    let always = create(&compute, "web", RestartPolicy::Always).await;
+    let old = always.node.clone().expect("placed");
+    // A second instance on the same node, one nobody restarts.
+    let mut never = None;
+    for i in 0..8 {
+        let candidate = create(&compute, &format!("batch-{i}"), RestartPolicy::Never).await;
+        if candidate.node.as_deref() == Some(old.as_str()) {
+            never = Some(candidate);
+            break;
+        }
+    }
+
+    let killed = Instant::now();
+    let dead = cluster.node_mut(&old);
+    dead.agent.take().expect("agent").shutdown().await;
+    let (new, took) = moved_off(&cluster, &always.id, &old, killed).await;
+    assert_ne!(new, old);
+    eprintln!("failover after the agent died: {took:?}");
+    // The old copy was stopped by the node's own watchdog, not by the server.
+    assert!(matches!(
+        cluster.node(&old).driver.state_of(&always.id),
+        RuntimeState::Exited { .. }
+    ));
+    let fenced = watchdog::WatchdogFiles::new(cluster.node(&old).dir.path()).fence_log();
+    assert!(fenced.iter().any(|(_, id)| id == &always.id), "{fenced:?}");
+
+    let node = cluster.cluster_client().get_node(&old).await.expect("node");
+    assert_eq!(node.status, NodeStatus::NotReady);
+    if let Some(never) = never {
+        let after = wait_for(
+            "the never-restart instance to fail",
+            Duration::from_secs(10),
+            || async {
+                let i = compute.get_instance(&never.id).await.ok()?;
+                (i.status == InstanceStatus::Failed).then_some(i)
+            },
+        )
+        .await;
+        let problem = after.problem().unwrap_or_default().to_owned();
+        assert!(problem.contains("was lost"), "{problem}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_agent_readopts_its_instances_and_a_returning_one_removes_moved_copies() {
+    let mut cluster = Cluster::new(1, 2).await;
+    let compute = cluster.compute();
+    let web = create(&compute, "web", RestartPolicy::Always).await;
+    let home = web.node.clone().expect("placed");
+    let servers = cluster.addrs.clone();
+
+    // Restart well within the fencing deadline: nothing moves, nothing restarts.
+    // (First let the reconcilers that raced on the create settle.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let node = cluster.node_mut(&home);
+    node.agent.take().expect("agent").shutdown().await;
+    let driver = node.driver.clone();
+    let calls_before = driver.calls().len();
+    node.agent = Some(start_agent(&home, node.dir.path(), &driver, &servers).await);
+    tokio::time::sleep(Timing::default().lease_ttl() * 2).await;
+    let after = compute.get_instance(&web.id).await.expect("get");
+    assert_eq!(
+        after.node.as_deref(),
+        Some(home.as_str()),
+        "re-adopted in place"
+    );
+    assert_eq!(after.status, InstanceStatus::Running);
+    assert_eq!(driver.state_of(&web.id), RuntimeState::Running);
+    let calls: Vec<_> = driver.calls().into_iter().skip(calls_before).collect();
+    assert!(
+        calls.is_empty(),
+        "the re-adopted instance was left alone: {calls:?}"
+    );
+
+    // Away for longer than the lease: fenced, moved; on return the old copy is removed.
+    let node = cluster.node_mut(&home);
+    node.agent.take().expect("agent").shutdown().await;
+    let (_, took) = moved_off(&cluster, &web.id, &home, Instant::now()).await;
+    eprintln!("failover: {took:?}");
+    let node = cluster.node_mut(&home);
+    node.agent = Some(start_agent(&home, node.dir.path(), &driver, &servers).await);
+    wait_for(
+        "the moved copy to be removed",
+        Duration::from_secs(20),
+        || async { (driver.state_of(&web.id) == RuntimeState::Missing).then_some(()) },
+    )
+    .await;
+    let node = cluster
+        .cluster_client()
+        .get_node(&home)
+        .await
+        .expect("node");
+    assert_eq!(node.status, NodeStatus::Ready, "the node is back");
+    assert_eq!(cluster.copies_running(&web.id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_server_takes_over_when_the_leader_dies() {
+    let mut cluster = Cluster::new(2, 2).await;
+    let leader = wait_for("a leader", Duration::from_secs(10), || async {
+        cluster
+            .servers
+            .iter()
+            .position(|s| s.as_ref().is_some_and(|s| s.is_leader()))
+    })
+    .await;
+    let web = create(&cluster.compute(), "web", RestartPolicy::Always).await;
+    // Clients and agents keep going through the other server.
+    let survivor_addr = cluster.addrs[1 - leader];
+    cluster.servers[leader]
+        .take()
+        .expect("leader")
+        .shutdown()
+        .await;
+    let since = Instant::now();
+    wait_for(
+        "the other server to lead",
+        Duration::from_secs(10),
+        || async {
+            cluster.servers[1 - leader]
+                .as_ref()
+                .is_some_and(|s| s.is_leader())
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!("leader takeover: {:?}", since.elapsed());
+    let compute = ComputeClient::new(&survivor_addr.to_string()).expect("client");
+    let (_, leader_id) = ClusterClient::new(&survivor_addr.to_string(), Duration::from_secs(5))
+        .expect("client")
+        .cluster_info()
+        .await
+        .expect("info");
+    assert_eq!(leader_id, format!("server-{}", 1 - leader));
+    // The new leader runs the failure detector: a node death still fails over.
+    let old = web.node.clone().expect("placed");
+    let node = cluster.node_mut(&old);
+    node.agent.take().expect("agent").shutdown().await;
+    cluster.addrs = vec![survivor_addr];
+    let (_, took) = moved_off(&cluster, &web.id, &old, Instant::now()).await;
+    eprintln!("failover under the new leader: {took:?}");
+    let all = compute
+        .list_instances(&Default::default())
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 1, "nothing lost, nothing duplicated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_moves_instances_in_order_and_a_leaving_agent_deregisters() {
+    let mut cluster = Cluster::new(1, 2).await;
+    let compute = cluster.compute();
+    let web = create(&compute, "web", RestartPolicy::Always).await;
+    let old = web.node.clone().expect("placed");
+    let report = cluster
+        .cluster_client()
+        .drain_node(&old)
+        .await
+        .expect("drain");
+    assert_eq!(report.moved, ["web"]);
+    let after = compute.get_instance("web").await.expect("get");
+    assert_ne!(after.node.as_deref(), Some(old.as_str()));
+    assert_eq!(after.status, InstanceStatus::Running);
+    assert_eq!(cluster.copies_running(&web.id), 1);
+    assert_eq!(
+        cluster.node(&old).driver.state_of(&web.id),
+        RuntimeState::Missing,
+        "removed from the drained node"
+    );
+
+    // The drained node leaves for good.
+    let node = cluster.node_mut(&old);
+    node.agent
+        .take()
+        .expect("agent")
+        .leave()
+        .await
+        .expect("leave");
+    let nodes = cluster.cluster_client().list_nodes().await.expect("list");
+    assert!(nodes.iter().all(|n| n.id != old), "deregistered: {nodes:?}");
+    if let Some(watchdog) = cluster.node_mut(&old).watchdog.take() {
+        tokio::time::timeout(Duration::from_secs(5), watchdog)
+            .await
+            .expect("the watchdog stops when its agent leaves")
+            .expect("watchdog");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_held_by_a_live_agent_is_refused() {
+    let cluster = Cluster::new(1, 1).await;
+    let client = cluster.cluster_client();
+    let held = client.get_node("node-0").await.expect("node");
+    let registration = NodeRegistration {
+        id: "node-0".into(),
+        hostname: "impostor".into(),
+        address: "127.0.0.1:1".into(),
+        region: "default".into(),
+        zone: "default".into(),
+        role: Default::default(),
+        capacity: held.capacity,
+        labels: Default::default(),
+        traits: Default::default(),
+        runtimes: held.runtimes.clone(),
+        missing_runtimes: Default::default(),
+        carbon_intensity: None,
+    };
+    let error = client
+        .register_node(&registration, "another-session")
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(error.kind(), ErrorKind::AlreadyExists, "{}", error.chain());
+    let after = client.get_node("node-0").await.expect("node");
+    assert_eq!(after.hostname, held.hostname, "nothing changed");
+
+    let error = client
+        .register_node(&registration, "")
+        .await
+        .expect_err("no session");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    let error = client
+        .heartbeat("node-0", "x", 987_654)
+        .await
+        .expect_err("unknown lease");
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+    let _ = cluster.node("node-0");
+}

@@ -1,0 +1,129 @@
+//! A hand-written fake runtime for the multi-process failure tests: its
+//! instances are state files in the node's directory, and every start and
+//! stop is appended, with the machine's monotonic time, to the node's
+//! `events.log`, so "never on two nodes at once" is checked from each
+//! node's own records. (The real drivers are tested against their runtimes
+//! in zixiao-drivers.)
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zixiao_cluster::timing::monotonic_ms;
+use zixiao_core::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
+
+#[derive(Debug)]
+pub(crate) struct FileDriver {
+    dir: PathBuf,
+}
+
+impl FileDriver {
+    pub(crate) fn new(node_dir: &Path) -> Self {
+        let dir = node_dir.join("runtime");
+        let _ = std::fs::create_dir_all(&dir);
+        FileDriver { dir }
+    }
+
+    fn state_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.state"))
+    }
+
+    fn state(&self, id: &str) -> Option<String> {
+        std::fs::read_to_string(self.state_path(id)).ok()
+    }
+
+    fn set(&self, id: &str, state: &str) -> Result<(), DriverError> {
+        std::fs::write(self.state_path(id), state).map_err(|e| DriverError::Runtime {
+            operation: format!("write state of {id}"),
+            source: Box::new(e),
+        })
+    }
+
+    fn log(&self, what: &str, id: &str) -> Result<(), DriverError> {
+        log_event(&self.dir, what, id, monotonic_ms()).map_err(|e| DriverError::Runtime {
+            operation: "log event".to_owned(),
+            source: Box::new(e),
+        })
+    }
+}
+
+/// Appends `what id at` to the node's event log.
+pub(crate) fn log_event(runtime_dir: &Path, what: &str, id: &str, at: u64) -> std::io::Result<()> {
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(runtime_dir.join("events.log"))?;
+    log.write_all(format!("{what} {id} {at}\n").as_bytes())?;
+    log.sync_data()
+}
+
+#[async_trait]
+impl Driver for FileDriver {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Container
+    }
+
+    fn name(&self) -> &str {
+        "files"
+    }
+
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        if self.state(&instance.id).is_none() {
+            self.set(&instance.id, "created")?;
+        }
+        Ok(())
+    }
+
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        match self.state(&instance.id).as_deref() {
+            None => Err(DriverError::NotFound(format!("instance {}", instance.id))),
+            Some("running") => Ok(()),
+            Some(_) => {
+                self.set(&instance.id, "running")?;
+                self.log("start", &instance.id)
+            }
+        }
+    }
+
+    async fn stop(&self, instance: &Instance, _grace: Duration) -> Result<(), DriverError> {
+        if self.state(&instance.id).as_deref() == Some("running") {
+            self.set(&instance.id, "exited")?;
+            self.log("stop", &instance.id)?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.stop(instance, Duration::ZERO).await?;
+        match std::fs::remove_file(self.state_path(&instance.id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Runtime {
+                operation: "delete".to_owned(),
+                source: Box::new(e),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
+        Ok(match self.state(&instance.id).as_deref() {
+            None => RuntimeState::Missing,
+            Some("created") => RuntimeState::Created,
+            Some("running") => RuntimeState::Running,
+            Some(_) => RuntimeState::Exited {
+                code: 137,
+                oom_killed: false,
+                at: None,
+            },
+        })
+    }
+
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        _: u64,
+        _: usize,
+    ) -> Result<LogChunk, DriverError> {
+        Err(DriverError::NotFound(format!("log of {}", instance.id)))
+    }
+}

@@ -1,0 +1,3 @@
+//! Support of the multi-process tests.
+
+pub(crate) mod file_driver;

@@ -1,0 +1,367 @@
+//! Networks on the controller: create, list, get and delete [`Network`]s, and
+//! the hooks that give an instance its addresses when it is created and take
+//! them back when it is deleted.
+//!
+//! Two small traits keep this crate free of any networking code:
+//! [`AddressAllocator`] (IPAM, kept in the store; `zixiao-net` has one) and
+//! [`NetworkHost`] (bridges and rules on a node).
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::Controller;
+use crate::model::{
+    host_interface_name, mac_address, CreateNetwork, Instance, InstanceType, IpConfig, Network,
+    NetworkAttachment, VETH_PREFIX,
+};
+use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
+use crate::{Error, Result};
+
+/// Key prefix of network objects.
+pub const NETWORKS_PREFIX: &str = "/zixiao/networks/";
+/// A key every network create rewrites with compare-and-swap, so two
+/// controllers checking for overlapping subnets at once cannot both win.
+const NETWORKS_GUARD: &str = "/zixiao/network-guard";
+
+impl StoredObject for Network {
+    const PREFIX: &'static str = NETWORKS_PREFIX;
+    const KIND: &'static str = "network";
+
+    fn id(&self) -> &str {
+        &self.name
+    }
+    fn set_revision(&mut self, revision: crate::store::Revision) {
+        self.revision = revision;
+    }
+    fn revision(&self) -> crate::store::Revision {
+        self.revision
+    }
+}
+
+/// Hands out addresses of a network's subnets (IPAM). Implementations keep
+/// their allocations in the [`Store`](crate::Store) with compare-and-swap, so
+/// two controllers never hand out one address twice.
+#[async_trait]
+pub trait AddressAllocator: Send + Sync + Debug {
+    /// Reserves one address of every subnet of `network` for `owner` (an
+    /// instance id). Called when an instance that joins `network` is
+    /// created. Idempotent: the same owner gets the same addresses back.
+    /// Errors: `ResourceExhausted` naming the pool, `Unavailable` (store).
+    async fn allocate(&self, network: &Network, owner: &str) -> Result<Vec<IpConfig>>;
+
+    /// Frees whatever `owner` holds on network `network`. Called when the
+    /// instance is deleted. Idempotent: releasing nothing is not an error.
+    async fn release(&self, network: &str, owner: &str) -> Result<()>;
+
+    /// The owners holding addresses on network `network`, in owner order.
+    async fn owners(&self, network: &str) -> Result<Vec<String>>;
+}
+
+/// Sets up a network on one node: its bridge, gateway addresses, NAT and
+/// isolation rules. Every call is idempotent.
+#[async_trait]
+pub trait NetworkHost: Send + Sync + Debug {
+    /// Makes `network` exist on the node as described (created if missing,
+    /// its rules replaced). Errors: `Unsupported` (no privileges, no nft),
+    /// `Unavailable`, `Internal`. On error nothing of `network` is left.
+    async fn ensure_network(&self, network: &Network) -> Result<()>;
+
+    /// Removes everything of `network` from the node; a missing piece is not an error.
+    async fn remove_network(&self, network: &Network) -> Result<()>;
+
+    /// After a restart: ensures `networks`, and removes every Zixiao device,
+    /// rule and namespace the node holds that neither `networks` nor the
+    /// attachments of `instances` name. Returns what it removed, for people.
+    async fn reconcile(&self, networks: &[Network], instances: &[Instance]) -> Result<Vec<String>>;
+}
+
+/// What [`Controller::reconcile_networks`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkReconcileReport {
+    /// Host objects removed, per node: `node: what`.
+    pub removed: Vec<String>,
+    /// Allocations released because their instance no longer exists: `network/owner`.
+    pub released: Vec<String>,
+}
+
+impl Controller {
+    fn allocator(&self) -> Result<&Arc<dyn AddressAllocator>> {
+        self.inner.addresses.as_ref().ok_or_else(|| {
+            Error::Unsupported(
+                "this controller has no address allocator; networks need one (zixiao-net's StoreIpam)"
+                    .to_owned(),
+            )
+        })
+    }
+
+    fn network_hosts(&self) -> Vec<(String, Arc<dyn NetworkHost>)> {
+        self.inner
+            .network_hosts
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(node, host)| (node.clone(), host.clone()))
+            .collect()
+    }
+
+    /// Validates `request`, stores the network and sets it up on every node
+    /// with a network host. Errors: `InvalidArgument` naming the field (also
+    /// a subnet that overlaps another network's), `AlreadyExists`,
+    /// `Unsupported` (no allocator, no privileges on a node), the store's and
+    /// the hosts' errors. On error nothing is stored and nothing is left on a node.
+    pub async fn create_network(&self, request: CreateNetwork) -> Result<Network> {
+        let mut network = request.validate(self.now())?;
+        self.allocator()?;
+        let store = &self.inner.store;
+        let mut created = None;
+        for _ in 0..self.options().max_conflict_retries {
+            let guard = store.get(NETWORKS_GUARD).await?;
+            let (existing, _) = store.list_objects::<Network, _>(|_| true).await?;
+            if existing.iter().any(|n| n.name == network.name) {
+                return Err(already_exists(&network.name));
+            }
+            check_overlaps(&network, &existing)?;
+            let guard_precondition = match &guard {
+                Some(kv) => Precondition::Revision(kv.mod_revision),
+                None => Precondition::Absent,
+            };
+            let txn = put_object(Txn::new(), &network).put(
+                NETWORKS_GUARD,
+                network.name.clone().into_bytes(),
+                guard_precondition,
+            );
+            match store.commit(txn).await {
+                Ok(revision) => {
+                    network.revision = revision;
+                    created = Some(network.clone());
+                    break;
+                }
+                Err(StoreError::AlreadyExists(key)) if key == Network::key_for(&network.name) => {
+                    return Err(already_exists(&network.name))
+                }
+                Err(StoreError::Conflict { .. } | StoreError::AlreadyExists(_)) => {
+                    tokio::task::yield_now().await;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        let network = created.ok_or_else(|| self.too_many_conflicts("network", &network.name))?;
+        let hosts = self.network_hosts();
+        for (i, (node, host)) in hosts.iter().enumerate() {
+            if let Err(e) = host.ensure_network(&network).await {
+                // Nothing half-created: undo the nodes done so far and the record.
+                for (_, done) in hosts.iter().take(i + 1) {
+                    let _ = done.remove_network(&network).await;
+                }
+                let _ = store
+                    .commit(Txn::new().delete(
+                        Network::key_for(&network.name),
+                        Precondition::Revision(network.revision),
+                    ))
+                    .await;
+                return Err(on_node(node, e));
+            }
+        }
+        Ok(network)
+    }
+
+    /// The network named `name`. Errors: `NotFound`.
+    pub async fn get_network(&self, name: &str) -> Result<Network> {
+        self.inner
+            .store
+            .get_object::<Network>(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("network `{name}`")))
+    }
+
+    /// Every network, in name order.
+    pub async fn list_networks(&self) -> Result<Vec<Network>> {
+        let (networks, _) = self
+            .inner
+            .store
+            .list_objects::<Network, _>(|_| true)
+            .await?;
+        Ok(networks)
+    }
+
+    /// Removes network `name` from every node and from the store. Errors:
+    /// `NotFound`, `FailedPrecondition` (instances still join it: they are
+    /// named), the hosts' and the store's errors.
+    pub async fn delete_network(&self, name: &str) -> Result<()> {
+        let network = self.get_network(name).await?;
+        let (users, _) = self
+            .inner
+            .store
+            .list_objects::<Instance, _>(|i| i.spec.networks.iter().any(|n| n == name))
+            .await?;
+        let mut holders: Vec<String> = users.into_iter().map(|i| i.name).collect();
+        if holders.is_empty() {
+            holders = self.allocator()?.owners(name).await?;
+        }
+        if !holders.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "network `{name}` is in use by {}; delete them first",
+                holders.join(", ")
+            )));
+        }
+        for (node, host) in self.network_hosts() {
+            host.remove_network(&network)
+                .await
+                .map_err(|e| on_node(&node, e))?;
+        }
+        match self
+            .inner
+            .store
+            .commit(Txn::new().delete(Network::key_for(name), Precondition::None))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Allocates addresses on every network `instance` joins and records the
+    /// attachments on it (not stored yet). Errors: `InvalidArgument` (a
+    /// network that does not exist, field `spec.networks[i]`),
+    /// `ResourceExhausted`, `Unsupported` (no allocator, not a container). On error nothing stays allocated.
+    pub(super) async fn attach_networks(&self, instance: &mut Instance) -> Result<()> {
+        if instance.spec.networks.is_empty() {
+            return Ok(());
+        }
+        if instance.spec.instance_type != InstanceType::Container {
+            // VM and microVM drivers do not plumb TAP devices yet: say so
+            // rather than hand out addresses no interface will carry.
+            return Err(Error::Unsupported(format!(
+                "spec.networks: {} instances cannot join networks yet; only containers can",
+                instance.spec.instance_type
+            )));
+        }
+        let allocator = self.allocator()?.clone();
+        let mut attachments = Vec::new();
+        for (i, name) in instance.spec.networks.iter().enumerate() {
+            let result = async {
+                let network = self
+                    .inner
+                    .store
+                    .get_object::<Network>(name)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            format!("spec.networks[{i}]"),
+                            format!("network `{name}` does not exist; create it first"),
+                        )
+                    })?;
+                let addresses = allocator.allocate(&network, &instance.id).await?;
+                Ok::<_, Error>(NetworkAttachment {
+                    network: network.name.clone(),
+                    interface: format!("eth{i}"),
+                    host_interface: host_interface_name(VETH_PREFIX, &instance.id, name),
+                    bridge: network.bridge.clone(),
+                    mac: mac_address(&instance.id, name),
+                    addresses,
+                })
+            }
+            .await;
+            match result {
+                Ok(attachment) => attachments.push(attachment),
+                Err(e) => {
+                    for done in &attachments {
+                        let _ = allocator.release(&done.network, &instance.id).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        instance.attachments = attachments;
+        Ok(())
+    }
+
+    /// Frees the addresses of a deleted instance. Idempotent.
+    pub(super) async fn release_networks(&self, instance: &Instance) -> Result<()> {
+        if instance.spec.networks.is_empty() {
+            return Ok(());
+        }
+        let allocator = self.allocator()?;
+        for network in &instance.spec.networks {
+            allocator.release(network, &instance.id).await?;
+        }
+        Ok(())
+    }
+
+    /// After a crash or restart: releases allocations whose instance is gone,
+    /// ensures every network on every node and removes host objects nothing
+    /// in the store names.
+    pub async fn reconcile_networks(&self) -> Result<NetworkReconcileReport> {
+        let mut report = NetworkReconcileReport::default();
+        let networks = self.list_networks().await?;
+        let (instances, _) = self
+            .inner
+            .store
+            .list_objects::<Instance, _>(|_| true)
+            .await?;
+        if let Some(allocator) = &self.inner.addresses {
+            for network in &networks {
+                for owner in allocator.owners(&network.name).await? {
+                    if !instances.iter().any(|i| i.id == owner) {
+                        allocator.release(&network.name, &owner).await?;
+                        report.released.push(format!("{}/{owner}", network.name));
+                    }
+                }
+            }
+        }
+        for (node, host) in self.network_hosts() {
+            let removed = host
+                .reconcile(&networks, &instances)
+                .await
+                .map_err(|e| on_node(&node, e))?;
+            report
+                .removed
+                .extend(removed.into_iter().map(|r| format!("{node}: {r}")));
+        }
+        Ok(report)
+    }
+}
+
+fn already_exists(name: &str) -> Error {
+    Error::AlreadyExists {
+        what: format!("network `{name}`"),
+    }
+}
+
+fn check_overlaps(network: &Network, existing: &[Network]) -> Result<()> {
+    if let Some(other) = existing.iter().find(|n| n.bridge == network.bridge) {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "its bridge name {} is taken by network `{}`; pick another name",
+                network.bridge, other.name
+            ),
+        ));
+    }
+    for (i, subnet) in network.subnets.iter().enumerate() {
+        for other in existing {
+            if let Some(clash) = other.subnets.iter().find(|s| s.cidr.overlaps(&subnet.cidr)) {
+                return Err(Error::invalid(
+                    format!("subnets[{i}]"),
+                    format!(
+                        "{} overlaps {} of network `{}`",
+                        subnet.cidr, clash.cidr, other.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names the node in a host's error, keeping its kind.
+fn on_node(node: &str, error: Error) -> Error {
+    match error {
+        Error::Unsupported(m) => Error::Unsupported(format!("on node `{node}`: {m}")),
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("on node `{node}`: {m}")),
+        Error::Internal(m) => Error::Internal(format!("on node `{node}`: {m}")),
+        other => other,
+    }
+}

@@ -1,0 +1,130 @@
+//! Where a microVM's files live, and the record of which backend runs it.
+//!
+//! `<state_dir>/microvm/<instance id>/` holds `instance.json` (the backend
+//! chosen at create, so a node default changed later does not move a
+//! running microVM), the QEMU backend's files (`qemu.pid`, `qmp.sock`,
+//! `console.sock`, `console.log`, `qemu.exit`), the VMM backend's run
+//! directory `vmm/`, and `snapshots/<name>/`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use zixiao_core::{DriverError, Instance};
+
+use crate::errors::io;
+
+/// The longest Unix socket path Linux accepts (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The monitor a microVM runs under, as recorded at create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// `zixiao-vmm`, Zixiao's own KVM monitor.
+    Vmm,
+    /// `qemu-system-x86_64 -M microvm`.
+    Qemu,
+}
+
+impl Backend {
+    /// `vmm` or `qemu`: what [`Instance::runtime`] records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Vmm => "vmm",
+            Backend::Qemu => "qemu",
+        }
+    }
+}
+
+/// What `instance.json` records.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Record {
+    /// The instance's id (the directory's name) and name, for people reading it.
+    pub(crate) id: String,
+    pub(crate) name: String,
+    /// The backend that runs it.
+    pub(crate) backend: Backend,
+}
+
+/// One microVM's directory.
+#[derive(Debug, Clone)]
+pub(crate) struct InstanceDir {
+    pub(crate) path: PathBuf,
+}
+
+impl InstanceDir {
+    pub(crate) fn new(state_dir: &Path, instance: &Instance) -> Self {
+        InstanceDir {
+            path: state_dir.join("microvm").join(&instance.id),
+        }
+    }
+
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub(crate) fn record_path(&self) -> PathBuf {
+        self.file("instance.json")
+    }
+
+    pub(crate) fn vmm_run_dir(&self) -> PathBuf {
+        self.file("vmm")
+    }
+
+    pub(crate) fn snapshots(&self) -> PathBuf {
+        self.file("snapshots")
+    }
+
+    /// The recorded backend; `None` when the instance was never created here.
+    pub(crate) fn record(&self) -> Result<Option<Record>, DriverError> {
+        let path = self.record_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                io(
+                    format!("read {}", path.display()),
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    /// Writes the record atomically (the directory must exist).
+    pub(crate) fn write_record(&self, record: &Record) -> Result<(), DriverError> {
+        let path = self.record_path();
+        let tmp = self.file("instance.json.tmp");
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| {
+            io(
+                "encode instance.json",
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            )
+        })?;
+        std::fs::write(&tmp, bytes).map_err(|e| io(format!("write {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(format!("write {}", path.display()), e))
+    }
+
+    /// Checks that the sockets the backends make here fit a Unix socket
+    /// address, before anything is created.
+    pub(crate) fn check_socket_paths(&self) -> Result<(), DriverError> {
+        let longest = self.vmm_run_dir().join("console.sock");
+        let len = longest.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(DriverError::FailedPrecondition(format!(
+                "the microvm driver's state directory is too deep: {} is {len} bytes, \
+                 longer than a Unix socket path may be ({MAX_SOCKET_PATH}); use a shorter state directory",
+                longest.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes the directory and everything in it. Idempotent.
+    pub(crate) fn remove(&self) -> Result<(), DriverError> {
+        match std::fs::remove_dir_all(&self.path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(format!("remove {}", self.path.display()), e)),
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! The microvm driver: microVMs booted straight from a kernel, under one of
+//! two monitors chosen per instance and recorded at create:
+//!
+//! - `vmm`: Zixiao's own KVM monitor (`zixiao-vmm`, one process per microVM),
+//!   with pause, stats, console and snapshot/restore ([`vmm`]);
+//! - `qemu`: `qemu-system-x86_64 -M microvm`, with KVM where it is
+//!   hardware-backed and software emulation otherwise, controlled over QMP
+//!   ([`qemu`]).
+//!
+//! `auto` (the default, per node in [`MicrovmOptions::default_backend`],
+//! per instance in `spec.backend`) picks `vmm` where KVM is hardware-backed
+//! and `qemu` otherwise. Both monitors run detached and outlive the
+//! controller; the driver keeps nothing in memory and finds them again in
+//! `<state_dir>/microvm/<instance id>/` (see [`layout`]).
+
+mod layout;
+mod plan;
+mod process;
+mod qemu;
+mod snapshots;
+mod vmm;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zixiao_core::driver::{Console, ConsoleStream, Pause, Snapshots, Stats};
+use zixiao_core::{
+    Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, MicrovmBackend,
+    RuntimeState,
+};
+pub use zixiao_vmm::KvmSupport;
+
+pub use layout::Backend;
+pub use plan::DEFAULT_CMDLINE;
+pub use snapshots::{export_snapshot, SnapshotManifest, MANIFEST_FILE};
+
+use layout::{InstanceDir, Record};
+use plan::BootPlan;
+use qemu::{Accel, QemuBackend};
+use vmm::{VmmBackend, VmmBoot};
+
+/// The environment variable naming the `zixiao-vmm` binary.
+pub const VMM_BIN_ENV: &str = "ZIXIAO_VMM_BIN";
+/// The environment variable naming the QEMU binary (default: `qemu-system-x86_64` on `$PATH`).
+pub const QEMU_BIN_ENV: &str = "ZIXIAO_QEMU_BIN";
+/// The name of QEMU's x86-64 system emulator.
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+
+/// How the microvm driver finds its monitors and lays out its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MicrovmOptions {
+    /// Where per-instance files go: `<state_dir>/microvm/<instance id>/`.
+    pub state_dir: PathBuf,
+    /// The node's backend for instances that ask for `auto`.
+    pub default_backend: MicrovmBackend,
+    /// The QEMU binary; `None` finds it (`ZIXIAO_QEMU_BIN`, else `qemu-system-x86_64` on `$PATH`).
+    pub qemu_binary: Option<PathBuf>,
+    /// The `zixiao-vmm` binary; `None` finds it (`ZIXIAO_VMM_BIN`, next to
+    /// this program, one directory up, `$PATH`).
+    pub vmm_binary: Option<PathBuf>,
+}
+
+impl MicrovmOptions {
+    /// The defaults, with files under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        MicrovmOptions {
+            state_dir: state_dir.into(),
+            default_backend: MicrovmBackend::Auto,
+            qemu_binary: None,
+            vmm_binary: None,
+        }
+    }
+}
+
+/// The microvm driver (`InstanceType::Microvm`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), zixiao_core::DriverError> {
+/// use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
+/// let driver = MicrovmDriver::new(MicrovmOptions::new("/var/lib/zixiao"))?;
+/// println!("qemu: {:?}, vmm: {:?}", driver.qemu_binary(), driver.vmm_binary());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MicrovmDriver {
+    options: MicrovmOptions,
+    qemu: Result<QemuBackend, String>,
+    vmm: Result<VmmBackend, String>,
+    kvm: KvmSupport,
+    host: (u32, u64),
+}
+
+impl MicrovmDriver {
+    /// Finds the monitors and checks KVM. Errors: `Unsupported` when
+    /// neither monitor can run here, saying what is missing for each.
+    pub fn new(options: MicrovmOptions) -> Result<MicrovmDriver, DriverError> {
+        let kvm = zixiao_vmm::kvm_support();
+        let accel = match kvm {
+            KvmSupport::Hardware => Accel::Kvm,
+            _ => Accel::Tcg,
+        };
+        let qemu =
+            find_qemu(options.qemu_binary.as_deref()).map(|binary| QemuBackend { binary, accel });
+        let vmm = vmm::find_binary(options.vmm_binary.as_deref()).and_then(|binary| match &kvm {
+            KvmSupport::Absent(why) => Err(format!("/dev/kvm is not usable: {why}")),
+            _ => Ok(VmmBackend { binary }),
+        });
+        if let (Err(no_qemu), Err(no_vmm)) = (&qemu, &vmm) {
+            return Err(DriverError::Unsupported(format!(
+                "no microvm runtime: {no_qemu}; and {no_vmm}"
+            )));
+        }
+        Ok(MicrovmDriver {
+            options,
+            qemu,
+            vmm,
+            kvm,
+            host: process::host_capacity(),
+        })
+    }
+
+    /// The options it was made with.
+    pub fn options(&self) -> &MicrovmOptions {
+        &self.options
+    }
+
+    /// The QEMU binary, or why the qemu backend cannot run here.
+    pub fn qemu_binary(&self) -> Result<&Path, &str> {
+        self.qemu
+            .as_ref()
+            .map(|q| q.binary.as_path())
+            .map_err(String::as_str)
+    }
+
+    /// The `zixiao-vmm` binary, or why the vmm backend cannot run here.
+    pub fn vmm_binary(&self) -> Result<&Path, &str> {
+        self.vmm
+            .as_ref()
+            .map(|v| v.binary.as_path())
+            .map_err(String::as_str)
+    }
+
+    /// What KVM offers on this node.
+    pub fn kvm_support(&self) -> &KvmSupport {
+        &self.kvm
+    }
+
+    /// The directory of the instance's files.
+    pub fn instance_dir(&self, instance: &Instance) -> PathBuf {
+        self.dir(instance).path
+    }
+
+    /// The file the instance's serial console is appended to.
+    pub fn console_log_path(&self, instance: &Instance) -> PathBuf {
+        let dir = self.dir(instance);
+        match self.recorded(&dir).unwrap_or(Backend::Qemu) {
+            Backend::Qemu => qemu::console_log(&dir),
+            Backend::Vmm => vmm::console_log(&dir),
+        }
+    }
+
+    /// The backend that runs (or would run) `instance`: its record, else
+    /// `spec.backend`, else the node default, else `vmm` where KVM is
+    /// hardware-backed and the VMM is present and `qemu` otherwise.
+    /// Errors: `Unsupported` when the chosen monitor cannot run here.
+    pub fn backend_of(&self, instance: &Instance) -> Result<Backend, DriverError> {
+        if let Some(recorded) = self.recorded(&self.dir(instance)) {
+            return Ok(recorded);
+        }
+        self.choose(instance)
+    }
+
+    fn dir(&self, instance: &Instance) -> InstanceDir {
+        InstanceDir::new(&self.options.state_dir, instance)
+    }
+
+    fn recorded(&self, dir: &InstanceDir) -> Option<Backend> {
+        dir.record().ok().flatten().map(|r| r.backend)
+    }
+
+    fn choose(&self, instance: &Instance) -> Result<Backend, DriverError> {
+        let wanted = match (instance.spec.backend, self.options.default_backend) {
+            (MicrovmBackend::Auto, node) => node,
+            (asked, _) => asked,
+        };
+        let backend = match wanted {
+            MicrovmBackend::Vmm => Backend::Vmm,
+            MicrovmBackend::Qemu => Backend::Qemu,
+            // A restore needs the VMM; otherwise the VMM only where KVM is
+            // fast enough to boot a real kernel, QEMU where it is present.
+            MicrovmBackend::Auto if instance.spec.restore_from.is_some() => Backend::Vmm,
+            MicrovmBackend::Auto => match (&self.kvm, &self.vmm, &self.qemu) {
+                (KvmSupport::Hardware, Ok(_), _) | (_, Ok(_), Err(_)) => Backend::Vmm,
+                _ => Backend::Qemu,
+            },
+        };
+        match backend {
+            Backend::Qemu => self.qemu_backend().map(|_| backend),
+            Backend::Vmm => self.vmm_backend().map(|_| backend),
+        }
+    }
+
+    fn qemu_backend(&self) -> Result<&QemuBackend, DriverError> {
+        self.qemu.as_ref().map_err(|why| {
+            DriverError::Unsupported(format!("the qemu backend cannot run on this node: {why}"))
+        })
+    }
+
+    fn vmm_backend(&self) -> Result<&VmmBackend, DriverError> {
+        self.vmm.as_ref().map_err(|why| {
+            DriverError::Unsupported(format!("the vmm backend cannot run on this node: {why}"))
+        })
+    }
+
+    /// The instance's directory and record; `NotFound` when it was never created here.
+    fn existing(&self, instance: &Instance) -> Result<(InstanceDir, Backend), DriverError> {
+        let dir = self.dir(instance);
+        match dir.record()? {
+            Some(record) => Ok((dir, record.backend)),
+            None => Err(DriverError::NotFound(format!(
+                "microVM of instance `{}` on this node",
+                instance.name
+            ))),
+        }
+    }
+
+    /// What a fresh boot of `instance` needs, checked.
+    fn boot_plan(&self, instance: &Instance) -> Result<BootPlan, DriverError> {
+        plan::plan(instance, self.host)
+    }
+
+    async fn create_microvm(&self, instance: &Instance) -> Result<(), DriverError> {
+        let dir = self.dir(instance);
+        if dir.record()?.is_some() {
+            return Ok(());
+        }
+        let backend = self.choose(instance)?;
+        let plan = match &instance.spec.restore_from {
+            Some(from) => {
+                snapshots::check_restore(from, instance)?;
+                None
+            }
+            None => Some(self.boot_plan(instance)?),
+        };
+        dir.check_socket_paths()?;
+        std::fs::create_dir_all(&dir.path)
+            .map_err(|e| crate::errors::io(format!("create {}", dir.path.display()), e))?;
+        let made = async {
+            match backend {
+                Backend::Qemu => {
+                    let plan = plan.as_ref().ok_or_else(|| {
+                        crate::errors::invalid(
+                            "spec.restore_from",
+                            "restoring a snapshot needs the vmm backend",
+                        )
+                    })?;
+                    self.qemu_backend()?
+                        .launch(&instance.name, &dir, plan)
+                        .await?
+                }
+                Backend::Vmm => {
+                    let boot = match (&instance.spec.restore_from, &plan) {
+                        (Some(from), _) => VmmBoot::Restore(from),
+                        (None, Some(plan)) => VmmBoot::Fresh(plan),
+                        (None, None) => {
+                            return Err(DriverError::FailedPrecondition(
+                                "the microVM has neither a kernel nor a snapshot to boot"
+                                    .to_owned(),
+                            ))
+                        }
+                    };
+                    self.vmm_backend()?.launch(&dir, boot).await?
+                }
+            }
+            // The record goes last: a microVM without one was never created.
+            dir.write_record(&Record {
+                id: instance.id.clone(),
+                name: instance.name.clone(),
+                backend,
+            })
+        }
+        .await;
+        if let Err(e) = made {
+            self.destroy(&dir, backend).await;
+            let _ = dir.remove();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Stops the monitor at once, whatever it is doing.
+    async fn destroy(&self, dir: &InstanceDir, backend: Backend) {
+        match backend {
+            Backend::Qemu => {
+                if let Ok(qemu) = self.qemu_backend() {
+                    qemu.destroy(dir).await;
+                }
+            }
+            Backend::Vmm => {
+                if let Ok(vmm) = self.vmm_backend() {
+                    let _ = vmm.stop(dir, Duration::ZERO).await;
+                }
+            }
+        }
+    }
+}
+
+/// Finds QEMU: `configured`, else `ZIXIAO_QEMU_BIN`, else `qemu-system-x86_64` on `$PATH`.
+fn find_qemu(configured: Option<&Path>) -> Result<PathBuf, String> {
+    let configured = configured.map(Path::to_owned).or_else(|| {
+        std::env::var_os(QEMU_BIN_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    match configured {
+        Some(path) if qemu::is_executable(&path) => Ok(path),
+        Some(path) => Err(format!(
+            "QEMU at {} is not an executable file",
+            path.display()
+        )),
+        None => search_path(QEMU_BINARY)
+            .into_iter()
+            .find(|c| qemu::is_executable(c))
+            .ok_or_else(|| {
+                format!("{QEMU_BINARY} is not on PATH (install Debian's qemu-system-x86)")
+            }),
+    }
+}
+
+/// `name` in every directory of `$PATH`.
+fn search_path(name: &str) -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).map(|d| d.join(name)).collect())
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl Driver for MicrovmDriver {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Microvm
+    }
+
+    fn name(&self) -> &str {
+        "microvm"
+    }
+
+    fn runtime_of(&self, instance: &Instance) -> String {
+        match self.backend_of(instance) {
+            Ok(backend) => backend.as_str().to_owned(),
+            Err(_) => self.name().to_owned(),
+        }
+    }
+
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.create_microvm(instance).await
+    }
+
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        // A relaunch after an exit boots the spec again: check it again.
+        let exited = matches!(self.inspect(instance).await?, RuntimeState::Exited { .. });
+        let plan = if exited && instance.spec.restore_from.is_none() {
+            Some(self.boot_plan(instance)?)
+        } else {
+            None
+        };
+        match backend {
+            Backend::Qemu => {
+                self.qemu_backend()?
+                    .start(&instance.name, &dir, plan.as_ref())
+                    .await
+            }
+            Backend::Vmm => {
+                let boot = match &instance.spec.restore_from {
+                    Some(from) => Some(VmmBoot::Restore(from)),
+                    None => plan.as_ref().map(VmmBoot::Fresh),
+                };
+                self.vmm_backend()?.start(&dir, boot).await
+            }
+        }
+    }
+
+    async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
+        let dir = self.dir(instance);
+        let Some(record) = dir.record()? else {
+            return Ok(());
+        };
+        match record.backend {
+            Backend::Qemu => self.qemu_backend()?.stop(&dir, grace).await,
+            Backend::Vmm => self.vmm_backend()?.stop(&dir, grace).await,
+        }
+    }
+
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        let dir = self.dir(instance);
+        if let Some(record) = dir.record()? {
+            self.destroy(&dir, record.backend).await;
+        }
+        dir.remove()
+    }
+
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
+        let dir = self.dir(instance);
+        let Some(record) = dir.record()? else {
+            return Ok(RuntimeState::Missing);
+        };
+        match record.backend {
+            Backend::Qemu => self.qemu_backend()?.inspect(&dir).await,
+            Backend::Vmm => self.vmm_backend()?.inspect(&dir).await,
+        }
+    }
+
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        let what = format!("console log of instance `{}`", instance.name);
+        crate::log_file::read(&self.console_log_path(instance), &what, offset, max).await
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        Some(self)
+    }
+
+    fn console(&self) -> Option<&dyn Console> {
+        Some(self)
+    }
+
+    fn pause(&self) -> Option<&dyn Pause> {
+        Some(self)
+    }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Stats for MicrovmDriver {
+    async fn stats(&self, instance: &Instance) -> Result<InstanceStats, DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        match backend {
+            Backend::Qemu => {
+                self.qemu_backend()?
+                    .stats(&dir, instance.spec.memory_mib)
+                    .await
+            }
+            Backend::Vmm => self.vmm_backend()?.stats(&dir).await,
+        }
+    }
+}
+
+#[async_trait]
+impl Pause for MicrovmDriver {
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        match backend {
+            Backend::Qemu => self.qemu_backend()?.pause(&dir).await,
+            Backend::Vmm => self.vmm_backend()?.pause(&dir).await,
+        }
+    }
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        match backend {
+            Backend::Qemu => self.qemu_backend()?.resume(&dir).await,
+            Backend::Vmm => self.vmm_backend()?.resume(&dir).await,
+        }
+    }
+}
+
+#[async_trait]
+impl Console for MicrovmDriver {
+    async fn attach(&self, instance: &Instance) -> Result<ConsoleStream, DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        match backend {
+            Backend::Qemu => self.qemu_backend()?.attach(&dir).await,
+            Backend::Vmm => self.vmm_backend()?.attach(&dir).await,
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! The QEMU backend: `qemu-system-x86_64 -M microvm`, with KVM where it is
+//! hardware-backed and software emulation (TCG) otherwise.
+//!
+//! QEMU runs detached (its own process group, under a small `sh` wrapper
+//! that records its exit status in `qemu.exit`), so it outlives the
+//! controller; the driver finds it again through `qemu.pid` and the QMP
+//! socket in the instance's directory. Create launches it with `-S`
+//! (kernel and initrd loaded, vCPUs not started), so a file QEMU cannot
+//! boot is refused at create; start sends `cont`. The serial console goes
+//! to a socket chardev that appends everything to `console.log`.
+
+mod qmp;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use tokio::net::UnixStream;
+use zixiao_core::driver::ConsoleStream;
+use zixiao_core::{DriverError, InstanceStats, RuntimeState};
+
+use self::qmp::{Qmp, QmpError};
+use super::layout::InstanceDir;
+use super::plan::BootPlan;
+use super::process;
+use crate::errors::io;
+
+/// How long QEMU may take to load the kernel and open its QMP socket.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long QEMU may take to exit after `quit` before it is killed.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the power button is pressed again during a graceful stop.
+const POWERDOWN_REPEAT: Duration = Duration::from_secs(2);
+/// How long the wrapper may take to record the exit status once QEMU ended.
+const EXIT_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The wrapper: runs QEMU (the arguments after the directory), then records
+/// its exit status atomically in `qemu.exit`.
+const WRAPPER: &str = r#"dir=$1; shift
+"$@"
+code=$?
+echo "$code" >"$dir/qemu.exit.tmp" && mv "$dir/qemu.exit.tmp" "$dir/qemu.exit""#;
+
+/// How QEMU accelerates the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accel {
+    /// Hardware virtualisation through `/dev/kvm`.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// The QEMU binary and how it runs guests on this node.
+#[derive(Debug, Clone)]
+pub(crate) struct QemuBackend {
+    pub(crate) binary: PathBuf,
+    pub(crate) accel: Accel,
+}
+
+/// The QEMU files of one instance.
+struct Files<'a>(&'a InstanceDir);
+
+impl Files<'_> {
+    fn pid(&self) -> PathBuf {
+        self.0.file("qemu.pid")
+    }
+    fn wrapper_pid(&self) -> PathBuf {
+        self.0.file("wrapper.pid")
+    }
+    fn qmp(&self) -> PathBuf {
+        self.0.file("qmp.sock")
+    }
+    fn console(&self) -> PathBuf {
+        self.0.file("console.sock")
+    }
+    fn log(&self) -> PathBuf {
+        self.0.file("console.log")
+    }
+    fn exit(&self) -> PathBuf {
+        self.0.file("qemu.exit")
+    }
+    fn stderr(&self) -> PathBuf {
+        self.0.file("qemu.stderr")
+    }
+}
+
+/// The console log of an instance of this backend.
+pub(crate) fn console_log(dir: &InstanceDir) -> PathBuf {
+    Files(dir).log()
+}
+
+fn qmp_failed(operation: &str, e: QmpError) -> DriverError {
+    DriverError::Runtime {
+        operation: operation.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+impl QemuBackend {
+    /// QEMU's command line for `plan`, with its files in `dir`.
+    fn argv(&self, name: &str, dir: &InstanceDir, plan: &BootPlan) -> Vec<String> {
+        let files = Files(dir);
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        let mut argv = vec![
+            "-name".to_owned(),
+            format!("zixiao-{name}"),
+            "-M".to_owned(),
+            "microvm".to_owned(),
+        ];
+        match self.accel {
+            Accel::Kvm => argv.extend(["-accel", "kvm", "-cpu", "host"].map(str::to_owned)),
+            // Guest time from the instructions executed, not the host clock:
+            // on a busy host a guest without HPET or PM timer (microvm has
+            // neither) otherwise hangs calibrating its TSC and timers
+            // against a PIT whose ticks arrive in bursts.
+            Accel::Tcg => {
+                argv.extend(["-accel", "tcg", "-icount", "shift=auto"].map(str::to_owned))
+            }
+        }
+        argv.extend([
+            "-smp".to_owned(),
+            plan.cpus.to_string(),
+            "-m".to_owned(),
+            format!("{}M", plan.memory_mib),
+            "-kernel".to_owned(),
+            path(plan.kernel.clone()),
+            "-append".to_owned(),
+            plan.cmdline.clone(),
+        ]);
+        if let Some(initrd) = &plan.initrd {
+            argv.extend(["-initrd".to_owned(), path(initrd.clone())]);
+        }
+        argv.extend(
+            [
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+                "-S",
+            ]
+            .map(str::to_owned),
+        );
+        argv.extend([
+            "-chardev".to_owned(),
+            format!(
+                "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
+                escape_opt(&path(files.console())),
+                escape_opt(&path(files.log())),
+            ),
+            "-serial".to_owned(),
+            "chardev:console".to_owned(),
+            "-qmp".to_owned(),
+            format!("unix:{},server=on,wait=off", escape_opt(&path(files.qmp()))),
+            "-pidfile".to_owned(),
+            path(files.pid()),
+        ]);
+        argv
+    }
+
+    /// Starts QEMU for `plan` with vCPUs stopped and waits until its QMP
+    /// socket answers. On failure QEMU is gone and its error is returned,
+    /// classified (a kernel QEMU cannot load is `InvalidArgument`).
+    pub(crate) async fn launch(
+        &self,
+        name: &str,
+        dir: &InstanceDir,
+        plan: &BootPlan,
+    ) -> Result<(), DriverError> {
+        let files = Files(dir);
+        for stale in [
+            files.exit(),
+            files.pid(),
+            files.qmp(),
+            files.console(),
+            files.stderr(),
+        ] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let stderr = std::fs::File::create(files.stderr())
+            .map_err(|e| io(format!("create {}", files.stderr().display()), e))?;
+        let stdout = stderr
+            .try_clone()
+            .map_err(|e| io("duplicate QEMU's log file", e))?;
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("zixiao-microvm")
+            .arg(&dir.path)
+            .arg(&self.binary)
+            .args(self.argv(name, dir, plan))
+            .current_dir(&dir.path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        // Its own process group: a Ctrl-C at the terminal that started the
+        // controller does not reach the guest's monitor.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let mut child = command
+            .spawn()
+            .map_err(|e| io(format!("start {}", self.binary.display()), e))?;
+        std::fs::write(files.wrapper_pid(), child.id().to_string())
+            .map_err(|e| io("write wrapper.pid", e))?;
+        // Reap the wrapper when it ends while we live; after we exit, init does.
+        std::thread::spawn(move || child.wait());
+
+        let deadline = Instant::now() + LAUNCH_TIMEOUT;
+        loop {
+            if files.exit().exists() {
+                return Err(launch_error(
+                    &std::fs::read_to_string(files.stderr()).unwrap_or_default(),
+                ));
+            }
+            if let Ok(mut qmp) = Qmp::connect(&files.qmp()).await {
+                if qmp.status().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                self.kill(dir).await;
+                return Err(DriverError::Runtime {
+                    operation: "start QEMU".to_owned(),
+                    source: format!(
+                        "QEMU did not open its QMP socket within {} s",
+                        LAUNCH_TIMEOUT.as_secs()
+                    )
+                    .into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// QEMU's pid when it runs.
+    fn running_pid(&self, dir: &InstanceDir) -> Option<i32> {
+        process::read_pid(&Files(dir).pid()).filter(|pid| process::is_ours(*pid, &dir.path))
+    }
+
+    async fn qmp(&self, dir: &InstanceDir) -> Result<Qmp, DriverError> {
+        Qmp::connect(&Files(dir).qmp())
+            .await
+            .map_err(|e| qmp_failed("connect to QEMU's monitor", e))
+    }
+
+    /// The instance's state: from QMP while QEMU runs, else from its exit
+    /// record. A QEMU that stops answering while it exits (the guest powered
+    /// off) is asked again until it is gone.
+    pub(crate) async fn inspect(&self, dir: &InstanceDir) -> Result<RuntimeState, DriverError> {
+        let mut attempts = 0;
+        while self.running_pid(dir).is_some() {
+            let status = match self.qmp(dir).await {
+                Ok(mut qmp) => qmp
+                    .status()
+                    .await
+                    .map_err(|e| qmp_failed("query QEMU's status", e)),
+                Err(e) => Err(e),
+            };
+            match status {
+                Ok(status) => return Ok(state_of(&status)),
+                Err(e) if attempts >= 2 && self.running_pid(dir).is_some() => return Err(e),
+                Err(_) => attempts += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(self.exit_state(dir).await)
+    }
+
+    /// How QEMU ended. A QEMU that has just exited gets a moment for its
+    /// wrapper to record the status; with none recorded (its wrapper was
+    /// killed, or the host rebooted) it counts as failed with code 1.
+    async fn exit_state(&self, dir: &InstanceDir) -> RuntimeState {
+        let files = Files(dir);
+        let wrapper = process::read_pid(&files.wrapper_pid());
+        if let Some(pid) = wrapper {
+            process::wait_gone(pid, &dir.path, EXIT_RECORD_TIMEOUT).await;
+        }
+        let exited = |code, at| RuntimeState::Exited {
+            code,
+            oom_killed: false,
+            at,
+        };
+        match std::fs::read_to_string(files.exit()) {
+            Ok(text) => {
+                let at = std::fs::metadata(files.exit())
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .map(DateTime::<Utc>::from);
+                exited(text.trim().parse().unwrap_or(1), at)
+            }
+            Err(_) => exited(1, Some(DateTime::<Utc>::from(SystemTime::now()))),
+        }
+    }
+
+    /// Starts the vCPUs of a QEMU launched with `-S`, launching it again
+    /// first when it has exited. Idempotent.
+    pub(crate) async fn start(
+        &self,
+        name: &str,
+        dir: &InstanceDir,
+        plan: Option<&BootPlan>,
+    ) -> Result<(), DriverError> {
+        match self.inspect(dir).await? {
+            RuntimeState::Running | RuntimeState::Paused => return Ok(()),
+            RuntimeState::Created => {}
+            RuntimeState::Exited { .. } | RuntimeState::Missing => {
+                let plan = plan.ok_or_else(|| {
+                    DriverError::FailedPrecondition("the microVM has no boot plan".to_owned())
+                })?;
+                self.launch(name, dir, plan).await?;
+            }
+        }
+        let mut qmp = self.qmp(dir).await?;
+        qmp.execute("cont", None)
+            .await
+            .map_err(|e| qmp_failed("start the guest (QMP cont)", e))?;
+        Ok(())
+    }
+
+    /// Presses the power button (repeatedly) until QEMU exits or `grace`
+    /// passes, then quits QEMU, then kills it. A guest that is paused or
+    /// never started cannot react to the button, so it is quit at once.
+    pub(crate) async fn stop(&self, dir: &InstanceDir, grace: Duration) -> Result<(), DriverError> {
+        let Some(pid) = self.running_pid(dir) else {
+            return Ok(());
+        };
+        if let Ok(mut qmp) = self.qmp(dir).await {
+            if qmp.status().await.ok().as_deref() == Some("running") && !grace.is_zero() {
+                let deadline = Instant::now() + grace;
+                while Instant::now() < deadline {
+                    let _ = qmp.execute("system_powerdown", None).await;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if process::wait_gone(pid, &dir.path, left.min(POWERDOWN_REPEAT)).await {
+                        break;
+                    }
+                }
+            }
+        }
+        if process::is_ours(pid, &dir.path) {
+            self.kill(dir).await;
+        }
+        // Leave the exit record in place for inspect.
+        self.exit_state(dir).await;
+        Ok(())
+    }
+
+    /// Quits QEMU over QMP, then kills it if it lingers.
+    pub(crate) async fn kill(&self, dir: &InstanceDir) {
+        let Some(pid) = self.running_pid(dir) else {
+            return;
+        };
+        if let Ok(mut qmp) = self.qmp(dir).await {
+            let _ = qmp.execute("quit", None).await;
+        }
+        if !process::wait_gone(pid, &dir.path, QUIT_TIMEOUT).await {
+            process::signal(pid, libc::SIGKILL);
+            process::wait_gone(pid, &dir.path, QUIT_TIMEOUT).await;
+        }
+    }
+
+    /// Stops QEMU at once and waits for its wrapper, so the directory can go.
+    pub(crate) async fn destroy(&self, dir: &InstanceDir) {
+        self.kill(dir).await;
+        if let Some(pid) = process::read_pid(&Files(dir).wrapper_pid()) {
+            if !process::wait_gone(pid, &dir.path, EXIT_RECORD_TIMEOUT).await {
+                process::signal(pid, libc::SIGKILL);
+                process::wait_gone(pid, &dir.path, EXIT_RECORD_TIMEOUT).await;
+            }
+        }
+    }
+
+    /// Freezes the vCPUs (QMP `stop`). Idempotent.
+    pub(crate) async fn pause(&self, dir: &InstanceDir) -> Result<(), DriverError> {
+        match self.inspect(dir).await? {
+            RuntimeState::Paused => Ok(()),
+            RuntimeState::Running => {
+                let mut qmp = self.qmp(dir).await?;
+                qmp.execute("stop", None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| qmp_failed("pause the guest (QMP stop)", e))
+            }
+            other => Err(not_running("pause", &other)),
+        }
+    }
+
+    /// Thaws the vCPUs (QMP `cont`). Idempotent.
+    pub(crate) async fn resume(&self, dir: &InstanceDir) -> Result<(), DriverError> {
+        match self.inspect(dir).await? {
+            RuntimeState::Running => Ok(()),
+            RuntimeState::Paused => {
+                let mut qmp = self.qmp(dir).await?;
+                qmp.execute("cont", None)
+                    .await
+                    .map(drop)
+                    .map_err(|e| qmp_failed("resume the guest (QMP cont)", e))
+            }
+            other => Err(DriverError::FailedPrecondition(format!(
+                "cannot resume the microVM: it is not paused ({})",
+                describe(&other)
+            ))),
+        }
+    }
+
+    /// CPU time and resident memory of the QEMU process, and its vCPU count.
+    pub(crate) async fn stats(
+        &self,
+        dir: &InstanceDir,
+        memory_mib: u64,
+    ) -> Result<InstanceStats, DriverError> {
+        let Some(pid) = self.running_pid(dir) else {
+            return Err(DriverError::FailedPrecondition(
+                "the microVM is not running".to_owned(),
+            ));
+        };
+        let vcpus = self
+            .qmp(dir)
+            .await?
+            .vcpu_threads()
+            .await
+            .map_err(|e| qmp_failed("query the vCPUs", e))?;
+        Ok(InstanceStats {
+            cpu_time_ns: process::cpu_time_ns(&format!("/proc/{pid}")).unwrap_or(0),
+            memory_bytes: process::rss_bytes(pid).unwrap_or(0),
+            memory_limit_bytes: Some(memory_mib << 20),
+            pids: Some(vcpus.len() as u64),
+            ..InstanceStats::default()
+        })
+    }
+
+    /// Connects to the serial console's socket. QEMU serves one client at
+    /// a time: a second attach waits until the first detaches.
+    pub(crate) async fn attach(&self, dir: &InstanceDir) -> Result<ConsoleStream, DriverError> {
+        if self.running_pid(dir).is_none() {
+            return Err(DriverError::FailedPrecondition(
+                "the microVM is not running".to_owned(),
+            ));
+        }
+        let socket = Files(dir).console();
+        let stream = UnixStream::connect(&socket)
+            .await
+            .map_err(|e| io(format!("connect to {}", socket.display()), e))?;
+        let (output, input) = stream.into_split();
+        Ok(ConsoleStream {
+            output: Box::new(output),
+            input: Box::new(input),
+        })
+    }
+}
+
+/// Maps QEMU's run state: `prelaunch` (launched with `-S`, never started)
+/// is `Created`; the paused states are `Paused`; a guest that shut down or
+/// panicked (QEMU exits right after) has exited.
+fn state_of(status: &str) -> RuntimeState {
+    match status {
+        "prelaunch" => RuntimeState::Created,
+        "paused" | "suspended" | "save-vm" | "restore-vm" | "io-error" | "watchdog" => {
+            RuntimeState::Paused
+        }
+        "shutdown" => RuntimeState::Exited {
+            code: 0,
+            oom_killed: false,
+            at: None,
+        },
+        "guest-panicked" | "internal-error" => RuntimeState::Exited {
+            code: 1,
+            oom_killed: false,
+            at: None,
+        },
+        _ => RuntimeState::Running,
+    }
+}
+
+fn describe(state: &RuntimeState) -> String {
+    match state {
+        RuntimeState::Missing => "it does not exist".to_owned(),
+        RuntimeState::Created => "it was never started".to_owned(),
+        RuntimeState::Running => "it runs".to_owned(),
+        RuntimeState::Paused => "it is paused".to_owned(),
+        RuntimeState::Exited { code, .. } => format!("it exited with code {code}"),
+    }
+}
+
+fn not_running(what: &str, state: &RuntimeState) -> DriverError {
+    DriverError::FailedPrecondition(format!(
+        "cannot {what} the microVM: it is not running ({})",
+        describe(state)
+    ))
+}
+
+/// Escapes a value inside QEMU's `key=value,...` option syntax (a comma is doubled).
+fn escape_opt(value: &str) -> String {
+    value.replace(',', ",,")
+}
+
+/// Classifies QEMU's complaint when it would not start.
+fn launch_error(stderr: &str) -> DriverError {
+    let message = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = message
+        .strip_prefix("qemu-system-x86_64: ")
+        .unwrap_or(&message)
+        .to_owned();
+    let lower = message.to_lowercase();
+    if lower.contains("initrd") || lower.contains("ram disk") {
+        crate::errors::invalid("spec.initrd", format!("QEMU cannot load it: {message}"))
+    } else if lower.contains("kernel") || lower.contains("pvh") {
+        crate::errors::invalid("spec.kernel", format!("QEMU cannot boot it: {message}"))
+    } else if lower.contains("memory") {
+        DriverError::ResourceExhausted(format!("QEMU cannot allocate the guest: {message}"))
+    } else {
+        DriverError::Runtime {
+            operation: "start QEMU".to_owned(),
+            source: message.into(),
+        }
+    }
+}
+
+/// Whether `binary` looks like a usable QEMU (for discovery): it exists and is executable.
+pub(crate) fn is_executable(binary: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(binary).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zixiao_core::ErrorKind;
+
+    #[test]
+    fn qemu_complaints_name_the_field() {
+        let e = launch_error(
+            "qemu-system-x86_64: Error loading uncompressed kernel without PVH ELF Note\n",
+        );
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("spec.kernel"), "{e}");
+        let e = launch_error("qemu-system-x86_64: could not load initrd 'x'\n");
+        assert!(e.to_string().contains("spec.initrd"), "{e}");
+        assert_eq!(launch_error("boom").kind(), ErrorKind::Internal);
+        assert_eq!(state_of("prelaunch"), RuntimeState::Created);
+        assert_eq!(state_of("paused"), RuntimeState::Paused);
+        assert_eq!(state_of("running"), RuntimeState::Running);
+        assert_eq!(escape_opt("/a,b"), "/a,,b");
+    }
+}

@@ -1,0 +1,363 @@
+//! Snapshots of microVMs run by the `vmm` backend: guest memory and device
+//! state in `<instance dir>/snapshots/<name>/` (the VMM's versioned files
+//! plus [`MANIFEST_FILE`], which says what the guest was booted with), revert
+//! into a fresh VMM, export to a directory of the user's, and the checks a
+//! restore (`spec.restore_from`) passes before anything starts. The qemu
+//! backend takes no snapshots: it answers `Unsupported`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use zixiao_core::driver::{SnapshotInfo, Snapshots};
+use zixiao_core::{Driver, DriverError, Instance, InstanceSpec, InstanceType, RuntimeState};
+
+use super::layout::{Backend, InstanceDir};
+use super::vmm::VmmBoot;
+use super::MicrovmDriver;
+use crate::errors::{invalid, io};
+
+/// The file in a snapshot directory that describes the guest.
+pub const MANIFEST_FILE: &str = "zixiao-snapshot.json";
+/// The manifest's format version.
+const MANIFEST_VERSION: u32 = 1;
+/// The file naming the snapshot an instance last took or reverted to.
+const CURRENT_FILE: &str = "current";
+
+/// What a snapshot directory holds besides the VMM's state: the guest it
+/// was taken of, so a restore can be scheduled with the same size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotManifest {
+    /// The manifest's format version.
+    pub version: u32,
+    /// The snapshot's name.
+    pub name: String,
+    /// The instance it was taken of.
+    pub instance: String,
+    /// The kernel the guest booted.
+    pub kernel: Option<PathBuf>,
+    /// The initrd it booted with.
+    pub initrd: Option<PathBuf>,
+    /// Its command line.
+    pub cmdline: Option<String>,
+    /// Its vCPUs.
+    pub cpus: u32,
+    /// Its memory in MiB.
+    pub memory_mib: u64,
+    /// When it was taken.
+    pub created_at: DateTime<Utc>,
+}
+
+impl SnapshotManifest {
+    /// Reads the manifest of the snapshot in `dir`. Errors: `NotFound` (no
+    /// such directory), `InvalidArgument` on `field` (not a microVM snapshot).
+    pub fn read(dir: &Path, field: &str) -> Result<SnapshotManifest, DriverError> {
+        if !dir.is_dir() {
+            return Err(DriverError::NotFound(format!(
+                "snapshot directory {}",
+                dir.display()
+            )));
+        }
+        let path = dir.join(MANIFEST_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            invalid(
+                field,
+                format!(
+                    "{} is not a microVM snapshot (cannot read {MANIFEST_FILE}: {e})",
+                    dir.display()
+                ),
+            )
+        })?;
+        let manifest: SnapshotManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(field, format!("{} is damaged: {e}", path.display())))?;
+        if manifest.version != MANIFEST_VERSION {
+            return Err(invalid(
+                field,
+                format!(
+                    "{} has format version {}, this build reads {MANIFEST_VERSION}",
+                    path.display(),
+                    manifest.version
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// The spec of a new instance resuming from the snapshot in `dir`: the
+    /// guest's kernel, size and command line, on the vmm backend.
+    pub fn restore_spec(&self, dir: &Path) -> InstanceSpec {
+        let mut spec = InstanceSpec::empty(InstanceType::Microvm, self.cpus, self.memory_mib);
+        spec.kernel = self.kernel.clone();
+        spec.initrd = self.initrd.clone();
+        spec.cmdline = self.cmdline.clone();
+        spec.backend = zixiao_core::MicrovmBackend::Vmm;
+        spec.restore_from = Some(dir.to_owned());
+        spec
+    }
+
+    fn info(&self, current: bool) -> SnapshotInfo {
+        SnapshotInfo {
+            name: self.name.clone(),
+            created_at: Some(self.created_at),
+            includes_memory: true,
+            current,
+        }
+    }
+}
+
+/// Checks that `from` is a snapshot `instance` can resume from: its guest
+/// has the vCPUs and memory the spec asks for (the scheduler reserved those).
+pub(crate) fn check_restore(from: &Path, instance: &Instance) -> Result<(), DriverError> {
+    let manifest = SnapshotManifest::read(from, "spec.restore_from")?;
+    let spec = &instance.spec;
+    if manifest.cpus != spec.cpus {
+        return Err(invalid(
+            "spec.cpus",
+            format!(
+                "the snapshot's guest has {} vCPUs, the spec asks for {}",
+                manifest.cpus, spec.cpus
+            ),
+        ));
+    }
+    if manifest.memory_mib != spec.memory_mib {
+        return Err(invalid(
+            "spec.memory_mib",
+            format!(
+                "the snapshot's guest has {} MiB, the spec asks for {}",
+                manifest.memory_mib, spec.memory_mib
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Copies snapshot `name` of the instance with id `instance_id`, kept under
+/// the microvm driver's `state_dir`, to the new directory `to` (what
+/// `zixiao instance snapshot create --to DIR` does). Errors: `NotFound`
+/// (no such snapshot), `AlreadyExists` (`to` exists and is not empty).
+pub fn export_snapshot(
+    state_dir: &Path,
+    instance_id: &str,
+    name: &str,
+    to: &Path,
+) -> Result<(), DriverError> {
+    validate_name(name)?;
+    let from = state_dir
+        .join("microvm")
+        .join(instance_id)
+        .join("snapshots")
+        .join(name);
+    if !from.join(MANIFEST_FILE).is_file() {
+        return Err(DriverError::NotFound(format!(
+            "snapshot `{name}` on this node"
+        )));
+    }
+    if std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(DriverError::AlreadyExists(format!(
+            "{} exists and is not empty",
+            to.display()
+        )));
+    }
+    copy_dir(&from, to).map_err(|e| io(format!("copy the snapshot to {}", to.display()), e))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// A snapshot name: 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.`.
+fn validate_name(name: &str) -> Result<(), DriverError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "snapshot name",
+            format!(
+                "`{name}` must be 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.`"
+            ),
+        ))
+    }
+}
+
+impl MicrovmDriver {
+    /// The directory and backend of an instance whose backend can take
+    /// snapshots. Errors: `NotFound`, `Unsupported` (the qemu backend).
+    fn snapshot_target(&self, instance: &Instance) -> Result<InstanceDir, DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        match backend {
+            Backend::Vmm => Ok(dir),
+            Backend::Qemu => Err(DriverError::Unsupported(format!(
+                "instance `{}` runs on the qemu backend, which takes no snapshots; \
+                 create it with --backend vmm to snapshot it",
+                instance.name
+            ))),
+        }
+    }
+
+    fn current_snapshot(dir: &InstanceDir) -> Option<String> {
+        std::fs::read_to_string(dir.snapshots().join(CURRENT_FILE))
+            .ok()
+            .map(|s| s.trim().to_owned())
+    }
+
+    fn set_current(dir: &InstanceDir, name: &str) -> Result<(), DriverError> {
+        std::fs::write(dir.snapshots().join(CURRENT_FILE), name)
+            .map_err(|e| io("record the current snapshot", e))
+    }
+}
+
+#[async_trait]
+impl Snapshots for MicrovmDriver {
+    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
+        validate_name(name)?;
+        let dir = self.snapshot_target(instance)?;
+        let target = dir.snapshots().join(name);
+        if let Ok(existing) = SnapshotManifest::read(&target, "snapshot") {
+            let current = Self::current_snapshot(&dir).as_deref() == Some(name);
+            return Ok(existing.info(current));
+        }
+        match self.inspect(instance).await? {
+            RuntimeState::Running | RuntimeState::Paused => {}
+            other => {
+                return Err(DriverError::FailedPrecondition(format!(
+                    "instance `{}` is not running ({other:?}): only a running microVM has memory to snapshot",
+                    instance.name
+                )))
+            }
+        }
+        let tmp = dir.snapshots().join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(dir.snapshots())
+            .map_err(|e| io(format!("create {}", dir.snapshots().display()), e))?;
+        let taken = async {
+            self.vmm_backend()?.snapshot(&dir, &tmp).await?;
+            let spec = &instance.spec;
+            let manifest = SnapshotManifest {
+                version: MANIFEST_VERSION,
+                name: name.to_owned(),
+                instance: instance.name.clone(),
+                kernel: spec.kernel.clone(),
+                initrd: spec.initrd.clone(),
+                cmdline: spec.cmdline.clone(),
+                cpus: spec.cpus,
+                memory_mib: spec.memory_mib,
+                created_at: Utc::now(),
+            };
+            let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
+                io(
+                    "encode the snapshot manifest",
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?;
+            std::fs::write(tmp.join(MANIFEST_FILE), bytes)
+                .map_err(|e| io("write the snapshot manifest", e))?;
+            std::fs::rename(&tmp, &target)
+                .map_err(|e| io(format!("keep the snapshot in {}", target.display()), e))?;
+            Self::set_current(&dir, name)?;
+            Ok::<_, DriverError>(manifest.info(true))
+        }
+        .await;
+        if taken.is_err() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        taken
+    }
+
+    async fn list(&self, instance: &Instance) -> Result<Vec<SnapshotInfo>, DriverError> {
+        let (dir, _) = self.existing(instance)?;
+        let current = Self::current_snapshot(&dir);
+        let mut all: Vec<SnapshotManifest> = match std::fs::read_dir(dir.snapshots()) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .filter_map(|e| SnapshotManifest::read(&e.path(), "snapshot").ok())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        all.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+        Ok(all
+            .iter()
+            .map(|m| m.info(current.as_deref() == Some(m.name.as_str())))
+            .collect())
+    }
+
+    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+        validate_name(name)?;
+        let dir = self.snapshot_target(instance)?;
+        let snapshot = dir.snapshots().join(name);
+        SnapshotManifest::read(&snapshot, "snapshot").map_err(|e| match e {
+            DriverError::NotFound(_) => {
+                DriverError::NotFound(format!("snapshot `{name}` of instance `{}`", instance.name))
+            }
+            other => other,
+        })?;
+        let before = self.inspect(instance).await?;
+        let vmm = self.vmm_backend()?;
+        vmm.stop(&dir, Duration::ZERO).await?;
+        vmm.launch(&dir, VmmBoot::Restore(&snapshot)).await?;
+        // The guest goes on as it was: running, or paused.
+        match before {
+            RuntimeState::Running => vmm.start(&dir, None).await?,
+            RuntimeState::Paused => vmm.mark_started(&dir)?,
+            _ => {}
+        }
+        Self::set_current(&dir, name)
+    }
+
+    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+        validate_name(name)?;
+        let (dir, _) = self.existing(instance)?;
+        match std::fs::remove_dir_all(dir.snapshots().join(name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("delete snapshot {name}"), e)),
+        }
+        if Self::current_snapshot(&dir).as_deref() == Some(name) {
+            let _ = std::fs::remove_file(dir.snapshots().join(CURRENT_FILE));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_checked() {
+        for good in ["s1", "before-upgrade", "v1.2_x"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "a/b", "../x", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_directory_without_a_manifest_is_not_a_snapshot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = SnapshotManifest::read(dir.path(), "spec.restore_from").expect_err("empty");
+        assert!(err.to_string().contains("spec.restore_from"), "{err}");
+        let err = SnapshotManifest::read(&dir.path().join("nope"), "spec.restore_from")
+            .expect_err("missing");
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::NotFound);
+    }
+}

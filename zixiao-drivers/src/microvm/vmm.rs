@@ -1,0 +1,303 @@
+//! The VMM backend: one `zixiao-vmm` process per microVM (Zixiao's own KVM
+//! monitor), driven through `zixiao_vmm`'s client over the API socket in
+//! the instance's run directory `vmm/`. The VMM process outlives the
+//! controller; [`VmmClient::connect`] finds it again after a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use zixiao_core::driver::ConsoleStream;
+use zixiao_core::{DriverError, InstanceStats, RuntimeState};
+use zixiao_vmm::{Boot, VmConfig, VmState, VmmClient, VmmError};
+
+use super::layout::InstanceDir;
+use super::plan::BootPlan;
+
+/// Marks a run directory whose guest has been started (or resumed after a
+/// restore) at least once: a restored VMM waits paused until then.
+const STARTED: &str = "zixiao-started";
+
+/// A VMM error as a driver error of the same kind, naming what was attempted.
+pub(crate) fn vmm_failed(operation: &str, e: VmmError) -> DriverError {
+    match e {
+        VmmError::InvalidArgument { field, reason } => DriverError::InvalidArgument {
+            field: spec_field(&field),
+            reason,
+        },
+        VmmError::NotFound { message } => DriverError::NotFound(message),
+        VmmError::AlreadyExists { message } => DriverError::AlreadyExists(message),
+        VmmError::FailedPrecondition { message } => DriverError::FailedPrecondition(message),
+        VmmError::Unsupported { message } => DriverError::Unsupported(message),
+        VmmError::ResourceExhausted { message } => DriverError::ResourceExhausted(message),
+        VmmError::Unavailable { .. } => DriverError::Unavailable {
+            runtime: "zixiao-vmm".to_owned(),
+            source: Box::new(e),
+        },
+        other => DriverError::Runtime {
+            operation: operation.to_owned(),
+            source: Box::new(other),
+        },
+    }
+}
+
+/// The spec field a VMM config field comes from.
+fn spec_field(field: &str) -> String {
+    match field {
+        "vcpus" => "spec.cpus".to_owned(),
+        "kernel" | "initrd" | "cmdline" | "memory_mib" => format!("spec.{field}"),
+        other => other.to_owned(),
+    }
+}
+
+/// The VMM binary and the directories it runs in.
+#[derive(Debug, Clone)]
+pub(crate) struct VmmBackend {
+    pub(crate) binary: PathBuf,
+}
+
+/// What the VMM boots: a fresh kernel, or a snapshot.
+pub(crate) enum VmmBoot<'a> {
+    Fresh(&'a BootPlan),
+    Restore(&'a Path),
+}
+
+impl VmmBackend {
+    /// Launches the VMM for `boot`, configured (or restored) and not running.
+    pub(crate) async fn launch(
+        &self,
+        dir: &InstanceDir,
+        boot: VmmBoot<'_>,
+    ) -> Result<(), DriverError> {
+        let run_dir = dir.vmm_run_dir();
+        let boot = match boot {
+            VmmBoot::Fresh(plan) => Boot::Fresh(VmConfig {
+                kernel: plan.kernel.clone(),
+                initrd: plan.initrd.clone(),
+                cmdline: plan.cmdline.clone(),
+                vcpus: u8::try_from(plan.cpus)
+                    .map_err(|_| crate::errors::invalid("spec.cpus", "too many vCPUs"))?,
+                memory_mib: plan.memory_mib,
+            }),
+            VmmBoot::Restore(snapshot_dir) => Boot::Restore {
+                snapshot_dir: snapshot_dir.to_owned(),
+            },
+        };
+        let _ = std::fs::remove_file(run_dir.join(STARTED));
+        zixiao_vmm::launch(&self.binary, &run_dir, boot)
+            .await
+            .map(drop)
+            .map_err(|e| vmm_failed("start zixiao-vmm", e))
+    }
+
+    /// The client of the instance's VMM; `None` when none ever ran.
+    async fn client(&self, dir: &InstanceDir) -> Result<Option<VmmClient>, DriverError> {
+        match VmmClient::connect(&dir.vmm_run_dir()).await {
+            Ok(client) => Ok(Some(client)),
+            Err(VmmError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(vmm_failed("connect to zixiao-vmm", e)),
+        }
+    }
+
+    async fn live_client(&self, dir: &InstanceDir) -> Result<VmmClient, DriverError> {
+        self.client(dir).await?.ok_or_else(|| {
+            DriverError::FailedPrecondition("the microVM's monitor is not running".to_owned())
+        })
+    }
+
+    fn started(dir: &InstanceDir) -> bool {
+        dir.vmm_run_dir().join(STARTED).exists()
+    }
+
+    /// The instance's state as its VMM reports it.
+    pub(crate) async fn inspect(&self, dir: &InstanceDir) -> Result<RuntimeState, DriverError> {
+        let Some(client) = self.client(dir).await? else {
+            return Ok(RuntimeState::Exited {
+                code: 1,
+                oom_killed: false,
+                at: None,
+            });
+        };
+        let info = client
+            .info()
+            .await
+            .map_err(|e| vmm_failed("query zixiao-vmm", e))?;
+        Ok(match info.state {
+            VmState::Configured => RuntimeState::Created,
+            // A restored guest waits paused for its first start.
+            VmState::Paused if !Self::started(dir) => RuntimeState::Created,
+            VmState::Paused => RuntimeState::Paused,
+            VmState::Running => RuntimeState::Running,
+            VmState::Exited { code, .. } => RuntimeState::Exited {
+                code,
+                oom_killed: false,
+                at: None,
+            },
+        })
+    }
+
+    /// Starts the guest of a configured or restored VMM, launching a new
+    /// VMM first when the last one has exited. Idempotent.
+    pub(crate) async fn start(
+        &self,
+        dir: &InstanceDir,
+        boot: Option<VmmBoot<'_>>,
+    ) -> Result<(), DriverError> {
+        let state = self.inspect(dir).await?;
+        match state {
+            RuntimeState::Running | RuntimeState::Paused => return Ok(()),
+            RuntimeState::Created => {}
+            RuntimeState::Exited { .. } | RuntimeState::Missing => {
+                let boot = boot.ok_or_else(|| {
+                    DriverError::FailedPrecondition("the microVM has no boot plan".to_owned())
+                })?;
+                self.launch(dir, boot).await?;
+            }
+        }
+        let client = self.live_client(dir).await?;
+        let info = client
+            .info()
+            .await
+            .map_err(|e| vmm_failed("query zixiao-vmm", e))?;
+        match info.state {
+            VmState::Configured => client.start().await,
+            _ => client.resume().await,
+        }
+        .map_err(|e| vmm_failed("start the guest", e))?;
+        self.mark_started(dir)
+    }
+
+    /// Records that the guest of a freshly restored VMM has run before, so
+    /// it counts as paused rather than waiting for its first start.
+    pub(crate) fn mark_started(&self, dir: &InstanceDir) -> Result<(), DriverError> {
+        std::fs::write(dir.vmm_run_dir().join(STARTED), b"")
+            .map_err(|e| crate::errors::io("record the start", e))
+    }
+
+    /// Shuts the VMM down (forced after `grace`). Idempotent.
+    pub(crate) async fn stop(&self, dir: &InstanceDir, grace: Duration) -> Result<(), DriverError> {
+        match self.client(dir).await? {
+            Some(client) => client
+                .shutdown(grace)
+                .await
+                .map_err(|e| vmm_failed("stop zixiao-vmm", e)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) async fn pause(&self, dir: &InstanceDir) -> Result<(), DriverError> {
+        self.live_client(dir)
+            .await?
+            .pause()
+            .await
+            .map_err(|e| vmm_failed("pause the guest", e))
+    }
+
+    pub(crate) async fn resume(&self, dir: &InstanceDir) -> Result<(), DriverError> {
+        self.live_client(dir)
+            .await?
+            .resume()
+            .await
+            .map_err(|e| vmm_failed("resume the guest", e))
+    }
+
+    /// Guest memory and device state into `to`; the guest is left as it was
+    /// (the VMM pauses it meanwhile).
+    pub(crate) async fn snapshot(&self, dir: &InstanceDir, to: &Path) -> Result<(), DriverError> {
+        let client = self.live_client(dir).await?;
+        let was_running = matches!(self.inspect(dir).await?, RuntimeState::Running);
+        client
+            .snapshot(to)
+            .await
+            .map_err(|e| vmm_failed("snapshot the guest", e))?;
+        if was_running {
+            client
+                .resume()
+                .await
+                .map_err(|e| vmm_failed("resume the guest after the snapshot", e))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn stats(&self, dir: &InstanceDir) -> Result<InstanceStats, DriverError> {
+        let stats = self
+            .live_client(dir)
+            .await?
+            .stats()
+            .await
+            .map_err(|e| vmm_failed("read the microVM's stats", e))?;
+        Ok(InstanceStats {
+            cpu_time_ns: stats.vcpu_time_ns.iter().sum(),
+            memory_bytes: stats.vmm_rss_bytes,
+            memory_limit_bytes: Some(stats.guest_memory_bytes),
+            pids: Some(stats.vcpu_time_ns.len() as u64),
+            ..InstanceStats::default()
+        })
+    }
+
+    pub(crate) async fn attach(&self, dir: &InstanceDir) -> Result<ConsoleStream, DriverError> {
+        let stream = self
+            .live_client(dir)
+            .await?
+            .attach_console()
+            .await
+            .map_err(|e| vmm_failed("attach to the console", e))?;
+        let (output, input) = stream.into_split();
+        Ok(ConsoleStream {
+            output: Box::new(output),
+            input: Box::new(input),
+        })
+    }
+}
+
+/// The console log of an instance of this backend.
+pub(crate) fn console_log(dir: &InstanceDir) -> PathBuf {
+    dir.vmm_run_dir().join("console.log")
+}
+
+/// Finds the `zixiao-vmm` binary: `configured`, else `ZIXIAO_VMM_BIN`, else
+/// next to the running executable (and one directory up, for cargo's
+/// `target/*/deps` test binaries), else `$PATH`.
+pub(crate) fn find_binary(configured: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = configured {
+        return if super::qemu::is_executable(path) {
+            Ok(path.to_owned())
+        } else {
+            Err(format!(
+                "the configured zixiao-vmm binary {} is not an executable file",
+                path.display()
+            ))
+        };
+    }
+    if let Some(path) = std::env::var_os(super::VMM_BIN_ENV).filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        return if super::qemu::is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(format!(
+                "{}={} is not an executable file",
+                super::VMM_BIN_ENV,
+                path.display()
+            ))
+        };
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            candidates.push(dir.join("zixiao-vmm"));
+            if let Some(up) = dir.parent() {
+                candidates.push(up.join("zixiao-vmm"));
+            }
+        }
+    }
+    candidates.extend(super::search_path("zixiao-vmm"));
+    candidates
+        .into_iter()
+        .find(|c| super::qemu::is_executable(c))
+        .ok_or_else(|| {
+            format!(
+                "the zixiao-vmm binary is not found (next to this program, or on PATH); \
+                 build it with `cargo build -p zixiao-vmm` or set {}",
+                super::VMM_BIN_ENV
+            )
+        })
+}

@@ -1,0 +1,214 @@
+//! Containers on networks, end to end through the controller: IPAM on the
+//! embedded store, the bridge and rules from zixiao-net, and containers on
+//! the real containerd joining their namespaces. Everything runs inside a
+//! network namespace the test creates (containerd itself stays in the host's:
+//! runc joins each container's namespace by path), so the host's network is
+//! never touched.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zixiao_core::host::HostFacts;
+use zixiao_core::model::CreateNetwork;
+use zixiao_core::{
+    Controller, CreateInstance, Driver, Instance, InstanceSpec, InstanceStatus, LocalAgent,
+    RuntimeState,
+};
+use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
+use zixiao_net::{nft, LinuxNetwork, StoreIpam};
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::wait::{runtime_endpoint, wait_until};
+
+use super::{fixture, TIMEOUT};
+
+/// A controller whose one node runs containers on containerd with `network`.
+async fn controller(dir: &Path, options: ContainerdOptions, network: LinuxNetwork) -> Controller {
+    let driver = ContainerdDriver::connect(options)
+        .await
+        .expect("connect")
+        .with_network(network.clone());
+    let agent =
+        LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(Arc::new(driver));
+    let mut registration = agent.registration("local");
+    registration.capacity.cpus = registration.capacity.cpus.max(16);
+    let store = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).expect("open store"));
+    let controller = Controller::builder(
+        store.clone(),
+        Arc::new(zixiao_sched::PluginScheduler::default()),
+    )
+    .agent("local", Arc::new(agent))
+    .address_allocator(Arc::new(StoreIpam::new(store)))
+    .network_host("local", Arc::new(network))
+    .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    controller
+}
+
+fn on_network(name: &str, network: &str, script: &str) -> CreateInstance {
+    let mut spec = InstanceSpec::container("busybox").with_command(["sh", "-c", script]);
+    spec.networks = vec![network.to_owned()];
+    CreateInstance::new(name, spec)
+}
+
+async fn until_status(c: &Controller, name: &str, want: InstanceStatus) -> Instance {
+    wait_until(
+        &format!("{name} to be {}", want.as_str()),
+        TIMEOUT,
+        || async {
+            let i = c.converge(name).await.expect("converge").expect("exists");
+            (i.status == want).then_some(i)
+        },
+    )
+    .await
+}
+
+fn address(i: &Instance) -> IpAddr {
+    i.attachments[0].addresses[0].address
+}
+
+fn ping(address: IpAddr) -> bool {
+    std::process::Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "3", &address.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("busybox ping")
+        .success()
+}
+
+/// Runs `body` in a fresh network namespace on a current-thread runtime.
+fn isolated<F, Fut>(body: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(base) = runtime_endpoint("ZIXIAO_TEST_NETNS_DIR", "netlink and nftables") else {
+        return;
+    };
+    std::fs::create_dir_all(&base).expect("netns base");
+    let dir = tempfile::tempdir_in(&base).expect("netns dir");
+    let netns_dir = dir.path().to_path_buf();
+    let outcome = zixiao_net::netns::run_isolated(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(body(netns_dir))
+    });
+    for entry in std::fs::read_dir(dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = zixiao_net::netns::remove(&entry.path());
+    }
+    match outcome {
+        Ok(entered) => entered.expect("unshare(CLONE_NEWNET): networking tests run as root"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+#[test]
+fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture("network").await else {
+            return;
+        };
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let c = controller(fx.dir.path(), fx.driver.options().clone(), host.clone()).await;
+        let net = c
+            .create_network(CreateNetwork::new("ctr", ["10.66.0.0/24"]))
+            .await
+            .expect("create network");
+
+        // `a` prints its address and waits for one TCP message.
+        c.create_instance(on_network(
+            "a",
+            "ctr",
+            "ip -o -4 addr show eth0; nc -l -p 7000",
+        ))
+        .await
+        .expect("create a");
+        let a = until_status(&c, "a", InstanceStatus::Running).await;
+        let a_ip = address(&a);
+        assert!(ping(a_ip), "the host reaches a at {a_ip}");
+
+        // `b` pings a, then sends it a message, then stays up.
+        let script = format!(
+            "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 2 {a_ip} >/dev/null && echo reached-a && \
+             echo hello-from-b | nc {a_ip} 7000 && break; sleep 0.5; done; sleep 600"
+        );
+        let b = c
+            .create_instance(on_network("b", "ctr", &script))
+            .await
+            .expect("create b");
+        until_status(&c, "b", InstanceStatus::Running).await;
+        let b = c.get_instance(&b.id).await.unwrap();
+        assert_ne!(address(&b), a_ip);
+        assert!(ping(address(&b)), "the host reaches b");
+
+        // a exits once b's message arrived: proof that b reached a by address.
+        let a_driver = &fx.driver;
+        wait_until("a to receive b's message and exit", TIMEOUT, || async {
+            let state = a_driver.inspect(&a).await.expect("inspect");
+            matches!(state, RuntimeState::Exited { .. }).then_some(())
+        })
+        .await;
+        let log = fx.log(&a).await;
+        assert!(
+            log.contains(&format!("{a_ip}/24")),
+            "a saw its own address: {log}"
+        );
+        assert!(log.contains("hello-from-b"), "a got b's message: {log}");
+        let b_log = fx.log(&b).await;
+        assert!(b_log.contains("reached-a"), "b pinged a: {b_log}");
+
+        // Delete: no container, namespace, veth or allocation left, then the network.
+        for name in ["a", "b"] {
+            c.delete_instance(name).await.expect("delete");
+            assert!(c.converge(name).await.expect("converge delete").is_none());
+        }
+        assert!(fx.leftovers().await.is_empty());
+        assert!(!host.netns_path(&a.id).exists() && !host.netns_path(&b.id).exists());
+        assert!(
+            host.links_with_prefix("zxv").await.unwrap().is_empty(),
+            "no veth left"
+        );
+        assert!(!ping(a_ip));
+        c.delete_network("ctr").await.expect("delete network");
+        assert_eq!(host.link_index(&net.bridge).await.unwrap(), None);
+        assert!(nft::our_tables().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_container_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture("network-missing").await else {
+            return;
+        };
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let c = controller(fx.dir.path(), fx.driver.options().clone(), host.clone()).await;
+        let net = c
+            .create_network(CreateNetwork::new("gone", ["10.67.0.0/24"]))
+            .await
+            .expect("create network");
+        // The node lost the bridge (someone removed it by hand).
+        host.delete_link(&net.bridge).await.unwrap();
+        c.create_instance(on_network("x", "gone", "sleep 600"))
+            .await
+            .expect("create");
+        let x = until_status(&c, "x", InstanceStatus::Failed).await;
+        let problem = x.problem().unwrap_or_default().to_owned();
+        assert!(problem.contains("not set up on this node"), "{problem}");
+        assert!(
+            fx.leftovers().await.is_empty(),
+            "no container or snapshot left"
+        );
+        assert!(!host.netns_path(&x.id).exists(), "no namespace left");
+        assert!(host.links_with_prefix("zxv").await.unwrap().is_empty());
+    });
+}

@@ -1,0 +1,246 @@
+//! Integration tests of the microvm driver against real monitors.
+//!
+//! The QEMU backend boots the Debian cloud kernel with a busybox initramfs
+//! that `scripts/services/microvm.sh start` prepares and prints:
+//!
+//! ```text
+//! scripts/services/microvm.sh install
+//! eval "$(scripts/services/microvm.sh start)"
+//! cargo test -p zixiao-drivers --features microvm --test microvm
+//! ```
+//!
+//! The VMM backend runs `zixiao-vmm` (built by cargo next to the test
+//! binaries, or `ZIXIAO_VMM_BIN`) on `/dev/kvm` with zixiao-vmm's own test
+//! guest. Guests boot under TCG here (seconds each), so the boot tests are
+//! few and each checks many things on one booted microVM.
+
+#![cfg(feature = "microvm")]
+
+mod bad_input;
+mod controller;
+mod qemu;
+mod vmm;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zixiao_core::{Driver, Instance, InstanceSpec, MicrovmBackend, RuntimeState};
+use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
+use zixiao_testing::wait::{runtime_endpoint, wait_until};
+
+/// How long a guest may take to boot to the marker under TCG on a busy machine.
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// What the test initramfs prints on the serial console once booted.
+pub(crate) const MARKER: &str = "ZIXIAO-BOOT-OK";
+
+/// What the QEMU-backend tests need.
+pub(crate) struct Fixture {
+    pub(crate) qemu: PathBuf,
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: PathBuf,
+    /// The driver's state dir, under ZIXIAO_TEST_DIR/microvm (where
+    /// `microvm.sh stop` looks for left-overs).
+    pub(crate) dir: tempfile::TempDir,
+}
+
+/// The fixture, or `None` (skip) without QEMU and the test kernel.
+pub(crate) fn fixture() -> Option<Fixture> {
+    let qemu = runtime_endpoint("ZIXIAO_TEST_MICROVM_QEMU", "QEMU for microVMs")?;
+    let kernel = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")?;
+    let initrd = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")?;
+    Some(Fixture {
+        qemu: qemu.into(),
+        kernel: kernel.into(),
+        initrd: initrd.into(),
+        dir: state_dir(),
+    })
+}
+
+/// A fresh state directory under ZIXIAO_TEST_DIR/microvm, short enough for socket paths.
+pub(crate) fn state_dir() -> tempfile::TempDir {
+    let root = PathBuf::from(
+        std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
+    )
+    .join("microvm");
+    std::fs::create_dir_all(&root).expect("test dir");
+    tempfile::Builder::new()
+        .prefix("s-")
+        .tempdir_in(&root)
+        .expect("tempdir")
+}
+
+/// A test that fails midway must not leave its microVMs running: every
+/// monitor that recorded a pid under the state dir, and whose command line
+/// names it, is killed when the fixture goes.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        kill_left_overs(self.dir.path());
+    }
+}
+
+/// Kills the monitors (QEMU, its wrapper, zixiao-vmm) recorded under `dir`.
+pub(crate) fn kill_left_overs(dir: &std::path::Path) {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "pid") {
+                let Some(pid) = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let names_dir = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&*dir.to_string_lossy()));
+                if names_dir {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-9", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+impl Fixture {
+    /// Driver options with this fixture's QEMU and state dir.
+    pub(crate) fn options(&self) -> MicrovmOptions {
+        MicrovmOptions {
+            qemu_binary: Some(self.qemu.clone()),
+            ..MicrovmOptions::new(self.dir.path())
+        }
+    }
+
+    /// A driver with this fixture's QEMU.
+    pub(crate) fn driver(&self) -> MicrovmDriver {
+        MicrovmDriver::new(self.options()).expect("microvm driver")
+    }
+
+    /// A microVM on the QEMU backend booting the test kernel and initramfs.
+    pub(crate) fn spec(&self, cmdline_extra: &str) -> InstanceSpec {
+        let mut spec = InstanceSpec::microvm(&self.kernel).with_size(1, 256);
+        spec.initrd = Some(self.initrd.clone());
+        spec.cmdline = Some(format!("console=ttyS0 panic=-1 quiet {cmdline_extra}"));
+        spec.backend = MicrovmBackend::Qemu;
+        spec
+    }
+}
+
+/// A unique instance name for this process.
+pub(crate) fn unique(name: &str) -> String {
+    format!("t{}-{name}", std::process::id())
+}
+
+/// An instance as the controller would pass it, placed on `local`.
+pub(crate) fn instance(name: &str, spec: InstanceSpec) -> Instance {
+    zixiao_testing::fake_driver::placed_instance(name, spec)
+}
+
+/// The instance's console log so far.
+pub(crate) async fn console(driver: &MicrovmDriver, instance: &Instance) -> String {
+    match driver.read_log(instance, 0, 1 << 20).await {
+        Ok(chunk) => String::from_utf8_lossy(&chunk.data).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Waits until the console log shows `text` `count` times.
+pub(crate) async fn wait_for_log(
+    driver: &MicrovmDriver,
+    instance: &Instance,
+    text: &str,
+    count: usize,
+) {
+    wait_until(
+        &format!("{} to print {text} {count} time(s)", instance.name),
+        BOOT_TIMEOUT,
+        || async { (console(driver, instance).await.matches(text).count() >= count).then_some(()) },
+    )
+    .await;
+}
+
+/// Waits until the driver reports `want`.
+pub(crate) async fn wait_for_state(
+    driver: &MicrovmDriver,
+    instance: &Instance,
+    what: &str,
+    want: impl Fn(&RuntimeState) -> bool,
+) -> RuntimeState {
+    wait_until(what, BOOT_TIMEOUT, || async {
+        let state = driver.inspect(instance).await.expect("inspect");
+        want(&state).then_some(state)
+    })
+    .await
+}
+
+/// Types `command` into the console and waits for `expect` in what comes back.
+pub(crate) async fn console_roundtrip(
+    driver: &MicrovmDriver,
+    instance: &Instance,
+    command: &str,
+    expect: &str,
+) {
+    use zixiao_core::driver::Console;
+    let mut stream = Console::attach(driver, instance).await.expect("attach");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + BOOT_TIMEOUT;
+    let mut last_sent = None;
+    loop {
+        // Retype the command now and then: the shell may not be reading yet.
+        if last_sent.is_none_or(|t: tokio::time::Instant| t.elapsed() > Duration::from_secs(5)) {
+            stream
+                .input
+                .write_all(format!("{command}\n").as_bytes())
+                .await
+                .expect("type into the console");
+            last_sent = Some(tokio::time::Instant::now());
+        }
+        match tokio::time::timeout(Duration::from_millis(500), stream.output.read(&mut buf)).await {
+            Ok(Ok(0)) => panic!("the console closed; saw {}", String::from_utf8_lossy(&seen)),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("console read: {e}"),
+            Err(_) => {}
+        }
+        if String::from_utf8_lossy(&seen).contains(expect) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {expect} on the console; saw {}",
+            String::from_utf8_lossy(&seen)
+        );
+    }
+}
+
+/// Checks that nothing of `instance` is left: no monitor process, no files.
+pub(crate) fn assert_nothing_left(driver: &MicrovmDriver, instance: &Instance, pids: &[i32]) {
+    let dir = driver.instance_dir(instance);
+    assert!(!dir.exists(), "{} is left", dir.display());
+    for pid in pids {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|stat| !stat.contains(") Z "))
+            .unwrap_or(false);
+        assert!(
+            !alive,
+            "process {pid} of {} is still running",
+            instance.name
+        );
+    }
+}
+
+/// The pid QEMU recorded for `instance`.
+pub(crate) fn qemu_pid(driver: &MicrovmDriver, instance: &Instance) -> i32 {
+    std::fs::read_to_string(driver.instance_dir(instance).join("qemu.pid"))
+        .expect("qemu.pid")
+        .trim()
+        .parse()
+        .expect("a pid")
+}

@@ -1,0 +1,268 @@
+//! The VMM backend through the driver, with zixiao-vmm's own test guest on
+//! `/dev/kvm`: boot, console, pause and resume, stats, a snapshot taken
+//! while the guest counts, restore into a new instance that goes on
+//! counting, revert, stop and delete leaving nothing; and the restore
+//! inputs the driver refuses.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use zixiao_core::driver as cap;
+use zixiao_core::{Driver, ErrorKind, Instance, InstanceSpec, MicrovmBackend, RuntimeState};
+use zixiao_drivers::microvm::{export_snapshot, MicrovmDriver, MicrovmOptions, SnapshotManifest};
+use zixiao_testing::wait::runtimes_required;
+
+use super::{
+    assert_nothing_left, console, instance, kill_left_overs, state_dir, unique, wait_for_log,
+    wait_for_state,
+};
+
+/// A VMM-backend driver and the test guest, or `None` (skip, printing why;
+/// a failure under ZIXIAO_REQUIRE_RUNTIMES=1).
+struct VmmFixture {
+    driver: MicrovmDriver,
+    guest: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for VmmFixture {
+    fn drop(&mut self) {
+        kill_left_overs(self.dir.path());
+    }
+}
+
+fn skip(reason: &str) -> Option<VmmFixture> {
+    assert!(
+        !runtimes_required(),
+        "the vmm backend is required (ZIXIAO_REQUIRE_RUNTIMES=1) but {reason}"
+    );
+    eprintln!("skipped: {reason}");
+    None
+}
+
+fn fixture() -> Option<VmmFixture> {
+    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
+        return skip(&reason);
+    }
+    let Some(guest) = zixiao_vmm::test_guest::kernel_path() else {
+        return skip("zixiao-vmm's test guest was not built (gcc/as missing at build time)");
+    };
+    let dir = state_dir();
+    let driver = match MicrovmDriver::new(MicrovmOptions::new(dir.path())) {
+        Ok(driver) => driver,
+        Err(e) => return skip(&e.to_string()),
+    };
+    if let Err(why) = driver.vmm_binary() {
+        return skip(why);
+    }
+    Some(VmmFixture { driver, guest, dir })
+}
+
+impl VmmFixture {
+    fn spec(&self, mode: &str) -> InstanceSpec {
+        let mut spec = InstanceSpec::microvm(&self.guest).with_size(1, 64);
+        spec.cmdline = Some(format!("console=ttyS0 zx.mode={mode}"));
+        spec.backend = MicrovmBackend::Vmm;
+        spec
+    }
+}
+
+/// The highest `ZX: count=<n>` in `log`.
+fn last_count(log: &str) -> Option<u64> {
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix("ZX: count="))
+        .filter_map(|n| n.trim().parse().ok())
+        .max()
+}
+
+fn vmm_pid(driver: &MicrovmDriver, vm: &Instance) -> u32 {
+    std::fs::read_to_string(driver.instance_dir(vm).join("vmm").join("vmm.pid"))
+        .expect("vmm.pid")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+#[tokio::test]
+async fn vmm_backend_boots_pauses_snapshots_and_restores_a_counting_guest() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let driver = &fx.driver;
+    let vm = instance(&unique("count"), fx.spec("loop"));
+    driver.create(&vm).await.expect("create");
+    assert_eq!(driver.runtime_of(&vm), "vmm");
+    assert_eq!(
+        driver.inspect(&vm).await.expect("inspect"),
+        RuntimeState::Created
+    );
+    driver.start(&vm).await.expect("start");
+    wait_for_log(driver, &vm, "ZX: ready", 1).await;
+    wait_for_log(driver, &vm, "ZX: count=", 2).await;
+    assert!(console(driver, &vm).await.contains("zx.mode=loop"));
+    let pid = vmm_pid(driver, &vm);
+
+    let stats = cap::Stats::stats(driver, &vm).await.expect("stats");
+    assert!(stats.memory_bytes > 0, "{stats:?}");
+    assert_eq!(stats.pids, Some(1));
+    assert_eq!(stats.memory_limit_bytes, Some(64 << 20));
+
+    // Paused, the count stops.
+    cap::Pause::pause(driver, &vm).await.expect("pause");
+    assert_eq!(
+        driver.inspect(&vm).await.expect("inspect"),
+        RuntimeState::Paused
+    );
+    let paused_at = last_count(&console(driver, &vm).await).expect("a count");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(last_count(&console(driver, &vm).await), Some(paused_at));
+
+    // A snapshot of the paused guest leaves it paused.
+    let taken = cap::Snapshots::create(driver, &vm, "s1")
+        .await
+        .expect("snapshot");
+    assert!(taken.includes_memory && taken.current);
+    assert_eq!(
+        driver.inspect(&vm).await.expect("inspect"),
+        RuntimeState::Paused
+    );
+    let listed = cap::Snapshots::list(driver, &vm).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["s1"]
+    );
+    let err = cap::Snapshots::create(driver, &vm, "../x")
+        .await
+        .expect_err("bad name");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+
+    // Resumed, it counts on.
+    cap::Pause::resume(driver, &vm).await.expect("resume");
+    wait_until_count_above(driver, &vm, paused_at).await;
+
+    // Exported and restored as a new instance, the guest continues from
+    // the snapshot's count without booting again.
+    let exported = fx.dir.path().join("exported");
+    export_snapshot(&driver.options().state_dir, &vm.id, "s1", &exported).expect("export");
+    let manifest = SnapshotManifest::read(&exported, "from").expect("manifest");
+    assert_eq!((manifest.cpus, manifest.memory_mib), (1, 64));
+    let copy = instance(&unique("copy"), manifest.restore_spec(&exported));
+    driver
+        .create(&copy)
+        .await
+        .expect("create from the snapshot");
+    assert_eq!(
+        driver.inspect(&copy).await.expect("inspect"),
+        RuntimeState::Created
+    );
+    driver.start(&copy).await.expect("start the restored guest");
+    wait_until_count_above(driver, &copy, paused_at).await;
+    let restored = console(driver, &copy).await;
+    assert!(
+        !restored.contains("ZX: ready"),
+        "the restored guest booted again: {restored}"
+    );
+    let first_restored = restored
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ZX: count="))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .next()
+        .expect("a count");
+    assert!(
+        first_restored > paused_at,
+        "{first_restored} <= {paused_at}"
+    );
+
+    // Revert puts the original back to the snapshot, running as it was.
+    cap::Snapshots::revert(driver, &vm, "s1")
+        .await
+        .expect("revert");
+    assert_eq!(
+        driver.inspect(&vm).await.expect("inspect"),
+        RuntimeState::Running
+    );
+    let reverted_pid = vmm_pid(driver, &vm);
+    assert_ne!(reverted_pid, pid, "revert runs a fresh VMM");
+
+    driver
+        .stop(&vm, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert!(matches!(
+        driver.inspect(&vm).await.expect("inspect"),
+        RuntimeState::Exited { .. }
+    ));
+    let copy_pid = vmm_pid(driver, &copy);
+    driver.delete(&copy).await.expect("delete the copy");
+    driver.delete(&vm).await.expect("delete");
+    assert_nothing_left(driver, &vm, &[pid as i32, reverted_pid as i32]);
+    assert_nothing_left(driver, &copy, &[copy_pid as i32]);
+}
+
+async fn wait_until_count_above(driver: &MicrovmDriver, vm: &Instance, above: u64) {
+    zixiao_testing::wait::wait_until(
+        &format!("{} to count past {above}", vm.name),
+        super::BOOT_TIMEOUT,
+        || async { (last_count(&console(driver, vm).await)? > above).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_guest_that_powers_off_under_the_vmm_has_exited() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let driver = &fx.driver;
+    let vm = instance(&unique("bye"), fx.spec("poweroff"));
+    driver.create(&vm).await.expect("create");
+    driver.start(&vm).await.expect("start");
+    let state = wait_for_state(driver, &vm, "the guest to power off", |s| {
+        matches!(s, RuntimeState::Exited { .. })
+    })
+    .await;
+    assert!(
+        matches!(state, RuntimeState::Exited { code: 0, .. }),
+        "{state:?}"
+    );
+    assert!(console(driver, &vm).await.contains("ZX: bye"));
+    // Started again, it boots again.
+    driver.start(&vm).await.expect("start again");
+    wait_for_log(driver, &vm, "ZX: ready", 2).await;
+    driver.delete(&vm).await.expect("delete");
+    assert!(!driver.instance_dir(&vm).exists());
+}
+
+#[tokio::test]
+async fn restores_from_something_that_is_not_a_fitting_snapshot_are_refused() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let driver = &fx.driver;
+    let empty = fx.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let restore = |from: &Path| {
+        let mut spec = fx.spec("loop");
+        spec.restore_from = Some(from.to_owned());
+        instance(&unique("restore"), spec)
+    };
+    let err = driver
+        .create(&restore(&fx.dir.path().join("missing")))
+        .await
+        .expect_err("missing");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = driver.create(&restore(&empty)).await.expect_err("empty");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("spec.restore_from"), "{err}");
+    // The qemu backend cannot restore a VMM snapshot.
+    let mut spec = fx.spec("loop");
+    spec.backend = MicrovmBackend::Qemu;
+    spec.restore_from = Some(empty.clone());
+    assert!(spec.validate().is_err());
+    let microvms = fx.dir.path().join("microvm");
+    assert!(
+        std::fs::read_dir(&microvms).map_or(true, |mut d| d.next().is_none()),
+        "files left under {}",
+        microvms.display()
+    );
+}

@@ -1,0 +1,267 @@
+//! The controller's network API with the real pieces: StoreIpam on the
+//! embedded store, LinuxNetwork in a test-owned network namespace, and a
+//! fake container driver (this layer's concern is addresses and bridges).
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::in_fresh_netns;
+use zixiao_core::host::HostFacts;
+use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::{
+    AddressAllocator, Controller, CreateInstance, Error, ErrorKind, Instance, InstanceSpec,
+    InstanceType, LocalAgent, NetworkHost, Resources, Result,
+};
+use zixiao_net::{nft, LinuxNetwork, StoreIpam};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::FakeDriver;
+
+struct Setup {
+    controller: Controller,
+    ipam: StoreIpam,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(host: Arc<dyn NetworkHost>) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"));
+    let ipam = StoreIpam::new(store.clone());
+    let agent = Arc::new(
+        LocalAgent::new(HostFacts {
+            hostname: "test".into(),
+            capacity: Resources {
+                cpus: 16,
+                memory_mib: 65536,
+                disk_gib: 100,
+                instances: 64,
+            },
+        })
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Vm))),
+    );
+    let registration = agent.registration("node-a");
+    let controller = Controller::builder(store, Arc::new(PluginScheduler::default()))
+        .agent("node-a", agent)
+        .address_allocator(Arc::new(ipam.clone()))
+        .network_host("node-a", host)
+        .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    Setup {
+        controller,
+        ipam,
+        _dir: dir,
+    }
+}
+
+fn on(name: &str, networks: &[&str]) -> CreateInstance {
+    let mut spec = InstanceSpec::container("busybox");
+    spec.networks = networks.iter().map(|n| n.to_string()).collect();
+    CreateInstance::new(name, spec)
+}
+
+#[test]
+fn networks_are_created_checked_used_and_deleted_without_leftovers() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        let lan = c
+            .create_network(CreateNetwork::new("lan", ["10.70.0.0/24", "fd70::/64"]))
+            .await
+            .unwrap();
+        assert!(
+            host.link_index(&lan.bridge).await.unwrap().is_some(),
+            "bridge on the node"
+        );
+        assert!(nft::show_table(&lan.nft_table()).await.unwrap().is_some());
+
+        let dup = c
+            .create_network(CreateNetwork::new("lan", ["10.71.0.0/24"]))
+            .await
+            .unwrap_err();
+        assert_eq!(dup.kind(), ErrorKind::AlreadyExists);
+        let overlap = c
+            .create_network(CreateNetwork::new("other", ["10.70.0.128/25"]))
+            .await
+            .unwrap_err();
+        assert_eq!(overlap.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            overlap.to_string().contains("subnets[0]") && overlap.to_string().contains("`lan`"),
+            "{overlap}"
+        );
+        let bad = c
+            .create_network(CreateNetwork::new("bad", ["10.72.0.0/40"]))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.kind(), ErrorKind::InvalidArgument);
+        assert!(bad.to_string().contains("subnets[0]"), "{bad}");
+        assert_eq!(
+            c.list_networks().await.unwrap().len(),
+            1,
+            "failed creates stored nothing"
+        );
+
+        // An instance gets an address per subnet and a stable MAC.
+        let web = c.create_instance(on("web", &["lan"])).await.unwrap();
+        let attachment = &web.attachments[0];
+        assert_eq!(attachment.network, "lan");
+        assert_eq!(attachment.interface, "eth0");
+        assert_eq!(attachment.addresses.len(), 2);
+        assert!(lan.subnets[0]
+            .cidr
+            .contains(attachment.addresses[0].address));
+        assert!(lan.subnets[1]
+            .cidr
+            .contains(attachment.addresses[1].address));
+        assert_eq!(
+            c.get_instance("web").await.unwrap().attachments,
+            web.attachments,
+            "recorded in the store"
+        );
+        assert_eq!(s.ipam.owners("lan").await.unwrap(), vec![web.id.clone()]);
+
+        // VM drivers plumb no TAP yet: refused, nothing allocated.
+        let mut vm = on("vm", &["lan"]);
+        vm.spec = InstanceSpec::vm("disk.qcow2");
+        vm.spec.networks = vec!["lan".into()];
+        let refused = c.create_instance(vm).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
+        assert!(refused.to_string().contains("spec.networks"), "{refused}");
+        assert_eq!(s.ipam.owners("lan").await.unwrap().len(), 1);
+
+        let missing = c
+            .create_instance(on("db", &["lan", "nope"]))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            missing.to_string().contains("spec.networks[1]"),
+            "{missing}"
+        );
+        assert_eq!(
+            s.ipam.owners("lan").await.unwrap().len(),
+            1,
+            "the failed create released lan"
+        );
+
+        let in_use = c.delete_network("lan").await.unwrap_err();
+        assert_eq!(in_use.kind(), ErrorKind::FailedPrecondition);
+        assert!(in_use.to_string().contains("web"), "{in_use}");
+
+        c.converge(&web.id).await.unwrap();
+        c.delete_instance("web").await.unwrap();
+        assert!(c.converge(&web.id).await.unwrap().is_none());
+        assert!(
+            s.ipam.owners("lan").await.unwrap().is_empty(),
+            "addresses released on delete"
+        );
+        assert!(s.ipam.allocations("lan").await.unwrap().is_empty());
+
+        c.delete_network("lan").await.unwrap();
+        assert_eq!(
+            host.link_index(&lan.bridge).await.unwrap(),
+            None,
+            "bridge removed"
+        );
+        assert!(nft::our_tables().await.unwrap().is_empty(), "rules removed");
+        assert_eq!(
+            c.get_network("lan").await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    });
+}
+
+#[test]
+fn an_exhausted_pool_refuses_the_instance_and_stores_nothing() {
+    in_fresh_netns(|dir| async move {
+        let s = setup(Arc::new(LinuxNetwork::connect(dir).unwrap())).await;
+        let c = &s.controller;
+        c.create_network(CreateNetwork::new("small", ["10.73.0.0/30"]))
+            .await
+            .unwrap();
+        c.create_instance(on("one", &["small"])).await.unwrap();
+        let err = c.create_instance(on("two", &["small"])).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        assert!(err.to_string().contains("10.73.0.0/30"), "{err}");
+        assert_eq!(
+            c.get_instance("two").await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    });
+}
+
+#[test]
+fn reconcile_releases_allocations_of_vanished_instances() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        let net = c
+            .create_network(CreateNetwork::new("lan", ["10.74.0.0/24"]))
+            .await
+            .unwrap();
+        // A controller crashed between allocating and storing an instance.
+        s.ipam.allocate(&net, "crashed-instance").await.unwrap();
+        let kept = c.create_instance(on("kept", &["lan"])).await.unwrap();
+        // And the bridge vanished (a reboot).
+        host.delete_link(&net.bridge).await.unwrap();
+        let report = c.reconcile_networks().await.unwrap();
+        assert_eq!(report.released, vec!["lan/crashed-instance".to_owned()]);
+        assert_eq!(s.ipam.owners("lan").await.unwrap(), vec![kept.id]);
+        assert!(
+            host.link_index(&net.bridge).await.unwrap().is_some(),
+            "bridge restored"
+        );
+    });
+}
+
+/// A node whose network set-up fails after the first of two nodes succeeded.
+#[derive(Debug)]
+struct Refusing;
+
+#[async_trait]
+impl NetworkHost for Refusing {
+    async fn ensure_network(&self, _: &Network) -> Result<()> {
+        Err(Error::Unsupported(
+            "missing privileges for creating bridges".into(),
+        ))
+    }
+    async fn remove_network(&self, _: &Network) -> Result<()> {
+        Ok(())
+    }
+    async fn reconcile(&self, _: &[Network], _: &[Instance]) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+}
+
+#[test]
+fn a_node_that_cannot_set_up_the_network_leaves_nothing_half_created() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        s.controller
+            .attach_network_host("node-b", Arc::new(Refusing));
+        let err = s
+            .controller
+            .create_network(CreateNetwork::new("lan", ["10.75.0.0/24"]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(
+            err.to_string().contains("node-b") && err.to_string().contains("privileges"),
+            "{err}"
+        );
+        assert!(s.controller.list_networks().await.unwrap().is_empty());
+        assert!(
+            host.links_with_prefix("zxb").await.unwrap().is_empty(),
+            "node-a's bridge undone"
+        );
+        assert!(nft::our_tables().await.unwrap().is_empty());
+    });
+}

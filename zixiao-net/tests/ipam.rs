@@ -1,0 +1,174 @@
+//! StoreIpam on the embedded store: allocation, idempotency, release,
+//! exhaustion, and concurrent allocation from many tasks and two allocators
+//! (two controllers) never handing out one address twice.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::{AddressAllocator, ErrorKind, Store};
+use zixiao_net::StoreIpam;
+use zixiao_store::EmbeddedStore;
+
+fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("s.redb")).expect("store");
+    (dir, Arc::new(store))
+}
+
+fn network(name: &str, subnets: &[&str]) -> Network {
+    CreateNetwork::new(name, subnets.iter().copied())
+        .validate(chrono::Utc::now())
+        .expect("valid network")
+}
+
+#[tokio::test]
+async fn allocation_is_in_the_subnet_idempotent_and_released() {
+    let (_dir, store) = store();
+    let ipam = StoreIpam::new(store);
+    let net = network("lan", &["10.20.0.0/24", "fd20::/64"]);
+    let first = ipam.allocate(&net, "a").await.unwrap();
+    assert_eq!(first.len(), 2);
+    for (ip, subnet) in first.iter().zip(&net.subnets) {
+        assert!(
+            subnet.cidr.contains(ip.address),
+            "{ip} outside {}",
+            subnet.cidr
+        );
+        assert!(subnet.is_assignable(ip.address), "{ip} is special");
+        assert_eq!(ip.gateway, subnet.gateway);
+        assert_eq!(ip.prefix_len, subnet.cidr.prefix_len());
+    }
+    assert_eq!(
+        ipam.allocate(&net, "a").await.unwrap(),
+        first,
+        "same owner, same addresses"
+    );
+    let second = ipam.allocate(&net, "b").await.unwrap();
+    assert_ne!(second[0].address, first[0].address);
+    assert_eq!(ipam.owners("lan").await.unwrap(), vec!["a", "b"]);
+
+    ipam.release("lan", "a").await.unwrap();
+    ipam.release("lan", "a").await.unwrap();
+    assert_eq!(ipam.owners("lan").await.unwrap(), vec!["b"]);
+    let held: Vec<IpAddr> = ipam
+        .allocations("lan")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(held.len(), 2, "only b's two addresses remain: {held:?}");
+    assert!(!held.contains(&first[0].address));
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_is_named_and_frees_up_on_release() {
+    let (_dir, store) = store();
+    let ipam = StoreIpam::new(store);
+    // /29: 8 addresses minus network, broadcast, gateway and a reserved pair = 3.
+    let mut req = CreateNetwork::new("tiny", ["10.30.0.0/29"]);
+    req.reserved = vec!["10.30.0.4/31".into()];
+    let net = req.validate(chrono::Utc::now()).unwrap();
+    let mut got = BTreeSet::new();
+    for owner in ["a", "b", "c"] {
+        got.insert(
+            ipam.allocate(&net, owner).await.unwrap()[0]
+                .address
+                .to_string(),
+        );
+    }
+    let expected: BTreeSet<String> = ["10.30.0.2", "10.30.0.3", "10.30.0.6"]
+        .map(String::from)
+        .into();
+    assert_eq!(got, expected);
+    let err = ipam.allocate(&net, "d").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+    assert!(
+        err.to_string().contains("10.30.0.0/29") && err.to_string().contains("`tiny`"),
+        "{err}"
+    );
+    assert_eq!(
+        ipam.owners("tiny").await.unwrap().len(),
+        3,
+        "the failure allocated nothing"
+    );
+    ipam.release("tiny", "b").await.unwrap();
+    assert!(ipam.allocate(&net, "d").await.is_ok());
+}
+
+/// Allocates for `owners` owners from `net` on `tasks` tasks spread over two
+/// allocators sharing `store`; returns the addresses handed out and the
+/// number of exhausted errors.
+async fn allocate_concurrently(
+    store: Arc<dyn Store>,
+    net: &Network,
+    owners: usize,
+) -> (Vec<IpAddr>, usize) {
+    let allocators = [StoreIpam::new(store.clone()), StoreIpam::new(store)];
+    let mut tasks = Vec::new();
+    for i in 0..owners {
+        let ipam = allocators[i % 2].clone();
+        let net = net.clone();
+        tasks.push(tokio::spawn(async move {
+            ipam.allocate(&net, &format!("owner-{i}")).await
+        }));
+    }
+    let mut addresses = Vec::new();
+    let mut exhausted = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(ips) => addresses.extend(ips.into_iter().map(|ip| ip.address)),
+            Err(e) if e.kind() == ErrorKind::ResourceExhausted => exhausted += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    (addresses, exhausted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_tasks_and_two_allocators_never_duplicate_an_address() {
+    let (_dir, store) = store();
+    // 64 addresses minus network, broadcast, gateway: 61 for 80 owners.
+    let net = network("busy", &["10.40.0.0/26"]);
+    let (addresses, exhausted) = allocate_concurrently(store.clone(), &net, 80).await;
+    let unique: BTreeSet<_> = addresses.iter().collect();
+    assert_eq!(
+        unique.len(),
+        addresses.len(),
+        "duplicate address handed out"
+    );
+    assert_eq!(addresses.len(), 61, "the whole pool is used");
+    assert_eq!(exhausted, 19);
+    let stored = StoreIpam::new(store).allocations("busy").await.unwrap();
+    assert_eq!(
+        stored.len(),
+        61,
+        "what the store records matches what was returned"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn concurrent_allocation_never_duplicates(prefix in 26u8..=29, owners in 1usize..40, v6 in any::<bool>()) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(3).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let (_dir, store) = store();
+            let v4 = format!("10.50.0.0/{prefix}");
+            let subnets: Vec<&str> = if v6 { vec![&v4, "fd50::/120"] } else { vec![&v4] };
+            let net = network("prop", &subnets);
+            let capacity = (1usize << (32 - prefix)) - 3;
+            let (addresses, exhausted) = allocate_concurrently(store, &net, owners).await;
+            let unique: BTreeSet<_> = addresses.iter().collect();
+            prop_assert_eq!(unique.len(), addresses.len());
+            let granted = owners.min(capacity);
+            let per_owner = if v6 { 2 } else { 1 };
+            prop_assert_eq!(addresses.len(), granted * per_owner);
+            prop_assert_eq!(exhausted, owners - granted);
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,318 @@
+//! End-to-end VMM benchmarks on /dev/kvm with the test guest (harness = false):
+//! - launch-to-marker: `launch()` (process spawn, guest load) + `start()` until
+//!   the guest prints `ZX: ready` on a live console reader; 100 boots;
+//! - VMM RSS beyond the guest pages it touched (VmRSS minus the guest
+//!   mapping's Rss in /proc/PID/smaps), and peak RSS (VmHWM);
+//! - microVMs booted per second (launch, start, marker, guest power-off),
+//!   1 and 8 at a time;
+//! - snapshot and restore (launch Restore until paused, then until the next
+//!   counter line) for 64 MiB and 256 MiB guests.
+//!
+//! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change 100).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use zixiao_vmm::{launch, test_guest, Boot, VmConfig, VmmClient};
+
+/// Every VMM launched, so a panicking run kills them (VMMs are detached).
+static LAUNCHED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn kill_launched() {
+    for pid in LAUNCHED.lock().map(|l| l.clone()).unwrap_or_default() {
+        // Only our VMMs: a pid of a VMM that already exited may be reused.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("zixiao-vmm\0--run-dir") {
+            continue;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn track(vmm: &VmmClient) {
+    if let Ok(mut l) = LAUNCHED.lock() {
+        l.push(vmm.pid());
+    }
+}
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zixiao-vmm"))
+}
+
+fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
+    VmConfig {
+        kernel: kernel.to_path_buf(),
+        initrd: None,
+        cmdline: cmdline.into(),
+        vcpus: 1,
+        memory_mib,
+    }
+}
+
+async fn read_until(console: &mut tokio::net::UnixStream, needle: &str) {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let n = console.read(&mut buf).await.expect("console read");
+            assert!(n > 0, "console closed before `{needle}`");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("marker within 30 s");
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rss (KiB) of the mapping whose size is exactly `size_kib` (the guest memory).
+fn mapping_rss_kib(pid: u32, size_kib: u64) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut in_guest = false;
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Size:") {
+            in_guest = v.split_whitespace().next().and_then(|n| n.parse().ok()) == Some(size_kib);
+        } else if in_guest {
+            if let Some(v) = line.strip_prefix("Rss:") {
+                return v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn boot_to_marker(kernel: &Path, run: &Path, cmdline: &str) -> (Duration, VmmClient) {
+    let (t, _, vmm) = boot_to_marker_split(kernel, run, cmdline).await;
+    (t, vmm)
+}
+
+/// Total time to the marker, and the part spent in `launch()` (spawn + load).
+async fn boot_to_marker_split(
+    kernel: &Path,
+    run: &Path,
+    cmdline: &str,
+) -> (Duration, Duration, VmmClient) {
+    let t0 = Instant::now();
+    let vmm = launch(&binary(), run, Boot::Fresh(config(kernel, cmdline, 64)))
+        .await
+        .expect("launch");
+    let launched = t0.elapsed();
+    track(&vmm);
+    let mut console = vmm.attach_console().await.expect("console");
+    vmm.start().await.expect("start");
+    read_until(&mut console, test_guest::READY_MARKER).await;
+    (t0.elapsed(), launched, vmm)
+}
+
+async fn bench_start(kernel: &Path, dir: &Path) {
+    let boots: usize = std::env::var("ZIXIAO_BENCH_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let mut times = Vec::new();
+    let mut launch_times = Vec::new();
+    let (mut rss, mut overhead, mut hwm) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..boots {
+        let run = dir.join(format!("start-{i}"));
+        let (t, launched, vmm) = boot_to_marker_split(kernel, &run, "zx.mode=halt").await;
+        times.push(t);
+        launch_times.push(launched);
+        let pid = vmm.pid();
+        let total = status_kib(pid, "VmRSS:");
+        rss.push(total);
+        overhead.push(total.saturating_sub(mapping_rss_kib(pid, 64 * 1024)));
+        hwm.push(status_kib(pid, "VmHWM:"));
+        vmm.shutdown(Duration::from_secs(2))
+            .await
+            .expect("shutdown");
+        let _ = std::fs::remove_dir_all(&run);
+    }
+    times.sort();
+    launch_times.sort();
+    overhead.sort();
+    hwm.sort();
+    rss.sort();
+    println!(
+        "launch-to-marker ({boots} boots, 64 MiB, 1 vCPU): min {} p50 {} p99 {} max {}",
+        ms(times[0]),
+        ms(pct(&times, 0.5)),
+        ms(pct(&times, 0.99)),
+        ms(times[times.len() - 1])
+    );
+    println!(
+        "  of which launch() (spawn, load, ready): min {} p50 {} p99 {}",
+        ms(launch_times[0]),
+        ms(pct(&launch_times, 0.5)),
+        ms(pct(&launch_times, 0.99))
+    );
+    println!(
+        "VMM RSS at marker: median {} KiB total, median {} KiB beyond guest pages; peak RSS (VmHWM) median {} KiB",
+        rss[rss.len() / 2],
+        overhead[overhead.len() / 2],
+        hwm[hwm.len() / 2]
+    );
+}
+
+async fn bench_throughput(kernel: &Path, dir: &Path, parallel: usize, total: usize) {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (next, kernel, dir) = (next.clone(), kernel.to_path_buf(), dir.to_path_buf());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                let run = dir.join(format!("tp{parallel}-{i}"));
+                // Power-off mode: the guest prints the marker and resets; the VMM exits.
+                let (_, vmm) = boot_to_marker(&kernel, &run, "zx.mode=poweroff").await;
+                vmm.shutdown(Duration::from_secs(2))
+                    .await
+                    .expect("shutdown");
+                let _ = std::fs::remove_dir_all(&run);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "microVMs booted to marker and stopped, {parallel} at a time: {total} in {secs:.2} s = {:.1}/s",
+        total as f64 / secs
+    );
+}
+
+async fn bench_snapshot(kernel: &Path, dir: &Path, memory_mib: u64) {
+    let mut snap_t = Vec::new();
+    let mut restore_t = Vec::new();
+    let mut resume_t = Vec::new();
+    for i in 0..5 {
+        let snap = dir.join(format!("snap-{memory_mib}-{i}"));
+        let vmm = launch(
+            &binary(),
+            &dir.join(format!("s{memory_mib}-{i}")),
+            Boot::Fresh(config(kernel, "zx.mode=loop", memory_mib)),
+        )
+        .await
+        .expect("launch");
+        track(&vmm);
+        let mut console = vmm.attach_console().await.expect("console");
+        vmm.start().await.expect("start");
+        read_until(&mut console, "ZX: count=2\n").await;
+        let t0 = Instant::now();
+        vmm.snapshot(&snap).await.expect("snapshot");
+        snap_t.push(t0.elapsed());
+        vmm.shutdown(Duration::from_secs(2))
+            .await
+            .expect("shutdown");
+
+        let t0 = Instant::now();
+        let restored = launch(
+            &binary(),
+            &dir.join(format!("r{memory_mib}-{i}")),
+            Boot::Restore {
+                snapshot_dir: snap.clone(),
+            },
+        )
+        .await
+        .expect("restore");
+        restore_t.push(t0.elapsed());
+        track(&restored);
+        let mut console = restored.attach_console().await.expect("console");
+        restored.resume().await.expect("resume");
+        read_until(&mut console, "ZX: count=").await;
+        resume_t.push(t0.elapsed());
+        restored
+            .shutdown(Duration::from_secs(2))
+            .await
+            .expect("shutdown");
+        let _ = std::fs::remove_dir_all(&snap);
+    }
+    snap_t.sort();
+    restore_t.sort();
+    resume_t.sort();
+    println!(
+        "{memory_mib} MiB guest: snapshot median {} (min {}), restore-to-paused median {} (min {}), restore-to-next-guest-output median {}",
+        ms(snap_t[2]),
+        ms(snap_t[0]),
+        ms(restore_t[2]),
+        ms(restore_t[0]),
+        ms(resume_t[2])
+    );
+}
+
+fn main() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        kill_launched();
+        default_hook(info);
+    }));
+    // `cargo test --benches` runs this with --bench absent: keep that quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    if let Some(why) = zixiao_vmm::kvm_skip_reason() {
+        println!("skipped: {why}");
+        return;
+    }
+    let Some(kernel) = test_guest::kernel_path() else {
+        println!("skipped: the test guest was not built (gcc/ld missing)");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        if quick {
+            let (t, vmm) = boot_to_marker(&kernel, &dir.path().join("smoke"), "zx.mode=halt").await;
+            vmm.shutdown(Duration::from_secs(2))
+                .await
+                .expect("shutdown");
+            println!(
+                "smoke: launch-to-marker {} (run with `cargo bench` for the full set)",
+                ms(t)
+            );
+            return;
+        }
+        println!("KVM: {:?}", zixiao_vmm::kvm_support());
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        println!(
+            "host: {} CPUs, load average {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            load.trim()
+        );
+        bench_start(&kernel, dir.path()).await;
+        bench_throughput(&kernel, dir.path(), 1, 40).await;
+        bench_throughput(&kernel, dir.path(), 8, 40).await;
+        bench_snapshot(&kernel, dir.path(), 64).await;
+        bench_snapshot(&kernel, dir.path(), 256).await;
+    });
+}

@@ -1,0 +1,120 @@
+//! The VMM process's API: the types clients see (state, info, stats, how to
+//! boot) and the JSON-lines protocol on `RUN_DIR/api.sock` (one request line,
+//! one response line per connection).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{VmConfig, VmmError};
+
+/// Files in a VMM run directory.
+pub mod files {
+    /// The API socket.
+    pub const API_SOCK: &str = "api.sock";
+    /// Live console attach socket.
+    pub const CONSOLE_SOCK: &str = "console.sock";
+    /// All serial output of the guest.
+    pub const CONSOLE_LOG: &str = "console.log";
+    /// The VMM's process id.
+    pub const PID: &str = "vmm.pid";
+    /// The VMM's own diagnostics (its stderr).
+    pub const VMM_LOG: &str = "vmm.log";
+    /// Written when the VMM stops: how it stopped.
+    pub const EXIT: &str = "exit.json";
+    /// What the VM boots (config, snapshot it came from), kept after exit.
+    pub const VM: &str = "vm.json";
+}
+
+/// How the VMM process starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Boot {
+    /// Boot `VmConfig` from scratch; the vCPUs start on `start()`.
+    Fresh(VmConfig),
+    /// Restore a snapshot; the VM is paused until `resume()`.
+    Restore {
+        /// A directory written by `snapshot()`.
+        snapshot_dir: PathBuf,
+    },
+}
+
+/// Lifecycle state of a microVM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum VmState {
+    /// Loaded, vCPUs not started.
+    Configured,
+    /// vCPUs running.
+    Running,
+    /// vCPUs parked.
+    Paused,
+    /// The VMM process is gone.
+    Exited {
+        /// `guest_reset`, `guest_shutdown`, `shutdown`, `killed` or `error: ...`.
+        reason: String,
+        /// 0 for an orderly stop.
+        code: i32,
+    },
+}
+
+/// What `info()` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// Current state.
+    pub state: VmState,
+    /// The VMM process id.
+    pub pid: u32,
+    /// What it boots (for a restore: the config of the snapshotted VM).
+    pub config: VmConfig,
+    /// The snapshot it was restored from, if any.
+    pub restored_from: Option<PathBuf>,
+}
+
+/// Resource use of one microVM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmStats {
+    /// Guest memory size.
+    pub guest_memory_bytes: u64,
+    /// Resident set of the VMM process (includes guest pages touched).
+    pub vmm_rss_bytes: u64,
+    /// CPU time of each vCPU thread.
+    pub vcpu_time_ns: Vec<u64>,
+    /// VM exits by reason (`io_in`, `io_out`, `mmio`, `hlt`, `shutdown`, `intr`, `other`).
+    pub exits: BTreeMap<String, u64>,
+}
+
+/// One API request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Request {
+    Info,
+    Start,
+    Pause,
+    Resume,
+    Shutdown,
+    Snapshot { dir: PathBuf },
+    Stats,
+}
+
+/// One API response.
+pub(crate) type Response = Result<serde_json::Value, VmmError>;
+
+/// What the VMM process writes on its ready pipe once (or instead, its error).
+pub(crate) type Ready = Result<u32, VmmError>;
+
+/// The content of exit.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ExitRecord {
+    pub reason: String,
+    pub code: i32,
+    pub pid: u32,
+}
+
+/// The content of vm.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct VmRecord {
+    pub config: VmConfig,
+    pub restored_from: Option<PathBuf>,
+}

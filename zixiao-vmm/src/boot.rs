@@ -1,0 +1,258 @@
+//! Fresh boot: guest memory, kernel (ELF vmlinux or bzImage via linux-loader),
+//! command line, initrd, boot_params with an e820 map, and the long-mode
+//! structures (identity page tables, GDT) plus the boot vCPU's registers.
+
+use std::fs::File;
+
+use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use linux_loader::configurator::linux::LinuxBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
+use linux_loader::loader::bootparam::boot_params;
+use linux_loader::loader::{self, BzImage, Cmdline, Elf, KernelLoader};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::config::{kernel_format, open_input, KernelFormat, VmConfig};
+use crate::layout::*;
+use crate::VmmError;
+
+/// Where the boot vCPU starts and where the loaded images ended up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BootInfo {
+    /// 64-bit entry point.
+    pub entry: u64,
+}
+
+/// Allocates anonymous guest memory of `bytes`.
+pub(crate) fn guest_memory(bytes: u64) -> Result<GuestMemoryMmap, VmmError> {
+    let size = usize::try_from(bytes).map_err(|_| VmmError::invalid("memory_mib", "too large"))?;
+    GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)]).map_err(|err| {
+        VmmError::ResourceExhausted {
+            message: format!(
+                "memory_mib: cannot map {} MiB of guest memory: {err}",
+                bytes >> 20
+            ),
+        }
+    })
+}
+
+/// Loads kernel, command line and initrd and writes boot_params and the
+/// long-mode tables. Returns the entry point.
+pub(crate) fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootInfo, VmmError> {
+    let format = kernel_format(&config.kernel)?;
+    let mut kernel = open_input("kernel", &config.kernel)?;
+    let bad_kernel = |err: loader::Error| {
+        VmmError::invalid(
+            "kernel",
+            format!("{} cannot be loaded: {err}", config.kernel.display()),
+        )
+    };
+    let (loaded, entry) = match format {
+        KernelFormat::Elf => {
+            let r = Elf::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START)))
+                .map_err(bad_kernel)?;
+            (r, r.kernel_load.raw_value())
+        }
+        KernelFormat::BzImage => {
+            let r = BzImage::load(mem, None, &mut kernel, Some(GuestAddress(HIMEM_START)))
+                .map_err(bad_kernel)?;
+            // The 64-bit entry of a bzImage is 0x200 past its protected-mode code.
+            (r, r.kernel_load.raw_value() + 0x200)
+        }
+    };
+
+    let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| VmmError::internal("cmdline", e))?;
+    if !config.cmdline.trim().is_empty() {
+        cmdline
+            .insert_str(config.cmdline.trim())
+            .map_err(|err| VmmError::invalid("cmdline", err.to_string()))?;
+    }
+    loader::load_cmdline(mem, GuestAddress(CMDLINE_START), &cmdline)
+        .map_err(|err| VmmError::invalid("cmdline", err.to_string()))?;
+
+    let mem_end = config.memory_bytes();
+    let mut params = boot_params::default();
+    if let Some(header) = loaded.setup_header {
+        params.hdr = header;
+    }
+    params.hdr.type_of_loader = 0xff;
+    params.hdr.boot_flag = 0xaa55;
+    params.hdr.header = 0x5372_6448; // "HdrS"
+    params.hdr.kernel_alignment = 0x0100_0000;
+    params.hdr.cmd_line_ptr = CMDLINE_START as u32;
+    params.hdr.cmdline_size = cmdline
+        .as_cstring()
+        .map(|c| c.as_bytes().len())
+        .unwrap_or(0) as u32;
+
+    if let Some(path) = &config.initrd {
+        let (addr, size) = load_initrd(mem, path, loaded.kernel_end, mem_end)?;
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+
+    add_e820(&mut params, 0, EBDA_START);
+    add_e820(&mut params, HIMEM_START, mem_end - HIMEM_START);
+    LinuxBootConfigurator::write_bootparams(
+        &BootParams::new(&params, GuestAddress(ZERO_PAGE)),
+        mem,
+    )
+    .map_err(|e| VmmError::internal("writing boot_params", e))?;
+
+    write_page_tables(mem)?;
+    write_gdt(mem)?;
+    crate::mptable::write(mem, config.vcpus)?;
+    Ok(BootInfo { entry })
+}
+
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &std::path::Path,
+    kernel_end: u64,
+    mem_end: u64,
+) -> Result<(u64, u64), VmmError> {
+    let mut file: File = open_input("initrd", path)?;
+    let size = file
+        .metadata()
+        .map_err(|e| VmmError::invalid("initrd", e.to_string()))?
+        .len();
+    let too_big = || {
+        VmmError::invalid(
+            "initrd",
+            format!(
+                "{} is {size} bytes, larger than the guest memory left above the kernel",
+                path.display()
+            ),
+        )
+    };
+    let addr = mem_end.checked_sub(size).ok_or_else(too_big)? & !0xfff;
+    if addr < kernel_end.max(INITRD_MIN_ADDR.min(mem_end / 2)) {
+        return Err(too_big());
+    }
+    let count = usize::try_from(size).map_err(|_| too_big())?;
+    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, count)
+        .map_err(|err| {
+            VmmError::invalid("initrd", format!("cannot read {}: {err}", path.display()))
+        })?;
+    Ok((addr, size))
+}
+
+fn add_e820(params: &mut boot_params, addr: u64, size: u64) {
+    let i = params.e820_entries as usize;
+    if i < params.e820_table.len() {
+        params.e820_table[i].addr = addr;
+        params.e820_table[i].size = size;
+        params.e820_table[i].r#type = 1; // E820_RAM
+        params.e820_entries += 1;
+    }
+}
+
+/// Identity-maps the first 4 GiB with 2 MiB pages.
+fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+    let w = |addr: u64, val: u64| {
+        mem.write_obj(val, GuestAddress(addr))
+            .map_err(|e| VmmError::internal("writing page tables", e))
+    };
+    w(PML4_ADDR, PDPT_ADDR | 0x3)?;
+    for gib in 0..4u64 {
+        let pd = PD_ADDR + gib * 0x1000;
+        w(PDPT_ADDR + gib * 8, pd | 0x3)?;
+        for i in 0..512u64 {
+            // Present | writable | page size (2 MiB).
+            w(pd + i * 8, ((gib << 30) + (i << 21)) | 0x83)?;
+        }
+    }
+    Ok(())
+}
+
+/// GDT entries: null, 64-bit code, data, TSS.
+const GDT: [u64; 4] = [
+    0,
+    gdt_entry(0xa09b, 0, 0xfffff),
+    gdt_entry(0xc093, 0, 0xfffff),
+    gdt_entry(0x808b, 0, 0xfffff),
+];
+
+const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
+    ((base as u64 & 0xff00_0000) << (56 - 24))
+        | ((flags as u64 & 0x0000_f0ff) << 40)
+        | ((limit as u64 & 0x000f_0000) << (48 - 16))
+        | ((base as u64 & 0x00ff_ffff) << 16)
+        | (limit as u64 & 0x0000_ffff)
+}
+
+fn segment(index: u16, entry: u64) -> kvm_segment {
+    let g = ((entry >> 55) & 1) as u8;
+    let raw_limit = (((entry >> 32) & 0x000f_0000) | (entry & 0xffff)) as u32;
+    kvm_segment {
+        base: 0,
+        limit: if g == 1 {
+            (raw_limit << 12) | 0xfff
+        } else {
+            raw_limit
+        },
+        selector: index * 8,
+        type_: ((entry >> 40) & 0xf) as u8,
+        present: ((entry >> 47) & 1) as u8,
+        dpl: ((entry >> 45) & 3) as u8,
+        db: ((entry >> 54) & 1) as u8,
+        s: ((entry >> 44) & 1) as u8,
+        l: ((entry >> 53) & 1) as u8,
+        g,
+        avl: ((entry >> 52) & 1) as u8,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), VmmError> {
+    for (i, entry) in GDT.iter().enumerate() {
+        mem.write_obj(*entry, GuestAddress(GDT_ADDR + 8 * i as u64))
+            .map_err(|e| VmmError::internal("writing GDT", e))?;
+    }
+    mem.write_obj(0u64, GuestAddress(IDT_ADDR))
+        .map_err(|e| VmmError::internal("writing IDT", e))
+}
+
+/// Special registers for 64-bit entry: flat segments, paging on, long mode.
+pub(crate) fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    let code = segment(1, GDT[1]);
+    let data = segment(2, GDT[2]);
+    let tss = segment(3, GDT[3]);
+    sregs.gdt.base = GDT_ADDR;
+    sregs.gdt.limit = (GDT.len() * 8 - 1) as u16;
+    sregs.idt.base = IDT_ADDR;
+    sregs.idt.limit = 7;
+    sregs.cs = code;
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    sregs.tr = tss;
+    sregs.cr3 = PML4_ADDR;
+    sregs.cr4 |= 0x20; // PAE
+    sregs.cr0 |= 0x1 | 0x8000_0000; // PE | PG
+    sregs.efer |= 0x100 | 0x400; // LME | LMA
+    sregs
+}
+
+/// General registers of the boot vCPU: entry point, stack, %rsi = boot_params.
+pub(crate) fn boot_regs(entry: u64) -> kvm_regs {
+    kvm_regs {
+        rflags: 0x2,
+        rip: entry,
+        rsp: BOOT_STACK,
+        rbp: BOOT_STACK,
+        rsi: ZERO_PAGE,
+        ..Default::default()
+    }
+}
+
+/// x87/SSE defaults Linux expects.
+pub(crate) fn boot_fpu() -> kvm_fpu {
+    kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    }
+}

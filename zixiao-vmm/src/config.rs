@@ -1,0 +1,214 @@
+//! `VmConfig`: what a microVM boots, and its validation. Checks that need only
+//! the files and the host (sizes, formats, memory available) live here so the
+//! launcher can reject bad input before any process or file exists.
+
+use std::fs::File;
+use std::io::{ErrorKind as IoKind, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::layout;
+use crate::VmmError;
+
+/// Smallest guest: the boot structures, the kernel at 1 MiB and some room.
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Largest guest: guest RAM is one region below the 32-bit PCI hole.
+pub const MAX_MEMORY_MIB: u64 = 3 * 1024;
+/// Most vCPUs one microVM may have.
+pub const MAX_VCPUS: u8 = 32;
+
+/// What to boot: kernel, initrd, command line, vCPUs and memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// A bzImage or a 64-bit ELF vmlinux.
+    pub kernel: PathBuf,
+    /// An initial ramdisk placed at the top of guest memory.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line (at most 2047 bytes, no NUL).
+    pub cmdline: String,
+    /// Number of vCPUs, one host thread each.
+    pub vcpus: u8,
+    /// Guest memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// The kind of kernel image a file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// A 64-bit x86 ELF (vmlinux or the test guest).
+    Elf,
+    /// A Linux bzImage.
+    BzImage,
+}
+
+impl VmConfig {
+    /// A config for `kernel` with 1 vCPU, 128 MiB and a serial-console command line.
+    pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
+        VmConfig {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: "console=ttyS0 reboot=k panic=-1".to_string(),
+            vcpus: 1,
+            memory_mib: 128,
+        }
+    }
+
+    /// Guest memory in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib.saturating_mul(1 << 20)
+    }
+
+    /// Checks every field against the files and the host; names the field.
+    pub fn validate(&self) -> Result<(), VmmError> {
+        if self.vcpus == 0 {
+            return Err(VmmError::invalid("vcpus", "must be at least 1"));
+        }
+        if self.vcpus > MAX_VCPUS {
+            return Err(VmmError::invalid(
+                "vcpus",
+                format!(
+                    "{} is more than the {MAX_VCPUS} a microVM supports",
+                    self.vcpus
+                ),
+            ));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(VmmError::invalid(
+                "memory_mib",
+                format!(
+                    "{} MiB is less than the minimum of {MIN_MEMORY_MIB} MiB",
+                    self.memory_mib
+                ),
+            ));
+        }
+        if self.memory_mib > MAX_MEMORY_MIB {
+            return Err(VmmError::invalid(
+                "memory_mib",
+                format!(
+                    "{} MiB is more than the maximum of {MAX_MEMORY_MIB} MiB",
+                    self.memory_mib
+                ),
+            ));
+        }
+        if let Some(available) = host_available_memory() {
+            if self.memory_bytes() > available {
+                return Err(VmmError::ResourceExhausted {
+                    message: format!(
+                        "memory_mib: {} MiB asked, the host has {} MiB available",
+                        self.memory_mib,
+                        available >> 20
+                    ),
+                });
+            }
+        }
+        if self.cmdline.len() >= layout::CMDLINE_MAX {
+            return Err(VmmError::invalid(
+                "cmdline",
+                format!(
+                    "{} bytes, at most {} allowed",
+                    self.cmdline.len(),
+                    layout::CMDLINE_MAX - 1
+                ),
+            ));
+        }
+        if self.cmdline.contains('\0') {
+            return Err(VmmError::invalid("cmdline", "contains a NUL byte"));
+        }
+        kernel_format(&self.kernel)?;
+        if let Some(initrd) = &self.initrd {
+            let size = file_size("initrd", initrd)?;
+            let room = self.memory_bytes().saturating_sub(layout::INITRD_MIN_ADDR);
+            if size > room {
+                return Err(VmmError::invalid(
+                    "initrd",
+                    format!(
+                        "{} is {size} bytes, larger than the {room} bytes of guest memory it can use \
+                         ({} MiB guest)",
+                        initrd.display(),
+                        self.memory_mib
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` for reading, mapping failures to errors naming `field`.
+pub(crate) fn open_input(field: &str, path: &Path) -> Result<File, VmmError> {
+    let file = File::open(path).map_err(|err| match err.kind() {
+        IoKind::NotFound => VmmError::NotFound {
+            message: format!("{field} {} does not exist", path.display()),
+        },
+        _ => VmmError::invalid(field, format!("cannot read {}: {err}", path.display())),
+    })?;
+    let meta = file.metadata().map_err(|err| {
+        VmmError::invalid(field, format!("cannot stat {}: {err}", path.display()))
+    })?;
+    if !meta.is_file() {
+        return Err(VmmError::invalid(
+            field,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
+fn file_size(field: &str, path: &Path) -> Result<u64, VmmError> {
+    let file = open_input(field, path)?;
+    file.metadata()
+        .map(|m| m.len())
+        .map_err(|err| VmmError::invalid(field, format!("cannot stat {}: {err}", path.display())))
+}
+
+/// Recognizes a 64-bit x86 ELF or a bzImage by its headers.
+pub fn kernel_format(path: &Path) -> Result<KernelFormat, VmmError> {
+    let mut file = open_input("kernel", path)?;
+    let mut head = [0u8; 0x210];
+    let mut len = 0;
+    while len < head.len() {
+        match file.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(err) => {
+                return Err(VmmError::invalid(
+                    "kernel",
+                    format!("cannot read {}: {err}", path.display()),
+                ))
+            }
+        }
+    }
+    let head = &head[..len];
+    if head.len() >= 20 && head.starts_with(b"\x7fELF") {
+        // EI_CLASS 2 = 64-bit, EI_DATA 1 = little endian, e_machine 62 = x86-64.
+        if head[4] == 2 && head[5] == 1 && u16::from_le_bytes([head[18], head[19]]) == 62 {
+            return Ok(KernelFormat::Elf);
+        }
+        return Err(VmmError::invalid(
+            "kernel",
+            format!(
+                "{} is an ELF file but not a 64-bit x86 kernel",
+                path.display()
+            ),
+        ));
+    }
+    if head.len() >= 0x206 && &head[0x202..0x206] == b"HdrS" && head[0x1fe..0x200] == [0x55, 0xaa] {
+        return Ok(KernelFormat::BzImage);
+    }
+    Err(VmmError::invalid(
+        "kernel",
+        format!(
+            "{} is not a kernel (neither a 64-bit ELF nor a bzImage)",
+            path.display()
+        ),
+    ))
+}
+
+/// MemAvailable from /proc/meminfo, in bytes.
+pub(crate) fn host_available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

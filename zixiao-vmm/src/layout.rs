@@ -1,0 +1,42 @@
+//! Guest physical memory layout of a microVM (x86-64, Linux boot protocol).
+//!
+//! ```text
+//! 0x0500  GDT            0x0520  IDT (empty)
+//! 0x7000  boot_params    0x8ff0  boot stack top
+//! 0x9000  PML4           0xa000  PDPT      0xb000..0xf000  4 page directories (identity map 4 GiB, 2 MiB pages)
+//! 0x9fc00 MP table (EBDA, reserved in e820)
+//! 0x20000 command line   0x100000 kernel   top of RAM: initrd
+//! ```
+
+/// GDT address.
+pub const GDT_ADDR: u64 = 0x500;
+/// IDT address.
+pub const IDT_ADDR: u64 = 0x520;
+/// The boot_params ("zero page").
+pub const ZERO_PAGE: u64 = 0x7000;
+/// Initial stack pointer of the boot vCPU.
+pub const BOOT_STACK: u64 = 0x8ff0;
+/// Page map level 4.
+pub const PML4_ADDR: u64 = 0x9000;
+/// Page directory pointer table.
+pub const PDPT_ADDR: u64 = 0xa000;
+/// First of four page directories.
+pub const PD_ADDR: u64 = 0xb000;
+/// Start of the extended BIOS data area (reserved; holds the MP table).
+pub const EBDA_START: u64 = 0x9fc00;
+/// Kernel command line.
+pub const CMDLINE_START: u64 = 0x20000;
+/// Command line capacity including the NUL.
+pub const CMDLINE_MAX: usize = 2048;
+/// Where high memory and the kernel start.
+pub const HIMEM_START: u64 = 0x100000;
+/// The initrd never goes below this (leaves the first 8 MiB to small kernels).
+pub const INITRD_MIN_ADDR: u64 = 0x80_0000;
+/// TSS area KVM needs on Intel (above guest RAM).
+pub const KVM_TSS_ADDR: usize = 0xfffb_d000;
+/// COM1.
+pub const COM1_PORT: u16 = 0x3f8;
+/// COM1's interrupt line.
+pub const COM1_IRQ: u32 = 4;
+/// i8042 command port.
+pub const I8042_CMD_PORT: u16 = 0x64;

@@ -1,0 +1,34 @@
+//! Zixiao's own KVM microVM monitor: one process per microVM, a Unix-socket API, snapshot and restore.
+//!
+//! The library has two halves. The client half ([`launch`], [`VmmClient`]) is
+//! what drivers use: it spawns the `zixiao-vmm` binary detached, one per
+//! microVM, and talks to it over `RUN_DIR/api.sock`. The VMM half
+//! ([`server::run`], used by the binary) owns the KVM machine: guest memory,
+//! kernel loading (linux-loader), boot parameters, vCPU threads, the
+//! in-kernel irqchip and PIT, COM1 (vm-superio) and the i8042 reset line, and
+//! snapshots.
+
+mod api;
+mod boot;
+mod client;
+mod config;
+mod cpu;
+mod devices;
+pub mod layout;
+mod machine;
+mod mptable;
+pub mod server;
+mod snapshot;
+mod support;
+pub mod test_guest;
+
+mod error;
+
+pub use api::{files, Boot, VmInfo, VmState, VmmStats};
+pub use client::{launch, VmmClient};
+pub use config::{
+    kernel_format, KernelFormat, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+};
+pub use error::VmmError;
+pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use support::{kvm_skip_reason, kvm_support, KvmSupport, KVM_DEVICE, KVM_DEVICE_ENV};

@@ -1,0 +1,554 @@
+//! A running KVM machine: the VM fd with its memory, in-kernel irqchip and
+//! PIT, one host thread per vCPU, and the controls the VMM process needs:
+//! start, pause (every vCPU parked outside KVM_RUN), resume, stop, and the
+//! state capture and restore that snapshots are made of.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{
+    kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
+    CpuId, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use serde::{Deserialize, Serialize};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_superio::serial::{NoEvents, SerialState};
+use vm_superio::Serial;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use crate::cpu::{self, VcpuState};
+use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapshot};
+use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
+use crate::{boot, support, VmConfig, VmmError};
+
+/// How the guest stopped, reported by a vCPU thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GuestEvent {
+    /// i8042 reset (Linux `reboot=k`, or the test guest's power-off).
+    Reset,
+    /// Triple fault / KVM_EXIT_SHUTDOWN.
+    Shutdown,
+    /// KVM could not run the vCPU.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Run,
+    Pause,
+    Stop,
+}
+
+struct Ctl {
+    want: Want,
+    /// vCPU threads currently outside KVM_RUN and waiting (or finished).
+    parked: usize,
+}
+
+/// Start/pause/stop handshake between the VMM and its vCPU threads.
+struct Control {
+    ctl: Mutex<Ctl>,
+    cond: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Control {
+    /// Parks while paused; false once told to stop.
+    fn wait_runnable(&self) -> bool {
+        let mut ctl = lock(&self.ctl);
+        if ctl.want == Want::Run {
+            return true;
+        }
+        ctl.parked += 1;
+        self.cond.notify_all();
+        while ctl.want == Want::Pause {
+            ctl = self.cond.wait(ctl).unwrap_or_else(|p| p.into_inner());
+        }
+        if ctl.want == Want::Stop {
+            return false;
+        }
+        ctl.parked -= 1;
+        true
+    }
+
+    /// A vCPU thread ends for good; it counts as parked from now on.
+    fn finished(&self) {
+        lock(&self.ctl).parked += 1;
+        self.cond.notify_all();
+    }
+}
+
+/// Exit counts by reason.
+#[derive(Default)]
+struct ExitCounters {
+    io_in: AtomicU64,
+    io_out: AtomicU64,
+    mmio: AtomicU64,
+    hlt: AtomicU64,
+    shutdown: AtomicU64,
+    intr: AtomicU64,
+    other: AtomicU64,
+}
+
+/// VM-wide KVM state of a snapshot.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct MachineState {
+    pub pic_master: kvm_irqchip,
+    pub pic_slave: kvm_irqchip,
+    pub ioapic: kvm_irqchip,
+    pub pit: kvm_pit_state2,
+    pub clock: kvm_clock_data,
+    pub serial: SerialSnapshot,
+    pub vcpus: Vec<VcpuState>,
+}
+
+/// One microVM inside this process.
+pub(crate) struct Machine {
+    // Field order is drop order: vCPUs and the VM go before the memory they map.
+    vcpus: Vec<Arc<Mutex<VcpuFd>>>,
+    threads: Vec<JoinHandle<()>>,
+    vm: VmFd,
+    kvm: Kvm,
+    memory: GuestMemoryMmap,
+    devices: Arc<Devices>,
+    cpuids: Vec<CpuId>,
+    msr_indices: Vec<u32>,
+    control: Arc<Control>,
+    counters: Arc<ExitCounters>,
+    tids: Arc<Mutex<Vec<Option<u32>>>>,
+    /// Guest memory is anonymous (fresh boot), not a copy-on-write snapshot map.
+    anonymous_memory: bool,
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only interrupts KVM_RUN (EINTR); the vCPU loop then checks its controls.
+}
+
+fn kick_signal() -> libc::c_int {
+    SIGRTMIN()
+}
+
+fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmmError {
+    move |err| VmmError::internal(what, err)
+}
+
+impl Machine {
+    /// Creates the VM, loads `config` for a fresh boot. vCPUs are not running.
+    pub(crate) fn create(config: &VmConfig, sink: ConsoleSink) -> Result<Machine, VmmError> {
+        config.validate()?;
+        let memory = boot::guest_memory(config.memory_bytes())?;
+        let serial = Serial::new(IrqTrigger(new_evt()?), sink);
+        let mut machine = Machine::new_vm(config.vcpus, memory, serial)?;
+        let info = boot::load(&machine.memory, config)?;
+        for (i, vcpu) in machine.vcpus.iter().enumerate() {
+            let vcpu = lock(vcpu);
+            cpu::setup_vcpu(&vcpu, &machine.cpuids[i], (i == 0).then_some(info.entry))?;
+        }
+        machine.msr_indices = cpu::saveable_msrs(&machine.kvm, &lock(&machine.vcpus[0]))?;
+        Ok(machine)
+    }
+
+    /// Creates the VM from a snapshot's `state` over already loaded `memory`.
+    pub(crate) fn restore(
+        state: &MachineState,
+        memory: GuestMemoryMmap,
+        sink: ConsoleSink,
+    ) -> Result<Machine, VmmError> {
+        let vcpus = u8::try_from(state.vcpus.len())
+            .map_err(|_| VmmError::internal("snapshot", "too many vCPUs"))?;
+        let serial = Serial::from_state(
+            &SerialState::from(&state.serial),
+            IrqTrigger(new_evt()?),
+            NoEvents,
+            sink,
+        )
+        .map_err(|e| VmmError::internal("restoring the serial port", format!("{e:?}")))?;
+        let mut machine = Machine::new_vm(vcpus, memory, serial)?;
+        let vm = &machine.vm;
+        vm.set_pit2(&state.pit).map_err(kvm_err("KVM_SET_PIT2"))?;
+        let mut clock = state.clock;
+        clock.flags = 0; // only the value can be set
+        vm.set_clock(&clock).map_err(kvm_err("KVM_SET_CLOCK"))?;
+        for chip in [&state.pic_master, &state.pic_slave, &state.ioapic] {
+            vm.set_irqchip(chip).map_err(kvm_err("KVM_SET_IRQCHIP"))?;
+        }
+        for (vcpu, saved) in machine.vcpus.iter().zip(&state.vcpus) {
+            saved.restore(&lock(vcpu))?;
+        }
+        machine.anonymous_memory = false;
+        machine.msr_indices = state.vcpus[0].msrs.iter().map(|m| m.index).collect();
+        machine.cpuids = state
+            .vcpus
+            .iter()
+            .map(|v| CpuId::from_entries(&v.cpuid))
+            .collect::<Result<_, _>>()
+            .map_err(|e| VmmError::internal("snapshot CPUID", format!("{e:?}")))?;
+        Ok(machine)
+    }
+
+    fn new_vm(
+        vcpu_count: u8,
+        memory: GuestMemoryMmap,
+        serial: crate::devices::ComPort,
+    ) -> Result<Machine, VmmError> {
+        let kvm = support::open_kvm()?;
+        let max = kvm.get_max_vcpus();
+        if usize::from(vcpu_count) > max {
+            return Err(VmmError::invalid(
+                "vcpus",
+                format!("{vcpu_count} asked, KVM on this host allows at most {max}"),
+            ));
+        }
+        let vm = kvm.create_vm().map_err(|e| VmmError::ResourceExhausted {
+            message: format!("KVM_CREATE_VM failed: {e}"),
+        })?;
+        for (slot, region) in memory.iter().enumerate() {
+            let host = memory
+                .get_host_address(region.start_addr())
+                .map_err(|e| VmmError::internal("guest memory", e))?;
+            let desc = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: region.start_addr().raw_value(),
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: `host..host+len` is a live mapping owned by `memory`, which
+            // the Machine keeps until after the VM fd (field order) is closed.
+            unsafe { vm.set_user_memory_region(desc) }.map_err(|e| {
+                VmmError::ResourceExhausted {
+                    message: format!("KVM_SET_USER_MEMORY_REGION failed: {e}"),
+                }
+            })?;
+        }
+        vm.set_tss_address(KVM_TSS_ADDR)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        vm.register_irqfd(&serial.interrupt_evt().0, COM1_IRQ)
+            .map_err(kvm_err("KVM_IRQFD"))?;
+        let base_cpuid = cpu::supported_cpuid(&kvm)?;
+        let mut vcpus = Vec::new();
+        let mut cpuids = Vec::new();
+        for id in 0..vcpu_count {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(|e| VmmError::ResourceExhausted {
+                    message: format!("vcpus: cannot create vCPU {id}: {e}"),
+                })?;
+            vcpus.push(Arc::new(Mutex::new(fd)));
+            cpuids.push(cpu::vcpu_cpuid(&base_cpuid, id, vcpu_count)?);
+        }
+        register_signal_handler(kick_signal(), kick_handler)
+            .map_err(|e| VmmError::internal("registering the vCPU kick signal", e))?;
+        Ok(Machine {
+            vcpus,
+            threads: Vec::new(),
+            vm,
+            kvm,
+            memory,
+            devices: Arc::new(Devices {
+                serial: Mutex::new(serial),
+            }),
+            cpuids,
+            msr_indices: Vec::new(),
+            control: Arc::new(Control {
+                ctl: Mutex::new(Ctl {
+                    want: Want::Pause,
+                    parked: 0,
+                }),
+                cond: Condvar::new(),
+            }),
+            counters: Arc::new(ExitCounters::default()),
+            tids: Arc::new(Mutex::new(vec![None; usize::from(vcpu_count)])),
+            anonymous_memory: true,
+        })
+    }
+
+    /// Guest memory, for snapshots.
+    pub(crate) fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// For anonymous guest memory: which 4 KiB pages were ever populated
+    /// (present or swapped, from /proc/self/pagemap). The others read as
+    /// zero, so a snapshot need not touch them (touching costs a page fault
+    /// each). `None` when unknown (memory mapped from a snapshot file).
+    pub(crate) fn populated_pages(&self) -> Option<Vec<bool>> {
+        if !self.anonymous_memory {
+            return None;
+        }
+        let host = self
+            .memory
+            .get_host_address(vm_memory::GuestAddress(0))
+            .ok()? as usize;
+        let pages = usize::try_from(self.memory_bytes()).ok()? / 4096;
+        let file = std::fs::File::open("/proc/self/pagemap").ok()?;
+        let mut raw = vec![0u8; pages * 8];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, (host / 4096 * 8) as u64)
+            .ok()?;
+        Some(
+            raw.chunks_exact(8)
+                .map(|e| {
+                    let entry = u64::from_le_bytes(e.try_into().unwrap_or_default());
+                    entry & (0b11 << 62) != 0 // present | swapped
+                })
+                .collect(),
+        )
+    }
+
+    /// The port devices (console input goes through here).
+    pub(crate) fn devices(&self) -> &Arc<Devices> {
+        &self.devices
+    }
+
+    /// Spawns the vCPU threads, running (or parked if `paused`).
+    pub(crate) fn start(
+        &mut self,
+        paused: bool,
+        events: Sender<GuestEvent>,
+    ) -> Result<(), VmmError> {
+        if !self.threads.is_empty() {
+            return Err(VmmError::precondition("the vCPUs are already started"));
+        }
+        lock(&self.control.ctl).want = if paused { Want::Pause } else { Want::Run };
+        for (id, vcpu) in self.vcpus.iter().enumerate() {
+            let ctx = VcpuThread {
+                id,
+                vcpu: vcpu.clone(),
+                devices: self.devices.clone(),
+                control: self.control.clone(),
+                counters: self.counters.clone(),
+                tids: self.tids.clone(),
+                events: events.clone(),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || ctx.run())
+                .map_err(|e| VmmError::ResourceExhausted {
+                    message: format!("vcpus: cannot spawn a vCPU thread: {e}"),
+                })?;
+            self.threads.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Parks every vCPU outside KVM_RUN.
+    pub(crate) fn pause(&self) -> Result<(), VmmError> {
+        lock(&self.control.ctl).want = Want::Pause;
+        self.wait_parked()
+    }
+
+    fn wait_parked(&self) -> Result<(), VmmError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // Re-kick every round: a signal that lands just before a vCPU enters
+            // KVM_RUN is not seen by KVM.
+            for t in &self.threads {
+                let _ = t.kill(kick_signal());
+            }
+            let ctl = lock(&self.control.ctl);
+            if ctl.parked >= self.threads.len() {
+                return Ok(());
+            }
+            let (_ctl, _) = self
+                .control
+                .cond
+                .wait_timeout(ctl, Duration::from_millis(2))
+                .unwrap_or_else(|p| p.into_inner());
+            if Instant::now() > deadline {
+                return Err(VmmError::internal(
+                    "pausing",
+                    "the vCPUs did not stop within 10 s",
+                ));
+            }
+        }
+    }
+
+    /// Lets the parked vCPUs run again.
+    pub(crate) fn resume(&self) {
+        lock(&self.control.ctl).want = Want::Run;
+        self.control.cond.notify_all();
+    }
+
+    /// Stops and joins every vCPU thread.
+    pub(crate) fn stop(&mut self) {
+        lock(&self.control.ctl).want = Want::Stop;
+        self.control.cond.notify_all();
+        let _ = self.wait_parked();
+        lock(&self.control.ctl).want = Want::Stop;
+        self.control.cond.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Captures VM and vCPU state. The vCPUs must be paused.
+    pub(crate) fn save_state(&self) -> Result<MachineState, VmmError> {
+        let chip = |id| -> Result<kvm_irqchip, VmmError> {
+            let mut c = kvm_irqchip {
+                chip_id: id,
+                ..Default::default()
+            };
+            self.vm
+                .get_irqchip(&mut c)
+                .map_err(kvm_err("KVM_GET_IRQCHIP"))?;
+            Ok(c)
+        };
+        let vcpus = self
+            .vcpus
+            .iter()
+            .zip(&self.cpuids)
+            .map(|(v, cpuid)| VcpuState::save(&lock(v), cpuid, &self.msr_indices))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MachineState {
+            pic_master: chip(KVM_IRQCHIP_PIC_MASTER)?,
+            pic_slave: chip(KVM_IRQCHIP_PIC_SLAVE)?,
+            ioapic: chip(KVM_IRQCHIP_IOAPIC)?,
+            pit: self.vm.get_pit2().map_err(kvm_err("KVM_GET_PIT2"))?,
+            clock: self.vm.get_clock().map_err(kvm_err("KVM_GET_CLOCK"))?,
+            serial: lock(&self.devices.serial).state().into(),
+            vcpus,
+        })
+    }
+
+    /// Exit counts by reason.
+    pub(crate) fn exit_counts(&self) -> BTreeMap<String, u64> {
+        let c = &self.counters;
+        [
+            ("io_in", &c.io_in),
+            ("io_out", &c.io_out),
+            ("mmio", &c.mmio),
+            ("hlt", &c.hlt),
+            ("shutdown", &c.shutdown),
+            ("intr", &c.intr),
+            ("other", &c.other),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+        .collect()
+    }
+
+    /// CPU time of each vCPU thread, from /proc/self/task/TID/schedstat.
+    pub(crate) fn vcpu_times_ns(&self) -> Vec<u64> {
+        lock(&self.tids)
+            .iter()
+            .map(|tid| {
+                tid.and_then(|tid| {
+                    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()
+                })
+                .and_then(|s| s.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Guest memory size in bytes.
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memory.iter().map(|r| r.len()).sum()
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn new_evt() -> Result<EventFd, VmmError> {
+    EventFd::new(EFD_NONBLOCK).map_err(|e| VmmError::internal("eventfd", e))
+}
+
+struct VcpuThread {
+    id: usize,
+    vcpu: Arc<Mutex<VcpuFd>>,
+    devices: Arc<Devices>,
+    control: Arc<Control>,
+    counters: Arc<ExitCounters>,
+    tids: Arc<Mutex<Vec<Option<u32>>>>,
+    events: Sender<GuestEvent>,
+}
+
+impl VcpuThread {
+    fn run(self) {
+        let tid = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+        lock(&self.tids)[self.id] = tid;
+        let c = &self.counters;
+        while self.control.wait_runnable() {
+            let mut vcpu = lock(&self.vcpu);
+            let event = match vcpu.run() {
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    c.io_out.fetch_add(1, Ordering::Relaxed);
+                    match self.devices.io_out(port, data) {
+                        PortAction::Reset => Some(GuestEvent::Reset),
+                        PortAction::None => None,
+                    }
+                }
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    c.io_in.fetch_add(1, Ordering::Relaxed);
+                    self.devices.io_in(port, data);
+                    None
+                }
+                Ok(VcpuExit::MmioRead(_, data)) => {
+                    c.mmio.fetch_add(1, Ordering::Relaxed);
+                    data.fill(0xff);
+                    None
+                }
+                Ok(VcpuExit::MmioWrite(..)) => {
+                    c.mmio.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Ok(VcpuExit::Hlt) => {
+                    // With the in-kernel LAPIC KVM handles HLT itself; a HLT exit
+                    // means the vCPU can never be woken.
+                    c.hlt.fetch_add(1, Ordering::Relaxed);
+                    Some(GuestEvent::Shutdown)
+                }
+                Ok(VcpuExit::Shutdown) => {
+                    c.shutdown.fetch_add(1, Ordering::Relaxed);
+                    Some(GuestEvent::Shutdown)
+                }
+                Ok(VcpuExit::Intr) => {
+                    c.intr.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Ok(other) => {
+                    c.other.fetch_add(1, Ordering::Relaxed);
+                    Some(GuestEvent::Failed(format!(
+                        "vCPU {} exit {other:?}",
+                        self.id
+                    )))
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    c.intr.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Err(e) => Some(GuestEvent::Failed(format!("vCPU {} KVM_RUN: {e}", self.id))),
+            };
+            drop(vcpu);
+            if let Some(event) = event {
+                let _ = self.events.send(event);
+                self.control.finished();
+                return;
+            }
+        }
+        // wait_runnable() already counted this thread as parked.
+    }
+}

@@ -1,0 +1,92 @@
+//! Shared helpers of the KVM tests: the VMM binary, the test guest, run
+//! directories, and waiting for console output.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use zixiao_vmm::{test_guest, VmConfig};
+
+/// The `zixiao-vmm` binary cargo built for these tests.
+pub fn vmm_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zixiao-vmm"))
+}
+
+/// The test guest kernel, or None (after printing why) when KVM tests must skip.
+pub fn guest() -> Option<PathBuf> {
+    if zixiao_vmm::kvm_skip_reason().is_some() {
+        return None;
+    }
+    let path = test_guest::kernel_path();
+    if path.is_none() {
+        assert!(
+            !zixiao_testing::wait::runtimes_required(),
+            "the test guest was not built (gcc/ld missing) but ZIXIAO_REQUIRE_RUNTIMES=1"
+        );
+        eprintln!("skipped: the test guest was not built (gcc/ld missing)");
+    }
+    path
+}
+
+/// A config booting the test guest with `cmdline`.
+pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
+    VmConfig {
+        kernel: kernel.to_path_buf(),
+        initrd: None,
+        cmdline: cmdline.to_string(),
+        vcpus: 1,
+        memory_mib: 32,
+    }
+}
+
+/// Waits until console.log in `run_dir` contains `needle`; returns the log.
+pub async fn wait_console(log: &Path, needle: &str, timeout: Duration) -> String {
+    zixiao_testing::wait::wait_until(&format!("`{needle}` on the console"), timeout, || async {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        text.contains(needle).then_some(text)
+    })
+    .await
+}
+
+/// Every complete `ZX: count=N` line of `text`, in order.
+pub fn counts(text: &str) -> Vec<u64> {
+    text.split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| l.strip_prefix("ZX: count="))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// The last complete `ZX: count=N` value in `text`.
+pub fn last_count(text: &str) -> Option<u64> {
+    counts(text).last().copied()
+}
+
+/// Whether a process with `pid` still runs (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z") | Some("X")
+        ),
+        Err(_) => false,
+    }
+}
+
+/// Kills a VMM (SIGKILL) when dropped: VMMs are detached by design, so a test
+/// that fails half-way must not leave its VMM running.
+pub struct Reaper(pub u32);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        // Only our VMM: its pid may have been reused once it exited.
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.0)).unwrap_or_default();
+        if alive(self.0) && String::from_utf8_lossy(&cmdline).contains("zixiao-vmm\0--run-dir") {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &self.0.to_string()])
+                .status();
+        }
+    }
+}
