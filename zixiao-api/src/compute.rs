@@ -36,6 +36,25 @@ impl ComputeServer {
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
     }
 
+    /// Runs one instance action (start, stop, restart, delete) named by
+    /// `request`, and answers with the instance, converged if asked.
+    async fn act<F, Fut>(
+        &self,
+        request: Request<InstanceAction>,
+        action: F,
+    ) -> Result<Response<JsonObject>, Status>
+    where
+        F: FnOnce(Controller, String) -> Fut,
+        Fut: std::future::Future<Output = zixiao_core::Result<Instance>>,
+    {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let instance = action(self.controller.clone(), request.instance)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
+    }
+
     async fn settle(&self, instance: Instance, wait: bool) -> Result<Option<Instance>, Status> {
         if !wait {
             return Ok(Some(instance));
@@ -120,56 +139,35 @@ impl ComputeService for ComputeServer {
         &self,
         request: Request<InstanceAction>,
     ) -> Result<Response<JsonObject>, Status> {
-        let request = request.into_inner();
-        required("instance", &request.instance)?;
-        let instance = self
-            .controller
-            .start_instance(&request.instance)
+        self.act(request, |c, id| async move { c.start_instance(&id).await })
             .await
-            .map_err(|e| from_error(&e))?;
-        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
     }
 
     async fn stop_instance(
         &self,
         request: Request<InstanceAction>,
     ) -> Result<Response<JsonObject>, Status> {
-        let request = request.into_inner();
-        required("instance", &request.instance)?;
-        let instance = self
-            .controller
-            .stop_instance(&request.instance)
+        self.act(request, |c, id| async move { c.stop_instance(&id).await })
             .await
-            .map_err(|e| from_error(&e))?;
-        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
     }
 
     async fn restart_instance(
         &self,
         request: Request<InstanceAction>,
     ) -> Result<Response<JsonObject>, Status> {
-        let request = request.into_inner();
-        required("instance", &request.instance)?;
-        let instance = self
-            .controller
-            .restart_instance(&request.instance)
-            .await
-            .map_err(|e| from_error(&e))?;
-        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
+        self.act(
+            request,
+            |c, id| async move { c.restart_instance(&id).await },
+        )
+        .await
     }
 
     async fn delete_instance(
         &self,
         request: Request<InstanceAction>,
     ) -> Result<Response<JsonObject>, Status> {
-        let request = request.into_inner();
-        required("instance", &request.instance)?;
-        let instance = self
-            .controller
-            .delete_instance(&request.instance)
+        self.act(request, |c, id| async move { c.delete_instance(&id).await })
             .await
-            .map_err(|e| from_error(&e))?;
-        Ok(object(self.settle(instance, request.wait).await?.as_ref()))
     }
 
     async fn get_instance_stats(
