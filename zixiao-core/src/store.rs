@@ -99,6 +99,31 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// Checks what every store refuses the same way: no writes, an empty
+    /// key, or a key written twice. Errors: `InvalidArgument`.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.writes.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "a transaction needs at least one write".to_owned(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.writes.len());
+        for write in &self.writes {
+            let key = write.key();
+            if key.is_empty() {
+                return Err(StoreError::InvalidArgument(
+                    "a key must not be empty".to_owned(),
+                ));
+            }
+            if !seen.insert(key) {
+                return Err(StoreError::InvalidArgument(format!(
+                    "key `{key}` is written twice in one transaction"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// An empty transaction.
     pub fn new() -> Self {
         Txn::default()

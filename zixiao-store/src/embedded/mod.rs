@@ -13,7 +13,6 @@ mod codec;
 mod tables;
 mod watch;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, Weak};
@@ -511,31 +510,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".to_owned())
 }
 
-/// Rejects what no backend may apply: an empty transaction, an empty key,
-/// or one key written twice.
-fn validate(txn: &Txn) -> Result<(), StoreError> {
-    if txn.writes.is_empty() {
-        return Err(StoreError::InvalidArgument(
-            "a transaction needs at least one write".to_owned(),
-        ));
-    }
-    let mut seen = HashSet::with_capacity(txn.writes.len());
-    for write in &txn.writes {
-        let key = write.key();
-        if key.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "a key must not be empty".to_owned(),
-            ));
-        }
-        if !seen.insert(key) {
-            return Err(StoreError::InvalidArgument(format!(
-                "key `{key}` is written twice in one transaction"
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -555,7 +529,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
-        validate(&txn)?;
+        txn.validate()?;
         let (reply, outcome) = oneshot::channel();
         self.inner
             .queued

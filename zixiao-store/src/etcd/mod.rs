@@ -10,7 +10,6 @@
 mod conn;
 mod watch;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -337,31 +336,6 @@ fn answer_error(failure: Failure, what: &str) -> StoreError {
     }
 }
 
-/// Rejects what no backend may apply: an empty transaction, an empty key,
-/// or one key written twice.
-fn validate(txn: &Txn) -> Result<(), StoreError> {
-    if txn.writes.is_empty() {
-        return Err(StoreError::InvalidArgument(
-            "a transaction needs at least one write".to_owned(),
-        ));
-    }
-    let mut seen = HashSet::with_capacity(txn.writes.len());
-    for write in &txn.writes {
-        let key = write.key();
-        if key.is_empty() {
-            return Err(StoreError::InvalidArgument(
-                "a key must not be empty".to_owned(),
-            ));
-        }
-        if !seen.insert(key) {
-            return Err(StoreError::InvalidArgument(format!(
-                "key `{key}` is written twice in one transaction"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A write's precondition, with its key.
 fn precondition(write: &Write) -> Precondition {
     match write {
@@ -527,7 +501,7 @@ impl Store for EtcdStore {
     }
 
     async fn commit(&self, txn: Txn) -> Result<Revision, StoreError> {
-        validate(&txn)?;
+        txn.validate()?;
         let request = etcd_txn(&self.prefix, &txn)?;
         let response = self
             .pool
