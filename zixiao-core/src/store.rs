@@ -80,13 +80,31 @@ pub enum Write {
         /// What the key must be first.
         precondition: Precondition,
     },
+    /// Change nothing at `key`, but fail the transaction unless
+    /// `precondition` holds: a write elsewhere that is only valid while
+    /// `key` is as it was read.
+    Check {
+        /// The key.
+        key: String,
+        /// What the key must be.
+        precondition: Precondition,
+    },
 }
 
 impl Write {
     /// The key this write touches.
     pub fn key(&self) -> &str {
         match self {
-            Write::Put { key, .. } | Write::Delete { key, .. } => key,
+            Write::Put { key, .. } | Write::Delete { key, .. } | Write::Check { key, .. } => key,
+        }
+    }
+
+    /// What the key must be before the transaction applies.
+    pub fn precondition(&self) -> Precondition {
+        match self {
+            Write::Put { precondition, .. }
+            | Write::Delete { precondition, .. }
+            | Write::Check { precondition, .. } => *precondition,
         }
     }
 }
@@ -99,12 +117,17 @@ pub struct Txn {
 }
 
 impl Txn {
-    /// Checks what every store refuses the same way: no writes, an empty
-    /// key, or a key written twice. Errors: `InvalidArgument`.
+    /// Checks what every store refuses the same way: no put or delete, an
+    /// empty key, a key written twice, or a check without a precondition.
+    /// Errors: `InvalidArgument`.
     pub fn validate(&self) -> Result<(), StoreError> {
-        if self.writes.is_empty() {
+        if self
+            .writes
+            .iter()
+            .all(|write| matches!(write, Write::Check { .. }))
+        {
             return Err(StoreError::InvalidArgument(
-                "a transaction needs at least one write".to_owned(),
+                "a transaction needs at least one put or delete".to_owned(),
             ));
         }
         let mut seen = std::collections::HashSet::with_capacity(self.writes.len());
@@ -118,6 +141,11 @@ impl Txn {
             if !seen.insert(key) {
                 return Err(StoreError::InvalidArgument(format!(
                     "key `{key}` is written twice in one transaction"
+                )));
+            }
+            if matches!(write, Write::Check { .. }) && write.precondition() == Precondition::None {
+                return Err(StoreError::InvalidArgument(format!(
+                    "the check of key `{key}` needs a precondition"
                 )));
             }
         }
@@ -165,6 +193,16 @@ impl Txn {
     /// Adds a delete of `key` if `precondition` holds.
     pub fn delete(mut self, key: impl Into<String>, precondition: Precondition) -> Self {
         self.writes.push(Write::Delete {
+            key: key.into(),
+            precondition,
+        });
+        self
+    }
+
+    /// Makes the transaction fail unless `precondition` holds for `key`,
+    /// which it leaves as it is.
+    pub fn check(mut self, key: impl Into<String>, precondition: Precondition) -> Self {
+        self.writes.push(Write::Check {
             key: key.into(),
             precondition,
         });

@@ -22,7 +22,8 @@ use zixiao_core::model::{
     host_interface_name, mac_address, CreateNetwork, IpConfig, Network, NetworkAttachment,
     VETH_PREFIX,
 };
-use zixiao_core::{AddressAllocator, NetworkHost};
+use zixiao_core::store::{put_object, Txn};
+use zixiao_core::{AddressAllocator, NetworkHost, Store};
 use zixiao_net::{LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
 
@@ -37,7 +38,11 @@ fn bench_ipam(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"));
     // A /12 (about a million addresses): the pool never runs out here.
-    let net = network("bench", "10.0.0.0/12");
+    let mut net = network("bench", "10.0.0.0/12");
+    // Allocations need the stored network.
+    net.revision = runtime
+        .block_on(store.commit(put_object(Txn::new(), &net)))
+        .expect("store the network");
     let allocators = [StoreIpam::new(store.clone()), StoreIpam::new(store)];
     let next = Arc::new(AtomicU64::new(0));
     let mut group = c.benchmark_group("ipam");

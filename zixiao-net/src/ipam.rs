@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use zixiao_core::model::{from_u128, to_u128, IpConfig, Network, Subnet};
-use zixiao_core::store::{Precondition, Store, StoreError, Txn};
+use zixiao_core::store::{Precondition, Store, StoreError, StoredObject, Txn};
 use zixiao_core::{AddressAllocator, Error, Result};
 
 /// Key prefix of every allocation.
@@ -88,6 +88,14 @@ fn owner_key(network: &str, owner: &str) -> String {
     format!("{}{owner}", owners_prefix(network))
 }
 
+/// The error for an allocation on a network that is being deleted, is
+/// gone, or was never stored.
+fn changed(name: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "network `{name}` is being deleted or does not exist (allocations need the stored network)"
+    ))
+}
+
 fn corrupt(key: &str) -> Error {
     Error::Internal(format!("the allocation at `{key}` cannot be decoded"))
 }
@@ -145,6 +153,9 @@ impl AddressAllocator for StoreIpam {
             return Err(Error::invalid("owner", "must be non-empty without `/`"));
         }
         let name = &network.name;
+        if network.deleting || network.revision == 0 {
+            return Err(changed(name));
+        }
         for attempt in 0..MAX_ATTEMPTS {
             if let Some(done) = self.recorded(name, owner).await? {
                 return Ok(done);
@@ -177,7 +188,14 @@ impl AddressAllocator for StoreIpam {
             }
             let record = serde_json::to_vec(&chosen)
                 .map_err(|e| Error::Internal(format!("encoding an allocation: {e}")))?;
-            let mut txn = Txn::new().put(owner_key(name, owner), record, Precondition::Absent);
+            // Only while the network is as read: a delete marks it first,
+            // so an allocation cannot slip in behind the delete's check.
+            let mut txn = Txn::new()
+                .check(
+                    Network::key_for(name),
+                    Precondition::Revision(network.revision),
+                )
+                .put(owner_key(name, owner), record, Precondition::Absent);
             for c in &chosen {
                 txn = txn.put(
                     address_key(name, c.address),
@@ -189,6 +207,11 @@ impl AddressAllocator for StoreIpam {
                 Ok(_) => return Ok(chosen),
                 // Someone took one of the addresses (or allocated for this
                 // owner) first: look again.
+                Err(StoreError::Conflict { key, .. } | StoreError::NotFound(key))
+                    if key == Network::key_for(name) =>
+                {
+                    return Err(changed(name));
+                }
                 Err(StoreError::AlreadyExists(_) | StoreError::Conflict { .. }) => {
                     tokio::task::yield_now().await;
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use common::in_fresh_netns;
 use zixiao_core::host::HostFacts;
-use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::model::{CreateNetwork, Network, TAP_PREFIX, VETH_PREFIX};
 use zixiao_core::{
     AddressAllocator, Controller, CreateInstance, Error, ErrorKind, Instance, InstanceSpec,
     InstanceType, LocalAgent, NetworkHost, Resources, Result,
@@ -126,13 +126,17 @@ fn networks_are_created_checked_used_and_deleted_without_leftovers() {
         );
         assert_eq!(s.ipam.owners("lan").await.unwrap(), vec![web.id.clone()]);
 
-        // VM drivers plumb no TAP yet: refused, nothing allocated.
+        // A VM joins through a TAP device (`zxt…`) where a container has a
+        // veth (`zxv…`); its address comes from the same pool.
         let mut vm = on("vm", &["lan"]);
         vm.spec = InstanceSpec::vm("disk.qcow2");
         vm.spec.networks = vec!["lan".into()];
-        let refused = c.create_instance(vm).await.unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::Unsupported, "{refused}");
-        assert!(refused.to_string().contains("spec.networks"), "{refused}");
+        let vm = c.create_instance(vm).await.unwrap();
+        assert!(attachment.host_interface.starts_with(VETH_PREFIX));
+        assert!(vm.attachments[0].host_interface.starts_with(TAP_PREFIX));
+        assert_ne!(vm.attachments[0].addresses, attachment.addresses);
+        c.delete_instance("vm").await.unwrap();
+        assert!(c.converge(&vm.id).await.unwrap().is_none());
         assert_eq!(s.ipam.owners("lan").await.unwrap().len(), 1);
 
         let missing = c
@@ -263,5 +267,74 @@ fn a_node_that_cannot_set_up_the_network_leaves_nothing_half_created() {
             "node-a's bridge undone"
         );
         assert!(nft::our_tables().await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_delete_racing_a_create_never_leaves_an_instance_on_a_deleted_network() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        let (mut created, mut deleted) = (0, 0);
+        for round in 0..18 {
+            let net = format!("race{round}");
+            c.create_network(CreateNetwork::new(&net, ["10.76.0.0/24"]))
+                .await
+                .unwrap();
+            let name = format!("joiner{round}");
+            // Start the create a little later each round, so the delete's
+            // steps fall before, between and after the create's.
+            let head_start = round % 6;
+            let (create, delete) = tokio::join!(
+                async {
+                    for _ in 0..head_start {
+                        tokio::task::yield_now().await;
+                    }
+                    c.create_instance(on(&name, &[&net])).await
+                },
+                c.delete_network(&net)
+            );
+            match (&create, &delete) {
+                (Ok(instance), Err(e)) => {
+                    // The network stays, usable, with the instance on it.
+                    assert_eq!(e.kind(), ErrorKind::FailedPrecondition, "{e}");
+                    assert!(!c.get_network(&net).await.unwrap().deleting);
+                    assert_eq!(
+                        s.ipam.owners(&net).await.unwrap(),
+                        vec![instance.id.clone()]
+                    );
+                    c.delete_instance(&name).await.unwrap();
+                    c.converge(&instance.id).await.unwrap();
+                    c.delete_network(&net).await.unwrap();
+                    created += 1;
+                }
+                (Err(e), Ok(())) => {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            ErrorKind::FailedPrecondition | ErrorKind::InvalidArgument
+                        ),
+                        "{e}"
+                    );
+                    assert_eq!(
+                        c.get_instance(&name).await.unwrap_err().kind(),
+                        ErrorKind::NotFound
+                    );
+                    assert!(s.ipam.owners(&net).await.unwrap().is_empty());
+                    deleted += 1;
+                }
+                other => panic!("round {round}: exactly one must win: {other:?}"),
+            }
+            assert!(
+                c.get_network(&net).await.is_err()
+                    || c.list_instances(&Default::default())
+                        .await
+                        .unwrap()
+                        .is_empty(),
+            );
+        }
+        eprintln!("create won {created} times, delete won {deleted} times");
+        assert!(host.links_with_prefix("zxb").await.unwrap().is_empty());
     });
 }

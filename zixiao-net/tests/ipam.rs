@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::store::{put_object, Txn};
 use zixiao_core::{AddressAllocator, ErrorKind, Store};
 use zixiao_net::StoreIpam;
 use zixiao_store::EmbeddedStore;
@@ -18,17 +19,27 @@ fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, Arc::new(store))
 }
 
-fn network(name: &str, subnets: &[&str]) -> Network {
-    CreateNetwork::new(name, subnets.iter().copied())
+/// Network `name` as stored: allocations need the stored network.
+async fn network(store: &dyn Store, name: &str, subnets: &[&str]) -> Network {
+    let net = CreateNetwork::new(name, subnets.iter().copied())
         .validate(chrono::Utc::now())
-        .expect("valid network")
+        .expect("valid network");
+    stored(store, net).await
+}
+
+async fn stored(store: &dyn Store, mut net: Network) -> Network {
+    net.revision = store
+        .commit(put_object(Txn::new(), &net))
+        .await
+        .expect("store the network");
+    net
 }
 
 #[tokio::test]
 async fn allocation_is_in_the_subnet_idempotent_and_released() {
     let (_dir, store) = store();
-    let ipam = StoreIpam::new(store);
-    let net = network("lan", &["10.20.0.0/24", "fd20::/64"]);
+    let ipam = StoreIpam::new(store.clone());
+    let net = network(store.as_ref(), "lan", &["10.20.0.0/24", "fd20::/64"]).await;
     let first = ipam.allocate(&net, "a").await.unwrap();
     assert_eq!(first.len(), 2);
     for (ip, subnet) in first.iter().zip(&net.subnets) {
@@ -67,11 +78,11 @@ async fn allocation_is_in_the_subnet_idempotent_and_released() {
 #[tokio::test]
 async fn an_exhausted_pool_is_named_and_frees_up_on_release() {
     let (_dir, store) = store();
-    let ipam = StoreIpam::new(store);
+    let ipam = StoreIpam::new(store.clone());
     // /29: 8 addresses minus network, broadcast, gateway and a reserved pair = 3.
     let mut req = CreateNetwork::new("tiny", ["10.30.0.0/29"]);
     req.reserved = vec!["10.30.0.4/31".into()];
-    let net = req.validate(chrono::Utc::now()).unwrap();
+    let net = stored(store.as_ref(), req.validate(chrono::Utc::now()).unwrap()).await;
     let mut got = BTreeSet::new();
     for owner in ["a", "b", "c"] {
         got.insert(
@@ -132,7 +143,7 @@ async fn allocate_concurrently(
 async fn many_tasks_and_two_allocators_never_duplicate_an_address() {
     let (_dir, store) = store();
     // 64 addresses minus network, broadcast, gateway: 61 for 80 owners.
-    let net = network("busy", &["10.40.0.0/26"]);
+    let net = network(store.as_ref(), "busy", &["10.40.0.0/26"]).await;
     let (addresses, exhausted) = allocate_concurrently(store.clone(), &net, 80).await;
     let unique: BTreeSet<_> = addresses.iter().collect();
     assert_eq!(
@@ -159,7 +170,7 @@ proptest! {
             let (_dir, store) = store();
             let v4 = format!("10.50.0.0/{prefix}");
             let subnets: Vec<&str> = if v6 { vec![&v4, "fd50::/120"] } else { vec![&v4] };
-            let net = network("prop", &subnets);
+            let net = network(store.as_ref(), "prop", &subnets).await;
             let capacity = (1usize << (32 - prefix)) - 3;
             let (addresses, exhausted) = allocate_concurrently(store, &net, owners).await;
             let unique: BTreeSet<_> = addresses.iter().collect();
@@ -171,4 +182,29 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[tokio::test]
+async fn nothing_is_allocated_on_a_network_being_deleted_or_never_stored() {
+    let (_dir, store) = store();
+    let ipam = StoreIpam::new(store.clone());
+    let unstored = CreateNetwork::new("ghost", ["10.45.0.0/24"])
+        .validate(chrono::Utc::now())
+        .unwrap();
+    let err = ipam.allocate(&unstored, "a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+
+    // A delete marks the network after this allocator read it: the
+    // allocation must not land behind the delete's check for users.
+    let read = network(store.as_ref(), "lan", &["10.46.0.0/24"]).await;
+    let mut marked = read.clone();
+    marked.deleting = true;
+    stored(store.as_ref(), marked.clone()).await;
+    let err = ipam.allocate(&read, "a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("`lan`"), "{err}");
+    let err = ipam.allocate(&marked, "a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(ipam.owners("lan").await.unwrap().is_empty());
+    assert!(ipam.allocations("lan").await.unwrap().is_empty());
 }

@@ -48,6 +48,7 @@ etcd_conformance!("current_thread";
     multi_write_txn_applies_at_one_revision,
     revisions_increase_and_create_revision_is_kept,
     invalid_txns_are_rejected_and_change_nothing,
+    checks_guard_a_txn_and_write_nothing,
     put_with_unknown_lease_is_not_found,
     watch_from_zero_replays_kept_history,
     watch_after_listing_revision_misses_nothing,

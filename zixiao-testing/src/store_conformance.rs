@@ -105,6 +105,7 @@ macro_rules! store_conformance_tests {
             delete_removes_the_key_and_missing_delete_is_fine,
             delete_with_revision_precondition,
             failed_precondition_applies_no_write_of_the_txn,
+            checks_guard_a_txn_and_write_nothing,
             multi_write_txn_applies_at_one_revision,
             revisions_increase_and_create_revision_is_kept,
             invalid_txns_are_rejected_and_change_nothing,
@@ -551,6 +552,52 @@ pub async fn failed_precondition_applies_no_write_of_the_txn(under_test: StoreUn
     );
 }
 
+/// A check makes a transaction depend on a key it does not write: the
+/// transaction fails with the check's error when the key changed, and the
+/// checked key keeps its revision when it applies.
+pub async fn checks_guard_a_txn_and_write_nothing(under_test: StoreUnderTest) {
+    let store = under_test.store.as_ref();
+    let guard = put(store, "/c/guard", b"g").await;
+    let applied = commit(
+        store,
+        Txn::new()
+            .check("/c/guard", Precondition::Revision(guard))
+            .check("/c/missing", Precondition::Absent)
+            .put("/c/a", b"a".to_vec(), Precondition::Absent),
+    )
+    .await;
+    assert!(applied > guard);
+    let kept = must_get(store, "/c/guard").await;
+    assert_eq!(
+        (kept.mod_revision, kept.value.as_slice()),
+        (guard, &b"g"[..])
+    );
+    assert_eq!(must_get(store, "/c/a").await.mod_revision, applied);
+
+    let changed = put(store, "/c/guard", b"h").await;
+    let before = list(store, "/c/").await;
+    let stale = Txn::new()
+        .check("/c/guard", Precondition::Revision(guard))
+        .put("/c/b", b"b".to_vec(), Precondition::Absent);
+    let error = commit_error(store, stale).await;
+    assert!(
+        matches!(error, StoreError::Conflict { ref key, expected, found } if key == "/c/guard" && expected == guard && found == changed),
+        "expected a conflict on /c/guard, got {error:?}"
+    );
+    let present = Txn::new()
+        .check("/c/a", Precondition::Absent)
+        .delete("/c/guard", Precondition::None);
+    assert!(matches!(
+        commit_error(store, present).await,
+        StoreError::AlreadyExists(key) if key == "/c/a"
+    ));
+    assert_eq!(
+        list(store, "/c/").await,
+        before,
+        "a failed transaction changed the store"
+    );
+}
+
 /// Every write of one transaction lands at the same revision, which
 /// `commit` returns, and a watcher sees them all at it.
 pub async fn multi_write_txn_applies_at_one_revision(under_test: StoreUnderTest) {
@@ -608,7 +655,8 @@ pub async fn revisions_increase_and_create_revision_is_kept(under_test: StoreUnd
     assert!(store.list("/r/").await.expect("list").revision >= r5);
 }
 
-/// An empty transaction, an empty key and a key written twice are
+/// An empty transaction, one of checks only, a check without a
+/// precondition, an empty key and a key written twice are
 /// `InvalidArgument`, and apply nothing.
 pub async fn invalid_txns_are_rejected_and_change_nothing(under_test: StoreUnderTest) {
     let store = under_test.store.as_ref();
@@ -626,6 +674,10 @@ pub async fn invalid_txns_are_rejected_and_change_nothing(under_test: StoreUnder
         Txn::new()
             .put("/i/existing", b"y".to_vec(), Precondition::None)
             .delete("/i/existing", Precondition::None),
+        Txn::new().check("/i/existing", Precondition::Absent),
+        Txn::new()
+            .put("/i/ok", b"v".to_vec(), Precondition::None)
+            .check("/i/existing", Precondition::None),
     ];
     for txn in invalid {
         let what = format!("{txn:?}");

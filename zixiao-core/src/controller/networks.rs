@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use super::Controller;
 use crate::model::{
     host_interface_name, mac_address, CreateNetwork, Instance, InstanceType, IpConfig, Network,
-    NetworkAttachment, VETH_PREFIX,
+    NetworkAttachment, TAP_PREFIX, VETH_PREFIX,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, Result};
@@ -48,7 +48,10 @@ pub trait AddressAllocator: Send + Sync + Debug {
     /// Reserves one address of every subnet of `network` for `owner` (an
     /// instance id). Called when an instance that joins `network` is
     /// created. Idempotent: the same owner gets the same addresses back.
-    /// Errors: `ResourceExhausted` naming the pool, `Unavailable` (store).
+    /// `network` must be as stored: the allocation only lands while the
+    /// stored network is unchanged. Errors: `ResourceExhausted` naming the
+    /// pool, `FailedPrecondition` (the network is being deleted, or was
+    /// never stored), `Unavailable` (store).
     async fn allocate(&self, network: &Network, owner: &str) -> Result<Vec<IpConfig>>;
 
     /// Frees whatever `owner` holds on network `network`. Called when the
@@ -190,7 +193,11 @@ impl Controller {
     /// `NotFound`, `FailedPrecondition` (instances still join it: they are
     /// named), the hosts' and the store's errors.
     pub async fn delete_network(&self, name: &str) -> Result<()> {
-        let network = self.get_network(name).await?;
+        let allocator = self.allocator()?.clone();
+        // Mark it first: from here on no allocation on it can land (they
+        // check the network's revision), so the check below cannot miss an
+        // instance that joins it concurrently.
+        let network = self.mark_network_deleting(name, true).await?;
         let (users, _) = self
             .inner
             .store
@@ -198,9 +205,11 @@ impl Controller {
             .await?;
         let mut holders: Vec<String> = users.into_iter().map(|i| i.name).collect();
         if holders.is_empty() {
-            holders = self.allocator()?.owners(name).await?;
+            holders = allocator.owners(name).await?;
         }
         if !holders.is_empty() {
+            // Still in use: it stays, open to new instances again.
+            self.mark_network_deleting(name, false).await?;
             return Err(Error::FailedPrecondition(format!(
                 "network `{name}` is in use by {}; delete them first",
                 holders.join(", ")
@@ -222,22 +231,50 @@ impl Controller {
         }
     }
 
+    /// Sets or clears network `name`'s deleting mark; returns the network as
+    /// stored after. Errors: `NotFound`, the store's.
+    async fn mark_network_deleting(&self, name: &str, deleting: bool) -> Result<Network> {
+        for _ in 0..self.options().max_conflict_retries {
+            let mut network = self.get_network(name).await?;
+            if network.deleting == deleting {
+                return Ok(network);
+            }
+            network.deleting = deleting;
+            match self
+                .inner
+                .store
+                .commit(put_object(Txn::new(), &network))
+                .await
+            {
+                Ok(revision) => {
+                    network.revision = revision;
+                    return Ok(network);
+                }
+                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
+                Err(StoreError::NotFound(_)) => {
+                    return Err(Error::not_found(format!("network `{name}`")))
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(self.too_many_conflicts("network", name))
+    }
+
     /// Allocates addresses on every network `instance` joins and records the
     /// attachments on it (not stored yet). Errors: `InvalidArgument` (a
     /// network that does not exist, field `spec.networks[i]`),
-    /// `ResourceExhausted`, `Unsupported` (no allocator, not a container). On error nothing stays allocated.
+    /// `ResourceExhausted`, `FailedPrecondition` (the network is being
+    /// deleted), `Unsupported` (no allocator). On error nothing stays allocated.
     pub(super) async fn attach_networks(&self, instance: &mut Instance) -> Result<()> {
         if instance.spec.networks.is_empty() {
             return Ok(());
         }
-        if instance.spec.instance_type != InstanceType::Container {
-            // VM and microVM drivers do not plumb TAP devices yet: say so
-            // rather than hand out addresses no interface will carry.
-            return Err(Error::Unsupported(format!(
-                "spec.networks: {} instances cannot join networks yet; only containers can",
-                instance.spec.instance_type
-            )));
-        }
+        // Containers get a veth pair, VMs and microVMs a TAP device; the
+        // driver plumbs it (and refuses with `Unsupported` if it cannot).
+        let prefix = match instance.spec.instance_type {
+            InstanceType::Container => VETH_PREFIX,
+            _ => TAP_PREFIX,
+        };
         let allocator = self.allocator()?.clone();
         let mut attachments = Vec::new();
         for (i, name) in instance.spec.networks.iter().enumerate() {
@@ -257,7 +294,7 @@ impl Controller {
                 Ok::<_, Error>(NetworkAttachment {
                     network: network.name.clone(),
                     interface: format!("eth{i}"),
-                    host_interface: host_interface_name(VETH_PREFIX, &instance.id, name),
+                    host_interface: host_interface_name(prefix, &instance.id, name),
                     bridge: network.bridge.clone(),
                     mac: mac_address(&instance.id, name),
                     addresses,

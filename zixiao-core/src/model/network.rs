@@ -226,6 +226,11 @@ pub struct Network {
     pub isolated: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// Set while the network is being deleted: no address is handed out on
+    /// it any more (a create racing the delete fails rather than join a
+    /// network that is going away).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
     /// Store revision of this object.
     #[serde(default)]
     pub revision: u64,
@@ -386,6 +391,7 @@ impl CreateNetwork {
             nat: self.nat,
             isolated: self.isolated,
             created_at: now,
+            deleting: false,
             revision: 0,
         })
     }
@@ -424,6 +430,28 @@ pub struct NetworkAttachment {
     pub mac: String,
     /// One address per subnet of the network.
     pub addresses: Vec<IpConfig>,
+}
+
+impl NetworkAttachment {
+    /// The kernel's `ip=` argument for this attachment's IPv4 address
+    /// (`ip=<address>::<gateway>:<netmask>::<interface>:off`), which a
+    /// simple guest's init (or a kernel with IP autoconfiguration) reads to
+    /// configure the interface; `None` without an IPv4 address.
+    pub fn kernel_ip_arg(&self) -> Option<String> {
+        self.addresses.iter().find_map(|ip| match ip.address {
+            IpAddr::V4(address) => {
+                let bits = u32::MAX
+                    .checked_shl(32 - u32::from(ip.prefix_len.min(32)))
+                    .unwrap_or(0);
+                let netmask = std::net::Ipv4Addr::from(bits);
+                Some(format!(
+                    "ip={address}::{}:{netmask}::{}:off",
+                    ip.gateway, self.interface
+                ))
+            }
+            IpAddr::V6(_) => None,
+        })
+    }
 }
 
 /// FNV-1a, 64 bits: a stable hash for derived names (std's hasher may change).
@@ -482,6 +510,29 @@ mod tests {
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nope/8".parse::<Cidr>().is_err());
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"10.0.0.0/24\"");
+    }
+
+    #[test]
+    fn kernel_ip_arg_carries_address_gateway_netmask_and_interface() {
+        let ip = |a: &str, len, gw: &str| IpConfig {
+            address: a.parse().unwrap(),
+            prefix_len: len,
+            gateway: gw.parse().unwrap(),
+        };
+        let mut attachment = NetworkAttachment {
+            network: "lan".into(),
+            interface: "eth1".into(),
+            host_interface: "zxt0000000001".into(),
+            bridge: "zxb00000001".into(),
+            mac: "02:00:00:00:00:01".into(),
+            addresses: vec![ip("fd00::5", 64, "fd00::1"), ip("10.0.4.5", 22, "10.0.4.1")],
+        };
+        assert_eq!(
+            attachment.kernel_ip_arg().as_deref(),
+            Some("ip=10.0.4.5::10.0.4.1:255.255.252.0::eth1:off")
+        );
+        attachment.addresses.truncate(1);
+        assert_eq!(attachment.kernel_ip_arg(), None);
     }
 
     #[test]

@@ -298,6 +298,12 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        if !instance.attachments.is_empty() {
+            return Err(DriverError::Unsupported(
+                "spec.networks: libvirt VMs cannot join networks yet (no TAP device support)"
+                    .to_owned(),
+            ));
+        }
         let name = self.domain_name(instance);
         let id = instance.id.clone();
         let found = {

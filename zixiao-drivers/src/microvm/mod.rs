@@ -235,6 +235,12 @@ impl MicrovmDriver {
         if dir.record()?.is_some() {
             return Ok(());
         }
+        if !instance.attachments.is_empty() {
+            return Err(DriverError::Unsupported(
+                "spec.networks: microVMs cannot join networks yet (no TAP device support)"
+                    .to_owned(),
+            ));
+        }
         let backend = self.choose(instance)?;
         let plan = match &instance.spec.restore_from {
             Some(from) => {

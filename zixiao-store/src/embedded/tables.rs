@@ -373,12 +373,7 @@ impl<'txn> WriteState<'txn> {
         for write in &txn.writes {
             let key = write.key();
             let record = read_record(&self.kv, key)?;
-            let precondition = match write {
-                Write::Put { precondition, .. } | Write::Delete { precondition, .. } => {
-                    *precondition
-                }
-            };
-            check_precondition(key, precondition, record.as_ref())?;
+            check_precondition(key, write.precondition(), record.as_ref())?;
             if let Write::Put {
                 lease: Some(lease), ..
             } = write
@@ -442,6 +437,8 @@ impl<'txn> WriteState<'txn> {
                         prev: Some(record.value),
                     });
                 }
+                // Checked above, nothing to write.
+                Write::Check { .. } => {}
             }
         }
         self.record(revision, events)?;

@@ -336,11 +336,9 @@ fn answer_error(failure: Failure, what: &str) -> StoreError {
     }
 }
 
-/// A write's precondition, with its key.
+/// A write's precondition.
 fn precondition(write: &Write) -> Precondition {
-    match write {
-        Write::Put { precondition, .. } | Write::Delete { precondition, .. } => *precondition,
-    }
+    write.precondition()
 }
 
 /// The etcd transaction for `txn`: its compares, its writes when they
@@ -373,16 +371,18 @@ fn etcd_txn(prefix: &str, txn: &Txn) -> Result<etcd_client::Txn, StoreError> {
         if precondition(write) != Precondition::None {
             reads.push(TxnOp::get(key.clone(), None));
         }
-        writes.push(match write {
+        match write {
             Write::Put { value, lease, .. } => {
                 let options = match lease {
                     Some(lease) => PutOptions::new().with_lease(to_i64(*lease, "lease")?),
                     None => PutOptions::new(),
                 };
-                TxnOp::put(key, value.clone(), Some(options))
+                writes.push(TxnOp::put(key, value.clone(), Some(options)));
             }
-            Write::Delete { .. } => TxnOp::delete(key, None),
-        });
+            Write::Delete { .. } => writes.push(TxnOp::delete(key, None)),
+            // Compared above, nothing to write.
+            Write::Check { .. } => {}
+        }
     }
     Ok(etcd_client::Txn::new()
         .when(compares)
