@@ -3,12 +3,47 @@
 # filesystems, prints the boot marker on the serial console, then serves a
 # shell there. `zixiao.poweroff` on the kernel command line makes the guest
 # power itself off after the marker (the lifecycle-event tests use it).
+# Each `ip=<addr>::<gateway>:<netmask>::<dev>:off` on the command line (what
+# the vm driver passes per network) configures that interface before the
+# marker, and prints `ZIXIAO-NET <dev> <addr>` once it is up.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-# The ACPI power button, so a graceful shutdown (virsh shutdown) powers off.
-for m in /lib/modules/*.ko; do [ -e "$m" ] && insmod "$m" 2>/dev/null; done
+# The ACPI power button, so a graceful shutdown (virsh shutdown) powers
+# off, and virtio-net; `order` lists them dependencies first.
+if [ -e /lib/modules/order ]; then
+  while read -r m; do insmod "/lib/modules/$m.ko" 2>/dev/null; done </lib/modules/order
+else
+  for m in /lib/modules/*.ko; do [ -e "$m" ] && insmod "$m" 2>/dev/null; done
+fi
+ip link set lo up 2>/dev/null
+routed=
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    ip=*:*) ;;
+    *) continue ;;
+  esac
+  # <addr>::<gateway>:<netmask>:<hostname>:<dev>:<autoconf>
+  rest=${arg#ip=}
+  addr=${rest%%:*}
+  gw=$(echo "$rest" | cut -d: -f3)
+  mask=$(echo "$rest" | cut -d: -f4)
+  dev=$(echo "$rest" | cut -d: -f6)
+  [ -n "$addr" ] && [ -n "$dev" ] || continue
+  # The driver binds the NIC asynchronously: wait for it a little.
+  for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    [ -e "/sys/class/net/$dev" ] && break
+    sleep 0.25
+  done
+  if ifconfig "$dev" "$addr" netmask "${mask:-255.255.255.0}" up; then
+    # The first interface with a gateway carries the default route.
+    if [ -n "$gw" ] && [ -z "$routed" ] && route add default gw "$gw" dev "$dev"; then
+      routed=1
+    fi
+    echo "ZIXIAO-NET $dev $addr"
+  fi
+done
 # busybox acpid runs /etc/acpi/<event> for a button press.
 mkdir -p /etc/acpi/PWRF
 printf '#!/bin/sh\npoweroff -f\n' >/etc/acpi/PWRF/00000080

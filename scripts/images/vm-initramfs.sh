@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the vm test initramfs: a static busybox, vm-init.sh as /init, and
-# the kernel's evdev and ACPI button modules (so a graceful shutdown works), packed as
-# a gzip'd newc cpio.
+# the kernel's evdev and ACPI button modules (so a graceful shutdown works)
+# and virtio-net over PCI (VMs) or MMIO (QEMU's microvm machine, so a guest
+# on a network gets eth0), each with the modules it depends on, packed as a
+# gzip'd newc cpio.
 #
 # Usage: vm-initramfs.sh KERNEL_TREE OUT.cpio.gz
 # KERNEL_TREE is a `dpkg -x` of a linux-image-*-cloud-amd64 package.
@@ -22,14 +24,32 @@ mkdir -p "$work"/{bin,dev,proc,sys,etc/acpi,lib/modules,tmp}
 cp "$busybox" "$work/bin/busybox"
 ln -s busybox "$work/bin/sh"
 install -m 0755 "$here/vm-init.sh" "$work/init"
-# The modules may be built in, absent or compressed; copy what is usable.
-# evdev gives acpid the power button's /dev/input node.
-for module in evdev button; do
-  file=$(find "$tree/lib/modules" -name "$module.ko*" 2>/dev/null | head -1 || true)
+# The modules may be built in, absent or compressed; copy what is usable,
+# uncompressed (busybox insmod reads plain .ko files), dependencies first:
+# /lib/modules/order lists them in load order for /init. The dependencies
+# come from each module's .modinfo `depends=` (no kmod needed here).
+order=()
+add_module() { # name
+  local module=$1 file dep
+  module=${module//-/_}
+  [[ " ${order[*]} " == *" $module "* ]] && return
+  file=$(find "$tree/lib/modules" \( -name "$module.ko*" -o -name "${module//_/-}.ko*" \) 2>/dev/null | head -1 || true)
   case "$file" in
-    *.ko) cp "$file" "$work/lib/modules/" ;;
+    *.ko) cp "$file" "$work/lib/modules/$module.ko" ;;
     *.ko.xz) xz -dc "$file" >"$work/lib/modules/$module.ko" ;;
+    *) return ;; # built in (or absent)
   esac
+  local deps
+  deps=$(tr '\0' '\n' <"$work/lib/modules/$module.ko" | sed -n 's/^depends=//p' | head -1)
+  for dep in ${deps//,/ }; do
+    add_module "$dep"
+  done
+  order+=("$module")
+}
+# evdev gives acpid the power button's /dev/input node.
+for module in evdev button virtio_pci virtio_mmio virtio_net; do
+  add_module "$module"
 done
+printf '%s\n' "${order[@]}" >"$work/lib/modules/order"
 (cd "$work" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp"
 mv "$out.tmp" "$out"

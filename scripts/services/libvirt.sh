@@ -4,14 +4,22 @@
 # cloud kernel, a busybox initramfs whose /init prints ZIXIAO-BOOT-OK on the
 # serial console, and a small qcow2 base image for the overlay-disk tests.
 #
+# The daemons run inside a network namespace of their own, pinned at
+# $ZIXIAO_TEST_DIR/libvirt/netns: libvirtd creates the TAP devices of VMs
+# (and QEMU runs) in its namespace, so the networking tests, which enter it,
+# never touch the host's network. Clients reach libvirtd through its unix
+# socket, which the namespace does not affect.
+#
 #   scripts/services/libvirt.sh install   # apt packages (idempotent)
 #   eval "$(scripts/services/libvirt.sh start)"
 #   scripts/services/libvirt.sh stop      # our domains, then the daemons it started
 #
 # `start` prints the `export ZIXIAO_TEST_LIBVIRT_URI=...`,
 # `export ZIXIAO_TEST_VM_KERNEL=...`, `export ZIXIAO_TEST_VM_INITRD=...` and
-# `export ZIXIAO_TEST_VM_BASE_IMAGE=...` lines the tests read; everything
-# else goes to stderr.
+# `export ZIXIAO_TEST_VM_BASE_IMAGE=...` lines the tests read, and
+# `export ZIXIAO_TEST_LIBVIRT_NETNS=...` when libvirtd runs in our namespace
+# (not when a libvirtd started elsewhere already answered); everything else
+# goes to stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +27,8 @@ dir=${ZIXIAO_TEST_DIR:-/tmp/zixiao-test}/libvirt
 uri=qemu:///system
 # Every domain the driver defines is named with this prefix.
 prefix=zixiao-
+# The network namespace the daemons run in (a bind-mounted nsfs file).
+netns=$dir/netns
 
 log() { echo "libvirt.sh: $*" >&2; }
 
@@ -28,7 +38,8 @@ installed() {
 
 install() {
   local missing=() p
-  for p in libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils busybox-static cpio; do
+  # iproute2 brings lo up in the daemons' network namespace.
+  for p in libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils busybox-static cpio iproute2; do
     installed "$p" || missing+=("$p")
   done
   if ((${#missing[@]} == 0)); then
@@ -44,7 +55,7 @@ install() {
   version=$(apt-cache madison qemu-utils | awk -F'|' '$3 ~ /debian\.org/ {gsub(/ /, "", $2); print $2; exit}')
   [[ -n "$version" ]] && qemu_utils="qemu-utils=$version"
   apt-get install -y -qq --allow-downgrades -o Dpkg::Options::=--force-confold \
-    "$qemu_utils" cpio busybox-static >/dev/null
+    "$qemu_utils" cpio busybox-static iproute2 >/dev/null
   apt-get install -y -qq -o Dpkg::Options::=--force-confold \
     libvirt-daemon-system libvirt-dev qemu-system-x86 >/dev/null
 }
@@ -57,18 +68,42 @@ running() { # pidfile
   [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
+# Whether $netns is a pinned network namespace (not a leftover plain file).
+pinned() {
+  [[ -e "$netns" ]] && [[ "$(stat -f -c %T "$netns" 2>/dev/null)" == nsfs ]]
+}
+
+ensure_netns() {
+  if pinned; then
+    return
+  fi
+  # A leftover file (a crash between touch and mount) is replaced.
+  umount "$netns" 2>/dev/null || true
+  rm -f "$netns"
+  touch "$netns"
+  unshare --net="$netns" true
+  nsenter --net="$netns" ip link set lo up
+  log "created network namespace $netns"
+}
+
+# Whether process $1 runs in the namespace pinned at $netns.
+in_netns() {
+  pinned && [[ "$(readlink "/proc/$1/ns/net" 2>/dev/null)" == "net:[$(stat -L -c %i "$netns")]" ]]
+}
+
 start_daemons() {
   mkdir -p /run/libvirt "$dir"
   if answers; then
     log "libvirtd already answers at $uri"
     return
   fi
+  ensure_netns
   if ! running /run/virtlogd.pid; then
-    virtlogd -d
+    nsenter --net="$netns" virtlogd -d
     touch "$dir/started-virtlogd"
   fi
   if ! running /run/libvirtd.pid; then
-    libvirtd -d
+    nsenter --net="$netns" libvirtd -d
     touch "$dir/started-libvirtd"
   fi
   for _ in $(seq 1 200); do
@@ -102,7 +137,8 @@ start() {
   prepare_kernel
   local kernel initrd=$dir/initramfs.cpio.gz base=$dir/base.qcow2
   kernel=$(compgen -G "$dir/kernel/tree/boot/vmlinuz-*" | head -1)
-  if [[ ! -s "$initrd" || "$here/../images/vm-init.sh" -nt "$initrd" ]]; then
+  if [[ ! -s "$initrd" || "$here/../images/vm-init.sh" -nt "$initrd" ||
+    "$here/../images/vm-initramfs.sh" -nt "$initrd" ]]; then
     "$here/../images/vm-initramfs.sh" "$dir/kernel/tree" "$initrd"
   fi
   if [[ ! -s "$base" ]]; then
@@ -116,6 +152,12 @@ start() {
   echo "export ZIXIAO_TEST_VM_KERNEL=$kernel"
   echo "export ZIXIAO_TEST_VM_INITRD=$initrd"
   echo "export ZIXIAO_TEST_VM_BASE_IMAGE=$base"
+  if running /run/libvirtd.pid && in_netns "$(cat /run/libvirtd.pid)"; then
+    echo "export ZIXIAO_TEST_LIBVIRT_NETNS=$netns"
+  else
+    log "libvirtd does not run in $netns (it was started elsewhere): the vm networking" \
+      "tests skip, or fail under ZIXIAO_REQUIRE_RUNTIMES=1; \`$0 stop\` it first"
+  fi
 }
 
 stop() {
@@ -146,6 +188,13 @@ stop() {
       log "stopped $daemon"
     fi
   done
+  # The namespace goes with its pin once no process (QEMU) holds it; kept
+  # while a libvirtd this script did not start still runs in it.
+  if [[ -e "$netns" ]] && ! { running /run/libvirtd.pid && in_netns "$(cat /run/libvirtd.pid)"; }; then
+    umount "$netns" 2>/dev/null || true
+    rm -f "$netns"
+    log "removed network namespace $netns"
+  fi
 }
 
 case "${1:-}" in

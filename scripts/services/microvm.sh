@@ -2,7 +2,11 @@
 # What the microvm driver's tests and benchmarks boot: QEMU's microvm
 # machine (qemu-system-x86_64), the Debian cloud kernel and a busybox
 # initramfs whose /init prints ZIXIAO-BOOT-OK on the serial console
-# (scripts/images/vm-initramfs.sh, shared with the vm driver). No daemon:
+# (scripts/images/vm-initramfs.sh, shared with the vm driver): for each
+# `ip=` argument on the kernel command line (the driver adds one per network
+# attachment) the guest configures that virtio-net interface (on
+# virtio-mmio: the microvm machine has no PCI) and prints
+# `ZIXIAO-NET <interface> <address>`. No daemon:
 # each microVM is a process of its own, which the tests stop themselves.
 #
 #   scripts/services/microvm.sh install   # apt packages (idempotent)
@@ -68,7 +72,8 @@ start() {
   prepare_kernel
   local kernel initrd=$dir/initramfs.cpio.gz qemu
   kernel=$(compgen -G "$dir/kernel/tree/boot/vmlinuz-*" | head -1)
-  if [[ ! -s "$initrd" || "$here/../images/vm-init.sh" -nt "$initrd" ]]; then
+  if [[ ! -s "$initrd" || "${BASH_SOURCE[0]}" -nt "$initrd" ||
+    "$here/../images/vm-init.sh" -nt "$initrd" || "$here/../images/vm-initramfs.sh" -nt "$initrd" ]]; then
     "$here/../images/vm-initramfs.sh" "$dir/kernel/tree" "$initrd"
   fi
   qemu=$(command -v qemu-system-x86_64 || true)

@@ -49,7 +49,8 @@ pub struct DriverConfig {
     /// this program, `$PATH`).
     pub vmm_binary: Option<PathBuf>,
     /// Where containers' network namespaces are pinned (default
-    /// `/run/zixiao/netns`); the container driver plumbs networks there.
+    /// `/run/zixiao/netns`); the container driver plumbs networks there
+    /// (the microvm driver's TAP devices need no namespace of their own).
     pub netns_dir: PathBuf,
     /// The QEMU binary for microVMs; `None` finds it (`ZIXIAO_QEMU_BIN`,
     /// `qemu-system-x86_64` on `$PATH`).
@@ -140,7 +141,11 @@ fn discover_microvm(config: &DriverConfig, found: &mut Discovered) {
         ..MicrovmOptions::new(&config.state_dir)
     };
     match MicrovmDriver::new(options) {
-        Ok(driver) => found.drivers.push(Arc::new(driver)),
+        // Without a netlink socket, microVMs that join networks fail with `Unsupported`.
+        Ok(driver) => match zixiao_net::LinuxNetwork::connect(&config.netns_dir) {
+            Ok(network) => found.drivers.push(Arc::new(driver.with_network(network))),
+            Err(_) => found.drivers.push(Arc::new(driver)),
+        },
         Err(e) => found.missing.push((InstanceType::Microvm, e.to_string())),
     }
 }
@@ -203,6 +208,14 @@ async fn discover_libvirt(config: &DriverConfig, found: &mut Discovered) {
         }
     }
     match LibvirtDriver::connect(options).await {
+        // A local libvirtd creates TAPs in this host's namespace, where the
+        // node's bridges are: check them before defining a domain.
+        Ok(driver) if is_local_uri(&config.libvirt_uri) => {
+            match zixiao_net::LinuxNetwork::connect(&config.netns_dir) {
+                Ok(network) => found.drivers.push(Arc::new(driver.with_network(network))),
+                Err(_) => found.drivers.push(Arc::new(driver)),
+            }
+        }
         Ok(driver) => found.drivers.push(Arc::new(driver)),
         Err(e) => found.missing.push((
             InstanceType::Vm,
@@ -213,6 +226,14 @@ async fn discover_libvirt(config: &DriverConfig, found: &mut Discovered) {
             ),
         )),
     }
+}
+
+/// Whether a libvirt URI names a daemon on this host (no host part:
+/// `qemu:///system`, `ch:///session`).
+#[cfg(feature = "libvirt")]
+fn is_local_uri(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(_, rest)| rest.starts_with('/'))
 }
 
 #[cfg(not(feature = "libvirt"))]

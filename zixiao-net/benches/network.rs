@@ -4,13 +4,15 @@
 //!   (1 task, and 8 tasks on two allocators sharing the store);
 //! - `container/attach` and `container/detach`: a container endpoint
 //!   (namespace, veth on the bridge, address, route) made and removed,
-//!   inside a network namespace the benchmark creates.
+//!   inside a network namespace the benchmark creates;
+//! - `tap/attach` and `tap/detach`: a VM's persistent TAP device made and
+//!   plugged into the bridge (up), and removed, in the same namespace.
 //!
 //! ```text
 //! eval "$(scripts/services/net.sh start)"
 //! cargo bench -p zixiao-net --bench network
 //! ```
-//! The container part needs root and `ZIXIAO_TEST_NETNS_DIR`; without them it
+//! The container and TAP parts need root and `ZIXIAO_TEST_NETNS_DIR`; without them it
 //! prints why and is skipped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use criterion::Criterion;
 use zixiao_core::model::{
     host_interface_name, mac_address, CreateNetwork, IpConfig, Network, NetworkAttachment,
-    VETH_PREFIX,
+    TAP_PREFIX, VETH_PREFIX,
 };
 use zixiao_core::store::{put_object, Txn};
 use zixiao_core::{AddressAllocator, NetworkHost, Store};
@@ -149,6 +151,48 @@ fn bench_attach(c: &mut Criterion, netns_dir: std::path::PathBuf) {
             })
         })
     });
+    group.finish();
+    bench_tap(c, &runtime, &host, &net);
+}
+
+fn bench_tap(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    host: &LinuxNetwork,
+    net: &Network,
+) {
+    let tap = |id: &str, n: u64| NetworkAttachment {
+        host_interface: host_interface_name(TAP_PREFIX, id, &net.name),
+        ..attachment(id, net, n)
+    };
+    let mut group = c.benchmark_group("tap");
+    group.sample_size(20);
+    let mut n = 0u64;
+    for measured in ["attach", "detach"] {
+        group.bench_function(measured, |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        n += 1;
+                        let id = format!("t{n}");
+                        let attachments = [tap(&id, n)];
+                        let started = Instant::now();
+                        host.attach_tap(&id, &attachments).await.expect("attach");
+                        if measured == "attach" {
+                            spent += started.elapsed();
+                        }
+                        let started = Instant::now();
+                        host.detach_tap(&id, &attachments).await.expect("detach");
+                        if measured == "detach" {
+                            spent += started.elapsed();
+                        }
+                    }
+                    spent
+                })
+            })
+        });
+    }
     group.finish();
 }
 

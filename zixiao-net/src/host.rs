@@ -4,8 +4,10 @@
 //! (see `endpoint`), and after a restart removes every `zx…` device, table
 //! and namespace the store no longer names.
 
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
@@ -31,6 +33,10 @@ pub const NETNS_PREFIX: &str = "zx-";
 pub struct LinuxNetwork {
     pub(crate) handle: Handle,
     pub(crate) netns_dir: PathBuf,
+    /// The network namespace of the netlink socket, where TAP devices are
+    /// made and their monitors started (see `tap`); `None` when it could
+    /// not be opened (no `/proc`): then the caller's own.
+    pub(crate) netns: Option<Arc<File>>,
 }
 
 impl LinuxNetwork {
@@ -44,6 +50,7 @@ impl LinuxNetwork {
         Ok(LinuxNetwork {
             handle,
             netns_dir: netns_dir.into(),
+            netns: File::open("/proc/thread-self/ns/net").ok().map(Arc::new),
         })
     }
 

@@ -16,7 +16,7 @@ use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeSta
 
 use super::disks::{self, GIB};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
-use super::{error, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
+use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
 
 /// How often a graceful shutdown is checked on.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -207,6 +207,7 @@ impl LibvirtDriver {
                 ));
             }
         }
+        let interfaces = network::interfaces(&instance.attachments)?;
         let boot = match &spec.kernel {
             Some(kernel) => {
                 require_file("spec.kernel", "kernel", kernel)?;
@@ -216,10 +217,13 @@ impl LibvirtDriver {
                 Boot::Kernel {
                     kernel: kernel.clone(),
                     initrd: spec.initrd.clone(),
+                    // The guest's init configures each NIC from its `ip=`.
                     cmdline: spec
                         .cmdline
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
+                        .as_deref()
+                        .unwrap_or(DEFAULT_CMDLINE)
+                        .to_owned()
+                        + &network::kernel_args(&instance.attachments),
                 }
             }
             None => {
@@ -286,6 +290,7 @@ impl LibvirtDriver {
                 memory_mib: spec.memory_mib,
                 boot,
                 disk,
+                interfaces,
                 console_log: Some(self.console_log_path(instance)),
             },
             overlay,
@@ -298,12 +303,6 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
-        if !instance.attachments.is_empty() {
-            return Err(DriverError::Unsupported(
-                "spec.networks: libvirt VMs cannot join networks yet (no TAP device support)"
-                    .to_owned(),
-            ));
-        }
         let name = self.domain_name(instance);
         let id = instance.id.clone();
         let found = {
@@ -324,6 +323,9 @@ impl LibvirtDriver {
             None => {}
         }
         let plan = self.plan(instance)?;
+        if let Some(host) = &self.network {
+            network::check_bridges(host, &instance.attachments).await?;
+        }
         let dir = self.instance_dir(instance);
         let made_dir = !dir.exists();
         let overlay_path = plan.overlay.as_ref().map(|o| o.path.clone());
@@ -388,14 +390,15 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn start_domain(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.with_domain(instance, "start", |domain, name| {
+        let attachments = instance.attachments.clone();
+        self.with_domain(instance, "start", move |domain, name| {
             if is_active(domain, name)? {
                 return Ok(());
             }
-            domain
-                .create()
-                .map(drop)
-                .map_err(|e| error::failed(format!("start domain {name}"), e))
+            domain.create().map(drop).map_err(|e| {
+                network::missing_bridge(&e, &attachments)
+                    .unwrap_or_else(|| error::failed(format!("start domain {name}"), e))
+            })
         })
         .await
     }

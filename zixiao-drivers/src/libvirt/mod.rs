@@ -7,13 +7,17 @@
 //! driver keeps no state of its own: after a restart it finds its domains
 //! by name and checks the id (see [`LibvirtDriver::managed_domains`]). Its
 //! files live under `<state_dir>/libvirt/<instance id>/`: the qcow2 overlay
-//! on the instance's image and the serial console's log.
+//! on the instance's image and the serial console's log. An instance on
+//! networks gets one virtio NIC per attachment, on the network's bridge
+//! (see `network`).
 //!
 //! Modules: [`xml`] (the domain XML writer), `connection` (a self-healing
 //! connection, calls on the blocking pool), `disks` (overlays with
-//! `qemu-img`), `lifecycle`, `stats` (safe wrappers over libvirt's stats
-//! records), `console`, `snapshots`, `node` (host introspection), `events`
-//! (lifecycle events from libvirt's event loop), `error`.
+//! `qemu-img`), `lifecycle`, `network` (NICs on the networks' bridges and
+//! their addresses on the kernel command line), `stats` (safe wrappers over
+//! libvirt's stats records), `console`, `snapshots`, `node` (host
+//! introspection), `events` (lifecycle events from libvirt's event loop),
+//! `error`.
 
 mod connection;
 mod console;
@@ -21,6 +25,7 @@ mod disks;
 mod error;
 mod events;
 mod lifecycle;
+mod network;
 mod node;
 mod snapshots;
 mod stats;
@@ -108,6 +113,9 @@ pub struct LibvirtDriver {
     domain_type: DomainType,
     host: HostInfo,
     events: events::Events,
+    /// The node's networks, where bridges are checked before a domain on
+    /// them is defined (see `network`).
+    network: Option<zixiao_net::LinuxNetwork>,
 }
 
 impl LibvirtDriver {
@@ -137,7 +145,19 @@ impl LibvirtDriver {
             domain_type,
             host,
             events,
+            network: None,
         })
+    }
+
+    /// The same driver, checking that the bridges of an instance's networks
+    /// exist in `network`'s namespace before its domain is defined, so a
+    /// network missing on the node fails `create` with `FailedPrecondition`
+    /// and leaves nothing. `network` must live in libvirtd's network
+    /// namespace (where libvirt creates the VMs' TAP devices). Without it,
+    /// the same error comes from `start`.
+    pub fn with_network(mut self, network: zixiao_net::LinuxNetwork) -> Self {
+        self.network = Some(network);
+        self
     }
 
     /// The options it was connected with.

@@ -76,6 +76,18 @@ pub struct Disk {
     pub format: String,
 }
 
+/// A network interface on a host bridge: libvirt creates the TAP device
+/// `target` on `bridge` when the domain starts and removes it when it stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// The Linux bridge the TAP joins (it must exist when the domain starts).
+    pub bridge: String,
+    /// The host-side TAP device's name.
+    pub target: String,
+    /// The guest NIC's MAC address.
+    pub mac: String,
+}
+
 /// Everything the domain XML is made of: plain data, checked before it
 /// gets here (see `LibvirtDriver::definition`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +108,8 @@ pub struct DomainDefinition {
     pub boot: Boot,
     /// Its disk, if any.
     pub disk: Option<Disk>,
+    /// Its network interfaces (virtio), in guest order (`eth0`, `eth1`...).
+    pub interfaces: Vec<Interface>,
     /// Where the serial console's output is logged (by virtlogd), if anywhere.
     pub console_log: Option<PathBuf>,
 }
@@ -114,6 +128,7 @@ impl DomainDefinition {
     ///     memory_mib: 256,
     ///     boot: Boot::Disk,
     ///     disk: None,
+    ///     interfaces: Vec::new(),
     ///     console_log: None,
     /// }
     /// .to_xml();
@@ -213,6 +228,25 @@ impl DomainDefinition {
                         .write_empty()?;
                     w.create_element("target")
                         .with_attributes([("dev", "vda"), ("bus", "virtio")])
+                        .write_empty()?;
+                    Ok(())
+                })?;
+        }
+        for interface in &self.interfaces {
+            w.create_element("interface")
+                .with_attribute(("type", "bridge"))
+                .write_inner_content(|w| {
+                    w.create_element("source")
+                        .with_attribute(("bridge", interface.bridge.as_str()))
+                        .write_empty()?;
+                    w.create_element("target")
+                        .with_attribute(("dev", interface.target.as_str()))
+                        .write_empty()?;
+                    w.create_element("mac")
+                        .with_attribute(("address", interface.mac.as_str()))
+                        .write_empty()?;
+                    w.create_element("model")
+                        .with_attribute(("type", "virtio"))
                         .write_empty()?;
                     Ok(())
                 })?;
@@ -333,6 +367,11 @@ mod tests {
                 path: "/d/disk.qcow2".into(),
                 format: "qcow2".into(),
             }),
+            interfaces: vec![Interface {
+                bridge: "zxb00000001".into(),
+                target: "zxt0000000001".into(),
+                mac: "02:00:00:00:00:01".into(),
+            }],
             console_log: Some("/d/console.log".into()),
         }
     }
@@ -350,6 +389,11 @@ mod tests {
         assert_eq!(attributes(&xml, "source", "file"), ["/d/disk.qcow2"]);
         assert_eq!(attributes(&xml, "driver", "type"), ["qcow2"]);
         assert_eq!(attributes(&xml, "log", "file"), ["/d/console.log"]);
+        assert_eq!(attributes(&xml, "interface", "type"), ["bridge"]);
+        assert_eq!(attributes(&xml, "source", "bridge"), ["zxb00000001"]);
+        assert_eq!(attributes(&xml, "target", "dev"), ["vda", "zxt0000000001"]);
+        assert_eq!(attributes(&xml, "mac", "address"), ["02:00:00:00:00:01"]);
+        assert_eq!(attributes(&xml, "model", "type"), ["virtio"]);
         assert_eq!(
             attributes(&xml, "instance", &format!("xmlns:{METADATA_PREFIX}")),
             [METADATA_NAMESPACE]

@@ -12,6 +12,12 @@
 //! and `qemu` otherwise. Both monitors run detached and outlive the
 //! controller; the driver keeps nothing in memory and finds them again in
 //! `<state_dir>/microvm/<instance id>/` (see [`layout`]).
+//!
+//! Networks: on the `qemu` backend each attachment is a virtio-net card on
+//! a persistent TAP device that zixiao-net plugs into the network's bridge
+//! at create (removed at delete), and an `ip=` argument on the kernel
+//! command line that the guest's init reads. The `vmm` backend has no
+//! network device: a microVM on it that joins a network is refused.
 
 mod layout;
 mod plan;
@@ -89,6 +95,7 @@ pub struct MicrovmDriver {
     vmm: Result<VmmBackend, String>,
     kvm: KvmSupport,
     host: (u32, u64),
+    network: Option<zixiao_net::LinuxNetwork>,
 }
 
 impl MicrovmDriver {
@@ -117,7 +124,16 @@ impl MicrovmDriver {
             vmm,
             kvm,
             host: process::host_capacity(),
+            network: None,
         })
+    }
+
+    /// The same driver, plugging microVMs' network attachments into
+    /// `network`'s bridges through TAP devices (without one, a microVM that
+    /// joins a network fails with `Unsupported`).
+    pub fn with_network(mut self, network: zixiao_net::LinuxNetwork) -> Self {
+        self.network = Some(network);
+        self
     }
 
     /// The options it was made with.
@@ -235,13 +251,8 @@ impl MicrovmDriver {
         if dir.record()?.is_some() {
             return Ok(());
         }
-        if !instance.attachments.is_empty() {
-            return Err(DriverError::Unsupported(
-                "spec.networks: microVMs cannot join networks yet (no TAP device support)"
-                    .to_owned(),
-            ));
-        }
         let backend = self.choose(instance)?;
+        let network = self.network_for(instance, backend)?;
         let plan = match &instance.spec.restore_from {
             Some(from) => {
                 snapshots::check_restore(from, instance)?;
@@ -261,8 +272,14 @@ impl MicrovmDriver {
                             "restoring a snapshot needs the vmm backend",
                         )
                     })?;
+                    if let Some(network) = network {
+                        network
+                            .attach_tap(&instance.id, &instance.attachments)
+                            .await
+                            .map_err(|e| net_error("plug the microVM's TAP devices", e))?;
+                    }
                     self.qemu_backend()?
-                        .launch(&instance.name, &dir, plan)
+                        .launch(&instance.name, &dir, plan, network)
                         .await?
                 }
                 Backend::Vmm => {
@@ -289,10 +306,49 @@ impl MicrovmDriver {
         .await;
         if let Err(e) = made {
             self.destroy(&dir, backend).await;
+            let _ = self.unplug(instance).await;
             let _ = dir.remove();
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The host network that plugs `instance`'s attachments on `backend`;
+    /// `None` without attachments. Errors: `Unsupported` (the vmm backend,
+    /// or no host network on this node).
+    fn network_for(
+        &self,
+        instance: &Instance,
+        backend: Backend,
+    ) -> Result<Option<&zixiao_net::LinuxNetwork>, DriverError> {
+        if instance.attachments.is_empty() {
+            return Ok(None);
+        }
+        if backend == Backend::Vmm {
+            return Err(DriverError::Unsupported(format!(
+                "spec.networks: microVM `{}` would run on the vmm backend, which has no network \
+                 device yet; run it on QEMU to join networks (spec.backend qemu, `--backend qemu`)",
+                instance.name
+            )));
+        }
+        self.network.as_ref().map(Some).ok_or_else(|| {
+            DriverError::Unsupported(format!(
+                "spec.networks: microVM `{}` joins networks, but this node's microvm driver has \
+                 no host network (no netlink socket)",
+                instance.name
+            ))
+        })
+    }
+
+    /// Removes the TAP devices of `instance`. Idempotent.
+    async fn unplug(&self, instance: &Instance) -> Result<(), DriverError> {
+        match &self.network {
+            Some(network) if !instance.attachments.is_empty() => network
+                .detach_tap(&instance.id, &instance.attachments)
+                .await
+                .map_err(|e| net_error("remove the microVM's TAP devices", e)),
+            _ => Ok(()),
+        }
     }
 
     /// Stops the monitor at once, whatever it is doing.
@@ -309,6 +365,20 @@ impl MicrovmDriver {
                 }
             }
         }
+    }
+}
+
+/// A zixiao-net error as a driver error of the same kind.
+fn net_error(operation: &str, error: zixiao_core::Error) -> DriverError {
+    let message = format!("{operation}: {}", error.chain());
+    match error.kind() {
+        zixiao_core::ErrorKind::Unsupported => DriverError::Unsupported(message),
+        zixiao_core::ErrorKind::FailedPrecondition => DriverError::FailedPrecondition(message),
+        zixiao_core::ErrorKind::InvalidArgument => crate::errors::invalid("attachments", message),
+        _ => DriverError::Runtime {
+            operation: operation.to_owned(),
+            source: Box::new(error),
+        },
     }
 }
 
@@ -373,8 +443,20 @@ impl Driver for MicrovmDriver {
         };
         match backend {
             Backend::Qemu => {
+                // Only a relaunch needs the network: the TAPs outlive QEMU,
+                // but may be gone (a host reboot).
+                let network = match &plan {
+                    Some(_) => self.network_for(instance, backend)?,
+                    None => None,
+                };
+                if let Some(network) = network {
+                    network
+                        .attach_tap(&instance.id, &instance.attachments)
+                        .await
+                        .map_err(|e| net_error("plug the microVM's TAP devices", e))?;
+                }
                 self.qemu_backend()?
-                    .start(&instance.name, &dir, plan.as_ref())
+                    .start(&instance.name, &dir, plan.as_ref(), network)
                     .await
             }
             Backend::Vmm => {
@@ -403,6 +485,7 @@ impl Driver for MicrovmDriver {
         if let Some(record) = dir.record()? {
             self.destroy(&dir, record.backend).await;
         }
+        self.unplug(instance).await?;
         dir.remove()
     }
 

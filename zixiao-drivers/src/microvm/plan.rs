@@ -21,9 +21,21 @@ const MAX_VCPUS: u32 = 32;
 pub(crate) struct BootPlan {
     pub(crate) kernel: PathBuf,
     pub(crate) initrd: Option<PathBuf>,
+    /// The spec's command line, with an `ip=` argument per attachment.
     pub(crate) cmdline: String,
     pub(crate) cpus: u32,
     pub(crate) memory_mib: u64,
+    /// The network cards, one per attachment, in spec order.
+    pub(crate) nics: Vec<Nic>,
+}
+
+/// A network card of the guest on a TAP device of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Nic {
+    /// The host's TAP device.
+    pub(crate) tap: String,
+    /// The guest's MAC address.
+    pub(crate) mac: String,
 }
 
 /// Checks `instance`'s spec against its files and the host's `cpus` and
@@ -75,6 +87,20 @@ pub(crate) fn plan(instance: &Instance, host: (u32, u64)) -> Result<BootPlan, Dr
     if cmdline.contains('\0') {
         return Err(invalid("spec.cmdline", "contains a NUL byte"));
     }
+    // The guest's init (or the kernel) configures each interface from it.
+    let cmdline = instance
+        .attachments
+        .iter()
+        .filter_map(|a| a.kernel_ip_arg())
+        .fold(cmdline, |line, arg| format!("{line} {arg}"));
+    let nics = instance
+        .attachments
+        .iter()
+        .map(|a| Nic {
+            tap: a.host_interface.clone(),
+            mac: a.mac.clone(),
+        })
+        .collect();
     let Some(kernel) = spec.kernel.clone() else {
         return Err(invalid("spec.kernel", "a microvm boots a kernel; set one"));
     };
@@ -100,6 +126,7 @@ pub(crate) fn plan(instance: &Instance, host: (u32, u64)) -> Result<BootPlan, Dr
         cmdline,
         cpus: spec.cpus,
         memory_mib: spec.memory_mib,
+        nics,
     })
 }
 
@@ -212,5 +239,46 @@ mod tests {
 
         let ok = plan(&instance(InstanceSpec::microvm(&kernel)), host).expect("bzImage");
         assert_eq!(ok.cmdline, DEFAULT_CMDLINE);
+        assert!(ok.nics.is_empty());
+    }
+
+    #[test]
+    fn each_attachment_is_a_nic_and_an_ip_argument_in_order() {
+        use zixiao_core::model::{IpConfig, NetworkAttachment};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let kernel = dir.path().join("bzImage");
+        std::fs::write(&kernel, &bz).expect("write");
+        let mut spec = InstanceSpec::microvm(&kernel);
+        spec.cmdline = Some("console=ttyS0 quiet".to_owned());
+        let mut vm = instance(spec);
+        let nic = |i: u8, address: &str, gateway: &str| NetworkAttachment {
+            network: format!("n{i}"),
+            interface: format!("eth{i}"),
+            host_interface: format!("zxt000000000{i}"),
+            bridge: format!("zxb0000000{i}"),
+            mac: format!("02:00:00:00:00:0{i}"),
+            addresses: vec![IpConfig {
+                address: address.parse().expect("address"),
+                prefix_len: if address.contains(':') { 64 } else { 24 },
+                gateway: gateway.parse().expect("gateway"),
+            }],
+        };
+        vm.attachments = vec![
+            nic(0, "10.1.0.5", "10.1.0.1"),
+            // IPv6 only: a card without an `ip=` argument.
+            nic(1, "fd00::5", "fd00::1"),
+            nic(2, "10.3.0.7", "10.3.0.1"),
+        ];
+        let planned = plan(&vm, (4, 4096)).expect("plan");
+        assert_eq!(
+            planned.cmdline,
+            "console=ttyS0 quiet ip=10.1.0.5::10.1.0.1:255.255.255.0::eth0:off \
+             ip=10.3.0.7::10.3.0.1:255.255.255.0::eth2:off"
+        );
+        let taps: Vec<&str> = planned.nics.iter().map(|n| n.tap.as_str()).collect();
+        assert_eq!(taps, ["zxt0000000000", "zxt0000000001", "zxt0000000002"]);
+        assert_eq!(planned.nics[2].mac, "02:00:00:00:00:02");
     }
 }

@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Guests boot under TCG here (seconds each), so the boot tests are few
-//! and each checks many things on one booted domain.
+//! and each checks many things on one booted domain. `network` also needs
+//! the network namespace libvirtd runs in (`ZIXIAO_TEST_LIBVIRT_NETNS`,
+//! from the same script) and `ip`, `nft` and busybox (`scripts/services/net.sh install`).
 
 #![cfg(feature = "libvirt")]
 
@@ -20,6 +22,7 @@ mod boot;
 mod controller;
 mod disks;
 mod mock;
+mod network;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -12,12 +12,15 @@
 //! The VMM backend runs `zixiao-vmm` (built by cargo next to the test
 //! binaries, or `ZIXIAO_VMM_BIN`) on `/dev/kvm` with zixiao-vmm's own test
 //! guest. Guests boot under TCG here (seconds each), so the boot tests are
-//! few and each checks many things on one booted microVM.
+//! few and each checks many things on one booted microVM. The network
+//! tests also need `eval "$(scripts/services/net.sh start)"` and root: they
+//! run in a network namespace of their own.
 
 #![cfg(feature = "microvm")]
 
 mod bad_input;
 mod controller;
+mod network;
 mod qemu;
 mod vmm;
 

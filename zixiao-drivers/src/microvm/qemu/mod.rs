@@ -7,7 +7,9 @@
 //! socket in the instance's directory. Create launches it with `-S`
 //! (kernel and initrd loaded, vCPUs not started), so a file QEMU cannot
 //! boot is refused at create; start sends `cont`. The serial console goes
-//! to a socket chardev that appends everything to `console.log`.
+//! to a socket chardev that appends everything to `console.log`. Each
+//! network attachment is a virtio-net card on the TAP device the driver
+//! made (`-netdev tap,ifname=…`), so QEMU starts in the TAPs' namespace.
 
 mod qmp;
 
@@ -19,6 +21,7 @@ use chrono::{DateTime, Utc};
 use tokio::net::UnixStream;
 use zixiao_core::driver::ConsoleStream;
 use zixiao_core::{DriverError, InstanceStats, RuntimeState};
+use zixiao_net::LinuxNetwork;
 
 use self::qmp::{Qmp, QmpError};
 use super::layout::InstanceDir;
@@ -131,6 +134,22 @@ impl QemuBackend {
         if let Some(initrd) = &plan.initrd {
             argv.extend(["-initrd".to_owned(), path(initrd.clone())]);
         }
+        // One virtio-net card per attachment on its (persistent) TAP, which
+        // QEMU opens by name; no scripts: the driver plumbed the TAP.
+        for (i, nic) in plan.nics.iter().enumerate() {
+            argv.extend([
+                "-netdev".to_owned(),
+                format!(
+                    "tap,id=net{i},ifname={},script=no,downscript=no",
+                    escape_opt(&nic.tap)
+                ),
+                "-device".to_owned(),
+                format!(
+                    "virtio-net-device,netdev=net{i},mac={}",
+                    escape_opt(&nic.mac)
+                ),
+            ]);
+        }
         argv.extend(
             [
                 "-nodefaults",
@@ -160,13 +179,15 @@ impl QemuBackend {
     }
 
     /// Starts QEMU for `plan` with vCPUs stopped and waits until its QMP
-    /// socket answers. On failure QEMU is gone and its error is returned,
-    /// classified (a kernel QEMU cannot load is `InvalidArgument`).
+    /// socket answers. QEMU starts in `network`'s namespace, where the
+    /// plan's TAP devices are. On failure QEMU is gone and its error is
+    /// returned, classified (a kernel QEMU cannot load is `InvalidArgument`).
     pub(crate) async fn launch(
         &self,
         name: &str,
         dir: &InstanceDir,
         plan: &BootPlan,
+        network: Option<&LinuxNetwork>,
     ) -> Result<(), DriverError> {
         let files = Files(dir);
         for stale in [
@@ -198,9 +219,11 @@ impl QemuBackend {
         // Its own process group: a Ctrl-C at the terminal that started the
         // controller does not reach the guest's monitor.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
-        let mut child = command
-            .spawn()
-            .map_err(|e| io(format!("start {}", self.binary.display()), e))?;
+        let spawned = match network {
+            Some(network) => network.run_in_netns(|| command.spawn()),
+            None => command.spawn(),
+        };
+        let mut child = spawned.map_err(|e| io(format!("start {}", self.binary.display()), e))?;
         std::fs::write(files.wrapper_pid(), child.id().to_string())
             .map_err(|e| io("write wrapper.pid", e))?;
         // Reap the wrapper when it ends while we live; after we exit, init does.
@@ -300,6 +323,7 @@ impl QemuBackend {
         name: &str,
         dir: &InstanceDir,
         plan: Option<&BootPlan>,
+        network: Option<&LinuxNetwork>,
     ) -> Result<(), DriverError> {
         match self.inspect(dir).await? {
             RuntimeState::Running | RuntimeState::Paused => return Ok(()),
@@ -308,7 +332,7 @@ impl QemuBackend {
                 let plan = plan.ok_or_else(|| {
                     DriverError::FailedPrecondition("the microVM has no boot plan".to_owned())
                 })?;
-                self.launch(name, dir, plan).await?;
+                self.launch(name, dir, plan, network).await?;
             }
         }
         let mut qmp = self.qmp(dir).await?;
@@ -546,5 +570,45 @@ mod tests {
         assert_eq!(state_of("paused"), RuntimeState::Paused);
         assert_eq!(state_of("running"), RuntimeState::Running);
         assert_eq!(escape_opt("/a,b"), "/a,,b");
+    }
+
+    #[test]
+    fn each_nic_is_a_tap_netdev_and_a_virtio_card_with_its_mac() {
+        let backend = QemuBackend {
+            binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            accel: Accel::Tcg,
+        };
+        let dir = InstanceDir {
+            path: PathBuf::from("/state/microvm/x"),
+        };
+        let nic = |tap: &str, mac: &str| super::super::plan::Nic {
+            tap: tap.to_owned(),
+            mac: mac.to_owned(),
+        };
+        let plan = BootPlan {
+            kernel: PathBuf::from("/k"),
+            initrd: None,
+            cmdline: "console=ttyS0 ip=10.0.0.5::10.0.0.1:255.255.255.0::eth0:off".to_owned(),
+            cpus: 1,
+            memory_mib: 64,
+            nics: vec![
+                nic("zxt0000000001", "02:00:00:00:00:01"),
+                nic("zxt0000000002", "02:00:00:00:00:02"),
+            ],
+        };
+        let argv = backend.argv("vm", &dir, &plan).join(" ");
+        assert!(
+            argv.contains(
+                "-netdev tap,id=net0,ifname=zxt0000000001,script=no,downscript=no \
+                 -device virtio-net-device,netdev=net0,mac=02:00:00:00:00:01 \
+                 -netdev tap,id=net1,ifname=zxt0000000002,script=no,downscript=no \
+                 -device virtio-net-device,netdev=net1,mac=02:00:00:00:00:02"
+            ),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("-append console=ttyS0 ip=10.0.0.5::"),
+            "{argv}"
+        );
     }
 }

@@ -1,0 +1,221 @@
+//! VMs on networks: each of an instance's [`NetworkAttachment`]s becomes a
+//! virtio NIC on the network's bridge (`<interface type='bridge'>`, whose
+//! TAP device libvirt creates in its own network namespace when the domain
+//! starts and removes when it stops), and a direct kernel boot gets the
+//! attachment's `ip=` argument, which the guest's init reads to configure
+//! the interface.
+//!
+//! A guest booted from its disk (no kernel) gets the NICs with their MACs
+//! but no address: Zixiao runs no DHCP server, so such a guest must
+//! configure the address its instance shows itself.
+//!
+//! A bridge missing on the node is a `FailedPrecondition`: checked before
+//! the domain is defined when the driver has the node's [`LinuxNetwork`]
+//! (then nothing is left), and read from libvirt's error when the domain
+//! starts otherwise.
+
+use virt::error::{Error as VirtError, ErrorNumber};
+use zixiao_core::model::{NetworkAttachment, MAX_INTERFACE_NAME};
+use zixiao_core::DriverError;
+use zixiao_net::LinuxNetwork;
+
+use super::error;
+use super::xml::Interface;
+
+/// The NICs of `attachments`, after checking the names and MACs libvirt
+/// will be given. Errors: `InvalidArgument` naming the attachment's field.
+pub(crate) fn interfaces(attachments: &[NetworkAttachment]) -> Result<Vec<Interface>, DriverError> {
+    attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let field = |name: &str| format!("attachments[{i}].{name}");
+            check_link_name(&field("bridge"), &a.bridge)?;
+            check_link_name(&field("host_interface"), &a.host_interface)?;
+            check_mac(&field("mac"), &a.mac)?;
+            Ok(Interface {
+                bridge: a.bridge.clone(),
+                target: a.host_interface.clone(),
+                mac: a.mac.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The kernel arguments configuring `attachments` in the guest: one `ip=`
+/// per attachment with an IPv4 address, each preceded by a space.
+pub(crate) fn kernel_args(attachments: &[NetworkAttachment]) -> String {
+    attachments
+        .iter()
+        .filter_map(NetworkAttachment::kernel_ip_arg)
+        .map(|arg| format!(" {arg}"))
+        .collect()
+}
+
+/// Checks that every attachment's bridge exists in `network`'s namespace.
+/// Errors: `FailedPrecondition` naming the network and the bridge.
+pub(crate) async fn check_bridges(
+    network: &LinuxNetwork,
+    attachments: &[NetworkAttachment],
+) -> Result<(), DriverError> {
+    for attachment in attachments {
+        let found =
+            network
+                .link_index(&attachment.bridge)
+                .await
+                .map_err(|e| DriverError::Runtime {
+                    operation: format!("look up bridge {}", attachment.bridge),
+                    source: Box::new(e),
+                })?;
+        if found.is_none() {
+            return Err(not_set_up(attachment));
+        }
+    }
+    Ok(())
+}
+
+/// The `FailedPrecondition` for a libvirt error that says one of the
+/// attachments' bridges does not exist (libvirt reports it as a system
+/// error on the bridge when it creates the TAP), if it is one.
+pub(crate) fn missing_bridge(
+    error: &VirtError,
+    attachments: &[NetworkAttachment],
+) -> Option<DriverError> {
+    if !error::is(error, ErrorNumber::SystemError) {
+        return None;
+    }
+    let message = error.message();
+    if !message.contains("No such device") {
+        return None;
+    }
+    attachments
+        .iter()
+        .find(|a| message.contains(&format!("'{}'", a.bridge)))
+        .map(not_set_up)
+}
+
+fn not_set_up(attachment: &NetworkAttachment) -> DriverError {
+    DriverError::FailedPrecondition(format!(
+        "network `{}` is not set up on this node (bridge {} is missing)",
+        attachment.network, attachment.bridge
+    ))
+}
+
+fn check_link_name(field: &str, name: &str) -> Result<(), DriverError> {
+    if name.is_empty() || name.len() > MAX_INTERFACE_NAME {
+        return Err(error::invalid(
+            field,
+            format!("`{name}` is not 1 to {MAX_INTERFACE_NAME} characters long"),
+        ));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| !c.is_ascii_graphic() || c == '/' || c == ':')
+    {
+        return Err(error::invalid(
+            field,
+            format!(
+                "`{}` is not a valid Linux interface name",
+                name.escape_debug()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_mac(field: &str, mac: &str) -> Result<(), DriverError> {
+    let octets: Vec<Option<u8>> = mac
+        .split(':')
+        .map(|o| {
+            (o.len() == 2)
+                .then(|| u8::from_str_radix(o, 16).ok())
+                .flatten()
+        })
+        .collect();
+    match octets.as_slice() {
+        [Some(first), rest @ ..] if rest.len() == 5 && rest.iter().all(Option::is_some) => {
+            if first & 1 == 1 {
+                Err(error::invalid(
+                    field,
+                    format!("`{mac}` is a multicast address; a NIC needs a unicast one"),
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        _ => Err(error::invalid(
+            field,
+            format!(
+                "`{}` is not a MAC address like 02:00:00:00:00:01",
+                mac.escape_debug()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zixiao_core::model::IpConfig;
+    use zixiao_core::ErrorKind;
+
+    fn attachment(i: usize) -> NetworkAttachment {
+        NetworkAttachment {
+            network: format!("net{i}"),
+            interface: format!("eth{i}"),
+            host_interface: format!("zxt000000000{i}"),
+            bridge: format!("zxb0000000{i}"),
+            mac: format!("02:00:00:00:00:0{i}"),
+            addresses: vec![IpConfig {
+                address: format!("10.0.{i}.5").parse().unwrap(),
+                prefix_len: 24,
+                gateway: format!("10.0.{i}.1").parse().unwrap(),
+            }],
+        }
+    }
+
+    #[test]
+    fn each_attachment_is_a_nic_and_an_ip_argument() {
+        let attachments = [attachment(0), attachment(1)];
+        let nics = interfaces(&attachments).unwrap();
+        assert_eq!(nics.len(), 2);
+        assert_eq!(nics[1].bridge, "zxb00000001");
+        assert_eq!(nics[1].target, "zxt0000000001");
+        assert_eq!(nics[1].mac, "02:00:00:00:00:01");
+        assert_eq!(
+            kernel_args(&attachments),
+            " ip=10.0.0.5::10.0.0.1:255.255.255.0::eth0:off ip=10.0.1.5::10.0.1.1:255.255.255.0::eth1:off"
+        );
+        assert_eq!(kernel_args(&[]), "");
+    }
+
+    #[test]
+    fn bad_names_and_macs_name_the_field() {
+        type Spoil = fn(&mut NetworkAttachment);
+        let cases: [(Spoil, &str); 5] = [
+            (
+                |a| a.bridge = "a-name-longer-than-15".into(),
+                "attachments[1].bridge",
+            ),
+            (
+                |a| a.host_interface = "zxt/x".into(),
+                "attachments[1].host_interface",
+            ),
+            (
+                |a| a.host_interface = String::new(),
+                "attachments[1].host_interface",
+            ),
+            (|a| a.mac = "02:00:00:00:00".into(), "attachments[1].mac"),
+            (|a| a.mac = "01:00:5e:00:00:01".into(), "attachments[1].mac"),
+        ];
+        for (spoil, field) in cases {
+            let mut attachments = [attachment(0), attachment(1)];
+            spoil(&mut attachments[1]);
+            let err = interfaces(&attachments).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! microVMs on networks: through the controller, IPAM on the embedded store
+//! and the bridge from zixiao-net, a QEMU microVM gets a TAP on the bridge,
+//! its address on the kernel command line, and answers ping, also after a
+//! stop and start; delete removes the TAP. Refusals (the vmm backend, no host network, a network not set up
+//! on the node) leave nothing. Everything runs inside a network namespace
+//! the test creates; QEMU starts in it, so the host's network is never
+//! touched.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use zixiao_core::controller::ControllerOptions;
+use zixiao_core::host::HostFacts;
+use zixiao_core::model::{
+    host_interface_name, mac_address, CreateNetwork, IpConfig, NetworkAttachment, TAP_PREFIX,
+};
+use zixiao_core::{
+    Controller, CreateInstance, Driver, ErrorKind, Instance, InstanceStatus, LocalAgent,
+    MicrovmBackend,
+};
+use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
+use zixiao_net::{LinuxNetwork, StoreIpam};
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
+
+use super::{
+    assert_nothing_left, console, fixture, instance, qemu_pid, unique, Fixture, BOOT_TIMEOUT,
+    MARKER,
+};
+
+/// Runs `body` in a fresh network namespace on a current-thread runtime.
+fn isolated<F, Fut>(body: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(base) = runtime_endpoint("ZIXIAO_TEST_NETNS_DIR", "netlink and nftables") else {
+        return;
+    };
+    std::fs::create_dir_all(&base).expect("netns base");
+    let dir = tempfile::tempdir_in(&base).expect("netns dir");
+    let netns_dir = dir.path().to_path_buf();
+    let outcome = zixiao_net::netns::run_isolated(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(body(netns_dir))
+    });
+    match outcome {
+        Ok(entered) => entered.expect("unshare(CLONE_NEWNET): networking tests run as root"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// A controller whose one node runs `driver` with `network` as its host network.
+async fn controller(dir: &Path, driver: Arc<MicrovmDriver>, network: LinuxNetwork) -> Controller {
+    let agent = LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(driver);
+    let registration = agent.registration("local");
+    let store = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).expect("open store"));
+    let controller = Controller::builder(
+        store.clone(),
+        Arc::new(zixiao_sched::PluginScheduler::default()),
+    )
+    .agent("local", Arc::new(agent))
+    .address_allocator(Arc::new(StoreIpam::new(store)))
+    .network_host("local", Arc::new(network))
+    .options(ControllerOptions {
+        stop_grace: Duration::from_secs(10),
+        ..ControllerOptions::default()
+    })
+    .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register node");
+    controller
+}
+
+async fn until(c: &Controller, id: &str, what: &str, want: InstanceStatus) -> Instance {
+    wait_until(what, BOOT_TIMEOUT, || async {
+        let i = c.converge(id).await.expect("converge").expect("exists");
+        (i.status == want).then_some(i)
+    })
+    .await
+}
+
+fn ping(address: IpAddr) -> bool {
+    std::process::Command::new("busybox")
+        .args(["ping", "-c", "1", "-W", "3", &address.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("busybox ping")
+        .success()
+}
+
+/// `ip <args>` in the calling thread's namespace.
+fn ip(args: &[&str]) -> String {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_qemu_microvm_on_a_network_answers_ping_across_a_restart_and_delete_removes_its_tap() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture() else {
+            return;
+        };
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let driver = Arc::new(fx.driver().with_network(host.clone()));
+        let dir = fx.dir.path().join("ctl");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let c = controller(&dir, driver.clone(), host.clone()).await;
+        let net = c
+            .create_network(CreateNetwork::new("mvnet", ["10.67.0.0/24"]))
+            .await
+            .expect("create network");
+
+        let name = unique("net");
+        let mut spec = fx.spec("");
+        spec.networks = vec!["mvnet".to_owned()];
+        let created = c
+            .create_instance(CreateInstance::new(&name, spec))
+            .await
+            .expect("create");
+        let vm = until(
+            &c,
+            &created.id,
+            "the microVM to run",
+            InstanceStatus::Running,
+        )
+        .await;
+        let attachment = &vm.attachments[0];
+        let address = attachment.addresses[0].address;
+        let tap = attachment.host_interface.clone();
+        assert!(tap.starts_with(TAP_PREFIX), "{tap}");
+
+        // The TAP is on the network's bridge, and QEMU's card carries the
+        // attachment's MAC.
+        let link = ip(&["-d", "-o", "link", "show", &tap]);
+        assert!(link.contains("tun type tap"), "{link}");
+        assert!(link.contains(&format!("master {}", net.bridge)), "{link}");
+        // The guest's init configured eth0 from the kernel command line.
+        let configured = format!("ZIXIAO-NET eth0 {address}");
+        wait_until("the guest to configure eth0", BOOT_TIMEOUT, || async {
+            let log = console(&driver, &vm).await;
+            (log.contains(&configured) && log.contains(MARKER)).then_some(())
+        })
+        .await;
+        assert!(ping(address), "the host reaches the guest at {address}");
+        let neighbour = ip(&["neigh", "show", &address.to_string()]);
+        assert!(
+            neighbour.contains(&attachment.mac),
+            "the guest answers with its attachment's MAC {}: {neighbour}",
+            attachment.mac
+        );
+
+        // Stopped, QEMU is gone but the TAP stays; started again, a new
+        // QEMU joins it and the guest answers again.
+        c.stop_instance(&name).await.expect("stop");
+        until(&c, &vm.id, "the microVM to stop", InstanceStatus::Stopped).await;
+        assert!(host.link_index(&tap).await.expect("lookup").is_some());
+        c.start_instance(&name).await.expect("start");
+        until(
+            &c,
+            &vm.id,
+            "the microVM to run again",
+            InstanceStatus::Running,
+        )
+        .await;
+        wait_until(
+            "the guest to configure eth0 again",
+            BOOT_TIMEOUT,
+            || async {
+                let log = console(&driver, &vm).await;
+                (log.matches(&configured).count() >= 2).then_some(())
+            },
+        )
+        .await;
+        assert!(ping(address), "the restarted guest answers at {address}");
+        let pid = qemu_pid(&driver, &vm);
+
+        c.delete_instance(&name).await.expect("delete");
+        wait_until("the microVM to be gone", BOOT_TIMEOUT, || async {
+            let _ = c.converge(&vm.id).await;
+            c.get_instance(&vm.id).await.is_err().then_some(())
+        })
+        .await;
+        assert_nothing_left(&driver, &vm, &[pid]);
+        assert_eq!(host.link_index(&tap).await.expect("lookup"), None);
+        assert!(!ping(address), "nothing answers at {address} any more");
+        c.delete_network("mvnet").await.expect("delete network");
+        assert_eq!(host.link_index(&net.bridge).await.expect("lookup"), None);
+    });
+}
+
+/// An attachment of `vm` to a network `network` whose bridge is `bridge`.
+fn attachment(vm: &Instance, network: &str, bridge: &str) -> NetworkAttachment {
+    NetworkAttachment {
+        network: network.to_owned(),
+        interface: "eth0".to_owned(),
+        host_interface: host_interface_name(TAP_PREFIX, &vm.id, network),
+        bridge: bridge.to_owned(),
+        mac: mac_address(&vm.id, network),
+        addresses: vec![IpConfig {
+            address: "10.68.0.5".parse().expect("address"),
+            prefix_len: 24,
+            gateway: "10.68.0.1".parse().expect("gateway"),
+        }],
+    }
+}
+
+/// Nothing of `vm` on this node: no directory, no TAP.
+async fn assert_untouched(
+    fx: &Fixture,
+    driver: &MicrovmDriver,
+    host: &LinuxNetwork,
+    vm: &Instance,
+) {
+    assert!(
+        !driver.instance_dir(vm).exists(),
+        "{} is left",
+        driver.instance_dir(vm).display()
+    );
+    let tap = &vm.attachments[0].host_interface;
+    assert_eq!(host.link_index(tap).await.expect("lookup"), None, "{tap}");
+    assert!(fx.dir.path().exists());
+}
+
+#[test]
+fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture() else {
+            return;
+        };
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let mut vm = instance(&unique("nonet"), fx.spec(""));
+        let with_tap = attachment(&vm, "lan", "zxb00000000");
+        vm.attachments = vec![with_tap];
+
+        // The bridge is not on this node: the network was never set up here.
+        let driver = fx.driver().with_network(host.clone());
+        let err = driver.create(&vm).await.expect_err("no bridge");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("zxb00000000"), "{err}");
+        assert_untouched(&fx, &driver, &host, &vm).await;
+
+        // A driver without a host network cannot plug anything.
+        let bare = fx.driver();
+        let err = bare.create(&vm).await.expect_err("no host network");
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("spec.networks"), "{err}");
+        assert_untouched(&fx, &bare, &host, &vm).await;
+
+        // The vmm backend has no network device, asked for or chosen by
+        // `auto` (here: QEMU missing); the error says to use QEMU.
+        let no_qemu = MicrovmDriver::new(MicrovmOptions {
+            qemu_binary: Some(fx.dir.path().join("no-qemu")),
+            ..fx.options()
+        });
+        let no_qemu = match no_qemu {
+            Ok(driver) => driver,
+            Err(e) => {
+                assert!(!runtimes_required(), "the vmm backend is required: {e}");
+                eprintln!("skipped the vmm part: {e}");
+                return;
+            }
+        };
+        let no_qemu = no_qemu.with_network(host.clone());
+        for backend in [MicrovmBackend::Vmm, MicrovmBackend::Auto] {
+            let mut on_vmm = vm.clone();
+            on_vmm.spec.backend = backend;
+            let err = no_qemu.create(&on_vmm).await.expect_err("vmm refuses");
+            assert_eq!(err.kind(), ErrorKind::Unsupported, "{backend:?}: {err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("spec.networks") && text.contains("--backend qemu"),
+                "{text}"
+            );
+            assert_untouched(&fx, &no_qemu, &host, &on_vmm).await;
+        }
+    });
+}

@@ -1,0 +1,260 @@
+//! TAP devices of VMs: per attachment a persistent TAP (`zxt…`, the
+//! attachment's `host_interface`) plugged into the network's bridge and up.
+//! The guest's MAC is the attachment's `mac`, set on the VM's network card
+//! by its monitor; the TAP keeps a MAC of its own.
+//!
+//! A TAP lives in the network namespace of the thread that opened
+//! `/dev/net/tun`, and a monitor opening it by name must run there too:
+//! both happen in the namespace of the [`LinuxNetwork`]'s netlink socket
+//! ([`LinuxNetwork::run_in_netns`]). The TAPs are made without
+//! `IFF_VNET_HDR`: a monitor that attaches (QEMU's `-netdev tap,ifname=`)
+//! sets the flags it wants on its own queue.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
+use rtnetlink::LinkUnspec;
+use zixiao_core::model::{NetworkAttachment, MAX_INTERFACE_NAME, TAP_PREFIX};
+use zixiao_core::{Error, Result};
+
+use crate::host::{errno, link_index, netlink_error, LinuxNetwork};
+
+/// The TUN/TAP clone device.
+const TUN_DEVICE: &str = "/dev/net/tun";
+
+/// What exists under a TAP's name.
+enum Existing {
+    Nothing,
+    Tap,
+    Other,
+}
+
+impl LinuxNetwork {
+    /// Runs `f` on a short-lived thread inside this network's namespace (the
+    /// netlink socket's), or on the calling thread when that namespace is
+    /// unknown. A process `f` starts stays there: a VM monitor started this
+    /// way opens its TAP devices by name.
+    pub fn run_in_netns<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+        let Some(ns) = &self.netns else {
+            return f();
+        };
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    // SAFETY: `ns` is an open namespace file for the whole
+                    // call; setns only moves this short-lived thread.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    if rc != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    f()
+                })
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+        })
+    }
+
+    /// Makes one persistent TAP per attachment (named by its
+    /// `host_interface`), plugged into the attachment's bridge and up.
+    /// Idempotent: a TAP that exists already (a monitor may hold it) is kept
+    /// and plugged again. Errors: `FailedPrecondition` (a network's bridge
+    /// is not on this node), `InvalidArgument` (a host interface that is no
+    /// TAP name, or taken by another kind of device), `Unsupported` (no
+    /// privileges, no TUN/TAP support), `Internal`. On error the TAPs this
+    /// call made are removed again.
+    pub async fn attach_tap(
+        &self,
+        instance: &str,
+        attachments: &[NetworkAttachment],
+    ) -> Result<()> {
+        let mut made = Vec::new();
+        let result = async {
+            for attachment in attachments {
+                if self.plug_tap(attachment).await? {
+                    made.push(attachment.host_interface.as_str());
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            for tap in made {
+                let _ = self.delete_link(tap).await;
+            }
+            return Err(for_instance(instance, e));
+        }
+        Ok(())
+    }
+
+    /// Removes the TAPs of `attachments` (a monitor still holding one loses
+    /// it). Idempotent.
+    pub async fn detach_tap(
+        &self,
+        instance: &str,
+        attachments: &[NetworkAttachment],
+    ) -> Result<()> {
+        for attachment in attachments {
+            let removed = async {
+                check_name(&attachment.host_interface)?;
+                self.delete_link(&attachment.host_interface).await
+            };
+            removed.await.map_err(|e| for_instance(instance, e))?;
+        }
+        Ok(())
+    }
+
+    /// Plugs the TAP of one attachment; true when this call made it.
+    async fn plug_tap(&self, attachment: &NetworkAttachment) -> Result<bool> {
+        let tap = &attachment.host_interface;
+        check_name(tap)?;
+        let bridge = link_index(&self.handle, &attachment.bridge)
+            .await?
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "network `{}` is not set up on this node (bridge {} is missing)",
+                    attachment.network, attachment.bridge
+                ))
+            })?;
+        let made = match self.existing(tap).await? {
+            Existing::Tap => false,
+            Existing::Other => {
+                return Err(Error::invalid(
+                    "host_interface",
+                    format!("{tap} exists on this node and is not a TAP device"),
+                ))
+            }
+            Existing::Nothing => {
+                let name = tap.clone();
+                self.run_in_netns(move || create_persistent_tap(&name))
+                    .map_err(|e| tun_error(&format!("creating TAP {tap}"), e))?;
+                true
+            }
+        };
+        let plugged = async {
+            let index = link_index(&self.handle, tap).await?.ok_or_else(|| {
+                Error::Internal(format!("TAP {tap} vanished right after creation"))
+            })?;
+            self.handle
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .controller(bridge)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(|e| {
+                    netlink_error(&format!("plugging {tap} into {}", attachment.bridge), e)
+                })
+        }
+        .await;
+        match plugged {
+            Ok(()) => Ok(made),
+            Err(e) => {
+                if made {
+                    let _ = self.delete_link(tap).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// What link `name` is.
+    async fn existing(&self, name: &str) -> Result<Existing> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        let link = match links.try_next().await {
+            Ok(Some(link)) => link,
+            Ok(None) => return Ok(Existing::Nothing),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(Existing::Nothing),
+            Err(e) => return Err(netlink_error(&format!("looking up link {name}"), e)),
+        };
+        let is_tap = link.attributes.iter().any(|a| match a {
+            LinkAttribute::LinkInfo(infos) => infos
+                .iter()
+                .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))),
+            _ => false,
+        });
+        Ok(if is_tap {
+            Existing::Tap
+        } else {
+            Existing::Other
+        })
+    }
+}
+
+/// `error` with the instance it happened to named in its message.
+fn for_instance(instance: &str, error: Error) -> Error {
+    let prefix = |m: String| format!("instance `{instance}`: {m}");
+    match error {
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(prefix(m)),
+        Error::Unsupported(m) => Error::Unsupported(prefix(m)),
+        Error::Internal(m) => Error::Internal(prefix(m)),
+        other => other,
+    }
+}
+
+/// A host interface name this module may create or remove: `zxt…`, within
+/// Linux's limit, of plain characters.
+fn check_name(name: &str) -> Result<()> {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name.starts_with(TAP_PREFIX) || name.len() > MAX_INTERFACE_NAME || !plain {
+        return Err(Error::invalid(
+            "host_interface",
+            format!("`{name}` is not a TAP device name ({TAP_PREFIX}… of at most {MAX_INTERFACE_NAME} characters)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates TAP `name` (no packet information header, one queue) in the
+/// calling thread's namespace and makes it outlive the file descriptor.
+fn create_persistent_tap(name: &str) -> io::Result<()> {
+    let tun: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(TUN_DEVICE)?;
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the
+    // call; the name is NUL-terminated (check_name keeps it within
+    // IFNAMSIZ - 1 bytes and the rest is zero).
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut request) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: TUNSETPERSIST takes an integer argument and reads no memory.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETPERSIST, 1 as libc::c_ulong) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A failure of `/dev/net/tun` as an [`Error`]: missing privileges or TUN
+/// support are `Unsupported`, with what to do; the rest `Internal`.
+fn tun_error(doing: &str, e: io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::EPERM | libc::EACCES) => Error::Unsupported(format!(
+            "missing privileges for {doing}: CAP_NET_ADMIN is needed"
+        )),
+        Some(libc::ENOENT | libc::ENODEV | libc::ENXIO) => Error::Unsupported(format!(
+            "{doing}: this node has no TUN/TAP support ({TUN_DEVICE}: {e}; load the `tun` module)"
+        )),
+        _ => Error::Internal(format!("{doing}: {e}")),
+    }
+}
