@@ -79,6 +79,8 @@ async fn an_agent_joins_and_its_death_is_noticed(server: &Running) {
             "agent",
             "--server",
             &server.addr,
+            // This test runs in the host's network namespace: leave its devices alone.
+            "--no-networks",
             "--name",
             "worker-1",
             "--zone",

@@ -3,20 +3,24 @@
 //! controllers. Every call carries the whole instance, so this side keeps
 //! no state. A gate can refuse calls that would make an instance run (the
 //! node agent closes it while it does not hold its liveness lease, so a
-//! fenced node never starts what may now run elsewhere).
+//! fenced node never starts what may now run elsewhere). With a
+//! [`NetworkHost`] it also sets up the cluster's networks on the node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::{DriverError, Instance, NodeAgent};
+use zixiao_core::driver::Snapshots;
+use zixiao_core::model::Network;
+use zixiao_core::{DriverError, Error, Instance, NetworkHost, NodeAgent};
 
 use crate::console::{self, OutputStream};
 use crate::json;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
 use crate::pb::{
-    console_input, AgentInstanceRequest, AgentReadLogRequest, ConsoleInput, CreateOnNodeResponse,
-    Empty, JsonList, JsonObject, LogChunk, NodeResources, StopOnNodeRequest,
+    console_input, AgentInstanceRequest, AgentReadLogRequest, AgentSnapshotRequest, ConsoleInput,
+    CreateOnNodeResponse, Empty, JsonList, JsonObject, LogChunk, NodeResources,
+    ReconcileNetworksRequest, ReconcileNetworksResponse, StopOnNodeRequest,
 };
 use crate::status::{from_driver_error, from_error};
 
@@ -32,6 +36,7 @@ pub struct AgentServer {
     agent: Arc<dyn NodeAgent>,
     gate: Option<Gate>,
     local: Option<LocalInstances>,
+    network: Option<Arc<dyn NetworkHost>>,
 }
 
 impl std::fmt::Debug for AgentServer {
@@ -49,6 +54,7 @@ impl AgentServer {
             agent,
             gate: None,
             local: None,
+            network: None,
         }
     }
 
@@ -61,6 +67,13 @@ impl AgentServer {
     /// Answers ListLocalInstances with `local`.
     pub fn with_local_instances(mut self, local: LocalInstances) -> Self {
         self.local = Some(local);
+        self
+    }
+
+    /// Sets up networks on the node through `host` (without one, the network
+    /// calls answer `Unsupported`).
+    pub fn with_network_host(mut self, host: Arc<dyn NetworkHost>) -> Self {
+        self.network = Some(host);
         self
     }
 
@@ -83,6 +96,20 @@ impl AgentServer {
             None => Ok(()),
         }
     }
+
+    fn network_host(&self) -> Result<&Arc<dyn NetworkHost>, Status> {
+        self.network.as_ref().ok_or_else(|| {
+            from_error(&Error::Unsupported(
+                "this agent sets up no networks (it has no netlink access, or runs with \
+                 --no-networks)"
+                    .to_owned(),
+            ))
+        })
+    }
+}
+
+fn network(field: &str, bytes: &[u8]) -> Result<Network, Status> {
+    json::decode::<Network>(field, bytes).map_err(|e| from_error(&e))
 }
 
 fn instance(bytes: &[u8]) -> Result<Instance, Status> {
@@ -253,4 +280,124 @@ impl AgentService for AgentServer {
         let stream = console.attach(&instance).await.map_err(driver_status)?;
         Ok(Response::new(console::serve(stream, input)))
     }
+
+    async fn ensure_network(
+        &self,
+        request: Request<JsonObject>,
+    ) -> Result<Response<Empty>, Status> {
+        let network = network("json", &request.get_ref().json)?;
+        self.network_host()?
+            .ensure_network(&network)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<JsonObject>,
+    ) -> Result<Response<Empty>, Status> {
+        let network = network("json", &request.get_ref().json)?;
+        self.network_host()?
+            .remove_network(&network)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn reconcile_networks(
+        &self,
+        request: Request<ReconcileNetworksRequest>,
+    ) -> Result<Response<ReconcileNetworksResponse>, Status> {
+        let request = request.into_inner();
+        let networks = request
+            .networks_json
+            .iter()
+            .map(|bytes| network("networks_json", bytes))
+            .collect::<Result<Vec<_>, _>>()?;
+        let instances = request
+            .instances_json
+            .iter()
+            .map(|bytes| {
+                json::decode::<Instance>("instances_json", bytes).map_err(|e| from_error(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed = self
+            .network_host()?
+            .reconcile(&networks, &instances)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(ReconcileNetworksResponse { removed }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: Request<AgentSnapshotRequest>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        let instance = instance(&request.instance_json)?;
+        let driver = self.driver(&instance)?;
+        let taken = snapshots_of(driver.as_ref())?
+            .create(&instance, &request.snapshot)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(JsonObject {
+            json: json::encode(&taken),
+        }))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<JsonList>, Status> {
+        let instance = instance(&request.get_ref().instance_json)?;
+        let driver = self.driver(&instance)?;
+        let all = snapshots_of(driver.as_ref())?
+            .list(&instance)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(JsonList {
+            items: all.iter().map(json::encode).collect(),
+        }))
+    }
+
+    async fn revert_snapshot(
+        &self,
+        request: Request<AgentSnapshotRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        let instance = instance(&request.instance_json)?;
+        // A revert can make the instance run again: a fenced node must not.
+        self.check_gate()?;
+        let driver = self.driver(&instance)?;
+        snapshots_of(driver.as_ref())?
+            .revert(&instance, &request.snapshot)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<AgentSnapshotRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        let instance = instance(&request.instance_json)?;
+        let driver = self.driver(&instance)?;
+        snapshots_of(driver.as_ref())?
+            .delete(&instance, &request.snapshot)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// The driver's snapshot capability. Errors: `Unsupported`.
+fn snapshots_of(driver: &dyn zixiao_core::Driver) -> Result<&dyn Snapshots, Status> {
+    driver.snapshots().ok_or_else(|| {
+        driver_status(DriverError::Unsupported(format!(
+            "the {} driver cannot take snapshots",
+            driver.name()
+        )))
+    })
 }

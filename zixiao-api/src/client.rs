@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tonic::transport::Channel;
 use zixiao_core::controller::DrainReport;
-use zixiao_core::driver::{ConsoleStream, InstanceStats, LogChunk};
+use zixiao_core::driver::{ConsoleStream, InstanceStats, LogChunk, SnapshotInfo};
+use zixiao_core::model::{CreateNetwork, Network};
 use zixiao_core::{
     ClusterInfo, CreateInstance, Instance, InstanceEvent, InstanceFilter, Node, NodeRegistration,
     Result,
@@ -18,8 +19,8 @@ use crate::pb::cluster_service_client::ClusterServiceClient;
 use crate::pb::compute_service_client::ComputeServiceClient;
 use crate::pb::{
     console_input, ConsoleInput, CreateInstanceRequest, DeregisterNodeRequest, Empty,
-    HeartbeatRequest, InstanceAction, InstanceRef, JsonObject, NodeRef, ReadLogRequest,
-    RegisterNodeRequest, UpdateNodeStatusRequest, WatchRequest,
+    HeartbeatRequest, InstanceAction, InstanceRef, JsonObject, NetworkRef, NodeRef, ReadLogRequest,
+    RegisterNodeRequest, SnapshotRef, UpdateNodeStatusRequest, WatchRequest,
 };
 use crate::status::to_error;
 
@@ -177,6 +178,88 @@ impl ComputeClient {
         })
         .await
         .map_err(|s| to_error(&s))
+    }
+
+    /// Creates a network and sets it up on every node that sets up networks.
+    pub async fn create_network(&self, request: &CreateNetwork) -> Result<Network> {
+        let request = JsonObject {
+            json: json::encode(request),
+        };
+        let reply = self.inner.clone().create_network(request).await;
+        decode_object(reply.map_err(|s| to_error(&s))?.into_inner())
+    }
+
+    /// The network named `name`.
+    pub async fn get_network(&self, name: &str) -> Result<Network> {
+        let request = NetworkRef {
+            network: name.to_owned(),
+        };
+        let reply = self.inner.clone().get_network(request).await;
+        decode_object(reply.map_err(|s| to_error(&s))?.into_inner())
+    }
+
+    /// Every network, in name order.
+    pub async fn list_networks(&self) -> Result<Vec<Network>> {
+        let reply = self.inner.clone().list_networks(Empty {}).await;
+        decode_list(&reply.map_err(|s| to_error(&s))?.into_inner().items)
+    }
+
+    /// Removes a network that no instance uses, from every node and the store.
+    pub async fn delete_network(&self, name: &str) -> Result<()> {
+        let request = NetworkRef {
+            network: name.to_owned(),
+        };
+        self.inner
+            .clone()
+            .delete_network(request)
+            .await
+            .map_err(|s| to_error(&s))?;
+        Ok(())
+    }
+
+    fn snapshot_ref(instance: &str, name: &str) -> SnapshotRef {
+        SnapshotRef {
+            instance: instance.to_owned(),
+            snapshot: name.to_owned(),
+        }
+    }
+
+    /// Takes snapshot `name` of the instance on its node.
+    pub async fn snapshot_instance(&self, instance: &str, name: &str) -> Result<SnapshotInfo> {
+        let request = Self::snapshot_ref(instance, name);
+        let reply = self.inner.clone().snapshot_instance(request).await;
+        decode_object(reply.map_err(|s| to_error(&s))?.into_inner())
+    }
+
+    /// The instance's snapshots, oldest first.
+    pub async fn list_snapshots(&self, instance: &str) -> Result<Vec<SnapshotInfo>> {
+        let request = InstanceRef {
+            instance: instance.to_owned(),
+        };
+        let reply = self.inner.clone().list_snapshots(request).await;
+        decode_list(&reply.map_err(|s| to_error(&s))?.into_inner().items)
+    }
+
+    /// Puts the instance back to snapshot `name`.
+    pub async fn revert_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+        let request = Self::snapshot_ref(instance, name);
+        self.inner
+            .clone()
+            .revert_snapshot(request)
+            .await
+            .map_err(|s| to_error(&s))?;
+        Ok(())
+    }
+
+    /// Deletes snapshot `name` of the instance.
+    pub async fn delete_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+        let request = Self::snapshot_ref(instance, name);
+        self.inner
+            .clone()
+            .delete_snapshot(request)
+            .await
+            .map_err(|s| to_error(&s))?;
+        Ok(())
     }
 }
 

@@ -1,19 +1,21 @@
 //! The ComputeService server: the instance API of a [`Controller`] over gRPC.
 //! Calls write intent and return; with `wait` they also converge the
-//! instance on this server before answering.
+//! instance on this server before answering. Networks are created and
+//! deleted synchronously, on every node that sets them up.
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+use zixiao_core::model::CreateNetwork;
 use zixiao_core::{Controller, CreateInstance, Instance, InstanceFilter};
 
 use crate::console::{self, OutputStream};
 use crate::json;
 use crate::pb::compute_service_server::{ComputeService, ComputeServiceServer};
 use crate::pb::{
-    console_input, ConsoleInput, CreateInstanceRequest, InstanceAction, InstanceRef, JsonList,
-    JsonObject, LogChunk, ReadLogRequest, WatchRequest,
+    console_input, ConsoleInput, CreateInstanceRequest, Empty, InstanceAction, InstanceRef,
+    JsonList, JsonObject, LogChunk, NetworkRef, ReadLogRequest, SnapshotRef, WatchRequest,
 };
 use crate::status::from_error;
 
@@ -258,5 +260,113 @@ impl ComputeService for ComputeServer {
             .await
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(console::serve(console, input)))
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<JsonObject>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let create: CreateNetwork =
+            json::decode("json", &request.get_ref().json).map_err(|e| from_error(&e))?;
+        let network = self
+            .controller
+            .create_network(create)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&network)))
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<NetworkRef>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let name = &request.get_ref().network;
+        required("network", name)?;
+        let network = self
+            .controller
+            .get_network(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&network)))
+    }
+
+    async fn list_networks(&self, _request: Request<Empty>) -> Result<Response<JsonList>, Status> {
+        let networks = self
+            .controller
+            .list_networks()
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(JsonList {
+            items: networks.iter().map(json::encode).collect(),
+        }))
+    }
+
+    async fn delete_network(
+        &self,
+        request: Request<NetworkRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let name = &request.get_ref().network;
+        required("network", name)?;
+        self.controller
+            .delete_network(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn snapshot_instance(
+        &self,
+        request: Request<SnapshotRef>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        let taken = self
+            .controller
+            .snapshot_instance(&request.instance, &request.snapshot)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&taken)))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<InstanceRef>,
+    ) -> Result<Response<JsonList>, Status> {
+        let name = &request.get_ref().instance;
+        required("instance", name)?;
+        let all = self
+            .controller
+            .list_snapshots(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(JsonList {
+            items: all.iter().map(json::encode).collect(),
+        }))
+    }
+
+    async fn revert_snapshot(
+        &self,
+        request: Request<SnapshotRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        self.controller
+            .revert_snapshot(&request.instance, &request.snapshot)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<SnapshotRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        required("instance", &request.instance)?;
+        self.controller
+            .delete_snapshot(&request.instance, &request.snapshot)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(Empty {}))
     }
 }

@@ -9,6 +9,8 @@
 //! - [`remote`]: [`RemoteAgent`](remote::RemoteAgent), a `NodeAgent` whose
 //!   drivers call a node's AgentService, so the same Controller drives
 //!   nodes in other processes;
+//! - [`network`]: [`RemoteNetworkHost`](network::RemoteNetworkHost), a
+//!   `NetworkHost` that sets networks up on a node through its agent;
 //! - [`client`]: typed clients of the ComputeService and ClusterService;
 //! - [`reflection`]: the server reflection service.
 //!
@@ -21,6 +23,7 @@ pub mod client;
 pub mod compute;
 mod console;
 pub mod json;
+pub mod network;
 pub mod remote;
 pub mod status;
 

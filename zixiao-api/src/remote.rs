@@ -1,6 +1,6 @@
 //! [`RemoteAgent`]: a [`NodeAgent`] for a node whose agent runs in another
 //! process, reached over gRPC. Its drivers ([`RemoteDriver`]) forward every
-//! [`Driver`] call, and the stats and console capabilities, to the node's
+//! [`Driver`] call, and the stats, console and snapshot capabilities, to the node's
 //! AgentService, so the one Controller drives local and remote nodes alike.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
-use zixiao_core::driver::{Console, ConsoleStream, Stats};
+use zixiao_core::driver::{Console, ConsoleStream, SnapshotInfo, Snapshots, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, NodeAgent, NodeFacts,
     Resources, RuntimeState,
@@ -18,8 +18,8 @@ use zixiao_core::{
 use crate::json;
 use crate::pb::agent_service_client::AgentServiceClient;
 use crate::pb::{
-    console_input, AgentInstanceRequest, AgentReadLogRequest, ConsoleInput, Empty,
-    StopOnNodeRequest,
+    console_input, AgentInstanceRequest, AgentReadLogRequest, AgentSnapshotRequest, ConsoleInput,
+    Empty, StopOnNodeRequest,
 };
 use crate::status::to_driver_error;
 
@@ -286,6 +286,10 @@ impl Driver for RemoteDriver {
     fn console(&self) -> Option<&dyn Console> {
         Some(self)
     }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        Some(self)
+    }
 }
 
 fn decode_reply<T: serde::de::DeserializeOwned>(
@@ -323,5 +327,56 @@ impl Console for RemoteDriver {
         })
         .await
         .map_err(|s| self.error(s))
+    }
+}
+
+impl RemoteDriver {
+    fn snapshot_request(instance: &Instance, name: &str) -> AgentSnapshotRequest {
+        AgentSnapshotRequest {
+            instance_json: json::encode(instance),
+            snapshot: name.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl Snapshots for RemoteDriver {
+    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
+        let reply = self
+            .client()
+            .create_snapshot(Self::snapshot_request(instance, name))
+            .await
+            .map_err(|s| self.error(s))?;
+        decode_reply(&reply.into_inner().json, "snapshot", &self.agent)
+    }
+
+    async fn list(&self, instance: &Instance) -> Result<Vec<SnapshotInfo>, DriverError> {
+        let reply = self
+            .client()
+            .list_snapshots(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        reply
+            .into_inner()
+            .items
+            .iter()
+            .map(|bytes| decode_reply(bytes, "list snapshots", &self.agent))
+            .collect()
+    }
+
+    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+        self.client()
+            .revert_snapshot(Self::snapshot_request(instance, name))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+        self.client()
+            .delete_snapshot(Self::snapshot_request(instance, name))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
     }
 }

@@ -3,7 +3,8 @@
 //! the servers it knows when one fails), pets the node's watchdog after each
 //! renewal it sends, serves the AgentService for the servers' controllers,
 //! and after a restart or a lost lease re-adopts the instances that are
-//! still its own and removes the copies that now live elsewhere.
+//! still its own and removes the copies that now live elsewhere. With a
+//! network host it also sets the cluster's networks up on the node.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,8 +18,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zixiao_api::agent::AgentServer;
 use zixiao_api::client::{ClusterClient, ComputeClient};
+use zixiao_api::network::NETWORKS_TRAIT;
 use zixiao_core::{
-    DriverError, Error, ErrorKind, LocalAgent, NodeAgent, NodeRegistration, NodeRole, Result,
+    DriverError, Error, ErrorKind, LocalAgent, NetworkHost, NodeAgent, NodeRegistration, NodeRole,
+    Result,
 };
 
 use crate::election::wait;
@@ -129,9 +132,30 @@ struct Liveness {
     renewed_ms: AtomicU64,
 }
 
-/// Starts the agent of `local`'s drivers. Errors: `InvalidArgument`
-/// (options, an address that cannot be bound), `Internal` (state directory).
+/// Starts the agent of `local`'s drivers, without networks. Errors:
+/// `InvalidArgument` (options, an address that cannot be bound), `Internal`
+/// (state directory).
 pub async fn start(options: AgentOptions, local: LocalAgent) -> Result<AgentHandle> {
+    start_with_network(options, local, None).await
+}
+
+/// This machine's networks (zixiao-net's LinuxNetwork) in the calling
+/// thread's network namespace, containers' namespaces pinned under
+/// `netns_dir`. Must be called inside a tokio runtime. Errors: `Internal`
+/// (no netlink socket).
+pub fn linux_network(netns_dir: &Path) -> Result<Arc<dyn NetworkHost>> {
+    Ok(Arc::new(zixiao_net::LinuxNetwork::connect(netns_dir)?))
+}
+
+/// Starts the agent like [`start`]; with `network`, the node declares the
+/// [`NETWORKS_TRAIT`] and sets the cluster's networks up through it (the
+/// servers ask it to when networks are created or deleted, and reconcile
+/// its devices with the store each time it registers).
+pub async fn start_with_network(
+    options: AgentOptions,
+    local: LocalAgent,
+    network: Option<Arc<dyn NetworkHost>>,
+) -> Result<AgentHandle> {
     options.timing.validate()?;
     if options.servers.is_empty() {
         return Err(Error::invalid(
@@ -164,7 +188,7 @@ pub async fn start(options: AgentOptions, local: LocalAgent) -> Result<AgentHand
             addr.to_string()
         }
     });
-    let registration = NodeRegistration {
+    let mut registration = NodeRegistration {
         address: advertise,
         region: options.region.clone(),
         zone: options.zone.clone(),
@@ -172,6 +196,9 @@ pub async fn start(options: AgentOptions, local: LocalAgent) -> Result<AgentHand
         labels: options.labels.clone(),
         ..local.registration(options.name.clone())
     };
+    if network.is_some() {
+        registration.traits.insert(NETWORKS_TRAIT.to_owned());
+    }
     registration.validate()?;
 
     let records = Records::new(&options.state_dir);
@@ -191,10 +218,13 @@ pub async fn start(options: AgentOptions, local: LocalAgent) -> Result<AgentHand
         Ok(())
     });
     let listed = records.clone();
-    let service = AgentServer::new(agent.clone())
+    let mut service = AgentServer::new(agent.clone())
         .with_gate(gate)
-        .with_local_instances(Arc::new(move || listed.list()))
-        .into_service();
+        .with_local_instances(Arc::new(move || listed.list()));
+    if let Some(network) = network {
+        service = service.with_network_host(network);
+    }
+    let service = service.into_service();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {

@@ -86,6 +86,9 @@ impl ClusterService for ClusterServer {
             .await
             .map_err(err)?;
         self.sync.attach(&node);
+        // A (re)started agent's networks are brought back in line with the
+        // store: missing bridges made, orphans removed.
+        self.sync.reconcile_networks_of(&node);
         Ok(Response::new(RegisterNodeResponse {
             node_json: json::encode(&node),
             lease_id: lease,

@@ -1,6 +1,8 @@
 //! Keeps a server's controller connected to every registered node's agent:
 //! each node with a network address gets a [`RemoteAgent`], replaced when
-//! the node re-registers from another address or with other runtimes.
+//! the node re-registers from another address or with other runtimes, and
+//! a [`RemoteNetworkHost`] when it declares the [`NETWORKS_TRAIT`]. When a
+//! node registers, its network devices are reconciled against the store.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,20 +10,23 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::watch;
+use zixiao_api::network::{RemoteNetworkHost, NETWORKS_TRAIT};
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::controller::NODES_PREFIX;
 use zixiao_core::store::{decode, StoreExt, WatchEvent};
-use zixiao_core::{Controller, InstanceType, Node};
+use zixiao_core::{Controller, InstanceFilter, InstanceType, NetworkHost, Node};
 
 use crate::election::wait;
 
-type Known = BTreeMap<String, (String, Vec<InstanceType>)>;
+/// What a node was attached with: address, runtimes, whether it sets up networks.
+type Known = BTreeMap<String, (String, Vec<InstanceType>, bool)>;
 
 /// The agents a controller reaches, kept in step with the registered nodes.
 #[derive(Debug, Clone)]
 pub struct NodeSync {
     controller: Controller,
     known: Arc<Mutex<Known>>,
+    hosts: Arc<Mutex<BTreeMap<String, Arc<RemoteNetworkHost>>>>,
 }
 
 impl NodeSync {
@@ -30,6 +35,7 @@ impl NodeSync {
         NodeSync {
             controller,
             known: Arc::default(),
+            hosts: Arc::default(),
         }
     }
 
@@ -39,23 +45,85 @@ impl NodeSync {
             return;
         }
         let runtimes: Vec<InstanceType> = node.runtimes.iter().copied().collect();
+        let networks = node.traits.contains(NETWORKS_TRAIT);
+        let seen = (node.address.clone(), runtimes, networks);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        if known.get(&node.id) == Some(&(node.address.clone(), runtimes.clone())) {
+        if known.get(&node.id) == Some(&seen) {
             return;
         }
-        match RemoteAgent::new(
+        let agent = RemoteAgent::new(
             node.id.clone(),
             &node.address,
             node.runtimes.clone(),
             node.missing_runtimes.clone(),
-        ) {
-            Ok(agent) => {
+        );
+        let host = if networks {
+            RemoteNetworkHost::new(node.id.clone(), &node.address).map(Some)
+        } else {
+            Ok(None)
+        };
+        match (agent, host) {
+            (Ok(agent), Ok(host)) => {
                 self.controller
                     .attach_agent(node.id.clone(), Arc::new(agent));
-                known.insert(node.id.clone(), (node.address.clone(), runtimes));
+                let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+                match host {
+                    Some(host) => {
+                        let host = Arc::new(host);
+                        self.controller
+                            .attach_network_host(node.id.clone(), host.clone());
+                        hosts.insert(node.id.clone(), host);
+                    }
+                    // Re-registered without networks: leave it out of them.
+                    None => {
+                        self.controller.detach_network_host(&node.id);
+                        hosts.remove(&node.id);
+                    }
+                }
+                known.insert(node.id.clone(), seen);
             }
-            Err(e) => eprintln!("zixiao server: node `{}`: {}", node.id, e.chain()),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("zixiao server: node `{}`: {}", node.id, e.chain())
+            }
         }
+    }
+
+    /// In the background: ensures every network on `node` and removes the
+    /// Zixiao devices, rules and namespaces there that neither the networks
+    /// nor the instances placed on it name (after an agent's restart). A
+    /// node without a network host is left alone.
+    pub fn reconcile_networks_of(&self, node: &Node) {
+        let host = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node.id)
+            .cloned();
+        let Some(host) = host else { return };
+        let controller = self.controller.clone();
+        let node = node.id.clone();
+        tokio::spawn(async move {
+            let reconciled = async {
+                let networks = controller.list_networks().await?;
+                let filter = InstanceFilter {
+                    node: Some(node.clone()),
+                    ..InstanceFilter::default()
+                };
+                let instances = controller.list_instances(&filter).await?;
+                host.reconcile(&networks, &instances).await
+            };
+            match reconciled.await {
+                Ok(removed) if !removed.is_empty() => eprintln!(
+                    "zixiao server: node `{node}`: removed stale network objects: {}",
+                    removed.join(", ")
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!(
+                    "zixiao server: reconciling the networks of node `{node}`: {}",
+                    e.chain()
+                ),
+            }
+        });
     }
 
     /// Attaches every registered node now. Errors: the store's.

@@ -149,9 +149,16 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
     })
 }
 
-/// A controller over `store` with the default scheduler, for a server.
+/// A controller over `store` with the default scheduler and addresses
+/// allocated in the store (zixiao-net's StoreIpam), for a server. Nodes'
+/// agents (and their network hosts) are attached as they register.
 pub fn controller(store: Arc<dyn zixiao_core::Store>) -> Controller {
-    Controller::builder(store, Arc::new(zixiao_sched::PluginScheduler::default())).build()
+    Controller::builder(
+        store.clone(),
+        Arc::new(zixiao_sched::PluginScheduler::default()),
+    )
+    .address_allocator(Arc::new(zixiao_net::StoreIpam::new(store)))
+    .build()
 }
 
 /// Accepted connections with Nagle's algorithm off: small request/response

@@ -41,6 +41,14 @@ pub(crate) struct AgentArgs {
     /// Run without a watchdog (no self-fencing: not for production).
     #[arg(long)]
     no_watchdog: bool,
+    /// Do not set up the cluster's networks on this node (no bridges, no
+    /// removal of stale `zx…` devices); the node does not declare the
+    /// `networks` trait.
+    #[arg(long)]
+    no_networks: bool,
+    /// Where containers' network namespaces are pinned [default: /run/zixiao/netns].
+    #[arg(long, value_name = "DIR")]
+    netns_dir: Option<PathBuf>,
 }
 
 /// `zixiao watchdog` flags (started by the agent).
@@ -58,14 +66,29 @@ fn state_dir(cli: &Cli, configured: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// This node's drivers, found as the embedded deployment finds them.
-async fn local_agent(cli: &Cli, state_dir: &std::path::Path) -> Result<LocalAgent> {
-    let host = zixiao_embedded::probe(state_dir)?;
+/// The drivers' settings from the command line.
+fn driver_config(
+    cli: &Cli,
+    state_dir: &std::path::Path,
+    netns_dir: Option<&std::path::Path>,
+) -> Result<zixiao_embedded::zixiao_drivers::DriverConfig> {
     let mut drivers = zixiao_embedded::zixiao_drivers::DriverConfig::new(state_dir.join("runtime"));
     drivers.containerd_socket = cli.containerd_socket.clone();
     drivers.libvirt_uri = cli.libvirt_uri.clone();
     drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
-    let discovered = zixiao_embedded::zixiao_drivers::discover(&drivers).await;
+    if let Some(dir) = netns_dir {
+        drivers.netns_dir = super::absolute(dir)?;
+    }
+    Ok(drivers)
+}
+
+/// This node's drivers, found as the embedded deployment finds them.
+async fn local_agent(
+    drivers: &zixiao_embedded::zixiao_drivers::DriverConfig,
+    state_dir: &std::path::Path,
+) -> Result<LocalAgent> {
+    let host = zixiao_embedded::probe(state_dir)?;
+    let discovered = zixiao_embedded::zixiao_drivers::discover(drivers).await;
     let mut agent = LocalAgent::new(host);
     for driver in discovered.drivers {
         agent = agent.with_driver(driver);
@@ -110,7 +133,21 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         )
     })?;
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
-    let local = local_agent(cli, &state_dir).await?;
+    let drivers = driver_config(cli, &state_dir, args.netns_dir.as_deref())?;
+    let local = local_agent(&drivers, &state_dir).await?;
+    // As in the embedded deployment: without a netlink socket the node
+    // simply sets up no networks (and does not declare that it does).
+    let network = if args.no_networks {
+        None
+    } else {
+        match agent::linux_network(&drivers.netns_dir) {
+            Ok(host) => Some(host),
+            Err(e) => {
+                eprintln!("zixiao agent: this node sets up no networks: {}", e.chain());
+                None
+            }
+        }
+    };
     let name =
         config.node.name.clone().unwrap_or_else(|| {
             zixiao_embedded::node_id_from_hostname(&local.describe_now().hostname)
@@ -134,7 +171,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             .arg(config.timing.fence_after_ms.to_string());
         watchdog::spawn_detached(command)?;
     }
-    let handle = agent::start(
+    let handle = agent::start_with_network(
         AgentOptions {
             name: name.clone(),
             servers: config.agent.servers.clone(),
@@ -147,6 +184,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             timing: config.timing,
         },
         local,
+        network,
     )
     .await?;
     println!("zixiao agent {name} listening on {}", handle.addr());
@@ -158,7 +196,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
 /// Runs the node's watchdog until its agent leaves.
 pub(crate) async fn run_watchdog(cli: &Cli, args: &WatchdogArgs) -> Result<ExitCode> {
     let state_dir = state_dir(cli, None)?;
-    let local = local_agent(cli, &state_dir).await?;
+    let local = local_agent(&driver_config(cli, &state_dir, None)?, &state_dir).await?;
     let fence_after = std::time::Duration::from_millis(args.fence_after_ms);
     watchdog::run(&state_dir, fence_after, Arc::new(local)).await?;
     Ok(ExitCode::SUCCESS)

@@ -233,7 +233,7 @@ fn no_microvm(what: &str) -> Error {
     ))
 }
 
-fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
+pub(crate) fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
     let mut table = Table::new(vec!["NAME", "CREATED", "MEMORY", "CURRENT"]);
     for s in snapshots {
         table.row(vec![

@@ -70,7 +70,7 @@ fn on_off(on: bool) -> String {
     if on { "on" } else { "off" }.to_owned()
 }
 
-fn render_list(networks: &[Network]) -> String {
+pub(crate) fn render_list(networks: &[Network]) -> String {
     let mut table = Table::new(vec!["NAME", "SUBNETS", "BRIDGE", "NAT", "ISOLATED", "AGE"]);
     for n in networks {
         table.row(vec![
@@ -85,7 +85,7 @@ fn render_list(networks: &[Network]) -> String {
     table.render()
 }
 
-fn render_one(network: &Network) -> String {
+pub(crate) fn render_one(network: &Network) -> String {
     let mut pairs = vec![("name", network.name.clone())];
     for s in &network.subnets {
         let reserved = if s.reserved.is_empty() {

@@ -1,9 +1,11 @@
 //! `--endpoint URL` (or `ZIXIAO_ENDPOINT`): the node, cluster and instance
 //! commands sent to a Zixiao server over gRPC instead of the embedded
 //! controller. Answers and errors (kind, message, exit code) are the
-//! server's. Commands that need an interactive stream or the node's files
-//! (`logs --follow`, console, images, snapshots, networks) are not
-//! available remotely yet and say so.
+//! server's. `logs --follow` polls the server for more while the instance
+//! runs, and `console` is a session through the server to the node's
+//! agent; snapshots are taken by the node's runtime through its agent.
+//! Commands that need the node's files (images, `restore`, `snapshot
+//! create --to`) and pause/resume are not available remotely and say so.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -11,11 +13,21 @@ use std::time::Duration;
 
 use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_core::controller::DrainReport;
-use zixiao_core::{Error, Instance, InstanceFilter, InstanceStatus, InstanceType, Node, Result};
+use zixiao_core::model::CreateNetwork;
+use zixiao_core::{
+    Error, ErrorKind, Instance, InstanceFilter, InstanceStatus, InstanceType, Node, Result,
+};
 
-use super::instance::LOG_CHUNK;
-use crate::args::{ClusterCommand, Command, Format, InstanceCommand, ListArgs, NodeCommand, OnOff};
+use super::instance::{snapshot_table, LOG_CHUNK};
+use super::network::{render_list, render_one};
+use crate::args::{
+    ClusterCommand, Command, Format, InstanceCommand, ListArgs, NetworkCommand, NodeCommand, OnOff,
+    SnapshotCommand,
+};
 use crate::output::{age, print, Table};
+
+/// How often `logs --follow` asks the server for more.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// Runs `command` against the server at `endpoint`.
 pub(crate) async fn run(endpoint: &str, format: Format, command: Command) -> Result<ExitCode> {
@@ -33,6 +45,15 @@ pub(crate) async fn run(endpoint: &str, format: Format, command: Command) -> Res
             })?;
         }
         Command::Instance(command) => instance(endpoint, format, command).await?,
+        Command::Network(command) => network(endpoint, format, command).await?,
+        Command::Image(_) => {
+            return Err(Error::Unsupported(
+                "images are not managed through --endpoint: they live in each node's \
+                 runtime, and an instance uses the image its node holds; import, list or \
+                 remove them with `zixiao image` on the node, without --endpoint"
+                    .to_owned(),
+            ))
+        }
         _ => return Err(not_remote("this command")),
     }
     Ok(ExitCode::SUCCESS)
@@ -158,22 +179,29 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
             let request = super::instance::create_request(*args)?;
             print(format, &client.create_instance(&request, wait).await?, one)?
         }
-        InstanceCommand::Logs {
-            instance,
-            follow: false,
-        } => {
-            // The whole log as it stands; following needs a stream (not yet remote).
-            let mut offset = 0;
-            let mut stdout = std::io::stdout();
-            loop {
-                let chunk = client.read_log(&instance, offset, LOG_CHUNK).await?;
-                if chunk.next_offset <= offset {
-                    break;
-                }
-                let _ = stdout.write_all(&chunk.data);
-                offset = chunk.next_offset;
+        InstanceCommand::Logs { instance, follow } => logs(&client, &instance, follow).await?,
+        InstanceCommand::Snapshot(command) => snapshot(&client, format, command).await?,
+        InstanceCommand::Restore(_) => {
+            return Err(Error::Unsupported(
+                "instance restore reads a snapshot directory on this machine, so it is not \
+                 available with --endpoint; run it on the node without --endpoint"
+                    .to_owned(),
+            ))
+        }
+        InstanceCommand::Console { instance } => {
+            let console = client.attach_console(&instance).await?;
+            if format == Format::Table {
+                eprintln!("attached; press Ctrl-C to detach");
             }
-            let _ = stdout.flush();
+            let mut output = console.output;
+            let mut input = console.input;
+            let mut stdout = tokio::io::stdout();
+            let mut stdin = tokio::io::stdin();
+            tokio::select! {
+                _ = tokio::io::copy(&mut output, &mut stdout) => {}
+                _ = tokio::io::copy(&mut stdin, &mut input) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
         }
         InstanceCommand::Stats { instance } => {
             let stats = client.instance_stats(&instance).await?;
@@ -185,6 +213,122 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
             })?;
         }
         _ => return Err(not_remote("this instance command")),
+    }
+    Ok(())
+}
+
+/// Prints the instance's log; with `follow`, polls for more from the last
+/// offset while the instance runs (as the server sees it), then prints
+/// what is left and returns.
+async fn logs(client: &ComputeClient, instance: &str, follow: bool) -> Result<()> {
+    let mut offset = 0;
+    let mut stdout = std::io::stdout();
+    // One more read after the instance stopped, for what it wrote last.
+    let mut last_pass = !follow;
+    loop {
+        let chunk = client.read_log(instance, offset, LOG_CHUNK).await?;
+        let got = chunk.next_offset > offset;
+        let _ = stdout.write_all(&chunk.data);
+        let _ = stdout.flush();
+        offset = chunk.next_offset;
+        if got {
+            continue;
+        }
+        if last_pass {
+            return Ok(());
+        }
+        let running = match client.get_instance(instance).await {
+            Ok(found) => matches!(
+                found.status,
+                InstanceStatus::Pending
+                    | InstanceStatus::Scheduled
+                    | InstanceStatus::Creating
+                    | InstanceStatus::Running
+                    | InstanceStatus::Paused
+            ),
+            // Deleted while followed: nothing more will come.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !running {
+            last_pass = true;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotCommand) -> Result<()> {
+    match command {
+        SnapshotCommand::Create { to: Some(_), .. } => Err(Error::invalid(
+            "--to",
+            "copying a snapshot out is done on the node (its files stay there); take the \
+             snapshot without --to, or run the command on the node without --endpoint",
+        )),
+        SnapshotCommand::Create {
+            instance,
+            name,
+            to: None,
+        } => {
+            let taken = client.snapshot_instance(&instance, &name).await?;
+            print(format, &taken, |s| snapshot_table(std::slice::from_ref(s)))
+        }
+        SnapshotCommand::List { instance } => {
+            print(format, &client.list_snapshots(&instance).await?, |s| {
+                snapshot_table(s)
+            })
+        }
+        SnapshotCommand::Revert { instance, name } => {
+            client.revert_snapshot(&instance, &name).await?;
+            print(format, &serde_json::json!({ "reverted": name }), |_| {
+                format!("instance {instance} is back at snapshot {name}\n")
+            })
+        }
+        SnapshotCommand::Delete { instance, name } => {
+            client.delete_snapshot(&instance, &name).await?;
+            print(format, &serde_json::json!({ "deleted": name }), |_| {
+                format!("deleted snapshot {name}\n")
+            })
+        }
+    }
+}
+
+async fn network(endpoint: &str, format: Format, command: NetworkCommand) -> Result<()> {
+    let client = ComputeClient::new(endpoint)?;
+    match command {
+        NetworkCommand::Create {
+            name,
+            subnets,
+            gateways,
+            reserved,
+            no_nat,
+            no_isolation,
+        } => {
+            let request = CreateNetwork {
+                name,
+                subnets,
+                gateways,
+                reserved,
+                nat: !no_nat,
+                isolated: !no_isolation,
+            };
+            print(format, &client.create_network(&request).await?, render_one)?;
+        }
+        NetworkCommand::List => {
+            print(format, &client.list_networks().await?, |n| render_list(n))?;
+        }
+        NetworkCommand::Get { name } => {
+            print(format, &client.get_network(&name).await?, render_one)?;
+        }
+        NetworkCommand::Delete { name } => {
+            client.delete_network(&name).await?;
+            print(format, &serde_json::json!({ "deleted": name }), |_| {
+                format!("deleted network {name}\n")
+            })?;
+        }
     }
     Ok(())
 }

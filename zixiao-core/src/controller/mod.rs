@@ -222,6 +222,15 @@ impl Controller {
             .insert(node.into(), host);
     }
 
+    /// Stops setting up networks on node `node` (its agent no longer does).
+    pub fn detach_network_host(&self, node: &str) {
+        self.inner
+            .network_hosts
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(node);
+    }
+
     fn agent(&self, node: &str) -> Result<Arc<dyn NodeAgent>> {
         self.inner
             .agents

@@ -1,0 +1,98 @@
+//! [`RemoteNetworkHost`]: a [`NetworkHost`] for a node whose agent runs in
+//! another process. A server's controller holds one per node that declares
+//! the [`NETWORKS_TRAIT`], so creating a network through any server sets
+//! its bridge up on every such node, and deleting it removes it.
+
+use async_trait::async_trait;
+use tonic::transport::Channel;
+use zixiao_core::model::Network;
+use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
+
+use crate::json;
+use crate::pb::agent_service_client::AgentServiceClient;
+use crate::pb::{JsonObject, ReconcileNetworksRequest};
+use crate::remote::{channel, DEFAULT_CALL_TIMEOUT};
+use crate::status::{to_driver_error, to_error};
+
+/// The node trait an agent declares when it sets up networks (it serves
+/// the AgentService's network calls with a real [`NetworkHost`]). Servers
+/// set networks up only on nodes with it; placements can require it.
+pub const NETWORKS_TRAIT: &str = "networks";
+
+/// The networks of one node, set up by its agent over gRPC.
+#[derive(Debug, Clone)]
+pub struct RemoteNetworkHost {
+    node: String,
+    client: AgentServiceClient<Channel>,
+}
+
+impl RemoteNetworkHost {
+    /// The network host of node `node` whose agent listens at `address`.
+    /// Connects on first use. Errors: `InvalidArgument` (a malformed address).
+    pub fn new(node: impl Into<String>, address: &str) -> Result<Self> {
+        let client = AgentServiceClient::new(channel(address, DEFAULT_CALL_TIMEOUT)?)
+            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
+        Ok(RemoteNetworkHost {
+            node: node.into(),
+            client,
+        })
+    }
+
+    /// The node it reaches.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The agent's error as the controller's: an agent that cannot be
+    /// reached is an unavailable runtime named after the node.
+    fn error(&self, status: &tonic::Status) -> Error {
+        let error = to_error(status);
+        if error.kind() == ErrorKind::Unavailable {
+            let what = format!("the agent of node `{}`", self.node);
+            return Error::Driver(to_driver_error(status, &what));
+        }
+        error
+    }
+}
+
+#[async_trait]
+impl NetworkHost for RemoteNetworkHost {
+    async fn ensure_network(&self, network: &Network) -> Result<()> {
+        let request = JsonObject {
+            json: json::encode(network),
+        };
+        self.client
+            .clone()
+            .ensure_network(request)
+            .await
+            .map_err(|s| self.error(&s))?;
+        Ok(())
+    }
+
+    async fn remove_network(&self, network: &Network) -> Result<()> {
+        let request = JsonObject {
+            json: json::encode(network),
+        };
+        self.client
+            .clone()
+            .remove_network(request)
+            .await
+            .map_err(|s| self.error(&s))?;
+        Ok(())
+    }
+
+    async fn reconcile(&self, networks: &[Network], instances: &[Instance]) -> Result<Vec<String>> {
+        let request = ReconcileNetworksRequest {
+            networks_json: networks.iter().map(json::encode).collect(),
+            instances_json: instances.iter().map(json::encode).collect(),
+        };
+        let reply = self
+            .client
+            .clone()
+            .reconcile_networks(request)
+            .await
+            .map_err(|s| self.error(&s))?;
+        Ok(reply.into_inner().removed)
+    }
+}

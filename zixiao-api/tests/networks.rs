@@ -1,0 +1,358 @@
+//! Networks across the wire: a controller (StoreIpam over the embedded
+//! store) served as the ComputeService, and a node's agent served as the
+//! AgentService with the real LinuxNetwork, reached through a
+//! [`RemoteNetworkHost`]. Each test runs in a network namespace of its own
+//! (loopback up for gRPC), so bridges and nftables tables land there and
+//! never on the host. Instances use a fake driver: the layer under test is
+//! the protocol and the node's network devices, not a container runtime.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use zixiao_api::agent::AgentServer;
+use zixiao_api::client::ComputeClient;
+use zixiao_api::compute::ComputeServer;
+use zixiao_api::network::RemoteNetworkHost;
+use zixiao_api::remote::RemoteAgent;
+use zixiao_core::host::HostFacts;
+use zixiao_core::model::CreateNetwork;
+use zixiao_core::{
+    Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceType, LocalAgent, NetworkHost,
+    Resources,
+};
+use zixiao_net::{nft, LinuxNetwork, StoreIpam};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::FakeDriver;
+
+/// Runs `body` on a thread in a fresh network namespace with loopback up,
+/// on a current-thread runtime (so the `nft` processes LinuxNetwork runs
+/// are in that namespace too). `body` gets a directory for container
+/// namespaces. Skips when `scripts/services/net.sh` has not run.
+fn in_fresh_netns<F, Fut>(body: F)
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let Some(base) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_NETNS_DIR", "netlink and nftables")
+    else {
+        return;
+    };
+    std::fs::create_dir_all(&base).expect("netns base dir");
+    let dir = tempfile::tempdir_in(&base).expect("netns dir");
+    let path = dir.path().to_path_buf();
+    let outcome = zixiao_net::netns::run_isolated(move || {
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(up.success(), "loopback up in the test's namespace");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(body(path));
+    });
+    match outcome {
+        Ok(entered) => entered.expect("unshare(CLONE_NEWNET): networking tests run as root"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn host_facts() -> HostFacts {
+    HostFacts {
+        hostname: "node-a-host".into(),
+        capacity: Resources {
+            cpus: 8,
+            memory_mib: 8192,
+            disk_gib: 100,
+            instances: 32,
+        },
+    }
+}
+
+async fn serve_agent(server: AgentServer) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = server.into_service();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    addr
+}
+
+async fn serve_compute(controller: Controller) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = ComputeServer::new(controller).into_service();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    addr
+}
+
+/// A server's controller with node `node-a` reached only over gRPC.
+struct Rig {
+    controller: Controller,
+    client: ComputeClient,
+    _dir: tempfile::TempDir,
+}
+
+/// The server side over an agent that sets networks up with `network` (or
+/// none), the controller seeing only the remote agent and network host.
+async fn rig(network: Option<Arc<dyn NetworkHost>>) -> Rig {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
+    let local = LocalAgent::new(host_facts())
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)));
+    let registration = local.registration("node-a");
+    let mut server = AgentServer::new(Arc::new(local));
+    if let Some(network) = network {
+        server = server.with_network_host(network);
+    }
+    let agent_addr = serve_agent(server).await.to_string();
+    let remote = RemoteAgent::new(
+        "node-a",
+        &agent_addr,
+        registration.runtimes.clone(),
+        registration.missing_runtimes.clone(),
+    )
+    .expect("remote agent");
+    let controller = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
+        .address_allocator(Arc::new(StoreIpam::new(store)))
+        .build();
+    controller.attach_agent("node-a", Arc::new(remote));
+    controller.attach_network_host(
+        "node-a",
+        Arc::new(RemoteNetworkHost::new("node-a", &agent_addr).expect("network host")),
+    );
+    controller
+        .register_node(zixiao_core::NodeRegistration {
+            address: agent_addr,
+            ..registration
+        })
+        .await
+        .expect("register");
+    let client =
+        ComputeClient::new(&serve_compute(controller.clone()).await.to_string()).expect("client");
+    Rig {
+        controller,
+        client,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_network_created_through_the_server_is_set_up_on_the_agents_node_and_deleted() {
+    in_fresh_netns(|netns| async move {
+        let linux = LinuxNetwork::connect(netns).expect("netlink");
+        let rig = rig(Some(Arc::new(linux.clone()))).await;
+
+        let lan = rig
+            .client
+            .create_network(&CreateNetwork::new("lan", ["10.71.0.0/24", "fd71::/64"]))
+            .await
+            .expect("create");
+        assert_eq!(lan.name, "lan");
+        assert!(
+            linux
+                .link_index(&lan.bridge)
+                .await
+                .expect("links")
+                .is_some(),
+            "bridge {} made on the agent's node",
+            lan.bridge
+        );
+        let table = nft::show_table(&lan.nft_table()).await.expect("nft");
+        let table = table.expect("the network's nftables table exists on the node");
+        assert!(table.contains("masquerade"), "{table}");
+        let addresses = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &lan.bridge])
+            .output()
+            .expect("ip");
+        let addresses = String::from_utf8_lossy(&addresses.stdout);
+        assert!(addresses.contains("10.71.0.1/24"), "{addresses}");
+        assert!(addresses.contains("fd71::1/64"), "{addresses}");
+
+        let got = rig.client.get_network("lan").await.expect("get");
+        assert_eq!(got, rig.controller.get_network("lan").await.expect("get"));
+        let listed = rig.client.list_networks().await.expect("list");
+        assert_eq!(
+            listed.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+            ["lan"]
+        );
+
+        rig.client.delete_network("lan").await.expect("delete");
+        assert!(
+            linux
+                .link_index(&lan.bridge)
+                .await
+                .expect("links")
+                .is_none(),
+            "bridge removed from the node"
+        );
+        assert!(
+            nft::show_table(&lan.nft_table())
+                .await
+                .expect("nft")
+                .is_none(),
+            "rules removed from the node"
+        );
+        let gone = rig.client.get_network("lan").await.expect_err("deleted");
+        assert_eq!(gone.kind(), ErrorKind::NotFound);
+        assert!(rig.client.list_networks().await.expect("list").is_empty());
+    });
+}
+
+#[test]
+fn network_errors_cross_the_wire_with_their_kind_and_change_nothing() {
+    in_fresh_netns(|netns| async move {
+        let linux = LinuxNetwork::connect(netns).expect("netlink");
+        let rig = rig(Some(Arc::new(linux.clone()))).await;
+
+        // A bad subnet: the same error, field and all, as the controller's.
+        let bad = CreateNetwork::new("bad", ["10.72.0.0/33"]);
+        let remote = rig.client.create_network(&bad).await.expect_err("bad cidr");
+        let local = rig
+            .controller
+            .create_network(bad)
+            .await
+            .expect_err("bad cidr");
+        assert_eq!(remote.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(remote.chain(), local.chain());
+        assert!(remote.chain().contains("subnets[0]"), "{}", remote.chain());
+        assert!(linux
+            .links_with_prefix(zixiao_core::model::BRIDGE_PREFIX)
+            .await
+            .expect("links")
+            .is_empty());
+
+        let lan = rig
+            .client
+            .create_network(&CreateNetwork::new("lan", ["10.72.0.0/24"]))
+            .await
+            .expect("create");
+        let again = rig
+            .client
+            .create_network(&CreateNetwork::new("lan", ["10.73.0.0/24"]))
+            .await
+            .expect_err("taken");
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+        let overlap = rig
+            .client
+            .create_network(&CreateNetwork::new("lan2", ["10.72.0.128/25"]))
+            .await
+            .expect_err("overlaps");
+        assert_eq!(overlap.kind(), ErrorKind::InvalidArgument);
+        assert!(overlap.chain().contains("overlaps"), "{}", overlap.chain());
+
+        // An instance on it holds it.
+        let mut spec = InstanceSpec::container("busybox");
+        spec.networks = vec!["lan".into()];
+        rig.client
+            .create_instance(&CreateInstance::new("web", spec), true)
+            .await
+            .expect("create instance");
+        let busy = rig.client.delete_network("lan").await.expect_err("in use");
+        assert_eq!(busy.kind(), ErrorKind::FailedPrecondition);
+        assert!(busy.chain().contains("web"), "{}", busy.chain());
+        assert!(
+            linux
+                .link_index(&lan.bridge)
+                .await
+                .expect("links")
+                .is_some(),
+            "a refused delete leaves the bridge"
+        );
+
+        let missing = rig
+            .client
+            .delete_network("nope")
+            .await
+            .expect_err("unknown");
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        let empty = rig.client.get_network("").await.expect_err("no name");
+        assert_eq!(empty.kind(), ErrorKind::InvalidArgument);
+    });
+}
+
+#[test]
+fn reconciling_through_the_agent_restores_bridges_and_removes_orphans() {
+    in_fresh_netns(|netns| async move {
+        let linux = LinuxNetwork::connect(netns).expect("netlink");
+        let rig = rig(Some(Arc::new(linux.clone()))).await;
+        let lan = rig
+            .client
+            .create_network(&CreateNetwork::new("lan", ["10.74.0.0/24"]))
+            .await
+            .expect("create");
+        // What a crash leaves behind: a network the store no longer has, and
+        // the store's network missing on the node.
+        let orphan = CreateNetwork::new("orphan", ["10.75.0.0/24"])
+            .validate(chrono::Utc::now())
+            .expect("valid");
+        linux.ensure_network(&orphan).await.expect("orphan bridge");
+        linux.remove_network(&lan).await.expect("lose the bridge");
+
+        let report = rig
+            .controller
+            .reconcile_networks()
+            .await
+            .expect("reconcile");
+        assert!(
+            report
+                .removed
+                .contains(&format!("node-a: link {}", orphan.bridge)),
+            "{report:?}"
+        );
+        assert!(linux
+            .link_index(&orphan.bridge)
+            .await
+            .expect("links")
+            .is_none());
+        assert!(nft::show_table(&orphan.nft_table())
+            .await
+            .expect("nft")
+            .is_none());
+        assert!(
+            linux
+                .link_index(&lan.bridge)
+                .await
+                .expect("links")
+                .is_some(),
+            "the store's network is back on the node"
+        );
+    });
+}
+
+#[tokio::test]
+async fn an_agent_without_networks_refuses_and_the_server_keeps_nothing() {
+    let rig = rig(None).await;
+    let error = rig
+        .client
+        .create_network(&CreateNetwork::new("lan", ["10.76.0.0/24"]))
+        .await
+        .expect_err("no network host on the node");
+    assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
+    assert!(error.chain().contains("node-a"), "{}", error.chain());
+    assert!(
+        error.chain().contains("sets up no networks"),
+        "{}",
+        error.chain()
+    );
+    assert!(
+        rig.client.list_networks().await.expect("list").is_empty(),
+        "a network no node could set up is not stored"
+    );
+}

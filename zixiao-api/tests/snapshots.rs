@@ -1,0 +1,277 @@
+//! Snapshots through both hops: ComputeClient → ComputeService → the
+//! controller → RemoteDriver → AgentService → the node's driver. The node
+//! holds a hand-written fake with the snapshot capability (the layer under
+//! test is the protocol; the runtimes' snapshots have their own tests).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use zixiao_api::agent::AgentServer;
+use zixiao_api::client::ComputeClient;
+use zixiao_api::compute::ComputeServer;
+use zixiao_api::remote::RemoteAgent;
+use zixiao_core::driver::{SnapshotInfo, Snapshots};
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
+    InstanceType, LocalAgent, LogChunk, Resources, RuntimeState,
+};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::FakeDriver;
+
+/// A fake runtime that keeps snapshots per instance and records reverts.
+#[derive(Debug, Default)]
+struct Snapshotting {
+    fake: Option<FakeDriver>,
+    taken: Mutex<BTreeMap<String, Vec<SnapshotInfo>>>,
+    reverted: Mutex<Vec<(String, String)>>,
+}
+
+impl Snapshotting {
+    fn fake(&self) -> &FakeDriver {
+        self.fake.as_ref().expect("a fake driver")
+    }
+}
+
+#[async_trait]
+impl Driver for Snapshotting {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Vm
+    }
+    fn name(&self) -> &str {
+        "snapshotting"
+    }
+    async fn create(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake().create(i).await
+    }
+    async fn start(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake().start(i).await
+    }
+    async fn stop(&self, i: &Instance, grace: Duration) -> Result<(), DriverError> {
+        self.fake().stop(i, grace).await
+    }
+    async fn delete(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake().delete(i).await
+    }
+    async fn inspect(&self, i: &Instance) -> Result<RuntimeState, DriverError> {
+        self.fake().inspect(i).await
+    }
+    async fn read_log(&self, i: &Instance, o: u64, m: usize) -> Result<LogChunk, DriverError> {
+        self.fake().read_log(i, o, m).await
+    }
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Snapshots for Snapshotting {
+    async fn create(&self, i: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
+        if name.is_empty() {
+            return Err(DriverError::InvalidArgument {
+                field: "name".into(),
+                reason: "missing".into(),
+            });
+        }
+        let running = self.fake().state_of(&i.id) == RuntimeState::Running;
+        let info = SnapshotInfo {
+            name: name.to_owned(),
+            created_at: Some(chrono::Utc::now()),
+            includes_memory: running,
+            current: true,
+        };
+        let mut taken = self.taken.lock().expect("lock");
+        let list = taken.entry(i.id.clone()).or_default();
+        list.iter_mut().for_each(|s| s.current = false);
+        list.push(info.clone());
+        Ok(info)
+    }
+    async fn list(&self, i: &Instance) -> Result<Vec<SnapshotInfo>, DriverError> {
+        Ok(self
+            .taken
+            .lock()
+            .expect("lock")
+            .get(&i.id)
+            .cloned()
+            .unwrap_or_default())
+    }
+    async fn revert(&self, i: &Instance, name: &str) -> Result<(), DriverError> {
+        let known = self
+            .taken
+            .lock()
+            .expect("lock")
+            .get(&i.id)
+            .is_some_and(|l| l.iter().any(|s| s.name == name));
+        if !known {
+            return Err(DriverError::NotFound(format!(
+                "snapshot `{name}` of instance `{}`",
+                i.name
+            )));
+        }
+        self.reverted
+            .lock()
+            .expect("lock")
+            .push((i.id.clone(), name.to_owned()));
+        Ok(())
+    }
+    async fn delete(&self, i: &Instance, name: &str) -> Result<(), DriverError> {
+        if let Some(list) = self.taken.lock().expect("lock").get_mut(&i.id) {
+            list.retain(|s| s.name != name);
+        }
+        Ok(())
+    }
+}
+
+fn host() -> HostFacts {
+    HostFacts {
+        hostname: "node-a-host".into(),
+        capacity: Resources {
+            cpus: 8,
+            memory_mib: 8192,
+            disk_gib: 100,
+            instances: 32,
+        },
+    }
+}
+
+/// Serves `router` on a loopback port of its own.
+async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = router
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
+    });
+    addr
+}
+
+/// A client of a server whose only node holds `driver`, reached over gRPC.
+async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
+    let local = LocalAgent::new(host()).with_driver(driver);
+    let registration = local.registration("node-a");
+    let agent_addr = serve(
+        tonic::transport::Server::builder()
+            .add_service(AgentServer::new(Arc::new(local)).into_service()),
+    )
+    .await;
+    let remote = RemoteAgent::new(
+        "node-a",
+        &agent_addr.to_string(),
+        registration.runtimes.clone(),
+        registration.missing_runtimes.clone(),
+    )
+    .expect("remote");
+    let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
+        .agent("node-a", Arc::new(remote))
+        .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    let addr = serve(
+        tonic::transport::Server::builder()
+            .add_service(ComputeServer::new(controller.clone()).into_service()),
+    )
+    .await;
+    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    (client, controller, dir)
+}
+
+fn vm() -> CreateInstance {
+    CreateInstance::new("vm1", InstanceSpec::vm("debian"))
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
+    let driver = Arc::new(Snapshotting {
+        fake: Some(FakeDriver::new(InstanceType::Vm)),
+        ..Default::default()
+    });
+    let (client, _controller, _dir) = rig(driver.clone()).await;
+    let vm1 = client
+        .create_instance(&vm(), true)
+        .await
+        .expect("create")
+        .expect("exists");
+
+    let s1 = client.snapshot_instance("vm1", "s1").await.expect("take");
+    assert_eq!(s1.name, "s1");
+    assert!(s1.includes_memory, "taken while running");
+    client.snapshot_instance("vm1", "s2").await.expect("take");
+    let listed = client.list_snapshots("vm1").await.expect("list");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.name.as_str(), s.current))
+            .collect::<Vec<_>>(),
+        [("s1", false), ("s2", true)]
+    );
+    assert_eq!(
+        listed,
+        driver.taken.lock().expect("lock")[&vm1.id],
+        "what the node's runtime holds"
+    );
+
+    client.revert_snapshot("vm1", "s1").await.expect("revert");
+    assert_eq!(
+        *driver.reverted.lock().expect("lock"),
+        [(vm1.id.clone(), "s1".to_owned())]
+    );
+    let missing = client
+        .revert_snapshot("vm1", "nope")
+        .await
+        .expect_err("no such snapshot");
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    assert!(
+        missing.chain().contains("snapshot `nope`"),
+        "{}",
+        missing.chain()
+    );
+
+    let bad = client
+        .snapshot_instance("vm1", "")
+        .await
+        .expect_err("no name");
+    assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{}", bad.chain());
+
+    client.delete_snapshot("vm1", "s2").await.expect("delete");
+    let left = client.list_snapshots("vm1").await.expect("list");
+    assert_eq!(
+        left.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["s1"]
+    );
+
+    let unknown = client.list_snapshots("nope").await.expect_err("unknown");
+    assert_eq!(unknown.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn a_runtime_without_snapshots_is_unsupported_through_both_hops() {
+    let (client, _controller, _dir) = rig(Arc::new(FakeDriver::new(InstanceType::Container))).await;
+    client
+        .create_instance(
+            &CreateInstance::new("web", InstanceSpec::container("busybox")),
+            true,
+        )
+        .await
+        .expect("create");
+    let error = client
+        .snapshot_instance("web", "s1")
+        .await
+        .expect_err("no snapshots");
+    assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
+    assert!(
+        error.chain().contains("fake driver cannot take snapshots"),
+        "{}",
+        error.chain()
+    );
+}
