@@ -2,8 +2,11 @@
 //! instances are state files in the node's directory, and every start and
 //! stop is appended, with the machine's monotonic time, to the node's
 //! `events.log`, so "never on two nodes at once" is checked from each
-//! node's own records. (The real drivers are tested against their runtimes
-//! in zixiao-drivers.)
+//! node's own records. Its console is an echo served by the fake instance
+//! in the agent's process, after a first line naming the node and the
+//! instance, so a console attach through a server can be checked end to
+//! end. (The real drivers are tested against their runtimes in
+//! zixiao-drivers.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,18 +14,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use zixiao_cluster::timing::monotonic_ms;
+use zixiao_core::driver::{Console, ConsoleStream};
 use zixiao_core::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
 
 #[derive(Debug)]
 pub(crate) struct FileDriver {
     dir: PathBuf,
+    node: String,
 }
 
 impl FileDriver {
     pub(crate) fn new(node_dir: &Path) -> Self {
         let dir = node_dir.join("runtime");
         let _ = std::fs::create_dir_all(&dir);
-        FileDriver { dir }
+        let node = node_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        FileDriver { dir, node }
     }
 
     fn state_path(&self, id: &str) -> PathBuf {
@@ -125,5 +134,36 @@ impl Driver for FileDriver {
         _: usize,
     ) -> Result<LogChunk, DriverError> {
         Err(DriverError::NotFound(format!("log of {}", instance.id)))
+    }
+
+    fn console(&self) -> Option<&dyn Console> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Console for FileDriver {
+    async fn attach(&self, instance: &Instance) -> Result<ConsoleStream, DriverError> {
+        if self.state(&instance.id).as_deref() != Some("running") {
+            return Err(DriverError::FailedPrecondition(format!(
+                "instance {} is not running",
+                instance.id
+            )));
+        }
+        let (user, fake) = tokio::io::duplex(4096);
+        let banner = format!("{} {}\n", self.node, instance.id);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut typed, mut shown) = tokio::io::split(fake);
+            if shown.write_all(banner.as_bytes()).await.is_ok() {
+                // Echoes until the user closes its side.
+                let _ = tokio::io::copy(&mut typed, &mut shown).await;
+            }
+        });
+        let (output, input) = tokio::io::split(user);
+        Ok(ConsoleStream {
+            output: Box::new(output),
+            input: Box::new(input),
+        })
     }
 }

@@ -1,0 +1,151 @@
+//! The roles a multi-process test binary plays when it is re-executed with
+//! `ZIXIAO_TEST_ROLE` set: a server, an agent (which spawns its node's
+//! watchdog) or a watchdog. Each prints `ready ADDR` on stdout once it
+//! serves. Optional variables place it: `ZX_NETNS` (a pinned network
+//! namespace it joins before anything else), `ZX_LISTEN` (its listen
+//! address, loopback by default).
+
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use zixiao_cluster::{agent, server, watchdog, AgentOptions, ServerOptions, Timing};
+use zixiao_core::host::HostFacts;
+use zixiao_core::{LocalAgent, Resources};
+
+use super::file_driver::FileDriver;
+
+/// The variable naming the role a re-executed test binary plays.
+pub(crate) const ROLE: &str = "ZIXIAO_TEST_ROLE";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("role needs {name}"))
+}
+
+fn listen() -> std::net::SocketAddr {
+    std::env::var("ZX_LISTEN")
+        .unwrap_or_else(|_| "127.0.0.1:0".to_owned())
+        .parse()
+        .expect("ZX_LISTEN")
+}
+
+fn local(name: &str, dir: &Path) -> LocalAgent {
+    let host = HostFacts {
+        hostname: format!("{name}-host"),
+        capacity: Resources {
+            cpus: 64,
+            memory_mib: 65536,
+            disk_gib: 100,
+            instances: 64,
+        },
+    };
+    LocalAgent::new(host).with_driver(Arc::new(FileDriver::new(dir)))
+}
+
+/// Moves the calling thread into the network namespace pinned at `path`.
+/// Called on the main thread before any other thread exists, so every
+/// thread and process started later lives there too.
+pub(crate) fn enter_netns(path: &Path) {
+    let ns = std::fs::File::open(path).expect("open the namespace");
+    // SAFETY: `ns` is an open namespace file for the duration of the call;
+    // setns only changes the calling thread's network namespace.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Plays `role` until killed.
+pub(crate) fn run_role(role: &str) {
+    if let Ok(path) = std::env::var("ZX_NETNS") {
+        enter_netns(Path::new(&path));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match role {
+            "server" => {
+                let store = etcd_store(&env("ZX_ETCD"), &env("ZX_PREFIX")).await;
+                let handle = server::start(
+                    server::controller(store),
+                    ServerOptions {
+                        id: env("ZX_ID"),
+                        listen: listen(),
+                        timing: Timing::default(),
+                    },
+                )
+                .await
+                .expect("server");
+                println!("ready {}", handle.addr());
+                handle.wait().await;
+            }
+            "agent" => {
+                let dir = PathBuf::from(env("ZX_DIR"));
+                let name = env("ZX_NAME");
+                let mut watchdog = Command::new(std::env::current_exe().expect("exe"));
+                watchdog
+                    .env(ROLE, "watchdog")
+                    .stderr(log_file(&dir, "watchdog.log"));
+                watchdog::spawn_detached(watchdog).expect("watchdog");
+                let handle = agent::start(
+                    AgentOptions {
+                        name: name.clone(),
+                        servers: env("ZX_SERVERS").split(',').map(str::to_owned).collect(),
+                        region: "default".into(),
+                        zone: "default".into(),
+                        labels: BTreeMap::new(),
+                        listen: listen(),
+                        advertise: None,
+                        state_dir: dir.clone(),
+                        timing: Timing::default(),
+                    },
+                    local(&name, &dir),
+                )
+                .await
+                .expect("agent");
+                println!("ready {}", handle.addr());
+                handle.wait().await;
+            }
+            "watchdog" => {
+                let dir = PathBuf::from(env("ZX_DIR"));
+                let agent = Arc::new(local(&env("ZX_NAME"), &dir));
+                watchdog::run(&dir, Timing::default().fence_after(), agent)
+                    .await
+                    .expect("watchdog");
+            }
+            other => panic!("unknown role {other}"),
+        }
+    });
+}
+
+/// A store on the etcd at `endpoints` (comma-separated) under `prefix`.
+#[cfg(feature = "etcd")]
+pub(crate) async fn etcd_store(endpoints: &str, prefix: &str) -> Arc<dyn zixiao_core::Store> {
+    let options =
+        zixiao_store::EtcdStoreOptions::new(endpoints.split(',')).key_prefix(prefix.to_owned());
+    Arc::new(
+        zixiao_store::EtcdStore::connect(options)
+            .await
+            .expect("etcd"),
+    )
+}
+
+/// Without the `etcd` feature there is no store to serve.
+#[cfg(not(feature = "etcd"))]
+pub(crate) async fn etcd_store(_: &str, _: &str) -> Arc<dyn zixiao_core::Store> {
+    panic!("built without the etcd feature")
+}
+
+/// An append-mode log file `name` in `dir` (created), as a child's stdio.
+pub(crate) fn log_file(dir: &Path, name: &str) -> Stdio {
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
