@@ -55,6 +55,8 @@ export interface InstanceSpec {
   restart?: RestartPolicy
   /** Where it may run: `zone`, `region`, `node_selector`, ... as in the YAML spec. */
   placement?: Record<string, unknown>
+  /** Names of the networks it joins (`createNetwork` first), in interface order. */
+  networks?: string[]
 }
 
 /** A request to create an instance. */
@@ -105,7 +107,72 @@ export interface Instance {
   created_at: string
   updated_at: string
   started_at: string | null
+  /** One per network of `spec.networks`, in order; absent when it joins none. */
+  attachments?: NetworkAttachment[]
   revision: number
+}
+
+/** One address of an attachment, with its prefix length and gateway. */
+export interface IpConfig {
+  address: string
+  prefix_len: number
+  gateway: string
+}
+
+/** An instance's place on one network, allocated when it is created. */
+export interface NetworkAttachment {
+  network: string
+  /** The interface inside the instance: `eth0`, `eth1`, ... in spec order. */
+  interface: string
+  /** The host-side veth (containers) or TAP device (VMs, microVMs). */
+  host_interface: string
+  bridge: string
+  /** A stable, locally administered MAC address. */
+  mac: string
+  /** One address per subnet of the network. */
+  addresses: IpConfig[]
+}
+
+/** A request to create a network; unknown keys are rejected. */
+export interface CreateNetwork {
+  /** Unique name, a DNS label. */
+  name: string
+  /** CIDR prefixes, at most one IPv4 and one IPv6: `['10.10.0.0/24']`. */
+  subnets: string[]
+  /** At most one per subnet; default: each subnet's first usable address. */
+  gateways?: string[]
+  /** Addresses or prefixes inside the subnets never handed out. */
+  reserved?: string[]
+  /** Masquerade traffic leaving the subnets (default true). */
+  nat?: boolean
+  /** Drop traffic to and from other Zixiao networks (default true). */
+  isolated?: boolean
+}
+
+export interface Subnet {
+  cidr: string
+  gateway: string
+  reserved: string[]
+}
+
+/** A network as stored: a bridge on every node with one IPv4 and/or one IPv6 subnet. */
+export interface Network {
+  name: string
+  subnets: Subnet[]
+  bridge: string
+  nat: boolean
+  isolated: boolean
+  created_at: string
+  /** Present (true) while the network is being deleted. */
+  deleting?: boolean
+  revision: number
+}
+
+export interface NetworkReconcileReport {
+  /** Host objects removed, as `node: what`. */
+  removed: string[]
+  /** Allocations released because their instance is gone, as `network/owner`. */
+  released: string[]
 }
 
 /** A node as stored. */

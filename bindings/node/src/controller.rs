@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use napi::bindgen_prelude::{PromiseRaw, Unknown};
 use napi::Env;
 use napi_derive::napi;
+use zixiao_core::model::CreateNetwork;
 use zixiao_core::{Controller as CoreController, CreateInstance, Error, InstanceFilter};
 use zixiao_embedded::EmbeddedConfig;
 
@@ -44,7 +45,7 @@ pub fn connect(env: &Env, endpoint: String) -> Pending<'_> {
     })
 }
 
-/// Drives nodes and instances: the controller the `zixiao` CLI uses.
+/// Drives nodes, instances and networks: the controller the `zixiao` CLI uses.
 ///
 /// Every method returns a Promise; the work runs off the event loop. Results
 /// are plain objects shaped like the CLI's JSON output. Errors carry the
@@ -261,6 +262,55 @@ impl Controller {
             async move { c.watch_instances(after?).await },
             |_, stream| Ok(InstanceWatch::new(stream)),
         )
+    }
+
+    /// Validates `request` (shaped like the CLI's `network create`: `name`,
+    /// `subnets`, optional `gateways`, `reserved`, `nat`, `isolated`) and
+    /// stores the network, setting it up on every node that can. Rejects
+    /// with `invalid_argument` naming the field (`subnets[0]` also when it
+    /// overlaps another network's), `already_exists`, `unsupported`.
+    #[napi(
+        ts_args_type = "request: CreateNetwork",
+        ts_return_type = "Promise<Network>"
+    )]
+    pub fn create_network<'env>(
+        &self,
+        env: &'env Env,
+        request: serde_json::Value,
+    ) -> Pending<'env> {
+        let c = self.inner.clone();
+        let request = from_js::<CreateNetwork>(None, request);
+        promise(env, async move { c.create_network(request?).await })
+    }
+
+    /// The network named `name`. Rejects with `not_found`.
+    #[napi(ts_return_type = "Promise<Network>")]
+    pub fn get_network<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
+        let c = self.inner.clone();
+        promise(env, async move { c.get_network(&name).await })
+    }
+
+    /// Every network, in name order.
+    #[napi(ts_return_type = "Promise<Network[]>")]
+    pub fn list_networks<'env>(&self, env: &'env Env) -> Pending<'env> {
+        let c = self.inner.clone();
+        promise(env, async move { c.list_networks().await })
+    }
+
+    /// Removes the network from every node and from the store. Rejects with
+    /// `not_found`, `failed_precondition` naming the instances still on it.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_network<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
+        let c = self.inner.clone();
+        promise(env, async move { c.delete_network(&name).await })
+    }
+
+    /// Releases addresses of instances that are gone and makes every node's
+    /// networking match the store; resolves to what it removed and released.
+    #[napi(ts_return_type = "Promise<NetworkReconcileReport>")]
+    pub fn reconcile_networks<'env>(&self, env: &'env Env) -> Pending<'env> {
+        let c = self.inner.clone();
+        promise(env, async move { c.reconcile_networks().await })
     }
 }
 

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use zixiao_core::controller::{DrainReport, ReconcileReport};
+use zixiao_core::controller::{DrainReport, NetworkReconcileReport, ReconcileReport};
+use zixiao_core::model::{CreateNetwork, Network};
 use zixiao_core::{
     ClusterInfo, Controller, CreateInstance, Error, Instance, InstanceFilter, InstanceStats, Node,
 };
@@ -67,7 +68,7 @@ pub(crate) fn connect_async<'py>(py: Python<'py>, endpoint: String) -> PyResult<
     )
 }
 
-/// Drives nodes and instances: the controller the `zixiao` CLI uses.
+/// Drives nodes, instances and networks: the controller the `zixiao` CLI uses.
 ///
 /// Every method blocks until the controller answers and releases the GIL
 /// meanwhile. Results are dicts shaped like the CLI's JSON output. Errors
@@ -227,6 +228,43 @@ impl PyController {
     #[pyo3(signature = (after=0))]
     fn watch_instances(&self, py: Python<'_>, after: u64) -> PyResult<PyInstanceWatch> {
         wait(py, self.inner.watch_instances(after)).map(PyInstanceWatch::new)
+    }
+
+    /// Validates `request` (a dict shaped like the CLI's `network create`:
+    /// `name`, `subnets`, optional `gateways`, `reserved`, `nat`, `isolated`)
+    /// and stores the network, setting it up on every node that can.
+    ///
+    /// Raises `InvalidArgument` naming the field (`subnets[0]` also when it
+    /// overlaps another network's), `AlreadyExists`, `Unsupported`.
+    fn create_network(
+        &self,
+        py: Python<'_>,
+        request: &Bound<'_, PyAny>,
+    ) -> PyResult<Json<Network>> {
+        let request: CreateNetwork = from_py(None, request)?;
+        wait(py, self.inner.create_network(request)).map(Json)
+    }
+
+    /// The network named `name`. Raises `NotFound`.
+    fn get_network(&self, py: Python<'_>, name: &str) -> PyResult<Json<Network>> {
+        wait(py, self.inner.get_network(name)).map(Json)
+    }
+
+    /// Every network, in name order.
+    fn list_networks(&self, py: Python<'_>) -> PyResult<Json<Vec<Network>>> {
+        wait(py, self.inner.list_networks()).map(Json)
+    }
+
+    /// Removes the network from every node and from the store. Raises
+    /// `NotFound`, `FailedPrecondition` naming the instances still on it.
+    fn delete_network(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        wait(py, self.inner.delete_network(name))
+    }
+
+    /// Releases addresses of instances that are gone and makes every node's
+    /// networking match the store; reports what it removed and released.
+    fn reconcile_networks(&self, py: Python<'_>) -> PyResult<Json<NetworkReconcileReport>> {
+        wait(py, self.inner.reconcile_networks()).map(Json)
     }
 
     fn __repr__(&self) -> &'static str {
@@ -418,6 +456,36 @@ impl PyAsyncController {
         awaitable_of(py, async move {
             Ok(PyInstanceWatch::new(c.watch_instances(after).await?))
         })
+    }
+
+    /// Validates `request` and stores the network (see `Controller.create_network`).
+    fn create_network<'py>(
+        &self,
+        py: Python<'py>,
+        request: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request: CreateNetwork = from_py(None, request)?;
+        call!(self, py, |c| c.create_network(request))
+    }
+
+    /// The network named `name`. Raises `NotFound`.
+    fn get_network<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.get_network(&name))
+    }
+
+    /// Every network, in name order.
+    fn list_networks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.list_networks())
+    }
+
+    /// Removes the network; `None` once it is gone (see `Controller.delete_network`).
+    fn delete_network<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.delete_network(&name))
+    }
+
+    /// Releases stale addresses and makes every node's networking match the store.
+    fn reconcile_networks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.reconcile_networks())
     }
 
     fn __repr__(&self) -> &'static str {

@@ -9,8 +9,9 @@ The same controller as the ``zixiao`` CLI, in-process::
 
 ``Controller`` blocks (releasing the GIL while it waits); ``AsyncController``
 has the same methods as awaitables. Requests are dicts or the dataclasses
-``CreateInstance`` and ``InstanceSpec``; results are dicts shaped like the
-CLI's JSON output (see ``zixiao.types``). Errors are ``ZixiaoError``
+``CreateInstance`` and ``InstanceSpec``; a network request is a dict such as
+``{"name": "lan", "subnets": ["10.10.0.0/24"]}``. Results are dicts shaped
+like the CLI's JSON output (see ``zixiao.types``). Errors are ``ZixiaoError``
 subclasses, one per error kind, with the cause chained.
 """
 

@@ -5,12 +5,15 @@ from typing import Any, AsyncIterator, Awaitable, Iterator, List, Optional, Unio
 
 from .types import (
     ClusterInfo,
+    CreateNetwork,
     CreateRequest,
     DrainReport,
     Instance,
     InstanceEvent,
     InstanceFilter,
     InstanceStats,
+    Network,
+    NetworkReconcileReport,
     Node,
     ReconcileReport,
 )
@@ -72,7 +75,7 @@ class InstanceWatch:
     def __anext__(self) -> Awaitable[InstanceEvent]: ...
 
 class Controller:
-    """Drives nodes and instances; every method blocks with the GIL released."""
+    """Drives nodes, instances and networks; every method blocks with the GIL released."""
 
     @staticmethod
     def open(state_dir: Optional[_Path] = None) -> Controller: ...
@@ -97,6 +100,17 @@ class Controller:
     def logs(self, instance: str) -> LogReader: ...
     def current_revision(self) -> int: ...
     def watch_instances(self, after: int = 0) -> InstanceWatch: ...
+    def create_network(self, request: CreateNetwork) -> Network:
+        """Stores a network. Raises ``InvalidArgument`` (naming the field, e.g. ``subnets[0]``
+        for an overlap), ``AlreadyExists``, ``Unsupported``."""
+    def get_network(self, name: str) -> Network:
+        """The network named ``name``. Raises ``NotFound``."""
+    def list_networks(self) -> List[Network]:
+        """Every network, in name order."""
+    def delete_network(self, name: str) -> None:
+        """Removes a network. Raises ``NotFound``, ``FailedPrecondition`` naming instances on it."""
+    def reconcile_networks(self) -> NetworkReconcileReport:
+        """Releases stale addresses and makes every node's networking match the store."""
 
 class AsyncController:
     """The asyncio twin of ``Controller``: each method returns an awaitable."""
@@ -126,4 +140,9 @@ class AsyncController:
     def logs(self, instance: str) -> Awaitable[AsyncLogReader]: ...
     def current_revision(self) -> Awaitable[int]: ...
     def watch_instances(self, after: int = 0) -> Awaitable[InstanceWatch]: ...
+    def create_network(self, request: CreateNetwork) -> Awaitable[Network]: ...
+    def get_network(self, name: str) -> Awaitable[Network]: ...
+    def list_networks(self) -> Awaitable[List[Network]]: ...
+    def delete_network(self, name: str) -> Awaitable[None]: ...
+    def reconcile_networks(self) -> Awaitable[NetworkReconcileReport]: ...
 

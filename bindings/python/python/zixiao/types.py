@@ -68,6 +68,8 @@ class InstanceSpec:
     """What to do when the workload exits by itself (default ``never``)."""
     placement: Optional[Dict[str, Any]] = None
     """Where it may run: ``zone``, ``region``, ``node_selector``, ... as in the YAML spec."""
+    networks: Optional[List[str]] = None
+    """Names of the networks it joins (``create_network`` first), in interface order."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""
@@ -112,7 +114,35 @@ class ExitStatus(TypedDict):
     at: str
 
 
-class Instance(TypedDict):
+class IpConfig(TypedDict):
+    """One address of an attachment, with its prefix length and gateway."""
+
+    address: str
+    prefix_len: int
+    gateway: str
+
+
+class NetworkAttachment(TypedDict):
+    """An instance's place on one network, allocated when it is created."""
+
+    network: str
+    interface: str
+    """The interface inside the instance: ``eth0``, ``eth1``, ... in spec order."""
+    host_interface: str
+    """The host-side veth (containers) or TAP device (VMs, microVMs)."""
+    bridge: str
+    mac: str
+    """A stable, locally administered MAC address."""
+    addresses: List[IpConfig]
+    """One address per subnet of the network."""
+
+
+class _InstanceOptional(TypedDict, total=False):
+    attachments: List[NetworkAttachment]
+    """One per network of ``spec["networks"]``, in order; absent when it joins none."""
+
+
+class Instance(_InstanceOptional):
     """An instance as stored: identity, intent, observation."""
 
     id: str
@@ -199,6 +229,56 @@ class ReconcileReport(TypedDict):
     converged: int
     waiting: int
     errors: List[List[str]]
+
+
+class Subnet(TypedDict):
+    cidr: str
+    gateway: str
+    reserved: List[str]
+
+
+class _NetworkOptional(TypedDict, total=False):
+    deleting: bool
+    """Present (``True``) while the network is being deleted."""
+
+
+class Network(_NetworkOptional):
+    """A network as stored: a bridge on every node with one IPv4 and/or one IPv6 subnet."""
+
+    name: str
+    subnets: List[Subnet]
+    bridge: str
+    nat: bool
+    isolated: bool
+    created_at: str
+    revision: int
+
+
+class _CreateNetworkRequired(TypedDict):
+    name: str
+    """Unique name, a DNS label."""
+    subnets: List[str]
+    """CIDR prefixes, at most one IPv4 and one IPv6: ``["10.10.0.0/24"]``."""
+
+
+class CreateNetwork(_CreateNetworkRequired, total=False):
+    """A request to create a network (the core's ``CreateNetwork``); unknown keys are rejected."""
+
+    gateways: List[str]
+    """At most one per subnet; default: each subnet's first usable address."""
+    reserved: List[str]
+    """Addresses or prefixes inside the subnets never handed out."""
+    nat: bool
+    """Masquerade traffic leaving the subnets (default ``True``)."""
+    isolated: bool
+    """Drop traffic to and from other Zixiao networks (default ``True``)."""
+
+
+class NetworkReconcileReport(TypedDict):
+    removed: List[str]
+    """Host objects removed, as ``node: what``."""
+    released: List[str]
+    """Allocations released because their instance is gone, as ``network/owner``."""
 
 
 class InstanceFilter(TypedDict, total=False):
