@@ -87,6 +87,7 @@ start() {
         --initial-advertise-peer-urls "http://127.0.0.1:$(peer_port "$m")" \
         --initial-cluster "$(IFS=,; echo "${cluster[*]}")" \
         --initial-cluster-token zixiao-test --initial-cluster-state new \
+        --heartbeat-interval 50 --election-timeout 500 \
         --logger zap --log-outputs stderr \
         >"$dir/member$m.log" 2>&1 </dev/null &
       echo $! >"$dir/member$m.pid"

@@ -29,6 +29,12 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long connecting to an agent may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How often an idle or busy connection to an agent is pinged, and how long
+/// a ping may go unanswered before the connection counts as dead. A node
+/// cut off mid-call is found in about two seconds, not when the call's own
+/// deadline (long enough for an image pull) runs out.
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// A gRPC channel to `address` (`host:port`, or a full `http://` URL),
 /// connected on first use. Errors: `InvalidArgument` for a malformed address.
 pub fn channel(address: &str, call_timeout: Duration) -> Result<Channel, zixiao_core::Error> {
@@ -42,8 +48,9 @@ pub fn channel(address: &str, call_timeout: Duration) -> Result<Channel, zixiao_
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(call_timeout)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5));
+        .http2_keep_alive_interval(KEEP_ALIVE)
+        .keep_alive_timeout(KEEP_ALIVE)
+        .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
 }
 

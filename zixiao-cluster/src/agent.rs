@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -333,13 +333,20 @@ impl Lifeline {
                 self.agent.clone(),
                 self.records.clone(),
             ));
-            // Heartbeat until the lease is lost.
+            // Heartbeat until the lease is lost. A round in which no server
+            // answered is retried at once (every server may be waiting for
+            // etcd to elect a leader, which takes about a second): the
+            // watchdog fences the node if no renewal lands before its
+            // deadline, so the sooner one lands the better.
+            let mut last_renewal = Instant::now();
+            let mut pause = self.timing.heartbeat();
             loop {
-                wait(&mut shutdown, self.timing.heartbeat()).await;
+                wait(&mut shutdown, pause).await;
                 if *shutdown.borrow() {
                     break;
                 }
                 let mut renewed = false;
+                let mut lost = false;
                 for _ in 0..self.servers.len() {
                     let Some(client) = &clients[server % self.servers.len()] else {
                         server += 1;
@@ -361,6 +368,7 @@ impl Lifeline {
                             eprintln!(
                                 "zixiao agent: node `{node}` lost its lease; registering again"
                             );
+                            lost = true;
                             break;
                         }
                         Ok(Err(e)) => {
@@ -373,10 +381,15 @@ impl Lifeline {
                         }
                     }
                 }
-                if !renewed {
+                if renewed {
+                    last_renewal = Instant::now();
+                    pause = self.timing.heartbeat();
+                } else if lost || last_renewal.elapsed() >= self.timing.lease_ttl() {
                     // Re-registering both retries other servers and takes
                     // the lease back if it still lives.
                     break;
+                } else {
+                    pause = HEARTBEAT_RETRY;
                 }
             }
             cleanup.abort();
@@ -405,6 +418,9 @@ async fn clean_up(
 
 /// How often the agent looks for local copies that moved away.
 const CLEAN_UP_PERIOD: Duration = Duration::from_secs(5);
+
+/// The pause before a heartbeat round that follows one no server answered.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(100);
 
 async fn clean_up_once(
     node: &str,

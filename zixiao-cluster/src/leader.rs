@@ -4,11 +4,12 @@
 //! compare-and-swap, so a leader that has just lost the lead and its
 //! successor acting at once never both apply the same change.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tokio::sync::watch;
+use tokio::task::AbortHandle;
 use zixiao_core::{Controller, Instance, InstanceFilter, NodeStatus};
 
 use crate::election::wait;
@@ -75,7 +76,22 @@ pub async fn run(
 #[derive(Clone)]
 struct Queue {
     controller: Controller,
-    state: Arc<Mutex<(HashSet<String>, HashSet<String>)>>,
+    state: Arc<Mutex<QueueState>>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// The instances converging now.
+    running: HashMap<String, Converging>,
+    /// Numbers the converge tasks, so a task that was replaced never
+    /// removes its successor's entry.
+    next: u64,
+}
+
+struct Converging {
+    task: u64,
+    again: bool,
+    handle: Option<AbortHandle>,
 }
 
 impl Queue {
@@ -86,32 +102,75 @@ impl Queue {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn push(&self, id: String) {
-        {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let (running, again) = &mut *state;
-            if running.contains(&id) {
-                again.insert(id);
-                return;
-            }
-            running.insert(id.clone());
+        let mut state = self.lock();
+        if let Some(converging) = state.running.get_mut(&id) {
+            converging.again = true;
+            return;
         }
+        self.spawn(&mut state, id);
+    }
+
+    /// Abandons the converge of `id` in flight, if any, and starts another.
+    /// For the instances of a node just failed over: a call in flight to
+    /// that node may hang until its connection is found dead, while the
+    /// instance should already be placed elsewhere. Abandoning a converge
+    /// is safe: every converge step is a compare-and-swap or an idempotent
+    /// runtime call, as when a server dies mid-converge.
+    fn restart(&self, id: String) {
+        let mut state = self.lock();
+        if let Some(handle) = state.running.remove(&id).and_then(|c| c.handle) {
+            handle.abort();
+        }
+        self.spawn(&mut state, id);
+    }
+
+    fn spawn(&self, state: &mut QueueState, id: String) {
+        let task = state.next;
+        state.next += 1;
+        state.running.insert(
+            id.clone(),
+            Converging {
+                task,
+                again: false,
+                handle: None,
+            },
+        );
         let queue = self.clone();
-        tokio::spawn(async move {
+        let converge_id = id.clone();
+        let handle = tokio::spawn(async move {
+            let id = converge_id;
             loop {
                 if let Err(e) = queue.controller.converge(&id).await {
                     if e.kind() != zixiao_core::ErrorKind::NotFound {
                         eprintln!("zixiao server: converging instance `{id}`: {}", e.chain());
                     }
                 }
-                let mut state = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-                let (running, again) = &mut *state;
-                if !again.remove(&id) {
-                    running.remove(&id);
+                let mut state = queue.lock();
+                let Some(converging) = state.running.get_mut(&id) else {
+                    return;
+                };
+                if converging.task != task {
                     return;
                 }
+                if !converging.again {
+                    state.running.remove(&id);
+                    return;
+                }
+                converging.again = false;
             }
-        });
+        })
+        .abort_handle();
+        // The task may have finished already; then its entry is gone.
+        if let Some(converging) = state.running.get_mut(&id) {
+            if converging.task == task {
+                converging.handle = Some(handle);
+            }
+        }
     }
 }
 
@@ -140,12 +199,13 @@ async fn sweep(
     let live = membership.live_nodes().await?;
     let nodes = controller.list_nodes().await?;
     // A node failed over while its agent was already registering again
-    // holds a live lease: it is back.
+    // holds a live lease: it is back. Only its status is flipped, against
+    // the stored record: `nodes` may be older than what it registered.
     for node in nodes
         .iter()
         .filter(|n| n.status == NodeStatus::NotReady && live.contains(&n.id))
     {
-        controller.register_node(registration_of(node)).await?;
+        controller.node_returned(&node.id).await?;
     }
     let lost: Vec<_> = nodes
         .iter()
@@ -178,11 +238,17 @@ async fn sweep(
                 node.id, report.moved, report.failed, report.released
             );
         }
+        // Converges still talking to the lost node are abandoned once, when
+        // its instances are released; later sweeps only queue them.
         for instance in instances
             .iter()
             .filter(|i| i.node.as_deref() == Some(node.id.as_str()))
         {
-            queue.push(instance.id.clone());
+            if report.is_empty() {
+                queue.push(instance.id.clone());
+            } else {
+                queue.restart(instance.id.clone());
+            }
         }
     }
     Ok(())
@@ -249,23 +315,5 @@ async fn reconcile_periodically(queue: Queue, timing: Timing, mut stop: watch::R
             }
             Err(e) => eprintln!("zixiao server: reconcile: {}", e.chain()),
         }
-    }
-}
-
-/// What `node` registered with, to register it again unchanged.
-fn registration_of(node: &zixiao_core::Node) -> zixiao_core::NodeRegistration {
-    zixiao_core::NodeRegistration {
-        id: node.id.clone(),
-        hostname: node.hostname.clone(),
-        address: node.address.clone(),
-        region: node.region.clone(),
-        zone: node.zone.clone(),
-        role: node.role,
-        capacity: node.capacity,
-        labels: node.labels.clone(),
-        traits: node.traits.clone(),
-        runtimes: node.runtimes.clone(),
-        missing_runtimes: node.missing_runtimes.clone(),
-        carbon_intensity: node.carbon_intensity,
     }
 }

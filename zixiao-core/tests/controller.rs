@@ -430,8 +430,9 @@ async fn intent_survives_a_restart_of_the_controller() {
     );
 }
 
-#[tokio::test]
-async fn drain_moves_what_restarts_and_stops_the_rest() {
+/// Two nodes, and on node-a (node-b was cordoned meanwhile) an instance
+/// that restarts (`movable`) and one that does not (`fixed`).
+async fn movable_and_fixed_on_node_a() -> (Cluster, zixiao_core::Instance, zixiao_core::Instance) {
     let cl = cluster(&[("node-a", 4, 4096), ("node-b", 4, 4096)]).await;
     let c = &cl.controller;
     c.cordon_node("node-b").await.expect("cordon");
@@ -439,12 +440,19 @@ async fn drain_moves_what_restarts_and_stops_the_rest() {
     movable.spec.restart = RestartPolicy::Always;
     let movable = run(c, movable).await;
     let fixed = run(c, container("fixed", 1, 64)).await;
+    c.uncordon_node("node-b").await.expect("uncordon");
+    (cl, movable, fixed)
+}
+
+#[tokio::test]
+async fn drain_moves_what_restarts_and_stops_the_rest() {
+    let (cl, movable, fixed) = movable_and_fixed_on_node_a().await;
+    let c = &cl.controller;
     assert_eq!(
         movable.node.as_deref(),
         Some("node-a"),
-        "node-b is cordoned"
+        "node-b was cordoned"
     );
-    c.uncordon_node("node-b").await.expect("uncordon");
 
     let report = c.drain_node("node-a").await.expect("drain");
     assert_eq!(report.moved, ["movable"]);
@@ -483,6 +491,51 @@ async fn drain_moves_what_restarts_and_stops_the_rest() {
     assert_eq!(report.status, Some(NodeStatus::Ready));
     let err = c.deregister_node("node-b").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn a_failed_node_moves_its_instances_and_comes_back_with_what_it_registered() {
+    let (cl, movable, fixed) = movable_and_fixed_on_node_a().await;
+    let c = &cl.controller;
+
+    let report = c.fail_node("node-a", "lease expired").await.expect("fail");
+    assert_eq!(report.moved, ["movable"]);
+    assert_eq!(report.failed, ["fixed"]);
+    let stale = c.get_node("node-a").await.expect("node");
+    assert_eq!(stale.status, NodeStatus::NotReady);
+    assert_eq!(
+        c.get_instance("fixed").await.expect("get").status,
+        InstanceStatus::Failed
+    );
+    let moved = c
+        .converge(&movable.id)
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(moved.node.as_deref(), Some("node-b"));
+    assert_eq!(moved.status, InstanceStatus::Running);
+
+    // The agent registers again from a new address while the failure
+    // detector still holds the NotReady record it read before.
+    let mut again = LocalAgent::new(host(4, 4096)).registration("node-a");
+    again.address = "node-a:60000".into();
+    c.register_node(again).await.expect("register");
+    c.fail_node("node-a", "lease expired")
+        .await
+        .expect("fail again");
+    let back = c.node_returned(&stale.id).await.expect("returned");
+    assert_eq!(back.status, NodeStatus::Ready);
+    assert_eq!(
+        back.address, "node-a:60000",
+        "the newer registration is kept"
+    );
+    // A node that is Ready (or cordoned) is left as it is.
+    c.cordon_node("node-a").await.expect("cordon");
+    let cordoned = c.node_returned("node-a").await.expect("returned");
+    assert_eq!(cordoned.status, NodeStatus::Cordoned);
+    let err = c.node_returned("node-z").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let _ = fixed;
 }
 
 #[tokio::test]

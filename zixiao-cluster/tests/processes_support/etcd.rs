@@ -51,6 +51,8 @@ impl EtcdCluster {
                 .args(["--initial-cluster", &cluster.join(",")])
                 .args(["--initial-cluster-token", "zixiao-faults"])
                 .args(["--initial-cluster-state", "new"])
+                // As zixiao-cluster/README.md asks: an election well inside the fencing margin.
+                .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
                 .args(["--logger", "zap", "--log-outputs", "stderr"])
                 .stdout(std::process::Stdio::null())
                 .stderr(log_file(dir.path(), &format!("m{m}.log")));

@@ -72,6 +72,25 @@ impl Controller {
         Ok(report)
     }
 
+    /// Declares node `node` back: a `NotReady` node whose agent holds a live
+    /// lease again becomes `Ready`; a node in any other status is left as it
+    /// is. Only the status changes, read and written in one compare-and-swap,
+    /// so what the agent registered meanwhile (a new address) is kept.
+    ///
+    /// Idempotent. Errors: `NotFound`, `Conflict`, the store's errors.
+    pub async fn node_returned(&self, node: &str) -> Result<Node> {
+        let now = self.now();
+        self.update_object::<Node, _>(node, |n| {
+            if n.status != NodeStatus::NotReady {
+                return Ok(false);
+            }
+            n.status = NodeStatus::Ready;
+            n.updated_at = now;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn release_lost(&self, node: &str, id: &str, reason: &str) -> Result<Option<Outcome>> {
         let store = &self.inner.store;
         for _ in 0..self.options().max_conflict_retries {
