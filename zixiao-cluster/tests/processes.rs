@@ -5,7 +5,8 @@
 //! death (agent and watchdog killed at once, the node's instances dying
 //! with it) with failover, `kill -9` of an agent alone (fencing, then
 //! failover; re-adoption on restart), `kill -9` of the leading server with
-//! the other taking over, and drain. Every node records its instances'
+//! the other taking over, drain, maintenance, and an agent leaving for
+//! good (SIGTERM: drained and deregistered). Every node records its instances'
 //! starts and stops with the machine's monotonic time; at the end the test
 //! checks from those records that no instance ever ran on two nodes at once.
 //!
@@ -19,8 +20,11 @@ use std::time::{Duration, Instant};
 
 use processes_support::harness::{all_moved, kill9, percentile, ready_nodes, wait_for, Harness};
 use processes_support::roles::{etcd_store, run_role, ROLE};
+use zixiao_api::client::ComputeClient;
 use zixiao_cluster::watchdog;
-use zixiao_core::{CreateInstance, InstanceSpec, InstanceStatus, RestartPolicy};
+use zixiao_core::{
+    CreateInstance, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
+};
 
 fn main() {
     match std::env::var(ROLE).ok().as_deref() {
@@ -209,6 +213,48 @@ async fn scenarios(etcd: String) {
     assert!(after.iter().all(|i| i.status == InstanceStatus::Running));
     assert_eq!(after.len(), 7, "nothing lost, nothing duplicated");
 
+    let cluster = h.cluster();
+    cluster.uncordon_node(&victim).await.expect("uncordon");
+
+    // Maintenance: the node's instances move off; ending it makes it Ready.
+    let victim = after[0].node.clone().expect("placed");
+    let report = cluster
+        .set_maintenance(&victim, true)
+        .await
+        .expect("maintenance on");
+    assert_eq!(report.status, Some(NodeStatus::Maintenance), "{report:?}");
+    assert!(!report.moved.is_empty(), "{report:?}");
+    let after = running_off(&compute, &victim).await;
+    assert_eq!(after.len(), 7, "nothing lost, nothing duplicated");
+    let report = cluster
+        .set_maintenance(&victim, false)
+        .await
+        .expect("maintenance off");
+    assert_eq!(report.status, Some(NodeStatus::Ready), "{report:?}");
+
+    // An agent leaves for good (SIGTERM): its node is drained and
+    // deregistered, its watchdog stops, its instances run elsewhere.
+    let leaving = after[0].node.clone().expect("placed");
+    let i = h.index(&leaving);
+    let watchdog = watchdog::WatchdogFiles::new(&h.nodes[i].dir)
+        .pid()
+        .expect("the leaving node's watchdog");
+    assert!(h.leave(i), "the leaving agent exits cleanly");
+    let nodes = cluster.list_nodes().await.expect("nodes");
+    assert!(
+        nodes.iter().all(|n| n.id != leaving),
+        "{leaving} is deregistered: {nodes:?}"
+    );
+    let after = running_off(&compute, &leaving).await;
+    assert_eq!(after.len(), 7, "nothing lost, nothing duplicated");
+    wait_for("the watchdog to stop", Duration::from_secs(10), || async {
+        // SAFETY: kill(2) with signal 0 only checks that the pid exists.
+        let alive = unsafe { libc::kill(watchdog, 0) } == 0;
+        (!alive).then_some(())
+    })
+    .await;
+    eprintln!("processes: {leaving} drained, deregistered and left");
+
     h.check_never_twice(&after.iter().map(|i| i.id.clone()).collect::<Vec<_>>());
 
     let mut nodes = node_deaths.clone();
@@ -227,6 +273,21 @@ async fn scenarios(etcd: String) {
     );
 
     measure_creates(&h).await;
+}
+
+/// Every instance, once all run and none on `node`.
+async fn running_off(compute: &ComputeClient, node: &str) -> Vec<Instance> {
+    wait_for(
+        "every instance running off the node",
+        Duration::from_secs(30),
+        || async {
+            let all = compute.list_instances(&Default::default()).await.ok()?;
+            all.iter()
+                .all(|i| i.status == InstanceStatus::Running && i.node.as_deref() != Some(node))
+                .then_some(all)
+        },
+    )
+    .await
 }
 
 /// Create throughput through the gRPC API (intent only, `wait` off) against

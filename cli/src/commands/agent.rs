@@ -49,6 +49,12 @@ pub(crate) struct AgentArgs {
     /// Where containers' network namespaces are pinned [default: /run/zixiao/netns].
     #[arg(long, value_name = "DIR")]
     netns_dir: Option<PathBuf>,
+    /// On Ctrl-C or SIGTERM, leave the cluster for good: drain the node (its
+    /// instances move or stop), deregister it and stop its watchdog. Without
+    /// it the node stays registered, its instances keep running, and an
+    /// agent restarted within the lease re-adopts them.
+    #[arg(long)]
+    leave_on_exit: bool,
 }
 
 /// `zixiao watchdog` flags (started by the agent).
@@ -189,7 +195,12 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     .await?;
     println!("zixiao agent {name} listening on {}", handle.addr());
     super::server::wait_for_signal().await;
-    handle.shutdown().await;
+    if args.leave_on_exit {
+        eprintln!("zixiao agent {name}: draining and leaving the cluster");
+        handle.leave().await?;
+    } else {
+        handle.shutdown().await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -279,6 +279,19 @@ impl Harness {
         let _ = agent.child.wait();
     }
 
+    /// Asks node `i`'s agent to leave the cluster (SIGTERM: it drains,
+    /// deregisters and stops its watchdog) and waits for it to exit.
+    /// Returns whether it exited cleanly.
+    pub(crate) fn leave(&mut self, i: usize) -> bool {
+        let mut agent = self.nodes[i].agent.take().expect("agent");
+        self.note(&format!("agent of {} leaves", self.nodes[i].name));
+        // SAFETY: kill(2) with a pid this test started; no memory is touched.
+        unsafe {
+            libc::kill(agent.child.id() as i32, libc::SIGTERM);
+        }
+        agent.child.wait().is_ok_and(|status| status.success())
+    }
+
     /// From each node's own event log: the intervals in which it ran each
     /// instance never overlap another node's. `ids` must all have records.
     pub(crate) fn check_never_twice(&self, ids: &[String]) {

@@ -107,7 +107,12 @@ pub(crate) fn run_role(role: &str) {
                 .await
                 .expect("agent");
                 println!("ready {}", handle.addr());
-                handle.wait().await;
+                // SIGTERM is the agent leaving for good; a death is kill -9.
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
+                term.recv().await;
+                handle.leave().await.expect("leave");
             }
             "watchdog" => {
                 let dir = PathBuf::from(env("ZX_DIR"));
