@@ -7,7 +7,7 @@
 
 use tonic::metadata::{BinaryMetadataValue, MetadataMap, MetadataValue};
 use tonic::{Code, Status};
-use zixiao_core::{DriverError, Error, ErrorKind, StoreError};
+use zixiao_core::{DriverError, Error, ErrorKind};
 
 const KIND: &str = "zixiao-kind";
 const FIELD: &str = "zixiao-field-bin";
@@ -184,10 +184,10 @@ pub fn to_error(status: &Status) -> Error {
         ErrorKind::ResourceExhausted => Error::ResourceExhausted(message.to_owned()),
         ErrorKind::Unsupported => Error::Unsupported(strip(message, "unsupported: ").to_owned()),
         ErrorKind::Internal => Error::Internal(strip(message, "internal error: ").to_owned()),
-        ErrorKind::Unavailable => Error::Store(StoreError::Unavailable {
+        ErrorKind::Unavailable => Error::Unavailable {
             what: "the zixiao server".to_owned(),
             source: Some(Box::new(Remote(message.to_owned()))),
-        }),
+        },
     }
 }
 
@@ -304,7 +304,12 @@ mod tests {
     #[test]
     fn a_transport_failure_is_unavailable() {
         let status = Status::unavailable("tcp connect error");
-        assert_eq!(to_error(&status).kind(), ErrorKind::Unavailable);
+        let error = to_error(&status);
+        assert_eq!(error.kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            error.chain(),
+            "the zixiao server is unavailable: tcp connect error"
+        );
         assert_eq!(
             to_driver_error(&status, "the agent of node `a`").kind(),
             ErrorKind::Unavailable

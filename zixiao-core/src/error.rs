@@ -98,6 +98,16 @@ pub enum Error {
     /// A node's runtime driver failed.
     #[error("driver")]
     Driver(#[from] DriverError),
+    /// A service the call goes through (a zixiao server, an agent) could
+    /// not be reached or could not serve it now; retrying may succeed.
+    #[error("{what} is unavailable")]
+    Unavailable {
+        /// The service, such as ``the zixiao server `10.0.0.1:50051` ``.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// A stored object could not be decoded or an invariant broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -116,6 +126,7 @@ impl Error {
             Error::Conflict(_) => ErrorKind::Conflict,
             Error::Store(e) => e.kind(),
             Error::Driver(e) => e.kind(),
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
