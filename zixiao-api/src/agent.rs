@@ -19,8 +19,8 @@ use crate::json;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
 use crate::pb::{
     console_input, AgentInstanceRequest, AgentReadLogRequest, AgentSnapshotRequest, ConsoleInput,
-    CreateOnNodeResponse, Empty, JsonList, JsonObject, LogChunk, NodeResources,
-    ReconcileNetworksRequest, ReconcileNetworksResponse, StopOnNodeRequest,
+    CreateOnNodeResponse, Empty, JsonList, JsonObject, LogChunk, NetworkInventoryResponse,
+    NodeResources, ReconcileNetworksRequest, ReconcileNetworksResponse, StopOnNodeRequest,
 };
 use crate::status::{from_driver_error, from_error};
 
@@ -324,10 +324,22 @@ impl AgentService for AgentServer {
             .collect::<Result<Vec<_>, _>>()?;
         let removed = self
             .network_host()?
-            .reconcile(&networks, &instances)
+            .reconcile(&networks, &instances, &request.seen)
             .await
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(ReconcileNetworksResponse { removed }))
+    }
+
+    async fn network_inventory(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<NetworkInventoryResponse>, Status> {
+        let objects = self
+            .network_host()?
+            .inventory()
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(NetworkInventoryResponse { objects }))
     }
 
     async fn create_snapshot(

@@ -10,7 +10,7 @@ use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
 
 use crate::json;
 use crate::pb::agent_service_client::AgentServiceClient;
-use crate::pb::{JsonObject, ReconcileNetworksRequest};
+use crate::pb::{Empty, JsonObject, ReconcileNetworksRequest};
 use crate::remote::{channel, DEFAULT_CALL_TIMEOUT};
 use crate::status::{to_driver_error, to_error};
 
@@ -82,10 +82,26 @@ impl NetworkHost for RemoteNetworkHost {
         Ok(())
     }
 
-    async fn reconcile(&self, networks: &[Network], instances: &[Instance]) -> Result<Vec<String>> {
+    async fn inventory(&self) -> Result<Vec<String>> {
+        let reply = self
+            .client
+            .clone()
+            .network_inventory(Empty {})
+            .await
+            .map_err(|s| self.error(&s))?;
+        Ok(reply.into_inner().objects)
+    }
+
+    async fn reconcile(
+        &self,
+        networks: &[Network],
+        instances: &[Instance],
+        seen: &[String],
+    ) -> Result<Vec<String>> {
         let request = ReconcileNetworksRequest {
             networks_json: networks.iter().map(json::encode).collect(),
             instances_json: instances.iter().map(json::encode).collect(),
+            seen: seen.to_vec(),
         };
         let reply = self
             .client

@@ -104,13 +104,15 @@ impl NodeSync {
         let node = node.id.clone();
         tokio::spawn(async move {
             let reconciled = async {
+                // What the node holds, before the store is read (see `inventory`).
+                let seen = host.inventory().await?;
                 let networks = controller.list_networks().await?;
                 let filter = InstanceFilter {
                     node: Some(node.clone()),
                     ..InstanceFilter::default()
                 };
                 let instances = controller.list_instances(&filter).await?;
-                host.reconcile(&networks, &instances).await
+                host.reconcile(&networks, &instances, &seen).await
             };
             match reconciled.await {
                 Ok(removed) if !removed.is_empty() => eprintln!(

@@ -169,50 +169,98 @@ impl NetworkHost for LinuxNetwork {
         self.delete_link(&network.bridge).await
     }
 
-    async fn reconcile(&self, networks: &[Network], instances: &[Instance]) -> Result<Vec<String>> {
-        let attachments: Vec<&NetworkAttachment> =
-            instances.iter().flat_map(|i| &i.attachments).collect();
-        let mut removed = Vec::new();
-        for network in networks {
-            self.ensure_network(network).await?;
-        }
-        let known_tables: Vec<String> = networks.iter().map(Network::nft_table).collect();
+    async fn inventory(&self) -> Result<Vec<String>> {
+        let mut held = Vec::new();
         for table in nft::our_tables().await? {
-            if !known_tables.contains(&table) {
-                nft::delete_table(&table).await?;
-                removed.push(format!("nftables table inet {table}"));
-            }
+            held.push(format!("{TABLE} {table}"));
         }
         for prefix in [BRIDGE_PREFIX, VETH_PREFIX, TAP_PREFIX] {
             for link in self.links_with_prefix(prefix).await? {
-                let known = networks.iter().any(|n| n.bridge == link)
-                    || attachments.iter().any(|a| a.host_interface == link);
-                if !known {
-                    self.delete_link(&link).await?;
-                    removed.push(format!("link {link}"));
-                }
+                held.push(format!("{LINK} {link}"));
             }
         }
-        // Namespaces of containers whose attachments are gone.
         if let Ok(entries) = std::fs::read_dir(&self.netns_dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.starts_with(NETNS_PREFIX) {
-                    continue;
+                if name.starts_with(NETNS_PREFIX) {
+                    held.push(format!("{NAMESPACE} {name}"));
                 }
-                let known = instances.iter().any(|i| {
-                    !i.attachments.is_empty() && crate::endpoint::netns_name(&i.id) == name
-                });
-                if !known {
-                    crate::netns::remove(&entry.path())
-                        .map_err(|e| Error::Internal(format!("removing namespace {name}: {e}")))?;
-                    removed.push(format!("namespace {name}"));
+            }
+        }
+        Ok(held)
+    }
+
+    async fn reconcile(
+        &self,
+        networks: &[Network],
+        instances: &[Instance],
+        seen: &[String],
+    ) -> Result<Vec<String>> {
+        for network in networks {
+            self.ensure_network(network).await?;
+        }
+        let attachments: Vec<&NetworkAttachment> =
+            instances.iter().flat_map(|i| &i.attachments).collect();
+        let mut removed = Vec::new();
+        let table_prefix = nft::table_prefix();
+        for object in seen {
+            let Some((kind, name)) = object.split_once(' ') else {
+                continue;
+            };
+            // `seen` may come over the wire: only Zixiao's objects, by their
+            // prefixes, and no path in a namespace name.
+            let orphan = match kind {
+                TABLE => {
+                    name.starts_with(&table_prefix)
+                        && !networks.iter().any(|n| n.nft_table() == name)
+                }
+                LINK => {
+                    [BRIDGE_PREFIX, VETH_PREFIX, TAP_PREFIX]
+                        .iter()
+                        .any(|p| name.starts_with(p))
+                        && !networks.iter().any(|n| n.bridge == name)
+                        && !attachments.iter().any(|a| a.host_interface == name)
+                }
+                NAMESPACE => {
+                    name.starts_with(NETNS_PREFIX)
+                        && !name.contains('/')
+                        && !instances.iter().any(|i| {
+                            !i.attachments.is_empty() && crate::endpoint::netns_name(&i.id) == name
+                        })
+                }
+                _ => false,
+            };
+            if !orphan {
+                continue;
+            }
+            match kind {
+                TABLE => {
+                    nft::delete_table(name).await?;
+                    removed.push(format!("nftables table inet {name}"));
+                }
+                LINK => {
+                    self.delete_link(name).await?;
+                    removed.push(format!("link {name}"));
+                }
+                _ => {
+                    let path = self.netns_dir.join(name);
+                    if path.exists() {
+                        crate::netns::remove(&path).map_err(|e| {
+                            Error::Internal(format!("removing namespace {name}: {e}"))
+                        })?;
+                        removed.push(format!("namespace {name}"));
+                    }
                 }
             }
         }
         Ok(removed)
     }
 }
+
+/// The kinds of [`NetworkHost::inventory`] entries.
+const TABLE: &str = "table";
+const LINK: &str = "link";
+const NAMESPACE: &str = "namespace";
 
 pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>> {
     let mut links = handle.link().get().match_name(name.to_owned()).execute();

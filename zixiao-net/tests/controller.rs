@@ -239,7 +239,10 @@ impl NetworkHost for Refusing {
     async fn remove_network(&self, _: &Network) -> Result<()> {
         Ok(())
     }
-    async fn reconcile(&self, _: &[Network], _: &[Instance]) -> Result<Vec<String>> {
+    async fn inventory(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn reconcile(&self, _: &[Network], _: &[Instance], _: &[String]) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 }

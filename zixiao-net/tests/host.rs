@@ -163,10 +163,12 @@ fn reconcile_removes_orphans_and_keeps_what_the_store_names() {
         let ns_ghost = host.attach_container("ghost", &ghost).await.unwrap();
         // The agent restarts: the store knows `kept` and instance `alive` only.
         let restarted = LinuxNetwork::connect(host.netns_dir()).unwrap();
+        let seen = restarted.inventory().await.unwrap();
         let removed = restarted
             .reconcile(
                 std::slice::from_ref(&kept),
                 &[instance("alive", alive.to_vec())],
+                &seen,
             )
             .await
             .unwrap();
@@ -189,14 +191,65 @@ fn reconcile_removes_orphans_and_keeps_what_the_store_names() {
             ping("10.64.1.5".parse().unwrap()),
             "the live endpoint still works"
         );
+        let seen = restarted.inventory().await.unwrap();
         let again = restarted
             .reconcile(
                 std::slice::from_ref(&kept),
                 &[instance("alive", alive.to_vec())],
+                &seen,
             )
             .await
             .unwrap();
         assert!(again.is_empty(), "nothing more to remove: {again:?}");
+    });
+}
+
+#[test]
+fn reconcile_never_removes_what_was_plumbed_after_its_inventory() {
+    in_fresh_netns(|dir| async move {
+        let host = LinuxNetwork::connect(dir).unwrap();
+        let net = network("race", "10.64.3.0/24", false, true);
+        host.ensure_network(&net).await.unwrap();
+        // The inventory is taken, then the store is read (no instance yet)...
+        let seen = host.inventory().await.unwrap();
+        assert!(
+            seen.contains(&format!("link {}", net.bridge)),
+            "the bridge is in the inventory: {seen:?}"
+        );
+        // ...while an instance created meanwhile is plumbed.
+        let late = [attachment("late", &net, 0, "10.64.3.5")];
+        let ns_late = host.attach_container("late", &late).await.unwrap();
+        let removed = host
+            .reconcile(std::slice::from_ref(&net), &[], &seen)
+            .await
+            .unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(host
+            .link_index(&late[0].host_interface)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(ns_late.exists());
+        // Names that are not Zixiao's are never touched, whatever `seen` says.
+        let forged = ["link lo".to_owned(), "namespace ../../etc".to_owned()];
+        let removed = host
+            .reconcile(std::slice::from_ref(&net), &[], &forged)
+            .await
+            .unwrap();
+        assert!(removed.is_empty(), "{removed:?}");
+        assert!(host.link_index("lo").await.unwrap().is_some());
+        // The next reconcile, with a fresh inventory, removes the veth no
+        // instance names.
+        let seen = host.inventory().await.unwrap();
+        let removed = host
+            .reconcile(std::slice::from_ref(&net), &[], &seen)
+            .await
+            .unwrap();
+        assert!(
+            removed.contains(&format!("link {}", late[0].host_interface)),
+            "{removed:?}"
+        );
+        assert!(!ns_late.exists());
     });
 }
 

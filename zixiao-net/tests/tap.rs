@@ -49,8 +49,13 @@ fn a_tap_joins_the_bridge_persists_and_detach_removes_it() {
         assert!(ports.contains(&tap), "the bridge lists it: {ports}");
 
         // The agent's reconciliation keeps a TAP an instance names...
+        let seen = host.inventory().await.unwrap();
         let removed = host
-            .reconcile(std::slice::from_ref(&net), &[instance("vm-a", a.to_vec())])
+            .reconcile(
+                std::slice::from_ref(&net),
+                &[instance("vm-a", a.to_vec())],
+                &seen,
+            )
             .await
             .unwrap();
         assert!(removed.is_empty(), "{removed:?}");
@@ -64,8 +69,9 @@ fn a_tap_joins_the_bridge_persists_and_detach_removes_it() {
 
         // ...and removes one no instance names (left by a crash).
         host.attach_tap("vm-a", &a).await.unwrap();
+        let seen = host.inventory().await.unwrap();
         let removed = host
-            .reconcile(std::slice::from_ref(&net), &[])
+            .reconcile(std::slice::from_ref(&net), &[], &seen)
             .await
             .unwrap();
         assert_eq!(removed, vec![format!("link {tap}")]);

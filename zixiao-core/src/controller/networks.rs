@@ -74,10 +74,25 @@ pub trait NetworkHost: Send + Sync + Debug {
     /// Removes everything of `network` from the node; a missing piece is not an error.
     async fn remove_network(&self, network: &Network) -> Result<()>;
 
-    /// After a restart: ensures `networks`, and removes every Zixiao device,
-    /// rule and namespace the node holds that neither `networks` nor the
-    /// attachments of `instances` name. Returns what it removed, for people.
-    async fn reconcile(&self, networks: &[Network], instances: &[Instance]) -> Result<Vec<String>>;
+    /// What of Zixiao's the node holds now (devices, rule tables,
+    /// namespaces), each as `kind name`, to hand to [`NetworkHost::reconcile`].
+    /// Taken *before* the store is read: then everything in it belongs to a
+    /// network or instance stored before that read, and what is plumbed
+    /// for an instance created since is not in it, so a reconcile never
+    /// removes it. Errors: `Unsupported`, `Unavailable`, `Internal`.
+    async fn inventory(&self) -> Result<Vec<String>>;
+
+    /// After a restart: ensures `networks`, and removes each object of
+    /// `seen` (an [`inventory`](NetworkHost::inventory) taken before
+    /// `networks` and `instances` were read) that neither `networks` nor the
+    /// attachments of `instances` name. Objects that are not Zixiao's are
+    /// never touched. Returns what it removed, for people.
+    async fn reconcile(
+        &self,
+        networks: &[Network],
+        instances: &[Instance],
+        seen: &[String],
+    ) -> Result<Vec<String>>;
 }
 
 /// What [`Controller::reconcile_networks`] did.
@@ -332,6 +347,12 @@ impl Controller {
     /// in the store names.
     pub async fn reconcile_networks(&self) -> Result<NetworkReconcileReport> {
         let mut report = NetworkReconcileReport::default();
+        // What the nodes hold, before the store is read (see `inventory`).
+        let mut inventories = Vec::new();
+        for (node, host) in self.network_hosts() {
+            let seen = host.inventory().await.map_err(|e| on_node(&node, e))?;
+            inventories.push((node, host, seen));
+        }
         let networks = self.list_networks().await?;
         let (instances, _) = self
             .inner
@@ -348,9 +369,9 @@ impl Controller {
                 }
             }
         }
-        for (node, host) in self.network_hosts() {
+        for (node, host, seen) in inventories {
             let removed = host
-                .reconcile(&networks, &instances)
+                .reconcile(&networks, &instances, &seen)
                 .await
                 .map_err(|e| on_node(&node, e))?;
             report
