@@ -63,14 +63,22 @@ fn kind_named(name: &str) -> Option<ErrorKind> {
     .find(|k| k.as_str() == name)
 }
 
-/// The kind a status carries: from its metadata, else from its code.
+/// The kind a status carries: from its metadata, else from its code. A
+/// zixiao server names the kind of every error it answers, so an `Unknown`
+/// or `Internal` status without one was made by the transport (a
+/// connection dropped mid-call, a broken stream): `Unavailable`, since a
+/// retry may well succeed.
 pub fn kind_of_status(status: &Status) -> ErrorKind {
-    status
+    let named = status
         .metadata()
         .get(KIND)
         .and_then(|v| v.to_str().ok())
-        .and_then(kind_named)
-        .unwrap_or_else(|| kind_of(status.code()))
+        .and_then(kind_named);
+    match (named, status.code()) {
+        (Some(kind), _) => kind,
+        (None, Code::Unknown | Code::Internal) => ErrorKind::Unavailable,
+        (None, code) => kind_of(code),
+    }
 }
 
 fn put(metadata: &mut MetadataMap, key: &'static str, value: &str) {
@@ -299,6 +307,24 @@ mod tests {
         let back = to_driver_error(&from_driver_error(&down), "agent");
         assert_eq!(back.kind(), ErrorKind::Unavailable);
         assert_eq!(chain(&back), chain(&down));
+    }
+
+    #[test]
+    fn a_connection_dropped_mid_call_is_unavailable() {
+        // What tonic's client makes of a server killed mid-request.
+        for status in [
+            Status::unknown("transport error"),
+            Status::internal("h2 protocol error"),
+        ] {
+            assert_eq!(
+                to_error(&status).kind(),
+                ErrorKind::Unavailable,
+                "{status:?}"
+            );
+        }
+        // The same codes from a zixiao server keep the kind it named.
+        let internal = from_error(&Error::Internal("broken invariant".into()));
+        assert_eq!(to_error(&internal).kind(), ErrorKind::Internal);
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! death (agent and watchdog killed at once, the node's instances dying
 //! with it) with failover, `kill -9` of an agent alone (fencing, then
 //! failover; re-adoption on restart), `kill -9` of the leading server with
-//! the other taking over, drain, maintenance, and an agent leaving for
+//! the other taking over, `kill -9` of an agent and of a server
+//! mid-create, drain, maintenance, and an agent leaving for
 //! good (SIGTERM: drained and deregistered). Every node records its instances'
 //! starts and stops with the machine's monotonic time; at the end the test
 //! checks from those records that no instance ever ran on two nodes at once.
@@ -18,12 +19,13 @@ mod processes_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use processes_support::file_driver::hold_path;
 use processes_support::harness::{all_moved, kill9, percentile, ready_nodes, wait_for, Harness};
 use processes_support::roles::{etcd_store, run_role, ROLE};
 use zixiao_api::client::ComputeClient;
 use zixiao_cluster::watchdog;
 use zixiao_core::{
-    CreateInstance, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
+    CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
 };
 
 fn main() {
@@ -149,6 +151,9 @@ async fn scenarios(etcd: String) {
         }
     }
 
+    agent_killed_mid_create(&mut h).await;
+    server_killed_mid_create(&mut h).await;
+
     // kill -9 of the leading server: the other takes over.
     let (_, leader) = h.cluster().cluster_info().await.expect("info");
     let index: usize = leader
@@ -200,6 +205,7 @@ async fn scenarios(etcd: String) {
         .list_instances(&Default::default())
         .await
         .expect("list");
+    let total = all.len();
     let victim = all[0].node.clone().expect("placed");
     let report = h.cluster().drain_node(&victim).await.expect("drain");
     assert!(!report.moved.is_empty(), "{report:?}");
@@ -211,7 +217,7 @@ async fn scenarios(etcd: String) {
         .iter()
         .all(|i| i.node.as_deref() != Some(victim.as_str())));
     assert!(after.iter().all(|i| i.status == InstanceStatus::Running));
-    assert_eq!(after.len(), 7, "nothing lost, nothing duplicated");
+    assert_eq!(after.len(), total, "nothing lost, nothing duplicated");
 
     let cluster = h.cluster();
     cluster.uncordon_node(&victim).await.expect("uncordon");
@@ -225,7 +231,7 @@ async fn scenarios(etcd: String) {
     assert_eq!(report.status, Some(NodeStatus::Maintenance), "{report:?}");
     assert!(!report.moved.is_empty(), "{report:?}");
     let after = running_off(&compute, &victim).await;
-    assert_eq!(after.len(), 7, "nothing lost, nothing duplicated");
+    assert_eq!(after.len(), total, "nothing lost, nothing duplicated");
     let report = cluster
         .set_maintenance(&victim, false)
         .await
@@ -246,7 +252,7 @@ async fn scenarios(etcd: String) {
         "{leaving} is deregistered: {nodes:?}"
     );
     let after = running_off(&compute, &leaving).await;
-    assert_eq!(after.len(), 7, "nothing lost, nothing duplicated");
+    assert_eq!(after.len(), total, "nothing lost, nothing duplicated");
     wait_for("the watchdog to stop", Duration::from_secs(10), || async {
         // SAFETY: kill(2) with signal 0 only checks that the pid exists.
         let alive = unsafe { libc::kill(watchdog, 0) } == 0;
@@ -273,6 +279,120 @@ async fn scenarios(etcd: String) {
     );
 
     measure_creates(&h).await;
+}
+
+/// Cordons every node but `i` and holds creates on node `i` (`on`), or
+/// undoes both: the next instance lands on node `i` and its create waits
+/// there, so a test can kill a process mid-create.
+async fn steer_to(h: &Harness, i: usize, on: bool) {
+    let cluster = h.cluster();
+    for (_, node) in h.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+        if on {
+            cluster.cordon_node(&node.name).await.expect("cordon");
+        } else {
+            cluster.uncordon_node(&node.name).await.expect("uncordon");
+        }
+    }
+    let hold = hold_path(&h.nodes[i].runtime());
+    if on {
+        std::fs::write(&hold, b"").expect("hold creates");
+    } else {
+        let _ = std::fs::remove_file(&hold);
+    }
+}
+
+/// Waits until node `i`'s runtime is creating instance `id`.
+async fn creating(h: &Harness, i: usize, id: &str) {
+    let began = h.nodes[i].runtime().join(format!("{id}.creating"));
+    wait_for(
+        "the create to begin on the node",
+        Duration::from_secs(30),
+        || async { began.exists().then_some(()) },
+    )
+    .await;
+}
+
+fn always(name: &str) -> CreateInstance {
+    let mut spec = InstanceSpec::container("busybox");
+    spec.restart = RestartPolicy::Always;
+    CreateInstance::new(name, spec)
+}
+
+/// `kill -9` of an agent while its runtime creates an instance: the node is
+/// fenced and failed over, the instance runs elsewhere, and the agent that
+/// comes back removes its half-made copy instead of starting it.
+async fn agent_killed_mid_create(h: &mut Harness) {
+    let i = 0;
+    let victim = h.nodes[i].name.clone();
+    steer_to(h, i, true).await;
+    let compute = h.compute();
+    let created = compute
+        .create_instance(&always("mid-create"), false)
+        .await
+        .expect("create")
+        .expect("exists");
+    creating(h, i, &created.id).await;
+    h.kill_agent(i);
+    steer_to(h, i, false).await;
+    let since = Instant::now();
+    all_moved(&compute, std::slice::from_ref(&created.id), &victim).await;
+    eprintln!(
+        "processes: agent of {victim} killed mid-create; the instance runs elsewhere after {:?}",
+        since.elapsed()
+    );
+    h.start_agent(i);
+    ready_nodes(&h.cluster(), 3).await;
+    let stale = h.nodes[i].runtime().join(format!("{}.state", created.id));
+    wait_for(
+        "the half-made copy to be removed",
+        Duration::from_secs(30),
+        || async { (!stale.exists()).then_some(()) },
+    )
+    .await;
+}
+
+/// `kill -9` of the server a create went to, while the node creates it: the
+/// client gets `unavailable`; retried through the other server, as a user
+/// would, the create was applied exactly once and the instance runs.
+async fn server_killed_mid_create(h: &mut Harness) {
+    let (i, k) = (1, 0);
+    steer_to(h, i, true).await;
+    let to_die = ComputeClient::new(&h.server_addrs[k]).expect("client");
+    let request =
+        tokio::spawn(async move { to_die.create_instance(&always("mid-request"), true).await });
+    let other = ComputeClient::new(&h.server_addrs[1 - k]).expect("client");
+    let id = wait_for(
+        "the create to be stored",
+        Duration::from_secs(30),
+        || async { other.get_instance("mid-request").await.ok().map(|i| i.id) },
+    )
+    .await;
+    creating(h, i, &id).await;
+    let mut server = h.servers[k].take().expect("server");
+    kill9(server.child.id() as i32);
+    let _ = server.child.wait();
+    let answer = request.await.expect("request task");
+    let error = answer.expect_err("the server died mid-request");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    steer_to(h, i, false).await;
+    let again = other
+        .create_instance(&always("mid-request"), true)
+        .await
+        .expect_err("the first create was applied");
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
+    wait_for("mid-request to run", Duration::from_secs(30), || async {
+        let i = other.get_instance("mid-request").await.ok()?;
+        (i.status == InstanceStatus::Running).then_some(())
+    })
+    .await;
+    let all = other
+        .list_instances(&Default::default())
+        .await
+        .expect("list");
+    let named = all.iter().filter(|i| i.name == "mid-request").count();
+    assert_eq!(named, 1, "one instance, not two");
+    eprintln!("processes: server-{k} killed mid-create: unavailable, applied once, running");
+    h.restart_server(k);
 }
 
 /// Every instance, once all run and none on `node`.

@@ -57,6 +57,12 @@ impl FileDriver {
     }
 }
 
+/// The file that, while it exists, holds every create on the node whose
+/// runtime directory is `runtime_dir`.
+pub(crate) fn hold_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("hold-create")
+}
+
 /// Appends `what id at` to the node's event log.
 pub(crate) fn log_event(runtime_dir: &Path, what: &str, id: &str, at: u64) -> std::io::Result<()> {
     let mut log = std::fs::OpenOptions::new()
@@ -78,6 +84,17 @@ impl Driver for FileDriver {
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        // While the test holds creates on this node, a create says it began
+        // (`<id>.creating`) and waits: the test kills processes mid-create.
+        let hold = hold_path(&self.dir);
+        if hold.exists() {
+            let began = self.dir.join(format!("{}.creating", instance.id));
+            let _ = std::fs::write(&began, b"");
+            while hold.exists() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = std::fs::remove_file(began);
+        }
         if self.state(&instance.id).is_none() {
             self.set(&instance.id, "created")?;
         }

@@ -193,6 +193,17 @@ impl Harness {
         proc
     }
 
+    /// Starts server `i` again where it served before (agents and clients
+    /// know its address), after it was killed.
+    pub(crate) fn restart_server(&mut self, i: usize) {
+        let listen = self.server_addrs[i].clone();
+        let saved = self.server_listen.replace(listen);
+        let server = self.start_server(i);
+        self.server_listen = saved;
+        assert_eq!(server.addr, self.server_addrs[i], "server-{i} moved");
+        self.servers[i] = Some(server);
+    }
+
     /// Appends `what` with the monotonic time to `harness.log` in the
     /// test's directory, next to the processes' logs.
     pub(crate) fn note(&self, what: &str) {
