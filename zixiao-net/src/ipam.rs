@@ -246,6 +246,16 @@ impl AddressAllocator for StoreIpam {
         )))
     }
 
+    async fn guard(&self, txn: Txn, network: &str, owner: &str) -> Result<Txn> {
+        let key = owner_key(network, owner);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Err(Error::Conflict(format!(
+                "the addresses of `{owner}` on network `{network}` were released"
+            )));
+        };
+        Ok(txn.check(key, Precondition::Revision(kv.mod_revision)))
+    }
+
     async fn owners(&self, network: &str) -> Result<Vec<String>> {
         let prefix = owners_prefix(network);
         let listing = self.store.list(&prefix).await?;

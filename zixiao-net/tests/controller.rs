@@ -4,12 +4,14 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use common::in_fresh_netns;
 use zixiao_core::host::HostFacts;
-use zixiao_core::model::{CreateNetwork, Network, TAP_PREFIX, VETH_PREFIX};
+use zixiao_core::model::{CreateNetwork, IpConfig, Network, TAP_PREFIX, VETH_PREFIX};
+use zixiao_core::store::Txn;
 use zixiao_core::{
     AddressAllocator, Controller, CreateInstance, Error, ErrorKind, Instance, InstanceSpec,
     InstanceType, LocalAgent, NetworkHost, Resources, Result,
@@ -26,6 +28,14 @@ struct Setup {
 }
 
 async fn setup(host: Arc<dyn NetworkHost>) -> Setup {
+    setup_with(host, |ipam| Arc::new(ipam)).await
+}
+
+/// As `setup`, with the controller's allocator made from the StoreIpam.
+async fn setup_with(
+    host: Arc<dyn NetworkHost>,
+    allocator: impl FnOnce(StoreIpam) -> Arc<dyn AddressAllocator>,
+) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"));
     let ipam = StoreIpam::new(store.clone());
@@ -45,7 +55,7 @@ async fn setup(host: Arc<dyn NetworkHost>) -> Setup {
     let registration = agent.registration("node-a");
     let controller = Controller::builder(store, Arc::new(PluginScheduler::default()))
         .agent("node-a", agent)
-        .address_allocator(Arc::new(ipam.clone()))
+        .address_allocator(allocator(ipam.clone()))
         .network_host("node-a", host)
         .build();
     controller
@@ -222,6 +232,72 @@ fn reconcile_releases_allocations_of_vanished_instances() {
             host.link_index(&net.bridge).await.unwrap().is_some(),
             "bridge restored"
         );
+    });
+}
+
+/// StoreIpam, except that right after its first allocation a network
+/// reconcile runs, sees an owner no stored instance names (the instance is
+/// not stored yet) and releases it, as a reconcile racing a create would.
+#[derive(Debug)]
+struct RacedByAReconcile {
+    ipam: StoreIpam,
+    allocations: AtomicUsize,
+}
+
+#[async_trait]
+impl AddressAllocator for RacedByAReconcile {
+    async fn allocate(&self, network: &Network, owner: &str) -> Result<Vec<IpConfig>> {
+        let addresses = self.ipam.allocate(network, owner).await?;
+        if self.allocations.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.ipam.release(&network.name, owner).await?;
+        }
+        Ok(addresses)
+    }
+    async fn release(&self, network: &str, owner: &str) -> Result<()> {
+        self.ipam.release(network, owner).await
+    }
+    async fn owners(&self, network: &str) -> Result<Vec<String>> {
+        self.ipam.owners(network).await
+    }
+    async fn guard(&self, txn: Txn, network: &str, owner: &str) -> Result<Txn> {
+        self.ipam.guard(txn, network, owner).await
+    }
+}
+
+#[test]
+fn a_create_whose_addresses_a_reconcile_released_allocates_again() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let raced = Arc::new(std::sync::OnceLock::new());
+        let s = setup_with(host, {
+            let raced = raced.clone();
+            move |ipam| {
+                let allocator = Arc::new(RacedByAReconcile {
+                    ipam,
+                    allocations: AtomicUsize::new(0),
+                });
+                let _ = raced.set(allocator.clone());
+                allocator
+            }
+        })
+        .await;
+        let c = &s.controller;
+        c.create_network(CreateNetwork::new("lan", ["10.75.0.0/24"]))
+            .await
+            .unwrap();
+        let created = c.create_instance(on("web", &["lan"])).await.unwrap();
+        let allocator = raced.get().expect("allocator");
+        assert_eq!(
+            allocator.allocations.load(Ordering::SeqCst),
+            2,
+            "the released allocation was made again"
+        );
+        // The stored instance's address is the one its pool says it holds.
+        let address = created.attachments[0].addresses[0].address;
+        let held = s.ipam.allocations("lan").await.unwrap();
+        assert_eq!(held, vec![(address, created.id.clone())]);
+        let stored = c.get_instance("web").await.unwrap();
+        assert_eq!(stored.attachments, created.attachments);
     });
 }
 

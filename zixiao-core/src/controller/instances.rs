@@ -66,33 +66,50 @@ impl Controller {
             .await?;
         let now = self.now();
         let mut instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
-        self.attach_networks(&mut instance).await?;
-        let txn = Txn::new()
-            .put(
-                Instance::key_for(&instance.id),
-                encode(&instance),
-                Precondition::Absent,
-            )
-            .put(
-                name_key(&instance.name),
-                instance.id.clone().into_bytes(),
-                Precondition::Absent,
-            );
-        let result = match self.inner.store.commit(txn).await {
-            Ok(revision) => {
-                return Ok(Instance {
-                    revision,
-                    ..instance
-                })
-            }
-            Err(StoreError::AlreadyExists(_)) => Err(Error::AlreadyExists {
-                what: format!("instance `{}`", instance.name),
-            }),
-            Err(other) => Err(other.into()),
-        };
-        // Not stored: its addresses go back to their pools.
+        // A network reconcile may release the addresses as an orphan's
+        // between their allocation and this commit (the instance is not
+        // stored yet); the commit checks they still stand, and on losing
+        // that race allocates again.
+        for _ in 0..self.options().max_conflict_retries {
+            self.attach_networks(&mut instance).await?;
+            let txn = Txn::new()
+                .put(
+                    Instance::key_for(&instance.id),
+                    encode(&instance),
+                    Precondition::Absent,
+                )
+                .put(
+                    name_key(&instance.name),
+                    instance.id.clone().into_bytes(),
+                    Precondition::Absent,
+                );
+            let result = match self.guard_networks(txn, &instance).await {
+                Ok(txn) => self.inner.store.commit(txn).await.map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            let error = match result {
+                Ok(revision) => {
+                    return Ok(Instance {
+                        revision,
+                        ..instance
+                    })
+                }
+                Err(Error::Store(StoreError::AlreadyExists(_))) => Error::AlreadyExists {
+                    what: format!("instance `{}`", instance.name),
+                },
+                // An allocation changed under us: allocate again.
+                Err(Error::Conflict(_))
+                | Err(Error::Store(StoreError::Conflict { .. } | StoreError::NotFound(_))) => {
+                    continue
+                }
+                Err(other) => other,
+            };
+            // Not stored: its addresses go back to their pools.
+            let _ = self.release_networks(&instance).await;
+            return Err(error);
+        }
         let _ = self.release_networks(&instance).await;
-        result
+        Err(self.too_many_conflicts("instance", &instance.name))
     }
 
     async fn check_runtime_available(&self, instance_type: InstanceType) -> Result<()> {

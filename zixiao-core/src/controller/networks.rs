@@ -60,6 +60,14 @@ pub trait AddressAllocator: Send + Sync + Debug {
 
     /// The owners holding addresses on network `network`, in owner order.
     async fn owners(&self, network: &str) -> Result<Vec<String>>;
+
+    /// Adds to `txn` a check that `owner`'s allocation on `network` still
+    /// stands as it is now, so a write made on the strength of it (the
+    /// instance's record, holding its addresses) lands only while it does:
+    /// a reconcile that released it as an orphan in between makes the
+    /// write fail instead. Errors: `Conflict` (`owner` holds nothing there
+    /// now), the store's errors.
+    async fn guard(&self, txn: Txn, network: &str, owner: &str) -> Result<Txn>;
 }
 
 /// Sets up a network on one node: its bridge, gateway addresses, NAT and
@@ -328,6 +336,21 @@ impl Controller {
         }
         instance.attachments = attachments;
         Ok(())
+    }
+
+    /// Adds to `txn` a check that each of `instance`'s allocations still
+    /// stands (see [`AddressAllocator::guard`]).
+    pub(super) async fn guard_networks(&self, mut txn: Txn, instance: &Instance) -> Result<Txn> {
+        if instance.attachments.is_empty() {
+            return Ok(txn);
+        }
+        let allocator = self.allocator()?;
+        for attachment in &instance.attachments {
+            txn = allocator
+                .guard(txn, &attachment.network, &instance.id)
+                .await?;
+        }
+        Ok(txn)
     }
 
     /// Frees the addresses of a deleted instance. Idempotent.
