@@ -51,7 +51,7 @@ pub async fn run(
                 queue.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(reconcile_periodically(queue, timing, stop_rx)),
+            tokio::spawn(reconcile_periodically(queue.clone(), timing, stop_rx)),
         ];
         // Until the lead is lost or the server stops.
         loop {
@@ -68,6 +68,9 @@ pub async fn run(
         for task in tasks {
             task.abort();
         }
+        // A server that lost the lead stops converging at once: the new
+        // leader may already be moving the same instances.
+        queue.abandon_all();
     }
 }
 
@@ -127,6 +130,16 @@ impl Queue {
             handle.abort();
         }
         self.spawn(&mut state, id);
+    }
+
+    /// Abandons every converge in flight.
+    fn abandon_all(&self) {
+        let mut state = self.lock();
+        for (_, converging) in state.running.drain() {
+            if let Some(handle) = converging.handle {
+                handle.abort();
+            }
+        }
     }
 
     fn spawn(&self, state: &mut QueueState, id: String) {
