@@ -20,12 +20,12 @@ use zixiao_api::agent::AgentServer;
 use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_api::network::NETWORKS_TRAIT;
 use zixiao_core::{
-    DriverError, Error, ErrorKind, LocalAgent, NetworkHost, NodeAgent, NodeRegistration, NodeRole,
-    Result,
+    DriverError, Error, ErrorKind, Instance, LocalAgent, NetworkHost, NodeAgent, NodeRegistration,
+    NodeRole, Result,
 };
 
 use crate::election::wait;
-use crate::records::{RecordingAgent, Records};
+use crate::records::{Placement, RecordingAgent, Records};
 use crate::timing::{monotonic_ms, Timing};
 use crate::watchdog::WatchdogFiles;
 
@@ -202,7 +202,11 @@ pub async fn start_with_network(
     registration.validate()?;
 
     let records = Records::new(&options.state_dir);
-    let agent = Arc::new(RecordingAgent::new(Arc::new(local), records.clone()));
+    let agent = Arc::new(
+        RecordingAgent::new(Arc::new(local), records.clone()).with_placement(Arc::new(
+            ClusterPlacement::new(&options.name, &options.servers),
+        )),
+    );
     let liveness = Arc::new(Liveness::default());
     let fence_ms = options.timing.fence_after_ms;
     let gate_liveness = liveness.clone();
@@ -328,8 +332,7 @@ impl Lifeline {
                 self.servers[server % self.servers.len()]
             );
             let cleanup = tokio::spawn(clean_up(
-                node.clone(),
-                self.servers.clone(),
+                ClusterPlacement::new(&node, &self.servers),
                 self.agent.clone(),
                 self.records.clone(),
             ));
@@ -397,21 +400,66 @@ impl Lifeline {
     }
 }
 
+/// Where the cluster places instances, asked of the servers in turn.
+#[derive(Debug, Clone)]
+struct ClusterPlacement {
+    node: String,
+    clients: Vec<ComputeClient>,
+}
+
+impl ClusterPlacement {
+    fn new(node: &str, servers: &[String]) -> Self {
+        ClusterPlacement {
+            node: node.to_owned(),
+            clients: servers
+                .iter()
+                .filter_map(|s| ComputeClient::new(s).ok())
+                .collect(),
+        }
+    }
+
+    /// Where instance `id` is placed now (`None` inside: deleted or
+    /// unplaced); `Err` when no server could say.
+    async fn placed(&self, id: &str) -> std::result::Result<Option<String>, Error> {
+        let mut last = None;
+        for client in &self.clients {
+            match client.get_instance(id).await {
+                Ok(current) => return Ok(current.node),
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::invalid("servers", "no server is configured")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Placement for ClusterPlacement {
+    async fn check(&self, instance: &Instance) -> std::result::Result<(), DriverError> {
+        match self.placed(&instance.id).await {
+            Ok(Some(node)) if node == self.node => Ok(()),
+            Ok(elsewhere) => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is {} now, not on node `{}`: not starting a second copy",
+                instance.name,
+                elsewhere.map_or("deleted or unplaced".to_owned(), |n| format!(
+                    "placed on node `{n}`"
+                )),
+                self.node
+            ))),
+            Err(e) => Err(DriverError::Unavailable {
+                runtime: "the cluster's servers".to_owned(),
+                source: Box::new(e),
+            }),
+        }
+    }
+}
+
 /// Removes the local copies of recorded instances that the cluster placed
 /// elsewhere (or deleted) while this node was away; keeps (re-adopts) the
 /// ones still placed here.
-async fn clean_up(
-    node: String,
-    servers: Vec<String>,
-    agent: Arc<RecordingAgent>,
-    records: Records,
-) {
-    let clients: Vec<ComputeClient> = servers
-        .iter()
-        .filter_map(|s| ComputeClient::new(s).ok())
-        .collect();
+async fn clean_up(placement: ClusterPlacement, agent: Arc<RecordingAgent>, records: Records) {
     loop {
-        clean_up_once(&node, &clients, &agent, &records).await;
+        clean_up_once(&placement, &agent, &records).await;
         tokio::time::sleep(CLEAN_UP_PERIOD).await;
     }
 }
@@ -422,50 +470,31 @@ const CLEAN_UP_PERIOD: Duration = Duration::from_secs(5);
 /// The pause before a heartbeat round that follows one no server answered.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(100);
 
-async fn clean_up_once(
-    node: &str,
-    clients: &[ComputeClient],
-    agent: &RecordingAgent,
-    records: &Records,
-) {
+async fn clean_up_once(placement: &ClusterPlacement, agent: &RecordingAgent, records: &Records) {
     for instance in records.list() {
-        let mut verdict = None;
-        for client in clients {
-            match client.get_instance(&instance.id).await {
-                Ok(current) => {
-                    verdict = Some(current.node.as_deref() == Some(node));
-                    break;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    verdict = Some(false);
-                    break;
-                }
-                Err(_) => continue,
-            }
+        let Ok(placed) = placement.placed(&instance.id).await else {
+            continue;
+        };
+        if placed.as_deref() == Some(placement.node.as_str()) {
+            continue;
         }
-        match verdict {
-            Some(true) => {}
-            Some(false) => {
-                let driver = match agent.driver(instance.spec.instance_type) {
-                    Ok(driver) => driver,
-                    Err(e) => {
-                        eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name);
-                        continue;
-                    }
-                };
-                let removed = async {
-                    driver.stop(&instance, Duration::ZERO).await?;
-                    driver.delete(&instance).await
-                };
-                match removed.await {
-                    Ok(()) => eprintln!(
-                        "zixiao agent: removed instance `{}`: it now lives elsewhere or was deleted",
-                        instance.name
-                    ),
-                    Err(e) => eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name),
-                }
+        let driver = match agent.driver(instance.spec.instance_type) {
+            Ok(driver) => driver,
+            Err(e) => {
+                eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name);
+                continue;
             }
-            None => {}
+        };
+        let removed = async {
+            driver.stop(&instance, Duration::ZERO).await?;
+            driver.delete(&instance).await
+        };
+        match removed.await {
+            Ok(()) => eprintln!(
+                "zixiao agent: removed instance `{}`: it now lives elsewhere or was deleted",
+                instance.name
+            ),
+            Err(e) => eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name),
         }
     }
 }

@@ -101,18 +101,42 @@ impl Records {
     }
 }
 
+/// Whether the cluster still places an instance on this node. Checked
+/// before a create or start: a runtime call made on a stale view (sent by
+/// a server that has since lost the lead, or before the node was failed
+/// over and the instance moved) must never start a second copy.
+#[async_trait]
+pub trait Placement: Send + Sync + std::fmt::Debug {
+    /// Ok when `instance` is placed on this node now. Errors:
+    /// `FailedPrecondition` (placed elsewhere, or deleted), `Unavailable`
+    /// (no server could say: nothing is started on a guess).
+    async fn check(&self, instance: &Instance) -> Result<(), DriverError>;
+}
+
 /// A [`NodeAgent`] whose drivers keep the node's [`Records`] as they create
-/// and delete instances.
+/// and delete instances, and check the [`Placement`] before they create or
+/// start one.
 #[derive(Debug, Clone)]
 pub struct RecordingAgent {
     inner: Arc<dyn NodeAgent>,
     records: Records,
+    placement: Option<Arc<dyn Placement>>,
 }
 
 impl RecordingAgent {
     /// Wraps `inner`, recording into `records`.
     pub fn new(inner: Arc<dyn NodeAgent>, records: Records) -> Self {
-        RecordingAgent { inner, records }
+        RecordingAgent {
+            inner,
+            records,
+            placement: None,
+        }
+    }
+
+    /// Checks `placement` before every create and start.
+    pub fn with_placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = Some(placement);
+        self
     }
 
     /// The records it keeps.
@@ -131,6 +155,7 @@ impl NodeAgent for RecordingAgent {
         Ok(Arc::new(RecordingDriver {
             inner: self.inner.driver(instance_type)?,
             records: self.records.clone(),
+            placement: self.placement.clone(),
         }))
     }
 }
@@ -139,6 +164,16 @@ impl NodeAgent for RecordingAgent {
 struct RecordingDriver {
     inner: Arc<dyn Driver>,
     records: Records,
+    placement: Option<Arc<dyn Placement>>,
+}
+
+impl RecordingDriver {
+    async fn check_placement(&self, instance: &Instance) -> Result<(), DriverError> {
+        match &self.placement {
+            Some(placement) => placement.check(instance).await,
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -156,6 +191,7 @@ impl Driver for RecordingDriver {
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.check_placement(instance).await?;
         // Recorded first: a crash between the two leaves a record of
         // something that may not exist, which a cleanup deletes idempotently,
         // never an instance nobody knows about.
@@ -164,6 +200,7 @@ impl Driver for RecordingDriver {
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.check_placement(instance).await?;
         self.records.put(instance)?;
         self.inner.start(instance).await
     }

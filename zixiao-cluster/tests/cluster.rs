@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zixiao_api::client::{ClusterClient, ComputeClient};
+use zixiao_api::remote::RemoteAgent;
 use zixiao_cluster::{
     agent, server, watchdog, AgentHandle, AgentOptions, ServerHandle, ServerOptions, Timing,
 };
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
     CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, InstanceType, LocalAgent,
-    NodeRegistration, NodeStatus, Resources, RestartPolicy, RuntimeState, Store,
+    NodeAgent, NodeRegistration, NodeStatus, Resources, RestartPolicy, RuntimeState, Store,
 };
 use zixiao_store::EmbeddedStore;
 use zixiao_testing::fake_driver::FakeDriver;
@@ -411,6 +412,33 @@ async fn a_drain_moves_instances_in_order_and_a_leaving_agent_deregisters() {
         cluster.node(&old).driver.state_of(&web.id),
         RuntimeState::Missing,
         "removed from the drained node"
+    );
+
+    // A create or start sent on a stale view (as by a server that lost the
+    // lead before the move) is refused by the old node's agent: it asks
+    // the cluster where the instance lives now.
+    let old_agent = cluster.node(&old).agent.as_ref().expect("agent").addr();
+    let stale = RemoteAgent::new(
+        old.clone(),
+        &old_agent.to_string(),
+        [InstanceType::Container].into(),
+        Default::default(),
+    )
+    .expect("remote agent")
+    .driver(InstanceType::Container)
+    .expect("driver");
+    for refused in [stale.create(&web).await, stale.start(&web).await] {
+        let error = refused.expect_err("a stale call is refused");
+        assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+        assert!(
+            error.to_string().contains("not starting a second copy"),
+            "{error}"
+        );
+    }
+    assert_eq!(cluster.copies_running(&web.id), 1);
+    assert_eq!(
+        cluster.node(&old).driver.state_of(&web.id),
+        RuntimeState::Missing
     );
 
     // The drained node leaves for good.
