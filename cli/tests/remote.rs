@@ -23,7 +23,7 @@ use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_cluster::{
     agent, server, AgentHandle, AgentOptions, ServerHandle, ServerOptions, Timing,
 };
-use zixiao_core::driver::{Console, ConsoleStream};
+use zixiao_core::driver::{Console, ConsoleStream, Pause};
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::Network;
 use zixiao_core::{
@@ -409,6 +409,10 @@ impl Driver for Scripted {
             })
         })
     }
+    fn pause(&self) -> Option<&dyn Pause> {
+        Driver::pause(&self.fake)
+    }
+
     fn console(&self) -> Option<&dyn Console> {
         Some(self)
     }
@@ -561,6 +565,21 @@ async fn logs_follow_and_console_work_through_an_endpoint() {
     })
     .await
     .expect("join");
+
+    // Pause and resume freeze and thaw it on the node; `-o json` for scripts.
+    for (verb, status) in [("pause", "paused"), ("resume", "running")] {
+        let out = zixiao(&endpoint, &["-o", "json", "instance", verb, "web"]).await;
+        assert!(out.status.success(), "{verb}: {}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(json["status"], status, "{verb}: {json}");
+    }
+    let out = zixiao(&endpoint, &["instance", "pause", "nope"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not found"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // Unknown instances and node-local commands say what is wrong.
     let out = zixiao(&endpoint, &["instance", "console", "nope"]).await;

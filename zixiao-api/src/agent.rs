@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::driver::Snapshots;
+use zixiao_core::driver::{Pause, Snapshots};
 use zixiao_core::model::Network;
 use zixiao_core::{DriverError, Error, Instance, NetworkHost, NodeAgent};
 
@@ -402,6 +402,54 @@ impl AgentService for AgentServer {
             .map_err(driver_status)?;
         Ok(Response::new(Empty {}))
     }
+
+    async fn pause_on_node(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.freeze(request.get_ref(), true).await
+    }
+
+    async fn resume_on_node(
+        &self,
+        request: Request<AgentInstanceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.freeze(request.get_ref(), false).await
+    }
+}
+
+impl AgentServer {
+    /// Pauses (`pause`) or resumes the instance through its driver.
+    async fn freeze(
+        &self,
+        request: &AgentInstanceRequest,
+        pause: bool,
+    ) -> Result<Response<Empty>, Status> {
+        let instance = instance(&request.instance_json)?;
+        if !pause {
+            // Thawing makes the instance run again: a fenced node must not.
+            self.check_gate()?;
+        }
+        let driver = self.driver(&instance)?;
+        let capability = pause_of(driver.as_ref())?;
+        let done = if pause {
+            capability.pause(&instance).await
+        } else {
+            capability.resume(&instance).await
+        };
+        done.map_err(driver_status)?;
+        Ok(Response::new(Empty {}))
+    }
+}
+
+/// The driver's pause capability. Errors: `Unsupported`.
+fn pause_of(driver: &dyn zixiao_core::Driver) -> Result<&dyn Pause, Status> {
+    driver.pause().ok_or_else(|| {
+        driver_status(DriverError::Unsupported(format!(
+            "the {} driver cannot pause instances",
+            driver.name()
+        )))
+    })
 }
 
 /// The driver's snapshot capability. Errors: `Unsupported`.

@@ -224,6 +224,27 @@ impl ComputeClient {
         }
     }
 
+    /// Freezes a running instance in place. Errors: `NotFound`,
+    /// `FailedPrecondition` (not running), `Unsupported` (its runtime
+    /// cannot pause), `Unavailable`.
+    pub async fn pause_instance(&self, instance: &str) -> Result<Instance> {
+        let request = InstanceRef {
+            instance: instance.to_owned(),
+        };
+        let reply = self.inner.clone().pause_instance(request).await;
+        decode_object(reply.map_err(|s| to_error(&s))?.into_inner())
+    }
+
+    /// Thaws a paused instance. Errors: `NotFound`, `FailedPrecondition`
+    /// (not paused), `Unsupported`, `Unavailable`.
+    pub async fn resume_instance(&self, instance: &str) -> Result<Instance> {
+        let request = InstanceRef {
+            instance: instance.to_owned(),
+        };
+        let reply = self.inner.clone().resume_instance(request).await;
+        decode_object(reply.map_err(|s| to_error(&s))?.into_inner())
+    }
+
     /// Takes snapshot `name` of the instance on its node.
     pub async fn snapshot_instance(&self, instance: &str, name: &str) -> Result<SnapshotInfo> {
         let request = Self::snapshot_ref(instance, name);

@@ -369,4 +369,32 @@ impl ComputeService for ComputeServer {
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(Empty {}))
     }
+
+    async fn pause_instance(
+        &self,
+        request: Request<InstanceRef>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let name = &request.get_ref().instance;
+        required("instance", name)?;
+        let paused = self
+            .controller
+            .pause_instance(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&paused)))
+    }
+
+    async fn resume_instance(
+        &self,
+        request: Request<InstanceRef>,
+    ) -> Result<Response<JsonObject>, Status> {
+        let name = &request.get_ref().instance;
+        required("instance", name)?;
+        let resumed = self
+            .controller
+            .resume_instance(name)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(object(Some(&resumed)))
+    }
 }

@@ -1,6 +1,6 @@
 //! [`RemoteAgent`]: a [`NodeAgent`] for a node whose agent runs in another
 //! process, reached over gRPC. Its drivers ([`RemoteDriver`]) forward every
-//! [`Driver`] call, and the stats, console and snapshot capabilities, to the node's
+//! [`Driver`] call, and the stats, console, pause and snapshot capabilities, to the node's
 //! AgentService, so the one Controller drives local and remote nodes alike.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
-use zixiao_core::driver::{Console, ConsoleStream, SnapshotInfo, Snapshots, Stats};
+use zixiao_core::driver::{Console, ConsoleStream, Pause, SnapshotInfo, Snapshots, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, NodeAgent, NodeFacts,
     Resources, RuntimeState,
@@ -297,6 +297,10 @@ impl Driver for RemoteDriver {
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         Some(self)
     }
+
+    fn pause(&self) -> Option<&dyn Pause> {
+        Some(self)
+    }
 }
 
 fn decode_reply<T: serde::de::DeserializeOwned>(
@@ -334,6 +338,25 @@ impl Console for RemoteDriver {
         })
         .await
         .map_err(|s| self.error(s))
+    }
+}
+
+#[async_trait]
+impl Pause for RemoteDriver {
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.client()
+            .pause_on_node(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.client()
+            .resume_on_node(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
     }
 }
 

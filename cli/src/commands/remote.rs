@@ -4,8 +4,9 @@
 //! server's. `logs --follow` polls the server for more while the instance
 //! runs, and `console` is a session through the server to the node's
 //! agent; snapshots are taken by the node's runtime through its agent.
+//! `pause`/`resume` freeze and thaw the instance through its node's agent.
 //! Commands that need the node's files (images, `restore`, `snapshot
-//! create --to`) and pause/resume are not available remotely and say so.
+//! create --to`) are not available remotely and say so.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -174,6 +175,16 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
         InstanceCommand::Delete { instance } => {
             print(format, &client.delete_instance(&instance, true).await?, one)?
         }
+        InstanceCommand::Pause { instance } => {
+            let paused = client.pause_instance(&instance).await?;
+            print(format, &paused, |i| instance_table(std::slice::from_ref(i)))?
+        }
+        InstanceCommand::Resume { instance } => {
+            let resumed = client.resume_instance(&instance).await?;
+            print(format, &resumed, |i| {
+                instance_table(std::slice::from_ref(i))
+            })?
+        }
         InstanceCommand::Create(args) => {
             let wait = !args.no_wait;
             let request = super::instance::create_request(*args)?;
@@ -212,7 +223,6 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
                 )
             })?;
         }
-        _ => return Err(not_remote("this instance command")),
     }
     Ok(())
 }

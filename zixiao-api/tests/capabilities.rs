@@ -1,7 +1,8 @@
-//! Snapshots through both hops: ComputeClient → ComputeService → the
-//! controller → RemoteDriver → AgentService → the node's driver. The node
-//! holds a hand-written fake with the snapshot capability (the layer under
-//! test is the protocol; the runtimes' snapshots have their own tests).
+//! A node runtime's capabilities (snapshots, pause and resume) through
+//! both hops: ComputeClient → ComputeService → the controller →
+//! RemoteDriver → AgentService → the node's driver. The node holds a
+//! hand-written fake (the layer under test is the protocol; the runtimes'
+//! snapshots and pauses have their own tests).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use zixiao_core::driver::{SnapshotInfo, Snapshots};
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
     Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
-    InstanceType, LocalAgent, LogChunk, Resources, RuntimeState,
+    InstanceStatus, InstanceType, LocalAgent, LogChunk, Resources, RuntimeState,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -186,22 +187,32 @@ async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::T
     (client, controller, dir)
 }
 
-fn vm() -> CreateInstance {
-    CreateInstance::new("vm1", InstanceSpec::vm("debian"))
-}
-
-#[tokio::test]
-async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
+/// A server whose node runs `Snapshotting`, and VM `vm1` running there.
+async fn running_vm1() -> (
+    Arc<Snapshotting>,
+    ComputeClient,
+    tempfile::TempDir,
+    Instance,
+) {
     let driver = Arc::new(Snapshotting {
         fake: Some(FakeDriver::new(InstanceType::Vm)),
         ..Default::default()
     });
-    let (client, _controller, _dir) = rig(driver.clone()).await;
+    let (client, _controller, dir) = rig(driver.clone()).await;
     let vm1 = client
-        .create_instance(&vm(), true)
+        .create_instance(
+            &CreateInstance::new("vm1", InstanceSpec::vm("debian")),
+            true,
+        )
         .await
         .expect("create")
         .expect("exists");
+    (driver, client, dir, vm1)
+}
+
+#[tokio::test]
+async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
+    let (driver, client, _dir, vm1) = running_vm1().await;
 
     let s1 = client.snapshot_instance("vm1", "s1").await.expect("take");
     assert_eq!(s1.name, "s1");
@@ -274,4 +285,75 @@ async fn a_runtime_without_snapshots_is_unsupported_through_both_hops() {
         "{}",
         error.chain()
     );
+}
+
+#[tokio::test]
+async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let (client, _controller, _dir) = rig(driver.clone()).await;
+    let web = client
+        .create_instance(
+            &CreateInstance::new("web", InstanceSpec::container("busybox")),
+            true,
+        )
+        .await
+        .expect("create")
+        .expect("exists");
+
+    let paused = client.pause_instance("web").await.expect("pause");
+    assert_eq!(paused.status, InstanceStatus::Paused);
+    assert_eq!(
+        driver.state_of(&web.id),
+        RuntimeState::Paused,
+        "frozen on the node"
+    );
+    let again = client
+        .pause_instance("web")
+        .await
+        .expect("pause is idempotent");
+    assert_eq!(again.status, InstanceStatus::Paused);
+
+    let resumed = client.resume_instance("web").await.expect("resume");
+    assert_eq!(resumed.status, InstanceStatus::Running);
+    assert_eq!(
+        driver.state_of(&web.id),
+        RuntimeState::Running,
+        "thawed on the node"
+    );
+
+    client.stop_instance("web", true).await.expect("stop");
+    let error = client.pause_instance("web").await.expect_err("stopped");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::FailedPrecondition,
+        "{}",
+        error.chain()
+    );
+    assert!(
+        error.chain().contains("instance `web`"),
+        "{}",
+        error.chain()
+    );
+    assert!(
+        matches!(driver.state_of(&web.id), RuntimeState::Exited { .. }),
+        "still stopped on the node"
+    );
+
+    let unknown = client.resume_instance("nope").await.expect_err("unknown");
+    assert_eq!(unknown.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn a_runtime_without_pause_is_unsupported_through_both_hops() {
+    let (driver, client, _dir, vm1) = running_vm1().await;
+    let error = client.pause_instance("vm1").await.expect_err("no pause");
+    assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
+    assert!(
+        error.chain().contains("snapshotting driver cannot pause"),
+        "{}",
+        error.chain()
+    );
+    let after = client.get_instance("vm1").await.expect("get");
+    assert_eq!(after.status, InstanceStatus::Running, "nothing changed");
+    assert_eq!(driver.fake().state_of(&vm1.id), RuntimeState::Running);
 }
