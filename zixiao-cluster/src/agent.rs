@@ -423,10 +423,18 @@ impl ClusterPlacement {
     async fn placed(&self, id: &str) -> std::result::Result<Option<String>, Error> {
         let mut last = None;
         for client in &self.clients {
-            match client.get_instance(id).await {
-                Ok(current) => return Ok(current.node),
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-                Err(e) => last = Some(e),
+            // A server that hangs (on its store, say) is passed over.
+            let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, client.get_instance(id)).await;
+            match asked {
+                Ok(Ok(current)) => return Ok(current.node),
+                Ok(Err(e)) if e.kind() == ErrorKind::NotFound => return Ok(None),
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    last = Some(Error::Unavailable {
+                        what: "a zixiao server".to_owned(),
+                        source: Some(format!("no answer within {PLACEMENT_TIMEOUT:?}").into()),
+                    })
+                }
             }
         }
         Err(last.unwrap_or_else(|| Error::invalid("servers", "no server is configured")))
@@ -463,6 +471,9 @@ async fn clean_up(placement: ClusterPlacement, agent: Arc<RecordingAgent>, recor
         tokio::time::sleep(CLEAN_UP_PERIOD).await;
     }
 }
+
+/// How long one server may take to say where an instance is placed.
+const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the agent looks for local copies that moved away.
 const CLEAN_UP_PERIOD: Duration = Duration::from_secs(5);
