@@ -6,13 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use zixiao_api::agent::AgentServer;
+use zixiao_api::agent::{AgentServer, Gate};
 use zixiao_api::client::ComputeClient;
 use zixiao_api::compute::ComputeServer;
 use zixiao_api::remote::RemoteAgent;
@@ -155,15 +156,25 @@ async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
 
 /// A client of a server whose only node holds `driver`, reached over gRPC.
 async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::TempDir) {
+    rig_gated(driver, None).await
+}
+
+/// As `rig`, with the node's agent refusing what `gate` refuses (as a
+/// fenced node's agent does).
+async fn rig_gated(
+    driver: Arc<dyn Driver>,
+    gate: Option<Gate>,
+) -> (ComputeClient, Controller, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
     let local = LocalAgent::new(host()).with_driver(driver);
     let registration = local.registration("node-a");
-    let agent_addr = serve(
-        tonic::transport::Server::builder()
-            .add_service(AgentServer::new(Arc::new(local)).into_service()),
-    )
-    .await;
+    let mut agent = AgentServer::new(Arc::new(local));
+    if let Some(gate) = gate {
+        agent = agent.with_gate(gate);
+    }
+    let agent_addr =
+        serve(tonic::transport::Server::builder().add_service(agent.into_service())).await;
     let remote = RemoteAgent::new(
         "node-a",
         &agent_addr.to_string(),
@@ -290,7 +301,17 @@ async fn a_runtime_without_snapshots_is_unsupported_through_both_hops() {
 #[tokio::test]
 async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
     let driver = Arc::new(FakeDriver::new(InstanceType::Container));
-    let (client, _controller, _dir) = rig(driver.clone()).await;
+    let fenced = Arc::new(AtomicBool::new(false));
+    let gate: Gate = {
+        let fenced = fenced.clone();
+        Arc::new(move || {
+            if fenced.load(Ordering::SeqCst) {
+                return Err(DriverError::FailedPrecondition("node-a is fenced".into()));
+            }
+            Ok(())
+        })
+    };
+    let (client, _controller, _dir) = rig_gated(driver.clone(), Some(gate)).await;
     let web = client
         .create_instance(
             &CreateInstance::new("web", InstanceSpec::container("busybox")),
@@ -312,6 +333,21 @@ async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
         .await
         .expect("pause is idempotent");
     assert_eq!(again.status, InstanceStatus::Paused);
+
+    // A fenced node does not thaw: its instance may run elsewhere by now.
+    fenced.store(true, Ordering::SeqCst);
+    let refused = client.resume_instance("web").await.expect_err("fenced");
+    assert_eq!(
+        refused.kind(),
+        ErrorKind::FailedPrecondition,
+        "{}",
+        refused.chain()
+    );
+    assert!(refused.chain().contains("fenced"), "{}", refused.chain());
+    assert_eq!(driver.state_of(&web.id), RuntimeState::Paused);
+    let stored = client.get_instance("web").await.expect("get");
+    assert_eq!(stored.status, InstanceStatus::Paused, "nothing changed");
+    fenced.store(false, Ordering::SeqCst);
 
     let resumed = client.resume_instance("web").await.expect("resume");
     assert_eq!(resumed.status, InstanceStatus::Running);
