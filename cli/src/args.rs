@@ -349,25 +349,7 @@ pub(crate) struct CreateArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum NetworkCommand {
     /// Create a network and set it up on the nodes.
-    Create {
-        /// Network name (a DNS label).
-        name: String,
-        /// A CIDR prefix, at most one IPv4 and one IPv6 (`10.10.0.0/24`, `fd10::/64`).
-        #[arg(long = "subnet", value_name = "CIDR", required = true)]
-        subnets: Vec<String>,
-        /// The gateway of a subnet (default: its first address).
-        #[arg(long = "gateway", value_name = "IP")]
-        gateways: Vec<String>,
-        /// An address or prefix never handed out.
-        #[arg(long = "reserve", value_name = "CIDR")]
-        reserved: Vec<String>,
-        /// Do not masquerade traffic leaving the subnets.
-        #[arg(long)]
-        no_nat: bool,
-        /// Let traffic flow to and from other networks.
-        #[arg(long)]
-        no_isolation: bool,
-    },
+    Create(CreateNetworkArgs),
     /// List networks.
     List,
     /// Show one network.
@@ -380,6 +362,41 @@ pub(crate) enum NetworkCommand {
         /// Network name.
         name: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CreateNetworkArgs {
+    /// Network name (a DNS label).
+    name: String,
+    /// A CIDR prefix, at most one IPv4 and one IPv6 (`10.10.0.0/24`, `fd10::/64`).
+    #[arg(long = "subnet", value_name = "CIDR", required = true)]
+    subnets: Vec<String>,
+    /// The gateway of a subnet (default: its first address).
+    #[arg(long = "gateway", value_name = "IP")]
+    gateways: Vec<String>,
+    /// An address or prefix never handed out.
+    #[arg(long = "reserve", value_name = "CIDR")]
+    reserved: Vec<String>,
+    /// Do not masquerade traffic leaving the subnets.
+    #[arg(long)]
+    no_nat: bool,
+    /// Let traffic flow to and from other networks.
+    #[arg(long)]
+    no_isolation: bool,
+}
+
+impl CreateNetworkArgs {
+    /// The request these flags ask for, to the embedded controller or a server.
+    pub(crate) fn request(self) -> zixiao_core::model::CreateNetwork {
+        zixiao_core::model::CreateNetwork {
+            name: self.name,
+            subnets: self.subnets,
+            gateways: self.gateways,
+            reserved: self.reserved,
+            nat: !self.no_nat,
+            isolated: !self.no_isolation,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -179,15 +179,11 @@ async fn snapshot(embedded: &Embedded, format: Format, command: SnapshotCommand)
         }
         SnapshotCommand::Revert { instance, name } => {
             controller.revert_snapshot(&instance, &name).await?;
-            print(format, &serde_json::json!({ "reverted": name }), |_| {
-                format!("instance {instance} is back at snapshot {name}\n")
-            })
+            print_reverted(format, &instance, &name)
         }
         SnapshotCommand::Delete { instance, name } => {
             controller.delete_snapshot(&instance, &name).await?;
-            print(format, &serde_json::json!({ "deleted": name }), |_| {
-                format!("deleted snapshot {name}\n")
-            })
+            print_snapshot_deleted(format, &name)
         }
     }
 }
@@ -466,4 +462,18 @@ fn stats_details(stats: &InstanceStats) -> String {
         ("net received", opt(stats.net_rx_bytes, bytes)),
         ("net sent", opt(stats.net_tx_bytes, bytes)),
     ])
+}
+
+/// What `instance snapshot revert` prints, here and through a server.
+pub(crate) fn print_reverted(format: Format, instance: &str, name: &str) -> Result<()> {
+    print(format, &serde_json::json!({ "reverted": name }), |_| {
+        format!("instance {instance} is back at snapshot {name}\n")
+    })
+}
+
+/// What `instance snapshot delete` prints, here and through a server.
+pub(crate) fn print_snapshot_deleted(format: Format, name: &str) -> Result<()> {
+    print(format, &serde_json::json!({ "deleted": name }), |_| {
+        format!("deleted snapshot {name}\n")
+    })
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::model::Network;
 use zixiao_core::Result;
 use zixiao_embedded::Embedded;
 
@@ -16,23 +16,8 @@ pub(crate) async fn run(
 ) -> Result<ExitCode> {
     let controller = &embedded.controller;
     match command {
-        NetworkCommand::Create {
-            name,
-            subnets,
-            gateways,
-            reserved,
-            no_nat,
-            no_isolation,
-        } => {
-            let request = CreateNetwork {
-                name,
-                subnets,
-                gateways,
-                reserved,
-                nat: !no_nat,
-                isolated: !no_isolation,
-            };
-            let network = controller.create_network(request).await?;
+        NetworkCommand::Create(args) => {
+            let network = controller.create_network(args.request()).await?;
             print(format, &network, render_one)?;
         }
         NetworkCommand::List => {

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_core::controller::DrainReport;
-use zixiao_core::model::CreateNetwork;
 use zixiao_core::{
     Error, ErrorKind, Instance, InstanceFilter, InstanceStatus, InstanceType, Node, Result,
 };
@@ -293,15 +292,11 @@ async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotComma
         }
         SnapshotCommand::Revert { instance, name } => {
             client.revert_snapshot(&instance, &name).await?;
-            print(format, &serde_json::json!({ "reverted": name }), |_| {
-                format!("instance {instance} is back at snapshot {name}\n")
-            })
+            super::instance::print_reverted(format, &instance, &name)
         }
         SnapshotCommand::Delete { instance, name } => {
             client.delete_snapshot(&instance, &name).await?;
-            print(format, &serde_json::json!({ "deleted": name }), |_| {
-                format!("deleted snapshot {name}\n")
-            })
+            super::instance::print_snapshot_deleted(format, &name)
         }
     }
 }
@@ -309,23 +304,12 @@ async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotComma
 async fn network(endpoint: &str, format: Format, command: NetworkCommand) -> Result<()> {
     let client = ComputeClient::new(endpoint)?;
     match command {
-        NetworkCommand::Create {
-            name,
-            subnets,
-            gateways,
-            reserved,
-            no_nat,
-            no_isolation,
-        } => {
-            let request = CreateNetwork {
-                name,
-                subnets,
-                gateways,
-                reserved,
-                nat: !no_nat,
-                isolated: !no_isolation,
-            };
-            print(format, &client.create_network(&request).await?, render_one)?;
+        NetworkCommand::Create(args) => {
+            print(
+                format,
+                &client.create_network(&args.request()).await?,
+                render_one,
+            )?;
         }
         NetworkCommand::List => {
             print(format, &client.list_networks().await?, |n| render_list(n))?;
