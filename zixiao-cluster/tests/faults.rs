@@ -104,11 +104,7 @@ async fn scenarios(bin: PathBuf, net: &Namespaces) {
     h.server_listen = Some(format!("{CONTROL_IP}:0"));
     h.nodes[CUT].netns = Some(net.node.clone());
     h.nodes[CUT].listen = Some(format!("{NODE_IP}:0"));
-    h.start_servers(2);
-    for i in 0..3 {
-        h.start_agent(i);
-    }
-    ready_nodes(&h.cluster(), 3).await;
+    h.start_cluster(2).await;
     eprintln!("faults: 2 servers and 3 agents joined (node-{CUT} in its own namespace)");
 
     // Instances everywhere, some surely on the node that will be cut off.

@@ -60,12 +60,8 @@ fn run_tests() {
 async fn scenarios(etcd: String) {
     let root = tempfile::tempdir().expect("tempdir");
     let mut h = Harness::new("processes", etcd, root, 3);
-    h.start_servers(2);
-    // Agents join.
-    for i in 0..3 {
-        h.start_agent(i);
-    }
-    ready_nodes(&h.cluster(), 3).await;
+    // Servers start, agents join.
+    h.start_cluster(2).await;
     eprintln!("processes: 2 servers and 3 agents joined");
 
     let compute = h.compute();

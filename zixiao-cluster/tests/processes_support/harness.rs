@@ -146,6 +146,16 @@ impl Harness {
         }
     }
 
+    /// Starts `servers` servers and every node's agent, and waits until
+    /// every node is Ready.
+    pub(crate) async fn start_cluster(&mut self, servers: usize) {
+        self.start_servers(servers);
+        for i in 0..self.nodes.len() {
+            self.start_agent(i);
+        }
+        ready_nodes(&self.cluster(), self.nodes.len()).await;
+    }
+
     /// Starts node `i`'s agent (which starts its watchdog).
     pub(crate) fn start_agent(&mut self, i: usize) {
         let node = &self.nodes[i];
