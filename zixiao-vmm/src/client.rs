@@ -286,6 +286,13 @@ impl VmmClient {
             return false;
         }
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        if cmdline.is_empty() {
+            // A killed VMM releases its memory (guest RAM too, which takes
+            // a while) before it becomes a zombie, and meanwhile its
+            // command line reads empty: it is still ours and still going.
+            // A kernel thread that reused the pid reads empty too.
+            return !is_kernel_thread(&stat);
+        }
         let needle = self.run_dir.as_os_str().as_encoded_bytes();
         cmdline.windows(needle.len().max(1)).any(|w| w == needle)
     }
@@ -341,4 +348,28 @@ fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
 fn read_vm(run_dir: &Path) -> Option<VmRecord> {
     let raw = std::fs::read(run_dir.join(files::VM)).ok()?;
     serde_json::from_slice(&raw).ok()
+}
+
+/// Whether a `/proc/<pid>/stat` line is a kernel thread's: `PF_KTHREAD` in
+/// its `flags` (field 9 of proc(5)'s stat, the seventh after the name).
+fn is_kernel_thread(stat: &str) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    stat.rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+#[cfg(test)]
+mod kernel_thread_tests {
+    use super::is_kernel_thread;
+
+    #[test]
+    fn kthreadd_is_a_kernel_thread_and_this_process_is_not() {
+        let kthreadd = std::fs::read_to_string("/proc/2/stat").expect("pid 2");
+        assert!(is_kernel_thread(&kthreadd), "{kthreadd}");
+        let me = std::fs::read_to_string("/proc/self/stat").expect("self");
+        assert!(!is_kernel_thread(&me), "{me}");
+    }
 }
