@@ -22,7 +22,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive
-packages=(build-essential pkg-config protobuf-compiler)
+# libprotobuf-dev: the well-known .proto files (descriptor.proto) that the
+# etcd-client crate's build compiles against; protoc alone lacks them.
+packages=(build-essential pkg-config protobuf-compiler libprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

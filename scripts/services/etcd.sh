@@ -36,6 +36,7 @@ install() {
   command -v etcdctl >/dev/null || missing+=(etcd-client)
   # The etcd-client crate compiles etcd's .proto files at build time.
   command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  [[ -e /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
   if ((${#missing[@]} == 0)); then
     log "already installed"
     return
