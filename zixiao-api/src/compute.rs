@@ -1,6 +1,6 @@
 //! The ComputeService server: the instance API of a [`Controller`] over gRPC.
-//! Calls write intent and return; with `wait` they also converge the
-//! instance on this server before answering. Networks are created and
+//! Calls write intent and return; with `wait` they also wait until the
+//! instance has settled ([`Controller::settle`]) before answering. Networks are created and
 //! deleted synchronously, on every node that sets them up.
 
 use std::pin::Pin;
@@ -61,7 +61,7 @@ impl ComputeServer {
         if !wait {
             return Ok(Some(instance));
         }
-        match self.controller.converge(&instance.id).await {
+        match self.controller.settle(&instance.id).await {
             Ok(after) => Ok(after),
             Err(e) if e.kind() == zixiao_core::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(from_error(&e)),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Console, Images, Pause, Snapshots, Stats};
+use zixiao_core::driver::{Console, Images, Inventory, Pause, Snapshots, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceType, LogChunk, NodeAgent, NodeFacts, RuntimeState,
 };
@@ -245,5 +245,9 @@ impl Driver for RecordingDriver {
 
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         self.inner.snapshots()
+    }
+
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        self.inner.inventory()
     }
 }

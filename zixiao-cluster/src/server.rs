@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::compute::ComputeServer;
+use zixiao_core::controller::Convergence;
 use zixiao_core::{Controller, Error, Result};
 
 use crate::cluster_service::ClusterServer;
@@ -79,10 +80,22 @@ impl ServerHandle {
     }
 }
 
-/// Starts a server over `controller` (and its store). Errors:
-/// `InvalidArgument` (timing), `Unavailable` (the address cannot be bound).
+/// Starts a server over `controller` (and its store). The controller must
+/// converge in the background ([`Convergence::Background`], as
+/// [`controller`] builds it): only the leader's loop converges, and a call
+/// that waits watches the instance, so two replicas never drive one
+/// instance at once. Errors: `InvalidArgument` (timing, a controller that
+/// converges in its callers), `Unavailable` (the address cannot be bound).
 pub async fn start(controller: Controller, options: ServerOptions) -> Result<ServerHandle> {
     options.timing.validate()?;
+    if controller.convergence() != Convergence::Background {
+        return Err(Error::invalid(
+            "controller",
+            "a server's controller must converge in the background \
+             (ControllerBuilder::convergence(Convergence::Background)): the leader's loop \
+             converges, requests only wait",
+        ));
+    }
     let listener = TcpListener::bind(options.listen).await.map_err(|e| {
         Error::invalid(
             "listen",
@@ -150,14 +163,16 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
 }
 
 /// A controller over `store` with the default scheduler and addresses
-/// allocated in the store (zixiao-net's StoreIpam), for a server. Nodes'
-/// agents (and their network hosts) are attached as they register.
+/// allocated in the store (zixiao-net's StoreIpam), converging in the
+/// background, for a server. Nodes' agents (and their network hosts) are
+/// attached as they register.
 pub fn controller(store: Arc<dyn zixiao_core::Store>) -> Controller {
     Controller::builder(
         store.clone(),
         Arc::new(zixiao_sched::PluginScheduler::default()),
     )
     .address_allocator(Arc::new(zixiao_net::StoreIpam::new(store)))
+    .convergence(Convergence::Background)
     .build()
 }
 

@@ -217,6 +217,29 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         None
     }
+
+    /// What the runtime holds of Zixiao's on this node, if the driver can list it.
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        None
+    }
+}
+
+/// Capability: list what the runtime holds of Zixiao's on this node, and
+/// remove what belongs to an instance known only by its id. A node's
+/// orphan sweep uses it to find runtime objects that no record explains (a
+/// create cut off by `kill -9`, a record lost with its state directory),
+/// and to adopt or remove them.
+#[async_trait]
+pub trait Inventory: Send + Sync {
+    /// The ids of the instances this runtime holds anything of on this node
+    /// (a container or task, a monitor process or its run directory, a
+    /// domain), whether it runs or not. Read-only. Errors: `Unavailable`.
+    async fn instance_ids(&self) -> Result<std::collections::BTreeSet<String>, DriverError>;
+
+    /// Stops at once and removes everything this runtime holds of instance
+    /// `id` on this node. Idempotent: nothing held is not an error.
+    /// Errors: `InvalidArgument` (not an instance id), `Unavailable`, `Internal`.
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError>;
 }
 
 /// Capability: measure an instance's resource usage.

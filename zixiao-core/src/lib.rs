@@ -23,6 +23,7 @@ pub mod controller;
 pub mod driver;
 pub mod error;
 pub mod host;
+pub mod keyed_lock;
 pub mod model;
 pub mod scheduler;
 pub mod store;
@@ -35,6 +36,7 @@ pub use controller::{
 };
 pub use driver::{Driver, DriverError, InstanceStats, LogChunk, RuntimeState};
 pub use error::{Error, ErrorKind, Result};
+pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, Instance, InstanceId, InstanceSpec,
     InstanceStatus, InstanceType, MicrovmBackend, Network, NetworkAttachment, Node, NodeId,

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use zixiao_core::controller::Convergence;
 use zixiao_core::host::HostFacts;
 use zixiao_core::{Controller, Error, LocalAgent, Node, Result};
 use zixiao_drivers::DriverConfig;
@@ -34,6 +35,10 @@ pub struct EmbeddedConfig {
     pub node_id: Option<String>,
     /// Runtime settings (containerd socket, ...); `state_dir` is filled in by [`open`].
     pub drivers: DriverConfig,
+    /// Who converges instances: the caller that waits (the default, for a
+    /// CLI or a script with no daemon), or a background loop (`zixiao
+    /// server --embedded`, whose leader loop converges).
+    pub convergence: Convergence,
 }
 
 impl EmbeddedConfig {
@@ -44,6 +49,7 @@ impl EmbeddedConfig {
             drivers: DriverConfig::new(state_dir.join("runtime")),
             state_dir,
             node_id: None,
+            convergence: Convergence::InCaller,
         }
     }
 }
@@ -117,7 +123,8 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
     let store: Arc<EmbeddedStore> = Arc::new(store);
     let mut builder = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
         .agent(node_id.clone(), agent.clone())
-        .address_allocator(Arc::new(StoreIpam::new(store)));
+        .address_allocator(Arc::new(StoreIpam::new(store)))
+        .convergence(config.convergence);
     // Without a netlink socket networks still get addresses, and setting
     // one up on this node says why it cannot.
     if let Ok(host) = LinuxNetwork::connect(&config.drivers.netns_dir) {

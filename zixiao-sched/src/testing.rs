@@ -32,6 +32,7 @@ pub fn node(id: &str, capacity: Resources) -> Node {
         missing_runtimes: BTreeMap::new(),
         carbon_intensity: None,
         last_heartbeat: Some(epoch()),
+        orphan_sweep: None,
         created_at: epoch(),
         updated_at: epoch(),
         revision: 0,

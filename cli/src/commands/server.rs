@@ -96,6 +96,8 @@ async fn embedded_controller(cli: &Cli, dir: Option<PathBuf>) -> Result<Controll
         None => zixiao_embedded::default_state_dir()?,
     };
     let mut config = zixiao_embedded::EmbeddedConfig::new(state_dir);
+    // The server's leader loop converges; requests only wait.
+    config.convergence = zixiao_core::controller::Convergence::Background;
     config.drivers.containerd_socket = cli.containerd_socket.clone();
     config.drivers.libvirt_uri = cli.libvirt_uri.clone();
     config.drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();

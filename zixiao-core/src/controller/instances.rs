@@ -175,8 +175,9 @@ impl Controller {
             }
             i.desired = DesiredState::Running;
             // A start by a person is not a restart-policy restart: forget the
-            // last exit so the reconciler starts it without a back-off.
+            // last exit and failures so the reconciler starts it without a back-off.
             i.exit = None;
+            i.failure = None;
             if retry_failed {
                 // Creating is idempotent, so a failed create or a crashed
                 // workload both recover by going through create again.
@@ -214,6 +215,7 @@ impl Controller {
             } else if i.status == InstanceStatus::Failed && i.node.is_some() {
                 i.status = InstanceStatus::Scheduled;
                 i.exit = None;
+                i.failure = None;
             }
             Ok(true)
         })

@@ -23,11 +23,12 @@ pub use failover::FailoverReport;
 pub use instances::{InstanceFilter, LogReader};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
-pub use reconcile::{ReconcileReport, Step};
+pub use reconcile::{Convergence, ReconcileReport, Step};
 pub use watch::{InstanceEvent, InstanceEventKind};
 
 use crate::agent::NodeAgent;
 use crate::clock::{Clock, SystemClock};
+use crate::keyed_lock::KeyedLock;
 use crate::model::{Instance, Node, NodeId};
 use crate::scheduler::Scheduler;
 use crate::store::{Revision, Store, StoreError, StoredObject};
@@ -124,6 +125,9 @@ struct Inner {
     options: ControllerOptions,
     addresses: Option<Arc<dyn AddressAllocator>>,
     network_hosts: RwLock<BTreeMap<NodeId, Arc<dyn NetworkHost>>>,
+    convergence: Convergence,
+    /// One converge per instance at a time in this process.
+    converging: KeyedLock,
 }
 
 /// Builds a [`Controller`] from its parts.
@@ -136,6 +140,7 @@ pub struct ControllerBuilder {
     options: ControllerOptions,
     addresses: Option<Arc<dyn AddressAllocator>>,
     network_hosts: BTreeMap<NodeId, Arc<dyn NetworkHost>>,
+    convergence: Convergence,
 }
 
 impl ControllerBuilder {
@@ -169,6 +174,12 @@ impl ControllerBuilder {
         self
     }
 
+    /// Sets who carries intents out ([`Convergence::InCaller`] unless set).
+    pub fn convergence(mut self, convergence: Convergence) -> Self {
+        self.convergence = convergence;
+        self
+    }
+
     /// The controller.
     pub fn build(self) -> Controller {
         Controller {
@@ -180,6 +191,8 @@ impl ControllerBuilder {
                 options: self.options,
                 addresses: self.addresses,
                 network_hosts: RwLock::new(self.network_hosts),
+                convergence: self.convergence,
+                converging: KeyedLock::default(),
             }),
         }
     }
@@ -196,12 +209,18 @@ impl Controller {
             options: ControllerOptions::default(),
             addresses: None,
             network_hosts: BTreeMap::new(),
+            convergence: Convergence::InCaller,
         }
     }
 
     /// The store it writes to.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Who carries out intents for the calls that wait ([`Controller::settle`]).
+    pub fn convergence(&self) -> Convergence {
+        self.inner.convergence
     }
 
     /// Reaches node `node` through `agent` from now on (an agent that connected).

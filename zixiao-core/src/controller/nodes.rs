@@ -75,6 +75,7 @@ impl Controller {
                     missing_runtimes: registration.missing_runtimes.clone(),
                     carbon_intensity: registration.carbon_intensity,
                     last_heartbeat: Some(now),
+                    orphan_sweep: None,
                     created_at: now,
                     updated_at: now,
                     revision: 0,
@@ -280,7 +281,7 @@ impl Controller {
                 })
                 .await?;
             }
-            let after = self.converge(&instance.id).await?;
+            let after = self.settle(&instance.id).await?;
             match after {
                 Some(after) if after.node.as_deref() == Some(node) => {
                     report.stopped.push(after.name)

@@ -4,25 +4,34 @@
 //!
 //! It is level-triggered: a step depends only on the stored instance, so a
 //! step interrupted by a crash is simply planned and done again (every driver
-//! call is idempotent). Each state change is a compare-and-swap on the
-//! instance's revision, so two reconcilers racing on one instance never both
-//! act on the same state; placement and release also swap the node's
-//! allocation in the same transaction, so no node is ever over-committed.
+//! call is idempotent). One process converges an instance at a time: a
+//! converge holds the instance's key in the controller's [`KeyedLock`], and
+//! a server converges only in its leader's loop ([`Convergence::Background`]),
+//! so a runtime never sees two creates of one instance at once. Each state
+//! change is still a compare-and-swap on the instance's revision, so a
+//! leader that has just lost the lead and its successor never both act on
+//! the same state; placement and release also swap the node's allocation
+//! in the same transaction, so no node is ever over-committed.
+//!
+//! [`KeyedLock`]: crate::KeyedLock
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::driver::{DriverError, RuntimeState};
 use crate::error::ErrorKind;
 use crate::model::{
-    ConditionType, DesiredState, ExitStatus, Instance, InstanceStatus, Node, RestartPolicy,
+    ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceStatus, Node, RestartPolicy,
 };
 use crate::scheduler::SchedulingContext;
-use crate::store::{encode, put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
+use crate::store::{
+    decode, encode, put_object, Precondition, StoreError, StoreExt, StoredObject, Txn, WatchEvent,
+};
 use crate::{Error, Result};
 
 /// The next thing to do for an instance.
@@ -47,6 +56,20 @@ pub enum Step {
     Remove,
     /// Wait until then before restarting it (restart back-off).
     WaitUntil(DateTime<Utc>),
+}
+
+/// Who carries out an instance's intent for the calls that wait for it
+/// ([`Controller::settle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Convergence {
+    /// The caller converges the instance itself, as the embedded deployment
+    /// without a daemon does: nothing else would.
+    #[default]
+    InCaller,
+    /// A background loop converges every instance (a server's leader); a
+    /// call that waits only watches the instance until it settles, so no
+    /// instance is ever converged by two processes at once.
+    Background,
 }
 
 /// What the restart policy says about a workload that exited.
@@ -113,8 +136,27 @@ pub fn plan(
             // Running is wanted but it is down: the user started it, or it
             // exited and its restart policy brings it back after a back-off.
             if instance.status == S::Failed && instance.exit.is_none() {
-                // Failed to create or start: a person must act (`start` retries).
-                return Step::Done;
+                // Failed to create or start: retried after a back-off when
+                // the restart policy restarts failures, else a person must
+                // act (`start` retries at once).
+                return match &instance.failure {
+                    Some(failure) if instance.spec.restart != RestartPolicy::Never => {
+                        let delay = restart_backoff(
+                            u64::from(failure.attempts.saturating_sub(1)),
+                            backoff,
+                            max_backoff,
+                        );
+                        let at = failure.at + chrono::Duration::from_std(delay).unwrap_or_default();
+                        if now < at {
+                            Step::WaitUntil(at)
+                        } else {
+                            // Creating is idempotent: it finds what the
+                            // failed attempt left and carries on.
+                            Step::Create
+                        }
+                    }
+                    _ => Step::Done,
+                };
             }
             match &instance.exit {
                 Some(exit) if restarts_after_exit(instance.spec.restart, Some(exit)) => {
@@ -162,6 +204,9 @@ impl Controller {
     /// state and the next converge retries), the store's errors.
     pub async fn converge(&self, instance: &str) -> Result<Option<Instance>> {
         let id = self.get_instance(instance).await?.id;
+        // A second converge of the same instance waits, then plans from
+        // what the first left: never two runtime calls for one instance.
+        let _converging = self.inner.converging.lock(&id).await;
         self.observe(&id).await?;
         for _ in 0..MAX_STEPS {
             let Some(current) = self.inner.store.get_object::<Instance>(&id).await? else {
@@ -193,6 +238,73 @@ impl Controller {
         Err(Error::Internal(format!(
             "instance `{id}` did not settle after {MAX_STEPS} reconcile steps"
         )))
+    }
+
+    /// Waits until instance `id` (or name) has settled: its intent is met,
+    /// or it waits for capacity, a back-off or a person. Returns it, or
+    /// `None` once it is deleted. With [`Convergence::InCaller`] this
+    /// converges it; with [`Convergence::Background`] it watches the store
+    /// while the background loop converges it, and waits as long as that
+    /// takes (callers bound it with a timeout).
+    ///
+    /// Errors: `NotFound`, the store's errors, and in-caller [`Controller::converge`]'s.
+    pub async fn settle(&self, instance: &str) -> Result<Option<Instance>> {
+        match self.inner.convergence {
+            Convergence::InCaller => self.converge(instance).await,
+            Convergence::Background => {
+                let id = self.get_instance(instance).await?.id;
+                self.wait_settled(&id).await
+            }
+        }
+    }
+
+    /// Whether `instance` needs nothing more from a reconciler now: the
+    /// next step is none, a back-off, or a placement that found no node.
+    pub fn is_settled(&self, instance: &Instance) -> bool {
+        let opts = self.options();
+        match plan(
+            instance,
+            self.now(),
+            opts.restart_backoff,
+            opts.max_restart_backoff,
+        ) {
+            Step::Done | Step::WaitUntil(_) => true,
+            Step::Schedule => instance
+                .condition(ConditionType::Scheduled)
+                .is_some_and(|c| !c.status),
+            _ => false,
+        }
+    }
+
+    async fn wait_settled(&self, id: &str) -> Result<Option<Instance>> {
+        let key = Instance::key_for(id);
+        loop {
+            let Some(current) = self.inner.store.get_object::<Instance>(id).await? else {
+                return Ok(None);
+            };
+            if self.is_settled(&current) {
+                return Ok(Some(current));
+            }
+            let mut events = match self.inner.store.watch(&key, current.revision).await {
+                Ok(events) => events,
+                // The history was compacted meanwhile: read again.
+                Err(e) if e.kind() == ErrorKind::FailedPrecondition => continue,
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(event) = events.next().await {
+                match event? {
+                    WatchEvent::Put(kv) if kv.key == key => {
+                        let instance = decode::<Instance>(&kv)?;
+                        if self.is_settled(&instance) {
+                            return Ok(Some(instance));
+                        }
+                    }
+                    WatchEvent::Delete { key: gone, .. } if gone == key => return Ok(None),
+                    _ => {}
+                }
+            }
+            // The watch ended (a store reconnect): read again.
+        }
     }
 
     /// Converges every instance, in name order, and reports what it found.
@@ -594,6 +706,14 @@ impl Controller {
         self.update_instance_if(instance, |i| {
             i.status = InstanceStatus::Failed;
             i.exit = None;
+            i.failure = Some(Failure {
+                attempts: i
+                    .failure
+                    .as_ref()
+                    .map_or(0, |f| f.attempts)
+                    .saturating_add(1),
+                at: now,
+            });
             i.set_condition(
                 ConditionType::RuntimeReady,
                 false,
@@ -637,6 +757,7 @@ fn mark_running(instance: &mut Instance, now: DateTime<Utc>) {
     instance.status = InstanceStatus::Running;
     instance.started_at = Some(now);
     instance.exit = None;
+    instance.failure = None;
     instance.set_condition(
         ConditionType::RuntimeReady,
         true,

@@ -117,6 +117,16 @@ pub struct ExitStatus {
     pub at: DateTime<Utc>,
 }
 
+/// Create or start attempts that failed in a row, for the restart policy's
+/// back-off (an instance that never ran has no [`ExitStatus`] to go by).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// How many attempts failed since it last ran.
+    pub attempts: u32,
+    /// When the last one failed.
+    pub at: DateTime<Utc>,
+}
+
 /// An instance as stored: identity, intent, observation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
@@ -149,6 +159,10 @@ pub struct Instance {
     /// How the workload last exited by itself, if it did.
     #[serde(default)]
     pub exit: Option<ExitStatus>,
+    /// Failed create or start attempts since it last ran; the restart
+    /// policy retries them with a back-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
     /// Set when the instance must leave its node (a drain): the reconciler
     /// removes it there, releases the node's resources and schedules it anew.
     #[serde(default)]
@@ -187,6 +201,7 @@ impl Instance {
             attachments: Vec::new(),
             conditions: Vec::new(),
             exit: None,
+            failure: None,
             reschedule: false,
             restarts_requested: 0,
             restarts_done: 0,

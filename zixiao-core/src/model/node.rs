@@ -105,6 +105,10 @@ pub struct Node {
     pub carbon_intensity: Option<u32>,
     /// When its agent last proved it was alive.
     pub last_heartbeat: Option<DateTime<Utc>>,
+    /// What the node's last orphan sweep that found something (or the
+    /// first after its agent started) did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphan_sweep: Option<OrphanSweep>,
     /// When it first registered.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -123,6 +127,31 @@ impl Node {
     /// Whether the scheduler may place new instances here.
     pub fn is_schedulable(&self) -> bool {
         self.status == NodeStatus::Ready
+    }
+}
+
+/// What one orphan sweep of a node found: runtime objects (containers,
+/// monitor processes, domains) that the node's records did not explain,
+/// and what became of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanSweep {
+    /// When it ran.
+    pub at: Option<DateTime<Utc>>,
+    /// Ids of instances the cluster places on this node, taken back into
+    /// the node's records.
+    pub adopted: Vec<String>,
+    /// Ids of instances placed elsewhere or deleted, whose runtime objects
+    /// were stopped and removed.
+    pub removed: Vec<String>,
+    /// What could not be decided or removed, with the reason (retried by
+    /// the next sweep).
+    pub errors: Vec<String>,
+}
+
+impl OrphanSweep {
+    /// Whether it found nothing.
+    pub fn is_empty(&self) -> bool {
+        self.adopted.is_empty() && self.removed.is_empty() && self.errors.is_empty()
     }
 }
 

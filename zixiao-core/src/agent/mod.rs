@@ -1,6 +1,12 @@
 //! The [`NodeAgent`] trait: what the controller asks of a node. The
-//! [`LocalAgent`] is the in-process agent of the embedded deployment; the
-//! distributed deployment adds one that speaks gRPC to `zixiao agent`.
+//! [`LocalAgent`] owns a node's drivers (in the embedded deployment, and
+//! inside `zixiao agent`), each wrapped in a [`SerializedDriver`] so the
+//! runtime sees one change of an instance at a time; the distributed
+//! deployment adds one that speaks gRPC to `zixiao agent`.
+
+mod serialized;
+
+pub use serialized::SerializedDriver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,6 +15,7 @@ use async_trait::async_trait;
 
 use crate::driver::{Driver, DriverError};
 use crate::host::HostFacts;
+use crate::keyed_lock::KeyedLock;
 use crate::model::{InstanceType, NodeRegistration, NodeRole, Resources};
 
 /// What a node says about itself.
@@ -41,6 +48,8 @@ pub trait NodeAgent: Send + Sync + std::fmt::Debug {
 pub struct LocalAgent {
     facts: NodeFacts,
     drivers: BTreeMap<InstanceType, Arc<dyn Driver>>,
+    /// Shared by every driver's [`SerializedDriver`].
+    locks: KeyedLock,
 }
 
 impl LocalAgent {
@@ -58,15 +67,18 @@ impl LocalAgent {
                 missing_runtimes: missing,
             },
             drivers: BTreeMap::new(),
+            locks: KeyedLock::default(),
         }
     }
 
-    /// Adds the driver for its instance type, replacing any before it.
+    /// Adds the driver for its instance type, replacing any before it. Its
+    /// calls that change an instance run one at a time per instance.
     pub fn with_driver(mut self, driver: Arc<dyn Driver>) -> Self {
         let ty = driver.instance_type();
         self.facts.runtimes.insert(ty);
         self.facts.missing_runtimes.remove(&ty);
-        self.drivers.insert(ty, driver);
+        let serialized = SerializedDriver::new(driver, self.locks.clone());
+        self.drivers.insert(ty, Arc::new(serialized));
         self
     }
 

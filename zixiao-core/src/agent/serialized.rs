@@ -1,0 +1,195 @@
+//! [`SerializedDriver`]: a driver wrapper that lets one call at a time
+//! change an instance on the runtime. Runtimes are not safe against two
+//! concurrent creates of one instance (containerd's shim directory, QEMU's
+//! pid file), and a failed call's clean-up must never remove what a
+//! concurrent call is using; so every [`LocalAgent`](super::LocalAgent)
+//! wraps its drivers in this, whoever calls them (a converge in this
+//! process, or a server's over gRPC while an old leader's call still runs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::driver::{Console, Images, Inventory, Pause, SnapshotInfo, Snapshots, Stats};
+use crate::keyed_lock::KeyedLock;
+use crate::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
+
+/// A driver whose calls that change an instance (create, start, stop,
+/// delete, pause, resume, snapshot create, revert and delete, removing an
+/// orphan) run one at a time per instance id; reads (inspect, logs, stats,
+/// console, listings) do not wait.
+#[derive(Debug)]
+pub struct SerializedDriver {
+    inner: Arc<dyn Driver>,
+    locks: KeyedLock,
+}
+
+impl SerializedDriver {
+    /// Wraps `inner`; wrappers sharing `locks` serialize with each other.
+    pub fn new(inner: Arc<dyn Driver>, locks: KeyedLock) -> Self {
+        SerializedDriver { inner, locks }
+    }
+
+    /// The wrapped driver.
+    pub fn into_inner(self) -> Arc<dyn Driver> {
+        self.inner
+    }
+}
+
+#[async_trait]
+impl Driver for SerializedDriver {
+    fn instance_type(&self) -> InstanceType {
+        self.inner.instance_type()
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn runtime_of(&self, instance: &Instance) -> String {
+        self.inner.runtime_of(instance)
+    }
+
+    async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner.create(instance).await
+    }
+
+    async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner.start(instance).await
+    }
+
+    async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner.stop(instance, grace).await
+    }
+
+    async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner.delete(instance).await
+    }
+
+    async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
+        self.inner.inspect(instance).await
+    }
+
+    async fn read_log(
+        &self,
+        instance: &Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogChunk, DriverError> {
+        self.inner.read_log(instance, offset, max).await
+    }
+
+    fn stats(&self) -> Option<&dyn Stats> {
+        self.inner.stats()
+    }
+
+    fn console(&self) -> Option<&dyn Console> {
+        self.inner.console()
+    }
+
+    fn pause(&self) -> Option<&dyn Pause> {
+        self.inner.pause().map(|_| self as &dyn Pause)
+    }
+
+    fn images(&self) -> Option<&dyn Images> {
+        self.inner.images()
+    }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        self.inner.snapshots().map(|_| self as &dyn Snapshots)
+    }
+
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        self.inner.inventory().map(|_| self as &dyn Inventory)
+    }
+}
+
+impl SerializedDriver {
+    fn unsupported(&self, what: &str) -> DriverError {
+        DriverError::Unsupported(format!("the {} driver cannot {what}", self.inner.name()))
+    }
+}
+
+#[async_trait]
+impl Pause for SerializedDriver {
+    async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        let pause = self
+            .inner
+            .pause()
+            .ok_or_else(|| self.unsupported("pause"))?;
+        pause.pause(instance).await
+    }
+
+    async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        let pause = self
+            .inner
+            .pause()
+            .ok_or_else(|| self.unsupported("pause"))?;
+        pause.resume(instance).await
+    }
+}
+
+#[async_trait]
+impl Snapshots for SerializedDriver {
+    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        let snapshots = self
+            .inner
+            .snapshots()
+            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        snapshots.create(instance, name).await
+    }
+
+    async fn list(&self, instance: &Instance) -> Result<Vec<SnapshotInfo>, DriverError> {
+        let snapshots = self
+            .inner
+            .snapshots()
+            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        snapshots.list(instance).await
+    }
+
+    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        let snapshots = self
+            .inner
+            .snapshots()
+            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        snapshots.revert(instance, name).await
+    }
+
+    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        let snapshots = self
+            .inner
+            .snapshots()
+            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        snapshots.delete(instance, name).await
+    }
+}
+
+#[async_trait]
+impl Inventory for SerializedDriver {
+    async fn instance_ids(&self) -> Result<std::collections::BTreeSet<String>, DriverError> {
+        let inventory = self
+            .inner
+            .inventory()
+            .ok_or_else(|| self.unsupported("list its instances"))?;
+        inventory.instance_ids().await
+    }
+
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
+        let _one = self.locks.lock(id).await;
+        let inventory = self
+            .inner
+            .inventory()
+            .ok_or_else(|| self.unsupported("list its instances"))?;
+        inventory.remove_orphan(id).await
+    }
+}
