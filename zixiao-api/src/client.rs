@@ -354,6 +354,27 @@ impl ClusterClient {
         Ok(())
     }
 
+    /// Records what the node's orphan sweep did. Errors:
+    /// `FailedPrecondition` (this session does not hold the node), `NotFound`.
+    pub async fn report_orphan_sweep(
+        &self,
+        node: &str,
+        session: &str,
+        sweep: &zixiao_core::model::OrphanSweep,
+    ) -> Result<()> {
+        let request = crate::pb::ReportOrphanSweepRequest {
+            node: node.to_owned(),
+            session: session.to_owned(),
+            sweep_json: json::encode(sweep),
+        };
+        self.inner
+            .clone()
+            .report_orphan_sweep(request)
+            .await
+            .map_err(|s| to_error(&s))?;
+        Ok(())
+    }
+
     /// Removes a node that holds no instances.
     pub async fn deregister_node(&self, node: &str, session: &str) -> Result<()> {
         let request = DeregisterNodeRequest {

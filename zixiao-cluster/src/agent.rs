@@ -6,7 +6,7 @@
 //! still its own and removes the copies that now live elsewhere. With a
 //! network host it also sets the cluster's networks up on the node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,9 +19,10 @@ use tokio::task::JoinHandle;
 use zixiao_api::agent::AgentServer;
 use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_api::network::NETWORKS_TRAIT;
+use zixiao_core::model::OrphanSweep;
 use zixiao_core::{
-    DriverError, Error, ErrorKind, Instance, LocalAgent, NetworkHost, NodeAgent, NodeRegistration,
-    NodeRole, Result,
+    DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost, NodeAgent,
+    NodeRegistration, NodeRole, Result,
 };
 
 use crate::election::wait;
@@ -335,6 +336,10 @@ impl Lifeline {
                 ClusterPlacement::new(&node, &self.servers),
                 self.agent.clone(),
                 self.records.clone(),
+                SweepReport {
+                    session: self.session.clone(),
+                    clients: register_clients.iter().flatten().cloned().collect(),
+                },
             ));
             // Heartbeat until the lease is lost. A round in which no server
             // answered is retried at once (every server may be waiting for
@@ -421,12 +426,18 @@ impl ClusterPlacement {
     /// Where instance `id` is placed now (`None` inside: deleted or
     /// unplaced); `Err` when no server could say.
     async fn placed(&self, id: &str) -> std::result::Result<Option<String>, Error> {
+        Ok(self.lookup(id).await?.and_then(|i| i.node))
+    }
+
+    /// Instance `id` as the cluster stores it (`None` inside: deleted);
+    /// `Err` when no server could say.
+    async fn lookup(&self, id: &str) -> std::result::Result<Option<Instance>, Error> {
         let mut last = None;
         for client in &self.clients {
             // A server that hangs (on its store, say) is passed over.
             let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, client.get_instance(id)).await;
             match asked {
-                Ok(Ok(current)) => return Ok(current.node),
+                Ok(Ok(current)) => return Ok(Some(current)),
                 Ok(Err(e)) if e.kind() == ErrorKind::NotFound => return Ok(None),
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => {
@@ -462,14 +473,120 @@ impl Placement for ClusterPlacement {
     }
 }
 
+/// Where an agent reports its orphan sweeps.
+struct SweepReport {
+    session: String,
+    clients: Vec<ClusterClient>,
+}
+
+impl SweepReport {
+    /// Sends `sweep` to the first server that takes it.
+    async fn send(&self, node: &str, sweep: &OrphanSweep) {
+        for client in &self.clients {
+            match client.report_orphan_sweep(node, &self.session, sweep).await {
+                Ok(()) => return,
+                Err(e) => eprintln!("zixiao agent: reporting the orphan sweep: {}", e.chain()),
+            }
+        }
+    }
+}
+
 /// Removes the local copies of recorded instances that the cluster placed
 /// elsewhere (or deleted) while this node was away; keeps (re-adopts) the
-/// ones still placed here.
-async fn clean_up(placement: ClusterPlacement, agent: Arc<RecordingAgent>, records: Records) {
+/// ones still placed here. Every [`SWEEP_EVERY`] rounds, starting at once,
+/// it also sweeps the runtimes for orphans ([`sweep_orphans`]); the first
+/// sweep and every one that found something are reported to the cluster.
+async fn clean_up(
+    placement: ClusterPlacement,
+    agent: Arc<RecordingAgent>,
+    records: Records,
+    report: SweepReport,
+) {
+    let mut round = 0u64;
     loop {
+        if round % SWEEP_EVERY == 0 {
+            let sweep = sweep_orphans(&placement, &agent, &records).await;
+            if round == 0 || !sweep.is_empty() {
+                if !sweep.is_empty() {
+                    eprintln!(
+                        "zixiao agent: orphan sweep: adopted {:?}, removed {:?}, errors {:?}",
+                        sweep.adopted, sweep.removed, sweep.errors
+                    );
+                }
+                report.send(&placement.node, &sweep).await;
+            }
+        }
         clean_up_once(&placement, &agent, &records).await;
+        round += 1;
         tokio::time::sleep(CLEAN_UP_PERIOD).await;
     }
+}
+
+/// Compares what the node's runtimes hold (each driver's [`Inventory`])
+/// with the node's records. An object no record explains is an orphan: a
+/// create cut off by `kill -9`, or a record lost with its state directory.
+/// It is adopted (recorded again) when the cluster places that instance on
+/// this node, and stopped and removed when the cluster placed it elsewhere
+/// or deleted it; when no server can say, it is left for the next sweep.
+///
+/// The runtimes are listed before the records are read, so an instance
+/// being created meanwhile (recorded before its runtime object exists) is
+/// never taken for an orphan.
+///
+/// [`Inventory`]: zixiao_core::driver::Inventory
+async fn sweep_orphans(
+    placement: &ClusterPlacement,
+    agent: &RecordingAgent,
+    records: &Records,
+) -> OrphanSweep {
+    let mut sweep = OrphanSweep {
+        at: Some(chrono::Utc::now()),
+        ..OrphanSweep::default()
+    };
+    let mut held = Vec::new();
+    for instance_type in InstanceType::ALL {
+        let Ok(driver) = agent.driver(instance_type) else {
+            continue;
+        };
+        let listed = match driver.inventory() {
+            Some(inventory) => inventory.instance_ids().await,
+            None => continue,
+        };
+        match listed {
+            Ok(ids) => held.push((instance_type, driver, ids)),
+            Err(e) => sweep
+                .errors
+                .push(format!("listing the {instance_type} runtime: {e}")),
+        }
+    }
+    let recorded: BTreeSet<String> = records.list().into_iter().map(|i| i.id).collect();
+    for (instance_type, driver, ids) in held {
+        let Some(inventory) = driver.inventory() else {
+            continue;
+        };
+        for id in ids.difference(&recorded) {
+            match placement.lookup(id).await {
+                Ok(Some(instance))
+                    if instance.node.as_deref() == Some(placement.node.as_str())
+                        && instance.spec.instance_type == instance_type =>
+                {
+                    match records.put(&instance) {
+                        Ok(()) => sweep.adopted.push(id.clone()),
+                        Err(e) => sweep.errors.push(format!("adopting `{id}`: {e}")),
+                    }
+                }
+                Ok(_) => match inventory.remove_orphan(id).await {
+                    Ok(()) => sweep.removed.push(id.clone()),
+                    Err(e) => sweep.errors.push(format!("removing `{id}`: {e}")),
+                },
+                Err(e) => sweep.errors.push(format!(
+                    "`{id}`: no server could say where it is placed: {}",
+                    e.chain()
+                )),
+            }
+        }
+    }
+    sweep
 }
 
 /// How long one server may take to say where an instance is placed.
@@ -477,6 +594,10 @@ const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the agent looks for local copies that moved away.
 const CLEAN_UP_PERIOD: Duration = Duration::from_secs(5);
+
+/// Every how many clean-up rounds the runtimes are swept for orphans (a
+/// minute): listing every runtime costs more than reading the records.
+const SWEEP_EVERY: u64 = 12;
 
 /// The pause before a heartbeat round that follows one no server answered.
 const HEARTBEAT_RETRY: Duration = Duration::from_millis(100);

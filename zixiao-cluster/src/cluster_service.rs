@@ -11,10 +11,11 @@ use zixiao_api::pb::cluster_service_server::{ClusterService, ClusterServiceServe
 use zixiao_api::pb::{
     DeregisterNodeRequest, Empty, GetClusterInfoResponse, HeartbeatRequest, HeartbeatResponse,
     JsonList, JsonObject, NodeEvent, NodeRef, RegisterNodeRequest, RegisterNodeResponse,
-    UpdateNodeStatusRequest, WatchRequest,
+    ReportOrphanSweepRequest, UpdateNodeStatusRequest, WatchRequest,
 };
 use zixiao_api::status::from_error;
 use zixiao_core::controller::NODES_PREFIX;
+use zixiao_core::model::OrphanSweep;
 use zixiao_core::store::{Store, WatchEvent};
 use zixiao_core::{Controller, Error, NodeRegistration};
 
@@ -251,6 +252,31 @@ impl ClusterService for ClusterServer {
             .await
             .map_err(err)?;
         Ok(object(&node))
+    }
+
+    async fn report_orphan_sweep(
+        &self,
+        request: Request<ReportOrphanSweepRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        node_name(&request.node)?;
+        let sweep: OrphanSweep = json::decode("sweep_json", &request.sweep_json).map_err(err)?;
+        let held = self
+            .membership
+            .held_by(&request.node, &request.session)
+            .await
+            .map_err(err)?;
+        if held.is_none() {
+            return Err(err(Error::FailedPrecondition(format!(
+                "node `{}` is not held by this agent's session: register first",
+                request.node
+            ))));
+        }
+        self.controller
+            .record_orphan_sweep(&request.node, sweep)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn drain_node(&self, request: Request<NodeRef>) -> Result<Response<JsonObject>, Status> {

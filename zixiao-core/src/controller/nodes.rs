@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::model::{
-    DesiredState, Instance, Node, NodeRegistration, NodeStatus, Resources, RestartPolicy,
+    DesiredState, Instance, Node, NodeRegistration, NodeStatus, OrphanSweep, Resources,
+    RestartPolicy,
 };
 use crate::store::{put_object, StoreError, StoreExt, Txn};
 use crate::{Error, Result};
@@ -181,6 +182,16 @@ impl Controller {
             .await?;
         report.status = Some(node.status);
         Ok(report)
+    }
+
+    /// Records what node `node`'s orphan sweep did (shown on the node).
+    /// Errors: `NotFound`, `Conflict`, the store's errors.
+    pub async fn record_orphan_sweep(&self, node: &str, sweep: OrphanSweep) -> Result<Node> {
+        self.update_object::<Node, _>(node, |n| {
+            n.orphan_sweep = Some(sweep.clone());
+            Ok(true)
+        })
+        .await
     }
 
     /// Puts a node in maintenance (emptied as by a drain, unschedulable until
