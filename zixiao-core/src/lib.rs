@@ -1,10 +1,12 @@
 //! Zixiao's core: the domain model, validation, error kinds, the small traits
-//! every layer implements, and the [`Controller`] that ties them together.
+//! every layer implements, the [`Controller`] that ties them together, and
+//! the one user-facing [`Api`] that every frontend calls through a [`Client`].
 //!
 //! The dependency arrows of the workspace point here: store backends
 //! (`zixiao-store`), schedulers (`zixiao-sched`) and runtime drivers
-//! (`zixiao-drivers`) implement the traits of this crate, and frontends (the
-//! CLI, the bindings, the server) call the [`Controller`].
+//! (`zixiao-drivers`) implement the traits of this crate; the [`Controller`]
+//! implements the [`Api`] in-process and `zixiao-api` over gRPC, and
+//! frontends (the CLI, the bindings, the server) hold a [`Client`] of either.
 //!
 //! ```
 //! use zixiao_core::{CreateInstance, InstanceSpec, InstanceType};
@@ -18,6 +20,7 @@
 //! ```
 
 pub mod agent;
+pub mod api;
 pub mod clock;
 pub mod controller;
 pub mod driver;
@@ -29,10 +32,11 @@ pub mod scheduler;
 pub mod store;
 
 pub use agent::{LocalAgent, NodeAgent, NodeFacts};
+pub use api::{Api, Client, Wait};
 pub use clock::{Clock, SystemClock};
 pub use controller::{
-    AddressAllocator, ClusterInfo, Controller, ControllerBuilder, InstanceEvent, InstanceEventKind,
-    InstanceFilter, NetworkHost,
+    AddressAllocator, ClusterInfo, Controller, ControllerBuilder, EventKind, InstanceEvent,
+    InstanceFilter, NetworkHost, NodeEvent,
 };
 pub use driver::{Driver, DriverError, InstanceStats, LogChunk, RuntimeState};
 pub use error::{Error, ErrorKind, Result};

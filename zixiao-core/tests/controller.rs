@@ -10,9 +10,9 @@ use futures::StreamExt;
 use zixiao_core::controller::ControllerOptions;
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
-    Controller, CreateInstance, DesiredState, ErrorKind, InstanceEventKind, InstanceFilter,
-    InstanceSpec, InstanceStatus, InstanceType, LocalAgent, NodeRegistration, NodeStatus,
-    Resources, RestartPolicy, RuntimeState,
+    Controller, CreateInstance, DesiredState, ErrorKind, EventKind, InstanceFilter, InstanceSpec,
+    InstanceStatus, InstanceType, LocalAgent, NodeRegistration, NodeStatus, Resources,
+    RestartPolicy, RuntimeState,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -557,12 +557,12 @@ async fn watch_streams_every_change_in_order() {
             statuses.insert(i.status);
         }
         kinds.push(event.kind);
-        if event.kind == InstanceEventKind::Deleted {
+        if event.kind == EventKind::Deleted {
             break;
         }
     }
-    assert_eq!(kinds.first(), Some(&InstanceEventKind::Added));
-    assert_eq!(kinds.last(), Some(&InstanceEventKind::Deleted));
+    assert_eq!(kinds.first(), Some(&EventKind::Added));
+    assert_eq!(kinds.last(), Some(&EventKind::Deleted));
     for status in [
         InstanceStatus::Pending,
         InstanceStatus::Scheduled,

@@ -13,12 +13,14 @@
 //! # Ok(()) }
 //! ```
 
+mod api;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use zixiao_core::controller::Convergence;
 use zixiao_core::host::HostFacts;
-use zixiao_core::{Controller, Error, LocalAgent, Node, Result};
+use zixiao_core::{Client, Controller, Error, LocalAgent, Node, Result};
 use zixiao_drivers::DriverConfig;
 use zixiao_net::{LinuxNetwork, StoreIpam};
 use zixiao_sched::PluginScheduler;
@@ -66,6 +68,15 @@ pub struct Embedded {
     /// Where the local node's drivers keep their files and find their
     /// runtimes (a microVM's exported snapshots are copied from here).
     pub drivers: DriverConfig,
+}
+
+impl Embedded {
+    /// A [`Client`] of this deployment: the controller's API plus what
+    /// needs the caller's files (snapshot export and restore, image
+    /// archives), with the local node as the default node of image requests.
+    pub fn client(&self) -> Client {
+        Client::new(Arc::new(self.clone()))
+    }
 }
 
 /// Environment variable naming the state directory when none is given.

@@ -24,7 +24,7 @@ pub use instances::{InstanceFilter, LogReader};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
 pub use reconcile::{Convergence, ReconcileReport, Step};
-pub use watch::{InstanceEvent, InstanceEventKind};
+pub use watch::{EventKind, InstanceEvent, NodeEvent};
 
 use crate::agent::NodeAgent;
 use crate::clock::{Clock, SystemClock};

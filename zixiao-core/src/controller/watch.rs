@@ -1,17 +1,17 @@
-//! Typed change streams over the store's watch.
+//! Typed change streams of instances and nodes over the store's watch.
 
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use super::{Controller, INSTANCES_PREFIX};
-use crate::model::Instance;
-use crate::store::{decode, Revision, StoreError, WatchEvent};
+use super::{Controller, INSTANCES_PREFIX, NODES_PREFIX};
+use crate::model::{Instance, Node};
+use crate::store::{decode, Revision, StoreError, StoredObject, WatchEvent};
 use crate::Result;
 
-/// How an instance changed.
+/// How an object changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum InstanceEventKind {
+pub enum EventKind {
     /// It was created.
     Added,
     /// It changed.
@@ -24,12 +24,25 @@ pub enum InstanceEventKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceEvent {
     /// How it changed.
-    pub kind: InstanceEventKind,
+    pub kind: EventKind,
     /// The store revision of the change; resume a watch after it.
     pub revision: Revision,
     /// The instance after the change (before it, for a deletion).
     pub instance: Option<Instance>,
     /// The instance's id.
+    pub id: String,
+}
+
+/// One change of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeEvent {
+    /// How it changed.
+    pub kind: EventKind,
+    /// The store revision of the change; resume a watch after it.
+    pub revision: Revision,
+    /// The node after the change (before it, for a deletion).
+    pub node: Option<Node>,
+    /// The node's id.
     pub id: String,
 }
 
@@ -42,7 +55,33 @@ impl Controller {
         after: Revision,
     ) -> Result<impl Stream<Item = Result<InstanceEvent>> + Send + 'static> {
         let stream = self.inner.store.watch(INSTANCES_PREFIX, after).await?;
-        Ok(stream.map(|event| to_instance_event(event?).map_err(Into::into)))
+        Ok(stream.map(|event| {
+            let (kind, revision, instance, id) = typed::<Instance>(event?)?;
+            Ok(InstanceEvent {
+                kind,
+                revision,
+                instance,
+                id,
+            })
+        }))
+    }
+
+    /// Streams node changes after store revision `after`, as
+    /// [`Controller::watch_instances`] does for instances.
+    pub async fn watch_nodes(
+        &self,
+        after: Revision,
+    ) -> Result<impl Stream<Item = Result<NodeEvent>> + Send + 'static> {
+        let stream = self.inner.store.watch(NODES_PREFIX, after).await?;
+        Ok(stream.map(|event| {
+            let (kind, revision, node, id) = typed::<Node>(event?)?;
+            Ok(NodeEvent {
+                kind,
+                revision,
+                node,
+                id,
+            })
+        }))
     }
 
     /// The store's current revision, to start a watch from "now".
@@ -51,31 +90,30 @@ impl Controller {
     }
 }
 
-fn to_instance_event(event: WatchEvent) -> Result<InstanceEvent, StoreError> {
+/// A store event of a `T` key as (kind, revision, object, id).
+fn typed<T: StoredObject>(
+    event: WatchEvent,
+) -> Result<(EventKind, Revision, Option<T>, String), StoreError> {
     let id = event
         .key()
-        .strip_prefix(INSTANCES_PREFIX)
+        .strip_prefix(T::PREFIX)
         .unwrap_or(event.key())
         .to_owned();
     Ok(match event {
-        WatchEvent::Put(kv) => InstanceEvent {
-            kind: if kv.create_revision == kv.mod_revision {
-                InstanceEventKind::Added
+        WatchEvent::Put(kv) => {
+            let kind = if kv.create_revision == kv.mod_revision {
+                EventKind::Added
             } else {
-                InstanceEventKind::Modified
-            },
-            revision: kv.mod_revision,
-            instance: Some(decode::<Instance>(&kv)?),
-            id,
-        },
+                EventKind::Modified
+            };
+            (kind, kv.mod_revision, Some(decode::<T>(&kv)?), id)
+        }
         WatchEvent::Delete {
             revision,
             prev,
             key,
-        } => InstanceEvent {
-            kind: InstanceEventKind::Deleted,
-            revision,
-            instance: prev.and_then(|value| {
+        } => {
+            let before = prev.and_then(|value| {
                 let kv = crate::store::KeyValue {
                     key,
                     value,
@@ -83,9 +121,9 @@ fn to_instance_event(event: WatchEvent) -> Result<InstanceEvent, StoreError> {
                     mod_revision: revision,
                     lease: None,
                 };
-                decode::<Instance>(&kv).ok()
-            }),
-            id,
-        },
+                decode::<T>(&kv).ok()
+            });
+            (EventKind::Deleted, revision, before, id)
+        }
     })
 }

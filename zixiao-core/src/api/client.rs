@@ -1,0 +1,331 @@
+//! [`Client`]: a typed method per operation over any [`Api`], the handle
+//! every frontend holds. Each method builds one [`Request`], makes one
+//! call and takes its documented [`Response`] variant; the request's
+//! documentation says when it is idempotent and which errors it returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+
+use super::{Api, Progress, Request, Response, Wait};
+use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
+use crate::driver::{ConsoleStream, ImageInfo, InstanceStats, LogChunk, SnapshotInfo};
+use crate::model::{CreateInstance, CreateNetwork, Instance, InstanceType, Network, Node};
+use crate::store::Revision;
+use crate::{Error, Result};
+
+/// Zixiao's operations as typed methods, in-process or remote alike.
+/// Cheap to clone; clones share the implementation.
+#[derive(Debug, Clone)]
+pub struct Client {
+    api: Arc<dyn Api>,
+}
+
+/// Makes one call and takes the response variant `$variant`, whose value
+/// the request documents; any other answer is an implementation's bug.
+macro_rules! expect {
+    ($client:expr, $request:expr, $variant:ident) => {{
+        let request = $request;
+        let operation = request.operation();
+        match $client.api.call(request).await? {
+            Response::$variant(value) => Ok(value),
+            other => Err(unexpected(operation, stringify!($variant), &other)),
+        }
+    }};
+}
+
+fn unexpected(operation: &str, wanted: &str, got: &Response) -> Error {
+    Error::Internal(format!("{operation} answered {}, not {wanted}", got.kind()))
+}
+
+impl Client {
+    /// A client of `api`.
+    pub fn new(api: Arc<dyn Api>) -> Self {
+        Client { api }
+    }
+
+    /// The implementation behind it.
+    pub fn api(&self) -> &Arc<dyn Api> {
+        &self.api
+    }
+
+    /// Carries out any request, for callers that build requests themselves.
+    pub async fn call(&self, request: Request) -> Result<Response> {
+        self.api.call(request).await
+    }
+
+    /// See [`Request::CreateInstance`].
+    pub async fn create_instance(&self, request: CreateInstance, wait: Wait) -> Result<Instance> {
+        expect!(self, Request::CreateInstance { request, wait }, Instance)
+    }
+
+    /// See [`Request::GetInstance`].
+    pub async fn get_instance(&self, instance: &str) -> Result<Instance> {
+        expect!(
+            self,
+            Request::GetInstance {
+                instance: instance.to_owned()
+            },
+            Instance
+        )
+    }
+
+    /// See [`Request::ListInstances`].
+    pub async fn list_instances(&self, filter: InstanceFilter) -> Result<Vec<Instance>> {
+        expect!(self, Request::ListInstances { filter }, Instances)
+    }
+
+    /// See [`Request::StartInstance`].
+    pub async fn start_instance(&self, instance: &str, wait: Wait) -> Result<Instance> {
+        let instance = instance.to_owned();
+        expect!(self, Request::StartInstance { instance, wait }, Instance)
+    }
+
+    /// See [`Request::StopInstance`].
+    pub async fn stop_instance(&self, instance: &str, wait: Wait) -> Result<Instance> {
+        let instance = instance.to_owned();
+        expect!(self, Request::StopInstance { instance, wait }, Instance)
+    }
+
+    /// See [`Request::RestartInstance`].
+    pub async fn restart_instance(&self, instance: &str, wait: Wait) -> Result<Instance> {
+        let instance = instance.to_owned();
+        expect!(self, Request::RestartInstance { instance, wait }, Instance)
+    }
+
+    /// See [`Request::DeleteInstance`]: `None` once it is gone.
+    pub async fn delete_instance(&self, instance: &str, wait: Wait) -> Result<Option<Instance>> {
+        let instance = instance.to_owned();
+        expect!(
+            self,
+            Request::DeleteInstance { instance, wait },
+            MaybeInstance
+        )
+    }
+
+    /// See [`Request::PauseInstance`].
+    pub async fn pause_instance(&self, instance: &str) -> Result<Instance> {
+        let instance = instance.to_owned();
+        expect!(self, Request::PauseInstance { instance }, Instance)
+    }
+
+    /// See [`Request::ResumeInstance`].
+    pub async fn resume_instance(&self, instance: &str) -> Result<Instance> {
+        let instance = instance.to_owned();
+        expect!(self, Request::ResumeInstance { instance }, Instance)
+    }
+
+    /// See [`Request::InstanceStats`].
+    pub async fn instance_stats(&self, instance: &str) -> Result<InstanceStats> {
+        let instance = instance.to_owned();
+        expect!(self, Request::InstanceStats { instance }, Stats)
+    }
+
+    /// See [`Request::ReadLog`].
+    pub async fn read_log(&self, instance: &str, offset: u64, max: u64) -> Result<LogChunk> {
+        let instance = instance.to_owned();
+        expect!(
+            self,
+            Request::ReadLog {
+                instance,
+                offset,
+                max
+            },
+            Log
+        )
+    }
+
+    /// See [`Request::AttachConsole`].
+    pub async fn attach_console(&self, instance: &str) -> Result<ConsoleStream> {
+        let instance = instance.to_owned();
+        expect!(self, Request::AttachConsole { instance }, Console)
+    }
+
+    /// See [`Request::WatchInstances`].
+    pub async fn watch_instances(
+        &self,
+        after: Revision,
+    ) -> Result<BoxStream<'static, Result<InstanceEvent>>> {
+        expect!(self, Request::WatchInstances { after }, InstanceEvents)
+    }
+
+    /// See [`Request::CreateSnapshot`].
+    pub async fn create_snapshot(&self, instance: &str, name: &str) -> Result<SnapshotInfo> {
+        let (instance, name) = (instance.to_owned(), name.to_owned());
+        expect!(self, Request::CreateSnapshot { instance, name }, Snapshot)
+    }
+
+    /// See [`Request::ListSnapshots`].
+    pub async fn list_snapshots(&self, instance: &str) -> Result<Vec<SnapshotInfo>> {
+        let instance = instance.to_owned();
+        expect!(self, Request::ListSnapshots { instance }, Snapshots)
+    }
+
+    /// See [`Request::RevertSnapshot`].
+    pub async fn revert_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+        let (instance, name) = (instance.to_owned(), name.to_owned());
+        self.done(Request::RevertSnapshot { instance, name }).await
+    }
+
+    /// See [`Request::DeleteSnapshot`].
+    pub async fn delete_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+        let (instance, name) = (instance.to_owned(), name.to_owned());
+        self.done(Request::DeleteSnapshot { instance, name }).await
+    }
+
+    /// See [`Request::ExportSnapshot`].
+    pub async fn export_snapshot(&self, instance: &str, name: &str, to: PathBuf) -> Result<()> {
+        let (instance, name) = (instance.to_owned(), name.to_owned());
+        self.done(Request::ExportSnapshot { instance, name, to })
+            .await
+    }
+
+    /// See [`Request::RestoreInstance`].
+    pub async fn restore_instance(
+        &self,
+        name: &str,
+        from: PathBuf,
+        wait: Wait,
+    ) -> Result<Instance> {
+        let name = name.to_owned();
+        expect!(
+            self,
+            Request::RestoreInstance { name, from, wait },
+            Instance
+        )
+    }
+
+    /// See [`Request::ImportImages`].
+    pub async fn import_images(
+        &self,
+        node: Option<&str>,
+        instance_type: InstanceType,
+        archive: PathBuf,
+        progress: Progress,
+    ) -> Result<Vec<ImageInfo>> {
+        let request = Request::ImportImages {
+            node: node.map(str::to_owned),
+            instance_type,
+            archive,
+            progress,
+        };
+        expect!(self, request, Images)
+    }
+
+    /// See [`Request::ListImages`].
+    pub async fn list_images(
+        &self,
+        node: Option<&str>,
+        instance_type: InstanceType,
+    ) -> Result<Vec<ImageInfo>> {
+        let node = node.map(str::to_owned);
+        expect!(
+            self,
+            Request::ListImages {
+                node,
+                instance_type
+            },
+            Images
+        )
+    }
+
+    /// See [`Request::RemoveImage`].
+    pub async fn remove_image(
+        &self,
+        node: Option<&str>,
+        instance_type: InstanceType,
+        name: &str,
+    ) -> Result<()> {
+        self.done(Request::RemoveImage {
+            node: node.map(str::to_owned),
+            instance_type,
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// See [`Request::ListNodes`].
+    pub async fn list_nodes(&self) -> Result<Vec<Node>> {
+        expect!(self, Request::ListNodes, Nodes)
+    }
+
+    /// See [`Request::GetNode`].
+    pub async fn get_node(&self, node: &str) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(self, Request::GetNode { node }, Node)
+    }
+
+    /// See [`Request::CordonNode`].
+    pub async fn cordon_node(&self, node: &str) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(self, Request::CordonNode { node }, Node)
+    }
+
+    /// See [`Request::UncordonNode`].
+    pub async fn uncordon_node(&self, node: &str) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(self, Request::UncordonNode { node }, Node)
+    }
+
+    /// See [`Request::DrainNode`].
+    pub async fn drain_node(&self, node: &str) -> Result<DrainReport> {
+        let node = node.to_owned();
+        expect!(self, Request::DrainNode { node }, Drain)
+    }
+
+    /// See [`Request::SetMaintenance`].
+    pub async fn set_maintenance(&self, node: &str, on: bool) -> Result<DrainReport> {
+        let node = node.to_owned();
+        expect!(self, Request::SetMaintenance { node, on }, Drain)
+    }
+
+    /// See [`Request::DeregisterNode`].
+    pub async fn deregister_node(&self, node: &str) -> Result<()> {
+        let node = node.to_owned();
+        self.done(Request::DeregisterNode { node }).await
+    }
+
+    /// See [`Request::WatchNodes`].
+    pub async fn watch_nodes(
+        &self,
+        after: Revision,
+    ) -> Result<BoxStream<'static, Result<NodeEvent>>> {
+        expect!(self, Request::WatchNodes { after }, NodeEvents)
+    }
+
+    /// See [`Request::ClusterInfo`].
+    pub async fn cluster_info(&self) -> Result<ClusterInfo> {
+        expect!(self, Request::ClusterInfo, ClusterInfo)
+    }
+
+    /// See [`Request::CreateNetwork`].
+    pub async fn create_network(&self, request: CreateNetwork) -> Result<Network> {
+        expect!(self, Request::CreateNetwork { request }, Network)
+    }
+
+    /// See [`Request::GetNetwork`].
+    pub async fn get_network(&self, name: &str) -> Result<Network> {
+        let name = name.to_owned();
+        expect!(self, Request::GetNetwork { name }, Network)
+    }
+
+    /// See [`Request::ListNetworks`].
+    pub async fn list_networks(&self) -> Result<Vec<Network>> {
+        expect!(self, Request::ListNetworks, Networks)
+    }
+
+    /// See [`Request::DeleteNetwork`].
+    pub async fn delete_network(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.done(Request::DeleteNetwork { name }).await
+    }
+
+    async fn done(&self, request: Request) -> Result<()> {
+        let operation = request.operation();
+        match self.api.call(request).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(operation, "Done", &other)),
+        }
+    }
+}

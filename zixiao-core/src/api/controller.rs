@@ -1,0 +1,212 @@
+//! The in-process [`Api`]: each request is one call of the [`Controller`].
+//!
+//! Calls that wait ([`Wait::Settled`]) settle the instance
+//! ([`Controller::settle`]): a controller that converges in its callers
+//! converges it, one whose background loop converges (a server) watches it.
+//! Without a background loop nothing else brings the store up to date with
+//! the runtimes, so such a controller also converges before it answers a
+//! read of instances (an instance that exited shows as exited).
+
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use super::{Api, Request, Response, Wait};
+use crate::controller::{Controller, Convergence};
+use crate::{Error, Instance, Result};
+
+#[async_trait]
+impl Api for Controller {
+    async fn call(&self, request: Request) -> Result<Response> {
+        Ok(match request {
+            Request::CreateInstance { request, wait } => {
+                let created = self.create_instance(request).await?;
+                Response::Instance(self.settled(created, wait).await?)
+            }
+            Request::GetInstance { instance } => {
+                let found = self.get_instance(&instance).await?;
+                if self.convergence() == Convergence::InCaller {
+                    let current = self.converge(&found.id).await?;
+                    return Ok(Response::Instance(current.unwrap_or(found)));
+                }
+                Response::Instance(found)
+            }
+            Request::ListInstances { filter } => {
+                self.refresh_all().await?;
+                Response::Instances(self.list_instances(&filter).await?)
+            }
+            Request::StartInstance { instance, wait } => {
+                let started = self.start_instance(&instance).await?;
+                Response::Instance(self.settled(started, wait).await?)
+            }
+            Request::StopInstance { instance, wait } => {
+                let stopped = self.stop_instance(&instance).await?;
+                Response::Instance(self.settled(stopped, wait).await?)
+            }
+            Request::RestartInstance { instance, wait } => {
+                let restarted = self.restart_instance(&instance).await?;
+                Response::Instance(self.settled(restarted, wait).await?)
+            }
+            Request::DeleteInstance { instance, wait } => {
+                let deleting = self.delete_instance(&instance).await?;
+                Response::MaybeInstance(match wait {
+                    Wait::No => Some(deleting),
+                    Wait::Settled => self.settle(&deleting.id).await?,
+                })
+            }
+            Request::PauseInstance { instance } => {
+                Response::Instance(self.pause_instance(&instance).await?)
+            }
+            Request::ResumeInstance { instance } => {
+                Response::Instance(self.resume_instance(&instance).await?)
+            }
+            Request::InstanceStats { instance } => {
+                Response::Stats(self.instance_stats(&instance).await?)
+            }
+            Request::ReadLog {
+                instance,
+                offset,
+                max,
+            } => {
+                let reader = self.logs(&instance).await?;
+                let max = usize::try_from(max).unwrap_or(usize::MAX);
+                Response::Log(reader.read(offset, max).await?)
+            }
+            Request::AttachConsole { instance } => {
+                Response::Console(self.attach_console(&instance).await?)
+            }
+            Request::WatchInstances { after } => {
+                let after = match after {
+                    0 => self.current_revision().await?,
+                    after => after,
+                };
+                Response::InstanceEvents(self.watch_instances(after).await?.boxed())
+            }
+            Request::CreateSnapshot { instance, name } => {
+                Response::Snapshot(self.snapshot_instance(&instance, &name).await?)
+            }
+            Request::ListSnapshots { instance } => {
+                Response::Snapshots(self.list_snapshots(&instance).await?)
+            }
+            Request::RevertSnapshot { instance, name } => {
+                self.revert_snapshot(&instance, &name).await?;
+                Response::Done
+            }
+            Request::DeleteSnapshot { instance, name } => {
+                self.delete_snapshot(&instance, &name).await?;
+                Response::Done
+            }
+            request @ (Request::ExportSnapshot { .. } | Request::RestoreInstance { .. }) => {
+                return Err(Error::Unsupported(format!(
+                    "{}: snapshot directories live on the node's disk, which only the \
+                     embedded deployment reaches (run it on the node, without a server)",
+                    request.operation()
+                )))
+            }
+            Request::ImportImages {
+                node,
+                instance_type,
+                archive,
+                progress,
+            } => {
+                let node = self.image_node(node).await?;
+                let report = move |p| progress.report(p);
+                let images = self
+                    .import_images(&node, instance_type, &archive, &report)
+                    .await?;
+                Response::Images(images)
+            }
+            Request::ListImages {
+                node,
+                instance_type,
+            } => {
+                let node = self.image_node(node).await?;
+                Response::Images(self.list_images(&node, instance_type).await?)
+            }
+            Request::RemoveImage {
+                node,
+                instance_type,
+                name,
+            } => {
+                let node = self.image_node(node).await?;
+                self.remove_image(&node, instance_type, &name).await?;
+                Response::Done
+            }
+            Request::ListNodes => Response::Nodes(self.list_nodes().await?),
+            Request::GetNode { node } => Response::Node(self.get_node(&node).await?),
+            Request::CordonNode { node } => Response::Node(self.cordon_node(&node).await?),
+            Request::UncordonNode { node } => Response::Node(self.uncordon_node(&node).await?),
+            Request::DrainNode { node } => Response::Drain(self.drain_node(&node).await?),
+            Request::SetMaintenance { node, on } => {
+                Response::Drain(self.set_maintenance(&node, on).await?)
+            }
+            Request::DeregisterNode { node } => {
+                self.deregister_node(&node).await?;
+                Response::Done
+            }
+            Request::WatchNodes { after } => {
+                let after = match after {
+                    0 => self.current_revision().await?,
+                    after => after,
+                };
+                Response::NodeEvents(self.watch_nodes(after).await?.boxed())
+            }
+            Request::ClusterInfo => {
+                self.refresh_all().await?;
+                Response::ClusterInfo(self.cluster_info().await?)
+            }
+            Request::CreateNetwork { request } => {
+                Response::Network(self.create_network(request).await?)
+            }
+            Request::GetNetwork { name } => Response::Network(self.get_network(&name).await?),
+            Request::ListNetworks => Response::Networks(self.list_networks().await?),
+            Request::DeleteNetwork { name } => {
+                self.delete_network(&name).await?;
+                Response::Done
+            }
+        })
+    }
+}
+
+impl Controller {
+    /// `instance` after its intent was stored: as it is, or settled.
+    /// Errors: `NotFound` when it was deleted meanwhile.
+    async fn settled(&self, instance: Instance, wait: Wait) -> Result<Instance> {
+        if !wait.settled() {
+            return Ok(instance);
+        }
+        self.settle(&instance.id).await?.ok_or_else(|| {
+            Error::not_found(format!("instance `{}` (deleted meanwhile)", instance.name))
+        })
+    }
+
+    /// Brings every instance up to date before a read, when nothing in the
+    /// background does; one instance's failure is recorded on it, not
+    /// returned.
+    async fn refresh_all(&self) -> Result<()> {
+        if self.convergence() == Convergence::InCaller {
+            self.reconcile_all().await?;
+        }
+        Ok(())
+    }
+
+    /// The node an image request means: the one named, or the only one.
+    async fn image_node(&self, node: Option<String>) -> Result<String> {
+        if let Some(node) = node {
+            return Ok(node);
+        }
+        let nodes = self.list_nodes().await?;
+        match nodes.as_slice() {
+            [only] => Ok(only.id.clone()),
+            [] => Err(Error::FailedPrecondition(
+                "no nodes are registered".to_owned(),
+            )),
+            _ => Err(Error::invalid(
+                "node",
+                format!(
+                    "{} nodes are registered: name the node whose images you mean",
+                    nodes.len()
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! The one API of a Zixiao deployment. Every user-facing operation is one
+//! [`Request`] variant with one [`Response`] shape, carried out by one
+//! method, [`Api::call`]; [`Client`] gives each operation its typed method.
+//!
+//! Two implementations carry requests out: the in-process [`Controller`]
+//! (the embedded deployment, and what a server serves) and the gRPC client
+//! of `zixiao-api`. Every frontend (the CLI, the Python, Node and uniffi
+//! bindings, the web UI) holds a [`Client`] and has one code path; which
+//! implementation is behind it is decided once, when it is built.
+//! Cross-cutting behaviour (authorization, quotas, audit, metrics) wraps an
+//! `Api`, as tower's layers wrap a service: a wrapper sees every request,
+//! its [`Request::operation`] and [`Request::target`], in one place.
+//!
+//! [`Controller`]: crate::Controller
+//!
+//! ```no_run
+//! # async fn example(api: std::sync::Arc<dyn zixiao_core::api::Api>) -> zixiao_core::Result<()> {
+//! use zixiao_core::api::{Client, Wait};
+//! use zixiao_core::{CreateInstance, InstanceSpec};
+//!
+//! let client = Client::new(api);
+//! let web = client
+//!     .create_instance(CreateInstance::new("web", InstanceSpec::container("busybox")), Wait::Settled)
+//!     .await?;
+//! println!("{} is {}", web.name, web.status.as_str());
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod controller;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+pub use client::Client;
+
+use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
+use crate::driver::SnapshotInfo;
+use crate::driver::{ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk};
+use crate::model::{CreateInstance, CreateNetwork, Instance, InstanceType, Network, Node};
+use crate::store::Revision;
+use crate::Result;
+
+/// Carries out Zixiao's user-facing operations. Implemented in-process by
+/// the [`Controller`](crate::Controller) and over gRPC by `zixiao-api`, and
+/// by wrappers that add behaviour around another `Api`.
+#[async_trait]
+pub trait Api: Send + Sync + fmt::Debug {
+    /// Carries out `request`. The [`Response`] variant is the one the
+    /// request's documentation names; each request's documentation also
+    /// says whether it is idempotent and which error kinds it returns.
+    /// Every implementation may also return `Unavailable` (the deployment
+    /// cannot be reached) and `Unsupported` (this implementation cannot do
+    /// that, with the reason).
+    async fn call(&self, request: Request) -> Result<Response>;
+}
+
+#[async_trait]
+impl<A: Api + ?Sized> Api for Arc<A> {
+    async fn call(&self, request: Request) -> Result<Response> {
+        (**self).call(request).await
+    }
+}
+
+/// Whether a call that changes an instance answers at once, with the intent
+/// stored, or once the instance has settled: its intent is met, or it
+/// waits for capacity, a back-off or a person (the instance's conditions
+/// say which).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Wait {
+    /// Answer once the intent is stored.
+    #[default]
+    No,
+    /// Answer once the instance has settled.
+    Settled,
+}
+
+impl Wait {
+    /// Whether to wait.
+    pub fn settled(self) -> bool {
+        self == Wait::Settled
+    }
+}
+
+impl From<bool> for Wait {
+    fn from(wait: bool) -> Self {
+        if wait {
+            Wait::Settled
+        } else {
+            Wait::No
+        }
+    }
+}
+
+/// Called as an image import reads its archive.
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(ImportProgress) + Send + Sync>);
+
+impl Progress {
+    /// Reports to `report`.
+    pub fn new(report: impl Fn(ImportProgress) + Send + Sync + 'static) -> Self {
+        Progress(Arc::new(report))
+    }
+
+    /// Reports to nobody.
+    pub fn ignore() -> Self {
+        Progress::new(|_| {})
+    }
+
+    /// Reports `progress`.
+    pub fn report(&self, progress: ImportProgress) {
+        (self.0)(progress)
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress::ignore()
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
+/// One user-facing operation. An instance is named by id or name, a node by
+/// id or hostname, a network by name.
+#[derive(Debug)]
+pub enum Request {
+    /// Validates and stores a new instance (wanted running) and, with
+    /// [`Wait::Settled`], waits until it has settled.
+    /// [`Response::Instance`]. Not idempotent (the name is taken once).
+    /// Errors: `InvalidArgument` naming the field, `AlreadyExists`,
+    /// `Unsupported` (no node can run that type), `ResourceExhausted` (an
+    /// address pool); nothing is stored on error.
+    CreateInstance {
+        /// What to create.
+        request: CreateInstance,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
+    /// One instance. [`Response::Instance`]. Read-only. Errors: `NotFound`.
+    GetInstance {
+        /// Id or name.
+        instance: String,
+    },
+    /// The instances the filter accepts, in name order.
+    /// [`Response::Instances`]. Read-only.
+    ListInstances {
+        /// Which instances.
+        filter: InstanceFilter,
+    },
+    /// Wants the instance running (a failed one is retried at once).
+    /// [`Response::Instance`]. Idempotent. Errors: `NotFound`,
+    /// `FailedPrecondition` (being deleted).
+    StartInstance {
+        /// Id or name.
+        instance: String,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
+    /// Wants the instance stopped on its node. [`Response::Instance`].
+    /// Idempotent. Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    StopInstance {
+        /// Id or name.
+        instance: String,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
+    /// Stops and starts a running instance (starts a stopped one).
+    /// [`Response::Instance`]. Errors: `NotFound`, `FailedPrecondition`.
+    RestartInstance {
+        /// Id or name.
+        instance: String,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
+    /// Wants the instance deleted: removed from its node, its resources
+    /// released, its record and name freed. [`Response::MaybeInstance`]:
+    /// `None` once it is gone, else the instance as it is (its conditions
+    /// say what holds it up). Idempotent while it exists. Errors: `NotFound`.
+    DeleteInstance {
+        /// Id or name.
+        instance: String,
+        /// Whether to wait until it is gone.
+        wait: Wait,
+    },
+    /// Freezes a running instance in place. [`Response::Instance`].
+    /// Idempotent. Errors: `NotFound`, `FailedPrecondition` (not running),
+    /// `Unsupported` (its runtime cannot pause).
+    PauseInstance {
+        /// Id or name.
+        instance: String,
+    },
+    /// Thaws a paused instance. [`Response::Instance`]. Idempotent. Errors:
+    /// `NotFound`, `FailedPrecondition` (not paused), `Unsupported`.
+    ResumeInstance {
+        /// Id or name.
+        instance: String,
+    },
+    /// Current resource usage of a placed instance. [`Response::Stats`].
+    /// Read-only. Errors: `NotFound`, `FailedPrecondition` (not placed),
+    /// `Unsupported`.
+    InstanceStats {
+        /// Id or name.
+        instance: String,
+    },
+    /// Up to `max` bytes of the instance's log (console, or stdout and
+    /// stderr) from `offset`. [`Response::Log`]. Read-only. Errors:
+    /// `NotFound`, `FailedPrecondition` (not placed).
+    ReadLog {
+        /// Id or name.
+        instance: String,
+        /// Where to read from.
+        offset: u64,
+        /// The most bytes to return.
+        max: u64,
+    },
+    /// Opens the instance's interactive console. [`Response::Console`].
+    /// Errors: `NotFound`, `FailedPrecondition` (not running),
+    /// `Unsupported` (its runtime has no console).
+    AttachConsole {
+        /// Id or name.
+        instance: String,
+    },
+    /// Instance changes after store revision `after` (0: from now), then
+    /// live. [`Response::InstanceEvents`]. Errors: `FailedPrecondition`
+    /// (that history was compacted).
+    WatchInstances {
+        /// The revision to start after.
+        after: Revision,
+    },
+    /// Takes snapshot `name` of the instance (its disks, and its memory when
+    /// it runs). [`Response::Snapshot`]. Idempotent. Errors: `NotFound`,
+    /// `InvalidArgument` (the name), `FailedPrecondition`, `Unsupported`.
+    CreateSnapshot {
+        /// Id or name.
+        instance: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// The instance's snapshots, oldest first. [`Response::Snapshots`].
+    /// Read-only. Errors: `NotFound`, `Unsupported`.
+    ListSnapshots {
+        /// Id or name.
+        instance: String,
+    },
+    /// Puts the instance back to snapshot `name`. [`Response::Done`].
+    /// Errors: `NotFound` (instance or snapshot), `Unsupported`.
+    RevertSnapshot {
+        /// Id or name.
+        instance: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Deletes snapshot `name`. [`Response::Done`]. Idempotent. Errors:
+    /// `NotFound` (instance), `Unsupported`.
+    DeleteSnapshot {
+        /// Id or name.
+        instance: String,
+        /// The snapshot's name.
+        name: String,
+    },
+    /// Copies snapshot `name` out of the node's runtime into directory `to`
+    /// on the caller's machine. [`Response::Done`]. Only the embedded
+    /// deployment reaches the node's files: elsewhere `Unsupported`.
+    /// Errors: `NotFound`, `InvalidArgument` (`to`), `Unsupported`.
+    ExportSnapshot {
+        /// Id or name.
+        instance: String,
+        /// The snapshot's name.
+        name: String,
+        /// The directory to copy it to.
+        to: PathBuf,
+    },
+    /// Creates instance `name` from a snapshot directory (taken with
+    /// [`Request::ExportSnapshot`]) on the caller's machine; it resumes where
+    /// the snapshot was taken. [`Response::Instance`]. Only the embedded
+    /// deployment reaches the caller's files: elsewhere `Unsupported`.
+    /// Errors: those of [`Request::CreateInstance`], `InvalidArgument` (not
+    /// a snapshot directory).
+    RestoreInstance {
+        /// The new instance's name.
+        name: String,
+        /// The snapshot directory.
+        from: PathBuf,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
+    /// Imports every image of an archive (OCI layout or docker-archive tar)
+    /// on the caller's machine into a node's runtime for `instance_type`.
+    /// [`Response::Images`]. Idempotent. Errors: `NotFound` (node or file),
+    /// `InvalidArgument` (not an archive), `Unsupported` (that runtime keeps
+    /// no images, or the archive is not reachable from this deployment).
+    ImportImages {
+        /// The node (`None`: the only node there is).
+        node: Option<String>,
+        /// Which runtime of the node.
+        instance_type: InstanceType,
+        /// The archive.
+        archive: PathBuf,
+        /// Told as the archive is read.
+        progress: Progress,
+    },
+    /// The images a node's runtime for `instance_type` holds.
+    /// [`Response::Images`]. Read-only. Errors: `NotFound`, `Unsupported`.
+    ListImages {
+        /// The node (`None`: the only node there is).
+        node: Option<String>,
+        /// Which runtime of the node.
+        instance_type: InstanceType,
+    },
+    /// Removes an image from a node's runtime. [`Response::Done`]. Errors:
+    /// `NotFound`, `FailedPrecondition` (an instance uses it), `Unsupported`.
+    RemoveImage {
+        /// The node (`None`: the only node there is).
+        node: Option<String>,
+        /// Which runtime of the node.
+        instance_type: InstanceType,
+        /// The image's name.
+        name: String,
+    },
+    /// Every node, in id order. [`Response::Nodes`]. Read-only.
+    ListNodes,
+    /// One node. [`Response::Node`]. Read-only. Errors: `NotFound`.
+    GetNode {
+        /// Id or hostname.
+        node: String,
+    },
+    /// Stops new placements on a node. [`Response::Node`]. Idempotent.
+    /// Errors: `NotFound`, `FailedPrecondition` (not ready).
+    CordonNode {
+        /// Id or hostname.
+        node: String,
+    },
+    /// Allows placements on a cordoned node again. [`Response::Node`].
+    /// Idempotent. Errors: `NotFound`, `FailedPrecondition`.
+    UncordonNode {
+        /// Id or hostname.
+        node: String,
+    },
+    /// Empties a node in order: movable instances go elsewhere, the others
+    /// stop. [`Response::Drain`]. Idempotent. Errors: `NotFound`,
+    /// `FailedPrecondition`.
+    DrainNode {
+        /// Id or hostname.
+        node: String,
+    },
+    /// Puts a node in maintenance (emptied as by a drain) or takes it out.
+    /// [`Response::Drain`]. Idempotent. Errors: `NotFound`, `FailedPrecondition`.
+    SetMaintenance {
+        /// Id or hostname.
+        node: String,
+        /// On or off.
+        on: bool,
+    },
+    /// Removes a node that holds no instances. [`Response::Done`]. Errors:
+    /// `NotFound`, `FailedPrecondition` (it holds instances: drain it).
+    DeregisterNode {
+        /// Id or hostname.
+        node: String,
+    },
+    /// Node changes after store revision `after` (0: from now), then live.
+    /// [`Response::NodeEvents`]. Errors: `FailedPrecondition` (compacted).
+    WatchNodes {
+        /// The revision to start after.
+        after: Revision,
+    },
+    /// Counts and sums over the whole deployment. [`Response::ClusterInfo`]. Read-only.
+    ClusterInfo,
+    /// Creates a network and sets it up on every node that carries
+    /// networks. [`Response::Network`]. Errors: `InvalidArgument`,
+    /// `AlreadyExists`, `Unsupported`.
+    CreateNetwork {
+        /// What to create.
+        request: CreateNetwork,
+    },
+    /// One network. [`Response::Network`]. Read-only. Errors: `NotFound`.
+    GetNetwork {
+        /// Its name.
+        name: String,
+    },
+    /// Every network, in name order. [`Response::Networks`]. Read-only.
+    ListNetworks,
+    /// Removes a network no instance uses from every node and the store.
+    /// [`Response::Done`]. Errors: `NotFound`, `FailedPrecondition` (in use).
+    DeleteNetwork {
+        /// Its name.
+        name: String,
+    },
+}
+
+impl Request {
+    /// The operation's stable name (`instance.create`, `node.drain`), as
+    /// audit records, metrics and permissions name it.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Request::CreateInstance { .. } => "instance.create",
+            Request::GetInstance { .. } => "instance.get",
+            Request::ListInstances { .. } => "instance.list",
+            Request::StartInstance { .. } => "instance.start",
+            Request::StopInstance { .. } => "instance.stop",
+            Request::RestartInstance { .. } => "instance.restart",
+            Request::DeleteInstance { .. } => "instance.delete",
+            Request::PauseInstance { .. } => "instance.pause",
+            Request::ResumeInstance { .. } => "instance.resume",
+            Request::InstanceStats { .. } => "instance.stats",
+            Request::ReadLog { .. } => "instance.logs",
+            Request::AttachConsole { .. } => "instance.console",
+            Request::WatchInstances { .. } => "instance.watch",
+            Request::CreateSnapshot { .. } => "snapshot.create",
+            Request::ListSnapshots { .. } => "snapshot.list",
+            Request::RevertSnapshot { .. } => "snapshot.revert",
+            Request::DeleteSnapshot { .. } => "snapshot.delete",
+            Request::ExportSnapshot { .. } => "snapshot.export",
+            Request::RestoreInstance { .. } => "instance.restore",
+            Request::ImportImages { .. } => "image.import",
+            Request::ListImages { .. } => "image.list",
+            Request::RemoveImage { .. } => "image.remove",
+            Request::ListNodes => "node.list",
+            Request::GetNode { .. } => "node.get",
+            Request::CordonNode { .. } => "node.cordon",
+            Request::UncordonNode { .. } => "node.uncordon",
+            Request::DrainNode { .. } => "node.drain",
+            Request::SetMaintenance { .. } => "node.maintenance",
+            Request::DeregisterNode { .. } => "node.deregister",
+            Request::WatchNodes { .. } => "node.watch",
+            Request::ClusterInfo => "cluster.info",
+            Request::CreateNetwork { .. } => "network.create",
+            Request::GetNetwork { .. } => "network.get",
+            Request::ListNetworks => "network.list",
+            Request::DeleteNetwork { .. } => "network.delete",
+        }
+    }
+
+    /// What it acts on, for people and audit records (`instance web`,
+    /// `node worker-1`); `None` for requests over everything (lists, watches).
+    pub fn target(&self) -> Option<String> {
+        let instance = |name: &str| Some(format!("instance {name}"));
+        let node = |name: &str| Some(format!("node {name}"));
+        match self {
+            Request::CreateInstance { request, .. } => instance(&request.name),
+            Request::RestoreInstance { name, .. } => instance(name),
+            Request::GetInstance { instance: i }
+            | Request::StartInstance { instance: i, .. }
+            | Request::StopInstance { instance: i, .. }
+            | Request::RestartInstance { instance: i, .. }
+            | Request::DeleteInstance { instance: i, .. }
+            | Request::PauseInstance { instance: i }
+            | Request::ResumeInstance { instance: i }
+            | Request::InstanceStats { instance: i }
+            | Request::ReadLog { instance: i, .. }
+            | Request::AttachConsole { instance: i }
+            | Request::ListSnapshots { instance: i } => instance(i),
+            Request::CreateSnapshot { instance, name }
+            | Request::RevertSnapshot { instance, name }
+            | Request::DeleteSnapshot { instance, name }
+            | Request::ExportSnapshot { instance, name, .. } => {
+                Some(format!("instance {instance} snapshot {name}"))
+            }
+            Request::ImportImages { node: n, .. } | Request::ListImages { node: n, .. } => {
+                n.as_deref().and_then(node)
+            }
+            Request::RemoveImage { node: n, name, .. } => Some(match n {
+                Some(n) => format!("node {n} image {name}"),
+                None => format!("image {name}"),
+            }),
+            Request::GetNode { node: n }
+            | Request::CordonNode { node: n }
+            | Request::UncordonNode { node: n }
+            | Request::DrainNode { node: n }
+            | Request::SetMaintenance { node: n, .. }
+            | Request::DeregisterNode { node: n } => node(n),
+            Request::CreateNetwork { request } => Some(format!("network {}", request.name)),
+            Request::GetNetwork { name } | Request::DeleteNetwork { name } => {
+                Some(format!("network {name}"))
+            }
+            Request::ListInstances { .. }
+            | Request::WatchInstances { .. }
+            | Request::ListNodes
+            | Request::WatchNodes { .. }
+            | Request::ClusterInfo
+            | Request::ListNetworks => None,
+        }
+    }
+
+    /// Whether it changes anything (what audit logs and write permissions cover).
+    pub fn is_mutating(&self) -> bool {
+        !matches!(
+            self,
+            Request::GetInstance { .. }
+                | Request::ListInstances { .. }
+                | Request::InstanceStats { .. }
+                | Request::ReadLog { .. }
+                | Request::WatchInstances { .. }
+                | Request::ListSnapshots { .. }
+                | Request::ListImages { .. }
+                | Request::ListNodes
+                | Request::GetNode { .. }
+                | Request::WatchNodes { .. }
+                | Request::ClusterInfo
+                | Request::GetNetwork { .. }
+                | Request::ListNetworks
+        )
+    }
+}
+
+/// What a [`Request`] answers; each request names its variant.
+pub enum Response {
+    /// Nothing to return.
+    Done,
+    /// One instance.
+    Instance(Instance),
+    /// An instance, or `None` once it is gone.
+    MaybeInstance(Option<Instance>),
+    /// Instances.
+    Instances(Vec<Instance>),
+    /// Resource usage.
+    Stats(InstanceStats),
+    /// A piece of a log.
+    Log(LogChunk),
+    /// A console session.
+    Console(ConsoleStream),
+    /// Instance changes.
+    InstanceEvents(BoxStream<'static, Result<InstanceEvent>>),
+    /// One snapshot.
+    Snapshot(SnapshotInfo),
+    /// Snapshots.
+    Snapshots(Vec<SnapshotInfo>),
+    /// Images.
+    Images(Vec<ImageInfo>),
+    /// One node.
+    Node(Node),
+    /// Nodes.
+    Nodes(Vec<Node>),
+    /// What a drain or a maintenance did.
+    Drain(DrainReport),
+    /// Node changes.
+    NodeEvents(BoxStream<'static, Result<NodeEvent>>),
+    /// Counts and sums.
+    ClusterInfo(ClusterInfo),
+    /// One network.
+    Network(Network),
+    /// Networks.
+    Networks(Vec<Network>),
+}
+
+impl Response {
+    /// The variant's name, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Response::Done => "Done",
+            Response::Instance(_) => "Instance",
+            Response::MaybeInstance(_) => "MaybeInstance",
+            Response::Instances(_) => "Instances",
+            Response::Stats(_) => "Stats",
+            Response::Log(_) => "Log",
+            Response::Console(_) => "Console",
+            Response::InstanceEvents(_) => "InstanceEvents",
+            Response::Snapshot(_) => "Snapshot",
+            Response::Snapshots(_) => "Snapshots",
+            Response::Images(_) => "Images",
+            Response::Node(_) => "Node",
+            Response::Nodes(_) => "Nodes",
+            Response::Drain(_) => "Drain",
+            Response::NodeEvents(_) => "NodeEvents",
+            Response::ClusterInfo(_) => "ClusterInfo",
+            Response::Network(_) => "Network",
+            Response::Networks(_) => "Networks",
+        }
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Response::{}", self.kind())
+    }
+}

@@ -1,0 +1,118 @@
+//! The embedded deployment's [`Api`]: the controller's, plus what needs
+//! the caller's own files, which only a deployment on the caller's machine
+//! reaches: copying a microVM snapshot out of the node's runtime
+//! (`ExportSnapshot`) and creating an instance from such a copy
+//! (`RestoreInstance`). Image requests without a node mean the local node.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::{CreateInstance, Error, Result};
+
+use crate::Embedded;
+
+#[async_trait]
+impl Api for Embedded {
+    async fn call(&self, request: Request) -> Result<Response> {
+        let local = || Some(self.node.id.clone());
+        match request {
+            Request::ExportSnapshot { instance, name, to } => {
+                let id = self.controller.get_instance(&instance).await?.id;
+                export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
+                Ok(Response::Done)
+            }
+            Request::RestoreInstance { name, from, wait } => {
+                let request = restore_request(&name, &absolute(&from, "from")?)?;
+                self.controller
+                    .call(Request::CreateInstance { request, wait })
+                    .await
+            }
+            Request::ImportImages {
+                node,
+                instance_type,
+                archive,
+                progress,
+            } => {
+                let archive = absolute(&archive, "archive")?;
+                let node = node.or_else(local);
+                let request = Request::ImportImages {
+                    node,
+                    instance_type,
+                    archive,
+                    progress,
+                };
+                self.controller.call(request).await
+            }
+            Request::ListImages {
+                node,
+                instance_type,
+            } => {
+                let node = node.or_else(local);
+                let request = Request::ListImages {
+                    node,
+                    instance_type,
+                };
+                self.controller.call(request).await
+            }
+            Request::RemoveImage {
+                node,
+                instance_type,
+                name,
+            } => {
+                let node = node.or_else(local);
+                let request = Request::RemoveImage {
+                    node,
+                    instance_type,
+                    name,
+                };
+                self.controller.call(request).await
+            }
+            other => self.controller.call(other).await,
+        }
+    }
+}
+
+/// `path` made absolute against the working directory: the runtime that
+/// reads it may run elsewhere.
+fn absolute(path: &Path, field: &str) -> Result<PathBuf> {
+    std::path::absolute(path)
+        .map_err(|e| Error::invalid(field, format!("cannot resolve {}: {e}", path.display())))
+}
+
+/// Copies a microVM's snapshot out of the driver's state.
+#[cfg(feature = "microvm")]
+fn export_snapshot(embedded: &Embedded, id: &str, name: &str, to: &Path) -> Result<()> {
+    use zixiao_drivers::microvm;
+    Ok(microvm::export_snapshot(
+        &embedded.drivers.state_dir,
+        id,
+        name,
+        to,
+    )?)
+}
+
+#[cfg(not(feature = "microvm"))]
+fn export_snapshot(_: &Embedded, _: &str, _: &str, _: &Path) -> Result<()> {
+    Err(no_microvm("snapshot.export"))
+}
+
+/// The request that restores the snapshot in `from` as instance `name`.
+#[cfg(feature = "microvm")]
+fn restore_request(name: &str, from: &Path) -> Result<CreateInstance> {
+    use zixiao_drivers::microvm::SnapshotManifest;
+    let manifest = SnapshotManifest::read(from, "from")?;
+    Ok(CreateInstance::new(name, manifest.restore_spec(from)))
+}
+
+#[cfg(not(feature = "microvm"))]
+fn restore_request(_: &str, _: &Path) -> Result<CreateInstance> {
+    Err(no_microvm("instance.restore"))
+}
+
+#[cfg(not(feature = "microvm"))]
+fn no_microvm(what: &str) -> Error {
+    Error::Unsupported(format!(
+        "{what}: this build has no microvm driver (build it with the `microvm` feature)"
+    ))
+}
