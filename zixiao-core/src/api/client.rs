@@ -136,6 +136,16 @@ impl Client {
         )
     }
 
+    /// See [`Request::FollowLog`].
+    pub async fn follow_log(
+        &self,
+        instance: &str,
+        offset: u64,
+    ) -> Result<BoxStream<'static, Result<Vec<u8>>>> {
+        let instance = instance.to_owned();
+        expect!(self, Request::FollowLog { instance, offset }, LogStream)
+    }
+
     /// See [`Request::AttachConsole`].
     pub async fn attach_console(&self, instance: &str) -> Result<ConsoleStream> {
         let instance = instance.to_owned();

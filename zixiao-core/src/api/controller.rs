@@ -71,6 +71,10 @@ impl Api for Controller {
                 let max = usize::try_from(max).unwrap_or(usize::MAX);
                 Response::Log(reader.read(offset, max).await?)
             }
+            Request::FollowLog { instance, offset } => {
+                let reader = self.logs(&instance).await?;
+                Response::LogStream(reader.follow(offset).boxed())
+            }
             Request::AttachConsole { instance } => {
                 Response::Console(self.attach_console(&instance).await?)
             }

@@ -222,6 +222,17 @@ pub enum Request {
         /// The most bytes to return.
         max: u64,
     },
+    /// The instance's log from `offset` as it grows, until the instance
+    /// stops running and everything it wrote was sent.
+    /// [`Response::LogStream`]. The stream holds only what it needs of the
+    /// instance's node, so a follower may keep it for hours. Errors:
+    /// `NotFound`, `FailedPrecondition` (not placed).
+    FollowLog {
+        /// Id or name.
+        instance: String,
+        /// Where to start.
+        offset: u64,
+    },
     /// Opens the instance's interactive console. [`Response::Console`].
     /// Errors: `NotFound`, `FailedPrecondition` (not running),
     /// `Unsupported` (its runtime has no console).
@@ -411,7 +422,7 @@ impl Request {
             Request::PauseInstance { .. } => "instance.pause",
             Request::ResumeInstance { .. } => "instance.resume",
             Request::InstanceStats { .. } => "instance.stats",
-            Request::ReadLog { .. } => "instance.logs",
+            Request::ReadLog { .. } | Request::FollowLog { .. } => "instance.logs",
             Request::AttachConsole { .. } => "instance.console",
             Request::WatchInstances { .. } => "instance.watch",
             Request::CreateSnapshot { .. } => "snapshot.create",
@@ -456,6 +467,7 @@ impl Request {
             | Request::ResumeInstance { instance: i }
             | Request::InstanceStats { instance: i }
             | Request::ReadLog { instance: i, .. }
+            | Request::FollowLog { instance: i, .. }
             | Request::AttachConsole { instance: i }
             | Request::ListSnapshots { instance: i } => instance(i),
             Request::CreateSnapshot { instance, name }
@@ -498,6 +510,7 @@ impl Request {
                 | Request::ListInstances { .. }
                 | Request::InstanceStats { .. }
                 | Request::ReadLog { .. }
+                | Request::FollowLog { .. }
                 | Request::WatchInstances { .. }
                 | Request::ListSnapshots { .. }
                 | Request::ListImages { .. }
@@ -525,6 +538,8 @@ pub enum Response {
     Stats(InstanceStats),
     /// A piece of a log.
     Log(LogChunk),
+    /// A log as it grows, piece by piece.
+    LogStream(BoxStream<'static, Result<Vec<u8>>>),
     /// A console session.
     Console(ConsoleStream),
     /// Instance changes.
@@ -561,6 +576,7 @@ impl Response {
             Response::Instances(_) => "Instances",
             Response::Stats(_) => "Stats",
             Response::Log(_) => "Log",
+            Response::LogStream(_) => "LogStream",
             Response::Console(_) => "Console",
             Response::InstanceEvents(_) => "InstanceEvents",
             Response::Snapshot(_) => "Snapshot",

@@ -382,4 +382,33 @@ impl LogReader {
             crate::RuntimeState::Running | crate::RuntimeState::Paused
         ))
     }
+
+    /// The log from `offset` as it grows: pieces of up to [`FOLLOW_CHUNK`]
+    /// bytes, ending once the instance no longer runs and all it wrote was
+    /// read. Looks for more every [`FOLLOW_POLL`].
+    pub fn follow(self, offset: u64) -> impl futures::Stream<Item = Result<Vec<u8>>> + Send {
+        futures::stream::try_unfold((self, offset), |(reader, offset)| async move {
+            loop {
+                let chunk = reader.read(offset, FOLLOW_CHUNK).await?;
+                if chunk.next_offset > offset {
+                    return Ok(Some((chunk.data, (reader, chunk.next_offset))));
+                }
+                if !reader.is_running().await? {
+                    // Written between the read and the exit: read once more.
+                    let last = reader.read(offset, FOLLOW_CHUNK).await?;
+                    if last.next_offset > offset {
+                        return Ok(Some((last.data, (reader, last.next_offset))));
+                    }
+                    return Ok(None);
+                }
+                tokio::time::sleep(FOLLOW_POLL).await;
+            }
+        })
+    }
 }
+
+/// The most a followed log sends at once.
+pub const FOLLOW_CHUNK: usize = 64 * 1024;
+
+/// How often a followed log looks for more.
+pub const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(200);

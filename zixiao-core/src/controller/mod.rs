@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use cluster::ClusterInfo;
 pub use failover::FailoverReport;
-pub use instances::{InstanceFilter, LogReader};
+pub use instances::{InstanceFilter, LogReader, FOLLOW_CHUNK, FOLLOW_POLL};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
 pub use reconcile::{Convergence, ReconcileReport, Step};
