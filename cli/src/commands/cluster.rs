@@ -2,22 +2,19 @@
 
 use std::process::ExitCode;
 
-use zixiao_core::{ClusterInfo, Result};
-use zixiao_embedded::Embedded;
+use zixiao_core::{Client, ClusterInfo, Result};
 
 use crate::args::{ClusterCommand, Format};
 use crate::output::{details, print};
 
 pub(crate) async fn run(
-    embedded: Embedded,
+    client: Client,
     format: Format,
     command: ClusterCommand,
 ) -> Result<ExitCode> {
-    let controller = &embedded.controller;
     match command {
         ClusterCommand::Info => {
-            controller.reconcile_all().await?;
-            let info = controller.cluster_info().await?;
+            let info = client.cluster_info().await?;
             print(format, &info, render)?;
         }
     }

@@ -4,26 +4,19 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::str::FromStr;
 
+use zixiao_core::api::Progress;
 use zixiao_core::driver::{ImageInfo, ImportProgress};
-use zixiao_core::{InstanceType, Result};
-use zixiao_embedded::Embedded;
+use zixiao_core::{Client, InstanceType, Result};
 
-use super::absolute;
-use crate::args::{Format, ImageCommand, ImageTarget};
+use crate::args::{Format, ImageCommand};
 use crate::output::{bytes, print, Table};
 
-pub(crate) async fn run(
-    embedded: Embedded,
-    format: Format,
-    command: ImageCommand,
-) -> Result<ExitCode> {
-    let controller = &embedded.controller;
+pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -> Result<ExitCode> {
     match command {
         ImageCommand::Import { file, target } => {
-            let (node, ty) = resolve(&embedded, &target)?;
-            let file = absolute(&file)?;
+            let ty = InstanceType::from_str(&target.instance_type)?;
             let show = format == Format::Table && std::io::stderr().is_terminal();
-            let progress = move |p: ImportProgress| {
+            let progress = Progress::new(move |p: ImportProgress| {
                 if show && p.total > 0 {
                     eprint!(
                         "\rimporting {} of {} ({}%)",
@@ -32,9 +25,9 @@ pub(crate) async fn run(
                         p.done * 100 / p.total
                     );
                 }
-            };
-            let images = controller
-                .import_images(&node, ty, &file, &progress)
+            });
+            let images = client
+                .import_images(target.node.as_deref(), ty, file, progress)
                 .await?;
             if show {
                 eprintln!();
@@ -42,27 +35,21 @@ pub(crate) async fn run(
             print(format, &images, |i| image_table(i))?;
         }
         ImageCommand::List { target } => {
-            let (node, ty) = resolve(&embedded, &target)?;
-            let images = controller.list_images(&node, ty).await?;
+            let ty = InstanceType::from_str(&target.instance_type)?;
+            let images = client.list_images(target.node.as_deref(), ty).await?;
             print(format, &images, |i| image_table(i))?;
         }
         ImageCommand::Rm { name, target } => {
-            let (node, ty) = resolve(&embedded, &target)?;
-            controller.remove_image(&node, ty, &name).await?;
+            let ty = InstanceType::from_str(&target.instance_type)?;
+            client
+                .remove_image(target.node.as_deref(), ty, &name)
+                .await?;
             print(format, &serde_json::json!({ "removed": name }), |_| {
                 format!("removed image {name}\n")
             })?;
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn resolve(embedded: &Embedded, target: &ImageTarget) -> Result<(String, InstanceType)> {
-    let node = target
-        .node
-        .clone()
-        .unwrap_or_else(|| embedded.node.id.clone());
-    Ok((node, InstanceType::from_str(&target.instance_type)?))
 }
 
 fn image_table(images: &[ImageInfo]) -> String {

@@ -3,89 +3,77 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::str::FromStr;
-use std::time::Duration;
 
+use futures::StreamExt;
 use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
-    CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats, InstanceStatus,
-    InstanceType, MicrovmBackend, Placement, RestartPolicy, Result,
+    Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
+    InstanceStatus, InstanceType, MicrovmBackend, Placement, RestartPolicy, Result, Wait,
 };
-use zixiao_embedded::Embedded;
 
 use super::{absolute, key_values};
-use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, RestoreArgs, SnapshotCommand};
+use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, SnapshotCommand};
 use crate::output::{age, bytes, details, print, Table};
 
 /// How much of a log one read asks for.
-pub(crate) const LOG_CHUNK: usize = 64 * 1024;
-/// How often `logs --follow` looks for more.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
+const LOG_CHUNK: u64 = 64 * 1024;
 
 pub(crate) async fn run(
-    embedded: Embedded,
+    client: Client,
     format: Format,
     command: InstanceCommand,
 ) -> Result<ExitCode> {
-    let controller = &embedded.controller;
     match command {
         InstanceCommand::List(args) => {
-            let filter = filter(&args)?;
-            warn_unreconciled(controller.reconcile_all().await?);
-            let instances = controller.list_instances(&filter).await?;
+            let instances = client.list_instances(filter(&args)?).await?;
             print(format, &instances, |i| instance_table(i))?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Get { instance } => {
-            let found = controller.get_instance(&instance).await?;
-            let current = controller.converge(&found.id).await?.unwrap_or(found);
-            print(format, &current, instance_details)?;
+            let instance = client.get_instance(&instance).await?;
+            print(format, &instance, instance_details)?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Create(args) => {
-            let no_wait = args.no_wait;
+            let wait = wait(args.no_wait);
             let request = create_request(*args)?;
-            let created = controller.create_instance(request).await?;
-            if no_wait {
-                print(format, &created, instance_details)?;
-                return Ok(ExitCode::SUCCESS);
+            if wait.settled() {
+                progress(format, &format!("creating {}", request.name));
             }
-            progress(
-                format,
-                &format!("created {}, waiting for it to run", created.name),
-            );
-            settle(&embedded, format, &created.id).await
+            let created = client.create_instance(request, wait).await?;
+            report_settled(format, &created, wait)
         }
         InstanceCommand::Start { instance } => {
-            let i = controller.start_instance(&instance).await?;
-            settle(&embedded, format, &i.id).await
+            let started = client.start_instance(&instance, Wait::Settled).await?;
+            report_settled(format, &started, Wait::Settled)
         }
         InstanceCommand::Stop { instance } => {
-            let i = controller.stop_instance(&instance).await?;
-            settle(&embedded, format, &i.id).await
+            let stopped = client.stop_instance(&instance, Wait::Settled).await?;
+            report_settled(format, &stopped, Wait::Settled)
+        }
+        InstanceCommand::Restart { instance } => {
+            let restarted = client.restart_instance(&instance, Wait::Settled).await?;
+            report_settled(format, &restarted, Wait::Settled)
         }
         InstanceCommand::Pause { instance } => {
-            let i = controller.pause_instance(&instance).await?;
-            print(format, &i, instance_details)?;
+            let paused = client.pause_instance(&instance).await?;
+            print(format, &paused, instance_details)?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Resume { instance } => {
-            let i = controller.resume_instance(&instance).await?;
-            print(format, &i, instance_details)?;
+            let resumed = client.resume_instance(&instance).await?;
+            print(format, &resumed, instance_details)?;
             Ok(ExitCode::SUCCESS)
         }
-        InstanceCommand::Restart { instance } => {
-            let i = controller.restart_instance(&instance).await?;
-            settle(&embedded, format, &i.id).await
-        }
         InstanceCommand::Delete { instance } => {
-            let i = controller.delete_instance(&instance).await?;
-            match controller.converge(&i.id).await? {
+            let before = client.get_instance(&instance).await?;
+            match client.delete_instance(&before.id, Wait::Settled).await? {
                 None => {
                     print(
                         format,
-                        &serde_json::json!({ "deleted": i.id, "name": i.name }),
-                        |_| format!("deleted instance {}\n", i.name),
+                        &serde_json::json!({ "deleted": before.id, "name": before.name }),
+                        |_| format!("deleted instance {}\n", before.name),
                     )?;
                     Ok(ExitCode::SUCCESS)
                 }
@@ -93,56 +81,55 @@ pub(crate) async fn run(
             }
         }
         InstanceCommand::Stats { instance } => {
-            let stats = controller.instance_stats(&instance).await?;
+            let stats = client.instance_stats(&instance).await?;
             print(format, &stats, stats_details)?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Logs { instance, follow } => {
-            let reader = controller.logs(&instance).await?;
-            // Followers may run for hours: release the state directory so
-            // other commands can use it meanwhile.
-            drop(embedded);
-            let mut offset = 0;
             let mut stdout = std::io::stdout();
-            loop {
-                let chunk = reader.read(offset, LOG_CHUNK).await?;
-                let _ = stdout.write_all(&chunk.data);
+            if follow {
+                let mut log = client.follow_log(&instance, 0).await?;
+                // Followers may run for hours: an embedded client lets go
+                // of the state directory so other commands can use it.
+                drop(client);
+                loop {
+                    tokio::select! {
+                        piece = log.next() => match piece {
+                            Some(piece) => {
+                                let _ = stdout.write_all(&piece?);
+                                let _ = stdout.flush();
+                            }
+                            None => break,
+                        },
+                        _ = tokio::signal::ctrl_c() => break,
+                    }
+                }
+            } else {
+                let mut offset = 0;
+                loop {
+                    let chunk = client.read_log(&instance, offset, LOG_CHUNK).await?;
+                    if chunk.next_offset <= offset {
+                        break;
+                    }
+                    let _ = stdout.write_all(&chunk.data);
+                    offset = chunk.next_offset;
+                }
                 let _ = stdout.flush();
-                let got = chunk.next_offset > offset;
-                offset = chunk.next_offset;
-                if got {
-                    continue;
-                }
-                if !follow || !reader.is_running().await? {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_POLL) => {}
-                    _ = tokio::signal::ctrl_c() => break,
-                }
             }
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Snapshot(command) => {
-            snapshot(&embedded, format, command).await?;
+            snapshot(&client, format, command).await?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Restore(args) => {
-            let no_wait = args.no_wait;
-            let created = controller.create_instance(restore_request(&args)?).await?;
-            if no_wait {
-                print(format, &created, instance_details)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            progress(
-                format,
-                &format!("created {}, waiting for it to resume", created.name),
-            );
-            settle(&embedded, format, &created.id).await
+            let wait = wait(args.no_wait);
+            let restored = client.restore_instance(&args.name, args.from, wait).await?;
+            report_settled(format, &restored, wait)
         }
         InstanceCommand::Console { instance } => {
-            let console = controller.attach_console(&instance).await?;
-            drop(embedded);
+            let console = client.attach_console(&instance).await?;
+            drop(client);
             progress(format, "attached; press Ctrl-C to detach");
             let mut output = console.output;
             let mut input = console.input;
@@ -158,14 +145,20 @@ pub(crate) async fn run(
     }
 }
 
-async fn snapshot(embedded: &Embedded, format: Format, command: SnapshotCommand) -> Result<()> {
-    let controller = &embedded.controller;
+fn wait(no_wait: bool) -> Wait {
+    if no_wait {
+        Wait::No
+    } else {
+        Wait::Settled
+    }
+}
+
+async fn snapshot(client: &Client, format: Format, command: SnapshotCommand) -> Result<()> {
     match command {
         SnapshotCommand::Create { instance, name, to } => {
-            let taken = controller.snapshot_instance(&instance, &name).await?;
+            let taken = client.create_snapshot(&instance, &name).await?;
             if let Some(to) = to {
-                let id = controller.get_instance(&instance).await?.id;
-                export_snapshot(embedded, &id, &name, &absolute(&to)?)?;
+                client.export_snapshot(&instance, &name, to.clone()).await?;
                 progress(
                     format,
                     &format!("copied snapshot {name} to {}", to.display()),
@@ -174,59 +167,22 @@ async fn snapshot(embedded: &Embedded, format: Format, command: SnapshotCommand)
             print(format, &taken, |s| snapshot_table(std::slice::from_ref(s)))
         }
         SnapshotCommand::List { instance } => {
-            let all = controller.list_snapshots(&instance).await?;
+            let all = client.list_snapshots(&instance).await?;
             print(format, &all, |s| snapshot_table(s))
         }
         SnapshotCommand::Revert { instance, name } => {
-            controller.revert_snapshot(&instance, &name).await?;
-            print_reverted(format, &instance, &name)
+            client.revert_snapshot(&instance, &name).await?;
+            print(format, &serde_json::json!({ "reverted": name }), |_| {
+                format!("instance {instance} is back at snapshot {name}\n")
+            })
         }
         SnapshotCommand::Delete { instance, name } => {
-            controller.delete_snapshot(&instance, &name).await?;
-            print_snapshot_deleted(format, &name)
+            client.delete_snapshot(&instance, &name).await?;
+            print(format, &serde_json::json!({ "deleted": name }), |_| {
+                format!("deleted snapshot {name}\n")
+            })
         }
     }
-}
-
-/// Copies a microVM's snapshot out of the driver's state (`--to DIR`).
-#[cfg(feature = "microvm")]
-fn export_snapshot(embedded: &Embedded, id: &str, name: &str, to: &std::path::Path) -> Result<()> {
-    use zixiao_embedded::zixiao_drivers::microvm;
-    Ok(microvm::export_snapshot(
-        &embedded.drivers.state_dir,
-        id,
-        name,
-        to,
-    )?)
-}
-
-#[cfg(not(feature = "microvm"))]
-fn export_snapshot(_: &Embedded, _: &str, _: &str, _: &std::path::Path) -> Result<()> {
-    Err(no_microvm("--to"))
-}
-
-/// The request of `instance restore`: the snapshot's guest, resuming from it.
-#[cfg(feature = "microvm")]
-fn restore_request(args: &RestoreArgs) -> Result<CreateInstance> {
-    use zixiao_embedded::zixiao_drivers::microvm::SnapshotManifest;
-    let from = absolute(&args.from)?;
-    let manifest = SnapshotManifest::read(&from, "--from")?;
-    Ok(CreateInstance::new(
-        &args.name,
-        manifest.restore_spec(&from),
-    ))
-}
-
-#[cfg(not(feature = "microvm"))]
-fn restore_request(_: &RestoreArgs) -> Result<CreateInstance> {
-    Err(no_microvm("instance restore"))
-}
-
-#[cfg(not(feature = "microvm"))]
-fn no_microvm(what: &str) -> Error {
-    Error::Unsupported(format!(
-        "{what}: this build of zixiao has no microvm driver (build it with --features microvm)"
-    ))
 }
 
 pub(crate) fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
@@ -243,19 +199,14 @@ pub(crate) fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
     table.render()
 }
 
-/// Drives the instance to its intent, prints it, and exits 1 with the reason
-/// when it could not get there.
-async fn settle(embedded: &Embedded, format: Format, id: &str) -> Result<ExitCode> {
-    match embedded.controller.converge(id).await? {
-        Some(instance) if instance.has_converged() => {
-            print(format, &instance, instance_details)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(instance) => unconverged(format, &instance),
-        None => Err(Error::not_found(format!(
-            "instance `{id}` (deleted meanwhile)"
-        ))),
+/// Prints an instance a call answered; when the call waited and the
+/// instance has not reached what was asked, also says why and exits 1.
+fn report_settled(format: Format, instance: &Instance, wait: Wait) -> Result<ExitCode> {
+    if wait.settled() && !instance.has_converged() {
+        return unconverged(format, instance);
     }
+    print(format, instance, instance_details)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn unconverged(format: Format, instance: &Instance) -> Result<ExitCode> {
@@ -274,12 +225,6 @@ fn unconverged(format: Format, instance: &Instance) -> Result<ExitCode> {
 fn progress(format: Format, message: &str) {
     if format == Format::Table && std::io::stderr().is_terminal() {
         eprintln!("{message}");
-    }
-}
-
-fn warn_unreconciled(report: zixiao_core::controller::ReconcileReport) {
-    for (name, error) in report.errors {
-        eprintln!("warning: could not reconcile instance {name}: {error}");
     }
 }
 
@@ -462,18 +407,4 @@ fn stats_details(stats: &InstanceStats) -> String {
         ("net received", opt(stats.net_rx_bytes, bytes)),
         ("net sent", opt(stats.net_tx_bytes, bytes)),
     ])
-}
-
-/// What `instance snapshot revert` prints, here and through a server.
-pub(crate) fn print_reverted(format: Format, instance: &str, name: &str) -> Result<()> {
-    print(format, &serde_json::json!({ "reverted": name }), |_| {
-        format!("instance {instance} is back at snapshot {name}\n")
-    })
-}
-
-/// What `instance snapshot delete` prints, here and through a server.
-pub(crate) fn print_snapshot_deleted(format: Format, name: &str) -> Result<()> {
-    print(format, &serde_json::json!({ "deleted": name }), |_| {
-        format!("deleted snapshot {name}\n")
-    })
 }

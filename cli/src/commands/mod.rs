@@ -1,5 +1,5 @@
-//! One function per command: parse what clap could not, call the
-//! controller, print.
+//! One function per command: parse what clap could not, make one call of
+//! the [`Client`](zixiao_core::Client), print.
 
 pub(crate) mod agent;
 mod cluster;
@@ -33,14 +33,14 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(endpoint) = cli.endpoint.clone() {
         return remote::run(&endpoint, cli.output, cli.command).await;
     }
-    let embedded = open_embedded(&cli).await?;
+    let client = open_embedded(&cli).await?.client();
     let format = cli.output;
     match cli.command {
-        Command::Node(command) => node::run(embedded, format, command).await,
-        Command::Instance(command) => instance::run(embedded, format, command).await,
-        Command::Image(command) => image::run(embedded, format, command).await,
-        Command::Cluster(command) => cluster::run(embedded, format, command).await,
-        Command::Network(command) => network::run(embedded, format, command).await,
+        Command::Node(command) => node::run(client, format, command).await,
+        Command::Instance(command) => instance::run(client, format, command).await,
+        Command::Image(command) => image::run(client, format, command).await,
+        Command::Cluster(command) => cluster::run(client, format, command).await,
+        Command::Network(command) => network::run(client, format, command).await,
         Command::Version | Command::Server(_) | Command::Agent(_) | Command::Watchdog(_) => {
             Ok(ExitCode::SUCCESS)
         }

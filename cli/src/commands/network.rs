@@ -3,18 +3,17 @@
 use std::process::ExitCode;
 
 use zixiao_core::model::Network;
-use zixiao_core::Result;
-use zixiao_embedded::Embedded;
+use zixiao_core::{Client, Result};
 
 use crate::args::{Format, NetworkCommand};
 use crate::output::{age, details, print, Table};
 
 pub(crate) async fn run(
-    embedded: Embedded,
+    client: Client,
     format: Format,
     command: NetworkCommand,
 ) -> Result<ExitCode> {
-    let controller = &embedded.controller;
+    let controller = &client;
     match command {
         NetworkCommand::Create(args) => {
             let network = controller.create_network(args.request()).await?;

@@ -3,18 +3,13 @@
 use std::process::ExitCode;
 
 use zixiao_core::controller::DrainReport;
-use zixiao_core::{Node, Result};
-use zixiao_embedded::Embedded;
+use zixiao_core::{Client, Node, Result};
 
 use crate::args::{Format, NodeCommand, OnOff};
 use crate::output::{age, details, print, Table};
 
-pub(crate) async fn run(
-    embedded: Embedded,
-    format: Format,
-    command: NodeCommand,
-) -> Result<ExitCode> {
-    let controller = &embedded.controller;
+pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) -> Result<ExitCode> {
+    let controller = &client;
     match command {
         NodeCommand::List => {
             let nodes = controller.list_nodes().await?;

@@ -18,7 +18,10 @@ use zixiao_core::{
     Error, ErrorKind, Instance, InstanceFilter, InstanceStatus, InstanceType, Node, Result,
 };
 
-use super::instance::{snapshot_table, LOG_CHUNK};
+use super::instance::snapshot_table;
+
+/// How much of a log one read asks for.
+const LOG_CHUNK: usize = 64 * 1024;
 use super::network::{render_list, render_one};
 use crate::args::{
     ClusterCommand, Command, Format, InstanceCommand, ListArgs, NetworkCommand, NodeCommand, OnOff,
@@ -292,11 +295,15 @@ async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotComma
         }
         SnapshotCommand::Revert { instance, name } => {
             client.revert_snapshot(&instance, &name).await?;
-            super::instance::print_reverted(format, &instance, &name)
+            print(format, &serde_json::json!({ "reverted": name }), |_| {
+                format!("instance {instance} is back at snapshot {name}\n")
+            })
         }
         SnapshotCommand::Delete { instance, name } => {
             client.delete_snapshot(&instance, &name).await?;
-            super::instance::print_snapshot_deleted(format, &name)
+            print(format, &serde_json::json!({ "deleted": name }), |_| {
+                format!("deleted snapshot {name}\n")
+            })
         }
     }
 }

@@ -131,6 +131,9 @@ impl fmt::Debug for Progress {
 
 /// One user-facing operation. An instance is named by id or name, a node by
 /// id or hostname, a network by name.
+// A request is built once per call and moved, never kept in bulk: the
+// size of its largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Request {
     /// Validates and stores a new instance (wanted running) and, with
@@ -525,6 +528,7 @@ impl Request {
 }
 
 /// What a [`Request`] answers; each request names its variant.
+#[allow(clippy::large_enum_variant)] // As for requests: one per call.
 pub enum Response {
     /// Nothing to return.
     Done,
