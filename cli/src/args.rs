@@ -86,6 +86,9 @@ pub(crate) enum Command {
     /// Networks: subnets with a bridge on every node, NAT and isolation.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// The embedded store's file: check it, back it up, restore a backup.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Serve the gRPC API over etcd (or --embedded): one control-plane replica.
     Server(crate::commands::server::ServerArgs),
     /// Run this machine's node agent: register with the servers and run what they assign.
@@ -95,6 +98,29 @@ pub(crate) enum Command {
     Watchdog(crate::commands::agent::WatchdogArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao state check\n  \
+    zixiao state backup ./zixiao-backup.redb\n  \
+    zixiao state restore ./zixiao-backup.redb")]
+pub(crate) enum StateCommand {
+    /// Check the store file of --state-dir: every page and record read back.
+    /// Runs only while no other zixiao process uses the state directory.
+    Check,
+    /// Copy the store, as of one moment, to a new file (while it is in use).
+    Backup {
+        /// The new file.
+        file: PathBuf,
+    },
+    /// Replace the store file of --state-dir with a checked backup; the
+    /// replaced file is kept as state.redb.before-restore. Runs only while
+    /// no other zixiao process uses the state directory.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -92,11 +92,12 @@ pub enum Error {
     /// Concurrent writers kept winning; the request was not applied.
     #[error("{0}")]
     Conflict(String),
-    /// The store failed.
-    #[error("store")]
+    /// The store failed (its message says what failed; no prefix, so a
+    /// person reads the cause first).
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// A node's runtime driver failed.
-    #[error("driver")]
+    #[error(transparent)]
     Driver(#[from] DriverError),
     /// A service the call goes through (a zixiao server, an agent) could
     /// not be reached or could not serve it now; retrying may succeed.

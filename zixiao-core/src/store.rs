@@ -244,6 +244,20 @@ impl WatchEvent {
     }
 }
 
+/// What a whole-store check or backup found: the figures a person compares
+/// with what they expect to be there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoreSummary {
+    /// The store's revision.
+    pub revision: Revision,
+    /// Keys stored.
+    pub keys: u64,
+    /// Revisions of history kept for watches.
+    pub history: u64,
+    /// Leases granted and not yet revoked or expired.
+    pub leases: u64,
+}
+
 /// A stream of changes under a prefix, in revision order.
 pub type WatchStream = BoxStream<'static, Result<WatchEvent, StoreError>>;
 

@@ -17,6 +17,15 @@ impl Api for Embedded {
     async fn call(&self, request: Request) -> Result<Response> {
         let local = || Some(self.node.id.clone());
         match request {
+            Request::BackupState { to } => {
+                let to = absolute(&to, "to")?;
+                let store = self.store.clone();
+                // A copy of the whole file: off the async threads.
+                let summary = tokio::task::spawn_blocking(move || store.backup(&to))
+                    .await
+                    .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))??;
+                Ok(Response::StoreSummary(summary))
+            }
             Request::ExportSnapshot { instance, name, to } => {
                 let id = self.controller.get_instance(&instance).await?.id;
                 export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;

@@ -68,6 +68,8 @@ pub struct Embedded {
     /// Where the local node's drivers keep their files and find their
     /// runtimes (a microVM's exported snapshots are copied from here).
     pub drivers: DriverConfig,
+    /// The store in the state directory.
+    pub store: Arc<EmbeddedStore>,
 }
 
 impl Embedded {
@@ -134,7 +136,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
     let store: Arc<EmbeddedStore> = Arc::new(store);
     let mut builder = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
         .agent(node_id.clone(), agent.clone())
-        .address_allocator(Arc::new(StoreIpam::new(store)))
+        .address_allocator(Arc::new(StoreIpam::new(store.clone())))
         .convergence(config.convergence);
     // Without a netlink socket networks still get addresses, and setting
     // one up on this node says why it cannot.
@@ -150,6 +152,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         node,
         agent,
         drivers: config.drivers,
+        store,
     })
 }
 

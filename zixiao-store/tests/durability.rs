@@ -379,6 +379,15 @@ async fn a_damaged_store_file_is_an_error_not_a_panic() {
     }
     for (damage, bytes) in damaged {
         std::fs::write(&path, &bytes).expect("write the damaged file");
+        // The check never panics, and a truncated file never passes it.
+        let checked = EmbeddedStore::check_file(&path);
+        if damage.starts_with("truncated") {
+            let error = checked.expect_err("a truncated file passed the check");
+            assert!(
+                error.to_string().contains("zixiao state restore"),
+                "{damage}: the error does not say what to do: {error}"
+            );
+        }
         // Either outcome is fine; a panic is not. If it opens, every call
         // must answer, with data or an error.
         match EmbeddedStore::open(&path) {
@@ -452,4 +461,99 @@ async fn clones_share_one_store() {
         Some(b"yes".to_vec())
     );
     assert_eq!(clone.path(), store.path());
+}
+
+#[test]
+fn an_empty_store_file_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("state.redb");
+    std::fs::write(&path, b"").expect("an empty file");
+    let error = EmbeddedStore::open(&path).expect_err("an empty file became a new store");
+    let message = error.to_string();
+    assert!(message.contains("empty"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("zixiao state restore"), "{message}");
+    assert_eq!(
+        std::fs::metadata(&path).expect("still there").len(),
+        0,
+        "the empty file was written to"
+    );
+    assert!(EmbeddedStore::check_file(&path).is_err());
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_writers_run_restores_a_damaged_store() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("state.redb");
+    let backup = dir.path().join("backup.redb");
+    let store = EmbeddedStore::open(&path).expect("open");
+    for i in 0..50 {
+        store
+            .commit(Txn::new().put(format!("/t/{i:04}"), vec![i as u8; 64], Precondition::None))
+            .await
+            .expect("commit");
+    }
+    // A writer keeps committing while the backup is taken: the copy is one
+    // consistent revision of the store, whatever it is.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..100 {
+                let txn = Txn::new().put(format!("/w/{i:04}"), vec![1; 16], Precondition::None);
+                store.commit(txn).await.expect("commit while backing up");
+            }
+        })
+    };
+    let report = store.backup(&backup).expect("backup");
+    writer.await.expect("writer");
+    assert!(report.keys >= 50, "{report:?}");
+    assert!(report.revision >= 50, "{report:?}");
+    let error = store
+        .backup(&backup)
+        .expect_err("a backup overwrote a file");
+    assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+    let expected_revision = report.revision;
+    drop(store);
+
+    // The live file is damaged; the backup brings the store back.
+    let len = std::fs::metadata(&path).expect("file").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(len / 3))
+        .expect("truncate");
+    EmbeddedStore::open(&path).expect_err("a truncated store opened");
+    let restored = EmbeddedStore::restore_file(&backup, &path).expect("restore");
+    assert_eq!(restored.revision, expected_revision);
+    assert!(
+        path.with_extension("redb.before-restore").exists(),
+        "the damaged file was not kept"
+    );
+    let store = EmbeddedStore::open(&path).expect("open the restored store");
+    let listed = store.list("/t/").await.expect("list");
+    assert_eq!(listed.items.len(), 50);
+    assert_eq!(listed.items[7].value, vec![7u8; 64]);
+    assert_eq!(listed.revision, expected_revision);
+
+    // Restoring over a store in use is refused and changes nothing.
+    let error =
+        EmbeddedStore::restore_file(&backup, &path).expect_err("restored over a live store");
+    assert_eq!(error.kind(), zixiao_core::ErrorKind::Unavailable);
+    assert_eq!(store.list("/t/").await.expect("list").items.len(), 50);
+}
+
+#[test]
+fn a_damaged_backup_is_refused_and_nothing_changes() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("state.redb");
+    let backup = dir.path().join("backup.redb");
+    drop(EmbeddedStore::open(&path).expect("open"));
+    std::fs::write(&backup, vec![0x5a; 8192]).expect("a damaged backup");
+    let before = std::fs::read(&path).expect("store");
+    EmbeddedStore::restore_file(&backup, &path).expect_err("restored a damaged backup");
+    assert_eq!(
+        std::fs::read(&path).expect("store"),
+        before,
+        "the store changed"
+    );
 }

@@ -9,6 +9,7 @@ mod network;
 mod node;
 mod remote;
 pub(crate) mod server;
+mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use zixiao_core::{Error, Result};
 use zixiao_embedded::{Embedded, EmbeddedConfig};
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, StateCommand};
 
 /// Runs the parsed command line; the exit code when it is not plain success.
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
@@ -33,26 +34,41 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(endpoint) = cli.endpoint.clone() {
         return remote::run(&endpoint, cli.output, cli.command).await;
     }
+    // Checking and restoring the store file must not open it first.
+    match &cli.command {
+        Command::State(StateCommand::Check) => return state::check(&state_dir(&cli)?, cli.output),
+        Command::State(StateCommand::Restore { file }) => {
+            return state::restore(&state_dir(&cli)?, cli.output, file)
+        }
+        _ => {}
+    }
     let client = open_embedded(&cli).await?.client();
     let format = cli.output;
     match cli.command {
+        Command::State(StateCommand::Backup { file }) => state::backup(client, format, file).await,
         Command::Node(command) => node::run(client, format, command).await,
         Command::Instance(command) => instance::run(client, format, command).await,
         Command::Image(command) => image::run(client, format, command).await,
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
-        Command::Version | Command::Server(_) | Command::Agent(_) | Command::Watchdog(_) => {
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version
+        | Command::State(_)
+        | Command::Server(_)
+        | Command::Agent(_)
+        | Command::Watchdog(_) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The state directory the command line names, or the default one.
+fn state_dir(cli: &Cli) -> Result<PathBuf> {
+    match &cli.state_dir {
+        Some(dir) => absolute(dir),
+        None => zixiao_embedded::default_state_dir(),
     }
 }
 
 async fn open_embedded(cli: &Cli) -> Result<Embedded> {
-    let state_dir = match &cli.state_dir {
-        Some(dir) => absolute(dir)?,
-        None => zixiao_embedded::default_state_dir()?,
-    };
-    let mut config = EmbeddedConfig::new(state_dir);
+    let mut config = EmbeddedConfig::new(state_dir(cli)?);
     config.drivers.containerd_socket = cli.containerd_socket.clone();
     config.drivers.libvirt_uri = cli.libvirt_uri.clone();
     config.drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();

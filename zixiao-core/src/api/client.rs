@@ -12,7 +12,7 @@ use super::{Api, Progress, Request, Response, Wait};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{ConsoleStream, ImageInfo, InstanceStats, LogChunk, SnapshotInfo};
 use crate::model::{CreateInstance, CreateNetwork, Instance, InstanceType, Network, Node};
-use crate::store::Revision;
+use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
 
 /// Zixiao's operations as typed methods, in-process or remote alike.
@@ -253,6 +253,11 @@ impl Client {
             name: name.to_owned(),
         })
         .await
+    }
+
+    /// See [`Request::BackupState`].
+    pub async fn backup_state(&self, to: PathBuf) -> Result<StoreSummary> {
+        expect!(self, Request::BackupState { to }, StoreSummary)
     }
 
     /// See [`Request::ListNodes`].

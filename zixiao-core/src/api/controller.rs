@@ -99,6 +99,13 @@ impl Api for Controller {
                 self.delete_snapshot(&instance, &name).await?;
                 Response::Done
             }
+            Request::BackupState { .. } => {
+                return Err(Error::Unsupported(
+                    "state.backup: only the embedded store makes backups (for etcd, use \
+                     `etcdctl snapshot save`)"
+                        .to_owned(),
+                ))
+            }
             request @ (Request::ExportSnapshot { .. } | Request::RestoreInstance { .. }) => {
                 return Err(Error::Unsupported(format!(
                     "{}: snapshot directories live on the node's disk, which only the \

@@ -42,7 +42,7 @@ use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter,
 use crate::driver::SnapshotInfo;
 use crate::driver::{ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk};
 use crate::model::{CreateInstance, CreateNetwork, Instance, InstanceType, Network, Node};
-use crate::store::Revision;
+use crate::store::{Revision, StoreSummary};
 use crate::Result;
 
 /// Carries out Zixiao's user-facing operations. Implemented in-process by
@@ -340,6 +340,15 @@ pub enum Request {
         /// The image's name.
         name: String,
     },
+    /// Copies the deployment's state, as of one revision and while it stays
+    /// in use, into a new file `to` on the caller's machine, and checks the
+    /// copy. [`Response::StoreSummary`]. Only the embedded store makes such
+    /// copies (etcd has its own snapshots): elsewhere `Unsupported`.
+    /// Errors: `InvalidArgument` (`to` exists, or its directory does not).
+    BackupState {
+        /// The new file.
+        to: PathBuf,
+    },
     /// Every node, in id order. [`Response::Nodes`]. Read-only.
     ListNodes,
     /// One node. [`Response::Node`]. Read-only. Errors: `NotFound`.
@@ -437,6 +446,7 @@ impl Request {
             Request::ImportImages { .. } => "image.import",
             Request::ListImages { .. } => "image.list",
             Request::RemoveImage { .. } => "image.remove",
+            Request::BackupState { .. } => "state.backup",
             Request::ListNodes => "node.list",
             Request::GetNode { .. } => "node.get",
             Request::CordonNode { .. } => "node.cordon",
@@ -496,6 +506,7 @@ impl Request {
             Request::GetNetwork { name } | Request::DeleteNetwork { name } => {
                 Some(format!("network {name}"))
             }
+            Request::BackupState { .. } => Some("state".to_owned()),
             Request::ListInstances { .. }
             | Request::WatchInstances { .. }
             | Request::ListNodes
@@ -568,6 +579,8 @@ pub enum Response {
     Network(Network),
     /// Networks.
     Networks(Vec<Network>),
+    /// What a check or backup of the whole store found.
+    StoreSummary(StoreSummary),
 }
 
 impl Response {
@@ -593,6 +606,7 @@ impl Response {
             Response::ClusterInfo(_) => "ClusterInfo",
             Response::Network(_) => "Network",
             Response::Networks(_) => "Networks",
+            Response::StoreSummary(_) => "StoreSummary",
         }
     }
 }

@@ -10,6 +10,7 @@
 //! writers share one `fsync`.
 
 mod codec;
+mod quiet;
 mod tables;
 mod watch;
 
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, StorageError};
 use tokio::sync::{broadcast, oneshot};
-use zixiao_core::store::{KeyValue, LeaseId, Listing, Revision, Txn, WatchStream};
+use zixiao_core::store::{KeyValue, LeaseId, Listing, Revision, StoreSummary, Txn, WatchStream};
 use zixiao_core::{Clock, Store, StoreError, SystemClock};
 
 use tables::{Committed, ReadState, WriteState};
@@ -152,11 +153,10 @@ impl EmbeddedStoreOptions {
                 source: Some(Box::new(source)),
             })?;
         }
+        refuse_empty_file(path)?;
         let db = open_database(path, self.lock_timeout)?;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tables::initialise(&db, &path.display().to_string())
-        }))
-        .map_err(|payload| corrupt_file(path, payload.as_ref()))??;
+        quiet::catch_quietly(|| tables::initialise(&db, &path.display().to_string()))
+            .map_err(|payload| corrupt_file(path, payload.as_ref()))??;
 
         let (events, _) = broadcast::channel(self.event_buffer);
         let (stop_sweeper, sweeper_stopped) = mpsc::channel();
@@ -183,12 +183,22 @@ impl EmbeddedStoreOptions {
     }
 }
 
-/// Opens the redb file, retrying with backoff while another process holds it.
+/// Opens (or creates) the redb file, retrying with backoff while another process holds it.
 fn open_database(path: &Path, lock_timeout: Duration) -> Result<Database, StoreError> {
+    open_with(path, lock_timeout, |p: &Path| Database::create(p))
+}
+
+/// Opens the redb file with `open`, retrying with backoff while another
+/// process (or a closing handle of this one) holds it.
+fn open_with(
+    path: &Path,
+    lock_timeout: Duration,
+    open: impl Fn(&Path) -> Result<Database, DatabaseError>,
+) -> Result<Database, StoreError> {
     let deadline = Instant::now() + lock_timeout;
     let mut backoff = Duration::from_millis(10);
     loop {
-        let opened = std::panic::catch_unwind(|| Database::create(path))
+        let opened = quiet::catch_quietly(|| open(path))
             .map_err(|payload| corrupt_file(path, payload.as_ref()))?;
         match opened {
             Ok(db) => return Ok(db),
@@ -223,27 +233,191 @@ fn open_database(path: &Path, lock_timeout: Duration) -> Result<Database, StoreE
                 })
             }
             Err(source) => {
-                return Err(StoreError::Backend {
-                    what: format!(
-                        "cannot open the store file `{}` (is it corrupt, or not a zixiao store?)",
-                        path.display()
-                    ),
-                    source: Box::new(source),
-                })
+                return Err(damaged(path, "it is damaged or not a zixiao store", source))
             }
         }
     }
 }
 
-/// The error for a store file on which redb panicked while opening it.
-fn corrupt_file(path: &Path, payload: &(dyn std::any::Any + Send)) -> StoreError {
+/// What to do about a damaged store file, for the messages that name one.
+const DAMAGED_HELP: &str = "restore a backup with `zixiao state restore BACKUP`, or move the \
+                            file away to start over with an empty store (everything it held \
+                            is then forgotten)";
+
+/// The error for a store file that cannot be used as it is.
+fn damaged(
+    path: &Path,
+    why: &str,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
     StoreError::Backend {
         what: format!(
-            "cannot open the store file `{}`: it is corrupt",
+            "cannot open the store file `{}`: {why}; {DAMAGED_HELP}",
             path.display()
         ),
-        source: Box::new(RedbPanicked(panic_message(payload))),
+        source: source.into(),
     }
+}
+
+/// The error for a store file on which redb panicked while opening it.
+fn corrupt_file(path: &Path, payload: &(dyn std::any::Any + Send)) -> StoreError {
+    damaged(path, "it is damaged", RedbPanicked(panic_message(payload)))
+}
+
+/// Refuses a store file that exists but holds nothing: redb would silently
+/// make it a new, empty store, and every stored intent would be lost
+/// without a word. A missing file is a new store; an empty one is damage
+/// (a truncation, a copy that failed).
+fn refuse_empty_file(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(damaged(
+            path,
+            "it is not a regular file",
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )),
+        Ok(meta) if meta.len() == 0 => Err(damaged(
+            path,
+            "it is empty (0 bytes), so what it held is lost",
+            std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+        )),
+        _ => Ok(()),
+    }
+}
+
+impl EmbeddedStore {
+    /// Copies the store, as of one revision, into a new store file at `to`
+    /// while it stays in use (writers carry on meanwhile), then checks the
+    /// copy. `to` must not exist. Errors: `InvalidArgument` (`to` exists, or
+    /// its directory does not), `Internal`.
+    pub fn backup(&self, to: &Path) -> Result<StoreSummary, StoreError> {
+        if to.exists() {
+            return Err(StoreError::InvalidArgument(format!(
+                "the backup file `{}` exists already; choose a new path",
+                to.display()
+            )));
+        }
+        let tmp = temporary_path(to)?;
+        let copied = (|| {
+            let copy = Database::create(&tmp).map_err(|e| {
+                StoreError::backend(format!("cannot create `{}`", tmp.display()), e)
+            })?;
+            quiet::catch_quietly(|| tables::copy_all(&self.inner.db, &copy))
+                .map_err(|payload| corrupt_file(&self.inner.path, payload.as_ref()))??;
+            drop(copy);
+            std::fs::rename(&tmp, to).map_err(|e| {
+                StoreError::backend(format!("cannot move the backup to `{}`", to.display()), e)
+            })?;
+            sync_parent(to)
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        copied?;
+        EmbeddedStore::check_file(to)
+    }
+
+    /// Checks the store file at `path` without changing it: redb's own
+    /// integrity check, then every record of every table read and decoded.
+    /// The file must not be in use. Errors: `NotFound` (no file),
+    /// `Unavailable` (in use), `Internal` (damaged, naming what and what to do).
+    pub fn check_file(path: &Path) -> Result<StoreSummary, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(path.display().to_string()));
+        }
+        refuse_empty_file(path)?;
+        let mut db = open_with(path, DEFAULT_LOCK_TIMEOUT, |p: &Path| Database::open(p))?;
+        let intact = quiet::catch_quietly(|| db.check_integrity())
+            .map_err(|payload| corrupt_file(path, payload.as_ref()))?
+            .map_err(|e| damaged(path, "its pages fail redb's integrity check", e))?;
+        if !intact {
+            return Err(damaged(
+                path,
+                "its pages failed redb's integrity check (redb repaired what it could; \
+                 check again, and compare with a backup)",
+                std::io::Error::from(std::io::ErrorKind::InvalidData),
+            ));
+        }
+        quiet::catch_quietly(|| tables::verify(&db))
+            .map_err(|payload| corrupt_file(path, payload.as_ref()))?
+            .map_err(|e| damaged(path, "a record in it cannot be read", e))
+    }
+
+    /// Replaces the store file at `path` with the backup `from`, after
+    /// checking the backup; the old file is kept beside it as
+    /// `<path>.before-restore`. The store must not be in use. Errors:
+    /// `NotFound` (no backup), `Unavailable` (the store is in use),
+    /// `Internal` (the backup is damaged; nothing is changed then).
+    pub fn restore_file(from: &Path, path: &Path) -> Result<StoreSummary, StoreError> {
+        let report = EmbeddedStore::check_file(from)?;
+        // Held while the file is swapped: nobody opens the old one meanwhile.
+        let _lock = if path.exists() {
+            match quiet::catch_quietly(|| Database::open(path)) {
+                Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
+                    return Err(StoreError::Unavailable {
+                        what: format!(
+                            "the store file `{}` is in use by another zixiao process: stop it first",
+                            path.display()
+                        ),
+                        source: Some(Box::new(DatabaseError::DatabaseAlreadyOpen)),
+                    })
+                }
+                Ok(Ok(db)) => Some(db),
+                // A damaged store is what a restore is for.
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let tmp = temporary_path(path)?;
+        let swapped = (|| {
+            std::fs::copy(from, &tmp)
+                .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+                .map_err(|e| StoreError::backend(format!("cannot copy `{}`", from.display()), e))?;
+            if path.exists() {
+                let kept = path.with_extension("redb.before-restore");
+                std::fs::rename(path, &kept).map_err(|e| {
+                    StoreError::backend(format!("cannot keep `{}`", path.display()), e)
+                })?;
+            }
+            std::fs::rename(&tmp, path).map_err(|e| {
+                StoreError::backend(format!("cannot replace `{}`", path.display()), e)
+            })?;
+            sync_parent(path)
+        })();
+        if swapped.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        swapped.map(|()| report)
+    }
+}
+
+/// A new path beside `path` for a file that is renamed over it when complete.
+fn temporary_path(path: &Path) -> Result<PathBuf, StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(StoreError::InvalidArgument(format!(
+            "the directory `{}` does not exist",
+            dir.display()
+        )));
+    }
+    let name = path
+        .file_name()
+        .map_or_else(|| "store".to_owned(), |n| n.to_string_lossy().into_owned());
+    Ok(dir.join(format!(".{name}.{}.tmp", std::process::id())))
+}
+
+/// Makes a rename in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::backend(format!("cannot sync `{}`", dir.display()), e))
 }
 
 /// Deletes expired leases' keys every `interval` until the store is dropped
@@ -487,18 +661,16 @@ impl EmbeddedStore {
 /// redb panicked (on a corrupt file; it asserts some invariants of the
 /// file rather than returning errors for them).
 #[derive(Debug, thiserror::Error)]
-#[error("redb panicked: {0}")]
+#[error("redb found the file inconsistent ({0})")]
 struct RedbPanicked(String);
 
 /// Runs `op`, turning a panic inside redb into [`StoreError::Corrupt`] about
 /// `what`, so a damaged file fails the call instead of the caller's thread.
 /// (Writes run on the blocking pool, where a panic already becomes an error.)
 pub(crate) fn catch_panic<T>(what: &str, op: impl FnOnce() -> T) -> Result<T, StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).map_err(|payload| {
-        StoreError::Corrupt {
-            key: what.to_owned(),
-            source: Box::new(RedbPanicked(panic_message(payload.as_ref()))),
-        }
+    quiet::catch_quietly(op).map_err(|payload| StoreError::Corrupt {
+        key: what.to_owned(),
+        source: Box::new(RedbPanicked(panic_message(payload.as_ref()))),
     })
 }
 

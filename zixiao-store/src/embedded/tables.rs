@@ -9,10 +9,12 @@
 use std::collections::BTreeSet;
 
 use redb::{
-    Database, MultimapTable, MultimapTableDefinition, ReadOnlyTable, ReadableTable, Table,
-    TableDefinition, WriteTransaction,
+    Database, MultimapTable, MultimapTableDefinition, ReadOnlyTable, ReadableMultimapTable,
+    ReadableTable, Table, TableDefinition, WriteTransaction,
 };
-use zixiao_core::store::{KeyValue, LeaseId, Precondition, Revision, Txn, WatchEvent, Write};
+use zixiao_core::store::{
+    KeyValue, LeaseId, Precondition, Revision, StoreSummary, Txn, WatchEvent, Write,
+};
 use zixiao_core::StoreError;
 
 use super::codec::{decode_events, encode_events, CodecError, KeyRecord};
@@ -604,4 +606,168 @@ fn check_precondition(
             found: record.mod_revision,
         }),
     }
+}
+
+/// Reads every record of every table in one snapshot and decodes it, so a
+/// damaged page or an undecodable value is found now rather than by the
+/// call that happens to touch it. Errors: `Internal` naming what is damaged.
+pub(crate) fn verify(db: &Database) -> Result<StoreSummary, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(backend("cannot start a read transaction"))?;
+    let meta = txn
+        .open_table(META)
+        .map_err(backend("cannot open the meta table"))?;
+    let format = meta_value(&meta, META_FORMAT)?;
+    if format != FORMAT_VERSION {
+        return Err(StoreError::Backend {
+            what: "the store's format".to_owned(),
+            source: Box::new(UnknownFormat { found: format }),
+        });
+    }
+    let mut report = StoreSummary {
+        revision: meta_value(&meta, META_REVISION)?,
+        ..StoreSummary::default()
+    };
+    let kv = txn
+        .open_table(KV)
+        .map_err(backend("cannot open the kv table"))?;
+    for entry in kv.iter().map_err(backend("cannot read the kv table"))? {
+        let (key, value) = entry.map_err(backend("cannot read the kv table"))?;
+        let record = KeyRecord::decode(value.value()).map_err(corrupt(key.value()))?;
+        if record.mod_revision > report.revision {
+            return Err(StoreError::Corrupt {
+                key: key.value().to_owned(),
+                source: format!(
+                    "changed at revision {}, after the store's revision {}",
+                    record.mod_revision, report.revision
+                )
+                .into(),
+            });
+        }
+        report.keys += 1;
+    }
+    let changelog = txn
+        .open_table(CHANGELOG)
+        .map_err(backend("cannot open the changelog table"))?;
+    for entry in changelog
+        .iter()
+        .map_err(backend("cannot read the changelog"))?
+    {
+        let (revision, events) = entry.map_err(backend("cannot read the changelog"))?;
+        decode_events(revision.value(), events.value())
+            .map_err(corrupt(format!("changelog revision {}", revision.value())))?;
+        report.history += 1;
+    }
+    let leases = txn
+        .open_table(LEASES)
+        .map_err(backend("cannot open the leases table"))?;
+    for entry in leases.iter().map_err(backend("cannot read the leases"))? {
+        entry.map_err(backend("cannot read the leases"))?;
+        report.leases += 1;
+    }
+    let expiry = txn
+        .open_table(LEASE_EXPIRY)
+        .map_err(backend("cannot open the lease expiry table"))?;
+    for entry in expiry
+        .iter()
+        .map_err(backend("cannot read the lease expiries"))?
+    {
+        entry.map_err(backend("cannot read the lease expiries"))?;
+    }
+    let lease_keys = txn
+        .open_multimap_table(LEASE_KEYS)
+        .map_err(backend("cannot open the lease keys table"))?;
+    for entry in lease_keys
+        .iter()
+        .map_err(backend("cannot read the lease keys"))?
+    {
+        let (_, keys) = entry.map_err(backend("cannot read the lease keys"))?;
+        for key in keys {
+            key.map_err(backend("cannot read the lease keys"))?;
+        }
+    }
+    Ok(report)
+}
+
+/// Copies every table of `from` into `to` (a new, empty store file): one
+/// read transaction of `from`, so the copy is one consistent revision
+/// however many writers run meanwhile, and one write transaction of `to`.
+pub(crate) fn copy_all(from: &Database, to: &Database) -> Result<(), StoreError> {
+    let read = from
+        .begin_read()
+        .map_err(backend("cannot start a read transaction"))?;
+    let write = to
+        .begin_write()
+        .map_err(backend("cannot start the copy's write transaction"))?;
+    {
+        let src = read.open_table(META).map_err(backend("cannot open meta"))?;
+        let mut dst = write
+            .open_table(META)
+            .map_err(backend("cannot open meta"))?;
+        for entry in src.iter().map_err(backend("cannot read meta"))? {
+            let (k, v) = entry.map_err(backend("cannot read meta"))?;
+            dst.insert(k.value(), v.value())
+                .map_err(backend("cannot write meta"))?;
+        }
+        let src = read.open_table(KV).map_err(backend("cannot open kv"))?;
+        let mut dst = write.open_table(KV).map_err(backend("cannot open kv"))?;
+        for entry in src.iter().map_err(backend("cannot read kv"))? {
+            let (k, v) = entry.map_err(backend("cannot read kv"))?;
+            dst.insert(k.value(), v.value())
+                .map_err(backend("cannot write kv"))?;
+        }
+        let src = read
+            .open_table(CHANGELOG)
+            .map_err(backend("cannot open the changelog"))?;
+        let mut dst = write
+            .open_table(CHANGELOG)
+            .map_err(backend("cannot open the changelog"))?;
+        for entry in src.iter().map_err(backend("cannot read the changelog"))? {
+            let (k, v) = entry.map_err(backend("cannot read the changelog"))?;
+            dst.insert(k.value(), v.value())
+                .map_err(backend("cannot write the changelog"))?;
+        }
+        let src = read
+            .open_table(LEASES)
+            .map_err(backend("cannot open the leases"))?;
+        let mut dst = write
+            .open_table(LEASES)
+            .map_err(backend("cannot open the leases"))?;
+        for entry in src.iter().map_err(backend("cannot read the leases"))? {
+            let (k, v) = entry.map_err(backend("cannot read the leases"))?;
+            dst.insert(k.value(), v.value())
+                .map_err(backend("cannot write the leases"))?;
+        }
+        let src = read
+            .open_table(LEASE_EXPIRY)
+            .map_err(backend("cannot open the lease expiries"))?;
+        let mut dst = write
+            .open_table(LEASE_EXPIRY)
+            .map_err(backend("cannot open the lease expiries"))?;
+        for entry in src
+            .iter()
+            .map_err(backend("cannot read the lease expiries"))?
+        {
+            // The value is `()`: the key says everything.
+            let (k, _) = entry.map_err(backend("cannot read the lease expiries"))?;
+            dst.insert(k.value(), ())
+                .map_err(backend("cannot write the lease expiries"))?;
+        }
+        let src = read
+            .open_multimap_table(LEASE_KEYS)
+            .map_err(backend("cannot open the lease keys"))?;
+        let mut dst = write
+            .open_multimap_table(LEASE_KEYS)
+            .map_err(backend("cannot open the lease keys"))?;
+        for entry in src.iter().map_err(backend("cannot read the lease keys"))? {
+            let (lease, keys) = entry.map_err(backend("cannot read the lease keys"))?;
+            for key in keys {
+                let key = key.map_err(backend("cannot read the lease keys"))?;
+                dst.insert(lease.value(), key.value())
+                    .map_err(backend("cannot write the lease keys"))?;
+            }
+        }
+    }
+    write.commit().map_err(backend("cannot commit the copy"))
 }
