@@ -322,9 +322,18 @@ impl ContainerdDriver {
     }
 
     /// A failed task create or start: a command the image lacks is the
-    /// user's mistake (`InvalidArgument` on `spec.command`), not the runtime's.
+    /// user's mistake (`InvalidArgument` on `spec.command`), not the runtime's;
+    /// a stale shim directory is containerd's (`FailedPrecondition`).
     fn start_error(&self, instance: &Instance, status: Status) -> DriverError {
         let message = status.message();
+        if is_stale_shim_dir(message) {
+            // No API removes it: containerd does, when it starts.
+            return DriverError::FailedPrecondition(format!(
+                "containerd holds a stale task directory of instance `{}`, left when containerd \
+                 stopped in the middle of starting it; restarting containerd removes it ({message})",
+                instance.name
+            ));
+        }
         let missing = message.contains("executable file not found")
             || (message.contains("exec:") && message.contains("no such file or directory"));
         if missing {
@@ -615,6 +624,31 @@ pub(super) async fn remove_dir(dir: &std::path::Path) -> Result<(), DriverError>
     }
 }
 
+/// Whether a task create failed because containerd's state still holds the
+/// shim directory (bundle) of an earlier task of the container, which a
+/// containerd stopped mid-create leaves: every later create fails alike.
+fn is_stale_shim_dir(message: &str) -> bool {
+    message.contains("failed to start shim") && message.contains("file exists")
+}
+
 fn status_of(process: &Process) -> TaskStatus {
     TaskStatus::try_from(process.status).unwrap_or(TaskStatus::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_shim_directory_is_recognised() {
+        // As containerd 1.6 says it.
+        assert!(is_stale_shim_dir(
+            "failed to start shim: mkdir /var/run/containerd/io.containerd.runtime.v2.task/zixiao/x: \
+             file exists: unknown"
+        ));
+        assert!(!is_stale_shim_dir(
+            "failed to create shim task: OCI runtime create failed: exec: \"nope\": \
+             executable file not found in $PATH: unknown"
+        ));
+    }
 }
