@@ -259,5 +259,6 @@ fn remove_orphan_removes_a_containers_namespace_and_veth_knowing_only_its_id() {
         assert!(c.converge("lost").await.expect("converge delete").is_none());
         c.delete_network("orphans").await.expect("delete network");
         assert_eq!(host.link_index(&net.bridge).await.unwrap(), None);
+        fx.finish().await;
     });
 }
