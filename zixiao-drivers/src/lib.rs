@@ -14,6 +14,8 @@ use zixiao_core::{Driver, InstanceType, MicrovmBackend};
 pub mod containerd;
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 mod errors;
+#[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
+mod instance_id;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]

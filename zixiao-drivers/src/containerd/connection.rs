@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_client::services::v1::leases_client::LeasesClient;
-use containerd_client::services::v1::{CreateRequest, DeleteRequest};
+use containerd_client::services::v1::{CreateRequest, DeleteRequest, ListRequest};
 use containerd_client::tonic::metadata::AsciiMetadataValue;
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::Request;
@@ -20,6 +20,10 @@ use super::error;
 /// How long connecting and the first version call may take before the
 /// daemon counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The label naming the instance a lease works for, so what a create cut
+/// off left under its lease is found (and released) by the instance's id.
+pub(crate) const INSTANCE_ID_LABEL: &str = "zixiao.io/instance-id";
 
 /// How long a lease outlives a crash of the operation that took it: long
 /// enough for any import, short enough that a crashed one leaves nothing for
@@ -133,12 +137,20 @@ impl Connection {
     }
 
     /// Takes a lease for `purpose` that expires on its own if this process
-    /// dies before [`Connection::release`].
-    pub(crate) async fn lease(&self, purpose: &str) -> Result<Lease, DriverError> {
+    /// dies before [`Connection::release`]; `instance` labels it with the
+    /// id of the instance it works for ([`INSTANCE_ID_LABEL`]).
+    pub(crate) async fn lease(
+        &self,
+        purpose: &str,
+        instance: Option<&str>,
+    ) -> Result<Lease, DriverError> {
         let id = format!("zixiao-{purpose}-{}", uuid::Uuid::new_v4().simple());
         let expiry =
             (chrono::Utc::now() + LEASE_EXPIRY).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        let labels = HashMap::from([("containerd.io/gc.expire".to_owned(), expiry)]);
+        let mut labels = HashMap::from([("containerd.io/gc.expire".to_owned(), expiry)]);
+        if let Some(instance) = instance {
+            labels.insert(INSTANCE_ID_LABEL.to_owned(), instance.to_owned());
+        }
         LeasesClient::new(self.client_channel.clone())
             .create(self.request(CreateRequest {
                 id: id.clone(),
@@ -149,6 +161,40 @@ impl Connection {
         let value = AsciiMetadataValue::try_from(id.as_str())
             .map_err(|_| error::invalid("lease", format!("`{id}` is not ASCII")))?;
         Ok(Lease { id, value })
+    }
+
+    /// The leases working for instance `instance` (see [`Connection::lease`]),
+    /// or for any instance with `None`, with the id each works for.
+    pub(crate) async fn instance_leases(
+        &self,
+        instance: Option<&str>,
+    ) -> Result<Vec<(Lease, String)>, DriverError> {
+        let filter = match instance {
+            Some(id) => format!("labels.\"{INSTANCE_ID_LABEL}\"=={id}"),
+            None => format!("labels.\"{INSTANCE_ID_LABEL}\""),
+        };
+        let leases = LeasesClient::new(self.client_channel.clone())
+            .list(self.request(ListRequest {
+                filters: vec![filter],
+            }))
+            .await
+            .map_err(|s| self.rpc_error("list leases", s))?
+            .into_inner()
+            .leases;
+        Ok(leases
+            .into_iter()
+            .filter_map(|lease| {
+                let instance = lease.labels.get(INSTANCE_ID_LABEL)?.clone();
+                let value = AsciiMetadataValue::try_from(lease.id.as_str()).ok()?;
+                Some((
+                    Lease {
+                        id: lease.id,
+                        value,
+                    },
+                    instance,
+                ))
+            })
+            .collect())
     }
 
     /// Releases `lease`. With `collect`, containerd collects what only the

@@ -692,7 +692,7 @@ pub(crate) async fn import(
 
     let total = archive.len();
     progress(ImportProgress { done: 0, total });
-    let lease = conn.lease("import").await?;
+    let lease = conn.lease("import", None).await?;
     let outcome = write_and_name(conn, &lease, snapshotter, &plan, total, progress).await;
     // Released either way: on success the images now hold what the lease
     // held; on failure the release collects every blob and snapshot written.

@@ -16,9 +16,14 @@ use std::path::{Path, PathBuf};
 /// The file name of an instance's combined stdout and stderr.
 const LOG_FILE: &str = "output.log";
 
+/// Where the driver keeps the files of the instances of `namespace`.
+pub(crate) fn namespace_dir(state_dir: &Path, namespace: &str) -> PathBuf {
+    state_dir.join("containerd").join(namespace)
+}
+
 /// Where the driver keeps an instance's files.
 pub(crate) fn instance_dir(state_dir: &Path, namespace: &str, id: &str) -> PathBuf {
-    state_dir.join("containerd").join(namespace).join(id)
+    namespace_dir(state_dir, namespace).join(id)
 }
 
 /// The instance's log file in `dir`.

@@ -10,7 +10,9 @@
 //! Modules: `connection` (socket, namespace, leases), `error` (gRPC
 //! statuses to error kinds), [`spec`] (the OCI runtime spec), `images`,
 //! `archive` and `content` (import, unpack, resolve), `tasks` (lifecycle),
-//! `logs`, `stats`, `console`, `network` (namespaces and veths through zixiao-net).
+//! `logs`, `stats`, `console`, `network` (namespaces and veths through
+//! zixiao-net), `record` (the write-ahead record of a create) and
+//! `inventory` (what the runtime holds, by instance id, for orphan sweeps).
 
 mod archive;
 mod connection;
@@ -18,8 +20,10 @@ mod console;
 mod content;
 mod error;
 mod images;
+mod inventory;
 mod logs;
 mod network;
+mod record;
 pub mod spec;
 mod stats;
 mod tasks;
@@ -28,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{ImageInfo, Images, ImportProgress, Pause, Stats};
+use zixiao_core::driver::{ImageInfo, Images, ImportProgress, Inventory, Pause, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
 };
@@ -210,6 +214,10 @@ impl Driver for ContainerdDriver {
     }
 
     fn images(&self) -> Option<&dyn Images> {
+        Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn Inventory> {
         Some(self)
     }
 }

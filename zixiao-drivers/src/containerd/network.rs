@@ -12,7 +12,7 @@ use zixiao_core::{DriverError, ErrorKind, Instance};
 use super::ContainerdDriver;
 
 /// A zixiao-net error as a driver error of the same kind.
-fn driver_error(operation: &str, error: zixiao_core::Error) -> DriverError {
+pub(super) fn driver_error(operation: &str, error: zixiao_core::Error) -> DriverError {
     let message = format!("{operation}: {}", error.chain());
     match error.kind() {
         ErrorKind::Unsupported => DriverError::Unsupported(message),

@@ -1,7 +1,11 @@
 //! The container lifecycle on containerd: container records with their
 //! rootfs snapshots (create, delete) and runc tasks (start, stop, pause,
 //! inspect, metrics). Every step checks what exists first, so each call is
-//! idempotent and a call interrupted by a crash is simply made again.
+//! idempotent and a call interrupted by a crash is simply made again: a
+//! create finds the snapshot (key = id) and the network a cut-off create
+//! left, a start finds a task created but never started. Before anything
+//! exists a create writes its record (see `record`), and its lease carries
+//! the instance id, so even what a cut-off create left is found by id.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +29,7 @@ use zixiao_core::{DriverError, Instance, RuntimeState};
 use super::connection::Lease;
 use super::error::{invalid, io, is_already_exists, is_not_found};
 use super::images;
+use super::record::{self, Record};
 use super::spec::{self, SpecDefaults};
 use super::stats::{self, Sample};
 use super::{console, logs, ContainerdDriver};
@@ -42,11 +47,13 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const SIGKILL_EXIT: i32 = 128 + 9;
 
 impl ContainerdDriver {
-    fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
+    pub(super) fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
         TasksClient::new(self.conn.client().channel())
     }
 
-    fn snapshots(&self) -> SnapshotsClient<containerd_client::tonic::transport::Channel> {
+    pub(super) fn snapshots(
+        &self,
+    ) -> SnapshotsClient<containerd_client::tonic::transport::Channel> {
         SnapshotsClient::new(self.conn.client().channel())
     }
 
@@ -95,29 +102,52 @@ impl ContainerdDriver {
         };
         // Everything the user can get wrong is checked before anything is written.
         console::wants_stdin(instance)?;
-        let mut runtime_spec = spec::runtime_spec(
+        let runtime_spec = spec::runtime_spec(
             instance,
             &image.config.config.clone().unwrap_or_default(),
             &defaults,
         )?;
+        // Write-ahead: recorded before the network, the snapshot or the
+        // container exist, so a create cut off after this is found by id.
+        let dir = self.instance_dir(id);
+        let made = match record::write(&dir, &Record::of(instance)).await {
+            Ok(()) => {
+                self.create_objects(instance, id, &image, runtime_spec)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if made.is_err() && !matches!(self.container(id).await, Ok(Some(_))) {
+            // No container: nothing of the instance was created before
+            // this call (or only by a create cut off), so all of it goes.
+            self.remove_snapshot(id).await.ok();
+            self.detach_network(instance).await.ok();
+            remove_dir(&dir).await.ok();
+        }
+        made
+    }
+
+    /// The network, then under a lease the rootfs snapshot and the container.
+    async fn create_objects(
+        &self,
+        instance: &Instance,
+        id: &str,
+        image: &images::Resolved,
+        mut runtime_spec: serde_json::Value,
+    ) -> Result<(), DriverError> {
         self.attach_network(instance, &mut runtime_spec).await?;
         let spec_json = serde_json::to_vec(&runtime_spec)
             .map_err(|e| invalid("spec", format!("cannot encode the runtime spec: {e}")))?;
-        let lease = self.conn.lease("create").await?;
+        let lease = self.conn.lease("create", Some(id)).await?;
         let created = self
-            .create_under(&lease, instance, id, &image, spec_json)
+            .create_under(&lease, instance, id, image, spec_json)
             .await;
         if created.is_err() {
             self.remove_snapshot(id).await.ok();
-            self.detach_network(instance).await.ok();
         }
         let released = self.conn.release(lease, created.is_err()).await;
         created?;
-        released?;
-        let dir = self.instance_dir(id);
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io(format!("create {}", dir.display()), e))
+        released
     }
 
     async fn create_under(
@@ -292,9 +322,18 @@ impl ContainerdDriver {
     }
 
     /// A failed task create or start: a command the image lacks is the
-    /// user's mistake (`InvalidArgument` on `spec.command`), not the runtime's.
+    /// user's mistake (`InvalidArgument` on `spec.command`), not the runtime's;
+    /// a stale shim directory is containerd's (`FailedPrecondition`).
     fn start_error(&self, instance: &Instance, status: Status) -> DriverError {
         let message = status.message();
+        if is_stale_shim_dir(message) {
+            // No API removes it: containerd does, when it starts.
+            return DriverError::FailedPrecondition(format!(
+                "containerd holds a stale task directory of instance `{}`, left when containerd \
+                 stopped in the middle of starting it; restarting containerd removes it ({message})",
+                instance.name
+            ));
+        }
         let missing = message.contains("executable file not found")
             || (message.contains("exec:") && message.contains("no such file or directory"));
         if missing {
@@ -380,6 +419,12 @@ impl ContainerdDriver {
         grace: Duration,
     ) -> Result<(), DriverError> {
         let id = Self::container_id(instance)?;
+        self.stop_task_of(id, &instance.name, grace).await
+    }
+
+    /// Stops the task of container `id` (instance `name`, for messages):
+    /// SIGTERM, `grace`, SIGKILL; then deletes it. Idempotent.
+    async fn stop_task_of(&self, id: &str, name: &str, grace: Duration) -> Result<(), DriverError> {
         let Some(process) = self.task(id).await? else {
             return Ok(());
         };
@@ -394,7 +439,7 @@ impl ContainerdDriver {
                 self.kill(id, libc::SIGKILL).await?;
                 if !self.wait_exit(id, KILL_TIMEOUT).await? {
                     return Err(DriverError::Runtime {
-                        operation: format!("stop container {}", instance.name),
+                        operation: format!("stop container {name}"),
                         source: format!("the task did not exit within {KILL_TIMEOUT:?} of SIGKILL")
                             .into(),
                     });
@@ -408,7 +453,23 @@ impl ContainerdDriver {
 
     pub(super) async fn delete_container(&self, instance: &Instance) -> Result<(), DriverError> {
         let id = Self::container_id(instance)?;
-        self.stop_task(instance, Duration::ZERO).await?;
+        self.remove_objects(id, &instance.name, Duration::ZERO)
+            .await?;
+        self.detach_network(instance).await?;
+        remove_dir(&self.instance_dir(id)).await
+    }
+
+    /// Removes what containerd holds of container `id` (instance `name`,
+    /// for messages): its task (stopped with `grace`), the container, its
+    /// snapshot, and the leases of creates cut off before they released
+    /// them. Idempotent.
+    pub(super) async fn remove_objects(
+        &self,
+        id: &str,
+        name: &str,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        self.stop_task_of(id, name, grace).await?;
         let request = self
             .conn
             .request(DeleteContainerRequest { id: id.to_owned() });
@@ -421,17 +482,14 @@ impl ContainerdDriver {
             Err(status) => {
                 return Err(self
                     .conn
-                    .rpc_error(format!("delete container {}", instance.name), status))
+                    .rpc_error(format!("delete container {name}"), status))
             }
         }
         self.remove_snapshot(id).await?;
-        self.detach_network(instance).await?;
-        let dir = self.instance_dir(id);
-        match tokio::fs::remove_dir_all(&dir).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(format!("remove {}", dir.display()), e)),
+        for (lease, _) in self.conn.instance_leases(Some(id)).await? {
+            self.conn.release(lease, true).await?;
         }
+        Ok(())
     }
 
     pub(super) async fn inspect_container(
@@ -557,6 +615,40 @@ impl ContainerdDriver {
     }
 }
 
+/// Removes `dir` and everything in it. Idempotent.
+pub(super) async fn remove_dir(dir: &std::path::Path) -> Result<(), DriverError> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(format!("remove {}", dir.display()), e)),
+    }
+}
+
+/// Whether a task create failed because containerd's state still holds the
+/// shim directory (bundle) of an earlier task of the container, which a
+/// containerd stopped mid-create leaves: every later create fails alike.
+fn is_stale_shim_dir(message: &str) -> bool {
+    message.contains("failed to start shim") && message.contains("file exists")
+}
+
 fn status_of(process: &Process) -> TaskStatus {
     TaskStatus::try_from(process.status).unwrap_or(TaskStatus::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_shim_directory_is_recognised() {
+        // As containerd 1.6 says it.
+        assert!(is_stale_shim_dir(
+            "failed to start shim: mkdir /var/run/containerd/io.containerd.runtime.v2.task/zixiao/x: \
+             file exists: unknown"
+        ));
+        assert!(!is_stale_shim_dir(
+            "failed to create shim task: OCI runtime create failed: exec: \"nope\": \
+             executable file not found in $PATH: unknown"
+        ));
+    }
 }

@@ -1,8 +1,12 @@
 //! Lifecycle: define (with the overlay disk), start, graceful shutdown then
 //! destroy, reboot and reset, suspend and resume, undefine, and the state
 //! read back from libvirt. Every call is idempotent and looks the domain up
-//! by name, checking the instance id in its metadata, so a domain that is
-//! not this instance's is never touched.
+//! by its UUID (the instance id) or else by name, checking the instance id
+//! in its metadata, so a domain that is not this instance's is never
+//! touched. A domain defines before it starts, so a create or start cut
+//! off is found again by the next call; when another instance's domain
+//! (an orphan of a deleted instance) holds the name, the new domain is
+//! named `<prefix><name>-<id>` instead of being blocked.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +21,7 @@ use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeSta
 use super::disks::{self, GIB};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
 use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
+use crate::instance_id::InstanceId;
 
 /// How often a graceful shutdown is checked on.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -36,18 +41,36 @@ pub struct ManagedDomain {
     pub state: RuntimeState,
 }
 
-/// What a domain name stands for on the daemon.
+/// What the daemon holds of an instance.
 enum Lookup {
-    /// No domain of that name.
+    /// No domain of the instance, and no domain of its name.
     Missing,
     /// This instance's domain.
     Ours(Domain),
-    /// Someone else's domain (another instance id, or none).
+    /// No domain of the instance, but its name is someone else's (another
+    /// instance id, or none): the owner.
     Foreign(String),
 }
 
-/// Looks `name` up and tells whether it is `instance_id`'s domain.
-fn lookup(conn: &Connect, name: &str, instance_id: &str) -> Result<Lookup, DriverError> {
+/// Finds instance `instance_id`'s domain: by UUID (the instance id, as
+/// domains are defined), else by `name` (domains defined before their UUID
+/// was the instance id), checking the prefix and the metadata's id either way.
+fn lookup(
+    conn: &Connect,
+    prefix: &str,
+    name: &str,
+    instance_id: &str,
+) -> Result<Lookup, DriverError> {
+    if InstanceId::try_from(instance_id).is_ok() {
+        match conn.lookup_domain_by_uuid_string(instance_id) {
+            Ok(domain) if is_instance_domain(&domain, prefix, instance_id) => {
+                return Ok(Lookup::Ours(domain))
+            }
+            Ok(_) => {}
+            Err(e) if error::is(&e, ErrorNumber::NoDomain) => {}
+            Err(e) => return Err(error::failed(format!("look up domain {instance_id}"), e)),
+        }
+    }
     let domain = match conn.lookup_domain_by_name(name) {
         Ok(domain) => domain,
         Err(e) if error::is(&e, ErrorNumber::NoDomain) => return Ok(Lookup::Missing),
@@ -79,6 +102,35 @@ fn metadata_of(domain: &Domain) -> Option<(String, String)> {
 
 fn instance_id_of(domain: &Domain) -> Option<String> {
     metadata_of(domain).map(|(id, _)| id)
+}
+
+/// Whether `domain` is one of this driver's (its name has the driver's
+/// prefix) and carries instance `instance_id` in its metadata.
+fn is_instance_domain(domain: &Domain, prefix: &str, instance_id: &str) -> bool {
+    domain.name().is_ok_and(|n| n.starts_with(prefix))
+        && instance_id_of(domain).as_deref() == Some(instance_id)
+}
+
+/// Destroys `domain` (named `name`) if it runs, and undefines it with its
+/// snapshots' metadata. A domain gone meanwhile is fine.
+fn destroy_and_undefine(domain: &Domain, name: &str) -> Result<(), DriverError> {
+    if is_active(domain, name)? {
+        match domain.destroy() {
+            Err(e) if !error::is(&e, ErrorNumber::OperationInvalid) => {
+                return Err(error::failed(format!("destroy domain {name}"), e));
+            }
+            _ => {}
+        }
+    }
+    // Internal snapshots live in the overlay, removed with the instance's
+    // files; their metadata goes with the domain. (No NVRAM: domains boot BIOS.)
+    let flags = sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
+    match domain.undefine_flags(flags) {
+        Err(e) if !error::is(&e, ErrorNumber::NoDomain) => {
+            Err(error::failed(format!("undefine domain {name}"), e))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn is_active(domain: &Domain, name: &str) -> Result<bool, DriverError> {
@@ -303,26 +355,45 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
-        let name = self.domain_name(instance);
+        let preferred = self.domain_name(instance);
+        // Only an id that is the domain's UUID finds a domain of another name.
+        let fallback = InstanceId::try_from(instance.id.as_str())
+            .ok()
+            .map(|id| format!("{preferred}-{id}"));
+        let prefix = self.options.name_prefix.clone();
         let id = instance.id.clone();
         let found = {
-            let name = name.clone();
+            let preferred = preferred.clone();
             self.conn
                 .run("look up domain", move |conn| {
-                    Ok(match lookup(conn, &name, &id)? {
-                        Lookup::Missing => None,
-                        Lookup::Ours(_) => Some(Ok(())),
-                        Lookup::Foreign(owner) => Some(Err(owner)),
+                    Ok(match lookup(conn, &prefix, &preferred, &id)? {
+                        Lookup::Ours(_) => None,
+                        Lookup::Missing => Some(Ok(preferred)),
+                        // Another instance's domain (an orphan of a deleted
+                        // instance, a stale copy of one that moved) keeps
+                        // its name, and the orphan sweep decides its fate;
+                        // this instance's is found by its UUID.
+                        Lookup::Foreign(owner) => match fallback {
+                            Some(alt) => match conn.lookup_domain_by_name(&alt) {
+                                Err(e) if error::is(&e, ErrorNumber::NoDomain) => Some(Ok(alt)),
+                                Err(e) => {
+                                    return Err(error::failed(format!("look up domain {alt}"), e))
+                                }
+                                Ok(_) => Some(Err(owner)),
+                            },
+                            None => Some(Err(owner)),
+                        },
                     })
                 })
                 .await?
         };
-        match found {
-            Some(Ok(())) => return Ok(()),
-            Some(Err(owner)) => return Err(name_clash(&name, &owner)),
-            None => {}
-        }
-        let plan = self.plan(instance)?;
+        let name = match found {
+            None => return Ok(()),
+            Some(Err(owner)) => return Err(name_clash(&preferred, &owner)),
+            Some(Ok(name)) => name,
+        };
+        let mut plan = self.plan(instance)?;
+        plan.definition.name = name.clone();
         if let Some(host) = &self.network {
             network::check_bridges(host, &instance.attachments).await?;
         }
@@ -465,27 +536,8 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn delete_domain(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.with_domain_if_any(instance, "delete", |domain, name| {
-            if is_active(domain, name)? {
-                match domain.destroy() {
-                    Err(e) if !error::is(&e, ErrorNumber::OperationInvalid) => {
-                        return Err(error::failed(format!("destroy domain {name}"), e));
-                    }
-                    _ => {}
-                }
-            }
-            // Internal snapshots live in the overlay, removed below; their
-            // metadata goes with the domain. (No NVRAM: domains boot BIOS.)
-            let flags =
-                sys::VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | sys::VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA;
-            match domain.undefine_flags(flags) {
-                Err(e) if !error::is(&e, ErrorNumber::NoDomain) => {
-                    Err(error::failed(format!("undefine domain {name}"), e))
-                }
-                _ => Ok(()),
-            }
-        })
-        .await?;
+        self.with_domain_if_any(instance, "delete", destroy_and_undefine)
+            .await?;
         let dir = self.instance_dir(instance);
         let keep_disk = instance
             .labels
@@ -516,18 +568,23 @@ impl LibvirtDriver {
         instance: &Instance,
     ) -> Result<RuntimeState, DriverError> {
         let state = self
-            .with_domain_if_any(instance, "inspect", read_state)
+            .with_domain_if_any(instance, "inspect", |domain, name| {
+                Ok((read_state(domain, name)?, name.to_owned()))
+            })
             .await?;
         Ok(match state {
             None => RuntimeState::Missing,
-            Some(RuntimeState::Exited {
-                code, oom_killed, ..
-            }) => RuntimeState::Exited {
+            Some((
+                RuntimeState::Exited {
+                    code, oom_killed, ..
+                },
+                name,
+            )) => RuntimeState::Exited {
                 code,
                 oom_killed,
-                at: self.events.stopped_at(&self.domain_name(instance)),
+                at: self.events.stopped_at(&name),
             },
-            Some(state) => state,
+            Some((state, _)) => state,
         })
     }
 
@@ -656,7 +713,8 @@ impl LibvirtDriver {
             .ok_or_else(|| DriverError::NotFound(format!("domain {name}")))
     }
 
-    /// Runs `call` on the instance's domain, or returns `None` without one.
+    /// Runs `call` on the instance's domain, with the domain's name, or
+    /// returns `None` without one.
     pub(crate) async fn with_domain_if_any<T, F>(
         &self,
         instance: &Instance,
@@ -668,13 +726,53 @@ impl LibvirtDriver {
         F: FnOnce(&Domain, &str) -> Result<T, DriverError> + Send + 'static,
     {
         let name = self.domain_name(instance);
+        let prefix = self.options.name_prefix.clone();
         let id = instance.id.clone();
         self.conn
-            .run(operation, move |conn| match lookup(conn, &name, &id)? {
-                Lookup::Ours(domain) => call(&domain, &name).map(Some),
-                Lookup::Missing | Lookup::Foreign(_) => Ok(None),
+            .run(operation, move |conn| {
+                match lookup(conn, &prefix, &name, &id)? {
+                    Lookup::Ours(domain) => {
+                        let actual = domain.name().unwrap_or(name);
+                        call(&domain, &actual).map(Some)
+                    }
+                    Lookup::Missing | Lookup::Foreign(_) => Ok(None),
+                }
             })
             .await
+    }
+
+    /// Destroys and undefines every domain of the driver (its name prefix)
+    /// that carries instance `id` in its metadata, and removes the
+    /// instance's files: what `remove_orphan` does. Idempotent.
+    pub(crate) async fn remove_instance_domains(&self, id: &InstanceId) -> Result<(), DriverError> {
+        let prefix = self.options.name_prefix.clone();
+        let wanted = id.to_string();
+        self.conn
+            .run("remove the domains of an orphan", move |conn| {
+                let domains = conn
+                    .list_all_domains(0)
+                    .map_err(|e| error::failed("list domains", e))?;
+                for domain in domains {
+                    if is_instance_domain(&domain, &prefix, &wanted) {
+                        let name = domain.name().unwrap_or_else(|_| wanted.clone());
+                        destroy_and_undefine(&domain, &name)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        let dir = self.options.state_dir.join("libvirt").join(id.as_str());
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(error::io(format!("remove {}", dir.display()), e))
+            }
+            _ => Ok(()),
+        })
+        .await
+        .map_err(|e| DriverError::Runtime {
+            operation: "remove the instance's files".to_owned(),
+            source: Box::new(e),
+        })?
     }
 }
 

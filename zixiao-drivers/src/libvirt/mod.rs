@@ -3,9 +3,11 @@
 //! operators already run.
 //!
 //! Each instance is one persistent libvirt domain named `<prefix><name>`
-//! (`zixiao-web`), carrying the instance's id in its metadata, so the
-//! driver keeps no state of its own: after a restart it finds its domains
-//! by name and checks the id (see [`LibvirtDriver::managed_domains`]). Its
+//! (`zixiao-web`; `<prefix><name>-<id>` when another instance's domain
+//! holds that name), whose UUID is the instance's id and whose metadata
+//! carries the id, so the driver keeps no state of its own: after a
+//! restart it finds its domains by UUID or name and checks the id (see
+//! [`LibvirtDriver::managed_domains`]). Its
 //! files live under `<state_dir>/libvirt/<instance id>/`: the qcow2 overlay
 //! on the instance's image and the serial console's log. An instance on
 //! networks gets one virtio NIC per attachment, on the network's bridge
@@ -31,15 +33,17 @@ mod snapshots;
 mod stats;
 pub mod xml;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Console, ConsoleStream, Pause, Snapshots, Stats};
+use zixiao_core::driver::{Console, ConsoleStream, Inventory, Pause, Snapshots, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
 };
 
+use crate::instance_id::InstanceId;
 use connection::Connection;
 pub use events::{LifecycleEvent, LifecycleKind};
 pub use lifecycle::ManagedDomain;
@@ -181,7 +185,8 @@ impl LibvirtDriver {
         self.events.subscribe()
     }
 
-    /// The libvirt domain name of `instance`.
+    /// The libvirt domain name `instance` gets when no other instance's
+    /// domain holds it (else `<this>-<instance id>`).
     pub fn domain_name(&self, instance: &Instance) -> String {
         format!("{}{}", self.options.name_prefix, instance.name)
     }
@@ -256,6 +261,32 @@ impl Driver for LibvirtDriver {
 
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+}
+
+/// What the vm driver holds of an instance: the domains with its name
+/// prefix and Zixiao metadata. (Instance directories are not listed: one
+/// kept on purpose by [`KEEP_DISK_LABEL`] has no domain.)
+#[async_trait]
+impl Inventory for LibvirtDriver {
+    async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
+        Ok(self
+            .managed_domains()
+            .await?
+            .into_iter()
+            .map(|d| d.instance_id)
+            // Only what `remove_orphan` could remove.
+            .filter(|id| InstanceId::try_from(id.as_str()).is_ok())
+            .collect())
+    }
+
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
+        let id = InstanceId::try_from(id)?;
+        self.remove_instance_domains(&id).await
     }
 }
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use quick_xml::events::{BytesText, Event};
 use quick_xml::{Reader, Writer};
 
+use crate::instance_id::InstanceId;
+
 /// The namespace of the metadata element that marks a domain as Zixiao's.
 pub const METADATA_NAMESPACE: &str = "https://zixiao.dev/xmlns/libvirt/instance/1";
 /// The prefix the metadata element is written with.
@@ -96,7 +98,9 @@ pub struct DomainDefinition {
     pub name: String,
     /// The accelerator.
     pub domain_type: DomainType,
-    /// The Zixiao instance id, kept in the domain's metadata.
+    /// The Zixiao instance id, kept in the domain's metadata, and the
+    /// domain's UUID when it is one (as the controller's ids are), so the
+    /// domain is found by id whatever its name.
     pub instance_id: String,
     /// The Zixiao instance name, kept in the domain's metadata.
     pub instance_name: String,
@@ -146,6 +150,9 @@ impl DomainDefinition {
             .with_attribute(("type", self.domain_type.as_str()))
             .write_inner_content(|w| {
                 text(w, "name", &self.name)?;
+                if let Ok(uuid) = InstanceId::try_from(self.instance_id.as_str()) {
+                    text(w, "uuid", uuid.as_str())?;
+                }
                 self.write_metadata(w)?;
                 w.create_element("memory")
                     .with_attribute(("unit", "MiB"))
@@ -398,6 +405,19 @@ mod tests {
             attributes(&xml, "instance", &format!("xmlns:{METADATA_PREFIX}")),
             [METADATA_NAMESPACE]
         );
+    }
+
+    #[test]
+    fn an_instance_id_that_is_a_uuid_is_the_domains_uuid() {
+        assert!(texts(&definition().to_xml(), "uuid").is_empty());
+        let mut d = definition();
+        d.instance_id = "1b4e28ba-2fa1-11d2-883f-0016d3cca427".into();
+        let xml = d.to_xml();
+        assert_eq!(
+            texts(&xml, "uuid"),
+            ["1b4e28ba-2fa1-11d2-883f-0016d3cca427"]
+        );
+        assert_eq!(texts(&xml, "id"), ["1b4e28ba-2fa1-11d2-883f-0016d3cca427"]);
     }
 
     #[test]

@@ -2,16 +2,19 @@
 //!
 //! `<state_dir>/microvm/<instance id>/` holds `instance.json` (the backend
 //! chosen at create, so a node default changed later does not move a
-//! running microVM), the QEMU backend's files (`qemu.pid`, `qmp.sock`,
-//! `console.sock`, `console.log`, `qemu.exit`), the VMM backend's run
-//! directory `vmm/`, and `snapshots/<name>/`.
+//! running microVM; the TAP devices it plugs; and how far the create got),
+//! the QEMU backend's files (`qemu.pid`, `qmp.sock`, `console.sock`,
+//! `console.log`, `qemu.exit`), the VMM backend's run directory `vmm/`, and
+//! `snapshots/<name>/`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use zixiao_core::{DriverError, Instance};
+use zixiao_core::model::NetworkAttachment;
+use zixiao_core::DriverError;
 
 use crate::errors::io;
+use crate::instance_id::InstanceId;
 
 /// The longest Unix socket path Linux accepts (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -27,13 +30,27 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// `vmm` or `qemu`: what [`Instance::runtime`] records.
+    /// `vmm` or `qemu`: what [`zixiao_core::Instance::runtime`] records.
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Vmm => "vmm",
             Backend::Qemu => "qemu",
         }
     }
+}
+
+/// How far a create got, as `instance.json` records it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Stage {
+    /// Written before anything is launched or plugged: a monitor may run,
+    /// half started, or not at all. The next create or start adopts it or
+    /// launches again.
+    Launching,
+    /// The monitor was launched and answered: the create is done. (Records
+    /// written before stages existed have none and mean this.)
+    #[default]
+    Created,
 }
 
 /// What `instance.json` records.
@@ -44,6 +61,18 @@ pub(crate) struct Record {
     pub(crate) name: String,
     /// The backend that runs it.
     pub(crate) backend: Backend,
+    /// How far the create got.
+    #[serde(default)]
+    pub(crate) stage: Stage,
+    /// The network attachments whose TAP devices the driver plugs for it,
+    /// so they can be removed knowing only the instance id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) attachments: Vec<NetworkAttachment>,
+}
+
+/// The directory every microVM's directory is in: `<state_dir>/microvm`.
+pub(crate) fn root(state_dir: &Path) -> PathBuf {
+    state_dir.join("microvm")
 }
 
 /// One microVM's directory.
@@ -53,9 +82,11 @@ pub(crate) struct InstanceDir {
 }
 
 impl InstanceDir {
-    pub(crate) fn new(state_dir: &Path, instance: &Instance) -> Self {
+    /// The directory of instance `id`: a UUID, so always directly under
+    /// [`root`].
+    pub(crate) fn new(state_dir: &Path, id: &InstanceId) -> Self {
         InstanceDir {
-            path: state_dir.join("microvm").join(&instance.id),
+            path: root(state_dir).join(id.as_str()),
         }
     }
 

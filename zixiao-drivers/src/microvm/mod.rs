@@ -26,11 +26,13 @@ mod qemu;
 mod snapshots;
 mod vmm;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Console, ConsoleStream, Pause, Snapshots, Stats};
+use zixiao_core::driver::{Console, ConsoleStream, Inventory, Pause, Snapshots, Stats};
+use zixiao_core::model::NetworkAttachment;
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, MicrovmBackend,
     RuntimeState,
@@ -41,7 +43,8 @@ pub use layout::Backend;
 pub use plan::DEFAULT_CMDLINE;
 pub use snapshots::{export_snapshot, SnapshotManifest, MANIFEST_FILE};
 
-use layout::{InstanceDir, Record};
+use crate::instance_id::InstanceId;
+use layout::{InstanceDir, Record, Stage};
 use plan::BootPlan;
 use qemu::{Accel, QemuBackend};
 use vmm::{VmmBackend, VmmBoot};
@@ -164,15 +167,21 @@ impl MicrovmDriver {
 
     /// The directory of the instance's files.
     pub fn instance_dir(&self, instance: &Instance) -> PathBuf {
-        self.dir(instance).path
+        layout::root(&self.options.state_dir).join(&instance.id)
     }
 
     /// The file the instance's serial console is appended to.
     pub fn console_log_path(&self, instance: &Instance) -> PathBuf {
-        let dir = self.dir(instance);
-        match self.recorded(&dir).unwrap_or(Backend::Qemu) {
-            Backend::Qemu => qemu::console_log(&dir),
-            Backend::Vmm => vmm::console_log(&dir),
+        let dir = InstanceDir {
+            path: self.instance_dir(instance),
+        };
+        self.console_log(&dir)
+    }
+
+    fn console_log(&self, dir: &InstanceDir) -> PathBuf {
+        match self.recorded(dir).unwrap_or(Backend::Qemu) {
+            Backend::Qemu => qemu::console_log(dir),
+            Backend::Vmm => vmm::console_log(dir),
         }
     }
 
@@ -181,14 +190,17 @@ impl MicrovmDriver {
     /// hardware-backed and the VMM is present and `qemu` otherwise.
     /// Errors: `Unsupported` when the chosen monitor cannot run here.
     pub fn backend_of(&self, instance: &Instance) -> Result<Backend, DriverError> {
-        if let Some(recorded) = self.recorded(&self.dir(instance)) {
+        if let Some(recorded) = self.dir(instance).ok().and_then(|d| self.recorded(&d)) {
             return Ok(recorded);
         }
         self.choose(instance)
     }
 
-    fn dir(&self, instance: &Instance) -> InstanceDir {
-        InstanceDir::new(&self.options.state_dir, instance)
+    /// The instance's directory. Errors: `InvalidArgument` on `id` when the
+    /// id is not a UUID, so no id ever reaches outside the state directory.
+    fn dir(&self, instance: &Instance) -> Result<InstanceDir, DriverError> {
+        let id = InstanceId::try_from(instance.id.as_str())?;
+        Ok(InstanceDir::new(&self.options.state_dir, &id))
     }
 
     fn recorded(&self, dir: &InstanceDir) -> Option<Backend> {
@@ -229,11 +241,17 @@ impl MicrovmDriver {
         })
     }
 
-    /// The instance's directory and record; `NotFound` when it was never created here.
+    /// The instance's directory and backend; `NotFound` when it was never created here.
     fn existing(&self, instance: &Instance) -> Result<(InstanceDir, Backend), DriverError> {
-        let dir = self.dir(instance);
+        self.existing_record(instance)
+            .map(|(dir, record)| (dir, record.backend))
+    }
+
+    /// The instance's directory and record; `NotFound` when it was never created here.
+    fn existing_record(&self, instance: &Instance) -> Result<(InstanceDir, Record), DriverError> {
+        let dir = self.dir(instance)?;
         match dir.record()? {
-            Some(record) => Ok((dir, record.backend)),
+            Some(record) => Ok((dir, record)),
             None => Err(DriverError::NotFound(format!(
                 "microVM of instance `{}` on this node",
                 instance.name
@@ -246,44 +264,91 @@ impl MicrovmDriver {
         plan::plan(instance, self.host)
     }
 
+    /// Creates the microVM: checks everything, writes the record with
+    /// stage `Launching` (write-ahead: the backend and the TAPs are named
+    /// before either exists), plugs the TAPs, launches the monitor with
+    /// vCPUs stopped, then marks the record `Created`. A record left at
+    /// `Launching` by a create cut off (`kill -9`) is completed instead.
     async fn create_microvm(&self, instance: &Instance) -> Result<(), DriverError> {
-        let dir = self.dir(instance);
-        if dir.record()?.is_some() {
-            return Ok(());
+        let dir = self.dir(instance)?;
+        if let Some(record) = dir.record()? {
+            return match record.stage {
+                Stage::Created => Ok(()),
+                Stage::Launching => self.finish_create(instance, &dir, record).await,
+            };
         }
         let backend = self.choose(instance)?;
-        let network = self.network_for(instance, backend)?;
-        let plan = match &instance.spec.restore_from {
-            Some(from) => {
-                snapshots::check_restore(from, instance)?;
-                None
-            }
-            None => Some(self.boot_plan(instance)?),
-        };
+        // Everything the user can get wrong is checked before anything is written.
+        self.network_for(instance, backend)?;
+        let plan = self.create_plan(instance, backend)?;
         dir.check_socket_paths()?;
         std::fs::create_dir_all(&dir.path)
             .map_err(|e| crate::errors::io(format!("create {}", dir.path.display()), e))?;
+        let record = Record {
+            id: instance.id.clone(),
+            name: instance.name.clone(),
+            backend,
+            stage: Stage::Launching,
+            attachments: instance.attachments.clone(),
+        };
+        if let Err(e) = dir.write_record(&record) {
+            let _ = dir.remove();
+            return Err(e);
+        }
+        self.launch_recorded(instance, &dir, record, plan.as_ref())
+            .await
+    }
+
+    /// What a create boots on `backend`: a checked boot plan, or `None` for
+    /// a restore (its snapshot checked). Errors: as `create`.
+    fn create_plan(
+        &self,
+        instance: &Instance,
+        backend: Backend,
+    ) -> Result<Option<BootPlan>, DriverError> {
+        match &instance.spec.restore_from {
+            Some(_) if backend == Backend::Qemu => Err(crate::errors::invalid(
+                "spec.restore_from",
+                "restoring a snapshot needs the vmm backend",
+            )),
+            Some(from) => snapshots::check_restore(from, instance).map(|()| None),
+            None => self.boot_plan(instance).map(Some),
+        }
+    }
+
+    /// Plugs the TAPs and launches the monitor of a record at `Launching`,
+    /// then marks it `Created`. On failure everything of the instance on
+    /// this node goes: nothing of it was created yet (its record said
+    /// `Launching`), so nothing an earlier successful create made is lost.
+    async fn launch_recorded(
+        &self,
+        instance: &Instance,
+        dir: &InstanceDir,
+        record: Record,
+        plan: Option<&BootPlan>,
+    ) -> Result<(), DriverError> {
         let made = async {
-            match backend {
+            match record.backend {
                 Backend::Qemu => {
-                    let plan = plan.as_ref().ok_or_else(|| {
+                    let plan = plan.ok_or_else(|| {
                         crate::errors::invalid(
                             "spec.restore_from",
                             "restoring a snapshot needs the vmm backend",
                         )
                     })?;
+                    let network = self.network_for(instance, record.backend)?;
                     if let Some(network) = network {
                         network
-                            .attach_tap(&instance.id, &instance.attachments)
+                            .attach_tap(&instance.id, &record.attachments)
                             .await
                             .map_err(|e| net_error("plug the microVM's TAP devices", e))?;
                     }
                     self.qemu_backend()?
-                        .launch(&instance.name, &dir, plan, network)
+                        .launch(&instance.name, dir, plan, network)
                         .await?
                 }
                 Backend::Vmm => {
-                    let boot = match (&instance.spec.restore_from, &plan) {
+                    let boot = match (&instance.spec.restore_from, plan) {
                         (Some(from), _) => VmmBoot::Restore(from),
                         (None, Some(plan)) => VmmBoot::Fresh(plan),
                         (None, None) => {
@@ -293,24 +358,71 @@ impl MicrovmDriver {
                             ))
                         }
                     };
-                    self.vmm_backend()?.launch(&dir, boot).await?
+                    self.vmm_backend()?.launch(dir, boot).await?
                 }
             }
-            // The record goes last: a microVM without one was never created.
             dir.write_record(&Record {
-                id: instance.id.clone(),
-                name: instance.name.clone(),
-                backend,
+                stage: Stage::Created,
+                ..record.clone()
             })
         }
         .await;
         if let Err(e) = made {
-            self.destroy(&dir, backend).await;
-            let _ = self.unplug(instance).await;
-            let _ = dir.remove();
+            self.remove_everything(&instance.id, dir, Some(record.backend), &record.attachments)
+                .await;
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Completes a create that was cut off after it wrote its record: the
+    /// monitor it launched is adopted when it runs and answers, else what
+    /// it left is killed and the monitor launched again.
+    async fn finish_create(
+        &self,
+        instance: &Instance,
+        dir: &InstanceDir,
+        record: Record,
+    ) -> Result<(), DriverError> {
+        let adopted = match record.backend {
+            Backend::Qemu => self.qemu_backend()?.adopt(dir).await,
+            Backend::Vmm => self.vmm_backend()?.adopt(dir).await,
+        };
+        if adopted {
+            return dir.write_record(&Record {
+                stage: Stage::Created,
+                ..record
+            });
+        }
+        process::kill_monitors(&dir.path, &[]).await;
+        let plan = match self.create_plan(instance, record.backend) {
+            Ok(plan) => plan,
+            Err(e) => {
+                self.remove_everything(&instance.id, dir, None, &record.attachments)
+                    .await;
+                return Err(e);
+            }
+        };
+        self.launch_recorded(instance, dir, record, plan.as_ref())
+            .await
+    }
+
+    /// Stops every monitor of the microVM at once, removes its TAPs and its
+    /// directory; `backend` first asks that backend to stop it (a quit,
+    /// then a kill). Best effort: used where an error is already on its way.
+    async fn remove_everything(
+        &self,
+        id: &str,
+        dir: &InstanceDir,
+        backend: Option<Backend>,
+        attachments: &[NetworkAttachment],
+    ) {
+        if let Some(backend) = backend {
+            self.destroy(dir, backend).await;
+        }
+        process::kill_monitors(&dir.path, &[]).await;
+        let _ = self.unplug(id, attachments).await;
+        let _ = dir.remove();
     }
 
     /// The host network that plugs `instance`'s attachments on `backend`;
@@ -340,11 +452,11 @@ impl MicrovmDriver {
         })
     }
 
-    /// Removes the TAP devices of `instance`. Idempotent.
-    async fn unplug(&self, instance: &Instance) -> Result<(), DriverError> {
+    /// Removes the TAP devices of `attachments` of instance `id`. Idempotent.
+    async fn unplug(&self, id: &str, attachments: &[NetworkAttachment]) -> Result<(), DriverError> {
         match &self.network {
-            Some(network) if !instance.attachments.is_empty() => network
-                .detach_tap(&instance.id, &instance.attachments)
+            Some(network) if !attachments.is_empty() => network
+                .detach_tap(id, attachments)
                 .await
                 .map_err(|e| net_error("remove the microVM's TAP devices", e)),
             _ => Ok(()),
@@ -433,7 +545,11 @@ impl Driver for MicrovmDriver {
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
-        let (dir, backend) = self.existing(instance)?;
+        let (dir, record) = self.existing_record(instance)?;
+        let backend = record.backend;
+        if record.stage == Stage::Launching {
+            self.finish_create(instance, &dir, record).await?;
+        }
         // A relaunch after an exit boots the spec again: check it again.
         let exited = matches!(self.inspect(instance).await?, RuntimeState::Exited { .. });
         let plan = if exited && instance.spec.restore_from.is_none() {
@@ -470,10 +586,15 @@ impl Driver for MicrovmDriver {
     }
 
     async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
-        let dir = self.dir(instance);
+        let dir = self.dir(instance)?;
         let Some(record) = dir.record()? else {
             return Ok(());
         };
+        if record.stage == Stage::Launching {
+            // Never started: nothing to shut down gracefully.
+            process::kill_monitors(&dir.path, &[]).await;
+            return Ok(());
+        }
         match record.backend {
             Backend::Qemu => self.qemu_backend()?.stop(&dir, grace).await,
             Backend::Vmm => self.vmm_backend()?.stop(&dir, grace).await,
@@ -481,19 +602,27 @@ impl Driver for MicrovmDriver {
     }
 
     async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
-        let dir = self.dir(instance);
-        if let Some(record) = dir.record()? {
+        let dir = self.dir(instance)?;
+        let record = dir.record()?;
+        if let Some(record) = &record {
             self.destroy(&dir, record.backend).await;
+            self.unplug(&instance.id, &record.attachments).await?;
         }
-        self.unplug(instance).await?;
+        // Anything a cut-off call launched that no pid file names.
+        process::kill_monitors(&dir.path, &[]).await;
+        self.unplug(&instance.id, &instance.attachments).await?;
         dir.remove()
     }
 
     async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
-        let dir = self.dir(instance);
+        let dir = self.dir(instance)?;
         let Some(record) = dir.record()? else {
             return Ok(RuntimeState::Missing);
         };
+        if record.stage == Stage::Launching {
+            // A create that was cut off has not created it (yet).
+            return Ok(RuntimeState::Missing);
+        }
         match record.backend {
             Backend::Qemu => self.qemu_backend()?.inspect(&dir).await,
             Backend::Vmm => self.vmm_backend()?.inspect(&dir).await,
@@ -507,7 +636,8 @@ impl Driver for MicrovmDriver {
         max: usize,
     ) -> Result<LogChunk, DriverError> {
         let what = format!("console log of instance `{}`", instance.name);
-        crate::log_file::read(&self.console_log_path(instance), &what, offset, max).await
+        let dir = self.dir(instance)?;
+        crate::log_file::read(&self.console_log(&dir), &what, offset, max).await
     }
 
     fn stats(&self) -> Option<&dyn Stats> {
@@ -524,6 +654,49 @@ impl Driver for MicrovmDriver {
 
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         Some(self)
+    }
+
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+}
+
+/// What the microvm driver holds of an instance on this node: its
+/// directory under `<state_dir>/microvm/` and the monitor processes (QEMU,
+/// its wrapper, zixiao-vmm) whose command lines run in it.
+#[async_trait]
+impl Inventory for MicrovmDriver {
+    async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
+        let root = layout::root(&self.options.state_dir);
+        let mut ids: BTreeSet<String> =
+            process::monitors(&root).into_iter().map(|m| m.id).collect();
+        match std::fs::read_dir(&root) {
+            Ok(entries) => ids.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok()),
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(crate::errors::io(format!("list {}", root.display()), e)),
+        }
+        // Only what `remove_orphan` could remove: a stray file is no instance.
+        ids.retain(|id| InstanceId::try_from(id.as_str()).is_ok());
+        Ok(ids)
+    }
+
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
+        let id = InstanceId::try_from(id)?;
+        let dir = InstanceDir::new(&self.options.state_dir, &id);
+        // A damaged record still leaves the monitors and the directory to remove.
+        let attachments = dir
+            .record()
+            .ok()
+            .flatten()
+            .map(|r| r.attachments)
+            .unwrap_or_default();
+        process::kill_monitors(&dir.path, &[]).await;
+        self.unplug(id.as_str(), &attachments).await?;
+        dir.remove()
     }
 }
 

@@ -4,7 +4,7 @@
 //! controller; [`VmmClient::connect`] finds it again after a restart.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zixiao_core::driver::ConsoleStream;
 use zixiao_core::{DriverError, InstanceStats, RuntimeState};
@@ -12,6 +12,11 @@ use zixiao_vmm::{Boot, VmConfig, VmState, VmmClient, VmmError};
 
 use super::layout::InstanceDir;
 use super::plan::BootPlan;
+use super::process;
+
+/// How long a VMM left by a cut-off create may take to load its guest
+/// before it is killed and launched again.
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Marks a run directory whose guest has been started (or resumed after a
 /// restore) at least once: a restored VMM waits paused until then.
@@ -82,11 +87,42 @@ impl VmmBackend {
                 snapshot_dir: snapshot_dir.to_owned(),
             },
         };
+        // Never two monitors for one microVM: a VMM still running here was
+        // launched by a call cut off before it recorded it.
+        process::kill_monitors(&dir.path, &[]).await;
         let _ = std::fs::remove_file(run_dir.join(STARTED));
         zixiao_vmm::launch(&self.binary, &run_dir, boot)
             .await
             .map(drop)
             .map_err(|e| vmm_failed("start zixiao-vmm", e))
+    }
+
+    /// Whether the VMM that a create cut off after the launch left in
+    /// `dir` runs and has its guest loaded, not yet started (configured, or
+    /// paused after a restore), given up to [`ADOPT_TIMEOUT`] to get there:
+    /// then it is this microVM's monitor, and any other monitor of `dir` is
+    /// killed.
+    pub(crate) async fn adopt(&self, dir: &InstanceDir) -> bool {
+        let deadline = Instant::now() + ADOPT_TIMEOUT;
+        loop {
+            if process::monitors_of(&dir.path).is_empty() {
+                return false;
+            }
+            if let Ok(Some(client)) = self.client(dir).await {
+                if let Ok(info) = client.info().await {
+                    if !matches!(info.state, VmState::Configured | VmState::Paused) {
+                        return false;
+                    }
+                    let pid = i32::try_from(client.pid()).unwrap_or(0);
+                    process::kill_monitors(&dir.path, &[pid]).await;
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The client of the instance's VMM; `None` when none ever ran.

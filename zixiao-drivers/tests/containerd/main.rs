@@ -10,6 +10,7 @@ mod controller;
 mod driver;
 mod images;
 mod network;
+mod recovery;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use zixiao_core::driver::Inventory;
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::CreateNetwork;
 use zixiao_core::{
@@ -210,5 +211,54 @@ fn a_container_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
         );
         assert!(!host.netns_path(&x.id).exists(), "no namespace left");
         assert!(host.links_with_prefix("zxv").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn remove_orphan_removes_a_containers_namespace_and_veth_knowing_only_its_id() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture("network-orphan").await else {
+            return;
+        };
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let c = controller(fx.dir.path(), fx.driver.options().clone(), host.clone()).await;
+        let net = c
+            .create_network(CreateNetwork::new("orphans", ["10.69.0.0/24"]))
+            .await
+            .expect("create network");
+        c.create_instance(on_network("lost", "orphans", "sleep 600"))
+            .await
+            .expect("create");
+        let lost = until_status(&c, "lost", InstanceStatus::Running).await;
+        let veth = lost.attachments[0].host_interface.clone();
+        assert!(host.link_index(&veth).await.unwrap().is_some());
+        assert!(host.netns_path(&lost.id).exists());
+
+        // A node that lost its record of the instance knows only its id.
+        let driver = ContainerdDriver::connect(fx.driver.options().clone())
+            .await
+            .expect("connect")
+            .with_network(host.clone());
+        assert!(driver.instance_ids().await.unwrap().contains(&lost.id));
+        driver
+            .remove_orphan(&lost.id)
+            .await
+            .expect("remove the orphan");
+        assert!(
+            fx.leftovers().await.is_empty(),
+            "{:?}",
+            fx.leftovers().await
+        );
+        assert!(!host.netns_path(&lost.id).exists(), "no namespace left");
+        assert_eq!(host.link_index(&veth).await.unwrap(), None, "no veth left");
+        assert!(!ping(address(&lost)));
+        assert!(driver.instance_ids().await.unwrap().is_empty());
+
+        // The controller's delete then finds nothing left to remove.
+        c.delete_instance("lost").await.expect("delete");
+        assert!(c.converge("lost").await.expect("converge delete").is_none());
+        c.delete_network("orphans").await.expect("delete network");
+        assert_eq!(host.link_index(&net.bridge).await.unwrap(), None);
+        fx.finish().await;
     });
 }

@@ -98,11 +98,15 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
     )
     .await;
 
-    // A domain of that name that is someone else's.
+    // A domain of that name that is someone else's, and an id that is no
+    // UUID (so no domain of another name could be found by it): refused.
+    // (With a UUID id the new domain is named after its id instead; see
+    // `recovery`.)
     let name = unique("clash");
     let other = instance(&name, fx.vm(""));
     d.create(&other).await.expect("create the other");
-    let ours = instance(&name, fx.vm(""));
+    let mut ours = instance(&name, fx.vm(""));
+    ours.id = format!("legacy-{}", std::process::id());
     refused(d, &ours, ErrorKind::AlreadyExists, "exists already").await;
     assert!(
         d.overlay_path(&other).exists(),

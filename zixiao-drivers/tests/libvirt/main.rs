@@ -23,6 +23,7 @@ mod controller;
 mod disks;
 mod mock;
 mod network;
+mod recovery;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

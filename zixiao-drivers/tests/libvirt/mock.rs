@@ -255,26 +255,68 @@ async fn a_restarted_driver_finds_its_domains() {
 }
 
 #[tokio::test]
-async fn a_domain_of_the_same_name_that_is_not_ours_is_left_alone() {
+async fn a_domain_of_the_same_name_that_is_not_ours_is_left_alone_and_blocks_nothing() {
     let m = mock().await;
     let name = unique("clash");
     let ours = instance(&name, kernel_spec(&m.kernel));
+    // Another instance's domain of the same name: an orphan left by a
+    // deleted instance, say.
     let other = instance(&name, kernel_spec(&m.kernel));
     m.driver.create(&other).await.expect("create the other");
-    let err = m.driver.create(&ours).await.expect_err("the name is taken");
-    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
-    assert!(err.to_string().contains("exists already"), "{err}");
-    assert!(!m.driver.instance_dir(&ours).exists());
-    // Ours does not exist: inspect, stop and delete leave the other alone.
+    m.driver
+        .create(&ours)
+        .await
+        .expect("the name blocks nothing");
+    m.driver.create(&ours).await.expect("create again");
+    let named: Vec<_> = m
+        .driver
+        .managed_domains()
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|d| d.instance_name == name)
+        .map(|d| (d.domain, d.instance_id))
+        .collect();
+    let preferred = m.driver.domain_name(&ours);
+    assert_eq!(
+        named,
+        [
+            (preferred.clone(), other.id.clone()),
+            (format!("{preferred}-{}", ours.id), ours.id.clone()),
+        ],
+        "one domain each, the other's under its old name"
+    );
+    // Each call finds its own domain, never the other's.
+    m.driver.start(&ours).await.expect("start ours");
     assert_eq!(
         m.driver.inspect(&ours).await.expect("inspect"),
-        RuntimeState::Missing
+        RuntimeState::Running
     );
-    m.driver.delete(&ours).await.expect("delete ours");
     assert_eq!(
         m.driver.inspect(&other).await.expect("inspect"),
         RuntimeState::Created
     );
+    m.driver.delete(&ours).await.expect("delete ours");
+    assert_eq!(
+        m.driver.inspect(&ours).await.expect("inspect"),
+        RuntimeState::Missing
+    );
+    assert_eq!(
+        m.driver.inspect(&other).await.expect("inspect"),
+        RuntimeState::Created
+    );
+
+    // An id that is no UUID cannot be found under another name: refused.
+    let mut legacy = instance(&name, kernel_spec(&m.kernel));
+    legacy.id = "legacy-1".to_owned();
+    let err = m
+        .driver
+        .create(&legacy)
+        .await
+        .expect_err("the name is taken");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(err.to_string().contains("exists already"), "{err}");
+    assert!(!m.driver.instance_dir(&legacy).exists());
     m.driver.delete(&other).await.expect("delete the other");
 }
 

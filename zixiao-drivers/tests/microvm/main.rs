@@ -22,6 +22,7 @@ mod bad_input;
 mod controller;
 mod network;
 mod qemu;
+mod recovery;
 mod vmm;
 
 use std::path::PathBuf;
@@ -82,8 +83,15 @@ impl Drop for Fixture {
     }
 }
 
-/// Kills the monitors (QEMU, its wrapper, zixiao-vmm) recorded under `dir`.
+/// Kills the monitors (QEMU, its wrapper, zixiao-vmm) recorded under
+/// `dir`, and any process whose command line names `dir` (a create cut
+/// off may leave a monitor that no pid file names).
 pub(crate) fn kill_left_overs(dir: &std::path::Path) {
+    for pid in processes_naming(dir, None) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
     let mut pending = vec![dir.to_owned()];
     while let Some(next) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&next) else {
@@ -237,6 +245,48 @@ pub(crate) fn assert_nothing_left(driver: &MicrovmDriver, instance: &Instance, p
             instance.name
         );
     }
+}
+
+/// The live processes whose command line names `dir` (as given or
+/// canonicalised), and whose program is named `program` when given
+/// (`qemu-system-x86_64`, `zixiao-vmm`): what `ps` would show a user.
+pub(crate) fn processes_naming(dir: &std::path::Path, program: Option<&str>) -> Vec<i32> {
+    let spellings: Vec<String> = [Some(dir.to_owned()), dir.canonicalize().ok()]
+        .into_iter()
+        .flatten()
+        .map(|d| d.to_string_lossy().into_owned())
+        .collect();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let argv0 = cmdline.split('\0').next().unwrap_or("");
+        let named = program.is_none_or(|p| std::path::Path::new(argv0).ends_with(p));
+        let zombie = std::fs::read_to_string(entry.path().join("stat"))
+            .map(|stat| stat.contains(") Z ") || stat.contains(") X "))
+            .unwrap_or(true);
+        if named && !zombie && spellings.iter().any(|d| cmdline.contains(d.as_str())) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The live QEMU processes of `instance`'s directory.
+pub(crate) fn qemu_processes(driver: &MicrovmDriver, instance: &Instance) -> Vec<i32> {
+    processes_naming(&driver.instance_dir(instance), Some("qemu-system-x86_64"))
 }
 
 /// The pid QEMU recorded for `instance`.

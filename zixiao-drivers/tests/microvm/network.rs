@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use zixiao_core::controller::ControllerOptions;
+use zixiao_core::driver::Inventory;
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::{
     host_interface_name, mac_address, CreateNetwork, IpConfig, NetworkAttachment, TAP_PREFIX,
@@ -284,5 +285,42 @@ fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
             );
             assert_untouched(&fx, &no_qemu, &host, &on_vmm).await;
         }
+    });
+}
+
+#[test]
+fn remove_orphan_removes_a_microvms_qemu_and_tap_knowing_only_its_id() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture() else {
+            return;
+        };
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let bridge = "zxb0000f00d";
+        ip(&["link", "add", bridge, "type", "bridge"]);
+        ip(&["link", "set", bridge, "up"]);
+        let mut vm = instance(&unique("lost"), fx.spec(""));
+        vm.attachments = vec![attachment(&vm, "lan", bridge)];
+        let tap = vm.attachments[0].host_interface.clone();
+        let driver = fx.driver().with_network(host.clone());
+        driver.create(&vm).await.expect("create");
+        assert!(host.link_index(&tap).await.expect("lookup").is_some());
+        let pid = qemu_pid(&driver, &vm);
+
+        // A node that lost its record of the instance knows only its id.
+        let fresh = fx.driver().with_network(host.clone());
+        assert!(Inventory::instance_ids(&fresh)
+            .await
+            .expect("inventory")
+            .contains(&vm.id));
+        Inventory::remove_orphan(&fresh, &vm.id)
+            .await
+            .expect("remove the orphan");
+        assert_eq!(host.link_index(&tap).await.expect("lookup"), None, "{tap}");
+        assert_nothing_left(&fresh, &vm, &[pid]);
+        assert!(!Inventory::instance_ids(&fresh)
+            .await
+            .expect("inventory")
+            .contains(&vm.id));
+        host.delete_link(bridge).await.expect("remove the bridge");
     });
 }

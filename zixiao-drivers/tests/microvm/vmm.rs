@@ -13,8 +13,8 @@ use zixiao_drivers::microvm::{export_snapshot, MicrovmDriver, MicrovmOptions, Sn
 use zixiao_testing::wait::runtimes_required;
 
 use super::{
-    assert_nothing_left, console, instance, kill_left_overs, state_dir, unique, wait_for_log,
-    wait_for_state,
+    assert_nothing_left, console, instance, kill_left_overs, processes_naming, state_dir, unique,
+    wait_for_log, wait_for_state,
 };
 
 /// A VMM-backend driver and the test guest, or `None` (skip, printing why;
@@ -197,6 +197,101 @@ async fn vmm_backend_boots_pauses_snapshots_and_restores_a_counting_guest() {
     driver.delete(&vm).await.expect("delete");
     assert_nothing_left(driver, &vm, &[pid as i32, reverted_pid as i32]);
     assert_nothing_left(driver, &copy, &[copy_pid as i32]);
+}
+
+/// The live zixiao-vmm processes of `vm`'s directory, from `/proc`.
+fn vmm_processes(driver: &MicrovmDriver, vm: &Instance) -> Vec<i32> {
+    processes_naming(&driver.instance_dir(vm), Some("zixiao-vmm"))
+}
+
+/// Rewrites `vm`'s record as a create cut off after the launch leaves it.
+fn cut_after_launch(driver: &MicrovmDriver, vm: &Instance) {
+    let path = driver.instance_dir(vm).join("instance.json");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("record")).expect("json");
+    record["stage"] = "launching".into();
+    std::fs::write(&path, record.to_string()).expect("write the record");
+}
+
+#[tokio::test]
+async fn the_vmm_backend_runs_one_vmm_per_microvm_whatever_was_cut_off() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let driver = &fx.driver;
+
+    // Create and start made twice: one VMM.
+    let vm = instance(&unique("twice"), fx.spec("loop"));
+    driver.create(&vm).await.expect("create");
+    driver.create(&vm).await.expect("create again");
+    let first = vmm_processes(driver, &vm);
+    assert_eq!(first.len(), 1, "{first:?}");
+    driver.start(&vm).await.expect("start");
+    driver.start(&vm).await.expect("start again");
+    assert_eq!(vmm_processes(driver, &vm), first);
+    wait_for_log(driver, &vm, "ZX: ready", 1).await;
+
+    // A create cut off after the launch: its VMM is adopted, not doubled.
+    let cut = instance(&unique("cut"), fx.spec("loop"));
+    driver.create(&cut).await.expect("create");
+    let launched = vmm_processes(driver, &cut);
+    cut_after_launch(driver, &cut);
+    assert_eq!(
+        driver.inspect(&cut).await.expect("inspect"),
+        RuntimeState::Missing
+    );
+    driver.create(&cut).await.expect("create after the cut");
+    assert_eq!(vmm_processes(driver, &cut), launched, "the VMM is adopted");
+    driver.start(&cut).await.expect("start");
+    wait_for_log(driver, &cut, "ZX: ready", 1).await;
+    assert_eq!(vmm_processes(driver, &cut), launched);
+
+    // A start after a cut create finishes the create first.
+    let cut_start = instance(&unique("cutstart"), fx.spec("loop"));
+    driver.create(&cut_start).await.expect("create");
+    let launched_too = vmm_processes(driver, &cut_start);
+    cut_after_launch(driver, &cut_start);
+    driver.start(&cut_start).await.expect("start after the cut");
+    assert_eq!(vmm_processes(driver, &cut_start), launched_too);
+    wait_for_log(driver, &cut_start, "ZX: ready", 1).await;
+
+    // A VMM that no record explains is replaced, never doubled.
+    let stray = instance(&unique("stray"), fx.spec("loop"));
+    driver.create(&stray).await.expect("create");
+    let old = vmm_processes(driver, &stray);
+    std::fs::remove_file(driver.instance_dir(&stray).join("instance.json")).expect("forget");
+    driver.create(&stray).await.expect("create again");
+    let new = vmm_processes(driver, &stray);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_ne!(new, old, "the stray VMM was replaced");
+    driver.start(&stray).await.expect("start");
+    wait_for_log(driver, &stray, "ZX: ready", 1).await;
+
+    // Listed, and removed knowing only the id.
+    let ids = cap::Inventory::instance_ids(driver)
+        .await
+        .expect("inventory");
+    for listed in [&vm, &cut, &cut_start, &stray] {
+        assert!(
+            ids.contains(&listed.id),
+            "{} is listed: {ids:?}",
+            listed.name
+        );
+    }
+    cap::Inventory::remove_orphan(driver, &stray.id)
+        .await
+        .expect("remove the orphan");
+    assert!(vmm_processes(driver, &stray).is_empty());
+    assert_nothing_left(driver, &stray, &[old[0], new[0]]);
+    assert!(!cap::Inventory::instance_ids(driver)
+        .await
+        .expect("inventory")
+        .contains(&stray.id));
+
+    for (done, pids) in [(&vm, first), (&cut, launched), (&cut_start, launched_too)] {
+        driver.delete(done).await.expect("delete");
+        assert_nothing_left(driver, done, &pids);
+    }
 }
 
 async fn wait_until_count_above(driver: &MicrovmDriver, vm: &Instance, above: u64) {

@@ -190,6 +190,9 @@ impl QemuBackend {
         network: Option<&LinuxNetwork>,
     ) -> Result<(), DriverError> {
         let files = Files(dir);
+        // Never two monitors for one microVM: anything still running here
+        // was launched by a call cut off before it recorded it.
+        process::kill_monitors(&dir.path, &[]).await;
         for stale in [
             files.exit(),
             files.pid(),
@@ -208,7 +211,7 @@ impl QemuBackend {
         command
             .arg("-c")
             .arg(WRAPPER)
-            .arg("zixiao-microvm")
+            .arg(process::WRAPPER_ARG0)
             .arg(&dir.path)
             .arg(&self.binary)
             .args(self.argv(name, dir, plan))
@@ -254,6 +257,46 @@ impl QemuBackend {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Whether the QEMU that a create cut off after the launch left in
+    /// `dir` runs and answers on QMP, given up to the launch timeout to
+    /// finish starting (and to write its pid file): then it is this
+    /// microVM's monitor, and any other monitor of `dir` is killed. False
+    /// when no monitor of `dir` runs, or none answers in time.
+    pub(crate) async fn adopt(&self, dir: &InstanceDir) -> bool {
+        let files = Files(dir);
+        let deadline = Instant::now() + LAUNCH_TIMEOUT;
+        let pid = loop {
+            match self.running_pid(dir) {
+                Some(pid) => {
+                    if let Ok(mut qmp) = Qmp::connect(&files.qmp()).await {
+                        if qmp.status().await.is_ok() {
+                            break pid;
+                        }
+                    }
+                }
+                None if process::monitors_of(&dir.path).is_empty() => return false,
+                // Still starting: QEMU writes its pid file early on.
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // Its wrapper records the exit status; the cut may have come
+        // before its pid was written.
+        let wrapper =
+            process::parent_pid(pid).filter(|p| process::monitors_of(&dir.path).contains(p));
+        if let Some(wrapper) = wrapper {
+            if process::read_pid(&files.wrapper_pid()) != Some(wrapper) {
+                let _ = std::fs::write(files.wrapper_pid(), wrapper.to_string());
+            }
+        }
+        let keep: Vec<i32> = [Some(pid), wrapper].into_iter().flatten().collect();
+        process::kill_monitors(&dir.path, &keep).await;
+        true
     }
 
     /// QEMU's pid when it runs.
