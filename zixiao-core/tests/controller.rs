@@ -621,3 +621,209 @@ async fn anti_affinity_groups_keep_members_apart() {
     assert!(reason.contains("2 nodes"), "{reason}");
     assert!(reason.contains("db"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_converges_of_one_instance_reach_the_runtime_once() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let (c, driver) = (&cl.controller, &cl.drivers[0]);
+    // A runtime call takes a while, as containerd's and QEMU's do, so two
+    // converges that both acted would overlap on it.
+    driver.set_delay(Duration::from_millis(20));
+    let created = c
+        .create_instance(container("web", 1, 64))
+        .await
+        .expect("create");
+    let converges: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, id) = (c.clone(), created.id.clone());
+            tokio::spawn(async move { c.converge(&id).await })
+        })
+        .collect();
+    for converge in converges {
+        let after = converge.await.expect("task").expect("converge");
+        assert_eq!(after.expect("exists").status, InstanceStatus::Running);
+    }
+    assert_eq!(
+        driver.overlaps(),
+        0,
+        "two runtime calls for one instance overlapped"
+    );
+    assert_eq!(
+        driver.count(Op::Create, &created.id),
+        1,
+        "{:?}",
+        driver.calls()
+    );
+    assert_eq!(
+        driver.count(Op::Start, &created.id),
+        1,
+        "{:?}",
+        driver.calls()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_serializes_runtime_calls_for_one_instance_whoever_calls() {
+    // Two servers (an old leader and its successor, say) calling the same
+    // node at once: the node's agent lets one call per instance through.
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    driver.set_delay(Duration::from_millis(20));
+    let agent = LocalAgent::new(host(4, 4096)).with_driver(driver.clone());
+    let node_driver =
+        zixiao_core::NodeAgent::driver(&agent, InstanceType::Container).expect("driver");
+    let web =
+        zixiao_testing::fake_driver::placed_instance("web", InstanceSpec::container("busybox"));
+    let db = zixiao_testing::fake_driver::placed_instance("db", InstanceSpec::container("busybox"));
+    let mut calls = Vec::new();
+    for instance in [&web, &web, &web, &db, &db] {
+        let (d, i) = (node_driver.clone(), instance.clone());
+        calls.push(tokio::spawn(async move {
+            d.create(&i).await?;
+            d.start(&i).await
+        }));
+    }
+    let started = std::time::Instant::now();
+    for call in calls {
+        call.await.expect("task").expect("call");
+    }
+    assert_eq!(driver.overlaps(), 0, "calls for one instance overlapped");
+    assert_eq!(driver.state_of(&web.id), RuntimeState::Running);
+    // Different instances did not wait for each other: web's six calls
+    // and db's four ran side by side (sequentially: ten delays).
+    assert!(
+        started.elapsed() < Duration::from_millis(20 * 10),
+        "different instances were serialized too: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_create_is_retried_after_a_back_off_when_the_policy_restarts() {
+    let cl = cluster(&[("node-a", 4, 4096)]).await;
+    let (c, driver, clock) = (&cl.controller, &cl.drivers[0], &cl.clock);
+    driver.fail(Op::Create, Failure::NotFound);
+    let mut always = container("always", 1, 64);
+    always.spec.restart = RestartPolicy::Always;
+    let failed = run(c, always).await;
+    assert_eq!(failed.status, InstanceStatus::Failed);
+    let failure = failed.failure.clone().expect("the failure is counted");
+    assert_eq!(failure.attempts, 1);
+    assert!(
+        failed.problem().expect("reason").contains("not found"),
+        "{:?}",
+        failed.conditions
+    );
+    let never = run(c, container("never", 1, 64)).await;
+    assert_eq!(never.status, InstanceStatus::Failed);
+
+    // Within the back-off nothing is tried again.
+    let again = c
+        .converge("always")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(again.status, InstanceStatus::Failed);
+    assert_eq!(driver.count(Op::Create, &failed.id), 1);
+
+    // After it, the create is tried again: failing again doubles the wait.
+    clock.advance(Duration::from_secs(1));
+    let again = c
+        .converge("always")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(again.failure.expect("counted").attempts, 2);
+    assert_eq!(driver.count(Op::Create, &failed.id), 2);
+    clock.advance(Duration::from_secs(1));
+    c.converge("always").await.expect("converge");
+    assert_eq!(
+        driver.count(Op::Create, &failed.id),
+        2,
+        "retried within 2 s"
+    );
+
+    // The runtime heals: the next retry runs it and forgets the failures.
+    driver.heal();
+    clock.advance(Duration::from_secs(1));
+    let running = c
+        .converge("always")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert!(running.failure.is_none());
+
+    // Restart policy `never`: a person must act.
+    clock.advance(Duration::from_secs(600));
+    let still = c
+        .converge("never")
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(still.status, InstanceStatus::Failed);
+    assert_eq!(driver.count(Op::Create, &never.id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_background_controller_waits_for_its_converger_and_never_converges_itself() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let agent = Arc::new(LocalAgent::new(host(2, 4096)).with_driver(driver.clone()));
+    let controller = Controller::builder(store, Arc::new(PluginScheduler::default()))
+        .agent("node-a", agent.clone())
+        .convergence(zixiao_core::controller::Convergence::Background)
+        .build();
+    controller
+        .register_node(agent.registration("node-a"))
+        .await
+        .expect("register");
+    let created = controller
+        .create_instance(container("web", 1, 64))
+        .await
+        .expect("create");
+    // Nothing converges it yet: settling waits (and touches no runtime).
+    let waiting = {
+        let c = controller.clone();
+        let id = created.id.clone();
+        tokio::spawn(async move { c.settle(&id).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "settle returned with nothing converging"
+    );
+    assert!(
+        driver.calls().is_empty(),
+        "settle called the runtime itself"
+    );
+    // The background converger (a server's leader) does the work.
+    controller.converge(&created.id).await.expect("converge");
+    let settled = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("settle returned")
+        .expect("task")
+        .expect("settle")
+        .expect("exists");
+    assert_eq!(settled.status, InstanceStatus::Running);
+
+    // An instance that fits nowhere settles as pending with its reason.
+    let huge = controller
+        .create_instance(container("huge", 64, 64))
+        .await
+        .expect("create");
+    let waiting = {
+        let c = controller.clone();
+        let id = huge.id.clone();
+        tokio::spawn(async move { c.settle(&id).await })
+    };
+    controller.converge(&huge.id).await.expect("converge");
+    let pending = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("settle returned")
+        .expect("task")
+        .expect("settle")
+        .expect("exists");
+    assert_eq!(pending.status, InstanceStatus::Pending);
+    assert!(pending.problem().is_some());
+}

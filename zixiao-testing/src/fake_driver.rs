@@ -41,6 +41,12 @@ struct State {
     logs: BTreeMap<String, Vec<u8>>,
     calls: Vec<(Op, String)>,
     failures: BTreeMap<Op, Failure>,
+    /// How long each changing call takes (so concurrent calls can overlap).
+    delay: Duration,
+    /// Changing calls in flight, per instance.
+    in_flight: BTreeMap<String, usize>,
+    /// Calls that began while another for the same instance was in flight.
+    overlaps: usize,
 }
 
 /// An in-memory driver for one instance type.
@@ -109,6 +115,49 @@ impl FakeDriver {
         self.lock().calls.clone()
     }
 
+    /// How many calls of `op` there were for instance `id`.
+    pub fn count(&self, op: Op, id: &str) -> usize {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|(o, i)| *o == op && i == id)
+            .count()
+    }
+
+    /// Makes every create, start, stop and delete take `delay` before it
+    /// acts, as a real runtime does, so concurrent calls can overlap.
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
+    }
+
+    /// How many create, start, stop or delete calls began while another
+    /// call for the same instance was still in flight: what a runtime that
+    /// is not safe against concurrent calls for one instance cannot take.
+    pub fn overlaps(&self) -> usize {
+        self.lock().overlaps
+    }
+
+    /// Marks a changing call for `id` in flight for the injected delay.
+    async fn in_flight(&self, id: &str) -> InFlight<'_> {
+        let delay = {
+            let mut state = self.lock();
+            let count = state.in_flight.entry(id.to_owned()).or_default();
+            *count += 1;
+            if *count > 1 {
+                state.overlaps += 1;
+            }
+            state.delay
+        };
+        let guard = InFlight {
+            driver: self,
+            id: id.to_owned(),
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        guard
+    }
+
     fn enter(
         &self,
         op: Op,
@@ -130,6 +179,24 @@ impl FakeDriver {
     }
 }
 
+/// A changing call in flight; it ends when dropped.
+struct InFlight<'a> {
+    driver: &'a FakeDriver,
+    id: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.driver.lock();
+        if let Some(count) = state.in_flight.get_mut(&self.id) {
+            *count -= 1;
+            if *count == 0 {
+                state.in_flight.remove(&self.id);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Driver for FakeDriver {
     fn instance_type(&self) -> InstanceType {
@@ -141,6 +208,7 @@ impl Driver for FakeDriver {
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _in_flight = self.in_flight(&instance.id).await;
         let mut state = self.enter(Op::Create, instance)?;
         state
             .instances
@@ -150,6 +218,7 @@ impl Driver for FakeDriver {
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _in_flight = self.in_flight(&instance.id).await;
         let mut state = self.enter(Op::Start, instance)?;
         if !state.instances.contains_key(&instance.id) {
             return Err(DriverError::NotFound(format!(
@@ -170,6 +239,7 @@ impl Driver for FakeDriver {
     }
 
     async fn stop(&self, instance: &Instance, _grace: Duration) -> Result<(), DriverError> {
+        let _in_flight = self.in_flight(&instance.id).await;
         let mut state = self.enter(Op::Stop, instance)?;
         if let Some(s) = state.instances.get_mut(&instance.id) {
             if matches!(s, RuntimeState::Running | RuntimeState::Paused) {
@@ -184,6 +254,7 @@ impl Driver for FakeDriver {
     }
 
     async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _in_flight = self.in_flight(&instance.id).await;
         let mut state = self.enter(Op::Delete, instance)?;
         state.instances.remove(&instance.id);
         state.logs.remove(&instance.id);
