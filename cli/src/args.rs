@@ -319,13 +319,23 @@ pub(crate) struct CreateArgs {
     #[arg(long)]
     pub(crate) image: Option<String>,
     /// CPU cores.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     pub(crate) cpus: u32,
     /// Memory in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 128)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "MIB",
+        default_value_t = 128
+    )]
     pub(crate) memory: u64,
     /// Disk in GiB.
-    #[arg(long, value_name = "GIB", default_value_t = 0)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "GIB",
+        default_value_t = 0
+    )]
     pub(crate) disk: u64,
     /// Kernel to boot (VMs, microVMs).
     #[arg(long, value_name = "PATH")]

@@ -15,7 +15,10 @@ use zixiao_core::{Error, ErrorKind};
 use crate::args::{Cli, Format};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let format = cli.output;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,6 +49,47 @@ fn report(format: Format, error: &Error) {
             });
             eprintln!("{body}");
         }
+    }
+}
+
+/// A command line clap refused: with `-o json` (or yaml) one JSON error on
+/// stderr, as for every other error; otherwise clap's own message (which
+/// also prints `--help` and `--version`).
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    let wants_json = matches!(
+        requested_format(std::env::args()),
+        Some(Format::Json | Format::Yaml)
+    );
+    if !wants_json || matches!(error.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+        error.exit();
+    }
+    let message = error.render().to_string();
+    let first = message.lines().next().unwrap_or_default();
+    let message = first.strip_prefix("error: ").unwrap_or(first);
+    report(Format::Json, &Error::invalid("command line", message));
+    ExitCode::from(2)
+}
+
+/// The `-o`/`--output` format on a command line clap could not parse.
+fn requested_format(args: impl Iterator<Item = String>) -> Option<Format> {
+    let args: Vec<String> = args.collect();
+    let value = args
+        .iter()
+        .enumerate()
+        .find_map(|(i, arg)| match arg.as_str() {
+            "-o" | "--output" => args.get(i + 1).cloned(),
+            _ => arg
+                .strip_prefix("--output=")
+                .or_else(|| arg.strip_prefix("-o"))
+                .filter(|v| !v.is_empty())
+                .map(|v| v.trim_start_matches('=').to_owned()),
+        })?;
+    match value.as_str() {
+        "json" => Some(Format::Json),
+        "yaml" => Some(Format::Yaml),
+        "table" => Some(Format::Table),
+        _ => None,
     }
 }
 

@@ -195,7 +195,7 @@ fn spec_files_are_checked_like_flags() {
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("invalid --file: cannot read /nonexistent/web.yaml"),
+        stderr(&out).contains("invalid --file: `/nonexistent/web.yaml` does not exist"),
         "{}",
         stderr(&out)
     );

@@ -25,6 +25,7 @@ pub mod clock;
 pub mod controller;
 pub mod driver;
 pub mod error;
+pub mod files;
 pub mod host;
 pub mod keyed_lock;
 pub mod model;

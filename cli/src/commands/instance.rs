@@ -260,11 +260,7 @@ fn filter(args: &ListArgs) -> Result<InstanceFilter> {
 /// The request from `-f FILE`, or from the flags.
 pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
     if let Some(file) = &args.file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            Error::invalid("--file", format!("cannot read {}: {e}", file.display()))
-        })?;
-        return serde_yaml::from_str(&text)
-            .map_err(|e| Error::invalid("--file", format!("{}: {e}", file.display())));
+        return request_file(file);
     }
     let instance_type = InstanceType::from_str(args.instance_type.as_deref().unwrap_or_default())?;
     let spec = InstanceSpec {
@@ -300,6 +296,38 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         labels: key_values("--label", &args.labels)?,
         spec,
     })
+}
+
+/// The largest spec file `-f` reads: a request is a few hundred bytes.
+const MAX_SPEC_FILE: u64 = 1024 * 1024;
+
+/// The request in a YAML or JSON spec file. A syntax error says where it is
+/// (line and column); a field of the wrong shape is named by its path
+/// (`spec.cpus`), as the flags would name it.
+fn request_file(file: &std::path::Path) -> Result<CreateInstance> {
+    let bytes = zixiao_core::files::read_regular(file, "--file", MAX_SPEC_FILE)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        Error::invalid(
+            "--file",
+            format!("{} is not UTF-8 text: {e}", file.display()),
+        )
+    })?;
+    let invalid =
+        |e: &dyn std::fmt::Display| Error::invalid("--file", format!("{}: {e}", file.display()));
+    if text.trim_start().starts_with('{') {
+        // JSON: its own parser, whose errors name the line and column of a
+        // syntax error (YAML's would call a trailing comma a type error).
+        let mut json = serde_json::Deserializer::from_str(text);
+        return serde_path_to_error::deserialize(&mut json).map_err(|e| {
+            if e.inner().is_data() {
+                invalid(&format!("`{}`: {}", e.path(), e.inner()))
+            } else {
+                invalid(e.inner())
+            }
+        });
+    }
+    // YAML's errors name the field's path and the line themselves.
+    serde_yaml::from_str(text).map_err(|e| invalid(&e))
 }
 
 fn instance_table(instances: &[Instance]) -> String {

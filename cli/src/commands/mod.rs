@@ -22,7 +22,12 @@ use crate::args::{Cli, Command, StateCommand};
 /// Runs the parsed command line; the exit code when it is not plain success.
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Version = cli.command {
-        println!("zixiao {}", env!("CARGO_PKG_VERSION"));
+        let version = env!("CARGO_PKG_VERSION");
+        crate::output::print(
+            cli.output,
+            &serde_json::json!({ "version": version }),
+            |_| format!("zixiao {version}\n"),
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     match &cli.command {

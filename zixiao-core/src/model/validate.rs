@@ -456,6 +456,18 @@ impl CreateInstance {
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
         validate_name("name", &self.name)?;
+        // Instances are addressed by id or name alike: a name that reads as
+        // an id would make `get` and `delete` of it reach another instance.
+        if uuid::Uuid::try_parse(&self.name).is_ok() {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "`{}` has the form of an instance id (a UUID), which would make it \
+                     ambiguous; choose a name that is not a UUID",
+                    self.name
+                ),
+            ));
+        }
         validate_labels("labels", &self.labels)?;
         self.spec.validate()
     }
@@ -693,5 +705,19 @@ mod tests {
                 Err(other) => proptest::prop_assert!(false, "unexpected {other}"),
             }
         }
+    }
+
+    #[test]
+    fn a_name_that_reads_as_an_instance_id_is_refused() {
+        let request = CreateInstance::new(
+            "0d2f5b3e-4c1a-4e8b-9f6d-2a7c1e9b8d40",
+            InstanceSpec::container("busybox"),
+        );
+        let err = request.validate().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().starts_with("invalid name:"), "{err}");
+        // Names that merely contain hex and dashes are fine.
+        let request = CreateInstance::new("web-0d2f5b3e", InstanceSpec::container("busybox"));
+        request.validate().expect("an ordinary name");
     }
 }
