@@ -1,6 +1,8 @@
-//! Property: whatever the cluster and however many creates race, a node's
-//! allocation equals what its placed instances take and never exceeds its
-//! capacity, and an instance is pending only when it fits on no node.
+//! Property: whatever the cluster and however many creates, stops and
+//! starts race, a node's allocation equals what its placed instances hold
+//! (everything while they run, their place and disk while stopped) and
+//! never exceeds its capacity, and an instance is pending only when it fits
+//! on no node.
 
 use std::sync::Arc;
 
@@ -58,13 +60,26 @@ fn check(nodes: Vec<(u32, u64)>, sizes: Vec<(u32, u64)>) {
                 );
                 tokio::spawn(async move {
                     let created = c.create_instance(request).await.expect("create");
-                    c.converge(&created.id).await.expect("converge")
+                    c.converge(&created.id).await.expect("converge");
+                    // Every third stops (giving its CPU back), every sixth
+                    // starts again (taking it back, or waiting for room).
+                    if i % 3 == 0 {
+                        c.stop_instance(&created.id).await.expect("stop");
+                        c.converge(&created.id).await.expect("converge");
+                    }
+                    if i % 6 == 0 {
+                        c.start_instance(&created.id).await.expect("start");
+                        c.converge(&created.id).await.expect("converge");
+                    }
                 })
             })
             .collect();
         for t in tasks {
             t.await.expect("join");
         }
+        // Stops gave capacity back after some creates found none: one pass
+        // places what fits now, as a background converger would.
+        c.reconcile_all().await.expect("reconcile");
         let nodes = c.list_nodes().await.expect("nodes");
         for node in &nodes {
             let placed = c
@@ -74,9 +89,9 @@ fn check(nodes: Vec<(u32, u64)>, sizes: Vec<(u32, u64)>) {
                 })
                 .await
                 .expect("list");
-            let sum = placed.iter().fold(Resources::default(), |acc, i| {
-                acc.saturating_add(&i.spec.resources())
-            });
+            let sum = placed
+                .iter()
+                .fold(Resources::default(), |acc, i| acc.saturating_add(&i.held()));
             assert_eq!(node.allocated, sum, "node {} allocation drifted", node.id);
             assert!(node.allocated.cpus <= node.capacity.cpus, "{node:?}");
             assert!(

@@ -261,9 +261,14 @@ async fn stop_start_and_restart_reach_the_runtime() {
         driver.state_of(&web.id),
         RuntimeState::Exited { .. }
     ));
+    let node = c.get_node("node-a").await.expect("node");
     assert_eq!(
-        c.get_node("node-a").await.expect("node").allocated.cpus,
-        1,
+        (node.allocated.cpus, node.allocated.memory_mib),
+        (0, 0),
+        "a stopped instance still holds CPU or memory"
+    );
+    assert_eq!(
+        node.allocated.instances, 1,
         "a stopped instance keeps its place"
     );
 
@@ -470,8 +475,9 @@ async fn drain_moves_what_restarts_and_stops_the_rest() {
     );
     let a = c.get_node("node-a").await.expect("node");
     assert_eq!(
-        a.allocated.cpus, 1,
-        "only the stopped instance holds node-a"
+        (a.allocated.cpus, a.allocated.instances),
+        (0, 1),
+        "the stopped instance keeps its place on node-a, not its CPU"
     );
     assert_eq!(c.get_node("node-b").await.expect("node").allocated.cpus, 1);
     let _ = fixed;
@@ -826,4 +832,53 @@ async fn a_background_controller_waits_for_its_converger_and_never_converges_its
         .expect("exists");
     assert_eq!(pending.status, InstanceStatus::Pending);
     assert!(pending.problem().is_some());
+}
+
+#[tokio::test]
+async fn a_stopped_instance_gives_its_cpu_back_and_waits_for_room_to_start_again() {
+    let cl = cluster(&[("node-a", 2, 4096)]).await;
+    let c = &cl.controller;
+    run(c, container("web", 1, 64)).await;
+    c.stop_instance("web").await.expect("stop");
+    let stopped = c.converge("web").await.expect("converge").expect("exists");
+    assert!(!stopped.compute_reserved);
+    // Its core went back: two more instances fit on the 2-core node.
+    let db = run(c, container("db", 1, 64)).await;
+    let api = run(c, container("api", 1, 64)).await;
+    assert_eq!(
+        (db.status, api.status),
+        (InstanceStatus::Running, InstanceStatus::Running)
+    );
+
+    // Starting it again waits for room, naming who holds the node.
+    c.start_instance("web").await.expect("start");
+    let waiting = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(waiting.status, InstanceStatus::Stopped);
+    assert!(
+        c.is_settled(&waiting),
+        "a start without room must settle, waiting"
+    );
+    let why = waiting.problem().expect("a reason");
+    assert!(
+        why.contains("node-a") && why.contains("api") && why.contains("db"),
+        "{why}"
+    );
+    assert_eq!(c.get_node("node-a").await.expect("node").allocated.cpus, 2);
+
+    // Room again: it starts.
+    c.delete_instance("db").await.expect("delete");
+    c.converge("db").await.expect("converge");
+    let running = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert!(running.compute_reserved);
+    assert_eq!(c.get_node("node-a").await.expect("node").allocated.cpus, 2);
+
+    // A failed create with restart `never` gives its CPU back as well.
+    c.delete_instance("api").await.expect("delete");
+    c.converge("api").await.expect("converge");
+    cl.drivers[0].fail(Op::Create, Failure::NotFound);
+    let failed = run(c, container("broken", 1, 64)).await;
+    assert_eq!(failed.status, InstanceStatus::Failed);
+    assert!(!failed.compute_reserved);
+    assert_eq!(c.get_node("node-a").await.expect("node").allocated.cpus, 1);
 }

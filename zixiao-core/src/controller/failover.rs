@@ -143,7 +143,7 @@ impl Controller {
         let mut txn = Txn::new();
         let lost: Option<Node> = self.inner.store.get_object(node).await?;
         if let Some(mut lost) = lost {
-            lost.allocated = lost.allocated.saturating_sub(&instance.spec.resources());
+            lost.allocated = lost.allocated.saturating_sub(&instance.held());
             lost.updated_at = now;
             txn = put_object(txn, &lost);
         }

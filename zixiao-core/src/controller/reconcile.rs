@@ -26,7 +26,8 @@ use super::Controller;
 use crate::driver::{DriverError, RuntimeState};
 use crate::error::ErrorKind;
 use crate::model::{
-    ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceStatus, Node, RestartPolicy,
+    ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceStatus, Node, NodeStatus,
+    Resources, RestartPolicy,
 };
 use crate::scheduler::SchedulingContext;
 use crate::store::{
@@ -54,6 +55,12 @@ pub enum Step {
     /// Remove it from its node, then release its resources and delete its
     /// record (delete) or make it pending again (reschedule).
     Remove,
+    /// Give its CPU and memory back to its node: it is stopped, or failed
+    /// for good (its disk and its place stay).
+    ReleaseCompute,
+    /// Reserve its CPU and memory on its node again before it starts; when
+    /// the node has no room it waits, with the reason recorded.
+    ReserveCompute,
     /// Wait until then before restarting it (restart back-off).
     WaitUntil(DateTime<Utc>),
 }
@@ -78,6 +85,26 @@ fn restarts_after_exit(policy: RestartPolicy, exit: Option<&ExitStatus>) -> bool
         RestartPolicy::Never => false,
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => exit.is_some_and(|e| e.code != 0),
+    }
+}
+
+/// Whether a placed instance should hold CPU and memory on its node: while
+/// it runs or is on its way to run (or to stop), not while it is stopped or
+/// has failed with nothing to bring it back. Pure, like [`plan`].
+pub fn wants_compute(instance: &Instance) -> bool {
+    let running_wanted = instance.desired == DesiredState::Running;
+    match instance.status {
+        InstanceStatus::Stopped => running_wanted,
+        InstanceStatus::Failed => {
+            let retried = match &instance.exit {
+                Some(exit) => restarts_after_exit(instance.spec.restart, Some(exit)),
+                None => instance.failure.is_some() && instance.spec.restart != RestartPolicy::Never,
+            };
+            running_wanted && retried
+        }
+        // Leaving its node: whatever it holds goes back with it.
+        InstanceStatus::Deleting => instance.compute_reserved,
+        _ => true,
     }
 }
 
@@ -118,6 +145,14 @@ pub fn plan(
             (D::Stopped, S::Stopped) => Step::Done,
             (D::Stopped, _) => Step::MarkStopped,
             _ => Step::Schedule,
+        };
+    }
+    let wants = wants_compute(instance);
+    if instance.compute_reserved != wants {
+        return if wants {
+            Step::ReserveCompute
+        } else {
+            Step::ReleaseCompute
         };
     }
     match (instance.status, instance.desired) {
@@ -228,6 +263,19 @@ impl Controller {
                     }
                 }
                 Step::MarkStopped => self.set_status(&current, InstanceStatus::Stopped).await?,
+                Step::ReleaseCompute => {
+                    self.move_compute(current, false).await?;
+                }
+                Step::ReserveCompute => {
+                    if !self.move_compute(current, true).await? {
+                        return self
+                            .inner
+                            .store
+                            .get_object::<Instance>(&id)
+                            .await
+                            .map_err(Into::into);
+                    }
+                }
                 Step::Create => self.create_on_node(current).await?,
                 Step::Start => self.start_on_node(current).await?,
                 Step::Stop => self.stop_on_node(current).await?,
@@ -269,7 +317,8 @@ impl Controller {
             opts.max_restart_backoff,
         ) {
             Step::Done | Step::WaitUntil(_) => true,
-            Step::Schedule => instance
+            // Waiting for room: for a node, or on its own node to start again.
+            Step::Schedule | Step::ReserveCompute => instance
                 .condition(ConditionType::Scheduled)
                 .is_some_and(|c| !c.status),
             _ => false,
@@ -440,6 +489,7 @@ impl Controller {
                     node.allocated = node.allocated.saturating_add(&instance.spec.resources());
                     node.updated_at = now;
                     let mut placed = instance.clone();
+                    placed.compute_reserved = true;
                     placed.node = Some(node.id.clone());
                     placed.status = InstanceStatus::Scheduled;
                     placed.updated_at = now;
@@ -608,7 +658,7 @@ impl Controller {
             let mut txn = Txn::new();
             if let Some(node_id) = &instance.node {
                 if let Some(mut node) = store.get_object::<Node>(node_id).await? {
-                    node.allocated = node.allocated.saturating_sub(&instance.spec.resources());
+                    node.allocated = node.allocated.saturating_sub(&instance.held());
                     node.updated_at = self.now();
                     txn = put_object(txn, &node);
                 }
@@ -651,6 +701,124 @@ impl Controller {
             }
         }
         Err(self.too_many_conflicts("instance", &instance.id))
+    }
+
+    /// Gives the instance's CPU and memory back to its node (`reserve` false)
+    /// or reserves them again (`reserve` true), in one transaction with the
+    /// instance. A reservation the node has no room for (or that its status
+    /// forbids) is not made: the reason is recorded on the instance and
+    /// false returned. True once done, or when someone else changed the
+    /// instance first (the next plan sees their change).
+    async fn move_compute(&self, instance: Instance, reserve: bool) -> Result<bool> {
+        let store = &self.inner.store;
+        let node_id = instance.node.clone().unwrap_or_default();
+        for _ in 0..self.options().max_conflict_retries {
+            let Some(mut node) = store.get_object::<Node>(&node_id).await? else {
+                return Ok(true);
+            };
+            let compute = Resources {
+                cpus: instance.spec.cpus,
+                memory_mib: instance.spec.memory_mib,
+                ..Resources::default()
+            };
+            let now = self.now();
+            let mut next = instance.clone();
+            next.compute_reserved = reserve;
+            next.updated_at = now;
+            if reserve {
+                if let Some(why) = self.no_room(&node, &instance, &compute).await? {
+                    let recorded = instance
+                        .condition(ConditionType::Scheduled)
+                        .is_some_and(|c| !c.status && c.message == why);
+                    if !recorded {
+                        self.update_instance_if(&instance, |i| {
+                            i.set_condition(
+                                ConditionType::Scheduled,
+                                false,
+                                "WaitingForCapacity",
+                                why.clone(),
+                                now,
+                            );
+                        })
+                        .await?;
+                    }
+                    return Ok(false);
+                }
+                node.allocated = node.allocated.saturating_add(&compute);
+                let message = format!("its CPU and memory are reserved on node `{}`", node.id);
+                next.set_condition(ConditionType::Scheduled, true, "Reserved", message, now);
+            } else {
+                node.allocated = node.allocated.saturating_sub(&compute);
+            }
+            node.updated_at = now;
+            match store
+                .commit(put_object(put_object(Txn::new(), &node), &next))
+                .await
+            {
+                Ok(_) => return Ok(true),
+                Err(StoreError::Conflict { key, .. }) if key == Node::key_for_id(&node_id) => {
+                    // Another instance's placement or release on that node: again.
+                    tokio::task::yield_now().await;
+                }
+                Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => return Ok(true),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(self.too_many_conflicts("node", &node_id))
+    }
+
+    /// Why `instance` cannot have `compute` on its `node` now, naming what
+    /// holds the node's capacity; `None` when it fits.
+    async fn no_room(
+        &self,
+        node: &Node,
+        instance: &Instance,
+        compute: &Resources,
+    ) -> Result<Option<String>> {
+        if matches!(
+            node.status,
+            NodeStatus::Maintenance | NodeStatus::Draining | NodeStatus::Decommissioned
+        ) {
+            return Ok(Some(format!(
+                "node `{}` is {}: `{}` starts there again once it is ready",
+                node.id,
+                node.status.as_str(),
+                instance.name
+            )));
+        }
+        if node.capacity.fits(&node.allocated, compute) {
+            return Ok(None);
+        }
+        let free = node.free();
+        let mut holders: Vec<Instance> = self
+            .instances_on(&node.id)
+            .await?
+            .into_iter()
+            .filter(|i| i.compute_reserved && i.id != instance.id)
+            .collect();
+        holders.sort_by(|a, b| b.spec.cpus.cmp(&a.spec.cpus).then(a.name.cmp(&b.name)));
+        let named: Vec<String> = holders
+            .iter()
+            .take(5)
+            .map(|i| {
+                format!(
+                    "{} ({} cpus, {} MiB)",
+                    i.name, i.spec.cpus, i.spec.memory_mib
+                )
+            })
+            .collect();
+        let more = holders.len().saturating_sub(named.len());
+        let held_by = if named.is_empty() {
+            String::new()
+        } else if more > 0 {
+            format!("; held by {} and {more} more", named.join(", "))
+        } else {
+            format!("; held by {}", named.join(", "))
+        };
+        Ok(Some(format!(
+            "node `{}` has {} cpus and {} MiB free, `{}` needs {} cpus and {} MiB to start again{held_by}",
+            node.id, free.cpus, free.memory_mib, instance.name, compute.cpus, compute.memory_mib
+        )))
     }
 
     /// Moves the instance to a transitional status before acting on it, so a

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{CreateInstance, InstanceSpec, NetworkAttachment, NodeId};
+use super::{CreateInstance, InstanceSpec, NetworkAttachment, NodeId, Resources};
 
 /// An instance's unique id (a UUID), fixed for its whole life.
 pub type InstanceId = String;
@@ -163,6 +163,12 @@ pub struct Instance {
     /// policy retries them with a back-off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// Whether its CPU and memory are counted in its node's allocation. They
+    /// are given back while it is stopped or has failed for good (its disk
+    /// and its place on the node stay), and reserved again, if the node
+    /// still has room, before it starts.
+    #[serde(default = "reserved_by_default")]
+    pub compute_reserved: bool,
     /// Set when the instance must leave its node (a drain): the reconciler
     /// removes it there, releases the node's resources and schedules it anew.
     #[serde(default)]
@@ -185,6 +191,11 @@ pub struct Instance {
     pub revision: u64,
 }
 
+/// Records written before compute could be released held everything.
+fn reserved_by_default() -> bool {
+    true
+}
+
 impl Instance {
     /// A new instance from a validated request: wanted running, pending,
     /// on no node, revision 0 (not stored yet).
@@ -202,6 +213,7 @@ impl Instance {
             conditions: Vec::new(),
             exit: None,
             failure: None,
+            compute_reserved: true,
             reschedule: false,
             restarts_requested: 0,
             restarts_done: 0,
@@ -209,6 +221,21 @@ impl Instance {
             updated_at: now,
             started_at: None,
             revision: 0,
+        }
+    }
+
+    /// What it holds on its node: everything it asks for while its compute
+    /// is reserved, else its disk and its place.
+    pub fn held(&self) -> Resources {
+        let all = self.spec.resources();
+        if self.compute_reserved {
+            all
+        } else {
+            Resources {
+                cpus: 0,
+                memory_mib: 0,
+                ..all
+            }
         }
     }
 

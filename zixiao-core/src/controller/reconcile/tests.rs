@@ -35,39 +35,70 @@ fn each_state_has_one_next_step() {
     use DesiredState as D;
     use InstanceStatus as S;
     let n = Some("node-a");
+    // (desired, status, node, holds CPU and memory on it, next step)
     let table = [
         // Not placed yet.
-        (D::Running, S::Pending, None, Step::Schedule),
-        (D::Stopped, S::Pending, None, Step::MarkStopped),
-        (D::Stopped, S::Stopped, None, Step::Done),
-        (D::Deleted, S::Pending, None, Step::Remove),
+        (D::Running, S::Pending, None, true, Step::Schedule),
+        (D::Stopped, S::Pending, None, true, Step::MarkStopped),
+        (D::Stopped, S::Stopped, None, true, Step::Done),
+        (D::Deleted, S::Pending, None, true, Step::Remove),
         // Placed.
-        (D::Running, S::Scheduled, n, Step::Create),
-        (D::Stopped, S::Scheduled, n, Step::Create),
-        (D::Running, S::Creating, n, Step::Create),
-        (D::Running, S::Running, n, Step::Done),
-        (D::Running, S::Paused, n, Step::Done),
-        (D::Stopped, S::Paused, n, Step::Stop),
-        (D::Deleted, S::Paused, n, Step::Remove),
-        (D::Stopped, S::Running, n, Step::Stop),
-        (D::Stopped, S::Stopping, n, Step::Stop),
-        (D::Running, S::Stopping, n, Step::Stop),
-        (D::Stopped, S::Stopped, n, Step::Done),
-        (D::Running, S::Stopped, n, Step::Start),
-        (D::Running, S::Failed, n, Step::Done),
-        (D::Stopped, S::Failed, n, Step::Done),
-        (D::Deleted, S::Running, n, Step::Remove),
-        (D::Deleted, S::Deleting, n, Step::Remove),
-        (D::Running, S::Deleting, n, Step::Remove),
+        (D::Running, S::Scheduled, n, true, Step::Create),
+        (D::Stopped, S::Scheduled, n, true, Step::Create),
+        (D::Running, S::Creating, n, true, Step::Create),
+        (D::Running, S::Running, n, true, Step::Done),
+        (D::Running, S::Paused, n, true, Step::Done),
+        (D::Stopped, S::Paused, n, true, Step::Stop),
+        (D::Deleted, S::Paused, n, true, Step::Remove),
+        (D::Stopped, S::Running, n, true, Step::Stop),
+        (D::Stopped, S::Stopping, n, true, Step::Stop),
+        (D::Running, S::Stopping, n, true, Step::Stop),
+        // Stopped: its CPU and memory go back, and are taken again to start.
+        (D::Stopped, S::Stopped, n, true, Step::ReleaseCompute),
+        (D::Stopped, S::Stopped, n, false, Step::Done),
+        (D::Running, S::Stopped, n, false, Step::ReserveCompute),
+        (D::Running, S::Stopped, n, true, Step::Start),
+        // Failed with nothing to retry it: a person must act, and it holds
+        // no CPU or memory meanwhile.
+        (D::Running, S::Failed, n, true, Step::ReleaseCompute),
+        (D::Running, S::Failed, n, false, Step::Done),
+        (D::Stopped, S::Failed, n, true, Step::ReleaseCompute),
+        (D::Stopped, S::Failed, n, false, Step::Done),
+        (D::Deleted, S::Running, n, true, Step::Remove),
+        (D::Deleted, S::Deleting, n, true, Step::Remove),
+        (D::Running, S::Deleting, n, true, Step::Remove),
+        (D::Deleted, S::Stopped, n, false, Step::Remove),
     ];
-    for (desired, status, node, expected) in table {
-        let i = instance(desired, status, node);
+    for (desired, status, node, reserved, expected) in table {
+        let mut i = instance(desired, status, node);
+        i.compute_reserved = reserved;
         assert_eq!(
             plan(&i, now(), BASE, MAX),
             expected,
-            "desired {desired:?}, status {status:?}, node {node:?}"
+            "desired {desired:?}, status {status:?}, node {node:?}, reserved {reserved}"
         );
     }
+}
+
+#[test]
+fn a_failed_create_keeps_its_cpu_while_the_policy_retries_it() {
+    let mut i = instance(DesiredState::Running, InstanceStatus::Failed, Some("n"));
+    i.spec.restart = RestartPolicy::OnFailure;
+    i.failure = Some(Failure {
+        attempts: 2,
+        at: now(),
+    });
+    // The second failure waits 2 s, holding its reservation.
+    assert_eq!(
+        plan(&i, now(), BASE, MAX),
+        Step::WaitUntil(now() + chrono::Duration::seconds(2))
+    );
+    assert_eq!(
+        plan(&i, now() + chrono::Duration::seconds(2), BASE, MAX),
+        Step::Create
+    );
+    i.spec.restart = RestartPolicy::Never;
+    assert_eq!(plan(&i, now(), BASE, MAX), Step::ReleaseCompute);
 }
 
 #[test]
@@ -125,7 +156,7 @@ fn restart_policy_decides_after_an_exit_with_back_off() {
     );
     assert_eq!(
         plan(&exited(RestartPolicy::Never, 1), later, BASE, MAX),
-        Step::Done
+        Step::ReleaseCompute
     );
     // Right after the exit, the back-off holds the restart.
     let mut again = exited(RestartPolicy::Always, 1);
