@@ -2,7 +2,8 @@
 //! "pets" it after every lease renewal it sends (a file holding the
 //! monotonic time the renewal was sent); when the petting stops for longer
 //! than the fencing deadline (shorter than the lease TTL), the watchdog
-//! stops every instance the node recorded, through the node's runtimes. So
+//! stops every instance the node recorded (running, paused, or created and
+//! not started), through the node's runtimes. So
 //! by the time the lease expires and the server moves the instances
 //! elsewhere, the old copies are gone, whether the agent died, hung or was
 //! cut off from the control plane.
@@ -152,7 +153,10 @@ pub async fn run(
     }
 }
 
-/// Stops every recorded instance that still runs.
+/// Stops every recorded instance that still runs or could run: one
+/// created and not started holds a workload too (a QEMU launched with its
+/// vCPUs stopped, a task not yet started), which must not outlive the
+/// node's lease any more than a running one.
 async fn fence(files: &WatchdogFiles, records: &Records, agent: &dyn NodeAgent) {
     for instance in records.list() {
         let driver = match agent.driver(instance.spec.instance_type) {
@@ -163,7 +167,7 @@ async fn fence(files: &WatchdogFiles, records: &Records, agent: &dyn NodeAgent) 
             }
         };
         match driver.inspect(&instance).await {
-            Ok(RuntimeState::Running | RuntimeState::Paused) => {}
+            Ok(RuntimeState::Running | RuntimeState::Paused | RuntimeState::Created) => {}
             Ok(_) => continue,
             Err(e) => eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name),
         }

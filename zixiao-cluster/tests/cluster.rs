@@ -498,3 +498,44 @@ async fn a_name_held_by_a_live_agent_is_refused() {
     assert_eq!(error.kind(), ErrorKind::NotFound);
     let _ = cluster.node("node-0");
 }
+
+/// An agent killed mid-create leaves a workload created and never started
+/// (a QEMU launched with its vCPUs stopped): the node's watchdog stops it
+/// too, or it would outlive the node's lease while the instance runs
+/// elsewhere.
+#[tokio::test]
+async fn the_watchdog_fences_an_instance_created_and_not_started() {
+    use zixiao_core::Driver;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let instance = zixiao_testing::fake_driver::placed_instance(
+        "half-made",
+        InstanceSpec::container("busybox"),
+    );
+    driver.create(&instance).await.expect("create");
+    zixiao_cluster::records::Records::new(dir.path())
+        .put(&instance)
+        .expect("record");
+    // The agent's last renewal is long gone.
+    let files = watchdog::WatchdogFiles::new(dir.path());
+    files
+        .pet(zixiao_cluster::timing::monotonic_ms().saturating_sub(60_000))
+        .expect("pet");
+    let watchdog = start_watchdog(dir.path(), &driver, "node-a");
+    wait_for("the fence", Duration::from_secs(10), || async {
+        files
+            .fence_log()
+            .iter()
+            .any(|(_, id)| id == &instance.id)
+            .then_some(())
+    })
+    .await;
+    watchdog.abort();
+    assert!(
+        driver
+            .calls()
+            .contains(&(zixiao_testing::fake_driver::Op::Stop, instance.id.clone())),
+        "{:?}",
+        driver.calls()
+    );
+}
