@@ -13,6 +13,7 @@
 //! node), `pid`, `stop` (asks it to exit: the agent left the cluster on
 //! purpose), `fence.log` (one line per fenced instance: monotonic ms, id).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,8 @@ pub async fn run(
     let records = Records::new(state_dir);
     let fence_ms = u64::try_from(fence_after.as_millis()).unwrap_or(u64::MAX);
     let mut last_fence: Option<u64> = None;
+    // The instances stopped while created, in this spell of fencing.
+    let mut stopped_created = BTreeSet::new();
     loop {
         if files.dir.join("stop").exists() {
             let _ = std::fs::remove_file(files.dir.join("stop"));
@@ -143,11 +146,14 @@ pub async fn run(
                 let due = last_fence
                     .is_none_or(|at| now.saturating_sub(at) >= REFENCE.as_millis() as u64);
                 if due {
-                    fence(&files, &records, agent.as_ref()).await;
+                    fence(&files, &records, agent.as_ref(), &mut stopped_created).await;
                     last_fence = Some(now);
                 }
             }
-            _ => last_fence = None,
+            _ => {
+                last_fence = None;
+                stopped_created.clear();
+            }
         }
         tokio::time::sleep(POLL).await;
     }
@@ -156,8 +162,15 @@ pub async fn run(
 /// Stops every recorded instance that still runs or could run: one
 /// created and not started holds a workload too (a QEMU launched with its
 /// vCPUs stopped, a task not yet started), which must not outlive the
-/// node's lease any more than a running one.
-async fn fence(files: &WatchdogFiles, records: &Records, agent: &dyn NodeAgent) {
+/// node's lease any more than a running one. A created one is stopped once
+/// per spell of fencing (`stopped_created`): a stopped container reads
+/// "created" again, and stopping it every second would only fill the log.
+async fn fence(
+    files: &WatchdogFiles,
+    records: &Records,
+    agent: &dyn NodeAgent,
+    stopped_created: &mut BTreeSet<String>,
+) {
     for instance in records.list() {
         let driver = match agent.driver(instance.spec.instance_type) {
             Ok(driver) => driver,
@@ -167,7 +180,8 @@ async fn fence(files: &WatchdogFiles, records: &Records, agent: &dyn NodeAgent) 
             }
         };
         match driver.inspect(&instance).await {
-            Ok(RuntimeState::Running | RuntimeState::Paused | RuntimeState::Created) => {}
+            Ok(RuntimeState::Running | RuntimeState::Paused) => {}
+            Ok(RuntimeState::Created) if stopped_created.insert(instance.id.clone()) => {}
             Ok(_) => continue,
             Err(e) => eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name),
         }
