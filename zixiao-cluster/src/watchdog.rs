@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use zixiao_core::{Error, NodeAgent, Result, RuntimeState};
+use zixiao_core::{Error, Instance, NodeAgent, Result, RuntimeState};
 
 use crate::records::Records;
 use crate::timing::monotonic_ms;
@@ -165,39 +165,70 @@ pub async fn run(
 /// node's lease any more than a running one. A created one is stopped once
 /// per spell of fencing (`stopped_created`): a stopped container reads
 /// "created" again, and stopping it every second would only fill the log.
+///
+/// The instances are stopped all at once: the lease expires a second after
+/// the fencing deadline whatever the node holds, so one slow stop (a
+/// monitor that does not answer) must not hold up the others.
 async fn fence(
     files: &WatchdogFiles,
     records: &Records,
     agent: &dyn NodeAgent,
     stopped_created: &mut BTreeSet<String>,
 ) {
-    for instance in records.list() {
-        let driver = match agent.driver(instance.spec.instance_type) {
-            Ok(driver) => driver,
-            Err(e) => {
-                eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
-                continue;
-            }
-        };
-        match driver.inspect(&instance).await {
-            Ok(RuntimeState::Running | RuntimeState::Paused) => {}
-            Ok(RuntimeState::Created) if stopped_created.insert(instance.id.clone()) => {}
-            Ok(_) => continue,
-            Err(e) => eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name),
+    let fences = records.list().into_iter().map(|instance| {
+        let created_stopped = stopped_created.contains(&instance.id);
+        async move {
+            let stopped = fence_one(files, agent, &instance, created_stopped).await;
+            (instance.id, stopped)
         }
-        match driver.stop(&instance, Duration::ZERO).await {
-            Ok(()) => {
-                let line = format!("{} {}\n", monotonic_ms(), instance.id);
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(files.dir.join("fence.log"));
-                if let Ok(mut log) = log {
-                    let _ = log.write_all(line.as_bytes());
-                }
-                eprintln!("zixiao watchdog: fenced instance `{}`", instance.name);
+    });
+    for (id, stopped) in futures::future::join_all(fences).await {
+        if stopped == Some(RuntimeState::Created) {
+            stopped_created.insert(id);
+        }
+    }
+}
+
+/// Stops `instance` if it runs, or is created and `created_stopped` is
+/// false; returns the state it stopped it in, if it did.
+async fn fence_one(
+    files: &WatchdogFiles,
+    agent: &dyn NodeAgent,
+    instance: &Instance,
+    created_stopped: bool,
+) -> Option<RuntimeState> {
+    let driver = match agent.driver(instance.spec.instance_type) {
+        Ok(driver) => driver,
+        Err(e) => {
+            eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
+            return None;
+        }
+    };
+    let state = match driver.inspect(instance).await {
+        Ok(state @ (RuntimeState::Running | RuntimeState::Paused)) => state,
+        Ok(RuntimeState::Created) if !created_stopped => RuntimeState::Created,
+        Ok(_) => return None,
+        Err(e) => {
+            eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name);
+            RuntimeState::Running
+        }
+    };
+    match driver.stop(instance, Duration::ZERO).await {
+        Ok(()) => {
+            let line = format!("{} {}\n", monotonic_ms(), instance.id);
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(files.dir.join("fence.log"));
+            if let Ok(mut log) = log {
+                let _ = log.write_all(line.as_bytes());
             }
-            Err(e) => eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name),
+            eprintln!("zixiao watchdog: fenced instance `{}`", instance.name);
+            Some(state)
+        }
+        Err(e) => {
+            eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
+            None
         }
     }
 }

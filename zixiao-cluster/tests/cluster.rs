@@ -561,3 +561,45 @@ async fn the_watchdog_fences_an_instance_created_and_not_started_once() {
     assert_eq!(stops(&half.id), 1, "{:?}", driver.calls());
     assert_eq!(stops(&web.id), 2, "{:?}", driver.calls());
 }
+
+/// A fenced node's instances are stopped all at once: one slow stop (a
+/// monitor that does not answer) does not hold up the others past the
+/// lease.
+#[tokio::test]
+async fn the_watchdog_stops_a_nodes_instances_all_at_once() {
+    use zixiao_core::Driver;
+    use zixiao_testing::fake_driver::Op;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let records = zixiao_cluster::records::Records::new(dir.path());
+    let mut ids = Vec::new();
+    for name in ["web", "db"] {
+        let instance =
+            zixiao_testing::fake_driver::placed_instance(name, InstanceSpec::container("busybox"));
+        driver.create(&instance).await.expect("create");
+        driver.start(&instance).await.expect("start");
+        records.put(&instance).expect("record");
+        ids.push(instance.id);
+    }
+    driver.hold(Op::Stop);
+    let files = watchdog::WatchdogFiles::new(dir.path());
+    files
+        .pet(zixiao_cluster::timing::monotonic_ms().saturating_sub(60_000))
+        .expect("pet");
+    let watchdog = start_watchdog(dir.path(), &driver, "node-a");
+    wait_for(
+        "both stops under way at once",
+        Duration::from_secs(10),
+        || async { (driver.waiting(Op::Stop) == 2).then_some(()) },
+    )
+    .await;
+    driver.release(Op::Stop);
+    wait_for("both fenced", Duration::from_secs(10), || async {
+        let fenced = files.fence_log();
+        ids.iter()
+            .all(|id| fenced.iter().any(|(_, f)| f == id))
+            .then_some(())
+    })
+    .await;
+    watchdog.abort();
+}
