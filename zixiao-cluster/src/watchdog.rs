@@ -2,7 +2,8 @@
 //! "pets" it after every lease renewal it sends (a file holding the
 //! monotonic time the renewal was sent); when the petting stops for longer
 //! than the fencing deadline (shorter than the lease TTL), the watchdog
-//! stops every instance the node recorded, through the node's runtimes. So
+//! stops every instance the node recorded (running, paused, or created and
+//! not started), through the node's runtimes. So
 //! by the time the lease expires and the server moves the instances
 //! elsewhere, the old copies are gone, whether the agent died, hung or was
 //! cut off from the control plane.
@@ -12,13 +13,14 @@
 //! node), `pid`, `stop` (asks it to exit: the agent left the cluster on
 //! purpose), `fence.log` (one line per fenced instance: monotonic ms, id).
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use zixiao_core::{Error, NodeAgent, Result, RuntimeState};
+use zixiao_core::{Error, Instance, NodeAgent, Result, RuntimeState};
 
 use crate::records::Records;
 use crate::timing::monotonic_ms;
@@ -131,6 +133,8 @@ pub async fn run(
     let records = Records::new(state_dir);
     let fence_ms = u64::try_from(fence_after.as_millis()).unwrap_or(u64::MAX);
     let mut last_fence: Option<u64> = None;
+    // The instances stopped while created, in this spell of fencing.
+    let mut stopped_created = BTreeSet::new();
     loop {
         if files.dir.join("stop").exists() {
             let _ = std::fs::remove_file(files.dir.join("stop"));
@@ -142,44 +146,89 @@ pub async fn run(
                 let due = last_fence
                     .is_none_or(|at| now.saturating_sub(at) >= REFENCE.as_millis() as u64);
                 if due {
-                    fence(&files, &records, agent.as_ref()).await;
+                    fence(&files, &records, agent.as_ref(), &mut stopped_created).await;
                     last_fence = Some(now);
                 }
             }
-            _ => last_fence = None,
+            _ => {
+                last_fence = None;
+                stopped_created.clear();
+            }
         }
         tokio::time::sleep(POLL).await;
     }
 }
 
-/// Stops every recorded instance that still runs.
-async fn fence(files: &WatchdogFiles, records: &Records, agent: &dyn NodeAgent) {
-    for instance in records.list() {
-        let driver = match agent.driver(instance.spec.instance_type) {
-            Ok(driver) => driver,
-            Err(e) => {
-                eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
-                continue;
-            }
-        };
-        match driver.inspect(&instance).await {
-            Ok(RuntimeState::Running | RuntimeState::Paused) => {}
-            Ok(_) => continue,
-            Err(e) => eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name),
+/// Stops every recorded instance that still runs or could run: one
+/// created and not started holds a workload too (a QEMU launched with its
+/// vCPUs stopped, a task not yet started), which must not outlive the
+/// node's lease any more than a running one. A created one is stopped once
+/// per spell of fencing (`stopped_created`): a stopped container reads
+/// "created" again, and stopping it every second would only fill the log.
+///
+/// The instances are stopped all at once: the lease expires a second after
+/// the fencing deadline whatever the node holds, so one slow stop (a
+/// monitor that does not answer) must not hold up the others.
+async fn fence(
+    files: &WatchdogFiles,
+    records: &Records,
+    agent: &dyn NodeAgent,
+    stopped_created: &mut BTreeSet<String>,
+) {
+    let fences = records.list().into_iter().map(|instance| {
+        let created_stopped = stopped_created.contains(&instance.id);
+        async move {
+            let stopped = fence_one(files, agent, &instance, created_stopped).await;
+            (instance.id, stopped)
         }
-        match driver.stop(&instance, Duration::ZERO).await {
-            Ok(()) => {
-                let line = format!("{} {}\n", monotonic_ms(), instance.id);
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(files.dir.join("fence.log"));
-                if let Ok(mut log) = log {
-                    let _ = log.write_all(line.as_bytes());
-                }
-                eprintln!("zixiao watchdog: fenced instance `{}`", instance.name);
+    });
+    for (id, stopped) in futures::future::join_all(fences).await {
+        if stopped == Some(RuntimeState::Created) {
+            stopped_created.insert(id);
+        }
+    }
+}
+
+/// Stops `instance` if it runs, or is created and `created_stopped` is
+/// false; returns the state it stopped it in, if it did.
+async fn fence_one(
+    files: &WatchdogFiles,
+    agent: &dyn NodeAgent,
+    instance: &Instance,
+    created_stopped: bool,
+) -> Option<RuntimeState> {
+    let driver = match agent.driver(instance.spec.instance_type) {
+        Ok(driver) => driver,
+        Err(e) => {
+            eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
+            return None;
+        }
+    };
+    let state = match driver.inspect(instance).await {
+        Ok(state @ (RuntimeState::Running | RuntimeState::Paused)) => state,
+        Ok(RuntimeState::Created) if !created_stopped => RuntimeState::Created,
+        Ok(_) => return None,
+        Err(e) => {
+            eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name);
+            RuntimeState::Running
+        }
+    };
+    match driver.stop(instance, Duration::ZERO).await {
+        Ok(()) => {
+            let line = format!("{} {}\n", monotonic_ms(), instance.id);
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(files.dir.join("fence.log"));
+            if let Ok(mut log) = log {
+                let _ = log.write_all(line.as_bytes());
             }
-            Err(e) => eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name),
+            eprintln!("zixiao watchdog: fenced instance `{}`", instance.name);
+            Some(state)
+        }
+        Err(e) => {
+            eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
+            None
         }
     }
 }

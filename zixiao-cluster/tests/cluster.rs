@@ -498,3 +498,108 @@ async fn a_name_held_by_a_live_agent_is_refused() {
     assert_eq!(error.kind(), ErrorKind::NotFound);
     let _ = cluster.node("node-0");
 }
+
+/// An agent killed mid-create leaves a workload created and never started
+/// (a QEMU launched with its vCPUs stopped): the node's watchdog stops it
+/// too, or it would outlive the node's lease while the instance runs
+/// elsewhere. Once: a stopped container reads "created" again.
+#[tokio::test]
+async fn the_watchdog_fences_an_instance_created_and_not_started_once() {
+    use zixiao_core::Driver;
+    use zixiao_testing::fake_driver::Op;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let records = zixiao_cluster::records::Records::new(dir.path());
+    let half = zixiao_testing::fake_driver::placed_instance(
+        "half-made",
+        InstanceSpec::container("busybox"),
+    );
+    driver.create(&half).await.expect("create");
+    records.put(&half).expect("record");
+    let web =
+        zixiao_testing::fake_driver::placed_instance("web", InstanceSpec::container("busybox"));
+    driver.create(&web).await.expect("create");
+    driver.start(&web).await.expect("start");
+    records.put(&web).expect("record");
+    // The agent's last renewal is long gone.
+    let files = watchdog::WatchdogFiles::new(dir.path());
+    files
+        .pet(zixiao_cluster::timing::monotonic_ms().saturating_sub(60_000))
+        .expect("pet");
+    let watchdog = start_watchdog(dir.path(), &driver, "node-a");
+    let fenced = |id: &str, times: usize| {
+        let files = files.clone();
+        let id = id.to_owned();
+        move || {
+            let files = files.clone();
+            let id = id.clone();
+            async move {
+                let n = files.fence_log().iter().filter(|(_, f)| *f == id).count();
+                (n >= times).then_some(())
+            }
+        }
+    };
+    wait_for("the fence", Duration::from_secs(10), fenced(&half.id, 1)).await;
+    wait_for("the fence", Duration::from_secs(10), fenced(&web.id, 1)).await;
+    // Something starts `web` again: the next round stops it again, and
+    // leaves the created one alone.
+    driver.start(&web).await.expect("start");
+    wait_for(
+        "a second fence",
+        Duration::from_secs(10),
+        fenced(&web.id, 2),
+    )
+    .await;
+    watchdog.abort();
+    let stops = |id: &str| {
+        driver
+            .calls()
+            .iter()
+            .filter(|(op, i)| *op == Op::Stop && i == id)
+            .count()
+    };
+    assert_eq!(stops(&half.id), 1, "{:?}", driver.calls());
+    assert_eq!(stops(&web.id), 2, "{:?}", driver.calls());
+}
+
+/// A fenced node's instances are stopped all at once: one slow stop (a
+/// monitor that does not answer) does not hold up the others past the
+/// lease.
+#[tokio::test]
+async fn the_watchdog_stops_a_nodes_instances_all_at_once() {
+    use zixiao_core::Driver;
+    use zixiao_testing::fake_driver::Op;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let records = zixiao_cluster::records::Records::new(dir.path());
+    let mut ids = Vec::new();
+    for name in ["web", "db"] {
+        let instance =
+            zixiao_testing::fake_driver::placed_instance(name, InstanceSpec::container("busybox"));
+        driver.create(&instance).await.expect("create");
+        driver.start(&instance).await.expect("start");
+        records.put(&instance).expect("record");
+        ids.push(instance.id);
+    }
+    driver.hold(Op::Stop);
+    let files = watchdog::WatchdogFiles::new(dir.path());
+    files
+        .pet(zixiao_cluster::timing::monotonic_ms().saturating_sub(60_000))
+        .expect("pet");
+    let watchdog = start_watchdog(dir.path(), &driver, "node-a");
+    wait_for(
+        "both stops under way at once",
+        Duration::from_secs(10),
+        || async { (driver.waiting(Op::Stop) == 2).then_some(()) },
+    )
+    .await;
+    driver.release(Op::Stop);
+    wait_for("both fenced", Duration::from_secs(10), || async {
+        let fenced = files.fence_log();
+        ids.iter()
+            .all(|id| fenced.iter().any(|(_, f)| f == id))
+            .then_some(())
+    })
+    .await;
+    watchdog.abort();
+}

@@ -22,6 +22,14 @@
 //!   cluster runs. Creates through the gRPC API succeed (retried on
 //!   `Unavailable`, as a user would), nodes are Ready, no instance is lost
 //!   or duplicated.
+//! - **Partition with fencing on the real runtimes**, first, in a cluster
+//!   of its own whose nodes run containerd (a namespace each) and QEMU
+//!   microVMs: the cut node's watchdog kills the real container's task and
+//!   the real QEMU (seen in containerd's task list and the process table)
+//!   before they start elsewhere; healed, the node removes what it kept.
+//!
+//! After each partition, every node's runtimes hold exactly what the store
+//! says (zixiao-testing's `runtimes`).
 //!
 //! It prints the time from the partition to the instances running
 //! elsewhere (p50, p99 over the rounds), from the etcd leader's death to the first create that
@@ -39,9 +47,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use processes_support::etcd::EtcdCluster;
-use processes_support::harness::{all_moved, percentile, ready_nodes, runs, wait_for, Harness};
+use processes_support::harness::{
+    all_moved, percentile, ready_nodes, Harness, RealRuntimes, Runtime,
+};
 use processes_support::netns::{Namespaces, CONTROL_IP, NODE_IP};
 use processes_support::roles::{enter_netns, run_role, ROLE};
+use processes_support::workloads::{container, microvm, only_on, wait_for_log, BOOT_MARKER};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use zixiao_api::client::ComputeClient;
 use zixiao_cluster::timing::monotonic_ms;
@@ -49,6 +60,8 @@ use zixiao_cluster::watchdog::WatchdogFiles;
 use zixiao_core::{
     CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
 };
+use zixiao_testing::runtimes::Presence;
+use zixiao_testing::wait::wait_until;
 
 /// The node in the node namespace.
 const CUT: usize = 2;
@@ -95,15 +108,26 @@ fn run_tests() {
     println!("faults: ok");
 }
 
+/// A harness of 3 nodes, node `CUT` in the node namespace, servers on the
+/// control side of the veth pair.
+fn harness(tag: &'static str, etcd: &EtcdCluster, net: &Namespaces) -> Harness {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut h = Harness::new(tag, etcd.endpoints(), root, 3);
+    h.server_listen = Some(format!("{CONTROL_IP}:0"));
+    h.nodes[CUT].netns = Some(net.node.clone());
+    h.nodes[CUT].listen = Some(format!("{NODE_IP}:0"));
+    h
+}
+
 async fn scenarios(bin: PathBuf, net: &Namespaces) {
     let started = Instant::now();
     let mut etcd = EtcdCluster::start(&bin);
     eprintln!("faults: 3-member etcd ready after {:?}", started.elapsed());
-    let root = tempfile::tempdir().expect("tempdir");
-    let mut h = Harness::new("faults", etcd.endpoints(), root, 3);
-    h.server_listen = Some(format!("{CONTROL_IP}:0"));
-    h.nodes[CUT].netns = Some(net.node.clone());
-    h.nodes[CUT].listen = Some(format!("{NODE_IP}:0"));
+    match RealRuntimes::from_env() {
+        Some(real) => real_partition(&etcd, net, real).await,
+        None => eprintln!("faults: the partition on real runtimes skipped"),
+    }
+    let mut h = harness("faults", &etcd, net);
     h.start_cluster(2).await;
     eprintln!("faults: 2 servers and 3 agents joined (node-{CUT} in its own namespace)");
 
@@ -161,14 +185,22 @@ async fn place_on_cut(h: &Harness, compute: &ComputeClient, round: usize) -> Vec
 }
 
 async fn create(compute: &ComputeClient, name: &str) -> Instance {
-    let mut spec = InstanceSpec::container("busybox");
-    spec.restart = RestartPolicy::Always;
+    create_request(compute, &container(name)).await
+}
+
+/// Creates `request`, waiting: it runs.
+async fn create_request(compute: &ComputeClient, request: &CreateInstance) -> Instance {
     let created = compute
-        .create_instance(&CreateInstance::new(name, spec), true)
+        .create_instance(request, true)
         .await
-        .expect("create")
+        .unwrap_or_else(|e| panic!("create {}: {e}", request.name))
         .expect("exists");
-    assert_eq!(created.status, InstanceStatus::Running);
+    assert_eq!(
+        created.status,
+        InstanceStatus::Running,
+        "{} does not run: {created:?}",
+        request.name
+    );
     created
 }
 
@@ -273,19 +305,20 @@ async fn partition(
         .filter(|i| i.node.as_deref() == Some(cut.name.as_str()))
         .map(|i| i.id.clone())
         .collect();
-    assert!(held.len() >= 3, "{held:?}");
+    assert!(!held.is_empty(), "nothing on the node to cut off");
     let at = monotonic_ms();
     let since = Instant::now();
     net.partition();
     let done = all_moved(compute, &held, &cut.name).await;
     let took = done - since;
     eprintln!(
-        "faults: partition of node-{CUT} ({} instances): running elsewhere after {took:?}",
+        "{}: partition of node-{CUT} ({} instances): running elsewhere after {took:?}",
+        h.tag,
         held.len()
     );
     // The cut node is NotReady; its agent lives on, cut off.
     let cluster = h.cluster();
-    wait_for("the cut node NotReady", Duration::from_secs(30), || async {
+    wait_until("the cut node NotReady", Duration::from_secs(30), || async {
         let node = cluster.get_node(&cut.name).await.ok()?;
         (node.status == NodeStatus::NotReady).then_some(())
     })
@@ -300,21 +333,37 @@ async fn partition(
             .map(|(when, _)| *when)
             .min()
             .unwrap_or_else(|| panic!("{id} was not fenced: {fenced:?}"));
-        for (node, (_, from, _)) in h.nodes.iter().enumerate().flat_map(|(n, node)| {
-            runs(node, now)
+        for (node, run) in h.nodes.iter().enumerate().flat_map(|(n, node)| {
+            node.events()
+                .runs(now)
                 .into_iter()
-                .filter(|(run, from, _)| run == id && *from >= at)
+                .filter(|run| &run.instance == id && run.from_ms >= at)
                 .map(move |run| (n, run))
         }) {
             assert_ne!(node, CUT, "{id} started on the cut node");
             assert!(
-                fenced_at <= from,
-                "{id} started on node-{node} at {from} before it was fenced at {fenced_at}"
+                fenced_at <= run.from_ms,
+                "{id} started on node-{node} at {} before it was fenced at {fenced_at}",
+                run.from_ms
             );
         }
     }
+    // Nothing of what moved runs on the cut node: its runtimes say so
+    // themselves (the fake's state files; containerd's tasks and the
+    // process table for the real ones).
+    for view in h.views(CUT) {
+        let live: Vec<_> = view
+            .held()
+            .expect("the cut node's runtime")
+            .into_iter()
+            .filter(|h| h.presence == Presence::Live && held.contains(&h.instance))
+            .collect();
+        assert!(live.is_empty(), "fenced, yet the cut node runs {live:?}");
+    }
+    h.runtimes_agree(&[CUT]).await;
     eprintln!(
-        "faults: node-{CUT}'s watchdog fenced its {} instances {:?} after the partition",
+        "{}: node-{CUT}'s watchdog fenced its {} instances {:?} after the partition",
+        h.tag,
         held.len(),
         fenced
             .iter()
@@ -328,22 +377,12 @@ async fn partition(
     // Heal: the node returns, removes its stale copies, restarts none.
     net.heal();
     ready_nodes(&cluster, 3).await;
-    let runtime = cut.runtime();
-    wait_for(
-        "stale copies to be removed",
-        Duration::from_secs(30),
-        || async {
-            let stale = held
-                .iter()
-                .any(|id| runtime.join(format!("{id}.state")).exists());
-            (!stale).then_some(())
-        },
-    )
-    .await;
-    for (id, from, _) in runs(cut, monotonic_ms()) {
+    h.runtimes_agree(&[]).await;
+    for run in cut.events().runs(monotonic_ms()) {
         assert!(
-            from < at || !held.contains(&id),
-            "the returning node restarted {id}"
+            run.from_ms < at || !held.contains(&run.instance),
+            "the returning node restarted {}",
+            run.instance
         );
     }
     for id in &held {
@@ -352,8 +391,58 @@ async fn partition(
         assert_eq!(instance.status, InstanceStatus::Running);
     }
     h.check_never_twice(ids);
-    eprintln!("faults: node-{CUT} back after the partition; its stale copies removed");
+    eprintln!(
+        "{}: node-{CUT} back after the partition; its stale copies removed",
+        h.tag
+    );
     took
+}
+
+/// The partition on the real runtimes: a container and a QEMU microVM on
+/// the node that is cut off, a container elsewhere. The cut node's watchdog
+/// kills the task and the QEMU; both run elsewhere; the microVM boots again
+/// there; healed, the node removes the container and the run directory it
+/// kept; deleted, nothing is left anywhere.
+async fn real_partition(etcd: &EtcdCluster, net: &Namespaces, real: RealRuntimes) {
+    let started = Instant::now();
+    let mut h = harness("faults/real", etcd, net);
+    h.runtime = Runtime::Real(real.clone());
+    h.start_cluster(2).await;
+    eprintln!(
+        "{}: 2 servers and 3 agents on containerd and QEMU joined after {:?}",
+        h.tag,
+        started.elapsed()
+    );
+    let compute = h.compute();
+    only_on(&h, (CUT + 1) % 3, true).await;
+    let mut ids = vec![create_request(&compute, &container("web")).await.id];
+    only_on(&h, (CUT + 1) % 3, false).await;
+    only_on(&h, CUT, true).await;
+    let cut_web = create_request(&compute, &container("cut-web")).await;
+    let cut_vm = create_request(&compute, &microvm("cut-vm", &real)).await;
+    only_on(&h, CUT, false).await;
+    wait_for_log(&compute, &cut_web.id, "hello").await;
+    wait_for_log(&compute, &cut_vm.id, BOOT_MARKER).await;
+    ids.extend([cut_web.id.clone(), cut_vm.id.clone()]);
+    h.runtimes_agree(&[]).await;
+    partition(&h, net, &compute, &ids).await;
+    wait_for_log(&compute, &cut_vm.id, BOOT_MARKER).await;
+    for id in &ids {
+        let deleted = compute.delete_instance(id, true).await.expect("delete");
+        assert!(deleted.is_none(), "{deleted:?}");
+    }
+    h.runtimes_agree(&[]).await;
+    for i in 0..h.nodes.len() {
+        for view in h.views(i) {
+            let left = view.held().expect("runtime");
+            assert!(left.is_empty(), "{} still holds {left:?}", h.nodes[i].name);
+        }
+    }
+    eprintln!(
+        "{}: deleted; no task, container, QEMU or run directory left ({:?} in all)",
+        h.tag,
+        started.elapsed()
+    );
 }
 
 /// `kill -9` of etcd's leader: the API keeps serving (after retries on
@@ -421,7 +510,7 @@ async fn etcd_leader_loss(h: &Harness, etcd: &mut EtcdCluster, ids: &[String]) {
     let compute = h.compute();
     let mut all_ids: Vec<String> = ids.to_vec();
     all_ids.extend(created);
-    let listed = wait_for(
+    let listed = wait_until(
         "every instance running",
         Duration::from_secs(60),
         || async {

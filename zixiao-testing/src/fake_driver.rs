@@ -47,6 +47,9 @@ struct State {
     in_flight: BTreeMap<String, usize>,
     /// Calls that began while another for the same instance was in flight.
     overlaps: usize,
+    /// Calls that wait until released, and how many wait now.
+    held: std::collections::BTreeSet<Op>,
+    waiting: BTreeMap<Op, usize>,
 }
 
 /// An in-memory driver for one instance type.
@@ -77,6 +80,38 @@ impl FakeDriver {
     /// Removes all injected failures.
     pub fn heal(&self) {
         self.lock().failures.clear();
+    }
+
+    /// Makes every later call of `op` wait, as a slow runtime does, until
+    /// [`FakeDriver::release`]; [`FakeDriver::waiting`] counts them.
+    pub fn hold(&self, op: Op) {
+        self.lock().held.insert(op);
+    }
+
+    /// Lets the calls of `op` held by [`FakeDriver::hold`] go on.
+    pub fn release(&self, op: Op) {
+        self.lock().held.remove(&op);
+    }
+
+    /// How many calls of `op` are held now.
+    pub fn waiting(&self, op: Op) -> usize {
+        self.lock().waiting.get(&op).copied().unwrap_or(0)
+    }
+
+    async fn pass(&self, op: Op) {
+        {
+            let mut state = self.lock();
+            if !state.held.contains(&op) {
+                return;
+            }
+            *state.waiting.entry(op).or_default() += 1;
+        }
+        while self.lock().held.contains(&op) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(n) = self.lock().waiting.get_mut(&op) {
+            *n -= 1;
+        }
     }
 
     /// Makes the workload of instance `id` exit with `code`, as if it ended by itself.
@@ -209,6 +244,7 @@ impl Driver for FakeDriver {
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         let _in_flight = self.in_flight(&instance.id).await;
+        self.pass(Op::Create).await;
         let mut state = self.enter(Op::Create, instance)?;
         state
             .instances
@@ -219,6 +255,7 @@ impl Driver for FakeDriver {
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
         let _in_flight = self.in_flight(&instance.id).await;
+        self.pass(Op::Start).await;
         let mut state = self.enter(Op::Start, instance)?;
         if !state.instances.contains_key(&instance.id) {
             return Err(DriverError::NotFound(format!(
@@ -240,6 +277,7 @@ impl Driver for FakeDriver {
 
     async fn stop(&self, instance: &Instance, _grace: Duration) -> Result<(), DriverError> {
         let _in_flight = self.in_flight(&instance.id).await;
+        self.pass(Op::Stop).await;
         let mut state = self.enter(Op::Stop, instance)?;
         if let Some(s) = state.instances.get_mut(&instance.id) {
             if matches!(s, RuntimeState::Running | RuntimeState::Paused) {
@@ -255,6 +293,7 @@ impl Driver for FakeDriver {
 
     async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
         let _in_flight = self.in_flight(&instance.id).await;
+        self.pass(Op::Delete).await;
         let mut state = self.enter(Op::Delete, instance)?;
         state.instances.remove(&instance.id);
         state.logs.remove(&instance.id);

@@ -24,6 +24,27 @@ where
     }
 }
 
+/// Polls `check` every 200 ms until it returns `Ok`, or panics after
+/// `timeout` with `what` and the error it returned last (what was still
+/// wrong, for the person reading the failure).
+pub async fn wait_until_ok<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last:\n{last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Whether tests must fail, not skip, when a runtime they need is missing.
 /// The README's test command sets `ZIXIAO_REQUIRE_RUNTIMES=1`, so CI can never
 /// pass by skipping the real-runtime tests.

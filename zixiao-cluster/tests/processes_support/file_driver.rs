@@ -1,21 +1,22 @@
 //! A hand-written fake runtime for the multi-process failure tests: its
 //! instances are state files in the node's directory, and every start and
 //! stop is appended, with the machine's monotonic time, to the node's
-//! `events.log`, so "never on two nodes at once" is checked from each
+//! event log (zixiao-testing's `EventLog`, as the real runtimes' counting
+//! wrapper does), so "never on two nodes at once" is checked from each
 //! node's own records. Its console is an echo served by the fake instance
 //! in the agent's process, after a first line naming the node and the
 //! instance, so a console attach through a server can be checked end to
-//! end. (The real drivers are tested against their runtimes in
-//! zixiao-drivers.)
+//! end. The same tests also run the real drivers (see `roles`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_core::driver::{Console, ConsoleStream};
 use zixiao_core::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
+use zixiao_testing::counting_driver::CreateHold;
+use zixiao_testing::runtime_events::{Event, EventLog};
+use zixiao_testing::runtimes::{Held, Presence, RuntimeView};
 
 #[derive(Debug)]
 pub(crate) struct FileDriver {
@@ -49,28 +50,68 @@ impl FileDriver {
         })
     }
 
-    fn log(&self, what: &str, id: &str) -> Result<(), DriverError> {
-        log_event(&self.dir, what, id, monotonic_ms()).map_err(|e| DriverError::Runtime {
-            operation: "log event".to_owned(),
-            source: Box::new(e),
-        })
+    fn log(&self, event: Event, id: &str) -> Result<(), DriverError> {
+        EventLog::in_dir(&self.dir)
+            .append(event, id, monotonic_ms())
+            .map_err(|e| DriverError::Runtime {
+                operation: "log event".to_owned(),
+                source: Box::new(e),
+            })
     }
 }
 
-/// The file that, while it exists, holds every create on the node whose
-/// runtime directory is `runtime_dir`.
-pub(crate) fn hold_path(runtime_dir: &Path) -> PathBuf {
-    runtime_dir.join("hold-create")
+/// The fake runtime of the node whose runtime directory is `dir`, seen
+/// from outside: its state files.
+#[derive(Debug)]
+pub(crate) struct FileRuntime {
+    pub(crate) dir: PathBuf,
 }
 
-/// Appends `what id at` to the node's event log.
-pub(crate) fn log_event(runtime_dir: &Path, what: &str, id: &str, at: u64) -> std::io::Result<()> {
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(runtime_dir.join("events.log"))?;
-    log.write_all(format!("{what} {id} {at}\n").as_bytes())?;
-    log.sync_data()
+impl FileRuntime {
+    fn states(&self) -> Vec<(String, PathBuf, String)> {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let id = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".state")?
+                    .to_owned();
+                let state = std::fs::read_to_string(&path).ok()?;
+                Some((id, path, state))
+            })
+            .collect()
+    }
+}
+
+impl RuntimeView for FileRuntime {
+    fn held(&self) -> Result<Vec<Held>, String> {
+        Ok(self
+            .states()
+            .into_iter()
+            .map(|(instance, _, state)| Held {
+                instance,
+                presence: if state == "running" {
+                    Presence::Live
+                } else {
+                    Presence::Residue
+                },
+                what: format!("a fake instance ({state})"),
+            })
+            .collect())
+    }
+
+    fn power_off(&self) -> Result<(), String> {
+        for (_, path, state) in self.states() {
+            if state == "running" {
+                std::fs::write(&path, "exited").map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -85,16 +126,8 @@ impl Driver for FileDriver {
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         // While the test holds creates on this node, a create says it began
-        // (`<id>.creating`) and waits: the test kills processes mid-create.
-        let hold = hold_path(&self.dir);
-        if hold.exists() {
-            let began = self.dir.join(format!("{}.creating", instance.id));
-            let _ = std::fs::write(&began, b"");
-            while hold.exists() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let _ = std::fs::remove_file(began);
-        }
+        // and waits: the test kills processes mid-create.
+        CreateHold::in_dir(&self.dir).wait(&instance.id).await;
         if self.state(&instance.id).is_none() {
             self.set(&instance.id, "created")?;
         }
@@ -107,21 +140,25 @@ impl Driver for FileDriver {
             Some("running") => Ok(()),
             Some(_) => {
                 self.set(&instance.id, "running")?;
-                self.log("start", &instance.id)
+                self.log(Event::Start, &instance.id)
             }
         }
     }
 
-    async fn stop(&self, instance: &Instance, _grace: Duration) -> Result<(), DriverError> {
+    async fn stop(
+        &self,
+        instance: &Instance,
+        _grace: std::time::Duration,
+    ) -> Result<(), DriverError> {
         if self.state(&instance.id).as_deref() == Some("running") {
             self.set(&instance.id, "exited")?;
-            self.log("stop", &instance.id)?;
+            self.log(Event::Stop, &instance.id)?;
         }
         Ok(())
     }
 
     async fn delete(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.stop(instance, Duration::ZERO).await?;
+        self.stop(instance, std::time::Duration::ZERO).await?;
         match std::fs::remove_file(self.state_path(&instance.id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DriverError::Runtime {
                 operation: "delete".to_owned(),

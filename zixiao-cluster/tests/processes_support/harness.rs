@@ -1,12 +1,23 @@
 //! The harness of the multi-process tests: it starts servers and agents as
 //! child processes (the test binary in a role), kills them, waits for what
-//! a user would see through the API, and checks from every node's own
-//! records that no instance ever ran on two nodes at once. Dropping it
-//! kills every process it started, on success and on failure alike; on
-//! failure (or with `ZIXIAO_TEST_KEEP_LOGS=1`) it keeps the processes' logs
-//! and node directories and prints where.
+//! a user would see through the API, checks from every node's own records
+//! that no instance ever ran on two nodes at once, and checks that the
+//! nodes' runtimes hold exactly what the store says
+//! ([`Harness::runtimes_agree`]). Its nodes run the fake file runtime or
+//! the real ones ([`Runtime`]).
+//!
+//! A node that dies ([`Harness::kill_node`]) loses its power: its agent and
+//! watchdog get `kill -9`, and so do its workloads, fake or real (every
+//! task of its containerd namespace, every QEMU naming its directory:
+//! zixiao-testing's `RuntimeView::power_off`); what they leave (containers,
+//! run directories) stays, as on a disk, for the node to clean up when it
+//! comes back.
+//!
+//! Dropping it kills every process it started and everything its nodes
+//! ran, and removes their containerd namespaces, on success and on failure
+//! alike; on failure (or with `ZIXIAO_TEST_KEEP_LOGS=1`) it keeps the
+//! processes' logs and node directories and prints where.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,8 +26,14 @@ use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::watchdog;
 use zixiao_core::{InstanceStatus, NodeStatus};
+use zixiao_testing::counting_driver::CreateHold;
+use zixiao_testing::runtime_events::{never_twice, EventLog, Run};
+use zixiao_testing::runtimes::{
+    discrepancies, ContainerdNamespace, MonitorProcesses, NodeRuntimes, RuntimeView,
+};
+use zixiao_testing::wait::{runtime_endpoint, wait_until, wait_until_ok};
 
-use super::file_driver::log_event;
+use super::file_driver::FileRuntime;
 use super::roles::{log_file, ROLE};
 
 /// A child process in a role, and the address it serves on.
@@ -68,6 +85,43 @@ pub(crate) fn kill9(pid: i32) {
     }
 }
 
+/// What the nodes' agents run instances on.
+#[derive(Debug, Clone)]
+pub(crate) enum Runtime {
+    /// The fake file-backed runtime of `file_driver`.
+    Files,
+    /// containerd and QEMU, from `scripts/services/{containerd,microvm}.sh`.
+    Real(RealRuntimes),
+}
+
+/// Where the real runtimes and what they run are.
+#[derive(Debug, Clone)]
+pub(crate) struct RealRuntimes {
+    pub(crate) containerd_socket: PathBuf,
+    /// The busybox OCI archive every node imports.
+    pub(crate) busybox: PathBuf,
+    pub(crate) qemu: PathBuf,
+    /// The microVMs' kernel and initramfs (whose /init prints `ZIXIAO-BOOT-OK`).
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: PathBuf,
+}
+
+impl RealRuntimes {
+    /// From the `ZIXIAO_TEST_*` variables the services' scripts export;
+    /// `None` (after saying why) when one is missing and runtimes are not
+    /// required, a panic when they are.
+    pub(crate) fn from_env() -> Option<Self> {
+        let var = |name: &str, what: &str| runtime_endpoint(name, what).map(PathBuf::from);
+        Some(RealRuntimes {
+            containerd_socket: var("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")?,
+            busybox: var("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox image")?,
+            qemu: var("ZIXIAO_TEST_MICROVM_QEMU", "QEMU")?,
+            kernel: var("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")?,
+            initrd: var("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")?,
+        })
+    }
+}
+
 /// One compute node: its agent process (with its watchdog) and its state.
 pub(crate) struct NodeProc {
     pub(crate) name: String,
@@ -94,9 +148,24 @@ impl NodeProc {
         }
     }
 
-    /// The directory of its fake runtime (state files and `events.log`).
+    /// The directory of its runtimes' files and of its event log.
     pub(crate) fn runtime(&self) -> PathBuf {
         self.dir.join("runtime")
+    }
+
+    /// Its log of what reached its runtime.
+    pub(crate) fn events(&self) -> EventLog {
+        EventLog::in_dir(&self.runtime())
+    }
+
+    /// What holds its creates halfway.
+    pub(crate) fn hold(&self) -> CreateHold {
+        CreateHold::in_dir(&self.runtime())
+    }
+
+    /// Where its microVMs' run directories are (`<id>/` each).
+    pub(crate) fn microvm_dir(&self) -> PathBuf {
+        self.runtime().join("microvm")
     }
 }
 
@@ -111,6 +180,10 @@ pub(crate) struct Harness {
     pub(crate) servers: Vec<Option<Proc>>,
     pub(crate) server_addrs: Vec<String>,
     pub(crate) nodes: Vec<NodeProc>,
+    /// What the nodes run instances on (set before agents start).
+    pub(crate) runtime: Runtime,
+    /// Each node's memory in MiB (none: plenty).
+    pub(crate) node_memory_mib: Option<u64>,
     pub(crate) root: tempfile::TempDir,
 }
 
@@ -133,8 +206,83 @@ impl Harness {
             nodes: (0..nodes)
                 .map(|i| NodeProc::new(format!("node-{i}"), root.path().join(format!("node-{i}"))))
                 .collect(),
+            runtime: Runtime::Files,
+            node_memory_mib: None,
             root,
         }
+    }
+
+    /// The real runtimes, when the nodes run them.
+    pub(crate) fn real(&self) -> Option<&RealRuntimes> {
+        match &self.runtime {
+            Runtime::Files => None,
+            Runtime::Real(real) => Some(real),
+        }
+    }
+
+    /// Node `i`'s containerd namespace: its own, named after this run, so
+    /// nodes never see each other's containers, nor another run's.
+    pub(crate) fn containerd_namespace(&self, i: usize) -> String {
+        let run = self.prefix.trim_start_matches("/zixiao-test-");
+        format!("zixiao-test-{}-{}", &run[..8], self.nodes[i].name)
+    }
+
+    /// Node `i`'s runtimes, seen from outside.
+    pub(crate) fn views(&self, i: usize) -> Vec<Box<dyn RuntimeView>> {
+        let node = &self.nodes[i];
+        match &self.runtime {
+            Runtime::Files => vec![Box::new(FileRuntime {
+                dir: node.runtime(),
+            })],
+            Runtime::Real(real) => vec![
+                Box::new(ContainerdNamespace::new(
+                    &real.containerd_socket,
+                    self.containerd_namespace(i),
+                )),
+                Box::new(MonitorProcesses::new(node.microvm_dir())),
+            ],
+        }
+    }
+
+    /// Waits until every node's runtimes hold exactly what the store says
+    /// (zixiao-testing's `discrepancies`): a workload runs only for an
+    /// instance the store has running on that node, each running instance
+    /// runs exactly once, and a node whose agent is up and not in `away`
+    /// holds nothing of what it no longer should. Nodes without an agent
+    /// and those in `away` (cut off) may keep residue, never a workload.
+    /// Failover and clean-up take seconds: it polls for 60 s, then panics
+    /// with what still disagrees.
+    pub(crate) async fn runtimes_agree(&self, away: &[usize]) {
+        let compute = self.compute();
+        let started = Instant::now();
+        wait_until_ok(
+            &format!("{}: the runtimes to hold what the store says", self.tag),
+            Duration::from_secs(60),
+            || async {
+                let instances = compute
+                    .list_instances(&Default::default())
+                    .await
+                    .map_err(|e| format!("listing instances: {e}"))?;
+                let nodes: Vec<NodeRuntimes> = (0..self.nodes.len())
+                    .map(|i| NodeRuntimes {
+                        node: self.nodes[i].name.clone(),
+                        reachable: self.nodes[i].agent.is_some() && !away.contains(&i),
+                        views: self.views(i),
+                    })
+                    .collect();
+                let found = discrepancies(&instances, &nodes);
+                if found.is_empty() {
+                    Ok(())
+                } else {
+                    Err(found.join("\n"))
+                }
+            },
+        )
+        .await;
+        self.note(&format!(
+            "the runtimes agree with the store after {:?}",
+            started.elapsed()
+        ));
     }
 
     /// Starts `n` servers and remembers their addresses for the agents.
@@ -164,6 +312,21 @@ impl Harness {
             ("ZX_DIR", node.dir.display().to_string()),
             ("ZX_SERVERS", self.server_addrs.join(",")),
         ];
+        if let Some(real) = self.real() {
+            vars.extend([
+                ("ZX_RUNTIME", "real".to_owned()),
+                (
+                    "ZX_CONTAINERD_SOCKET",
+                    real.containerd_socket.display().to_string(),
+                ),
+                ("ZX_CONTAINERD_NAMESPACE", self.containerd_namespace(i)),
+                ("ZX_QEMU", real.qemu.display().to_string()),
+                ("ZX_IMAGE_ARCHIVE", real.busybox.display().to_string()),
+            ]);
+        }
+        if let Some(memory) = self.node_memory_mib {
+            vars.push(("ZX_MEMORY_MIB", memory.to_string()));
+        }
         if let Some(netns) = &node.netns {
             vars.push(("ZX_NETNS", netns.display().to_string()));
         }
@@ -242,6 +405,25 @@ impl Harness {
         ComputeClient::new(&self.live_server()).expect("client")
     }
 
+    /// A ComputeService client of server `i`.
+    pub(crate) fn compute_of(&self, i: usize) -> ComputeClient {
+        ComputeClient::new(&self.server_addrs[i]).expect("client")
+    }
+
+    /// The index of a live server that does not lead: requests through it
+    /// are served by one process while the leader's loop converges in
+    /// another, where converging twice would show.
+    pub(crate) async fn follower(&self) -> usize {
+        let cluster = self.cluster();
+        wait_until("a leader", Duration::from_secs(20), || async {
+            let (_, leader) = cluster.cluster_info().await.ok()?;
+            (0..self.servers.len()).find(|i| {
+                self.servers[*i].is_some() && !leader.is_empty() && leader != format!("server-{i}")
+            })
+        })
+        .await
+    }
+
     /// A ClusterService client of the first live server.
     pub(crate) fn cluster(&self) -> ClusterClient {
         ClusterClient::new(&self.live_server(), Duration::from_secs(60)).expect("client")
@@ -255,7 +437,8 @@ impl Harness {
             .expect("node")
     }
 
-    /// Kills every process of node `i` at once; its instances die with it.
+    /// Kills every process of node `i` at once, its workloads too (see the
+    /// module's doc); its instances die with it.
     pub(crate) fn kill_node(&mut self, i: usize) -> u64 {
         let watchdog_pid = watchdog::WatchdogFiles::new(&self.nodes[i].dir).pid();
         let mut agent = self.nodes[i].agent.take().expect("agent");
@@ -268,22 +451,14 @@ impl Harness {
         if let Some(pid) = watchdog_pid {
             kill9(pid);
         }
-        let at = monotonic_ms();
         let _ = agent.child.wait();
-        // The node's power is gone: what ran there stopped at `at`.
-        let runtime = self.nodes[i].runtime();
-        for entry in std::fs::read_dir(&runtime).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if std::fs::read_to_string(&path).is_ok_and(|s| s == "running") {
-                let id = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                std::fs::write(&path, "exited").expect("power off");
-                log_event(&runtime, "stop", &id, at).expect("log");
-            }
+        // The node's power is gone: what ran there stopped.
+        for view in self.views(i) {
+            view.power_off()
+                .unwrap_or_else(|e| panic!("powering {} off: {e}", self.nodes[i].name));
         }
+        let at = monotonic_ms();
+        self.nodes[i].events().stop_all(at).expect("log");
         self.nodes[i].deaths.push(at);
         at
     }
@@ -316,68 +491,26 @@ impl Harness {
     /// From each node's own event log: the intervals in which it ran each
     /// instance never overlap another node's. `ids` must all have records.
     pub(crate) fn check_never_twice(&self, ids: &[String]) {
-        let mut intervals: BTreeMap<String, Vec<(u64, u64, String)>> = BTreeMap::new();
         let now = monotonic_ms();
-        for node in &self.nodes {
-            for (id, from, to) in runs(node, now) {
-                intervals
-                    .entry(id)
-                    .or_default()
-                    .push((from, to, node.name.clone()));
-            }
-        }
+        let per_node: Vec<(String, Vec<Run>)> = self
+            .nodes
+            .iter()
+            .map(|node| (node.name.clone(), node.events().runs(now)))
+            .collect();
         for id in ids {
-            assert!(intervals.contains_key(id), "{id} has no records");
+            assert!(
+                per_node
+                    .iter()
+                    .any(|(_, runs)| runs.iter().any(|r| &r.instance == id)),
+                "{id} has no records"
+            );
         }
-        let mut checked = 0;
-        for (id, mut runs) in intervals {
-            runs.sort();
-            for pair in runs.windows(2) {
-                let (a, b) = (&pair[0], &pair[1]);
-                assert!(
-                    a.1 <= b.0 || a.2 == b.2,
-                    "instance {id} ran on {} [{}, {}] and on {} [{}, {}] at once",
-                    a.2,
-                    a.0,
-                    a.1,
-                    b.2,
-                    b.0,
-                    b.1
-                );
-            }
-            checked += 1;
-        }
-        assert!(checked >= ids.len(), "every instance has records");
+        let checked = never_twice(&per_node).unwrap_or_else(|overlap| panic!("{overlap}"));
         eprintln!(
             "{}: {checked} instances never ran on two nodes at once",
             self.tag
         );
     }
-}
-
-/// Node `node`'s runs of each instance, from its `events.log`: `(id, from,
-/// to)` in monotonic ms, `to` = `now` for what still runs.
-pub(crate) fn runs(node: &NodeProc, now: u64) -> Vec<(String, u64, u64)> {
-    let log = std::fs::read_to_string(node.runtime().join("events.log")).unwrap_or_default();
-    let mut open: BTreeMap<String, u64> = BTreeMap::new();
-    let mut out = Vec::new();
-    for line in log.lines() {
-        let parts: Vec<&str> = line.split(' ').collect();
-        let [what, id, at] = parts[..] else { continue };
-        let at: u64 = at.parse().expect("time");
-        match what {
-            "start" => {
-                open.insert(id.to_owned(), at);
-            }
-            _ => {
-                if let Some(from) = open.remove(id) {
-                    out.push((id.to_owned(), from, at));
-                }
-            }
-        }
-    }
-    out.extend(open.into_iter().map(|(id, from)| (id, from, now)));
-    out
 }
 
 impl Drop for Harness {
@@ -395,6 +528,22 @@ impl Drop for Harness {
             kill9(server.child.id() as i32);
             let _ = server.child.wait();
         }
+        // What the nodes ran goes with them; a shared containerd keeps no
+        // namespace of a finished test.
+        for i in 0..self.nodes.len() {
+            for view in self.views(i) {
+                if let Err(e) = view.power_off() {
+                    eprintln!("{}: cleaning up {}: {e}", self.tag, self.nodes[i].name);
+                }
+            }
+            if let Some(real) = self.real() {
+                let namespace =
+                    ContainerdNamespace::new(&real.containerd_socket, self.containerd_namespace(i));
+                if let Err(e) = namespace.remove() {
+                    eprintln!("{}: removing {}: {e}", self.tag, namespace.namespace());
+                }
+            }
+        }
         let keep = std::env::var("ZIXIAO_TEST_KEEP_LOGS").is_ok_and(|v| v == "1");
         if std::thread::panicking() || keep {
             if let Ok(empty) = tempfile::tempdir() {
@@ -405,25 +554,9 @@ impl Drop for Harness {
     }
 }
 
-/// Polls `probe` every 10 ms until it gives a value; panics after `limit`.
-pub(crate) async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until `n` nodes are Ready.
 pub(crate) async fn ready_nodes(cluster: &ClusterClient, n: usize) {
-    wait_for("every node ready", Duration::from_secs(30), || async {
+    wait_until("every node ready", Duration::from_secs(30), || async {
         let nodes = cluster.list_nodes().await.ok()?;
         (nodes
             .iter()

@@ -4,6 +4,18 @@
 //! serves. Optional variables place it: `ZX_NETNS` (a pinned network
 //! namespace it joins before anything else), `ZX_LISTEN` (its listen
 //! address, loopback by default).
+//!
+//! An agent and its watchdog run the node's runtimes named by `ZX_RUNTIME`:
+//! `files` (the default: the fake [`FileDriver`]) or `real`: the drivers of
+//! zixiao-drivers found by `discover`, as `zixiao agent` finds them, with
+//! containerd at `ZX_CONTAINERD_SOCKET` in the node's own namespace
+//! `ZX_CONTAINERD_NAMESPACE` (nodes on one machine never see each other's
+//! containers) and QEMU microVMs (`ZX_QEMU`), each node's files in its own
+//! directory. Each real driver is wrapped in zixiao-testing's
+//! `CountingDriver`, which logs what reaches the runtime to the node's
+//! event log, as the fake runtime does itself. The agent imports the image
+//! archive `ZX_IMAGE_ARCHIVE` into its node first, when given.
+//! `ZX_MEMORY_MIB` sets the node's memory (64 GiB by default).
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -11,9 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::{agent, server, watchdog, AgentOptions, ServerOptions, Timing};
 use zixiao_core::host::HostFacts;
-use zixiao_core::{LocalAgent, Resources};
+use zixiao_core::{InstanceType, LocalAgent, MicrovmBackend, NodeAgent, Resources};
+use zixiao_drivers::{discover, DriverConfig};
+use zixiao_testing::counting_driver::{CountingDriver, CreateHold};
+use zixiao_testing::runtime_events::EventLog;
 
 use super::file_driver::FileDriver;
 
@@ -31,17 +47,71 @@ fn listen() -> std::net::SocketAddr {
         .expect("ZX_LISTEN")
 }
 
-fn local(name: &str, dir: &Path) -> LocalAgent {
+/// Node `name`'s agent over the runtimes `ZX_RUNTIME` names, its files under `dir`.
+async fn local(name: &str, dir: &Path) -> LocalAgent {
+    let memory_mib = std::env::var("ZX_MEMORY_MIB")
+        .ok()
+        .map(|m| m.parse().expect("ZX_MEMORY_MIB"))
+        .unwrap_or(65536);
     let host = HostFacts {
         hostname: format!("{name}-host"),
         capacity: Resources {
             cpus: 64,
-            memory_mib: 65536,
+            memory_mib,
             disk_gib: 100,
             instances: 64,
         },
     };
-    LocalAgent::new(host).with_driver(Arc::new(FileDriver::new(dir)))
+    match std::env::var("ZX_RUNTIME").as_deref() {
+        Ok("real") => real_drivers(LocalAgent::new(host), dir).await,
+        Ok("files") | Err(_) => LocalAgent::new(host).with_driver(Arc::new(FileDriver::new(dir))),
+        Ok(other) => panic!("unknown ZX_RUNTIME {other}"),
+    }
+}
+
+/// `agent` with the real container and microVM drivers, each behind a
+/// `CountingDriver` logging to the node's event log.
+async fn real_drivers(mut agent: LocalAgent, dir: &Path) -> LocalAgent {
+    let runtime = dir.join("runtime");
+    let mut config = DriverConfig::new(&runtime);
+    config.containerd_socket = PathBuf::from(env("ZX_CONTAINERD_SOCKET"));
+    config.containerd_namespace = env("ZX_CONTAINERD_NAMESPACE");
+    config.microvm_backend = Some(MicrovmBackend::Qemu);
+    config.qemu_binary = Some(PathBuf::from(env("ZX_QEMU")));
+    config.netns_dir = dir.join("netns");
+    let found = discover(&config).await;
+    for (instance_type, reason) in &found.missing {
+        assert!(
+            !matches!(
+                instance_type,
+                InstanceType::Container | InstanceType::Microvm
+            ),
+            "the node's {instance_type} runtime is missing: {reason}"
+        );
+    }
+    let log = EventLog::in_dir(&runtime);
+    let hold = CreateHold::in_dir(&runtime);
+    for driver in found.drivers {
+        let counted =
+            CountingDriver::new(driver, log.clone(), monotonic_ms).with_hold(hold.clone());
+        agent = agent.with_driver(Arc::new(counted));
+    }
+    agent
+}
+
+/// Imports the image archive `ZX_IMAGE_ARCHIVE`, if given, into `agent`'s container runtime.
+async fn import_image(agent: &LocalAgent) {
+    let Ok(archive) = std::env::var("ZX_IMAGE_ARCHIVE") else {
+        return;
+    };
+    let driver = agent
+        .driver(InstanceType::Container)
+        .expect("a container runtime");
+    let images = driver.images().expect("the container runtime keeps images");
+    images
+        .import(Path::new(&archive), &|_| {})
+        .await
+        .unwrap_or_else(|e| panic!("importing {archive}: {e}"));
 }
 
 /// Moves the calling thread into the network namespace pinned at `path`.
@@ -90,6 +160,8 @@ pub(crate) fn run_role(role: &str) {
                     .env(ROLE, "watchdog")
                     .stderr(log_file(&dir, "watchdog.log"));
                 watchdog::spawn_detached(watchdog).expect("watchdog");
+                let local = local(&name, &dir).await;
+                import_image(&local).await;
                 let handle = agent::start(
                     AgentOptions {
                         name: name.clone(),
@@ -102,7 +174,7 @@ pub(crate) fn run_role(role: &str) {
                         state_dir: dir.clone(),
                         timing: Timing::default(),
                     },
-                    local(&name, &dir),
+                    local,
                 )
                 .await
                 .expect("agent");
@@ -116,7 +188,7 @@ pub(crate) fn run_role(role: &str) {
             }
             "watchdog" => {
                 let dir = PathBuf::from(env("ZX_DIR"));
-                let agent = Arc::new(local(&env("ZX_NAME"), &dir));
+                let agent = Arc::new(local(&env("ZX_NAME"), &dir).await);
                 watchdog::run(&dir, Timing::default().fence_after(), agent)
                     .await
                     .expect("watchdog");

@@ -1,0 +1,323 @@
+//! `zixiao server --embedded` as a user runs it, with the `zixiao` binary as
+//! its client through `--endpoint`: the README's main job on the real
+//! containerd (busybox imported on the node, a container that says hello
+//! and sleeps: get, logs, stats, delete) and a QEMU microVM whose console
+//! reaches the boot marker, then delete. The server converges in its
+//! leader's loop while the CLI's calls wait, so every create reaches the
+//! runtime once: the container runs (it is not `failed`), and afterwards
+//! containerd and the process table hold nothing of either instance.
+//!
+//! Needs the private containerd and the microVM kernel of
+//! `scripts/services/{containerd,microvm}.sh`; skips with a reason
+//! elsewhere (and fails in CI, where ZIXIAO_REQUIRE_RUNTIMES=1).
+#![cfg(all(feature = "containerd", feature = "microvm"))]
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use zixiao_testing::runtimes::{ContainerdNamespace, MonitorProcesses, RuntimeView};
+use zixiao_testing::wait::{runtime_endpoint, wait_until_ok};
+
+/// The containerd namespace the CLI's nodes use.
+const NAMESPACE: &str = "zixiao";
+
+/// What the test microVM's /init prints on its console once it booted.
+const BOOT_MARKER: &str = "ZIXIAO-BOOT-OK";
+
+/// The real runtimes this test needs, or `None` after saying why not.
+struct Runtimes {
+    socket: String,
+    busybox: String,
+    qemu: String,
+    kernel: String,
+    initrd: String,
+}
+
+impl Runtimes {
+    fn from_env() -> Option<Self> {
+        Some(Runtimes {
+            socket: runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")?,
+            busybox: runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox image")?,
+            qemu: runtime_endpoint("ZIXIAO_TEST_MICROVM_QEMU", "QEMU")?,
+            kernel: runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")?,
+            initrd: runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")?,
+        })
+    }
+}
+
+/// `zixiao` with a clean environment.
+fn zixiao() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
+    command
+        .env_remove("ZIXIAO_STATE_DIR")
+        .env_remove("ZIXIAO_ENDPOINT")
+        .env_remove("ZIXIAO_MICROVM_BACKEND")
+        .env_remove("ZIXIAO_ETCD_ENDPOINTS");
+    command
+}
+
+/// `zixiao --endpoint ENDPOINT ARGS...`, run to completion.
+fn remote(endpoint: &str, args: &[&str]) -> Output {
+    zixiao()
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .output()
+        .expect("run zixiao")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Its stdout, after checking that it exited 0.
+fn ok(out: Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn json(out: Output) -> serde_json::Value {
+    let stdout = ok(out);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// `zixiao server --embedded` on `state`, until dropped.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Server {
+    fn start(state: &Path, runtimes: &Runtimes) -> Self {
+        let mut child = zixiao()
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--containerd-socket", &runtimes.socket])
+            .args(["server", "--embedded", "--listen", "127.0.0.1:0"])
+            .env("ZIXIAO_QEMU_BIN", &runtimes.qemu)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run zixiao server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let endpoint = line
+            .trim()
+            .rsplit_once(" listening on ")
+            .map(|(_, addr)| addr.to_owned())
+            .unwrap_or_else(|| panic!("zixiao server did not start: {line:?}"));
+        Server { child, endpoint }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the server this test started; no memory is touched.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A state directory short enough for the microVM monitor's socket paths.
+fn state_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("zx-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Polls `zixiao instance logs NAME` through the server until it contains
+/// `text` (each call exits 0).
+async fn wait_for_log(endpoint: &str, name: &str, wanted: &str) -> String {
+    wait_until_ok(
+        &format!("{wanted:?} in the log of {name}"),
+        Duration::from_secs(120),
+        || async {
+            let log = ok(remote(endpoint, &["instance", "logs", name]));
+            if log.contains(wanted) {
+                Ok(log)
+            } else {
+                Err(format!("the log so far: {log:?}"))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
+    let Some(runtimes) = Runtimes::from_env() else {
+        return;
+    };
+    let state = state_dir();
+    // Images live in the node's runtime: imported on the node, before the
+    // server holds its state directory.
+    let imported = ok(zixiao()
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--containerd-socket", &runtimes.socket])
+        .args(["image", "import", &runtimes.busybox])
+        .output()
+        .expect("run zixiao"));
+    assert!(imported.contains("busybox"), "{imported}");
+    let server = Server::start(state.path(), &runtimes);
+    let endpoint = server.endpoint.as_str();
+
+    // The main job: a container that says hello and sleeps.
+    let created = json(remote(
+        endpoint,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "create",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--name",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            "echo hello; sleep 300",
+        ],
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    let hello_id = created["id"].as_str().expect("id").to_owned();
+    let got = json(remote(
+        endpoint,
+        &["-o", "json", "instance", "get", "hello"],
+    ));
+    assert_eq!(got["status"], "running", "not failed: {got}");
+    assert!(got["failure"].is_null(), "{got}");
+    let table = ok(remote(endpoint, &["instance", "get", "hello"]));
+    assert!(table.contains("running"), "{table}");
+    let log = wait_for_log(endpoint, "hello", "hello\n").await;
+    assert_eq!(log, "hello\n");
+    let stats = json(remote(
+        endpoint,
+        &["-o", "json", "instance", "stats", "hello"],
+    ));
+    assert!(stats["pids"].as_u64().is_some_and(|p| p >= 1), "{stats}");
+    assert!(
+        stats["memory_bytes"].as_u64().is_some_and(|m| m > 0),
+        "{stats}"
+    );
+    // Still running after all that: nothing marked it failed meanwhile.
+    let got = json(remote(
+        endpoint,
+        &["-o", "json", "instance", "get", "hello"],
+    ));
+    assert_eq!(got["status"], "running", "{got}");
+    ok(remote(endpoint, &["instance", "delete", "hello"]));
+    let gone = remote(endpoint, &["instance", "get", "hello"]);
+    assert_ne!(
+        gone.status.code(),
+        Some(0),
+        "deleted: {}",
+        text(&gone.stdout)
+    );
+
+    // A QEMU microVM: its console reaches the boot marker.
+    let created = json(remote(
+        endpoint,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "create",
+            "--name",
+            "m1",
+            "--type",
+            "microvm",
+            "--backend",
+            "qemu",
+            "--kernel",
+            &runtimes.kernel,
+            "--initrd",
+            &runtimes.initrd,
+            "--cmdline",
+            "console=ttyS0 quiet",
+            "--memory",
+            "256",
+        ],
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(created["runtime"], "qemu", "{created}");
+    let vm_id = created["id"].as_str().expect("id").to_owned();
+    let monitors = MonitorProcesses::new(state.path().join("runtime").join("microvm"));
+    let running: Vec<_> = monitors
+        .monitors()
+        .into_iter()
+        .filter(|m| m.instance == vm_id)
+        .collect();
+    assert_eq!(running.len(), 1, "one QEMU for the microVM: {running:?}");
+    wait_for_log(endpoint, "m1", BOOT_MARKER).await;
+    ok(remote(endpoint, &["instance", "delete", "m1"]));
+
+    // Nothing is left: no container or task, no QEMU, no run directory.
+    let containers = ContainerdNamespace::new(&runtimes.socket, NAMESPACE).only([hello_id]);
+    for view in [
+        &containers as &dyn RuntimeView,
+        &monitors as &dyn RuntimeView,
+    ] {
+        let left = view.held().expect("the runtime");
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    let listed = json(remote(endpoint, &["-o", "json", "instance", "list"]));
+    assert_eq!(listed, serde_json::json!([]));
+}
+
+/// `instance create` through `--endpoint` of an instance that cannot run
+/// exits 1 and says why, as it does without `--endpoint`.
+#[tokio::test]
+async fn a_create_through_the_endpoint_that_cannot_run_exits_1() {
+    let Some(runtimes) = Runtimes::from_env() else {
+        return;
+    };
+    let state = state_dir();
+    let server = Server::start(state.path(), &runtimes);
+    // 8 TiB: valid, but more than this machine has.
+    let out = remote(
+        &server.endpoint,
+        &[
+            "instance",
+            "create",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--name",
+            "huge",
+            "--memory",
+            "8388608",
+        ],
+    );
+    let get = ok(remote(&server.endpoint, &["instance", "get", "huge"]));
+    assert!(get.contains("pending"), "{get}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a create that leaves the instance pending must fail; stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("insufficient memory"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(remote(&server.endpoint, &["instance", "delete", "huge"]));
+}
