@@ -392,8 +392,19 @@ impl QemuBackend {
         let Some(pid) = self.running_pid(dir) else {
             return Ok(());
         };
+        if grace.is_zero() {
+            // No grace (a fencing watchdog, an orphan's removal): SIGKILL at
+            // once, not a QMP round trip and a quit that may take seconds
+            // while the instance may be starting on another node.
+            if process::is_ours(pid, &dir.path) {
+                process::signal(pid, libc::SIGKILL);
+                process::wait_gone(pid, &dir.path, QUIT_TIMEOUT).await;
+            }
+            self.exit_state(dir).await;
+            return Ok(());
+        }
         if let Ok(mut qmp) = self.qmp(dir).await {
-            if qmp.status().await.ok().as_deref() == Some("running") && !grace.is_zero() {
+            if qmp.status().await.ok().as_deref() == Some("running") {
                 let deadline = Instant::now() + grace;
                 while Instant::now() < deadline {
                     let _ = qmp.execute("system_powerdown", None).await;
