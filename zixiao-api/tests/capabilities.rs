@@ -1,5 +1,5 @@
 //! A node runtime's capabilities (snapshots, pause and resume) through
-//! both hops: ComputeClient → ComputeService → the controller →
+//! both hops: Client → ComputeService → the controller →
 //! RemoteDriver → AgentService → the node's driver. The node holds a
 //! hand-written fake (the layer under test is the protocol; the runtimes'
 //! snapshots and pauses have their own tests).
@@ -14,14 +14,13 @@ use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::{AgentServer, Gate};
-use zixiao_api::client::ComputeClient;
-use zixiao_api::compute::ComputeServer;
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::driver::{SnapshotInfo, Snapshots};
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
-    Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
-    InstanceStatus, InstanceType, LocalAgent, LogChunk, Resources, RuntimeState,
+    Client, Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
+    InstanceStatus, InstanceType, LocalAgent, LogChunk, NodeRegistration, Resources, RuntimeState,
+    Wait,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -155,7 +154,7 @@ async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
 }
 
 /// A client of a server whose only node holds `driver`, reached over gRPC.
-async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::TempDir) {
+async fn rig(driver: Arc<dyn Driver>) -> (Client, Controller, tempfile::TempDir) {
     rig_gated(driver, None).await
 }
 
@@ -164,7 +163,7 @@ async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::T
 async fn rig_gated(
     driver: Arc<dyn Driver>,
     gate: Option<Gate>,
-) -> (ComputeClient, Controller, tempfile::TempDir) {
+) -> (Client, Controller, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
     let local = LocalAgent::new(host()).with_driver(driver);
@@ -175,12 +174,10 @@ async fn rig_gated(
     }
     let agent_addr =
         serve(tonic::transport::Server::builder().add_service(agent.into_service())).await;
-    let remote = RemoteAgent::new(
-        "node-a",
-        &agent_addr.to_string(),
-        registration.runtimes.clone(),
-        registration.missing_runtimes.clone(),
-    )
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: agent_addr.to_string(),
+        ..registration.clone()
+    })
     .expect("remote");
     let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
         .agent("node-a", Arc::new(remote))
@@ -189,22 +186,20 @@ async fn rig_gated(
         .register_node(registration)
         .await
         .expect("register");
-    let addr = serve(
-        tonic::transport::Server::builder()
-            .add_service(ComputeServer::new(controller.clone()).into_service()),
-    )
-    .await;
-    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let api = Arc::new(controller.clone());
+    tokio::spawn(zixiao_api::server::serve(
+        api,
+        listener,
+        std::future::pending(),
+    ));
+    let client = zixiao_api::connect(&addr.to_string()).expect("client");
     (client, controller, dir)
 }
 
 /// A server whose node runs `Snapshotting`, and VM `vm1` running there.
-async fn running_vm1() -> (
-    Arc<Snapshotting>,
-    ComputeClient,
-    tempfile::TempDir,
-    Instance,
-) {
+async fn running_vm1() -> (Arc<Snapshotting>, Client, tempfile::TempDir, Instance) {
     let driver = Arc::new(Snapshotting {
         fake: Some(FakeDriver::new(InstanceType::Vm)),
         ..Default::default()
@@ -212,12 +207,11 @@ async fn running_vm1() -> (
     let (client, _controller, dir) = rig(driver.clone()).await;
     let vm1 = client
         .create_instance(
-            &CreateInstance::new("vm1", InstanceSpec::vm("debian")),
-            true,
+            CreateInstance::new("vm1", InstanceSpec::vm("debian")),
+            Wait::Settled,
         )
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     (driver, client, dir, vm1)
 }
 
@@ -225,10 +219,10 @@ async fn running_vm1() -> (
 async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
     let (driver, client, _dir, vm1) = running_vm1().await;
 
-    let s1 = client.snapshot_instance("vm1", "s1").await.expect("take");
+    let s1 = client.create_snapshot("vm1", "s1").await.expect("take");
     assert_eq!(s1.name, "s1");
     assert!(s1.includes_memory, "taken while running");
-    client.snapshot_instance("vm1", "s2").await.expect("take");
+    client.create_snapshot("vm1", "s2").await.expect("take");
     let listed = client.list_snapshots("vm1").await.expect("list");
     assert_eq!(
         listed
@@ -260,7 +254,7 @@ async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
     );
 
     let bad = client
-        .snapshot_instance("vm1", "")
+        .create_snapshot("vm1", "")
         .await
         .expect_err("no name");
     assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{}", bad.chain());
@@ -281,13 +275,13 @@ async fn a_runtime_without_snapshots_is_unsupported_through_both_hops() {
     let (client, _controller, _dir) = rig(Arc::new(FakeDriver::new(InstanceType::Container))).await;
     client
         .create_instance(
-            &CreateInstance::new("web", InstanceSpec::container("busybox")),
-            true,
+            CreateInstance::new("web", InstanceSpec::container("busybox")),
+            Wait::Settled,
         )
         .await
         .expect("create");
     let error = client
-        .snapshot_instance("web", "s1")
+        .create_snapshot("web", "s1")
         .await
         .expect_err("no snapshots");
     assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
@@ -314,12 +308,11 @@ async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
     let (client, _controller, _dir) = rig_gated(driver.clone(), Some(gate)).await;
     let web = client
         .create_instance(
-            &CreateInstance::new("web", InstanceSpec::container("busybox")),
-            true,
+            CreateInstance::new("web", InstanceSpec::container("busybox")),
+            Wait::Settled,
         )
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
 
     let paused = client.pause_instance("web").await.expect("pause");
     assert_eq!(paused.status, InstanceStatus::Paused);
@@ -357,7 +350,10 @@ async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
         "thawed on the node"
     );
 
-    client.stop_instance("web", true).await.expect("stop");
+    client
+        .stop_instance("web", Wait::Settled)
+        .await
+        .expect("stop");
     let error = client.pause_instance("web").await.expect_err("stopped");
     assert_eq!(
         error.kind(),

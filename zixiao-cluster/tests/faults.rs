@@ -7,7 +7,7 @@
 //! `processes_support::roles`), every node runs the file-backed fake
 //! runtime that records starts and stops with the machine's monotonic time.
 //!
-//! - **Console attach through the server**: a `ComputeClient` attaches
+//! - **Console attach through the server**: a `Client` attaches
 //!   through a server to instances on an agent in another process (one of
 //!   them in the other namespace); bytes typed come back. Attaching to an
 //!   unknown instance is NotFound, to a stopped one FailedPrecondition.
@@ -43,11 +43,11 @@ use processes_support::harness::{all_moved, percentile, ready_nodes, runs, wait_
 use processes_support::netns::{Namespaces, CONTROL_IP, NODE_IP};
 use processes_support::roles::{enter_netns, run_role, ROLE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use zixiao_api::client::ComputeClient;
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::watchdog::WatchdogFiles;
 use zixiao_core::{
-    CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
+    Client, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus,
+    RestartPolicy, Wait,
 };
 
 /// The node in the node namespace.
@@ -139,7 +139,7 @@ async fn scenarios(bin: PathBuf, net: &Namespaces) {
 
 /// Creates three instances on the node that will be cut off (the others
 /// cordoned meanwhile); returns their ids.
-async fn place_on_cut(h: &Harness, compute: &ComputeClient, round: usize) -> Vec<String> {
+async fn place_on_cut(h: &Harness, compute: &Client, round: usize) -> Vec<String> {
     let cluster = h.cluster();
     let others: Vec<&str> = (0..3)
         .filter(|i| *i != CUT)
@@ -160,14 +160,13 @@ async fn place_on_cut(h: &Harness, compute: &ComputeClient, round: usize) -> Vec
     ids
 }
 
-async fn create(compute: &ComputeClient, name: &str) -> Instance {
+async fn create(compute: &Client, name: &str) -> Instance {
     let mut spec = InstanceSpec::container("busybox");
     spec.restart = RestartPolicy::Always;
     let created = compute
-        .create_instance(&CreateInstance::new(name, spec), true)
+        .create_instance(CreateInstance::new(name, spec), Wait::Settled)
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     assert_eq!(created.status, InstanceStatus::Running);
     created
 }
@@ -193,9 +192,9 @@ async fn read_until(output: &mut (impl AsyncRead + Unpin), seen: &mut String, ne
 
 /// Console attach through a server to an agent in another process: on a
 /// node in the control namespace and on the one across the veth pair.
-async fn console(h: &Harness, compute: &ComputeClient) {
+async fn console(h: &Harness, compute: &Client) {
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let mut attached = Vec::new();
@@ -238,7 +237,7 @@ async fn console(h: &Harness, compute: &ComputeClient) {
     );
     let stopped = &all[0];
     compute
-        .stop_instance(&stopped.id, true)
+        .stop_instance(&stopped.id, Wait::Settled)
         .await
         .expect("stop");
     let refused = compute.attach_console(&stopped.id).await;
@@ -247,25 +246,19 @@ async fn console(h: &Harness, compute: &ComputeClient) {
         Err(ErrorKind::FailedPrecondition)
     );
     let started = compute
-        .start_instance(&stopped.id, true)
+        .start_instance(&stopped.id, Wait::Settled)
         .await
-        .expect("start")
-        .expect("exists");
+        .expect("start");
     assert_eq!(started.status, InstanceStatus::Running);
     eprintln!("faults: console attach through the server echoed on {attached:?}");
 }
 
 /// The cut node's link goes down; its instances are fenced there, then run
 /// elsewhere; after the link comes back its stale copies are removed.
-async fn partition(
-    h: &Harness,
-    net: &Namespaces,
-    compute: &ComputeClient,
-    ids: &[String],
-) -> Duration {
+async fn partition(h: &Harness, net: &Namespaces, compute: &Client, ids: &[String]) -> Duration {
     let cut = &h.nodes[CUT];
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let held: Vec<String> = all
@@ -372,18 +365,20 @@ async fn etcd_leader_loss(h: &Harness, etcd: &mut EtcdCluster, ids: &[String]) {
     let mut first = None;
     for i in 0..4 {
         // Through both servers in turn.
-        let compute = ComputeClient::new(&h.server_addrs[i % 2]).expect("client");
+        let compute = zixiao_api::connect(&h.server_addrs[i % 2]).expect("client");
         let name = format!("after-etcd-{i}");
         let mut spec = InstanceSpec::container("busybox");
         spec.restart = RestartPolicy::Always;
         let deadline = Instant::now() + Duration::from_secs(60);
         let instance = loop {
             match compute
-                .create_instance(&CreateInstance::new(name.clone(), spec.clone()), true)
+                .create_instance(
+                    CreateInstance::new(name.clone(), spec.clone()),
+                    Wait::Settled,
+                )
                 .await
             {
-                Ok(Some(instance)) => break instance,
-                Ok(None) => panic!("{name} vanished after its create"),
+                Ok(instance) => break instance,
                 // The first attempt's outcome was unknown and it was applied.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && retries > 0 => {
                     break compute.get_instance(&name).await.expect("get");
@@ -425,7 +420,7 @@ async fn etcd_leader_loss(h: &Harness, etcd: &mut EtcdCluster, ids: &[String]) {
         "every instance running",
         Duration::from_secs(60),
         || async {
-            let all = compute.list_instances(&Default::default()).await.ok()?;
+            let all = compute.list_instances(Default::default()).await.ok()?;
             all.iter()
                 .all(|i| i.status == InstanceStatus::Running && i.node.is_some())
                 .then_some(all)

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use processes_support::file_driver::hold_path;
 use processes_support::harness::{all_moved, kill9, percentile, ready_nodes, wait_for, Harness};
 use processes_support::roles::{etcd_store, run_role, ROLE};
-use zixiao_api::client::ComputeClient;
 use zixiao_cluster::watchdog;
 use zixiao_core::{
-    CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
+    Client, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus,
+    RestartPolicy, Wait,
 };
 
 fn main() {
@@ -70,10 +70,9 @@ async fn scenarios(etcd: String) {
         let mut spec = InstanceSpec::container("busybox");
         spec.restart = RestartPolicy::Always;
         let created = compute
-            .create_instance(&CreateInstance::new(format!("web-{i}"), spec), true)
+            .create_instance(CreateInstance::new(format!("web-{i}"), spec), Wait::Settled)
             .await
-            .expect("create")
-            .expect("exists");
+            .expect("create");
         assert_eq!(created.status, InstanceStatus::Running);
         ids.push(created.id);
     }
@@ -89,7 +88,7 @@ async fn scenarios(etcd: String) {
             let compute = h.compute();
             // The node holding the most instances.
             let all = compute
-                .list_instances(&Default::default())
+                .list_instances(Default::default())
                 .await
                 .expect("list");
             let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -151,7 +150,13 @@ async fn scenarios(etcd: String) {
     server_killed_mid_create(&mut h).await;
 
     // kill -9 of the leading server: the other takes over.
-    let (_, leader) = h.cluster().cluster_info().await.expect("info");
+    let leader = h
+        .cluster()
+        .cluster_info()
+        .await
+        .expect("info")
+        .leader
+        .unwrap_or_default();
     let index: usize = leader
         .strip_prefix("server-")
         .and_then(|i| i.parse().ok())
@@ -162,7 +167,12 @@ async fn scenarios(etcd: String) {
     let since = Instant::now();
     let cluster = h.cluster();
     let new_leader = wait_for("another leader", Duration::from_secs(20), || async {
-        let (_, leader) = cluster.cluster_info().await.ok()?;
+        let leader = cluster
+            .cluster_info()
+            .await
+            .ok()?
+            .leader
+            .unwrap_or_default();
         (!leader.is_empty() && leader != format!("server-{index}")).then_some(leader)
     })
     .await;
@@ -174,12 +184,12 @@ async fn scenarios(etcd: String) {
     let mut spec = InstanceSpec::container("busybox");
     spec.restart = RestartPolicy::Always;
     compute
-        .create_instance(&CreateInstance::new("after-takeover", spec), true)
+        .create_instance(CreateInstance::new("after-takeover", spec), Wait::Settled)
         .await
         .expect("create through the survivor");
     // The new leader fails nodes over too.
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let victim = all[0].node.clone().expect("placed");
@@ -198,7 +208,7 @@ async fn scenarios(etcd: String) {
 
     // Drain: the node's instances move, in order, and nothing runs there after.
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let total = all.len();
@@ -206,7 +216,7 @@ async fn scenarios(etcd: String) {
     let report = h.cluster().drain_node(&victim).await.expect("drain");
     assert!(!report.moved.is_empty(), "{report:?}");
     let after = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     assert!(after
@@ -323,10 +333,9 @@ async fn agent_killed_mid_create(h: &mut Harness) {
     steer_to(h, i, true).await;
     let compute = h.compute();
     let created = compute
-        .create_instance(&always("mid-create"), false)
+        .create_instance(always("mid-create"), Wait::No)
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     creating(h, i, &created.id).await;
     h.kill_agent(i);
     steer_to(h, i, false).await;
@@ -353,10 +362,13 @@ async fn agent_killed_mid_create(h: &mut Harness) {
 async fn server_killed_mid_create(h: &mut Harness) {
     let (i, k) = (1, 0);
     steer_to(h, i, true).await;
-    let to_die = ComputeClient::new(&h.server_addrs[k]).expect("client");
-    let request =
-        tokio::spawn(async move { to_die.create_instance(&always("mid-request"), true).await });
-    let other = ComputeClient::new(&h.server_addrs[1 - k]).expect("client");
+    let to_die = zixiao_api::connect(&h.server_addrs[k]).expect("client");
+    let request = tokio::spawn(async move {
+        to_die
+            .create_instance(always("mid-request"), Wait::Settled)
+            .await
+    });
+    let other = zixiao_api::connect(&h.server_addrs[1 - k]).expect("client");
     let id = wait_for(
         "the create to be stored",
         Duration::from_secs(30),
@@ -372,7 +384,7 @@ async fn server_killed_mid_create(h: &mut Harness) {
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
     steer_to(h, i, false).await;
     let again = other
-        .create_instance(&always("mid-request"), true)
+        .create_instance(always("mid-request"), Wait::Settled)
         .await
         .expect_err("the first create was applied");
     assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
@@ -382,7 +394,7 @@ async fn server_killed_mid_create(h: &mut Harness) {
     })
     .await;
     let all = other
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let named = all.iter().filter(|i| i.name == "mid-request").count();
@@ -392,12 +404,12 @@ async fn server_killed_mid_create(h: &mut Harness) {
 }
 
 /// Every instance, once all run and none on `node`.
-async fn running_off(compute: &ComputeClient, node: &str) -> Vec<Instance> {
+async fn running_off(compute: &Client, node: &str) -> Vec<Instance> {
     wait_for(
         "every instance running off the node",
         Duration::from_secs(30),
         || async {
-            let all = compute.list_instances(&Default::default()).await.ok()?;
+            let all = compute.list_instances(Default::default()).await.ok()?;
             all.iter()
                 .all(|i| i.status == InstanceStatus::Running && i.node.as_deref() != Some(node))
                 .then_some(all)
@@ -416,7 +428,7 @@ async fn measure_creates(h: &Harness) {
         let mut spec = InstanceSpec::container("busybox");
         spec.restart = RestartPolicy::Never;
         compute
-            .create_instance(&CreateInstance::new(format!("bulk-{i}"), spec), false)
+            .create_instance(CreateInstance::new(format!("bulk-{i}"), spec), Wait::No)
             .await
             .expect("create");
     }

@@ -12,11 +12,14 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::{
-    Error, ErrorKind, Instance, InstanceFilter, InstanceStatus, InstanceType, Node, Result,
+    Client, Error, ErrorKind, Instance, InstanceFilter, InstanceStatus, InstanceType, Node, Result,
+    Wait,
 };
+
+/// How often `logs --follow` asks the server for more.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 use super::instance::{snapshot_table, LOG_CHUNK};
 use super::network::{render_list, render_one};
@@ -26,21 +29,18 @@ use crate::args::{
 };
 use crate::output::{age, print, Table};
 
-/// How often `logs --follow` asks the server for more.
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
-
 /// Runs `command` against the server at `endpoint`.
 pub(crate) async fn run(endpoint: &str, format: Format, command: Command) -> Result<ExitCode> {
     match command {
         Command::Node(command) => node(endpoint, format, command).await?,
         Command::Cluster(ClusterCommand::Info) => {
-            let (info, leader) = cluster(endpoint)?.cluster_info().await?;
+            let info = zixiao_api::connect(endpoint)?.cluster_info().await?;
             print(format, &info, |info| {
                 format!(
                     "nodes: {}\ninstances: {}\nleader: {}\n",
                     info.nodes,
                     info.instances,
-                    if leader.is_empty() { "-" } else { &leader }
+                    info.leader.as_deref().unwrap_or("-")
                 )
             })?;
         }
@@ -65,12 +65,8 @@ fn not_remote(what: &str) -> Error {
     ))
 }
 
-fn cluster(endpoint: &str) -> Result<ClusterClient> {
-    ClusterClient::new(endpoint, Duration::from_secs(600))
-}
-
 async fn node(endpoint: &str, format: Format, command: NodeCommand) -> Result<()> {
-    let client = cluster(endpoint)?;
+    let client = zixiao_api::connect(endpoint)?;
     let status = |n: &Node| format!("node {} is {}\n", n.id, n.status.as_str());
     match command {
         NodeCommand::List => print(format, &client.list_nodes().await?, |n| node_table(n))?,
@@ -144,14 +140,15 @@ fn filter(args: &ListArgs) -> Result<InstanceFilter> {
 }
 
 async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> Result<()> {
-    let client = ComputeClient::new(endpoint)?;
+    let client = zixiao_api::connect(endpoint)?;
     let one = |i: &Option<Instance>| match i {
         Some(i) => instance_table(std::slice::from_ref(i)),
         None => "deleted\n".to_owned(),
     };
+    let wait = Wait::Settled;
     match command {
         InstanceCommand::List(args) => {
-            let instances = client.list_instances(&filter(&args)?).await?;
+            let instances = client.list_instances(filter(&args)?).await?;
             print(format, &instances, |i| instance_table(i))?;
         }
         InstanceCommand::Get { instance } => {
@@ -160,19 +157,23 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
                 instance_table(std::slice::from_ref(i))
             })?;
         }
-        InstanceCommand::Start { instance } => {
-            print(format, &client.start_instance(&instance, true).await?, one)?
-        }
-        InstanceCommand::Stop { instance } => {
-            print(format, &client.stop_instance(&instance, true).await?, one)?
-        }
+        InstanceCommand::Start { instance } => print(
+            format,
+            &Some(client.start_instance(&instance, wait).await?),
+            one,
+        )?,
+        InstanceCommand::Stop { instance } => print(
+            format,
+            &Some(client.stop_instance(&instance, wait).await?),
+            one,
+        )?,
         InstanceCommand::Restart { instance } => print(
             format,
-            &client.restart_instance(&instance, true).await?,
+            &Some(client.restart_instance(&instance, wait).await?),
             one,
         )?,
         InstanceCommand::Delete { instance } => {
-            print(format, &client.delete_instance(&instance, true).await?, one)?
+            print(format, &client.delete_instance(&instance, wait).await?, one)?
         }
         InstanceCommand::Pause { instance } => {
             let paused = client.pause_instance(&instance).await?;
@@ -185,9 +186,10 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
             })?
         }
         InstanceCommand::Create(args) => {
-            let wait = !args.no_wait;
+            let wait = Wait::from(!args.no_wait);
             let request = super::instance::create_request(*args)?;
-            print(format, &client.create_instance(&request, wait).await?, one)?
+            let created = client.create_instance(request, wait).await?;
+            print(format, &Some(created), one)?
         }
         InstanceCommand::Logs { instance, follow } => logs(&client, &instance, follow).await?,
         InstanceCommand::Snapshot(command) => snapshot(&client, format, command).await?,
@@ -229,13 +231,13 @@ async fn instance(endpoint: &str, format: Format, command: InstanceCommand) -> R
 /// Prints the instance's log; with `follow`, polls for more from the last
 /// offset while the instance runs (as the server sees it), then prints
 /// what is left and returns.
-async fn logs(client: &ComputeClient, instance: &str, follow: bool) -> Result<()> {
+async fn logs(client: &Client, instance: &str, follow: bool) -> Result<()> {
     let mut offset = 0;
     let mut stdout = std::io::stdout();
     // One more read after the instance stopped, for what it wrote last.
     let mut last_pass = !follow;
     loop {
-        let chunk = client.read_log(instance, offset, LOG_CHUNK).await?;
+        let chunk = client.read_log(instance, offset, LOG_CHUNK as u64).await?;
         let got = chunk.next_offset > offset;
         let _ = stdout.write_all(&chunk.data);
         let _ = stdout.flush();
@@ -270,7 +272,7 @@ async fn logs(client: &ComputeClient, instance: &str, follow: bool) -> Result<()
     }
 }
 
-async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotCommand) -> Result<()> {
+async fn snapshot(client: &Client, format: Format, command: SnapshotCommand) -> Result<()> {
     match command {
         SnapshotCommand::Create { to: Some(_), .. } => Err(Error::invalid(
             "--to",
@@ -282,7 +284,7 @@ async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotComma
             name,
             to: None,
         } => {
-            let taken = client.snapshot_instance(&instance, &name).await?;
+            let taken = client.create_snapshot(&instance, &name).await?;
             print(format, &taken, |s| snapshot_table(std::slice::from_ref(s)))
         }
         SnapshotCommand::List { instance } => {
@@ -302,12 +304,12 @@ async fn snapshot(client: &ComputeClient, format: Format, command: SnapshotComma
 }
 
 async fn network(endpoint: &str, format: Format, command: NetworkCommand) -> Result<()> {
-    let client = ComputeClient::new(endpoint)?;
+    let client = zixiao_api::connect(endpoint)?;
     match command {
         NetworkCommand::Create(args) => {
             print(
                 format,
-                &client.create_network(&args.request()).await?,
+                &client.create_network(args.request()).await?,
                 render_one,
             )?;
         }

@@ -11,10 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::watchdog;
-use zixiao_core::{InstanceStatus, NodeStatus};
+use zixiao_core::{Client, InstanceStatus, NodeStatus};
 
 use super::file_driver::log_event;
 use super::roles::{log_file, ROLE};
@@ -238,13 +237,13 @@ impl Harness {
     }
 
     /// A ComputeService client of the first live server.
-    pub(crate) fn compute(&self) -> ComputeClient {
-        ComputeClient::new(&self.live_server()).expect("client")
+    pub(crate) fn compute(&self) -> Client {
+        zixiao_api::connect(&self.live_server()).expect("client")
     }
 
     /// A ClusterService client of the first live server.
-    pub(crate) fn cluster(&self) -> ClusterClient {
-        ClusterClient::new(&self.live_server(), Duration::from_secs(60)).expect("client")
+    pub(crate) fn cluster(&self) -> Client {
+        zixiao_api::connect(&self.live_server()).expect("client")
     }
 
     /// The index of node `name`.
@@ -422,7 +421,7 @@ where
 }
 
 /// Waits until `n` nodes are Ready.
-pub(crate) async fn ready_nodes(cluster: &ClusterClient, n: usize) {
+pub(crate) async fn ready_nodes(cluster: &Client, n: usize) {
     wait_for("every node ready", Duration::from_secs(30), || async {
         let nodes = cluster.list_nodes().await.ok()?;
         (nodes
@@ -437,7 +436,7 @@ pub(crate) async fn ready_nodes(cluster: &ClusterClient, n: usize) {
 
 /// Waits until none of `ids` is on `node` and all run elsewhere; returns
 /// when. On timeout it panics with what it saw last.
-pub(crate) async fn all_moved(compute: &ComputeClient, ids: &[String], node: &str) -> Instant {
+pub(crate) async fn all_moved(compute: &Client, ids: &[String], node: &str) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut seen = Vec::new();

@@ -132,6 +132,9 @@ impl fmt::Debug for Progress {
 /// One user-facing operation. An instance is named by id or name, a node by
 /// id or hostname, a network by name.
 #[derive(Debug)]
+// A request is built once per call and moved into it, never kept in bulk:
+// boxing its largest variant would only cost every caller an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Validates and stores a new instance (wanted running) and, with
     /// [`Wait::Settled`], waits until it has settled.
