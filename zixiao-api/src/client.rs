@@ -340,11 +340,10 @@ impl Api for GrpcClient {
                 Response::ClusterInfo(self.decoded(info.try_into())?)
             }
             Request::CreateNetwork { request } => {
-                let created = self.answer(
-                    networks
-                        .create_network(pb::CreateNetwork::from(request))
-                        .await,
-                )?;
+                let request = pb::CreateNetworkRequest {
+                    network: Some(request.into()),
+                };
+                let created = self.answer(networks.create_network(request).await)?;
                 Response::Network(self.decoded(created.try_into())?)
             }
             Request::GetNetwork { name } => {

@@ -465,9 +465,14 @@ impl NodeService for ApiServer {
 impl NetworkService for ApiServer {
     async fn create_network(
         &self,
-        request: Request<pb::CreateNetwork>,
+        request: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
-        let create = request.into_inner().try_into().map_err(status)?;
+        let create = request
+            .into_inner()
+            .network
+            .ok_or_else(|| status(Error::invalid("network", "missing")))?
+            .try_into()
+            .map_err(status)?;
         reply(self.client.create_network(create).await.map_err(status)?)
     }
 
