@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::AgentServer;
 use zixiao_api::remote::RemoteAgent;
+use zixiao_core::driver::Capability;
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
     Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceStatus, InstanceType, LocalAgent,
@@ -230,20 +231,41 @@ async fn a_dead_agent_is_unavailable_and_changes_nothing() {
 #[tokio::test]
 async fn a_remote_agent_describes_its_node_and_refuses_missing_runtimes() {
     let rig = rig().await;
+    let local =
+        LocalAgent::new(host()).with_driver(Arc::new(FakeDriver::new(InstanceType::Container)));
     let remote = RemoteAgent::registered(&NodeRegistration {
         address: rig.agent_addr.to_string(),
-        runtimes: [InstanceType::Container].into(),
         missing_runtimes: [(InstanceType::Vm, "libvirtd is not running".to_owned())].into(),
-        ..LocalAgent::new(host()).registration("node-a")
+        ..local.registration("node-a")
     })
     .expect("remote");
     let facts = remote.describe().await.expect("describe");
     assert_eq!(facts.hostname, "node-a-host");
     assert_eq!(facts.capacity.cpus, 8);
     assert!(facts.runtimes.contains(&InstanceType::Container));
+    let fake = &facts.drivers[&InstanceType::Container];
+    assert_eq!(fake.name, "fake");
+    assert_eq!(
+        fake.capabilities,
+        [Capability::Stats, Capability::Pause].into(),
+        "what the fake driver can do, as the node reports it"
+    );
     let error = remote.driver(InstanceType::Vm).expect_err("no vm runtime");
     assert_eq!(error.kind(), ErrorKind::Unsupported);
     assert!(error.to_string().contains("libvirtd is not running"));
+
+    // The remote driver offers what the node's driver can do, no more,
+    // under its name, and says so as a local driver would.
+    let driver = remote.driver(InstanceType::Container).expect("container");
+    assert_eq!(driver.name(), "fake");
+    assert!(driver.stats().is_some() && driver.pause().is_some());
+    assert!(driver.console().is_none() && driver.snapshots().is_none());
+    assert!(driver.images().is_none() && driver.inventory().is_none());
+    let error = driver.require_console().err().expect("no console");
+    let local_driver: Arc<dyn zixiao_core::Driver> =
+        Arc::new(FakeDriver::new(InstanceType::Container));
+    let expected = local_driver.require_console().err().expect("no console");
+    assert_eq!(error.to_string(), expected.to_string());
 }
 
 async fn serve_compute(controller: Controller) -> SocketAddr {

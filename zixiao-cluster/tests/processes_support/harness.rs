@@ -236,12 +236,12 @@ impl Harness {
             .clone()
     }
 
-    /// A ComputeService client of the first live server.
+    /// A client of the first live server.
     pub(crate) fn compute(&self) -> Client {
         zixiao_api::connect(&self.live_server()).expect("client")
     }
 
-    /// A ClusterService client of the first live server.
+    /// A client of the first live server, for node operations.
     pub(crate) fn cluster(&self) -> Client {
         zixiao_api::connect(&self.live_server()).expect("client")
     }
