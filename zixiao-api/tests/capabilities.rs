@@ -1,10 +1,10 @@
-//! A node runtime's capabilities (snapshots, pause and resume) through
-//! both hops: Client → ComputeService → the controller →
-//! RemoteDriver → AgentService → the node's driver. The node holds a
+//! A node runtime's capabilities (snapshots, pause and resume, images,
+//! inventory) through both hops: Client → the user services → the
+//! controller → RemoteDriver → AgentService → the node's driver. The node holds a
 //! hand-written fake (the layer under test is the protocol; the runtimes'
 //! snapshots and pauses have their own tests).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,12 +15,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::{AgentServer, Gate};
 use zixiao_api::remote::RemoteAgent;
-use zixiao_core::driver::{SnapshotInfo, Snapshots};
+use zixiao_core::driver::{ImageInfo, Images, ImportProgress, Inventory, SnapshotInfo, Snapshots};
 use zixiao_core::host::HostFacts;
+use zixiao_core::Api;
 use zixiao_core::{
     Client, Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
-    InstanceStatus, InstanceType, LocalAgent, LogChunk, NodeRegistration, Resources, RuntimeState,
-    Wait,
+    InstanceStatus, InstanceType, LocalAgent, LogChunk, NodeAgent, NodeRegistration, Resources,
+    RuntimeState, Wait,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -174,11 +175,11 @@ async fn rig_gated(
     }
     let agent_addr =
         serve(tonic::transport::Server::builder().add_service(agent.into_service())).await;
-    let remote = RemoteAgent::registered(&NodeRegistration {
+    let registration = NodeRegistration {
         address: agent_addr.to_string(),
-        ..registration.clone()
-    })
-    .expect("remote");
+        ..registration
+    };
+    let remote = RemoteAgent::registered(&registration).expect("remote");
     let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
         .agent("node-a", Arc::new(remote))
         .build();
@@ -388,4 +389,135 @@ async fn a_runtime_without_pause_is_unsupported_through_both_hops() {
     let after = client.get_instance("vm1").await.expect("get");
     assert_eq!(after.status, InstanceStatus::Running, "nothing changed");
     assert_eq!(driver.fake().state_of(&vm1.id), RuntimeState::Running);
+}
+
+/// A fake runtime that keeps images and lists what it holds.
+#[derive(Debug)]
+struct Stocked {
+    fake: FakeDriver,
+    images: Mutex<Vec<ImageInfo>>,
+    held: Mutex<BTreeSet<String>>,
+}
+
+#[async_trait]
+impl Driver for Stocked {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Container
+    }
+    fn name(&self) -> &str {
+        "stocked"
+    }
+    async fn create(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake.create(i).await
+    }
+    async fn start(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake.start(i).await
+    }
+    async fn stop(&self, i: &Instance, grace: Duration) -> Result<(), DriverError> {
+        self.fake.stop(i, grace).await
+    }
+    async fn delete(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake.delete(i).await
+    }
+    async fn inspect(&self, i: &Instance) -> Result<RuntimeState, DriverError> {
+        self.fake.inspect(i).await
+    }
+    async fn read_log(&self, i: &Instance, o: u64, m: usize) -> Result<LogChunk, DriverError> {
+        self.fake.read_log(i, o, m).await
+    }
+    fn images(&self) -> Option<&dyn Images> {
+        Some(self)
+    }
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Images for Stocked {
+    async fn import(
+        &self,
+        _archive: &std::path::Path,
+        _progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>, DriverError> {
+        Err(DriverError::Unsupported("not in this test".into()))
+    }
+    async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {
+        Ok(self.images.lock().expect("lock").clone())
+    }
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        let mut images = self.images.lock().expect("lock");
+        let before = images.len();
+        images.retain(|i| i.name != name);
+        if images.len() == before {
+            return Err(DriverError::NotFound(format!("image `{name}`")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inventory for Stocked {
+    async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
+        Ok(self.held.lock().expect("lock").clone())
+    }
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
+        self.held.lock().expect("lock").remove(id);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
+    let busybox = ImageInfo {
+        name: "docker.io/library/busybox:latest".into(),
+        digest: "sha256:0123".into(),
+        size_bytes: 2048,
+    };
+    let driver = Arc::new(Stocked {
+        fake: FakeDriver::new(InstanceType::Container),
+        images: Mutex::new(vec![busybox.clone()]),
+        held: Mutex::new(["orphan-1".to_owned()].into()),
+    });
+    let (client, controller, _dir) = rig(driver.clone()).await;
+
+    // Through the server: the controller's image calls reach the node.
+    let listed = client
+        .list_images(None, InstanceType::Container)
+        .await
+        .expect("list");
+    assert_eq!(listed, std::slice::from_ref(&busybox));
+    let missing = client
+        .remove_image(Some("node-a"), InstanceType::Container, "nope")
+        .await
+        .expect_err("no such image");
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{}", missing.chain());
+    client
+        .remove_image(Some("node-a"), InstanceType::Container, &busybox.name)
+        .await
+        .expect("remove");
+    assert!(driver.images.lock().expect("lock").is_empty());
+    // The archive of an import is a file of the server's machine.
+    let import = controller
+        .call(zixiao_core::api::Request::ImportImages {
+            node: None,
+            instance_type: InstanceType::Container,
+            archive: "/tmp/busybox.tar".into(),
+            progress: Default::default(),
+        })
+        .await
+        .expect_err("not the node's file");
+    assert_eq!(import.kind(), ErrorKind::Unsupported, "{}", import.chain());
+
+    // The node's inventory, as a server's orphan sweep would see it.
+    let node = controller.get_node("node-a").await.expect("node");
+    let remote = RemoteAgent::new(&node).expect("remote");
+    let runtime = remote.driver(InstanceType::Container).expect("driver");
+    let inventory = runtime.require_inventory().expect("an inventory");
+    assert_eq!(
+        inventory.instance_ids().await.expect("ids"),
+        ["orphan-1".to_owned()].into()
+    );
+    inventory.remove_orphan("orphan-1").await.expect("remove");
+    assert!(driver.held.lock().expect("lock").is_empty());
 }
