@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use zixiao_api::client::ClusterClient;
 use zixiao_cluster::{agent, server, AgentOptions, ServerOptions, Timing};
 use zixiao_core::{LocalAgent, NodeStatus};
 use zixiao_embedded::zixiao_drivers::{discover, DriverConfig};
@@ -69,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
 
     // A client, as any other process would be.
-    let client = ClusterClient::new(&server.addr().to_string(), Duration::from_secs(10))?;
+    let client = zixiao_api::connect(&server.addr().to_string())?;
     let node = loop {
         match client.get_node("worker-1").await {
             Ok(node) if node.status == NodeStatus::Ready => break node,
@@ -84,10 +83,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         node.capacity.memory_mib,
         node.runtimes
     );
-    let (info, leader) = client.cluster_info().await?;
+    let info = client.cluster_info().await?;
     println!(
-        "cluster: {} node(s), {} instance(s), leader {leader}",
-        info.nodes, info.instances
+        "cluster: {} node(s), {} instance(s), leader {}",
+        info.nodes,
+        info.instances,
+        info.leader.as_deref().unwrap_or("-")
     );
 
     // Leaving drains the node and deregisters it.

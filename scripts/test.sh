@@ -24,7 +24,8 @@ step "installing Debian packages"
 export DEBIAN_FRONTEND=noninteractive
 # libprotobuf-dev: the well-known .proto files (descriptor.proto) that the
 # etcd-client crate's build compiles against; protoc alone lacks them.
-packages=(build-essential pkg-config protobuf-compiler libprotobuf-dev)
+# python3-venv: the Python gRPC client test's virtual environment.
+packages=(build-essential pkg-config protobuf-compiler libprotobuf-dev python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -75,6 +76,9 @@ done
 
 step "running tests"
 cargo test "${selection[@]}" --no-fail-fast
+
+step "a Python gRPC client against a real server"
+bash zixiao-api/tests/python/run.sh
 
 if [ -e scripts/bindings.sh ]; then
     step "building and testing the Python and Node bindings"

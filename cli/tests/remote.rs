@@ -19,7 +19,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_cluster::{
     agent, server, AgentHandle, AgentOptions, ServerHandle, ServerOptions, Timing,
 };
@@ -28,7 +27,7 @@ use zixiao_core::host::HostFacts;
 use zixiao_core::model::Network;
 use zixiao_core::{
     CreateInstance, Driver, DriverError, Instance, InstanceSpec, InstanceStatus, InstanceType,
-    LocalAgent, LogChunk, NetworkHost, NodeStatus, Resources, RuntimeState,
+    LocalAgent, LogChunk, NetworkHost, NodeStatus, Resources, RuntimeState, Wait,
 };
 use zixiao_store::EmbeddedStore;
 use zixiao_testing::fake_driver::FakeDriver;
@@ -160,7 +159,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 async fn wait_ready(server: SocketAddr) -> zixiao_core::Node {
-    let client = ClusterClient::new(&server.to_string(), Duration::from_secs(5)).expect("client");
+    let client = zixiao_api::connect(&server.to_string()).expect("client");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(node) = client.get_node("node-a").await {
@@ -290,7 +289,7 @@ fn networks_through_an_endpoint_are_set_up_on_the_agents_node() {
         // Back without networks (`--no-networks`): the servers leave the node out.
         agent.shutdown().await;
         let agent = start_agent(server.addr(), agent_dir.path(), driver.clone(), None).await;
-        let cluster = ClusterClient::new(&endpoint, Duration::from_secs(5)).expect("client");
+        let cluster = zixiao_api::connect(&endpoint).expect("client");
         let deadline = Instant::now() + Duration::from_secs(20);
         while cluster
             .get_node("node-a")
@@ -480,15 +479,14 @@ async fn logs_follow_and_console_work_through_an_endpoint() {
     });
     let agent = start_agent(server.addr(), agent_dir.path(), driver, None).await;
     wait_ready(server.addr()).await;
-    let client = ComputeClient::new(&endpoint).expect("client");
+    let client = zixiao_api::connect(&endpoint).expect("client");
     let web = client
         .create_instance(
-            &CreateInstance::new("web", InstanceSpec::container("busybox")),
-            true,
+            CreateInstance::new("web", InstanceSpec::container("busybox")),
+            Wait::Settled,
         )
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     assert_eq!(web.status, InstanceStatus::Running);
 
     // Follow: what is there, then what is written later, until it stops.
@@ -528,7 +526,10 @@ async fn logs_follow_and_console_work_through_an_endpoint() {
         "still following while the instance runs"
     );
     log.lock().expect("log").extend_from_slice(b"last words\n");
-    client.stop_instance("web", true).await.expect("stop");
+    client
+        .stop_instance("web", Wait::Settled)
+        .await
+        .expect("stop");
     let status = tokio::task::spawn_blocking(move || {
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).expect("read");
@@ -543,7 +544,10 @@ async fn logs_follow_and_console_work_through_an_endpoint() {
     );
 
     // A console session through the server to the node.
-    client.start_instance("web", true).await.expect("start");
+    client
+        .start_instance("web", Wait::Settled)
+        .await
+        .expect("start");
     let mut console = Command::new(env!("CARGO_BIN_EXE_zixiao"))
         .env_remove("ZIXIAO_ENDPOINT")
         .args(["--endpoint", &endpoint, "instance", "console", "web"])

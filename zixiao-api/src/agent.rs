@@ -1,27 +1,25 @@
 //! The AgentService server: a node's runtimes, reached through its
 //! [`NodeAgent`] (the drivers of `zixiao agent`), for the servers'
-//! controllers. Every call carries the whole instance, so this side keeps
-//! no state. A gate can refuse calls that would make an instance run (the
-//! node agent closes it while it does not hold its liveness lease, so a
-//! fenced node never starts what may now run elsewhere). With a
-//! [`NetworkHost`] it also sets up the cluster's networks on the node.
+//! controllers. Only what a node must do: every call carries the whole
+//! instance, so this side keeps no state, and each RPC is one driver call;
+//! a capability the runtime lacks is the driver's own `Unsupported`
+//! ([`Capability::missing`](zixiao_core::Capability::missing)). A gate can
+//! refuse calls that would make an instance run (the node agent closes it
+//! while it does not hold its liveness lease, so a fenced node never starts
+//! what may now run elsewhere). With a [`NetworkHost`] it also sets up the
+//! cluster's networks on the node.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::driver::{Pause, Snapshots};
 use zixiao_core::model::Network;
-use zixiao_core::{DriverError, Error, Instance, NetworkHost, NodeAgent};
+use zixiao_core::{Driver, DriverError, Error, Instance, InstanceType, NetworkHost, NodeAgent};
 
 use crate::console::{self, OutputStream};
-use crate::json;
+use crate::convert::{decode_all, decode_instance_type};
+use crate::membership::duration;
+use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
-use crate::pb::{
-    console_input, AgentInstanceRequest, AgentReadLogRequest, AgentSnapshotRequest, ConsoleInput,
-    CreateOnNodeResponse, Empty, JsonList, JsonObject, LogChunk, NetworkInventoryResponse,
-    NodeResources, ReconcileNetworksRequest, ReconcileNetworksResponse, StopOnNodeRequest,
-};
 use crate::status::{from_driver_error, from_error};
 
 /// Decides whether the node may create or start instances now.
@@ -29,6 +27,9 @@ pub type Gate = Arc<dyn Fn() -> Result<(), DriverError> + Send + Sync>;
 
 /// Lists the instances the node holds (as its agent recorded them).
 pub type LocalInstances = Arc<dyn Fn() -> Vec<Instance> + Send + Sync>;
+
+/// The full name of the AgentService, for the health service.
+pub const SERVICE: &str = "zixiao.v1.AgentService";
 
 /// The AgentService over one node's agent.
 #[derive(Clone)]
@@ -84,15 +85,13 @@ impl AgentServer {
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
     }
 
-    fn driver(&self, instance: &Instance) -> Result<Arc<dyn zixiao_core::Driver>, Status> {
-        self.agent
-            .driver(instance.spec.instance_type)
-            .map_err(|e| *from_driver_error(&e))
+    fn driver(&self, instance_type: InstanceType) -> Result<Arc<dyn Driver>, Status> {
+        self.agent.driver(instance_type).map_err(driver_status)
     }
 
     fn check_gate(&self) -> Result<(), Status> {
         match &self.gate {
-            Some(gate) => gate().map_err(|e| *from_driver_error(&e)),
+            Some(gate) => gate().map_err(driver_status),
             None => Ok(()),
         }
     }
@@ -108,356 +107,336 @@ impl AgentServer {
     }
 }
 
-fn network(field: &str, bytes: &[u8]) -> Result<Network, Status> {
-    json::decode::<Network>(field, bytes).map_err(|e| from_error(&e))
-}
-
-fn instance(bytes: &[u8]) -> Result<Instance, Status> {
-    json::decode::<Instance>("instance_json", bytes).map_err(|e| from_error(&e))
-}
-
 fn driver_status(error: DriverError) -> Status {
-    *from_driver_error(&error)
+    from_driver_error(&error)
+}
+
+fn invalid(error: Error) -> Status {
+    from_error(&error)
+}
+
+/// The required instance of a request, checked.
+fn instance(value: Option<pb::Instance>) -> Result<Instance, Status> {
+    value
+        .ok_or_else(|| Error::invalid("instance", "missing"))
+        .and_then(Instance::try_from)
+        .map_err(invalid)
+}
+
+fn network(value: pb::Network) -> Result<Network, Status> {
+    Network::try_from(value).map_err(invalid)
+}
+
+/// The instance of `request` and the driver of its type.
+fn target(
+    server: &AgentServer,
+    value: Option<pb::Instance>,
+) -> Result<(Instance, Arc<dyn Driver>), Status> {
+    let instance = instance(value)?;
+    let driver = server.driver(instance.spec.instance_type)?;
+    Ok((instance, driver))
+}
+
+fn done() -> Result<Response<()>, Status> {
+    Ok(Response::new(()))
 }
 
 #[tonic::async_trait]
 impl AgentService for AgentServer {
-    async fn get_node_resources(
+    async fn describe_node(
         &self,
-        _request: Request<Empty>,
-    ) -> Result<Response<NodeResources>, Status> {
+        _request: Request<()>,
+    ) -> Result<Response<pb::NodeFacts>, Status> {
         let facts = self.agent.describe().await.map_err(driver_status)?;
-        Ok(Response::new(NodeResources {
-            hostname: facts.hostname,
-            cpus: facts.capacity.cpus,
-            memory_mib: facts.capacity.memory_mib,
-            disk_gib: facts.capacity.disk_gib,
-            instances: facts.capacity.instances,
-            runtimes: facts
-                .runtimes
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            missing_runtimes: facts
-                .missing_runtimes
-                .iter()
-                .map(|(t, why)| (t.as_str().to_owned(), why.clone()))
-                .collect(),
-        }))
+        Ok(Response::new(facts.into()))
     }
 
     async fn create_instance(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<CreateOnNodeResponse>, Status> {
-        let instance = instance(&request.get_ref().instance_json)?;
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::CreateOnNodeResponse>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
         self.check_gate()?;
-        let driver = self.driver(&instance)?;
         driver.create(&instance).await.map_err(driver_status)?;
-        Ok(Response::new(CreateOnNodeResponse {
+        Ok(Response::new(pb::CreateOnNodeResponse {
             runtime: driver.runtime_of(&instance),
         }))
     }
 
     async fn start_instance(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let instance = instance(&request.get_ref().instance_json)?;
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
         self.check_gate()?;
-        let driver = self.driver(&instance)?;
         driver.start(&instance).await.map_err(driver_status)?;
-        Ok(Response::new(Empty {}))
+        done()
     }
 
     async fn stop_instance(
         &self,
-        request: Request<StopOnNodeRequest>,
-    ) -> Result<Response<Empty>, Status> {
+        request: Request<pb::StopOnNodeRequest>,
+    ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let instance = instance(&request.instance_json)?;
-        let driver = self.driver(&instance)?;
-        let grace = Duration::from_millis(request.grace_ms);
+        let (instance, driver) = target(self, request.instance)?;
+        let grace = duration(request.grace);
         driver.stop(&instance, grace).await.map_err(driver_status)?;
-        Ok(Response::new(Empty {}))
+        done()
     }
 
     async fn delete_instance(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        let instance = instance(&request.get_ref().instance_json)?;
-        let driver = self.driver(&instance)?;
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
         driver.delete(&instance).await.map_err(driver_status)?;
-        Ok(Response::new(Empty {}))
+        done()
     }
 
     async fn inspect_instance(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<JsonObject>, Status> {
-        let instance = instance(&request.get_ref().instance_json)?;
-        let driver = self.driver(&instance)?;
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::RuntimeState>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
         let state = driver.inspect(&instance).await.map_err(driver_status)?;
-        Ok(Response::new(JsonObject {
-            json: json::encode(&state),
-        }))
+        Ok(Response::new(state.into()))
     }
 
     async fn read_log(
         &self,
-        request: Request<AgentReadLogRequest>,
-    ) -> Result<Response<LogChunk>, Status> {
+        request: Request<pb::AgentReadLogRequest>,
+    ) -> Result<Response<pb::LogChunk>, Status> {
         let request = request.into_inner();
-        let instance = instance(&request.instance_json)?;
-        let driver = self.driver(&instance)?;
+        let (instance, driver) = target(self, request.instance)?;
         let max = usize::try_from(request.max)
             .unwrap_or(usize::MAX)
-            .min(crate::MAX_MESSAGE_BYTES / 2);
+            .min(crate::MAX_LOG_CHUNK);
         let chunk = driver
             .read_log(&instance, request.offset, max)
             .await
             .map_err(driver_status)?;
-        Ok(Response::new(LogChunk {
-            data: chunk.data,
-            next_offset: chunk.next_offset,
-        }))
+        Ok(Response::new(chunk.into()))
     }
 
     async fn get_instance_stats(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<JsonObject>, Status> {
-        let instance = instance(&request.get_ref().instance_json)?;
-        let driver = self.driver(&instance)?;
-        let stats = driver.stats().ok_or_else(|| {
-            driver_status(DriverError::Unsupported(format!(
-                "the {} driver cannot report stats",
-                driver.name()
-            )))
-        })?;
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::InstanceStats>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let stats = driver.require_stats().map_err(driver_status)?;
         let stats = stats.stats(&instance).await.map_err(driver_status)?;
-        Ok(Response::new(JsonObject {
-            json: json::encode(&stats),
-        }))
-    }
-
-    async fn list_local_instances(
-        &self,
-        _request: Request<Empty>,
-    ) -> Result<Response<JsonList>, Status> {
-        let items = match &self.local {
-            Some(local) => local().iter().map(json::encode).collect(),
-            None => Vec::new(),
-        };
-        Ok(Response::new(JsonList { items }))
+        Ok(Response::new(stats.into()))
     }
 
     type AttachConsoleStream = OutputStream;
 
     async fn attach_console(
         &self,
-        request: Request<Streaming<ConsoleInput>>,
+        request: Request<Streaming<pb::AgentConsoleInput>>,
     ) -> Result<Response<Self::AttachConsoleStream>, Status> {
+        use pb::agent_console_input::Input;
         let mut input = request.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("the console session sent nothing"))?;
-        let Some(console_input::Input::InstanceJson(bytes)) = first.input else {
-            return Err(Status::invalid_argument(
-                "the first console message must carry instance_json",
-            ));
+        let first = input.message().await?.and_then(|m| m.input);
+        let Some(Input::Instance(first)) = first else {
+            return Err(invalid(Error::invalid(
+                "instance",
+                "the first console message must carry the instance",
+            )));
         };
-        let instance = instance(&bytes)?;
-        let driver = self.driver(&instance)?;
-        let console = driver.console().ok_or_else(|| {
-            driver_status(DriverError::Unsupported(format!(
-                "the {} driver has no interactive console",
-                driver.name()
-            )))
-        })?;
+        let (instance, driver) = target(self, Some(first))?;
+        let console = driver.require_console().map_err(driver_status)?;
         let stream = console.attach(&instance).await.map_err(driver_status)?;
-        Ok(Response::new(console::serve(stream, input)))
+        let data = |message: pb::AgentConsoleInput| match message.input {
+            Some(Input::Data(data)) => Some(data),
+            _ => None,
+        };
+        Ok(Response::new(console::serve(stream, input, data)))
     }
 
-    async fn ensure_network(
+    async fn pause_instance(
         &self,
-        request: Request<JsonObject>,
-    ) -> Result<Response<Empty>, Status> {
-        let network = network("json", &request.get_ref().json)?;
-        self.network_host()?
-            .ensure_network(&network)
-            .await
-            .map_err(|e| from_error(&e))?;
-        Ok(Response::new(Empty {}))
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let pause = driver.require_pause().map_err(driver_status)?;
+        pause.pause(&instance).await.map_err(driver_status)?;
+        done()
     }
 
-    async fn remove_network(
+    async fn resume_instance(
         &self,
-        request: Request<JsonObject>,
-    ) -> Result<Response<Empty>, Status> {
-        let network = network("json", &request.get_ref().json)?;
-        self.network_host()?
-            .remove_network(&network)
-            .await
-            .map_err(|e| from_error(&e))?;
-        Ok(Response::new(Empty {}))
-    }
-
-    async fn reconcile_networks(
-        &self,
-        request: Request<ReconcileNetworksRequest>,
-    ) -> Result<Response<ReconcileNetworksResponse>, Status> {
-        let request = request.into_inner();
-        let networks = request
-            .networks_json
-            .iter()
-            .map(|bytes| network("networks_json", bytes))
-            .collect::<Result<Vec<_>, _>>()?;
-        let instances = request
-            .instances_json
-            .iter()
-            .map(|bytes| {
-                json::decode::<Instance>("instances_json", bytes).map_err(|e| from_error(&e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let removed = self
-            .network_host()?
-            .reconcile(&networks, &instances, &request.seen)
-            .await
-            .map_err(|e| from_error(&e))?;
-        Ok(Response::new(ReconcileNetworksResponse { removed }))
-    }
-
-    async fn network_inventory(
-        &self,
-        _: Request<Empty>,
-    ) -> Result<Response<NetworkInventoryResponse>, Status> {
-        let objects = self
-            .network_host()?
-            .inventory()
-            .await
-            .map_err(|e| from_error(&e))?;
-        Ok(Response::new(NetworkInventoryResponse { objects }))
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
+        // Thawing makes the instance run again: a fenced node must not.
+        self.check_gate()?;
+        let pause = driver.require_pause().map_err(driver_status)?;
+        pause.resume(&instance).await.map_err(driver_status)?;
+        done()
     }
 
     async fn create_snapshot(
         &self,
-        request: Request<AgentSnapshotRequest>,
-    ) -> Result<Response<JsonObject>, Status> {
+        request: Request<pb::AgentSnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotInfo>, Status> {
         let request = request.into_inner();
-        let instance = instance(&request.instance_json)?;
-        let driver = self.driver(&instance)?;
-        let taken = snapshots_of(driver.as_ref())?
+        let (instance, driver) = target(self, request.instance)?;
+        let snapshots = driver.require_snapshots().map_err(driver_status)?;
+        let taken = snapshots
             .create(&instance, &request.snapshot)
             .await
             .map_err(driver_status)?;
-        Ok(Response::new(JsonObject {
-            json: json::encode(&taken),
-        }))
+        Ok(Response::new(taken.into()))
     }
 
     async fn list_snapshots(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<JsonList>, Status> {
-        let instance = instance(&request.get_ref().instance_json)?;
-        let driver = self.driver(&instance)?;
-        let all = snapshots_of(driver.as_ref())?
-            .list(&instance)
-            .await
-            .map_err(driver_status)?;
-        Ok(Response::new(JsonList {
-            items: all.iter().map(json::encode).collect(),
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let snapshots = driver.require_snapshots().map_err(driver_status)?;
+        let all = snapshots.list(&instance).await.map_err(driver_status)?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: all.into_iter().map(Into::into).collect(),
         }))
     }
 
     async fn revert_snapshot(
         &self,
-        request: Request<AgentSnapshotRequest>,
-    ) -> Result<Response<Empty>, Status> {
+        request: Request<pb::AgentSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let instance = instance(&request.instance_json)?;
+        let (instance, driver) = target(self, request.instance)?;
         // A revert can make the instance run again: a fenced node must not.
         self.check_gate()?;
-        let driver = self.driver(&instance)?;
-        snapshots_of(driver.as_ref())?
+        let snapshots = driver.require_snapshots().map_err(driver_status)?;
+        snapshots
             .revert(&instance, &request.snapshot)
             .await
             .map_err(driver_status)?;
-        Ok(Response::new(Empty {}))
+        done()
     }
 
     async fn delete_snapshot(
         &self,
-        request: Request<AgentSnapshotRequest>,
-    ) -> Result<Response<Empty>, Status> {
+        request: Request<pb::AgentSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let instance = instance(&request.instance_json)?;
-        let driver = self.driver(&instance)?;
-        snapshots_of(driver.as_ref())?
+        let (instance, driver) = target(self, request.instance)?;
+        let snapshots = driver.require_snapshots().map_err(driver_status)?;
+        snapshots
             .delete(&instance, &request.snapshot)
             .await
             .map_err(driver_status)?;
-        Ok(Response::new(Empty {}))
+        done()
     }
 
-    async fn pause_on_node(
+    async fn list_images(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        self.freeze(request.get_ref(), true).await
+        request: Request<pb::AgentRuntimeRequest>,
+    ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let instance_type = decode_instance_type(request.into_inner().r#type, "type");
+        let driver = self.driver(instance_type.map_err(invalid)?)?;
+        let images = driver.require_images().map_err(driver_status)?;
+        let all = images.list().await.map_err(driver_status)?;
+        Ok(Response::new(pb::ListImagesResponse {
+            images: all.into_iter().map(Into::into).collect(),
+        }))
     }
 
-    async fn resume_on_node(
+    async fn remove_image(
         &self,
-        request: Request<AgentInstanceRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        self.freeze(request.get_ref(), false).await
+        request: Request<pb::AgentImageRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        let instance_type = decode_instance_type(request.r#type, "type");
+        let driver = self.driver(instance_type.map_err(invalid)?)?;
+        let images = driver.require_images().map_err(driver_status)?;
+        images.remove(&request.name).await.map_err(driver_status)?;
+        done()
     }
-}
 
-impl AgentServer {
-    /// Pauses (`pause`) or resumes the instance through its driver.
-    async fn freeze(
+    async fn list_runtime_instances(
         &self,
-        request: &AgentInstanceRequest,
-        pause: bool,
-    ) -> Result<Response<Empty>, Status> {
-        let instance = instance(&request.instance_json)?;
-        if !pause {
-            // Thawing makes the instance run again: a fenced node must not.
-            self.check_gate()?;
-        }
-        let driver = self.driver(&instance)?;
-        let capability = pause_of(driver.as_ref())?;
-        let done = if pause {
-            capability.pause(&instance).await
-        } else {
-            capability.resume(&instance).await
+        request: Request<pb::AgentRuntimeRequest>,
+    ) -> Result<Response<pb::RuntimeInstances>, Status> {
+        let instance_type = decode_instance_type(request.into_inner().r#type, "type");
+        let driver = self.driver(instance_type.map_err(invalid)?)?;
+        let inventory = driver.require_inventory().map_err(driver_status)?;
+        let ids = inventory.instance_ids().await.map_err(driver_status)?;
+        Ok(Response::new(pb::RuntimeInstances {
+            ids: ids.into_iter().collect(),
+        }))
+    }
+
+    async fn remove_orphan(
+        &self,
+        request: Request<pb::AgentOrphanRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        let instance_type = decode_instance_type(request.r#type, "type");
+        let driver = self.driver(instance_type.map_err(invalid)?)?;
+        let inventory = driver.require_inventory().map_err(driver_status)?;
+        inventory
+            .remove_orphan(&request.id)
+            .await
+            .map_err(driver_status)?;
+        done()
+    }
+
+    async fn list_local_instances(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let instances = match &self.local {
+            Some(local) => local().into_iter().map(Into::into).collect(),
+            None => Vec::new(),
         };
-        done.map_err(driver_status)?;
-        Ok(Response::new(Empty {}))
+        Ok(Response::new(pb::ListInstancesResponse { instances }))
     }
-}
 
-/// The driver's pause capability. Errors: `Unsupported`.
-fn pause_of(driver: &dyn zixiao_core::Driver) -> Result<&dyn Pause, Status> {
-    driver.pause().ok_or_else(|| {
-        driver_status(DriverError::Unsupported(format!(
-            "the {} driver cannot pause instances",
-            driver.name()
-        )))
-    })
-}
+    async fn ensure_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {
+        let network = network(request.into_inner())?;
+        self.network_host()?
+            .ensure_network(&network)
+            .await
+            .map_err(|e| from_error(&e))?;
+        done()
+    }
 
-/// The driver's snapshot capability. Errors: `Unsupported`.
-fn snapshots_of(driver: &dyn zixiao_core::Driver) -> Result<&dyn Snapshots, Status> {
-    driver.snapshots().ok_or_else(|| {
-        driver_status(DriverError::Unsupported(format!(
-            "the {} driver cannot take snapshots",
-            driver.name()
-        )))
-    })
+    async fn remove_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {
+        let network = network(request.into_inner())?;
+        self.network_host()?
+            .remove_network(&network)
+            .await
+            .map_err(|e| from_error(&e))?;
+        done()
+    }
+
+    async fn network_inventory(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<pb::NetworkInventoryResponse>, Status> {
+        let objects = self
+            .network_host()?
+            .inventory()
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(pb::NetworkInventoryResponse { objects }))
+    }
+
+    async fn reconcile_networks(
+        &self,
+        request: Request<pb::ReconcileNetworksRequest>,
+    ) -> Result<Response<pb::ReconcileNetworksResponse>, Status> {
+        let request = request.into_inner();
+        let networks: Vec<Network> = decode_all(request.networks).map_err(invalid)?;
+        let instances: Vec<Instance> = decode_all(request.instances).map_err(invalid)?;
+        let removed = self
+            .network_host()?
+            .reconcile(&networks, &instances, &request.seen)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(pb::ReconcileNetworksResponse { removed }))
+    }
 }

@@ -8,9 +8,8 @@ use tonic::transport::Channel;
 use zixiao_core::model::Network;
 use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
 
-use crate::json;
+use crate::pb;
 use crate::pb::agent_service_client::AgentServiceClient;
-use crate::pb::{Empty, JsonObject, ReconcileNetworksRequest};
 use crate::remote::{channel, DEFAULT_CALL_TIMEOUT};
 use crate::status::{to_driver_error, to_error};
 
@@ -46,39 +45,34 @@ impl RemoteNetworkHost {
 
     /// The agent's error as the controller's: an agent that cannot be
     /// reached is an unavailable runtime named after the node.
-    fn error(&self, status: &tonic::Status) -> Error {
-        let error = to_error(status);
-        if error.kind() == ErrorKind::Unavailable {
-            let what = format!("the agent of node `{}`", self.node);
-            return Error::Driver(to_driver_error(status, &what));
+    fn error(&self, status: tonic::Status) -> Error {
+        let what = format!("the agent of node `{}`", self.node);
+        if crate::status::kind_of_status(&status) == ErrorKind::Unavailable {
+            return Error::Driver(to_driver_error(&status, &what));
         }
-        error
+        to_error(status, &what)
     }
 }
 
 #[async_trait]
 impl NetworkHost for RemoteNetworkHost {
     async fn ensure_network(&self, network: &Network) -> Result<()> {
-        let request = JsonObject {
-            json: json::encode(network),
-        };
+        let request = pb::Network::from(network.clone());
         self.client
             .clone()
             .ensure_network(request)
             .await
-            .map_err(|s| self.error(&s))?;
+            .map_err(|s| self.error(s))?;
         Ok(())
     }
 
     async fn remove_network(&self, network: &Network) -> Result<()> {
-        let request = JsonObject {
-            json: json::encode(network),
-        };
+        let request = pb::Network::from(network.clone());
         self.client
             .clone()
             .remove_network(request)
             .await
-            .map_err(|s| self.error(&s))?;
+            .map_err(|s| self.error(s))?;
         Ok(())
     }
 
@@ -86,9 +80,9 @@ impl NetworkHost for RemoteNetworkHost {
         let reply = self
             .client
             .clone()
-            .network_inventory(Empty {})
+            .network_inventory(())
             .await
-            .map_err(|s| self.error(&s))?;
+            .map_err(|s| self.error(s))?;
         Ok(reply.into_inner().objects)
     }
 
@@ -98,9 +92,9 @@ impl NetworkHost for RemoteNetworkHost {
         instances: &[Instance],
         seen: &[String],
     ) -> Result<Vec<String>> {
-        let request = ReconcileNetworksRequest {
-            networks_json: networks.iter().map(json::encode).collect(),
-            instances_json: instances.iter().map(json::encode).collect(),
+        let request = pb::ReconcileNetworksRequest {
+            networks: networks.iter().cloned().map(Into::into).collect(),
+            instances: instances.iter().cloned().map(Into::into).collect(),
             seen: seen.to_vec(),
         };
         let reply = self
@@ -108,7 +102,7 @@ impl NetworkHost for RemoteNetworkHost {
             .clone()
             .reconcile_networks(request)
             .await
-            .map_err(|s| self.error(&s))?;
+            .map_err(|s| self.error(s))?;
         Ok(reply.into_inner().removed)
     }
 }

@@ -1,26 +1,30 @@
 //! [`RemoteAgent`]: a [`NodeAgent`] for a node whose agent runs in another
 //! process, reached over gRPC. Its drivers ([`RemoteDriver`]) forward every
-//! [`Driver`] call, and the stats, console, pause and snapshot capabilities, to the node's
-//! AgentService, so the one Controller drives local and remote nodes alike.
+//! [`Driver`] call to the node's AgentService, and offer exactly the
+//! capabilities the node reported for that runtime (its [`DriverInfo`]),
+//! under the runtime's own name, so the one Controller drives local and
+//! remote nodes alike and answers a missing capability the same way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
-use zixiao_core::driver::{Console, ConsoleStream, Pause, SnapshotInfo, Snapshots, Stats};
+use zixiao_core::driver::{
+    Capability, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress, Inventory,
+    Pause, SnapshotInfo, Snapshots, Stats,
+};
 use zixiao_core::{
-    Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, NodeAgent, NodeFacts,
-    Resources, RuntimeState,
+    Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, Node, NodeAgent,
+    NodeFacts, NodeRegistration, RuntimeState,
 };
 
-use crate::json;
+use crate::convert::{decode_all, encode_instance_type};
+use crate::membership::wire_duration;
+use crate::pb;
 use crate::pb::agent_service_client::AgentServiceClient;
-use crate::pb::{
-    console_input, AgentInstanceRequest, AgentReadLogRequest, AgentSnapshotRequest, ConsoleInput,
-    Empty, StopOnNodeRequest,
-};
 use crate::status::to_driver_error;
 
 /// How long a call to an agent may take before it counts as unavailable.
@@ -61,26 +65,51 @@ pub struct RemoteAgent {
     client: AgentServiceClient<Channel>,
     runtimes: BTreeSet<InstanceType>,
     missing: BTreeMap<InstanceType, String>,
+    drivers: BTreeMap<InstanceType, DriverInfo>,
     runtimes_of: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl RemoteAgent {
-    /// The agent of node `node` at `address`, offering `runtimes` (as the node
-    /// registered them). Connects on first use. Errors: `InvalidArgument`.
-    pub fn new(
-        node: impl Into<String>,
+    /// The agent of `node`, at its address, offering the runtimes and
+    /// driver capabilities it registered. Connects on first use. Errors:
+    /// `InvalidArgument` (a malformed address).
+    pub fn new(node: &Node) -> Result<Self, zixiao_core::Error> {
+        Self::with(
+            &node.id,
+            &node.address,
+            node.runtimes.clone(),
+            node.missing_runtimes.clone(),
+            node.drivers.clone(),
+        )
+    }
+
+    /// The agent of the node `registration` describes, as [`RemoteAgent::new`].
+    pub fn registered(registration: &NodeRegistration) -> Result<Self, zixiao_core::Error> {
+        Self::with(
+            &registration.id,
+            &registration.address,
+            registration.runtimes.clone(),
+            registration.missing_runtimes.clone(),
+            registration.drivers.clone(),
+        )
+    }
+
+    fn with(
+        node: &str,
         address: &str,
         runtimes: BTreeSet<InstanceType>,
         missing: BTreeMap<InstanceType, String>,
+        drivers: BTreeMap<InstanceType, DriverInfo>,
     ) -> Result<Self, zixiao_core::Error> {
         let client = AgentServiceClient::new(channel(address, DEFAULT_CALL_TIMEOUT)?)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         Ok(RemoteAgent {
-            node: node.into(),
+            node: node.to_owned(),
             client,
             runtimes,
             missing,
+            drivers,
             runtimes_of: Arc::default(),
         })
     }
@@ -96,24 +125,22 @@ impl RemoteAgent {
         let reply = self
             .client
             .clone()
-            .list_local_instances(Empty {})
+            .list_local_instances(())
             .await
             .map_err(|s| to_driver_error(&s, &self.what()))?;
-        reply
-            .into_inner()
-            .items
-            .iter()
-            .map(|bytes| {
-                json::decode::<Instance>("items", bytes).map_err(|e| DriverError::Runtime {
-                    operation: format!("list instances of {}", self.what()),
-                    source: Box::new(e),
-                })
-            })
-            .collect()
+        decode_all(reply.into_inner().instances).map_err(|e| self.bad_reply("list instances", e))
     }
 
     fn what(&self) -> String {
         format!("the agent of node `{}`", self.node)
+    }
+
+    /// A reply of the agent that does not decode.
+    fn bad_reply(&self, what: &str, error: zixiao_core::Error) -> DriverError {
+        DriverError::Runtime {
+            operation: format!("{what} through {}", self.what()),
+            source: Box::new(error),
+        }
     }
 }
 
@@ -123,26 +150,11 @@ impl NodeAgent for RemoteAgent {
         let facts = self
             .client
             .clone()
-            .get_node_resources(Empty {})
+            .describe_node(())
             .await
             .map_err(|s| to_driver_error(&s, &self.what()))?
             .into_inner();
-        let parse = |name: &str| name.parse::<InstanceType>().ok();
-        Ok(NodeFacts {
-            hostname: facts.hostname,
-            capacity: Resources {
-                cpus: facts.cpus,
-                memory_mib: facts.memory_mib,
-                disk_gib: facts.disk_gib,
-                instances: facts.instances,
-            },
-            runtimes: facts.runtimes.iter().filter_map(|n| parse(n)).collect(),
-            missing_runtimes: facts
-                .missing_runtimes
-                .iter()
-                .filter_map(|(n, why)| Some((parse(n)?, why.clone())))
-                .collect(),
-        })
+        NodeFacts::try_from(facts).map_err(|e| self.bad_reply("describe the node", e))
     }
 
     fn driver(&self, instance_type: InstanceType) -> Result<Arc<dyn Driver>, DriverError> {
@@ -154,9 +166,18 @@ impl NodeAgent for RemoteAgent {
                 .unwrap_or_else(|| format!("node `{}` has no {instance_type} runtime", self.node));
             return Err(DriverError::Unsupported(why));
         }
+        let info = self
+            .drivers
+            .get(&instance_type)
+            .cloned()
+            .unwrap_or_else(|| DriverInfo {
+                name: "remote".to_owned(),
+                capabilities: BTreeSet::new(),
+            });
         Ok(Arc::new(RemoteDriver {
             agent: self.clone(),
             instance_type,
+            info,
         }))
     }
 }
@@ -166,6 +187,7 @@ impl NodeAgent for RemoteAgent {
 pub struct RemoteDriver {
     agent: RemoteAgent,
     instance_type: InstanceType,
+    info: DriverInfo,
 }
 
 impl RemoteDriver {
@@ -177,9 +199,19 @@ impl RemoteDriver {
         to_driver_error(&status, &self.agent.what())
     }
 
-    fn request(instance: &Instance) -> AgentInstanceRequest {
-        AgentInstanceRequest {
-            instance_json: json::encode(instance),
+    fn request(instance: &Instance) -> pb::AgentInstanceRequest {
+        pb::AgentInstanceRequest {
+            instance: Some(instance.clone().into()),
+        }
+    }
+
+    fn has(&self, capability: Capability) -> bool {
+        self.info.capabilities.contains(&capability)
+    }
+
+    fn runtime(&self) -> pb::AgentRuntimeRequest {
+        pb::AgentRuntimeRequest {
+            r#type: encode_instance_type(self.instance_type),
         }
     }
 }
@@ -191,7 +223,7 @@ impl Driver for RemoteDriver {
     }
 
     fn name(&self) -> &str {
-        "remote"
+        &self.info.name
     }
 
     fn runtime_of(&self, instance: &Instance) -> String {
@@ -204,7 +236,7 @@ impl Driver for RemoteDriver {
             .cloned();
         known
             .or_else(|| instance.runtime.clone())
-            .unwrap_or_else(|| "remote".to_owned())
+            .unwrap_or_else(|| self.info.name.clone())
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
@@ -230,9 +262,9 @@ impl Driver for RemoteDriver {
     }
 
     async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
-        let request = StopOnNodeRequest {
-            instance_json: json::encode(instance),
-            grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+        let request = pb::StopOnNodeRequest {
+            instance: Some(instance.clone().into()),
+            grace: Some(wire_duration(grace)),
         };
         self.client()
             .stop_instance(request)
@@ -260,7 +292,7 @@ impl Driver for RemoteDriver {
             .inspect_instance(Self::request(instance))
             .await
             .map_err(|s| self.error(s))?;
-        decode_reply(&reply.into_inner().json, "inspect", &self.agent)
+        RuntimeState::try_from(reply.into_inner()).map_err(|e| self.agent.bad_reply("inspect", e))
     }
 
     async fn read_log(
@@ -269,8 +301,8 @@ impl Driver for RemoteDriver {
         offset: u64,
         max: usize,
     ) -> Result<LogChunk, DriverError> {
-        let request = AgentReadLogRequest {
-            instance_json: json::encode(instance),
+        let request = pb::AgentReadLogRequest {
+            instance: Some(instance.clone().into()),
             offset,
             max: max as u64,
         };
@@ -280,38 +312,35 @@ impl Driver for RemoteDriver {
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
-        Ok(LogChunk {
-            data: chunk.data,
-            next_offset: chunk.next_offset,
-        })
+        Ok(chunk.into())
     }
 
     fn stats(&self) -> Option<&dyn Stats> {
-        Some(self)
+        self.has(Capability::Stats).then_some(self as &dyn Stats)
     }
 
     fn console(&self) -> Option<&dyn Console> {
-        Some(self)
-    }
-
-    fn snapshots(&self) -> Option<&dyn Snapshots> {
-        Some(self)
+        self.has(Capability::Console)
+            .then_some(self as &dyn Console)
     }
 
     fn pause(&self) -> Option<&dyn Pause> {
-        Some(self)
+        self.has(Capability::Pause).then_some(self as &dyn Pause)
     }
-}
 
-fn decode_reply<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    what: &str,
-    agent: &RemoteAgent,
-) -> Result<T, DriverError> {
-    json::decode::<T>("json", bytes).map_err(|e| DriverError::Runtime {
-        operation: format!("{what} through {}", agent.what()),
-        source: Box::new(e),
-    })
+    fn images(&self) -> Option<&dyn Images> {
+        self.has(Capability::Images).then_some(self as &dyn Images)
+    }
+
+    fn snapshots(&self) -> Option<&dyn Snapshots> {
+        self.has(Capability::Snapshots)
+            .then_some(self as &dyn Snapshots)
+    }
+
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        self.has(Capability::Inventory)
+            .then_some(self as &dyn Inventory)
+    }
 }
 
 #[async_trait]
@@ -322,18 +351,22 @@ impl Stats for RemoteDriver {
             .get_instance_stats(Self::request(instance))
             .await
             .map_err(|s| self.error(s))?;
-        decode_reply(&reply.into_inner().json, "stats", &self.agent)
+        Ok(reply.into_inner().into())
     }
 }
 
 #[async_trait]
 impl Console for RemoteDriver {
     async fn attach(&self, instance: &Instance) -> Result<ConsoleStream, DriverError> {
-        let first = ConsoleInput {
-            input: Some(console_input::Input::InstanceJson(json::encode(instance))),
+        use pb::agent_console_input::Input;
+        let first = pb::AgentConsoleInput {
+            input: Some(Input::Instance(instance.clone().into())),
+        };
+        let data = |data| pb::AgentConsoleInput {
+            input: Some(Input::Data(data)),
         };
         let mut client = self.client();
-        crate::console::connect(first, |input| async move {
+        crate::console::connect(first, data, |input| async move {
             Ok(client.attach_console(input).await?.into_inner())
         })
         .await
@@ -345,7 +378,7 @@ impl Console for RemoteDriver {
 impl Pause for RemoteDriver {
     async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
         self.client()
-            .pause_on_node(Self::request(instance))
+            .pause_instance(Self::request(instance))
             .await
             .map_err(|s| self.error(s))?;
         Ok(())
@@ -353,7 +386,7 @@ impl Pause for RemoteDriver {
 
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
         self.client()
-            .resume_on_node(Self::request(instance))
+            .resume_instance(Self::request(instance))
             .await
             .map_err(|s| self.error(s))?;
         Ok(())
@@ -361,9 +394,9 @@ impl Pause for RemoteDriver {
 }
 
 impl RemoteDriver {
-    fn snapshot_request(instance: &Instance, name: &str) -> AgentSnapshotRequest {
-        AgentSnapshotRequest {
-            instance_json: json::encode(instance),
+    fn snapshot_request(instance: &Instance, name: &str) -> pb::AgentSnapshotRequest {
+        pb::AgentSnapshotRequest {
+            instance: Some(instance.clone().into()),
             snapshot: name.to_owned(),
         }
     }
@@ -377,7 +410,7 @@ impl Snapshots for RemoteDriver {
             .create_snapshot(Self::snapshot_request(instance, name))
             .await
             .map_err(|s| self.error(s))?;
-        decode_reply(&reply.into_inner().json, "snapshot", &self.agent)
+        SnapshotInfo::try_from(reply.into_inner()).map_err(|e| self.agent.bad_reply("snapshot", e))
     }
 
     async fn list(&self, instance: &Instance) -> Result<Vec<SnapshotInfo>, DriverError> {
@@ -386,12 +419,8 @@ impl Snapshots for RemoteDriver {
             .list_snapshots(Self::request(instance))
             .await
             .map_err(|s| self.error(s))?;
-        reply
-            .into_inner()
-            .items
-            .iter()
-            .map(|bytes| decode_reply(bytes, "list snapshots", &self.agent))
-            .collect()
+        decode_all(reply.into_inner().snapshots)
+            .map_err(|e| self.agent.bad_reply("list snapshots", e))
     }
 
     async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
@@ -405,6 +434,67 @@ impl Snapshots for RemoteDriver {
     async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
         self.client()
             .delete_snapshot(Self::snapshot_request(instance, name))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Images for RemoteDriver {
+    /// An archive is a file of this machine, which the node cannot read.
+    async fn import(
+        &self,
+        archive: &Path,
+        _progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>, DriverError> {
+        Err(DriverError::Unsupported(format!(
+            "`{}` is a file of this machine, which node `{}` cannot read: import it on the node",
+            archive.display(),
+            self.agent.node
+        )))
+    }
+
+    async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {
+        let reply = self
+            .client()
+            .list_images(self.runtime())
+            .await
+            .map_err(|s| self.error(s))?;
+        decode_all(reply.into_inner().images).map_err(|e| self.agent.bad_reply("list images", e))
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        let request = pb::AgentImageRequest {
+            r#type: encode_instance_type(self.instance_type),
+            name: name.to_owned(),
+        };
+        self.client()
+            .remove_image(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inventory for RemoteDriver {
+    async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
+        let reply = self
+            .client()
+            .list_runtime_instances(self.runtime())
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().ids.into_iter().collect())
+    }
+
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
+        let request = pb::AgentOrphanRequest {
+            r#type: encode_instance_type(self.instance_type),
+            id: id.to_owned(),
+        };
+        self.client()
+            .remove_orphan(request)
             .await
             .map_err(|s| self.error(s))?;
         Ok(())

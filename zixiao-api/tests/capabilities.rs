@@ -1,10 +1,10 @@
-//! A node runtime's capabilities (snapshots, pause and resume) through
-//! both hops: ComputeClient → ComputeService → the controller →
-//! RemoteDriver → AgentService → the node's driver. The node holds a
+//! A node runtime's capabilities (snapshots, pause and resume, images,
+//! inventory) through both hops: Client → the user services → the
+//! controller → RemoteDriver → AgentService → the node's driver. The node holds a
 //! hand-written fake (the layer under test is the protocol; the runtimes'
 //! snapshots and pauses have their own tests).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,14 +14,14 @@ use async_trait::async_trait;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::{AgentServer, Gate};
-use zixiao_api::client::ComputeClient;
-use zixiao_api::compute::ComputeServer;
 use zixiao_api::remote::RemoteAgent;
-use zixiao_core::driver::{SnapshotInfo, Snapshots};
+use zixiao_core::driver::{ImageInfo, Images, ImportProgress, Inventory, SnapshotInfo, Snapshots};
 use zixiao_core::host::HostFacts;
+use zixiao_core::Api;
 use zixiao_core::{
-    Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
-    InstanceStatus, InstanceType, LocalAgent, LogChunk, Resources, RuntimeState,
+    Client, Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
+    InstanceStatus, InstanceType, LocalAgent, LogChunk, NodeAgent, NodeRegistration, Resources,
+    RuntimeState, Wait,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -155,7 +155,7 @@ async fn serve(router: tonic::transport::server::Router) -> SocketAddr {
 }
 
 /// A client of a server whose only node holds `driver`, reached over gRPC.
-async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::TempDir) {
+async fn rig(driver: Arc<dyn Driver>) -> (Client, Controller, tempfile::TempDir) {
     rig_gated(driver, None).await
 }
 
@@ -164,7 +164,7 @@ async fn rig(driver: Arc<dyn Driver>) -> (ComputeClient, Controller, tempfile::T
 async fn rig_gated(
     driver: Arc<dyn Driver>,
     gate: Option<Gate>,
-) -> (ComputeClient, Controller, tempfile::TempDir) {
+) -> (Client, Controller, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
     let local = LocalAgent::new(host()).with_driver(driver);
@@ -175,13 +175,11 @@ async fn rig_gated(
     }
     let agent_addr =
         serve(tonic::transport::Server::builder().add_service(agent.into_service())).await;
-    let remote = RemoteAgent::new(
-        "node-a",
-        &agent_addr.to_string(),
-        registration.runtimes.clone(),
-        registration.missing_runtimes.clone(),
-    )
-    .expect("remote");
+    let registration = NodeRegistration {
+        address: agent_addr.to_string(),
+        ..registration
+    };
+    let remote = RemoteAgent::registered(&registration).expect("remote");
     let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
         .agent("node-a", Arc::new(remote))
         .build();
@@ -189,22 +187,20 @@ async fn rig_gated(
         .register_node(registration)
         .await
         .expect("register");
-    let addr = serve(
-        tonic::transport::Server::builder()
-            .add_service(ComputeServer::new(controller.clone()).into_service()),
-    )
-    .await;
-    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let api = Arc::new(controller.clone());
+    tokio::spawn(zixiao_api::server::serve(
+        api,
+        listener,
+        std::future::pending(),
+    ));
+    let client = zixiao_api::connect(&addr.to_string()).expect("client");
     (client, controller, dir)
 }
 
 /// A server whose node runs `Snapshotting`, and VM `vm1` running there.
-async fn running_vm1() -> (
-    Arc<Snapshotting>,
-    ComputeClient,
-    tempfile::TempDir,
-    Instance,
-) {
+async fn running_vm1() -> (Arc<Snapshotting>, Client, tempfile::TempDir, Instance) {
     let driver = Arc::new(Snapshotting {
         fake: Some(FakeDriver::new(InstanceType::Vm)),
         ..Default::default()
@@ -212,12 +208,11 @@ async fn running_vm1() -> (
     let (client, _controller, dir) = rig(driver.clone()).await;
     let vm1 = client
         .create_instance(
-            &CreateInstance::new("vm1", InstanceSpec::vm("debian")),
-            true,
+            CreateInstance::new("vm1", InstanceSpec::vm("debian")),
+            Wait::Settled,
         )
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     (driver, client, dir, vm1)
 }
 
@@ -225,10 +220,10 @@ async fn running_vm1() -> (
 async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
     let (driver, client, _dir, vm1) = running_vm1().await;
 
-    let s1 = client.snapshot_instance("vm1", "s1").await.expect("take");
+    let s1 = client.create_snapshot("vm1", "s1").await.expect("take");
     assert_eq!(s1.name, "s1");
     assert!(s1.includes_memory, "taken while running");
-    client.snapshot_instance("vm1", "s2").await.expect("take");
+    client.create_snapshot("vm1", "s2").await.expect("take");
     let listed = client.list_snapshots("vm1").await.expect("list");
     assert_eq!(
         listed
@@ -260,7 +255,7 @@ async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
     );
 
     let bad = client
-        .snapshot_instance("vm1", "")
+        .create_snapshot("vm1", "")
         .await
         .expect_err("no name");
     assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{}", bad.chain());
@@ -281,13 +276,13 @@ async fn a_runtime_without_snapshots_is_unsupported_through_both_hops() {
     let (client, _controller, _dir) = rig(Arc::new(FakeDriver::new(InstanceType::Container))).await;
     client
         .create_instance(
-            &CreateInstance::new("web", InstanceSpec::container("busybox")),
-            true,
+            CreateInstance::new("web", InstanceSpec::container("busybox")),
+            Wait::Settled,
         )
         .await
         .expect("create");
     let error = client
-        .snapshot_instance("web", "s1")
+        .create_snapshot("web", "s1")
         .await
         .expect_err("no snapshots");
     assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
@@ -314,12 +309,11 @@ async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
     let (client, _controller, _dir) = rig_gated(driver.clone(), Some(gate)).await;
     let web = client
         .create_instance(
-            &CreateInstance::new("web", InstanceSpec::container("busybox")),
-            true,
+            CreateInstance::new("web", InstanceSpec::container("busybox")),
+            Wait::Settled,
         )
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
 
     let paused = client.pause_instance("web").await.expect("pause");
     assert_eq!(paused.status, InstanceStatus::Paused);
@@ -357,7 +351,10 @@ async fn pause_and_resume_freeze_and_thaw_the_instance_on_its_node() {
         "thawed on the node"
     );
 
-    client.stop_instance("web", true).await.expect("stop");
+    client
+        .stop_instance("web", Wait::Settled)
+        .await
+        .expect("stop");
     let error = client.pause_instance("web").await.expect_err("stopped");
     assert_eq!(
         error.kind(),
@@ -392,4 +389,135 @@ async fn a_runtime_without_pause_is_unsupported_through_both_hops() {
     let after = client.get_instance("vm1").await.expect("get");
     assert_eq!(after.status, InstanceStatus::Running, "nothing changed");
     assert_eq!(driver.fake().state_of(&vm1.id), RuntimeState::Running);
+}
+
+/// A fake runtime that keeps images and lists what it holds.
+#[derive(Debug)]
+struct Stocked {
+    fake: FakeDriver,
+    images: Mutex<Vec<ImageInfo>>,
+    held: Mutex<BTreeSet<String>>,
+}
+
+#[async_trait]
+impl Driver for Stocked {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Container
+    }
+    fn name(&self) -> &str {
+        "stocked"
+    }
+    async fn create(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake.create(i).await
+    }
+    async fn start(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake.start(i).await
+    }
+    async fn stop(&self, i: &Instance, grace: Duration) -> Result<(), DriverError> {
+        self.fake.stop(i, grace).await
+    }
+    async fn delete(&self, i: &Instance) -> Result<(), DriverError> {
+        self.fake.delete(i).await
+    }
+    async fn inspect(&self, i: &Instance) -> Result<RuntimeState, DriverError> {
+        self.fake.inspect(i).await
+    }
+    async fn read_log(&self, i: &Instance, o: u64, m: usize) -> Result<LogChunk, DriverError> {
+        self.fake.read_log(i, o, m).await
+    }
+    fn images(&self) -> Option<&dyn Images> {
+        Some(self)
+    }
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Images for Stocked {
+    async fn import(
+        &self,
+        _archive: &std::path::Path,
+        _progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>, DriverError> {
+        Err(DriverError::Unsupported("not in this test".into()))
+    }
+    async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {
+        Ok(self.images.lock().expect("lock").clone())
+    }
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        let mut images = self.images.lock().expect("lock");
+        let before = images.len();
+        images.retain(|i| i.name != name);
+        if images.len() == before {
+            return Err(DriverError::NotFound(format!("image `{name}`")));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Inventory for Stocked {
+    async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
+        Ok(self.held.lock().expect("lock").clone())
+    }
+    async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
+        self.held.lock().expect("lock").remove(id);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
+    let busybox = ImageInfo {
+        name: "docker.io/library/busybox:latest".into(),
+        digest: "sha256:0123".into(),
+        size_bytes: 2048,
+    };
+    let driver = Arc::new(Stocked {
+        fake: FakeDriver::new(InstanceType::Container),
+        images: Mutex::new(vec![busybox.clone()]),
+        held: Mutex::new(["orphan-1".to_owned()].into()),
+    });
+    let (client, controller, _dir) = rig(driver.clone()).await;
+
+    // Through the server: the controller's image calls reach the node.
+    let listed = client
+        .list_images(None, InstanceType::Container)
+        .await
+        .expect("list");
+    assert_eq!(listed, std::slice::from_ref(&busybox));
+    let missing = client
+        .remove_image(Some("node-a"), InstanceType::Container, "nope")
+        .await
+        .expect_err("no such image");
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{}", missing.chain());
+    client
+        .remove_image(Some("node-a"), InstanceType::Container, &busybox.name)
+        .await
+        .expect("remove");
+    assert!(driver.images.lock().expect("lock").is_empty());
+    // The archive of an import is a file of the server's machine.
+    let import = controller
+        .call(zixiao_core::api::Request::ImportImages {
+            node: None,
+            instance_type: InstanceType::Container,
+            archive: "/tmp/busybox.tar".into(),
+            progress: Default::default(),
+        })
+        .await
+        .expect_err("not the node's file");
+    assert_eq!(import.kind(), ErrorKind::Unsupported, "{}", import.chain());
+
+    // The node's inventory, as a server's orphan sweep would see it.
+    let node = controller.get_node("node-a").await.expect("node");
+    let remote = RemoteAgent::new(&node).expect("remote");
+    let runtime = remote.driver(InstanceType::Container).expect("driver");
+    let inventory = runtime.require_inventory().expect("an inventory");
+    assert_eq!(
+        inventory.instance_ids().await.expect("ids"),
+        ["orphan-1".to_owned()].into()
+    );
+    inventory.remove_orphan("orphan-1").await.expect("remove");
+    assert!(driver.held.lock().expect("lock").is_empty());
 }

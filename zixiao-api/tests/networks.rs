@@ -14,15 +14,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::AgentServer;
-use zixiao_api::client::ComputeClient;
-use zixiao_api::compute::ComputeServer;
 use zixiao_api::network::RemoteNetworkHost;
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::CreateNetwork;
 use zixiao_core::{
-    Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceType, LocalAgent, NetworkHost,
-    Resources,
+    Client, Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceType, LocalAgent,
+    NetworkHost, NodeRegistration, Resources, Wait,
 };
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_sched::PluginScheduler;
@@ -92,20 +90,19 @@ async fn serve_agent(server: AgentServer) -> SocketAddr {
 async fn serve_compute(controller: Controller) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = ComputeServer::new(controller).into_service();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    });
+    let api = Arc::new(controller);
+    tokio::spawn(zixiao_api::server::serve(
+        api,
+        listener,
+        std::future::pending(),
+    ));
     addr
 }
 
 /// A server's controller with node `node-a` reached only over gRPC.
 struct Rig {
     controller: Controller,
-    client: ComputeClient,
+    client: Client,
     _dir: tempfile::TempDir,
 }
 
@@ -122,12 +119,10 @@ async fn rig(network: Option<Arc<dyn NetworkHost>>) -> Rig {
         server = server.with_network_host(network);
     }
     let agent_addr = serve_agent(server).await.to_string();
-    let remote = RemoteAgent::new(
-        "node-a",
-        &agent_addr,
-        registration.runtimes.clone(),
-        registration.missing_runtimes.clone(),
-    )
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: agent_addr.to_string(),
+        ..registration.clone()
+    })
     .expect("remote agent");
     let controller = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
         .address_allocator(Arc::new(StoreIpam::new(store)))
@@ -145,7 +140,7 @@ async fn rig(network: Option<Arc<dyn NetworkHost>>) -> Rig {
         .await
         .expect("register");
     let client =
-        ComputeClient::new(&serve_compute(controller.clone()).await.to_string()).expect("client");
+        zixiao_api::connect(&serve_compute(controller.clone()).await.to_string()).expect("client");
     Rig {
         controller,
         client,
@@ -161,7 +156,7 @@ fn a_network_created_through_the_server_is_set_up_on_the_agents_node_and_deleted
 
         let lan = rig
             .client
-            .create_network(&CreateNetwork::new("lan", ["10.71.0.0/24", "fd71::/64"]))
+            .create_network(CreateNetwork::new("lan", ["10.71.0.0/24", "fd71::/64"]))
             .await
             .expect("create");
         assert_eq!(lan.name, "lan");
@@ -223,7 +218,11 @@ fn network_errors_cross_the_wire_with_their_kind_and_change_nothing() {
 
         // A bad subnet: the same error, field and all, as the controller's.
         let bad = CreateNetwork::new("bad", ["10.72.0.0/33"]);
-        let remote = rig.client.create_network(&bad).await.expect_err("bad cidr");
+        let remote = rig
+            .client
+            .create_network(bad.clone())
+            .await
+            .expect_err("bad cidr");
         let local = rig
             .controller
             .create_network(bad)
@@ -240,18 +239,18 @@ fn network_errors_cross_the_wire_with_their_kind_and_change_nothing() {
 
         let lan = rig
             .client
-            .create_network(&CreateNetwork::new("lan", ["10.72.0.0/24"]))
+            .create_network(CreateNetwork::new("lan", ["10.72.0.0/24"]))
             .await
             .expect("create");
         let again = rig
             .client
-            .create_network(&CreateNetwork::new("lan", ["10.73.0.0/24"]))
+            .create_network(CreateNetwork::new("lan", ["10.73.0.0/24"]))
             .await
             .expect_err("taken");
         assert_eq!(again.kind(), ErrorKind::AlreadyExists);
         let overlap = rig
             .client
-            .create_network(&CreateNetwork::new("lan2", ["10.72.0.128/25"]))
+            .create_network(CreateNetwork::new("lan2", ["10.72.0.128/25"]))
             .await
             .expect_err("overlaps");
         assert_eq!(overlap.kind(), ErrorKind::InvalidArgument);
@@ -261,7 +260,7 @@ fn network_errors_cross_the_wire_with_their_kind_and_change_nothing() {
         let mut spec = InstanceSpec::container("busybox");
         spec.networks = vec!["lan".into()];
         rig.client
-            .create_instance(&CreateInstance::new("web", spec), true)
+            .create_instance(CreateInstance::new("web", spec), Wait::Settled)
             .await
             .expect("create instance");
         let busy = rig.client.delete_network("lan").await.expect_err("in use");
@@ -294,7 +293,7 @@ fn reconciling_through_the_agent_restores_bridges_and_removes_orphans() {
         let rig = rig(Some(Arc::new(linux.clone()))).await;
         let lan = rig
             .client
-            .create_network(&CreateNetwork::new("lan", ["10.74.0.0/24"]))
+            .create_network(CreateNetwork::new("lan", ["10.74.0.0/24"]))
             .await
             .expect("create");
         // What a crash leaves behind: a network the store no longer has, and
@@ -341,7 +340,7 @@ async fn an_agent_without_networks_refuses_and_the_server_keeps_nothing() {
     let rig = rig(None).await;
     let error = rig
         .client
-        .create_network(&CreateNetwork::new("lan", ["10.76.0.0/24"]))
+        .create_network(CreateNetwork::new("lan", ["10.76.0.0/24"]))
         .await
         .expect_err("no network host on the node");
     assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());

@@ -11,13 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::AgentServer;
-use zixiao_api::client::ComputeClient;
-use zixiao_api::compute::ComputeServer;
 use zixiao_api::remote::RemoteAgent;
+use zixiao_core::driver::Capability;
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
     Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceStatus, InstanceType, LocalAgent,
-    NodeAgent, NodeRegistration, Resources, RestartPolicy, RuntimeState,
+    NodeAgent, NodeRegistration, Resources, RestartPolicy, RuntimeState, Wait,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -66,12 +65,10 @@ async fn rig() -> Rig {
         ..local.registration("node-a")
     };
     let (agent_addr, agent_task) = serve_agent(local).await;
-    let remote = RemoteAgent::new(
-        "node-a",
-        &agent_addr.to_string(),
-        registration.runtimes.clone(),
-        registration.missing_runtimes.clone(),
-    )
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: agent_addr.to_string(),
+        ..registration.clone()
+    })
     .expect("remote agent");
     let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
         .agent("node-a", Arc::new(remote))
@@ -234,33 +231,52 @@ async fn a_dead_agent_is_unavailable_and_changes_nothing() {
 #[tokio::test]
 async fn a_remote_agent_describes_its_node_and_refuses_missing_runtimes() {
     let rig = rig().await;
-    let remote = RemoteAgent::new(
-        "node-a",
-        &rig.agent_addr.to_string(),
-        [InstanceType::Container].into(),
-        [(InstanceType::Vm, "libvirtd is not running".to_owned())].into(),
-    )
+    let local =
+        LocalAgent::new(host()).with_driver(Arc::new(FakeDriver::new(InstanceType::Container)));
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: rig.agent_addr.to_string(),
+        missing_runtimes: [(InstanceType::Vm, "libvirtd is not running".to_owned())].into(),
+        ..local.registration("node-a")
+    })
     .expect("remote");
     let facts = remote.describe().await.expect("describe");
     assert_eq!(facts.hostname, "node-a-host");
     assert_eq!(facts.capacity.cpus, 8);
     assert!(facts.runtimes.contains(&InstanceType::Container));
+    let fake = &facts.drivers[&InstanceType::Container];
+    assert_eq!(fake.name, "fake");
+    assert_eq!(
+        fake.capabilities,
+        [Capability::Stats, Capability::Pause].into(),
+        "what the fake driver can do, as the node reports it"
+    );
     let error = remote.driver(InstanceType::Vm).expect_err("no vm runtime");
     assert_eq!(error.kind(), ErrorKind::Unsupported);
     assert!(error.to_string().contains("libvirtd is not running"));
+
+    // The remote driver offers what the node's driver can do, no more,
+    // under its name, and says so as a local driver would.
+    let driver = remote.driver(InstanceType::Container).expect("container");
+    assert_eq!(driver.name(), "fake");
+    assert!(driver.stats().is_some() && driver.pause().is_some());
+    assert!(driver.console().is_none() && driver.snapshots().is_none());
+    assert!(driver.images().is_none() && driver.inventory().is_none());
+    let error = driver.require_console().err().expect("no console");
+    let local_driver: Arc<dyn zixiao_core::Driver> =
+        Arc::new(FakeDriver::new(InstanceType::Container));
+    let expected = local_driver.require_console().err().expect("no console");
+    assert_eq!(error.to_string(), expected.to_string());
 }
 
 async fn serve_compute(controller: Controller) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let service = ComputeServer::new(controller).into_service();
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .add_service(zixiao_api::reflection::service().expect("reflection"))
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    });
+    let api = Arc::new(controller);
+    tokio::spawn(zixiao_api::server::serve(
+        api,
+        listener,
+        std::future::pending(),
+    ));
     addr
 }
 
@@ -268,17 +284,16 @@ async fn serve_compute(controller: Controller) -> SocketAddr {
 async fn the_compute_service_gives_clients_the_controllers_answers_and_errors() {
     let rig = rig().await;
     let addr = serve_compute(rig.controller.clone()).await;
-    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    let client = zixiao_api::connect(&addr.to_string()).expect("client");
 
     let running = client
-        .create_instance(&web(RestartPolicy::Never), true)
+        .create_instance(web(RestartPolicy::Never), Wait::Settled)
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     assert_eq!(running.status, InstanceStatus::Running);
     assert_eq!(rig.driver.state_of(&running.id), RuntimeState::Running);
     let listed = client
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     assert_eq!(listed.len(), 1);
@@ -297,7 +312,7 @@ async fn the_compute_service_gives_clients_the_controllers_answers_and_errors() 
     assert_eq!(remote.chain(), local.chain());
 
     let again = client
-        .create_instance(&web(RestartPolicy::Never), false)
+        .create_instance(web(RestartPolicy::Never), Wait::No)
         .await
         .expect_err("the name is taken");
     assert_eq!(again.kind(), ErrorKind::AlreadyExists);
@@ -309,44 +324,89 @@ async fn the_compute_service_gives_clients_the_controllers_answers_and_errors() 
         .create_instance(bad.clone())
         .await
         .expect_err("bad");
-    let remote = client.create_instance(&bad, false).await.expect_err("bad");
+    let remote = client
+        .create_instance(bad, Wait::No)
+        .await
+        .expect_err("bad");
     assert_eq!(remote.kind(), ErrorKind::InvalidArgument);
     assert_eq!(remote.chain(), local.chain());
 
-    let gone = client.delete_instance("web", true).await.expect("delete");
+    let gone = client
+        .delete_instance("web", Wait::Settled)
+        .await
+        .expect("delete");
     assert!(gone.is_none(), "deleted and waited: nothing left");
     assert_eq!(rig.driver.state_of(&running.id), RuntimeState::Missing);
 }
 
 #[tokio::test]
-async fn malformed_requests_are_invalid_arguments_naming_the_field() {
+async fn malformed_requests_are_invalid_arguments_naming_the_field_in_the_details() {
+    use tonic_types::StatusExt;
+    use zixiao_api::pb;
+
     let rig = rig().await;
     let addr = serve_compute(rig.controller.clone()).await;
-    let mut raw = zixiao_api::pb::compute_service_client::ComputeServiceClient::connect(format!(
-        "http://{addr}"
-    ))
-    .await
-    .expect("connect");
+    let mut raw =
+        pb::instance_service_client::InstanceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect");
+    let field_of = |status: &tonic::Status| {
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let details = status.get_error_details();
+        let info = details.error_info().expect("an ErrorInfo").clone();
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, zixiao_api::status::DOMAIN);
+        let violation = &details
+            .bad_request()
+            .expect("a BadRequest")
+            .field_violations[0];
+        assert_eq!(Some(&violation.field), info.metadata.get("field"));
+        violation.field.clone()
+    };
+    let no_instance = pb::CreateInstanceRequest {
+        instance: None,
+        wait: false,
+    };
+    let status = raw.create_instance(no_instance).await.expect_err("empty");
+    assert_eq!(field_of(&status), "instance");
+    let mut untyped = pb::CreateInstance::from(web(RestartPolicy::Never));
+    if let Some(spec) = untyped.spec.as_mut() {
+        spec.r#type = 0;
+    }
+    let request = pb::CreateInstanceRequest {
+        instance: Some(untyped.clone()),
+        wait: false,
+    };
+    let status = raw.create_instance(request).await.expect_err("no type");
+    assert_eq!(field_of(&status), "spec.type");
+    if let Some(spec) = untyped.spec.as_mut() {
+        spec.r#type = 42;
+    }
+    let request = pb::CreateInstanceRequest {
+        instance: Some(untyped),
+        wait: false,
+    };
     let status = raw
-        .create_instance(zixiao_api::pb::CreateInstanceRequest {
-            request_json: b"{not json".to_vec(),
-            wait: false,
-        })
+        .create_instance(request)
         .await
-        .expect_err("garbage");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(
-        status.message().contains("request_json"),
-        "{}",
-        status.message()
-    );
+        .expect_err("unknown type");
+    assert_eq!(field_of(&status), "spec.type");
+    assert!(status.message().contains("unknown value 42"), "{status:?}");
+    let mut tiny = web(RestartPolicy::Never);
+    tiny.spec.memory_mib = 1;
+    let request = pb::CreateInstanceRequest {
+        instance: Some(tiny.into()),
+        wait: false,
+    };
+    let status = raw.create_instance(request).await.expect_err("too small");
+    assert_eq!(field_of(&status), "spec.memory_mib");
     let status = raw
-        .get_instance(zixiao_api::pb::InstanceRef {
+        .get_instance(pb::InstanceRef {
             instance: String::new(),
         })
         .await
         .expect_err("empty");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(field_of(&status), "instance");
     let listed = rig
         .controller
         .list_instances(&Default::default())
@@ -439,12 +499,10 @@ async fn a_console_session_crosses_both_hops() {
     ))));
     let registration = local.registration("node-a");
     let (agent_addr, _task) = serve_agent(local).await;
-    let remote = RemoteAgent::new(
-        "node-a",
-        &agent_addr.to_string(),
-        registration.runtimes.clone(),
-        registration.missing_runtimes.clone(),
-    )
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: agent_addr.to_string(),
+        ..registration.clone()
+    })
     .expect("remote");
     let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
         .agent("node-a", Arc::new(remote))
@@ -454,9 +512,9 @@ async fn a_console_session_crosses_both_hops() {
         .await
         .expect("register");
     let addr = serve_compute(controller.clone()).await;
-    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    let client = zixiao_api::connect(&addr.to_string()).expect("client");
     client
-        .create_instance(&web(RestartPolicy::Never), true)
+        .create_instance(web(RestartPolicy::Never), Wait::Settled)
         .await
         .expect("create");
 
@@ -490,9 +548,9 @@ async fn a_console_session_crosses_both_hops() {
 async fn a_driver_without_a_console_is_unsupported_through_both_hops() {
     let rig = rig().await;
     let addr = serve_compute(rig.controller.clone()).await;
-    let client = ComputeClient::new(&addr.to_string()).expect("client");
+    let client = zixiao_api::connect(&addr.to_string()).expect("client");
     client
-        .create_instance(&web(RestartPolicy::Never), true)
+        .create_instance(web(RestartPolicy::Never), Wait::Settled)
         .await
         .expect("create");
     let error = client.attach_console("web").await.expect_err("no console");

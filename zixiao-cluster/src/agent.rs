@@ -4,7 +4,9 @@
 //! renewal it sends, serves the AgentService for the servers' controllers,
 //! and after a restart or a lost lease re-adopts the instances that are
 //! still its own and removes the copies that now live elsewhere. With a
-//! network host it also sets the cluster's networks up on the node.
+//! network host it also sets the cluster's networks up on the node. Its
+//! tie to the cluster is the MembershipService; where an instance is
+//! placed, and draining its node, it asks through the user-facing `Api`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -17,12 +19,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zixiao_api::agent::AgentServer;
-use zixiao_api::client::{ClusterClient, ComputeClient};
+use zixiao_api::membership::MembershipClient;
 use zixiao_api::network::NETWORKS_TRAIT;
 use zixiao_core::model::OrphanSweep;
 use zixiao_core::{
-    DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost, NodeAgent,
-    NodeRegistration, NodeRole, Result,
+    Client, DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost,
+    NodeAgent, NodeRegistration, NodeRole, Result,
 };
 
 use crate::election::wait;
@@ -87,10 +89,12 @@ impl AgentHandle {
     pub async fn leave(self) -> Result<()> {
         let mut last = None;
         for server in &self.servers {
-            let client = ClusterClient::new(server, Duration::from_secs(120))?;
+            let client = zixiao_api::connect(server)?;
             match client.drain_node(&self.name).await {
                 Ok(_) => {
-                    client.deregister_node(&self.name, &self.session).await?;
+                    MembershipClient::new(server, Duration::from_secs(120))?
+                        .leave_cluster(&self.name, &self.session)
+                        .await?;
                     WatchdogFiles::new(&self.state_dir).request_stop()?;
                     self.shutdown().await;
                     return Ok(());
@@ -229,12 +233,15 @@ pub async fn start_with_network(
     if let Some(network) = network {
         service = service.with_network_host(network);
     }
-    let service = service.into_service();
+    let mut routes = tonic::service::Routes::builder();
+    routes.add_service(service.into_service());
+    zixiao_api::add_standard_services(&mut routes, &[zixiao_api::agent::SERVICE]).await?;
+    let routes = routes.routes();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .add_service(service)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             })
@@ -285,9 +292,9 @@ impl Lifeline {
         }
     }
 
-    fn client(&self, index: usize) -> Option<ClusterClient> {
+    fn client(&self, index: usize) -> Option<MembershipClient> {
         let server = &self.servers[index % self.servers.len()];
-        match ClusterClient::new(server, self.timing.heartbeat()) {
+        match MembershipClient::new(server, self.timing.heartbeat()) {
             Ok(client) => Some(client),
             Err(e) => {
                 eprintln!("zixiao agent: server `{server}`: {}", e.chain());
@@ -299,12 +306,12 @@ impl Lifeline {
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let node = self.registration.id.clone();
         let mut server = 0usize;
-        let clients: Vec<Option<ClusterClient>> =
+        let clients: Vec<Option<MembershipClient>> =
             (0..self.servers.len()).map(|i| self.client(i)).collect();
-        let register_clients: Vec<Option<ClusterClient>> = self
+        let register_clients: Vec<Option<MembershipClient>> = self
             .servers
             .iter()
-            .map(|s| ClusterClient::new(s, Duration::from_secs(5)).ok())
+            .map(|s| MembershipClient::new(s, Duration::from_secs(5)).ok())
             .collect();
         while !*shutdown.borrow() {
             // Register (again), with the session that may still hold the lease.
@@ -409,7 +416,7 @@ impl Lifeline {
 #[derive(Debug, Clone)]
 struct ClusterPlacement {
     node: String,
-    clients: Vec<ComputeClient>,
+    clients: Vec<Client>,
 }
 
 impl ClusterPlacement {
@@ -418,7 +425,7 @@ impl ClusterPlacement {
             node: node.to_owned(),
             clients: servers
                 .iter()
-                .filter_map(|s| ComputeClient::new(s).ok())
+                .filter_map(|s| zixiao_api::connect(s).ok())
                 .collect(),
         }
     }
@@ -476,7 +483,7 @@ impl Placement for ClusterPlacement {
 /// Where an agent reports its orphan sweeps.
 struct SweepReport {
     session: String,
-    clients: Vec<ClusterClient>,
+    clients: Vec<MembershipClient>,
 }
 
 impl SweepReport {

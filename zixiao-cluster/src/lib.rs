@@ -14,17 +14,19 @@
 //!   never runs on two nodes at once.
 
 pub mod agent;
-pub mod cluster_service;
 pub mod config;
 pub mod election;
 pub mod leader;
 pub mod membership;
+pub mod membership_service;
 pub mod nodes;
 pub mod records;
 pub mod server;
 pub mod timing;
 pub mod watchdog;
+pub mod with_leader;
 
 pub use agent::{AgentHandle, AgentOptions};
 pub use server::{ServerHandle, ServerOptions};
 pub use timing::Timing;
+pub use with_leader::WithLeader;

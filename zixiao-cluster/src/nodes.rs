@@ -1,8 +1,9 @@
 //! Keeps a server's controller connected to every registered node's agent:
 //! each node with a network address gets a [`RemoteAgent`], replaced when
-//! the node re-registers from another address or with other runtimes, and
-//! a [`RemoteNetworkHost`] when it declares the [`NETWORKS_TRAIT`]. When a
-//! node registers, its network devices are reconciled against the store.
+//! the node re-registers from another address or with other runtimes or
+//! drivers, and a [`RemoteNetworkHost`] when it declares the
+//! [`NETWORKS_TRAIT`]. When a node registers, its network devices are
+//! reconciled against the store.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,12 +15,13 @@ use zixiao_api::network::{RemoteNetworkHost, NETWORKS_TRAIT};
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::controller::NODES_PREFIX;
 use zixiao_core::store::{decode, StoreExt, WatchEvent};
-use zixiao_core::{Controller, InstanceFilter, InstanceType, NetworkHost, Node};
+use zixiao_core::{Controller, DriverInfo, InstanceFilter, InstanceType, NetworkHost, Node};
 
 use crate::election::wait;
 
-/// What a node was attached with: address, runtimes, whether it sets up networks.
-type Known = BTreeMap<String, (String, Vec<InstanceType>, bool)>;
+/// What a node was attached with: address, runtimes and their drivers,
+/// whether it sets up networks.
+type Known = BTreeMap<String, (String, Vec<InstanceType>, Vec<DriverInfo>, bool)>;
 
 /// The agents a controller reaches, kept in step with the registered nodes.
 #[derive(Debug, Clone)]
@@ -45,18 +47,14 @@ impl NodeSync {
             return;
         }
         let runtimes: Vec<InstanceType> = node.runtimes.iter().copied().collect();
+        let drivers: Vec<DriverInfo> = node.drivers.values().cloned().collect();
         let networks = node.traits.contains(NETWORKS_TRAIT);
-        let seen = (node.address.clone(), runtimes, networks);
+        let seen = (node.address.clone(), runtimes, drivers, networks);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.get(&node.id) == Some(&seen) {
             return;
         }
-        let agent = RemoteAgent::new(
-            node.id.clone(),
-            &node.address,
-            node.runtimes.clone(),
-            node.missing_runtimes.clone(),
-        );
+        let agent = RemoteAgent::new(node);
         let host = if networks {
             RemoteNetworkHost::new(node.id.clone(), &node.address).map(Some)
         } else {

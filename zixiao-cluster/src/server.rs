@@ -1,6 +1,7 @@
 //! `zixiao server`: one replica of the control plane. Every replica serves
-//! the ClusterService, the ComputeService and reflection over the same
-//! Controller and store; the one that wins the election also runs the
+//! the user-facing services over the controller's `Api` (wrapped in
+//! [`WithLeader`]), the agents' MembershipService, reflection and health,
+//! over the same store; the one that wins the election also runs the
 //! failure detector and the reconcile loop. Replicas keep no state of their
 //! own, so any of them can be killed at any time.
 
@@ -12,14 +13,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use zixiao_api::compute::ComputeServer;
+use tonic::service::Routes;
+use zixiao_api::server::ApiServer;
 use zixiao_core::controller::Convergence;
 use zixiao_core::{Controller, Error, Result};
 
-use crate::cluster_service::ClusterServer;
 use crate::membership::Membership;
+use crate::membership_service::MembershipServer;
 use crate::nodes::NodeSync;
 use crate::timing::Timing;
+use crate::with_leader::WithLeader;
 
 /// How a server runs.
 #[derive(Debug, Clone)]
@@ -131,20 +134,23 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
         leading_rx.clone(),
         shutdown_rx.clone(),
     )));
-    let cluster = ClusterServer {
+    let membership = MembershipServer {
         controller: controller.clone(),
         membership,
-        store: store.clone(),
         sync,
     };
-    let reflection = zixiao_api::reflection::service()?;
-    let compute = ComputeServer::new(controller.clone()).into_service();
+    let mut routes = Routes::builder();
+    let api = WithLeader::new(controller.clone(), store.clone());
+    ApiServer::new(Arc::new(api)).add_to(&mut routes);
+    routes.add_service(membership.into_service());
+    let mut served = zixiao_api::server::SERVICES.to_vec();
+    served.push(crate::membership_service::SERVICE);
+    zixiao_api::add_standard_services(&mut routes, &served).await?;
+    let routes = routes.routes();
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .add_service(cluster.into_service())
-            .add_service(compute)
-            .add_service(reflection)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             })

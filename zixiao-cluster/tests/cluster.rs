@@ -10,15 +10,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use zixiao_api::client::{ClusterClient, ComputeClient};
+use zixiao_api::membership::MembershipClient;
 use zixiao_api::remote::RemoteAgent;
 use zixiao_cluster::{
     agent, server, watchdog, AgentHandle, AgentOptions, ServerHandle, ServerOptions, Timing,
 };
 use zixiao_core::host::HostFacts;
 use zixiao_core::{
-    CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, InstanceType, LocalAgent,
-    NodeAgent, NodeRegistration, NodeStatus, Resources, RestartPolicy, RuntimeState, Store,
+    Client, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, InstanceType,
+    LocalAgent, NodeAgent, NodeRegistration, NodeStatus, Resources, RestartPolicy, RuntimeState,
+    Store, Wait,
 };
 use zixiao_store::EmbeddedStore;
 use zixiao_testing::fake_driver::FakeDriver;
@@ -146,12 +147,16 @@ impl Cluster {
         cluster
     }
 
-    fn compute(&self) -> ComputeClient {
-        ComputeClient::new(&self.addrs[self.addrs.len() - 1].to_string()).expect("client")
+    fn compute(&self) -> Client {
+        zixiao_api::connect(&self.addrs[self.addrs.len() - 1].to_string()).expect("client")
     }
 
-    fn cluster_client(&self) -> ClusterClient {
-        ClusterClient::new(
+    fn cluster_client(&self) -> Client {
+        self.compute()
+    }
+
+    fn membership(&self) -> MembershipClient {
+        MembershipClient::new(
             &self.addrs[self.addrs.len() - 1].to_string(),
             Duration::from_secs(30),
         )
@@ -202,12 +207,11 @@ fn spec(restart: RestartPolicy) -> InstanceSpec {
     spec
 }
 
-async fn create(compute: &ComputeClient, name: &str, restart: RestartPolicy) -> Instance {
+async fn create(compute: &Client, name: &str, restart: RestartPolicy) -> Instance {
     let created = compute
-        .create_instance(&CreateInstance::new(name, spec(restart)), true)
+        .create_instance(CreateInstance::new(name, spec(restart)), Wait::Settled)
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     assert_eq!(created.status, InstanceStatus::Running, "{created:?}");
     created
 }
@@ -371,13 +375,9 @@ async fn another_server_takes_over_when_the_leader_dies() {
     )
     .await;
     eprintln!("leader takeover: {:?}", since.elapsed());
-    let compute = ComputeClient::new(&survivor_addr.to_string()).expect("client");
-    let (_, leader_id) = ClusterClient::new(&survivor_addr.to_string(), Duration::from_secs(5))
-        .expect("client")
-        .cluster_info()
-        .await
-        .expect("info");
-    assert_eq!(leader_id, format!("server-{}", 1 - leader));
+    let compute = zixiao_api::connect(&survivor_addr.to_string()).expect("client");
+    let info = compute.cluster_info().await.expect("info");
+    assert_eq!(info.leader, Some(format!("server-{}", 1 - leader)));
     // The new leader runs the failure detector: a node death still fails over.
     let old = web.node.clone().expect("placed");
     let node = cluster.node_mut(&old);
@@ -386,7 +386,7 @@ async fn another_server_takes_over_when_the_leader_dies() {
     let (_, took) = moved_off(&cluster, &web.id, &old, Instant::now()).await;
     eprintln!("failover under the new leader: {took:?}");
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     assert_eq!(all.len(), 1, "nothing lost, nothing duplicated");
@@ -418,12 +418,10 @@ async fn a_drain_moves_instances_in_order_and_a_leaving_agent_deregisters() {
     // lead before the move) is refused by the old node's agent: it asks
     // the cluster where the instance lives now.
     let old_agent = cluster.node(&old).agent.as_ref().expect("agent").addr();
-    let stale = RemoteAgent::new(
-        old.clone(),
-        &old_agent.to_string(),
-        [InstanceType::Container].into(),
-        Default::default(),
-    )
+    let stale = RemoteAgent::new(&zixiao_core::Node {
+        address: old_agent.to_string(),
+        ..cluster.cluster_client().get_node(&old).await.expect("node")
+    })
     .expect("remote agent")
     .driver(InstanceType::Container)
     .expect("driver");
@@ -476,9 +474,11 @@ async fn a_name_held_by_a_live_agent_is_refused() {
         traits: Default::default(),
         runtimes: held.runtimes.clone(),
         missing_runtimes: Default::default(),
+        drivers: held.drivers.clone(),
         carbon_intensity: None,
     };
-    let error = client
+    let membership = cluster.membership();
+    let error = membership
         .register_node(&registration, "another-session")
         .await
         .expect_err("the name is taken");
@@ -486,12 +486,12 @@ async fn a_name_held_by_a_live_agent_is_refused() {
     let after = client.get_node("node-0").await.expect("node");
     assert_eq!(after.hostname, held.hostname, "nothing changed");
 
-    let error = client
+    let error = membership
         .register_node(&registration, "")
         .await
         .expect_err("no session");
     assert_eq!(error.kind(), ErrorKind::InvalidArgument);
-    let error = client
+    let error = membership
         .heartbeat("node-0", "x", 987_654)
         .await
         .expect_err("unknown lease");

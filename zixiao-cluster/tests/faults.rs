@@ -7,7 +7,7 @@
 //! `processes_support::roles`), every node runs the file-backed fake
 //! runtime that records starts and stops with the machine's monotonic time.
 //!
-//! - **Console attach through the server**: a `ComputeClient` attaches
+//! - **Console attach through the server**: a `Client` attaches
 //!   through a server to instances on an agent in another process (one of
 //!   them in the other namespace); bytes typed come back. Attaching to an
 //!   unknown instance is NotFound, to a stopped one FailedPrecondition.
@@ -54,11 +54,11 @@ use processes_support::netns::{Namespaces, CONTROL_IP, NODE_IP};
 use processes_support::roles::{enter_netns, run_role, ROLE};
 use processes_support::workloads::{container, microvm, only_on, wait_for_log, BOOT_MARKER};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use zixiao_api::client::ComputeClient;
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::watchdog::WatchdogFiles;
 use zixiao_core::{
-    CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy,
+    Client, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus,
+    RestartPolicy, Wait,
 };
 use zixiao_testing::runtimes::Presence;
 use zixiao_testing::wait::wait_until;
@@ -163,7 +163,7 @@ async fn scenarios(bin: PathBuf, net: &Namespaces) {
 
 /// Creates three instances on the node that will be cut off (the others
 /// cordoned meanwhile); returns their ids.
-async fn place_on_cut(h: &Harness, compute: &ComputeClient, round: usize) -> Vec<String> {
+async fn place_on_cut(h: &Harness, compute: &Client, round: usize) -> Vec<String> {
     let cluster = h.cluster();
     let others: Vec<&str> = (0..3)
         .filter(|i| *i != CUT)
@@ -184,22 +184,21 @@ async fn place_on_cut(h: &Harness, compute: &ComputeClient, round: usize) -> Vec
     ids
 }
 
-async fn create(compute: &ComputeClient, name: &str) -> Instance {
-    create_request(compute, &container(name)).await
+async fn create(compute: &Client, name: &str) -> Instance {
+    create_request(compute, container(name)).await
 }
 
 /// Creates `request`, waiting: it runs.
-async fn create_request(compute: &ComputeClient, request: &CreateInstance) -> Instance {
+async fn create_request(compute: &Client, request: CreateInstance) -> Instance {
+    let name = request.name.clone();
     let created = compute
-        .create_instance(request, true)
+        .create_instance(request, Wait::Settled)
         .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", request.name))
-        .expect("exists");
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
     assert_eq!(
         created.status,
         InstanceStatus::Running,
-        "{} does not run: {created:?}",
-        request.name
+        "{name} does not run: {created:?}"
     );
     created
 }
@@ -225,9 +224,9 @@ async fn read_until(output: &mut (impl AsyncRead + Unpin), seen: &mut String, ne
 
 /// Console attach through a server to an agent in another process: on a
 /// node in the control namespace and on the one across the veth pair.
-async fn console(h: &Harness, compute: &ComputeClient) {
+async fn console(h: &Harness, compute: &Client) {
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let mut attached = Vec::new();
@@ -270,7 +269,7 @@ async fn console(h: &Harness, compute: &ComputeClient) {
     );
     let stopped = &all[0];
     compute
-        .stop_instance(&stopped.id, true)
+        .stop_instance(&stopped.id, Wait::Settled)
         .await
         .expect("stop");
     let refused = compute.attach_console(&stopped.id).await;
@@ -279,25 +278,19 @@ async fn console(h: &Harness, compute: &ComputeClient) {
         Err(ErrorKind::FailedPrecondition)
     );
     let started = compute
-        .start_instance(&stopped.id, true)
+        .start_instance(&stopped.id, Wait::Settled)
         .await
-        .expect("start")
-        .expect("exists");
+        .expect("start");
     assert_eq!(started.status, InstanceStatus::Running);
     eprintln!("faults: console attach through the server echoed on {attached:?}");
 }
 
 /// The cut node's link goes down; its instances are fenced there, then run
 /// elsewhere; after the link comes back its stale copies are removed.
-async fn partition(
-    h: &Harness,
-    net: &Namespaces,
-    compute: &ComputeClient,
-    ids: &[String],
-) -> Duration {
+async fn partition(h: &Harness, net: &Namespaces, compute: &Client, ids: &[String]) -> Duration {
     let cut = &h.nodes[CUT];
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let held: Vec<String> = all
@@ -415,11 +408,11 @@ async fn real_partition(etcd: &EtcdCluster, net: &Namespaces, real: RealRuntimes
     );
     let compute = h.compute();
     only_on(&h, (CUT + 1) % 3, true).await;
-    let mut ids = vec![create_request(&compute, &container("web")).await.id];
+    let mut ids = vec![create_request(&compute, container("web")).await.id];
     only_on(&h, (CUT + 1) % 3, false).await;
     only_on(&h, CUT, true).await;
-    let cut_web = create_request(&compute, &container("cut-web")).await;
-    let cut_vm = create_request(&compute, &microvm("cut-vm", &real)).await;
+    let cut_web = create_request(&compute, container("cut-web")).await;
+    let cut_vm = create_request(&compute, microvm("cut-vm", &real)).await;
     only_on(&h, CUT, false).await;
     wait_for_log(&compute, &cut_web.id, "hello").await;
     wait_for_log(&compute, &cut_vm.id, BOOT_MARKER).await;
@@ -428,7 +421,10 @@ async fn real_partition(etcd: &EtcdCluster, net: &Namespaces, real: RealRuntimes
     partition(&h, net, &compute, &ids).await;
     wait_for_log(&compute, &cut_vm.id, BOOT_MARKER).await;
     for id in &ids {
-        let deleted = compute.delete_instance(id, true).await.expect("delete");
+        let deleted = compute
+            .delete_instance(id, Wait::Settled)
+            .await
+            .expect("delete");
         assert!(deleted.is_none(), "{deleted:?}");
     }
     h.runtimes_agree(&[]).await;
@@ -461,18 +457,20 @@ async fn etcd_leader_loss(h: &Harness, etcd: &mut EtcdCluster, ids: &[String]) {
     let mut first = None;
     for i in 0..4 {
         // Through both servers in turn.
-        let compute = ComputeClient::new(&h.server_addrs[i % 2]).expect("client");
+        let compute = zixiao_api::connect(&h.server_addrs[i % 2]).expect("client");
         let name = format!("after-etcd-{i}");
         let mut spec = InstanceSpec::container("busybox");
         spec.restart = RestartPolicy::Always;
         let deadline = Instant::now() + Duration::from_secs(60);
         let instance = loop {
             match compute
-                .create_instance(&CreateInstance::new(name.clone(), spec.clone()), true)
+                .create_instance(
+                    CreateInstance::new(name.clone(), spec.clone()),
+                    Wait::Settled,
+                )
                 .await
             {
-                Ok(Some(instance)) => break instance,
-                Ok(None) => panic!("{name} vanished after its create"),
+                Ok(instance) => break instance,
                 // The first attempt's outcome was unknown and it was applied.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists && retries > 0 => {
                     break compute.get_instance(&name).await.expect("get");
@@ -514,7 +512,7 @@ async fn etcd_leader_loss(h: &Harness, etcd: &mut EtcdCluster, ids: &[String]) {
         "every instance running",
         Duration::from_secs(60),
         || async {
-            let all = compute.list_instances(&Default::default()).await.ok()?;
+            let all = compute.list_instances(Default::default()).await.ok()?;
             all.iter()
                 .all(|i| i.status == InstanceStatus::Running && i.node.is_some())
                 .then_some(all)

@@ -41,11 +41,10 @@ use processes_support::roles::{etcd_store, run_role, ROLE};
 use processes_support::workloads::{
     container, creating, microvm, only_on, steer_to, wait_for_log, BOOT_MARKER,
 };
-use zixiao_api::client::ComputeClient;
 use zixiao_cluster::watchdog;
 use zixiao_core::{
-    ConditionType, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, NodeStatus,
-    RestartPolicy,
+    Client, ConditionType, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus,
+    NodeStatus, RestartPolicy, Wait,
 };
 use zixiao_testing::runtime_events::Event;
 use zixiao_testing::runtimes::ContainerdNamespace;
@@ -117,7 +116,7 @@ async fn scenarios(etcd: String) {
     let compute = h.compute();
     let mut ids = Vec::new();
     for i in 0..6 {
-        ids.push(create(&compute, &container(&format!("web-{i}"))).await.id);
+        ids.push(create(&compute, container(&format!("web-{i}"))).await.id);
     }
 
     let rounds: usize = std::env::var("ZIXIAO_FAILOVER_ROUNDS")
@@ -131,7 +130,7 @@ async fn scenarios(etcd: String) {
             let compute = h.compute();
             // The node holding the most instances.
             let all = compute
-                .list_instances(&Default::default())
+                .list_instances(Default::default())
                 .await
                 .expect("list");
             let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -182,7 +181,13 @@ async fn scenarios(etcd: String) {
     server_killed_mid_create(&mut h, &container("mid-request")).await;
 
     // kill -9 of the leading server: the other takes over.
-    let (_, leader) = h.cluster().cluster_info().await.expect("info");
+    let leader = h
+        .cluster()
+        .cluster_info()
+        .await
+        .expect("info")
+        .leader
+        .unwrap_or_default();
     let index: usize = leader
         .strip_prefix("server-")
         .and_then(|i| i.parse().ok())
@@ -193,7 +198,12 @@ async fn scenarios(etcd: String) {
     let since = Instant::now();
     let cluster = h.cluster();
     let new_leader = wait_until("another leader", Duration::from_secs(20), || async {
-        let (_, leader) = cluster.cluster_info().await.ok()?;
+        let leader = cluster
+            .cluster_info()
+            .await
+            .ok()?
+            .leader
+            .unwrap_or_default();
         (!leader.is_empty() && leader != format!("server-{index}")).then_some(leader)
     })
     .await;
@@ -202,10 +212,10 @@ async fn scenarios(etcd: String) {
         since.elapsed()
     );
     let compute = h.compute();
-    create(&compute, &container("after-takeover")).await;
+    create(&compute, container("after-takeover")).await;
     // The new leader fails nodes over too.
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let victim = all[0].node.clone().expect("placed");
@@ -224,7 +234,7 @@ async fn scenarios(etcd: String) {
 
     // Drain: the node's instances move, in order, and nothing runs there after.
     let all = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let total = all.len();
@@ -232,7 +242,7 @@ async fn scenarios(etcd: String) {
     let report = h.cluster().drain_node(&victim).await.expect("drain");
     assert!(!report.moved.is_empty(), "{report:?}");
     let after = compute
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     assert!(after
@@ -306,17 +316,16 @@ async fn scenarios(etcd: String) {
 }
 
 /// Creates `request` through `compute`, waiting: it runs.
-async fn create(compute: &ComputeClient, request: &CreateInstance) -> Instance {
+async fn create(compute: &Client, request: CreateInstance) -> Instance {
+    let name = request.name.clone();
     let created = compute
-        .create_instance(request, true)
+        .create_instance(request, Wait::Settled)
         .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", request.name))
-        .expect("exists");
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
     assert_eq!(
         created.status,
         InstanceStatus::Running,
-        "{} does not run: {created:?}",
-        request.name
+        "{name} does not run: {created:?}"
     );
     created
 }
@@ -332,10 +341,9 @@ async fn agent_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> S
     steer_to(h, i, true).await;
     let compute = h.compute();
     let created = compute
-        .create_instance(request, false)
+        .create_instance(request.clone(), Wait::No)
         .await
-        .expect("create")
-        .expect("exists");
+        .expect("create");
     creating(h, i, &created.id).await;
     h.kill_agent(i);
     steer_to(h, i, false).await;
@@ -360,10 +368,11 @@ async fn agent_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> S
 async fn server_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> String {
     let (i, k) = (1, 0);
     steer_to(h, i, true).await;
-    let to_die = ComputeClient::new(&h.server_addrs[k]).expect("client");
+    let to_die = zixiao_api::connect(&h.server_addrs[k]).expect("client");
     let sent = request.clone();
-    let request_task = tokio::spawn(async move { to_die.create_instance(&sent, true).await });
-    let other = ComputeClient::new(&h.server_addrs[1 - k]).expect("client");
+    let request_task =
+        tokio::spawn(async move { to_die.create_instance(sent, Wait::Settled).await });
+    let other = zixiao_api::connect(&h.server_addrs[1 - k]).expect("client");
     let name = request.name.clone();
     let id = wait_until(
         "the create to be stored",
@@ -380,7 +389,7 @@ async fn server_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> 
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
     steer_to(h, i, false).await;
     let again = other
-        .create_instance(request, true)
+        .create_instance(request.clone(), Wait::Settled)
         .await
         .expect_err("the first create was applied");
     assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{again}");
@@ -394,7 +403,7 @@ async fn server_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> 
     )
     .await;
     let all = other
-        .list_instances(&Default::default())
+        .list_instances(Default::default())
         .await
         .expect("list");
     let named = all.iter().filter(|i| i.name == name).count();
@@ -409,12 +418,12 @@ async fn server_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> 
 }
 
 /// Every instance, once all run and none on `node`.
-async fn running_off(compute: &ComputeClient, node: &str) -> Vec<Instance> {
+async fn running_off(compute: &Client, node: &str) -> Vec<Instance> {
     wait_until(
         "every instance running off the node",
         Duration::from_secs(30),
         || async {
-            let all = compute.list_instances(&Default::default()).await.ok()?;
+            let all = compute.list_instances(Default::default()).await.ok()?;
             all.iter()
                 .all(|i| i.status == InstanceStatus::Running && i.node.as_deref() != Some(node))
                 .then_some(all)
@@ -433,7 +442,7 @@ async fn measure_creates(h: &Harness) {
         let mut spec = InstanceSpec::container("busybox");
         spec.restart = RestartPolicy::Never;
         compute
-            .create_instance(&CreateInstance::new(format!("bulk-{i}"), spec), false)
+            .create_instance(CreateInstance::new(format!("bulk-{i}"), spec), Wait::No)
             .await
             .expect("create");
     }
@@ -476,8 +485,8 @@ async fn real_failures(etcd: String, real: RealRuntimes) {
 
     // Create: a container and a microVM, both on node-0, through a server.
     only_on(&h, 0, true).await;
-    let web = create(&compute, &container("web")).await;
-    let vm = create(&compute, &microvm("vm", &real)).await;
+    let web = create(&compute, container("web")).await;
+    let vm = create(&compute, microvm("vm", &real)).await;
     only_on(&h, 0, false).await;
     for created in [&web, &vm] {
         assert_eq!(created.node.as_deref(), Some("node-0"), "{created:?}");
@@ -531,7 +540,10 @@ async fn real_failures(etcd: String, real: RealRuntimes) {
 
     // Deleted, nothing is left on any node.
     for id in &ids {
-        let deleted = compute.delete_instance(id, true).await.expect("delete");
+        let deleted = compute
+            .delete_instance(id, Wait::Settled)
+            .await
+            .expect("delete");
         assert!(deleted.is_none(), "{deleted:?}");
     }
     h.runtimes_agree(&[]).await;
@@ -570,18 +582,14 @@ async fn twenty_at_once(etcd: String, real: RealRuntimes) {
             let compute = h.compute_of(i % 2);
             tokio::spawn(async move {
                 compute
-                    .create_instance(&container(&format!("svc-{i:02}")), true)
+                    .create_instance(container(&format!("svc-{i:02}")), Wait::Settled)
                     .await
             })
         })
         .collect();
     let mut created = Vec::new();
     for create in creates {
-        let instance = create
-            .await
-            .expect("join")
-            .expect("create")
-            .expect("exists");
+        let instance = create.await.expect("join").expect("create");
         created.push(instance);
     }
     eprintln!(
@@ -682,7 +690,7 @@ async fn twenty_at_once(etcd: String, real: RealRuntimes) {
     // The pending first, so that nothing is placed while the others go.
     for instance in pending.iter().chain(running.iter()) {
         compute
-            .delete_instance(&instance.id, true)
+            .delete_instance(&instance.id, Wait::Settled)
             .await
             .expect("delete");
     }

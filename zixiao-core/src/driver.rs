@@ -3,6 +3,8 @@
 //! when it really can. The controller asks for a capability and answers
 //! `Unsupported` when a driver has none.
 
+use std::collections::BTreeSet;
+use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -221,6 +223,146 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// What the runtime holds of Zixiao's on this node, if the driver can list it.
     fn inventory(&self) -> Option<&dyn Inventory> {
         None
+    }
+}
+
+/// An optional capability of a [`Driver`], beyond its required core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// [`Driver::stats`]: measures resource usage.
+    Stats,
+    /// [`Driver::console`]: an interactive console.
+    Console,
+    /// [`Driver::pause`]: freezes and thaws instances.
+    Pause,
+    /// [`Driver::snapshots`]: takes snapshots.
+    Snapshots,
+    /// [`Driver::images`]: keeps images.
+    Images,
+    /// [`Driver::inventory`]: lists what it holds, for orphan sweeps.
+    Inventory,
+}
+
+impl Capability {
+    /// Every capability, in display order.
+    pub const ALL: [Capability; 6] = [
+        Capability::Stats,
+        Capability::Console,
+        Capability::Pause,
+        Capability::Snapshots,
+        Capability::Images,
+        Capability::Inventory,
+    ];
+
+    /// The snake_case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Stats => "stats",
+            Capability::Console => "console",
+            Capability::Pause => "pause",
+            Capability::Snapshots => "snapshots",
+            Capability::Images => "images",
+            Capability::Inventory => "inventory",
+        }
+    }
+
+    /// Whether `driver` has it.
+    pub fn of(self, driver: &dyn Driver) -> bool {
+        match self {
+            Capability::Stats => driver.stats().is_some(),
+            Capability::Console => driver.console().is_some(),
+            Capability::Pause => driver.pause().is_some(),
+            Capability::Snapshots => driver.snapshots().is_some(),
+            Capability::Images => driver.images().is_some(),
+            Capability::Inventory => driver.inventory().is_some(),
+        }
+    }
+
+    /// The error of asking driver `driver` (its name) for it when it lacks
+    /// it: the one wording of every such `Unsupported`, wherever the
+    /// driver is called from (the controller, a node's agent).
+    pub fn missing(self, driver: &str) -> DriverError {
+        let what = match self {
+            Capability::Stats => "cannot report stats",
+            Capability::Console => "has no interactive console",
+            Capability::Pause => "cannot pause instances",
+            Capability::Snapshots => "cannot take snapshots",
+            Capability::Images => "does not keep images",
+            Capability::Inventory => "cannot list its instances",
+        };
+        DriverError::Unsupported(format!("the {driver} driver {what}"))
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a node's driver for one instance type is: its name and its
+/// optional capabilities. A node reports it for each runtime, so a server
+/// that reaches the node over the network knows what it can ask.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverInfo {
+    /// The driver's [`name`](Driver::name).
+    pub name: String,
+    /// What it can do beyond the required core.
+    #[serde(default)]
+    pub capabilities: BTreeSet<Capability>,
+}
+
+impl DriverInfo {
+    /// What `driver` is and can do.
+    pub fn of(driver: &dyn Driver) -> Self {
+        DriverInfo {
+            name: driver.name().to_owned(),
+            capabilities: Capability::ALL
+                .into_iter()
+                .filter(|c| c.of(driver))
+                .collect(),
+        }
+    }
+}
+
+/// The capability lookups every caller of a driver makes: the capability,
+/// or the `Unsupported` error [`Capability::missing`] words.
+impl dyn Driver + '_ {
+    /// [`Driver::stats`]. Errors: `Unsupported`.
+    pub fn require_stats(&self) -> Result<&dyn Stats, DriverError> {
+        self.stats()
+            .ok_or_else(|| Capability::Stats.missing(self.name()))
+    }
+
+    /// [`Driver::console`]. Errors: `Unsupported`.
+    pub fn require_console(&self) -> Result<&dyn Console, DriverError> {
+        self.console()
+            .ok_or_else(|| Capability::Console.missing(self.name()))
+    }
+
+    /// [`Driver::pause`]. Errors: `Unsupported`.
+    pub fn require_pause(&self) -> Result<&dyn Pause, DriverError> {
+        self.pause()
+            .ok_or_else(|| Capability::Pause.missing(self.name()))
+    }
+
+    /// [`Driver::snapshots`]. Errors: `Unsupported`.
+    pub fn require_snapshots(&self) -> Result<&dyn Snapshots, DriverError> {
+        self.snapshots()
+            .ok_or_else(|| Capability::Snapshots.missing(self.name()))
+    }
+
+    /// [`Driver::images`]. Errors: `Unsupported`.
+    pub fn require_images(&self) -> Result<&dyn Images, DriverError> {
+        self.images()
+            .ok_or_else(|| Capability::Images.missing(self.name()))
+    }
+
+    /// [`Driver::inventory`]. Errors: `Unsupported`.
+    pub fn require_inventory(&self) -> Result<&dyn Inventory, DriverError> {
+        self.inventory()
+            .ok_or_else(|| Capability::Inventory.missing(self.name()))
     }
 }
 

@@ -39,7 +39,9 @@ pub use controller::{
     AddressAllocator, ClusterInfo, Controller, ControllerBuilder, EventKind, InstanceEvent,
     InstanceFilter, NetworkHost, NodeEvent,
 };
-pub use driver::{Driver, DriverError, InstanceStats, LogChunk, RuntimeState};
+pub use driver::{
+    Capability, Driver, DriverError, DriverInfo, InstanceStats, LogChunk, RuntimeState,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{

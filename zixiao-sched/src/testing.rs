@@ -30,6 +30,7 @@ pub fn node(id: &str, capacity: Resources) -> Node {
         traits: BTreeSet::new(),
         runtimes: InstanceType::ALL.into_iter().collect(),
         missing_runtimes: BTreeMap::new(),
+        drivers: BTreeMap::new(),
         carbon_intensity: None,
         last_heartbeat: Some(epoch()),
         orphan_sweep: None,

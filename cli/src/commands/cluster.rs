@@ -42,6 +42,9 @@ fn render(info: &ClusterInfo) -> String {
         ("nodes", format!("{} ({nodes})", info.nodes)),
         ("instances", info.instances.to_string()),
     ];
+    if let Some(leader) = &info.leader {
+        pairs.push(("leader", leader.clone()));
+    }
     for (ty, by_status) in &info.instances_by_type {
         let line = counts(
             by_status

@@ -7,7 +7,6 @@ mod image;
 mod instance;
 mod network;
 mod node;
-mod remote;
 pub(crate) mod server;
 mod state;
 
@@ -36,9 +35,6 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Watchdog(args) => return agent::run_watchdog(&cli, args).await,
         _ => {}
     }
-    if let Some(endpoint) = cli.endpoint.clone() {
-        return remote::run(&endpoint, cli.output, cli.command).await;
-    }
     // Checking and restoring the store file must not open it first.
     match &cli.command {
         Command::State(StateCommand::Check) => return state::check(&state_dir(&cli)?, cli.output),
@@ -47,7 +43,11 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let client = open_embedded(&cli).await?.client();
+    let client = match &cli.endpoint {
+        // A server: the same commands, through the gRPC implementation.
+        Some(endpoint) => zixiao_api::connect(endpoint)?,
+        None => open_embedded(&cli).await?.client(),
+    };
     let format = cli.output;
     match cli.command {
         Command::State(StateCommand::Backup { file }) => state::backup(client, format, file).await,

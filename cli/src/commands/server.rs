@@ -1,7 +1,7 @@
-//! `zixiao server`: serves the gRPC API (ClusterService, ComputeService,
-//! reflection) over etcd (`--etcd`) or the embedded store and a local agent
-//! (`--embedded`), from flags or `--config server.yaml` with environment
-//! overrides. Runs until interrupted.
+//! `zixiao server`: serves the gRPC API (the user services, the agents'
+//! MembershipService, reflection, health) over etcd (`--etcd`) or the
+//! embedded store and a local agent (`--embedded`), from flags or
+//! `--config server.yaml` with environment overrides. Runs until interrupted.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -22,10 +22,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use zixiao_api::client::{ClusterClient, ComputeClient};
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::watchdog;
-use zixiao_core::{InstanceStatus, NodeStatus};
+use zixiao_core::{Client, InstanceStatus, NodeStatus};
 use zixiao_testing::counting_driver::CreateHold;
 use zixiao_testing::runtime_events::{never_twice, EventLog, Run};
 use zixiao_testing::runtimes::{
@@ -260,7 +259,7 @@ impl Harness {
             Duration::from_secs(60),
             || async {
                 let instances = compute
-                    .list_instances(&Default::default())
+                    .list_instances(Default::default())
                     .await
                     .map_err(|e| format!("listing instances: {e}"))?;
                 let nodes: Vec<NodeRuntimes> = (0..self.nodes.len())
@@ -400,14 +399,14 @@ impl Harness {
             .clone()
     }
 
-    /// A ComputeService client of the first live server.
-    pub(crate) fn compute(&self) -> ComputeClient {
-        ComputeClient::new(&self.live_server()).expect("client")
+    /// A client of the first live server.
+    pub(crate) fn compute(&self) -> Client {
+        zixiao_api::connect(&self.live_server()).expect("client")
     }
 
-    /// A ComputeService client of server `i`.
-    pub(crate) fn compute_of(&self, i: usize) -> ComputeClient {
-        ComputeClient::new(&self.server_addrs[i]).expect("client")
+    /// A client of server `i`.
+    pub(crate) fn compute_of(&self, i: usize) -> Client {
+        zixiao_api::connect(&self.server_addrs[i]).expect("client")
     }
 
     /// The index of a live server that does not lead: requests through it
@@ -416,17 +415,16 @@ impl Harness {
     pub(crate) async fn follower(&self) -> usize {
         let cluster = self.cluster();
         wait_until("a leader", Duration::from_secs(20), || async {
-            let (_, leader) = cluster.cluster_info().await.ok()?;
-            (0..self.servers.len()).find(|i| {
-                self.servers[*i].is_some() && !leader.is_empty() && leader != format!("server-{i}")
-            })
+            let leader = cluster.cluster_info().await.ok()?.leader?;
+            (0..self.servers.len())
+                .find(|i| self.servers[*i].is_some() && leader != format!("server-{i}"))
         })
         .await
     }
 
-    /// A ClusterService client of the first live server.
-    pub(crate) fn cluster(&self) -> ClusterClient {
-        ClusterClient::new(&self.live_server(), Duration::from_secs(60)).expect("client")
+    /// A client of the first live server, for node operations.
+    pub(crate) fn cluster(&self) -> Client {
+        zixiao_api::connect(&self.live_server()).expect("client")
     }
 
     /// The index of node `name`.
@@ -555,7 +553,7 @@ impl Drop for Harness {
 }
 
 /// Waits until `n` nodes are Ready.
-pub(crate) async fn ready_nodes(cluster: &ClusterClient, n: usize) {
+pub(crate) async fn ready_nodes(cluster: &Client, n: usize) {
     wait_until("every node ready", Duration::from_secs(30), || async {
         let nodes = cluster.list_nodes().await.ok()?;
         (nodes
@@ -570,7 +568,7 @@ pub(crate) async fn ready_nodes(cluster: &ClusterClient, n: usize) {
 
 /// Waits until none of `ids` is on `node` and all run elsewhere; returns
 /// when. On timeout it panics with what it saw last.
-pub(crate) async fn all_moved(compute: &ComputeClient, ids: &[String], node: &str) -> Instant {
+pub(crate) async fn all_moved(compute: &Client, ids: &[String], node: &str) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut seen = Vec::new();

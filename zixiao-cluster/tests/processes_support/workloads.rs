@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use zixiao_api::client::ComputeClient;
-use zixiao_core::{CreateInstance, InstanceSpec, MicrovmBackend, RestartPolicy};
+use zixiao_core::{Client, CreateInstance, InstanceSpec, MicrovmBackend, RestartPolicy};
 use zixiao_testing::wait::wait_until_ok;
 
 use super::harness::{Harness, RealRuntimes};
@@ -39,7 +38,7 @@ pub(crate) fn microvm(name: &str, real: &RealRuntimes) -> CreateInstance {
 
 /// Waits until instance `id`'s log, read through the server, contains
 /// `text` (a microVM under software emulation takes seconds to boot).
-pub(crate) async fn wait_for_log(compute: &ComputeClient, id: &str, text: &str) {
+pub(crate) async fn wait_for_log(compute: &Client, id: &str, text: &str) {
     wait_until_ok(
         &format!("{text:?} in the log of {id}"),
         Duration::from_secs(120),

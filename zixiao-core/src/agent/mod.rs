@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::driver::{Driver, DriverError};
+use crate::driver::{Driver, DriverError, DriverInfo};
 use crate::host::HostFacts;
 use crate::keyed_lock::KeyedLock;
 use crate::model::{InstanceType, NodeRegistration, NodeRole, Resources};
@@ -29,6 +29,8 @@ pub struct NodeFacts {
     pub runtimes: BTreeSet<InstanceType>,
     /// Instance types it cannot run, and why.
     pub missing_runtimes: BTreeMap<InstanceType, String>,
+    /// The driver of each runtime it can run: its name and what it can do.
+    pub drivers: BTreeMap<InstanceType, DriverInfo>,
 }
 
 /// What the controller asks of one node.
@@ -65,6 +67,7 @@ impl LocalAgent {
                 capacity: host.capacity,
                 runtimes: BTreeSet::new(),
                 missing_runtimes: missing,
+                drivers: BTreeMap::new(),
             },
             drivers: BTreeMap::new(),
             locks: KeyedLock::default(),
@@ -77,6 +80,9 @@ impl LocalAgent {
         let ty = driver.instance_type();
         self.facts.runtimes.insert(ty);
         self.facts.missing_runtimes.remove(&ty);
+        self.facts
+            .drivers
+            .insert(ty, DriverInfo::of(driver.as_ref()));
         let serialized = SerializedDriver::new(driver, self.locks.clone());
         self.drivers.insert(ty, Arc::new(serialized));
         self
@@ -115,6 +121,7 @@ impl LocalAgent {
             traits: BTreeSet::new(),
             runtimes: self.facts.runtimes.clone(),
             missing_runtimes: self.facts.missing_runtimes.clone(),
+            drivers: self.facts.drivers.clone(),
             carbon_intensity: None,
         }
     }

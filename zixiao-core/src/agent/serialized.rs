@@ -109,29 +109,17 @@ impl Driver for SerializedDriver {
     }
 }
 
-impl SerializedDriver {
-    fn unsupported(&self, what: &str) -> DriverError {
-        DriverError::Unsupported(format!("the {} driver cannot {what}", self.inner.name()))
-    }
-}
-
 #[async_trait]
 impl Pause for SerializedDriver {
     async fn pause(&self, instance: &Instance) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
-        let pause = self
-            .inner
-            .pause()
-            .ok_or_else(|| self.unsupported("pause"))?;
+        let pause = self.inner.require_pause()?;
         pause.pause(instance).await
     }
 
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
-        let pause = self
-            .inner
-            .pause()
-            .ok_or_else(|| self.unsupported("pause"))?;
+        let pause = self.inner.require_pause()?;
         pause.resume(instance).await
     }
 }
@@ -140,36 +128,24 @@ impl Pause for SerializedDriver {
 impl Snapshots for SerializedDriver {
     async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
         let _one = self.locks.lock(&instance.id).await;
-        let snapshots = self
-            .inner
-            .snapshots()
-            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        let snapshots = self.inner.require_snapshots()?;
         snapshots.create(instance, name).await
     }
 
     async fn list(&self, instance: &Instance) -> Result<Vec<SnapshotInfo>, DriverError> {
-        let snapshots = self
-            .inner
-            .snapshots()
-            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        let snapshots = self.inner.require_snapshots()?;
         snapshots.list(instance).await
     }
 
     async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
-        let snapshots = self
-            .inner
-            .snapshots()
-            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        let snapshots = self.inner.require_snapshots()?;
         snapshots.revert(instance, name).await
     }
 
     async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
-        let snapshots = self
-            .inner
-            .snapshots()
-            .ok_or_else(|| self.unsupported("take snapshots"))?;
+        let snapshots = self.inner.require_snapshots()?;
         snapshots.delete(instance, name).await
     }
 }
@@ -177,19 +153,13 @@ impl Snapshots for SerializedDriver {
 #[async_trait]
 impl Inventory for SerializedDriver {
     async fn instance_ids(&self) -> Result<std::collections::BTreeSet<String>, DriverError> {
-        let inventory = self
-            .inner
-            .inventory()
-            .ok_or_else(|| self.unsupported("list its instances"))?;
+        let inventory = self.inner.require_inventory()?;
         inventory.instance_ids().await
     }
 
     async fn remove_orphan(&self, id: &str) -> Result<(), DriverError> {
         let _one = self.locks.lock(id).await;
-        let inventory = self
-            .inner
-            .inventory()
-            .ok_or_else(|| self.unsupported("list its instances"))?;
+        let inventory = self.inner.require_inventory()?;
         inventory.remove_orphan(id).await
     }
 }

@@ -25,6 +25,10 @@ pub struct ClusterInfo {
     pub allocated: Resources,
     /// Capacity of the nodes that take new instances (ready), minus their allocation.
     pub schedulable_free: Resources,
+    /// The id of the server that runs the reconcilers (a distributed
+    /// deployment's leader); `None` in-process, or while no server leads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
 }
 
 impl Controller {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::Controller;
 use crate::driver::{ImageInfo, Images, ImportProgress};
 use crate::model::InstanceType;
-use crate::{Driver, Error, Result};
+use crate::{Driver, Result};
 
 impl Controller {
     /// Imports every image of a local archive (OCI layout or docker-archive
@@ -58,7 +58,5 @@ impl Controller {
 }
 
 fn images_of(driver: &Arc<dyn Driver>) -> Result<&dyn Images> {
-    driver.images().ok_or_else(|| {
-        Error::Unsupported(format!("the {} driver does not keep images", driver.name()))
-    })
+    Ok(driver.require_images()?)
 }

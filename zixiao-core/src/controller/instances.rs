@@ -270,12 +270,7 @@ impl Controller {
             )));
         }
         let driver = self.driver_for(&current)?;
-        let capability = driver.pause().ok_or_else(|| {
-            Error::Unsupported(format!(
-                "the {} driver cannot pause instances",
-                driver.name()
-            ))
-        })?;
+        let capability = driver.require_pause()?;
         if pause {
             capability.pause(&current).await?;
         } else {
@@ -300,10 +295,7 @@ impl Controller {
     pub async fn instance_stats(&self, instance: &str) -> Result<InstanceStats> {
         let instance = self.get_instance(instance).await?;
         let driver = self.driver_for(&instance)?;
-        let stats = driver.stats().ok_or_else(|| {
-            Error::Unsupported(format!("the {} driver cannot report stats", driver.name()))
-        })?;
-        Ok(stats.stats(&instance).await?)
+        Ok(driver.require_stats()?.stats(&instance).await?)
     }
 
     /// A reader of the instance's log (console, or stdout and stderr). It
@@ -322,13 +314,7 @@ impl Controller {
     pub async fn attach_console(&self, instance: &str) -> Result<ConsoleStream> {
         let instance = self.get_instance(instance).await?;
         let driver = self.driver_for(&instance)?;
-        let console = driver.console().ok_or_else(|| {
-            Error::Unsupported(format!(
-                "the {} driver has no interactive console",
-                driver.name()
-            ))
-        })?;
-        Ok(console.attach(&instance).await?)
+        Ok(driver.require_console()?.attach(&instance).await?)
     }
 
     pub(super) fn driver_for(

@@ -50,6 +50,7 @@ impl Controller {
                     node.traits = registration.traits.clone();
                     node.runtimes = registration.runtimes.clone();
                     node.missing_runtimes = registration.missing_runtimes.clone();
+                    node.drivers = registration.drivers.clone();
                     node.carbon_intensity = registration.carbon_intensity;
                     if node.status == NodeStatus::NotReady {
                         node.status = NodeStatus::Ready;
@@ -74,6 +75,7 @@ impl Controller {
                     traits: registration.traits.clone(),
                     runtimes: registration.runtimes.clone(),
                     missing_runtimes: registration.missing_runtimes.clone(),
+                    drivers: registration.drivers.clone(),
                     carbon_intensity: registration.carbon_intensity,
                     last_heartbeat: Some(now),
                     orphan_sweep: None,

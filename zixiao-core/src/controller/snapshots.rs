@@ -4,7 +4,7 @@
 
 use super::Controller;
 use crate::driver::{SnapshotInfo, Snapshots};
-use crate::{Driver, Error, Result};
+use crate::{Driver, Result};
 
 impl Controller {
     /// Takes snapshot `name` of `instance` (its disks, and its memory when
@@ -49,10 +49,5 @@ impl Controller {
 }
 
 fn snapshots_of(driver: &dyn Driver) -> Result<&dyn Snapshots> {
-    driver.snapshots().ok_or_else(|| {
-        Error::Unsupported(format!(
-            "the {} driver cannot take snapshots",
-            driver.name()
-        ))
-    })
+    Ok(driver.require_snapshots()?)
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{InstanceType, Resources};
+use crate::driver::DriverInfo;
 
 /// A node's unique name, also its id (`worker-1`).
 pub type NodeId = String;
@@ -99,6 +100,9 @@ pub struct Node {
     /// Instance types it cannot run, with the reason (a missing daemon, a build without the driver).
     #[serde(default)]
     pub missing_runtimes: BTreeMap<InstanceType, String>,
+    /// The driver of each runtime it can run: its name and what it can do.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drivers: BTreeMap<InstanceType, DriverInfo>,
     /// Carbon intensity of its power in grams of CO2-equivalent per kWh,
     /// if known, for carbon-aware placement.
     #[serde(default)]
@@ -188,6 +192,9 @@ pub struct NodeRegistration {
     /// Instance types it cannot run, and why.
     #[serde(default)]
     pub missing_runtimes: BTreeMap<InstanceType, String>,
+    /// The driver of each runtime it can run: its name and what it can do.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drivers: BTreeMap<InstanceType, DriverInfo>,
     /// Carbon intensity of its power (gCO2e/kWh), if known.
     #[serde(default)]
     pub carbon_intensity: Option<u32>,

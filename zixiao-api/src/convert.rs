@@ -1,0 +1,1307 @@
+//! The one place where zixiao-core's model meets the protocol's messages:
+//! `From<core> for pb` for what is sent (it never fails), and
+//! `TryFrom<pb> for core` for what is received.
+//!
+//! A conversion from the wire trusts nothing: an enum value it does not
+//! know, a required field left unset, a number too large for its Rust type,
+//! an address or prefix that does not parse, are each an
+//! [`Error::InvalidArgument`] naming the field by its path (`spec.type`,
+//! `instance.status`, `node.capacity`, `subnets[0].cidr`). An unset
+//! optional field takes the default the model documents (an unset
+//! placement is no constraint, an unset restart policy is `never`), the
+//! same defaults as the model's serde form. What a well-formed value means
+//! (is this name a DNS label, does the memory fit) is checked where the
+//! request is carried out, by the model's validation, once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+use zixiao_core::agent::NodeFacts;
+use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
+use zixiao_core::driver::{
+    Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
+};
+use zixiao_core::model::{
+    Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
+    Failure, Instance, InstanceSpec, InstanceStatus, InstanceType, IpConfig, MicrovmBackend,
+    Network, NetworkAttachment, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep,
+    Placement, Resources, RestartPolicy, Subnet,
+};
+use zixiao_core::scheduler::{
+    CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
+    LabelSelector, Strategy, ZoneSpread,
+};
+use zixiao_core::{Error, InstanceFilter, Result};
+
+use crate::pb;
+
+// ---------------------------------------------------------------- helpers
+
+/// `field` of the message at `at` (the root when `at` is empty).
+fn path(at: &str, field: &str) -> String {
+    if at.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{at}.{field}")
+    }
+}
+
+/// Element `index` of the repeated field `at`.
+fn item(at: &str, index: usize) -> String {
+    format!("{at}[{index}]")
+}
+
+fn missing(at: &str) -> Error {
+    Error::invalid(at, "missing")
+}
+
+/// The required message at `at`.
+fn required<T>(value: Option<T>, at: &str) -> Result<T> {
+    value.ok_or_else(|| missing(at))
+}
+
+/// The required, non-empty string at `at`.
+fn non_empty(value: String, at: &str) -> Result<String> {
+    if value.is_empty() {
+        return Err(missing(at));
+    }
+    Ok(value)
+}
+
+fn fits<T: TryFrom<U>, U: Copy + std::fmt::Display>(value: U, at: &str) -> Result<T> {
+    T::try_from(value).map_err(|_| Error::invalid(at, format!("{value} is out of range")))
+}
+
+fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: time.timestamp(),
+        // Below 2e9 (a leap second's nanoseconds at most), so it fits.
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
+    }
+}
+
+fn time(value: Timestamp, at: &str) -> Result<DateTime<Utc>> {
+    u32::try_from(value.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .and_then(|nanos| DateTime::from_timestamp(value.seconds, nanos))
+        .ok_or_else(|| Error::invalid(at, "not a valid time"))
+}
+
+fn required_time(value: Option<Timestamp>, at: &str) -> Result<DateTime<Utc>> {
+    time(required(value, at)?, at)
+}
+
+fn optional_time(value: Option<Timestamp>, at: &str) -> Result<Option<DateTime<Utc>>> {
+    value.map(|t| time(t, at)).transpose()
+}
+
+fn address(value: &str, at: &str) -> Result<IpAddr> {
+    if value.is_empty() {
+        return Err(missing(at));
+    }
+    value
+        .parse()
+        .map_err(|_| Error::invalid(at, format!("`{value}` is not an IP address")))
+}
+
+fn cidr(value: &str, at: &str) -> Result<Cidr> {
+    if value.is_empty() {
+        return Err(missing(at));
+    }
+    value.parse().map_err(|e: String| Error::invalid(at, e))
+}
+
+fn optional_path(value: Option<String>) -> Option<PathBuf> {
+    value.map(PathBuf::from)
+}
+
+fn path_text(value: Option<PathBuf>) -> Option<String> {
+    value.map(|p| p.to_string_lossy().into_owned())
+}
+
+fn set(values: Vec<String>) -> BTreeSet<String> {
+    values.into_iter().collect()
+}
+
+fn list<C, P: TryInto<C, Error = Error>>(values: Vec<P>) -> Result<Vec<C>> {
+    values.into_iter().map(TryInto::try_into).collect()
+}
+
+/// Maps an enum between the wire and the model: `From` for sending, and a
+/// decoding function for receiving that refuses unknown values and, for
+/// a required field, the UNSPECIFIED zero value.
+macro_rules! wire_enum {
+    ($core:ty, $pb:ty, $decode:ident, $optional:ident, { $($c:ident <=> $p:ident),+ $(,)? }) => {
+        impl From<$core> for $pb {
+            fn from(value: $core) -> Self {
+                match value {
+                    $(<$core>::$c => <$pb>::$p),+
+                }
+            }
+        }
+
+        /// The required enum value at `at`.
+        fn $decode(value: i32, at: &str) -> Result<$core> {
+            $optional(value, at)?.ok_or_else(|| missing(at))
+        }
+
+        /// The optional enum value at `at` (UNSPECIFIED: none).
+        #[allow(dead_code)]
+        fn $optional(value: i32, at: &str) -> Result<Option<$core>> {
+            match <$pb>::try_from(value) {
+                $(Ok(<$pb>::$p) => Ok(Some(<$core>::$c)),)+
+                Ok(<$pb>::Unspecified) => Ok(None),
+                Err(_) => Err(Error::invalid(at, format!("unknown value {value}"))),
+            }
+        }
+    };
+}
+
+wire_enum!(InstanceType, pb::InstanceType, instance_type, optional_instance_type, {
+    Vm <=> Vm, Container <=> Container, Microvm <=> Microvm,
+});
+wire_enum!(MicrovmBackend, pb::MicrovmBackend, _backend, backend, {
+    Auto <=> Auto, Vmm <=> Vmm, Qemu <=> Qemu,
+});
+wire_enum!(RestartPolicy, pb::RestartPolicy, _restart, restart, {
+    Never <=> Never, OnFailure <=> OnFailure, Always <=> Always,
+});
+wire_enum!(DesiredState, pb::DesiredState, desired_state, _desired_state, {
+    Running <=> Running, Stopped <=> Stopped, Deleted <=> Deleted,
+});
+wire_enum!(InstanceStatus, pb::InstanceStatus, instance_status, optional_instance_status, {
+    Pending <=> Pending, Scheduled <=> Scheduled, Creating <=> Creating, Running <=> Running,
+    Paused <=> Paused, Stopping <=> Stopping, Stopped <=> Stopped, Failed <=> Failed,
+    Deleting <=> Deleting,
+});
+wire_enum!(ConditionType, pb::ConditionType, condition_type, _condition_type, {
+    Scheduled <=> Scheduled, RuntimeReady <=> RuntimeReady, Exited <=> Exited,
+});
+wire_enum!(NodeRole, pb::NodeRole, node_role, optional_node_role, {
+    Worker <=> Worker, Control <=> Control, Combined <=> Combined,
+});
+wire_enum!(NodeStatus, pb::NodeStatus, node_status, optional_node_status, {
+    Ready <=> Ready, NotReady <=> NotReady, Cordoned <=> Cordoned,
+    Maintenance <=> Maintenance, Draining <=> Draining, Decommissioned <=> Decommissioned,
+});
+wire_enum!(LabelOperator, pb::LabelOperator, label_operator, _label_operator, {
+    Equals <=> Equals, In <=> In, NotIn <=> NotIn, Exists <=> Exists,
+    DoesNotExist <=> DoesNotExist,
+});
+wire_enum!(GroupPolicy, pb::GroupPolicy, group_policy, _group_policy, {
+    Affinity <=> Affinity, AntiAffinity <=> AntiAffinity, SoftAffinity <=> SoftAffinity,
+    SoftAntiAffinity <=> SoftAntiAffinity,
+});
+wire_enum!(GroupScope, pb::GroupScope, _group_scope, group_scope, {
+    Node <=> Node, Zone <=> Zone,
+});
+wire_enum!(Strategy, pb::Strategy, _strategy, strategy, {
+    BinPack <=> BinPack, Spread <=> Spread,
+});
+wire_enum!(EventKind, pb::EventKind, event_kind, _event_kind, {
+    Added <=> Added, Modified <=> Modified, Deleted <=> Deleted,
+});
+wire_enum!(Capability, pb::Capability, capability, _capability, {
+    Stats <=> Stats, Console <=> Console, Pause <=> Pause, Snapshots <=> Snapshots,
+    Images <=> Images, Inventory <=> Inventory,
+});
+
+/// The wire value of a model enum.
+fn wire<C, P: From<C> + Into<i32>>(value: C) -> i32 {
+    P::from(value).into()
+}
+
+/// The required instance type at `at`, for request messages.
+pub(crate) fn decode_instance_type(value: i32, at: &str) -> Result<InstanceType> {
+    instance_type(value, at)
+}
+
+/// The wire value of an instance type.
+pub(crate) fn encode_instance_type(value: InstanceType) -> i32 {
+    wire::<_, pb::InstanceType>(value)
+}
+
+// ---------------------------------------------------------------- resources
+
+impl From<Resources> for pb::Resources {
+    fn from(r: Resources) -> Self {
+        pb::Resources {
+            cpus: r.cpus,
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+            instances: r.instances,
+        }
+    }
+}
+
+impl From<pb::Resources> for Resources {
+    fn from(r: pb::Resources) -> Self {
+        Resources {
+            cpus: r.cpus,
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+            instances: r.instances,
+        }
+    }
+}
+
+fn resources(value: Option<pb::Resources>, at: &str) -> Result<Resources> {
+    Ok(required(value, at)?.into())
+}
+
+// ---------------------------------------------------------------- placement
+
+impl From<LabelRequirement> for pb::LabelRequirement {
+    fn from(r: LabelRequirement) -> Self {
+        pb::LabelRequirement {
+            key: r.key,
+            operator: wire::<_, pb::LabelOperator>(r.operator),
+            values: r.values,
+        }
+    }
+}
+
+fn label_requirement(r: pb::LabelRequirement, at: &str) -> Result<LabelRequirement> {
+    Ok(LabelRequirement {
+        key: non_empty(r.key, &path(at, "key"))?,
+        operator: label_operator(r.operator, &path(at, "operator"))?,
+        values: r.values,
+    })
+}
+
+fn selector_to_wire(selector: LabelSelector) -> Vec<pb::LabelRequirement> {
+    selector.0.into_iter().map(Into::into).collect()
+}
+
+fn selector(requirements: Vec<pb::LabelRequirement>, at: &str) -> Result<LabelSelector> {
+    requirements
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| label_requirement(r, &item(at, i)))
+        .collect::<Result<Vec<_>>>()
+        .map(LabelSelector)
+}
+
+impl From<GroupRule> for pb::GroupRule {
+    fn from(g: GroupRule) -> Self {
+        pb::GroupRule {
+            name: g.name,
+            policy: wire::<_, pb::GroupPolicy>(g.policy),
+            scope: wire::<_, pb::GroupScope>(g.scope),
+        }
+    }
+}
+
+fn group_rule(g: pb::GroupRule, at: &str) -> Result<GroupRule> {
+    Ok(GroupRule {
+        name: non_empty(g.name, &path(at, "name"))?,
+        policy: group_policy(g.policy, &path(at, "policy"))?,
+        scope: group_scope(g.scope, &path(at, "scope"))?.unwrap_or_default(),
+    })
+}
+
+impl From<ZoneSpread> for pb::ZoneSpread {
+    fn from(s: ZoneSpread) -> Self {
+        pb::ZoneSpread {
+            group: s.group,
+            targets: s
+                .targets
+                .into_iter()
+                .map(|(zone, share)| (zone, u32::from(share)))
+                .collect(),
+        }
+    }
+}
+
+fn zone_spread(s: pb::ZoneSpread, at: &str) -> Result<ZoneSpread> {
+    let targets = s
+        .targets
+        .into_iter()
+        .map(|(zone, share)| {
+            let share = fits(share, &format!("{}[{zone}]", path(at, "targets")))?;
+            Ok((zone, share))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ZoneSpread {
+        group: s.group,
+        targets,
+    })
+}
+
+impl From<Placement> for pb::Placement {
+    fn from(p: Placement) -> Self {
+        pb::Placement {
+            region: p.region,
+            zone: p.zone,
+            node_selector: selector_to_wire(p.node_selector),
+            required_traits: p.required_traits.into_iter().collect(),
+            forbidden_traits: p.forbidden_traits.into_iter().collect(),
+            aggregates: p.aggregates.into_iter().collect(),
+            aggregate_selector: selector_to_wire(p.aggregate_selector),
+            groups: p.groups.into_iter().map(Into::into).collect(),
+            spread: p.spread.map(Into::into),
+            strategy: p.strategy.map_or(pb::Strategy::Unspecified.into(), |s| {
+                wire::<_, pb::Strategy>(s)
+            }),
+            carbon: p.carbon.map(|c| pb::CarbonPolicy {
+                max_intensity: c.max_intensity,
+            }),
+        }
+    }
+}
+
+fn placement(p: pb::Placement, at: &str) -> Result<Placement> {
+    Ok(Placement {
+        region: p.region,
+        zone: p.zone,
+        node_selector: selector(p.node_selector, &path(at, "node_selector"))?,
+        required_traits: set(p.required_traits),
+        forbidden_traits: set(p.forbidden_traits),
+        aggregates: set(p.aggregates),
+        aggregate_selector: selector(p.aggregate_selector, &path(at, "aggregate_selector"))?,
+        groups: p
+            .groups
+            .into_iter()
+            .enumerate()
+            .map(|(i, g)| group_rule(g, &item(&path(at, "groups"), i)))
+            .collect::<Result<_>>()?,
+        spread: p
+            .spread
+            .map(|s| zone_spread(s, &path(at, "spread")))
+            .transpose()?,
+        strategy: strategy(p.strategy, &path(at, "strategy"))?,
+        carbon: p.carbon.map(|c| CarbonPolicy {
+            max_intensity: c.max_intensity,
+        }),
+    })
+}
+
+// ---------------------------------------------------------------- instances
+
+impl From<InstanceSpec> for pb::InstanceSpec {
+    fn from(s: InstanceSpec) -> Self {
+        pb::InstanceSpec {
+            r#type: wire::<_, pb::InstanceType>(s.instance_type),
+            image: s.image,
+            cpus: s.cpus,
+            memory_mib: s.memory_mib,
+            disk_gib: s.disk_gib,
+            kernel: path_text(s.kernel),
+            initrd: path_text(s.initrd),
+            cmdline: s.cmdline,
+            backend: wire::<_, pb::MicrovmBackend>(s.backend),
+            restore_from: path_text(s.restore_from),
+            networks: s.networks,
+            command: s.command,
+            env: s.env,
+            restart: wire::<_, pb::RestartPolicy>(s.restart),
+            placement: Some(s.placement.into()),
+        }
+    }
+}
+
+fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
+    Ok(InstanceSpec {
+        instance_type: instance_type(s.r#type, &path(at, "type"))?,
+        image: s.image,
+        cpus: s.cpus,
+        memory_mib: s.memory_mib,
+        disk_gib: s.disk_gib,
+        kernel: optional_path(s.kernel),
+        initrd: optional_path(s.initrd),
+        cmdline: s.cmdline,
+        backend: backend(s.backend, &path(at, "backend"))?.unwrap_or_default(),
+        restore_from: optional_path(s.restore_from),
+        networks: s.networks,
+        command: s.command,
+        env: s.env,
+        restart: restart(s.restart, &path(at, "restart"))?.unwrap_or_default(),
+        placement: s
+            .placement
+            .map(|p| placement(p, &path(at, "placement")))
+            .transpose()?
+            .unwrap_or_default(),
+    })
+}
+
+fn required_spec(s: Option<pb::InstanceSpec>, at: &str) -> Result<InstanceSpec> {
+    spec(required(s, at)?, at)
+}
+
+impl TryFrom<pb::InstanceSpec> for InstanceSpec {
+    type Error = Error;
+
+    fn try_from(s: pb::InstanceSpec) -> Result<Self> {
+        spec(s, "spec")
+    }
+}
+
+impl From<CreateInstance> for pb::CreateInstance {
+    fn from(c: CreateInstance) -> Self {
+        pb::CreateInstance {
+            name: c.name,
+            labels: c.labels,
+            spec: Some(c.spec.into()),
+        }
+    }
+}
+
+impl TryFrom<pb::CreateInstance> for CreateInstance {
+    type Error = Error;
+
+    /// Fields are named as the model's validation names them (`name`, `spec.type`).
+    fn try_from(c: pb::CreateInstance) -> Result<Self> {
+        Ok(CreateInstance {
+            name: c.name,
+            labels: c.labels,
+            spec: required_spec(c.spec, "spec")?,
+        })
+    }
+}
+
+impl From<Condition> for pb::Condition {
+    fn from(c: Condition) -> Self {
+        pb::Condition {
+            r#type: wire::<_, pb::ConditionType>(c.condition_type),
+            status: c.status,
+            reason: c.reason,
+            message: c.message,
+            since: Some(timestamp(c.since)),
+        }
+    }
+}
+
+fn condition(c: pb::Condition, at: &str) -> Result<Condition> {
+    Ok(Condition {
+        condition_type: condition_type(c.r#type, &path(at, "type"))?,
+        status: c.status,
+        reason: c.reason,
+        message: c.message,
+        since: required_time(c.since, &path(at, "since"))?,
+    })
+}
+
+impl From<ExitStatus> for pb::ExitStatus {
+    fn from(e: ExitStatus) -> Self {
+        pb::ExitStatus {
+            code: e.code,
+            oom_killed: e.oom_killed,
+            at: Some(timestamp(e.at)),
+        }
+    }
+}
+
+impl From<Failure> for pb::Failure {
+    fn from(f: Failure) -> Self {
+        pb::Failure {
+            attempts: f.attempts,
+            at: Some(timestamp(f.at)),
+        }
+    }
+}
+
+impl From<IpConfig> for pb::IpConfig {
+    fn from(ip: IpConfig) -> Self {
+        pb::IpConfig {
+            address: ip.address.to_string(),
+            prefix_len: u32::from(ip.prefix_len),
+            gateway: ip.gateway.to_string(),
+        }
+    }
+}
+
+fn ip_config(ip: pb::IpConfig, at: &str) -> Result<IpConfig> {
+    Ok(IpConfig {
+        address: address(&ip.address, &path(at, "address"))?,
+        prefix_len: fits(ip.prefix_len, &path(at, "prefix_len"))?,
+        gateway: address(&ip.gateway, &path(at, "gateway"))?,
+    })
+}
+
+impl From<NetworkAttachment> for pb::NetworkAttachment {
+    fn from(a: NetworkAttachment) -> Self {
+        pb::NetworkAttachment {
+            network: a.network,
+            interface: a.interface,
+            host_interface: a.host_interface,
+            bridge: a.bridge,
+            mac: a.mac,
+            addresses: a.addresses.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+fn attachment(a: pb::NetworkAttachment, at: &str) -> Result<NetworkAttachment> {
+    let addresses = path(at, "addresses");
+    Ok(NetworkAttachment {
+        network: a.network,
+        interface: a.interface,
+        host_interface: a.host_interface,
+        bridge: a.bridge,
+        mac: a.mac,
+        addresses: a
+            .addresses
+            .into_iter()
+            .enumerate()
+            .map(|(i, ip)| ip_config(ip, &item(&addresses, i)))
+            .collect::<Result<_>>()?,
+    })
+}
+
+impl From<Instance> for pb::Instance {
+    fn from(i: Instance) -> Self {
+        pb::Instance {
+            id: i.id,
+            name: i.name,
+            labels: i.labels,
+            spec: Some(i.spec.into()),
+            desired: wire::<_, pb::DesiredState>(i.desired),
+            status: wire::<_, pb::InstanceStatus>(i.status),
+            node: i.node,
+            runtime: i.runtime,
+            attachments: i.attachments.into_iter().map(Into::into).collect(),
+            conditions: i.conditions.into_iter().map(Into::into).collect(),
+            exit: i.exit.map(Into::into),
+            failure: i.failure.map(Into::into),
+            compute_reserved: Some(i.compute_reserved),
+            reschedule: i.reschedule,
+            restarts_requested: i.restarts_requested,
+            restarts_done: i.restarts_done,
+            created_at: Some(timestamp(i.created_at)),
+            updated_at: Some(timestamp(i.updated_at)),
+            started_at: i.started_at.map(timestamp),
+            revision: i.revision,
+        }
+    }
+}
+
+fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
+    let conditions = path(at, "conditions");
+    let attachments = path(at, "attachments");
+    Ok(Instance {
+        id: non_empty(i.id, &path(at, "id"))?,
+        name: non_empty(i.name, &path(at, "name"))?,
+        labels: i.labels,
+        spec: required_spec(i.spec, &path(at, "spec"))?,
+        desired: desired_state(i.desired, &path(at, "desired"))?,
+        status: instance_status(i.status, &path(at, "status"))?,
+        node: i.node,
+        runtime: i.runtime,
+        attachments: i
+            .attachments
+            .into_iter()
+            .enumerate()
+            .map(|(n, a)| attachment(a, &item(&attachments, n)))
+            .collect::<Result<_>>()?,
+        conditions: i
+            .conditions
+            .into_iter()
+            .enumerate()
+            .map(|(n, c)| condition(c, &item(&conditions, n)))
+            .collect::<Result<_>>()?,
+        exit: i
+            .exit
+            .map(|e| {
+                let at = path(at, "exit");
+                Ok::<_, Error>(ExitStatus {
+                    code: e.code,
+                    oom_killed: e.oom_killed,
+                    at: required_time(e.at, &path(&at, "at"))?,
+                })
+            })
+            .transpose()?,
+        failure: i
+            .failure
+            .map(|f| {
+                let at = path(at, "failure");
+                Ok::<_, Error>(Failure {
+                    attempts: f.attempts,
+                    at: required_time(f.at, &path(&at, "at"))?,
+                })
+            })
+            .transpose()?,
+        compute_reserved: i.compute_reserved.unwrap_or(true),
+        reschedule: i.reschedule,
+        restarts_requested: i.restarts_requested,
+        restarts_done: i.restarts_done,
+        created_at: required_time(i.created_at, &path(at, "created_at"))?,
+        updated_at: required_time(i.updated_at, &path(at, "updated_at"))?,
+        started_at: optional_time(i.started_at, &path(at, "started_at"))?,
+        revision: i.revision,
+    })
+}
+
+impl TryFrom<pb::Instance> for Instance {
+    type Error = Error;
+
+    fn try_from(i: pb::Instance) -> Result<Self> {
+        instance(i, "instance")
+    }
+}
+
+impl From<InstanceFilter> for pb::InstanceFilter {
+    fn from(f: InstanceFilter) -> Self {
+        pb::InstanceFilter {
+            r#type: f.instance_type.map_or(0, wire::<_, pb::InstanceType>),
+            status: f.status.map_or(0, wire::<_, pb::InstanceStatus>),
+            node: f.node,
+            labels: f.labels,
+        }
+    }
+}
+
+impl TryFrom<pb::InstanceFilter> for InstanceFilter {
+    type Error = Error;
+
+    fn try_from(f: pb::InstanceFilter) -> Result<Self> {
+        Ok(InstanceFilter {
+            instance_type: optional_instance_type(f.r#type, "filter.type")?,
+            status: optional_instance_status(f.status, "filter.status")?,
+            node: f.node,
+            labels: f.labels,
+        })
+    }
+}
+
+impl From<InstanceStats> for pb::InstanceStats {
+    fn from(s: InstanceStats) -> Self {
+        pb::InstanceStats {
+            cpu_time_ns: s.cpu_time_ns,
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids: s.pids,
+            disk_read_bytes: s.disk_read_bytes,
+            disk_write_bytes: s.disk_write_bytes,
+            net_rx_bytes: s.net_rx_bytes,
+            net_tx_bytes: s.net_tx_bytes,
+        }
+    }
+}
+
+impl From<pb::InstanceStats> for InstanceStats {
+    fn from(s: pb::InstanceStats) -> Self {
+        InstanceStats {
+            cpu_time_ns: s.cpu_time_ns,
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids: s.pids,
+            disk_read_bytes: s.disk_read_bytes,
+            disk_write_bytes: s.disk_write_bytes,
+            net_rx_bytes: s.net_rx_bytes,
+            net_tx_bytes: s.net_tx_bytes,
+        }
+    }
+}
+
+impl From<LogChunk> for pb::LogChunk {
+    fn from(c: LogChunk) -> Self {
+        pb::LogChunk {
+            data: c.data,
+            next_offset: c.next_offset,
+        }
+    }
+}
+
+impl From<pb::LogChunk> for LogChunk {
+    fn from(c: pb::LogChunk) -> Self {
+        LogChunk {
+            data: c.data,
+            next_offset: c.next_offset,
+        }
+    }
+}
+
+impl From<InstanceEvent> for pb::InstanceEvent {
+    fn from(e: InstanceEvent) -> Self {
+        pb::InstanceEvent {
+            kind: wire::<_, pb::EventKind>(e.kind),
+            revision: e.revision,
+            instance: e.instance.map(Into::into),
+            id: e.id,
+        }
+    }
+}
+
+impl TryFrom<pb::InstanceEvent> for InstanceEvent {
+    type Error = Error;
+
+    fn try_from(e: pb::InstanceEvent) -> Result<Self> {
+        Ok(InstanceEvent {
+            kind: event_kind(e.kind, "event.kind")?,
+            revision: e.revision,
+            instance: e
+                .instance
+                .map(|i| instance(i, "event.instance"))
+                .transpose()?,
+            id: non_empty(e.id, "event.id")?,
+        })
+    }
+}
+
+impl From<SnapshotInfo> for pb::SnapshotInfo {
+    fn from(s: SnapshotInfo) -> Self {
+        pb::SnapshotInfo {
+            name: s.name,
+            created_at: s.created_at.map(timestamp),
+            includes_memory: s.includes_memory,
+            current: s.current,
+        }
+    }
+}
+
+impl TryFrom<pb::SnapshotInfo> for SnapshotInfo {
+    type Error = Error;
+
+    fn try_from(s: pb::SnapshotInfo) -> Result<Self> {
+        Ok(SnapshotInfo {
+            name: non_empty(s.name, "snapshot.name")?,
+            created_at: optional_time(s.created_at, "snapshot.created_at")?,
+            includes_memory: s.includes_memory,
+            current: s.current,
+        })
+    }
+}
+
+impl From<ImageInfo> for pb::ImageInfo {
+    fn from(i: ImageInfo) -> Self {
+        pb::ImageInfo {
+            name: i.name,
+            digest: i.digest,
+            size_bytes: i.size_bytes,
+        }
+    }
+}
+
+impl TryFrom<pb::ImageInfo> for ImageInfo {
+    type Error = Error;
+
+    fn try_from(i: pb::ImageInfo) -> Result<Self> {
+        Ok(ImageInfo {
+            name: non_empty(i.name, "image.name")?,
+            digest: i.digest,
+            size_bytes: i.size_bytes,
+        })
+    }
+}
+
+impl From<RuntimeState> for pb::RuntimeState {
+    fn from(s: RuntimeState) -> Self {
+        use pb::runtime_state::State;
+        let state = match s {
+            RuntimeState::Missing => State::Missing(()),
+            RuntimeState::Created => State::Created(()),
+            RuntimeState::Running => State::Running(()),
+            RuntimeState::Paused => State::Paused(()),
+            RuntimeState::Exited {
+                code,
+                oom_killed,
+                at,
+            } => State::Exited(pb::runtime_state::Exited {
+                code,
+                oom_killed,
+                at: at.map(timestamp),
+            }),
+        };
+        pb::RuntimeState { state: Some(state) }
+    }
+}
+
+impl TryFrom<pb::RuntimeState> for RuntimeState {
+    type Error = Error;
+
+    fn try_from(s: pb::RuntimeState) -> Result<Self> {
+        use pb::runtime_state::State;
+        Ok(match required(s.state, "state")? {
+            State::Missing(()) => RuntimeState::Missing,
+            State::Created(()) => RuntimeState::Created,
+            State::Running(()) => RuntimeState::Running,
+            State::Paused(()) => RuntimeState::Paused,
+            State::Exited(e) => RuntimeState::Exited {
+                code: e.code,
+                oom_killed: e.oom_killed,
+                at: optional_time(e.at, "state.exited.at")?,
+            },
+        })
+    }
+}
+
+// ---------------------------------------------------------------- nodes
+
+impl From<OrphanSweep> for pb::OrphanSweep {
+    fn from(s: OrphanSweep) -> Self {
+        pb::OrphanSweep {
+            at: s.at.map(timestamp),
+            adopted: s.adopted,
+            removed: s.removed,
+            errors: s.errors,
+        }
+    }
+}
+
+fn orphan_sweep(s: pb::OrphanSweep, at: &str) -> Result<OrphanSweep> {
+    Ok(OrphanSweep {
+        at: optional_time(s.at, &path(at, "at"))?,
+        adopted: s.adopted,
+        removed: s.removed,
+        errors: s.errors,
+    })
+}
+
+impl TryFrom<pb::OrphanSweep> for OrphanSweep {
+    type Error = Error;
+
+    fn try_from(s: pb::OrphanSweep) -> Result<Self> {
+        orphan_sweep(s, "sweep")
+    }
+}
+
+/// A node's runtimes, missing runtimes and drivers, on the wire.
+type RuntimesOnWire = (Vec<i32>, Vec<pb::MissingRuntime>, Vec<pb::DriverInfo>);
+
+fn runtimes_to_wire(
+    runtimes: BTreeSet<InstanceType>,
+    missing: BTreeMap<InstanceType, String>,
+    drivers: BTreeMap<InstanceType, DriverInfo>,
+) -> RuntimesOnWire {
+    (
+        runtimes
+            .into_iter()
+            .map(wire::<_, pb::InstanceType>)
+            .collect(),
+        missing
+            .into_iter()
+            .map(|(t, reason)| pb::MissingRuntime {
+                r#type: wire::<_, pb::InstanceType>(t),
+                reason,
+            })
+            .collect(),
+        drivers
+            .into_iter()
+            .map(|(t, d)| pb::DriverInfo {
+                r#type: wire::<_, pb::InstanceType>(t),
+                name: d.name,
+                capabilities: d
+                    .capabilities
+                    .into_iter()
+                    .map(wire::<_, pb::Capability>)
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+/// What a node can run, as its registration, facts and record all say it.
+struct Runtimes {
+    runtimes: BTreeSet<InstanceType>,
+    missing: BTreeMap<InstanceType, String>,
+    drivers: BTreeMap<InstanceType, DriverInfo>,
+}
+
+fn runtimes(wire: RuntimesOnWire, at: &str) -> Result<Runtimes> {
+    let (runtimes, missing, drivers) = wire;
+    let runtimes_at = path(at, "runtimes");
+    let missing_at = path(at, "missing_runtimes");
+    let drivers_at = path(at, "drivers");
+    Ok(Runtimes {
+        runtimes: runtimes
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| instance_type(t, &item(&runtimes_at, i)))
+            .collect::<Result<_>>()?,
+        missing: missing
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let at = item(&missing_at, i);
+                Ok((instance_type(m.r#type, &path(&at, "type"))?, m.reason))
+            })
+            .collect::<Result<_>>()?,
+        drivers: drivers
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let at = item(&drivers_at, i);
+                let capabilities_at = path(&at, "capabilities");
+                let capabilities = d
+                    .capabilities
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, c)| capability(c, &item(&capabilities_at, n)))
+                    .collect::<Result<_>>()?;
+                let info = DriverInfo {
+                    name: d.name,
+                    capabilities,
+                };
+                Ok((instance_type(d.r#type, &path(&at, "type"))?, info))
+            })
+            .collect::<Result<_>>()?,
+    })
+}
+
+impl From<Node> for pb::Node {
+    fn from(n: Node) -> Self {
+        let (runtimes, missing_runtimes, drivers) =
+            runtimes_to_wire(n.runtimes, n.missing_runtimes, n.drivers);
+        pb::Node {
+            id: n.id,
+            hostname: n.hostname,
+            address: n.address,
+            region: n.region,
+            zone: n.zone,
+            role: wire::<_, pb::NodeRole>(n.role),
+            status: wire::<_, pb::NodeStatus>(n.status),
+            capacity: Some(n.capacity.into()),
+            allocated: Some(n.allocated.into()),
+            labels: n.labels,
+            traits: n.traits.into_iter().collect(),
+            runtimes,
+            missing_runtimes,
+            carbon_intensity: n.carbon_intensity,
+            last_heartbeat: n.last_heartbeat.map(timestamp),
+            orphan_sweep: n.orphan_sweep.map(Into::into),
+            created_at: Some(timestamp(n.created_at)),
+            updated_at: Some(timestamp(n.updated_at)),
+            revision: n.revision,
+            drivers,
+        }
+    }
+}
+
+fn node(n: pb::Node, at: &str) -> Result<Node> {
+    let r = runtimes((n.runtimes, n.missing_runtimes, n.drivers), at)?;
+    Ok(Node {
+        id: non_empty(n.id, &path(at, "id"))?,
+        hostname: n.hostname,
+        address: n.address,
+        region: n.region,
+        zone: n.zone,
+        role: node_role(n.role, &path(at, "role"))?,
+        status: node_status(n.status, &path(at, "status"))?,
+        capacity: resources(n.capacity, &path(at, "capacity"))?,
+        allocated: resources(n.allocated, &path(at, "allocated"))?,
+        labels: n.labels,
+        traits: set(n.traits),
+        runtimes: r.runtimes,
+        missing_runtimes: r.missing,
+        drivers: r.drivers,
+        carbon_intensity: n.carbon_intensity,
+        last_heartbeat: optional_time(n.last_heartbeat, &path(at, "last_heartbeat"))?,
+        orphan_sweep: n
+            .orphan_sweep
+            .map(|s| orphan_sweep(s, &path(at, "orphan_sweep")))
+            .transpose()?,
+        created_at: required_time(n.created_at, &path(at, "created_at"))?,
+        updated_at: required_time(n.updated_at, &path(at, "updated_at"))?,
+        revision: n.revision,
+    })
+}
+
+impl TryFrom<pb::Node> for Node {
+    type Error = Error;
+
+    fn try_from(n: pb::Node) -> Result<Self> {
+        node(n, "node")
+    }
+}
+
+impl From<NodeEvent> for pb::NodeEvent {
+    fn from(e: NodeEvent) -> Self {
+        pb::NodeEvent {
+            kind: wire::<_, pb::EventKind>(e.kind),
+            revision: e.revision,
+            node: e.node.map(Into::into),
+            id: e.id,
+        }
+    }
+}
+
+impl TryFrom<pb::NodeEvent> for NodeEvent {
+    type Error = Error;
+
+    fn try_from(e: pb::NodeEvent) -> Result<Self> {
+        Ok(NodeEvent {
+            kind: event_kind(e.kind, "event.kind")?,
+            revision: e.revision,
+            node: e.node.map(|n| node(n, "event.node")).transpose()?,
+            id: non_empty(e.id, "event.id")?,
+        })
+    }
+}
+
+impl From<DrainReport> for pb::DrainReport {
+    fn from(r: DrainReport) -> Self {
+        pb::DrainReport {
+            node: r.node,
+            moved: r.moved,
+            pending: r.pending,
+            stopped: r.stopped,
+            status: r.status.map_or(0, wire::<_, pb::NodeStatus>),
+        }
+    }
+}
+
+impl TryFrom<pb::DrainReport> for DrainReport {
+    type Error = Error;
+
+    fn try_from(r: pb::DrainReport) -> Result<Self> {
+        Ok(DrainReport {
+            node: r.node,
+            moved: r.moved,
+            pending: r.pending,
+            stopped: r.stopped,
+            status: optional_node_status(r.status, "report.status")?,
+        })
+    }
+}
+
+impl From<NodeRegistration> for pb::NodeRegistration {
+    fn from(r: NodeRegistration) -> Self {
+        let (runtimes, missing_runtimes, drivers) =
+            runtimes_to_wire(r.runtimes, r.missing_runtimes, r.drivers);
+        pb::NodeRegistration {
+            id: r.id,
+            hostname: r.hostname,
+            address: r.address,
+            region: Some(r.region),
+            zone: Some(r.zone),
+            role: wire::<_, pb::NodeRole>(r.role),
+            capacity: Some(r.capacity.into()),
+            labels: r.labels,
+            traits: r.traits.into_iter().collect(),
+            runtimes,
+            missing_runtimes,
+            carbon_intensity: r.carbon_intensity,
+            drivers,
+        }
+    }
+}
+
+impl TryFrom<pb::NodeRegistration> for NodeRegistration {
+    type Error = Error;
+
+    /// Fields are named as the model's validation names them (`node.id`).
+    fn try_from(r: pb::NodeRegistration) -> Result<Self> {
+        let at = "node";
+        let rt = runtimes((r.runtimes, r.missing_runtimes, r.drivers), at)?;
+        let default_domain = || "default".to_owned();
+        Ok(NodeRegistration {
+            id: r.id,
+            hostname: r.hostname,
+            address: r.address,
+            region: r.region.unwrap_or_else(default_domain),
+            zone: r.zone.unwrap_or_else(default_domain),
+            role: optional_node_role(r.role, &path(at, "role"))?.unwrap_or_default(),
+            capacity: resources(r.capacity, &path(at, "capacity"))?,
+            labels: r.labels,
+            traits: set(r.traits),
+            runtimes: rt.runtimes,
+            missing_runtimes: rt.missing,
+            drivers: rt.drivers,
+            carbon_intensity: r.carbon_intensity,
+        })
+    }
+}
+
+impl From<NodeFacts> for pb::NodeFacts {
+    fn from(f: NodeFacts) -> Self {
+        let (runtimes, missing_runtimes, drivers) =
+            runtimes_to_wire(f.runtimes, f.missing_runtimes, f.drivers);
+        pb::NodeFacts {
+            hostname: f.hostname,
+            capacity: Some(f.capacity.into()),
+            runtimes,
+            missing_runtimes,
+            drivers,
+        }
+    }
+}
+
+impl TryFrom<pb::NodeFacts> for NodeFacts {
+    type Error = Error;
+
+    fn try_from(f: pb::NodeFacts) -> Result<Self> {
+        let rt = runtimes((f.runtimes, f.missing_runtimes, f.drivers), "facts")?;
+        Ok(NodeFacts {
+            hostname: f.hostname,
+            capacity: resources(f.capacity, "facts.capacity")?,
+            runtimes: rt.runtimes,
+            missing_runtimes: rt.missing,
+            drivers: rt.drivers,
+        })
+    }
+}
+
+impl From<ClusterInfo> for pb::ClusterInfo {
+    fn from(c: ClusterInfo) -> Self {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        pb::ClusterInfo {
+            nodes: count(c.nodes),
+            nodes_by_status: c
+                .nodes_by_status
+                .into_iter()
+                .map(|(status, n)| pb::NodeStatusCount {
+                    status: wire::<_, pb::NodeStatus>(status),
+                    count: count(n),
+                })
+                .collect(),
+            instances: count(c.instances),
+            instances_by_type: c
+                .instances_by_type
+                .into_iter()
+                .flat_map(|(t, by_status)| {
+                    by_status
+                        .into_iter()
+                        .map(move |(status, n)| pb::InstanceStatusCount {
+                            r#type: wire::<_, pb::InstanceType>(t),
+                            status: wire::<_, pb::InstanceStatus>(status),
+                            count: count(n),
+                        })
+                })
+                .collect(),
+            capacity: Some(c.capacity.into()),
+            allocated: Some(c.allocated.into()),
+            schedulable_free: Some(c.schedulable_free.into()),
+            leader: c.leader,
+        }
+    }
+}
+
+impl TryFrom<pb::ClusterInfo> for ClusterInfo {
+    type Error = Error;
+
+    fn try_from(c: pb::ClusterInfo) -> Result<Self> {
+        let mut info = ClusterInfo {
+            nodes: fits(c.nodes, "info.nodes")?,
+            instances: fits(c.instances, "info.instances")?,
+            capacity: c.capacity.map(Into::into).unwrap_or_default(),
+            allocated: c.allocated.map(Into::into).unwrap_or_default(),
+            schedulable_free: c.schedulable_free.map(Into::into).unwrap_or_default(),
+            leader: c.leader,
+            ..ClusterInfo::default()
+        };
+        for (i, n) in c.nodes_by_status.into_iter().enumerate() {
+            let at = item("info.nodes_by_status", i);
+            let status = node_status(n.status, &path(&at, "status"))?;
+            info.nodes_by_status
+                .insert(status, fits(n.count, &path(&at, "count"))?);
+        }
+        for (i, n) in c.instances_by_type.into_iter().enumerate() {
+            let at = item("info.instances_by_type", i);
+            let t = instance_type(n.r#type, &path(&at, "type"))?;
+            let status = instance_status(n.status, &path(&at, "status"))?;
+            info.instances_by_type
+                .entry(t)
+                .or_default()
+                .insert(status, fits(n.count, &path(&at, "count"))?);
+        }
+        Ok(info)
+    }
+}
+
+// ---------------------------------------------------------------- networks
+
+impl From<Subnet> for pb::Subnet {
+    fn from(s: Subnet) -> Self {
+        pb::Subnet {
+            cidr: s.cidr.to_string(),
+            gateway: s.gateway.to_string(),
+            reserved: s.reserved.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn subnet(s: pb::Subnet, at: &str) -> Result<Subnet> {
+    let reserved_at = path(at, "reserved");
+    Ok(Subnet {
+        cidr: cidr(&s.cidr, &path(at, "cidr"))?,
+        gateway: address(&s.gateway, &path(at, "gateway"))?,
+        reserved: s
+            .reserved
+            .iter()
+            .enumerate()
+            .map(|(i, r)| cidr(r, &item(&reserved_at, i)))
+            .collect::<Result<_>>()?,
+    })
+}
+
+impl From<Network> for pb::Network {
+    fn from(n: Network) -> Self {
+        pb::Network {
+            name: n.name,
+            subnets: n.subnets.into_iter().map(Into::into).collect(),
+            bridge: n.bridge,
+            nat: n.nat,
+            isolated: n.isolated,
+            created_at: Some(timestamp(n.created_at)),
+            deleting: n.deleting,
+            revision: n.revision,
+        }
+    }
+}
+
+fn network(n: pb::Network, at: &str) -> Result<Network> {
+    let subnets_at = path(at, "subnets");
+    Ok(Network {
+        name: non_empty(n.name, &path(at, "name"))?,
+        subnets: n
+            .subnets
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| subnet(s, &item(&subnets_at, i)))
+            .collect::<Result<_>>()?,
+        bridge: n.bridge,
+        nat: n.nat,
+        isolated: n.isolated,
+        created_at: required_time(n.created_at, &path(at, "created_at"))?,
+        deleting: n.deleting,
+        revision: n.revision,
+    })
+}
+
+impl TryFrom<pb::Network> for Network {
+    type Error = Error;
+
+    fn try_from(n: pb::Network) -> Result<Self> {
+        network(n, "network")
+    }
+}
+
+impl From<CreateNetwork> for pb::CreateNetwork {
+    fn from(c: CreateNetwork) -> Self {
+        pb::CreateNetwork {
+            name: c.name,
+            subnets: c.subnets,
+            gateways: c.gateways,
+            reserved: c.reserved,
+            nat: Some(c.nat),
+            isolated: Some(c.isolated),
+        }
+    }
+}
+
+impl TryFrom<pb::CreateNetwork> for CreateNetwork {
+    type Error = Error;
+
+    /// The text fields are parsed by the model's validation, which names them.
+    fn try_from(c: pb::CreateNetwork) -> Result<Self> {
+        Ok(CreateNetwork {
+            name: c.name,
+            subnets: c.subnets,
+            gateways: c.gateways,
+            reserved: c.reserved,
+            nat: c.nat.unwrap_or(true),
+            isolated: c.isolated.unwrap_or(true),
+        })
+    }
+}
+
+// ---------------------------------------------------------------- lists
+
+/// Decodes every element of a repeated field.
+pub(crate) fn decode_all<C, P: TryInto<C, Error = Error>>(values: Vec<P>) -> Result<Vec<C>> {
+    list(values)
+}

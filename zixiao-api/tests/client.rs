@@ -1,0 +1,260 @@
+//! `connect` and the GrpcClient against a server over any `Api` (here an
+//! in-process controller on fake drivers): the streams (watches, a followed
+//! log), the node operations and the cluster summary cross the wire; the
+//! health and reflection services answer; an unreachable server is
+//! `Unavailable` naming the address and the operating system's error; and
+//! requests for the caller's files are answered by the client itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use zixiao_core::controller::EventKind;
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceStatus, InstanceType, NodeStatus,
+    Resources, Wait,
+};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::fake_agent;
+
+fn host() -> HostFacts {
+    HostFacts {
+        hostname: "node-a-host".into(),
+        capacity: Resources {
+            cpus: 8,
+            memory_mib: 8192,
+            disk_gib: 100,
+            instances: 32,
+        },
+    }
+}
+
+/// A controller over fake runtimes with one node, served on loopback.
+async fn serve() -> (SocketAddr, Controller, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
+    let agent = fake_agent(host());
+    let registration = agent.registration("node-a");
+    let controller = Controller::builder(Arc::new(store), Arc::new(PluginScheduler::default()))
+        .agent("node-a", Arc::new(agent))
+        .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let api = Arc::new(controller.clone());
+    tokio::spawn(zixiao_api::server::serve(
+        api,
+        listener,
+        std::future::pending(),
+    ));
+    (addr, controller, dir)
+}
+
+async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} took longer than 10 s"))
+}
+
+#[tokio::test]
+async fn watches_a_followed_log_and_node_operations_cross_the_wire() {
+    let (addr, controller, _dir) = serve().await;
+    let client = zixiao_api::connect(&format!("http://{addr}")).expect("client");
+    let mut instances = client.watch_instances(0).await.expect("watch instances");
+    let mut nodes = client.watch_nodes(0).await.expect("watch nodes");
+
+    let web = client
+        .create_instance(
+            CreateInstance::new("web", InstanceSpec::container("busybox")),
+            Wait::Settled,
+        )
+        .await
+        .expect("create");
+    assert_eq!(web.status, InstanceStatus::Running);
+    let first = within("an instance event", instances.next())
+        .await
+        .expect("an event")
+        .expect("a valid event");
+    assert_eq!(first.kind, EventKind::Added);
+    assert_eq!(first.id, web.id);
+    assert_eq!(first.instance.expect("the instance").name, "web");
+
+    // What the fake runtime logged at start, then the end of the stream
+    // once the instance stops.
+    let mut log = client.follow_log("web", 0).await.expect("follow");
+    let written = within("the log", log.next())
+        .await
+        .expect("a piece")
+        .expect("bytes");
+    assert!(!written.is_empty());
+    client
+        .stop_instance("web", Wait::Settled)
+        .await
+        .expect("stop");
+    let rest: Vec<_> = within("the end of the log", log.collect()).await;
+    assert!(rest.iter().all(Result::is_ok), "{rest:?}");
+
+    let cordoned = client.cordon_node("node-a").await.expect("cordon");
+    assert_eq!(cordoned.status, NodeStatus::Cordoned);
+    // The node changed before (its allocation, as the instance came and
+    // went): the cordon is among the changes that followed.
+    let cordon = within("the cordon's node event", async {
+        loop {
+            let event = nodes
+                .next()
+                .await
+                .expect("an event")
+                .expect("a valid event");
+            assert_eq!(event.kind, EventKind::Modified);
+            let node = event.node.expect("the node");
+            if node.status == NodeStatus::Cordoned {
+                return node;
+            }
+        }
+    })
+    .await;
+    assert_eq!(cordon.id, "node-a");
+    let uncordoned = client.uncordon_node("node-a").await.expect("uncordon");
+    assert_eq!(uncordoned.status, NodeStatus::Ready);
+    let report = client.drain_node("node-a").await.expect("drain");
+    assert_eq!(report.node, "node-a");
+    assert_eq!(report.stopped, ["web"], "{report:?}");
+    client.uncordon_node("node-a").await.expect("uncordon");
+    let on = client
+        .set_maintenance("node-a", true)
+        .await
+        .expect("maintenance on");
+    assert_eq!(on.status, Some(NodeStatus::Maintenance));
+    let off = client
+        .set_maintenance("node-a", false)
+        .await
+        .expect("maintenance off");
+    assert_eq!(off.status, Some(NodeStatus::Ready));
+
+    let info = client.cluster_info().await.expect("info");
+    assert_eq!(info, controller.cluster_info().await.expect("info"));
+    assert_eq!(info.nodes, 1);
+    assert_eq!(info.leader, None, "an in-process controller has no leader");
+
+    let error = client.list_images(None, InstanceType::Container).await;
+    assert_eq!(
+        error.expect_err("fake runtimes keep no images").kind(),
+        ErrorKind::Unsupported
+    );
+    let gone = client
+        .delete_instance("web", Wait::Settled)
+        .await
+        .expect("delete");
+    assert!(gone.is_none());
+}
+
+#[tokio::test]
+async fn health_and_reflection_answer_for_every_service() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (addr, _controller, _dir) = serve().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel.clone());
+    for service in zixiao_api::server::SERVICES.into_iter().chain([""]) {
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let answer = health.check(request).await.expect("check").into_inner();
+        assert_eq!(answer.status(), ServingStatus::Serving, "{service}");
+    }
+    let unknown = HealthCheckRequest {
+        service: "zixiao.v1.NoSuchService".to_owned(),
+    };
+    let status = health.check(unknown).await.expect_err("unknown");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+
+    // Reflection v1, as grpcurl asks it (v1alpha: the Python test).
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter([ask]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.message().await.expect("an answer").expect("one");
+    let Some(MessageResponse::ListServicesResponse(listed)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let listed: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+    for service in zixiao_api::server::SERVICES {
+        assert!(
+            listed.iter().any(|s| s == service),
+            "{service} in {listed:?}"
+        );
+    }
+    assert!(
+        listed.iter().any(|s| s == "grpc.health.v1.Health"),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_unavailable_naming_the_address_and_the_os_error() {
+    // A port nothing listens on: bound, then released.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let client = zixiao_api::connect(&addr.to_string()).expect("a lazy client");
+    let error = client.list_nodes().await.expect_err("nobody listens");
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{}", error.chain());
+    let chain = error.chain();
+    assert!(chain.contains(&addr.to_string()), "{chain}");
+    assert!(chain.contains("os error"), "{chain}");
+}
+
+#[tokio::test]
+async fn requests_for_the_callers_files_are_unsupported_by_the_client_itself() {
+    // Nothing listens: the client answers without a call.
+    let client = zixiao_api::connect("127.0.0.1:9").expect("a lazy client");
+    let restore = client
+        .restore_instance("web", "/tmp/snap".into(), Wait::No)
+        .await;
+    let export = client.export_snapshot("web", "s1", "/tmp/out".into()).await;
+    let import = client
+        .import_images(
+            None,
+            InstanceType::Container,
+            "/tmp/busybox.tar".into(),
+            Default::default(),
+        )
+        .await;
+    for error in [
+        restore.expect_err("restore"),
+        export.expect_err("export"),
+        import.expect_err("import"),
+    ] {
+        assert_eq!(error.kind(), ErrorKind::Unsupported, "{}", error.chain());
+        assert!(
+            error.chain().contains("127.0.0.1:9") && error.chain().contains("/tmp/"),
+            "{}",
+            error.chain()
+        );
+    }
+}

@@ -1,0 +1,824 @@
+//! Every object the protocol carries survives core -> pb -> core unchanged
+//! (property tests over generated objects), and a message from the wire
+//! that is missing a required field or carries an unknown enum value is
+//! refused with `InvalidArgument` naming the field, never a panic or a
+//! guess.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use zixiao_api::pb;
+use zixiao_core::agent::NodeFacts;
+use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
+use zixiao_core::driver::{
+    Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
+};
+use zixiao_core::model::{
+    Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
+    Failure, Instance, InstanceSpec, InstanceStatus, InstanceType, IpConfig, MicrovmBackend,
+    Network, NetworkAttachment, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep,
+    Placement, Resources, RestartPolicy, Subnet,
+};
+use zixiao_core::scheduler::{
+    CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
+    LabelSelector, Strategy as Ranking, ZoneSpread,
+};
+use zixiao_core::{Error, ErrorKind, InstanceFilter};
+
+// ---------------------------------------------------------------- strategies
+
+fn name() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9-]{0,12}"
+}
+
+fn text() -> impl Strategy<Value = String> {
+    ".{0,16}"
+}
+
+fn labels() -> impl Strategy<Value = BTreeMap<String, String>> {
+    prop::collection::btree_map(name(), text(), 0..3)
+}
+
+fn names() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(name(), 0..3)
+}
+
+fn name_set() -> impl Strategy<Value = BTreeSet<String>> {
+    prop::collection::btree_set(name(), 0..3)
+}
+
+fn time() -> impl Strategy<Value = DateTime<Utc>> {
+    // From 1970 to 2100, to the nanosecond.
+    (0i64..4_102_444_800, 0u32..1_000_000_000)
+        .prop_map(|(s, n)| DateTime::from_timestamp(s, n).expect("in range"))
+}
+
+fn one_of<T: Clone + Debug + 'static>(values: &[T]) -> impl Strategy<Value = T> {
+    prop::sample::select(values.to_vec())
+}
+
+fn instance_type() -> impl Strategy<Value = InstanceType> {
+    one_of(&InstanceType::ALL)
+}
+
+fn instance_status() -> impl Strategy<Value = InstanceStatus> {
+    one_of(&InstanceStatus::ALL)
+}
+
+fn node_status() -> impl Strategy<Value = NodeStatus> {
+    one_of(&NodeStatus::ALL)
+}
+
+fn node_role() -> impl Strategy<Value = NodeRole> {
+    one_of(&[NodeRole::Worker, NodeRole::Control, NodeRole::Combined])
+}
+
+fn resources() -> impl Strategy<Value = Resources> {
+    (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
+        |(cpus, memory_mib, disk_gib, instances)| Resources {
+            cpus,
+            memory_mib,
+            disk_gib,
+            instances,
+        },
+    )
+}
+
+fn requirement() -> impl Strategy<Value = LabelRequirement> {
+    let operator = one_of(&[
+        LabelOperator::Equals,
+        LabelOperator::In,
+        LabelOperator::NotIn,
+        LabelOperator::Exists,
+        LabelOperator::DoesNotExist,
+    ]);
+    (name(), operator, names()).prop_map(|(key, operator, values)| LabelRequirement {
+        key,
+        operator,
+        values,
+    })
+}
+
+fn selector() -> impl Strategy<Value = LabelSelector> {
+    prop::collection::vec(requirement(), 0..3).prop_map(LabelSelector)
+}
+
+fn group_rule() -> impl Strategy<Value = GroupRule> {
+    let policy = one_of(&[
+        GroupPolicy::Affinity,
+        GroupPolicy::AntiAffinity,
+        GroupPolicy::SoftAffinity,
+        GroupPolicy::SoftAntiAffinity,
+    ]);
+    let scope = one_of(&[GroupScope::Node, GroupScope::Zone]);
+    (name(), policy, scope).prop_map(|(name, policy, scope)| GroupRule {
+        name,
+        policy,
+        scope,
+    })
+}
+
+fn placement() -> impl Strategy<Value = Placement> {
+    let spread = prop::option::of(
+        (
+            prop::option::of(name()),
+            prop::collection::btree_map(name(), any::<u8>(), 0..3),
+        )
+            .prop_map(|(group, targets)| ZoneSpread { group, targets }),
+    );
+    let strategy = prop::option::of(one_of(&[Ranking::BinPack, Ranking::Spread]));
+    let carbon = prop::option::of(
+        prop::option::of(any::<u32>()).prop_map(|max_intensity| CarbonPolicy { max_intensity }),
+    );
+    (
+        (prop::option::of(name()), prop::option::of(name())),
+        (selector(), name_set(), name_set(), name_set(), selector()),
+        (
+            prop::collection::vec(group_rule(), 0..3),
+            spread,
+            strategy,
+            carbon,
+        ),
+    )
+        .prop_map(
+            |(
+                (region, zone),
+                (node_selector, required_traits, forbidden_traits, aggregates, aggregate_selector),
+                (groups, spread, strategy, carbon),
+            )| Placement {
+                region,
+                zone,
+                node_selector,
+                required_traits,
+                forbidden_traits,
+                aggregates,
+                aggregate_selector,
+                groups,
+                spread,
+                strategy,
+                carbon,
+            },
+        )
+}
+
+fn path() -> impl Strategy<Value = Option<PathBuf>> {
+    prop::option::of("/[a-z]{1,8}/[a-z.]{1,8}".prop_map(PathBuf::from))
+}
+
+fn spec() -> impl Strategy<Value = InstanceSpec> {
+    let backend = one_of(&[
+        MicrovmBackend::Auto,
+        MicrovmBackend::Vmm,
+        MicrovmBackend::Qemu,
+    ]);
+    let restart = one_of(&[
+        RestartPolicy::Never,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Always,
+    ]);
+    (
+        (instance_type(), prop::option::of(text()), any::<u32>()),
+        (any::<u64>(), any::<u64>(), path(), path()),
+        (prop::option::of(text()), backend, path(), names()),
+        (
+            prop::collection::vec(text(), 0..3),
+            labels(),
+            restart,
+            placement(),
+        ),
+    )
+        .prop_map(
+            |(
+                (instance_type, image, cpus),
+                (memory_mib, disk_gib, kernel, initrd),
+                (cmdline, backend, restore_from, networks),
+                (command, env, restart, placement),
+            )| InstanceSpec {
+                instance_type,
+                image,
+                cpus,
+                memory_mib,
+                disk_gib,
+                kernel,
+                initrd,
+                cmdline,
+                backend,
+                restore_from,
+                networks,
+                command,
+                env,
+                restart,
+                placement,
+            },
+        )
+}
+
+fn create_instance() -> impl Strategy<Value = CreateInstance> {
+    (text(), labels(), spec()).prop_map(|(name, labels, spec)| CreateInstance {
+        name,
+        labels,
+        spec,
+    })
+}
+
+fn address() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<[u8; 4]>().prop_map(IpAddr::from),
+        any::<[u8; 16]>().prop_map(IpAddr::from),
+    ]
+}
+
+fn attachment() -> impl Strategy<Value = NetworkAttachment> {
+    let ip =
+        (address(), any::<u8>(), address()).prop_map(|(address, prefix_len, gateway)| IpConfig {
+            address,
+            prefix_len,
+            gateway,
+        });
+    (
+        (name(), name(), name()),
+        (name(), text(), prop::collection::vec(ip, 0..3)),
+    )
+        .prop_map(
+            |((network, interface, host_interface), (bridge, mac, addresses))| NetworkAttachment {
+                network,
+                interface,
+                host_interface,
+                bridge,
+                mac,
+                addresses,
+            },
+        )
+}
+
+fn condition() -> impl Strategy<Value = Condition> {
+    let condition_type = one_of(&[
+        ConditionType::Scheduled,
+        ConditionType::RuntimeReady,
+        ConditionType::Exited,
+    ]);
+    (condition_type, any::<bool>(), text(), text(), time()).prop_map(
+        |(condition_type, status, reason, message, since)| Condition {
+            condition_type,
+            status,
+            reason,
+            message,
+            since,
+        },
+    )
+}
+
+fn instance() -> impl Strategy<Value = Instance> {
+    let desired = one_of(&[
+        DesiredState::Running,
+        DesiredState::Stopped,
+        DesiredState::Deleted,
+    ]);
+    let exit = prop::option::of((any::<i32>(), any::<bool>(), time()).prop_map(
+        |(code, oom_killed, at)| ExitStatus {
+            code,
+            oom_killed,
+            at,
+        },
+    ));
+    let failure = prop::option::of(
+        (any::<u32>(), time()).prop_map(|(attempts, at)| Failure { attempts, at }),
+    );
+    (
+        (name(), name(), labels(), spec()),
+        (
+            desired,
+            instance_status(),
+            prop::option::of(name()),
+            prop::option::of(name()),
+        ),
+        (
+            prop::collection::vec(attachment(), 0..2),
+            prop::collection::vec(condition(), 0..3),
+            exit,
+            failure,
+        ),
+        (any::<bool>(), any::<bool>(), any::<u64>(), any::<u64>()),
+        (time(), time(), prop::option::of(time()), any::<u64>()),
+    )
+        .prop_map(
+            |(
+                (id, name, labels, spec),
+                (desired, status, node, runtime),
+                (attachments, conditions, exit, failure),
+                (compute_reserved, reschedule, restarts_requested, restarts_done),
+                (created_at, updated_at, started_at, revision),
+            )| Instance {
+                id,
+                name,
+                labels,
+                spec,
+                desired,
+                status,
+                node,
+                runtime,
+                attachments,
+                conditions,
+                exit,
+                failure,
+                compute_reserved,
+                reschedule,
+                restarts_requested,
+                restarts_done,
+                created_at,
+                updated_at,
+                started_at,
+                revision,
+            },
+        )
+}
+
+fn orphan_sweep() -> impl Strategy<Value = OrphanSweep> {
+    (prop::option::of(time()), names(), names(), names()).prop_map(
+        |(at, adopted, removed, errors)| OrphanSweep {
+            at,
+            adopted,
+            removed,
+            errors,
+        },
+    )
+}
+
+/// A node's runtimes, missing runtimes and drivers.
+type Runtimes = (
+    BTreeSet<InstanceType>,
+    BTreeMap<InstanceType, String>,
+    BTreeMap<InstanceType, DriverInfo>,
+);
+
+fn runtimes() -> impl Strategy<Value = Runtimes> {
+    let driver = (
+        name(),
+        prop::collection::btree_set(one_of(&Capability::ALL), 0..4),
+    )
+        .prop_map(|(name, capabilities)| DriverInfo { name, capabilities });
+    (
+        prop::collection::btree_set(instance_type(), 0..3),
+        prop::collection::btree_map(instance_type(), text(), 0..3),
+        prop::collection::btree_map(instance_type(), driver, 0..3),
+    )
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    (
+        (name(), text(), text(), name(), name()),
+        (node_role(), node_status(), resources(), resources()),
+        (
+            labels(),
+            name_set(),
+            runtimes(),
+            prop::option::of(any::<u32>()),
+        ),
+        (
+            prop::option::of(time()),
+            prop::option::of(orphan_sweep()),
+            time(),
+            time(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, hostname, address, region, zone),
+                (role, status, capacity, allocated),
+                (labels, traits, (runtimes, missing_runtimes, drivers), carbon_intensity),
+                (last_heartbeat, orphan_sweep, created_at, updated_at, revision),
+            )| Node {
+                id,
+                hostname,
+                address,
+                region,
+                zone,
+                role,
+                status,
+                capacity,
+                allocated,
+                labels,
+                traits,
+                runtimes,
+                missing_runtimes,
+                drivers,
+                carbon_intensity,
+                last_heartbeat,
+                orphan_sweep,
+                created_at,
+                updated_at,
+                revision,
+            },
+        )
+}
+
+fn registration() -> impl Strategy<Value = NodeRegistration> {
+    (
+        (text(), text(), text(), name(), name()),
+        (node_role(), resources(), labels(), name_set()),
+        (runtimes(), prop::option::of(any::<u32>())),
+    )
+        .prop_map(
+            |(
+                (id, hostname, address, region, zone),
+                (role, capacity, labels, traits),
+                ((runtimes, missing_runtimes, drivers), carbon_intensity),
+            )| NodeRegistration {
+                id,
+                hostname,
+                address,
+                region,
+                zone,
+                role,
+                capacity,
+                labels,
+                traits,
+                runtimes,
+                missing_runtimes,
+                drivers,
+                carbon_intensity,
+            },
+        )
+}
+
+fn event_kind() -> impl Strategy<Value = EventKind> {
+    one_of(&[EventKind::Added, EventKind::Modified, EventKind::Deleted])
+}
+
+fn cidr() -> impl Strategy<Value = Cidr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, l)| Cidr::new(IpAddr::from(a), l)),
+        (any::<[u8; 16]>(), 0u8..=128).prop_map(|(a, l)| Cidr::new(IpAddr::from(a), l)),
+    ]
+    .prop_map(|c| c.expect("a valid prefix length"))
+}
+
+fn network() -> impl Strategy<Value = Network> {
+    let subnet = (cidr(), address(), prop::collection::vec(cidr(), 0..3)).prop_map(
+        |(cidr, gateway, reserved)| Subnet {
+            cidr,
+            gateway,
+            reserved,
+        },
+    );
+    (
+        (name(), prop::collection::vec(subnet, 0..3), name()),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            time(),
+            any::<bool>(),
+            any::<u64>(),
+        ),
+    )
+        .prop_map(
+            |((name, subnets, bridge), (nat, isolated, created_at, deleting, revision))| Network {
+                name,
+                subnets,
+                bridge,
+                nat,
+                isolated,
+                created_at,
+                deleting,
+                revision,
+            },
+        )
+}
+
+fn cluster_info() -> impl Strategy<Value = ClusterInfo> {
+    let count = 0usize..1_000_000;
+    (
+        (
+            count.clone(),
+            prop::collection::btree_map(node_status(), count.clone(), 0..4),
+        ),
+        (
+            count.clone(),
+            prop::collection::btree_map(
+                instance_type(),
+                prop::collection::btree_map(instance_status(), count, 1..4),
+                0..3,
+            ),
+        ),
+        (
+            resources(),
+            resources(),
+            resources(),
+            prop::option::of(name()),
+        ),
+    )
+        .prop_map(
+            |(
+                (nodes, nodes_by_status),
+                (instances, instances_by_type),
+                (capacity, allocated, schedulable_free, leader),
+            )| ClusterInfo {
+                nodes,
+                nodes_by_status,
+                instances,
+                instances_by_type,
+                capacity,
+                allocated,
+                schedulable_free,
+                leader,
+            },
+        )
+}
+
+fn runtime_state() -> impl Strategy<Value = RuntimeState> {
+    prop_oneof![
+        Just(RuntimeState::Missing),
+        Just(RuntimeState::Created),
+        Just(RuntimeState::Running),
+        Just(RuntimeState::Paused),
+        (any::<i32>(), any::<bool>(), prop::option::of(time())).prop_map(
+            |(code, oom_killed, at)| RuntimeState::Exited {
+                code,
+                oom_killed,
+                at
+            }
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------- round trips
+
+/// `value` sent and received again.
+fn round_trip<C, P>(value: &C) -> Result<C, Error>
+where
+    C: Clone,
+    P: From<C> + TryInto<C, Error = Error>,
+{
+    P::from(value.clone()).try_into()
+}
+
+fn same<C, P>(value: C) -> Result<(), TestCaseError>
+where
+    C: Clone + PartialEq + Debug,
+    P: From<C> + TryInto<C, Error = Error>,
+{
+    let back = round_trip::<C, P>(&value).map_err(|e| TestCaseError::fail(e.chain()))?;
+    prop_assert_eq!(back, value);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn instances_round_trip(value in instance()) {
+        same::<_, pb::Instance>(value)?;
+    }
+
+    #[test]
+    fn specs_and_create_requests_round_trip(value in create_instance()) {
+        same::<_, pb::InstanceSpec>(value.spec.clone())?;
+        same::<_, pb::CreateInstance>(value)?;
+    }
+
+    #[test]
+    fn nodes_registrations_and_facts_round_trip(
+        node in node(),
+        registration in registration(),
+    ) {
+        let facts = NodeFacts {
+            hostname: node.hostname.clone(),
+            capacity: node.capacity,
+            runtimes: node.runtimes.clone(),
+            missing_runtimes: node.missing_runtimes.clone(),
+            drivers: node.drivers.clone(),
+        };
+        same::<_, pb::NodeFacts>(facts)?;
+        same::<_, pb::Node>(node)?;
+        same::<_, pb::NodeRegistration>(registration)?;
+    }
+
+    #[test]
+    fn events_round_trip(
+        kind in event_kind(),
+        revision in any::<u64>(),
+        instance in prop::option::of(instance()),
+        node in prop::option::of(node()),
+        id in name(),
+    ) {
+        same::<_, pb::InstanceEvent>(InstanceEvent { kind, revision, instance, id: id.clone() })?;
+        same::<_, pb::NodeEvent>(NodeEvent { kind, revision, node, id })?;
+    }
+
+    #[test]
+    fn networks_and_their_requests_round_trip(
+        value in network(),
+        subnets in names(),
+        gateways in names(),
+        reserved in names(),
+        flags in any::<(bool, bool)>(),
+    ) {
+        let create = CreateNetwork {
+            name: value.name.clone(),
+            subnets,
+            gateways,
+            reserved,
+            nat: flags.0,
+            isolated: flags.1,
+        };
+        same::<_, pb::CreateNetwork>(create)?;
+        same::<_, pb::Network>(value)?;
+    }
+
+    #[test]
+    fn summaries_reports_and_filters_round_trip(
+        info in cluster_info(),
+        node in name(),
+        lists in (names(), names(), names()),
+        status in prop::option::of(node_status()),
+        filter in (
+            prop::option::of(instance_type()),
+            prop::option::of(instance_status()),
+            prop::option::of(name()),
+            labels(),
+        ),
+    ) {
+        same::<_, pb::ClusterInfo>(info)?;
+        let (moved, pending, stopped) = lists;
+        same::<_, pb::DrainReport>(DrainReport { node, moved, pending, stopped, status })?;
+        let (instance_type, status, node, labels) = filter;
+        same::<_, pb::InstanceFilter>(InstanceFilter { instance_type, status, node, labels })?;
+    }
+
+    #[test]
+    fn runtime_objects_round_trip(
+        state in runtime_state(),
+        sweep in orphan_sweep(),
+        snapshot in (name(), prop::option::of(time()), any::<bool>(), any::<bool>()),
+        image in (name(), text(), any::<u64>()),
+        stats in any::<(u64, u64, [Option<u64>; 6])>(),
+        chunk in (prop::collection::vec(any::<u8>(), 0..64), any::<u64>()),
+    ) {
+        same::<_, pb::RuntimeState>(state)?;
+        same::<_, pb::OrphanSweep>(sweep)?;
+        let (name, created_at, includes_memory, current) = snapshot;
+        same::<_, pb::SnapshotInfo>(SnapshotInfo { name, created_at, includes_memory, current })?;
+        let (name, digest, size_bytes) = image;
+        same::<_, pb::ImageInfo>(ImageInfo { name, digest, size_bytes })?;
+        let (cpu_time_ns, memory_bytes, [a, b, c, d, e, f]) = stats;
+        let stats = InstanceStats {
+            cpu_time_ns,
+            memory_bytes,
+            memory_limit_bytes: a,
+            pids: b,
+            disk_read_bytes: c,
+            disk_write_bytes: d,
+            net_rx_bytes: e,
+            net_tx_bytes: f,
+        };
+        prop_assert_eq!(InstanceStats::from(pb::InstanceStats::from(stats.clone())), stats);
+        let chunk = LogChunk { data: chunk.0, next_offset: chunk.1 };
+        prop_assert_eq!(LogChunk::from(pb::LogChunk::from(chunk.clone())), chunk);
+    }
+}
+
+// ---------------------------------------------------------------- refusals
+
+/// The field `result` is refused for, as an invalid argument.
+fn refused<T: Debug>(result: Result<T, Error>) -> String {
+    match result {
+        Err(Error::InvalidArgument { field, .. }) => field,
+        other => panic!("not refused as an invalid argument: {other:?}"),
+    }
+}
+
+fn an_instance() -> Instance {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    instance()
+        .new_tree(&mut runner)
+        .expect("an instance")
+        .current()
+}
+
+#[test]
+fn a_missing_or_unknown_enum_is_refused_naming_the_field() {
+    let wire = pb::Instance::from(an_instance());
+    let mut unset = wire.clone();
+    unset.status = 0;
+    assert_eq!(refused(Instance::try_from(unset)), "instance.status");
+    let mut unknown = wire.clone();
+    unknown.status = 99;
+    let error = Instance::try_from(unknown).expect_err("unknown status");
+    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        error.chain().contains("unknown value 99"),
+        "{}",
+        error.chain()
+    );
+    let mut untyped = wire.clone();
+    if let Some(spec) = untyped.spec.as_mut() {
+        spec.r#type = 0;
+    }
+    assert_eq!(refused(Instance::try_from(untyped)), "instance.spec.type");
+    let mut spec = wire.spec.clone().expect("a spec");
+    spec.r#type = 0;
+    assert_eq!(refused(InstanceSpec::try_from(spec)), "spec.type");
+}
+
+#[test]
+fn a_missing_required_field_is_refused_not_defaulted() {
+    let wire = pb::Instance::from(an_instance());
+    let mut no_spec = wire.clone();
+    no_spec.spec = None;
+    assert_eq!(refused(Instance::try_from(no_spec)), "instance.spec");
+    let mut no_time = wire.clone();
+    no_time.created_at = None;
+    assert_eq!(refused(Instance::try_from(no_time)), "instance.created_at");
+    let mut no_id = wire;
+    no_id.id.clear();
+    assert_eq!(refused(Instance::try_from(no_id)), "instance.id");
+    let create = pb::CreateInstance {
+        name: "web".into(),
+        labels: Default::default(),
+        spec: None,
+    };
+    assert_eq!(refused(CreateInstance::try_from(create)), "spec");
+    let registration = pb::NodeRegistration {
+        id: "n1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        refused(NodeRegistration::try_from(registration)),
+        "node.capacity"
+    );
+    assert_eq!(
+        refused(RuntimeState::try_from(pb::RuntimeState { state: None })),
+        "state"
+    );
+}
+
+#[test]
+fn values_out_of_range_or_unparsable_are_refused_naming_the_field() {
+    let mut instance = an_instance();
+    instance.attachments = vec![NetworkAttachment {
+        network: "lan".into(),
+        interface: "eth0".into(),
+        host_interface: "zxv0".into(),
+        bridge: "zxb0".into(),
+        mac: "02:00:00:00:00:01".into(),
+        addresses: vec![IpConfig {
+            address: "10.0.0.2".parse().expect("address"),
+            prefix_len: 24,
+            gateway: "10.0.0.1".parse().expect("address"),
+        }],
+    }];
+    let wire = pb::Instance::from(instance);
+    let mut wide = wire.clone();
+    wide.attachments[0].addresses[0].prefix_len = 300;
+    assert_eq!(
+        refused(Instance::try_from(wide)),
+        "instance.attachments[0].addresses[0].prefix_len"
+    );
+    let mut garbage = wire;
+    garbage.attachments[0].addresses[0].gateway = "not an address".into();
+    assert_eq!(
+        refused(Instance::try_from(garbage)),
+        "instance.attachments[0].addresses[0].gateway"
+    );
+    let mut bad_time = pb::Instance::from(an_instance());
+    if let Some(t) = bad_time.updated_at.as_mut() {
+        t.nanos = -1;
+    }
+    assert_eq!(refused(Instance::try_from(bad_time)), "instance.updated_at");
+    let mut spread = pb::InstanceSpec::from(InstanceSpec::container("busybox"));
+    spread.placement = Some(pb::Placement {
+        spread: Some(pb::ZoneSpread {
+            group: None,
+            targets: [("z1".to_owned(), 1000)].into(),
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        refused(InstanceSpec::try_from(spread)),
+        "spec.placement.spread.targets[z1]"
+    );
+}
+
+#[test]
+fn unset_optional_fields_take_the_models_defaults() {
+    let wire = pb::InstanceSpec {
+        r#type: pb::InstanceType::Container.into(),
+        ..Default::default()
+    };
+    let spec = InstanceSpec::try_from(wire).expect("a spec");
+    assert_eq!(spec.backend, MicrovmBackend::Auto);
+    assert_eq!(spec.restart, RestartPolicy::Never);
+    assert_eq!(spec.placement, Placement::default());
+    let create = CreateNetwork::try_from(pb::CreateNetwork {
+        name: "lan".into(),
+        ..Default::default()
+    })
+    .expect("a request");
+    assert!(create.nat && create.isolated, "on unless turned off");
+}
