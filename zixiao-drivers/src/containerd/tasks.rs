@@ -8,7 +8,7 @@
 //! the instance id, so even what a cut-off create left is found by id.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -45,6 +45,14 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit code of a process ended by SIGKILL.
 const SIGKILL_EXIT: i32 = 128 + 9;
+
+/// How long a start waits for containerd to remove the task bundle of a
+/// task create whose client was cut off (it does once the shim it started
+/// for that create disconnects: about 2 s after the cut, measured on
+/// containerd 1.6.20) before it reports the bundle as stale.
+const STALE_BUNDLE_WAIT: Duration = Duration::from_secs(15);
+/// How often the task create is tried again meanwhile.
+const STALE_BUNDLE_POLL: Duration = Duration::from_millis(250);
 
 impl ContainerdDriver {
     pub(super) fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
@@ -292,14 +300,39 @@ impl ContainerdDriver {
             options: None,
             runtime_path: String::new(),
         };
-        match self.tasks().create(self.conn.request(request)).await {
-            Ok(_) => {}
-            // A concurrent start made it first.
-            Err(status) if is_already_exists(&status) => {}
-            Err(status) => {
-                // runc may leave a task record behind when its create fails.
-                self.delete_task(id).await.ok();
-                return Err(self.start_error(instance, status));
+        let deadline = Instant::now() + STALE_BUNDLE_WAIT;
+        loop {
+            match self
+                .tasks()
+                .create(self.conn.request(request.clone()))
+                .await
+            {
+                Ok(_) => break,
+                // A concurrent start made it first.
+                Err(status) if is_already_exists(&status) => break,
+                // The bundle of a task create whose client was cut off:
+                // containerd still works on that create, and removes the
+                // bundle once the shim it started disconnects. Wait for
+                // that (or for the task it made) rather than fail.
+                Err(status) if is_stale_shim_dir(status.message()) && Instant::now() < deadline => {
+                    tokio::time::sleep(STALE_BUNDLE_POLL).await;
+                    match self.task(id).await?.map(|p| status_of(&p)) {
+                        Some(TaskStatus::Running) => return Ok(()),
+                        Some(TaskStatus::Created) => break,
+                        Some(TaskStatus::Paused | TaskStatus::Pausing) => {
+                            return self.resume_task(instance).await
+                        }
+                        Some(TaskStatus::Stopped | TaskStatus::Unknown) => {
+                            self.delete_task(id).await?
+                        }
+                        None => {}
+                    }
+                }
+                Err(status) => {
+                    // runc may leave a task record behind when its create fails.
+                    self.delete_task(id).await.ok();
+                    return Err(self.start_error(instance, status));
+                }
             }
         }
         self.start_created(instance, id).await
@@ -327,11 +360,14 @@ impl ContainerdDriver {
     fn start_error(&self, instance: &Instance, status: Status) -> DriverError {
         let message = status.message();
         if is_stale_shim_dir(message) {
-            // No API removes it: containerd does, when it starts.
+            // It outlived the wait for containerd's own clean-up: no API
+            // removes it, containerd does when it starts.
             return DriverError::FailedPrecondition(format!(
-                "containerd holds a stale task directory of instance `{}`, left when containerd \
-                 stopped in the middle of starting it; restarting containerd removes it ({message})",
-                instance.name
+                "containerd holds a stale task directory of instance `{}` (left when containerd \
+                 stopped in the middle of starting it, and not removed within {} s); restarting \
+                 containerd removes it ({message})",
+                instance.name,
+                STALE_BUNDLE_WAIT.as_secs()
             ));
         }
         let missing = message.contains("executable file not found")
