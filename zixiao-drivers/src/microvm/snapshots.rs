@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zixiao_core::driver::{SnapshotInfo, Snapshots};
-use zixiao_core::{Driver, DriverError, Instance, InstanceSpec, InstanceType, RuntimeState};
+use zixiao_core::{
+    Driver, DriverError, Instance, InstanceSpec, InstanceStatus, InstanceType, RuntimeState,
+};
 
 use super::layout::{Backend, InstanceDir};
 use super::vmm::VmmBoot;
@@ -234,21 +236,24 @@ impl Snapshots for MicrovmDriver {
             let current = Self::current_snapshot(&dir).as_deref() == Some(name);
             return Ok(existing.info(current));
         }
-        match self.inspect(instance).await? {
-            RuntimeState::Running | RuntimeState::Paused => {}
+        // Left as the store has it: running unless paused on purpose (the
+        // runtime may show a pause that a cut-off snapshot left).
+        let running = match self.inspect(instance).await? {
+            RuntimeState::Running => instance.status != InstanceStatus::Paused,
+            RuntimeState::Paused => instance.status == InstanceStatus::Running,
             other => {
                 return Err(DriverError::FailedPrecondition(format!(
                     "instance `{}` is not running ({other:?}): only a running microVM has memory to snapshot",
                     instance.name
                 )))
             }
-        }
+        };
         let tmp = dir.snapshots().join(format!(".{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(dir.snapshots())
             .map_err(|e| io(format!("create {}", dir.snapshots().display()), e))?;
         let taken = async {
-            self.vmm_backend()?.snapshot(&dir, &tmp).await?;
+            self.vmm_backend()?.snapshot(&dir, &tmp, running).await?;
             let spec = &instance.spec;
             let manifest = SnapshotManifest {
                 version: MANIFEST_VERSION,
