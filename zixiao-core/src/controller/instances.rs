@@ -257,10 +257,8 @@ impl Controller {
         } else {
             (InstanceStatus::Paused, InstanceStatus::Running)
         };
-        if current.status == to {
-            return Ok(current);
-        }
-        if current.status != from {
+        let already = current.status == to;
+        if !already && current.status != from {
             return Err(Error::FailedPrecondition(format!(
                 "instance `{}` is {}; only a {} instance can be {}",
                 current.name,
@@ -269,12 +267,18 @@ impl Controller {
                 if pause { "paused" } else { "resumed" }
             )));
         }
+        // Asked of the runtime even when the store has it so already: the
+        // calls are idempotent, and a runtime left otherwise (a snapshot
+        // cut off while the guest was paused for it) is put right.
         let driver = self.driver_for(&current)?;
         let capability = driver.require_pause()?;
         if pause {
             capability.pause(&current).await?;
         } else {
             capability.resume(&current).await?;
+        }
+        if already {
+            return Ok(current);
         }
         let id = current.id.clone();
         let now = self.now();
