@@ -229,3 +229,108 @@ fn a_qemu_microvm_boots_linux_from_the_command_line() {
     ok(zixiao(s, &["instance", "delete", "m1"]));
     assert_no_microvm_files(s);
 }
+
+/// A QEMU guest that dies while booting ends `failed`, not `stopped` with
+/// exit code 0: one that resets at once fails its create with the
+/// console's last lines, one that panics later is found failed (exit code
+/// 1) by the next command; one that powers itself off still completes.
+#[test]
+fn a_qemu_guest_that_dies_while_booting_ends_failed() {
+    let Some(kernel) = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")
+    else {
+        return;
+    };
+    let Some(initrd) = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")
+    else {
+        return;
+    };
+    let state = state_dir();
+    let s = state.path();
+    // The real kernel's setup code (it prints on the console), then bytes
+    // that are no instructions: the guest faults as soon as it leaves setup.
+    let image = std::fs::read(&kernel).expect("kernel");
+    let setup = (usize::from(image[0x1f1]).max(4) + 1) * 512;
+    let mut broken = image[..setup].to_vec();
+    broken.resize(image.len(), 0xff);
+    let broken_path = s.join("broken-bzImage");
+    std::fs::write(&broken_path, &broken).expect("write");
+    let create = |name: &str, kernel: &str, cmdline: &str| {
+        zixiao(
+            s,
+            &[
+                "-o",
+                "json",
+                "instance",
+                "create",
+                "--name",
+                name,
+                "--type",
+                "microvm",
+                "--backend",
+                "qemu",
+                "--kernel",
+                kernel,
+                "--initrd",
+                &initrd,
+                "--cmdline",
+                cmdline,
+                "--memory",
+                "128",
+            ],
+        )
+    };
+    let status = |name: &str| json(zixiao(s, &["-o", "json", "instance", "get", name]));
+
+    let out = create("reset", &broken_path.to_string_lossy(), "console=ttyS0");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("died while booting") && stderr.contains("Probing EDD"),
+        "{stderr}"
+    );
+    let reset = status("reset");
+    assert_eq!(reset["status"], "failed", "{reset}");
+
+    // Panics at the end of the kernel's boot, after the create answered.
+    let created = json(create(
+        "panics",
+        &kernel,
+        "console=ttyS0 rdinit=/nonexistent",
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let panicked = loop {
+        let now = status("panics");
+        if now["status"] != "running" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still running: {now}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(panicked["status"], "failed", "{panicked}");
+    assert_eq!(panicked["exit"]["code"], 1, "{panicked}");
+    wait_for_log(s, "panics", "Kernel panic");
+
+    let created = json(create(
+        "powers-off",
+        &kernel,
+        "console=ttyS0 quiet zixiao.poweroff",
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stopped = loop {
+        let now = status("powers-off");
+        if now["status"] != "running" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still running: {now}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["exit"]["code"], 0, "{stopped}");
+
+    for name in ["reset", "panics", "powers-off"] {
+        ok(zixiao(s, &["instance", "delete", name]));
+    }
+    assert_no_microvm_files(s);
+}
