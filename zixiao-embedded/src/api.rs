@@ -3,12 +3,16 @@
 //! reaches: copying a microVM snapshot out of the node's runtime
 //! (`ExportSnapshot`) and creating an instance from such a copy
 //! (`RestoreInstance`). Image requests without a node mean the local node.
+//!
+//! Because it runs on the node, it also checks what only the node's files
+//! can tell before a create is stored: a microVM's kernel, initrd and
+//! sizes, a snapshot's manifest against its files.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use zixiao_core::api::{Api, Request, Response};
-use zixiao_core::{CreateInstance, Error, Result};
+use zixiao_core::{CreateInstance, Error, InstanceSpec, Result};
 
 use crate::Embedded;
 
@@ -31,8 +35,16 @@ impl Api for Embedded {
                 export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
                 Ok(Response::Done)
             }
+            Request::CreateInstance { request, wait } => {
+                request.validate()?;
+                check_create(self, &request.spec)?;
+                self.controller
+                    .call(Request::CreateInstance { request, wait })
+                    .await
+            }
             Request::RestoreInstance { name, from, wait } => {
                 let request = restore_request(&name, &absolute(&from, "from")?)?;
+                check_create(self, &request.spec)?;
                 self.controller
                     .call(Request::CreateInstance { request, wait })
                     .await
@@ -82,6 +94,30 @@ impl Api for Embedded {
     }
 }
 
+/// Checks a create of `spec` against what only this node's files tell: a
+/// microVM's kernel, initrd and sizes for the backend it would run on, or
+/// the snapshot it restores (see `MicrovmDriver::check_create`). Here, not
+/// in the controller: the files are this node's, and only the embedded
+/// deployment stores intents on the node that runs them.
+#[cfg(feature = "microvm")]
+fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
+    use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
+    if spec.instance_type != zixiao_core::InstanceType::Microvm {
+        return Ok(());
+    }
+    let options = MicrovmOptions::from_config(&embedded.drivers)?;
+    // No microVM runtime here: the controller refuses the create, saying why.
+    let Ok(driver) = MicrovmDriver::new(options) else {
+        return Ok(());
+    };
+    Ok(driver.check_create(spec)?)
+}
+
+#[cfg(not(feature = "microvm"))]
+fn check_create(_: &Embedded, _: &InstanceSpec) -> Result<()> {
+    Ok(())
+}
+
 /// `path` made absolute against the working directory: the runtime that
 /// reads it may run elsewhere.
 fn absolute(path: &Path, field: &str) -> Result<PathBuf> {
@@ -106,11 +142,12 @@ fn export_snapshot(_: &Embedded, _: &str, _: &str, _: &Path) -> Result<()> {
     Err(no_microvm("snapshot.export"))
 }
 
-/// The request that restores the snapshot in `from` as instance `name`.
+/// The request that restores the snapshot in `from` as instance `name`,
+/// its manifest checked against the snapshot's files.
 #[cfg(feature = "microvm")]
 fn restore_request(name: &str, from: &Path) -> Result<CreateInstance> {
     use zixiao_drivers::microvm::SnapshotManifest;
-    let manifest = SnapshotManifest::read(from, "from")?;
+    let manifest = SnapshotManifest::read_checked(from, "from")?;
     Ok(CreateInstance::new(name, manifest.restore_spec(from)))
 }
 

@@ -27,6 +27,35 @@ pub const MANIFEST_FILE: &str = "zixiao-snapshot.json";
 const MANIFEST_VERSION: u32 = 1;
 /// The file naming the snapshot an instance last took or reverted to.
 const CURRENT_FILE: &str = "current";
+/// The largest manifest read: it is a few hundred bytes.
+const MAX_MANIFEST: u64 = 64 * 1024;
+/// zixiao-vmm's files in a snapshot directory (its format version 1).
+const VMM_STATE_FILE: &str = "state.json";
+const VMM_MEMORY_FILE: &str = "memory.bin";
+/// The largest VMM state read: registers and device state, some KiB.
+const MAX_VMM_STATE: u64 = 16 * 1024 * 1024;
+
+/// What a restore needs of zixiao-vmm's `state.json`: the guest's size.
+#[derive(Debug, Deserialize)]
+struct VmmSnapshotState {
+    memory_bytes: u64,
+    config: VmmSnapshotConfig,
+}
+
+#[derive(Debug, Deserialize)]
+struct VmmSnapshotConfig {
+    vcpus: u8,
+    memory_mib: u64,
+}
+
+/// Reads a regular file of at most `max` bytes without blocking on a FIFO
+/// or a device; the reason it cannot, otherwise.
+fn read_bounded(path: &Path, field: &str, max: u64) -> Result<Vec<u8>, String> {
+    zixiao_core::files::read_regular(path, field, max).map_err(|e| match e {
+        zixiao_core::Error::InvalidArgument { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
 
 /// What a snapshot directory holds besides the VMM's state: the guest it
 /// was taken of, so a restore can be scheduled with the same size.
@@ -53,8 +82,9 @@ pub struct SnapshotManifest {
 }
 
 impl SnapshotManifest {
-    /// Reads the manifest of the snapshot in `dir`. Errors: `NotFound` (no
-    /// such directory), `InvalidArgument` on `field` (not a microVM snapshot).
+    /// Reads the manifest of the snapshot in `dir` (a regular file of at
+    /// most 64 KiB). Errors: `NotFound` (no such
+    /// directory), `InvalidArgument` on `field` (not a microVM snapshot).
     pub fn read(dir: &Path, field: &str) -> Result<SnapshotManifest, DriverError> {
         if !dir.is_dir() {
             return Err(DriverError::NotFound(format!(
@@ -63,11 +93,11 @@ impl SnapshotManifest {
             )));
         }
         let path = dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| {
+        let bytes = read_bounded(&path, field, MAX_MANIFEST).map_err(|reason| {
             invalid(
                 field,
                 format!(
-                    "{} is not a microVM snapshot (cannot read {MANIFEST_FILE}: {e})",
+                    "{} is not a microVM snapshot ({MANIFEST_FILE}: {reason})",
                     dir.display()
                 ),
             )
@@ -83,6 +113,56 @@ impl SnapshotManifest {
                     manifest.version
                 ),
             ));
+        }
+        Ok(manifest)
+    }
+
+    /// Reads the manifest of the snapshot in `dir` and checks it against
+    /// the snapshot itself: the vCPUs and memory it claims are those of
+    /// the VMM's state (`state.json`) and memory image (`memory.bin`). A
+    /// restore is scheduled by the manifest's sizes, so an edited manifest
+    /// must not pass. Errors: those of [`SnapshotManifest::read`];
+    /// `InvalidArgument` on `field` naming what disagrees.
+    pub fn read_checked(dir: &Path, field: &str) -> Result<SnapshotManifest, DriverError> {
+        let manifest = SnapshotManifest::read(dir, field)?;
+        let damaged = |what: String| {
+            invalid(
+                field,
+                format!(
+                    "{} does not match its snapshot: {what} (the manifest was edited, or the \
+                     snapshot is damaged)",
+                    dir.join(MANIFEST_FILE).display()
+                ),
+            )
+        };
+        let state_path = dir.join(VMM_STATE_FILE);
+        let state = read_bounded(&state_path, field, MAX_VMM_STATE)
+            .and_then(|bytes| {
+                serde_json::from_slice::<VmmSnapshotState>(&bytes).map_err(|e| e.to_string())
+            })
+            .map_err(|reason| damaged(format!("{VMM_STATE_FILE}: {reason}")))?;
+        let memory_len = std::fs::symlink_metadata(dir.join(VMM_MEMORY_FILE))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .ok_or_else(|| damaged(format!("{VMM_MEMORY_FILE} is missing")))?;
+        let claimed = manifest.memory_mib.saturating_mul(1 << 20);
+        if claimed != memory_len || claimed != state.memory_bytes {
+            return Err(damaged(format!(
+                "it says {} MiB of memory, the memory image holds {} MiB ({VMM_MEMORY_FILE}) \
+                 and the VMM's state {} MiB",
+                manifest.memory_mib,
+                memory_len >> 20,
+                state.memory_bytes >> 20
+            )));
+        }
+        if u64::from(manifest.cpus) != u64::from(state.config.vcpus)
+            || state.config.memory_mib != manifest.memory_mib
+        {
+            return Err(damaged(format!(
+                "it says {} vCPUs and {} MiB, the VMM's state {} vCPUs and {} MiB",
+                manifest.cpus, manifest.memory_mib, state.config.vcpus, state.config.memory_mib
+            )));
         }
         Ok(manifest)
     }
@@ -109,11 +189,11 @@ impl SnapshotManifest {
     }
 }
 
-/// Checks that `from` is a snapshot `instance` can resume from: its guest
-/// has the vCPUs and memory the spec asks for (the scheduler reserved those).
-pub(crate) fn check_restore(from: &Path, instance: &Instance) -> Result<(), DriverError> {
-    let manifest = SnapshotManifest::read(from, "spec.restore_from")?;
-    let spec = &instance.spec;
+/// Checks that `from` is a snapshot `spec` can resume from: its manifest
+/// agrees with its files, and its guest has the vCPUs and memory the spec
+/// asks for (the scheduler reserved those).
+pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), DriverError> {
+    let manifest = SnapshotManifest::read_checked(from, "spec.restore_from")?;
     if manifest.cpus != spec.cpus {
         return Err(invalid(
             "spec.cpus",
