@@ -6,13 +6,16 @@
 //!
 //! Because it runs on the node, it also checks what only the node's files
 //! can tell before a create is stored: a microVM's kernel, initrd and
-//! sizes, a snapshot's manifest against its files.
+//! sizes, a snapshot's manifest against its files. A snapshot taken and
+//! then copied out (`snapshot create --to DIR`: two calls) is one act: a
+//! copy refused for its directory deletes the snapshot the same handle
+//! just took for it.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use zixiao_core::api::{Api, Request, Response};
-use zixiao_core::{CreateInstance, Error, InstanceSpec, Result};
+use zixiao_core::{CreateInstance, DriverError, Error, InstanceSpec, Result};
 
 use crate::Embedded;
 
@@ -30,10 +33,38 @@ impl Api for Embedded {
                     .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))??;
                 Ok(Response::StoreSummary(summary))
             }
+            Request::CreateSnapshot { instance, name } => {
+                // Whether this call takes it, or finds it taken before.
+                let existed = self
+                    .controller
+                    .list_snapshots(&instance)
+                    .await
+                    .map_or(true, |all| all.iter().any(|s| s.name == name));
+                let asked = Request::CreateSnapshot {
+                    instance: instance.clone(),
+                    name: name.clone(),
+                };
+                let taken = self.controller.call(asked).await?;
+                if !existed {
+                    let id = self.controller.get_instance(&instance).await?.id;
+                    self.taken().insert((id, name));
+                }
+                Ok(taken)
+            }
             Request::ExportSnapshot { instance, name, to } => {
                 let id = self.controller.get_instance(&instance).await?.id;
-                export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
-                Ok(Response::Done)
+                let exported =
+                    absolute(&to, "to").and_then(|to| export_snapshot(self, &id, &name, &to));
+                let taken_here = self.taken().remove(&(id.clone(), name.clone()));
+                match exported {
+                    Ok(()) => Ok(Response::Done),
+                    // A snapshot taken to be copied, whose copy failed: one act, undone.
+                    Err(e) if taken_here => {
+                        self.controller.delete_snapshot(&id, &name).await?;
+                        Err(undone(e, &name))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Request::CreateInstance { request, wait } => {
                 request.validate()?;
@@ -91,6 +122,29 @@ impl Api for Embedded {
             }
             other => self.controller.call(other).await,
         }
+    }
+}
+
+impl Embedded {
+    fn taken(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(String, String)>> {
+        self.taken_snapshots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A failed copy of snapshot `name` that this call took for it: the
+/// snapshot was deleted again, and the message says so.
+fn undone(error: Error, name: &str) -> Error {
+    let again =
+        format!("; snapshot `{name}`, taken for this copy, was deleted again: nothing changed");
+    match error {
+        Error::InvalidArgument { field, reason } => Error::invalid(field, reason + &again),
+        Error::Driver(DriverError::InvalidArgument { field, reason }) => {
+            Error::invalid(field, reason + &again)
+        }
+        Error::Driver(DriverError::AlreadyExists(what)) => Error::invalid("to", what + &again),
+        other => other,
     }
 }
 

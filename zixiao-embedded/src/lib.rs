@@ -15,8 +15,9 @@
 
 mod api;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use zixiao_core::controller::Convergence;
 use zixiao_core::host::HostFacts;
@@ -70,6 +71,9 @@ pub struct Embedded {
     pub drivers: DriverConfig,
     /// The store in the state directory.
     pub store: Arc<EmbeddedStore>,
+    /// The snapshots this handle took that did not exist before (instance
+    /// id, name): a copy of one to a directory that fails removes it again.
+    taken_snapshots: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 impl Embedded {
@@ -153,6 +157,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         agent,
         drivers: config.drivers,
         store,
+        taken_snapshots: Arc::default(),
     })
 }
 

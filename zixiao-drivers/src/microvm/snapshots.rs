@@ -217,8 +217,10 @@ pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), Driv
 
 /// Copies snapshot `name` of the instance with id `instance_id`, kept under
 /// the microvm driver's `state_dir`, to the new directory `to` (what
-/// `zixiao instance snapshot create --to DIR` does). Errors: `NotFound`
-/// (no such snapshot), `AlreadyExists` (`to` exists and is not empty).
+/// `zixiao instance snapshot create NAME SNAP --to DIR` does). `to` is
+/// checked before anything is copied ([`check_export_target`]), and a copy
+/// that fails midway is removed. Errors: `InvalidArgument` on `to`,
+/// `NotFound` (no such snapshot), `Internal` (the copy failed).
 pub fn export_snapshot(
     state_dir: &Path,
     instance_id: &str,
@@ -226,6 +228,7 @@ pub fn export_snapshot(
     to: &Path,
 ) -> Result<(), DriverError> {
     validate_name(name)?;
+    check_export_target(to)?;
     let from = state_dir
         .join("microvm")
         .join(instance_id)
@@ -236,13 +239,69 @@ pub fn export_snapshot(
             "snapshot `{name}` on this node"
         )));
     }
-    if std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some()) {
-        return Err(DriverError::AlreadyExists(format!(
-            "{} exists and is not empty",
-            to.display()
-        )));
+    let made = !to.exists();
+    copy_dir(&from, to).map_err(|e| {
+        if made {
+            let _ = std::fs::remove_dir_all(to);
+        }
+        io(format!("copy the snapshot to {}", to.display()), e)
+    })
+}
+
+/// Checks that `to` can take a snapshot's copy, touching nothing: it does
+/// not exist and its parent is a directory this process can write into,
+/// or it is an empty directory it can write into. Errors:
+/// `InvalidArgument` on `to`, saying which.
+pub(crate) fn check_export_target(to: &Path) -> Result<(), DriverError> {
+    let shown = to.display();
+    match std::fs::symlink_metadata(to) {
+        Ok(meta) if meta.is_dir() => {
+            let empty = std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_none());
+            if !empty {
+                return Err(invalid("to", format!("`{shown}` exists and is not empty")));
+            }
+            writable(to)
+        }
+        Ok(_) => Err(invalid(
+            "to",
+            format!("`{shown}` exists and is not a directory"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = to
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                let what = if parent.exists() {
+                    "is not a directory"
+                } else {
+                    "does not exist"
+                };
+                return Err(invalid("to", format!("`{}` {what}", parent.display())));
+            }
+            writable(parent)
+        }
+        Err(e) => Err(invalid("to", format!("cannot use `{shown}`: {e}"))),
     }
-    copy_dir(&from, to).map_err(|e| io(format!("copy the snapshot to {}", to.display()), e))
+}
+
+/// Whether this process may make entries in directory `dir` (access(2)).
+fn writable(dir: &Path) -> Result<(), DriverError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| invalid("to", format!("`{}` contains a NUL byte", dir.display())))?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        return Ok(());
+    }
+    Err(invalid(
+        "to",
+        format!(
+            "cannot write into `{}`: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ),
+    ))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
