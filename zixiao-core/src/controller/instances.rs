@@ -164,11 +164,20 @@ impl Controller {
     }
 
     /// Asks for the instance to run. A failed instance is created and
-    /// started again. Idempotent. Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    /// started again. Idempotent. Errors: `NotFound`, `FailedPrecondition`
+    /// (being deleted; paused: a start would answer at once and leave it
+    /// frozen, so it says to resume it instead).
     pub async fn start_instance(&self, instance: &str) -> Result<Instance> {
         let id = self.get_instance(instance).await?.id;
         self.update_object::<Instance, _>(&id, |i| {
             refuse_if_deleted(i)?;
+            if i.status == InstanceStatus::Paused {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance `{}` is paused: it runs, frozen, and a start changes nothing; \
+                     resume it to thaw it (`zixiao instance resume {}`)",
+                    i.name, i.name
+                )));
+            }
             let retry_failed = i.status == InstanceStatus::Failed && i.node.is_some();
             if i.desired == DesiredState::Running && !retry_failed {
                 return Ok(false);
