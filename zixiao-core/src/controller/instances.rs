@@ -314,11 +314,30 @@ impl Controller {
     /// A reader of the instance's log (console, or stdout and stderr). It
     /// holds what it needs of the instance and its driver, not the store, so
     /// a follower may keep it as long as it likes. Errors: `NotFound`,
-    /// `FailedPrecondition` (not on a node yet), `Unsupported`, `Unavailable`.
+    /// `FailedPrecondition` (not on a node yet; never started and nothing
+    /// logged, which an empty log would hide), `Unsupported`, `Unavailable`.
     pub async fn logs(&self, instance: &str) -> Result<LogReader> {
         let instance = self.get_instance(instance).await?;
         let driver = self.driver_for(&instance)?;
-        Ok(LogReader { driver, instance })
+        let reader = LogReader { driver, instance };
+        if reader.instance.started_at.is_none() {
+            // A guest that died in its first moments may have logged why.
+            let logged = match reader.read(0, 1).await {
+                Ok(chunk) => !chunk.data.is_empty(),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !logged {
+                let i = &reader.instance;
+                return Err(Error::FailedPrecondition(format!(
+                    "instance `{}` has never started, so it has no log (it is {}{})",
+                    i.name,
+                    i.status.as_str(),
+                    i.problem().map(|p| format!(": {p}")).unwrap_or_default()
+                )));
+            }
+        }
+        Ok(reader)
     }
 
     /// Attaches to a running instance's console. Errors: `NotFound`,
