@@ -179,6 +179,10 @@ fn describe(stored: Option<&Instance>) -> String {
     }
 }
 
+/// How long a containerd shim without a task may take to go before it
+/// counts as leaked.
+const SHIM_EXIT_GRACE: Duration = Duration::from_secs(5);
+
 /// One containerd namespace, through `ctr`.
 #[derive(Debug, Clone)]
 pub struct ContainerdNamespace {
@@ -377,17 +381,30 @@ impl RuntimeView for ContainerdNamespace {
         let mut held = Vec::new();
         // A shim without a task is one containerd lost track of (a task
         // create cut off): it holds the bundle, and runc's init with it.
-        for (pid, id) in self.shims() {
-            if self.seen(&id) && !tasks.contains_key(&id) {
-                held.push(Held {
-                    instance: id,
-                    presence: Presence::Live,
-                    what: format!(
-                        "containerd shim pid {pid} without a task in namespace {}",
-                        self.namespace
-                    ),
-                });
+        // Shims go a moment after their task is deleted, and containerd
+        // removes the shim of a cut-off create once it disconnects (about
+        // 2 s): only one that outlives that is held.
+        let deadline = Instant::now() + SHIM_EXIT_GRACE;
+        let orphans = loop {
+            let orphans: Vec<(i32, String)> = self
+                .shims()
+                .into_iter()
+                .filter(|(_, id)| self.seen(id) && !tasks.contains_key(id))
+                .collect();
+            if orphans.is_empty() || Instant::now() >= deadline {
+                break orphans;
             }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for (pid, id) in orphans {
+            held.push(Held {
+                instance: id,
+                presence: Presence::Live,
+                what: format!(
+                    "containerd shim pid {pid} without a task in namespace {}",
+                    self.namespace
+                ),
+            });
         }
         for id in containers
             .iter()
