@@ -32,7 +32,7 @@ use super::images;
 use super::record::{self, Record};
 use super::spec::{self, SpecDefaults};
 use super::stats::{self, Sample};
-use super::{console, logs, ContainerdDriver};
+use super::{console, logs, shims, ContainerdDriver};
 
 /// The type URL containerd expects on a container's runtime spec.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -53,6 +53,9 @@ const SIGKILL_EXIT: i32 = 128 + 9;
 const STALE_BUNDLE_WAIT: Duration = Duration::from_secs(15);
 /// How often the task create is tried again meanwhile.
 const STALE_BUNDLE_POLL: Duration = Duration::from_millis(250);
+/// How long a bundle may stay before the shim holding it counts as one
+/// containerd lost track of, and is removed with it (see `shims`).
+const UNTRACKED_SHIM_GRACE: Duration = Duration::from_secs(5);
 
 impl ContainerdDriver {
     pub(super) fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
@@ -300,7 +303,9 @@ impl ContainerdDriver {
             options: None,
             runtime_path: String::new(),
         };
-        let deadline = Instant::now() + STALE_BUNDLE_WAIT;
+        let started = Instant::now();
+        let deadline = started + STALE_BUNDLE_WAIT;
+        let mut cleaned = false;
         loop {
             match self
                 .tasks()
@@ -315,6 +320,18 @@ impl ContainerdDriver {
                 // bundle once the shim it started disconnects. Wait for
                 // that (or for the task it made) rather than fail.
                 Err(status) if is_stale_shim_dir(status.message()) && Instant::now() < deadline => {
+                    // Still there when containerd would have removed it: a
+                    // shim it lost track of holds it (a task delete cut off).
+                    if !cleaned && started.elapsed() >= UNTRACKED_SHIM_GRACE {
+                        cleaned = true;
+                        self.remove_untracked_shims(id).await?;
+                        let namespace = &self.options.namespace;
+                        if let Some(bundle) =
+                            shims::bundle_in_message(status.message(), namespace, id)
+                        {
+                            shims::remove_bundle(&bundle, namespace, id)?;
+                        }
+                    }
                     tokio::time::sleep(STALE_BUNDLE_POLL).await;
                     match self.task(id).await?.map(|p| status_of(&p)) {
                         Some(TaskStatus::Running) => return Ok(()),
@@ -459,10 +476,11 @@ impl ContainerdDriver {
     }
 
     /// Stops the task of container `id` (instance `name`, for messages):
-    /// SIGTERM, `grace`, SIGKILL; then deletes it. Idempotent.
+    /// SIGTERM, `grace`, SIGKILL; then deletes it. Without a task, stops a
+    /// shim containerd lost track of (see `shims`). Idempotent.
     async fn stop_task_of(&self, id: &str, name: &str, grace: Duration) -> Result<(), DriverError> {
         let Some(process) = self.task(id).await? else {
-            return Ok(());
+            return self.remove_untracked_shims(id).await;
         };
         let status = status_of(&process);
         if matches!(status, TaskStatus::Paused | TaskStatus::Pausing) {
@@ -485,6 +503,13 @@ impl ContainerdDriver {
         // Deleting the task unmounts its rootfs and removes its cgroup; the
         // container stays, ready to start again.
         self.delete_task(id).await
+    }
+
+    /// Stops the shims of container `id` that containerd does not track
+    /// (it has no task for `id`, checked just before) and removes their
+    /// bundles.
+    async fn remove_untracked_shims(&self, id: &str) -> Result<(), DriverError> {
+        shims::remove_untracked(&self.options.socket, &self.options.namespace, id).await
     }
 
     pub(super) async fn delete_container(&self, instance: &Instance) -> Result<(), DriverError> {
