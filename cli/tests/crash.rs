@@ -90,6 +90,8 @@ struct Crash {
     seen: BTreeSet<String>,
     node: String,
     log: Vec<String>,
+    /// The view of the runtime under test, for the checks and for a failure's report.
+    view: Option<fn(&Crash) -> Box<dyn RuntimeView>>,
 }
 
 impl Crash {
@@ -123,6 +125,7 @@ impl Crash {
             seen: BTreeSet::new(),
             node: String::new(),
             log: Vec::new(),
+            view: None,
         };
         let nodes = crash.ok(&["-o", "json", "node", "list"]);
         let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("node list JSON");
@@ -268,9 +271,19 @@ impl Crash {
                 )
             })
             .collect();
+        let runtime = match self.view {
+            Some(view) => match view(self).held() {
+                Ok(held) => held
+                    .iter()
+                    .map(|h| format!("{} {:?} {}", h.instance, h.presence, h.what))
+                    .collect::<Vec<_>>()
+                    .join("\n  "),
+                Err(e) => e,
+            },
+            None => String::new(),
+        };
         panic!(
-            "{} (runtime {}, seed {}: replay with {SEED_ENV}={}):\n{what}\nstore:\n  {}\nsteps:\n  {}",
-            self.label,
+            "{} (seed {}: replay with {SEED_ENV}={}):\n{what}\nstore:\n  {}\nruntime:\n  {runtime}\nsteps:\n  {}",
             self.label,
             seed(),
             seed(),
@@ -299,6 +312,7 @@ impl Drop for Crash {
 fn crash_cycles(subject: &Subject, socket: &str, uri: &str) {
     let started = Instant::now();
     let mut crash = Crash::new(subject.label, socket, uri);
+    crash.view = Some(subject.view);
     let name = crash.name.clone();
     let target = kills_per_runtime();
     let mut cycle = 0;

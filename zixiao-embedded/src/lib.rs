@@ -3,6 +3,9 @@
 //! its local node and the runtimes found here as its drivers, addresses
 //! allocated in the store and networks set up on this machine (zixiao-net).
 //! No daemon, no set-up: what the CLI, the Python and Node bindings and Rust apps use.
+//! A runtime that this node's instances use but that cannot be reached
+//! when the deployment opens answers every call `Unavailable` instead of
+//! being missing, so nothing of those instances is taken for gone.
 //!
 //! ```no_run
 //! # async fn example() -> zixiao_core::Result<()> {
