@@ -240,7 +240,14 @@ impl Api for GrpcClient {
                 });
                 Response::InstanceEvents(events.boxed())
             }
-            Request::CreateSnapshot { instance, name } => {
+            Request::CreateSnapshot { to: Some(to), .. } => {
+                return Err(self.local_files(operation, &to))
+            }
+            Request::CreateSnapshot {
+                instance,
+                name,
+                to: None,
+            } => {
                 let taken = snapshots
                     .create_snapshot(snapshot_ref(instance, name))
                     .await;
