@@ -94,12 +94,7 @@ pub async fn launch_with(
     let run_dir = &run_dir
         .canonicalize()
         .map_err(|e| VmmError::internal(format!("resolving {}", run_dir.display()), e))?;
-    let api = run_dir.join(files::API_SOCK);
-    if UnixStream::connect(&api).await.is_ok() {
-        return Err(VmmError::AlreadyExists {
-            message: format!("a VMM already runs in {}", run_dir.display()),
-        });
-    }
+    wait_unserved(&run_dir.join(files::API_SOCK)).await?;
     let log_existed = run_dir.join(files::VMM_LOG).exists();
     let cleanup = |err: VmmError| {
         if dir_created {
@@ -222,6 +217,44 @@ async fn spawn(
                 why,
             ))
         }
+    }
+}
+
+/// How long a killed VMM may take to close its sockets.
+const DYING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Returns once nothing serves `api`; `AlreadyExists` when a live VMM does.
+/// A VMM that was just killed can still accept connections for a while:
+/// its main thread is already a zombie, but its sockets close only when
+/// its last thread has exited (after freeing guest memory). So the server
+/// of the socket (SO_PEERCRED) counts as running only while its main
+/// thread is not a zombie, and a dying one is waited for.
+async fn wait_unserved(api: &Path) -> Result<(), VmmError> {
+    let deadline = Instant::now() + DYING_TIMEOUT;
+    loop {
+        let Ok(stream) = UnixStream::connect(api).await else {
+            return Ok(());
+        };
+        let server = stream.peer_cred().ok().and_then(|c| c.pid());
+        let dying = server.is_some_and(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            matches!(
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().next()),
+                Some("Z") | Some("X") | None
+            )
+        });
+        if !dying || Instant::now() >= deadline {
+            return Err(VmmError::AlreadyExists {
+                message: format!(
+                    "a VMM already runs in {}",
+                    api.parent().unwrap_or(api).display()
+                ),
+            });
+        }
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
