@@ -236,15 +236,7 @@ async fn wait_unserved(api: &Path) -> Result<(), VmmError> {
             return Ok(());
         };
         let server = stream.peer_cred().ok().and_then(|c| c.pid());
-        let dying = server.is_some_and(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            matches!(
-                stat.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().next()),
-                Some("Z") | Some("X") | None
-            )
-        });
+        let dying = server.is_some_and(|pid| running_stat(pid as u32).is_none());
         if !dying || Instant::now() >= deadline {
             return Err(VmmError::AlreadyExists {
                 message: format!(
@@ -502,17 +494,9 @@ impl VmmClient {
 
     /// Whether our VMM process still runs (not a zombie, not a reused pid).
     fn alive(&self) -> bool {
-        let stat = match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(s) => s,
-            Err(_) => return false,
-        };
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if matches!(state, Some("Z") | Some("X") | None) {
+        let Some(stat) = running_stat(self.pid) else {
             return false;
-        }
+        };
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
         if cmdline.is_empty() {
             // A killed VMM releases its memory (guest RAM too, which takes
@@ -610,6 +594,17 @@ fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
 fn read_vm(run_dir: &Path) -> Option<VmRecord> {
     let raw = std::fs::read(run_dir.join(files::VM)).ok()?;
     serde_json::from_slice(&raw).ok()
+}
+
+/// `/proc/<pid>/stat` of a process whose main thread runs: `None` once it
+/// is a zombie (its other threads may still be exiting) or gone.
+fn running_stat(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    (!matches!(state, Some("Z") | Some("X") | None)).then_some(stat)
 }
 
 /// Whether a `/proc/<pid>/stat` line is a kernel thread's: `PF_KTHREAD` in
