@@ -2,7 +2,8 @@
 //! memory and pids hierarchies (cgroup v1, one hierarchy per controller) or
 //! of the unified hierarchy (cgroup v2), capping the VMM's memory and tasks.
 //! The VMM creates and joins it while still root; whoever reaps the VMM
-//! removes it, and every new VMM removes the groups of VMMs that are gone.
+//! removes it, and every jailed launch removes, once its VMM is ready, the
+//! groups of VMMs that are gone.
 
 use std::path::{Path, PathBuf};
 
@@ -120,7 +121,7 @@ pub(crate) fn remove(pid: u32) {
 }
 
 /// Removes the groups of VMMs that no longer run (their launcher was gone
-/// when they exited). `/proc` must still be the host's.
+/// when they exited). `/proc` must be the host's (the launcher's).
 pub(crate) fn sweep() {
     let parents = match layout() {
         Ok(Layout::Unified(root)) => vec![root.join(PARENT)],

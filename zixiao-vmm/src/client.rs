@@ -183,6 +183,10 @@ async fn spawn(
                     }
                     cgroup::remove(vmm);
                 });
+                // Groups of VMMs whose launcher was gone when they exited,
+                // removed off the boot path (an rmdir of a memory cgroup can
+                // take milliseconds).
+                tokio::task::spawn_blocking(cgroup::sweep);
             }
             Ok(pid)
         }

@@ -340,7 +340,6 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
 fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Result<(), VmmError> {
     jail.validate()?;
     let plan = plan_jail(run_dir, boot)?;
-    cgroup::sweep();
     cgroup::join(
         pid,
         cgroup::Limits {
