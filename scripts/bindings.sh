@@ -114,7 +114,8 @@ kotlin_setup() {
     coroutines="$kotlin_dir/kotlinx-coroutines.jar"
     if [ ! -s "$coroutines" ]; then
         rm -rf "$kotlin_dir/coroutines" && mkdir -p "$kotlin_dir/coroutines"
-        (cd "$kotlin_dir/coroutines" && unzip -q "$kernel" 'kotlinx/coroutines/*' 'META-INF/kotlinx_coroutines_core.version' &&
+        (cd "$kotlin_dir/coroutines" && unzip -q "$kernel" 'kotlinx/coroutines/*' 'META-INF/kotlinx_coroutines_core.version' \
+            'META-INF/kotlinx-coroutines-core.kotlin_module' &&
             jar cf "$coroutines" .)
     fi
     jna=/usr/share/java/jna.jar

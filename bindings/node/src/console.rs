@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{AsyncGenerator, Buffer, PromiseRaw, ToNapiValue};
-use napi::{sys, Env};
+use napi::bindgen_prelude::{AsyncGenerator, Buffer, PromiseRaw};
+use napi::Env;
 use napi_derive::napi;
 use zixiao_binding_client::ConsoleSession;
 use zixiao_core::driver::ConsoleStream;
 
 use crate::convert::promise_with;
-use crate::error;
+use crate::streams::LogPiece;
 
 /// Bytes read by default in one call.
 const DEFAULT_MAX: u32 = 64 * 1024;
@@ -78,36 +78,21 @@ impl Console {
     }
 }
 
-/// A piece of console output on its way to JS (`LogPiece` of types.d.ts:
-/// a Buffer), or the rejection.
-pub struct ConsolePiece(Result<Vec<u8>>);
-
-impl ToNapiValue for ConsolePiece {
-    unsafe fn to_napi_value(env: sys::napi_env, item: Self) -> napi::Result<sys::napi_value> {
-        match item.0 {
-            // SAFETY: napi passes its live env.
-            Ok(data) => unsafe { Buffer::to_napi_value(env, Buffer::from(data)) },
-            Err(e) => Err(error::to_js(&Env::from_raw(env), e)),
-        }
-    }
-}
-
 #[napi]
 impl AsyncGenerator for Console {
-    type Yield = ConsolePiece;
+    type Yield = LogPiece;
     type Next = ();
     type Return = ();
 
     fn next(
         &mut self,
         _value: Option<()>,
-    ) -> impl std::future::Future<Output = napi::Result<Option<ConsolePiece>>> + Send + 'static
-    {
+    ) -> impl std::future::Future<Output = napi::Result<Option<LogPiece>>> + Send + 'static {
         let session = self.inner.clone();
         async move {
             Ok(match session.read(DEFAULT_MAX as usize).await {
                 Ok(data) if data.is_empty() => None,
-                outcome => Some(ConsolePiece(outcome)),
+                outcome => Some(LogPiece(outcome)),
             })
         }
     }

@@ -74,9 +74,9 @@ impl ToNapiValue for NodeEvent {
     }
 }
 
-/// A piece of a log on its way to JS: a `Buffer` (`LogPiece` of
-/// types.d.ts), or the rejection.
-pub struct LogPiece(Result<Vec<u8>>);
+/// A piece of a log or of console output on its way to JS: a `Buffer`
+/// (`LogPiece` of types.d.ts), or the rejection.
+pub struct LogPiece(pub(crate) Result<Vec<u8>>);
 
 impl ToNapiValue for LogPiece {
     unsafe fn to_napi_value(env: sys::napi_env, item: Self) -> napi::Result<sys::napi_value> {
