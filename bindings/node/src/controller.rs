@@ -496,8 +496,8 @@ impl Controller {
     }
 
     /// Copies snapshot `name` into the new directory `to` on this machine,
-    /// for `restoreInstance`. Rejects with `not_found`, `invalid_argument`
-    /// (`to` exists), `unsupported` (not the embedded deployment).
+    /// for `restoreInstance`. Rejects with `not_found`, `already_exists`
+    /// (`to` is not empty), `unsupported` (not the embedded deployment).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn export_snapshot<'env>(
         &self,

@@ -368,9 +368,9 @@ impl PyController {
     }
 
     /// Copies snapshot `name` into the new directory `to` on this machine,
-    /// for `restore_instance`. Raises `NotFound`, `InvalidArgument` (`to`
-    /// exists), `Unsupported` (not the embedded deployment, or no microVM
-    /// runtime in this build).
+    /// for `restore_instance`. Raises `NotFound`, `AlreadyExists` (`to` is
+    /// not empty), `Unsupported` (not the embedded deployment, or no
+    /// microVM runtime in this build).
     fn export_snapshot(
         &self,
         py: Python<'_>,

@@ -123,7 +123,7 @@ def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
     controller = zixiao.Controller.open(short_dir)
     spec = {
         "type": "microvm",
-        "kernel": guest,
+        "kernel": str(guest),
         "cmdline": "console=ttyS0 zx.mode=loop",
         "cpus": 1,
         "memory_mib": 64,
@@ -141,7 +141,7 @@ def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
     copy = tmp_path / "v1-s1"
     controller.export_snapshot("v1", "s1", str(copy))
     assert (copy / "zixiao-snapshot.json").is_file()
-    with pytest.raises(zixiao.InvalidArgument):
+    with pytest.raises(zixiao.AlreadyExists):
         controller.export_snapshot("v1", "s1", str(copy))
 
     v2 = controller.restore_instance("v2", str(copy))
