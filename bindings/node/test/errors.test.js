@@ -46,15 +46,36 @@ test('not_found, already_exists and failed_precondition', async () => {
   await assert.rejects(controller.getNode('ghost'), { code: 'not_found' })
   await controller.createInstance(container('web'))
   await assert.rejects(controller.createInstance(container('web')), { code: 'already_exists' })
-  await controller.converge('web')
   await controller.stopInstance('web')
-  await controller.converge('web')
   await assert.rejects(controller.pauseInstance('web'), { code: 'failed_precondition' })
 })
 
-test('connect rejects with unsupported: the server API is not built yet', async () => {
+test('what the fake runtime cannot do rejects with unsupported and the reason', async () => {
+  const controller = await fakeController()
+  await controller.createInstance(container('web'))
+  for (const call of [
+    () => controller.createSnapshot('web', 's1'),
+    () => controller.listSnapshots('web'),
+    () => controller.attachConsole('web'),
+    () => controller.listImages(),
+    () => controller.importImages('/nonexistent.tar', { progress: () => {} }),
+  ]) {
+    await assert.rejects(call(), (err) => {
+      assert.equal(err.code, 'unsupported')
+      assert.ok(err.message.length > 0)
+      return true
+    })
+  }
+  await assert.rejects(controller.listImages({ instanceType: 'jail' }), {
+    code: 'invalid_argument',
+    field: 'instanceType',
+  })
+})
+
+test('connect rejects with unsupported: this build has no server client', async () => {
   await assert.rejects(zixiao.connect('http://127.0.0.1:7400'), (err) => {
     assert.equal(err.code, 'unsupported')
+    assert.match(err.message, /127\.0\.0\.1:7400/)
     assert.match(err.message, /server API/)
     return true
   })

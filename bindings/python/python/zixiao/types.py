@@ -30,6 +30,7 @@ NodeStatus = Literal[
     "ready", "not_ready", "cordoned", "maintenance", "draining", "decommissioned"
 ]
 RestartPolicy = Literal["never", "on_failure", "always"]
+MicrovmBackend = Literal["auto", "vmm", "qemu"]
 
 
 def _without_none(value: Any) -> Any:
@@ -60,6 +61,8 @@ class InstanceSpec:
     """Initial ramdisk, an absolute path on the node."""
     cmdline: Optional[str] = None
     """Kernel command line."""
+    backend: Optional[MicrovmBackend] = None
+    """Which monitor runs a microVM (default ``auto``: the node's choice)."""
     command: Optional[List[str]] = None
     """Command and arguments (containers): replaces the image's entrypoint."""
     env: Optional[Dict[str, str]] = None
@@ -224,11 +227,41 @@ class DrainReport(TypedDict):
     status: Optional[NodeStatus]
 
 
-class ReconcileReport(TypedDict):
-    instances: int
-    converged: int
-    waiting: int
-    errors: List[List[str]]
+class NodeEvent(TypedDict):
+    """One change of one node, from ``watch_nodes``."""
+
+    kind: Literal["added", "modified", "deleted"]
+    revision: int
+    node: Optional[Node]
+    id: str
+
+
+class Snapshot(TypedDict):
+    """A snapshot of one instance, from ``create_snapshot`` and ``list_snapshots``."""
+
+    name: str
+    created_at: Optional[str]
+    includes_memory: bool
+    """Whether it holds the memory (the instance was running) as well as the disks."""
+    current: bool
+    """Whether it is the one the instance last took or reverted to."""
+
+
+class Image(TypedDict):
+    """An image a node's runtime holds, from ``import_images`` and ``list_images``."""
+
+    name: str
+    digest: str
+    size_bytes: int
+
+
+class StoreSummary(TypedDict):
+    """What a state backup holds, from ``backup_state``."""
+
+    revision: int
+    keys: int
+    history: int
+    leases: int
 
 
 class Subnet(TypedDict):
@@ -272,13 +305,6 @@ class CreateNetwork(_CreateNetworkRequired, total=False):
     """Masquerade traffic leaving the subnets (default ``True``)."""
     isolated: bool
     """Drop traffic to and from other Zixiao networks (default ``True``)."""
-
-
-class NetworkReconcileReport(TypedDict):
-    removed: List[str]
-    """Host objects removed, as ``node: what``."""
-    released: List[str]
-    """Allocations released because their instance is gone, as ``network/owner``."""
 
 
 class InstanceFilter(TypedDict, total=False):
