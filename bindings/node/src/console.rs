@@ -7,7 +7,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{AsyncGenerator, Buffer, PromiseRaw};
 use napi::Env;
 use napi_derive::napi;
-use zixiao_binding_client::ConsoleSession;
+use zixiao_client::ConsoleSession;
 use zixiao_core::driver::ConsoleStream;
 
 use crate::convert::promise_with;

@@ -80,7 +80,7 @@ fn wait(options: Option<WaitOptions>) -> Wait {
 }
 
 fn instance_type(value: Option<&str>) -> zixiao_core::Result<InstanceType> {
-    zixiao_binding_client::instance_type("instanceType", value.unwrap_or("container"))
+    zixiao_client::instance_type("instanceType", value.unwrap_or("container"))
 }
 
 fn revision(after: Option<i64>) -> zixiao_core::Result<u64> {
@@ -105,7 +105,7 @@ fn number(value: u64) -> i64 {
 pub fn connect(env: &Env, endpoint: String) -> napi::Result<PromiseRaw<'_, Controller>> {
     promise_with(
         env,
-        async move { zixiao_binding_client::connect(&endpoint).await },
+        async move { zixiao_client::connect(&endpoint).await },
         |_, inner| Ok(Controller { inner }),
     )
 }
@@ -117,7 +117,7 @@ pub fn connect(env: &Env, endpoint: String) -> napi::Result<PromiseRaw<'_, Contr
 #[allow(unreachable_pub)]
 #[cfg_attr(test, allow(dead_code))]
 pub fn vmm_test_guest() -> Option<String> {
-    zixiao_binding_client::testing::vmm_test_guest().map(|p| p.to_string_lossy().into_owned())
+    zixiao_client::testing::vmm_test_guest().map(|p| p.to_string_lossy().into_owned())
 }
 
 /// Drives nodes, instances, images and networks: the API the `zixiao` CLI
@@ -159,15 +159,16 @@ impl Controller {
             containerd_namespace: None,
             libvirt_uri: None,
         });
-        let options = zixiao_binding_client::OpenOptions {
+        let options = zixiao_client::OpenOptions {
             state_dir: state_dir.map(PathBuf::from),
             containerd_socket: options.containerd_socket.map(PathBuf::from),
             containerd_namespace: options.containerd_namespace,
             libvirt_uri: options.libvirt_uri,
+            libvirt_domain_type: None,
         };
         promise_with(
             env,
-            async move { zixiao_binding_client::open(options).await },
+            async move { zixiao_client::open(options).await },
             |_, inner| Ok(Controller { inner }),
         )
     }
@@ -182,9 +183,7 @@ impl Controller {
     ) -> napi::Result<PromiseRaw<'_, Controller>> {
         promise_with(
             env,
-            async move {
-                zixiao_binding_client::testing::open_with_fake_runtimes(state_dir.as_ref()).await
-            },
+            async move { zixiao_client::testing::open_with_fake_runtimes(state_dir.as_ref()).await },
             |_, inner| Ok(Controller { inner }),
         )
     }

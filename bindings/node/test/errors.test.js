@@ -72,11 +72,11 @@ test('what the fake runtime cannot do rejects with unsupported and the reason', 
   })
 })
 
-test('connect rejects with unsupported: this build has no server client', async () => {
-  await assert.rejects(zixiao.connect('http://127.0.0.1:7400'), (err) => {
-    assert.equal(err.code, 'unsupported')
+test('a server nobody answers for is unavailable, naming it, on the first call', async () => {
+  const controller = await zixiao.connect('http://127.0.0.1:7400')
+  await assert.rejects(controller.listNodes(), (err) => {
+    assert.equal(err.code, 'unavailable')
     assert.match(err.message, /127\.0\.0\.1:7400/)
-    assert.match(err.message, /server API/)
     return true
   })
 })

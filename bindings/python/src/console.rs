@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
-use zixiao_binding_client::ConsoleSession;
+use zixiao_client::ConsoleSession;
 use zixiao_core::driver::ConsoleStream;
 
 use crate::convert::Outcome;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
-use zixiao_binding_client::OpenOptions;
+use zixiao_client::OpenOptions;
 use zixiao_core::api::Progress;
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
@@ -31,7 +31,7 @@ fn filter_from(filter: Option<&Bound<'_, PyAny>>) -> PyResult<InstanceFilter> {
 }
 
 fn instance_type(value: &str) -> PyResult<InstanceType> {
-    zixiao_binding_client::instance_type("instance_type", value).map_err(error::to_py)
+    zixiao_client::instance_type("instance_type", value).map_err(error::to_py)
 }
 
 fn open_options(
@@ -45,6 +45,7 @@ fn open_options(
         containerd_socket,
         containerd_namespace,
         libvirt_uri,
+        libvirt_domain_type: None,
     }
 }
 
@@ -63,7 +64,7 @@ fn progress_channel() -> (Progress, mpsc::UnboundedReceiver<(u64, u64)>) {
 /// Raises `Unsupported` while this build has no client of the server API.
 #[pyfunction]
 pub(crate) fn connect(py: Python<'_>, endpoint: &str) -> PyResult<PyController> {
-    wait(py, zixiao_binding_client::connect(endpoint)).map(PyController::from)
+    wait(py, zixiao_client::connect(endpoint)).map(PyController::from)
 }
 
 /// Connects to the Zixiao server at `endpoint`: an awaitable of an `AsyncController`.
@@ -72,7 +73,7 @@ pub(crate) fn connect(py: Python<'_>, endpoint: &str) -> PyResult<PyController> 
 #[pyfunction]
 pub(crate) fn connect_async(py: Python<'_>, endpoint: String) -> PyResult<Bound<'_, PyAny>> {
     awaitable_of(py, async move {
-        zixiao_binding_client::connect(&endpoint)
+        zixiao_client::connect(&endpoint)
             .await
             .map(PyAsyncController::from)
     })
@@ -83,7 +84,7 @@ pub(crate) fn connect_async(py: Python<'_>, endpoint: String) -> PyResult<Bound<
 #[cfg(feature = "testing")]
 #[pyfunction]
 pub(crate) fn _vmm_test_guest() -> Option<PathBuf> {
-    zixiao_binding_client::testing::vmm_test_guest()
+    zixiao_client::testing::vmm_test_guest()
 }
 
 /// Drives nodes, instances, images and networks: the API the `zixiao` CLI
@@ -133,7 +134,7 @@ impl PyController {
             containerd_namespace,
             libvirt_uri,
         );
-        wait(py, zixiao_binding_client::open(options)).map(PyController::from)
+        wait(py, zixiao_client::open(options)).map(PyController::from)
     }
 
     /// Test support (built with the `testing` feature only): the embedded
@@ -141,7 +142,7 @@ impl PyController {
     #[cfg(feature = "testing")]
     #[staticmethod]
     fn _open_with_fake_runtimes(py: Python<'_>, state_dir: PathBuf) -> PyResult<Self> {
-        let open = zixiao_binding_client::testing::open_with_fake_runtimes(&state_dir);
+        let open = zixiao_client::testing::open_with_fake_runtimes(&state_dir);
         wait(py, open).map(PyController::from)
     }
 
@@ -570,7 +571,7 @@ impl PyAsyncController {
             libvirt_uri,
         );
         awaitable_of(py, async move {
-            zixiao_binding_client::open(options)
+            zixiao_client::open(options)
                 .await
                 .map(PyAsyncController::from)
         })
@@ -582,7 +583,7 @@ impl PyAsyncController {
     #[staticmethod]
     fn _open_with_fake_runtimes(py: Python<'_>, state_dir: PathBuf) -> PyResult<Bound<'_, PyAny>> {
         awaitable_of(py, async move {
-            zixiao_binding_client::testing::open_with_fake_runtimes(&state_dir)
+            zixiao_client::testing::open_with_fake_runtimes(&state_dir)
                 .await
                 .map(PyAsyncController::from)
         })

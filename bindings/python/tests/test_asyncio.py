@@ -49,8 +49,9 @@ def test_async_errors_are_the_same_exceptions(state_dir):
         with pytest.raises(zixiao.InvalidArgument) as raised:
             await controller.create_instance(container("web", cpus=0))
         assert raised.value.field == "spec.cpus"
-        with pytest.raises(zixiao.Unsupported):
-            await zixiao.connect_async("http://127.0.0.1:7400")
+        remote = await zixiao.connect_async("http://127.0.0.1:7400")
+        with pytest.raises(zixiao.Unavailable):
+            await remote.list_nodes()
 
     asyncio.run(main())
 

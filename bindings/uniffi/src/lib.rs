@@ -19,7 +19,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use zixiao_binding_client::OpenOptions;
+use zixiao_client::OpenOptions;
 use zixiao_core::api::Progress;
 use zixiao_core::{Client, Wait};
 
@@ -77,13 +77,13 @@ fn wait(wait: bool) -> Wait {
 /// Errors: `Unavailable` (another process holds it), `InvalidArgument`.
 #[uniffi::export]
 pub fn open(state_dir: Option<String>) -> Result<Arc<Controller>, ZixiaoError> {
-    block(zixiao_binding_client::open(open_options(state_dir))).map(Controller::new)
+    block(zixiao_client::open(open_options(state_dir))).map(Controller::new)
 }
 
 /// [`open`], awaited.
 #[uniffi::export]
 pub async fn open_async(state_dir: Option<String>) -> Result<Arc<AsyncController>, ZixiaoError> {
-    spawn(zixiao_binding_client::open(open_options(state_dir)))
+    spawn(zixiao_client::open(open_options(state_dir)))
         .await
         .map(AsyncController::new)
 }
@@ -93,13 +93,13 @@ pub async fn open_async(state_dir: Option<String>) -> Result<Arc<AsyncController
 /// client of the server API.
 #[uniffi::export]
 pub fn connect(endpoint: String) -> Result<Arc<Controller>, ZixiaoError> {
-    block(zixiao_binding_client::connect(&endpoint)).map(Controller::new)
+    block(zixiao_client::connect(&endpoint)).map(Controller::new)
 }
 
 /// [`connect`], awaited.
 #[uniffi::export]
 pub async fn connect_async(endpoint: String) -> Result<Arc<AsyncController>, ZixiaoError> {
-    spawn(async move { zixiao_binding_client::connect(&endpoint).await })
+    spawn(async move { zixiao_client::connect(&endpoint).await })
         .await
         .map(AsyncController::new)
 }

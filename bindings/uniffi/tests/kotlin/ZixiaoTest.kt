@@ -80,8 +80,9 @@ fun main(args: Array<String>) {
         check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())
     }
 
-    test("connect is Unsupported until the server client exists") {
-        val e = raises<ZixiaoException.Unsupported> { connect("http://127.0.0.1:7400") }
+    test("a server nobody answers for is Unavailable on the first call, naming it") {
+        val remote = connect("http://127.0.0.1:7400")
+        val e = raises<ZixiaoException.Unavailable> { remote.listNodes() }
         check(e.detail.contains("127.0.0.1:7400")) { e.detail }
     }
 
@@ -144,7 +145,8 @@ fun main(args: Array<String>) {
             check(other.listNetworks() == listOf(dmz))
             other.deleteNetwork("dmz")
             check(other.listNetworks().isEmpty())
-            raises<ZixiaoException.Unsupported> { runBlocking { connectAsync("http://127.0.0.1:7400") } }
+            val remote = runBlocking { connectAsync("http://127.0.0.1:7400") }
+            raises<ZixiaoException.Unavailable> { runBlocking { remote.listNodes() } }
         }
     }
 

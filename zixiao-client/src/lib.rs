@@ -1,15 +1,17 @@
-//! The [`Client`] every Zixiao binding (Python, Node, uniffi) holds, built
-//! in one place so the three bindings reach a deployment the same way:
+//! How a Zixiao frontend gets its [`Client`], in one place, so the CLI and
+//! every binding (Python, Node, uniffi) reach a deployment the same way:
 //!
-//! - [`open`]: the embedded deployment in this process, over a state
-//!   directory, as the `zixiao` CLI opens it without `--endpoint`;
+//! - [`open`]: the deployment of a state directory: through its daemon's
+//!   socket when one runs (`zixiao daemon`, `zixiao server --embedded`),
+//!   else the embedded deployment in this process;
 //! - [`connect`]: a Zixiao server, over the gRPC implementation of the API;
 //! - `open_with_fake_runtimes` (feature `testing`): the embedded deployment
 //!   whose node runs every instance type on zixiao-testing's fake runtime,
 //!   for the bindings' own suites.
 //!
-//! Everything a binding does after that is one [`Client`] call per method;
-//! an attached console is shared by several calls as a [`ConsoleSession`].
+//! Everything a frontend does after that is one [`Client`] call per
+//! command or method; an attached console is shared by several calls as a
+//! [`ConsoleSession`].
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -39,6 +41,9 @@ pub struct OpenOptions {
     pub containerd_namespace: Option<String>,
     /// libvirt's URI (default: `ZIXIAO_LIBVIRT_URI`, else `qemu:///system`).
     pub libvirt_uri: Option<String>,
+    /// libvirt's domain type, `kvm` or `qemu` (default: `kvm` where KVM is
+    /// hardware-backed).
+    pub libvirt_domain_type: Option<String>,
 }
 
 impl OpenOptions {
@@ -69,32 +74,41 @@ impl OpenOptions {
         if let Some(uri) = self.libvirt_uri {
             drivers.libvirt_uri = uri;
         }
+        if let Some(domain_type) = self.libvirt_domain_type {
+            drivers.libvirt_domain_type = Some(domain_type);
+        }
         config.drivers = drivers;
         Ok(config)
     }
 }
 
-/// Opens (or creates) the embedded deployment and gives its client: the
-/// controller, this machine as its node with the runtimes found here, and
-/// what needs the caller's own files (snapshot export and restore, image
-/// archives, state backups). One process at a time holds a state directory.
+/// The client of a state directory's deployment: its daemon's, when one
+/// answers on the directory's socket (every command then goes through it,
+/// and restart policies keep working between commands), else the embedded
+/// deployment opened in this process (the controller, this machine as its
+/// node with the runtimes found here, and what needs the caller's own
+/// files). Without a daemon, one process at a time holds a state directory.
 ///
 /// Errors: `Unavailable` (another process holds the directory),
 /// `InvalidArgument` (`state_dir`), `Internal`, the store's errors.
 pub async fn open(options: OpenOptions) -> Result<Client> {
-    Ok(zixiao_embedded::open(options.config()?).await?.client())
+    let config = options.config()?;
+    let socket = zixiao_api::local::socket_path(&config.state_dir);
+    if zixiao_api::local::answers(&socket).await {
+        return zixiao_api::connect_unix(&socket);
+    }
+    Ok(zixiao_embedded::open(config).await?.client())
 }
 
-/// A client of the Zixiao server at `endpoint`, over the gRPC implementation
-/// of the API: the same operations as [`open`]'s, carried out by the server.
+/// A client of the Zixiao server at `endpoint` (`host:port` or
+/// `http://host:port`), over the gRPC implementation of the API: the same
+/// operations as [`open`]'s, carried out by the server. Connects on first
+/// use; a server that cannot be reached then is `Unavailable`, naming the
+/// address and the operating system's error.
 ///
-/// Errors: `Unsupported` until the gRPC client exists. It is wired here and
-/// nowhere else: every binding's `connect` calls this.
+/// Errors: `InvalidArgument` (a malformed endpoint).
 pub async fn connect(endpoint: &str) -> Result<Client> {
-    Err(Error::Unsupported(format!(
-        "cannot connect to `{endpoint}`: this build has no client of the server API yet; \
-         open the embedded deployment on this machine instead"
-    )))
+    zixiao_api::connect(endpoint)
 }
 
 /// The instance type named `value` (`vm`, `container`, `microvm`), an
@@ -124,6 +138,7 @@ mod tests {
             containerd_socket: Some("/tmp/c.sock".into()),
             containerd_namespace: Some("mine".into()),
             libvirt_uri: Some("test:///default".into()),
+            libvirt_domain_type: Some("qemu".into()),
         }
         .config()
         .expect("config");
@@ -149,11 +164,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn connect_says_what_is_missing() {
-        let err = connect("http://127.0.0.1:7400")
-            .await
-            .expect_err("no client yet");
-        assert_eq!(err.kind(), zixiao_core::ErrorKind::Unsupported);
-        assert!(err.to_string().contains("127.0.0.1:7400"), "{err}");
+    async fn an_unreachable_server_is_unavailable_naming_it() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let endpoint = format!("127.0.0.1:{port}");
+        let client = connect(&endpoint).await.expect("connects lazily");
+        let err = client.list_nodes().await.expect_err("nobody listens");
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::Unavailable);
+        assert!(err.chain().contains(&endpoint), "{}", err.chain());
     }
 }
