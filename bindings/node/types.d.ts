@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'unavailable'
   | 'unsupported'
   | 'resource_exhausted'
+  | 'permission_denied'
+  | 'unauthenticated'
   | 'internal'
 
 /** The shape of a rejection: `code` is the error kind; `field` names an invalid field. */

@@ -27,6 +27,8 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Unsupported => Code::Unimplemented,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -43,6 +45,8 @@ pub fn kind_of(code: Code) -> ErrorKind {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Unavailable,
         Code::Unimplemented => ErrorKind::Unsupported,
         Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
         _ => ErrorKind::Internal,
     }
 }
@@ -57,6 +61,8 @@ fn kind_named(name: &str) -> Option<ErrorKind> {
         ErrorKind::Unavailable,
         ErrorKind::Unsupported,
         ErrorKind::ResourceExhausted,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Unauthenticated,
         ErrorKind::Internal,
     ]
     .into_iter()
@@ -191,6 +197,10 @@ pub fn to_error(status: &Status) -> Error {
         ErrorKind::Conflict => Error::Conflict(message.to_owned()),
         ErrorKind::ResourceExhausted => Error::ResourceExhausted(message.to_owned()),
         ErrorKind::Unsupported => Error::Unsupported(strip(message, "unsupported: ").to_owned()),
+        ErrorKind::PermissionDenied => {
+            Error::permission_denied(strip(message, "permission denied: "))
+        }
+        ErrorKind::Unauthenticated => Error::unauthenticated(strip(message, "unauthenticated: ")),
         ErrorKind::Internal => Error::Internal(strip(message, "internal error: ").to_owned()),
         ErrorKind::Unavailable => Error::Unavailable {
             what: "the zixiao server".to_owned(),
@@ -217,9 +227,12 @@ pub fn to_driver_error(status: &Status, runtime: &str) -> DriverError {
                 .unwrap_or_else(|| message.trim_end_matches(" not found").to_owned()),
         ),
         ErrorKind::AlreadyExists => DriverError::AlreadyExists(message),
-        ErrorKind::FailedPrecondition | ErrorKind::Conflict => {
-            DriverError::FailedPrecondition(message)
-        }
+        // An agent that refuses its caller is misconfigured, not busy: a
+        // retry will not help, so these read as a precondition.
+        ErrorKind::FailedPrecondition
+        | ErrorKind::Conflict
+        | ErrorKind::PermissionDenied
+        | ErrorKind::Unauthenticated => DriverError::FailedPrecondition(message),
         ErrorKind::ResourceExhausted => DriverError::ResourceExhausted(message),
         ErrorKind::Unsupported => DriverError::Unsupported(message),
         ErrorKind::Unavailable => {
@@ -265,6 +278,8 @@ mod tests {
             Error::ResourceExhausted("no capacity".into()),
             Error::Internal("broken invariant".into()),
             Error::Driver(DriverError::NotFound("image `busybox`".into())),
+            Error::permission_denied("node.drain (admin only)"),
+            Error::unauthenticated("the token expired"),
         ];
         for error in errors {
             let back = round_trip(error_clone(&error));
@@ -283,6 +298,8 @@ mod tests {
             Error::Unsupported(m) => Error::Unsupported(m.clone()),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(m.clone()),
             Error::Internal(m) => Error::Internal(m.clone()),
+            Error::PermissionDenied { permission } => Error::permission_denied(permission),
+            Error::Unauthenticated { reason } => Error::unauthenticated(reason),
             Error::Driver(DriverError::NotFound(w)) => DriverError::NotFound(w.clone()).into(),
             other => Error::Internal(other.chain()),
         }

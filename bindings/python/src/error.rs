@@ -67,6 +67,18 @@ mod classes {
         ZixiaoError,
         "Capacity, a pool or a quota is exhausted."
     );
+    pyo3::create_exception!(
+        zixiao,
+        PermissionDenied,
+        ZixiaoError,
+        "The caller may not do that; the message names the missing permission."
+    );
+    pyo3::create_exception!(
+        zixiao,
+        Unauthenticated,
+        ZixiaoError,
+        "The caller could not be identified: no credentials, or bad ones."
+    );
     pyo3::create_exception!(zixiao, Internal, ZixiaoError, "A bug or a corrupted state.");
 }
 
@@ -84,6 +96,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Unavailable", py.get_type::<Unavailable>())?;
     m.add("Unsupported", py.get_type::<Unsupported>())?;
     m.add("ResourceExhausted", py.get_type::<ResourceExhausted>())?;
+    m.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
+    m.add("Unauthenticated", py.get_type::<Unauthenticated>())?;
     m.add("Internal", py.get_type::<Internal>())?;
     Ok(())
 }
@@ -99,6 +113,8 @@ fn exception(kind: ErrorKind, message: String) -> PyErr {
         ErrorKind::Unavailable => Unavailable::new_err(message),
         ErrorKind::Unsupported => Unsupported::new_err(message),
         ErrorKind::ResourceExhausted => ResourceExhausted::new_err(message),
+        ErrorKind::PermissionDenied => PermissionDenied::new_err(message),
+        ErrorKind::Unauthenticated => Unauthenticated::new_err(message),
         ErrorKind::Internal => Internal::new_err(message),
     }
 }

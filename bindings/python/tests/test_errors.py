@@ -14,6 +14,8 @@ KINDS = {
     zixiao.Unavailable: "unavailable",
     zixiao.Unsupported: "unsupported",
     zixiao.ResourceExhausted: "resource_exhausted",
+    zixiao.PermissionDenied: "permission_denied",
+    zixiao.Unauthenticated: "unauthenticated",
     zixiao.Internal: "internal",
 }
 
