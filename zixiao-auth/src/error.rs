@@ -9,6 +9,7 @@
 
 use zixiao_core::{ErrorKind, StoreError};
 
+use crate::config::ConfigError;
 use crate::names::InvalidName;
 use crate::permission::Denial;
 use crate::pki::PkiError;
@@ -102,6 +103,9 @@ pub enum AuthError {
     /// A certificate could not be made or read.
     #[error("pki")]
     Pki(#[from] PkiError),
+    /// The client configuration file could not be used.
+    #[error("client configuration")]
+    Config(#[from] ConfigError),
 }
 
 impl AuthError {
@@ -117,6 +121,7 @@ impl AuthError {
             AuthError::PermissionDenied(_) => ErrorKind::PermissionDenied,
             AuthError::Store(e) => e.kind(),
             AuthError::Pki(e) => e.kind(),
+            AuthError::Config(e) => e.kind(),
         }
     }
 

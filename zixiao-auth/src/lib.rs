@@ -16,6 +16,8 @@
 //!   [`Api`](zixiao_core::Api), tower-style, each usable alone;
 //!   [`secure`] stacks them for one caller. [`AuditLog`] keeps the records
 //!   with bounded retention.
+//! - [`config`]: the client configuration file (contexts, like a
+//!   kubeconfig).
 //!
 //! ```no_run
 //! # async fn example(
@@ -42,6 +44,7 @@
 pub mod accounts;
 pub mod audit;
 mod authorized;
+pub mod config;
 mod error;
 mod files;
 pub mod identity;
@@ -53,6 +56,7 @@ pub mod token;
 pub use accounts::{AuthStore, Project, Quota, QuotaExceeded, Role, User};
 pub use audit::{AuditEntry, AuditLog, AuditRecord, Audited, Outcome, Retention};
 pub use authorized::{secure, Authorized};
+pub use config::{ClientConfigFile, ConfigError, Context, ResolvedContext};
 pub use error::{AuthError, Rejection};
 pub use identity::{Authenticator, Caller, Credential, Identity};
 pub use names::{InvalidName, NodeName, ProjectName, TokenId, UserName};
