@@ -547,6 +547,26 @@ impl Trust {
         &self.ca
     }
 
+    /// The CA certificate's fingerprint, `sha256:<64 hex digits>`: what a
+    /// joining agent is given beside its join token, to check the CA a
+    /// server sends before trusting it (as kubeadm's CA cert hash).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let pki = zixiao_auth::Pki::init(dir.path(), "test").unwrap();
+    /// let fingerprint = pki.trust().fingerprint();
+    /// assert!(fingerprint.starts_with("sha256:") && fingerprint.len() == 7 + 64);
+    /// let again = zixiao_auth::Trust::from_pem(pki.ca_pem()).unwrap();
+    /// assert_eq!(again.fingerprint(), fingerprint);
+    /// ```
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        format!(
+            "sha256:{}",
+            crate::token::hex(&sha2::Sha256::digest(&self.ca))
+        )
+    }
+
     /// The identity a TLS peer's chain (leaf first) names, once the chain
     /// is verified: it leads to the cluster CA, is valid at `now`, and is
     /// meant for a TLS client. Errors: [`Rejection::UntrustedCertificate`],
