@@ -218,13 +218,18 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         None => (None, None),
     };
     // Scripts read the first line for the address.
-    println!("zixiao server {id} listening on {}", handle.addr());
+    // Scripts read the first line for the address, and may close the pipe
+    // after it: a line nobody reads must not end the server.
+    announce(format_args!(
+        "zixiao server {id} listening on {}",
+        handle.addr()
+    ));
     if let Some((_, state_dir, path)) = &socket {
-        println!(
+        announce(format_args!(
             "zixiao daemon of {} on {}",
             state_dir.display(),
             path.display()
-        );
+        ));
     }
     wait_for_signal().await;
     if let (Some(stop), Some((task, _, _))) = (stop_socket, socket) {
@@ -266,6 +271,14 @@ async fn etcd_controller(_config: &ServerConfig) -> Result<Controller> {
     Err(Error::Unsupported(
         "this zixiao was built without etcd support (cargo feature `etcd`)".to_owned(),
     ))
+}
+
+/// Prints a line on stdout, flushed at once; a reader that has gone (a
+/// closed pipe) is not an error.
+pub(crate) fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// Waits for Ctrl-C or SIGTERM.
