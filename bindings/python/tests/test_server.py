@@ -102,7 +102,7 @@ def test_a_container_through_a_server(server):
     assert web["runtime"] == "containerd"
 
     until(
-        lambda: b"hello from the agent" in controller.read_log("py-remote")["data"],
+        lambda: b"hello from the agent" in controller.read_log("py-remote").data,
         "the container's first line",
     )
     with controller.attach_console("py-remote") as console:
