@@ -231,7 +231,7 @@ fn networks_through_an_endpoint_are_set_up_on_the_agents_node() {
         let out = zixiao(&endpoint, &["network", "get", "lan"]).await;
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(
-            text(&out.stdout).contains(&lan.bridge),
+            text(&out.stdout).contains(lan.bridge.as_str()),
             "{}",
             text(&out.stdout)
         );

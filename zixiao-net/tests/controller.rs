@@ -10,7 +10,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use common::in_fresh_netns;
 use zixiao_core::host::HostFacts;
-use zixiao_core::model::{CreateNetwork, IpConfig, Network, TAP_PREFIX, VETH_PREFIX};
+use zixiao_core::model::{
+    CreateNetwork, InstallationId, IpConfig, Network, TAP_PREFIX, VETH_PREFIX,
+};
 use zixiao_core::store::Txn;
 use zixiao_core::{
     AddressAllocator, Controller, CreateInstance, Error, ErrorKind, Instance, InstanceSpec,
@@ -224,7 +226,9 @@ fn reconcile_releases_allocations_of_vanished_instances() {
         s.ipam.allocate(&net, "crashed-instance").await.unwrap();
         let kept = c.create_instance(on("kept", &["lan"])).await.unwrap();
         // And the bridge vanished (a reboot).
-        host.delete_link(&net.bridge).await.unwrap();
+        host.delete_link(&net.bridge, &net.mark().unwrap())
+            .await
+            .unwrap();
         let report = c.reconcile_networks().await.unwrap();
         assert_eq!(report.released, vec!["lan/crashed-instance".to_owned()]);
         assert_eq!(s.ipam.owners("lan").await.unwrap(), vec![kept.id]);
@@ -318,7 +322,13 @@ impl NetworkHost for Refusing {
     async fn inventory(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
-    async fn reconcile(&self, _: &[Network], _: &[Instance], _: &[String]) -> Result<Vec<String>> {
+    async fn reconcile(
+        &self,
+        _: &InstallationId,
+        _: &[Network],
+        _: &[Instance],
+        _: &[String],
+    ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use zixiao_core::model::{
-    host_interface_name, mac_address, CreateNetwork, Instance, IpConfig, Network,
-    NetworkAttachment, VETH_PREFIX,
+    mac_address, CreateNetwork, InstallationId, Instance, InterfaceKind, InterfaceName, IpConfig,
+    Network, NetworkAttachment,
 };
 use zixiao_core::{CreateInstance, InstanceSpec};
 
@@ -53,26 +53,58 @@ where
     }
 }
 
-/// A validated network.
+/// The installation of the tests' networks (each test has a namespace of
+/// its own, so one fixed id does not make them share anything).
+pub fn here() -> InstallationId {
+    InstallationId::try_from("0123456789abcdef").expect("an installation id")
+}
+
+/// A validated network of installation [`here`].
 pub fn network(name: &str, subnet: &str, nat: bool, isolated: bool) -> Network {
+    network_of(&here(), name, subnet, nat, isolated)
+}
+
+/// A validated network of `installation`.
+pub fn network_of(
+    installation: &InstallationId,
+    name: &str,
+    subnet: &str,
+    nat: bool,
+    isolated: bool,
+) -> Network {
     let mut req = CreateNetwork::new(name, [subnet]);
     req.nat = nat;
     req.isolated = isolated;
-    req.validate(chrono::Utc::now()).expect("valid network")
+    req.validate(installation, chrono::Utc::now())
+        .expect("valid network")
 }
 
-/// An attachment of `instance` to `network` at `address` (host bits of its subnet).
+/// An attachment of `instance` to `network` at `address` (host bits of its
+/// subnet), with a veth.
 pub fn attachment(
     instance: &str,
     network: &Network,
     index: usize,
     address: &str,
 ) -> NetworkAttachment {
+    attachment_with(InterfaceKind::Veth, instance, network, index, address)
+}
+
+/// An attachment of `instance` to `network` at `address` with a `kind` device.
+pub fn attachment_with(
+    kind: InterfaceKind,
+    instance: &str,
+    network: &Network,
+    index: usize,
+    address: &str,
+) -> NetworkAttachment {
     let subnet = &network.subnets[0];
+    let installation = network.installation.clone().expect("a current network");
     NetworkAttachment {
         network: network.name.clone(),
+        host_interface: InterfaceName::of(kind, &installation, instance, &network.name),
+        installation: Some(installation),
         interface: format!("eth{index}"),
-        host_interface: host_interface_name(VETH_PREFIX, instance, &network.name),
         bridge: network.bridge.clone(),
         mac: mac_address(instance, &network.name),
         addresses: vec![IpConfig {
