@@ -55,14 +55,15 @@ pub struct InvalidName {
 
 impl InvalidName {
     pub(crate) fn new(what: impl Into<String>, value: &str, reason: impl Into<String>) -> Self {
-        let mut quoted: String = value.escape_debug().take(QUOTE_MAX).collect();
-        if value.escape_debug().nth(QUOTE_MAX).is_some() {
+        let mut quoted: String = printable(value).take(QUOTE_MAX).collect();
+        if printable(value).nth(QUOTE_MAX).is_some() {
             quoted.push('…');
         }
         InvalidName {
             what: what.into(),
             value: quoted,
-            reason: reason.into(),
+            // A reason may quote the value too.
+            reason: printable(&reason.into()).collect(),
         }
     }
 
@@ -75,6 +76,19 @@ impl InvalidName {
     pub fn at(self, field: impl Into<String>) -> Error {
         Error::invalid(field, self.to_string())
     }
+}
+
+/// `text` with its control characters escaped (a newline as `\n`), so an
+/// error quoting it stays on one line and cannot forge another.
+fn printable(text: &str) -> impl Iterator<Item = char> + '_ {
+    text.chars().flat_map(|c| {
+        let escaped: Vec<char> = if c.is_control() {
+            c.escape_debug().collect()
+        } else {
+            vec![c]
+        };
+        escaped
+    })
 }
 
 /// The methods every name type shares: text access, `Display`, conversion
@@ -471,7 +485,8 @@ mod tests {
             "lan\n",
             &"a".repeat(64),
         ] {
-            assert!(NetworkName::try_from(bad).is_err(), "{bad}");
+            let err = NetworkName::try_from(bad).expect_err(bad);
+            assert!(!err.to_string().contains('\n'), "{err}");
         }
         let long = "x".repeat(10_000);
         assert!(
