@@ -835,6 +835,24 @@ fn values_out_of_range_or_unparsable_are_refused_naming_the_field() {
         refused(Instance::try_from(garbage)),
         "instance.attachments[0].addresses[0].gateway"
     );
+    // Names that would reach netlink or nft: refused before anything is made.
+    let lan = CreateNetwork::new("lan", ["10.0.0.0/24"])
+        .validate(&here, chrono::Utc::now())
+        .expect("a network");
+    for (spoil, field) in [
+        (
+            (|n: &mut pb::Network| n.bridge = "zxb12345678\nflush ruleset".into())
+                as fn(&mut pb::Network),
+            "network.bridge",
+        ),
+        (|n| n.bridge = "zxb00000001".into(), "network.bridge"),
+        (|n| n.name = "lan\nflush ruleset".into(), "network.name"),
+        (|n| n.installation = "nope".into(), "network.installation"),
+    ] {
+        let mut wire = pb::Network::from(lan.clone());
+        spoil(&mut wire);
+        assert_eq!(refused(Network::try_from(wire)), field);
+    }
     let mut bad_time = pb::Instance::from(an_instance());
     if let Some(t) = bad_time.updated_at.as_mut() {
         t.nanos = -1;
