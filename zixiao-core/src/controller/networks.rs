@@ -105,7 +105,8 @@ pub trait NetworkHost: Send + Sync + Debug {
     async fn remove_network(&self, network: &Network) -> Result<()>;
 
     /// What of Zixiao's the node holds now (devices, rule tables,
-    /// namespaces), each as `kind name`, to hand to [`NetworkHost::reconcile`].
+    /// namespaces, of every installation on the node: `reconcile` picks its
+    /// own), each as `kind name`, to hand to [`NetworkHost::reconcile`].
     /// Taken *before* the store is read: then everything in it belongs to a
     /// network or instance stored before that read, and what is plumbed
     /// for an instance created since is not in it, so a reconcile never
