@@ -110,6 +110,7 @@ impl LinuxNetwork {
     /// The index of the bridge `attachment` joins, checked as in
     /// [`LinuxNetwork::check_bridge`].
     pub(crate) async fn bridge_of(&self, attachment: &NetworkAttachment) -> Result<u32> {
+        attachment.check_bridge().map_err(|e| e.at("bridge"))?;
         let mark = attachment.mark()?;
         links::owned(&self.handle, &attachment.bridge, LinkKind::Bridge, &mark)
             .await?
@@ -221,7 +222,9 @@ impl LinuxNetwork {
 #[async_trait::async_trait]
 impl NetworkHost for LinuxNetwork {
     async fn ensure_network(&self, network: &Network) -> Result<()> {
-        // Everything is checked before anything is touched.
+        // Everything is checked before anything is touched (a network built
+        // in code, not decoded, is checked as a decoded one is).
+        network.check_bridge().map_err(|e| e.at("bridge"))?;
         let mark = network.mark()?;
         network.check_subnets()?;
         let existing = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark).await?;
@@ -235,6 +238,7 @@ impl NetworkHost for LinuxNetwork {
     }
 
     async fn remove_network(&self, network: &Network) -> Result<()> {
+        network.check_bridge().map_err(|e| e.at("bridge"))?;
         let mark = match network.mark() {
             Ok(mark) => mark,
             Err(refusal) => {

@@ -138,6 +138,20 @@ fn injected_names_cannot_be_deserialized_built_or_passed_on() {
             assert!(!err.to_string().contains('\n'), "{err}");
         }
         assert!(BridgeName::try_from("zxb12345678\nflush ruleset").is_err());
+        // Built in code with another network's (valid) bridge: refused too.
+        let mut borrowed = s.lan.clone();
+        borrowed.bridge = s.taken.bridge.clone();
+        for err in [
+            s.host.ensure_network(&borrowed).await.unwrap_err(),
+            s.host.remove_network(&borrowed).await.unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+            assert!(err.to_string().starts_with("invalid bridge"), "{err}");
+        }
+        let mut borrowed = attachment("y", &s.lan, 0, "10.80.0.8");
+        borrowed.bridge = s.taken.bridge.clone();
+        let err = s.host.check_bridge(&borrowed).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         assert!(NetworkName::try_from("lan\nflush ruleset").is_err());
         let json = serde_json::to_value(attachment("x", &s.lan, 0, "10.80.0.7")).expect("json");
         for (field, value) in [
