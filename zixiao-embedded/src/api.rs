@@ -24,6 +24,23 @@ impl Api for Embedded {
     async fn call(&self, request: Request) -> Result<Response> {
         let local = || Some(self.node.id.clone());
         match request {
+            Request::CreateSnapshot {
+                instance,
+                name,
+                to: Some(to),
+            } => {
+                // All or nothing: the directory is checked first, and a
+                // snapshot whose copy fails is deleted again.
+                let to = absolute(&to, "to")?;
+                check_new_directory(&to, "to")?;
+                let taken = self.controller.snapshot_instance(&instance, &name).await?;
+                let id = self.controller.get_instance(&instance).await?.id;
+                if let Err(e) = export_snapshot(self, &id, &name, &to) {
+                    let _ = self.controller.delete_snapshot(&instance, &name).await;
+                    return Err(e);
+                }
+                Ok(Response::Snapshot(taken))
+            }
             Request::BackupState { to } => {
                 let to = absolute(&to, "to")?;
                 let store = self.store.clone();
@@ -80,38 +97,10 @@ impl Api for Embedded {
                     Wait::Settled => self.settle("delete", &deleting).await?,
                 }))
             }
-            Request::CreateSnapshot { instance, name } => {
-                // Whether this call takes it, or finds it taken before.
-                let existed = self
-                    .controller
-                    .list_snapshots(&instance)
-                    .await
-                    .map_or(true, |all| all.iter().any(|s| s.name == name));
-                let asked = Request::CreateSnapshot {
-                    instance: instance.clone(),
-                    name: name.clone(),
-                };
-                let taken = self.controller.call(asked).await?;
-                if !existed {
-                    let id = self.controller.get_instance(&instance).await?.id;
-                    self.taken().insert((id, name));
-                }
-                Ok(taken)
-            }
             Request::ExportSnapshot { instance, name, to } => {
                 let id = self.controller.get_instance(&instance).await?.id;
-                let exported =
-                    absolute(&to, "to").and_then(|to| export_snapshot(self, &id, &name, &to));
-                let taken_here = self.taken().remove(&(id.clone(), name.clone()));
-                match exported {
-                    Ok(()) => Ok(Response::Done),
-                    // A snapshot taken to be copied, whose copy failed: one act, undone.
-                    Err(e) if taken_here => {
-                        self.controller.delete_snapshot(&id, &name).await?;
-                        Err(undone(e, &name))
-                    }
-                    Err(e) => Err(e),
-                }
+                export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
+                Ok(Response::Done)
             }
             Request::RestoreInstance { name, from, wait } => {
                 let request = restore_request(&name, &absolute(&from, "from")?)?;
@@ -163,12 +152,6 @@ impl Api for Embedded {
 }
 
 impl Embedded {
-    fn taken(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(String, String)>> {
-        self.taken_snapshots
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Validates `request`, checks it against this node's files, stores it
     /// and, with [`Wait::Settled`], waits until it has settled.
     async fn create(&self, request: CreateInstance, wait: Wait) -> Result<Response> {
@@ -250,21 +233,6 @@ fn recorded(operation: &str, name: &str, error: Error) -> Error {
     }
 }
 
-/// A failed copy of snapshot `name` that this call took for it: the
-/// snapshot was deleted again, and the message says so.
-fn undone(error: Error, name: &str) -> Error {
-    let again =
-        format!("; snapshot `{name}`, taken for this copy, was deleted again: nothing changed");
-    match error {
-        Error::InvalidArgument { field, reason } => Error::invalid(field, reason + &again),
-        Error::Driver(DriverError::InvalidArgument { field, reason }) => {
-            Error::invalid(field, reason + &again)
-        }
-        Error::Driver(DriverError::AlreadyExists(what)) => Error::invalid("to", what + &again),
-        other => other,
-    }
-}
-
 /// Checks a create of `spec` against what only this node's files tell: a
 /// microVM's kernel, initrd and sizes for the backend it would run on, or
 /// the snapshot it restores (see `MicrovmDriver::check_create`). Here, not
@@ -287,6 +255,27 @@ fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
 #[cfg(not(feature = "microvm"))]
 fn check_create(_: &Embedded, _: &InstanceSpec) -> Result<()> {
     Ok(())
+}
+
+/// Checks that `path` can become a new directory: it does not exist, and
+/// its parent is a directory. Errors: `InvalidArgument` on `field`.
+fn check_new_directory(path: &Path, field: &str) -> Result<()> {
+    if path.exists() {
+        return Err(Error::invalid(
+            field,
+            format!("`{}` exists already; name a new directory", path.display()),
+        ));
+    }
+    match path.parent() {
+        Some(parent) if parent.is_dir() => Ok(()),
+        _ => Err(Error::invalid(
+            field,
+            format!(
+                "the directory that would hold `{}` does not exist",
+                path.display()
+            ),
+        )),
+    }
 }
 
 /// `path` made absolute against the working directory: the runtime that

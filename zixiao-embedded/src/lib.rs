@@ -21,7 +21,7 @@ mod unreachable;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use zixiao_core::controller::Convergence;
 use zixiao_core::host::HostFacts;
@@ -76,9 +76,6 @@ pub struct Embedded {
     pub drivers: DriverConfig,
     /// The store in the state directory.
     pub store: Arc<EmbeddedStore>,
-    /// The snapshots this handle took that did not exist before (instance
-    /// id, name): a copy of one to a directory that fails removes it again.
-    taken_snapshots: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 impl Embedded {
@@ -168,7 +165,6 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         agent,
         drivers: config.drivers,
         store,
-        taken_snapshots: Arc::default(),
     })
 }
 
