@@ -294,3 +294,25 @@ fn microvms_that_cannot_boot_are_refused_before_they_are_stored() {
         "a microVM directory was made"
     );
 }
+
+/// A server that is not there: exit 1, and the message names the address
+/// and the operating system's reason (what `zixiao_api::connect` says).
+#[test]
+fn an_unreachable_server_is_named_with_the_os_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .args(["--endpoint", "127.0.0.1:1", "-o", "json", "node", "list"])
+        .env("ZIXIAO_STATE_DIR", dir.path())
+        .env_remove("ZIXIAO_ENDPOINT")
+        .output()
+        .expect("run zixiao");
+    assert_eq!(out.status.code(), Some(1));
+    let body: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
+    assert_eq!(body["error"]["kind"], "unavailable", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("the zixiao server `127.0.0.1:1` is unavailable")
+            && message.contains("Connection refused (os error 111)"),
+        "{message}"
+    );
+}
