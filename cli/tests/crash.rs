@@ -12,12 +12,14 @@
 //!
 //! Each kill is drawn from a window that covers the command's work on its
 //! runtime (measured on a 2-core machine with software-nested KVM, where
-//! QEMU and libvirt guests run under TCG). The seed is printed; set
-//! `ZIXIAO_CRASH_SEED` to replay a run, `ZIXIAO_CRASH_KILLS` to change
-//! the kills per runtime (default 26, so over 100 in all).
+//! QEMU and libvirt guests run under TCG), narrowed to the longest whole
+//! run seen on a faster machine. The runtimes are tested at once, each in
+//! its own thread. The seed is printed; set `ZIXIAO_CRASH_SEED` to replay
+//! a run, `ZIXIAO_CRASH_KILLS` to change the kills per runtime (default
+//! 26, so over 100 in all), `ZIXIAO_CRASH_RUNTIMES` to test some only.
 #![cfg(all(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -36,9 +38,11 @@ const SEED_ENV: &str = "ZIXIAO_CRASH_SEED";
 /// The environment variable with the kills per runtime.
 const KILLS_ENV: &str = "ZIXIAO_CRASH_KILLS";
 const DEFAULT_KILLS: usize = 26;
+/// The environment variable that limits the runtimes tested.
+const RUNTIMES_ENV: &str = "ZIXIAO_CRASH_RUNTIMES";
 
 /// The commands killed, in the order a cycle runs them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Op {
     Create,
     Stop,
@@ -54,8 +58,11 @@ struct Subject {
     create: Vec<String>,
     snapshots: bool,
     window: fn(Op) -> Duration,
-    view: fn(&Crash) -> Box<dyn RuntimeView>,
+    view: ViewOf,
 }
+
+/// How a test sees its runtime, from the run's state.
+type ViewOf = fn(&Crash) -> Box<dyn RuntimeView>;
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -91,7 +98,9 @@ struct Crash {
     node: String,
     log: Vec<String>,
     /// The view of the runtime under test, for the checks and for a failure's report.
-    view: Option<fn(&Crash) -> Box<dyn RuntimeView>>,
+    view: Option<ViewOf>,
+    /// The longest run of each command that ended well before its kill.
+    whole: BTreeMap<Op, Duration>,
 }
 
 impl Crash {
@@ -126,6 +135,7 @@ impl Crash {
             node: String::new(),
             log: Vec::new(),
             view: None,
+            whole: BTreeMap::new(),
         };
         let nodes = crash.ok(&["-o", "json", "node", "list"]);
         let nodes: serde_json::Value = serde_json::from_str(&nodes).expect("node list JSON");
@@ -169,13 +179,23 @@ impl Crash {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Runs `args` and kills it at a moment drawn from `window`.
+    /// Runs `args` and kills it at a moment drawn from `window`, narrowed
+    /// to a quarter more than the longest whole run of `op` seen: on a
+    /// machine faster than the one the windows were measured on, as many
+    /// commands are cut off, still at any moment of their work.
     fn killed(&mut self, op: Op, window: Duration, args: &[&str]) -> KillOutcome {
+        let window = match self.whole.get(&op) {
+            Some(longest) => window.min(*longest * 5 / 4),
+            None => window,
+        };
         let delay = self.rng.duration(Duration::ZERO..window);
         let outcome = run_killed(&mut self.command(args), delay);
         self.runs += 1;
         if outcome.killed {
             self.kills += 1;
+        } else if outcome.status.success() {
+            let longest = self.whole.entry(op).or_default();
+            *longest = (*longest).max(outcome.ran);
         }
         self.log.push(format!(
             "{op:?} `{}`: {} at {delay:?} (ran {:?}){}",
@@ -405,13 +425,52 @@ fn monitors(crash: &Crash) -> Box<dyn RuntimeView> {
     Box::new(MonitorProcesses::new(crash.state().join("runtime").join("microvm")).asking_monitors())
 }
 
+/// Every runtime at once, each in its own thread and state directory: the
+/// commands mostly wait on their runtimes and guests, so together they
+/// take about as long as the slowest alone (the test harness would run
+/// only as many tests at a time as there are cores). `ZIXIAO_CRASH_RUNTIMES`
+/// (a comma-separated list of `container`, `qemu`, `vmm`, `vm`) runs some.
 #[test]
-fn killed_container_commands_leave_containerd_as_the_store_says() {
+fn killed_commands_leave_every_runtime_as_the_store_says() {
     let Some((socket, uri)) = runtimes() else {
         return;
     };
-    let image = env("ZIXIAO_TEST_BUSYBOX_OCI");
-    let subject = Subject {
+    let chosen = std::env::var(RUNTIMES_ENV).ok();
+    let chosen = |label: &str| {
+        chosen
+            .as_deref()
+            .is_none_or(|list| list.split(',').any(|l| l.trim() == label))
+    };
+    let mut subjects = vec![container(), qemu()];
+    subjects.extend(vmm());
+    subjects.push(vm());
+    subjects.retain(|s| chosen(s.label));
+    if subjects.iter().any(|s| s.label == "container") {
+        // The image, imported once (not killed).
+        let importer = Crash::new("import", &socket, &uri);
+        importer.ok(&["image", "import", &env("ZIXIAO_TEST_BUSYBOX_OCI")]);
+    }
+    let failed: Vec<&str> = std::thread::scope(|scope| {
+        let runs: Vec<_> = subjects
+            .iter()
+            .map(|subject| {
+                let (socket, uri) = (&socket, &uri);
+                (
+                    subject.label,
+                    scope.spawn(move || crash_cycles(subject, socket, uri)),
+                )
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|(label, run)| run.join().is_err().then_some(label))
+            .collect()
+    });
+    // Each failure was printed by its thread, with its seed and steps.
+    assert!(failed.is_empty(), "failed on: {}", failed.join(", "));
+}
+
+fn container() -> Subject {
+    Subject {
         label: "container",
         create: [
             "--type",
@@ -438,19 +497,11 @@ fn killed_container_commands_leave_containerd_as_the_store_says() {
                 ContainerdNamespace::new(&crash.socket, "zixiao").only(crash.seen.iter().cloned()),
             )
         },
-    };
-    // The image, imported once (not killed).
-    let importer = Crash::new("import", &socket, &uri);
-    importer.ok(&["image", "import", &image]);
-    crash_cycles(&subject, &socket, &uri);
+    }
 }
 
-#[test]
-fn killed_qemu_microvm_commands_leave_no_monitor_the_store_does_not_have() {
-    let Some((socket, uri)) = runtimes() else {
-        return;
-    };
-    let subject = Subject {
+fn qemu() -> Subject {
+    Subject {
         label: "qemu",
         create: [
             "--type",
@@ -475,19 +526,15 @@ fn killed_qemu_microvm_commands_leave_no_monitor_the_store_does_not_have() {
             Op::Snapshot | Op::Delete => ms(800),
         },
         view: monitors,
-    };
-    crash_cycles(&subject, &socket, &uri);
+    }
 }
 
-#[test]
-fn killed_vmm_microvm_commands_leave_no_monitor_the_store_does_not_have() {
-    let Some((socket, uri)) = runtimes() else {
-        return;
-    };
+/// The VMM's subject, or `None` (skipped) where KVM is missing outside CI.
+fn vmm() -> Option<Subject> {
     if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
         assert!(!runtimes_required(), "{reason}");
-        eprintln!("skipped: {reason}");
-        return;
+        eprintln!("vmm skipped: {reason}");
+        return None;
     }
     let guest: PathBuf = zixiao_vmm::test_guest::kernel_path().expect("the VMM's test guest");
     let vmm = Path::new(env!("CARGO_BIN_EXE_zixiao")).with_file_name("zixiao-vmm");
@@ -496,7 +543,7 @@ fn killed_vmm_microvm_commands_leave_no_monitor_the_store_does_not_have() {
         "{} is not built (cargo build -p zixiao-vmm)",
         vmm.display()
     );
-    let subject = Subject {
+    Some(Subject {
         label: "vmm",
         create: [
             "--type",
@@ -515,16 +562,11 @@ fn killed_vmm_microvm_commands_leave_no_monitor_the_store_does_not_have() {
         snapshots: true,
         window: |_| ms(500),
         view: monitors,
-    };
-    crash_cycles(&subject, &socket, &uri);
+    })
 }
 
-#[test]
-fn killed_vm_commands_leave_libvirt_as_the_store_says() {
-    let Some((socket, uri)) = runtimes() else {
-        return;
-    };
-    let subject = Subject {
+fn vm() -> Subject {
+    Subject {
         label: "vm",
         create: [
             "--type",
@@ -557,8 +599,7 @@ fn killed_vm_commands_leave_libvirt_as_the_store_says() {
                 format!("zixiao-{}", crash.name),
             ))
         },
-    };
-    crash_cycles(&subject, &socket, &uri);
+    }
 }
 
 /// What one cut-off command leaves, made on purpose: a VMM guest paused by
