@@ -126,6 +126,10 @@ async fn an_embedded_server_takes_agents_and_notices_their_death() {
         &[
             "server",
             "--embedded",
+            // Agents join a TLS server with a join token and their own
+            // certificate, which comes with the agents' step of "secure the
+            // cluster": until then they reach a plain one, on loopback.
+            "--insecure-no-tls",
             "--listen",
             "127.0.0.1:0",
             "--id",
