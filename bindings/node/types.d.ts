@@ -131,6 +131,8 @@ export interface NetworkAttachment {
   /** The host-side veth (containers) or TAP device (VMs, microVMs). */
   host_interface: string
   bridge: string
+  /** The network's installation (absent when recorded before installation ids). */
+  installation?: string
   /** A stable, locally administered MAC address. */
   mac: string
   /** One address per subnet of the network. */
@@ -164,6 +166,8 @@ export interface Network {
   name: string
   subnets: Subnet[]
   bridge: string
+  /** The store's installation id (absent when stored before installation ids). */
+  installation?: string
   nat: boolean
   isolated: boolean
   created_at: string

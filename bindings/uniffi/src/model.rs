@@ -287,7 +287,7 @@ impl From<core::NetworkAttachment> for NetworkAttachment {
                 .iter()
                 .map(|ip| ip.gateway.to_string())
                 .collect(),
-            network: a.network,
+            network: a.network.into(),
             interface: a.interface,
             mac: a.mac,
         }
@@ -491,7 +491,7 @@ pub struct Network {
 impl From<core::Network> for Network {
     fn from(n: core::Network) -> Self {
         Network {
-            name: n.name,
+            name: n.name.into(),
             subnets: n
                 .subnets
                 .into_iter()
@@ -501,7 +501,7 @@ impl From<core::Network> for Network {
                     reserved: s.reserved.iter().map(ToString::to_string).collect(),
                 })
                 .collect(),
-            bridge: n.bridge,
+            bridge: n.bridge.into(),
             nat: n.nat,
             isolated: n.isolated,
             created_at: n.created_at.to_rfc3339(),

@@ -125,7 +125,12 @@ class IpConfig(TypedDict):
     gateway: str
 
 
-class NetworkAttachment(TypedDict):
+class _NetworkAttachmentOptional(TypedDict, total=False):
+    installation: str
+    """The network's installation (absent when recorded before installation ids)."""
+
+
+class NetworkAttachment(_NetworkAttachmentOptional):
     """An instance's place on one network, allocated when it is created."""
 
     network: str
@@ -273,6 +278,8 @@ class Subnet(TypedDict):
 class _NetworkOptional(TypedDict, total=False):
     deleting: bool
     """Present (``True``) while the network is being deleted."""
+    installation: str
+    """The store's installation id (absent when stored before installation ids)."""
 
 
 class Network(_NetworkOptional):
