@@ -42,21 +42,24 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     insecure_no_tls: bool,
     /// A server.yaml (see zixiao-cluster/examples/server.yaml).
-    #[arg(long, value_name = "FILE")]
+    // The store flags are global so that `server init --dir D --etcd URL`
+    // reads as the help shows it: init needs the store to write the first
+    // admin into.
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// gRPC listen address [default: 0.0.0.0:50051].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// etcd client URLs, comma-separated (http://host:port,...).
-    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    #[arg(long, global = true, value_name = "URL[,URL...]", value_delimiter = ',')]
     etcd: Vec<String>,
     /// Key prefix in etcd, to share one etcd between clusters.
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, global = true, value_name = "PREFIX")]
     etcd_prefix: Option<String>,
     /// Serve the embedded store and a local agent from --state-dir instead
     /// of etcd (with TLS from --state-dir/pki, made on first start, unless
     /// --pki or --insecure-no-tls).
-    #[arg(long, conflicts_with = "etcd")]
+    #[arg(long, global = true, conflicts_with = "etcd")]
     embedded: bool,
     /// This replica's id (shown as the leader) [default: hostname:port].
     #[arg(long, value_name = "ID")]
