@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use zixiao_api::secure::ServerTls;
 use zixiao_core::controller::Convergence;
@@ -164,7 +165,20 @@ async fn start_with(
     let api = WithLeader::new(controller.clone(), store.clone());
     zixiao_api::secure::api_server(Arc::new(api), store.clone(), &options.id, tls.as_ref())
         .add_to(&mut routes);
-    routes.add_service(membership.into_service());
+    if tls.is_some() {
+        // Agents have no identity yet (join tokens and node certificates
+        // are not built): on a TLS server anyone with a TLS client could
+        // register a node with fake capacity, heartbeat another's lease
+        // or take over a node's name. Until agents authenticate, a secure
+        // server refuses every membership call; agents join plain servers
+        // on loopback.
+        routes.add_service(InterceptedService::new(
+            membership.into_service(),
+            refuse_unidentified_agents,
+        ));
+    } else {
+        routes.add_service(membership.into_service());
+    }
     let mut served = zixiao_api::server::SERVICES.to_vec();
     served.push(crate::membership_service::SERVICE);
     zixiao_api::add_standard_services(&mut routes, &served).await?;
@@ -186,6 +200,17 @@ async fn start_with(
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// The membership calls of a TLS server: all refused, since no agent can
+/// prove which node it is yet.
+fn refuse_unidentified_agents(
+    _: tonic::Request<()>,
+) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    Err(tonic::Status::unauthenticated(
+        "this server serves TLS, and agents cannot authenticate to it yet (join tokens and \
+         node certificates are not built): run agents against a server on loopback without --pki",
+    ))
 }
 
 /// A controller over `store` with the default scheduler and addresses

@@ -51,7 +51,12 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// etcd client URLs, comma-separated (http://host:port,...).
-    #[arg(long, global = true, value_name = "URL[,URL...]", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
+    )]
     etcd: Vec<String>,
     /// Key prefix in etcd, to share one etcd between clusters.
     #[arg(long, global = true, value_name = "PREFIX")]
