@@ -296,6 +296,27 @@ fn bad_server_and_agent_settings_are_refused_naming_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--server"), "{stderr}");
 
+    // An agent has no TLS yet: off loopback only when told so, loudly.
+    let out = command(dir.path())
+        .args([
+            "agent",
+            "--server",
+            "127.0.0.1:1",
+            "--name",
+            "w1",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-watchdog",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen") && stderr.contains("--insecure-no-tls"),
+        "{stderr}"
+    );
+
     let out = command(dir.path())
         .args([
             "agent",
