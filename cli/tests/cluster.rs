@@ -296,6 +296,25 @@ fn bad_server_and_agent_settings_are_refused_naming_the_field() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--server"), "{stderr}");
 
+    // A server without TLS stays on loopback unless told otherwise: it
+    // would make everyone who reaches it an admin.
+    let out = command(dir.path())
+        .args([
+            "server",
+            "--etcd",
+            "http://127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--pki") && stderr.contains("--insecure-no-tls"),
+        "{stderr}"
+    );
+
     // An agent has no TLS yet: off loopback only when told so, loudly.
     let out = command(dir.path())
         .args([
