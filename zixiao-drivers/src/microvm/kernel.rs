@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use zixiao_core::DriverError;
@@ -109,19 +109,7 @@ fn open_regular(path: &Path, field: &str) -> Result<(File, u64), DriverError> {
     let meta = file.metadata().map_err(|e| unreadable(field, path, &e))?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "not a file"
-        };
+        let what = zixiao_core::files::kind_of(&kind);
         return Err(invalid(
             field,
             format!("`{shown}` is {what}, not a regular file"),
