@@ -175,7 +175,9 @@ pub(crate) enum TokenCommand {
         /// Whose token [default: the caller's].
         #[arg(long, value_name = "USER")]
         user: Option<String>,
-        /// At most its owner's role: admin, operator or viewer.
+        /// At most its owner's role: admin, operator or viewer; or `agent`
+        /// for a join token an agent exchanges for its node certificate
+        /// (`zixiao agent --join-token`).
         #[arg(long, value_name = "ROLE")]
         role: Option<String>,
         /// Limit it to this project of its owner's (repeatable).
@@ -184,6 +186,10 @@ pub(crate) enum TokenCommand {
         /// How long it works (`90m`, `12h`, `30d`) [default: until revoked].
         #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
+        /// A join token (`--role agent`) that several agents may use
+        /// [default: single-use].
+        #[arg(long)]
+        reusable: bool,
     },
     /// List tokens (never their secrets).
     List {

@@ -473,6 +473,8 @@ impl Api for GrpcClient {
                     limited_to_projects: terms.projects.is_some(),
                     projects: terms.projects.unwrap_or_default(),
                     ttl: terms.ttl.map(crate::membership::wire_duration),
+                    join: terms.purpose == zixiao_core::api::TokenPurpose::Join,
+                    reusable: terms.reusable,
                 };
                 let issued = self.answer(users.create_token(request).await)?;
                 Response::Token(self.decoded(issued.try_into())?)

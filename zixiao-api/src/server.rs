@@ -619,13 +619,23 @@ impl ClusterService for ApiServer {
 }
 
 /// The terms of a token request from the wire.
-fn token_terms(
-    role: i32,
-    limited: bool,
-    projects: Vec<String>,
-    ttl: Option<prost_types::Duration>,
-) -> Result<TokenTerms, Status> {
+fn token_terms(request: pb::CreateTokenRequest) -> Result<TokenTerms, Status> {
+    let pb::CreateTokenRequest {
+        role,
+        limited_to_projects: limited,
+        projects,
+        ttl,
+        join,
+        reusable,
+        ..
+    } = request;
     Ok(TokenTerms {
+        purpose: if join {
+            zixiao_core::api::TokenPurpose::Join
+        } else {
+            zixiao_core::api::TokenPurpose::User
+        },
+        reusable,
         role: decode_role(role, "role").map_err(status)?,
         projects: limited.then_some(projects),
         ttl: ttl
@@ -647,7 +657,11 @@ impl UserService for ApiServer {
         let request = request.into_inner();
         let name = named("name", request.name)?;
         let role = required_role(request.role, "role").map_err(status)?;
-        let ttl = token_terms(0, false, Vec::new(), request.token_ttl)?.ttl;
+        let ttl = token_terms(pb::CreateTokenRequest {
+            ttl: request.token_ttl,
+            ..pb::CreateTokenRequest::default()
+        })?
+        .ttl;
         let (user, token) = client
             .create_user(&name, role, request.projects, ttl)
             .await
@@ -681,13 +695,9 @@ impl UserService for ApiServer {
     ) -> Result<Response<pb::IssuedToken>, Status> {
         let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
-        let terms = token_terms(
-            request.role,
-            request.limited_to_projects,
-            request.projects,
-            request.ttl,
-        )?;
-        let issued = client.create_token(request.owner.as_deref(), terms);
+        let owner = request.owner.clone();
+        let terms = token_terms(request)?;
+        let issued = client.create_token(owner.as_deref(), terms);
         reply(issued.await.map_err(status)?)
     }
 

@@ -213,6 +213,25 @@ impl<A: Api> Api for AccessApi<A> {
                     )
                 })?;
                 let owner = user_name("owner", owner)?;
+                if terms.purpose == TokenPurpose::Join {
+                    if terms.role.is_some() || terms.projects.is_some() {
+                        return Err(Error::invalid(
+                            "role",
+                            "a join token grants no role and no projects: it only lets an \
+                             agent get its node certificate",
+                        ));
+                    }
+                    let (token, secret) = accounts
+                        .issue_join_token(&owner, terms.reusable, terms.ttl)
+                        .await?;
+                    return Ok(Response::Token(issued(&token, &secret)));
+                }
+                if terms.reusable {
+                    return Err(Error::invalid(
+                        "reusable",
+                        "only a join token is single-use; a user's token is reusable already",
+                    ));
+                }
                 let role = match terms.role {
                     Some(role) => role,
                     None => accounts.get_user(&owner).await?.role,

@@ -145,11 +145,28 @@ pub(crate) async fn token(
             role,
             projects,
             ttl,
+            reusable,
         } => {
+            let join = role.as_deref() == Some("agent");
+            if reusable && !join {
+                return Err(Error::invalid(
+                    "--reusable",
+                    "only a join token (--role agent) is single-use by default",
+                ));
+            }
             let terms = TokenTerms {
-                role: role.map(|r| r.parse::<Role>()).transpose()?,
+                role: match role {
+                    Some(role) if !join => Some(role.parse::<Role>()?),
+                    _ => None,
+                },
                 projects: (!projects.is_empty()).then_some(projects),
                 ttl: ttl.map(|t| duration("--ttl", &t)).transpose()?,
+                purpose: if join {
+                    zixiao_core::api::TokenPurpose::Join
+                } else {
+                    zixiao_core::api::TokenPurpose::User
+                },
+                reusable,
             };
             let issued = client.create_token(user.as_deref(), terms).await?;
             print(format, &issued, |t| {

@@ -118,6 +118,7 @@ async fn an_admin_manages_users_tokens_and_projects_through_the_api() {
                 role: Some(Role::Viewer),
                 projects: Some(vec!["web".into()]),
                 ttl: Some(std::time::Duration::from_secs(60)),
+                ..TokenTerms::default()
             },
         )
         .await

@@ -245,10 +245,11 @@ pub struct UserInfo {
 }
 
 /// What a token is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenPurpose {
     /// A user's bearer token for the API.
+    #[default]
     User,
     /// An agent's token to join the cluster.
     Join,
@@ -318,6 +319,11 @@ pub struct TokenTerms {
     pub projects: Option<Vec<String>>,
     /// How long it works (`None`: until revoked).
     pub ttl: Option<Duration>,
+    /// A user's bearer token, or an agent's join token (no role, no
+    /// projects; single-use unless `reusable`).
+    pub purpose: TokenPurpose,
+    /// For a join token: whether it may be used more than once.
+    pub reusable: bool,
 }
 
 /// A project as the API shows it.
