@@ -62,6 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             advertise: None,
             state_dir: agent_dir,
             timing: Timing::default(),
+            tls: None,
         },
         local,
     )

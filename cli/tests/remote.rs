@@ -141,6 +141,7 @@ async fn start_agent(
             advertise: None,
             state_dir: dir.to_path_buf(),
             timing: Timing::default(),
+            tls: None,
         },
         LocalAgent::new(host("node-a")).with_driver(driver),
         network,

@@ -50,7 +50,18 @@ impl MembershipClient {
     /// `timeout`, connecting on first use. Errors: `InvalidArgument` (a
     /// malformed endpoint).
     pub fn new(endpoint: &str, timeout: Duration) -> Result<Self> {
-        let channel = crate::remote::channel(endpoint, timeout)?;
+        Self::new_tls(endpoint, timeout, None)
+    }
+
+    /// [`MembershipClient::new`], over TLS with `tls` when given (the
+    /// cluster CA trusted, a server expected; the node's certificate
+    /// presented, except to join).
+    pub fn new_tls(
+        endpoint: &str,
+        timeout: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self> {
+        let channel = crate::remote::channel_with(endpoint, timeout, tls)?;
         Ok(MembershipClient {
             server: format!("the zixiao server `{endpoint}`"),
             inner: MembershipServiceClient::new(channel)
@@ -138,5 +149,27 @@ impl MembershipClient {
             .await
             .map_err(|s| self.error(s))?;
         Ok(())
+    }
+
+    /// Exchanges join token `token` and `csr_pem` for node `node`'s
+    /// certificate, valid for `addresses`; answers the certificate and the
+    /// cluster CA, PEM. Errors: `Unauthenticated` (the token),
+    /// `InvalidArgument`, `FailedPrecondition`, `Unavailable`.
+    pub async fn join_cluster(
+        &self,
+        token: &str,
+        node: &str,
+        csr_pem: &str,
+        addresses: Vec<String>,
+    ) -> Result<(String, String)> {
+        let request = pb::JoinClusterRequest {
+            token: token.to_owned(),
+            node: node.to_owned(),
+            csr_pem: csr_pem.to_owned(),
+            addresses,
+        };
+        let reply = self.inner.clone().join_cluster(request).await;
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
+        Ok((reply.cert_pem, reply.ca_pem))
     }
 }

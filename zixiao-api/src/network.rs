@@ -10,7 +10,7 @@ use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
 
 use crate::pb;
 use crate::pb::agent_service_client::AgentServiceClient;
-use crate::remote::{channel, DEFAULT_CALL_TIMEOUT};
+use crate::remote::DEFAULT_CALL_TIMEOUT;
 use crate::status::{to_driver_error, to_error};
 
 /// The node trait an agent declares when it sets up networks (it serves
@@ -29,7 +29,17 @@ impl RemoteNetworkHost {
     /// The network host of node `node` whose agent listens at `address`.
     /// Connects on first use. Errors: `InvalidArgument` (a malformed address).
     pub fn new(node: impl Into<String>, address: &str) -> Result<Self> {
-        let client = AgentServiceClient::new(channel(address, DEFAULT_CALL_TIMEOUT)?)
+        Self::new_tls(node, address, None)
+    }
+
+    /// [`RemoteNetworkHost::new`], over TLS with `tls` when given.
+    pub fn new_tls(
+        node: impl Into<String>,
+        address: &str,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self> {
+        let channel = crate::remote::channel_with(address, DEFAULT_CALL_TIMEOUT, tls)?;
+        let client = AgentServiceClient::new(channel)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         Ok(RemoteNetworkHost {

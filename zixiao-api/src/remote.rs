@@ -42,6 +42,23 @@ pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// A gRPC channel to `address` (`host:port`, or a full `http://` URL),
 /// connected on first use. Errors: `InvalidArgument` for a malformed address.
 pub fn channel(address: &str, call_timeout: Duration) -> Result<Channel, zixiao_core::Error> {
+    channel_with(address, call_timeout, None)
+}
+
+/// [`channel`], over TLS with `tls` when given (`https://host:port`, the
+/// host checked against the peer's certificate).
+pub fn channel_with(
+    address: &str,
+    call_timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Channel, zixiao_core::Error> {
+    if let Some(config) = tls {
+        let url = match address.split_once("://") {
+            Some((_, rest)) => format!("https://{rest}"),
+            None => format!("https://{address}"),
+        };
+        return crate::tls::channel(&url, config, call_timeout);
+    }
     let url = if address.contains("://") {
         address.to_owned()
     } else {
@@ -74,12 +91,22 @@ impl RemoteAgent {
     /// driver capabilities it registered. Connects on first use. Errors:
     /// `InvalidArgument` (a malformed address).
     pub fn new(node: &Node) -> Result<Self, zixiao_core::Error> {
+        Self::new_tls(node, None)
+    }
+
+    /// [`RemoteAgent::new`], over TLS with `tls` when given (a server's
+    /// certificate presented, the node's expected).
+    pub fn new_tls(
+        node: &Node,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, zixiao_core::Error> {
         Self::with(
             &node.id,
             &node.address,
             node.runtimes.clone(),
             node.missing_runtimes.clone(),
             node.drivers.clone(),
+            tls,
         )
     }
 
@@ -91,6 +118,7 @@ impl RemoteAgent {
             registration.runtimes.clone(),
             registration.missing_runtimes.clone(),
             registration.drivers.clone(),
+            None,
         )
     }
 
@@ -100,8 +128,9 @@ impl RemoteAgent {
         runtimes: BTreeSet<InstanceType>,
         missing: BTreeMap<InstanceType, String>,
         drivers: BTreeMap<InstanceType, DriverInfo>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, zixiao_core::Error> {
-        let client = AgentServiceClient::new(channel(address, DEFAULT_CALL_TIMEOUT)?)
+        let client = AgentServiceClient::new(channel_with(address, DEFAULT_CALL_TIMEOUT, tls)?)
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
         Ok(RemoteAgent {

@@ -76,6 +76,7 @@ impl CallScope for AuthScope {
 pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
     trust: Trust,
+    credentials: Credentials,
 }
 
 impl fmt::Debug for ServerTls {
@@ -102,12 +103,38 @@ impl ServerTls {
         let config = trust
             .server_config(&credentials, ClientAuth::PerCall)
             .map_err(AuthError::from)?;
-        Ok(ServerTls { config, trust })
+        Ok(ServerTls {
+            config,
+            trust,
+            credentials,
+        })
     }
 
     /// The rustls configuration.
     pub fn config(&self) -> &Arc<rustls::ServerConfig> {
         &self.config
+    }
+
+    /// The CA it trusts.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
+    }
+
+    /// The server's certificate and key: what it presents to agents when
+    /// it calls them.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    /// A client configuration to call node `node`'s agent: the server's
+    /// certificate presented, that node's required. Errors: `Internal`.
+    pub fn agent_client_config(&self, node: &str) -> Result<Arc<rustls::ClientConfig>> {
+        let node = zixiao_auth::NodeName::try_from(node)
+            .map_err(|e| Error::invalid("node", e.to_string()))?;
+        Ok(self
+            .trust
+            .client_config(Some(&self.credentials), ExpectedPeer::Node(node))
+            .map_err(AuthError::from)?)
     }
 }
 

@@ -135,6 +135,22 @@ impl<A: Api> Api for Authorized<A> {
                 return Err(self.refuse(&request, rejection.clone()).await)
             }
         };
+        // A node's agent reads the instances placed on it (before it
+        // starts one, and to re-adopt its own after a restart), and only
+        // those: any other is, to it, not there.
+        if let (Identity::Node(node), Request::GetInstance { instance }) = (identity, &request) {
+            let lookup = Request::GetInstance {
+                instance: instance.clone(),
+            };
+            return match self.inner.call(lookup).await? {
+                Response::Instance(found) if found.node.as_deref() == Some(node.as_str()) => {
+                    Ok(Response::Instance(found))
+                }
+                _ => Err(Error::not_found(format!(
+                    "instance `{instance}` on node `{node}`"
+                ))),
+            };
+        }
         // A create names its project in a label: checked for everyone, so
         // no instance is made that only an admin could reach again.
         let reference = match project_ref(&request) {

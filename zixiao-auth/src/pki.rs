@@ -975,6 +975,14 @@ impl Pki {
         Ok(cert.pem())
     }
 
+    /// Checks that `csr_pem` is a certificate signing request with a valid
+    /// signature, without signing it. Errors: `InvalidArgument`.
+    pub fn check_csr(csr_pem: &str) -> Result<(), PkiError> {
+        CertificateSigningRequestParams::from_pem(csr_pem)
+            .map(|_| ())
+            .map_err(|e| PkiError::invalid("certificate signing request", e.to_string()))
+    }
+
     fn leaf_params(
         &self,
         identity: &CertIdentity,

@@ -54,6 +54,191 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// Liveness settings (must match the servers').
     pub timing: Timing,
+    /// The cluster's TLS: with it the agent joins (once) and then calls
+    /// the servers and serves them over mutual TLS with its node
+    /// certificate. Without it, plain gRPC (loopback only, or
+    /// `--insecure-no-tls`).
+    pub tls: Option<AgentTls>,
+}
+
+/// How an agent proves it is its node to a TLS cluster.
+#[derive(Clone)]
+pub struct AgentTls {
+    /// The cluster CA certificate, PEM: the servers must present a server
+    /// certificate it signed.
+    pub ca_pem: String,
+    /// A join token: needed only while the state directory holds no node
+    /// certificate yet (the first start).
+    pub join_token: Option<String>,
+}
+
+impl std::fmt::Debug for AgentTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentTls")
+            .field(
+                "join_token",
+                &self.join_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The node certificate's file in the state directory (its key:
+/// `node-key.pem`), both 0600.
+pub const NODE_CERT_FILE: &str = "node.pem";
+/// The node key's file in the state directory.
+pub const NODE_KEY_FILE: &str = "node-key.pem";
+
+/// An agent's TLS identity: its node certificate and the CA it trusts.
+#[derive(Clone)]
+struct NodeTls {
+    trust: zixiao_auth::Trust,
+    credentials: zixiao_auth::Credentials,
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl NodeTls {
+    /// A client configuration for calling servers with the node's certificate.
+    fn to_servers(&self) -> Result<Arc<rustls::ClientConfig>> {
+        Ok(self
+            .trust
+            .client_config(Some(&self.credentials), zixiao_auth::ExpectedPeer::Server)
+            .map_err(zixiao_auth::AuthError::from)?)
+    }
+}
+
+/// The node's certificate from `state_dir`, or, on the first start, a new
+/// key whose certificate request is exchanged with `tls.join_token` at the
+/// first server that answers; the certificate and key are then kept 0600
+/// in `state_dir`. Errors: `InvalidArgument` (no certificate and no token,
+/// a certificate of another node or CA), `Unauthenticated` (the token),
+/// `Unavailable`.
+async fn node_tls(
+    tls: &AgentTls,
+    node: &str,
+    state_dir: &Path,
+    servers: &[String],
+    advertise_host: &str,
+) -> Result<NodeTls> {
+    use zixiao_auth::{AuthError, CertIdentity, ExpectedPeer, NodeKey, NodeName, Trust};
+    let trust = Trust::from_pem(&tls.ca_pem).map_err(AuthError::from)?;
+    let name = NodeName::try_from(node).map_err(|e| Error::invalid("name", e.to_string()))?;
+    let (cert_path, key_path) = (
+        state_dir.join(NODE_CERT_FILE),
+        state_dir.join(NODE_KEY_FILE),
+    );
+    let (cert_pem, key_pem) = if cert_path.exists() && key_path.exists() {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))
+        };
+        (read(&cert_path)?, read(&key_path)?)
+    } else {
+        let token = tls.join_token.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "join_token",
+                format!(
+                    "`{}` holds no node certificate yet: give a join token (zixiao token \
+                     create --role agent) to join the cluster",
+                    state_dir.display()
+                ),
+            )
+        })?;
+        let started = Instant::now();
+        let key = NodeKey::generate(&name).map_err(AuthError::from)?;
+        let anonymous = trust
+            .client_config(None, ExpectedPeer::Server)
+            .map_err(AuthError::from)?;
+        let mut last = None;
+        let mut joined = None;
+        for server in servers {
+            let client = MembershipClient::new_tls(
+                server,
+                Duration::from_secs(10),
+                Some(anonymous.clone()),
+            )?;
+            let addresses = vec![advertise_host.to_owned()];
+            match client
+                .join_cluster(token, node, key.csr_pem(), addresses)
+                .await
+            {
+                Ok(answer) => {
+                    joined = Some(answer);
+                    break;
+                }
+                Err(e) if e.kind() == ErrorKind::Unavailable => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some((cert_pem, ca_pem)) = joined else {
+            return Err(last.unwrap_or_else(|| Error::invalid("servers", "none is configured")));
+        };
+        if Trust::from_pem(&ca_pem)
+            .map_err(AuthError::from)?
+            .fingerprint()
+            != trust.fingerprint()
+        {
+            return Err(Error::invalid(
+                "ca_cert",
+                "the server answered with another cluster CA than the one given",
+            ));
+        }
+        let issued = key.with_certificate(&cert_pem);
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| Error::Internal(format!("cannot create {}: {e}", state_dir.display())))?;
+        issued.write(state_dir, "node").map_err(AuthError::from)?;
+        eprintln!(
+            "zixiao agent: node `{node}` joined the cluster in {} ms; its certificate is in {}",
+            started.elapsed().as_millis(),
+            cert_path.display()
+        );
+        (cert_pem, issued.key_pem().to_owned())
+    };
+    let credentials =
+        zixiao_auth::Credentials::from_pem(&cert_pem, &key_pem).map_err(AuthError::from)?;
+    match credentials.identity() {
+        Ok(CertIdentity::Node(named)) if named == name => {}
+        other => {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "`{}` is not node `{node}`'s certificate ({other:?}): use this node's \
+                     state directory",
+                    cert_path.display()
+                ),
+            ))
+        }
+    }
+    Ok(NodeTls {
+        trust,
+        credentials,
+        ca_pem: tls.ca_pem.clone(),
+        cert_pem,
+        key_pem,
+    })
+}
+
+/// Lets through only calls from a server of the cluster (the TLS handshake
+/// already required a certificate of the cluster CA).
+fn servers_only(
+    request: tonic::Request<()>,
+) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    let leaf = request
+        .extensions()
+        .get::<zixiao_api::tls::TlsPeer>()
+        .and_then(|peer| peer.certificates.as_ref().and_then(|c| c.first().cloned()));
+    let identity = leaf.as_ref().map(zixiao_auth::CertIdentity::of_certificate);
+    match identity {
+        Some(Ok(zixiao_auth::CertIdentity::Server)) => Ok(request),
+        Some(Ok(other)) => Err(tonic::Status::permission_denied(format!(
+            "only a zixiao server calls an agent; the caller is {other}"
+        ))),
+        _ => Err(tonic::Status::unauthenticated(
+            "a server certificate of this cluster is required",
+        )),
+    }
 }
 
 /// A running agent.
@@ -131,6 +316,17 @@ pub fn session(state_dir: &Path) -> Result<String> {
     Ok(fresh)
 }
 
+/// The host part of `host:port` (an IPv6 address without its brackets).
+fn advertise_host(address: &str) -> String {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() => host,
+        _ => address,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
+}
+
 /// When the node last sent a renewal that succeeded (monotonic ms; 0: never).
 #[derive(Debug, Default)]
 struct Liveness {
@@ -205,11 +401,27 @@ pub async fn start_with_network(
         registration.traits.insert(NETWORKS_TRAIT.to_owned());
     }
     registration.validate()?;
+    let node_tls = match &options.tls {
+        Some(tls) => {
+            let host = advertise_host(&registration.address);
+            Some(
+                node_tls(
+                    tls,
+                    &options.name,
+                    &options.state_dir,
+                    &options.servers,
+                    &host,
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
 
     let records = Records::new(&options.state_dir);
     let agent = Arc::new(
         RecordingAgent::new(Arc::new(local), records.clone()).with_placement(Arc::new(
-            ClusterPlacement::new(&options.name, &options.servers),
+            ClusterPlacement::new(&options.name, &options.servers, node_tls.as_ref()),
         )),
     );
     let liveness = Arc::new(Liveness::default());
@@ -234,18 +446,43 @@ pub async fn start_with_network(
         service = service.with_network_host(network);
     }
     let mut routes = tonic::service::Routes::builder();
-    routes.add_service(service.into_service());
+    let server_config = match &node_tls {
+        Some(tls) => {
+            routes.add_service(tonic::service::interceptor::InterceptedService::new(
+                service.into_service(),
+                servers_only,
+            ));
+            let config = tls
+                .trust
+                .server_config(&tls.credentials, zixiao_auth::ClientAuth::Required)
+                .map_err(zixiao_auth::AuthError::from)?;
+            Some(config)
+        }
+        None => {
+            routes.add_service(service.into_service());
+            None
+        }
+    };
     zixiao_api::add_standard_services(&mut routes, &[zixiao_api::agent::SERVICE]).await?;
     let routes = routes.routes();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut stop = shutdown_rx.clone();
     let serve = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await;
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let server = tonic::transport::Server::builder().add_routes(routes);
+        let served = match server_config {
+            Some(config) => {
+                let incoming = zixiao_api::tls::incoming(listener, config);
+                server.serve_with_incoming_shutdown(incoming, stopped).await
+            }
+            None => {
+                server
+                    .serve_with_incoming_shutdown(crate::server::incoming(listener), stopped)
+                    .await
+            }
+        };
         if let Err(e) = served {
             eprintln!("zixiao agent: serving: {e}");
         }
@@ -255,6 +492,7 @@ pub async fn start_with_network(
         session: session.clone(),
         servers: options.servers.clone(),
         timing: options.timing,
+        tls: node_tls,
         agent,
         records,
         liveness,
@@ -278,6 +516,7 @@ struct Lifeline {
     session: String,
     servers: Vec<String>,
     timing: Timing,
+    tls: Option<NodeTls>,
     agent: Arc<RecordingAgent>,
     records: Records,
     liveness: Arc<Liveness>,
@@ -292,9 +531,14 @@ impl Lifeline {
         }
     }
 
+    fn membership(&self, server: &str, timeout: Duration) -> Result<MembershipClient> {
+        let tls = self.tls.as_ref().map(NodeTls::to_servers).transpose()?;
+        MembershipClient::new_tls(server, timeout, tls)
+    }
+
     fn client(&self, index: usize) -> Option<MembershipClient> {
         let server = &self.servers[index % self.servers.len()];
-        match MembershipClient::new(server, self.timing.heartbeat()) {
+        match self.membership(server, self.timing.heartbeat()) {
             Ok(client) => Some(client),
             Err(e) => {
                 eprintln!("zixiao agent: server `{server}`: {}", e.chain());
@@ -311,7 +555,7 @@ impl Lifeline {
         let register_clients: Vec<Option<MembershipClient>> = self
             .servers
             .iter()
-            .map(|s| MembershipClient::new(s, Duration::from_secs(5)).ok())
+            .map(|s| self.membership(s, Duration::from_secs(5)).ok())
             .collect();
         while !*shutdown.borrow() {
             // Register (again), with the session that may still hold the lease.
@@ -340,7 +584,7 @@ impl Lifeline {
                 self.servers[server % self.servers.len()]
             );
             let cleanup = tokio::spawn(clean_up(
-                ClusterPlacement::new(&node, &self.servers),
+                ClusterPlacement::new(&node, &self.servers, self.tls.as_ref()),
                 self.agent.clone(),
                 self.records.clone(),
                 SweepReport {
@@ -420,13 +664,21 @@ struct ClusterPlacement {
 }
 
 impl ClusterPlacement {
-    fn new(node: &str, servers: &[String]) -> Self {
+    fn new(node: &str, servers: &[String], tls: Option<&NodeTls>) -> Self {
+        let connect = |server: &String| match tls {
+            // The node's certificate: a node reads only the instances
+            // placed on it (zixiao-auth's Authorized).
+            Some(tls) => zixiao_api::secure::connect_with(zixiao_api::secure::ConnectOptions {
+                endpoint: server.clone(),
+                ca_pem: Some(tls.ca_pem.clone()),
+                token: None,
+                client_identity: Some((tls.cert_pem.clone(), tls.key_pem.clone())),
+            }),
+            None => zixiao_api::connect(server),
+        };
         ClusterPlacement {
             node: node.to_owned(),
-            clients: servers
-                .iter()
-                .filter_map(|s| zixiao_api::connect(s).ok())
-                .collect(),
+            clients: servers.iter().filter_map(|s| connect(s).ok()).collect(),
         }
     }
 

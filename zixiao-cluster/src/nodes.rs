@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 use zixiao_api::network::{RemoteNetworkHost, NETWORKS_TRAIT};
 use zixiao_api::remote::RemoteAgent;
+use zixiao_api::secure::ServerTls;
 use zixiao_core::controller::NODES_PREFIX;
 use zixiao_core::store::{decode, StoreExt, WatchEvent};
 use zixiao_core::{Controller, DriverInfo, InstanceFilter, InstanceType, NetworkHost, Node};
@@ -29,6 +30,7 @@ pub struct NodeSync {
     controller: Controller,
     known: Arc<Mutex<Known>>,
     hosts: Arc<Mutex<BTreeMap<String, Arc<RemoteNetworkHost>>>>,
+    tls: Option<ServerTls>,
 }
 
 impl NodeSync {
@@ -38,7 +40,15 @@ impl NodeSync {
             controller,
             known: Arc::default(),
             hosts: Arc::default(),
+            tls: None,
         }
+    }
+
+    /// Calls agents over TLS with `tls` (the server's certificate
+    /// presented, each node's own required), when given.
+    pub fn with_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Reaches `node` through its agent, unless it is already reached at that address.
@@ -54,9 +64,19 @@ impl NodeSync {
         if known.get(&node.id) == Some(&seen) {
             return;
         }
-        let agent = RemoteAgent::new(node);
+        let tls = match &self.tls {
+            Some(tls) => match tls.agent_client_config(&node.id) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    eprintln!("zixiao server: node `{}`: {}", node.id, e.chain());
+                    return;
+                }
+            },
+            None => None,
+        };
+        let agent = RemoteAgent::new_tls(node, tls.clone());
         let host = if networks {
-            RemoteNetworkHost::new(node.id.clone(), &node.address).map(Some)
+            RemoteNetworkHost::new_tls(node.id.clone(), &node.address, tls).map(Some)
         } else {
             Ok(None)
         };

@@ -13,14 +13,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
 use zixiao_api::secure::ServerTls;
+use zixiao_auth::{AuditLog, AuthStore, Authenticator, Pki, Retention};
 use zixiao_core::controller::Convergence;
 use zixiao_core::{Controller, Error, Result};
 
 use crate::membership::Membership;
-use crate::membership_service::MembershipServer;
+use crate::membership_service::{MembershipServer, NodeGuard};
 use crate::nodes::NodeSync;
 use crate::timing::Timing;
 use crate::with_leader::WithLeader;
@@ -99,19 +99,28 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
 /// and audited (`zixiao_api::secure::api_server`). Without TLS ([`start`])
 /// every caller is the implicit admin, so a plain server belongs on
 /// loopback.
+///
+/// Agents join with a join token (`JoinCluster`: `pki` signs their node
+/// certificate), then call with that certificate, each only for its own
+/// node; the server calls them with its own certificate.
 pub async fn start_secure(
     controller: Controller,
     options: ServerOptions,
     tls: ServerTls,
+    pki: Arc<Pki>,
 ) -> Result<ServerHandle> {
-    start_with(controller, options, Some(tls)).await
+    start_with(controller, options, Some((tls, pki))).await
 }
 
 async fn start_with(
     controller: Controller,
     options: ServerOptions,
-    tls: Option<ServerTls>,
+    secure: Option<(ServerTls, Arc<Pki>)>,
 ) -> Result<ServerHandle> {
+    let (tls, pki) = match secure {
+        Some((tls, pki)) => (Some(tls), Some(pki)),
+        None => (None, None),
+    };
     options.timing.validate()?;
     if controller.convergence() != Convergence::Background {
         return Err(Error::invalid(
@@ -132,7 +141,7 @@ async fn start_with(
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
     let store = controller.store().clone();
     let membership = Membership::new(store.clone(), options.timing.lease_ttl());
-    let sync = NodeSync::new(controller.clone());
+    let sync = NodeSync::new(controller.clone()).with_tls(tls.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (leading_tx, leading_rx) = watch::channel(false);
     // Every known node is reachable before the first request is served.
@@ -156,29 +165,35 @@ async fn start_with(
         leading_rx.clone(),
         shutdown_rx.clone(),
     )));
+    let guard = match (&tls, pki) {
+        (Some(tls), Some(pki)) => {
+            let clock: Arc<dyn zixiao_core::Clock> = Arc::new(zixiao_core::SystemClock);
+            let accounts = AuthStore::new(store.clone(), clock.clone());
+            Some(Arc::new(NodeGuard {
+                authenticator: Authenticator::new(accounts.clone(), Some(tls.trust().clone())),
+                accounts,
+                log: Arc::new(AuditLog::new(
+                    store.clone(),
+                    clock,
+                    options.id.clone(),
+                    Retention::default(),
+                )),
+                pki,
+            }))
+        }
+        _ => None,
+    };
     let membership = MembershipServer {
         controller: controller.clone(),
         membership,
         sync,
+        guard,
     };
     let mut routes = Routes::builder();
     let api = WithLeader::new(controller.clone(), store.clone());
     zixiao_api::secure::api_server(Arc::new(api), store.clone(), &options.id, tls.as_ref())
         .add_to(&mut routes);
-    if tls.is_some() {
-        // Agents have no identity yet (join tokens and node certificates
-        // are not built): on a TLS server anyone with a TLS client could
-        // register a node with fake capacity, heartbeat another's lease
-        // or take over a node's name. Until agents authenticate, a secure
-        // server refuses every membership call; agents join plain servers
-        // on loopback.
-        routes.add_service(InterceptedService::new(
-            membership.into_service(),
-            refuse_unidentified_agents,
-        ));
-    } else {
-        routes.add_service(membership.into_service());
-    }
+    routes.add_service(membership.into_service());
     let mut served = zixiao_api::server::SERVICES.to_vec();
     served.push(crate::membership_service::SERVICE);
     zixiao_api::add_standard_services(&mut routes, &served).await?;
@@ -200,17 +215,6 @@ async fn start_with(
         shutdown: shutdown_tx,
         tasks,
     })
-}
-
-/// The membership calls of a TLS server: all refused, since no agent can
-/// prove which node it is yet.
-fn refuse_unidentified_agents(
-    _: tonic::Request<()>,
-) -> std::result::Result<tonic::Request<()>, tonic::Status> {
-    Err(tonic::Status::unauthenticated(
-        "this server serves TLS, and agents cannot authenticate to it yet (join tokens and \
-         node certificates are not built): run agents against a server on loopback without --pki",
-    ))
 }
 
 /// A controller over `store` with the default scheduler and addresses

@@ -65,6 +65,7 @@ async fn start_agent(
             advertise: None,
             state_dir: dir.to_path_buf(),
             timing: Timing::default(),
+            tls: None,
         },
         local(name, driver),
     )
@@ -604,11 +605,10 @@ async fn the_watchdog_stops_a_nodes_instances_all_at_once() {
     watchdog.abort();
 }
 
-/// A server that serves TLS has no way yet to know which node an agent
-/// is (agent join tokens and node certificates are not built), so it
-/// refuses every membership call: a rogue TLS client can neither register
-/// a node with made-up capacity nor renew anyone's lease, and nothing is
-/// stored.
+/// A server that serves TLS knows an agent only by its node certificate
+/// (issued at join, see `cli/tests/secure.rs`): a TLS client without one
+/// can neither register a node with made-up capacity nor renew anyone's
+/// lease, and nothing is stored.
 #[tokio::test]
 async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
     use zixiao_api::pb::membership_service_client::MembershipServiceClient;
@@ -618,7 +618,7 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(&store_dir.path().join("state.redb")).expect("store"));
     let pki_dir = tempfile::tempdir().expect("tempdir");
-    let pki = zixiao_auth::Pki::init(&pki_dir.path().join("pki"), "test").expect("pki");
+    let pki = Arc::new(zixiao_auth::Pki::init(&pki_dir.path().join("pki"), "test").expect("pki"));
     let names = [zixiao_auth::SubjectName::Ip(
         "127.0.0.1".parse().expect("ip"),
     )];
@@ -631,6 +631,7 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
             timing: Timing::default(),
         },
         tls,
+        pki.clone(),
     )
     .await
     .expect("server starts");

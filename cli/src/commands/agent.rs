@@ -32,14 +32,28 @@ pub(crate) struct AgentArgs {
     /// The node's zone.
     #[arg(long, value_name = "ZONE")]
     zone: Option<String>,
-    /// AgentService listen address [default: 127.0.0.1:50052]. Agents
-    /// have no TLS yet, so anything but loopback needs --insecure-no-tls.
+    /// AgentService listen address [default: 127.0.0.1:50052]. Without
+    /// --ca-cert (no TLS), anything but loopback needs --insecure-no-tls.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Listen on an address other than loopback without TLS: whoever
     /// reaches the port controls this node's instances as root.
     #[arg(long)]
     insecure_no_tls: bool,
+    /// The cluster CA certificate (the server's `ca.pem`): the agent then
+    /// joins over TLS and speaks mutual TLS with its node certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// A join token (`zixiao token create --role agent`), exchanged on the
+    /// first start for the node certificate, kept 0600 in the state
+    /// directory (later starts need no token).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "ZIXIAO_JOIN_TOKEN",
+        hide_env_values = true
+    )]
+    join_token: Option<String>,
     /// The host:port servers dial to reach this agent [default: hostname:port].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -150,17 +164,32 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     {
         listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    if !listen.ip().is_loopback() && !args.insecure_no_tls {
+    let tls = match &args.ca_cert {
+        Some(path) => Some(agent::AgentTls {
+            ca_pem: std::fs::read_to_string(path).map_err(|e| {
+                Error::invalid("ca_cert", format!("cannot read `{}`: {e}", path.display()))
+            })?,
+            join_token: args.join_token.clone(),
+        }),
+        None if args.join_token.is_some() => {
+            return Err(Error::invalid(
+                "ca_cert",
+                "a join token needs the cluster CA certificate: give --ca-cert ca.pem",
+            ))
+        }
+        None => None,
+    };
+    if !listen.ip().is_loopback() && !args.insecure_no_tls && tls.is_none() {
         return Err(Error::invalid(
             "listen",
             format!(
-                "{listen} is not a loopback address, and an agent has no TLS yet: anyone who \
-                 reaches it would control this node; listen on 127.0.0.1, or say \
-                 --insecure-no-tls"
+                "{listen} is not a loopback address, and this agent has no TLS: anyone who \
+                 reaches it would control this node; join the cluster with --ca-cert and \
+                 --join-token, listen on 127.0.0.1, or say --insecure-no-tls"
             ),
         ));
     }
-    if args.insecure_no_tls && !listen.ip().is_loopback() {
+    if args.insecure_no_tls && tls.is_none() && !listen.ip().is_loopback() {
         eprintln!(
             "zixiao agent: WARNING: --insecure-no-tls: no TLS and no authentication on \
              {listen}; every caller that reaches it controls this node"
@@ -216,6 +245,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             advertise: config.agent.advertise.clone(),
             state_dir,
             timing: config.timing,
+            tls,
         },
         local,
         network,

@@ -284,6 +284,8 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         (None, Some((_, state_dir))) => Some(embedded_pki(&state_dir.join("pki"))?),
         (None, None) => None,
     };
+    // Shared with the membership service, which signs joining agents' certificates.
+    let pki = pki.map(|(pki, made)| (std::sync::Arc::new(pki), made));
     let id = config.server.id.clone().unwrap_or_else(|| {
         let host = zixiao_core::host::HostFacts::probe(std::path::Path::new("/"))
             .map(|h| h.hostname)
@@ -299,7 +301,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     let handle = match &pki {
         Some((pki, _)) => {
             let tls = ServerTls::issue(pki, &server_names(listen, &args.sans)?)?;
-            server::start_secure(controller, options, tls).await?
+            server::start_secure(controller, options, tls, pki.clone()).await?
         }
         None => server::start(controller, options).await?,
     };

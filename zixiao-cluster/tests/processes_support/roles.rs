@@ -173,6 +173,7 @@ pub(crate) fn run_role(role: &str) {
                         advertise: None,
                         state_dir: dir.clone(),
                         timing: Timing::default(),
+                        tls: None,
                     },
                     local,
                 )
