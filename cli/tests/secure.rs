@@ -595,3 +595,283 @@ async fn admins_manage_users_tokens_and_projects_and_contexts_choose_the_server(
         text(&out.stderr)
     );
 }
+
+/// `zixiao agent --server URL --ca-cert ca.pem --join-token T ...`, its
+/// stdout piped (its first line says where it listens).
+fn agent(cluster: &Cluster, socket: &str, name: &str, token: Option<&str>) -> Command {
+    let mut command = zixiao(&cluster.dir);
+    command
+        .arg("--state-dir")
+        .arg(cluster.dir.join(format!("agent-{name}")))
+        .args(["--containerd-socket", socket])
+        .args(["agent", "--server", &cluster.endpoint, "--ca-cert"])
+        .arg(cluster.pki.join("ca.pem"))
+        .args(["--name", name, "--listen", "127.0.0.1:0"])
+        .args(["--no-watchdog", "--no-networks"]);
+    if let Some(token) = token {
+        command.args(["--join-token", token]);
+    }
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    command
+}
+
+/// Starts an agent and waits for the line saying where it listens.
+fn start_agent(mut command: Command) -> Running {
+    let mut child = command.spawn().expect("run zixiao agent");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(
+        line.contains(" listening on "),
+        "the agent did not start: {line:?}"
+    );
+    Running(child)
+}
+
+/// Waits until node `name` is registered and ready.
+async fn wait_ready(cluster: &Cluster, name: &str) {
+    let admin = cluster.admin();
+    wait_until(
+        &format!("node {name} to be ready"),
+        Duration::from_secs(30),
+        || async {
+            let nodes = ok(cluster.run(&admin, &["node", "list"]));
+            nodes
+                .as_array()
+                .is_some_and(|nodes| {
+                    nodes
+                        .iter()
+                        .any(|n| n["id"] == name && n["status"] == "ready")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// An agent joins a TLS cluster with a single-use join token, then speaks
+/// mutual TLS with its node certificate: it registers, the server runs a
+/// real container on it, and a restart reuses the certificate without a
+/// token. The token cannot be used twice, an agent without certificate or
+/// token cannot start, and a node certificate acts only for its own node:
+/// registering, heartbeating or leaving as another node is refused as
+/// `PermissionDenied`, recorded, and changes nothing in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as_its_node() {
+    use zixiao_api::membership::MembershipClient;
+    use zixiao_auth::{Credentials, ExpectedPeer, NodeKey, NodeName, Trust};
+
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let busybox =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let admin = cluster.admin();
+    let issued = ok(cluster.run(
+        &admin,
+        &["token", "create", "--role", "agent", "--ttl", "1h"],
+    ));
+    assert_eq!(issued["token"]["purpose"], "join", "{issued}");
+    let token = issued["secret"].as_str().expect("secret").to_owned();
+
+    // Without a node certificate and without a token there is nothing to
+    // show the server: the agent says what it needs.
+    let out = agent(&cluster, &socket, "worker-x", None)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("join token"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The first start joins: key and CSR made here, certificate signed by
+    // the cluster CA, both kept 0600.
+    let started = std::time::Instant::now();
+    let mut worker = start_agent(agent(&cluster, &socket, "worker-1", Some(&token)));
+    let listening = started.elapsed();
+    wait_ready(&cluster, "worker-1").await;
+    eprintln!(
+        "join: agent process started, joined and listening after {listening:?}; \
+         node ready after {:?}",
+        started.elapsed()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let state = cluster.dir.join("agent-worker-1");
+    for file in ["node.pem", "node-key.pem"] {
+        let mode = std::fs::metadata(state.join(file))
+            .expect("file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} is {mode:o}");
+    }
+
+    // The token was single-use.
+    let out = agent(&cluster, &socket, "worker-2", Some(&token))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("unauthenticated") && stderr.contains("already used"),
+        "{stderr}"
+    );
+
+    // A real container, placed by the server on the joined node, over
+    // mutual TLS both ways.
+    // The image is imported on the node (a file there), into the
+    // containerd namespace its agent uses.
+    let out = zixiao(&cluster.dir)
+        .arg("--state-dir")
+        .arg(cluster.dir.join("importer"))
+        .args(["--containerd-socket", &socket, "image", "import", &busybox])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let created = ok(cluster.run(
+        &admin,
+        &[
+            "instance",
+            "create",
+            "--name",
+            "joined",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--memory",
+            "32",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; exec sleep 300",
+        ],
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(created["node"], "worker-1", "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    let tasks = zixiao_testing::runtimes::ContainerdNamespace::new(&socket, "zixiao")
+        .only([id.clone()])
+        .tasks()
+        .expect("tasks");
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+
+    // Another node joins (a reusable token serves twice) and tries to act
+    // as worker-1 with its own certificate.
+    let reusable = ok(cluster.run(
+        &admin,
+        &["token", "create", "--role", "agent", "--reusable"],
+    ));
+    let reusable = reusable["secret"].as_str().expect("secret").to_owned();
+    let ca_pem = std::fs::read_to_string(cluster.pki.join("ca.pem")).expect("ca");
+    let trust = Trust::from_pem(&ca_pem).expect("trust");
+    let anonymous = trust
+        .client_config(None, ExpectedPeer::Server)
+        .expect("config");
+    let joiner =
+        MembershipClient::new_tls(&cluster.endpoint, Duration::from_secs(10), Some(anonymous))
+            .expect("client");
+    let mut rogue_cert = None;
+    let rogue_key = NodeKey::generate(&NodeName::try_from("rogue").expect("name")).expect("key");
+    for name in ["rogue", "rogue-twin"] {
+        let (cert, ca) = joiner
+            .join_cluster(
+                &reusable,
+                name,
+                rogue_key.csr_pem(),
+                vec!["127.0.0.1".into()],
+            )
+            .await
+            .expect("a reusable token serves again");
+        assert_eq!(ca, ca_pem);
+        rogue_cert.get_or_insert(cert);
+    }
+    let credentials =
+        Credentials::from_pem(&rogue_cert.expect("cert"), rogue_key.key_pem()).expect("creds");
+    let rogue = MembershipClient::new_tls(
+        &cluster.endpoint,
+        Duration::from_secs(10),
+        Some(
+            trust
+                .client_config(Some(&credentials), ExpectedPeer::Server)
+                .expect("config"),
+        ),
+    )
+    .expect("client");
+    // What a rogue would claim: worker-1's name with made-up capacity.
+    let registration = zixiao_core::NodeRegistration {
+        id: "worker-1".into(),
+        hostname: "rogue".into(),
+        address: "127.0.0.1:1".into(),
+        region: "default".into(),
+        zone: "default".into(),
+        role: Default::default(),
+        capacity: zixiao_core::Resources {
+            cpus: 4096,
+            memory_mib: 1 << 30,
+            disk_gib: 1 << 20,
+            instances: 10_000,
+        },
+        labels: Default::default(),
+        traits: Default::default(),
+        runtimes: Default::default(),
+        missing_runtimes: Default::default(),
+        drivers: Default::default(),
+        carbon_intensity: None,
+    };
+    let before = cluster.snapshot().await;
+    let refused = rogue
+        .register_node(&registration, "rogue-session")
+        .await
+        .expect_err("registering as another node");
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+    let refused = rogue
+        .heartbeat("worker-1", "rogue-session", 1)
+        .await
+        .expect_err("heartbeating as another node");
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+    let refused = rogue
+        .leave_cluster("worker-1", "rogue-session")
+        .await
+        .expect_err("leaving as another node");
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+    // Its own name, with a lease that is not its session's: not renewed.
+    let refused = rogue
+        .heartbeat("rogue", "rogue-session", 1)
+        .await
+        .expect_err("a lease it does not hold");
+    assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
+    assert_eq!(cluster.snapshot().await, before, "the store changed");
+    let audit = ok(cluster.run(&admin, &["audit", "list"]));
+    let denied: Vec<&Value> = audit
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["identity"] == "node rogue" && r["outcome"]["result"] == "denied")
+        .collect();
+    assert_eq!(denied.len(), 3, "{audit}");
+    let joins = audit
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["operation"] == "node.join")
+        .count();
+    assert!(
+        joins >= 4,
+        "the joins and the refused reuse are recorded: {audit}"
+    );
+
+    // A restart reuses the node certificate: no token needed.
+    drop(worker);
+    worker = start_agent(agent(&cluster, &socket, "worker-1", None));
+    wait_ready(&cluster, "worker-1").await;
+    ok(cluster.run(&admin, &["instance", "delete", "joined"]));
+    drop(worker);
+}
