@@ -868,6 +868,68 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
         "the joins and the refused reuse are recorded: {audit}"
     );
 
+    // As itself it may register, yet not renew worker-1's lease by its id.
+    let (_, own) = rogue
+        .register_node(
+            &zixiao_core::NodeRegistration {
+                id: "rogue".into(),
+                ..registration.clone()
+            },
+            "rogue-session",
+        )
+        .await
+        .expect("a node registers itself");
+    let theirs = cluster
+        .store()
+        .await
+        .get("/zixiao/leases/nodes/worker-1")
+        .await
+        .expect("get")
+        .and_then(|kv| kv.lease)
+        .expect("worker-1 holds a lease");
+    assert_ne!(own.id, theirs);
+    let refused = rogue
+        .heartbeat("rogue", "rogue-session", theirs)
+        .await
+        .expect_err("renewing another node's lease");
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
+    rogue
+        .heartbeat("rogue", "rogue-session", own.id)
+        .await
+        .expect("its own lease");
+
+    // The agent takes calls only from servers: a node certificate of this
+    // cluster is refused, and no certificate at all fails the handshake.
+    let worker_node = ok(cluster.run(&admin, &["node", "get", "worker-1"]));
+    let worker_node: zixiao_core::Node = serde_json::from_value(worker_node).expect("a node");
+    let as_node = trust
+        .client_config(
+            Some(&credentials),
+            ExpectedPeer::Node(NodeName::try_from("worker-1").expect("name")),
+        )
+        .expect("config");
+    let refused = zixiao_api::remote::RemoteAgent::new_tls(&worker_node, Some(as_node))
+        .expect("client")
+        .list_local_instances()
+        .await
+        .expect_err("a node calling an agent");
+    assert!(
+        refused.to_string().contains("permission denied")
+            || refused.to_string().contains("only a zixiao server"),
+        "{refused}"
+    );
+    let anonymous = trust
+        .client_config(
+            None,
+            ExpectedPeer::Node(NodeName::try_from("worker-1").expect("name")),
+        )
+        .expect("config");
+    zixiao_api::remote::RemoteAgent::new_tls(&worker_node, Some(anonymous))
+        .expect("client")
+        .list_local_instances()
+        .await
+        .expect_err("no client certificate");
+
     // A restart reuses the node certificate: no token needed.
     drop(worker);
     worker = start_agent(agent(&cluster, &socket, "worker-1", None));
