@@ -931,9 +931,29 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
         .expect_err("no client certificate");
 
     // A restart reuses the node certificate: no token needed.
+    let first_cert = std::fs::read_to_string(state.join("node.pem")).expect("cert");
     drop(worker);
     worker = start_agent(agent(&cluster, &socket, "worker-1", None));
     wait_ready(&cluster, "worker-1").await;
+    let cert = std::fs::read_to_string(state.join("node.pem")).expect("cert");
+    assert_eq!(cert, first_cert, "renewed too early");
+
+    // A start within --renew-cert-before of the expiry (a year away here,
+    // so every start) renews with the current certificate, no token.
+    drop(worker);
+    let mut renewing = agent(&cluster, &socket, "worker-1", None);
+    renewing.args(["--renew-cert-before", "400d"]);
+    worker = start_agent(renewing);
+    wait_ready(&cluster, "worker-1").await;
+    let cert = std::fs::read_to_string(state.join("node.pem")).expect("cert");
+    assert_ne!(cert, first_cert, "not renewed");
+    // And a node renews only its own certificate.
+    let other_key = NodeKey::generate(&NodeName::try_from("worker-1").expect("name")).expect("key");
+    let refused = rogue
+        .renew_node_certificate("worker-1", other_key.csr_pem(), vec![])
+        .await
+        .expect_err("renewing another node's certificate");
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
     ok(cluster.run(&admin, &["instance", "delete", "joined"]));
     drop(worker);
 }

@@ -172,4 +172,24 @@ impl MembershipClient {
         let reply = reply.map_err(|s| self.error(s))?.into_inner();
         Ok((reply.cert_pem, reply.ca_pem))
     }
+
+    /// A new certificate for node `node` (the caller's own, shown by its
+    /// current certificate) for `csr_pem`, valid for `addresses`; answers
+    /// it and the cluster CA, PEM. Errors: `PermissionDenied`,
+    /// `Unauthenticated`, `InvalidArgument`, `Unavailable`.
+    pub async fn renew_node_certificate(
+        &self,
+        node: &str,
+        csr_pem: &str,
+        addresses: Vec<String>,
+    ) -> Result<(String, String)> {
+        let request = pb::RenewNodeCertificateRequest {
+            node: node.to_owned(),
+            csr_pem: csr_pem.to_owned(),
+            addresses,
+        };
+        let reply = self.inner.clone().renew_node_certificate(request).await;
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
+        Ok((reply.cert_pem, reply.ca_pem))
+    }
 }

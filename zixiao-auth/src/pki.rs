@@ -319,6 +319,14 @@ impl Credentials {
     pub fn identity(&self) -> Result<CertIdentity, Rejection> {
         CertIdentity::of_certificate(&self.chain[0])
     }
+
+    /// When the leaf stops being valid, in seconds since the Unix epoch.
+    /// Errors: `InvalidArgument` (unreadable).
+    pub fn not_after(&self) -> Result<i64, PkiError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(&self.chain[0])
+            .map_err(|e| PkiError::invalid("certificate", e.to_string()))?;
+        Ok(cert.validity().not_after.timestamp())
+    }
 }
 
 impl Clone for Credentials {

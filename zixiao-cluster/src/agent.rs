@@ -70,7 +70,13 @@ pub struct AgentTls {
     /// A join token: needed only while the state directory holds no node
     /// certificate yet (the first start).
     pub join_token: Option<String>,
+    /// A start that finds the node certificate expiring within this long
+    /// renews it first (with the current certificate, no token).
+    pub renew_before: Duration,
 }
+
+/// The default of [`AgentTls::renew_before`]: 30 days.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 impl std::fmt::Debug for AgentTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,7 +135,8 @@ async fn node_tls(
         state_dir.join(NODE_CERT_FILE),
         state_dir.join(NODE_KEY_FILE),
     );
-    let (cert_pem, key_pem) = if cert_path.exists() && key_path.exists() {
+    let stored = cert_path.exists() && key_path.exists();
+    let (cert_pem, key_pem) = if stored {
         let read = |path: &Path| {
             std::fs::read_to_string(path)
                 .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))
@@ -211,13 +218,77 @@ async fn node_tls(
             ))
         }
     }
-    Ok(NodeTls {
+    let current = NodeTls {
         trust,
         credentials,
         ca_pem: tls.ca_pem.clone(),
         cert_pem,
         key_pem,
-    })
+    };
+    let expires = current.credentials.not_after().map_err(AuthError::from)?;
+    let now = chrono::Utc::now().timestamp();
+    let left = Duration::from_secs(u64::try_from(expires - now).unwrap_or(0));
+    if !stored || left > tls.renew_before {
+        return Ok(current);
+    }
+    match renew(&current, &name, state_dir, servers, advertise_host).await {
+        Ok(renewed) => Ok(renewed),
+        // Still valid: run on with it, and try again at the next start.
+        Err(e) if expires > now => {
+            eprintln!(
+                "zixiao agent: renewing node `{node}`'s certificate (valid {} more s): {}",
+                expires - now,
+                e.chain()
+            );
+            Ok(current)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A new key and certificate for the node, asked with its current
+/// certificate, kept in `state_dir` in place of the old ones.
+async fn renew(
+    current: &NodeTls,
+    node: &zixiao_auth::NodeName,
+    state_dir: &Path,
+    servers: &[String],
+    advertise_host: &str,
+) -> Result<NodeTls> {
+    use zixiao_auth::{AuthError, NodeKey};
+    let key = NodeKey::generate(node).map_err(AuthError::from)?;
+    let mut last = None;
+    for server in servers {
+        let client = MembershipClient::new_tls(
+            server,
+            Duration::from_secs(10),
+            Some(current.to_servers()?),
+        )?;
+        let answer = client
+            .renew_node_certificate(
+                node.as_str(),
+                key.csr_pem(),
+                vec![advertise_host.to_owned()],
+            )
+            .await;
+        match answer {
+            Ok((cert_pem, _)) => {
+                let issued = key.with_certificate(&cert_pem);
+                let credentials = issued.credentials().map_err(AuthError::from)?;
+                issued.write(state_dir, "node").map_err(AuthError::from)?;
+                eprintln!("zixiao agent: node `{node}` renewed its certificate");
+                return Ok(NodeTls {
+                    credentials,
+                    cert_pem,
+                    key_pem: issued.key_pem().to_owned(),
+                    ..current.clone()
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::Unavailable => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::invalid("servers", "none is configured")))
 }
 
 /// Lets through only calls from a server of the cluster (the TLS handshake

@@ -44,8 +44,9 @@ pub struct MembershipServer {
     pub(crate) guard: Option<Arc<NodeGuard>>,
 }
 
-/// How long a node certificate issued at join is valid. Renewal is not
-/// built: an agent must join again (with a new token) within this time.
+/// How long a node certificate issued at join or renewal is valid. An
+/// agent renews its certificate when it starts within its `renew_before`
+/// of the expiry (a long-running agent does not renew until restarted).
 pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// What a TLS server checks agents with: their certificates, join tokens,
@@ -304,12 +305,7 @@ impl MembershipService for MembershipServer {
         let request = request.into_inner();
         let node = NodeName::try_from(request.node.as_str())
             .map_err(|e| err(Error::invalid("node", e.to_string())))?;
-        let addresses = request
-            .addresses
-            .iter()
-            .map(|a| a.parse::<SubjectName>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(Error::invalid("addresses", e.to_string())))?;
+        let addresses = subject_names(&request.addresses)?;
         // The CSR is checked before the token is spent: a malformed request
         // does not use up a single-use token.
         Pki::check_csr(&request.csr_pem).map_err(|e| err(AuthError::from(e).into()))?;
@@ -345,4 +341,45 @@ impl MembershipService for MembershipServer {
             ca_pem: guard.pki.ca_pem().to_owned(),
         }))
     }
+
+    async fn renew_node_certificate(
+        &self,
+        request: Request<pb::RenewNodeCertificateRequest>,
+    ) -> Result<Response<pb::JoinClusterResponse>, Status> {
+        let Some(guard) = &self.guard else {
+            return Err(err(Error::FailedPrecondition(
+                "this server serves no TLS: there is no node certificate to renew".to_owned(),
+            )));
+        };
+        let node = request.get_ref().node.clone();
+        self.admit(&request, "node.renew", &node).await?;
+        let request = request.into_inner();
+        let name = NodeName::try_from(node.as_str())
+            .map_err(|e| err(Error::invalid("node", e.to_string())))?;
+        let addresses = subject_names(&request.addresses)?;
+        let signed: zixiao_core::Result<String> = guard
+            .pki
+            .sign_node_csr(&request.csr_pem, &name, &addresses, NODE_CERT_VALIDITY)
+            .map_err(|e| AuthError::from(e).into());
+        guard
+            .record(
+                format!("node {node}"),
+                "node.renew",
+                &node,
+                Outcome::of(&signed),
+            )
+            .await;
+        Ok(Response::new(pb::JoinClusterResponse {
+            cert_pem: signed.map_err(err)?,
+            ca_pem: guard.pki.ca_pem().to_owned(),
+        }))
+    }
+}
+
+fn subject_names(addresses: &[String]) -> Result<Vec<SubjectName>, Status> {
+    addresses
+        .iter()
+        .map(|a| a.parse::<SubjectName>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(Error::invalid("addresses", e.to_string())))
 }

@@ -54,6 +54,10 @@ pub(crate) struct AgentArgs {
         hide_env_values = true
     )]
     join_token: Option<String>,
+    /// Renew the node certificate at start when it expires within this
+    /// long (`30d`, `12h`).
+    #[arg(long, value_name = "DURATION", default_value = "30d")]
+    renew_cert_before: String,
     /// The host:port servers dial to reach this agent [default: hostname:port].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -170,6 +174,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
                 Error::invalid("ca_cert", format!("cannot read `{}`: {e}", path.display()))
             })?,
             join_token: args.join_token.clone(),
+            renew_before: super::duration("--renew-cert-before", &args.renew_cert_before)?,
         }),
         None if args.join_token.is_some() => {
             return Err(Error::invalid(
