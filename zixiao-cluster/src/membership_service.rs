@@ -92,8 +92,9 @@ impl MembershipService for MembershipServer {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let request = request.into_inner();
         node_name(&request.node)?;
+        // Answered from memory: a heartbeat writes nothing.
         self.membership
-            .renew(&request.node, request.lease_id)
+            .renew(&request.node, &request.session)
             .await
             .map_err(err)?;
         Ok(Response::new(pb::HeartbeatResponse {
@@ -145,8 +146,8 @@ impl MembershipService for MembershipServer {
             .deregister_node(&request.node)
             .await
             .map_err(err)?;
-        if let Some(lease) = held {
-            self.membership.release(lease).await.map_err(err)?;
+        if held.is_some() {
+            self.membership.release(&request.node).await.map_err(err)?;
         }
         Ok(Response::new(()))
     }
