@@ -8,9 +8,14 @@
 //! runs is reported too, with the store's commits and the share of time in
 //! them, to say where the time goes.
 //!
+//! Each configuration runs twice: with the convergence meanwhile (what a
+//! server does), and with it started once every create is acknowledged
+//! (the creates' own cost).
+//!
 //! `cargo bench -p zixiao-benches --bench e2e` (`E2E_NODES=1000,10000`,
-//! `E2E_CONCURRENCY=1,64`, `E2E_CREATES=2000,20000` (per concurrency) choose
-//! the sizes). Prints a table and writes `target/bench-results/e2e.json`.
+//! `E2E_CONCURRENCY=1,64`, `E2E_CREATES=2000,20000` (per concurrency),
+//! `E2E_CONVERGE=meanwhile|after` choose). Prints a table and writes
+//! `target/bench-results/e2e.json`.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,6 +147,7 @@ async fn controller(nodes: usize, dir: &std::path::Path) -> (Controller, Arc<Met
 
 /// One row of results.
 struct Row {
+    converge_after: bool,
     nodes: usize,
     concurrency: usize,
     creates: usize,
@@ -154,12 +160,11 @@ struct Row {
     commit_share: f64,
 }
 
-async fn run(nodes: usize, creates: usize, concurrency: usize) -> Row {
+async fn run(nodes: usize, creates: usize, concurrency: usize, converge_after: bool) -> Row {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let (controller, meter) = controller(nodes, dir.path()).await;
-    // E2E_CONVERGE=after converges once every create is acknowledged, to
-    // tell the creates' own cost from the background's.
-    let converge_after = std::env::var("E2E_CONVERGE").is_ok_and(|v| v == "after");
+    // Converging after every create is acknowledged tells the creates' own
+    // cost from the background's.
     let start_reconcilers = || {
         controller.run_reconcilers(ReconcilerOptions {
             workers: 64,
@@ -226,6 +231,7 @@ async fn run(nodes: usize, creates: usize, concurrency: usize) -> Row {
     let writes = meter.writes.load(Ordering::Relaxed) - before.1;
     let in_commits = Duration::from_nanos(meter.nanos.load(Ordering::Relaxed) - before.2);
     Row {
+        converge_after,
         nodes,
         concurrency,
         creates,
@@ -255,45 +261,59 @@ fn main() {
     let node_counts = env_list("E2E_NODES", &[1_000, 10_000]);
     let concurrencies = env_list("E2E_CONCURRENCY", &[1, 64]);
     let creates = env_list("E2E_CREATES", &[2_000, 20_000]);
+    // E2E_CONVERGE=meanwhile or after picks one way (both by default).
+    let modes: Vec<bool> = match std::env::var("E2E_CONVERGE").as_deref() {
+        Ok("meanwhile") => vec![false],
+        Ok("after") => vec![true],
+        _ => vec![false, true],
+    };
     println!(
         "# Creates through the Controller: embedded store on disk, fake driver, PluginScheduler"
     );
-    println!("\nMachine: {machine}. Reconcilers (64 workers) converge every instance in the background meanwhile.\n");
-    println!("| nodes | concurrency | creates | creates/s | p50 ms | p99 ms | all running s | commits/create | writes/commit |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("\nMachine: {machine}. Reconcilers (64 workers) converge every instance in the background, meanwhile or once every create is acknowledged.\n");
+    println!("| converge | nodes | concurrency | creates | creates/s | p50 ms | p99 ms | all running s | commits/create | writes/commit |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     let mut rows = Vec::new();
-    for &nodes in &node_counts {
-        for (k, &concurrency) in concurrencies.iter().enumerate() {
-            let count = creates.get(k).or(creates.last()).copied().unwrap_or(2_000);
-            let row = runtime.block_on(run(nodes, count, concurrency));
-            println!(
-                "| {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1} |",
-                row.nodes,
-                row.concurrency,
-                row.creates,
-                row.creates_per_s,
-                ms(row.p50),
-                ms(row.p99),
-                row.all_running.as_secs_f64(),
-                row.commits_per_create,
-                row.writes_per_commit,
-            );
-            rows.push(serde_json::json!({
-                "nodes": row.nodes,
-                "concurrency": row.concurrency,
-                "creates": row.creates,
-                "creates_per_s": (row.creates_per_s * 10.0).round() / 10.0,
-                "p50_ms": ms(row.p50),
-                "p99_ms": ms(row.p99),
-                "all_running_s": (row.all_running.as_secs_f64() * 100.0).round() / 100.0,
-                "commits_per_create": (row.commits_per_create * 100.0).round() / 100.0,
-                "writes_per_commit": (row.writes_per_commit * 10.0).round() / 10.0,
-                "commit_share_of_create_latency": (row.commit_share * 100.0).round() / 100.0,
-            }));
+    for &converge_after in &modes {
+        for &nodes in &node_counts {
+            for (k, &concurrency) in concurrencies.iter().enumerate() {
+                let count = creates.get(k).or(creates.last()).copied().unwrap_or(2_000);
+                let row = runtime.block_on(run(nodes, count, concurrency, converge_after));
+                let mode = if row.converge_after {
+                    "after"
+                } else {
+                    "meanwhile"
+                };
+                println!(
+                    "| {mode} | {} | {} | {} | {:.0} | {} | {} | {:.1} | {:.2} | {:.1} |",
+                    row.nodes,
+                    row.concurrency,
+                    row.creates,
+                    row.creates_per_s,
+                    ms(row.p50),
+                    ms(row.p99),
+                    row.all_running.as_secs_f64(),
+                    row.commits_per_create,
+                    row.writes_per_commit,
+                );
+                rows.push(serde_json::json!({
+                    "convergence": mode,
+                    "nodes": row.nodes,
+                    "concurrency": row.concurrency,
+                    "creates": row.creates,
+                    "creates_per_s": (row.creates_per_s * 10.0).round() / 10.0,
+                    "p50_ms": ms(row.p50),
+                    "p99_ms": ms(row.p99),
+                    "all_running_s": (row.all_running.as_secs_f64() * 100.0).round() / 100.0,
+                    "commits_per_create": (row.commits_per_create * 100.0).round() / 100.0,
+                    "writes_per_commit": (row.writes_per_commit * 10.0).round() / 10.0,
+                    "commit_share_of_create_latency": (row.commit_share * 100.0).round() / 100.0,
+                }));
+            }
         }
     }
     match write_results("e2e", &machine, rows) {

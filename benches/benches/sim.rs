@@ -64,6 +64,7 @@ fn main() {
             partition_zone: true,
             kill_leader: true,
             kill_etcd_leader: true,
+            progress: |what| eprintln!("zixiao-sim: {what}"),
             ..SimConfig::default()
         };
         config.timing.heartbeat_ms = heartbeat as u64;
@@ -129,6 +130,7 @@ fn main() {
             "| server RSS at the end (both) | {:?} MiB |",
             report.server_rss_mib.map(|c| c.round())
         );
+        println!("| fences (all causes) | {} |", report.fences);
         println!("| violations | {} |", report.violations.len());
         broken.extend(report.violations.iter().cloned());
         let mut row = serde_json::to_value(&report).unwrap_or_default();

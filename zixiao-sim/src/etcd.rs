@@ -98,7 +98,7 @@ impl EtcdCluster {
             // Keep the history short and the database roomy: a simulation
             // writes hundreds of thousands of revisions.
             .args(["--auto-compaction-mode", "revision"])
-            .args(["--auto-compaction-retention", "200000"])
+            .args(["--auto-compaction-retention", "50000"])
             .args(["--quota-backend-bytes", &(8u64 << 30).to_string()])
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             .stdout(Stdio::null())

@@ -91,6 +91,9 @@ pub struct SimConfig {
     pub kill_leader: bool,
     /// Whether the etcd leader is killed (a private etcd only).
     pub kill_etcd_leader: bool,
+    /// Told how far the simulation got, one line at a time (the binary and
+    /// the benchmark print it; by default nothing is said).
+    pub progress: fn(&str),
 }
 
 impl Default for SimConfig {
@@ -115,6 +118,7 @@ impl Default for SimConfig {
             partition_zone: true,
             kill_leader: true,
             kill_etcd_leader: false,
+            progress: |_| {},
         }
     }
 }
@@ -169,6 +173,11 @@ pub struct SimReport {
     pub zone_instances: usize,
     /// Seconds from the zone's partition to its instances running elsewhere.
     pub zone_failover_s: Option<f64>,
+    /// Seconds from the zone's healing to all its nodes ready again.
+    pub zone_rejoin_s: Option<f64>,
+    /// Times nodes fenced themselves in all (the zone's, and any node that
+    /// missed its heartbeats because the machine was overloaded).
+    pub fences: u64,
     /// Seconds from the leading server's death to a create running again.
     pub leader_kill_s: Option<f64>,
     /// Seconds from the etcd leader's death to a create running again.
@@ -453,6 +462,10 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
     })
     .await?;
     report.join_s = began.elapsed().as_secs_f64();
+    (config.progress)(&format!(
+        "{} nodes ready after {:.1} s",
+        config.nodes, report.join_s
+    ));
 
     // Create.
     let began = Instant::now();
@@ -487,6 +500,10 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
     report.creates_per_s = config.instances as f64 / report.create_ack_s.max(1e-9);
     report.create_p50_ms = quantile(&latencies, 0.5);
     report.create_p99_ms = quantile(&latencies, 0.99);
+    (config.progress)(&format!(
+        "{} creates acknowledged after {:.1} s",
+        config.instances, report.create_ack_s
+    ));
     let ledger = fleet.ledger.clone();
     let instances = config.instances;
     poll("every instance running", Duration::from_secs(3600), || {
@@ -495,6 +512,7 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
     })
     .await?;
     report.all_running_s = began.elapsed().as_secs_f64();
+    (config.progress)(&format!("all running after {:.1} s", report.all_running_s));
 
     // Steady state.
     let revision = |store: Arc<dyn Store>| async move {
@@ -531,6 +549,7 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
         heartbeats_per_s: config.nodes as f64 / config.timing.heartbeat().as_secs_f64(),
         server_rss_mib: (!server_pids.is_empty()).then_some(servers_after.rss_mib),
     };
+    (config.progress)(&format!("steady: {:?}", report.steady));
 
     // Single nodes die, one after another.
     let mut failovers = Vec::new();
@@ -557,6 +576,10 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
             },
         )
         .await?;
+        (config.progress)(&format!(
+            "node {name} ({} instances) failed over in {took:?}",
+            held.len()
+        ));
         failovers.push(took);
     }
     report.node_failovers_s = failovers.iter().map(Duration::as_secs_f64).collect();
@@ -591,28 +614,34 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
         )
         .await?;
         report.zone_failover_s = Some(took.as_secs_f64());
+        (config.progress)(&format!(
+            "zone of {} nodes, {} instances, failed over in {took:?}",
+            report.zone_nodes, report.zone_instances
+        ));
         for node in &zone {
             node.partition(false);
         }
-        let live = fleet
-            .nodes
-            .iter()
-            .filter(|n| n.health() != crate::nodes::Health::Dead)
-            .count();
+        // Its nodes register again (their keys expired) and are ready.
+        let names: std::collections::BTreeSet<String> =
+            zone.iter().map(|n| n.name.clone()).collect();
         let client = cluster.any()?;
-        poll("the healed zone back", Duration::from_secs(300), || {
-            let client = client.clone();
+        let back = poll("the healed zone back", Duration::from_secs(300), || {
+            let (client, names) = (client.clone(), names.clone());
             async move {
-                client.cluster_info().await.is_ok_and(|info| {
-                    info.nodes_by_status
-                        .get(&zixiao_core::NodeStatus::Ready)
-                        .copied()
-                        .unwrap_or(0)
-                        >= live
+                client.list_nodes().await.is_ok_and(|nodes| {
+                    nodes
+                        .iter()
+                        .filter(|n| names.contains(&n.id))
+                        .all(|n| n.status == zixiao_core::NodeStatus::Ready)
                 })
             }
         })
-        .await?;
+        .await;
+        report.zone_rejoin_s = back.ok().map(|d| d.as_secs_f64());
+        (config.progress)(&format!(
+            "zone healed, back after {:?} s",
+            report.zone_rejoin_s
+        ));
     }
 
     // The leading server dies: until a create runs again.
@@ -626,6 +655,7 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
             let survivor = cluster.any()?;
             let took = until_a_create_runs(&survivor, "after-leader", &config).await?;
             report.leader_kill_s = Some(took.as_secs_f64());
+            (config.progress)(&format!("leader killed: a create ran after {took:?}"));
         }
     }
 
@@ -638,6 +668,7 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
                 let survivor = cluster.any()?;
                 let took = until_a_create_runs(&survivor, "after-etcd", &config).await?;
                 report.etcd_leader_kill_s = Some(took.as_secs_f64());
+                (config.progress)(&format!("etcd leader killed: a create ran after {took:?}"));
                 tokio::time::sleep(config.timing.lease_ttl()).await;
                 report.fences_during_etcd_kill = fleet.fences() - fences;
                 etcd.restart(leader)?;
@@ -656,6 +687,7 @@ pub async fn run(config: SimConfig, mut target: StoreTarget) -> Result<SimReport
     })
     .await;
     report.violations = check(store.as_ref(), &fleet).await?;
+    report.fences = fleet.fences();
     report.pending = store
         .list_objects::<Instance, _>(|i| i.status == InstanceStatus::Pending)
         .await

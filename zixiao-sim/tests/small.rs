@@ -61,6 +61,10 @@ async fn a_small_cluster_survives_its_fault_schedule() {
     );
     assert!(report.zone_failover_s.is_some(), "the zone was failed over");
     assert!(
+        report.zone_rejoin_s.is_some(),
+        "the healed zone's nodes were ready again"
+    );
+    assert!(
         report.leader_kill_s.is_some(),
         "a create ran after the leader died"
     );

@@ -23,6 +23,7 @@ fn main() {
     let mut config = SimConfig {
         server_mode: Servers::Processes,
         kill_etcd_leader: true,
+        progress: |what| eprintln!("zixiao-sim: {what}"),
         ..SimConfig::default()
     };
     let mut args = std::env::args().skip(1);
