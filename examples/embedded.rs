@@ -1,77 +1,66 @@
-//! The embedded controller from a Rust program: open a state directory,
-//! look at the local node, run a container, read its output, delete it.
+//! The one API from a Rust program: a [`Client`](zixiao_core::Client) of a
+//! state directory's deployment (in this process, or through its daemon
+//! when one runs), or of a server with `--endpoint`; then the same calls
+//! either way: look at the nodes, run a container, follow its output,
+//! delete it.
 //!
 //! ```text
-//! cargo run -p zixiao-examples --example embedded -- /tmp/zixiao-example
+//! cargo run -p zixiao-examples --features containerd --example embedded -- /tmp/zixiao-example
+//! cargo run -p zixiao-examples --example embedded -- --endpoint 127.0.0.1:50051
 //! ```
 //!
-//! Without a container runtime on this machine the create is refused with an
-//! `Unsupported` error that says what is missing; that is printed too.
+//! Without a container runtime the create is refused with an `Unsupported`
+//! error that says what is missing; that is printed too.
 
-use zixiao_core::{CreateInstance, ErrorKind, InstanceSpec};
-use zixiao_embedded::{open, EmbeddedConfig};
+use futures::StreamExt;
+use zixiao_core::{CreateInstance, ErrorKind, InstanceSpec, Wait};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let state_dir = std::env::args().nth(1).unwrap_or_else(|| {
-        std::env::temp_dir()
-            .join("zixiao-example")
-            .display()
-            .to_string()
-    });
-    let embedded = open(EmbeddedConfig::new(&state_dir)).await?;
-    let controller = &embedded.controller;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let zx = match args.as_slice() {
+        [flag, endpoint] if flag == "--endpoint" => zixiao_client::connect(endpoint).await?,
+        [state_dir] => {
+            zixiao_client::open(zixiao_client::OpenOptions::new(Some(state_dir.into()))).await?
+        }
+        _ => {
+            let dir = std::env::temp_dir().join("zixiao-example");
+            zixiao_client::open(zixiao_client::OpenOptions::new(Some(dir))).await?
+        }
+    };
 
-    let node = &embedded.node;
-    println!(
-        "local node {}: {} cpus, {} MiB, {} GiB; runs {:?}",
-        node.id,
-        node.capacity.cpus,
-        node.capacity.memory_mib,
-        node.capacity.disk_gib,
-        node.runtimes
-    );
+    for node in zx.list_nodes().await? {
+        println!(
+            "node {}: {} cpus, {} MiB, {} GiB; runs {:?}",
+            node.id,
+            node.capacity.cpus,
+            node.capacity.memory_mib,
+            node.capacity.disk_gib,
+            node.runtimes
+        );
+    }
 
-    let request = CreateInstance::new(
-        "hello",
-        InstanceSpec::container("docker.io/library/busybox:latest").with_command(["echo", "hi"]),
-    );
-    let created = match controller.create_instance(request).await {
-        Ok(created) => created,
+    let spec = InstanceSpec::container("busybox").with_command(["sh", "-c", "echo hi; echo bye"]);
+    let hello = match zx
+        .create_instance(CreateInstance::new("hello", spec), Wait::Settled)
+        .await
+    {
+        Ok(hello) => hello,
         Err(e) if e.kind() == ErrorKind::Unsupported => {
             println!("cannot run a container here: {e}");
             return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
-    let instance = controller
-        .converge(&created.id)
-        .await?
-        .ok_or("deleted meanwhile")?;
-    println!("instance {} is {}", instance.name, instance.status.as_str());
+    println!("instance {} is {}", hello.name, hello.status.as_str());
 
-    // The log is written by the runtime as the workload runs: read until
-    // it has stopped and everything it wrote is in.
-    let reader = controller.logs("hello").await?;
-    let mut output = Vec::new();
-    loop {
-        let running = reader.is_running().await?;
-        let data = match reader.read(output.len() as u64, 64 * 1024).await {
-            Ok(chunk) => chunk.data,
-            // Nothing written yet.
-            Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        output.extend_from_slice(&data);
-        if data.is_empty() && !running {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // Its output as the runtime writes it, until it stops.
+    let mut log = zx.follow_log("hello", 0).await?;
+    while let Some(piece) = log.next().await {
+        print!("output: {}", String::from_utf8_lossy(&piece?));
     }
-    print!("output: {}", String::from_utf8_lossy(&output));
 
-    controller.delete_instance("hello").await?;
-    controller.converge(&created.id).await?;
+    zx.delete_instance("hello", Wait::Settled).await?;
     println!("deleted");
     Ok(())
 }

@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let mut spec = InstanceSpec::container("docker.io/library/busybox:latest");
-    spec.networks = vec![network.name.clone()];
+    spec.networks = vec![network.name.to_string()];
     match controller
         .create_instance(CreateInstance::new("example-web", spec))
         .await

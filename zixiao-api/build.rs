@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/zixiao/v1/types.proto",
         "proto/zixiao/v1/api.proto",
         "proto/zixiao/v1/agent.proto",
+        "proto/zixiao/v1/local.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

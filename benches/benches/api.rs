@@ -191,7 +191,7 @@ fn main() {
         )
         .await
         .expect("nodes");
-        fleet.join(&[addr.clone()], timing).await.expect("join");
+        fleet.join(std::slice::from_ref(&addr), timing).await.expect("join");
         let client = zixiao_api::connect(&addr).expect("client");
         let mut rows = Vec::new();
         let mut made = 0usize;

@@ -1,7 +1,7 @@
 /* Types of Zixiao's requests and results, as plain objects shaped like the
  * CLI's JSON output. Prepended to the generated index.d.ts (napi.dtsHeaderFile). */
 
-/** Every error the controller rejects with carries its kind as `code`. */
+/** Every error the API rejects with carries its kind as `code`. */
 export type ErrorCode =
   | 'not_found'
   | 'already_exists'
@@ -11,6 +11,8 @@ export type ErrorCode =
   | 'unavailable'
   | 'unsupported'
   | 'resource_exhausted'
+  | 'permission_denied'
+  | 'unauthenticated'
   | 'internal'
 
 /** The shape of a rejection: `code` is the error kind; `field` names an invalid field. */
@@ -49,6 +51,8 @@ export interface InstanceSpec {
   kernel?: string
   initrd?: string
   cmdline?: string
+  /** Which monitor runs a microVM (default `auto`: the node's choice). */
+  backend?: 'auto' | 'vmm' | 'qemu'
   /** Command and arguments (containers). */
   command?: string[]
   env?: Record<string, string>
@@ -127,6 +131,8 @@ export interface NetworkAttachment {
   /** The host-side veth (containers) or TAP device (VMs, microVMs). */
   host_interface: string
   bridge: string
+  /** The network's installation (absent when recorded before installation ids). */
+  installation?: string
   /** A stable, locally administered MAC address. */
   mac: string
   /** One address per subnet of the network. */
@@ -160,19 +166,14 @@ export interface Network {
   name: string
   subnets: Subnet[]
   bridge: string
+  /** The store's installation id (absent when stored before installation ids). */
+  installation?: string
   nat: boolean
   isolated: boolean
   created_at: string
   /** Present (true) while the network is being deleted. */
   deleting?: boolean
   revision: number
-}
-
-export interface NetworkReconcileReport {
-  /** Host objects removed, as `node: what`. */
-  removed: string[]
-  /** Allocations released because their instance is gone, as `network/owner`. */
-  released: string[]
 }
 
 /** A node as stored. */
@@ -234,10 +235,38 @@ export interface DrainReport {
   status: NodeStatus | null
 }
 
-export interface ReconcileReport {
-  instances: number
-  converged: number
-  waiting: number
-  /** `[instance name, error]` pairs. */
-  errors: [string, string][]
+/** One change of one node, from `watchNodes`. */
+export interface NodeEvent {
+  kind: 'added' | 'modified' | 'deleted'
+  revision: number
+  node: Node | null
+  id: string
+}
+
+/** A piece of a log or of console output. */
+export type LogPiece = Buffer
+
+/** A snapshot of one instance. */
+export interface Snapshot {
+  name: string
+  created_at: string | null
+  /** Whether it holds the memory (the instance was running) as well as the disks. */
+  includes_memory: boolean
+  /** Whether it is the one the instance last took or reverted to. */
+  current: boolean
+}
+
+/** An image a node's runtime holds. */
+export interface Image {
+  name: string
+  digest: string
+  size_bytes: number
+}
+
+/** What a state backup holds. */
+export interface StoreSummary {
+  revision: number
+  keys: number
+  history: number
+  leases: number
 }

@@ -89,6 +89,10 @@ pub(crate) enum Command {
     /// The embedded store's file: check it, back it up, restore a backup.
     #[command(subcommand)]
     State(StateCommand),
+    /// Run the state directory's daemon: the embedded deployment kept
+    /// running, so restart policies work between commands and every command
+    /// on --state-dir goes through it (its socket: DIR/zixiao.sock).
+    Daemon(crate::commands::server::DaemonArgs),
     /// Serve the gRPC API over etcd (or --embedded): one control-plane replica.
     Server(crate::commands::server::ServerArgs),
     /// Run this machine's node agent: register with the servers and run what they assign.

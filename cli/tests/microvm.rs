@@ -124,6 +124,35 @@ fn snapshot_to_a_directory_and_restore_a_vmm_microvm() {
     assert_eq!(created["runtime"], "vmm", "{created}");
     wait_for_log(s, "v1", "ZX: count=");
 
+    // All or nothing: a --to that cannot be written is refused before
+    // anything is taken.
+    let taken = s.join("taken");
+    std::fs::create_dir(&taken).expect("an existing directory");
+    let refused = zixiao(
+        s,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "snapshot",
+            "create",
+            "v1",
+            "s0",
+            "--to",
+            &taken.to_string_lossy(),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let listed = json(zixiao(
+        s,
+        &["-o", "json", "instance", "snapshot", "list", "v1"],
+    ));
+    assert_eq!(
+        listed,
+        serde_json::json!([]),
+        "a refused copy left a snapshot"
+    );
+
     let snap = s.join("v1-s1");
     let snap_arg = snap.to_string_lossy();
     ok(zixiao(

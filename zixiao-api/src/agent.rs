@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::model::Network;
+use zixiao_core::model::{InstallationId, Network};
 use zixiao_core::{Driver, DriverError, Error, Instance, InstanceType, NetworkHost, NodeAgent};
 
 use crate::console::{self, OutputStream};
@@ -430,11 +430,13 @@ impl AgentService for AgentServer {
         request: Request<pb::ReconcileNetworksRequest>,
     ) -> Result<Response<pb::ReconcileNetworksResponse>, Status> {
         let request = request.into_inner();
+        let installation = InstallationId::try_from(request.installation)
+            .map_err(|e| invalid(e.at("installation")))?;
         let networks: Vec<Network> = decode_all(request.networks).map_err(invalid)?;
         let instances: Vec<Instance> = decode_all(request.instances).map_err(invalid)?;
         let removed = self
             .network_host()?
-            .reconcile(&networks, &instances, &request.seen)
+            .reconcile(&installation, &networks, &instances, &request.seen)
             .await
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(pb::ReconcileNetworksResponse { removed }))

@@ -19,6 +19,7 @@ use crate::pb;
 use crate::pb::cluster_service_client::ClusterServiceClient;
 use crate::pb::image_service_client::ImageServiceClient;
 use crate::pb::instance_service_client::InstanceServiceClient;
+use crate::pb::local_service_client::LocalServiceClient;
 use crate::pb::network_service_client::NetworkServiceClient;
 use crate::pb::node_service_client::NodeServiceClient;
 use crate::pb::snapshot_service_client::SnapshotServiceClient;
@@ -27,7 +28,7 @@ use crate::status::to_error;
 /// How long one call may take: long, since a call that waits for an
 /// instance to settle may pull an image first. Streams (logs, watches,
 /// consoles) are not cut by it once they answered.
-const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A client of `zixiao server` at `endpoint` (`host:port` or
 /// `http://host:port`), connecting lazily: nothing is dialled until the
@@ -59,6 +60,8 @@ pub struct GrpcClient {
     nodes: NodeServiceClient<Channel>,
     networks: NetworkServiceClient<Channel>,
     cluster: ClusterServiceClient<Channel>,
+    /// The local-files service, on a daemon's Unix socket only.
+    local: Option<LocalServiceClient<Channel>>,
 }
 
 macro_rules! limited {
@@ -74,15 +77,36 @@ impl GrpcClient {
     /// Errors: `InvalidArgument` (a malformed endpoint).
     pub fn new(endpoint: &str) -> Result<Self> {
         let channel = crate::remote::channel(endpoint, CALL_TIMEOUT)?;
-        Ok(GrpcClient {
-            server: format!("the zixiao server `{endpoint}`"),
+        Ok(GrpcClient::over(
+            format!("the zixiao server `{endpoint}`"),
+            channel,
+            false,
+        ))
+    }
+
+    /// A client of the daemon on the Unix socket at `path` (see
+    /// [`crate::local`]): it also sends the requests that carry paths of
+    /// this machine. Connects on first use.
+    pub fn over_unix_socket(path: &Path) -> Result<Self> {
+        let channel = crate::local::unix_channel(path)?;
+        Ok(GrpcClient::over(
+            format!("the zixiao daemon on `{}`", path.display()),
+            channel,
+            true,
+        ))
+    }
+
+    fn over(server: String, channel: Channel, local: bool) -> Self {
+        GrpcClient {
+            server,
             instances: limited!(InstanceServiceClient, channel.clone()),
             snapshots: limited!(SnapshotServiceClient, channel.clone()),
             images: limited!(ImageServiceClient, channel.clone()),
             nodes: limited!(NodeServiceClient, channel.clone()),
             networks: limited!(NetworkServiceClient, channel.clone()),
+            local: local.then(|| limited!(LocalServiceClient, channel.clone())),
             cluster: limited!(ClusterServiceClient, channel),
-        })
+        }
     }
 
     fn error(&self, status: tonic::Status) -> Error {
@@ -138,6 +162,15 @@ fn node_ref(node: String) -> pb::NodeRef {
 #[async_trait]
 impl Api for GrpcClient {
     async fn call(&self, request: Request) -> Result<Response> {
+        // On a daemon's socket, requests with this machine's paths have
+        // their own service; everything else goes the usual way.
+        let request = match &self.local {
+            Some(local) => match crate::local::call(local, request, |s| self.error(s)).await? {
+                Ok(response) => return Ok(response),
+                Err(request) => request,
+            },
+            None => request,
+        };
         let mut instances = self.instances.clone();
         let mut snapshots = self.snapshots.clone();
         let mut nodes = self.nodes.clone();
@@ -240,7 +273,14 @@ impl Api for GrpcClient {
                 });
                 Response::InstanceEvents(events.boxed())
             }
-            Request::CreateSnapshot { instance, name } => {
+            Request::CreateSnapshot { to: Some(to), .. } => {
+                return Err(self.local_files(operation, &to))
+            }
+            Request::CreateSnapshot {
+                instance,
+                name,
+                to: None,
+            } => {
                 let taken = snapshots
                     .create_snapshot(snapshot_ref(instance, name))
                     .await;

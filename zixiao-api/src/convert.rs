@@ -26,9 +26,9 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
-    Failure, Instance, InstanceSpec, InstanceStatus, InstanceType, IpConfig, MicrovmBackend,
-    Network, NetworkAttachment, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep,
-    Placement, Resources, RestartPolicy, Subnet,
+    Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InvalidName,
+    IpConfig, MicrovmBackend, Network, NetworkAttachment, Node, NodeRegistration, NodeRole,
+    NodeStatus, OrphanSweep, Placement, Resources, RestartPolicy, Subnet,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -525,23 +525,38 @@ fn ip_config(ip: pb::IpConfig, at: &str) -> Result<IpConfig> {
 impl From<NetworkAttachment> for pb::NetworkAttachment {
     fn from(a: NetworkAttachment) -> Self {
         pb::NetworkAttachment {
-            network: a.network,
+            network: a.network.into(),
             interface: a.interface,
-            host_interface: a.host_interface,
-            bridge: a.bridge,
+            host_interface: a.host_interface.into(),
+            bridge: a.bridge.into(),
             mac: a.mac,
             addresses: a.addresses.into_iter().map(Into::into).collect(),
+            installation: a.installation.map(Into::into).unwrap_or_default(),
         }
     }
 }
 
+/// A validated name of type `T` at `at`.
+fn name<T: TryFrom<String, Error = InvalidName>>(value: String, at: &str) -> Result<T> {
+    T::try_from(value).map_err(|e| e.at(at))
+}
+
+/// An installation id at `at`; empty: none (recorded before installation ids).
+fn installation(value: String, at: &str) -> Result<Option<InstallationId>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    name(value, at).map(Some)
+}
+
 fn attachment(a: pb::NetworkAttachment, at: &str) -> Result<NetworkAttachment> {
     let addresses = path(at, "addresses");
-    Ok(NetworkAttachment {
-        network: a.network,
+    let attachment = NetworkAttachment {
+        network: name(a.network, &path(at, "network"))?,
+        installation: installation(a.installation, &path(at, "installation"))?,
         interface: a.interface,
-        host_interface: a.host_interface,
-        bridge: a.bridge,
+        host_interface: name(a.host_interface, &path(at, "host_interface"))?,
+        bridge: name(a.bridge, &path(at, "bridge"))?,
         mac: a.mac,
         addresses: a
             .addresses
@@ -549,7 +564,11 @@ fn attachment(a: pb::NetworkAttachment, at: &str) -> Result<NetworkAttachment> {
             .enumerate()
             .map(|(i, ip)| ip_config(ip, &item(&addresses, i)))
             .collect::<Result<_>>()?,
-    })
+    };
+    attachment
+        .check_bridge()
+        .map_err(|e| e.at(path(at, "bridge")))?;
+    Ok(attachment)
 }
 
 impl From<Instance> for pb::Instance {
@@ -1231,35 +1250,41 @@ fn subnet(s: pb::Subnet, at: &str) -> Result<Subnet> {
 impl From<Network> for pb::Network {
     fn from(n: Network) -> Self {
         pb::Network {
-            name: n.name,
+            name: n.name.into(),
             subnets: n.subnets.into_iter().map(Into::into).collect(),
-            bridge: n.bridge,
+            bridge: n.bridge.into(),
             nat: n.nat,
             isolated: n.isolated,
             created_at: Some(timestamp(n.created_at)),
             deleting: n.deleting,
             revision: n.revision,
+            installation: n.installation.map(Into::into).unwrap_or_default(),
         }
     }
 }
 
 fn network(n: pb::Network, at: &str) -> Result<Network> {
     let subnets_at = path(at, "subnets");
-    Ok(Network {
-        name: non_empty(n.name, &path(at, "name"))?,
+    let network = Network {
+        name: name(non_empty(n.name, &path(at, "name"))?, &path(at, "name"))?,
         subnets: n
             .subnets
             .into_iter()
             .enumerate()
             .map(|(i, s)| subnet(s, &item(&subnets_at, i)))
             .collect::<Result<_>>()?,
-        bridge: n.bridge,
+        bridge: name(n.bridge, &path(at, "bridge"))?,
+        installation: installation(n.installation, &path(at, "installation"))?,
         nat: n.nat,
         isolated: n.isolated,
         created_at: required_time(n.created_at, &path(at, "created_at"))?,
         deleting: n.deleting,
         revision: n.revision,
-    })
+    };
+    network
+        .check_bridge()
+        .map_err(|e| e.at(path(at, "bridge")))?;
+    Ok(network)
 }
 
 impl TryFrom<pb::Network> for Network {

@@ -22,6 +22,7 @@ pub mod agent;
 pub mod client;
 mod console;
 pub mod convert;
+pub mod local;
 pub mod membership;
 pub mod network;
 pub mod remote;
@@ -29,6 +30,7 @@ pub mod server;
 pub mod status;
 
 pub use client::{connect, GrpcClient};
+pub use local::{connect_unix, serve_unix};
 
 /// The generated protocol: messages, clients (`*_client`) and servers (`*_server`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use tonic::transport::Channel;
-use zixiao_core::model::Network;
+use zixiao_core::model::{InstallationId, Network};
 use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
 
 use crate::pb;
@@ -88,6 +88,7 @@ impl NetworkHost for RemoteNetworkHost {
 
     async fn reconcile(
         &self,
+        installation: &InstallationId,
         networks: &[Network],
         instances: &[Instance],
         seen: &[String],
@@ -96,6 +97,7 @@ impl NetworkHost for RemoteNetworkHost {
             networks: networks.iter().cloned().map(Into::into).collect(),
             instances: instances.iter().cloned().map(Into::into).collect(),
             seen: seen.to_vec(),
+            installation: installation.to_string(),
         };
         let reply = self
             .client

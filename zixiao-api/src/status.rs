@@ -42,6 +42,8 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Unsupported => Code::Unimplemented,
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Internal => Code::Internal,
     }
 }
@@ -58,11 +60,13 @@ pub fn kind_of(code: Code) -> ErrorKind {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => ErrorKind::Unavailable,
         Code::Unimplemented => ErrorKind::Unsupported,
         Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::PermissionDenied => ErrorKind::PermissionDenied,
+        Code::Unauthenticated => ErrorKind::Unauthenticated,
         _ => ErrorKind::Internal,
     }
 }
 
-const KINDS: [ErrorKind; 9] = [
+const KINDS: [ErrorKind; 11] = [
     ErrorKind::NotFound,
     ErrorKind::AlreadyExists,
     ErrorKind::InvalidArgument,
@@ -71,6 +75,8 @@ const KINDS: [ErrorKind; 9] = [
     ErrorKind::Unavailable,
     ErrorKind::Unsupported,
     ErrorKind::ResourceExhausted,
+    ErrorKind::PermissionDenied,
+    ErrorKind::Unauthenticated,
     ErrorKind::Internal,
 ];
 
@@ -279,6 +285,10 @@ fn by_kind(kind: ErrorKind, message: String, field: Option<String>, what: Option
         ErrorKind::Conflict => Error::Conflict(message),
         ErrorKind::ResourceExhausted => Error::ResourceExhausted(message),
         ErrorKind::Unsupported => Error::Unsupported(strip(&message, "unsupported: ").to_owned()),
+        ErrorKind::PermissionDenied => {
+            Error::permission_denied(strip(&message, "permission denied: "))
+        }
+        ErrorKind::Unauthenticated => Error::unauthenticated(strip(&message, "unauthenticated: ")),
         ErrorKind::Internal => Error::Internal(strip(&message, "internal error: ").to_owned()),
         ErrorKind::Unavailable => Error::Unavailable {
             what: "the zixiao server".to_owned(),
@@ -315,9 +325,11 @@ fn driver_error(said: &Said, message: String, runtime: &str) -> DriverError {
                 .unwrap_or_else(|| message.trim_end_matches(" not found").to_owned()),
         ),
         ErrorKind::AlreadyExists => DriverError::AlreadyExists(message),
-        ErrorKind::FailedPrecondition | ErrorKind::Conflict => {
-            DriverError::FailedPrecondition(message)
-        }
+        // A node refusing a caller is a precondition the caller cannot meet.
+        ErrorKind::FailedPrecondition
+        | ErrorKind::Conflict
+        | ErrorKind::PermissionDenied
+        | ErrorKind::Unauthenticated => DriverError::FailedPrecondition(message),
         ErrorKind::ResourceExhausted => DriverError::ResourceExhausted(message),
         ErrorKind::Unsupported => DriverError::Unsupported(message),
         ErrorKind::Unavailable => {

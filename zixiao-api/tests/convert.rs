@@ -19,10 +19,11 @@ use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
-    Failure, Instance, InstanceSpec, InstanceStatus, InstanceType, IpConfig, MicrovmBackend,
-    Network, NetworkAttachment, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep,
-    Placement, Resources, RestartPolicy, Subnet,
+    BridgeName, Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState,
+    ExitStatus, Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
+    InterfaceKind, InterfaceName, IpConfig, MicrovmBackend, Network, NetworkAttachment,
+    NetworkName, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, Resources,
+    RestartPolicy, Subnet,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -233,6 +234,27 @@ fn address() -> impl Strategy<Value = IpAddr> {
     ]
 }
 
+/// A network's name: a DNS label.
+fn network_name() -> impl Strategy<Value = NetworkName> {
+    "[a-z]([a-z0-9-]{0,11}[a-z0-9])?".prop_map(|n| NetworkName::try_from(n).expect("a DNS label"))
+}
+
+/// An installation id, or none (recorded before installation ids).
+fn installation() -> impl Strategy<Value = Option<InstallationId>> {
+    prop::option::of(
+        "[0-9a-f]{16}".prop_map(|i| InstallationId::try_from(i).expect("16 hex digits")),
+    )
+}
+
+/// The bridge `installation` and `network` derive (what older versions
+/// derived from the name alone without an installation).
+fn bridge_of(installation: &Option<InstallationId>, network: &NetworkName) -> BridgeName {
+    match installation {
+        Some(installation) => BridgeName::of(installation, network),
+        None => BridgeName::before_installations(network),
+    }
+}
+
 fn attachment() -> impl Strategy<Value = NetworkAttachment> {
     let ip =
         (address(), any::<u8>(), address()).prop_map(|(address, prefix_len, gateway)| IpConfig {
@@ -241,17 +263,34 @@ fn attachment() -> impl Strategy<Value = NetworkAttachment> {
             gateway,
         });
     (
-        (name(), name(), name()),
-        (name(), text(), prop::collection::vec(ip, 0..3)),
+        (
+            network_name(),
+            installation(),
+            name(),
+            name(),
+            any::<bool>(),
+        ),
+        (text(), prop::collection::vec(ip, 0..3)),
     )
         .prop_map(
-            |((network, interface, host_interface), (bridge, mac, addresses))| NetworkAttachment {
-                network,
-                interface,
-                host_interface,
-                bridge,
-                mac,
-                addresses,
+            |((network, installation, interface, instance, tap), (mac, addresses))| {
+                let kind = if tap {
+                    InterfaceKind::Tap
+                } else {
+                    InterfaceKind::Veth
+                };
+                let id = installation
+                    .clone()
+                    .unwrap_or_else(|| InstallationId::try_from("0000000000000000").unwrap());
+                NetworkAttachment {
+                    host_interface: InterfaceName::of(kind, &id, &instance, &network),
+                    bridge: bridge_of(&installation, &network),
+                    network,
+                    installation,
+                    interface,
+                    mac,
+                    addresses,
+                }
             },
         )
 }
@@ -468,7 +507,11 @@ fn network() -> impl Strategy<Value = Network> {
         },
     );
     (
-        (name(), prop::collection::vec(subnet, 0..3), name()),
+        (
+            network_name(),
+            prop::collection::vec(subnet, 0..3),
+            installation(),
+        ),
         (
             any::<bool>(),
             any::<bool>(),
@@ -478,15 +521,18 @@ fn network() -> impl Strategy<Value = Network> {
         ),
     )
         .prop_map(
-            |((name, subnets, bridge), (nat, isolated, created_at, deleting, revision))| Network {
-                name,
-                subnets,
-                bridge,
-                nat,
-                isolated,
-                created_at,
-                deleting,
-                revision,
+            |((name, subnets, installation), (nat, isolated, created_at, deleting, revision))| {
+                Network {
+                    bridge: bridge_of(&installation, &name),
+                    name,
+                    subnets,
+                    installation,
+                    nat,
+                    isolated,
+                    created_at,
+                    deleting,
+                    revision,
+                }
             },
         )
 }
@@ -620,7 +666,7 @@ proptest! {
         flags in any::<(bool, bool)>(),
     ) {
         let create = CreateNetwork {
-            name: value.name.clone(),
+            name: value.name.to_string(),
             subnets,
             gateways,
             reserved,
@@ -761,11 +807,14 @@ fn a_missing_required_field_is_refused_not_defaulted() {
 #[test]
 fn values_out_of_range_or_unparsable_are_refused_naming_the_field() {
     let mut instance = an_instance();
+    let lan = NetworkName::try_from("lan").expect("a name");
+    let here = InstallationId::try_from("0123456789abcdef").expect("an id");
     instance.attachments = vec![NetworkAttachment {
-        network: "lan".into(),
+        network: lan.clone(),
+        installation: Some(here.clone()),
         interface: "eth0".into(),
-        host_interface: "zxv0".into(),
-        bridge: "zxb0".into(),
+        host_interface: InterfaceName::of(InterfaceKind::Veth, &here, "x", &lan),
+        bridge: BridgeName::of(&here, &lan),
         mac: "02:00:00:00:00:01".into(),
         addresses: vec![IpConfig {
             address: "10.0.0.2".parse().expect("address"),
@@ -786,6 +835,24 @@ fn values_out_of_range_or_unparsable_are_refused_naming_the_field() {
         refused(Instance::try_from(garbage)),
         "instance.attachments[0].addresses[0].gateway"
     );
+    // Names that would reach netlink or nft: refused before anything is made.
+    let lan = CreateNetwork::new("lan", ["10.0.0.0/24"])
+        .validate(&here, chrono::Utc::now())
+        .expect("a network");
+    for (spoil, field) in [
+        (
+            (|n: &mut pb::Network| n.bridge = "zxb12345678\nflush ruleset".into())
+                as fn(&mut pb::Network),
+            "network.bridge",
+        ),
+        (|n| n.bridge = "zxb00000001".into(), "network.bridge"),
+        (|n| n.name = "lan\nflush ruleset".into(), "network.name"),
+        (|n| n.installation = "nope".into(), "network.installation"),
+    ] {
+        let mut wire = pb::Network::from(lan.clone());
+        spoil(&mut wire);
+        assert_eq!(refused(Network::try_from(wire)), field);
+    }
     let mut bad_time = pb::Instance::from(an_instance());
     if let Some(t) = bad_time.updated_at.as_mut() {
         t.nanos = -1;

@@ -298,8 +298,9 @@ fn reconciling_through_the_agent_restores_bridges_and_removes_orphans() {
             .expect("create");
         // What a crash leaves behind: a network the store no longer has, and
         // the store's network missing on the node.
+        let installation = rig.controller.installation().await.expect("installation");
         let orphan = CreateNetwork::new("orphan", ["10.75.0.0/24"])
-            .validate(chrono::Utc::now())
+            .validate(&installation, chrono::Utc::now())
             .expect("valid");
         linux.ensure_network(&orphan).await.expect("orphan bridge");
         linux.remove_network(&lan).await.expect("lose the bridge");

@@ -103,6 +103,7 @@ impl NodeSync {
         tokio::spawn(async move {
             let reconciled = async {
                 // What the node holds, before the store is read (see `inventory`).
+                let installation = controller.installation().await?;
                 let seen = host.inventory().await?;
                 let networks = controller.list_networks().await?;
                 let filter = InstanceFilter {
@@ -110,7 +111,8 @@ impl NodeSync {
                     ..InstanceFilter::default()
                 };
                 let instances = controller.list_instances(&filter).await?;
-                host.reconcile(&networks, &instances, &seen).await
+                host.reconcile(&installation, &networks, &instances, &seen)
+                    .await
             };
             match reconciled.await {
                 Ok(removed) if !removed.is_empty() => eprintln!(

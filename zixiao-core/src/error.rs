@@ -30,6 +30,12 @@ pub enum ErrorKind {
     Unsupported,
     /// Capacity, a pool or a quota is exhausted.
     ResourceExhausted,
+    /// The caller is known but may not do that; the message names the
+    /// missing permission.
+    PermissionDenied,
+    /// The caller could not be identified: no credentials, or credentials
+    /// that are malformed, unknown, expired or revoked.
+    Unauthenticated,
     /// A bug or a corrupted state.
     Internal,
 }
@@ -46,6 +52,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::ResourceExhausted => "resource_exhausted",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Internal => "internal",
         }
     }
@@ -109,6 +117,20 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// The caller may not do that.
+    #[error("permission denied: {permission}")]
+    PermissionDenied {
+        /// The missing permission and why it is missing, such as
+        /// ``instance.create in project `web` `` or `node.drain (admin only)`.
+        permission: String,
+    },
+    /// The caller could not be identified. The reason never holds a
+    /// credential, only what was wrong with it.
+    #[error("unauthenticated: {reason}")]
+    Unauthenticated {
+        /// What was wrong, such as `no credentials` or `the token expired`.
+        reason: String,
+    },
     /// A stored object could not be decoded or an invariant broke.
     #[error("internal error: {0}")]
     Internal(String),
@@ -128,6 +150,8 @@ impl Error {
             Error::Store(e) => e.kind(),
             Error::Driver(e) => e.kind(),
             Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Error::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -143,6 +167,35 @@ impl Error {
     /// An [`Error::NotFound`] for `what`.
     pub fn not_found(what: impl Into<String>) -> Self {
         Error::NotFound { what: what.into() }
+    }
+
+    /// An [`Error::PermissionDenied`] naming the missing `permission`.
+    ///
+    /// ```
+    /// use zixiao_core::{Error, ErrorKind};
+    /// let err = Error::permission_denied("node.drain (admin only)");
+    /// assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    /// assert_eq!(err.to_string(), "permission denied: node.drain (admin only)");
+    /// ```
+    pub fn permission_denied(permission: impl Into<String>) -> Self {
+        Error::PermissionDenied {
+            permission: permission.into(),
+        }
+    }
+
+    /// An [`Error::Unauthenticated`] saying what was wrong with the
+    /// caller's credentials (never the credentials themselves).
+    ///
+    /// ```
+    /// use zixiao_core::{Error, ErrorKind};
+    /// let err = Error::unauthenticated("the token expired");
+    /// assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    /// assert_eq!(err.kind().as_str(), "unauthenticated");
+    /// ```
+    pub fn unauthenticated(reason: impl Into<String>) -> Self {
+        Error::Unauthenticated {
+            reason: reason.into(),
+        }
     }
 
     /// The error and all its causes on one line, `a: b: c`, for people.

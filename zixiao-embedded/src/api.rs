@@ -17,6 +17,23 @@ impl Api for Embedded {
     async fn call(&self, request: Request) -> Result<Response> {
         let local = || Some(self.node.id.clone());
         match request {
+            Request::CreateSnapshot {
+                instance,
+                name,
+                to: Some(to),
+            } => {
+                // All or nothing: the directory is checked first, and a
+                // snapshot whose copy fails is deleted again.
+                let to = absolute(&to, "to")?;
+                check_new_directory(&to, "to")?;
+                let taken = self.controller.snapshot_instance(&instance, &name).await?;
+                let id = self.controller.get_instance(&instance).await?.id;
+                if let Err(e) = export_snapshot(self, &id, &name, &to) {
+                    let _ = self.controller.delete_snapshot(&instance, &name).await;
+                    return Err(e);
+                }
+                Ok(Response::Snapshot(taken))
+            }
             Request::BackupState { to } => {
                 let to = absolute(&to, "to")?;
                 let store = self.store.clone();
@@ -79,6 +96,27 @@ impl Api for Embedded {
             }
             other => self.controller.call(other).await,
         }
+    }
+}
+
+/// Checks that `path` can become a new directory: it does not exist, and
+/// its parent is a directory. Errors: `InvalidArgument` on `field`.
+fn check_new_directory(path: &Path, field: &str) -> Result<()> {
+    if path.exists() {
+        return Err(Error::invalid(
+            field,
+            format!("`{}` exists already; name a new directory", path.display()),
+        ));
+    }
+    match path.parent() {
+        Some(parent) if parent.is_dir() => Ok(()),
+        _ => Err(Error::invalid(
+            field,
+            format!(
+                "the directory that would hold `{}` does not exist",
+                path.display()
+            ),
+        )),
     }
 }
 

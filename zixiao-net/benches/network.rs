@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use zixiao_core::model::{
-    host_interface_name, mac_address, CreateNetwork, IpConfig, Network, NetworkAttachment,
-    TAP_PREFIX, VETH_PREFIX,
+    mac_address, CreateNetwork, InstallationId, InterfaceKind, InterfaceName, IpConfig, Network,
+    NetworkAttachment,
 };
 use zixiao_core::store::{put_object, Txn};
 use zixiao_core::{AddressAllocator, NetworkHost, Store};
@@ -31,7 +31,7 @@ use zixiao_store::EmbeddedStore;
 
 fn network(name: &str, subnet: &str) -> Network {
     CreateNetwork::new(name, [subnet])
-        .validate(chrono::Utc::now())
+        .validate(&InstallationId::generate(), chrono::Utc::now())
         .expect("valid network")
 }
 
@@ -79,10 +79,12 @@ fn bench_ipam(c: &mut Criterion) {
 
 fn attachment(instance: &str, net: &Network, n: u64) -> NetworkAttachment {
     let subnet = &net.subnets[0];
+    let installation = net.installation.clone().expect("a current network");
     NetworkAttachment {
         network: net.name.clone(),
         interface: "eth0".into(),
-        host_interface: host_interface_name(VETH_PREFIX, instance, &net.name),
+        host_interface: InterfaceName::of(InterfaceKind::Veth, &installation, instance, &net.name),
+        installation: Some(installation),
         bridge: net.bridge.clone(),
         mac: mac_address(instance, &net.name),
         addresses: vec![IpConfig {
@@ -161,8 +163,9 @@ fn bench_tap(
     host: &LinuxNetwork,
     net: &Network,
 ) {
+    let installation = net.installation.clone().expect("a current network");
     let tap = |id: &str, n: u64| NetworkAttachment {
-        host_interface: host_interface_name(TAP_PREFIX, id, &net.name),
+        host_interface: InterfaceName::of(InterfaceKind::Tap, &installation, id, &net.name),
         ..attachment(id, net, n)
     };
     let mut group = c.benchmark_group("tap");

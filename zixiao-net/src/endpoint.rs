@@ -1,24 +1,105 @@
 //! Container endpoints: a network namespace pinned at
-//! `<netns_dir>/zx-<instance id>`, and per attachment a veth pair whose host
-//! end (`zxv…`) joins the network's bridge and whose other end, moved into
-//! the namespace, is named `eth<i>` with the attachment's MAC, addresses and
-//! default route. A runtime points the container at the namespace path.
+//! `<netns_dir>/zx-<installation>-<instance id>`, and per attachment a veth
+//! pair whose host end (`zxv…`, marked as its network's) joins the
+//! network's bridge and whose other end, moved into the namespace, is named
+//! `eth<i>` with the attachment's MAC, addresses and default route. A
+//! runtime points the container at the namespace path.
 
+use std::fmt;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
-use zixiao_core::model::NetworkAttachment;
+use zixiao_core::model::{InstallationId, InterfaceKind, NetworkAttachment};
 use zixiao_core::{Error, Result};
 
 use crate::host::{errno, is_v4, link_index, netlink_error, LinuxNetwork, NETNS_PREFIX};
+use crate::links::{self, LinkKind};
 use crate::netns;
 
-/// The namespace file name of instance `instance`'s container.
-pub fn netns_name(instance: &str) -> String {
-    format!("{NETNS_PREFIX}{instance}")
+/// The longest instance id a namespace is named after.
+const MAX_INSTANCE_ID: usize = 64;
+
+/// The file name of a container's namespace:
+/// `zx-<installation>-<instance id>`, one plain path component (the
+/// instance id is 1 to 64 of `a-z`, `0-9` and `-`, as the controller's
+/// UUIDs are). The installation in the name is what makes it ours: a
+/// reconcile only removes namespaces named with its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetnsName(String);
+
+impl NetnsName {
+    /// The namespace of `instance` in `installation`. Errors:
+    /// `InvalidArgument` on `instance` for an id that cannot be a file name.
+    pub fn new(installation: &InstallationId, instance: &str) -> Result<Self> {
+        check_instance_id(instance)?;
+        Ok(NetnsName(format!(
+            "{NETNS_PREFIX}{installation}-{instance}"
+        )))
+    }
+
+    /// `name` if it is the namespace of one of `installation`'s instances.
+    pub fn parse_ours(name: &str, installation: &InstallationId) -> Option<Self> {
+        let instance = name
+            .strip_prefix(NETNS_PREFIX)?
+            .strip_prefix(installation.as_str())?
+            .strip_prefix('-')?;
+        NetnsName::new(installation, instance).ok()
+    }
+
+    /// The name an older Zixiao gave instance `instance`'s namespace
+    /// (`zx-<instance id>`), to refuse while it is still there.
+    fn before_installations(instance: &str) -> Result<Self> {
+        check_instance_id(instance)?;
+        Ok(NetnsName(format!("{NETNS_PREFIX}{instance}")))
+    }
+}
+
+impl fmt::Display for NetnsName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn check_instance_id(instance: &str) -> Result<()> {
+    let plain = instance
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if instance.is_empty() || instance.len() > MAX_INSTANCE_ID || !plain {
+        return Err(Error::invalid(
+            "instance",
+            format!(
+                "`{}` is not an instance id (1 to {MAX_INSTANCE_ID} of a-z, 0-9 and -)",
+                instance.escape_debug()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The one installation `attachments` belong to (`None`: recorded before
+/// installation ids). Errors: `InvalidArgument` for no attachments, or
+/// attachments of several installations.
+fn installation_of(attachments: &[NetworkAttachment]) -> Result<Option<&InstallationId>> {
+    let Some(first) = attachments.first() else {
+        return Err(Error::invalid(
+            "attachments",
+            "a container endpoint needs at least one attachment",
+        ));
+    };
+    let installation = first.installation.as_ref();
+    if attachments
+        .iter()
+        .any(|a| a.installation.as_ref() != installation)
+    {
+        return Err(Error::invalid(
+            "attachments",
+            "the attachments belong to different installations",
+        ));
+    }
+    Ok(installation)
 }
 
 /// A netlink connection inside the namespace at `path`, driven on the
@@ -62,23 +143,44 @@ fn parse_mac(mac: &str) -> Result<Vec<u8>> {
 }
 
 impl LinuxNetwork {
-    /// The namespace path of instance `instance`'s container.
-    pub fn netns_path(&self, instance: &str) -> PathBuf {
-        self.netns_dir.join(netns_name(instance))
+    /// The namespace path of instance `instance`'s container with
+    /// `attachments`. Errors: `InvalidArgument` (no attachments, several
+    /// installations, an instance id that cannot be a file name),
+    /// `FailedPrecondition` (attachments recorded before installation ids).
+    pub fn netns_path(&self, instance: &str, attachments: &[NetworkAttachment]) -> Result<PathBuf> {
+        let name = match installation_of(attachments)? {
+            Some(installation) => NetnsName::new(installation, instance)?,
+            None => return Err(attachments[0].mark().unwrap_err()),
+        };
+        Ok(self.netns_dir.join(name.to_string()))
     }
 
     /// Creates the container namespace of `instance` with one interface per
     /// attachment, and returns its path. Idempotent: an earlier endpoint of
     /// the same instance is replaced. Errors: `FailedPrecondition` (a
-    /// network's bridge is not on this node), `Unsupported` (privileges),
-    /// `Internal`. On error nothing of the endpoint is left.
+    /// network's bridge is not on this node, or a link of a bridge's or
+    /// veth's name is not the network's, or the attachments were recorded
+    /// before installation ids), `InvalidArgument` (see
+    /// [`LinuxNetwork::netns_path`]; a TAP name as host interface),
+    /// `Unsupported` (privileges), `Internal`. On error nothing of the
+    /// endpoint is left.
     pub async fn attach_container(
         &self,
         instance: &str,
         attachments: &[NetworkAttachment],
     ) -> Result<PathBuf> {
+        let path = self.netns_path(instance, attachments)?;
+        for attachment in attachments {
+            if attachment.host_interface.kind() != InterfaceKind::Veth {
+                return Err(Error::invalid(
+                    "host_interface",
+                    format!("{} is a TAP name, not a veth's", attachment.host_interface),
+                ));
+            }
+            // Before anything is made: every bridge is there and ours.
+            self.bridge_of(attachment).await?;
+        }
         self.detach_container(instance, attachments).await?;
-        let path = self.netns_path(instance);
         netns::create(&path).map_err(|e| io_error("creating a network namespace", e))?;
         match self.plumb(&path, attachments).await {
             Ok(()) => Ok(path),
@@ -89,18 +191,58 @@ impl LinuxNetwork {
         }
     }
 
-    /// Removes the namespace and host-side devices of `instance`'s
-    /// container. Idempotent.
+    /// Removes the namespace and host-side veths of `instance`'s container.
+    /// Idempotent. Errors: `FailedPrecondition` (a link of a veth's name is
+    /// not the network's; or, for attachments recorded before installation
+    /// ids, their veth or namespace is still there: they are named and left
+    /// untouched), `InvalidArgument`, `Internal`.
     pub async fn detach_container(
         &self,
         instance: &str,
         attachments: &[NetworkAttachment],
     ) -> Result<()> {
-        for attachment in attachments {
-            self.delete_link(&attachment.host_interface).await?;
+        if attachments.is_empty() {
+            return Ok(());
         }
-        netns::remove(&self.netns_path(instance))
-            .map_err(|e| io_error("removing a network namespace", e))
+        let Some(installation) = installation_of(attachments)? else {
+            return self
+                .endpoint_from_before_installations_gone(instance, attachments)
+                .await;
+        };
+        for attachment in attachments {
+            let name = &attachment.host_interface;
+            links::delete_owned(&self.handle, name, LinkKind::of(name), &attachment.mark()?)
+                .await?;
+        }
+        let path = self
+            .netns_dir
+            .join(NetnsName::new(installation, instance)?.to_string());
+        netns::remove(&path).map_err(|e| io_error("removing a network namespace", e))
+    }
+
+    /// For attachments recorded before installation ids: Ok once their veths
+    /// and namespace are gone (removed by hand), the refusal naming them
+    /// while they are not.
+    async fn endpoint_from_before_installations_gone(
+        &self,
+        instance: &str,
+        attachments: &[NetworkAttachment],
+    ) -> Result<()> {
+        for attachment in attachments {
+            let refusal = attachment.mark().unwrap_err();
+            links::absent_or(&self.handle, &attachment.host_interface, refusal).await?;
+        }
+        let name = NetnsName::before_installations(instance)?;
+        let path = self.netns_dir.join(name.to_string());
+        if path.exists() {
+            return Err(Error::FailedPrecondition(format!(
+                "the network namespace {} of instance `{instance}` was made by a Zixiao older \
+                 than installation ids and is left untouched; remove it by hand \
+                 (`umount {0} && rm {0}`)",
+                path.display()
+            )));
+        }
+        Ok(())
     }
 
     async fn plumb(&self, path: &Path, attachments: &[NetworkAttachment]) -> Result<()> {
@@ -116,15 +258,9 @@ impl LinuxNetwork {
         }
         let (mut route_v4, mut route_v6) = (false, false);
         for attachment in attachments {
+            let mark = attachment.mark()?;
             let host_if = &attachment.host_interface;
-            let bridge = link_index(&self.handle, &attachment.bridge)
-                .await?
-                .ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
-                        "network `{}` is not set up on this node (bridge {} is missing)",
-                        attachment.network, attachment.bridge
-                    ))
-                })?;
+            let bridge = self.bridge_of(attachment).await?;
             // The peer gets a temporary unique name, renamed once inside.
             let peer = format!("zxp{}", &host_if[3..]);
             self.handle
@@ -133,6 +269,10 @@ impl LinuxNetwork {
                 .execute()
                 .await
                 .map_err(|e| netlink_error(&format!("creating veth {host_if}"), e))?;
+            let host_index = link_index(&self.handle, host_if)
+                .await?
+                .ok_or_else(|| Error::Internal(format!("veth {host_if} vanished")))?;
+            links::mark_new(&self.handle, host_index, host_if, &mark).await?;
             let peer_index = link_index(&self.handle, &peer)
                 .await?
                 .ok_or_else(|| Error::Internal(format!("veth peer {peer} vanished")))?;
@@ -142,9 +282,6 @@ impl LinuxNetwork {
                 "moving a veth into the container namespace",
             )
             .await?;
-            let host_index = link_index(&self.handle, host_if)
-                .await?
-                .ok_or_else(|| Error::Internal(format!("veth {host_if} vanished")))?;
             set(
                 &self.handle,
                 LinkUnspec::new_with_index(host_index)

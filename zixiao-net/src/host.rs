@@ -2,8 +2,11 @@
 //! (`rtnetlink`) and nftables. It creates a network's bridge with the
 //! gateway addresses, its rules, the veth pairs and namespaces of containers
 //! (see `endpoint`), and after a restart removes every `zx…` device, table
-//! and namespace the store no longer names.
+//! and namespace of its installation that the store no longer names. It
+//! only ever changes or removes links marked as the network's installation's
+//! (see `links`).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -12,12 +15,12 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
-use zixiao_core::model::{
-    Instance, Network, NetworkAttachment, BRIDGE_PREFIX, TAP_PREFIX, VETH_PREFIX,
-};
+use zixiao_core::model::{HostMark, InstallationId, Instance, Network, NetworkAttachment};
 use zixiao_core::{Error, NetworkHost, Result};
 
-use crate::nft;
+use crate::endpoint::NetnsName;
+use crate::links::{self, LinkKind, LinkName};
+use crate::{nft, overlap};
 
 /// Where container namespaces are pinned by default.
 pub const DEFAULT_NETNS_DIR: &str = "/run/zixiao/netns";
@@ -59,12 +62,12 @@ impl LinuxNetwork {
         &self.netns_dir
     }
 
-    /// The index of link `name`, if it exists.
+    /// The index of link `name`, if it exists (whoever's it is).
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
         link_index(&self.handle, name).await
     }
 
-    /// The names of every link whose name starts with `prefix`.
+    /// The names of every link whose name starts with `prefix` (whoever's they are).
     pub async fn links_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
         let links: Vec<LinkMessage> = self
             .handle
@@ -81,38 +84,82 @@ impl LinuxNetwork {
             .collect())
     }
 
-    /// Deletes link `name`; a missing link is not an error.
-    pub async fn delete_link(&self, name: &str) -> Result<()> {
-        let Some(index) = self.link_index(name).await? else {
-            return Ok(());
-        };
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(()),
-            Err(e) => Err(netlink_error(&format!("deleting link {name}"), e)),
-        }
+    /// Deletes link `name` if it is a Zixiao link marked `mark`; a missing
+    /// link is not an error. Errors: `InvalidArgument` (`name` is not a
+    /// Zixiao link name), `FailedPrecondition` (the link is not `mark`'s:
+    /// it is left untouched), netlink's.
+    pub async fn delete_link(&self, name: &str, mark: &HostMark) -> Result<()> {
+        let link = LinkName::parse(name).ok_or_else(|| {
+            Error::invalid(
+                "link",
+                format!("`{}` is not a Zixiao link name", name.escape_debug()),
+            )
+        })?;
+        links::delete_owned(&self.handle, link.as_str(), link.kind(), mark).await
     }
 
-    async fn ensure_bridge(&self, network: &Network) -> Result<u32> {
+    /// Checks that the bridge `attachment` joins is on this node and is its
+    /// network's, for a runtime that plugs the device in itself (libvirt).
+    /// Errors: `FailedPrecondition` (the bridge is missing: the network is
+    /// not set up here; or a link of its name is not the network's; or the
+    /// attachment was recorded before installation ids), netlink's.
+    pub async fn check_bridge(&self, attachment: &NetworkAttachment) -> Result<()> {
+        self.bridge_of(attachment).await.map(|_| ())
+    }
+
+    /// The index of the bridge `attachment` joins, checked as in
+    /// [`LinuxNetwork::check_bridge`].
+    pub(crate) async fn bridge_of(&self, attachment: &NetworkAttachment) -> Result<u32> {
+        attachment.check_bridge().map_err(|e| e.at("bridge"))?;
+        let mark = attachment.mark()?;
+        links::owned(&self.handle, &attachment.bridge, LinkKind::Bridge, &mark)
+            .await?
+            .ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "network `{}` is not set up on this node (bridge {} is missing)",
+                    attachment.network, attachment.bridge
+                ))
+            })
+    }
+
+    /// Creates the bridge of `network` unless it exists (`existing`, checked
+    /// ours), gives it the gateway addresses and brings it up.
+    async fn ensure_bridge(
+        &self,
+        network: &Network,
+        mark: &HostMark,
+        existing: Option<u32>,
+    ) -> Result<u32> {
         let bridge = &network.bridge;
-        let index = match self.link_index(bridge).await? {
+        let index = match existing {
             Some(index) => index,
             None => {
-                self.handle
+                let added = self
+                    .handle
                     .link()
                     .add(LinkBridge::new(bridge).build())
                     .execute()
-                    .await
-                    .or_else(|e| {
-                        if errno(&e) == Some(libc::EEXIST) {
-                            Ok(())
-                        } else {
-                            Err(netlink_error(&format!("creating bridge {bridge}"), e))
-                        }
-                    })?;
-                self.link_index(bridge).await?.ok_or_else(|| {
-                    Error::Internal(format!("bridge {bridge} vanished right after creation"))
-                })?
+                    .await;
+                match added {
+                    Ok(()) => {
+                        let index = self.link_index(bridge).await?.ok_or_else(|| {
+                            Error::Internal(format!(
+                                "bridge {bridge} vanished right after creation"
+                            ))
+                        })?;
+                        links::mark_new(&self.handle, index, bridge, mark).await?;
+                        index
+                    }
+                    // Made meanwhile: used only if it is ours.
+                    Err(e) if errno(&e) == Some(libc::EEXIST) => {
+                        links::owned(&self.handle, bridge, LinkKind::Bridge, mark)
+                            .await?
+                            .ok_or_else(|| {
+                                Error::Internal(format!("bridge {bridge} came and went"))
+                            })?
+                    }
+                    Err(e) => return Err(netlink_error(&format!("creating bridge {bridge}"), e)),
+                }
             }
         };
         for subnet in &network.subnets {
@@ -133,8 +180,13 @@ impl LinuxNetwork {
         Ok(index)
     }
 
-    async fn apply_network(&self, network: &Network) -> Result<()> {
-        self.ensure_bridge(network).await?;
+    async fn apply_network(
+        &self,
+        network: &Network,
+        mark: &HostMark,
+        existing: Option<u32>,
+    ) -> Result<()> {
+        self.ensure_bridge(network, mark, existing).await?;
         if network.nat {
             // Masquerading needs forwarding in this namespace.
             for (path, family) in [
@@ -148,16 +200,37 @@ impl LinuxNetwork {
                 }
             }
         }
-        nft::apply(&nft::ruleset(network)).await
+        nft::apply(&nft::ruleset(network, mark)).await
+    }
+
+    /// For a network stored before installation ids, whose objects cannot be
+    /// told apart from another installation's: Ok once its bridge and table
+    /// are gone (removed by hand), `refusal` (naming them) while they are not.
+    async fn network_from_before_installations_gone(
+        &self,
+        network: &Network,
+        refusal: Error,
+    ) -> Result<()> {
+        let table = network.nft_table();
+        if nft::our_tables().await?.contains(&table) {
+            return Err(refusal);
+        }
+        links::absent_or(&self.handle, &network.bridge, refusal).await
     }
 }
 
 #[async_trait::async_trait]
 impl NetworkHost for LinuxNetwork {
     async fn ensure_network(&self, network: &Network) -> Result<()> {
-        let existed = self.link_index(&network.bridge).await?.is_some();
-        let result = self.apply_network(network).await;
-        if result.is_err() && !existed {
+        // Everything is checked before anything is touched (a network built
+        // in code, not decoded, is checked as a decoded one is).
+        network.check_bridge().map_err(|e| e.at("bridge"))?;
+        let mark = network.mark()?;
+        network.check_subnets()?;
+        let existing = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark).await?;
+        overlap::check(&self.handle, network, existing).await?;
+        let result = self.apply_network(network, &mark, existing).await;
+        if result.is_err() && existing.is_none() {
             // Nothing half-created.
             let _ = self.remove_network(network).await;
         }
@@ -165,8 +238,22 @@ impl NetworkHost for LinuxNetwork {
     }
 
     async fn remove_network(&self, network: &Network) -> Result<()> {
-        nft::delete_table(&network.nft_table()).await?;
-        self.delete_link(&network.bridge).await
+        network.check_bridge().map_err(|e| e.at("bridge"))?;
+        let mark = match network.mark() {
+            Ok(mark) => mark,
+            Err(refusal) => {
+                return self
+                    .network_from_before_installations_gone(network, refusal)
+                    .await
+            }
+        };
+        // Refused before anything is removed when the bridge is not ours.
+        let bridge = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark).await?;
+        nft::delete_table(&mark).await?;
+        match bridge {
+            Some(index) => links::delete_index(&self.handle, index, &network.bridge).await,
+            None => Ok(()),
+        }
     }
 
     async fn inventory(&self) -> Result<Vec<String>> {
@@ -174,8 +261,16 @@ impl NetworkHost for LinuxNetwork {
         for table in nft::our_tables().await? {
             held.push(format!("{TABLE} {table}"));
         }
-        for prefix in [BRIDGE_PREFIX, VETH_PREFIX, TAP_PREFIX] {
-            for link in self.links_with_prefix(prefix).await? {
+        let links: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| netlink_error("listing links", e))?;
+        for link in links.iter().filter_map(link_name) {
+            if LinkName::parse(&link).is_some() {
                 held.push(format!("{LINK} {link}"));
             }
         }
@@ -192,6 +287,7 @@ impl NetworkHost for LinuxNetwork {
 
     async fn reconcile(
         &self,
+        installation: &InstallationId,
         networks: &[Network],
         instances: &[Instance],
         seen: &[String],
@@ -201,49 +297,60 @@ impl NetworkHost for LinuxNetwork {
         }
         let attachments: Vec<&NetworkAttachment> =
             instances.iter().flat_map(|i| &i.attachments).collect();
+        let named_links: BTreeSet<&str> = networks
+            .iter()
+            .map(|n| n.bridge.as_str())
+            .chain(attachments.iter().map(|a| a.host_interface.as_str()))
+            .collect();
+        let named_tables: BTreeSet<String> = networks.iter().map(Network::nft_table).collect();
+        let named_namespaces: BTreeSet<String> = instances
+            .iter()
+            .filter(|i| !i.attachments.is_empty())
+            .filter_map(|i| NetnsName::new(installation, &i.id).ok())
+            .map(|n| n.to_string())
+            .collect();
         let mut removed = Vec::new();
-        let table_prefix = nft::table_prefix();
         for object in seen {
             let Some((kind, name)) = object.split_once(' ') else {
                 continue;
             };
-            // `seen` may come over the wire: only Zixiao's objects, by their
-            // prefixes, and no path in a namespace name.
-            let orphan = match kind {
-                TABLE => {
-                    name.starts_with(&table_prefix)
-                        && !networks.iter().any(|n| n.nft_table() == name)
-                }
-                LINK => {
-                    [BRIDGE_PREFIX, VETH_PREFIX, TAP_PREFIX]
-                        .iter()
-                        .any(|p| name.starts_with(p))
-                        && !networks.iter().any(|n| n.bridge == name)
-                        && !attachments.iter().any(|a| a.host_interface == name)
-                }
-                NAMESPACE => {
-                    name.starts_with(NETNS_PREFIX)
-                        && !name.contains('/')
-                        && !instances.iter().any(|i| {
-                            !i.attachments.is_empty() && crate::endpoint::netns_name(&i.id) == name
-                        })
-                }
-                _ => false,
-            };
-            if !orphan {
-                continue;
-            }
+            // `seen` may come over the wire: every name is parsed as one of
+            // ours, and only what bears this installation's mark is removed.
             match kind {
                 TABLE => {
-                    nft::delete_table(name).await?;
+                    let Some(mark) = HostMark::from_nft_table(name) else {
+                        continue;
+                    };
+                    if mark.installation() != installation || named_tables.contains(name) {
+                        continue;
+                    }
+                    nft::delete_table(&mark).await?;
                     removed.push(format!("nftables table inet {name}"));
                 }
                 LINK => {
-                    self.delete_link(name).await?;
+                    let Some(link) = LinkName::parse(name) else {
+                        continue;
+                    };
+                    if named_links.contains(link.as_str()) {
+                        continue;
+                    }
+                    let Some(live) = links::lookup(&self.handle, link.as_str()).await? else {
+                        continue;
+                    };
+                    if !live.is_of(installation, link.kind()) {
+                        continue;
+                    }
+                    links::delete_index(&self.handle, live.index, link.as_str()).await?;
                     removed.push(format!("link {name}"));
                 }
-                _ => {
-                    let path = self.netns_dir.join(name);
+                NAMESPACE => {
+                    let Some(netns) = NetnsName::parse_ours(name, installation) else {
+                        continue;
+                    };
+                    if named_namespaces.contains(name) {
+                        continue;
+                    }
+                    let path = self.netns_dir.join(netns.to_string());
                     if path.exists() {
                         crate::netns::remove(&path).map_err(|e| {
                             Error::Internal(format!("removing namespace {name}: {e}"))
@@ -251,6 +358,7 @@ impl NetworkHost for LinuxNetwork {
                         removed.push(format!("namespace {name}"));
                     }
                 }
+                _ => {}
             }
         }
         Ok(removed)

@@ -28,12 +28,13 @@ const MAX_ATTEMPTS: u64 = 10_000;
 ///
 /// ```no_run
 /// # async fn example(store: std::sync::Arc<dyn zixiao_core::Store>) -> zixiao_core::Result<()> {
-/// use zixiao_core::model::CreateNetwork;
+/// use zixiao_core::model::{CreateNetwork, InstallationId};
 /// use zixiao_core::AddressAllocator;
 /// use zixiao_net::StoreIpam;
 ///
 /// let ipam = StoreIpam::new(store);
-/// let lan = CreateNetwork::new("lan", ["10.8.0.0/24"]).validate(chrono::Utc::now())?;
+/// let here = InstallationId::generate();
+/// let lan = CreateNetwork::new("lan", ["10.8.0.0/24"]).validate(&here, chrono::Utc::now())?;
 /// let addresses = ipam.allocate(&lan, "instance-1").await?;
 /// assert_eq!(addresses[0].prefix_len, 24);
 /// ipam.release("lan", "instance-1").await?;
@@ -270,12 +271,15 @@ impl AddressAllocator for StoreIpam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zixiao_core::model::CreateNetwork;
+    use zixiao_core::model::{CreateNetwork, InstallationId};
 
     fn subnet(cidr: &str, reserved: &[&str]) -> Subnet {
         let mut req = CreateNetwork::new("n", [cidr]);
         req.reserved = reserved.iter().map(|r| r.to_string()).collect();
-        req.validate(chrono::Utc::now()).unwrap().subnets.remove(0)
+        req.validate(&InstallationId::generate(), chrono::Utc::now())
+            .unwrap()
+            .subnets
+            .remove(0)
     }
 
     #[test]

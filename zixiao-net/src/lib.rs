@@ -10,16 +10,21 @@
 //!   removal) and attaches containers ([`LinuxNetwork::attach_container`])
 //!   and VMs ([`LinuxNetwork::attach_tap`]: persistent TAP devices).
 //!
-//! Everything created on a host is named from the store's objects with a
-//! `zx` prefix (bridges `zxb…`, veths `zxv…`, TAPs `zxt…`, tables
-//! `inet zx_…`, namespaces `zx-<instance>`), so it can be found and removed
-//! after a crash.
+//! Everything created on a host is named from the store's objects and its
+//! installation id with a `zx` prefix (bridges `zxb…`, veths `zxv…`, TAPs
+//! `zxt…`, tables `inet zx_<installation>_<network>`, namespaces
+//! `zx-<installation>-<instance>`), and every link is marked with its
+//! installation and network, so it can be found and removed after a crash,
+//! and nothing of another installation on the same host, or of anyone
+//! else, is ever changed or removed.
 
 pub mod endpoint;
 pub mod host;
 pub mod ipam;
+mod links;
 pub mod netns;
 pub mod nft;
+mod overlap;
 pub mod tap;
 
 pub use host::{LinuxNetwork, DEFAULT_NETNS_DIR};

@@ -1,7 +1,8 @@
 //! TAP devices of VMs: per attachment a persistent TAP (`zxt…`, the
-//! attachment's `host_interface`) plugged into the network's bridge and up.
-//! The guest's MAC is the attachment's `mac`, set on the VM's network card
-//! by its monitor; the TAP keeps a MAC of its own.
+//! attachment's `host_interface`, marked as its network's) plugged into the
+//! network's bridge (checked to be the network's) and up. The guest's MAC
+//! is the attachment's `mac`, set on the VM's network card by its monitor;
+//! the TAP keeps a MAC of its own.
 //!
 //! A TAP lives in the network namespace of the thread that opened
 //! `/dev/net/tun`, and a monitor opening it by name must run there too:
@@ -15,23 +16,15 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
-use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
 use rtnetlink::LinkUnspec;
-use zixiao_core::model::{NetworkAttachment, MAX_INTERFACE_NAME, TAP_PREFIX};
+use zixiao_core::model::{InterfaceKind, InterfaceName, NetworkAttachment};
 use zixiao_core::{Error, Result};
 
-use crate::host::{errno, link_index, netlink_error, LinuxNetwork};
+use crate::host::{link_index, netlink_error, LinuxNetwork};
+use crate::links::{self, LinkKind};
 
 /// The TUN/TAP clone device.
 const TUN_DEVICE: &str = "/dev/net/tun";
-
-/// What exists under a TAP's name.
-enum Existing {
-    Nothing,
-    Tap,
-    Other,
-}
 
 impl LinuxNetwork {
     /// Runs `f` on a short-lived thread inside this network's namespace (the
@@ -59,13 +52,15 @@ impl LinuxNetwork {
     }
 
     /// Makes one persistent TAP per attachment (named by its
-    /// `host_interface`), plugged into the attachment's bridge and up.
-    /// Idempotent: a TAP that exists already (a monitor may hold it) is kept
-    /// and plugged again. Errors: `FailedPrecondition` (a network's bridge
-    /// is not on this node), `InvalidArgument` (a host interface that is no
-    /// TAP name, or taken by another kind of device), `Unsupported` (no
-    /// privileges, no TUN/TAP support), `Internal`. On error the TAPs this
-    /// call made are removed again.
+    /// `host_interface`), marked as its network's, plugged into the
+    /// attachment's bridge and up. Idempotent: a TAP of ours that exists
+    /// already (a monitor may hold it) is kept and plugged again. Errors:
+    /// `FailedPrecondition` (a network's bridge is not on this node; a link
+    /// of a bridge's or TAP's name is not the network's, and is left
+    /// untouched; an attachment recorded before installation ids),
+    /// `InvalidArgument` (a host interface that is a veth's name),
+    /// `Unsupported` (no privileges, no TUN/TAP support), `Internal`. On
+    /// error the TAPs this call made are removed again.
     pub async fn attach_tap(
         &self,
         instance: &str,
@@ -75,23 +70,29 @@ impl LinuxNetwork {
         let result = async {
             for attachment in attachments {
                 if self.plug_tap(attachment).await? {
-                    made.push(attachment.host_interface.as_str());
+                    made.push(attachment);
                 }
             }
             Ok(())
         }
         .await;
         if let Err(e) = result {
-            for tap in made {
-                let _ = self.delete_link(tap).await;
+            for attachment in made {
+                if let Ok(mark) = attachment.mark() {
+                    let tap = &attachment.host_interface;
+                    let _ = links::delete_owned(&self.handle, tap, LinkKind::Tap, &mark).await;
+                }
             }
             return Err(for_instance(instance, e));
         }
         Ok(())
     }
 
-    /// Removes the TAPs of `attachments` (a monitor still holding one loses
-    /// it). Idempotent.
+    /// Removes the TAPs of `attachments` that are theirs (a monitor still
+    /// holding one loses it). Idempotent. Errors: `InvalidArgument` (a veth
+    /// name), `FailedPrecondition` (a link of a TAP's name is not the
+    /// network's; or, for an attachment recorded before installation ids,
+    /// its TAP is still there: named and left untouched).
     pub async fn detach_tap(
         &self,
         instance: &str,
@@ -99,8 +100,11 @@ impl LinuxNetwork {
     ) -> Result<()> {
         for attachment in attachments {
             let removed = async {
-                check_name(&attachment.host_interface)?;
-                self.delete_link(&attachment.host_interface).await
+                let tap = tap_name(attachment)?;
+                match attachment.mark() {
+                    Ok(mark) => links::delete_owned(&self.handle, tap, LinkKind::Tap, &mark).await,
+                    Err(refusal) => links::absent_or(&self.handle, tap, refusal).await,
+                }
             };
             removed.await.map_err(|e| for_instance(instance, e))?;
         }
@@ -109,87 +113,56 @@ impl LinuxNetwork {
 
     /// Plugs the TAP of one attachment; true when this call made it.
     async fn plug_tap(&self, attachment: &NetworkAttachment) -> Result<bool> {
-        let tap = &attachment.host_interface;
-        check_name(tap)?;
-        let bridge = link_index(&self.handle, &attachment.bridge)
-            .await?
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "network `{}` is not set up on this node (bridge {} is missing)",
-                    attachment.network, attachment.bridge
-                ))
-            })?;
-        let made = match self.existing(tap).await? {
-            Existing::Tap => false,
-            Existing::Other => {
-                return Err(Error::invalid(
-                    "host_interface",
-                    format!("{tap} exists on this node and is not a TAP device"),
-                ))
-            }
-            Existing::Nothing => {
+        let tap = tap_name(attachment)?;
+        let mark = attachment.mark()?;
+        let bridge = self.bridge_of(attachment).await?;
+        let (index, made) = match links::owned(&self.handle, tap, LinkKind::Tap, &mark).await? {
+            Some(index) => (index, false),
+            None => {
                 let name = tap.clone();
                 self.run_in_netns(move || create_persistent_tap(&name))
                     .map_err(|e| tun_error(&format!("creating TAP {tap}"), e))?;
-                true
+                let index = link_index(&self.handle, tap).await?.ok_or_else(|| {
+                    Error::Internal(format!("TAP {tap} vanished right after creation"))
+                })?;
+                links::mark_new(&self.handle, index, tap, &mark).await?;
+                (index, true)
             }
         };
-        let plugged = async {
-            let index = link_index(&self.handle, tap).await?.ok_or_else(|| {
-                Error::Internal(format!("TAP {tap} vanished right after creation"))
-            })?;
-            self.handle
-                .link()
-                .set(
-                    LinkUnspec::new_with_index(index)
-                        .controller(bridge)
-                        .up()
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(|e| {
-                    netlink_error(&format!("plugging {tap} into {}", attachment.bridge), e)
-                })
-        }
-        .await;
+        let plugged = self
+            .handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(index)
+                    .controller(bridge)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| netlink_error(&format!("plugging {tap} into {}", attachment.bridge), e));
         match plugged {
             Ok(()) => Ok(made),
             Err(e) => {
                 if made {
-                    let _ = self.delete_link(tap).await;
+                    let _ = links::delete_index(&self.handle, index, tap).await;
                 }
                 Err(e)
             }
         }
     }
+}
 
-    /// What link `name` is.
-    async fn existing(&self, name: &str) -> Result<Existing> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute();
-        let link = match links.try_next().await {
-            Ok(Some(link)) => link,
-            Ok(None) => return Ok(Existing::Nothing),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(Existing::Nothing),
-            Err(e) => return Err(netlink_error(&format!("looking up link {name}"), e)),
-        };
-        let is_tap = link.attributes.iter().any(|a| match a {
-            LinkAttribute::LinkInfo(infos) => infos
-                .iter()
-                .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Tun))),
-            _ => false,
-        });
-        Ok(if is_tap {
-            Existing::Tap
-        } else {
-            Existing::Other
-        })
+/// The attachment's host interface, which must name a TAP.
+fn tap_name(attachment: &NetworkAttachment) -> Result<&InterfaceName> {
+    let name = &attachment.host_interface;
+    if name.kind() != InterfaceKind::Tap {
+        return Err(Error::invalid(
+            "host_interface",
+            format!("{name} is a veth name, not a TAP's"),
+        ));
     }
+    Ok(name)
 }
 
 /// `error` with the instance it happened to named in its message.
@@ -203,24 +176,9 @@ fn for_instance(instance: &str, error: Error) -> Error {
     }
 }
 
-/// A host interface name this module may create or remove: `zxt…`, within
-/// Linux's limit, of plain characters.
-fn check_name(name: &str) -> Result<()> {
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !name.starts_with(TAP_PREFIX) || name.len() > MAX_INTERFACE_NAME || !plain {
-        return Err(Error::invalid(
-            "host_interface",
-            format!("`{name}` is not a TAP device name ({TAP_PREFIX}… of at most {MAX_INTERFACE_NAME} characters)"),
-        ));
-    }
-    Ok(())
-}
-
 /// Creates TAP `name` (no packet information header, one queue) in the
 /// calling thread's namespace and makes it outlive the file descriptor.
-fn create_persistent_tap(name: &str) -> io::Result<()> {
+fn create_persistent_tap(name: &InterfaceName) -> io::Result<()> {
     let tun: File = OpenOptions::new()
         .read(true)
         .write(true)
@@ -233,7 +191,7 @@ fn create_persistent_tap(name: &str) -> io::Result<()> {
     }
     request.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the
-    // call; the name is NUL-terminated (check_name keeps it within
+    // call; the name is NUL-terminated (an InterfaceName is within
     // IFNAMSIZ - 1 bytes and the rest is zero).
     if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut request) } != 0 {
         return Err(io::Error::last_os_error());

@@ -8,72 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use common::in_fresh_netns;
-use zixiao_core::host::HostFacts;
-use zixiao_core::model::{CreateNetwork, IpConfig, Network, TAP_PREFIX, VETH_PREFIX};
-use zixiao_core::store::Txn;
+use common::{in_fresh_netns, on, setup, setup_with};
+use zixiao_core::model::{
+    CreateNetwork, InstallationId, IpConfig, Network, TAP_PREFIX, VETH_PREFIX,
+};
+use zixiao_core::store::{Precondition, Txn};
 use zixiao_core::{
-    AddressAllocator, Controller, CreateInstance, Error, ErrorKind, Instance, InstanceSpec,
-    InstanceType, LocalAgent, NetworkHost, Resources, Result,
+    AddressAllocator, Error, ErrorKind, Instance, InstanceSpec, NetworkHost, Result,
 };
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
-use zixiao_sched::PluginScheduler;
-use zixiao_store::EmbeddedStore;
-use zixiao_testing::fake_driver::FakeDriver;
-
-struct Setup {
-    controller: Controller,
-    ipam: StoreIpam,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup(host: Arc<dyn NetworkHost>) -> Setup {
-    setup_with(host, |ipam| Arc::new(ipam)).await
-}
-
-/// As `setup`, with the controller's allocator made from the StoreIpam.
-async fn setup_with(
-    host: Arc<dyn NetworkHost>,
-    allocator: impl FnOnce(StoreIpam) -> Arc<dyn AddressAllocator>,
-) -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"));
-    let ipam = StoreIpam::new(store.clone());
-    let agent = Arc::new(
-        LocalAgent::new(HostFacts {
-            hostname: "test".into(),
-            capacity: Resources {
-                cpus: 16,
-                memory_mib: 65536,
-                disk_gib: 100,
-                instances: 64,
-            },
-        })
-        .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
-        .with_driver(Arc::new(FakeDriver::new(InstanceType::Vm))),
-    );
-    let registration = agent.registration("node-a");
-    let controller = Controller::builder(store, Arc::new(PluginScheduler::default()))
-        .agent("node-a", agent)
-        .address_allocator(allocator(ipam.clone()))
-        .network_host("node-a", host)
-        .build();
-    controller
-        .register_node(registration)
-        .await
-        .expect("register");
-    Setup {
-        controller,
-        ipam,
-        _dir: dir,
-    }
-}
-
-fn on(name: &str, networks: &[&str]) -> CreateInstance {
-    let mut spec = InstanceSpec::container("busybox");
-    spec.networks = networks.iter().map(|n| n.to_string()).collect();
-    CreateInstance::new(name, spec)
-}
 
 #[test]
 fn networks_are_created_checked_used_and_deleted_without_leftovers() {
@@ -224,7 +167,9 @@ fn reconcile_releases_allocations_of_vanished_instances() {
         s.ipam.allocate(&net, "crashed-instance").await.unwrap();
         let kept = c.create_instance(on("kept", &["lan"])).await.unwrap();
         // And the bridge vanished (a reboot).
-        host.delete_link(&net.bridge).await.unwrap();
+        host.delete_link(&net.bridge, &net.mark().unwrap())
+            .await
+            .unwrap();
         let report = c.reconcile_networks().await.unwrap();
         assert_eq!(report.released, vec!["lan/crashed-instance".to_owned()]);
         assert_eq!(s.ipam.owners("lan").await.unwrap(), vec![kept.id]);
@@ -318,7 +263,13 @@ impl NetworkHost for Refusing {
     async fn inventory(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
-    async fn reconcile(&self, _: &[Network], _: &[Instance], _: &[String]) -> Result<Vec<String>> {
+    async fn reconcile(
+        &self,
+        _: &InstallationId,
+        _: &[Network],
+        _: &[Instance],
+        _: &[String],
+    ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 }
@@ -415,5 +366,56 @@ fn a_delete_racing_a_create_never_leaves_an_instance_on_a_deleted_network() {
         }
         eprintln!("create won {created} times, delete won {deleted} times");
         assert!(host.links_with_prefix("zxb").await.unwrap().is_empty());
+    });
+}
+
+#[test]
+fn networks_stored_before_installation_ids_are_listed_refused_and_deletable() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        // What an older Zixiao stored: no installation, a name-only bridge.
+        let old = serde_json::json!({
+            "name": "old", "subnets": [{"cidr": "10.77.0.0/24", "gateway": "10.77.0.1"}],
+            "bridge": "zxb754a4882", "nat": true, "isolated": true,
+            "created_at": "2024-01-01T00:00:00Z"
+        });
+        c.store()
+            .commit(Txn::new().put(
+                "/zixiao/networks/old",
+                old.to_string().into_bytes(),
+                Precondition::Absent,
+            ))
+            .await
+            .unwrap();
+
+        // It reads, and the rest works around it.
+        let listed = c.list_networks().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].installation, None);
+        let lan = c
+            .create_network(CreateNetwork::new("lan", ["10.78.0.0/24"]))
+            .await
+            .unwrap();
+        c.create_instance(on("web", &["lan"])).await.unwrap();
+
+        // Joining it, or setting it up on a node, is refused saying what to do.
+        let err = c.create_instance(on("db", &["old"])).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(
+            err.to_string().contains("older than installation ids"),
+            "{err}"
+        );
+        assert!(s.ipam.owners("old").await.unwrap().is_empty());
+        let err = c.reconcile_networks().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("delete the network"), "{err}");
+        assert!(host.link_index("zxb754a4882").await.unwrap().is_none());
+
+        // Deleting it goes through while none of its objects is on the node.
+        c.delete_network("old").await.unwrap();
+        assert_eq!(c.list_networks().await.unwrap(), vec![lan.clone()]);
+        assert!(c.reconcile_networks().await.unwrap().removed.is_empty());
     });
 }

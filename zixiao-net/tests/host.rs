@@ -5,7 +5,7 @@ mod common;
 
 use std::net::IpAddr;
 
-use common::{attachment, in_fresh_netns, instance, ip, network, ping, ping_from};
+use common::{attachment, here, in_fresh_netns, instance, ip, network, ping, ping_from};
 use zixiao_core::{ErrorKind, NetworkHost};
 use zixiao_net::{nft, LinuxNetwork};
 
@@ -166,6 +166,7 @@ fn reconcile_removes_orphans_and_keeps_what_the_store_names() {
         let seen = restarted.inventory().await.unwrap();
         let removed = restarted
             .reconcile(
+                &here(),
                 std::slice::from_ref(&kept),
                 &[instance("alive", alive.to_vec())],
                 &seen,
@@ -182,7 +183,10 @@ fn reconcile_removes_orphans_and_keeps_what_the_store_names() {
             removed.contains(&format!("link {}", ghost[0].host_interface)),
             "{removed}"
         );
-        assert!(removed.contains("namespace zx-ghost"), "{removed}");
+        assert!(
+            removed.contains(&format!("namespace zx-{}-ghost", here())),
+            "{removed}"
+        );
         assert_eq!(host.link_index(&gone.bridge).await.unwrap(), None);
         assert!(!ns_ghost.exists());
         assert_eq!(nft::our_tables().await.unwrap(), vec![kept.nft_table()]);
@@ -194,6 +198,7 @@ fn reconcile_removes_orphans_and_keeps_what_the_store_names() {
         let seen = restarted.inventory().await.unwrap();
         let again = restarted
             .reconcile(
+                &here(),
                 std::slice::from_ref(&kept),
                 &[instance("alive", alive.to_vec())],
                 &seen,
@@ -220,7 +225,7 @@ fn reconcile_never_removes_what_was_plumbed_after_its_inventory() {
         let late = [attachment("late", &net, 0, "10.64.3.5")];
         let ns_late = host.attach_container("late", &late).await.unwrap();
         let removed = host
-            .reconcile(std::slice::from_ref(&net), &[], &seen)
+            .reconcile(&here(), std::slice::from_ref(&net), &[], &seen)
             .await
             .unwrap();
         assert!(removed.is_empty(), "{removed:?}");
@@ -233,7 +238,7 @@ fn reconcile_never_removes_what_was_plumbed_after_its_inventory() {
         // Names that are not Zixiao's are never touched, whatever `seen` says.
         let forged = ["link lo".to_owned(), "namespace ../../etc".to_owned()];
         let removed = host
-            .reconcile(std::slice::from_ref(&net), &[], &forged)
+            .reconcile(&here(), std::slice::from_ref(&net), &[], &forged)
             .await
             .unwrap();
         assert!(removed.is_empty(), "{removed:?}");
@@ -242,7 +247,7 @@ fn reconcile_never_removes_what_was_plumbed_after_its_inventory() {
         // instance names.
         let seen = host.inventory().await.unwrap();
         let removed = host
-            .reconcile(std::slice::from_ref(&net), &[], &seen)
+            .reconcile(&here(), std::slice::from_ref(&net), &[], &seen)
             .await
             .unwrap();
         assert!(
@@ -267,7 +272,10 @@ fn attaching_to_a_network_missing_on_the_node_fails_cleanly() {
         let err = host.attach_container("x", &attachments).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
         assert!(err.to_string().contains("`absent`"), "{err}");
-        assert!(!host.netns_path("x").exists(), "no namespace left");
+        assert!(
+            !host.netns_path("x", &attachments).unwrap().exists(),
+            "no namespace left"
+        );
         assert!(
             host.links_with_prefix("zxv").await.unwrap().is_empty(),
             "no veth left"

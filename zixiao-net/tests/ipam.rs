@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::model::{CreateNetwork, InstallationId, Network};
 use zixiao_core::store::{put_object, Txn};
 use zixiao_core::{AddressAllocator, ErrorKind, Store};
 use zixiao_net::StoreIpam;
@@ -22,7 +22,7 @@ fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
 /// Network `name` as stored: allocations need the stored network.
 async fn network(store: &dyn Store, name: &str, subnets: &[&str]) -> Network {
     let net = CreateNetwork::new(name, subnets.iter().copied())
-        .validate(chrono::Utc::now())
+        .validate(&InstallationId::generate(), chrono::Utc::now())
         .expect("valid network");
     stored(store, net).await
 }
@@ -82,7 +82,12 @@ async fn an_exhausted_pool_is_named_and_frees_up_on_release() {
     // /29: 8 addresses minus network, broadcast, gateway and a reserved pair = 3.
     let mut req = CreateNetwork::new("tiny", ["10.30.0.0/29"]);
     req.reserved = vec!["10.30.0.4/31".into()];
-    let net = stored(store.as_ref(), req.validate(chrono::Utc::now()).unwrap()).await;
+    let net = stored(
+        store.as_ref(),
+        req.validate(&InstallationId::generate(), chrono::Utc::now())
+            .unwrap(),
+    )
+    .await;
     let mut got = BTreeSet::new();
     for owner in ["a", "b", "c"] {
         got.insert(
@@ -189,7 +194,7 @@ async fn nothing_is_allocated_on_a_network_being_deleted_or_never_stored() {
     let (_dir, store) = store();
     let ipam = StoreIpam::new(store.clone());
     let unstored = CreateNetwork::new("ghost", ["10.45.0.0/24"])
-        .validate(chrono::Utc::now())
+        .validate(&InstallationId::generate(), chrono::Utc::now())
         .unwrap();
     let err = ipam.allocate(&unstored, "a").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");

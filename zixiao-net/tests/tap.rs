@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{attachment, in_fresh_netns, instance, ip, network};
-use zixiao_core::model::{host_interface_name, NetworkAttachment, TAP_PREFIX};
+use common::{attachment, attachment_with, here, in_fresh_netns, instance, ip, network};
+use zixiao_core::model::{InterfaceKind, NetworkAttachment, TAP_PREFIX};
 use zixiao_core::{ErrorKind, NetworkHost};
 use zixiao_net::LinuxNetwork;
 
@@ -14,10 +14,7 @@ fn tap_attachment(
     net: &zixiao_core::model::Network,
     address: &str,
 ) -> NetworkAttachment {
-    NetworkAttachment {
-        host_interface: host_interface_name(TAP_PREFIX, instance, &net.name),
-        ..attachment(instance, net, 0, address)
-    }
+    attachment_with(InterfaceKind::Tap, instance, net, 0, address)
 }
 
 #[test]
@@ -46,12 +43,13 @@ fn a_tap_joins_the_bridge_persists_and_detach_removes_it() {
             "the guest's MAC is not the TAP's: {details}"
         );
         let ports = ip(&["-o", "link", "show", "master", &net.bridge]);
-        assert!(ports.contains(&tap), "the bridge lists it: {ports}");
+        assert!(ports.contains(tap.as_str()), "the bridge lists it: {ports}");
 
         // The agent's reconciliation keeps a TAP an instance names...
         let seen = host.inventory().await.unwrap();
         let removed = host
             .reconcile(
+                &here(),
                 std::slice::from_ref(&net),
                 &[instance("vm-a", a.to_vec())],
                 &seen,
@@ -71,7 +69,7 @@ fn a_tap_joins_the_bridge_persists_and_detach_removes_it() {
         host.attach_tap("vm-a", &a).await.unwrap();
         let seen = host.inventory().await.unwrap();
         let removed = host
-            .reconcile(std::slice::from_ref(&net), &[], &seen)
+            .reconcile(&here(), std::slice::from_ref(&net), &[], &seen)
             .await
             .unwrap();
         assert_eq!(removed, vec![format!("link {tap}")]);
@@ -97,7 +95,7 @@ fn a_missing_bridge_or_a_bad_name_fails_and_leaves_no_tap() {
         let err = host.attach_tap("vm-b", &both).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
         assert!(
-            err.to_string().contains(&down.bridge) && err.to_string().contains("vm-b"),
+            err.to_string().contains(down.bridge.as_str()) && err.to_string().contains("vm-b"),
             "{err}"
         );
         assert!(
@@ -105,16 +103,19 @@ fn a_missing_bridge_or_a_bad_name_fails_and_leaves_no_tap() {
             "nothing half-made"
         );
 
-        // A name that is no TAP's is refused before anything is touched.
-        let mut bad = tap_attachment("vm-c", &up, "10.72.0.11");
-        bad.host_interface = "eth0".into();
-        let err = host.attach_tap("vm-c", &[bad.clone()]).await.unwrap_err();
+        // A veth's name is no TAP's: refused before anything is touched.
+        let bad = attachment("vm-c", &up, 0, "10.72.0.11");
+        let err = host
+            .attach_tap("vm-c", std::slice::from_ref(&bad))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
         assert!(err.to_string().contains("host_interface"), "{err}");
         let err = host.detach_tap("vm-c", &[bad]).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
 
-        // A device of another kind under a TAP's name is not taken over.
+        // A device of another kind under a TAP's name is not taken over,
+        // nor removed.
         let taken = tap_attachment("vm-d", &up, "10.72.0.12");
         let out = std::process::Command::new("ip")
             .args(["link", "add", &taken.host_interface, "type", "bridge"])
@@ -125,11 +126,35 @@ fn a_missing_bridge_or_a_bad_name_fails_and_leaves_no_tap() {
             .attach_tap("vm-d", std::slice::from_ref(&taken))
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(
+            err.to_string().contains(taken.host_interface.as_str()),
+            "{err}"
+        );
+        let err = host
+            .detach_tap("vm-d", std::slice::from_ref(&taken))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
         assert!(host
             .link_index(&taken.host_interface)
             .await
             .unwrap()
             .is_some());
+        // Nor a TAP that is not marked as the network's (made by hand).
+        let unmarked = tap_attachment("vm-e", &up, "10.72.0.13");
+        let out = std::process::Command::new("ip")
+            .args(["tuntap", "add", &unmarked.host_interface, "mode", "tap"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let err = host
+            .attach_tap("vm-e", std::slice::from_ref(&unmarked))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("no Zixiao mark"), "{err}");
+        let details = ip(&["-d", "-o", "link", "show", &unmarked.host_interface]);
+        assert!(!details.contains("master"), "not plugged: {details}");
     });
 }

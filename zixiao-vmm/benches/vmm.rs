@@ -1,12 +1,17 @@
 //! End-to-end VMM benchmarks on /dev/kvm with the test guest (harness = false):
-//! - launch-to-marker: `launch()` (process spawn, guest load) + `start()` until
-//!   the guest prints `ZX: ready` on a live console reader; 100 boots;
+//! - launch-to-marker: `launch()` (process spawn, jail, guest load) +
+//!   `start()` until the guest prints `ZX: ready` on a live console reader;
+//!   100 boots each jailed (the default confinement), seccomp only, and
+//!   unconfined, interleaved so all three see the same machine load;
 //! - VMM RSS beyond the guest pages it touched (VmRSS minus the guest
-//!   mapping's Rss in /proc/PID/smaps), and peak RSS (VmHWM);
+//!   mapping's Rss in /proc/PID/smaps), and peak RSS (VmHWM), per confinement;
 //! - microVMs booted per second (launch, start, marker, guest power-off),
 //!   1 and 8 at a time;
 //! - snapshot and restore (launch Restore until paused, then until the next
 //!   counter line) for 64 MiB and 256 MiB guests.
+//!
+//! Prints a table and writes `target/bench-results/vmm.json`:
+//! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change 100).
 
@@ -14,8 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
-use zixiao_vmm::{launch, test_guest, Boot, VmConfig, VmmClient};
+use zixiao_vmm::{launch, launch_with, test_guest, Boot, Confinement, VmConfig, VmmClient};
 
 /// Every VMM launched, so a panicking run kills them (VMMs are detached).
 static LAUNCHED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
@@ -107,20 +113,27 @@ fn ms(d: Duration) -> String {
 }
 
 async fn boot_to_marker(kernel: &Path, run: &Path, cmdline: &str) -> (Duration, VmmClient) {
-    let (t, _, vmm) = boot_to_marker_split(kernel, run, cmdline).await;
+    let (t, _, vmm) = boot_to_marker_split(kernel, run, cmdline, &Confinement::default()).await;
     (t, vmm)
 }
 
-/// Total time to the marker, and the part spent in `launch()` (spawn + load).
+/// Total time to the marker, and the part spent in `launch()` (spawn,
+/// jail, load).
 async fn boot_to_marker_split(
     kernel: &Path,
     run: &Path,
     cmdline: &str,
+    confinement: &Confinement,
 ) -> (Duration, Duration, VmmClient) {
     let t0 = Instant::now();
-    let vmm = launch(&binary(), run, Boot::Fresh(config(kernel, cmdline, 64)))
-        .await
-        .expect("launch");
+    let vmm = launch_with(
+        &binary(),
+        run,
+        Boot::Fresh(config(kernel, cmdline, 64)),
+        confinement,
+    )
+    .await
+    .expect("launch");
     let launched = t0.elapsed();
     track(&vmm);
     let mut console = vmm.attach_console().await.expect("console");
@@ -129,56 +142,135 @@ async fn boot_to_marker_split(
     (t0.elapsed(), launched, vmm)
 }
 
-async fn bench_start(kernel: &Path, dir: &Path) {
+/// The confinements compared, with their names in the table and the JSON.
+fn confinements() -> [(&'static str, Confinement); 3] {
+    [
+        ("jailed", Confinement::default()),
+        ("seccomp only", Confinement::seccomp_only()),
+        ("unconfined", Confinement::none()),
+    ]
+}
+
+fn ms_f(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// One row of timings (ms) for `measure` under `confinement`.
+fn timing_row(measure: &str, confinement: &str, sorted: &[Duration]) -> Value {
+    json!({
+        "measure": measure,
+        "confinement": confinement,
+        "unit": "ms",
+        "n": sorted.len(),
+        "min": ms_f(sorted[0]),
+        "p50": ms_f(pct(sorted, 0.5)),
+        "p99": ms_f(pct(sorted, 0.99)),
+        "max": ms_f(sorted[sorted.len() - 1]),
+    })
+}
+
+#[derive(Default)]
+struct StartSamples {
+    times: Vec<Duration>,
+    launch_times: Vec<Duration>,
+    rss: Vec<u64>,
+    overhead: Vec<u64>,
+    hwm: Vec<u64>,
+}
+
+async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     let boots: usize = std::env::var("ZIXIAO_BENCH_BOOTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let mut times = Vec::new();
-    let mut launch_times = Vec::new();
-    let (mut rss, mut overhead, mut hwm) = (Vec::new(), Vec::new(), Vec::new());
+    let kinds = confinements();
+    let mut samples: Vec<StartSamples> = kinds.iter().map(|_| StartSamples::default()).collect();
+    // Interleaved: boot i of every confinement runs back to back, so a
+    // burst of load on the shared machine hits all of them alike.
     for i in 0..boots {
-        let run = dir.join(format!("start-{i}"));
-        let (t, launched, vmm) = boot_to_marker_split(kernel, &run, "zx.mode=halt").await;
-        times.push(t);
-        launch_times.push(launched);
-        let pid = vmm.pid();
-        let total = status_kib(pid, "VmRSS:");
-        rss.push(total);
-        overhead.push(total.saturating_sub(mapping_rss_kib(pid, 64 * 1024)));
-        hwm.push(status_kib(pid, "VmHWM:"));
-        vmm.shutdown(Duration::from_secs(2))
-            .await
-            .expect("shutdown");
-        let _ = std::fs::remove_dir_all(&run);
+        for ((name, confinement), s) in kinds.iter().zip(samples.iter_mut()) {
+            let run = dir.join(format!("start-{}-{i}", name.replace(' ', "-")));
+            let (t, launched, vmm) =
+                boot_to_marker_split(kernel, &run, "zx.mode=halt", confinement).await;
+            s.times.push(t);
+            s.launch_times.push(launched);
+            let pid = vmm.pid();
+            let total = status_kib(pid, "VmRSS:");
+            s.rss.push(total);
+            s.overhead
+                .push(total.saturating_sub(mapping_rss_kib(pid, 64 * 1024)));
+            s.hwm.push(status_kib(pid, "VmHWM:"));
+            vmm.shutdown(Duration::from_secs(2))
+                .await
+                .expect("shutdown");
+            let _ = std::fs::remove_dir_all(&run);
+        }
     }
-    times.sort();
-    launch_times.sort();
-    overhead.sort();
-    hwm.sort();
-    rss.sort();
+    println!();
     println!(
-        "launch-to-marker ({boots} boots, 64 MiB, 1 vCPU): min {} p50 {} p99 {} max {}",
-        ms(times[0]),
-        ms(pct(&times, 0.5)),
-        ms(pct(&times, 0.99)),
-        ms(times[times.len() - 1])
+        "{:<14} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>10} {:>10}",
+        "confinement",
+        "min ms",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "launch p50",
+        "RSS KiB",
+        "VMM KiB",
+        "HWM KiB"
     );
+    for ((name, _), s) in kinds.iter().zip(samples.iter_mut()) {
+        for v in [&mut s.rss, &mut s.overhead, &mut s.hwm] {
+            v.sort();
+        }
+        s.times.sort();
+        s.launch_times.sort();
+        let median = |v: &[u64]| v[v.len() / 2];
+        println!(
+            "{:<14} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>10} {:>10} {:>10}",
+            name,
+            ms_f(s.times[0]),
+            ms_f(pct(&s.times, 0.5)),
+            ms_f(pct(&s.times, 0.99)),
+            ms_f(s.times[s.times.len() - 1]),
+            ms_f(pct(&s.launch_times, 0.5)),
+            median(&s.rss),
+            median(&s.overhead),
+            median(&s.hwm),
+        );
+        rows.push(timing_row(
+            "launch-to-marker (64 MiB, 1 vCPU)",
+            name,
+            &s.times,
+        ));
+        rows.push(timing_row("of which launch()", name, &s.launch_times));
+        rows.push(json!({
+            "measure": "VMM RSS at marker (median)",
+            "confinement": name,
+            "unit": "KiB",
+            "n": s.rss.len(),
+            "total": median(&s.rss),
+            "beyond_guest_pages": median(&s.overhead),
+            "peak_hwm": median(&s.hwm),
+        }));
+    }
+    let p50 = |i: usize| pct(&samples[i].times, 0.5).as_secs_f64();
+    let min = |i: usize| samples[i].times[0].as_secs_f64();
     println!(
-        "  of which launch() (spawn, load, ready): min {} p50 {} p99 {}",
-        ms(launch_times[0]),
-        ms(pct(&launch_times, 0.5)),
-        ms(pct(&launch_times, 0.99))
+        "jailed vs unconfined: p50 {:+.1}%, min {:+.1}% (goal: within 10%)",
+        (p50(0) / p50(2) - 1.0) * 100.0,
+        (min(0) / min(2) - 1.0) * 100.0
     );
-    println!(
-        "VMM RSS at marker: median {} KiB total, median {} KiB beyond guest pages; peak RSS (VmHWM) median {} KiB",
-        rss[rss.len() / 2],
-        overhead[overhead.len() / 2],
-        hwm[hwm.len() / 2]
-    );
+    println!();
 }
 
-async fn bench_throughput(kernel: &Path, dir: &Path, parallel: usize, total: usize) {
+async fn bench_throughput(
+    kernel: &Path,
+    dir: &Path,
+    parallel: usize,
+    total: usize,
+    rows: &mut Vec<Value>,
+) {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -205,12 +297,19 @@ async fn bench_throughput(kernel: &Path, dir: &Path, parallel: usize, total: usi
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "microVMs booted to marker and stopped, {parallel} at a time: {total} in {secs:.2} s = {:.1}/s",
+        "microVMs booted to marker and stopped (jailed), {parallel} at a time: {total} in {secs:.2} s = {:.1}/s",
         total as f64 / secs
     );
+    rows.push(json!({
+        "measure": format!("microVMs booted to marker and stopped, {parallel} at a time"),
+        "confinement": "jailed",
+        "unit": "per_s",
+        "n": total,
+        "value": ((total as f64 / secs) * 10.0).round() / 10.0,
+    }));
 }
 
-async fn bench_snapshot(kernel: &Path, dir: &Path, memory_mib: u64) {
+async fn bench_snapshot(kernel: &Path, dir: &Path, memory_mib: u64, rows: &mut Vec<Value>) {
     let mut snap_t = Vec::new();
     let mut restore_t = Vec::new();
     let mut resume_t = Vec::new();
@@ -260,13 +359,74 @@ async fn bench_snapshot(kernel: &Path, dir: &Path, memory_mib: u64) {
     restore_t.sort();
     resume_t.sort();
     println!(
-        "{memory_mib} MiB guest: snapshot median {} (min {}), restore-to-paused median {} (min {}), restore-to-next-guest-output median {}",
+        "{memory_mib} MiB guest (jailed): snapshot median {} (min {}), restore-to-paused median {} (min {}), restore-to-next-guest-output median {}",
         ms(snap_t[2]),
         ms(snap_t[0]),
         ms(restore_t[2]),
         ms(restore_t[0]),
         ms(resume_t[2])
     );
+    rows.push(timing_row(
+        &format!("snapshot, {memory_mib} MiB"),
+        "jailed",
+        &snap_t,
+    ));
+    rows.push(timing_row(
+        &format!("restore until paused and ready, {memory_mib} MiB"),
+        "jailed",
+        &restore_t,
+    ));
+    rows.push(timing_row(
+        &format!("restore until the next guest output, {memory_mib} MiB"),
+        "jailed",
+        &resume_t,
+    ));
+}
+
+/// This machine in one line: CPU model and count, KVM kind, kernel, load.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "{cpu}, {} CPUs, KVM {:?}, Linux {}, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        zixiao_vmm::kvm_support(),
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+/// `target/bench-results/vmm.json` (the target dir is three levels above
+/// this bench's executable, `target/release/deps/vmm-*`).
+fn write_results(rows: Vec<Value>) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.parent()?.to_path_buf())
+        })
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let dir = target.join("bench-results");
+    let doc = json!({"name": "vmm", "machine": machine(), "results": rows});
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            dir.join("vmm.json"),
+            serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+        )
+    });
+    match written {
+        Ok(()) => println!("wrote {}", dir.join("vmm.json").display()),
+        Err(e) => println!("could not write {}: {e}", dir.join("vmm.json").display()),
+    }
 }
 
 fn main() {
@@ -309,10 +469,12 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             load.trim()
         );
-        bench_start(&kernel, dir.path()).await;
-        bench_throughput(&kernel, dir.path(), 1, 40).await;
-        bench_throughput(&kernel, dir.path(), 8, 40).await;
-        bench_snapshot(&kernel, dir.path(), 64).await;
-        bench_snapshot(&kernel, dir.path(), 256).await;
+        let mut rows = Vec::new();
+        bench_start(&kernel, dir.path(), &mut rows).await;
+        bench_throughput(&kernel, dir.path(), 1, 40, &mut rows).await;
+        bench_throughput(&kernel, dir.path(), 8, 40, &mut rows).await;
+        bench_snapshot(&kernel, dir.path(), 64, &mut rows).await;
+        bench_snapshot(&kernel, dir.path(), 256, &mut rows).await;
+        write_results(rows);
     });
 }

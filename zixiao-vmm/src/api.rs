@@ -94,15 +94,33 @@ pub(crate) enum Request {
     Pause,
     Resume,
     Shutdown,
-    Snapshot { dir: PathBuf },
+    /// Sent with two descriptors (SCM_RIGHTS): the state file and the
+    /// memory file, which the client created in `dir`; `dir` only names
+    /// them in messages. The VMM never opens a path given at run time.
+    Snapshot {
+        dir: PathBuf,
+    },
     Stats,
+    /// Test builds only: the API thread makes a syscall its seccomp filter
+    /// forbids (`socket(AF_INET)`), which must kill the VMM.
+    #[cfg(feature = "test-hooks")]
+    TestBlockedSyscall,
 }
 
 /// One API response.
 pub(crate) type Response = Result<serde_json::Value, VmmError>;
 
-/// What the VMM process writes on its ready pipe once (or instead, its error).
-pub(crate) type Ready = Result<u32, VmmError>;
+/// What the VMM process writes on its stdout pipe, one JSON line each.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Handshake {
+    /// First, from a VMM in its own PID namespace: its host pid. It is a
+    /// child of the launcher (`CLONE_PARENT`), which must reap it.
+    Spawned(u32),
+    /// Configured (or restored, paused) and serving `api.sock`; its host pid.
+    Ready(u32),
+    /// It could not start; it has removed what it created and exits.
+    Failed(VmmError),
+}
 
 /// The content of exit.json.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +128,25 @@ pub(crate) struct ExitRecord {
     pub reason: String,
     pub code: i32,
     pub pid: u32,
+}
+
+impl ExitRecord {
+    /// How a VMM that died of `signal` ended: a blocked syscall (SIGSYS
+    /// from its seccomp filter) says so; SIGKILL is `killed`.
+    pub(crate) fn signalled(pid: u32, signal: i32) -> ExitRecord {
+        let reason = match signal {
+            libc::SIGSYS => {
+                "killed: blocked syscall (SIGSYS from the seccomp filter; see vmm.log and the kernel audit log for which)".to_string()
+            }
+            libc::SIGKILL => "killed".to_string(),
+            other => format!("killed by signal {other}"),
+        };
+        ExitRecord {
+            reason,
+            code: -signal,
+            pid,
+        }
+    }
 }
 
 /// The content of vm.json.

@@ -11,7 +11,7 @@ use linux_loader::loader::bootparam::boot_params;
 use linux_loader::loader::{self, BzImage, Cmdline, Elf, KernelLoader};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::config::{kernel_format, open_input, KernelFormat, VmConfig};
+use crate::config::{kernel_format_of, open_input, KernelFormat, VmConfig};
 use crate::layout::*;
 use crate::VmmError;
 
@@ -35,11 +35,36 @@ pub(crate) fn guest_memory(bytes: u64) -> Result<GuestMemoryMmap, VmmError> {
     })
 }
 
+/// The open files a fresh boot loads (opened before the VMM drops root).
+pub(crate) struct BootFiles {
+    pub kernel: File,
+    pub initrd: Option<File>,
+}
+
+impl BootFiles {
+    /// Opens `config`'s kernel and initrd.
+    pub(crate) fn open(config: &VmConfig) -> Result<BootFiles, VmmError> {
+        Ok(BootFiles {
+            kernel: open_input("kernel", &config.kernel)?,
+            initrd: config
+                .initrd
+                .as_deref()
+                .map(|p| open_input("initrd", p))
+                .transpose()?,
+        })
+    }
+}
+
 /// Loads kernel, command line and initrd and writes boot_params and the
-/// long-mode tables. Returns the entry point.
-pub(crate) fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootInfo, VmmError> {
-    let format = kernel_format(&config.kernel)?;
-    let mut kernel = open_input("kernel", &config.kernel)?;
+/// long-mode tables. Returns the entry point. `config` names the files in
+/// errors and gives the command line and sizes; `files` are read.
+pub(crate) fn load(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    files: BootFiles,
+) -> Result<BootInfo, VmmError> {
+    let BootFiles { mut kernel, initrd } = files;
+    let format = kernel_format_of(&kernel, &config.kernel)?;
     let bad_kernel = |err: loader::Error| {
         VmmError::invalid(
             "kernel",
@@ -84,8 +109,8 @@ pub(crate) fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootInfo,
         .map(|c| c.as_bytes().len())
         .unwrap_or(0) as u32;
 
-    if let Some(path) = &config.initrd {
-        let (addr, size) = load_initrd(mem, path, loaded.kernel_end, mem_end)?;
+    if let (Some(path), Some(file)) = (&config.initrd, initrd) {
+        let (addr, size) = load_initrd(mem, path, file, loaded.kernel_end, mem_end)?;
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
     }
@@ -107,10 +132,10 @@ pub(crate) fn load(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootInfo,
 fn load_initrd(
     mem: &GuestMemoryMmap,
     path: &std::path::Path,
+    mut file: File,
     kernel_end: u64,
     mem_end: u64,
 ) -> Result<(u64, u64), VmmError> {
-    let mut file: File = open_input("initrd", path)?;
     let size = file
         .metadata()
         .map_err(|e| VmmError::invalid("initrd", e.to_string()))?
@@ -254,5 +279,112 @@ pub(crate) fn boot_fpu() -> kvm_fpu {
         fcw: 0x37f,
         mxcsr: 0x1f80,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Loads `image` as the kernel of a 16 MiB guest with `initrd`.
+    fn load_image(image: &[u8], initrd: Option<&[u8]>) -> Result<BootInfo, VmmError> {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("kernel");
+        std::fs::write(&kernel, image).unwrap();
+        let mut config = VmConfig::new(&kernel);
+        config.memory_mib = 16;
+        if let Some(data) = initrd {
+            let path = dir.path().join("initrd");
+            std::fs::write(&path, data).unwrap();
+            config.initrd = Some(path);
+        }
+        let mem = guest_memory(config.memory_bytes()).unwrap();
+        load(&mem, &config, BootFiles::open(&config).unwrap())
+    }
+
+    fn acceptable(result: Result<BootInfo, VmmError>) -> bool {
+        matches!(result, Ok(_) | Err(VmmError::InvalidArgument { .. }))
+    }
+
+    /// A minimal ELF64 x86-64 header claiming `phnum` program headers at `phoff`.
+    fn elf_header(entry: u64, phoff: u64, phnum: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = 2; // 64-bit
+        h[5] = 1; // little endian
+        h[6] = 1; // version
+        h[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        h[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+        h[20..24].copy_from_slice(&1u32.to_le_bytes());
+        h[24..32].copy_from_slice(&entry.to_le_bytes());
+        h[32..40].copy_from_slice(&phoff.to_le_bytes());
+        h[52..54].copy_from_slice(&64u16.to_le_bytes()); // ehsize
+        h[54..56].copy_from_slice(&56u16.to_le_bytes()); // phentsize
+        h[56..58].copy_from_slice(&phnum.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn the_test_guest_loads() {
+        let Some(path) = crate::test_guest::kernel_path() else {
+            return;
+        };
+        let image = std::fs::read(path).unwrap();
+        assert!(load_image(&image, Some(b"initrd")).is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 128,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x6b65_726e),
+            ..ProptestConfig::default()
+        })]
+
+        /// ELF headers with arbitrary entry points, program header tables
+        /// and segment contents never crash the loader.
+        #[test]
+        fn arbitrary_elf_images_load_or_are_invalid(
+            entry in any::<u64>(),
+            phoff in prop_oneof![Just(64u64), any::<u64>()],
+            phnum in 0u16..16,
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let mut image = elf_header(entry, phoff, phnum);
+            image.extend_from_slice(&body);
+            prop_assert!(acceptable(load_image(&image, None)));
+        }
+
+        /// bzImage setup headers with arbitrary fields and sizes.
+        #[test]
+        fn arbitrary_bzimages_load_or_are_invalid(
+            setup_sects in any::<u8>(),
+            version in any::<u16>(),
+            loadflags in any::<u8>(),
+            syssize in any::<u32>(),
+            body in proptest::collection::vec(any::<u8>(), 0..8192),
+        ) {
+            let mut image = vec![0u8; 0x1000];
+            image[0x1f1] = setup_sects;
+            image[0x1f4..0x1f8].copy_from_slice(&syssize.to_le_bytes());
+            image[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+            image[0x202..0x206].copy_from_slice(b"HdrS");
+            image[0x206..0x208].copy_from_slice(&version.to_le_bytes());
+            image[0x211] = loadflags;
+            image.extend_from_slice(&body);
+            prop_assert!(acceptable(load_image(&image, None)));
+        }
+
+        /// Any initrd either fits above the kernel or is refused by size.
+        #[test]
+        fn initrds_of_any_size_load_or_are_invalid(len in 0usize..(20 << 20)) {
+            let Some(path) = crate::test_guest::kernel_path() else {
+                return Ok(());
+            };
+            let image = std::fs::read(path).unwrap();
+            let initrd = vec![0xa5u8; len];
+            prop_assert!(acceptable(load_image(&image, Some(&initrd))));
+        }
     }
 }

@@ -2,34 +2,79 @@
 //! per microVM and waits until it is ready; `VmmClient` talks to it over its
 //! API socket, and re-attaches to a running VMM after a controller restart.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::UnixStream;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::api::{
-    files, Boot, ExitRecord, Ready, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
+    files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
-use crate::{support, VmmError};
+use crate::{cgroup, snapshot, support, Confinement, VmmError};
 
 /// How long a VMM may take to load its guest and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Spawns `binary --run-dir RUN_DIR --boot JSON` in its own session and waits
-/// until it is ready. Fresh: configured, call `start()`. Restore: paused,
-/// call `resume()`. On error nothing is left running and the files it
-/// created are gone.
+/// Spawns `binary --run-dir RUN_DIR --boot JSON` in its own session, jailed
+/// and seccomp-filtered ([`Confinement::default`]), and waits until it is
+/// ready. Fresh: configured, call `start()`. Restore: paused, call
+/// `resume()`. On error nothing is left running and the files it created
+/// are gone. Errors: `InvalidArgument` (the field), `NotFound` (a missing
+/// kernel, initrd or snapshot), `AlreadyExists` (a VMM runs in `run_dir`),
+/// `Unsupported`/`Unavailable` (no KVM, no binary, not root for the jail).
 pub async fn launch(binary: &Path, run_dir: &Path, boot: Boot) -> Result<VmmClient, VmmError> {
-    match &boot {
-        Boot::Fresh(config) => config.validate()?,
+    launch_with(binary, run_dir, boot, &Confinement::default()).await
+}
+
+/// [`launch`] with an explicit confinement: [`Confinement::seccomp_only`]
+/// for a launcher that is not root, [`Confinement::none`] to measure what
+/// the jail costs.
+pub async fn launch_with(
+    binary: &Path,
+    run_dir: &Path,
+    boot: Boot,
+    confinement: &Confinement,
+) -> Result<VmmClient, VmmError> {
+    // Paths reach the VMM as given; a jailed VMM sees them at the same
+    // absolute path, and its working directory is the jail's root.
+    let absolute = |field: &str, p: &Path| {
+        std::path::absolute(p)
+            .map_err(|e| VmmError::invalid(field, format!("{}: {e}", p.display())))
+    };
+    let boot = match boot {
+        Boot::Fresh(mut config) => {
+            config.validate()?;
+            config.kernel = absolute("kernel", &config.kernel)?;
+            config.initrd = config.initrd.map(|i| absolute("initrd", &i)).transpose()?;
+            Boot::Fresh(config)
+        }
         Boot::Restore { snapshot_dir } => {
-            if !snapshot_dir.join("state.json").is_file() {
+            if !snapshot_dir.join(snapshot::STATE_FILE).is_file() {
                 return Err(VmmError::NotFound {
                     message: format!("snapshot {} (no state.json)", snapshot_dir.display()),
                 });
             }
+            Boot::Restore {
+                snapshot_dir: absolute("snapshot_dir", &snapshot_dir)?,
+            }
+        }
+    };
+    if let Some(jail) = &confinement.jail {
+        jail.validate()?;
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(VmmError::Unavailable {
+                message: "the VMM jail (namespaces, pivot_root, cgroup, uid drop) needs root; \
+                          run as root or launch with Confinement::seccomp_only()"
+                    .into(),
+            });
         }
     }
     drop(support::open_kvm()?);
@@ -49,12 +94,7 @@ pub async fn launch(binary: &Path, run_dir: &Path, boot: Boot) -> Result<VmmClie
     let run_dir = &run_dir
         .canonicalize()
         .map_err(|e| VmmError::internal(format!("resolving {}", run_dir.display()), e))?;
-    let api = run_dir.join(files::API_SOCK);
-    if UnixStream::connect(&api).await.is_ok() {
-        return Err(VmmError::AlreadyExists {
-            message: format!("a VMM already runs in {}", run_dir.display()),
-        });
-    }
+    wait_unserved(&run_dir.join(files::API_SOCK)).await?;
     let log_existed = run_dir.join(files::VMM_LOG).exists();
     let cleanup = |err: VmmError| {
         if dir_created {
@@ -64,7 +104,7 @@ pub async fn launch(binary: &Path, run_dir: &Path, boot: Boot) -> Result<VmmClie
         }
         err
     };
-    let result = spawn(binary, run_dir, &boot).await;
+    let result = spawn(binary, run_dir, &boot, confinement).await;
     let pid = result.map_err(cleanup)?;
     Ok(VmmClient {
         run_dir: run_dir.to_path_buf(),
@@ -72,9 +112,16 @@ pub async fn launch(binary: &Path, run_dir: &Path, boot: Boot) -> Result<VmmClie
     })
 }
 
-async fn spawn(binary: &Path, run_dir: &Path, boot: &Boot) -> Result<u32, VmmError> {
+async fn spawn(
+    binary: &Path,
+    run_dir: &Path,
+    boot: &Boot,
+    confinement: &Confinement,
+) -> Result<u32, VmmError> {
     let boot_json =
         serde_json::to_string(boot).map_err(|e| VmmError::internal("encoding boot", e))?;
+    let confinement_json = serde_json::to_string(confinement)
+        .map_err(|e| VmmError::internal("encoding the confinement", e))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -85,6 +132,8 @@ async fn spawn(binary: &Path, run_dir: &Path, boot: &Boot) -> Result<u32, VmmErr
         .arg(run_dir)
         .arg("--boot")
         .arg(boot_json)
+        .arg("--confinement")
+        .arg(confinement_json)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -97,39 +146,158 @@ async fn spawn(binary: &Path, run_dir: &Path, boot: &Boot) -> Result<u32, VmmErr
         .stdout
         .take()
         .ok_or_else(|| VmmError::internal("spawning the VMM", "no stdout pipe"))?;
-    let mut line = String::new();
-    let read =
-        tokio::time::timeout(READY_TIMEOUT, BufReader::new(stdout).read_line(&mut line)).await;
-    let ready: Option<Ready> = match read {
-        Ok(Ok(n)) if n > 0 => serde_json::from_str(&line).ok(),
-        _ => None,
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    // A jailed VMM is not `child` but its sibling in a new PID namespace
+    // (our child too, by CLONE_PARENT): it announces itself first.
+    let mut sibling: Option<u32> = None;
+    let outcome = loop {
+        let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            _ => break None,
+        };
+        match serde_json::from_str::<Handshake>(&line) {
+            Ok(Handshake::Spawned(pid)) => sibling = Some(pid),
+            Ok(Handshake::Ready(pid)) => break Some(Ok(pid)),
+            Ok(Handshake::Failed(err)) => break Some(Err(err)),
+            Err(_) => break None,
+        }
     };
-    match ready {
+    let run = run_dir.to_path_buf();
+    match outcome {
         Some(Ok(pid)) => {
-            // Reap the VMM when it exits, as long as this process lives.
+            // Reap the VMM when it exits, as long as this process lives, and
+            // record a death by signal (a blocked syscall) the VMM could not.
             tokio::spawn(async move {
-                let _ = child.wait().await;
+                let direct = child.id();
+                let signal = child.wait().await.ok().and_then(|s| s.signal());
+                if let (Some(signal), None) = (signal, sibling) {
+                    record_signal(&run, direct.unwrap_or(pid), signal);
+                }
             });
+            if let Some(vmm) = sibling {
+                let run = run_dir.to_path_buf();
+                tokio::spawn(async move {
+                    if let Some(signal) = wait_sibling(vmm).await {
+                        record_signal(&run, vmm, signal);
+                    }
+                    cgroup::remove(vmm);
+                });
+                // Groups of VMMs whose launcher was gone when they exited,
+                // removed off the boot path (an rmdir of a memory cgroup can
+                // take milliseconds).
+                tokio::task::spawn_blocking(cgroup::sweep);
+            }
             Ok(pid)
         }
         Some(Err(err)) => {
             let _ = child.wait().await;
+            if let Some(vmm) = sibling {
+                let _ = tokio::time::timeout(Duration::from_secs(10), wait_sibling(vmm)).await;
+                cgroup::remove(vmm);
+            }
             Err(err)
         }
         None => {
             let _ = child.start_kill();
-            let _ = child.wait().await;
+            let direct = child.wait().await.ok().and_then(|s| s.signal());
+            let mut died = direct.filter(|_| sibling.is_none());
+            if let Some(vmm) = sibling {
+                // SAFETY: kill(2) on our own child, which is not reaped yet
+                // (so its pid cannot have been reused).
+                unsafe { libc::kill(vmm as libc::pid_t, libc::SIGKILL) };
+                died = wait_sibling(vmm).await;
+                cgroup::remove(vmm);
+            }
             let log = std::fs::read_to_string(run_dir.join(files::VMM_LOG)).unwrap_or_default();
             let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
+            let why = match died {
+                Some(signal) if signal != libc::SIGKILL => ExitRecord::signalled(0, signal).reason,
+                _ if tail.is_empty() => "no output".to_string(),
+                _ => tail,
+            };
             Err(VmmError::internal(
                 "the VMM process did not become ready",
-                if tail.is_empty() {
-                    "no output".to_string()
-                } else {
-                    tail
-                },
+                why,
             ))
         }
+    }
+}
+
+/// How long a killed VMM may take to close its sockets.
+const DYING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Returns once nothing serves `api`; `AlreadyExists` when a live VMM does.
+/// A VMM that was just killed can still accept connections for a while:
+/// its main thread is already a zombie, but its sockets close only when
+/// its last thread has exited (after freeing guest memory). So the server
+/// of the socket (SO_PEERCRED) counts as running only while its main
+/// thread is not a zombie, and a dying one is waited for.
+async fn wait_unserved(api: &Path) -> Result<(), VmmError> {
+    let deadline = Instant::now() + DYING_TIMEOUT;
+    loop {
+        let Ok(stream) = UnixStream::connect(api).await else {
+            return Ok(());
+        };
+        let server = stream.peer_cred().ok().and_then(|c| c.pid());
+        let dying = server.is_some_and(|pid| running_stat(pid as u32).is_none());
+        if !dying || Instant::now() >= deadline {
+            return Err(VmmError::AlreadyExists {
+                message: format!(
+                    "a VMM already runs in {}",
+                    api.parent().unwrap_or(api).display()
+                ),
+            });
+        }
+        drop(stream);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits for our child `pid` (a jailed VMM, cloned with CLONE_PARENT) to
+/// exit and reaps it; the signal that killed it, if one did.
+async fn wait_sibling(pid: u32) -> Option<i32> {
+    // SAFETY: pidfd_open(2) takes integers; a new descriptor is returned.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if raw >= 0 {
+        // SAFETY: `raw` is a pidfd just opened for us; OwnedFd closes it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+        // A pidfd polls readable once its process has exited.
+        // SAFETY: an OwnedFd is a valid open descriptor that stays the same
+        // until the AsyncFd that owns it is dropped.
+        if let Ok(fd) = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+            let _ = fd.readable().await;
+        }
+    }
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter; waitid(2) fills it.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let waited = tokio::task::spawn_blocking(move || {
+        // SAFETY: `info` is a live local the kernel writes into.
+        let rc = unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED) };
+        (rc == 0).then_some(info)
+    })
+    .await
+    .ok()
+    .flatten()?;
+    match waited.si_code {
+        // SAFETY: si_status is the valid union member for CLD_* codes.
+        libc::CLD_KILLED | libc::CLD_DUMPED => Some(unsafe { waited.si_status() }),
+        _ => None,
+    }
+}
+
+/// Records in `run_dir`'s exit.json that VMM `pid` died of `signal`, unless
+/// an exit record is there already (the VMM's own, or an earlier one).
+fn record_signal(run_dir: &Path, pid: u32, signal: i32) {
+    let record = ExitRecord::signalled(pid, signal);
+    let Ok(json) = serde_json::to_vec(&record) else {
+        return;
+    };
+    let tmp = run_dir.join(format!(".exit.{pid}.tmp"));
+    if std::fs::write(&tmp, json).is_ok() {
+        // A hard link never replaces: the first record wins.
+        let _ = std::fs::hard_link(&tmp, run_dir.join(files::EXIT));
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 
@@ -215,10 +383,68 @@ impl VmmClient {
     }
 
     /// Pauses the VM and writes a snapshot into `dir`; the VM stays paused.
+    /// This process creates `dir`'s files and hands them to the VMM over
+    /// the API socket, so a jailed VMM needs no view of `dir`. Errors:
+    /// `AlreadyExists` (a snapshot is in `dir`), `FailedPrecondition` (the
+    /// VM never started), `Internal` (I/O); on error the files are removed.
     pub async fn snapshot(&self, dir: &Path) -> Result<(), VmmError> {
         let dir = std::path::absolute(dir)
             .map_err(|e| VmmError::invalid("dir", format!("{}: {e}", dir.display())))?;
-        self.request(Request::Snapshot { dir }).await.map(drop)
+        if dir.join(snapshot::STATE_FILE).exists() {
+            return Err(VmmError::AlreadyExists {
+                message: format!("a snapshot in {}", dir.display()),
+            });
+        }
+        let io = |what: &str, e: std::io::Error| {
+            VmmError::internal(format!("snapshot {what} in {}", dir.display()), e)
+        };
+        let dir_created = !dir.exists();
+        std::fs::create_dir_all(&dir).map_err(|e| io("directory", e))?;
+        let create = |name: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dir.join(name))
+                .map_err(|e| io(name, e))
+        };
+        let taken = async {
+            let state = create(snapshot::STATE_TMP_FILE)?;
+            let memory = create(snapshot::MEMORY_FILE)?;
+            self.request_with_fds(
+                Request::Snapshot { dir: dir.clone() },
+                &[state.as_raw_fd(), memory.as_raw_fd()],
+            )
+            .await?;
+            // Renamed last: a state.json means a complete snapshot.
+            std::fs::rename(
+                dir.join(snapshot::STATE_TMP_FILE),
+                dir.join(snapshot::STATE_FILE),
+            )
+            .map_err(|e| io(snapshot::STATE_FILE, e))?;
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok(())
+        }
+        .await;
+        if taken.is_err() {
+            let _ = std::fs::remove_file(dir.join(snapshot::STATE_TMP_FILE));
+            let _ = std::fs::remove_file(dir.join(snapshot::MEMORY_FILE));
+            if dir_created {
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        taken
+    }
+
+    /// Test builds only: asks the VMM to make a syscall its filter forbids.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn test_blocked_syscall(&self) -> Result<(), VmmError> {
+        self.request(Request::TestBlockedSyscall).await.map(drop)
     }
 
     /// Memory, RSS, vCPU time and exit counts.
@@ -256,16 +482,14 @@ impl VmmClient {
             }
             self.clear_after_kill(true);
         }
+        cgroup::remove(self.pid);
         Ok(())
     }
 
     /// After a kill: records how it ended (if the VMM could not) and removes its sockets.
     fn clear_after_kill(&self, killed: bool) {
-        if killed && read_exit(&self.run_dir).is_none() {
-            let _ = std::fs::write(
-                self.run_dir.join(files::EXIT),
-                format!(r#"{{"reason":"killed","code":-9,"pid":{}}}"#, self.pid),
-            );
+        if killed {
+            record_signal(&self.run_dir, self.pid, libc::SIGKILL);
         }
         for f in [files::API_SOCK, files::CONSOLE_SOCK, files::PID] {
             let _ = std::fs::remove_file(self.run_dir.join(f));
@@ -274,17 +498,9 @@ impl VmmClient {
 
     /// Whether our VMM process still runs (not a zombie, not a reused pid).
     fn alive(&self) -> bool {
-        let stat = match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            Ok(s) => s,
-            Err(_) => return false,
-        };
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if matches!(state, Some("Z") | Some("X") | None) {
+        let Some(stat) = running_stat(self.pid) else {
             return false;
-        }
+        };
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
         if cmdline.is_empty() {
             // A killed VMM releases its memory (guest RAM too, which takes
@@ -315,15 +531,40 @@ impl VmmClient {
     }
 
     async fn request(&self, req: Request) -> Result<serde_json::Value, VmmError> {
+        self.request_with_fds(req, &[]).await
+    }
+
+    /// One request line, with `fds` passed along (SCM_RIGHTS), and its answer.
+    async fn request_with_fds(
+        &self,
+        req: Request,
+        fds: &[RawFd],
+    ) -> Result<serde_json::Value, VmmError> {
         let stream = UnixStream::connect(self.run_dir.join(files::API_SOCK))
             .await
             .map_err(|e| self.gone(e))?;
-        let (read, mut write) = stream.into_split();
         let mut line =
             serde_json::to_string(&req).map_err(|e| VmmError::internal("encoding", e))?;
         line.push('\n');
+        let mut sent = 0;
+        if !fds.is_empty() {
+            // The descriptors travel with the first bytes of the line.
+            sent = loop {
+                stream.writable().await.map_err(|e| self.gone(e))?;
+                let raw = RawSocket(stream.as_raw_fd());
+                match stream.try_io(Interest::WRITABLE, || {
+                    raw.send_with_fds(&[line.as_bytes()], fds)
+                        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+                }) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(self.gone(e)),
+                }
+            };
+        }
+        let (read, mut write) = stream.into_split();
         write
-            .write_all(line.as_bytes())
+            .write_all(&line.as_bytes()[sent..])
             .await
             .map_err(|e| self.gone(e))?;
         let mut answer = String::new();
@@ -340,6 +581,15 @@ impl VmmClient {
     }
 }
 
+/// A socket descriptor borrowed for `sendmsg` with descriptors.
+struct RawSocket(RawFd);
+
+impl ScmSocket for RawSocket {
+    fn socket_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
 fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
     let raw = std::fs::read(run_dir.join(files::EXIT)).ok()?;
     serde_json::from_slice(&raw).ok()
@@ -348,6 +598,17 @@ fn read_exit(run_dir: &Path) -> Option<ExitRecord> {
 fn read_vm(run_dir: &Path) -> Option<VmRecord> {
     let raw = std::fs::read(run_dir.join(files::VM)).ok()?;
     serde_json::from_slice(&raw).ok()
+}
+
+/// `/proc/<pid>/stat` of a process whose main thread runs: `None` once it
+/// is a zombie (its other threads may still be exiting) or gone.
+fn running_stat(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    (!matches!(state, Some("Z") | Some("X") | None)).then_some(stat)
 }
 
 /// Whether a `/proc/<pid>/stat` line is a kernel thread's: `PF_KTHREAD` in

@@ -3,7 +3,8 @@
 //! launcher can reject bad input before any process or file exists.
 
 use std::fs::File;
-use std::io::{ErrorKind as IoKind, Read};
+use std::io::ErrorKind as IoKind;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,40 @@ impl VmConfig {
 
     /// Checks every field against the files and the host; names the field.
     pub fn validate(&self) -> Result<(), VmmError> {
+        self.validate_limits()?;
+        if let Some(available) = host_available_memory() {
+            if self.memory_bytes() > available {
+                return Err(VmmError::ResourceExhausted {
+                    message: format!(
+                        "memory_mib: {} MiB asked, the host has {} MiB available",
+                        self.memory_mib,
+                        available >> 20
+                    ),
+                });
+            }
+        }
+        kernel_format(&self.kernel)?;
+        if let Some(initrd) = &self.initrd {
+            let size = file_size("initrd", initrd)?;
+            let room = self.memory_bytes().saturating_sub(layout::INITRD_MIN_ADDR);
+            if size > room {
+                return Err(VmmError::invalid(
+                    "initrd",
+                    format!(
+                        "{} is {size} bytes, larger than the {room} bytes of guest memory it can use \
+                         ({} MiB guest)",
+                        initrd.display(),
+                        self.memory_mib
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks that need neither files nor the host: vCPU count, memory
+    /// size and command line (what a snapshot's config must also pass).
+    pub(crate) fn validate_limits(&self) -> Result<(), VmmError> {
         if self.vcpus == 0 {
             return Err(VmmError::invalid("vcpus", "must be at least 1"));
         }
@@ -91,17 +126,6 @@ impl VmConfig {
                 ),
             ));
         }
-        if let Some(available) = host_available_memory() {
-            if self.memory_bytes() > available {
-                return Err(VmmError::ResourceExhausted {
-                    message: format!(
-                        "memory_mib: {} MiB asked, the host has {} MiB available",
-                        self.memory_mib,
-                        available >> 20
-                    ),
-                });
-            }
-        }
         if self.cmdline.len() >= layout::CMDLINE_MAX {
             return Err(VmmError::invalid(
                 "cmdline",
@@ -114,22 +138,6 @@ impl VmConfig {
         }
         if self.cmdline.contains('\0') {
             return Err(VmmError::invalid("cmdline", "contains a NUL byte"));
-        }
-        kernel_format(&self.kernel)?;
-        if let Some(initrd) = &self.initrd {
-            let size = file_size("initrd", initrd)?;
-            let room = self.memory_bytes().saturating_sub(layout::INITRD_MIN_ADDR);
-            if size > room {
-                return Err(VmmError::invalid(
-                    "initrd",
-                    format!(
-                        "{} is {size} bytes, larger than the {room} bytes of guest memory it can use \
-                         ({} MiB guest)",
-                        initrd.display(),
-                        self.memory_mib
-                    ),
-                ));
-            }
         }
         Ok(())
     }
@@ -164,11 +172,16 @@ fn file_size(field: &str, path: &Path) -> Result<u64, VmmError> {
 
 /// Recognizes a 64-bit x86 ELF or a bzImage by its headers.
 pub fn kernel_format(path: &Path) -> Result<KernelFormat, VmmError> {
-    let mut file = open_input("kernel", path)?;
+    kernel_format_of(&open_input("kernel", path)?, path)
+}
+
+/// [`kernel_format`] of an open kernel file (read from offset 0, the file
+/// position is left alone); `path` only names it in errors.
+pub(crate) fn kernel_format_of(file: &File, path: &Path) -> Result<KernelFormat, VmmError> {
     let mut head = [0u8; 0x210];
     let mut len = 0;
     while len < head.len() {
-        match file.read(&mut head[len..]) {
+        match file.read_at(&mut head[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(err) => {

@@ -173,6 +173,112 @@ pub(crate) struct VcpuState {
     pub vcpu_events: kvm_vcpu_events,
 }
 
+/// MSRs one vCPU state may carry (`KVM_MAX_MSR_ENTRIES`).
+const MAX_MSRS: usize = 256;
+/// XCRs in `kvm_xcrs` (`KVM_MAX_XCRS`).
+const MAX_XCRS: u32 = 16;
+/// The highest `KVM_MP_STATE_*` (`KVM_MP_STATE_SUSPENDED`).
+const MAX_MP_STATE: u32 = 9;
+/// XSAVE state components this VMM's 4 KiB legacy `kvm_xsave` can hold:
+/// x87, SSE, AVX, MPX (2), AVX-512 (3), PKRU (bits 0-7, 9). AMX tiles (17, 18) need
+/// KVM_GET_XSAVE2's larger area; anything else is not a user state.
+const XSAVE_LEGACY_FEATURES: u64 = 0x2ff;
+/// Offset of the XSAVE header's XSTATE_BV and XCOMP_BV in the area.
+const XSTATE_BV: usize = 512;
+const XCOMP_BV: usize = 520;
+
+/// Checks one vCPU's saved state before any of it reaches KVM: counts
+/// against KVM's limits (`msr_count`: every vCPU saves the same MSRs) and
+/// the XCR0 and XSAVE area against the XSAVE features of the vCPU's own
+/// CPUID. Returns the field and the reason.
+pub(crate) fn validate_state(
+    state: &VcpuState,
+    msr_count: usize,
+) -> Result<(), (&'static str, String)> {
+    if state.cpuid.is_empty() || state.cpuid.len() > KVM_MAX_CPUID_ENTRIES {
+        return Err((
+            "cpuid",
+            format!(
+                "{} entries, KVM takes 1 to {KVM_MAX_CPUID_ENTRIES}",
+                state.cpuid.len()
+            ),
+        ));
+    }
+    if state.msrs.len() > MAX_MSRS {
+        return Err((
+            "msrs",
+            format!("{} entries, KVM takes at most {MAX_MSRS}", state.msrs.len()),
+        ));
+    }
+    if state.msrs.len() != msr_count {
+        return Err((
+            "msrs",
+            format!(
+                "{} entries, vCPU 0 has {msr_count} (every vCPU saves the same MSRs)",
+                state.msrs.len()
+            ),
+        ));
+    }
+    if state.mp_state.mp_state > MAX_MP_STATE {
+        return Err((
+            "mp_state",
+            format!("{} is not a KVM_MP_STATE", state.mp_state.mp_state),
+        ));
+    }
+    // What this vCPU's CPUID lets the guest enable (leaf 0xD, sub-leaf 0),
+    // never more than the 4 KiB area holds; x87 and SSE are always there.
+    let cpuid_features = state
+        .cpuid
+        .iter()
+        .find(|e| e.function == 0xd && e.index == 0)
+        .map_or(0, |e| u64::from(e.eax) | (u64::from(e.edx) << 32));
+    let allowed = (cpuid_features | 0b11) & XSAVE_LEGACY_FEATURES;
+    let nr_xcrs = state.xcrs.nr_xcrs;
+    if nr_xcrs > MAX_XCRS {
+        return Err((
+            "xcrs",
+            format!("{nr_xcrs} XCRs, KVM has at most {MAX_XCRS}"),
+        ));
+    }
+    let xcr0 = state.xcrs.xcrs[..nr_xcrs as usize]
+        .iter()
+        .find(|x| x.xcr == 0)
+        .map_or(1, |x| x.value);
+    if xcr0 & 1 == 0 || xcr0 & !allowed != 0 {
+        return Err((
+            "xcrs",
+            format!(
+                "XCR0 {xcr0:#x} enables state outside {allowed:#x} (the CPUID's XSAVE \
+                 features that a 4 KiB area holds)"
+            ),
+        ));
+    }
+    let word = |at: usize| {
+        let lo = u64::from(state.xsave.region[at / 4]);
+        let hi = u64::from(state.xsave.region[at / 4 + 1]);
+        lo | (hi << 32)
+    };
+    let (xstate_bv, xcomp_bv) = (word(XSTATE_BV), word(XCOMP_BV));
+    if xstate_bv & !allowed != 0 {
+        return Err((
+            "xsave",
+            format!(
+                "XSTATE_BV {xstate_bv:#x} has components outside {allowed:#x} (the CPUID's \
+                 XSAVE features that a 4 KiB area holds): an area from another machine?"
+            ),
+        ));
+    }
+    if xcomp_bv != 0 {
+        return Err((
+            "xsave",
+            format!(
+                "XCOMP_BV {xcomp_bv:#x}: KVM's area is in the standard, not the compacted, format"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl VcpuState {
     /// Reads the state of a vCPU that is not running.
     pub(crate) fn save(

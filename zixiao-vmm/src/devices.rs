@@ -87,6 +87,13 @@ pub(crate) struct SerialSnapshot {
     in_buffer: Vec<u8>,
 }
 
+impl SerialSnapshot {
+    /// Bytes waiting in the receive FIFO.
+    pub(crate) fn in_buffer_len(&self) -> usize {
+        self.in_buffer.len()
+    }
+}
+
 impl From<SerialState> for SerialSnapshot {
     fn from(s: SerialState) -> Self {
         SerialSnapshot {

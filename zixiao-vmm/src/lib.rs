@@ -6,17 +6,22 @@
 //! ([`server::run`], used by the binary) owns the KVM machine: guest memory,
 //! kernel loading (linux-loader), boot parameters, vCPU threads, the
 //! in-kernel irqchip and PIT, COM1 (vm-superio) and the i8042 reset line, and
-//! snapshots.
+//! snapshots. Every VMM runs jailed and seccomp-filtered unless the launcher
+//! says otherwise ([`Confinement`]).
 
 mod api;
 mod boot;
+#[doc(hidden)]
+pub mod cgroup;
 mod client;
 mod config;
 mod cpu;
 mod devices;
+pub mod jail;
 pub mod layout;
 mod machine;
 mod mptable;
+mod seccomp;
 pub mod server;
 mod snapshot;
 mod support;
@@ -25,10 +30,11 @@ pub mod test_guest;
 mod error;
 
 pub use api::{files, Boot, VmInfo, VmState, VmmStats};
-pub use client::{launch, VmmClient};
+pub use client::{launch, launch_with, VmmClient};
 pub use config::{
     kernel_format, KernelFormat, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
 };
 pub use error::VmmError;
-pub use snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use jail::{Confinement, JailConfig};
+pub use snapshot::{MAX_STATE_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 pub use support::{kvm_skip_reason, kvm_support, KvmSupport, KVM_DEVICE, KVM_DEVICE_ENV};

@@ -26,7 +26,8 @@ use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 use crate::cpu::{self, VcpuState};
 use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapshot};
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
-use crate::{boot, support, VmConfig, VmmError};
+use crate::seccomp::ThreadKind;
+use crate::{boot, VmConfig, VmmError};
 
 /// How the guest stopped, reported by a vCPU thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +129,9 @@ pub(crate) struct Machine {
     tids: Arc<Mutex<Vec<Option<u32>>>>,
     /// Guest memory is anonymous (fresh boot), not a copy-on-write snapshot map.
     anonymous_memory: bool,
+    /// /proc/self/pagemap, opened before the VMM dropped root (after the
+    /// drop the kernel no longer lets it open its own page map).
+    pagemap: Option<std::fs::File>,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -143,13 +147,19 @@ fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmmError {
 }
 
 impl Machine {
-    /// Creates the VM, loads `config` for a fresh boot. vCPUs are not running.
-    pub(crate) fn create(config: &VmConfig, sink: ConsoleSink) -> Result<Machine, VmmError> {
-        config.validate()?;
+    /// Creates the VM on `kvm`, loads `config` from `files` for a fresh
+    /// boot. The config must have been validated. vCPUs are not running.
+    pub(crate) fn create(
+        kvm: Kvm,
+        config: &VmConfig,
+        files: boot::BootFiles,
+        sink: ConsoleSink,
+    ) -> Result<Machine, VmmError> {
+        config.validate_limits()?;
         let memory = boot::guest_memory(config.memory_bytes())?;
         let serial = Serial::new(IrqTrigger(new_evt()?), sink);
-        let mut machine = Machine::new_vm(config.vcpus, memory, serial)?;
-        let info = boot::load(&machine.memory, config)?;
+        let mut machine = Machine::new_vm(kvm, config.vcpus, memory, serial)?;
+        let info = boot::load(&machine.memory, config, files)?;
         for (i, vcpu) in machine.vcpus.iter().enumerate() {
             let vcpu = lock(vcpu);
             cpu::setup_vcpu(&vcpu, &machine.cpuids[i], (i == 0).then_some(info.entry))?;
@@ -158,14 +168,20 @@ impl Machine {
         Ok(machine)
     }
 
-    /// Creates the VM from a snapshot's `state` over already loaded `memory`.
+    /// Creates the VM on `kvm` from a snapshot's `state` (validated by
+    /// `snapshot::parse`) over already mapped `memory`.
     pub(crate) fn restore(
+        kvm: Kvm,
         state: &MachineState,
         memory: GuestMemoryMmap,
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         let vcpus = u8::try_from(state.vcpus.len())
-            .map_err(|_| VmmError::internal("snapshot", "too many vCPUs"))?;
+            .ok()
+            .filter(|n| (1..=crate::MAX_VCPUS).contains(n))
+            .ok_or_else(|| {
+                VmmError::invalid("machine.vcpus", "not between 1 and the vCPU limit")
+            })?;
         let serial = Serial::from_state(
             &SerialState::from(&state.serial),
             IrqTrigger(new_evt()?),
@@ -173,7 +189,7 @@ impl Machine {
             sink,
         )
         .map_err(|e| VmmError::internal("restoring the serial port", format!("{e:?}")))?;
-        let mut machine = Machine::new_vm(vcpus, memory, serial)?;
+        let mut machine = Machine::new_vm(kvm, vcpus, memory, serial)?;
         let vm = &machine.vm;
         vm.set_pit2(&state.pit).map_err(kvm_err("KVM_SET_PIT2"))?;
         let mut clock = state.clock;
@@ -197,11 +213,11 @@ impl Machine {
     }
 
     fn new_vm(
+        kvm: Kvm,
         vcpu_count: u8,
         memory: GuestMemoryMmap,
         serial: crate::devices::ComPort,
     ) -> Result<Machine, VmmError> {
-        let kvm = support::open_kvm()?;
         let max = kvm.get_max_vcpus();
         if usize::from(vcpu_count) > max {
             return Err(VmmError::invalid(
@@ -277,6 +293,7 @@ impl Machine {
             counters: Arc::new(ExitCounters::default()),
             tids: Arc::new(Mutex::new(vec![None; usize::from(vcpu_count)])),
             anonymous_memory: true,
+            pagemap: None,
         })
     }
 
@@ -298,10 +315,9 @@ impl Machine {
             .get_host_address(vm_memory::GuestAddress(0))
             .ok()? as usize;
         let pages = usize::try_from(self.memory_bytes()).ok()? / 4096;
-        let file = std::fs::File::open("/proc/self/pagemap").ok()?;
+        let file = self.pagemap.as_ref()?;
         let mut raw = vec![0u8; pages * 8];
-        std::os::unix::fs::FileExt::read_exact_at(&file, &mut raw, (host / 4096 * 8) as u64)
-            .ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut raw, (host / 4096 * 8) as u64).ok()?;
         Some(
             raw.chunks_exact(8)
                 .map(|e| {
@@ -312,16 +328,24 @@ impl Machine {
         )
     }
 
+    /// Lets snapshots skip never-populated pages: `pagemap` is this
+    /// process's /proc/self/pagemap.
+    pub(crate) fn use_pagemap(&mut self, pagemap: Option<std::fs::File>) {
+        self.pagemap = pagemap;
+    }
+
     /// The port devices (console input goes through here).
     pub(crate) fn devices(&self) -> &Arc<Devices> {
         &self.devices
     }
 
-    /// Spawns the vCPU threads, running (or parked if `paused`).
+    /// Spawns the vCPU threads, running (or parked if `paused`); with
+    /// `seccomp`, each has installed its filter when this returns.
     pub(crate) fn start(
         &mut self,
         paused: bool,
         events: Sender<GuestEvent>,
+        seccomp: bool,
     ) -> Result<(), VmmError> {
         if !self.threads.is_empty() {
             return Err(VmmError::precondition("the vCPUs are already started"));
@@ -337,12 +361,11 @@ impl Machine {
                 tids: self.tids.clone(),
                 events: events.clone(),
             };
-            let handle = std::thread::Builder::new()
-                .name(format!("vcpu{id}"))
-                .spawn(move || ctx.run())
-                .map_err(|e| VmmError::ResourceExhausted {
-                    message: format!("vcpus: cannot spawn a vCPU thread: {e}"),
-                })?;
+            let handle = crate::seccomp::spawn(
+                format!("vcpu{id}"),
+                seccomp.then_some(ThreadKind::Vcpu),
+                move || ctx.run(),
+            )?;
             self.threads.push(handle);
         }
         Ok(())
@@ -486,9 +509,8 @@ struct VcpuThread {
 
 impl VcpuThread {
     fn run(self) {
-        let tid = std::fs::read_link("/proc/thread-self")
-            .ok()
-            .and_then(|p| p.file_name()?.to_str()?.parse().ok());
+        // SAFETY: gettid(2) takes no arguments and cannot fail.
+        let tid = u32::try_from(unsafe { libc::gettid() }).ok();
         lock(&self.tids)[self.id] = tid;
         let c = &self.counters;
         while self.control.wait_runnable() {

@@ -2,20 +2,27 @@
 //! `api.sock`, fans the console out (`console.log`, `console.sock`), and
 //! writes `exit.json` and removes its sockets when the guest or the VMM stops.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+
+use kvm_ioctls::Kvm;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::api::{
-    files, Boot, ExitRecord, Ready, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
+    files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
+use crate::boot::BootFiles;
 use crate::devices::ConsoleSink;
+use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
 use crate::machine::{GuestEvent, Machine};
-use crate::{snapshot, VmConfig, VmmError};
+use crate::seccomp::{self, ThreadKind};
+use crate::{cgroup, snapshot, support, VmConfig, VmmError};
 
 struct Inner {
     machine: Option<Machine>,
@@ -27,14 +34,16 @@ struct Vmm {
     config: VmConfig,
     restored_from: Option<PathBuf>,
     pid: u32,
-    events: Sender<GuestEvent>,
     console: Arc<ConsoleServer>,
     inner: Mutex<Inner>,
 }
 
-/// Accepts console readers. The listener is non-blocking so that every API
-/// request can first take in readers that connected before it was sent: a
-/// client that attaches and then calls `start()` sees all the boot output.
+/// Accepts console readers and feeds what they write to the UART, on one
+/// thread that polls them all (no thread per reader: the VMM spawns no
+/// thread once its seccomp filters are on). The listener is non-blocking
+/// so that every API request can first take in readers that connected
+/// before it was sent: a client that attaches and then calls `start()`
+/// sees all the boot output.
 struct ConsoleServer {
     /// Held while accepting and attaching, so that an API request never
     /// overtakes a reader the console thread has accepted but not attached.
@@ -42,34 +51,93 @@ struct ConsoleServer {
     listener: UnixListener,
     sink: ConsoleSink,
     devices: Arc<crate::devices::Devices>,
+    /// Readers accepted but not yet polled for input by the console thread.
+    new_inputs: Mutex<Vec<UnixStream>>,
+    /// Wakes the console thread when an API request accepted a reader.
+    wake: EventFd,
+}
+
+/// A console reader's input side and the bytes the UART has not taken yet.
+struct ConsoleInput {
+    conn: UnixStream,
+    pending: Vec<u8>,
+}
+
+fn poll_in(fd: RawFd, wanted: bool) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: if wanted { libc::POLLIN } else { 0 },
+        revents: 0,
+    }
 }
 
 impl ConsoleServer {
     fn accept_pending(&self) {
         let _guard = lock(&self.accepting);
+        let mut accepted = false;
         while let Ok((conn, _)) = self.listener.accept() {
             let _ = conn.set_nonblocking(false);
             if let Ok(writer) = conn.try_clone() {
                 self.sink.attach(writer);
             }
-            let devices = self.devices.clone();
-            std::thread::spawn(move || console_input(conn, &devices));
+            lock(&self.new_inputs).push(conn);
+            accepted = true;
+        }
+        if accepted {
+            let _ = self.wake.write(1);
         }
     }
 
     fn serve(&self) {
-        let mut fds = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&self.listener),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut inputs: Vec<ConsoleInput> = Vec::new();
+        let mut buf = [0u8; 256];
         loop {
             self.accept_pending();
-            // SAFETY: `fds` is one valid pollfd on the stack for the duration of
-            // the call, and nfds is 1.
-            let n = unsafe { libc::poll(&mut fds, 1, -1) };
-            if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            inputs.extend(lock(&self.new_inputs).drain(..).map(|conn| ConsoleInput {
+                conn,
+                pending: Vec::new(),
+            }));
+            // The UART FIFO is small: what it does not take waits for the
+            // guest to drain it (retried every 2 ms meanwhile).
+            for input in inputs.iter_mut().filter(|i| !i.pending.is_empty()) {
+                let taken = self.devices.serial_input(&input.pending);
+                input.pending.drain(..taken);
+            }
+            let waiting = inputs.iter().any(|i| !i.pending.is_empty());
+            let mut fds = vec![
+                poll_in(self.listener.as_raw_fd(), true),
+                poll_in(self.wake.as_raw_fd(), true),
+            ];
+            // A reader whose input waits is not read further until it drains.
+            fds.extend(
+                inputs
+                    .iter()
+                    .map(|i| poll_in(i.conn.as_raw_fd(), i.pending.is_empty())),
+            );
+            let timeout = if waiting { 2 } else { -1 };
+            // SAFETY: `fds` is a live array of `fds.len()` pollfds.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
                 return;
+            }
+            if fds[1].revents != 0 {
+                let _ = self.wake.read();
+            }
+            let mut closed = Vec::new();
+            for (i, input) in inputs.iter_mut().enumerate() {
+                if fds[i + 2].revents == 0 {
+                    continue;
+                }
+                match (&input.conn).read(&mut buf) {
+                    Ok(0) | Err(_) => closed.push(i),
+                    Ok(n) => input.pending.extend_from_slice(&buf[..n]),
+                }
+            }
+            for i in closed.into_iter().rev() {
+                inputs.swap_remove(i);
             }
         }
     }
@@ -79,26 +147,32 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Runs the VMM process for `run_dir`: reports readiness (or the error) as
-/// one JSON line on `ready`, then serves until the VM stops. Returns the
-/// process exit code.
-pub fn run(run_dir: &Path, boot: Boot, mut ready: impl Write) -> i32 {
-    let report = |ready: &mut dyn Write, r: &Ready| {
+/// Runs the VMM process for `run_dir`, confined as `confinement` says:
+/// reports readiness (or the error) as one JSON line on `ready`, then serves
+/// until the VM stops. `pid` is this process's pid as the launcher sees it
+/// (it differs inside a PID namespace). Returns the process exit code.
+pub fn run(
+    run_dir: &Path,
+    boot: Boot,
+    confinement: &Confinement,
+    pid: u32,
+    mut ready: impl Write,
+) -> i32 {
+    let report = |ready: &mut dyn Write, r: &Handshake| {
         let line = serde_json::to_string(r).unwrap_or_else(|_| "null".into());
         let _ = writeln!(ready, "{line}");
         let _ = ready.flush();
     };
-    let pid = std::process::id();
     let created = match prepare(run_dir, pid) {
         Ok(created) => created,
         Err(err) => {
-            report(&mut ready, &Err(err));
+            report(&mut ready, &Handshake::Failed(err));
             return 1;
         }
     };
-    match setup(run_dir, boot, pid) {
+    match setup(run_dir, boot, confinement, pid) {
         Ok((vmm, api)) => {
-            report(&mut ready, &Ok(pid));
+            report(&mut ready, &Handshake::Ready(pid));
             drop(ready);
             serve(vmm, api);
             0
@@ -106,7 +180,7 @@ pub fn run(run_dir: &Path, boot: Boot, mut ready: impl Write) -> i32 {
         Err(err) => {
             eprintln!("zixiao-vmm: {err}");
             cleanup(run_dir, &created);
-            report(&mut ready, &Err(err));
+            report(&mut ready, &Handshake::Failed(err));
             1
         }
     }
@@ -136,35 +210,181 @@ fn prepare(run_dir: &Path, pid: u32) -> Result<Vec<PathBuf>, VmmError> {
     Ok(created)
 }
 
-fn cleanup(_run_dir: &Path, created: &[PathBuf]) {
+fn cleanup(run_dir: &Path, created: &[PathBuf]) {
     for f in created {
         let _ = std::fs::remove_file(f);
     }
+    // Empty on the host (the jail's tmpfs lived only in the VMM's namespace).
+    let _ = std::fs::remove_dir(run_dir.join(jail::JAIL_DIR));
 }
 
-fn setup(run_dir: &Path, boot: Boot, pid: u32) -> Result<(Arc<Vmm>, UnixListener), VmmError> {
+/// What a VMM opens before it drops root: the KVM device, the console log
+/// and the guest's inputs.
+struct Inputs {
+    kvm: Kvm,
+    console_log: File,
+    pagemap: Option<File>,
+    guest: GuestInputs,
+}
+
+enum GuestInputs {
+    Fresh(VmConfig, BootFiles),
+    Restore(PathBuf, snapshot::SnapshotFiles),
+}
+
+impl Inputs {
+    fn open(run_dir: &Path, boot: Boot) -> Result<Inputs, VmmError> {
+        let console_log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join(files::CONSOLE_LOG))
+            .map_err(|e| {
+                VmmError::internal(
+                    format!("{} in {}", files::CONSOLE_LOG, run_dir.display()),
+                    e,
+                )
+            })?;
+        let guest = match boot {
+            Boot::Fresh(config) => {
+                let files = BootFiles::open(&config)?;
+                GuestInputs::Fresh(config, files)
+            }
+            Boot::Restore { snapshot_dir } => {
+                let files = snapshot::open(&snapshot_dir)?;
+                GuestInputs::Restore(snapshot_dir, files)
+            }
+        };
+        Ok(Inputs {
+            kvm: support::open_kvm()?,
+            console_log,
+            pagemap: File::open("/proc/self/pagemap").ok(),
+            guest,
+        })
+    }
+}
+
+/// What the jail must show and how large its cgroup is.
+struct JailPlan {
+    mounts: Vec<JailMount>,
+    memory_bytes: u64,
+    vcpus: u8,
+}
+
+/// Checks what can be checked before the jail (giving the errors a
+/// launcher gives), and plans what the jail must show.
+fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
+    let absolute = |field: &str, p: &Path| {
+        if p.is_absolute() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(VmmError::invalid(
+                field,
+                format!("{} must be an absolute path for a jailed VMM", p.display()),
+            ))
+        }
+    };
+    let mut mounts = vec![
+        JailMount {
+            path: absolute("run_dir", run_dir)?,
+            kind: MountKind::WritableDir,
+        },
+        JailMount {
+            path: PathBuf::from(support::kvm_device()),
+            kind: MountKind::Device,
+        },
+    ];
+    let (memory_bytes, vcpus) = match boot {
+        Boot::Fresh(config) => {
+            config.validate()?;
+            mounts.push(JailMount {
+                path: absolute("kernel", &config.kernel)?,
+                kind: MountKind::ReadOnlyFile,
+            });
+            if let Some(initrd) = &config.initrd {
+                mounts.push(JailMount {
+                    path: absolute("initrd", initrd)?,
+                    kind: MountKind::ReadOnlyFile,
+                });
+            }
+            (config.memory_bytes(), config.vcpus)
+        }
+        Boot::Restore { snapshot_dir } => {
+            let dir = absolute("snapshot_dir", snapshot_dir)?;
+            if !dir.join(snapshot::STATE_FILE).is_file() {
+                return Err(VmmError::NotFound {
+                    message: format!("snapshot {} (no {})", dir.display(), snapshot::STATE_FILE),
+                });
+            }
+            // The cgroup is sized from memory.bin's size, which the restore
+            // checks against the state and the memory limit once parsed.
+            let memory = std::fs::metadata(dir.join(snapshot::MEMORY_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0)
+                .min(crate::MAX_MEMORY_MIB << 20);
+            mounts.push(JailMount {
+                path: dir,
+                kind: MountKind::ReadOnlyDir,
+            });
+            (memory, crate::MAX_VCPUS)
+        }
+    };
+    Ok(JailPlan {
+        mounts,
+        memory_bytes,
+        vcpus,
+    })
+}
+
+/// Jails this process (still root, single-threaded): cgroup, mount
+/// namespace, pivot_root. The uid drop comes after the inputs are open.
+fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Result<(), VmmError> {
+    jail.validate()?;
+    let plan = plan_jail(run_dir, boot)?;
+    cgroup::join(
+        pid,
+        cgroup::Limits {
+            memory_bytes: plan.memory_bytes + (jail.memory_overhead_mib << 20),
+            pids: u64::from(plan.vcpus) + u64::from(jail.extra_pids),
+        },
+    )?;
+    jail::give_run_dir(run_dir, jail)?;
+    jail::enter(run_dir, &plan.mounts)
+}
+
+fn setup(
+    run_dir: &Path,
+    boot: Boot,
+    confinement: &Confinement,
+    pid: u32,
+) -> Result<(Arc<Vmm>, UnixListener), VmmError> {
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
     };
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run_dir.join(files::CONSOLE_LOG))
-        .map_err(|e| io(files::CONSOLE_LOG, e))?;
-    let sink = ConsoleSink::new(log);
+    if let Some(jail) = &confinement.jail {
+        enter_jail(run_dir, &boot, jail, pid)?;
+    }
+    let inputs = Inputs::open(run_dir, boot)?;
+    if let Some(jail) = &confinement.jail {
+        jail::drop_privileges(jail)?;
+    }
+    let sink = ConsoleSink::new(inputs.console_log);
     let (events, guest_events) = channel();
-    let (machine, config, restored_from, state) = match boot {
-        Boot::Fresh(config) => {
-            let machine = Machine::create(&config, sink.clone())?;
+    let (mut machine, config, restored_from, state) = match inputs.guest {
+        GuestInputs::Fresh(config, files) => {
+            let machine = Machine::create(inputs.kvm, &config, files, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
-        Boot::Restore { snapshot_dir } => {
-            let (file, memory) = snapshot::read(&snapshot_dir)?;
-            let mut machine = Machine::restore(&file.machine, memory, sink.clone())?;
-            machine.start(true, events.clone())?;
+        GuestInputs::Restore(snapshot_dir, files) => {
+            let (file, memory) = snapshot::parse(&snapshot_dir, files)?;
+            let machine = Machine::restore(inputs.kvm, &file.machine, memory, sink.clone())?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)
         }
     };
+    machine.use_pagemap(inputs.pagemap);
+    let filtered = |kind| confinement.seccomp.then_some(kind);
+    // Every thread exists before the API thread's filter goes on: a fresh
+    // VM's vCPUs wait parked until start().
+    machine.start(true, events, confinement.seccomp)?;
     let api =
         UnixListener::bind(run_dir.join(files::API_SOCK)).map_err(|e| io(files::API_SOCK, e))?;
     let console = UnixListener::bind(run_dir.join(files::CONSOLE_SOCK))
@@ -177,6 +397,8 @@ fn setup(run_dir: &Path, boot: Boot, pid: u32) -> Result<(Arc<Vmm>, UnixListener
         listener: console,
         sink,
         devices: machine.devices().clone(),
+        new_inputs: Mutex::new(Vec::new()),
+        wake: EventFd::new(EFD_NONBLOCK).map_err(|e| VmmError::internal("eventfd", e))?,
     });
     let record = VmRecord {
         config: config.clone(),
@@ -184,13 +406,12 @@ fn setup(run_dir: &Path, boot: Boot, pid: u32) -> Result<(Arc<Vmm>, UnixListener
     };
     let json =
         serde_json::to_vec(&record).map_err(|e| VmmError::internal("encoding vm.json", e))?;
-    std::fs::write(run_dir.join(files::VM), json).map_err(|e| io(files::VM, e))?;
+    write_replacing(&run_dir.join(files::VM), &json).map_err(|e| io(files::VM, e))?;
     let vmm = Arc::new(Vmm {
         run_dir: run_dir.to_path_buf(),
         config,
         restored_from,
         pid,
-        events,
         console: console.clone(),
         inner: Mutex::new(Inner {
             machine: Some(machine),
@@ -199,50 +420,78 @@ fn setup(run_dir: &Path, boot: Boot, pid: u32) -> Result<(Arc<Vmm>, UnixListener
     });
     // Guest stops end the VMM.
     let v = vmm.clone();
-    std::thread::spawn(move || {
-        if let Ok(event) = guest_events.recv() {
-            let (reason, code) = match event {
-                GuestEvent::Reset => ("guest_reset".to_string(), 0),
-                GuestEvent::Shutdown => ("guest_shutdown".to_string(), 0),
-                GuestEvent::Failed(why) => (format!("error: {why}"), 1),
-            };
-            v.finish(&reason, code);
-        }
-    });
+    seccomp::spawn(
+        "lifecycle".into(),
+        filtered(ThreadKind::Lifecycle),
+        move || {
+            if let Ok(event) = guest_events.recv() {
+                let (reason, code) = match event {
+                    GuestEvent::Reset => ("guest_reset".to_string(), 0),
+                    GuestEvent::Shutdown => ("guest_shutdown".to_string(), 0),
+                    GuestEvent::Failed(why) => (format!("error: {why}"), 1),
+                };
+                v.finish(&reason, code);
+            }
+        },
+    )?;
     // Console readers: output is copied to them, what they write is serial input.
-    std::thread::spawn(move || console.serve());
+    seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
+        console.serve()
+    })?;
+    if confinement.seccomp {
+        seccomp::install(ThreadKind::Api)?;
+    }
     Ok((vmm, api))
 }
 
-fn console_input(mut conn: UnixStream, devices: &crate::devices::Devices) {
-    let mut buf = [0u8; 256];
-    while let Ok(n) = conn.read(&mut buf) {
-        if n == 0 {
-            return;
-        }
-        let mut pending = &buf[..n];
-        // The UART FIFO is small: wait for the guest to drain it.
-        while !pending.is_empty() {
-            let taken = devices.serial_input(pending);
-            pending = &pending[taken..];
-            if taken == 0 {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        }
+/// Writes `path` through a temporary file and a rename: the directory, not
+/// the old file (which root may own from an earlier unjailed VMM), decides.
+fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::write(&tmp, data)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads one request line and the descriptors sent with it (SCM_RIGHTS:
+/// at most two, the snapshot files).
+fn read_request(conn: &UnixStream) -> std::io::Result<(String, Vec<File>)> {
+    let mut buf = vec![0u8; 4096];
+    let mut fds = [-1 as RawFd; 2];
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
+    // SAFETY: the iovec points into `buf`, which lives and is not otherwise
+    // borrowed during the call; any bytes may be written there.
+    let (n, nfds) = unsafe { conn.recv_with_fds(&mut iov, &mut fds) }
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    let files = fds[..nfds]
+        .iter()
+        // SAFETY: recvmsg installed these descriptors in this process; each
+        // is owned by exactly one File from here on.
+        .map(|&fd| unsafe { File::from_raw_fd(fd) })
+        .collect();
+    buf.truncate(n);
+    if n > 0 && !buf.contains(&b'\n') {
+        BufReader::new(conn)
+            .take(1 << 20)
+            .read_until(b'\n', &mut buf)?;
     }
+    let line = String::from_utf8(buf)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((line, files))
 }
 
 fn serve(vmm: Arc<Vmm>, api: UnixListener) {
     for conn in api.incoming().flatten() {
-        let mut line = String::new();
-        let mut reader = BufReader::new(&conn);
-        if reader.read_line(&mut line).is_err() {
+        let Ok((line, files)) = read_request(&conn) else {
             continue;
-        }
+        };
         let request: Result<Request, _> = serde_json::from_str(&line);
         let (response, then_exit) = match request {
             Ok(Request::Shutdown) => (Ok(serde_json::Value::Null), true),
-            Ok(req) => (vmm.handle(req), false),
+            Ok(req) => (vmm.handle(req, files), false),
             Err(e) => (Err(VmmError::invalid("request", e.to_string())), false),
         };
         let mut out = serde_json::to_string(&response).unwrap_or_else(|_| "null".into());
@@ -256,7 +505,7 @@ fn serve(vmm: Arc<Vmm>, api: UnixListener) {
 }
 
 impl Vmm {
-    fn handle(&self, req: Request) -> Response {
+    fn handle(&self, req: Request, files: Vec<File>) -> Response {
         self.console.accept_pending();
         let mut inner = lock(&self.inner);
         let Inner { machine, state } = &mut *inner;
@@ -272,7 +521,7 @@ impl Vmm {
                 restored_from: self.restored_from.clone(),
             }),
             (Request::Start, VmState::Configured) => {
-                machine.start(false, self.events.clone())?;
+                machine.resume();
                 *state = VmState::Running;
                 ok
             }
@@ -296,16 +545,29 @@ impl Vmm {
                 name(&other)
             ))),
             (Request::Snapshot { dir }, VmState::Running | VmState::Paused) => {
-                if dir.join("state.json").exists() {
-                    return Err(VmmError::AlreadyExists {
-                        message: format!("a snapshot in {}", dir.display()),
-                    });
+                let [state_file, memory_file]: [File; 2] = files.try_into().map_err(|_| {
+                    VmmError::invalid(
+                        "snapshot",
+                        "the request must carry the state and memory files (SCM_RIGHTS)",
+                    )
+                })?;
+                for f in [&state_file, &memory_file] {
+                    if !f.metadata().is_ok_and(|m| m.is_file()) {
+                        return Err(VmmError::invalid(
+                            "snapshot",
+                            "the descriptors sent are not regular files",
+                        ));
+                    }
                 }
                 machine.pause()?;
                 *state = VmState::Paused;
                 let saved = machine.save_state()?;
                 snapshot::write(
-                    &dir,
+                    snapshot::Target {
+                        dir: &dir,
+                        state: state_file,
+                        memory: memory_file,
+                    },
                     &self.config,
                     saved,
                     machine.memory(),
@@ -325,6 +587,17 @@ impl Vmm {
                 exits: machine.exit_counts(),
             }),
             (Request::Shutdown, _) => ok,
+            #[cfg(feature = "test-hooks")]
+            (Request::TestBlockedSyscall, _) => {
+                // SAFETY: socket(2) takes integers; the descriptor, if the
+                // filter lets it through, is closed right away.
+                let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+                if fd >= 0 {
+                    // SAFETY: `fd` was just returned by socket(2) and is ours.
+                    unsafe { libc::close(fd) };
+                }
+                ok
+            }
         }
     }
 
@@ -340,10 +613,7 @@ impl Vmm {
             pid: self.pid,
         };
         if let Ok(json) = serde_json::to_vec(&record) {
-            let tmp = self.run_dir.join(".exit.json.tmp");
-            if std::fs::write(&tmp, json).is_ok() {
-                let _ = std::fs::rename(&tmp, self.run_dir.join(files::EXIT));
-            }
+            let _ = write_replacing(&self.run_dir.join(files::EXIT), &json);
         }
         for f in [files::API_SOCK, files::CONSOLE_SOCK, files::PID] {
             let _ = std::fs::remove_file(self.run_dir.join(f));
@@ -374,4 +644,14 @@ pub(crate) fn rss_bytes() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(0, |kib| kib * 1024)
+}
+
+/// The handshake line announcing a VMM of host pid `pid` (see the binary).
+pub fn spawned_line(pid: u32) -> String {
+    serde_json::to_string(&Handshake::Spawned(pid)).unwrap_or_default()
+}
+
+/// The handshake line reporting `err` (see the binary).
+pub fn failed_line(err: &VmmError) -> String {
+    serde_json::to_string(&Handshake::Failed(err.clone())).unwrap_or_default()
 }

@@ -10,7 +10,7 @@ pub const KVM_DEVICE: &str = "/dev/kvm";
 /// Overrides [`KVM_DEVICE`] (tests use it to simulate a host without KVM).
 pub const KVM_DEVICE_ENV: &str = "ZIXIAO_VMM_KVM_DEVICE";
 
-fn kvm_device() -> String {
+pub(crate) fn kvm_device() -> String {
     std::env::var(KVM_DEVICE_ENV)
         .ok()
         .filter(|p| !p.is_empty())

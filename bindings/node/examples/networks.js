@@ -35,8 +35,7 @@ async function main() {
     await controller
       .deleteNetwork('lan')
       .catch((err) => console.log(`not yet (${err.code}): ${err.message}`))
-    await controller.deleteInstance('web')
-    await controller.converge('web')
+    await controller.deleteInstance('web') // resolves once it is gone
   } catch (err) {
     if (err.code !== 'unsupported') throw err // no container runtime on this machine
     console.log(`cannot run a container here: ${err.message}`)

@@ -12,11 +12,11 @@ async function main() {
   }
 
   try {
-    await controller.createInstance({
+    // Resolves once the instance has settled; { wait: false } answers at once.
+    const web = await controller.createInstance({
       name: 'web',
       spec: { type: 'container', image: 'busybox', cpus: 1, memory_mib: 64, command: ['echo', 'hi'] },
     })
-    const web = await controller.converge('web')
     console.log(`${web.name} is ${web.status} on ${web.node}`)
   } catch (err) {
     if (err.code !== 'unsupported') throw err // no container runtime on this machine

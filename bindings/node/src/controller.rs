@@ -1,145 +1,283 @@
-//! `Controller`: every Controller call as a Promise-returning method, and
-//! `connect`, which rejects until the server API exists.
+//! `Controller`: one [`Client`] call per Promise-returning method, over
+//! the embedded deployment (`Controller.open`) or a server (`connect`) alike.
 
 use std::path::PathBuf;
 
-use napi::bindgen_prelude::{PromiseRaw, Unknown};
-use napi::Env;
+use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
 use napi_derive::napi;
+use zixiao_core::api::Progress;
+use zixiao_core::driver::ImportProgress as CoreProgress;
 use zixiao_core::model::CreateNetwork;
-use zixiao_core::{Controller as CoreController, CreateInstance, Error, InstanceFilter};
-use zixiao_embedded::EmbeddedConfig;
+use zixiao_core::{Client, CreateInstance, Error, InstanceFilter, InstanceType, Wait};
 
+use crate::console::Console;
 use crate::convert::{from_js, promise, promise_with};
-use crate::logs::LogReader;
-use crate::watch::InstanceWatch;
+use crate::streams::{InstanceWatch, LogStream, NodeWatch};
 
 type Pending<'env> = napi::Result<PromiseRaw<'env, Unknown<'env>>>;
 
-/// The embedded deployment's configuration for `state_dir`, or for the
-/// CLI's default directory when it is `None`.
-fn embedded_config(state_dir: Option<String>) -> zixiao_core::Result<EmbeddedConfig> {
-    // The same default as the CLI's `--state-dir`, so both drive one store.
-    let dir = match state_dir {
-        Some(dir) => PathBuf::from(dir),
-        None => zixiao_embedded::default_state_dir()?,
-    };
-    Ok(EmbeddedConfig::new(dir))
+/// Bytes a log read returns at most by default.
+const DEFAULT_LOG_MAX: u32 = 64 * 1024;
+
+/// Where `Controller.open` finds the runtimes; absent keys take the CLI's
+/// defaults and environment variables.
+#[napi(object)]
+pub struct OpenOptions {
+    /// containerd's socket (default `ZIXIAO_CONTAINERD_SOCKET`, else
+    /// `/run/containerd/containerd.sock`).
+    pub containerd_socket: Option<String>,
+    /// The containerd namespace of the node's containers and images (default `zixiao`).
+    pub containerd_namespace: Option<String>,
+    /// libvirt's URI (default `ZIXIAO_LIBVIRT_URI`, else `qemu:///system`).
+    pub libvirt_uri: Option<String>,
 }
 
-/// Connects to a Zixiao server at `endpoint`.
+/// Whether a call that changes an instance resolves once the instance has
+/// settled (`wait: true`, the default) or once its intent is stored.
+#[napi(object)]
+pub struct WaitOptions {
+    /// Wait until it has settled (default true).
+    pub wait: Option<bool>,
+}
+
+/// Which runtime of which node an image call means.
+#[napi(object)]
+pub struct ImageTarget {
+    /// The runtime's instance type (default `container`).
+    pub instance_type: Option<String>,
+    /// The node (default: the only node).
+    pub node: Option<String>,
+}
+
+/// How far an image import has come, in bytes of the archive read.
+#[napi(object)]
+pub struct ImportProgress {
+    /// Bytes read.
+    pub done: i64,
+    /// Bytes in all.
+    pub total: i64,
+}
+
+/// A progress callback, called on the event loop.
+type ProgressCallback = ThreadsafeFunction<ImportProgress, (), ImportProgress, Status, false, true>;
+
+/// Where an import goes and whom it tells how far it has come.
+#[napi(object, object_to_js = false)]
+pub struct ImportOptions {
+    /// The runtime's instance type (default `container`).
+    pub instance_type: Option<String>,
+    /// The node (default: the only node).
+    pub node: Option<String>,
+    /// Called with `{ done, total }` as the archive is read.
+    #[napi(ts_type = "(progress: ImportProgress) => void")]
+    pub progress: Option<ProgressCallback>,
+}
+
+fn wait(options: Option<WaitOptions>) -> Wait {
+    Wait::from(options.and_then(|o| o.wait).unwrap_or(true))
+}
+
+fn instance_type(value: Option<&str>) -> zixiao_core::Result<InstanceType> {
+    zixiao_client::instance_type("instanceType", value.unwrap_or("container"))
+}
+
+fn revision(after: Option<i64>) -> zixiao_core::Result<u64> {
+    u64::try_from(after.unwrap_or(0))
+        .map_err(|_| Error::invalid("after", "a revision is not negative"))
+}
+
+fn number(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Connects to the Zixiao server at `endpoint`: a `Controller` whose calls
+/// the server carries out.
 ///
-/// Always rejects with code `unsupported` for now: the server API is not
-/// built yet. Use `Controller.open()` for the embedded controller.
-#[napi(ts_return_type = "Promise<Controller>")]
+/// Rejects with code `unsupported` while this build has no client of the
+/// server API.
+#[napi]
 // Exported to JavaScript by #[napi], which rustc cannot see; napi registers
 // nothing in a test build, so there it is unused.
 #[allow(unreachable_pub)]
 #[cfg_attr(test, allow(dead_code))]
-pub fn connect(env: &Env, endpoint: String) -> Pending<'_> {
-    promise(env, async move {
-        Err::<(), _>(Error::Unsupported(format!(
-            "cannot connect to `{endpoint}`: the server API (gRPC client) is not built yet; \
-             use Controller.open() for the embedded controller"
-        )))
-    })
+pub fn connect(env: &Env, endpoint: String) -> napi::Result<PromiseRaw<'_, Controller>> {
+    promise_with(
+        env,
+        async move { zixiao_client::connect(&endpoint).await },
+        |_, inner| Ok(Controller { inner }),
+    )
 }
 
-/// Drives nodes, instances and networks: the controller the `zixiao` CLI uses.
+/// Test support (built with the `testing` feature only): the path of
+/// zixiao-vmm's test guest kernel, or `null` when it was not built.
+#[cfg(feature = "testing")]
+#[napi(js_name = "_vmmTestGuest")]
+#[allow(unreachable_pub)]
+#[cfg_attr(test, allow(dead_code))]
+pub fn vmm_test_guest() -> Option<String> {
+    zixiao_client::testing::vmm_test_guest().map(|p| p.to_string_lossy().into_owned())
+}
+
+/// Drives nodes, instances, images and networks: the API the `zixiao` CLI
+/// uses, in-process (`Controller.open`) or on a server (`connect`).
 ///
 /// Every method returns a Promise; the work runs off the event loop. Results
 /// are plain objects shaped like the CLI's JSON output. Errors carry the
 /// error kind as `code` (`not_found`, `invalid_argument`, ...).
 #[napi]
 pub struct Controller {
-    // `Controller` is itself a cheap handle over an `Arc`.
-    inner: CoreController,
+    // `Client` is itself a cheap handle over an `Arc<dyn Api>`.
+    inner: Client,
+}
+
+/// A Promise of one call on a clone of the client, its result a plain object.
+macro_rules! call {
+    ($self:ident, $env:ident, |$c:ident| $call:expr) => {{
+        let $c = $self.inner.clone();
+        promise($env, async move { $call.await })
+    }};
 }
 
 #[napi]
 impl Controller {
-    /// Opens the embedded controller over the state directory `stateDir`
-    /// (default: the CLI's, `~/.local/share/zixiao`), registering this
-    /// machine as its node. One process at a time may hold a directory:
-    /// rejects with `unavailable` when another holds it.
+    /// Opens the embedded deployment over the state directory `stateDir`
+    /// (default: the CLI's, `ZIXIAO_STATE_DIR` or `~/.local/share/zixiao`),
+    /// registering this machine as its node with the runtimes found here
+    /// (containerd, libvirt, the microVM monitors; see `options`). One
+    /// process at a time may hold a directory: rejects with `unavailable`
+    /// when another holds it.
     #[napi]
-    pub fn open(env: &Env, state_dir: Option<String>) -> napi::Result<PromiseRaw<'_, Controller>> {
+    pub fn open(
+        env: &Env,
+        state_dir: Option<String>,
+        options: Option<OpenOptions>,
+    ) -> napi::Result<PromiseRaw<'_, Controller>> {
+        let options = options.unwrap_or(OpenOptions {
+            containerd_socket: None,
+            containerd_namespace: None,
+            libvirt_uri: None,
+        });
+        let options = zixiao_client::OpenOptions {
+            state_dir: state_dir.map(PathBuf::from),
+            containerd_socket: options.containerd_socket.map(PathBuf::from),
+            containerd_namespace: options.containerd_namespace,
+            libvirt_uri: options.libvirt_uri,
+            libvirt_domain_type: None,
+        };
         promise_with(
             env,
-            async move { zixiao_embedded::open(embedded_config(state_dir)?).await },
-            |_, embedded| {
-                Ok(Controller {
-                    inner: embedded.controller,
-                })
-            },
+            async move { zixiao_client::open(options).await },
+            |_, inner| Ok(Controller { inner }),
+        )
+    }
+
+    /// Test support (built with the `testing` feature only): the embedded
+    /// deployment whose node runs every instance type on a fake runtime.
+    #[cfg(feature = "testing")]
+    #[napi(js_name = "_openWithFakeRuntimes")]
+    pub fn open_with_fake_runtimes(
+        env: &Env,
+        state_dir: String,
+    ) -> napi::Result<PromiseRaw<'_, Controller>> {
+        promise_with(
+            env,
+            async move { zixiao_client::testing::open_with_fake_runtimes(state_dir.as_ref()).await },
+            |_, inner| Ok(Controller { inner }),
         )
     }
 
     /// Every node, in id order.
     #[napi(ts_return_type = "Promise<Node[]>")]
     pub fn list_nodes<'env>(&self, env: &'env Env) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.list_nodes().await })
+        call!(self, env, |c| c.list_nodes())
     }
 
     /// The node with id (or hostname) `node`. Rejects with `not_found`.
     #[napi(ts_return_type = "Promise<Node>")]
     pub fn get_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.get_node(&node).await })
+        call!(self, env, |c| c.get_node(&node))
     }
 
     /// Stops new placements on a node.
     #[napi(ts_return_type = "Promise<Node>")]
     pub fn cordon_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.cordon_node(&node).await })
+        call!(self, env, |c| c.cordon_node(&node))
     }
 
     /// Allows placements on a cordoned node again.
     #[napi(ts_return_type = "Promise<Node>")]
     pub fn uncordon_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.uncordon_node(&node).await })
+        call!(self, env, |c| c.uncordon_node(&node))
     }
 
     /// Empties a node (moves or stops its instances); it ends cordoned.
     #[napi(ts_return_type = "Promise<DrainReport>")]
     pub fn drain_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
+        call!(self, env, |c| c.drain_node(&node))
+    }
+
+    /// Puts a node in maintenance (`on`: emptied as by a drain) or takes it
+    /// out. Rejects with `not_found`, `failed_precondition`.
+    #[napi(ts_return_type = "Promise<DrainReport>")]
+    pub fn set_maintenance<'env>(&self, env: &'env Env, node: String, on: bool) -> Pending<'env> {
+        call!(self, env, |c| c.set_maintenance(&node, on))
+    }
+
+    /// Removes a node that holds no instances. Rejects with `not_found`,
+    /// `failed_precondition` (it holds instances: drain it first).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn deregister_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
+        call!(self, env, |c| c.deregister_node(&node))
+    }
+
+    /// Node changes after store revision `after` (default 0: from now), in
+    /// order, then live: `for await (const event of watch)`.
+    #[napi]
+    pub fn watch_nodes<'env>(
+        &self,
+        env: &'env Env,
+        after: Option<i64>,
+    ) -> napi::Result<PromiseRaw<'env, NodeWatch>> {
         let c = self.inner.clone();
-        promise(env, async move { c.drain_node(&node).await })
+        let after = revision(after);
+        promise_with(env, async move { c.watch_nodes(after?).await }, |_, s| {
+            Ok(NodeWatch::new(s))
+        })
     }
 
     /// A summary of nodes, instances, capacity and allocation.
     #[napi(ts_return_type = "Promise<ClusterInfo>")]
     pub fn cluster_info<'env>(&self, env: &'env Env) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.cluster_info().await })
+        call!(self, env, |c| c.cluster_info())
     }
 
-    /// Validates `request` and stores the instance's intent. Resolves to the
-    /// pending instance before anything runs: call `converge` to wait for
-    /// the outcome. Rejects with `invalid_argument` (naming the field in
-    /// the message and in `field`), `already_exists`, `unsupported`.
+    /// Validates `request` and stores the instance, wanted running. With
+    /// `wait` (the default) resolves once it has settled: running, or
+    /// waiting for capacity, a back-off or a person (its `conditions` say
+    /// which); else at once, pending. Rejects with `invalid_argument`
+    /// (naming the field in the message and in `field`), `already_exists`,
+    /// `unsupported`, `resource_exhausted`.
     #[napi(
-        ts_args_type = "request: CreateInstance",
+        ts_args_type = "request: CreateInstance, options?: WaitOptions",
         ts_return_type = "Promise<Instance>"
     )]
     pub fn create_instance<'env>(
         &self,
         env: &'env Env,
         request: serde_json::Value,
+        options: Option<WaitOptions>,
     ) -> Pending<'env> {
-        let c = self.inner.clone();
         let request = from_js::<CreateInstance>(None, request);
-        promise(env, async move { c.create_instance(request?).await })
+        let wait = wait(options);
+        call!(self, env, |c| c.create_instance(request?, wait))
     }
 
     /// The instance with id or name `instance`. Rejects with `not_found`.
     #[napi(ts_return_type = "Promise<Instance>")]
     pub fn get_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.get_instance(&instance).await })
+        call!(self, env, |c| c.get_instance(&instance))
     }
 
     /// The instances `filter` accepts, in name order.
@@ -152,102 +290,154 @@ impl Controller {
         env: &'env Env,
         filter: Option<serde_json::Value>,
     ) -> Pending<'env> {
-        let c = self.inner.clone();
         let filter = filter.map_or(Ok(InstanceFilter::default()), |f| {
             from_js::<InstanceFilter>(Some("filter"), f)
         });
-        promise(env, async move { c.list_instances(&filter?).await })
+        call!(self, env, |c| c.list_instances(filter?))
     }
 
-    /// Asks for the instance to run (call `converge` to wait).
+    /// Wants the instance running; with `wait` (the default), resolves once
+    /// it settled. Rejects with `not_found`, `failed_precondition`.
     #[napi(ts_return_type = "Promise<Instance>")]
-    pub fn start_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.start_instance(&instance).await })
+    pub fn start_instance<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let wait = wait(options);
+        call!(self, env, |c| c.start_instance(&instance, wait))
     }
 
-    /// Asks for the instance to stop (call `converge` to wait).
+    /// Wants the instance stopped; with `wait` (the default), resolves once
+    /// it settled. Rejects with `not_found`, `failed_precondition`.
     #[napi(ts_return_type = "Promise<Instance>")]
-    pub fn stop_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.stop_instance(&instance).await })
+    pub fn stop_instance<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let wait = wait(options);
+        call!(self, env, |c| c.stop_instance(&instance, wait))
     }
 
-    /// Asks for the instance to restart (call `converge` to wait).
+    /// Stops and starts the instance; with `wait` (the default), resolves
+    /// once it settled.
     #[napi(ts_return_type = "Promise<Instance>")]
-    pub fn restart_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.restart_instance(&instance).await })
+    pub fn restart_instance<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let wait = wait(options);
+        call!(self, env, |c| c.restart_instance(&instance, wait))
     }
 
-    /// Asks for the instance to be deleted (call `converge`, which resolves
-    /// to `null` once it is gone).
-    #[napi(ts_return_type = "Promise<Instance>")]
-    pub fn delete_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.delete_instance(&instance).await })
+    /// Wants the instance deleted. With `wait` (the default) resolves to
+    /// `null` once it is gone, or to the instance as it is when something
+    /// holds it up (its conditions say what); without, to the instance
+    /// being deleted. Rejects with `not_found`.
+    #[napi(ts_return_type = "Promise<Instance | null>")]
+    pub fn delete_instance<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let wait = wait(options);
+        call!(self, env, |c| c.delete_instance(&instance, wait))
     }
 
-    /// Freezes a running instance.
+    /// Freezes a running instance. Rejects with `failed_precondition`, `unsupported`.
     #[napi(ts_return_type = "Promise<Instance>")]
     pub fn pause_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.pause_instance(&instance).await })
+        call!(self, env, |c| c.pause_instance(&instance))
     }
 
-    /// Thaws a paused instance.
+    /// Thaws a paused instance. Rejects with `failed_precondition`, `unsupported`.
     #[napi(ts_return_type = "Promise<Instance>")]
     pub fn resume_instance<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.resume_instance(&instance).await })
-    }
-
-    /// Carries out the instance's intent and resolves once it is met or
-    /// must wait (capacity, back-off, a person): the instance, or `null`
-    /// once it is deleted.
-    #[napi(ts_return_type = "Promise<Instance | null>")]
-    pub fn converge<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.converge(&instance).await })
-    }
-
-    /// Converges every instance and reports what it found.
-    #[napi(ts_return_type = "Promise<ReconcileReport>")]
-    pub fn reconcile_all<'env>(&self, env: &'env Env) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.reconcile_all().await })
+        call!(self, env, |c| c.resume_instance(&instance))
     }
 
     /// Current resource usage of a placed instance.
     #[napi(ts_return_type = "Promise<InstanceStats>")]
     pub fn instance_stats<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.instance_stats(&instance).await })
+        call!(self, env, |c| c.instance_stats(&instance))
     }
 
-    /// A reader of the instance's console output (or stdout and stderr).
+    /// Up to `max` bytes (default 64 KiB) of the instance's log (its
+    /// console, or stdout and stderr) from `offset` (default 0); read again
+    /// from `nextOffset` to go on. Rejects with `not_found`,
+    /// `failed_precondition` (not on a node yet).
     #[napi]
-    pub fn logs<'env>(
+    pub fn read_log<'env>(
         &self,
         env: &'env Env,
         instance: String,
-    ) -> napi::Result<PromiseRaw<'env, LogReader>> {
+        offset: Option<i64>,
+        max: Option<u32>,
+    ) -> napi::Result<PromiseRaw<'env, LogChunk>> {
         let c = self.inner.clone();
-        promise_with(env, async move { c.logs(&instance).await }, |_, reader| {
-            Ok(LogReader::new(reader))
-        })
+        let offset = u64::try_from(offset.unwrap_or(0))
+            .map_err(|_| Error::invalid("offset", "an offset is not negative"));
+        let max = u64::from(max.unwrap_or(DEFAULT_LOG_MAX));
+        promise_with(
+            env,
+            async move { c.read_log(&instance, offset?, max).await },
+            |_, chunk| {
+                Ok(LogChunk {
+                    data: chunk.data.into(),
+                    next_offset: number(chunk.next_offset),
+                })
+            },
+        )
     }
 
-    /// The store's current revision, to watch from "now".
-    #[napi(ts_return_type = "Promise<number>")]
-    pub fn current_revision<'env>(&self, env: &'env Env) -> Pending<'env> {
+    /// The instance's log from `offset` (default 0) as it grows:
+    /// `for await (const piece of stream)` yields Buffers and ends once the
+    /// instance stops running and all it wrote was read. Rejects with
+    /// `not_found`, `failed_precondition`.
+    #[napi]
+    pub fn follow_log<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        offset: Option<i64>,
+    ) -> napi::Result<PromiseRaw<'env, LogStream>> {
         let c = self.inner.clone();
-        promise(env, async move { c.current_revision().await })
+        let offset = u64::try_from(offset.unwrap_or(0))
+            .map_err(|_| Error::invalid("offset", "an offset is not negative"));
+        promise_with(
+            env,
+            async move { c.follow_log(&instance, offset?).await },
+            |_, s| Ok(LogStream::new(s)),
+        )
     }
 
-    /// Instance changes after store revision `after` (default 0: the oldest
-    /// kept), in order, then live. Rejects with `failed_precondition` when
-    /// that history was compacted.
+    /// Opens the instance's interactive console: a `Console` to `write` to,
+    /// `read` or `for await` its output, and `close`. Rejects with
+    /// `not_found`, `failed_precondition` (not running), `unsupported` (its
+    /// runtime has no console).
+    #[napi]
+    pub fn attach_console<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+    ) -> napi::Result<PromiseRaw<'env, Console>> {
+        let c = self.inner.clone();
+        promise_with(
+            env,
+            async move { c.attach_console(&instance).await },
+            |_, console| Ok(Console::new(console)),
+        )
+    }
+
+    /// Instance changes after store revision `after` (default 0: from now),
+    /// in order, then live: `for await (const event of watch)`. Rejects with
+    /// `failed_precondition` when that history was compacted.
     #[napi]
     pub fn watch_instances<'env>(
         &self,
@@ -255,13 +445,163 @@ impl Controller {
         after: Option<i64>,
     ) -> napi::Result<PromiseRaw<'env, InstanceWatch>> {
         let c = self.inner.clone();
-        let after = u64::try_from(after.unwrap_or(0))
-            .map_err(|_| Error::invalid("after", "a revision is not negative"));
+        let after = revision(after);
         promise_with(
             env,
             async move { c.watch_instances(after?).await },
             |_, stream| Ok(InstanceWatch::new(stream)),
         )
+    }
+
+    /// Takes snapshot `name` of the instance (its disks, and its memory
+    /// when it runs); idempotent. Rejects with `not_found`,
+    /// `invalid_argument` (the name), `failed_precondition`, `unsupported`.
+    #[napi(ts_return_type = "Promise<Snapshot>")]
+    pub fn create_snapshot<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        name: String,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.create_snapshot(&instance, &name))
+    }
+
+    /// The instance's snapshots, oldest first.
+    #[napi(ts_return_type = "Promise<Snapshot[]>")]
+    pub fn list_snapshots<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
+        call!(self, env, |c| c.list_snapshots(&instance))
+    }
+
+    /// Puts the instance back to snapshot `name`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn revert_snapshot<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        name: String,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.revert_snapshot(&instance, &name))
+    }
+
+    /// Deletes snapshot `name`; idempotent.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_snapshot<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        name: String,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.delete_snapshot(&instance, &name))
+    }
+
+    /// Copies snapshot `name` into the new directory `to` on this machine,
+    /// for `restoreInstance`. Rejects with `not_found`, `already_exists`
+    /// (`to` is not empty), `unsupported` (not the embedded deployment).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn export_snapshot<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        name: String,
+        to: String,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.export_snapshot(
+            &instance,
+            &name,
+            to.into()
+        ))
+    }
+
+    /// Creates instance `name` from a snapshot directory written by
+    /// `exportSnapshot`; it resumes where the snapshot was taken. Rejects
+    /// as `createInstance` does, and with `invalid_argument` (`from`: not a
+    /// snapshot directory).
+    #[napi(ts_return_type = "Promise<Instance>")]
+    pub fn restore_instance<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        snapshot_dir: String,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let wait = wait(options);
+        call!(self, env, |c| c.restore_instance(
+            &name,
+            snapshot_dir.into(),
+            wait
+        ))
+    }
+
+    /// Imports every image of the archive `archive` (an OCI layout or
+    /// docker-archive tar on this machine) into a node's runtime, calling
+    /// `options.progress` as it reads. Resolves to the images imported.
+    /// Rejects with `not_found` (node or file), `invalid_argument` (not an
+    /// archive), `unsupported`.
+    #[napi(ts_return_type = "Promise<Image[]>")]
+    pub fn import_images<'env>(
+        &self,
+        env: &'env Env,
+        archive: String,
+        options: Option<ImportOptions>,
+    ) -> Pending<'env> {
+        let (ty, node, callback) = match options {
+            Some(o) => (
+                instance_type(o.instance_type.as_deref()),
+                o.node,
+                o.progress,
+            ),
+            None => (instance_type(None), None, None),
+        };
+        let progress = match callback {
+            Some(callback) => Progress::new(move |p: CoreProgress| {
+                let progress = ImportProgress {
+                    done: number(p.done),
+                    total: number(p.total),
+                };
+                callback.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+            None => Progress::ignore(),
+        };
+        call!(self, env, |c| c.import_images(
+            node.as_deref(),
+            ty?,
+            archive.into(),
+            progress
+        ))
+    }
+
+    /// The images a node's runtime holds.
+    #[napi(ts_return_type = "Promise<Image[]>")]
+    pub fn list_images<'env>(&self, env: &'env Env, target: Option<ImageTarget>) -> Pending<'env> {
+        let (ty, node) = match target {
+            Some(t) => (instance_type(t.instance_type.as_deref()), t.node),
+            None => (instance_type(None), None),
+        };
+        call!(self, env, |c| c.list_images(node.as_deref(), ty?))
+    }
+
+    /// Removes image `name` from a node's runtime. Rejects with
+    /// `not_found`, `failed_precondition` (an instance uses it), `unsupported`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn remove_image<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        target: Option<ImageTarget>,
+    ) -> Pending<'env> {
+        let (ty, node) = match target {
+            Some(t) => (instance_type(t.instance_type.as_deref()), t.node),
+            None => (instance_type(None), None),
+        };
+        call!(self, env, |c| c.remove_image(node.as_deref(), ty?, &name))
+    }
+
+    /// Copies the deployment's state, while it stays in use, into the new
+    /// file `to` and checks the copy. Rejects with `invalid_argument` (`to`
+    /// exists), `unsupported` (not the embedded deployment).
+    #[napi(ts_return_type = "Promise<StoreSummary>")]
+    pub fn backup_state<'env>(&self, env: &'env Env, to: String) -> Pending<'env> {
+        call!(self, env, |c| c.backup_state(to.into()))
     }
 
     /// Validates `request` (shaped like the CLI's `network create`: `name`,
@@ -278,58 +618,35 @@ impl Controller {
         env: &'env Env,
         request: serde_json::Value,
     ) -> Pending<'env> {
-        let c = self.inner.clone();
         let request = from_js::<CreateNetwork>(None, request);
-        promise(env, async move { c.create_network(request?).await })
+        call!(self, env, |c| c.create_network(request?))
     }
 
     /// The network named `name`. Rejects with `not_found`.
     #[napi(ts_return_type = "Promise<Network>")]
     pub fn get_network<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.get_network(&name).await })
+        call!(self, env, |c| c.get_network(&name))
     }
 
     /// Every network, in name order.
     #[napi(ts_return_type = "Promise<Network[]>")]
     pub fn list_networks<'env>(&self, env: &'env Env) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.list_networks().await })
+        call!(self, env, |c| c.list_networks())
     }
 
     /// Removes the network from every node and from the store. Rejects with
     /// `not_found`, `failed_precondition` naming the instances still on it.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn delete_network<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.delete_network(&name).await })
-    }
-
-    /// Releases addresses of instances that are gone and makes every node's
-    /// networking match the store; resolves to what it removed and released.
-    #[napi(ts_return_type = "Promise<NetworkReconcileReport>")]
-    pub fn reconcile_networks<'env>(&self, env: &'env Env) -> Pending<'env> {
-        let c = self.inner.clone();
-        promise(env, async move { c.reconcile_networks().await })
+        call!(self, env, |c| c.delete_network(&name))
     }
 }
 
-// A separate block: napi registers an impl block's methods together, so a
-// method cannot be left out by `cfg` inside one.
-#[cfg(feature = "testing")]
-#[napi]
-impl Controller {
-    /// Test support (built with the `testing` feature only): a controller
-    /// whose node runs every instance type on an in-memory fake runtime.
-    #[napi(js_name = "_openWithFakeRuntimes")]
-    pub fn open_with_fake_runtimes(
-        env: &Env,
-        state_dir: String,
-    ) -> napi::Result<PromiseRaw<'_, Controller>> {
-        promise_with(
-            env,
-            async move { crate::testing::open_with_fake_runtimes(state_dir.as_ref()).await },
-            |_, inner| Ok(Controller { inner }),
-        )
-    }
+/// A piece of an instance's log.
+#[napi(object)]
+pub struct LogChunk {
+    /// The bytes read.
+    pub data: Buffer,
+    /// The offset to read from next to follow the log.
+    pub next_offset: i64,
 }

@@ -1,13 +1,15 @@
-//! Maps the Controller's errors onto JS errors: an `Error` whose `code` is
-//! the snake_case error kind (`not_found`, `invalid_argument`, ...), whose
-//! message is the error itself and whose `cause` chain holds its sources. An
-//! invalid argument also carries the field's path in `field`.
+//! Maps the API's errors onto JS errors: an `Error` whose `code` is the
+//! snake_case error kind (`not_found`, `invalid_argument`, ...,
+//! `permission_denied`, `unauthenticated`: [`zixiao_core::ErrorKind::as_str`],
+//! so every kind the core has reaches JS by its name), whose message is the
+//! error itself and whose `cause` chain holds its sources. An invalid
+//! argument also carries the field's path in `field`.
 
 use napi::bindgen_prelude::{JsObjectValue, Object};
 use napi::{Env, JsError};
 use zixiao_core::Error;
 
-/// The JS error for a Controller error, as a napi error that rejects or
+/// The JS error for an API error, as a napi error that rejects or
 /// throws that very object.
 pub(crate) fn to_js(env: &Env, error: Error) -> napi::Error {
     let mut js = napi::Error::new(error.kind().as_str().to_owned(), error.to_string());

@@ -1,7 +1,8 @@
-//! The `zixiao` Node addon: Zixiao's [`Controller`](zixiao_core::Controller)
-//! for JavaScript and TypeScript.
+//! The `zixiao` Node addon: Zixiao's API ([`zixiao_core::Client`]) for
+//! JavaScript and TypeScript, over the embedded deployment in this process
+//! (`Controller.open`) or a server (`connect`).
 //!
-//! Each method is one controller call plus conversion and returns a Promise:
+//! Each method is one `Client` call plus conversion and returns a Promise:
 //! the call runs on napi's tokio runtime, never on the event loop. Requests
 //! are plain objects, results are objects shaped like the CLI's JSON output
 //! (typed in `types.d.ts`, prepended to the generated `index.d.ts`), and
@@ -11,10 +12,8 @@
 // descriptors) without docs; the exported API is documented on its items.
 #![allow(missing_docs)]
 
+mod console;
 mod controller;
 mod convert;
 mod error;
-mod logs;
-#[cfg(feature = "testing")]
-mod testing;
-mod watch;
+mod streams;

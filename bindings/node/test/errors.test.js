@@ -46,16 +46,37 @@ test('not_found, already_exists and failed_precondition', async () => {
   await assert.rejects(controller.getNode('ghost'), { code: 'not_found' })
   await controller.createInstance(container('web'))
   await assert.rejects(controller.createInstance(container('web')), { code: 'already_exists' })
-  await controller.converge('web')
   await controller.stopInstance('web')
-  await controller.converge('web')
   await assert.rejects(controller.pauseInstance('web'), { code: 'failed_precondition' })
 })
 
-test('connect rejects with unsupported: the server API is not built yet', async () => {
-  await assert.rejects(zixiao.connect('http://127.0.0.1:7400'), (err) => {
-    assert.equal(err.code, 'unsupported')
-    assert.match(err.message, /server API/)
+test('what the fake runtime cannot do rejects with unsupported and the reason', async () => {
+  const controller = await fakeController()
+  await controller.createInstance(container('web'))
+  for (const call of [
+    () => controller.createSnapshot('web', 's1'),
+    () => controller.listSnapshots('web'),
+    () => controller.attachConsole('web'),
+    () => controller.listImages(),
+    () => controller.importImages('/nonexistent.tar', { progress: () => {} }),
+  ]) {
+    await assert.rejects(call(), (err) => {
+      assert.equal(err.code, 'unsupported')
+      assert.ok(err.message.length > 0)
+      return true
+    })
+  }
+  await assert.rejects(controller.listImages({ instanceType: 'jail' }), {
+    code: 'invalid_argument',
+    field: 'instanceType',
+  })
+})
+
+test('a server nobody answers for is unavailable, naming it, on the first call', async () => {
+  const controller = await zixiao.connect('http://127.0.0.1:7400')
+  await assert.rejects(controller.listNodes(), (err) => {
+    assert.equal(err.code, 'unavailable')
+    assert.match(err.message, /127\.0\.0\.1:7400/)
     return true
   })
 })

@@ -4,67 +4,105 @@ const { test } = require('node:test')
 
 const { zixiao, stateDir, fakeController, container } = require('./helpers')
 
-test('create, converge, stop, start and delete an instance', async () => {
+test('create, stop, start, restart and delete an instance, waiting for each', async () => {
   const controller = await fakeController()
-  const created = await controller.createInstance(container('web', { command: ['echo', 'hi'] }))
-  assert.equal(created.name, 'web')
-  assert.equal(created.status, 'pending')
-  assert.deepEqual(created.spec.command, ['echo', 'hi'])
-
-  const running = await controller.converge('web')
+  const running = await controller.createInstance(container('web', { command: ['echo', 'hi'] }))
+  assert.equal(running.name, 'web')
   assert.equal(running.status, 'running')
   assert.equal(running.node, 'local')
+  assert.deepEqual(running.spec.command, ['echo', 'hi'])
   assert.deepEqual((await controller.listInstances()).map((i) => i.name), ['web'])
   assert.deepEqual(await controller.listInstances({ status: 'stopped' }), [])
 
-  await controller.stopInstance('web')
-  assert.equal((await controller.converge('web')).status, 'stopped')
-
-  await controller.startInstance(created.id)
-  assert.equal((await controller.converge(created.id)).status, 'running')
-
-  assert.equal((await controller.deleteInstance('web')).desired, 'deleted')
-  assert.equal(await controller.converge('web'), null)
+  assert.equal((await controller.stopInstance('web')).status, 'stopped')
+  assert.equal((await controller.startInstance(running.id)).status, 'running')
+  assert.equal((await controller.restartInstance('web')).status, 'running')
+  assert.equal(await controller.deleteInstance('web'), null)
   assert.deepEqual(await controller.listInstances(), [])
 })
 
-test('pause, resume, stats and console output', async () => {
+test('without wait a call resolves with the intent stored', async () => {
+  const controller = await fakeController()
+  const pending = await controller.createInstance(container('web'), { wait: false })
+  assert.equal(pending.status, 'pending')
+  // A read brings the embedded deployment up to date with its runtimes.
+  assert.equal((await controller.getInstance('web')).status, 'running')
+  assert.equal((await controller.deleteInstance('web', { wait: false })).desired, 'deleted')
+  assert.equal(await controller.deleteInstance('web'), null)
+})
+
+test('pause, resume, stats and the log', async () => {
   const controller = await fakeController()
   await controller.createInstance(container('web'))
-  await controller.converge('web')
   assert.equal((await controller.pauseInstance('web')).status, 'paused')
   assert.equal((await controller.resumeInstance('web')).status, 'running')
 
   const stats = await controller.instanceStats('web')
   assert.equal(typeof stats.cpu_time_ns, 'number')
 
-  const log = await controller.logs('web')
-  const chunk = await log.read()
+  const chunk = await controller.readLog('web')
   assert.equal(chunk.data.toString(), 'started web\n')
   assert.equal(chunk.nextOffset, chunk.data.length)
-  assert.equal((await log.read(chunk.nextOffset)).data.length, 0)
-  assert.equal(await log.isRunning(), true)
+  assert.equal((await controller.readLog('web', chunk.nextOffset)).data.length, 0)
+  assert.equal((await controller.readLog('web', 0, 7)).data.toString(), 'started')
 })
 
-test('nodes and cluster info', async () => {
+test('following a log ends when the instance stops', async () => {
+  const controller = await fakeController()
+  await controller.createInstance(container('web'))
+  await controller.stopInstance('web')
+  const pieces = []
+  for await (const piece of await controller.followLog('web')) pieces.push(piece)
+  assert.equal(Buffer.concat(pieces).toString(), 'started web\n')
+  const tail = []
+  for await (const piece of await controller.followLog('web', 8)) tail.push(piece)
+  assert.equal(Buffer.concat(tail).toString(), 'web\n')
+})
+
+test('nodes: cluster info, cordon, maintenance, watch and deregister', async () => {
   const controller = await fakeController()
   const nodes = await controller.listNodes()
   assert.deepEqual(nodes.map((n) => n.id), ['local'])
   assert.deepEqual([...nodes[0].runtimes].sort(), ['container', 'microvm', 'vm'])
   assert.equal((await controller.getNode('local')).status, 'ready')
 
-  await controller.createInstance(container('a'))
-  await controller.createInstance(container('b'))
-  await Promise.all([controller.converge('a'), controller.converge('b')])
+  await Promise.all([controller.createInstance(container('a')), controller.createInstance(container('b'))])
   const info = await controller.clusterInfo()
   assert.equal(info.nodes, 1)
   assert.equal(info.instances, 2)
   assert.deepEqual(info.instances_by_type, { container: { running: 2 } })
+
+  const watch = await controller.watchNodes()
   assert.equal((await controller.cordonNode('local')).status, 'cordoned')
+  const { value: event } = await watch[Symbol.asyncIterator]().next()
+  assert.equal(event.kind, 'modified')
+  assert.equal(event.node.status, 'cordoned')
   assert.equal((await controller.uncordonNode('local')).status, 'ready')
+
+  const report = await controller.setMaintenance('local', true)
+  assert.equal(report.status, 'maintenance')
+  assert.equal((await controller.setMaintenance('local', false)).status, 'ready')
+
+  await assert.rejects(controller.deregisterNode('local'), { code: 'failed_precondition' })
+  await controller.deleteInstance('a')
+  await controller.deleteInstance('b')
+  await controller.deregisterNode('local')
+  assert.deepEqual(await controller.listNodes(), [])
 })
 
-test('the embedded controller registers this machine', async () => {
+test('a state backup is written and checked; an existing file is refused', async () => {
+  const fs = require('node:fs')
+  const path = require('node:path')
+  const controller = await fakeController()
+  await controller.createInstance(container('web'))
+  const file = path.join(stateDir(), 'backup.redb')
+  const summary = await controller.backupState(file)
+  assert.ok(fs.statSync(file).size > 0)
+  assert.ok(summary.keys >= 2)
+  await assert.rejects(controller.backupState(file), { code: 'invalid_argument' })
+})
+
+test('the embedded deployment registers this machine', async () => {
   const controller = await zixiao.Controller.open(stateDir())
   const nodes = await controller.listNodes()
   assert.equal(nodes.length, 1)

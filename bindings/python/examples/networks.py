@@ -35,8 +35,7 @@ try:
         controller.delete_network("lan")
     except zixiao.FailedPrecondition as e:
         print(f"not yet: {e}")
-    controller.delete_instance("web")
-    controller.converge("web")
+    controller.delete_instance("web")  # waits until it is gone
 except zixiao.Unsupported as e:  # no container runtime on this machine
     print(f"cannot run a container here: {e}")
 finally:

@@ -2,7 +2,8 @@ import tempfile
 
 import zixiao
 
-# The embedded controller (the CLI's), over its own state directory.
+# The embedded deployment (the CLI's), over its own state directory;
+# zixiao.connect(endpoint) gives the same Controller over a server.
 controller = zixiao.Controller.open(tempfile.mkdtemp(prefix="zixiao-"))
 
 for node in controller.list_nodes():
@@ -14,8 +15,7 @@ request = zixiao.CreateInstance(
                              command=["echo", "hi"]),
 )
 try:
-    controller.create_instance(request)   # stores the intent
-    web = controller.converge("web")      # runs it; waits with the GIL released
+    web = controller.create_instance(request)  # waits until it settles, GIL released
     print(f"{web['name']} is {web['status']} on {web['node']}")
 except zixiao.Unsupported as e:           # no container runtime on this machine
     print(f"cannot run it here: {e}")

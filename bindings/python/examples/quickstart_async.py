@@ -12,7 +12,7 @@ async def main():
         await controller.get_instance("web")
     except zixiao.NotFound as e:
         print(f"{e.kind}: {e}")
-    watch = await controller.watch_instances(after=await controller.current_revision())
+    watch = await controller.watch_instances()  # from now
     print("watching", type(watch).__name__)
 
 

@@ -1,46 +1,28 @@
 //! `zixiao.Controller` (blocking) and `zixiao.AsyncController` (asyncio):
-//! the same [`Controller`] calls, one per method. A blocking method releases
-//! the GIL while it waits; an async one returns an awaitable that runs on
-//! the module's runtime.
+//! one [`Client`] call per method, over the embedded deployment (`open`) or
+//! a server (`connect`) alike. A blocking method releases the GIL while it
+//! waits; an async one returns an awaitable that runs on the module's
+//! runtime.
 
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
-use zixiao_core::controller::{DrainReport, NetworkReconcileReport, ReconcileReport};
+use tokio::sync::mpsc;
+use zixiao_client::OpenOptions;
+use zixiao_core::api::Progress;
+use zixiao_core::controller::DrainReport;
+use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
 use zixiao_core::model::{CreateNetwork, Network};
-use zixiao_core::{
-    ClusterInfo, Controller, CreateInstance, Error, Instance, InstanceFilter, InstanceStats, Node,
-};
-use zixiao_embedded::EmbeddedConfig;
+use zixiao_core::store::StoreSummary;
+use zixiao_core::{Client, CreateInstance, Instance, InstanceFilter, InstanceType, Wait};
 
-use crate::convert::{from_py, Json};
-use crate::logs::{PyAsyncLogReader, PyLogReader};
-use crate::watch::PyInstanceWatch;
-use crate::{awaitable, awaitable_of, error, wait};
+use crate::console::{PyAsyncConsole, PyConsole};
+use crate::convert::{from_py, Json, Outcome, PyLogChunk};
+use crate::streams::{PyInstanceWatch, PyLogStream, PyNodeWatch};
+use crate::{awaitable, awaitable_of, bridge, error, wait};
 
-/// The embedded deployment's configuration for `state_dir`, or for the
-/// CLI's default directory when it is `None`.
-fn embedded_config(state_dir: Option<PathBuf>) -> zixiao_core::Result<EmbeddedConfig> {
-    // The same default as the CLI's `--state-dir`, so both drive one store.
-    let dir = match state_dir {
-        Some(dir) => dir,
-        None => zixiao_embedded::default_state_dir()?,
-    };
-    Ok(EmbeddedConfig::new(dir))
-}
-
-async fn open_embedded(state_dir: Option<PathBuf>) -> zixiao_core::Result<Controller> {
-    Ok(zixiao_embedded::open(embedded_config(state_dir)?)
-        .await?
-        .controller)
-}
-
-fn server_unsupported(endpoint: &str) -> Error {
-    Error::Unsupported(format!(
-        "cannot connect to `{endpoint}`: the server API (gRPC client) is not built yet; \
-         use Controller.open() for the embedded controller"
-    ))
-}
+/// Bytes a log read returns at most by default.
+const DEFAULT_LOG_MAX: u64 = 64 * 1024;
 
 fn filter_from(filter: Option<&Bound<'_, PyAny>>) -> PyResult<InstanceFilter> {
     filter.map_or(Ok(InstanceFilter::default()), |f| {
@@ -48,101 +30,188 @@ fn filter_from(filter: Option<&Bound<'_, PyAny>>) -> PyResult<InstanceFilter> {
     })
 }
 
-/// Connects to a Zixiao server at `endpoint`.
-///
-/// Always raises `Unsupported` for now: the server API is not built yet.
-/// Use `Controller.open()` for the embedded controller.
-#[pyfunction]
-pub(crate) fn connect(endpoint: &str) -> PyResult<PyController> {
-    Err(error::to_py(server_unsupported(endpoint)))
+fn instance_type(value: &str) -> PyResult<InstanceType> {
+    zixiao_client::instance_type("instance_type", value).map_err(error::to_py)
 }
 
-/// Connects to a Zixiao server at `endpoint`, returning an `AsyncController`.
-///
-/// Always raises `Unsupported` for now: the server API is not built yet.
-#[pyfunction]
-pub(crate) fn connect_async<'py>(py: Python<'py>, endpoint: String) -> PyResult<Bound<'py, PyAny>> {
-    awaitable(
-        py,
-        async move { Err::<(), _>(server_unsupported(&endpoint)) },
-    )
+fn open_options(
+    state_dir: Option<PathBuf>,
+    containerd_socket: Option<PathBuf>,
+    containerd_namespace: Option<String>,
+    libvirt_uri: Option<String>,
+) -> OpenOptions {
+    OpenOptions {
+        state_dir,
+        containerd_socket,
+        containerd_namespace,
+        libvirt_uri,
+        libvirt_domain_type: None,
+    }
 }
 
-/// Drives nodes, instances and networks: the controller the `zixiao` CLI uses.
+/// An image import's progress as the callback's arguments `(done, total)`.
+fn progress_channel() -> (Progress, mpsc::UnboundedReceiver<(u64, u64)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let progress = Progress::new(move |p: ImportProgress| {
+        let _ = tx.send((p.done, p.total));
+    });
+    (progress, rx)
+}
+
+/// Connects to the Zixiao server at `endpoint`: a `Controller` whose
+/// calls the server carries out.
 ///
-/// Every method blocks until the controller answers and releases the GIL
+/// Raises `Unsupported` while this build has no client of the server API.
+#[pyfunction]
+pub(crate) fn connect(py: Python<'_>, endpoint: &str) -> PyResult<PyController> {
+    wait(py, zixiao_client::connect(endpoint)).map(PyController::from)
+}
+
+/// Connects to the Zixiao server at `endpoint`: an awaitable of an `AsyncController`.
+///
+/// Raises `Unsupported` while this build has no client of the server API.
+#[pyfunction]
+pub(crate) fn connect_async(py: Python<'_>, endpoint: String) -> PyResult<Bound<'_, PyAny>> {
+    awaitable_of(py, async move {
+        zixiao_client::connect(&endpoint)
+            .await
+            .map(PyAsyncController::from)
+    })
+}
+
+/// Test support (built with the `testing` feature only): the path of
+/// zixiao-vmm's test guest kernel, or `None` when it was not built.
+#[cfg(feature = "testing")]
+#[pyfunction]
+pub(crate) fn _vmm_test_guest() -> Option<PathBuf> {
+    zixiao_client::testing::vmm_test_guest()
+}
+
+/// Drives nodes, instances, images and networks: the API the `zixiao` CLI
+/// uses, in-process (`Controller.open`) or on a server (`zixiao.connect`).
+///
+/// Every method blocks until the deployment answers and releases the GIL
 /// meanwhile. Results are dicts shaped like the CLI's JSON output. Errors
 /// are `zixiao.ZixiaoError` subclasses, one per error kind.
 #[pyclass(name = "Controller", module = "zixiao", frozen)]
 pub(crate) struct PyController {
-    // `Controller` is itself a cheap handle over an `Arc`.
-    inner: Controller,
+    // `Client` is itself a cheap handle over an `Arc<dyn Api>`.
+    inner: Client,
+}
+
+impl From<Client> for PyController {
+    fn from(inner: Client) -> Self {
+        PyController { inner }
+    }
 }
 
 #[pymethods]
 impl PyController {
-    /// Opens the embedded controller over the state directory `state_dir`
-    /// (default: the CLI's, `~/.local/share/zixiao`), registering this
-    /// machine as its node. One process at a time may hold a directory.
+    /// Opens the embedded deployment over the state directory `state_dir`
+    /// (default: the CLI's, `ZIXIAO_STATE_DIR` or `~/.local/share/zixiao`),
+    /// registering this machine as its node with the runtimes found here:
+    /// containerd at `containerd_socket` (default `ZIXIAO_CONTAINERD_SOCKET`
+    /// or `/run/containerd/containerd.sock`) in `containerd_namespace`
+    /// (default `zixiao`), libvirt at `libvirt_uri`
+    /// (default `ZIXIAO_LIBVIRT_URI` or `qemu:///system`), and the microVM
+    /// monitors. One process at a time may hold a directory.
     ///
     /// Raises `Unavailable` when another process holds it.
     #[staticmethod]
-    #[pyo3(signature = (state_dir=None))]
-    fn open(py: Python<'_>, state_dir: Option<PathBuf>) -> PyResult<Self> {
-        wait(py, open_embedded(state_dir)).map(|inner| PyController { inner })
+    #[pyo3(signature = (
+        state_dir=None, *, containerd_socket=None, containerd_namespace=None, libvirt_uri=None
+    ))]
+    fn open(
+        py: Python<'_>,
+        state_dir: Option<PathBuf>,
+        containerd_socket: Option<PathBuf>,
+        containerd_namespace: Option<String>,
+        libvirt_uri: Option<String>,
+    ) -> PyResult<Self> {
+        let options = open_options(
+            state_dir,
+            containerd_socket,
+            containerd_namespace,
+            libvirt_uri,
+        );
+        wait(py, zixiao_client::open(options)).map(PyController::from)
     }
 
-    /// Test support (built with the `testing` feature only): a controller
-    /// whose node runs every instance type on an in-memory fake runtime.
+    /// Test support (built with the `testing` feature only): the embedded
+    /// deployment whose node runs every instance type on a fake runtime.
     #[cfg(feature = "testing")]
     #[staticmethod]
     fn _open_with_fake_runtimes(py: Python<'_>, state_dir: PathBuf) -> PyResult<Self> {
-        wait(py, crate::testing::open_with_fake_runtimes(&state_dir))
-            .map(|inner| PyController { inner })
+        let open = zixiao_client::testing::open_with_fake_runtimes(&state_dir);
+        wait(py, open).map(PyController::from)
     }
 
     /// Every node, in id order.
-    fn list_nodes(&self, py: Python<'_>) -> PyResult<Json<Vec<Node>>> {
+    fn list_nodes(&self, py: Python<'_>) -> PyResult<Json<Vec<zixiao_core::Node>>> {
         wait(py, self.inner.list_nodes()).map(Json)
     }
 
     /// The node with id (or hostname) `node`. Raises `NotFound`.
-    fn get_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<Node>> {
+    fn get_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<zixiao_core::Node>> {
         wait(py, self.inner.get_node(node)).map(Json)
     }
 
     /// Stops new placements on a node. Raises `NotFound`, `FailedPrecondition`.
-    fn cordon_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<Node>> {
+    fn cordon_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<zixiao_core::Node>> {
         wait(py, self.inner.cordon_node(node)).map(Json)
     }
 
     /// Allows placements on a cordoned node again. Raises `NotFound`, `FailedPrecondition`.
-    fn uncordon_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<Node>> {
+    fn uncordon_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<zixiao_core::Node>> {
         wait(py, self.inner.uncordon_node(node)).map(Json)
     }
 
     /// Empties a node (moves or stops its instances); it ends cordoned.
+    /// Returns what moved, waits and stopped.
     fn drain_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<DrainReport>> {
         wait(py, self.inner.drain_node(node)).map(Json)
     }
 
+    /// Puts a node in maintenance (`on=True`: emptied as by a drain) or
+    /// takes it out. Raises `NotFound`, `FailedPrecondition`.
+    fn set_maintenance(&self, py: Python<'_>, node: &str, on: bool) -> PyResult<Json<DrainReport>> {
+        wait(py, self.inner.set_maintenance(node, on)).map(Json)
+    }
+
+    /// Removes a node that holds no instances. Raises `NotFound`,
+    /// `FailedPrecondition` (it holds instances: drain it first).
+    fn deregister_node(&self, py: Python<'_>, node: &str) -> PyResult<()> {
+        wait(py, self.inner.deregister_node(node))
+    }
+
+    /// Node changes after store revision `after` (0: from now), in order,
+    /// then live, as a `NodeWatch` (an iterator and async iterator of dicts).
+    #[pyo3(signature = (after=0))]
+    fn watch_nodes(&self, py: Python<'_>, after: u64) -> PyResult<PyNodeWatch> {
+        wait(py, self.inner.watch_nodes(after)).map(PyNodeWatch::new)
+    }
+
     /// A summary of nodes, instances, capacity and allocation.
-    fn cluster_info(&self, py: Python<'_>) -> PyResult<Json<ClusterInfo>> {
+    fn cluster_info(&self, py: Python<'_>) -> PyResult<Json<zixiao_core::ClusterInfo>> {
         wait(py, self.inner.cluster_info()).map(Json)
     }
 
     /// Validates `request` (a dict or `zixiao.CreateInstance`) and stores the
-    /// instance's intent. Returns the pending instance before anything runs:
-    /// call `converge` to wait for the outcome.
+    /// instance, wanted running. With `wait` (the default) returns once it
+    /// has settled: running, or waiting for capacity, a back-off or a
+    /// person (its `conditions` say which); else at once, pending.
     ///
-    /// Raises `InvalidArgument` naming the field, `AlreadyExists`, `Unsupported`.
+    /// Raises `InvalidArgument` naming the field, `AlreadyExists`,
+    /// `Unsupported` (no node can run that type), `ResourceExhausted`.
+    #[pyo3(signature = (request, *, wait=true))]
     fn create_instance(
         &self,
         py: Python<'_>,
         request: &Bound<'_, PyAny>,
+        wait: bool,
     ) -> PyResult<Json<Instance>> {
         let request: CreateInstance = from_py(None, request)?;
-        wait(py, self.inner.create_instance(request)).map(Json)
+        crate::wait(py, self.inner.create_instance(request, Wait::from(wait))).map(Json)
     }
 
     /// The instance with id or name `instance`. Raises `NotFound`.
@@ -159,28 +228,56 @@ impl PyController {
         filter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Json<Vec<Instance>>> {
         let filter = filter_from(filter)?;
-        wait(py, self.inner.list_instances(&filter)).map(Json)
+        wait(py, self.inner.list_instances(filter)).map(Json)
     }
 
-    /// Asks for the instance to run (call `converge` to wait). Raises `NotFound`, `FailedPrecondition`.
-    fn start_instance(&self, py: Python<'_>, instance: &str) -> PyResult<Json<Instance>> {
-        wait(py, self.inner.start_instance(instance)).map(Json)
+    /// Wants the instance running; with `wait`, returns once it settled.
+    /// Raises `NotFound`, `FailedPrecondition` (being deleted).
+    #[pyo3(signature = (instance, *, wait=true))]
+    fn start_instance(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        crate::wait(py, self.inner.start_instance(instance, Wait::from(wait))).map(Json)
     }
 
-    /// Asks for the instance to stop (call `converge` to wait). Raises `NotFound`, `FailedPrecondition`.
-    fn stop_instance(&self, py: Python<'_>, instance: &str) -> PyResult<Json<Instance>> {
-        wait(py, self.inner.stop_instance(instance)).map(Json)
+    /// Wants the instance stopped; with `wait`, returns once it settled.
+    /// Raises `NotFound`, `FailedPrecondition` (being deleted).
+    #[pyo3(signature = (instance, *, wait=true))]
+    fn stop_instance(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        crate::wait(py, self.inner.stop_instance(instance, Wait::from(wait))).map(Json)
     }
 
-    /// Asks for the instance to restart (call `converge` to wait). Raises `NotFound`, `FailedPrecondition`.
-    fn restart_instance(&self, py: Python<'_>, instance: &str) -> PyResult<Json<Instance>> {
-        wait(py, self.inner.restart_instance(instance)).map(Json)
+    /// Stops and starts the instance; with `wait`, returns once it settled.
+    #[pyo3(signature = (instance, *, wait=true))]
+    fn restart_instance(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        crate::wait(py, self.inner.restart_instance(instance, Wait::from(wait))).map(Json)
     }
 
-    /// Asks for the instance to be deleted (call `converge`, which returns
-    /// `None` once it is gone). Raises `NotFound`.
-    fn delete_instance(&self, py: Python<'_>, instance: &str) -> PyResult<Json<Instance>> {
-        wait(py, self.inner.delete_instance(instance)).map(Json)
+    /// Wants the instance deleted. With `wait` (the default) returns `None`
+    /// once it is gone, or the instance as it is when something holds it up
+    /// (its conditions say what); without, the instance being deleted.
+    /// Raises `NotFound`.
+    #[pyo3(signature = (instance, *, wait=true))]
+    fn delete_instance(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        wait: bool,
+    ) -> PyResult<Json<Option<Instance>>> {
+        crate::wait(py, self.inner.delete_instance(instance, Wait::from(wait))).map(Json)
     }
 
     /// Freezes a running instance. Raises `FailedPrecondition`, `Unsupported`.
@@ -193,41 +290,198 @@ impl PyController {
         wait(py, self.inner.resume_instance(instance)).map(Json)
     }
 
-    /// Carries out the instance's intent and waits until it is met or must
-    /// wait (capacity, back-off, a person). Returns the instance, or `None`
-    /// once it is deleted. Raises `NotFound`, `Unavailable`.
-    fn converge(&self, py: Python<'_>, instance: &str) -> PyResult<Json<Option<Instance>>> {
-        wait(py, self.inner.converge(instance)).map(Json)
-    }
-
-    /// Converges every instance and reports how many converged, wait, or failed.
-    fn reconcile_all(&self, py: Python<'_>) -> PyResult<Json<ReconcileReport>> {
-        wait(py, self.inner.reconcile_all()).map(Json)
-    }
-
     /// Current resource usage of a placed instance. Raises `NotFound`,
     /// `FailedPrecondition` (not on a node), `Unsupported`.
-    fn instance_stats(&self, py: Python<'_>, instance: &str) -> PyResult<Json<InstanceStats>> {
+    fn instance_stats(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+    ) -> PyResult<Json<zixiao_core::InstanceStats>> {
         wait(py, self.inner.instance_stats(instance)).map(Json)
     }
 
-    /// A reader of the instance's console output (or stdout and stderr).
-    /// Raises `NotFound`, `FailedPrecondition` (not on a node yet), `Unsupported`.
-    fn logs(&self, py: Python<'_>, instance: &str) -> PyResult<PyLogReader> {
-        wait(py, self.inner.logs(instance)).map(PyLogReader::new)
+    /// Up to `max` bytes of the instance's log (its console, or stdout and
+    /// stderr) from `offset`, as a `LogChunk`; read again from its
+    /// `next_offset` to go on. Raises `NotFound`, `FailedPrecondition` (not
+    /// on a node yet).
+    #[pyo3(signature = (instance, offset=0, max=DEFAULT_LOG_MAX))]
+    fn read_log(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        offset: u64,
+        max: u64,
+    ) -> PyResult<PyLogChunk> {
+        wait(py, self.inner.read_log(instance, offset, max)).map(PyLogChunk::from)
     }
 
-    /// The store's current revision, to watch from "now".
-    fn current_revision(&self, py: Python<'_>) -> PyResult<u64> {
-        wait(py, self.inner.current_revision())
+    /// The instance's log from `offset` as it grows: a `LogStream` of
+    /// `bytes` pieces that ends once the instance stops running and all it
+    /// wrote was read. Raises `NotFound`, `FailedPrecondition`.
+    #[pyo3(signature = (instance, offset=0))]
+    fn follow_log(&self, py: Python<'_>, instance: &str, offset: u64) -> PyResult<PyLogStream> {
+        wait(py, self.inner.follow_log(instance, offset)).map(PyLogStream::new)
     }
 
-    /// Instance changes after store revision `after` (0: the oldest kept),
-    /// in order, then live, as an iterator (and async iterator) of dicts.
-    /// Raises `FailedPrecondition` when that history was compacted.
+    /// Opens the instance's interactive console: a `Console` to `write`
+    /// bytes to, `read` or iterate its output, and `close`. Raises
+    /// `NotFound`, `FailedPrecondition` (not running), `Unsupported` (its
+    /// runtime has no console).
+    fn attach_console(&self, py: Python<'_>, instance: &str) -> PyResult<PyConsole> {
+        wait(py, self.inner.attach_console(instance)).map(PyConsole::new)
+    }
+
+    /// Instance changes after store revision `after` (0: from now), in
+    /// order, then live, as an `InstanceWatch` (an iterator and async
+    /// iterator of dicts). Raises `FailedPrecondition` when that history
+    /// was compacted.
     #[pyo3(signature = (after=0))]
     fn watch_instances(&self, py: Python<'_>, after: u64) -> PyResult<PyInstanceWatch> {
         wait(py, self.inner.watch_instances(after)).map(PyInstanceWatch::new)
+    }
+
+    /// Takes snapshot `name` of the instance (its disks, and its memory
+    /// when it runs); idempotent. Raises `NotFound`, `InvalidArgument`
+    /// (the name), `FailedPrecondition`, `Unsupported` (its runtime takes
+    /// no snapshots).
+    fn create_snapshot(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        name: &str,
+    ) -> PyResult<Json<SnapshotInfo>> {
+        wait(py, self.inner.create_snapshot(instance, name)).map(Json)
+    }
+
+    /// The instance's snapshots, oldest first. Raises `NotFound`, `Unsupported`.
+    fn list_snapshots(&self, py: Python<'_>, instance: &str) -> PyResult<Json<Vec<SnapshotInfo>>> {
+        wait(py, self.inner.list_snapshots(instance)).map(Json)
+    }
+
+    /// Puts the instance back to snapshot `name`. Raises `NotFound`, `Unsupported`.
+    fn revert_snapshot(&self, py: Python<'_>, instance: &str, name: &str) -> PyResult<()> {
+        wait(py, self.inner.revert_snapshot(instance, name))
+    }
+
+    /// Deletes snapshot `name`; idempotent. Raises `NotFound`, `Unsupported`.
+    fn delete_snapshot(&self, py: Python<'_>, instance: &str, name: &str) -> PyResult<()> {
+        wait(py, self.inner.delete_snapshot(instance, name))
+    }
+
+    /// Copies snapshot `name` into the new directory `to` on this machine,
+    /// for `restore_instance`. Raises `NotFound`, `AlreadyExists` (`to` is
+    /// not empty), `Unsupported` (not the embedded deployment, or no
+    /// microVM runtime in this build).
+    fn export_snapshot(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        name: &str,
+        to: PathBuf,
+    ) -> PyResult<()> {
+        wait(py, self.inner.export_snapshot(instance, name, to))
+    }
+
+    /// Creates instance `name` from a snapshot directory written by
+    /// `export_snapshot`; it resumes where the snapshot was taken. With
+    /// `wait`, returns once it settled. Raises what `create_instance`
+    /// raises, `InvalidArgument` (`from`: not a snapshot directory).
+    #[pyo3(signature = (name, snapshot_dir, *, wait=true))]
+    fn restore_instance(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        snapshot_dir: PathBuf,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        let restore = self
+            .inner
+            .restore_instance(name, snapshot_dir, Wait::from(wait));
+        crate::wait(py, restore).map(Json)
+    }
+
+    /// Imports every image of the archive `archive` (an OCI layout or
+    /// docker-archive tar on this machine) into the `instance_type` runtime
+    /// of `node` (default: the only node), calling `progress(done, total)`
+    /// in bytes as it reads; an exception it raises stops the import.
+    /// Returns the images imported. Raises `NotFound` (node or file),
+    /// `InvalidArgument` (not an archive), `Unsupported`.
+    #[pyo3(signature = (archive, *, instance_type="container", node=None, progress=None))]
+    fn import_images(
+        &self,
+        py: Python<'_>,
+        archive: PathBuf,
+        instance_type: &str,
+        node: Option<String>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Json<Vec<ImageInfo>>> {
+        let ty = self::instance_type(instance_type)?;
+        let (report, mut reports) = progress_channel();
+        let client = self.inner.clone();
+        let mut import = Box::pin(async move {
+            client
+                .import_images(node.as_deref(), ty, archive, report)
+                .await
+        });
+        enum Step {
+            Report((u64, u64)),
+            Done(zixiao_core::Result<Vec<ImageInfo>>),
+        }
+        loop {
+            // The callback runs on this thread, with the GIL, between waits.
+            let step = py.detach(|| {
+                bridge::runtime().block_on(async {
+                    tokio::select! {
+                        biased;
+                        Some(report) = reports.recv() => Step::Report(report),
+                        done = &mut import => Step::Done(done),
+                    }
+                })
+            });
+            match step {
+                Step::Report(args) => {
+                    if let Some(progress) = &progress {
+                        progress.call1(py, args)?;
+                    }
+                }
+                Step::Done(done) => return done.map(Json).map_err(error::to_py),
+            }
+        }
+    }
+
+    /// The images the `instance_type` runtime of `node` (default: the only
+    /// node) holds. Raises `NotFound`, `Unsupported`.
+    #[pyo3(signature = (*, instance_type="container", node=None))]
+    fn list_images(
+        &self,
+        py: Python<'_>,
+        instance_type: &str,
+        node: Option<String>,
+    ) -> PyResult<Json<Vec<ImageInfo>>> {
+        let ty = self::instance_type(instance_type)?;
+        wait(py, self.inner.list_images(node.as_deref(), ty)).map(Json)
+    }
+
+    /// Removes image `name` from the `instance_type` runtime of `node`.
+    /// Raises `NotFound`, `FailedPrecondition` (an instance uses it), `Unsupported`.
+    #[pyo3(signature = (name, *, instance_type="container", node=None))]
+    fn remove_image(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        instance_type: &str,
+        node: Option<String>,
+    ) -> PyResult<()> {
+        let ty = self::instance_type(instance_type)?;
+        wait(py, self.inner.remove_image(node.as_deref(), ty, name))
+    }
+
+    /// Copies the deployment's state, while it stays in use, into the new
+    /// file `to` and checks the copy; returns its `revision`, `keys`,
+    /// `history` and `leases`. Raises `InvalidArgument` (`to` exists),
+    /// `Unsupported` (not the embedded deployment).
+    fn backup_state(&self, py: Python<'_>, to: PathBuf) -> PyResult<Json<StoreSummary>> {
+        wait(py, self.inner.backup_state(to)).map(Json)
     }
 
     /// Validates `request` (a dict shaped like the CLI's `network create`:
@@ -261,14 +515,8 @@ impl PyController {
         wait(py, self.inner.delete_network(name))
     }
 
-    /// Releases addresses of instances that are gone and makes every node's
-    /// networking match the store; reports what it removed and released.
-    fn reconcile_networks(&self, py: Python<'_>) -> PyResult<Json<NetworkReconcileReport>> {
-        wait(py, self.inner.reconcile_networks()).map(Json)
-    }
-
     fn __repr__(&self) -> &'static str {
-        "zixiao.Controller(embedded)"
+        "zixiao.Controller"
     }
 }
 
@@ -276,11 +524,17 @@ impl PyController {
 /// awaitable that runs on the module's runtime without holding the GIL.
 #[pyclass(name = "AsyncController", module = "zixiao", frozen)]
 pub(crate) struct PyAsyncController {
-    // `Controller` is itself a cheap handle over an `Arc`.
-    inner: Controller,
+    // `Client` is itself a cheap handle over an `Arc<dyn Api>`.
+    inner: Client,
 }
 
-/// An awaitable of one call on a clone of the controller.
+impl From<Client> for PyAsyncController {
+    fn from(inner: Client) -> Self {
+        PyAsyncController { inner }
+    }
+}
+
+/// An awaitable of one call on a clone of the client, its result as a dict.
 macro_rules! call {
     ($self:ident, $py:ident, |$c:ident| $call:expr) => {{
         let $c = $self.inner.clone();
@@ -288,15 +542,38 @@ macro_rules! call {
     }};
 }
 
+/// An awaitable of one call on a clone of the client, its result wrapped by `$wrap`.
+macro_rules! call_as {
+    ($self:ident, $py:ident, $wrap:expr, |$c:ident| $call:expr) => {{
+        let $c = $self.inner.clone();
+        awaitable_of($py, async move { $call.await.map($wrap) })
+    }};
+}
+
 #[pymethods]
 impl PyAsyncController {
-    /// Opens the embedded controller over `state_dir` (see `Controller.open`).
+    /// Opens the embedded deployment (see `Controller.open`).
     #[staticmethod]
-    #[pyo3(signature = (state_dir=None))]
-    fn open(py: Python<'_>, state_dir: Option<PathBuf>) -> PyResult<Bound<'_, PyAny>> {
+    #[pyo3(signature = (
+        state_dir=None, *, containerd_socket=None, containerd_namespace=None, libvirt_uri=None
+    ))]
+    fn open(
+        py: Python<'_>,
+        state_dir: Option<PathBuf>,
+        containerd_socket: Option<PathBuf>,
+        containerd_namespace: Option<String>,
+        libvirt_uri: Option<String>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        let options = open_options(
+            state_dir,
+            containerd_socket,
+            containerd_namespace,
+            libvirt_uri,
+        );
         awaitable_of(py, async move {
-            let inner = open_embedded(state_dir).await?;
-            Ok(PyAsyncController { inner })
+            zixiao_client::open(options)
+                .await
+                .map(PyAsyncController::from)
         })
     }
 
@@ -306,8 +583,9 @@ impl PyAsyncController {
     #[staticmethod]
     fn _open_with_fake_runtimes(py: Python<'_>, state_dir: PathBuf) -> PyResult<Bound<'_, PyAny>> {
         awaitable_of(py, async move {
-            let inner = crate::testing::open_with_fake_runtimes(&state_dir).await?;
-            Ok(PyAsyncController { inner })
+            zixiao_client::testing::open_with_fake_runtimes(&state_dir)
+                .await
+                .map(PyAsyncController::from)
         })
     }
 
@@ -336,19 +614,42 @@ impl PyAsyncController {
         call!(self, py, |c| c.drain_node(&node))
     }
 
+    /// Puts a node in maintenance or takes it out (see `Controller.set_maintenance`).
+    fn set_maintenance<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+        on: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.set_maintenance(&node, on))
+    }
+
+    /// Removes a node that holds no instances.
+    fn deregister_node<'py>(&self, py: Python<'py>, node: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.deregister_node(&node))
+    }
+
+    /// A `NodeWatch` of node changes after revision `after`; use `async for`.
+    #[pyo3(signature = (after=0))]
+    fn watch_nodes<'py>(&self, py: Python<'py>, after: u64) -> PyResult<Bound<'py, PyAny>> {
+        call_as!(self, py, PyNodeWatch::new, |c| c.watch_nodes(after))
+    }
+
     /// A summary of nodes, instances, capacity and allocation.
     fn cluster_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.cluster_info())
     }
 
-    /// Validates `request` and stores the instance's intent (see `Controller.create_instance`).
+    /// Validates and stores an instance (see `Controller.create_instance`).
+    #[pyo3(signature = (request, *, wait=true))]
     fn create_instance<'py>(
         &self,
         py: Python<'py>,
         request: &Bound<'py, PyAny>,
+        wait: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let request: CreateInstance = from_py(None, request)?;
-        call!(self, py, |c| c.create_instance(request))
+        call!(self, py, |c| c.create_instance(request, Wait::from(wait)))
     }
 
     /// The instance with id or name `instance`. Raises `NotFound`.
@@ -364,39 +665,52 @@ impl PyAsyncController {
         filter: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let filter = filter_from(filter)?;
-        call!(self, py, |c| c.list_instances(&filter))
+        call!(self, py, |c| c.list_instances(filter))
     }
 
-    /// Asks for the instance to run.
+    /// Wants the instance running (see `Controller.start_instance`).
+    #[pyo3(signature = (instance, *, wait=true))]
     fn start_instance<'py>(
         &self,
         py: Python<'py>,
         instance: String,
+        wait: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.start_instance(&instance))
+        call!(self, py, |c| c.start_instance(&instance, Wait::from(wait)))
     }
 
-    /// Asks for the instance to stop.
-    fn stop_instance<'py>(&self, py: Python<'py>, instance: String) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.stop_instance(&instance))
+    /// Wants the instance stopped (see `Controller.stop_instance`).
+    #[pyo3(signature = (instance, *, wait=true))]
+    fn stop_instance<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        wait: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.stop_instance(&instance, Wait::from(wait)))
     }
 
-    /// Asks for the instance to restart.
+    /// Stops and starts the instance (see `Controller.restart_instance`).
+    #[pyo3(signature = (instance, *, wait=true))]
     fn restart_instance<'py>(
         &self,
         py: Python<'py>,
         instance: String,
+        wait: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.restart_instance(&instance))
+        call!(self, py, |c| c
+            .restart_instance(&instance, Wait::from(wait)))
     }
 
-    /// Asks for the instance to be deleted.
+    /// Wants the instance deleted; `None` once it is gone (see `Controller.delete_instance`).
+    #[pyo3(signature = (instance, *, wait=true))]
     fn delete_instance<'py>(
         &self,
         py: Python<'py>,
         instance: String,
+        wait: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.delete_instance(&instance))
+        call!(self, py, |c| c.delete_instance(&instance, Wait::from(wait)))
     }
 
     /// Freezes a running instance.
@@ -417,16 +731,6 @@ impl PyAsyncController {
         call!(self, py, |c| c.resume_instance(&instance))
     }
 
-    /// Carries out the instance's intent; the instance, or `None` once deleted.
-    fn converge<'py>(&self, py: Python<'py>, instance: String) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.converge(&instance))
-    }
-
-    /// Converges every instance and reports what it found.
-    fn reconcile_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.reconcile_all())
-    }
-
     /// Current resource usage of a placed instance.
     fn instance_stats<'py>(
         &self,
@@ -436,29 +740,165 @@ impl PyAsyncController {
         call!(self, py, |c| c.instance_stats(&instance))
     }
 
-    /// An `AsyncLogReader` of the instance's console output.
-    fn logs<'py>(&self, py: Python<'py>, instance: String) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        awaitable_of(py, async move {
-            Ok(PyAsyncLogReader::new(c.logs(&instance).await?))
-        })
+    /// A `LogChunk` of the instance's log (see `Controller.read_log`).
+    #[pyo3(signature = (instance, offset=0, max=DEFAULT_LOG_MAX))]
+    fn read_log<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        offset: u64,
+        max: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_as!(self, py, PyLogChunk::from, |c| c
+            .read_log(&instance, offset, max))
     }
 
-    /// The store's current revision, to watch from "now".
-    fn current_revision<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.current_revision())
+    /// A `LogStream` of the instance's log as it grows; use `async for`.
+    #[pyo3(signature = (instance, offset=0))]
+    fn follow_log<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        offset: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_as!(self, py, PyLogStream::new, |c| c
+            .follow_log(&instance, offset))
+    }
+
+    /// An `AsyncConsole` of the instance (see `Controller.attach_console`).
+    fn attach_console<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call_as!(self, py, PyAsyncConsole::new, |c| c
+            .attach_console(&instance))
     }
 
     /// An `InstanceWatch` of changes after revision `after`; use `async for`.
     #[pyo3(signature = (after=0))]
     fn watch_instances<'py>(&self, py: Python<'py>, after: u64) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        awaitable_of(py, async move {
-            Ok(PyInstanceWatch::new(c.watch_instances(after).await?))
-        })
+        call_as!(self, py, PyInstanceWatch::new, |c| c.watch_instances(after))
     }
 
-    /// Validates `request` and stores the network (see `Controller.create_network`).
+    /// Takes snapshot `name` of the instance.
+    fn create_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        name: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.create_snapshot(&instance, &name))
+    }
+
+    /// The instance's snapshots, oldest first.
+    fn list_snapshots<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.list_snapshots(&instance))
+    }
+
+    /// Puts the instance back to snapshot `name`.
+    fn revert_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        name: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.revert_snapshot(&instance, &name))
+    }
+
+    /// Deletes snapshot `name`.
+    fn delete_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        name: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.delete_snapshot(&instance, &name))
+    }
+
+    /// Copies snapshot `name` into the new directory `to` (see `Controller.export_snapshot`).
+    fn export_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        name: String,
+        to: PathBuf,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.export_snapshot(&instance, &name, to))
+    }
+
+    /// Creates an instance from a snapshot directory (see `Controller.restore_instance`).
+    #[pyo3(signature = (name, snapshot_dir, *, wait=true))]
+    fn restore_instance<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        snapshot_dir: PathBuf,
+        wait: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.restore_instance(
+            &name,
+            snapshot_dir,
+            Wait::from(wait)
+        ))
+    }
+
+    /// Imports an image archive (see `Controller.import_images`);
+    /// `progress(done, total)` is called on the event loop's thread.
+    #[pyo3(signature = (archive, *, instance_type="container", node=None, progress=None))]
+    fn import_images<'py>(
+        &self,
+        py: Python<'py>,
+        archive: PathBuf,
+        instance_type: &str,
+        node: Option<String>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ty = self::instance_type(instance_type)?;
+        let (report, reports) = progress_channel();
+        let c = self.inner.clone();
+        let import = async move {
+            let images = c.import_images(node.as_deref(), ty, archive, report).await;
+            Ok(Outcome(images.map(Json)))
+        };
+        bridge::awaitable_reporting(py, import, reports, progress)
+    }
+
+    /// The images a node's runtime holds (see `Controller.list_images`).
+    #[pyo3(signature = (*, instance_type="container", node=None))]
+    fn list_images<'py>(
+        &self,
+        py: Python<'py>,
+        instance_type: &str,
+        node: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ty = self::instance_type(instance_type)?;
+        call!(self, py, |c| c.list_images(node.as_deref(), ty))
+    }
+
+    /// Removes an image from a node's runtime (see `Controller.remove_image`).
+    #[pyo3(signature = (name, *, instance_type="container", node=None))]
+    fn remove_image<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        instance_type: &str,
+        node: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ty = self::instance_type(instance_type)?;
+        call!(self, py, |c| c.remove_image(node.as_deref(), ty, &name))
+    }
+
+    /// Backs the deployment's state up into the new file `to` (see `Controller.backup_state`).
+    fn backup_state<'py>(&self, py: Python<'py>, to: PathBuf) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.backup_state(to))
+    }
+
+    /// Validates and stores a network (see `Controller.create_network`).
     fn create_network<'py>(
         &self,
         py: Python<'py>,
@@ -483,12 +923,7 @@ impl PyAsyncController {
         call!(self, py, |c| c.delete_network(&name))
     }
 
-    /// Releases stale addresses and makes every node's networking match the store.
-    fn reconcile_networks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        call!(self, py, |c| c.reconcile_networks())
-    }
-
     fn __repr__(&self) -> &'static str {
-        "zixiao.AsyncController(embedded)"
+        "zixiao.AsyncController"
     }
 }

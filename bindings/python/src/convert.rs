@@ -1,12 +1,14 @@
 //! Between Python values and the core's serde data: requests come in as
 //! dicts (or the `zixiao` dataclasses, through their `to_dict()`), results go
-//! out as dicts shaped like the CLI's JSON output.
+//! out as dicts shaped like the CLI's JSON output, a log's pieces as
+//! [`PyLogChunk`].
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use pyo3::IntoPyObjectExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use zixiao_core::LogChunk;
 
 use crate::error;
 
@@ -24,7 +26,7 @@ impl<'py, T: Serialize> IntoPyObject<'py> for Json<T> {
     }
 }
 
-/// The outcome of an async Controller call, converted to Python (a value
+/// The outcome of an async API call, converted to Python (a value
 /// or the exception) on the event loop's thread (see `bridge`): no runtime
 /// thread takes the GIL.
 pub(crate) struct Outcome<T>(pub(crate) zixiao_core::Result<T>);
@@ -67,4 +69,39 @@ pub(crate) fn from_py<T: DeserializeOwned>(
         };
         error::invalid(field, e.into_inner().to_string())
     })
+}
+
+/// A piece of an instance's log; from `read_log(instance, offset, max)`.
+#[pyclass(name = "LogChunk", module = "zixiao", frozen)]
+pub(crate) struct PyLogChunk {
+    inner: LogChunk,
+}
+
+impl From<LogChunk> for PyLogChunk {
+    fn from(inner: LogChunk) -> Self {
+        PyLogChunk { inner }
+    }
+}
+
+#[pymethods]
+impl PyLogChunk {
+    /// The bytes read.
+    #[getter]
+    fn data<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.data)
+    }
+
+    /// The offset to read from next to follow the log.
+    #[getter]
+    fn next_offset(&self) -> u64 {
+        self.inner.next_offset
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "LogChunk(data=<{} bytes>, next_offset={})",
+            self.inner.data.len(),
+            self.inner.next_offset
+        )
+    }
 }

@@ -1,11 +1,16 @@
-//! Maps the Controller's errors onto the `zixiao` exception hierarchy: one
-//! class per [`ErrorKind`], all under `zixiao.ZixiaoError`. The message is the
+//! Maps the API's errors onto the `zixiao` exception hierarchy: one class
+//! per [`ErrorKind`], all under `zixiao.ZixiaoError`. The message is the
 //! error itself; each `#[source]` becomes the exception's `__cause__`, so
 //! tracebacks show the chain as Python's `raise ... from ...` would.
+//!
+//! The class is chosen by the kind's stable name ([`ErrorKind::as_str`]),
+//! the same name as `e.kind` and the Node binding's `code`: a kind the core
+//! adds later reaches Python as its own class once it is named here, and as
+//! `ZixiaoError` with the right `kind` before that.
 
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use zixiao_core::{Error, ErrorKind};
+use zixiao_core::Error;
 
 // The macro generates public items without docs; their docs are the
 // docstrings given here, which Python shows.
@@ -67,6 +72,18 @@ mod classes {
         ZixiaoError,
         "Capacity, a pool or a quota is exhausted."
     );
+    pyo3::create_exception!(
+        zixiao,
+        PermissionDenied,
+        ZixiaoError,
+        "The caller is known but may not do that; the message names the missing permission."
+    );
+    pyo3::create_exception!(
+        zixiao,
+        Unauthenticated,
+        ZixiaoError,
+        "The caller could not be identified (no, or an invalid, token or certificate)."
+    );
     pyo3::create_exception!(zixiao, Internal, ZixiaoError, "A bug or a corrupted state.");
 }
 
@@ -84,26 +101,31 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("Unavailable", py.get_type::<Unavailable>())?;
     m.add("Unsupported", py.get_type::<Unsupported>())?;
     m.add("ResourceExhausted", py.get_type::<ResourceExhausted>())?;
+    m.add("PermissionDenied", py.get_type::<PermissionDenied>())?;
+    m.add("Unauthenticated", py.get_type::<Unauthenticated>())?;
     m.add("Internal", py.get_type::<Internal>())?;
     Ok(())
 }
 
-/// An exception of `kind`'s class with `message`.
-fn exception(kind: ErrorKind, message: String) -> PyErr {
+/// An exception of the class of the kind named `kind`, with `message`.
+fn exception(kind: &str, message: String) -> PyErr {
     match kind {
-        ErrorKind::NotFound => NotFound::new_err(message),
-        ErrorKind::AlreadyExists => AlreadyExists::new_err(message),
-        ErrorKind::InvalidArgument => InvalidArgument::new_err(message),
-        ErrorKind::FailedPrecondition => FailedPrecondition::new_err(message),
-        ErrorKind::Conflict => Conflict::new_err(message),
-        ErrorKind::Unavailable => Unavailable::new_err(message),
-        ErrorKind::Unsupported => Unsupported::new_err(message),
-        ErrorKind::ResourceExhausted => ResourceExhausted::new_err(message),
-        ErrorKind::Internal => Internal::new_err(message),
+        "not_found" => NotFound::new_err(message),
+        "already_exists" => AlreadyExists::new_err(message),
+        "invalid_argument" => InvalidArgument::new_err(message),
+        "failed_precondition" => FailedPrecondition::new_err(message),
+        "conflict" => Conflict::new_err(message),
+        "unavailable" => Unavailable::new_err(message),
+        "unsupported" => Unsupported::new_err(message),
+        "resource_exhausted" => ResourceExhausted::new_err(message),
+        "permission_denied" => PermissionDenied::new_err(message),
+        "unauthenticated" => Unauthenticated::new_err(message),
+        "internal" => Internal::new_err(message),
+        _ => ZixiaoError::new_err(message),
     }
 }
 
-/// The Python exception for a Controller error, its causes chained. Only on
+/// The Python exception for an API error, its causes chained. Only on
 /// a Python thread: runtime threads never take the GIL (see `bridge`).
 pub(crate) fn to_py(error: Error) -> PyErr {
     Python::attach(|py| to_py_in(py, error))
@@ -111,7 +133,7 @@ pub(crate) fn to_py(error: Error) -> PyErr {
 
 /// [`to_py`] with the GIL held.
 pub(crate) fn to_py_in(py: Python<'_>, error: Error) -> PyErr {
-    let raised = exception(error.kind(), error.to_string());
+    let raised = exception(error.kind().as_str(), error.to_string());
     let value = raised.value(py);
     // Attribute writes on a fresh exception instance cannot fail.
     let _ = value.setattr("kind", error.kind().as_str());

@@ -1,8 +1,10 @@
-//! The `zixiao` Python module: Zixiao's [`Controller`](zixiao_core::Controller)
-//! for Python, as a blocking API ([`controller::PyController`]) and an asyncio
-//! API ([`controller::PyAsyncController`]).
+//! The `zixiao` Python module: Zixiao's API ([`zixiao_core::Client`]) for
+//! Python, as a blocking class ([`controller::PyController`]) and an asyncio
+//! class ([`controller::PyAsyncController`]) over the same client, whether
+//! it reaches the embedded deployment in this process (`open`) or a server
+//! (`connect`).
 //!
-//! Each method is one controller call plus conversion: requests are read
+//! Each method is one `Client` call plus conversion: requests are read
 //! from dicts (or the dataclasses of `python/zixiao/types.py`), results
 //! are dicts shaped like the CLI's JSON output, and errors become the
 //! exception classes of [`error`]. Blocking calls release the GIL while they
@@ -10,13 +12,11 @@
 //! (see [`bridge`]).
 
 mod bridge;
+mod console;
 mod controller;
 mod convert;
 mod error;
-mod logs;
-#[cfg(feature = "testing")]
-mod testing;
-mod watch;
+mod streams;
 
 use std::future::Future;
 
@@ -56,12 +56,16 @@ where
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<controller::PyController>()?;
     m.add_class::<controller::PyAsyncController>()?;
-    m.add_class::<watch::PyInstanceWatch>()?;
-    m.add_class::<logs::PyLogReader>()?;
-    m.add_class::<logs::PyAsyncLogReader>()?;
-    m.add_class::<logs::PyLogChunk>()?;
+    m.add_class::<streams::PyInstanceWatch>()?;
+    m.add_class::<streams::PyNodeWatch>()?;
+    m.add_class::<streams::PyLogStream>()?;
+    m.add_class::<console::PyConsole>()?;
+    m.add_class::<console::PyAsyncConsole>()?;
+    m.add_class::<convert::PyLogChunk>()?;
     m.add_function(wrap_pyfunction!(controller::connect, m)?)?;
     m.add_function(wrap_pyfunction!(controller::connect_async, m)?)?;
+    #[cfg(feature = "testing")]
+    m.add_function(wrap_pyfunction!(controller::_vmm_test_guest, m)?)?;
     error::register(m)?;
     Ok(())
 }

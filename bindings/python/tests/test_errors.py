@@ -14,6 +14,8 @@ KINDS = {
     zixiao.Unavailable: "unavailable",
     zixiao.Unsupported: "unsupported",
     zixiao.ResourceExhausted: "resource_exhausted",
+    zixiao.PermissionDenied: "permission_denied",
+    zixiao.Unauthenticated: "unauthenticated",
     zixiao.Internal: "internal",
 }
 
@@ -81,17 +83,38 @@ def test_not_found_and_already_exists(controller):
 
 def test_failed_precondition(controller):
     controller.create_instance(container("web"))
-    controller.converge("web")
     controller.stop_instance("web")
-    controller.converge("web")
     with pytest.raises(zixiao.FailedPrecondition):
         controller.pause_instance("web")
 
 
-def test_connect_is_not_built_yet():
-    with pytest.raises(zixiao.Unsupported) as raised:
-        zixiao.connect("http://127.0.0.1:7400")
-    assert "server API" in str(raised.value)
+def test_a_bad_instance_type_argument_is_named(controller):
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.list_images(instance_type="jail")
+    assert raised.value.field == "instance_type"
+
+
+def test_what_the_fake_runtime_cannot_do_is_unsupported_with_the_reason(controller):
+    controller.create_instance(container("web"))
+    for call in (
+        lambda: controller.create_snapshot("web", "s1"),
+        lambda: controller.list_snapshots("web"),
+        lambda: controller.attach_console("web"),
+        lambda: controller.list_images(),
+    ):
+        with pytest.raises(zixiao.Unsupported) as raised:
+            call()
+        assert raised.value.kind == "unsupported"
+        assert str(raised.value)
+
+
+def test_a_server_nobody_answers_for_is_unavailable_naming_it():
+    # Connecting is lazy; the first call says who could not be reached.
+    controller = zixiao.connect("http://127.0.0.1:7400")
+    with pytest.raises(zixiao.Unavailable) as raised:
+        controller.list_nodes()
+    assert raised.value.kind == "unavailable"
+    assert "127.0.0.1:7400" in str(raised.value)
 
 
 def test_one_process_per_state_directory(state_dir):
@@ -100,3 +123,9 @@ def test_one_process_per_state_directory(state_dir):
         zixiao.Controller._open_with_fake_runtimes(state_dir)
     assert raised.value.kind == "unavailable"
     assert first.list_nodes()
+
+
+def test_the_exception_classes_are_exported_and_typed():
+    for cls, kind in KINDS.items():
+        assert getattr(zixiao, cls.__name__) is cls
+        assert cls.__name__ in zixiao.__all__, kind

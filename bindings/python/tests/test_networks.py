@@ -68,7 +68,7 @@ def test_bad_requests_raise_by_kind_and_change_nothing(controller):
 
 def test_an_instance_on_a_network_gets_an_address_and_holds_the_network(controller):
     controller.create_network(LAN)
-    created = controller.create_instance(container("web", networks=["lan"]))
+    created = controller.create_instance(container("web", networks=["lan"]), wait=False)
     assert created["spec"]["networks"] == ["lan"]
     [attachment] = created["attachments"]
     assert attachment["network"] == "lan"
@@ -79,7 +79,7 @@ def test_an_instance_on_a_network_gets_an_address_and_holds_the_network(controll
     assert address["gateway"] == "10.77.0.1" and address["prefix_len"] == 24
     assert len(attachment["mac"].split(":")) == 6
 
-    running = controller.converge("web")
+    running = controller.get_instance("web")
     assert running["status"] == "running"
     assert running["attachments"] == created["attachments"]
 
@@ -94,8 +94,7 @@ def test_an_instance_on_a_network_gets_an_address_and_holds_the_network(controll
     assert controller.get_network("lan")["name"] == "lan"
 
     for name in ("web", "db"):
-        controller.delete_instance(name)
-        assert controller.converge(name) is None
+        assert controller.delete_instance(name) is None
     controller.delete_network("lan")
     assert controller.list_networks() == []
 
@@ -111,12 +110,6 @@ def test_instances_without_networks_show_no_attachments(controller):
     created = controller.create_instance(container("web"))
     assert "attachments" not in created
     assert "networks" not in created["spec"]
-
-
-def test_reconcile_networks_reports_nothing_to_do(controller):
-    controller.create_network(LAN)
-    controller.create_instance(container("web", networks=["lan"]))
-    assert controller.reconcile_networks() == {"removed": [], "released": []}
 
 
 def test_async_networks(state_dir):
@@ -136,9 +129,7 @@ def test_async_networks(state_dir):
         with pytest.raises(zixiao.FailedPrecondition) as raised:
             await controller.delete_network("lan")
         assert "web" in str(raised.value)
-        await controller.delete_instance("web")
-        assert await controller.converge("web") is None
-        assert await controller.reconcile_networks() == {"removed": [], "released": []}
+        assert await controller.delete_instance("web") is None
         assert await controller.delete_network("lan") is None
         with pytest.raises(zixiao.NotFound):
             await controller.get_network("lan")

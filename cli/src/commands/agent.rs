@@ -193,7 +193,10 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         network,
     )
     .await?;
-    println!("zixiao agent {name} listening on {}", handle.addr());
+    super::server::announce(format_args!(
+        "zixiao agent {name} listening on {}",
+        handle.addr()
+    ));
     super::server::wait_for_signal().await;
     if args.leave_on_exit {
         eprintln!("zixiao agent {name}: draining and leaving the cluster");

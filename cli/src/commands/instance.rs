@@ -156,14 +156,19 @@ fn wait(no_wait: bool) -> Wait {
 async fn snapshot(client: &Client, format: Format, command: SnapshotCommand) -> Result<()> {
     match command {
         SnapshotCommand::Create { instance, name, to } => {
-            let taken = client.create_snapshot(&instance, &name).await?;
-            if let Some(to) = to {
-                client.export_snapshot(&instance, &name, to.clone()).await?;
-                progress(
-                    format,
-                    &format!("copied snapshot {name} to {}", to.display()),
-                );
-            }
+            let taken = match to {
+                Some(to) => {
+                    let taken = client
+                        .create_snapshot_to(&instance, &name, to.clone())
+                        .await?;
+                    progress(
+                        format,
+                        &format!("copied snapshot {name} to {}", to.display()),
+                    );
+                    taken
+                }
+                None => client.create_snapshot(&instance, &name).await?,
+            };
             print(format, &taken, |s| snapshot_table(std::slice::from_ref(s)))
         }
         SnapshotCommand::List { instance } => {

@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use zixiao_core::{Error, Result};
-use zixiao_embedded::{Embedded, EmbeddedConfig};
 
 use crate::args::{Cli, Command, StateCommand};
 
@@ -31,6 +30,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     }
     match &cli.command {
         Command::Server(args) => return server::run(&cli, args).await,
+        Command::Daemon(args) => return server::run_daemon(&cli, args).await,
         Command::Agent(args) => return agent::run(&cli, args).await,
         Command::Watchdog(args) => return agent::run_watchdog(&cli, args).await,
         _ => {}
@@ -45,8 +45,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let client = match &cli.endpoint {
         // A server: the same commands, through the gRPC implementation.
-        Some(endpoint) => zixiao_api::connect(endpoint)?,
-        None => open_embedded(&cli).await?.client(),
+        Some(endpoint) => zixiao_client::connect(endpoint).await?,
+        // The state directory's daemon if one runs, else in this process.
+        None => zixiao_client::open(open_options(&cli)?).await?,
     };
     let format = cli.output;
     match cli.command {
@@ -58,6 +59,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Network(command) => network::run(client, format, command).await,
         Command::Version
         | Command::State(_)
+        | Command::Daemon(_)
         | Command::Server(_)
         | Command::Agent(_)
         | Command::Watchdog(_) => Ok(ExitCode::SUCCESS),
@@ -72,12 +74,15 @@ fn state_dir(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
-async fn open_embedded(cli: &Cli) -> Result<Embedded> {
-    let mut config = EmbeddedConfig::new(state_dir(cli)?);
-    config.drivers.containerd_socket = cli.containerd_socket.clone();
-    config.drivers.libvirt_uri = cli.libvirt_uri.clone();
-    config.drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
-    zixiao_embedded::open(config).await
+/// Where the embedded deployment of the command line lives and finds its runtimes.
+fn open_options(cli: &Cli) -> Result<zixiao_client::OpenOptions> {
+    Ok(zixiao_client::OpenOptions {
+        state_dir: Some(state_dir(cli)?),
+        containerd_socket: Some(cli.containerd_socket.clone()),
+        containerd_namespace: None,
+        libvirt_uri: Some(cli.libvirt_uri.clone()),
+        libvirt_domain_type: cli.libvirt_domain_type.clone(),
+    })
 }
 
 /// Makes a path from the command line absolute against the working directory,

@@ -58,9 +58,9 @@ pub(crate) fn render_list(networks: &[Network]) -> String {
     let mut table = Table::new(vec!["NAME", "SUBNETS", "BRIDGE", "NAT", "ISOLATED", "AGE"]);
     for n in networks {
         table.row(vec![
-            n.name.clone(),
+            n.name.to_string(),
             subnets(n),
-            n.bridge.clone(),
+            n.bridge.to_string(),
             on_off(n.nat),
             on_off(n.isolated),
             age(n.created_at),
@@ -70,7 +70,7 @@ pub(crate) fn render_list(networks: &[Network]) -> String {
 }
 
 pub(crate) fn render_one(network: &Network) -> String {
-    let mut pairs = vec![("name", network.name.clone())];
+    let mut pairs = vec![("name", network.name.to_string())];
     for s in &network.subnets {
         let reserved = if s.reserved.is_empty() {
             String::new()
@@ -83,7 +83,7 @@ pub(crate) fn render_one(network: &Network) -> String {
             format!("{} gateway {}{reserved}", s.cidr, s.gateway),
         ));
     }
-    pairs.push(("bridge", network.bridge.clone()));
+    pairs.push(("bridge", network.bridge.to_string()));
     pairs.push(("nat", on_off(network.nat)));
     pairs.push(("isolated", on_off(network.isolated)));
     pairs.push(("nft table", format!("inet {}", network.nft_table())));

@@ -163,7 +163,28 @@ impl Client {
     /// See [`Request::CreateSnapshot`].
     pub async fn create_snapshot(&self, instance: &str, name: &str) -> Result<SnapshotInfo> {
         let (instance, name) = (instance.to_owned(), name.to_owned());
-        expect!(self, Request::CreateSnapshot { instance, name }, Snapshot)
+        let to = None;
+        expect!(
+            self,
+            Request::CreateSnapshot { instance, name, to },
+            Snapshot
+        )
+    }
+
+    /// See [`Request::CreateSnapshot`]: takes the snapshot and copies it to
+    /// the new directory `to`, or does neither.
+    pub async fn create_snapshot_to(
+        &self,
+        instance: &str,
+        name: &str,
+        to: PathBuf,
+    ) -> Result<SnapshotInfo> {
+        let (instance, name, to) = (instance.to_owned(), name.to_owned(), Some(to));
+        expect!(
+            self,
+            Request::CreateSnapshot { instance, name, to },
+            Snapshot
+        )
     }
 
     /// See [`Request::ListSnapshots`].

@@ -103,9 +103,23 @@ impl Api for Controller {
                 };
                 Response::InstanceEvents(self.watch_instances(after).await?.boxed())
             }
-            Request::CreateSnapshot { instance, name } => {
-                Response::Snapshot(self.snapshot_instance(&instance, &name).await?)
+            Request::CreateSnapshot {
+                to: Some(to),
+                instance,
+                ..
+            } => {
+                return Err(Error::Unsupported(format!(
+                    "snapshot.create of `{instance}` with a copy to `{}`: snapshot directories \
+                     live on the node's disk, which only the embedded deployment reaches; \
+                     nothing was taken",
+                    to.display()
+                )))
             }
+            Request::CreateSnapshot {
+                instance,
+                name,
+                to: None,
+            } => Response::Snapshot(self.snapshot_instance(&instance, &name).await?),
             Request::ListSnapshots { instance } => {
                 Response::Snapshots(self.list_snapshots(&instance).await?)
             }

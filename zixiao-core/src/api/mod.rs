@@ -251,13 +251,20 @@ pub enum Request {
         after: Revision,
     },
     /// Takes snapshot `name` of the instance (its disks, and its memory when
-    /// it runs). [`Response::Snapshot`]. Idempotent. Errors: `NotFound`,
-    /// `InvalidArgument` (the name), `FailedPrecondition`, `Unsupported`.
+    /// it runs) and, with `to`, copies it into that new directory on the
+    /// caller's machine (see [`Request::ExportSnapshot`]): all or nothing,
+    /// `to` is checked before the snapshot is taken and the snapshot is
+    /// deleted again if the copy fails. [`Response::Snapshot`]. Idempotent.
+    /// Errors: `NotFound`, `InvalidArgument` (the name, `to`),
+    /// `FailedPrecondition`, `Unsupported` (the runtime; or `to` where the
+    /// caller's files cannot be reached).
     CreateSnapshot {
         /// Id or name.
         instance: String,
         /// The snapshot's name.
         name: String,
+        /// A new directory on the caller's machine to copy it to.
+        to: Option<PathBuf>,
     },
     /// The instance's snapshots, oldest first. [`Response::Snapshots`].
     /// Read-only. Errors: `NotFound`, `Unsupported`.
@@ -483,7 +490,7 @@ impl Request {
             | Request::FollowLog { instance: i, .. }
             | Request::AttachConsole { instance: i }
             | Request::ListSnapshots { instance: i } => instance(i),
-            Request::CreateSnapshot { instance, name }
+            Request::CreateSnapshot { instance, name, .. }
             | Request::RevertSnapshot { instance, name }
             | Request::DeleteSnapshot { instance, name }
             | Request::ExportSnapshot { instance, name, .. } => {

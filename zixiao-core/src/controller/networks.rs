@@ -5,6 +5,12 @@
 //! Two small traits keep this crate free of any networking code:
 //! [`AddressAllocator`] (IPAM, kept in the store; `zixiao-net` has one) and
 //! [`NetworkHost`] (bridges and rules on a node).
+//!
+//! Every store has an [`InstallationId`] ([`Controller::installation`]),
+//! made once by whoever needs it first; networks and attachments carry it,
+//! their host names are derived from it, and a node only changes or
+//! removes host objects marked with it, so two installations on one host
+//! never touch each other's.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -13,8 +19,8 @@ use async_trait::async_trait;
 
 use super::Controller;
 use crate::model::{
-    host_interface_name, mac_address, CreateNetwork, Instance, InstanceType, IpConfig, Network,
-    NetworkAttachment, TAP_PREFIX, VETH_PREFIX,
+    mac_address, CreateNetwork, InstallationId, Instance, InstanceType, InterfaceKind,
+    InterfaceName, IpConfig, Network, NetworkAttachment,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, Result};
@@ -24,13 +30,15 @@ pub const NETWORKS_PREFIX: &str = "/zixiao/networks/";
 /// A key every network create rewrites with compare-and-swap, so two
 /// controllers checking for overlapping subnets at once cannot both win.
 const NETWORKS_GUARD: &str = "/zixiao/network-guard";
+/// The key holding the store's [`InstallationId`].
+const INSTALLATION_KEY: &str = "/zixiao/installation/id";
 
 impl StoredObject for Network {
     const PREFIX: &'static str = NETWORKS_PREFIX;
     const KIND: &'static str = "network";
 
     fn id(&self) -> &str {
-        &self.name
+        self.name.as_str()
     }
     fn set_revision(&mut self, revision: crate::store::Revision) {
         self.revision = revision;
@@ -71,19 +79,34 @@ pub trait AddressAllocator: Send + Sync + Debug {
 }
 
 /// Sets up a network on one node: its bridge, gateway addresses, NAT and
-/// isolation rules. Every call is idempotent.
+/// isolation rules. Every call is idempotent. Only host objects marked with
+/// the network's installation (see [`HostMark`](crate::model::HostMark))
+/// are ever changed or removed.
 #[async_trait]
 pub trait NetworkHost: Send + Sync + Debug {
     /// Makes `network` exist on the node as described (created if missing,
-    /// its rules replaced). Errors: `Unsupported` (no privileges, no nft),
-    /// `Unavailable`, `Internal`. On error nothing of `network` is left.
+    /// its rules replaced). Called when a network is created and by
+    /// [`NetworkHost::reconcile`]. Errors: `InvalidArgument` naming
+    /// `subnets[i]` (a subnet that breaks the rules of
+    /// [`Network::check_subnets`]), `FailedPrecondition` (a subnet overlaps
+    /// an address or route of the node; a link of the bridge's name exists
+    /// and is not this installation's; a network stored before installation
+    /// ids), `Unsupported` (no privileges, no nft), `Unavailable`,
+    /// `Internal`. On error nothing of `network` is left that was not there
+    /// before.
     async fn ensure_network(&self, network: &Network) -> Result<()>;
 
-    /// Removes everything of `network` from the node; a missing piece is not an error.
+    /// Removes everything of `network` from the node; a missing piece is
+    /// not an error. Called when a network is deleted. Errors:
+    /// `FailedPrecondition` (its bridge's name is taken by a link that is
+    /// not this installation's, or the network was stored before
+    /// installation ids and its objects are still there: they are named and
+    /// left untouched), `Unsupported`, `Internal`.
     async fn remove_network(&self, network: &Network) -> Result<()>;
 
     /// What of Zixiao's the node holds now (devices, rule tables,
-    /// namespaces), each as `kind name`, to hand to [`NetworkHost::reconcile`].
+    /// namespaces, of every installation on the node: `reconcile` picks its
+    /// own), each as `kind name`, to hand to [`NetworkHost::reconcile`].
     /// Taken *before* the store is read: then everything in it belongs to a
     /// network or instance stored before that read, and what is plumbed
     /// for an instance created since is not in it, so a reconcile never
@@ -93,10 +116,14 @@ pub trait NetworkHost: Send + Sync + Debug {
     /// After a restart: ensures `networks`, and removes each object of
     /// `seen` (an [`inventory`](NetworkHost::inventory) taken before
     /// `networks` and `instances` were read) that neither `networks` nor the
-    /// attachments of `instances` name. Objects that are not Zixiao's are
-    /// never touched. Returns what it removed, for people.
+    /// attachments of `instances` name. Only objects marked as
+    /// `installation`'s (the caller's store's) are removed: objects that are
+    /// not Zixiao's, or are another installation's, are never touched.
+    /// Returns what it removed, for people. Errors: those of
+    /// [`NetworkHost::ensure_network`].
     async fn reconcile(
         &self,
+        installation: &InstallationId,
         networks: &[Network],
         instances: &[Instance],
         seen: &[String],
@@ -113,6 +140,39 @@ pub struct NetworkReconcileReport {
 }
 
 impl Controller {
+    /// The id of this controller's store's installation, made (random) and
+    /// stored at `/zixiao/installation/id` the first time any controller of the
+    /// store asks; every controller and agent on the store reads the same.
+    /// Errors: the store's (`Internal` for a stored id that is not one).
+    pub async fn installation(&self) -> Result<InstallationId> {
+        let store = &self.inner.store;
+        for _ in 0..self.options().max_conflict_retries {
+            if let Some(kv) = store.get(INSTALLATION_KEY).await? {
+                let text = String::from_utf8_lossy(&kv.value);
+                return InstallationId::try_from(text.as_ref()).map_err(|e| {
+                    StoreError::Corrupt {
+                        key: kv.key.clone(),
+                        source: Box::new(e),
+                    }
+                    .into()
+                });
+            }
+            let fresh = InstallationId::generate();
+            let txn = Txn::new().put(
+                INSTALLATION_KEY,
+                fresh.as_str().as_bytes().to_vec(),
+                Precondition::Absent,
+            );
+            match store.commit(txn).await {
+                Ok(_) => return Ok(fresh),
+                // Another controller made it first: read theirs.
+                Err(StoreError::AlreadyExists(_) | StoreError::Conflict { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(self.too_many_conflicts("installation id", INSTALLATION_KEY))
+    }
+
     fn allocator(&self) -> Result<&Arc<dyn AddressAllocator>> {
         self.inner.addresses.as_ref().ok_or_else(|| {
             Error::Unsupported(
@@ -138,7 +198,8 @@ impl Controller {
     /// `Unsupported` (no allocator, no privileges on a node), the store's and
     /// the hosts' errors. On error nothing is stored and nothing is left on a node.
     pub async fn create_network(&self, request: CreateNetwork) -> Result<Network> {
-        let mut network = request.validate(self.now())?;
+        let installation = self.installation().await?;
+        let mut network = request.validate(&installation, self.now())?;
         self.allocator()?;
         let store = &self.inner.store;
         let mut created = None;
@@ -155,7 +216,7 @@ impl Controller {
             };
             let txn = put_object(Txn::new(), &network).put(
                 NETWORKS_GUARD,
-                network.name.clone().into_bytes(),
+                network.name.as_str().as_bytes().to_vec(),
                 guard_precondition,
             );
             match store.commit(txn).await {
@@ -294,9 +355,9 @@ impl Controller {
         }
         // Containers get a veth pair, VMs and microVMs a TAP device; the
         // driver plumbs it (and refuses with `Unsupported` if it cannot).
-        let prefix = match instance.spec.instance_type {
-            InstanceType::Container => VETH_PREFIX,
-            _ => TAP_PREFIX,
+        let kind = match instance.spec.instance_type {
+            InstanceType::Container => InterfaceKind::Veth,
+            _ => InterfaceKind::Tap,
         };
         let allocator = self.allocator()?.clone();
         let mut attachments = Vec::new();
@@ -313,11 +374,19 @@ impl Controller {
                             format!("network `{name}` does not exist; create it first"),
                         )
                     })?;
+                // A network stored before installation ids is joined by no one.
+                let mark = network.mark()?;
                 let addresses = allocator.allocate(&network, &instance.id).await?;
                 Ok::<_, Error>(NetworkAttachment {
+                    host_interface: InterfaceName::of(
+                        kind,
+                        mark.installation(),
+                        &instance.id,
+                        &network.name,
+                    ),
                     network: network.name.clone(),
+                    installation: Some(mark.installation().clone()),
                     interface: format!("eth{i}"),
-                    host_interface: host_interface_name(prefix, &instance.id, name),
                     bridge: network.bridge.clone(),
                     mac: mac_address(&instance.id, name),
                     addresses,
@@ -370,6 +439,7 @@ impl Controller {
     /// in the store names.
     pub async fn reconcile_networks(&self) -> Result<NetworkReconcileReport> {
         let mut report = NetworkReconcileReport::default();
+        let installation = self.installation().await?;
         // What the nodes hold, before the store is read (see `inventory`).
         let mut inventories = Vec::new();
         for (node, host) in self.network_hosts() {
@@ -394,7 +464,7 @@ impl Controller {
         }
         for (node, host, seen) in inventories {
             let removed = host
-                .reconcile(&networks, &instances, &seen)
+                .reconcile(&installation, &networks, &instances, &seen)
                 .await
                 .map_err(|e| on_node(&node, e))?;
             report

@@ -14,9 +14,9 @@ pub use instance::{
     InstanceStatus,
 };
 pub use network::{
-    bridge_name, from_u128, host_interface_name, mac_address, to_u128, Cidr, CreateNetwork,
-    IpConfig, Network, NetworkAttachment, Subnet, BRIDGE_PREFIX, HOST_NAME_PREFIX,
-    MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
+    from_u128, mac_address, to_u128, BridgeName, Cidr, CreateNetwork, HostMark, InstallationId,
+    InterfaceKind, InterfaceName, InvalidName, IpConfig, Network, NetworkAttachment, NetworkName,
+    Subnet, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
 pub use resources::Resources;

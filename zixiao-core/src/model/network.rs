@@ -2,9 +2,11 @@
 //! and/or one IPv6 subnet, outbound NAT and isolation; and the
 //! [`NetworkAttachment`] an instance records for each network it joins.
 //!
-//! Every host-side name (bridge, veth, TAP, nftables table) is derived here
-//! from stable inputs with a `zx` prefix, so a restarted agent finds what it
-//! created and can remove what the store no longer knows.
+//! Every host-side name (bridge, veth, TAP, nftables table) is a type of
+//! [`names`] derived here from the store's installation id and stable
+//! inputs with a `zx` prefix, so a restarted agent finds what it created,
+//! can remove what the store no longer knows, and never touches what
+//! another installation on the same host made.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,23 +15,28 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::validate_name;
 use crate::Error;
+
+mod names;
+
+pub use names::{
+    BridgeName, HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, NetworkName,
+    BRIDGE_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
+};
 
 /// The prefix of every host interface and nftables table Zixiao creates.
 pub const HOST_NAME_PREFIX: &str = "zx";
-/// Prefix of bridge names (`zxb` + 8 hex digits).
-pub const BRIDGE_PREFIX: &str = "zxb";
-/// Prefix of host-side veth names of containers (`zxv` + 10 hex digits).
-pub const VETH_PREFIX: &str = "zxv";
-/// Prefix of TAP device names of VMs (`zxt` + 10 hex digits).
-pub const TAP_PREFIX: &str = "zxt";
-/// Linux's limit on interface names, without the NUL.
-pub const MAX_INTERFACE_NAME: usize = 15;
 /// The most subnets a network has: one IPv4, one IPv6.
 const MAX_SUBNETS: usize = 2;
 /// The most reserved ranges per subnet.
 const MAX_RESERVED: usize = 64;
+/// The broadest IPv4 subnet: /8, the largest private block (10.0.0.0/8).
+/// Anything broader spans public space or several private blocks and would
+/// capture the routes of the host's other networks.
+const MIN_PREFIX_V4: u8 = 8;
+/// The broadest IPv6 subnet: /48, one site's allocation. Anything broader
+/// (a provider's /32, or `::/0`) would capture routes beyond one site.
+const MIN_PREFIX_V6: u8 = 48;
 
 /// An IP prefix such as `10.0.0.0/24` or `fd00::/64`. Stored as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -211,15 +218,90 @@ impl Subnet {
     }
 }
 
+/// The rules every subnet of a network follows, wherever one is checked
+/// (a request, a network arriving at a node): a prefix with its host bits
+/// cleared, no default route, no broader than /8 (IPv4) or /48 (IPv6), room
+/// for a gateway and an instance, and outside the ranges a host uses for
+/// itself (loopback, link-local, multicast, reserved). `field` is named in
+/// the error: `InvalidArgument`.
+fn check_subnet(field: &str, cidr: &Cidr) -> Result<(), Error> {
+    let refuse = |reason: String| Err(Error::invalid(field, reason));
+    if cidr.prefix_len() == 0 {
+        return refuse(format!(
+            "{cidr} is a default route; a network needs a subnet of its own"
+        ));
+    }
+    let (min, min_host_bits) = if cidr.is_ipv4() {
+        (MIN_PREFIX_V4, 2)
+    } else {
+        (MIN_PREFIX_V6, 1)
+    };
+    if cidr.prefix_len() < min {
+        return refuse(format!(
+            "{cidr} is too broad: an IPv4 subnet must be /{MIN_PREFIX_V4} to /30, \
+             an IPv6 subnet /{MIN_PREFIX_V6} to /127"
+        ));
+    }
+    if cidr.host_bits() < min_host_bits {
+        return refuse(format!(
+            "{cidr} is too small: an IPv4 subnet must be /{MIN_PREFIX_V4} to /30, \
+             an IPv6 subnet /{MIN_PREFIX_V6} to /127"
+        ));
+    }
+    if *cidr != cidr.network() {
+        return refuse(format!(
+            "{cidr} has host bits set; did you mean {}?",
+            cidr.network()
+        ));
+    }
+    let special: &[(&str, &str)] = if cidr.is_ipv4() {
+        &[
+            ("0.0.0.0/8", "\"this network\""),
+            ("127.0.0.0/8", "loopback"),
+            ("169.254.0.0/16", "link-local"),
+            ("224.0.0.0/4", "multicast"),
+            ("240.0.0.0/4", "reserved"),
+        ]
+    } else {
+        &[
+            ("::/128", "the unspecified address"),
+            ("::1/128", "loopback"),
+            ("::ffff:0:0/96", "IPv4-mapped"),
+            ("fe80::/10", "link-local"),
+            ("ff00::/8", "multicast"),
+        ]
+    };
+    for (range, what) in special {
+        let range: Cidr = range
+            .parse()
+            .expect("the special ranges are valid prefixes");
+        if range.overlaps(cidr) {
+            return refuse(format!("{cidr} overlaps {range}, which is {what}"));
+        }
+    }
+    Ok(())
+}
+
 /// A network as stored.
+///
+/// Deserializing re-checks it: its names are valid ([`NetworkName`],
+/// [`BridgeName`], [`InstallationId`]) and its bridge is the one its
+/// installation and name derive, so a network read from the store or the
+/// wire cannot name another network's bridge, or a link of the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "NetworkRecord")]
 pub struct Network {
     /// Unique name (a DNS label); also its id in the store.
-    pub name: String,
+    pub name: NetworkName,
     /// At most one IPv4 and one IPv6 subnet.
     pub subnets: Vec<Subnet>,
     /// The Linux bridge every node creates for it.
-    pub bridge: String,
+    pub bridge: BridgeName,
+    /// The installation whose network it is (see [`HostMark`]). `None` for
+    /// a network stored by a Zixiao older than installation ids: nodes
+    /// refuse to set it up or remove it (see [`Network::mark`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<InstallationId>,
     /// Whether traffic leaving the subnets is masqueraded behind the node's address.
     pub nat: bool,
     /// Whether traffic between this network and other Zixiao networks is dropped.
@@ -236,10 +318,159 @@ pub struct Network {
     pub revision: u64,
 }
 
+/// A [`Network`] as it comes off the wire or out of the store, before its
+/// bridge is checked against its installation and name.
+#[derive(Deserialize)]
+struct NetworkRecord {
+    name: NetworkName,
+    subnets: Vec<Subnet>,
+    bridge: BridgeName,
+    #[serde(default)]
+    installation: Option<InstallationId>,
+    nat: bool,
+    isolated: bool,
+    created_at: DateTime<Utc>,
+    #[serde(default)]
+    deleting: bool,
+    #[serde(default)]
+    revision: u64,
+}
+
+impl TryFrom<NetworkRecord> for Network {
+    type Error = InvalidName;
+
+    fn try_from(record: NetworkRecord) -> Result<Self, InvalidName> {
+        let network = Network {
+            name: record.name,
+            subnets: record.subnets,
+            bridge: record.bridge,
+            installation: record.installation,
+            nat: record.nat,
+            isolated: record.isolated,
+            created_at: record.created_at,
+            deleting: record.deleting,
+            revision: record.revision,
+        };
+        network.check_bridge()?;
+        Ok(network)
+    }
+}
+
+/// Checks that `bridge` is the one `installation` and `network` derive (the
+/// name-only hash for records older than installation ids).
+fn check_bridge(
+    bridge: &BridgeName,
+    installation: Option<&InstallationId>,
+    network: &NetworkName,
+) -> Result<(), InvalidName> {
+    let expected = match installation {
+        Some(installation) => BridgeName::of(installation, network),
+        None => BridgeName::before_installations(network),
+    };
+    if *bridge != expected {
+        return Err(InvalidName::new(
+            format!("the bridge of network `{network}`"),
+            bridge,
+            format!("that is {expected}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of a host object recorded before installation ids.
+fn stored_before_installations(what: String, bridge: &BridgeName, remedy: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "{what} was stored by a Zixiao older than installation ids: its bridge {bridge} and \
+         the devices on it carry no installation mark, so they cannot be told apart from \
+         another installation's on this host; {remedy}"
+    ))
+}
+
 impl Network {
+    /// Checks that its bridge is the one its installation and name derive,
+    /// as every network read from the store or the wire is checked (serde
+    /// does it; a frontend building one by hand calls this), so no network
+    /// can name another's bridge. Errors: [`InvalidName`].
+    pub fn check_bridge(&self) -> Result<(), InvalidName> {
+        check_bridge(&self.bridge, self.installation.as_ref(), &self.name)
+    }
+
+    /// The mark of its host objects. Errors: `FailedPrecondition` for a
+    /// network stored before installation ids (saying what to do): no node
+    /// sets such a network up, or removes anything of it.
+    pub fn mark(&self) -> Result<HostMark, Error> {
+        match &self.installation {
+            Some(installation) => Ok(HostMark::new(installation.clone(), self.name.clone())),
+            None => Err(stored_before_installations(
+                format!("network `{}`", self.name),
+                &self.bridge,
+                &format!(
+                    "remove its bridge and table by hand if they are still there \
+                     (`ip link del {}`, `nft delete table inet {}`), then delete the \
+                     network and create it again",
+                    self.bridge,
+                    self.nft_table()
+                ),
+            )),
+        }
+    }
+
     /// The nftables table (family `inet`) holding its NAT and isolation rules.
     pub fn nft_table(&self) -> String {
-        format!("{HOST_NAME_PREFIX}_{}", self.bridge)
+        match &self.installation {
+            Some(installation) => {
+                HostMark::new(installation.clone(), self.name.clone()).nft_table()
+            }
+            // What versions older than installation ids named it.
+            None => format!("{HOST_NAME_PREFIX}_{}", self.bridge),
+        }
+    }
+
+    /// Checks every subnet against the rules a request is checked against
+    /// (see `CreateNetwork::validate`), so a network arriving from the wire
+    /// or an older store cannot hurt the node either. Errors:
+    /// `InvalidArgument` naming `subnets[i]`.
+    pub fn check_subnets(&self) -> Result<(), Error> {
+        if self.subnets.is_empty() || self.subnets.len() > MAX_SUBNETS {
+            return Err(Error::invalid(
+                "subnets",
+                "a network has one or two subnets, one per IP family",
+            ));
+        }
+        for (i, subnet) in self.subnets.iter().enumerate() {
+            let field = format!("subnets[{i}]");
+            check_subnet(&field, &subnet.cidr)?;
+            if !subnet.is_assignable_gateway() {
+                return Err(Error::invalid(
+                    &field,
+                    format!(
+                        "gateway {} is not a host of {}",
+                        subnet.gateway, subnet.cidr
+                    ),
+                ));
+            }
+            if self.subnets[..i]
+                .iter()
+                .any(|s| s.cidr.is_ipv4() == subnet.cidr.is_ipv4())
+            {
+                return Err(Error::invalid(
+                    &field,
+                    "a network has at most one subnet per IP family",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Subnet {
+    /// Whether the gateway is a host address of the prefix (not its network
+    /// or IPv4 broadcast address).
+    fn is_assignable_gateway(&self) -> bool {
+        let n = to_u128(self.gateway);
+        self.cidr.contains(self.gateway)
+            && n != self.cidr.first()
+            && !(self.cidr.is_ipv4() && n == self.cidr.last())
     }
 }
 
@@ -285,17 +516,28 @@ impl CreateNetwork {
         }
     }
 
-    /// Checks every field and builds the network, naming the field at fault.
+    /// Checks every field and builds the network of `installation`, naming
+    /// the field at fault. Subnets follow the rules of
+    /// [`Network::check_subnets`]: no default route, IPv4 /8 to /30, IPv6
+    /// /48 to /127, nothing in loopback, link-local, multicast or reserved
+    /// ranges.
     ///
     /// ```
-    /// use zixiao_core::model::CreateNetwork;
-    /// let net = CreateNetwork::new("lan", ["10.1.0.0/24"]).validate(chrono::Utc::now()).unwrap();
+    /// use zixiao_core::model::{CreateNetwork, InstallationId};
+    /// let here = InstallationId::generate();
+    /// let net = CreateNetwork::new("lan", ["10.1.0.0/24"]).validate(&here, chrono::Utc::now()).unwrap();
     /// assert_eq!(net.subnets[0].gateway.to_string(), "10.1.0.1");
-    /// let err = CreateNetwork::new("lan", ["10.1.0.0/33"]).validate(chrono::Utc::now()).unwrap_err();
+    /// let err = CreateNetwork::new("lan", ["10.1.0.0/33"]).validate(&here, chrono::Utc::now()).unwrap_err();
     /// assert!(err.to_string().starts_with("invalid subnets[0]"));
+    /// let err = CreateNetwork::new("lan", ["::/0"]).validate(&here, chrono::Utc::now()).unwrap_err();
+    /// assert!(err.to_string().contains("default route"), "{err}");
     /// ```
-    pub fn validate(&self, now: DateTime<Utc>) -> Result<Network, Error> {
-        validate_name("name", &self.name)?;
+    pub fn validate(
+        &self,
+        installation: &InstallationId,
+        now: DateTime<Utc>,
+    ) -> Result<Network, Error> {
+        let name = NetworkName::try_from(self.name.as_str()).map_err(|e| e.at("name"))?;
         if self.subnets.is_empty() {
             return Err(Error::invalid(
                 "subnets",
@@ -312,24 +554,7 @@ impl CreateNetwork {
         for (i, text) in self.subnets.iter().enumerate() {
             let field = format!("subnets[{i}]");
             let cidr: Cidr = text.parse().map_err(|e| Error::invalid(&field, e))?;
-            let min_hosts = if cidr.is_ipv4() { 2 } else { 1 };
-            if cidr.host_bits() < min_hosts || (cidr.is_ipv4() && cidr.host_bits() > 24) {
-                return Err(Error::invalid(
-                    &field,
-                    format!(
-                        "`{text}`: an IPv4 subnet must be /8 to /30, an IPv6 subnet at most /127"
-                    ),
-                ));
-            }
-            if cidr != cidr.network() {
-                return Err(Error::invalid(
-                    &field,
-                    format!(
-                        "`{text}` has host bits set; did you mean `{}`?",
-                        cidr.network()
-                    ),
-                ));
-            }
+            check_subnet(&field, &cidr)?;
             if subnets.iter().any(|s| s.cidr.is_ipv4() == cidr.is_ipv4()) {
                 return Err(Error::invalid(
                     &field,
@@ -385,8 +610,9 @@ impl CreateNetwork {
             subnet.reserved.push(range);
         }
         Ok(Network {
-            bridge: bridge_name(&self.name),
-            name: self.name.clone(),
+            bridge: BridgeName::of(installation, &name),
+            installation: Some(installation.clone()),
+            name,
             subnets,
             nat: self.nat,
             isolated: self.isolated,
@@ -416,23 +642,85 @@ impl fmt::Display for IpConfig {
 
 /// An instance's place on one network, recorded on the instance when its
 /// addresses are allocated, so every node sets up the same thing.
+///
+/// Deserializing re-checks its names and that its bridge is its network's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "AttachmentRecord")]
 pub struct NetworkAttachment {
     /// The network's name.
-    pub network: String,
+    pub network: NetworkName,
+    /// The network's installation; `None` when recorded by a Zixiao older
+    /// than installation ids (see [`NetworkAttachment::mark`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installation: Option<InstallationId>,
     /// The interface inside the instance (`eth0`, `eth1`, in spec order).
     pub interface: String,
     /// The host-side device (a veth or TAP named `zxv…`/`zxt…`).
-    pub host_interface: String,
+    pub host_interface: InterfaceName,
     /// The bridge the host-side device joins.
-    pub bridge: String,
+    pub bridge: BridgeName,
     /// A stable, locally administered MAC address.
     pub mac: String,
     /// One address per subnet of the network.
     pub addresses: Vec<IpConfig>,
 }
 
+/// A [`NetworkAttachment`] before its bridge is checked against its network.
+#[derive(Deserialize)]
+struct AttachmentRecord {
+    network: NetworkName,
+    #[serde(default)]
+    installation: Option<InstallationId>,
+    interface: String,
+    host_interface: InterfaceName,
+    bridge: BridgeName,
+    mac: String,
+    addresses: Vec<IpConfig>,
+}
+
+impl TryFrom<AttachmentRecord> for NetworkAttachment {
+    type Error = InvalidName;
+
+    fn try_from(record: AttachmentRecord) -> Result<Self, InvalidName> {
+        let attachment = NetworkAttachment {
+            network: record.network,
+            installation: record.installation,
+            interface: record.interface,
+            host_interface: record.host_interface,
+            bridge: record.bridge,
+            mac: record.mac,
+            addresses: record.addresses,
+        };
+        attachment.check_bridge()?;
+        Ok(attachment)
+    }
+}
+
 impl NetworkAttachment {
+    /// Checks that its bridge is its network's (see
+    /// [`Network::check_bridge`]). Errors: [`InvalidName`].
+    pub fn check_bridge(&self) -> Result<(), InvalidName> {
+        check_bridge(&self.bridge, self.installation.as_ref(), &self.network)
+    }
+
+    /// The mark of its host device (its network's). Errors:
+    /// `FailedPrecondition` for an attachment recorded before installation
+    /// ids (saying what to do): no node plumbs it.
+    pub fn mark(&self) -> Result<HostMark, Error> {
+        match &self.installation {
+            Some(installation) => Ok(HostMark::new(installation.clone(), self.network.clone())),
+            None => Err(stored_before_installations(
+                format!("the attachment to network `{}`", self.network),
+                &self.bridge,
+                &format!(
+                    "remove its device by hand if it is still there (`ip link del {}`), \
+                     then delete the instance and create it again",
+                    self.host_interface
+                ),
+            )),
+        }
+    }
+
     /// The kernel's `ip=` argument for this attachment's IPv4 address
     /// (`ip=<address>::<gateway>:<netmask>::<interface>:off`), which a
     /// simple guest's init (or a kernel with IP autoconfiguration) reads to
@@ -454,34 +742,10 @@ impl NetworkAttachment {
     }
 }
 
-/// FNV-1a, 64 bits: a stable hash for derived names (std's hasher may change).
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0u8]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
-}
-
-/// The bridge name of network `network`: `zxb` and 8 hex digits.
-pub fn bridge_name(network: &str) -> String {
-    format!("{BRIDGE_PREFIX}{:08x}", fnv1a(&[network]) as u32)
-}
-
-/// The host-side device of `instance` on `network` with `prefix`
-/// ([`VETH_PREFIX`] or [`TAP_PREFIX`]): the prefix and 10 hex digits.
-pub fn host_interface_name(prefix: &str, instance: &str, network: &str) -> String {
-    let hash = fnv1a(&[instance, network]);
-    format!("{prefix}{:010x}", hash & 0xff_ffff_ffff)
-}
-
 /// A stable MAC address of `instance` on `network`: locally administered,
 /// unicast (`02:…`).
 pub fn mac_address(instance: &str, network: &str) -> String {
-    let hash = fnv1a(&[instance, network, "mac"]).to_be_bytes();
+    let hash = names::fnv1a(&[instance, network, "mac"]).to_be_bytes();
     format!(
         "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         hash[0], hash[1], hash[2], hash[3], hash[4]
@@ -491,6 +755,10 @@ pub fn mac_address(instance: &str, network: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn here() -> InstallationId {
+        InstallationId::try_from("0123456789abcdef").unwrap()
+    }
 
     fn create(subnets: &[&str]) -> CreateNetwork {
         CreateNetwork::new("net", subnets.iter().copied())
@@ -520,10 +788,11 @@ mod tests {
             gateway: gw.parse().unwrap(),
         };
         let mut attachment = NetworkAttachment {
-            network: "lan".into(),
+            network: NetworkName::try_from("lan").unwrap(),
+            installation: Some(here()),
             interface: "eth1".into(),
-            host_interface: "zxt0000000001".into(),
-            bridge: "zxb00000001".into(),
+            host_interface: InterfaceName::try_from("zxt0000000001").unwrap(),
+            bridge: BridgeName::try_from("zxb00000001").unwrap(),
             mac: "02:00:00:00:00:01".into(),
             addresses: vec![ip("fd00::5", 64, "fd00::1"), ip("10.0.4.5", 22, "10.0.4.1")],
         };
@@ -538,31 +807,78 @@ mod tests {
     #[test]
     fn validate_names_the_field_at_fault() {
         let now = Utc::now();
-        let err = create(&["10.0.0.1/24"]).validate(now).unwrap_err();
+        let err = create(&["10.0.0.1/24"]).validate(&here(), now).unwrap_err();
         assert!(err.to_string().contains("subnets[0]"), "{err}");
         let err = create(&["10.0.0.0/24", "10.1.0.0/24"])
-            .validate(now)
+            .validate(&here(), now)
             .unwrap_err();
         assert!(err.to_string().contains("subnets[1]"), "{err}");
-        let err = create(&[]).validate(now).unwrap_err();
+        let err = create(&[]).validate(&here(), now).unwrap_err();
         assert!(err.to_string().starts_with("invalid subnets"), "{err}");
         let mut req = create(&["10.0.0.0/24"]);
         req.gateways = vec!["10.0.1.1".into()];
-        let err = req.validate(now).unwrap_err();
+        let err = req.validate(&here(), now).unwrap_err();
         assert!(err.to_string().contains("gateways[0]"), "{err}");
         req.gateways = vec!["10.0.0.0".into()];
-        assert!(req.validate(now).is_err());
+        assert!(req.validate(&here(), now).is_err());
         let mut req = create(&["10.0.0.0/24"]);
         req.reserved = vec!["192.168.0.0/30".into()];
-        let err = req.validate(now).unwrap_err();
+        let err = req.validate(&here(), now).unwrap_err();
         assert!(err.to_string().contains("reserved[0]"), "{err}");
+        let err = CreateNetwork::new("lan\nflush ruleset", ["10.0.0.0/24"])
+            .validate(&here(), now)
+            .unwrap_err();
+        assert!(err.to_string().starts_with("invalid name:"), "{err}");
+    }
+
+    #[test]
+    fn subnets_that_could_hurt_the_host_are_refused() {
+        let now = Utc::now();
+        for (subnet, why) in [
+            ("0.0.0.0/0", "default route"),
+            ("::/0", "default route"),
+            ("10.0.0.0/7", "too broad"),
+            ("fd00::/47", "too broad"),
+            ("2001:db8::/32", "too broad"),
+            ("10.0.0.0/31", "too small"),
+            ("127.0.0.0/8", "loopback"),
+            ("169.254.1.0/24", "link-local"),
+            ("224.1.0.0/16", "multicast"),
+            ("240.0.0.0/8", "reserved"),
+            ("fe80::/64", "link-local"),
+            ("ff02::/64", "multicast"),
+            ("::ffff:10.0.0.0/120", "IPv4-mapped"),
+        ] {
+            let err = create(&[subnet]).validate(&here(), now).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{subnet}");
+            assert!(
+                err.to_string().starts_with("invalid subnets[0]") && err.to_string().contains(why),
+                "{subnet}: {err}"
+            );
+        }
+        for fine in [
+            "10.0.0.0/8",
+            "192.168.7.0/30",
+            "fd00:1:2::/48",
+            "fd00::/127",
+        ] {
+            create(&[fine]).validate(&here(), now).expect(fine);
+        }
+        // A network from the wire or an older store is held to the same rules.
+        let mut net = create(&["10.0.0.0/24"]).validate(&here(), now).unwrap();
+        net.check_subnets().expect("a validated network passes");
+        net.subnets[0].cidr = "0.0.0.0/0".parse().unwrap();
+        let err = net.check_subnets().unwrap_err();
+        assert!(err.to_string().contains("subnets[0]"), "{err}");
+        net.subnets.clear();
+        assert!(net.check_subnets().is_err());
     }
 
     #[test]
     fn subnet_skips_network_broadcast_gateway_and_reserved() {
         let mut req = create(&["10.0.0.0/29", "fd00::/120"]);
         req.reserved = vec!["10.0.0.4/31".into()];
-        let net = req.validate(Utc::now()).unwrap();
+        let net = req.validate(&here(), Utc::now()).unwrap();
         let v4 = &net.subnets[0];
         let ok: Vec<u8> = (0..8)
             .filter(|i| v4.is_assignable(format!("10.0.0.{i}").parse().unwrap()))
@@ -572,20 +888,108 @@ mod tests {
     }
 
     #[test]
-    fn derived_names_fit_linux_limits_and_are_stable() {
-        let bridge = bridge_name("a-very-long-network-name-that-goes-on");
-        assert!(bridge.len() <= MAX_INTERFACE_NAME && bridge.starts_with(BRIDGE_PREFIX));
-        let veth = host_interface_name(VETH_PREFIX, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "lan");
-        assert_eq!(veth.len(), 13);
+    fn derived_names_are_stable_across_versions() {
+        // Renaming these would orphan every bridge and device on every node.
+        let lan = NetworkName::try_from("lan").unwrap();
+        assert_eq!(BridgeName::of(&here(), &lan), "zxb335716ce");
+        let id = "1b4e28ba-2fa1-11d2-883f-0016d3cca427";
         assert_eq!(
-            veth,
-            host_interface_name(VETH_PREFIX, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "lan")
+            InterfaceName::of(InterfaceKind::Tap, &here(), id, &lan),
+            "zxtd989c6359c"
         );
-        assert_ne!(
-            veth,
-            host_interface_name(VETH_PREFIX, "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "wan")
-        );
+        // What older versions derived, from the name alone.
+        assert_eq!(BridgeName::before_installations(&lan), "zxb9060dcf0");
         let mac = mac_address("x", "lan");
         assert!(mac.starts_with("02:") && mac.len() == 17);
+    }
+
+    #[test]
+    fn a_network_from_the_wire_is_checked_and_older_ones_are_recognised() {
+        let net = create(&["10.0.0.0/24"])
+            .validate(&here(), Utc::now())
+            .unwrap();
+        let json = serde_json::to_value(&net).unwrap();
+        let back: Network = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, net);
+        assert_eq!(
+            net.mark().unwrap().to_string(),
+            "zixiao:0123456789abcdef:net"
+        );
+        assert_eq!(net.nft_table(), "zx_0123456789abcdef_net");
+
+        // An injected bridge cannot even be deserialized.
+        let mut hostile = json.clone();
+        hostile["bridge"] = "zxb12345678\nflush ruleset".into();
+        let err = serde_json::from_value::<Network>(hostile).unwrap_err();
+        assert!(err.to_string().contains(r"\n"), "{err}");
+        // Nor another network's (valid) bridge.
+        let mut other = json.clone();
+        other["bridge"] = "zxb00000001".into();
+        let err = serde_json::from_value::<Network>(other).unwrap_err();
+        assert!(err.to_string().contains("that is zxb"), "{err}");
+        let mut name = json.clone();
+        name["name"] = "../x".into();
+        assert!(serde_json::from_value::<Network>(name).is_err());
+
+        // A network an older Zixiao stored: it decodes, and nodes refuse it
+        // with what to do.
+        let legacy = serde_json::json!({
+            "name": "lan", "subnets": [{"cidr": "10.0.0.0/24", "gateway": "10.0.0.1"}],
+            "bridge": "zxb9060dcf0", "nat": true, "isolated": true,
+            "created_at": "2024-01-01T00:00:00Z", "revision": 7
+        });
+        let legacy: Network = serde_json::from_value(legacy).unwrap();
+        assert_eq!(legacy.installation, None);
+        let err = legacy.mark().unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::FailedPrecondition);
+        assert!(
+            err.to_string().contains("zxb9060dcf0")
+                && err
+                    .to_string()
+                    .contains("nft delete table inet zx_zxb9060dcf0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_attachment_from_the_wire_is_checked() {
+        let lan = NetworkName::try_from("lan").unwrap();
+        let attachment = NetworkAttachment {
+            network: lan.clone(),
+            installation: Some(here()),
+            interface: "eth0".into(),
+            host_interface: InterfaceName::of(InterfaceKind::Veth, &here(), "x", &lan),
+            bridge: BridgeName::of(&here(), &lan),
+            mac: mac_address("x", "lan"),
+            addresses: Vec::new(),
+        };
+        let json = serde_json::to_value(&attachment).unwrap();
+        assert_eq!(
+            serde_json::from_value::<NetworkAttachment>(json.clone()).unwrap(),
+            attachment
+        );
+        for (field, value) in [
+            ("bridge", "eth0"),
+            ("bridge", "zxb00000001"),
+            ("host_interface", "eth0"),
+            ("host_interface", "zxv0123456789\n"),
+            ("network", "lan/../x"),
+            ("installation", "x"),
+        ] {
+            let mut bad = json.clone();
+            bad[field] = value.into();
+            assert!(
+                serde_json::from_value::<NetworkAttachment>(bad).is_err(),
+                "{field} = {value:?}"
+            );
+        }
+        let mut legacy = json;
+        legacy.as_object_mut().unwrap().remove("installation");
+        legacy["bridge"] = "zxb9060dcf0".into();
+        let legacy: NetworkAttachment = serde_json::from_value(legacy).unwrap();
+        assert_eq!(
+            legacy.mark().unwrap_err().kind(),
+            crate::ErrorKind::FailedPrecondition
+        );
     }
 }

@@ -9,33 +9,34 @@
 //! but no address: Zixiao runs no DHCP server, so such a guest must
 //! configure the address its instance shows itself.
 //!
-//! A bridge missing on the node is a `FailedPrecondition`: checked before
-//! the domain is defined when the driver has the node's [`LinuxNetwork`]
-//! (then nothing is left), and read from libvirt's error when the domain
-//! starts otherwise.
+//! A bridge missing on the node (or not the network's) is a
+//! `FailedPrecondition`: checked before the domain is defined when the
+//! driver has the node's [`LinuxNetwork`] (then nothing is left), and read
+//! from libvirt's error when the domain starts otherwise. The bridge and
+//! TAP names are valid by type ([`BridgeName`], [`InterfaceName`]).
+//!
+//! [`BridgeName`]: zixiao_core::model::BridgeName
+//! [`InterfaceName`]: zixiao_core::model::InterfaceName
 
 use virt::error::{Error as VirtError, ErrorNumber};
-use zixiao_core::model::{NetworkAttachment, MAX_INTERFACE_NAME};
-use zixiao_core::DriverError;
+use zixiao_core::model::NetworkAttachment;
+use zixiao_core::{DriverError, ErrorKind};
 use zixiao_net::LinuxNetwork;
 
 use super::error;
 use super::xml::Interface;
 
-/// The NICs of `attachments`, after checking the names and MACs libvirt
-/// will be given. Errors: `InvalidArgument` naming the attachment's field.
+/// The NICs of `attachments`, after checking the MACs libvirt will be
+/// given. Errors: `InvalidArgument` naming the attachment's field.
 pub(crate) fn interfaces(attachments: &[NetworkAttachment]) -> Result<Vec<Interface>, DriverError> {
     attachments
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let field = |name: &str| format!("attachments[{i}].{name}");
-            check_link_name(&field("bridge"), &a.bridge)?;
-            check_link_name(&field("host_interface"), &a.host_interface)?;
-            check_mac(&field("mac"), &a.mac)?;
+            check_mac(&format!("attachments[{i}].mac"), &a.mac)?;
             Ok(Interface {
-                bridge: a.bridge.clone(),
-                target: a.host_interface.clone(),
+                bridge: a.bridge.to_string(),
+                target: a.host_interface.to_string(),
                 mac: a.mac.clone(),
             })
         })
@@ -52,24 +53,24 @@ pub(crate) fn kernel_args(attachments: &[NetworkAttachment]) -> String {
         .collect()
 }
 
-/// Checks that every attachment's bridge exists in `network`'s namespace.
-/// Errors: `FailedPrecondition` naming the network and the bridge.
+/// Checks that every attachment's bridge exists in `network`'s namespace
+/// and is its network's. Errors: `FailedPrecondition` naming the network
+/// and the bridge.
 pub(crate) async fn check_bridges(
     network: &LinuxNetwork,
     attachments: &[NetworkAttachment],
 ) -> Result<(), DriverError> {
     for attachment in attachments {
-        let found =
-            network
-                .link_index(&attachment.bridge)
-                .await
-                .map_err(|e| DriverError::Runtime {
+        network
+            .check_bridge(attachment)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::FailedPrecondition => DriverError::FailedPrecondition(e.to_string()),
+                _ => DriverError::Runtime {
                     operation: format!("look up bridge {}", attachment.bridge),
                     source: Box::new(e),
-                })?;
-        if found.is_none() {
-            return Err(not_set_up(attachment));
-        }
+                },
+            })?;
     }
     Ok(())
 }
@@ -99,30 +100,6 @@ fn not_set_up(attachment: &NetworkAttachment) -> DriverError {
         "network `{}` is not set up on this node (bridge {} is missing)",
         attachment.network, attachment.bridge
     ))
-}
-
-fn check_link_name(field: &str, name: &str) -> Result<(), DriverError> {
-    if name.is_empty() || name.len() > MAX_INTERFACE_NAME {
-        return Err(error::invalid(
-            field,
-            format!("`{name}` is not 1 to {MAX_INTERFACE_NAME} characters long"),
-        ));
-    }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| !c.is_ascii_graphic() || c == '/' || c == ':')
-    {
-        return Err(error::invalid(
-            field,
-            format!(
-                "`{}` is not a valid Linux interface name",
-                name.escape_debug()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn check_mac(field: &str, mac: &str) -> Result<(), DriverError> {
@@ -163,10 +140,11 @@ mod tests {
 
     fn attachment(i: usize) -> NetworkAttachment {
         NetworkAttachment {
-            network: format!("net{i}"),
+            network: format!("net{i}").try_into().unwrap(),
+            installation: None,
             interface: format!("eth{i}"),
-            host_interface: format!("zxt000000000{i}"),
-            bridge: format!("zxb0000000{i}"),
+            host_interface: format!("zxt000000000{i}").try_into().unwrap(),
+            bridge: format!("zxb0000000{i}").try_into().unwrap(),
             mac: format!("02:00:00:00:00:0{i}"),
             addresses: vec![IpConfig {
                 address: format!("10.0.{i}.5").parse().unwrap(),
@@ -192,21 +170,10 @@ mod tests {
     }
 
     #[test]
-    fn bad_names_and_macs_name_the_field() {
+    fn bad_macs_name_the_field() {
+        // Bad bridge and TAP names cannot be built (BridgeName, InterfaceName).
         type Spoil = fn(&mut NetworkAttachment);
-        let cases: [(Spoil, &str); 5] = [
-            (
-                |a| a.bridge = "a-name-longer-than-15".into(),
-                "attachments[1].bridge",
-            ),
-            (
-                |a| a.host_interface = "zxt/x".into(),
-                "attachments[1].host_interface",
-            ),
-            (
-                |a| a.host_interface = String::new(),
-                "attachments[1].host_interface",
-            ),
+        let cases: [(Spoil, &str); 2] = [
             (|a| a.mac = "02:00:00:00:00".into(), "attachments[1].mac"),
             (|a| a.mac = "01:00:5e:00:00:01".into(), "attachments[1].mac"),
         ];

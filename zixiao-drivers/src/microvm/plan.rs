@@ -97,7 +97,7 @@ pub(crate) fn plan(instance: &Instance, host: (u32, u64)) -> Result<BootPlan, Dr
         .attachments
         .iter()
         .map(|a| Nic {
-            tap: a.host_interface.clone(),
+            tap: a.host_interface.to_string(),
             mac: a.mac.clone(),
         })
         .collect();
@@ -254,10 +254,11 @@ mod tests {
         spec.cmdline = Some("console=ttyS0 quiet".to_owned());
         let mut vm = instance(spec);
         let nic = |i: u8, address: &str, gateway: &str| NetworkAttachment {
-            network: format!("n{i}"),
+            network: format!("n{i}").try_into().unwrap(),
+            installation: None,
             interface: format!("eth{i}"),
-            host_interface: format!("zxt000000000{i}"),
-            bridge: format!("zxb0000000{i}"),
+            host_interface: format!("zxt000000000{i}").try_into().unwrap(),
+            bridge: format!("zxb0000000{i}").try_into().unwrap(),
             mac: format!("02:00:00:00:00:0{i}"),
             addresses: vec![IpConfig {
                 address: address.parse().expect("address"),

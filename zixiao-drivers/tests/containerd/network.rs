@@ -173,7 +173,10 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
             assert!(c.converge(name).await.expect("converge delete").is_none());
         }
         assert!(fx.leftovers().await.is_empty());
-        assert!(!host.netns_path(&a.id).exists() && !host.netns_path(&b.id).exists());
+        assert!(
+            !host.netns_path(&a.id, &a.attachments).unwrap().exists()
+                && !host.netns_path(&b.id, &b.attachments).unwrap().exists()
+        );
         assert!(
             host.links_with_prefix("zxv").await.unwrap().is_empty(),
             "no veth left"
@@ -198,7 +201,9 @@ fn a_container_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
             .await
             .expect("create network");
         // The node lost the bridge (someone removed it by hand).
-        host.delete_link(&net.bridge).await.unwrap();
+        host.delete_link(&net.bridge, &net.mark().unwrap())
+            .await
+            .unwrap();
         c.create_instance(on_network("x", "gone", "sleep 600"))
             .await
             .expect("create");
@@ -209,7 +214,10 @@ fn a_container_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
             fx.leftovers().await.is_empty(),
             "no container or snapshot left"
         );
-        assert!(!host.netns_path(&x.id).exists(), "no namespace left");
+        assert!(
+            !host.netns_path(&x.id, &x.attachments).unwrap().exists(),
+            "no namespace left"
+        );
         assert!(host.links_with_prefix("zxv").await.unwrap().is_empty());
     });
 }
@@ -232,7 +240,10 @@ fn remove_orphan_removes_a_containers_namespace_and_veth_knowing_only_its_id() {
         let lost = until_status(&c, "lost", InstanceStatus::Running).await;
         let veth = lost.attachments[0].host_interface.clone();
         assert!(host.link_index(&veth).await.unwrap().is_some());
-        assert!(host.netns_path(&lost.id).exists());
+        assert!(host
+            .netns_path(&lost.id, &lost.attachments)
+            .unwrap()
+            .exists());
 
         // A node that lost its record of the instance knows only its id.
         let driver = ContainerdDriver::connect(fx.driver.options().clone())
@@ -249,7 +260,13 @@ fn remove_orphan_removes_a_containers_namespace_and_veth_knowing_only_its_id() {
             "{:?}",
             fx.leftovers().await
         );
-        assert!(!host.netns_path(&lost.id).exists(), "no namespace left");
+        assert!(
+            !host
+                .netns_path(&lost.id, &lost.attachments)
+                .unwrap()
+                .exists(),
+            "no namespace left"
+        );
         assert_eq!(host.link_index(&veth).await.unwrap(), None, "no veth left");
         assert!(!ping(address(&lost)));
         assert!(driver.instance_ids().await.unwrap().is_empty());

@@ -231,7 +231,9 @@ fn a_vm_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
             .await
             .expect("create network");
         // The node lost the bridge (someone removed it by hand).
-        host.delete_link(&net.bridge).await.expect("delete bridge");
+        host.delete_link(&net.bridge, &net.mark().expect("a current network"))
+            .await
+            .expect("delete bridge");
 
         let name = unique("lostnet");
         let mut spec = fx.vm("");
@@ -242,7 +244,7 @@ fn a_vm_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
         let vm = until_status(&c, &name, InstanceStatus::Failed).await;
         let problem = vm.problem().unwrap_or_default().to_owned();
         assert!(
-            problem.contains("not set up on this node") && problem.contains(&net.bridge),
+            problem.contains("not set up on this node") && problem.contains(net.bridge.as_str()),
             "{problem}"
         );
         assert_nothing_left(&driver, &vm).await;
@@ -259,7 +261,7 @@ fn a_vm_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
             zixiao_core::ErrorKind::FailedPrecondition,
             "{err}"
         );
-        assert!(err.to_string().contains(&net.bridge), "{err}");
+        assert!(err.to_string().contains(net.bridge.as_str()), "{err}");
         bare.delete(&vm).await.expect("delete");
         assert_nothing_left(&bare, &vm).await;
 
@@ -294,10 +296,11 @@ async fn attachments_are_nics_and_kernel_ip_arguments_and_bad_ones_are_refused()
     spec.networks = vec!["lan".to_owned()];
     let mut vm = super::instance(&unique("nic"), spec);
     vm.attachments = vec![NetworkAttachment {
-        network: "lan".into(),
+        network: "lan".try_into().unwrap(),
+        installation: None,
         interface: "eth0".into(),
-        host_interface: "zxt0123456789".into(),
-        bridge: "zxb01234567".into(),
+        host_interface: "zxt0123456789".try_into().unwrap(),
+        bridge: "zxb01234567".try_into().unwrap(),
         mac: "02:12:34:56:78:9a".into(),
         addresses: vec![IpConfig {
             address: "10.70.0.7".parse().unwrap(),

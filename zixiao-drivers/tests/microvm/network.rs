@@ -15,11 +15,12 @@ use zixiao_core::controller::ControllerOptions;
 use zixiao_core::driver::Inventory;
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::{
-    host_interface_name, mac_address, CreateNetwork, IpConfig, NetworkAttachment, TAP_PREFIX,
+    mac_address, CreateNetwork, InstallationId, InterfaceKind, InterfaceName, IpConfig, Network,
+    NetworkAttachment, TAP_PREFIX,
 };
 use zixiao_core::{
     Controller, CreateInstance, Driver, ErrorKind, Instance, InstanceStatus, LocalAgent,
-    MicrovmBackend,
+    MicrovmBackend, NetworkHost,
 };
 use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
 use zixiao_net::{LinuxNetwork, StoreIpam};
@@ -200,14 +201,23 @@ fn a_qemu_microvm_on_a_network_answers_ping_across_a_restart_and_delete_removes_
     });
 }
 
-/// An attachment of `vm` to a network `network` whose bridge is `bridge`.
-fn attachment(vm: &Instance, network: &str, bridge: &str) -> NetworkAttachment {
+/// Network `lan` of a new installation, not set up on any node.
+fn lan() -> Network {
+    CreateNetwork::new("lan", ["10.68.0.0/24"])
+        .validate(&InstallationId::generate(), chrono::Utc::now())
+        .expect("valid network")
+}
+
+/// An attachment of `vm` to `network`, with a TAP.
+fn attachment(vm: &Instance, network: &Network) -> NetworkAttachment {
+    let installation = network.installation.clone().expect("a current network");
     NetworkAttachment {
-        network: network.to_owned(),
+        network: network.name.clone(),
         interface: "eth0".to_owned(),
-        host_interface: host_interface_name(TAP_PREFIX, &vm.id, network),
-        bridge: bridge.to_owned(),
-        mac: mac_address(&vm.id, network),
+        host_interface: InterfaceName::of(InterfaceKind::Tap, &installation, &vm.id, &network.name),
+        installation: Some(installation),
+        bridge: network.bridge.clone(),
+        mac: mac_address(&vm.id, &network.name),
         addresses: vec![IpConfig {
             address: "10.68.0.5".parse().expect("address"),
             prefix_len: 24,
@@ -241,14 +251,15 @@ fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
         };
         let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
         let mut vm = instance(&unique("nonet"), fx.spec(""));
-        let with_tap = attachment(&vm, "lan", "zxb00000000");
+        let net = lan();
+        let with_tap = attachment(&vm, &net);
         vm.attachments = vec![with_tap];
 
         // The bridge is not on this node: the network was never set up here.
         let driver = fx.driver().with_network(host.clone());
         let err = driver.create(&vm).await.expect_err("no bridge");
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
-        assert!(err.to_string().contains("zxb00000000"), "{err}");
+        assert!(err.to_string().contains(net.bridge.as_str()), "{err}");
         assert_untouched(&fx, &driver, &host, &vm).await;
 
         // A driver without a host network cannot plug anything.
@@ -295,11 +306,13 @@ fn remove_orphan_removes_a_microvms_qemu_and_tap_knowing_only_its_id() {
             return;
         };
         let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
-        let bridge = "zxb0000f00d";
-        ip(&["link", "add", bridge, "type", "bridge"]);
-        ip(&["link", "set", bridge, "up"]);
+        // The network is on the node; the store that made it is gone.
+        let net = lan();
+        host.ensure_network(&net)
+            .await
+            .expect("the network's bridge");
         let mut vm = instance(&unique("lost"), fx.spec(""));
-        vm.attachments = vec![attachment(&vm, "lan", bridge)];
+        vm.attachments = vec![attachment(&vm, &net)];
         let tap = vm.attachments[0].host_interface.clone();
         let driver = fx.driver().with_network(host.clone());
         driver.create(&vm).await.expect("create");
@@ -321,6 +334,6 @@ fn remove_orphan_removes_a_microvms_qemu_and_tap_knowing_only_its_id() {
             .await
             .expect("inventory")
             .contains(&vm.id));
-        host.delete_link(bridge).await.expect("remove the bridge");
+        host.remove_network(&net).await.expect("remove the bridge");
     });
 }

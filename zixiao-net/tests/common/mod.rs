@@ -8,12 +8,21 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
+use zixiao_core::host::HostFacts;
 use zixiao_core::model::{
-    host_interface_name, mac_address, CreateNetwork, Instance, IpConfig, Network,
-    NetworkAttachment, VETH_PREFIX,
+    mac_address, CreateNetwork, InstallationId, Instance, InterfaceKind, InterfaceName, IpConfig,
+    Network, NetworkAttachment,
 };
-use zixiao_core::{CreateInstance, InstanceSpec};
+use zixiao_core::{
+    AddressAllocator, Controller, CreateInstance, InstanceSpec, InstanceType, LocalAgent,
+    NetworkHost, Resources,
+};
+use zixiao_net::StoreIpam;
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::FakeDriver;
 
 /// The directory under which tests pin container namespaces, exported by
 /// `scripts/services/net.sh start`; `None` (skip) when absent.
@@ -53,26 +62,58 @@ where
     }
 }
 
-/// A validated network.
+/// The installation of the tests' networks (each test has a namespace of
+/// its own, so one fixed id does not make them share anything).
+pub fn here() -> InstallationId {
+    InstallationId::try_from("0123456789abcdef").expect("an installation id")
+}
+
+/// A validated network of installation [`here`].
 pub fn network(name: &str, subnet: &str, nat: bool, isolated: bool) -> Network {
+    network_of(&here(), name, subnet, nat, isolated)
+}
+
+/// A validated network of `installation`.
+pub fn network_of(
+    installation: &InstallationId,
+    name: &str,
+    subnet: &str,
+    nat: bool,
+    isolated: bool,
+) -> Network {
     let mut req = CreateNetwork::new(name, [subnet]);
     req.nat = nat;
     req.isolated = isolated;
-    req.validate(chrono::Utc::now()).expect("valid network")
+    req.validate(installation, chrono::Utc::now())
+        .expect("valid network")
 }
 
-/// An attachment of `instance` to `network` at `address` (host bits of its subnet).
+/// An attachment of `instance` to `network` at `address` (host bits of its
+/// subnet), with a veth.
 pub fn attachment(
     instance: &str,
     network: &Network,
     index: usize,
     address: &str,
 ) -> NetworkAttachment {
+    attachment_with(InterfaceKind::Veth, instance, network, index, address)
+}
+
+/// An attachment of `instance` to `network` at `address` with a `kind` device.
+pub fn attachment_with(
+    kind: InterfaceKind,
+    instance: &str,
+    network: &Network,
+    index: usize,
+    address: &str,
+) -> NetworkAttachment {
     let subnet = &network.subnets[0];
+    let installation = network.installation.clone().expect("a current network");
     NetworkAttachment {
         network: network.name.clone(),
+        host_interface: InterfaceName::of(kind, &installation, instance, &network.name),
+        installation: Some(installation),
         interface: format!("eth{index}"),
-        host_interface: host_interface_name(VETH_PREFIX, instance, &network.name),
         bridge: network.bridge.clone(),
         mac: mac_address(instance, &network.name),
         addresses: vec![IpConfig {
@@ -113,4 +154,125 @@ pub fn ping_from(netns: &std::path::Path, address: IpAddr) -> bool {
 pub fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("ip");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `nft <args>` in the calling thread's namespace.
+pub fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft").args(args).output().expect("nft");
+    assert!(out.status.success(), "nft {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a namespace holds that Zixiao could change: its links (with
+/// details: kind, alias, master), addresses, routes and nftables ruleset.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostState {
+    pub links: String,
+    pub addresses: String,
+    pub routes: String,
+    /// `nft list ruleset`, one table per entry, sorted: replacing a table
+    /// (as ensuring a network does) lists it last without changing it.
+    pub ruleset: Vec<String>,
+}
+
+/// The calling thread's namespace as `ip` and `nft` show it. The bridge
+/// timers `ip -d link` prints (they count down by themselves) are left out.
+pub fn host_state() -> HostState {
+    let links = ip(&["-d", "link", "show"])
+        .lines()
+        .map(|line| {
+            let mut kept = Vec::new();
+            let mut words = line.split_whitespace();
+            while let Some(word) = words.next() {
+                kept.push(word);
+                if word.ends_with("_timer") {
+                    words.next();
+                }
+            }
+            kept.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut ruleset: Vec<String> = nft(&["list", "ruleset"])
+        .split("\ntable ")
+        .map(|t| t.trim_start_matches("table ").trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    ruleset.sort();
+    HostState {
+        links,
+        addresses: ip(&["addr", "show"]),
+        routes: ip(&["route", "show", "table", "all"]),
+        ruleset,
+    }
+}
+
+/// Turns IPv6 off in the calling thread's namespace, so no link-local
+/// address comes and goes by itself between two [`host_state`]s.
+pub fn without_ipv6() {
+    for path in [
+        "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+        "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+    ] {
+        std::fs::write(path, "1").expect(path);
+    }
+}
+
+/// A controller over a fresh embedded store (so an installation of its
+/// own) with node `node-a` (fake container and VM drivers) whose networks
+/// `host` sets up.
+pub struct Setup {
+    pub controller: Controller,
+    pub ipam: StoreIpam,
+    pub _dir: tempfile::TempDir,
+}
+
+/// See [`Setup`].
+pub async fn setup(host: Arc<dyn NetworkHost>) -> Setup {
+    setup_with(host, |ipam| Arc::new(ipam)).await
+}
+
+/// As [`setup`], with the controller's allocator made from the StoreIpam.
+pub async fn setup_with(
+    host: Arc<dyn NetworkHost>,
+    allocator: impl FnOnce(StoreIpam) -> Arc<dyn AddressAllocator>,
+) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"));
+    let ipam = StoreIpam::new(store.clone());
+    let agent = Arc::new(
+        LocalAgent::new(HostFacts {
+            hostname: "test".into(),
+            capacity: Resources {
+                cpus: 16,
+                memory_mib: 65536,
+                disk_gib: 100,
+                instances: 64,
+            },
+        })
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Vm))),
+    );
+    let registration = agent.registration("node-a");
+    let controller = Controller::builder(store, Arc::new(PluginScheduler::default()))
+        .agent("node-a", agent)
+        .address_allocator(allocator(ipam.clone()))
+        .network_host("node-a", host)
+        .build();
+    controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    Setup {
+        controller,
+        ipam,
+        _dir: dir,
+    }
+}
+
+/// A request for container `name` on `networks`.
+pub fn on(name: &str, networks: &[&str]) -> CreateInstance {
+    let mut spec = InstanceSpec::container("busybox");
+    spec.networks = networks.iter().map(|n| n.to_string()).collect();
+    CreateInstance::new(name, spec)
 }

@@ -1,21 +1,26 @@
-//! `zixiao-vmm --run-dir DIR --boot JSON`: the per-microVM VMM process. It is
-//! normally started by `zixiao_vmm::launch()`, which reads the one ready line
-//! this prints on stdout.
+//! `zixiao-vmm --run-dir DIR --boot JSON [--confinement JSON]`: the
+//! per-microVM VMM process. It is normally started by `zixiao_vmm::launch()`,
+//! which reads the JSON lines this prints on stdout.
 
 use std::path::PathBuf;
 
-use zixiao_vmm::{Boot, VmmError};
+use zixiao_vmm::{Boot, Confinement, VmmError};
 
 fn main() {
     let mut run_dir: Option<PathBuf> = None;
     let mut boot: Option<String> = None;
+    let mut confinement: Option<String> = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--run-dir") => run_dir = args.next().map(PathBuf::from),
             Some("--boot") => boot = args.next().and_then(|b| b.into_string().ok()),
+            Some("--confinement") => confinement = args.next().and_then(|b| b.into_string().ok()),
             Some("--help") | Some("-h") => {
-                println!("usage: zixiao-vmm --run-dir DIR --boot JSON (normally run by zixiao_vmm::launch)");
+                println!(
+                    "usage: zixiao-vmm --run-dir DIR --boot JSON [--confinement JSON] \
+                     (normally run by zixiao_vmm::launch)"
+                );
                 return;
             }
             _ => fail(VmmError::invalid(
@@ -31,17 +36,43 @@ fn main() {
             serde_json::from_str(&b).map_err(|e| VmmError::invalid("--boot", e.to_string()))
         })
         .unwrap_or_else(|e| fail(e));
+    // Without the flag: the production default, jailed and filtered.
+    let confinement: Confinement = confinement
+        .map(|c| {
+            serde_json::from_str(&c).map_err(|e| VmmError::invalid("--confinement", e.to_string()))
+        })
+        .transpose()
+        .unwrap_or_else(|e| fail(e))
+        .unwrap_or_default();
     // SAFETY: setsid(2) takes no pointers; it detaches this process from the
     // launcher's session so the VMM outlives it (fails harmlessly if already a
     // session leader).
     unsafe { libc::setsid() };
-    let code = zixiao_vmm::server::run(&run_dir, boot, std::io::stdout());
+    let mut pid = std::process::id();
+    if confinement.jail.is_some() {
+        // The VMM proper is pid 1 of a new PID namespace, a sibling of this
+        // process under the launcher; this process only makes it.
+        match zixiao_vmm::jail::clone_into_pid_namespace() {
+            Ok(true) => {
+                pid = zixiao_vmm::jail::host_pid().unwrap_or(pid);
+                announce(pid);
+            }
+            Ok(false) => std::process::exit(0),
+            Err(err) => fail(err),
+        }
+    }
+    let code = zixiao_vmm::server::run(&run_dir, boot, &confinement, pid, std::io::stdout());
     std::process::exit(code);
 }
 
+/// The first line of a VMM in its own PID namespace: its pid on the host,
+/// so the launcher (its parent) can reap it whatever happens next.
+fn announce(pid: u32) {
+    println!("{}", zixiao_vmm::server::spawned_line(pid));
+}
+
 fn fail(err: VmmError) -> ! {
-    let line = serde_json::to_string(&Err::<u32, _>(err.clone())).unwrap_or_default();
-    println!("{line}");
+    println!("{}", zixiao_vmm::server::failed_line(&err));
     eprintln!("zixiao-vmm: {err}");
     std::process::exit(2);
 }

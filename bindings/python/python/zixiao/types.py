@@ -30,6 +30,7 @@ NodeStatus = Literal[
     "ready", "not_ready", "cordoned", "maintenance", "draining", "decommissioned"
 ]
 RestartPolicy = Literal["never", "on_failure", "always"]
+MicrovmBackend = Literal["auto", "vmm", "qemu"]
 
 
 def _without_none(value: Any) -> Any:
@@ -60,6 +61,8 @@ class InstanceSpec:
     """Initial ramdisk, an absolute path on the node."""
     cmdline: Optional[str] = None
     """Kernel command line."""
+    backend: Optional[MicrovmBackend] = None
+    """Which monitor runs a microVM (default ``auto``: the node's choice)."""
     command: Optional[List[str]] = None
     """Command and arguments (containers): replaces the image's entrypoint."""
     env: Optional[Dict[str, str]] = None
@@ -122,7 +125,12 @@ class IpConfig(TypedDict):
     gateway: str
 
 
-class NetworkAttachment(TypedDict):
+class _NetworkAttachmentOptional(TypedDict, total=False):
+    installation: str
+    """The network's installation (absent when recorded before installation ids)."""
+
+
+class NetworkAttachment(_NetworkAttachmentOptional):
     """An instance's place on one network, allocated when it is created."""
 
     network: str
@@ -224,11 +232,41 @@ class DrainReport(TypedDict):
     status: Optional[NodeStatus]
 
 
-class ReconcileReport(TypedDict):
-    instances: int
-    converged: int
-    waiting: int
-    errors: List[List[str]]
+class NodeEvent(TypedDict):
+    """One change of one node, from ``watch_nodes``."""
+
+    kind: Literal["added", "modified", "deleted"]
+    revision: int
+    node: Optional[Node]
+    id: str
+
+
+class Snapshot(TypedDict):
+    """A snapshot of one instance, from ``create_snapshot`` and ``list_snapshots``."""
+
+    name: str
+    created_at: Optional[str]
+    includes_memory: bool
+    """Whether it holds the memory (the instance was running) as well as the disks."""
+    current: bool
+    """Whether it is the one the instance last took or reverted to."""
+
+
+class Image(TypedDict):
+    """An image a node's runtime holds, from ``import_images`` and ``list_images``."""
+
+    name: str
+    digest: str
+    size_bytes: int
+
+
+class StoreSummary(TypedDict):
+    """What a state backup holds, from ``backup_state``."""
+
+    revision: int
+    keys: int
+    history: int
+    leases: int
 
 
 class Subnet(TypedDict):
@@ -240,6 +278,8 @@ class Subnet(TypedDict):
 class _NetworkOptional(TypedDict, total=False):
     deleting: bool
     """Present (``True``) while the network is being deleted."""
+    installation: str
+    """The store's installation id (absent when stored before installation ids)."""
 
 
 class Network(_NetworkOptional):
@@ -272,13 +312,6 @@ class CreateNetwork(_CreateNetworkRequired, total=False):
     """Masquerade traffic leaving the subnets (default ``True``)."""
     isolated: bool
     """Drop traffic to and from other Zixiao networks (default ``True``)."""
-
-
-class NetworkReconcileReport(TypedDict):
-    removed: List[str]
-    """Host objects removed, as ``node: what``."""
-    released: List[str]
-    """Allocations released because their instance is gone, as ``network/owner``."""
 
 
 class InstanceFilter(TypedDict, total=False):

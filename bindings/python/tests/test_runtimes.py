@@ -1,0 +1,163 @@
+"""The published surfaces against real runtimes, through `Controller.open`:
+images (import with progress, list, remove), a container's console and
+followed log, stats and pause on containerd; snapshots (create, list,
+export, restore, revert, delete) of a microVM on zixiao-vmm.
+
+Each test needs its runtime (scripts/services/*.sh start it, as
+scripts/bindings.sh does) and skips with the reason elsewhere; with
+ZIXIAO_REQUIRE_RUNTIMES=1 (CI) a missing runtime fails instead.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+import zixiao
+from zixiao import _native
+
+
+def missing(reason):
+    if os.environ.get("ZIXIAO_REQUIRE_RUNTIMES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def runtime(variable, what):
+    value = os.environ.get(variable)
+    if not value:
+        missing(f"{what}: {variable} is not set (scripts/services start it)")
+    return value
+
+
+@pytest.fixture
+def short_dir():
+    # Short: the monitors' socket paths live under it.
+    path = tempfile.mkdtemp(prefix="zx-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def until(condition, what, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_images_console_log_stats_and_pause_on_containerd(short_dir):
+    socket = runtime("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
+    archive = runtime("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox OCI archive")
+    # A namespace of its own: the images it removes are its own.
+    namespace = "zixiao-bindings-python"
+    controller = zixiao.Controller.open(
+        short_dir, containerd_socket=socket, containerd_namespace=namespace
+    )
+
+    progress = []
+    images = controller.import_images(archive, progress=lambda done, total: progress.append((done, total)))
+    [busybox] = [i for i in images if "busybox" in i["name"]]
+    assert busybox["digest"].startswith("sha256:")
+    assert progress, "the progress callback was called"
+    assert all(0 <= done <= total for done, total in progress)
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+    assert busybox["name"] in [i["name"] for i in controller.list_images()]
+
+    # A console types into the container's stdin and reads what it writes.
+    cat = controller.create_instance(
+        {
+            "name": "cat",
+            "labels": {"zixiao.io/stdin": "true"},
+            "spec": {"type": "container", "image": "busybox", "cpus": 1, "memory_mib": 32, "command": ["cat"]},
+        }
+    )
+    assert cat["status"] == "running", cat
+    with controller.attach_console("cat") as console:
+        console.write(b"hello zixiao\n")
+        seen = b""
+        while b"hello zixiao" not in seen:
+            piece = console.read()
+            assert piece, f"the console ended before the echo: {seen!r}"
+            seen += piece
+
+    stats = controller.instance_stats("cat")
+    assert stats["memory_limit_bytes"] == 32 * 1024 * 1024, stats
+    assert stats["pids"] >= 1
+    assert controller.pause_instance("cat")["status"] == "paused"
+    assert controller.resume_instance("cat")["status"] == "running"
+
+    # Following a log yields it as it grows and ends when the workload does.
+    controller.create_instance(
+        {
+            "name": "talk",
+            "spec": {
+                "type": "container",
+                "image": "busybox",
+                "cpus": 1,
+                "memory_mib": 32,
+                "command": ["sh", "-c", "echo one; sleep 1; echo two"],
+            },
+        }
+    )
+    assert b"".join(controller.follow_log("talk")) == b"one\ntwo\n"
+    assert controller.get_instance("talk")["status"] == "stopped"
+
+    with pytest.raises(zixiao.FailedPrecondition):
+        controller.remove_image(busybox["name"])
+    for name in ("cat", "talk"):
+        assert controller.delete_instance(name) is None
+    controller.remove_image(busybox["name"])
+    assert busybox["name"] not in [i["name"] for i in controller.list_images()]
+
+
+def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
+    runtime("ZIXIAO_VMM_BIN", "the zixiao-vmm monitor")
+    guest = _native._vmm_test_guest()
+    if guest is None:
+        missing("zixiao-vmm's test guest was not built (gcc and ld build it)")
+    controller = zixiao.Controller.open(short_dir)
+    spec = {
+        "type": "microvm",
+        "kernel": str(guest),
+        "cmdline": "console=ttyS0 zx.mode=loop",
+        "cpus": 1,
+        "memory_mib": 64,
+        "backend": "vmm",
+    }
+    v1 = controller.create_instance({"name": "v1", "spec": spec})
+    assert v1["status"] == "running", v1
+    assert v1["runtime"] == "vmm"
+    until(lambda: b"ZX: count=" in controller.read_log("v1").data, "the guest to count")
+
+    taken = controller.create_snapshot("v1", "s1")
+    assert taken["name"] == "s1" and taken["includes_memory"] is True
+    assert [s["name"] for s in controller.list_snapshots("v1")] == ["s1"]
+
+    copy = tmp_path / "v1-s1"
+    controller.export_snapshot("v1", "s1", str(copy))
+    assert (copy / "zixiao-snapshot.json").is_file()
+    with pytest.raises(zixiao.AlreadyExists):
+        controller.export_snapshot("v1", "s1", str(copy))
+
+    v2 = controller.restore_instance("v2", str(copy))
+    assert v2["status"] == "running", v2
+    log = until(
+        lambda: (lambda d: d if b"ZX: count=" in d else None)(controller.read_log("v2").data),
+        "the restored guest to count",
+    )
+    assert b"ZX: ready" not in log, "the restored guest went on, it did not boot again"
+
+    controller.revert_snapshot("v1", "s1")
+    assert controller.get_instance("v1")["status"] == "running"
+    controller.delete_snapshot("v1", "s1")
+    assert controller.list_snapshots("v1") == []
+    with pytest.raises(zixiao.NotFound):
+        controller.revert_snapshot("v1", "s1")
+
+    for name in ("v1", "v2"):
+        assert controller.delete_instance(name) is None

@@ -1,0 +1,380 @@
+//! Zixiao's API for Kotlin, Swift and Python through uniffi (proc-macro
+//! style): the same [`Client`] as the CLI and the Python and Node bindings,
+//! over the embedded deployment ([`open`]) or a server ([`connect`]).
+//!
+//! The embedded deployment finds its runtimes as the CLI does:
+//! `ZIXIAO_CONTAINERD_SOCKET`, `ZIXIAO_LIBVIRT_URI`, `ZIXIAO_VMM_BIN`, ...
+//!
+//! Two objects with the same methods: [`Controller`] blocks the calling
+//! thread (for JVM threads, scripts, tests), [`AsyncController`] is async
+//! (Kotlin `suspend`, Swift `async`). Each method is one `Client` call plus
+//! conversion into the records of [`model`] and the error enum of
+//! [`error`]. The calls run on this library's one tokio runtime whichever
+//! foreign executor awaits them.
+
+mod error;
+mod model;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use zixiao_client::OpenOptions;
+use zixiao_core::api::Progress;
+use zixiao_core::{Client, Wait};
+
+pub use error::ZixiaoError;
+pub use model::*;
+
+uniffi::setup_scaffolding!();
+
+/// The library's one multi-thread tokio runtime.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name("zixiao-runtime")
+            .enable_all()
+            .build()
+            .expect("cannot start the zixiao tokio runtime")
+    })
+}
+
+/// Runs `call` on the runtime and blocks the calling (foreign) thread until it ends.
+fn block<T>(call: impl Future<Output = zixiao_core::Result<T>>) -> Result<T, ZixiaoError> {
+    runtime().block_on(call).map_err(ZixiaoError::from)
+}
+
+/// Runs `call` on the runtime; the returned future may be polled by any
+/// executor (Kotlin's coroutines, Swift's tasks), which only wait for it.
+async fn spawn<T, F>(call: F) -> Result<T, ZixiaoError>
+where
+    T: Send + 'static,
+    F: Future<Output = zixiao_core::Result<T>> + Send + 'static,
+{
+    runtime()
+        .spawn(call)
+        .await
+        .map_err(|e| {
+            ZixiaoError::from(zixiao_core::Error::Internal(format!(
+                "the call failed: {e}"
+            )))
+        })?
+        .map_err(ZixiaoError::from)
+}
+
+fn open_options(state_dir: Option<String>) -> OpenOptions {
+    OpenOptions::new(state_dir.map(PathBuf::from))
+}
+
+fn wait(wait: bool) -> Wait {
+    Wait::from(wait)
+}
+
+/// Opens the embedded deployment over the state directory `state_dir`
+/// (default: the CLI's), registering this machine as its node with the
+/// runtimes found here. One process at a time may hold a directory.
+/// Errors: `Unavailable` (another process holds it), `InvalidArgument`.
+#[uniffi::export]
+pub fn open(state_dir: Option<String>) -> Result<Arc<Controller>, ZixiaoError> {
+    block(zixiao_client::open(open_options(state_dir))).map(Controller::new)
+}
+
+/// [`open`], awaited.
+#[uniffi::export]
+pub async fn open_async(state_dir: Option<String>) -> Result<Arc<AsyncController>, ZixiaoError> {
+    spawn(zixiao_client::open(open_options(state_dir)))
+        .await
+        .map(AsyncController::new)
+}
+
+/// Connects to the Zixiao server at `endpoint`: a controller whose calls
+/// the server carries out. Errors: `Unsupported` while this build has no
+/// client of the server API.
+#[uniffi::export]
+pub fn connect(endpoint: String) -> Result<Arc<Controller>, ZixiaoError> {
+    block(zixiao_client::connect(&endpoint)).map(Controller::new)
+}
+
+/// [`connect`], awaited.
+#[uniffi::export]
+pub async fn connect_async(endpoint: String) -> Result<Arc<AsyncController>, ZixiaoError> {
+    spawn(async move { zixiao_client::connect(&endpoint).await })
+        .await
+        .map(AsyncController::new)
+}
+
+/// Drives instances, nodes and networks; every method blocks until the
+/// deployment answers. From [`open`] or [`connect`].
+#[derive(uniffi::Object)]
+pub struct Controller {
+    // `Client` is itself a cheap handle over an `Arc<dyn Api>`.
+    inner: Client,
+}
+
+impl Controller {
+    fn new(inner: Client) -> Arc<Self> {
+        Arc::new(Controller { inner })
+    }
+}
+
+#[uniffi::export]
+impl Controller {
+    /// Validates `request` and stores the instance, wanted running; with
+    /// `wait`, returns once it has settled (running, or waiting for
+    /// capacity, a back-off or a person). Errors: `InvalidArgument` naming
+    /// the field, `AlreadyExists`, `Unsupported` (no node runs that type),
+    /// `ResourceExhausted`.
+    pub fn create_instance(
+        &self,
+        request: CreateInstance,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let request = request.into();
+        block(self.inner.create_instance(request, self::wait(wait))).map(Instance::from)
+    }
+
+    /// The instance with id or name `instance`. Errors: `NotFound`.
+    pub fn get_instance(&self, instance: String) -> Result<Instance, ZixiaoError> {
+        block(self.inner.get_instance(&instance)).map(Instance::from)
+    }
+
+    /// The instances `filter` accepts, in name order.
+    pub fn list_instances(&self, filter: InstanceFilter) -> Result<Vec<Instance>, ZixiaoError> {
+        block(self.inner.list_instances(filter.into())).map(model::instances)
+    }
+
+    /// Wants the instance running; with `wait`, returns once it settled.
+    /// Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    pub fn start_instance(&self, instance: String, wait: bool) -> Result<Instance, ZixiaoError> {
+        block(self.inner.start_instance(&instance, self::wait(wait))).map(Instance::from)
+    }
+
+    /// Wants the instance stopped; with `wait`, returns once it settled.
+    /// Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    pub fn stop_instance(&self, instance: String, wait: bool) -> Result<Instance, ZixiaoError> {
+        block(self.inner.stop_instance(&instance, self::wait(wait))).map(Instance::from)
+    }
+
+    /// Wants the instance deleted; with `wait`, `None` once it is gone (or
+    /// the instance, when something holds it up). Errors: `NotFound`.
+    pub fn delete_instance(
+        &self,
+        instance: String,
+        wait: bool,
+    ) -> Result<Option<Instance>, ZixiaoError> {
+        block(self.inner.delete_instance(&instance, self::wait(wait)))
+            .map(|i| i.map(Instance::from))
+    }
+
+    /// Current resource usage of a placed instance. Errors: `NotFound`,
+    /// `FailedPrecondition` (not on a node), `Unsupported`.
+    pub fn instance_stats(&self, instance: String) -> Result<InstanceStats, ZixiaoError> {
+        block(self.inner.instance_stats(&instance)).map(InstanceStats::from)
+    }
+
+    /// Up to `max` bytes of the instance's log from `offset`; read again
+    /// from `next_offset` to go on. Errors: `NotFound`, `FailedPrecondition`.
+    pub fn read_log(
+        &self,
+        instance: String,
+        offset: u64,
+        max: u64,
+    ) -> Result<LogChunk, ZixiaoError> {
+        block(self.inner.read_log(&instance, offset, max)).map(LogChunk::from)
+    }
+
+    /// Every node, in id order.
+    pub fn list_nodes(&self) -> Result<Vec<Node>, ZixiaoError> {
+        block(self.inner.list_nodes()).map(model::nodes)
+    }
+
+    /// Imports every image of the archive `archive` (an OCI layout or
+    /// docker-archive tar on this machine) into the only node's runtime for
+    /// `instance_type`. Errors: `NotFound` (the file), `InvalidArgument`
+    /// (not an archive), `Unsupported` (that runtime keeps no images).
+    pub fn import_images(
+        &self,
+        archive: String,
+        instance_type: InstanceType,
+    ) -> Result<Vec<Image>, ZixiaoError> {
+        let import = self.inner.import_images(
+            None,
+            instance_type.into(),
+            archive.into(),
+            Progress::ignore(),
+        );
+        block(import).map(model::images)
+    }
+
+    /// The images the only node's runtime for `instance_type` holds.
+    pub fn list_images(&self, instance_type: InstanceType) -> Result<Vec<Image>, ZixiaoError> {
+        block(self.inner.list_images(None, instance_type.into())).map(model::images)
+    }
+
+    /// Validates and stores a network, setting it up on every node that
+    /// can. Errors: `InvalidArgument` naming the field (`subnets[0]`),
+    /// `AlreadyExists`, `Unsupported`.
+    pub fn create_network(&self, request: CreateNetwork) -> Result<Network, ZixiaoError> {
+        block(self.inner.create_network(request.into())).map(Network::from)
+    }
+
+    /// The network named `name`. Errors: `NotFound`.
+    pub fn get_network(&self, name: String) -> Result<Network, ZixiaoError> {
+        block(self.inner.get_network(&name)).map(Network::from)
+    }
+
+    /// Every network, in name order.
+    pub fn list_networks(&self) -> Result<Vec<Network>, ZixiaoError> {
+        block(self.inner.list_networks()).map(model::networks)
+    }
+
+    /// Removes a network no instance uses. Errors: `NotFound`,
+    /// `FailedPrecondition` naming the instances on it.
+    pub fn delete_network(&self, name: String) -> Result<(), ZixiaoError> {
+        block(self.inner.delete_network(&name))
+    }
+}
+
+/// [`Controller`]'s methods as async functions (Kotlin `suspend`, Swift
+/// `async`). From [`open_async`] or [`connect_async`].
+#[derive(uniffi::Object)]
+pub struct AsyncController {
+    // `Client` is itself a cheap handle over an `Arc<dyn Api>`.
+    inner: Client,
+}
+
+impl AsyncController {
+    fn new(inner: Client) -> Arc<Self> {
+        Arc::new(AsyncController { inner })
+    }
+}
+
+/// Spawns one call on a clone of the client and awaits it.
+macro_rules! call {
+    ($self:ident, |$c:ident| $call:expr) => {{
+        let $c = $self.inner.clone();
+        spawn(async move { $call.await }).await
+    }};
+}
+
+#[uniffi::export]
+impl AsyncController {
+    /// See [`Controller::create_instance`].
+    pub async fn create_instance(
+        &self,
+        request: CreateInstance,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let request = request.into();
+        call!(self, |c| c.create_instance(request, self::wait(wait))).map(Instance::from)
+    }
+
+    /// See [`Controller::get_instance`].
+    pub async fn get_instance(&self, instance: String) -> Result<Instance, ZixiaoError> {
+        call!(self, |c| c.get_instance(&instance)).map(Instance::from)
+    }
+
+    /// See [`Controller::list_instances`].
+    pub async fn list_instances(
+        &self,
+        filter: InstanceFilter,
+    ) -> Result<Vec<Instance>, ZixiaoError> {
+        let filter = filter.into();
+        call!(self, |c| c.list_instances(filter)).map(model::instances)
+    }
+
+    /// See [`Controller::start_instance`].
+    pub async fn start_instance(
+        &self,
+        instance: String,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        call!(self, |c| c.start_instance(&instance, self::wait(wait))).map(Instance::from)
+    }
+
+    /// See [`Controller::stop_instance`].
+    pub async fn stop_instance(
+        &self,
+        instance: String,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        call!(self, |c| c.stop_instance(&instance, self::wait(wait))).map(Instance::from)
+    }
+
+    /// See [`Controller::delete_instance`].
+    pub async fn delete_instance(
+        &self,
+        instance: String,
+        wait: bool,
+    ) -> Result<Option<Instance>, ZixiaoError> {
+        call!(self, |c| c.delete_instance(&instance, self::wait(wait)))
+            .map(|i| i.map(Instance::from))
+    }
+
+    /// See [`Controller::instance_stats`].
+    pub async fn instance_stats(&self, instance: String) -> Result<InstanceStats, ZixiaoError> {
+        call!(self, |c| c.instance_stats(&instance)).map(InstanceStats::from)
+    }
+
+    /// See [`Controller::read_log`].
+    pub async fn read_log(
+        &self,
+        instance: String,
+        offset: u64,
+        max: u64,
+    ) -> Result<LogChunk, ZixiaoError> {
+        call!(self, |c| c.read_log(&instance, offset, max)).map(LogChunk::from)
+    }
+
+    /// See [`Controller::list_nodes`].
+    pub async fn list_nodes(&self) -> Result<Vec<Node>, ZixiaoError> {
+        call!(self, |c| c.list_nodes()).map(model::nodes)
+    }
+
+    /// See [`Controller::import_images`].
+    pub async fn import_images(
+        &self,
+        archive: String,
+        instance_type: InstanceType,
+    ) -> Result<Vec<Image>, ZixiaoError> {
+        let ty = instance_type.into();
+        call!(self, |c| c.import_images(
+            None,
+            ty,
+            archive.into(),
+            Progress::ignore()
+        ))
+        .map(model::images)
+    }
+
+    /// See [`Controller::list_images`].
+    pub async fn list_images(
+        &self,
+        instance_type: InstanceType,
+    ) -> Result<Vec<Image>, ZixiaoError> {
+        let ty = instance_type.into();
+        call!(self, |c| c.list_images(None, ty)).map(model::images)
+    }
+
+    /// See [`Controller::create_network`].
+    pub async fn create_network(&self, request: CreateNetwork) -> Result<Network, ZixiaoError> {
+        let request = request.into();
+        call!(self, |c| c.create_network(request)).map(Network::from)
+    }
+
+    /// See [`Controller::get_network`].
+    pub async fn get_network(&self, name: String) -> Result<Network, ZixiaoError> {
+        call!(self, |c| c.get_network(&name)).map(Network::from)
+    }
+
+    /// See [`Controller::list_networks`].
+    pub async fn list_networks(&self) -> Result<Vec<Network>, ZixiaoError> {
+        call!(self, |c| c.list_networks()).map(model::networks)
+    }
+
+    /// See [`Controller::delete_network`].
+    pub async fn delete_network(&self, name: String) -> Result<(), ZixiaoError> {
+        call!(self, |c| c.delete_network(&name))
+    }
+}

@@ -1,0 +1,589 @@
+//! The model objects the uniffi bindings expose, as uniffi records and
+//! enums, and their conversions from and to the core's types. Times are
+//! RFC 3339 strings, addresses and prefixes their usual text; what a
+//! foreign caller rarely needs (placement rules, conditions' history) is
+//! left out and stays reachable through the other bindings.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use zixiao_core::model::{self as core, CreateNetwork as CoreCreateNetwork};
+use zixiao_core::{InstanceStatus as CoreStatus, InstanceType as CoreType};
+
+/// What kind of workload an instance is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum InstanceType {
+    /// A full virtual machine (libvirt).
+    Vm,
+    /// An OCI container (containerd).
+    Container,
+    /// A microVM booted from a kernel.
+    Microvm,
+}
+
+impl From<CoreType> for InstanceType {
+    fn from(t: CoreType) -> Self {
+        match t {
+            CoreType::Vm => InstanceType::Vm,
+            CoreType::Container => InstanceType::Container,
+            CoreType::Microvm => InstanceType::Microvm,
+        }
+    }
+}
+
+impl From<InstanceType> for CoreType {
+    fn from(t: InstanceType) -> Self {
+        match t {
+            InstanceType::Vm => CoreType::Vm,
+            InstanceType::Container => CoreType::Container,
+            InstanceType::Microvm => CoreType::Microvm,
+        }
+    }
+}
+
+/// What was last observed of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum InstanceStatus {
+    /// Waiting for a node.
+    Pending,
+    /// A node was chosen.
+    Scheduled,
+    /// Its node is creating it.
+    Creating,
+    /// Running.
+    Running,
+    /// Frozen by a pause.
+    Paused,
+    /// Its node is stopping it.
+    Stopping,
+    /// Exists on its node, not running.
+    Stopped,
+    /// Creating, starting or running it failed (see `problem`).
+    Failed,
+    /// Being removed from its node.
+    Deleting,
+}
+
+impl From<CoreStatus> for InstanceStatus {
+    fn from(s: CoreStatus) -> Self {
+        match s {
+            CoreStatus::Pending => InstanceStatus::Pending,
+            CoreStatus::Scheduled => InstanceStatus::Scheduled,
+            CoreStatus::Creating => InstanceStatus::Creating,
+            CoreStatus::Running => InstanceStatus::Running,
+            CoreStatus::Paused => InstanceStatus::Paused,
+            CoreStatus::Stopping => InstanceStatus::Stopping,
+            CoreStatus::Stopped => InstanceStatus::Stopped,
+            CoreStatus::Failed => InstanceStatus::Failed,
+            CoreStatus::Deleting => InstanceStatus::Deleting,
+        }
+    }
+}
+
+impl From<InstanceStatus> for CoreStatus {
+    fn from(s: InstanceStatus) -> Self {
+        match s {
+            InstanceStatus::Pending => CoreStatus::Pending,
+            InstanceStatus::Scheduled => CoreStatus::Scheduled,
+            InstanceStatus::Creating => CoreStatus::Creating,
+            InstanceStatus::Running => CoreStatus::Running,
+            InstanceStatus::Paused => CoreStatus::Paused,
+            InstanceStatus::Stopping => CoreStatus::Stopping,
+            InstanceStatus::Stopped => CoreStatus::Stopped,
+            InstanceStatus::Failed => CoreStatus::Failed,
+            InstanceStatus::Deleting => CoreStatus::Deleting,
+        }
+    }
+}
+
+/// What the user wants an instance to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum DesiredState {
+    /// Running on a node.
+    Running,
+    /// Created on a node, not running.
+    Stopped,
+    /// Gone.
+    Deleted,
+}
+
+impl From<core::DesiredState> for DesiredState {
+    fn from(d: core::DesiredState) -> Self {
+        match d {
+            core::DesiredState::Running => DesiredState::Running,
+            core::DesiredState::Stopped => DesiredState::Stopped,
+            core::DesiredState::Deleted => DesiredState::Deleted,
+        }
+    }
+}
+
+/// Whether a node takes instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum NodeStatus {
+    /// Takes new instances.
+    Ready,
+    /// Its agent stopped reporting.
+    NotReady,
+    /// Takes no new instances.
+    Cordoned,
+    /// Emptied for maintenance.
+    Maintenance,
+    /// Being emptied.
+    Draining,
+    /// Gone for good.
+    Decommissioned,
+}
+
+impl From<core::NodeStatus> for NodeStatus {
+    fn from(s: core::NodeStatus) -> Self {
+        match s {
+            core::NodeStatus::Ready => NodeStatus::Ready,
+            core::NodeStatus::NotReady => NodeStatus::NotReady,
+            core::NodeStatus::Cordoned => NodeStatus::Cordoned,
+            core::NodeStatus::Maintenance => NodeStatus::Maintenance,
+            core::NodeStatus::Draining => NodeStatus::Draining,
+            core::NodeStatus::Decommissioned => NodeStatus::Decommissioned,
+        }
+    }
+}
+
+/// What to run and with how much. A microVM names its `kernel` (an
+/// absolute path on the node); a container its `image` and `command`.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct InstanceSpec {
+    /// Which runtime runs it.
+    pub instance_type: InstanceType,
+    /// Whole CPU cores.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// An OCI image reference (containers) or a disk image (VMs).
+    #[uniffi(default = None)]
+    pub image: Option<String>,
+    /// Disk in GiB.
+    #[uniffi(default = 0)]
+    pub disk_gib: u64,
+    /// The kernel to boot (VMs, microVMs).
+    #[uniffi(default = None)]
+    pub kernel: Option<String>,
+    /// The initrd to boot with.
+    #[uniffi(default = None)]
+    pub initrd: Option<String>,
+    /// The kernel command line.
+    #[uniffi(default = None)]
+    pub cmdline: Option<String>,
+    /// Command and arguments (containers).
+    #[uniffi(default = [])]
+    pub command: Vec<String>,
+    /// Names of the networks it joins, in interface order.
+    #[uniffi(default = [])]
+    pub networks: Vec<String>,
+    /// Environment variables (containers).
+    pub env: HashMap<String, String>,
+}
+
+impl From<core::InstanceSpec> for InstanceSpec {
+    fn from(s: core::InstanceSpec) -> Self {
+        InstanceSpec {
+            instance_type: s.instance_type.into(),
+            cpus: s.cpus,
+            memory_mib: s.memory_mib,
+            image: s.image,
+            disk_gib: s.disk_gib,
+            kernel: s.kernel.map(|k| k.display().to_string()),
+            initrd: s.initrd.map(|i| i.display().to_string()),
+            cmdline: s.cmdline,
+            command: s.command,
+            networks: s.networks,
+            env: s.env.into_iter().collect(),
+        }
+    }
+}
+
+/// A request to create an instance.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct CreateInstance {
+    /// Unique name, a DNS label.
+    pub name: String,
+    /// What to run.
+    pub spec: InstanceSpec,
+    /// Labels to select it by.
+    pub labels: HashMap<String, String>,
+}
+
+impl From<CreateInstance> for core::CreateInstance {
+    /// The core's request; the API validates it when it is created.
+    fn from(r: CreateInstance) -> Self {
+        let s = r.spec;
+        let mut spec = core::InstanceSpec::empty(s.instance_type.into(), s.cpus, s.memory_mib);
+        spec.image = s.image;
+        spec.disk_gib = s.disk_gib;
+        spec.kernel = s.kernel.map(PathBuf::from);
+        spec.initrd = s.initrd.map(PathBuf::from);
+        spec.cmdline = s.cmdline;
+        spec.command = s.command;
+        spec.networks = s.networks;
+        spec.env = s.env.into_iter().collect();
+        core::CreateInstance {
+            name: r.name,
+            labels: r.labels.into_iter().collect(),
+            spec,
+        }
+    }
+}
+
+/// Which instances `list_instances` returns; `None` and empty match everything.
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct InstanceFilter {
+    /// Only this type.
+    #[uniffi(default = None)]
+    pub instance_type: Option<InstanceType>,
+    /// Only this status.
+    #[uniffi(default = None)]
+    pub status: Option<InstanceStatus>,
+    /// Only instances on this node.
+    #[uniffi(default = None)]
+    pub node: Option<String>,
+    /// Only instances carrying all these labels.
+    pub labels: HashMap<String, String>,
+}
+
+impl From<InstanceFilter> for zixiao_core::InstanceFilter {
+    fn from(f: InstanceFilter) -> Self {
+        zixiao_core::InstanceFilter {
+            instance_type: f.instance_type.map(Into::into),
+            status: f.status.map(Into::into),
+            node: f.node,
+            labels: f.labels.into_iter().collect(),
+        }
+    }
+}
+
+/// An instance's place on one network.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NetworkAttachment {
+    /// The network.
+    pub network: String,
+    /// The interface inside the instance (`eth0`, ...).
+    pub interface: String,
+    /// Its MAC address.
+    pub mac: String,
+    /// Its addresses with their prefix length (`10.10.0.2/24`).
+    pub addresses: Vec<String>,
+    /// The gateway of each address, in the same order.
+    pub gateways: Vec<String>,
+}
+
+impl From<core::NetworkAttachment> for NetworkAttachment {
+    fn from(a: core::NetworkAttachment) -> Self {
+        NetworkAttachment {
+            addresses: a
+                .addresses
+                .iter()
+                .map(|ip| format!("{}/{}", ip.address, ip.prefix_len))
+                .collect(),
+            gateways: a
+                .addresses
+                .iter()
+                .map(|ip| ip.gateway.to_string())
+                .collect(),
+            network: a.network.into(),
+            interface: a.interface,
+            mac: a.mac,
+        }
+    }
+}
+
+/// An instance: identity, intent and what was observed.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Instance {
+    /// Its id, fixed for its life.
+    pub id: String,
+    /// Its unique name.
+    pub name: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// What it runs.
+    pub spec: InstanceSpec,
+    /// What is wanted of it.
+    pub desired: DesiredState,
+    /// What was last observed.
+    pub status: InstanceStatus,
+    /// The node it is placed on.
+    pub node: Option<String>,
+    /// The runtime (backend) running it on its node.
+    pub runtime: Option<String>,
+    /// Its network attachments, in interface order.
+    pub attachments: Vec<NetworkAttachment>,
+    /// The exit code when it ran to an end.
+    pub exit_code: Option<i32>,
+    /// Why it has not reached what is wanted, when something holds it up.
+    pub problem: Option<String>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// The store revision of its last change.
+    pub revision: u64,
+}
+
+impl From<core::Instance> for Instance {
+    fn from(i: core::Instance) -> Self {
+        Instance {
+            problem: i.problem().map(str::to_owned),
+            exit_code: i.exit.as_ref().map(|e| e.code),
+            created_at: i.created_at.to_rfc3339(),
+            id: i.id,
+            name: i.name,
+            labels: i.labels.into_iter().collect(),
+            spec: i.spec.into(),
+            desired: i.desired.into(),
+            status: i.status.into(),
+            node: i.node,
+            runtime: i.runtime,
+            attachments: i.attachments.into_iter().map(Into::into).collect(),
+            revision: i.revision,
+        }
+    }
+}
+
+pub(crate) fn instances(all: Vec<core::Instance>) -> Vec<Instance> {
+    all.into_iter().map(Into::into).collect()
+}
+
+/// Amounts of what nodes offer and instances take.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Resources {
+    /// Whole CPU cores.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+    /// Instances.
+    pub instances: u32,
+}
+
+impl From<core::Resources> for Resources {
+    fn from(r: core::Resources) -> Self {
+        Resources {
+            cpus: r.cpus,
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+            instances: r.instances,
+        }
+    }
+}
+
+/// A machine that runs instances.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Node {
+    /// Its id.
+    pub id: String,
+    /// Its hostname.
+    pub hostname: String,
+    /// Where its agent is reached.
+    pub address: String,
+    /// Its region.
+    pub region: String,
+    /// Its zone.
+    pub zone: String,
+    /// Whether it takes instances.
+    pub status: NodeStatus,
+    /// What it offers.
+    pub capacity: Resources,
+    /// What its instances take.
+    pub allocated: Resources,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+    /// The instance types it runs.
+    pub runtimes: Vec<InstanceType>,
+    /// Why it runs none of the other types, by type name.
+    pub missing_runtimes: HashMap<String, String>,
+}
+
+impl From<core::Node> for Node {
+    fn from(n: core::Node) -> Self {
+        Node {
+            id: n.id,
+            hostname: n.hostname,
+            address: n.address,
+            region: n.region,
+            zone: n.zone,
+            status: n.status.into(),
+            capacity: n.capacity.into(),
+            allocated: n.allocated.into(),
+            labels: n.labels.into_iter().collect(),
+            runtimes: n.runtimes.into_iter().map(Into::into).collect(),
+            missing_runtimes: n
+                .missing_runtimes
+                .into_iter()
+                .map(|(t, why)| (t.as_str().to_owned(), why))
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn nodes(all: Vec<core::Node>) -> Vec<Node> {
+    all.into_iter().map(Into::into).collect()
+}
+
+/// A request to create a network.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct CreateNetwork {
+    /// Unique name, a DNS label.
+    pub name: String,
+    /// CIDR prefixes, at most one IPv4 and one IPv6 (`10.10.0.0/24`).
+    pub subnets: Vec<String>,
+    /// At most one per subnet; default: each subnet's first usable address.
+    #[uniffi(default = [])]
+    pub gateways: Vec<String>,
+    /// Addresses or prefixes never handed out.
+    #[uniffi(default = [])]
+    pub reserved: Vec<String>,
+    /// Masquerade traffic leaving the subnets.
+    #[uniffi(default = true)]
+    pub nat: bool,
+    /// Drop traffic to and from other Zixiao networks.
+    #[uniffi(default = true)]
+    pub isolated: bool,
+}
+
+impl From<CreateNetwork> for CoreCreateNetwork {
+    fn from(r: CreateNetwork) -> Self {
+        CoreCreateNetwork {
+            name: r.name,
+            subnets: r.subnets,
+            gateways: r.gateways,
+            reserved: r.reserved,
+            nat: r.nat,
+            isolated: r.isolated,
+        }
+    }
+}
+
+/// One subnet of a network.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Subnet {
+    /// Its prefix (`10.10.0.0/24`).
+    pub cidr: String,
+    /// Its gateway.
+    pub gateway: String,
+    /// Prefixes never handed out.
+    pub reserved: Vec<String>,
+}
+
+/// A network: a bridge on every node with its subnets.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Network {
+    /// Its name.
+    pub name: String,
+    /// Its subnets.
+    pub subnets: Vec<Subnet>,
+    /// The bridge's name on every node.
+    pub bridge: String,
+    /// Whether traffic leaving the subnets is masqueraded.
+    pub nat: bool,
+    /// Whether traffic to other networks is dropped.
+    pub isolated: bool,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+}
+
+impl From<core::Network> for Network {
+    fn from(n: core::Network) -> Self {
+        Network {
+            name: n.name.into(),
+            subnets: n
+                .subnets
+                .into_iter()
+                .map(|s| Subnet {
+                    cidr: s.cidr.to_string(),
+                    gateway: s.gateway.to_string(),
+                    reserved: s.reserved.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+            bridge: n.bridge.into(),
+            nat: n.nat,
+            isolated: n.isolated,
+            created_at: n.created_at.to_rfc3339(),
+        }
+    }
+}
+
+pub(crate) fn networks(all: Vec<core::Network>) -> Vec<Network> {
+    all.into_iter().map(Into::into).collect()
+}
+
+/// Resource usage of one instance.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct InstanceStats {
+    /// CPU time used, in nanoseconds.
+    pub cpu_time_ns: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+    /// The memory limit, in bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// Processes (containers) or vCPUs (VMs).
+    pub pids: Option<u64>,
+    /// Bytes read from disk.
+    pub disk_read_bytes: Option<u64>,
+    /// Bytes written to disk.
+    pub disk_write_bytes: Option<u64>,
+    /// Bytes received on the network.
+    pub net_rx_bytes: Option<u64>,
+    /// Bytes sent on the network.
+    pub net_tx_bytes: Option<u64>,
+}
+
+impl From<zixiao_core::InstanceStats> for InstanceStats {
+    fn from(s: zixiao_core::InstanceStats) -> Self {
+        InstanceStats {
+            cpu_time_ns: s.cpu_time_ns,
+            memory_bytes: s.memory_bytes,
+            memory_limit_bytes: s.memory_limit_bytes,
+            pids: s.pids,
+            disk_read_bytes: s.disk_read_bytes,
+            disk_write_bytes: s.disk_write_bytes,
+            net_rx_bytes: s.net_rx_bytes,
+            net_tx_bytes: s.net_tx_bytes,
+        }
+    }
+}
+
+/// A piece of an instance's log.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct LogChunk {
+    /// The bytes read.
+    pub data: Vec<u8>,
+    /// Where the next read continues.
+    pub next_offset: u64,
+}
+
+impl From<zixiao_core::LogChunk> for LogChunk {
+    fn from(c: zixiao_core::LogChunk) -> Self {
+        LogChunk {
+            data: c.data,
+            next_offset: c.next_offset,
+        }
+    }
+}
+
+/// An image a node's runtime holds.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Image {
+    /// Its name, as instances refer to it.
+    pub name: String,
+    /// The digest of its manifest or index.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+}
+
+pub(crate) fn images(all: Vec<zixiao_core::driver::ImageInfo>) -> Vec<Image> {
+    all.into_iter()
+        .map(|i| Image {
+            name: i.name,
+            digest: i.digest,
+            size_bytes: i.size_bytes,
+        })
+        .collect()
+}

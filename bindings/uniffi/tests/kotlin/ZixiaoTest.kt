@@ -1,0 +1,155 @@
+// The uniffi bindings' suite, through the generated Kotlin (io.zixiao) and
+// JNA, against the real embedded deployment of `open(stateDir)`:
+// errors cross with their kind, nodes, networks (the JVM runs in a network
+// namespace of its own, so the bridge it sets up vanishes with it), and a
+// container on containerd (when ZIXIAO_CONTAINERD_SOCKET is set), through
+// the blocking Controller and the suspend functions of AsyncController.
+//
+// Usage: ZixiaoTestKt <state dir> <another state dir>; prints
+// "N passed, N failed" and exits non-zero when a test failed.
+
+import io.zixiao.*
+import kotlinx.coroutines.runBlocking
+
+private var passed = 0
+private var failed = 0
+
+private fun test(name: String, body: () -> Unit) {
+    try {
+        body()
+        passed++
+        println("ok - $name")
+    } catch (e: Throwable) {
+        failed++
+        println("FAIL - $name: $e")
+        e.printStackTrace(System.out)
+    }
+}
+
+private fun skip(name: String, reason: String) {
+    if (System.getenv("ZIXIAO_REQUIRE_RUNTIMES") == "1") {
+        failed++
+        println("FAIL - $name: $reason")
+    } else {
+        println("skip - $name: $reason")
+    }
+}
+
+private inline fun <reified E : Throwable> raises(call: () -> Unit): E {
+    try {
+        call()
+    } catch (e: Throwable) {
+        if (e is E) return e
+        throw AssertionError("expected ${E::class.simpleName}, got $e", e)
+    }
+    throw AssertionError("expected ${E::class.simpleName}, nothing was raised")
+}
+
+private fun container(name: String, command: List<String>, memoryMib: ULong = 32uL) = CreateInstance(
+    name = name,
+    spec = InstanceSpec(
+        instanceType = InstanceType.CONTAINER,
+        cpus = 1u,
+        memoryMib = memoryMib,
+        image = "busybox",
+        command = command,
+        env = mapOf(),
+    ),
+    labels = mapOf(),
+)
+
+private fun eventually(what: String, timeoutMs: Long = 60_000, check: () -> Boolean) {
+    val deadline = System.currentTimeMillis() + timeoutMs
+    while (!check()) {
+        check(System.currentTimeMillis() < deadline) { "timed out waiting for $what" }
+        Thread.sleep(50)
+    }
+}
+
+fun main(args: Array<String>) {
+    val controller = open(args[0])
+
+    test("an invalid field is InvalidArgument naming it; a missing one NotFound") {
+        val invalid = raises<ZixiaoException.InvalidArgument> {
+            controller.createInstance(container("tiny", listOf("true"), memoryMib = 1uL), true)
+        }
+        check(invalid.field == "spec.memory_mib") { "field ${invalid.field}" }
+        check(invalid.detail.contains("spec.memory_mib")) { invalid.detail }
+        val missing = raises<ZixiaoException.NotFound> { controller.getInstance("ghost") }
+        check(missing.detail.contains("ghost")) { missing.detail }
+        check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())
+    }
+
+    test("a server nobody answers for is Unavailable on the first call, naming it") {
+        val remote = connect("http://127.0.0.1:7400")
+        val e = raises<ZixiaoException.Unavailable> { remote.listNodes() }
+        check(e.detail.contains("127.0.0.1:7400")) { e.detail }
+    }
+
+    test("this machine is the one node") {
+        val nodes = controller.listNodes()
+        check(nodes.size == 1) { "$nodes" }
+        check(nodes[0].status == NodeStatus.READY)
+        check(nodes[0].capacity.cpus >= 1u)
+    }
+
+    test("networks: create, get, list, an overlap named, delete") {
+        val lan = controller.createNetwork(CreateNetwork(name = "lan", subnets = listOf("10.77.0.0/24")))
+        check(lan.subnets.single().gateway == "10.77.0.1") { "$lan" }
+        check(lan.nat && lan.isolated)
+        check(controller.getNetwork("lan") == lan)
+        val overlap = raises<ZixiaoException.InvalidArgument> {
+            controller.createNetwork(CreateNetwork(name = "wide", subnets = listOf("10.77.0.0/16")))
+        }
+        check(overlap.field == "subnets[0]") { overlap.field }
+        check(controller.listNetworks().map { it.name } == listOf("lan"))
+        controller.deleteNetwork("lan")
+        check(controller.listNetworks().isEmpty())
+        raises<ZixiaoException.NotFound> { controller.getNetwork("lan") }
+    }
+
+    val archive = System.getenv("ZIXIAO_TEST_BUSYBOX_OCI")
+    val containerName = "a container runs, logs, is measured, stopped and deleted (containerd)"
+    if (System.getenv("ZIXIAO_CONTAINERD_SOCKET").isNullOrEmpty() || archive.isNullOrEmpty()) {
+        skip(containerName, "ZIXIAO_CONTAINERD_SOCKET and ZIXIAO_TEST_BUSYBOX_OCI are not set")
+    } else test(containerName) {
+        val images = controller.importImages(archive, InstanceType.CONTAINER)
+        check(images.any { it.name.contains("busybox") }) { "$images" }
+        check(controller.listImages(InstanceType.CONTAINER).any { it.name.contains("busybox") })
+
+        controller.createInstance(container("hello", listOf("echo", "hi")), true)
+        eventually("hello's output") { controller.readLog("hello", 0uL, 4096uL).data.decodeToString() == "hi\n" }
+        eventually("hello to exit") { controller.getInstance("hello").status == InstanceStatus.STOPPED }
+        check(controller.getInstance("hello").exitCode == 0)
+
+        val sleeper = controller.createInstance(container("sleeper", listOf("sleep", "600")), true)
+        check(sleeper.status == InstanceStatus.RUNNING) { "$sleeper" }
+        val stats = controller.instanceStats("sleeper")
+        check(stats.memoryLimitBytes == 32uL * 1024uL * 1024uL) { "$stats" }
+        check(controller.stopInstance("sleeper", true).status == InstanceStatus.STOPPED)
+        check(controller.startInstance("sleeper", true).status == InstanceStatus.RUNNING)
+        val running = controller.listInstances(InstanceFilter(status = InstanceStatus.RUNNING, labels = mapOf()))
+        check(running.map { it.name } == listOf("sleeper")) { "$running" }
+        for (name in listOf("hello", "sleeper")) {
+            check(controller.deleteInstance(name, true) == null)
+        }
+        check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())
+    }
+
+    test("the suspend functions of AsyncController") {
+        runBlocking {
+            val other = openAsync(args[1])
+            check(other.listNodes().single().status == NodeStatus.READY)
+            raises<ZixiaoException.NotFound> { runBlocking { other.getInstance("ghost") } }
+            val dmz = other.createNetwork(CreateNetwork(name = "dmz", subnets = listOf("10.78.0.0/24")))
+            check(other.listNetworks() == listOf(dmz))
+            other.deleteNetwork("dmz")
+            check(other.listNetworks().isEmpty())
+            val remote = runBlocking { connectAsync("http://127.0.0.1:7400") }
+            raises<ZixiaoException.Unavailable> { runBlocking { remote.listNodes() } }
+        }
+    }
+
+    println("$passed passed, $failed failed")
+    if (failed > 0) kotlin.system.exitProcess(1)
+}

@@ -1,0 +1,267 @@
+//! One CLI, two deployments: the same scenario (create, get, list, stop,
+//! start, logs, a bad request, delete) on the embedded default and through
+//! `--endpoint` against a real server on etcd with a `zixiao agent`, both on
+//! the real containerd. Every command prints the same `-o json` (ids,
+//! revisions and times aside) and exits with the same code, because both
+//! are the same commands over one `Client`; only the implementation behind
+//! it differs.
+//!
+//! Needs the private containerd and etcd of `scripts/services/`; skips with
+//! a reason elsewhere (and fails in CI, where ZIXIAO_REQUIRE_RUNTIMES=1).
+#![cfg(all(feature = "containerd", feature = "etcd"))]
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use zixiao_testing::wait::{runtime_endpoint, wait_until_ok};
+
+/// A child process, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn zixiao(socket: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
+    command
+        .args(["--containerd-socket", socket])
+        .env_remove("ZIXIAO_STATE_DIR")
+        .env_remove("ZIXIAO_ENDPOINT")
+        .env_remove("ZIXIAO_ETCD_ENDPOINTS");
+    command
+}
+
+/// Starts `zixiao ARGS` and returns it with the address of its first line
+/// (`... listening on ADDR`).
+fn start(socket: &str, args: &[&str]) -> (Running, String) {
+    let mut child = zixiao(socket)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start zixiao");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let addr = line
+        .trim()
+        .rsplit_once(" listening on ")
+        .map(|(_, addr)| addr.to_owned())
+        .unwrap_or_else(|| panic!("zixiao {args:?} did not start: {line:?}"));
+    (Running(child), addr)
+}
+
+/// One command of the scenario: its exit code and its output as JSON
+/// (stdout on success, the JSON error on stderr otherwise), or as text.
+#[derive(Debug)]
+struct Outcome {
+    code: Option<i32>,
+    output: Value,
+}
+
+fn run(target: &[&str], socket: &str, args: &[&str]) -> Outcome {
+    let out = zixiao(socket)
+        .args(target)
+        .args(args)
+        .output()
+        .expect("run zixiao");
+    let bytes = if out.status.success() {
+        &out.stdout
+    } else {
+        &out.stderr
+    };
+    let output = serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()));
+    Outcome {
+        code: out.status.code(),
+        output,
+    }
+}
+
+/// `value` without what differs between any two runs: ids, revisions,
+/// times, and the node's name (the embedded node is named after this
+/// machine, the agent's after itself).
+fn comparable(mut value: Value, node: &str) -> Value {
+    fn scrub(value: &mut Value, node: &str) {
+        match value {
+            Value::Object(map) => {
+                for key in [
+                    "id",
+                    "deleted",
+                    "revision",
+                    "since",
+                    "at",
+                    "created_at",
+                    "updated_at",
+                    "started_at",
+                ] {
+                    if map.contains_key(key) {
+                        map.insert(key.to_owned(), Value::String("…".to_owned()));
+                    }
+                }
+                for v in map.values_mut() {
+                    scrub(v, node);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| scrub(v, node)),
+            Value::String(s) => *s = s.replace(node, "NODE"),
+            _ => {}
+        }
+    }
+    scrub(&mut value, node);
+    value
+}
+
+const SCENARIO: &[&[&str]] = &[
+    &[
+        "-o",
+        "json",
+        "instance",
+        "create",
+        "--name",
+        "par",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--memory",
+        "32",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; exec sleep 300",
+    ],
+    &["-o", "json", "instance", "get", "par"],
+    &["-o", "json", "instance", "list"],
+    &["-o", "json", "instance", "stop", "par"],
+    &["-o", "json", "instance", "start", "par"],
+    &["instance", "logs", "par"],
+    &[
+        "-o",
+        "json",
+        "instance",
+        "create",
+        "--name",
+        "bad",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--memory",
+        "1",
+    ],
+    &["-o", "json", "instance", "get", "nope"],
+    &["-o", "json", "instance", "delete", "par"],
+    &["-o", "json", "instance", "list"],
+];
+
+#[test]
+fn the_same_commands_print_the_same_json_and_exit_the_same_locally_and_through_a_server() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let Some(etcd) = runtime_endpoint("ZIXIAO_TEST_ETCD_ENDPOINTS", "etcd") else {
+        return;
+    };
+    let busybox =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local_state = dir.path().join("local");
+    let local_dir = local_state.to_string_lossy().into_owned();
+    let local: Vec<&str> = vec!["--state-dir", &local_dir];
+    // The image, in the containerd namespace both nodes use.
+    let imported = run(&local, &socket, &["image", "import", &busybox]);
+    assert_eq!(imported.code, Some(0), "{imported:?}");
+    let nodes = run(&local, &socket, &["-o", "json", "node", "list"]);
+    let node = nodes.output[0]["id"]
+        .as_str()
+        .expect("the local node")
+        .to_owned();
+
+    // A server on etcd and an agent named like the local node.
+    let prefix = format!("/zixiao-parity-{}", std::process::id());
+    let (_server, server) = start(
+        &socket,
+        &[
+            "server",
+            "--etcd",
+            &etcd,
+            "--etcd-prefix",
+            &prefix,
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            "parity",
+        ],
+    );
+    let agent_state = dir.path().join("agent");
+    let (_agent, _) = start(
+        &socket,
+        &[
+            "--state-dir",
+            &agent_state.to_string_lossy(),
+            "agent",
+            "--server",
+            &server,
+            "--name",
+            &node,
+            "--no-networks",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let remote: Vec<&str> = vec!["--endpoint", &server];
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(wait_until_ok(
+            "the agent's node to be ready",
+            Duration::from_secs(30),
+            || async {
+                let nodes = run(&remote, &socket, &["-o", "json", "node", "list"]);
+                match nodes.output[0]["status"].as_str() {
+                    Some("ready") => Ok(()),
+                    _ => Err(format!("{nodes:?}")),
+                }
+            },
+        ));
+
+    let mut outcomes = Vec::new();
+    for args in SCENARIO {
+        let here = run(&local, &socket, args);
+        let there = run(&remote, &socket, args);
+        outcomes.push((here.code, there.output.clone()));
+        assert_eq!(
+            here.code, there.code,
+            "zixiao {args:?}: exit codes differ: {here:?} / {there:?}"
+        );
+        assert_eq!(
+            comparable(here.output, &node),
+            comparable(there.output, &node),
+            "zixiao {args:?}: outputs differ"
+        );
+    }
+    // What a user checks, so the comparison above compared real work.
+    assert_eq!(outcomes[0].1["status"], "running", "{:?}", outcomes[0]);
+    assert_eq!(outcomes[3].1["status"], "stopped", "{:?}", outcomes[3]);
+    assert_eq!(outcomes[4].1["status"], "running", "{:?}", outcomes[4]);
+    assert!(
+        outcomes[5]
+            .1
+            .as_str()
+            .is_some_and(|log| log.contains("hello")),
+        "{:?}",
+        outcomes[5]
+    );
+    assert_eq!(outcomes[6].0, Some(2), "{:?}", outcomes[6]);
+    assert_eq!(outcomes[7].0, Some(1), "{:?}", outcomes[7]);
+    assert_eq!(outcomes[9].1, serde_json::json!([]), "{:?}", outcomes[9]);
+}

@@ -1,0 +1,544 @@
+//! The audit log: one [`AuditRecord`] per changing call and per refusal,
+//! kept in the [`Store`] with bounded retention, and [`Audited`], the
+//! wrapper over an [`Api`] that writes them.
+//!
+//! A record says when, who (identity, user, token id), in which project,
+//! which operation on which target, and how it ended (done, the error's
+//! kind, or the denial), and which server replica answered. It never holds
+//! a request's body: no environment values, no token, no error message
+//! (which may quote input), only the error's kind.
+//!
+//! # Layout and retention
+//!
+//! Records are numbered by one sequence and stored at
+//! `/zixiao/auth/audit/records/<seq, 20 digits>`; `/zixiao/auth/audit/state`
+//! holds the next number and the oldest kept. Each write is one
+//! transaction: the record, the state (compare-and-swap, so replicas
+//! writing at once take turns), and the deletion of what falls out of
+//! retention. Retention is a count (the oldest beyond it is deleted by
+//! number, without reading it) and an age (the oldest record's time is
+//! remembered, so it is read again only once it may have expired). A write
+//! deletes at most [`PRUNE_BATCH`] records, so shrinking the retention
+//! spreads the clean-up over the next writes; [`AuditLog::list`] hides
+//! records past their age meanwhile.
+//!
+//! Refusals of unauthenticated callers go to a ring of their own
+//! (`/zixiao/auth/audit/anonymous/`), with the same retention: anyone can
+//! make those, and a flood of them must not push the records of
+//! identified callers out.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::store::{Precondition, Revision, Txn};
+use zixiao_core::{Clock, ErrorKind, Store};
+
+use crate::accounts::lost_race;
+use crate::error::{chain, AuthError};
+use crate::identity::{Caller, Identity};
+use crate::names::{ProjectName, TokenId, UserName};
+use crate::permission::{project_of, project_ref, Denial, ProjectRef};
+
+/// The most records one write deletes besides itself.
+pub const PRUNE_BATCH: u64 = 16;
+
+/// How often a write retries after losing the state's compare-and-swap
+/// to another replica.
+const WRITE_ATTEMPTS: usize = 32;
+
+/// How long and how many records are kept, in each of the two rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The most records kept (at least 1).
+    pub max_records: u64,
+    /// The oldest a record may be.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    /// 100 000 records, 90 days.
+    fn default() -> Self {
+        Retention {
+            max_records: 100_000,
+            max_age: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// It was carried out.
+    Done,
+    /// It failed with an error of this kind.
+    Failed {
+        /// The error's kind (not its message, which may quote input).
+        kind: ErrorKind,
+    },
+    /// It was refused by authorization.
+    Denied {
+        /// The missing permission (`instance.create in project web`).
+        permission: String,
+        /// Why (`alice is a viewer there, and viewers only read`).
+        reason: String,
+    },
+    /// The caller was not identified.
+    Unauthenticated {
+        /// What was wrong with its credentials (never the credentials).
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// The outcome of a call's result.
+    pub fn of<T>(result: &zixiao_core::Result<T>) -> Self {
+        match result {
+            Ok(_) => Outcome::Done,
+            Err(e) => Outcome::Failed { kind: e.kind() },
+        }
+    }
+
+    /// The outcome of a denial.
+    pub fn denied(denial: &Denial) -> Self {
+        Outcome::Denied {
+            permission: denial.permission(),
+            reason: denial.reason.clone(),
+        }
+    }
+}
+
+/// What a record says about a call, before the log numbers and times it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Who: `user alice`, `node worker-1`, `server`, `anonymous`.
+    pub identity: String,
+    /// The user, for users.
+    pub user: Option<UserName>,
+    /// The token the user came with (its id).
+    pub token: Option<TokenId>,
+    /// The project of the object, when it has one.
+    pub project: Option<ProjectName>,
+    /// The operation (`instance.create`).
+    pub operation: String,
+    /// What it acted on (`instance web`).
+    pub target: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+impl AuditEntry {
+    /// An entry for `request` made by `caller`. Takes from the request
+    /// only its operation and target, never its body.
+    pub fn new(
+        caller: &Caller,
+        request: &Request,
+        project: Option<ProjectName>,
+        outcome: Outcome,
+    ) -> Self {
+        Summary::of(request).entry(caller, project, outcome)
+    }
+}
+
+/// One stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Its number in its ring.
+    pub seq: u64,
+    /// When it was written.
+    pub time: DateTime<Utc>,
+    /// The server replica that wrote it.
+    pub replica: String,
+    /// Who: `user alice`, `node worker-1`, `server`, `anonymous`.
+    pub identity: String,
+    /// The user, for users.
+    #[serde(default)]
+    pub user: Option<UserName>,
+    /// The token the user came with (its id, never its secret).
+    #[serde(default)]
+    pub token: Option<TokenId>,
+    /// The project of the object, when it has one.
+    #[serde(default)]
+    pub project: Option<ProjectName>,
+    /// The operation.
+    pub operation: String,
+    /// What it acted on.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The sequence state of one ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RingState {
+    /// The number the next record gets.
+    next: u64,
+    /// The oldest number not yet deleted.
+    oldest: u64,
+}
+
+/// What a replica remembers of a ring between writes.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The state as last written or read, and its revision.
+    state: Option<(RingState, Revision)>,
+    /// The time of the record at `state.oldest`, when known.
+    oldest_time: Option<DateTime<Utc>>,
+}
+
+/// One numbered ring of records under a prefix.
+#[derive(Debug)]
+struct Ring {
+    records: String,
+    state_key: String,
+    /// Writes of one replica take turns here rather than in retries.
+    cursor: Mutex<Cursor>,
+}
+
+impl Ring {
+    fn new(prefix: &str) -> Self {
+        Ring {
+            records: format!("{prefix}records/"),
+            state_key: format!("{prefix}state"),
+            cursor: Mutex::new(Cursor::default()),
+        }
+    }
+
+    fn key(&self, seq: u64) -> String {
+        format!("{}{seq:020}", self.records)
+    }
+}
+
+/// The audit log of a deployment, written by every replica. Share one per
+/// replica (`Arc`).
+#[derive(Debug)]
+pub struct AuditLog {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    replica: String,
+    retention: Retention,
+    identified: Ring,
+    anonymous: Ring,
+}
+
+impl AuditLog {
+    /// The log in `store`, written as replica `replica`, keeping
+    /// `retention` (a `max_records` of 0 counts as 1).
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        replica: impl Into<String>,
+        retention: Retention,
+    ) -> Self {
+        AuditLog {
+            store,
+            clock,
+            replica: replica.into(),
+            retention: Retention {
+                max_records: retention.max_records.max(1),
+                ..retention
+            },
+            identified: Ring::new("/zixiao/auth/audit/"),
+            anonymous: Ring::new("/zixiao/auth/audit/anonymous/"),
+        }
+    }
+
+    /// Writes `entry` and deletes what falls out of retention, in one
+    /// transaction. Not idempotent. Errors: `Conflict` (other replicas kept
+    /// winning), `Unavailable`, `Internal`.
+    pub async fn record(&self, entry: AuditEntry) -> Result<AuditRecord, AuthError> {
+        let ring = match entry.outcome {
+            Outcome::Unauthenticated { .. } => &self.anonymous,
+            _ => &self.identified,
+        };
+        let mut cursor = ring.cursor.lock().await;
+        for _ in 0..WRITE_ATTEMPTS {
+            let (state, revision) = match cursor.state {
+                Some(known) => known,
+                None => {
+                    cursor.oldest_time = None;
+                    self.read_state(ring).await?
+                }
+            };
+            let now = self.clock.now();
+            let seq = state.next;
+            let mut txn = Txn::new();
+            let mut oldest = state.oldest;
+            let mut deleted = 0;
+            // Count: after this write, keep `max_records` at most.
+            let keep_from = (seq + 1).saturating_sub(self.retention.max_records);
+            while oldest < keep_from && deleted < PRUNE_BATCH {
+                txn = txn.delete(ring.key(oldest), Precondition::None);
+                oldest += 1;
+                deleted += 1;
+            }
+            if oldest > state.oldest {
+                cursor.oldest_time = None;
+            }
+            // Age: read the oldest record only when it may have expired.
+            let horizon = now
+                - chrono::Duration::from_std(self.retention.max_age)
+                    .unwrap_or(chrono::TimeDelta::MAX);
+            if cursor.oldest_time.is_none_or(|t| t < horizon) {
+                cursor.oldest_time = None;
+                while oldest < seq && deleted < PRUNE_BATCH {
+                    match self.store.get(&ring.key(oldest)).await? {
+                        None => oldest += 1,
+                        Some(kv) => {
+                            let time = serde_json::from_slice::<AuditRecord>(&kv.value)
+                                .map(|r| r.time)
+                                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+                            if time >= horizon {
+                                cursor.oldest_time = Some(time);
+                                break;
+                            }
+                            txn = txn.delete(kv.key, Precondition::None);
+                            oldest += 1;
+                            deleted += 1;
+                        }
+                    }
+                }
+            }
+            let record = AuditRecord {
+                seq,
+                time: now,
+                replica: self.replica.clone(),
+                identity: entry.identity.clone(),
+                user: entry.user.clone(),
+                token: entry.token.clone(),
+                project: entry.project.clone(),
+                operation: entry.operation.clone(),
+                target: entry.target.clone(),
+                outcome: entry.outcome.clone(),
+            };
+            let next = RingState {
+                next: seq + 1,
+                oldest,
+            };
+            let state_precondition = match revision {
+                0 => Precondition::Absent,
+                revision => Precondition::Revision(revision),
+            };
+            txn = txn
+                .put(ring.key(seq), to_json(&record), Precondition::Absent)
+                .put(ring.state_key.clone(), to_json(&next), state_precondition);
+            match self.store.commit(txn).await {
+                Ok(revision) => {
+                    cursor.state = Some((next, revision));
+                    if oldest == seq {
+                        cursor.oldest_time = Some(now);
+                    }
+                    return Ok(record);
+                }
+                // Another replica wrote first: read its state and go again.
+                Err(e) if lost_race(&e) => cursor.state = None,
+                Err(e) => {
+                    cursor.state = None;
+                    return Err(e.into());
+                }
+            }
+        }
+        Err(AuthError::Conflict {
+            what: "the audit log".to_owned(),
+        })
+    }
+
+    async fn read_state(&self, ring: &Ring) -> Result<(RingState, Revision), AuthError> {
+        Ok(match self.store.get(&ring.state_key).await? {
+            Some(kv) => (
+                serde_json::from_slice(&kv.value).map_err(|e| {
+                    AuthError::Store(zixiao_core::StoreError::Corrupt {
+                        key: kv.key.clone(),
+                        source: Box::new(e),
+                    })
+                })?,
+                kv.mod_revision,
+            ),
+            None => (RingState { next: 1, oldest: 1 }, 0),
+        })
+    }
+
+    /// The records kept, oldest first, written at or after `since`, by
+    /// `user`, in `project` (each filter only when given). Read-only.
+    pub async fn list(
+        &self,
+        since: Option<DateTime<Utc>>,
+        user: Option<&UserName>,
+        project: Option<&ProjectName>,
+    ) -> Result<Vec<AuditRecord>, AuthError> {
+        let horizon = self.clock.now()
+            - chrono::Duration::from_std(self.retention.max_age).unwrap_or(chrono::TimeDelta::MAX);
+        let mut out = Vec::new();
+        for ring in [&self.identified, &self.anonymous] {
+            let listing = self.store.list(&ring.records).await?;
+            for kv in &listing.items {
+                let record: AuditRecord = serde_json::from_slice(&kv.value).map_err(|e| {
+                    AuthError::Store(zixiao_core::StoreError::Corrupt {
+                        key: kv.key.clone(),
+                        source: Box::new(e),
+                    })
+                })?;
+                let keep = record.time >= horizon
+                    && since.is_none_or(|since| record.time >= since)
+                    && user.is_none_or(|user| record.user.as_ref() == Some(user))
+                    && project.is_none_or(|project| record.project.as_ref() == Some(project));
+                if keep {
+                    out.push(record);
+                }
+            }
+        }
+        // Two rings: merge by time (a stable sort keeps each ring's order).
+        out.sort_by_key(|r| r.time);
+        Ok(out)
+    }
+
+    /// Writes `entry`, or says why it could not: a failed audit write does
+    /// not undo or fail the call it describes (that has happened), but it
+    /// is logged as an error for operators to act on.
+    pub(crate) async fn record_or_log(&self, entry: AuditEntry) {
+        let operation = entry.operation.clone();
+        if let Err(e) = self.record(entry).await {
+            tracing::error!(op = %operation, error = %chain(&e), "audit record not written");
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("audit records always encode as JSON")
+}
+
+/// The project `request` acts in: said by the request, or looked up on
+/// the instance it names through `api` (`None` if it names none or is not
+/// found). One owner of this lookup for [`Audited`] and
+/// [`Authorized`](crate::Authorized).
+pub(crate) async fn resolve_project(
+    api: &dyn Api,
+    request: &Request,
+) -> zixiao_core::Result<Option<ProjectName>> {
+    match project_ref(request) {
+        Ok(ProjectRef::Known(project)) => Ok(Some(project)),
+        Ok(ProjectRef::None) | Err(_) => Ok(None),
+        Ok(ProjectRef::Instance(instance)) => {
+            match api
+                .call(Request::GetInstance {
+                    instance: instance.to_owned(),
+                })
+                .await
+            {
+                Ok(Response::Instance(instance)) => Ok(project_of(&instance).ok()),
+                Ok(_) => Ok(None),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// An [`Api`] that records every changing call, and every call refused
+/// further in (`PermissionDenied`, `Unauthenticated`), in an [`AuditLog`].
+/// Built per caller. Reads that succeed are not recorded.
+///
+/// Placed inside [`Authorized`](crate::Authorized) (the usual stack, see
+/// [`secure`](crate::secure)) it records what was allowed, and
+/// `Authorized` records its own refusals in the same log.
+pub struct Audited<A> {
+    inner: A,
+    log: Arc<AuditLog>,
+    caller: Caller,
+}
+
+impl<A> Audited<A> {
+    /// Records `caller`'s calls to `inner` in `log`.
+    pub fn new(inner: A, log: Arc<AuditLog>, caller: impl Into<Caller>) -> Self {
+        Audited {
+            inner,
+            log,
+            caller: caller.into(),
+        }
+    }
+
+    /// The wrapped `Api`.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+
+    /// The wrapped `Api`, unwrapped.
+    pub fn into_inner(self) -> A {
+        self.inner
+    }
+}
+
+impl<A: fmt::Debug> fmt::Debug for Audited<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Audited")
+            .field("inner", &self.inner)
+            .field("caller", &self.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<A: Api> Api for Audited<A> {
+    async fn call(&self, request: Request) -> zixiao_core::Result<Response> {
+        if !request.is_mutating() {
+            // Only what the summary needs is kept: the request moves on.
+            let summary = Summary::of(&request);
+            let result = self.inner.call(request).await;
+            if let Err(e) = &result {
+                if matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::Unauthenticated
+                ) {
+                    self.log
+                        .record_or_log(summary.entry(&self.caller, None, Outcome::of(&result)))
+                        .await;
+                }
+            }
+            return result;
+        }
+        let project = resolve_project(&self.inner, &request)
+            .await
+            .unwrap_or_default();
+        let summary = Summary::of(&request);
+        let result = self.inner.call(request).await;
+        self.log
+            .record_or_log(summary.entry(&self.caller, project, Outcome::of(&result)))
+            .await;
+        result
+    }
+}
+
+/// What a record takes from a request, taken before the request moves.
+struct Summary {
+    operation: &'static str,
+    target: Option<String>,
+}
+
+impl Summary {
+    fn of(request: &Request) -> Self {
+        Summary {
+            operation: request.operation(),
+            target: request.target(),
+        }
+    }
+
+    fn entry(self, caller: &Caller, project: Option<ProjectName>, outcome: Outcome) -> AuditEntry {
+        let identity = caller.identity();
+        AuditEntry {
+            identity: caller.to_string(),
+            user: identity.and_then(Identity::user).cloned(),
+            token: identity.and_then(Identity::token).cloned(),
+            project,
+            operation: self.operation.to_owned(),
+            target: self.target,
+            outcome,
+        }
+    }
+}

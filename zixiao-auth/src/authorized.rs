@@ -1,0 +1,256 @@
+//! [`Authorized`]: the wrapper over an [`Api`] that lets a call through
+//! only if [`authorize`] allows its caller to make it, and [`secure`], the
+//! usual stack `Authorized<Audited<A>>` built per caller.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::{Error, Instance, Result};
+
+use crate::accounts::Role;
+use crate::audit::{AuditEntry, AuditLog, Audited, Outcome};
+use crate::error::Rejection;
+use crate::identity::{Caller, Identity};
+use crate::names::ProjectName;
+use crate::permission::{
+    authorize, instance_ref_mut, project_of, project_ref, Denial, ProjectRef, Scope, PROJECT_LABEL,
+};
+
+/// An [`Api`] that carries out a call only if its caller may make it.
+/// Built per caller, with the [`Caller`] the transport established.
+///
+/// - A caller without an identity gets `Unauthenticated` for every call.
+/// - A call naming an instance is judged in the instance's project, found
+///   with a `GetInstance` through the inner `Api`; once allowed, the call
+///   names the instance by id, so it cannot reach another instance that
+///   took the name meanwhile.
+/// - A refused call gets `PermissionDenied` naming the missing permission,
+///   and reaches nothing: the inner `Api` sees at most the lookup.
+/// - Lists and watches of instances are filtered to the caller's projects.
+///
+/// With [`Authorized::record_refusals`], every refusal (and every changing
+/// call it ends itself, such as one naming a missing instance) is written
+/// to an [`AuditLog`].
+pub struct Authorized<A> {
+    inner: A,
+    caller: Caller,
+    audit: Option<Arc<AuditLog>>,
+}
+
+impl<A> Authorized<A> {
+    /// Authorizes `caller`'s calls to `inner`.
+    pub fn new(inner: A, caller: impl Into<Caller>) -> Self {
+        Authorized {
+            inner,
+            caller: caller.into(),
+            audit: None,
+        }
+    }
+
+    /// Also records refusals in `log`.
+    pub fn record_refusals(mut self, log: Arc<AuditLog>) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// The caller it judges.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The wrapped `Api`.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+
+    /// The wrapped `Api`, unwrapped.
+    pub fn into_inner(self) -> A {
+        self.inner
+    }
+}
+
+impl<A: fmt::Debug> fmt::Debug for Authorized<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authorized")
+            .field("inner", &self.inner)
+            .field("caller", &self.caller)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Api> Authorized<A> {
+    /// Records that this wrapper ended `request` itself, if a log is set
+    /// and the call is worth a record (a refusal, or a changing call).
+    async fn record(&self, request: &Request, project: Option<ProjectName>, outcome: Outcome) {
+        let Some(log) = &self.audit else { return };
+        let refusal = matches!(
+            outcome,
+            Outcome::Denied { .. } | Outcome::Unauthenticated { .. }
+        );
+        if refusal || request.is_mutating() {
+            log.record_or_log(AuditEntry::new(&self.caller, request, project, outcome))
+                .await;
+        }
+    }
+
+    async fn refuse(&self, request: &Request, rejection: Rejection) -> Error {
+        let reason = rejection.to_string();
+        self.record(
+            request,
+            None,
+            Outcome::Unauthenticated {
+                reason: reason.clone(),
+            },
+        )
+        .await;
+        Error::unauthenticated(reason)
+    }
+
+    async fn deny(&self, request: &Request, project: Option<ProjectName>, denial: Denial) -> Error {
+        self.record(request, project, Outcome::denied(&denial))
+            .await;
+        Error::permission_denied(denial.to_string())
+    }
+
+    /// Ends `request` with `error` (and records it).
+    async fn fail(&self, request: &Request, error: Error) -> Error {
+        self.record(request, None, Outcome::Failed { kind: error.kind() })
+            .await;
+        error
+    }
+}
+
+#[async_trait]
+impl<A: Api> Api for Authorized<A> {
+    async fn call(&self, mut request: Request) -> Result<Response> {
+        let identity = match &self.caller {
+            Caller::Identified(identity) => identity,
+            Caller::Anonymous => return Err(self.refuse(&request, Rejection::NoCredentials).await),
+            Caller::Rejected(rejection) => {
+                return Err(self.refuse(&request, rejection.clone()).await)
+            }
+        };
+        // A create names its project in a label: checked for everyone, so
+        // no instance is made that only an admin could reach again.
+        let reference = match project_ref(&request) {
+            Ok(reference) => reference,
+            Err(invalid) => {
+                let error = Error::invalid(format!("labels.{PROJECT_LABEL}"), invalid.reason);
+                return Err(self.fail(&request, error).await);
+            }
+        };
+        // An admin may do anything anywhere: no lookup needed.
+        let judged_in_project = matches!(
+            identity,
+            Identity::User { role, .. } if *role != Role::Admin
+        );
+        let mut found: Option<Instance> = None;
+        let project = match reference {
+            ProjectRef::Known(project) => Some(project),
+            ProjectRef::None => None,
+            ProjectRef::Instance(_) if !judged_in_project => None,
+            ProjectRef::Instance(instance) => {
+                let lookup = Request::GetInstance {
+                    instance: instance.to_owned(),
+                };
+                match self.inner.call(lookup).await {
+                    Ok(Response::Instance(instance)) => {
+                        // An invalid label leaves the project unknown:
+                        // only an admin may act on that instance.
+                        let project = project_of(&instance).ok();
+                        found = Some(instance);
+                        project
+                    }
+                    Ok(other) => {
+                        let error = Error::Internal(format!(
+                            "instance.get answered {}, not Instance",
+                            other.kind()
+                        ));
+                        return Err(self.fail(&request, error).await);
+                    }
+                    Err(error) => return Err(self.fail(&request, error).await),
+                }
+            }
+        };
+        let grant = match authorize(identity, &request, project.as_ref()) {
+            Ok(grant) => grant,
+            Err(denial) => return Err(self.deny(&request, project, denial).await),
+        };
+        if let Some(instance) = found {
+            if matches!(request, Request::GetInstance { .. }) {
+                // The lookup was the call.
+                return Ok(Response::Instance(instance));
+            }
+            if let Some(reference) = instance_ref_mut(&mut request) {
+                *reference = instance.id;
+            }
+        }
+        let response = self.inner.call(request).await?;
+        match grant.scope {
+            Scope::All => Ok(response),
+            Scope::Projects(projects) => filter_to_projects(response, &projects),
+        }
+    }
+}
+
+/// Keeps only the instances of `projects` in a list or watch answer.
+/// Any other answer cannot be filtered: `Internal` (fail closed).
+fn filter_to_projects(response: Response, projects: &BTreeSet<ProjectName>) -> Result<Response> {
+    let visible =
+        |instance: &Instance| project_of(instance).is_ok_and(|project| projects.contains(&project));
+    match response {
+        Response::Instances(instances) => Ok(Response::Instances(
+            instances.into_iter().filter(visible).collect(),
+        )),
+        Response::InstanceEvents(events) => {
+            let projects = projects.clone();
+            let events = events.filter(move |event| {
+                let keep = match event {
+                    Ok(event) => event.instance.as_ref().is_some_and(|instance| {
+                        project_of(instance).is_ok_and(|project| projects.contains(&project))
+                    }),
+                    // An error ends the stream and names no instance.
+                    Err(_) => true,
+                };
+                futures::future::ready(keep)
+            });
+            Ok(Response::InstanceEvents(events.boxed()))
+        }
+        other => Err(Error::Internal(format!(
+            "cannot filter a {} answer to the caller's projects",
+            other.kind()
+        ))),
+    }
+}
+
+/// The usual stack for one caller: `Authorized<Audited<A>>`, both writing
+/// to `log`: `Audited` records what was allowed, `Authorized` what it
+/// refused.
+///
+/// ```no_run
+/// # async fn example(
+/// #     controller: std::sync::Arc<dyn zixiao_core::Api>,
+/// #     authenticator: zixiao_auth::Authenticator,
+/// #     log: std::sync::Arc<zixiao_auth::AuditLog>,
+/// #     bearer: Option<&str>,
+/// # ) -> Result<(), Box<dyn std::error::Error>> {
+/// use zixiao_core::Client;
+///
+/// // Per call (or per connection): who is calling, then the stack.
+/// let caller = authenticator.caller(bearer, None).await?;
+/// let api = zixiao_auth::secure(controller, caller, log);
+/// let nodes = Client::new(std::sync::Arc::new(api)).list_nodes().await?;
+/// # Ok(()) }
+/// ```
+pub fn secure<A: Api>(
+    inner: A,
+    caller: impl Into<Caller>,
+    log: Arc<AuditLog>,
+) -> Authorized<Audited<A>> {
+    let caller = caller.into();
+    Authorized::new(Audited::new(inner, log.clone(), caller.clone()), caller).record_refusals(log)
+}

@@ -1,0 +1,11 @@
+//! zixiao-auth's tests, one binary: the PKI, tokens, accounts, the
+//! permission rules, the wrappers around a fake `Api`, and the attacks of
+//! the "Secure the cluster" issue against the real Controller.
+
+mod accounts;
+mod controller;
+mod permissions;
+mod pki;
+mod support;
+mod tokens;
+mod wrappers;

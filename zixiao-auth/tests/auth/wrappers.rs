@@ -1,0 +1,541 @@
+//! `Authorized` and `Audited` around a fake `Api`, each alone and stacked:
+//! refusals reach nothing and leave only their audit record; records hold
+//! no secrets; retention holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use zixiao_auth::{
+    secure, AuditLog, Audited, Authorized, Caller, Identity, Outcome, ProjectName, Rejection,
+    Retention, Role, UserName, PROJECT_LABEL,
+};
+use zixiao_core::api::{Api, Request, Response, Wait};
+use zixiao_core::{CreateInstance, ErrorKind, InstanceSpec};
+
+use crate::support::{changed_keys, days, instance, only_audit_changed, FakeApi, Harness};
+
+fn stop(instance: &str) -> Request {
+    Request::StopInstance {
+        instance: instance.to_owned(),
+        wait: Wait::No,
+    }
+}
+
+fn create(name: &str, project: &str) -> Request {
+    let mut request = CreateInstance::new(name, InstanceSpec::container("busybox"));
+    request
+        .labels
+        .insert(PROJECT_LABEL.to_owned(), project.to_owned());
+    Request::CreateInstance {
+        request,
+        wait: Wait::No,
+    }
+}
+
+fn web_and_db() -> Arc<FakeApi> {
+    FakeApi::with([instance("web", "web"), instance("db", "db")])
+}
+
+/// Calls `request` through `api` and checks it was refused with `kind`,
+/// reached nothing of the fake but lookups, and changed nothing in the
+/// store but one audit record, which it returns.
+async fn refused(
+    h: &Harness,
+    log: &AuditLog,
+    fake: &FakeApi,
+    api: &dyn Api,
+    request: Request,
+    kind: ErrorKind,
+) -> zixiao_auth::AuditRecord {
+    let calls_before = fake.calls_but_lookups();
+    let names_before = fake.names();
+    let records_before = log.list(None, None, None).await.unwrap();
+    let store_before = h.snapshot().await;
+    let err = api.call(request).await.unwrap_err();
+    assert_eq!(err.kind(), kind, "{}", err.chain());
+    assert_eq!(
+        fake.calls_but_lookups(),
+        calls_before,
+        "the call reached the Api"
+    );
+    assert_eq!(fake.names(), names_before);
+    let changed = changed_keys(&store_before, &h.snapshot().await);
+    assert!(only_audit_changed(&changed), "{changed:?}");
+    let records = log.list(None, None, None).await.unwrap();
+    // The clock stands still: find the new record by content, not order.
+    let new: Vec<_> = records
+        .into_iter()
+        .filter(|r| !records_before.contains(r))
+        .collect();
+    assert_eq!(new.len(), 1, "one record of the refusal");
+    new[0].clone()
+}
+
+#[tokio::test]
+async fn callers_without_an_identity_are_refused_and_recorded() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = web_and_db();
+    for (caller, reason) in [
+        (Caller::Anonymous, "no credentials"),
+        (
+            Caller::Rejected(Rejection::MalformedToken),
+            "the token is malformed",
+        ),
+        (Caller::Rejected(Rejection::Expired), "the token expired"),
+        (
+            Caller::Rejected(Rejection::Revoked),
+            "the token was revoked",
+        ),
+        (
+            Caller::Rejected(Rejection::InvalidToken),
+            "the token is not valid",
+        ),
+    ] {
+        let api = secure(fake.clone(), caller, log.clone());
+        // Reads as much as writes.
+        for request in [Request::ListNodes, stop("web")] {
+            let record = refused(&h, &log, &fake, &api, request, ErrorKind::Unauthenticated).await;
+            assert_eq!(record.identity, "anonymous");
+            assert_eq!(
+                record.outcome,
+                Outcome::Unauthenticated {
+                    reason: reason.to_owned()
+                }
+            );
+        }
+    }
+    assert!(
+        fake.calls().is_empty(),
+        "not even a lookup: {:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_create_and_an_operator_cannot_leave_its_projects() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = web_and_db();
+    let viewer = h.user("vera", Role::Viewer, &["web"]).await;
+    let operator = h.user("otto", Role::Operator, &["web"]).await;
+
+    let as_viewer = secure(fake.clone(), viewer, log.clone());
+    let record = refused(
+        &h,
+        &log,
+        &fake,
+        &as_viewer,
+        create("new", "web"),
+        ErrorKind::PermissionDenied,
+    )
+    .await;
+    assert_eq!(record.user, Some(UserName::try_from("vera").unwrap()));
+    assert_eq!(record.project, Some(ProjectName::try_from("web").unwrap()));
+    assert_eq!(record.operation, "instance.create");
+    assert!(matches!(
+        record.outcome,
+        Outcome::Denied { ref permission, .. } if permission == "instance.create in project web"
+    ));
+    // The viewer reads its project's instance.
+    assert!(as_viewer
+        .call(Request::GetInstance {
+            instance: "web".into()
+        })
+        .await
+        .is_ok());
+
+    let as_operator = secure(fake.clone(), operator, log.clone());
+    for request in [
+        stop("db"),
+        stop("id-db"),
+        Request::DeleteInstance {
+            instance: "db".into(),
+            wait: Wait::No,
+        },
+        Request::GetInstance {
+            instance: "db".into(),
+        },
+        create("sneaky", "db"),
+    ] {
+        refused(
+            &h,
+            &log,
+            &fake,
+            &as_operator,
+            request,
+            ErrorKind::PermissionDenied,
+        )
+        .await;
+    }
+    let record = refused(
+        &h,
+        &log,
+        &fake,
+        &as_operator,
+        Request::DrainNode {
+            node: "worker-1".into(),
+        },
+        ErrorKind::PermissionDenied,
+    )
+    .await;
+    assert!(matches!(
+        record.outcome,
+        Outcome::Denied { ref permission, .. } if permission == "node.drain (admin only)"
+    ));
+    assert_eq!(record.target.as_deref(), Some("node worker-1"));
+}
+
+#[tokio::test]
+async fn an_allowed_call_names_the_instance_by_id_and_is_recorded() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = web_and_db();
+    let operator = h.user("otto", Role::Operator, &["web"]).await;
+    let api = secure(fake.clone(), operator, log.clone());
+    let stopped = api.call(stop("web")).await.unwrap();
+    assert!(matches!(stopped, Response::Instance(ref i) if i.name == "web"));
+    assert_eq!(
+        fake.calls_but_lookups(),
+        vec!["instance.stop instance id-web".to_owned()],
+        "after the lookup, the call names the instance by id"
+    );
+    let records = log.list(None, None, None).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, Outcome::Done);
+    assert_eq!(
+        records[0].project,
+        Some(ProjectName::try_from("web").unwrap())
+    );
+    assert_eq!(records[0].replica, "replica-1");
+    assert_eq!(records[0].identity, "user otto");
+
+    // A read is answered from the lookup alone, and not recorded.
+    let calls = fake.calls().len();
+    api.call(Request::GetInstance {
+        instance: "web".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(fake.calls().len(), calls + 1);
+    assert_eq!(log.list(None, None, None).await.unwrap().len(), 1);
+
+    // A changing call on a missing instance ends in the lookup: recorded.
+    let err = api.call(stop("ghost")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let records = log.list(None, None, None).await.unwrap();
+    assert_eq!(
+        records.last().unwrap().outcome,
+        Outcome::Failed {
+            kind: ErrorKind::NotFound
+        }
+    );
+}
+
+#[tokio::test]
+async fn lists_and_watches_show_only_the_callers_projects() {
+    let h = Harness::new();
+    let fake = FakeApi::with([
+        instance("web", "web"),
+        instance("db", "db"),
+        instance("plain", "default"),
+    ]);
+    let operator = h.user("otto", Role::Operator, &["web", "default"]).await;
+    let api = Authorized::new(fake.clone(), operator);
+    let Response::Instances(listed) = api
+        .call(Request::ListInstances {
+            filter: Default::default(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("instances")
+    };
+    let names: Vec<_> = listed.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["plain", "web"]);
+    let Response::InstanceEvents(events) = api
+        .call(Request::WatchInstances { after: 0 })
+        .await
+        .unwrap()
+    else {
+        panic!("events")
+    };
+    let seen: Vec<String> = events
+        .map(|e| e.unwrap().instance.unwrap().name)
+        .collect()
+        .await;
+    assert_eq!(seen, ["plain", "web"]);
+    let admin = Authorized::new(fake, Identity::local_admin());
+    let Response::Instances(all) = admin
+        .call(Request::ListInstances {
+            filter: Default::default(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("instances")
+    };
+    assert_eq!(all.len(), 3);
+}
+
+#[tokio::test]
+async fn each_wrapper_works_alone_and_unwraps() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = web_and_db();
+    let authorized = Authorized::new(fake.clone(), Caller::Anonymous);
+    let err = authorized.call(Request::ListNodes).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert!(Arc::ptr_eq(&authorized.into_inner(), &fake));
+    assert!(
+        log.list(None, None, None).await.unwrap().is_empty(),
+        "no log given"
+    );
+
+    let audited = Audited::new(fake.clone(), log.clone(), Identity::local_admin());
+    audited.call(stop("db")).await.unwrap();
+    audited.call(Request::ListNodes).await.unwrap();
+    let records = log.list(None, None, None).await.unwrap();
+    assert_eq!(records.len(), 1, "only the change");
+    assert_eq!(
+        records[0].project,
+        Some(ProjectName::try_from("db").unwrap())
+    );
+    assert_eq!(records[0].identity, "user local");
+    assert!(Arc::ptr_eq(&audited.into_inner(), &fake));
+
+    // Outside Authorized, Audited records the refusals it sees pass by.
+    let outer = Audited::new(
+        Authorized::new(fake.clone(), Caller::Anonymous),
+        log.clone(),
+        Caller::Anonymous,
+    );
+    outer.call(Request::ListNodes).await.unwrap_err();
+    let last = log.list(None, None, None).await.unwrap().pop().unwrap();
+    assert_eq!(
+        last.outcome,
+        Outcome::Failed {
+            kind: ErrorKind::Unauthenticated
+        }
+    );
+}
+
+#[tokio::test]
+async fn audit_records_never_hold_secrets() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = FakeApi::with([]);
+    let admin = h.user("root", Role::Admin, &[]).await;
+    let (_, token) = h
+        .accounts
+        .issue_user_token(
+            &UserName::try_from("root").unwrap(),
+            Role::Admin,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let caller = zixiao_auth::Authenticator::new(h.accounts.clone(), None)
+        .caller(Some(token.expose()), None)
+        .await
+        .unwrap();
+    assert!(matches!(caller, Caller::Identified(Identity::User { .. })));
+    let api = secure(fake.clone(), caller, log.clone());
+    let mut request = CreateInstance::new("app", InstanceSpec::container("busybox"));
+    request
+        .spec
+        .env
+        .insert("DATABASE_PASSWORD".into(), "hunter2-s3cr3t".into());
+    api.call(Request::CreateInstance {
+        request,
+        wait: Wait::No,
+    })
+    .await
+    .unwrap();
+    // A refused call carrying a secret too.
+    let viewer = h.user("vera", Role::Viewer, &["default"]).await;
+    let mut request = CreateInstance::new("app2", InstanceSpec::container("busybox"));
+    request
+        .spec
+        .env
+        .insert("API_KEY".into(), "hunter2-s3cr3t".into());
+    secure(fake, viewer, log.clone())
+        .call(Request::CreateInstance {
+            request,
+            wait: Wait::No,
+        })
+        .await
+        .unwrap_err();
+
+    let records = log.list(None, None, None).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0].token.as_ref(),
+        Some(token.id()),
+        "the token's id is recorded"
+    );
+    let secret = token.expose().rsplit('_').next().unwrap().to_owned();
+    for (key, value) in h.snapshot().await {
+        let text = String::from_utf8_lossy(&value);
+        assert!(!text.contains("hunter2"), "{key}: {text}");
+        assert!(!text.contains(&secret), "{key} holds the token");
+    }
+    drop(admin);
+}
+
+#[tokio::test]
+async fn retention_keeps_the_newest_records_by_count() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention {
+        max_records: 10,
+        max_age: days(365),
+    });
+    let fake = FakeApi::with([instance("web", "web")]);
+    let api = Audited::new(fake, log.clone(), Identity::local_admin());
+    for _ in 0..45 {
+        api.call(stop("web")).await.unwrap();
+    }
+    let records = log.list(None, None, None).await.unwrap();
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (36..=45).collect::<Vec<_>>());
+    let stored = h.snapshot().await;
+    let kept = stored
+        .keys()
+        .filter(|k| k.starts_with("/zixiao/auth/audit/records/"))
+        .count();
+    assert_eq!(kept, 10, "old records are deleted, not only hidden");
+}
+
+#[tokio::test]
+async fn retention_drops_records_past_their_age_as_new_ones_come() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention {
+        max_records: 1000,
+        max_age: days(30),
+    });
+    let fake = FakeApi::with([instance("web", "web")]);
+    let api = Audited::new(fake, log.clone(), Identity::local_admin());
+    for _ in 0..5 {
+        api.call(stop("web")).await.unwrap();
+    }
+    h.clock.advance(days(20));
+    for _ in 0..3 {
+        api.call(stop("web")).await.unwrap();
+    }
+    h.clock.advance(days(15));
+    // The first five are now 35 days old: hidden at once...
+    assert_eq!(log.list(None, None, None).await.unwrap().len(), 3);
+    // ...and deleted by the next write.
+    api.call(stop("web")).await.unwrap();
+    let stored = h.snapshot().await;
+    let kept = stored
+        .keys()
+        .filter(|k| k.starts_with("/zixiao/auth/audit/records/"))
+        .count();
+    assert_eq!(kept, 4);
+}
+
+#[tokio::test]
+async fn a_flood_of_anonymous_calls_cannot_push_out_identified_records() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention {
+        max_records: 5,
+        max_age: days(30),
+    });
+    let fake = FakeApi::with([instance("web", "web")]);
+    secure(fake.clone(), Identity::local_admin(), log.clone())
+        .call(stop("web"))
+        .await
+        .unwrap();
+    let anonymous = secure(fake, Caller::Anonymous, log.clone());
+    for _ in 0..20 {
+        anonymous.call(Request::ListNodes).await.unwrap_err();
+    }
+    let records = log.list(None, None, None).await.unwrap();
+    assert_eq!(records.len(), 6, "5 anonymous, and the identified one");
+    assert!(records.iter().any(|r| r.identity == "user local"));
+}
+
+#[tokio::test]
+async fn the_log_lists_by_time_user_and_project() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = FakeApi::with([instance("web", "web"), instance("db", "db")]);
+    let otto = h.user("otto", Role::Operator, &["web", "db"]).await;
+    let vera = h.user("vera", Role::Operator, &["web"]).await;
+    secure(fake.clone(), otto.clone(), log.clone())
+        .call(stop("db"))
+        .await
+        .unwrap();
+    h.clock.advance(Duration::from_secs(60));
+    let since = zixiao_core::Clock::now(h.clock.as_ref());
+    secure(fake.clone(), vera, log.clone())
+        .call(stop("web"))
+        .await
+        .unwrap();
+    secure(fake, otto, log.clone())
+        .call(stop("web"))
+        .await
+        .unwrap();
+
+    let otto_name = UserName::try_from("otto").unwrap();
+    let web = ProjectName::try_from("web").unwrap();
+    assert_eq!(log.list(None, None, None).await.unwrap().len(), 3);
+    assert_eq!(
+        log.list(None, Some(&otto_name), None).await.unwrap().len(),
+        2
+    );
+    assert_eq!(log.list(None, None, Some(&web)).await.unwrap().len(), 2);
+    assert_eq!(log.list(Some(since), None, None).await.unwrap().len(), 2);
+    assert_eq!(
+        log.list(Some(since), Some(&otto_name), Some(&web))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_writing_at_once_lose_no_record() {
+    let h = Harness::new();
+    let retention = Retention {
+        max_records: 1000,
+        max_age: days(30),
+    };
+    let logs: Vec<Arc<AuditLog>> = (0..3)
+        .map(|i| {
+            Arc::new(AuditLog::new(
+                h.store.clone(),
+                h.clock.clone(),
+                format!("replica-{i}"),
+                retention,
+            ))
+        })
+        .collect();
+    let fake = FakeApi::with([instance("web", "web")]);
+    let mut tasks = Vec::new();
+    for log in &logs {
+        for _ in 0..4 {
+            let api = Audited::new(fake.clone(), log.clone(), Identity::local_admin());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    api.call(stop("web")).await.unwrap();
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let records = logs[0].list(None, None, None).await.unwrap();
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        (1..=60).collect::<Vec<_>>(),
+        "every record, each number once"
+    );
+}

@@ -1,0 +1,422 @@
+//! The jail of a VMM process, as Firecracker's jailer builds it: a new PID
+//! namespace (the VMM is its pid 1; see the binary), a new mount namespace
+//! whose root is a small read-only tmpfs holding only the run directory, the
+//! kernel, the initrd, the snapshot being restored, the KVM device and a
+//! `/proc` of its own, each bind-mounted at the same absolute path; its own
+//! cgroup (see `cgroup.rs`); and, once the inputs are open, an unprivileged
+//! uid and gid with no capabilities.
+//!
+//! Everything here runs while the process is still single-threaded (mount
+//! namespaces cannot be unshared by a threaded process).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::VmmError;
+
+/// The uid and gid a jailed VMM runs as when no `zixiao-vmm` user exists.
+pub const DEFAULT_JAIL_ID: u32 = 64000;
+/// The user whose uid and gid a jailed VMM takes, when it exists.
+pub const JAIL_USER: &str = "zixiao-vmm";
+/// The directory in the run dir the jail's root is mounted on (empty on the host).
+pub const JAIL_DIR: &str = "jail";
+
+/// How a VMM process is confined. [`Confinement::default`] is the production
+/// setting: jailed and seccomp-filtered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// Namespaces, pivot_root, cgroup and the uid/gid drop. `None` runs the
+    /// VMM in the launcher's namespaces, as the launcher's user (for hosts
+    /// where the launcher is not root, and to measure what the jail costs).
+    pub jail: Option<JailConfig>,
+    /// Per-thread seccomp allow-lists; a syscall outside them kills the VMM
+    /// with SIGSYS. Off only to debug or to measure the filters' cost.
+    pub seccomp: bool,
+}
+
+impl Default for Confinement {
+    fn default() -> Self {
+        Confinement {
+            jail: Some(JailConfig::default()),
+            seccomp: true,
+        }
+    }
+}
+
+impl Confinement {
+    /// Neither jail nor seccomp: the VMM as it ran before the jail existed.
+    pub fn none() -> Self {
+        Confinement {
+            jail: None,
+            seccomp: false,
+        }
+    }
+
+    /// Seccomp only: for launchers that are not root.
+    pub fn seccomp_only() -> Self {
+        Confinement {
+            jail: None,
+            seccomp: true,
+        }
+    }
+}
+
+/// The jail's identity and limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailConfig {
+    /// The uid the VMM drops to after opening its inputs (not 0).
+    pub uid: u32,
+    /// The gid the VMM drops to (not 0); no supplementary groups are kept.
+    pub gid: u32,
+    /// The cgroup caps the VMM's memory at the guest's memory plus this
+    /// much (MiB): the VMM itself, page cache of snapshot files, slack.
+    pub memory_overhead_mib: u64,
+    /// The cgroup caps the VMM's tasks at one per vCPU plus this many (the
+    /// API, console and lifecycle threads, and one spare).
+    pub extra_pids: u32,
+}
+
+impl Default for JailConfig {
+    /// The `zixiao-vmm` user's uid and gid when it exists, else 64000.
+    fn default() -> Self {
+        let (uid, gid) = user_ids(JAIL_USER).unwrap_or((DEFAULT_JAIL_ID, DEFAULT_JAIL_ID));
+        JailConfig {
+            uid,
+            gid,
+            memory_overhead_mib: 64,
+            extra_pids: 4,
+        }
+    }
+}
+
+impl JailConfig {
+    /// Rejects a jail that would run as root.
+    pub fn validate(&self) -> Result<(), VmmError> {
+        if self.uid == 0 {
+            return Err(VmmError::invalid("jail.uid", "the jail never runs as root"));
+        }
+        if self.gid == 0 {
+            return Err(VmmError::invalid("jail.gid", "the jail never runs as root"));
+        }
+        if self.extra_pids < 3 {
+            return Err(VmmError::invalid(
+                "jail.extra_pids",
+                "at least 3 (API, console and lifecycle threads)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// uid and gid of `name` from the user database.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let name = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: zeroed passwd is a valid out-parameter (plain C struct).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `name` is a NUL-terminated
+    // string, `pwd` and `result` are live locals, `buf` has `buf.len()` bytes.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+}
+
+/// What a bind mount in the jail is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MountKind {
+    /// A directory the VMM writes (the run dir).
+    WritableDir,
+    /// A directory the VMM only reads (a snapshot being restored).
+    ReadOnlyDir,
+    /// A file the VMM only reads (kernel, initrd).
+    ReadOnlyFile,
+    /// A character device (the KVM device).
+    Device,
+}
+
+/// One host path made visible in the jail, at the same absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JailMount {
+    pub(crate) path: PathBuf,
+    pub(crate) kind: MountKind,
+}
+
+fn last_os(what: impl std::fmt::Display) -> VmmError {
+    VmmError::Unavailable {
+        message: format!("jail: {what}: {}", std::io::Error::last_os_error()),
+    }
+}
+
+fn cpath(path: &Path) -> Result<CString, VmmError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| VmmError::invalid("path", format!("{} contains a NUL", path.display())))
+}
+
+fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), VmmError> {
+    let source_c = source.map(cpath).transpose()?;
+    let target_c = cpath(target)?;
+    let fstype_c = fstype.map(|f| CString::new(f).unwrap_or_default());
+    let data_c = data.map(|d| CString::new(d).unwrap_or_default());
+    // SAFETY: every pointer is NULL or a NUL-terminated string that lives
+    // until the call returns.
+    let rc = unsafe {
+        libc::mount(
+            source_c.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            target_c.as_ptr(),
+            fstype_c.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data_c
+                .as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    if rc != 0 {
+        return Err(last_os(format!(
+            "mounting {} on {}",
+            source.map_or("-".into(), |s| s.display().to_string()),
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `path` below `root`: the same absolute path, inside the jail.
+fn inside(root: &Path, path: &Path) -> PathBuf {
+    let mut out = root.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::Normal(part) => out.push(part),
+            Component::ParentDir => out.push(".."),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Builds the jail under `run_dir/jail` and makes it this process's root.
+/// The process must be single-threaded, root, and (for a private `/proc`)
+/// pid 1 of a new PID namespace. Mount paths must be absolute.
+pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<(), VmmError> {
+    // SAFETY: unshare(2) takes no pointers.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(last_os("unshare(CLONE_NEWNS)"));
+    }
+    // Nothing mounted from here on propagates back to the host.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    let root = run_dir.join(JAIL_DIR);
+    std::fs::create_dir_all(&root).map_err(|e| VmmError::Unavailable {
+        message: format!("jail: creating {}: {e}", root.display()),
+    })?;
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount(
+        Some(Path::new("zixiao-jail")),
+        &root,
+        Some("tmpfs"),
+        nosuid,
+        Some("size=64k,nr_inodes=256,mode=0755"),
+    )?;
+    // Parents before children: a file inside the run dir mounts over the
+    // run dir's own bind.
+    let mut sorted: Vec<&JailMount> = mounts.iter().collect();
+    sorted.sort_by_key(|m| m.path.components().count());
+    for m in sorted {
+        let target = inside(&root, &m.path);
+        let dir = matches!(m.kind, MountKind::WritableDir | MountKind::ReadOnlyDir);
+        let made = if dir {
+            std::fs::create_dir_all(&target)
+        } else {
+            target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| {
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&target)
+                        .map(drop)
+                })
+        };
+        made.map_err(|e| VmmError::Unavailable {
+            message: format!("jail: mount point {}: {e}", target.display()),
+        })?;
+        mount(Some(&m.path), &target, None, libc::MS_BIND, None)?;
+        let flags = match m.kind {
+            MountKind::WritableDir => nosuid,
+            MountKind::ReadOnlyDir | MountKind::ReadOnlyFile => nosuid | libc::MS_RDONLY,
+            MountKind::Device => libc::MS_NOSUID | libc::MS_NOEXEC,
+        };
+        mount(
+            None,
+            &target,
+            None,
+            libc::MS_REMOUNT | libc::MS_BIND | flags,
+            None,
+        )?;
+    }
+    // A /proc of the VMM's own PID namespace: /proc/self for stats and the
+    // snapshot's page map. `subset=pid` (Linux 5.8) hides the host-wide files.
+    let proc_dir = root.join("proc");
+    std::fs::create_dir_all(&proc_dir).map_err(|e| VmmError::Unavailable {
+        message: format!("jail: {}: {e}", proc_dir.display()),
+    })?;
+    let proc_src = Path::new("proc");
+    if mount(
+        Some(proc_src),
+        &proc_dir,
+        Some("proc"),
+        nosuid,
+        Some("subset=pid"),
+    )
+    .is_err()
+    {
+        mount(Some(proc_src), &proc_dir, Some("proc"), nosuid, None)?;
+    }
+    pivot_into(&root)?;
+    // The jail's own tree is fixed from here on.
+    mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
+        None,
+    )
+}
+
+/// pivot_root(2) into `root` and detach the old root, so no host path is
+/// reachable any more.
+fn pivot_into(root: &Path) -> Result<(), VmmError> {
+    std::env::set_current_dir(root).map_err(|e| VmmError::Unavailable {
+        message: format!("jail: chdir {}: {e}", root.display()),
+    })?;
+    let dot = c".";
+    // SAFETY: pivot_root(".", ".") stacks the old root on the new one; both
+    // pointers are static NUL-terminated strings.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
+        return Err(last_os("pivot_root"));
+    }
+    // SAFETY: umount2 with a static path; MNT_DETACH drops the old root that
+    // pivot_root left stacked on ".".
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(last_os("detaching the old root"));
+    }
+    std::env::set_current_dir("/").map_err(|e| VmmError::Unavailable {
+        message: format!("jail: chdir /: {e}"),
+    })
+}
+
+/// Gives the run dir to the jail's user: the VMM binds its sockets and
+/// writes `vm.json` and `exit.json` there after dropping root.
+pub(crate) fn give_run_dir(run_dir: &Path, config: &JailConfig) -> Result<(), VmmError> {
+    std::os::unix::fs::chown(run_dir, Some(config.uid), Some(config.gid)).map_err(|e| {
+        VmmError::Unavailable {
+            message: format!("jail: chown {}: {e}", run_dir.display()),
+        }
+    })
+}
+
+/// Drops every supplementary group, then to `config`'s gid and uid (real,
+/// effective and saved): root's capabilities go with it.
+pub(crate) fn drop_privileges(config: &JailConfig) -> Result<(), VmmError> {
+    // SAFETY: setgroups with a count of 0 reads no memory.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(last_os("setgroups"));
+    }
+    // SAFETY: setresgid/setresuid take plain integers.
+    if unsafe { libc::setresgid(config.gid, config.gid, config.gid) } != 0 {
+        return Err(last_os("setresgid"));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(config.uid, config.uid, config.uid) } != 0 {
+        return Err(last_os("setresuid"));
+    }
+    // SAFETY: prctl(PR_SET_NO_NEW_PRIVS) takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(last_os("PR_SET_NO_NEW_PRIVS"));
+    }
+    Ok(())
+}
+
+/// The pid of this process in the PID namespace of the mounted `/proc`
+/// (the launcher's), read before the jail replaces `/proc`.
+pub fn host_pid() -> Option<u32> {
+    std::fs::read_link("/proc/self")
+        .ok()?
+        .to_str()?
+        .parse()
+        .ok()
+}
+
+/// Clones this (single-threaded) process into a new PID namespace, as a
+/// child of this process's parent (`CLONE_PARENT`), so the launcher reaps
+/// it and sees how it died. Returns `Ok(true)` in the new process (pid 1 of
+/// the namespace) and `Ok(false)` in the caller, which should exit at once.
+pub fn clone_into_pid_namespace() -> Result<bool, VmmError> {
+    let flags = (libc::CLONE_NEWPID | libc::CLONE_PARENT) as libc::c_ulong;
+    // SAFETY: a raw clone without CLONE_VM and with a NULL stack behaves as
+    // fork(2): the child gets a copy of this single-threaded process and
+    // resumes here with a return value of 0. No pointers are passed.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            std::ptr::null_mut::<libc::c_int>(),
+            0usize,
+        )
+    };
+    match pid {
+        -1 => Err(last_os("clone(CLONE_NEWPID)")),
+        0 => Ok(true),
+        _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_keep_their_absolute_name_inside_the_jail() {
+        assert_eq!(
+            inside(Path::new("/run/vm/jail"), Path::new("/boot/vmlinuz")),
+            PathBuf::from("/run/vm/jail/boot/vmlinuz")
+        );
+    }
+
+    #[test]
+    fn a_jail_never_runs_as_root() {
+        let mut config = JailConfig::default();
+        assert!(config.uid != 0 && config.gid != 0);
+        config.validate().unwrap();
+        config.uid = 0;
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("jail.uid"));
+    }
+}

@@ -1,0 +1,292 @@
+//! The jail and the seccomp filters, seen from outside on /dev/kvm: a VMM
+//! runs filtered, unprivileged, in its own mount and PID namespaces and
+//! cgroup; a syscall outside its filter kills it and the launcher says so;
+//! a malformed snapshot is refused with the field named. (Boot, console,
+//! pause, snapshot and restore run jailed in the other test files.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use zixiao_core::ErrorKind;
+use zixiao_vmm::{
+    launch, launch_with, Boot, Confinement, JailConfig, VmState, VmmClient, VmmError,
+};
+
+const T: Duration = Duration::from_secs(30);
+
+/// `Key:` line of /proc/PID/task/TID/status, whitespace-normalised.
+fn status_line(path: &str, key: &str) -> String {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn tasks(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("status").display().to_string())
+        .collect()
+}
+
+fn ns(pid: &str, kind: &str) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+async fn wait_exit(vmm: &VmmClient) -> VmState {
+    zixiao_testing::wait::wait_until("the VMM to exit", T, || async {
+        let info = vmm.info().await.ok()?;
+        matches!(info.state, VmState::Exited { .. }).then_some(info.state)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgroup() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = guest_config(&kernel, "zx.mode=echo");
+    config.vcpus = 2;
+    let vmm = launch(&vmm_binary(), &tmp.path().join("vm"), Boot::Fresh(config))
+        .await
+        .unwrap();
+    let _reaper = Reaper(vmm.pid());
+    let pid = vmm.pid();
+    let jail = JailConfig::default();
+
+    // Every thread (API, 2 vCPUs, console, lifecycle) is filtered and
+    // runs as the jail's user and group, with no capabilities.
+    let threads = tasks(pid);
+    assert_eq!(threads.len(), 5, "{threads:?}");
+    for status in &threads {
+        assert_eq!(status_line(status, "Seccomp:"), "Seccomp: 2", "{status}");
+        let uid = jail.uid;
+        assert_eq!(
+            status_line(status, "Uid:"),
+            format!("Uid: {uid} {uid} {uid} {uid}"),
+            "{status}"
+        );
+        let gid = jail.gid;
+        assert_eq!(
+            status_line(status, "Gid:"),
+            format!("Gid: {gid} {gid} {gid} {gid}")
+        );
+        assert_eq!(status_line(status, "CapEff:"), "CapEff: 0000000000000000");
+        assert_eq!(status_line(status, "NoNewPrivs:"), "NoNewPrivs: 1");
+    }
+    let me = std::process::id().to_string();
+    let vm = pid.to_string();
+    assert_ne!(ns(&vm, "mnt"), ns(&me, "mnt"), "own mount namespace");
+    assert_ne!(
+        ns(&vm, "pid_for_children"),
+        ns(&me, "pid_for_children"),
+        "own PID namespace"
+    );
+    // It is pid 1 of that namespace.
+    assert_eq!(
+        status_line(&format!("/proc/{pid}/status"), "NSpid:"),
+        format!("NSpid: {pid} 1")
+    );
+    // Its root is the jail: the host's / is not what it sees.
+    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, std::path::Path::new("/"));
+    assert!(std::fs::read_dir(format!("/proc/{pid}/root/etc")).is_err());
+    assert!(std::fs::read_dir(format!("/proc/{pid}/root/proc/1")).is_ok());
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}/root{}", kernel.display())).is_ok(),
+        "the kernel is in the jail"
+    );
+
+    // Its cgroup caps memory at guest + overhead and tasks at vCPUs + extra.
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cgroups.contains(&format!("zixiao-vmm/vmm-{pid}")),
+        "{cgroups}"
+    );
+    let limits: Vec<String> = zixiao_vmm::cgroup::limit_files(pid)
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().trim().to_string())
+        .collect();
+    assert_eq!(
+        limits,
+        vec![
+            ((32 + jail.memory_overhead_mib) << 20).to_string(),
+            (2 + jail.extra_pids).to_string()
+        ]
+    );
+
+    // The console and the guest work as unjailed.
+    let mut console = vmm.attach_console().await.unwrap();
+    vmm.start().await.unwrap();
+    wait_console(&vmm.console_log(), "ZX: echo", T).await;
+    tokio::io::AsyncWriteExt::write_all(&mut console, b"jailed-ping\n")
+        .await
+        .unwrap();
+    wait_console(&vmm.console_log(), "jailed-ping", T).await;
+    assert_eq!(vmm.stats().await.unwrap().vcpu_time_ns.len(), 2);
+
+    vmm.shutdown(Duration::from_secs(5)).await.unwrap();
+    for file in zixiao_vmm::cgroup::limit_files(pid) {
+        assert!(
+            !file.parent().unwrap().exists(),
+            "cgroup {} left",
+            file.display()
+        );
+    }
+    assert!(
+        !tmp.path().join("vm/jail").exists() || {
+            std::fs::read_dir(tmp.path().join("vm/jail"))
+                .unwrap()
+                .count()
+                == 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_blocked_syscall_kills_the_vmm_and_the_launcher_records_sigsys() {
+    let Some(kernel) = guest() else { return };
+    for (name, confinement) in [
+        ("jailed", Confinement::default()),
+        ("seccomp only", Confinement::seccomp_only()),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let vmm = launch_with(
+            &vmm_binary(),
+            &tmp.path().join("vm"),
+            Boot::Fresh(guest_config(&kernel, "zx.mode=loop")),
+            &confinement,
+        )
+        .await
+        .unwrap();
+        let _reaper = Reaper(vmm.pid());
+        vmm.start().await.unwrap();
+        wait_console(&vmm.console_log(), "ZX: count=1", T).await;
+        // The API thread calls socket(AF_INET): the filter kills the VMM
+        // before it can answer.
+        let err = vmm.test_blocked_syscall().await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::Unavailable | ErrorKind::FailedPrecondition
+            ),
+            "{name}: {err}"
+        );
+        let state = wait_exit(&vmm).await;
+        let VmState::Exited { reason, code } = state else {
+            unreachable!()
+        };
+        assert_eq!(code, -libc::SIGSYS, "{name}: {reason}");
+        assert!(
+            reason.contains("blocked syscall") && reason.contains("SIGSYS"),
+            "{name}: {reason}"
+        );
+        zixiao_testing::wait::wait_until("the VMM process to end", T, || async {
+            (!alive(vmm.pid())).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_unconfined_vmm_shares_the_launchers_namespaces_and_is_unfiltered() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let vmm = launch_with(
+        &vmm_binary(),
+        &tmp.path().join("vm"),
+        Boot::Fresh(guest_config(&kernel, "zx.mode=loop")),
+        &Confinement::none(),
+    )
+    .await
+    .unwrap();
+    let _reaper = Reaper(vmm.pid());
+    let status = format!("/proc/{}/status", vmm.pid());
+    assert_eq!(status_line(&status, "Seccomp:"), "Seccomp: 0");
+    let me = std::process::id().to_string();
+    assert_eq!(ns(&vmm.pid().to_string(), "mnt"), ns(&me, "mnt"));
+    // Unfiltered, the forbidden syscall is harmless and the VMM lives on.
+    vmm.test_blocked_syscall().await.unwrap();
+    assert!(matches!(
+        vmm.info().await.unwrap().state,
+        VmState::Configured
+    ));
+    vmm.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// Takes a 2-vCPU snapshot, then restores edited copies of it.
+#[tokio::test]
+async fn a_malformed_snapshot_is_invalid_argument_naming_the_field() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snap");
+    let mut config = guest_config(&kernel, "zx.smp=1 zx.mode=loop");
+    config.vcpus = 2;
+    let vmm = launch(&vmm_binary(), &tmp.path().join("vm"), Boot::Fresh(config))
+        .await
+        .unwrap();
+    let _reaper = Reaper(vmm.pid());
+    vmm.start().await.unwrap();
+    wait_console(&vmm.console_log(), "ZX: count=1", T).await;
+    vmm.snapshot(&snap).await.unwrap();
+    vmm.shutdown(Duration::from_secs(5)).await.unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(snap.join("state.json")).unwrap()).unwrap();
+
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(&str, Edit); 5] = [
+        ("machine.vcpus", |s| {
+            s["machine"]["vcpus"] = serde_json::json!([])
+        }),
+        ("memory_bytes", |s| {
+            s["memory_bytes"] = serde_json::json!(1u64 << 62)
+        }),
+        ("config.vcpus", |s| {
+            s["config"]["vcpus"] = serde_json::json!(0)
+        }),
+        ("machine.vcpus[1].xsave", |s| {
+            // XSTATE_BV (byte 512) with the AMX tile data bit (18): an area
+            // from a machine with AMX.
+            let b = &mut s["machine"]["vcpus"][1]["xsave"][514];
+            *b = serde_json::json!(b.as_u64().unwrap() | 0x4);
+        }),
+        ("machine.vcpus[0].cpuid", |s| {
+            let entry = s["machine"]["vcpus"][0]["cpuid"][0].clone();
+            s["machine"]["vcpus"][0]["cpuid"] = serde_json::json!(vec![entry; 500]);
+        }),
+    ];
+    for (i, (field, edit)) in cases.into_iter().enumerate() {
+        let bad = tmp.path().join(format!("bad{i}"));
+        std::fs::create_dir(&bad).unwrap();
+        let mut s = state.clone();
+        edit(&mut s);
+        std::fs::write(bad.join("state.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+        std::fs::hard_link(snap.join("memory.bin"), bad.join("memory.bin")).unwrap();
+        let run = tmp.path().join(format!("r{i}"));
+        let err = launch(&vmm_binary(), &run, Boot::Restore { snapshot_dir: bad })
+            .await
+            .unwrap_err();
+        match &err {
+            VmmError::InvalidArgument { field: f, .. } => assert_eq!(f, field, "{err}"),
+            other => panic!("{field}: expected InvalidArgument, got {other:?}"),
+        }
+        // The VMM exited cleanly and left nothing behind.
+        assert!(!run.exists(), "{field}: stray run dir");
+    }
+    // The snapshot itself still restores.
+    let ok = launch(
+        &vmm_binary(),
+        &tmp.path().join("good"),
+        Boot::Restore { snapshot_dir: snap },
+    )
+    .await
+    .unwrap();
+    let _reaper = Reaper(ok.pid());
+    assert_eq!(ok.info().await.unwrap().state, VmState::Paused);
+    ok.shutdown(Duration::from_secs(5)).await.unwrap();
+}
