@@ -328,21 +328,26 @@ impl Controller {
         Ok(self.inner.store.get_object::<Instance>(id).await?)
     }
 
-    /// Waits until instance `id` (or name) has settled: its intent is met,
-    /// or it waits for capacity, a back-off or a person. Returns it, or
-    /// `None` once it is deleted. With [`Convergence::InCaller`] this
-    /// converges it; with [`Convergence::Background`] it watches the store
-    /// while the background loop converges it, and waits as long as that
-    /// takes (callers bound it with a timeout).
+    /// Waits until instance `id` (its id, not its name) has settled: its
+    /// intent is met, or it waits for capacity, a back-off or a person.
+    /// Returns it, or `None` once it is deleted (or when there never was
+    /// such an instance). With [`Convergence::InCaller`] this converges it;
+    /// with [`Convergence::Background`] it watches the store while the
+    /// background loop converges it, and waits as long as that takes
+    /// (callers bound it with a timeout).
     ///
-    /// Errors: `NotFound`, the store's errors, and in-caller [`Controller::converge`]'s.
-    pub async fn settle(&self, instance: &str) -> Result<Option<Instance>> {
+    /// An id, not a name, because the caller has usually just changed the
+    /// instance and a background worker may delete it before this looks:
+    /// resolving a name then would turn "deleted" into `NotFound`.
+    ///
+    /// Errors: the store's errors, and in-caller [`Controller::converge`]'s.
+    pub async fn settle(&self, id: &str) -> Result<Option<Instance>> {
         match self.inner.convergence {
-            Convergence::InCaller => self.converge(instance).await,
-            Convergence::Background => {
-                let id = self.get_instance(instance).await?.id;
-                self.wait_settled(&id).await
+            Convergence::InCaller => {
+                let _lease = self.inner.queue.claim(id).await;
+                self.converge_taken(id).await
             }
+            Convergence::Background => self.wait_settled(id).await,
         }
     }
 
