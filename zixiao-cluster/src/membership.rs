@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use zixiao_core::store::{LeaseId, Precondition, Revision, Store, StoreError, Txn};
-use zixiao_core::{Error, Result};
+use zixiao_core::{Controller, Error, Result};
 
 use crate::election::wait;
 use crate::timing::{monotonic_ms, Timing};
@@ -72,6 +72,9 @@ pub struct Membership {
     timing: Timing,
     lease: Arc<ServerLease>,
     nodes: Arc<Mutex<HashMap<String, Held>>>,
+    /// A controller whose cache keeps the liveness keys (a server's), to
+    /// see a node that moved away before its heartbeat is answered here.
+    view: Option<Controller>,
 }
 
 impl Membership {
@@ -84,6 +87,34 @@ impl Membership {
             timing,
             lease: Arc::default(),
             nodes: Arc::default(),
+            view: None,
+        }
+    }
+
+    /// Checks each heartbeat answered from memory against `controller`'s
+    /// cache of the liveness keys (when it keeps them: a server's does).
+    /// Without it a node whose registration reached another server while
+    /// its heartbeats still came here (a client that gave up on a slow
+    /// answer and tried the next server) was answered from memory by both:
+    /// the other server, hearing nothing, expired the key, and this one
+    /// kept telling a node the leader had failed over that it was alive.
+    pub fn watching(mut self, controller: Controller) -> Self {
+        if controller.caches(NODE_LEASES_PREFIX) {
+            self.view = Some(controller);
+        }
+        self
+    }
+
+    /// Whether the cache shows `node`'s liveness key no longer the put
+    /// this server made at `revision`: another server put it since, or it
+    /// is gone. A cache behind that put shows nothing moved.
+    fn moved(&self, node: &str, revision: Revision) -> bool {
+        let Some(view) = &self.view else {
+            return false;
+        };
+        match view.cached_key(&lease_key(node)) {
+            (Some(kv), _) => kv.mod_revision > revision,
+            (None, applied) => applied >= revision,
         }
     }
 
@@ -200,8 +231,12 @@ impl Membership {
             let mut held = self.held();
             if let Some(h) = held.get_mut(node) {
                 if h.session == session && h.lease == lease {
-                    h.acked_ms = monotonic_ms();
-                    return Ok(());
+                    if !self.moved(node, h.revision) {
+                        h.acked_ms = monotonic_ms();
+                        return Ok(());
+                    }
+                    // Moved: the store says where the node is now.
+                    held.remove(node);
                 }
             }
         }

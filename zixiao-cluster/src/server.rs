@@ -109,7 +109,8 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
     let store = controller.store().clone();
-    let membership = Membership::new(store.clone(), options.id.clone(), options.timing);
+    let membership = Membership::new(store.clone(), options.id.clone(), options.timing)
+        .watching(controller.clone());
     let sync = NodeSync::new(controller.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (leading_tx, leading_rx) = watch::channel(false);

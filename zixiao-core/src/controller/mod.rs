@@ -298,6 +298,16 @@ impl Controller {
         Ok(self.inner.cache.read().raw_under(prefix).cloned().collect())
     }
 
+    /// The cached key `key` (under one of the prefixes given to
+    /// [`ControllerBuilder::cache_prefix`]) as it is now, without waiting,
+    /// and a revision the cache has applied at least: `None` means the key
+    /// was absent as of that revision.
+    pub fn cached_key(&self, key: &str) -> (Option<crate::store::KeyValue>, Revision) {
+        // Read before the state: the state is at least as new.
+        let applied = self.inner.cache.applied();
+        (self.inner.cache.read().raw(key).cloned(), applied)
+    }
+
     /// Whether the cache keeps the keys under `prefix` ([`ControllerBuilder::cache_prefix`]).
     pub fn caches(&self, prefix: &str) -> bool {
         self.inner.cache.keeps(prefix)
