@@ -19,7 +19,12 @@ use zixiao_core::{CreateInstance, ErrorKind, InstanceSpec, Wait};
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let zx = match args.as_slice() {
-        [flag, endpoint] if flag == "--endpoint" => zixiao_client::connect(endpoint).await?,
+        [flag, endpoint] if flag == "--endpoint" => {
+            // A plain server on loopback; for a TLS one, add its CA and a
+            // token to the options (or use `zixiao_client::context_options`).
+            let options = zixiao_client::ConnectOptions::new(endpoint.as_str());
+            zixiao_client::connect(options).await?
+        }
         [state_dir] => {
             zixiao_client::open(zixiao_client::OpenOptions::new(Some(state_dir.into()))).await?
         }

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/zixiao/v1/types.proto",
         "proto/zixiao/v1/api.proto",
+        "proto/zixiao/v1/access.proto",
         "proto/zixiao/v1/agent.proto",
         "proto/zixiao/v1/local.proto",
     ];

@@ -21,10 +21,21 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "ZIXIAO_STATE_DIR", value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
 
-    /// A Zixiao server (host:port) to send node, cluster and instance
-    /// commands to, instead of the embedded controller.
+    /// A Zixiao server (https://host:port, or host:port) to send commands
+    /// to instead of the embedded controller; with a context, the
+    /// context's CA and token go with it.
     #[arg(long, global = true, env = "ZIXIAO_ENDPOINT", value_name = "URL")]
     pub(crate) endpoint: Option<String>,
+
+    /// The client configuration file (contexts: endpoint, CA, token)
+    /// [default: ~/.config/zixiao/config.yaml]. Before the command: `zixiao
+    /// server --config` and `zixiao agent --config` name their own files.
+    #[arg(long, env = "ZIXIAO_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// The context of the configuration file to use [default: its current one].
+    #[arg(long, global = true, env = "ZIXIAO_CONTEXT", value_name = "NAME")]
+    pub(crate) context: Option<String>,
 
     /// Output format: table for people, json or yaml (full objects) for scripts.
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
@@ -100,8 +111,180 @@ pub(crate) enum Command {
     /// The per-node fencing process that `zixiao agent` starts.
     #[command(hide = true)]
     Watchdog(crate::commands::agent::WatchdogArgs),
+    /// Users and their roles (admin, operator, viewer) and projects.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Bearer tokens: issue, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Projects: groups of instances with a quota.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// The audit log: every change and every refusal.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Contexts of the client configuration file: which server, CA and token.
+    #[command(subcommand)]
+    Context(ContextCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao user create alice --role operator --project web --out alice.yaml\n  \
+    zixiao user list\n  \
+    zixiao user delete alice")]
+pub(crate) enum UserCommand {
+    /// Create a user and its first token (printed once, or written with --out).
+    Create {
+        /// The user's name.
+        name: String,
+        /// admin, operator or viewer.
+        #[arg(long, value_name = "ROLE")]
+        role: String,
+        /// A project the user works in (repeatable).
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+        /// How long the first token works (`90m`, `12h`, `30d`) [default: until revoked].
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+        /// Write a client configuration for the user (mode 0600): this
+        /// connection's endpoint and CA, and the new token.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// List users.
+    List,
+    /// Delete a user; its tokens stop working at once.
+    Delete {
+        /// The user's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao token create --ttl 1h\n  \
+    zixiao token create --user ci --role viewer --project web\n  \
+    zixiao token list\n  \
+    zixiao token revoke 0123456789abcdef")]
+pub(crate) enum TokenCommand {
+    /// Issue a token (printed once) [default: the caller's own, with its role].
+    Create {
+        /// Whose token [default: the caller's].
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// At most its owner's role: admin, operator or viewer.
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+        /// Limit it to this project of its owner's (repeatable).
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+        /// How long it works (`90m`, `12h`, `30d`) [default: until revoked].
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Only this user's.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+    },
+    /// Revoke a token by its id: it stops working at once.
+    Revoke {
+        /// The token's id (16 hexadecimal digits).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao project create web --quota cpus=16,memory=32768,instances=20,disk=500\n  \
+    zixiao project get web\n  \
+    zixiao project update web --quota cpus=32\n  \
+    zixiao project delete web")]
+pub(crate) enum ProjectCommand {
+    /// Create a project.
+    Create {
+        /// Its name (a DNS label).
+        name: String,
+        /// Limits: cpus=N,memory=MiB,instances=N,disk=GiB (any of them).
+        #[arg(long, value_name = "LIMITS")]
+        quota: Option<String>,
+    },
+    /// List projects and what their instances use.
+    List,
+    /// Show a project, its quota and usage.
+    Get {
+        /// Its name.
+        name: String,
+    },
+    /// Set a project's quota (`none`: no limits).
+    Update {
+        /// Its name.
+        name: String,
+        /// Limits: cpus=N,memory=MiB,instances=N,disk=GiB, or none.
+        #[arg(long, value_name = "LIMITS")]
+        quota: String,
+    },
+    /// Delete a project without instances or members.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao audit list --since 1h\n  \
+    zixiao audit list --user alice -o json")]
+pub(crate) enum AuditCommand {
+    /// List audit records, oldest first.
+    List {
+        /// Only records of the last DURATION (`30m`, `12h`, `7d`).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only this user's.
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// Only this project's.
+        #[arg(long, value_name = "PROJECT")]
+        project: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao context add prod --endpoint https://10.0.0.1:50051 --ca-cert ca.pem --token-file token\n  \
+    zixiao context use prod\n  \
+    zixiao context list")]
+pub(crate) enum ContextCommand {
+    /// List the contexts; `*` marks the current one.
+    List,
+    /// Make a context the current one.
+    Use {
+        /// The context's name.
+        name: String,
+    },
+    /// Add a context (the first one added becomes current); its server is
+    /// the (global) --endpoint, https://host:port.
+    Add {
+        /// The context's name.
+        name: String,
+        /// The cluster's CA certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        ca_cert: Option<PathBuf>,
+        /// A file holding the bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// A client certificate (PEM), with --client-key.
+        #[arg(long, value_name = "FILE", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// The client certificate's key (PEM).
+        #[arg(long, value_name = "FILE", requires = "client_cert")]
+        client_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,9 +493,13 @@ pub(crate) struct CreateArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
-        "backend", "networks",
+        "backend", "networks", "project",
     ])]
     pub(crate) file: Option<PathBuf>,
+    /// The project it belongs to [default: default] (sets the label
+    /// zixiao.io/project).
+    #[arg(long, value_name = "PROJECT")]
+    pub(crate) project: Option<String>,
     /// Unique name (a DNS label).
     #[arg(long, required_unless_present = "file")]
     pub(crate) name: Option<String>,

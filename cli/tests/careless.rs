@@ -143,3 +143,176 @@ fn command_line_mistakes_are_json_with_json_output() {
     let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
 }
+
+/// A microVM that cannot boot here is refused before anything is stored,
+/// with exit 2 and the field named: a kernel that is a device, a
+/// directory, a symlink loop, an empty file or the initrd; less memory
+/// than the kernel needs or the backend allows; a command line longer
+/// than the kernel takes. Nothing is stored and no monitor runs.
+#[cfg(feature = "microvm")]
+#[test]
+fn microvms_that_cannot_boot_are_refused_before_they_are_stored() {
+    let Some(kernel) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test kernel")
+    else {
+        return;
+    };
+    let Some(initrd) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test initrd")
+    else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("zx-")
+        .tempdir()
+        .expect("tempdir");
+    let state = dir.path().join("s");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").expect("write");
+    let a = dir.path().join("a");
+    std::os::unix::fs::symlink(dir.path().join("b"), &a).expect("symlink");
+    std::os::unix::fs::symlink(&a, dir.path().join("b")).expect("symlink");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let long = "x".repeat(3000);
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            vec!["--kernel".into(), "/dev/null".into()],
+            "spec.kernel",
+            "character device",
+        ),
+        (
+            vec!["--kernel".into(), path(dir.path())],
+            "spec.kernel",
+            "directory",
+        ),
+        (
+            vec!["--kernel".into(), path(&a)],
+            "spec.kernel",
+            "symbolic links",
+        ),
+        (
+            vec!["--kernel".into(), path(&empty)],
+            "spec.kernel",
+            "is empty",
+        ),
+        (
+            vec!["--kernel".into(), initrd.clone()],
+            "spec.kernel",
+            "not a kernel",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                kernel.clone(),
+                "--initrd".into(),
+                "/dev/zero".into(),
+            ],
+            "spec.initrd",
+            "character device",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                kernel.clone(),
+                "--initrd".into(),
+                initrd.clone(),
+                "--memory".into(),
+                "4".into(),
+            ],
+            "spec.memory_mib",
+            "needs at least",
+        ),
+        (
+            vec![
+                "--kernel".into(),
+                kernel.clone(),
+                "--initrd".into(),
+                initrd.clone(),
+                "--memory".into(),
+                "64".into(),
+            ],
+            "spec.memory_mib",
+            "needs at least",
+        ),
+        (
+            vec!["--kernel".into(), kernel.clone(), "--cmdline".into(), long],
+            "spec.cmdline",
+            "at most",
+        ),
+    ];
+    for (files, field, expected) in cases {
+        let mut args = vec![
+            "instance",
+            "create",
+            "--name",
+            "m",
+            "--type",
+            "microvm",
+            "--backend",
+            "qemu",
+            "-o",
+            "json",
+        ];
+        args.extend(files.iter().map(String::as_str));
+        let started = Instant::now();
+        let out = zixiao(&state, &args);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let message = json_error(&out);
+        assert!(
+            message.starts_with(&format!("invalid {field}:")) && message.contains(expected),
+            "{files:?}: {message}"
+        );
+    }
+    // The vmm backend's own bounds.
+    let out = zixiao(
+        &state,
+        &[
+            "instance",
+            "create",
+            "--name",
+            "m",
+            "--type",
+            "microvm",
+            "--backend",
+            "vmm",
+            "--kernel",
+            &kernel,
+            "--memory",
+            "8",
+            "-o",
+            "json",
+        ],
+    );
+    if out.status.code() == Some(2) {
+        let message = json_error(&out);
+        assert!(message.contains("vmm backend's minimum"), "{message}");
+    }
+    nothing_stored(&state);
+    let runs = state.join("runtime").join("microvm");
+    assert!(
+        std::fs::read_dir(&runs).map_or(true, |mut d| d.next().is_none()),
+        "a microVM directory was made"
+    );
+}
+
+/// A server that is not there: exit 1, and the message names the address
+/// and the operating system's reason (what `zixiao_api::connect` says).
+#[test]
+fn an_unreachable_server_is_named_with_the_os_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .args(["--endpoint", "127.0.0.1:1", "-o", "json", "node", "list"])
+        .env("ZIXIAO_STATE_DIR", dir.path())
+        .env_remove("ZIXIAO_ENDPOINT")
+        .output()
+        .expect("run zixiao");
+    assert_eq!(out.status.code(), Some(1));
+    let body: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
+    assert_eq!(body["error"]["kind"], "unavailable", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("the zixiao server `127.0.0.1:1` is unavailable")
+            && message.contains("Connection refused (os error 111)"),
+        "{message}"
+    );
+}

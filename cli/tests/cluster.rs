@@ -126,6 +126,10 @@ async fn an_embedded_server_takes_agents_and_notices_their_death() {
         &[
             "server",
             "--embedded",
+            // Agents join a TLS server with a join token and their own
+            // certificate, which comes with the agents' step of "secure the
+            // cluster": until then they reach a plain one, on loopback.
+            "--insecure-no-tls",
             "--listen",
             "127.0.0.1:0",
             "--id",
@@ -291,6 +295,46 @@ fn bad_server_and_agent_settings_are_refused_naming_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--server"), "{stderr}");
+
+    // A server without TLS stays on loopback unless told otherwise: it
+    // would make everyone who reaches it an admin.
+    let out = command(dir.path())
+        .args([
+            "server",
+            "--etcd",
+            "http://127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--pki") && stderr.contains("--insecure-no-tls"),
+        "{stderr}"
+    );
+
+    // An agent has no TLS yet: off loopback only when told so, loudly.
+    let out = command(dir.path())
+        .args([
+            "agent",
+            "--server",
+            "127.0.0.1:1",
+            "--name",
+            "w1",
+            "--listen",
+            "0.0.0.0:0",
+            "--no-watchdog",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("listen") && stderr.contains("--insecure-no-tls"),
+        "{stderr}"
+    );
 
     let out = command(dir.path())
         .args([

@@ -163,3 +163,131 @@ fn an_instance_that_fits_nowhere_is_pending_and_get_says_why() {
     );
     ok(zixiao(state, &socket, &["instance", "delete", "huge"]));
 }
+
+/// With containerd out of reach (`--containerd-socket` pointing nowhere),
+/// a command changes only what its message says: `get` shows the state
+/// last recorded and says so, `delete` records the delete, exits 1 and
+/// says it completes when containerd answers (the next command with
+/// containerd does it), and `create` stores nothing. `logs` of an
+/// instance that never started, and `start` of a paused one, say why
+/// they do nothing.
+#[test]
+fn an_unreachable_runtime_changes_only_what_the_message_says() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let image =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let nowhere = dir.path().join("nowhere.sock");
+    let nowhere = nowhere.to_str().expect("utf-8");
+    ok(zixiao(state, &socket, &["image", "import", &image]));
+    let sleeper = [
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--name",
+        "c",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 600 & wait",
+    ];
+    ok(zixiao(state, &socket, &sleeper));
+    let c: serde_json::Value = serde_json::from_str(&ok(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "instance", "get", "c"],
+    )))
+    .expect("json");
+    let id = c["id"].as_str().expect("id").to_owned();
+    let tasks = zixiao_testing::runtimes::ContainerdNamespace::new(&socket, "zixiao").only([id]);
+    let running = || {
+        tasks
+            .tasks()
+            .expect("ctr")
+            .iter()
+            .filter(|t| t.status == "RUNNING")
+            .count()
+    };
+    assert_eq!(running(), 1);
+
+    let got = ok(zixiao(
+        state,
+        nowhere,
+        &["-o", "json", "instance", "get", "c"],
+    ));
+    assert!(
+        got.contains("RuntimeUnavailable") && got.contains("this is the state last recorded"),
+        "{got}"
+    );
+    let out = zixiao(state, nowhere, &["instance", "delete", "c"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "the delete of instance `c` is recorded and completes when containerd answers"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        running(),
+        1,
+        "the container runs until containerd is reached"
+    );
+    let listed = ok(zixiao(state, nowhere, &["-o", "json", "instance", "list"]));
+    assert!(listed.contains("\"desired\": \"deleted\""), "{listed}");
+    let out = zixiao(state, nowhere, &sleeper);
+    assert_eq!(out.status.code(), Some(1));
+    // With containerd again, the next command carries the delete out.
+    let listed = ok(zixiao(state, &socket, &["-o", "json", "instance", "list"]));
+    assert_eq!(listed.trim(), "[]");
+    assert_eq!(running(), 0);
+    assert!(tasks.containers().expect("ctr").is_empty());
+
+    // Never started: it has no log, and logs says why.
+    let out = zixiao(
+        state,
+        &socket,
+        &[
+            "instance",
+            "create",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--name",
+            "never",
+            "--",
+            "/no/such/command",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = zixiao(state, &socket, &["instance", "logs", "never"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("instance `never` has never started, so it has no log")
+            && stderr.contains("spec.command"),
+        "{stderr}"
+    );
+    ok(zixiao(state, &socket, &["instance", "delete", "never"]));
+
+    // Start of a paused instance: refused, and it stays paused.
+    ok(zixiao(state, &socket, &sleeper));
+    ok(zixiao(state, &socket, &["instance", "pause", "c"]));
+    let out = zixiao(state, &socket, &["instance", "start", "c"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zixiao instance resume c"));
+    let got = ok(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "instance", "get", "c"],
+    ));
+    assert!(got.contains("\"status\": \"paused\""), "{got}");
+    ok(zixiao(state, &socket, &["instance", "delete", "c"]));
+}

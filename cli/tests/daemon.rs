@@ -80,7 +80,7 @@ fn commands_go_through_the_daemon_and_restart_policies_work_between_them() {
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let daemon = Daemon(child);
     let first = lines.next().expect("a line").expect("read");
-    assert!(first.contains("listening on 127.0.0.1:"), "{first}");
+    assert!(first.contains("listening on https://127.0.0.1:"), "{first}");
     let second = lines.next().expect("a line").expect("read");
     let sock = state.join("zixiao.sock");
     assert!(second.ends_with(&sock.display().to_string()), "{second}");

@@ -58,10 +58,12 @@ fn zixiao() -> Command {
     command
 }
 
-/// `zixiao --endpoint ENDPOINT ARGS...`, run to completion.
-fn remote(endpoint: &str, args: &[&str]) -> Output {
+/// `zixiao --config ADMIN_CONFIG ARGS...`, run to completion: the client
+/// configuration the server wrote when it made its PKI (its endpoint, its
+/// CA, an admin token).
+fn remote(admin: &str, args: &[&str]) -> Output {
     zixiao()
-        .args(["--endpoint", endpoint])
+        .args(["--config", admin])
         .args(args)
         .output()
         .expect("run zixiao")
@@ -91,7 +93,8 @@ fn json(out: Output) -> serde_json::Value {
 /// `zixiao server --embedded` on `state`, until dropped.
 struct Server {
     child: Child,
-    endpoint: String,
+    /// Its admin's client configuration.
+    admin: String,
 }
 
 impl Server {
@@ -115,7 +118,9 @@ impl Server {
             .rsplit_once(" listening on ")
             .map(|(_, addr)| addr.to_owned())
             .unwrap_or_else(|| panic!("zixiao server did not start: {line:?}"));
-        Server { child, endpoint }
+        assert!(endpoint.starts_with("https://"), "{endpoint}");
+        let admin = state.join("pki/admin.yaml").display().to_string();
+        Server { child, admin }
     }
 }
 
@@ -139,12 +144,12 @@ fn state_dir() -> tempfile::TempDir {
 
 /// Polls `zixiao instance logs NAME` through the server until it contains
 /// `text` (each call exits 0).
-async fn wait_for_log(endpoint: &str, name: &str, wanted: &str) -> String {
+async fn wait_for_log(admin: &str, name: &str, wanted: &str) -> String {
     wait_until_ok(
         &format!("{wanted:?} in the log of {name}"),
         Duration::from_secs(120),
         || async {
-            let log = ok(remote(endpoint, &["instance", "logs", name]));
+            let log = ok(remote(admin, &["instance", "logs", name]));
             if log.contains(wanted) {
                 Ok(log)
             } else {
@@ -172,11 +177,11 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         .expect("run zixiao"));
     assert!(imported.contains("busybox"), "{imported}");
     let server = Server::start(state.path(), &runtimes);
-    let endpoint = server.endpoint.as_str();
+    let admin = server.admin.as_str();
 
     // The main job: a container that says hello and sleeps.
     let created = json(remote(
-        endpoint,
+        admin,
         &[
             "-o",
             "json",
@@ -196,33 +201,24 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     ));
     assert_eq!(created["status"], "running", "{created}");
     let hello_id = created["id"].as_str().expect("id").to_owned();
-    let got = json(remote(
-        endpoint,
-        &["-o", "json", "instance", "get", "hello"],
-    ));
+    let got = json(remote(admin, &["-o", "json", "instance", "get", "hello"]));
     assert_eq!(got["status"], "running", "not failed: {got}");
     assert!(got["failure"].is_null(), "{got}");
-    let table = ok(remote(endpoint, &["instance", "get", "hello"]));
+    let table = ok(remote(admin, &["instance", "get", "hello"]));
     assert!(table.contains("running"), "{table}");
-    let log = wait_for_log(endpoint, "hello", "hello\n").await;
+    let log = wait_for_log(admin, "hello", "hello\n").await;
     assert_eq!(log, "hello\n");
-    let stats = json(remote(
-        endpoint,
-        &["-o", "json", "instance", "stats", "hello"],
-    ));
+    let stats = json(remote(admin, &["-o", "json", "instance", "stats", "hello"]));
     assert!(stats["pids"].as_u64().is_some_and(|p| p >= 1), "{stats}");
     assert!(
         stats["memory_bytes"].as_u64().is_some_and(|m| m > 0),
         "{stats}"
     );
     // Still running after all that: nothing marked it failed meanwhile.
-    let got = json(remote(
-        endpoint,
-        &["-o", "json", "instance", "get", "hello"],
-    ));
+    let got = json(remote(admin, &["-o", "json", "instance", "get", "hello"]));
     assert_eq!(got["status"], "running", "{got}");
-    ok(remote(endpoint, &["instance", "delete", "hello"]));
-    let gone = remote(endpoint, &["instance", "get", "hello"]);
+    ok(remote(admin, &["instance", "delete", "hello"]));
+    let gone = remote(admin, &["instance", "get", "hello"]);
     assert_ne!(
         gone.status.code(),
         Some(0),
@@ -232,7 +228,7 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
 
     // A QEMU microVM: its console reaches the boot marker.
     let created = json(remote(
-        endpoint,
+        admin,
         &[
             "-o",
             "json",
@@ -264,8 +260,8 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         .filter(|m| m.instance == vm_id)
         .collect();
     assert_eq!(running.len(), 1, "one QEMU for the microVM: {running:?}");
-    wait_for_log(endpoint, "m1", BOOT_MARKER).await;
-    ok(remote(endpoint, &["instance", "delete", "m1"]));
+    wait_for_log(admin, "m1", BOOT_MARKER).await;
+    ok(remote(admin, &["instance", "delete", "m1"]));
 
     // Nothing is left: no container or task, no QEMU, no run directory.
     let containers = ContainerdNamespace::new(&runtimes.socket, NAMESPACE).only([hello_id]);
@@ -276,7 +272,7 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         let left = view.held().expect("the runtime");
         assert!(left.is_empty(), "left behind: {left:?}");
     }
-    let listed = json(remote(endpoint, &["-o", "json", "instance", "list"]));
+    let listed = json(remote(admin, &["-o", "json", "instance", "list"]));
     assert_eq!(listed, serde_json::json!([]));
 }
 
@@ -291,7 +287,7 @@ async fn a_create_through_the_endpoint_that_cannot_run_exits_1() {
     let server = Server::start(state.path(), &runtimes);
     // 8 TiB: valid, but more than this machine has.
     let out = remote(
-        &server.endpoint,
+        &server.admin,
         &[
             "instance",
             "create",
@@ -305,7 +301,7 @@ async fn a_create_through_the_endpoint_that_cannot_run_exits_1() {
             "8388608",
         ],
     );
-    let get = ok(remote(&server.endpoint, &["instance", "get", "huge"]));
+    let get = ok(remote(&server.admin, &["instance", "get", "huge"]));
     assert!(get.contains("pending"), "{get}");
     assert_eq!(
         out.status.code(),
@@ -319,5 +315,5 @@ async fn a_create_through_the_endpoint_that_cannot_run_exits_1() {
         "{}",
         text(&out.stderr)
     );
-    ok(remote(&server.endpoint, &["instance", "delete", "huge"]));
+    ok(remote(&server.admin, &["instance", "delete", "huge"]));
 }

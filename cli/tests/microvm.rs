@@ -258,3 +258,250 @@ fn a_qemu_microvm_boots_linux_from_the_command_line() {
     ok(zixiao(s, &["instance", "delete", "m1"]));
     assert_no_microvm_files(s);
 }
+
+/// A QEMU guest that dies while booting ends `failed`, not `stopped` with
+/// exit code 0: one that resets at once fails its create with the
+/// console's last lines, one that panics later is found failed (exit code
+/// 1) by the next command; one that powers itself off still completes.
+#[test]
+fn a_qemu_guest_that_dies_while_booting_ends_failed() {
+    let Some(kernel) = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")
+    else {
+        return;
+    };
+    let Some(initrd) = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")
+    else {
+        return;
+    };
+    let state = state_dir();
+    let s = state.path();
+    // The real kernel's setup code (it prints on the console), then bytes
+    // that are no instructions: the guest faults as soon as it leaves setup.
+    let image = std::fs::read(&kernel).expect("kernel");
+    let setup = (usize::from(image[0x1f1]).max(4) + 1) * 512;
+    let mut broken = image[..setup].to_vec();
+    broken.resize(image.len(), 0xff);
+    let broken_path = s.join("broken-bzImage");
+    std::fs::write(&broken_path, &broken).expect("write");
+    let create = |name: &str, kernel: &str, cmdline: &str| {
+        zixiao(
+            s,
+            &[
+                "-o",
+                "json",
+                "instance",
+                "create",
+                "--name",
+                name,
+                "--type",
+                "microvm",
+                "--backend",
+                "qemu",
+                "--kernel",
+                kernel,
+                "--initrd",
+                &initrd,
+                "--cmdline",
+                cmdline,
+                "--memory",
+                "128",
+            ],
+        )
+    };
+    let status = |name: &str| json(zixiao(s, &["-o", "json", "instance", "get", name]));
+
+    let out = create("reset", &broken_path.to_string_lossy(), "console=ttyS0");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("died while booting") && stderr.contains("Probing EDD"),
+        "{stderr}"
+    );
+    let reset = status("reset");
+    assert_eq!(reset["status"], "failed", "{reset}");
+
+    // Panics at the end of the kernel's boot, after the create answered.
+    let created = json(create(
+        "panics",
+        &kernel,
+        "console=ttyS0 rdinit=/nonexistent",
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let panicked = loop {
+        let now = status("panics");
+        if now["status"] != "running" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still running: {now}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(panicked["status"], "failed", "{panicked}");
+    assert_eq!(panicked["exit"]["code"], 1, "{panicked}");
+    wait_for_log(s, "panics", "Kernel panic");
+
+    let created = json(create(
+        "powers-off",
+        &kernel,
+        "console=ttyS0 quiet zixiao.poweroff",
+    ));
+    assert_eq!(created["status"], "running", "{created}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let stopped = loop {
+        let now = status("powers-off");
+        if now["status"] != "running" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "still running: {now}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    assert_eq!(stopped["exit"]["code"], 0, "{stopped}");
+
+    for name in ["reset", "panics", "powers-off"] {
+        ok(zixiao(s, &["instance", "delete", name]));
+    }
+    assert_no_microvm_files(s);
+}
+
+/// A command that fails changes nothing: a snapshot copy refused for its
+/// directory leaves no snapshot, a restore whose manifest disagrees with
+/// its files creates nothing, and a start of a paused instance says to
+/// resume it and leaves it as it was.
+#[test]
+fn snapshot_restore_and_start_are_all_or_nothing() {
+    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let Some(guest) = zixiao_vmm::test_guest::kernel_path() else {
+        assert!(
+            !runtimes_required(),
+            "zixiao-vmm's test guest was not built"
+        );
+        eprintln!("skipped: zixiao-vmm's test guest was not built");
+        return;
+    };
+    let state = state_dir();
+    let s = state.path();
+    let guest = guest.to_string_lossy();
+    ok(zixiao(
+        s,
+        &[
+            "instance",
+            "create",
+            "--name",
+            "v",
+            "--type",
+            "microvm",
+            "--backend",
+            "vmm",
+            "--kernel",
+            &guest,
+            "--cmdline",
+            "console=ttyS0 zx.mode=loop",
+            "--memory",
+            "64",
+        ],
+    ));
+    let snapshots = || {
+        json(zixiao(
+            s,
+            &["-o", "json", "instance", "snapshot", "list", "v"],
+        ))
+    };
+    let refused = |args: &[&str], field: &str, expected: &str| {
+        let out = zixiao(s, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("invalid {field}:")) && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+    };
+
+    let full = s.join("full");
+    std::fs::create_dir(&full).expect("mkdir");
+    std::fs::write(full.join("keep"), b"mine").expect("write");
+    let full_arg = full.to_string_lossy();
+    refused(
+        &[
+            "instance", "snapshot", "create", "v", "s1", "--to", &full_arg,
+        ],
+        "to",
+        "exists already",
+    );
+    let nowhere = s.join("missing").join("s1");
+    refused(
+        &[
+            "instance",
+            "snapshot",
+            "create",
+            "v",
+            "s1",
+            "--to",
+            &nowhere.to_string_lossy(),
+        ],
+        "to",
+        "does not exist",
+    );
+    assert_eq!(snapshots(), serde_json::json!([]), "a snapshot was kept");
+    assert_eq!(std::fs::read(full.join("keep")).expect("kept"), b"mine");
+
+    // A good copy, then copies of it with an edited manifest.
+    let good = s.join("good");
+    ok(zixiao(
+        s,
+        &[
+            "instance",
+            "snapshot",
+            "create",
+            "v",
+            "s1",
+            "--to",
+            &good.to_string_lossy(),
+        ],
+    ));
+    for (key, value) in [("memory_mib", 1), ("cpus", 2)] {
+        let edited = s.join(format!("edited-{key}"));
+        std::fs::create_dir(&edited).expect("mkdir");
+        for entry in std::fs::read_dir(&good).expect("read").flatten() {
+            std::fs::copy(entry.path(), edited.join(entry.file_name())).expect("copy");
+        }
+        let manifest = edited.join("zixiao-snapshot.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&manifest).expect("read")).expect("JSON");
+        m[key] = value.into();
+        std::fs::write(&manifest, m.to_string()).expect("write");
+        refused(
+            &[
+                "instance",
+                "restore",
+                "--from",
+                &edited.to_string_lossy(),
+                "--name",
+                "v2",
+            ],
+            "from",
+            "does not match its snapshot",
+        );
+    }
+    let all = json(zixiao(s, &["-o", "json", "instance", "list"]));
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+
+    ok(zixiao(s, &["instance", "pause", "v"]));
+    let out = zixiao(s, &["instance", "start", "v"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is paused") && stderr.contains("zixiao instance resume v"),
+        "{stderr}"
+    );
+    let paused = json(zixiao(s, &["-o", "json", "instance", "get", "v"]));
+    assert_eq!(paused["status"], "paused", "{paused}");
+    let resumed = json(zixiao(s, &["-o", "json", "instance", "resume", "v"]));
+    assert_eq!(resumed["status"], "running", "{resumed}");
+
+    ok(zixiao(s, &["instance", "delete", "v"]));
+    assert_no_microvm_files(s);
+}

@@ -10,20 +10,26 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zixiao_core::api::{Api, Client, Request, Response};
 use zixiao_core::{Error, Result};
 
-use crate::convert::{decode_all, encode_instance_type};
+use crate::convert::{decode_all, encode_instance_type, encode_role, wire_time};
 use crate::pb;
+use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::cluster_service_client::ClusterServiceClient;
 use crate::pb::image_service_client::ImageServiceClient;
 use crate::pb::instance_service_client::InstanceServiceClient;
 use crate::pb::local_service_client::LocalServiceClient;
 use crate::pb::network_service_client::NetworkServiceClient;
 use crate::pb::node_service_client::NodeServiceClient;
+use crate::pb::project_service_client::ProjectServiceClient;
 use crate::pb::snapshot_service_client::SnapshotServiceClient;
+use crate::pb::user_service_client::UserServiceClient;
+use crate::secure::ConnectOptions;
 use crate::status::to_error;
+use crate::tls::Bearer;
 
 /// How long one call may take: long, since a call that waits for an
 /// instance to settle may pull an image first. Streams (logs, watches,
@@ -54,19 +60,26 @@ pub fn connect(endpoint: &str) -> Result<Client> {
 pub struct GrpcClient {
     /// The server, for messages: ``the zixiao server `host:port` ``.
     server: String,
-    instances: InstanceServiceClient<Channel>,
-    snapshots: SnapshotServiceClient<Channel>,
-    images: ImageServiceClient<Channel>,
-    nodes: NodeServiceClient<Channel>,
-    networks: NetworkServiceClient<Channel>,
-    cluster: ClusterServiceClient<Channel>,
+    instances: InstanceServiceClient<Transport>,
+    snapshots: SnapshotServiceClient<Transport>,
+    images: ImageServiceClient<Transport>,
+    nodes: NodeServiceClient<Transport>,
+    networks: NetworkServiceClient<Transport>,
+    cluster: ClusterServiceClient<Transport>,
+    users: UserServiceClient<Transport>,
+    projects: ProjectServiceClient<Transport>,
+    audit: AuditServiceClient<Transport>,
     /// The local-files service, on a daemon's Unix socket only.
-    local: Option<LocalServiceClient<Channel>>,
+    local: Option<LocalServiceClient<Transport>>,
 }
 
+/// What every RPC of a [`GrpcClient`] goes through: the channel, and the
+/// bearer token added to each call.
+pub(crate) type Transport = InterceptedService<Channel, Bearer>;
+
 macro_rules! limited {
-    ($client:ident, $channel:expr) => {
-        $client::new($channel)
+    ($client:ident, $channel:expr, $bearer:expr) => {
+        $client::with_interceptor($channel, $bearer.clone())
             .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::MAX_MESSAGE_BYTES)
     };
@@ -76,10 +89,23 @@ impl GrpcClient {
     /// A client of the server at `endpoint`, connecting on first use.
     /// Errors: `InvalidArgument` (a malformed endpoint).
     pub fn new(endpoint: &str) -> Result<Self> {
-        let channel = crate::remote::channel(endpoint, CALL_TIMEOUT)?;
+        GrpcClient::with_options(&ConnectOptions::new(endpoint))
+    }
+
+    /// A client of the server `options` name (see
+    /// [`crate::secure::connect_with`]), connecting on first use. Errors:
+    /// `InvalidArgument` naming the field.
+    pub fn with_options(options: &ConnectOptions) -> Result<Self> {
+        let (endpoint, tls) = options.resolved_endpoint()?;
+        let channel = match crate::secure::client_config(options)? {
+            Some(config) if tls => crate::tls::channel(&endpoint, config, CALL_TIMEOUT)?,
+            _ => crate::remote::channel(&endpoint, CALL_TIMEOUT)?,
+        };
+        let bearer = Bearer::new(options.token.as_deref())?;
         Ok(GrpcClient::over(
-            format!("the zixiao server `{endpoint}`"),
+            format!("the zixiao server `{}`", options.endpoint),
             channel,
+            bearer,
             false,
         ))
     }
@@ -92,20 +118,24 @@ impl GrpcClient {
         Ok(GrpcClient::over(
             format!("the zixiao daemon on `{}`", path.display()),
             channel,
+            Bearer::default(),
             true,
         ))
     }
 
-    fn over(server: String, channel: Channel, local: bool) -> Self {
+    fn over(server: String, channel: Channel, bearer: Bearer, local: bool) -> Self {
         GrpcClient {
             server,
-            instances: limited!(InstanceServiceClient, channel.clone()),
-            snapshots: limited!(SnapshotServiceClient, channel.clone()),
-            images: limited!(ImageServiceClient, channel.clone()),
-            nodes: limited!(NodeServiceClient, channel.clone()),
-            networks: limited!(NetworkServiceClient, channel.clone()),
-            local: local.then(|| limited!(LocalServiceClient, channel.clone())),
-            cluster: limited!(ClusterServiceClient, channel),
+            instances: limited!(InstanceServiceClient, channel.clone(), bearer),
+            snapshots: limited!(SnapshotServiceClient, channel.clone(), bearer),
+            images: limited!(ImageServiceClient, channel.clone(), bearer),
+            nodes: limited!(NodeServiceClient, channel.clone(), bearer),
+            networks: limited!(NetworkServiceClient, channel.clone(), bearer),
+            local: local.then(|| limited!(LocalServiceClient, channel.clone(), bearer)),
+            users: limited!(UserServiceClient, channel.clone(), bearer),
+            projects: limited!(ProjectServiceClient, channel.clone(), bearer),
+            audit: limited!(AuditServiceClient, channel.clone(), bearer),
+            cluster: limited!(ClusterServiceClient, channel, bearer),
         }
     }
 
@@ -138,6 +168,11 @@ impl GrpcClient {
             self.server
         ))
     }
+}
+
+/// A message a reply must hold (the server's fault if it does not).
+fn required_reply<T>(value: Option<T>, field: &str) -> Result<T> {
+    value.ok_or_else(|| Error::invalid(field, "missing"))
 }
 
 fn instance_ref(instance: String) -> pb::InstanceRef {
@@ -175,6 +210,8 @@ impl Api for GrpcClient {
         let mut snapshots = self.snapshots.clone();
         let mut nodes = self.nodes.clone();
         let mut networks = self.networks.clone();
+        let mut users = self.users.clone();
+        let mut projects = self.projects.clone();
         let operation = request.operation();
         Ok(match request {
             Request::CreateInstance { request, wait } => {
@@ -400,6 +437,91 @@ impl Api for GrpcClient {
                 let request = pb::NetworkRef { network: name };
                 self.answer(networks.delete_network(request).await)?;
                 Response::Done
+            }
+            Request::CreateUser {
+                name,
+                role,
+                projects,
+                token_ttl,
+            } => {
+                let request = pb::CreateUserRequest {
+                    name,
+                    role: encode_role(role),
+                    projects,
+                    token_ttl: token_ttl.map(crate::membership::wire_duration),
+                };
+                let created = self.answer(users.create_user(request).await)?;
+                let user = self.decoded(required_reply(created.user, "user"))?;
+                let token = self.decoded(required_reply(created.token, "token"))?;
+                Response::NewUser(
+                    self.decoded(user.try_into())?,
+                    self.decoded(token.try_into())?,
+                )
+            }
+            Request::ListUsers => {
+                let all = self.answer(users.list_users(()).await)?;
+                Response::Users(self.decoded(decode_all(all.users))?)
+            }
+            Request::DeleteUser { name } => {
+                self.answer(users.delete_user(pb::UserRef { name }).await)?;
+                Response::Done
+            }
+            Request::CreateToken { owner, terms } => {
+                let request = pb::CreateTokenRequest {
+                    owner,
+                    role: terms.role.map_or(0, encode_role),
+                    limited_to_projects: terms.projects.is_some(),
+                    projects: terms.projects.unwrap_or_default(),
+                    ttl: terms.ttl.map(crate::membership::wire_duration),
+                };
+                let issued = self.answer(users.create_token(request).await)?;
+                Response::Token(self.decoded(issued.try_into())?)
+            }
+            Request::ListTokens { owner } => {
+                let request = pb::ListTokensRequest { owner };
+                let all = self.answer(users.list_tokens(request).await)?;
+                Response::Tokens(self.decoded(decode_all(all.tokens))?)
+            }
+            Request::RevokeToken { id } => {
+                let revoked = self.answer(users.revoke_token(pb::TokenRef { id }).await)?;
+                Response::TokenInfo(self.decoded(revoked.try_into())?)
+            }
+            Request::CreateProject { name, quota } => {
+                let request = pb::ProjectChange {
+                    name,
+                    quota: Some(quota.into()),
+                };
+                let created = self.answer(projects.create_project(request).await)?;
+                Response::Project(self.decoded(created.try_into())?)
+            }
+            Request::ListProjects => {
+                let all = self.answer(projects.list_projects(()).await)?;
+                Response::Projects(self.decoded(decode_all(all.projects))?)
+            }
+            Request::GetProject { name } => {
+                let found = self.answer(projects.get_project(pb::ProjectRef { name }).await)?;
+                Response::Project(self.decoded(found.try_into())?)
+            }
+            Request::UpdateProject { name, quota } => {
+                let request = pb::ProjectChange {
+                    name,
+                    quota: Some(quota.into()),
+                };
+                let updated = self.answer(projects.update_project(request).await)?;
+                Response::Project(self.decoded(updated.try_into())?)
+            }
+            Request::DeleteProject { name } => {
+                self.answer(projects.delete_project(pb::ProjectRef { name }).await)?;
+                Response::Done
+            }
+            Request::ListAudit { query } => {
+                let request = pb::ListAuditRequest {
+                    since: query.since.map(wire_time),
+                    user: query.user,
+                    project: query.project,
+                };
+                let all = self.answer(self.audit.clone().list_audit(request).await)?;
+                Response::AuditRecords(self.decoded(decode_all(all.records))?)
             }
         })
     }

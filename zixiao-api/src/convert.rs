@@ -20,6 +20,10 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use zixiao_core::agent::NodeFacts;
+use zixiao_core::api::{
+    AuditRecord, IssuedToken, Outcome, ProjectInfo, Quota, Role, TokenInfo, TokenPurpose,
+    TokenText, UserInfo,
+};
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
 use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
@@ -1329,4 +1333,249 @@ impl TryFrom<pb::CreateNetwork> for CreateNetwork {
 /// Decodes every element of a repeated field.
 pub(crate) fn decode_all<C, P: TryInto<C, Error = Error>>(values: Vec<P>) -> Result<Vec<C>> {
     list(values)
+}
+
+// ---------------------------------------------------------------- access control
+
+/// The wire value of a role.
+pub(crate) fn encode_role(role: Role) -> i32 {
+    match role {
+        Role::Viewer => pb::Role::Viewer,
+        Role::Operator => pb::Role::Operator,
+        Role::Admin => pb::Role::Admin,
+    }
+    .into()
+}
+
+/// The role at `at`, `None` when unspecified.
+pub(crate) fn decode_role(value: i32, at: &str) -> Result<Option<Role>> {
+    match pb::Role::try_from(value) {
+        Ok(pb::Role::Unspecified) => Ok(None),
+        Ok(pb::Role::Viewer) => Ok(Some(Role::Viewer)),
+        Ok(pb::Role::Operator) => Ok(Some(Role::Operator)),
+        Ok(pb::Role::Admin) => Ok(Some(Role::Admin)),
+        Err(_) => Err(Error::invalid(at, format!("unknown role {value}"))),
+    }
+}
+
+/// The role at `at`, which must be set.
+pub(crate) fn required_role(value: i32, at: &str) -> Result<Role> {
+    decode_role(value, at)?.ok_or_else(|| missing(at))
+}
+
+impl From<Quota> for pb::Quota {
+    fn from(q: Quota) -> Self {
+        pb::Quota {
+            cpus: q.cpus,
+            memory_mib: q.memory_mib,
+            instances: q.instances,
+            disk_gib: q.disk_gib,
+        }
+    }
+}
+
+impl From<pb::Quota> for Quota {
+    fn from(q: pb::Quota) -> Self {
+        Quota {
+            cpus: q.cpus,
+            memory_mib: q.memory_mib,
+            instances: q.instances,
+            disk_gib: q.disk_gib,
+        }
+    }
+}
+
+impl From<UserInfo> for pb::User {
+    fn from(u: UserInfo) -> Self {
+        pb::User {
+            name: u.name,
+            role: encode_role(u.role),
+            projects: u.projects.into_iter().collect(),
+            created_at: Some(timestamp(u.created_at)),
+        }
+    }
+}
+
+impl TryFrom<pb::User> for UserInfo {
+    type Error = Error;
+
+    fn try_from(u: pb::User) -> Result<Self> {
+        Ok(UserInfo {
+            name: non_empty(u.name, "user.name")?,
+            role: required_role(u.role, "user.role")?,
+            projects: set(u.projects),
+            created_at: required_time(u.created_at, "user.created_at")?,
+        })
+    }
+}
+
+impl From<TokenInfo> for pb::Token {
+    fn from(t: TokenInfo) -> Self {
+        pb::Token {
+            id: t.id,
+            purpose: match t.purpose {
+                TokenPurpose::User => pb::TokenPurpose::User,
+                TokenPurpose::Join => pb::TokenPurpose::Join,
+            }
+            .into(),
+            owner: t.owner,
+            role: t.role.map_or(0, encode_role),
+            limited_to_projects: t.projects.is_some(),
+            projects: t.projects.unwrap_or_default().into_iter().collect(),
+            expires_at: t.expires_at.map(timestamp),
+            revoked: t.revoked,
+            created_at: Some(timestamp(t.created_at)),
+        }
+    }
+}
+
+impl TryFrom<pb::Token> for TokenInfo {
+    type Error = Error;
+
+    fn try_from(t: pb::Token) -> Result<Self> {
+        let purpose = match pb::TokenPurpose::try_from(t.purpose) {
+            Ok(pb::TokenPurpose::User) => TokenPurpose::User,
+            Ok(pb::TokenPurpose::Join) => TokenPurpose::Join,
+            _ => return Err(Error::invalid("token.purpose", "missing or unknown")),
+        };
+        Ok(TokenInfo {
+            id: non_empty(t.id, "token.id")?,
+            purpose,
+            owner: non_empty(t.owner, "token.owner")?,
+            role: decode_role(t.role, "token.role")?,
+            projects: t.limited_to_projects.then(|| set(t.projects)),
+            expires_at: optional_time(t.expires_at, "token.expires_at")?,
+            revoked: t.revoked,
+            created_at: required_time(t.created_at, "token.created_at")?,
+        })
+    }
+}
+
+impl From<IssuedToken> for pb::IssuedToken {
+    fn from(t: IssuedToken) -> Self {
+        pb::IssuedToken {
+            token: Some(t.token.into()),
+            secret: t.secret.expose().to_owned(),
+        }
+    }
+}
+
+impl TryFrom<pb::IssuedToken> for IssuedToken {
+    type Error = Error;
+
+    fn try_from(t: pb::IssuedToken) -> Result<Self> {
+        Ok(IssuedToken {
+            token: required(t.token, "token")?.try_into()?,
+            secret: TokenText::new(non_empty(t.secret, "secret")?),
+        })
+    }
+}
+
+impl From<ProjectInfo> for pb::Project {
+    fn from(p: ProjectInfo) -> Self {
+        pb::Project {
+            name: p.name,
+            quota: Some(p.quota.into()),
+            usage: Some(p.usage.into()),
+            created_at: p.created_at.map(timestamp),
+        }
+    }
+}
+
+impl TryFrom<pb::Project> for ProjectInfo {
+    type Error = Error;
+
+    fn try_from(p: pb::Project) -> Result<Self> {
+        Ok(ProjectInfo {
+            name: non_empty(p.name, "project.name")?,
+            quota: p.quota.map(Into::into).unwrap_or_default(),
+            usage: p.usage.map(Into::into).unwrap_or_default(),
+            created_at: optional_time(p.created_at, "project.created_at")?,
+        })
+    }
+}
+
+impl From<AuditRecord> for pb::AuditRecord {
+    fn from(r: AuditRecord) -> Self {
+        let (error_kind, permission, reason) = match &r.outcome {
+            Outcome::Done => (String::new(), String::new(), String::new()),
+            Outcome::Failed { kind } => (kind.as_str().to_owned(), String::new(), String::new()),
+            Outcome::Denied { permission, reason } => {
+                (String::new(), permission.clone(), reason.clone())
+            }
+            Outcome::Unauthenticated { reason } => (String::new(), String::new(), reason.clone()),
+        };
+        pb::AuditRecord {
+            seq: r.seq,
+            time: Some(timestamp(r.time)),
+            replica: r.replica,
+            identity: r.identity,
+            user: r.user,
+            token: r.token,
+            project: r.project,
+            operation: r.operation,
+            target: r.target,
+            outcome: r.outcome.as_str().to_owned(),
+            error_kind,
+            permission,
+            reason,
+        }
+    }
+}
+
+impl TryFrom<pb::AuditRecord> for AuditRecord {
+    type Error = Error;
+
+    fn try_from(r: pb::AuditRecord) -> Result<Self> {
+        let outcome = match r.outcome.as_str() {
+            "done" => Outcome::Done,
+            "failed" => Outcome::Failed {
+                kind: crate::status::KINDS
+                    .into_iter()
+                    .find(|k| k.as_str() == r.error_kind)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "record.error_kind",
+                            format!("`{}` is not an error kind", r.error_kind),
+                        )
+                    })?,
+            },
+            "denied" => Outcome::Denied {
+                permission: r.permission,
+                reason: r.reason,
+            },
+            "unauthenticated" => Outcome::Unauthenticated { reason: r.reason },
+            other => {
+                return Err(Error::invalid(
+                    "record.outcome",
+                    format!("`{other}` is not an outcome"),
+                ))
+            }
+        };
+        Ok(AuditRecord {
+            seq: r.seq,
+            time: required_time(r.time, "record.time")?,
+            replica: r.replica,
+            identity: non_empty(r.identity, "record.identity")?,
+            user: r.user,
+            token: r.token,
+            project: r.project,
+            operation: non_empty(r.operation, "record.operation")?,
+            target: r.target,
+            outcome,
+        })
+    }
+}
+
+/// A time on the wire.
+pub(crate) fn wire_time(time: DateTime<Utc>) -> Timestamp {
+    timestamp(time)
+}
+
+/// The time at `at`, when set.
+pub(crate) fn decode_optional_time(
+    value: Option<Timestamp>,
+    at: &str,
+) -> Result<Option<DateTime<Utc>>> {
+    optional_time(value, at)
 }

@@ -7,7 +7,10 @@
 //! - [`status`]: errors to gRPC statuses with standard details, and back;
 //! - [`server`]: the user-facing services over any [`Api`](zixiao_core::Api);
 //! - [`client`]: [`GrpcClient`](client::GrpcClient), the same `Api` over
-//!   gRPC, and [`connect`];
+//!   gRPC, and [`connect`] (plain) and [`connect_with`] (TLS, a token);
+//! - [`secure`]: who each call of a server comes from and the `Api` it is
+//!   served with ([`AuthScope`](secure::AuthScope)); [`tls`]: the TLS
+//!   listener and connector;
 //! - [`membership`]: the client agents use to join a cluster;
 //! - [`agent`]: the AgentService over a node's [`NodeAgent`](zixiao_core::NodeAgent);
 //! - [`remote`]: [`RemoteAgent`](remote::RemoteAgent), a `NodeAgent` whose
@@ -26,11 +29,14 @@ pub mod local;
 pub mod membership;
 pub mod network;
 pub mod remote;
+pub mod secure;
 pub mod server;
 pub mod status;
+pub mod tls;
 
 pub use client::{connect, GrpcClient};
 pub use local::{connect_unix, serve_unix};
+pub use secure::{connect_with, ConnectOptions};
 
 /// The generated protocol: messages, clients (`*_client`) and servers (`*_server`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

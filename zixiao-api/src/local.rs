@@ -297,7 +297,7 @@ impl LocalService for LocalServer {
 /// daemon's LocalService; `None` for any other request (it goes the usual
 /// way).
 pub(crate) async fn call(
-    local: &crate::pb::local_service_client::LocalServiceClient<Channel>,
+    local: &crate::pb::local_service_client::LocalServiceClient<crate::client::Transport>,
     request: ApiRequest,
     error: impl Fn(Status) -> Error,
 ) -> Result<std::result::Result<ApiResponse, ApiRequest>> {

@@ -37,7 +37,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// a ping may go unanswered before the connection counts as dead. A node
 /// cut off mid-call is found in about two seconds, not when the call's own
 /// deadline (long enough for an image pull) runs out.
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// A gRPC channel to `address` (`host:port`, or a full `http://` URL),
 /// connected on first use. Errors: `InvalidArgument` for a malformed address.

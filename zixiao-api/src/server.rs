@@ -1,5 +1,6 @@
 //! The user-facing services over any [`Api`]: the instance, snapshot,
-//! image, node, network and cluster services of `api.proto`. Each RPC
+//! image, node, network and cluster services of `api.proto`, and the
+//! user, project and audit services of `access.proto`. Each RPC
 //! converts its request ([`crate::convert`]), makes one call of the `Api`
 //! through a [`Client`], and converts the answer; whatever carries the
 //! call out (a controller in this process, a wrapper adding behaviour
@@ -10,37 +11,118 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use rustls_pki_types::CertificateDer;
 use tonic::service::RoutesBuilder;
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::api::{Api, Client, Wait};
+use zixiao_core::api::{Api, AuditQuery, Client, TokenTerms, Wait};
 use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
-use crate::convert::decode_instance_type;
+use crate::convert::{decode_instance_type, decode_optional_time, decode_role, required_role};
 use crate::pb;
+use crate::pb::audit_service_server::{AuditService, AuditServiceServer};
 use crate::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
 use crate::pb::image_service_server::{ImageService, ImageServiceServer};
 use crate::pb::instance_service_server::{InstanceService, InstanceServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::node_service_server::{NodeService, NodeServiceServer};
+use crate::pb::project_service_server::{ProjectService, ProjectServiceServer};
 use crate::pb::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
+use crate::pb::user_service_server::{UserService, UserServiceServer};
 use crate::status::from_error;
 
-/// The user-facing services over an [`Api`].
+/// The user-facing services over an [`Api`], or over the `Api` a
+/// [`CallScope`] gives each call.
 #[derive(Debug, Clone)]
 pub struct ApiServer {
-    client: Client,
+    scope: Arc<dyn CallScope>,
+}
+
+/// What a call came with, as the transport saw it: the bearer token of its
+/// `authorization` header and its TLS peer's certificate chain. Its
+/// `Debug` shows no token.
+#[derive(Clone, Default)]
+pub struct CallCredentials {
+    /// The token of `authorization: Bearer <token>` (any other
+    /// `authorization` value whole, so it is refused as malformed).
+    pub bearer: Option<String>,
+    /// The client certificate chain the TLS handshake received, leaf first.
+    pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+impl std::fmt::Debug for CallCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallCredentials")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field(
+                "peer_certificates",
+                &self.peer_certificates.as_ref().map(|c| c.len()),
+            )
+            .finish()
+    }
+}
+
+impl CallCredentials {
+    /// What `request` came with.
+    pub fn of<T>(request: &Request<T>) -> Self {
+        let bearer = request
+            .metadata()
+            .get("authorization")
+            .map(|value| match value.to_str() {
+                Ok(text) => text
+                    .strip_prefix("Bearer ")
+                    .unwrap_or(text)
+                    .trim()
+                    .to_owned(),
+                // Not text: no token could match it.
+                Err(_) => String::from("<binary>"),
+            });
+        let peer_certificates = request
+            .extensions()
+            .get::<crate::tls::TlsPeer>()
+            .and_then(|peer| peer.certificates.clone());
+        CallCredentials {
+            bearer,
+            peer_certificates,
+        }
+    }
+}
+
+/// Which [`Api`] carries out a call: the same for every call, or one made
+/// for the call's caller from its [`CallCredentials`] (see
+/// [`crate::secure`]). Called once per RPC, before anything else.
+#[async_trait::async_trait]
+pub trait CallScope: Send + Sync + std::fmt::Debug + 'static {
+    /// The `Api` of a call that came with `credentials`. Errors: those that
+    /// keep the caller from being identified at all (`Unavailable`: the
+    /// store); a caller without credentials or with bad ones is given an
+    /// `Api` that refuses, so the refusal is its business.
+    async fn api(&self, credentials: CallCredentials) -> zixiao_core::Result<Arc<dyn Api>>;
+}
+
+/// Every call served by one `Api`, whoever makes it.
+#[derive(Debug)]
+struct SameApi(Arc<dyn Api>);
+
+#[async_trait::async_trait]
+impl CallScope for SameApi {
+    async fn api(&self, _credentials: CallCredentials) -> zixiao_core::Result<Arc<dyn Api>> {
+        Ok(self.0.clone())
+    }
 }
 
 /// The full names of the services [`ApiServer::add_to`] adds, for the
 /// health service.
-pub const SERVICES: [&str; 6] = [
+pub const SERVICES: [&str; 9] = [
     "zixiao.v1.InstanceService",
     "zixiao.v1.SnapshotService",
     "zixiao.v1.ImageService",
     "zixiao.v1.NodeService",
     "zixiao.v1.NetworkService",
     "zixiao.v1.ClusterService",
+    "zixiao.v1.UserService",
+    "zixiao.v1.ProjectService",
+    "zixiao.v1.AuditService",
 ];
 
 macro_rules! limited {
@@ -52,11 +134,20 @@ macro_rules! limited {
 }
 
 impl ApiServer {
-    /// Serves `api`.
+    /// Serves `api` to every caller alike.
     pub fn new(api: Arc<dyn Api>) -> Self {
-        ApiServer {
-            client: Client::new(api),
-        }
+        ApiServer::scoped(Arc::new(SameApi(api)))
+    }
+
+    /// Serves each call with the `Api` `scope` gives it.
+    pub fn scoped(scope: Arc<dyn CallScope>) -> Self {
+        ApiServer { scope }
+    }
+
+    /// The client of one call.
+    async fn client(&self, credentials: CallCredentials) -> Result<Client, Status> {
+        let api = self.scope.api(credentials).await.map_err(status)?;
+        Ok(Client::new(api))
     }
 
     /// Adds every user-facing service ([`SERVICES`]), with the protocol's
@@ -68,7 +159,10 @@ impl ApiServer {
             .add_service(limited!(ImageServiceServer, self.clone()))
             .add_service(limited!(NodeServiceServer, self.clone()))
             .add_service(limited!(NetworkServiceServer, self.clone()))
-            .add_service(limited!(ClusterServiceServer, self));
+            .add_service(limited!(ClusterServiceServer, self.clone()))
+            .add_service(limited!(UserServiceServer, self.clone()))
+            .add_service(limited!(ProjectServiceServer, self.clone()))
+            .add_service(limited!(AuditServiceServer, self));
     }
 }
 
@@ -134,13 +228,14 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::CreateInstanceRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let create = request
             .instance
             .ok_or_else(|| status(Error::invalid("instance", "missing")))?
             .try_into()
             .map_err(status)?;
-        let created = self.client.create_instance(create, wait(request.wait));
+        let created = client.create_instance(create, wait(request.wait));
         reply(created.await.map_err(status)?)
     }
 
@@ -148,19 +243,21 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::InstanceRef>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let instance = named("instance", request.into_inner().instance)?;
-        reply(self.client.get_instance(&instance).await.map_err(status)?)
+        reply(client.get_instance(&instance).await.map_err(status)?)
     }
 
     async fn list_instances(
         &self,
         request: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let filter = match request.into_inner().filter {
             Some(filter) => filter.try_into().map_err(status)?,
             None => InstanceFilter::default(),
         };
-        let instances = self.client.list_instances(filter).await.map_err(status)?;
+        let instances = client.list_instances(filter).await.map_err(status)?;
         reply(pb::ListInstancesResponse {
             instances: instances.into_iter().map(Into::into).collect(),
         })
@@ -170,9 +267,10 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::InstanceAction>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let started = self.client.start_instance(&instance, wait(request.wait));
+        let started = client.start_instance(&instance, wait(request.wait));
         reply(started.await.map_err(status)?)
     }
 
@@ -180,9 +278,10 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::InstanceAction>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let stopped = self.client.stop_instance(&instance, wait(request.wait));
+        let stopped = client.stop_instance(&instance, wait(request.wait));
         reply(stopped.await.map_err(status)?)
     }
 
@@ -190,9 +289,10 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::InstanceAction>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let restarted = self.client.restart_instance(&instance, wait(request.wait));
+        let restarted = client.restart_instance(&instance, wait(request.wait));
         reply(restarted.await.map_err(status)?)
     }
 
@@ -200,9 +300,10 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::InstanceAction>,
     ) -> Result<Response<pb::DeleteInstanceResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let deleting = self.client.delete_instance(&instance, wait(request.wait));
+        let deleting = client.delete_instance(&instance, wait(request.wait));
         reply(pb::DeleteInstanceResponse {
             instance: deleting.await.map_err(status)?.map(Into::into),
         })
@@ -212,50 +313,39 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::InstanceRef>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let instance = named("instance", request.into_inner().instance)?;
-        reply(
-            self.client
-                .pause_instance(&instance)
-                .await
-                .map_err(status)?,
-        )
+        reply(client.pause_instance(&instance).await.map_err(status)?)
     }
 
     async fn resume_instance(
         &self,
         request: Request<pb::InstanceRef>,
     ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let instance = named("instance", request.into_inner().instance)?;
-        reply(
-            self.client
-                .resume_instance(&instance)
-                .await
-                .map_err(status)?,
-        )
+        reply(client.resume_instance(&instance).await.map_err(status)?)
     }
 
     async fn get_instance_stats(
         &self,
         request: Request<pb::InstanceRef>,
     ) -> Result<Response<pb::InstanceStats>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let instance = named("instance", request.into_inner().instance)?;
-        reply(
-            self.client
-                .instance_stats(&instance)
-                .await
-                .map_err(status)?,
-        )
+        reply(client.instance_stats(&instance).await.map_err(status)?)
     }
 
     async fn read_log(
         &self,
         request: Request<pb::ReadLogRequest>,
     ) -> Result<Response<pb::LogChunk>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
         // One answer is one message: never more than a message carries.
         let max = request.max.min(crate::MAX_LOG_CHUNK as u64);
-        let chunk = self.client.read_log(&instance, request.offset, max);
+        let chunk = client.read_log(&instance, request.offset, max);
         reply(chunk.await.map_err(status)?)
     }
 
@@ -265,9 +355,10 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::FollowLogRequest>,
     ) -> Result<Response<Self::FollowLogStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let log = self.client.follow_log(&instance, request.offset).await;
+        let log = client.follow_log(&instance, request.offset).await;
         let pieces = log
             .map_err(status)?
             .map(|piece| piece.map(|data| pb::LogData { data }).map_err(status));
@@ -280,6 +371,7 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<Streaming<pb::ConsoleInput>>,
     ) -> Result<Response<Self::AttachConsoleStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         use pb::console_input::Input;
         let mut input = request.into_inner();
         let first = input.message().await?.and_then(|m| m.input);
@@ -289,7 +381,7 @@ impl InstanceService for ApiServer {
                 "the first console message must name the instance",
             )));
         };
-        let console = self.client.attach_console(&instance).await;
+        let console = client.attach_console(&instance).await;
         let data = |message: pb::ConsoleInput| match message.input {
             Some(Input::Data(data)) => Some(data),
             _ => None,
@@ -307,8 +399,9 @@ impl InstanceService for ApiServer {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchInstancesStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let after = request.into_inner().after_revision;
-        let events = self.client.watch_instances(after).await.map_err(status)?;
+        let events = client.watch_instances(after).await.map_err(status)?;
         Ok(Response::new(messages(events)))
     }
 }
@@ -319,9 +412,10 @@ impl SnapshotService for ApiServer {
         &self,
         request: Request<pb::SnapshotRef>,
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let taken = self.client.create_snapshot(&instance, &request.snapshot);
+        let taken = client.create_snapshot(&instance, &request.snapshot);
         reply(taken.await.map_err(status)?)
     }
 
@@ -329,12 +423,9 @@ impl SnapshotService for ApiServer {
         &self,
         request: Request<pb::InstanceRef>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let instance = named("instance", request.into_inner().instance)?;
-        let all = self
-            .client
-            .list_snapshots(&instance)
-            .await
-            .map_err(status)?;
+        let all = client.list_snapshots(&instance).await.map_err(status)?;
         reply(pb::ListSnapshotsResponse {
             snapshots: all.into_iter().map(Into::into).collect(),
         })
@@ -344,9 +435,10 @@ impl SnapshotService for ApiServer {
         &self,
         request: Request<pb::SnapshotRef>,
     ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let reverted = self.client.revert_snapshot(&instance, &request.snapshot);
+        let reverted = client.revert_snapshot(&instance, &request.snapshot);
         reply(reverted.await.map_err(status)?)
     }
 
@@ -354,9 +446,10 @@ impl SnapshotService for ApiServer {
         &self,
         request: Request<pb::SnapshotRef>,
     ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance = named("instance", request.instance)?;
-        let deleted = self.client.delete_snapshot(&instance, &request.snapshot);
+        let deleted = client.delete_snapshot(&instance, &request.snapshot);
         reply(deleted.await.map_err(status)?)
     }
 }
@@ -367,10 +460,10 @@ impl ImageService for ApiServer {
         &self,
         request: Request<pb::ListImagesRequest>,
     ) -> Result<Response<pb::ListImagesResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance_type = decode_instance_type(request.r#type, "type").map_err(status)?;
-        let images = self
-            .client
+        let images = client
             .list_images(request.node.as_deref(), instance_type)
             .await
             .map_err(status)?;
@@ -383,12 +476,11 @@ impl ImageService for ApiServer {
         &self,
         request: Request<pb::RemoveImageRequest>,
     ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let instance_type = decode_instance_type(request.r#type, "type").map_err(status)?;
         let name = named("name", request.name)?;
-        let removed = self
-            .client
-            .remove_image(request.node.as_deref(), instance_type, &name);
+        let removed = client.remove_image(request.node.as_deref(), instance_type, &name);
         reply(removed.await.map_err(status)?)
     }
 }
@@ -397,56 +489,63 @@ impl ImageService for ApiServer {
 impl NodeService for ApiServer {
     async fn list_nodes(
         &self,
-        _request: Request<()>,
+        request: Request<()>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let nodes = self.client.list_nodes().await.map_err(status)?;
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let nodes = client.list_nodes().await.map_err(status)?;
         reply(pb::ListNodesResponse {
             nodes: nodes.into_iter().map(Into::into).collect(),
         })
     }
 
     async fn get_node(&self, request: Request<pb::NodeRef>) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let node = named("node", request.into_inner().node)?;
-        reply(self.client.get_node(&node).await.map_err(status)?)
+        reply(client.get_node(&node).await.map_err(status)?)
     }
 
     async fn cordon_node(
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let node = named("node", request.into_inner().node)?;
-        reply(self.client.cordon_node(&node).await.map_err(status)?)
+        reply(client.cordon_node(&node).await.map_err(status)?)
     }
 
     async fn uncordon_node(
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let node = named("node", request.into_inner().node)?;
-        reply(self.client.uncordon_node(&node).await.map_err(status)?)
+        reply(client.uncordon_node(&node).await.map_err(status)?)
     }
 
     async fn drain_node(
         &self,
         request: Request<pb::NodeRef>,
     ) -> Result<Response<pb::DrainReport>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let node = named("node", request.into_inner().node)?;
-        reply(self.client.drain_node(&node).await.map_err(status)?)
+        reply(client.drain_node(&node).await.map_err(status)?)
     }
 
     async fn set_maintenance(
         &self,
         request: Request<pb::SetMaintenanceRequest>,
     ) -> Result<Response<pb::DrainReport>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let request = request.into_inner();
         let node = named("node", request.node)?;
-        let report = self.client.set_maintenance(&node, request.on);
+        let report = client.set_maintenance(&node, request.on);
         reply(report.await.map_err(status)?)
     }
 
     async fn deregister_node(&self, request: Request<pb::NodeRef>) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let node = named("node", request.into_inner().node)?;
-        reply(self.client.deregister_node(&node).await.map_err(status)?)
+        reply(client.deregister_node(&node).await.map_err(status)?)
     }
 
     type WatchNodesStream = MessageStream<pb::NodeEvent>;
@@ -455,8 +554,9 @@ impl NodeService for ApiServer {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchNodesStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let after = request.into_inner().after_revision;
-        let events = self.client.watch_nodes(after).await.map_err(status)?;
+        let events = client.watch_nodes(after).await.map_err(status)?;
         Ok(Response::new(messages(events)))
     }
 }
@@ -467,28 +567,31 @@ impl NetworkService for ApiServer {
         &self,
         request: Request<pb::CreateNetworkRequest>,
     ) -> Result<Response<pb::Network>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let create = request
             .into_inner()
             .network
             .ok_or_else(|| status(Error::invalid("network", "missing")))?
             .try_into()
             .map_err(status)?;
-        reply(self.client.create_network(create).await.map_err(status)?)
+        reply(client.create_network(create).await.map_err(status)?)
     }
 
     async fn get_network(
         &self,
         request: Request<pb::NetworkRef>,
     ) -> Result<Response<pb::Network>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let name = named("network", request.into_inner().network)?;
-        reply(self.client.get_network(&name).await.map_err(status)?)
+        reply(client.get_network(&name).await.map_err(status)?)
     }
 
     async fn list_networks(
         &self,
-        _request: Request<()>,
+        request: Request<()>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
-        let networks = self.client.list_networks().await.map_err(status)?;
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let networks = client.list_networks().await.map_err(status)?;
         reply(pb::ListNetworksResponse {
             networks: networks.into_iter().map(Into::into).collect(),
         })
@@ -498,8 +601,9 @@ impl NetworkService for ApiServer {
         &self,
         request: Request<pb::NetworkRef>,
     ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
         let name = named("network", request.into_inner().network)?;
-        reply(self.client.delete_network(&name).await.map_err(status)?)
+        reply(client.delete_network(&name).await.map_err(status)?)
     }
 }
 
@@ -507,8 +611,178 @@ impl NetworkService for ApiServer {
 impl ClusterService for ApiServer {
     async fn get_cluster_info(
         &self,
-        _request: Request<()>,
+        request: Request<()>,
     ) -> Result<Response<pb::ClusterInfo>, Status> {
-        reply(self.client.cluster_info().await.map_err(status)?)
+        let client = self.client(CallCredentials::of(&request)).await?;
+        reply(client.cluster_info().await.map_err(status)?)
+    }
+}
+
+/// The terms of a token request from the wire.
+fn token_terms(
+    role: i32,
+    limited: bool,
+    projects: Vec<String>,
+    ttl: Option<prost_types::Duration>,
+) -> Result<TokenTerms, Status> {
+    Ok(TokenTerms {
+        role: decode_role(role, "role").map_err(status)?,
+        projects: limited.then_some(projects),
+        ttl: ttl
+            .map(|ttl| {
+                std::time::Duration::try_from(ttl)
+                    .map_err(|_| status(Error::invalid("ttl", "must not be negative")))
+            })
+            .transpose()?,
+    })
+}
+
+#[tonic::async_trait]
+impl UserService for ApiServer {
+    async fn create_user(
+        &self,
+        request: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::CreateUserResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = named("name", request.name)?;
+        let role = required_role(request.role, "role").map_err(status)?;
+        let ttl = token_terms(0, false, Vec::new(), request.token_ttl)?.ttl;
+        let (user, token) = client
+            .create_user(&name, role, request.projects, ttl)
+            .await
+            .map_err(status)?;
+        reply(pb::CreateUserResponse {
+            user: Some(user.into()),
+            token: Some(token.into()),
+        })
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let users = client.list_users().await.map_err(status)?;
+        reply(pb::ListUsersResponse {
+            users: users.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn delete_user(&self, request: Request<pb::UserRef>) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = named("name", request.into_inner().name)?;
+        reply(client.delete_user(&name).await.map_err(status)?)
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::IssuedToken>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let terms = token_terms(
+            request.role,
+            request.limited_to_projects,
+            request.projects,
+            request.ttl,
+        )?;
+        let issued = client.create_token(request.owner.as_deref(), terms);
+        reply(issued.await.map_err(status)?)
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let owner = request.into_inner().owner;
+        let tokens = client.list_tokens(owner.as_deref()).await.map_err(status)?;
+        reply(pb::ListTokensResponse {
+            tokens: tokens.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::TokenRef>,
+    ) -> Result<Response<pb::Token>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let id = named("id", request.into_inner().id)?;
+        reply(client.revoke_token(&id).await.map_err(status)?)
+    }
+}
+
+#[tonic::async_trait]
+impl ProjectService for ApiServer {
+    async fn create_project(
+        &self,
+        request: Request<pb::ProjectChange>,
+    ) -> Result<Response<pb::Project>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = named("name", request.name)?;
+        let quota = request.quota.map(Into::into).unwrap_or_default();
+        reply(client.create_project(&name, quota).await.map_err(status)?)
+    }
+
+    async fn list_projects(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<pb::ListProjectsResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let projects = client.list_projects().await.map_err(status)?;
+        reply(pb::ListProjectsResponse {
+            projects: projects.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn get_project(
+        &self,
+        request: Request<pb::ProjectRef>,
+    ) -> Result<Response<pb::Project>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = named("name", request.into_inner().name)?;
+        reply(client.get_project(&name).await.map_err(status)?)
+    }
+
+    async fn update_project(
+        &self,
+        request: Request<pb::ProjectChange>,
+    ) -> Result<Response<pb::Project>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = named("name", request.name)?;
+        let quota = request.quota.map(Into::into).unwrap_or_default();
+        reply(client.update_project(&name, quota).await.map_err(status)?)
+    }
+
+    async fn delete_project(
+        &self,
+        request: Request<pb::ProjectRef>,
+    ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = named("name", request.into_inner().name)?;
+        reply(client.delete_project(&name).await.map_err(status)?)
+    }
+}
+
+#[tonic::async_trait]
+impl AuditService for ApiServer {
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let query = AuditQuery {
+            since: decode_optional_time(request.since, "since").map_err(status)?,
+            user: request.user,
+            project: request.project,
+        };
+        let records = client.list_audit(query).await.map_err(status)?;
+        reply(pb::ListAuditResponse {
+            records: records.into_iter().map(Into::into).collect(),
+        })
     }
 }

@@ -66,7 +66,7 @@ pub fn kind_of(code: Code) -> ErrorKind {
     }
 }
 
-const KINDS: [ErrorKind; 11] = [
+pub(crate) const KINDS: [ErrorKind; 11] = [
     ErrorKind::NotFound,
     ErrorKind::AlreadyExists,
     ErrorKind::InvalidArgument,

@@ -11,64 +11,17 @@
 //! read what a newer one wrote.
 
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zixiao_core::store::{decode, put_object, Precondition, Revision, StoredObject, Txn};
-use zixiao_core::{Clock, ErrorKind, Resources, Store, StoreError};
+use zixiao_core::{Clock, ErrorKind, Store, StoreError};
 
 use crate::error::AuthError;
 use crate::names::{ProjectName, UserName};
 
-/// What a user may do, in increasing power. See
-/// [`authorize`](crate::authorize) for the rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Reads instances, snapshots and their logs in the user's projects.
-    Viewer,
-    /// What a viewer may, and changes instances, snapshots, networks and
-    /// images in the user's projects; reads nodes and cluster figures.
-    Operator,
-    /// Everything, in every project: nodes, users, tokens, projects.
-    Admin,
-}
-
-impl Role {
-    /// The snake_case name (`operator`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = AuthError;
-
-    fn from_str(s: &str) -> Result<Self, AuthError> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            other => Err(AuthError::invalid(
-                "role",
-                format!("`{other}` is not one of viewer, operator, admin"),
-            )),
-        }
-    }
-}
+pub use zixiao_core::api::Role;
 
 /// A person or a program that calls the API, with one role over a set of
 /// projects (an admin's projects do not matter: it has all).
@@ -105,107 +58,7 @@ impl StoredObject for User {
     }
 }
 
-/// The most of each resource a project's instances may hold together;
-/// `None` is no limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quota {
-    /// Whole CPU cores.
-    #[serde(default)]
-    pub cpus: Option<u32>,
-    /// Memory in MiB.
-    #[serde(default)]
-    pub memory_mib: Option<u64>,
-    /// Number of instances.
-    #[serde(default)]
-    pub instances: Option<u32>,
-    /// Disk in GiB.
-    #[serde(default)]
-    pub disk_gib: Option<u64>,
-}
-
-/// A quota that a request would exceed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("project `{project}` allows {limit} {resource}; {used} are used and {requested} more were asked for")]
-pub struct QuotaExceeded {
-    /// The project.
-    pub project: ProjectName,
-    /// Which resource (`cpus`, `memory_mib`, `instances`, `disk_gib`).
-    pub resource: &'static str,
-    /// The quota.
-    pub limit: u64,
-    /// What the project's instances hold now.
-    pub used: u64,
-    /// What the request adds.
-    pub requested: u64,
-}
-
-impl QuotaExceeded {
-    /// Always [`ErrorKind::ResourceExhausted`].
-    pub fn kind(&self) -> ErrorKind {
-        ErrorKind::ResourceExhausted
-    }
-}
-
-impl Quota {
-    /// Whether `project`, holding `used`, may take `requested` more.
-    /// The integration step calls this inside the create transaction, with
-    /// the usage read in that transaction.
-    ///
-    /// ```
-    /// use zixiao_auth::{ProjectName, Quota};
-    /// use zixiao_core::Resources;
-    ///
-    /// let quota = Quota { cpus: Some(8), ..Quota::default() };
-    /// let used = Resources { cpus: 6, memory_mib: 0, disk_gib: 0, instances: 3 };
-    /// let two = Resources { cpus: 2, memory_mib: 512, disk_gib: 1, instances: 1 };
-    /// let web = ProjectName::try_from("web").unwrap();
-    /// assert!(quota.admits(&web, &used, &two).is_ok());
-    /// let four = Resources { cpus: 4, ..two };
-    /// assert_eq!(quota.admits(&web, &used, &four).unwrap_err().resource, "cpus");
-    /// ```
-    pub fn admits(
-        &self,
-        project: &ProjectName,
-        used: &Resources,
-        requested: &Resources,
-    ) -> Result<(), QuotaExceeded> {
-        let checks = [
-            (
-                "cpus",
-                self.cpus.map(u64::from),
-                u64::from(used.cpus),
-                u64::from(requested.cpus),
-            ),
-            (
-                "memory_mib",
-                self.memory_mib,
-                used.memory_mib,
-                requested.memory_mib,
-            ),
-            (
-                "instances",
-                self.instances.map(u64::from),
-                u64::from(used.instances),
-                u64::from(requested.instances),
-            ),
-            ("disk_gib", self.disk_gib, used.disk_gib, requested.disk_gib),
-        ];
-        for (resource, limit, used, requested) in checks {
-            if let Some(limit) = limit {
-                if used.saturating_add(requested) > limit {
-                    return Err(QuotaExceeded {
-                        project: project.clone(),
-                        resource,
-                        limit,
-                        used,
-                        requested,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-}
+pub use zixiao_core::api::{Quota, QuotaExceeded};
 
 /// A group of instances with a quota; users are members of projects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,46 +71,13 @@ impl Default for Retention {
     }
 }
 
-/// How a call ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "snake_case")]
-pub enum Outcome {
-    /// It was carried out.
-    Done,
-    /// It failed with an error of this kind.
-    Failed {
-        /// The error's kind (not its message, which may quote input).
-        kind: ErrorKind,
-    },
-    /// It was refused by authorization.
-    Denied {
-        /// The missing permission (`instance.create in project web`).
-        permission: String,
-        /// Why (`alice is a viewer there, and viewers only read`).
-        reason: String,
-    },
-    /// The caller was not identified.
-    Unauthenticated {
-        /// What was wrong with its credentials (never the credentials).
-        reason: String,
-    },
-}
+pub use zixiao_core::api::{AuditRecord, Outcome};
 
-impl Outcome {
-    /// The outcome of a call's result.
-    pub fn of<T>(result: &zixiao_core::Result<T>) -> Self {
-        match result {
-            Ok(_) => Outcome::Done,
-            Err(e) => Outcome::Failed { kind: e.kind() },
-        }
-    }
-
-    /// The outcome of a denial.
-    pub fn denied(denial: &Denial) -> Self {
-        Outcome::Denied {
-            permission: denial.permission(),
-            reason: denial.reason.clone(),
-        }
+/// The outcome of a refusal by authorization.
+pub(crate) fn denied(denial: &Denial) -> Outcome {
+    Outcome::Denied {
+        permission: denial.permission(),
+        reason: denial.reason.clone(),
     }
 }
 
@@ -144,35 +111,6 @@ impl AuditEntry {
     ) -> Self {
         Summary::of(request).entry(caller, project, outcome)
     }
-}
-
-/// One stored audit record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// Its number in its ring.
-    pub seq: u64,
-    /// When it was written.
-    pub time: DateTime<Utc>,
-    /// The server replica that wrote it.
-    pub replica: String,
-    /// Who: `user alice`, `node worker-1`, `server`, `anonymous`.
-    pub identity: String,
-    /// The user, for users.
-    #[serde(default)]
-    pub user: Option<UserName>,
-    /// The token the user came with (its id, never its secret).
-    #[serde(default)]
-    pub token: Option<TokenId>,
-    /// The project of the object, when it has one.
-    #[serde(default)]
-    pub project: Option<ProjectName>,
-    /// The operation.
-    pub operation: String,
-    /// What it acted on.
-    #[serde(default)]
-    pub target: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
 }
 
 /// The sequence state of one ring.
@@ -311,9 +249,9 @@ impl AuditLog {
                 time: now,
                 replica: self.replica.clone(),
                 identity: entry.identity.clone(),
-                user: entry.user.clone(),
-                token: entry.token.clone(),
-                project: entry.project.clone(),
+                user: entry.user.as_ref().map(|u| u.to_string()),
+                token: entry.token.as_ref().map(|t| t.to_string()),
+                project: entry.project.as_ref().map(|p| p.to_string()),
                 operation: entry.operation.clone(),
                 target: entry.target.clone(),
                 outcome: entry.outcome.clone(),
@@ -387,8 +325,9 @@ impl AuditLog {
                 })?;
                 let keep = record.time >= horizon
                     && since.is_none_or(|since| record.time >= since)
-                    && user.is_none_or(|user| record.user.as_ref() == Some(user))
-                    && project.is_none_or(|project| record.project.as_ref() == Some(project));
+                    && user.is_none_or(|user| record.user.as_deref() == Some(user.as_str()))
+                    && project
+                        .is_none_or(|project| record.project.as_deref() == Some(project.as_str()));
                 if keep {
                     out.push(record);
                 }

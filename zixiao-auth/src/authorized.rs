@@ -14,7 +14,7 @@ use zixiao_core::{Error, Instance, Result};
 use crate::accounts::Role;
 use crate::audit::{AuditEntry, AuditLog, Audited, Outcome};
 use crate::error::Rejection;
-use crate::identity::{Caller, Identity};
+use crate::identity::{Caller, Credential, Identity};
 use crate::names::ProjectName;
 use crate::permission::{
     authorize, instance_ref_mut, project_of, project_ref, Denial, ProjectRef, Scope, PROJECT_LABEL,
@@ -31,6 +31,7 @@ use crate::permission::{
 /// - A refused call gets `PermissionDenied` naming the missing permission,
 ///   and reaches nothing: the inner `Api` sees at most the lookup.
 /// - Lists and watches of instances are filtered to the caller's projects.
+/// - A token created without an owner is the calling user's own.
 ///
 /// With [`Authorized::record_refusals`], every refusal (and every changing
 /// call it ends itself, such as one naming a missing instance) is written
@@ -111,7 +112,7 @@ impl<A: Api> Authorized<A> {
     }
 
     async fn deny(&self, request: &Request, project: Option<ProjectName>, denial: Denial) -> Error {
-        self.record(request, project, Outcome::denied(&denial))
+        self.record(request, project, crate::audit::denied(&denial))
             .await;
         Error::permission_denied(denial.to_string())
     }
@@ -180,6 +181,21 @@ impl<A: Api> Api for Authorized<A> {
             Ok(grant) => grant,
             Err(denial) => return Err(self.deny(&request, project, denial).await),
         };
+        // A token made without naming its owner is the caller's own.
+        if let Request::CreateToken {
+            owner: owner @ None,
+            ..
+        } = &mut request
+        {
+            if let Identity::User {
+                name,
+                via: Credential::Token(_) | Credential::Certificate,
+                ..
+            } = identity
+            {
+                *owner = Some(name.to_string());
+            }
+        }
         if let Some(instance) = found {
             if matches!(request, Request::GetInstance { .. }) {
                 // The lookup was the call.

@@ -180,6 +180,25 @@ impl From<AuthError> for zixiao_core::Error {
             AuthError::Unauthenticated(rejection) => Error::unauthenticated(rejection.to_string()),
             AuthError::PermissionDenied(denial) => Error::permission_denied(denial.to_string()),
             AuthError::Store(e) => Error::Store(e),
+            AuthError::Config(ConfigError::Invalid { field, reason }) => {
+                Error::invalid(field, reason)
+            }
+            AuthError::Config(ConfigError::NoContext(name)) => {
+                Error::not_found(format!("context `{name}`"))
+            }
+            AuthError::Config(ConfigError::ContextExists(name)) => Error::AlreadyExists {
+                what: format!("context `{name}`"),
+            },
+            AuthError::Config(e @ ConfigError::Parse { .. }) => {
+                let field = match &e {
+                    ConfigError::Parse { field, .. } => field.clone(),
+                    _ => String::new(),
+                };
+                Error::invalid(field, chain(&e))
+            }
+            AuthError::Config(e @ (ConfigError::NoCurrentContext | ConfigError::NoConfigDir)) => {
+                Error::FailedPrecondition(chain(&e))
+            }
             other => match other.kind() {
                 ErrorKind::Unauthenticated => Error::unauthenticated(chain(&other)),
                 ErrorKind::NotFound => Error::not_found(chain(&other)),

@@ -16,6 +16,9 @@
 //!   [`Api`](zixiao_core::Api), tower-style, each usable alone;
 //!   [`secure`] stacks them for one caller. [`AuditLog`] keeps the records
 //!   with bounded retention.
+//! - [`AccessApi`]: the wrapper that carries out the requests of access
+//!   control (users, tokens, projects, the audit log) and passes the rest
+//!   on; a server serves `secure(AccessApi<A>, caller, log)`.
 //! - [`config`]: the client configuration file (contexts, like a
 //!   kubeconfig).
 //!
@@ -41,6 +44,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access;
 pub mod accounts;
 pub mod audit;
 mod authorized;
@@ -53,6 +57,7 @@ pub mod permission;
 pub mod pki;
 pub mod token;
 
+pub use access::{token_info, user_info, AccessApi};
 pub use accounts::{AuthStore, Project, Quota, QuotaExceeded, Role, User};
 pub use audit::{AuditEntry, AuditLog, AuditRecord, Audited, Outcome, Retention};
 pub use authorized::{secure, Authorized};

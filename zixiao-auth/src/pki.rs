@@ -450,6 +450,67 @@ pub enum ClientAuth {
     /// A client may present one; without one it must bring a token (a
     /// server's port: users come with tokens, agents with certificates).
     Optional,
+    /// A client may present a certificate of any issuer: the handshake
+    /// checks only that the client holds its key, and the chain is judged
+    /// at each call ([`Trust::identify`], through the `Authenticator`), so a
+    /// certificate of another CA is refused as `Unauthenticated` and
+    /// recorded like any other refusal, instead of ending the connection
+    /// unexplained. No identity comes from a certificate but through
+    /// `identify`.
+    PerCall,
+}
+
+/// The client verification of [`ClientAuth::PerCall`]: the webpki
+/// verifier's hints and signature checks, and any chain accepted in the
+/// handshake (it is verified per call).
+#[derive(Debug)]
+struct PerCallClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for PerCallClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Which identity a client requires of the server it dials, on top of the
@@ -584,8 +645,8 @@ impl Trust {
     }
 
     /// A TLS server configuration presenting `credentials` and verifying
-    /// client certificates on the cluster CA, required or optional. ALPN
-    /// offers `h2` (gRPC).
+    /// client certificates on the cluster CA, required or optional (or
+    /// per call, see [`ClientAuth::PerCall`]). ALPN offers `h2` (gRPC).
     pub fn server_config(
         &self,
         credentials: &Credentials,
@@ -596,6 +657,10 @@ impl Trust {
         let verifier = match client_auth {
             ClientAuth::Required => builder.build(),
             ClientAuth::Optional => builder.allow_unauthenticated().build(),
+            ClientAuth::PerCall => builder
+                .allow_unauthenticated()
+                .build()
+                .map(|inner| Arc::new(PerCallClientVerifier { inner }) as _),
         }
         .map_err(PkiError::Verifier)?;
         let credentials = credentials.clone();

@@ -4,7 +4,9 @@
 //! - [`open`]: the deployment of a state directory: through its daemon's
 //!   socket when one runs (`zixiao daemon`, `zixiao server --embedded`),
 //!   else the embedded deployment in this process;
-//! - [`connect`]: a Zixiao server, over the gRPC implementation of the API;
+//! - [`connect`]: a Zixiao server, over the gRPC implementation of the API,
+//!   with TLS and a token ([`ConnectOptions`], or a context of the client
+//!   configuration file: [`context_options`]);
 //! - `open_with_fake_runtimes` (feature `testing`): the embedded deployment
 //!   whose node runs every instance type on zixiao-testing's fake runtime,
 //!   for the bindings' own suites.
@@ -13,12 +15,17 @@
 //! command or method; an attached console is shared by several calls as a
 //! [`ConsoleSession`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
-use zixiao_core::{Client, Error, InstanceType, Result};
+pub use zixiao_api::ConnectOptions;
+use zixiao_auth::{
+    AccessApi, AuditLog, AuthError, AuthStore, ClientConfigFile, ResolvedContext, Retention,
+};
+use zixiao_core::{Client, Error, InstanceType, Result, SystemClock};
 use zixiao_embedded::zixiao_drivers::DriverConfig;
-use zixiao_embedded::EmbeddedConfig;
+use zixiao_embedded::{Embedded, EmbeddedConfig};
 
 pub mod console;
 #[cfg(feature = "testing")]
@@ -97,18 +104,130 @@ pub async fn open(options: OpenOptions) -> Result<Client> {
     if zixiao_api::local::answers(&socket).await {
         return zixiao_api::connect_unix(&socket);
     }
-    Ok(zixiao_embedded::open(config).await?.client())
+    let embedded = zixiao_embedded::open(config).await?;
+    Ok(Client::new(Arc::new(local_access(embedded))))
 }
 
-/// A client of the Zixiao server at `endpoint` (`host:port` or
-/// `http://host:port`), over the gRPC implementation of the API: the same
-/// operations as [`open`]'s, carried out by the server. Connects on first
+/// The embedded deployment as its implicit local administrator reaches
+/// it: its own `Api` behind the access layer, so users, tokens, projects
+/// and the audit log are there too. Its calls are not audited: whoever runs
+/// it holds the state directory, store and all.
+pub fn local_access(embedded: Embedded) -> AccessApi<Embedded> {
+    let clock: Arc<dyn zixiao_core::Clock> = Arc::new(SystemClock);
+    let store: Arc<dyn zixiao_core::Store> = embedded.store.clone();
+    let accounts = AuthStore::new(store.clone(), clock.clone());
+    let log = AuditLog::new(store, clock, "local", Retention::default());
+    AccessApi::new(embedded, accounts, Arc::new(log))
+}
+
+/// A client of the Zixiao server `options` name, over the gRPC
+/// implementation of the API: the same operations as [`open`]'s, carried
+/// out by the server. `https://` endpoints need the cluster CA
+/// (`options.ca_pem`); the token goes with every call. Connects on first
 /// use; a server that cannot be reached then is `Unavailable`, naming the
 /// address and the operating system's error.
 ///
-/// Errors: `InvalidArgument` (a malformed endpoint).
-pub async fn connect(endpoint: &str) -> Result<Client> {
-    zixiao_api::connect(endpoint)
+/// Errors: `InvalidArgument` naming the field (`endpoint`, `ca_cert`,
+/// `token`, `client_cert`).
+pub async fn connect(options: ConnectOptions) -> Result<Client> {
+    zixiao_api::connect_with(options)
+}
+
+/// The connection options of context `context` (`None`: the current one)
+/// of the client configuration file at `file` (`None`: `$ZIXIAO_CONFIG`,
+/// else `~/.config/zixiao/config.yaml`), its files read. Errors:
+/// `NotFound` (no such context), `FailedPrecondition` (no current
+/// context), `InvalidArgument` naming the field.
+pub fn context_options(file: Option<&Path>, context: Option<&str>) -> Result<ConnectOptions> {
+    let path = ClientConfigFile::default_path(file).map_err(AuthError::from)?;
+    let config = ClientConfigFile::load(&path).map_err(AuthError::from)?;
+    let chosen = config.context(context).map_err(AuthError::from)?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(options_of(chosen.resolve(base).map_err(AuthError::from)?))
+}
+
+/// What a binding's `connect` is given: a server (`endpoint`) with a
+/// token, the cluster CA and a client certificate as files, or a context
+/// of a client configuration file (`config`, `context`; `endpoint` then
+/// replaces the context's). Without any of them, the current context of
+/// the default configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectArgs {
+    /// The server: `https://host:port` (or `host:port`).
+    pub endpoint: Option<String>,
+    /// The bearer token.
+    pub token: Option<String>,
+    /// The cluster CA certificate file (PEM).
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate file (PEM), with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key file (PEM).
+    pub client_key: Option<PathBuf>,
+    /// A client configuration file (`None` with `context`: the default one).
+    pub config: Option<PathBuf>,
+    /// A context of it (`None` with `config`: its current one).
+    pub context: Option<String>,
+}
+
+impl ConnectArgs {
+    /// The connection options they name, files read. Errors:
+    /// `InvalidArgument` naming the argument, `NotFound` (a file, a context).
+    pub fn options(self) -> Result<ConnectOptions> {
+        let read = |field: &str, path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                Error::invalid(field, format!("cannot read `{}`: {e}", path.display()))
+            })
+        };
+        // Without an endpoint, the configuration file says where.
+        let from_file = self.config.is_some() || self.context.is_some() || self.endpoint.is_none();
+        let mut options = if from_file {
+            context_options(self.config.as_deref(), self.context.as_deref())?
+        } else {
+            ConnectOptions::default()
+        };
+        match self.endpoint {
+            Some(endpoint) => options.endpoint = endpoint,
+            None if options.endpoint.is_empty() => {
+                return Err(Error::invalid(
+                    "endpoint",
+                    "give the server's endpoint, or a configuration file and context",
+                ))
+            }
+            None => {}
+        }
+        if let Some(token) = self.token {
+            options.token = Some(token);
+        }
+        if let Some(ca) = &self.ca_cert {
+            options.ca_pem = Some(read("ca_cert", ca)?);
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                options.client_identity =
+                    Some((read("client_cert", cert)?, read("client_key", key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "client_key",
+                    "client_cert and client_key go together",
+                ))
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Connection options from a context whose files were read.
+pub fn options_of(context: ResolvedContext) -> ConnectOptions {
+    ConnectOptions {
+        endpoint: context.endpoint,
+        ca_pem: context.ca_pem,
+        token: context.token.map(|t| t.to_string()),
+        client_identity: context
+            .client_identity
+            .map(|(cert, key)| (cert, key.to_string())),
+    }
 }
 
 /// The instance type named `value` (`vm`, `container`, `microvm`), an
@@ -171,7 +290,9 @@ mod tests {
             .expect("a free port")
             .port();
         let endpoint = format!("127.0.0.1:{port}");
-        let client = connect(&endpoint).await.expect("connects lazily");
+        let client = connect(ConnectOptions::new(endpoint.clone()))
+            .await
+            .expect("connects lazily");
         let err = client.list_nodes().await.expect_err("nobody listens");
         assert_eq!(err.kind(), zixiao_core::ErrorKind::Unavailable);
         assert!(err.chain().contains(&endpoint), "{}", err.chain());

@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::Routes;
-use zixiao_api::server::ApiServer;
+use zixiao_api::secure::ServerTls;
 use zixiao_core::controller::Convergence;
 use zixiao_core::{Controller, Error, Result};
 
@@ -90,6 +91,27 @@ impl ServerHandle {
 /// instance at once. Errors: `InvalidArgument` (timing, a controller that
 /// converges in its callers), `Unavailable` (the address cannot be bound).
 pub async fn start(controller: Controller, options: ServerOptions) -> Result<ServerHandle> {
+    start_with(controller, options, None).await
+}
+
+/// [`start`], serving TLS with `tls`: every user call is authenticated (a
+/// bearer token or a client certificate of the cluster CA), authorized
+/// and audited (`zixiao_api::secure::api_server`). Without TLS ([`start`])
+/// every caller is the implicit admin, so a plain server belongs on
+/// loopback.
+pub async fn start_secure(
+    controller: Controller,
+    options: ServerOptions,
+    tls: ServerTls,
+) -> Result<ServerHandle> {
+    start_with(controller, options, Some(tls)).await
+}
+
+async fn start_with(
+    controller: Controller,
+    options: ServerOptions,
+    tls: Option<ServerTls>,
+) -> Result<ServerHandle> {
     options.timing.validate()?;
     if controller.convergence() != Convergence::Background {
         return Err(Error::invalid(
@@ -145,22 +167,34 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
     };
     let mut routes = Routes::builder();
     let api = WithLeader::new(controller.clone(), store.clone());
-    ApiServer::new(Arc::new(api)).add_to(&mut routes);
-    routes.add_service(membership.into_service());
+    zixiao_api::secure::api_server(Arc::new(api), store.clone(), &options.id, tls.as_ref())
+        .add_to(&mut routes);
+    if tls.is_some() {
+        // Agents have no identity yet (join tokens and node certificates
+        // are not built): on a TLS server anyone with a TLS client could
+        // register a node with fake capacity, heartbeat another's lease
+        // or take over a node's name. Until agents authenticate, a secure
+        // server refuses every membership call; agents join plain servers
+        // on loopback.
+        routes.add_service(InterceptedService::new(
+            membership.into_service(),
+            refuse_unidentified_agents,
+        ));
+    } else {
+        routes.add_service(membership.into_service());
+    }
     let mut served = zixiao_api::server::SERVICES.to_vec();
     served.push(crate::membership_service::SERVICE);
     zixiao_api::add_standard_services(&mut routes, &served).await?;
     let routes = routes.routes();
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(crate::server::incoming(listener), async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            })
-            .await;
-        if let Err(e) = served {
-            eprintln!("zixiao server: serving: {e}");
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        let served = zixiao_api::secure::serve_routes(routes, listener, tls.as_ref(), stopped);
+        if let Err(e) = served.await {
+            eprintln!("zixiao server: serving: {}", e.chain());
         }
     }));
     Ok(ServerHandle {
@@ -170,6 +204,17 @@ pub async fn start(controller: Controller, options: ServerOptions) -> Result<Ser
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// The membership calls of a TLS server: all refused, since no agent can
+/// prove which node it is yet.
+fn refuse_unidentified_agents(
+    _: tonic::Request<()>,
+) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+    Err(tonic::Status::unauthenticated(
+        "this server serves TLS, and agents cannot authenticate to it yet (join tokens and \
+         node certificates are not built): run agents against a server on loopback without --pki",
+    ))
 }
 
 /// A controller over `store` with the default scheduler and addresses

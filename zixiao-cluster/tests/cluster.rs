@@ -672,3 +672,88 @@ async fn a_node_registered_on_two_servers_stays_live_heartbeating_one() {
         tokio::time::sleep(timing.heartbeat()).await;
     }
 }
+
+/// A server that serves TLS has no way yet to know which node an agent
+/// is (agent join tokens and node certificates are not built), so it
+/// refuses every membership call: a rogue TLS client can neither register
+/// a node with made-up capacity nor renew anyone's lease, and nothing is
+/// stored.
+#[tokio::test]
+async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
+    use zixiao_api::pb::membership_service_client::MembershipServiceClient;
+    use zixiao_api::pb::{HeartbeatRequest, RegisterNodeRequest};
+
+    let store_dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&store_dir.path().join("state.redb")).expect("store"));
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki = zixiao_auth::Pki::init(&pki_dir.path().join("pki"), "test").expect("pki");
+    let names = [zixiao_auth::SubjectName::Ip(
+        "127.0.0.1".parse().expect("ip"),
+    )];
+    let tls = zixiao_api::secure::ServerTls::issue(&pki, &names).expect("server tls");
+    let server = server::start_secure(
+        server::controller(store.clone()),
+        ServerOptions {
+            id: "secure".to_owned(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            timing: Timing::default(),
+        },
+        tls,
+    )
+    .await
+    .expect("server starts");
+
+    // A client that trusts the cluster CA: the TLS handshake succeeds, so
+    // what refuses it is the missing node identity, not the transport.
+    let config = pki
+        .trust()
+        .client_config(None, zixiao_auth::ExpectedPeer::Server)
+        .expect("client config");
+    let endpoint = format!("https://{}", server.addr());
+    let channel =
+        zixiao_api::tls::channel(&endpoint, config, Duration::from_secs(30)).expect("channel");
+    let mut rogue = MembershipServiceClient::new(channel);
+    let registration = NodeRegistration {
+        id: "worker-1".into(),
+        hostname: "rogue".into(),
+        address: "127.0.0.1:1".into(),
+        region: "default".into(),
+        zone: "default".into(),
+        role: Default::default(),
+        capacity: Resources {
+            cpus: 4096,
+            memory_mib: 1 << 30,
+            disk_gib: 1 << 20,
+            instances: 10_000,
+        },
+        labels: Default::default(),
+        traits: Default::default(),
+        runtimes: Default::default(),
+        missing_runtimes: Default::default(),
+        drivers: Default::default(),
+        carbon_intensity: None,
+    };
+    let refused = rogue
+        .register_node(RegisterNodeRequest {
+            registration: Some(registration.into()),
+            session: "rogue-session".to_owned(),
+        })
+        .await
+        .expect_err("an unidentified agent");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    let refused = rogue
+        .heartbeat(HeartbeatRequest {
+            node: "worker-1".to_owned(),
+            session: "rogue-session".to_owned(),
+            lease_id: 1,
+        })
+        .await
+        .expect_err("an unidentified heartbeat");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+
+    // Nothing was registered.
+    let nodes = server.controller().list_nodes().await.expect("nodes");
+    assert!(nodes.is_empty(), "{nodes:?}");
+    server.shutdown().await;
+}

@@ -44,19 +44,7 @@ pub fn read_regular(path: &Path, field: &str, max: u64) -> Result<Vec<u8>> {
         .map_err(|e| Error::invalid(field, format!("cannot read `{shown}`: {e}")))?;
     let kind = meta.file_type();
     if !kind.is_file() {
-        let what = if kind.is_dir() {
-            "a directory"
-        } else if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_char_device() {
-            "a character device"
-        } else if kind.is_block_device() {
-            "a block device"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "not a file"
-        };
+        let what = kind_of(&kind);
         return Err(Error::invalid(
             field,
             format!("`{shown}` is {what}, not a regular file"),
@@ -80,6 +68,29 @@ pub fn read_regular(path: &Path, field: &str, max: u64) -> Result<Vec<u8>> {
         return Err(too_large(bytes.len() as u64));
     }
     Ok(bytes)
+}
+
+/// What a file that is not a regular file is, in words for an error
+/// message ("a directory", "a FIFO", ...): one wording for every place that
+/// refuses such a file.
+pub fn kind_of(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_file() {
+        "a regular file"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a file"
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,19 @@
 //! reaches: copying a microVM snapshot out of the node's runtime
 //! (`ExportSnapshot`) and creating an instance from such a copy
 //! (`RestoreInstance`). Image requests without a node mean the local node.
+//!
+//! Because it runs on the node, it also checks what only the node's files
+//! can tell before a create is stored (a microVM's kernel, initrd and
+//! sizes, a snapshot's manifest against its files), and it says what a
+//! call that waited did change when a runtime could not be reached: the
+//! intent is stored, and is carried out once the runtime answers.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use zixiao_core::api::{Api, Request, Response};
-use zixiao_core::{CreateInstance, Error, Result};
+use zixiao_core::api::{Api, Request, Response, Wait};
+use zixiao_core::model::ConditionType;
+use zixiao_core::{CreateInstance, DriverError, Error, ErrorKind, Instance, InstanceSpec, Result};
 
 use crate::Embedded;
 
@@ -43,6 +50,53 @@ impl Api for Embedded {
                     .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))??;
                 Ok(Response::StoreSummary(summary))
             }
+            Request::CreateInstance { request, wait } => self.create(request, wait).await,
+            Request::GetInstance { instance } => {
+                let asked = Request::GetInstance {
+                    instance: instance.clone(),
+                };
+                match self.controller.call(asked).await {
+                    Err(e) if e.kind() == ErrorKind::Unavailable => {
+                        Ok(Response::Instance(self.last_recorded(&instance, &e).await?))
+                    }
+                    other => other,
+                }
+            }
+            Request::StartInstance { instance, wait } => {
+                let asked = Request::StartInstance {
+                    instance,
+                    wait: Wait::No,
+                };
+                self.intent("start", asked, wait).await
+            }
+            Request::StopInstance { instance, wait } => {
+                let asked = Request::StopInstance {
+                    instance,
+                    wait: Wait::No,
+                };
+                self.intent("stop", asked, wait).await
+            }
+            Request::RestartInstance { instance, wait } => {
+                let asked = Request::RestartInstance {
+                    instance,
+                    wait: Wait::No,
+                };
+                self.intent("restart", asked, wait).await
+            }
+            Request::DeleteInstance { instance, wait } => {
+                let asked = Request::DeleteInstance {
+                    instance,
+                    wait: Wait::No,
+                };
+                let deleting = match self.controller.call(asked).await? {
+                    Response::MaybeInstance(Some(deleting)) => deleting,
+                    other => return Ok(other),
+                };
+                Ok(Response::MaybeInstance(match wait {
+                    Wait::No => Some(deleting),
+                    Wait::Settled => self.settle("delete", &deleting).await?,
+                }))
+            }
             Request::ExportSnapshot { instance, name, to } => {
                 let id = self.controller.get_instance(&instance).await?.id;
                 export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
@@ -50,9 +104,7 @@ impl Api for Embedded {
             }
             Request::RestoreInstance { name, from, wait } => {
                 let request = restore_request(&name, &absolute(&from, "from")?)?;
-                self.controller
-                    .call(Request::CreateInstance { request, wait })
-                    .await
+                self.create(request, wait).await
             }
             Request::ImportImages {
                 node,
@@ -97,6 +149,112 @@ impl Api for Embedded {
             other => self.controller.call(other).await,
         }
     }
+}
+
+impl Embedded {
+    /// Validates `request`, checks it against this node's files, stores it
+    /// and, with [`Wait::Settled`], waits until it has settled.
+    async fn create(&self, request: CreateInstance, wait: Wait) -> Result<Response> {
+        request.validate()?;
+        check_create(self, &request.spec)?;
+        let asked = Request::CreateInstance {
+            request,
+            wait: Wait::No,
+        };
+        self.intent("create", asked, wait).await
+    }
+
+    /// Stores an intent (`asked`, which does not wait) and, with
+    /// [`Wait::Settled`], waits until the instance has settled.
+    async fn intent(&self, operation: &str, asked: Request, wait: Wait) -> Result<Response> {
+        let stored = match self.controller.call(asked).await? {
+            Response::Instance(stored) => stored,
+            other => return Ok(other),
+        };
+        if !wait.settled() {
+            return Ok(Response::Instance(stored));
+        }
+        match self.settle(operation, &stored).await? {
+            Some(settled) => Ok(Response::Instance(settled)),
+            None => Err(Error::not_found(format!(
+                "instance `{}` (deleted meanwhile)",
+                stored.name
+            ))),
+        }
+    }
+
+    /// Waits until `stored` (its intent just stored by `operation`) has
+    /// settled; `None` once it is gone. When its runtime cannot be reached
+    /// the error says that the intent is recorded and completes later.
+    async fn settle(&self, operation: &str, stored: &Instance) -> Result<Option<Instance>> {
+        self.controller
+            .settle(&stored.id)
+            .await
+            .map_err(|e| recorded(operation, &stored.name, e))
+    }
+
+    /// The instance as last recorded, when its runtime could not be asked
+    /// how it is: with that said in its `RuntimeReady` condition.
+    async fn last_recorded(&self, instance: &str, unavailable: &Error) -> Result<Instance> {
+        let mut last = self.controller.get_instance(instance).await?;
+        last.set_condition(
+            ConditionType::RuntimeReady,
+            false,
+            "RuntimeUnavailable",
+            format!("{}; this is the state last recorded", unavailable.chain()),
+            chrono::Utc::now(),
+        );
+        Ok(last)
+    }
+}
+
+/// The error of an `operation` of instance `name` whose intent was stored
+/// but whose runtime could not be reached: says that it is recorded and
+/// completes when the runtime answers (what a later command does). Other
+/// errors are returned as they are.
+fn recorded(operation: &str, name: &str, error: Error) -> Error {
+    if error.kind() != ErrorKind::Unavailable {
+        return error;
+    }
+    let (runtime, source) = match error {
+        Error::Driver(DriverError::Unavailable { runtime, source }) => (runtime, Some(source)),
+        Error::Unavailable { what, source } => (what, source),
+        other => (
+            "its runtime".to_owned(),
+            Some(Box::new(other) as Box<dyn std::error::Error + Send + Sync>),
+        ),
+    };
+    Error::Unavailable {
+        what: format!(
+            "the {operation} of instance `{name}` is recorded and completes when {runtime} \
+             answers; {runtime}"
+        ),
+        source,
+    }
+}
+
+/// Checks a create of `spec` against what only this node's files tell: a
+/// microVM's kernel, initrd and sizes for the backend it would run on, or
+/// the snapshot it restores (see `MicrovmDriver::check_create`). Here, not
+/// in the controller: the files are this node's, and only the embedded
+/// deployment stores intents on the node that runs them.
+#[cfg(feature = "microvm")]
+fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
+    use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
+    if spec.instance_type != zixiao_core::InstanceType::Microvm {
+        return Ok(());
+    }
+    let options = MicrovmOptions::from_config(&embedded.drivers)?;
+    // No microVM runtime here: the controller refuses the create, saying why.
+    let Ok(driver) = MicrovmDriver::new(options) else {
+        return Ok(());
+    };
+    Ok(driver.check_create(spec)?)
+}
+
+#[cfg(not(feature = "microvm"))]
+fn check_create(_: &Embedded, _: &InstanceSpec) -> Result<()> {
+    Ok(())
 }
 
 /// Checks that `path` can become a new directory: it does not exist, and
@@ -144,11 +302,12 @@ fn export_snapshot(_: &Embedded, _: &str, _: &str, _: &Path) -> Result<()> {
     Err(no_microvm("snapshot.export"))
 }
 
-/// The request that restores the snapshot in `from` as instance `name`.
+/// The request that restores the snapshot in `from` as instance `name`,
+/// its manifest checked against the snapshot's files.
 #[cfg(feature = "microvm")]
 fn restore_request(name: &str, from: &Path) -> Result<CreateInstance> {
     use zixiao_drivers::microvm::SnapshotManifest;
-    let manifest = SnapshotManifest::read(from, "from")?;
+    let manifest = SnapshotManifest::read_checked(from, "from")?;
     Ok(CreateInstance::new(name, manifest.restore_spec(from)))
 }
 

@@ -3,6 +3,9 @@
 //! its local node and the runtimes found here as its drivers, addresses
 //! allocated in the store and networks set up on this machine (zixiao-net).
 //! No daemon, no set-up: what the CLI, the Python and Node bindings and Rust apps use.
+//! A runtime that this node's instances use but that cannot be reached
+//! when the deployment opens answers every call `Unavailable` instead of
+//! being missing, so nothing of those instances is taken for gone.
 //!
 //! ```no_run
 //! # async fn example() -> zixiao_core::Result<()> {
@@ -14,13 +17,16 @@
 //! ```
 
 mod api;
+mod unreachable;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use zixiao_core::controller::Convergence;
 use zixiao_core::host::HostFacts;
-use zixiao_core::{Client, Controller, Error, LocalAgent, Node, Result};
+use zixiao_core::store::StoreExt;
+use zixiao_core::{Client, Controller, Error, Instance, LocalAgent, Node, Result};
 use zixiao_drivers::DriverConfig;
 use zixiao_net::{LinuxNetwork, StoreIpam};
 use zixiao_sched::PluginScheduler;
@@ -132,6 +138,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         .node_id
         .clone()
         .unwrap_or_else(|| node_id_from_hostname(&agent.describe_now().hostname));
+    let (agent, unreachable) = stand_in_for_unreachable(agent, &store, &node_id).await?;
     let agent = Arc::new(agent);
     let store: Arc<EmbeddedStore> = Arc::new(store);
     let mut builder = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
@@ -144,9 +151,14 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         builder = builder.network_host(node_id.clone(), Arc::new(host));
     }
     let controller = builder.build();
-    let node = controller
-        .register_node(agent.registration(node_id))
-        .await?;
+    let mut registration = agent.registration(node_id);
+    // Runtimes that only stand in for unreachable ones take no new instances.
+    for (instance_type, reason) in unreachable {
+        registration.runtimes.remove(&instance_type);
+        registration.drivers.remove(&instance_type);
+        registration.missing_runtimes.insert(instance_type, reason);
+    }
+    let node = controller.register_node(registration).await?;
     Ok(Embedded {
         controller,
         node,
@@ -154,6 +166,37 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         drivers: config.drivers,
         store,
     })
+}
+
+/// `agent` with an [`unreachable::UnreachableRuntime`] for each instance
+/// type it has no runtime for while instances of that type are placed on
+/// this node: their runtime ran them, and cannot be reached now. Returns
+/// those types with the reason discovery gave.
+async fn stand_in_for_unreachable(
+    mut agent: LocalAgent,
+    store: &EmbeddedStore,
+    node_id: &str,
+) -> Result<(LocalAgent, Vec<(zixiao_core::InstanceType, String)>)> {
+    let missing = agent.describe_now().missing_runtimes.clone();
+    if missing.is_empty() {
+        return Ok((agent, Vec::new()));
+    }
+    let (placed, _) = store
+        .list_objects::<Instance, _>(|i| {
+            i.node.as_deref() == Some(node_id) && missing.contains_key(&i.spec.instance_type)
+        })
+        .await?;
+    let types: BTreeSet<_> = placed.iter().map(|i| i.spec.instance_type).collect();
+    let mut unreachable = Vec::new();
+    for instance_type in types {
+        let reason = missing[&instance_type].clone();
+        agent = agent.with_driver(Arc::new(unreachable::UnreachableRuntime::new(
+            instance_type,
+            reason.clone(),
+        )));
+        unreachable.push((instance_type, reason));
+    }
+    Ok((agent, unreachable))
 }
 
 /// This machine's facts, measuring disk where the state directory lives.

@@ -8,7 +8,9 @@
 //! A [`RuntimeView`] looks at one runtime of one node from outside the
 //! product: [`ContainerdNamespace`] through `ctr` (containerd's own client),
 //! [`MonitorProcesses`] through the process table (a microVM's QEMU or
-//! zixiao-vmm names its run directory on its command line). The same views
+//! zixiao-vmm names its run directory on its command line; asked, the
+//! monitors say whether their guests are frozen), [`LibvirtDomains`]
+//! through `virsh`. The same views
 //! "pull the plug" of a node that dies ([`RuntimeView::power_off`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +25,12 @@ use zixiao_core::{Instance, InstanceStatus};
 pub enum Presence {
     /// A workload that runs or could run at once: a containerd task not
     /// stopped, a monitor process (even one whose vCPUs have not started).
+    /// A view that cannot tell a frozen workload from a running one says
+    /// `Live` for both.
     Live,
+    /// A workload that is frozen (paused): it holds its memory and runs
+    /// again on a resume. Only views that can tell say so.
+    Paused,
     /// What is left without a workload: a container without a running
     /// task, a run directory without its monitor.
     Residue,
@@ -67,8 +74,9 @@ pub struct NodeRuntimes {
 /// Where the runtimes of `nodes` disagree with the store's `instances`;
 /// empty when they agree. A workload may run only for an instance the
 /// store has running or paused on that node; an instance the store has
-/// running or paused runs exactly once, on its node; a reachable node
-/// holds nothing of an instance it is not placed on.
+/// running or paused runs exactly once, on its node; one the store has
+/// running is not frozen; a reachable node holds nothing of an instance it
+/// is not placed on.
 pub fn discrepancies(instances: &[Instance], nodes: &[NodeRuntimes]) -> Vec<String> {
     let by_id: BTreeMap<&str, &Instance> = instances.iter().map(|i| (i.id.as_str(), i)).collect();
     let mut found = Vec::new();
@@ -90,7 +98,7 @@ pub fn discrepancies(instances: &[Instance], nodes: &[NodeRuntimes]) -> Vec<Stri
             let stored = by_id.get(h.instance.as_str());
             let here = stored.is_some_and(|i| i.node.as_deref() == Some(node.node.as_str()));
             match h.presence {
-                Presence::Live => {
+                Presence::Live | Presence::Paused => {
                     live.entry((node.node.as_str(), h.instance.as_str()))
                         .or_default()
                         .push(h.what.clone());
@@ -100,6 +108,16 @@ pub fn discrepancies(instances: &[Instance], nodes: &[NodeRuntimes]) -> Vec<Stri
                     if !here || !runs {
                         found.push(format!(
                             "{} runs {} of instance {}, which {}",
+                            node.node,
+                            h.what,
+                            h.instance,
+                            describe(stored.copied())
+                        ));
+                    } else if h.presence == Presence::Paused
+                        && stored.is_some_and(|i| i.status == InstanceStatus::Running)
+                    {
+                        found.push(format!(
+                            "{} holds {} of instance {} frozen, which {}",
                             node.node,
                             h.what,
                             h.instance,
@@ -160,6 +178,10 @@ fn describe(stored: Option<&Instance>) -> String {
         ),
     }
 }
+
+/// How long a containerd shim without a task may take to go before it
+/// counts as leaked.
+const SHIM_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// One containerd namespace, through `ctr`.
 #[derive(Debug, Clone)]
@@ -253,6 +275,47 @@ impl ContainerdNamespace {
             .collect())
     }
 
+    /// The shim processes of the namespace (`containerd-shim-* -namespace
+    /// NS -id ID`): pid and container id.
+    pub fn shims(&self) -> Vec<(i32, String)> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|p| p.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = args.first().is_some_and(|program| {
+                Path::new(program)
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("containerd-shim"))
+            });
+            let after = |flag: &str| {
+                args.iter()
+                    .position(|a| a == flag)
+                    .and_then(|i| args.get(i + 1))
+            };
+            if is_shim
+                && after("-namespace").is_some_and(|ns| *ns == self.namespace)
+                && !is_zombie(pid)
+            {
+                if let Some(id) = after("-id") {
+                    found.push((pid, id.clone()));
+                }
+            }
+        }
+        found
+    }
+
     /// Removes every task, container, lease and image of the namespace,
     /// then the namespace and the cgroups runc left for it: a test's clean-up.
     pub fn remove(&self) -> Result<(), String> {
@@ -316,11 +379,45 @@ impl RuntimeView for ContainerdNamespace {
             .collect();
         let containers = self.containers()?;
         let mut held = Vec::new();
+        // A shim without a task is one containerd lost track of (a task
+        // create cut off): it holds the bundle, and runc's init with it.
+        // Shims go a moment after their task is deleted, and containerd
+        // removes the shim of a cut-off create once it disconnects (about
+        // 2 s): only one that outlives that is held.
+        let deadline = Instant::now() + SHIM_EXIT_GRACE;
+        let orphans = loop {
+            let orphans: Vec<(i32, String)> = self
+                .shims()
+                .into_iter()
+                .filter(|(_, id)| self.seen(id) && !tasks.contains_key(id))
+                .collect();
+            if orphans.is_empty() || Instant::now() >= deadline {
+                break orphans;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        for (pid, id) in orphans {
+            held.push(Held {
+                instance: id,
+                presence: Presence::Live,
+                what: format!(
+                    "containerd shim pid {pid} without a task in namespace {}",
+                    self.namespace
+                ),
+            });
+        }
         for id in containers
             .iter()
             .chain(tasks.keys().filter(|id| !containers.contains(id)))
         {
             let (presence, what) = match tasks.get(id) {
+                Some(task) if task.status == "PAUSED" => (
+                    Presence::Paused,
+                    format!(
+                        "containerd task PAUSED pid {} in namespace {}",
+                        task.pid, self.namespace
+                    ),
+                ),
                 Some(task) if task.status != "STOPPED" => (
                     Presence::Live,
                     format!(
@@ -378,6 +475,7 @@ impl RuntimeView for ContainerdNamespace {
 #[derive(Debug, Clone)]
 pub struct MonitorProcesses {
     root: PathBuf,
+    ask: bool,
 }
 
 /// A process whose command line names a microVM's run directory.
@@ -395,7 +493,41 @@ impl MonitorProcesses {
     /// The monitors of run directories under `root` (the microvm driver's
     /// `<state dir>/microvm`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        MonitorProcesses { root: root.into() }
+        MonitorProcesses {
+            root: root.into(),
+            ask: false,
+        }
+    }
+
+    /// The same view, asking each monitor whether its guest runs: QEMU
+    /// over its QMP socket (`<root>/<id>/qmp.sock`), zixiao-vmm over its
+    /// API socket (`<root>/<id>/vmm/api.sock`). A guest that is paused or
+    /// whose vCPUs never started is [`Presence::Paused`]; a monitor that
+    /// does not answer within a second counts as [`Presence::Live`]. Only
+    /// while nothing else talks to the monitors: QEMU serves one QMP
+    /// client at a time.
+    pub fn asking_monitors(mut self) -> Self {
+        self.ask = true;
+        self
+    }
+
+    /// What the monitor `monitor` says of its guest, when asked and it answers.
+    fn guest_state(&self, monitor: &Monitor) -> Option<String> {
+        if !self.ask {
+            return None;
+        }
+        let dir = self.root.join(&monitor.instance);
+        let program = Path::new(&monitor.program)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if program.starts_with("qemu") {
+            monitor_protocol::qmp_status(&dir.join("qmp.sock"))
+        } else if program.starts_with("zixiao-vmm") {
+            monitor_protocol::vmm_state(&dir.join("vmm").join("api.sock"))
+        } else {
+            None
+        }
     }
 
     /// Every live process naming a run directory under the root, the shell
@@ -467,10 +599,26 @@ impl RuntimeView for MonitorProcesses {
         let mut held: Vec<Held> = self
             .monitors()
             .into_iter()
-            .map(|m| Held {
-                instance: m.instance,
-                presence: Presence::Live,
-                what: format!("monitor process {} ({})", m.pid, m.program),
+            .map(|m| {
+                let state = self.guest_state(&m);
+                // QEMU's `prelaunch` and the VMM's `configured`: loaded, never started.
+                let frozen = matches!(
+                    state.as_deref(),
+                    Some("paused" | "prelaunch" | "configured" | "suspended")
+                );
+                let what = match &state {
+                    Some(state) => format!("monitor process {} ({}, {state})", m.pid, m.program),
+                    None => format!("monitor process {} ({})", m.pid, m.program),
+                };
+                Held {
+                    instance: m.instance,
+                    presence: if frozen {
+                        Presence::Paused
+                    } else {
+                        Presence::Live
+                    },
+                    what,
+                }
             })
             .collect();
         for entry in std::fs::read_dir(&self.root)
@@ -517,6 +665,171 @@ impl RuntimeView for MonitorProcesses {
                 return Err(format!("monitors still run after SIGKILL: {left:?}"));
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Asking a monitor how its guest is, in its own protocol, with short
+/// timeouts: QEMU's QMP and zixiao-vmm's line-delimited JSON API.
+mod monitor_protocol {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::path::Path;
+    use std::time::Duration;
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    fn connect(socket: &Path) -> Option<(BufReader<UnixStream>, UnixStream)> {
+        let stream = UnixStream::connect(socket).ok()?;
+        stream.set_read_timeout(Some(TIMEOUT)).ok()?;
+        stream.set_write_timeout(Some(TIMEOUT)).ok()?;
+        Some((BufReader::new(stream.try_clone().ok()?), stream))
+    }
+
+    /// The next reply to a command, skipping QMP's asynchronous events.
+    fn reply(reader: &mut BufReader<UnixStream>) -> Option<serde_json::Value> {
+        for _ in 0..64 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).ok()? == 0 {
+                return None;
+            }
+            let message: serde_json::Value = serde_json::from_str(&line).ok()?;
+            if message.get("event").is_none() {
+                return Some(message);
+            }
+        }
+        None
+    }
+
+    /// QEMU's run state (`running`, `paused`, `prelaunch`, ...).
+    pub(super) fn qmp_status(socket: &Path) -> Option<String> {
+        let (mut reader, mut writer) = connect(socket)?;
+        reply(&mut reader)?.get("QMP")?;
+        writer
+            .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
+            .ok()?;
+        reply(&mut reader)?.get("return")?;
+        writer.write_all(b"{\"execute\":\"query-status\"}\n").ok()?;
+        let status = reply(&mut reader)?;
+        Some(status["return"]["status"].as_str()?.to_owned())
+    }
+
+    /// zixiao-vmm's state (`configured`, `running`, `paused`).
+    pub(super) fn vmm_state(socket: &Path) -> Option<String> {
+        let (mut reader, mut writer) = connect(socket)?;
+        writer.write_all(b"{\"op\":\"info\"}\n").ok()?;
+        let info = reply(&mut reader)?;
+        Some(info["Ok"]["state"]["state"].as_str()?.to_owned())
+    }
+}
+
+/// The domains of one libvirt daemon whose names start with a prefix,
+/// through `virsh` (libvirt's own client). A domain's UUID is its
+/// instance's id (the vm driver defines them so).
+#[derive(Debug, Clone)]
+pub struct LibvirtDomains {
+    uri: String,
+    prefix: String,
+}
+
+/// A domain as `virsh list --all` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// Its name.
+    pub name: String,
+    /// Its UUID.
+    pub uuid: String,
+    /// `running`, `paused`, `shut off`, ...
+    pub state: String,
+}
+
+impl LibvirtDomains {
+    /// The domains of the daemon at `uri` named `<prefix>...` (a test's
+    /// instance names, behind the driver's `zixiao-`).
+    pub fn new(uri: impl Into<String>, prefix: impl Into<String>) -> Self {
+        LibvirtDomains {
+            uri: uri.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    fn virsh(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new("virsh")
+            .args(["-c", &self.uri])
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run virsh: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "virsh {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Its domains, defined or running.
+    pub fn domains(&self) -> Result<Vec<Domain>, String> {
+        let listed = self.virsh(&["list", "--all"])?;
+        let mut domains = Vec::new();
+        // ` Id   Name   State`, a rule, then `<id or ->  <name>  <state words>`.
+        for line in listed.lines().skip(2) {
+            let mut words = line.split_whitespace();
+            let (Some(_id), Some(name)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if !name.starts_with(&self.prefix) {
+                continue;
+            }
+            let state = words.collect::<Vec<_>>().join(" ");
+            // Undefined between the listing and now: not held any more.
+            let Ok(uuid) = self.virsh(&["domuuid", name]) else {
+                continue;
+            };
+            domains.push(Domain {
+                name: name.to_owned(),
+                uuid: uuid.trim().to_owned(),
+                state,
+            });
+        }
+        Ok(domains)
+    }
+}
+
+impl RuntimeView for LibvirtDomains {
+    fn held(&self) -> Result<Vec<Held>, String> {
+        Ok(self
+            .domains()?
+            .into_iter()
+            .map(|d| Held {
+                presence: match d.state.as_str() {
+                    "shut off" => Presence::Residue,
+                    "paused" | "pmsuspended" => Presence::Paused,
+                    _ => Presence::Live,
+                },
+                what: format!("libvirt domain {} ({})", d.name, d.state),
+                instance: d.uuid,
+            })
+            .collect())
+    }
+
+    fn power_off(&self) -> Result<(), String> {
+        for domain in self.domains()? {
+            if domain.state != "shut off" {
+                // One that stopped meanwhile is no error.
+                let _ = self.virsh(&["destroy", &domain.name]);
+            }
+        }
+        let left: Vec<Domain> = self
+            .domains()?
+            .into_iter()
+            .filter(|d| d.state != "shut off")
+            .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("domains still run after destroy: {left:?}"))
         }
     }
 }
@@ -629,6 +942,25 @@ mod tests {
             "{found:?}"
         );
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn a_frozen_workload_of_an_instance_the_store_has_running_is_found() {
+        let store = [
+            instance("r", Some("n1"), InstanceStatus::Running),
+            instance("p", Some("n1"), InstanceStatus::Paused),
+        ];
+        let nodes = [node(
+            "n1",
+            true,
+            vec![held("r", Presence::Paused), held("p", Presence::Paused)],
+        )];
+        let found = discrepancies(&store, &nodes);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("holds it of instance r frozen, which the store has Running"),
+            "{found:?}"
+        );
     }
 
     #[test]

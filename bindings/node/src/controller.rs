@@ -92,22 +92,55 @@ fn number(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Connects to the Zixiao server at `endpoint`: a `Controller` whose calls
-/// the server carries out.
-///
-/// Rejects with code `unsupported` while this build has no client of the
-/// server API.
+/// Connects to the Zixiao server at `endpoint` (`https://host:port`) with
+/// `options` (a token and the cluster CA, or a configuration file's
+/// context): a `Controller` whose calls the server carries out. Calls the
+/// server refuses reject with code `unauthenticated` or `permission_denied`.
 #[napi]
 // Exported to JavaScript by #[napi], which rustc cannot see; napi registers
 // nothing in a test build, so there it is unused.
 #[allow(unreachable_pub)]
 #[cfg_attr(test, allow(dead_code))]
-pub fn connect(env: &Env, endpoint: String) -> napi::Result<PromiseRaw<'_, Controller>> {
+pub fn connect(
+    env: &Env,
+    endpoint: Option<String>,
+    options: Option<ConnectOptions>,
+) -> napi::Result<PromiseRaw<'_, Controller>> {
+    let options = options.unwrap_or_default();
+    let args = zixiao_client::ConnectArgs {
+        endpoint,
+        token: options.token,
+        ca_cert: options.ca_cert.map(Into::into),
+        client_cert: options.client_cert.map(Into::into),
+        client_key: options.client_key.map(Into::into),
+        config: options.config.map(Into::into),
+        context: options.context,
+    };
     promise_with(
         env,
-        async move { zixiao_client::connect(&endpoint).await },
+        async move { zixiao_client::connect(args.options()?).await },
         |_, inner| Ok(Controller { inner }),
     )
+}
+
+/// How `connect` reaches a server: a token, the cluster CA and a client
+/// certificate as files, or a context of a client configuration file.
+#[napi(object)]
+#[derive(Debug, Default)]
+#[allow(unreachable_pub)]
+pub struct ConnectOptions {
+    /// The bearer token.
+    pub token: Option<String>,
+    /// The cluster CA certificate file (PEM): required for https.
+    pub ca_cert: Option<String>,
+    /// A client certificate file (PEM), with `clientKey`.
+    pub client_cert: Option<String>,
+    /// The client certificate's key file (PEM).
+    pub client_key: Option<String>,
+    /// A client configuration file.
+    pub config: Option<String>,
+    /// A context of it (default: its current one).
+    pub context: Option<String>,
 }
 
 /// Test support (built with the `testing` feature only): the path of

@@ -58,22 +58,89 @@ fn progress_channel() -> (Progress, mpsc::UnboundedReceiver<(u64, u64)>) {
     (progress, rx)
 }
 
-/// Connects to the Zixiao server at `endpoint`: a `Controller` whose
-/// calls the server carries out.
-///
-/// Raises `Unsupported` while this build has no client of the server API.
-#[pyfunction]
-pub(crate) fn connect(py: Python<'_>, endpoint: &str) -> PyResult<PyController> {
-    wait(py, zixiao_client::connect(endpoint)).map(PyController::from)
+/// What `connect` is given, as zixiao-client reads it.
+#[allow(clippy::too_many_arguments)]
+fn connect_args(
+    endpoint: Option<String>,
+    token: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    config: Option<PathBuf>,
+    context: Option<String>,
+) -> zixiao_client::ConnectArgs {
+    zixiao_client::ConnectArgs {
+        endpoint,
+        token,
+        ca_cert,
+        client_cert,
+        client_key,
+        config,
+        context,
+    }
 }
 
-/// Connects to the Zixiao server at `endpoint`: an awaitable of an `AsyncController`.
+/// Connects to the Zixiao server at `endpoint` (`https://host:port`) with
+/// a bearer `token` and the cluster CA `ca_cert` (a PEM file), or as
+/// context `context` of the client configuration file `config`: a
+/// `Controller` whose calls the server carries out.
 ///
-/// Raises `Unsupported` while this build has no client of the server API.
+/// Raises `InvalidArgument` naming the argument; calls raise
+/// `Unauthenticated` and `PermissionDenied` when the server refuses them.
 #[pyfunction]
-pub(crate) fn connect_async(py: Python<'_>, endpoint: String) -> PyResult<Bound<'_, PyAny>> {
+#[pyo3(signature = (endpoint=None, *, token=None, ca_cert=None, client_cert=None, client_key=None, config=None, context=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn connect(
+    py: Python<'_>,
+    endpoint: Option<String>,
+    token: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    config: Option<PathBuf>,
+    context: Option<String>,
+) -> PyResult<PyController> {
+    let args = connect_args(
+        endpoint,
+        token,
+        ca_cert,
+        client_cert,
+        client_key,
+        config,
+        context,
+    );
+    wait(
+        py,
+        async move { zixiao_client::connect(args.options()?).await },
+    )
+    .map(PyController::from)
+}
+
+/// [`connect`], as an awaitable of an `AsyncController`.
+#[pyfunction]
+#[pyo3(signature = (endpoint=None, *, token=None, ca_cert=None, client_cert=None, client_key=None, config=None, context=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn connect_async(
+    py: Python<'_>,
+    endpoint: Option<String>,
+    token: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    config: Option<PathBuf>,
+    context: Option<String>,
+) -> PyResult<Bound<'_, PyAny>> {
+    let args = connect_args(
+        endpoint,
+        token,
+        ca_cert,
+        client_cert,
+        client_key,
+        config,
+        context,
+    );
     awaitable_of(py, async move {
-        zixiao_client::connect(&endpoint)
+        zixiao_client::connect(args.options()?)
             .await
             .map(PyAsyncController::from)
     })

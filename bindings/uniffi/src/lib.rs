@@ -88,18 +88,58 @@ pub async fn open_async(state_dir: Option<String>) -> Result<Arc<AsyncController
         .map(AsyncController::new)
 }
 
-/// Connects to the Zixiao server at `endpoint`: a controller whose calls
-/// the server carries out. Errors: `Unsupported` while this build has no
-/// client of the server API.
-#[uniffi::export]
-pub fn connect(endpoint: String) -> Result<Arc<Controller>, ZixiaoError> {
-    block(zixiao_client::connect(&endpoint)).map(Controller::new)
+/// Connects to the Zixiao server at `endpoint` (`https://host:port`) with
+/// a bearer `token` and the cluster CA file `ca_cert` (PEM): a controller
+/// whose calls the server carries out. Errors: `InvalidArgument` naming
+/// the argument; calls the server refuses fail with `Unauthenticated` or
+/// `PermissionDenied`.
+#[uniffi::export(default(token = None, ca_cert = None))]
+pub fn connect(
+    endpoint: String,
+    token: Option<String>,
+    ca_cert: Option<String>,
+) -> Result<Arc<Controller>, ZixiaoError> {
+    let args = connect_args(Some(endpoint), token, ca_cert);
+    block(async move { zixiao_client::connect(args.options()?).await }).map(Controller::new)
+}
+
+/// Connects as context `context` (`None`: the current one) of the client
+/// configuration file `config` (`None`: the default one).
+#[uniffi::export(default(config = None, context = None))]
+pub fn connect_with_config(
+    config: Option<String>,
+    context: Option<String>,
+) -> Result<Arc<Controller>, ZixiaoError> {
+    let args = zixiao_client::ConnectArgs {
+        config: config.map(PathBuf::from),
+        context,
+        ..zixiao_client::ConnectArgs::default()
+    };
+    block(async move { zixiao_client::connect(args.options()?).await }).map(Controller::new)
+}
+
+fn connect_args(
+    endpoint: Option<String>,
+    token: Option<String>,
+    ca_cert: Option<String>,
+) -> zixiao_client::ConnectArgs {
+    zixiao_client::ConnectArgs {
+        endpoint,
+        token,
+        ca_cert: ca_cert.map(PathBuf::from),
+        ..zixiao_client::ConnectArgs::default()
+    }
 }
 
 /// [`connect`], awaited.
-#[uniffi::export]
-pub async fn connect_async(endpoint: String) -> Result<Arc<AsyncController>, ZixiaoError> {
-    spawn(async move { zixiao_client::connect(&endpoint).await })
+#[uniffi::export(default(token = None, ca_cert = None))]
+pub async fn connect_async(
+    endpoint: String,
+    token: Option<String>,
+    ca_cert: Option<String>,
+) -> Result<Arc<AsyncController>, ZixiaoError> {
+    let args = connect_args(Some(endpoint), token, ca_cert);
+    spawn(async move { zixiao_client::connect(args.options()?).await })
         .await
         .map(AsyncController::new)
 }

@@ -32,9 +32,14 @@ pub(crate) struct AgentArgs {
     /// The node's zone.
     #[arg(long, value_name = "ZONE")]
     zone: Option<String>,
-    /// AgentService listen address [default: 0.0.0.0:50052].
+    /// AgentService listen address [default: 127.0.0.1:50052]. Agents
+    /// have no TLS yet, so anything but loopback needs --insecure-no-tls.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Listen on an address other than loopback without TLS: whoever
+    /// reaches the port controls this node's instances as root.
+    #[arg(long)]
+    insecure_no_tls: bool,
     /// The host:port servers dial to reach this agent [default: hostname:port].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -132,12 +137,35 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             "give --server URL[,URL...] (or agent.servers in --config, or ZIXIAO_SERVERS)",
         ));
     }
-    let listen: SocketAddr = config.agent.listen.parse().map_err(|e| {
+    let mut listen: SocketAddr = config.agent.listen.parse().map_err(|e| {
         Error::invalid(
             "listen",
             format!("`{}` is not host:port: {e}", config.agent.listen),
         )
     })?;
+    // The AgentService has no TLS and no caller identity yet: anyone who
+    // reaches it controls this node, so by default only this machine may.
+    if args.listen.is_none()
+        && config.agent.listen == zixiao_cluster::config::AgentConfig::default().agent.listen
+    {
+        listen.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if !listen.ip().is_loopback() && !args.insecure_no_tls {
+        return Err(Error::invalid(
+            "listen",
+            format!(
+                "{listen} is not a loopback address, and an agent has no TLS yet: anyone who \
+                 reaches it would control this node; listen on 127.0.0.1, or say \
+                 --insecure-no-tls"
+            ),
+        ));
+    }
+    if args.insecure_no_tls && !listen.ip().is_loopback() {
+        eprintln!(
+            "zixiao agent: WARNING: --insecure-no-tls: no TLS and no authentication on \
+             {listen}; every caller that reaches it controls this node"
+        );
+    }
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
     let drivers = driver_config(cli, &state_dir, args.netns_dir.as_deref())?;
     let local = local_agent(&drivers, &state_dir).await?;

@@ -296,9 +296,13 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             ..Placement::default()
         },
     };
+    let mut labels = key_values("--label", &args.labels)?;
+    if let Some(project) = args.project {
+        labels.insert(zixiao_auth::PROJECT_LABEL.to_owned(), project);
+    }
     Ok(CreateInstance {
         name: args.name.unwrap_or_default(),
-        labels: key_values("--label", &args.labels)?,
+        labels,
         spec,
     })
 }

@@ -1,8 +1,10 @@
 //! One function per command: parse what clap could not, make one call of
 //! the [`Client`](zixiao_core::Client), print.
 
+mod access;
 pub(crate) mod agent;
 mod cluster;
+mod context;
 mod image;
 mod instance;
 mod network;
@@ -13,7 +15,7 @@ mod state;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use zixiao_core::{Error, Result};
+use zixiao_core::{Error, ErrorKind, Result};
 
 use crate::args::{Cli, Command, StateCommand};
 
@@ -43,14 +45,27 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
-    let client = match &cli.endpoint {
+    if let Command::Context(command) = cli.command {
+        return context::run(
+            cli.config.as_deref(),
+            cli.endpoint.as_deref(),
+            cli.output,
+            command,
+        );
+    }
+    let connection = connection(&cli)?;
+    let client = match &connection {
         // A server: the same commands, through the gRPC implementation.
-        Some(endpoint) => zixiao_client::connect(endpoint).await?,
+        Some(options) => zixiao_client::connect(options.clone()).await?,
         // The state directory's daemon if one runs, else in this process.
         None => zixiao_client::open(open_options(&cli)?).await?,
     };
     let format = cli.output;
     match cli.command {
+        Command::User(command) => access::user(client, format, command, connection.as_ref()).await,
+        Command::Token(command) => access::token(client, format, command).await,
+        Command::Project(command) => access::project(client, format, command).await,
+        Command::Audit(command) => access::audit(client, format, command).await,
         Command::State(StateCommand::Backup { file }) => state::backup(client, format, file).await,
         Command::Node(command) => node::run(client, format, command).await,
         Command::Instance(command) => instance::run(client, format, command).await,
@@ -58,12 +73,78 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
         Command::Version
+        | Command::Context(_)
         | Command::State(_)
         | Command::Daemon(_)
         | Command::Server(_)
         | Command::Agent(_)
         | Command::Watchdog(_) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// The server the command line names, with what to connect with, or
+/// `None` for the state directory's deployment:
+///
+/// - `--context NAME`: that context of the configuration file (`--endpoint`
+///   replaces its endpoint);
+/// - `--endpoint URL`: that server, with the current context's CA and token
+///   when the file has one;
+/// - neither: the current context, unless `--state-dir` (or
+///   `ZIXIAO_STATE_DIR`) names a state directory; without a current
+///   context, the state directory's deployment, as on a laptop.
+fn connection(cli: &Cli) -> Result<Option<zixiao_client::ConnectOptions>> {
+    let file = cli.config.as_deref();
+    let context = match (&cli.context, &cli.endpoint, &cli.state_dir) {
+        (Some(name), _, _) => Some(zixiao_client::context_options(file, Some(name))?),
+        (None, _, Some(_)) if cli.endpoint.is_none() => None,
+        (None, _, _) => match zixiao_client::context_options(file, None) {
+            Ok(options) => Some(options),
+            // No file, or no current context in it: none.
+            Err(e) if matches!(e.kind(), ErrorKind::FailedPrecondition) => None,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(match (context, &cli.endpoint) {
+        (Some(options), Some(endpoint)) => Some(zixiao_client::ConnectOptions {
+            endpoint: endpoint.clone(),
+            ..options
+        }),
+        (Some(options), None) => Some(options),
+        (None, Some(endpoint)) => Some(zixiao_client::ConnectOptions::new(endpoint.clone())),
+        (None, None) => None,
+    })
+}
+
+/// A duration on the command line (`90s`, `30m`, `12h`, `7d`); `flag`
+/// names it in errors.
+pub(crate) fn duration(flag: &str, text: &str) -> Result<std::time::Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| {
+        Error::invalid(
+            flag,
+            format!("`{text}` is not a duration such as 90s, 30m, 12h or 7d"),
+        )
+    })?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(Error::invalid(
+                flag,
+                format!("`{text}`: the unit is s, m, h or d"),
+            ))
+        }
+    };
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| Error::invalid(flag, format!("`{text}` is too long")))
 }
 
 /// The state directory the command line names, or the default one.

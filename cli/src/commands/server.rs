@@ -11,29 +11,60 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use zixiao_api::secure::ServerTls;
+use zixiao_auth::{AuthError, SubjectName};
 use zixiao_cluster::config::{process_env, ServerConfig};
 use zixiao_cluster::{server, ServerOptions};
-use zixiao_core::{Controller, Error, Result};
+use zixiao_core::{Error, Result};
 
 use crate::args::Cli;
 
 /// `zixiao server` flags; they win over the config file and the environment.
 #[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+    zixiao server init --dir /etc/zixiao/pki --etcd http://10.0.0.5:2379 --endpoint https://10.0.0.1:50051\n  \
+    zixiao server --etcd http://10.0.0.5:2379 --pki /etc/zixiao/pki --listen 0.0.0.0:50051 --san zixiao.example.com\n  \
+    zixiao server --embedded                  # TLS with a PKI made under --state-dir (pki/admin.yaml)")]
 pub(crate) struct ServerArgs {
+    #[command(subcommand)]
+    action: Option<ServerAction>,
+    /// The cluster PKI directory (`zixiao server init`): serve TLS with a
+    /// certificate issued from it, and authenticate every call. Every
+    /// replica gets the same directory.
+    #[arg(long, value_name = "DIR")]
+    pki: Option<PathBuf>,
+    /// Another DNS name or address of this server for its certificate
+    /// (repeatable; the listen address, localhost and the host name are in it).
+    #[arg(long = "san", value_name = "NAME")]
+    sans: Vec<String>,
+    /// Serve without TLS and without authentication, also on addresses
+    /// other than loopback: whoever reaches the port is an admin.
+    #[arg(long)]
+    insecure_no_tls: bool,
     /// A server.yaml (see zixiao-cluster/examples/server.yaml).
-    #[arg(long, value_name = "FILE")]
+    // The store flags are global so that `server init --dir D --etcd URL`
+    // reads as the help shows it: init needs the store to write the first
+    // admin into.
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// gRPC listen address [default: 0.0.0.0:50051].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// etcd client URLs, comma-separated (http://host:port,...).
-    #[arg(long, value_name = "URL[,URL...]", value_delimiter = ',')]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL[,URL...]",
+        value_delimiter = ','
+    )]
     etcd: Vec<String>,
     /// Key prefix in etcd, to share one etcd between clusters.
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(long, global = true, value_name = "PREFIX")]
     etcd_prefix: Option<String>,
-    /// Serve the embedded store and a local agent from --state-dir instead of etcd.
-    #[arg(long, conflicts_with = "etcd")]
+    /// Serve the embedded store and a local agent from --state-dir instead
+    /// of etcd (with TLS from --state-dir/pki, made on first start, unless
+    /// --pki or --insecure-no-tls).
+    #[arg(long, global = true, conflicts_with = "etcd")]
     embedded: bool,
     /// This replica's id (shown as the leader) [default: hostname:port].
     #[arg(long, value_name = "ID")]
@@ -49,10 +80,28 @@ pub(crate) struct ServerArgs {
 pub(crate) struct DaemonArgs {
     #[command(subcommand)]
     action: Option<DaemonAction>,
-    /// Also serve the gRPC API on this TCP address (no TLS yet: keep it on
-    /// loopback) [default: 127.0.0.1 on any free port].
+    /// Also serve the gRPC API on this TCP address, over TLS with the
+    /// state directory's PKI (DIR/pki; its admin.yaml to connect)
+    /// [default: 127.0.0.1 on any free port].
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ServerAction {
+    /// Create the cluster's CA in DIR (ca.pem, ca-key.pem: 0600) and its
+    /// first admin, user `admin`, with a client configuration
+    /// DIR/admin.yaml (the CA inline, an admin token, and the servers'
+    /// address: --endpoint, default https://127.0.0.1:50051). Takes the
+    /// store flags of `zixiao server` (--etcd, or --embedded with --state-dir).
+    Init {
+        /// The PKI directory (made 0700); refused if it holds a CA already.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The cluster's name, in the CA's subject.
+        #[arg(long, value_name = "NAME", default_value = "zixiao")]
+        cluster: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -75,6 +124,10 @@ pub(crate) async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode>
         Some(DaemonAction::Install { user, print }) => install(cli, *user, *print),
         None => {
             let server = ServerArgs {
+                action: None,
+                pki: None,
+                sans: Vec::new(),
+                insecure_no_tls: false,
                 config: None,
                 listen: Some(
                     args.listen
@@ -144,8 +197,8 @@ fn install(cli: &Cli, user: bool, print: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
-pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
+/// The server configuration: the file, the environment, then the flags.
+fn server_config(args: &ServerArgs) -> Result<ServerConfig> {
     let mut config = ServerConfig::load(args.config.as_deref(), &process_env)?;
     if let Some(listen) = &args.listen {
         config.server.listen = listen.clone();
@@ -159,20 +212,64 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     if let Some(id) = &args.id {
         config.server.id = Some(id.clone());
     }
+    Ok(config)
+}
+
+/// The name of the first admin `zixiao server init` makes.
+const ADMIN: &str = "admin";
+
+/// The file of a PKI directory holding the first admin's configuration.
+const ADMIN_CONFIG: &str = "admin.yaml";
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
+    if let Some(ServerAction::Init { dir, cluster }) = &args.action {
+        return init(cli, args, dir, cluster).await;
+    }
+    let mut config = server_config(args)?;
+    let embedded_mode = args.embedded || config.store.embedded.is_some();
+    // TLS with --pki; an embedded server makes its own PKI, unless told not to.
+    let tls_wanted = !args.insecure_no_tls && (args.pki.is_some() || embedded_mode);
+    if args.insecure_no_tls && args.pki.is_some() {
+        return Err(Error::invalid(
+            "--insecure-no-tls",
+            "--pki serves TLS: give one or the other",
+        ));
+    }
+    if !tls_wanted && args.listen.is_none() && config.server.listen == default_listen() {
+        // Without TLS the default is this machine only.
+        config.server.listen = "127.0.0.1:50051".to_owned();
+    }
     let listen: SocketAddr = config.server.listen.parse().map_err(|e| {
         Error::invalid(
             "listen",
             format!("`{}` is not host:port: {e}", config.server.listen),
         )
     })?;
+    if !tls_wanted && !listen.ip().is_loopback() && !args.insecure_no_tls {
+        return Err(Error::invalid(
+            "listen",
+            format!(
+                "{listen} is not a loopback address, and without TLS anyone who reaches it \
+                 would be an admin: serve TLS with --pki DIR (see `zixiao server init`), or \
+                 say --insecure-no-tls"
+            ),
+        ));
+    }
+    if args.insecure_no_tls {
+        eprintln!(
+            "zixiao server: WARNING: --insecure-no-tls: no TLS and no authentication on \
+             {listen}; every caller that reaches it is an admin"
+        );
+    }
     let mut embedded = None;
-    let controller = if args.embedded || config.store.embedded.is_some() {
+    let controller = if embedded_mode {
         let deployment = embedded_deployment(cli, config.store.embedded.clone()).await?;
         let controller = deployment.0.controller.clone();
         embedded = Some(deployment);
         controller
     } else if !config.store.etcd.is_empty() {
-        etcd_controller(&config).await?
+        server::controller(etcd_store(&config).await?)
     } else {
         return Err(Error::invalid(
             "etcd",
@@ -180,21 +277,45 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
              or --embedded",
         ));
     };
+    // The PKI: --pki, or the embedded deployment's own, made at first start.
+    let pki = match (&args.pki, &embedded) {
+        _ if !tls_wanted => None,
+        (Some(dir), _) => Some((zixiao_auth::Pki::load(dir).map_err(AuthError::from)?, false)),
+        (None, Some((_, state_dir))) => Some(embedded_pki(&state_dir.join("pki"))?),
+        (None, None) => None,
+    };
     let id = config.server.id.clone().unwrap_or_else(|| {
         let host = zixiao_core::host::HostFacts::probe(std::path::Path::new("/"))
             .map(|h| h.hostname)
             .unwrap_or_else(|_| "server".to_owned());
         format!("{host}:{}", listen.port())
     });
-    let handle = server::start(
-        controller,
-        ServerOptions {
-            id: id.clone(),
-            listen,
-            timing: config.timing,
-        },
-    )
-    .await?;
+    let options = ServerOptions {
+        id: id.clone(),
+        listen,
+        timing: config.timing,
+    };
+    let store = controller.store().clone();
+    let handle = match &pki {
+        Some((pki, _)) => {
+            let tls = ServerTls::issue(pki, &server_names(listen, &args.sans)?)?;
+            server::start_secure(controller, options, tls).await?
+        }
+        None => server::start(controller, options).await?,
+    };
+    let scheme = if pki.is_some() { "https://" } else { "" };
+    let mut endpoint_addr = handle.addr();
+    if endpoint_addr.ip().is_unspecified() {
+        endpoint_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    if let Some((pki, true)) = &pki {
+        // A PKI made just now: its first admin, to reach this server.
+        let endpoint = format!("https://{endpoint_addr}");
+        if let Err(e) = bootstrap_admin(store, pki, &endpoint).await {
+            handle.shutdown().await;
+            return Err(e);
+        }
+    }
     // The embedded deployment is also the state directory's daemon: the
     // CLI and the bindings on that directory reach it through its socket
     // instead of failing on the store's lock.
@@ -209,7 +330,8 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
                 }
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let api = std::sync::Arc::new(deployment);
+            // Its caller is the local admin: whoever opens it (0600) holds the machine.
+            let api = std::sync::Arc::new(zixiao_client::local_access(deployment));
             let task = tokio::spawn(bound.serve(api, async {
                 let _ = stopped.await;
             }));
@@ -217,11 +339,10 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         }
         None => (None, None),
     };
-    // Scripts read the first line for the address.
     // Scripts read the first line for the address, and may close the pipe
     // after it: a line nobody reads must not end the server.
     announce(format_args!(
-        "zixiao server {id} listening on {}",
+        "zixiao server {id} listening on {scheme}{}",
         handle.addr()
     ));
     if let Some((_, state_dir, path)) = &socket {
@@ -237,6 +358,154 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         let _ = task.await;
     }
     handle.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn default_listen() -> String {
+    ServerConfig::default().server.listen
+}
+
+/// The names a server's certificate is valid for: its listen address
+/// (unless it is every address), loopback, the host name, and `sans`.
+fn server_names(listen: SocketAddr, sans: &[String]) -> Result<Vec<SubjectName>> {
+    let mut names = vec![
+        SubjectName::Dns("localhost".to_owned()),
+        SubjectName::Ip(std::net::Ipv4Addr::LOCALHOST.into()),
+        SubjectName::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
+    ];
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        names.push(SubjectName::Ip(listen.ip()));
+    }
+    if let Ok(facts) = zixiao_core::host::HostFacts::probe(std::path::Path::new("/")) {
+        if let Ok(host) = facts.hostname.to_ascii_lowercase().parse::<SubjectName>() {
+            names.push(host);
+        }
+    }
+    for (i, san) in sans.iter().enumerate() {
+        let name = san
+            .parse::<SubjectName>()
+            .map_err(|e| Error::invalid(format!("--san[{i}]"), e.to_string()))?;
+        names.push(name);
+    }
+    names.dedup();
+    Ok(names)
+}
+
+/// The embedded deployment's own PKI in `dir`, made if missing; whether
+/// it was made just now.
+fn embedded_pki(dir: &std::path::Path) -> Result<(zixiao_auth::Pki, bool)> {
+    if dir.join(zixiao_auth::pki::CA_CERT_FILE).exists() {
+        return Ok((zixiao_auth::Pki::load(dir).map_err(AuthError::from)?, false));
+    }
+    let pki = zixiao_auth::Pki::init(dir, "zixiao").map_err(AuthError::from)?;
+    Ok((pki, true))
+}
+
+/// The cluster's first admin (user `admin`, or a new token for it if it
+/// exists) and its client configuration `admin.yaml` in the PKI's
+/// directory, naming `endpoint` with the CA inline. Returns the file.
+async fn bootstrap_admin(
+    store: std::sync::Arc<dyn zixiao_core::Store>,
+    pki: &zixiao_auth::Pki,
+    endpoint: &str,
+) -> Result<PathBuf> {
+    use zixiao_auth::{AuthStore, ClientConfigFile, Context, Role, UserName};
+    let accounts = AuthStore::new(store, std::sync::Arc::new(zixiao_core::SystemClock));
+    let admin = UserName::try_from(ADMIN).expect("a valid user name");
+    match accounts
+        .create_user(admin.clone(), Role::Admin, Default::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(AuthError::AlreadyExists { .. }) => {
+            let existing = accounts.get_user(&admin).await?;
+            if existing.role != Role::Admin {
+                return Err(Error::FailedPrecondition(format!(
+                    "user `{ADMIN}` exists in this store as a {}; it cannot be the first admin",
+                    existing.role
+                )));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let (_, token) = accounts
+        .issue_user_token(&admin, Role::Admin, None, None)
+        .await?;
+    let mut config = ClientConfigFile::default();
+    config
+        .add_context(Context {
+            name: ADMIN.to_owned(),
+            endpoint: endpoint.to_owned(),
+            ca_pem: Some(pki.ca_pem().to_owned()),
+            token: Some(token.expose().to_owned()),
+            ..Context::default()
+        })
+        .map_err(AuthError::from)?;
+    let path = pki.dir().join(ADMIN_CONFIG);
+    config.save(&path).map_err(AuthError::from)?;
+    Ok(path)
+}
+
+/// `zixiao server init`: the CA in `dir`, the first admin in the store.
+async fn init(
+    cli: &Cli,
+    args: &ServerArgs,
+    dir: &std::path::Path,
+    cluster: &str,
+) -> Result<ExitCode> {
+    let config = server_config(args)?;
+    let store: std::sync::Arc<dyn zixiao_core::Store> =
+        if args.embedded || config.store.embedded.is_some() {
+            let state_dir = match config
+                .store
+                .embedded
+                .clone()
+                .or_else(|| cli.state_dir.clone())
+            {
+                Some(dir) => super::absolute(&dir)?,
+                None => zixiao_embedded::default_state_dir()?,
+            };
+            std::fs::create_dir_all(&state_dir).map_err(|e| {
+                Error::invalid(
+                    "--state-dir",
+                    format!("cannot create {}: {e}", state_dir.display()),
+                )
+            })?;
+            let path = zixiao_embedded::store_path(&state_dir);
+            std::sync::Arc::new(zixiao_store::EmbeddedStore::open(&path)?)
+        } else if !config.store.etcd.is_empty() {
+            etcd_store(&config).await?
+        } else {
+            return Err(Error::invalid(
+                "etcd",
+                "name the cluster's store: --etcd URL[,URL...], or --embedded",
+            ));
+        };
+    let dir = super::absolute(dir)?;
+    let pki = zixiao_auth::Pki::init(&dir, cluster).map_err(AuthError::from)?;
+    let endpoint = cli
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "https://127.0.0.1:50051".to_owned());
+    let admin = bootstrap_admin(store, &pki, &endpoint).await?;
+    crate::output::print(
+        cli.output,
+        &serde_json::json!({
+            "ca": dir.join(zixiao_auth::pki::CA_CERT_FILE),
+            "ca_key": dir.join(zixiao_auth::pki::CA_KEY_FILE),
+            "admin_config": admin,
+            "fingerprint": pki.trust().fingerprint(),
+        }),
+        |_| {
+            format!(
+                "cluster CA in {dir} ({fingerprint})\nadmin configuration: {admin} \
+                 (use it with --config, or copy it to ~/.config/zixiao/config.yaml)\n",
+                dir = dir.display(),
+                fingerprint = pki.trust().fingerprint(),
+                admin = admin.display()
+            )
+        },
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -259,15 +528,15 @@ async fn embedded_deployment(
 }
 
 #[cfg(feature = "etcd")]
-async fn etcd_controller(config: &ServerConfig) -> Result<Controller> {
+async fn etcd_store(config: &ServerConfig) -> Result<std::sync::Arc<dyn zixiao_core::Store>> {
     let options = zixiao_store::EtcdStoreOptions::new(config.store.etcd.clone())
         .key_prefix(config.store.etcd_prefix.clone());
     let store = zixiao_store::EtcdStore::connect(options).await?;
-    Ok(server::controller(std::sync::Arc::new(store)))
+    Ok(std::sync::Arc::new(store))
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn etcd_controller(_config: &ServerConfig) -> Result<Controller> {
+async fn etcd_store(_config: &ServerConfig) -> Result<std::sync::Arc<dyn zixiao_core::Store>> {
     Err(Error::Unsupported(
         "this zixiao was built without etcd support (cargo feature `etcd`)".to_owned(),
     ))

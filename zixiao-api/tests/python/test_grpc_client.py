@@ -1,6 +1,8 @@
 """A client of Zixiao's gRPC protocol written without any of our Rust code.
 
-Against a real `zixiao server --embedded` over the test containerd, it
+Against a real `zixiao server --embedded` over the test containerd, over
+TLS with the CA and admin token the server made (and refusing a call that
+brings no token), it
 generates Python stubs from the proto files with grpcio-tools, lists the
 nodes, creates a busybox container, reads typed fields (the status enum,
 the node, spec.memory_mib), checks that an invalid argument names its field
@@ -67,8 +69,33 @@ class Server:
             stdout=self.log, stderr=subprocess.STDOUT,
         )
 
-    def channel(self):
-        channel = grpc.insecure_channel(self.address)
+    def credentials(self):
+        """The CA and the admin token the server wrote under its state dir
+        when it made its PKI (pki/ca.pem, pki/admin.yaml)."""
+        admin = self.state / "pki" / "admin.yaml"
+        deadline = time.monotonic() + DEADLINE_S
+        while not admin.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"the server made no PKI:\n{self.log.read()}")
+            time.sleep(0.05)
+        ca = (self.state / "pki" / "ca.pem").read_bytes()
+        token = next(
+            line.split(":", 1)[1].strip().strip("'\"")
+            for line in admin.read_text().splitlines()
+            if line.strip().startswith("token:")
+        )
+        return ca, token
+
+    def channel(self, token=True):
+        """A TLS channel trusting the cluster CA, with the admin's bearer token."""
+        ca, admin_token = self.credentials()
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
+        if token:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(admin_token)
+            )
+        channel = grpc.secure_channel(self.address, credentials)
         try:
             grpc.channel_ready_future(channel).result(timeout=DEADLINE_S)
         except grpc.FutureTimeoutError:
@@ -103,6 +130,21 @@ class GrpcClientTest(unittest.TestCase):
         cls.channel.close()
         cls.server.stop()
         cls.workdir.cleanup()
+
+    def test_a_call_without_a_token_is_unauthenticated(self):
+        from zixiao.v1 import api_pb2_grpc
+        from google.protobuf import empty_pb2
+
+        anonymous = self.server.channel(token=False)
+        try:
+            with self.assertRaises(grpc.RpcError) as raised:
+                api_pb2_grpc.NodeServiceStub(anonymous).ListNodes(
+                    empty_pb2.Empty(), timeout=DEADLINE_S
+                )
+            self.assertEqual(raised.exception.code(), grpc.StatusCode.UNAUTHENTICATED)
+            self.assertIn("no credentials", raised.exception.details())
+        finally:
+            anonymous.close()
 
     def test_services_are_listed_through_reflection_v1alpha(self):
         from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (

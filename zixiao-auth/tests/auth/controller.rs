@@ -349,9 +349,7 @@ async fn an_operator_works_in_its_project_through_the_whole_stack() {
     let ops: Vec<&str> = records.iter().map(|r| r.operation.as_str()).collect();
     assert_eq!(ops, ["instance.create", "instance.stop"]);
     assert!(records.iter().all(|r| r.outcome == Outcome::Done));
-    assert!(records
-        .iter()
-        .all(|r| r.project.as_ref().map(|p| p.as_str()) == Some("web")));
+    assert!(records.iter().all(|r| r.project.as_deref() == Some("web")));
 
     // The caller is re-judged from the store at each authentication: a
     // deleted user's next call is refused.

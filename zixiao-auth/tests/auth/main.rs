@@ -2,6 +2,7 @@
 //! permission rules, the wrappers around a fake `Api`, and the attacks of
 //! the "Secure the cluster" issue against the real Controller.
 
+mod access;
 mod accounts;
 mod controller;
 mod permissions;

@@ -131,8 +131,8 @@ async fn a_viewer_cannot_create_and_an_operator_cannot_leave_its_projects() {
         ErrorKind::PermissionDenied,
     )
     .await;
-    assert_eq!(record.user, Some(UserName::try_from("vera").unwrap()));
-    assert_eq!(record.project, Some(ProjectName::try_from("web").unwrap()));
+    assert_eq!(record.user.as_deref(), Some("vera"));
+    assert_eq!(record.project.as_deref(), Some("web"));
     assert_eq!(record.operation, "instance.create");
     assert!(matches!(
         record.outcome,
@@ -204,10 +204,7 @@ async fn an_allowed_call_names_the_instance_by_id_and_is_recorded() {
     let records = log.list(None, None, None).await.unwrap();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, Outcome::Done);
-    assert_eq!(
-        records[0].project,
-        Some(ProjectName::try_from("web").unwrap())
-    );
+    assert_eq!(records[0].project.as_deref(), Some("web"));
     assert_eq!(records[0].replica, "replica-1");
     assert_eq!(records[0].identity, "user otto");
 
@@ -298,10 +295,7 @@ async fn each_wrapper_works_alone_and_unwraps() {
     audited.call(Request::ListNodes).await.unwrap();
     let records = log.list(None, None, None).await.unwrap();
     assert_eq!(records.len(), 1, "only the change");
-    assert_eq!(
-        records[0].project,
-        Some(ProjectName::try_from("db").unwrap())
-    );
+    assert_eq!(records[0].project.as_deref(), Some("db"));
     assert_eq!(records[0].identity, "user local");
     assert!(Arc::ptr_eq(&audited.into_inner(), &fake));
 
@@ -372,8 +366,8 @@ async fn audit_records_never_hold_secrets() {
     let records = log.list(None, None, None).await.unwrap();
     assert_eq!(records.len(), 2);
     assert_eq!(
-        records[0].token.as_ref(),
-        Some(token.id()),
+        records[0].token.as_deref(),
+        Some(token.id().as_str()),
         "the token's id is recorded"
     );
     let secret = token.expose().rsplit('_').next().unwrap().to_owned();

@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 
+use super::access::{
+    AuditQuery, AuditRecord, IssuedToken, ProjectInfo, Quota, Role, TokenInfo, TokenTerms, UserInfo,
+};
 use super::{Api, Progress, Request, Response, Wait};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{ConsoleStream, ImageInfo, InstanceStats, LogChunk, SnapshotInfo};
@@ -355,6 +358,94 @@ impl Client {
     pub async fn delete_network(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.done(Request::DeleteNetwork { name }).await
+    }
+
+    /// See [`Request::CreateUser`]: the user and its first token.
+    pub async fn create_user(
+        &self,
+        name: &str,
+        role: Role,
+        projects: Vec<String>,
+        token_ttl: Option<std::time::Duration>,
+    ) -> Result<(UserInfo, IssuedToken)> {
+        let request = Request::CreateUser {
+            name: name.to_owned(),
+            role,
+            projects,
+            token_ttl,
+        };
+        let operation = request.operation();
+        match self.api.call(request).await? {
+            Response::NewUser(user, token) => Ok((user, token)),
+            other => Err(unexpected(operation, "NewUser", &other)),
+        }
+    }
+
+    /// See [`Request::ListUsers`].
+    pub async fn list_users(&self) -> Result<Vec<UserInfo>> {
+        expect!(self, Request::ListUsers, Users)
+    }
+
+    /// See [`Request::DeleteUser`].
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.done(Request::DeleteUser { name }).await
+    }
+
+    /// See [`Request::CreateToken`].
+    pub async fn create_token(
+        &self,
+        owner: Option<&str>,
+        terms: TokenTerms,
+    ) -> Result<IssuedToken> {
+        let owner = owner.map(str::to_owned);
+        expect!(self, Request::CreateToken { owner, terms }, Token)
+    }
+
+    /// See [`Request::ListTokens`].
+    pub async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>> {
+        let owner = owner.map(str::to_owned);
+        expect!(self, Request::ListTokens { owner }, Tokens)
+    }
+
+    /// See [`Request::RevokeToken`].
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo> {
+        let id = id.to_owned();
+        expect!(self, Request::RevokeToken { id }, TokenInfo)
+    }
+
+    /// See [`Request::CreateProject`].
+    pub async fn create_project(&self, name: &str, quota: Quota) -> Result<ProjectInfo> {
+        let name = name.to_owned();
+        expect!(self, Request::CreateProject { name, quota }, Project)
+    }
+
+    /// See [`Request::ListProjects`].
+    pub async fn list_projects(&self) -> Result<Vec<ProjectInfo>> {
+        expect!(self, Request::ListProjects, Projects)
+    }
+
+    /// See [`Request::GetProject`].
+    pub async fn get_project(&self, name: &str) -> Result<ProjectInfo> {
+        let name = name.to_owned();
+        expect!(self, Request::GetProject { name }, Project)
+    }
+
+    /// See [`Request::UpdateProject`].
+    pub async fn update_project(&self, name: &str, quota: Quota) -> Result<ProjectInfo> {
+        let name = name.to_owned();
+        expect!(self, Request::UpdateProject { name, quota }, Project)
+    }
+
+    /// See [`Request::DeleteProject`].
+    pub async fn delete_project(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.done(Request::DeleteProject { name }).await
+    }
+
+    /// See [`Request::ListAudit`].
+    pub async fn list_audit(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
+        expect!(self, Request::ListAudit { query }, AuditRecords)
     }
 
     async fn done(&self, request: Request) -> Result<()> {

@@ -203,6 +203,24 @@ impl Api for Controller {
                 self.delete_network(&name).await?;
                 Response::Done
             }
+            request @ (Request::CreateUser { .. }
+            | Request::ListUsers
+            | Request::DeleteUser { .. }
+            | Request::CreateToken { .. }
+            | Request::ListTokens { .. }
+            | Request::RevokeToken { .. }
+            | Request::CreateProject { .. }
+            | Request::ListProjects
+            | Request::GetProject { .. }
+            | Request::UpdateProject { .. }
+            | Request::DeleteProject { .. }
+            | Request::ListAudit { .. }) => {
+                return Err(Error::Unsupported(format!(
+                    "{}: users, tokens, projects and the audit log are kept by the access \
+                     layer (zixiao-auth's AccessApi), which this controller is served without",
+                    request.operation()
+                )))
+            }
         })
     }
 }

@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod client;
 mod controller;
 
@@ -36,6 +37,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub use access::{
+    AuditQuery, AuditRecord, IssuedToken, Outcome, ProjectInfo, Quota, QuotaExceeded, Role,
+    TokenInfo, TokenPurpose, TokenTerms, TokenText, UserInfo,
+};
 pub use client::Client;
 
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
@@ -424,6 +429,90 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// Creates user `name` with `role` in `projects` (each must exist) and
+    /// issues its first token, of the user's role and projects.
+    /// [`Response::NewUser`]. Not idempotent. Errors: `InvalidArgument`
+    /// naming the field, `AlreadyExists`, `NotFound` (a project),
+    /// `Conflict`.
+    CreateUser {
+        /// The new user's name.
+        name: String,
+        /// What it may do.
+        role: Role,
+        /// Where it may do it.
+        projects: Vec<String>,
+        /// How long its first token works (`None`: until revoked).
+        token_ttl: Option<std::time::Duration>,
+    },
+    /// Every user, in name order. [`Response::Users`]. Read-only.
+    ListUsers,
+    /// Deletes a user; its tokens stop working at once.
+    /// [`Response::Done`]. Idempotent. Errors: `InvalidArgument`.
+    DeleteUser {
+        /// Its name.
+        name: String,
+    },
+    /// Issues a token of `owner` (`None`: the caller, when the caller is a
+    /// stored user). [`Response::Token`]: its text is shown this once.
+    /// Not idempotent. Errors: `InvalidArgument` (more than the owner
+    /// has; no owner), `NotFound` (the owner), `Conflict`.
+    CreateToken {
+        /// Whose token.
+        owner: Option<String>,
+        /// Its role, projects and lifetime.
+        terms: TokenTerms,
+    },
+    /// Tokens (never their secrets), in id order, of `owner` or of
+    /// everyone. [`Response::Tokens`]. Read-only.
+    ListTokens {
+        /// Only this user's.
+        owner: Option<String>,
+    },
+    /// Revokes a token: it stops working at once. [`Response::TokenInfo`].
+    /// Idempotent. Errors: `InvalidArgument` (not a token id), `NotFound`.
+    RevokeToken {
+        /// Its id.
+        id: String,
+    },
+    /// Creates a project with a quota. [`Response::Project`]. Errors:
+    /// `InvalidArgument`, `AlreadyExists` (also `default`, which always
+    /// exists).
+    CreateProject {
+        /// Its name.
+        name: String,
+        /// Its limits.
+        quota: Quota,
+    },
+    /// Every project in name order, `default` included, with its usage.
+    /// [`Response::Projects`]. Read-only.
+    ListProjects,
+    /// One project and its usage. [`Response::Project`]. Read-only.
+    /// Errors: `NotFound`.
+    GetProject {
+        /// Its name.
+        name: String,
+    },
+    /// Sets a project's quota. [`Response::Project`]. Idempotent. Errors:
+    /// `NotFound`, `Conflict`.
+    UpdateProject {
+        /// Its name.
+        name: String,
+        /// Its new limits.
+        quota: Quota,
+    },
+    /// Deletes a project that has neither instances nor members.
+    /// [`Response::Done`]. Errors: `NotFound`, `FailedPrecondition` (it is
+    /// `default`, or holds instances or members: the message names them).
+    DeleteProject {
+        /// Its name.
+        name: String,
+    },
+    /// The audit records kept, oldest first. [`Response::AuditRecords`].
+    /// Read-only. Errors: `InvalidArgument` (a filter's name).
+    ListAudit {
+        /// Which records.
+        query: AuditQuery,
+    },
 }
 
 impl Request {
@@ -467,6 +556,18 @@ impl Request {
             Request::GetNetwork { .. } => "network.get",
             Request::ListNetworks => "network.list",
             Request::DeleteNetwork { .. } => "network.delete",
+            Request::CreateUser { .. } => "user.create",
+            Request::ListUsers => "user.list",
+            Request::DeleteUser { .. } => "user.delete",
+            Request::CreateToken { .. } => "token.create",
+            Request::ListTokens { .. } => "token.list",
+            Request::RevokeToken { .. } => "token.revoke",
+            Request::CreateProject { .. } => "project.create",
+            Request::ListProjects => "project.list",
+            Request::GetProject { .. } => "project.get",
+            Request::UpdateProject { .. } => "project.update",
+            Request::DeleteProject { .. } => "project.delete",
+            Request::ListAudit { .. } => "audit.list",
         }
     }
 
@@ -514,6 +615,19 @@ impl Request {
                 Some(format!("network {name}"))
             }
             Request::BackupState { .. } => Some("state".to_owned()),
+            Request::CreateUser { name, .. } | Request::DeleteUser { name } => {
+                Some(format!("user {name}"))
+            }
+            Request::CreateToken { owner, .. } => owner.as_ref().map(|o| format!("user {o}")),
+            Request::RevokeToken { id } => Some(format!("token {id}")),
+            Request::CreateProject { name, .. }
+            | Request::GetProject { name }
+            | Request::UpdateProject { name, .. }
+            | Request::DeleteProject { name } => Some(format!("project {name}")),
+            Request::ListUsers
+            | Request::ListTokens { .. }
+            | Request::ListProjects
+            | Request::ListAudit { .. } => None,
             Request::ListInstances { .. }
             | Request::WatchInstances { .. }
             | Request::ListNodes
@@ -541,6 +655,11 @@ impl Request {
                 | Request::ClusterInfo
                 | Request::GetNetwork { .. }
                 | Request::ListNetworks
+                | Request::ListUsers
+                | Request::ListTokens { .. }
+                | Request::ListProjects
+                | Request::GetProject { .. }
+                | Request::ListAudit { .. }
         )
     }
 }
@@ -588,6 +707,22 @@ pub enum Response {
     Networks(Vec<Network>),
     /// What a check or backup of the whole store found.
     StoreSummary(StoreSummary),
+    /// A user just created, and its first token.
+    NewUser(UserInfo, IssuedToken),
+    /// Users.
+    Users(Vec<UserInfo>),
+    /// A token just issued, with its text.
+    Token(IssuedToken),
+    /// One token, without its secret.
+    TokenInfo(TokenInfo),
+    /// Tokens, without their secrets.
+    Tokens(Vec<TokenInfo>),
+    /// One project.
+    Project(ProjectInfo),
+    /// Projects.
+    Projects(Vec<ProjectInfo>),
+    /// Audit records.
+    AuditRecords(Vec<AuditRecord>),
 }
 
 impl Response {
@@ -614,6 +749,14 @@ impl Response {
             Response::Network(_) => "Network",
             Response::Networks(_) => "Networks",
             Response::StoreSummary(_) => "StoreSummary",
+            Response::NewUser(..) => "NewUser",
+            Response::Users(_) => "Users",
+            Response::Token(_) => "Token",
+            Response::TokenInfo(_) => "TokenInfo",
+            Response::Tokens(_) => "Tokens",
+            Response::Project(_) => "Project",
+            Response::Projects(_) => "Projects",
+            Response::AuditRecords(_) => "AuditRecords",
         }
     }
 }

@@ -168,11 +168,20 @@ impl Controller {
     }
 
     /// Asks for the instance to run. A failed instance is created and
-    /// started again. Idempotent. Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    /// started again. Idempotent. Errors: `NotFound`, `FailedPrecondition`
+    /// (being deleted; paused: a start would answer at once and leave it
+    /// frozen, so it says to resume it instead).
     pub async fn start_instance(&self, instance: &str) -> Result<Instance> {
         let id = self.get_instance(instance).await?.id;
         self.update_object::<Instance, _>(&id, |i| {
             refuse_if_deleted(i)?;
+            if i.status == InstanceStatus::Paused {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance `{}` is paused: it runs, frozen, and a start changes nothing; \
+                     resume it to thaw it (`zixiao instance resume {}`)",
+                    i.name, i.name
+                )));
+            }
             let retry_failed = i.status == InstanceStatus::Failed && i.node.is_some();
             if i.desired == DesiredState::Running && !retry_failed {
                 return Ok(false);
@@ -261,10 +270,8 @@ impl Controller {
         } else {
             (InstanceStatus::Paused, InstanceStatus::Running)
         };
-        if current.status == to {
-            return Ok(current);
-        }
-        if current.status != from {
+        let already = current.status == to;
+        if !already && current.status != from {
             return Err(Error::FailedPrecondition(format!(
                 "instance `{}` is {}; only a {} instance can be {}",
                 current.name,
@@ -273,12 +280,18 @@ impl Controller {
                 if pause { "paused" } else { "resumed" }
             )));
         }
+        // Asked of the runtime even when the store has it so already: the
+        // calls are idempotent, and a runtime left otherwise (a snapshot
+        // cut off while the guest was paused for it) is put right.
         let driver = self.driver_for(&current)?;
         let capability = driver.require_pause()?;
         if pause {
             capability.pause(&current).await?;
         } else {
             capability.resume(&current).await?;
+        }
+        if already {
+            return Ok(current);
         }
         let id = current.id.clone();
         let now = self.now();
@@ -305,11 +318,30 @@ impl Controller {
     /// A reader of the instance's log (console, or stdout and stderr). It
     /// holds what it needs of the instance and its driver, not the store, so
     /// a follower may keep it as long as it likes. Errors: `NotFound`,
-    /// `FailedPrecondition` (not on a node yet), `Unsupported`, `Unavailable`.
+    /// `FailedPrecondition` (not on a node yet; never started and nothing
+    /// logged, which an empty log would hide), `Unsupported`, `Unavailable`.
     pub async fn logs(&self, instance: &str) -> Result<LogReader> {
         let instance = self.get_instance(instance).await?;
         let driver = self.driver_for(&instance)?;
-        Ok(LogReader { driver, instance })
+        let reader = LogReader { driver, instance };
+        if reader.instance.started_at.is_none() {
+            // A guest that died in its first moments may have logged why.
+            let logged = match reader.read(0, 1).await {
+                Ok(chunk) => !chunk.data.is_empty(),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !logged {
+                let i = &reader.instance;
+                return Err(Error::FailedPrecondition(format!(
+                    "instance `{}` has never started, so it has no log (it is {}{})",
+                    i.name,
+                    i.status.as_str(),
+                    i.problem().map(|p| format!(": {p}")).unwrap_or_default()
+                )));
+            }
+        }
+        Ok(reader)
     }
 
     /// Attaches to a running instance's console. Errors: `NotFound`,

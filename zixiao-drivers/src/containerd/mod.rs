@@ -24,6 +24,7 @@ mod inventory;
 mod logs;
 mod network;
 mod record;
+mod shims;
 pub mod spec;
 mod stats;
 mod tasks;

@@ -8,7 +8,7 @@
 //! the instance id, so even what a cut-off create left is found by id.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::containers_client::ContainersClient;
@@ -32,7 +32,7 @@ use super::images;
 use super::record::{self, Record};
 use super::spec::{self, SpecDefaults};
 use super::stats::{self, Sample};
-use super::{console, logs, ContainerdDriver};
+use super::{console, logs, shims, ContainerdDriver};
 
 /// The type URL containerd expects on a container's runtime spec.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -45,6 +45,17 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Exit code of a process ended by SIGKILL.
 const SIGKILL_EXIT: i32 = 128 + 9;
+
+/// How long a start waits for containerd to remove the task bundle of a
+/// task create whose client was cut off (it does once the shim it started
+/// for that create disconnects: about 2 s after the cut, measured on
+/// containerd 1.6.20) before it reports the bundle as stale.
+const STALE_BUNDLE_WAIT: Duration = Duration::from_secs(15);
+/// How often the task create is tried again meanwhile.
+const STALE_BUNDLE_POLL: Duration = Duration::from_millis(250);
+/// How long a bundle may stay before the shim holding it counts as one
+/// containerd lost track of, and is removed with it (see `shims`).
+const UNTRACKED_SHIM_GRACE: Duration = Duration::from_secs(5);
 
 impl ContainerdDriver {
     pub(super) fn tasks(&self) -> TasksClient<containerd_client::tonic::transport::Channel> {
@@ -292,14 +303,53 @@ impl ContainerdDriver {
             options: None,
             runtime_path: String::new(),
         };
-        match self.tasks().create(self.conn.request(request)).await {
-            Ok(_) => {}
-            // A concurrent start made it first.
-            Err(status) if is_already_exists(&status) => {}
-            Err(status) => {
-                // runc may leave a task record behind when its create fails.
-                self.delete_task(id).await.ok();
-                return Err(self.start_error(instance, status));
+        let started = Instant::now();
+        let deadline = started + STALE_BUNDLE_WAIT;
+        let mut cleaned = false;
+        loop {
+            match self
+                .tasks()
+                .create(self.conn.request(request.clone()))
+                .await
+            {
+                Ok(_) => break,
+                // A concurrent start made it first.
+                Err(status) if is_already_exists(&status) => break,
+                // The bundle of a task create whose client was cut off:
+                // containerd still works on that create, and removes the
+                // bundle once the shim it started disconnects. Wait for
+                // that (or for the task it made) rather than fail.
+                Err(status) if is_stale_shim_dir(status.message()) && Instant::now() < deadline => {
+                    // Still there when containerd would have removed it: a
+                    // shim it lost track of holds it (a task delete cut off).
+                    if !cleaned && started.elapsed() >= UNTRACKED_SHIM_GRACE {
+                        cleaned = true;
+                        self.remove_untracked_shims(id).await?;
+                        let namespace = &self.options.namespace;
+                        if let Some(bundle) =
+                            shims::bundle_in_message(status.message(), namespace, id)
+                        {
+                            shims::remove_bundle(&bundle, namespace, id)?;
+                        }
+                    }
+                    tokio::time::sleep(STALE_BUNDLE_POLL).await;
+                    match self.task(id).await?.map(|p| status_of(&p)) {
+                        Some(TaskStatus::Running) => return Ok(()),
+                        Some(TaskStatus::Created) => break,
+                        Some(TaskStatus::Paused | TaskStatus::Pausing) => {
+                            return self.resume_task(instance).await
+                        }
+                        Some(TaskStatus::Stopped | TaskStatus::Unknown) => {
+                            self.delete_task(id).await?
+                        }
+                        None => {}
+                    }
+                }
+                Err(status) => {
+                    // runc may leave a task record behind when its create fails.
+                    self.delete_task(id).await.ok();
+                    return Err(self.start_error(instance, status));
+                }
             }
         }
         self.start_created(instance, id).await
@@ -327,11 +377,14 @@ impl ContainerdDriver {
     fn start_error(&self, instance: &Instance, status: Status) -> DriverError {
         let message = status.message();
         if is_stale_shim_dir(message) {
-            // No API removes it: containerd does, when it starts.
+            // It outlived the wait for containerd's own clean-up: no API
+            // removes it, containerd does when it starts.
             return DriverError::FailedPrecondition(format!(
-                "containerd holds a stale task directory of instance `{}`, left when containerd \
-                 stopped in the middle of starting it; restarting containerd removes it ({message})",
-                instance.name
+                "containerd holds a stale task directory of instance `{}` (left when containerd \
+                 stopped in the middle of starting it, and not removed within {} s); restarting \
+                 containerd removes it ({message})",
+                instance.name,
+                STALE_BUNDLE_WAIT.as_secs()
             ));
         }
         let missing = message.contains("executable file not found")
@@ -423,10 +476,11 @@ impl ContainerdDriver {
     }
 
     /// Stops the task of container `id` (instance `name`, for messages):
-    /// SIGTERM, `grace`, SIGKILL; then deletes it. Idempotent.
+    /// SIGTERM, `grace`, SIGKILL; then deletes it. Without a task, stops a
+    /// shim containerd lost track of (see `shims`). Idempotent.
     async fn stop_task_of(&self, id: &str, name: &str, grace: Duration) -> Result<(), DriverError> {
         let Some(process) = self.task(id).await? else {
-            return Ok(());
+            return self.remove_untracked_shims(id).await;
         };
         let status = status_of(&process);
         if matches!(status, TaskStatus::Paused | TaskStatus::Pausing) {
@@ -449,6 +503,13 @@ impl ContainerdDriver {
         // Deleting the task unmounts its rootfs and removes its cgroup; the
         // container stays, ready to start again.
         self.delete_task(id).await
+    }
+
+    /// Stops the shims of container `id` that containerd does not track
+    /// (it has no task for `id`, checked just before) and removes their
+    /// bundles.
+    async fn remove_untracked_shims(&self, id: &str) -> Result<(), DriverError> {
+        shims::remove_untracked(&self.options.socket, &self.options.namespace, id).await
     }
 
     pub(super) async fn delete_container(&self, instance: &Instance) -> Result<(), DriverError> {

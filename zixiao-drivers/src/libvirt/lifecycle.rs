@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainState, DomainStateReason};
+use virt::domain::{Domain, DomainPausedReason, DomainState, DomainStateReason};
 use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
@@ -27,6 +27,9 @@ use crate::instance_id::InstanceId;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// How often the power button is pressed again during a graceful shutdown.
 const SHUTDOWN_REPEAT: Duration = Duration::from_secs(2);
+/// How long a start waits for libvirt to finish starting a domain that
+/// an earlier, cut-off call began to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A domain this driver defined, as found on the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +134,16 @@ fn destroy_and_undefine(domain: &Domain, name: &str) -> Result<(), DriverError> 
         }
         _ => Ok(()),
     }
+}
+
+/// Whether a paused domain's reason is that libvirt is still starting it.
+fn is_starting_up(reason: &Enum<DomainStateReason, i32>) -> bool {
+    matches!(
+        reason,
+        Enum::Known(DomainStateReason::Paused(Enum::Known(
+            DomainPausedReason::StartingUp
+        )))
+    )
 }
 
 fn is_active(domain: &Domain, name: &str) -> Result<bool, DriverError> {
@@ -460,18 +473,53 @@ impl LibvirtDriver {
         defined
     }
 
+    /// Starts the domain, or leaves it running. A domain that libvirt is
+    /// still starting (for a call cut off meanwhile: libvirtd finishes the
+    /// job of a client that is gone) is waited for; one left paused (a
+    /// snapshot or a start cut off) is resumed, since a start is only asked
+    /// of an instance that should run.
     pub(crate) async fn start_domain(&self, instance: &Instance) -> Result<(), DriverError> {
-        let attachments = instance.attachments.clone();
-        self.with_domain(instance, "start", move |domain, name| {
-            if is_active(domain, name)? {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let attachments = instance.attachments.clone();
+            let starting = self
+                .with_domain(instance, "start", move |domain, name| {
+                    if !is_active(domain, name)? {
+                        domain.create().map_err(|e| {
+                            network::missing_bridge(&e, &attachments)
+                                .unwrap_or_else(|| error::failed(format!("start domain {name}"), e))
+                        })?;
+                        return Ok(false);
+                    }
+                    match domain.state() {
+                        Ok((Enum::Known(DomainState::Paused), reason)) => {
+                            if is_starting_up(&reason) {
+                                return Ok(true);
+                            }
+                            domain
+                                .resume()
+                                .map_err(|e| error::failed(format!("resume domain {name}"), e))?;
+                            Ok(false)
+                        }
+                        _ => Ok(false),
+                    }
+                })
+                .await?;
+            if !starting {
                 return Ok(());
             }
-            domain.create().map(drop).map_err(|e| {
-                network::missing_bridge(&e, &attachments)
-                    .unwrap_or_else(|| error::failed(format!("start domain {name}"), e))
-            })
-        })
-        .await
+            if Instant::now() >= deadline {
+                return Err(DriverError::Runtime {
+                    operation: format!("start domain of instance {}", instance.name),
+                    source: format!(
+                        "libvirt was still starting it after {} s",
+                        START_TIMEOUT.as_secs()
+                    )
+                    .into(),
+                });
+            }
+            tokio::time::sleep(SHUTDOWN_POLL).await;
+        }
     }
 
     pub(crate) async fn stop_domain(

@@ -19,6 +19,7 @@
 //! command line that the guest's init reads. The `vmm` backend has no
 //! network device: a microVM on it that joins a network is refused.
 
+mod kernel;
 mod layout;
 mod plan;
 mod process;
@@ -34,8 +35,8 @@ use async_trait::async_trait;
 use zixiao_core::driver::{Console, ConsoleStream, Inventory, Pause, Snapshots, Stats};
 use zixiao_core::model::NetworkAttachment;
 use zixiao_core::{
-    Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, MicrovmBackend,
-    RuntimeState,
+    Driver, DriverError, Instance, InstanceSpec, InstanceStats, InstanceType, LogChunk,
+    MicrovmBackend, RuntimeState,
 };
 pub use zixiao_vmm::KvmSupport;
 
@@ -79,6 +80,31 @@ impl MicrovmOptions {
             qemu_binary: None,
             vmm_binary: None,
         }
+    }
+
+    /// The options of a node's microvm driver under `config`: its files
+    /// under `config.state_dir`, its binaries, and the node's default
+    /// backend (`config.microvm_backend`, else `ZIXIAO_MICROVM_BACKEND`,
+    /// else `auto`). Errors: `InvalidArgument` when the variable names no
+    /// backend.
+    pub fn from_config(config: &crate::DriverConfig) -> Result<Self, DriverError> {
+        let default_backend = match config.microvm_backend {
+            Some(backend) => backend,
+            None => match std::env::var(crate::MICROVM_BACKEND_ENV) {
+                Ok(value) if !value.is_empty() => {
+                    value.parse().map_err(|e: zixiao_core::Error| {
+                        crate::errors::invalid(crate::MICROVM_BACKEND_ENV, e.to_string())
+                    })?
+                }
+                _ => MicrovmBackend::Auto,
+            },
+        };
+        Ok(MicrovmOptions {
+            default_backend,
+            qemu_binary: config.qemu_binary.clone(),
+            vmm_binary: config.vmm_binary.clone(),
+            ..MicrovmOptions::new(&config.state_dir)
+        })
     }
 }
 
@@ -208,7 +234,11 @@ impl MicrovmDriver {
     }
 
     fn choose(&self, instance: &Instance) -> Result<Backend, DriverError> {
-        let wanted = match (instance.spec.backend, self.options.default_backend) {
+        self.choose_for(&instance.spec)
+    }
+
+    fn choose_for(&self, spec: &InstanceSpec) -> Result<Backend, DriverError> {
+        let wanted = match (spec.backend, self.options.default_backend) {
             (MicrovmBackend::Auto, node) => node,
             (asked, _) => asked,
         };
@@ -217,7 +247,7 @@ impl MicrovmDriver {
             MicrovmBackend::Qemu => Backend::Qemu,
             // A restore needs the VMM; otherwise the VMM only where KVM is
             // fast enough to boot a real kernel, QEMU where it is present.
-            MicrovmBackend::Auto if instance.spec.restore_from.is_some() => Backend::Vmm,
+            MicrovmBackend::Auto if spec.restore_from.is_some() => Backend::Vmm,
             MicrovmBackend::Auto => match (&self.kvm, &self.vmm, &self.qemu) {
                 (KvmSupport::Hardware, Ok(_), _) | (_, Ok(_), Err(_)) => Backend::Vmm,
                 _ => Backend::Qemu,
@@ -259,9 +289,47 @@ impl MicrovmDriver {
         }
     }
 
-    /// What a fresh boot of `instance` needs, checked.
-    fn boot_plan(&self, instance: &Instance) -> Result<BootPlan, DriverError> {
-        plan::plan(instance, self.host)
+    /// What a fresh boot of `instance` on `backend` needs, checked.
+    fn boot_plan(&self, instance: &Instance, backend: Backend) -> Result<BootPlan, DriverError> {
+        plan::plan(instance, self.host, backend)
+    }
+
+    /// Checks a microVM create of `spec` before it is stored: everything
+    /// its create would check first (the backend it would run on, its
+    /// kernel, initrd, command line and sizes against their files, the
+    /// backend and this host, or the snapshot a restore resumes), so a
+    /// request that cannot boot here is refused at once, with the field
+    /// named, and leaves nothing behind. Networks are not allocated yet:
+    /// each counts with the longest `ip=` argument it could add. Reads
+    /// only the files' headers.
+    ///
+    /// Errors: `InvalidArgument` naming the field, `NotFound` (a kernel,
+    /// initrd or snapshot directory that is not on this node),
+    /// `Unsupported` (the backend cannot run here, or cannot join
+    /// networks), `ResourceExhausted` (more than this host has).
+    pub fn check_create(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
+        let backend = self.choose_for(spec)?;
+        if let Some(from) = &spec.restore_from {
+            if backend == Backend::Qemu {
+                return Err(crate::errors::invalid(
+                    "spec.restore_from",
+                    "restoring a snapshot needs the vmm backend",
+                ));
+            }
+            return snapshots::check_restore(from, spec);
+        }
+        if backend == Backend::Vmm && !spec.networks.is_empty() {
+            return Err(vmm_has_no_network());
+        }
+        let cmdline = (0..spec.networks.len())
+            .map(|i| format!("ip=255.255.255.255::255.255.255.255:255.255.255.255::eth{i}:off"))
+            .fold(
+                spec.cmdline
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
+                |line, arg| format!("{line} {arg}"),
+            );
+        plan::check(spec, &cmdline, backend, self.host)
     }
 
     /// Creates the microVM: checks everything, writes the record with
@@ -311,8 +379,8 @@ impl MicrovmDriver {
                 "spec.restore_from",
                 "restoring a snapshot needs the vmm backend",
             )),
-            Some(from) => snapshots::check_restore(from, instance).map(|()| None),
-            None => self.boot_plan(instance).map(Some),
+            Some(from) => snapshots::check_restore(from, &instance.spec).map(|()| None),
+            None => self.boot_plan(instance, backend).map(Some),
         }
     }
 
@@ -437,11 +505,7 @@ impl MicrovmDriver {
             return Ok(None);
         }
         if backend == Backend::Vmm {
-            return Err(DriverError::Unsupported(format!(
-                "spec.networks: microVM `{}` would run on the vmm backend, which has no network \
-                 device yet; run it on QEMU to join networks (spec.backend qemu, `--backend qemu`)",
-                instance.name
-            )));
+            return Err(vmm_has_no_network());
         }
         self.network.as_ref().map(Some).ok_or_else(|| {
             DriverError::Unsupported(format!(
@@ -478,6 +542,15 @@ impl MicrovmDriver {
             }
         }
     }
+}
+
+/// Why a microVM on the vmm backend cannot join a network.
+fn vmm_has_no_network() -> DriverError {
+    DriverError::Unsupported(
+        "spec.networks: the microVM would run on the vmm backend, which has no network device \
+         yet; run it on QEMU to join networks (spec.backend qemu, `--backend qemu`)"
+            .to_owned(),
+    )
 }
 
 /// A zixiao-net error as a driver error of the same kind.
@@ -553,7 +626,7 @@ impl Driver for MicrovmDriver {
         // A relaunch after an exit boots the spec again: check it again.
         let exited = matches!(self.inspect(instance).await?, RuntimeState::Exited { .. });
         let plan = if exited && instance.spec.restore_from.is_none() {
-            Some(self.boot_plan(instance)?)
+            Some(self.boot_plan(instance, backend)?)
         } else {
             None
         };

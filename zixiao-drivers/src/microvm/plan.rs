@@ -1,12 +1,17 @@
 //! What a microVM boots, checked before anything is made: the spec's
-//! kernel (a file that really is a Linux kernel), initrd, command line,
-//! vCPUs and memory against the host. Touches nothing.
+//! kernel (a file that really is a kernel the backend can boot), initrd,
+//! command line, vCPUs and memory against the kernel's headers, the
+//! backend's bounds and the host. Touches nothing. The same check runs
+//! before a create is stored (`MicrovmDriver::check_create`) and when the
+//! driver creates or relaunches the microVM.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use zixiao_core::{DriverError, Instance, InstanceType};
+use zixiao_core::{DriverError, Instance, InstanceSpec, InstanceType};
 
+use super::kernel::{self, KernelFormat, KernelImage};
+use super::layout::Backend;
+use super::qemu::qemu_cmdline;
 use crate::errors::invalid;
 
 /// The kernel command line of a microVM that sets none: the console on the
@@ -15,6 +20,8 @@ pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
 
 /// The most vCPUs a microVM may have (the VMM's limit, and plenty for QEMU).
 const MAX_VCPUS: u32 = 32;
+/// The longest command line the VMM passes (its buffer less the NUL).
+const VMM_CMDLINE_MAX: usize = zixiao_vmm::layout::CMDLINE_MAX - 1;
 
 /// A validated boot request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,11 +45,61 @@ pub(crate) struct Nic {
     pub(crate) mac: String,
 }
 
-/// Checks `instance`'s spec against its files and the host's `cpus` and
-/// `memory_mib`. Errors: `InvalidArgument` naming the field, `NotFound`
-/// (a kernel or initrd that is not there), `ResourceExhausted`.
-pub(crate) fn plan(instance: &Instance, host: (u32, u64)) -> Result<BootPlan, DriverError> {
+/// Checks `instance`'s spec against its files, `backend`'s limits and
+/// the host's `cpus` and `memory_mib` (see [`check`]), and plans its boot.
+pub(crate) fn plan(
+    instance: &Instance,
+    host: (u32, u64),
+    backend: Backend,
+) -> Result<BootPlan, DriverError> {
     let spec = &instance.spec;
+    let cmdline = spec
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned());
+    // The guest's init (or the kernel) configures each interface from it.
+    let cmdline = instance
+        .attachments
+        .iter()
+        .filter_map(|a| a.kernel_ip_arg())
+        .fold(cmdline, |line, arg| format!("{line} {arg}"));
+    check(spec, &cmdline, backend, host)?;
+    let nics = instance
+        .attachments
+        .iter()
+        .map(|a| Nic {
+            tap: a.host_interface.to_string(),
+            mac: a.mac.clone(),
+        })
+        .collect();
+    Ok(BootPlan {
+        kernel: spec.kernel.clone().unwrap_or_default(),
+        initrd: spec.initrd.clone(),
+        cmdline,
+        cpus: spec.cpus,
+        memory_mib: spec.memory_mib,
+        nics,
+    })
+}
+
+/// Checks a fresh boot of `spec` on `backend` with the kernel command
+/// line `cmdline` (the spec's, with its `ip=` arguments) before anything
+/// is made: the kernel is a kernel (a regular, non-empty bzImage or x86-64
+/// ELF, one QEMU can boot), the initrd a regular, non-empty file of at
+/// most half the memory, the memory at least what the kernel's headers
+/// need with that initrd and within the backend's bounds, the command line
+/// within the kernel's and the backend's, the vCPUs within 32 and the
+/// host's. Touches nothing.
+///
+/// Errors: `InvalidArgument` naming the field, `NotFound` (a kernel or
+/// initrd that is not on this node), `ResourceExhausted` (more than the
+/// host has).
+pub(crate) fn check(
+    spec: &InstanceSpec,
+    cmdline: &str,
+    backend: Backend,
+    host: (u32, u64),
+) -> Result<(), DriverError> {
     if spec.instance_type != InstanceType::Microvm {
         return Err(invalid(
             "spec.type",
@@ -67,6 +124,28 @@ pub(crate) fn plan(instance: &Instance, host: (u32, u64)) -> Result<BootPlan, Dr
     if spec.memory_mib == 0 {
         return Err(invalid("spec.memory_mib", "must be at least 1"));
     }
+    if backend == Backend::Vmm {
+        if spec.memory_mib < zixiao_vmm::MIN_MEMORY_MIB {
+            return Err(invalid(
+                "spec.memory_mib",
+                format!(
+                    "{} MiB is less than the vmm backend's minimum of {} MiB",
+                    spec.memory_mib,
+                    zixiao_vmm::MIN_MEMORY_MIB
+                ),
+            ));
+        }
+        if spec.memory_mib > zixiao_vmm::MAX_MEMORY_MIB {
+            return Err(invalid(
+                "spec.memory_mib",
+                format!(
+                    "{} MiB is more than the vmm backend's maximum of {} MiB",
+                    spec.memory_mib,
+                    zixiao_vmm::MAX_MEMORY_MIB
+                ),
+            ));
+        }
+    }
     let (host_cpus, host_memory_mib) = host;
     if spec.cpus > host_cpus {
         return Err(DriverError::ResourceExhausted(format!(
@@ -80,111 +159,83 @@ pub(crate) fn plan(instance: &Instance, host: (u32, u64)) -> Result<BootPlan, Dr
             spec.memory_mib
         )));
     }
-    let cmdline = spec
-        .cmdline
-        .clone()
-        .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned());
     if cmdline.contains('\0') {
         return Err(invalid("spec.cmdline", "contains a NUL byte"));
     }
-    // The guest's init (or the kernel) configures each interface from it.
-    let cmdline = instance
-        .attachments
-        .iter()
-        .filter_map(|a| a.kernel_ip_arg())
-        .fold(cmdline, |line, arg| format!("{line} {arg}"));
-    let nics = instance
-        .attachments
-        .iter()
-        .map(|a| Nic {
-            tap: a.host_interface.to_string(),
-            mac: a.mac.clone(),
-        })
-        .collect();
-    let Some(kernel) = spec.kernel.clone() else {
+    let Some(kernel_path) = &spec.kernel else {
         return Err(invalid("spec.kernel", "a microvm boots a kernel; set one"));
     };
-    check_kernel(&kernel)?;
-    let initrd = spec.initrd.clone();
-    if let Some(initrd) = &initrd {
-        let len = file_len("spec.initrd", initrd)?;
-        if len > spec.memory_mib.saturating_mul(1 << 20) / 2 {
+    let kernel = KernelImage::read(kernel_path, "spec.kernel")?;
+    if backend == Backend::Qemu && kernel.format == KernelFormat::Elf && !kernel.pvh {
+        return Err(invalid(
+            "spec.kernel",
+            format!(
+                "`{}` is an uncompressed ELF kernel without a PVH entry point, which QEMU \
+                 cannot boot; give its bzImage, or run it on the vmm backend (--backend vmm)",
+                kernel_path.display()
+            ),
+        ));
+    }
+    let initrd_len = match &spec.initrd {
+        Some(initrd) => {
+            let len = kernel::regular_len(initrd, "spec.initrd")?;
+            if len > spec.memory_mib.saturating_mul(1 << 20) / 2 {
+                return Err(invalid(
+                    "spec.initrd",
+                    format!(
+                        "`{}` is {} MiB, too large for a guest of {} MiB (at most half its memory)",
+                        initrd.display(),
+                        len >> 20,
+                        spec.memory_mib
+                    ),
+                ));
+            }
+            len
+        }
+        None => 0,
+    };
+    if let Some(least) = kernel.min_memory_mib(initrd_len) {
+        if spec.memory_mib < least {
+            let with_initrd = if initrd_len > 0 {
+                " and its initrd"
+            } else {
+                ""
+            };
             return Err(invalid(
-                "spec.initrd",
+                "spec.memory_mib",
                 format!(
-                    "{} is {} MiB, too large for a guest of {} MiB (at most half its memory)",
-                    initrd.display(),
-                    len >> 20,
+                    "{} MiB is too little for this kernel{with_initrd}: it needs at least {least} MiB \
+                     to start (its header: where it runs and the room it decompresses into)",
                     spec.memory_mib
                 ),
             ));
         }
     }
-    Ok(BootPlan {
-        kernel,
-        initrd,
-        cmdline,
-        cpus: spec.cpus,
-        memory_mib: spec.memory_mib,
-        nics,
-    })
-}
-
-/// The size of a regular file the guest needs, or why it cannot be used.
-fn file_len(field: &str, path: &Path) -> Result<u64, DriverError> {
-    let meta = match std::fs::metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(DriverError::NotFound(format!(
-                "{field} {} on this node",
-                path.display()
-            )))
-        }
-        Err(e) => {
-            return Err(invalid(
-                field,
-                format!("cannot read {}: {e}", path.display()),
-            ))
-        }
+    let booted = match backend {
+        Backend::Qemu => qemu_cmdline(cmdline),
+        Backend::Vmm => cmdline.to_owned(),
     };
-    if !meta.is_file() {
+    let (most, whose) = match backend {
+        Backend::Vmm if VMM_CMDLINE_MAX < kernel.cmdline_max => {
+            (VMM_CMDLINE_MAX, "the vmm backend")
+        }
+        _ => (kernel.cmdline_max, "the kernel"),
+    };
+    if booted.len() > most {
+        let added = if booted.len() > spec.cmdline.as_deref().unwrap_or("").len() {
+            " with what the driver adds (`ip=` per network, `panic=-1` on QEMU)"
+        } else {
+            ""
+        };
         return Err(invalid(
-            field,
-            format!("{} is not a regular file", path.display()),
+            "spec.cmdline",
+            format!(
+                "{} bytes{added}; {whose} takes at most {most}",
+                booted.len()
+            ),
         ));
     }
-    // Opening proves it is readable by us (and so by the monitor we start).
-    std::fs::File::open(path)
-        .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
-    Ok(meta.len())
-}
-
-/// Checks that `kernel` is a Linux kernel image: a bzImage (the `HdrS`
-/// setup header at 0x202) or an ELF `vmlinux`.
-fn check_kernel(kernel: &Path) -> Result<(), DriverError> {
-    file_len("spec.kernel", kernel)?;
-    let mut head = Vec::with_capacity(0x210);
-    std::fs::File::open(kernel)
-        .and_then(|f| f.take(0x210).read_to_end(&mut head))
-        .map_err(|e| {
-            invalid(
-                "spec.kernel",
-                format!("cannot read {}: {e}", kernel.display()),
-            )
-        })?;
-    let bzimage = head.get(0x202..0x206) == Some(b"HdrS".as_slice());
-    let elf = head.starts_with(b"\x7fELF");
-    if bzimage || elf {
-        Ok(())
-    } else {
-        Err(invalid(
-            "spec.kernel",
-            format!(
-                "{} is not a Linux kernel (neither a bzImage nor an ELF vmlinux)",
-                kernel.display()
-            ),
-        ))
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,33 +262,53 @@ mod tests {
             .expect("initrd");
         let host = (4, 4096);
 
-        let err = plan(&instance(InstanceSpec::microvm(&text)), host).expect_err("text");
+        let qemu = Backend::Qemu;
+        let err = plan(&instance(InstanceSpec::microvm(&text)), host, qemu).expect_err("text");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("spec.kernel"), "{err}");
 
         let missing = dir.path().join("missing");
-        let err = plan(&instance(InstanceSpec::microvm(&missing)), host).expect_err("missing");
+        let err =
+            plan(&instance(InstanceSpec::microvm(&missing)), host, qemu).expect_err("missing");
         assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("spec.kernel"), "{err}");
 
         let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
         spec.initrd = Some(big);
-        let err = plan(&instance(spec), host).expect_err("initrd");
+        let err = plan(&instance(spec), host, qemu).expect_err("initrd");
         assert!(err.to_string().contains("spec.initrd"), "{err}");
 
         let err = plan(
             &instance(InstanceSpec::microvm(&kernel).with_size(8, 64)),
             host,
+            qemu,
         )
         .expect_err("cpus");
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
         let err = plan(
             &instance(InstanceSpec::microvm(&kernel).with_size(1, 8192)),
             host,
+            qemu,
         )
         .expect_err("memory");
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
 
-        let ok = plan(&instance(InstanceSpec::microvm(&kernel)), host).expect("bzImage");
+        let err = plan(
+            &instance(InstanceSpec::microvm(&kernel).with_size(1, 8)),
+            host,
+            Backend::Vmm,
+        )
+        .expect_err("below the vmm's minimum");
+        assert!(err.to_string().contains("vmm backend's minimum"), "{err}");
+        let mut long = InstanceSpec::microvm(&kernel);
+        long.cmdline = Some("x".repeat(250));
+        let err = plan(&instance(long), host, qemu).expect_err("long command line");
+        assert!(
+            err.to_string().contains("spec.cmdline") && err.to_string().contains("at most 255"),
+            "{err}"
+        );
+
+        let ok = plan(&instance(InstanceSpec::microvm(&kernel)), host, qemu).expect("bzImage");
         assert_eq!(ok.cmdline, DEFAULT_CMDLINE);
         assert!(ok.nics.is_empty());
     }
@@ -272,7 +343,7 @@ mod tests {
             nic(1, "fd00::5", "fd00::1"),
             nic(2, "10.3.0.7", "10.3.0.1"),
         ];
-        let planned = plan(&vm, (4, 4096)).expect("plan");
+        let planned = plan(&vm, (4, 4096), Backend::Qemu).expect("plan");
         assert_eq!(
             planned.cmdline,
             "console=ttyS0 quiet ip=10.1.0.5::10.1.0.1:255.255.255.0::eth0:off \

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zixiao_core::driver::{SnapshotInfo, Snapshots};
-use zixiao_core::{Driver, DriverError, Instance, InstanceSpec, InstanceType, RuntimeState};
+use zixiao_core::{
+    Driver, DriverError, Instance, InstanceSpec, InstanceStatus, InstanceType, RuntimeState,
+};
 
 use super::layout::{Backend, InstanceDir};
 use super::vmm::VmmBoot;
@@ -25,6 +27,35 @@ pub const MANIFEST_FILE: &str = "zixiao-snapshot.json";
 const MANIFEST_VERSION: u32 = 1;
 /// The file naming the snapshot an instance last took or reverted to.
 const CURRENT_FILE: &str = "current";
+/// The largest manifest read: it is a few hundred bytes.
+const MAX_MANIFEST: u64 = 64 * 1024;
+/// zixiao-vmm's files in a snapshot directory (its format version 1).
+const VMM_STATE_FILE: &str = "state.json";
+const VMM_MEMORY_FILE: &str = "memory.bin";
+/// The largest VMM state read: registers and device state, some KiB.
+const MAX_VMM_STATE: u64 = 16 * 1024 * 1024;
+
+/// What a restore needs of zixiao-vmm's `state.json`: the guest's size.
+#[derive(Debug, Deserialize)]
+struct VmmSnapshotState {
+    memory_bytes: u64,
+    config: VmmSnapshotConfig,
+}
+
+#[derive(Debug, Deserialize)]
+struct VmmSnapshotConfig {
+    vcpus: u8,
+    memory_mib: u64,
+}
+
+/// Reads a regular file of at most `max` bytes without blocking on a FIFO
+/// or a device; the reason it cannot, otherwise.
+fn read_bounded(path: &Path, field: &str, max: u64) -> Result<Vec<u8>, String> {
+    zixiao_core::files::read_regular(path, field, max).map_err(|e| match e {
+        zixiao_core::Error::InvalidArgument { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
 
 /// What a snapshot directory holds besides the VMM's state: the guest it
 /// was taken of, so a restore can be scheduled with the same size.
@@ -51,8 +82,9 @@ pub struct SnapshotManifest {
 }
 
 impl SnapshotManifest {
-    /// Reads the manifest of the snapshot in `dir`. Errors: `NotFound` (no
-    /// such directory), `InvalidArgument` on `field` (not a microVM snapshot).
+    /// Reads the manifest of the snapshot in `dir` (a regular file of at
+    /// most 64 KiB). Errors: `NotFound` (no such
+    /// directory), `InvalidArgument` on `field` (not a microVM snapshot).
     pub fn read(dir: &Path, field: &str) -> Result<SnapshotManifest, DriverError> {
         if !dir.is_dir() {
             return Err(DriverError::NotFound(format!(
@@ -61,11 +93,11 @@ impl SnapshotManifest {
             )));
         }
         let path = dir.join(MANIFEST_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| {
+        let bytes = read_bounded(&path, field, MAX_MANIFEST).map_err(|reason| {
             invalid(
                 field,
                 format!(
-                    "{} is not a microVM snapshot (cannot read {MANIFEST_FILE}: {e})",
+                    "{} is not a microVM snapshot ({MANIFEST_FILE}: {reason})",
                     dir.display()
                 ),
             )
@@ -81,6 +113,56 @@ impl SnapshotManifest {
                     manifest.version
                 ),
             ));
+        }
+        Ok(manifest)
+    }
+
+    /// Reads the manifest of the snapshot in `dir` and checks it against
+    /// the snapshot itself: the vCPUs and memory it claims are those of
+    /// the VMM's state (`state.json`) and memory image (`memory.bin`). A
+    /// restore is scheduled by the manifest's sizes, so an edited manifest
+    /// must not pass. Errors: those of [`SnapshotManifest::read`];
+    /// `InvalidArgument` on `field` naming what disagrees.
+    pub fn read_checked(dir: &Path, field: &str) -> Result<SnapshotManifest, DriverError> {
+        let manifest = SnapshotManifest::read(dir, field)?;
+        let damaged = |what: String| {
+            invalid(
+                field,
+                format!(
+                    "{} does not match its snapshot: {what} (the manifest was edited, or the \
+                     snapshot is damaged)",
+                    dir.join(MANIFEST_FILE).display()
+                ),
+            )
+        };
+        let state_path = dir.join(VMM_STATE_FILE);
+        let state = read_bounded(&state_path, field, MAX_VMM_STATE)
+            .and_then(|bytes| {
+                serde_json::from_slice::<VmmSnapshotState>(&bytes).map_err(|e| e.to_string())
+            })
+            .map_err(|reason| damaged(format!("{VMM_STATE_FILE}: {reason}")))?;
+        let memory_len = std::fs::symlink_metadata(dir.join(VMM_MEMORY_FILE))
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .ok_or_else(|| damaged(format!("{VMM_MEMORY_FILE} is missing")))?;
+        let claimed = manifest.memory_mib.saturating_mul(1 << 20);
+        if claimed != memory_len || claimed != state.memory_bytes {
+            return Err(damaged(format!(
+                "it says {} MiB of memory, the memory image holds {} MiB ({VMM_MEMORY_FILE}) \
+                 and the VMM's state {} MiB",
+                manifest.memory_mib,
+                memory_len >> 20,
+                state.memory_bytes >> 20
+            )));
+        }
+        if u64::from(manifest.cpus) != u64::from(state.config.vcpus)
+            || state.config.memory_mib != manifest.memory_mib
+        {
+            return Err(damaged(format!(
+                "it says {} vCPUs and {} MiB, the VMM's state {} vCPUs and {} MiB",
+                manifest.cpus, manifest.memory_mib, state.config.vcpus, state.config.memory_mib
+            )));
         }
         Ok(manifest)
     }
@@ -107,11 +189,11 @@ impl SnapshotManifest {
     }
 }
 
-/// Checks that `from` is a snapshot `instance` can resume from: its guest
-/// has the vCPUs and memory the spec asks for (the scheduler reserved those).
-pub(crate) fn check_restore(from: &Path, instance: &Instance) -> Result<(), DriverError> {
-    let manifest = SnapshotManifest::read(from, "spec.restore_from")?;
-    let spec = &instance.spec;
+/// Checks that `from` is a snapshot `spec` can resume from: its manifest
+/// agrees with its files, and its guest has the vCPUs and memory the spec
+/// asks for (the scheduler reserved those).
+pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), DriverError> {
+    let manifest = SnapshotManifest::read_checked(from, "spec.restore_from")?;
     if manifest.cpus != spec.cpus {
         return Err(invalid(
             "spec.cpus",
@@ -135,8 +217,10 @@ pub(crate) fn check_restore(from: &Path, instance: &Instance) -> Result<(), Driv
 
 /// Copies snapshot `name` of the instance with id `instance_id`, kept under
 /// the microvm driver's `state_dir`, to the new directory `to` (what
-/// `zixiao instance snapshot create --to DIR` does). Errors: `NotFound`
-/// (no such snapshot), `AlreadyExists` (`to` exists and is not empty).
+/// `zixiao instance snapshot create NAME SNAP --to DIR` does). `to` is
+/// checked before anything is copied ([`check_export_target`]), and a copy
+/// that fails midway is removed. Errors: `InvalidArgument` on `to`,
+/// `NotFound` (no such snapshot), `Internal` (the copy failed).
 pub fn export_snapshot(
     state_dir: &Path,
     instance_id: &str,
@@ -144,6 +228,7 @@ pub fn export_snapshot(
     to: &Path,
 ) -> Result<(), DriverError> {
     validate_name(name)?;
+    check_export_target(to)?;
     let from = state_dir
         .join("microvm")
         .join(instance_id)
@@ -154,13 +239,69 @@ pub fn export_snapshot(
             "snapshot `{name}` on this node"
         )));
     }
-    if std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_some()) {
-        return Err(DriverError::AlreadyExists(format!(
-            "{} exists and is not empty",
-            to.display()
-        )));
+    let made = !to.exists();
+    copy_dir(&from, to).map_err(|e| {
+        if made {
+            let _ = std::fs::remove_dir_all(to);
+        }
+        io(format!("copy the snapshot to {}", to.display()), e)
+    })
+}
+
+/// Checks that `to` can take a snapshot's copy, touching nothing: it does
+/// not exist and its parent is a directory this process can write into,
+/// or it is an empty directory it can write into. Errors:
+/// `InvalidArgument` on `to`, saying which.
+pub(crate) fn check_export_target(to: &Path) -> Result<(), DriverError> {
+    let shown = to.display();
+    match std::fs::symlink_metadata(to) {
+        Ok(meta) if meta.is_dir() => {
+            let empty = std::fs::read_dir(to).is_ok_and(|mut entries| entries.next().is_none());
+            if !empty {
+                return Err(invalid("to", format!("`{shown}` exists and is not empty")));
+            }
+            writable(to)
+        }
+        Ok(_) => Err(invalid(
+            "to",
+            format!("`{shown}` exists and is not a directory"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = to
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if !parent.is_dir() {
+                let what = if parent.exists() {
+                    "is not a directory"
+                } else {
+                    "does not exist"
+                };
+                return Err(invalid("to", format!("`{}` {what}", parent.display())));
+            }
+            writable(parent)
+        }
+        Err(e) => Err(invalid("to", format!("cannot use `{shown}`: {e}"))),
     }
-    copy_dir(&from, to).map_err(|e| io(format!("copy the snapshot to {}", to.display()), e))
+}
+
+/// Whether this process may make entries in directory `dir` (access(2)).
+fn writable(dir: &Path) -> Result<(), DriverError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| invalid("to", format!("`{}` contains a NUL byte", dir.display())))?;
+    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } == 0 {
+        return Ok(());
+    }
+    Err(invalid(
+        "to",
+        format!(
+            "cannot write into `{}`: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ),
+    ))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -234,21 +375,24 @@ impl Snapshots for MicrovmDriver {
             let current = Self::current_snapshot(&dir).as_deref() == Some(name);
             return Ok(existing.info(current));
         }
-        match self.inspect(instance).await? {
-            RuntimeState::Running | RuntimeState::Paused => {}
+        // Left as the store has it: running unless paused on purpose (the
+        // runtime may show a pause that a cut-off snapshot left).
+        let running = match self.inspect(instance).await? {
+            RuntimeState::Running => instance.status != InstanceStatus::Paused,
+            RuntimeState::Paused => instance.status == InstanceStatus::Running,
             other => {
                 return Err(DriverError::FailedPrecondition(format!(
                     "instance `{}` is not running ({other:?}): only a running microVM has memory to snapshot",
                     instance.name
                 )))
             }
-        }
+        };
         let tmp = dir.snapshots().join(format!(".{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(dir.snapshots())
             .map_err(|e| io(format!("create {}", dir.snapshots().display()), e))?;
         let taken = async {
-            self.vmm_backend()?.snapshot(&dir, &tmp).await?;
+            self.vmm_backend()?.snapshot(&dir, &tmp, running).await?;
             let spec = &instance.spec;
             let manifest = SnapshotManifest {
                 version: MANIFEST_VERSION,

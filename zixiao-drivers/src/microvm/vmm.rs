@@ -236,16 +236,22 @@ impl VmmBackend {
             .map_err(|e| vmm_failed("resume the guest", e))
     }
 
-    /// Guest memory and device state into `to`; the guest is left as it was
-    /// (the VMM pauses it meanwhile).
-    pub(crate) async fn snapshot(&self, dir: &InstanceDir, to: &Path) -> Result<(), DriverError> {
+    /// Guest memory and device state into `to`. The VMM pauses the guest
+    /// meanwhile; it runs again afterwards when `running` (what the store
+    /// has: a snapshot cut off between the VMM's pause and the resume
+    /// leaves the guest paused, and the next snapshot must not keep it so).
+    pub(crate) async fn snapshot(
+        &self,
+        dir: &InstanceDir,
+        to: &Path,
+        running: bool,
+    ) -> Result<(), DriverError> {
         let client = self.live_client(dir).await?;
-        let was_running = matches!(self.inspect(dir).await?, RuntimeState::Running);
         client
             .snapshot(to)
             .await
             .map_err(|e| vmm_failed("snapshot the guest", e))?;
-        if was_running {
+        if running {
             client
                 .resume()
                 .await

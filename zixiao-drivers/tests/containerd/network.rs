@@ -158,7 +158,15 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
             matches!(state, RuntimeState::Exited { .. }).then_some(())
         })
         .await;
-        let log = fx.log(&a).await;
+        // The shim may finish copying a's output a moment after its exit is
+        // reported: wait for the message rather than read once.
+        let fx_ref = &fx;
+        let a_ref = &a;
+        let log = wait_until("a's log to show b's message", TIMEOUT, || async move {
+            let log = fx_ref.log(a_ref).await;
+            log.contains("hello-from-b").then_some(log)
+        })
+        .await;
         assert!(
             log.contains(&format!("{a_ip}/24")),
             "a saw its own address: {log}"

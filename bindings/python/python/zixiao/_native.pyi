@@ -57,11 +57,32 @@ class PermissionDenied(ZixiaoError): ...
 class Unauthenticated(ZixiaoError): ...
 class Internal(ZixiaoError): ...
 
-def connect(endpoint: str) -> Controller:
-    """Connects to a Zixiao server. Raises ``Unsupported`` while this build has no server client."""
+def connect(
+    endpoint: Optional[str] = None,
+    *,
+    token: Optional[str] = None,
+    ca_cert: Optional[str | PathLike[str]] = None,
+    client_cert: Optional[str | PathLike[str]] = None,
+    client_key: Optional[str | PathLike[str]] = None,
+    config: Optional[str | PathLike[str]] = None,
+    context: Optional[str] = None,
+) -> Controller:
+    """Connects to a Zixiao server (``https://host:port`` with ``token`` and the
+    cluster CA file ``ca_cert``, or a ``context`` of the client configuration
+    file ``config``). Calls it refuses raise ``Unauthenticated`` or
+    ``PermissionDenied``."""
 
-def connect_async(endpoint: str) -> Awaitable[AsyncController]:
-    """Connects to a Zixiao server. Raises ``Unsupported`` while this build has no server client."""
+def connect_async(
+    endpoint: Optional[str] = None,
+    *,
+    token: Optional[str] = None,
+    ca_cert: Optional[str | PathLike[str]] = None,
+    client_cert: Optional[str | PathLike[str]] = None,
+    client_key: Optional[str | PathLike[str]] = None,
+    config: Optional[str | PathLike[str]] = None,
+    context: Optional[str] = None,
+) -> Awaitable[AsyncController]:
+    """``connect``, as an awaitable of an ``AsyncController``."""
 
 class LogChunk:
     """A piece of an instance's log."""

@@ -10,6 +10,16 @@
 //! to a socket chardev that appends everything to `console.log`. Each
 //! network attachment is a virtio-net card on the TAP device the driver
 //! made (`-netdev tap,ifname=…`), so QEMU starts in the TAPs' namespace.
+//!
+//! A guest that dies while booting must not pass for one that ran and
+//! powered off: `-no-reboot` makes a reset (a triple fault, or a panic,
+//! which `panic=-1` on the command line turns into a reset) end QEMU, and
+//! QEMU traces each shutdown request with its cause into `qemu.events`
+//! (`-D` with the `qemu_system_shutdown_request` trace event), which a
+//! reset never makes. So an exit with status 0 and no shutdown request in
+//! the trace is a guest reset: it counts as a failure ([`GUEST_RESET_EXIT`]).
+//! A start watches the first moments of the boot ([`BOOT_WATCH`]) and
+//! fails with the console's last lines when the guest resets then.
 
 mod qmp;
 
@@ -37,6 +47,17 @@ const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 const POWERDOWN_REPEAT: Duration = Duration::from_secs(2);
 /// How long the wrapper may take to record the exit status once QEMU ended.
 const EXIT_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a start watches the guest boot for a reset before it answers:
+/// a kernel that cannot even decompress itself (too little memory, a
+/// damaged image) resets within a fraction of a second, under TCG too.
+pub(crate) const BOOT_WATCH: Duration = Duration::from_secs(2);
+/// The exit code recorded for a guest that reset (`-no-reboot` ends QEMU
+/// instead): a failure, so a restart policy `on_failure` boots it again.
+pub(crate) const GUEST_RESET_EXIT: i32 = 1;
+/// The trace event QEMU logs for every shutdown request but a reset.
+const SHUTDOWN_TRACE_EVENT: &str = "qemu_system_shutdown_request";
+/// How many lines of the console a boot failure quotes.
+const CONSOLE_TAIL_LINES: usize = 12;
 
 /// The wrapper: runs QEMU (the arguments after the directory), then records
 /// its exit status atomically in `qemu.exit`.
@@ -86,6 +107,9 @@ impl Files<'_> {
     fn stderr(&self) -> PathBuf {
         self.0.file("qemu.stderr")
     }
+    fn events(&self) -> PathBuf {
+        self.0.file("qemu.events")
+    }
 }
 
 /// The console log of an instance of this backend.
@@ -129,7 +153,7 @@ impl QemuBackend {
             "-kernel".to_owned(),
             path(plan.kernel.clone()),
             "-append".to_owned(),
-            plan.cmdline.clone(),
+            qemu_cmdline(&plan.cmdline),
         ]);
         if let Some(initrd) = &plan.initrd {
             argv.extend(["-initrd".to_owned(), path(initrd.clone())]);
@@ -174,6 +198,11 @@ impl QemuBackend {
             format!("unix:{},server=on,wait=off", escape_opt(&path(files.qmp()))),
             "-pidfile".to_owned(),
             path(files.pid()),
+            // Why QEMU ends: a reset leaves no shutdown request here.
+            "-D".to_owned(),
+            path(files.events()),
+            "-trace".to_owned(),
+            format!("enable={SHUTDOWN_TRACE_EVENT}"),
         ]);
         argv
     }
@@ -199,6 +228,7 @@ impl QemuBackend {
             files.qmp(),
             files.console(),
             files.stderr(),
+            files.events(),
         ] {
             let _ = std::fs::remove_file(stale);
         }
@@ -353,7 +383,9 @@ impl QemuBackend {
                     .and_then(|m| m.modified())
                     .ok()
                     .map(DateTime::<Utc>::from);
-                exited(text.trim().parse().unwrap_or(1), at)
+                let code = text.trim().parse().unwrap_or(1);
+                let events = std::fs::read_to_string(files.events()).ok();
+                exited(exit_code(code, events.as_deref()), at)
             }
             Err(_) => exited(1, Some(DateTime::<Utc>::from(SystemTime::now()))),
         }
@@ -378,10 +410,28 @@ impl QemuBackend {
                 self.launch(name, dir, plan, network).await?;
             }
         }
+        let console_from = std::fs::metadata(Files(dir).log()).map_or(0, |m| m.len());
         let mut qmp = self.qmp(dir).await?;
         qmp.execute("cont", None)
             .await
             .map_err(|e| qmp_failed("start the guest (QMP cont)", e))?;
+        drop(qmp);
+        // The first moments of the boot: a guest that resets now never ran.
+        let started = Instant::now();
+        while started.elapsed() < BOOT_WATCH {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if self.running_pid(dir).is_some() {
+                continue;
+            }
+            // Ended: a guest that powered off ran; one that reset did not.
+            if let RuntimeState::Exited { code, .. } = self.exit_state(dir).await {
+                if code != 0 {
+                    let console = console_tail(&Files(dir).log(), console_from);
+                    return Err(boot_failed(name, started.elapsed(), &console));
+                }
+            }
+            break;
+        }
         Ok(())
     }
 
@@ -567,6 +617,81 @@ fn not_running(what: &str, state: &RuntimeState) -> DriverError {
     ))
 }
 
+/// The kernel command line QEMU boots: `cmdline`, with `panic=-1` unless
+/// it sets `panic=` itself, so a kernel that panics resets at once (and
+/// `-no-reboot` ends QEMU) instead of hanging while it looks alive.
+pub(crate) fn qemu_cmdline(cmdline: &str) -> String {
+    if cmdline.split_whitespace().any(|a| a.starts_with("panic=")) {
+        cmdline.to_owned()
+    } else if cmdline.trim().is_empty() {
+        PANIC_RESETS.to_owned()
+    } else {
+        format!("{cmdline} {PANIC_RESETS}")
+    }
+}
+
+/// What [`qemu_cmdline`] adds.
+pub(crate) const PANIC_RESETS: &str = "panic=-1";
+
+/// The exit code of a QEMU whose wrapper recorded `code`, given its trace
+/// of shutdown requests (`None`: no trace, as of a QEMU launched without
+/// one or built without the log trace backend). An exit 0 without any
+/// shutdown request was a guest reset.
+fn exit_code(code: i32, events: Option<&str>) -> i32 {
+    match events {
+        Some(events) if code == 0 && !events.contains(SHUTDOWN_TRACE_EVENT) => GUEST_RESET_EXIT,
+        _ => code,
+    }
+}
+
+/// The last lines of the console log after `from`, printable, one string.
+fn console_tail(log: &Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX: u64 = 16 * 1024;
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return String::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = from.max(len.saturating_sub(MAX)).min(len);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            l.chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect::<String>()
+                .trim_end()
+                .to_owned()
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let tail = &lines[lines.len().saturating_sub(CONSOLE_TAIL_LINES)..];
+    tail.join("\n")
+}
+
+/// The error of a guest that reset `after` its start, quoting its console.
+fn boot_failed(name: &str, after: Duration, console: &str) -> DriverError {
+    let why = if console.contains("Kernel panic") {
+        "its kernel panicked"
+    } else {
+        "it reset: its kernel faulted, or cannot boot in its memory"
+    };
+    let console = if console.is_empty() {
+        "its console is empty".to_owned()
+    } else {
+        format!("its console's last lines:\n{console}")
+    };
+    DriverError::FailedPrecondition(format!(
+        "the guest of microVM `{name}` died while booting, {:.1} s after it started ({why}); \
+         {console}",
+        after.as_secs_f64()
+    ))
+}
+
 /// Escapes a value inside QEMU's `key=value,...` option syntax (a comma is doubled).
 fn escape_opt(value: &str) -> String {
     value.replace(',', ",,")
@@ -624,6 +749,37 @@ mod tests {
         assert_eq!(state_of("paused"), RuntimeState::Paused);
         assert_eq!(state_of("running"), RuntimeState::Running);
         assert_eq!(escape_opt("/a,b"), "/a,,b");
+    }
+
+    #[test]
+    fn a_guest_reset_is_a_failure_and_a_power_off_is_not() {
+        let powered_off = "qemu_system_shutdown_request reason=6\n";
+        let quit = "qemu_system_shutdown_request reason=2\n";
+        assert_eq!(exit_code(0, Some(powered_off)), 0);
+        assert_eq!(exit_code(0, Some(quit)), 0);
+        // No shutdown request: -no-reboot ended QEMU on a reset.
+        assert_eq!(exit_code(0, Some("")), GUEST_RESET_EXIT);
+        // Without a trace nothing is known beyond QEMU's status.
+        assert_eq!(exit_code(0, None), 0);
+        assert_eq!(exit_code(137, Some("")), 137);
+        assert_eq!(qemu_cmdline("console=ttyS0"), "console=ttyS0 panic=-1");
+        assert_eq!(
+            qemu_cmdline("console=ttyS0 panic=5"),
+            "console=ttyS0 panic=5"
+        );
+        assert_eq!(qemu_cmdline(""), "panic=-1");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, "old boot\n\x1b[6nKernel panic - not syncing: x\r\n\n").expect("log");
+        assert_eq!(console_tail(&log, 9), "[6nKernel panic - not syncing: x");
+        let e = boot_failed(
+            "m",
+            Duration::from_millis(300),
+            "Kernel panic - not syncing: x",
+        );
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+        assert!(e.to_string().contains("its kernel panicked"), "{e}");
+        assert!(e.to_string().contains("last lines:\nKernel panic"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,302 @@
+//! What TLS, authentication, authorization and audit cost a create made
+//! through the API: the same controller (embedded store on disk, fake
+//! driver, every create waiting until the instance runs) served twice in
+//! one process, once plain (every caller the local admin, no audit) and
+//! once as `zixiao server --pki` serves it (TLS 1.3, an operator's bearer
+//! token checked on every call, the project judged, an audit record
+//! written). Rounds alternate between the two so drift on a shared
+//! machine falls on both alike.
+//!
+//! `cargo bench -p zixiao-api --bench secure` prints a table and writes
+//! `target/bench-results/secure-api.json` (`SECURE_CREATES=200` and
+//! `SECURE_ROUNDS=4` choose the sizes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use zixiao_api::secure::{api_server, serve_routes, ServerTls};
+use zixiao_api::ConnectOptions;
+use zixiao_auth::{AuthStore, Pki, ProjectName, Role, SubjectName, UserName, PROJECT_LABEL};
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    Client, Controller, CreateInstance, InstanceSpec, InstanceType, LocalAgent, Resources, Store,
+    SystemClock, Wait,
+};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::FakeDriver;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A controller over the embedded store in `dir` with 10 nodes of fake
+/// containers, converging in its callers.
+async fn controller(dir: &Path) -> (Controller, Arc<dyn Store>) {
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.join("state.redb")).expect("open the store"));
+    let controller =
+        Controller::builder(store.clone(), Arc::new(PluginScheduler::default())).build();
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    for i in 0..10 {
+        let name = format!("node-{i:02}");
+        let agent = LocalAgent::new(HostFacts {
+            hostname: name.clone(),
+            capacity: Resources {
+                cpus: 1024,
+                memory_mib: 1024 * 1024,
+                disk_gib: 100_000,
+                instances: 10_000,
+            },
+        })
+        .with_driver(driver.clone());
+        controller
+            .register_node(agent.registration(name.clone()))
+            .await
+            .expect("register a node");
+        controller.attach_agent(name, Arc::new(agent));
+    }
+    (controller, store)
+}
+
+/// Serves `controller` on a loopback port, with `tls` or without; the
+/// server's address.
+async fn serve(
+    controller: &Controller,
+    store: &Arc<dyn Store>,
+    tls: Option<ServerTls>,
+) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut routes = tonic::service::Routes::builder();
+    api_server(
+        Arc::new(controller.clone()),
+        store.clone(),
+        "bench",
+        tls.as_ref(),
+    )
+    .add_to(&mut routes);
+    let routes = routes.routes();
+    tokio::spawn(async move {
+        serve_routes(routes, listener, tls.as_ref(), std::future::pending())
+            .await
+            .expect("serve");
+    });
+    addr
+}
+
+/// One round: `creates` creates through `client` by `concurrency` workers;
+/// each create's latency, and the round's wall time.
+async fn round(
+    client: &Client,
+    tag: &str,
+    creates: usize,
+    concurrency: usize,
+) -> (Vec<Duration>, Duration) {
+    let began = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..concurrency {
+        let client = client.clone();
+        let tag = tag.to_owned();
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            for i in (worker..creates).step_by(concurrency) {
+                let mut request = CreateInstance::new(
+                    format!("{tag}-{i}"),
+                    InstanceSpec::container("busybox").with_size(1, 64),
+                );
+                request
+                    .labels
+                    .insert(PROJECT_LABEL.to_owned(), "bench".to_owned());
+                let t = Instant::now();
+                client
+                    .create_instance(request, Wait::Settled)
+                    .await
+                    .expect("create");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        all.extend(done.expect("a worker"));
+    }
+    (all, began.elapsed())
+}
+
+#[derive(Default)]
+struct Totals {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Totals {
+    fn percentile(&mut self, p: f64) -> Duration {
+        self.latencies.sort();
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i]
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, Linux {kernel}")
+}
+
+fn results_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("bench-results").join("secure-api.json")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+async fn run() -> Vec<serde_json::Value> {
+    let creates = env_number("SECURE_CREATES", 200);
+    let rounds = env_number("SECURE_ROUNDS", 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (controller, store) = controller(dir.path()).await;
+
+    // The cluster's PKI and an operator of project `bench`, as `zixiao
+    // server init` and `zixiao user create` make them.
+    let pki = Pki::init(&dir.path().join("pki"), "bench").expect("pki");
+    let tls = ServerTls::issue(&pki, &[SubjectName::Ip([127, 0, 0, 1].into())]).expect("tls");
+    let accounts = AuthStore::new(store.clone(), Arc::new(SystemClock));
+    let bench = ProjectName::try_from("bench").expect("name");
+    accounts
+        .create_project(bench.clone(), Default::default())
+        .await
+        .expect("project");
+    let operator = UserName::try_from("op").expect("name");
+    accounts
+        .create_user(operator.clone(), Role::Operator, [bench].into())
+        .await
+        .expect("user");
+    let (_, token) = accounts
+        .issue_user_token(&operator, Role::Operator, None, None)
+        .await
+        .expect("token");
+
+    let plain_addr = serve(&controller, &store, None).await;
+    let secure_addr = serve(&controller, &store, Some(tls)).await;
+    let plain = zixiao_api::connect_with(ConnectOptions::new(format!("http://{plain_addr}")))
+        .expect("plain client");
+    let secure = zixiao_api::connect_with(ConnectOptions {
+        endpoint: format!("https://{secure_addr}"),
+        ca_pem: Some(pki.ca_pem().to_owned()),
+        token: Some(token.expose().to_owned()),
+        client_identity: None,
+    })
+    .expect("secure client");
+    // Connections up, caches warm, before anything is timed.
+    round(&plain, "warm-plain", 20, 4).await;
+    round(&secure, "warm-secure", 20, 4).await;
+
+    let mut rows = Vec::new();
+    println!("creates through the API, waiting until running; {creates} per round, {rounds} rounds each, alternating");
+    println!(
+        "{:<16} {:>11} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "", "concurrency", "creates", "creates/s", "mean ms", "p50 ms", "p99 ms"
+    );
+    for concurrency in [1, 8] {
+        let (mut plain_totals, mut secure_totals) = (Totals::default(), Totals::default());
+        for r in 0..rounds {
+            for (client, totals, mode) in [
+                (&plain, &mut plain_totals, "plain"),
+                (&secure, &mut secure_totals, "secure"),
+            ] {
+                let tag = format!("{mode}-c{concurrency}-r{r}");
+                let (latencies, wall) = round(client, &tag, creates, concurrency).await;
+                totals.latencies.extend(latencies);
+                totals.wall += wall;
+            }
+        }
+        let mut summary = Vec::new();
+        for (mode, totals) in [
+            ("plain", &mut plain_totals),
+            ("tls+auth+audit", &mut secure_totals),
+        ] {
+            let count = totals.latencies.len();
+            let mean = totals.latencies.iter().sum::<Duration>() / count as u32;
+            let (p50, p99) = (totals.percentile(0.50), totals.percentile(0.99));
+            let per_second = totals.per_second();
+            println!(
+                "{mode:<16} {concurrency:>11} {count:>8} {per_second:>10.1} {:>9.2} {:>9.2} {:>9.2}",
+                ms(mean),
+                ms(p50),
+                ms(p99)
+            );
+            summary.push((per_second, p99));
+            rows.push(serde_json::json!({
+                "mode": mode,
+                "concurrency": concurrency,
+                "creates": count,
+                "creates_per_s": per_second,
+                "mean_ms": ms(mean),
+                "p50_ms": ms(p50),
+                "p99_ms": ms(p99),
+            }));
+        }
+        let slower = 1.0 - summary[1].0 / summary[0].0;
+        let p99_more = ms(summary[1].1) / ms(summary[0].1) - 1.0;
+        println!(
+            "{:<16} {concurrency:>11} throughput {:+.1}%, p99 {:+.1}%",
+            "security costs",
+            -slower * 100.0,
+            p99_more * 100.0
+        );
+        rows.push(serde_json::json!({
+            "mode": "cost",
+            "concurrency": concurrency,
+            "throughput_change_pct": -slower * 100.0,
+            "p99_change_pct": p99_more * 100.0,
+        }));
+    }
+    rows
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let rows = runtime.block_on(run());
+    let machine = machine();
+    println!("on {machine}");
+    let report = serde_json::json!({
+        "name": "secure-api",
+        "machine": machine,
+        "results": rows,
+    });
+    let path = results_path();
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("create bench-results");
+    std::fs::write(&path, serde_json::to_vec_pretty(&report).expect("json"))
+        .expect("write the results");
+    println!("written to {}", path.display());
+}

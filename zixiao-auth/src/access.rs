@@ -1,0 +1,310 @@
+//! [`AccessApi`]: the wrapper over an [`Api`] that carries out the
+//! requests of access control itself (users, tokens, projects, the audit
+//! log) over an [`AuthStore`] and an [`AuditLog`], and passes every other
+//! request to the `Api` it wraps. A server serves
+//! `secure(AccessApi<WithLeader<Controller>>, caller, log)`: authorization
+//! and audit see these requests as they see every other.
+//!
+//! It also owns one rule of projects that spans both sides: an instance
+//! is created only in a project that exists, and a project is deleted
+//! only while no instance is in it. Until instances are created in one
+//! transaction with their project's check (the quota step), a create and a
+//! delete of its project racing each other can both pass; the delete is
+//! then refused on the next attempt, never the instance lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use zixiao_core::api::{
+    Api, AuditQuery, IssuedToken, ProjectInfo, Request, Response, TokenInfo, TokenPurpose,
+    TokenText, UserInfo,
+};
+use zixiao_core::{Error, InstanceFilter, Resources, Result};
+
+use crate::accounts::{AuthStore, Project, User};
+use crate::audit::AuditLog;
+use crate::error::AuthError;
+use crate::names::{ProjectName, TokenId, UserName};
+use crate::permission::{project_of, project_of_labels, PROJECT_LABEL};
+use crate::token::{Token, TokenKind, TokenSecret};
+
+/// An [`Api`] that answers users, tokens, projects and the audit log from
+/// the store, and passes everything else to `inner`. Cheap to clone when
+/// `A` is.
+#[derive(Clone)]
+pub struct AccessApi<A> {
+    inner: A,
+    accounts: AuthStore,
+    log: Arc<AuditLog>,
+}
+
+impl<A> AccessApi<A> {
+    /// Access control over `accounts` and `log`, in front of `inner`.
+    pub fn new(inner: A, accounts: AuthStore, log: Arc<AuditLog>) -> Self {
+        AccessApi {
+            inner,
+            accounts,
+            log,
+        }
+    }
+
+    /// The wrapped `Api`.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+
+    /// The wrapped `Api`, unwrapped.
+    pub fn into_inner(self) -> A {
+        self.inner
+    }
+}
+
+impl<A: fmt::Debug> fmt::Debug for AccessApi<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessApi")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+fn user_name(field: &str, value: String) -> Result<UserName> {
+    UserName::try_from(value).map_err(|e| AuthError::invalid_name(field, e).into())
+}
+
+fn project_name(field: &str, value: String) -> Result<ProjectName> {
+    ProjectName::try_from(value).map_err(|e| AuthError::invalid_name(field, e).into())
+}
+
+fn project_names(field: &str, values: Vec<String>) -> Result<BTreeSet<ProjectName>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| project_name(&format!("{field}[{i}]"), value))
+        .collect()
+}
+
+/// A user as the API shows it.
+pub fn user_info(user: &User) -> UserInfo {
+    UserInfo {
+        name: user.name.to_string(),
+        role: user.role,
+        projects: user.projects.iter().map(ToString::to_string).collect(),
+        created_at: user.created_at,
+    }
+}
+
+/// A token as the API shows it (never its secret).
+pub fn token_info(token: &Token) -> TokenInfo {
+    let (purpose, role, projects) = match &token.kind {
+        TokenKind::User { role, projects } => (
+            TokenPurpose::User,
+            Some(*role),
+            projects
+                .as_ref()
+                .map(|p| p.iter().map(ToString::to_string).collect()),
+        ),
+        TokenKind::Join { .. } => (TokenPurpose::Join, None, None),
+    };
+    TokenInfo {
+        id: token.id.to_string(),
+        purpose,
+        owner: token.owner.to_string(),
+        role,
+        projects,
+        expires_at: token.expires_at,
+        revoked: token.revoked,
+        created_at: token.created_at,
+    }
+}
+
+fn issued(token: &Token, secret: &TokenSecret) -> IssuedToken {
+    IssuedToken {
+        token: token_info(token),
+        secret: TokenText::new(secret.expose()),
+    }
+}
+
+fn project_info(project: Project, usage: Resources) -> ProjectInfo {
+    ProjectInfo {
+        name: project.name.to_string(),
+        quota: project.quota,
+        usage,
+        created_at: project.created_at,
+    }
+}
+
+impl<A: Api> AccessApi<A> {
+    /// What the instances of each project ask for together, read through
+    /// the inner `Api`. Instances whose project label is invalid count
+    /// nowhere (only an admin reaches them).
+    async fn usage(&self) -> Result<BTreeMap<ProjectName, Resources>> {
+        let filter = InstanceFilter::default();
+        let instances = match self.inner.call(Request::ListInstances { filter }).await? {
+            Response::Instances(instances) => instances,
+            other => {
+                return Err(Error::Internal(format!(
+                    "instance.list answered {}, not Instances",
+                    other.kind()
+                )))
+            }
+        };
+        let mut usage: BTreeMap<ProjectName, Resources> = BTreeMap::new();
+        for instance in &instances {
+            if let Ok(project) = project_of(instance) {
+                let held = usage.entry(project).or_default();
+                *held = held.saturating_add(&instance.spec.resources());
+            }
+        }
+        Ok(usage)
+    }
+
+    async fn project_usage(&self, project: &ProjectName) -> Result<Resources> {
+        Ok(self.usage().await?.remove(project).unwrap_or_default())
+    }
+
+    /// Refuses a create in a project that does not exist.
+    async fn check_project_exists(&self, labels: &BTreeMap<String, String>) -> Result<()> {
+        let project = project_of_labels(labels)
+            .map_err(|e| AuthError::invalid_name(format!("labels.{PROJECT_LABEL}"), e))?;
+        match self.accounts.get_project(&project).await {
+            Ok(_) => Ok(()),
+            Err(AuthError::NotFound { .. }) => Err(Error::invalid(
+                format!("labels.{PROJECT_LABEL}"),
+                format!("project `{project}` does not exist; create it first"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl<A: Api> Api for AccessApi<A> {
+    async fn call(&self, request: Request) -> Result<Response> {
+        let accounts = &self.accounts;
+        Ok(match request {
+            Request::CreateUser {
+                name,
+                role,
+                projects,
+                token_ttl,
+            } => {
+                let name = user_name("name", name)?;
+                let projects = project_names("projects", projects)?;
+                let user = accounts.create_user(name, role, projects).await?;
+                let (token, secret) = accounts
+                    .issue_user_token(&user.name, role, None, token_ttl)
+                    .await?;
+                Response::NewUser(user_info(&user), issued(&token, &secret))
+            }
+            Request::ListUsers => {
+                Response::Users(accounts.list_users().await?.iter().map(user_info).collect())
+            }
+            Request::DeleteUser { name } => {
+                accounts.delete_user(&user_name("name", name)?).await?;
+                Response::Done
+            }
+            Request::CreateToken { owner, terms } => {
+                let owner = owner.ok_or_else(|| {
+                    Error::invalid(
+                        "owner",
+                        "name the token's owner: the caller is not a stored user",
+                    )
+                })?;
+                let owner = user_name("owner", owner)?;
+                let role = match terms.role {
+                    Some(role) => role,
+                    None => accounts.get_user(&owner).await?.role,
+                };
+                let projects = terms
+                    .projects
+                    .map(|p| project_names("projects", p))
+                    .transpose()?;
+                let (token, secret) = accounts
+                    .issue_user_token(&owner, role, projects, terms.ttl)
+                    .await?;
+                Response::Token(issued(&token, &secret))
+            }
+            Request::ListTokens { owner } => {
+                let owner = owner.map(|o| user_name("owner", o)).transpose()?;
+                let tokens = accounts.list_tokens().await?;
+                Response::Tokens(
+                    tokens
+                        .iter()
+                        .filter(|t| owner.as_ref().is_none_or(|o| &t.owner == o))
+                        .map(token_info)
+                        .collect(),
+                )
+            }
+            Request::RevokeToken { id } => {
+                let id = TokenId::try_from(id).map_err(|e| AuthError::invalid_name("id", e))?;
+                Response::TokenInfo(token_info(&accounts.revoke_token(&id).await?))
+            }
+            Request::CreateProject { name, quota } => {
+                let name = project_name("name", name)?;
+                let project = accounts.create_project(name, quota).await?;
+                Response::Project(project_info(project, Resources::default()))
+            }
+            Request::ListProjects => {
+                let mut usage = self.usage().await?;
+                let projects = accounts.list_projects().await?;
+                Response::Projects(
+                    projects
+                        .into_iter()
+                        .map(|p| {
+                            let used = usage.remove(&p.name).unwrap_or_default();
+                            project_info(p, used)
+                        })
+                        .collect(),
+                )
+            }
+            Request::GetProject { name } => {
+                let name = project_name("name", name)?;
+                let project = accounts.get_project(&name).await?;
+                Response::Project(project_info(project, self.project_usage(&name).await?))
+            }
+            Request::UpdateProject { name, quota } => {
+                let name = project_name("name", name)?;
+                let mut project = accounts.get_project(&name).await?;
+                project.quota = quota;
+                let project = accounts.update_project(project).await?;
+                Response::Project(project_info(project, self.project_usage(&name).await?))
+            }
+            Request::DeleteProject { name } => {
+                let name = project_name("name", name)?;
+                let used = self.project_usage(&name).await?;
+                if used.instances > 0 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "project `{name}` still has {} instance(s): delete them first",
+                        used.instances
+                    )));
+                }
+                accounts.delete_project(&name).await?;
+                Response::Done
+            }
+            Request::ListAudit { query } => {
+                let AuditQuery {
+                    since,
+                    user,
+                    project,
+                } = query;
+                let user = user.map(|u| user_name("user", u)).transpose()?;
+                let project = project.map(|p| project_name("project", p)).transpose()?;
+                let records = self
+                    .log
+                    .list(since, user.as_ref(), project.as_ref())
+                    .await?;
+                Response::AuditRecords(records)
+            }
+            Request::CreateInstance { request, wait } => {
+                self.check_project_exists(&request.labels).await?;
+                return self
+                    .inner
+                    .call(Request::CreateInstance { request, wait })
+                    .await;
+            }
+            other => return self.inner.call(other).await,
+        })
+    }
+}
