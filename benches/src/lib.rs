@@ -278,3 +278,58 @@ pub fn stranded(nodes: &[Node], size: Resources) -> Stranded {
     out.free_memory_percent = pct(mem_free, capacity.memory_mib);
     out
 }
+
+/// The machine a benchmark ran on, for people reading its figures: the
+/// CPU model, how many cores, memory, and the load average when it started
+/// (this project's machines are shared: other builds run alongside).
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or("unknown CPU".to_owned(), |m| m.trim().to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / (1024 * 1024));
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned());
+    format!("{cores} cores ({model}), {memory_gib} GiB, load average {load} at start")
+}
+
+/// Where the benchmarks write their JSON summaries: `target/bench-results`
+/// under the workspace's target directory (`CARGO_TARGET_DIR` if set).
+pub fn results_dir() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join("target")
+        });
+    target.join("bench-results")
+}
+
+/// Writes `target/bench-results/<name>.json` as `{"name", "machine",
+/// "results": [rows]}` and returns its path.
+pub fn write_results(
+    name: &str,
+    machine: &str,
+    rows: Vec<serde_json::Value>,
+) -> std::io::Result<std::path::PathBuf> {
+    let dir = results_dir();
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.json"));
+    let body = serde_json::json!({ "name": name, "machine": machine, "results": rows });
+    std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap_or_default())?;
+    Ok(path)
+}

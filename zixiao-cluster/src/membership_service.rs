@@ -206,32 +206,12 @@ impl MembershipService for MembershipServer {
         let node = request.get_ref().node.clone();
         self.admit(&request, "node.heartbeat", &node).await?;
         let request = request.into_inner();
-        if self.guard.is_some() {
-            // A node renews only its own session's lease: not another
-            // node's, nor the leader's, by its id.
-            let held = self
-                .membership
-                .held_by(&request.node, &request.session)
-                .await
-                .map_err(err)?;
-            match held {
-                Some(lease) if lease == request.lease_id => {}
-                Some(_) => {
-                    return Err(err(Error::permission_denied(format!(
-                        "node.heartbeat: lease {} is not node `{}`'s lease under this session",
-                        request.lease_id, request.node
-                    ))))
-                }
-                None => {
-                    return Err(err(Error::not_found(format!(
-                        "the lease of node `{}` under this session (register again)",
-                        request.node
-                    ))))
-                }
-            }
-        }
+        // Answered from memory: a heartbeat writes nothing. It renews only
+        // `node`'s liveness under `session` (the lease id names nothing a
+        // caller could renew for another), and `admit` made sure `node` is
+        // the caller's own.
         self.membership
-            .renew(&request.node, request.lease_id)
+            .renew(&request.node, &request.session)
             .await
             .map_err(err)?;
         Ok(Response::new(pb::HeartbeatResponse {
@@ -285,8 +265,8 @@ impl MembershipService for MembershipServer {
             .deregister_node(&request.node)
             .await
             .map_err(err)?;
-        if let Some(lease) = held {
-            self.membership.release(lease).await.map_err(err)?;
+        if held.is_some() {
+            self.membership.release(&request.node).await.map_err(err)?;
         }
         Ok(Response::new(()))
     }

@@ -140,7 +140,8 @@ async fn start_with(
         .local_addr()
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
     let store = controller.store().clone();
-    let membership = Membership::new(store.clone(), options.timing.lease_ttl());
+    let membership = Membership::new(store.clone(), options.id.clone(), options.timing)
+        .watching(controller.clone());
     let sync = NodeSync::new(controller.clone()).with_tls(tls.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (leading_tx, leading_rx) = watch::channel(false);
@@ -151,6 +152,10 @@ async fn start_with(
         sync.clone()
             .run(Duration::from_millis(250), shutdown_rx.clone()),
     ));
+    tasks.push(tokio::spawn(membership.clone().run(shutdown_rx.clone())));
+    // Agents are taken once the server holds a lease to put them on; one
+    // that registers earlier is told to try again.
+    membership.ready(options.timing.lease_ttl()).await;
     tasks.push(tokio::spawn(crate::election::run(
         store.clone(),
         options.id.clone(),
@@ -160,7 +165,6 @@ async fn start_with(
     )));
     tasks.push(tokio::spawn(crate::leader::run(
         controller.clone(),
-        membership.clone(),
         options.timing,
         leading_rx.clone(),
         shutdown_rx.clone(),
@@ -222,13 +226,19 @@ async fn start_with(
 /// background, for a server. Nodes' agents (and their network hosts) are
 /// attached as they register.
 pub fn controller(store: Arc<dyn zixiao_core::Store>) -> Controller {
+    builder(store).build()
+}
+
+/// The builder of [`controller`], to add to it (admissions, options). Its
+/// cache keeps the nodes' liveness keys, for the failure detector.
+pub fn builder(store: Arc<dyn zixiao_core::Store>) -> zixiao_core::ControllerBuilder {
     Controller::builder(
         store.clone(),
         Arc::new(zixiao_sched::PluginScheduler::default()),
     )
     .address_allocator(Arc::new(zixiao_net::StoreIpam::new(store)))
     .convergence(Convergence::Background)
-    .build()
+    .cache_prefix(crate::membership::NODE_LEASES_PREFIX)
 }
 
 /// Accepted connections with Nagle's algorithm off: small request/response

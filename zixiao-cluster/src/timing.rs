@@ -1,7 +1,10 @@
-//! The liveness clock of a cluster: how long a node's lease lives, how often
-//! its agent renews it, and when its watchdog fences it. The defaults give
-//! failover in about three seconds: a lease of 3 s renewed every 0.5 s, a
-//! fence at 2 s (a full second before the lease can expire), a leader lease
+//! The liveness clock of a cluster: how long a node lives without a
+//! heartbeat, how often its agent sends one, when its watchdog fences it,
+//! and how long a server's own lease lives. The defaults give failover in
+//! about three seconds: a node expires 3 s after the last heartbeat its
+//! server answered, heartbeats every 0.5 s, a fence at 2 s (a full second
+//! before the node can expire), a server lease of 3 s that a server must
+//! have renewed within the last 0.75 s to answer heartbeats, a leader lease
 //! of 2 s, a failure-detector sweep every 0.25 s.
 
 use std::time::Duration;
@@ -13,7 +16,8 @@ use zixiao_core::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
-    /// How long a node's lease lives without a heartbeat, in milliseconds.
+    /// How long a node lives without a heartbeat answered, in
+    /// milliseconds: its server then deletes its liveness key.
     pub lease_ttl_ms: u64,
     /// How often an agent renews its lease, in milliseconds.
     pub heartbeat_ms: u64,
@@ -27,6 +31,12 @@ pub struct Timing {
     pub sweep_ms: u64,
     /// How often the leader converges every instance, in milliseconds.
     pub reconcile_ms: u64,
+    /// How long a server's own lease (which its nodes' liveness keys are
+    /// on) lives without a renewal, in milliseconds. A server answers
+    /// heartbeats only while its last renewal is younger than this minus
+    /// the fencing deadline and a margin of a quarter second, so its keys
+    /// vanishing with its lease always comes after its nodes fenced.
+    pub server_lease_ttl_ms: u64,
 }
 
 impl Default for Timing {
@@ -38,6 +48,7 @@ impl Default for Timing {
             leader_ttl_ms: 2000,
             sweep_ms: 250,
             reconcile_ms: 2000,
+            server_lease_ttl_ms: 3000,
         }
     }
 }
@@ -53,6 +64,7 @@ impl Timing {
             ("leader_ttl_ms", self.leader_ttl_ms),
             ("sweep_ms", self.sweep_ms),
             ("reconcile_ms", self.reconcile_ms),
+            ("server_lease_ttl_ms", self.server_lease_ttl_ms),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -66,6 +78,17 @@ impl Timing {
                     "must be shorter than timing.lease_ttl_ms ({} ms), so a node fences itself \
                      before its lease expires",
                     self.lease_ttl_ms
+                ),
+            ));
+        }
+        if self.fence_after_ms + ACK_MARGIN_MS + MIN_ACK_WINDOW_MS > self.server_lease_ttl_ms {
+            return Err(Error::invalid(
+                "timing.server_lease_ttl_ms",
+                format!(
+                    "must be at least timing.fence_after_ms ({} ms) plus {} ms, so a server's \
+                     nodes fence themselves before its lease can expire",
+                    self.fence_after_ms,
+                    ACK_MARGIN_MS + MIN_ACK_WINDOW_MS
                 ),
             ));
         }
@@ -111,7 +134,36 @@ impl Timing {
     pub fn reconcile(&self) -> Duration {
         Duration::from_millis(self.reconcile_ms)
     }
+
+    /// The server lease TTL.
+    pub fn server_lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.server_lease_ttl_ms)
+    }
+
+    /// How young a server's last lease renewal must be for it to answer
+    /// heartbeats: the server lease TTL minus the fencing deadline minus a
+    /// margin. Its last answer then precedes its lease's expiry by more
+    /// than the fencing deadline.
+    pub fn ack_window(&self) -> Duration {
+        Duration::from_millis(
+            self.server_lease_ttl_ms
+                .saturating_sub(self.fence_after_ms + ACK_MARGIN_MS)
+                .max(MIN_ACK_WINDOW_MS),
+        )
+    }
+
+    /// How often a server renews its own lease: three times per ack window.
+    pub fn server_renewal(&self) -> Duration {
+        self.ack_window() / 3
+    }
 }
+
+/// The margin between a server's last answer and its nodes' fencing
+/// deadline running out before its lease can expire.
+const ACK_MARGIN_MS: u64 = 250;
+
+/// The shortest ack window: a server needs time to renew.
+const MIN_ACK_WINDOW_MS: u64 = 300;
 
 /// Milliseconds on the machine's monotonic clock (`CLOCK_MONOTONIC`): the
 /// same for every process on the machine and never set back, so an agent

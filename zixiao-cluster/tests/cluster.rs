@@ -605,6 +605,75 @@ async fn the_watchdog_stops_a_nodes_instances_all_at_once() {
     watchdog.abort();
 }
 
+/// A node whose registration reached another server while its heartbeats
+/// still go to the first (an agent that gave up on a slow answer and tried
+/// the next server) stays live: the first server sees in its cache that the
+/// node's key moved and takes it back instead of answering from memory
+/// while the other server, hearing nothing, lets the key expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_registered_on_two_servers_stays_live_heartbeating_one() {
+    let cluster = Cluster::new(2, 1).await;
+    let client = cluster.cluster_client();
+    let template = client.get_node("node-0").await.expect("node");
+    let registration = NodeRegistration {
+        id: "drift".into(),
+        hostname: "drift".into(),
+        address: "127.0.0.1:1".into(),
+        region: "default".into(),
+        zone: "default".into(),
+        role: Default::default(),
+        capacity: template.capacity,
+        labels: Default::default(),
+        traits: Default::default(),
+        runtimes: template.runtimes.clone(),
+        missing_runtimes: Default::default(),
+        drivers: template.drivers.clone(),
+        carbon_intensity: None,
+    };
+    let first = MembershipClient::new(&cluster.addrs[0].to_string(), Duration::from_secs(30))
+        .expect("client");
+    let second = MembershipClient::new(&cluster.addrs[1].to_string(), Duration::from_secs(30))
+        .expect("client");
+    let session = "drift-session";
+    let (_, mut lease) = first
+        .register_node(&registration, session)
+        .await
+        .expect("registered on the first server");
+    first
+        .heartbeat("drift", session, lease.id)
+        .await
+        .expect("answered by the first server");
+    // The same agent's registration reaches the second server too.
+    second
+        .register_node(&registration, session)
+        .await
+        .expect("taken over by the second server");
+    // From now on it heartbeats the first server only, as an agent does,
+    // registering again there if told its liveness expired.
+    let timing = Timing::default();
+    let until = Instant::now() + timing.lease_ttl() * 3;
+    while Instant::now() < until {
+        match first.heartbeat("drift", session, lease.id).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                lease = first
+                    .register_node(&registration, session)
+                    .await
+                    .expect("registered again")
+                    .1;
+            }
+            Err(e) => panic!("heartbeat: {}", e.chain()),
+        }
+        let node = client.get_node("drift").await.expect("node");
+        assert_eq!(
+            node.status,
+            NodeStatus::Ready,
+            "a node heartbeating a server was declared lost"
+        );
+        tokio::time::sleep(timing.heartbeat()).await;
+    }
+}
+
 /// A server that serves TLS knows an agent only by its node certificate
 /// (issued at join, see `cli/tests/secure.rs`): a TLS client without one
 /// can neither register a node with made-up capacity nor renew anyone's

@@ -443,6 +443,11 @@ pub struct SchedulingContext<'a> {
     pub instances: &'a [Instance],
     /// The host aggregates.
     pub aggregates: &'a [HostAggregate],
+    /// Which of `nodes` changed since an earlier context over the same
+    /// table, when the caller keeps track (the controller's node cache
+    /// does): a scheduler that keeps an index of the nodes re-reads only
+    /// those, instead of comparing every node.
+    pub changes: Option<NodeChanges<'a>>,
 }
 
 impl<'a> SchedulingContext<'a> {
@@ -452,7 +457,15 @@ impl<'a> SchedulingContext<'a> {
             nodes,
             instances: &[],
             aggregates: &[],
+            changes: None,
         }
+    }
+
+    /// The same context, saying which nodes changed since earlier contexts
+    /// over the same table.
+    pub fn with_changes(mut self, changes: NodeChanges<'a>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// The same context with the placed `instances`.
@@ -465,6 +478,49 @@ impl<'a> SchedulingContext<'a> {
     pub fn with_aggregates(mut self, aggregates: &'a [HostAggregate]) -> Self {
         self.aggregates = aggregates;
         self
+    }
+}
+
+/// Which nodes of a node table changed, and when: a table is a list of
+/// nodes whose positions keep their meaning (the same node at the same
+/// position) for as long as its `table` number stays the same; each change
+/// of a node bumps the table's `generation` and is logged with it.
+///
+/// ```
+/// # use zixiao_core::scheduler::NodeChanges;
+/// let log = [(4, 2), (5, 0), (6, 2)];
+/// let changes = NodeChanges { table: 1, generation: 6, since: 3, log: &log };
+/// let after_4: Vec<usize> = changes.changed_after(4).expect("covered").collect();
+/// assert_eq!(after_4, vec![0, 2]);
+/// assert!(changes.changed_after(2).is_none(), "older than the log");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeChanges<'a> {
+    /// Names the table: equal numbers mean the same node at each position.
+    pub table: u64,
+    /// The table's generation now; it grows with every change.
+    pub generation: u64,
+    /// The oldest generation the log covers: every change after it is in `log`.
+    pub since: u64,
+    /// `(generation, position)` of each change after `since`, oldest first.
+    pub log: &'a [(u64, u32)],
+}
+
+impl NodeChanges<'_> {
+    /// The positions changed after `generation`, each once, or `None` when
+    /// the log no longer reaches back that far (compare every node then).
+    pub fn changed_after(&self, generation: u64) -> Option<impl Iterator<Item = usize> + '_> {
+        if generation < self.since || generation > self.generation {
+            return None;
+        }
+        let start = self.log.partition_point(|(g, _)| *g <= generation);
+        let mut seen = BTreeSet::new();
+        Some(
+            self.log[start..]
+                .iter()
+                .map(|(_, position)| *position as usize)
+                .filter(move |position| seen.insert(*position)),
+        )
     }
 }
 

@@ -569,9 +569,11 @@ async fn watch_streams_every_change_in_order() {
     }
     assert_eq!(kinds.first(), Some(&EventKind::Added));
     assert_eq!(kinds.last(), Some(&EventKind::Deleted));
+    // A create is stored placed: its first state is scheduled, not pending.
+    assert!(!statuses.contains(&InstanceStatus::Pending), "{statuses:?}");
     for status in [
-        InstanceStatus::Pending,
         InstanceStatus::Scheduled,
+        InstanceStatus::Creating,
         InstanceStatus::Running,
         InstanceStatus::Deleting,
     ] {

@@ -89,6 +89,10 @@ pub struct ClusterState {
     /// there are no aggregates, so a cluster without them pays nothing).
     node_aggregates: Vec<Vec<u32>>,
     groups: HashMap<String, GroupCounts>,
+    /// The (table, generation) of the context it was last brought in line
+    /// with, when that context said which nodes change
+    /// ([`SchedulingContext::changes`]).
+    synced: Option<(u64, u64)>,
 }
 
 impl ClusterState {
@@ -130,6 +134,7 @@ impl ClusterState {
             aggregates: Vec::new(),
             node_aggregates: Vec::new(),
             groups: HashMap::new(),
+            synced: cx.changes.map(|c| (c.table, c.generation)),
         };
         for i in 0..state.nodes.len() {
             let zone = state.zone_of[i].0 as usize;
@@ -148,47 +153,79 @@ impl ClusterState {
     /// every node. A node is unchanged when its store revision (non-zero),
     /// allocation, status and capacity are the same, or, for nodes never
     /// stored (revision 0), when it is equal: so anything that edits a stored
-    /// node's labels or traits must bump its revision, as the store does. When nodes were added, removed or moved zone it returns false
-    /// and leaves the state as it was: build a new one.
+    /// node's labels or traits must bump its revision, as the store does.
+    /// When `cx` logs its changes ([`SchedulingContext::changes`]) since the
+    /// context this state last saw, only the logged nodes are compared:
+    /// O(k log n) in all. When nodes were added, removed or moved zone it
+    /// returns false: build a new one.
     pub fn sync(&mut self, cx: &SchedulingContext<'_>) -> bool {
         if self.nodes.len() != cx.nodes.len() {
             return false;
         }
-        for (i, fresh) in cx.nodes.iter().enumerate() {
-            let old = &self.nodes[i];
-            // Store revisions are global, so an equal non-zero revision is
-            // the same version of the same node: no string to compare. The
-            // allocation and status are compared too: they are cheap, and
-            // they are what callers simulating commits most often change
-            // without bumping the revision.
-            let unchanged = if fresh.revision != 0 {
-                old.revision == fresh.revision
-                    && old.allocated == fresh.allocated
-                    && old.status == fresh.status
-                    && old.capacity == fresh.capacity
-            } else {
-                old == fresh
+        // When the context logs its changes since the table this state last
+        // saw, only the logged positions are compared: O(k) for k changes.
+        let logged = match (cx.changes, self.synced) {
+            (Some(changes), Some((table, generation))) if changes.table == table => changes
+                .changed_after(generation)
+                .map(|positions| positions.collect::<Vec<_>>()),
+            _ => None,
+        };
+        let positions: Box<dyn Iterator<Item = usize>> = match logged {
+            Some(positions) => Box::new(positions.into_iter()),
+            None => Box::new(0..cx.nodes.len()),
+        };
+        for i in positions {
+            let Some(fresh) = cx.nodes.get(i) else {
+                self.synced = None;
+                return false;
             };
-            if unchanged {
-                continue;
-            }
-            if old.id != fresh.id || old.region != fresh.region || old.zone != fresh.zone {
-                // Another node set, or a node moved zone: the caller rebuilds.
+            if !self.sync_node(i, fresh) {
+                self.synced = None;
                 return false;
             }
-            let old_instances = u64::from(old.allocated.instances);
-            self.unindex(i);
-            let zone = self.zone_of[i].0 as usize;
-            let counted = &mut self.zones[zone].instances;
-            *counted = counted.saturating_sub(old_instances) + u64::from(fresh.allocated.instances);
-            self.nodes[i] = fresh.clone();
-            self.index(i);
         }
+        self.synced = cx.changes.map(|c| (c.table, c.generation));
         if self.aggregates.as_slice() != cx.aggregates {
             self.set_aggregates(cx.aggregates);
         }
         self.groups.clear();
         self.count_instances(cx.instances);
+        true
+    }
+
+    /// Brings node `i` in line with `fresh`; false when it is another node
+    /// or moved zone (the caller rebuilds).
+    fn sync_node(&mut self, i: usize, fresh: &Node) -> bool {
+        let Some(old) = self.nodes.get(i) else {
+            return false;
+        };
+        // Store revisions are global, so an equal non-zero revision is
+        // the same version of the same node: no string to compare. The
+        // allocation and status are compared too: they are cheap, and
+        // they are what callers simulating commits most often change
+        // without bumping the revision.
+        let unchanged = if fresh.revision != 0 {
+            old.revision == fresh.revision
+                && old.allocated == fresh.allocated
+                && old.status == fresh.status
+                && old.capacity == fresh.capacity
+        } else {
+            old == fresh
+        };
+        if unchanged {
+            return true;
+        }
+        if old.id != fresh.id || old.region != fresh.region || old.zone != fresh.zone {
+            // Another node set, or a node moved zone: the caller rebuilds.
+            return false;
+        }
+        let old_instances = u64::from(old.allocated.instances);
+        self.unindex(i);
+        let zone = self.zone_of[i].0 as usize;
+        let counted = &mut self.zones[zone].instances;
+        *counted = counted.saturating_sub(old_instances) + u64::from(fresh.allocated.instances);
+        self.nodes[i] = fresh.clone();
+        self.index(i);
         true
     }
 

@@ -2,10 +2,20 @@
 //!
 //! Calls that wait ([`Wait::Settled`]) settle the instance
 //! ([`Controller::settle`]): a controller that converges in its callers
-//! converges it, one whose background loop converges (a server) watches it.
-//! Without a background loop nothing else brings the store up to date with
-//! the runtimes, so such a controller also converges before it answers a
-//! read of instances (an instance that exited shows as exited).
+//! converges it, one whose background workers converge (a server) watches it.
+//!
+//! Reads never write and never converge: `GetInstance`, `ListInstances`,
+//! `GetNode`, `ListNodes` and `ClusterInfo` answer from the store or the
+//! controller's cache. Without background workers (the embedded deployment
+//! with no daemon) nothing records a workload that exited while no command
+//! ran, so the instance reads of such a controller show each running
+//! instance as its runtime sees it ([`Controller::observed`]): one that
+//! exited shows as exited, with its exit, though the store still says
+//! running until the next command that changes something converges it
+//! (and applies its restart policy). A read that restarted workloads or
+//! wrote the store would make `zixiao instance list` a command with side
+//! effects, and fail where the store is busy; showing the runtime's truth
+//! costs one inspect per running instance, as the converge it replaces did.
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -24,15 +34,23 @@ impl Api for Controller {
             }
             Request::GetInstance { instance } => {
                 let found = self.get_instance(&instance).await?;
-                if self.convergence() == Convergence::InCaller {
-                    let current = self.converge(&found.id).await?;
-                    return Ok(Response::Instance(current.unwrap_or(found)));
-                }
-                Response::Instance(found)
+                Response::Instance(self.as_seen(found).await)
             }
             Request::ListInstances { filter } => {
-                self.refresh_all().await?;
-                Response::Instances(self.list_instances(&filter).await?)
+                let listed = self.list_instances(&filter).await?;
+                if self.convergence() == Convergence::InCaller {
+                    let mut seen = Vec::with_capacity(listed.len());
+                    for instance in listed {
+                        let instance = self.as_seen(instance).await;
+                        // The filter applies to what is shown.
+                        if filter.matches(&instance) {
+                            seen.push(instance);
+                        }
+                    }
+                    Response::Instances(seen)
+                } else {
+                    Response::Instances(listed)
+                }
             }
             Request::StartInstance { instance, wait } => {
                 let started = self.start_instance(&instance).await?;
@@ -175,10 +193,7 @@ impl Api for Controller {
                 };
                 Response::NodeEvents(self.watch_nodes(after).await?.boxed())
             }
-            Request::ClusterInfo => {
-                self.refresh_all().await?;
-                Response::ClusterInfo(self.cluster_info().await?)
-            }
+            Request::ClusterInfo => Response::ClusterInfo(self.cluster_info().await?),
             Request::CreateNetwork { request } => {
                 Response::Network(self.create_network(request).await?)
             }
@@ -222,14 +237,13 @@ impl Controller {
         })
     }
 
-    /// Brings every instance up to date before a read, when nothing in the
-    /// background does; one instance's failure is recorded on it, not
-    /// returned.
-    async fn refresh_all(&self) -> Result<()> {
-        if self.convergence() == Convergence::InCaller {
-            self.reconcile_all().await?;
+    /// `instance` as a read shows it: as stored when background workers
+    /// record what the runtimes do, else as its runtime sees it now.
+    async fn as_seen(&self, instance: Instance) -> Instance {
+        match self.convergence() {
+            Convergence::InCaller => self.observed(instance).await,
+            Convergence::Background => instance,
         }
-        Ok(())
     }
 
     /// The node an image request means: the one named, or the only one.

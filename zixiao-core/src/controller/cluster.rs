@@ -32,16 +32,17 @@ pub struct ClusterInfo {
 }
 
 impl Controller {
-    /// Counts nodes and instances and adds up capacity and allocation.
+    /// Counts nodes and instances and adds up capacity and allocation, from
+    /// the cache (as of at least this controller's last write).
     pub async fn cluster_info(&self) -> Result<ClusterInfo> {
-        let nodes = self.list_nodes().await?;
-        let instances = self.list_instances(&Default::default()).await?;
+        self.caught_up().await?;
+        let state = self.inner.cache.read();
+        let nodes = state.nodes.nodes();
         let mut info = ClusterInfo {
             nodes: nodes.len(),
-            instances: instances.len(),
             ..ClusterInfo::default()
         };
-        for node in &nodes {
+        for node in nodes {
             *info.nodes_by_status.entry(node.status).or_default() += 1;
             info.capacity = info.capacity.saturating_add(&node.capacity);
             info.allocated = info.allocated.saturating_add(&node.allocated);
@@ -49,7 +50,8 @@ impl Controller {
                 info.schedulable_free = info.schedulable_free.saturating_add(&node.free());
             }
         }
-        for instance in &instances {
+        for instance in state.instances() {
+            info.instances += 1;
             *info
                 .instances_by_type
                 .entry(instance.spec.instance_type)

@@ -61,15 +61,79 @@ impl Controller {
         };
         let mut instances = self.instances_on(&node.id).await?;
         instances.sort_by(|a, b| a.name.cmp(&b.name));
-        for instance in instances {
-            match self.release_lost(&node.id, &instance.id, reason).await? {
-                Some(Outcome::Moved) => report.moved.push(instance.name),
-                Some(Outcome::Failed) => report.failed.push(instance.name),
-                Some(Outcome::Released) => report.released.push(instance.name),
-                None => {}
+        // As few transactions as the store takes (a lost node of a lost zone
+        // may hold dozens); a chunk that meets a concurrent change goes
+        // instance by instance, each read again.
+        let per_chunk = (self.options().max_batch_writes / 2)
+            .saturating_sub(1)
+            .max(1);
+        for chunk in instances.chunks(per_chunk) {
+            let outcomes = match self.release_all_lost(&node.id, chunk, reason).await? {
+                Some(outcomes) => outcomes,
+                None => {
+                    let mut outcomes = Vec::new();
+                    for instance in chunk {
+                        if let Some(outcome) =
+                            self.release_lost(&node.id, &instance.id, reason).await?
+                        {
+                            outcomes.push((instance.name.clone(), outcome));
+                        }
+                    }
+                    outcomes
+                }
+            };
+            for (name, outcome) in outcomes {
+                match outcome {
+                    Outcome::Moved => report.moved.push(name),
+                    Outcome::Failed => report.failed.push(name),
+                    Outcome::Released => report.released.push(name),
+                }
             }
         }
         Ok(report)
+    }
+
+    /// Releases `chunk` (as cached) from lost node `node` in one
+    /// transaction with the node's allocation; `None` when a concurrent
+    /// change got in the way.
+    async fn release_all_lost(
+        &self,
+        node: &str,
+        chunk: &[Instance],
+        reason: &str,
+    ) -> Result<Option<Vec<(String, Outcome)>>> {
+        let Some(mut lost) = self.inner.store.get_object::<Node>(node).await? else {
+            return Ok(None);
+        };
+        let mut txn = Txn::new();
+        let mut outcomes = Vec::new();
+        let mut gives_back = false;
+        for instance in chunk.iter().filter(|i| i.node.as_deref() == Some(node)) {
+            let Some((part, outcome)) = self.release_parts(node, instance, reason) else {
+                continue;
+            };
+            if outcome != Outcome::Failed {
+                lost.allocated = lost.allocated.saturating_sub(&instance.held());
+                gives_back = true;
+            }
+            txn.writes.extend(part.writes);
+            outcomes.push((instance.name.clone(), outcome));
+        }
+        if outcomes.is_empty() {
+            return Ok(Some(outcomes));
+        }
+        if gives_back {
+            lost.updated_at = self.now();
+            txn = put_object(txn, &lost);
+        }
+        match self.inner.store.commit(txn).await {
+            Ok(revision) => {
+                self.wrote(revision);
+                Ok(Some(outcomes))
+            }
+            Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(None),
+            Err(other) => Err(other.into()),
+        }
     }
 
     /// Declares node `node` back: a `NotReady` node whose agent holds a live
@@ -103,7 +167,7 @@ impl Controller {
             let Some((txn, outcome)) = self.release_txn(node, &instance, reason).await? else {
                 return Ok(None);
             };
-            match store.commit(txn).await {
+            match self.commit(txn).await {
                 Ok(_) => return Ok(Some(outcome)),
                 Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
                     tokio::task::yield_now().await;
@@ -121,6 +185,29 @@ impl Controller {
         instance: &Instance,
         reason: &str,
     ) -> Result<Option<(Txn, Outcome)>> {
+        let Some((mut txn, outcome)) = self.release_parts(node, instance, reason) else {
+            return Ok(None);
+        };
+        if outcome != Outcome::Failed {
+            // Moving and deleting both give the node's allocation back.
+            let lost: Option<Node> = self.inner.store.get_object(node).await?;
+            if let Some(mut lost) = lost {
+                lost.allocated = lost.allocated.saturating_sub(&instance.held());
+                lost.updated_at = self.now();
+                txn = put_object(txn, &lost);
+            }
+        }
+        Ok(Some((txn, outcome)))
+    }
+
+    /// The writes that take `instance` off lost node `node`, without the
+    /// node's allocation, if any are needed.
+    fn release_parts(
+        &self,
+        node: &str,
+        instance: &Instance,
+        reason: &str,
+    ) -> Option<(Txn, Outcome)> {
         let now = self.now();
         let message = format!("node `{node}` was lost: {reason}");
         let movable = instance.desired == DesiredState::Running
@@ -129,7 +216,7 @@ impl Controller {
             DesiredState::Deleted => Outcome::Released,
             DesiredState::Running if movable => Outcome::Moved,
             DesiredState::Running if instance.status != InstanceStatus::Failed => Outcome::Failed,
-            _ => return Ok(None),
+            _ => return None,
         };
         if outcome == Outcome::Failed {
             let mut failed = instance.clone();
@@ -137,16 +224,9 @@ impl Controller {
             failed.exit = None;
             failed.updated_at = now;
             failed.set_condition(ConditionType::RuntimeReady, false, "NodeLost", message, now);
-            return Ok(Some((put_object(Txn::new(), &failed), outcome)));
+            return Some((put_object(Txn::new(), &failed), outcome));
         }
-        // Moving and deleting both give the node's allocation back.
         let mut txn = Txn::new();
-        let lost: Option<Node> = self.inner.store.get_object(node).await?;
-        if let Some(mut lost) = lost {
-            lost.allocated = lost.allocated.saturating_sub(&instance.held());
-            lost.updated_at = now;
-            txn = put_object(txn, &lost);
-        }
         if outcome == Outcome::Released {
             txn = txn
                 .delete(
@@ -168,7 +248,7 @@ impl Controller {
                 Precondition::Revision(instance.revision),
             );
         }
-        Ok(Some((txn, outcome)))
+        Some((txn, outcome))
     }
 }
 

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::placer::{Mode, Placed};
 use super::{Controller, INSTANCE_NAMES_PREFIX};
 use crate::driver::{ConsoleStream, InstanceStats, LogChunk};
 use crate::model::{CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType};
-use crate::store::{encode, Precondition, StoreError, StoreExt, StoredObject, Txn};
+use crate::store::{StoreError, StoreExt};
 use crate::{Error, Result};
 
 /// Which instances [`Controller::list_instances`] returns. Empty fields match everything.
@@ -53,17 +54,23 @@ fn name_key(name: &str) -> String {
 
 impl Controller {
     /// Validates `request` and stores the instance's intent (desired state
-    /// running, status pending). It returns before anything runs: call
-    /// [`Controller::converge`] to wait for the outcome.
+    /// running), placed on a node with the node's allocation, or pending
+    /// with the reason when no node fits, in one transaction together with
+    /// what the [`Admission`](super::Admission)s add: one durable commit.
+    /// Concurrent creates share that commit where they can (see the
+    /// placer). It returns before anything runs: call
+    /// [`Controller::converge`] (or [`Controller::settle`]) to wait for the
+    /// outcome.
     ///
     /// Errors: `InvalidArgument` naming the field, `AlreadyExists` (the name
     /// is taken), `Unsupported` (no registered node can run that type, with
     /// each node's reason), `ResourceExhausted` (a network's address pool),
-    /// the store's errors. Nothing is stored or allocated on error.
+    /// an admission's error, the store's errors. Nothing is stored or
+    /// allocated on error.
     pub async fn create_instance(&self, request: CreateInstance) -> Result<Instance> {
         request.validate()?;
-        self.check_runtime_available(request.spec.instance_type)
-            .await?;
+        self.inner.cache.ready().await?;
+        self.check_runtime_available(request.spec.instance_type)?;
         let now = self.now();
         let mut instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
         // A network reconcile may release the addresses as an orphan's
@@ -72,32 +79,13 @@ impl Controller {
         // that race allocates again.
         for _ in 0..self.options().max_conflict_retries {
             self.attach_networks(&mut instance).await?;
-            let txn = Txn::new()
-                .put(
-                    Instance::key_for(&instance.id),
-                    encode(&instance),
-                    Precondition::Absent,
-                )
-                .put(
-                    name_key(&instance.name),
-                    instance.id.clone().into_bytes(),
-                    Precondition::Absent,
-                );
-            let result = match self.guard_networks(txn, &instance).await {
-                Ok(txn) => self.inner.store.commit(txn).await.map_err(Error::from),
-                Err(e) => Err(e),
-            };
-            let error = match result {
-                Ok(revision) => {
-                    return Ok(Instance {
-                        revision,
-                        ..instance
-                    })
+            let error = match self.place(instance.clone(), Mode::Create).await {
+                Ok(Placed::Stored(stored)) => return Ok(*stored),
+                Ok(Placed::Unchanged | Placed::Changed) => {
+                    Error::Internal("a new instance cannot be unchanged".to_owned())
                 }
-                Err(Error::Store(StoreError::AlreadyExists(_))) => Error::AlreadyExists {
-                    what: format!("instance `{}`", instance.name),
-                },
-                // An allocation changed under us: allocate again.
+                // An allocation or an admission's key changed under us:
+                // allocate and admit again.
                 Err(Error::Conflict(_))
                 | Err(Error::Store(StoreError::Conflict { .. } | StoreError::NotFound(_))) => {
                     continue
@@ -112,11 +100,14 @@ impl Controller {
         Err(self.too_many_conflicts("instance", &instance.name))
     }
 
-    async fn check_runtime_available(&self, instance_type: InstanceType) -> Result<()> {
-        let nodes = self.list_nodes().await?;
-        if nodes.iter().any(|n| n.runtimes.contains(&instance_type)) {
+    /// Fails unless some node offers `instance_type`, naming each node's
+    /// reason; counted by the cache, so it costs nothing when one does.
+    fn check_runtime_available(&self, instance_type: InstanceType) -> Result<()> {
+        let state = self.inner.cache.read();
+        if state.nodes_offering(instance_type) > 0 {
             return Ok(());
         }
+        let nodes = state.nodes.nodes();
         let why = if nodes.is_empty() {
             "no nodes are registered".to_owned()
         } else {
@@ -152,13 +143,26 @@ impl Controller {
         Err(Error::not_found(format!("instance `{instance}`")))
     }
 
-    /// The instances `filter` accepts, in name order.
+    /// The instances `filter` accepts, in name order, from the cache: as
+    /// of at least this controller's last write (another server's writes
+    /// show within the watch's lag).
     pub async fn list_instances(&self, filter: &InstanceFilter) -> Result<Vec<Instance>> {
-        let (mut instances, _) = self
-            .inner
-            .store
-            .list_objects::<Instance, _>(|i| filter.matches(i))
-            .await?;
+        self.caught_up().await?;
+        let state = self.inner.cache.read();
+        let mut instances: Vec<Instance> = match &filter.node {
+            Some(node) => state
+                .instances_on(node)
+                .into_iter()
+                .filter(|i| filter.matches(i))
+                .map(|i| Instance::clone(&i))
+                .collect(),
+            None => state
+                .instances()
+                .filter(|i| filter.matches(i))
+                .map(|i| Instance::clone(i))
+                .collect(),
+        };
+        drop(state);
         instances.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(instances)
     }

@@ -4,34 +4,44 @@
 //! [`NodeAgent`]. A crash anywhere loses nothing acknowledged: the next
 //! reconcile reads the store and carries on.
 
+mod admission;
+mod batcher;
+mod cache;
 mod cluster;
 mod failover;
 mod images;
 mod instances;
 mod networks;
 mod nodes;
+mod placer;
+pub mod queue;
 pub mod reconcile;
+mod reconcilers;
 mod snapshots;
 mod watch;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+pub use admission::{Admission, StoreView};
+pub use cache::ROOT;
 pub use cluster::ClusterInfo;
 pub use failover::FailoverReport;
 pub use instances::{InstanceFilter, LogReader, FOLLOW_CHUNK, FOLLOW_POLL};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
+pub use queue::{Lease, QueueOptions, RateLimit, WorkQueue};
 pub use reconcile::{Convergence, ReconcileReport, Step};
+pub use reconcilers::{ReconcilerOptions, Reconcilers};
 pub use watch::{EventKind, InstanceEvent, NodeEvent};
 
 use crate::agent::NodeAgent;
 use crate::clock::{Clock, SystemClock};
-use crate::keyed_lock::KeyedLock;
 use crate::model::{Instance, Node, NodeId};
 use crate::scheduler::Scheduler;
-use crate::store::{Revision, Store, StoreError, StoredObject};
+use crate::store::{Revision, Store, StoreError, StoredObject, Txn};
 use crate::{Error, Result};
 
 /// Key prefix of node objects.
@@ -82,6 +92,10 @@ pub struct ControllerOptions {
     pub restart_backoff: Duration,
     /// The longest restart delay.
     pub max_restart_backoff: Duration,
+    /// The most writes one transaction gathers when concurrent creates (or
+    /// concurrent state changes) share a commit. etcd refuses transactions
+    /// of more than 128 operations by default (`--max-txn-ops`).
+    pub max_batch_writes: usize,
 }
 
 impl Default for ControllerOptions {
@@ -91,6 +105,7 @@ impl Default for ControllerOptions {
             max_conflict_retries: 200,
             restart_backoff: Duration::from_secs(1),
             max_restart_backoff: Duration::from_secs(300),
+            max_batch_writes: 120,
         }
     }
 }
@@ -126,8 +141,19 @@ struct Inner {
     addresses: Option<Arc<dyn AddressAllocator>>,
     network_hosts: RwLock<BTreeMap<NodeId, Arc<dyn NetworkHost>>>,
     convergence: Convergence,
-    /// One converge per instance at a time in this process.
-    converging: KeyedLock,
+    /// The instances to converge; one converge per instance at a time in
+    /// this process, whoever converges (a worker or a caller).
+    queue: WorkQueue,
+    /// Nodes, instances and admission keys, fed by the store's watch.
+    cache: cache::Cache,
+    /// Places instances and writes their nodes' allocations.
+    placer: placer::Placer,
+    /// Merges concurrent small writes into one commit.
+    batcher: batcher::Batcher,
+    admissions: Vec<Arc<dyn Admission>>,
+    /// The newest revision this controller committed: reads from the
+    /// cache wait for it, so a caller reads its own writes.
+    written: AtomicU64,
 }
 
 /// Builds a [`Controller`] from its parts.
@@ -141,9 +167,26 @@ pub struct ControllerBuilder {
     addresses: Option<Arc<dyn AddressAllocator>>,
     network_hosts: BTreeMap<NodeId, Arc<dyn NetworkHost>>,
     convergence: Convergence,
+    admissions: Vec<Arc<dyn Admission>>,
+    cache_prefixes: Vec<String>,
 }
 
 impl ControllerBuilder {
+    /// Adds `admission`'s checks and writes to every create's transaction,
+    /// after those added before it (see [`Admission`]).
+    pub fn admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admissions.push(admission);
+        self
+    }
+
+    /// Keeps the keys under `prefix` (under [`ROOT`]) in the controller's
+    /// cache too, for [`Controller::cached_keys`] (a failure detector
+    /// watching liveness keys, say).
+    pub fn cache_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.cache_prefixes.push(prefix.into());
+        self
+    }
+
     /// Allocates instances' addresses with `allocator` (without one, networks are unsupported).
     pub fn address_allocator(mut self, allocator: Arc<dyn AddressAllocator>) -> Self {
         self.addresses = Some(allocator);
@@ -180,8 +223,17 @@ impl ControllerBuilder {
         self
     }
 
-    /// The controller.
+    /// The controller. Nothing is read until it is first used; its cache
+    /// and its placer then run on the tokio runtime of that first use.
     pub fn build(self) -> Controller {
+        let mut prefixes = self.cache_prefixes;
+        for admission in &self.admissions {
+            prefixes.extend(admission.prefixes());
+        }
+        prefixes.sort();
+        prefixes.dedup();
+        let cache = cache::Cache::new(&self.store, prefixes);
+        let batcher = batcher::Batcher::new(&self.store, self.options.max_batch_writes);
         Controller {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -192,7 +244,12 @@ impl ControllerBuilder {
                 addresses: self.addresses,
                 network_hosts: RwLock::new(self.network_hosts),
                 convergence: self.convergence,
-                converging: KeyedLock::default(),
+                queue: WorkQueue::default(),
+                cache,
+                placer: placer::Placer::default(),
+                batcher,
+                admissions: self.admissions,
+                written: AtomicU64::new(0),
             }),
         }
     }
@@ -210,6 +267,8 @@ impl Controller {
             addresses: None,
             network_hosts: BTreeMap::new(),
             convergence: Convergence::InCaller,
+            admissions: Vec::new(),
+            cache_prefixes: Vec::new(),
         }
     }
 
@@ -221,6 +280,95 @@ impl Controller {
     /// Who carries out intents for the calls that wait ([`Controller::settle`]).
     pub fn convergence(&self) -> Convergence {
         self.inner.convergence
+    }
+
+    /// The work queue of convergence: instances waiting for a worker
+    /// ([`Controller::run_reconcilers`]); a caller's [`Controller::converge`]
+    /// claims its instance in it too.
+    pub fn queue(&self) -> &WorkQueue {
+        &self.inner.queue
+    }
+
+    /// The cached keys under `prefix`, one of the prefixes given to
+    /// [`ControllerBuilder::cache_prefix`], in key order, as of at least
+    /// this controller's last write. Errors: `Unavailable` (the cache
+    /// cannot list the store).
+    pub async fn cached_keys(&self, prefix: &str) -> Result<Vec<crate::store::KeyValue>> {
+        self.caught_up().await?;
+        Ok(self.inner.cache.read().raw_under(prefix).cloned().collect())
+    }
+
+    /// The cached key `key` (under one of the prefixes given to
+    /// [`ControllerBuilder::cache_prefix`]) as it is now, without waiting,
+    /// and a revision the cache has applied at least: `None` means the key
+    /// was absent as of that revision.
+    pub fn cached_key(&self, key: &str) -> (Option<crate::store::KeyValue>, Revision) {
+        // Read before the state: the state is at least as new.
+        let applied = self.inner.cache.applied();
+        (self.inner.cache.read().raw(key).cloned(), applied)
+    }
+
+    /// Whether the cache keeps the keys under `prefix` ([`ControllerBuilder::cache_prefix`]).
+    pub fn caches(&self, prefix: &str) -> bool {
+        self.inner.cache.keeps(prefix)
+    }
+
+    /// The nodes `keep` accepts (it also gets how many instances are placed
+    /// on each), in id order, from the cache as of at least this
+    /// controller's last write. Cheaper than [`Controller::list_nodes`]
+    /// when few are wanted: only those are copied.
+    pub async fn nodes_matching<F>(&self, keep: F) -> Result<Vec<Node>>
+    where
+        F: Fn(&Node, usize) -> bool,
+    {
+        self.caught_up().await?;
+        let state = self.inner.cache.read();
+        let mut nodes: Vec<Node> = state
+            .nodes
+            .nodes()
+            .iter()
+            .filter(|n| keep(n, state.placed_on(&n.id)))
+            .cloned()
+            .collect();
+        drop(state);
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// The store revision the cache has applied; a watch from it misses
+    /// nothing the cache has not shown. Errors: `Unavailable`.
+    pub async fn cached_revision(&self) -> Result<Revision> {
+        self.inner.cache.ready().await?;
+        Ok(self.inner.cache.applied())
+    }
+
+    /// Notes that this controller committed `revision`.
+    fn wrote(&self, revision: Revision) {
+        self.inner.written.fetch_max(revision, Ordering::Relaxed);
+    }
+
+    /// Waits until the cache shows everything this controller committed.
+    async fn caught_up(&self) -> Result<()> {
+        let written = self.inner.written.load(Ordering::Relaxed);
+        self.inner.cache.wait_for(written).await
+    }
+
+    /// Commits `txn`, merged with other small writes in flight (see
+    /// `batcher`). On a conflict it first lets the cache catch up with
+    /// the revision that won, so the caller's next look is fresh.
+    async fn commit(&self, txn: Txn) -> std::result::Result<Revision, StoreError> {
+        match self.inner.batcher.commit(txn).await {
+            Ok(revision) => {
+                self.wrote(revision);
+                Ok(revision)
+            }
+            Err(error) => {
+                if let StoreError::Conflict { found, .. } = &error {
+                    let _ = self.inner.cache.wait_for(*found).await;
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Reaches node `node` through `agent` from now on (an agent that connected).
@@ -285,7 +433,7 @@ impl Controller {
         T: StoredObject,
         F: FnMut(&mut T) -> Result<bool> + Send,
     {
-        use crate::store::{put_object, StoreExt, Txn};
+        use crate::store::{put_object, StoreExt};
         for _ in 0..self.options().max_conflict_retries {
             let mut object: T = self
                 .inner
@@ -296,12 +444,7 @@ impl Controller {
             if !change(&mut object)? {
                 return Ok(object);
             }
-            match self
-                .inner
-                .store
-                .commit(put_object(Txn::new(), &object))
-                .await
-            {
+            match self.commit(put_object(Txn::new(), &object)).await {
                 Ok(revision) => {
                     object.set_revision(revision);
                     return Ok(object);

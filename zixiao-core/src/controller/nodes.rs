@@ -84,7 +84,7 @@ impl Controller {
                     revision: 0,
                 },
             };
-            match store.commit(put_object(Txn::new(), &node)).await {
+            match self.commit(put_object(Txn::new(), &node)).await {
                 Ok(revision) => {
                     let mut node = node;
                     node.revision = revision;
@@ -113,33 +113,50 @@ impl Controller {
             Node::key_for_id(&node.id),
             crate::store::Precondition::Revision(node.revision),
         );
-        self.inner.store.commit(txn).await?;
+        self.commit(txn).await?;
         Ok(())
     }
 
-    /// The node with id (or hostname) `node`. Errors: `NotFound`.
+    /// The node with id (or hostname) `node`, as stored now (a hostname is
+    /// looked up in the cache). Errors: `NotFound`.
     pub async fn get_node(&self, node: &str) -> Result<Node> {
         if let Some(found) = self.inner.store.get_object::<Node>(node).await? {
             return Ok(found);
         }
-        let (mut by_hostname, _) = self
+        self.caught_up().await?;
+        let by_hostname: Vec<String> = self
             .inner
-            .store
-            .list_objects::<Node, _>(|n| n.hostname == node)
-            .await?;
-        match by_hostname.len() {
-            1 => Ok(by_hostname.remove(0)),
-            0 => Err(Error::not_found(format!("node `{node}`"))),
-            n => Err(Error::invalid(
+            .cache
+            .read()
+            .nodes
+            .nodes()
+            .iter()
+            .filter(|n| n.hostname == node)
+            .map(|n| n.id.clone())
+            .collect();
+        match by_hostname.as_slice() {
+            [id] => match self.inner.store.get_object::<Node>(id).await? {
+                Some(found) => Ok(found),
+                None => Err(Error::not_found(format!("node `{node}`"))),
+            },
+            [] => Err(Error::not_found(format!("node `{node}`"))),
+            many => Err(Error::invalid(
                 "node",
-                format!("hostname `{node}` matches {n} nodes; use the node id"),
+                format!(
+                    "hostname `{node}` matches {} nodes; use the node id",
+                    many.len()
+                ),
             )),
         }
     }
 
-    /// Every node, in id order.
+    /// Every node, in id order, from the cache: as of at least this
+    /// controller's last write.
     pub async fn list_nodes(&self) -> Result<Vec<Node>> {
-        Ok(self.inner.store.list_objects::<Node, _>(|_| true).await?.0)
+        self.caught_up().await?;
+        let mut nodes = self.inner.cache.read().nodes.nodes().to_vec();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
     }
 
     /// Stops new placements on a ready node; its instances keep running.
@@ -255,13 +272,20 @@ impl Controller {
         .await
     }
 
+    /// The instances placed on `node`, from the cache caught up with this
+    /// controller's writes: a caller that just changed the node (made it
+    /// draining, not ready) sees every instance placed before that change,
+    /// and any placement after it fails on the node's changed revision.
     pub(super) async fn instances_on(&self, node: &str) -> Result<Vec<Instance>> {
+        self.caught_up().await?;
         Ok(self
             .inner
-            .store
-            .list_objects::<Instance, _>(|i| i.node.as_deref() == Some(node))
-            .await?
-            .0)
+            .cache
+            .read()
+            .instances_on(node)
+            .into_iter()
+            .map(|i| Instance::clone(&i))
+            .collect())
     }
 
     /// Moves or stops every instance on `node`, in name order.

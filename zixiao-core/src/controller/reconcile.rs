@@ -5,23 +5,30 @@
 //! It is level-triggered: a step depends only on the stored instance, so a
 //! step interrupted by a crash is simply planned and done again (every driver
 //! call is idempotent). One process converges an instance at a time: a
-//! converge holds the instance's key in the controller's [`KeyedLock`], and
-//! a server converges only in its leader's loop ([`Convergence::Background`]),
-//! so a runtime never sees two creates of one instance at once. Each state
-//! change is still a compare-and-swap on the instance's revision, so a
-//! leader that has just lost the lead and its successor never both act on
-//! the same state; placement and release also swap the node's allocation
-//! in the same transaction, so no node is ever over-committed.
+//! converge holds the instance's key in the controller's [`WorkQueue`]
+//! (taken by a worker of [`Controller::run_reconcilers`], or claimed by a
+//! caller), and a server converges only in its leader's workers
+//! ([`Convergence::Background`]), so a runtime never sees two creates of
+//! one instance at once. Each state change is still a compare-and-swap on
+//! the instance's revision, so a leader that has just lost the lead and its
+//! successor never both act on the same state; placement and release also
+//! swap the node's allocation in the same transaction, so no node is ever
+//! over-committed.
 //!
-//! [`KeyedLock`]: crate::KeyedLock
+//! Steps read the instance from the controller's cache, caught up with the
+//! controller's own writes; a step that made no progress (its write lost a
+//! race the cache has not shown yet) reads the store itself.
+//!
+//! [`WorkQueue`]: super::WorkQueue
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 
+use super::cache::Change;
+use super::placer::{Mode, Placed};
 use super::Controller;
 use crate::driver::{DriverError, RuntimeState};
 use crate::error::ErrorKind;
@@ -29,9 +36,8 @@ use crate::model::{
     ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceStatus, Node, NodeStatus,
     Resources, RestartPolicy,
 };
-use crate::scheduler::SchedulingContext;
 use crate::store::{
-    decode, encode, put_object, Precondition, StoreError, StoreExt, StoredObject, Txn, WatchEvent,
+    encode, put_object, Precondition, Revision, StoreError, StoreExt, StoredObject, Txn,
 };
 use crate::{Error, Result};
 
@@ -241,10 +247,17 @@ impl Controller {
         let id = self.get_instance(instance).await?.id;
         // A second converge of the same instance waits, then plans from
         // what the first left: never two runtime calls for one instance.
-        let _converging = self.inner.converging.lock(&id).await;
-        self.observe(&id).await?;
+        let _lease = self.inner.queue.claim(&id).await;
+        self.converge_taken(&id).await
+    }
+
+    /// [`Controller::converge`] of instance `id`, whose key the caller
+    /// holds in the work queue.
+    pub(super) async fn converge_taken(&self, id: &str) -> Result<Option<Instance>> {
+        self.observe(id).await?;
+        let mut last: Option<(Step, Revision)> = None;
         for _ in 0..MAX_STEPS {
-            let Some(current) = self.inner.store.get_object::<Instance>(&id).await? else {
+            let Some(current) = self.current(id, &mut last).await? else {
                 return Ok(None);
             };
             let opts = self.options();
@@ -254,12 +267,12 @@ impl Controller {
                 opts.restart_backoff,
                 opts.max_restart_backoff,
             );
+            last = Some((step.clone(), current.revision));
             match step {
                 Step::Done | Step::WaitUntil(_) => return Ok(Some(current)),
                 Step::Schedule => {
                     if !self.schedule(current).await? {
-                        let current = self.inner.store.get_object::<Instance>(&id).await?;
-                        return Ok(current);
+                        return self.fresh(id).await;
                     }
                 }
                 Step::MarkStopped => self.set_status(&current, InstanceStatus::Stopped).await?,
@@ -268,12 +281,7 @@ impl Controller {
                 }
                 Step::ReserveCompute => {
                     if !self.move_compute(current, true).await? {
-                        return self
-                            .inner
-                            .store
-                            .get_object::<Instance>(&id)
-                            .await
-                            .map_err(Into::into);
+                        return self.fresh(id).await;
                     }
                 }
                 Step::Create => self.create_on_node(current).await?,
@@ -288,21 +296,58 @@ impl Controller {
         )))
     }
 
-    /// Waits until instance `id` (or name) has settled: its intent is met,
-    /// or it waits for capacity, a back-off or a person. Returns it, or
-    /// `None` once it is deleted. With [`Convergence::InCaller`] this
-    /// converges it; with [`Convergence::Background`] it watches the store
-    /// while the background loop converges it, and waits as long as that
-    /// takes (callers bound it with a timeout).
-    ///
-    /// Errors: `NotFound`, the store's errors, and in-caller [`Controller::converge`]'s.
-    pub async fn settle(&self, instance: &str) -> Result<Option<Instance>> {
-        match self.inner.convergence {
-            Convergence::InCaller => self.converge(instance).await,
-            Convergence::Background => {
-                let id = self.get_instance(instance).await?.id;
-                self.wait_settled(&id).await
+    /// Instance `id` as the next step should see it: from the cache, caught
+    /// up with this controller's writes; from the store when the last step
+    /// left it as it was (a write that lost a race the cache has not shown).
+    async fn current(
+        &self,
+        id: &str,
+        last: &mut Option<(Step, Revision)>,
+    ) -> Result<Option<Instance>> {
+        self.caught_up().await?;
+        let cached = self.inner.cache.read().instance(id).cloned();
+        let stuck = match (&cached, &*last) {
+            (Some(instance), Some((_, revision))) => instance.revision == *revision,
+            (None, _) => true,
+            _ => false,
+        };
+        if !stuck {
+            return Ok(cached.map(|i| Instance::clone(&i)));
+        }
+        let fresh = self.inner.store.get_object::<Instance>(id).await?;
+        if let Some(fresh) = &fresh {
+            if cached.as_ref().is_none_or(|c| c.revision < fresh.revision) {
+                self.inner.cache.wait_for(fresh.revision).await?;
             }
+        }
+        Ok(fresh)
+    }
+
+    /// Instance `id` as stored now.
+    async fn fresh(&self, id: &str) -> Result<Option<Instance>> {
+        Ok(self.inner.store.get_object::<Instance>(id).await?)
+    }
+
+    /// Waits until instance `id` (its id, not its name) has settled: its
+    /// intent is met, or it waits for capacity, a back-off or a person.
+    /// Returns it, or `None` once it is deleted (or when there never was
+    /// such an instance). With [`Convergence::InCaller`] this converges it;
+    /// with [`Convergence::Background`] it watches the store while the
+    /// background loop converges it, and waits as long as that takes
+    /// (callers bound it with a timeout).
+    ///
+    /// An id, not a name, because the caller has usually just changed the
+    /// instance and a background worker may delete it before this looks:
+    /// resolving a name then would turn "deleted" into `NotFound`.
+    ///
+    /// Errors: the store's errors, and in-caller [`Controller::converge`]'s.
+    pub async fn settle(&self, id: &str) -> Result<Option<Instance>> {
+        match self.inner.convergence {
+            Convergence::InCaller => {
+                let _lease = self.inner.queue.claim(id).await;
+                self.converge_taken(id).await
+            }
+            Convergence::Background => self.wait_settled(id).await,
         }
     }
 
@@ -325,34 +370,46 @@ impl Controller {
         }
     }
 
+    /// Waits until the cache shows instance `id` settled (or gone),
+    /// whoever converges it.
     async fn wait_settled(&self, id: &str) -> Result<Option<Instance>> {
-        let key = Instance::key_for(id);
+        let mut changes = self.inner.cache.subscribe();
+        self.caught_up().await?;
         loop {
-            let Some(current) = self.inner.store.get_object::<Instance>(id).await? else {
-                return Ok(None);
-            };
-            if self.is_settled(&current) {
-                return Ok(Some(current));
-            }
-            let mut events = match self.inner.store.watch(&key, current.revision).await {
-                Ok(events) => events,
-                // The history was compacted meanwhile: read again.
-                Err(e) if e.kind() == ErrorKind::FailedPrecondition => continue,
-                Err(e) => return Err(e.into()),
-            };
-            while let Some(event) = events.next().await {
-                match event? {
-                    WatchEvent::Put(kv) if kv.key == key => {
-                        let instance = decode::<Instance>(&kv)?;
-                        if self.is_settled(&instance) {
-                            return Ok(Some(instance));
+            let current = self.inner.cache.read().instance(id).cloned();
+            let current = match current {
+                Some(current) => current,
+                // Not shown yet (created by another server): ask the store.
+                None => match self.inner.store.get_object::<Instance>(id).await? {
+                    None => return Ok(None),
+                    Some(stored) => {
+                        self.inner.cache.wait_for(stored.revision).await?;
+                        match self.inner.cache.read().instance(id).cloned() {
+                            Some(cached) => cached,
+                            None => return Ok(None),
                         }
                     }
-                    WatchEvent::Delete { key: gone, .. } if gone == key => return Ok(None),
-                    _ => {}
+                },
+            };
+            if self.is_settled(&current) {
+                return Ok(Some(Instance::clone(&current)));
+            }
+            loop {
+                match changes.recv().await {
+                    Ok(Change::Instance(changed, instance)) if changed == id => match instance {
+                        Some(instance) if self.is_settled(&instance) => {
+                            return Ok(Some(Instance::clone(&instance)))
+                        }
+                        Some(_) => {}
+                        None => return Ok(None),
+                    },
+                    Ok(Change::Relisted) | Err(RecvError::Lagged(_)) => break,
+                    Ok(_) => {}
+                    Err(RecvError::Closed) => {
+                        return Err(Error::Internal("the cache stopped".to_owned()))
+                    }
                 }
             }
-            // The watch ended (a store reconnect): read again.
         }
     }
 
@@ -360,6 +417,8 @@ impl Controller {
     /// One instance's error does not stop the others.
     pub async fn reconcile_all(&self) -> Result<ReconcileReport> {
         let instances = self.list_instances(&Default::default()).await?;
+        // The cache is caught up with this controller's writes; a converge
+        // reads the store itself when it finds it behind another's.
         let mut report = ReconcileReport {
             instances: instances.len(),
             ..ReconcileReport::default()
@@ -377,178 +436,64 @@ impl Controller {
 
     /// Asks the runtime how a running instance is and records an exit.
     async fn observe(&self, id: &str) -> Result<()> {
-        let Some(instance) = self.inner.store.get_object::<Instance>(id).await? else {
+        self.caught_up().await?;
+        let cached = self.inner.cache.read().instance(id).cloned();
+        let instance = match cached {
+            Some(instance) => Instance::clone(&instance),
+            None => match self.inner.store.get_object::<Instance>(id).await? {
+                Some(instance) => instance,
+                None => return Ok(()),
+            },
+        };
+        let Some(state) = self.inspect_live(&instance).await? else {
             return Ok(());
         };
+        let now = self.now();
+        let mut exited = instance.clone();
+        if !record_exit(&mut exited, state, now) {
+            return Ok(());
+        }
+        self.update_instance_if(&instance, |i| *i = exited).await
+    }
+
+    /// What the runtime says of a running (or paused) placed instance;
+    /// `None` for one that is not supposed to run.
+    async fn inspect_live(&self, instance: &Instance) -> Result<Option<RuntimeState>> {
         let live = matches!(
             instance.status,
             InstanceStatus::Running | InstanceStatus::Paused
         );
         if !live || instance.node.is_none() {
-            return Ok(());
+            return Ok(None);
         }
-        let driver = self.driver_for(&instance)?;
-        let state = driver.inspect(&instance).await?;
-        let (code, oom_killed, at) = match state {
-            RuntimeState::Running | RuntimeState::Paused => return Ok(()),
-            RuntimeState::Exited {
-                code,
-                oom_killed,
-                at,
-            } => (code, oom_killed, at),
-            RuntimeState::Created => (0, false, None),
-            // The runtime lost it (a host reboot, someone removed it by hand).
-            RuntimeState::Missing => (-1, false, None),
+        let driver = self.driver_for(instance)?;
+        Ok(Some(driver.inspect(instance).await?))
+    }
+
+    /// `instance` as the runtime shows it now, without writing anything: a
+    /// workload that exited shows as exited (as [`Controller::converge`]
+    /// would record it), one that runs as it is stored. A runtime that
+    /// cannot be asked leaves it as stored. What the embedded deployment's
+    /// reads show when no converger runs.
+    pub async fn observed(&self, instance: Instance) -> Instance {
+        let Ok(Some(state)) = self.inspect_live(&instance).await else {
+            return instance;
         };
-        let now = self.now();
-        self.update_instance_if(&instance, |i| {
-            let exit = ExitStatus {
-                code,
-                oom_killed,
-                at: at.unwrap_or(now),
-            };
-            let (status, reason, message) = if oom_killed {
-                (
-                    InstanceStatus::Failed,
-                    "OomKilled",
-                    format!(
-                        "killed by the OOM killer (memory limit {} MiB)",
-                        i.spec.memory_mib
-                    ),
-                )
-            } else if code == 0 {
-                (
-                    InstanceStatus::Stopped,
-                    "Completed",
-                    "exited with code 0".to_owned(),
-                )
-            } else if code < 0 {
-                (
-                    InstanceStatus::Failed,
-                    "Lost",
-                    "the runtime no longer knows this instance".to_owned(),
-                )
-            } else {
-                (
-                    InstanceStatus::Failed,
-                    "Error",
-                    format!("exited with code {code}"),
-                )
-            };
-            i.set_condition(ConditionType::Exited, true, reason, message, now);
-            if i.desired == DesiredState::Running
-                && !restarts_after_exit(i.spec.restart, Some(&exit))
-            {
-                // It ran to its end and nothing brings it back: the intent is
-                // fulfilled, so a later converge must not start it again. A
-                // stop or delete asked for meanwhile stands.
-                i.desired = DesiredState::Stopped;
-            }
-            i.status = status;
-            i.exit = Some(exit);
+        let mut seen = instance;
+        record_exit(&mut seen, state, self.now());
+        seen
+    }
+
+    /// Places the instance through the placer, which commits the placement
+    /// with the node's allocation. Returns false when no node fits (the
+    /// reason is recorded on the instance), true when it was placed or
+    /// someone else changed it first (the next plan sees their change).
+    async fn schedule(&self, instance: Instance) -> Result<bool> {
+        Ok(match self.place(instance, Mode::Existing).await? {
+            Placed::Stored(stored) => stored.node.is_some(),
+            Placed::Unchanged => false,
+            Placed::Changed => true,
         })
-        .await
-    }
-
-    /// Picks a node and commits the placement with the node's allocation.
-    /// Returns false when no node fits (the reason is recorded on the instance).
-    async fn schedule(&self, mut instance: Instance) -> Result<bool> {
-        let store = &self.inner.store;
-        for _ in 0..self.options().max_conflict_retries {
-            let (nodes, _) = store.list_objects::<Node, _>(|_| true).await?;
-            let members = self.placed_group_members(&instance).await?;
-            let cx = SchedulingContext::new(&nodes).with_instances(&members);
-            let now = self.now();
-            match self.inner.scheduler.place(&instance, &cx) {
-                Err(unschedulable) => {
-                    let message = unschedulable.to_string();
-                    let recorded = instance
-                        .condition(ConditionType::Scheduled)
-                        .is_some_and(|c| !c.status && c.message == message);
-                    if !recorded || instance.status != InstanceStatus::Pending {
-                        self.update_instance_if(&instance, |i| {
-                            i.status = InstanceStatus::Pending;
-                            i.set_condition(
-                                ConditionType::Scheduled,
-                                false,
-                                "Unschedulable",
-                                message.clone(),
-                                now,
-                            );
-                        })
-                        .await?;
-                    }
-                    return Ok(false);
-                }
-                Ok(node_id) => {
-                    let Some(mut node) = nodes.into_iter().find(|n| n.id == node_id) else {
-                        return Err(Error::Internal(format!(
-                            "the scheduler chose node `{node_id}`, which it was not given"
-                        )));
-                    };
-                    node.allocated = node.allocated.saturating_add(&instance.spec.resources());
-                    node.updated_at = now;
-                    let mut placed = instance.clone();
-                    placed.compute_reserved = true;
-                    placed.node = Some(node.id.clone());
-                    placed.status = InstanceStatus::Scheduled;
-                    placed.updated_at = now;
-                    let message = format!("placed on node `{}`", node.id);
-                    placed.set_condition(ConditionType::Scheduled, true, "Scheduled", message, now);
-                    let txn = put_object(put_object(Txn::new(), &node), &placed);
-                    match store.commit(txn).await {
-                        Ok(_) => return Ok(true),
-                        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {
-                            tokio::task::yield_now().await;
-                            // Someone else changed the node or the instance: re-read both.
-                            match store.get_object::<Instance>(&instance.id).await? {
-                                Some(fresh)
-                                    if fresh.node.is_none()
-                                        && fresh.desired != DesiredState::Deleted =>
-                                {
-                                    instance = fresh;
-                                }
-                                _ => return Ok(true),
-                            }
-                        }
-                        Err(other) => return Err(other.into()),
-                    }
-                }
-            }
-        }
-        Err(self.too_many_conflicts("instance", &instance.id))
-    }
-
-    /// The placed instances sharing a group with `instance`, which its
-    /// affinity rules and group spread count; none when it is in no group.
-    /// A member placed concurrently on the same node is caught by that
-    /// node's compare-and-swap, which makes the loser re-read and re-place.
-    async fn placed_group_members(&self, instance: &Instance) -> Result<Vec<Instance>> {
-        let placement = &instance.spec.placement;
-        let groups: BTreeSet<&str> = placement
-            .groups
-            .iter()
-            .map(|g| g.name.as_str())
-            .chain(placement.spread.as_ref().and_then(|s| s.group.as_deref()))
-            .collect();
-        if groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        let in_a_group = |i: &Instance| {
-            i.node.is_some()
-                && i.id != instance.id
-                && i.spec
-                    .placement
-                    .groups
-                    .iter()
-                    .any(|g| groups.contains(g.name.as_str()))
-        };
-        Ok(self
-            .inner
-            .store
-            .list_objects::<Instance, _>(in_a_group)
-            .await?
-            .0)
     }
 
     async fn create_on_node(&self, instance: Instance) -> Result<()> {
@@ -684,7 +629,7 @@ impl Controller {
                     Precondition::Revision(instance.revision),
                 );
             }
-            match store.commit(txn).await {
+            match self.commit(txn).await {
                 // Addresses go back once the record is gone (a crash in
                 // between leaves them to `reconcile_networks`).
                 Ok(_) if deleting => return self.release_networks(&instance).await,
@@ -751,7 +696,7 @@ impl Controller {
                 node.allocated = node.allocated.saturating_sub(&compute);
             }
             node.updated_at = now;
-            match store
+            match self
                 .commit(put_object(put_object(Txn::new(), &node), &next))
                 .await
             {
@@ -831,12 +776,7 @@ impl Controller {
         let mut claimed = instance.clone();
         claimed.status = status;
         claimed.updated_at = self.now();
-        match self
-            .inner
-            .store
-            .commit(put_object(Txn::new(), &claimed))
-            .await
-        {
+        match self.commit(put_object(Txn::new(), &claimed)).await {
             Ok(revision) => {
                 claimed.revision = revision;
                 Ok(Some(claimed))
@@ -902,11 +842,72 @@ impl Controller {
         let mut next = instance.clone();
         change(&mut next);
         next.updated_at = self.now();
-        match self.inner.store.commit(put_object(Txn::new(), &next)).await {
+        match self.commit(put_object(Txn::new(), &next)).await {
             Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(()),
             Err(other) => Err(other.into()),
         }
     }
+}
+
+/// Records on `i` what the runtime says of it, when that is an exit (or a
+/// runtime that lost it); returns whether it changed anything. The one
+/// owner of how an exit is recorded: [`Controller::converge`] writes it,
+/// [`Controller::observed`] only shows it.
+fn record_exit(i: &mut Instance, state: RuntimeState, now: DateTime<Utc>) -> bool {
+    let (code, oom_killed, at) = match state {
+        RuntimeState::Running | RuntimeState::Paused => return false,
+        RuntimeState::Exited {
+            code,
+            oom_killed,
+            at,
+        } => (code, oom_killed, at),
+        RuntimeState::Created => (0, false, None),
+        // The runtime lost it (a host reboot, someone removed it by hand).
+        RuntimeState::Missing => (-1, false, None),
+    };
+    let exit = ExitStatus {
+        code,
+        oom_killed,
+        at: at.unwrap_or(now),
+    };
+    let (status, reason, message) = if oom_killed {
+        (
+            InstanceStatus::Failed,
+            "OomKilled",
+            format!(
+                "killed by the OOM killer (memory limit {} MiB)",
+                i.spec.memory_mib
+            ),
+        )
+    } else if code == 0 {
+        (
+            InstanceStatus::Stopped,
+            "Completed",
+            "exited with code 0".to_owned(),
+        )
+    } else if code < 0 {
+        (
+            InstanceStatus::Failed,
+            "Lost",
+            "the runtime no longer knows this instance".to_owned(),
+        )
+    } else {
+        (
+            InstanceStatus::Failed,
+            "Error",
+            format!("exited with code {code}"),
+        )
+    };
+    i.set_condition(ConditionType::Exited, true, reason, message, now);
+    if i.desired == DesiredState::Running && !restarts_after_exit(i.spec.restart, Some(&exit)) {
+        // It ran to its end and nothing brings it back: the intent is
+        // fulfilled, so a later converge must not start it again. A stop
+        // or delete asked for meanwhile stands.
+        i.desired = DesiredState::Stopped;
+    }
+    i.status = status;
+    i.exit = Some(exit);
+    true
 }
 
 /// Records that the runtime accepted a change that left the instance in `status`.

@@ -84,9 +84,11 @@ impl Controller {
         }))
     }
 
-    /// The store's current revision, to start a watch from "now".
+    /// A revision to start a watch from "now": the newest the cache has
+    /// applied (a watch from it may first show a few changes already past).
     pub async fn current_revision(&self) -> Result<Revision> {
-        Ok(self.inner.store.list(INSTANCES_PREFIX).await?.revision)
+        self.caught_up().await?;
+        self.cached_revision().await
     }
 }
 

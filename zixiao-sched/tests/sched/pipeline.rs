@@ -427,3 +427,32 @@ fn sampling_limit_never_hides_a_feasible_node() {
         "node-199"
     );
 }
+
+#[test]
+fn a_context_that_logs_its_changes_is_synced_by_the_log_alone() {
+    use zixiao_core::scheduler::NodeChanges;
+    let scheduler = PluginScheduler::default();
+    let small = testing::instance("small", 2, 8192);
+    let place = |nodes: &[zixiao_core::Node], table: u64, generation: u64, log: &[(u64, u32)]| {
+        let changes = NodeChanges {
+            table,
+            generation,
+            since: 0,
+            log,
+        };
+        scheduler
+            .place(&small, &SchedulingContext::new(nodes).with_changes(changes))
+            .unwrap()
+    };
+    let mut nodes = graded();
+    assert_eq!(place(&nodes, 7, 0, &[]), "node-000");
+    // node-000 fills up, and the log says so: the next placement sees it.
+    nodes[0].allocated = used(16, 64 * 1024);
+    assert_eq!(place(&nodes, 7, 1, &[(1, 0)]), "node-001");
+    // The log is the contract: a change it does not name (node-001 filled
+    // behind its back) is not looked at, which is what makes a sync O(k).
+    nodes[1].allocated = used(16, 64 * 1024);
+    assert_eq!(place(&nodes, 7, 1, &[(1, 0)]), "node-001");
+    // Another table compares every node.
+    assert_eq!(place(&nodes, 8, 0, &[]), "node-002");
+}

@@ -214,13 +214,14 @@ impl Watcher {
             }
             return Ok(());
         }
+        let mut items = Vec::with_capacity(response.events().len());
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
             let revision = to_revision(kv.mod_revision());
             if revision < self.next {
                 continue; // Already delivered before a re-watch.
             }
-            let item = match event.event_type() {
+            items.push(match event.event_type() {
                 EventType::Put => key_value(&self.store_prefix, kv).map(WatchEvent::Put),
                 EventType::Delete => {
                     key_value(&self.store_prefix, kv).map(|deleted| WatchEvent::Delete {
@@ -229,9 +230,22 @@ impl Watcher {
                         prev: event.prev_kv().map(|prev| prev.value().to_vec()),
                     })
                 }
-            };
-            if self.out.send(item).await.is_err() {
+            });
+        }
+        // A response holds whole revisions: hand them over at once, so a
+        // consumer that reads what is ready never sees half a revision.
+        if !items.is_empty() && items.len() <= BUFFER {
+            let Ok(permits) = self.out.reserve_many(items.len()).await else {
                 return Err(Ended::Consumer);
+            };
+            for (permit, item) in permits.zip(items) {
+                permit.send(item);
+            }
+        } else {
+            for item in items {
+                if self.out.send(item).await.is_err() {
+                    return Err(Ended::Consumer);
+                }
             }
         }
         if let Some(last) = response.events().last().and_then(|e| e.kv()) {

@@ -1,0 +1,99 @@
+//! [`Admission`]: how another crate adds its checks and writes to the one
+//! transaction that creates an instance (a project's quota, say).
+//!
+//! A create is one durable commit: the instance's record and name, its
+//! placement and the node's allocation, and whatever each admission adds,
+//! all compare-and-swap, all or nothing. Concurrent creates are gathered
+//! into one transaction where their keys allow (see the placer), so an
+//! admission reads what earlier creates of the same transaction wrote
+//! through its [`StoreView`], and its writes to a key another create of
+//! the transaction writes too are merged: the last value wins, the first
+//! precondition stays. Written against the view, the natural code, "read
+//! the usage, check it, put usage plus mine, expecting the revision I
+//! read", is right alone and in a batch.
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use zixiao_core::controller::{Admission, StoreView};
+//! use zixiao_core::store::{Precondition, Txn};
+//! use zixiao_core::{Error, Instance, Result};
+//!
+//! /// At most `limit` cores per project (label `project`), counted at `/zixiao/usage/<project>`.
+//! #[derive(Debug)]
+//! struct CoreQuota { limit: u64 }
+//!
+//! #[async_trait]
+//! impl Admission for CoreQuota {
+//!     fn prefixes(&self) -> Vec<String> {
+//!         vec!["/zixiao/usage/".to_owned()]
+//!     }
+//!
+//!     async fn admit(&self, instance: &Instance, view: &dyn StoreView, txn: Txn) -> Result<Txn> {
+//!         let project = instance.labels.get("project").cloned().unwrap_or_default();
+//!         let key = format!("/zixiao/usage/{project}");
+//!         let (used, precondition) = match view.get(&key) {
+//!             Some(kv) => (
+//!                 String::from_utf8_lossy(&kv.value).parse::<u64>().unwrap_or(0),
+//!                 Precondition::Revision(kv.mod_revision),
+//!             ),
+//!             None => (0, Precondition::Absent),
+//!         };
+//!         let after = used + u64::from(instance.spec.cpus);
+//!         if after > self.limit {
+//!             return Err(Error::ResourceExhausted(format!(
+//!                 "project `{project}` would use {after} of its {} cores", self.limit
+//!             )));
+//!         }
+//!         Ok(txn.put(key, after.to_string().into_bytes(), precondition))
+//!     }
+//! }
+//! ```
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::model::Instance;
+use crate::store::{KeyValue, Txn};
+use crate::Result;
+
+/// What an [`Admission`] reads: the controller's cache of the keys under
+/// its [`Admission::prefixes`], with the writes of the transaction being
+/// built on top. Stale by at most the cache's lag; the writes' revisions
+/// catch any change since.
+pub trait StoreView: Send + Sync {
+    /// The key as the transaction will find it: its pending value if an
+    /// earlier create of the transaction writes it (with the revision its
+    /// write expects), else as cached; `None` when absent. Only keys under
+    /// the admissions' prefixes are cached.
+    fn get(&self, key: &str) -> Option<KeyValue>;
+}
+
+/// A check and writes added to every create's transaction; set on the
+/// [`ControllerBuilder`](crate::ControllerBuilder) with `admission`.
+#[async_trait]
+pub trait Admission: Send + Sync + Debug {
+    /// The key prefixes (under `/zixiao/`) whose keys [`Admission::admit`]
+    /// reads from its view; the controller's cache keeps them. Called once,
+    /// when the controller is built. None by default.
+    fn prefixes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Checks the create of `instance` (validated, placed or pending with
+    /// the reason, not stored yet) and returns `txn`, the create's
+    /// transaction so far, with this admission's writes added. Called once
+    /// per attempt of a create, in the order admissions were added, on the
+    /// placer's task: keep it short, and read what it needs from `view`.
+    ///
+    /// Must have no effect but its writes: a create is attempted again
+    /// (with a fresh view) when its transaction loses a race, so `admit`
+    /// may run several times for one create. Its writes should expect the
+    /// revision they read ([`Precondition::Revision`](crate::store::Precondition)
+    /// or `Absent`), so a stale view costs a retry, never a wrong count.
+    ///
+    /// Errors: any; the create fails with it (its kind reaches the caller:
+    /// `ResourceExhausted` for a quota, `FailedPrecondition`,
+    /// `InvalidArgument`), and only that create.
+    async fn admit(&self, instance: &Instance, view: &dyn StoreView, txn: Txn) -> Result<Txn>;
+}

@@ -1,0 +1,709 @@
+//! The placer: the one task of a controller that places instances and
+//! writes nodes' allocations for them, in the shape of Nomad's plan
+//! applier. A create is one durable commit: its record, its name, its
+//! placement with the node's new allocation, and its admissions'
+//! writes, all in one transaction.
+//!
+//! Creates that arrive while a commit is in flight are placed one after the
+//! other on the placer's own copy of the nodes (the cache's, plus its own
+//! commits the cache has not shown yet), each seeing the earlier ones'
+//! allocations, and gathered into the next transaction, so a burst of
+//! creates costs one commit, bin-packing stays exact, and concurrent creates
+//! never race each other for a node. Every write still expects the
+//! revision it was based on: a stale view (another server placed on the
+//! node) fails the transaction, the node is read again and the batch placed
+//! again; no node is ever over-committed.
+//!
+//! A transaction that fails for one create (its name is taken) fails for
+//! all of its batch: the others are placed again without it. One that
+//! fails for a reason nobody can be singled out for is retried with each
+//! create on its own, so each caller gets its own answer.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::admission::StoreView;
+use super::cache::{Cache, NodeTable};
+use super::{Controller, Inner, NODES_PREFIX};
+use crate::model::{ConditionType, Instance, InstanceStatus, Node, NodeStatus};
+use crate::scheduler::SchedulingContext;
+use crate::store::{encode, KeyValue, Precondition, StoreError, StoredObject, Txn, Write};
+use crate::{Error, Result};
+
+/// What the placer is asked to do with an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Store a new instance (absent so far), placed or pending.
+    Create,
+    /// Place a stored, unplaced instance (at its revision), or record why not.
+    Existing,
+}
+
+/// What became of an instance given to the placer.
+#[derive(Debug)]
+pub(crate) enum Placed {
+    /// Stored as returned: placed, or pending with the reason.
+    Stored(Box<Instance>),
+    /// Nothing to write: still unschedulable for the reason recorded.
+    Unchanged,
+    /// The stored instance changed or went meanwhile: plan again.
+    Changed,
+}
+
+struct Job {
+    instance: Instance,
+    mode: Mode,
+    reply: oneshot::Sender<Result<Placed>>,
+    attempts: u32,
+    /// Commit it on its own (after a failure nobody could be singled out for).
+    solo: bool,
+}
+
+impl Job {
+    fn answer(self, result: Result<Placed>) {
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A job placed into the batch being built.
+struct Planned {
+    job: Job,
+    instance: Instance,
+    keys: Vec<String>,
+}
+
+/// The placer's handle in a controller; see the module documentation.
+#[derive(Debug, Default)]
+pub(crate) struct Placer {
+    tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+}
+
+impl Controller {
+    /// Hands `instance` to the placer and waits for the outcome.
+    pub(super) async fn place(&self, instance: Instance, mode: Mode) -> Result<Placed> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            instance,
+            mode,
+            reply,
+            attempts: 0,
+            solo: false,
+        };
+        let sender = {
+            let mut tx = self
+                .inner
+                .placer
+                .tx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match tx.as_ref() {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (sender, receiver) = mpsc::unbounded_channel();
+                    tokio::spawn(run(std::sync::Arc::downgrade(&self.inner), receiver));
+                    *tx = Some(sender.clone());
+                    sender
+                }
+            }
+        };
+        if sender.send(job).is_err() {
+            return Err(Error::Internal("the placer stopped".to_owned()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("the placer stopped".to_owned())))
+    }
+}
+
+async fn run(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<Job>) {
+    let mut working = Working::default();
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match receiver.recv().await {
+                Some(job) => pending.push_back(job),
+                None => return,
+            }
+        }
+        while let Ok(job) = receiver.try_recv() {
+            pending.push_back(job);
+        }
+        let Some(inner) = inner.upgrade() else {
+            for job in pending.drain(..) {
+                job.answer(Err(Error::Internal("the controller is gone".to_owned())));
+            }
+            return;
+        };
+        let controller = Controller { inner };
+        controller.place_batch(&mut working, &mut pending).await;
+    }
+}
+
+/// The placer's copy of the nodes: the cache's, plus the allocations of its
+/// own commits the cache has not shown yet, plus the batch being built.
+#[derive(Debug, Default)]
+struct Working {
+    table: NodeTable,
+    cache_table: u64,
+    cache_generation: u64,
+}
+
+impl Working {
+    /// Takes in what changed in the cache since the last look, keeping
+    /// its own newer versions.
+    fn sync(&mut self, cache: &Cache) {
+        let state = cache.read();
+        let cached = &state.nodes;
+        if cached.table() != self.cache_table {
+            let mut nodes = cached.nodes().to_vec();
+            for node in &mut nodes {
+                if let Some(mine) = self.table.get(&node.id) {
+                    if mine.revision > node.revision {
+                        *node = mine.clone();
+                    }
+                }
+            }
+            self.table = NodeTable::new(nodes);
+        } else {
+            match cached.changes().changed_after(self.cache_generation) {
+                Some(positions) => {
+                    for position in positions {
+                        self.take(&cached.nodes()[position]);
+                    }
+                }
+                None => {
+                    for node in cached.nodes() {
+                        self.take(node);
+                    }
+                }
+            }
+        }
+        self.cache_table = cached.table();
+        self.cache_generation = cached.generation();
+    }
+
+    /// Takes `fresh` unless its own version is as new.
+    fn take(&mut self, fresh: &Node) {
+        if let Some(position) = self.table.position(&fresh.id) {
+            if self.table.nodes()[position].revision < fresh.revision {
+                *self.table.node_mut(position) = fresh.clone();
+                self.table.changed(position);
+            }
+        }
+    }
+
+    fn set(&mut self, position: usize, node: Node) {
+        *self.table.node_mut(position) = node;
+        self.table.changed(position);
+    }
+}
+
+/// The transaction being built, with who wrote which key.
+#[derive(Default)]
+struct Batch {
+    writes: Vec<Write>,
+    at: HashMap<String, usize>,
+    planned: Vec<Planned>,
+    names: HashSet<String>,
+    /// Instances placed in this batch that are in a group (for the next
+    /// placements' affinity rules).
+    grouped: Vec<Instance>,
+    /// Each node changed in this batch, as it was before (for an undo).
+    before: HashMap<usize, Node>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.planned.is_empty()
+    }
+
+    /// Whether `write` can join: a key written already must expect the same
+    /// precondition, and a put or check joins a put or check.
+    fn joins(&self, write: &Write) -> bool {
+        match self.at.get(write.key()) {
+            None => true,
+            Some(&i) => {
+                let existing = &self.writes[i];
+                existing.precondition() == write.precondition()
+                    && !matches!(existing, Write::Delete { .. })
+                    && !matches!(write, Write::Delete { .. })
+                    && match (existing, write) {
+                        (Write::Put { lease: a, .. }, Write::Put { lease: b, .. }) => a == b,
+                        _ => true,
+                    }
+            }
+        }
+    }
+
+    /// Adds `fragment`'s writes if all join (see [`Batch::joins`]): a
+    /// later put replaces the value, the first precondition stays.
+    fn merge(&mut self, fragment: Txn) -> std::result::Result<Vec<String>, Txn> {
+        if !fragment.writes.iter().all(|w| self.joins(w)) {
+            return Err(fragment);
+        }
+        let mut keys = Vec::with_capacity(fragment.writes.len());
+        for write in fragment.writes {
+            keys.push(write.key().to_owned());
+            match self.at.get(write.key()) {
+                None => {
+                    self.at.insert(write.key().to_owned(), self.writes.len());
+                    self.writes.push(write);
+                }
+                Some(&i) => {
+                    if matches!(write, Write::Put { .. }) {
+                        self.writes[i] = write;
+                    }
+                }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// An [`Admission`](super::Admission)'s view: the batch's writes over the cache.
+struct BatchView<'a> {
+    cache: &'a Cache,
+    writes: &'a [Write],
+    at: &'a HashMap<String, usize>,
+}
+
+impl StoreView for BatchView<'_> {
+    fn get(&self, key: &str) -> Option<KeyValue> {
+        if let Some(&i) = self.at.get(key) {
+            match &self.writes[i] {
+                Write::Put {
+                    key,
+                    value,
+                    precondition,
+                    lease,
+                } => {
+                    let revision = match precondition {
+                        Precondition::Revision(r) => *r,
+                        _ => 0,
+                    };
+                    return Some(KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: revision,
+                        mod_revision: revision,
+                        lease: *lease,
+                    });
+                }
+                Write::Delete { .. } => return None,
+                Write::Check { .. } => {}
+            }
+        }
+        self.cache.read().raw(key).cloned()
+    }
+}
+
+/// How many writes one placement adds at most besides its admissions'.
+const WRITES_PER_PLACEMENT: usize = 3;
+
+impl Controller {
+    /// Places as many `pending` jobs as fit in one transaction, commits it,
+    /// and answers them (or puts them back to be placed again).
+    async fn place_batch(&self, working: &mut Working, pending: &mut VecDeque<Job>) {
+        if let Err(e) = self.inner.cache.ready().await {
+            let why = e.chain();
+            for job in pending.drain(..) {
+                job.answer(Err(Error::Unavailable {
+                    what: "the controller's cache of the store".to_owned(),
+                    source: Some(why.clone().into()),
+                }));
+            }
+            return;
+        }
+        working.sync(&self.inner.cache);
+        let max_writes = self.options().max_batch_writes.max(WRITES_PER_PLACEMENT);
+        let mut batch = Batch::default();
+        let mut deferred = VecDeque::new();
+        while let Some(job) = pending.pop_front() {
+            if !batch.is_empty()
+                && (job.solo || batch.writes.len() + WRITES_PER_PLACEMENT > max_writes)
+            {
+                if job.solo {
+                    deferred.push_back(job);
+                    continue;
+                }
+                pending.push_front(job);
+                break;
+            }
+            let solo = job.solo;
+            if let Some(job) = self.plan_one(job, working, &mut batch).await {
+                deferred.push_back(job);
+            }
+            if solo && !batch.is_empty() {
+                break;
+            }
+        }
+        while let Some(job) = deferred.pop_back() {
+            pending.push_front(job);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let txn = Txn {
+            writes: std::mem::take(&mut batch.writes),
+        };
+        match self.inner.store.commit(txn).await {
+            Ok(revision) => {
+                self.wrote(revision);
+                for (&position, _) in batch.before.iter() {
+                    let mut node = working.table.nodes()[position].clone();
+                    node.revision = revision;
+                    working.set(position, node);
+                }
+                for planned in batch.planned {
+                    let mut instance = planned.instance;
+                    instance.revision = revision;
+                    planned.job.answer(Ok(Placed::Stored(Box::new(instance))));
+                }
+            }
+            Err(error) => {
+                for (position, node) in batch.before.drain() {
+                    working.set(position, node);
+                }
+                self.failed(error, batch.planned, working, pending).await;
+            }
+        }
+    }
+
+    /// Places one job into `batch`; answers it when it needs no commit or
+    /// cannot be placed; returns it when it must wait for the next batch.
+    async fn plan_one(&self, job: Job, working: &mut Working, batch: &mut Batch) -> Option<Job> {
+        let now = self.now();
+        let name = job.instance.name.clone();
+        if batch.at.contains_key(&Instance::key_for(&job.instance.id)) {
+            // The same instance twice (a converge abandoned while its
+            // placement waited, and its successor): only node and admission
+            // keys merge; this one learns from the next batch that the
+            // instance changed.
+            return Some(job);
+        }
+        if job.mode == Mode::Create {
+            if batch.names.contains(&name) {
+                // Another create of the same name is in this batch: this
+                // one learns whether it won from the next.
+                return Some(job);
+            }
+            if self.inner.cache.read().id_of(&name).is_some() {
+                job.answer(Err(Error::AlreadyExists {
+                    what: format!("instance `{name}`"),
+                }));
+                return None;
+            }
+        }
+        let mut instance = job.instance.clone();
+        let members = self.members_for(&instance, batch);
+        let chosen = {
+            let cx = SchedulingContext::new(working.table.nodes())
+                .with_changes(working.table.changes())
+                .with_instances(&members);
+            self.inner.scheduler.place(&instance, &cx)
+        };
+        let mut touched: Option<(usize, Node)> = None;
+        let mut fragment = Txn::new();
+        match chosen {
+            Ok(node_id) => {
+                let Some(position) = working.table.position(&node_id) else {
+                    job.answer(Err(Error::Internal(format!(
+                        "the scheduler chose node `{node_id}`, which it was not given"
+                    ))));
+                    return None;
+                };
+                let before = working.table.nodes()[position].clone();
+                let wanted = instance.spec.resources();
+                if !before.capacity.fits(&before.allocated, &wanted) {
+                    job.answer(Err(Error::Internal(format!(
+                        "the scheduler chose node `{node_id}`, which has no room for `{name}`"
+                    ))));
+                    return None;
+                }
+                let mut node = before.clone();
+                node.allocated = node.allocated.saturating_add(&wanted);
+                node.updated_at = now;
+                instance.compute_reserved = true;
+                instance.node = Some(node.id.clone());
+                instance.status = InstanceStatus::Scheduled;
+                instance.updated_at = now;
+                let message = format!("placed on node `{}`", node.id);
+                instance.set_condition(ConditionType::Scheduled, true, "Scheduled", message, now);
+                // The precondition is the node's revision before this batch,
+                // the same for every placement on it in the batch.
+                let base = batch
+                    .before
+                    .get(&position)
+                    .map_or(before.revision, |n| n.revision);
+                fragment = fragment.put(
+                    Node::key_for_id(&node.id),
+                    encode(&node),
+                    Precondition::Revision(base),
+                );
+                working.set(position, node);
+                touched = Some((position, before));
+            }
+            Err(unschedulable) => {
+                let message = unschedulable.to_string();
+                let recorded = instance
+                    .condition(ConditionType::Scheduled)
+                    .is_some_and(|c| !c.status && c.message == message);
+                if job.mode == Mode::Existing
+                    && recorded
+                    && instance.status == InstanceStatus::Pending
+                {
+                    job.answer(Ok(Placed::Unchanged));
+                    return None;
+                }
+                instance.status = InstanceStatus::Pending;
+                instance.updated_at = now;
+                instance.set_condition(
+                    ConditionType::Scheduled,
+                    false,
+                    "Unschedulable",
+                    message,
+                    now,
+                );
+            }
+        }
+        let precondition = match job.mode {
+            Mode::Create => Precondition::Absent,
+            Mode::Existing => Precondition::Revision(job.instance.revision),
+        };
+        fragment = fragment.put(
+            Instance::key_for(&instance.id),
+            encode(&instance),
+            precondition,
+        );
+        if job.mode == Mode::Create {
+            fragment = fragment.put(
+                Self::name_key(&instance.name),
+                instance.id.clone().into_bytes(),
+                Precondition::Absent,
+            );
+        }
+        let undo = |working: &mut Working, touched: Option<(usize, Node)>| {
+            if let Some((position, before)) = touched {
+                working.set(position, before);
+            }
+        };
+        if job.mode == Mode::Create {
+            let admitted = self.admit(&instance, fragment, batch).await;
+            fragment = match admitted {
+                Ok(fragment) => fragment,
+                Err(e) => {
+                    undo(working, touched);
+                    job.answer(Err(e));
+                    return None;
+                }
+            };
+        }
+        match batch.merge(fragment) {
+            Ok(keys) => {
+                if let Some((position, before)) = touched {
+                    batch.before.entry(position).or_insert(before);
+                }
+                if job.mode == Mode::Create {
+                    batch.names.insert(name);
+                }
+                if instance.node.is_some() && !instance.spec.placement.groups.is_empty() {
+                    batch.grouped.push(instance.clone());
+                }
+                batch.planned.push(Planned {
+                    job,
+                    instance,
+                    keys,
+                });
+                None
+            }
+            Err(_) => {
+                undo(working, touched);
+                Some(job)
+            }
+        }
+    }
+
+    /// The network guards and the admissions of a create, in order.
+    async fn admit(&self, instance: &Instance, fragment: Txn, batch: &Batch) -> Result<Txn> {
+        let mut fragment = self.guard_networks(fragment, instance).await?;
+        for admission in &self.inner.admissions {
+            let view = BatchView {
+                cache: &self.inner.cache,
+                writes: &batch.writes,
+                at: &batch.at,
+            };
+            fragment = admission.admit(instance, &view, fragment).await?;
+        }
+        fragment.validate()?;
+        Ok(fragment)
+    }
+
+    /// The placed instances sharing a group with `instance`: the cached
+    /// ones and the ones placed in this batch.
+    fn members_for(&self, instance: &Instance, batch: &Batch) -> Vec<Instance> {
+        let placement = &instance.spec.placement;
+        let groups: BTreeSet<&str> = placement
+            .groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .chain(placement.spread.as_ref().and_then(|s| s.group.as_deref()))
+            .collect();
+        if groups.is_empty() {
+            return Vec::new();
+        }
+        let mut members = self
+            .inner
+            .cache
+            .read()
+            .placed_members(&groups, &instance.id);
+        members.extend(
+            batch
+                .grouped
+                .iter()
+                .filter(|i| {
+                    i.spec
+                        .placement
+                        .groups
+                        .iter()
+                        .any(|g| groups.contains(g.name.as_str()))
+                })
+                .cloned(),
+        );
+        members
+    }
+
+    /// Sorts out a failed batch: answers the jobs the failure is about, and
+    /// puts the others back to be placed again on a fresher view.
+    async fn failed(
+        &self,
+        error: StoreError,
+        planned: Vec<Planned>,
+        working: &mut Working,
+        pending: &mut VecDeque<Job>,
+    ) {
+        let single = planned.len() == 1;
+        let owner = |key: &str| planned.iter().position(|p| p.keys.iter().any(|k| k == key));
+        let mut again: Vec<Job> = Vec::new();
+        match &error {
+            StoreError::AlreadyExists(key) => {
+                let culprit = owner(key);
+                for (i, planned) in planned.into_iter().enumerate() {
+                    if Some(i) == culprit {
+                        let name_taken = *key == Self::name_key(&planned.instance.name);
+                        planned.job.answer(Err(if name_taken {
+                            Error::AlreadyExists {
+                                what: format!("instance `{}`", planned.instance.name),
+                            }
+                        } else {
+                            Error::Store(StoreError::AlreadyExists(key.clone()))
+                        }));
+                    } else {
+                        again.push(planned.job);
+                    }
+                }
+            }
+            StoreError::Conflict { key, .. } | StoreError::NotFound(key) => {
+                let found = match &error {
+                    StoreError::Conflict { found, .. } => *found,
+                    _ => 0,
+                };
+                if let Some(id) = key.strip_prefix(NODES_PREFIX) {
+                    // Someone else changed the node: read it again.
+                    let fresh = self
+                        .inner
+                        .store
+                        .get(key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|kv| crate::store::decode::<Node>(&kv).ok());
+                    match (fresh, working.table.position(id)) {
+                        (Some(fresh), _) => working.take(&fresh),
+                        // Gone from the store: out of the view until the
+                        // cache drops it too.
+                        (None, Some(position)) => {
+                            let mut gone = working.table.nodes()[position].clone();
+                            gone.status = NodeStatus::Decommissioned;
+                            working.set(position, gone);
+                        }
+                        (None, None) => {}
+                    }
+                    again.extend(planned.into_iter().map(|p| p.job));
+                } else {
+                    let existing = planned.iter().position(|p| {
+                        p.job.mode == Mode::Existing && *key == Instance::key_for(&p.instance.id)
+                    });
+                    let culprits: Vec<usize> = match existing {
+                        Some(i) => vec![i],
+                        None => planned
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, p)| p.keys.iter().any(|k| k == key))
+                            .map(|(i, _)| i)
+                            .collect(),
+                    };
+                    if found > 0 {
+                        let _ = self.inner.cache.wait_for(found).await;
+                    }
+                    for (i, planned) in planned.into_iter().enumerate() {
+                        if !culprits.contains(&i) {
+                            again.push(planned.job);
+                        } else if Some(i) == existing {
+                            planned.job.answer(Ok(Placed::Changed));
+                        } else {
+                            planned.job.answer(Err(Error::Store(error_copy(&error))));
+                        }
+                    }
+                }
+            }
+            _ if single => {
+                if let Some(planned) = planned.into_iter().next() {
+                    planned.job.answer(Err(Error::Store(error)));
+                }
+                return;
+            }
+            _ => {
+                // Nobody can be singled out: each on its own.
+                for planned in planned {
+                    let mut job = planned.job;
+                    job.solo = true;
+                    again.push(job);
+                }
+            }
+        }
+        let limit = self.options().max_conflict_retries;
+        for mut job in again.into_iter().rev() {
+            job.attempts += 1;
+            if job.attempts > limit {
+                let what = job.instance.name.clone();
+                job.answer(Err(self.too_many_conflicts("instance", &what)));
+                continue;
+            }
+            pending.push_front(job);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A copy of a precondition failure, for each create it fails.
+fn error_copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Conflict {
+            key,
+            expected,
+            found,
+        } => StoreError::Conflict {
+            key: key.clone(),
+            expected: *expected,
+            found: *found,
+        },
+        StoreError::NotFound(key) => StoreError::NotFound(key.clone()),
+        StoreError::AlreadyExists(key) => StoreError::AlreadyExists(key.clone()),
+        other => StoreError::Unavailable {
+            what: other.to_string(),
+            source: None,
+        },
+    }
+}
