@@ -300,6 +300,16 @@ pub enum StoreError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A commit may or may not have been applied: the backend was reached
+    /// but its answer was lost (a timeout, a connection dropped mid-call).
+    /// Whatever the commit would have made must be kept until a later read
+    /// tells whether it was applied; undoing it now could hand out twice
+    /// what the commit recorded as taken.
+    #[error("store outcome unknown: {what}")]
+    OutcomeUnknown {
+        /// What was tried, and what was lost.
+        what: String,
+    },
     /// A stored value cannot be decoded.
     #[error("stored value at `{key}` is corrupt")]
     Corrupt {
@@ -329,7 +339,9 @@ impl StoreError {
             StoreError::Conflict { .. } => ErrorKind::Conflict,
             StoreError::Compacted { .. } => ErrorKind::FailedPrecondition,
             StoreError::InvalidArgument(_) => ErrorKind::InvalidArgument,
-            StoreError::Unavailable { .. } => ErrorKind::Unavailable,
+            StoreError::Unavailable { .. } | StoreError::OutcomeUnknown { .. } => {
+                ErrorKind::Unavailable
+            }
             StoreError::Corrupt { .. } | StoreError::Backend { .. } => ErrorKind::Internal,
         }
     }

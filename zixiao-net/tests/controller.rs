@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use common::{in_fresh_netns, on, setup, setup_with};
+use common::{in_fresh_netns, on, setup, setup_on, setup_with};
 use zixiao_core::model::{
     CreateNetwork, InstallationId, IpConfig, Network, TAP_PREFIX, VETH_PREFIX,
 };
-use zixiao_core::store::{Precondition, Txn};
+use zixiao_core::store::{KeyValue, LeaseId, Listing, Precondition, Revision, Txn, WatchStream};
 use zixiao_core::{
-    AddressAllocator, Error, ErrorKind, Instance, InstanceSpec, NetworkHost, Result,
+    AddressAllocator, Error, ErrorKind, Instance, InstanceSpec, NetworkHost, Result, Store,
+    StoreError,
 };
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 
@@ -418,4 +419,128 @@ fn networks_stored_before_installation_ids_are_listed_refused_and_deletable() {
         assert_eq!(c.list_networks().await.unwrap(), vec![lan.clone()]);
         assert!(c.reconcile_networks().await.unwrap().removed.is_empty());
     });
+}
+
+/// A store that ends the next commit storing an instance with an unknown
+/// outcome, as an etcd commit whose answer a dropped connection lost: it
+/// applies the commit or not (`applied`), then says `OutcomeUnknown`.
+#[derive(Debug)]
+struct LosesOneAnswer {
+    inner: Arc<dyn Store>,
+    applied: bool,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl Store for LosesOneAnswer {
+    async fn get(&self, key: &str) -> std::result::Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> std::result::Result<Listing, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn commit(&self, txn: Txn) -> std::result::Result<Revision, StoreError> {
+        let stores_instance = txn.writes.iter().any(|w| match w {
+            zixiao_core::store::Write::Put { key, .. } => {
+                key.starts_with(zixiao_core::controller::INSTANCES_PREFIX)
+            }
+            _ => false,
+        });
+        if !stores_instance || !self.armed.swap(false, Ordering::SeqCst) {
+            return self.inner.commit(txn).await;
+        }
+        if self.applied {
+            self.inner.commit(txn).await?;
+        }
+        Err(StoreError::OutcomeUnknown {
+            what: "the commit: connection lost".to_owned(),
+        })
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> std::result::Result<WatchStream, StoreError> {
+        self.inner.watch(prefix, after).await
+    }
+    async fn grant_lease(
+        &self,
+        ttl: std::time::Duration,
+    ) -> std::result::Result<LeaseId, StoreError> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> std::result::Result<(), StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> std::result::Result<(), StoreError> {
+        self.inner.revoke_lease(lease).await
+    }
+}
+
+/// Runs one create whose commit's answer is lost (`applied` or not) and
+/// checks what a user would: the error says the outcome is unknown, no
+/// address is ever held by two instances, and once a reconcile has seen
+/// the truth an address is held exactly while its instance is stored.
+fn a_create_with_a_lost_answer(applied: bool) {
+    in_fresh_netns(move |dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = setup_on(
+            host,
+            |ipam| Arc::new(ipam),
+            |inner| {
+                Arc::new(LosesOneAnswer {
+                    inner,
+                    applied,
+                    armed: armed.clone(),
+                })
+            },
+        )
+        .await;
+        let c = &s.controller;
+        // Room for both instances besides the gateway.
+        c.create_network(CreateNetwork::new("tiny", ["10.79.0.0/29"]))
+            .await
+            .unwrap();
+        armed.store(true, Ordering::SeqCst);
+
+        let error = c.create_instance(on("lost", &["tiny"])).await.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+        assert!(error.to_string().contains("outcome unknown"), "{error}");
+        let held = s.ipam.allocations("tiny").await.unwrap();
+        assert_eq!(
+            held.len(),
+            1,
+            "the address is kept while the outcome is unknown: {held:?}"
+        );
+
+        // The next create never gets the address `lost` may hold.
+        let next = c.create_instance(on("next", &["tiny"])).await.unwrap();
+        assert_ne!(next.attachments[0].addresses[0].address, held[0].0);
+
+        // A reconcile learns the truth: an address for every stored
+        // instance, none for one that was never stored.
+        c.reconcile_networks().await.unwrap();
+        let stored = c.get_instance("lost").await;
+        assert_eq!(stored.is_ok(), applied, "{stored:?}");
+        let mut owners = s.ipam.owners("tiny").await.unwrap();
+        owners.sort();
+        let mut expected = vec![next.id.clone()];
+        if let Ok(lost) = stored {
+            assert_eq!(lost.attachments[0].addresses[0].address, held[0].0);
+            expected.push(lost.id);
+        }
+        expected.sort();
+        assert_eq!(owners, expected);
+    });
+}
+
+#[test]
+fn a_create_whose_commit_answer_is_lost_after_it_applied_keeps_its_address() {
+    a_create_with_a_lost_answer(true);
+}
+
+#[test]
+fn a_create_whose_commit_answer_is_lost_before_it_applied_frees_its_address_on_reconcile() {
+    a_create_with_a_lost_answer(false);
 }

@@ -90,6 +90,12 @@ impl Controller {
                 | Err(Error::Store(StoreError::Conflict { .. } | StoreError::NotFound(_))) => {
                     continue
                 }
+                // The commit may have stored the instance with its
+                // addresses: keep them. If it did not, the network
+                // reconcile releases them as an orphan's once the store
+                // shows no instance holding them; releasing them now could
+                // hand them to another instance while this one has them.
+                Err(error @ Error::Store(StoreError::OutcomeUnknown { .. })) => return Err(error),
                 Err(other) => other,
             };
             // Not stored: its addresses go back to their pools.

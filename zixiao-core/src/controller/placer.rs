@@ -701,6 +701,8 @@ fn error_copy(error: &StoreError) -> StoreError {
         },
         StoreError::NotFound(key) => StoreError::NotFound(key.clone()),
         StoreError::AlreadyExists(key) => StoreError::AlreadyExists(key.clone()),
+        // Every create of the group shares the unknown outcome of its commit.
+        StoreError::OutcomeUnknown { what } => StoreError::OutcomeUnknown { what: what.clone() },
         other => StoreError::Unavailable {
             what: other.to_string(),
             source: None,

@@ -17,7 +17,7 @@ use zixiao_core::model::{
 };
 use zixiao_core::{
     AddressAllocator, Controller, CreateInstance, InstanceSpec, InstanceType, LocalAgent,
-    NetworkHost, Resources,
+    NetworkHost, Resources, Store,
 };
 use zixiao_net::StoreIpam;
 use zixiao_sched::PluginScheduler;
@@ -237,8 +237,20 @@ pub async fn setup_with(
     host: Arc<dyn NetworkHost>,
     allocator: impl FnOnce(StoreIpam) -> Arc<dyn AddressAllocator>,
 ) -> Setup {
+    setup_on(host, allocator, |store| store).await
+}
+
+/// As [`setup_with`], with the controller's store (and the allocator's)
+/// wrapped by `wrap`, as a test that fails some commits needs.
+pub async fn setup_on(
+    host: Arc<dyn NetworkHost>,
+    allocator: impl FnOnce(StoreIpam) -> Arc<dyn AddressAllocator>,
+    wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"));
+    let store = wrap(Arc::new(
+        EmbeddedStore::open(&dir.path().join("s.redb")).expect("store"),
+    ));
     let ipam = StoreIpam::new(store.clone());
     let agent = Arc::new(
         LocalAgent::new(HostFacts {

@@ -528,6 +528,8 @@ impl Store for EtcdStore {
                         status.message()
                     ))
                 }
+                // Sent, and its answer lost: the commit may have been applied.
+                Failure::Unknown(what) => StoreError::OutcomeUnknown { what },
                 other => answer_error(other, "the commit"),
             })?;
         if !response.succeeded() {
