@@ -784,15 +784,17 @@ impl ClusterPlacement {
 
 #[async_trait::async_trait]
 impl Placement for ClusterPlacement {
-    async fn check(&self, instance: &Instance) -> std::result::Result<(), DriverError> {
-        match self.placed(&instance.id).await {
-            Ok(Some(node)) if node == self.node => Ok(()),
+    async fn check(&self, instance: &Instance) -> std::result::Result<Instance, DriverError> {
+        match self.lookup(&instance.id).await {
+            Ok(Some(stored)) if stored.node.as_deref() == Some(self.node.as_str()) => Ok(stored),
             Ok(elsewhere) => Err(DriverError::FailedPrecondition(format!(
                 "instance `{}` is {} now, not on node `{}`: not starting a second copy",
                 instance.name,
-                elsewhere.map_or("deleted or unplaced".to_owned(), |n| format!(
-                    "placed on node `{n}`"
-                )),
+                elsewhere
+                    .and_then(|i| i.node)
+                    .map_or("deleted or unplaced".to_owned(), |n| {
+                        format!("placed on node `{n}`")
+                    }),
                 self.node
             ))),
             Err(e) => Err(DriverError::Unavailable {

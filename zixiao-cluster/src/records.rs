@@ -101,16 +101,19 @@ impl Records {
     }
 }
 
-/// Whether the cluster still places an instance on this node. Checked
-/// before a create or start: a runtime call made on a stale view (sent by
-/// a server that has since lost the lead, or before the node was failed
-/// over and the instance moved) must never start a second copy.
+/// Whether the cluster still places an instance on this node, and what it
+/// stores for it. Checked before a create or start: a runtime call made on
+/// a stale view (sent by a server that has since lost the lead, or before
+/// the node was failed over and the instance moved) must never start a
+/// second copy, and a call carrying a spec the cluster never accepted (a
+/// forged or corrupted one) must never reach the runtime.
 #[async_trait]
 pub trait Placement: Send + Sync + std::fmt::Debug {
-    /// Ok when `instance` is placed on this node now. Errors:
-    /// `FailedPrecondition` (placed elsewhere, or deleted), `Unavailable`
-    /// (no server could say: nothing is started on a guess).
-    async fn check(&self, instance: &Instance) -> Result<(), DriverError>;
+    /// The cluster's copy of `instance` (found by its id) when it is placed
+    /// on this node now. Errors: `FailedPrecondition` (placed elsewhere, or
+    /// deleted), `Unavailable` (no server could say: nothing is started on
+    /// a guess).
+    async fn check(&self, instance: &Instance) -> Result<Instance, DriverError>;
 }
 
 /// A [`NodeAgent`] whose drivers keep the node's [`Records`] as they create
@@ -168,11 +171,19 @@ struct RecordingDriver {
 }
 
 impl RecordingDriver {
-    async fn check_placement(&self, instance: &Instance) -> Result<(), DriverError> {
-        match &self.placement {
-            Some(placement) => placement.check(instance).await,
-            None => Ok(()),
-        }
+    /// What a create or start runs: the caller's instance with the
+    /// cluster's spec, name and network attachments (what reaches the
+    /// runtime's paths, devices and commands), never the caller's own.
+    async fn placed_copy(&self, instance: &Instance) -> Result<Instance, DriverError> {
+        let Some(placement) = &self.placement else {
+            return Ok(instance.clone());
+        };
+        let stored = placement.check(instance).await?;
+        let mut runs = instance.clone();
+        runs.name = stored.name;
+        runs.spec = stored.spec;
+        runs.attachments = stored.attachments;
+        Ok(runs)
     }
 }
 
@@ -191,18 +202,18 @@ impl Driver for RecordingDriver {
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.check_placement(instance).await?;
+        let instance = self.placed_copy(instance).await?;
         // Recorded first: a crash between the two leaves a record of
         // something that may not exist, which a cleanup deletes idempotently,
         // never an instance nobody knows about.
-        self.records.put(instance)?;
-        self.inner.create(instance).await
+        self.records.put(&instance)?;
+        self.inner.create(&instance).await
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.check_placement(instance).await?;
-        self.records.put(instance)?;
-        self.inner.start(instance).await
+        let instance = self.placed_copy(instance).await?;
+        self.records.put(&instance)?;
+        self.inner.start(&instance).await
     }
 
     async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {

@@ -440,6 +440,27 @@ async fn a_drain_moves_instances_in_order_and_a_leaving_agent_deregisters() {
         RuntimeState::Missing
     );
 
+    // A call carrying a spec the cluster never accepted (a forged image
+    // and command, the instance's real id) to the node that runs it: the
+    // runtime gets the cluster's spec, not the caller's.
+    let new = after.node.clone().expect("placed");
+    let runs_web = RemoteAgent::new(&cluster.cluster_client().get_node(&new).await.expect("node"))
+        .expect("remote agent")
+        .driver(InstanceType::Container)
+        .expect("driver");
+    let mut forged = after.clone();
+    forged.spec.image = Some("forged".to_owned());
+    forged.spec.command = vec!["rm".to_owned(), "-rf".to_owned(), "/".to_owned()];
+    runs_web
+        .start(&forged)
+        .await
+        .expect("a start of a running instance");
+    assert_eq!(
+        cluster.node(&new).driver.spec_of(&web.id),
+        Some(after.spec.clone()),
+        "the runtime ran the cluster's spec"
+    );
+
     // The drained node leaves for good.
     let node = cluster.node_mut(&old);
     node.agent

@@ -40,6 +40,8 @@ struct State {
     instances: BTreeMap<String, RuntimeState>,
     logs: BTreeMap<String, Vec<u8>>,
     calls: Vec<(Op, String)>,
+    /// The spec of each instance's last create or start, as received.
+    specs: BTreeMap<String, zixiao_core::InstanceSpec>,
     failures: BTreeMap<Op, Failure>,
     /// How long each changing call takes (so concurrent calls can overlap).
     delay: Duration,
@@ -150,6 +152,11 @@ impl FakeDriver {
         self.lock().calls.clone()
     }
 
+    /// The spec instance `id`'s last create or start ran with.
+    pub fn spec_of(&self, id: &str) -> Option<zixiao_core::InstanceSpec> {
+        self.lock().specs.get(id).cloned()
+    }
+
     /// How many calls of `op` there were for instance `id`.
     pub fn count(&self, op: Op, id: &str) -> usize {
         self.lock()
@@ -200,6 +207,11 @@ impl FakeDriver {
     ) -> Result<std::sync::MutexGuard<'_, State>, DriverError> {
         let mut state = self.lock();
         state.calls.push((op, instance.id.clone()));
+        if matches!(op, Op::Create | Op::Start) {
+            state
+                .specs
+                .insert(instance.id.clone(), instance.spec.clone());
+        }
         match state.failures.get(&op) {
             None => Ok(state),
             Some(Failure::Unavailable) => Err(DriverError::Unavailable {
