@@ -346,12 +346,13 @@ fn crash_cycles(subject: &Subject, socket: &str, uri: &str) {
             target,
             crash.runs
         );
-        // Create: `instance get` converges what a cut-off create stored.
+        // Create: reads never write, so the one more command is `instance
+        // start`, which converges what a cut-off create stored.
         let mut create: Vec<&str> = vec!["instance", "create", "--name", &name];
         create.extend(subject.create.iter().map(String::as_str));
         crash.killed(Op::Create, (subject.window)(Op::Create), &create);
-        let get = crash.run(&["instance", "get", &name]);
-        if !get.status.success() {
+        let start = crash.run(&["instance", "start", &name]);
+        if !start.status.success() {
             // Cut off before the intent was stored: nothing may be there.
             crash.check(subject, None);
             crash.ok(&create);

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use zixiao_core::api::{Api, Request, Response, Wait};
-use zixiao_core::model::ConditionType;
 use zixiao_core::{CreateInstance, DriverError, Error, ErrorKind, Instance, InstanceSpec, Result};
 
 use crate::Embedded;
@@ -51,17 +50,6 @@ impl Api for Embedded {
                 Ok(Response::StoreSummary(summary))
             }
             Request::CreateInstance { request, wait } => self.create(request, wait).await,
-            Request::GetInstance { instance } => {
-                let asked = Request::GetInstance {
-                    instance: instance.clone(),
-                };
-                match self.controller.call(asked).await {
-                    Err(e) if e.kind() == ErrorKind::Unavailable => {
-                        Ok(Response::Instance(self.last_recorded(&instance, &e).await?))
-                    }
-                    other => other,
-                }
-            }
             Request::StartInstance { instance, wait } => {
                 let asked = Request::StartInstance {
                     instance,
@@ -191,20 +179,6 @@ impl Embedded {
             .settle(&stored.id)
             .await
             .map_err(|e| recorded(operation, &stored.name, e))
-    }
-
-    /// The instance as last recorded, when its runtime could not be asked
-    /// how it is: with that said in its `RuntimeReady` condition.
-    async fn last_recorded(&self, instance: &str, unavailable: &Error) -> Result<Instance> {
-        let mut last = self.controller.get_instance(instance).await?;
-        last.set_condition(
-            ConditionType::RuntimeReady,
-            false,
-            "RuntimeUnavailable",
-            format!("{}; this is the state last recorded", unavailable.chain()),
-            chrono::Utc::now(),
-        );
-        Ok(last)
     }
 }
 

@@ -472,15 +472,27 @@ impl Controller {
 
     /// `instance` as the runtime shows it now, without writing anything: a
     /// workload that exited shows as exited (as [`Controller::converge`]
-    /// would record it), one that runs as it is stored. A runtime that
-    /// cannot be asked leaves it as stored. What the embedded deployment's
-    /// reads show when no converger runs.
+    /// would record it), one that runs as it is stored. One whose runtime
+    /// cannot be reached shows as stored, with its `RuntimeReady` condition
+    /// saying so and that this is the state last recorded. What the
+    /// embedded deployment's reads show when no converger runs.
     pub async fn observed(&self, instance: Instance) -> Instance {
-        let Ok(Some(state)) = self.inspect_live(&instance).await else {
-            return instance;
-        };
         let mut seen = instance;
-        record_exit(&mut seen, state, self.now());
+        match self.inspect_live(&seen).await {
+            Ok(Some(state)) => {
+                record_exit(&mut seen, state, self.now());
+            }
+            Ok(None) => {}
+            Err(e) if e.kind() == ErrorKind::Unavailable => seen.set_condition(
+                ConditionType::RuntimeReady,
+                false,
+                "RuntimeUnavailable",
+                format!("{}; this is the state last recorded", e.chain()),
+                self.now(),
+            ),
+            // Not the runtime's answer (no driver for the type here): as stored.
+            Err(_) => {}
+        }
         seen
     }
 
