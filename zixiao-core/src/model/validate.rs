@@ -21,6 +21,11 @@ const MAX_DISK_GIB: u64 = 1024 * 1024;
 const MAX_LABELS: usize = 64;
 const MAX_COMMAND_BYTES: usize = 128 * 1024;
 const MAX_CMDLINE_BYTES: usize = 4096;
+/// The most environment variables one instance may set.
+const MAX_ENV_VARS: usize = 1024;
+/// The most bytes of names and values one instance's environment may hold
+/// (Linux's own limit for one argument string is 128 KiB).
+const MAX_ENV_BYTES: usize = 128 * 1024;
 
 /// Checks that `value` is a DNS label: 1 to 63 characters of `a-z`, `0-9` and
 /// `-`, starting and ending with a letter or digit.
@@ -282,6 +287,22 @@ impl InstanceSpec {
             return Err(Error::invalid(
                 "spec.command",
                 "the program name must not be empty",
+            ));
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(Error::invalid(
+                "spec.env",
+                format!(
+                    "{} variables; at most {MAX_ENV_VARS} are allowed",
+                    self.env.len()
+                ),
+            ));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(Error::invalid(
+                "spec.env",
+                format!("{env_bytes} bytes of names and values; at most 128 KiB are allowed"),
             ));
         }
         for (key, value) in &self.env {
@@ -570,6 +591,20 @@ mod tests {
             (
                 "spec.command",
                 Box::new(|r| r.spec.command = vec![String::new()]),
+            ),
+            (
+                "spec.env",
+                Box::new(|r| {
+                    r.spec.env = (0..=MAX_ENV_VARS)
+                        .map(|i| (format!("V{i}"), String::new()))
+                        .collect();
+                }),
+            ),
+            (
+                "spec.env",
+                Box::new(|r| {
+                    r.spec.env.insert("BIG".into(), "x".repeat(MAX_ENV_BYTES));
+                }),
             ),
             (
                 "labels.bad key",
