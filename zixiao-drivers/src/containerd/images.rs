@@ -309,7 +309,13 @@ pub(crate) async fn unpack(
     let mut snapshots = SnapshotsClient::new(conn.client().channel());
     let mut parent = String::new();
     let mut unpacked_any = false;
-    for (layer, chain_id) in image.manifest.layers.iter().zip(&chain) {
+    let layers = image
+        .manifest
+        .layers
+        .iter()
+        .zip(&image.config.rootfs.diff_ids)
+        .zip(&chain);
+    for ((layer, diff_id), chain_id) in layers {
         let stat = StatSnapshotRequest {
             snapshotter: snapshotter.to_owned(),
             key: chain_id.clone(),
@@ -325,7 +331,13 @@ pub(crate) async fn unpack(
             }
         }
         let key = format!("zixiao-unpack-{}", uuid::Uuid::new_v4().simple());
-        let applied = apply_layer(conn, lease, snapshotter, &key, &parent, layer, chain_id).await;
+        let target = Unpacked {
+            key: &key,
+            parent: &parent,
+            diff_id,
+            chain_id,
+        };
+        let applied = apply_layer(conn, lease, snapshotter, layer, &target).await;
         if applied.is_err() {
             let remove = RemoveSnapshotRequest {
                 snapshotter: snapshotter.to_owned(),
@@ -350,15 +362,33 @@ pub(crate) async fn unpack(
     Ok(top)
 }
 
+/// Where one layer is unpacked: the active snapshot `key` on `parent`,
+/// committed as `chain_id` once its content is the config's `diff_id`.
+struct Unpacked<'a> {
+    key: &'a str,
+    parent: &'a str,
+    diff_id: &'a str,
+    chain_id: &'a str,
+}
+
+/// Unpacks `layer` into a snapshot and commits it under its chain id, but
+/// only when what it unpacked to is the `diff_id` the image's config names:
+/// snapshots are shared by chain id across images, so a layer committed
+/// under a chain id its content does not have would become the root file
+/// system of every other image naming that chain.
 async fn apply_layer(
     conn: &Connection,
     lease: &Lease,
     snapshotter: &str,
-    key: &str,
-    parent: &str,
     layer: &Descriptor,
-    chain_id: &str,
+    target: &Unpacked<'_>,
 ) -> Result<(), DriverError> {
+    let Unpacked {
+        key,
+        parent,
+        diff_id,
+        chain_id,
+    } = *target;
     let mut snapshots = SnapshotsClient::new(conn.client().channel());
     let prepare = PrepareSnapshotRequest {
         snapshotter: snapshotter.to_owned(),
@@ -383,10 +413,24 @@ async fn apply_layer(
         payloads: HashMap::new(),
         sync_fs: false,
     };
-    DiffClient::new(conn.client().channel())
+    let applied = DiffClient::new(conn.client().channel())
         .apply(conn.leased(apply, lease))
         .await
-        .map_err(|s| conn.rpc_error(format!("unpack layer {}", layer.digest), s))?;
+        .map_err(|s| conn.rpc_error(format!("unpack layer {}", layer.digest), s))?
+        .into_inner()
+        .applied
+        .map(|d| d.digest)
+        .unwrap_or_default();
+    if applied != diff_id {
+        return Err(invalid(
+            "image",
+            format!(
+                "layer {} unpacks to {applied}, but the image's config names its content \
+                 {diff_id} (rootfs.diff_ids): the image is inconsistent, nothing of it was kept",
+                layer.digest
+            ),
+        ));
+    }
     let commit = CommitSnapshotRequest {
         snapshotter: snapshotter.to_owned(),
         name: chain_id.to_owned(),
@@ -747,6 +791,7 @@ async fn write_and_name(
                 lease,
             ))
             .await;
+        let named_here = created.is_ok();
         match created {
             Ok(_) => {}
             Err(status) if is_already_exists(&status) => {
@@ -763,7 +808,19 @@ async fn write_and_name(
             Err(status) => return Err(conn.rpc_error(format!("create image {name}"), status)),
         }
         let resolved = resolve(conn, name).await?;
-        unpack(conn, lease, snapshotter, &resolved).await?;
+        if let Err(e) = unpack(conn, lease, snapshotter, &resolved).await {
+            // A name this import made goes with the content the lease's
+            // release takes back, so no image names missing content.
+            if named_here {
+                let delete = DeleteImageRequest {
+                    name: name.clone(),
+                    sync: true,
+                    target: None,
+                };
+                let _ = client.delete(conn.request(delete)).await;
+            }
+            return Err(e);
+        }
         infos.push(ImageInfo {
             name: name.clone(),
             digest: target.digest.clone(),

@@ -199,3 +199,88 @@ async fn containerd_not_running_is_unavailable_naming_the_socket() {
     assert!(Path::new(&stale).exists());
     fx.finish().await;
 }
+
+/// The hex sha256 of `data`, as OCI blob names and digests use it.
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Puts `value` in `files` as a blob; returns its digest and size.
+fn put_blob(files: &mut Vec<(String, Vec<u8>)>, value: &serde_json::Value) -> (String, usize) {
+    let bytes = serde_json::to_vec(value).expect("json");
+    let hex = sha256_hex(&bytes);
+    let size = bytes.len();
+    files.push((format!("blobs/sha256/{hex}"), bytes));
+    (format!("sha256:{hex}"), size)
+}
+
+/// An image whose config names content (`rootfs.diff_ids`) other than what
+/// its layer unpacks to. Snapshots are shared by chain id, so unpacking it
+/// would hand that layer to any image naming the forged chain: the import
+/// is refused, naming the layer and the forged diff_id, and keeps nothing.
+#[tokio::test]
+async fn an_image_whose_layer_is_not_its_diff_id_is_refused() {
+    let Some(fx) = fixture("diffid").await else {
+        return;
+    };
+    let before = fx.driver.list().await.expect("list");
+    let original = tar_files(&fx.busybox);
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&original[name]).expect("a JSON file of the archive")
+    };
+    let blob = |digest: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            digest
+                .as_str()
+                .expect("digest")
+                .trim_start_matches("sha256:")
+        )
+    };
+    let mut index = json("index.json");
+    let mut manifest = json(&blob(&index["manifests"][0]["digest"]));
+    let mut config = json(&blob(&manifest["config"]["digest"]));
+    let forged = format!("sha256:{}", "ab".repeat(32));
+    config["rootfs"]["diff_ids"][0] = serde_json::Value::String(forged.clone());
+
+    let mut files: Vec<(String, Vec<u8>)> = original
+        .iter()
+        .filter(|(name, _)| name.as_str() != "index.json")
+        .map(|(name, data)| (name.clone(), data.clone()))
+        .collect();
+    let (digest, size) = put_blob(&mut files, &config);
+    manifest["config"]["digest"] = digest.into();
+    manifest["config"]["size"] = size.into();
+    let (digest, size) = put_blob(&mut files, &manifest);
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    files.push((
+        "index.json".into(),
+        serde_json::to_vec(&index).expect("json"),
+    ));
+    let archive = fx.dir.path().join("forged.oci.tar");
+    write_tar(&archive, &files);
+
+    let err = fx
+        .driver
+        .import(&archive, &|_| {})
+        .await
+        .expect_err("an inconsistent image is refused");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains(&forged) && err.to_string().contains("diff_ids"),
+        "{err}"
+    );
+    let after = fx.driver.list().await.expect("list");
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "no image named by the refused import: {after:?}"
+    );
+    assert_clean(&fx).await;
+    fx.finish().await;
+}
