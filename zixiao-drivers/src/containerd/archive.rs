@@ -16,6 +16,11 @@ use super::error::{invalid, io};
 /// The largest JSON file (index, manifest, config) read into memory.
 pub(crate) const MAX_JSON_BYTES: u64 = 8 * 1024 * 1024;
 
+/// The most entries an image archive may have. An image layout holds a few
+/// files per layer (an image has at most a few hundred layers); a tar of
+/// millions of empty entries would otherwise grow the index without bound.
+pub(crate) const MAX_ENTRIES: usize = 10_000;
+
 /// Where one file's bytes lie in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry {
@@ -105,7 +110,15 @@ impl Archive {
         let mut tar = tar::Archive::new(file);
         let mut entries = HashMap::new();
         let mut links = Vec::new();
-        for entry in tar.entries_with_seek().map_err(not_tar)? {
+        for (count, entry) in tar.entries_with_seek().map_err(not_tar)?.enumerate() {
+            if count >= MAX_ENTRIES {
+                return Err(invalid(
+                    "archive",
+                    format!(
+                        "{shown} has more than {MAX_ENTRIES} entries; an image archive has a few per layer"
+                    ),
+                ));
+            }
             let entry = entry.map_err(not_tar)?;
             let name = clean(&entry.path().map_err(not_tar)?.to_string_lossy());
             let kind = entry.header().entry_type();
@@ -244,6 +257,27 @@ mod tests {
         assert_eq!(clean("/index.json"), "index.json");
         assert_eq!(resolve_link("a/layer.tar", "../b/layer.tar"), "b/layer.tar");
         assert_eq!(resolve_link("a/layer.tar", "/b/layer.tar"), "b/layer.tar");
+    }
+
+    #[test]
+    fn an_archive_of_too_many_entries_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("many.tar");
+        let mut builder = tar::Builder::new(File::create(&path).unwrap());
+        for i in 0..=MAX_ENTRIES {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(0);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, format!("f{i}"), std::io::empty())
+                .unwrap();
+        }
+        builder.finish().unwrap();
+        drop(builder);
+        let err = Archive::open(&path).unwrap_err();
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument, "{err}");
+        assert!(err.to_string().contains("more than 10000 entries"), "{err}");
     }
 
     #[test]
