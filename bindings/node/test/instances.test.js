@@ -23,10 +23,12 @@ test('create, stop, start, restart and delete an instance, waiting for each', as
 
 test('without wait a call resolves with the intent stored', async () => {
   const controller = await fakeController()
-  const pending = await controller.createInstance(container('web'), { wait: false })
-  assert.equal(pending.status, 'pending')
-  // A read brings the embedded deployment up to date with its runtimes.
-  assert.equal((await controller.getInstance('web')).status, 'running')
+  const stored = await controller.createInstance(container('web'), { wait: false })
+  // Placed on a node in the create's own commit; nothing runs it yet.
+  assert.equal(stored.status, 'scheduled')
+  // Reads never write; a call that waits converges it.
+  assert.equal((await controller.getInstance('web')).status, 'scheduled')
+  assert.equal((await controller.startInstance('web')).status, 'running')
   assert.equal((await controller.deleteInstance('web', { wait: false })).desired, 'deleted')
   assert.equal(await controller.deleteInstance('web'), null)
 })

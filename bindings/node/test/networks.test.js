@@ -84,7 +84,7 @@ test('an instance on a network gets an address and holds the network', async () 
   assert.equal(address.prefix_len, 24)
   assert.match(attachment.mac, /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/)
 
-  const running = await controller.getInstance('web')
+  const running = await controller.startInstance('web') // waits until it runs
   assert.equal(running.status, 'running')
   assert.deepEqual(running.attachments, created.attachments)
 

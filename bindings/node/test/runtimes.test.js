@@ -118,7 +118,7 @@ test('snapshots of a microVM: export, restore, revert, delete', { skip: noVmm ??
   const copy = path.join(shortDir(), 'v1-s1')
   await controller.exportSnapshot('v1', 's1', copy)
   assert.ok(fs.existsSync(path.join(copy, 'zixiao-snapshot.json')))
-  await assert.rejects(controller.exportSnapshot('v1', 's1', copy), { code: 'already_exists' })
+  await assert.rejects(controller.exportSnapshot('v1', 's1', copy), { code: 'invalid_argument' })
   const v2 = await controller.restoreInstance('v2', copy)
   assert.equal(v2.status, 'running')
   const log = await until(async () => {

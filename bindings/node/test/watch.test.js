@@ -16,7 +16,7 @@ test('watch sees the whole lifecycle with for await', async () => {
     if (event.kind === 'deleted') break
   }
   assert.equal(events[0].kind, 'added')
-  assert.equal(events[0].instance.status, 'pending')
+  assert.equal(events[0].instance.status, 'scheduled') // placed as it is created
   assert.ok(events.some((e) => e.kind === 'modified' && e.instance.status === 'running'))
   const revisions = events.map((e) => e.revision)
   assert.deepEqual(revisions, [...revisions].sort((a, b) => a - b))

@@ -22,7 +22,8 @@ def test_async_lifecycle_and_watch(state_dir):
         assert (await controller.resume_instance("web"))["status"] == "running"
         assert "cpu_time_ns" in await controller.instance_stats("web")
         assert (await controller.read_log("web")).data.startswith(b"started web")
-        assert (await controller.create_instance(container("db"), wait=False))["status"] == "pending"
+        # Placed in the create's own commit; nothing runs it until a call waits.
+        assert (await controller.create_instance(container("db"), wait=False))["status"] == "scheduled"
         assert await controller.delete_instance("db") is None
         await controller.stop_instance("web")
         pieces = [piece async for piece in await controller.follow_log("web")]

@@ -26,11 +26,13 @@ def test_create_stop_start_delete_waiting_for_each(controller):
 
 
 def test_without_wait_a_call_answers_with_the_intent_stored(controller):
-    pending = controller.create_instance(container("web"), wait=False)
-    assert pending["status"] == "pending"
-    assert pending["desired"] == "running"
-    # A read brings the embedded deployment up to date with its runtimes.
-    assert controller.get_instance("web")["status"] == "running"
+    stored = controller.create_instance(container("web"), wait=False)
+    # Placed on a node in the create's own commit; nothing runs it yet.
+    assert stored["status"] == "scheduled"
+    assert stored["desired"] == "running"
+    # Reads never write; a call that waits converges it.
+    assert controller.get_instance("web")["status"] == "scheduled"
+    assert controller.start_instance("web")["status"] == "running"
     deleting = controller.delete_instance("web", wait=False)
     assert deleting["desired"] == "deleted"
     assert controller.delete_instance("web") is None

@@ -79,7 +79,7 @@ def test_an_instance_on_a_network_gets_an_address_and_holds_the_network(controll
     assert address["gateway"] == "10.77.0.1" and address["prefix_len"] == 24
     assert len(attachment["mac"].split(":")) == 6
 
-    running = controller.get_instance("web")
+    running = controller.start_instance("web")  # waits until it runs
     assert running["status"] == "running"
     assert running["attachments"] == created["attachments"]
 

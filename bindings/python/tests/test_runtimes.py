@@ -141,7 +141,7 @@ def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
     copy = tmp_path / "v1-s1"
     controller.export_snapshot("v1", "s1", str(copy))
     assert (copy / "zixiao-snapshot.json").is_file()
-    with pytest.raises(zixiao.AlreadyExists):
+    with pytest.raises(zixiao.InvalidArgument, match="exists and is not empty"):
         controller.export_snapshot("v1", "s1", str(copy))
 
     v2 = controller.restore_instance("v2", str(copy))

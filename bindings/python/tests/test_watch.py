@@ -22,7 +22,7 @@ def test_watch_sees_the_whole_lifecycle(controller):
 
     events = events_until_deleted(watch, "web")
     assert events[0]["kind"] == "added"
-    assert events[0]["instance"]["status"] == "pending"
+    assert events[0]["instance"]["status"] == "scheduled"  # placed as it is created
     statuses = [e["instance"]["status"] for e in events if e["kind"] == "modified"]
     assert "running" in statuses
     revisions = [e["revision"] for e in events]
