@@ -345,6 +345,17 @@ impl ContainerdDriver {
                         None => {}
                     }
                 }
+                // containerd's clean-up of the cut-off create removed the
+                // bundle after this create made its own in the same place:
+                // the new shim found no working directory. Nothing of this
+                // create is left; try again once that clean-up is done.
+                Err(status)
+                    if is_bundle_removed_under_shim(status.message())
+                        && Instant::now() < deadline =>
+                {
+                    self.delete_task(id).await.ok();
+                    tokio::time::sleep(STALE_BUNDLE_POLL).await;
+                }
                 Err(status) => {
                     // runc may leave a task record behind when its create fails.
                     self.delete_task(id).await.ok();
@@ -692,6 +703,16 @@ fn is_stale_shim_dir(message: &str) -> bool {
     message.contains("failed to start shim") && message.contains("file exists")
 }
 
+/// Whether a task create failed because its shim's working directory (the
+/// bundle containerd had just made) was removed before the shim started:
+/// containerd's clean-up of an earlier create of the container, whose
+/// client was cut off, ran at the same time (found by the CLI's crash test:
+/// `failed to start shim: start failed: io.containerd.runc.v2: getwd: no
+/// such file or directory`).
+fn is_bundle_removed_under_shim(message: &str) -> bool {
+    message.contains("failed to start shim") && message.contains("getwd: no such file or directory")
+}
+
 fn status_of(process: &Process) -> TaskStatus {
     TaskStatus::try_from(process.status).unwrap_or(TaskStatus::Unknown)
 }
@@ -710,6 +731,19 @@ mod tests {
         assert!(!is_stale_shim_dir(
             "failed to create shim task: OCI runtime create failed: exec: \"nope\": \
              executable file not found in $PATH: unknown"
+        ));
+    }
+
+    #[test]
+    fn a_bundle_removed_under_a_starting_shim_is_recognised() {
+        // As containerd 1.6 said it in the crash test.
+        assert!(is_bundle_removed_under_shim(
+            "failed to start shim: start failed: io.containerd.runc.v2: getwd: no such file or \
+             directory: exit status 1"
+        ));
+        assert!(!is_bundle_removed_under_shim(
+            "failed to create shim task: OCI runtime create failed: exec: \"nope\": no such file \
+             or directory: unknown"
         ));
     }
 }
