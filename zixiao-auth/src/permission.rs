@@ -23,8 +23,9 @@
 //! host (`snapshot.export`, `instance.restore`, `image.import`) are admin
 //! only; lists and watches of instances are allowed to every user and
 //! filtered to its projects ([`Grant::scope`]); nodes and servers are not
-//! users and call no user operation (the membership service checks nodes
-//! with [`authorize_node_call`], agents check servers with
+//! users and call no user operation but one, a node draining itself as its
+//! agent leaves the cluster (the membership service checks nodes with
+//! [`authorize_node_call`], agents check servers with
 //! [`authorize_agent_call`]).
 //!
 //! Networks and images carry no project yet: they count as in project
@@ -309,6 +310,13 @@ pub fn authorize(
             projects,
             ..
         } => (name, *role, projects),
+        // An agent leaving the cluster drains its own node first.
+        Identity::Node(node) if matches!(request, Request::DrainNode { node: drained } if drained == node.as_str()) =>
+        {
+            return Ok(Grant::all(format!(
+                "node {node} drains itself as it leaves"
+            )));
+        }
         Identity::Node(node) => {
             return Err(Denial::new(
                 op,

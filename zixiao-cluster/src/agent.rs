@@ -105,6 +105,15 @@ struct NodeTls {
     key_pem: String,
 }
 
+/// Names the certificate's node only: the key never reaches a log.
+impl std::fmt::Debug for NodeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeTls")
+            .field("identity", &self.credentials.identity().ok())
+            .finish_non_exhaustive()
+    }
+}
+
 impl NodeTls {
     /// A client configuration for calling servers with the node's certificate.
     fn to_servers(&self) -> Result<Arc<rustls::ClientConfig>> {
@@ -320,6 +329,8 @@ pub struct AgentHandle {
     session: String,
     servers: Vec<String>,
     state_dir: PathBuf,
+    /// The node's certificate on a TLS cluster: its leave is called with it.
+    tls: Option<NodeTls>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -345,10 +356,23 @@ impl AgentHandle {
     pub async fn leave(self) -> Result<()> {
         let mut last = None;
         for server in &self.servers {
-            let client = zixiao_api::connect(server)?;
+            // On a TLS cluster the node's certificate is its identity, and
+            // the one user call it may make is draining itself.
+            let client = match &self.tls {
+                Some(tls) => {
+                    zixiao_api::secure::connect_with(zixiao_api::secure::ConnectOptions {
+                        endpoint: server.clone(),
+                        ca_pem: Some(tls.ca_pem.clone()),
+                        token: None,
+                        client_identity: Some((tls.cert_pem.clone(), tls.key_pem.clone())),
+                    })?
+                }
+                None => zixiao_api::connect(server)?,
+            };
             match client.drain_node(&self.name).await {
                 Ok(_) => {
-                    MembershipClient::new(server, Duration::from_secs(120))?
+                    let tls = self.tls.as_ref().map(NodeTls::to_servers).transpose()?;
+                    MembershipClient::new_tls(server, Duration::from_secs(120), tls)?
                         .leave_cluster(&self.name, &self.session)
                         .await?;
                     WatchdogFiles::new(&self.state_dir).request_stop()?;
@@ -563,7 +587,7 @@ pub async fn start_with_network(
         session: session.clone(),
         servers: options.servers.clone(),
         timing: options.timing,
-        tls: node_tls,
+        tls: node_tls.clone(),
         agent,
         records,
         liveness,
@@ -576,6 +600,7 @@ pub async fn start_with_network(
         session,
         servers: options.servers,
         state_dir: options.state_dir,
+        tls: node_tls,
         shutdown: shutdown_tx,
         tasks: vec![live, serve],
     })

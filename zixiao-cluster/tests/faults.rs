@@ -457,7 +457,7 @@ async fn etcd_leader_loss(h: &Harness, etcd: &mut EtcdCluster, ids: &[String]) {
     let mut first = None;
     for i in 0..4 {
         // Through both servers in turn.
-        let compute = zixiao_api::connect(&h.server_addrs[i % 2]).expect("client");
+        let compute = h.compute_of(i % 2);
         let name = format!("after-etcd-{i}");
         let mut spec = InstanceSpec::container("busybox");
         spec.restart = RestartPolicy::Always;

@@ -368,11 +368,11 @@ async fn agent_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> S
 async fn server_killed_mid_create(h: &mut Harness, request: &CreateInstance) -> String {
     let (i, k) = (1, 0);
     steer_to(h, i, true).await;
-    let to_die = zixiao_api::connect(&h.server_addrs[k]).expect("client");
+    let to_die = h.compute_of(k);
     let sent = request.clone();
     let request_task =
         tokio::spawn(async move { to_die.create_instance(sent, Wait::Settled).await });
-    let other = zixiao_api::connect(&h.server_addrs[1 - k]).expect("client");
+    let other = h.compute_of(1 - k);
     let name = request.name.clone();
     let id = wait_until(
         "the create to be stored",

@@ -6,6 +6,13 @@
 //! ([`Harness::runtimes_agree`]). Its nodes run the fake file runtime or
 //! the real ones ([`Runtime`]).
 //!
+//! Everything speaks TLS, as a cluster on a network must: the harness
+//! makes the cluster's CA, an admin and a reusable join token
+//! ([`Harness::secure`]); servers serve TLS with certificates they issue
+//! themselves, agents join with the token and then talk mutual TLS with
+//! their node certificates, and the test's clients call with the admin's
+//! token.
+//!
 //! A node that dies ([`Harness::kill_node`]) loses its power: its agent and
 //! watchdog get `kill -9`, and so do its workloads, fake or real (every
 //! task of its containerd namespace, every QEMU naming its directory:
@@ -168,6 +175,16 @@ impl NodeProc {
     }
 }
 
+/// What the harness's clients and agents present.
+struct Tokens {
+    /// The cluster CA certificate, PEM.
+    ca_pem: String,
+    /// The admin's bearer token.
+    admin: String,
+    /// A reusable join token for the agents.
+    join: String,
+}
+
 /// Servers and agents of one test cluster.
 pub(crate) struct Harness {
     /// Prefix of the progress lines it prints.
@@ -179,6 +196,11 @@ pub(crate) struct Harness {
     pub(crate) servers: Vec<Option<Proc>>,
     pub(crate) server_addrs: Vec<String>,
     pub(crate) nodes: Vec<NodeProc>,
+    /// The cluster's CA and its key: every server gets this directory.
+    pub(crate) pki: PathBuf,
+    /// The admin's token and the agents' join token, once
+    /// [`Harness::secure`] made them.
+    tokens: Option<Tokens>,
     /// What the nodes run instances on (set before agents start).
     pub(crate) runtime: Runtime,
     /// Each node's memory in MiB (none: plenty).
@@ -205,6 +227,8 @@ impl Harness {
             nodes: (0..nodes)
                 .map(|i| NodeProc::new(format!("node-{i}"), root.path().join(format!("node-{i}"))))
                 .collect(),
+            pki: root.path().join("pki"),
+            tokens: None,
             runtime: Runtime::Files,
             node_memory_mib: None,
             root,
@@ -284,6 +308,45 @@ impl Harness {
         ));
     }
 
+    /// Makes the cluster's CA (in [`Harness::pki`]), its admin with a
+    /// token for the test's clients, and a reusable join token for the
+    /// agents, as `zixiao server init` and `zixiao token create --role
+    /// agent --reusable` do. Once; before any server starts.
+    pub(crate) async fn secure(&mut self) {
+        if self.tokens.is_some() {
+            return;
+        }
+        let pki = zixiao_auth::Pki::init(&self.pki, "zixiao-test").expect("the cluster CA");
+        let store = super::roles::etcd_store(&self.etcd, &self.prefix).await;
+        let accounts =
+            zixiao_auth::AuthStore::new(store, std::sync::Arc::new(zixiao_core::SystemClock));
+        let admin = zixiao_auth::UserName::try_from("admin").expect("a user name");
+        accounts
+            .create_user(admin.clone(), zixiao_auth::Role::Admin, Default::default())
+            .await
+            .expect("the admin");
+        let (_, admin_token) = accounts
+            .issue_user_token(&admin, zixiao_auth::Role::Admin, None, None)
+            .await
+            .expect("the admin's token");
+        let (_, join) = accounts
+            .issue_join_token(&admin, true, None)
+            .await
+            .expect("a join token");
+        self.tokens = Some(Tokens {
+            ca_pem: pki.ca_pem().to_owned(),
+            admin: admin_token.expose().to_owned(),
+            join: join.expose().to_owned(),
+        });
+        self.note("the cluster CA, its admin and a join token are made");
+    }
+
+    fn tokens(&self) -> &Tokens {
+        self.tokens
+            .as_ref()
+            .expect("the harness made its CA and tokens (Harness::secure)")
+    }
+
     /// Starts `n` servers and remembers their addresses for the agents.
     pub(crate) fn start_servers(&mut self, n: usize) {
         for i in 0..n {
@@ -296,6 +359,7 @@ impl Harness {
     /// Starts `servers` servers and every node's agent, and waits until
     /// every node is Ready.
     pub(crate) async fn start_cluster(&mut self, servers: usize) {
+        self.secure().await;
         self.start_servers(servers);
         for i in 0..self.nodes.len() {
             self.start_agent(i);
@@ -310,6 +374,14 @@ impl Harness {
             ("ZX_NAME", node.name.clone()),
             ("ZX_DIR", node.dir.display().to_string()),
             ("ZX_SERVERS", self.server_addrs.join(",")),
+            (
+                "ZX_CA",
+                self.pki
+                    .join(zixiao_auth::pki::CA_CERT_FILE)
+                    .display()
+                    .to_string(),
+            ),
+            ("ZX_JOIN_TOKEN", self.tokens().join.clone()),
         ];
         if let Some(real) = self.real() {
             vars.extend([
@@ -348,6 +420,7 @@ impl Harness {
             ("ZX_ETCD", self.etcd.clone()),
             ("ZX_PREFIX", self.prefix.clone()),
             ("ZX_ID", format!("server-{i}")),
+            ("ZX_PKI", self.pki.display().to_string()),
         ];
         if let Some(listen) = &self.server_listen {
             vars.push(("ZX_LISTEN", listen.clone()));
@@ -399,14 +472,26 @@ impl Harness {
             .clone()
     }
 
+    /// An admin's client of the server at `addr`, over TLS.
+    fn client(&self, addr: &str) -> Client {
+        let tokens = self.tokens();
+        zixiao_api::connect_with(zixiao_api::ConnectOptions {
+            endpoint: format!("https://{addr}"),
+            ca_pem: Some(tokens.ca_pem.clone()),
+            token: Some(tokens.admin.clone()),
+            client_identity: None,
+        })
+        .expect("client")
+    }
+
     /// A client of the first live server.
     pub(crate) fn compute(&self) -> Client {
-        zixiao_api::connect(&self.live_server()).expect("client")
+        self.client(&self.live_server())
     }
 
     /// A client of server `i`.
     pub(crate) fn compute_of(&self, i: usize) -> Client {
-        zixiao_api::connect(&self.server_addrs[i]).expect("client")
+        self.client(&self.server_addrs[i])
     }
 
     /// The index of a live server that does not lead: requests through it
@@ -424,7 +509,7 @@ impl Harness {
 
     /// A client of the first live server, for node operations.
     pub(crate) fn cluster(&self) -> Client {
-        zixiao_api::connect(&self.live_server()).expect("client")
+        self.client(&self.live_server())
     }
 
     /// The index of node `name`.

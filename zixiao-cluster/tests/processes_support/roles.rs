@@ -3,7 +3,9 @@
 //! watchdog) or a watchdog. Each prints `ready ADDR` on stdout once it
 //! serves. Optional variables place it: `ZX_NETNS` (a pinned network
 //! namespace it joins before anything else), `ZX_LISTEN` (its listen
-//! address, loopback by default).
+//! address, loopback by default). Servers serve TLS with the cluster PKI
+//! in `ZX_PKI`; agents join with the CA `ZX_CA` and the join token
+//! `ZX_JOIN_TOKEN`, then talk mutual TLS.
 //!
 //! An agent and its watchdog run the node's runtimes named by `ZX_RUNTIME`:
 //! `files` (the default: the fake [`FileDriver`]) or `real`: the drivers of
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use zixiao_cluster::agent::{AgentTls, RENEW_BEFORE};
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::{agent, server, watchdog, AgentOptions, ServerOptions, Timing};
 use zixiao_core::host::HostFacts;
@@ -139,13 +142,27 @@ pub(crate) fn run_role(role: &str) {
         match role {
             "server" => {
                 let store = etcd_store(&env("ZX_ETCD"), &env("ZX_PREFIX")).await;
-                let handle = server::start(
+                let listen = listen();
+                // Its certificate names loopback and the address it serves
+                // on, as `zixiao server --pki` issues it.
+                let pki = Arc::new(zixiao_auth::Pki::load(Path::new(&env("ZX_PKI"))).expect("pki"));
+                let mut names = vec![
+                    zixiao_auth::SubjectName::Dns("localhost".to_owned()),
+                    zixiao_auth::SubjectName::Ip(std::net::Ipv4Addr::LOCALHOST.into()),
+                ];
+                if !listen.ip().is_loopback() {
+                    names.push(zixiao_auth::SubjectName::Ip(listen.ip()));
+                }
+                let tls = zixiao_api::secure::ServerTls::issue(&pki, &names).expect("server TLS");
+                let handle = server::start_secure(
                     server::controller(store),
                     ServerOptions {
                         id: env("ZX_ID"),
-                        listen: listen(),
+                        listen,
                         timing: Timing::default(),
                     },
+                    tls,
+                    pki,
                 )
                 .await
                 .expect("server");
@@ -173,7 +190,11 @@ pub(crate) fn run_role(role: &str) {
                         advertise: None,
                         state_dir: dir.clone(),
                         timing: Timing::default(),
-                        tls: None,
+                        tls: Some(AgentTls {
+                            ca_pem: std::fs::read_to_string(env("ZX_CA")).expect("the CA"),
+                            join_token: Some(env("ZX_JOIN_TOKEN")),
+                            renew_before: RENEW_BEFORE,
+                        }),
                     },
                     local,
                 )
