@@ -108,8 +108,18 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> impl Stream<Item = io::Result<TlsConnection>> {
+    incoming_reloading(listener, tokio::sync::watch::channel(config).1)
+}
+
+/// [`incoming`] under the configuration `configs` holds when each
+/// connection arrives: a server whose certificate is renewed while it runs
+/// (an agent's node certificate) presents the new one to every connection
+/// made after the renewal, without a restart.
+pub fn incoming_reloading(
+    listener: TcpListener,
+    configs: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+) -> impl Stream<Item = io::Result<TlsConnection>> {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BACKLOG);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -126,7 +136,8 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (tx, acceptor) = (tx.clone(), acceptor.clone());
+            let acceptor = TlsAcceptor::from(configs.borrow().clone());
+            let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {

@@ -70,13 +70,18 @@ pub struct AgentTls {
     /// A join token: needed only while the state directory holds no node
     /// certificate yet (the first start).
     pub join_token: Option<String>,
-    /// A start that finds the node certificate expiring within this long
-    /// renews it first (with the current certificate, no token).
+    /// A node certificate expiring within this long is renewed (with the
+    /// current certificate, no token): at the agent's start, and while it
+    /// runs.
     pub renew_before: Duration,
+    /// How often a running agent looks at its certificate's expiry.
+    pub renew_check: Duration,
 }
 
 /// The default of [`AgentTls::renew_before`]: 30 days.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The default of [`AgentTls::renew_check`]: hourly.
+pub const RENEW_CHECK: Duration = Duration::from_secs(3600);
 
 impl std::fmt::Debug for AgentTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +126,130 @@ impl NodeTls {
             .trust
             .client_config(Some(&self.credentials), zixiao_auth::ExpectedPeer::Server)
             .map_err(zixiao_auth::AuthError::from)?)
+    }
+
+    /// The agent's listener's configuration: its node certificate, and a
+    /// client certificate of the cluster required of every caller.
+    fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
+        Ok(self
+            .trust
+            .server_config(&self.credentials, zixiao_auth::ClientAuth::Required)
+            .map_err(zixiao_auth::AuthError::from)?)
+    }
+
+    /// A user-API client of `server` as this node.
+    fn client_of(&self, server: &str) -> Result<Client> {
+        zixiao_api::secure::connect_with(zixiao_api::secure::ConnectOptions {
+            endpoint: server.to_owned(),
+            ca_pem: Some(self.ca_pem.clone()),
+            token: None,
+            client_identity: Some((self.cert_pem.clone(), self.key_pem.clone())),
+        })
+    }
+}
+
+/// The node's certificate while the agent runs: every call to a server
+/// and every connection a server makes to the agent uses the current one,
+/// and [`keep_renewed`] replaces it before it expires.
+struct NodeCert {
+    current: std::sync::RwLock<Arc<NodeTls>>,
+    /// Bumped at each renewal, so holders of clients built with an older
+    /// certificate build new ones.
+    generation: AtomicU64,
+    /// The agent's listener takes each new connection under the current value.
+    serving: watch::Sender<Arc<rustls::ServerConfig>>,
+}
+
+impl NodeCert {
+    fn new(tls: NodeTls) -> Result<Self> {
+        let serving = watch::Sender::new(tls.server_config()?);
+        Ok(NodeCert {
+            current: std::sync::RwLock::new(Arc::new(tls)),
+            generation: AtomicU64::new(0),
+            serving,
+        })
+    }
+
+    fn current(&self) -> Arc<NodeTls> {
+        // A poisoned lock still holds a whole certificate: it is only ever
+        // replaced, never changed in place.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Makes `renewed` the certificate of every call and connection from now on.
+    fn replace(&self, renewed: NodeTls) -> Result<()> {
+        let config = renewed.server_config()?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(renewed);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.serving.send_replace(config);
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for NodeCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCert")
+            .field("current", &self.current())
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where and how a running agent renews its node certificate.
+struct Renewal {
+    cert: Arc<NodeCert>,
+    node: zixiao_auth::NodeName,
+    state_dir: PathBuf,
+    servers: Vec<String>,
+    advertise_host: String,
+    renew_before: Duration,
+    check: Duration,
+}
+
+/// Renews the node certificate whenever it is found within
+/// `renew_before` of its expiry, every `check`, until shutdown. A failed
+/// renewal is logged and tried again at the next check; the current
+/// certificate stays in use meanwhile.
+async fn keep_renewed(renewal: Renewal, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        wait(&mut shutdown, renewal.check).await;
+        if *shutdown.borrow() {
+            return;
+        }
+        let current = renewal.cert.current();
+        let Ok(expires) = current.credentials.not_after() else {
+            continue;
+        };
+        let left = expires - chrono::Utc::now().timestamp();
+        if u64::try_from(left).is_ok_and(|left| Duration::from_secs(left) > renewal.renew_before) {
+            continue;
+        }
+        let renewed = renew(
+            &current,
+            &renewal.node,
+            &renewal.state_dir,
+            &renewal.servers,
+            &renewal.advertise_host,
+        )
+        .await
+        .and_then(|renewed| renewal.cert.replace(renewed));
+        if let Err(e) = renewed {
+            eprintln!(
+                "zixiao agent: renewing node `{}`'s certificate (valid {left} more s): {}",
+                renewal.node,
+                e.chain()
+            );
+        }
     }
 }
 
@@ -330,7 +459,7 @@ pub struct AgentHandle {
     servers: Vec<String>,
     state_dir: PathBuf,
     /// The node's certificate on a TLS cluster: its leave is called with it.
-    tls: Option<NodeTls>,
+    tls: Option<Arc<NodeCert>>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -358,20 +487,14 @@ impl AgentHandle {
         for server in &self.servers {
             // On a TLS cluster the node's certificate is its identity, and
             // the one user call it may make is draining itself.
-            let client = match &self.tls {
-                Some(tls) => {
-                    zixiao_api::secure::connect_with(zixiao_api::secure::ConnectOptions {
-                        endpoint: server.clone(),
-                        ca_pem: Some(tls.ca_pem.clone()),
-                        token: None,
-                        client_identity: Some((tls.cert_pem.clone(), tls.key_pem.clone())),
-                    })?
-                }
+            let tls = self.tls.as_ref().map(|cert| cert.current());
+            let client = match &tls {
+                Some(tls) => tls.client_of(server)?,
                 None => zixiao_api::connect(server)?,
             };
             match client.drain_node(&self.name).await {
                 Ok(_) => {
-                    let tls = self.tls.as_ref().map(NodeTls::to_servers).transpose()?;
+                    let tls = tls.as_deref().map(NodeTls::to_servers).transpose()?;
                     MembershipClient::new_tls(server, Duration::from_secs(120), tls)?
                         .leave_cluster(&self.name, &self.session)
                         .await?;
@@ -496,10 +619,10 @@ pub async fn start_with_network(
         registration.traits.insert(NETWORKS_TRAIT.to_owned());
     }
     registration.validate()?;
-    let node_tls = match &options.tls {
+    let (node_tls, renewal) = match &options.tls {
         Some(tls) => {
             let host = advertise_host(&registration.address);
-            Some(
+            let cert = Arc::new(NodeCert::new(
                 node_tls(
                     tls,
                     &options.name,
@@ -508,15 +631,26 @@ pub async fn start_with_network(
                     &host,
                 )
                 .await?,
-            )
+            )?);
+            let renewal = Renewal {
+                cert: cert.clone(),
+                node: zixiao_auth::NodeName::try_from(options.name.as_str())
+                    .map_err(|e| Error::invalid("name", e.to_string()))?,
+                state_dir: options.state_dir.clone(),
+                servers: options.servers.clone(),
+                advertise_host: host,
+                renew_before: tls.renew_before,
+                check: tls.renew_check,
+            };
+            (Some(cert), Some(renewal))
         }
-        None => None,
+        None => (None, None),
     };
 
     let records = Records::new(&options.state_dir);
     let agent = Arc::new(
         RecordingAgent::new(Arc::new(local), records.clone()).with_placement(Arc::new(
-            ClusterPlacement::new(&options.name, &options.servers, node_tls.as_ref()),
+            ClusterPlacement::new(&options.name, &options.servers, node_tls.clone()),
         )),
     );
     let liveness = Arc::new(Liveness::default());
@@ -542,16 +676,12 @@ pub async fn start_with_network(
     }
     let mut routes = tonic::service::Routes::builder();
     let server_config = match &node_tls {
-        Some(tls) => {
+        Some(cert) => {
             routes.add_service(tonic::service::interceptor::InterceptedService::new(
                 service.into_service(),
                 servers_only,
             ));
-            let config = tls
-                .trust
-                .server_config(&tls.credentials, zixiao_auth::ClientAuth::Required)
-                .map_err(zixiao_auth::AuthError::from)?;
-            Some(config)
+            Some(cert.serving.subscribe())
         }
         None => {
             routes.add_service(service.into_service());
@@ -568,8 +698,8 @@ pub async fn start_with_network(
         };
         let server = tonic::transport::Server::builder().add_routes(routes);
         let served = match server_config {
-            Some(config) => {
-                let incoming = zixiao_api::tls::incoming(listener, config);
+            Some(configs) => {
+                let incoming = zixiao_api::tls::incoming_reloading(listener, configs);
                 server.serve_with_incoming_shutdown(incoming, stopped).await
             }
             None => {
@@ -593,7 +723,13 @@ pub async fn start_with_network(
         liveness,
         watchdog: WatchdogFiles::new(&options.state_dir),
     };
-    let live = tokio::spawn(lifeline.run(shutdown_rx));
+    let mut tasks = Vec::new();
+    if let Some(renewal) = renewal {
+        tasks.push(tokio::spawn(keep_renewed(renewal, shutdown_rx.clone())));
+    }
+    // The lifeline, then the server last: `wait` waits for the server.
+    tasks.push(tokio::spawn(lifeline.run(shutdown_rx)));
+    tasks.push(serve);
     Ok(AgentHandle {
         addr,
         name: options.name,
@@ -602,7 +738,7 @@ pub async fn start_with_network(
         state_dir: options.state_dir,
         tls: node_tls,
         shutdown: shutdown_tx,
-        tasks: vec![live, serve],
+        tasks,
     })
 }
 
@@ -612,7 +748,7 @@ struct Lifeline {
     session: String,
     servers: Vec<String>,
     timing: Timing,
-    tls: Option<NodeTls>,
+    tls: Option<Arc<NodeCert>>,
     agent: Arc<RecordingAgent>,
     records: Records,
     liveness: Arc<Liveness>,
@@ -628,7 +764,11 @@ impl Lifeline {
     }
 
     fn membership(&self, server: &str, timeout: Duration) -> Result<MembershipClient> {
-        let tls = self.tls.as_ref().map(NodeTls::to_servers).transpose()?;
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|cert| cert.current().to_servers())
+            .transpose()?;
         MembershipClient::new_tls(server, timeout, tls)
     }
 
@@ -680,7 +820,7 @@ impl Lifeline {
                 self.servers[server % self.servers.len()]
             );
             let cleanup = tokio::spawn(clean_up(
-                ClusterPlacement::new(&node, &self.servers, self.tls.as_ref()),
+                ClusterPlacement::new(&node, &self.servers, self.tls.clone()),
                 self.agent.clone(),
                 self.records.clone(),
                 SweepReport {
@@ -753,29 +893,61 @@ impl Lifeline {
 }
 
 /// Where the cluster places instances, asked of the servers in turn.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ClusterPlacement {
     node: String,
-    clients: Vec<Client>,
+    servers: Vec<String>,
+    tls: Option<Arc<NodeCert>>,
+    /// The clients, and the certificate generation they were built with.
+    clients: std::sync::Mutex<(u64, Vec<Client>)>,
 }
 
 impl ClusterPlacement {
-    fn new(node: &str, servers: &[String], tls: Option<&NodeTls>) -> Self {
-        let connect = |server: &String| match tls {
-            // The node's certificate: a node reads only the instances
-            // placed on it (zixiao-auth's Authorized).
-            Some(tls) => zixiao_api::secure::connect_with(zixiao_api::secure::ConnectOptions {
-                endpoint: server.clone(),
-                ca_pem: Some(tls.ca_pem.clone()),
-                token: None,
-                client_identity: Some((tls.cert_pem.clone(), tls.key_pem.clone())),
-            }),
-            None => zixiao_api::connect(server),
-        };
-        ClusterPlacement {
+    fn new(node: &str, servers: &[String], tls: Option<Arc<NodeCert>>) -> Self {
+        let placement = ClusterPlacement {
             node: node.to_owned(),
-            clients: servers.iter().filter_map(|s| connect(s).ok()).collect(),
+            servers: servers.to_vec(),
+            tls,
+            clients: std::sync::Mutex::new((0, Vec::new())),
+        };
+        let built = placement.build();
+        *placement.lock() = built;
+        placement
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, Vec<Client>)> {
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Clients of every server: with the node's current certificate (a
+    /// node reads only the instances placed on it, zixiao-auth's
+    /// Authorized), or plain.
+    fn build(&self) -> (u64, Vec<Client>) {
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|cert| (cert.generation(), cert.current()));
+        let clients = self
+            .servers
+            .iter()
+            .filter_map(|server| match &tls {
+                Some((_, tls)) => tls.client_of(server).ok(),
+                None => zixiao_api::connect(server).ok(),
+            })
+            .collect();
+        (tls.map_or(0, |(generation, _)| generation), clients)
+    }
+
+    /// The clients, built again once the certificate was renewed.
+    fn clients(&self) -> Vec<Client> {
+        let generation = self.tls.as_ref().map_or(0, |cert| cert.generation());
+        let mut clients = self.lock();
+        if clients.0 != generation {
+            *clients = self.build();
         }
+        clients.1.clone()
     }
 
     /// Where instance `id` is placed now (`None` inside: deleted or
@@ -788,7 +960,7 @@ impl ClusterPlacement {
     /// `Err` when no server could say.
     async fn lookup(&self, id: &str) -> std::result::Result<Option<Instance>, Error> {
         let mut last = None;
-        for client in &self.clients {
+        for client in &self.clients() {
             // A server that hangs (on its store, say) is passed over.
             let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, client.get_instance(id)).await;
             match asked {

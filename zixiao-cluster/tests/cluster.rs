@@ -695,20 +695,12 @@ async fn a_node_registered_on_two_servers_stays_live_heartbeating_one() {
     }
 }
 
-/// A server that serves TLS knows an agent only by its node certificate
-/// (issued at join, see `cli/tests/secure.rs`): a TLS client without one
-/// can neither register a node with made-up capacity nor renew anyone's
-/// lease, and nothing is stored.
-#[tokio::test]
-async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
-    use zixiao_api::pb::membership_service_client::MembershipServiceClient;
-    use zixiao_api::pb::{HeartbeatRequest, RegisterNodeRequest};
-
-    let store_dir = tempfile::tempdir().expect("tempdir");
+/// A TLS server on loopback over an embedded store in `dir`, with its
+/// cluster PKI (`dir/pki`), as `zixiao server --pki` runs it.
+async fn secure_server(dir: &Path) -> (ServerHandle, Arc<dyn Store>, Arc<zixiao_auth::Pki>) {
     let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&store_dir.path().join("state.redb")).expect("store"));
-    let pki_dir = tempfile::tempdir().expect("tempdir");
-    let pki = Arc::new(zixiao_auth::Pki::init(&pki_dir.path().join("pki"), "test").expect("pki"));
+        Arc::new(EmbeddedStore::open(&dir.join("state.redb")).expect("store"));
+    let pki = Arc::new(zixiao_auth::Pki::init(&dir.join("pki"), "test").expect("pki"));
     let names = [zixiao_auth::SubjectName::Ip(
         "127.0.0.1".parse().expect("ip"),
     )];
@@ -725,6 +717,20 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
     )
     .await
     .expect("server starts");
+    (server, store, pki)
+}
+
+/// A server that serves TLS knows an agent only by its node certificate
+/// (issued at join, see `cli/tests/secure.rs`): a TLS client without one
+/// can neither register a node with made-up capacity nor renew anyone's
+/// lease, and nothing is stored.
+#[tokio::test]
+async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
+    use zixiao_api::pb::membership_service_client::MembershipServiceClient;
+    use zixiao_api::pb::{HeartbeatRequest, RegisterNodeRequest};
+
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let (server, _, pki) = secure_server(dirs.path()).await;
 
     // A client that trusts the cluster CA: the TLS handshake succeeds, so
     // what refuses it is the missing node identity, not the transport.
@@ -777,5 +783,110 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
     // Nothing was registered.
     let nodes = server.controller().list_nodes().await.expect("nodes");
     assert!(nodes.is_empty(), "{nodes:?}");
+    server.shutdown().await;
+}
+
+/// A running agent renews its node certificate before it expires, without
+/// a restart: the new certificate is in its state directory (0600), the
+/// node stays Ready (heartbeats with the new one), and the servers still
+/// start instances on it (new connections to the agent and the agent's
+/// placement checks use the new one). Here every certificate counts as
+/// expiring (a year's validity, renewed within 400 days of expiry) and
+/// the agent looks every 200 ms, so it renews again and again.
+#[tokio::test]
+async fn a_running_agent_renews_its_node_certificate_and_keeps_working() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dirs = tempfile::tempdir().expect("tempdir");
+    let (server, store, pki) = secure_server(dirs.path()).await;
+    let accounts = zixiao_auth::AuthStore::new(store.clone(), Arc::new(zixiao_core::SystemClock));
+    let admin = zixiao_auth::UserName::try_from("admin").expect("name");
+    accounts
+        .create_user(admin.clone(), zixiao_auth::Role::Admin, Default::default())
+        .await
+        .expect("admin");
+    let (_, join) = accounts
+        .issue_join_token(&admin, false, None)
+        .await
+        .expect("join token");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let handle = agent::start(
+        AgentOptions {
+            name: "worker-1".to_owned(),
+            servers: vec![server.addr().to_string()],
+            region: "default".into(),
+            zone: "default".into(),
+            labels: Default::default(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            advertise: None,
+            state_dir: dir.path().to_path_buf(),
+            timing: Timing::default(),
+            tls: Some(agent::AgentTls {
+                ca_pem: pki.ca_pem().to_owned(),
+                join_token: Some(join.expose().to_owned()),
+                renew_before: Duration::from_secs(400 * 24 * 3600),
+                renew_check: Duration::from_millis(200),
+            }),
+        },
+        local("worker-1", &driver),
+    )
+    .await
+    .expect("the agent joins");
+    let cert_path = dir.path().join(agent::NODE_CERT_FILE);
+    let joined = std::fs::read_to_string(&cert_path).expect("the node certificate");
+
+    // Renewed in flight, twice, each time kept 0600.
+    let mut seen = joined.clone();
+    for renewal in 1..=2 {
+        seen = wait_for(
+            &format!("renewal {renewal} of the node certificate"),
+            Duration::from_secs(20),
+            || {
+                let (path, seen) = (cert_path.clone(), seen.clone());
+                async move {
+                    std::fs::read_to_string(&path)
+                        .ok()
+                        .filter(|now| *now != seen)
+                }
+            },
+        )
+        .await;
+        for file in [agent::NODE_CERT_FILE, agent::NODE_KEY_FILE] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file} after renewal {renewal}");
+        }
+    }
+    let credentials = zixiao_auth::Credentials::from_pem(
+        &seen,
+        &std::fs::read_to_string(dir.path().join(agent::NODE_KEY_FILE)).expect("key"),
+    )
+    .expect("the renewed certificate and its key belong together");
+    assert!(
+        matches!(credentials.identity(), Ok(zixiao_auth::CertIdentity::Node(n)) if n.as_str() == "worker-1"),
+        "the renewed certificate names the node"
+    );
+
+    // The node works on with it: Ready, and instances start on it.
+    let (_, token) = accounts
+        .issue_user_token(&admin, zixiao_auth::Role::Admin, None, None)
+        .await
+        .expect("admin token");
+    let compute = zixiao_api::connect_with(zixiao_api::ConnectOptions {
+        endpoint: format!("https://{}", server.addr()),
+        ca_pem: Some(pki.ca_pem().to_owned()),
+        token: Some(token.expose().to_owned()),
+        client_identity: None,
+    })
+    .expect("client");
+    create(&compute, "after-renewal", RestartPolicy::Never).await;
+    let nodes = compute.list_nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].status, NodeStatus::Ready, "{:?}", nodes[0]);
+    handle.shutdown().await;
     server.shutdown().await;
 }

@@ -54,8 +54,8 @@ pub(crate) struct AgentArgs {
         hide_env_values = true
     )]
     join_token: Option<String>,
-    /// Renew the node certificate at start when it expires within this
-    /// long (`30d`, `12h`).
+    /// Renew the node certificate when it expires within this long
+    /// (`30d`, `12h`): at start, and hourly while the agent runs.
     #[arg(long, value_name = "DURATION", default_value = "30d")]
     renew_cert_before: String,
     /// The host:port servers dial to reach this agent [default: hostname:port].
@@ -175,6 +175,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             })?,
             join_token: args.join_token.clone(),
             renew_before: super::duration("--renew-cert-before", &args.renew_cert_before)?,
+            renew_check: agent::RENEW_CHECK,
         }),
         None if args.join_token.is_some() => {
             return Err(Error::invalid(

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use zixiao_cluster::agent::{AgentTls, RENEW_BEFORE};
+use zixiao_cluster::agent::{AgentTls, RENEW_BEFORE, RENEW_CHECK};
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::{agent, server, watchdog, AgentOptions, ServerOptions, Timing};
 use zixiao_core::host::HostFacts;
@@ -194,6 +194,7 @@ pub(crate) fn run_role(role: &str) {
                             ca_pem: std::fs::read_to_string(env("ZX_CA")).expect("the CA"),
                             join_token: Some(env("ZX_JOIN_TOKEN")),
                             renew_before: RENEW_BEFORE,
+                            renew_check: RENEW_CHECK,
                         }),
                     },
                     local,
