@@ -36,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             id: "server-1".to_owned(),
             listen: "127.0.0.1:0".parse()?,
             timing: Timing::default(),
+            metrics: None,
         },
     )
     .await?;

@@ -171,6 +171,7 @@ fn main() {
                 id: "bench-0".to_owned(),
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 timing,
+                metrics: None,
             },
         )
         .await

@@ -95,6 +95,8 @@ struct Server {
     child: Child,
     /// Its admin's client configuration.
     admin: String,
+    /// Where it serves its metrics (`--metrics-listen 127.0.0.1:0`).
+    metrics: String,
 }
 
 impl Server {
@@ -104,23 +106,42 @@ impl Server {
             .arg(state)
             .args(["--containerd-socket", &runtimes.socket])
             .args(["server", "--embedded", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("ZIXIAO_QEMU_BIN", &runtimes.qemu)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("run zixiao server");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let endpoint = line
+        // It announces its API, its daemon socket, then its metrics.
+        let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut line = || lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let first = line();
+        let endpoint = first
             .trim()
             .rsplit_once(" listening on ")
             .map(|(_, addr)| addr.to_owned())
-            .unwrap_or_else(|| panic!("zixiao server did not start: {line:?}"));
+            .unwrap_or_else(|| panic!("zixiao server did not start: {first:?}"));
         assert!(endpoint.starts_with("https://"), "{endpoint}");
+        let metrics = (0..2)
+            .map(|_| line())
+            .find_map(|l| {
+                l.trim()
+                    .rsplit_once(" metrics on http://")
+                    .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
+                    .map(str::to_owned)
+            })
+            .expect("the server announces its metrics address");
         let admin = state.join("pki/admin.yaml").display().to_string();
-        Server { child, admin }
+        Server {
+            child,
+            admin,
+            metrics,
+        }
+    }
+
+    /// `GET /metrics`, as Prometheus scrapes it.
+    fn scrape(&self) -> std::collections::BTreeMap<String, f64> {
+        zixiao_testing::scrape::scrape(&self.metrics)
     }
 }
 
@@ -201,6 +222,16 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     ));
     assert_eq!(created["status"], "running", "{created}");
     let hello_id = created["id"].as_str().expect("id").to_owned();
+    // The metrics show it, the node, and the create that made it.
+    let metrics = server.scrape();
+    let running = r#"zixiao_instances{type="container",status="running"}"#;
+    assert_eq!(metrics.get(running), Some(&1.0), "{metrics:?}");
+    assert_eq!(metrics.get(r#"zixiao_nodes{status="ready"}"#), Some(&1.0));
+    assert_eq!(metrics.get("zixiao_up"), Some(&1.0));
+    let creates = r#"zixiao_api_requests_total{operation="instance.create",code="ok"}"#;
+    assert_eq!(metrics.get(creates), Some(&1.0), "{metrics:?}");
+    let timed = r#"zixiao_api_request_duration_seconds_count{operation="instance.create"}"#;
+    assert_eq!(metrics.get(timed), Some(&1.0));
     let got = json(remote(admin, &["-o", "json", "instance", "get", "hello"]));
     assert_eq!(got["status"], "running", "not failed: {got}");
     assert!(got["failure"].is_null(), "{got}");
@@ -217,8 +248,15 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     // Still running after all that: nothing marked it failed meanwhile.
     let got = json(remote(admin, &["-o", "json", "instance", "get", "hello"]));
     assert_eq!(got["status"], "running", "{got}");
+    ok(remote(admin, &["instance", "stop", "hello"]));
+    let metrics = server.scrape();
+    assert_eq!(metrics.get(running), None, "{metrics:?}");
+    let stopped = r#"zixiao_instances{type="container",status="stopped"}"#;
+    assert_eq!(metrics.get(stopped), Some(&1.0), "{metrics:?}");
     ok(remote(admin, &["instance", "delete", "hello"]));
     let gone = remote(admin, &["instance", "get", "hello"]);
+    let refused = r#"zixiao_api_requests_total{operation="instance.get",code="not_found"}"#;
+    assert_eq!(server.scrape().get(refused), Some(&1.0));
     assert_ne!(
         gone.status.code(),
         Some(0),

@@ -118,6 +118,7 @@ async fn start_server(dir: &Path) -> ServerHandle {
             id: "s1".to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             timing: Timing::default(),
+            metrics: None,
         },
     )
     .await

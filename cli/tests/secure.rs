@@ -629,6 +629,27 @@ fn start_agent(mut command: Command) -> Running {
     Running(child)
 }
 
+/// [`start_agent`] for an agent started with `--metrics-listen`: also
+/// where it serves its metrics, from the line announcing them.
+fn start_agent_with_metrics(mut command: Command) -> (Running, String) {
+    let mut child = command.spawn().expect("run zixiao agent");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut line = || lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let first = line();
+    assert!(
+        first.contains(" listening on "),
+        "the agent did not start: {first:?}"
+    );
+    let announced = line();
+    let metrics = announced
+        .trim()
+        .rsplit_once(" metrics on http://")
+        .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("the agent announces its metrics: {announced:?}"))
+        .to_owned();
+    (Running(child), metrics)
+}
+
 /// Waits until node `name` is registered and ready.
 async fn wait_ready(cluster: &Cluster, name: &str) {
     let admin = cluster.admin();
@@ -694,7 +715,9 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
     // The first start joins: key and CSR made here, certificate signed by
     // the cluster CA, both kept 0600.
     let started = std::time::Instant::now();
-    let mut worker = start_agent(agent(&cluster, &socket, "worker-1", Some(&token)));
+    let mut joining = agent(&cluster, &socket, "worker-1", Some(&token));
+    joining.args(["--metrics-listen", "127.0.0.1:0"]);
+    let (mut worker, metrics) = start_agent_with_metrics(joining);
     let listening = started.elapsed();
     wait_ready(&cluster, "worker-1").await;
     eprintln!(
@@ -756,6 +779,14 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
     ));
     assert_eq!(created["status"], "running", "{created}");
     assert_eq!(created["node"], "worker-1", "{created}");
+    // The node's metrics show it running, with what it uses.
+    let scraped = zixiao_testing::scrape::scrape(&metrics);
+    let running = r#"zixiao_instances{type="container",status="running"}"#;
+    assert_eq!(scraped.get(running), Some(&1.0), "{scraped:?}");
+    let memory = r#"zixiao_instance_memory_bytes{instance="joined",type="container"}"#;
+    assert!(scraped.get(memory).is_some_and(|m| *m > 0.0), "{scraped:?}");
+    let cpu = r#"zixiao_instance_cpu_seconds_total{instance="joined",type="container"}"#;
+    assert!(scraped.get(cpu).is_some_and(|c| *c >= 0.0), "{scraped:?}");
     let id = created["id"].as_str().expect("id").to_owned();
     let tasks = zixiao_testing::runtimes::ContainerdNamespace::new(&socket, "zixiao")
         .only([id.clone()])

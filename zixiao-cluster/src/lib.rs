@@ -19,6 +19,7 @@ pub mod election;
 pub mod leader;
 pub mod membership;
 pub mod membership_service;
+pub mod node_metrics;
 pub mod nodes;
 pub mod records;
 pub mod server;

@@ -34,6 +34,11 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// Liveness settings.
     pub timing: Timing,
+    /// Where every API call is counted and timed (zixiao-metrics'
+    /// `Metered` around the controller, inside authorization: the calls
+    /// that were let through; refusals are in the audit log); `None`: not
+    /// measured.
+    pub metrics: Option<Arc<zixiao_metrics::Metrics>>,
 }
 
 /// A running server.
@@ -195,7 +200,11 @@ async fn start_with(
     };
     let mut routes = Routes::builder();
     let api = WithLeader::new(controller.clone(), store.clone());
-    zixiao_api::secure::api_server(Arc::new(api), store.clone(), &options.id, tls.as_ref())
+    let api: Arc<dyn zixiao_core::api::Api> = match &options.metrics {
+        Some(metrics) => Arc::new(zixiao_metrics::Metered::new(api, metrics.clone())),
+        None => Arc::new(api),
+    };
+    zixiao_api::secure::api_server(api, store.clone(), &options.id, tls.as_ref())
         .add_to(&mut routes);
     routes.add_service(membership.into_service());
     let mut served = zixiao_api::server::SERVICES.to_vec();

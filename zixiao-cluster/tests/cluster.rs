@@ -102,6 +102,7 @@ async fn start_server(store: Arc<dyn Store>, id: &str) -> ServerHandle {
             id: id.to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             timing: Timing::default(),
+            metrics: None,
         },
     )
     .await
@@ -711,6 +712,7 @@ async fn secure_server(dir: &Path) -> (ServerHandle, Arc<dyn Store>, Arc<zixiao_
             id: "secure".to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             timing: Timing::default(),
+            metrics: None,
         },
         tls,
         pki.clone(),

@@ -224,6 +224,7 @@ pub fn serve_if_asked() {
                 id: env("ZIXIAO_SIM_ID"),
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 timing,
+                metrics: None,
             },
         )
         .await
@@ -276,6 +277,7 @@ impl Cluster {
                             id: format!("server-{i}"),
                             listen: "127.0.0.1:0".parse().expect("addr"),
                             timing: config.timing,
+                            metrics: None,
                         },
                     )
                     .await?;

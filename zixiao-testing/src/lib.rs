@@ -14,5 +14,6 @@ pub mod kill;
 pub mod rng;
 pub mod runtime_events;
 pub mod runtimes;
+pub mod scrape;
 pub mod store_conformance;
 pub mod wait;

@@ -78,6 +78,12 @@ pub(crate) struct AgentArgs {
     /// agent restarted within the lease re-adopts them.
     #[arg(long)]
     leave_on_exit: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics: this node's
+    /// instances by type and status, and each running instance's CPU time
+    /// and memory from its runtime (port 0: any free port, printed at
+    /// start). Loopback addresses only.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `zixiao watchdog` flags (started by the agent).
@@ -204,6 +210,24 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
     let drivers = driver_config(cli, &state_dir, args.netns_dir.as_deref())?;
     let local = local_agent(&drivers, &state_dir).await?;
+    // The scrape reads the runtimes through drivers of its own, as the
+    // watchdog does: the agent's are moved into it.
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let (metrics, listener) = super::server::metrics_listener(addr).await?;
+            let scraped: Arc<dyn zixiao_core::NodeAgent> =
+                Arc::new(local_agent(&drivers, &state_dir).await?);
+            let source = Arc::new(zixiao_cluster::node_metrics::NodeSource::new(
+                &state_dir, scraped,
+            ));
+            let addr = listener.local_addr().ok();
+            Some((
+                tokio::spawn(zixiao_metrics::serve(listener, metrics, source)),
+                addr,
+            ))
+        }
+        None => None,
+    };
     // As in the embedded deployment: without a netlink socket the node
     // simply sets up no networks (and does not declare that it does).
     let network = if args.no_networks {
@@ -261,7 +285,15 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         "zixiao agent {name} listening on {}",
         handle.addr()
     ));
+    if let Some((_, Some(addr))) = &metrics {
+        super::server::announce(format_args!(
+            "zixiao agent {name} metrics on http://{addr}/metrics"
+        ));
+    }
     super::server::wait_for_signal().await;
+    if let Some((task, _)) = metrics {
+        task.abort();
+    }
     if args.leave_on_exit {
         eprintln!("zixiao agent {name}: draining and leaving the cluster");
         handle.leave().await?;

@@ -69,6 +69,13 @@ pub(crate) struct ServerArgs {
     /// This replica's id (shown as the leader) [default: hostname:port].
     #[arg(long, value_name = "ID")]
     id: Option<String>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (API calls by
+    /// operation and outcome with their latency, instances by type and
+    /// status, nodes by status; port 0: any free port, printed at start).
+    /// Loopback addresses only: scrape it locally or through a proxy you
+    /// secure.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// `zixiao daemon` flags.
@@ -138,6 +145,7 @@ pub(crate) async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode>
                 etcd_prefix: None,
                 embedded: true,
                 id: None,
+                metrics_listen: None,
             };
             run(cli, &server).await
         }
@@ -292,12 +300,25 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| "server".to_owned());
         format!("{host}:{}", listen.port())
     });
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(metrics_listener(addr).await?),
+        None => None,
+    };
     let options = ServerOptions {
         id: id.clone(),
         listen,
         timing: config.timing,
+        metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
     };
     let store = controller.store().clone();
+    // The scrape reads the controller itself: counted, never authorized or audited.
+    let metrics_addr = metrics
+        .as_ref()
+        .and_then(|(_, listener)| listener.local_addr().ok());
+    let metrics_task = metrics.map(|(metrics, listener)| {
+        let source = std::sync::Arc::new(zixiao_metrics::ApiSource::new(controller.clone()));
+        tokio::spawn(zixiao_metrics::serve(listener, metrics, source))
+    });
     let handle = match &pki {
         Some((pki, _)) => {
             let tls = ServerTls::issue(pki, &server_names(listen, &args.sans)?)?;
@@ -354,13 +375,49 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             path.display()
         ));
     }
+    if let Some(addr) = metrics_addr {
+        announce(format_args!(
+            "zixiao server {id} metrics on http://{addr}/metrics"
+        ));
+    }
     wait_for_signal().await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
     if let (Some(stop), Some((task, _, _))) = (stop_socket, socket) {
         let _ = stop.send(());
         let _ = task.await;
     }
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Metrics for a server or agent, and the loopback listener they are
+/// served on. Errors: `InvalidArgument` (`--metrics-listen`: not a
+/// loopback address, or it cannot be bound).
+pub(crate) async fn metrics_listener(
+    addr: std::net::SocketAddr,
+) -> Result<(
+    std::sync::Arc<zixiao_metrics::Metrics>,
+    tokio::net::TcpListener,
+)> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::invalid(
+            "--metrics-listen",
+            format!(
+                "{addr} is not a loopback address: the metrics listener has no TLS and no \
+                 authentication, so it serves this machine only (scrape it locally, or through \
+                 a proxy you secure)"
+            ),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::invalid("--metrics-listen", format!("cannot listen on {addr}: {e}")))?;
+    Ok((
+        std::sync::Arc::new(zixiao_metrics::Metrics::new()),
+        listener,
+    ))
 }
 
 fn default_listen() -> String {

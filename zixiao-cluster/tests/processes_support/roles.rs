@@ -160,6 +160,7 @@ pub(crate) fn run_role(role: &str) {
                         id: env("ZX_ID"),
                         listen,
                         timing: Timing::default(),
+                        metrics: None,
                     },
                     tls,
                     pki,

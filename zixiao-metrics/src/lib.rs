@@ -1,0 +1,435 @@
+//! Prometheus metrics for Zixiao's servers and agents.
+//!
+//! Three small pieces:
+//! - [`Metered`] wraps any [`Api`]: every call is counted by operation and
+//!   outcome (`zixiao_api_requests_total{operation,code}`) and timed
+//!   (`zixiao_api_request_duration_seconds{operation}`). Like `Authorized`
+//!   and `Audited` in zixiao-auth, it is a wrapper around the one trait,
+//!   not code in each handler, so every frontend and every transport is
+//!   measured alike.
+//! - A [`Source`] says what the deployment holds when a scrape comes
+//!   ([`Snapshot`]): [`ApiSource`] counts instances by type and status and
+//!   nodes by status through an `Api`; an agent's source adds its
+//!   instances' CPU time and memory from the runtimes. Read at scrape time,
+//!   never cached, so a gauge cannot go stale and an instance deleted
+//!   since the last scrape leaves no series behind.
+//! - [`serve`] answers `GET /metrics` in the OpenMetrics text format
+//!   (which Prometheus reads) on a listener of its own.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use zixiao_metrics::{Metered, Metrics};
+//! # fn wrap(api: Arc<dyn zixiao_core::api::Api>) {
+//! let metrics = Arc::new(Metrics::new());
+//! let measured = Metered::new(api, metrics.clone());
+//! // serve `measured` to clients, and `metrics` on a /metrics listener.
+//! # let _ = measured;
+//! # }
+//! ```
+
+mod http;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::{InstanceFilter, Result};
+
+pub use http::serve;
+
+/// The labels of a request count: its operation (`instance.create`) and
+/// outcome (`ok`, or the error kind: `not_found`, `permission_denied`).
+type RequestLabels = [(&'static str, &'static str); 2];
+/// The label of a request's duration: its operation.
+type OperationLabels = [(&'static str, &'static str); 1];
+
+/// One process's metrics: what [`Metered`] records, and what its
+/// [`Source`] reports at each scrape.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    snapshot: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Request durations from 0.5 ms to about 16 s, doubling.
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Empty metrics, registered under `zixiao_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "zixiao_api_requests",
+            "API calls by operation and outcome (ok, or the error kind)",
+            requests.clone(),
+        );
+        let durations =
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register_with_unit(
+            "zixiao_api_request_duration",
+            "How long API calls took, by operation (a streaming call: until its stream opened)",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let snapshot = Arc::new(Mutex::new(None));
+        registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+        Metrics {
+            registry,
+            requests,
+            durations,
+            snapshot,
+        }
+    }
+
+    /// Counts one call of `operation` that ended with `code` after `seconds`.
+    pub fn observe(&self, operation: &'static str, code: &'static str, seconds: f64) {
+        self.requests
+            .get_or_create(&[("operation", operation), ("code", code)])
+            .inc();
+        self.durations
+            .get_or_create(&[("operation", operation)])
+            .observe(seconds);
+    }
+
+    /// The metrics in the OpenMetrics text format, with `snapshot` as the
+    /// deployment's state (`None`: its source could not be read; the
+    /// request metrics are still there, and `zixiao_up` says 0).
+    pub fn encode(&self, snapshot: Option<Snapshot>) -> String {
+        *self
+            .snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = snapshot;
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// What a deployment holds at one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Instances by (type, status), as `zixiao instance list` names them.
+    pub instances: BTreeMap<(String, String), u64>,
+    /// Nodes by status.
+    pub nodes: BTreeMap<String, u64>,
+    /// What running instances use (an agent's own; empty on a server).
+    pub usage: Vec<InstanceUsage>,
+}
+
+/// What one instance uses, as its runtime reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceUsage {
+    /// The instance's name.
+    pub name: String,
+    /// Its type (`container`, `microvm`, `vm`).
+    pub instance_type: String,
+    /// CPU time used since it started, in seconds.
+    pub cpu_seconds: f64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Where a scrape learns what the deployment holds.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The deployment's state now.
+    async fn snapshot(&self) -> Result<Snapshot>;
+}
+
+/// Instances and nodes as an [`Api`] lists them (a server's own
+/// controller, so the scrape is neither authorized nor audited).
+#[derive(Debug)]
+pub struct ApiSource<A> {
+    api: A,
+}
+
+impl<A: Api> ApiSource<A> {
+    /// Counts what `api` lists.
+    pub fn new(api: A) -> Self {
+        ApiSource { api }
+    }
+}
+
+#[async_trait]
+impl<A: Api> Source for ApiSource<A> {
+    async fn snapshot(&self) -> Result<Snapshot> {
+        let mut snapshot = Snapshot::default();
+        let Response::Instances(instances) = self
+            .api
+            .call(Request::ListInstances {
+                filter: InstanceFilter::default(),
+            })
+            .await?
+        else {
+            return Err(zixiao_core::Error::Internal(
+                "instance.list answered with another response".to_owned(),
+            ));
+        };
+        for instance in instances {
+            let key = (
+                instance.spec.instance_type.to_string(),
+                instance.status.as_str().to_owned(),
+            );
+            *snapshot.instances.entry(key).or_default() += 1;
+        }
+        let Response::Nodes(nodes) = self.api.call(Request::ListNodes).await? else {
+            return Err(zixiao_core::Error::Internal(
+                "node.list answered with another response".to_owned(),
+            ));
+        };
+        for node in nodes {
+            *snapshot
+                .nodes
+                .entry(node.status.as_str().to_owned())
+                .or_default() += 1;
+        }
+        Ok(snapshot)
+    }
+}
+
+/// Encodes the last [`Snapshot`] at each scrape.
+#[derive(Debug)]
+struct SnapshotCollector(Arc<Mutex<Option<Snapshot>>>);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snapshot = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let up = ConstGauge::new(i64::from(snapshot.is_some()));
+        up.encode(encoder.encode_descriptor(
+            "zixiao_up",
+            "1 when this scrape could read the deployment's state, 0 when not",
+            None,
+            up.metric_type(),
+        )?)?;
+        let Some(snapshot) = snapshot else {
+            return Ok(());
+        };
+        let mut instances = encoder.encode_descriptor(
+            "zixiao_instances",
+            "Instances by type and status",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for ((instance_type, status), count) in &snapshot.instances {
+            let labels = [
+                ("type", instance_type.as_str()),
+                ("status", status.as_str()),
+            ];
+            ConstGauge::new(*count as i64).encode(instances.encode_family(&labels)?)?;
+        }
+        let mut nodes = encoder.encode_descriptor(
+            "zixiao_nodes",
+            "Nodes by status",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (status, count) in &snapshot.nodes {
+            let labels = [("status", escape(status))];
+            ConstGauge::new(i64::try_from(*count).unwrap_or(i64::MAX))
+                .encode(nodes.encode_family(&labels)?)?;
+        }
+        if snapshot.usage.is_empty() {
+            return Ok(());
+        }
+        let seconds = Unit::Seconds;
+        let mut cpu = encoder.encode_descriptor(
+            "zixiao_instance_cpu",
+            "CPU time a running instance used since it started",
+            Some(&seconds),
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        // prometheus-client writes label values as given: escaped here,
+        // so no name can break the exposition.
+        let usage: Vec<_> = snapshot
+            .usage
+            .iter()
+            .map(|u| {
+                let labels = [
+                    ("instance", escape(&u.name)),
+                    ("type", escape(&u.instance_type)),
+                ];
+                (labels, u)
+            })
+            .collect();
+        for (labels, usage) in &usage {
+            ConstCounter::new(usage.cpu_seconds).encode(cpu.encode_family(labels)?)?;
+        }
+        let bytes = Unit::Bytes;
+        let mut memory = encoder.encode_descriptor(
+            "zixiao_instance_memory",
+            "Memory a running instance uses",
+            Some(&bytes),
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (labels, usage) in &usage {
+            ConstGauge::new(i64::try_from(usage.memory_bytes).unwrap_or(i64::MAX))
+                .encode(memory.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// `value` as the text format wants a label value: backslash, double
+/// quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// An [`Api`] whose every call is counted and timed in [`Metrics`].
+#[derive(Debug)]
+pub struct Metered<A> {
+    inner: A,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> Metered<A> {
+    /// Measures the calls made to `inner`.
+    pub fn new(inner: A, metrics: Arc<Metrics>) -> Self {
+        Metered { inner, metrics }
+    }
+
+    /// The wrapped API.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<A: Api> Api for Metered<A> {
+    async fn call(&self, request: Request) -> Result<Response> {
+        let operation = request.operation();
+        let started = Instant::now();
+        let result = self.inner.call(request).await;
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind().as_str(),
+        };
+        self.metrics
+            .observe(operation, code, started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `line_start` (name and labels) in `text`.
+    fn sample(text: &str, line_start: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line_start))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn requests_are_counted_by_operation_and_outcome() {
+        let metrics = Metrics::new();
+        metrics.observe("instance.create", "ok", 0.01);
+        metrics.observe("instance.create", "ok", 0.02);
+        metrics.observe("instance.create", "permission_denied", 0.001);
+        let text = metrics.encode(None);
+        assert_eq!(
+            sample(
+                &text,
+                "zixiao_api_requests_total{operation=\"instance.create\",code=\"ok\"}"
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "zixiao_api_requests_total{operation=\"instance.create\",code=\"permission_denied\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "zixiao_api_request_duration_seconds_count{operation=\"instance.create\"}"
+            ),
+            Some(3.0)
+        );
+        assert_eq!(sample(&text, "zixiao_up"), Some(0.0));
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn a_snapshot_is_encoded_as_gauges_and_counters_with_escaped_labels() {
+        let metrics = Metrics::new();
+        let snapshot = Snapshot {
+            instances: [(("container".to_owned(), "running".to_owned()), 2)].into(),
+            nodes: [("ready".to_owned(), 3)].into(),
+            usage: vec![InstanceUsage {
+                name: "we\"b".to_owned(),
+                instance_type: "container".to_owned(),
+                cpu_seconds: 1.5,
+                memory_bytes: 4096,
+            }],
+        };
+        let text = metrics.encode(Some(snapshot));
+        assert_eq!(sample(&text, "zixiao_up"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "zixiao_instances{type=\"container\",status=\"running\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(sample(&text, "zixiao_nodes{status=\"ready\"}"), Some(3.0));
+        assert_eq!(
+            sample(
+                &text,
+                "zixiao_instance_cpu_seconds_total{instance=\"we\\\"b\",type=\"container\"}"
+            ),
+            Some(1.5),
+            "{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "zixiao_instance_memory_bytes{instance=\"we\\\"b\",type=\"container\"}"
+            ),
+            Some(4096.0)
+        );
+        // The next scrape without the instance has no series for it.
+        let text = metrics.encode(Some(Snapshot::default()));
+        assert!(!text.contains("we\\\"b"), "{text}");
+    }
+}
