@@ -2,8 +2,11 @@
 //! orphan sweep: in the driver's containerd namespace the containers, their
 //! tasks, the active rootfs snapshots (key = id) and the leases of creates
 //! cut off (labelled with the id); and the instance directories under
-//! `<state_dir>/containerd/<namespace>/`, written before any of those.
-//! Nothing outside that namespace and that directory is listed or touched.
+//! `<state_dir>/containerd/<namespace>/`, written before any of those and
+//! removed after them. Only names with such a directory are this
+//! installation's: another state directory sharing the namespace keeps its
+//! own. Nothing outside that namespace and that directory is listed or
+//! touched.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,9 +23,10 @@ use super::{logs, record, tasks, ContainerdDriver};
 use crate::instance_id::InstanceId;
 
 impl ContainerdDriver {
-    /// Every name in the namespace that may be an instance's: container
-    /// and task ids, active snapshot keys, the ids on leases, directory names.
-    async fn names_held(&self) -> Result<BTreeSet<String>, DriverError> {
+    /// Every name in the namespace that may be an instance's (container
+    /// and task ids, active snapshot keys, the ids on leases), and the
+    /// names of this driver's instance directories.
+    async fn names_held(&self) -> Result<(BTreeSet<String>, BTreeSet<String>), DriverError> {
         let mut names = BTreeSet::new();
         let containers = ContainersClient::new(self.conn.client().channel())
             .list(self.conn.request(ListContainersRequest { filters: vec![] }))
@@ -71,6 +75,7 @@ impl ContainerdDriver {
                 .map(|(_, id)| id),
         );
         let dir = logs::namespace_dir(&self.options.state_dir, &self.options.namespace);
+        let mut dirs = BTreeSet::new();
         match tokio::fs::read_dir(&dir).await {
             Ok(mut entries) => {
                 while let Some(entry) = entries
@@ -78,20 +83,27 @@ impl ContainerdDriver {
                     .await
                     .map_err(|e| io(format!("list {}", dir.display()), e))?
                 {
-                    names.extend(entry.file_name().into_string());
+                    dirs.extend(entry.file_name().into_string());
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(format!("list {}", dir.display()), e)),
         }
-        Ok(names)
+        Ok((names, dirs))
     }
 }
 
 #[async_trait]
 impl Inventory for ContainerdDriver {
     async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
-        let mut ids = self.names_held().await?;
+        let (mut ids, ours) = self.names_held().await?;
+        // Only this installation's: the instance directory under its state
+        // directory is written before any containerd object and removed
+        // after the last, so a name without one is another installation's
+        // (another state directory, or a cluster's agent, sharing the
+        // namespace) and is never taken for an orphan here.
+        ids.retain(|name| ours.contains(name));
+        ids.extend(ours);
         // Only instances' ids: `remove_orphan` acts on nothing else.
         ids.retain(|name| InstanceId::try_from(name.as_str()).is_ok());
         Ok(ids)

@@ -269,11 +269,13 @@ impl Driver for LibvirtDriver {
 }
 
 /// What the vm driver holds of an instance: the domains with its name
-/// prefix and Zixiao metadata. (Instance directories are not listed: one
-/// kept on purpose by [`KEEP_DISK_LABEL`] has no domain.)
+/// prefix and Zixiao metadata whose instance directory is in this driver's
+/// state directory. (Directories without a domain are not listed: one kept
+/// on purpose by [`KEEP_DISK_LABEL`] has no domain.)
 #[async_trait]
 impl Inventory for LibvirtDriver {
     async fn instance_ids(&self) -> Result<BTreeSet<String>, DriverError> {
+        let instances = self.options.state_dir.join("libvirt");
         Ok(self
             .managed_domains()
             .await?
@@ -281,6 +283,11 @@ impl Inventory for LibvirtDriver {
             .map(|d| d.instance_id)
             // Only what `remove_orphan` could remove.
             .filter(|id| InstanceId::try_from(id.as_str()).is_ok())
+            // Only this installation's: its instance directory is made
+            // before the domain is defined and removed after it is
+            // undefined, so a domain without one belongs to another state
+            // directory on this libvirt and is never taken for an orphan.
+            .filter(|id| instances.join(id).is_dir())
             .collect())
     }
 

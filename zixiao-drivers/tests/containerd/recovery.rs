@@ -18,6 +18,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::v1::Status as TaskStatus;
 use zixiao_core::driver::Inventory;
 use zixiao_core::{Driver, ErrorKind, Instance, RuntimeState};
+use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 
 use super::{busybox, fixture, instance, Fixture};
 
@@ -281,5 +282,41 @@ async fn the_inventory_lists_the_namespace_and_remove_orphan_removes_by_id_alone
     }
     let ids = fx.driver.instance_ids().await.expect("inventory");
     assert!(ids.is_empty(), "{ids:?}");
+    fx.finish().await;
+}
+
+/// Two installations (state directories) sharing one containerd namespace,
+/// as two `--state-dir`s on a laptop, or an agent next to the embedded
+/// default: each lists only its own containers, so neither's orphan sweep
+/// ever removes the other's running container.
+#[tokio::test]
+async fn the_inventory_lists_only_this_installations_containers() {
+    let Some(fx) = fixture("two-installations").await else {
+        return;
+    };
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = ContainerdDriver::connect(
+        ContainerdOptions::new(&fx.socket, other_dir.path()).with_namespace(&fx.namespace),
+    )
+    .await
+    .expect("connect to containerd");
+    let theirs = instance("theirs", busybox(&["sleep", "1000"]));
+    other.create(&theirs).await.expect("create");
+    other.start(&theirs).await.expect("start");
+    let ours = instance("ours", busybox(&["sleep", "1000"]));
+    fx.driver.create(&ours).await.expect("create");
+
+    let listed = fx.driver.instance_ids().await.expect("inventory");
+    assert!(listed.contains(&ours.id), "{listed:?}");
+    assert!(!listed.contains(&theirs.id), "{listed:?}");
+    let listed = other.instance_ids().await.expect("inventory");
+    assert!(
+        listed.contains(&theirs.id) && !listed.contains(&ours.id),
+        "{listed:?}"
+    );
+    assert_eq!(fx.tasks_of(&theirs.id).await, [TaskStatus::Running]);
+
+    other.delete(&theirs).await.expect("delete");
+    fx.driver.delete(&ours).await.expect("delete");
     fx.finish().await;
 }
