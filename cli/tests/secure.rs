@@ -960,6 +960,49 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
     drop(worker);
 }
 
+/// Runs `CREATES` commands `args(i)` at once as `config`, alternately
+/// through the cluster's first server and `second`, and returns what the
+/// ones that succeeded printed and the kind and message of the others.
+fn burst(
+    cluster: &Cluster,
+    second: &str,
+    config: &Path,
+    args: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Value>, Vec<(String, String)>) {
+    let children: Vec<Child> = (0..CREATES)
+        .map(|i| {
+            let endpoint = if i % 2 == 0 {
+                &cluster.endpoint
+            } else {
+                second
+            };
+            zixiao(&cluster.dir)
+                .arg("--config")
+                .arg(config)
+                .args(["--endpoint", endpoint, "-o", "json"])
+                .args(args(i))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run zixiao")
+        })
+        .collect();
+    let mut done = Vec::new();
+    let mut refusals = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        if out.status.success() {
+            done.push(ok(out));
+        } else {
+            refusals.push(refused(out));
+        }
+    }
+    (done, refusals)
+}
+
+/// How many creates each burst of the quota attack fires at once.
+const CREATES: usize = 12;
+
 /// The attack of the issue on quotas: an operator fires many creates at
 /// once into a project with a small quota, through two server replicas on
 /// the same etcd. Exactly as many are stored as the quota allows, the
@@ -998,7 +1041,6 @@ async fn concurrent_creates_through_two_servers_never_exceed_a_quota() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     const QUOTA: usize = 2;
-    const CREATES: usize = 12;
     ok(cluster.run(
         &admin,
         &[
@@ -1029,47 +1071,15 @@ async fn concurrent_creates_through_two_servers_never_exceed_a_quota() {
     ok(create_user.output().expect("run zixiao"));
 
     // Every create at once, half through each replica.
-    let creates: Vec<Child> = (0..CREATES)
-        .map(|i| {
-            let endpoint = if i % 2 == 0 {
-                &cluster.endpoint
-            } else {
-                &second
-            };
-            zixiao(&cluster.dir)
-                .arg("--config")
-                .arg(&otto)
-                .args(["--endpoint", endpoint, "-o", "json"])
-                .args([
-                    "instance",
-                    "create",
-                    "--no-wait",
-                    "--project",
-                    "web",
-                    "--type",
-                    "container",
-                    "--image",
-                    "busybox",
-                    "--memory",
-                    "32",
-                ])
-                .args(["--name", &format!("burst-{i:02}"), "--", "sleep", "300"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("run zixiao")
-        })
+    let (admitted, refusals) = burst(&cluster, &second, &otto, |i| {
+        let mut args = create_in("web", &format!("burst-{i:02}"));
+        args.extend(["--memory", "32", "--", "sleep", "300"].map(String::from));
+        args
+    });
+    let mut admitted: Vec<String> = admitted
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
         .collect();
-    let mut admitted = Vec::new();
-    let mut refusals = Vec::new();
-    for child in creates {
-        let out = child.wait_with_output().expect("wait");
-        if out.status.success() {
-            admitted.push(ok(out)["name"].as_str().expect("name").to_owned());
-        } else {
-            refusals.push(refused(out));
-        }
-    }
     assert_eq!(
         admitted.len(),
         QUOTA,
@@ -1136,6 +1146,38 @@ async fn concurrent_creates_through_two_servers_never_exceed_a_quota() {
             .output()
             .expect("run zixiao"));
         assert_eq!(web["usage"]["instances"], QUOTA, "{web}");
+    }
+
+    // Creates that no node can take are stored pending and write no
+    // node's allocation: only the quota's own serial orders them.
+    ok(cluster.run(
+        &admin,
+        &[
+            "project",
+            "create",
+            "db",
+            "--quota",
+            &format!("instances={QUOTA}"),
+        ],
+    ));
+    let (stored, refusals) = burst(&cluster, &second, &admin, |i| {
+        let mut args = create_in("db", &format!("pending-{i:02}"));
+        args.extend(["--trait", "example.com/nowhere"].map(String::from));
+        args
+    });
+    for (kind, message) in &refusals {
+        assert_eq!(kind, "resource_exhausted", "{message}");
+    }
+    let stored: Vec<String> = stored
+        .iter()
+        .map(|i| {
+            assert_eq!(i["status"], "pending", "{i}");
+            i["name"].as_str().expect("name").to_owned()
+        })
+        .collect();
+    assert_eq!(stored.len(), QUOTA, "{stored:?}");
+    for name in &stored {
+        ok(cluster.run(&admin, &["instance", "delete", name]));
     }
 
     // A delete through one replica makes room for one create through the other.

@@ -251,8 +251,17 @@ async fn lowering_a_quota_below_the_usage_is_allowed_and_refuses_new_creates() {
     assert_exhausted(&err, "default", "instances", 0, 1, 0);
 }
 
+/// Creates placed on a node write its allocation, which alone orders
+/// creates racing for one node; creates that no node can take are stored
+/// pending and write no node, so only the quota's own serial orders them.
 #[tokio::test]
 async fn concurrent_creates_through_two_controllers_on_one_store_never_exceed_the_quota() {
+    for placed in [true, false] {
+        concurrent_creates_never_exceed_the_quota(placed).await;
+    }
+}
+
+async fn concurrent_creates_never_exceed_the_quota(placed: bool) {
     let h = Harness::new();
     let one = client(&h, "node-a").await;
     let two = client(&h, "node-b").await;
@@ -262,11 +271,15 @@ async fn concurrent_creates_through_two_controllers_on_one_store_never_exceed_th
 
     let creates = (0..24).map(|i| {
         let client = if i % 2 == 0 { one.clone() } else { two.clone() };
-        async move {
-            client
-                .create_instance(request(&format!("i{i:02}"), "web", 1, 64), Wait::No)
-                .await
+        let mut request = request(&format!("i{i:02}"), "web", 1, 64);
+        if !placed {
+            request
+                .spec
+                .placement
+                .required_traits
+                .insert("example.com/nowhere".to_owned());
         }
+        async move { client.create_instance(request, Wait::No).await }
     });
     let results = futures::future::join_all(creates).await;
     let admitted = results.iter().filter(|r| r.is_ok()).count();
