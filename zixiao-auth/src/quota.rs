@@ -47,8 +47,10 @@
 //!   project that no longer exists.
 //!
 //! Cost: a create in a project with a quota passes over the cached
-//! instances once (a microsecond per thousand instances or so); one with
-//! no limits only reads and rewrites the record.
+//! instances once; one with no limits only reads and rewrites the record.
+//! Creates of one project through several replicas are ordered by that
+//! record, as creates on one node are by its allocation: the loser of a
+//! race is admitted again, a commit later.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
