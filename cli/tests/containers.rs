@@ -293,3 +293,139 @@ fn an_unreachable_runtime_changes_only_what_the_message_says() {
     assert!(got.contains("\"status\": \"paused\""), "{got}");
     ok(zixiao(state, &socket, &["instance", "delete", "c"]));
 }
+
+/// The kind and message `zixiao -o json` printed for a failed command.
+fn refused(out: Output) -> (String, String) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
+    (
+        error["error"]["kind"].as_str().expect("kind").to_owned(),
+        error["error"]["message"]
+            .as_str()
+            .expect("message")
+            .to_owned(),
+    )
+}
+
+/// A project's quota in the embedded default, with real containers: creates
+/// within it run, the next is refused with `resource_exhausted` naming the
+/// project, the resource, the usage, the request and the limit, and stores
+/// nothing; `project get` shows the usage against the quota; a delete gives
+/// its share back.
+#[test]
+fn a_project_quota_admits_up_to_its_limit_and_a_delete_gives_room_back() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let image =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    ok(zixiao(state, &socket, &["image", "import", &image]));
+    ok(zixiao(
+        state,
+        &socket,
+        &[
+            "project",
+            "create",
+            "web",
+            "--quota",
+            "instances=2,memory=100",
+        ],
+    ));
+    let create = |name: &str, memory: &str| {
+        zixiao(
+            state,
+            &socket,
+            &[
+                "-o",
+                "json",
+                "instance",
+                "create",
+                "--project",
+                "web",
+                "--type",
+                "container",
+                "--image",
+                "busybox",
+                "--name",
+                name,
+                "--memory",
+                memory,
+                "--",
+                "sleep",
+                "300",
+            ],
+        )
+    };
+    for name in ["a", "b"] {
+        let created: serde_json::Value =
+            serde_json::from_str(&ok(create(name, "32"))).expect("json");
+        assert_eq!(created["status"], "running", "{created}");
+    }
+    let list = || {
+        let listed = ok(zixiao(state, &socket, &["-o", "json", "instance", "list"]));
+        let listed: serde_json::Value = serde_json::from_str(&listed).expect("json");
+        listed
+            .as_array()
+            .expect("instances")
+            .iter()
+            .map(|i| i["name"].as_str().expect("name").to_owned())
+            .collect::<Vec<_>>()
+    };
+
+    // Over memory first (64 + 40 > 100), then over the count.
+    let (kind, message) = refused(create("c", "40"));
+    assert_eq!(kind, "resource_exhausted", "{message}");
+    assert_eq!(
+        message,
+        "project `web` allows 100 memory_mib; 64 are used and 40 more were asked for"
+    );
+    let (kind, message) = refused(create("c", "8"));
+    assert_eq!(kind, "resource_exhausted", "{message}");
+    assert!(
+        message.contains("allows 2 instances; 2 are used and 1 more"),
+        "{message}"
+    );
+    assert_eq!(list(), ["a", "b"], "a refused create stores nothing");
+
+    let web = ok(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "project", "get", "web"],
+    ));
+    let web: serde_json::Value = serde_json::from_str(&web).expect("json");
+    assert_eq!(web["usage"]["instances"], 2, "{web}");
+    assert_eq!(web["usage"]["memory_mib"], 64, "{web}");
+    assert_eq!(web["quota"]["instances"], 2, "{web}");
+    let text = ok(zixiao(state, &socket, &["project", "get", "web"]));
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_owned()
+    };
+    assert!(line("instances").ends_with("2/2"), "{text}");
+    assert!(line("memory mib").ends_with("64/100"), "{text}");
+
+    ok(zixiao(state, &socket, &["instance", "delete", "a"]));
+    let created: serde_json::Value = serde_json::from_str(&ok(create("c", "8"))).expect("json");
+    assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(list(), ["b", "c"]);
+    for name in ["b", "c"] {
+        ok(zixiao(state, &socket, &["instance", "delete", name]));
+    }
+    let web = ok(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "project", "get", "web"],
+    ));
+    let web: serde_json::Value = serde_json::from_str(&web).expect("json");
+    assert_eq!(web["usage"]["instances"], 0, "{web}");
+}

@@ -6,7 +6,8 @@
 //! text to the TLS port, a client certificate of another CA, a viewer
 //! creating, an operator acting in another project or draining a node.
 //! Afterwards the store differs only by audit records, and `zixiao audit
-//! list` shows the refusals.
+//! list` shows the refusals. A quota holds against concurrent creates
+//! through two server replicas on one etcd, with real containers.
 //!
 //! Needs the etcd of `scripts/services/etcd.sh`; skips with a reason
 //! elsewhere (and fails in CI, where ZIXIAO_REQUIRE_RUNTIMES=1).
@@ -166,11 +167,26 @@ async fn cluster() -> Option<Cluster> {
     );
     let pki = dir.join("pki");
     init(&dir, &etcd, &prefix, &pki);
-    let mut child = zixiao(&dir)
-        .args(["server", "--etcd", &etcd, "--etcd-prefix", &prefix])
+    let (server, endpoint) = serve(&dir, &etcd, &prefix, &pki, "secure-1");
+    Some(Cluster {
+        _temp: temp,
+        dir,
+        pki,
+        endpoint,
+        prefix,
+        etcd,
+        _server: server,
+    })
+}
+
+/// A `zixiao server` replica `id` on etcd under `prefix`, serving TLS
+/// with a certificate from `pki`, and its endpoint.
+fn serve(dir: &Path, etcd: &str, prefix: &str, pki: &Path, id: &str) -> (Running, String) {
+    let mut child = zixiao(dir)
+        .args(["server", "--etcd", etcd, "--etcd-prefix", prefix])
         .arg("--pki")
-        .arg(&pki)
-        .args(["--listen", "127.0.0.1:0", "--id", "secure-1"])
+        .arg(pki)
+        .args(["--listen", "127.0.0.1:0", "--id", id])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -185,15 +201,7 @@ async fn cluster() -> Option<Cluster> {
         .map(|(_, addr)| addr.to_owned())
         .unwrap_or_else(|| panic!("zixiao server did not start: {line:?}"));
     assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
-    Some(Cluster {
-        _temp: temp,
-        dir,
-        pki,
-        endpoint,
-        prefix,
-        etcd,
-        _server: Running(child),
-    })
+    (Running(child), endpoint)
 }
 
 /// A client configuration with one context: the cluster's CA and `token`
@@ -981,4 +989,248 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
     assert_eq!(refused.kind(), ErrorKind::PermissionDenied, "{refused}");
     ok(cluster.run(&admin, &["instance", "delete", "joined"]));
     drop(worker);
+}
+
+/// Runs `CREATES` commands `args(i)` at once as `config`, alternately
+/// through the cluster's first server and `second`, and returns what the
+/// ones that succeeded printed and the kind and message of the others.
+fn burst(
+    cluster: &Cluster,
+    second: &str,
+    config: &Path,
+    args: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Value>, Vec<(String, String)>) {
+    let children: Vec<Child> = (0..CREATES)
+        .map(|i| {
+            let endpoint = if i % 2 == 0 {
+                &cluster.endpoint
+            } else {
+                second
+            };
+            zixiao(&cluster.dir)
+                .arg("--config")
+                .arg(config)
+                .args(["--endpoint", endpoint, "-o", "json"])
+                .args(args(i))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run zixiao")
+        })
+        .collect();
+    let mut done = Vec::new();
+    let mut refusals = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().expect("wait");
+        if out.status.success() {
+            done.push(ok(out));
+        } else {
+            refusals.push(refused(out));
+        }
+    }
+    (done, refusals)
+}
+
+/// How many creates each burst of the quota attack fires at once.
+const CREATES: usize = 12;
+
+/// The attack of the issue on quotas: an operator fires many creates at
+/// once into a project with a small quota, through two server replicas on
+/// the same etcd. Exactly as many are stored as the quota allows, the
+/// rest are refused as `resource_exhausted` naming the project, the
+/// admitted ones run as real containers on a joined node, `project get`
+/// on either replica shows the usage at the limit, and deleting one makes
+/// room for exactly one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_through_two_servers_never_exceed_a_quota() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let busybox =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    let Some(cluster) = cluster().await else {
+        return;
+    };
+    let (_second, second) = serve(
+        &cluster.dir,
+        &cluster.etcd,
+        &cluster.prefix,
+        &cluster.pki,
+        "secure-2",
+    );
+    let admin = cluster.admin();
+    let token = ok(cluster.run(&admin, &["token", "create", "--role", "agent"]));
+    let token = token["secret"].as_str().expect("secret").to_owned();
+    let _worker = start_agent(agent(&cluster, &socket, "quota-worker", Some(&token)));
+    wait_ready(&cluster, "quota-worker").await;
+    let out = zixiao(&cluster.dir)
+        .arg("--state-dir")
+        .arg(cluster.dir.join("importer"))
+        .args(["--containerd-socket", &socket, "image", "import", &busybox])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    const QUOTA: usize = 2;
+    ok(cluster.run(
+        &admin,
+        &[
+            "project",
+            "create",
+            "web",
+            "--quota",
+            &format!("instances={QUOTA}"),
+        ],
+    ));
+    let otto = cluster.dir.join("otto.yaml");
+    let mut create_user = zixiao(&cluster.dir);
+    create_user
+        .arg("--config")
+        .arg(&admin)
+        .args(["--endpoint", &cluster.endpoint, "-o", "json"])
+        .args([
+            "user",
+            "create",
+            "otto",
+            "--role",
+            "operator",
+            "--project",
+            "web",
+            "--out",
+        ])
+        .arg(&otto);
+    ok(create_user.output().expect("run zixiao"));
+
+    // Every create at once, half through each replica.
+    let (admitted, refusals) = burst(&cluster, &second, &otto, |i| {
+        let mut args = create_in("web", &format!("burst-{i:02}"));
+        args.extend(["--memory", "32", "--", "sleep", "300"].map(String::from));
+        args
+    });
+    let mut admitted: Vec<String> = admitted
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(
+        admitted.len(),
+        QUOTA,
+        "admitted {admitted:?}, refused {refusals:?}"
+    );
+    assert_eq!(refusals.len(), CREATES - QUOTA);
+    for (kind, message) in &refusals {
+        assert_eq!(kind, "resource_exhausted", "{message}");
+        assert!(
+            message.contains(&format!("project `web` allows {QUOTA} instances")),
+            "{message}"
+        );
+    }
+
+    // What was admitted is what exists, runs, and is counted.
+    let listed = ok(cluster.run(&otto, &["instance", "list"]));
+    let mut names: Vec<String> = listed
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_owned())
+        .collect();
+    names.sort();
+    admitted.sort();
+    assert_eq!(names, admitted);
+    wait_until(
+        "the admitted instances to run",
+        Duration::from_secs(60),
+        || async {
+            let listed = ok(cluster.run(&otto, &["instance", "list"]));
+            listed
+                .as_array()
+                .expect("instances")
+                .iter()
+                .all(|i| i["status"] == "running")
+                .then_some(())
+        },
+    )
+    .await;
+    let ids: Vec<String> = ok(cluster.run(&otto, &["instance", "list"]))
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["id"].as_str().expect("id").to_owned())
+        .collect();
+    let tasks = zixiao_testing::runtimes::ContainerdNamespace::new(&socket, "zixiao")
+        .only(ids)
+        .tasks()
+        .expect("tasks");
+    assert_eq!(tasks.len(), QUOTA, "{tasks:?}");
+    for endpoint in [&cluster.endpoint, &second] {
+        let web = ok(zixiao(&cluster.dir)
+            .arg("--config")
+            .arg(&admin)
+            .args([
+                "--endpoint",
+                endpoint,
+                "-o",
+                "json",
+                "project",
+                "get",
+                "web",
+            ])
+            .output()
+            .expect("run zixiao"));
+        assert_eq!(web["usage"]["instances"], QUOTA, "{web}");
+    }
+
+    // Creates that no node can take are stored pending and write no
+    // node's allocation: only the quota's own serial orders them.
+    ok(cluster.run(
+        &admin,
+        &[
+            "project",
+            "create",
+            "db",
+            "--quota",
+            &format!("instances={QUOTA}"),
+        ],
+    ));
+    let (stored, refusals) = burst(&cluster, &second, &admin, |i| {
+        let mut args = create_in("db", &format!("pending-{i:02}"));
+        args.extend(["--trait", "example.com/nowhere"].map(String::from));
+        args
+    });
+    for (kind, message) in &refusals {
+        assert_eq!(kind, "resource_exhausted", "{message}");
+    }
+    let stored: Vec<String> = stored
+        .iter()
+        .map(|i| {
+            assert_eq!(i["status"], "pending", "{i}");
+            i["name"].as_str().expect("name").to_owned()
+        })
+        .collect();
+    assert_eq!(stored.len(), QUOTA, "{stored:?}");
+    for name in &stored {
+        ok(cluster.run(&admin, &["instance", "delete", name]));
+    }
+
+    // A delete through one replica makes room for one create through the other.
+    ok(cluster.run(&otto, &["instance", "delete", &admitted[0]]));
+    let again = |name: &str| {
+        zixiao(&cluster.dir)
+            .arg("--config")
+            .arg(&otto)
+            .args(["--endpoint", &second, "-o", "json"])
+            .args(create_in("web", name).iter().map(String::as_str))
+            .output()
+            .expect("run zixiao")
+    };
+    wait_until(
+        "the delete to give room back",
+        Duration::from_secs(30),
+        || async { again("after-delete").status.success().then_some(()) },
+    )
+    .await;
+    let (kind, message) = refused(again("one-too-many"));
+    assert_eq!(kind, "resource_exhausted", "{message}");
+    for name in [admitted[1].as_str(), "after-delete"] {
+        ok(cluster.run(&otto, &["instance", "delete", name]));
+    }
 }

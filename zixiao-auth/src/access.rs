@@ -7,10 +7,15 @@
 //!
 //! It also owns one rule of projects that spans both sides: an instance
 //! is created only in a project that exists, and a project is deleted
-//! only while no instance is in it. Until instances are created in one
-//! transaction with their project's check (the quota step), a create and a
-//! delete of its project racing each other can both pass; the delete is
-//! then refused on the next attempt, never the instance lost.
+//! only while no instance is in it. A create checks here first and again
+//! in its own transaction (the quota admission, [`ProjectQuota`](crate::ProjectQuota),
+//! rewrites the project's record there), so a create and a delete of its
+//! project racing each other cannot both commit once the delete has read
+//! the record. One gap remains: the delete counts the instances from the
+//! controller's cache, which may lag a create committed through another
+//! server just before it read the record, by the watch's delay; in that
+//! window both pass and the instance stays, listed, in a project that is
+//! gone (an admin can still delete it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -18,7 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use zixiao_core::api::{
-    Api, AuditQuery, IssuedToken, ProjectInfo, Request, Response, TokenInfo, TokenPurpose,
+    Api, AuditQuery, IssuedToken, ProjectInfo, Quota, Request, Response, TokenInfo, TokenPurpose,
     TokenText, UserInfo,
 };
 use zixiao_core::{Error, InstanceFilter, Resources, Result};
@@ -27,7 +32,7 @@ use crate::accounts::{AuthStore, Project, User};
 use crate::audit::AuditLog;
 use crate::error::AuthError;
 use crate::names::{ProjectName, TokenId, UserName};
-use crate::permission::{project_of, project_of_labels, PROJECT_LABEL};
+use crate::quota::{no_such_project, project_of_create, usage_by_project};
 use crate::token::{Token, TokenKind, TokenSecret};
 
 /// An [`Api`] that answers users, tokens, projects and the audit log from
@@ -136,48 +141,56 @@ fn project_info(project: Project, usage: Resources) -> ProjectInfo {
 }
 
 impl<A: Api> AccessApi<A> {
-    /// What the instances of each project ask for together, read through
-    /// the inner `Api`. Instances whose project label is invalid count
-    /// nowhere (only an admin reaches them).
+    /// What the instances of each project hold together, read through
+    /// the inner `Api` (see [`usage_by_project`]).
     async fn usage(&self) -> Result<BTreeMap<ProjectName, Resources>> {
         let filter = InstanceFilter::default();
-        let instances = match self.inner.call(Request::ListInstances { filter }).await? {
-            Response::Instances(instances) => instances,
-            other => {
-                return Err(Error::Internal(format!(
-                    "instance.list answered {}, not Instances",
-                    other.kind()
-                )))
-            }
-        };
-        let mut usage: BTreeMap<ProjectName, Resources> = BTreeMap::new();
-        for instance in &instances {
-            if let Ok(project) = project_of(instance) {
-                let held = usage.entry(project).or_default();
-                *held = held.saturating_add(&instance.spec.resources());
-            }
+        match self.inner.call(Request::ListInstances { filter }).await? {
+            Response::Instances(instances) => Ok(usage_by_project(&instances)),
+            other => Err(Error::Internal(format!(
+                "instance.list answered {}, not Instances",
+                other.kind()
+            ))),
         }
-        Ok(usage)
     }
 
     async fn project_usage(&self, project: &ProjectName) -> Result<Resources> {
         Ok(self.usage().await?.remove(project).unwrap_or_default())
     }
 
-    /// Refuses a create in a project that does not exist.
+    /// Refuses a create in a project that does not exist, before anything
+    /// is placed (the quota admission checks again in the create's
+    /// transaction).
     async fn check_project_exists(&self, labels: &BTreeMap<String, String>) -> Result<()> {
-        let project = project_of_labels(labels)
-            .map_err(|e| AuthError::invalid_name(format!("labels.{PROJECT_LABEL}"), e))?;
+        let project = project_of_create(labels)?;
         match self.accounts.get_project(&project).await {
             Ok(_) => Ok(()),
-            Err(AuthError::NotFound { .. }) => Err(Error::invalid(
-                format!("labels.{PROJECT_LABEL}"),
-                format!("project `{project}` does not exist; create it first"),
-            )),
+            Err(AuthError::NotFound { .. }) => Err(no_such_project(&project)),
             Err(e) => Err(e.into()),
         }
     }
+
+    /// Sets `name`'s quota. Every create in a project rewrites its record
+    /// (the quota's serial), so a busy project's record may change between
+    /// the read and the write: read it again and set the quota again.
+    async fn set_quota(&self, name: &ProjectName, quota: Quota) -> Result<Project> {
+        let mut attempts = 0;
+        loop {
+            let mut project = self.accounts.get_project(name).await?;
+            project.quota = quota;
+            match self.accounts.update_project(project).await {
+                Err(AuthError::Conflict { .. }) if attempts < QUOTA_UPDATE_ATTEMPTS => {
+                    attempts += 1;
+                    tokio::task::yield_now().await;
+                }
+                other => return Ok(other?),
+            }
+        }
+    }
 }
+
+/// How many times a quota update is tried against concurrent creates.
+const QUOTA_UPDATE_ATTEMPTS: u32 = 16;
 
 #[async_trait]
 impl<A: Api> Api for AccessApi<A> {
@@ -285,9 +298,7 @@ impl<A: Api> Api for AccessApi<A> {
             }
             Request::UpdateProject { name, quota } => {
                 let name = project_name("name", name)?;
-                let mut project = accounts.get_project(&name).await?;
-                project.quota = quota;
-                let project = accounts.update_project(project).await?;
+                let project = self.set_quota(&name, quota).await?;
                 Response::Project(project_info(project, self.project_usage(&name).await?))
             }
             Request::DeleteProject { name } => {

@@ -16,6 +16,8 @@
 //!   [`Api`](zixiao_core::Api), tower-style, each usable alone;
 //!   [`secure`] stacks them for one caller. [`AuditLog`] keeps the records
 //!   with bounded retention.
+//! - [`ProjectQuota`]: the admission that charges each create to its
+//!   project's quota in the create's own transaction.
 //! - [`AccessApi`]: the wrapper that carries out the requests of access
 //!   control (users, tokens, projects, the audit log) and passes the rest
 //!   on; a server serves `secure(AccessApi<A>, caller, log)`.
@@ -55,6 +57,7 @@ pub mod identity;
 mod names;
 pub mod permission;
 pub mod pki;
+mod quota;
 pub mod token;
 
 pub use access::{token_info, user_info, AccessApi};
@@ -66,11 +69,12 @@ pub use error::{AuthError, Rejection};
 pub use identity::{Authenticator, Caller, Credential, Identity};
 pub use names::{InvalidName, NodeName, ProjectName, TokenId, UserName};
 pub use permission::{
-    authorize, authorize_agent_call, authorize_node_call, project_of, project_of_labels, Denial,
-    Grant, Requirement, Scope, PROJECT_LABEL,
+    authorize, authorize_agent_call, authorize_node_call, in_project, project_of,
+    project_of_labels, Denial, Grant, Requirement, Scope, PROJECT_LABEL,
 };
 pub use pki::{
     CertIdentity, ClientAuth, Credentials, ExpectedPeer, IssuedCertificate, NodeKey, Pki, PkiError,
     SubjectName, Trust,
 };
+pub use quota::{charge, usage_by_project, ProjectQuota};
 pub use token::{JoinUse, Token, TokenKind, TokenSecret};

@@ -71,6 +71,28 @@ pub fn project_of(instance: &Instance) -> Result<ProjectName, InvalidName> {
     project_of_labels(&instance.labels)
 }
 
+/// Whether `instance` is in `project`, as [`project_of`] tells, without
+/// building a name: what a quota's count asks of every instance.
+///
+/// ```
+/// use zixiao_auth::{in_project, ProjectName, PROJECT_LABEL};
+/// use zixiao_core::{CreateInstance, Instance, InstanceSpec};
+///
+/// let mut request = CreateInstance::new("web", InstanceSpec::container("busybox"));
+/// let plain = Instance::new("id-1", request.clone(), chrono::Utc::now());
+/// assert!(in_project(&plain, &ProjectName::default_project()));
+/// request.labels.insert(PROJECT_LABEL.to_owned(), "web".to_owned());
+/// let web = Instance::new("id-2", request, chrono::Utc::now());
+/// assert!(in_project(&web, &ProjectName::try_from("web").unwrap()));
+/// assert!(!in_project(&web, &ProjectName::default_project()));
+/// ```
+pub fn in_project(instance: &Instance, project: &ProjectName) -> bool {
+    match instance.labels.get(PROJECT_LABEL) {
+        Some(label) => label == project.as_str(),
+        None => project.is_default(),
+    }
+}
+
 /// Where a request's project comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProjectRef<'a> {

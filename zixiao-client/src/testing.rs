@@ -30,6 +30,7 @@ pub async fn open_with_fake_runtimes(state_dir: &Path) -> Result<Client> {
     let controller = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
         .agent(NODE, agent.clone())
         .address_allocator(Arc::new(StoreIpam::new(store.clone())))
+        .admission(Arc::new(zixiao_auth::ProjectQuota::new(store.clone())))
         .build();
     let node = controller.register_node(agent.registration(NODE)).await?;
     let embedded = Embedded {

@@ -230,10 +230,12 @@ async fn start_with(
     })
 }
 
-/// A controller over `store` with the default scheduler and addresses
-/// allocated in the store (zixiao-net's StoreIpam), converging in the
-/// background, for a server. Nodes' agents (and their network hosts) are
-/// attached as they register.
+/// A controller over `store` with the default scheduler, addresses
+/// allocated in the store (zixiao-net's StoreIpam) and every create
+/// charged to its project's quota in its own transaction (zixiao-auth's
+/// `ProjectQuota`, so replicas on one etcd never exceed a quota together),
+/// converging in the background, for a server. Nodes' agents (and their
+/// network hosts) are attached as they register.
 pub fn controller(store: Arc<dyn zixiao_core::Store>) -> Controller {
     builder(store).build()
 }
@@ -245,7 +247,8 @@ pub fn builder(store: Arc<dyn zixiao_core::Store>) -> zixiao_core::ControllerBui
         store.clone(),
         Arc::new(zixiao_sched::PluginScheduler::default()),
     )
-    .address_allocator(Arc::new(zixiao_net::StoreIpam::new(store)))
+    .address_allocator(Arc::new(zixiao_net::StoreIpam::new(store.clone())))
+    .admission(Arc::new(zixiao_auth::ProjectQuota::new(store)))
     .convergence(Convergence::Background)
     .cache_prefix(crate::membership::NODE_LEASES_PREFIX)
 }

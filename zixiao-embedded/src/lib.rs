@@ -23,6 +23,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use zixiao_auth::ProjectQuota;
 use zixiao_core::controller::Convergence;
 use zixiao_core::host::HostFacts;
 use zixiao_core::store::StoreExt;
@@ -144,6 +145,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
     let mut builder = Controller::builder(store.clone(), Arc::new(PluginScheduler::default()))
         .agent(node_id.clone(), agent.clone())
         .address_allocator(Arc::new(StoreIpam::new(store.clone())))
+        .admission(Arc::new(ProjectQuota::new(store.clone())))
         .convergence(config.convergence);
     // Without a netlink socket networks still get addresses, and setting
     // one up on this node says why it cannot.

@@ -115,7 +115,27 @@ impl QuotaExceeded {
     }
 }
 
+impl From<QuotaExceeded> for Error {
+    /// [`Error::ResourceExhausted`] with the message naming the project,
+    /// the resource, the limit, the usage and the request: what crosses
+    /// gRPC and the bindings, which carry a kind and a message.
+    fn from(exceeded: QuotaExceeded) -> Self {
+        Error::ResourceExhausted(exceeded.to_string())
+    }
+}
+
 impl Quota {
+    /// Whether no resource is limited (every create is admitted).
+    ///
+    /// ```
+    /// use zixiao_core::api::Quota;
+    /// assert!(Quota::default().is_unlimited());
+    /// assert!(!"instances=3".parse::<Quota>().unwrap().is_unlimited());
+    /// ```
+    pub fn is_unlimited(&self) -> bool {
+        *self == Quota::default()
+    }
+
     /// Whether `project`, holding `used`, may take `requested` more.
     /// The quota step calls this inside the create transaction, with the
     /// usage read in that transaction.

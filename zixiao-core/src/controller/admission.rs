@@ -67,6 +67,21 @@ pub trait StoreView: Send + Sync {
     /// write expects), else as cached; `None` when absent. Only keys under
     /// the admissions' prefixes are cached.
     fn get(&self, key: &str) -> Option<KeyValue>;
+
+    /// Calls `visit` with each instance the transaction will find: the
+    /// cached ones, with the earlier creates (and placements) of the
+    /// transaction in place of or besides them; never the instance being
+    /// admitted. One pass over every cached instance, under the cache's
+    /// read lock: keep `visit` short and do not call the view from it.
+    ///
+    /// The cache only moves forward, so read the keys your writes expect
+    /// with [`StoreView::get`] first and visit after: the instances are
+    /// then at least as new as those keys, and an instance committed after
+    /// them changed a key your writes expect (if every create of the kind
+    /// you count writes it) and fails the transaction. Read the other way
+    /// round, an instance committed in between would be missed and still
+    /// pass.
+    fn for_each_instance(&self, visit: &mut dyn FnMut(&Instance));
 }
 
 /// A check and writes added to every create's transaction; set on the
@@ -94,6 +109,11 @@ pub trait Admission: Send + Sync + Debug {
     ///
     /// Errors: any; the create fails with it (its kind reaches the caller:
     /// `ResourceExhausted` for a quota, `FailedPrecondition`,
-    /// `InvalidArgument`), and only that create.
+    /// `InvalidArgument`), and only that create. One exception: a view
+    /// found behind the store (a key the admission needs is in the store at
+    /// a revision the cache has not shown yet) is
+    /// [`StoreError::Conflict`](crate::store::StoreError) with `found` that
+    /// revision; the create then waits for the cache to reach it and is
+    /// admitted again.
     async fn admit(&self, instance: &Instance, view: &dyn StoreView, txn: Txn) -> Result<Txn>;
 }

@@ -84,12 +84,16 @@ impl Controller {
                 Ok(Placed::Unchanged | Placed::Changed) => {
                     Error::Internal("a new instance cannot be unchanged".to_owned())
                 }
-                // An allocation or an admission's key changed under us:
-                // allocate and admit again.
-                Err(Error::Conflict(_))
-                | Err(Error::Store(StoreError::Conflict { .. } | StoreError::NotFound(_))) => {
-                    continue
+                // An allocation or an admission's key changed under us, or
+                // an admission found the cache behind the store: allocate
+                // and admit again once the cache shows the change.
+                Err(Error::Store(StoreError::Conflict { found, .. })) => {
+                    if found > 0 {
+                        let _ = self.inner.cache.wait_for(found).await;
+                    }
+                    continue;
                 }
+                Err(Error::Conflict(_)) | Err(Error::Store(StoreError::NotFound(_))) => continue,
                 // The commit may have stored the instance with its
                 // addresses: keep them. If it did not, the network
                 // reconcile releases them as an orphan's once the store

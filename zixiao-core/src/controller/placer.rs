@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::admission::StoreView;
 use super::cache::{Cache, NodeTable};
-use super::{Controller, Inner, NODES_PREFIX};
+use super::{Controller, Inner, INSTANCE_NAMES_PREFIX, NODES_PREFIX};
 use crate::model::{ConditionType, Instance, InstanceStatus, Node, NodeStatus};
 use crate::scheduler::SchedulingContext;
 use crate::store::{encode, KeyValue, Precondition, StoreError, StoredObject, Txn, Write};
@@ -267,6 +267,7 @@ struct BatchView<'a> {
     cache: &'a Cache,
     writes: &'a [Write],
     at: &'a HashMap<String, usize>,
+    planned: &'a [Planned],
 }
 
 impl StoreView for BatchView<'_> {
@@ -296,6 +297,25 @@ impl StoreView for BatchView<'_> {
             }
         }
         self.cache.read().raw(key).cloned()
+    }
+
+    fn for_each_instance(&self, visit: &mut dyn FnMut(&Instance)) {
+        let batched: HashSet<&str> = self
+            .planned
+            .iter()
+            .map(|p| p.instance.id.as_str())
+            .collect();
+        {
+            let state = self.cache.read();
+            for instance in state.instances() {
+                if !batched.contains(instance.id.as_str()) {
+                    visit(instance);
+                }
+            }
+        }
+        for planned in self.planned {
+            visit(&planned.instance);
+        }
     }
 }
 
@@ -533,6 +553,7 @@ impl Controller {
                 cache: &self.inner.cache,
                 writes: &batch.writes,
                 at: &batch.at,
+                planned: &batch.planned,
             };
             fragment = admission.admit(instance, &view, fragment).await?;
         }
@@ -587,18 +608,34 @@ impl Controller {
         let owner = |key: &str| planned.iter().position(|p| p.keys.iter().any(|k| k == key));
         let mut again: Vec<Job> = Vec::new();
         match &error {
-            StoreError::AlreadyExists(key) => {
+            StoreError::AlreadyExists(key) if key.starts_with(INSTANCE_NAMES_PREFIX) => {
                 let culprit = owner(key);
                 for (i, planned) in planned.into_iter().enumerate() {
                     if Some(i) == culprit {
-                        let name_taken = *key == Self::name_key(&planned.instance.name);
-                        planned.job.answer(Err(if name_taken {
-                            Error::AlreadyExists {
-                                what: format!("instance `{}`", planned.instance.name),
-                            }
-                        } else {
-                            Error::Store(StoreError::AlreadyExists(key.clone()))
+                        planned.job.answer(Err(Error::AlreadyExists {
+                            what: format!("instance `{}`", planned.instance.name),
                         }));
+                    } else {
+                        again.push(planned.job);
+                    }
+                }
+            }
+            StoreError::AlreadyExists(key) => {
+                // An admission expected a key absent that someone created
+                // meanwhile: a lost race, like a conflict. Each create that
+                // expected it waits for the cache to show the key and is
+                // admitted again (see `create_instance`).
+                let found = match self.inner.store.get(key).await {
+                    Ok(Some(kv)) => kv.mod_revision,
+                    _ => 0,
+                };
+                for planned in planned {
+                    if planned.keys.iter().any(|k| k == key) {
+                        planned.job.answer(Err(Error::Store(StoreError::Conflict {
+                            key: key.clone(),
+                            expected: 0,
+                            found,
+                        })));
                     } else {
                         again.push(planned.job);
                     }
