@@ -199,3 +199,67 @@ fn io_error(path: &Path, error: std::io::Error) -> Error {
         source: Some(Box::new(error)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zixiao_core::ErrorKind;
+
+    // Two `InstanceLockFiles` of one directory stand for two processes:
+    // `flock` locks belong to open files, so they exclude each other just
+    // as two processes' would.
+
+    #[tokio::test]
+    async fn another_process_is_refused_naming_the_instance_and_the_operation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ours = InstanceLockFiles::new(dir.path());
+        let theirs = InstanceLockFiles::new(dir.path()).wait(Duration::ZERO);
+
+        let held = ours.try_hold("id-1", "web", "instance.stop").expect("free");
+        let again = ours
+            .try_hold("id-1", "web", "instance.start")
+            .expect("re-entrant within a process");
+        let refused = theirs
+            .try_hold("id-1", "web", "instance.start")
+            .expect_err("held by the other");
+        assert_eq!(refused.kind(), ErrorKind::Conflict);
+        let message = refused.to_string();
+        assert!(
+            message.contains("instance `web`")
+                && message.contains(&format!("pid {}, instance.stop", std::process::id()))
+                && message.contains("nothing was changed"),
+            "{message}"
+        );
+        let waited = theirs
+            .hold("id-1", "web", "a converge")
+            .await
+            .expect_err("still held after the wait");
+        assert_eq!(waited.kind(), ErrorKind::Unavailable, "{waited}");
+        assert!(
+            theirs.try_hold("id-2", "db", "instance.stop").is_ok(),
+            "another instance is free"
+        );
+
+        drop(held);
+        assert!(
+            theirs.try_hold("id-1", "web", "instance.start").is_err(),
+            "one hold of this process is left"
+        );
+        drop(again);
+        let taken = theirs
+            .hold("id-1", "web", "instance.start")
+            .await
+            .expect("free once every hold is dropped");
+        drop(taken);
+    }
+
+    #[test]
+    fn an_id_that_cannot_name_a_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let locks = InstanceLockFiles::new(dir.path());
+        for id in ["", "../x", ".hidden", "a/b"] {
+            assert!(locks.try_hold(id, "x", "instance.stop").is_err(), "{id:?}");
+        }
+        assert!(!dir.path().join("x").exists());
+    }
+}
