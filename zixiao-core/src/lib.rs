@@ -27,6 +27,7 @@ pub mod driver;
 pub mod error;
 pub mod files;
 pub mod host;
+pub mod instance_locks;
 pub mod keyed_lock;
 pub mod model;
 pub mod scheduler;
@@ -43,6 +44,7 @@ pub use driver::{
     Capability, Driver, DriverError, DriverInfo, InstanceStats, LogChunk, RuntimeState,
 };
 pub use error::{Error, ErrorKind, Result};
+pub use instance_locks::{InstanceHold, InstanceLocks};
 pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, Instance, InstanceId, InstanceSpec,

@@ -9,6 +9,13 @@
 //! sizes, a snapshot's manifest against its files), and it says what a
 //! call that waited did change when a runtime could not be reached: the
 //! intent is stored, and is carried out once the runtime answers.
+//!
+//! A request that changes an existing instance holds the instance's lock
+//! (the controller's [`InstanceLocks`](zixiao_core::InstanceLocks)) from
+//! before it stores anything until it has settled, so another process of
+//! the same state directory that is changing the instance makes it fail
+//! with `Conflict` having changed nothing, rather than both carrying out
+//! their intents at once.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +29,14 @@ use crate::Embedded;
 impl Api for Embedded {
     async fn call(&self, request: Request) -> Result<Response> {
         let local = || Some(self.node.id.clone());
+        let _held = match changed_instance(&request) {
+            Some(instance) => {
+                self.controller
+                    .hold_instance(instance, request.operation())
+                    .await?
+            }
+            None => None,
+        };
         match request {
             Request::CreateSnapshot {
                 instance,
@@ -179,6 +194,25 @@ impl Embedded {
             .settle(&stored.id)
             .await
             .map_err(|e| recorded(operation, &stored.name, e))
+    }
+}
+
+/// The existing instance `request` changes (its intent, or its runtime
+/// directly), if any: what this process holds against others while the
+/// request runs. A create's instance is held by the converge that follows
+/// its store, which waits (bounded) if another process took it first.
+fn changed_instance(request: &Request) -> Option<&str> {
+    match request {
+        Request::StartInstance { instance, .. }
+        | Request::StopInstance { instance, .. }
+        | Request::RestartInstance { instance, .. }
+        | Request::DeleteInstance { instance, .. }
+        | Request::PauseInstance { instance }
+        | Request::ResumeInstance { instance }
+        | Request::CreateSnapshot { instance, .. }
+        | Request::RevertSnapshot { instance, .. }
+        | Request::DeleteSnapshot { instance, .. } => Some(instance),
+        _ => None,
     }
 }
 

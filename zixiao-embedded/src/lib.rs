@@ -3,6 +3,20 @@
 //! its local node and the runtimes found here as its drivers, addresses
 //! allocated in the store and networks set up on this machine (zixiao-net).
 //! No daemon, no set-up: what the CLI, the Python and Node bindings and Rust apps use.
+//!
+//! Without a daemon ([`Convergence::InCaller`]) several processes (commands
+//! in two terminals, a script and a Python app) share one state directory:
+//! each opens the store file only for its short transactions
+//! ([`FileHold::PerOperation`]), never across a wait for a runtime (a stop's
+//! grace period, a boot, an image import), and holds an instance's lock file
+//! ([`InstanceLockFiles`]) while it changes the instance. Reads and commands
+//! on other instances proceed meanwhile; a change of an instance that
+//! another process is changing fails with `Conflict`, naming the instance
+//! and the other process's operation, before anything is stored. A
+//! deployment that converges in the background (`zixiao server --embedded`,
+//! `zixiao daemon`) is the only writer of its directory: it holds the store
+//! file while it runs, and commands go through its socket.
+//!
 //! A runtime that this node's instances use but that cannot be reached
 //! when the deployment opens answers every call `Unavailable` instead of
 //! being missing, so nothing of those instances is taken for gone.
@@ -17,6 +31,7 @@
 //! ```
 
 mod api;
+mod instance_locks;
 mod unreachable;
 
 use std::collections::BTreeSet;
@@ -31,8 +46,9 @@ use zixiao_core::{Client, Controller, Error, Instance, LocalAgent, Node, Result}
 use zixiao_drivers::DriverConfig;
 use zixiao_net::{LinuxNetwork, StoreIpam};
 use zixiao_sched::PluginScheduler;
-use zixiao_store::EmbeddedStore;
+use zixiao_store::{EmbeddedStore, EmbeddedStoreOptions, FileHold};
 
+pub use instance_locks::{InstanceLockFiles, DEFAULT_INSTANCE_LOCK_WAIT};
 pub use zixiao_drivers;
 
 /// Where the embedded controller keeps its state and finds its runtimes.
@@ -134,7 +150,7 @@ pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
 /// caller built (its own drivers, or hand-written fakes in tests).
 pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Result<Embedded> {
     create_state_dir(&config.state_dir)?;
-    let store = EmbeddedStore::open(&store_path(&config.state_dir))?;
+    let store = open_store(&config)?;
     let node_id = config
         .node_id
         .clone()
@@ -147,6 +163,9 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         .address_allocator(Arc::new(StoreIpam::new(store.clone())))
         .admission(Arc::new(ProjectQuota::new(store.clone())))
         .convergence(config.convergence);
+    if config.convergence == Convergence::InCaller {
+        builder = builder.instance_locks(Arc::new(InstanceLockFiles::new(&config.state_dir)));
+    }
     // Without a netlink socket networks still get addresses, and setting
     // one up on this node says why it cannot.
     if let Ok(host) = LinuxNetwork::connect(&config.drivers.netns_dir) {
@@ -168,6 +187,25 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         drivers: config.drivers,
         store,
     })
+}
+
+/// Opens the store in `config`'s state directory: held per operation when
+/// commands converge in their callers, so that processes sharing the
+/// directory take turns between transactions; held while open by a
+/// deployment that converges in the background, which is then the
+/// directory's only writer and sees every change through its own watch.
+fn open_store(config: &EmbeddedConfig) -> Result<EmbeddedStore> {
+    let path = store_path(&config.state_dir);
+    let store = match config.convergence {
+        // No background lease sweep: the embedded deployment keeps no
+        // leases, and a sweep would open the file every second.
+        Convergence::InCaller => EmbeddedStoreOptions::new()
+            .hold(FileHold::PerOperation)
+            .sweep_interval(None)
+            .open(&path)?,
+        Convergence::Background => EmbeddedStore::open(&path)?,
+    };
+    Ok(store)
 }
 
 /// `agent` with an [`unreachable::UnreachableRuntime`] for each instance

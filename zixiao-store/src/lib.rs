@@ -10,7 +10,7 @@ mod embedded;
 mod etcd;
 
 pub use embedded::{
-    EmbeddedStore, EmbeddedStoreOptions, DEFAULT_EVENT_BUFFER, DEFAULT_HISTORY_LIMIT,
+    EmbeddedStore, EmbeddedStoreOptions, FileHold, DEFAULT_EVENT_BUFFER, DEFAULT_HISTORY_LIMIT,
     DEFAULT_LOCK_TIMEOUT, DEFAULT_SWEEP_INTERVAL,
 };
 #[cfg(feature = "etcd")]

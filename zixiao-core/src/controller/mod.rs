@@ -39,6 +39,7 @@ pub use watch::{EventKind, InstanceEvent, NodeEvent};
 
 use crate::agent::NodeAgent;
 use crate::clock::{Clock, SystemClock};
+use crate::instance_locks::{InstanceHold, InstanceLocks};
 use crate::model::{Instance, Node, NodeId};
 use crate::scheduler::Scheduler;
 use crate::store::{Revision, Store, StoreError, StoredObject, Txn};
@@ -151,6 +152,8 @@ struct Inner {
     /// Merges concurrent small writes into one commit.
     batcher: batcher::Batcher,
     admissions: Vec<Arc<dyn Admission>>,
+    /// Keeps other processes off an instance this one converges.
+    instance_locks: Option<Arc<dyn InstanceLocks>>,
     /// The newest revision this controller committed: reads from the
     /// cache wait for it, so a caller reads its own writes.
     written: AtomicU64,
@@ -169,6 +172,7 @@ pub struct ControllerBuilder {
     convergence: Convergence,
     admissions: Vec<Arc<dyn Admission>>,
     cache_prefixes: Vec<String>,
+    instance_locks: Option<Arc<dyn InstanceLocks>>,
 }
 
 impl ControllerBuilder {
@@ -217,6 +221,15 @@ impl ControllerBuilder {
         self
     }
 
+    /// Holds each instance in `locks` while converging it in the caller, so
+    /// processes that share the store with no daemon never converge one
+    /// instance at once (see [`InstanceLocks`]). Without it only this
+    /// process's converges are serialized.
+    pub fn instance_locks(mut self, locks: Arc<dyn InstanceLocks>) -> Self {
+        self.instance_locks = Some(locks);
+        self
+    }
+
     /// Sets who carries intents out ([`Convergence::InCaller`] unless set).
     pub fn convergence(mut self, convergence: Convergence) -> Self {
         self.convergence = convergence;
@@ -249,6 +262,7 @@ impl ControllerBuilder {
                 placer: placer::Placer::default(),
                 batcher,
                 admissions: self.admissions,
+                instance_locks: self.instance_locks,
                 written: AtomicU64::new(0),
             }),
         }
@@ -269,7 +283,40 @@ impl Controller {
             convergence: Convergence::InCaller,
             admissions: Vec::new(),
             cache_prefixes: Vec::new(),
+            instance_locks: None,
         }
+    }
+
+    /// Holds instance `instance` (id or name) against other processes for
+    /// `operation` (such as `instance.stop`) before a change of it is
+    /// stored, if this controller has [`InstanceLocks`] (`None` otherwise).
+    /// Errors: `NotFound`, `Conflict` (another process is changing it;
+    /// nothing was changed), `Internal`.
+    pub async fn hold_instance(
+        &self,
+        instance: &str,
+        operation: &str,
+    ) -> Result<Option<InstanceHold>> {
+        let Some(locks) = &self.inner.instance_locks else {
+            return Ok(None);
+        };
+        let found = self.get_instance(instance).await?;
+        locks.try_hold(&found.id, &found.name, operation).map(Some)
+    }
+
+    /// Holds instance `id` against other processes for a converge, waiting
+    /// while another holds it (see [`InstanceLocks::hold`]).
+    async fn hold_for_converge(&self, id: &str) -> Result<Option<InstanceHold>> {
+        let Some(locks) = &self.inner.instance_locks else {
+            return Ok(None);
+        };
+        let name = self
+            .inner
+            .cache
+            .read()
+            .instance(id)
+            .map_or_else(|| id.to_owned(), |i| i.name.clone());
+        locks.hold(id, &name, "a converge").await.map(Some)
     }
 
     /// The store it writes to.

@@ -9,7 +9,9 @@
 //! (taken by a worker of [`Controller::run_reconcilers`], or claimed by a
 //! caller), and a server converges only in its leader's workers
 //! ([`Convergence::Background`]), so a runtime never sees two creates of
-//! one instance at once. Each state change is still a compare-and-swap on
+//! one instance at once. Processes that converge in their callers with no
+//! daemon also hold the instance's [`InstanceLocks`](crate::InstanceLocks)
+//! lock around a converge. Each state change is still a compare-and-swap on
 //! the instance's revision, so a leader that has just lost the lead and its
 //! successor never both act on the same state; placement and release also
 //! swap the node's allocation in the same transaction, so no node is ever
@@ -248,6 +250,7 @@ impl Controller {
         // A second converge of the same instance waits, then plans from
         // what the first left: never two runtime calls for one instance.
         let _lease = self.inner.queue.claim(&id).await;
+        let _held = self.hold_for_converge(&id).await?;
         self.converge_taken(&id).await
     }
 
@@ -345,6 +348,7 @@ impl Controller {
         match self.inner.convergence {
             Convergence::InCaller => {
                 let _lease = self.inner.queue.claim(id).await;
+                let _held = self.hold_for_converge(id).await?;
                 self.converge_taken(id).await
             }
             Convergence::Background => self.wait_settled(id).await,

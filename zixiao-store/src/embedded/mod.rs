@@ -10,6 +10,7 @@
 //! writers share one `fsync`.
 
 mod codec;
+mod file;
 mod quiet;
 mod tables;
 mod watch;
@@ -25,6 +26,8 @@ use tokio::sync::{broadcast, oneshot};
 use zixiao_core::store::{KeyValue, LeaseId, Listing, Revision, StoreSummary, Txn, WatchStream};
 use zixiao_core::{Clock, Store, StoreError, SystemClock};
 
+pub use file::FileHold;
+use file::StoreFile;
 use tables::{Committed, ReadState, WriteState};
 
 /// How long [`EmbeddedStore::open`] waits for another process to release the file.
@@ -44,7 +47,7 @@ pub const DEFAULT_EVENT_BUFFER: usize = 1024;
 const MAX_EVENT_BUFFER: usize = 1 << 20;
 
 /// The longest pause between two attempts to lock a busy store file.
-const MAX_LOCK_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_LOCK_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How to open an [`EmbeddedStore`]: clock, lock timeout, history kept.
 ///
@@ -67,6 +70,7 @@ pub struct EmbeddedStoreOptions {
     history_limit: u64,
     sweep_interval: Option<Duration>,
     event_buffer: usize,
+    hold: FileHold,
 }
 
 impl Default for EmbeddedStoreOptions {
@@ -77,13 +81,15 @@ impl Default for EmbeddedStoreOptions {
             history_limit: DEFAULT_HISTORY_LIMIT,
             sweep_interval: Some(DEFAULT_SWEEP_INTERVAL),
             event_buffer: DEFAULT_EVENT_BUFFER,
+            hold: FileHold::WhileOpen,
         }
     }
 }
 
 impl EmbeddedStoreOptions {
     /// The defaults: the system clock, a 5 s lock timeout, 10,000 revisions
-    /// of history, a background lease sweep every second.
+    /// of history, a background lease sweep every second, the file held
+    /// open while the store is.
     pub fn new() -> Self {
         EmbeddedStoreOptions::default()
     }
@@ -124,6 +130,14 @@ impl EmbeddedStoreOptions {
         self
     }
 
+    /// How long the store keeps its file (and so redb's lock on it) open:
+    /// while the store is, or only during each operation, so that other
+    /// processes can use the store between them.
+    pub fn hold(mut self, hold: FileHold) -> Self {
+        self.hold = hold;
+        self
+    }
+
     /// Opens the store file at `path`, creating it and its parent directory
     /// if needed. Blocks for up to the lock timeout while another process
     /// holds the file.
@@ -154,15 +168,17 @@ impl EmbeddedStoreOptions {
             })?;
         }
         refuse_empty_file(path)?;
-        let db = open_database(path, self.lock_timeout)?;
-        quiet::catch_quietly(|| tables::initialise(&db, &path.display().to_string()))
-            .map_err(|payload| corrupt_file(path, payload.as_ref()))??;
-
         let (events, _) = broadcast::channel(self.event_buffer);
+        let foreign_events = events.clone();
+        // Another process's commits reach this one's watchers through the
+        // changelog, when a watcher learns that it is behind.
+        let on_foreign = Box::new(move |revision| {
+            let _ = foreign_events.send(Live::Behind(revision));
+        });
+        let file = StoreFile::open(path, self.hold, self.lock_timeout, on_foreign)?;
         let (stop_sweeper, sweeper_stopped) = mpsc::channel();
         let inner = Arc::new(Inner {
-            db,
-            path: path.to_owned(),
+            file,
             clock: Arc::clone(&self.clock),
             history_limit: self.history_limit,
             writer: Mutex::new(()),
@@ -301,8 +317,10 @@ impl EmbeddedStore {
             let copy = Database::create(&tmp).map_err(|e| {
                 StoreError::backend(format!("cannot create `{}`", tmp.display()), e)
             })?;
-            quiet::catch_quietly(|| tables::copy_all(&self.inner.db, &copy))
-                .map_err(|payload| corrupt_file(&self.inner.path, payload.as_ref()))??;
+            self.inner
+                .file
+                .with(|db| quiet::catch_quietly(|| tables::copy_all(db, &copy)))?
+                .map_err(|payload| corrupt_file(self.inner.file.path(), payload.as_ref()))??;
             drop(copy);
             std::fs::rename(&tmp, to).map_err(|e| {
                 StoreError::backend(format!("cannot move the backup to `{}`", to.display()), e)
@@ -350,20 +368,27 @@ impl EmbeddedStore {
     pub fn restore_file(from: &Path, path: &Path) -> Result<StoreSummary, StoreError> {
         let report = EmbeddedStore::check_file(from)?;
         // Held while the file is swapped: nobody opens the old one meanwhile.
+        // Waits out other processes' short holds of the file.
         let _lock = if path.exists() {
-            match quiet::catch_quietly(|| Database::open(path)) {
-                Ok(Err(DatabaseError::DatabaseAlreadyOpen)) => {
+            match open_with(path, DEFAULT_LOCK_TIMEOUT, |p: &Path| Database::open(p)) {
+                Err(StoreError::Unavailable {
+                    source: Some(source),
+                    ..
+                }) if source.downcast_ref::<DatabaseError>().is_some_and(|e| {
+                    matches!(e, DatabaseError::DatabaseAlreadyOpen)
+                }) =>
+                {
                     return Err(StoreError::Unavailable {
                         what: format!(
                             "the store file `{}` is in use by another zixiao process: stop it first",
                             path.display()
                         ),
-                        source: Some(Box::new(DatabaseError::DatabaseAlreadyOpen)),
+                        source: Some(source),
                     })
                 }
-                Ok(Ok(db)) => Some(db),
+                Ok(db) => Some(db),
                 // A damaged store is what a restore is for.
-                _ => None,
+                Err(_) => None,
             }
         } else {
             None
@@ -442,17 +467,25 @@ struct QueuedCommit {
 #[error("{0}")]
 struct GroupAborted(String);
 
+/// What the commit broadcast tells live watchers.
+#[derive(Debug, Clone)]
+pub(crate) enum Live {
+    /// This process committed a revision.
+    Committed(Arc<Committed>),
+    /// Another process has committed up to this revision: the changelog has it.
+    Behind(Revision),
+}
+
 /// The state shared by every clone of an [`EmbeddedStore`].
 pub(crate) struct Inner {
-    db: Database,
-    path: PathBuf,
+    file: StoreFile,
     clock: Arc<dyn Clock>,
     history_limit: u64,
     /// Held for a whole write, from redb's `begin_write` to the broadcast.
     writer: Mutex<()>,
     /// Transactions waiting to be committed together by the next writer.
     queued: Mutex<Vec<QueuedCommit>>,
-    events: broadcast::Sender<Arc<Committed>>,
+    events: broadcast::Sender<Live>,
     /// Dropped with the store, which tells the sweeper thread to stop.
     _stop_sweeper: mpsc::Sender<()>,
 }
@@ -477,21 +510,26 @@ impl Inner {
         &self,
         op: impl FnOnce(&mut WriteState<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::backend("cannot start a write transaction", e))?;
-        let (outcome, committed) = {
-            let mut state = WriteState::open(&txn)?;
-            state.sweep(self.now_ms())?;
-            let outcome = op(&mut state)?;
-            (outcome, state.finish(self.history_limit)?)
-        };
-        txn.commit()
-            .map_err(|e| StoreError::backend("cannot commit a write transaction", e))?;
+        let (outcome, committed) = self.file.with(|db| {
+            let txn = db
+                .begin_write()
+                .map_err(|e| StoreError::backend("cannot start a write transaction", e))?;
+            let (outcome, committed) = {
+                let mut state = WriteState::open(&txn)?;
+                state.sweep(self.now_ms())?;
+                let outcome = op(&mut state)?;
+                (outcome, state.finish(self.history_limit)?)
+            };
+            txn.commit()
+                .map_err(|e| StoreError::backend("cannot commit a write transaction", e))?;
+            if let Some(last) = committed.last() {
+                self.file.committed(last.revision);
+            }
+            Ok::<_, StoreError>((outcome, committed))
+        })??;
         for revision in committed {
             // No receiver is not an error: nobody is watching.
-            let _ = self.events.send(Arc::new(revision));
+            let _ = self.events.send(Live::Committed(Arc::new(revision)));
         }
         Ok(outcome)
     }
@@ -545,7 +583,10 @@ impl Inner {
     }
 
     fn sweep_expired(&self) -> Result<Option<Revision>, StoreError> {
-        if !ReadState::begin(&self.db)?.any_expired(self.now_ms())? {
+        if !self
+            .file
+            .with(|db| ReadState::begin(db)?.any_expired(self.now_ms()))??
+        {
             return Ok(None);
         }
         self.write(|state| Ok(state.swept()))
@@ -565,7 +606,7 @@ pub struct EmbeddedStore {
 impl fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("path", &self.inner.path)
+            .field("path", &self.inner.file.path())
             .field("history_limit", &self.inner.history_limit)
             .finish_non_exhaustive()
     }
@@ -612,7 +653,7 @@ impl EmbeddedStore {
 
     /// The store file.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        self.inner.file.path()
     }
 
     /// Deletes the keys of every expired lease now, with their delete events,
@@ -685,18 +726,20 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        catch_panic(key, || {
-            ReadState::begin(&self.inner.db)?.get(key, self.inner.now_ms())
-        })?
+        self.inner
+            .file
+            .with(|db| catch_panic(key, || ReadState::begin(db)?.get(key, self.inner.now_ms()))?)?
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        catch_panic(prefix, || {
-            let read = ReadState::begin(&self.inner.db)?;
-            Ok(Listing {
-                items: read.list(prefix, self.inner.now_ms())?,
-                revision: read.revision()?,
-            })
+        self.inner.file.with(|db| {
+            catch_panic(prefix, || {
+                let read = ReadState::begin(db)?;
+                Ok(Listing {
+                    items: read.list(prefix, self.inner.now_ms())?,
+                    revision: read.revision()?,
+                })
+            })?
         })?
     }
 

@@ -6,7 +6,9 @@
 //! already delivered are skipped by number. Whenever the channel lagged or a
 //! revision is missing, it goes back to the changelog, which holds every kept
 //! revision, so a slow consumer loses nothing (or gets
-//! [`StoreError::Compacted`] once that history is gone).
+//! [`StoreError::Compacted`] once that history is gone). Commits of other
+//! processes (a store held per operation shares its file) arrive as a note
+//! that the file is ahead, which sends the watcher to the changelog too.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
@@ -17,7 +19,7 @@ use zixiao_core::store::{Revision, WatchEvent, WatchStream};
 use zixiao_core::StoreError;
 
 use super::tables::{Committed, ReadState};
-use super::{catch_panic, Inner};
+use super::{catch_panic, Inner, Live};
 
 /// How many revisions one catch-up read of the changelog covers, so a
 /// replay of long history is read (and held in memory) a piece at a time.
@@ -30,7 +32,9 @@ pub(crate) fn watch(
     after: Revision,
 ) -> Result<WatchStream, StoreError> {
     let live = inner.events.subscribe();
-    let compacted = catch_panic(prefix, || ReadState::begin(&inner.db)?.compacted())??;
+    let compacted = inner
+        .file
+        .with(|db| catch_panic(prefix, || ReadState::begin(db)?.compacted()))???;
     if after != 0 && after < compacted {
         return Err(StoreError::Compacted {
             requested: after + 1,
@@ -60,7 +64,7 @@ struct Watcher {
     /// Every revision up to this one has been examined (and its matching
     /// events queued).
     delivered: Revision,
-    live: broadcast::Receiver<Arc<Committed>>,
+    live: broadcast::Receiver<Live>,
     /// Whether the next events come from the changelog rather than `live`.
     catching_up: bool,
     queue: VecDeque<WatchEvent>,
@@ -86,12 +90,13 @@ impl Watcher {
                 continue;
             }
             match self.live.recv().await {
-                Ok(committed) if committed.revision <= self.delivered => {}
-                Ok(committed) if committed.revision == self.delivered + 1 => {
+                Ok(Live::Committed(committed)) if committed.revision <= self.delivered => {}
+                Ok(Live::Committed(committed)) if committed.revision == self.delivered + 1 => {
                     self.take(&committed);
                 }
+                Ok(Live::Behind(revision)) if revision <= self.delivered => {}
                 // A revision is missing between what was delivered and this
-                // one: the changelog has it.
+                // one, or another process committed: the changelog has it.
                 Ok(_) | Err(RecvError::Lagged(_)) => self.catching_up = true,
                 Err(RecvError::Closed) => {
                     self.finished = true;
@@ -104,7 +109,12 @@ impl Watcher {
     /// Reads the next piece of the changelog after `delivered`.
     fn catch_up(&mut self) -> Result<(), StoreError> {
         let inner = self.inner.upgrade().ok_or_else(closed)?;
-        let read = ReadState::begin(&inner.db)?;
+        inner.file.with(|db| self.catch_up_in(db))?
+    }
+
+    /// [`Watcher::catch_up`] on the open database.
+    fn catch_up_in(&mut self, db: &redb::Database) -> Result<(), StoreError> {
+        let read = ReadState::begin(db)?;
         let current = read.revision()?;
         let compacted = read.compacted()?;
         if self.delivered < compacted {
