@@ -18,7 +18,9 @@ use zixiao_core::api::{Api, AuditQuery, Client, TokenTerms, Wait};
 use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
-use crate::convert::{decode_instance_type, decode_optional_time, decode_role, required_role};
+use crate::convert::{
+    decode_instance_type, decode_optional_time, decode_pull_options, decode_role, required_role,
+};
 use crate::pb;
 use crate::pb::audit_service_server::{AuditService, AuditServiceServer};
 use crate::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
@@ -456,6 +458,49 @@ impl SnapshotService for ApiServer {
 
 #[tonic::async_trait]
 impl ImageService for ApiServer {
+    type PullImageStream = MessageStream<pb::PullEvent>;
+
+    async fn pull_image(
+        &self,
+        request: Request<pb::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let instance_type = if request.r#type == pb::InstanceType::Unspecified as i32 {
+            zixiao_core::InstanceType::Container
+        } else {
+            decode_instance_type(request.r#type, "type").map_err(status)?
+        };
+        let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
+            .map_err(|e| status(e.into()))?;
+        let options = decode_pull_options(request.credentials, request.insecure_registries);
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let progress_events = events.clone();
+        let progress =
+            zixiao_core::api::Progress::new(move |p: zixiao_core::driver::PullProgress| {
+                let _ = progress_events.send(Ok(pb::PullEvent::from(p)));
+            });
+        tokio::spawn(async move {
+            let pulled = client
+                .pull_image(
+                    request.node.as_deref(),
+                    instance_type,
+                    reference,
+                    options,
+                    progress,
+                )
+                .await;
+            let last = pulled
+                .map(|image| pb::PullEvent {
+                    event: Some(pb::pull_event::Event::Image(image.into())),
+                })
+                .map_err(status);
+            let _ = events.send(last);
+        });
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn list_images(
         &self,
         request: Request<pb::ListImagesRequest>,
