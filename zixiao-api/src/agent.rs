@@ -16,7 +16,7 @@ use zixiao_core::model::{InstallationId, Network};
 use zixiao_core::{Driver, DriverError, Error, Instance, InstanceType, NetworkHost, NodeAgent};
 
 use crate::console::{self, OutputStream};
-use crate::convert::{decode_all, decode_instance_type};
+use crate::convert::{decode_all, decode_instance_type, decode_pull_options};
 use crate::membership::duration;
 use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
@@ -354,6 +354,42 @@ impl AgentService for AgentServer {
         let images = driver.require_images().map_err(driver_status)?;
         images.remove(&request.name).await.map_err(driver_status)?;
         done()
+    }
+
+    type PullImageStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::PullEvent, Status>> + Send + 'static>,
+    >;
+
+    async fn pull_image(
+        &self,
+        request: Request<pb::AgentPullRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let request = request.into_inner();
+        let instance_type = decode_instance_type(request.r#type, "type");
+        let driver = self.driver(instance_type.map_err(invalid)?)?;
+        driver.require_images().map_err(driver_status)?;
+        let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
+            .map_err(|e| invalid(e.into()))?;
+        let options = decode_pull_options(request.credentials, request.insecure_registries);
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let progress_events = events.clone();
+        tokio::spawn(async move {
+            let report = move |p: zixiao_core::driver::PullProgress| {
+                let _ = progress_events.send(Ok(pb::PullEvent::from(p)));
+            };
+            let pulled = match driver.require_images() {
+                Ok(images) => images.pull(&reference, &options, &report).await,
+                Err(e) => Err(e),
+            };
+            let last = pulled
+                .map(|image| pb::PullEvent {
+                    event: Some(pb::pull_event::Event::Image(image.into())),
+                })
+                .map_err(driver_status);
+            let _ = events.send(last);
+        });
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_runtime_instances(
