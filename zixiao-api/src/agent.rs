@@ -356,9 +356,7 @@ impl AgentService for AgentServer {
         done()
     }
 
-    type PullImageStream = std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<pb::PullEvent, Status>> + Send + 'static>,
-    >;
+    type PullImageStream = crate::server::MessageStream<pb::PullEvent>;
 
     async fn pull_image(
         &self,
@@ -371,25 +369,15 @@ impl AgentService for AgentServer {
         let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
             .map_err(|e| invalid(e.into()))?;
         let options = decode_pull_options(request.credentials, request.insecure_registries);
-        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let progress_events = events.clone();
-        tokio::spawn(async move {
-            let report = move |p: zixiao_core::driver::PullProgress| {
-                let _ = progress_events.send(Ok(pb::PullEvent::from(p)));
-            };
-            let pulled = match driver.require_images() {
-                Ok(images) => images.pull(&reference, &options, &report).await,
-                Err(e) => Err(e),
-            };
-            let last = pulled
-                .map(|image| pb::PullEvent {
-                    event: Some(pb::pull_event::Event::Image(image.into())),
-                })
-                .map_err(driver_status);
-            let _ = events.send(last);
-        });
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(crate::server::pull_events(
+            move |report| async move {
+                let images = driver.require_images().map_err(driver_status)?;
+                images
+                    .pull(&reference, &options, &*report)
+                    .await
+                    .map_err(driver_status)
+            },
+        )))
     }
 
     async fn list_runtime_instances(

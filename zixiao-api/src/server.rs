@@ -456,6 +456,36 @@ impl SnapshotService for ApiServer {
     }
 }
 
+/// Reports a pull's progress, as the driver's callback does.
+pub(crate) type PullReport = Arc<dyn Fn(zixiao_core::driver::PullProgress) + Send + Sync>;
+
+/// Runs the pull `start` makes (given where to report), streaming its
+/// progress and then the image or the error as PullEvents: how both
+/// ImageService and AgentService answer a pull.
+pub(crate) fn pull_events<F, Fut>(start: F) -> MessageStream<pb::PullEvent>
+where
+    F: FnOnce(PullReport) -> Fut,
+    Fut: std::future::Future<Output = Result<zixiao_core::driver::ImageInfo, Status>>
+        + Send
+        + 'static,
+{
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let progress_events = events.clone();
+    let report: PullReport = Arc::new(move |p| {
+        let _ = progress_events.send(Ok(pb::PullEvent::from(p)));
+    });
+    let pulling = start(report);
+    tokio::spawn(async move {
+        let last = pulling.await.map(|image| pb::PullEvent {
+            event: Some(pb::pull_event::Event::Image(image.into())),
+        });
+        let _ = events.send(last);
+    });
+    Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(
+        receiver,
+    ))
+}
+
 #[tonic::async_trait]
 impl ImageService for ApiServer {
     type PullImageStream = MessageStream<pb::PullEvent>;
@@ -474,31 +504,14 @@ impl ImageService for ApiServer {
         let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
             .map_err(|e| status(e.into()))?;
         let options = decode_pull_options(request.credentials, request.insecure_registries);
-        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-        let progress_events = events.clone();
-        let progress =
-            zixiao_core::api::Progress::new(move |p: zixiao_core::driver::PullProgress| {
-                let _ = progress_events.send(Ok(pb::PullEvent::from(p)));
-            });
-        tokio::spawn(async move {
-            let pulled = client
-                .pull_image(
-                    request.node.as_deref(),
-                    instance_type,
-                    reference,
-                    options,
-                    progress,
-                )
-                .await;
-            let last = pulled
-                .map(|image| pb::PullEvent {
-                    event: Some(pb::pull_event::Event::Image(image.into())),
-                })
-                .map_err(status);
-            let _ = events.send(last);
-        });
-        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(receiver);
-        Ok(Response::new(Box::pin(stream)))
+        let node = request.node;
+        Ok(Response::new(pull_events(move |report| async move {
+            let progress = zixiao_core::api::Progress::new(move |p| report(p));
+            client
+                .pull_image(node.as_deref(), instance_type, reference, options, progress)
+                .await
+                .map_err(status)
+        })))
     }
 
     async fn list_images(
