@@ -206,6 +206,14 @@ mod tests {
             password: "p".into(),
         };
         assert_eq!(basic(&c), "Basic dTpw");
-        assert!(!format!("{c:?}").contains('p') || !format!("{c:?}").contains("\"p\""));
+        let secret = RegistryCredentials {
+            username: "me".into(),
+            password: "s3cret".into(),
+        };
+        let shown = format!("{secret:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 }

@@ -110,6 +110,25 @@ pub async fn pull(
     let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
         .chain(&manifest.layers)
         .collect();
+    // Every size is checked against its cap before any is added up, so a
+    // manifest of absurd sizes is refused rather than overflowing the sum.
+    for (i, blob) in blobs.iter().enumerate() {
+        let limit = if i == 0 {
+            MAX_CONFIG_BYTES
+        } else {
+            MAX_LAYER_BYTES
+        };
+        if blob.size > limit {
+            return Err(RegistryError::corrupt(
+                reference.registry(),
+                format!("blob {}", blob.digest),
+                format!(
+                    "its descriptor says {} bytes, more than the {limit} allowed",
+                    blob.size
+                ),
+            ));
+        }
+    }
     let bytes: u64 = blobs.iter().map(|b| b.size).sum();
     progress(PullProgress::Resolved {
         digest: digest.clone(),
@@ -118,13 +137,8 @@ pub async fn pull(
     });
     let mut layout = LayoutWriter::create(&archive).await?;
     for (i, blob) in blobs.iter().enumerate() {
-        let limit = if i == 0 {
-            MAX_CONFIG_BYTES
-        } else {
-            MAX_LAYER_BYTES
-        };
         if !layout.has_blob(&blob.digest) {
-            session.fetch_blob(blob, limit, &mut layout).await?;
+            session.fetch_blob(blob, &mut layout).await?;
         }
         progress(PullProgress::Fetched {
             digest: blob.digest.clone(),
@@ -331,24 +345,14 @@ impl Session<'_> {
         ))
     }
 
-    /// Streams the blob `blob` into `layout`, checking its size and digest.
+    /// Streams the blob `blob` (its size already checked against its cap)
+    /// into `layout`, checking its length and digest as it comes.
     async fn fetch_blob(
         &mut self,
         blob: &Descriptor,
-        limit: u64,
         layout: &mut LayoutWriter,
     ) -> Result<(), RegistryError> {
         let what = format!("blob {}", blob.digest);
-        if blob.size > limit {
-            return Err(RegistryError::corrupt(
-                self.registry(),
-                &what,
-                format!(
-                    "its descriptor says {} bytes, more than the {limit} allowed",
-                    blob.size
-                ),
-            ));
-        }
         let path = format!("/v2/{}/blobs/{}", self.reference.repository(), blob.digest);
         let (url, response) = self.get(&path, None).await?;
         self.check_status(&url, response.status(), &what)?;
