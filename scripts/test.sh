@@ -68,6 +68,8 @@ stop_all() {
     done
 }
 trap stop_all EXIT
+# In name order: registry.sh pushes the busybox image that containerd.sh
+# builds (ZIXIAO_TEST_BUSYBOX_OCI), so containerd starts first.
 for service in scripts/services/*.sh; do
     [ -e "$service" ] || continue
     started+=("$service")

@@ -647,6 +647,23 @@ pub(crate) enum ImageCommand {
         #[command(flatten)]
         target: ImageTarget,
     },
+    /// Pull an image from an OCI registry (HTTPS; plain HTTP only for
+    /// loopback registries and those given with --insecure-registry).
+    Pull {
+        /// `[registry[:port]/]repository[:tag|@sha256:digest]`.
+        reference: String,
+        /// A registry (`host` or `host:port`) that may be reached over plain HTTP.
+        #[arg(long = "insecure-registry", value_name = "HOST")]
+        insecure_registries: Vec<String>,
+        /// User name for the registry (with --password-stdin).
+        #[arg(long, requires = "password_stdin")]
+        username: Option<String>,
+        /// Read the registry password from standard input.
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        #[command(flatten)]
+        target: ImageTarget,
+    },
     /// List images.
     List {
         #[command(flatten)]

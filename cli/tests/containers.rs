@@ -429,3 +429,79 @@ fn a_project_quota_admits_up_to_its_limit_and_a_delete_gives_room_back() {
     let web: serde_json::Value = serde_json::from_str(&web).expect("json");
     assert_eq!(web["usage"]["instances"], 0, "{web}");
 }
+
+#[test]
+fn an_image_pulled_from_the_loopback_registry_runs_and_bad_references_name_the_part() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let Some(image) = runtime_endpoint("ZIXIAO_TEST_REGISTRY_BUSYBOX", "the loopback registry")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let out = zixiao(state, &socket, &["-o", "json", "image", "pull", &image]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pulled: serde_json::Value = serde_json::from_str(&ok(out)).expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+    // One line per verified blob: busybox has a config and one layer.
+    assert!(
+        stderr.contains("[1/2] sha256:") && stderr.contains("[2/2] sha256:"),
+        "{stderr}"
+    );
+    assert!(ok(zixiao(state, &socket, &["image", "list"])).contains(&image));
+
+    let name = format!("pulled-{}", std::process::id());
+    let create = [
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        &image,
+        "--name",
+        &name,
+        "--",
+        "echo",
+        "hi",
+    ];
+    ok(zixiao(state, &socket, &create));
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = ok(zixiao(state, &socket, &["instance", "logs", &name]));
+        if logs.contains("hi") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(logs, "hi\n");
+    ok(zixiao(state, &socket, &["instance", "delete", &name]));
+
+    // A bad reference is invalid input (exit 2) naming the part.
+    let bad = zixiao(
+        state,
+        &socket,
+        &["image", "pull", "127.0.0.1:25000/busybox:.bad"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("image.tag") && stderr.contains(".bad"),
+        "{stderr}"
+    );
+    // An unknown tag is NotFound (exit 1) naming what is missing.
+    let registry = image.rsplit_once('/').map(|(r, _)| r).unwrap_or_default();
+    let missing = zixiao(
+        state,
+        &socket,
+        &["image", "pull", &format!("{registry}/busybox:nope")],
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("busybox:nope") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    ok(zixiao(state, &socket, &["image", "rm", &image]));
+}

@@ -355,3 +355,54 @@ async fn a_create_through_the_endpoint_that_cannot_run_exits_1() {
     );
     ok(remote(&server.admin, &["instance", "delete", "huge"]));
 }
+
+#[tokio::test]
+async fn an_image_pulled_through_the_server_runs() {
+    let Some(runtimes) = Runtimes::from_env() else {
+        return;
+    };
+    let Some(image) = runtime_endpoint("ZIXIAO_TEST_REGISTRY_BUSYBOX", "the loopback registry")
+    else {
+        return;
+    };
+    let state = state_dir();
+    let server = Server::start(state.path(), &runtimes);
+    let admin = server.admin.as_str();
+    // Over gRPC: the server's node pulls, and the progress reaches the client.
+    let out = remote(admin, &["-o", "json", "image", "pull", &image]);
+    let stderr = text(&out.stderr);
+    let pulled = json(out);
+    assert_eq!(pulled["name"], image.as_str());
+    assert!(
+        stderr.contains("[2/2] sha256:") && stderr.contains("unpacking"),
+        "{stderr}"
+    );
+    let name = format!("pulled-{}", std::process::id());
+    ok(remote(
+        admin,
+        &[
+            "instance",
+            "create",
+            "--type",
+            "container",
+            "--image",
+            &image,
+            "--name",
+            &name,
+            "--",
+            "echo",
+            "hi",
+        ],
+    ));
+    wait_for_log(admin, &name, "hi").await;
+    ok(remote(admin, &["instance", "delete", &name]));
+    ok(remote(admin, &["image", "rm", &image]));
+    // A malformed reference is refused before anything is sent, naming the part.
+    let bad = remote(admin, &["image", "pull", "Registry.Example/UPPER:1"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad.stderr));
+    assert!(
+        text(&bad.stderr).contains("repository"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -16,7 +16,7 @@ use zixiao_core::model::{InstallationId, Network};
 use zixiao_core::{Driver, DriverError, Error, Instance, InstanceType, NetworkHost, NodeAgent};
 
 use crate::console::{self, OutputStream};
-use crate::convert::{decode_all, decode_instance_type};
+use crate::convert::{decode_all, decode_instance_type, decode_pull_options};
 use crate::membership::duration;
 use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
@@ -354,6 +354,30 @@ impl AgentService for AgentServer {
         let images = driver.require_images().map_err(driver_status)?;
         images.remove(&request.name).await.map_err(driver_status)?;
         done()
+    }
+
+    type PullImageStream = crate::server::MessageStream<pb::PullEvent>;
+
+    async fn pull_image(
+        &self,
+        request: Request<pb::AgentPullRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let request = request.into_inner();
+        let instance_type = decode_instance_type(request.r#type, "type");
+        let driver = self.driver(instance_type.map_err(invalid)?)?;
+        driver.require_images().map_err(driver_status)?;
+        let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
+            .map_err(|e| invalid(e.into()))?;
+        let options = decode_pull_options(request.credentials, request.insecure_registries);
+        Ok(Response::new(crate::server::pull_events(
+            move |report| async move {
+                let images = driver.require_images().map_err(driver_status)?;
+                images
+                    .pull(&reference, &options, &*report)
+                    .await
+                    .map_err(driver_status)
+            },
+        )))
     }
 
     async fn list_runtime_instances(

@@ -15,7 +15,10 @@ use tonic::transport::Channel;
 use zixiao_core::api::{Api, Client, Request, Response};
 use zixiao_core::{Error, Result};
 
-use crate::convert::{decode_all, encode_instance_type, encode_role, wire_time};
+use crate::convert::{
+    decode_all, decode_pull_event, encode_instance_type, encode_pull_options, encode_role,
+    wire_time,
+};
 use crate::pb;
 use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::cluster_service_client::ClusterServiceClient;
@@ -348,6 +351,35 @@ impl Api for GrpcClient {
                 return Err(self.local_files(operation, &archive))
             }
             Request::BackupState { to } => return Err(self.local_files(operation, &to)),
+            Request::PullImage {
+                node,
+                instance_type,
+                reference,
+                options,
+                progress,
+            } => {
+                let (credentials, insecure_registries) = encode_pull_options(options);
+                let request = pb::PullImageRequest {
+                    node,
+                    r#type: encode_instance_type(instance_type),
+                    reference: reference.to_string(),
+                    credentials,
+                    insecure_registries,
+                };
+                let mut events = self.answer(self.images.clone().pull_image(request).await)?;
+                while let Some(event) = events.next().await {
+                    let Some(event) = event.map_err(|s| self.error(s))?.event else {
+                        continue;
+                    };
+                    match self.decoded(decode_pull_event(event))? {
+                        Ok(p) => progress.report(p),
+                        Err(image) => return Ok(Response::Images(vec![image])),
+                    }
+                }
+                return Err(Error::Internal(
+                    "the server ended the pull without saying what it pulled".to_owned(),
+                ));
+            }
             Request::ListImages {
                 node,
                 instance_type,

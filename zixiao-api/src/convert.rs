@@ -26,7 +26,8 @@ use zixiao_core::api::{
 };
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
 use zixiao_core::driver::{
-    Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
+    Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress,
+    RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
     Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
@@ -808,6 +809,86 @@ impl TryFrom<pb::ImageInfo> for ImageInfo {
             digest: i.digest,
             size_bytes: i.size_bytes,
         })
+    }
+}
+
+impl From<PullProgress> for pb::PullEvent {
+    fn from(p: PullProgress) -> Self {
+        use pb::pull_event::Event;
+        let event = match p {
+            PullProgress::Resolved {
+                digest,
+                blobs,
+                bytes,
+            } => Event::Resolved(pb::PullResolved {
+                digest,
+                blobs: blobs as u64,
+                bytes,
+            }),
+            PullProgress::Fetched {
+                digest,
+                size,
+                index,
+                count,
+            } => Event::Fetched(pb::PullFetched {
+                digest,
+                size,
+                index: index as u64,
+                count: count as u64,
+            }),
+            PullProgress::Unpacking => Event::Unpacking(()),
+        };
+        pb::PullEvent { event: Some(event) }
+    }
+}
+
+/// A pull event from the wire: progress, or (`Err`) the image pulled.
+pub(crate) fn decode_pull_event(
+    event: pb::pull_event::Event,
+) -> Result<std::result::Result<PullProgress, ImageInfo>> {
+    use pb::pull_event::Event;
+    let count = |n: u64, at: &str| {
+        usize::try_from(n).map_err(|_| Error::invalid(at, format!("{n} is out of range")))
+    };
+    Ok(Ok(match event {
+        Event::Resolved(r) => PullProgress::Resolved {
+            digest: r.digest,
+            blobs: count(r.blobs, "pull.resolved.blobs")?,
+            bytes: r.bytes,
+        },
+        Event::Fetched(f) => PullProgress::Fetched {
+            digest: f.digest,
+            size: f.size,
+            index: count(f.index, "pull.fetched.index")?,
+            count: count(f.count, "pull.fetched.count")?,
+        },
+        Event::Unpacking(()) => PullProgress::Unpacking,
+        Event::Image(image) => return Ok(Err(image.try_into()?)),
+    }))
+}
+
+/// The wire form of pull options: credentials and insecure registries.
+pub(crate) fn encode_pull_options(
+    options: PullOptions,
+) -> (Option<pb::RegistryCredentials>, Vec<String>) {
+    let credentials = options.credentials.map(|c| pb::RegistryCredentials {
+        username: c.username,
+        password: c.password,
+    });
+    (credentials, options.insecure_registries)
+}
+
+/// Pull options from the wire.
+pub(crate) fn decode_pull_options(
+    credentials: Option<pb::RegistryCredentials>,
+    insecure_registries: Vec<String>,
+) -> PullOptions {
+    PullOptions {
+        credentials: credentials.map(|c| RegistryCredentials {
+            username: c.username,
+            password: c.password,
+        }),
+        insecure_registries,
     }
 }
 

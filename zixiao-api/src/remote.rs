@@ -21,7 +21,7 @@ use zixiao_core::{
     NodeFacts, NodeRegistration, RuntimeState,
 };
 
-use crate::convert::{decode_all, encode_instance_type};
+use crate::convert::{decode_all, decode_pull_event, encode_instance_type, encode_pull_options};
 use crate::membership::wire_duration;
 use crate::pb;
 use crate::pb::agent_service_client::AgentServiceClient;
@@ -482,6 +482,41 @@ impl Images for RemoteDriver {
             archive.display(),
             self.agent.node
         )))
+    }
+
+    /// The node pulls from the registry itself; its events cross back.
+    async fn pull(
+        &self,
+        reference: &zixiao_core::ImageRef,
+        options: &zixiao_core::driver::PullOptions,
+        progress: &(dyn Fn(zixiao_core::driver::PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo, DriverError> {
+        let (credentials, insecure_registries) = encode_pull_options(options.clone());
+        let request = pb::AgentPullRequest {
+            r#type: encode_instance_type(self.instance_type),
+            reference: reference.to_string(),
+            credentials,
+            insecure_registries,
+        };
+        let mut events = self
+            .client()
+            .pull_image(request)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        while let Some(event) = events.message().await.map_err(|s| self.error(s))? {
+            let Some(event) = event.event else {
+                continue;
+            };
+            match decode_pull_event(event).map_err(|e| self.agent.bad_reply("pull image", e))? {
+                Ok(p) => progress(p),
+                Err(image) => return Ok(image),
+            }
+        }
+        Err(self.agent.bad_reply(
+            "pull image",
+            zixiao_core::Error::Internal("the agent ended the pull without the image".to_owned()),
+        ))
     }
 
     async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {

@@ -18,7 +18,9 @@ use zixiao_core::api::{Api, AuditQuery, Client, TokenTerms, Wait};
 use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
-use crate::convert::{decode_instance_type, decode_optional_time, decode_role, required_role};
+use crate::convert::{
+    decode_instance_type, decode_optional_time, decode_pull_options, decode_role, required_role,
+};
 use crate::pb;
 use crate::pb::audit_service_server::{AuditService, AuditServiceServer};
 use crate::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
@@ -454,8 +456,64 @@ impl SnapshotService for ApiServer {
     }
 }
 
+/// Reports a pull's progress, as the driver's callback does.
+pub(crate) type PullReport = Arc<dyn Fn(zixiao_core::driver::PullProgress) + Send + Sync>;
+
+/// Runs the pull `start` makes (given where to report), streaming its
+/// progress and then the image or the error as PullEvents: how both
+/// ImageService and AgentService answer a pull.
+pub(crate) fn pull_events<F, Fut>(start: F) -> MessageStream<pb::PullEvent>
+where
+    F: FnOnce(PullReport) -> Fut,
+    Fut: std::future::Future<Output = Result<zixiao_core::driver::ImageInfo, Status>>
+        + Send
+        + 'static,
+{
+    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let progress_events = events.clone();
+    let report: PullReport = Arc::new(move |p| {
+        let _ = progress_events.send(Ok(pb::PullEvent::from(p)));
+    });
+    let pulling = start(report);
+    tokio::spawn(async move {
+        let last = pulling.await.map(|image| pb::PullEvent {
+            event: Some(pb::pull_event::Event::Image(image.into())),
+        });
+        let _ = events.send(last);
+    });
+    Box::pin(tokio_stream::wrappers::UnboundedReceiverStream::new(
+        receiver,
+    ))
+}
+
 #[tonic::async_trait]
 impl ImageService for ApiServer {
+    type PullImageStream = MessageStream<pb::PullEvent>;
+
+    async fn pull_image(
+        &self,
+        request: Request<pb::PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let instance_type = if request.r#type == pb::InstanceType::Unspecified as i32 {
+            zixiao_core::InstanceType::Container
+        } else {
+            decode_instance_type(request.r#type, "type").map_err(status)?
+        };
+        let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
+            .map_err(|e| status(e.into()))?;
+        let options = decode_pull_options(request.credentials, request.insecure_registries);
+        let node = request.node;
+        Ok(Response::new(pull_events(move |report| async move {
+            let progress = zixiao_core::api::Progress::new(move |p| report(p));
+            client
+                .pull_image(node.as_deref(), instance_type, reference, options, progress)
+                .await
+                .map_err(status)
+        })))
+    }
+
     async fn list_images(
         &self,
         request: Request<pb::ListImagesRequest>,

@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::{AgentServer, Gate};
 use zixiao_api::remote::RemoteAgent;
-use zixiao_core::driver::{ImageInfo, Images, ImportProgress, Inventory, SnapshotInfo, Snapshots};
+use zixiao_core::driver::{
+    ImageInfo, Images, ImportProgress, Inventory, PullOptions, PullProgress, RegistryCredentials,
+    SnapshotInfo, Snapshots,
+};
 use zixiao_core::host::HostFacts;
 use zixiao_core::Api;
 use zixiao_core::{
@@ -397,6 +400,8 @@ struct Stocked {
     fake: FakeDriver,
     images: Mutex<Vec<ImageInfo>>,
     held: Mutex<BTreeSet<String>>,
+    /// The options of the last pull, as they reached the node.
+    pulled_with: Mutex<Option<PullOptions>>,
 }
 
 #[async_trait]
@@ -442,6 +447,38 @@ impl Images for Stocked {
     ) -> Result<Vec<ImageInfo>, DriverError> {
         Err(DriverError::Unsupported("not in this test".into()))
     }
+    /// Only `busybox` repositories exist; each pull reports one blob.
+    async fn pull(
+        &self,
+        reference: &zixiao_core::ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo, DriverError> {
+        *self.pulled_with.lock().expect("lock") = Some(options.clone());
+        if !reference.repository().ends_with("busybox") {
+            return Err(DriverError::NotFound(format!("image `{reference}`")));
+        }
+        let digest = "sha256:0456".to_owned();
+        progress(PullProgress::Resolved {
+            digest: digest.clone(),
+            blobs: 1,
+            bytes: 4096,
+        });
+        progress(PullProgress::Fetched {
+            digest: digest.clone(),
+            size: 4096,
+            index: 1,
+            count: 1,
+        });
+        progress(PullProgress::Unpacking);
+        let image = ImageInfo {
+            name: reference.to_string(),
+            digest,
+            size_bytes: 4096,
+        };
+        self.images.lock().expect("lock").push(image.clone());
+        Ok(image)
+    }
     async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {
         Ok(self.images.lock().expect("lock").clone())
     }
@@ -478,6 +515,7 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
         fake: FakeDriver::new(InstanceType::Container),
         images: Mutex::new(vec![busybox.clone()]),
         held: Mutex::new(["orphan-1".to_owned()].into()),
+        pulled_with: Mutex::new(None),
     });
     let (client, controller, _dir) = rig(driver.clone()).await;
 
@@ -497,6 +535,51 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
         .await
         .expect("remove");
     assert!(driver.images.lock().expect("lock").is_empty());
+    // A pull runs on the node, its progress and options crossing both hops.
+    let options = PullOptions {
+        credentials: Some(RegistryCredentials {
+            username: "me".into(),
+            password: "secret".into(),
+        }),
+        insecure_registries: vec!["reg.lan:5000".into()],
+    };
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    let reference = zixiao_core::ImageRef::try_from("reg.lan:5000/busybox:1").expect("ref");
+    let pulled = client
+        .pull_image(
+            Some("node-a"),
+            InstanceType::Container,
+            reference,
+            options.clone(),
+            zixiao_core::api::Progress::new(move |p| seen.lock().expect("lock").push(p)),
+        )
+        .await
+        .expect("pull");
+    assert_eq!(pulled.name, "reg.lan:5000/busybox:1");
+    assert_eq!(
+        events.lock().expect("lock").len(),
+        3,
+        "resolved, fetched, unpacking"
+    );
+    assert_eq!(
+        driver.pulled_with.lock().expect("lock").as_ref(),
+        Some(&options)
+    );
+    assert_eq!(driver.images.lock().expect("lock").clone(), [pulled]);
+    let unknown = zixiao_core::ImageRef::try_from("reg.lan:5000/nothing:1").expect("ref");
+    let missing = client
+        .pull_image(
+            None,
+            InstanceType::Container,
+            unknown,
+            PullOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect_err("no such image");
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{}", missing.chain());
+    driver.images.lock().expect("lock").clear();
     // The archive of an import is a file of the server's machine.
     let import = controller
         .call(zixiao_core::api::Request::ImportImages {

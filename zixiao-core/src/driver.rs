@@ -428,6 +428,64 @@ pub struct ImportProgress {
     pub total: u64,
 }
 
+/// A user name and password for a registry (basic auth, or the credentials
+/// a token server exchanges for a bearer token). The password never appears
+/// in `Debug` output, so a request that carries it can be logged.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCredentials {
+    /// The user name.
+    pub username: String,
+    /// The password or access token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to reach a registry for a pull.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullOptions {
+    /// Credentials for the image's registry; without them the pull is anonymous.
+    pub credentials: Option<RegistryCredentials>,
+    /// Registries (`host` or `host:port`) that may be reached over plain
+    /// HTTP. Loopback registries always may; every other one is HTTPS only.
+    pub insecure_registries: Vec<String>,
+}
+
+/// What a pull has done so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum PullProgress {
+    /// The manifest for this node's platform was found.
+    Resolved {
+        /// The manifest's digest.
+        digest: String,
+        /// How many blobs (config and layers) follow.
+        blobs: usize,
+        /// Their size in bytes.
+        bytes: u64,
+    },
+    /// One blob was fetched and its digest and size verified.
+    Fetched {
+        /// Its digest.
+        digest: String,
+        /// Its size in bytes.
+        size: u64,
+        /// Its position, from 1.
+        index: usize,
+        /// How many blobs there are.
+        count: usize,
+    },
+    /// Every blob is verified; the runtime is storing and unpacking them.
+    Unpacking,
+}
+
 /// Capability: import, list and remove images on the node.
 #[async_trait]
 pub trait Images: Send + Sync {
@@ -441,6 +499,27 @@ pub trait Images: Send + Sync {
         archive: &std::path::Path,
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError>;
+
+    /// Pulls `reference` from its registry onto the node, verifying every
+    /// blob's digest and size, and stores it as [`Images::import`] does.
+    /// Idempotent: an image pulled again is updated. On failure nothing is
+    /// left behind. Errors: `NotFound` (no such repository, tag or digest,
+    /// or no manifest for this platform), `InvalidArgument` (the registry
+    /// served content that does not match its digest or is malformed),
+    /// `FailedPrecondition` (plain HTTP to a registry not marked insecure,
+    /// credentials refused), `Unavailable` (the registry or runtime cannot
+    /// be reached), `Unsupported` (this runtime cannot pull, the default).
+    async fn pull(
+        &self,
+        reference: &crate::model::ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo, DriverError> {
+        let _ = (options, progress);
+        Err(DriverError::Unsupported(format!(
+            "this runtime cannot pull images from a registry (`{reference}`)"
+        )))
+    }
 
     /// Every image on the node, by name. Errors: `Unavailable`.
     async fn list(&self) -> Result<Vec<ImageInfo>, DriverError>;

@@ -136,6 +136,15 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<crate::model::InvalidImageRef> for Error {
+    fn from(e: crate::model::InvalidImageRef) -> Self {
+        Error::InvalidArgument {
+            field: format!("image.{}", e.part.as_str()),
+            reason: e.to_string(),
+        }
+    }
+}
+
 impl Error {
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {

@@ -47,9 +47,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use instance_locks::{InstanceHold, InstanceLocks};
 pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
-    Condition, ConditionType, CreateInstance, DesiredState, Instance, InstanceId, InstanceSpec,
-    InstanceStatus, InstanceType, MicrovmBackend, Network, NetworkAttachment, Node, NodeId,
-    NodeRegistration, NodeRole, NodeStatus, Placement, Resources, RestartPolicy,
+    Condition, ConditionType, CreateInstance, DesiredState, ImageRef, Instance, InstanceId,
+    InstanceSpec, InstanceStatus, InstanceType, MicrovmBackend, Network, NetworkAttachment, Node,
+    NodeId, NodeRegistration, NodeRole, NodeStatus, Placement, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

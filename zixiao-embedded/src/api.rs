@@ -125,6 +125,23 @@ impl Api for Embedded {
                 };
                 self.controller.call(request).await
             }
+            Request::PullImage {
+                node,
+                instance_type,
+                reference,
+                options,
+                progress,
+            } => {
+                let node = node.or_else(local);
+                let request = Request::PullImage {
+                    node,
+                    instance_type,
+                    reference,
+                    options,
+                    progress,
+                };
+                self.controller.call(request).await
+            }
             Request::ListImages {
                 node,
                 instance_type,

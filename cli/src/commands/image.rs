@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use zixiao_core::api::Progress;
-use zixiao_core::driver::{ImageInfo, ImportProgress};
-use zixiao_core::{Client, InstanceType, Result};
+use zixiao_core::driver::{
+    ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials,
+};
+use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
 
 use crate::args::{Format, ImageCommand};
 use crate::output::{bytes, print, Table};
@@ -33,6 +35,49 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                 eprintln!();
             }
             print(format, &images, |i| image_table(i))?;
+        }
+        ImageCommand::Pull {
+            reference,
+            insecure_registries,
+            username,
+            password_stdin,
+            target,
+        } => {
+            let ty = InstanceType::from_str(&target.instance_type)?;
+            let reference = ImageRef::try_from(reference.as_str())?;
+            let credentials = match (username, password_stdin) {
+                (Some(username), true) => Some(RegistryCredentials {
+                    username,
+                    password: read_password().await?,
+                }),
+                _ => None,
+            };
+            let options = PullOptions {
+                credentials,
+                insecure_registries,
+            };
+            let progress = Progress::new(|p: PullProgress| match p {
+                PullProgress::Resolved {
+                    digest,
+                    blobs,
+                    bytes: size,
+                } => {
+                    eprintln!("manifest {digest}: {blobs} blobs, {}", bytes(size))
+                }
+                PullProgress::Fetched {
+                    digest,
+                    size,
+                    index,
+                    count,
+                } => {
+                    eprintln!("[{index}/{count}] {digest} {} verified", bytes(size))
+                }
+                PullProgress::Unpacking => eprintln!("unpacking"),
+            });
+            let image = client
+                .pull_image(target.node.as_deref(), ty, reference, options, progress)
+                .await?;
+            print(format, &image, |i| image_table(std::slice::from_ref(i)))?;
         }
         ImageCommand::List { target } => {
             let ty = InstanceType::from_str(&target.instance_type)?;
@@ -66,4 +111,26 @@ fn image_table(images: &[ImageInfo]) -> String {
         ]);
     }
     table.render()
+}
+
+/// The password on standard input, without its line ending.
+async fn read_password() -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut password = String::new();
+    // A password is short; the cap keeps a mistaken pipe from filling memory.
+    tokio::io::stdin()
+        .take(64 * 1024)
+        .read_to_string(&mut password)
+        .await
+        .map_err(|e| {
+            Error::invalid("password-stdin", format!("cannot read standard input: {e}"))
+        })?;
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    if password.is_empty() {
+        return Err(Error::invalid(
+            "password-stdin",
+            "standard input held no password",
+        ));
+    }
+    Ok(password)
 }

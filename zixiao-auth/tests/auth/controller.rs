@@ -277,6 +277,18 @@ async fn every_attack_is_refused_and_leaves_only_its_audit_record() {
             },
             ErrorKind::PermissionDenied,
         ),
+        (
+            "a viewer pulling an image",
+            Some(vera.expose().into()),
+            Request::PullImage {
+                node: None,
+                instance_type: InstanceType::Container,
+                reference: "127.0.0.1:5000/busybox:1".try_into().unwrap(),
+                options: Default::default(),
+                progress: Default::default(),
+            },
+            ErrorKind::PermissionDenied,
+        ),
     ];
     for (what, bearer, request, kind) in attacks {
         let api = c.api(bearer.as_deref()).await;

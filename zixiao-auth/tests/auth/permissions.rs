@@ -109,6 +109,13 @@ fn every_request() -> Vec<Request> {
             archive: PathBuf::from("/etc/shadow"),
             progress: Progress::ignore(),
         },
+        Request::PullImage {
+            node: None,
+            instance_type: InstanceType::Container,
+            reference: "127.0.0.1:5000/busybox:1".try_into().unwrap(),
+            options: Default::default(),
+            progress: Progress::ignore(),
+        },
         Request::ListImages {
             node: None,
             instance_type: InstanceType::Container,
@@ -213,6 +220,7 @@ fn the_rules_by_role_and_project() {
         ("snapshot.export", [false, false, false, false]),
         ("instance.restore", [false, false, false, false]),
         ("image.import", [false, false, false, false]),
+        ("image.pull", [false, false, false, true]),
         ("image.list", [true, true, true, true]),
         ("image.remove", [false, false, false, true]),
         ("node.list", [false, true, true, true]),

@@ -13,8 +13,12 @@ use super::access::{
 };
 use super::{Api, Progress, Request, Response, Wait};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
-use crate::driver::{ConsoleStream, ImageInfo, InstanceStats, LogChunk, SnapshotInfo};
-use crate::model::{CreateInstance, CreateNetwork, Instance, InstanceType, Network, Node};
+use crate::driver::{
+    ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
+};
+use crate::model::{
+    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, Network, Node,
+};
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
 
@@ -245,6 +249,28 @@ impl Client {
             progress,
         };
         expect!(self, request, Images)
+    }
+
+    /// See [`Request::PullImage`]; the image pulled.
+    pub async fn pull_image(
+        &self,
+        node: Option<&str>,
+        instance_type: InstanceType,
+        reference: ImageRef,
+        options: PullOptions,
+        progress: Progress<PullProgress>,
+    ) -> Result<ImageInfo> {
+        let request = Request::PullImage {
+            node: node.map(str::to_owned),
+            instance_type,
+            reference,
+            options,
+            progress,
+        };
+        let images: Vec<ImageInfo> = expect!(self, request, Images)?;
+        images.into_iter().next().ok_or_else(|| {
+            Error::Internal("a pull answered without the image it pulled".to_owned())
+        })
     }
 
     /// See [`Request::ListImages`].

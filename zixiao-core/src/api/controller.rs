@@ -158,6 +158,20 @@ impl Api for Controller {
                     .await?;
                 Response::Images(images)
             }
+            Request::PullImage {
+                node,
+                instance_type,
+                reference,
+                options,
+                progress,
+            } => {
+                let node = self.image_node(node).await?;
+                let report = move |p| progress.report(p);
+                let image = self
+                    .pull_image(&node, instance_type, &reference, &options, &report)
+                    .await?;
+                Response::Images(vec![image])
+            }
             Request::ListImages {
                 node,
                 instance_type,

@@ -45,8 +45,12 @@ pub use client::Client;
 
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::SnapshotInfo;
-use crate::driver::{ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk};
-use crate::model::{CreateInstance, CreateNetwork, Instance, InstanceType, Network, Node};
+use crate::driver::{
+    ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
+};
+use crate::model::{
+    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, Network, Node,
+};
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
 
@@ -101,13 +105,13 @@ impl From<bool> for Wait {
     }
 }
 
-/// Called as an image import reads its archive.
-#[derive(Clone)]
-pub struct Progress(Arc<dyn Fn(ImportProgress) + Send + Sync>);
+/// Called as an image import reads its archive ([`ImportProgress`]) or a
+/// pull fetches its blobs ([`PullProgress`]).
+pub struct Progress<P = ImportProgress>(Arc<dyn Fn(P) + Send + Sync>);
 
-impl Progress {
+impl<P> Progress<P> {
     /// Reports to `report`.
-    pub fn new(report: impl Fn(ImportProgress) + Send + Sync + 'static) -> Self {
+    pub fn new(report: impl Fn(P) + Send + Sync + 'static) -> Self {
         Progress(Arc::new(report))
     }
 
@@ -117,18 +121,25 @@ impl Progress {
     }
 
     /// Reports `progress`.
-    pub fn report(&self, progress: ImportProgress) {
+    pub fn report(&self, progress: P) {
         (self.0)(progress)
     }
 }
 
-impl Default for Progress {
+// By hand: a derive would ask `P: Clone`, which the `Arc` does not need.
+impl<P> Clone for Progress<P> {
+    fn clone(&self) -> Self {
+        Progress(Arc::clone(&self.0))
+    }
+}
+
+impl<P> Default for Progress<P> {
     fn default() -> Self {
         Progress::ignore()
     }
 }
 
-impl fmt::Debug for Progress {
+impl<P> fmt::Debug for Progress<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Progress")
     }
@@ -333,6 +344,26 @@ pub enum Request {
         archive: PathBuf,
         /// Told as the archive is read.
         progress: Progress,
+    },
+    /// Pulls `reference` from its registry into a node's runtime for
+    /// `instance_type`, verifying every blob. [`Response::Images`] with the
+    /// one image pulled. Idempotent. Errors: `NotFound` (node, repository,
+    /// tag, digest, or no manifest for the node's platform),
+    /// `InvalidArgument` (the registry served content that does not match
+    /// its digest), `FailedPrecondition` (plain HTTP to a registry not
+    /// marked insecure, credentials refused), `Unavailable`, `Unsupported`
+    /// (that runtime cannot pull).
+    PullImage {
+        /// The node (`None`: the only node there is).
+        node: Option<String>,
+        /// Which runtime of the node.
+        instance_type: InstanceType,
+        /// The image.
+        reference: ImageRef,
+        /// Credentials and insecure registries.
+        options: PullOptions,
+        /// Told as each blob is fetched.
+        progress: Progress<PullProgress>,
     },
     /// The images a node's runtime for `instance_type` holds.
     /// [`Response::Images`]. Read-only. Errors: `NotFound`, `Unsupported`.
@@ -540,6 +571,7 @@ impl Request {
             Request::ExportSnapshot { .. } => "snapshot.export",
             Request::RestoreInstance { .. } => "instance.restore",
             Request::ImportImages { .. } => "image.import",
+            Request::PullImage { .. } => "image.pull",
             Request::ListImages { .. } => "image.list",
             Request::RemoveImage { .. } => "image.remove",
             Request::BackupState { .. } => "state.backup",
@@ -600,6 +632,12 @@ impl Request {
             Request::ImportImages { node: n, .. } | Request::ListImages { node: n, .. } => {
                 n.as_deref().and_then(node)
             }
+            Request::PullImage {
+                node: n, reference, ..
+            } => Some(match n {
+                Some(n) => format!("node {n} image {reference}"),
+                None => format!("image {reference}"),
+            }),
             Request::RemoveImage { node: n, name, .. } => Some(match n {
                 Some(n) => format!("node {n} image {name}"),
                 None => format!("image {name}"),

@@ -1,12 +1,13 @@
-//! Images on a node: import from a local archive, list, remove, through the
+//! Images on a node: import from a local archive, pull from a registry,
+//! list, remove, through the
 //! node's driver for an instance type (containers' images live in containerd).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use super::Controller;
-use crate::driver::{ImageInfo, Images, ImportProgress};
-use crate::model::InstanceType;
+use crate::driver::{ImageInfo, Images, ImportProgress, PullOptions, PullProgress};
+use crate::model::{ImageRef, InstanceType};
 use crate::{Driver, Result};
 
 impl Controller {
@@ -23,6 +24,23 @@ impl Controller {
     ) -> Result<Vec<ImageInfo>> {
         let driver = self.image_driver(node, instance_type).await?;
         Ok(images_of(&driver)?.import(archive, progress).await?)
+    }
+
+    /// Pulls `reference` from its registry into `node`'s runtime for
+    /// `instance_type`, calling `progress` per blob; see
+    /// [`Images::pull`] for the checks and error kinds.
+    pub async fn pull_image(
+        &self,
+        node: &str,
+        instance_type: InstanceType,
+        reference: &ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo> {
+        let driver = self.image_driver(node, instance_type).await?;
+        Ok(images_of(&driver)?
+            .pull(reference, options, progress)
+            .await?)
     }
 
     /// The images `node`'s runtime for `instance_type` holds, by name.

@@ -2,6 +2,7 @@
 //! count in. Plain serde data; [`CreateInstance::validate`] and
 //! [`NodeRegistration::validate`] reject invalid input with the field named.
 
+mod image_ref;
 mod instance;
 mod network;
 mod node;
@@ -9,6 +10,10 @@ mod resources;
 mod spec;
 mod validate;
 
+pub use image_ref::{
+    is_loopback_host, is_sha256_digest, ImageRef, ImageRefPart, InvalidImageRef, DEFAULT_REGISTRY,
+    DEFAULT_TAG,
+};
 pub use instance::{
     Condition, ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceId,
     InstanceStatus,

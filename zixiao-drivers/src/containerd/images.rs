@@ -1,7 +1,8 @@
 //! Images: importing local archives into containerd's content and image
 //! stores, unpacking their layers into snapshots, resolving an instance's
-//! image reference, listing and removing. No registry is involved: this is
-//! what an air-gapped node has.
+//! image reference, listing and removing. A pull from a registry
+//! (zixiao-registry) arrives here as a verified OCI layout archive and takes
+//! the import's path, so both are checked and stored one way.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,7 +20,8 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::Descriptor as ProtoDescriptor;
 use serde::{Deserialize, Serialize};
-use zixiao_core::driver::{ImageInfo, ImportProgress};
+use zixiao_core::driver::{ImageInfo, ImportProgress, PullOptions, PullProgress};
+use zixiao_core::model::ImageRef;
 use zixiao_core::DriverError;
 
 use super::archive::{self, Archive, Entry, MAX_JSON_BYTES};
@@ -184,15 +186,10 @@ pub(crate) fn normalize(reference: &str, field: &str) -> Result<String, DriverEr
     Ok(full)
 }
 
-/// The `GOARCH` name of this machine's architecture, as image indexes use it.
-fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
+/// The `GOARCH` name of this machine's architecture, as image indexes use
+/// it (the registry client owns the mapping, and pulls choose by it too).
+fn host_architecture() -> String {
+    zixiao_registry::manifest::Platform::host().architecture
 }
 
 fn is_index(media_type: &str) -> bool {
@@ -250,7 +247,7 @@ pub(crate) async fn resolve(conn: &Connection, reference: &str) -> Result<Resolv
     }
     let Some(image) = found else {
         return Err(DriverError::NotFound(format!(
-            "image `{reference}` ({full}; import it with `zixiao image import`)"
+            "image `{reference}` ({full}; pull it with `zixiao image pull {reference}` or import it with `zixiao image import`)"
         )));
     };
     let target = image.target.unwrap_or_default();
@@ -745,6 +742,35 @@ pub(crate) async fn import(
     released?;
     progress(ImportProgress { done: total, total });
     Ok(infos)
+}
+
+/// Pulls `reference` (see [`zixiao_core::driver::Images::pull`]) into a
+/// temporary OCI layout under `work_dir`, then imports it: the registry
+/// client has verified every blob, and the import checks the layout and
+/// each layer's diff id again as it stores and unpacks.
+pub(crate) async fn pull(
+    conn: &Connection,
+    snapshotter: &str,
+    work_dir: &Path,
+    reference: &ImageRef,
+    options: &PullOptions,
+    progress: &(dyn Fn(PullProgress) + Send + Sync),
+) -> Result<ImageInfo, DriverError> {
+    let pulled = zixiao_registry::pull(reference, options, work_dir, progress)
+        .await
+        .map_err(super::error::registry)?;
+    progress(PullProgress::Unpacking);
+    let images = import(conn, snapshotter, pulled.archive(), &|_| {}).await?;
+    // Best effort: the directory is temporary, and dropping removes it too.
+    let name = pulled.name.clone();
+    let _ = pulled.close();
+    images
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| DriverError::Runtime {
+            operation: format!("pull image {name}"),
+            source: "the pulled archive imported under another name".into(),
+        })
 }
 
 async fn write_and_name(

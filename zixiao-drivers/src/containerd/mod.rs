@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{ImageInfo, Images, ImportProgress, Inventory, Pause, Stats};
+use zixiao_core::driver::{
+    ImageInfo, Images, ImportProgress, Inventory, Pause, PullOptions, PullProgress, Stats,
+};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
 };
@@ -249,6 +251,30 @@ impl Images for ContainerdDriver {
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError> {
         images::import(&self.conn, &self.options.snapshotter, archive, progress).await
+    }
+
+    async fn pull(
+        &self,
+        reference: &zixiao_core::model::ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo, DriverError> {
+        let work_dir = self
+            .options
+            .state_dir
+            .join("containerd")
+            .join(&self.options.namespace)
+            .join("pulls");
+        let snapshotter = &self.options.snapshotter;
+        images::pull(
+            &self.conn,
+            snapshotter,
+            &work_dir,
+            reference,
+            options,
+            progress,
+        )
+        .await
     }
 
     async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {

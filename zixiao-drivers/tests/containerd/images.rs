@@ -122,14 +122,7 @@ async fn imports_oci_layouts_and_docker_archives_lists_and_removes() {
         .await
         .expect("import docker archive");
     assert_eq!(imported[0].name, "docker.io/library/dockerbox:v1");
-    let names: Vec<String> = fx
-        .driver
-        .list()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let names = fx.image_names().await;
     assert_eq!(
         names,
         [
@@ -162,14 +155,7 @@ async fn imports_oci_layouts_and_docker_archives_lists_and_removes() {
         fx.driver.remove("dockerbox:v1").await,
         Err(DriverError::NotFound(_))
     ));
-    let names: Vec<String> = fx
-        .driver
-        .list()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
+    let names = fx.image_names().await;
     assert_eq!(names, ["docker.io/library/busybox:latest"]);
     fx.finish().await;
 }

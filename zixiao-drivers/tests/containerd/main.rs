@@ -10,6 +10,7 @@ mod controller;
 mod driver;
 mod images;
 mod network;
+mod pull;
 mod recovery;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,17 @@ pub(crate) struct Fixture {
 /// The fixture for test `name`, with busybox imported, or `None` (skip)
 /// when no containerd is configured.
 pub(crate) async fn fixture(name: &str) -> Option<Fixture> {
+    let fx = empty_fixture(name).await?;
+    fx.driver
+        .import(&fx.busybox, &|_| {})
+        .await
+        .expect("import busybox");
+    Some(fx)
+}
+
+/// The fixture for test `name` with no image in its namespace, or `None`
+/// (skip) when no containerd is configured.
+pub(crate) async fn empty_fixture(name: &str) -> Option<Fixture> {
     let socket = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")?;
     let busybox = runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox OCI archive")?;
     let namespace = format!(
@@ -59,10 +71,6 @@ pub(crate) async fn fixture(name: &str) -> Option<Fixture> {
     let driver = ContainerdDriver::connect(options)
         .await
         .expect("connect to containerd");
-    driver
-        .import(Path::new(&busybox), &|_| {})
-        .await
-        .expect("import busybox");
     Some(Fixture {
         driver: Arc::new(driver),
         socket: PathBuf::from(socket),
@@ -173,6 +181,12 @@ impl Fixture {
         .await
     }
 
+    /// The names of the images in the namespace, in order.
+    pub(crate) async fn image_names(&self) -> Vec<String> {
+        let images = self.driver.list().await.expect("list images");
+        images.into_iter().map(|i| i.name).collect()
+    }
+
     /// Reads the whole log of `instance` so far.
     pub(crate) async fn log(&self, instance: &Instance) -> String {
         let chunk = self
@@ -246,10 +260,19 @@ impl Fixture {
         let delete = containerd_client::services::v1::DeleteNamespaceRequest {
             name: self.namespace.clone(),
         };
-        containerd_client::services::v1::namespaces_client::NamespacesClient::new(client.channel())
-            .delete(delete)
-            .await
-            .expect("delete the test's namespace");
+        let deleted = containerd_client::services::v1::namespaces_client::NamespacesClient::new(
+            client.channel(),
+        )
+        .delete(delete)
+        .await;
+        // A test that stored nothing never made its namespace.
+        if let Err(status) = deleted {
+            assert_eq!(
+                status.code(),
+                containerd_client::tonic::Code::NotFound,
+                "delete the test's namespace: {status}"
+            );
+        }
         // runc removes each container's cgroup but not the namespace's parent.
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()

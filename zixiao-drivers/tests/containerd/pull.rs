@@ -1,0 +1,249 @@
+//! Pulls from OCI registries: the real one `scripts/services/registry.sh`
+//! runs on loopback (busybox pushed by skopeo), and canned servers playing
+//! a registry that lies about its content or redirects to plain HTTP.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use zixiao_core::driver::{Images, PullOptions, PullProgress};
+use zixiao_core::model::ImageRef;
+use zixiao_core::{Driver, ErrorKind, RuntimeState};
+use zixiao_testing::canned_http::{CannedResponse, CannedServer};
+use zixiao_testing::wait::runtime_endpoint;
+
+use super::images::tar_files;
+use super::{busybox, empty_fixture, instance, Fixture};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn reference(s: &str) -> ImageRef {
+    ImageRef::try_from(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// Runs `echo <word>` in a container of `image` and checks its output.
+async fn run_echo(fx: &Fixture, name: &str, image: &str, word: &str) {
+    let mut spec = busybox(&["echo", word]);
+    spec.image = Some(image.to_owned());
+    let i = instance(name, spec);
+    fx.driver.create(&i).await.expect("create");
+    fx.driver.start(&i).await.expect("start");
+    fx.wait_state(&i, "exit", |s| matches!(s, RuntimeState::Exited { .. }))
+        .await;
+    fx.wait_log_lines(&i, &[word]).await;
+    fx.driver.delete(&i).await.expect("delete");
+}
+
+/// The files no pull should leave: the driver's temporary pull directories.
+fn pull_leftovers(fx: &Fixture) -> Vec<String> {
+    let dir = fx
+        .dir
+        .path()
+        .join("containerd")
+        .join(&fx.namespace)
+        .join("pulls");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn pulls_by_tag_and_by_digest_and_runs_both() {
+    let Some(registry) = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry") else {
+        return;
+    };
+    let Some(fx) = empty_fixture("pull").await else {
+        return;
+    };
+    let tagged = format!("{registry}/busybox:1");
+    let events = Mutex::new(Vec::new());
+    let started = std::time::Instant::now();
+    let image = fx
+        .driver
+        .pull(&reference(&tagged), &PullOptions::default(), &|p| {
+            events.lock().expect("lock").push(p)
+        })
+        .await
+        .expect("pull by tag");
+    eprintln!("pulled {tagged} in {:?}", started.elapsed());
+    assert_eq!(image.name, tagged);
+    assert!(
+        image.digest.starts_with("sha256:") && image.size_bytes > 500_000,
+        "{image:?}"
+    );
+    let events = events.into_inner().expect("lock");
+    let Some(PullProgress::Resolved { digest, blobs, .. }) = events.first() else {
+        panic!("the first event is not the manifest: {events:?}");
+    };
+    assert_eq!(digest, &image.digest);
+    let fetched = events
+        .iter()
+        .filter(|e| matches!(e, PullProgress::Fetched { .. }))
+        .count();
+    assert_eq!(fetched, *blobs, "one event per blob: {events:?}");
+    assert_eq!(events.last(), Some(&PullProgress::Unpacking));
+    run_echo(&fx, "tagged", &tagged, "pulled by tag").await;
+
+    // Pinned by digest, it is the same content under a second name.
+    let pinned = format!("{registry}/busybox@{}", image.digest);
+    let again = fx
+        .driver
+        .pull(&reference(&pinned), &PullOptions::default(), &|_| {})
+        .await
+        .expect("pull by digest");
+    assert_eq!(
+        (again.name.as_str(), again.digest.as_str()),
+        (pinned.as_str(), image.digest.as_str())
+    );
+    run_echo(&fx, "pinned", &pinned, "pulled by digest").await;
+    let names = fx.image_names().await;
+    assert_eq!(names, [tagged.clone(), pinned.clone()]);
+    assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn an_unknown_tag_or_repository_is_not_found() {
+    let Some(registry) = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry") else {
+        return;
+    };
+    let Some(fx) = empty_fixture("pull-unknown").await else {
+        return;
+    };
+    for missing in [
+        format!("{registry}/busybox:nope"),
+        format!("{registry}/nothing/here:1"),
+    ] {
+        let err = fx
+            .driver
+            .pull(&reference(&missing), &PullOptions::default(), &|_| {})
+            .await
+            .expect_err("no such image");
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains(&registry), "{err}");
+    }
+    // And an instance of an image that is not here says how to get it.
+    let mut spec = busybox(&["true"]);
+    spec.image = Some(format!("{registry}/busybox:nope"));
+    let err = fx
+        .driver
+        .create(&instance("absent", spec))
+        .await
+        .expect_err("no image");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("zixiao image pull {registry}/busybox:nope")),
+        "{err}"
+    );
+    assert!(fx.driver.list().await.expect("list").is_empty());
+    fx.finish().await;
+}
+
+/// A registry's view of the busybox OCI layout: `/v2/<repository>/…` for
+/// its manifest (tag `1`) and blobs, each blob's bytes passed through `serve`.
+fn routes_of_busybox(
+    fx: &Fixture,
+    repository: &str,
+    serve: impl Fn(&str, Vec<u8>) -> CannedResponse,
+) -> (HashMap<String, CannedResponse>, Vec<String>) {
+    let files = tar_files(&fx.busybox);
+    let index: serde_json::Value = serde_json::from_slice(&files["index.json"]).expect("index");
+    let blob = |digest: &str| files[&format!("blobs/sha256/{}", &digest[7..])].clone();
+    let manifest_digest = index["manifests"][0]["digest"].as_str().expect("digest");
+    let manifest_data = blob(manifest_digest);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest_data).expect("manifest");
+    let mut digests = vec![manifest["config"]["digest"]
+        .as_str()
+        .expect("config")
+        .to_owned()];
+    for layer in manifest["layers"].as_array().expect("layers") {
+        digests.push(layer["digest"].as_str().expect("layer").to_owned());
+    }
+    let mut routes = HashMap::from([
+        (
+            "/v2/".to_owned(),
+            CannedResponse::ok("application/json", "{}"),
+        ),
+        (
+            format!("/v2/{repository}/manifests/1"),
+            CannedResponse::ok(OCI_MANIFEST, manifest_data),
+        ),
+    ]);
+    for digest in &digests {
+        routes.insert(
+            format!("/v2/{repository}/blobs/{digest}"),
+            serve(digest, blob(digest)),
+        );
+    }
+    (routes, digests)
+}
+
+#[tokio::test]
+async fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
+    let Some(fx) = empty_fixture("pull-corrupt").await else {
+        return;
+    };
+    let (routes, digests) = routes_of_busybox(&fx, "evil", |_, mut bytes| {
+        // Same length, one byte different: only the digest can tell.
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        CannedResponse::ok("application/octet-stream", bytes)
+    });
+    let server = CannedServer::start(routes).await.expect("canned registry");
+    let evil = format!("{}/evil:1", server.address());
+    let err = fx
+        .driver
+        .pull(&reference(&evil), &PullOptions::default(), &|_| {})
+        .await
+        .expect_err("a corrupt blob");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&digests[0]) && message.contains("hash to"),
+        "{message}"
+    );
+    assert!(message.contains("nothing of it was stored"), "{message}");
+    assert!(fx.driver.list().await.expect("list").is_empty());
+    assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn a_redirect_to_plain_http_on_another_host_is_refused() {
+    let Some(fx) = empty_fixture("pull-insecure").await else {
+        return;
+    };
+    // 192.0.2.1 is TEST-NET-1: never this machine, and never dialled, since
+    // the refusal comes before any connection.
+    let (routes, _) = routes_of_busybox(&fx, "moved", |digest, _| {
+        CannedResponse::redirect(&format!("http://192.0.2.1:5000/blobs/{digest}"))
+    });
+    let server = CannedServer::start(routes).await.expect("canned registry");
+    let moved = format!("{}/moved:1", server.address());
+    let started = std::time::Instant::now();
+    let err = fx
+        .driver
+        .pull(&reference(&moved), &PullOptions::default(), &|_| {})
+        .await
+        .expect_err("plain HTTP to a remote host");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(
+        err.to_string()
+            .contains("--insecure-registry 192.0.2.1:5000"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "it dialled"
+    );
+    assert!(server
+        .requests()
+        .iter()
+        .any(|p| p.starts_with("/v2/moved/blobs/")));
+    assert!(fx.driver.list().await.expect("list").is_empty());
+    assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
+    fx.finish().await;
+}
