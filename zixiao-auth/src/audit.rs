@@ -13,14 +13,21 @@
 //! Records are numbered by one sequence and stored at
 //! `/zixiao/auth/audit/records/<seq, 20 digits>`; `/zixiao/auth/audit/state`
 //! holds the next number and the oldest kept. Each write is one
-//! transaction: the record, the state (compare-and-swap, so replicas
+//! transaction: its records, the state (compare-and-swap, so replicas
 //! writing at once take turns), and the deletion of what falls out of
 //! retention. Retention is a count (the oldest beyond it is deleted by
 //! number, without reading it) and an age (the oldest record's time is
 //! remembered, so it is read again only once it may have expired). A write
-//! deletes at most [`PRUNE_BATCH`] records, so shrinking the retention
-//! spreads the clean-up over the next writes; [`AuditLog::list`] hides
-//! records past their age meanwhile.
+//! deletes at most [`PRUNE_BATCH`] more records than it adds, so shrinking
+//! the retention spreads the clean-up over the next writes;
+//! [`AuditLog::list`] hides records past their age meanwhile.
+//!
+//! Writes of one replica are group-committed: calls that finish while a
+//! write is in flight queue their entries, and the next write takes up to
+//! [`GROUP_MAX`] of them in one transaction, numbered in queue order. Each
+//! caller still returns only once its own record is durable, so nothing
+//! acknowledged goes unrecorded; concurrent callers share one commit
+//! instead of taking turns for one each.
 //!
 //! Refusals of unauthenticated callers go to a ring of their own
 //! (`/zixiao/auth/audit/anonymous/`), with the same retention: anyone can
@@ -45,8 +52,11 @@ use crate::identity::{Caller, Identity};
 use crate::names::{ProjectName, TokenId, UserName};
 use crate::permission::{project_of, project_ref, Denial, ProjectRef};
 
-/// The most records one write deletes besides itself.
+/// The most records one write deletes beyond as many as it adds.
 pub const PRUNE_BATCH: u64 = 16;
+
+/// The most records one write adds (queued entries of concurrent calls).
+pub const GROUP_MAX: usize = 64;
 
 /// How often a write retries after losing the state's compare-and-swap
 /// to another replica.
@@ -131,6 +141,12 @@ struct Cursor {
     oldest_time: Option<DateTime<Utc>>,
 }
 
+/// An entry waiting for the next write, and where its record goes.
+type Queued = (
+    AuditEntry,
+    tokio::sync::oneshot::Sender<Result<AuditRecord, AuthError>>,
+);
+
 /// One numbered ring of records under a prefix.
 #[derive(Debug)]
 struct Ring {
@@ -138,6 +154,8 @@ struct Ring {
     state_key: String,
     /// Writes of one replica take turns here rather than in retries.
     cursor: Mutex<Cursor>,
+    /// Entries waiting for a write, in the order their calls finished.
+    queue: std::sync::Mutex<Vec<Queued>>,
 }
 
 impl Ring {
@@ -146,7 +164,18 @@ impl Ring {
             records: format!("{prefix}records/"),
             state_key: format!("{prefix}state"),
             cursor: Mutex::new(Cursor::default()),
+            queue: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Up to `max` of the queued entries, oldest first.
+    fn take(&self, max: usize) -> Vec<Queued> {
+        let mut queue = self
+            .queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = queue.len().min(max);
+        queue.drain(..n).collect()
     }
 
     fn key(&self, seq: u64) -> String {
@@ -189,14 +218,74 @@ impl AuditLog {
     }
 
     /// Writes `entry` and deletes what falls out of retention, in one
-    /// transaction. Not idempotent. Errors: `Conflict` (other replicas kept
-    /// winning), `Unavailable`, `Internal`.
+    /// transaction (shared with the entries of concurrent calls), and
+    /// returns once it is durable. Not idempotent. Errors: `Conflict`
+    /// (other replicas kept winning), `Unavailable`, `Internal`.
     pub async fn record(&self, entry: AuditEntry) -> Result<AuditRecord, AuthError> {
         let ring = match entry.outcome {
             Outcome::Unauthenticated { .. } => &self.anonymous,
             _ => &self.identified,
         };
-        let mut cursor = ring.cursor.lock().await;
+        let (sender, mut answer) = tokio::sync::oneshot::channel();
+        ring.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((entry, sender));
+        loop {
+            let mut cursor = ring.cursor.lock().await;
+            // A write that held the cursor meanwhile may have taken it.
+            match answer.try_recv() {
+                Ok(done) => return done,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(AuthError::Store(zixiao_core::StoreError::backend(
+                        "the audit write",
+                        std::io::Error::other("the write that took this entry was cancelled"),
+                    )))
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            // At most as many as retention keeps, so a write never deletes
+            // a record it adds.
+            let max = usize::try_from(self.retention.max_records)
+                .unwrap_or(usize::MAX)
+                .min(GROUP_MAX);
+            let group = ring.take(max);
+            if group.is_empty() {
+                // Taken by a write still answering: its answer comes.
+                drop(cursor);
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let (entries, senders): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+            match self.write(ring, &mut cursor, &entries).await {
+                Ok(records) => {
+                    for (sender, record) in senders.into_iter().zip(records) {
+                        let _ = sender.send(Ok(record));
+                    }
+                }
+                Err(e) => {
+                    for sender in senders {
+                        let _ = sender.send(Err(copy_of(&e)));
+                    }
+                }
+            }
+            drop(cursor);
+            if let Ok(done) = answer.try_recv() {
+                return done;
+            }
+            // Ours was beyond this write's group: go again.
+        }
+    }
+
+    /// Writes `entries` as the next records of `ring`, numbered in order,
+    /// and deletes what falls out of retention, in one transaction.
+    async fn write(
+        &self,
+        ring: &Ring,
+        cursor: &mut Cursor,
+        entries: &[AuditEntry],
+    ) -> Result<Vec<AuditRecord>, AuthError> {
+        let count = entries.len() as u64;
         for _ in 0..WRITE_ATTEMPTS {
             let (state, revision) = match cursor.state {
                 Some(known) => known,
@@ -210,9 +299,12 @@ impl AuditLog {
             let mut txn = Txn::new();
             let mut oldest = state.oldest;
             let mut deleted = 0;
+            // A write deletes as many as it adds and PRUNE_BATCH more, so
+            // the count holds however large the groups.
+            let prune = PRUNE_BATCH + count;
             // Count: after this write, keep `max_records` at most.
-            let keep_from = (seq + 1).saturating_sub(self.retention.max_records);
-            while oldest < keep_from && deleted < PRUNE_BATCH {
+            let keep_from = (seq + count).saturating_sub(self.retention.max_records);
+            while oldest < keep_from && deleted < prune {
                 txn = txn.delete(ring.key(oldest), Precondition::None);
                 oldest += 1;
                 deleted += 1;
@@ -226,7 +318,7 @@ impl AuditLog {
                     .unwrap_or(chrono::TimeDelta::MAX);
             if cursor.oldest_time.is_none_or(|t| t < horizon) {
                 cursor.oldest_time = None;
-                while oldest < seq && deleted < PRUNE_BATCH {
+                while oldest < seq && deleted < prune {
                     match self.store.get(&ring.key(oldest)).await? {
                         None => oldest += 1,
                         Some(kv) => {
@@ -244,36 +336,41 @@ impl AuditLog {
                     }
                 }
             }
-            let record = AuditRecord {
-                seq,
-                time: now,
-                replica: self.replica.clone(),
-                identity: entry.identity.clone(),
-                user: entry.user.as_ref().map(|u| u.to_string()),
-                token: entry.token.as_ref().map(|t| t.to_string()),
-                project: entry.project.as_ref().map(|p| p.to_string()),
-                operation: entry.operation.clone(),
-                target: entry.target.clone(),
-                outcome: entry.outcome.clone(),
-            };
+            let records: Vec<AuditRecord> = entries
+                .iter()
+                .zip(seq..)
+                .map(|(entry, seq)| AuditRecord {
+                    seq,
+                    time: now,
+                    replica: self.replica.clone(),
+                    identity: entry.identity.clone(),
+                    user: entry.user.as_ref().map(|u| u.to_string()),
+                    token: entry.token.as_ref().map(|t| t.to_string()),
+                    project: entry.project.as_ref().map(|p| p.to_string()),
+                    operation: entry.operation.clone(),
+                    target: entry.target.clone(),
+                    outcome: entry.outcome.clone(),
+                })
+                .collect();
             let next = RingState {
-                next: seq + 1,
+                next: seq + count,
                 oldest,
             };
             let state_precondition = match revision {
                 0 => Precondition::Absent,
                 revision => Precondition::Revision(revision),
             };
-            txn = txn
-                .put(ring.key(seq), to_json(&record), Precondition::Absent)
-                .put(ring.state_key.clone(), to_json(&next), state_precondition);
+            for record in &records {
+                txn = txn.put(ring.key(record.seq), to_json(record), Precondition::Absent);
+            }
+            txn = txn.put(ring.state_key.clone(), to_json(&next), state_precondition);
             match self.store.commit(txn).await {
                 Ok(revision) => {
                     cursor.state = Some((next, revision));
                     if oldest == seq {
                         cursor.oldest_time = Some(now);
                     }
-                    return Ok(record);
+                    return Ok(records);
                 }
                 // Another replica wrote first: read its state and go again.
                 Err(e) if lost_race(&e) => cursor.state = None,
@@ -346,6 +443,22 @@ impl AuditLog {
         if let Err(e) = self.record(entry).await {
             tracing::error!(op = %operation, error = %chain(&e), "audit record not written");
         }
+    }
+}
+
+/// `e` again, for each caller whose entry a failed write carried: the
+/// same kind (conflict, unavailable, or internal) and message.
+fn copy_of(e: &AuthError) -> AuthError {
+    let what = chain(e);
+    match e.kind() {
+        ErrorKind::Conflict => AuthError::Conflict { what },
+        ErrorKind::Unavailable => {
+            AuthError::Store(zixiao_core::StoreError::Unavailable { what, source: None })
+        }
+        _ => AuthError::Store(zixiao_core::StoreError::backend(
+            "the audit write",
+            std::io::Error::other(what),
+        )),
     }
 }
 

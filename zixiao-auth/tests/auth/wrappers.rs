@@ -402,6 +402,64 @@ async fn retention_keeps_the_newest_records_by_count() {
     assert_eq!(kept, 10, "old records are deleted, not only hidden");
 }
 
+/// Concurrent calls share the log's writes (group commit): every call
+/// still gets its own record, numbered without gaps or duplicates, each
+/// durable before its call returns, in fewer commits than records, and
+/// retention holds across groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_share_writes_and_each_gets_its_record() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention {
+        max_records: 150,
+        max_age: days(365),
+    });
+    let fake = FakeApi::with([instance("web", "web")]);
+    let api = Arc::new(Audited::new(fake, log.clone(), Identity::local_admin()));
+    // Each commit takes the next revision: count them between two markers.
+    let marker = || {
+        zixiao_core::store::Txn::new().put(
+            "/test/marker".to_owned(),
+            b"m".to_vec(),
+            zixiao_core::store::Precondition::None,
+        )
+    };
+    let before = zixiao_core::Store::commit(h.store.as_ref(), marker())
+        .await
+        .unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let api = api.clone();
+        calls.spawn(async move { api.call(stop("web")).await.map(|_| ()) });
+    }
+    while let Some(done) = calls.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let commits = zixiao_core::Store::commit(h.store.as_ref(), marker())
+        .await
+        .unwrap()
+        - before
+        - 1;
+    let records = log.list(None, None, None).await.unwrap();
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (51..=200).collect::<Vec<_>>(),
+        "the newest 150, no gap"
+    );
+    assert!(
+        commits < 200,
+        "{commits} commits for 200 records: no group shared one"
+    );
+    let kept = h
+        .snapshot()
+        .await
+        .keys()
+        .filter(|k| k.starts_with("/zixiao/auth/audit/records/"))
+        .count();
+    assert_eq!(kept, 150);
+}
+
 #[tokio::test]
 async fn retention_drops_records_past_their_age_as_new_ones_come() {
     let h = Harness::new();
