@@ -12,10 +12,7 @@ use std::sync::Arc;
 use zixiao_core::driver::Inventory;
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::CreateNetwork;
-use zixiao_core::{
-    Controller, CreateInstance, Driver, Instance, InstanceSpec, InstanceStatus, LocalAgent,
-    RuntimeState,
-};
+use zixiao_core::{Controller, CreateInstance, Instance, InstanceSpec, InstanceStatus, LocalAgent};
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
@@ -125,11 +122,13 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
             .await
             .expect("create network");
 
-        // `a` prints its address and waits for one TCP message.
+        // `a` prints its address, waits for one TCP message, and stays up:
+        // a task that exits may lose what it printed last if the shim has
+        // not copied it yet (seen in CI), one that lives may not.
         c.create_instance(on_network(
             "a",
             "ctr",
-            "ip -o -4 addr show eth0; nc -l -p 7000",
+            "ip -o -4 addr show eth0; nc -l -p 7000; sleep 600",
         ))
         .await
         .expect("create a");
@@ -151,15 +150,7 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
         assert_ne!(address(&b), a_ip);
         assert!(ping(address(&b)), "the host reaches b");
 
-        // a exits once b's message arrived: proof that b reached a by address.
-        let a_driver = &fx.driver;
-        wait_until("a to receive b's message and exit", TIMEOUT, || async {
-            let state = a_driver.inspect(&a).await.expect("inspect");
-            matches!(state, RuntimeState::Exited { .. }).then_some(())
-        })
-        .await;
-        // The shim may finish copying a's output a moment after its exit is
-        // reported: wait for the message rather than read once.
+        // b's message in a's output: proof that b reached a by address.
         let fx_ref = &fx;
         let a_ref = &a;
         let log = wait_until("a's log to show b's message", TIMEOUT, || async move {
