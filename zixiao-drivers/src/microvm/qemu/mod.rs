@@ -344,7 +344,10 @@ impl QemuBackend {
     /// record. A QEMU that stops answering while it exits (the guest powered
     /// off) is asked again until it is gone.
     pub(crate) async fn inspect(&self, dir: &InstanceDir) -> Result<RuntimeState, DriverError> {
-        let mut attempts = 0;
+        // A QEMU on its way out may hold its pid for a while (CI saw the
+        // monitor's handshake time out three times in a row on a loaded
+        // machine): it is asked until it is gone, as long as a quit may take.
+        let deadline = Instant::now() + QUIT_TIMEOUT;
         while self.running_pid(dir).is_some() {
             let status = match self.qmp(dir).await {
                 Ok(mut qmp) => qmp
@@ -355,8 +358,10 @@ impl QemuBackend {
             };
             match status {
                 Ok(status) => return Ok(state_of(&status)),
-                Err(e) if attempts >= 2 && self.running_pid(dir).is_some() => return Err(e),
-                Err(_) => attempts += 1,
+                Err(e) if Instant::now() >= deadline && self.running_pid(dir).is_some() => {
+                    return Err(e)
+                }
+                Err(_) => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
