@@ -16,6 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use zixiao_testing::output::{json, ok, text};
 use zixiao_testing::wait::runtime_endpoint;
 
 fn zixiao(state: &Path, socket: &str) -> Command {
@@ -34,26 +35,6 @@ fn run(state: &Path, socket: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run zixiao")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn json(out: Output) -> serde_json::Value {
-    let stdout = ok(out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
 /// A busybox container `name` running `script` under `sh -c`.

@@ -12,9 +12,10 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use zixiao_testing::output::{json, ok, text};
 use zixiao_testing::runtimes::ContainerdNamespace;
 use zixiao_testing::wait::{runtime_endpoint, wait_until_ok};
 
@@ -30,26 +31,6 @@ fn zixiao(state: &Path, socket: &str) -> Command {
         .env_remove("ZIXIAO_STATE_DIR")
         .env_remove("ZIXIAO_ENDPOINT");
     command
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn json(out: Output) -> serde_json::Value {
-    let stdout = ok(out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
 /// The daemon, killed when dropped.

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use zixiao_testing::output::{json, ok, text};
 use zixiao_testing::runtimes::{ContainerdNamespace, MonitorProcesses, RuntimeView};
 use zixiao_testing::wait::{runtime_endpoint, wait_until_ok};
 
@@ -67,27 +68,6 @@ fn remote(admin: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run zixiao")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Its stdout, after checking that it exited 0.
-fn ok(out: Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-fn json(out: Output) -> serde_json::Value {
-    let stdout = ok(out);
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
 /// `zixiao server --embedded` on `state`, until dropped.

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod counting_driver;
 pub mod fake_driver;
 pub mod kill;
+pub mod output;
 pub mod rng;
 pub mod runtime_events;
 pub mod runtimes;
