@@ -499,7 +499,10 @@ impl VmmClient {
     /// Whether our VMM process still runs (not a zombie, not a reused pid).
     fn alive(&self) -> bool {
         let Some(stat) = running_stat(self.pid) else {
-            return false;
+            // Its main thread has exited; another thread may still be
+            // finishing a system call in the run directory (the exit
+            // record's rename). A zombie's pid is not reused, so it is ours.
+            return exiting_threads(self.pid);
         };
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
         if cmdline.is_empty() {
@@ -609,6 +612,21 @@ fn running_stat(pid: u32) -> Option<String> {
         .next()
         .and_then(|r| r.split_whitespace().next());
     (!matches!(state, Some("Z") | Some("X") | None)).then_some(stat)
+}
+
+/// Whether `pid` is a zombie whose other threads have not all exited yet
+/// (`num_threads`, field 20 of proc(5)'s stat, the 18th after the name).
+fn exiting_threads(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    fields.first() == Some(&"Z") && fields.get(17).and_then(|n| n.parse::<u64>().ok()) > Some(1)
 }
 
 /// Whether a `/proc/<pid>/stat` line is a kernel thread's: `PF_KTHREAD` in

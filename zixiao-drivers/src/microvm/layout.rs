@@ -151,11 +151,25 @@ impl InstanceDir {
     }
 
     /// Removes the directory and everything in it. Idempotent.
-    pub(crate) fn remove(&self) -> Result<(), DriverError> {
-        match std::fs::remove_dir_all(&self.path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io(format!("remove {}", self.path.display()), e)),
+    ///
+    /// Called once the microVM's processes are gone; a process that has
+    /// just died can still land a last file (its exit record) after the
+    /// directory was read, which shows as "directory not empty". That is
+    /// tried again for a moment; anything still appearing after that is
+    /// a live writer, and an error.
+    pub(crate) async fn remove(&self) -> Result<(), DriverError> {
+        const TRIES: u32 = 20;
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            match std::fs::remove_dir_all(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tried < TRIES => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(io(format!("remove {}", self.path.display()), e)),
+            }
         }
     }
 }

@@ -360,7 +360,7 @@ impl MicrovmDriver {
             attachments: instance.attachments.clone(),
         };
         if let Err(e) = dir.write_record(&record) {
-            let _ = dir.remove();
+            let _ = dir.remove().await;
             return Err(e);
         }
         self.launch_recorded(instance, &dir, record, plan.as_ref())
@@ -490,7 +490,7 @@ impl MicrovmDriver {
         }
         process::kill_monitors(&dir.path, &[]).await;
         let _ = self.unplug(id, attachments).await;
-        let _ = dir.remove();
+        let _ = dir.remove().await;
     }
 
     /// The host network that plugs `instance`'s attachments on `backend`;
@@ -684,7 +684,7 @@ impl Driver for MicrovmDriver {
         // Anything a cut-off call launched that no pid file names.
         process::kill_monitors(&dir.path, &[]).await;
         self.unplug(&instance.id, &instance.attachments).await?;
-        dir.remove()
+        dir.remove().await
     }
 
     async fn inspect(&self, instance: &Instance) -> Result<RuntimeState, DriverError> {
@@ -769,7 +769,7 @@ impl Inventory for MicrovmDriver {
             .unwrap_or_default();
         process::kill_monitors(&dir.path, &[]).await;
         self.unplug(id.as_str(), &attachments).await?;
-        dir.remove()
+        dir.remove().await
     }
 }
 
