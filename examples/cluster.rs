@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = server::start(
         server::controller(store),
         ServerOptions {
+            limits: Default::default(),
             id: "server-1".to_owned(),
             listen: "127.0.0.1:0".parse()?,
             timing: Timing::default(),
@@ -54,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let worker = agent::start(
         AgentOptions {
+            limits: Default::default(),
             name: "worker-1".to_owned(),
             servers: vec![server.addr().to_string()],
             region: "default".to_owned(),

@@ -168,6 +168,7 @@ fn main() {
         let handle = server::start(
             server::controller(store.clone()),
             ServerOptions {
+                limits: Default::default(),
                 id: "bench-0".to_owned(),
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 timing,

@@ -115,6 +115,7 @@ async fn start_server(dir: &Path) -> ServerHandle {
     server::start(
         server::controller(store),
         ServerOptions {
+            limits: Default::default(),
             id: "s1".to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             timing: Timing::default(),
@@ -133,6 +134,7 @@ async fn start_agent(
 ) -> AgentHandle {
     agent::start_with_network(
         AgentOptions {
+            limits: Default::default(),
             name: "node-a".to_owned(),
             servers: vec![server.to_string()],
             region: "default".into(),

@@ -84,9 +84,15 @@ async fn serve(
     .add_to(&mut routes);
     let routes = routes.routes();
     tokio::spawn(async move {
-        serve_routes(routes, listener, tls.as_ref(), std::future::pending())
-            .await
-            .expect("serve");
+        serve_routes(
+            routes,
+            listener,
+            tls.as_ref(),
+            &zixiao_api::Limits::default(),
+            std::future::pending(),
+        )
+        .await
+        .expect("serve");
     });
     addr
 }

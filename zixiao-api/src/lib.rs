@@ -10,7 +10,8 @@
 //!   gRPC, and [`connect`] (plain) and [`connect_with`] (TLS, a token);
 //! - [`secure`]: who each call of a server comes from and the `Api` it is
 //!   served with ([`AuthScope`](secure::AuthScope)); [`tls`]: the TLS
-//!   listener and connector;
+//!   listener and connector; [`limits`]: what a server grants its peers
+//!   (connections, calls at once, time);
 //! - [`membership`]: the client agents use to join a cluster;
 //! - [`agent`]: the AgentService over a node's [`NodeAgent`](zixiao_core::NodeAgent);
 //! - [`remote`]: [`RemoteAgent`](remote::RemoteAgent), a `NodeAgent` whose
@@ -25,6 +26,7 @@ pub mod agent;
 pub mod client;
 mod console;
 pub mod convert;
+pub mod limits;
 pub mod local;
 pub mod membership;
 pub mod network;
@@ -35,6 +37,7 @@ pub mod status;
 pub mod tls;
 
 pub use client::{connect, GrpcClient};
+pub use limits::Limits;
 pub use local::{connect_unix, serve_unix};
 pub use secure::{connect_with, ConnectOptions};
 

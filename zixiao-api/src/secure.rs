@@ -23,6 +23,7 @@ use zixiao_auth::{
 use zixiao_core::api::{Api, Client};
 use zixiao_core::{Error, Result, Store, SystemClock};
 
+use crate::limits::Limits;
 use crate::server::{ApiServer, CallCredentials, CallScope};
 
 /// Each call authenticated, then served through `secure(inner, caller, log)`.
@@ -164,31 +165,26 @@ pub fn api_server(
     }
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes: over TLS with
-/// `tls`, else in plain text; Nagle's algorithm off either way. Errors:
+/// Serves `routes` on `listener` until `shutdown` completes, within
+/// `limits`: over TLS with `tls`, else in plain text. Errors:
 /// `Unavailable` (the listener failed).
 pub async fn serve_routes(
     routes: tonic::service::Routes,
     listener: tokio::net::TcpListener,
     tls: Option<&ServerTls>,
+    limits: &Limits,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<()> {
-    let server = tonic::transport::Server::builder().add_routes(routes);
+    let server = limits.server().add_routes(routes);
     let served = match tls {
         Some(tls) => {
-            let incoming = crate::tls::incoming(listener, tls.config.clone());
+            let incoming = crate::tls::incoming(listener, tls.config.clone(), limits);
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await
         }
         None => {
-            use futures::StreamExt;
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-                if let Ok(stream) = &s {
-                    let _ = stream.set_nodelay(true);
-                }
-                s
-            });
+            let incoming = crate::limits::plain_incoming(listener, limits);
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await

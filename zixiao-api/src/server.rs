@@ -182,8 +182,10 @@ pub async fn serve(
     let mut routes = tonic::service::Routes::builder();
     ApiServer::new(api).add_to(&mut routes);
     crate::add_standard_services(&mut routes, &SERVICES).await?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let limits = crate::Limits::default();
+    let incoming = crate::limits::plain_incoming(listener, &limits);
+    limits
+        .server()
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

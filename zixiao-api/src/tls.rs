@@ -2,8 +2,9 @@
 //! none of tonic's own TLS, which cannot pin the server's identity):
 //!
 //! - a server accepts connections with [`incoming`]: each handshake runs
-//!   on its own task, bounded in time, so a slow or plaintext client holds
-//!   up nobody; a connection whose handshake fails is dropped and logged,
+//!   on its own task, bounded in time (and each connection holds one of
+//!   the server's slots, see [`Limits`]), so a slow or plaintext client
+//!   holds up nobody; a connection whose handshake fails is dropped and logged,
 //!   never handed to the server. Each accepted connection carries its
 //!   [`TlsPeer`] (address and client certificate chain), which tonic puts
 //!   in every request's extensions for the per-call identity;
@@ -14,24 +15,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 use zixiao_core::{Error, Result};
 
-/// How long a client has to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::limits::{Admitted, Limits};
 
 /// Handshakes waiting to be served: beyond this many, accepting pauses.
 const ACCEPT_BACKLOG: usize = 64;
@@ -46,69 +42,20 @@ pub struct TlsPeer {
     pub certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-/// A server's accepted TLS connection.
-#[derive(Debug)]
-pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: TlsPeer,
-}
+/// A server's accepted TLS connection: the stream, who is at the other
+/// end (what tonic puts in each request's extensions), and its slot.
+pub type TlsConnection = Admitted<tokio_rustls::server::TlsStream<TcpStream>, TlsPeer>;
 
-impl Connected for TlsConnection {
-    type ConnectInfo = TlsPeer;
-
-    fn connect_info(&self) -> TlsPeer {
-        self.peer.clone()
-    }
-}
-
-impl AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-/// The TLS connections of `listener` under `config`, for tonic's
+/// The TLS connections of `listener` under `config`, within `limits`
+/// (connections at once, handshake time), for tonic's
 /// `serve_with_incoming`. The accept loop ends when the stream is dropped
 /// (the server stopped).
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
+    limits: &Limits,
 ) -> impl Stream<Item = io::Result<TlsConnection>> {
-    incoming_reloading(listener, tokio::sync::watch::channel(config).1)
+    incoming_reloading(listener, tokio::sync::watch::channel(config).1, limits)
 }
 
 /// [`incoming`] under the configuration `configs` holds when each
@@ -118,28 +65,24 @@ pub fn incoming(
 pub fn incoming_reloading(
     listener: TcpListener,
     configs: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    limits: &Limits,
 ) -> impl Stream<Item = io::Result<TlsConnection>> {
     let (tx, rx) = tokio::sync::mpsc::channel(ACCEPT_BACKLOG);
+    let slots = limits.slots();
+    let handshake_timeout = limits.handshake_timeout();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                accepted = crate::limits::accept(&listener, &slots) => accepted,
                 () = tx.closed() => return,
             };
-            let (tcp, remote) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let Some((tcp, remote, slot)) = accepted else {
+                return;
             };
-            let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(configs.borrow().clone());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let certificates = stream.get_ref().1.peer_certificates().map(|chain| {
                             Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect())
@@ -148,7 +91,7 @@ pub fn incoming_reloading(
                             remote_addr: Some(remote),
                             certificates,
                         };
-                        let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
+                        let _ = tx.send(Ok(Admitted::new(stream, peer, slot))).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(peer = %remote, error = %e, "TLS handshake refused");

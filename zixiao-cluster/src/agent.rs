@@ -59,6 +59,9 @@ pub struct AgentOptions {
     /// certificate. Without it, plain gRPC (loopback only, or
     /// `--insecure-no-tls`).
     pub tls: Option<AgentTls>,
+    /// What the AgentService's listener grants its peers (connections,
+    /// calls, time).
+    pub limits: zixiao_api::Limits,
 }
 
 /// How an agent proves it is its node to a TLS cluster.
@@ -692,19 +695,23 @@ pub async fn start_with_network(
     let routes = routes.routes();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut stop = shutdown_rx.clone();
+    let limits = options.limits;
     let serve = tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let server = tonic::transport::Server::builder().add_routes(routes);
+        let server = limits.server().add_routes(routes);
         let served = match server_config {
             Some(configs) => {
-                let incoming = zixiao_api::tls::incoming_reloading(listener, configs);
+                let incoming = zixiao_api::tls::incoming_reloading(listener, configs, &limits);
                 server.serve_with_incoming_shutdown(incoming, stopped).await
             }
             None => {
                 server
-                    .serve_with_incoming_shutdown(crate::server::incoming(listener), stopped)
+                    .serve_with_incoming_shutdown(
+                        zixiao_api::limits::plain_incoming(listener, &limits),
+                        stopped,
+                    )
                     .await
             }
         };

@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::Routes;
 use zixiao_api::secure::ServerTls;
 use zixiao_auth::{AuditLog, AuthStore, Authenticator, Pki, Retention};
@@ -39,6 +38,8 @@ pub struct ServerOptions {
     /// that were let through; refusals are in the audit log); `None`: not
     /// measured.
     pub metrics: Option<Arc<zixiao_metrics::Metrics>>,
+    /// What the listener grants its peers (connections, calls, time).
+    pub limits: zixiao_api::Limits,
 }
 
 /// A running server.
@@ -212,11 +213,13 @@ async fn start_with(
     zixiao_api::add_standard_services(&mut routes, &served).await?;
     let routes = routes.routes();
     let mut stop = shutdown_rx.clone();
+    let limits = options.limits;
     tasks.push(tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        let served = zixiao_api::secure::serve_routes(routes, listener, tls.as_ref(), stopped);
+        let served =
+            zixiao_api::secure::serve_routes(routes, listener, tls.as_ref(), &limits, stopped);
         if let Err(e) = served.await {
             eprintln!("zixiao server: serving: {}", e.chain());
         }
@@ -251,18 +254,4 @@ pub fn builder(store: Arc<dyn zixiao_core::Store>) -> zixiao_core::ControllerBui
     .admission(Arc::new(zixiao_auth::ProjectQuota::new(store)))
     .convergence(Convergence::Background)
     .cache_prefix(crate::membership::NODE_LEASES_PREFIX)
-}
-
-/// Accepted connections with Nagle's algorithm off: small request/response
-/// messages must not wait for delayed acknowledgements.
-pub(crate) fn incoming(
-    listener: TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use futures::StreamExt;
-    TcpListenerStream::new(listener).map(|stream| {
-        if let Ok(stream) = &stream {
-            let _ = stream.set_nodelay(true);
-        }
-        stream
-    })
 }

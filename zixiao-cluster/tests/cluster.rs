@@ -56,6 +56,7 @@ async fn start_agent(
 ) -> AgentHandle {
     agent::start(
         AgentOptions {
+            limits: Default::default(),
             name: name.to_owned(),
             servers: servers.iter().map(|s| s.to_string()).collect(),
             region: "default".into(),
@@ -99,6 +100,7 @@ async fn start_server(store: Arc<dyn Store>, id: &str) -> ServerHandle {
     server::start(
         server::controller(store),
         ServerOptions {
+            limits: Default::default(),
             id: id.to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             timing: Timing::default(),
@@ -709,6 +711,7 @@ async fn secure_server(dir: &Path) -> (ServerHandle, Arc<dyn Store>, Arc<zixiao_
     let server = server::start_secure(
         server::controller(store.clone()),
         ServerOptions {
+            limits: Default::default(),
             id: "secure".to_owned(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             timing: Timing::default(),
@@ -816,6 +819,7 @@ async fn a_running_agent_renews_its_node_certificate_and_keeps_working() {
     let driver = Arc::new(FakeDriver::new(InstanceType::Container));
     let handle = agent::start(
         AgentOptions {
+            limits: Default::default(),
             name: "worker-1".to_owned(),
             servers: vec![server.addr().to_string()],
             region: "default".into(),

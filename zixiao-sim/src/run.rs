@@ -221,6 +221,7 @@ pub fn serve_if_asked() {
         let handle = server::start(
             server::controller(store),
             ServerOptions {
+                limits: Default::default(),
                 id: env("ZIXIAO_SIM_ID"),
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 timing,
@@ -274,6 +275,7 @@ impl Cluster {
                     let handle = server::start(
                         server::controller(store),
                         ServerOptions {
+                            limits: Default::default(),
                             id: format!("server-{i}"),
                             listen: "127.0.0.1:0".parse().expect("addr"),
                             timing: config.timing,

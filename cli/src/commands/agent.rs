@@ -84,6 +84,11 @@ pub(crate) struct AgentArgs {
     /// start). Loopback addresses only.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// The most connections the AgentService listener holds open at once
+    /// (TLS handshakes included); beyond it, new callers wait until one
+    /// closes.
+    #[arg(long, value_name = "N", default_value_t = super::server::default_max_connections())]
+    max_connections: std::num::NonZeroUsize,
 }
 
 /// `zixiao watchdog` flags (started by the agent).
@@ -276,6 +281,8 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             state_dir,
             timing: config.timing,
             tls,
+            limits: zixiao_api::Limits::default()
+                .with_max_connections(args.max_connections.get())?,
         },
         local,
         network,

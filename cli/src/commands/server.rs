@@ -76,6 +76,10 @@ pub(crate) struct ServerArgs {
     /// secure.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// The most connections the API listener holds open at once (TLS
+    /// handshakes included); beyond it, new clients wait until one closes.
+    #[arg(long, value_name = "N", default_value_t = default_max_connections())]
+    max_connections: std::num::NonZeroUsize,
 }
 
 /// `zixiao daemon` flags.
@@ -146,6 +150,7 @@ pub(crate) async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode>
                 embedded: true,
                 id: None,
                 metrics_listen: None,
+                max_connections: default_max_connections(),
             };
             run(cli, &server).await
         }
@@ -309,6 +314,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         listen,
         timing: config.timing,
         metrics: metrics.as_ref().map(|(metrics, _)| metrics.clone()),
+        limits: zixiao_api::Limits::default().with_max_connections(args.max_connections.get())?,
     };
     let store = controller.store().clone();
     // The scrape reads the controller itself: counted, never authorized or audited.
@@ -390,6 +396,12 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     }
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--max-connections` of servers and agents when not given.
+pub(crate) fn default_max_connections() -> std::num::NonZeroUsize {
+    std::num::NonZeroUsize::new(zixiao_api::Limits::default().max_connections())
+        .unwrap_or(std::num::NonZeroUsize::MIN)
 }
 
 /// Metrics for a server or agent, and the loopback listener they are

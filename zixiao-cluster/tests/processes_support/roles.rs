@@ -157,6 +157,7 @@ pub(crate) fn run_role(role: &str) {
                 let handle = server::start_secure(
                     server::controller(store),
                     ServerOptions {
+                        limits: Default::default(),
                         id: env("ZX_ID"),
                         listen,
                         timing: Timing::default(),
@@ -182,6 +183,7 @@ pub(crate) fn run_role(role: &str) {
                 import_image(&local).await;
                 let handle = agent::start(
                     AgentOptions {
+                        limits: Default::default(),
                         name: name.clone(),
                         servers: env("ZX_SERVERS").split(',').map(str::to_owned).collect(),
                         region: "default".into(),
