@@ -487,6 +487,14 @@ pub(crate) struct ListArgs {
     /// Only instances with this label (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,
+    /// Show one page of at most N instances (a server answers at most
+    /// 1000 at a time) and the token of the next; without it, every
+    /// instance, page after page.
+    #[arg(long, value_name = "N")]
+    pub(crate) page_size: Option<u32>,
+    /// Go on after the page that printed this token (`next_page_token`).
+    #[arg(long, value_name = "TOKEN")]
+    pub(crate) page_token: Option<String>,
 }
 
 #[derive(Debug, Args)]

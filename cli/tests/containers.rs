@@ -164,6 +164,72 @@ fn an_instance_that_fits_nowhere_is_pending_and_get_says_why() {
     ok(zixiao(state, &socket, &["instance", "delete", "huge"]));
 }
 
+#[test]
+fn instance_list_pages_on_request_and_a_foreign_token_is_refused() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    // Pending (8 TiB fits nowhere), so nothing runs: only the list counts.
+    for name in ["c", "a", "b"] {
+        ok(zixiao(
+            state,
+            &socket,
+            &[
+                "instance",
+                "create",
+                "--no-wait",
+                "--type",
+                "container",
+                "--image",
+                "busybox",
+                "--name",
+                name,
+                "--memory",
+                "8388608",
+            ],
+        ));
+    }
+    let page = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["instance", "list", "-o", "json"];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&ok(zixiao(state, &socket, &args))).expect("JSON")
+    };
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        page["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .map(|i| i["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    let first = page(&["--page-size", "2"]);
+    assert_eq!(names(&first), ["a", "b"]);
+    let token = first["next_page_token"].as_str().expect("a next page");
+    let last = page(&["--page-size", "2", "--page-token", token]);
+    assert_eq!(names(&last), ["c"]);
+    assert!(last.get("next_page_token").is_none(), "{last}");
+
+    // A table says how to go on, on stderr, so stdout stays the table.
+    let table = zixiao(state, &socket, &["instance", "list", "--page-size", "1"]);
+    let hint = String::from_utf8_lossy(&table.stderr);
+    assert!(hint.contains("--page-size 1 --page-token "), "{hint}");
+    assert_eq!(ok(table).lines().count(), 2, "a header and one instance");
+
+    let forged = zixiao(
+        state,
+        &socket,
+        &["instance", "list", "--page-token", "../etc"],
+    );
+    assert_eq!(forged.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&forged.stderr);
+    assert!(message.contains("invalid page_token"), "{message}");
+    for name in ["a", "b", "c"] {
+        ok(zixiao(state, &socket, &["instance", "delete", name]));
+    }
+}
+
 /// With containerd out of reach (`--containerd-socket` pointing nowhere),
 /// a command changes only what its message says: `get` shows the state
 /// last recorded and says so, `delete` records the delete, exits 1 and

@@ -416,7 +416,11 @@ impl AgentService for AgentServer {
             Some(local) => local().into_iter().map(Into::into).collect(),
             None => Vec::new(),
         };
-        Ok(Response::new(pb::ListInstancesResponse { instances }))
+        // One node's records: bounded by what the node can hold, one page.
+        Ok(Response::new(pb::ListInstancesResponse {
+            instances,
+            next_page_token: String::new(),
+        }))
     }
 
     async fn ensure_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {

@@ -12,12 +12,12 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use zixiao_core::api::{Api, Client, Request, Response};
+use zixiao_core::api::{Api, Client, InstancePage, Request, Response};
 use zixiao_core::{Error, Result};
 
 use crate::convert::{
     decode_all, decode_pull_event, encode_instance_type, encode_pull_options, encode_role,
-    wire_time,
+    page_token, wire_time,
 };
 use crate::pb;
 use crate::pb::audit_service_client::AuditServiceClient;
@@ -229,12 +229,17 @@ impl Api for GrpcClient {
                 let found = self.answer(instances.get_instance(instance_ref(instance)).await)?;
                 Response::Instance(self.decoded(found.try_into())?)
             }
-            Request::ListInstances { filter } => {
+            Request::ListInstances { filter, page } => {
                 let request = pb::ListInstancesRequest {
                     filter: Some(filter.into()),
+                    page_size: page.size,
+                    page_token: page.token.map(|t| t.to_string()).unwrap_or_default(),
                 };
-                let all = self.answer(instances.list_instances(request).await)?;
-                Response::Instances(self.decoded(decode_all(all.instances))?)
+                let listed = self.answer(instances.list_instances(request).await)?;
+                Response::Instances(InstancePage {
+                    instances: self.decoded(decode_all(listed.instances))?,
+                    next_page: self.decoded(page_token(&listed.next_page_token))?,
+                })
             }
             Request::StartInstance { instance, wait } => {
                 let started = instances.start_instance(action(instance, wait)).await;

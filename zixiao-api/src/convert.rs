@@ -21,8 +21,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use zixiao_core::agent::NodeFacts;
 use zixiao_core::api::{
-    AuditRecord, IssuedToken, Outcome, ProjectInfo, Quota, Role, TokenInfo, TokenPurpose,
-    TokenText, UserInfo,
+    AuditRecord, IssuedToken, Outcome, PageToken, ProjectInfo, Quota, Role, TokenInfo,
+    TokenPurpose, TokenText, UserInfo,
 };
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
 use zixiao_core::driver::{
@@ -1414,6 +1414,15 @@ impl TryFrom<pb::CreateNetwork> for CreateNetwork {
 /// Decodes every element of a repeated field.
 pub(crate) fn decode_all<C, P: TryInto<C, Error = Error>>(values: Vec<P>) -> Result<Vec<C>> {
     list(values)
+}
+
+/// A page token from the wire: empty is none. Errors: `InvalidArgument`
+/// (`page_token`: not one a list answered).
+pub(crate) fn page_token(text: &str) -> Result<Option<PageToken>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    PageToken::try_from(text).map(Some)
 }
 
 // ---------------------------------------------------------------- access control

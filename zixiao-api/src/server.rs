@@ -14,12 +14,13 @@ use futures::{Stream, StreamExt};
 use rustls_pki_types::CertificateDer;
 use tonic::service::RoutesBuilder;
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::api::{Api, AuditQuery, Client, TokenTerms, Wait};
+use zixiao_core::api::{Api, AuditQuery, Client, Page, TokenTerms, Wait};
 use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
 use crate::convert::{
-    decode_instance_type, decode_optional_time, decode_pull_options, decode_role, required_role,
+    decode_instance_type, decode_optional_time, decode_pull_options, decode_role, page_token,
+    required_role,
 };
 use crate::pb;
 use crate::pb::audit_service_server::{AuditService, AuditServiceServer};
@@ -257,13 +258,23 @@ impl InstanceService for ApiServer {
         request: Request<pb::ListInstancesRequest>,
     ) -> Result<Response<pb::ListInstancesResponse>, Status> {
         let client = self.client(CallCredentials::of(&request)).await?;
-        let filter = match request.into_inner().filter {
+        let request = request.into_inner();
+        let filter = match request.filter {
             Some(filter) => filter.try_into().map_err(status)?,
             None => InstanceFilter::default(),
         };
-        let instances = client.list_instances(filter).await.map_err(status)?;
+        let page = Page {
+            size: request.page_size,
+            token: page_token(&request.page_token).map_err(status)?,
+        };
+        // No answer outgrows a message: a server's pages are bounded.
+        let listed = client
+            .list_instances_page(filter, page.capped())
+            .await
+            .map_err(status)?;
         reply(pb::ListInstancesResponse {
-            instances: instances.into_iter().map(Into::into).collect(),
+            instances: listed.instances.into_iter().map(Into::into).collect(),
+            next_page_token: listed.next_page.map(|t| t.to_string()).unwrap_or_default(),
         })
     }
 

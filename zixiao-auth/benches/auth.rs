@@ -19,7 +19,7 @@ use zixiao_auth::{
     secure, AuditLog, AuthStore, Credential, Identity, ProjectName, Retention, Role, UserName,
     PROJECT_LABEL,
 };
-use zixiao_core::api::{Api, Request, Response, Wait};
+use zixiao_core::api::{Api, InstancePage, Request, Response, Wait};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::store::WatchStream;
 use zixiao_core::store::{KeyValue, LeaseId, Listing, Precondition, Revision, Txn, Write};
@@ -60,7 +60,10 @@ impl Api for TrivialApi {
             Request::GetInstance { .. } | Request::StopInstance { .. } => {
                 Response::Instance(self.instance.clone())
             }
-            Request::ListInstances { .. } => Response::Instances(self.listed.clone()),
+            Request::ListInstances { .. } => Response::Instances(InstancePage {
+                instances: self.listed.clone(),
+                next_page: None,
+            }),
             Request::DrainNode { node } => Response::Drain(DrainReport {
                 node,
                 moved: Vec::new(),
@@ -396,6 +399,7 @@ fn main() {
                     operator
                         .call(Request::ListInstances {
                             filter: Default::default(),
+                            page: Default::default(),
                         })
                         .await
                         .unwrap();

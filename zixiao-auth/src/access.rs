@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use zixiao_core::api::{
-    Api, AuditQuery, IssuedToken, ProjectInfo, Quota, Request, Response, TokenInfo, TokenPurpose,
-    TokenText, UserInfo,
+    list_all_instances, Api, AuditQuery, IssuedToken, ProjectInfo, Quota, Request, Response,
+    TokenInfo, TokenPurpose, TokenText, UserInfo,
 };
 use zixiao_core::{Error, InstanceFilter, Resources, Result};
 
@@ -144,14 +144,8 @@ impl<A: Api> AccessApi<A> {
     /// What the instances of each project hold together, read through
     /// the inner `Api` (see [`usage_by_project`]).
     async fn usage(&self) -> Result<BTreeMap<ProjectName, Resources>> {
-        let filter = InstanceFilter::default();
-        match self.inner.call(Request::ListInstances { filter }).await? {
-            Response::Instances(instances) => Ok(usage_by_project(&instances)),
-            other => Err(Error::Internal(format!(
-                "instance.list answered {}, not Instances",
-                other.kind()
-            ))),
-        }
+        let instances = list_all_instances(&self.inner, InstanceFilter::default()).await?;
+        Ok(usage_by_project(&instances))
     }
 
     async fn project_usage(&self, project: &ProjectName) -> Result<Resources> {

@@ -235,9 +235,11 @@ fn filter_to_projects(response: Response, projects: &BTreeSet<ProjectName>) -> R
     let visible =
         |instance: &Instance| project_of(instance).is_ok_and(|project| projects.contains(&project));
     match response {
-        Response::Instances(instances) => Ok(Response::Instances(
-            instances.into_iter().filter(visible).collect(),
-        )),
+        // A page may come out shorter; its token still goes on after it.
+        Response::Instances(mut page) => {
+            page.instances.retain(visible);
+            Ok(Response::Instances(page))
+        }
         Response::InstanceEvents(events) => {
             let projects = projects.clone();
             let events = events.filter(move |event| {

@@ -42,7 +42,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::api::{list_all_instances, Api, Request, Response};
 use zixiao_core::{InstanceFilter, Result};
 
 pub use http::serve;
@@ -183,17 +183,7 @@ impl<A: Api> ApiSource<A> {
 impl<A: Api> Source for ApiSource<A> {
     async fn snapshot(&self) -> Result<Snapshot> {
         let mut snapshot = Snapshot::default();
-        let Response::Instances(instances) = self
-            .api
-            .call(Request::ListInstances {
-                filter: InstanceFilter::default(),
-            })
-            .await?
-        else {
-            return Err(zixiao_core::Error::Internal(
-                "instance.list answered with another response".to_owned(),
-            ));
-        };
+        let instances = list_all_instances(&self.api, InstanceFilter::default()).await?;
         for instance in instances {
             let key = (
                 instance.spec.instance_type.to_string(),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use futures::StreamExt;
+use zixiao_core::api::{Page, PageToken};
 use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
@@ -26,8 +27,13 @@ pub(crate) async fn run(
 ) -> Result<ExitCode> {
     match command {
         InstanceCommand::List(args) => {
-            let instances = client.list_instances(filter(&args)?).await?;
-            print(format, &instances, |i| instance_table(i))?;
+            let filter = filter(&args)?;
+            if args.page_size.is_none() && args.page_token.is_none() {
+                let instances = client.list_instances(filter).await?;
+                print(format, &instances, |i| instance_table(i))?;
+            } else {
+                list_page(&client, format, filter, &args).await?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Get { instance } => {
@@ -231,6 +237,44 @@ fn progress(format: Format, message: &str) {
     if format == Format::Table && std::io::stderr().is_terminal() {
         eprintln!("{message}");
     }
+}
+
+/// One page of `instance list`: the instances, and the token of the next
+/// page (in the JSON and YAML object; for a table, a hint on stderr).
+async fn list_page(
+    client: &Client,
+    format: Format,
+    filter: InstanceFilter,
+    args: &ListArgs,
+) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Shown {
+        instances: Vec<Instance>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        next_page_token: Option<String>,
+    }
+    let page = Page {
+        size: args.page_size.unwrap_or(0),
+        token: args
+            .page_token
+            .as_deref()
+            .map(PageToken::try_from)
+            .transpose()?,
+    };
+    let listed = client.list_instances_page(filter, page).await?;
+    let shown = Shown {
+        instances: listed.instances,
+        next_page_token: listed.next_page.map(|t| t.to_string()),
+    };
+    print(format, &shown, |s| instance_table(&s.instances))?;
+    if let (Format::Table, Some(token)) = (format, &shown.next_page_token) {
+        let size = args
+            .page_size
+            .map(|n| format!(" --page-size {n}"))
+            .unwrap_or_default();
+        eprintln!("more: zixiao instance list{size} --page-token {token}");
+    }
+    Ok(())
 }
 
 fn filter(args: &ListArgs) -> Result<InstanceFilter> {

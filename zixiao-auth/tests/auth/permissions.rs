@@ -48,6 +48,7 @@ fn every_request() -> Vec<Request> {
         Request::GetInstance { instance: i() },
         Request::ListInstances {
             filter: Default::default(),
+            page: Default::default(),
         },
         Request::StartInstance {
             instance: i(),
@@ -300,6 +301,7 @@ fn lists_of_instances_are_scoped_to_the_callers_projects() {
         &operator,
         &Request::ListInstances {
             filter: Default::default(),
+            page: Default::default(),
         },
         None,
     )

@@ -12,7 +12,7 @@ use zixiao_auth::{
     AuditLog, AuthStore, Credential, Identity, ProjectName, Retention, Role, UserName,
     PROJECT_LABEL,
 };
-use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::api::{Api, InstancePage, Request, Response};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::{
     CreateInstance, DesiredState, EventKind, Instance, InstanceEvent, InstanceSpec, InstanceStatus,
@@ -197,15 +197,17 @@ impl Api for FakeApi {
                 Response::Instance(instance)
             }
             Request::GetInstance { instance } => Response::Instance(self.find(&instance)?),
-            Request::ListInstances { filter } => Response::Instances(
-                self.instances
+            Request::ListInstances { filter, .. } => Response::Instances(InstancePage {
+                instances: self
+                    .instances
                     .lock()
                     .unwrap()
                     .values()
                     .filter(|i| filter.matches(i))
                     .cloned()
                     .collect(),
-            ),
+                next_page: None,
+            }),
             Request::StartInstance { instance, .. } => {
                 Response::Instance(self.set_desired(&instance, DesiredState::Running)?)
             }

@@ -243,13 +243,14 @@ async fn lists_and_watches_show_only_the_callers_projects() {
     let Response::Instances(listed) = api
         .call(Request::ListInstances {
             filter: Default::default(),
+            page: Default::default(),
         })
         .await
         .unwrap()
     else {
         panic!("instances")
     };
-    let names: Vec<_> = listed.iter().map(|i| i.name.as_str()).collect();
+    let names: Vec<_> = listed.instances.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["plain", "web"]);
     let Response::InstanceEvents(events) = api
         .call(Request::WatchInstances { after: 0 })
@@ -267,13 +268,14 @@ async fn lists_and_watches_show_only_the_callers_projects() {
     let Response::Instances(all) = admin
         .call(Request::ListInstances {
             filter: Default::default(),
+            page: Default::default(),
         })
         .await
         .unwrap()
     else {
         panic!("instances")
     };
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.instances.len(), 3);
 }
 
 #[tokio::test]

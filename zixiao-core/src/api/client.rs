@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use super::access::{
     AuditQuery, AuditRecord, IssuedToken, ProjectInfo, Quota, Role, TokenInfo, TokenTerms, UserInfo,
 };
-use super::{Api, Progress, Request, Response, Wait};
+use super::{Api, InstancePage, Page, Progress, Request, Response, Wait};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
@@ -78,9 +78,20 @@ impl Client {
         )
     }
 
-    /// See [`Request::ListInstances`].
+    /// Every instance `filter` accepts, in name order: each page of
+    /// [`Request::ListInstances`] in turn.
     pub async fn list_instances(&self, filter: InstanceFilter) -> Result<Vec<Instance>> {
-        expect!(self, Request::ListInstances { filter }, Instances)
+        list_all_instances(&*self.api, filter).await
+    }
+
+    /// One page of the instances `filter` accepts. See
+    /// [`Request::ListInstances`].
+    pub async fn list_instances_page(
+        &self,
+        filter: InstanceFilter,
+        page: Page,
+    ) -> Result<InstancePage> {
+        expect!(self, Request::ListInstances { filter, page }, Instances)
     }
 
     /// See [`Request::StartInstance`].
@@ -479,6 +490,33 @@ impl Client {
         match self.api.call(request).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(operation, "Done", &other)),
+        }
+    }
+}
+
+/// Every instance `filter` accepts, in name order, from `api`: each page of
+/// [`Request::ListInstances`] in turn. What [`Client::list_instances`]
+/// does, for a wrapper that holds an `Api` rather than a `Client`.
+pub async fn list_all_instances<A: Api + ?Sized>(
+    api: &A,
+    filter: InstanceFilter,
+) -> Result<Vec<Instance>> {
+    let mut page = Page::all();
+    let mut instances = Vec::new();
+    loop {
+        let request = Request::ListInstances {
+            filter: filter.clone(),
+            page: page.clone(),
+        };
+        let operation = request.operation();
+        let listed = match api.call(request).await? {
+            Response::Instances(listed) => listed,
+            other => return Err(unexpected(operation, "Instances", &other)),
+        };
+        instances.extend(listed.instances);
+        match listed.next_page {
+            Some(next) => page.token = Some(next),
+            None => return Ok(instances),
         }
     }
 }

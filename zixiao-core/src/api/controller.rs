@@ -20,7 +20,7 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Api, Request, Response, Wait};
+use super::{Api, InstancePage, Request, Response, Wait};
 use crate::controller::{Controller, Convergence};
 use crate::{Error, Instance, Result};
 
@@ -36,21 +36,27 @@ impl Api for Controller {
                 let found = self.get_instance(&instance).await?;
                 Response::Instance(self.as_seen(found).await)
             }
-            Request::ListInstances { filter } => {
-                let listed = self.list_instances(&filter).await?;
-                if self.convergence() == Convergence::InCaller {
+            Request::ListInstances { filter, page } => {
+                let (listed, next_page) =
+                    page.cut(self.list_instances(&filter).await?, |i| i.name.as_str());
+                let instances = if self.convergence() == Convergence::InCaller {
                     let mut seen = Vec::with_capacity(listed.len());
                     for instance in listed {
                         let instance = self.as_seen(instance).await;
-                        // The filter applies to what is shown.
+                        // The filter applies to what is shown (a page may
+                        // come out shorter; the next one goes on after it).
                         if filter.matches(&instance) {
                             seen.push(instance);
                         }
                     }
-                    Response::Instances(seen)
+                    seen
                 } else {
-                    Response::Instances(listed)
-                }
+                    listed
+                };
+                Response::Instances(InstancePage {
+                    instances,
+                    next_page,
+                })
             }
             Request::StartInstance { instance, wait } => {
                 let started = self.start_instance(&instance).await?;

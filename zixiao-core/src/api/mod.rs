@@ -29,6 +29,7 @@
 pub mod access;
 mod client;
 mod controller;
+mod page;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -41,7 +42,8 @@ pub use access::{
     AuditQuery, AuditRecord, IssuedToken, Outcome, ProjectInfo, Quota, QuotaExceeded, Role,
     TokenInfo, TokenPurpose, TokenTerms, TokenText, UserInfo,
 };
-pub use client::Client;
+pub use client::{list_all_instances, Client};
+pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::SnapshotInfo;
@@ -169,11 +171,14 @@ pub enum Request {
         /// Id or name.
         instance: String,
     },
-    /// The instances the filter accepts, in name order.
-    /// [`Response::Instances`]. Read-only.
+    /// The instances the filter accepts, in name order, one [`Page`] of
+    /// them. [`Response::Instances`]. Read-only. Errors:
+    /// `InvalidArgument` (`page_token`).
     ListInstances {
         /// Which instances.
         filter: InstanceFilter,
+        /// Which of them.
+        page: Page,
     },
     /// Wants the instance running (a failed one is retried at once).
     /// [`Response::Instance`]. Idempotent. Errors: `NotFound`,
@@ -702,6 +707,15 @@ impl Request {
     }
 }
 
+/// A page of a list of instances.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstancePage {
+    /// The instances, in name order.
+    pub instances: Vec<Instance>,
+    /// Where the next page starts; `None`: this was the last.
+    pub next_page: Option<PageToken>,
+}
+
 /// What a [`Request`] answers; each request names its variant.
 #[allow(clippy::large_enum_variant)] // As for requests: one per call.
 pub enum Response {
@@ -711,8 +725,8 @@ pub enum Response {
     Instance(Instance),
     /// An instance, or `None` once it is gone.
     MaybeInstance(Option<Instance>),
-    /// Instances.
-    Instances(Vec<Instance>),
+    /// A page of instances.
+    Instances(InstancePage),
     /// Resource usage.
     Stats(InstanceStats),
     /// A piece of a log.
