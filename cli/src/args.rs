@@ -128,6 +128,12 @@ pub(crate) enum Command {
     Context(ContextCommand),
     /// Print the version.
     Version,
+    /// Print a shell completion script, e.g. `zixiao completion bash >
+    /// /etc/bash_completion.d/zixiao`, or `source <(zixiao completion bash)`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]

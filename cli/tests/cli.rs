@@ -295,3 +295,41 @@ fn version_and_help_work_without_a_state_dir() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn completion_scripts_are_valid_shell_and_know_the_commands() {
+    let script = |shell: &str| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_zixiao"))
+            .args(["completion", shell])
+            .output()
+            .expect("run")
+    };
+    let bash = script("bash");
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let text = stdout(&bash);
+    for word in ["instance", "create", "--page-size", "completion"] {
+        assert!(text.contains(word), "bash completion lacks {word}");
+    }
+    // bash itself reads it without a syntax error.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("zixiao.bash");
+    std::fs::write(&file, &text).expect("write the script");
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("run bash");
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = script(shell);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("instance"), "{shell}");
+    }
+    let unknown = script("tcsh");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("possible values"),
+        "{}",
+        stderr(&unknown)
+    );
+}

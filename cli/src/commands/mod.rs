@@ -21,6 +21,19 @@ use crate::args::{Cli, Command, StateCommand};
 
 /// Runs the parsed command line; the exit code when it is not plain success.
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Completion { shell } = cli.command {
+        // Into memory first: generating straight to stdout panics when the
+        // reader goes away (`| head`).
+        let mut script = Vec::new();
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "zixiao", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(Error::Internal(format!("write the completion script: {e}")))
+            }
+            _ => Ok(ExitCode::SUCCESS),
+        };
+    }
     if let Command::Version = cli.command {
         let version = env!("CARGO_PKG_VERSION");
         crate::output::print(
@@ -73,6 +86,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
         Command::Version
+        | Command::Completion { .. }
         | Command::Context(_)
         | Command::State(_)
         | Command::Daemon(_)
