@@ -1,6 +1,6 @@
 //! The command tree: clap definitions only, no behaviour.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -41,25 +41,21 @@ pub(crate) struct Cli {
     #[arg(short, long, global = true, value_enum, default_value_t = Format::Table)]
     pub(crate) output: Format,
 
-    /// containerd's socket.
+    /// containerd's socket [default: the agent config's
+    /// drivers.containerd_socket, else /run/containerd/containerd.sock].
     #[arg(
         long,
         global = true,
         env = "ZIXIAO_CONTAINERD_SOCKET",
-        value_name = "PATH",
-        default_value = "/run/containerd/containerd.sock"
+        value_name = "PATH"
     )]
-    pub(crate) containerd_socket: PathBuf,
+    pub(crate) containerd_socket: Option<PathBuf>,
 
-    /// libvirt connection URI for VMs (`qemu:///system`, `qemu+tcp://host/system`, `ch:///system`).
-    #[arg(
-        long,
-        global = true,
-        env = "ZIXIAO_LIBVIRT_URI",
-        value_name = "URI",
-        default_value = "qemu:///system"
-    )]
-    pub(crate) libvirt_uri: String,
+    /// libvirt connection URI for VMs (`qemu:///system`, `qemu+tcp://host/system`,
+    /// `ch:///system`) [default: the agent config's drivers.libvirt_uri,
+    /// else qemu:///system].
+    #[arg(long, global = true, env = "ZIXIAO_LIBVIRT_URI", value_name = "URI")]
+    pub(crate) libvirt_uri: Option<String>,
 
     /// libvirt domain type for VMs: kvm or qemu (default: kvm where KVM is hardware-backed).
     #[arg(long, global = true, value_name = "TYPE")]
@@ -67,6 +63,33 @@ pub(crate) struct Cli {
 
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// containerd's socket when nothing names one.
+const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
+/// The libvirt URI when nothing names one.
+const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+
+impl Cli {
+    /// containerd's socket: `--containerd-socket` (or its variable), else
+    /// `configured` (an agent's `drivers.containerd_socket`), else the
+    /// default.
+    pub(crate) fn containerd_socket(&self, configured: Option<&Path>) -> PathBuf {
+        self.containerd_socket
+            .clone()
+            .or_else(|| configured.map(Path::to_owned))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTAINERD_SOCKET))
+    }
+
+    /// The libvirt URI: `--libvirt-uri` (or its variable), else
+    /// `configured` (an agent's `drivers.libvirt_uri`), else the default.
+    pub(crate) fn libvirt_uri(&self, configured: Option<&str>) -> String {
+        self.libvirt_uri
+            .clone()
+            .or_else(|| configured.map(str::to_owned))
+            .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.to_owned())
+    }
 }
 
 /// How results are printed.

@@ -354,3 +354,72 @@ fn bad_server_and_agent_settings_are_refused_naming_the_field() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `drivers:` of agent.yaml is what the agent (and its watchdog) use when
+/// no flag or variable names the runtime: here containerd at the test's
+/// socket, which is nowhere near the default path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_config_file_names_its_container_runtime() {
+    let Some(socket) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
+    else {
+        return;
+    };
+    let server_dir = tempfile::tempdir().expect("tempdir");
+    let server = start(
+        server_dir.path(),
+        &[
+            "server",
+            "--embedded",
+            "--insecure-no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    let config = agent_dir.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!("drivers:\n  containerd_socket: {socket}\n"),
+    )
+    .expect("write agent.yaml");
+    let mut command = command(agent_dir.path());
+    command
+        .env_remove("ZIXIAO_CONTAINERD_SOCKET")
+        .args(["agent", "--config"])
+        .arg(&config)
+        .args([
+            "--server",
+            &server.addr,
+            "--no-networks",
+            "--no-watchdog",
+            "--name",
+            "worker-c",
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+    let mut agent = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the agent");
+    let mut line = String::new();
+    std::io::BufReader::new(agent.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    assert!(line.contains(" listening on "), "{line:?}");
+    let agent = Running {
+        child: agent,
+        addr: String::new(),
+    };
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    wait_for_status(&client, "worker-c", NodeStatus::Ready).await;
+    let node = client.get_node("worker-c").await.expect("node");
+    assert!(
+        node.runtimes
+            .contains(&zixiao_core::InstanceType::Container),
+        "containerd from agent.yaml was not used: {:?}",
+        node.missing_runtimes
+    );
+    drop(agent);
+}

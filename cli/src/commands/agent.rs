@@ -106,15 +106,17 @@ fn state_dir(cli: &Cli, configured: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-/// The drivers' settings from the command line.
+/// The drivers' settings: the command line's, else `configured`
+/// (`drivers:` of agent.yaml), else the defaults.
 fn driver_config(
     cli: &Cli,
+    configured: &zixiao_cluster::config::DriversSection,
     state_dir: &std::path::Path,
     netns_dir: Option<&std::path::Path>,
 ) -> Result<zixiao_embedded::zixiao_drivers::DriverConfig> {
     let mut drivers = zixiao_embedded::zixiao_drivers::DriverConfig::new(state_dir.join("runtime"));
-    drivers.containerd_socket = cli.containerd_socket.clone();
-    drivers.libvirt_uri = cli.libvirt_uri.clone();
+    drivers.containerd_socket = cli.containerd_socket(configured.containerd_socket.as_deref());
+    drivers.libvirt_uri = cli.libvirt_uri(configured.libvirt_uri.as_deref());
     drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
     if let Some(dir) = netns_dir {
         drivers.netns_dir = super::absolute(dir)?;
@@ -213,7 +215,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         );
     }
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
-    let drivers = driver_config(cli, &state_dir, args.netns_dir.as_deref())?;
+    let drivers = driver_config(cli, &config.drivers, &state_dir, args.netns_dir.as_deref())?;
     let local = local_agent(&drivers, &state_dir).await?;
     // The scrape reads the runtimes through drivers of its own, as the
     // watchdog does: the agent's are moved into it.
@@ -261,9 +263,9 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             .arg("--state-dir")
             .arg(&state_dir)
             .arg("--containerd-socket")
-            .arg(&cli.containerd_socket)
+            .arg(&drivers.containerd_socket)
             .arg("--libvirt-uri")
-            .arg(&cli.libvirt_uri)
+            .arg(&drivers.libvirt_uri)
             .arg("watchdog")
             .arg("--fence-after-ms")
             .arg(config.timing.fence_after_ms.to_string());
@@ -313,7 +315,13 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
 /// Runs the node's watchdog until its agent leaves.
 pub(crate) async fn run_watchdog(cli: &Cli, args: &WatchdogArgs) -> Result<ExitCode> {
     let state_dir = state_dir(cli, None)?;
-    let local = local_agent(&driver_config(cli, &state_dir, None)?, &state_dir).await?;
+    // The agent that starts it names its runtimes on the command line.
+    let configured = zixiao_cluster::config::DriversSection::default();
+    let local = local_agent(
+        &driver_config(cli, &configured, &state_dir, None)?,
+        &state_dir,
+    )
+    .await?;
     let fence_after = std::time::Duration::from_millis(args.fence_after_ms);
     watchdog::run(&state_dir, fence_after, Arc::new(local)).await?;
     Ok(ExitCode::SUCCESS)

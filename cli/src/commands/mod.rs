@@ -173,9 +173,9 @@ fn state_dir(cli: &Cli) -> Result<PathBuf> {
 fn open_options(cli: &Cli) -> Result<zixiao_client::OpenOptions> {
     Ok(zixiao_client::OpenOptions {
         state_dir: Some(state_dir(cli)?),
-        containerd_socket: Some(cli.containerd_socket.clone()),
+        containerd_socket: Some(cli.containerd_socket(None)),
         containerd_namespace: None,
-        libvirt_uri: Some(cli.libvirt_uri.clone()),
+        libvirt_uri: Some(cli.libvirt_uri(None)),
         libvirt_domain_type: cli.libvirt_domain_type.clone(),
     })
 }

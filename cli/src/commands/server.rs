@@ -180,7 +180,7 @@ fn install(cli: &Cli, user: bool, print: bool) -> Result<ExitCode> {
          WantedBy={target}\n",
         dir = state_dir.display(),
         exe = exe.display(),
-        containerd = cli.containerd_socket.display(),
+        containerd = cli.containerd_socket(None).display(),
         target = if user {
             "default.target"
         } else {
@@ -592,8 +592,8 @@ async fn embedded_deployment(
     let mut config = zixiao_embedded::EmbeddedConfig::new(state_dir.clone());
     // The server's leader loop converges; requests only wait.
     config.convergence = zixiao_core::controller::Convergence::Background;
-    config.drivers.containerd_socket = cli.containerd_socket.clone();
-    config.drivers.libvirt_uri = cli.libvirt_uri.clone();
+    config.drivers.containerd_socket = cli.containerd_socket(None);
+    config.drivers.libvirt_uri = cli.libvirt_uri(None);
     config.drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
     Ok((zixiao_embedded::open(config).await?, state_dir))
 }
