@@ -247,12 +247,6 @@ async fn list_page(
     filter: InstanceFilter,
     args: &ListArgs,
 ) -> Result<()> {
-    #[derive(serde::Serialize)]
-    struct Shown {
-        instances: Vec<Instance>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        next_page_token: Option<String>,
-    }
     let page = Page {
         size: args.page_size.unwrap_or(0),
         token: args
@@ -262,12 +256,8 @@ async fn list_page(
             .transpose()?,
     };
     let listed = client.list_instances_page(filter, page).await?;
-    let shown = Shown {
-        instances: listed.instances,
-        next_page_token: listed.next_page.map(|t| t.to_string()),
-    };
-    print(format, &shown, |s| instance_table(&s.instances))?;
-    if let (Format::Table, Some(token)) = (format, &shown.next_page_token) {
+    print(format, &listed, |l| instance_table(&l.instances))?;
+    if let (Format::Table, Some(token)) = (format, &listed.next_page) {
         let size = args
             .page_size
             .map(|n| format!(" --page-size {n}"))

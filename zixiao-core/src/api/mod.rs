@@ -708,11 +708,12 @@ impl Request {
 }
 
 /// A page of a list of instances.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct InstancePage {
     /// The instances, in name order.
     pub instances: Vec<Instance>,
     /// Where the next page starts; `None`: this was the last.
+    #[serde(rename = "next_page_token", skip_serializing_if = "Option::is_none")]
     pub next_page: Option<PageToken>,
 }
 

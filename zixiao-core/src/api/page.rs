@@ -26,8 +26,10 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// What a server answers when asked for a page of size 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 500;
 
-/// Where the next page of a list starts: after the item it names.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Where the next page of a list starts: after the item it names. In
+/// JSON, the text callers pass back.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct PageToken {
     /// The name of the last item of the page before.
     after: String,
@@ -82,6 +84,20 @@ impl TryFrom<&str> for PageToken {
         let after = String::from_utf8(bytes).map_err(|_| invalid())?;
         validate_name("page_token", &after).map_err(|_| invalid())?;
         Ok(PageToken { after })
+    }
+}
+
+impl From<PageToken> for String {
+    fn from(token: PageToken) -> String {
+        token.to_string()
+    }
+}
+
+impl TryFrom<String> for PageToken {
+    type Error = Error;
+
+    fn try_from(text: String) -> Result<Self, Error> {
+        PageToken::try_from(text.as_str())
     }
 }
 
