@@ -79,6 +79,13 @@ export interface InstanceFilter {
   labels?: Record<string, string>
 }
 
+/** One page of `listInstancesPage`. */
+export interface InstancePage {
+  instances: Instance[]
+  /** Pass back as `page.token` for the next page; absent after the last. */
+  next_page_token?: string
+}
+
 export interface Resources {
   cpus: number
   memory_mib: number

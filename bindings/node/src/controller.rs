@@ -7,7 +7,7 @@ use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
-use zixiao_core::api::Progress;
+use zixiao_core::api::{Page, PageToken, Progress};
 use zixiao_core::driver::ImportProgress as CoreProgress;
 use zixiao_core::model::CreateNetwork;
 use zixiao_core::{Client, CreateInstance, Error, InstanceFilter, InstanceType, Wait};
@@ -40,6 +40,17 @@ pub struct OpenOptions {
 pub struct WaitOptions {
     /// Wait until it has settled (default true).
     pub wait: Option<bool>,
+}
+
+/// Which page of a list: at most `size` items, after `token` (a list's
+/// `next_page_token`).
+#[napi(object)]
+#[derive(Default)]
+pub struct PageRequest {
+    /// At most this many (0 or absent: every item here, a server's default page).
+    pub size: Option<u32>,
+    /// Go on after the page that answered this `next_page_token`.
+    pub token: Option<String>,
 }
 
 /// Which runtime of which node an image call means.
@@ -327,6 +338,37 @@ impl Controller {
             from_js::<InstanceFilter>(Some("filter"), f)
         });
         call!(self, env, |c| c.list_instances(filter?))
+    }
+
+    /// One page of the instances `filter` accepts, in name order, with
+    /// `next_page_token` to pass back as `page.token` while there are
+    /// more. A `page.size` of 0 (or none) is every instance here, a
+    /// server's default page (500) through one. Rejects with
+    /// `invalid_argument` (`page_token`).
+    #[napi(
+        ts_args_type = "filter?: InstanceFilter, page?: PageRequest",
+        ts_return_type = "Promise<InstancePage>"
+    )]
+    pub fn list_instances_page<'env>(
+        &self,
+        env: &'env Env,
+        filter: Option<serde_json::Value>,
+        page: Option<PageRequest>,
+    ) -> Pending<'env> {
+        let filter = filter.map_or(Ok(InstanceFilter::default()), |f| {
+            from_js::<InstanceFilter>(Some("filter"), f)
+        });
+        let page = page.unwrap_or_default();
+        let page = page
+            .token
+            .as_deref()
+            .map(PageToken::try_from)
+            .transpose()
+            .map(|token| Page {
+                size: page.size.unwrap_or(0),
+                token,
+            });
+        call!(self, env, |c| c.list_instances_page(filter?, page?))
     }
 
     /// Wants the instance running; with `wait` (the default), resolves once

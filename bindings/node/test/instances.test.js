@@ -112,3 +112,22 @@ test('the embedded deployment registers this machine', async () => {
   assert.equal(nodes[0].status, 'ready')
   assert.equal((await controller.clusterInfo()).instances, 0)
 })
+
+test('a list comes in pages on request', async () => {
+  const controller = await fakeController()
+  for (const name of ['c', 'a', 'b']) {
+    await controller.createInstance(container(name), { wait: false })
+  }
+  const first = await controller.listInstancesPage(undefined, { size: 2 })
+  assert.deepEqual(first.instances.map((i) => i.name), ['a', 'b'])
+  const rest = await controller.listInstancesPage(undefined, { size: 2, token: first.next_page_token })
+  assert.deepEqual(rest.instances.map((i) => i.name), ['c'])
+  assert.equal(rest.next_page_token, undefined)
+  // No size in-process: everything, one page.
+  assert.equal((await controller.listInstancesPage()).instances.length, 3)
+  await assert.rejects(controller.listInstancesPage(undefined, { token: '../etc' }), (e) => {
+    assert.equal(e.code, 'invalid_argument')
+    assert.match(e.message, /page_token/)
+    return true
+  })
+})

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
 use zixiao_client::OpenOptions;
-use zixiao_core::api::Progress;
+use zixiao_core::api::{InstancePage, Page, PageToken, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
 use zixiao_core::model::{CreateNetwork, Network};
@@ -28,6 +28,16 @@ fn filter_from(filter: Option<&Bound<'_, PyAny>>) -> PyResult<InstanceFilter> {
     filter.map_or(Ok(InstanceFilter::default()), |f| {
         from_py(Some("filter"), f)
     })
+}
+
+/// A page request from keyword arguments. Errors: `InvalidArgument`
+/// (`page_token`).
+fn page_from(size: u32, token: Option<&str>) -> PyResult<Page> {
+    let token = token
+        .map(PageToken::try_from)
+        .transpose()
+        .map_err(error::to_py)?;
+    Ok(Page { size, token })
 }
 
 fn instance_type(value: &str) -> PyResult<InstanceType> {
@@ -296,6 +306,24 @@ impl PyController {
     ) -> PyResult<Json<Vec<Instance>>> {
         let filter = filter_from(filter)?;
         wait(py, self.inner.list_instances(filter)).map(Json)
+    }
+
+    /// One page of the instances `filter` accepts, in name order: a dict
+    /// with `instances` and, when there are more, `next_page_token` to pass
+    /// back as `page_token`. `page_size` 0 is every instance here, a
+    /// server's default page (500) through one. Raises `InvalidArgument`
+    /// (`page_token`).
+    #[pyo3(signature = (filter=None, *, page_size=0, page_token=None))]
+    fn list_instances_page(
+        &self,
+        py: Python<'_>,
+        filter: Option<&Bound<'_, PyAny>>,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> PyResult<Json<InstancePage>> {
+        let filter = filter_from(filter)?;
+        let page = page_from(page_size, page_token)?;
+        wait(py, self.inner.list_instances_page(filter, page)).map(Json)
     }
 
     /// Wants the instance running; with `wait`, returns once it settled.
@@ -733,6 +761,21 @@ impl PyAsyncController {
     ) -> PyResult<Bound<'py, PyAny>> {
         let filter = filter_from(filter)?;
         call!(self, py, |c| c.list_instances(filter))
+    }
+
+    /// One page of the instances `filter` accepts (see
+    /// `Controller.list_instances_page`).
+    #[pyo3(signature = (filter=None, *, page_size=0, page_token=None))]
+    fn list_instances_page<'py>(
+        &self,
+        py: Python<'py>,
+        filter: Option<&Bound<'py, PyAny>>,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let filter = filter_from(filter)?;
+        let page = page_from(page_size, page_token)?;
+        call!(self, py, |c| c.list_instances_page(filter, page))
     }
 
     /// Wants the instance running (see `Controller.start_instance`).

@@ -132,3 +132,17 @@ def test_the_embedded_deployment_registers_this_machine(tmp_path):
     assert node["status"] == "ready"
     info = controller.cluster_info()
     assert info["nodes"] == 1 and info["instances"] == 0
+
+
+def test_a_list_comes_in_pages_on_request(controller):
+    for name in ("c", "a", "b"):
+        controller.create_instance(container(name), wait=False)
+    first = controller.list_instances_page(page_size=2)
+    assert [i["name"] for i in first["instances"]] == ["a", "b"]
+    rest = controller.list_instances_page(page_size=2, page_token=first["next_page_token"])
+    assert [i["name"] for i in rest["instances"]] == ["c"]
+    assert "next_page_token" not in rest
+    # Size 0 in-process: everything, one page.
+    assert len(controller.list_instances_page()["instances"]) == 3
+    with pytest.raises(zixiao.InvalidArgument, match="page_token"):
+        controller.list_instances_page(page_token="../etc")

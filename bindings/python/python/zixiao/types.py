@@ -171,6 +171,17 @@ class Instance(_InstanceOptional):
     revision: int
 
 
+class _InstancePageOptional(TypedDict, total=False):
+    next_page_token: str
+    """Pass back as ``page_token`` for the next page; absent after the last."""
+
+
+class InstancePage(_InstancePageOptional):
+    """One page of ``list_instances_page``."""
+
+    instances: List[Instance]
+
+
 class Node(TypedDict):
     """A node as stored."""
 
