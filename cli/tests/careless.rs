@@ -395,3 +395,43 @@ fn bad_published_ports_are_refused_naming_the_flag_or_the_field() {
     );
     nothing_stored(&state);
 }
+
+#[test]
+fn a_host_port_a_process_holds_is_refused_naming_it_before_anything_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    // This test's own socket: the embedded default runs on this machine.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = held.local_addr().expect("address").port();
+    let publish = format!("{port}:80");
+    let out = zixiao(
+        &state,
+        &[
+            "instance",
+            "create",
+            "--name",
+            "web",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--network",
+            "lan",
+            "--publish",
+            &publish,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "exit code");
+    let body: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
+    assert_eq!(body["error"]["kind"], "failed_precondition", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("host port {port}/tcp is taken on this node"))
+            && message.contains(&format!("process {} (`", std::process::id())),
+        "{message}"
+    );
+    nothing_stored(&state);
+    drop(held);
+}

@@ -103,3 +103,15 @@ pub(crate) async fn unpublish_ports(
         None => Ok(()),
     }
 }
+
+/// [`unpublish_ports`] of `instance` at a stop: nothing to do (no `nft`
+/// run) when its spec publishes nothing, as it then never published.
+pub(crate) async fn unpublish_instance(
+    network: Option<&LinuxNetwork>,
+    instance: &Instance,
+) -> Result<(), DriverError> {
+    if instance.spec.publish.is_empty() {
+        return Ok(());
+    }
+    unpublish_ports(network, &instance.id, &instance.attachments).await
+}

@@ -489,7 +489,7 @@ impl ContainerdDriver {
     ) -> Result<(), DriverError> {
         let id = Self::container_id(instance)?;
         self.stop_task_of(id, &instance.name, grace).await?;
-        self.unpublish_ports(id, &instance.attachments).await
+        crate::net::unpublish_instance(self.network.as_ref(), instance).await
     }
 
     /// Stops the task of container `id` (instance `name`, for messages):

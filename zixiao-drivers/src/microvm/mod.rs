@@ -670,12 +670,7 @@ impl Driver for MicrovmDriver {
         match record.backend {
             Backend::Qemu => {
                 self.qemu_backend()?.stop(&dir, grace).await?;
-                crate::net::unpublish_ports(
-                    self.network.as_ref(),
-                    &instance.id,
-                    &record.attachments,
-                )
-                .await
+                crate::net::unpublish_instance(self.network.as_ref(), instance).await
             }
             Backend::Vmm => self.vmm_backend()?.stop(&dir, grace).await,
         }
