@@ -30,7 +30,7 @@
 //! the holder named from `/proc/<pid>/fd`): traffic for that port would
 //! otherwise be taken from it silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -188,6 +188,7 @@ pub fn ruleset(table: &PortsTable, target: &Target, ports: &[PublishedPort]) -> 
         }
         json!({ "add": { "rule": rule } })
     };
+    let mut hairpins = BTreeSet::new();
     for port in ports {
         let families = [
             (
@@ -236,6 +237,11 @@ pub fn ruleset(table: &PortsTable, target: &Target, ports: &[PublishedPort]) -> 
             output.extend(to_host[1..].iter().cloned());
             output.push(dnat);
             commands.push(rule("output", None, output));
+            // One hairpin rule per target port, however many host ports
+            // lead there.
+            if !hairpins.insert((address, port.protocol(), port.guest_port())) {
+                continue;
+            }
             commands.push(rule(
                 "postrouting",
                 None,

@@ -320,3 +320,68 @@ fn the_controller_refuses_a_host_port_another_instance_holds_and_stores_nothing(
         c.create_instance(e).await.expect("create e");
     });
 }
+
+#[test]
+fn an_ipv6_published_port_forwards_to_the_instances_ipv6_address() {
+    in_fresh_netns(|dir| async move {
+        let host = LinuxNetwork::connect(&dir).unwrap();
+        let net = CreateNetwork::new("dual", ["10.77.0.0/24", "fd77::/64"])
+            .validate(&here(), chrono::Utc::now())
+            .unwrap();
+        host.ensure_network(&net).await.unwrap();
+        let mut web = vec![attachment("web-6", &net, 0, "10.77.0.5")];
+        web[0].addresses.push(zixiao_core::model::IpConfig {
+            address: "fd77::5".parse().unwrap(),
+            prefix_len: 64,
+            gateway: "fd77::1".parse().unwrap(),
+        });
+        let web_ns = host.attach_container("web-6", &web).await.unwrap();
+        let listener = netns::run_in(&web_ns, || TcpListener::bind("[::]:80")).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let _ = stream.write_all(b"hello over ipv6\n");
+            }
+        });
+        // Every address of the node, both families; and one IPv6 address only.
+        host.publish_ports("web-6", &web, &ports(&["8080:80", "[fd77::1]:8443:80"]))
+            .await
+            .expect("publish");
+        let table = PortsTable::new(&here(), "web-6").unwrap().to_string();
+        let listed = rules(&table).await.expect("the table");
+        for wanted in [
+            r#"meta nfproto ipv4 fib daddr type local tcp dport 8080 dnat ip to 10.77.0.5:80 comment "8080:80/tcp""#,
+            r#"meta nfproto ipv6 fib daddr type local tcp dport 8080 dnat ip6 to [fd77::5]:80 comment "8080:80/tcp""#,
+            r#"fib daddr type local ip6 daddr fd77::1 tcp dport 8443 dnat ip6 to [fd77::5]:80 comment "[fd77::1]:8443:80/tcp""#,
+            "ip6 daddr != ::1 fib daddr type local tcp dport 8080 dnat ip6 to [fd77::5]:80",
+            "ct status dnat ip6 saddr fd77::/64 ip6 daddr fd77::5 tcp dport 80 masquerade",
+        ] {
+            assert_eq!(
+                listed.iter().filter(|r| *r == wanted).count(),
+                1,
+                "{wanted}\n{listed:#?}"
+            );
+        }
+        // No IPv4 rule for the IPv6-only port.
+        assert!(
+            !listed
+                .iter()
+                .any(|r| r.contains("8443") && r.contains("dnat ip to")),
+            "{listed:#?}"
+        );
+        // From the node to its own IPv6 address (the gateway's), through
+        // the `output` DNAT; the addresses may still be tentative (DAD).
+        for port in [8080, 8443] {
+            let to: SocketAddr = format!("[fd77::1]:{port}").parse().unwrap();
+            zixiao_testing::wait::wait_until(
+                &format!("[fd77::1]:{port} to answer"),
+                Duration::from_secs(10),
+                || async move { fetch(to).ok() },
+            )
+            .await;
+            assert_eq!(fetch(to).unwrap(), "hello over ipv6\n");
+        }
+        host.unpublish_ports("web-6", &web).await.unwrap();
+        assert_eq!(rules(&table).await, None);
+    });
+}
