@@ -385,3 +385,48 @@ fn an_ipv6_published_port_forwards_to_the_instances_ipv6_address() {
         assert_eq!(rules(&table).await, None);
     });
 }
+
+#[test]
+fn a_published_udp_port_answers_from_outside_the_node() {
+    in_fresh_netns(|dir| async move {
+        without_ipv6();
+        let host = LinuxNetwork::connect(&dir).unwrap();
+        let underlay = Underlay::new(&dir.join("outside"), "upl0");
+        let net = network("pub", "10.78.0.0/24", true, true);
+        host.ensure_network(&net).await.unwrap();
+        let (dns, dns_ns) = endpoint(&host, "dns-1", &net, "10.78.0.5").await;
+        // An echo server on the instance's UDP port 5353.
+        let server = netns::run_in(&dns_ns, || UdpSocket::bind("0.0.0.0:5353")).unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = server.recv_from(&mut buf) {
+                let _ = server.send_to(&buf[..n], from);
+            }
+        });
+        host.publish_ports("dns-1", &dns, &ports(&["53:5353/udp"]))
+            .await
+            .expect("publish");
+        let published = SocketAddr::from((NODE_ADDRESS, 53));
+        let answer = netns::run_in(underlay.path(), || {
+            let client = UdpSocket::bind("0.0.0.0:0")?;
+            client.set_read_timeout(Some(Duration::from_secs(2)))?;
+            // Datagrams may be lost: a few tries.
+            for _ in 0..5 {
+                client.send_to(b"ping over udp", published)?;
+                let mut buf = [0u8; 512];
+                if let Ok((n, from)) = client.recv_from(&mut buf) {
+                    return Ok(Some((buf[..n].to_vec(), from)));
+                }
+            }
+            Ok(None)
+        })
+        .unwrap();
+        let (answer, from) = answer.expect("an answer through the published UDP port");
+        assert_eq!(answer, b"ping over udp");
+        assert_eq!(
+            from, published,
+            "the answer comes from the published address"
+        );
+        host.unpublish_ports("dns-1", &dns).await.unwrap();
+    });
+}

@@ -523,6 +523,9 @@ mod tests {
             "192.0.2.7:53:5353/udp -> 10.0.0.5:5353"
         );
         instance.spec.publish = vec![port("8080:80")];
+        // `-o json` prints the spec's ports in their canonical text.
+        let json = serde_json::to_value(&instance).unwrap();
+        assert_eq!(json["spec"]["publish"], serde_json::json!(["8080:80/tcp"]));
         assert!(
             instance_details(&instance).contains("8080:80/tcp -> 10.0.0.5:80"),
             "{}",
