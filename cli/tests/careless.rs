@@ -317,26 +317,30 @@ fn an_unreachable_server_is_named_with_the_os_error() {
     );
 }
 
+/// `zixiao instance create` of container `web` (busybox) with `extra`
+/// flags, `-o json`.
+fn create_web(state: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "instance",
+        "create",
+        "--name",
+        "web",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    zixiao(state, &args)
+}
+
 #[test]
 fn bad_published_ports_are_refused_naming_the_flag_or_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path().join("state");
-    let create = |extra: &[&str]| {
-        let mut args = vec![
-            "instance",
-            "create",
-            "--name",
-            "web",
-            "--type",
-            "container",
-            "--image",
-            "busybox",
-            "-o",
-            "json",
-        ];
-        args.extend_from_slice(extra);
-        zixiao(&state, &args)
-    };
+    let create = |extra: &[&str]| create_web(&state, extra);
     for (publish, expected) in [
         ("0:80", "the host port 0 is not 1 to 65535"),
         ("70000:80", "the host port 70000 is not 1 to 65535"),
@@ -404,25 +408,7 @@ fn a_host_port_a_process_holds_is_refused_naming_it_before_anything_is_stored() 
     let held = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
     let port = held.local_addr().expect("address").port();
     let publish = format!("{port}:80");
-    let out = zixiao(
-        &state,
-        &[
-            "instance",
-            "create",
-            "--name",
-            "web",
-            "--type",
-            "container",
-            "--image",
-            "busybox",
-            "--network",
-            "lan",
-            "--publish",
-            &publish,
-            "-o",
-            "json",
-        ],
-    );
+    let out = create_web(&state, &["--network", "lan", "--publish", &publish]);
     assert_eq!(out.status.code(), Some(1), "exit code");
     let body: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
     assert_eq!(body["error"]["kind"], "failed_precondition", "{body}");

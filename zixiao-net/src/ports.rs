@@ -36,7 +36,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Value};
 use zixiao_core::model::{
-    Cidr, InstallationId, NetworkAttachment, PortProtocol, PublishedPort, HOST_NAME_PREFIX,
+    check_targets, Cidr, InstallationId, NetworkAttachment, PortProtocol, PublishedPort,
+    HOST_NAME_PREFIX,
 };
 use zixiao_core::{Error, Result};
 
@@ -134,26 +135,6 @@ impl Target {
             )));
         }
         Ok(target)
-    }
-
-    /// Checks that every port has an address of its host address's family
-    /// to lead to. Errors: `InvalidArgument` naming `spec.publish[i]`.
-    pub fn check(&self, ports: &[PublishedPort]) -> Result<()> {
-        for (i, port) in ports.iter().enumerate() {
-            let reachable = (port.covers_ipv4() && self.v4.is_some())
-                || (port.covers_ipv6() && self.v6.is_some());
-            if !reachable {
-                let family = if port.covers_ipv4() { "IPv4" } else { "IPv6" };
-                return Err(Error::invalid(
-                    format!("spec.publish[{i}]"),
-                    format!(
-                        "`{port}` is published on an {family} address, but the instance has no \
-                         {family} address on its first network"
-                    ),
-                ));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -563,7 +544,7 @@ impl LinuxNetwork {
         };
         let table = PortsTable::new(installation, instance)?;
         let target = Target::of(first)?;
-        target.check(ports)?;
+        check_targets(ports, first)?;
         let published = published_on_node().await?;
         for (i, port) in ports.iter().enumerate() {
             let holder = published
@@ -715,16 +696,6 @@ mod tests {
         assert!(
             text.contains(r#""dnat":{"addr":"10.9.0.5","family":"ip","port":5353}"#),
             "{text}"
-        );
-        let err = Target {
-            v4: target.v4,
-            v6: None,
-        }
-        .check(&[PublishedPort::try_from("[fd00::1]:80:80").unwrap()])
-        .unwrap_err();
-        assert!(
-            err.to_string().starts_with("invalid spec.publish[0]"),
-            "{err}"
         );
     }
 }

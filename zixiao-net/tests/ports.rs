@@ -29,10 +29,11 @@ fn ports(texts: &[&str]) -> Vec<PublishedPort> {
         .collect()
 }
 
-/// A TCP server inside the namespace at `netns` on `port` that answers
-/// every connection with `answer` and closes it, on a thread of its own.
-fn serve(netns: &Path, port: u16, answer: &'static str) {
-    let listener = netns::run_in(netns, || TcpListener::bind(("0.0.0.0", port)))
+/// A TCP server inside the namespace at `netns` on `address` (`0.0.0.0:80`,
+/// `[::]:80`) that answers every connection with `answer` and closes it,
+/// on a thread of its own.
+fn serve(netns: &Path, address: &str, answer: &'static str) {
+    let listener = netns::run_in(netns, || TcpListener::bind(address))
         .expect("listen in the instance's namespace");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -93,7 +94,7 @@ fn a_published_port_is_reached_from_outside_the_node_and_unpublishing_leaves_not
         let net = network("pub", "10.71.0.0/24", true, true);
         host.ensure_network(&net).await.unwrap();
         let (web, web_ns) = endpoint(&host, "web-1", &net, "10.71.0.5").await;
-        serve(&web_ns, 80, "hello from web-1\n");
+        serve(&web_ns, "0.0.0.0:80", "hello from web-1\n");
         let (_, neighbour_ns) = endpoint(&host, "web-2", &net, "10.71.0.6").await;
         let other = network("other", "10.76.0.0/24", true, true);
         host.ensure_network(&other).await.unwrap();
@@ -305,6 +306,15 @@ fn the_controller_refuses_a_host_port_another_instance_holds_and_stores_nothing(
             .map(|i| i.name)
             .collect();
         assert_eq!(names, ["a"]);
+        // A port on an IPv6 address of the node leads nowhere on an IPv4-only network.
+        let mut v6 = on("v6", &["lan"]);
+        v6.spec.publish = ports(&["[fd00::1]:8443:443"]);
+        let err = c.create_instance(v6).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid spec.publish[0]:")
+                && err.to_string().contains("no IPv6 address on network `lan`"),
+            "{err}"
+        );
         use zixiao_core::AddressAllocator;
         assert_eq!(s.ipam.owners("lan").await.unwrap(), vec![a.id.clone()]);
 
@@ -336,13 +346,7 @@ fn an_ipv6_published_port_forwards_to_the_instances_ipv6_address() {
             gateway: "fd77::1".parse().unwrap(),
         });
         let web_ns = host.attach_container("web-6", &web).await.unwrap();
-        let listener = netns::run_in(&web_ns, || TcpListener::bind("[::]:80")).unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let _ = stream.write_all(b"hello over ipv6\n");
-            }
-        });
+        serve(&web_ns, "[::]:80", "hello over ipv6\n");
         // Every address of the node, both families; and one IPv6 address only.
         host.publish_ports("web-6", &web, &ports(&["8080:80", "[fd77::1]:8443:80"]))
             .await

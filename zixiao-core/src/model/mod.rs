@@ -25,7 +25,7 @@ pub use network::{
     Subnet, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
-pub use publish::{PortProtocol, PublishedPort};
+pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;
 pub use spec::{
     CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,

@@ -13,7 +13,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::network::InvalidName;
+use super::network::{InvalidName, NetworkAttachment};
+use crate::Error;
 
 /// The transport protocol of a published port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -208,6 +209,29 @@ impl PublishedPort {
     }
 }
 
+/// Checks that each of `ports` (an instance's `spec.publish`) leads to an
+/// address of `first`, the instance's attachment to its first network, of
+/// the family of its host address (a port on every address needs one of
+/// either family). Errors: `InvalidArgument` naming `spec.publish[i]`.
+pub fn check_targets(ports: &[PublishedPort], first: &NetworkAttachment) -> Result<(), Error> {
+    let has = |v4: bool| first.addresses.iter().any(|ip| ip.address.is_ipv4() == v4);
+    for (i, port) in ports.iter().enumerate() {
+        let reachable = (port.covers_ipv4() && has(true)) || (port.covers_ipv6() && has(false));
+        if !reachable {
+            let family = if port.covers_ipv4() { "IPv4" } else { "IPv6" };
+            return Err(Error::invalid(
+                format!("spec.publish[{i}]"),
+                format!(
+                    "`{port}` is published on an {family} address, but the instance has no \
+                     {family} address on network `{}`, its first",
+                    first.network
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What a [`PublishedPort`] is, in its errors.
 const WHAT: &str = "a published port";
 /// Its form, in its errors.
@@ -323,6 +347,39 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn each_port_needs_an_address_of_its_family_on_the_first_network() {
+        use crate::model::{
+            BridgeName, InstallationId, InterfaceKind, InterfaceName, IpConfig, NetworkName,
+        };
+        let installation = InstallationId::try_from("0123456789abcdef").unwrap();
+        let lan = NetworkName::try_from("lan").unwrap();
+        let mut first = NetworkAttachment {
+            host_interface: InterfaceName::of(InterfaceKind::Veth, &installation, "x", &lan),
+            bridge: BridgeName::of(&installation, &lan),
+            network: lan,
+            installation: Some(installation),
+            interface: "eth0".into(),
+            mac: "02:00:00:00:00:01".into(),
+            addresses: vec![IpConfig {
+                address: "10.0.0.5".parse().unwrap(),
+                prefix_len: 24,
+                gateway: "10.0.0.1".parse().unwrap(),
+            }],
+        };
+        let p = |t: &str| PublishedPort::try_from(t).unwrap();
+        check_targets(&[p("8080:80"), p("10.1.1.1:53:53/udp")], &first).expect("IPv4");
+        let err = check_targets(&[p("8080:80"), p("[fd00::1]:80:80")], &first).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid spec.publish[1]: `[fd00::1]:80:80/tcp` is published on an IPv6 address, \
+             but the instance has no IPv6 address on network `lan`, its first"
+        );
+        first.addresses[0].address = "fd00::5".parse().unwrap();
+        check_targets(&[p("8080:80"), p("[fd00::1]:80:80")], &first).expect("IPv6");
+        assert!(check_targets(&[p("10.1.1.1:80:80")], &first).is_err());
     }
 
     proptest::proptest! {

@@ -84,6 +84,26 @@ async fn controller(dir: &Path, driver: Arc<MicrovmDriver>, network: LinuxNetwor
     controller
 }
 
+/// A node with a microvm driver on the host network of `netns_dir`, its
+/// controller, and network `name` over `subnet` created on it.
+async fn on_network(
+    fx: &Fixture,
+    netns_dir: &Path,
+    name: &str,
+    subnet: &str,
+) -> (LinuxNetwork, Arc<MicrovmDriver>, Controller, Network) {
+    let host = LinuxNetwork::connect(netns_dir).expect("netlink");
+    let driver = Arc::new(fx.driver().with_network(host.clone()));
+    let dir = fx.dir.path().join("ctl");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let c = controller(&dir, driver.clone(), host.clone()).await;
+    let net = c
+        .create_network(CreateNetwork::new(name, [subnet]))
+        .await
+        .expect("create network");
+    (host, driver, c, net)
+}
+
 async fn until(c: &Controller, id: &str, what: &str, want: InstanceStatus) -> Instance {
     wait_until(what, BOOT_TIMEOUT, || async {
         let i = c.converge(id).await.expect("converge").expect("exists");
@@ -116,15 +136,7 @@ fn a_qemu_microvm_on_a_network_answers_ping_across_a_restart_and_delete_removes_
         let Some(fx) = fixture() else {
             return;
         };
-        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
-        let driver = Arc::new(fx.driver().with_network(host.clone()));
-        let dir = fx.dir.path().join("ctl");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let c = controller(&dir, driver.clone(), host.clone()).await;
-        let net = c
-            .create_network(CreateNetwork::new("mvnet", ["10.67.0.0/24"]))
-            .await
-            .expect("create network");
+        let (host, driver, c, net) = on_network(&fx, &netns_dir, "mvnet", "10.67.0.0/24").await;
 
         let name = unique("net");
         let mut spec = fx.spec("");
@@ -347,15 +359,8 @@ fn a_qemu_microvm_publishes_a_port_reached_from_outside_the_node() {
         let Some(fx) = fixture() else {
             return;
         };
-        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let (_, driver, c, _) = on_network(&fx, &netns_dir, "pubnet", "10.68.0.0/24").await;
         let underlay = Underlay::new(&netns_dir.join("outside"), "upl0");
-        let driver = Arc::new(fx.driver().with_network(host.clone()));
-        let dir = fx.dir.path().join("ctl");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let c = controller(&dir, driver.clone(), host.clone()).await;
-        c.create_network(CreateNetwork::new("pubnet", ["10.68.0.0/24"]))
-            .await
-            .expect("create network");
 
         // The guest's init answers TCP connections on port 80.
         let name = unique("pub");
