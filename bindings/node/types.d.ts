@@ -61,6 +61,11 @@ export interface InstanceSpec {
   placement?: Record<string, unknown>
   /** Names of the networks it joins (`createNetwork` first), in interface order. */
   networks?: string[]
+  /**
+   * Ports of its node forwarded to its address on its first network,
+   * `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]` (`"8080:80"`); needs `networks`.
+   */
+  publish?: string[]
 }
 
 /** A request to create an instance. */

@@ -536,7 +536,7 @@ pub(crate) struct CreateArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
-        "backend", "networks", "project",
+        "backend", "networks", "publish", "project",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// The project it belongs to [default: default] (sets the label
@@ -586,6 +586,18 @@ pub(crate) struct CreateArgs {
     /// Network to join (repeatable, in interface order).
     #[arg(long = "network", value_name = "NETWORK")]
     pub(crate) networks: Vec<String>,
+    /// Publish a port (repeatable): HOST_PORT on the node's addresses (or
+    /// on HOST_IP only; an IPv6 one in brackets) forwards to GUEST_PORT at
+    /// the instance's address on its first network (`--network`). TCP
+    /// unless `/udp`. Containers and QEMU microVMs. Refused when another
+    /// instance on the node publishes it or a process of the node holds
+    /// it. Example: `--publish 8080:80`, `--publish 192.0.2.7:53:53/udp`.
+    #[arg(
+        long = "publish",
+        short = 'p',
+        value_name = "[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"
+    )]
+    pub(crate) publish: Vec<String>,
     /// Label (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,

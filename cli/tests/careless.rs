@@ -316,3 +316,108 @@ fn an_unreachable_server_is_named_with_the_os_error() {
         "{message}"
     );
 }
+
+/// `zixiao instance create` of container `web` (busybox) with `extra`
+/// flags, `-o json`.
+fn create_web(state: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "instance",
+        "create",
+        "--name",
+        "web",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    zixiao(state, &args)
+}
+
+#[test]
+fn bad_published_ports_are_refused_naming_the_flag_or_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let create = |extra: &[&str]| create_web(&state, extra);
+    for (publish, expected) in [
+        ("0:80", "the host port 0 is not 1 to 65535"),
+        ("70000:80", "the host port 70000 is not 1 to 65535"),
+        ("80", "expected [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]"),
+        ("a:b", "the host port `a` is not a number"),
+        ("8080:80/sctp", "the protocol `sctp` is not tcp or udp"),
+        ("127.0.0.1:8080:80", "loopback"),
+    ] {
+        let out = create(&["--network", "lan", "--publish", publish]);
+        let message = json_error(&out);
+        assert!(
+            message.starts_with(&format!(
+                "invalid --publish: `{publish}` is not a published port"
+            )) && message.contains(expected),
+            "{publish}: {message}"
+        );
+    }
+    // A published port leads to the instance's address on its first network.
+    let message = json_error(&create(&["--publish", "8080:80"]));
+    assert!(
+        message.starts_with("invalid spec.publish:") && message.contains("join a network"),
+        "{message}"
+    );
+    let message = json_error(&create(&[
+        "--network",
+        "lan",
+        "-p",
+        "8080:80",
+        "-p",
+        "8080:81",
+    ]));
+    assert!(message.starts_with("invalid spec.publish[1]:"), "{message}");
+    // The spec file's field goes through the same parser.
+    let file = dir.path().join("web.yaml");
+    std::fs::write(
+        &file,
+        "name: web\nspec:\n  type: container\n  image: busybox\n  cpus: 1\n  memory_mib: 64\n  \
+         networks: [lan]\n  publish: [\"8080:80/sctp\"]\n",
+    )
+    .expect("write");
+    let out = zixiao(
+        &state,
+        &[
+            "instance",
+            "create",
+            "-f",
+            file.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    );
+    let message = json_error(&out);
+    assert!(
+        message.contains("spec.publish") && message.contains("`sctp` is not tcp or udp"),
+        "{message}"
+    );
+    nothing_stored(&state);
+}
+
+#[test]
+fn a_host_port_a_process_holds_is_refused_naming_it_before_anything_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    // This test's own socket: the embedded default runs on this machine.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = held.local_addr().expect("address").port();
+    let publish = format!("{port}:80");
+    let out = create_web(&state, &["--network", "lan", "--publish", &publish]);
+    assert_eq!(out.status.code(), Some(1), "exit code");
+    let body: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
+    assert_eq!(body["error"]["kind"], "failed_precondition", "{body}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains(&format!("host port {port}/tcp is taken on this node"))
+            && message.contains(&format!("process {} (`", std::process::id())),
+        "{message}"
+    );
+    nothing_stored(&state);
+    drop(held);
+}

@@ -289,6 +289,11 @@ fn version_and_help_work_without_a_state_dir() {
         .expect("run");
     assert!(out.status.success());
     assert!(stdout(&out).contains("--no-wait"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("--publish <[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]>"),
+        "{}",
+        stdout(&out)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_zixiao"))
         .args(["instance", "frobnicate"])
         .output()

@@ -6,6 +6,7 @@
 # Each `ip=<addr>::<gateway>:<netmask>::<dev>:off` on the command line (what
 # the vm driver passes per network) configures that interface before the
 # marker, and prints `ZIXIAO-NET <dev> <addr>` once it is up.
+# `zixiao.serve=<port>` starts a TCP server on that port before the marker.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -52,6 +53,13 @@ echo 'PWRF PWRF/00000080' >/etc/acpid.conf
 # acpid exits at once without the directories of its log and pid files.
 mkdir -p /var/log /var/run
 acpid -c /etc/acpi -a /etc/acpid.conf
+# `zixiao.serve=<port>` answers every TCP connection on that port with a
+# line (the published-port tests reach it through the node).
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    zixiao.serve=*) nc -ll -p "${arg#zixiao.serve=}" -e echo ZIXIAO-SERVED & ;;
+  esac
+done
 echo ZIXIAO-BOOT-OK
 if grep -q zixiao.poweroff /proc/cmdline; then
   poweroff -f

@@ -33,7 +33,7 @@ use zixiao_core::model::{
     Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
     Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InvalidName,
     IpConfig, MicrovmBackend, Network, NetworkAttachment, Node, NodeRegistration, NodeRole,
-    NodeStatus, OrphanSweep, Placement, Resources, RestartPolicy, Subnet,
+    NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -405,6 +405,7 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             env: s.env,
             restart: wire::<_, pb::RestartPolicy>(s.restart),
             placement: Some(s.placement.into()),
+            publish: s.publish.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -422,6 +423,15 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
         backend: backend(s.backend, &path(at, "backend"))?.unwrap_or_default(),
         restore_from: optional_path(s.restore_from),
         networks: s.networks,
+        publish: s
+            .publish
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                PublishedPort::try_from(text.as_str())
+                    .map_err(|e| e.at(item(&path(at, "publish"), i)))
+            })
+            .collect::<Result<_>>()?,
         command: s.command,
         env: s.env,
         restart: restart(s.restart, &path(at, "restart"))?.unwrap_or_default(),

@@ -22,8 +22,8 @@ use zixiao_core::model::{
     BridgeName, Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState,
     ExitStatus, Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
     InterfaceKind, InterfaceName, IpConfig, MicrovmBackend, Network, NetworkAttachment,
-    NetworkName, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, Resources,
-    RestartPolicy, Subnet,
+    NetworkName, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement,
+    PublishedPort, Resources, RestartPolicy, Subnet,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -191,6 +191,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
             labels(),
             restart,
             placement(),
+            prop::collection::vec(published_port(), 0..3),
         ),
     )
         .prop_map(
@@ -198,7 +199,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 (instance_type, image, cpus),
                 (memory_mib, disk_gib, kernel, initrd),
                 (cmdline, backend, restore_from, networks),
-                (command, env, restart, placement),
+                (command, env, restart, placement, publish),
             )| InstanceSpec {
                 instance_type,
                 image,
@@ -211,12 +212,29 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 backend,
                 restore_from,
                 networks,
+                publish,
                 command,
                 env,
                 restart,
                 placement,
             },
         )
+}
+
+/// A published port in any of its forms.
+fn published_port() -> impl Strategy<Value = PublishedPort> {
+    let host = prop_oneof![
+        Just(String::new()),
+        any::<[u8; 4]>().prop_map(|a| format!("{}:", std::net::Ipv4Addr::from(a))),
+        any::<[u8; 16]>().prop_map(|a| format!("[{}]:", std::net::Ipv6Addr::from(a))),
+    ];
+    (host, 1..=65535u16, 1..=65535u16, prop::bool::ANY).prop_filter_map(
+        "a host address that can be published on",
+        |(host, from, to, udp)| {
+            let protocol = if udp { "/udp" } else { "" };
+            PublishedPort::try_from(format!("{host}{from}:{to}{protocol}")).ok()
+        },
+    )
 }
 
 fn create_instance() -> impl Strategy<Value = CreateInstance> {
@@ -870,6 +888,23 @@ fn values_out_of_range_or_unparsable_are_refused_naming_the_field() {
         refused(InstanceSpec::try_from(spread)),
         "spec.placement.spread.targets[z1]"
     );
+    // A published port is checked by the one parser the spec file uses.
+    for bad in [
+        "0:80",
+        "70000:80",
+        "80",
+        "a:b",
+        "8080:80/sctp",
+        "8080:80\nflush ruleset",
+    ] {
+        let mut wire = pb::InstanceSpec::from(InstanceSpec::container("busybox"));
+        wire.publish = vec!["8080:80".into(), bad.into()];
+        assert_eq!(
+            refused(InstanceSpec::try_from(wire)),
+            "spec.publish[1]",
+            "{bad}"
+        );
+    }
 }
 
 #[test]

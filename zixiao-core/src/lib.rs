@@ -49,7 +49,8 @@ pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, ImageRef, Instance, InstanceId,
     InstanceSpec, InstanceStatus, InstanceType, MicrovmBackend, Network, NetworkAttachment, Node,
-    NodeId, NodeRegistration, NodeRole, NodeStatus, Placement, Resources, RestartPolicy,
+    NodeId, NodeRegistration, NodeRole, NodeStatus, Placement, PublishedPort, Resources,
+    RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

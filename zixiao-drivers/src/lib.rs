@@ -22,6 +22,8 @@ pub mod libvirt;
 mod log_file;
 #[cfg(feature = "microvm")]
 pub mod microvm;
+#[cfg(any(feature = "containerd", feature = "microvm"))]
+mod net;
 
 /// The environment variable naming containerd's socket.
 pub const CONTAINERD_SOCKET_ENV: &str = "ZIXIAO_CONTAINERD_SOCKET";

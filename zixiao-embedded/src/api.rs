@@ -177,6 +177,11 @@ impl Embedded {
     async fn create(&self, request: CreateInstance, wait: Wait) -> Result<Response> {
         request.validate()?;
         check_create(self, &request.spec)?;
+        // This node runs it: a host port a process of this machine holds
+        // is refused before anything is stored. (The controller refuses one
+        // another instance holds; the node checks both again at create and
+        // start, as a distributed deployment's node does.)
+        zixiao_net::ports::check_unbound(&request.spec.publish)?;
         let asked = Request::CreateInstance {
             request,
             wait: Wait::No,

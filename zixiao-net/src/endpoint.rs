@@ -63,7 +63,7 @@ impl fmt::Display for NetnsName {
     }
 }
 
-fn check_instance_id(instance: &str) -> Result<()> {
+pub(crate) fn check_instance_id(instance: &str) -> Result<()> {
     let plain = instance
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -82,7 +82,9 @@ fn check_instance_id(instance: &str) -> Result<()> {
 /// The one installation `attachments` belong to (`None`: recorded before
 /// installation ids). Errors: `InvalidArgument` for no attachments, or
 /// attachments of several installations.
-fn installation_of(attachments: &[NetworkAttachment]) -> Result<Option<&InstallationId>> {
+pub(crate) fn installation_of(
+    attachments: &[NetworkAttachment],
+) -> Result<Option<&InstallationId>> {
     let Some(first) = attachments.first() else {
         return Err(Error::invalid(
             "attachments",

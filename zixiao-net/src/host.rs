@@ -20,6 +20,7 @@ use zixiao_core::{Error, NetworkHost, Result};
 
 use crate::endpoint::NetnsName;
 use crate::links::{self, LinkKind, LinkName};
+use crate::ports::PortsTable;
 use crate::{nft, overlap};
 
 /// Where container namespaces are pinned by default.
@@ -309,6 +310,11 @@ impl NetworkHost for LinuxNetwork {
             .filter_map(|i| NetnsName::new(installation, &i.id).ok())
             .map(|n| n.to_string())
             .collect();
+        let publishing: BTreeSet<&str> = instances
+            .iter()
+            .filter(|i| !i.spec.publish.is_empty())
+            .map(|i| i.id.as_str())
+            .collect();
         let mut removed = Vec::new();
         for object in seen {
             let Some((kind, name)) = object.split_once(' ') else {
@@ -318,6 +324,17 @@ impl NetworkHost for LinuxNetwork {
             // ours, and only what bears this installation's mark is removed.
             match kind {
                 TABLE => {
+                    if let Some(table) = PortsTable::parse(name) {
+                        // An instance's published ports: kept while the
+                        // store has the instance publishing them.
+                        let named = publishing.contains(table.instance());
+                        if table.installation() != installation || named {
+                            continue;
+                        }
+                        crate::ports::delete_table(&table).await?;
+                        removed.push(format!("nftables table inet {name}"));
+                        continue;
+                    }
                     let Some(mark) = HostMark::from_nft_table(name) else {
                         continue;
                     };

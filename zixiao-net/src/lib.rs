@@ -8,7 +8,9 @@
 //! - [`LinuxNetwork`] implements [`NetworkHost`](zixiao_core::NetworkHost)
 //!   (bridges, gateway addresses, an nftables table per network, orphan
 //!   removal) and attaches containers ([`LinuxNetwork::attach_container`])
-//!   and VMs ([`LinuxNetwork::attach_tap`]: persistent TAP devices).
+//!   and VMs ([`LinuxNetwork::attach_tap`]: persistent TAP devices), and
+//!   publishes instances' ports ([`LinuxNetwork::publish_ports`]: DNAT in
+//!   a table per instance, see [`ports`]).
 //!
 //! Everything created on a host is named from the store's objects and its
 //! installation id with a `zx` prefix (bridges `zxb…`, veths `zxv…`, TAPs
@@ -25,6 +27,7 @@ mod links;
 pub mod netns;
 pub mod nft;
 mod overlap;
+pub mod ports;
 pub mod tap;
 
 pub use host::{LinuxNetwork, DEFAULT_NETNS_DIR};

@@ -70,6 +70,16 @@ pub fn ruleset(network: &Network, mark: &HostMark) -> Value {
         // A trailing `*` is nft's wildcard: any Zixiao bridge.
         let any_bridge = format!("{BRIDGE_PREFIX}*");
         commands.push(chain("forward", "filter", "forward", FILTER));
+        // A published port (DNAT to an instance, see `ports`) is open to
+        // whoever reaches the node's address, an instance of another
+        // network too: its connections (both ways) pass the isolation.
+        commands.push(rule(
+            "forward",
+            vec![
+                json!({ "match": { "op": "in", "left": { "ct": { "key": "status" } }, "right": "dnat" } }),
+                json!({ "accept": null }),
+            ],
+        ));
         for (from, to) in [("iifname", "oifname"), ("oifname", "iifname")] {
             commands.push(rule(
                 "forward",
@@ -154,7 +164,8 @@ pub async fn show_table(table: &str) -> Result<Option<String>> {
     let legacy = table
         .strip_prefix(&table_prefix())
         .is_some_and(|bridge| BridgeName::try_from(bridge).is_ok());
-    if HostMark::from_nft_table(table).is_none() && !legacy {
+    let ports = crate::ports::PortsTable::parse(table).is_some();
+    if HostMark::from_nft_table(table).is_none() && !legacy && !ports {
         return Err(Error::invalid(
             "table",
             format!("`{}` is not a Zixiao nftables table", table.escape_debug()),
@@ -167,7 +178,7 @@ pub async fn show_table(table: &str) -> Result<Option<String>> {
     }
 }
 
-async fn run(args: &[&str], stdin: Option<&str>) -> Result<String> {
+pub(crate) async fn run(args: &[&str], stdin: Option<&str>) -> Result<String> {
     // Spawned from the calling thread, so it runs in that thread's network namespace.
     let mut child = tokio::process::Command::new("nft")
         .args(args)
@@ -240,8 +251,9 @@ mod tests {
         );
         assert!(text.contains(r#""right":"zxb*""#), "{text}");
         let commands = rules["nftables"].as_array().unwrap();
-        // metainfo, add/delete/add table, 2 chains, 2 NAT and 2 isolation rules.
-        assert_eq!(commands.len(), 10, "{text}");
+        // metainfo, add/delete/add table, 2 chains, 2 NAT rules, the
+        // published ports' exception and 2 isolation rules.
+        assert_eq!(commands.len(), 11, "{text}");
         let mut open = net.clone();
         open.nat = false;
         open.isolated = false;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use zixiao_core::scheduler::HostAggregate;
-use zixiao_core::{Instance, Node, NodeStatus, Resources, SchedulingContext};
+use zixiao_core::{Instance, Node, NodeStatus, PublishedPort, Resources, SchedulingContext};
 
 use crate::plugin::NodeRef;
 
@@ -65,6 +65,14 @@ struct Zone {
     instances: u64,
 }
 
+/// A host port published on a node, and the instance holding it.
+#[derive(Debug, Clone)]
+struct HeldPort {
+    port: PublishedPort,
+    instance_id: String,
+    instance_name: String,
+}
+
 /// How many members of one group are placed where.
 #[derive(Debug, Clone, Default)]
 struct GroupCounts {
@@ -89,6 +97,10 @@ pub struct ClusterState {
     /// there are no aggregates, so a cluster without them pays nothing).
     node_aggregates: Vec<Vec<u32>>,
     groups: HashMap<String, GroupCounts>,
+    /// The host ports published on each node (by position), from the
+    /// context's instances: a node's published host port is a resource one
+    /// instance holds (see [`crate::filters::HostPorts`]).
+    ports: HashMap<u32, Vec<HeldPort>>,
     /// The (table, generation) of the context it was last brought in line
     /// with, when that context said which nodes change
     /// ([`SchedulingContext::changes`]).
@@ -134,6 +146,7 @@ impl ClusterState {
             aggregates: Vec::new(),
             node_aggregates: Vec::new(),
             groups: HashMap::new(),
+            ports: HashMap::new(),
             synced: cx.changes.map(|c| (c.table, c.generation)),
         };
         for i in 0..state.nodes.len() {
@@ -189,6 +202,7 @@ impl ClusterState {
             self.set_aggregates(cx.aggregates);
         }
         self.groups.clear();
+        self.ports.clear();
         self.count_instances(cx.instances);
         true
     }
@@ -247,13 +261,45 @@ impl ClusterState {
 
     fn count_instances(&mut self, instances: &[Instance]) {
         for instance in instances {
-            if instance.spec.placement.groups.is_empty() {
+            if instance.spec.placement.groups.is_empty() && instance.spec.publish.is_empty() {
                 continue;
             }
             if let Some(i) = instance.node.as_deref().and_then(|id| self.index_of(id)) {
                 self.count_groups(i, instance, true);
+                self.hold_ports(i, instance, true);
             }
         }
+    }
+
+    /// Records (or forgets) the host ports `instance` publishes on node `i`.
+    fn hold_ports(&mut self, i: usize, instance: &Instance, hold: bool) {
+        if instance.spec.publish.is_empty() {
+            return;
+        }
+        let held = self.ports.entry(i as u32).or_default();
+        held.retain(|h| h.instance_id != instance.id);
+        if hold {
+            held.extend(instance.spec.publish.iter().map(|port| HeldPort {
+                port: *port,
+                instance_id: instance.id.clone(),
+                instance_name: instance.name.clone(),
+            }));
+        }
+    }
+
+    /// The name of an instance other than `instance_id` that publishes a
+    /// host port on the node at `index` that `port` conflicts with.
+    pub fn port_holder(
+        &self,
+        index: usize,
+        port: &PublishedPort,
+        instance_id: &str,
+    ) -> Option<&str> {
+        self.ports
+            .get(&(index as u32))?
+            .iter()
+            .find(|h| h.instance_id != instance_id && h.port.conflicts_with(port))
+            .map(|h| h.instance_name.as_str())
     }
 
     /// Adds (or removes) `instance` to the member counts of its groups on node `i`.
@@ -453,6 +499,7 @@ impl ClusterState {
         self.zones[zone].instances += 1;
         self.index(index);
         self.count_groups(index, instance, true);
+        self.hold_ports(index, instance, true);
     }
 
     /// Undoes [`ClusterState::commit`]: `instance` left the node at `index`.
@@ -467,6 +514,7 @@ impl ClusterState {
         self.zones[zone].instances = self.zones[zone].instances.saturating_sub(1);
         self.index(index);
         self.count_groups(index, instance, false);
+        self.hold_ports(index, instance, false);
     }
 
     /// Changes the status of the node at `index` (a cordon, a drain), keeping

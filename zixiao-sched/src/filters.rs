@@ -313,6 +313,44 @@ impl Filter for GroupAffinity {
     }
 }
 
+/// Only nodes where no other instance publishes a host port the instance
+/// publishes (the same port and protocol, on the same address or on every
+/// address): a published host port is a node resource, held by one
+/// instance for as long as it is placed there (stopped too, so it can
+/// start again), like its CPU. The reason names the holder. Processes of
+/// the node that bind a port are not known here: the node checks those
+/// itself when it creates and starts the instance.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostPorts;
+
+impl Filter for HostPorts {
+    fn name(&self) -> &'static str {
+        "host-ports"
+    }
+
+    fn admits(&self, request: &Request<'_>, node: NodeRef<'_>, cluster: &ClusterState) -> bool {
+        let instance = request.instance;
+        instance.spec.publish.iter().all(|port| {
+            cluster
+                .port_holder(node.index, port, &instance.id)
+                .is_none()
+        })
+    }
+
+    fn filter(&self, request: &Request<'_>, node: NodeRef<'_>, cluster: &ClusterState) -> Verdict {
+        let instance = request.instance;
+        for port in &instance.spec.publish {
+            if let Some(holder) = cluster.port_holder(node.index, port, &instance.id) {
+                return Err(Reject::new(format!(
+                    "host port {} is published by instance `{holder}`",
+                    port.host_side()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// With a carbon policy's hard maximum, only nodes whose carbon intensity
 /// is known and at most that maximum.
 #[derive(Debug, Clone, Copy, Default)]

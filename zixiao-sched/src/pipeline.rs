@@ -129,6 +129,7 @@ impl PluginSchedulerBuilder {
             Arc::new(filters::CarbonCap),
             // Then the relations to other instances, which change as they are placed.
             Arc::new(filters::GroupAffinity),
+            Arc::new(filters::HostPorts),
             // Last the resources, so "insufficient memory" counts only nodes
             // that would otherwise be acceptable: the ones worth freeing.
             Arc::new(filters::ResourcesFit),

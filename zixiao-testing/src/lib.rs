@@ -19,4 +19,5 @@ pub mod runtime_events;
 pub mod runtimes;
 pub mod scrape;
 pub mod store_conformance;
+pub mod underlay;
 pub mod wait;

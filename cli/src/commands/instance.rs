@@ -10,7 +10,8 @@ use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
-    InstanceStatus, InstanceType, MicrovmBackend, Placement, RestartPolicy, Result, Wait,
+    InstanceStatus, InstanceType, MicrovmBackend, Placement, PublishedPort, RestartPolicy, Result,
+    Wait,
 };
 
 use super::{absolute, key_values};
@@ -314,6 +315,11 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         backend: MicrovmBackend::from_str(&args.backend)?,
         restore_from: None,
         networks: args.networks,
+        publish: args
+            .publish
+            .iter()
+            .map(|p| PublishedPort::try_from(p.as_str()).map_err(|e| e.at("--publish")))
+            .collect::<Result<_>>()?,
         command: args.command,
         env: key_values("--env", &args.env)?,
         restart: RestartPolicy::from_str(&args.restart)?,
@@ -449,6 +455,9 @@ fn instance_details(i: &Instance) -> String {
             ),
         ));
     }
+    for port in &s.publish {
+        pairs.push(("published", published_to(i, port)));
+    }
     for c in &i.conditions {
         let state = if c.status { "true" } else { "false" };
         pairs.push((
@@ -461,6 +470,30 @@ fn instance_details(i: &Instance) -> String {
         format!("{} ({} ago)", i.created_at.to_rfc3339(), age(i.created_at)),
     ));
     details(&pairs)
+}
+
+/// A published port and where it leads: `8080:80/tcp -> 10.0.0.5:80`, or
+/// the port alone before the instance has an address.
+fn published_to(instance: &Instance, port: &PublishedPort) -> String {
+    let to: Vec<String> = instance
+        .attachments
+        .first()
+        .into_iter()
+        .flat_map(|a| &a.addresses)
+        .filter(|ip| {
+            (ip.address.is_ipv4() && port.covers_ipv4())
+                || (ip.address.is_ipv6() && port.covers_ipv6())
+        })
+        .map(|ip| match ip.address {
+            std::net::IpAddr::V6(a) => format!("[{a}]:{}", port.guest_port()),
+            a => format!("{a}:{}", port.guest_port()),
+        })
+        .collect();
+    if to.is_empty() {
+        port.to_string()
+    } else {
+        format!("{port} -> {}", to.join(", "))
+    }
 }
 
 fn stats_details(stats: &InstanceStats) -> String {
@@ -478,4 +511,59 @@ fn stats_details(stats: &InstanceStats) -> String {
         ("net received", opt(stats.net_rx_bytes, bytes)),
         ("net sent", opt(stats.net_tx_bytes, bytes)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_port_shows_where_it_leads() {
+        let mut spec = InstanceSpec::container("busybox");
+        spec.networks = vec!["lan".into()];
+        let mut instance =
+            Instance::new("id", CreateInstance::new("web", spec), chrono::Utc::now());
+        let port = |t: &str| PublishedPort::try_from(t).unwrap();
+        assert_eq!(published_to(&instance, &port("8080:80")), "8080:80/tcp");
+        let lan = zixiao_core::model::NetworkName::try_from("lan").unwrap();
+        let installation = zixiao_core::model::InstallationId::generate();
+        instance.attachments = vec![zixiao_core::NetworkAttachment {
+            host_interface: zixiao_core::model::InterfaceName::of(
+                zixiao_core::model::InterfaceKind::Veth,
+                &installation,
+                "id",
+                &lan,
+            ),
+            bridge: zixiao_core::model::BridgeName::of(&installation, &lan),
+            network: lan,
+            installation: Some(installation),
+            interface: "eth0".into(),
+            mac: "02:00:00:00:00:01".into(),
+            addresses: ["10.0.0.5", "fd00::5"]
+                .iter()
+                .map(|a| zixiao_core::model::IpConfig {
+                    address: a.parse().unwrap(),
+                    prefix_len: 24,
+                    gateway: "10.0.0.1".parse().unwrap(),
+                })
+                .collect(),
+        }];
+        assert_eq!(
+            published_to(&instance, &port("8080:80")),
+            "8080:80/tcp -> 10.0.0.5:80, [fd00::5]:80"
+        );
+        assert_eq!(
+            published_to(&instance, &port("192.0.2.7:53:5353/udp")),
+            "192.0.2.7:53:5353/udp -> 10.0.0.5:5353"
+        );
+        instance.spec.publish = vec![port("8080:80")];
+        // `-o json` prints the spec's ports in their canonical text.
+        let json = serde_json::to_value(&instance).unwrap();
+        assert_eq!(json["spec"]["publish"], serde_json::json!(["8080:80/tcp"]));
+        assert!(
+            instance_details(&instance).contains("8080:80/tcp -> 10.0.0.5:80"),
+            "{}",
+            instance_details(&instance)
+        );
+    }
 }

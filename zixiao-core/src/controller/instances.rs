@@ -79,6 +79,14 @@ impl Controller {
         // that race allocates again.
         for _ in 0..self.options().max_conflict_retries {
             self.attach_networks(&mut instance).await?;
+            // Each published port leads to an address of its family (known
+            // once the addresses are allocated), or nothing is stored.
+            if let Some(first) = instance.attachments.first() {
+                if let Err(e) = crate::model::check_targets(&instance.spec.publish, first) {
+                    let _ = self.release_networks(&instance).await;
+                    return Err(e);
+                }
+            }
             let error = match self.place(instance.clone(), Mode::Create).await {
                 Ok(Placed::Stored(stored)) => return Ok(*stored),
                 Ok(Placed::Unchanged | Placed::Changed) => {

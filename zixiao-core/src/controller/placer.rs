@@ -210,6 +210,9 @@ struct Batch {
     /// Instances placed in this batch that are in a group (for the next
     /// placements' affinity rules).
     grouped: Vec<Instance>,
+    /// Instances placed in this batch that publish ports (for the next
+    /// placements' host ports).
+    publishing: Vec<Instance>,
     /// Each node changed in this batch, as it was before (for an undo).
     before: HashMap<usize, Node>,
 }
@@ -318,6 +321,10 @@ impl StoreView for BatchView<'_> {
         }
     }
 }
+
+/// The name of the scheduler filter that rejects a node for a host port
+/// another instance publishes there (zixiao-sched's `HostPorts`).
+const HOST_PORTS_FILTER: &str = "host-ports";
 
 /// How many writes one placement adds at most besides its admissions'.
 const WRITES_PER_PLACEMENT: usize = 3;
@@ -465,6 +472,24 @@ impl Controller {
                 working.set(position, node);
                 touched = Some((position, before));
             }
+            // A new instance whose host port another instance holds is
+            // refused, not left pending: a port is named by the user, and
+            // a clash is a mistake to correct (as a taken name is), not a
+            // shortage that waiting mends. Nothing is stored. An existing
+            // instance (being placed again after its node failed) waits
+            // as for any other reason.
+            Err(unschedulable)
+                if job.mode == Mode::Create
+                    && unschedulable
+                        .rejections
+                        .iter()
+                        .any(|r| r.filter == HOST_PORTS_FILTER) =>
+            {
+                job.answer(Err(Error::FailedPrecondition(format!(
+                    "instance `{name}` cannot publish its ports: {unschedulable}"
+                ))));
+                return None;
+            }
             Err(unschedulable) => {
                 let message = unschedulable.to_string();
                 let recorded = instance
@@ -531,6 +556,9 @@ impl Controller {
                 if instance.node.is_some() && !instance.spec.placement.groups.is_empty() {
                     batch.grouped.push(instance.clone());
                 }
+                if instance.node.is_some() && !instance.spec.publish.is_empty() {
+                    batch.publishing.push(instance.clone());
+                }
                 batch.planned.push(Planned {
                     job,
                     instance,
@@ -561,9 +589,51 @@ impl Controller {
         Ok(fragment)
     }
 
+    /// The placed instances the scheduler needs to see for `instance`: its
+    /// group members and the holders of the host ports it publishes.
+    fn members_for(&self, instance: &Instance, batch: &Batch) -> Vec<Instance> {
+        let mut members = self.group_members_for(instance, batch);
+        let holders = self.port_holders_for(instance, batch);
+        if !holders.is_empty() {
+            // Each once: a group member may hold a port too.
+            let known: HashSet<String> = members.iter().map(|m| m.id.clone()).collect();
+            members.extend(holders.into_iter().filter(|h| !known.contains(&h.id)));
+        }
+        members
+    }
+
+    /// The placed instances (cached, or placed in this batch) other than
+    /// `instance` that publish a host port conflicting with one of its own.
+    fn port_holders_for(&self, instance: &Instance, batch: &Batch) -> Vec<Instance> {
+        let wanted = &instance.spec.publish;
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let clashes = |other: &Instance| {
+            other.id != instance.id
+                && other.node.is_some()
+                && other
+                    .spec
+                    .publish
+                    .iter()
+                    .any(|p| wanted.iter().any(|w| w.conflicts_with(p)))
+        };
+        let batched: HashSet<&str> = batch.publishing.iter().map(|i| i.id.as_str()).collect();
+        let mut holders: Vec<Instance> = self
+            .inner
+            .cache
+            .read()
+            .instances()
+            .filter(|i| !batched.contains(i.id.as_str()) && clashes(i))
+            .map(|i| Instance::clone(i))
+            .collect();
+        holders.extend(batch.publishing.iter().filter(|i| clashes(i)).cloned());
+        holders
+    }
+
     /// The placed instances sharing a group with `instance`: the cached
     /// ones and the ones placed in this batch.
-    fn members_for(&self, instance: &Instance, batch: &Batch) -> Vec<Instance> {
+    fn group_members_for(&self, instance: &Instance, batch: &Batch) -> Vec<Instance> {
         let placement = &instance.spec.placement;
         let groups: BTreeSet<&str> = placement
             .groups

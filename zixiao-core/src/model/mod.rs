@@ -6,6 +6,7 @@ mod image_ref;
 mod instance;
 mod network;
 mod node;
+mod publish;
 mod resources;
 mod spec;
 mod validate;
@@ -24,6 +25,7 @@ pub use network::{
     Subnet, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
+pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;
 pub use spec::{
     CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,

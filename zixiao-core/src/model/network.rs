@@ -304,7 +304,9 @@ pub struct Network {
     pub installation: Option<InstallationId>,
     /// Whether traffic leaving the subnets is masqueraded behind the node's address.
     pub nat: bool,
-    /// Whether traffic between this network and other Zixiao networks is dropped.
+    /// Whether traffic between this network and other Zixiao networks is
+    /// dropped (connections to a published port, made through a node's
+    /// address, excepted).
     pub isolated: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,

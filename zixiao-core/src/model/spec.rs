@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Resources;
+use super::{PublishedPort, Resources};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -231,6 +231,10 @@ pub struct InstanceSpec {
     /// Names of the networks the instance joins, in interface order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<String>,
+    /// Ports of its node forwarded to its address on its first network
+    /// (`8080:80`, `192.0.2.7:53:53/udp`): see [`PublishedPort`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<PublishedPort>,
     /// Command and arguments (containers): replaces the image's entrypoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
@@ -284,6 +288,7 @@ impl InstanceSpec {
             backend: MicrovmBackend::Auto,
             restore_from: None,
             networks: Vec::new(),
+            publish: Vec::new(),
             command: Vec::new(),
             env: BTreeMap::new(),
             restart: RestartPolicy::Never,

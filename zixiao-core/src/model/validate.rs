@@ -242,6 +242,7 @@ impl InstanceSpec {
                 ));
             }
         }
+        validate_publish(self)?;
         if self.initrd.is_some() && self.kernel.is_none() {
             return Err(Error::invalid("spec.initrd", "an initrd needs spec.kernel"));
         }
@@ -319,6 +320,48 @@ impl InstanceSpec {
 
 /// The most networks one instance may join.
 const MAX_NETWORKS: usize = 8;
+/// The most ports one instance may publish (each is a few nftables rules
+/// on its node).
+const MAX_PUBLISHED: usize = 64;
+
+/// Published ports (each already a valid [`PublishedPort`](super::PublishedPort)):
+/// they forward to the instance's address on its first network, so they
+/// need one; and no two may claim the same host port and protocol on the
+/// same address.
+fn validate_publish(spec: &InstanceSpec) -> Result<(), Error> {
+    if spec.publish.is_empty() {
+        return Ok(());
+    }
+    if spec.networks.is_empty() {
+        return Err(Error::invalid(
+            "spec.publish",
+            "a published port forwards to the instance's address on its first network; \
+             join a network (spec.networks, `--network`)",
+        ));
+    }
+    if spec.publish.len() > MAX_PUBLISHED {
+        return Err(Error::invalid(
+            "spec.publish",
+            format!("an instance publishes at most {MAX_PUBLISHED} ports"),
+        ));
+    }
+    for (i, port) in spec.publish.iter().enumerate() {
+        if let Some(j) = spec.publish[..i]
+            .iter()
+            .position(|p| p.conflicts_with(port))
+        {
+            return Err(Error::invalid(
+                format!("spec.publish[{i}]"),
+                format!(
+                    "`{port}` publishes host port {} again (spec.publish[{j}] is `{}`)",
+                    port.host_side(),
+                    spec.publish[j]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 /// The most requirements one label selector may have.
 const MAX_REQUIREMENTS: usize = 64;
 /// The most groups one instance may be a member of.
@@ -573,6 +616,31 @@ mod tests {
                 Box::new(|r| r.spec.image = Some("bad image".into())),
             ),
             (
+                "spec.publish",
+                Box::new(|r| r.spec.publish = ports(&["8080:80"])),
+            ),
+            (
+                "spec.publish[1]",
+                Box::new(|r| {
+                    r.spec.networks = vec!["lan".into()];
+                    r.spec.publish = ports(&["8080:80", "8080:81/tcp"]);
+                }),
+            ),
+            (
+                "spec.publish[2]",
+                Box::new(|r| {
+                    r.spec.networks = vec!["lan".into()];
+                    r.spec.publish = ports(&["8080:80", "8080:80/udp", "10.0.0.1:8080:81"]);
+                }),
+            ),
+            (
+                "spec.publish",
+                Box::new(|r| {
+                    r.spec.networks = vec!["lan".into()];
+                    r.spec.publish = (1..=65).map(|p| ports(&[&format!("{p}:80")])[0]).collect();
+                }),
+            ),
+            (
                 "spec.kernel",
                 Box::new(|r| r.spec.kernel = Some(PathBuf::from("/boot/vmlinuz"))),
             ),
@@ -680,6 +748,29 @@ mod tests {
                 other => panic!("{field}: unexpected {other:?}"),
             }
         }
+    }
+
+    fn ports(texts: &[&str]) -> Vec<crate::model::PublishedPort> {
+        texts
+            .iter()
+            .map(|t| crate::model::PublishedPort::try_from(*t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_duplicate_published_port_names_the_one_it_repeats() {
+        let mut request = container();
+        request.spec.networks = vec!["lan".into()];
+        request.spec.publish = ports(&["53:53/udp", "8080:80", "10.0.0.1:8080:81"]);
+        let err = request.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid spec.publish[2]: `10.0.0.1:8080:81/tcp` publishes host port \
+             10.0.0.1:8080/tcp again (spec.publish[1] is `8080:80/tcp`)"
+        );
+        // Different addresses, or protocols, are different ports.
+        request.spec.publish = ports(&["10.0.0.2:8080:80", "10.0.0.1:8080:81", "8080:80/udp"]);
+        request.validate().expect("distinct ports");
     }
 
     #[test]

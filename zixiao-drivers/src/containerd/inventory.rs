@@ -118,13 +118,13 @@ impl Inventory for ContainerdDriver {
         self.remove_objects(id.as_str(), name, Duration::ZERO)
             .await?;
         if let (Some(network), Some(record)) = (&self.network, &record) {
+            self.unpublish_ports(id.as_str(), &record.attachments)
+                .await?;
             if !record.attachments.is_empty() {
                 network
                     .detach_container(id.as_str(), &record.attachments)
                     .await
-                    .map_err(|e| {
-                        super::network::driver_error("detach the container's network", e)
-                    })?;
+                    .map_err(|e| crate::net::net_error("detach the container's network", e))?;
             }
         }
         tasks::remove_dir(&dir).await

@@ -3,27 +3,19 @@
 //! attachment (address, MAC and default route inside), and the OCI spec's
 //! network namespace points at that path, which runc joins. Delete removes
 //! the namespace and the host-side veths.
+//!
+//! Published ports (see `crate::net`) are checked free when the container
+//! is created, forwarded at each start before its task runs, and removed
+//! at stop and delete.
 
 use std::path::Path;
 
 use serde_json::{json, Value};
-use zixiao_core::{DriverError, ErrorKind, Instance};
+use zixiao_core::{DriverError, Instance, NetworkAttachment};
+
+use crate::net;
 
 use super::ContainerdDriver;
-
-/// A zixiao-net error as a driver error of the same kind.
-pub(super) fn driver_error(operation: &str, error: zixiao_core::Error) -> DriverError {
-    let message = format!("{operation}: {}", error.chain());
-    match error.kind() {
-        ErrorKind::Unsupported => DriverError::Unsupported(message),
-        ErrorKind::FailedPrecondition => DriverError::FailedPrecondition(message),
-        ErrorKind::InvalidArgument => crate::errors::invalid("attachments", message),
-        _ => DriverError::Runtime {
-            operation: operation.to_owned(),
-            source: Box::new(error),
-        },
-    }
-}
 
 /// Points the spec's network namespace at `path` instead of a new empty one.
 pub(crate) fn join_netns(spec: &mut Value, path: &Path) {
@@ -59,35 +51,46 @@ impl ContainerdDriver {
         let path = network
             .attach_container(&instance.id, &instance.attachments)
             .await
-            .map_err(|e| driver_error("attach the container's network", e))?;
+            .map_err(|e| net::net_error("attach the container's network", e))?;
         join_netns(spec, &path);
         Ok(())
     }
 
-    /// Removes what [`ContainerdDriver::attach_network`] made. Idempotent.
+    /// Removes what [`ContainerdDriver::attach_network`] and
+    /// [`ContainerdDriver::publish_ports`] made. Idempotent.
     pub(super) async fn detach_network(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.unpublish_ports(&instance.id, &instance.attachments)
+            .await?;
         match &self.network {
             Some(network) if !instance.attachments.is_empty() => network
                 .detach_container(&instance.id, &instance.attachments)
                 .await
-                .map_err(|e| driver_error("detach the container's network", e)),
+                .map_err(|e| net::net_error("detach the container's network", e)),
             _ => Ok(()),
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// See `crate::net::check_ports`: what a create checks before it
+    /// writes anything.
+    pub(super) async fn check_ports(&self, instance: &Instance) -> Result<(), DriverError> {
+        net::check_ports(self.network.as_ref(), instance, DRIVER).await
+    }
 
-    #[test]
-    fn join_netns_replaces_the_new_network_namespace() {
-        let mut spec =
-            json!({ "linux": { "namespaces": [{ "type": "pid" }, { "type": "network" }] } });
-        join_netns(&mut spec, Path::new("/run/zixiao/netns/zx-1"));
-        assert_eq!(
-            spec["linux"]["namespaces"],
-            json!([{ "type": "pid" }, { "type": "network", "path": "/run/zixiao/netns/zx-1" }])
-        );
+    /// See `crate::net::publish_ports`: at each start, before the task runs.
+    pub(super) async fn publish_ports(&self, instance: &Instance) -> Result<(), DriverError> {
+        net::publish_ports(self.network.as_ref(), instance, DRIVER).await
+    }
+
+    /// See `crate::net::unpublish_ports`: at a stop, a delete, an
+    /// orphan's removal.
+    pub(super) async fn unpublish_ports(
+        &self,
+        id: &str,
+        attachments: &[NetworkAttachment],
+    ) -> Result<(), DriverError> {
+        net::unpublish_ports(self.network.as_ref(), id, attachments).await
     }
 }
+
+/// The driver, as messages name it.
+const DRIVER: &str = "container driver";

@@ -113,6 +113,7 @@ impl ContainerdDriver {
         };
         // Everything the user can get wrong is checked before anything is written.
         console::wants_stdin(instance)?;
+        self.check_ports(instance).await?;
         let runtime_spec = spec::runtime_spec(
             instance,
             &image.config.config.clone().unwrap_or_default(),
@@ -247,6 +248,10 @@ impl ContainerdDriver {
                 instance.name
             )));
         }
+        // Before the task runs (a running one keeps its rules, replaced
+        // with the same): refused here when a host port was taken since
+        // the create.
+        self.publish_ports(instance).await?;
         match self.task(id).await?.map(|p| status_of(&p)) {
             Some(TaskStatus::Running) => return Ok(()),
             Some(TaskStatus::Paused | TaskStatus::Pausing) => {
@@ -483,7 +488,8 @@ impl ContainerdDriver {
         grace: Duration,
     ) -> Result<(), DriverError> {
         let id = Self::container_id(instance)?;
-        self.stop_task_of(id, &instance.name, grace).await
+        self.stop_task_of(id, &instance.name, grace).await?;
+        crate::net::unpublish_instance(self.network.as_ref(), instance).await
     }
 
     /// Stops the task of container `id` (instance `name`, for messages):

@@ -368,6 +368,7 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        refuse_publish(instance)?;
         let preferred = self.domain_name(instance);
         // Only an id that is the domain's UUID finds a domain of another name.
         let fallback = InstanceId::try_from(instance.id.as_str())
@@ -862,4 +863,25 @@ fn name_clash(name: &str, owner: &str) -> DriverError {
         "a domain named {name} exists already and is not this instance's ({owner}); \
          remove or rename it, or rename the instance"
     ))
+}
+
+/// VMs refuse `spec.publish`: libvirt makes their TAP devices in its own
+/// namespace, and nothing forwards a node's port to them yet. Errors:
+/// `Unsupported` naming the ports.
+fn refuse_publish(instance: &Instance) -> Result<(), DriverError> {
+    if instance.spec.publish.is_empty() {
+        return Ok(());
+    }
+    let asked: Vec<String> = instance
+        .spec
+        .publish
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Err(DriverError::Unsupported(format!(
+        "spec.publish: libvirt VMs do not publish ports yet (libvirt makes their TAP devices, \
+         and nothing forwards a node's port to them); instance `{}` asks for {}",
+        instance.name,
+        asked.join(", ")
+    )))
 }

@@ -16,8 +16,10 @@
 //! Networks: on the `qemu` backend each attachment is a virtio-net card on
 //! a persistent TAP device that zixiao-net plugs into the network's bridge
 //! at create (removed at delete), and an `ip=` argument on the kernel
-//! command line that the guest's init reads. The `vmm` backend has no
-//! network device: a microVM on it that joins a network is refused.
+//! command line that the guest's init reads; published ports are checked
+//! at create, forwarded at each start and removed at stop and delete (see
+//! `crate::net`). The `vmm` backend has no network device: a microVM on it
+//! that joins a network is refused.
 
 mod kernel;
 mod layout;
@@ -348,6 +350,7 @@ impl MicrovmDriver {
         let backend = self.choose(instance)?;
         // Everything the user can get wrong is checked before anything is written.
         self.network_for(instance, backend)?;
+        crate::net::check_ports(self.network.as_ref(), instance, DRIVER).await?;
         let plan = self.create_plan(instance, backend)?;
         dir.check_socket_paths()?;
         std::fs::create_dir_all(&dir.path)
@@ -409,7 +412,9 @@ impl MicrovmDriver {
                         network
                             .attach_tap(&instance.id, &record.attachments)
                             .await
-                            .map_err(|e| net_error("plug the microVM's TAP devices", e))?;
+                            .map_err(|e| {
+                                crate::net::net_error("plug the microVM's TAP devices", e)
+                            })?;
                     }
                     self.qemu_backend()?
                         .launch(&instance.name, dir, plan, network)
@@ -516,13 +521,15 @@ impl MicrovmDriver {
         })
     }
 
-    /// Removes the TAP devices of `attachments` of instance `id`. Idempotent.
+    /// Removes the published ports and the TAP devices of `attachments` of
+    /// instance `id`. Idempotent.
     async fn unplug(&self, id: &str, attachments: &[NetworkAttachment]) -> Result<(), DriverError> {
+        crate::net::unpublish_ports(self.network.as_ref(), id, attachments).await?;
         match &self.network {
             Some(network) if !attachments.is_empty() => network
                 .detach_tap(id, attachments)
                 .await
-                .map_err(|e| net_error("remove the microVM's TAP devices", e)),
+                .map_err(|e| crate::net::net_error("remove the microVM's TAP devices", e)),
             _ => Ok(()),
         }
     }
@@ -544,6 +551,9 @@ impl MicrovmDriver {
     }
 }
 
+/// The driver, as messages name it.
+const DRIVER: &str = "microvm driver";
+
 /// Why a microVM on the vmm backend cannot join a network.
 fn vmm_has_no_network() -> DriverError {
     DriverError::Unsupported(
@@ -551,20 +561,6 @@ fn vmm_has_no_network() -> DriverError {
          yet; run it on QEMU to join networks (spec.backend qemu, `--backend qemu`)"
             .to_owned(),
     )
-}
-
-/// A zixiao-net error as a driver error of the same kind.
-fn net_error(operation: &str, error: zixiao_core::Error) -> DriverError {
-    let message = format!("{operation}: {}", error.chain());
-    match error.kind() {
-        zixiao_core::ErrorKind::Unsupported => DriverError::Unsupported(message),
-        zixiao_core::ErrorKind::FailedPrecondition => DriverError::FailedPrecondition(message),
-        zixiao_core::ErrorKind::InvalidArgument => crate::errors::invalid("attachments", message),
-        _ => DriverError::Runtime {
-            operation: operation.to_owned(),
-            source: Box::new(error),
-        },
-    }
 }
 
 /// Finds QEMU: `configured`, else `ZIXIAO_QEMU_BIN`, else `qemu-system-x86_64` on `$PATH`.
@@ -642,8 +638,11 @@ impl Driver for MicrovmDriver {
                     network
                         .attach_tap(&instance.id, &instance.attachments)
                         .await
-                        .map_err(|e| net_error("plug the microVM's TAP devices", e))?;
+                        .map_err(|e| crate::net::net_error("plug the microVM's TAP devices", e))?;
                 }
+                // Before the guest runs: refused here when a host port was
+                // taken since the create.
+                crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;
                 self.qemu_backend()?
                     .start(&instance.name, &dir, plan.as_ref(), network)
                     .await
@@ -669,7 +668,10 @@ impl Driver for MicrovmDriver {
             return Ok(());
         }
         match record.backend {
-            Backend::Qemu => self.qemu_backend()?.stop(&dir, grace).await,
+            Backend::Qemu => {
+                self.qemu_backend()?.stop(&dir, grace).await?;
+                crate::net::unpublish_instance(self.network.as_ref(), instance).await
+            }
             Backend::Vmm => self.vmm_backend()?.stop(&dir, grace).await,
         }
     }

@@ -10,6 +10,7 @@ mod controller;
 mod driver;
 mod images;
 mod network;
+mod publish;
 mod pull;
 mod recovery;
 

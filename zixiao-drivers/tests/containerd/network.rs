@@ -21,7 +21,11 @@ use zixiao_testing::wait::{runtime_endpoint, wait_until};
 use super::{fixture, TIMEOUT};
 
 /// A controller whose one node runs containers on containerd with `network`.
-async fn controller(dir: &Path, options: ContainerdOptions, network: LinuxNetwork) -> Controller {
+pub(crate) async fn controller(
+    dir: &Path,
+    options: ContainerdOptions,
+    network: LinuxNetwork,
+) -> Controller {
     let driver = ContainerdDriver::connect(options)
         .await
         .expect("connect")
@@ -46,13 +50,13 @@ async fn controller(dir: &Path, options: ContainerdOptions, network: LinuxNetwor
     controller
 }
 
-fn on_network(name: &str, network: &str, script: &str) -> CreateInstance {
+pub(crate) fn on_network(name: &str, network: &str, script: &str) -> CreateInstance {
     let mut spec = InstanceSpec::container("busybox").with_command(["sh", "-c", script]);
     spec.networks = vec![network.to_owned()];
     CreateInstance::new(name, spec)
 }
 
-async fn until_status(c: &Controller, name: &str, want: InstanceStatus) -> Instance {
+pub(crate) async fn until_status(c: &Controller, name: &str, want: InstanceStatus) -> Instance {
     wait_until(
         &format!("{name} to be {}", want.as_str()),
         TIMEOUT,
@@ -64,7 +68,7 @@ async fn until_status(c: &Controller, name: &str, want: InstanceStatus) -> Insta
     .await
 }
 
-fn address(i: &Instance) -> IpAddr {
+pub(crate) fn address(i: &Instance) -> IpAddr {
     i.attachments[0].addresses[0].address
 }
 
@@ -78,7 +82,7 @@ fn ping(address: IpAddr) -> bool {
 }
 
 /// Runs `body` in a fresh network namespace on a current-thread runtime.
-fn isolated<F, Fut>(body: F)
+pub(crate) fn isolated<F, Fut>(body: F)
 where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,

@@ -359,3 +359,25 @@ async fn an_unreachable_daemon_is_unavailable_with_the_uri() {
     assert!(reason.contains(&uri), "{reason}");
     assert!(reason.contains(zixiao_drivers::LIBVIRT_URI_ENV), "{reason}");
 }
+
+#[tokio::test]
+async fn published_ports_are_unsupported_and_nothing_is_defined() {
+    let m = mock().await;
+    let mut spec = kernel_spec(&m.kernel);
+    spec.networks = vec!["lan".into()];
+    spec.publish = vec![zixiao_core::PublishedPort::try_from("8080:80").unwrap()];
+    let vm = instance(&unique("publish"), spec);
+    let err = m.driver.create(&vm).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with("spec.publish: libvirt VMs do not publish ports yet")
+            && message.contains("asks for 8080:80/tcp"),
+        "{message}"
+    );
+    assert_eq!(
+        m.driver.inspect(&vm).await.expect("inspect"),
+        RuntimeState::Missing,
+        "nothing defined"
+    );
+}

@@ -1,12 +1,13 @@
 //! microVMs on networks: through the controller, IPAM on the embedded store
 //! and the bridge from zixiao-net, a QEMU microVM gets a TAP on the bridge,
 //! its address on the kernel command line, and answers ping, also after a
-//! stop and start; delete removes the TAP. Refusals (the vmm backend, no host network, a network not set up
+//! stop and start; delete removes the TAP. A published port reaches the
+//! guest from outside the node until it stops. Refusals (the vmm backend, no host network, a network not set up
 //! on the node) leave nothing. Everything runs inside a network namespace
 //! the test creates; QEMU starts in it, so the host's network is never
 //! touched.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +17,17 @@ use zixiao_core::driver::Inventory;
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::{
     mac_address, CreateNetwork, InstallationId, InterfaceKind, InterfaceName, IpConfig, Network,
-    NetworkAttachment, TAP_PREFIX,
+    NetworkAttachment, PublishedPort, TAP_PREFIX,
 };
 use zixiao_core::{
     Controller, CreateInstance, Driver, ErrorKind, Instance, InstanceStatus, LocalAgent,
     MicrovmBackend, NetworkHost,
 };
 use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
-use zixiao_net::{LinuxNetwork, StoreIpam};
+use zixiao_net::ports::PortsTable;
+use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
+use zixiao_testing::underlay::{Underlay, NODE_ADDRESS};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
 use super::{
@@ -81,6 +84,26 @@ async fn controller(dir: &Path, driver: Arc<MicrovmDriver>, network: LinuxNetwor
     controller
 }
 
+/// A node with a microvm driver on the host network of `netns_dir`, its
+/// controller, and network `name` over `subnet` created on it.
+async fn on_network(
+    fx: &Fixture,
+    netns_dir: &Path,
+    name: &str,
+    subnet: &str,
+) -> (LinuxNetwork, Arc<MicrovmDriver>, Controller, Network) {
+    let host = LinuxNetwork::connect(netns_dir).expect("netlink");
+    let driver = Arc::new(fx.driver().with_network(host.clone()));
+    let dir = fx.dir.path().join("ctl");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let c = controller(&dir, driver.clone(), host.clone()).await;
+    let net = c
+        .create_network(CreateNetwork::new(name, [subnet]))
+        .await
+        .expect("create network");
+    (host, driver, c, net)
+}
+
 async fn until(c: &Controller, id: &str, what: &str, want: InstanceStatus) -> Instance {
     wait_until(what, BOOT_TIMEOUT, || async {
         let i = c.converge(id).await.expect("converge").expect("exists");
@@ -113,15 +136,7 @@ fn a_qemu_microvm_on_a_network_answers_ping_across_a_restart_and_delete_removes_
         let Some(fx) = fixture() else {
             return;
         };
-        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
-        let driver = Arc::new(fx.driver().with_network(host.clone()));
-        let dir = fx.dir.path().join("ctl");
-        std::fs::create_dir_all(&dir).expect("dir");
-        let c = controller(&dir, driver.clone(), host.clone()).await;
-        let net = c
-            .create_network(CreateNetwork::new("mvnet", ["10.67.0.0/24"]))
-            .await
-            .expect("create network");
+        let (host, driver, c, net) = on_network(&fx, &netns_dir, "mvnet", "10.67.0.0/24").await;
 
         let name = unique("net");
         let mut spec = fx.spec("");
@@ -335,5 +350,67 @@ fn remove_orphan_removes_a_microvms_qemu_and_tap_knowing_only_its_id() {
             .expect("inventory")
             .contains(&vm.id));
         host.remove_network(&net).await.expect("remove the bridge");
+    });
+}
+
+#[test]
+fn a_qemu_microvm_publishes_a_port_reached_from_outside_the_node() {
+    isolated(|netns_dir| async move {
+        let Some(fx) = fixture() else {
+            return;
+        };
+        let (_, driver, c, _) = on_network(&fx, &netns_dir, "pubnet", "10.68.0.0/24").await;
+        let underlay = Underlay::new(&netns_dir.join("outside"), "upl0");
+
+        // The guest's init answers TCP connections on port 80.
+        let name = unique("pub");
+        let mut spec = fx.spec("zixiao.serve=80");
+        spec.networks = vec!["pubnet".to_owned()];
+        spec.publish = vec![PublishedPort::try_from("8080:80").unwrap()];
+        let created = c
+            .create_instance(CreateInstance::new(&name, spec))
+            .await
+            .expect("create");
+        let vm = until(
+            &c,
+            &created.id,
+            "the microVM to run",
+            InstanceStatus::Running,
+        )
+        .await;
+        let published = SocketAddr::from((NODE_ADDRESS, 8080));
+        let underlay = &underlay;
+        wait_until(
+            "the guest to answer through the published port",
+            BOOT_TIMEOUT,
+            || async move {
+                underlay
+                    .fetch(published)
+                    .filter(|a| a.contains("ZIXIAO-SERVED"))
+            },
+        )
+        .await;
+        let table = PortsTable::new(&c.installation().await.unwrap(), &vm.id)
+            .unwrap()
+            .to_string();
+        let rules = nft::show_table(&table).await.unwrap().expect("the table");
+        let to = format!("dnat ip to {}:80", vm.attachments[0].addresses[0].address);
+        assert!(rules.contains(&to), "{rules}");
+
+        // A stop takes the rules away (the TAP stays); a delete leaves nothing.
+        let pid = qemu_pid(&driver, &vm);
+        c.stop_instance(&name).await.expect("stop");
+        until(&c, &vm.id, "the microVM to stop", InstanceStatus::Stopped).await;
+        assert_eq!(nft::show_table(&table).await.unwrap(), None);
+        assert_eq!(underlay.fetch(published), None);
+        c.delete_instance(&name).await.expect("delete");
+        wait_until("the microVM to be gone", BOOT_TIMEOUT, || async {
+            let _ = c.converge(&vm.id).await;
+            c.get_instance(&vm.id).await.is_err().then_some(())
+        })
+        .await;
+        assert_nothing_left(&driver, &vm, &[pid]);
+        c.delete_network("pubnet").await.expect("delete network");
+        assert!(nft::our_tables().await.unwrap().is_empty());
     });
 }

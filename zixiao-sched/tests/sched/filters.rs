@@ -8,7 +8,7 @@ use zixiao_core::scheduler::{
 };
 use zixiao_core::{Instance, InstanceType, Node, NodeStatus, Placement, Resources};
 use zixiao_sched::filters::{
-    Aggregates, CarbonCap, GroupAffinity, NodeReady, NodeSelector, Region, ResourcesFit,
+    Aggregates, CarbonCap, GroupAffinity, HostPorts, NodeReady, NodeSelector, Region, ResourcesFit,
     RuntimeSupport, Traits, Zone,
 };
 use zixiao_sched::{testing, Filter};
@@ -377,6 +377,79 @@ fn aggregates_by_name_and_by_metadata() {
             "{name}"
         );
     }
+}
+
+/// An instance `name` publishing `ports`.
+fn publishing(name: &str, ports: &[&str]) -> Instance {
+    let mut instance = testing::instance(name, 1, 1024);
+    instance.spec.publish = ports
+        .iter()
+        .map(|p| zixiao_core::PublishedPort::try_from(*p).unwrap())
+        .collect();
+    instance
+}
+
+#[test]
+fn host_ports_are_held_per_node_and_the_holder_is_named() {
+    let nodes = [node_in("n1", "z1"), node_in("n2", "z1")];
+    let placed = [
+        placed_on(publishing("web", &["8080:80", "192.0.2.7:53:53/udp"]), "n1"),
+        // Not placed: holds nothing.
+        publishing("pending", &["9090:90"]),
+    ];
+    let mut state = state(&nodes, &placed, &[]);
+    let cases: [(&[&str], usize, Expect); 8] = [
+        (
+            &["8080:80"],
+            0,
+            Err("host port 8080/tcp is published by instance `web`"),
+        ),
+        (&["8080:81"], 1, Ok(())),
+        (
+            &["192.0.2.9:8080:80"],
+            0,
+            Err("host port 192.0.2.9:8080/tcp is published by instance `web`"),
+        ),
+        (&["8080:80/udp", "8081:80"], 0, Ok(())),
+        (
+            &["53:53/udp"],
+            0,
+            Err("host port 53/udp is published by instance `web`"),
+        ),
+        (&["192.0.2.8:53:53/udp"], 0, Ok(())),
+        (&["9090:90"], 0, Ok(())),
+        (&[], 0, Ok(())),
+    ];
+    for (ports, node, expect) in cases {
+        let instance = publishing("api", ports);
+        assert_eq!(
+            verdict(&HostPorts, &state, node, &instance),
+            expect.map_err(str::to_owned),
+            "{ports:?} on {}",
+            nodes[node].id
+        );
+        let request = crate::request(&instance);
+        assert_eq!(
+            HostPorts.admits(&request, state.node_ref(node), &state),
+            expect.is_ok()
+        );
+    }
+    // An instance never conflicts with itself (placed again: same id).
+    let again = publishing("web", &["8080:80"]);
+    assert_eq!(again.id, placed[0].id);
+    assert_eq!(verdict(&HostPorts, &state, 0, &again), Ok(()));
+    // A commit holds the ports; a release gives them back.
+    let api = publishing("api", &["7000:70"]);
+    state.commit(1, &api);
+    assert_eq!(
+        verdict(&HostPorts, &state, 1, &publishing("other", &["7000:71"])),
+        Err("host port 7000/tcp is published by instance `api`".to_owned())
+    );
+    state.release(1, &api);
+    assert_eq!(
+        verdict(&HostPorts, &state, 1, &publishing("other", &["7000:71"])),
+        Ok(())
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ fn default_pipeline_order() {
             "aggregates",
             "carbon",
             "group-affinity",
+            "host-ports",
             "resources"
         ]
     );
