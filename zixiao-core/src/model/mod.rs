@@ -8,6 +8,7 @@ mod network;
 mod node;
 mod resources;
 mod spec;
+mod update;
 mod validate;
 
 pub use image_ref::{
@@ -28,4 +29,5 @@ pub use resources::Resources;
 pub use spec::{
     CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,
 };
+pub use update::InstanceUpdate;
 pub use validate::{validate_label_key, validate_name, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
