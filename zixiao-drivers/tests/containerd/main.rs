@@ -12,6 +12,7 @@ mod images;
 mod network;
 mod pull;
 mod recovery;
+mod resize;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
