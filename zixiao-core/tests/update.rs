@@ -349,3 +349,25 @@ async fn a_pending_instance_is_placed_with_its_new_size() {
     assert_eq!(placed.status, InstanceStatus::Running);
     assert_eq!(allocated(c).await.memory_mib, 512);
 }
+
+#[tokio::test]
+async fn a_placed_instance_not_created_yet_is_created_with_its_new_size() {
+    let n = node(4096).await;
+    let c = &n.controller;
+    let web = c
+        .create_instance(CreateInstance::new("web", container(1, 256)))
+        .await
+        .expect("create");
+    assert_eq!(web.status, InstanceStatus::Scheduled);
+    c.update_instance("web", resize(Some(2), Some(512)))
+        .await
+        .expect("update before the create ran");
+    assert_eq!(allocated(c).await.memory_mib, 512);
+    let running = c.converge("web").await.expect("converge").expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+    assert_eq!(
+        size(&n.containers.spec_of(&web.id).expect("spec")),
+        (2, 512)
+    );
+    assert_eq!(n.containers.count(Op::Resize, &web.id), 0);
+}

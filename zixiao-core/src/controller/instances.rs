@@ -330,15 +330,18 @@ impl Controller {
             return Ok(ResizePlan::StoreOnly);
         }
         match instance.status {
-            S::Scheduled | S::Creating | S::Stopping | S::Deleting => {
-                Err(Error::FailedPrecondition(format!(
-                    "instance `{}` is {}: its size can change once that is done \
+            // Placed, not created yet: the converge that creates it claims
+            // it (a compare-and-swap) first, so it creates what is stored
+            // once this update is, the new size included.
+            S::Scheduled => Ok(ResizePlan::StoreOnly),
+            // A create or stop in flight may be using the old size.
+            S::Creating | S::Stopping | S::Deleting => Err(Error::FailedPrecondition(format!(
+                "instance `{}` is {}: its size can change once that is done \
                      (`zixiao instance get {}` shows when)",
-                    instance.name,
-                    instance.status.as_str(),
-                    instance.name
-                )))
-            }
+                instance.name,
+                instance.status.as_str(),
+                instance.name
+            ))),
             S::Running | S::Paused => {
                 let driver = self.driver_for(instance)?;
                 if driver.resize().is_some() {
