@@ -473,7 +473,7 @@ impl From<InstanceUpdate> for pb::InstanceUpdate {
         pb::InstanceUpdate {
             set_labels: u.set_labels,
             remove_labels: u.remove_labels.into_iter().collect(),
-            restart: u.restart.map_or(0, |r| wire::<_, pb::RestartPolicy>(r)),
+            restart: u.restart.map_or(0, wire::<_, pb::RestartPolicy>),
             cpus: u.cpus,
             memory_mib: u.memory_mib,
             restart_if_needed: u.restart_if_needed,

@@ -389,14 +389,11 @@ impl Controller {
         back.spec = before.spec.clone();
         back.restarts_requested = before.restarts_requested.max(stored.restarts_done);
         back.updated_at = self.now();
-        match self.place_update(stored, back).await {
-            Ok(Placed::Stored(back)) => {
-                // The runtime may have taken part of the new size.
-                let _ = self.resize_on_node(&back).await;
-            }
-            // Changed again meanwhile, or the store failed: the newer
-            // state stands, and the caller hears of the runtime's refusal.
-            Ok(_) | Err(_) => {}
+        // Changed again meanwhile, or the store failed: the newer state
+        // stands, and the caller hears of the runtime's refusal.
+        if let Ok(Placed::Stored(back)) = self.place_update(stored, back).await {
+            // The runtime may have taken part of the new size.
+            let _ = self.resize_on_node(&back).await;
         }
     }
 
