@@ -256,7 +256,10 @@ fn the_same_commands_print_the_same_json_and_exit_the_same_locally_and_through_a
             // Live on both nodes: the container's cgroup has the new limits.
             for output in [&here.output, &there.output] {
                 let id = output["id"].as_str().expect("an instance");
-                assert_eq!(cgroup_value(id, "memory", "memory.limit_in_bytes"), 64 << 20);
+                assert_eq!(
+                    cgroup_value(id, "memory", "memory.limit_in_bytes"),
+                    64 << 20
+                );
                 assert_eq!(cgroup_value(id, "cpu", "cpu.cfs_quota_us"), 200_000);
             }
         }
@@ -284,7 +287,11 @@ fn the_same_commands_print_the_same_json_and_exit_the_same_locally_and_through_a
         outcomes[5]
     );
     assert_eq!(outcomes[6].1["spec"]["memory_mib"], 64, "{:?}", outcomes[6]);
-    assert_eq!(outcomes[6].1["labels"]["tier"], "front", "{:?}", outcomes[6]);
+    assert_eq!(
+        outcomes[6].1["labels"]["tier"], "front",
+        "{:?}",
+        outcomes[6]
+    );
     assert_eq!(outcomes[7].0, Some(2), "{:?}", outcomes[7]);
     assert_eq!(outcomes[8].0, Some(2), "{:?}", outcomes[8]);
     assert_eq!(outcomes[9].0, Some(1), "{:?}", outcomes[9]);

@@ -43,6 +43,11 @@
 //! - The implicit `default` project has no stored record until its quota
 //!   is first set; until then it has no limit and its creates only check
 //!   that the record is still absent.
+//! - An update (`instance update`) goes through the same check: what it
+//!   grows (cpus, memory) is charged with the instance's current share
+//!   counted as used, and it rewrites the record like a create; a shrink
+//!   or a change of labels is always admitted, and no update moves an
+//!   instance to another project ([`Admission::admit_update`]).
 //! - The rewrite also means a project deleted meanwhile fails the create
 //!   (the record's revision is gone), so no instance is stored in a
 //!   project that no longer exists.

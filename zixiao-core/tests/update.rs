@@ -125,12 +125,17 @@ async fn a_running_container_is_resized_live_and_its_node_allocation_follows() {
         size(&n.containers.spec_of(&web.id).expect("spec")),
         (2, 128)
     );
-    // The same update again changes nothing and asks nothing of the runtime.
+    // The same update again stores nothing; the runtime is told the size
+    // again (idempotent), which mends one a failed put-back left behind.
     let again = c
         .update_instance("web", resize(None, Some(128)))
         .await
         .expect("idempotent");
-    assert_eq!(n.containers.count(Op::Resize, &web.id), 2);
+    assert_eq!(n.containers.count(Op::Resize, &web.id), 3);
+    assert_eq!(
+        size(&n.containers.spec_of(&web.id).expect("spec")),
+        (2, 128)
+    );
     assert_eq!(
         again.revision,
         c.get_instance("web").await.unwrap().revision

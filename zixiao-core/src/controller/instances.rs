@@ -262,7 +262,8 @@ impl Controller {
     /// when `restart_if_needed` allows (refused otherwise, before anything
     /// is stored); a stopped or pending one takes it at its next start. If
     /// the runtime refuses the new size, the stored update is put back.
-    /// Idempotent: an update that changes nothing stores nothing.
+    /// Idempotent: an update that changes nothing stores nothing (a size
+    /// asked for again is still handed to a runtime that resizes live).
     ///
     /// Errors: `InvalidArgument` naming the field, `NotFound`,
     /// `FailedPrecondition` (being deleted; being created or stopped while
@@ -283,6 +284,14 @@ impl Controller {
             refuse_if_deleted(&current)?;
             let mut next = current.clone();
             if !update.apply(&mut next)? {
+                // Nothing to store. A size asked for again is still made
+                // the runtime's where it takes one live (idempotent), which
+                // also mends a runtime that a failed put-back left behind.
+                if update.asks_resize()
+                    && matches!(self.resize_plan(&current, &update), Ok(ResizePlan::Runtime))
+                {
+                    self.resize_on_node(&current).await?;
+                }
                 return Ok(current);
             }
             let resized = (next.spec.cpus, next.spec.memory_mib)
