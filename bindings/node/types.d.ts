@@ -76,6 +76,24 @@ export interface CreateInstance {
   spec: InstanceSpec
 }
 
+/** What `updateInstance` changes: every key optional, at least one that changes something. */
+export interface InstanceUpdate {
+  /** Labels to add or replace. */
+  set_labels?: Record<string, string>
+  /** Label keys to remove. */
+  remove_labels?: string[]
+  /** The new restart policy. */
+  restart?: RestartPolicy
+  /** The new number of whole CPU cores. */
+  cpus?: number
+  /** The new memory in MiB. */
+  memory_mib?: number
+  /** Let a running instance whose runtime cannot resize live (VMs,
+   * microVMs) restart to take the new size; else such a change rejects
+   * with `failed_precondition`. */
+  restart_if_needed?: boolean
+}
+
 /** Which instances `listInstances` returns; absent keys match everything. */
 export interface InstanceFilter {
   instance_type?: InstanceType

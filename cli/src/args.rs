@@ -421,6 +421,8 @@ pub(crate) enum InstanceCommand {
         /// Instance id or name.
         instance: String,
     },
+    /// Change an instance's CPUs, memory, labels or restart policy.
+    Update(UpdateArgs),
     /// Delete an instance and release its resources.
     Delete {
         /// Instance id or name.
@@ -450,6 +452,51 @@ pub(crate) enum InstanceCommand {
     /// Create a microVM that resumes from a snapshot directory
     /// (`instance snapshot create NAME SNAP --to DIR` makes one).
     Restore(RestoreArgs),
+}
+
+/// `zixiao instance update`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Change an instance's CPUs, memory, labels or restart policy.\n\n\
+        A new size is checked against the free capacity of the instance's node and its \
+        project's quota before anything changes; if the node cannot fit it, the error \
+        says how much is missing (an update never moves an instance to another node). \
+        A running container takes the new CPU and memory limits live, in place. A \
+        running VM or microVM cannot: the update is refused unless --restart-if-needed \
+        is given, and then the instance restarts with the new size. A stopped instance \
+        takes the new size at its next start. Labels and the restart policy never need \
+        a restart.",
+    after_help = "Examples:\n  \
+    zixiao instance update web --cpus 2 --memory 512\n  \
+    zixiao instance update web --label tier=front --label old-\n  \
+    zixiao instance update web --restart on-failure\n  \
+    zixiao instance update vm1 --memory 2048 --restart-if-needed\n  \
+    zixiao instance update web --memory 256 -o json"
+)]
+pub(crate) struct UpdateArgs {
+    /// Instance id or name.
+    pub(crate) instance: String,
+    /// New number of CPU cores.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) cpus: Option<u32>,
+    /// New memory in MiB.
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub(crate) memory: Option<u64>,
+    /// Set a label (`key=value`) or remove one (`key-`); repeatable.
+    #[arg(long = "label", value_name = "KEY=VALUE|KEY-")]
+    pub(crate) labels: Vec<String>,
+    /// New restart policy: never, on-failure or always.
+    #[arg(long, value_name = "POLICY")]
+    pub(crate) restart: Option<String>,
+    /// Let a running instance whose runtime cannot change its size live
+    /// (VMs, microVMs) restart to take the new size; without it such a
+    /// change is refused and nothing changes.
+    #[arg(long)]
+    pub(crate) restart_if_needed: bool,
+    /// Return as soon as the change is stored, without waiting for a
+    /// restart it asked for.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
 }
 
 #[derive(Debug, Args)]

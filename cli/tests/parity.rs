@@ -1,5 +1,5 @@
 //! One CLI, two deployments: the same scenario (create, get, list, stop,
-//! start, logs, a bad request, delete) on the embedded default and through
+//! start, logs, a live resize, bad requests, delete) on the embedded default and through
 //! `--endpoint` against a real server on etcd with a `zixiao agent`, both on
 //! the real containerd. Every command prints the same `-o json` (ids,
 //! revisions and times aside) and exits with the same code, because both
@@ -147,6 +147,20 @@ const SCENARIO: &[&[&str]] = &[
         "-o",
         "json",
         "instance",
+        "update",
+        "par",
+        "--cpus",
+        "2",
+        "--memory",
+        "64",
+        "--label",
+        "tier=front",
+    ],
+    &["-o", "json", "instance", "update", "par", "--cpus", "0"],
+    &[
+        "-o",
+        "json",
+        "instance",
         "create",
         "--name",
         "bad",
@@ -238,6 +252,17 @@ fn the_same_commands_print_the_same_json_and_exit_the_same_locally_and_through_a
     for args in SCENARIO {
         let here = run(&local, &socket, args);
         let there = run(&remote, &socket, args);
+        if args.contains(&"update") && here.code == Some(0) {
+            // Live on both nodes: the container's cgroup has the new limits.
+            for output in [&here.output, &there.output] {
+                let id = output["id"].as_str().expect("an instance");
+                assert_eq!(
+                    cgroup_value(id, "memory", "memory.limit_in_bytes"),
+                    64 << 20
+                );
+                assert_eq!(cgroup_value(id, "cpu", "cpu.cfs_quota_us"), 200_000);
+            }
+        }
         outcomes.push((here.code, there.output.clone()));
         assert_eq!(
             here.code, there.code,
@@ -261,7 +286,31 @@ fn the_same_commands_print_the_same_json_and_exit_the_same_locally_and_through_a
         "{:?}",
         outcomes[5]
     );
-    assert_eq!(outcomes[6].0, Some(2), "{:?}", outcomes[6]);
-    assert_eq!(outcomes[7].0, Some(1), "{:?}", outcomes[7]);
-    assert_eq!(outcomes[9].1, serde_json::json!([]), "{:?}", outcomes[9]);
+    assert_eq!(outcomes[6].1["spec"]["memory_mib"], 64, "{:?}", outcomes[6]);
+    assert_eq!(
+        outcomes[6].1["labels"]["tier"], "front",
+        "{:?}",
+        outcomes[6]
+    );
+    assert_eq!(outcomes[7].0, Some(2), "{:?}", outcomes[7]);
+    assert_eq!(outcomes[8].0, Some(2), "{:?}", outcomes[8]);
+    assert_eq!(outcomes[9].0, Some(1), "{:?}", outcomes[9]);
+    assert_eq!(outcomes[11].1, serde_json::json!([]), "{:?}", outcomes[11]);
+}
+
+/// The value in cgroup v1 file `file` of hierarchy `hierarchy` of container
+/// `id`, under whichever containerd namespace holds it.
+fn cgroup_value(id: &str, hierarchy: &str, file: &str) -> u64 {
+    let root = std::path::Path::new("/sys/fs/cgroup").join(hierarchy);
+    let path = std::fs::read_dir(&root)
+        .expect("cgroup v1 hierarchy")
+        .flatten()
+        .map(|namespace| namespace.path().join(id).join(file))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| panic!("no {file} of {id} under {}", root.display()));
+    std::fs::read_to_string(&path)
+        .expect("cgroup file")
+        .trim()
+        .parse()
+        .expect("a number")
 }

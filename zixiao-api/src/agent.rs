@@ -275,6 +275,16 @@ impl AgentService for AgentServer {
         done()
     }
 
+    async fn resize_instance(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let resize = driver.require_resize().map_err(driver_status)?;
+        resize.resize(&instance).await.map_err(driver_status)?;
+        done()
+    }
+
     async fn create_snapshot(
         &self,
         request: Request<pb::AgentSnapshotRequest>,

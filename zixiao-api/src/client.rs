@@ -253,6 +253,19 @@ impl Api for GrpcClient {
                 let restarted = instances.restart_instance(action(instance, wait)).await;
                 Response::Instance(self.decoded(self.answer(restarted)?.try_into())?)
             }
+            Request::UpdateInstance {
+                instance,
+                update,
+                wait,
+            } => {
+                let request = pb::UpdateInstanceRequest {
+                    instance,
+                    update: Some(update.into()),
+                    wait: wait.settled(),
+                };
+                let updated = instances.update_instance(request).await;
+                Response::Instance(self.decoded(self.answer(updated)?.try_into())?)
+            }
             Request::DeleteInstance { instance, wait } => {
                 let deleting = instances.delete_instance(action(instance, wait)).await;
                 let left = self.answer(deleting)?.instance.map(TryInto::try_into);

@@ -31,9 +31,9 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
-    Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InvalidName,
-    IpConfig, MicrovmBackend, Network, NetworkAttachment, Node, NodeRegistration, NodeRole,
-    NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
+    Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate,
+    InvalidName, IpConfig, MicrovmBackend, Network, NetworkAttachment, Node, NodeRegistration,
+    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -212,7 +212,7 @@ wire_enum!(EventKind, pb::EventKind, event_kind, _event_kind, {
 });
 wire_enum!(Capability, pb::Capability, capability, _capability, {
     Stats <=> Stats, Console <=> Console, Pause <=> Pause, Snapshots <=> Snapshots,
-    Images <=> Images, Inventory <=> Inventory,
+    Images <=> Images, Inventory <=> Inventory, Resize <=> Resize,
 });
 
 /// The wire value of a model enum.
@@ -474,6 +474,35 @@ impl TryFrom<pb::CreateInstance> for CreateInstance {
             name: c.name,
             labels: c.labels,
             spec: required_spec(c.spec, "spec")?,
+        })
+    }
+}
+
+impl From<InstanceUpdate> for pb::InstanceUpdate {
+    fn from(u: InstanceUpdate) -> Self {
+        pb::InstanceUpdate {
+            set_labels: u.set_labels,
+            remove_labels: u.remove_labels.into_iter().collect(),
+            restart: u.restart.map_or(0, wire::<_, pb::RestartPolicy>),
+            cpus: u.cpus,
+            memory_mib: u.memory_mib,
+            restart_if_needed: u.restart_if_needed,
+        }
+    }
+}
+
+impl TryFrom<pb::InstanceUpdate> for InstanceUpdate {
+    type Error = Error;
+
+    /// Fields are named as the model's validation names them (`restart`).
+    fn try_from(u: pb::InstanceUpdate) -> Result<Self> {
+        Ok(InstanceUpdate {
+            set_labels: u.set_labels,
+            remove_labels: set(u.remove_labels),
+            restart: restart(u.restart, "restart")?,
+            cpus: u.cpus,
+            memory_mib: u.memory_mib,
+            restart_if_needed: u.restart_if_needed,
         })
     }
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use zixiao_core::driver::{
     Capability, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress, Inventory,
-    Pause, SnapshotInfo, Snapshots, Stats,
+    Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, Node, NodeAgent,
@@ -357,6 +357,10 @@ impl Driver for RemoteDriver {
         self.has(Capability::Pause).then_some(self as &dyn Pause)
     }
 
+    fn resize(&self) -> Option<&dyn Resize> {
+        self.has(Capability::Resize).then_some(self as &dyn Resize)
+    }
+
     fn images(&self) -> Option<&dyn Images> {
         self.has(Capability::Images).then_some(self as &dyn Images)
     }
@@ -416,6 +420,17 @@ impl Pause for RemoteDriver {
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
         self.client()
             .resume_instance(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resize for RemoteDriver {
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.client()
+            .resize_instance(Self::request(instance))
             .await
             .map_err(|s| self.error(s))?;
         Ok(())

@@ -311,6 +311,23 @@ impl InstanceService for ApiServer {
         reply(restarted.await.map_err(status)?)
     }
 
+    async fn update_instance(
+        &self,
+        request: Request<pb::UpdateInstanceRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let instance = named("instance", request.instance)?;
+        // A missing update is an empty one: refused as such, naming `update`.
+        let update = request
+            .update
+            .unwrap_or_default()
+            .try_into()
+            .map_err(status)?;
+        let updated = client.update_instance(&instance, update, wait(request.wait));
+        reply(updated.await.map_err(status)?)
+    }
+
     async fn delete_instance(
         &self,
         request: Request<pb::InstanceAction>,

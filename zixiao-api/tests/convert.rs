@@ -29,7 +29,7 @@ use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
     LabelSelector, Strategy as Ranking, ZoneSpread,
 };
-use zixiao_core::{Error, ErrorKind, InstanceFilter};
+use zixiao_core::{Error, ErrorKind, InstanceFilter, InstanceUpdate};
 
 // ---------------------------------------------------------------- strategies
 
@@ -243,6 +243,33 @@ fn create_instance() -> impl Strategy<Value = CreateInstance> {
         labels,
         spec,
     })
+}
+
+fn instance_update() -> impl Strategy<Value = InstanceUpdate> {
+    (
+        labels(),
+        name_set(),
+        proptest::option::of(one_of(&[
+            RestartPolicy::Never,
+            RestartPolicy::OnFailure,
+            RestartPolicy::Always,
+        ])),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(any::<u64>()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(set_labels, remove_labels, restart, cpus, memory_mib, restart_if_needed)| {
+                InstanceUpdate {
+                    set_labels,
+                    remove_labels,
+                    restart,
+                    cpus,
+                    memory_mib,
+                    restart_if_needed,
+                }
+            },
+        )
 }
 
 fn address() -> impl Strategy<Value = IpAddr> {
@@ -644,6 +671,11 @@ proptest! {
     fn specs_and_create_requests_round_trip(value in create_instance()) {
         same::<_, pb::InstanceSpec>(value.spec.clone())?;
         same::<_, pb::CreateInstance>(value)?;
+    }
+
+    #[test]
+    fn updates_round_trip(value in instance_update()) {
+        same::<_, pb::InstanceUpdate>(value)?;
     }
 
     #[test]

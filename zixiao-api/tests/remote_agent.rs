@@ -247,7 +247,7 @@ async fn a_remote_agent_describes_its_node_and_refuses_missing_runtimes() {
     assert_eq!(fake.name, "fake");
     assert_eq!(
         fake.capabilities,
-        [Capability::Stats, Capability::Pause].into(),
+        [Capability::Stats, Capability::Pause, Capability::Resize].into(),
         "what the fake driver can do, as the node reports it"
     );
     let error = remote.driver(InstanceType::Vm).expect_err("no vm runtime");
@@ -258,7 +258,7 @@ async fn a_remote_agent_describes_its_node_and_refuses_missing_runtimes() {
     // under its name, and says so as a local driver would.
     let driver = remote.driver(InstanceType::Container).expect("container");
     assert_eq!(driver.name(), "fake");
-    assert!(driver.stats().is_some() && driver.pause().is_some());
+    assert!(driver.stats().is_some() && driver.pause().is_some() && driver.resize().is_some());
     assert!(driver.console().is_none() && driver.snapshots().is_none());
     assert!(driver.images().is_none() && driver.inventory().is_none());
     let error = driver.require_console().err().expect("no console");
@@ -337,6 +337,109 @@ async fn the_compute_service_gives_clients_the_controllers_answers_and_errors() 
         .expect("delete");
     assert!(gone.is_none(), "deleted and waited: nothing left");
     assert_eq!(rig.driver.state_of(&running.id), RuntimeState::Missing);
+}
+
+#[tokio::test]
+async fn an_update_resizes_live_through_the_compute_service_and_the_remote_agent() {
+    use zixiao_core::InstanceUpdate;
+
+    let rig = rig().await;
+    let addr = serve_compute(rig.controller.clone()).await;
+    let client = zixiao_api::connect(&addr.to_string()).expect("client");
+    let running = client
+        .create_instance(web(RestartPolicy::Never), Wait::Settled)
+        .await
+        .expect("create");
+    let grow = InstanceUpdate {
+        cpus: Some(2),
+        memory_mib: Some(1024),
+        set_labels: [("tier".to_owned(), "front".to_owned())].into(),
+        ..InstanceUpdate::default()
+    };
+    let updated = client
+        .update_instance("web", grow, Wait::Settled)
+        .await
+        .expect("update");
+    assert_eq!((updated.spec.cpus, updated.spec.memory_mib), (2, 1024));
+    assert_eq!(
+        updated.labels.get("tier").map(String::as_str),
+        Some("front")
+    );
+    // The node's runtime took the new size over the AgentService.
+    assert_eq!(rig.driver.count(Op::Resize, &running.id), 1);
+    let on_node = rig.driver.spec_of(&running.id).expect("spec");
+    assert_eq!((on_node.cpus, on_node.memory_mib), (2, 1024));
+    assert_eq!(
+        rig.driver.count(Op::Stop, &running.id),
+        0,
+        "live, no restart"
+    );
+
+    // Refusals cross the wire with their kind and message, and change nothing.
+    for (update, kind) in [
+        (InstanceUpdate::default(), ErrorKind::InvalidArgument),
+        (
+            InstanceUpdate {
+                cpus: Some(0),
+                ..InstanceUpdate::default()
+            },
+            ErrorKind::InvalidArgument,
+        ),
+        (
+            InstanceUpdate {
+                memory_mib: Some(64 * 1024),
+                ..InstanceUpdate::default()
+            },
+            ErrorKind::ResourceExhausted,
+        ),
+    ] {
+        let remote = client
+            .update_instance("web", update.clone(), Wait::No)
+            .await
+            .expect_err("refused");
+        let local = rig
+            .controller
+            .update_instance("web", update)
+            .await
+            .expect_err("refused");
+        assert_eq!(remote.kind(), kind);
+        assert_eq!(remote.chain(), local.chain());
+    }
+    let err = client
+        .update_instance(
+            "nope",
+            InstanceUpdate {
+                cpus: Some(2),
+                ..InstanceUpdate::default()
+            },
+            Wait::No,
+        )
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let stored = client.get_instance("web").await.expect("get");
+    assert_eq!(stored.revision, updated.revision);
+
+    // A runtime that fails the resize: the error crosses both hops and the
+    // stored size is put back.
+    rig.driver.fail(Op::Resize, Failure::Unavailable);
+    let err = client
+        .update_instance(
+            "web",
+            InstanceUpdate {
+                memory_mib: Some(2048),
+                ..InstanceUpdate::default()
+            },
+            Wait::No,
+        )
+        .await
+        .expect_err("the runtime is down");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.chain());
+    rig.driver.heal();
+    assert_eq!(
+        client.get_instance("web").await.unwrap().spec.memory_mib,
+        1024
+    );
 }
 
 #[tokio::test]

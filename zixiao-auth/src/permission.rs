@@ -128,6 +128,7 @@ pub fn instance_ref(request: &Request) -> Option<&str> {
         | Request::StartInstance { instance, .. }
         | Request::StopInstance { instance, .. }
         | Request::RestartInstance { instance, .. }
+        | Request::UpdateInstance { instance, .. }
         | Request::DeleteInstance { instance, .. }
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }
@@ -153,6 +154,7 @@ pub(crate) fn instance_ref_mut(request: &mut Request) -> Option<&mut String> {
         | Request::StartInstance { instance, .. }
         | Request::StopInstance { instance, .. }
         | Request::RestartInstance { instance, .. }
+        | Request::UpdateInstance { instance, .. }
         | Request::DeleteInstance { instance, .. }
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }

@@ -1,7 +1,8 @@
-//! [`ProjectQuota`]: the [`Admission`] that charges every create to its
-//! project's [`Quota`](crate::Quota) inside the one transaction that
-//! stores the instance, and the rule of what an instance costs its
-//! project ([`charge`]).
+//! [`ProjectQuota`]: the [`Admission`] that charges every create (and
+//! every update that grows an instance) to its project's
+//! [`Quota`](crate::Quota) inside the one transaction that stores the
+//! instance, and the rule of what an instance costs its project
+//! ([`charge`]).
 //!
 //! Usage is not a counter. A project's usage is what its instances' specs
 //! add up to ([`charge`] each), computed from the instances that exist:
@@ -42,6 +43,11 @@
 //! - The implicit `default` project has no stored record until its quota
 //!   is first set; until then it has no limit and its creates only check
 //!   that the record is still absent.
+//! - An update (`instance update`) goes through the same check: what it
+//!   grows (cpus, memory) is charged with the instance's current share
+//!   counted as used, and it rewrites the record like a create; a shrink
+//!   or a change of labels is always admitted, and no update moves an
+//!   instance to another project ([`Admission::admit_update`]).
 //! - The rewrite also means a project deleted meanwhile fails the create
 //!   (the record's revision is gone), so no instance is stored in a
 //!   project that no longer exists.
@@ -56,6 +62,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use zixiao_core::api::Quota;
 use zixiao_core::controller::{Admission, StoreView};
 use zixiao_core::store::{decode, Precondition, StoreError, StoredObject, Txn};
 use zixiao_core::{Error, Instance, Resources, Result, Store};
@@ -143,6 +150,75 @@ impl Admission for ProjectQuota {
     /// has not shown the project yet; the store's errors.
     async fn admit(&self, instance: &Instance, view: &dyn StoreView, txn: Txn) -> Result<Txn> {
         let project = project_of_create(&instance.labels)?;
+        let charged = Charge {
+            held: Resources::default(),
+            requested: charge(instance),
+        };
+        self.admit_charge(&project, charged, view, txn).await
+    }
+
+    /// An update is charged what it adds: each dimension that grows
+    /// (cpus, memory) is checked against the quota with the instance's
+    /// current share counted as used, and a shrink or a change of labels
+    /// is always admitted (even over a lowered quota). An update that
+    /// grows rewrites the project's record like a create, so it is
+    /// ordered with the project's creates and other updates.
+    ///
+    /// Errors: as [`Admission::admit`], and `InvalidArgument` on
+    /// `labels.zixiao.io/project` when the update would move the instance
+    /// to another project (its quota and its permissions go by it).
+    async fn admit_update(
+        &self,
+        before: &Instance,
+        after: &Instance,
+        view: &dyn StoreView,
+        txn: Txn,
+    ) -> Result<Txn> {
+        let project = project_of_create(&after.labels)?;
+        let field = || format!("labels.{PROJECT_LABEL}");
+        match project_of_labels(&before.labels) {
+            Ok(was) if was == project => {}
+            was => {
+                let was = was.map_or_else(|_| "?".to_owned(), |p| p.to_string());
+                return Err(Error::invalid(
+                    field(),
+                    format!(
+                        "instance `{}` is in project `{was}` and stays there: an update \
+                         cannot move it to `{project}` (create a new instance there instead)",
+                        after.name
+                    ),
+                ));
+            }
+        }
+        let held = charge(before);
+        let requested = charge(after).saturating_sub(&held);
+        if requested == Resources::default() {
+            return Ok(txn);
+        }
+        let charged = Charge { held, requested };
+        self.admit_charge(&project, charged, view, txn).await
+    }
+}
+
+/// What an admission charges: `requested` more, on top of `held`, which
+/// the instance already holds and the view does not show.
+struct Charge {
+    held: Resources,
+    requested: Resources,
+}
+
+impl ProjectQuota {
+    /// Checks `charged` against `project`'s quota over `view` and adds the
+    /// project's serial (its record, unchanged, at the revision read) to
+    /// `txn`; see the module documentation. Only the dimensions it
+    /// requests more of are checked.
+    async fn admit_charge(
+        &self,
+        project: &ProjectName,
+        charged: Charge,
+        view: &dyn StoreView,
+        txn: Txn,
+    ) -> Result<Txn> {
         let key = Project::key_for(project.as_str());
         let Some(record) = view.get(&key) else {
             // The implicit `default` has no limit until it is stored, and
@@ -160,7 +236,7 @@ impl Admission for ProjectQuota {
                     expected: 0,
                     found: stored.mod_revision,
                 }),
-                None => no_such_project(&project),
+                None => no_such_project(project),
             });
         };
         let quota = decode::<Project>(&record)?.quota;
@@ -168,13 +244,22 @@ impl Admission for ProjectQuota {
         if quota.is_unlimited() {
             return Ok(txn.put(key, record.value, Precondition::Revision(revision)));
         }
-        let mut used = Resources::default();
+        let Charge { held, requested } = charged;
+        // A dimension not asked for more of is not checked: an update that
+        // grows memory passes a cpu quota lowered below the usage.
+        let checked = Quota {
+            cpus: quota.cpus.filter(|_| requested.cpus > 0),
+            memory_mib: quota.memory_mib.filter(|_| requested.memory_mib > 0),
+            instances: quota.instances.filter(|_| requested.instances > 0),
+            disk_gib: quota.disk_gib.filter(|_| requested.disk_gib > 0),
+        };
+        let mut used = held;
         view.for_each_instance(&mut |other| {
-            if in_project(other, &project) {
+            if in_project(other, project) {
                 used = used.saturating_add(&charge(other));
             }
         });
-        if let Err(exceeded) = quota.admits(project.as_str(), &used, &charge(instance)) {
+        if let Err(exceeded) = checked.admits(project.as_str(), &used, &requested) {
             // A refusal commits nothing that would catch a stale quota (one
             // raised a moment ago, not cached yet): ask the store, and admit
             // again over a view that shows the newer record.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Console, Images, Inventory, Pause, Snapshots, Stats};
+use zixiao_core::driver::{Console, Images, Inventory, Pause, Resize, Snapshots, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceType, LogChunk, NodeAgent, NodeFacts, RuntimeState,
 };
@@ -250,6 +250,10 @@ impl Driver for RecordingDriver {
         self.inner.pause()
     }
 
+    fn resize(&self) -> Option<&dyn Resize> {
+        self.inner.resize().map(|_| self as &dyn Resize)
+    }
+
     fn images(&self) -> Option<&dyn Images> {
         self.inner.images()
     }
@@ -260,5 +264,16 @@ impl Driver for RecordingDriver {
 
     fn inventory(&self) -> Option<&dyn Inventory> {
         self.inner.inventory()
+    }
+}
+
+/// A resize applies the cluster's size, as a start does: never a size
+/// only the caller says.
+#[async_trait]
+impl Resize for RecordingDriver {
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
+        let instance = self.placed_copy(instance).await?;
+        self.records.put(&instance)?;
+        self.inner.require_resize()?.resize(&instance).await
     }
 }

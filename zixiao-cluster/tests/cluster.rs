@@ -22,7 +22,7 @@ use zixiao_core::{
     Store, Wait,
 };
 use zixiao_store::EmbeddedStore;
-use zixiao_testing::fake_driver::FakeDriver;
+use zixiao_testing::fake_driver::{FakeDriver, Op};
 
 struct Node {
     name: String,
@@ -522,6 +522,70 @@ async fn a_name_held_by_a_live_agent_is_refused() {
         .expect_err("unknown lease");
     assert_eq!(error.kind(), ErrorKind::NotFound);
     let _ = cluster.node("node-0");
+}
+
+/// `instance update` through a server with an agent: the server stores the
+/// new size (checked against the node and the project quota admission the
+/// server runs) and reaches the node's agent, which applies the size the
+/// cluster stored, live; a label that would move the instance to another
+/// project is refused by the quota admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_update_reaches_the_nodes_agent_and_resizes_live() {
+    use zixiao_core::InstanceUpdate;
+
+    let cluster = Cluster::new(2, 1).await;
+    let compute = cluster.compute();
+    let web = create(&compute, "web", RestartPolicy::Never).await;
+    // Through the other server: any replica serves an update.
+    let other = zixiao_api::connect(&cluster.addrs[0].to_string()).expect("client");
+    let updated = other
+        .update_instance(
+            "web",
+            InstanceUpdate {
+                cpus: Some(2),
+                memory_mib: Some(512),
+                ..InstanceUpdate::default()
+            },
+            Wait::Settled,
+        )
+        .await
+        .expect("update");
+    assert_eq!((updated.spec.cpus, updated.spec.memory_mib), (2, 512));
+    let driver = &cluster.node("node-0").driver;
+    let on_node = driver.spec_of(&web.id).expect("spec");
+    assert_eq!((on_node.cpus, on_node.memory_mib), (2, 512));
+    assert_eq!(driver.count(Op::Resize, &web.id), 1);
+    assert_eq!(driver.count(Op::Stop, &web.id), 0, "live, no restart");
+    let node = compute.get_node("node-0").await.expect("node");
+    assert_eq!((node.allocated.cpus, node.allocated.memory_mib), (2, 512));
+
+    let err = compute
+        .update_instance(
+            "web",
+            InstanceUpdate {
+                set_labels: [(zixiao_auth::PROJECT_LABEL.to_owned(), "other".to_owned())].into(),
+                ..InstanceUpdate::default()
+            },
+            Wait::No,
+        )
+        .await
+        .expect_err("cannot change project");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.chain());
+    assert!(err.to_string().contains("zixiao.io/project"), "{err}");
+    let err = compute
+        .update_instance(
+            "web",
+            InstanceUpdate {
+                memory_mib: Some(64 * 1024),
+                ..InstanceUpdate::default()
+            },
+            Wait::No,
+        )
+        .await
+        .expect_err("too big for the node");
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{}", err.chain());
+    let stored = compute.get_instance("web").await.expect("get");
+    assert_eq!(stored.revision, updated.revision, "nothing changed");
 }
 
 /// An agent killed mid-create leaves a workload created and never started

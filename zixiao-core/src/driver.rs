@@ -210,6 +210,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Changing a running instance's CPUs and memory in place, if the
+    /// runtime can.
+    fn resize(&self) -> Option<&dyn Resize> {
+        None
+    }
+
     /// The node's image store, if the runtime keeps images.
     fn images(&self) -> Option<&dyn Images> {
         None
@@ -242,17 +248,20 @@ pub enum Capability {
     Images,
     /// [`Driver::inventory`]: lists what it holds, for orphan sweeps.
     Inventory,
+    /// [`Driver::resize`]: changes a running instance's CPUs and memory.
+    Resize,
 }
 
 impl Capability {
     /// Every capability, in display order.
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::Stats,
         Capability::Console,
         Capability::Pause,
         Capability::Snapshots,
         Capability::Images,
         Capability::Inventory,
+        Capability::Resize,
     ];
 
     /// The snake_case name used in output.
@@ -264,6 +273,7 @@ impl Capability {
             Capability::Snapshots => "snapshots",
             Capability::Images => "images",
             Capability::Inventory => "inventory",
+            Capability::Resize => "resize",
         }
     }
 
@@ -276,6 +286,7 @@ impl Capability {
             Capability::Snapshots => driver.snapshots().is_some(),
             Capability::Images => driver.images().is_some(),
             Capability::Inventory => driver.inventory().is_some(),
+            Capability::Resize => driver.resize().is_some(),
         }
     }
 
@@ -290,6 +301,7 @@ impl Capability {
             Capability::Snapshots => "cannot take snapshots",
             Capability::Images => "does not keep images",
             Capability::Inventory => "cannot list its instances",
+            Capability::Resize => "cannot change a running instance's CPUs and memory",
         };
         DriverError::Unsupported(format!("the {driver} driver {what}"))
     }
@@ -359,6 +371,12 @@ impl dyn Driver + '_ {
             .ok_or_else(|| Capability::Images.missing(self.name()))
     }
 
+    /// [`Driver::resize`]. Errors: `Unsupported`.
+    pub fn require_resize(&self) -> Result<&dyn Resize, DriverError> {
+        self.resize()
+            .ok_or_else(|| Capability::Resize.missing(self.name()))
+    }
+
     /// [`Driver::inventory`]. Errors: `Unsupported`.
     pub fn require_inventory(&self) -> Result<&dyn Inventory, DriverError> {
         self.inventory()
@@ -406,6 +424,23 @@ pub trait Pause: Send + Sync {
     async fn pause(&self, instance: &Instance) -> Result<(), DriverError>;
     /// Thaws it. Idempotent. Errors: `FailedPrecondition` (not paused), `Unavailable`.
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError>;
+}
+
+/// Capability: change the CPUs and memory the runtime gives an instance,
+/// while it runs. A driver implements it only when a running workload
+/// takes the new size in place (a container's cgroup limits); a runtime
+/// that needs a restart for it (a VM booted with its vCPUs) has none, and
+/// the controller restarts the instance instead when the user allows it.
+#[async_trait]
+pub trait Resize: Send + Sync {
+    /// Makes `instance.spec`'s `cpus` and `memory_mib` the instance's size
+    /// on the runtime: the running workload's limits (in force when this
+    /// returns), and what its next start gives it. Called by the controller
+    /// after it stored the new size, for an instance created on the node,
+    /// running or not. Idempotent. Errors: `NotFound` (the runtime holds
+    /// no such instance), `InvalidArgument` (a size this runtime does not
+    /// honour, naming the field), `Unavailable`, `Internal`.
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError>;
 }
 
 /// An image a runtime holds on its node.

@@ -48,9 +48,9 @@ pub use instance_locks::{InstanceHold, InstanceLocks};
 pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, ImageRef, Instance, InstanceId,
-    InstanceSpec, InstanceStatus, InstanceType, MicrovmBackend, Network, NetworkAttachment, Node,
-    NodeId, NodeRegistration, NodeRole, NodeStatus, Placement, PublishedPort, Resources,
-    RestartPolicy,
+    InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, MicrovmBackend, Network,
+    NetworkAttachment, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Placement,
+    PublishedPort, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

@@ -86,6 +86,18 @@ impl Api for Embedded {
                 };
                 self.intent("restart", asked, wait).await
             }
+            Request::UpdateInstance {
+                instance,
+                update,
+                wait,
+            } => {
+                let asked = Request::UpdateInstance {
+                    instance,
+                    update,
+                    wait: Wait::No,
+                };
+                self.intent("update", asked, wait).await
+            }
             Request::DeleteInstance { instance, wait } => {
                 let asked = Request::DeleteInstance {
                     instance,
@@ -228,6 +240,7 @@ fn changed_instance(request: &Request) -> Option<&str> {
         Request::StartInstance { instance, .. }
         | Request::StopInstance { instance, .. }
         | Request::RestartInstance { instance, .. }
+        | Request::UpdateInstance { instance, .. }
         | Request::DeleteInstance { instance, .. }
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }

@@ -192,6 +192,11 @@ impl Driver for CountingDriver {
         self.inner.pause()
     }
 
+    // Resizing changes limits of a workload that runs: no start, no stop.
+    fn resize(&self) -> Option<&dyn zixiao_core::driver::Resize> {
+        self.inner.resize()
+    }
+
     fn images(&self) -> Option<&dyn Images> {
         self.inner.images()
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Pause, Stats};
+use zixiao_core::driver::{Pause, Resize, Stats};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
 };
@@ -24,6 +24,8 @@ pub enum Op {
     Stop,
     /// [`Driver::delete`].
     Delete,
+    /// [`Resize::resize`].
+    Resize,
 }
 
 /// How an injected failure fails.
@@ -40,7 +42,7 @@ struct State {
     instances: BTreeMap<String, RuntimeState>,
     logs: BTreeMap<String, Vec<u8>>,
     calls: Vec<(Op, String)>,
-    /// The spec of each instance's last create or start, as received.
+    /// The spec of each instance's last create, start or resize, as received.
     specs: BTreeMap<String, zixiao_core::InstanceSpec>,
     failures: BTreeMap<Op, Failure>,
     /// How long each changing call takes (so concurrent calls can overlap).
@@ -152,7 +154,8 @@ impl FakeDriver {
         self.lock().calls.clone()
     }
 
-    /// The spec instance `id`'s last create or start ran with.
+    /// The spec instance `id`'s last create, start or resize ran with: the
+    /// size the fake runtime gives it.
     pub fn spec_of(&self, id: &str) -> Option<zixiao_core::InstanceSpec> {
         self.lock().specs.get(id).cloned()
     }
@@ -341,6 +344,31 @@ impl Driver for FakeDriver {
 
     fn pause(&self) -> Option<&dyn Pause> {
         Some(self)
+    }
+
+    /// Containers resize live, as containerd's do; VMs and microVMs need a
+    /// restart, as on libvirt and our monitors.
+    fn resize(&self) -> Option<&dyn Resize> {
+        (self.instance_type == InstanceType::Container).then_some(self as &dyn Resize)
+    }
+}
+
+#[async_trait]
+impl Resize for FakeDriver {
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _in_flight = self.in_flight(&instance.id).await;
+        self.pass(Op::Resize).await;
+        let mut state = self.enter(Op::Resize, instance)?;
+        if !state.instances.contains_key(&instance.id) {
+            return Err(DriverError::NotFound(format!(
+                "instance `{}` on the fake runtime",
+                instance.name
+            )));
+        }
+        state
+            .specs
+            .insert(instance.id.clone(), instance.spec.clone());
+        Ok(())
     }
 }
 

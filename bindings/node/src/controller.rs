@@ -10,7 +10,9 @@ use napi_derive::napi;
 use zixiao_core::api::{Page, PageToken, Progress};
 use zixiao_core::driver::ImportProgress as CoreProgress;
 use zixiao_core::model::CreateNetwork;
-use zixiao_core::{Client, CreateInstance, Error, InstanceFilter, InstanceType, Wait};
+use zixiao_core::{
+    Client, CreateInstance, Error, InstanceFilter, InstanceType, InstanceUpdate, Wait,
+};
 
 use crate::console::Console;
 use crate::convert::{from_js, promise, promise_with};
@@ -408,6 +410,30 @@ impl Controller {
     ) -> Pending<'env> {
         let wait = wait(options);
         call!(self, env, |c| c.restart_instance(&instance, wait))
+    }
+
+    /// Changes the instance's labels, restart policy, CPUs or memory. A
+    /// running container takes a new size live; a running VM or microVM
+    /// only with `restart_if_needed` (it restarts; with `wait`, the
+    /// default, resolves once it settled). Rejects with `invalid_argument`
+    /// (naming the field; an empty update too), `not_found`,
+    /// `failed_precondition` (being deleted, or a restart needed and not
+    /// allowed), `resource_exhausted` (the node's shortfall or the
+    /// project's quota); nothing changes then.
+    #[napi(
+        ts_args_type = "instance: string, update: InstanceUpdate, options?: WaitOptions",
+        ts_return_type = "Promise<Instance>"
+    )]
+    pub fn update_instance<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        update: serde_json::Value,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let update = from_js::<InstanceUpdate>(None, update);
+        let wait = wait(options);
+        call!(self, env, |c| c.update_instance(&instance, update?, wait))
     }
 
     /// Wants the instance deleted. With `wait` (the default) resolves to

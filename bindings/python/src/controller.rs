@@ -14,7 +14,9 @@ use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
 use zixiao_core::model::{CreateNetwork, Network};
 use zixiao_core::store::StoreSummary;
-use zixiao_core::{Client, CreateInstance, Instance, InstanceFilter, InstanceType, Wait};
+use zixiao_core::{
+    Client, CreateInstance, Instance, InstanceFilter, InstanceType, InstanceUpdate, Wait,
+};
 
 use crate::console::{PyAsyncConsole, PyConsole};
 use crate::convert::{from_py, Json, Outcome, PyLogChunk};
@@ -359,6 +361,32 @@ impl PyController {
         wait: bool,
     ) -> PyResult<Json<Instance>> {
         crate::wait(py, self.inner.restart_instance(instance, Wait::from(wait))).map(Json)
+    }
+
+    /// Changes the instance's labels, restart policy, CPUs or memory
+    /// (`update`: a dict with any of `set_labels`, `remove_labels`,
+    /// `restart`, `cpus`, `memory_mib`, `restart_if_needed`). A running
+    /// container takes a new size live; a running VM or microVM only with
+    /// `restart_if_needed` (it restarts; with `wait`, returns once it
+    /// settled). Raises `InvalidArgument` naming the field (an empty
+    /// update too), `NotFound`, `FailedPrecondition` (being deleted, or a
+    /// restart needed and not allowed), `ResourceExhausted` (the node's
+    /// shortfall or the project's quota); nothing changes then.
+    #[pyo3(signature = (instance, update, *, wait=true))]
+    fn update_instance(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        update: &Bound<'_, PyAny>,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        let update: InstanceUpdate = from_py(None, update)?;
+        crate::wait(
+            py,
+            self.inner
+                .update_instance(instance, update, Wait::from(wait)),
+        )
+        .map(Json)
     }
 
     /// Wants the instance deleted. With `wait` (the default) returns `None`
@@ -810,6 +838,24 @@ impl PyAsyncController {
     ) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c
             .restart_instance(&instance, Wait::from(wait)))
+    }
+
+    /// Changes the instance's labels, restart policy, CPUs or memory (see
+    /// `Controller.update_instance`).
+    #[pyo3(signature = (instance, update, *, wait=true))]
+    fn update_instance<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        update: &Bound<'py, PyAny>,
+        wait: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let update: InstanceUpdate = from_py(None, update)?;
+        call!(self, py, |c| c.update_instance(
+            &instance,
+            update,
+            Wait::from(wait)
+        ))
     }
 
     /// Wants the instance deleted; `None` once it is gone (see `Controller.delete_instance`).

@@ -10,12 +10,12 @@ use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
-    InstanceStatus, InstanceType, MicrovmBackend, Placement, PublishedPort, RestartPolicy, Result,
-    Wait,
+    InstanceStatus, InstanceType, InstanceUpdate, MicrovmBackend, Placement, PublishedPort,
+    RestartPolicy, Result, Wait,
 };
 
 use super::{absolute, key_values};
-use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, SnapshotCommand};
+use crate::args::{CreateArgs, Format, InstanceCommand, ListArgs, SnapshotCommand, UpdateArgs};
 use crate::output::{age, bytes, details, print, Table};
 
 /// How much of a log one read asks for.
@@ -62,6 +62,14 @@ pub(crate) async fn run(
         InstanceCommand::Restart { instance } => {
             let restarted = client.restart_instance(&instance, Wait::Settled).await?;
             report_settled(format, &restarted, Wait::Settled)
+        }
+        InstanceCommand::Update(args) => {
+            let wait = wait(args.no_wait);
+            let instance = args.instance.clone();
+            let updated = client
+                .update_instance(&instance, update_request(args)?, wait)
+                .await?;
+            report_settled(format, &updated, wait)
         }
         InstanceCommand::Pause { instance } => {
             let paused = client.pause_instance(&instance).await?;
@@ -150,6 +158,45 @@ pub(crate) async fn run(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The [`InstanceUpdate`] the flags of `instance update` ask for.
+fn update_request(args: UpdateArgs) -> Result<InstanceUpdate> {
+    let mut update = InstanceUpdate {
+        cpus: args.cpus,
+        memory_mib: args.memory,
+        restart: args
+            .restart
+            .as_deref()
+            .map(|policy| {
+                RestartPolicy::from_str(policy).map_err(|_| {
+                    Error::invalid(
+                        "--restart",
+                        format!("unknown restart policy `{policy}`: expected never, on-failure or always"),
+                    )
+                })
+            })
+            .transpose()?,
+        restart_if_needed: args.restart_if_needed,
+        ..InstanceUpdate::default()
+    };
+    for label in &args.labels {
+        match (label.split_once('='), label.strip_suffix('-')) {
+            (Some((key, value)), _) if !key.is_empty() => {
+                update.set_labels.insert(key.to_owned(), value.to_owned());
+            }
+            (None, Some(key)) if !key.is_empty() => {
+                update.remove_labels.insert(key.to_owned());
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "--label",
+                    format!("`{label}` is neither KEY=VALUE (set) nor KEY- (remove)"),
+                ))
+            }
+        }
+    }
+    Ok(update)
 }
 
 fn wait(no_wait: bool) -> Wait {

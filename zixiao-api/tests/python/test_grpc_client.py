@@ -206,6 +206,29 @@ class GrpcClientTest(unittest.TestCase):
             got = instances.GetInstance(api_pb2.InstanceRef(instance="py-web"))
             self.assertEqual(got.id, created.id)
 
+            # A live resize and a label, then a refused size naming its field.
+            updated = instances.UpdateInstance(
+                api_pb2.UpdateInstanceRequest(
+                    instance="py-web",
+                    update=types_pb2.InstanceUpdate(
+                        memory_mib=128, set_labels={"tier": "front"}
+                    ),
+                ),
+                timeout=DEADLINE_S,
+            )
+            self.assertEqual(updated.spec.memory_mib, 128)
+            self.assertEqual(updated.spec.cpus, 1, "unset fields stay as they were")
+            self.assertEqual(updated.labels["tier"], "front")
+            self.assertEqual(updated.status, types_pb2.INSTANCE_STATUS_RUNNING)
+            with self.assertRaises(grpc.RpcError) as refused:
+                instances.UpdateInstance(
+                    api_pb2.UpdateInstanceRequest(
+                        instance="py-web", update=types_pb2.InstanceUpdate(cpus=0)
+                    )
+                )
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+            self.assertIn("invalid cpus: must be at least 1", refused.exception.details())
+
             tiny = types_pb2.InstanceSpec()
             tiny.CopyFrom(spec)
             tiny.memory_mib = 1

@@ -62,6 +62,14 @@ fn every_request() -> Vec<Request> {
             instance: i(),
             wait: Wait::No,
         },
+        Request::UpdateInstance {
+            instance: i(),
+            update: zixiao_core::InstanceUpdate {
+                cpus: Some(2),
+                ..Default::default()
+            },
+            wait: Wait::No,
+        },
         Request::DeleteInstance {
             instance: i(),
             wait: Wait::No,
@@ -207,6 +215,7 @@ fn the_rules_by_role_and_project() {
         ("instance.start", [false, true, false, false]),
         ("instance.stop", [false, true, false, false]),
         ("instance.restart", [false, true, false, false]),
+        ("instance.update", [false, true, false, false]),
         ("instance.delete", [false, true, false, false]),
         ("instance.pause", [false, true, false, false]),
         ("instance.resume", [false, true, false, false]),

@@ -332,3 +332,115 @@ async fn a_create_in_a_project_that_does_not_exist_is_refused_in_its_transaction
         .unwrap()
         .is_empty());
 }
+
+/// An update goes through the same admission as a create: growth is
+/// charged against the quota with the instance's own share counted as
+/// used, a refusal stores nothing, a shrink or a label change passes even
+/// over a lowered quota, and no update moves an instance to another project.
+#[tokio::test]
+async fn an_update_that_grows_an_instance_is_charged_like_a_create() {
+    use zixiao_core::InstanceUpdate;
+
+    let h = Harness::new();
+    let client = client(&h, "node-a").await;
+    let quota = "cpus=4,memory=1024".parse::<Quota>().unwrap();
+    client.create_project("web", quota).await.unwrap();
+    client
+        .create_instance(request("a", "web", 1, 256), Wait::No)
+        .await
+        .unwrap();
+    client
+        .create_instance(request("b", "web", 1, 256), Wait::No)
+        .await
+        .unwrap();
+    let grow = |cpus: Option<u32>, memory_mib: Option<u64>| InstanceUpdate {
+        cpus,
+        memory_mib,
+        ..InstanceUpdate::default()
+    };
+
+    // Within the quota: 2 + 1 more cpus of 4.
+    let a = client
+        .update_instance("a", grow(Some(2), None), Wait::No)
+        .await
+        .unwrap();
+    assert_eq!(a.spec.cpus, 2);
+    let before = h.snapshot().await;
+    // 3 cpus used (a's 2 included), 2 more asked: over 4.
+    let err = client
+        .update_instance("a", grow(Some(4), None), Wait::No)
+        .await
+        .unwrap_err();
+    assert_exhausted(&err, "web", "cpus", 3, 2, 4);
+    // 512 MiB used, 768 more asked: over 1024.
+    let err = client
+        .update_instance("b", grow(None, Some(1024)), Wait::No)
+        .await
+        .unwrap_err();
+    assert_exhausted(&err, "web", "memory_mib", 512, 768, 1024);
+    assert_eq!(
+        h.snapshot().await,
+        before,
+        "a refused update stores nothing"
+    );
+
+    // Lowered below the usage: growth is refused, a shrink and labels pass.
+    client
+        .update_project("web", "cpus=1,memory=1024".parse().unwrap())
+        .await
+        .unwrap();
+    let err = client
+        .update_instance("b", grow(Some(2), None), Wait::No)
+        .await
+        .unwrap_err();
+    assert_exhausted(&err, "web", "cpus", 3, 1, 1);
+    let shrunk = client
+        .update_instance("a", grow(Some(1), Some(128)), Wait::No)
+        .await
+        .unwrap();
+    assert_eq!((shrunk.spec.cpus, shrunk.spec.memory_mib), (1, 128));
+    // Memory may still grow while the cpu quota is exceeded: only what
+    // grows is checked.
+    client
+        .update_instance("a", grow(None, Some(512)), Wait::No)
+        .await
+        .unwrap();
+    let labelled = InstanceUpdate {
+        set_labels: [("tier".to_owned(), "front".to_owned())].into(),
+        ..InstanceUpdate::default()
+    };
+    client
+        .update_instance("b", labelled, Wait::No)
+        .await
+        .unwrap();
+
+    // Another project's label: refused, naming the label.
+    client
+        .create_project("api", Quota::default())
+        .await
+        .unwrap();
+    let before = h.snapshot().await;
+    let mv = InstanceUpdate {
+        set_labels: [(PROJECT_LABEL.to_owned(), "api".to_owned())].into(),
+        ..InstanceUpdate::default()
+    };
+    let err = client.update_instance("b", mv, Wait::No).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.chain());
+    assert!(
+        err.to_string()
+            .contains("invalid labels.zixiao.io/project: instance `b` is in project `web`"),
+        "{err}"
+    );
+    let remove = InstanceUpdate {
+        remove_labels: [PROJECT_LABEL.to_owned()].into(),
+        ..InstanceUpdate::default()
+    };
+    let err = client
+        .update_instance("b", remove, Wait::No)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.chain());
+    assert_eq!(h.snapshot().await, before, "nothing moved");
+    let web = client.get_project("web").await.unwrap();
+    assert_eq!((web.usage.cpus, web.usage.memory_mib), (2, 768));
+}

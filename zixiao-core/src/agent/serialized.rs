@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::driver::{Console, Images, Inventory, Pause, SnapshotInfo, Snapshots, Stats};
+use crate::driver::{Console, Images, Inventory, Pause, Resize, SnapshotInfo, Snapshots, Stats};
 use crate::keyed_lock::KeyedLock;
 use crate::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
 
 /// A driver whose calls that change an instance (create, start, stop,
-/// delete, pause, resume, snapshot create, revert and delete, removing an
-/// orphan) run one at a time per instance id; reads (inspect, logs, stats,
+/// delete, pause, resume, resize, snapshot create, revert and delete,
+/// removing an orphan) run one at a time per instance id; reads (inspect, logs, stats,
 /// console, listings) do not wait.
 #[derive(Debug)]
 pub struct SerializedDriver {
@@ -96,6 +96,10 @@ impl Driver for SerializedDriver {
         self.inner.pause().map(|_| self as &dyn Pause)
     }
 
+    fn resize(&self) -> Option<&dyn Resize> {
+        self.inner.resize().map(|_| self as &dyn Resize)
+    }
+
     fn images(&self) -> Option<&dyn Images> {
         self.inner.images()
     }
@@ -121,6 +125,14 @@ impl Pause for SerializedDriver {
         let _one = self.locks.lock(&instance.id).await;
         let pause = self.inner.require_pause()?;
         pause.resume(instance).await
+    }
+}
+
+#[async_trait]
+impl Resize for SerializedDriver {
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner.require_resize()?.resize(instance).await
     }
 }
 

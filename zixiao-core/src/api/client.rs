@@ -17,7 +17,7 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, Network, Node,
+    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, InstanceUpdate, Network, Node,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -110,6 +110,25 @@ impl Client {
     pub async fn restart_instance(&self, instance: &str, wait: Wait) -> Result<Instance> {
         let instance = instance.to_owned();
         expect!(self, Request::RestartInstance { instance, wait }, Instance)
+    }
+
+    /// See [`Request::UpdateInstance`].
+    pub async fn update_instance(
+        &self,
+        instance: &str,
+        update: InstanceUpdate,
+        wait: Wait,
+    ) -> Result<Instance> {
+        let instance = instance.to_owned();
+        expect!(
+            self,
+            Request::UpdateInstance {
+                instance,
+                update,
+                wait
+            },
+            Instance
+        )
     }
 
     /// See [`Request::DeleteInstance`]: `None` once it is gone.

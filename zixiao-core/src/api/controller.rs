@@ -70,6 +70,14 @@ impl Api for Controller {
                 let restarted = self.restart_instance(&instance).await?;
                 Response::Instance(self.settled(restarted, wait).await?)
             }
+            Request::UpdateInstance {
+                instance,
+                update,
+                wait,
+            } => {
+                let updated = self.update_instance(&instance, update).await?;
+                Response::Instance(self.settled(updated, wait).await?)
+            }
             Request::DeleteInstance { instance, wait } => {
                 let deleting = self.delete_instance(&instance).await?;
                 Response::MaybeInstance(match wait {

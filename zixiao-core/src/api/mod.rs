@@ -51,7 +51,7 @@ use crate::driver::{
     ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, Network, Node,
+    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, InstanceUpdate, Network, Node,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -202,6 +202,34 @@ pub enum Request {
     RestartInstance {
         /// Id or name.
         instance: String,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
+    /// Changes an instance's labels, restart policy, CPUs or memory
+    /// ([`InstanceUpdate`]), in one compare-and-swap of its record; a
+    /// larger size is checked against its node's free capacity and its
+    /// project's quota in that same transaction. A running instance takes
+    /// a new size live where its runtime can ([`Driver::resize`]); where it
+    /// cannot, the update is refused unless it allows a restart
+    /// (`restart_if_needed`), and then the instance is restarted with the
+    /// new size. A stopped or pending one takes it at its next start.
+    /// Labels and the restart policy never need a restart.
+    /// [`Response::Instance`]: the instance as stored (settled with
+    /// [`Wait::Settled`], which matters after a restart). Idempotent.
+    /// Errors: `InvalidArgument` naming the field (an empty update too),
+    /// `NotFound`, `FailedPrecondition` (being deleted, in the middle of a
+    /// create or stop, or a restart is needed and not allowed: the message
+    /// names the flag), `ResourceExhausted` (the node or the project
+    /// quota, naming the shortfall), the runtime's errors from a live
+    /// resize (the stored size is then put back). Nothing is changed on
+    /// error.
+    ///
+    /// [`Driver::resize`]: crate::Driver::resize
+    UpdateInstance {
+        /// Id or name.
+        instance: String,
+        /// What to change.
+        update: InstanceUpdate,
         /// Whether to wait until it has settled.
         wait: Wait,
     },
@@ -562,6 +590,7 @@ impl Request {
             Request::StartInstance { .. } => "instance.start",
             Request::StopInstance { .. } => "instance.stop",
             Request::RestartInstance { .. } => "instance.restart",
+            Request::UpdateInstance { .. } => "instance.update",
             Request::DeleteInstance { .. } => "instance.delete",
             Request::PauseInstance { .. } => "instance.pause",
             Request::ResumeInstance { .. } => "instance.resume",
@@ -620,6 +649,7 @@ impl Request {
             | Request::StartInstance { instance: i, .. }
             | Request::StopInstance { instance: i, .. }
             | Request::RestartInstance { instance: i, .. }
+            | Request::UpdateInstance { instance: i, .. }
             | Request::DeleteInstance { instance: i, .. }
             | Request::PauseInstance { instance: i }
             | Request::ResumeInstance { instance: i }

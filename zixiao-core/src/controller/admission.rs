@@ -1,5 +1,6 @@
 //! [`Admission`]: how another crate adds its checks and writes to the one
-//! transaction that creates an instance (a project's quota, say).
+//! transaction that creates an instance (a project's quota, say), and to
+//! the one that updates it ([`Admission::admit_update`]).
 //!
 //! A create is one durable commit: the instance's record and name, its
 //! placement and the node's allocation, and whatever each admission adds,
@@ -116,4 +117,27 @@ pub trait Admission: Send + Sync + Debug {
     /// revision; the create then waits for the cache to reach it and is
     /// admitted again.
     async fn admit(&self, instance: &Instance, view: &dyn StoreView, txn: Txn) -> Result<Txn>;
+
+    /// Checks an update of a stored instance from `before` (as stored) to
+    /// `after` (its new labels and spec, not stored yet; same id) and
+    /// returns `txn`, the update's transaction so far, with this
+    /// admission's writes added. Called once per attempt of an update
+    /// (`instance update`), like [`Admission::admit`] and with the same
+    /// rules; the view never visits the instance itself, in either
+    /// version. The default admits every update unchanged: an admission
+    /// that counts what instances hold overrides it, so that growth is
+    /// counted through the same check as a create.
+    ///
+    /// Errors: as [`Admission::admit`]; the update fails with it and
+    /// nothing is changed.
+    async fn admit_update(
+        &self,
+        before: &Instance,
+        after: &Instance,
+        view: &dyn StoreView,
+        txn: Txn,
+    ) -> Result<Txn> {
+        let _ = (before, after, view);
+        Ok(txn)
+    }
 }

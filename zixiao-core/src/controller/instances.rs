@@ -1,6 +1,7 @@
-//! Instance operations: create, look up, list, and the intents start, stop,
-//! restart and delete. Each intent is written first; [`Controller::converge`]
-//! carries it out.
+//! Instance operations: create, look up, list, update, and the intents
+//! start, stop, restart and delete. Each intent is written first;
+//! [`Controller::converge`] carries it out. An update's new size is the
+//! exception that reaches the runtime at once, where it can take it live.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::placer::{Mode, Placed};
 use super::{Controller, INSTANCE_NAMES_PREFIX};
-use crate::driver::{ConsoleStream, InstanceStats, LogChunk};
-use crate::model::{CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType};
+use crate::driver::{ConsoleStream, DriverError, InstanceStats, LogChunk};
+use crate::model::{
+    CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType, InstanceUpdate,
+};
 use crate::store::{StoreError, StoreExt};
 use crate::{Error, Result};
 
@@ -253,6 +256,164 @@ impl Controller {
         .await
     }
 
+    /// Changes the instance's labels, restart policy, CPUs or memory; see
+    /// [`Request::UpdateInstance`](crate::api::Request::UpdateInstance) for
+    /// what a user sees.
+    ///
+    /// The new labels and spec are stored in one compare-and-swap
+    /// transaction with the node's allocation (when what the instance
+    /// holds there changes: within the node's free capacity) and the
+    /// admissions' writes ([`Admission::admit_update`]: a project's quota).
+    /// Then a size change reaches the runtime: a driver with
+    /// [`Resize`](crate::driver::Resize) takes it at once (live, for a
+    /// running instance); a running instance on one without is restarted
+    /// when `restart_if_needed` allows (refused otherwise, before anything
+    /// is stored); a stopped or pending one takes it at its next start. If
+    /// the runtime refuses the new size, the stored update is put back.
+    /// Idempotent: an update that changes nothing stores nothing (a size
+    /// asked for again is still handed to a runtime that resizes live).
+    ///
+    /// Errors: `InvalidArgument` naming the field, `NotFound`,
+    /// `FailedPrecondition` (being deleted; being created or stopped while
+    /// its size changes; a restart needed and not allowed),
+    /// `ResourceExhausted` (the node's shortfall, or an admission's),
+    /// `Conflict` (kept changing), the runtime's errors, the store's.
+    ///
+    /// [`Admission::admit_update`]: super::Admission::admit_update
+    pub async fn update_instance(
+        &self,
+        instance: &str,
+        update: InstanceUpdate,
+    ) -> Result<Instance> {
+        update.validate()?;
+        self.inner.cache.ready().await?;
+        for _ in 0..self.options().max_conflict_retries {
+            let current = self.get_instance(instance).await?;
+            refuse_if_deleted(&current)?;
+            let mut next = current.clone();
+            if !update.apply(&mut next)? {
+                // Nothing to store. A size asked for again is still made
+                // the runtime's where it takes one live (idempotent), which
+                // also mends a runtime that a failed put-back left behind.
+                if update.asks_resize()
+                    && matches!(self.resize_plan(&current, &update), Ok(ResizePlan::Runtime))
+                {
+                    self.resize_on_node(&current).await?;
+                }
+                return Ok(current);
+            }
+            let resized = (next.spec.cpus, next.spec.memory_mib)
+                != (current.spec.cpus, current.spec.memory_mib);
+            let runtime = if resized {
+                self.resize_plan(&current, &update)?
+            } else {
+                ResizePlan::StoreOnly
+            };
+            if runtime == ResizePlan::Restart {
+                next.restarts_requested = next.restarts_done + 1;
+            }
+            next.updated_at = self.now();
+            let stored = match self.place_update(current.clone(), next).await {
+                Ok(Placed::Stored(stored)) => *stored,
+                Ok(Placed::Changed) => continue,
+                Ok(Placed::Unchanged) => return Ok(current),
+                // The node or an admission's key changed under us: again,
+                // once the cache shows the change.
+                Err(Error::Store(StoreError::Conflict { found, .. })) => {
+                    if found > 0 {
+                        let _ = self.inner.cache.wait_for(found).await;
+                    }
+                    continue;
+                }
+                Err(Error::Conflict(_)) | Err(Error::Store(StoreError::NotFound(_))) => continue,
+                Err(other) => return Err(other),
+            };
+            if runtime == ResizePlan::Runtime {
+                if let Err(error) = self.resize_on_node(&stored).await {
+                    self.undo_update(&current, stored).await;
+                    return Err(error);
+                }
+            }
+            return Ok(stored);
+        }
+        Err(self.too_many_conflicts("instance", instance))
+    }
+
+    /// How a new size of `instance` reaches its runtime, or why it cannot.
+    fn resize_plan(&self, instance: &Instance, update: &InstanceUpdate) -> Result<ResizePlan> {
+        use InstanceStatus as S;
+        if instance.node.is_none() {
+            // Placed with the new size when it is placed.
+            return Ok(ResizePlan::StoreOnly);
+        }
+        match instance.status {
+            // Placed, not created yet: the converge that creates it claims
+            // it (a compare-and-swap) first, so it creates what is stored
+            // once this update is, the new size included.
+            S::Scheduled => Ok(ResizePlan::StoreOnly),
+            // A create or stop in flight may be using the old size.
+            S::Creating | S::Stopping | S::Deleting => Err(Error::FailedPrecondition(format!(
+                "instance `{}` is {}: its size can change once that is done \
+                     (`zixiao instance get {}` shows when)",
+                instance.name,
+                instance.status.as_str(),
+                instance.name
+            ))),
+            S::Running | S::Paused => {
+                let driver = self.driver_for(instance)?;
+                if driver.resize().is_some() {
+                    Ok(ResizePlan::Runtime)
+                } else if update.restart_if_needed {
+                    Ok(ResizePlan::Restart)
+                } else {
+                    Err(Error::FailedPrecondition(format!(
+                        "instance `{}` is {} on {}, which cannot change its CPUs or memory \
+                         while it runs: the new size needs a restart; allow it with \
+                         `--restart-if-needed` (`restart_if_needed` in the API), or stop \
+                         the instance first; nothing was changed",
+                        instance.name,
+                        instance.status.as_str(),
+                        instance.runtime.as_deref().unwrap_or(driver.name()),
+                    )))
+                }
+            }
+            // Not running: the next start takes the stored size. A runtime
+            // that keeps a size of its own (a container's record) is told.
+            S::Pending | S::Stopped | S::Failed => match self.driver_for(instance) {
+                Ok(driver) if driver.resize().is_some() => Ok(ResizePlan::Runtime),
+                _ => Ok(ResizePlan::StoreOnly),
+            },
+        }
+    }
+
+    /// Makes the stored size the runtime's ([`Resize`](crate::driver::Resize)).
+    /// A runtime that never created the instance has nothing to change.
+    async fn resize_on_node(&self, instance: &Instance) -> Result<()> {
+        let driver = self.driver_for(instance)?;
+        match driver.require_resize()?.resize(instance).await {
+            Ok(()) => Ok(()),
+            Err(DriverError::NotFound(_)) if instance.status != InstanceStatus::Running => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Puts back what `stored` (an update of `before` that its runtime
+    /// refused) changed, unless it changed again meanwhile; best effort,
+    /// the runtime's refusal is what the caller hears.
+    async fn undo_update(&self, before: &Instance, stored: Instance) {
+        let mut back = stored.clone();
+        back.labels = before.labels.clone();
+        back.spec = before.spec.clone();
+        back.restarts_requested = before.restarts_requested.max(stored.restarts_done);
+        back.updated_at = self.now();
+        // Changed again meanwhile, or the store failed: the newer state
+        // stands, and the caller hears of the runtime's refusal.
+        if let Ok(Placed::Stored(back)) = self.place_update(stored, back).await {
+            // The runtime may have taken part of the new size.
+            let _ = self.resize_on_node(&back).await;
+        }
+    }
+
     /// Asks for the instance to be deleted: removed from its node, its
     /// resources released, its record and name freed. Idempotent while the
     /// record exists. Errors: `NotFound`.
@@ -388,6 +549,17 @@ impl Controller {
     pub(super) fn name_key(name: &str) -> String {
         name_key(name)
     }
+}
+
+/// How an update's new size reaches the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResizePlan {
+    /// Nothing to tell the runtime: the size is read at the next start.
+    StoreOnly,
+    /// The driver takes it now ([`Resize`](crate::driver::Resize)).
+    Runtime,
+    /// The instance restarts to take it.
+    Restart,
 }
 
 fn refuse_if_deleted(instance: &Instance) -> Result<()> {

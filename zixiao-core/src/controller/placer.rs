@@ -39,6 +39,10 @@ pub(crate) enum Mode {
     Create,
     /// Place a stored, unplaced instance (at its revision), or record why not.
     Existing,
+    /// Store a changed copy of a stored instance (at its revision): its
+    /// node's allocation follows what it holds, within the node's free
+    /// capacity, and the admissions check the change.
+    Update,
 }
 
 /// What became of an instance given to the placer.
@@ -55,6 +59,8 @@ pub(crate) enum Placed {
 struct Job {
     instance: Instance,
     mode: Mode,
+    /// The instance as stored, for [`Mode::Update`].
+    before: Option<Box<Instance>>,
     reply: oneshot::Sender<Result<Placed>>,
     attempts: u32,
     /// Commit it on its own (after a failure nobody could be singled out for).
@@ -83,10 +89,29 @@ pub(crate) struct Placer {
 impl Controller {
     /// Hands `instance` to the placer and waits for the outcome.
     pub(super) async fn place(&self, instance: Instance, mode: Mode) -> Result<Placed> {
+        self.send_job(instance, mode, None).await
+    }
+
+    /// Hands the placer `after`, a changed copy of the stored `before`
+    /// ([`Mode::Update`]), and waits for the outcome: `Stored`, `Changed`
+    /// (the stored instance changed meanwhile), or the refusal
+    /// (`ResourceExhausted` naming the node's shortfall, an admission's).
+    pub(super) async fn place_update(&self, before: Instance, after: Instance) -> Result<Placed> {
+        self.send_job(after, Mode::Update, Some(Box::new(before)))
+            .await
+    }
+
+    async fn send_job(
+        &self,
+        instance: Instance,
+        mode: Mode,
+        before: Option<Box<Instance>>,
+    ) -> Result<Placed> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             instance,
             mode,
+            before,
             reply,
             attempts: 0,
             solo: false,
@@ -267,6 +292,9 @@ impl Batch {
 
 /// An [`Admission`](super::Admission)'s view: the batch's writes over the cache.
 struct BatchView<'a> {
+    /// The instance being admitted: never visited (an update's stored
+    /// version is in the cache).
+    admitting: &'a str,
     cache: &'a Cache,
     writes: &'a [Write],
     at: &'a HashMap<String, usize>,
@@ -311,13 +339,15 @@ impl StoreView for BatchView<'_> {
         {
             let state = self.cache.read();
             for instance in state.instances() {
-                if !batched.contains(instance.id.as_str()) {
+                if !batched.contains(instance.id.as_str()) && instance.id != self.admitting {
                     visit(instance);
                 }
             }
         }
         for planned in self.planned {
-            visit(&planned.instance);
+            if planned.instance.id != self.admitting {
+                visit(&planned.instance);
+            }
         }
     }
 }
@@ -409,6 +439,9 @@ impl Controller {
             // keys merge; this one learns from the next batch that the
             // instance changed.
             return Some(job);
+        }
+        if job.mode == Mode::Update {
+            return self.plan_update(job, working, batch).await;
         }
         if job.mode == Mode::Create {
             if batch.names.contains(&name) {
@@ -515,7 +548,7 @@ impl Controller {
         }
         let precondition = match job.mode {
             Mode::Create => Precondition::Absent,
-            Mode::Existing => Precondition::Revision(job.instance.revision),
+            Mode::Existing | Mode::Update => Precondition::Revision(job.instance.revision),
         };
         fragment = fragment.put(
             Instance::key_for(&instance.id),
@@ -578,6 +611,7 @@ impl Controller {
         let mut fragment = self.guard_networks(fragment, instance).await?;
         for admission in &self.inner.admissions {
             let view = BatchView {
+                admitting: &instance.id,
                 cache: &self.inner.cache,
                 writes: &batch.writes,
                 at: &batch.at,
@@ -629,6 +663,113 @@ impl Controller {
             .collect();
         holders.extend(batch.publishing.iter().filter(|i| clashes(i)).cloned());
         holders
+    }
+
+    /// The admissions of an update from `before` to `after`, in order.
+    async fn admit_update(
+        &self,
+        before: &Instance,
+        after: &Instance,
+        mut fragment: Txn,
+        batch: &Batch,
+    ) -> Result<Txn> {
+        for admission in &self.inner.admissions {
+            let view = BatchView {
+                admitting: &after.id,
+                cache: &self.inner.cache,
+                writes: &batch.writes,
+                at: &batch.at,
+                planned: &batch.planned,
+            };
+            fragment = admission
+                .admit_update(before, after, &view, fragment)
+                .await?;
+        }
+        fragment.validate()?;
+        Ok(fragment)
+    }
+
+    /// Plans an update ([`Mode::Update`]) into `batch`, as
+    /// [`Controller::plan_one`] does a placement.
+    async fn plan_update(&self, job: Job, working: &mut Working, batch: &mut Batch) -> Option<Job> {
+        let Some(before) = job.before.clone() else {
+            job.answer(Err(Error::Internal(
+                "an update reached the placer without the stored instance".to_owned(),
+            )));
+            return None;
+        };
+        let now = self.now();
+        let instance = job.instance.clone();
+        let mut fragment = Txn::new();
+        let mut touched: Option<(usize, Node)> = None;
+        let (held, holds) = (before.held(), instance.held());
+        let position = instance
+            .node
+            .as_deref()
+            .and_then(|id| working.table.position(id));
+        // A node the view no longer has (gone from the store) holds no
+        // allocation to follow.
+        if let (true, Some(position)) = (held != holds, position) {
+            let current = working.table.nodes()[position].clone();
+            let grows = holds.saturating_sub(&held);
+            if !current.capacity.fits(&current.allocated, &grows) {
+                job.answer(Err(Error::ResourceExhausted(shortfall(
+                    &current,
+                    &instance.name,
+                    &grows,
+                ))));
+                return None;
+            }
+            let mut node = current.clone();
+            node.allocated = node.allocated.saturating_sub(&held).saturating_add(&holds);
+            node.updated_at = now;
+            let base = batch
+                .before
+                .get(&position)
+                .map_or(current.revision, |n| n.revision);
+            fragment = fragment.put(
+                Node::key_for_id(&node.id),
+                encode(&node),
+                Precondition::Revision(base),
+            );
+            working.set(position, node);
+            touched = Some((position, current));
+        }
+        fragment = fragment.put(
+            Instance::key_for(&instance.id),
+            encode(&instance),
+            Precondition::Revision(before.revision),
+        );
+        let undo = |working: &mut Working, touched: Option<(usize, Node)>| {
+            if let Some((position, before)) = touched {
+                working.set(position, before);
+            }
+        };
+        fragment = match self.admit_update(&before, &instance, fragment, batch).await {
+            Ok(fragment) => fragment,
+            Err(e) => {
+                undo(working, touched);
+                job.answer(Err(e));
+                return None;
+            }
+        };
+        match batch.merge(fragment) {
+            Ok(keys) => {
+                if let Some((position, before)) = touched {
+                    batch.before.entry(position).or_insert(before);
+                }
+                batch.planned.push(Planned {
+                    job,
+                    instance,
+                    keys,
+                });
+                None
+            }
+            Err(_) => {
+                undo(working, touched);
+                Some(job)
+            }
+        }
     }
 
     /// The placed instances sharing a group with `instance`: the cached
@@ -740,7 +881,8 @@ impl Controller {
                     again.extend(planned.into_iter().map(|p| p.job));
                 } else {
                     let existing = planned.iter().position(|p| {
-                        p.job.mode == Mode::Existing && *key == Instance::key_for(&p.instance.id)
+                        matches!(p.job.mode, Mode::Existing | Mode::Update)
+                            && *key == Instance::key_for(&p.instance.id)
                     });
                     let culprits: Vec<usize> = match existing {
                         Some(i) => vec![i],
@@ -792,6 +934,37 @@ impl Controller {
         }
         tokio::task::yield_now().await;
     }
+}
+
+/// Why `node` cannot give `name` the `grows` more an update asks for:
+/// each dimension short, what is free and what more is needed.
+fn shortfall(node: &Node, name: &str, grows: &crate::Resources) -> String {
+    let free = node.free();
+    let mut short = Vec::new();
+    if grows.cpus > free.cpus {
+        short.push(format!(
+            "{} cpus free, the update of `{name}` needs {} more",
+            free.cpus, grows.cpus
+        ));
+    }
+    if grows.memory_mib > free.memory_mib {
+        short.push(format!(
+            "{} MiB free, the update of `{name}` needs {} MiB more",
+            free.memory_mib, grows.memory_mib
+        ));
+    }
+    if grows.disk_gib > free.disk_gib {
+        short.push(format!(
+            "{} GiB of disk free, the update of `{name}` needs {} GiB more",
+            free.disk_gib, grows.disk_gib
+        ));
+    }
+    format!(
+        "node `{}` has {}; nothing was changed (an update does not move an instance to \
+         another node)",
+        node.id,
+        short.join(", and ")
+    )
 }
 
 /// A copy of a precondition failure, for each create it fails.

@@ -9,6 +9,7 @@ mod node;
 mod publish;
 mod resources;
 mod spec;
+mod update;
 mod validate;
 
 pub use image_ref::{
@@ -30,4 +31,5 @@ pub use resources::Resources;
 pub use spec::{
     CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,
 };
+pub use update::InstanceUpdate;
 pub use validate::{validate_label_key, validate_name, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB};

@@ -77,7 +77,7 @@ pub fn validate_label_key(field: &str, key: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
+pub(super) fn validate_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<(), Error> {
     if labels.len() > MAX_LABELS {
         return Err(Error::invalid(
             field,
@@ -367,7 +367,7 @@ const MAX_REQUIREMENTS: usize = 64;
 /// The most groups one instance may be a member of.
 const MAX_GROUPS: usize = 16;
 
-fn validate_label_value(field: &str, value: &str) -> Result<(), Error> {
+pub(super) fn validate_label_value(field: &str, value: &str) -> Result<(), Error> {
     if value.len() > 253 || value.chars().any(char::is_control) {
         return Err(Error::invalid(
             field,

@@ -11,8 +11,9 @@
 //! statuses to error kinds), [`spec`] (the OCI runtime spec), `images`,
 //! `archive` and `content` (import, unpack, resolve), `tasks` (lifecycle),
 //! `logs`, `stats`, `console`, `network` (namespaces and veths through
-//! zixiao-net), `record` (the write-ahead record of a create) and
-//! `inventory` (what the runtime holds, by instance id, for orphan sweeps).
+//! zixiao-net), `record` (the write-ahead record of a create),
+//! `resize` (CPU and memory limits changed live) and `inventory` (what the
+//! runtime holds, by instance id, for orphan sweeps).
 
 mod archive;
 mod connection;
@@ -24,6 +25,7 @@ mod inventory;
 mod logs;
 mod network;
 mod record;
+mod resize;
 mod shims;
 pub mod spec;
 mod stats;
@@ -34,7 +36,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use zixiao_core::driver::{
-    ImageInfo, Images, ImportProgress, Inventory, Pause, PullOptions, PullProgress, Stats,
+    ImageInfo, Images, ImportProgress, Inventory, Pause, PullOptions, PullProgress, Resize, Stats,
 };
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
@@ -216,6 +218,10 @@ impl Driver for ContainerdDriver {
         Some(self)
     }
 
+    fn resize(&self) -> Option<&dyn Resize> {
+        Some(self)
+    }
+
     fn images(&self) -> Option<&dyn Images> {
         Some(self)
     }
@@ -240,6 +246,13 @@ impl Pause for ContainerdDriver {
 
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError> {
         self.resume_task(instance).await
+    }
+}
+
+#[async_trait]
+impl Resize for ContainerdDriver {
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.resize_container(instance).await
     }
 }
 

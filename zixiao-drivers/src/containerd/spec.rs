@@ -30,7 +30,7 @@ pub const WORKDIR_LABEL: &str = "zixiao.io/workdir";
 pub const MIN_MEMORY_MIB: u64 = 4;
 
 /// The period of the CFS quota that enforces `cpus`, in microseconds.
-const CPU_PERIOD_US: u64 = 100_000;
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 
 /// `PATH` when the image sets none, as Docker and containerd default it.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -35,7 +35,7 @@ use super::stats::{self, Sample};
 use super::{console, logs, shims, ContainerdDriver};
 
 /// The type URL containerd expects on a container's runtime spec.
-const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+pub(super) const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
 /// Label carrying the instance's name on its container, for people using `ctr`.
 const NAME_LABEL: &str = "zixiao.io/instance";
@@ -69,7 +69,7 @@ impl ContainerdDriver {
     }
 
     /// The container record, or `None`.
-    async fn container(&self, id: &str) -> Result<Option<Container>, DriverError> {
+    pub(super) async fn container(&self, id: &str) -> Result<Option<Container>, DriverError> {
         let request = self.conn.request(GetContainerRequest { id: id.to_owned() });
         match ContainersClient::new(self.conn.client().channel())
             .get(request)
@@ -84,7 +84,7 @@ impl ContainerdDriver {
     }
 
     /// The container's task (its init process), or `None`.
-    async fn task(&self, id: &str) -> Result<Option<Process>, DriverError> {
+    pub(super) async fn task(&self, id: &str) -> Result<Option<Process>, DriverError> {
         let request = self.conn.request(GetRequest {
             container_id: id.to_owned(),
             exec_id: String::new(),
@@ -719,7 +719,7 @@ fn is_bundle_removed_under_shim(message: &str) -> bool {
     message.contains("failed to start shim") && message.contains("getwd: no such file or directory")
 }
 
-fn status_of(process: &Process) -> TaskStatus {
+pub(super) fn status_of(process: &Process) -> TaskStatus {
     TaskStatus::try_from(process.status).unwrap_or(TaskStatus::Unknown)
 }
 

@@ -474,7 +474,10 @@ impl LibvirtDriver {
         defined
     }
 
-    /// Starts the domain, or leaves it running. A domain that libvirt is
+    /// Starts the domain, or leaves it running. A domain that is not
+    /// running boots with the instance's size: an update of its CPUs or
+    /// memory (stored while it was stopped, or with a restart) is written
+    /// into its definition first. A domain that libvirt is
     /// still starting (for a call cut off meanwhile: libvirtd finishes the
     /// job of a client that is gone) is waited for; one left paused (a
     /// snapshot or a start cut off) is resumed, since a start is only asked
@@ -483,9 +486,11 @@ impl LibvirtDriver {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let attachments = instance.attachments.clone();
+            let size = (instance.spec.cpus, instance.spec.memory_mib);
             let starting = self
                 .with_domain(instance, "start", move |domain, name| {
                     if !is_active(domain, name)? {
+                        apply_size(domain, name, size)?;
                         domain.create().map_err(|e| {
                             network::missing_bridge(&e, &attachments)
                                 .unwrap_or_else(|| error::failed(format!("start domain {name}"), e))
@@ -823,6 +828,48 @@ impl LibvirtDriver {
             source: Box::new(e),
         })?
     }
+}
+
+/// Makes the definition of the inactive `domain` boot with `size` (vCPUs,
+/// memory in MiB), its maximums included, unless it does already.
+fn apply_size(domain: &Domain, name: &str, size: (u32, u64)) -> Result<(), DriverError> {
+    let (vcpus, memory_mib) = size;
+    let memory_kib = memory_mib.saturating_mul(1024);
+    let info = domain
+        .info()
+        .map_err(|e| error::failed(format!("read the size of domain {name}"), e))?;
+    let resize = |what: &str, result: Result<(), virt::error::Error>| {
+        result.map_err(|e| error::failed(format!("set the {what} of domain {name}"), e))
+    };
+    if info.max_mem != memory_kib || info.memory != memory_kib {
+        // The maximum first: the current size may not exceed it, and a
+        // lower maximum lowers the current size with it.
+        resize(
+            "maximum memory",
+            domain.set_memory_flags(
+                memory_kib,
+                sys::VIR_DOMAIN_MEM_CONFIG | sys::VIR_DOMAIN_MEM_MAXIMUM,
+            ),
+        )?;
+        resize(
+            "memory",
+            domain.set_memory_flags(memory_kib, sys::VIR_DOMAIN_MEM_CONFIG),
+        )?;
+    }
+    if info.nr_virt_cpu != vcpus {
+        resize(
+            "maximum vCPUs",
+            domain.set_vcpus_flags(
+                vcpus,
+                sys::VIR_DOMAIN_VCPU_CONFIG | sys::VIR_DOMAIN_VCPU_MAXIMUM,
+            ),
+        )?;
+        resize(
+            "vCPUs",
+            domain.set_vcpus_flags(vcpus, sys::VIR_DOMAIN_VCPU_CONFIG),
+        )?;
+    }
+    Ok(())
 }
 
 fn require_active(domain: &Domain, name: &str) -> Result<(), DriverError> {

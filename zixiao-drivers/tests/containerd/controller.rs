@@ -14,7 +14,7 @@ use super::{busybox, fixture, TIMEOUT};
 
 /// A controller over the store at `dir/store.redb` with one local node
 /// running the container driver (a fresh connection, as after a restart).
-async fn controller(dir: &Path, socket: &Path, namespace: &str) -> Controller {
+pub(super) async fn controller(dir: &Path, socket: &Path, namespace: &str) -> Controller {
     let options = ContainerdOptions::new(socket, dir).with_namespace(namespace);
     let driver = ContainerdDriver::connect(options).await.expect("connect");
     let agent =
@@ -36,7 +36,7 @@ async fn controller(dir: &Path, socket: &Path, namespace: &str) -> Controller {
     controller
 }
 
-async fn converged(
+pub(super) async fn converged(
     controller: &Controller,
     name: &str,
     what: &str,

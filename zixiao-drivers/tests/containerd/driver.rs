@@ -176,7 +176,7 @@ async fn memory_limit_is_enforced_and_oom_reported() {
 }
 
 /// A cgroup file of `path` on cgroup v1 (`v1` hierarchy) or v2.
-fn cgroup_file(v1: &str, path: &str, v1_file: &str, v2_file: &str) -> Option<String> {
+pub(super) fn cgroup_file(v1: &str, path: &str, v1_file: &str, v2_file: &str) -> Option<String> {
     std::fs::read_to_string(format!("/sys/fs/cgroup/{v1}{path}/{v1_file}"))
         .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup{path}/{v2_file}")))
         .ok()

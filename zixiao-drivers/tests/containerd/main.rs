@@ -13,6 +13,7 @@ mod network;
 mod publish;
 mod pull;
 mod recovery;
+mod resize;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -24,6 +24,7 @@ mod disks;
 mod mock;
 mod network;
 mod recovery;
+mod resize;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

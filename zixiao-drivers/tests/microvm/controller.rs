@@ -135,3 +135,105 @@ async fn controller_runs_a_qemu_microvm_and_recovers_after_a_restart() {
     .await;
     assert_nothing_left(&driver, &vm, &[pid]);
 }
+
+/// QEMU's command line, as the kernel shows it.
+fn qemu_argv(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value after `flag` in `argv`.
+fn flag<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+    argv.iter()
+        .position(|a| a == flag)
+        .and_then(|i| argv.get(i + 1))
+        .map(String::as_str)
+}
+
+#[tokio::test]
+async fn a_running_microvm_is_resized_only_with_a_restart_it_allows() {
+    use zixiao_core::{ErrorKind, InstanceUpdate};
+
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let dir = fx.dir.path().join("resize");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (c, driver) = controller(&fx, &dir).await;
+    let name = unique("resize");
+    let created = c
+        .create_instance(CreateInstance::new(&name, fx.spec("")))
+        .await
+        .expect("create");
+    let vm = converged(&c, &created.id, "the microVM to run", |i| {
+        i.status == InstanceStatus::Running
+    })
+    .await;
+    let pid = qemu_pid(&driver, &vm);
+    assert_eq!(flag(&qemu_argv(pid), "-m"), Some("256M"));
+
+    // Its runtime cannot resize it live: refused, naming the flag, and
+    // nothing changed (the record, the running QEMU).
+    let grow = InstanceUpdate {
+        memory_mib: Some(320),
+        ..InstanceUpdate::default()
+    };
+    let err = c
+        .update_instance(&name, grow.clone())
+        .await
+        .expect_err("needs a restart");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{}", err.chain());
+    assert!(err.to_string().contains("--restart-if-needed"), "{err}");
+    let stored = c.get_instance(&name).await.expect("get");
+    assert_eq!(stored.revision, vm.revision);
+    assert_eq!(stored.spec.memory_mib, 256);
+    assert_eq!(qemu_pid(&driver, &vm), pid);
+
+    // Labels need no restart.
+    let labelled = c
+        .update_instance(
+            &name,
+            InstanceUpdate {
+                set_labels: [("tier".to_owned(), "db".to_owned())].into(),
+                ..InstanceUpdate::default()
+            },
+        )
+        .await
+        .expect("label");
+    assert_eq!(labelled.status, InstanceStatus::Running);
+    assert_eq!(qemu_pid(&driver, &vm), pid);
+
+    // Allowed to restart: a new QEMU with the new size.
+    let updated = c
+        .update_instance(
+            &name,
+            InstanceUpdate {
+                restart_if_needed: true,
+                ..grow
+            },
+        )
+        .await
+        .expect("update with a restart");
+    assert_eq!(updated.spec.memory_mib, 320);
+    let restarted = converged(&c, &name, "the microVM to restart", |i| {
+        i.status == InstanceStatus::Running && i.restarts_done >= updated.restarts_requested
+    })
+    .await;
+    let new_pid = qemu_pid(&driver, &restarted);
+    assert_ne!(new_pid, pid, "a new QEMU");
+    assert_eq!(flag(&qemu_argv(new_pid), "-m"), Some("320M"));
+
+    c.delete_instance(&name).await.expect("delete");
+    wait_until("the microVM to be gone", BOOT_TIMEOUT, || async {
+        let _ = c.converge(&vm.id).await;
+        c.get_instance(&vm.id).await.is_err().then_some(())
+    })
+    .await;
+    assert_nothing_left(&driver, &vm, &[pid, new_pid]);
+}

@@ -334,4 +334,23 @@ class InstanceFilter(TypedDict, total=False):
     labels: Dict[str, str]
 
 
+class InstanceUpdate(TypedDict, total=False):
+    """What ``update_instance`` changes (the core's ``InstanceUpdate``):
+    every key optional, at least one that changes something."""
+
+    set_labels: Dict[str, str]
+    """Labels to add or replace."""
+    remove_labels: List[str]
+    """Label keys to remove."""
+    restart: RestartPolicy
+    """The new restart policy."""
+    cpus: int
+    """The new number of whole CPU cores."""
+    memory_mib: int
+    """The new memory in MiB."""
+    restart_if_needed: bool
+    """Let a running instance whose runtime cannot resize live restart
+    to take the new size (else such a change raises ``FailedPrecondition``)."""
+
+
 CreateRequest = Union[CreateInstance, Dict[str, Any]]

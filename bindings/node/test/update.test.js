@@ -1,0 +1,68 @@
+'use strict'
+// updateInstance: sizes, labels and the restart policy on the fake runtimes
+// (a container resizes live, a VM needs a restart), and bad input rejected
+// with its kind and field, nothing changed.
+const assert = require('node:assert/strict')
+const { test } = require('node:test')
+
+const { fakeController, container } = require('./helpers')
+
+test('a running container is resized and relabelled live', async () => {
+  const controller = await fakeController()
+  const web = await controller.createInstance(container('web'))
+  const updated = await controller.updateInstance('web', {
+    cpus: 2,
+    memory_mib: 128,
+    set_labels: { tier: 'front' },
+    restart: 'on_failure',
+  })
+  assert.equal(updated.status, 'running')
+  assert.equal(updated.spec.cpus, 2)
+  assert.equal(updated.spec.memory_mib, 128)
+  assert.equal(updated.spec.restart, 'on_failure')
+  assert.deepEqual(updated.labels, { tier: 'front' })
+  assert.equal(updated.started_at, web.started_at, 'resized live, not restarted')
+  const removed = await controller.updateInstance('web', { remove_labels: ['tier'] })
+  assert.deepEqual(removed.labels, {})
+})
+
+test('bad updates reject with their kind and change nothing', async () => {
+  const controller = await fakeController()
+  await controller.createInstance(container('web'))
+  const before = await controller.getInstance('web')
+  await assert.rejects(controller.updateInstance('nope', { cpus: 2 }), { code: 'not_found' })
+  await assert.rejects(controller.updateInstance('web', { cpus: 0 }), {
+    code: 'invalid_argument',
+    field: 'cpus',
+  })
+  await assert.rejects(controller.updateInstance('web', {}), {
+    code: 'invalid_argument',
+    field: 'update',
+  })
+  await assert.rejects(controller.updateInstance('web', { memory_mib: 8 * 1024 * 1024 }), (e) => {
+    assert.equal(e.code, 'resource_exhausted')
+    assert.match(e.message, /MiB free, the update of `web` needs/)
+    return true
+  })
+  assert.deepEqual(await controller.getInstance('web'), before)
+})
+
+test('a running vm restarts for a new size only when allowed', async () => {
+  const controller = await fakeController()
+  const vm = await controller.createInstance({
+    name: 'vm1',
+    spec: { type: 'vm', image: '/images/base.qcow2', cpus: 1, memory_mib: 256 },
+  })
+  await assert.rejects(controller.updateInstance('vm1', { memory_mib: 512 }), (e) => {
+    assert.equal(e.code, 'failed_precondition')
+    assert.match(e.message, /--restart-if-needed/)
+    return true
+  })
+  const restarted = await controller.updateInstance('vm1', {
+    memory_mib: 512,
+    restart_if_needed: true,
+  })
+  assert.equal(restarted.status, 'running')
+  assert.equal(restarted.spec.memory_mib, 512)
+  assert.equal(restarted.restarts_done, vm.restarts_done + 1)
+})

@@ -1,0 +1,79 @@
+"""update_instance: sizes, labels and the restart policy, with the fake
+runtimes (a container resizes live, a VM needs a restart), and bad input
+raising the exception of its kind with nothing changed."""
+
+import asyncio
+
+import pytest
+
+import zixiao
+from conftest import container
+
+
+def test_a_running_container_is_resized_and_relabelled(controller):
+    web = controller.create_instance(container("web", restart="never"))
+    updated = controller.update_instance(
+        "web",
+        {"cpus": 2, "memory_mib": 128, "set_labels": {"tier": "front"}, "restart": "always"},
+    )
+    assert updated["status"] == "running"
+    assert updated["spec"]["cpus"] == 2
+    assert updated["spec"]["memory_mib"] == 128
+    assert updated["spec"]["restart"] == "always"
+    assert updated["labels"] == {"tier": "front"}
+    assert updated["started_at"] == web["started_at"], "resized live, not restarted"
+    removed = controller.update_instance("web", {"remove_labels": ["tier"]})
+    assert removed["labels"] == {}
+    assert controller.get_instance("web")["revision"] == removed["revision"]
+
+
+def test_bad_updates_raise_and_change_nothing(controller):
+    controller.create_instance(container("web"))
+    before = controller.get_instance("web")
+    with pytest.raises(zixiao.NotFound):
+        controller.update_instance("nope", {"cpus": 2})
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.update_instance("web", {"cpus": 0})
+    assert raised.value.field == "cpus"
+    assert "must be at least 1" in str(raised.value)
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.update_instance("web", {})
+    assert raised.value.field == "update"
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.update_instance("web", {"cpu": 2})
+    assert "cpu" in str(raised.value)
+    # 8 TiB: valid, more than any test machine's node has.
+    with pytest.raises(zixiao.ResourceExhausted) as raised:
+        controller.update_instance("web", {"memory_mib": 8 * 1024 * 1024})
+    assert "MiB free, the update of `web` needs" in str(raised.value)
+    assert controller.get_instance("web") == before
+
+
+def test_a_running_vm_restarts_for_a_new_size_only_when_allowed(controller):
+    vm = controller.create_instance(
+        {
+            "name": "vm1",
+            "spec": {"type": "vm", "image": "/images/base.qcow2", "cpus": 1, "memory_mib": 256},
+        }
+    )
+    assert vm["status"] == "running"
+    with pytest.raises(zixiao.FailedPrecondition) as raised:
+        controller.update_instance("vm1", {"memory_mib": 512})
+    assert "--restart-if-needed" in str(raised.value)
+    assert controller.get_instance("vm1")["spec"]["memory_mib"] == 256
+    restarted = controller.update_instance("vm1", {"memory_mib": 512, "restart_if_needed": True})
+    assert restarted["status"] == "running"
+    assert restarted["spec"]["memory_mib"] == 512
+    assert restarted["restarts_done"] == vm["restarts_done"] + 1
+
+
+def test_the_async_controller_updates_too(state_dir):
+    async def main():
+        controller = await zixiao.AsyncController._open_with_fake_runtimes(state_dir)
+        await controller.create_instance(container("web"))
+        updated = await controller.update_instance("web", {"memory_mib": 96})
+        assert updated["spec"]["memory_mib"] == 96
+        with pytest.raises(zixiao.InvalidArgument):
+            await controller.update_instance("web", {"memory_mib": 1})
+
+    asyncio.run(main())

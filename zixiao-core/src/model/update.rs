@@ -1,0 +1,281 @@
+//! [`InstanceUpdate`]: what a user may change of an existing instance
+//! (`zixiao instance update`): its labels, its restart policy, its CPUs and
+//! its memory. Everything else of the spec is fixed at create.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::validate::{validate_label_value, validate_labels};
+use super::{
+    validate_label_key, Instance, RestartPolicy, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB,
+};
+use crate::Error;
+
+/// A change to an existing instance. Every field is optional; at least one
+/// must change something the instance has, or the update is refused as
+/// empty. A label both set and removed is refused.
+///
+/// ```
+/// use zixiao_core::InstanceUpdate;
+///
+/// let grow = InstanceUpdate { memory_mib: Some(512), ..InstanceUpdate::default() };
+/// assert!(grow.validate().is_ok());
+/// let err = InstanceUpdate::default().validate().unwrap_err();
+/// assert!(err.to_string().starts_with("invalid update: nothing to change"));
+/// let err = InstanceUpdate { cpus: Some(0), ..InstanceUpdate::default() }.validate().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid cpus: must be at least 1");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceUpdate {
+    /// Labels to add or replace (`--label k=v`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set_labels: BTreeMap<String, String>,
+    /// Label keys to remove (`--label k-`); a key the instance lacks is no error.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub remove_labels: BTreeSet<String>,
+    /// The new restart policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+    /// The new number of whole CPU cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// The new memory in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Whether a running instance whose runtime cannot change its size
+    /// live may be restarted to take a new size. Without it such a change
+    /// is refused (`FailedPrecondition`) and nothing is changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restart_if_needed: bool,
+}
+
+impl InstanceUpdate {
+    /// Whether it asks for nothing (`restart_if_needed` alone changes nothing).
+    pub fn is_empty(&self) -> bool {
+        self.set_labels.is_empty()
+            && self.remove_labels.is_empty()
+            && self.restart.is_none()
+            && self.cpus.is_none()
+            && self.memory_mib.is_none()
+    }
+
+    /// Whether it asks for a new CPU count or memory size.
+    pub fn asks_resize(&self) -> bool {
+        self.cpus.is_some() || self.memory_mib.is_some()
+    }
+
+    /// Checks the update on its own, naming the first invalid field
+    /// (`cpus`, `memory_mib`, `labels.<key>`; `update` when it is empty).
+    /// Errors: `InvalidArgument`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.is_empty() {
+            return Err(Error::invalid(
+                "update",
+                "nothing to change: give at least one of cpus, memory_mib, restart, or a \
+                 label to set or remove",
+            ));
+        }
+        if let Some(cpus) = self.cpus {
+            if cpus == 0 {
+                return Err(Error::invalid("cpus", "must be at least 1"));
+            }
+            if cpus > MAX_CPUS {
+                return Err(Error::invalid(
+                    "cpus",
+                    format!("{cpus} is more than the {MAX_CPUS} one instance may have"),
+                ));
+            }
+        }
+        if let Some(memory) = self.memory_mib {
+            if memory < MIN_MEMORY_MIB {
+                return Err(Error::invalid(
+                    "memory_mib",
+                    format!("{memory} MiB is less than the minimum of {MIN_MEMORY_MIB} MiB"),
+                ));
+            }
+            if memory > MAX_MEMORY_MIB {
+                return Err(Error::invalid(
+                    "memory_mib",
+                    format!(
+                        "{memory} MiB is more than the {MAX_MEMORY_MIB} MiB one instance may have"
+                    ),
+                ));
+            }
+        }
+        for (key, value) in &self.set_labels {
+            let field = format!("labels.{key}");
+            validate_label_key(&field, key)?;
+            validate_label_value(&field, value)?;
+            if self.remove_labels.contains(key) {
+                return Err(Error::invalid(
+                    field,
+                    "is both set and removed; give it once",
+                ));
+            }
+        }
+        for key in &self.remove_labels {
+            validate_label_key(&format!("labels.{key}"), key)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the update to `instance`'s labels and spec (nothing else of
+    /// it) and says whether anything changed. Errors: `InvalidArgument`
+    /// when the labels it leaves are too many.
+    pub fn apply(&self, instance: &mut Instance) -> Result<bool, Error> {
+        let before = (instance.labels.clone(), instance.spec.clone());
+        for key in &self.remove_labels {
+            instance.labels.remove(key);
+        }
+        for (key, value) in &self.set_labels {
+            instance.labels.insert(key.clone(), value.clone());
+        }
+        validate_labels("labels", &instance.labels)?;
+        if let Some(restart) = self.restart {
+            instance.spec.restart = restart;
+        }
+        if let Some(cpus) = self.cpus {
+            instance.spec.cpus = cpus;
+        }
+        if let Some(memory) = self.memory_mib {
+            instance.spec.memory_mib = memory;
+        }
+        Ok(before != (instance.labels.clone(), instance.spec.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CreateInstance, InstanceSpec};
+
+    fn instance() -> Instance {
+        let mut request = CreateInstance::new("web", InstanceSpec::container("busybox"));
+        request.labels.insert("app".into(), "web".into());
+        Instance::new("id-1", request, chrono::Utc::now())
+    }
+
+    #[test]
+    fn invalid_updates_name_the_field() {
+        let cases: Vec<(&str, InstanceUpdate)> = vec![
+            ("update", InstanceUpdate::default()),
+            (
+                "update",
+                InstanceUpdate {
+                    restart_if_needed: true,
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "cpus",
+                InstanceUpdate {
+                    cpus: Some(0),
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "cpus",
+                InstanceUpdate {
+                    cpus: Some(MAX_CPUS + 1),
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "memory_mib",
+                InstanceUpdate {
+                    memory_mib: Some(1),
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "memory_mib",
+                InstanceUpdate {
+                    memory_mib: Some(u64::MAX),
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "labels.bad key",
+                InstanceUpdate {
+                    set_labels: [("bad key".to_owned(), "v".to_owned())].into(),
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "labels.k",
+                InstanceUpdate {
+                    set_labels: [("k".to_owned(), "a\nb".to_owned())].into(),
+                    ..InstanceUpdate::default()
+                },
+            ),
+            (
+                "labels.k",
+                InstanceUpdate {
+                    set_labels: [("k".to_owned(), "v".to_owned())].into(),
+                    remove_labels: ["k".to_owned()].into(),
+                    ..InstanceUpdate::default()
+                },
+            ),
+        ];
+        for (field, update) in cases {
+            match update.validate() {
+                Err(Error::InvalidArgument { field: got, .. }) => {
+                    assert_eq!(got, field, "{update:?}")
+                }
+                other => panic!("{update:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn apply_sets_and_removes_labels_and_resizes() {
+        let mut i = instance();
+        let update = InstanceUpdate {
+            set_labels: [("tier".to_owned(), "front".to_owned())].into(),
+            remove_labels: ["app".to_owned(), "absent".to_owned()].into(),
+            restart: Some(RestartPolicy::Always),
+            cpus: Some(2),
+            memory_mib: Some(256),
+            restart_if_needed: false,
+        };
+        update.validate().expect("valid");
+        assert!(update.apply(&mut i).expect("apply"));
+        assert_eq!(
+            i.labels,
+            BTreeMap::from([("tier".to_owned(), "front".to_owned())])
+        );
+        assert_eq!(i.spec.restart, RestartPolicy::Always);
+        assert_eq!((i.spec.cpus, i.spec.memory_mib), (2, 256));
+        // The same again changes nothing.
+        assert!(!update.apply(&mut i).expect("apply"));
+    }
+
+    #[test]
+    fn too_many_labels_after_the_update_are_refused() {
+        let mut i = instance();
+        let update = InstanceUpdate {
+            set_labels: (0..64).map(|n| (format!("k{n}"), String::new())).collect(),
+            ..InstanceUpdate::default()
+        };
+        update.validate().expect("each label is valid");
+        let err = update.apply(&mut i).unwrap_err();
+        assert!(err.to_string().starts_with("invalid labels:"), "{err}");
+    }
+
+    #[test]
+    fn yaml_and_json_round_trip() {
+        let update: InstanceUpdate =
+            serde_yaml::from_str("cpus: 2\nset_labels: {a: b}\nrestart: on_failure\n")
+                .expect("yaml");
+        assert_eq!(update.cpus, Some(2));
+        assert_eq!(update.restart, Some(RestartPolicy::OnFailure));
+        let json = serde_json::to_string(&update).expect("json");
+        assert_eq!(
+            serde_json::from_str::<InstanceUpdate>(&json).expect("back"),
+            update
+        );
+        assert!(serde_yaml::from_str::<InstanceUpdate>("cpu: 2\n").is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! Live resize on a real containerd: the new CPU and memory limits read
+//! back from the container's cgroup files on the host, through the driver
+//! and through the controller's `instance update`.
+
+use std::time::Duration;
+
+use zixiao_core::{
+    CreateInstance, Driver, ErrorKind, Instance, InstanceStatus, InstanceUpdate, RuntimeState,
+};
+use zixiao_drivers::containerd::ContainerdDriver;
+
+use super::controller::{controller, converged};
+use super::driver::cgroup_file;
+use super::{busybox, fixture, instance};
+
+/// The container's limits as the kernel enforces them: the CFS quota in
+/// microseconds per 100 ms period, and the memory limit in bytes.
+fn limits(driver: &ContainerdDriver, instance: &Instance) -> (String, String) {
+    let path = driver.cgroups_path(instance);
+    let quota = cgroup_file("cpu", &path, "cpu.cfs_quota_us", "cpu.max").expect("cpu cgroup");
+    let memory =
+        cgroup_file("memory", &path, "memory.limit_in_bytes", "memory.max").expect("memory cgroup");
+    // cgroup v2 writes `quota period`; v1 the quota alone.
+    let quota = quota
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (quota, memory)
+}
+
+fn mib(n: u64) -> String {
+    (n << 20).to_string()
+}
+
+#[tokio::test]
+async fn the_driver_resizes_a_running_container_and_later_starts_keep_the_size() {
+    let Some(fx) = fixture("resize").await else {
+        return;
+    };
+    let mut i = instance("grow", busybox(&["sleep", "1000"]).with_size(1, 48));
+    fx.driver.create(&i).await.expect("create");
+    fx.driver.start(&i).await.expect("start");
+    assert_eq!(limits(&fx.driver, &i), ("100000".into(), mib(48)));
+    let resize = Driver::resize(fx.driver.as_ref()).expect("resize capability");
+
+    i.spec = i.spec.clone().with_size(2, 96);
+    resize.resize(&i).await.expect("resize");
+    assert_eq!(limits(&fx.driver, &i), ("200000".into(), mib(96)));
+    resize.resize(&i).await.expect("resize is idempotent");
+    assert_eq!(
+        fx.driver.inspect(&i).await.expect("inspect"),
+        RuntimeState::Running,
+        "the workload kept running"
+    );
+
+    // A later task starts from the container's record: the new size stays.
+    fx.driver.stop(&i, Duration::ZERO).await.expect("stop");
+    fx.driver.start(&i).await.expect("start again");
+    assert_eq!(limits(&fx.driver, &i), ("200000".into(), mib(96)));
+
+    // Stopped, only the record changes; the next start has the size.
+    fx.driver.stop(&i, Duration::ZERO).await.expect("stop");
+    i.spec = i.spec.clone().with_size(1, 64);
+    resize.resize(&i).await.expect("resize a stopped container");
+    fx.driver.start(&i).await.expect("start with the new size");
+    assert_eq!(limits(&fx.driver, &i), ("100000".into(), mib(64)));
+
+    // A size runc cannot honour is refused, naming the field.
+    let mut tiny = i.clone();
+    tiny.spec.memory_mib = 1;
+    let err = resize.resize(&tiny).await.expect_err("too small");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(limits(&fx.driver, &i), ("100000".into(), mib(64)));
+
+    let missing = instance("missing", busybox(&["true"]));
+    let err = resize.resize(&missing).await.expect_err("no container");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    fx.driver.delete(&i).await.expect("delete");
+    fx.finish().await;
+}
+
+#[tokio::test]
+async fn instance_update_resizes_a_running_container_live() {
+    let Some(fx) = fixture("update").await else {
+        return;
+    };
+    let dir = fx.dir.path().join("controller");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let c = controller(&dir, &fx.socket, &fx.namespace).await;
+    c.create_instance(CreateInstance::new(
+        "web",
+        busybox(&["sleep", "1000"]).with_size(1, 64),
+    ))
+    .await
+    .expect("create");
+    let web = converged(&c, "web", "web to run", |i| {
+        i.status == InstanceStatus::Running
+    })
+    .await;
+    assert_eq!(limits(&fx.driver, &web), ("100000".into(), mib(64)));
+
+    let updated = c
+        .update_instance(
+            "web",
+            InstanceUpdate {
+                cpus: Some(2),
+                memory_mib: Some(128),
+                set_labels: [("tier".to_owned(), "front".to_owned())].into(),
+                ..InstanceUpdate::default()
+            },
+        )
+        .await
+        .expect("update");
+    // In force when the call answers: no polling.
+    assert_eq!(limits(&fx.driver, &updated), ("200000".into(), mib(128)));
+    assert_eq!(updated.status, InstanceStatus::Running);
+    assert_eq!(
+        updated.labels.get("tier").map(String::as_str),
+        Some("front")
+    );
+    let seen = converged(&c, "web", "web to keep running", |i| {
+        i.status == InstanceStatus::Running
+    })
+    .await;
+    assert_eq!(seen.started_at, web.started_at, "not restarted");
+
+    // More memory than the node has: refused, naming the shortfall; the
+    // cgroup and the record stay as they were.
+    let node = c.get_node("local").await.expect("node");
+    let free = node.free().memory_mib;
+    let err = c
+        .update_instance(
+            "web",
+            InstanceUpdate {
+                memory_mib: Some(128 + free + 1),
+                ..InstanceUpdate::default()
+            },
+        )
+        .await
+        .expect_err("too big for the node");
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!(
+            "has {free} MiB free, the update of `web` needs {} MiB more",
+            free + 1
+        )),
+        "{message}"
+    );
+    assert_eq!(limits(&fx.driver, &updated), ("200000".into(), mib(128)));
+    assert_eq!(c.get_instance("web").await.unwrap().spec.memory_mib, 128);
+
+    c.delete_instance("web").await.expect("delete");
+    c.converge("web").await.expect("converge the delete");
+    fx.finish().await;
+}
