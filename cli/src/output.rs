@@ -69,8 +69,20 @@ pub(crate) fn print<T: Serialize>(
         }
         Format::Yaml => serde_yaml::to_string(value).map_err(|e| Error::Internal(e.to_string()))?,
     };
-    print!("{text}");
-    Ok(())
+    write_stdout(text.as_bytes())
+}
+
+/// Writes `bytes` to stdout. A reader that has gone (`| head`) is not an
+/// error: what it wanted, it has; `print!` would panic there.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Internal(format!("write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `key: value` lines, keys aligned.

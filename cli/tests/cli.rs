@@ -338,3 +338,24 @@ fn completion_scripts_are_valid_shell_and_know_the_commands() {
         stderr(&unknown)
     );
 }
+
+/// A reader that stops early (`| head`) ends the command quietly: no
+/// panic, exit 0. The bash completion script is larger than a pipe holds,
+/// so the write meets the closed pipe.
+#[test]
+fn output_to_a_reader_that_goes_away_is_not_a_panic() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .args(["completion", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 10];
+    stdout.read_exact(&mut first).expect("the first bytes");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}

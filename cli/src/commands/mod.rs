@@ -23,16 +23,12 @@ use crate::args::{Cli, Command, StateCommand};
 pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Completion { shell } = cli.command {
         // Into memory first: generating straight to stdout panics when the
-        // reader goes away (`| head`).
+        // reader goes away (`| head`); write_stdout does not.
         let mut script = Vec::new();
         let mut command = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(shell, &mut command, "zixiao", &mut script);
-        return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                Err(Error::Internal(format!("write the completion script: {e}")))
-            }
-            _ => Ok(ExitCode::SUCCESS),
-        };
+        crate::output::write_stdout(&script)?;
+        return Ok(ExitCode::SUCCESS);
     }
     if let Command::Version = cli.command {
         let version = env!("CARGO_PKG_VERSION");
