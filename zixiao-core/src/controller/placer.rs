@@ -247,6 +247,21 @@ impl Batch {
         self.planned.is_empty()
     }
 
+    /// `fragment` with `node` (at `position` of the working view, where it
+    /// was `current`) written. The precondition is the node's revision
+    /// before this batch, the same for every change to it in the batch.
+    fn put_node(&self, fragment: Txn, position: usize, current: &Node, node: &Node) -> Txn {
+        let base = self
+            .before
+            .get(&position)
+            .map_or(current.revision, |n| n.revision);
+        fragment.put(
+            Node::key_for_id(&node.id),
+            encode(node),
+            Precondition::Revision(base),
+        )
+    }
+
     /// Whether `write` can join: a key written already must expect the same
     /// precondition, and a put or check joins a put or check.
     fn joins(&self, write: &Write) -> bool {
@@ -491,17 +506,7 @@ impl Controller {
                 instance.updated_at = now;
                 let message = format!("placed on node `{}`", node.id);
                 instance.set_condition(ConditionType::Scheduled, true, "Scheduled", message, now);
-                // The precondition is the node's revision before this batch,
-                // the same for every placement on it in the batch.
-                let base = batch
-                    .before
-                    .get(&position)
-                    .map_or(before.revision, |n| n.revision);
-                fragment = fragment.put(
-                    Node::key_for_id(&node.id),
-                    encode(&node),
-                    Precondition::Revision(base),
-                );
+                fragment = batch.put_node(fragment, position, &before, &node);
                 working.set(position, node);
                 touched = Some((position, before));
             }
@@ -723,15 +728,7 @@ impl Controller {
             let mut node = current.clone();
             node.allocated = node.allocated.saturating_sub(&held).saturating_add(&holds);
             node.updated_at = now;
-            let base = batch
-                .before
-                .get(&position)
-                .map_or(current.revision, |n| n.revision);
-            fragment = fragment.put(
-                Node::key_for_id(&node.id),
-                encode(&node),
-                Precondition::Revision(base),
-            );
+            fragment = batch.put_node(fragment, position, &current, &node);
             working.set(position, node);
             touched = Some((position, current));
         }
