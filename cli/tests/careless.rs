@@ -6,6 +6,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use zixiao_testing::output::refused;
+
 fn zixiao(state: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_zixiao"))
         .arg("--state-dir")
@@ -16,20 +18,12 @@ fn zixiao(state: &Path, args: &[&str]) -> Output {
         .expect("run zixiao")
 }
 
-/// The message of the one JSON error a failed `-o json` command prints.
+/// The message of the one JSON error a failed `-o json` command prints,
+/// after checking that it is invalid input (exit 2).
 fn json_error(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(2), "exit code");
-    let body: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap_or_else(|e| {
-        panic!(
-            "stderr is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert_eq!(body["error"]["kind"], "invalid_argument", "{body}");
-    body["error"]["message"]
-        .as_str()
-        .expect("message")
-        .to_owned()
+    let (code, kind, message) = refused(out.clone());
+    assert_eq!((code, kind.as_str()), (2, "invalid_argument"), "{message}");
+    message
 }
 
 fn nothing_stored(state: &Path) {

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use zixiao_testing::output::refused;
 use zixiao_testing::wait::runtime_endpoint;
 
 fn zixiao(state: &Path, socket: &str, args: &[&str]) -> Output {
@@ -360,25 +361,6 @@ fn an_unreachable_runtime_changes_only_what_the_message_says() {
     ok(zixiao(state, &socket, &["instance", "delete", "c"]));
 }
 
-/// The kind and message `zixiao -o json` printed for a failed command.
-fn refused(out: Output) -> (String, String) {
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let error: serde_json::Value = serde_json::from_slice(&out.stderr).expect("a JSON error");
-    (
-        error["error"]["kind"].as_str().expect("kind").to_owned(),
-        error["error"]["message"]
-            .as_str()
-            .expect("message")
-            .to_owned(),
-    )
-}
-
 /// A project's quota in the embedded default, with real containers: creates
 /// within it run, the next is refused with `resource_exhausted` naming the
 /// project, the resource, the usage, the request and the limit, and stores
@@ -447,13 +429,15 @@ fn a_project_quota_admits_up_to_its_limit_and_a_delete_gives_room_back() {
     };
 
     // Over memory first (64 + 40 > 100), then over the count.
-    let (kind, message) = refused(create("c", "40"));
+    let (code, kind, message) = refused(create("c", "40"));
+    assert_eq!(code, 1);
     assert_eq!(kind, "resource_exhausted", "{message}");
     assert_eq!(
         message,
         "project `web` allows 100 memory_mib; 64 are used and 40 more were asked for"
     );
-    let (kind, message) = refused(create("c", "8"));
+    let (code, kind, message) = refused(create("c", "8"));
+    assert_eq!(code, 1);
     assert_eq!(kind, "resource_exhausted", "{message}");
     assert!(
         message.contains("allows 2 instances; 2 are used and 1 more"),

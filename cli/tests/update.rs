@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use zixiao_testing::output::{json, ok, text};
+use zixiao_testing::output::{json, ok, refused};
 use zixiao_testing::wait::runtime_endpoint;
 
 fn zixiao(state: &Path, socket: &str, args: &[&str]) -> Output {
@@ -50,26 +50,6 @@ fn limits(id: &str) -> (u64, u64) {
     (
         read("cpu", "cpu.cfs_quota_us"),
         read("memory", "memory.limit_in_bytes"),
-    )
-}
-
-/// A refused command: its exit code and JSON error's kind and message.
-fn refused(out: Output) -> (i32, String, String) {
-    assert!(
-        !out.status.success(),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let error: serde_json::Value = serde_json::from_slice(&out.stderr)
-        .unwrap_or_else(|e| panic!("not a JSON error ({e}): {}", text(&out.stderr)));
-    (
-        out.status.code().expect("an exit code"),
-        error["error"]["kind"].as_str().expect("kind").to_owned(),
-        error["error"]["message"]
-            .as_str()
-            .expect("message")
-            .to_owned(),
     )
 }
 

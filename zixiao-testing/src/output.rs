@@ -1,6 +1,7 @@
 //! What a test reads from a finished `zixiao` command: its output as text,
-//! its stdout once it is known to have exited 0, and that stdout as JSON.
-//! One copy for every CLI test that runs the binary.
+//! its stdout once it is known to have exited 0, that stdout as JSON, and
+//! the JSON error a refused `-o json` command prints. One copy for every
+//! CLI test that runs the binary.
 
 use std::process::Output;
 
@@ -25,4 +26,29 @@ pub fn ok(out: Output) -> String {
 pub fn json(out: Output) -> serde_json::Value {
     let stdout = ok(out);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+/// A command refused with `-o json`: its exit code and the kind and message
+/// of the one JSON error on its stderr (panics when it succeeded, or when
+/// stderr is not that object).
+pub fn refused(out: Output) -> (i32, String, String) {
+    assert!(
+        !out.status.success(),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let error: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("not one JSON error ({e}): {}", text(&out.stderr)));
+    let field = |name: &str| -> String {
+        error["error"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error.{name}: {error}"))
+            .to_owned()
+    };
+    (
+        out.status.code().expect("an exit code"),
+        field("kind"),
+        field("message"),
+    )
 }
