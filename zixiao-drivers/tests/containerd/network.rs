@@ -140,10 +140,13 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
         let a_ip = address(&a);
         assert!(ping(a_ip), "the host reaches a at {a_ip}");
 
-        // `b` pings a, then sends it a message, then stays up.
+        // `b` pings a, then sends it a message, then stays up. It keeps
+        // trying for as long as the test waits: with the whole binary's
+        // tests starting containers at once on 2 cores, ten tries (seen
+        // in CI) could all come before a's listener answered.
         let script = format!(
-            "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 2 {a_ip} >/dev/null && echo reached-a && \
-             echo hello-from-b | nc {a_ip} 7000 && break; sleep 0.5; done; sleep 600"
+            "i=0; while [ $i -lt 120 ]; do ping -c 1 -W 1 {a_ip} >/dev/null && echo reached-a && \
+             echo hello-from-b | nc {a_ip} 7000 && break; i=$((i+1)); sleep 0.5; done; sleep 600"
         );
         let b = c
             .create_instance(on_network("b", "ctr", &script))
