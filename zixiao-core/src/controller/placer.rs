@@ -176,6 +176,14 @@ struct Working {
 }
 
 impl Working {
+    /// Puts back the node a plan changed (its position and the node as it
+    /// was), when the plan is dropped.
+    fn undo(&mut self, touched: Option<(usize, Node)>) {
+        if let Some((position, before)) = touched {
+            self.set(position, before);
+        }
+    }
+
     /// Takes in what changed in the cache since the last look, keeping
     /// its own newer versions.
     fn sync(&mut self, cache: &Cache) {
@@ -567,17 +575,12 @@ impl Controller {
                 Precondition::Absent,
             );
         }
-        let undo = |working: &mut Working, touched: Option<(usize, Node)>| {
-            if let Some((position, before)) = touched {
-                working.set(position, before);
-            }
-        };
         if job.mode == Mode::Create {
             let admitted = self.admit(&instance, fragment, batch).await;
             fragment = match admitted {
                 Ok(fragment) => fragment,
                 Err(e) => {
-                    undo(working, touched);
+                    working.undo(touched);
                     job.answer(Err(e));
                     return None;
                 }
@@ -605,7 +608,7 @@ impl Controller {
                 None
             }
             Err(_) => {
-                undo(working, touched);
+                working.undo(touched);
                 Some(job)
             }
         }
@@ -737,15 +740,10 @@ impl Controller {
             encode(&instance),
             Precondition::Revision(before.revision),
         );
-        let undo = |working: &mut Working, touched: Option<(usize, Node)>| {
-            if let Some((position, before)) = touched {
-                working.set(position, before);
-            }
-        };
         fragment = match self.admit_update(&before, &instance, fragment, batch).await {
             Ok(fragment) => fragment,
             Err(e) => {
-                undo(working, touched);
+                working.undo(touched);
                 job.answer(Err(e));
                 return None;
             }
@@ -763,7 +761,7 @@ impl Controller {
                 None
             }
             Err(_) => {
-                undo(working, touched);
+                working.undo(touched);
                 Some(job)
             }
         }
