@@ -45,6 +45,9 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the power button is pressed again during a graceful stop.
 const POWERDOWN_REPEAT: Duration = Duration::from_secs(2);
+/// How long a QEMU whose guest powered off may take to exit: it has
+/// stopped answering its monitor, and a loaded host may be slow to reap it.
+const SHUTDOWN_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the wrapper may take to record the exit status once QEMU ended.
 const EXIT_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a start watches the guest boot for a reset before it answers:
@@ -342,7 +345,7 @@ impl QemuBackend {
 
     /// The instance's state: from QMP while QEMU runs, else from its exit
     /// record. A QEMU that stops answering while it exits (the guest powered
-    /// off) is asked again until it is gone.
+    /// off) is waited for until it is gone.
     pub(crate) async fn inspect(&self, dir: &InstanceDir) -> Result<RuntimeState, DriverError> {
         // A QEMU on its way out may hold its pid for a while (CI saw the
         // monitor's handshake time out three times in a row on a loaded
@@ -358,6 +361,16 @@ impl QemuBackend {
             };
             match status {
                 Ok(status) => return Ok(state_of(&status)),
+                // The guest asked to power off: QEMU is exiting, however
+                // long a loaded host keeps its pid and silent monitor.
+                Err(e) if self.shutdown_requested(dir) => {
+                    if let Some(pid) = self.running_pid(dir) {
+                        if !process::wait_gone(pid, &dir.path, SHUTDOWN_EXIT_TIMEOUT).await {
+                            return Err(e);
+                        }
+                    }
+                    break;
+                }
                 Err(e) if Instant::now() >= deadline && self.running_pid(dir).is_some() => {
                     return Err(e)
                 }
@@ -366,6 +379,13 @@ impl QemuBackend {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(self.exit_state(dir).await)
+    }
+
+    /// Whether the guest asked QEMU to shut down (QEMU logs the request
+    /// before it exits; a reset logs none).
+    fn shutdown_requested(&self, dir: &InstanceDir) -> bool {
+        std::fs::read_to_string(Files(dir).events())
+            .is_ok_and(|events| events.contains(SHUTDOWN_TRACE_EVENT))
     }
 
     /// How QEMU ended. A QEMU that has just exited gets a moment for its
