@@ -61,8 +61,29 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "TYPE")]
     pub(crate) libvirt_domain_type: Option<String>,
 
+    /// More diagnostic logs on stderr: -v for info, -vv for debug, -vvv
+    /// for trace [default: warnings; info for server, agent, watchdog and
+    /// daemon]. `ZIXIAO_LOG` takes filter directives instead (for example
+    /// `zixiao_cluster=debug,warn`).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub(crate) verbose: u8,
+
+    /// How diagnostic logs are written: text lines for people, or one JSON
+    /// object per line [default: json with `-o json` or `-o yaml`, else text].
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub(crate) log_format: Option<LogFormat>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How diagnostic logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// A line per event: time, level, where, message and fields.
+    Text,
+    /// A JSON object per event, with its span's fields.
+    Json,
 }
 
 /// containerd's socket when nothing names one.

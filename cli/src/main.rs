@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod logging;
 mod output;
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let format = cli.output;
+    logging::init(&cli);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

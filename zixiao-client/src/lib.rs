@@ -23,6 +23,7 @@ pub use zixiao_api::ConnectOptions;
 use zixiao_auth::{
     AccessApi, AuditLog, AuthError, AuthStore, ClientConfigFile, ResolvedContext, Retention,
 };
+use zixiao_core::api::Traced;
 use zixiao_core::{Client, Error, InstanceType, Result, SystemClock};
 use zixiao_embedded::zixiao_drivers::DriverConfig;
 use zixiao_embedded::{Embedded, EmbeddedConfig};
@@ -105,7 +106,7 @@ pub async fn open(options: OpenOptions) -> Result<Client> {
         return zixiao_api::connect_unix(&socket);
     }
     let embedded = zixiao_embedded::open(config).await?;
-    Ok(Client::new(Arc::new(local_access(embedded))))
+    Ok(Client::new(Arc::new(Traced::new(local_access(embedded)))))
 }
 
 /// The embedded deployment as its implicit local administrator reaches

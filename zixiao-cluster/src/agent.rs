@@ -247,8 +247,8 @@ async fn keep_renewed(renewal: Renewal, mut shutdown: watch::Receiver<bool>) {
         .await
         .and_then(|renewed| renewal.cert.replace(renewed));
         if let Err(e) = renewed {
-            eprintln!(
-                "zixiao agent: renewing node `{}`'s certificate (valid {left} more s): {}",
+            tracing::warn!(
+                "renewing node `{}`'s certificate (valid {left} more s): {}",
                 renewal.node,
                 e.chain()
             );
@@ -337,8 +337,9 @@ async fn node_tls(
         std::fs::create_dir_all(state_dir)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", state_dir.display())))?;
         issued.write(state_dir, "node").map_err(AuthError::from)?;
-        eprintln!(
-            "zixiao agent: node `{node}` joined the cluster in {} ms; its certificate is in {}",
+        tracing::info!(
+            node = %node,
+            "joined the cluster in {} ms; its certificate is in {}",
             started.elapsed().as_millis(),
             cert_path.display()
         );
@@ -376,8 +377,9 @@ async fn node_tls(
         Ok(renewed) => Ok(renewed),
         // Still valid: run on with it, and try again at the next start.
         Err(e) if expires > now => {
-            eprintln!(
-                "zixiao agent: renewing node `{node}`'s certificate (valid {} more s): {}",
+            tracing::warn!(
+                node = %node,
+                "renewing node `{node}`'s certificate (valid {} more s): {}",
                 expires - now,
                 e.chain()
             );
@@ -417,7 +419,7 @@ async fn renew(
                 let issued = key.with_certificate(&cert_pem);
                 let credentials = issued.credentials().map_err(AuthError::from)?;
                 issued.write(state_dir, "node").map_err(AuthError::from)?;
-                eprintln!("zixiao agent: node `{node}` renewed its certificate");
+                tracing::info!(node = %node, "renewed its certificate");
                 return Ok(NodeTls {
                     credentials,
                     cert_pem,
@@ -716,7 +718,7 @@ pub async fn start_with_network(
             }
         };
         if let Err(e) = served {
-            eprintln!("zixiao agent: serving: {e}");
+            tracing::warn!("serving: {e}");
         }
     });
     let lifeline = Lifeline {
@@ -766,7 +768,7 @@ impl Lifeline {
     fn renewed(&self, sent_ms: u64) {
         self.liveness.renewed_ms.store(sent_ms, Ordering::SeqCst);
         if let Err(e) = self.watchdog.pet(sent_ms) {
-            eprintln!("zixiao agent: {}", e.chain());
+            tracing::warn!("{}", e.chain());
         }
     }
 
@@ -784,7 +786,7 @@ impl Lifeline {
         match self.membership(server, self.timing.heartbeat()) {
             Ok(client) => Some(client),
             Err(e) => {
-                eprintln!("zixiao agent: server `{server}`: {}", e.chain());
+                tracing::warn!("server `{server}`: {}", e.chain());
                 None
             }
         }
@@ -813,7 +815,7 @@ impl Lifeline {
             {
                 Ok((_, lease)) => lease,
                 Err(e) => {
-                    eprintln!("zixiao agent: registering node `{node}`: {}", e.chain());
+                    tracing::warn!(node = %node, "registering: {}", e.chain());
                     if e.kind() == ErrorKind::Unavailable {
                         server += 1;
                     }
@@ -822,8 +824,9 @@ impl Lifeline {
                 }
             };
             self.renewed(sent);
-            eprintln!(
-                "zixiao agent: node `{node}` registered with `{}`",
+            tracing::info!(
+                node = %node,
+                "registered with `{}`",
                 self.servers[server % self.servers.len()]
             );
             let cleanup = tokio::spawn(clean_up(
@@ -867,18 +870,19 @@ impl Lifeline {
                             break;
                         }
                         Ok(Err(e)) if e.kind() == ErrorKind::NotFound => {
-                            eprintln!(
-                                "zixiao agent: node `{node}` lost its lease; registering again"
+                            tracing::warn!(
+                                node = %node,
+                                "lost its lease; registering again"
                             );
                             lost = true;
                             break;
                         }
                         Ok(Err(e)) => {
-                            eprintln!("zixiao agent: heartbeat: {}", e.chain());
+                            tracing::warn!("heartbeat: {}", e.chain());
                             server += 1;
                         }
                         Err(_) => {
-                            eprintln!("zixiao agent: heartbeat timed out");
+                            tracing::warn!("heartbeat timed out");
                             server += 1;
                         }
                     }
@@ -1021,7 +1025,7 @@ impl SweepReport {
         for client in &self.clients {
             match client.report_orphan_sweep(node, &self.session, sweep).await {
                 Ok(()) => return,
-                Err(e) => eprintln!("zixiao agent: reporting the orphan sweep: {}", e.chain()),
+                Err(e) => tracing::warn!("reporting the orphan sweep: {}", e.chain()),
             }
         }
     }
@@ -1044,9 +1048,11 @@ async fn clean_up(
             let sweep = sweep_orphans(&placement, &agent, &records).await;
             if round == 0 || !sweep.is_empty() {
                 if !sweep.is_empty() {
-                    eprintln!(
-                        "zixiao agent: orphan sweep: adopted {:?}, removed {:?}, errors {:?}",
-                        sweep.adopted, sweep.removed, sweep.errors
+                    tracing::info!(
+                        "orphan sweep: adopted {:?}, removed {:?}, errors {:?}",
+                        sweep.adopted,
+                        sweep.removed,
+                        sweep.errors
                     );
                 }
                 report.send(&placement.node, &sweep).await;
@@ -1149,7 +1155,7 @@ async fn clean_up_once(placement: &ClusterPlacement, agent: &RecordingAgent, rec
         let driver = match agent.driver(instance.spec.instance_type) {
             Ok(driver) => driver,
             Err(e) => {
-                eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name);
+                tracing::warn!(instance = %instance.name, "cleaning up `{}`: {e}", instance.name);
                 continue;
             }
         };
@@ -1158,11 +1164,15 @@ async fn clean_up_once(placement: &ClusterPlacement, agent: &RecordingAgent, rec
             driver.delete(&instance).await
         };
         match removed.await {
-            Ok(()) => eprintln!(
-                "zixiao agent: removed instance `{}`: it now lives elsewhere or was deleted",
-                instance.name
-            ),
-            Err(e) => eprintln!("zixiao agent: cleaning up `{}`: {e}", instance.name),
+            Ok(()) => {
+                tracing::info!(
+                    instance = %instance.name,
+                    "removed instance `{}`: it now lives elsewhere or was deleted", instance.name
+                )
+            }
+            Err(e) => {
+                tracing::warn!(instance = %instance.name, "cleaning up `{}`: {e}", instance.name)
+            }
         }
     }
 }

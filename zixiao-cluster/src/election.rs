@@ -28,7 +28,7 @@ pub async fn run(
         let lease = match store.grant_lease(ttl).await {
             Ok(lease) => lease,
             Err(e) => {
-                eprintln!("zixiao server {id}: election: {e}");
+                tracing::warn!(server = %id, "election: {e}");
                 wait(&mut shutdown, POLL).await;
                 continue;
             }
@@ -41,19 +41,19 @@ pub async fn run(
         );
         match store.commit(txn).await {
             Ok(_) => {
-                eprintln!("zixiao server {id}: leading");
+                tracing::info!(server = %id, "leading");
                 let _ = leading.send(true);
                 hold(&store, lease, ttl, &mut shutdown).await;
                 let _ = leading.send(false);
                 let _ = store.revoke_lease(lease).await;
-                eprintln!("zixiao server {id}: no longer leading");
+                tracing::info!(server = %id, "no longer leading");
             }
             Err(StoreError::AlreadyExists(_)) => {
                 let _ = store.revoke_lease(lease).await;
                 wait(&mut shutdown, POLL).await;
             }
             Err(e) => {
-                eprintln!("zixiao server {id}: election: {e}");
+                tracing::warn!(server = %id, "election: {e}");
                 let _ = store.revoke_lease(lease).await;
                 wait(&mut shutdown, POLL).await;
             }
@@ -82,13 +82,13 @@ async fn hold(
             Ok(Ok(())) => renewed = Instant::now(),
             Ok(Err(StoreError::NotFound(_))) => return,
             Ok(Err(e)) => {
-                eprintln!("zixiao server: renewing the leader lease: {e}");
+                tracing::warn!("renewing the leader lease: {e}");
                 if renewed.elapsed() >= give_up {
                     return;
                 }
             }
             Err(_) => {
-                eprintln!("zixiao server: renewing the leader lease timed out");
+                tracing::warn!("renewing the leader lease timed out");
                 if renewed.elapsed() >= give_up {
                     return;
                 }

@@ -65,7 +65,7 @@ pub async fn run(
 async fn detect_failures(controller: Controller, timing: Timing, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         if let Err(e) = sweep(&controller).await {
-            eprintln!("zixiao server: failure detector: {}", e.chain());
+            tracing::warn!("failure detector: {}", e.chain());
         }
         wait(&mut stop, timing.sweep()).await;
     }
@@ -133,8 +133,9 @@ async fn fail_over(controller: &Controller, node: &str) -> zixiao_core::Result<(
         .fail_node(node, "its agent stopped heartbeating")
         .await?;
     if !report.is_empty() {
-        eprintln!(
-            "zixiao server: node `{node}` lost: moved {}, failed {:?}, released {:?}",
+        tracing::warn!(
+            node = %node,
+            "lost: moved {}, failed {:?}, released {:?}",
             report.moved.len(),
             report.failed,
             report.released

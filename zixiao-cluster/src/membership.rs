@@ -279,7 +279,7 @@ impl Membership {
             let lease = match self.store.grant_lease(self.timing.server_lease_ttl()).await {
                 Ok(lease) => lease,
                 Err(e) => {
-                    eprintln!("zixiao server {}: granting its lease: {e}", self.server);
+                    tracing::warn!(server = %self.server, "granting its lease: {e}");
                     wait(&mut shutdown, renew_every).await;
                     continue;
                 }
@@ -293,7 +293,7 @@ impl Membership {
                 lease,
             );
             if let Err(e) = self.store.commit(txn).await {
-                eprintln!("zixiao server {}: registering itself: {e}", self.server);
+                tracing::warn!(server = %self.server, "registering itself: {e}");
                 let _ = self.store.revoke_lease(lease).await;
                 wait(&mut shutdown, renew_every).await;
                 continue;
@@ -318,17 +318,15 @@ impl Membership {
                 match renewal {
                     Ok(Ok(())) => self.lease.renewed_ms.store(sent, Ordering::SeqCst),
                     Ok(Err(StoreError::NotFound(_))) => {
-                        eprintln!("zixiao server {}: its lease expired", self.server);
+                        tracing::warn!(server = %self.server, "its lease expired");
                         self.lease.id.store(0, Ordering::SeqCst);
                         break;
                     }
                     Ok(Err(e)) => {
-                        eprintln!("zixiao server {}: renewing its lease: {e}", self.server)
+                        tracing::warn!(server = %self.server, "renewing its lease: {e}")
                     }
-                    Err(_) => eprintln!(
-                        "zixiao server {}: renewing its lease timed out",
-                        self.server
-                    ),
+                    Err(_) => tracing::warn!(server = %self.server,
+                        "renewing its lease timed out"),
                 }
                 self.expire().await;
             }
@@ -360,7 +358,7 @@ impl Membership {
             match self.store.commit(txn).await {
                 Ok(_) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
                 Err(e) => {
-                    eprintln!("zixiao server {}: expiring node `{node}`: {e}", self.server);
+                    tracing::warn!(server = %self.server, "expiring node `{node}`: {e}");
                     // Tried again at the next round.
                     self.held().entry(node).or_insert(h);
                 }

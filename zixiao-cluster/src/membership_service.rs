@@ -71,7 +71,7 @@ impl NodeGuard {
             outcome,
         };
         if let Err(e) = self.log.record(entry).await {
-            eprintln!("zixiao server: audit: {e}");
+            tracing::warn!("audit: {e}");
         }
     }
 

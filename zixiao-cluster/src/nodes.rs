@@ -68,7 +68,7 @@ impl NodeSync {
             Some(tls) => match tls.agent_client_config(&node.id) {
                 Ok(config) => Some(config),
                 Err(e) => {
-                    eprintln!("zixiao server: node `{}`: {}", node.id, e.chain());
+                    tracing::warn!("node `{}`: {}", node.id, e.chain());
                     return;
                 }
             },
@@ -101,7 +101,7 @@ impl NodeSync {
                 known.insert(node.id.clone(), seen);
             }
             (Err(e), _) | (_, Err(e)) => {
-                eprintln!("zixiao server: node `{}`: {}", node.id, e.chain())
+                tracing::warn!("node `{}`: {}", node.id, e.chain())
             }
         }
     }
@@ -135,15 +135,21 @@ impl NodeSync {
                     .await
             };
             match reconciled.await {
-                Ok(removed) if !removed.is_empty() => eprintln!(
-                    "zixiao server: node `{node}`: removed stale network objects: {}",
-                    removed.join(", ")
-                ),
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(
+                        node = %node,
+                        "removed stale network objects: {}",
+                        removed.join(", ")
+                    )
+                }
                 Ok(_) => {}
-                Err(e) => eprintln!(
-                    "zixiao server: reconciling the networks of node `{node}`: {}",
-                    e.chain()
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        node = %node,
+                        "reconciling its networks: {}",
+                        e.chain()
+                    )
+                }
             }
         });
     }
@@ -166,7 +172,7 @@ impl NodeSync {
             let revision = match self.sync_once().await {
                 Ok(revision) => revision,
                 Err(e) => {
-                    eprintln!("zixiao server: listing nodes: {}", e.chain());
+                    tracing::warn!("listing nodes: {}", e.chain());
                     wait(&mut shutdown, period).await;
                     continue;
                 }
@@ -174,7 +180,7 @@ impl NodeSync {
             let mut events = match self.controller.store().watch(NODES_PREFIX, revision).await {
                 Ok(events) => events,
                 Err(e) => {
-                    eprintln!("zixiao server: watching nodes: {e}");
+                    tracing::warn!("watching nodes: {e}");
                     wait(&mut shutdown, period).await;
                     continue;
                 }
@@ -190,7 +196,7 @@ impl NodeSync {
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
-                            eprintln!("zixiao server: watching nodes: {e}");
+                            tracing::warn!("watching nodes: {e}");
                             break;
                         }
                         None => break,

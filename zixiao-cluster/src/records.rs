@@ -93,7 +93,7 @@ impl Records {
                 .and_then(|b| serde_json::from_slice::<Instance>(&b).map_err(|e| e.to_string()))
             {
                 Ok(instance) => out.push(instance),
-                Err(e) => eprintln!("zixiao: skipping instance record {}: {e}", path.display()),
+                Err(e) => tracing::warn!("skipping instance record {}: {e}", path.display()),
             }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -200,7 +200,7 @@ async fn start_with(
         guard,
     };
     let mut routes = Routes::builder();
-    let api = WithLeader::new(controller.clone(), store.clone());
+    let api = zixiao_core::api::Traced::new(WithLeader::new(controller.clone(), store.clone()));
     let api: Arc<dyn zixiao_core::api::Api> = match &options.metrics {
         Some(metrics) => Arc::new(zixiao_metrics::Metered::new(api, metrics.clone())),
         None => Arc::new(api),
@@ -221,7 +221,7 @@ async fn start_with(
         let served =
             zixiao_api::secure::serve_routes(routes, listener, tls.as_ref(), &limits, stopped);
         if let Err(e) = served.await {
-            eprintln!("zixiao server: serving: {}", e.chain());
+            tracing::warn!("serving: {}", e.chain());
         }
     }));
     Ok(ServerHandle {

@@ -200,7 +200,7 @@ async fn fence_one(
     let driver = match agent.driver(instance.spec.instance_type) {
         Ok(driver) => driver,
         Err(e) => {
-            eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
+            tracing::warn!(instance = %instance.name, "cannot fence `{}`: {e}", instance.name);
             return None;
         }
     };
@@ -209,7 +209,7 @@ async fn fence_one(
         Ok(RuntimeState::Created) if !created_stopped => RuntimeState::Created,
         Ok(_) => return None,
         Err(e) => {
-            eprintln!("zixiao watchdog: inspecting `{}`: {e}", instance.name);
+            tracing::warn!(instance = %instance.name, "inspecting `{}`: {e}", instance.name);
             RuntimeState::Running
         }
     };
@@ -223,11 +223,11 @@ async fn fence_one(
             if let Ok(mut log) = log {
                 let _ = log.write_all(line.as_bytes());
             }
-            eprintln!("zixiao watchdog: fenced instance `{}`", instance.name);
+            tracing::info!(instance = %instance.name, "fenced instance `{}`", instance.name);
             Some(state)
         }
         Err(e) => {
-            eprintln!("zixiao watchdog: cannot fence `{}`: {e}", instance.name);
+            tracing::warn!(instance = %instance.name, "cannot fence `{}`: {e}", instance.name);
             None
         }
     }

@@ -209,8 +209,8 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         ));
     }
     if args.insecure_no_tls && tls.is_none() && !listen.ip().is_loopback() {
-        eprintln!(
-            "zixiao agent: WARNING: --insecure-no-tls: no TLS and no authentication on \
+        tracing::warn!(
+            "--insecure-no-tls: no TLS and no authentication on \
              {listen}; every caller that reaches it controls this node"
         );
     }
@@ -243,7 +243,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         match agent::linux_network(&drivers.netns_dir) {
             Ok(host) => Some(host),
             Err(e) => {
-                eprintln!("zixiao agent: this node sets up no networks: {}", e.chain());
+                tracing::warn!("this node sets up no networks: {}", e.chain());
                 None
             }
         }
@@ -304,7 +304,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         task.abort();
     }
     if args.leave_on_exit {
-        eprintln!("zixiao agent {name}: draining and leaving the cluster");
+        tracing::info!(node = %name, "draining and leaving the cluster");
         handle.leave().await?;
     } else {
         handle.shutdown().await;

@@ -270,8 +270,8 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         ));
     }
     if args.insecure_no_tls {
-        eprintln!(
-            "zixiao server: WARNING: --insecure-no-tls: no TLS and no authentication on \
+        tracing::warn!(
+            "--insecure-no-tls: no TLS and no authentication on \
              {listen}; every caller that reaches it is an admin"
         );
     }
@@ -360,7 +360,9 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             // Its caller is the local admin: whoever opens it (0600) holds the machine.
-            let api = std::sync::Arc::new(zixiao_client::local_access(deployment));
+            let api = std::sync::Arc::new(zixiao_core::api::Traced::new(
+                zixiao_client::local_access(deployment),
+            ));
             let task = tokio::spawn(bound.serve(api, async {
                 let _ = stopped.await;
             }));

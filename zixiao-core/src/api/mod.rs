@@ -30,6 +30,7 @@ pub mod access;
 mod client;
 mod controller;
 mod page;
+mod traced;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -44,6 +45,7 @@ pub use access::{
 };
 pub use client::{list_all_instances, Client};
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use traced::Traced;
 
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::SnapshotInfo;

@@ -255,7 +255,9 @@ impl Controller {
     }
 
     /// [`Controller::converge`] of instance `id`, whose key the caller
-    /// holds in the work queue.
+    /// holds in the work queue. Runs in a `converge` span naming the
+    /// instance; each step is logged at debug level with the node it runs on.
+    #[tracing::instrument(level = "info", name = "converge", skip_all, fields(instance = %id))]
     pub(super) async fn converge_taken(&self, id: &str) -> Result<Option<Instance>> {
         self.observe(id).await?;
         let mut last: Option<(Step, Revision)> = None;
@@ -271,6 +273,7 @@ impl Controller {
                 opts.max_restart_backoff,
             );
             last = Some((step.clone(), current.revision));
+            tracing::debug!(?step, node = current.node.as_deref(), "reconcile step");
             match step {
                 Step::Done | Step::WaitUntil(_) => return Ok(Some(current)),
                 Step::Schedule => {
