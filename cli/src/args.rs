@@ -170,8 +170,16 @@ pub(crate) enum Command {
     /// Contexts of the client configuration file: which server, CA and token.
     #[command(subcommand)]
     Context(ContextCommand),
-    /// Print the version.
+    /// Print the version and the runtimes and stores built in.
     Version,
+    /// Write man pages: zixiao(1) and one per subcommand
+    /// (`zixiao-instance-create(1)`), into DIR, or zixiao(1) on stdout.
+    Man {
+        /// The directory to write every page into (created if needed),
+        /// e.g. `/usr/local/share/man/man1`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print a shell completion script, e.g. `zixiao completion bash >
     /// /etc/bash_completion.d/zixiao`, or `source <(zixiao completion bash)`.
     Completion {

@@ -7,6 +7,7 @@ mod cluster;
 mod context;
 mod image;
 mod instance;
+mod man;
 mod network;
 mod node;
 pub(crate) mod server;
@@ -31,13 +32,10 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Version = cli.command {
-        let version = env!("CARGO_PKG_VERSION");
-        crate::output::print(
-            cli.output,
-            &serde_json::json!({ "version": version }),
-            |_| format!("zixiao {version}\n"),
-        )?;
-        return Ok(ExitCode::SUCCESS);
+        return version(cli.output);
+    }
+    if let Command::Man { dir } = &cli.command {
+        return man::run(dir.as_deref());
     }
     match &cli.command {
         Command::Server(args) => return server::run(&cli, args).await,
@@ -82,6 +80,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
         Command::Version
+        | Command::Man { .. }
         | Command::Completion { .. }
         | Command::Context(_)
         | Command::State(_)
@@ -90,6 +89,37 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Agent(_)
         | Command::Watchdog(_) => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// What this build can run: the drivers and the stores compiled in (a
+/// runtime left out says `Unsupported` when used, naming the feature).
+const BUILT_IN: &[(&str, bool)] = &[
+    ("containerd", cfg!(feature = "containerd")),
+    ("libvirt", cfg!(feature = "libvirt")),
+    ("microvm", cfg!(feature = "microvm")),
+    ("etcd", cfg!(feature = "etcd")),
+];
+
+/// `zixiao version`: the version and the features built in.
+fn version(format: crate::args::Format) -> Result<ExitCode> {
+    let version = env!("CARGO_PKG_VERSION");
+    let features: Vec<&str> = BUILT_IN
+        .iter()
+        .filter_map(|(name, on)| on.then_some(*name))
+        .collect();
+    crate::output::print(
+        format,
+        &serde_json::json!({ "version": version, "features": features }),
+        |_| {
+            let listed = if features.is_empty() {
+                "none".to_owned()
+            } else {
+                features.join(", ")
+            };
+            format!("zixiao {version}\nbuilt in: {listed}\n")
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The server the command line names, with what to connect with, or
