@@ -5,13 +5,15 @@
 //! ([`counting_driver`], [`runtime_events`]), the check that the
 //! runtimes hold exactly what the store says ([`runtimes`]), and for crash
 //! tests a command killed at a seeded random moment ([`kill`], [`rng`]), and
-//! a canned HTTP server for remote ends that misbehave ([`canned_http`]). No mock
+//! a canned HTTP server for remote ends that misbehave ([`canned_http`]),
+//! and the damage fuzz properties do to valid input ([`fuzz`]). No mock
 //! frameworks: fakes behave like the real thing, in memory.
 
 pub mod canned_http;
 pub mod clock;
 pub mod counting_driver;
 pub mod fake_driver;
+pub mod fuzz;
 pub mod kill;
 pub mod output;
 pub mod rng;

@@ -249,6 +249,8 @@ pub(crate) fn sha256_of(data: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -278,6 +280,103 @@ mod tests {
         let err = Archive::open(&path).unwrap_err();
         assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument, "{err}");
         assert!(err.to_string().contains("more than 10000 entries"), "{err}");
+    }
+
+    /// One entry of a generated archive: a file with content, or a
+    /// symbolic or hard link to a name that may not exist (or climb out).
+    #[derive(Debug, Clone)]
+    enum Generated {
+        File(String, Vec<u8>),
+        Symlink(String, String),
+        HardLink(String, String),
+    }
+
+    fn entry_name() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "index.json",
+            "oci-layout",
+            "manifest.json",
+            "blobs/sha256/aa",
+            "./blobs/sha256/bb",
+            "/abs/path",
+            "../../etc/passwd",
+            "a/../../b",
+            "layer.tar",
+            "x/layer.tar",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn generated() -> impl Strategy<Value = Generated> {
+        prop_oneof![
+            (entry_name(), prop::collection::vec(any::<u8>(), 0..600))
+                .prop_map(|(name, data)| Generated::File(name, data)),
+            (entry_name(), entry_name()).prop_map(|(name, to)| Generated::Symlink(name, to)),
+            (entry_name(), entry_name()).prop_map(|(name, to)| Generated::HardLink(name, to)),
+        ]
+    }
+
+    /// `entries` as a tar's bytes (names the tar crate would refuse to
+    /// write are written raw into the header, as a hostile archive would).
+    fn tar_of(entries: &[Generated]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for entry in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            let (name, data, link): (&str, &[u8], Option<&str>) = match entry {
+                Generated::File(name, data) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    (name, data, None)
+                }
+                Generated::Symlink(name, to) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    (name, &[], Some(to))
+                }
+                Generated::HardLink(name, to) => {
+                    header.set_entry_type(tar::EntryType::Link);
+                    (name, &[], Some(to))
+                }
+            };
+            header.set_size(data.len() as u64);
+            let raw = header.as_old_mut();
+            raw.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(to) = link {
+                raw.linkname[..to.len()].copy_from_slice(to.as_bytes());
+            }
+            header.set_cksum();
+            builder.append(&header, data).expect("append to memory");
+        }
+        builder.into_inner().expect("finish in memory")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(zixiao_testing::fuzz::cases(128)))]
+
+        /// A damaged or hostile archive is refused with `InvalidArgument`,
+        /// or indexed with every entry inside the file and readable.
+        #[test]
+        fn a_damaged_archive_is_refused_or_indexed_inside_the_file(
+            entries in prop::collection::vec(generated(), 0..8),
+            hit in zixiao_testing::fuzz::damage(8),
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("image.tar");
+            std::fs::write(&path, hit.apply(tar_of(&entries))).expect("write the archive");
+            match Archive::open(&path) {
+                Err(e) => prop_assert_eq!(e.kind(), zixiao_core::ErrorKind::InvalidArgument, "{}", e),
+                Ok(archive) => {
+                    for (name, entry) in &archive.entries {
+                        prop_assert!(
+                            entry.offset + entry.size <= archive.len(),
+                            "{name} at {entry:?} beyond {}", archive.len()
+                        );
+                        prop_assert!(!name.starts_with('/') && !name.starts_with("./"), "{name}");
+                        let read = archive.read(name).expect("an indexed entry reads");
+                        prop_assert_eq!(read.len() as u64, entry.size);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
