@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use zixiao_client::OpenOptions;
-use zixiao_core::api::Progress;
+use zixiao_core::api::{Page, PageToken, Progress};
 use zixiao_core::{Client, Wait};
 
 pub use error::ZixiaoError;
@@ -71,10 +71,16 @@ fn wait(wait: bool) -> Wait {
     Wait::from(wait)
 }
 
+/// The page `size` and `token` name. Errors: `InvalidArgument` (`page_token`).
+fn page(size: u32, token: Option<String>) -> Result<Page, ZixiaoError> {
+    let token = token.map(PageToken::try_from).transpose()?;
+    Ok(Page { size, token })
+}
+
 /// Opens the embedded deployment over the state directory `state_dir`
 /// (default: the CLI's), registering this machine as its node with the
-/// runtimes found here. One process at a time may hold a directory.
-/// Errors: `Unavailable` (another process holds it), `InvalidArgument`.
+/// runtimes found here; through its daemon's socket when one serves it.
+/// Errors: `Unavailable` (the store stays locked), `InvalidArgument`.
 #[uniffi::export]
 pub fn open(state_dir: Option<String>) -> Result<Arc<Controller>, ZixiaoError> {
     block(zixiao_client::open(open_options(state_dir))).map(Controller::new)
@@ -182,6 +188,38 @@ impl Controller {
     /// The instances `filter` accepts, in name order.
     pub fn list_instances(&self, filter: InstanceFilter) -> Result<Vec<Instance>, ZixiaoError> {
         block(self.inner.list_instances(filter.into())).map(model::instances)
+    }
+
+    /// One page of the instances `filter` accepts, in name order: at most
+    /// `page_size` (0: the deployment's default), after `page_token` (from
+    /// the previous page; `None` for the first). Errors: `InvalidArgument`
+    /// (`page_token`, `page_size`).
+    pub fn list_instances_page(
+        &self,
+        filter: InstanceFilter,
+        page_size: u32,
+        page_token: Option<String>,
+    ) -> Result<InstancePage, ZixiaoError> {
+        let page = page(page_size, page_token)?;
+        block(self.inner.list_instances_page(filter.into(), page)).map(InstancePage::from)
+    }
+
+    /// Changes the instance's labels, restart policy or size; with `wait`,
+    /// returns once it settled. Errors: `NotFound`, `InvalidArgument`
+    /// naming the field, `FailedPrecondition` (a resize its runtime cannot
+    /// do live without `restart_if_needed`), `ResourceExhausted`.
+    pub fn update_instance(
+        &self,
+        instance: String,
+        update: InstanceUpdate,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let update = update.into();
+        block(
+            self.inner
+                .update_instance(&instance, update, self::wait(wait)),
+        )
+        .map(Instance::from)
     }
 
     /// Wants the instance running; with `wait`, returns once it settled.
@@ -322,6 +360,33 @@ impl AsyncController {
     ) -> Result<Vec<Instance>, ZixiaoError> {
         let filter = filter.into();
         call!(self, |c| c.list_instances(filter)).map(model::instances)
+    }
+
+    /// See [`Controller::list_instances_page`].
+    pub async fn list_instances_page(
+        &self,
+        filter: InstanceFilter,
+        page_size: u32,
+        page_token: Option<String>,
+    ) -> Result<InstancePage, ZixiaoError> {
+        let (filter, page) = (filter.into(), page(page_size, page_token)?);
+        call!(self, |c| c.list_instances_page(filter, page)).map(InstancePage::from)
+    }
+
+    /// See [`Controller::update_instance`].
+    pub async fn update_instance(
+        &self,
+        instance: String,
+        update: InstanceUpdate,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let update = update.into();
+        call!(self, |c| c.update_instance(
+            &instance,
+            update,
+            self::wait(wait)
+        ))
+        .map(Instance::from)
     }
 
     /// See [`Controller::start_instance`].

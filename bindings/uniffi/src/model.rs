@@ -349,6 +349,82 @@ pub(crate) fn instances(all: Vec<core::Instance>) -> Vec<Instance> {
     all.into_iter().map(Into::into).collect()
 }
 
+/// One page of instances and where the next starts.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct InstancePage {
+    /// The instances, in name order.
+    pub instances: Vec<Instance>,
+    /// Pass to `list_instances_page` for the next page; `None` after the last.
+    pub next_page_token: Option<String>,
+}
+
+impl From<zixiao_core::api::InstancePage> for InstancePage {
+    fn from(page: zixiao_core::api::InstancePage) -> Self {
+        InstancePage {
+            instances: instances(page.instances),
+            next_page_token: page.next_page.map(String::from),
+        }
+    }
+}
+
+/// What to do when an instance's workload exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RestartPolicy {
+    /// Leave it stopped.
+    Never,
+    /// Restart it when it exits with a failure.
+    OnFailure,
+    /// Always restart it.
+    Always,
+}
+
+impl From<RestartPolicy> for core::RestartPolicy {
+    fn from(p: RestartPolicy) -> Self {
+        match p {
+            RestartPolicy::Never => core::RestartPolicy::Never,
+            RestartPolicy::OnFailure => core::RestartPolicy::OnFailure,
+            RestartPolicy::Always => core::RestartPolicy::Always,
+        }
+    }
+}
+
+/// A change to an instance: labels, restart policy, size. What is `None`
+/// or empty stays as it is.
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct InstanceUpdate {
+    /// Labels to add or replace.
+    pub set_labels: HashMap<String, String>,
+    /// Label keys to remove.
+    #[uniffi(default = [])]
+    pub remove_labels: Vec<String>,
+    /// The new restart policy.
+    #[uniffi(default = None)]
+    pub restart: Option<RestartPolicy>,
+    /// The new number of whole CPU cores.
+    #[uniffi(default = None)]
+    pub cpus: Option<u32>,
+    /// The new memory in MiB.
+    #[uniffi(default = None)]
+    pub memory_mib: Option<u64>,
+    /// Whether a running instance whose runtime cannot resize live may be
+    /// restarted to take the new size (otherwise `FailedPrecondition`).
+    #[uniffi(default = false)]
+    pub restart_if_needed: bool,
+}
+
+impl From<InstanceUpdate> for zixiao_core::InstanceUpdate {
+    fn from(u: InstanceUpdate) -> Self {
+        zixiao_core::InstanceUpdate {
+            set_labels: u.set_labels.into_iter().collect(),
+            remove_labels: u.remove_labels.into_iter().collect(),
+            restart: u.restart.map(Into::into),
+            cpus: u.cpus,
+            memory_mib: u.memory_mib,
+            restart_if_needed: u.restart_if_needed,
+        }
+    }
+}
+
 /// Amounts of what nodes offer and instances take.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct Resources {

@@ -130,6 +130,34 @@ fun main(args: Array<String>) {
         check(controller.startInstance("sleeper", true).status == InstanceStatus.RUNNING)
         val running = controller.listInstances(InstanceFilter(status = InstanceStatus.RUNNING, labels = mapOf()))
         check(running.map { it.name } == listOf("sleeper")) { "$running" }
+
+        // A live resize and a label, seen in the cgroup and on the instance.
+        val resized = controller.updateInstance(
+            "sleeper",
+            InstanceUpdate(setLabels = mapOf("tier" to "web"), memoryMib = 48uL, restart = RestartPolicy.ALWAYS),
+            true,
+        )
+        check(resized.labels["tier"] == "web" && resized.spec.memoryMib == 48uL) { "$resized" }
+        check(controller.instanceStats("sleeper").memoryLimitBytes == 48uL * 1024uL * 1024uL)
+        val tooSmall = raises<ZixiaoException.InvalidArgument> {
+            controller.updateInstance("sleeper", InstanceUpdate(setLabels = mapOf(), memoryMib = 1uL), true)
+        }
+        check(tooSmall.field.contains("memory_mib")) { tooSmall.field }
+
+        // Pages of one: every instance once, in name order, then no token.
+        val seen = mutableListOf<String>()
+        var token: String? = null
+        do {
+            val page = controller.listInstancesPage(InstanceFilter(labels = mapOf()), 1u, token)
+            check(page.instances.size <= 1) { "$page" }
+            seen += page.instances.map { it.name }
+            token = page.nextPageToken
+        } while (token != null)
+        check(seen == listOf("hello", "sleeper")) { "$seen" }
+        val badToken = raises<ZixiaoException.InvalidArgument> {
+            controller.listInstancesPage(InstanceFilter(labels = mapOf()), 1u, "not a token")
+        }
+        check(badToken.field == "page_token") { badToken.field }
         for (name in listOf("hello", "sleeper")) {
             check(controller.deleteInstance(name, true) == null)
         }
