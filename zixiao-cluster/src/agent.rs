@@ -1155,7 +1155,7 @@ async fn clean_up_once(placement: &ClusterPlacement, agent: &RecordingAgent, rec
         let driver = match agent.driver(instance.spec.instance_type) {
             Ok(driver) => driver,
             Err(e) => {
-                tracing::warn!(instance = %instance.name, "cleaning up `{}`: {e}", instance.name);
+                tracing::warn!(instance = %instance.name, "cleaning up: {e}");
                 continue;
             }
         };
@@ -1167,11 +1167,11 @@ async fn clean_up_once(placement: &ClusterPlacement, agent: &RecordingAgent, rec
             Ok(()) => {
                 tracing::info!(
                     instance = %instance.name,
-                    "removed instance `{}`: it now lives elsewhere or was deleted", instance.name
+                    "removed: it now lives elsewhere or was deleted"
                 )
             }
             Err(e) => {
-                tracing::warn!(instance = %instance.name, "cleaning up `{}`: {e}", instance.name)
+                tracing::warn!(instance = %instance.name, "cleaning up: {e}")
             }
         }
     }

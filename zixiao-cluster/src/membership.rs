@@ -325,8 +325,9 @@ impl Membership {
                     Ok(Err(e)) => {
                         tracing::warn!(server = %self.server, "renewing its lease: {e}")
                     }
-                    Err(_) => tracing::warn!(server = %self.server,
-                        "renewing its lease timed out"),
+                    Err(_) => {
+                        tracing::warn!(server = %self.server, "renewing its lease timed out")
+                    }
                 }
                 self.expire().await;
             }

@@ -200,7 +200,7 @@ async fn fence_one(
     let driver = match agent.driver(instance.spec.instance_type) {
         Ok(driver) => driver,
         Err(e) => {
-            tracing::warn!(instance = %instance.name, "cannot fence `{}`: {e}", instance.name);
+            tracing::warn!(instance = %instance.name, "cannot fence: {e}");
             return None;
         }
     };
@@ -209,7 +209,7 @@ async fn fence_one(
         Ok(RuntimeState::Created) if !created_stopped => RuntimeState::Created,
         Ok(_) => return None,
         Err(e) => {
-            tracing::warn!(instance = %instance.name, "inspecting `{}`: {e}", instance.name);
+            tracing::warn!(instance = %instance.name, "inspecting: {e}");
             RuntimeState::Running
         }
     };
@@ -223,11 +223,11 @@ async fn fence_one(
             if let Ok(mut log) = log {
                 let _ = log.write_all(line.as_bytes());
             }
-            tracing::info!(instance = %instance.name, "fenced instance `{}`", instance.name);
+            tracing::info!(instance = %instance.name, "fenced");
             Some(state)
         }
         Err(e) => {
-            tracing::warn!(instance = %instance.name, "cannot fence `{}`: {e}", instance.name);
+            tracing::warn!(instance = %instance.name, "cannot fence: {e}");
             None
         }
     }

@@ -211,7 +211,7 @@ impl Controller {
                 Some(Ok(None)) => queue.forget(&id),
                 Some(Err(e)) if e.kind() == ErrorKind::NotFound => queue.forget(&id),
                 Some(Err(e)) => {
-                    tracing::warn!(instance = %id, "converging instance `{id}`: {}", e.chain());
+                    tracing::warn!(instance = %id, "converging: {}", e.chain());
                     queue.add_rate_limited(&id);
                 }
             }
