@@ -124,10 +124,12 @@ impl Limits {
     }
 
     /// A tonic server builder with these limits on every connection it
-    /// serves. Connections themselves are counted by the incoming stream:
-    /// [`plain_incoming`], or [`tls::incoming`](crate::tls::incoming).
+    /// serves, each call in a [`grpc_span`]. Connections themselves are
+    /// counted by the incoming stream: [`plain_incoming`], or
+    /// [`tls::incoming`](crate::tls::incoming).
     pub fn server(&self) -> tonic::transport::Server {
         tonic::transport::Server::builder()
+            .trace_fn(grpc_span)
             .max_concurrent_streams(self.streams_per_connection)
             .timeout(self.call_timeout)
             .http2_keepalive_interval(Some(self.keepalive))
@@ -138,6 +140,13 @@ impl Limits {
     pub(crate) fn slots(&self) -> Arc<Semaphore> {
         Arc::new(Semaphore::new(self.max_connections))
     }
+}
+
+/// The span every gRPC call a server or agent serves runs in: its method
+/// (`/zixiao.v1.AgentService/StartInstance`), so what the handler and the
+/// layers below log says which call it served.
+pub(crate) fn grpc_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    tracing::info_span!("grpc", method = %request.uri().path())
 }
 
 /// A connection holding one of its listener's slots until it is dropped:

@@ -79,6 +79,7 @@ impl UnixSocket {
         crate::add_standard_services(&mut routes, &services).await?;
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(self.listener);
         let served = tonic::transport::Server::builder()
+            .trace_fn(crate::limits::grpc_span)
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
