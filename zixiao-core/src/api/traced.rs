@@ -38,8 +38,12 @@ impl<A: Api> Api for Traced<A> {
         let span = tracing::info_span!(
             "api",
             operation = request.operation(),
-            target = request.target().unwrap_or_default(),
+            target = tracing::field::Empty,
         );
+        // Lists and watches act on no one thing: no target field at all.
+        if let Some(target) = request.target() {
+            span.record("target", target);
+        }
         let started = Instant::now();
         let result = self.inner.call(request).instrument(span.clone()).await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -101,7 +105,11 @@ mod tests {
             self.0.lock().unwrap().push(text);
             Id::from_u64(1)
         }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record(&self, _: &Id, values: &Record<'_>) {
+            let mut text = "record ".to_owned();
+            values.record(&mut Fields(&mut text));
+            self.0.lock().unwrap().push(text);
+        }
         fn record_follows_from(&self, _: &Id, _: &Id) {}
         fn event(&self, event: &Event<'_>) {
             let mut text = format!("event {} ", event.metadata().level());
@@ -124,7 +132,8 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::NotFound);
         let seen = recorder.0.lock().unwrap().join("\n");
         assert!(
-            seen.contains("span api operation=\"instance.get\" target=\"instance web\""),
+            seen.contains("span api operation=\"instance.get\"")
+                && seen.contains("record target=\"instance web\""),
             "{seen}"
         );
         assert!(
