@@ -740,6 +740,11 @@ pub(crate) enum ImageCommand {
     Import {
         /// The archive.
         file: PathBuf,
+        /// Store the archive's one image as `NAME[:TAG]` (tag `latest` if
+        /// left out), whatever the archive names it: for layouts whose ref
+        /// name is only a tag, as umoci and skopeo write them, or none.
+        #[arg(long, value_name = "NAME[:TAG]")]
+        name: Option<String>,
         #[command(flatten)]
         target: ImageTarget,
     },

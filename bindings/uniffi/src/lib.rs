@@ -242,6 +242,7 @@ impl Controller {
             None,
             instance_type.into(),
             archive.into(),
+            None,
             Progress::ignore(),
         );
         block(import).map(model::images)
@@ -383,6 +384,7 @@ impl AsyncController {
             None,
             ty,
             archive.into(),
+            None,
             Progress::ignore()
         ))
         .map(model::images)

@@ -8,6 +8,7 @@ use zixiao_core::api::Progress;
 use zixiao_core::driver::{
     ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials,
 };
+use zixiao_core::model::ImageName;
 use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
 
 use crate::args::{Format, ImageCommand};
@@ -15,8 +16,11 @@ use crate::output::{bytes, print, Table};
 
 pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -> Result<ExitCode> {
     match command {
-        ImageCommand::Import { file, target } => {
+        ImageCommand::Import { file, name, target } => {
             let ty = InstanceType::from_str(&target.instance_type)?;
+            let name = name
+                .map(|n| ImageName::try_from(n).map_err(|e| e.on("name")))
+                .transpose()?;
             let show = format == Format::Table && std::io::stderr().is_terminal();
             let progress = Progress::new(move |p: ImportProgress| {
                 if show && p.total > 0 {
@@ -29,7 +33,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                 }
             });
             let images = client
-                .import_images(target.node.as_deref(), ty, file, progress)
+                .import_images(target.node.as_deref(), ty, file, name, progress)
                 .await?;
             if show {
                 eprintln!();
