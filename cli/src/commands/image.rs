@@ -8,7 +8,6 @@ use zixiao_core::api::Progress;
 use zixiao_core::driver::{
     ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials,
 };
-use zixiao_core::model::ImageName;
 use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
 
 use crate::args::{Format, ImageCommand};
@@ -19,7 +18,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
         ImageCommand::Import { file, name, target } => {
             let ty = InstanceType::from_str(&target.instance_type)?;
             let name = name
-                .map(|n| ImageName::try_from(n).map_err(|e| e.on("name")))
+                .map(|n| zixiao_client::image_name("name", &n))
                 .transpose()?;
             let show = format == Format::Table && std::io::stderr().is_terminal();
             let progress = Progress::new(move |p: ImportProgress| {
