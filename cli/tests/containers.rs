@@ -743,3 +743,107 @@ fn an_archive_named_only_by_a_tag_or_not_at_all_imports_under_the_name_given_and
         ok(zixiao(state, &socket, &["image", "rm", image]));
     }
 }
+
+/// `zixiao image pull` of `reference` with `password` (if any) on standard
+/// input and `DOCKER_CONFIG` set to `docker_config`.
+fn pull_as(
+    state: &Path,
+    socket: &str,
+    docker_config: &Path,
+    reference: &str,
+    login: Option<(&str, &str)>,
+) -> Output {
+    use std::io::Write;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
+    command
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--containerd-socket", socket, "-o", "json", "image", "pull"])
+        .arg(reference)
+        .env("DOCKER_CONFIG", docker_config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some((user, _)) = login {
+        command.args(["--username", user, "--password-stdin"]);
+    }
+    let mut child = command.spawn().expect("run zixiao");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some((_, password)) = login {
+        stdin.write_all(password.as_bytes()).expect("write");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_registry_that_wants_a_password_gets_it_from_stdin_or_the_docker_config() {
+    let Some((socket, busybox)) = containerd_and_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (user, password) = ("puller", "s3cret-Pw");
+    let registry = zixiao_testing::registry::AuthRegistry::start(
+        &dir.path().join("registry"),
+        user,
+        password,
+        &busybox,
+    )
+    .expect("a registry with basic auth");
+    let image = format!("{}/busybox:1", registry.address);
+    let state = &dir.path().join("state");
+    let docker_config = dir.path().join("docker");
+    std::fs::create_dir_all(&docker_config).expect("docker config dir");
+
+    // No credentials at all, then wrong ones: refused, and the password
+    // given is nowhere in what the user sees.
+    for login in [None, Some((user, "wrong-Pw"))] {
+        let out = pull_as(state, &socket, &docker_config, &image, login);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, kind, message) = refused(out);
+        assert_eq!(
+            (code, kind.as_str()),
+            (1, "failed_precondition"),
+            "{message}"
+        );
+        assert!(message.contains("refused the pull"), "{message}");
+        assert!(!message.contains("wrong-Pw") && !stdout.contains("wrong-Pw"));
+    }
+    let list = ok(zixiao(state, &socket, &["-o", "json", "image", "list"]));
+    assert!(
+        !list.contains(&image),
+        "a refused pull keeps nothing: {list}"
+    );
+
+    let out = pull_as(
+        state,
+        &socket,
+        &docker_config,
+        &image,
+        Some((user, password)),
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(password));
+    let pulled: serde_json::Value = serde_json::from_str(&ok(out)).expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+    ok(zixiao(state, &socket, &["image", "rm", &image]));
+
+    // `docker login` would have written this (base64 of `puller:s3cret-Pw`).
+    let config = serde_json::json!({ "auths": {
+        format!("http://{}/v1/", registry.address): { "auth": "cHVsbGVyOnMzY3JldC1Qdw==" }
+    }});
+    std::fs::write(docker_config.join("config.json"), config.to_string()).expect("config.json");
+    let pulled: serde_json::Value =
+        serde_json::from_str(&ok(pull_as(state, &socket, &docker_config, &image, None)))
+            .expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+    ok(zixiao(state, &socket, &["image", "rm", &image]));
+
+    // A config file that is not JSON is the user's to fix: named, not skipped.
+    std::fs::write(docker_config.join("config.json"), "{oops").expect("config.json");
+    let (code, _, message) = refused(pull_as(state, &socket, &docker_config, &image, None));
+    assert_eq!(code, 2, "{message}");
+    assert!(
+        message.contains("docker-config") && message.contains("config.json"),
+        "{message}"
+    );
+}

@@ -5,7 +5,8 @@
 //! ([`counting_driver`], [`runtime_events`]), the check that the
 //! runtimes hold exactly what the store says ([`runtimes`]), and for crash
 //! tests a command killed at a seeded random moment ([`kill`], [`rng`]), and
-//! a canned HTTP server for remote ends that misbehave ([`canned_http`]). No mock
+//! a canned HTTP server for remote ends that misbehave ([`canned_http`]),
+//! a registry that wants credentials ([`registry`]). No mock
 //! frameworks: fakes behave like the real thing, in memory.
 
 pub mod canned_http;
@@ -14,6 +15,7 @@ pub mod counting_driver;
 pub mod fake_driver;
 pub mod kill;
 pub mod output;
+pub mod registry;
 pub mod rng;
 pub mod runtime_events;
 pub mod runtimes;
