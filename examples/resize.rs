@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None,
         InstanceType::Container,
         PathBuf::from(image),
+        None,
         Progress::ignore(),
     )
     .await?;

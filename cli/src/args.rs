@@ -769,6 +769,11 @@ pub(crate) enum ImageCommand {
     Import {
         /// The archive.
         file: PathBuf,
+        /// Store the archive's one image as `NAME[:TAG]` (tag `latest` if
+        /// left out), whatever the archive names it: for layouts whose ref
+        /// name is only a tag, as umoci and skopeo write them, or none.
+        #[arg(long, value_name = "NAME[:TAG]")]
+        name: Option<String>,
         #[command(flatten)]
         target: ImageTarget,
     },
@@ -780,7 +785,9 @@ pub(crate) enum ImageCommand {
         /// A registry (`host` or `host:port`) that may be reached over plain HTTP.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
-        /// User name for the registry (with --password-stdin).
+        /// User name for the registry (with --password-stdin). Without it,
+        /// the registry's entry in `$DOCKER_CONFIG/config.json` or
+        /// `~/.docker/config.json` (`auths.<registry>.auth`), if any.
         #[arg(long, requires = "password_stdin")]
         username: Option<String>,
         /// Read the registry password from standard input.

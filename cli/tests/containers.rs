@@ -31,13 +31,48 @@ fn ok(out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// containerd's socket and the busybox OCI archive that comes with it;
+/// `None` (the test skips with a reason) without the runtime.
+fn containerd_and_busybox() -> Option<(String, String)> {
+    let socket = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")?;
+    let busybox =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    Some((socket, busybox))
+}
+
+/// Runs `echo TEXT` in container `instance` from `image`, and returns its
+/// log once it holds a whole line (polled for up to 5 s).
+fn echo_in(state: &Path, socket: &str, image: &str, instance: &str, text: &str) -> String {
+    let create = [
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        image,
+        "--name",
+        instance,
+        "--",
+        "echo",
+        text,
+    ];
+    ok(zixiao(state, socket, &create));
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = ok(zixiao(state, socket, &["instance", "logs", instance]));
+        if logs.ends_with('\n') {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    logs
+}
+
 #[test]
 fn hello_prints_hi_and_a_long_runner_can_be_paused_measured_and_deleted() {
-    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+    let Some((socket, image)) = containerd_and_busybox() else {
         return;
     };
-    let image =
-        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path();
     // Each test gets its own containerd namespace through its own state dir's node.
@@ -46,32 +81,7 @@ fn hello_prints_hi_and_a_long_runner_can_be_paused_measured_and_deleted() {
     let images = ok(zixiao(state, &socket, &["image", "list"]));
     assert!(images.contains("busybox"), "{images}");
 
-    ok(zixiao(
-        state,
-        &socket,
-        &[
-            "instance",
-            "create",
-            "--type",
-            "container",
-            "--image",
-            "busybox",
-            "--name",
-            "hello",
-            "--",
-            "echo",
-            "hi",
-        ],
-    ));
-    let mut logs = String::new();
-    for _ in 0..100 {
-        logs = ok(zixiao(state, &socket, &["instance", "logs", "hello"]));
-        if logs.contains("hi") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(logs, "hi\n");
+    assert_eq!(echo_in(state, &socket, "busybox", "hello", "hi"), "hi\n");
     let hello = ok(zixiao(
         state,
         &socket,
@@ -240,11 +250,9 @@ fn instance_list_pages_on_request_and_a_foreign_token_is_refused() {
 /// they do nothing.
 #[test]
 fn an_unreachable_runtime_changes_only_what_the_message_says() {
-    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+    let Some((socket, image)) = containerd_and_busybox() else {
         return;
     };
-    let image =
-        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path();
     let nowhere = dir.path().join("nowhere.sock");
@@ -368,11 +376,9 @@ fn an_unreachable_runtime_changes_only_what_the_message_says() {
 /// its share back.
 #[test]
 fn a_project_quota_admits_up_to_its_limit_and_a_delete_gives_room_back() {
-    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+    let Some((socket, image)) = containerd_and_busybox() else {
         return;
     };
-    let image =
-        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path();
     ok(zixiao(state, &socket, &["image", "import", &image]));
@@ -503,29 +509,7 @@ fn an_image_pulled_from_the_loopback_registry_runs_and_bad_references_name_the_p
     assert!(ok(zixiao(state, &socket, &["image", "list"])).contains(&image));
 
     let name = format!("pulled-{}", std::process::id());
-    let create = [
-        "instance",
-        "create",
-        "--type",
-        "container",
-        "--image",
-        &image,
-        "--name",
-        &name,
-        "--",
-        "echo",
-        "hi",
-    ];
-    ok(zixiao(state, &socket, &create));
-    let mut logs = String::new();
-    for _ in 0..100 {
-        logs = ok(zixiao(state, &socket, &["instance", "logs", &name]));
-        if logs.contains("hi") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert_eq!(logs, "hi\n");
+    assert_eq!(echo_in(state, &socket, &image, &name, "hi"), "hi\n");
     ok(zixiao(state, &socket, &["instance", "delete", &name]));
 
     // A bad reference is invalid input (exit 2) naming the part.
@@ -554,4 +538,312 @@ fn an_image_pulled_from_the_loopback_registry_runs_and_bad_references_name_the_p
         "{stderr}"
     );
     ok(zixiao(state, &socket, &["image", "rm", &image]));
+}
+
+/// The busybox OCI layout unpacked into `dir`, to be packed again with
+/// another index.json: archives as umoci, skopeo or a hand-made layout
+/// name (or do not name) their images.
+struct Layout {
+    dir: std::path::PathBuf,
+    manifest: serde_json::Value,
+}
+
+impl Layout {
+    fn unpack(archive: &str, dir: &Path) -> Layout {
+        let dir = dir.join("layout");
+        std::fs::create_dir_all(&dir).expect("layout dir");
+        let untar = Command::new("tar")
+            .arg("-xf")
+            .arg(archive)
+            .arg("-C")
+            .arg(&dir)
+            .status()
+            .expect("run tar");
+        assert!(untar.success(), "tar -xf {archive}");
+        let index = std::fs::read(dir.join("index.json")).expect("index.json");
+        let index: serde_json::Value = serde_json::from_slice(&index).expect("index json");
+        let mut manifest = index["manifests"][0].clone();
+        manifest
+            .as_object_mut()
+            .expect("a descriptor")
+            .remove("annotations");
+        Layout { dir, manifest }
+    }
+
+    /// The image's manifest descriptor, with `annotations` if given.
+    fn descriptor(&self, annotations: Option<serde_json::Value>) -> serde_json::Value {
+        let mut descriptor = self.manifest.clone();
+        if let Some(annotations) = annotations {
+            descriptor["annotations"] = annotations;
+        }
+        descriptor
+    }
+
+    /// A second image: busybox's manifest with an annotation of its own,
+    /// so another digest, written as a blob of the layout.
+    fn second_image(&self) -> serde_json::Value {
+        let digest = self.manifest["digest"].as_str().expect("digest");
+        let blob = |d: &str| self.dir.join("blobs/sha256").join(&d["sha256:".len()..]);
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(blob(digest)).expect("manifest blob"))
+                .expect("manifest json");
+        manifest["annotations"] = serde_json::json!({ "test": "second" });
+        let data = serde_json::to_vec(&manifest).expect("encode");
+        let sum = Command::new("sha256sum")
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(&data)?;
+                child.wait_with_output()
+            })
+            .expect("sha256sum");
+        let hex: String = String::from_utf8_lossy(&sum.stdout)
+            .chars()
+            .take(64)
+            .collect();
+        let second = format!("sha256:{hex}");
+        std::fs::write(blob(&second), &data).expect("write blob");
+        let mut descriptor = self.manifest.clone();
+        descriptor["digest"] = second.into();
+        descriptor["size"] = data.len().into();
+        descriptor
+    }
+
+    /// The layout packed with `manifests` as its index, into `to`.
+    fn pack(&self, manifests: Vec<serde_json::Value>, to: &Path) -> String {
+        let index = serde_json::json!({ "schemaVersion": 2, "manifests": manifests });
+        std::fs::write(self.dir.join("index.json"), index.to_string()).expect("index.json");
+        let packed = Command::new("tar")
+            .arg("-cf")
+            .arg(to)
+            .arg("-C")
+            .arg(&self.dir)
+            .arg(".")
+            .status()
+            .expect("run tar");
+        assert!(packed.success(), "tar -cf {}", to.display());
+        to.to_string_lossy().into_owned()
+    }
+}
+
+#[test]
+fn an_archive_named_only_by_a_tag_or_not_at_all_imports_under_the_name_given_and_runs() {
+    let Some((socket, busybox)) = containerd_and_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = &dir.path().join("state");
+    let layout = Layout::unpack(&busybox, dir.path());
+    let tag_only = layout.pack(
+        vec![layout.descriptor(Some(serde_json::json!({
+            "org.opencontainers.image.ref.name": "latest"
+        })))],
+        &dir.path().join("image.tar"),
+    );
+    let nameless = layout.pack(
+        vec![layout.descriptor(None)],
+        &dir.path().join("nameless.tar"),
+    );
+    let two = vec![layout.descriptor(None), layout.second_image()];
+    let two_images = layout.pack(two, &dir.path().join("two.tar"));
+
+    // Without a name, a nameless image is refused, saying how to name it.
+    let (code, kind, message) = refused(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "image", "import", &nameless],
+    ));
+    assert_eq!((code, kind.as_str()), (2, "invalid_argument"), "{message}");
+    assert!(message.contains("has no name"), "{message}");
+    // A tag-only archive takes its file's name (`image`) unless told.
+    let imported = ok(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "image", "import", &tag_only],
+    ));
+    assert!(
+        imported.contains("docker.io/library/image:latest"),
+        "{imported}"
+    );
+
+    for (archive, name, stored) in [
+        (
+            &tag_only,
+            "localhost/tools/box:v2",
+            "localhost/tools/box:v2",
+        ),
+        (&nameless, "nameless", "docker.io/library/nameless:latest"),
+    ] {
+        let out = ok(zixiao(
+            state,
+            &socket,
+            &["-o", "json", "image", "import", archive, "--name", name],
+        ));
+        let images: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(images.as_array().map(Vec::len), Some(1), "{images}");
+        assert_eq!(images[0]["name"], stored, "{images}");
+    }
+    let list = ok(zixiao(state, &socket, &["-o", "json", "image", "list"]));
+    assert!(
+        list.contains("localhost/tools/box:v2") && list.contains("nameless:latest"),
+        "{list}"
+    );
+
+    let logs = echo_in(
+        state,
+        &socket,
+        "localhost/tools/box:v2",
+        "named",
+        "named hi",
+    );
+    assert_eq!(logs, "named hi\n");
+    ok(zixiao(state, &socket, &["instance", "delete", "named"]));
+
+    // Two images and one name: which one would be a guess, so nothing is
+    // imported; a name that is not `NAME[:TAG]` names the part.
+    let before = ok(zixiao(state, &socket, &["-o", "json", "image", "list"]));
+    let (code, _, message) = refused(zixiao(
+        state,
+        &socket,
+        &[
+            "-o",
+            "json",
+            "image",
+            "import",
+            &two_images,
+            "--name",
+            "two",
+        ],
+    ));
+    assert_eq!(code, 2, "{message}");
+    assert!(
+        message.contains("`docker.io/library/two:latest`") && message.contains("lists 2"),
+        "{message}"
+    );
+    let digest = format!("box@sha256:{}", "a".repeat(64));
+    for (bad, part) in [("Box", "name.repository"), (digest.as_str(), "name.digest")] {
+        let (code, _, message) = refused(zixiao(
+            state,
+            &socket,
+            &["-o", "json", "image", "import", &nameless, "--name", bad],
+        ));
+        assert_eq!(code, 2, "{message}");
+        assert!(message.contains(part), "{bad}: {message}");
+    }
+    let after = ok(zixiao(state, &socket, &["-o", "json", "image", "list"]));
+    assert_eq!(before, after, "a refused import changes nothing");
+    for image in [
+        "docker.io/library/image:latest",
+        "localhost/tools/box:v2",
+        "nameless",
+    ] {
+        ok(zixiao(state, &socket, &["image", "rm", image]));
+    }
+}
+
+/// `zixiao image pull` of `reference` with `password` (if any) on standard
+/// input and `DOCKER_CONFIG` set to `docker_config`.
+fn pull_as(
+    state: &Path,
+    socket: &str,
+    docker_config: &Path,
+    reference: &str,
+    login: Option<(&str, &str)>,
+) -> Output {
+    use std::io::Write;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
+    command
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--containerd-socket", socket, "-o", "json", "image", "pull"])
+        .arg(reference)
+        .env("DOCKER_CONFIG", docker_config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some((user, _)) = login {
+        command.args(["--username", user, "--password-stdin"]);
+    }
+    let mut child = command.spawn().expect("run zixiao");
+    let mut stdin = child.stdin.take().expect("stdin");
+    if let Some((_, password)) = login {
+        stdin.write_all(password.as_bytes()).expect("write");
+    }
+    drop(stdin);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn a_registry_that_wants_a_password_gets_it_from_stdin_or_the_docker_config() {
+    let Some((socket, busybox)) = containerd_and_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (user, password) = ("puller", "s3cret-Pw");
+    let registry = zixiao_testing::registry::AuthRegistry::start(
+        &dir.path().join("registry"),
+        user,
+        password,
+        &busybox,
+    )
+    .expect("a registry with basic auth");
+    let image = format!("{}/busybox:1", registry.address);
+    let state = &dir.path().join("state");
+    let docker_config = dir.path().join("docker");
+    std::fs::create_dir_all(&docker_config).expect("docker config dir");
+
+    // No credentials at all, then wrong ones: refused, and the password
+    // given is nowhere in what the user sees.
+    for login in [None, Some((user, "wrong-Pw"))] {
+        let out = pull_as(state, &socket, &docker_config, &image, login);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (code, kind, message) = refused(out);
+        assert_eq!(
+            (code, kind.as_str()),
+            (1, "failed_precondition"),
+            "{message}"
+        );
+        assert!(message.contains("refused the pull"), "{message}");
+        assert!(!message.contains("wrong-Pw") && !stdout.contains("wrong-Pw"));
+    }
+    let list = ok(zixiao(state, &socket, &["-o", "json", "image", "list"]));
+    assert!(
+        !list.contains(&image),
+        "a refused pull keeps nothing: {list}"
+    );
+
+    let out = pull_as(
+        state,
+        &socket,
+        &docker_config,
+        &image,
+        Some((user, password)),
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(password));
+    let pulled: serde_json::Value = serde_json::from_str(&ok(out)).expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+    ok(zixiao(state, &socket, &["image", "rm", &image]));
+
+    // `docker login` would have written this (base64 of `puller:s3cret-Pw`).
+    let config = serde_json::json!({ "auths": {
+        format!("http://{}/v1/", registry.address): { "auth": "cHVsbGVyOnMzY3JldC1Qdw==" }
+    }});
+    std::fs::write(docker_config.join("config.json"), config.to_string()).expect("config.json");
+    let pulled: serde_json::Value =
+        serde_json::from_str(&ok(pull_as(state, &socket, &docker_config, &image, None)))
+            .expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+    ok(zixiao(state, &socket, &["image", "rm", &image]));
+
+    // A config file that is not JSON is the user's to fix: named, not skipped.
+    std::fs::write(docker_config.join("config.json"), "{oops").expect("config.json");
+    let (code, _, message) = refused(pull_as(state, &socket, &docker_config, &image, None));
+    assert_eq!(code, 2, "{message}");
+    assert!(
+        message.contains("docker-config") && message.contains("config.json"),
+        "{message}"
+    );
 }

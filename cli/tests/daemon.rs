@@ -85,6 +85,15 @@ fn commands_go_through_the_daemon_and_restart_policies_work_between_them() {
         .args(["image", "import", &busybox])
         .output()
         .expect("run"));
+    // The name given crosses the socket with the archive's path.
+    let named = json(
+        zixiao(&state, &socket)
+            .args(["-o", "json", "image", "import", &busybox])
+            .args(["--name", "localhost/through/daemon:1"])
+            .output()
+            .expect("run"),
+    );
+    assert_eq!(named[0]["name"], "localhost/through/daemon:1", "{named}");
     let backup = dir.path().join("backup.redb");
     let backed_up = json(
         zixiao(&state, &socket)

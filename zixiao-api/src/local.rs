@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use zixiao_core::api::{Api, Client, Progress, Request as ApiRequest, Response as ApiResponse};
 use zixiao_core::driver::ImportProgress;
+use zixiao_core::model::ImageName;
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{Error, Result, Wait};
 
@@ -210,6 +211,11 @@ impl LocalService for LocalServer {
             decode_instance_type(request.r#type, "type").map_err(status)?
         };
         let archive = local_path("archive", request.archive)?;
+        let name = request
+            .name
+            .as_deref()
+            .map(|n| ImageName::try_from(n).map_err(|e| status(e.on("name"))))
+            .transpose()?;
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let progress_events = events.clone();
         let progress = Progress::new(move |p: ImportProgress| {
@@ -222,7 +228,13 @@ impl LocalService for LocalServer {
         let client = self.client.clone();
         tokio::spawn(async move {
             let imported = client
-                .import_images(request.node.as_deref(), instance_type, archive, progress)
+                .import_images(
+                    request.node.as_deref(),
+                    instance_type,
+                    archive,
+                    name,
+                    progress,
+                )
                 .await;
             let last = match imported {
                 Ok(images) => Ok(pb::ImportEvent {
@@ -308,12 +320,14 @@ pub(crate) async fn call(
             node,
             instance_type,
             archive,
+            name,
             progress,
         } => {
             let request = pb::ImportImagesRequest {
                 node,
                 r#type: crate::convert::encode_instance_type(instance_type),
                 archive: wire_path("archive", &archive)?,
+                name: name.map(String::from),
             };
             let mut events = local
                 .import_images(request)

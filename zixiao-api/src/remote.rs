@@ -490,6 +490,7 @@ impl Images for RemoteDriver {
     async fn import(
         &self,
         archive: &Path,
+        _name: Option<&zixiao_core::model::ImageName>,
         _progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError> {
         Err(DriverError::Unsupported(format!(

@@ -443,6 +443,7 @@ impl Images for Stocked {
     async fn import(
         &self,
         _archive: &std::path::Path,
+        _name: Option<&zixiao_core::model::ImageName>,
         _progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError> {
         Err(DriverError::Unsupported("not in this test".into()))
@@ -586,6 +587,7 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
             node: None,
             instance_type: InstanceType::Container,
             archive: "/tmp/busybox.tar".into(),
+            name: None,
             progress: Default::default(),
         })
         .await

@@ -242,6 +242,7 @@ async fn requests_for_the_callers_files_are_unsupported_by_the_client_itself() {
             None,
             InstanceType::Container,
             "/tmp/busybox.tar".into(),
+            None,
             Default::default(),
         )
         .await;

@@ -24,6 +24,7 @@ use zixiao_auth::{
     AccessApi, AuditLog, AuthError, AuthStore, ClientConfigFile, ResolvedContext, Retention,
 };
 use zixiao_core::api::Traced;
+use zixiao_core::model::ImageName;
 use zixiao_core::{Client, Error, InstanceType, Result, SystemClock};
 use zixiao_embedded::zixiao_drivers::DriverConfig;
 use zixiao_embedded::{Embedded, EmbeddedConfig};
@@ -238,6 +239,12 @@ pub fn instance_type(field: &str, value: &str) -> Result<InstanceType> {
         Error::InvalidArgument { reason, .. } => Error::invalid(field, reason),
         other => other,
     })
+}
+
+/// The image name `value` (`NAME[:TAG]`), as an import stores an archive's
+/// image under. Errors: `InvalidArgument` on `field.<part>` (`name.tag`).
+pub fn image_name(field: &str, value: &str) -> Result<ImageName> {
+    ImageName::try_from(value).map_err(|e| e.on(field))
 }
 
 /// `path` made absolute against the working directory: the runtimes that

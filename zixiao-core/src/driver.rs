@@ -525,13 +525,18 @@ pub enum PullProgress {
 #[async_trait]
 pub trait Images: Send + Sync {
     /// Imports every image of a local archive (an OCI image layout tar or a
-    /// docker-archive tar), calling `progress` as it reads. Idempotent: an
-    /// image imported again is updated. On failure nothing is left behind.
-    /// Errors: `NotFound` (no such file), `InvalidArgument` (not a valid
-    /// archive, naming what is wrong), `Unavailable`.
+    /// docker-archive tar), calling `progress` as it reads. With `name`, the
+    /// archive must hold one image, stored under `name` whatever the archive
+    /// calls it (a full name, a bare tag such as umoci's `latest`, or
+    /// nothing). Idempotent: an image imported again is updated. On failure
+    /// nothing is left behind. Errors: `NotFound` (no such file),
+    /// `InvalidArgument` (not a valid archive, an image without a name, or
+    /// `name` for an archive of several images, naming what is wrong),
+    /// `Unavailable`.
     async fn import(
         &self,
         archive: &std::path::Path,
+        name: Option<&crate::model::ImageName>,
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError>;
 

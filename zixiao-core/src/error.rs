@@ -138,9 +138,17 @@ pub enum Error {
 
 impl From<crate::model::InvalidImageRef> for Error {
     fn from(e: crate::model::InvalidImageRef) -> Self {
+        e.on("image")
+    }
+}
+
+impl crate::model::InvalidImageRef {
+    /// `InvalidArgument` on `field.part` (`name.tag`): for a reference given
+    /// in a field other than `image`.
+    pub fn on(self, field: &str) -> Error {
         Error::InvalidArgument {
-            field: format!("image.{}", e.part.as_str()),
-            reason: e.to_string(),
+            field: format!("{field}.{}", self.part.as_str()),
+            reason: self.to_string(),
         }
     }
 }

@@ -149,7 +149,7 @@ fn main() {
         let state = tempfile::tempdir().expect("tempdir");
         let options = ContainerdOptions::new(&socket, state.path()).with_namespace(NAMESPACE);
         let driver = Arc::new(ContainerdDriver::connect(options).await.expect("connect"));
-        driver.import(&archive, &|_| {}).await.expect("import busybox");
+        driver.import(&archive, None, &|_| {}).await.expect("import busybox");
 
         // One warm-up of each, then interleaved runs so both see the same machine.
         ctr_run(&socket, "zixiao-bench-warmup");

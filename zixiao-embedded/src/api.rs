@@ -125,6 +125,7 @@ impl Api for Embedded {
                 node,
                 instance_type,
                 archive,
+                name,
                 progress,
             } => {
                 let archive = absolute(&archive, "archive")?;
@@ -133,6 +134,7 @@ impl Api for Embedded {
                     node,
                     instance_type,
                     archive,
+                    name,
                     progress,
                 };
                 self.controller.call(request).await

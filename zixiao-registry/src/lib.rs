@@ -13,7 +13,8 @@
 //! Anonymous pulls, the bearer-token flow (`WWW-Authenticate: Bearer
 //! realm=…`) and basic auth are supported.
 //!
-//! Modules: [`manifest`] (media types, platform choice), `transport`
+//! Modules: [`manifest`] (media types, platform choice), [`docker_config`]
+//! (credentials from a docker-style `config.json`), `transport`
 //! (HTTP(S), redirects, the plain-HTTP rule), `auth` (challenges, tokens),
 //! `layout` (the verified tar), `pull` (the flow), `error`.
 //!
@@ -28,6 +29,7 @@
 //! ```
 
 mod auth;
+pub mod docker_config;
 mod error;
 mod layout;
 pub mod manifest;

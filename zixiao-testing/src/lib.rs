@@ -4,10 +4,11 @@
 //! driver wrapper that logs what reaches the runtime
 //! ([`counting_driver`], [`runtime_events`]), the check that the
 //! runtimes hold exactly what the store says ([`runtimes`]), and for crash
-//! tests a command killed at a seeded random moment ([`kill`], [`rng`]), and
-//! a canned HTTP server for remote ends that misbehave ([`canned_http`]),
-//! and the damage fuzz properties do to valid input ([`fuzz`]). No mock
-//! frameworks: fakes behave like the real thing, in memory.
+//! tests a command killed at a seeded random moment ([`kill`], [`rng`]); a
+//! canned HTTP server for remote ends that misbehave ([`canned_http`]), a
+//! registry that wants credentials ([`registry`]), and the damage fuzz
+//! properties do to valid input ([`fuzz`]). No mock frameworks: fakes
+//! behave like the real thing, in memory.
 
 pub mod canned_http;
 pub mod clock;
@@ -16,6 +17,7 @@ pub mod fake_driver;
 pub mod fuzz;
 pub mod kill;
 pub mod output;
+pub mod registry;
 pub mod rng;
 pub mod runtime_events;
 pub mod runtimes;

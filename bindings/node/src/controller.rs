@@ -79,6 +79,9 @@ type ProgressCallback = ThreadsafeFunction<ImportProgress, (), ImportProgress, S
 /// Where an import goes and whom it tells how far it has come.
 #[napi(object, object_to_js = false)]
 pub struct ImportOptions {
+    /// The name (`NAME[:TAG]`) to store the archive's one image under,
+    /// whatever the archive names it.
+    pub name: Option<String>,
     /// The runtime's instance type (default `container`).
     pub instance_type: Option<String>,
     /// The node (default: the only node).
@@ -634,10 +637,11 @@ impl Controller {
     }
 
     /// Imports every image of the archive `archive` (an OCI layout or
-    /// docker-archive tar on this machine) into a node's runtime, calling
-    /// `options.progress` as it reads. Resolves to the images imported.
-    /// Rejects with `not_found` (node or file), `invalid_argument` (not an
-    /// archive), `unsupported`.
+    /// docker-archive tar on this machine) into a node's runtime, its one
+    /// image under `options.name` if given, calling `options.progress` as it
+    /// reads. Resolves to the images imported. Rejects with `not_found`
+    /// (node or file), `invalid_argument` (not an archive, a bad name, a
+    /// name for several images), `unsupported`.
     #[napi(ts_return_type = "Promise<Image[]>")]
     pub fn import_images<'env>(
         &self,
@@ -645,14 +649,18 @@ impl Controller {
         archive: String,
         options: Option<ImportOptions>,
     ) -> Pending<'env> {
-        let (ty, node, callback) = match options {
+        let (ty, node, name, callback) = match options {
             Some(o) => (
                 instance_type(o.instance_type.as_deref()),
                 o.node,
+                o.name,
                 o.progress,
             ),
-            None => (instance_type(None), None, None),
+            None => (instance_type(None), None, None, None),
         };
+        let name = name
+            .map(|n| zixiao_client::image_name("name", &n))
+            .transpose();
         let progress = match callback {
             Some(callback) => Progress::new(move |p: CoreProgress| {
                 let progress = ImportProgress {
@@ -667,6 +675,7 @@ impl Controller {
             node.as_deref(),
             ty?,
             archive.into(),
+            name?,
             progress
         ))
     }

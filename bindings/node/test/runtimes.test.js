@@ -94,6 +94,53 @@ test('images, a console and a followed log on containerd', { skip: noContainerd 
   assert.ok(!(await controller.listImages()).some((i) => i.name === busybox.name))
 })
 
+/** The OCI layout tar `archive` with its index.json's annotations
+ * dropped, so its image has no name at all (through `tar`, as Node has no
+ * tar reader). */
+function namelessCopy(archive) {
+  const { execFileSync } = require('node:child_process')
+  const dir = shortDir()
+  const layout = path.join(dir, 'layout')
+  fs.mkdirSync(layout)
+  execFileSync('tar', ['-xf', archive, '-C', layout])
+  const indexPath = path.join(layout, 'index.json')
+  const index = JSON.parse(fs.readFileSync(indexPath, 'utf8'))
+  for (const manifest of index.manifests) delete manifest.annotations
+  fs.writeFileSync(indexPath, JSON.stringify(index))
+  const copy = path.join(dir, 'nameless.tar')
+  execFileSync('tar', ['-cf', copy, '-C', layout, '.'])
+  return copy
+}
+
+test('an image without a name is imported under the name given', { skip: noContainerd ?? false }, async () => {
+  const archive = namelessCopy(process.env.ZIXIAO_TEST_BUSYBOX_OCI)
+  const controller = await zixiao.Controller.open(shortDir(), {
+    containerdSocket: process.env.ZIXIAO_TEST_CONTAINERD_SOCKET,
+    containerdNamespace: 'zixiao-bindings-node-named',
+  })
+  await assert.rejects(controller.importImages(archive), {
+    code: 'invalid_argument',
+    message: /has no name/,
+  })
+  await assert.rejects(controller.importImages(archive, { name: 'Not/A/Name' }), {
+    code: 'invalid_argument',
+    message: /name\.repository/,
+  })
+  const [image, ...others] = await controller.importImages(archive, { name: 'localhost/node/box:1' })
+  assert.deepEqual(others, [])
+  assert.equal(image.name, 'localhost/node/box:1')
+
+  await controller.createInstance({
+    name: 'named',
+    spec: { type: 'container', image: 'localhost/node/box:1', cpus: 1, memory_mib: 32, command: ['echo', 'named'] },
+  })
+  const pieces = []
+  for await (const piece of await controller.followLog('named')) pieces.push(piece)
+  assert.equal(Buffer.concat(pieces).toString(), 'named\n')
+  assert.equal(await controller.deleteInstance('named'), null)
+  await controller.removeImage(image.name)
+})
+
 const noVmm = missing('ZIXIAO_VMM_BIN', 'the zixiao-vmm monitor')
 
 test('snapshots of a microVM: export, restore, revert, delete', { skip: noVmm ?? false }, async () => {

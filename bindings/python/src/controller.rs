@@ -12,7 +12,7 @@ use zixiao_client::OpenOptions;
 use zixiao_core::api::{InstancePage, Page, PageToken, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
-use zixiao_core::model::{CreateNetwork, Network};
+use zixiao_core::model::{CreateNetwork, ImageName, Network};
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
     Client, CreateInstance, Instance, InstanceFilter, InstanceType, InstanceUpdate, Wait,
@@ -44,6 +44,13 @@ fn page_from(size: u32, token: Option<&str>) -> PyResult<Page> {
 
 fn instance_type(value: &str) -> PyResult<InstanceType> {
     zixiao_client::instance_type("instance_type", value).map_err(error::to_py)
+}
+
+fn image_name(value: Option<&str>) -> PyResult<Option<ImageName>> {
+    value
+        .map(|n| zixiao_client::image_name("name", n))
+        .transpose()
+        .map_err(error::to_py)
 }
 
 fn open_options(
@@ -525,25 +532,28 @@ impl PyController {
 
     /// Imports every image of the archive `archive` (an OCI layout or
     /// docker-archive tar on this machine) into the `instance_type` runtime
-    /// of `node` (default: the only node), calling `progress(done, total)`
-    /// in bytes as it reads; an exception it raises stops the import.
-    /// Returns the images imported. Raises `NotFound` (node or file),
-    /// `InvalidArgument` (not an archive), `Unsupported`.
-    #[pyo3(signature = (archive, *, instance_type="container", node=None, progress=None))]
+    /// of `node` (default: the only node), its one image under `name`
+    /// (`NAME[:TAG]`) if given, calling `progress(done, total)` in bytes as
+    /// it reads; an exception it raises stops the import. Returns the
+    /// images imported. Raises `NotFound` (node or file), `InvalidArgument`
+    /// (not an archive, a bad name, a name for several images), `Unsupported`.
+    #[pyo3(signature = (archive, *, name=None, instance_type="container", node=None, progress=None))]
     fn import_images(
         &self,
         py: Python<'_>,
         archive: PathBuf,
+        name: Option<&str>,
         instance_type: &str,
         node: Option<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Json<Vec<ImageInfo>>> {
         let ty = self::instance_type(instance_type)?;
+        let name = image_name(name)?;
         let (report, mut reports) = progress_channel();
         let client = self.inner.clone();
         let mut import = Box::pin(async move {
             client
-                .import_images(node.as_deref(), ty, archive, report)
+                .import_images(node.as_deref(), ty, archive, name, report)
                 .await
         });
         enum Step {
@@ -1005,20 +1015,24 @@ impl PyAsyncController {
 
     /// Imports an image archive (see `Controller.import_images`);
     /// `progress(done, total)` is called on the event loop's thread.
-    #[pyo3(signature = (archive, *, instance_type="container", node=None, progress=None))]
+    #[pyo3(signature = (archive, *, name=None, instance_type="container", node=None, progress=None))]
     fn import_images<'py>(
         &self,
         py: Python<'py>,
         archive: PathBuf,
+        name: Option<&str>,
         instance_type: &str,
         node: Option<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ty = self::instance_type(instance_type)?;
+        let name = image_name(name)?;
         let (report, reports) = progress_channel();
         let c = self.inner.clone();
         let import = async move {
-            let images = c.import_images(node.as_deref(), ty, archive, report).await;
+            let images = c
+                .import_images(node.as_deref(), ty, archive, name, report)
+                .await;
             Ok(Outcome(images.map(Json)))
         };
         bridge::awaitable_reporting(py, import, reports, progress)

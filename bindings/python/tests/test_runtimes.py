@@ -8,8 +8,11 @@ scripts/bindings.sh does) and skips with the reason elsewhere; with
 ZIXIAO_REQUIRE_RUNTIMES=1 (CI) a missing runtime fails instead.
 """
 
+import io
+import json
 import os
 import shutil
+import tarfile
 import tempfile
 import time
 
@@ -113,6 +116,56 @@ def test_images_console_log_stats_and_pause_on_containerd(short_dir):
         assert controller.delete_instance(name) is None
     controller.remove_image(busybox["name"])
     assert busybox["name"] not in [i["name"] for i in controller.list_images()]
+
+
+def nameless_copy(archive, to):
+    """`archive` (an OCI layout tar) with its index.json's annotations
+    dropped, so its image has no name at all."""
+    with tarfile.open(archive) as source, tarfile.open(to, "w") as copy:
+        for member in source.getmembers():
+            data = source.extractfile(member) if member.isfile() else None
+            if member.name.lstrip("./") == "index.json":
+                index = json.load(data)
+                for manifest in index["manifests"]:
+                    manifest.pop("annotations", None)
+                content = json.dumps(index).encode()
+                member.size = len(content)
+                data = io.BytesIO(content)
+            copy.addfile(member, data)
+    return to
+
+
+def test_an_image_without_a_name_is_imported_under_the_name_given(short_dir, tmp_path):
+    socket = runtime("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
+    archive = nameless_copy(
+        runtime("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox OCI archive"), tmp_path / "nameless.tar"
+    )
+    controller = zixiao.Controller.open(
+        short_dir, containerd_socket=socket, containerd_namespace="zixiao-bindings-python-named"
+    )
+
+    with pytest.raises(zixiao.InvalidArgument, match="has no name"):
+        controller.import_images(archive)
+    with pytest.raises(zixiao.InvalidArgument, match="name.repository"):
+        controller.import_images(archive, name="Not/A/Name")
+    [image] = controller.import_images(archive, name="localhost/python/box:1")
+    assert image["name"] == "localhost/python/box:1"
+
+    controller.create_instance(
+        {
+            "name": "named",
+            "spec": {
+                "type": "container",
+                "image": "localhost/python/box:1",
+                "cpus": 1,
+                "memory_mib": 32,
+                "command": ["echo", "named"],
+            },
+        }
+    )
+    assert b"".join(controller.follow_log("named")) == b"named\n"
+    assert controller.delete_instance("named") is None
+    controller.remove_image(image["name"])
 
 
 def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):

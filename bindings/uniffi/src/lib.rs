@@ -280,6 +280,7 @@ impl Controller {
             None,
             instance_type.into(),
             archive.into(),
+            None,
             Progress::ignore(),
         );
         block(import).map(model::images)
@@ -448,6 +449,7 @@ impl AsyncController {
             None,
             ty,
             archive.into(),
+            None,
             Progress::ignore()
         ))
         .map(model::images)

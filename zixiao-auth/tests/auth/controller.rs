@@ -273,6 +273,7 @@ async fn every_attack_is_refused_and_leaves_only_its_audit_record() {
                 node: None,
                 instance_type: InstanceType::Container,
                 archive: "/etc/shadow".into(),
+                name: None,
                 progress: Default::default(),
             },
             ErrorKind::PermissionDenied,

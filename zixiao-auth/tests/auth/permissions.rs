@@ -116,6 +116,7 @@ fn every_request() -> Vec<Request> {
             node: None,
             instance_type: InstanceType::Container,
             archive: PathBuf::from("/etc/shadow"),
+            name: None,
             progress: Progress::ignore(),
         },
         Request::PullImage {

@@ -112,7 +112,7 @@ async fn import_image(agent: &LocalAgent) {
         .expect("a container runtime");
     let images = driver.images().expect("the container runtime keeps images");
     images
-        .import(Path::new(&archive), &|_| {})
+        .import(Path::new(&archive), None, &|_| {})
         .await
         .unwrap_or_else(|e| panic!("importing {archive}: {e}"));
 }

@@ -17,7 +17,8 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, InstanceUpdate, Network, Node,
+    CreateInstance, CreateNetwork, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
+    Network, Node,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -270,12 +271,14 @@ impl Client {
         node: Option<&str>,
         instance_type: InstanceType,
         archive: PathBuf,
+        name: Option<ImageName>,
         progress: Progress,
     ) -> Result<Vec<ImageInfo>> {
         let request = Request::ImportImages {
             node: node.map(str::to_owned),
             instance_type,
             archive,
+            name,
             progress,
         };
         expect!(self, request, Images)

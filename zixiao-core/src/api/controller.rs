@@ -163,12 +163,13 @@ impl Api for Controller {
                 node,
                 instance_type,
                 archive,
+                name,
                 progress,
             } => {
                 let node = self.image_node(node).await?;
                 let report = move |p| progress.report(p);
                 let images = self
-                    .import_images(&node, instance_type, &archive, &report)
+                    .import_images(&node, instance_type, &archive, name.as_ref(), &report)
                     .await?;
                 Response::Images(images)
             }

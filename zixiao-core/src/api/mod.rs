@@ -53,7 +53,8 @@ use crate::driver::{
     ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, ImageRef, Instance, InstanceType, InstanceUpdate, Network, Node,
+    CreateInstance, CreateNetwork, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
+    Network, Node,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -366,10 +367,12 @@ pub enum Request {
         wait: Wait,
     },
     /// Imports every image of an archive (OCI layout or docker-archive tar)
-    /// on the caller's machine into a node's runtime for `instance_type`.
-    /// [`Response::Images`]. Idempotent. Errors: `NotFound` (node or file),
-    /// `InvalidArgument` (not an archive), `Unsupported` (that runtime keeps
-    /// no images, or the archive is not reachable from this deployment).
+    /// on the caller's machine into a node's runtime for `instance_type`,
+    /// under `name` when one is given. [`Response::Images`]. Idempotent.
+    /// Errors: `NotFound` (node or file), `InvalidArgument` (not an
+    /// archive, an image without a name, or `name` given for an archive of
+    /// several images), `Unsupported` (that runtime keeps no images, or the
+    /// archive is not reachable from this deployment).
     ImportImages {
         /// The node (`None`: the only node there is).
         node: Option<String>,
@@ -377,6 +380,9 @@ pub enum Request {
         instance_type: InstanceType,
         /// The archive.
         archive: PathBuf,
+        /// The name to store the archive's one image under, whatever name
+        /// (a full one, a bare tag, or none) the archive gives it.
+        name: Option<ImageName>,
         /// Told as the archive is read.
         progress: Progress,
     },

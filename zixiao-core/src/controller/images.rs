@@ -7,23 +7,26 @@ use std::sync::Arc;
 
 use super::Controller;
 use crate::driver::{ImageInfo, Images, ImportProgress, PullOptions, PullProgress};
-use crate::model::{ImageRef, InstanceType};
+use crate::model::{ImageName, ImageRef, InstanceType};
 use crate::{Driver, Result};
 
 impl Controller {
     /// Imports every image of a local archive (OCI layout or docker-archive
-    /// tar) into `node`'s runtime for `instance_type`, calling `progress` as
-    /// it reads. Errors: `NotFound` (node or file), `InvalidArgument` (not an
-    /// archive), `Unsupported` (that runtime keeps no images), `Unavailable`.
+    /// tar) into `node`'s runtime for `instance_type`, the archive's one
+    /// image under `name` if given, calling `progress` as it reads. Errors:
+    /// `NotFound` (node or file), `InvalidArgument` (not an archive, an
+    /// unnamed image, `name` for several images), `Unsupported` (that
+    /// runtime keeps no images), `Unavailable`.
     pub async fn import_images(
         &self,
         node: &str,
         instance_type: InstanceType,
         archive: &Path,
+        name: Option<&ImageName>,
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>> {
         let driver = self.image_driver(node, instance_type).await?;
-        Ok(images_of(&driver)?.import(archive, progress).await?)
+        Ok(images_of(&driver)?.import(archive, name, progress).await?)
     }
 
     /// Pulls `reference` from its registry into `node`'s runtime for

@@ -270,6 +270,65 @@ impl TryFrom<&str> for ImageRef {
     }
 }
 
+/// The name an image is stored under: an [`ImageRef`] with a tag and no
+/// digest (`NAME[:TAG]`, the tag `latest` when left out), as an import
+/// gives to an archive that carries no usable name. A digest is refused,
+/// because it is the content's, not a name anyone can choose.
+///
+/// ```
+/// use zixiao_core::model::{ImageName, ImageRefPart};
+/// let n = ImageName::try_from("127.0.0.1:5000/tools/box").unwrap();
+/// assert_eq!(n.to_string(), "127.0.0.1:5000/tools/box:latest");
+/// let digest = format!("box@sha256:{}", "0".repeat(64));
+/// assert_eq!(ImageName::try_from(digest.as_str()).unwrap_err().part, ImageRefPart::Digest);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ImageName(ImageRef);
+
+impl ImageName {
+    /// The name as a reference (with its tag).
+    pub fn reference(&self) -> &ImageRef {
+        &self.0
+    }
+}
+
+impl fmt::Display for ImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<ImageName> for String {
+    fn from(name: ImageName) -> String {
+        name.to_string()
+    }
+}
+
+impl TryFrom<String> for ImageName {
+    type Error = InvalidImageRef;
+
+    fn try_from(input: String) -> Result<ImageName, InvalidImageRef> {
+        ImageName::try_from(input.as_str())
+    }
+}
+
+impl TryFrom<&str> for ImageName {
+    type Error = InvalidImageRef;
+
+    fn try_from(input: &str) -> Result<ImageName, InvalidImageRef> {
+        let reference = ImageRef::try_from(input)?;
+        if reference.digest.is_some() {
+            return Err(InvalidImageRef {
+                input: input.to_owned(),
+                part: ImageRefPart::Digest,
+                reason: "is not allowed in a name, which is `NAME[:TAG]`".into(),
+            });
+        }
+        Ok(ImageName(reference))
+    }
+}
+
 fn parse_registry(registry: &str) -> Result<(), String> {
     if registry.len() > MAX_REGISTRY {
         return Err(format!("is longer than {MAX_REGISTRY} characters"));
@@ -407,6 +466,21 @@ mod tests {
     }
 
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn names_take_a_tag_and_refuse_a_digest() {
+        let name = |s: &str| ImageName::try_from(s).map(|n| n.to_string());
+        assert_eq!(name("box").unwrap(), "docker.io/library/box:latest");
+        assert_eq!(name("localhost/box:2").unwrap(), "localhost/box:2");
+        let pinned = format!("box:1@sha256:{HEX}");
+        let err = ImageName::try_from(pinned.as_str()).expect_err("digest");
+        assert_eq!(err.part, ImageRefPart::Digest);
+        assert!(err.to_string().contains("NAME[:TAG]"), "{err}");
+        assert_eq!(
+            ImageName::try_from("Box").expect_err("upper case").part,
+            ImageRefPart::Repository
+        );
+    }
 
     #[test]
     fn references_expand_like_docker() {

@@ -13,8 +13,8 @@ mod update;
 mod validate;
 
 pub use image_ref::{
-    is_loopback_host, is_sha256_digest, ImageRef, ImageRefPart, InvalidImageRef, DEFAULT_REGISTRY,
-    DEFAULT_TAG,
+    is_loopback_host, is_sha256_digest, ImageName, ImageRef, ImageRefPart, InvalidImageRef,
+    DEFAULT_REGISTRY, DEFAULT_TAG,
 };
 pub use instance::{
     Condition, ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceId,

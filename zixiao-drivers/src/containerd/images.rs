@@ -21,7 +21,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::Descriptor as ProtoDescriptor;
 use serde::{Deserialize, Serialize};
 use zixiao_core::driver::{ImageInfo, ImportProgress, PullOptions, PullProgress};
-use zixiao_core::model::ImageRef;
+use zixiao_core::model::{ImageName, ImageRef};
 use zixiao_core::DriverError;
 
 use super::archive::{self, Archive, Entry, MAX_JSON_BYTES};
@@ -456,6 +456,33 @@ struct ImportPlan {
     images: Vec<(String, Descriptor)>,
 }
 
+/// The one image of an archive that is to be stored under `name`: the
+/// digest every entry of `listing` names (one image may be listed under
+/// several tags). Errors: `InvalidArgument` on `name` when the entries name
+/// several images, since which one gets the name would be a guess.
+fn only_image<'a>(
+    mut images: impl Iterator<Item = &'a str>,
+    name: &str,
+    listing: &str,
+) -> Result<&'a str, DriverError> {
+    let first = images.next().unwrap_or_default();
+    let mut others: Vec<&str> = images.filter(|d| *d != first).collect();
+    if others.is_empty() {
+        return Ok(first);
+    }
+    others.sort_unstable();
+    others.dedup();
+    Err(invalid(
+        "name",
+        format!(
+            "`{name}` can name an archive of one image, and {listing} lists {}: {first}, {}; \
+             import it without a name, or one image per archive",
+            others.len() + 1,
+            others.join(", ")
+        ),
+    ))
+}
+
 /// The name of an image in an OCI layout: containerd's annotation, a full
 /// `org.opencontainers.image.ref.name`, or a bare tag on the archive's file
 /// name (`busybox.oci.tar` with tag `latest` is `busybox:latest`).
@@ -467,7 +494,8 @@ fn layout_image_name(descriptor: &Descriptor, archive: &Path) -> Result<String, 
         return Err(invalid(
             "archive",
             format!(
-                "manifest {} in index.json has no name ({OCI_REF_NAME} or {CONTAINERD_NAME} annotation)",
+                "manifest {} in index.json has no name ({OCI_REF_NAME} or {CONTAINERD_NAME} \
+                 annotation): give it one on import",
                 descriptor.digest
             ),
         ));
@@ -487,19 +515,28 @@ fn layout_image_name(descriptor: &Descriptor, archive: &Path) -> Result<String, 
 }
 
 /// Plans the import of an OCI image layout: every blob reachable from
-/// index.json, with labels tying parents to children. Blocking.
-fn plan_oci_layout(archive: &Archive) -> Result<ImportPlan, DriverError> {
+/// index.json, with labels tying parents to children; its one image under
+/// `name` when given. Blocking.
+fn plan_oci_layout(archive: &Archive, name: Option<&str>) -> Result<ImportPlan, DriverError> {
     let index: Index = parse(&archive.read("index.json")?, "index.json")?;
     if index.manifests.is_empty() {
         return Err(invalid("archive", "index.json lists no manifests"));
     }
     let mut plan = ImportPlan::default();
     let mut seen = std::collections::HashSet::new();
-    for descriptor in &index.manifests {
-        plan.images.push((
-            layout_image_name(descriptor, archive.path())?,
-            descriptor.clone(),
-        ));
+    if let Some(name) = name {
+        let images = index.manifests.iter().map(|d| d.digest.as_str());
+        let target = only_image(images, name, "index.json")?;
+        let descriptor = index.manifests.iter().find(|d| d.digest == target);
+        plan.images
+            .extend(descriptor.map(|d| (name.to_owned(), d.clone())));
+    } else {
+        for descriptor in &index.manifests {
+            plan.images.push((
+                layout_image_name(descriptor, archive.path())?,
+                descriptor.clone(),
+            ));
+        }
     }
     let mut queue: Vec<Descriptor> = index.manifests.clone();
     while let Some(descriptor) = queue.pop() {
@@ -603,11 +640,19 @@ struct DockerImage {
 }
 
 /// Plans the import of a docker-archive: hashes its config and layers and
-/// writes an OCI manifest for each image. Blocking.
-fn plan_docker_archive(archive: &Archive) -> Result<ImportPlan, DriverError> {
+/// writes an OCI manifest for each image; its one image under `name` when
+/// given. Blocking.
+fn plan_docker_archive(archive: &Archive, name: Option<&str>) -> Result<ImportPlan, DriverError> {
     let images: Vec<DockerImage> = parse(&archive.read("manifest.json")?, "manifest.json")?;
     if images.is_empty() {
         return Err(invalid("archive", "manifest.json lists no images"));
+    }
+    if let Some(name) = name {
+        only_image(
+            images.iter().map(|i| i.config.as_str()),
+            name,
+            "manifest.json",
+        )?;
     }
     let mut plan = ImportPlan::default();
     let mut planned = std::collections::HashSet::new();
@@ -676,12 +721,15 @@ fn plan_docker_archive(archive: &Archive) -> Result<ImportPlan, DriverError> {
             size: manifest_data.len() as i64,
             ..Descriptor::default()
         };
-        let tags = image.repo_tags.unwrap_or_default();
+        let tags = match name {
+            Some(name) => vec![name.to_owned()],
+            None => image.repo_tags.unwrap_or_default(),
+        };
         if tags.is_empty() {
             return Err(invalid(
                 "archive",
                 format!(
-                    "image with config `{}` has no RepoTags to name it",
+                    "image with config `{}` has no RepoTags to name it: give it one on import",
                     image.config
                 ),
             ));
@@ -708,15 +756,17 @@ pub(crate) async fn import(
     conn: &Connection,
     snapshotter: &str,
     path: &Path,
+    name: Option<&ImageName>,
     progress: &(dyn Fn(ImportProgress) + Send + Sync),
 ) -> Result<Vec<ImageInfo>, DriverError> {
     let owned = path.to_path_buf();
+    let name = name.map(ImageName::to_string);
     let (archive, plan) = tokio::task::spawn_blocking(move || {
         let archive = Archive::open(&owned)?;
         let plan = if archive.entry("index.json").is_some() {
-            plan_oci_layout(&archive)?
+            plan_oci_layout(&archive, name.as_deref())?
         } else if archive.entry("manifest.json").is_some() {
-            plan_docker_archive(&archive)?
+            plan_docker_archive(&archive, name.as_deref())?
         } else {
             return Err(invalid(
                 "archive",
@@ -760,7 +810,7 @@ pub(crate) async fn pull(
         .await
         .map_err(super::error::registry)?;
     progress(PullProgress::Unpacking);
-    let images = import(conn, snapshotter, pulled.archive(), &|_| {}).await?;
+    let images = import(conn, snapshotter, pulled.archive(), None, &|_| {}).await?;
     // Best effort: the directory is temporary, and dropping removes it too.
     let name = pulled.name.clone();
     let _ = pulled.close();
@@ -976,6 +1026,23 @@ mod tests {
         let ids = chain_ids(&["sha256:a".into(), "sha256:b".into()]);
         assert_eq!(ids[0], "sha256:a");
         assert_eq!(ids[1], archive::sha256_of(b"sha256:a sha256:b"));
+    }
+
+    #[test]
+    fn a_name_goes_to_an_archive_of_one_image_only() {
+        let one = ["sha256:a", "sha256:a"];
+        assert_eq!(
+            only_image(one.into_iter(), "x", "index.json").ok(),
+            Some("sha256:a")
+        );
+        let three = ["sha256:a", "sha256:c", "sha256:b", "sha256:c"];
+        let err = only_image(three.into_iter(), "x", "index.json").expect_err("three");
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument);
+        let shown = err.to_string();
+        assert!(
+            shown.contains("lists 3: sha256:a, sha256:b, sha256:c") && shown.contains("name"),
+            "{shown}"
+        );
     }
 
     #[test]

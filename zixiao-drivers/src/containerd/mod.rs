@@ -38,6 +38,7 @@ use async_trait::async_trait;
 use zixiao_core::driver::{
     ImageInfo, Images, ImportProgress, Inventory, Pause, PullOptions, PullProgress, Resize, Stats,
 };
+use zixiao_core::model::ImageName;
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
 };
@@ -261,9 +262,11 @@ impl Images for ContainerdDriver {
     async fn import(
         &self,
         archive: &Path,
+        name: Option<&ImageName>,
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError> {
-        images::import(&self.conn, &self.options.snapshotter, archive, progress).await
+        let snapshotter = &self.options.snapshotter;
+        images::import(&self.conn, snapshotter, archive, name, progress).await
     }
 
     async fn pull(

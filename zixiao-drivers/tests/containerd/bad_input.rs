@@ -55,7 +55,7 @@ async fn corrupt_or_missing_archives_are_rejected() {
 
     let missing = fx
         .driver
-        .import(&dir.join("nope.tar"), &|_| {})
+        .import(&dir.join("nope.tar"), None, &|_| {})
         .await
         .expect_err("missing");
     assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
@@ -65,7 +65,7 @@ async fn corrupt_or_missing_archives_are_rejected() {
     std::fs::write(&garbage, vec![0x42u8; 4096]).expect("write");
     let err = fx
         .driver
-        .import(&garbage, &|_| {})
+        .import(&garbage, None, &|_| {})
         .await
         .expect_err("garbage");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -94,7 +94,7 @@ async fn corrupt_or_missing_archives_are_rejected() {
     fx.driver.remove("busybox").await.expect("remove busybox");
     let err = fx
         .driver
-        .import(&corrupt, &|_| {})
+        .import(&corrupt, None, &|_| {})
         .await
         .expect_err("corrupt");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -115,14 +115,14 @@ async fn corrupt_or_missing_archives_are_rejected() {
     write_tar(&lacking, &keep);
     let err = fx
         .driver
-        .import(&lacking, &|_| {})
+        .import(&lacking, None, &|_| {})
         .await
         .expect_err("lacking");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(err.to_string().contains("lacks blob"), "{err}");
 
     fx.driver
-        .import(&fx.busybox, &|_| {})
+        .import(&fx.busybox, None, &|_| {})
         .await
         .expect("the good archive still imports");
     assert_eq!(fx.driver.list().await.expect("list").len(), before.len());
@@ -267,7 +267,7 @@ async fn an_image_whose_layer_is_not_its_diff_id_is_refused() {
 
     let err = fx
         .driver
-        .import(&archive, &|_| {})
+        .import(&archive, None, &|_| {})
         .await
         .expect_err("an inconsistent image is refused");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");

@@ -98,7 +98,7 @@ async fn imports_oci_layouts_and_docker_archives_lists_and_removes() {
     let seen = Mutex::new(Vec::<ImportProgress>::new());
     let images = fx
         .driver
-        .import(&fx.busybox, &|p| seen.lock().expect("lock").push(p))
+        .import(&fx.busybox, None, &|p| seen.lock().expect("lock").push(p))
         .await
         .expect("import again");
     assert_eq!(images.len(), 1);
@@ -118,7 +118,7 @@ async fn imports_oci_layouts_and_docker_archives_lists_and_removes() {
     docker_archive(&fx.busybox, &archive, "dockerbox:v1");
     let imported = fx
         .driver
-        .import(&archive, &|_| {})
+        .import(&archive, None, &|_| {})
         .await
         .expect("import docker archive");
     assert_eq!(imported[0].name, "docker.io/library/dockerbox:v1");

@@ -52,7 +52,7 @@ pub(crate) struct Fixture {
 pub(crate) async fn fixture(name: &str) -> Option<Fixture> {
     let fx = empty_fixture(name).await?;
     fx.driver
-        .import(&fx.busybox, &|_| {})
+        .import(&fx.busybox, None, &|_| {})
         .await
         .expect("import busybox");
     Some(fx)

@@ -1,0 +1,135 @@
+//! A private OCI registry for one test: Debian's `docker-registry`
+//! (distribution 2.8) on a free loopback port with HTTP basic auth from an
+//! htpasswd file (bcrypt), filled with the busybox OCI archive by `skopeo
+//! copy`. scripts/services/registry.sh installs both programs and runs the
+//! shared anonymous registry; a registry that wants credentials is the
+//! test's own, so nothing else sees its users. Plain HTTP: distribution
+//! serves htpasswd auth without TLS, and loopback is where Zixiao allows it.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running registry that wants `user` and `password`; stopped on drop.
+#[derive(Debug)]
+pub struct AuthRegistry {
+    child: Child,
+    /// Its `127.0.0.1:port`.
+    pub address: String,
+}
+
+impl AuthRegistry {
+    /// Starts a registry under `dir` whose only user is `user` with
+    /// `password`, and pushes `busybox_oci` (an OCI layout tar) to it as
+    /// `busybox:1`. Errors: what failed, with the registry's log.
+    pub fn start(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        busybox_oci: &str,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{}\n", bcrypt(password)?))
+            .map_err(|e| format!("write htpasswd: {e}"))?;
+        let address = free_address()?;
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {address}\nauth:\n  htpasswd:\n    realm: zixiao-test\n    path: {}\n",
+            dir.join("storage").display(),
+            htpasswd.display()
+        );
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).map_err(|e| format!("write config: {e}"))?;
+        let log = std::fs::File::create(dir.join("registry.log"))
+            .map_err(|e| format!("create the log: {e}"))?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("start docker-registry: {e}"))?;
+        let registry = AuthRegistry {
+            child,
+            address: address.to_string(),
+        };
+        let log = || std::fs::read_to_string(dir.join("registry.log")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(address).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the registry did not listen within 10 s: {}",
+                    log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pushed = Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false", "--dest-creds"])
+            .arg(format!("{user}:{password}"))
+            .arg(format!("oci-archive:{busybox_oci}"))
+            .arg(format!("docker://{}/busybox:1", registry.address))
+            .output()
+            .map_err(|e| format!("run skopeo: {e}"))?;
+        if !pushed.status.success() {
+            return Err(format!(
+                "skopeo copy failed: {}\nregistry log: {}",
+                String::from_utf8_lossy(&pushed.stderr),
+                log()
+            ));
+        }
+        Ok(registry)
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address with a port nothing listens on (just now).
+fn free_address() -> Result<SocketAddr, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("find a free port: {e}"))
+}
+
+/// A bcrypt hash of `password`, as htpasswd files hold them, from the C
+/// library's crypt(3) through Python's `crypt` module (Debian's libxcrypt
+/// does bcrypt; apache2-utils' `htpasswd` is not installed here).
+fn bcrypt(password: &str) -> Result<String, String> {
+    let out = Command::new("python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt, sys; print(crypt.crypt(sys.stdin.read(), crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(password.as_bytes())?;
+            child.wait_with_output()
+        })
+        .map_err(|e| format!("run python3 for a bcrypt hash: {e}"))?;
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || !hash.starts_with("$2") {
+        return Err(format!(
+            "python3 made no bcrypt hash: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(hash)
+}
