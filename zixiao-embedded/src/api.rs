@@ -65,6 +65,16 @@ impl Api for Embedded {
                 Ok(Response::StoreSummary(summary))
             }
             Request::CreateInstance { request, wait } => self.create(request, wait).await,
+            // The controller resolves the template (what the version holds
+            // is only known there); the node's own checks of a create
+            // (microVM files, host ports) then happen when it is created.
+            Request::CreateFromTemplate { request, wait } => {
+                let asked = Request::CreateFromTemplate {
+                    request,
+                    wait: Wait::No,
+                };
+                self.intent("create", asked, wait).await
+            }
             Request::StartInstance { instance, wait } => {
                 let asked = Request::StartInstance {
                     instance,
