@@ -16,10 +16,12 @@ use async_trait::async_trait;
 use super::admission::{Admission, StoreView};
 use super::Controller;
 use crate::model::{
-    FromTemplate, Instance, Template, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
-    TEMPLATES_PREFIX,
+    CreateInstance, FromTemplate, Instance, Template, TemplateInfo, TemplateName, TemplateOrigin,
+    TemplateSpec, TEMPLATES_PREFIX,
 };
-use crate::store::{decode, put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
+use crate::store::{
+    decode, put_object, Precondition, Revision, StoreError, StoreExt, StoredObject, Txn,
+};
 use crate::{Error, Result};
 
 impl Controller {
@@ -151,6 +153,27 @@ impl Controller {
     /// Errors: those of `create_instance`, `NotFound` (the template or the
     /// version), `FailedPrecondition` (the version is being deleted).
     pub async fn create_from_template(&self, request: FromTemplate) -> Result<Instance> {
+        let (create, origin, revision) = self.resolve_template(&request).await?;
+        // The create's check reads the template from the cache: let it
+        // show at least what was read here.
+        self.inner.cache.wait_for(revision).await?;
+        self.create_instance_from(create, Some(origin)).await
+    }
+
+    /// The instance create `request` makes of its template version, as
+    /// [`Controller::create_from_template`] would store it, without storing
+    /// anything: for a deployment that checks a create against its node's
+    /// files first. Errors: as `create_from_template` before its store.
+    pub async fn template_request(&self, request: &FromTemplate) -> Result<CreateInstance> {
+        Ok(self.resolve_template(request).await?.0)
+    }
+
+    /// `request`'s instance create, the version it comes from and the
+    /// template's revision as read.
+    async fn resolve_template(
+        &self,
+        request: &FromTemplate,
+    ) -> Result<(CreateInstance, TemplateOrigin, Revision)> {
         let name = &request.template.name;
         let template = self.read_template(name).await?;
         let version = template.resolve(request.template.version)?;
@@ -159,10 +182,7 @@ impl Controller {
             name: name.clone(),
             version: version.version,
         };
-        // The create's check reads the template from the cache: let it
-        // show at least what was read here.
-        self.inner.cache.wait_for(template.revision).await?;
-        self.create_instance_from(create, Some(origin)).await
+        Ok((create, origin, template.revision))
     }
 
     /// Sets or clears the deleting mark of `version` (or every version) of
