@@ -133,6 +133,8 @@ export interface Instance {
   desired: DesiredState
   status: InstanceStatus
   node: string | null
+  /** The template version it was created from, if any. */
+  template?: TemplateOrigin
   conditions: Condition[]
   exit: { code: number; oom_killed: boolean; at: string } | null
   reschedule: boolean
@@ -204,6 +206,38 @@ export interface Network {
   /** Present (true) while the network is being deleted. */
   deleting?: boolean
   revision: number
+}
+
+/** What a template version holds: the `labels` and `spec` of an instance's request. */
+export interface TemplateSpec {
+  labels?: Record<string, string>
+  spec: InstanceSpec
+}
+
+/** One version of a template (never changed once stored) and its users. */
+export interface TemplateVersion {
+  version: number
+  labels: Record<string, string>
+  spec: InstanceSpec
+  created_at: string
+  /** Present (true) while a delete checks that no instance uses it. */
+  deleting?: boolean
+  /** How many instances use it. */
+  in_use: number
+  /** Their names, in name order. */
+  instances: string[]
+}
+
+/** A template: its versions, oldest first. */
+export interface Template {
+  name: string
+  versions: TemplateVersion[]
+}
+
+/** The template version an instance was created from. */
+export interface TemplateOrigin {
+  name: string
+  version: number
 }
 
 /** A node as stored. */

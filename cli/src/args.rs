@@ -141,6 +141,10 @@ pub(crate) enum Command {
     /// Networks: subnets with a bridge on every node, NAT and isolation.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Templates: instance specs kept in numbered versions, to create
+    /// instances from (`instance create --template NAME[@V]`).
+    #[command(subcommand)]
+    Template(TemplateCommand),
     /// The embedded store's file: check it, back it up, restore a backup.
     #[command(subcommand)]
     State(StateCommand),
@@ -612,9 +616,23 @@ pub(crate) struct CreateArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
-        "backend", "networks", "publish", "project",
+        "backend", "networks", "publish", "project", "template",
     ])]
     pub(crate) file: Option<PathBuf>,
+    /// Create it from a template: its latest version, or version V
+    /// (`web@2`). The instance records the version (see `instance get`);
+    /// change the version's spec for this instance with --set.
+    #[arg(long, value_name = "NAME[@V]", conflicts_with_all = [
+        "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
+        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
+        "backend", "networks", "publish", "project",
+    ])]
+    pub(crate) template: Option<String>,
+    /// With --template: change one field of the version's spec, FIELD=VALUE
+    /// (repeatable): cpus, memory_mib, disk_gib, image, cmdline, restart,
+    /// labels.KEY, env.NAME. Example: `--set cpus=2 --set labels.tier=web`.
+    #[arg(long = "set", value_name = "FIELD=VALUE", requires = "template")]
+    pub(crate) set: Vec<String>,
     /// The project it belongs to [default: default] (sets the label
     /// zixiao.io/project).
     #[arg(long, value_name = "PROJECT")]
@@ -623,7 +641,11 @@ pub(crate) struct CreateArgs {
     #[arg(long, required_unless_present = "file")]
     pub(crate) name: Option<String>,
     /// vm, container or microvm.
-    #[arg(long = "type", value_name = "TYPE", required_unless_present = "file")]
+    #[arg(
+        long = "type",
+        value_name = "TYPE",
+        required_unless_present_any = ["file", "template"]
+    )]
     pub(crate) instance_type: Option<String>,
     /// Image: OCI image for containers, disk image for VMs.
     #[arg(long)]
@@ -702,6 +724,48 @@ pub(crate) struct CreateArgs {
     /// Command and arguments for a container.
     #[arg(last = true, value_name = "COMMAND")]
     pub(crate) command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TemplateCommand {
+    /// Store a template; the file is its version 1.
+    Create(TemplateFileArgs),
+    /// Store the file as the template's next version (the versions it has
+    /// stay as they are).
+    Update(TemplateFileArgs),
+    /// List templates, with how many instances use each version.
+    List,
+    /// Show a template's versions and the instances that use each.
+    // `--version` here is the template's: not the program's version flag.
+    #[command(disable_version_flag = true)]
+    Get {
+        /// Template name.
+        name: String,
+        /// Only this version.
+        #[arg(long, value_name = "V")]
+        version: Option<u32>,
+    },
+    /// Delete a template, or one version of it; refused while an instance
+    /// uses it (the instances are named).
+    #[command(disable_version_flag = true)]
+    Delete {
+        /// Template name.
+        name: String,
+        /// Only this version.
+        #[arg(long, value_name = "V")]
+        version: Option<u32>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TemplateFileArgs {
+    /// Template name (a DNS label).
+    pub(crate) name: String,
+    /// A YAML or JSON file in the format `instance create -f` reads: its
+    /// `labels` and `spec` (a `name` in it is not used: each instance
+    /// gets its own with `instance create --template ... --name`).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub(crate) file: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -403,15 +403,64 @@ fn a_host_port_a_process_holds_is_refused_naming_it_before_anything_is_stored() 
     let port = held.local_addr().expect("address").port();
     let publish = format!("{port}:80");
     let out = create_web(&state, &["--network", "lan", "--publish", &publish]);
-    assert_eq!(out.status.code(), Some(1), "exit code");
-    let body: serde_json::Value = serde_json::from_slice(&out.stderr).expect("one JSON error");
-    assert_eq!(body["error"]["kind"], "failed_precondition", "{body}");
-    let message = body["error"]["message"].as_str().expect("message");
+    refused_as_held(&out, port);
+    nothing_stored(&state);
+    drop(held);
+}
+
+/// The same from a template: what its version makes is checked against
+/// this node before anything is stored.
+#[test]
+fn a_template_whose_port_a_process_holds_makes_no_instance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let held = std::net::TcpListener::bind("0.0.0.0:0").expect("bind");
+    let port = held.local_addr().expect("address").port();
+    let file = dir.path().join("web.yaml");
+    let spec = format!(
+        "spec:\n  type: container\n  image: busybox\n  cpus: 1\n  memory_mib: 64\n  \
+         networks: [lan]\n  publish: [\"{port}:80\"]\n"
+    );
+    std::fs::write(&file, spec).expect("write");
+    let made = zixiao(
+        &state,
+        &["template", "create", "web", "-f", file.to_str().unwrap()],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = zixiao(
+        &state,
+        &[
+            "instance",
+            "create",
+            "--template",
+            "web",
+            "--name",
+            "a",
+            "-o",
+            "json",
+        ],
+    );
+    refused_as_held(&out, port);
+    nothing_stored(&state);
+    drop(held);
+}
+
+/// Checks that `out` (`-o json`) was refused because this process holds
+/// host port `port`, naming it.
+fn refused_as_held(out: &Output, port: u16) {
+    let (code, kind, message) = refused(out.clone());
+    assert_eq!(
+        (code, kind.as_str()),
+        (1, "failed_precondition"),
+        "{message}"
+    );
     assert!(
         message.contains(&format!("host port {port}/tcp is taken on this node"))
             && message.contains(&format!("process {} (`", std::process::id())),
         "{message}"
     );
-    nothing_stored(&state);
-    drop(held);
 }

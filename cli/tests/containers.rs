@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use zixiao_testing::output::refused;
+use zixiao_testing::output::{assert_refused, refused};
 use zixiao_testing::wait::runtime_endpoint;
 
 fn zixiao(state: &Path, socket: &str, args: &[&str]) -> Output {
@@ -845,5 +845,177 @@ fn a_registry_that_wants_a_password_gets_it_from_stdin_or_the_docker_config() {
     assert!(
         message.contains("docker-config") && message.contains("config.json"),
         "{message}"
+    );
+}
+
+/// `template create|update|get|list|delete` and `instance create
+/// --template` with real containers: two versions, instances of each, the
+/// counts, a used version that is not deleted, `--set` visible in
+/// `instance get`, and bad input refused with nothing created.
+#[test]
+fn templates_keep_versions_count_their_instances_and_refuse_deleting_a_used_one() {
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let image =
+        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let run = |args: &[&str]| zixiao(state, &socket, args);
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        serde_json::from_str(&ok(run(&args))).expect("JSON")
+    };
+    ok(run(&["image", "import", &image]));
+    // The format `instance create -f` reads, its `name` included.
+    let file = |name: &str, memory: u64| {
+        let path = state.join(name);
+        let spec = format!(
+            "name: web\nlabels: {{app: web}}\nspec:\n  type: container\n  image: busybox\n  \
+             cpus: 1\n  memory_mib: {memory}\n  command: [sleep, \"600\"]\n"
+        );
+        std::fs::write(&path, spec).expect("write spec");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let (v1, v2) = (file("v1.yaml", 64), file("v2.yaml", 96));
+    let created = json(&["template", "create", "web", "-f", &v1]);
+    assert_eq!(created["versions"][0]["version"], 1, "{created}");
+    let updated = json(&["template", "update", "web", "-f", &v2]);
+    assert_eq!(
+        updated["versions"][0]["spec"]["memory_mib"], 64,
+        "{updated}"
+    );
+    assert_eq!(
+        updated["versions"][1]["spec"]["memory_mib"], 96,
+        "{updated}"
+    );
+
+    let a = json(&[
+        "instance",
+        "create",
+        "--template",
+        "web@1",
+        "--name",
+        "a",
+        "--set",
+        "memory_mib=80",
+        "--set",
+        "labels.tier=front",
+    ]);
+    assert_eq!(a["status"], "running", "{a}");
+    let b = json(&["instance", "create", "--template", "web", "--name", "b"]);
+    assert_eq!(b["status"], "running", "{b}");
+    let got = json(&["instance", "get", "a"]);
+    assert_eq!(got["template"]["name"], "web", "{got}");
+    assert_eq!(got["template"]["version"], 1, "{got}");
+    // This machine has 2 cores: a and b take one each.
+    assert_eq!(got["spec"]["memory_mib"], 80, "--set memory_mib: {got}");
+    assert_eq!(got["spec"]["cpus"], 1, "{got}");
+    assert_eq!(got["labels"]["tier"], "front", "{got}");
+    assert_eq!(got["labels"]["app"], "web", "{got}");
+    let shown = ok(run(&["instance", "get", "b"]));
+    assert!(shown.contains("template:  web@2"), "{shown}");
+
+    let counts = |template: &serde_json::Value| -> Vec<(u64, u64)> {
+        let versions = template["versions"].as_array().expect("versions");
+        versions
+            .iter()
+            .map(|v| {
+                (
+                    v["version"].as_u64().unwrap(),
+                    v["in_use"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(counts(&json(&["template", "get", "web"])), [(1, 1), (2, 1)]);
+    let listed = json(&["template", "list"]);
+    assert_eq!(counts(&listed[0]), [(1, 1), (2, 1)]);
+    let table = ok(run(&["template", "get", "web", "--version", "2"]));
+    assert!(table.contains("IN USE") && table.contains(" b "), "{table}");
+
+    // Bad input: refused, naming the field or the users; nothing changes.
+    let bad = state.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "spec:\n  type: container\n  cpus: 0\n  memory_mib: 64\n",
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let before = json(&["template", "get", "web"]);
+    let cases: [(&[&str], i32, &str, &str); 5] = [
+        (
+            &["template", "update", "web", "-f", bad],
+            2,
+            "invalid_argument",
+            "invalid spec.cpus: must be at least 1",
+        ),
+        (
+            &["template", "create", "bad", "-f", bad],
+            2,
+            "invalid_argument",
+            "invalid spec.cpus",
+        ),
+        (
+            &[
+                "instance",
+                "create",
+                "--template",
+                "web",
+                "--name",
+                "c",
+                "--set",
+                "colour=red",
+            ],
+            2,
+            "invalid_argument",
+            "invalid --set: unknown field `colour`",
+        ),
+        (
+            &["template", "delete", "web", "--version", "1"],
+            1,
+            "failed_precondition",
+            "template `web` version 1 is in use by a; delete them first",
+        ),
+        (
+            &["instance", "create", "--template", "web@7", "--name", "c"],
+            1,
+            "not_found",
+            "template `web` version 7",
+        ),
+    ];
+    for (args, code, kind, part) in cases {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        assert_refused(run(&args), &format!("{args:?}"), code, kind, part);
+    }
+    assert_eq!(json(&["template", "get", "web"]), before, "nothing changed");
+    let names: Vec<String> = json(&["instance", "list"])
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["a", "b"], "no instance `c` was created");
+    let templates = json(&["template", "list"]);
+    assert_eq!(
+        templates.as_array().map(Vec::len),
+        Some(1),
+        "no `bad`: {templates}"
+    );
+
+    // Once its instance is gone, version 1 goes; version 2 stays.
+    ok(run(&["instance", "delete", "a"]));
+    ok(run(&["template", "delete", "web", "--version", "1"]));
+    assert_eq!(counts(&json(&["template", "get", "web"])), [(2, 1)]);
+    ok(run(&["instance", "delete", "b"]));
+    ok(run(&["template", "delete", "web"]));
+    assert_eq!(json(&["template", "list"]), serde_json::json!([]));
+
+    let help = ok(run(&["instance", "create", "--help"]));
+    assert!(
+        help.contains("--template <NAME[@V]>") && help.contains("--set <FIELD=VALUE>"),
+        "{help}"
     );
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use zixiao_testing::output::{json, ok, refused};
+use zixiao_testing::output::{assert_refused, json, ok};
 use zixiao_testing::wait::runtime_endpoint;
 
 fn zixiao(state: &Path, socket: &str, args: &[&str]) -> Output {
@@ -175,16 +175,7 @@ fn instance_update_resizes_a_running_container_live_and_refuses_bad_input() {
     for (args, code, kind, part) in cases {
         let mut args = args.to_vec();
         args.extend(["-o", "json"]);
-        let (got_code, got_kind, message) = refused(run(&args));
-        assert_eq!(
-            (got_code, got_kind.as_str()),
-            (code, kind),
-            "{args:?}: {message}"
-        );
-        assert!(
-            message.contains(part),
-            "{args:?}: `{message}` lacks `{part}`"
-        );
+        assert_refused(run(&args), &format!("{args:?}"), code, kind, part);
     }
     let after = json(run(&["instance", "get", "web", "-o", "json"]));
     assert_eq!(after["revision"], before["revision"], "nothing was stored");

@@ -17,7 +17,7 @@ use zixiao_core::{Error, Result};
 
 use crate::convert::{
     decode_all, decode_pull_event, encode_instance_type, encode_pull_options, encode_role,
-    page_token, wire_time,
+    encode_template_change, page_token, wire_time,
 };
 use crate::pb;
 use crate::pb::audit_service_client::AuditServiceClient;
@@ -29,6 +29,7 @@ use crate::pb::network_service_client::NetworkServiceClient;
 use crate::pb::node_service_client::NodeServiceClient;
 use crate::pb::project_service_client::ProjectServiceClient;
 use crate::pb::snapshot_service_client::SnapshotServiceClient;
+use crate::pb::template_service_client::TemplateServiceClient;
 use crate::pb::user_service_client::UserServiceClient;
 use crate::secure::ConnectOptions;
 use crate::status::to_error;
@@ -68,6 +69,7 @@ pub struct GrpcClient {
     images: ImageServiceClient<Transport>,
     nodes: NodeServiceClient<Transport>,
     networks: NetworkServiceClient<Transport>,
+    templates: TemplateServiceClient<Transport>,
     cluster: ClusterServiceClient<Transport>,
     users: UserServiceClient<Transport>,
     projects: ProjectServiceClient<Transport>,
@@ -134,6 +136,7 @@ impl GrpcClient {
             images: limited!(ImageServiceClient, channel.clone(), bearer),
             nodes: limited!(NodeServiceClient, channel.clone(), bearer),
             networks: limited!(NetworkServiceClient, channel.clone(), bearer),
+            templates: limited!(TemplateServiceClient, channel.clone(), bearer),
             local: local.then(|| limited!(LocalServiceClient, channel.clone(), bearer)),
             users: limited!(UserServiceClient, channel.clone(), bearer),
             projects: limited!(ProjectServiceClient, channel.clone(), bearer),
@@ -213,6 +216,7 @@ impl Api for GrpcClient {
         let mut snapshots = self.snapshots.clone();
         let mut nodes = self.nodes.clone();
         let mut networks = self.networks.clone();
+        let mut templates = self.templates.clone();
         let mut users = self.users.clone();
         let mut projects = self.projects.clone();
         let operation = request.operation();
@@ -487,6 +491,44 @@ impl Api for GrpcClient {
                 let request = pb::NetworkRef { network: name };
                 self.answer(networks.delete_network(request).await)?;
                 Response::Done
+            }
+            Request::CreateTemplate { name, spec } => {
+                let request = encode_template_change(name, spec);
+                let created = self.answer(templates.create_template(request).await)?;
+                Response::Template(self.decoded(created.try_into())?)
+            }
+            Request::UpdateTemplate { name, spec } => {
+                let request = encode_template_change(name, spec);
+                let updated = self.answer(templates.update_template(request).await)?;
+                Response::Template(self.decoded(updated.try_into())?)
+            }
+            Request::GetTemplate { name, version } => {
+                let request = pb::TemplateRef {
+                    name: name.into(),
+                    version,
+                };
+                let found = self.answer(templates.get_template(request).await)?;
+                Response::Template(self.decoded(found.try_into())?)
+            }
+            Request::ListTemplates => {
+                let all = self.answer(templates.list_templates(()).await)?;
+                Response::Templates(self.decoded(decode_all(all.templates))?)
+            }
+            Request::DeleteTemplate { name, version } => {
+                let request = pb::TemplateRef {
+                    name: name.into(),
+                    version,
+                };
+                self.answer(templates.delete_template(request).await)?;
+                Response::Done
+            }
+            Request::CreateFromTemplate { request, wait } => {
+                let request = pb::CreateFromTemplateRequest {
+                    wait: wait.settled(),
+                    ..request.into()
+                };
+                let created = self.answer(instances.create_from_template(request).await)?;
+                Response::Instance(self.decoded(created.try_into())?)
             }
             Request::CreateUser {
                 name,

@@ -31,9 +31,11 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
-    Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate,
-    InvalidName, IpConfig, MicrovmBackend, Network, NetworkAttachment, Node, NodeRegistration,
-    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
+    Failure, FromTemplate, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
+    InstanceUpdate, InvalidName, IpConfig, MicrovmBackend, Network, NetworkAttachment, Node,
+    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
+    RestartPolicy, Subnet, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
+    TemplateVersion, TemplateVersionInfo,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -638,6 +640,7 @@ impl From<Instance> for pb::Instance {
             updated_at: Some(timestamp(i.updated_at)),
             started_at: i.started_at.map(timestamp),
             revision: i.revision,
+            template: i.template.map(Into::into),
         }
     }
 }
@@ -695,6 +698,10 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
         updated_at: required_time(i.updated_at, &path(at, "updated_at"))?,
         started_at: optional_time(i.started_at, &path(at, "started_at"))?,
         revision: i.revision,
+        template: i
+            .template
+            .map(|o| template_origin(o, &path(at, "template")))
+            .transpose()?,
     })
 }
 
@@ -1445,6 +1452,149 @@ impl TryFrom<pb::CreateNetwork> for CreateNetwork {
             nat: c.nat.unwrap_or(true),
             isolated: c.isolated.unwrap_or(true),
         })
+    }
+}
+
+// ---------------------------------------------------------------- templates
+
+impl From<TemplateOrigin> for pb::TemplateOrigin {
+    fn from(o: TemplateOrigin) -> Self {
+        pb::TemplateOrigin {
+            name: o.name.into(),
+            version: o.version,
+        }
+    }
+}
+
+/// A template version number at `at`: from 1.
+fn template_version(value: u32, at: &str) -> Result<u32> {
+    if value == 0 {
+        return Err(Error::invalid(at, "versions count from 1"));
+    }
+    Ok(value)
+}
+
+fn template_origin(o: pb::TemplateOrigin, at: &str) -> Result<TemplateOrigin> {
+    Ok(TemplateOrigin {
+        name: name(o.name, &path(at, "name"))?,
+        version: template_version(o.version, &path(at, "version"))?,
+    })
+}
+
+impl From<TemplateInfo> for pb::Template {
+    fn from(t: TemplateInfo) -> Self {
+        pb::Template {
+            name: t.name.into(),
+            versions: t
+                .versions
+                .into_iter()
+                .map(|v| pb::TemplateVersion {
+                    version: v.version.version,
+                    labels: v.version.labels,
+                    spec: Some(v.version.spec.into()),
+                    created_at: Some(timestamp(v.version.created_at)),
+                    deleting: v.version.deleting,
+                    in_use: u32::try_from(v.in_use).unwrap_or(u32::MAX),
+                    instances: v.instances,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn template_version_info(v: pb::TemplateVersion, at: &str) -> Result<TemplateVersionInfo> {
+    // The count is of the names sent: one cannot say one thing and the
+    // names another.
+    if usize::try_from(v.in_use).ok() != Some(v.instances.len()) {
+        return Err(Error::invalid(
+            path(at, "in_use"),
+            format!(
+                "{} does not count the {} instances named",
+                v.in_use,
+                v.instances.len()
+            ),
+        ));
+    }
+    Ok(TemplateVersionInfo {
+        version: TemplateVersion {
+            version: template_version(v.version, &path(at, "version"))?,
+            labels: v.labels,
+            spec: required_spec(v.spec, &path(at, "spec"))?,
+            created_at: required_time(v.created_at, &path(at, "created_at"))?,
+            deleting: v.deleting,
+        },
+        in_use: v.instances.len(),
+        instances: v.instances,
+    })
+}
+
+impl TryFrom<pb::Template> for TemplateInfo {
+    type Error = Error;
+
+    fn try_from(t: pb::Template) -> Result<Self> {
+        let versions_at = "template.versions";
+        Ok(TemplateInfo {
+            name: name(t.name, "template.name")?,
+            versions: t
+                .versions
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| template_version_info(v, &item(versions_at, i)))
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// A template's name and content as a create or update sends them.
+pub(crate) fn encode_template_change(name: TemplateName, spec: TemplateSpec) -> pb::TemplateChange {
+    pb::TemplateChange {
+        name: name.into(),
+        labels: spec.labels,
+        spec: Some(spec.spec.into()),
+    }
+}
+
+/// A template create or update from the wire: the name re-checked, the
+/// spec decoded (its values are checked where it is carried out).
+pub(crate) fn decode_template_change(
+    c: pb::TemplateChange,
+) -> Result<(TemplateName, TemplateSpec)> {
+    let template = name(non_empty(c.name, "name")?, "name")?;
+    let spec = TemplateSpec {
+        labels: c.labels,
+        spec: required_spec(c.spec, "spec")?,
+    };
+    Ok((template, spec))
+}
+
+/// A template, or one version of it, as the wire names it.
+pub(crate) fn decode_template_ref(r: pb::TemplateRef) -> Result<(TemplateName, Option<u32>)> {
+    let template = name(non_empty(r.name, "name")?, "name")?;
+    let version = r
+        .version
+        .map(|v| template_version(v, "version"))
+        .transpose()?;
+    Ok((template, version))
+}
+
+impl From<FromTemplate> for pb::CreateFromTemplateRequest {
+    fn from(f: FromTemplate) -> Self {
+        pb::CreateFromTemplateRequest {
+            name: f.name,
+            template: f.template.to_string(),
+            set: f.set.iter().map(ToString::to_string).collect(),
+            wait: false,
+        }
+    }
+}
+
+impl TryFrom<pb::CreateFromTemplateRequest> for FromTemplate {
+    type Error = Error;
+
+    /// Parsed as the frontends parse it: the template reference and each
+    /// override are checked again.
+    fn try_from(r: pb::CreateFromTemplateRequest) -> Result<Self> {
+        FromTemplate::parse(r.name, &non_empty(r.template, "template")?, &r.set)
     }
 }
 

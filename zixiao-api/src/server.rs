@@ -19,8 +19,8 @@ use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
 use crate::convert::{
-    decode_instance_type, decode_optional_time, decode_pull_options, decode_role, page_token,
-    required_role,
+    decode_instance_type, decode_optional_time, decode_pull_options, decode_role,
+    decode_template_change, decode_template_ref, page_token, required_role,
 };
 use crate::pb;
 use crate::pb::audit_service_server::{AuditService, AuditServiceServer};
@@ -31,6 +31,7 @@ use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::node_service_server::{NodeService, NodeServiceServer};
 use crate::pb::project_service_server::{ProjectService, ProjectServiceServer};
 use crate::pb::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
+use crate::pb::template_service_server::{TemplateService, TemplateServiceServer};
 use crate::pb::user_service_server::{UserService, UserServiceServer};
 use crate::status::from_error;
 
@@ -116,12 +117,13 @@ impl CallScope for SameApi {
 
 /// The full names of the services [`ApiServer::add_to`] adds, for the
 /// health service.
-pub const SERVICES: [&str; 9] = [
+pub const SERVICES: [&str; 10] = [
     "zixiao.v1.InstanceService",
     "zixiao.v1.SnapshotService",
     "zixiao.v1.ImageService",
     "zixiao.v1.NodeService",
     "zixiao.v1.NetworkService",
+    "zixiao.v1.TemplateService",
     "zixiao.v1.ClusterService",
     "zixiao.v1.UserService",
     "zixiao.v1.ProjectService",
@@ -162,6 +164,7 @@ impl ApiServer {
             .add_service(limited!(ImageServiceServer, self.clone()))
             .add_service(limited!(NodeServiceServer, self.clone()))
             .add_service(limited!(NetworkServiceServer, self.clone()))
+            .add_service(limited!(TemplateServiceServer, self.clone()))
             .add_service(limited!(ClusterServiceServer, self.clone()))
             .add_service(limited!(UserServiceServer, self.clone()))
             .add_service(limited!(ProjectServiceServer, self.clone()))
@@ -241,6 +244,18 @@ impl InstanceService for ApiServer {
             .try_into()
             .map_err(status)?;
         let created = client.create_instance(create, wait(request.wait));
+        reply(created.await.map_err(status)?)
+    }
+
+    async fn create_from_template(
+        &self,
+        request: Request<pb::CreateFromTemplateRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let asked = wait(request.wait);
+        let create = request.try_into().map_err(status)?;
+        let created = client.create_from_template(create, asked);
         reply(created.await.map_err(status)?)
     }
 
@@ -692,6 +707,61 @@ impl NetworkService for ApiServer {
         let client = self.client(CallCredentials::of(&request)).await?;
         let name = named("network", request.into_inner().network)?;
         reply(client.delete_network(&name).await.map_err(status)?)
+    }
+}
+
+#[tonic::async_trait]
+impl TemplateService for ApiServer {
+    async fn create_template(
+        &self,
+        request: Request<pb::TemplateChange>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let (name, spec) = decode_template_change(request.into_inner()).map_err(status)?;
+        reply(client.create_template(&name, spec).await.map_err(status)?)
+    }
+
+    async fn update_template(
+        &self,
+        request: Request<pb::TemplateChange>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let (name, spec) = decode_template_change(request.into_inner()).map_err(status)?;
+        reply(client.update_template(&name, spec).await.map_err(status)?)
+    }
+
+    async fn get_template(
+        &self,
+        request: Request<pb::TemplateRef>,
+    ) -> Result<Response<pb::Template>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let (name, version) = decode_template_ref(request.into_inner()).map_err(status)?;
+        reply(client.get_template(&name, version).await.map_err(status)?)
+    }
+
+    async fn list_templates(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let templates = client.list_templates().await.map_err(status)?;
+        reply(pb::ListTemplatesResponse {
+            templates: templates.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn delete_template(
+        &self,
+        request: Request<pb::TemplateRef>,
+    ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let (name, version) = decode_template_ref(request.into_inner()).map_err(status)?;
+        reply(
+            client
+                .delete_template(&name, version)
+                .await
+                .map_err(status)?,
+        )
     }
 }
 

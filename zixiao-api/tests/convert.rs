@@ -27,7 +27,7 @@ use zixiao_core::model::{
     ExitStatus, Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
     InterfaceKind, InterfaceName, IpConfig, MicrovmBackend, Network, NetworkAttachment,
     NetworkName, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement,
-    PublishedPort, Resources, RestartPolicy, Subnet,
+    PublishedPort, Resources, RestartPolicy, Subnet, TemplateName, TemplateOrigin,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -394,6 +394,7 @@ fn instance() -> impl Strategy<Value = Instance> {
         ),
         (any::<bool>(), any::<bool>(), any::<u64>(), any::<u64>()),
         (time(), time(), prop::option::of(time()), any::<u64>()),
+        prop::option::of(template_origin()),
     )
         .prop_map(
             |(
@@ -402,6 +403,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                 (attachments, conditions, exit, failure),
                 (compute_reserved, reschedule, restarts_requested, restarts_done),
                 (created_at, updated_at, started_at, revision),
+                template,
             )| Instance {
                 id,
                 name,
@@ -423,8 +425,16 @@ fn instance() -> impl Strategy<Value = Instance> {
                 updated_at,
                 started_at,
                 revision,
+                template,
             },
         )
+}
+
+fn template_origin() -> impl Strategy<Value = TemplateOrigin> {
+    ("[a-z]([a-z0-9-]{0,11}[a-z0-9])?", 1..u32::MAX).prop_map(|(name, version)| TemplateOrigin {
+        name: TemplateName::try_from(name).expect("a DNS label"),
+        version,
+    })
 }
 
 fn orphan_sweep() -> impl Strategy<Value = OrphanSweep> {

@@ -176,7 +176,8 @@ pub(crate) fn instance_ref_mut(request: &mut Request) -> Option<&mut String> {
 enum Family {
     /// `instance.*`, `snapshot.*`: in the instance's project.
     Instance,
-    /// `network.*`, `image.*`: no project of their own yet (`default`).
+    /// `network.*`, `image.*`, `template.*`: no project of their own yet
+    /// (`default`).
     ProjectLess,
     /// `node.*`.
     Node,
@@ -192,7 +193,7 @@ fn family(operation: &str) -> Family {
         .map_or(operation, |(family, _)| family)
     {
         "instance" | "snapshot" => Family::Instance,
-        "network" | "image" => Family::ProjectLess,
+        "network" | "image" | "template" => Family::ProjectLess,
         "node" => Family::Node,
         "cluster" => Family::Cluster,
         _ => Family::AdminOnly,

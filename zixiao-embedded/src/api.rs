@@ -65,6 +65,18 @@ impl Api for Embedded {
                 Ok(Response::StoreSummary(summary))
             }
             Request::CreateInstance { request, wait } => self.create(request, wait).await,
+            // What the version makes is checked against this node's files
+            // as a plain create is; the controller resolves it again when
+            // it stores it (a version never changes, so it is the same).
+            Request::CreateFromTemplate { request, wait } => {
+                let create = self.controller.template_request(&request).await?;
+                check_on_node(self, &create)?;
+                let asked = Request::CreateFromTemplate {
+                    request,
+                    wait: Wait::No,
+                };
+                self.intent("create", asked, wait).await
+            }
             Request::StartInstance { instance, wait } => {
                 let asked = Request::StartInstance {
                     instance,
@@ -189,13 +201,7 @@ impl Embedded {
     /// Validates `request`, checks it against this node's files, stores it
     /// and, with [`Wait::Settled`], waits until it has settled.
     async fn create(&self, request: CreateInstance, wait: Wait) -> Result<Response> {
-        request.validate()?;
-        check_create(self, &request.spec)?;
-        // This node runs it: a host port a process of this machine holds
-        // is refused before anything is stored. (The controller refuses one
-        // another instance holds; the node checks both again at create and
-        // start, as a distributed deployment's node does.)
-        zixiao_net::ports::check_unbound(&request.spec.publish)?;
+        check_on_node(self, &request)?;
         let asked = Request::CreateInstance {
             request,
             wait: Wait::No,
@@ -231,6 +237,19 @@ impl Embedded {
             .await
             .map_err(|e| recorded(operation, &stored.name, e))
     }
+}
+
+/// Validates a create and checks it against this node before anything is
+/// stored: its microVM files ([`check_create`]) and its host ports. This
+/// node runs it, so a host port a process of this machine holds is
+/// refused here. (The controller refuses one another instance holds; the
+/// node checks both again at create and start, as a distributed
+/// deployment's node does.)
+fn check_on_node(embedded: &Embedded, request: &CreateInstance) -> Result<()> {
+    request.validate()?;
+    check_create(embedded, &request.spec)?;
+    zixiao_net::ports::check_unbound(&request.spec.publish)?;
+    Ok(())
 }
 
 /// The existing instance `request` changes (its intent, or its runtime

@@ -28,6 +28,18 @@ pub fn json(out: Output) -> serde_json::Value {
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
+/// Checks that a command (`what`, for messages) run with `-o json` was
+/// refused with exit `code` and error `kind`, its message containing `part`.
+pub fn assert_refused(out: Output, what: &str, code: i32, kind: &str, part: &str) {
+    let (got_code, got_kind, message) = refused(out);
+    assert_eq!(
+        (got_code, got_kind.as_str()),
+        (code, kind),
+        "{what}: {message}"
+    );
+    assert!(message.contains(part), "{what}: `{message}` lacks `{part}`");
+}
+
 /// A command refused with `-o json`: its exit code and the kind and message
 /// of the one JSON error on its stderr (panics when it succeeded, or when
 /// stderr is not that object).

@@ -9,7 +9,7 @@ use napi::{Env, Status};
 use napi_derive::napi;
 use zixiao_core::api::{Page, PageToken, Progress};
 use zixiao_core::driver::ImportProgress as CoreProgress;
-use zixiao_core::model::CreateNetwork;
+use zixiao_core::model::{CreateNetwork, FromTemplate, TemplateSpec};
 use zixiao_core::{
     Client, CreateInstance, Error, InstanceFilter, InstanceType, InstanceUpdate, Wait,
 };
@@ -749,6 +749,95 @@ impl Controller {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn delete_network<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
         call!(self, env, |c| c.delete_network(&name))
+    }
+
+    /// Validates `spec` (the `labels` and `spec` of an instance's request)
+    /// and stores template `name` with it as version 1. Rejects with
+    /// `invalid_argument` naming the field, `already_exists`.
+    #[napi(
+        ts_args_type = "name: string, spec: TemplateSpec",
+        ts_return_type = "Promise<Template>"
+    )]
+    pub fn create_template<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        spec: serde_json::Value,
+    ) -> Pending<'env> {
+        let spec = from_js::<TemplateSpec>(None, spec);
+        call!(self, env, |c| c.create_template(&name, spec?))
+    }
+
+    /// Stores `spec` as template `name`'s next version; the versions it
+    /// has stay as they are. Rejects with `invalid_argument`, `not_found`.
+    #[napi(
+        ts_args_type = "name: string, spec: TemplateSpec",
+        ts_return_type = "Promise<Template>"
+    )]
+    pub fn update_template<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        spec: serde_json::Value,
+    ) -> Pending<'env> {
+        let spec = from_js::<TemplateSpec>(None, spec);
+        call!(self, env, |c| c.update_template(&name, spec?))
+    }
+
+    /// Template `name` (only `version`, if given), each version with
+    /// `in_use` and the names of the `instances` using it. Rejects with
+    /// `not_found`.
+    #[napi(ts_return_type = "Promise<Template>")]
+    pub fn get_template<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        version: Option<u32>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.get_template(&name, version))
+    }
+
+    /// Every template, in name order, with the users of each version.
+    #[napi(ts_return_type = "Promise<Template[]>")]
+    pub fn list_templates<'env>(&self, env: &'env Env) -> Pending<'env> {
+        call!(self, env, |c| c.list_templates())
+    }
+
+    /// Deletes version `version` of template `name`, or every version.
+    /// Rejects with `not_found`, `failed_precondition` naming the
+    /// instances that use it.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_template<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        version: Option<u32>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.delete_template(&name, version))
+    }
+
+    /// Creates instance `name` from `template` (`"web"`: its latest
+    /// version, `"web@2"`: version 2), changing the fields `set` names
+    /// (`["cpus=2", "labels.tier=front"]`); the instance records the
+    /// version (`instance.template`). Waits as `createInstance` does.
+    /// Rejects with `invalid_argument` naming the field (an unknown one in
+    /// `set` too), `not_found` (template or version), and what
+    /// `createInstance` rejects with.
+    #[napi(
+        ts_args_type = "name: string, template: string, set?: string[], options?: WaitOptions",
+        ts_return_type = "Promise<Instance>"
+    )]
+    pub fn create_from_template<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        template: String,
+        set: Option<Vec<String>>,
+        options: Option<WaitOptions>,
+    ) -> Pending<'env> {
+        let request = FromTemplate::parse(name, &template, &set.unwrap_or_default());
+        let wait = wait(options);
+        call!(self, env, |c| c.create_from_template(request?, wait))
     }
 }
 

@@ -12,7 +12,9 @@ use zixiao_client::OpenOptions;
 use zixiao_core::api::{InstancePage, Page, PageToken, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
-use zixiao_core::model::{CreateNetwork, ImageName, Network};
+use zixiao_core::model::{
+    CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
+};
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
     Client, CreateInstance, Instance, InstanceFilter, InstanceType, InstanceUpdate, Wait,
@@ -648,6 +650,81 @@ impl PyController {
         wait(py, self.inner.delete_network(name))
     }
 
+    /// Validates `spec` (a dict with the `labels` and `spec` of an
+    /// instance's request) and stores template `name` with it as version 1.
+    /// Raises `InvalidArgument` naming the field, `AlreadyExists`.
+    fn create_template(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        spec: &Bound<'_, PyAny>,
+    ) -> PyResult<Json<TemplateInfo>> {
+        let spec: TemplateSpec = from_py(None, spec)?;
+        wait(py, self.inner.create_template(name, spec)).map(Json)
+    }
+
+    /// Stores `spec` as template `name`'s next version; the versions it has
+    /// stay as they are. Raises `InvalidArgument`, `NotFound`.
+    fn update_template(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        spec: &Bound<'_, PyAny>,
+    ) -> PyResult<Json<TemplateInfo>> {
+        let spec: TemplateSpec = from_py(None, spec)?;
+        wait(py, self.inner.update_template(name, spec)).map(Json)
+    }
+
+    /// Template `name` (only `version`, if given): each version with
+    /// `in_use` and the names of the `instances` that use it. Raises
+    /// `NotFound`.
+    #[pyo3(signature = (name, *, version=None))]
+    fn get_template(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        version: Option<u32>,
+    ) -> PyResult<Json<TemplateInfo>> {
+        wait(py, self.inner.get_template(name, version)).map(Json)
+    }
+
+    /// Every template, in name order, with the users of each version.
+    fn list_templates(&self, py: Python<'_>) -> PyResult<Json<Vec<TemplateInfo>>> {
+        wait(py, self.inner.list_templates()).map(Json)
+    }
+
+    /// Deletes version `version` of template `name`, or every version.
+    /// Raises `NotFound`, `FailedPrecondition` naming the instances that
+    /// use it.
+    #[pyo3(signature = (name, *, version=None))]
+    fn delete_template(&self, py: Python<'_>, name: &str, version: Option<u32>) -> PyResult<()> {
+        wait(py, self.inner.delete_template(name, version))
+    }
+
+    /// Creates instance `name` from `template` (`"web"`: its latest
+    /// version, `"web@2"`: version 2), changing the fields `set` names
+    /// (`["cpus=2", "labels.tier=front"]`); the instance records the
+    /// version (`instance["template"]`). Waits as `create_instance` does.
+    /// Raises `InvalidArgument` naming the field (an unknown one in `set`
+    /// too), `NotFound` (template or version), and what `create_instance`
+    /// raises.
+    #[pyo3(signature = (name, template, *, set=Vec::new(), wait=true))]
+    fn create_from_template(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        template: &str,
+        set: Vec<String>,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        let request = FromTemplate::parse(name, template, &set).map_err(error::to_py)?;
+        crate::wait(
+            py,
+            self.inner.create_from_template(request, Wait::from(wait)),
+        )
+        .map(Json)
+    }
+
     fn __repr__(&self) -> &'static str {
         "zixiao.Controller"
     }
@@ -1091,6 +1168,70 @@ impl PyAsyncController {
     /// Removes the network; `None` once it is gone (see `Controller.delete_network`).
     fn delete_network<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.delete_network(&name))
+    }
+
+    /// Stores a template (see `Controller.create_template`).
+    fn create_template<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        spec: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec: TemplateSpec = from_py(None, spec)?;
+        call!(self, py, |c| c.create_template(&name, spec))
+    }
+
+    /// Adds a template's next version (see `Controller.update_template`).
+    fn update_template<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        spec: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec: TemplateSpec = from_py(None, spec)?;
+        call!(self, py, |c| c.update_template(&name, spec))
+    }
+
+    /// A template with its users (see `Controller.get_template`).
+    #[pyo3(signature = (name, *, version=None))]
+    fn get_template<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        version: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.get_template(&name, version))
+    }
+
+    /// Every template (see `Controller.list_templates`).
+    fn list_templates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.list_templates())
+    }
+
+    /// Deletes a template or a version (see `Controller.delete_template`).
+    #[pyo3(signature = (name, *, version=None))]
+    fn delete_template<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        version: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.delete_template(&name, version))
+    }
+
+    /// Creates an instance from a template (see `Controller.create_from_template`).
+    #[pyo3(signature = (name, template, *, set=Vec::new(), wait=true))]
+    fn create_from_template<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        template: String,
+        set: Vec<String>,
+        wait: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = FromTemplate::parse(name, &template, &set).map_err(error::to_py)?;
+        call!(self, py, |c| c
+            .create_from_template(request, Wait::from(wait)))
     }
 
     fn __repr__(&self) -> &'static str {

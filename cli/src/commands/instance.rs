@@ -7,6 +7,7 @@ use std::str::FromStr;
 use futures::StreamExt;
 use zixiao_core::api::{Page, PageToken};
 use zixiao_core::driver::SnapshotInfo;
+use zixiao_core::model::FromTemplate;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
@@ -44,6 +45,19 @@ pub(crate) async fn run(
         }
         InstanceCommand::Create(args) => {
             let wait = wait(args.no_wait);
+            if let Some(template) = &args.template {
+                let name = args.name.clone().unwrap_or_default();
+                let request = FromTemplate::parse(name, template, &args.set)
+                    .map_err(|e| flag(e, &["template", "set"]))?;
+                if wait.settled() {
+                    progress(
+                        format,
+                        &format!("creating {} from {template}", request.name),
+                    );
+                }
+                let created = client.create_from_template(request, wait).await?;
+                return report_settled(format, &created, wait);
+            }
             let request = create_request(*args)?;
             if wait.settled() {
                 progress(format, &format!("creating {}", request.name));
@@ -344,10 +358,21 @@ fn filter(args: &ListArgs) -> Result<InstanceFilter> {
     })
 }
 
+/// `error` with the field named as the flag that gave it (`set` as
+/// `--set`), when it is one of `fields`.
+fn flag(error: Error, fields: &[&str]) -> Error {
+    match error {
+        Error::InvalidArgument { field, reason } if fields.contains(&field.as_str()) => {
+            Error::invalid(format!("--{field}"), reason)
+        }
+        other => other,
+    }
+}
+
 /// The request from `-f FILE`, or from the flags.
 pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
     if let Some(file) = &args.file {
-        return request_file(file);
+        return spec_file(file);
     }
     let instance_type = InstanceType::from_str(args.instance_type.as_deref().unwrap_or_default())?;
     let spec = InstanceSpec {
@@ -397,10 +422,11 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
 /// The largest spec file `-f` reads: a request is a few hundred bytes.
 const MAX_SPEC_FILE: u64 = 1024 * 1024;
 
-/// The request in a YAML or JSON spec file. A syntax error says where it is
-/// (line and column); a field of the wrong shape is named by its path
-/// (`spec.cpus`), as the flags would name it.
-fn request_file(file: &std::path::Path) -> Result<CreateInstance> {
+/// What a YAML or JSON spec file holds (an instance's request, or a
+/// template's labels and spec). A syntax error says where it is (line and
+/// column); a field of the wrong shape is named by its path (`spec.cpus`),
+/// as the flags would name it.
+pub(crate) fn spec_file<T: serde::de::DeserializeOwned>(file: &std::path::Path) -> Result<T> {
     let bytes = zixiao_core::files::read_regular(file, "--file", MAX_SPEC_FILE)?;
     let text = std::str::from_utf8(&bytes).map_err(|e| {
         Error::invalid(
@@ -463,6 +489,9 @@ fn instance_details(i: &Instance) -> String {
         ("cpus", s.cpus.to_string()),
         ("memory", format!("{} MiB", s.memory_mib)),
     ];
+    if let Some(origin) = &i.template {
+        pairs.push(("template", origin.to_string()));
+    }
     if s.disk_gib > 0 {
         pairs.push(("disk", format!("{} GiB", s.disk_gib)));
     }

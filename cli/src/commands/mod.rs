@@ -12,6 +12,7 @@ mod network;
 mod node;
 pub(crate) mod server;
 mod state;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +80,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Image(command) => image::run(client, format, command).await,
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
+        Command::Template(command) => template::run(client, format, command).await,
         Command::Version
         | Command::Man { .. }
         | Command::Completion { .. }

@@ -10,6 +10,7 @@ use zixiao_auth::{
     Identity, NodeName, ProjectName, Requirement, Role, Scope, UserName, PROJECT_LABEL,
 };
 use zixiao_core::api::{Progress, Request, Wait};
+use zixiao_core::model::{FromTemplate, TemplateName, TemplateSpec};
 use zixiao_core::{CreateInstance, InstanceSpec, InstanceType};
 
 fn project(name: &str) -> ProjectName {
@@ -151,7 +152,39 @@ fn every_request() -> Vec<Request> {
         Request::GetNetwork { name: "net".into() },
         Request::ListNetworks,
         Request::DeleteNetwork { name: "net".into() },
+        Request::CreateTemplate {
+            name: template(),
+            spec: template_spec(),
+        },
+        Request::UpdateTemplate {
+            name: template(),
+            spec: template_spec(),
+        },
+        Request::GetTemplate {
+            name: template(),
+            version: None,
+        },
+        Request::ListTemplates,
+        Request::DeleteTemplate {
+            name: template(),
+            version: Some(1),
+        },
+        Request::CreateFromTemplate {
+            request: FromTemplate::parse("web-2", "web@1", &["cpus=2"]).unwrap(),
+            wait: Wait::No,
+        },
     ]
+}
+
+fn template() -> TemplateName {
+    TemplateName::try_from("small").unwrap()
+}
+
+fn template_spec() -> TemplateSpec {
+    TemplateSpec {
+        labels: Default::default(),
+        spec: InstanceSpec::container("busybox"),
+    }
 }
 
 /// The project `authorize` is given for a request about web-1 in `web`.
@@ -247,6 +280,18 @@ fn the_rules_by_role_and_project() {
         ("network.get", [true, true, true, true]),
         ("network.list", [true, true, true, true]),
         ("network.delete", [false, false, false, true]),
+        // Templates are shared, as networks are: every user reads them,
+        // operators of `default` write them.
+        ("template.create", [false, false, false, true]),
+        ("template.update", [false, false, false, true]),
+        ("template.get", [true, true, true, true]),
+        ("template.list", [true, true, true, true]),
+        ("template.delete", [false, false, false, true]),
+        // Its project is only known once the template is read: admins only.
+        (
+            "instance.create_from_template",
+            [false, false, false, false],
+        ),
     ]);
     let mut seen = BTreeSet::new();
     for request in every_request() {

@@ -17,8 +17,8 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    Network, Node,
+    CreateInstance, CreateNetwork, FromTemplate, ImageName, ImageRef, Instance, InstanceType,
+    InstanceUpdate, Network, Node, TemplateInfo, TemplateName, TemplateSpec,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -419,6 +419,49 @@ impl Client {
         self.done(Request::DeleteNetwork { name }).await
     }
 
+    /// See [`Request::CreateTemplate`]. Errors also: `InvalidArgument` on
+    /// `name` (not a template name).
+    pub async fn create_template(&self, name: &str, spec: TemplateSpec) -> Result<TemplateInfo> {
+        let name = template_name(name)?;
+        expect!(self, Request::CreateTemplate { name, spec }, Template)
+    }
+
+    /// See [`Request::UpdateTemplate`]: the template with its new version.
+    pub async fn update_template(&self, name: &str, spec: TemplateSpec) -> Result<TemplateInfo> {
+        let name = template_name(name)?;
+        expect!(self, Request::UpdateTemplate { name, spec }, Template)
+    }
+
+    /// See [`Request::GetTemplate`].
+    pub async fn get_template(&self, name: &str, version: Option<u32>) -> Result<TemplateInfo> {
+        let name = template_name(name)?;
+        expect!(self, Request::GetTemplate { name, version }, Template)
+    }
+
+    /// See [`Request::ListTemplates`].
+    pub async fn list_templates(&self) -> Result<Vec<TemplateInfo>> {
+        expect!(self, Request::ListTemplates, Templates)
+    }
+
+    /// See [`Request::DeleteTemplate`].
+    pub async fn delete_template(&self, name: &str, version: Option<u32>) -> Result<()> {
+        let name = template_name(name)?;
+        self.done(Request::DeleteTemplate { name, version }).await
+    }
+
+    /// See [`Request::CreateFromTemplate`].
+    pub async fn create_from_template(
+        &self,
+        request: FromTemplate,
+        wait: Wait,
+    ) -> Result<Instance> {
+        expect!(
+            self,
+            Request::CreateFromTemplate { request, wait },
+            Instance
+        )
+    }
+
     /// See [`Request::CreateUser`]: the user and its first token.
     pub async fn create_user(
         &self,
@@ -514,6 +557,11 @@ impl Client {
             other => Err(unexpected(operation, "Done", &other)),
         }
     }
+}
+
+/// `name` as a template name. Errors: `InvalidArgument` on `name`.
+fn template_name(name: &str) -> Result<TemplateName> {
+    TemplateName::try_from(name).map_err(|e| e.at("name"))
 }
 
 /// Every instance `filter` accepts, in name order, from `api`: each page of

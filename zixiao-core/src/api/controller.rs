@@ -232,6 +232,24 @@ impl Api for Controller {
                 self.delete_network(&name).await?;
                 Response::Done
             }
+            Request::CreateTemplate { name, spec } => {
+                Response::Template(self.create_template(&name, spec).await?)
+            }
+            Request::UpdateTemplate { name, spec } => {
+                Response::Template(self.update_template(&name, spec).await?)
+            }
+            Request::GetTemplate { name, version } => {
+                Response::Template(self.get_template(&name, version).await?)
+            }
+            Request::ListTemplates => Response::Templates(self.list_templates().await?),
+            Request::DeleteTemplate { name, version } => {
+                self.delete_template(&name, version).await?;
+                Response::Done
+            }
+            Request::CreateFromTemplate { request, wait } => {
+                let created = self.create_from_template(request).await?;
+                Response::Instance(self.settled(created, wait).await?)
+            }
             request @ (Request::CreateUser { .. }
             | Request::ListUsers
             | Request::DeleteUser { .. }

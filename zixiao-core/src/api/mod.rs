@@ -53,8 +53,8 @@ use crate::driver::{
     ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    Network, Node,
+    CreateInstance, CreateNetwork, FromTemplate, ImageName, ImageRef, Instance, InstanceType,
+    InstanceUpdate, Network, Node, TemplateInfo, TemplateName, TemplateSpec,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -501,6 +501,58 @@ pub enum Request {
         /// Its name.
         name: String,
     },
+    /// Stores template `name` with `spec` as its version 1.
+    /// [`Response::Template`]. Not idempotent. Errors: `InvalidArgument`
+    /// naming the field (an invalid spec is refused as an instance create
+    /// would refuse it), `AlreadyExists`; nothing is stored on error.
+    CreateTemplate {
+        /// Its name.
+        name: TemplateName,
+        /// Version 1.
+        spec: TemplateSpec,
+    },
+    /// Adds `spec` as the next version of template `name`; earlier
+    /// versions stay as they are. [`Response::Template`]. Not idempotent.
+    /// Errors: `InvalidArgument` naming the field, `NotFound`, `Conflict`.
+    UpdateTemplate {
+        /// Its name.
+        name: TemplateName,
+        /// The new version.
+        spec: TemplateSpec,
+    },
+    /// One template (only `version`, if given), each version with the
+    /// instances that use it. [`Response::Template`]. Read-only. Errors:
+    /// `NotFound` (template or version).
+    GetTemplate {
+        /// Its name.
+        name: TemplateName,
+        /// Only this version.
+        version: Option<u32>,
+    },
+    /// Every template in name order, with the instances that use each
+    /// version. [`Response::Templates`]. Read-only.
+    ListTemplates,
+    /// Deletes version `version` of template `name`, or all of them.
+    /// [`Response::Done`]. Errors: `NotFound`, `FailedPrecondition` (an
+    /// instance uses a version: the message names them; nothing is
+    /// deleted).
+    DeleteTemplate {
+        /// Its name.
+        name: TemplateName,
+        /// Only this version.
+        version: Option<u32>,
+    },
+    /// Creates an instance from a template version with overrides, and
+    /// records the version in it (`Instance::template`); otherwise as
+    /// [`Request::CreateInstance`]. [`Response::Instance`]. Errors: those
+    /// of `CreateInstance`, `NotFound` (template or version),
+    /// `FailedPrecondition` (the version is being deleted).
+    CreateFromTemplate {
+        /// What to create.
+        request: FromTemplate,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
     /// Creates user `name` with `role` in `projects` (each must exist) and
     /// issues its first token, of the user's role and projects.
     /// [`Response::NewUser`]. Not idempotent. Errors: `InvalidArgument`
@@ -630,6 +682,12 @@ impl Request {
             Request::GetNetwork { .. } => "network.get",
             Request::ListNetworks => "network.list",
             Request::DeleteNetwork { .. } => "network.delete",
+            Request::CreateTemplate { .. } => "template.create",
+            Request::UpdateTemplate { .. } => "template.update",
+            Request::GetTemplate { .. } => "template.get",
+            Request::ListTemplates => "template.list",
+            Request::DeleteTemplate { .. } => "template.delete",
+            Request::CreateFromTemplate { .. } => "instance.create_from_template",
             Request::CreateUser { .. } => "user.create",
             Request::ListUsers => "user.list",
             Request::DeleteUser { .. } => "user.delete",
@@ -653,6 +711,11 @@ impl Request {
         match self {
             Request::CreateInstance { request, .. } => instance(&request.name),
             Request::RestoreInstance { name, .. } => instance(name),
+            Request::CreateFromTemplate { request, .. } => instance(&request.name),
+            Request::CreateTemplate { name, .. }
+            | Request::UpdateTemplate { name, .. }
+            | Request::GetTemplate { name, .. }
+            | Request::DeleteTemplate { name, .. } => Some(format!("template {name}")),
             Request::GetInstance { instance: i }
             | Request::StartInstance { instance: i, .. }
             | Request::StopInstance { instance: i, .. }
@@ -714,7 +777,8 @@ impl Request {
             | Request::ListNodes
             | Request::WatchNodes { .. }
             | Request::ClusterInfo
-            | Request::ListNetworks => None,
+            | Request::ListNetworks
+            | Request::ListTemplates => None,
         }
     }
 
@@ -736,6 +800,8 @@ impl Request {
                 | Request::ClusterInfo
                 | Request::GetNetwork { .. }
                 | Request::ListNetworks
+                | Request::GetTemplate { .. }
+                | Request::ListTemplates
                 | Request::ListUsers
                 | Request::ListTokens { .. }
                 | Request::ListProjects
@@ -798,6 +864,10 @@ pub enum Response {
     Networks(Vec<Network>),
     /// What a check or backup of the whole store found.
     StoreSummary(StoreSummary),
+    /// One template and its users.
+    Template(TemplateInfo),
+    /// Templates and their users.
+    Templates(Vec<TemplateInfo>),
     /// A user just created, and its first token.
     NewUser(UserInfo, IssuedToken),
     /// Users.
@@ -840,6 +910,8 @@ impl Response {
             Response::Network(_) => "Network",
             Response::Networks(_) => "Networks",
             Response::StoreSummary(_) => "StoreSummary",
+            Response::Template(_) => "Template",
+            Response::Templates(_) => "Templates",
             Response::NewUser(..) => "NewUser",
             Response::Users(_) => "Users",
             Response::Token(_) => "Token",

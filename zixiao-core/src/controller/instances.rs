@@ -12,6 +12,7 @@ use super::{Controller, INSTANCE_NAMES_PREFIX};
 use crate::driver::{ConsoleStream, DriverError, InstanceStats, LogChunk};
 use crate::model::{
     CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType, InstanceUpdate,
+    TemplateOrigin,
 };
 use crate::store::{StoreError, StoreExt};
 use crate::{Error, Result};
@@ -71,11 +72,22 @@ impl Controller {
     /// an admission's error, the store's errors. Nothing is stored or
     /// allocated on error.
     pub async fn create_instance(&self, request: CreateInstance) -> Result<Instance> {
+        self.create_instance_from(request, None).await
+    }
+
+    /// [`Controller::create_instance`], recording the template version the
+    /// request was made from, if any.
+    pub(super) async fn create_instance_from(
+        &self,
+        request: CreateInstance,
+        template: Option<TemplateOrigin>,
+    ) -> Result<Instance> {
         request.validate()?;
         self.inner.cache.ready().await?;
         self.check_runtime_available(request.spec.instance_type)?;
         let now = self.now();
         let mut instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
+        instance.template = template;
         // A network reconcile may release the addresses as an orphan's
         // between their allocation and this commit (the instance is not
         // stored yet); the commit checks they still stand, and on losing

@@ -18,6 +18,7 @@ pub mod queue;
 pub mod reconcile;
 mod reconcilers;
 mod snapshots;
+mod templates;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -281,7 +282,8 @@ impl Controller {
             addresses: None,
             network_hosts: BTreeMap::new(),
             convergence: Convergence::InCaller,
-            admissions: Vec::new(),
+            // Every controller checks templates: see `templates`.
+            admissions: vec![Arc::new(templates::TemplateCheck)],
             cache_prefixes: Vec::new(),
             instance_locks: None,
         }

@@ -149,6 +149,10 @@ pub struct Instance {
     /// `vmm`, `qemu`), recorded when it was created there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The template version it was created from, if any (what
+    /// `template get` counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<super::TemplateOrigin>,
     /// Its place on each network of `spec.networks`, in the same order:
     /// addresses and MAC allocated when it was created, released when it is deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -209,6 +213,7 @@ impl Instance {
             status: InstanceStatus::Pending,
             node: None,
             runtime: None,
+            template: None,
             attachments: Vec::new(),
             conditions: Vec::new(),
             exit: None,

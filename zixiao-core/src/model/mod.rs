@@ -9,6 +9,7 @@ mod node;
 mod publish;
 mod resources;
 mod spec;
+mod template;
 mod update;
 mod validate;
 
@@ -23,13 +24,18 @@ pub use instance::{
 pub use network::{
     from_u128, mac_address, to_u128, BridgeName, Cidr, CreateNetwork, HostMark, InstallationId,
     InterfaceKind, InterfaceName, InvalidName, IpConfig, Network, NetworkAttachment, NetworkName,
-    Subnet, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
+    Subnet, TemplateName, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX,
+    VETH_PREFIX,
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
 pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;
 pub use spec::{
     CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,
+};
+pub use template::{
+    FromTemplate, SpecOverride, Template, TemplateInfo, TemplateOrigin, TemplateRef, TemplateSpec,
+    TemplateVersion, TemplateVersionInfo, TEMPLATES_PREFIX,
 };
 pub use update::InstanceUpdate;
 pub use validate::{validate_label_key, validate_name, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB};

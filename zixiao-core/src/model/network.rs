@@ -21,7 +21,7 @@ mod names;
 
 pub use names::{
     BridgeName, HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, NetworkName,
-    BRIDGE_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
+    TemplateName, BRIDGE_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,
 };
 
 /// The prefix of every host interface and nftables table Zixiao creates.

@@ -1,5 +1,5 @@
 //! The names of what Zixiao makes on a host, each a type that can only hold
-//! a valid value: [`NetworkName`] (a DNS label), [`BridgeName`] and
+//! a valid value: [`NetworkName`] and [`TemplateName`] (DNS labels), [`BridgeName`] and
 //! [`InterfaceName`] (Zixiao's prefix and lowercase hex of a fixed length),
 //! the store's [`InstallationId`], and the [`HostMark`] every host object
 //! carries. Each is built only through `TryFrom` (or derived from values
@@ -236,14 +236,36 @@ name_type!(NetworkName);
 
 impl NetworkName {
     fn parse(text: &str) -> Result<(), InvalidName> {
-        // One owner for what a DNS label is: the model's validate_name.
-        match super::super::validate_name("name", text) {
-            Ok(()) => Ok(()),
-            Err(Error::InvalidArgument { reason, .. }) => {
-                Err(InvalidName::new("a network name", text, reason))
-            }
-            Err(other) => Err(InvalidName::new("a network name", text, other.to_string())),
-        }
+        dns_label("a network name", text)
+    }
+}
+
+/// Checks that `text` is a DNS label, naming it `what` in the error. One
+/// owner for what a DNS label is: the model's `validate_name`.
+fn dns_label(what: &str, text: &str) -> Result<(), InvalidName> {
+    match super::super::validate_name("name", text) {
+        Ok(()) => Ok(()),
+        Err(Error::InvalidArgument { reason, .. }) => Err(InvalidName::new(what, text, reason)),
+        Err(other) => Err(InvalidName::new(what, text, other.to_string())),
+    }
+}
+
+/// The name of a template (a DNS label), re-checked when deserialized.
+///
+/// ```
+/// use zixiao_core::model::TemplateName;
+/// assert!(TemplateName::try_from("web-small").is_ok());
+/// let err = TemplateName::try_from("Web@1").unwrap_err();
+/// assert!(err.to_string().contains("not a template name"), "{err}");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TemplateName(String);
+name_type!(TemplateName);
+
+impl TemplateName {
+    fn parse(text: &str) -> Result<(), InvalidName> {
+        dns_label("a template name", text)
     }
 }
 
