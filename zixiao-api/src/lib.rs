@@ -6,7 +6,7 @@
 //!   what comes from the wire;
 //! - [`status`]: errors to gRPC statuses with standard details, and back;
 //! - [`server`]: the user-facing services over any [`Api`](zixiao_core::Api);
-//! - [`client`]: [`GrpcClient`](client::GrpcClient), the same `Api` over
+//! - [`client`]: [`GrpcClient`], the same `Api` over
 //!   gRPC, and [`connect`] (plain) and [`connect_with`] (TLS, a token);
 //! - [`secure`]: who each call of a server comes from and the `Api` it is
 //!   served with ([`AuthScope`](secure::AuthScope)); [`tls`]: the TLS
