@@ -6,7 +6,7 @@
 //!   what comes from the wire;
 //! - [`status`]: errors to gRPC statuses with standard details, and back;
 //! - [`server`]: the user-facing services over any [`Api`](zixiao_core::Api);
-//! - [`client`]: [`GrpcClient`](client::GrpcClient), the same `Api` over
+//! - [`client`]: [`GrpcClient`], the same `Api` over
 //!   gRPC, and [`connect`] (plain) and [`connect_with`] (TLS, a token);
 //! - [`secure`]: who each call of a server comes from and the `Api` it is
 //!   served with ([`AuthScope`](secure::AuthScope)); [`tls`]: the TLS
@@ -117,3 +117,9 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// The most log bytes one message carries: reads and follows are cut into
 /// pieces of at most this size, well under [`MAX_MESSAGE_BYTES`].
 pub const MAX_LOG_CHUNK: usize = MAX_MESSAGE_BYTES / 2;
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -78,3 +78,9 @@ pub use pki::{
 };
 pub use quota::{charge, usage_by_project, ProjectQuota};
 pub use token::{JoinUse, Token, TokenKind, TokenSecret};
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

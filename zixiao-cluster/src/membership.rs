@@ -1,7 +1,7 @@
 //! Node liveness held by the servers, in memory, with one lease per server
 //! in the store (Nomad's shape; `DESIGN.md` says why).
 //!
-//! - Each server holds one store lease of its own ([`ServerLease`]) and the
+//! - Each server holds one store lease of its own (`ServerLease`) and the
 //!   key `/zixiao/servers/<server>` on it.
 //! - An agent registers through any server and heartbeats to it. The
 //!   server keeps each node's last heartbeat in memory; a heartbeat costs

@@ -54,3 +54,9 @@ pub use model::{
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -354,3 +354,9 @@ mod tests {
             .any(|(t, reason)| *t == InstanceType::Container && reason.contains("not built in")));
     }
 }
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -278,3 +278,9 @@ pub fn node_id_from_hostname(hostname: &str) -> String {
         trimmed.to_owned()
     }
 }
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -32,3 +32,9 @@ pub mod tap;
 
 pub use host::{LinuxNetwork, DEFAULT_NETNS_DIR};
 pub use ipam::StoreIpam;
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -38,3 +38,9 @@ mod transport;
 
 pub use error::RegistryError;
 pub use pull::{pull, PulledImage, MAX_CONFIG_BYTES, MAX_LAYER_BYTES, MAX_MANIFEST_BYTES};
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -34,3 +34,9 @@ pub use cluster::{ClusterState, Prunes, ZoneId, ZoneView};
 pub use pipeline::{PluginScheduler, PluginSchedulerBuilder, SchedulerConfig};
 pub use plugin::{Filter, NodeRef, Reject, Request, Score, Shortfall, Verdict, MAX_SCORE};
 pub use tiebreak::{FirstNode, SeededTieBreak, TieBreak};
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -18,3 +18,9 @@ pub use etcd::{
     EtcdStore, EtcdStoreOptions, DEFAULT_DIAL_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_RETRY_TIMEOUT,
 };
+
+// The README's examples are compiled (and run, unless `no_run`) as doctests,
+// so what crates.io shows keeps matching the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -2,16 +2,16 @@
 //! two monitors chosen per instance and recorded at create:
 //!
 //! - `vmm`: Zixiao's own KVM monitor (`zixiao-vmm`, one process per microVM),
-//!   with pause, stats, console and snapshot/restore ([`vmm`]);
+//!   with pause, stats, console and snapshot/restore (`vmm`);
 //! - `qemu`: `qemu-system-x86_64 -M microvm`, with KVM where it is
 //!   hardware-backed and software emulation otherwise, controlled over QMP
-//!   ([`qemu`]).
+//!   (`qemu`).
 //!
 //! `auto` (the default, per node in [`MicrovmOptions::default_backend`],
 //! per instance in `spec.backend`) picks `vmm` where KVM is hardware-backed
 //! and `qemu` otherwise. Both monitors run detached and outlive the
 //! controller; the driver keeps nothing in memory and finds them again in
-//! `<state_dir>/microvm/<instance id>/` (see [`layout`]).
+//! `<state_dir>/microvm/<instance id>/` (see `layout`).
 //!
 //! Networks: on the `qemu` backend each attachment is a virtio-net card on
 //! a persistent TAP device that zixiao-net plugs into the network's bridge

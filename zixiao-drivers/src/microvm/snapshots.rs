@@ -218,7 +218,7 @@ pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), Driv
 /// Copies snapshot `name` of the instance with id `instance_id`, kept under
 /// the microvm driver's `state_dir`, to the new directory `to` (what
 /// `zixiao instance snapshot create NAME SNAP --to DIR` does). `to` is
-/// checked before anything is copied ([`check_export_target`]), and a copy
+/// checked before anything is copied (`check_export_target`), and a copy
 /// that fails midway is removed. Errors: `InvalidArgument` on `to`,
 /// `NotFound` (no such snapshot), `Internal` (the copy failed).
 pub fn export_snapshot(
