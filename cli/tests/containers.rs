@@ -854,11 +854,9 @@ fn a_registry_that_wants_a_password_gets_it_from_stdin_or_the_docker_config() {
 /// `instance get`, and bad input refused with nothing created.
 #[test]
 fn templates_keep_versions_count_their_instances_and_refuse_deleting_a_used_one() {
-    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+    let Some((socket, image)) = containerd_and_busybox() else {
         return;
     };
-    let image =
-        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
     let dir = tempfile::tempdir().expect("tempdir");
     let state = dir.path();
     let run = |args: &[&str]| zixiao(state, &socket, args);
