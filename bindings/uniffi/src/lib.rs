@@ -21,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use zixiao_client::OpenOptions;
 use zixiao_core::api::{Page, PageToken, Progress};
+use zixiao_core::model::ImageName;
 use zixiao_core::{Client, Wait};
 
 pub use error::ZixiaoError;
@@ -69,6 +70,13 @@ fn open_options(state_dir: Option<String>) -> OpenOptions {
 
 fn wait(wait: bool) -> Wait {
     Wait::from(wait)
+}
+
+/// The image name `name` gives, parsed. Errors: `InvalidArgument` (`name`).
+fn image_name(name: Option<String>) -> Result<Option<ImageName>, ZixiaoError> {
+    Ok(name
+        .map(|n| zixiao_client::image_name("name", &n))
+        .transpose()?)
 }
 
 /// The page `size` and `token` name. Errors: `InvalidArgument` (`page_token`).
@@ -269,18 +277,23 @@ impl Controller {
 
     /// Imports every image of the archive `archive` (an OCI layout or
     /// docker-archive tar on this machine) into the only node's runtime for
-    /// `instance_type`. Errors: `NotFound` (the file), `InvalidArgument`
-    /// (not an archive), `Unsupported` (that runtime keeps no images).
+    /// `instance_type`; with `name` (`NAME[:TAG]`), its one image is stored
+    /// under that name. Errors: `NotFound` (the file), `InvalidArgument`
+    /// (not an archive, `name`, several images with a name), `Unsupported`
+    /// (that runtime keeps no images).
+    #[uniffi::method(default(name = None))]
     pub fn import_images(
         &self,
         archive: String,
         instance_type: InstanceType,
+        name: Option<String>,
     ) -> Result<Vec<Image>, ZixiaoError> {
+        let name = image_name(name)?;
         let import = self.inner.import_images(
             None,
             instance_type.into(),
             archive.into(),
-            None,
+            name,
             Progress::ignore(),
         );
         block(import).map(model::images)
@@ -439,17 +452,19 @@ impl AsyncController {
     }
 
     /// See [`Controller::import_images`].
+    #[uniffi::method(default(name = None))]
     pub async fn import_images(
         &self,
         archive: String,
         instance_type: InstanceType,
+        name: Option<String>,
     ) -> Result<Vec<Image>, ZixiaoError> {
-        let ty = instance_type.into();
+        let (ty, name) = (instance_type.into(), image_name(name)?);
         call!(self, |c| c.import_images(
             None,
             ty,
             archive.into(),
-            None,
+            name,
             Progress::ignore()
         ))
         .map(model::images)

@@ -116,6 +116,12 @@ fun main(args: Array<String>) {
         val images = controller.importImages(archive, InstanceType.CONTAINER)
         check(images.any { it.name.contains("busybox") }) { "$images" }
         check(controller.listImages(InstanceType.CONTAINER).any { it.name.contains("busybox") })
+        val named = controller.importImages(archive, InstanceType.CONTAINER, "localhost/kotlin/box:v1")
+        check(named.map { it.name } == listOf("localhost/kotlin/box:v1")) { "$named" }
+        val badName = raises<ZixiaoException.InvalidArgument> {
+            controller.importImages(archive, InstanceType.CONTAINER, "Not A Name")
+        }
+        check(badName.field.startsWith("name")) { badName.field }
 
         controller.createInstance(container("hello", listOf("echo", "hi")), true)
         eventually("hello's output") { controller.readLog("hello", 0uL, 4096uL).data.decodeToString() == "hi\n" }
