@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 
 use zixiao_client::OpenOptions;
 use zixiao_core::api::{Page, PageToken, Progress};
-use zixiao_core::model::ImageName;
+use zixiao_core::model::{FromTemplate, ImageName};
 use zixiao_core::{Client, Wait};
 
 pub use error::ZixiaoError;
@@ -304,6 +304,65 @@ impl Controller {
         block(self.inner.list_images(None, instance_type.into())).map(model::images)
     }
 
+    /// Stores template `name` with `spec` as its version 1. Errors:
+    /// `InvalidArgument` naming the field, `AlreadyExists`.
+    pub fn create_template(
+        &self,
+        name: String,
+        spec: TemplateSpec,
+    ) -> Result<Template, ZixiaoError> {
+        block(self.inner.create_template(&name, spec.into())).map(Template::from)
+    }
+
+    /// Adds `spec` as the next version of template `name`; the versions it
+    /// has stay as they are. Errors: `InvalidArgument`, `NotFound`.
+    pub fn update_template(
+        &self,
+        name: String,
+        spec: TemplateSpec,
+    ) -> Result<Template, ZixiaoError> {
+        block(self.inner.update_template(&name, spec.into())).map(Template::from)
+    }
+
+    /// Template `name` with every version (or only `version`) and the
+    /// instances made from each. Errors: `NotFound`.
+    #[uniffi::method(default(version = None))]
+    pub fn get_template(
+        &self,
+        name: String,
+        version: Option<u32>,
+    ) -> Result<Template, ZixiaoError> {
+        block(self.inner.get_template(&name, version)).map(Template::from)
+    }
+
+    /// Every template, in name order.
+    pub fn list_templates(&self) -> Result<Vec<Template>, ZixiaoError> {
+        block(self.inner.list_templates()).map(model::templates)
+    }
+
+    /// Deletes template `name` (or only its `version`). Errors:
+    /// `NotFound`, `FailedPrecondition` naming the instances that use it.
+    #[uniffi::method(default(version = None))]
+    pub fn delete_template(&self, name: String, version: Option<u32>) -> Result<(), ZixiaoError> {
+        block(self.inner.delete_template(&name, version))
+    }
+
+    /// Creates instance `name` from `template` (`"web"`: its latest
+    /// version, `"web@2"`), changing the fields `set` names (`"cpus=2"`,
+    /// `"labels.tier=front"`); waits as `create_instance` does. Errors:
+    /// `InvalidArgument` naming the field (`template`, `set`), `NotFound`,
+    /// and what `create_instance` returns.
+    pub fn create_from_template(
+        &self,
+        name: String,
+        template: String,
+        set: Vec<String>,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let request = FromTemplate::parse(name, &template, &set)?;
+        block(self.inner.create_from_template(request, self::wait(wait))).map(Instance::from)
+    }
+
     /// Validates and stores a network, setting it up on every node that
     /// can. Errors: `InvalidArgument` naming the field (`subnets[0]`),
     /// `AlreadyExists`, `Unsupported`.
@@ -468,6 +527,63 @@ impl AsyncController {
             Progress::ignore()
         ))
         .map(model::images)
+    }
+
+    /// See [`Controller::create_template`].
+    pub async fn create_template(
+        &self,
+        name: String,
+        spec: TemplateSpec,
+    ) -> Result<Template, ZixiaoError> {
+        let spec = spec.into();
+        call!(self, |c| c.create_template(&name, spec)).map(Template::from)
+    }
+
+    /// See [`Controller::update_template`].
+    pub async fn update_template(
+        &self,
+        name: String,
+        spec: TemplateSpec,
+    ) -> Result<Template, ZixiaoError> {
+        let spec = spec.into();
+        call!(self, |c| c.update_template(&name, spec)).map(Template::from)
+    }
+
+    /// See [`Controller::get_template`].
+    #[uniffi::method(default(version = None))]
+    pub async fn get_template(
+        &self,
+        name: String,
+        version: Option<u32>,
+    ) -> Result<Template, ZixiaoError> {
+        call!(self, |c| c.get_template(&name, version)).map(Template::from)
+    }
+
+    /// See [`Controller::list_templates`].
+    pub async fn list_templates(&self) -> Result<Vec<Template>, ZixiaoError> {
+        call!(self, |c| c.list_templates()).map(model::templates)
+    }
+
+    /// See [`Controller::delete_template`].
+    #[uniffi::method(default(version = None))]
+    pub async fn delete_template(
+        &self,
+        name: String,
+        version: Option<u32>,
+    ) -> Result<(), ZixiaoError> {
+        call!(self, |c| c.delete_template(&name, version))
+    }
+
+    /// See [`Controller::create_from_template`].
+    pub async fn create_from_template(
+        &self,
+        name: String,
+        template: String,
+        set: Vec<String>,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let request = FromTemplate::parse(name, &template, &set)?;
+        call!(self, |c| c.create_from_template(request, self::wait(wait))).map(Instance::from)
     }
 
     /// See [`Controller::list_images`].

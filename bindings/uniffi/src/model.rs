@@ -211,10 +211,9 @@ pub struct CreateInstance {
     pub labels: HashMap<String, String>,
 }
 
-impl From<CreateInstance> for core::CreateInstance {
-    /// The core's request; the API validates it when it is created.
-    fn from(r: CreateInstance) -> Self {
-        let s = r.spec;
+impl From<InstanceSpec> for core::InstanceSpec {
+    /// The core's spec; the API validates it where it is used.
+    fn from(s: InstanceSpec) -> Self {
         let mut spec = core::InstanceSpec::empty(s.instance_type.into(), s.cpus, s.memory_mib);
         spec.image = s.image;
         spec.disk_gib = s.disk_gib;
@@ -224,12 +223,84 @@ impl From<CreateInstance> for core::CreateInstance {
         spec.command = s.command;
         spec.networks = s.networks;
         spec.env = s.env.into_iter().collect();
+        spec
+    }
+}
+
+impl From<CreateInstance> for core::CreateInstance {
+    /// The core's request; the API validates it when it is created.
+    fn from(r: CreateInstance) -> Self {
         core::CreateInstance {
             name: r.name,
             labels: r.labels.into_iter().collect(),
-            spec,
+            spec: r.spec.into(),
         }
     }
+}
+
+/// What one version of a template gives every instance made from it.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct TemplateSpec {
+    /// Labels every instance of the version gets.
+    pub labels: HashMap<String, String>,
+    /// What every instance of the version runs.
+    pub spec: InstanceSpec,
+}
+
+impl From<TemplateSpec> for core::TemplateSpec {
+    fn from(t: TemplateSpec) -> Self {
+        core::TemplateSpec {
+            labels: t.labels.into_iter().collect(),
+            spec: t.spec.into(),
+        }
+    }
+}
+
+/// One version of a template and the instances made from it.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct TemplateVersion {
+    /// Its number: 1 for the first; never given out again.
+    pub version: u32,
+    /// Labels every instance of it gets.
+    pub labels: HashMap<String, String>,
+    /// What every instance of it runs.
+    pub spec: InstanceSpec,
+    /// When it was stored (RFC 3339).
+    pub created_at: String,
+    /// The instances made from it, in name order.
+    pub instances: Vec<String>,
+}
+
+/// A template: its name and versions (or the one asked for), oldest first.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Template {
+    /// Its name.
+    pub name: String,
+    /// Its versions, oldest first.
+    pub versions: Vec<TemplateVersion>,
+}
+
+impl From<core::TemplateInfo> for Template {
+    fn from(t: core::TemplateInfo) -> Self {
+        Template {
+            name: t.name.to_string(),
+            versions: t
+                .versions
+                .into_iter()
+                .map(|v| TemplateVersion {
+                    version: v.version.version,
+                    labels: v.version.labels.into_iter().collect(),
+                    spec: v.version.spec.into(),
+                    created_at: v.version.created_at.to_rfc3339(),
+                    instances: v.instances,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn templates(all: Vec<core::TemplateInfo>) -> Vec<Template> {
+    all.into_iter().map(Into::into).collect()
 }
 
 /// Which instances `list_instances` returns; `None` and empty match everything.
@@ -321,6 +392,8 @@ pub struct Instance {
     pub problem: Option<String>,
     /// When it was created (RFC 3339).
     pub created_at: String,
+    /// The template version it was made from (`web@1`), if any.
+    pub template: Option<String>,
     /// The store revision of its last change.
     pub revision: u64,
 }
@@ -340,6 +413,7 @@ impl From<core::Instance> for Instance {
             node: i.node,
             runtime: i.runtime,
             attachments: i.attachments.into_iter().map(Into::into).collect(),
+            template: i.template.as_ref().map(ToString::to_string),
             revision: i.revision,
         }
     }

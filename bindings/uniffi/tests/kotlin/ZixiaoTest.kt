@@ -164,9 +164,28 @@ fun main(args: Array<String>) {
             controller.listInstancesPage(InstanceFilter(labels = mapOf()), 1u, "not a token")
         }
         check(badToken.field == "page_token") { badToken.field }
-        for (name in listOf("hello", "sleeper")) {
+        // Templates: a version, an instance from it with a change, its count.
+        val web = controller.createTemplate(
+            "web",
+            TemplateSpec(labels = mapOf("app" to "web"), spec = container("unused", listOf("sleep", "600")).spec),
+        )
+        check(web.versions.single().version == 1u) { "$web" }
+        val fromTemplate = controller.createFromTemplate("tpl", "web@1", listOf("memory_mib=40"), true)
+        check(fromTemplate.template == "web@1" && fromTemplate.spec.memoryMib == 40uL) { "$fromTemplate" }
+        check(fromTemplate.labels["app"] == "web") { "$fromTemplate" }
+        check(controller.getTemplate("web").versions.single().instances == listOf("tpl"))
+        val inUse = raises<ZixiaoException.FailedPrecondition> { controller.deleteTemplate("web", 1u) }
+        check(inUse.detail.contains("tpl")) { inUse.detail }
+        val unknownField = raises<ZixiaoException.InvalidArgument> {
+            controller.createFromTemplate("bad", "web", listOf("colour=red"), true)
+        }
+        check(unknownField.field.startsWith("set")) { unknownField.field }
+
+        for (name in listOf("hello", "sleeper", "tpl")) {
             check(controller.deleteInstance(name, true) == null)
         }
+        controller.deleteTemplate("web")
+        check(controller.listTemplates().isEmpty())
         check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())
     }
 
