@@ -103,10 +103,14 @@ pub enum Exit {
     AlreadyRunning,
     /// The agent asked it to stop.
     Stopped,
+    /// The node's state directory is gone (the node was removed, or a
+    /// test's temporary directory deleted): no records are left to fence,
+    /// and a watchdog that stayed would only leak.
+    StateDirGone,
 }
 
 /// Runs the watchdog of the node whose state is in `state_dir` until it is
-/// asked to stop, fencing through `agent`'s drivers when the pets stop for
+/// asked to stop or the directory is removed, fencing through `agent`'s drivers when the pets stop for
 /// longer than `fence_after`. Errors: `Internal` (its files cannot be written).
 pub async fn run(
     state_dir: &Path,
@@ -139,6 +143,9 @@ pub async fn run(
         if files.dir.join("stop").exists() {
             let _ = std::fs::remove_file(files.dir.join("stop"));
             return Ok(Exit::Stopped);
+        }
+        if !files.dir.exists() {
+            return Ok(Exit::StateDirGone);
         }
         let now = monotonic_ms();
         match files.last_pet() {

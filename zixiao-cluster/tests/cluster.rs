@@ -482,6 +482,38 @@ async fn a_drain_moves_instances_in_order_and_a_leaving_agent_deregisters() {
     }
 }
 
+/// A watchdog whose node's state directory is removed ends, instead of
+/// outliving the node as a stray process.
+#[tokio::test]
+async fn a_watchdog_ends_when_its_state_directory_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let agent = Arc::new(local("gone", &driver));
+    let state = dir.path().join("node");
+    let watchdog = {
+        let state = state.clone();
+        tokio::spawn(
+            async move { watchdog::run(&state, Timing::default().fence_after(), agent).await },
+        )
+    };
+    wait_for("the watchdog to start", Duration::from_secs(10), || {
+        let pid = state.join("watchdog/pid");
+        async move { pid.exists().then_some(()) }
+    })
+    .await;
+    assert!(
+        !watchdog.is_finished(),
+        "a watchdog runs while its node does"
+    );
+    std::fs::remove_dir_all(&state).expect("remove the state directory");
+    let exit = tokio::time::timeout(Duration::from_secs(10), watchdog)
+        .await
+        .expect("the watchdog ends")
+        .expect("joins")
+        .expect("ends without error");
+    assert_eq!(exit, watchdog::Exit::StateDirGone);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_name_held_by_a_live_agent_is_refused() {
     let cluster = Cluster::new(1, 1).await;
