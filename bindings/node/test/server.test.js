@@ -43,8 +43,12 @@ const skip =
   (fs.existsSync(binary) ? null : `the zixiao binary is not built at ${binary}`)
 
 const started = []
+const roots = []
 after(() => {
   for (const child of started) child.kill('SIGKILL')
+  // The agent's watchdog outlives the agent by design; it ends once the
+  // node's state directory is gone.
+  for (const root of roots) fs.rmSync(root, { recursive: true, force: true })
 })
 
 /** Starts `zixiao ARGS` and resolves with the address of its first line. */
@@ -65,6 +69,7 @@ function start(args) {
 test('a container through a server and its agent', { skip: skip ?? false }, async () => {
   const socket = process.env.ZIXIAO_TEST_CONTAINERD_SOCKET
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'zx-node-'))
+  roots.push(root)
   const common = ['--containerd-socket', socket]
   // The image, in the containerd namespace the agent's node uses.
   execFileSync(binary, ['--state-dir', `${root}/import`, ...common, 'image', 'import', process.env.ZIXIAO_TEST_BUSYBOX_OCI])

@@ -11,6 +11,7 @@ reason elsewhere, fails instead with ZIXIAO_REQUIRE_RUNTIMES=1 (CI).
 """
 
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -79,6 +80,9 @@ def server():
         for process in processes:
             process.kill()
             process.wait()
+        # The agent's watchdog outlives the agent by design; it ends once
+        # the node's state directory is gone.
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_container_through_a_server(server):
