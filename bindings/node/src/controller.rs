@@ -7,7 +7,7 @@ use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
-use zixiao_core::api::{Page, PageToken, Progress};
+use zixiao_core::api::{Page, Progress};
 use zixiao_core::driver::ImportProgress as CoreProgress;
 use zixiao_core::model::{CreateNetwork, FromTemplate, TemplateSpec};
 use zixiao_core::{
@@ -364,15 +364,7 @@ impl Controller {
             from_js::<InstanceFilter>(Some("filter"), f)
         });
         let page = page.unwrap_or_default();
-        let page = page
-            .token
-            .as_deref()
-            .map(PageToken::try_from)
-            .transpose()
-            .map(|token| Page {
-                size: page.size.unwrap_or(0),
-                token,
-            });
+        let page = Page::parse(page.size.unwrap_or(0), page.token.as_deref());
         call!(self, env, |c| c.list_instances_page(filter?, page?))
     }
 

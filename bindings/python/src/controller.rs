@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
 use zixiao_client::OpenOptions;
-use zixiao_core::api::{InstancePage, Page, PageToken, Progress};
+use zixiao_core::api::{InstancePage, Page, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
 use zixiao_core::model::{
@@ -37,11 +37,7 @@ fn filter_from(filter: Option<&Bound<'_, PyAny>>) -> PyResult<InstanceFilter> {
 /// A page request from keyword arguments. Errors: `InvalidArgument`
 /// (`page_token`).
 fn page_from(size: u32, token: Option<&str>) -> PyResult<Page> {
-    let token = token
-        .map(PageToken::try_from)
-        .transpose()
-        .map_err(error::to_py)?;
-    Ok(Page { size, token })
+    Page::parse(size, token).map_err(error::to_py)
 }
 
 fn instance_type(value: &str) -> PyResult<InstanceType> {

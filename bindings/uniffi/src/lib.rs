@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use zixiao_client::OpenOptions;
-use zixiao_core::api::{Page, PageToken, Progress};
+use zixiao_core::api::{Page, Progress};
 use zixiao_core::model::{FromTemplate, ImageName};
 use zixiao_core::{Client, Wait};
 
@@ -77,12 +77,6 @@ fn image_name(name: Option<String>) -> Result<Option<ImageName>, ZixiaoError> {
     Ok(name
         .map(|n| zixiao_client::image_name("name", &n))
         .transpose()?)
-}
-
-/// The page `size` and `token` name. Errors: `InvalidArgument` (`page_token`).
-fn page(size: u32, token: Option<String>) -> Result<Page, ZixiaoError> {
-    let token = token.map(PageToken::try_from).transpose()?;
-    Ok(Page { size, token })
 }
 
 /// Opens the embedded deployment over the state directory `state_dir`
@@ -208,7 +202,7 @@ impl Controller {
         page_size: u32,
         page_token: Option<String>,
     ) -> Result<InstancePage, ZixiaoError> {
-        let page = page(page_size, page_token)?;
+        let page = Page::parse(page_size, page_token.as_deref())?;
         block(self.inner.list_instances_page(filter.into(), page)).map(InstancePage::from)
     }
 
@@ -442,7 +436,10 @@ impl AsyncController {
         page_size: u32,
         page_token: Option<String>,
     ) -> Result<InstancePage, ZixiaoError> {
-        let (filter, page) = (filter.into(), page(page_size, page_token)?);
+        let (filter, page) = (
+            filter.into(),
+            Page::parse(page_size, page_token.as_deref())?,
+        );
         call!(self, |c| c.list_instances_page(filter, page)).map(InstancePage::from)
     }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use futures::StreamExt;
-use zixiao_core::api::{Page, PageToken};
+use zixiao_core::api::Page;
 use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::model::FromTemplate;
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
@@ -309,14 +309,7 @@ async fn list_page(
     filter: InstanceFilter,
     args: &ListArgs,
 ) -> Result<()> {
-    let page = Page {
-        size: args.page_size.unwrap_or(0),
-        token: args
-            .page_token
-            .as_deref()
-            .map(PageToken::try_from)
-            .transpose()?,
-    };
+    let page = Page::parse(args.page_size.unwrap_or(0), args.page_token.as_deref())?;
     let listed = client.list_instances_page(filter, page).await?;
     print(format, &listed, |l| instance_table(&l.instances))?;
     if let (Format::Table, Some(token)) = (format, &listed.next_page) {

@@ -122,6 +122,14 @@ impl Page {
         Page { size, token: None }
     }
 
+    /// The page a frontend was given: at most `size` items (0: the
+    /// default), after `token` as a list answered it (`None`: from the
+    /// first). Errors: `InvalidArgument` (`page_token`).
+    pub fn parse(size: u32, token: Option<&str>) -> Result<Self, Error> {
+        let token = token.map(PageToken::try_from).transpose()?;
+        Ok(Page { size, token })
+    }
+
     /// This page's size, capped for a server: 0 becomes
     /// [`DEFAULT_PAGE_SIZE`], more than [`MAX_PAGE_SIZE`] becomes that.
     pub fn capped(self) -> Self {
@@ -159,6 +167,23 @@ mod tests {
 
     fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("i-{i:03}")).collect()
+    }
+
+    #[test]
+    fn a_page_parses_from_what_a_frontend_was_given() {
+        assert_eq!(Page::parse(0, None).expect("no token"), Page::all());
+        let token = PageToken::try_from("692d303031").expect("a token");
+        let page = Page::parse(7, Some(&token.to_string())).expect("a token a list answered");
+        assert_eq!(
+            page,
+            Page {
+                size: 7,
+                token: Some(token)
+            }
+        );
+        let err = Page::parse(7, Some("not a token")).expect_err("refused");
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("page_token"), "{err}");
     }
 
     #[test]
