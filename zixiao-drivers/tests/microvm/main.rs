@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zixiao_core::{Driver, Instance, InstanceSpec, MicrovmBackend, RuntimeState};
+use zixiao_core::{Driver, ErrorKind, Instance, InstanceSpec, MicrovmBackend, RuntimeState};
 use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
 use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
@@ -177,7 +177,9 @@ pub(crate) async fn wait_for_log(
     .await;
 }
 
-/// Waits until the driver reports `want`.
+/// Waits until the driver reports `want`. An `Unavailable` answer (QEMU's
+/// monitor silent on a loaded host) is asked again, as a controller does;
+/// any other error fails the test.
 pub(crate) async fn wait_for_state(
     driver: &MicrovmDriver,
     instance: &Instance,
@@ -185,8 +187,11 @@ pub(crate) async fn wait_for_state(
     want: impl Fn(&RuntimeState) -> bool,
 ) -> RuntimeState {
     wait_until(what, BOOT_TIMEOUT, || async {
-        let state = driver.inspect(instance).await.expect("inspect");
-        want(&state).then_some(state)
+        match driver.inspect(instance).await {
+            Ok(state) => want(&state).then_some(state),
+            Err(e) if e.kind() == ErrorKind::Unavailable => None,
+            Err(e) => panic!("inspect: {e:?}"),
+        }
     })
     .await
 }

@@ -121,9 +121,17 @@ pub(crate) fn console_log(dir: &InstanceDir) -> PathBuf {
 }
 
 fn qmp_failed(operation: &str, e: QmpError) -> DriverError {
-    DriverError::Runtime {
-        operation: operation.to_owned(),
-        source: Box::new(e),
+    match e {
+        // A monitor that does not answer says nothing about the guest: QEMU
+        // may be busy on a loaded host. The caller may ask again.
+        QmpError::Timeout(_) => DriverError::Unavailable {
+            runtime: format!("QEMU's monitor (to {operation})"),
+            source: Box::new(e),
+        },
+        e => DriverError::Runtime {
+            operation: operation.to_owned(),
+            source: Box::new(e),
+        },
     }
 }
 
