@@ -109,11 +109,30 @@ impl Write {
     }
 }
 
+/// When a committed transaction must be on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Before [`Store::commit`] returns.
+    #[default]
+    Immediate,
+    /// With the store's next immediate commit or [`Store::sync`], whichever
+    /// comes first; until then a crash (of the process or the host) may
+    /// lose it, with the deferred commits after it, but never an earlier
+    /// immediate one.
+    /// Reads and watches see it at once all the same. For records of
+    /// something a durable commit usually follows at once, such as the
+    /// audit record of a change: one `fsync` then makes both durable.
+    /// A store that makes every commit durable anyway (etcd) ignores it.
+    Deferred,
+}
+
 /// Writes applied all together or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
     /// The writes, each with its precondition.
     pub writes: Vec<Write>,
+    /// When the writes must be on disk.
+    pub durability: Durability,
 }
 
 impl Txn {
@@ -155,6 +174,13 @@ impl Txn {
     /// An empty transaction.
     pub fn new() -> Self {
         Txn::default()
+    }
+
+    /// This transaction, made durable only with a later commit or sync
+    /// (see [`Durability::Deferred`]).
+    pub fn deferred(mut self) -> Self {
+        self.durability = Durability::Deferred;
+        self
     }
 
     /// Adds a put of `value` at `key` if `precondition` holds.
@@ -362,7 +388,8 @@ impl StoreError {
 ///
 /// Keys are UTF-8 paths such as `/zixiao/instances/<id>`. Implementations must
 /// be safe to share between threads and tasks, and durable: a transaction
-/// whose `commit` returned `Ok` survives a crash of the process.
+/// whose `commit` returned `Ok` survives a crash, unless it asked for
+/// [`Durability::Deferred`] and no immediate commit or sync followed.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// Reads one key. Called on every lookup; never changes anything.
@@ -403,6 +430,13 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Revokes a lease and deletes its keys. Idempotent: an unknown lease is not an error.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
+
+    /// Makes every commit acknowledged so far durable, deferred ones too.
+    /// Idempotent. The default does nothing: for a store whose every
+    /// commit is durable when acknowledged. Errors: `Unavailable`, `Internal`.
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A JSON object kept in the store under a fixed prefix, with its revision.

@@ -21,6 +21,8 @@ use zixiao_store::{EmbeddedStore, EmbeddedStoreOptions};
 const WRITER_ENV: &str = "ZIXIAO_KILL9_WRITER";
 /// Set in a child process with [`WRITER_ENV`]: the round, for key names.
 const ROUND_ENV: &str = "ZIXIAO_KILL9_ROUND";
+/// How many deferred commits a writer makes between two syncs.
+const SYNC_EVERY: u64 = 5;
 /// Set in a child process: hold the store at this path open until stdin closes.
 const HOLDER_ENV: &str = "ZIXIAO_STORE_HOLDER";
 
@@ -64,13 +66,27 @@ fn parse_ack(line: &str) -> Option<u64> {
     rest.strip_suffix(" ok")?.parse().ok()
 }
 
-/// The child side of the kill -9 test: commits keys one by one, printing
-/// each once its commit returned. Bounded, in case the parent is gone.
-fn act_as_writer(path: &Path, round: u32) {
+/// How a writer makes its commits durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// Each commit is immediate.
+    Immediate,
+    /// Commits are deferred; a `sync` follows every few.
+    DeferredThenSync,
+    /// Commits are deferred; an immediate commit follows every few.
+    DeferredThenImmediate,
+}
+
+/// The child side of the kill -9 tests: commits keys one by one, printing
+/// each once it is durable: once its commit returned or, for deferred
+/// commits, once the sync or immediate commit after it returned. Bounded,
+/// in case the parent is gone.
+fn act_as_writer(path: &Path, round: u32, writes: Writes) {
     runtime().block_on(async {
         let store = EmbeddedStore::open(path).expect("the writer opens the store");
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut stdout = std::io::stdout();
+        let mut unacked = Vec::new();
         for i in 0..100_000 {
             if Instant::now() > deadline {
                 break;
@@ -80,13 +96,34 @@ fn act_as_writer(path: &Path, round: u32) {
                 kill9_value(round, i),
                 Precondition::Absent,
             );
-            store.commit(txn).await.expect("the writer's commit");
+            if writes == Writes::Immediate {
+                store.commit(txn).await.expect("the writer's commit");
+            } else {
+                store
+                    .commit(txn.deferred())
+                    .await
+                    .expect("the writer's commit");
+            }
+            unacked.push(i);
+            if writes != Writes::Immediate && i % SYNC_EVERY != SYNC_EVERY - 1 {
+                continue;
+            }
+            match writes {
+                Writes::Immediate => {}
+                Writes::DeferredThenSync => store.sync().await.expect("the writer's sync"),
+                Writes::DeferredThenImmediate => {
+                    let marker = format!("/kill9-marker/round{round}");
+                    let txn =
+                        Txn::new().put(marker, i.to_string().into_bytes(), Precondition::None);
+                    store.commit(txn).await.expect("the writer's commit");
+                }
+            }
             // One write per line: a pipe never splits a write this small.
-            if stdout
-                .write_all(format!("{ACK}{i} ok\n").as_bytes())
-                .is_err()
-                || stdout.flush().is_err()
-            {
+            let acks: String = unacked
+                .drain(..)
+                .map(|i| format!("{ACK}{i} ok\n"))
+                .collect();
+            if stdout.write_all(acks.as_bytes()).is_err() || stdout.flush().is_err() {
                 break;
             }
         }
@@ -112,12 +149,35 @@ fn read_acks(
 
 #[test]
 fn acknowledged_commits_survive_kill_9() {
+    kill_writers_and_check("acknowledged_commits_survive_kill_9", Writes::Immediate);
+}
+
+#[test]
+fn deferred_commits_survive_kill_9_once_synced() {
+    kill_writers_and_check(
+        "deferred_commits_survive_kill_9_once_synced",
+        Writes::DeferredThenSync,
+    );
+}
+
+#[test]
+fn deferred_commits_survive_kill_9_once_an_immediate_one_follows() {
+    kill_writers_and_check(
+        "deferred_commits_survive_kill_9_once_an_immediate_one_follows",
+        Writes::DeferredThenImmediate,
+    );
+}
+
+/// Runs test `test` (one of the two above): in a child, acts as the
+/// writer; in the parent, kills writers by SIGKILL after some
+/// acknowledgements and checks that every acknowledged key is there.
+fn kill_writers_and_check(test: &str, writes: Writes) {
     if let Ok(path) = std::env::var(WRITER_ENV) {
         let round = std::env::var(ROUND_ENV)
             .ok()
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
-        act_as_writer(Path::new(&path), round);
+        act_as_writer(Path::new(&path), round, writes);
         return;
     }
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -125,7 +185,7 @@ fn acknowledged_commits_survive_kill_9() {
     let mut total_acked = 0u64;
     for (round, kill_after) in [(0u32, 150usize), (1, 300), (2, 450)] {
         let mut child = spawn_self(
-            "acknowledged_commits_survive_kill_9",
+            test,
             &[
                 (WRITER_ENV, path.display().to_string()),
                 (ROUND_ENV, round.to_string()),

@@ -97,6 +97,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@current_thread $factory;
             get_of_missing_key_is_none,
             put_then_get_returns_value_and_revisions,
+            deferred_commits_are_seen_at_once_and_ordered_with_the_rest,
             list_is_in_key_order_and_stays_in_its_prefix,
             create_if_absent_rejects_an_existing_key,
             update_with_current_revision_succeeds,
@@ -312,6 +313,35 @@ pub async fn put_then_get_returns_value_and_revisions(under_test: StoreUnderTest
         must_get(store, "/objects/empty").await.value,
         Vec::<u8>::new()
     );
+}
+
+/// A deferred commit is seen by reads and watches as soon as it returns,
+/// at its place in the revision order, and `sync` is idempotent.
+pub async fn deferred_commits_are_seen_at_once_and_ordered_with_the_rest(
+    under_test: StoreUnderTest,
+) {
+    let store = under_test.store.as_ref();
+    let first = put(store, "/deferred/a", b"immediate").await;
+    let mut events = watch(store, "/deferred/", first).await;
+    let deferred = commit(
+        store,
+        Txn::new()
+            .put("/deferred/b", b"deferred".to_vec(), Precondition::Absent)
+            .deferred(),
+    )
+    .await;
+    assert!(deferred > first);
+    assert_eq!(must_get(store, "/deferred/b").await.mod_revision, deferred);
+    assert_eq!(
+        keys(store, "/deferred/").await,
+        ["/deferred/a", "/deferred/b"]
+    );
+    let event = next_event(&mut events).await;
+    assert_eq!((event.key(), event.revision()), ("/deferred/b", deferred));
+    store.sync().await.expect("sync");
+    store.sync().await.expect("a second sync");
+    let after = put(store, "/deferred/c", b"immediate").await;
+    assert!(after > deferred);
 }
 
 /// `list` returns exactly the keys starting with the prefix, in key order,

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Revision, Store, StoreError, Txn};
+use crate::store::{Durability, Revision, Store, StoreError, Txn};
 
 type Reply = oneshot::Sender<Result<Revision, StoreError>>;
 
@@ -119,11 +119,20 @@ async fn commit(store: &dyn Store, mut batch: Vec<(Txn, Reply)>) {
         let _ = reply.send(store.commit(txn).await);
         return;
     }
+    let durability = if batch
+        .iter()
+        .all(|(txn, _)| txn.durability == Durability::Deferred)
+    {
+        Durability::Deferred
+    } else {
+        Durability::Immediate
+    };
     let merged = Txn {
         writes: batch
             .iter()
             .flat_map(|(txn, _)| txn.writes.iter().cloned())
             .collect(),
+        durability,
     };
     match store.commit(merged).await {
         Ok(revision) => {

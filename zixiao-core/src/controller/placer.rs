@@ -427,6 +427,7 @@ impl Controller {
         }
         let txn = Txn {
             writes: std::mem::take(&mut batch.writes),
+            ..Txn::default()
         };
         match self.inner.store.commit(txn).await {
             Ok(revision) => {

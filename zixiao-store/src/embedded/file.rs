@@ -188,6 +188,11 @@ impl StoreFile {
         &self.path
     }
 
+    /// How long the file is held open.
+    pub(crate) fn hold(&self) -> FileHold {
+        self.hold
+    }
+
     /// Runs `op` on the open database, opening the file first if no other
     /// operation of this process has it open. With
     /// [`FileHold::PerOperation`] it is closed once no operation of this

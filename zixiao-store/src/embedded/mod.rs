@@ -17,13 +17,16 @@ mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{Database, DatabaseError, StorageError};
 use tokio::sync::{broadcast, oneshot};
-use zixiao_core::store::{KeyValue, LeaseId, Listing, Revision, StoreSummary, Txn, WatchStream};
+use zixiao_core::store::{
+    Durability, KeyValue, LeaseId, Listing, Revision, StoreSummary, Txn, WatchStream,
+};
 use zixiao_core::{Clock, Store, StoreError, SystemClock};
 
 pub use file::FileHold;
@@ -183,6 +186,7 @@ impl EmbeddedStoreOptions {
             history_limit: self.history_limit,
             writer: Mutex::new(()),
             queued: Mutex::new(Vec::new()),
+            undurable: AtomicBool::new(false),
             events,
             _stop_sweeper: stop_sweeper,
         });
@@ -485,6 +489,8 @@ pub(crate) struct Inner {
     writer: Mutex<()>,
     /// Transactions waiting to be committed together by the next writer.
     queued: Mutex<Vec<QueuedCommit>>,
+    /// Whether the last commit was deferred (not yet durable).
+    undurable: AtomicBool,
     events: broadcast::Sender<Live>,
     /// Dropped with the store, which tells the sweeper thread to stop.
     _stop_sweeper: mpsc::Sender<()>,
@@ -502,18 +508,27 @@ impl Inner {
         op: impl FnOnce(&mut WriteState<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.write_locked(op)
+        self.write_locked(Durability::Immediate, op)
     }
 
-    /// [`Inner::write`], for a caller that holds the writer mutex.
+    /// [`Inner::write`] with the given durability, for a caller that holds
+    /// the writer mutex. A deferred write is made durable only by a file
+    /// held open: one opened per operation may be closed before the next
+    /// durable commit, so its writes are all durable.
     fn write_locked<T>(
         &self,
+        durability: Durability,
         op: impl FnOnce(&mut WriteState<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let deferred =
+            durability == Durability::Deferred && self.file.hold() == FileHold::WhileOpen;
         let (outcome, committed) = self.file.with(|db| {
-            let txn = db
+            let mut txn = db
                 .begin_write()
                 .map_err(|e| StoreError::backend("cannot start a write transaction", e))?;
+            if deferred {
+                txn.set_durability(redb::Durability::None);
+            }
             let (outcome, committed) = {
                 let mut state = WriteState::open(&txn)?;
                 state.sweep(self.now_ms())?;
@@ -522,6 +537,8 @@ impl Inner {
             };
             txn.commit()
                 .map_err(|e| StoreError::backend("cannot commit a write transaction", e))?;
+            // A durable commit carries every deferred one before it.
+            self.undurable.store(deferred, Ordering::Release);
             if let Some(last) = committed.last() {
                 self.file.committed(last.revision);
             }
@@ -544,7 +561,16 @@ impl Inner {
         if queued.is_empty() {
             return;
         }
-        let outcome = self.write_locked(|state| {
+        // One durable commit for the group unless every member may wait.
+        let durability = if queued
+            .iter()
+            .all(|commit| commit.txn.durability == Durability::Deferred)
+        {
+            Durability::Deferred
+        } else {
+            Durability::Immediate
+        };
+        let outcome = self.write_locked(durability, |state| {
             let mut results = Vec::with_capacity(queued.len());
             for commit in &queued {
                 match state.apply(&commit.txn) {
@@ -582,6 +608,23 @@ impl Inner {
         }
     }
 
+    /// Makes the deferred commits durable with an empty durable commit,
+    /// when there are any.
+    fn sync(&self) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.undurable.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.file.with(|db| {
+            db.begin_write()
+                .map_err(|e| StoreError::backend("cannot sync the store", e))?
+                .commit()
+                .map_err(|e| StoreError::backend("cannot sync the store", e))
+        })??;
+        self.undurable.store(false, Ordering::Release);
+        Ok(())
+    }
+
     fn sweep_expired(&self) -> Result<Option<Revision>, StoreError> {
         if !self
             .file
@@ -593,8 +636,18 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    /// A store closed in order leaves nothing deferred behind.
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "deferred commits not synced as the store closed");
+        }
+    }
+}
+
 /// The embedded [`Store`]: one redb file, durable on every acknowledged
-/// commit, with etcd-style revisions, watch history and leases.
+/// commit (but [deferred](zixiao_core::store::Durability::Deferred) ones),
+/// with etcd-style revisions, watch history and leases.
 ///
 /// Cloning is cheap and every clone is the same store. Its methods need a
 /// tokio runtime (any flavour): writes run on the blocking pool.
@@ -791,5 +844,9 @@ impl Store for EmbeddedStore {
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
         self.blocking(move |inner| inner.write(|state| state.revoke(lease).map(drop)))
             .await
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.blocking(Inner::sync).await
     }
 }
