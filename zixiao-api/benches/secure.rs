@@ -9,9 +9,10 @@
 //!
 //! After the rounds it times, alone and in the same process, what the
 //! secure path adds to each create: authenticating the bearer token, and
-//! writing one audit record (durable before the reply), beside a bare
-//! durable store commit, so the table's difference can be traced to its
-//! parts.
+//! recording the call before it runs and its outcome after (two deferred
+//! writes, made durable by the create's own commit), beside a durable
+//! audit record (as a refusal gets) and a bare durable store commit, so
+//! the table's difference can be traced to its parts.
 //!
 //! `cargo bench -p zixiao-api --bench secure` prints a table and writes
 //! `target/bench-results/secure-api.json` (`SECURE_CREATES=200` and
@@ -162,8 +163,9 @@ where
 }
 
 /// Times, one at a time, the parts the secure path adds to a create (a
-/// token authenticated, an audit record written and made durable) and a
-/// bare durable commit of the same store to compare them with.
+/// token authenticated, the call and its outcome recorded) and, to
+/// compare them with, a durable audit record and a bare durable commit of
+/// the same store.
 async fn parts(
     store: &Arc<dyn Store>,
     accounts: &AuthStore,
@@ -194,10 +196,14 @@ async fn parts(
         wait: Wait::No,
     };
     let caller = &caller;
+    let entry = || AuditEntry::new(caller, stop, None, Outcome::Done);
     let audit = mean_micros(200, |_| async move {
-        log.record(AuditEntry::new(caller, stop, None, Outcome::Done))
-            .await
-            .expect("an audit record");
+        let started = log.start(entry()).await.expect("an audit record");
+        log.finish(started, Outcome::Done).await;
+    })
+    .await;
+    let durable = mean_micros(200, |_| async move {
+        log.record(entry()).await.expect("an audit record");
     })
     .await;
     // Under `/zixiao/` like the records, so the controller's cache watch
@@ -213,7 +219,8 @@ async fn parts(
     .await;
     vec![
         ("authenticate a token", authenticate),
-        ("write an audit record", audit),
+        ("record a call and its outcome (deferred)", audit),
+        ("write a durable audit record", durable),
         ("a bare durable commit", commit),
     ]
 }

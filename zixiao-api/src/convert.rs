@@ -1777,7 +1777,7 @@ impl TryFrom<pb::Project> for ProjectInfo {
 impl From<AuditRecord> for pb::AuditRecord {
     fn from(r: AuditRecord) -> Self {
         let (error_kind, permission, reason) = match &r.outcome {
-            Outcome::Done => (String::new(), String::new(), String::new()),
+            Outcome::Started | Outcome::Done => (String::new(), String::new(), String::new()),
             Outcome::Failed { kind } => (kind.as_str().to_owned(), String::new(), String::new()),
             Outcome::Denied { permission, reason } => {
                 (String::new(), permission.clone(), reason.clone())
@@ -1807,6 +1807,7 @@ impl TryFrom<pb::AuditRecord> for AuditRecord {
 
     fn try_from(r: pb::AuditRecord) -> Result<Self> {
         let outcome = match r.outcome.as_str() {
+            "started" => Outcome::Started,
             "done" => Outcome::Done,
             "failed" => Outcome::Failed {
                 kind: crate::status::KINDS

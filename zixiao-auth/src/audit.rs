@@ -24,10 +24,23 @@
 //!
 //! Writes of one replica are group-committed: calls that finish while a
 //! write is in flight queue their entries, and the next write takes up to
-//! [`GROUP_MAX`] of them in one transaction, numbered in queue order. Each
-//! caller still returns only once its own record is durable, so nothing
-//! acknowledged goes unrecorded; concurrent callers share one commit
-//! instead of taking turns for one each.
+//! [`GROUP_MAX`] of them in one transaction, numbered in queue order.
+//! Concurrent callers share one commit instead of taking turns for one each.
+//!
+//! # When a record is durable
+//!
+//! [`Audited`] writes a changing call's record *before* the call runs, as
+//! [`Outcome::Started`], and sets its outcome when the call ends. The
+//! first write is [deferred](zixiao_core::store::Durability::Deferred):
+//! the call's own durable commit, which comes after it in the same store,
+//! makes it durable, so a change never outlives a crash without its record
+//! and the record costs no `fsync` of its own. A call that cannot be
+//! recorded is not made (`Unavailable`). A failure's outcome is written
+//! durably before the caller hears of it; a success's is deferred too, and
+//! made durable by the next commit or, at the latest, a sync
+//! [`SYNC_DELAY`] later: a crash in between leaves that record `started`,
+//! next to the change it describes. Refusals ([`AuditLog::record`]) are
+//! durable before the caller hears of them.
 //!
 //! Refusals of unauthenticated callers go to a ring of their own
 //! (`/zixiao/auth/audit/anonymous/`), with the same retention: anyone can
@@ -35,6 +48,7 @@
 //! identified callers out.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +57,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use zixiao_core::api::{Api, Request, Response};
-use zixiao_core::store::{Precondition, Revision, Txn};
+use zixiao_core::store::{Durability, Precondition, Revision, Txn};
 use zixiao_core::{Clock, ErrorKind, Store};
 
 use crate::accounts::lost_race;
@@ -61,6 +75,9 @@ pub const GROUP_MAX: usize = 64;
 /// How often a write retries after losing the state's compare-and-swap
 /// to another replica.
 const WRITE_ATTEMPTS: usize = 32;
+
+/// The longest a deferred write waits for a sync of the store.
+pub const SYNC_DELAY: Duration = Duration::from_secs(1);
 
 /// How long and how many records are kept, in each of the two rings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,11 +158,27 @@ struct Cursor {
     oldest_time: Option<DateTime<Utc>>,
 }
 
-/// An entry waiting for the next write, and where its record goes.
-type Queued = (
-    AuditEntry,
-    tokio::sync::oneshot::Sender<Result<AuditRecord, AuthError>>,
-);
+/// A record as written, with the revision of the write, for the update of
+/// its outcome.
+type Written = (AuditRecord, Revision);
+
+/// An entry waiting for the next write, how durable its write must be, and
+/// where its record goes.
+#[derive(Debug)]
+struct Queued {
+    entry: AuditEntry,
+    durability: Durability,
+    answer: tokio::sync::oneshot::Sender<Result<Written, AuthError>>,
+}
+
+/// A changing call's record, written before the call runs: see
+/// [`AuditLog::start`] and [`AuditLog::finish`].
+#[derive(Debug)]
+#[must_use = "a started record is finished with the call's outcome"]
+pub struct Started {
+    record: AuditRecord,
+    revision: Revision,
+}
 
 /// One numbered ring of records under a prefix.
 #[derive(Debug)]
@@ -193,11 +226,14 @@ pub struct AuditLog {
     retention: Retention,
     identified: Ring,
     anonymous: Ring,
+    /// Whether a sync of the store is due for deferred writes.
+    sync_scheduled: Arc<AtomicBool>,
 }
 
 impl AuditLog {
     /// The log in `store`, written as replica `replica`, keeping
-    /// `retention` (a `max_records` of 0 counts as 1).
+    /// `retention` (a `max_records` of 0 counts as 1). Deferred writes are
+    /// synced on the tokio runtime of the call that made them.
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -214,7 +250,76 @@ impl AuditLog {
             },
             identified: Ring::new("/zixiao/auth/audit/"),
             anonymous: Ring::new("/zixiao/auth/audit/anonymous/"),
+            sync_scheduled: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Records that a changing call is about to run ([`Outcome::Started`],
+    /// `entry`'s outcome is ignored), in a deferred write: durable with the
+    /// call's own commit. Errors as [`AuditLog::record`]; the call must
+    /// then not run, for it could not be recorded.
+    pub async fn start(&self, entry: AuditEntry) -> Result<Started, AuthError> {
+        let entry = AuditEntry {
+            outcome: Outcome::Started,
+            ..entry
+        };
+        let (record, revision) = self.write_queued(entry, Durability::Deferred).await?;
+        self.schedule_sync();
+        Ok(Started { record, revision })
+    }
+
+    /// Sets the outcome of a started record: durably before it returns for
+    /// a failure, deferred for a success (see the module's docs). A record
+    /// retention has deleted meanwhile stays deleted. A failure to write
+    /// is logged as an error: the call it describes has happened.
+    pub async fn finish(&self, started: Started, outcome: Outcome) {
+        let Started {
+            mut record,
+            revision,
+        } = started;
+        let durability = match outcome {
+            Outcome::Done => Durability::Deferred,
+            _ => Durability::Immediate,
+        };
+        record.outcome = outcome;
+        let mut txn = Txn::new().put(
+            self.identified.key(record.seq),
+            to_json(&record),
+            Precondition::Revision(revision),
+        );
+        txn.durability = durability;
+        match self.store.commit(txn).await {
+            Ok(_) => {
+                if durability == Durability::Deferred {
+                    self.schedule_sync();
+                }
+            }
+            Err(e) if lost_race(&e) || e.kind() == ErrorKind::NotFound => {}
+            Err(e) => tracing::error!(
+                op = %record.operation,
+                seq = record.seq,
+                error = %chain(&AuthError::from(e)),
+                "audit outcome not written"
+            ),
+        }
+    }
+
+    /// Syncs the store [`SYNC_DELAY`] from now unless a sync is already
+    /// due, so no deferred record waits longer for one.
+    fn schedule_sync(&self) {
+        if self.sync_scheduled.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let store = Arc::clone(&self.store);
+        let scheduled = Arc::clone(&self.sync_scheduled);
+        tokio::spawn(async move {
+            tokio::time::sleep(SYNC_DELAY).await;
+            // Writes from here on need a sync of their own.
+            scheduled.store(false, AtomicOrdering::Release);
+            if let Err(e) = store.sync().await {
+                tracing::error!(error = %chain(&AuthError::from(e)), "audit records not synced");
+            }
+        });
     }
 
     /// Writes `entry` and deletes what falls out of retention, in one
@@ -222,6 +327,16 @@ impl AuditLog {
     /// returns once it is durable. Not idempotent. Errors: `Conflict`
     /// (other replicas kept winning), `Unavailable`, `Internal`.
     pub async fn record(&self, entry: AuditEntry) -> Result<AuditRecord, AuthError> {
+        Ok(self.write_queued(entry, Durability::Immediate).await?.0)
+    }
+
+    /// Queues `entry` for the next group write of its ring and returns its
+    /// record once written as durably as `durability` asks.
+    async fn write_queued(
+        &self,
+        entry: AuditEntry,
+        durability: Durability,
+    ) -> Result<Written, AuthError> {
         let ring = match entry.outcome {
             Outcome::Unauthenticated { .. } => &self.anonymous,
             _ => &self.identified,
@@ -230,7 +345,11 @@ impl AuditLog {
         ring.queue
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((entry, sender));
+            .push(Queued {
+                entry,
+                durability,
+                answer: sender,
+            });
         loop {
             let mut cursor = ring.cursor.lock().await;
             // A write that held the cursor meanwhile may have taken it.
@@ -256,11 +375,18 @@ impl AuditLog {
                 tokio::task::yield_now().await;
                 continue;
             }
-            let (entries, senders): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-            match self.write(ring, &mut cursor, &entries).await {
-                Ok(records) => {
+            // Durable when any member needs it to be.
+            let durability = if group.iter().all(|q| q.durability == Durability::Deferred) {
+                Durability::Deferred
+            } else {
+                Durability::Immediate
+            };
+            let (entries, senders): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|q| (q.entry, q.answer)).unzip();
+            match self.write(ring, &mut cursor, &entries, durability).await {
+                Ok((records, revision)) => {
                     for (sender, record) in senders.into_iter().zip(records) {
-                        let _ = sender.send(Ok(record));
+                        let _ = sender.send(Ok((record, revision)));
                     }
                 }
                 Err(e) => {
@@ -278,13 +404,15 @@ impl AuditLog {
     }
 
     /// Writes `entries` as the next records of `ring`, numbered in order,
-    /// and deletes what falls out of retention, in one transaction.
+    /// and deletes what falls out of retention, in one transaction; the
+    /// records and the transaction's revision.
     async fn write(
         &self,
         ring: &Ring,
         cursor: &mut Cursor,
         entries: &[AuditEntry],
-    ) -> Result<Vec<AuditRecord>, AuthError> {
+        durability: Durability,
+    ) -> Result<(Vec<AuditRecord>, Revision), AuthError> {
         let count = entries.len() as u64;
         for _ in 0..WRITE_ATTEMPTS {
             let (state, revision) = match cursor.state {
@@ -364,13 +492,14 @@ impl AuditLog {
                 txn = txn.put(ring.key(record.seq), to_json(record), Precondition::Absent);
             }
             txn = txn.put(ring.state_key.clone(), to_json(&next), state_precondition);
+            txn.durability = durability;
             match self.store.commit(txn).await {
                 Ok(revision) => {
                     cursor.state = Some((next, revision));
                     if oldest == seq {
                         cursor.oldest_time = Some(now);
                     }
-                    return Ok(records);
+                    return Ok((records, revision));
                 }
                 // Another replica wrote first: read its state and go again.
                 Err(e) if lost_race(&e) => cursor.state = None,
@@ -495,7 +624,10 @@ pub(crate) async fn resolve_project(
 
 /// An [`Api`] that records every changing call, and every call refused
 /// further in (`PermissionDenied`, `Unauthenticated`), in an [`AuditLog`].
-/// Built per caller. Reads that succeed are not recorded.
+/// Built per caller. Reads that succeed are not recorded. A changing call
+/// is recorded before it runs and its outcome when it ends (see the
+/// module's docs); one that cannot be recorded fails `Unavailable` and
+/// changes nothing.
 ///
 /// Placed inside [`Authorized`](crate::Authorized) (the usual stack, see
 /// [`secure`](crate::secure)) it records what was allowed, and
@@ -558,11 +690,18 @@ impl<A: Api> Api for Audited<A> {
         let project = resolve_project(&self.inner, &request)
             .await
             .unwrap_or_default();
-        let summary = Summary::of(&request);
+        let entry = Summary::of(&request).entry(&self.caller, project, Outcome::Started);
+        // A change that cannot be recorded is not made.
+        let started = self
+            .log
+            .start(entry)
+            .await
+            .map_err(|e| zixiao_core::Error::Unavailable {
+                what: "the audit log (the call was not made)".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
         let result = self.inner.call(request).await;
-        self.log
-            .record_or_log(summary.entry(&self.caller, project, Outcome::of(&result)))
-            .await;
+        self.log.finish(started, Outcome::of(&result)).await;
         result
     }
 }

@@ -349,6 +349,7 @@ fn audit_table(records: &[AuditRecord]) -> String {
     ]);
     for r in records {
         let outcome = match &r.outcome {
+            Outcome::Started => "started (end not recorded)".to_owned(),
             Outcome::Done => "done".to_owned(),
             Outcome::Failed { kind } => format!("failed: {}", kind.as_str()),
             Outcome::Denied { permission, .. } => format!("denied: {permission}"),

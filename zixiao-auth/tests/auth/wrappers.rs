@@ -405,9 +405,10 @@ async fn retention_keeps_the_newest_records_by_count() {
 }
 
 /// Concurrent calls share the log's writes (group commit): every call
-/// still gets its own record, numbered without gaps or duplicates, each
-/// durable before its call returns, in fewer commits than records, and
-/// retention holds across groups.
+/// still gets its own record, numbered without gaps or duplicates, written
+/// before its call runs, in fewer commits than the two writes per record
+/// (the record, then its outcome) would take alone, and retention holds
+/// across groups.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_share_writes_and_each_gets_its_record() {
     let h = Harness::new();
@@ -450,9 +451,10 @@ async fn concurrent_calls_share_writes_and_each_gets_its_record() {
         "the newest 150, no gap"
     );
     assert!(
-        commits < 200,
-        "{commits} commits for 200 records: no group shared one"
+        commits < 400,
+        "{commits} commits for 200 records and their outcomes: no group shared one"
     );
+    assert!(records.iter().all(|r| r.outcome == Outcome::Done));
     let kept = h
         .snapshot()
         .await
@@ -592,4 +594,125 @@ async fn replicas_writing_at_once_lose_no_record() {
         (1..=60).collect::<Vec<_>>(),
         "every record, each number once"
     );
+}
+
+/// An `Api` that reports the audit records it can see while it runs.
+#[derive(Debug)]
+struct SeesTheLog(Arc<AuditLog>);
+
+#[async_trait::async_trait]
+impl Api for SeesTheLog {
+    async fn call(&self, _request: Request) -> zixiao_core::Result<Response> {
+        let records = self.0.list(None, None, None).await.expect("list");
+        let seen = records
+            .iter()
+            .map(|r| format!("{} {}", r.operation, r.outcome.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(zixiao_core::Error::FailedPrecondition(seen))
+    }
+}
+
+/// A changing call's record is there, `started`, while the call runs, and
+/// holds its outcome once the call has returned.
+#[tokio::test]
+async fn a_changing_call_is_recorded_before_it_runs_and_its_outcome_after() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let api = Audited::new(
+        SeesTheLog(log.clone()),
+        log.clone(),
+        Identity::local_admin(),
+    );
+    let err = api.call(stop("web")).await.expect_err("the fake fails");
+    assert_eq!(err.to_string(), "instance.stop started");
+    let records = log.list(None, None, None).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].outcome,
+        Outcome::Failed {
+            kind: ErrorKind::FailedPrecondition
+        }
+    );
+}
+
+/// A store that refuses every write to the audit log, and passes the rest.
+#[derive(Debug)]
+struct AuditRefused(Arc<dyn zixiao_core::Store>);
+
+#[async_trait::async_trait]
+impl zixiao_core::Store for AuditRefused {
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<Option<zixiao_core::store::KeyValue>, zixiao_core::StoreError> {
+        self.0.get(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<zixiao_core::store::Listing, zixiao_core::StoreError> {
+        self.0.list(prefix).await
+    }
+    async fn commit(
+        &self,
+        txn: zixiao_core::store::Txn,
+    ) -> Result<zixiao_core::store::Revision, zixiao_core::StoreError> {
+        if txn
+            .writes
+            .iter()
+            .any(|w| w.key().starts_with("/zixiao/auth/audit/"))
+        {
+            return Err(zixiao_core::StoreError::Unavailable {
+                what: "the test's store".to_owned(),
+                source: None,
+            });
+        }
+        self.0.commit(txn).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        after: zixiao_core::store::Revision,
+    ) -> Result<zixiao_core::store::WatchStream, zixiao_core::StoreError> {
+        self.0.watch(prefix, after).await
+    }
+    async fn grant_lease(
+        &self,
+        ttl: Duration,
+    ) -> Result<zixiao_core::store::LeaseId, zixiao_core::StoreError> {
+        self.0.grant_lease(ttl).await
+    }
+    async fn keep_alive(
+        &self,
+        lease: zixiao_core::store::LeaseId,
+    ) -> Result<(), zixiao_core::StoreError> {
+        self.0.keep_alive(lease).await
+    }
+    async fn revoke_lease(
+        &self,
+        lease: zixiao_core::store::LeaseId,
+    ) -> Result<(), zixiao_core::StoreError> {
+        self.0.revoke_lease(lease).await
+    }
+}
+
+/// A change that cannot be recorded is not made: the caller hears
+/// `Unavailable` naming the audit log, and the call never reaches the API.
+#[tokio::test]
+async fn a_change_the_audit_log_cannot_record_is_not_made() {
+    let h = Harness::new();
+    let store: Arc<dyn zixiao_core::Store> = Arc::new(AuditRefused(h.store.clone()));
+    let log = Arc::new(AuditLog::new(
+        store,
+        h.clock.clone(),
+        "replica-1",
+        Retention::default(),
+    ));
+    let fake = FakeApi::with([instance("web", "web")]);
+    let api = Audited::new(fake.clone(), log, Identity::local_admin());
+    let err = api.call(stop("web")).await.expect_err("not recorded");
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("audit log"), "{err}");
+    assert_eq!(fake.calls_but_lookups(), Vec::<String>::new());
 }

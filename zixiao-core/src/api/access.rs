@@ -363,6 +363,10 @@ pub struct ProjectInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Outcome {
+    /// It was asked for and its outcome is not recorded yet: the record is
+    /// written before the call runs and updated when it ends. A record left
+    /// in this state by a crash says the call may or may not have happened.
+    Started,
     /// It was carried out.
     Done,
     /// It failed with an error of this kind.
@@ -393,9 +397,10 @@ impl Outcome {
         }
     }
 
-    /// `done`, `failed`, `denied` or `unauthenticated`.
+    /// `started`, `done`, `failed`, `denied` or `unauthenticated`.
     pub fn as_str(&self) -> &'static str {
         match self {
+            Outcome::Started => "started",
             Outcome::Done => "done",
             Outcome::Failed { .. } => "failed",
             Outcome::Denied { .. } => "denied",
