@@ -36,10 +36,12 @@
 //! makes it durable, so a change never outlives a crash without its record
 //! and the record costs no `fsync` of its own. A call that cannot be
 //! recorded is not made (`Unavailable`). A failure's outcome is written
-//! durably before the caller hears of it; a success's is deferred too, and
-//! made durable by the next commit or, at the latest, a sync
-//! [`SYNC_DELAY`] later: a crash in between leaves that record `started`,
-//! next to the change it describes. Refusals ([`AuditLog::record`]) are
+//! durably before the caller hears of it. A success's is kept in memory and
+//! written with the ring's next write (the next call's record, usually) or,
+//! at the latest, [`SYNC_DELAY`] later, then synced: so a call costs one
+//! audit write, not two. A crash in between leaves that record `started`,
+//! next to the change it describes; [`AuditLog::list`] writes the replica's
+//! waiting outcomes before it reads. Refusals ([`AuditLog::record`]) are
 //! durable before the caller hears of them.
 //!
 //! Refusals of unauthenticated callers go to a ring of their own
@@ -158,17 +160,13 @@ struct Cursor {
     oldest_time: Option<DateTime<Utc>>,
 }
 
-/// A record as written, with the revision of the write, for the update of
-/// its outcome.
-type Written = (AuditRecord, Revision);
-
 /// An entry waiting for the next write, how durable its write must be, and
 /// where its record goes.
 #[derive(Debug)]
 struct Queued {
     entry: AuditEntry,
     durability: Durability,
-    answer: tokio::sync::oneshot::Sender<Result<Written, AuthError>>,
+    answer: tokio::sync::oneshot::Sender<Result<AuditRecord, AuthError>>,
 }
 
 /// A changing call's record, written before the call runs: see
@@ -177,7 +175,6 @@ struct Queued {
 #[must_use = "a started record is finished with the call's outcome"]
 pub struct Started {
     record: AuditRecord,
-    revision: Revision,
 }
 
 /// One numbered ring of records under a prefix.
@@ -189,6 +186,8 @@ struct Ring {
     cursor: Mutex<Cursor>,
     /// Entries waiting for a write, in the order their calls finished.
     queue: std::sync::Mutex<Vec<Queued>>,
+    /// Records of this replica whose outcome changed, waiting for a write.
+    outcomes: std::sync::Mutex<Vec<AuditRecord>>,
 }
 
 impl Ring {
@@ -198,7 +197,18 @@ impl Ring {
             state_key: format!("{prefix}state"),
             cursor: Mutex::new(Cursor::default()),
             queue: std::sync::Mutex::new(Vec::new()),
+            outcomes: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    fn outcomes(&self) -> std::sync::MutexGuard<'_, Vec<AuditRecord>> {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn outcomes_pending(&self) -> bool {
+        !self.outcomes().is_empty()
     }
 
     /// Up to `max` of the queued entries, oldest first.
@@ -220,6 +230,12 @@ impl Ring {
 /// replica (`Arc`).
 #[derive(Debug)]
 pub struct AuditLog {
+    log: Arc<Log>,
+}
+
+/// What an [`AuditLog`] shares with the task that syncs its deferred writes.
+#[derive(Debug)]
+struct Log {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     replica: String,
@@ -227,7 +243,7 @@ pub struct AuditLog {
     identified: Ring,
     anonymous: Ring,
     /// Whether a sync of the store is due for deferred writes.
-    sync_scheduled: Arc<AtomicBool>,
+    sync_scheduled: AtomicBool,
 }
 
 impl AuditLog {
@@ -241,16 +257,18 @@ impl AuditLog {
         retention: Retention,
     ) -> Self {
         AuditLog {
-            store,
-            clock,
-            replica: replica.into(),
-            retention: Retention {
-                max_records: retention.max_records.max(1),
-                ..retention
-            },
-            identified: Ring::new("/zixiao/auth/audit/"),
-            anonymous: Ring::new("/zixiao/auth/audit/anonymous/"),
-            sync_scheduled: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(Log {
+                store,
+                clock,
+                replica: replica.into(),
+                retention: Retention {
+                    max_records: retention.max_records.max(1),
+                    ..retention
+                },
+                identified: Ring::new("/zixiao/auth/audit/"),
+                anonymous: Ring::new("/zixiao/auth/audit/anonymous/"),
+                sync_scheduled: AtomicBool::new(false),
+            }),
         }
     }
 
@@ -263,60 +281,44 @@ impl AuditLog {
             outcome: Outcome::Started,
             ..entry
         };
-        let (record, revision) = self.write_queued(entry, Durability::Deferred).await?;
+        let record = self.log.write_queued(entry, Durability::Deferred).await?;
         self.schedule_sync();
-        Ok(Started { record, revision })
+        Ok(Started { record })
     }
 
-    /// Sets the outcome of a started record: durably before it returns for
-    /// a failure, deferred for a success (see the module's docs). A record
-    /// retention has deleted meanwhile stays deleted. A failure to write
-    /// is logged as an error: the call it describes has happened.
+    /// Sets the outcome of a started record. A failure's is written at
+    /// once, durably, before this returns. A success's rides along with the
+    /// ring's next write, or the sync at most [`SYNC_DELAY`] later, deferred
+    /// (see the module's docs): one write per call instead of two. A
+    /// record retention has deleted meanwhile stays deleted. A failure to
+    /// write is logged as an error: the call it describes has happened.
     pub async fn finish(&self, started: Started, outcome: Outcome) {
-        let Started {
-            mut record,
-            revision,
-        } = started;
-        let durability = match outcome {
-            Outcome::Done => Durability::Deferred,
-            _ => Durability::Immediate,
-        };
+        let Started { mut record } = started;
+        let done = outcome == Outcome::Done;
         record.outcome = outcome;
-        let mut txn = Txn::new().put(
-            self.identified.key(record.seq),
-            to_json(&record),
-            Precondition::Revision(revision),
-        );
-        txn.durability = durability;
-        match self.store.commit(txn).await {
-            Ok(_) => {
-                if durability == Durability::Deferred {
-                    self.schedule_sync();
-                }
-            }
-            Err(e) if lost_race(&e) || e.kind() == ErrorKind::NotFound => {}
-            Err(e) => tracing::error!(
-                op = %record.operation,
-                seq = record.seq,
-                error = %chain(&AuthError::from(e)),
-                "audit outcome not written"
-            ),
+        let ring = &self.log.identified;
+        ring.outcomes().push(record);
+        if done {
+            self.schedule_sync();
+        } else {
+            self.log.write_outcomes(ring, Durability::Immediate).await;
         }
     }
 
-    /// Syncs the store [`SYNC_DELAY`] from now unless a sync is already
-    /// due, so no deferred record waits longer for one.
+    /// Writes pending outcomes and syncs the store [`SYNC_DELAY`] from now
+    /// unless that is due already, so no deferred write waits longer.
     fn schedule_sync(&self) {
-        if self.sync_scheduled.swap(true, AtomicOrdering::AcqRel) {
+        if self.log.sync_scheduled.swap(true, AtomicOrdering::AcqRel) {
             return;
         }
-        let store = Arc::clone(&self.store);
-        let scheduled = Arc::clone(&self.sync_scheduled);
+        let log = Arc::clone(&self.log);
         tokio::spawn(async move {
             tokio::time::sleep(SYNC_DELAY).await;
             // Writes from here on need a sync of their own.
-            scheduled.store(false, AtomicOrdering::Release);
-            if let Err(e) = store.sync().await {
+            log.sync_scheduled.store(false, AtomicOrdering::Release);
+            log.write_outcomes(&log.identified, Durability::Deferred)
+                .await;
+            if let Err(e) = log.store.sync().await {
                 tracing::error!(error = %chain(&AuthError::from(e)), "audit records not synced");
             }
         });
@@ -327,7 +329,58 @@ impl AuditLog {
     /// returns once it is durable. Not idempotent. Errors: `Conflict`
     /// (other replicas kept winning), `Unavailable`, `Internal`.
     pub async fn record(&self, entry: AuditEntry) -> Result<AuditRecord, AuthError> {
-        Ok(self.write_queued(entry, Durability::Immediate).await?.0)
+        self.log.write_queued(entry, Durability::Immediate).await
+    }
+
+    /// The records kept, oldest first, written at or after `since`, by
+    /// `user`, in `project` (each filter only when given). Writes this
+    /// replica's pending outcomes first, so its own calls show how they
+    /// ended. Errors: `Unavailable`, `Internal`.
+    pub async fn list(
+        &self,
+        since: Option<DateTime<Utc>>,
+        user: Option<&UserName>,
+        project: Option<&ProjectName>,
+    ) -> Result<Vec<AuditRecord>, AuthError> {
+        self.log
+            .write_outcomes(&self.log.identified, Durability::Deferred)
+            .await;
+        self.log.list(since, user, project).await
+    }
+
+    /// Writes `entry`, or says why it could not: a failed audit write does
+    /// not undo or fail the call it describes (that has happened), but it
+    /// is logged as an error for operators to act on.
+    pub(crate) async fn record_or_log(&self, entry: AuditEntry) {
+        let operation = entry.operation.clone();
+        if let Err(e) = self.record(entry).await {
+            tracing::error!(op = %operation, error = %chain(&e), "audit record not written");
+        }
+    }
+}
+
+impl Log {
+    /// Writes the outcomes waiting in `ring` (with no new record) as
+    /// durably as `durability` asks, or logs why it could not; they wait
+    /// for the next write then.
+    async fn write_outcomes(&self, ring: &Ring, durability: Durability) {
+        if durability == Durability::Deferred && !ring.outcomes_pending() {
+            return;
+        }
+        let mut cursor = ring.cursor.lock().await;
+        let written = if ring.outcomes_pending() {
+            self.write(ring, &mut cursor, &[], durability)
+                .await
+                .map(drop)
+        } else if durability == Durability::Immediate {
+            // A write that held the cursor took them, perhaps deferred.
+            self.store.sync().await.map_err(AuthError::from)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %chain(&e), "audit outcomes not written");
+        }
     }
 
     /// Queues `entry` for the next group write of its ring and returns its
@@ -336,7 +389,7 @@ impl AuditLog {
         &self,
         entry: AuditEntry,
         durability: Durability,
-    ) -> Result<Written, AuthError> {
+    ) -> Result<AuditRecord, AuthError> {
         let ring = match entry.outcome {
             Outcome::Unauthenticated { .. } => &self.anonymous,
             _ => &self.identified,
@@ -384,9 +437,9 @@ impl AuditLog {
             let (entries, senders): (Vec<_>, Vec<_>) =
                 group.into_iter().map(|q| (q.entry, q.answer)).unzip();
             match self.write(ring, &mut cursor, &entries, durability).await {
-                Ok((records, revision)) => {
+                Ok(records) => {
                     for (sender, record) in senders.into_iter().zip(records) {
-                        let _ = sender.send(Ok((record, revision)));
+                        let _ = sender.send(Ok(record));
                     }
                 }
                 Err(e) => {
@@ -404,15 +457,35 @@ impl AuditLog {
     }
 
     /// Writes `entries` as the next records of `ring`, numbered in order,
-    /// and deletes what falls out of retention, in one transaction; the
-    /// records and the transaction's revision.
+    /// the outcomes waiting in `ring`, and deletes what falls out of
+    /// retention, in one transaction; the new records.
     async fn write(
         &self,
         ring: &Ring,
         cursor: &mut Cursor,
         entries: &[AuditEntry],
         durability: Durability,
-    ) -> Result<(Vec<AuditRecord>, Revision), AuthError> {
+    ) -> Result<Vec<AuditRecord>, AuthError> {
+        let outcomes = std::mem::take(&mut *ring.outcomes());
+        let written = self
+            .write_with(ring, cursor, entries, &outcomes, durability)
+            .await;
+        if written.is_err() {
+            // They wait for the next write.
+            ring.outcomes().extend(outcomes);
+        }
+        written
+    }
+
+    /// [`Log::write`], with the outcomes taken.
+    async fn write_with(
+        &self,
+        ring: &Ring,
+        cursor: &mut Cursor,
+        entries: &[AuditEntry],
+        outcomes: &[AuditRecord],
+        durability: Durability,
+    ) -> Result<Vec<AuditRecord>, AuthError> {
         let count = entries.len() as u64;
         for _ in 0..WRITE_ATTEMPTS {
             let (state, revision) = match cursor.state {
@@ -491,6 +564,12 @@ impl AuditLog {
             for record in &records {
                 txn = txn.put(ring.key(record.seq), to_json(record), Precondition::Absent);
             }
+            // Updates of this replica's own records, which only it writes:
+            // the state's compare-and-swap below keeps another replica's
+            // pruning from racing them, so none recreates a deleted record.
+            for record in outcomes.iter().filter(|r| (oldest..seq).contains(&r.seq)) {
+                txn = txn.put(ring.key(record.seq), to_json(record), Precondition::None);
+            }
             txn = txn.put(ring.state_key.clone(), to_json(&next), state_precondition);
             txn.durability = durability;
             match self.store.commit(txn).await {
@@ -499,7 +578,7 @@ impl AuditLog {
                     if oldest == seq {
                         cursor.oldest_time = Some(now);
                     }
-                    return Ok((records, revision));
+                    return Ok(records);
                 }
                 // Another replica wrote first: read its state and go again.
                 Err(e) if lost_race(&e) => cursor.state = None,
@@ -531,7 +610,7 @@ impl AuditLog {
 
     /// The records kept, oldest first, written at or after `since`, by
     /// `user`, in `project` (each filter only when given). Read-only.
-    pub async fn list(
+    async fn list(
         &self,
         since: Option<DateTime<Utc>>,
         user: Option<&UserName>,
@@ -562,16 +641,6 @@ impl AuditLog {
         // Two rings: merge by time (a stable sort keeps each ring's order).
         out.sort_by_key(|r| r.time);
         Ok(out)
-    }
-
-    /// Writes `entry`, or says why it could not: a failed audit write does
-    /// not undo or fail the call it describes (that has happened), but it
-    /// is logged as an error for operators to act on.
-    pub(crate) async fn record_or_log(&self, entry: AuditEntry) {
-        let operation = entry.operation.clone();
-        if let Err(e) = self.record(entry).await {
-            tracing::error!(op = %operation, error = %chain(&e), "audit record not written");
-        }
     }
 }
 
