@@ -13,7 +13,8 @@
 //!
 //! Everything a frontend does after that is one [`Client`] call per
 //! command or method; an attached console is shared by several calls as a
-//! [`ConsoleSession`].
+//! [`ConsoleSession`]; a pull's options, credentials included, come from
+//! [`pull_options`].
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -30,10 +31,12 @@ use zixiao_embedded::zixiao_drivers::DriverConfig;
 use zixiao_embedded::{Embedded, EmbeddedConfig};
 
 pub mod console;
+mod pull;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use console::ConsoleSession;
+pub use pull::pull_options;
 
 /// Where the embedded deployment keeps its state and finds its runtimes;
 /// `None` fields take the CLI's defaults.

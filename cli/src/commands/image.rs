@@ -5,11 +5,8 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use zixiao_core::api::Progress;
-use zixiao_core::driver::{
-    ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials,
-};
+use zixiao_core::driver::{ImageInfo, ImportProgress, PullProgress, RegistryCredentials};
 use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
-use zixiao_registry::docker_config;
 
 use crate::args::{Format, ImageCommand};
 use crate::output::{bytes, print, Table};
@@ -54,12 +51,10 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                     username,
                     password: read_password().await?,
                 }),
-                _ => docker_config_credentials(reference.registry())?,
+                _ => None,
             };
-            let options = PullOptions {
-                credentials,
-                insecure_registries,
-            };
+            let options =
+                zixiao_client::pull_options(&reference, credentials, insecure_registries)?;
             let progress = Progress::new(|p: PullProgress| match p {
                 PullProgress::Resolved {
                     digest,
@@ -115,34 +110,6 @@ fn image_table(images: &[ImageInfo]) -> String {
         ]);
     }
     table.render()
-}
-
-/// The credentials for `registry` in the user's docker-style config file
-/// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), read here,
-/// where the user is; `None` without a file or an entry.
-fn docker_config_credentials(registry: &str) -> Result<Option<RegistryCredentials>> {
-    let docker_config = std::env::var_os("DOCKER_CONFIG").map(std::path::PathBuf::from);
-    let home = dirs::home_dir();
-    let Some(path) = docker_config::path(docker_config.as_deref(), home.as_deref()) else {
-        return Ok(None);
-    };
-    let config = match std::fs::read(&path) {
-        Ok(config) => config,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::invalid(
-                "docker-config",
-                format!("cannot read {}: {e}", path.display()),
-            ))
-        }
-    };
-    docker_config::credentials(&config, registry).map_err(|e| {
-        let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
-        Error::invalid(
-            "docker-config",
-            format!("{} ({e}{})", path.display(), cause.unwrap_or_default()),
-        )
-    })
 }
 
 /// The password on standard input, without its line ending.

@@ -1,0 +1,55 @@
+//! The options of an image pull, as every frontend builds them: the
+//! credentials the caller gives, else those of the user's docker-style
+//! config file, read here, on the caller's machine (a server never reads
+//! its own user's), and the registries that may be reached over plain HTTP.
+
+use zixiao_core::driver::{PullOptions, RegistryCredentials};
+use zixiao_core::{Error, ImageRef, Result};
+use zixiao_registry::docker_config;
+
+/// The options to pull `reference`: with `credentials` when given, else
+/// with the entry for its registry in the user's docker-style config file
+/// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), else
+/// anonymous. Errors: `InvalidArgument` on `docker-config` (the file
+/// cannot be read or parsed).
+pub fn pull_options(
+    reference: &ImageRef,
+    credentials: Option<RegistryCredentials>,
+    insecure_registries: Vec<String>,
+) -> Result<PullOptions> {
+    let credentials = match credentials {
+        Some(credentials) => Some(credentials),
+        None => docker_config_credentials(reference.registry())?,
+    };
+    Ok(PullOptions {
+        credentials,
+        insecure_registries,
+    })
+}
+
+/// The credentials for `registry` in the user's docker-style config file;
+/// `None` without a file or an entry.
+fn docker_config_credentials(registry: &str) -> Result<Option<RegistryCredentials>> {
+    let docker_config = std::env::var_os("DOCKER_CONFIG").map(std::path::PathBuf::from);
+    let home = dirs::home_dir();
+    let Some(path) = docker_config::path(docker_config.as_deref(), home.as_deref()) else {
+        return Ok(None);
+    };
+    let config = match std::fs::read(&path) {
+        Ok(config) => config,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::invalid(
+                "docker-config",
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        }
+    };
+    docker_config::credentials(&config, registry).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+        Error::invalid(
+            "docker-config",
+            format!("{} ({e}{})", path.display(), cause.unwrap_or_default()),
+        )
+    })
+}
