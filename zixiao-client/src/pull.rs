@@ -27,6 +27,21 @@ pub fn pull_options(
     })
 }
 
+/// The credentials a caller gives as a user name and a password: both or
+/// neither. Errors: `InvalidArgument` naming the missing one (`username`,
+/// `password`).
+pub fn registry_credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<Option<RegistryCredentials>> {
+    match (username, password) {
+        (Some(username), Some(password)) => Ok(Some(RegistryCredentials { username, password })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Error::invalid("password", "a user name needs a password")),
+        (None, Some(_)) => Err(Error::invalid("username", "a password needs a user name")),
+    }
+}
+
 /// The credentials for `registry` in the user's docker-style config file;
 /// `None` without a file or an entry.
 fn docker_config_credentials(registry: &str) -> Result<Option<RegistryCredentials>> {

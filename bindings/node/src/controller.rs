@@ -8,10 +8,10 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use zixiao_core::api::{Page, Progress};
-use zixiao_core::driver::ImportProgress as CoreProgress;
+use zixiao_core::driver::{ImportProgress as CoreProgress, PullProgress};
 use zixiao_core::model::{CreateNetwork, FromTemplate, TemplateSpec};
 use zixiao_core::{
-    Client, CreateInstance, Error, InstanceFilter, InstanceType, InstanceUpdate, Wait,
+    Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType, InstanceUpdate, Wait,
 };
 
 use crate::console::Console;
@@ -89,6 +89,90 @@ pub struct ImportOptions {
     /// Called with `{ done, total }` as the archive is read.
     #[napi(ts_type = "(progress: ImportProgress) => void")]
     pub progress: Option<ProgressCallback>,
+}
+
+/// A step of an image pull, as `pullImage`'s progress callback gets it.
+#[napi(object)]
+pub struct PullEvent {
+    /// `resolved` (the manifest was found), `fetched` (a blob was fetched
+    /// and verified) or `unpacking` (the runtime is storing the image).
+    pub event: String,
+    /// Resolved: the manifest's digest; fetched: the blob's.
+    pub digest: Option<String>,
+    /// Resolved: how many blobs follow.
+    pub blobs: Option<i64>,
+    /// Resolved: their size in bytes.
+    pub bytes: Option<i64>,
+    /// Fetched: the blob's size in bytes.
+    pub size: Option<i64>,
+    /// Fetched: the blob's position, from 1.
+    pub index: Option<i64>,
+    /// Fetched: how many blobs there are.
+    pub count: Option<i64>,
+}
+
+impl From<PullProgress> for PullEvent {
+    fn from(p: PullProgress) -> Self {
+        let count = |n: usize| Some(number(n as u64));
+        let mut event = PullEvent {
+            event: String::new(),
+            digest: None,
+            blobs: None,
+            bytes: None,
+            size: None,
+            index: None,
+            count: None,
+        };
+        match p {
+            PullProgress::Resolved {
+                digest,
+                blobs,
+                bytes,
+            } => {
+                event.event = "resolved".to_owned();
+                event.digest = Some(digest);
+                event.blobs = count(blobs);
+                event.bytes = Some(number(bytes));
+            }
+            PullProgress::Fetched {
+                digest,
+                size,
+                index,
+                count: blobs,
+            } => {
+                event.event = "fetched".to_owned();
+                event.digest = Some(digest);
+                event.size = Some(number(size));
+                event.index = count(index);
+                event.count = count(blobs);
+            }
+            PullProgress::Unpacking => event.event = "unpacking".to_owned(),
+        }
+        event
+    }
+}
+
+/// A pull's progress callback, called on the event loop.
+type PullCallback = ThreadsafeFunction<PullEvent, (), PullEvent, Status, false, true>;
+
+/// Where a pull goes, as whom, and whom it tells how far it has come.
+#[napi(object, object_to_js = false)]
+pub struct PullOptions {
+    /// The runtime's instance type (default `container`).
+    pub instance_type: Option<String>,
+    /// The node (default: the only node).
+    pub node: Option<String>,
+    /// The registry user (with `password`); without both, the user's
+    /// docker config file's credentials for that registry, if any.
+    pub username: Option<String>,
+    /// The registry password (with `username`).
+    pub password: Option<String>,
+    /// Registries (`host[:port]`) that may be reached over plain HTTP;
+    /// loopback ones always may.
+    pub insecure_registries: Option<Vec<String>>,
+    /// Called with each step of the pull.
+    #[napi(ts_type = "(event: PullEvent) => void")]
+    pub progress: Option<PullCallback>,
 }
 
 fn wait(options: Option<WaitOptions>) -> Wait {
@@ -670,6 +754,53 @@ impl Controller {
             name?,
             progress
         ))
+    }
+
+    /// Pulls `reference` (`[REGISTRY/]REPOSITORY[:TAG|@DIGEST]`) from its
+    /// registry into a node's runtime, calling `options.progress` with each
+    /// step. Resolves to the image. Rejects with `invalid_argument` (naming
+    /// the part of the reference, or `username`/`password`), `not_found`
+    /// (no such image or tag), `unauthenticated`, `unavailable` (the
+    /// registry), `unsupported`.
+    #[napi(ts_return_type = "Promise<Image>")]
+    pub fn pull_image<'env>(
+        &self,
+        env: &'env Env,
+        reference: String,
+        options: Option<PullOptions>,
+    ) -> Pending<'env> {
+        let options = options.unwrap_or(PullOptions {
+            instance_type: None,
+            node: None,
+            username: None,
+            password: None,
+            insecure_registries: None,
+            progress: None,
+        });
+        let ty = instance_type(options.instance_type.as_deref());
+        let request = ImageRef::try_from(reference.as_str())
+            .map_err(zixiao_core::Error::from)
+            .and_then(|reference| {
+                let credentials =
+                    zixiao_client::registry_credentials(options.username, options.password)?;
+                let pull = zixiao_client::pull_options(
+                    &reference,
+                    credentials,
+                    options.insecure_registries.unwrap_or_default(),
+                )?;
+                Ok((reference, pull))
+            });
+        let progress = match options.progress {
+            Some(callback) => Progress::new(move |p: PullProgress| {
+                callback.call(PullEvent::from(p), ThreadsafeFunctionCallMode::NonBlocking);
+            }),
+            None => Progress::ignore(),
+        };
+        let node = options.node;
+        call!(self, env, |c| {
+            let (reference, pull) = request?;
+            c.pull_image(node.as_deref(), ty?, reference, pull, progress)
+        })
     }
 
     /// The images a node's runtime holds.

@@ -179,3 +179,36 @@ test('snapshots of a microVM: export, restore, revert, delete', { skip: noVmm ??
   assert.deepEqual(await controller.listSnapshots('v1'), [])
   for (const name of ['v1', 'v2']) assert.equal(await controller.deleteInstance(name), null)
 })
+
+const noRegistry =
+  missing('ZIXIAO_TEST_CONTAINERD_SOCKET', 'containerd') ??
+  missing('ZIXIAO_TEST_REGISTRY_BUSYBOX', "the loopback registry's busybox")
+
+test('an image pulled from a registry is listed, and bad pulls name the field', { skip: noRegistry ?? false }, async () => {
+  const reference = process.env.ZIXIAO_TEST_REGISTRY_BUSYBOX
+  const repository = reference.slice(0, reference.lastIndexOf(':'))
+  const controller = await zixiao.Controller.open(shortDir(), {
+    containerdSocket: process.env.ZIXIAO_TEST_CONTAINERD_SOCKET,
+    containerdNamespace: 'zixiao-bindings-node-pull',
+  })
+  const events = []
+  const image = await controller.pullImage(reference, { progress: (e) => events.push(e) })
+  assert.equal(image.name, reference)
+  assert.match(image.digest, /^sha256:/)
+  // Progress reaches the event loop after the pull resolves at the latest.
+  await until(() => events.some((e) => e.event === 'unpacking'), 'the last progress report')
+  assert.equal(events[0].event, 'resolved')
+  assert.ok(events.some((e) => e.event === 'fetched' && e.index >= 1 && e.count >= e.index))
+  assert.ok((await controller.listImages()).some((i) => i.name === reference))
+
+  await assert.rejects(controller.pullImage(`${repository}:.bad`), {
+    code: 'invalid_argument',
+    message: /tag/,
+  })
+  await assert.rejects(controller.pullImage(reference, { username: 'alice' }), {
+    code: 'invalid_argument',
+    message: /password/,
+  })
+  await assert.rejects(controller.pullImage(`${repository}:nope`), { code: 'not_found' })
+  assert.equal(await controller.removeImage(reference), null)
+})

@@ -11,13 +11,15 @@ use tokio::sync::mpsc;
 use zixiao_client::OpenOptions;
 use zixiao_core::api::{InstancePage, Page, Progress};
 use zixiao_core::controller::DrainReport;
-use zixiao_core::driver::{ImageInfo, ImportProgress, SnapshotInfo};
+use zixiao_core::driver::{
+    ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials, SnapshotInfo,
+};
 use zixiao_core::model::{
     CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
-    Client, CreateInstance, Instance, InstanceFilter, InstanceType, InstanceUpdate, Wait,
+    Client, CreateInstance, ImageRef, Instance, InstanceFilter, InstanceType, InstanceUpdate, Wait,
 };
 
 use crate::console::{PyAsyncConsole, PyConsole};
@@ -66,13 +68,96 @@ fn open_options(
     }
 }
 
-/// An image import's progress as the callback's arguments `(done, total)`.
-fn progress_channel() -> (Progress, mpsc::UnboundedReceiver<(u64, u64)>) {
+/// A [`Progress`] whose reports come out of the receiver as `arguments`
+/// makes them: the arguments of the caller's progress callback.
+fn progress_channel<P, R>(arguments: fn(P) -> R) -> (Progress<P>, mpsc::UnboundedReceiver<R>)
+where
+    P: Send + 'static,
+    R: Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
-    let progress = Progress::new(move |p: ImportProgress| {
-        let _ = tx.send((p.done, p.total));
+    let progress = Progress::new(move |p: P| {
+        let _ = tx.send(arguments(p));
     });
     (progress, rx)
+}
+
+/// An image import's progress as the callback's arguments `(done, total)`.
+fn import_arguments(p: ImportProgress) -> (u64, u64) {
+    (p.done, p.total)
+}
+
+/// A pull's progress as the callback's one argument, a dict with `event`.
+fn pull_arguments(p: PullProgress) -> (Json<PullProgress>,) {
+    (Json(p),)
+}
+
+/// Blocks on `work` with the GIL released, calling `progress(*report)` on
+/// this thread, with the GIL, for each report between waits; an exception
+/// it raises stops the work (dropping it) and is raised.
+fn wait_reporting<T, R>(
+    py: Python<'_>,
+    work: impl std::future::Future<Output = zixiao_core::Result<T>> + Send,
+    mut reports: mpsc::UnboundedReceiver<R>,
+    progress: Option<&Py<PyAny>>,
+) -> PyResult<T>
+where
+    T: Send,
+    R: Send
+        + for<'a> IntoPyObject<
+            'a,
+            Target = pyo3::types::PyTuple,
+            Output = Bound<'a, pyo3::types::PyTuple>,
+        >,
+{
+    enum Step<R, T> {
+        Report(R),
+        Done(zixiao_core::Result<T>),
+    }
+    let mut work = Box::pin(work);
+    loop {
+        let step = py.detach(|| {
+            bridge::runtime().block_on(async {
+                tokio::select! {
+                    biased;
+                    Some(report) = reports.recv() => Step::Report(report),
+                    done = &mut work => Step::Done(done),
+                }
+            })
+        });
+        match step {
+            Step::Report(args) => {
+                if let Some(progress) = progress {
+                    progress.call1(py, args.into_pyobject(py).map_err(Into::into)?)?;
+                }
+            }
+            Step::Done(done) => return done.map_err(error::to_py),
+        }
+    }
+}
+
+/// Registry credentials from keyword arguments. Errors: `InvalidArgument`.
+fn credentials(
+    username: Option<String>,
+    password: Option<String>,
+) -> PyResult<Option<RegistryCredentials>> {
+    zixiao_client::registry_credentials(username, password).map_err(error::to_py)
+}
+
+/// A pull's reference and options from keyword arguments. Errors:
+/// `InvalidArgument` naming the field.
+fn pull_request(
+    reference: &str,
+    username: Option<String>,
+    password: Option<String>,
+    insecure_registries: Vec<String>,
+) -> PyResult<(ImageRef, PullOptions)> {
+    let reference =
+        ImageRef::try_from(reference).map_err(|e| error::to_py(zixiao_core::Error::from(e)))?;
+    let credentials = credentials(username, password)?;
+    let options = zixiao_client::pull_options(&reference, credentials, insecure_registries)
+        .map_err(error::to_py)?;
+    Ok((reference, options))
 }
 
 /// What `connect` is given, as zixiao-client reads it.
@@ -547,37 +632,45 @@ impl PyController {
     ) -> PyResult<Json<Vec<ImageInfo>>> {
         let ty = self::instance_type(instance_type)?;
         let name = image_name(name)?;
-        let (report, mut reports) = progress_channel();
-        let client = self.inner.clone();
-        let mut import = Box::pin(async move {
-            client
-                .import_images(node.as_deref(), ty, archive, name, report)
-                .await
-        });
-        enum Step {
-            Report((u64, u64)),
-            Done(zixiao_core::Result<Vec<ImageInfo>>),
-        }
-        loop {
-            // The callback runs on this thread, with the GIL, between waits.
-            let step = py.detach(|| {
-                bridge::runtime().block_on(async {
-                    tokio::select! {
-                        biased;
-                        Some(report) = reports.recv() => Step::Report(report),
-                        done = &mut import => Step::Done(done),
-                    }
-                })
-            });
-            match step {
-                Step::Report(args) => {
-                    if let Some(progress) = &progress {
-                        progress.call1(py, args)?;
-                    }
-                }
-                Step::Done(done) => return done.map(Json).map_err(error::to_py),
-            }
-        }
+        let (report, reports) = progress_channel(import_arguments);
+        let import = self
+            .inner
+            .import_images(node.as_deref(), ty, archive, name, report);
+        wait_reporting(py, import, reports, progress.as_ref()).map(Json)
+    }
+
+    /// Pulls `reference` (`[REGISTRY/]REPOSITORY[:TAG|@DIGEST]`) from its
+    /// registry into the `instance_type` runtime of `node` (default: the
+    /// only node), with `username` and `password` if given, else the
+    /// credentials of the user's docker config file for that registry.
+    /// Registries in `insecure_registries` (`host[:port]`) may be reached
+    /// over plain HTTP; loopback ones always may. `progress(event)` is
+    /// called with each step, a dict whose `event` is `resolved`, `fetched`
+    /// or `unpacking`; an exception it raises stops the pull. Returns the
+    /// image. Raises `InvalidArgument` (naming the part of the reference),
+    /// `NotFound` (no such image or tag), `Unauthenticated`, `Unavailable`
+    /// (the registry), `Unsupported`.
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn pull_image(
+        &self,
+        py: Python<'_>,
+        reference: &str,
+        instance_type: &str,
+        node: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+        insecure_registries: Vec<String>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Json<ImageInfo>> {
+        let ty = self::instance_type(instance_type)?;
+        let (reference, options) =
+            pull_request(reference, username, password, insecure_registries)?;
+        let (report, reports) = progress_channel(pull_arguments);
+        let pull = self
+            .inner
+            .pull_image(node.as_deref(), ty, reference, options, report);
+        wait_reporting(py, pull, reports, progress.as_ref()).map(Json)
     }
 
     /// The images the `instance_type` runtime of `node` (default: the only
@@ -1100,7 +1193,7 @@ impl PyAsyncController {
     ) -> PyResult<Bound<'py, PyAny>> {
         let ty = self::instance_type(instance_type)?;
         let name = image_name(name)?;
-        let (report, reports) = progress_channel();
+        let (report, reports) = progress_channel(import_arguments);
         let c = self.inner.clone();
         let import = async move {
             let images = c
@@ -1109,6 +1202,35 @@ impl PyAsyncController {
             Ok(Outcome(images.map(Json)))
         };
         bridge::awaitable_reporting(py, import, reports, progress)
+    }
+
+    /// Pulls an image from its registry (see `Controller.pull_image`);
+    /// `progress(event)` is called on the event loop's thread.
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn pull_image<'py>(
+        &self,
+        py: Python<'py>,
+        reference: &str,
+        instance_type: &str,
+        node: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+        insecure_registries: Vec<String>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ty = self::instance_type(instance_type)?;
+        let (reference, options) =
+            pull_request(reference, username, password, insecure_registries)?;
+        let (report, reports) = progress_channel(pull_arguments);
+        let c = self.inner.clone();
+        let pull = async move {
+            let image = c
+                .pull_image(node.as_deref(), ty, reference, options, report)
+                .await;
+            Ok(Outcome(image.map(Json)))
+        };
+        bridge::awaitable_reporting(py, pull, reports, progress)
     }
 
     /// The images a node's runtime holds (see `Controller.list_images`).

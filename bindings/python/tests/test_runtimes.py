@@ -8,6 +8,7 @@ scripts/bindings.sh does) and skips with the reason elsewhere; with
 ZIXIAO_REQUIRE_RUNTIMES=1 (CI) a missing runtime fails instead.
 """
 
+import asyncio
 import io
 import json
 import os
@@ -166,6 +167,44 @@ def test_an_image_without_a_name_is_imported_under_the_name_given(short_dir, tmp
     assert b"".join(controller.follow_log("named")) == b"named\n"
     assert controller.delete_instance("named") is None
     controller.remove_image(image["name"])
+
+
+def test_an_image_pulled_from_a_registry_is_listed_and_bad_pulls_name_the_field(short_dir):
+    socket = runtime("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
+    reference = runtime("ZIXIAO_TEST_REGISTRY_BUSYBOX", "the loopback registry's busybox")
+    controller = zixiao.Controller.open(
+        short_dir, containerd_socket=socket, containerd_namespace="zixiao-bindings-python-pull"
+    )
+    events = []
+    image = controller.pull_image(reference, progress=events.append)
+    assert image["name"] == reference
+    assert image["digest"].startswith("sha256:")
+    assert [e["event"] for e in events][0] == "resolved"
+    assert "fetched" in [e["event"] for e in events]
+    assert events[-1]["event"] == "unpacking"
+    assert reference in [i["name"] for i in controller.list_images()]
+
+    # The asyncio controller (a state directory of its own, the same
+    # containerd namespace) pulls the same image the same way.
+    async def pull_async(state_dir):
+        async_controller = await zixiao.AsyncController.open(
+            state_dir, containerd_socket=socket, containerd_namespace="zixiao-bindings-python-pull"
+        )
+        return await async_controller.pull_image(reference)
+
+    async_dir = tempfile.mkdtemp(prefix="zx-")
+    try:
+        assert asyncio.run(pull_async(async_dir))["digest"] == image["digest"]
+    finally:
+        shutil.rmtree(async_dir, ignore_errors=True)
+
+    with pytest.raises(zixiao.InvalidArgument, match="tag"):
+        controller.pull_image(reference.rsplit(":", 1)[0] + ":.bad")
+    with pytest.raises(zixiao.InvalidArgument, match="password"):
+        controller.pull_image(reference, username="alice")
+    with pytest.raises(zixiao.NotFound):
+        controller.pull_image(reference.rsplit(":", 1)[0] + ":nope")
+    controller.remove_image(reference)
 
 
 def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):

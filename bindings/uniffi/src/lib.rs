@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 use zixiao_client::OpenOptions;
 use zixiao_core::api::{Page, Progress};
 use zixiao_core::model::{FromTemplate, ImageName};
-use zixiao_core::{Client, Wait};
+use zixiao_core::{Client, ImageRef, Wait};
 
 pub use error::ZixiaoError;
 pub use model::*;
@@ -291,6 +291,35 @@ impl Controller {
             Progress::ignore(),
         );
         block(import).map(model::images)
+    }
+
+    /// Pulls `reference` (`[REGISTRY/]REPOSITORY[:TAG|@DIGEST]`) from its
+    /// registry into the only node's runtime for `instance_type`, with
+    /// `username` and `password` if given, else the credentials of the
+    /// user's docker config file for that registry (loopback registries
+    /// over plain HTTP, every other one over HTTPS). Errors:
+    /// `InvalidArgument` (naming the part of the reference, or
+    /// `username`/`password`), `NotFound` (no such image or tag),
+    /// `Unauthenticated`, `Unavailable` (the registry), `Unsupported`.
+    #[uniffi::method(default(username = None, password = None))]
+    pub fn pull_image(
+        &self,
+        reference: String,
+        instance_type: InstanceType,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> Result<Image, ZixiaoError> {
+        let reference = ImageRef::try_from(reference.as_str()).map_err(zixiao_core::Error::from)?;
+        let credentials = zixiao_client::registry_credentials(username, password)?;
+        let options = zixiao_client::pull_options(&reference, credentials, Vec::new())?;
+        let pull = self.inner.pull_image(
+            None,
+            instance_type.into(),
+            reference,
+            options,
+            Progress::ignore(),
+        );
+        block(pull).map(Image::from)
     }
 
     /// The images the only node's runtime for `instance_type` holds.

@@ -728,12 +728,16 @@ pub struct Image {
     pub size_bytes: u64,
 }
 
-pub(crate) fn images(all: Vec<zixiao_core::driver::ImageInfo>) -> Vec<Image> {
-    all.into_iter()
-        .map(|i| Image {
+impl From<zixiao_core::driver::ImageInfo> for Image {
+    fn from(i: zixiao_core::driver::ImageInfo) -> Self {
+        Image {
             name: i.name,
             digest: i.digest,
             size_bytes: i.size_bytes,
-        })
-        .collect()
+        }
+    }
+}
+
+pub(crate) fn images(all: Vec<zixiao_core::driver::ImageInfo>) -> Vec<Image> {
+    all.into_iter().map(Image::from).collect()
 }

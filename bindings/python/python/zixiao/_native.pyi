@@ -3,13 +3,16 @@
 from os import PathLike
 from types import TracebackType
 from typing import (
+    Any,
     AsyncIterator,
     Awaitable,
     Callable,
+    Dict,
     Iterator,
     List,
     Literal,
     Optional,
+    Sequence,
     Type,
     Union,
 )
@@ -36,6 +39,7 @@ from .types import (
 
 _Path = Union[str, "PathLike[str]"]
 _Progress = Callable[[int, int], object]
+_PullProgress = Callable[[Dict[str, Any]], object]
 
 class ZixiaoError(Exception):
     """Base class of every error the API raises."""
@@ -209,6 +213,21 @@ class Controller:
         node: Optional[str] = None,
         progress: Optional[_Progress] = None,
     ) -> List[Image]: ...
+    def pull_image(
+        self,
+        reference: str,
+        *,
+        instance_type: InstanceType = "container",
+        node: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        insecure_registries: Sequence[str] = (),
+        progress: Optional[_PullProgress] = None,
+    ) -> Image:
+        """Pulls ``reference`` from its registry; ``progress(event)`` gets a dict per step
+        (``event``: ``resolved``, ``fetched`` or ``unpacking``). Credentials default to the
+        user's docker config file. Raises ``InvalidArgument``, ``NotFound``,
+        ``Unauthenticated``, ``Unavailable``, ``Unsupported``."""
     def list_images(
         self, *, instance_type: InstanceType = "container", node: Optional[str] = None
     ) -> List[Image]: ...
@@ -288,6 +307,17 @@ class AsyncController:
         node: Optional[str] = None,
         progress: Optional[_Progress] = None,
     ) -> Awaitable[List[Image]]: ...
+    def pull_image(
+        self,
+        reference: str,
+        *,
+        instance_type: InstanceType = "container",
+        node: Optional[str] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        insecure_registries: Sequence[str] = (),
+        progress: Optional[_PullProgress] = None,
+    ) -> Awaitable[Image]: ...
     def list_images(
         self, *, instance_type: InstanceType = "container", node: Optional[str] = None
     ) -> Awaitable[List[Image]]: ...

@@ -189,6 +189,19 @@ fun main(args: Array<String>) {
         check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())
     }
 
+    // The pull itself is tested by the Python and Node suites: in this
+    // JVM's network namespace no registry answers.
+    test("a bad pull is InvalidArgument naming the field, before any registry is asked") {
+        val badTag = raises<ZixiaoException.InvalidArgument> {
+            controller.pullImage("127.0.0.1:25000/busybox:.bad", InstanceType.CONTAINER)
+        }
+        check(badTag.field.contains("tag")) { badTag.field }
+        val noPassword = raises<ZixiaoException.InvalidArgument> {
+            controller.pullImage("127.0.0.1:25000/busybox:1", InstanceType.CONTAINER, "alice")
+        }
+        check(noPassword.field == "password") { noPassword.field }
+    }
+
     test("the suspend functions of AsyncController") {
         runBlocking {
             val other = openAsync(args[1])
