@@ -59,6 +59,12 @@ cargo fmt --all -- --check
 step "linting"
 cargo clippy "${selection[@]}" --all-targets -- -D warnings
 
+# Every published crate packages with its siblings as crates.io would take
+# them (manifests, versions, the files each ships). Not rebuilt from the
+# packages: the build below compiles the same sources.
+step "checking that the crates publish"
+cargo publish --workspace --dry-run --no-verify --locked
+
 step "starting runtimes"
 mkdir -p "$ZIXIAO_TEST_DIR"
 started=()
