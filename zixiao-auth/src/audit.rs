@@ -429,11 +429,7 @@ impl Log {
                 continue;
             }
             // Durable when any member needs it to be.
-            let durability = if group.iter().all(|q| q.durability == Durability::Deferred) {
-                Durability::Deferred
-            } else {
-                Durability::Immediate
-            };
+            let durability = Durability::of_all(group.iter().map(|q| q.durability));
             let (entries, senders): (Vec<_>, Vec<_>) =
                 group.into_iter().map(|q| (q.entry, q.answer)).unzip();
             match self.write(ring, &mut cursor, &entries, durability).await {

@@ -126,6 +126,18 @@ pub enum Durability {
     Deferred,
 }
 
+impl Durability {
+    /// The durability of one commit that carries several: deferred only
+    /// when every one of them may be (an empty group is deferred).
+    pub fn of_all(members: impl IntoIterator<Item = Durability>) -> Durability {
+        if members.into_iter().all(|d| d == Durability::Deferred) {
+            Durability::Deferred
+        } else {
+            Durability::Immediate
+        }
+    }
+}
+
 /// Writes applied all together or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {

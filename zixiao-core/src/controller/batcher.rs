@@ -119,14 +119,7 @@ async fn commit(store: &dyn Store, mut batch: Vec<(Txn, Reply)>) {
         let _ = reply.send(store.commit(txn).await);
         return;
     }
-    let durability = if batch
-        .iter()
-        .all(|(txn, _)| txn.durability == Durability::Deferred)
-    {
-        Durability::Deferred
-    } else {
-        Durability::Immediate
-    };
+    let durability = Durability::of_all(batch.iter().map(|(txn, _)| txn.durability));
     let merged = Txn {
         writes: batch
             .iter()

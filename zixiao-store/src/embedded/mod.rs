@@ -562,14 +562,7 @@ impl Inner {
             return;
         }
         // One durable commit for the group unless every member may wait.
-        let durability = if queued
-            .iter()
-            .all(|commit| commit.txn.durability == Durability::Deferred)
-        {
-            Durability::Deferred
-        } else {
-            Durability::Immediate
-        };
+        let durability = Durability::of_all(queued.iter().map(|commit| commit.txn.durability));
         let outcome = self.write_locked(durability, |state| {
             let mut results = Vec::with_capacity(queued.len());
             for commit in &queued {
