@@ -467,6 +467,19 @@ impl Api for GrpcClient {
                 });
                 Response::NodeEvents(events.boxed())
             }
+            request @ (Request::LabelNode { .. }
+            | Request::ChangeNodeTraits { .. }
+            | Request::CreateAggregate { .. }
+            | Request::DeleteAggregate { .. }
+            | Request::ListAggregates
+            | Request::GetAggregate { .. }
+            | Request::AddAggregateNode { .. }
+            | Request::RemoveAggregateNode { .. }) => {
+                return Err(Error::Unsupported(format!(
+                    "{} has no RPC yet",
+                    request.operation()
+                )))
+            }
             Request::ClusterInfo => {
                 let info = self.answer(self.cluster.clone().get_cluster_info(()).await)?;
                 Response::ClusterInfo(self.decoded(info.try_into())?)

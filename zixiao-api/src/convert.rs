@@ -33,8 +33,8 @@ use zixiao_core::model::{
     Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
     Failure, FromTemplate, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
     InstanceUpdate, InvalidName, IpConfig, MicrovmBackend, Network, NetworkAttachment, Node,
-    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
-    RestartPolicy, Subnet, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
+    NodeMetadata, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort,
+    Resources, RestartPolicy, Subnet, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
     TemplateVersion, TemplateVersionInfo,
 };
 use zixiao_core::scheduler::{
@@ -1117,8 +1117,28 @@ impl From<Node> for pb::Node {
             updated_at: Some(timestamp(n.updated_at)),
             revision: n.revision,
             drivers,
+            reported: Some(n.reported.into()),
+            operator: Some(n.operator.into()),
         }
     }
+}
+
+impl From<NodeMetadata> for pb::NodeMetadata {
+    fn from(m: NodeMetadata) -> Self {
+        pb::NodeMetadata {
+            labels: m.labels,
+            traits: m.traits.into_iter().collect(),
+        }
+    }
+}
+
+/// Unset: none (what a peer from before the split sends).
+fn node_metadata(m: Option<pb::NodeMetadata>) -> NodeMetadata {
+    m.map(|m| NodeMetadata {
+        labels: m.labels,
+        traits: set(m.traits),
+    })
+    .unwrap_or_default()
 }
 
 fn node(n: pb::Node, at: &str) -> Result<Node> {
@@ -1135,6 +1155,8 @@ fn node(n: pb::Node, at: &str) -> Result<Node> {
         allocated: resources(n.allocated, &path(at, "allocated"))?,
         labels: n.labels,
         traits: set(n.traits),
+        reported: node_metadata(n.reported),
+        operator: node_metadata(n.operator),
         runtimes: r.runtimes,
         missing_runtimes: r.missing,
         drivers: r.drivers,

@@ -26,8 +26,8 @@ use zixiao_core::model::{
     BridgeName, Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState,
     ExitStatus, Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
     InterfaceKind, InterfaceName, IpConfig, MicrovmBackend, Network, NetworkAttachment,
-    NetworkName, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement,
-    PublishedPort, Resources, RestartPolicy, Subnet, TemplateName, TemplateOrigin,
+    NetworkName, Node, NodeMetadata, NodeRegistration, NodeRole, NodeStatus, OrphanSweep,
+    Placement, PublishedPort, Resources, RestartPolicy, Subnet, TemplateName, TemplateOrigin,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -468,6 +468,10 @@ fn runtimes() -> impl Strategy<Value = Runtimes> {
     )
 }
 
+fn node_metadata() -> impl Strategy<Value = NodeMetadata> {
+    (labels(), name_set()).prop_map(|(labels, traits)| NodeMetadata { labels, traits })
+}
+
 fn node() -> impl Strategy<Value = Node> {
     (
         (name(), text(), text(), name(), name()),
@@ -485,6 +489,7 @@ fn node() -> impl Strategy<Value = Node> {
             time(),
             any::<u64>(),
         ),
+        (node_metadata(), node_metadata()),
     )
         .prop_map(
             |(
@@ -492,6 +497,7 @@ fn node() -> impl Strategy<Value = Node> {
                 (role, status, capacity, allocated),
                 (labels, traits, (runtimes, missing_runtimes, drivers), carbon_intensity),
                 (last_heartbeat, orphan_sweep, created_at, updated_at, revision),
+                (reported, operator),
             )| Node {
                 id,
                 hostname,
@@ -504,6 +510,8 @@ fn node() -> impl Strategy<Value = Node> {
                 allocated,
                 labels,
                 traits,
+                reported,
+                operator,
                 runtimes,
                 missing_runtimes,
                 drivers,
