@@ -7,6 +7,7 @@
 //! survives the agent registering again. The real runtime is exercised by
 //! the CLI's tests.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,13 @@ impl Cluster {
             .await
             .expect("register")
     }
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn container(name: &str) -> CreateInstance {
@@ -258,13 +266,13 @@ async fn aggregates_are_objects_placement_honours_by_name_and_by_metadata() {
 
     let gpu = c
         .client
-        .create_aggregate("gpu", &["tier=gold"])
+        .create_aggregate("gpu", metadata(&[("tier", "gold")]))
         .await
         .expect("create aggregate");
     assert!(gpu.nodes.is_empty());
     let err = c
         .client
-        .create_aggregate("gpu", &[] as &[&str])
+        .create_aggregate("gpu", BTreeMap::new())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
@@ -318,7 +326,7 @@ async fn aggregates_are_objects_placement_honours_by_name_and_by_metadata() {
     let err = c.client.add_aggregate_node("gone", "n1").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     c.client
-        .create_aggregate("ssd", &[] as &[&str])
+        .create_aggregate("ssd", BTreeMap::new())
         .await
         .expect("create");
     let err = c.client.add_aggregate_node("ssd", "n9").await.unwrap_err();
@@ -326,12 +334,16 @@ async fn aggregates_are_objects_placement_honours_by_name_and_by_metadata() {
     assert!(err.to_string().contains("node `n9`"), "{err}");
     let err = c
         .client
-        .create_aggregate("GPU", &[] as &[&str])
+        .create_aggregate("GPU", BTreeMap::new())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().starts_with("invalid name:"), "{err}");
-    let err = c.client.create_aggregate("x", &["nokv"]).await.unwrap_err();
+    let err = c
+        .client
+        .create_aggregate("x", metadata(&[("no key", "v")]))
+        .await
+        .unwrap_err();
     assert!(err.to_string().starts_with("invalid metadata:"), "{err}");
 }
 
@@ -357,7 +369,7 @@ async fn background_reconcilers_place_a_waiting_instance_when_a_node_or_aggregat
         .await
         .expect("trait");
     c.client
-        .create_aggregate("fast", &[] as &[&str])
+        .create_aggregate("fast", BTreeMap::new())
         .await
         .expect("aggregate");
     c.client

@@ -11,7 +11,7 @@ use zixiao_auth::{
 };
 use zixiao_core::api::{Progress, Request, Wait};
 use zixiao_core::model::{
-    parse_key_values, AggregateName, FromTemplate, LabelChanges, TemplateName, TemplateSpec,
+    typed_metadata, AggregateName, FromTemplate, LabelChanges, TemplateName, TemplateSpec,
     TraitChanges,
 };
 use zixiao_core::{CreateInstance, InstanceSpec, InstanceType};
@@ -159,7 +159,11 @@ fn every_request() -> Vec<Request> {
         },
         Request::CreateAggregate {
             name: aggregate(),
-            metadata: parse_key_values("metadata", &["ssd=true"]).unwrap(),
+            metadata: typed_metadata(
+                "metadata",
+                BTreeMap::from([("ssd".to_owned(), "true".to_owned())]),
+            )
+            .unwrap(),
         },
         Request::DeleteAggregate { name: aggregate() },
         Request::ListAggregates,

@@ -3,6 +3,7 @@
 //! call and takes its documented [`Response`] variant; the request's
 //! documentation says when it is idempotent and which errors it returns.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    parse_key_values, Aggregate, AggregateName, CreateInstance, CreateNetwork, FromTemplate,
+    typed_metadata, Aggregate, AggregateName, CreateInstance, CreateNetwork, FromTemplate,
     ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, Network, Node,
     TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
@@ -390,6 +391,11 @@ impl Client {
     /// `InvalidArgument` on `labels` (see [`LabelChanges::parse`]).
     pub async fn label_node<S: AsRef<str>>(&self, node: &str, labels: &[S]) -> Result<Node> {
         let changes = LabelChanges::parse(labels)?;
+        self.change_node_labels(node, changes).await
+    }
+
+    /// See [`Request::LabelNode`].
+    pub async fn change_node_labels(&self, node: &str, changes: LabelChanges) -> Result<Node> {
         let node = node.to_owned();
         expect!(self, Request::LabelNode { node, changes }, Node)
     }
@@ -453,15 +459,15 @@ impl Client {
         self.done(Request::DeleteNetwork { name }).await
     }
 
-    /// See [`Request::CreateAggregate`]: `metadata` as `KEY=VALUE`
-    /// arguments. Errors also: `InvalidArgument` on `name` or `metadata`.
-    pub async fn create_aggregate<S: AsRef<str>>(
+    /// See [`Request::CreateAggregate`]. Errors also: `InvalidArgument` on
+    /// `name` or `metadata` (a key or value that is not one).
+    pub async fn create_aggregate(
         &self,
         name: &str,
-        metadata: &[S],
+        metadata: BTreeMap<String, String>,
     ) -> Result<Aggregate> {
         let name = aggregate_name(name)?;
-        let metadata = parse_key_values("metadata", metadata)?;
+        let metadata = typed_metadata("metadata", metadata)?;
         expect!(self, Request::CreateAggregate { name, metadata }, Aggregate)
     }
 

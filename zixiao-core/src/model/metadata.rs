@@ -143,32 +143,26 @@ impl AggregateName {
     }
 }
 
-/// `KEY=VALUE` arguments as typed metadata, refused on `field` (an
-/// argument without `=`, an invalid key or value, a key given twice).
+/// `pairs` as typed metadata (of an aggregate), each key and value
+/// checked, refused on `field`.
 ///
 /// ```
-/// use zixiao_core::model::parse_key_values;
-/// let metadata = parse_key_values("metadata", &["ssd=true", "tenant=blue"]).unwrap();
-/// assert_eq!(metadata.len(), 2);
-/// let err = parse_key_values("metadata", &["ssd"]).unwrap_err();
-/// assert_eq!(err.to_string(), "invalid metadata: `ssd` is not KEY=VALUE");
+/// use std::collections::BTreeMap;
+/// use zixiao_core::model::typed_metadata;
+/// let pairs = BTreeMap::from([("ssd".to_owned(), "true".to_owned())]);
+/// assert_eq!(typed_metadata("metadata", pairs).unwrap().len(), 1);
+/// let bad = BTreeMap::from([("no key".to_owned(), String::new())]);
+/// let err = typed_metadata("metadata", bad).unwrap_err();
+/// assert!(err.to_string().starts_with("invalid metadata: `no key` is not a label key"), "{err}");
 /// ```
-pub fn parse_key_values<S: AsRef<str>>(
+pub fn typed_metadata(
     field: &str,
-    pairs: &[S],
+    pairs: BTreeMap<String, String>,
 ) -> Result<BTreeMap<LabelKey, LabelValue>, Error> {
-    let mut parsed = BTreeMap::new();
-    for pair in pairs {
-        let pair = pair.as_ref();
-        let Some((text, value)) = pair.split_once('=') else {
-            return Err(Error::invalid(field, format!("`{pair}` is not KEY=VALUE")));
-        };
-        let (key, value) = key_value(field, text, value)?;
-        if parsed.insert(key, value).is_some() {
-            return Err(Error::invalid(field, format!("`{text}` is given twice")));
-        }
-    }
-    Ok(parsed)
+    pairs
+        .into_iter()
+        .map(|(key, value)| key_value(field, &key, &value))
+        .collect()
 }
 
 /// One key and value, each checked, refused on `field`.

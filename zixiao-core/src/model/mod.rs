@@ -23,7 +23,7 @@ pub use instance::{
     InstanceStatus,
 };
 pub use metadata::{
-    parse_key_values, Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, NodeMetadata,
+    typed_metadata, Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, NodeMetadata,
     TraitChanges, TraitName, AGGREGATES_PREFIX,
 };
 pub use network::{
