@@ -240,6 +240,21 @@ export interface TemplateOrigin {
   version: number
 }
 
+/** Labels and traits from one source: a node's agent, or its operators. */
+export interface NodeMetadata {
+  labels?: Record<string, string>
+  traits?: string[]
+}
+
+/** A host aggregate: a named group of nodes with metadata. */
+export interface Aggregate {
+  name: string
+  metadata: Record<string, string>
+  nodes: string[]
+  created_at: string
+  updated_at: string
+}
+
 /** A node as stored. */
 export interface Node {
   id: string
@@ -251,8 +266,13 @@ export interface Node {
   status: NodeStatus
   capacity: Resources
   allocated: Resources
+  /** What placement matches: `reported` and `operator` merged. */
   labels: Record<string, string>
   traits: string[]
+  /** What its agent reported (read-only); absent when empty. */
+  reported?: NodeMetadata
+  /** What operators declared (`labelNode`, `addNodeTraits`); absent when empty. */
+  operator?: NodeMetadata
   runtimes: InstanceType[]
   missing_runtimes: Partial<Record<InstanceType, string>>
   carbon_intensity: number | null

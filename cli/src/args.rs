@@ -126,9 +126,13 @@ pub(crate) enum Format {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Nodes: list, inspect, cordon, drain, maintenance.
+    /// Nodes: list, inspect, label, declare traits, cordon, drain, maintenance.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Host aggregates: named groups of nodes with metadata, that
+    /// instances require (`instance create --aggregate NAME`).
+    #[command(subcommand)]
+    Aggregate(AggregateCommand),
     /// Instances: VMs, containers and microVMs.
     #[command(subcommand)]
     Instance(InstanceCommand),
@@ -410,6 +414,106 @@ pub(crate) enum NodeCommand {
         #[arg(value_enum)]
         state: OnOff,
     },
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of a node, for node
+    /// selectors (`instance create --selector`).
+    #[command(
+        long_about = "Set (KEY=VALUE) or remove (KEY-) labels of a node, for node selectors \
+            (`instance create --selector`, a spec file's placement.node_selector).\n\n\
+            Labels set here are the operators': they stay when the node's agent registers \
+            again (at every agent restart). The labels the agent reports are facts about the \
+            machine and read-only: setting or removing one is refused. Instances waiting for a \
+            node are tried again at once.",
+        after_help = "Examples:\n  \
+            zixiao node label worker-1 disk=ssd tier=front\n  \
+            zixiao node label worker-1 tier-\n  \
+            zixiao node label worker-1 disk=nvme -o json"
+    )]
+    Label {
+        /// Node id or hostname.
+        node: String,
+        /// `KEY=VALUE` to set a label, `KEY-` to remove one.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        labels: Vec<String>,
+    },
+    /// Add or remove traits of a node, for `instance create --trait`.
+    #[command(
+        long_about = "Add or remove traits of a node (`ssd`, `gpu`, `avx512`), for required \
+            and forbidden traits (`instance create --trait`, a spec file's \
+            placement.required_traits and forbidden_traits).\n\n\
+            Traits added here are the operators': they stay when the node's agent registers \
+            again. The traits the agent reports are read-only. Instances waiting for a node are \
+            tried again at once.",
+        after_help = "Examples:\n  \
+            zixiao node trait worker-1 add ssd gpu\n  \
+            zixiao node trait worker-1 rm gpu"
+    )]
+    Trait {
+        /// Node id or hostname.
+        node: String,
+        /// `add` or `rm`.
+        #[arg(value_enum)]
+        action: AddRm,
+        /// The traits.
+        #[arg(required = true, value_name = "TRAIT")]
+        traits: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AddRm {
+    /// Add them.
+    Add,
+    /// Remove them.
+    #[value(alias = "remove")]
+    Rm,
+}
+
+#[derive(Debug, Subcommand)]
+#[command(after_help = "Examples:\n  \
+    zixiao aggregate create fast --meta disk=ssd --meta tier=gold\n  \
+    zixiao aggregate add-node fast worker-1\n  \
+    zixiao instance create --name db --type container --image busybox --aggregate fast\n  \
+    zixiao aggregate list\n  \
+    zixiao aggregate rm-node fast worker-1\n  \
+    zixiao aggregate delete fast")]
+pub(crate) enum AggregateCommand {
+    /// Create a host aggregate (no nodes yet).
+    Create {
+        /// Aggregate name (a DNS label).
+        name: String,
+        /// Metadata, `KEY=VALUE` (repeatable), for a spec file's
+        /// placement.aggregate_selector.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        metadata: Vec<String>,
+    },
+    /// Delete an aggregate that has no nodes.
+    Delete {
+        /// Aggregate name.
+        name: String,
+    },
+    /// List aggregates with their metadata and nodes.
+    List,
+    /// Show one aggregate.
+    Get {
+        /// Aggregate name.
+        name: String,
+    },
+    /// Make a node a member of an aggregate; instances waiting for it are
+    /// tried again at once.
+    AddNode {
+        /// Aggregate name.
+        name: String,
+        /// Node id or hostname.
+        node: String,
+    },
+    /// Take a node out of an aggregate.
+    #[command(alias = "remove-node")]
+    RmNode {
+        /// Aggregate name.
+        name: String,
+        /// Node id or hostname.
+        node: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -610,13 +714,14 @@ pub(crate) struct ListArgs {
 #[command(after_help = "Examples:\n  \
     zixiao instance create --name hello --type container --image busybox -- echo hi\n  \
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
+    zixiao instance create --name db --type container --image busybox --trait ssd --aggregate fast\n  \
     zixiao instance create -f web.yaml")]
 pub(crate) struct CreateArgs {
     /// A YAML or JSON file with the whole request (name, labels, spec).
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
-        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
-        "backend", "networks", "publish", "project", "template",
+        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
+        "command", "backend", "networks", "publish", "project", "template",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// Create it from a template: its latest version, or version V
@@ -624,8 +729,8 @@ pub(crate) struct CreateArgs {
     /// change the version's spec for this instance with --set.
     #[arg(long, value_name = "NAME[@V]", conflicts_with_all = [
         "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
-        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "restart", "command",
-        "backend", "networks", "publish", "project",
+        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
+        "command", "backend", "networks", "publish", "project",
     ])]
     pub(crate) template: Option<String>,
     /// With --template: change one field of the version's spec, FIELD=VALUE
@@ -712,9 +817,15 @@ pub(crate) struct CreateArgs {
     /// `key in (a,b)`, `key notin (a,b)`, `key` or `!key` (repeatable).
     #[arg(long = "selector", value_name = "EXPR")]
     pub(crate) selector: Vec<String>,
-    /// Only nodes with this trait (repeatable).
+    /// Only nodes declaring this trait (repeatable): reported by their
+    /// agent, or declared with `zixiao node trait NODE add TRAIT`. The
+    /// spec file's `placement.required_traits`.
     #[arg(long = "trait", value_name = "TRAIT")]
     pub(crate) traits: Vec<String>,
+    /// Only nodes in this host aggregate (repeatable: in every one named),
+    /// see `zixiao aggregate`. The spec file's `placement.aggregates`.
+    #[arg(long = "aggregate", value_name = "NAME")]
+    pub(crate) aggregates: Vec<String>,
     /// What happens when it exits by itself: never, on-failure, always.
     #[arg(long, value_name = "POLICY", default_value = "never")]
     pub(crate) restart: String,

@@ -16,10 +16,11 @@ use zixiao_core::api::{Api, Client, InstancePage, Request, Response};
 use zixiao_core::{Error, Result};
 
 use crate::convert::{
-    decode_all, decode_pull_event, encode_instance_type, encode_pull_options, encode_role,
-    encode_template_change, page_token, wire_time,
+    decode_all, decode_pull_event, encode_instance_type, encode_label_changes, encode_pull_options,
+    encode_role, encode_template_change, encode_trait_changes, page_token, wire_time,
 };
 use crate::pb;
+use crate::pb::aggregate_service_client::AggregateServiceClient;
 use crate::pb::audit_service_client::AuditServiceClient;
 use crate::pb::cluster_service_client::ClusterServiceClient;
 use crate::pb::image_service_client::ImageServiceClient;
@@ -68,6 +69,7 @@ pub struct GrpcClient {
     snapshots: SnapshotServiceClient<Transport>,
     images: ImageServiceClient<Transport>,
     nodes: NodeServiceClient<Transport>,
+    aggregates: AggregateServiceClient<Transport>,
     networks: NetworkServiceClient<Transport>,
     templates: TemplateServiceClient<Transport>,
     cluster: ClusterServiceClient<Transport>,
@@ -135,6 +137,7 @@ impl GrpcClient {
             snapshots: limited!(SnapshotServiceClient, channel.clone(), bearer),
             images: limited!(ImageServiceClient, channel.clone(), bearer),
             nodes: limited!(NodeServiceClient, channel.clone(), bearer),
+            aggregates: limited!(AggregateServiceClient, channel.clone(), bearer),
             networks: limited!(NetworkServiceClient, channel.clone(), bearer),
             templates: limited!(TemplateServiceClient, channel.clone(), bearer),
             local: local.then(|| limited!(LocalServiceClient, channel.clone(), bearer)),
@@ -215,6 +218,7 @@ impl Api for GrpcClient {
         let mut instances = self.instances.clone();
         let mut snapshots = self.snapshots.clone();
         let mut nodes = self.nodes.clone();
+        let mut aggregates = self.aggregates.clone();
         let mut networks = self.networks.clone();
         let mut templates = self.templates.clone();
         let mut users = self.users.clone();
@@ -466,6 +470,57 @@ impl Api for GrpcClient {
                     Err(status) => Err(client.error(status)),
                 });
                 Response::NodeEvents(events.boxed())
+            }
+            Request::LabelNode { node, changes } => {
+                let request = encode_label_changes(node, changes);
+                let labelled = self.answer(nodes.label_node(request).await)?;
+                Response::Node(self.decoded(labelled.try_into())?)
+            }
+            Request::ChangeNodeTraits { node, changes } => {
+                let request = encode_trait_changes(node, changes);
+                let changed = self.answer(nodes.change_node_traits(request).await)?;
+                Response::Node(self.decoded(changed.try_into())?)
+            }
+            Request::CreateAggregate { name, metadata } => {
+                let request = pb::CreateAggregateRequest {
+                    name: name.into(),
+                    metadata: metadata
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v.into()))
+                        .collect(),
+                };
+                let created = self.answer(aggregates.create_aggregate(request).await)?;
+                Response::Aggregate(self.decoded(created.try_into())?)
+            }
+            Request::DeleteAggregate { name } => {
+                let request = pb::AggregateRef { name: name.into() };
+                self.answer(aggregates.delete_aggregate(request).await)?;
+                Response::Done
+            }
+            Request::ListAggregates => {
+                let all = self.answer(aggregates.list_aggregates(()).await)?;
+                Response::Aggregates(self.decoded(decode_all(all.aggregates))?)
+            }
+            Request::GetAggregate { name } => {
+                let request = pb::AggregateRef { name: name.into() };
+                let found = self.answer(aggregates.get_aggregate(request).await)?;
+                Response::Aggregate(self.decoded(found.try_into())?)
+            }
+            Request::AddAggregateNode { name, node } => {
+                let request = pb::AggregateNodeRequest {
+                    name: name.into(),
+                    node,
+                };
+                let added = self.answer(aggregates.add_aggregate_node(request).await)?;
+                Response::Aggregate(self.decoded(added.try_into())?)
+            }
+            Request::RemoveAggregateNode { name, node } => {
+                let request = pb::AggregateNodeRequest {
+                    name: name.into(),
+                    node,
+                };
+                let removed = self.answer(aggregates.remove_aggregate_node(request).await)?;
+                Response::Aggregate(self.decoded(removed.try_into())?)
             }
             Request::ClusterInfo => {
                 let info = self.answer(self.cluster.clone().get_cluster_info(()).await)?;

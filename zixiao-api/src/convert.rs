@@ -30,12 +30,13 @@ use zixiao_core::driver::{
     RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
-    Failure, FromTemplate, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
-    InstanceUpdate, InvalidName, IpConfig, MicrovmBackend, Network, NetworkAttachment, Node,
-    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
-    RestartPolicy, Subnet, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
-    TemplateVersion, TemplateVersionInfo,
+    typed_metadata, Aggregate, AggregateName, Cidr, Condition, ConditionType, CreateInstance,
+    CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, InstallationId, Instance,
+    InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
+    LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node, NodeMetadata, NodeRegistration,
+    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
+    TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo,
+    TraitChanges,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -1117,8 +1118,28 @@ impl From<Node> for pb::Node {
             updated_at: Some(timestamp(n.updated_at)),
             revision: n.revision,
             drivers,
+            reported: Some(n.reported.into()),
+            operator: Some(n.operator.into()),
         }
     }
+}
+
+impl From<NodeMetadata> for pb::NodeMetadata {
+    fn from(m: NodeMetadata) -> Self {
+        pb::NodeMetadata {
+            labels: m.labels,
+            traits: m.traits.into_iter().collect(),
+        }
+    }
+}
+
+/// Unset: none (what a peer from before the split sends).
+fn node_metadata(m: Option<pb::NodeMetadata>) -> NodeMetadata {
+    m.map(|m| NodeMetadata {
+        labels: m.labels,
+        traits: set(m.traits),
+    })
+    .unwrap_or_default()
 }
 
 fn node(n: pb::Node, at: &str) -> Result<Node> {
@@ -1135,6 +1156,8 @@ fn node(n: pb::Node, at: &str) -> Result<Node> {
         allocated: resources(n.allocated, &path(at, "allocated"))?,
         labels: n.labels,
         traits: set(n.traits),
+        reported: node_metadata(n.reported),
+        operator: node_metadata(n.operator),
         runtimes: r.runtimes,
         missing_runtimes: r.missing,
         drivers: r.drivers,
@@ -1452,6 +1475,89 @@ impl TryFrom<pb::CreateNetwork> for CreateNetwork {
             nat: c.nat.unwrap_or(true),
             isolated: c.isolated.unwrap_or(true),
         })
+    }
+}
+
+// ---------------------------------------------------------------- aggregates
+
+impl From<Aggregate> for pb::Aggregate {
+    fn from(a: Aggregate) -> Self {
+        pb::Aggregate {
+            name: a.name.into(),
+            metadata: a
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            nodes: a.nodes.into_iter().collect(),
+            created_at: Some(timestamp(a.created_at)),
+            updated_at: Some(timestamp(a.updated_at)),
+        }
+    }
+}
+
+impl TryFrom<pb::Aggregate> for Aggregate {
+    type Error = Error;
+
+    fn try_from(a: pb::Aggregate) -> Result<Self> {
+        let at = "aggregate";
+        Ok(Aggregate {
+            name: name(non_empty(a.name, &path(at, "name"))?, &path(at, "name"))?,
+            metadata: typed_metadata(&path(at, "metadata"), a.metadata)?,
+            nodes: a
+                .nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| non_empty(n, &item(&path(at, "nodes"), i)))
+                .collect::<Result<_>>()?,
+            created_at: required_time(a.created_at, &path(at, "created_at"))?,
+            updated_at: required_time(a.updated_at, &path(at, "updated_at"))?,
+            revision: 0,
+        })
+    }
+}
+
+/// An aggregate's name from the wire, re-checked.
+pub(crate) fn decode_aggregate_name(text: String) -> Result<AggregateName> {
+    name(non_empty(text, "name")?, "name")
+}
+
+/// A change of a node's labels as the wire carries it, each key and value
+/// re-checked (see [`LabelChanges::from_parts`]).
+pub(crate) fn decode_label_changes(
+    set: BTreeMap<String, String>,
+    remove: Vec<String>,
+) -> Result<LabelChanges> {
+    LabelChanges::from_parts(set, remove)
+}
+
+/// A change of a node's traits as the wire carries it, each re-checked.
+pub(crate) fn decode_trait_changes(add: Vec<String>, remove: Vec<String>) -> Result<TraitChanges> {
+    TraitChanges::from_parts(add, remove)
+}
+
+/// A change of a node's labels as a request sends it.
+pub(crate) fn encode_label_changes(node: String, changes: LabelChanges) -> pb::LabelNodeRequest {
+    pb::LabelNodeRequest {
+        node,
+        set: changes
+            .set
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect(),
+        remove: changes.remove.into_iter().map(Into::into).collect(),
+    }
+}
+
+/// A change of a node's traits as a request sends it.
+pub(crate) fn encode_trait_changes(
+    node: String,
+    changes: TraitChanges,
+) -> pb::ChangeNodeTraitsRequest {
+    pb::ChangeNodeTraitsRequest {
+        node,
+        add: changes.add.into_iter().map(Into::into).collect(),
+        remove: changes.remove.into_iter().map(Into::into).collect(),
     }
 }
 

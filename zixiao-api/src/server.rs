@@ -1,5 +1,6 @@
 //! The user-facing services over any [`Api`]: the instance, snapshot,
-//! image, node, network and cluster services of `api.proto`, and the
+//! image, node, aggregate, network, template and cluster services of
+//! `api.proto`, and the
 //! user, project and audit services of `access.proto`. Each RPC
 //! converts its request ([`crate::convert`]), makes one call of the `Api`
 //! through a [`Client`], and converts the answer; whatever carries the
@@ -19,10 +20,12 @@ use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
 use crate::convert::{
-    decode_instance_type, decode_optional_time, decode_pull_options, decode_role,
-    decode_template_change, decode_template_ref, page_token, required_role,
+    decode_aggregate_name, decode_instance_type, decode_label_changes, decode_optional_time,
+    decode_pull_options, decode_role, decode_template_change, decode_template_ref,
+    decode_trait_changes, page_token, required_role,
 };
 use crate::pb;
+use crate::pb::aggregate_service_server::{AggregateService, AggregateServiceServer};
 use crate::pb::audit_service_server::{AuditService, AuditServiceServer};
 use crate::pb::cluster_service_server::{ClusterService, ClusterServiceServer};
 use crate::pb::image_service_server::{ImageService, ImageServiceServer};
@@ -117,11 +120,12 @@ impl CallScope for SameApi {
 
 /// The full names of the services [`ApiServer::add_to`] adds, for the
 /// health service.
-pub const SERVICES: [&str; 10] = [
+pub const SERVICES: [&str; 11] = [
     "zixiao.v1.InstanceService",
     "zixiao.v1.SnapshotService",
     "zixiao.v1.ImageService",
     "zixiao.v1.NodeService",
+    "zixiao.v1.AggregateService",
     "zixiao.v1.NetworkService",
     "zixiao.v1.TemplateService",
     "zixiao.v1.ClusterService",
@@ -163,6 +167,7 @@ impl ApiServer {
             .add_service(limited!(SnapshotServiceServer, self.clone()))
             .add_service(limited!(ImageServiceServer, self.clone()))
             .add_service(limited!(NodeServiceServer, self.clone()))
+            .add_service(limited!(AggregateServiceServer, self.clone()))
             .add_service(limited!(NetworkServiceServer, self.clone()))
             .add_service(limited!(TemplateServiceServer, self.clone()))
             .add_service(limited!(ClusterServiceServer, self.clone()))
@@ -651,6 +656,30 @@ impl NodeService for ApiServer {
         reply(client.deregister_node(&node).await.map_err(status)?)
     }
 
+    async fn label_node(
+        &self,
+        request: Request<pb::LabelNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let node = named("node", request.node)?;
+        let changes = decode_label_changes(request.set, request.remove).map_err(status)?;
+        let labelled = client.change_node_labels(&node, changes);
+        reply(labelled.await.map_err(status)?)
+    }
+
+    async fn change_node_traits(
+        &self,
+        request: Request<pb::ChangeNodeTraitsRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let node = named("node", request.node)?;
+        let changes = decode_trait_changes(request.add, request.remove).map_err(status)?;
+        let changed = client.change_node_traits(&node, changes);
+        reply(changed.await.map_err(status)?)
+    }
+
     type WatchNodesStream = MessageStream<pb::NodeEvent>;
 
     async fn watch_nodes(
@@ -661,6 +690,73 @@ impl NodeService for ApiServer {
         let after = request.into_inner().after_revision;
         let events = client.watch_nodes(after).await.map_err(status)?;
         Ok(Response::new(messages(events)))
+    }
+}
+
+#[tonic::async_trait]
+impl AggregateService for ApiServer {
+    async fn create_aggregate(
+        &self,
+        request: Request<pb::CreateAggregateRequest>,
+    ) -> Result<Response<pb::Aggregate>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = decode_aggregate_name(request.name).map_err(status)?;
+        let created = client.create_aggregate(&name, request.metadata);
+        reply(created.await.map_err(status)?)
+    }
+
+    async fn delete_aggregate(
+        &self,
+        request: Request<pb::AggregateRef>,
+    ) -> Result<Response<()>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = decode_aggregate_name(request.into_inner().name).map_err(status)?;
+        reply(client.delete_aggregate(&name).await.map_err(status)?)
+    }
+
+    async fn list_aggregates(
+        &self,
+        request: Request<()>,
+    ) -> Result<Response<pb::ListAggregatesResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let aggregates = client.list_aggregates().await.map_err(status)?;
+        reply(pb::ListAggregatesResponse {
+            aggregates: aggregates.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    async fn get_aggregate(
+        &self,
+        request: Request<pb::AggregateRef>,
+    ) -> Result<Response<pb::Aggregate>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = decode_aggregate_name(request.into_inner().name).map_err(status)?;
+        reply(client.get_aggregate(&name).await.map_err(status)?)
+    }
+
+    async fn add_aggregate_node(
+        &self,
+        request: Request<pb::AggregateNodeRequest>,
+    ) -> Result<Response<pb::Aggregate>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = decode_aggregate_name(request.name).map_err(status)?;
+        let node = named("node", request.node)?;
+        let added = client.add_aggregate_node(&name, &node);
+        reply(added.await.map_err(status)?)
+    }
+
+    async fn remove_aggregate_node(
+        &self,
+        request: Request<pb::AggregateNodeRequest>,
+    ) -> Result<Response<pb::Aggregate>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = decode_aggregate_name(request.name).map_err(status)?;
+        let node = named("node", request.node)?;
+        let removed = client.remove_aggregate_node(&name, &node);
+        reply(removed.await.map_err(status)?)
     }
 }
 

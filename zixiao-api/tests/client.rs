@@ -461,3 +461,121 @@ async fn templates_and_creates_from_them_round_trip_over_grpc() {
         .collect();
     assert_eq!(names, ["a", "b"], "nothing else was created");
 }
+
+/// Node labels, traits and aggregates over gRPC: each call answers as the
+/// in-process API does (the placed instance, the refusals' kinds and
+/// fields), and what a server decodes is checked again: a raw request with
+/// an invalid label key or aggregate name is refused naming the field.
+#[tokio::test]
+async fn node_metadata_and_aggregates_round_trip_over_grpc() {
+    let (addr, _controller, _dir) = serve().await;
+    let client = zixiao_api::connect(&format!("http://{addr}")).expect("client");
+    let mut request = CreateInstance::new("db", InstanceSpec::container("busybox"));
+    request.spec.placement.required_traits.insert("ssd".into());
+    request.spec.placement.aggregates.insert("fast".into());
+    let db = client
+        .create_instance(request, Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(db.status, InstanceStatus::Pending);
+    assert!(
+        db.problem()
+            .unwrap_or_default()
+            .contains("missing trait `ssd`"),
+        "{db:?}"
+    );
+
+    let node = client
+        .label_node("node-a", &["disk=nvme", "old-"])
+        .await
+        .expect("label");
+    assert_eq!(
+        node.operator.labels.get("disk").map(String::as_str),
+        Some("nvme")
+    );
+    assert_eq!(node.labels.get("disk").map(String::as_str), Some("nvme"));
+    let node = client
+        .add_node_traits("node-a-host", &["ssd"])
+        .await
+        .expect("trait, by hostname");
+    assert!(node.traits.contains("ssd"));
+    let db = client.get_instance("db").await.expect("get");
+    assert!(
+        db.problem()
+            .unwrap_or_default()
+            .contains("aggregate `fast` does not exist"),
+        "{db:?}"
+    );
+
+    let metadata = [("tier".to_owned(), "gold".to_owned())].into();
+    let fast = client
+        .create_aggregate("fast", metadata)
+        .await
+        .expect("create aggregate");
+    assert_eq!(fast.metadata.len(), 1);
+    let fast = client
+        .add_aggregate_node("fast", "node-a")
+        .await
+        .expect("add node");
+    assert!(fast.nodes.contains("node-a"));
+    let db = client.get_instance("db").await.expect("get");
+    assert_eq!(db.status, InstanceStatus::Running, "{db:?}");
+    let listed = client.list_aggregates().await.expect("list");
+    assert_eq!(
+        listed,
+        vec![client.get_aggregate("fast").await.expect("get")]
+    );
+
+    let refused = client
+        .create_aggregate("fast", Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AlreadyExists, "{refused}");
+    let refused = client.delete_aggregate("fast").await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::FailedPrecondition, "{refused}");
+    let refused = client.get_aggregate("nope").await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::NotFound, "{refused}");
+    client
+        .remove_aggregate_node("fast", "node-a")
+        .await
+        .expect("remove node");
+    client.delete_aggregate("fast").await.expect("delete");
+    let node = client
+        .remove_node_traits("node-a", &["ssd"])
+        .await
+        .expect("remove trait");
+    assert!(!node.traits.contains("ssd"));
+
+    // What a server decodes is checked again.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut nodes = zixiao_api::pb::node_service_client::NodeServiceClient::new(channel.clone());
+    let refused = nodes
+        .label_node(zixiao_api::pb::LabelNodeRequest {
+            node: "node-a".into(),
+            set: [("bad key".to_owned(), "v".to_owned())].into(),
+            remove: vec![],
+        })
+        .await
+        .expect_err("a bad key");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("labels"),
+        "{}",
+        refused.message()
+    );
+    let mut aggregates =
+        zixiao_api::pb::aggregate_service_client::AggregateServiceClient::new(channel);
+    let refused = aggregates
+        .create_aggregate(zixiao_api::pb::CreateAggregateRequest {
+            name: "Not A Label".into(),
+            metadata: Default::default(),
+        })
+        .await
+        .expect_err("a bad name");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(refused.message().contains("name"), "{}", refused.message());
+}

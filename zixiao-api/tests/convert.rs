@@ -23,11 +23,12 @@ use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    BridgeName, Cidr, Condition, ConditionType, CreateInstance, CreateNetwork, DesiredState,
-    ExitStatus, Failure, InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType,
-    InterfaceKind, InterfaceName, IpConfig, MicrovmBackend, Network, NetworkAttachment,
-    NetworkName, Node, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement,
-    PublishedPort, Resources, RestartPolicy, Subnet, TemplateName, TemplateOrigin,
+    Aggregate, AggregateName, BridgeName, Cidr, Condition, ConditionType, CreateInstance,
+    CreateNetwork, DesiredState, ExitStatus, Failure, InstallationId, Instance, InstanceSpec,
+    InstanceStatus, InstanceType, InterfaceKind, InterfaceName, IpConfig, LabelKey, LabelValue,
+    MicrovmBackend, Network, NetworkAttachment, NetworkName, Node, NodeMetadata, NodeRegistration,
+    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
+    TemplateName, TemplateOrigin,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -468,6 +469,32 @@ fn runtimes() -> impl Strategy<Value = Runtimes> {
     )
 }
 
+fn node_metadata() -> impl Strategy<Value = NodeMetadata> {
+    (labels(), name_set()).prop_map(|(labels, traits)| NodeMetadata { labels, traits })
+}
+
+fn aggregate() -> impl Strategy<Value = Aggregate> {
+    let key = "[a-z][a-z0-9./_-]{0,12}".prop_map(|k| LabelKey::try_from(k).expect("a key"));
+    let value = "[ -~]{0,16}".prop_map(|v| LabelValue::try_from(v).expect("a value"));
+    (
+        "[a-z]([a-z0-9-]{0,10}[a-z0-9])?",
+        prop::collection::btree_map(key, value, 0..3),
+        name_set(),
+        time(),
+        time(),
+    )
+        .prop_map(
+            |(name, metadata, nodes, created_at, updated_at)| Aggregate {
+                name: AggregateName::try_from(name).expect("a name"),
+                metadata,
+                nodes,
+                created_at,
+                updated_at,
+                revision: 0,
+            },
+        )
+}
+
 fn node() -> impl Strategy<Value = Node> {
     (
         (name(), text(), text(), name(), name()),
@@ -485,6 +512,7 @@ fn node() -> impl Strategy<Value = Node> {
             time(),
             any::<u64>(),
         ),
+        (node_metadata(), node_metadata()),
     )
         .prop_map(
             |(
@@ -492,6 +520,7 @@ fn node() -> impl Strategy<Value = Node> {
                 (role, status, capacity, allocated),
                 (labels, traits, (runtimes, missing_runtimes, drivers), carbon_intensity),
                 (last_heartbeat, orphan_sweep, created_at, updated_at, revision),
+                (reported, operator),
             )| Node {
                 id,
                 hostname,
@@ -504,6 +533,8 @@ fn node() -> impl Strategy<Value = Node> {
                 allocated,
                 labels,
                 traits,
+                reported,
+                operator,
                 runtimes,
                 missing_runtimes,
                 drivers,
@@ -711,6 +742,11 @@ proptest! {
     }
 
     #[test]
+    fn aggregates_round_trip(value in aggregate()) {
+        same::<_, pb::Aggregate>(value)?;
+    }
+
+    #[test]
     fn events_round_trip(
         kind in event_kind(),
         revision in any::<u64>(),
@@ -845,8 +881,10 @@ proptest! {
         node in node(),
         registration in registration(),
         network in network(),
+        aggregate in aggregate(),
         hit in damage(6),
     ) {
+        damaged::<_, pb::Aggregate>(aggregate, &hit)?;
         damaged::<_, pb::Node>(node, &hit)?;
         damaged::<_, pb::NodeRegistration>(registration, &hit)?;
         damaged::<_, pb::Network>(network, &hit)?;

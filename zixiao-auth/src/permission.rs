@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | `instance.*`, `snapshot.*` | reads, in its projects | everything, in its projects | everything |
 //! | `network.*`, `image.*` | reads | reads; changes as a member of `default` | everything |
-//! | `node.*`, `cluster.*` | no | reads | everything |
+//! | `node.*` (labels and traits too), `aggregate.*`, `cluster.*` | no | reads | everything |
 //! | anything else (users, tokens, projects, audit, new families) | no | no | everything |
 //!
 //! Reads and writes are told apart by [`Request::is_mutating`], and an
@@ -179,7 +179,9 @@ enum Family {
     /// `network.*`, `image.*`, `template.*`: no project of their own yet
     /// (`default`).
     ProjectLess,
-    /// `node.*`.
+    /// `node.*`, and `aggregate.*`: host aggregates group nodes, and are
+    /// read and changed as nodes are (a change steers placements of every
+    /// project).
     Node,
     /// `cluster.*`.
     Cluster,
@@ -194,7 +196,7 @@ fn family(operation: &str) -> Family {
     {
         "instance" | "snapshot" => Family::Instance,
         "network" | "image" | "template" => Family::ProjectLess,
-        "node" => Family::Node,
+        "node" | "aggregate" => Family::Node,
         "cluster" => Family::Cluster,
         _ => Family::AdminOnly,
     }

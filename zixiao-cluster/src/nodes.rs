@@ -58,7 +58,8 @@ impl NodeSync {
         }
         let runtimes: Vec<InstanceType> = node.runtimes.iter().copied().collect();
         let drivers: Vec<DriverInfo> = node.drivers.values().cloned().collect();
-        let networks = node.traits.contains(NETWORKS_TRAIT);
+        // What its agent reported: an operator cannot declare a network host.
+        let networks = node.reported_traits().contains(NETWORKS_TRAIT);
         let seen = (node.address.clone(), runtimes, drivers, networks);
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.get(&node.id) == Some(&seen) {

@@ -345,6 +345,11 @@ impl ClusterState {
             .is_some_and(|g| g.per_zone.values().any(|&c| c > 0))
     }
 
+    /// Whether a host aggregate named `name` exists.
+    pub fn has_aggregate(&self, name: &str) -> bool {
+        self.aggregates.iter().any(|a| a.name == name)
+    }
+
     /// The host aggregates the node at `index` is in.
     pub fn aggregates_of(&self, index: usize) -> impl Iterator<Item = &HostAggregate> + '_ {
         self.node_aggregates

@@ -215,6 +215,11 @@ impl Filter for Aggregates {
         let placement = &request.instance.spec.placement;
         for name in &placement.aggregates {
             if !cluster.aggregates_of(node.index).any(|a| &a.name == name) {
+                // The same reason for every node, so it is counted once
+                // and says what to do.
+                if !cluster.has_aggregate(name) {
+                    return Err(Reject::new(format!("aggregate `{name}` does not exist")));
+                }
                 return Err(Reject::new(format!("not in aggregate `{name}`")));
             }
         }

@@ -28,6 +28,8 @@ pub fn node(id: &str, capacity: Resources) -> Node {
         allocated: Resources::default(),
         labels: BTreeMap::new(),
         traits: BTreeSet::new(),
+        reported: Default::default(),
+        operator: Default::default(),
         runtimes: InstanceType::ALL.into_iter().collect(),
         missing_runtimes: BTreeMap::new(),
         drivers: BTreeMap::new(),

@@ -1,6 +1,7 @@
 //! `Controller`: one [`Client`] call per Promise-returning method, over
 //! the embedded deployment (`Controller.open`) or a server (`connect`) alike.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
@@ -363,6 +364,109 @@ impl Controller {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn deregister_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
         call!(self, env, |c| c.deregister_node(&node))
+    }
+
+    /// Sets and removes labels operators declare on a node, as `kubectl
+    /// label` takes them (`['disk=ssd', 'old-']`): kept when its agent
+    /// registers again, merged with what the agent reports into the node's
+    /// `labels`. Instances waiting for a node are tried again. Rejects with
+    /// `invalid_argument` naming `labels`, `not_found`,
+    /// `failed_precondition` (a label the agent reports: read-only).
+    #[napi(ts_return_type = "Promise<Node>")]
+    pub fn label_node<'env>(
+        &self,
+        env: &'env Env,
+        node: String,
+        labels: Vec<String>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.label_node(&node, &labels))
+    }
+
+    /// Declares `traits` on a node (see `labelNode`). Rejects with
+    /// `invalid_argument` naming `traits`, `not_found`, `failed_precondition`.
+    #[napi(ts_return_type = "Promise<Node>")]
+    pub fn add_node_traits<'env>(
+        &self,
+        env: &'env Env,
+        node: String,
+        traits: Vec<String>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.add_node_traits(&node, &traits))
+    }
+
+    /// Takes back `traits` operators declared on a node. Rejects with
+    /// `invalid_argument`, `not_found`, `failed_precondition` (one the
+    /// agent reports).
+    #[napi(ts_return_type = "Promise<Node>")]
+    pub fn remove_node_traits<'env>(
+        &self,
+        env: &'env Env,
+        node: String,
+        traits: Vec<String>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.remove_node_traits(&node, &traits))
+    }
+
+    /// Stores host aggregate `name` with `metadata` (an object of strings)
+    /// and no nodes. Rejects with `invalid_argument` naming `name` or
+    /// `metadata`, `already_exists`.
+    #[napi(
+        ts_args_type = "name: string, metadata?: Record<string, string>",
+        ts_return_type = "Promise<Aggregate>"
+    )]
+    pub fn create_aggregate<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        metadata: Option<serde_json::Value>,
+    ) -> Pending<'env> {
+        let metadata = metadata
+            .map(|m| from_js::<BTreeMap<String, String>>(Some("metadata"), m))
+            .transpose();
+        call!(self, env, |c| c
+            .create_aggregate(&name, metadata?.unwrap_or_default()))
+    }
+
+    /// Deletes an aggregate without nodes. Rejects with `not_found`,
+    /// `failed_precondition` (it has nodes: they are named).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_aggregate<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
+        call!(self, env, |c| c.delete_aggregate(&name))
+    }
+
+    /// Every aggregate, in name order.
+    #[napi(ts_return_type = "Promise<Aggregate[]>")]
+    pub fn list_aggregates<'env>(&self, env: &'env Env) -> Pending<'env> {
+        call!(self, env, |c| c.list_aggregates())
+    }
+
+    /// Aggregate `name`. Rejects with `not_found`.
+    #[napi(ts_return_type = "Promise<Aggregate>")]
+    pub fn get_aggregate<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
+        call!(self, env, |c| c.get_aggregate(&name))
+    }
+
+    /// Makes node `node` a member of aggregate `name`; instances waiting
+    /// for a node are tried again. Rejects with `not_found` (either).
+    #[napi(ts_return_type = "Promise<Aggregate>")]
+    pub fn add_aggregate_node<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        node: String,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.add_aggregate_node(&name, &node))
+    }
+
+    /// Takes node `node` out of aggregate `name`. Rejects with `not_found`.
+    #[napi(ts_return_type = "Promise<Aggregate>")]
+    pub fn remove_aggregate_node<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        node: String,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.remove_aggregate_node(&name, &node))
     }
 
     /// Node changes after store revision `after` (default 0: from now), in

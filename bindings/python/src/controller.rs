@@ -4,6 +4,7 @@
 //! waits; an async one returns an awaitable that runs on the module's
 //! runtime.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pyo3::prelude::*;
@@ -15,7 +16,7 @@ use zixiao_core::driver::{
     ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials, SnapshotInfo,
 };
 use zixiao_core::model::{
-    CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
+    Aggregate, CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
@@ -351,6 +352,93 @@ impl PyController {
     /// `FailedPrecondition` (it holds instances: drain it first).
     fn deregister_node(&self, py: Python<'_>, node: &str) -> PyResult<()> {
         wait(py, self.inner.deregister_node(node))
+    }
+
+    /// Sets and removes labels operators declare on a node, as `kubectl
+    /// label` takes them (`["disk=ssd", "old-"]`): kept when its agent
+    /// registers again, merged with what the agent reports into the
+    /// node's `labels`. Instances waiting for a node are tried again.
+    /// Raises `InvalidArgument` naming `labels`, `NotFound`,
+    /// `FailedPrecondition` (a label the agent reports: read-only).
+    fn label_node(
+        &self,
+        py: Python<'_>,
+        node: &str,
+        labels: Vec<String>,
+    ) -> PyResult<Json<zixiao_core::Node>> {
+        wait(py, self.inner.label_node(node, &labels)).map(Json)
+    }
+
+    /// Declares `traits` on a node (see `label_node`). Raises
+    /// `InvalidArgument` naming `traits`, `NotFound`, `FailedPrecondition`.
+    fn add_node_traits(
+        &self,
+        py: Python<'_>,
+        node: &str,
+        traits: Vec<String>,
+    ) -> PyResult<Json<zixiao_core::Node>> {
+        wait(py, self.inner.add_node_traits(node, &traits)).map(Json)
+    }
+
+    /// Takes back `traits` operators declared on a node. Raises
+    /// `InvalidArgument`, `NotFound`, `FailedPrecondition` (one the agent
+    /// reports).
+    fn remove_node_traits(
+        &self,
+        py: Python<'_>,
+        node: &str,
+        traits: Vec<String>,
+    ) -> PyResult<Json<zixiao_core::Node>> {
+        wait(py, self.inner.remove_node_traits(node, &traits)).map(Json)
+    }
+
+    /// Stores host aggregate `name` with `metadata` (a dict) and no nodes.
+    /// Raises `InvalidArgument` naming `name` or `metadata`, `AlreadyExists`.
+    #[pyo3(signature = (name, metadata=BTreeMap::new()))]
+    fn create_aggregate(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        metadata: BTreeMap<String, String>,
+    ) -> PyResult<Json<Aggregate>> {
+        wait(py, self.inner.create_aggregate(name, metadata)).map(Json)
+    }
+
+    /// Deletes an aggregate without nodes. Raises `NotFound`,
+    /// `FailedPrecondition` (it has nodes: they are named).
+    fn delete_aggregate(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        wait(py, self.inner.delete_aggregate(name))
+    }
+
+    /// Every aggregate, in name order.
+    fn list_aggregates(&self, py: Python<'_>) -> PyResult<Json<Vec<Aggregate>>> {
+        wait(py, self.inner.list_aggregates()).map(Json)
+    }
+
+    /// Aggregate `name`. Raises `NotFound`.
+    fn get_aggregate(&self, py: Python<'_>, name: &str) -> PyResult<Json<Aggregate>> {
+        wait(py, self.inner.get_aggregate(name)).map(Json)
+    }
+
+    /// Makes node `node` a member of aggregate `name`; instances waiting
+    /// for a node are tried again. Raises `NotFound` (either).
+    fn add_aggregate_node(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        node: &str,
+    ) -> PyResult<Json<Aggregate>> {
+        wait(py, self.inner.add_aggregate_node(name, node)).map(Json)
+    }
+
+    /// Takes node `node` out of aggregate `name`. Raises `NotFound`.
+    fn remove_aggregate_node(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        node: &str,
+    ) -> PyResult<Json<Aggregate>> {
+        wait(py, self.inner.remove_aggregate_node(name, node)).map(Json)
     }
 
     /// Node changes after store revision `after` (0: from now), in order,
@@ -926,6 +1014,82 @@ impl PyAsyncController {
     /// Removes a node that holds no instances.
     fn deregister_node<'py>(&self, py: Python<'py>, node: String) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.deregister_node(&node))
+    }
+
+    /// Sets and removes a node's labels (see `Controller.label_node`).
+    fn label_node<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+        labels: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.label_node(&node, &labels))
+    }
+
+    /// Declares traits on a node (see `Controller.add_node_traits`).
+    fn add_node_traits<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+        traits: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.add_node_traits(&node, &traits))
+    }
+
+    /// Takes back traits of a node (see `Controller.remove_node_traits`).
+    fn remove_node_traits<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+        traits: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.remove_node_traits(&node, &traits))
+    }
+
+    /// Stores a host aggregate (see `Controller.create_aggregate`).
+    #[pyo3(signature = (name, metadata=BTreeMap::new()))]
+    fn create_aggregate<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        metadata: BTreeMap<String, String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.create_aggregate(&name, metadata))
+    }
+
+    /// Deletes an aggregate without nodes.
+    fn delete_aggregate<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.delete_aggregate(&name))
+    }
+
+    /// Every aggregate, in name order.
+    fn list_aggregates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.list_aggregates())
+    }
+
+    /// One aggregate.
+    fn get_aggregate<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.get_aggregate(&name))
+    }
+
+    /// Makes a node a member of an aggregate.
+    fn add_aggregate_node<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        node: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.add_aggregate_node(&name, &node))
+    }
+
+    /// Takes a node out of an aggregate.
+    fn remove_aggregate_node<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        node: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.remove_aggregate_node(&name, &node))
     }
 
     /// A `NodeWatch` of node changes after revision `after`; use `async for`.

@@ -15,6 +15,7 @@
 mod error;
 mod model;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -41,9 +42,33 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Runs `call` on the runtime and blocks the calling (foreign) thread until it ends.
-fn block<T>(call: impl Future<Output = zixiao_core::Result<T>>) -> Result<T, ZixiaoError> {
-    runtime().block_on(call).map_err(ZixiaoError::from)
+/// The stack of the thread a blocking call is polled on: a Linux main
+/// thread's, where the CLI polls the same calls.
+const CALL_STACK_BYTES: usize = 8 << 20;
+
+/// Runs `call` on the runtime and blocks the calling (foreign) thread until
+/// it ends. The call is polled on a thread of this library's with a stack
+/// of [`CALL_STACK_BYTES`], not on the caller's: a call that converges
+/// instances nests deep (in a debug build, deeper than the 1 MiB of a JVM
+/// thread, which then dies of SIGSEGV), and a foreign thread's stack is
+/// whatever its runtime chose.
+fn block<T: Send>(
+    call: impl Future<Output = zixiao_core::Result<T>> + Send,
+) -> Result<T, ZixiaoError> {
+    std::thread::scope(|scope| {
+        let polled = std::thread::Builder::new()
+            .name("zixiao-call".to_owned())
+            .stack_size(CALL_STACK_BYTES)
+            .spawn_scoped(scope, || runtime().block_on(call))
+            .map_err(|e| {
+                zixiao_core::Error::Internal(format!("cannot start a thread for the call: {e}"))
+            })?;
+        match polled.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+    .map_err(ZixiaoError::from)
 }
 
 /// Runs `call` on the runtime; the returned future may be polled by any
@@ -267,6 +292,73 @@ impl Controller {
     /// Every node, in id order.
     pub fn list_nodes(&self) -> Result<Vec<Node>, ZixiaoError> {
         block(self.inner.list_nodes()).map(model::nodes)
+    }
+
+    /// Sets and removes labels operators declare on node `node`, as
+    /// `kubectl label` takes them (`"disk=ssd"`, `"old-"`): kept when its
+    /// agent registers again. Instances waiting for a node are tried
+    /// again. Errors: `InvalidArgument` naming `labels`, `NotFound`,
+    /// `FailedPrecondition` (a label its agent reports: read-only).
+    pub fn label_node(&self, node: String, labels: Vec<String>) -> Result<Node, ZixiaoError> {
+        block(self.inner.label_node(&node, &labels)).map(Node::from)
+    }
+
+    /// Declares `traits` on node `node` (see `label_node`). Errors:
+    /// `InvalidArgument` naming `traits`, `NotFound`, `FailedPrecondition`.
+    pub fn add_node_traits(&self, node: String, traits: Vec<String>) -> Result<Node, ZixiaoError> {
+        block(self.inner.add_node_traits(&node, &traits)).map(Node::from)
+    }
+
+    /// Takes back `traits` operators declared on node `node`. Errors:
+    /// `InvalidArgument`, `NotFound`, `FailedPrecondition`.
+    pub fn remove_node_traits(
+        &self,
+        node: String,
+        traits: Vec<String>,
+    ) -> Result<Node, ZixiaoError> {
+        block(self.inner.remove_node_traits(&node, &traits)).map(Node::from)
+    }
+
+    /// Stores host aggregate `name` with `metadata` and no nodes. Errors:
+    /// `InvalidArgument` naming `name` or `metadata`, `AlreadyExists`.
+    pub fn create_aggregate(
+        &self,
+        name: String,
+        metadata: HashMap<String, String>,
+    ) -> Result<Aggregate, ZixiaoError> {
+        let metadata = metadata.into_iter().collect();
+        block(self.inner.create_aggregate(&name, metadata)).map(Aggregate::from)
+    }
+
+    /// Deletes an aggregate without nodes. Errors: `NotFound`,
+    /// `FailedPrecondition` (it has nodes: they are named).
+    pub fn delete_aggregate(&self, name: String) -> Result<(), ZixiaoError> {
+        block(self.inner.delete_aggregate(&name))
+    }
+
+    /// Every aggregate, in name order.
+    pub fn list_aggregates(&self) -> Result<Vec<Aggregate>, ZixiaoError> {
+        block(self.inner.list_aggregates()).map(model::aggregates)
+    }
+
+    /// Aggregate `name`. Errors: `NotFound`.
+    pub fn get_aggregate(&self, name: String) -> Result<Aggregate, ZixiaoError> {
+        block(self.inner.get_aggregate(&name)).map(Aggregate::from)
+    }
+
+    /// Makes node `node` a member of aggregate `name`; instances waiting
+    /// for a node are tried again. Errors: `NotFound` (either).
+    pub fn add_aggregate_node(&self, name: String, node: String) -> Result<Aggregate, ZixiaoError> {
+        block(self.inner.add_aggregate_node(&name, &node)).map(Aggregate::from)
+    }
+
+    /// Takes node `node` out of aggregate `name`. Errors: `NotFound`.
+    pub fn remove_aggregate_node(
+        &self,
+        name: String,
+        node: String,
+    ) -> Result<Aggregate, ZixiaoError> {
+        block(self.inner.remove_aggregate_node(&name, &node)).map(Aggregate::from)
     }
 
     /// Imports every image of the archive `archive` (an OCI layout or
@@ -534,6 +626,72 @@ impl AsyncController {
     /// See [`Controller::list_nodes`].
     pub async fn list_nodes(&self) -> Result<Vec<Node>, ZixiaoError> {
         call!(self, |c| c.list_nodes()).map(model::nodes)
+    }
+
+    /// See [`Controller::label_node`].
+    pub async fn label_node(&self, node: String, labels: Vec<String>) -> Result<Node, ZixiaoError> {
+        call!(self, |c| c.label_node(&node, &labels)).map(Node::from)
+    }
+
+    /// See [`Controller::add_node_traits`].
+    pub async fn add_node_traits(
+        &self,
+        node: String,
+        traits: Vec<String>,
+    ) -> Result<Node, ZixiaoError> {
+        call!(self, |c| c.add_node_traits(&node, &traits)).map(Node::from)
+    }
+
+    /// See [`Controller::remove_node_traits`].
+    pub async fn remove_node_traits(
+        &self,
+        node: String,
+        traits: Vec<String>,
+    ) -> Result<Node, ZixiaoError> {
+        call!(self, |c| c.remove_node_traits(&node, &traits)).map(Node::from)
+    }
+
+    /// See [`Controller::create_aggregate`].
+    pub async fn create_aggregate(
+        &self,
+        name: String,
+        metadata: HashMap<String, String>,
+    ) -> Result<Aggregate, ZixiaoError> {
+        let metadata = metadata.into_iter().collect();
+        call!(self, |c| c.create_aggregate(&name, metadata)).map(Aggregate::from)
+    }
+
+    /// See [`Controller::delete_aggregate`].
+    pub async fn delete_aggregate(&self, name: String) -> Result<(), ZixiaoError> {
+        call!(self, |c| c.delete_aggregate(&name))
+    }
+
+    /// See [`Controller::list_aggregates`].
+    pub async fn list_aggregates(&self) -> Result<Vec<Aggregate>, ZixiaoError> {
+        call!(self, |c| c.list_aggregates()).map(model::aggregates)
+    }
+
+    /// See [`Controller::get_aggregate`].
+    pub async fn get_aggregate(&self, name: String) -> Result<Aggregate, ZixiaoError> {
+        call!(self, |c| c.get_aggregate(&name)).map(Aggregate::from)
+    }
+
+    /// See [`Controller::add_aggregate_node`].
+    pub async fn add_aggregate_node(
+        &self,
+        name: String,
+        node: String,
+    ) -> Result<Aggregate, ZixiaoError> {
+        call!(self, |c| c.add_aggregate_node(&name, &node)).map(Aggregate::from)
+    }
+
+    /// See [`Controller::remove_aggregate_node`].
+    pub async fn remove_aggregate_node(
+        &self,
+        name: String,
+        node: String,
+    ) -> Result<Aggregate, ZixiaoError> {
+        call!(self, |c| c.remove_aggregate_node(&name, &node)).map(Aggregate::from)
     }
 
     /// See [`Controller::import_images`].

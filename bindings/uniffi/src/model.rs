@@ -180,6 +180,12 @@ pub struct InstanceSpec {
     pub networks: Vec<String>,
     /// Environment variables (containers).
     pub env: HashMap<String, String>,
+    /// Only nodes declaring all these traits (`placement.required_traits`).
+    #[uniffi(default = [])]
+    pub required_traits: Vec<String>,
+    /// Only nodes in every one of these host aggregates (`placement.aggregates`).
+    #[uniffi(default = [])]
+    pub aggregates: Vec<String>,
 }
 
 impl From<core::InstanceSpec> for InstanceSpec {
@@ -196,6 +202,8 @@ impl From<core::InstanceSpec> for InstanceSpec {
             command: s.command,
             networks: s.networks,
             env: s.env.into_iter().collect(),
+            required_traits: s.placement.required_traits.into_iter().collect(),
+            aggregates: s.placement.aggregates.into_iter().collect(),
         }
     }
 }
@@ -223,6 +231,8 @@ impl From<InstanceSpec> for core::InstanceSpec {
         spec.command = s.command;
         spec.networks = s.networks;
         spec.env = s.env.into_iter().collect();
+        spec.placement.required_traits = s.required_traits.into_iter().collect();
+        spec.placement.aggregates = s.aggregates.into_iter().collect();
         spec
     }
 }
@@ -542,8 +552,15 @@ pub struct Node {
     pub capacity: Resources,
     /// What its instances take.
     pub allocated: Resources,
-    /// Its labels.
+    /// The labels placement matches: `reported` and `operator` merged.
     pub labels: HashMap<String, String>,
+    /// The traits placement matches: `reported` and `operator` merged.
+    pub traits: Vec<String>,
+    /// What its agent reported: read-only.
+    pub reported: NodeMetadata,
+    /// What operators declared (`label_node`, `add_node_traits`); kept
+    /// when its agent registers again.
+    pub operator: NodeMetadata,
     /// The instance types it runs.
     pub runtimes: Vec<InstanceType>,
     /// Why it runs none of the other types, by type name.
@@ -562,6 +579,9 @@ impl From<core::Node> for Node {
             capacity: n.capacity.into(),
             allocated: n.allocated.into(),
             labels: n.labels.into_iter().collect(),
+            traits: n.traits.into_iter().collect(),
+            reported: n.reported.into(),
+            operator: n.operator.into(),
             runtimes: n.runtimes.into_iter().map(Into::into).collect(),
             missing_runtimes: n
                 .missing_runtimes
@@ -573,6 +593,54 @@ impl From<core::Node> for Node {
 }
 
 pub(crate) fn nodes(all: Vec<core::Node>) -> Vec<Node> {
+    all.into_iter().map(Into::into).collect()
+}
+
+/// Labels and traits from one source: a node's agent, or its operators.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NodeMetadata {
+    /// Labels.
+    pub labels: HashMap<String, String>,
+    /// Traits, in name order.
+    pub traits: Vec<String>,
+}
+
+impl From<core::NodeMetadata> for NodeMetadata {
+    fn from(m: core::NodeMetadata) -> Self {
+        NodeMetadata {
+            labels: m.labels.into_iter().collect(),
+            traits: m.traits.into_iter().collect(),
+        }
+    }
+}
+
+/// A host aggregate: a named group of nodes with metadata, which instances
+/// require by name or by metadata.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct Aggregate {
+    /// Its name.
+    pub name: String,
+    /// Its metadata.
+    pub metadata: HashMap<String, String>,
+    /// The ids of its nodes, in order.
+    pub nodes: Vec<String>,
+}
+
+impl From<core::Aggregate> for Aggregate {
+    fn from(a: core::Aggregate) -> Self {
+        Aggregate {
+            name: a.name.into(),
+            metadata: a
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            nodes: a.nodes.into_iter().collect(),
+        }
+    }
+}
+
+pub(crate) fn aggregates(all: Vec<core::Aggregate>) -> Vec<Aggregate> {
     all.into_iter().map(Into::into).collect()
 }
 

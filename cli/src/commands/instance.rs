@@ -398,6 +398,7 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
                 .collect::<Result<LabelSelector>>()
                 .map_err(|e| Error::invalid("--selector", e.to_string()))?,
             required_traits: args.traits.into_iter().collect(),
+            aggregates: args.aggregates.into_iter().collect(),
             ..Placement::default()
         },
     };
@@ -504,6 +505,28 @@ fn instance_details(i: &Instance) -> String {
         pairs.push(("command", s.command.join(" ")));
     }
     pairs.push(("restart", format!("{:?}", s.restart).to_lowercase()));
+    // What it asks of a node: what an Unschedulable condition below refers to.
+    let placement = &s.placement;
+    let joined = |set: &std::collections::BTreeSet<String>| {
+        set.iter().cloned().collect::<Vec<_>>().join(", ")
+    };
+    for (what, set) in [
+        ("required traits", &placement.required_traits),
+        ("forbidden traits", &placement.forbidden_traits),
+        ("aggregates", &placement.aggregates),
+    ] {
+        if !set.is_empty() {
+            pairs.push((what, joined(set)));
+        }
+    }
+    for (what, selector) in [
+        ("node selector", &placement.node_selector),
+        ("aggregate selector", &placement.aggregate_selector),
+    ] {
+        if !selector.is_empty() {
+            pairs.push((what, selector.to_string()));
+        }
+    }
     if let Some(exit) = &i.exit {
         let oom = if exit.oom_killed { " (OOM killed)" } else { "" };
         pairs.push((

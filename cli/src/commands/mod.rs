@@ -3,6 +3,7 @@
 
 mod access;
 pub(crate) mod agent;
+mod aggregate;
 mod cluster;
 mod context;
 mod image;
@@ -76,6 +77,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Audit(command) => access::audit(client, format, command).await,
         Command::State(StateCommand::Backup { file }) => state::backup(client, format, file).await,
         Command::Node(command) => node::run(client, format, command).await,
+        Command::Aggregate(command) => aggregate::run(client, format, command).await,
         Command::Instance(command) => instance::run(client, format, command).await,
         Command::Image(command) => image::run(client, format, command).await,
         Command::Cluster(command) => cluster::run(client, format, command).await,

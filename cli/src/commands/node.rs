@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use zixiao_core::controller::DrainReport;
 use zixiao_core::{Client, Node, Result};
 
-use crate::args::{Format, NodeCommand, OnOff};
+use crate::args::{AddRm, Format, NodeCommand, OnOff};
 use crate::output::{age, details, print, Table};
 
 pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) -> Result<ExitCode> {
@@ -40,6 +40,25 @@ pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) ->
                 .set_maintenance(&node, state == OnOff::On)
                 .await?;
             print(format, &report, drain_summary)?;
+        }
+        NodeCommand::Label { node, labels } => {
+            let node = controller.label_node(&node, &labels).await?;
+            print(format, &node, |n| {
+                format!("node {} labels: {}\n", n.id, labels_text(n))
+            })?;
+        }
+        NodeCommand::Trait {
+            node,
+            action,
+            traits,
+        } => {
+            let node = match action {
+                AddRm::Add => controller.add_node_traits(&node, &traits).await?,
+                AddRm::Rm => controller.remove_node_traits(&node, &traits).await?,
+            };
+            print(format, &node, |n| {
+                format!("node {} traits: {}\n", n.id, traits_text(n))
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -118,29 +137,8 @@ fn node_details(n: &Node) -> String {
             ),
         ),
     ];
-    let labels = n
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    pairs.push((
-        "labels",
-        if labels.is_empty() {
-            "-".into()
-        } else {
-            labels
-        },
-    ));
-    let traits = n.traits.iter().cloned().collect::<Vec<_>>().join(", ");
-    pairs.push((
-        "traits",
-        if traits.is_empty() {
-            "-".into()
-        } else {
-            traits
-        },
-    ));
+    pairs.push(("labels", labels_text(n)));
+    pairs.push(("traits", traits_text(n)));
     for t in &n.runtimes {
         pairs.push(("runtime", format!("{t}: available")));
     }
@@ -169,4 +167,51 @@ fn drain_summary(report: &DrainReport) -> String {
         ("pending", list(&report.pending)),
         ("stopped", list(&report.stopped)),
     ])
+}
+
+/// Where a label or trait of `n` comes from: its operators, or (no mark)
+/// its agent. Records from before the two were kept apart have no marks.
+fn source(n: &Node, operator: bool) -> &'static str {
+    if operator {
+        " (operator)"
+    } else if n.reported.is_empty() && n.operator.is_empty() {
+        ""
+    } else {
+        " (agent)"
+    }
+}
+
+/// The labels placement matches, each with where it comes from:
+/// `disk=ssd (operator), arch=x86_64 (agent)`, or `-`.
+fn labels_text(n: &Node) -> String {
+    let labels: Vec<String> = n
+        .labels
+        .iter()
+        .map(|(k, v)| {
+            let operator = !n.reported.labels.contains_key(k) && n.operator.labels.contains_key(k);
+            format!("{k}={v}{}", source(n, operator))
+        })
+        .collect();
+    if labels.is_empty() {
+        "-".to_owned()
+    } else {
+        labels.join(", ")
+    }
+}
+
+/// The traits placement matches, each with where it comes from, or `-`.
+fn traits_text(n: &Node) -> String {
+    let traits: Vec<String> = n
+        .traits
+        .iter()
+        .map(|t| {
+            let operator = !n.reported.traits.contains(t) && n.operator.traits.contains(t);
+            format!("{t}{}", source(n, operator))
+        })
+        .collect();
+    if traits.is_empty() {
+        "-".to_owned()
+    } else {
+        traits.join(", ")
+    }
 }

@@ -10,7 +10,10 @@ use zixiao_auth::{
     Identity, NodeName, ProjectName, Requirement, Role, Scope, UserName, PROJECT_LABEL,
 };
 use zixiao_core::api::{Progress, Request, Wait};
-use zixiao_core::model::{FromTemplate, TemplateName, TemplateSpec};
+use zixiao_core::model::{
+    typed_metadata, AggregateName, FromTemplate, LabelChanges, TemplateName, TemplateSpec,
+    TraitChanges,
+};
 use zixiao_core::{CreateInstance, InstanceSpec, InstanceType};
 
 fn project(name: &str) -> ProjectName {
@@ -146,6 +149,33 @@ fn every_request() -> Vec<Request> {
             on: true,
         },
         Request::DeregisterNode { node: n() },
+        Request::LabelNode {
+            node: n(),
+            changes: LabelChanges::parse(&["disk=ssd", "old-"]).unwrap(),
+        },
+        Request::ChangeNodeTraits {
+            node: n(),
+            changes: TraitChanges::adding(&["ssd"]).unwrap(),
+        },
+        Request::CreateAggregate {
+            name: aggregate(),
+            metadata: typed_metadata(
+                "metadata",
+                BTreeMap::from([("ssd".to_owned(), "true".to_owned())]),
+            )
+            .unwrap(),
+        },
+        Request::DeleteAggregate { name: aggregate() },
+        Request::ListAggregates,
+        Request::GetAggregate { name: aggregate() },
+        Request::AddAggregateNode {
+            name: aggregate(),
+            node: n(),
+        },
+        Request::RemoveAggregateNode {
+            name: aggregate(),
+            node: n(),
+        },
         Request::WatchNodes { after: 0 },
         Request::ClusterInfo,
         Request::CreateNetwork { request: network },
@@ -178,6 +208,10 @@ fn every_request() -> Vec<Request> {
 
 fn template() -> TemplateName {
     TemplateName::try_from("small").unwrap()
+}
+
+fn aggregate() -> AggregateName {
+    AggregateName::try_from("gpu").unwrap()
 }
 
 fn template_spec() -> TemplateSpec {
@@ -275,6 +309,17 @@ fn the_rules_by_role_and_project() {
         ("node.maintenance", [false, false, false, false]),
         ("node.deregister", [false, false, false, false]),
         ("node.watch", [false, true, true, true]),
+        // What operators declare of nodes steers every project's
+        // placements: admins change it, as they cordon and drain.
+        ("node.label", [false, false, false, false]),
+        ("node.trait", [false, false, false, false]),
+        // Aggregates are read and changed as nodes are.
+        ("aggregate.create", [false, false, false, false]),
+        ("aggregate.delete", [false, false, false, false]),
+        ("aggregate.list", [false, true, true, true]),
+        ("aggregate.get", [false, true, true, true]),
+        ("aggregate.add_node", [false, false, false, false]),
+        ("aggregate.remove_node", [false, false, false, false]),
         ("cluster.info", [false, true, true, true]),
         ("network.create", [false, false, false, true]),
         ("network.get", [true, true, true, true]),
@@ -328,6 +373,27 @@ fn denials_name_the_missing_permission() {
             "node.drain (admin only)",
         ),
         (&viewer, Request::ListNodes, "node.list (operator or admin)"),
+        (
+            &operator,
+            Request::LabelNode {
+                node: "worker-1".into(),
+                changes: LabelChanges::parse(&["disk=ssd"]).unwrap(),
+            },
+            "node.label (admin only)",
+        ),
+        (
+            &operator,
+            Request::AddAggregateNode {
+                name: aggregate(),
+                node: "worker-1".into(),
+            },
+            "aggregate.add_node (admin only)",
+        ),
+        (
+            &viewer,
+            Request::ListAggregates,
+            "aggregate.list (operator or admin)",
+        ),
     ];
     for (identity, request, permission) in cases {
         let project = web_project(&request);

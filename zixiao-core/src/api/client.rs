@@ -3,6 +3,7 @@
 //! call and takes its documented [`Response`] variant; the request's
 //! documentation says when it is idempotent and which errors it returns.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,8 +18,9 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, FromTemplate, ImageName, ImageRef, Instance, InstanceType,
-    InstanceUpdate, Network, Node, TemplateInfo, TemplateName, TemplateSpec,
+    typed_metadata, Aggregate, AggregateName, CreateInstance, CreateNetwork, FromTemplate,
+    ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, Network, Node,
+    TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -384,6 +386,44 @@ impl Client {
         self.done(Request::DeregisterNode { node }).await
     }
 
+    /// See [`Request::LabelNode`]: `labels` as `kubectl label` takes them,
+    /// `KEY=VALUE` to set one, `KEY-` to remove one. Errors also:
+    /// `InvalidArgument` on `labels` (see [`LabelChanges::parse`]).
+    pub async fn label_node<S: AsRef<str>>(&self, node: &str, labels: &[S]) -> Result<Node> {
+        let changes = LabelChanges::parse(labels)?;
+        self.change_node_labels(node, changes).await
+    }
+
+    /// See [`Request::LabelNode`].
+    pub async fn change_node_labels(&self, node: &str, changes: LabelChanges) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(self, Request::LabelNode { node, changes }, Node)
+    }
+
+    /// See [`Request::ChangeNodeTraits`]: declares `traits` on the node.
+    /// Errors also: `InvalidArgument` on `traits`.
+    pub async fn add_node_traits<S: AsRef<str>>(&self, node: &str, traits: &[S]) -> Result<Node> {
+        let changes = TraitChanges::adding(traits)?;
+        self.change_node_traits(node, changes).await
+    }
+
+    /// See [`Request::ChangeNodeTraits`]: takes `traits` back. Errors also:
+    /// `InvalidArgument` on `traits`.
+    pub async fn remove_node_traits<S: AsRef<str>>(
+        &self,
+        node: &str,
+        traits: &[S],
+    ) -> Result<Node> {
+        let changes = TraitChanges::removing(traits)?;
+        self.change_node_traits(node, changes).await
+    }
+
+    /// See [`Request::ChangeNodeTraits`].
+    pub async fn change_node_traits(&self, node: &str, changes: TraitChanges) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(self, Request::ChangeNodeTraits { node, changes }, Node)
+    }
+
     /// See [`Request::WatchNodes`].
     pub async fn watch_nodes(
         &self,
@@ -417,6 +457,49 @@ impl Client {
     pub async fn delete_network(&self, name: &str) -> Result<()> {
         let name = name.to_owned();
         self.done(Request::DeleteNetwork { name }).await
+    }
+
+    /// See [`Request::CreateAggregate`]. Errors also: `InvalidArgument` on
+    /// `name` or `metadata` (a key or value that is not one).
+    pub async fn create_aggregate(
+        &self,
+        name: &str,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<Aggregate> {
+        let name = aggregate_name(name)?;
+        let metadata = typed_metadata("metadata", metadata)?;
+        expect!(self, Request::CreateAggregate { name, metadata }, Aggregate)
+    }
+
+    /// See [`Request::DeleteAggregate`]. Errors also: `InvalidArgument` on `name`.
+    pub async fn delete_aggregate(&self, name: &str) -> Result<()> {
+        let name = aggregate_name(name)?;
+        self.done(Request::DeleteAggregate { name }).await
+    }
+
+    /// See [`Request::ListAggregates`].
+    pub async fn list_aggregates(&self) -> Result<Vec<Aggregate>> {
+        expect!(self, Request::ListAggregates, Aggregates)
+    }
+
+    /// See [`Request::GetAggregate`]. Errors also: `InvalidArgument` on `name`.
+    pub async fn get_aggregate(&self, name: &str) -> Result<Aggregate> {
+        let name = aggregate_name(name)?;
+        expect!(self, Request::GetAggregate { name }, Aggregate)
+    }
+
+    /// See [`Request::AddAggregateNode`]. Errors also: `InvalidArgument` on `name`.
+    pub async fn add_aggregate_node(&self, name: &str, node: &str) -> Result<Aggregate> {
+        let name = aggregate_name(name)?;
+        let node = node.to_owned();
+        expect!(self, Request::AddAggregateNode { name, node }, Aggregate)
+    }
+
+    /// See [`Request::RemoveAggregateNode`]. Errors also: `InvalidArgument` on `name`.
+    pub async fn remove_aggregate_node(&self, name: &str, node: &str) -> Result<Aggregate> {
+        let name = aggregate_name(name)?;
+        let node = node.to_owned();
+        expect!(self, Request::RemoveAggregateNode { name, node }, Aggregate)
     }
 
     /// See [`Request::CreateTemplate`]. Errors also: `InvalidArgument` on
@@ -557,6 +640,11 @@ impl Client {
             other => Err(unexpected(operation, "Done", &other)),
         }
     }
+}
+
+/// `name` as an aggregate name. Errors: `InvalidArgument` on `name`.
+fn aggregate_name(name: &str) -> Result<AggregateName> {
+    AggregateName::try_from(name).map_err(|e| e.at("name"))
 }
 
 /// `name` as a template name. Errors: `InvalidArgument` on `name`.

@@ -24,6 +24,19 @@ use super::{Api, InstancePage, Request, Response, Wait};
 use crate::controller::{Controller, Convergence};
 use crate::{Error, Instance, Result};
 
+impl Controller {
+    /// `changed` (a node whose labels or traits just changed) as it is
+    /// once the instances waiting for a node were tried again (see
+    /// [`Controller::place_waiting`]): what it holds after them.
+    async fn placed_waiting(&self, changed: crate::Node) -> Result<crate::Node> {
+        if self.convergence() != Convergence::InCaller {
+            return Ok(changed);
+        }
+        self.place_waiting().await?;
+        self.get_node(&changed.id).await
+    }
+}
+
 #[async_trait]
 impl Api for Controller {
     async fn call(&self, request: Request) -> Result<Response> {
@@ -215,6 +228,14 @@ impl Api for Controller {
                 self.deregister_node(&node).await?;
                 Response::Done
             }
+            Request::LabelNode { node, changes } => {
+                let labelled = self.label_node(&node, &changes).await?;
+                Response::Node(self.placed_waiting(labelled).await?)
+            }
+            Request::ChangeNodeTraits { node, changes } => {
+                let changed = self.change_node_traits(&node, &changes).await?;
+                Response::Node(self.placed_waiting(changed).await?)
+            }
             Request::WatchNodes { after } => {
                 let after = match after {
                     0 => self.current_revision().await?,
@@ -231,6 +252,28 @@ impl Api for Controller {
             Request::DeleteNetwork { name } => {
                 self.delete_network(&name).await?;
                 Response::Done
+            }
+            Request::CreateAggregate { name, metadata } => {
+                let created = self.create_aggregate(&name, metadata).await?;
+                self.place_waiting().await?;
+                Response::Aggregate(created)
+            }
+            Request::DeleteAggregate { name } => {
+                self.delete_aggregate(&name).await?;
+                self.place_waiting().await?;
+                Response::Done
+            }
+            Request::ListAggregates => Response::Aggregates(self.list_aggregates().await?),
+            Request::GetAggregate { name } => Response::Aggregate(self.get_aggregate(&name).await?),
+            Request::AddAggregateNode { name, node } => {
+                let added = self.add_aggregate_node(&name, &node).await?;
+                self.place_waiting().await?;
+                Response::Aggregate(added)
+            }
+            Request::RemoveAggregateNode { name, node } => {
+                let removed = self.remove_aggregate_node(&name, &node).await?;
+                self.place_waiting().await?;
+                Response::Aggregate(removed)
             }
             Request::CreateTemplate { name, spec } => {
                 Response::Template(self.create_template(&name, spec).await?)

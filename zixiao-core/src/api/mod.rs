@@ -32,6 +32,7 @@ mod controller;
 mod page;
 mod traced;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,8 +54,9 @@ use crate::driver::{
     ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
 };
 use crate::model::{
-    CreateInstance, CreateNetwork, FromTemplate, ImageName, ImageRef, Instance, InstanceType,
-    InstanceUpdate, Network, Node, TemplateInfo, TemplateName, TemplateSpec,
+    Aggregate, AggregateName, CreateInstance, CreateNetwork, FromTemplate, ImageName, ImageRef,
+    Instance, InstanceType, InstanceUpdate, LabelChanges, LabelKey, LabelValue, Network, Node,
+    TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -473,6 +475,32 @@ pub enum Request {
         /// Id or hostname.
         node: String,
     },
+    /// Sets and removes labels operators declare on a node (kept across
+    /// its agent's registrations, merged with what the agent reports into
+    /// the labels node selectors match: see [`NodeMetadata`]).
+    /// Instances waiting for a node are placed again: with no background
+    /// workers (the embedded deployment without a daemon), before the
+    /// call answers. [`Response::Node`]. Idempotent. Errors: `NotFound`,
+    /// `FailedPrecondition` (a label the agent reports: read-only),
+    /// `InvalidArgument` on `labels` (too many), `Conflict`.
+    ///
+    /// [`NodeMetadata`]: crate::model::NodeMetadata
+    LabelNode {
+        /// Id or hostname.
+        node: String,
+        /// What to set and remove.
+        changes: LabelChanges,
+    },
+    /// Adds and removes traits operators declare on a node, as
+    /// [`Request::LabelNode`] does labels. [`Response::Node`]. Idempotent.
+    /// Errors: `NotFound`, `FailedPrecondition` (a trait the agent reports:
+    /// read-only), `InvalidArgument` on `traits` (too many), `Conflict`.
+    ChangeNodeTraits {
+        /// Id or hostname.
+        node: String,
+        /// What to add and remove.
+        changes: TraitChanges,
+    },
     /// Node changes after store revision `after` (0: from now), then live.
     /// [`Response::NodeEvents`]. Errors: `FailedPrecondition` (compacted).
     WatchNodes {
@@ -500,6 +528,49 @@ pub enum Request {
     DeleteNetwork {
         /// Its name.
         name: String,
+    },
+    /// Stores host aggregate `name` with `metadata` and no nodes.
+    /// [`Response::Aggregate`]. Not idempotent. Errors: `AlreadyExists`.
+    ///
+    /// Every change of an aggregate (this, and the requests below that
+    /// change one) tries the instances waiting for a node again, as
+    /// [`Request::LabelNode`] does: their reasons follow what changed.
+    CreateAggregate {
+        /// Its name.
+        name: AggregateName,
+        /// Its metadata, for `placement.aggregate_selector`.
+        metadata: BTreeMap<LabelKey, LabelValue>,
+    },
+    /// Deletes an aggregate that has no nodes. [`Response::Done`]. Errors:
+    /// `NotFound`, `FailedPrecondition` (it has nodes: they are named).
+    DeleteAggregate {
+        /// Its name.
+        name: AggregateName,
+    },
+    /// Every aggregate, in name order. [`Response::Aggregates`]. Read-only.
+    ListAggregates,
+    /// One aggregate. [`Response::Aggregate`]. Read-only. Errors: `NotFound`.
+    GetAggregate {
+        /// Its name.
+        name: AggregateName,
+    },
+    /// Makes a node a member of an aggregate. [`Response::Aggregate`]. Idempotent. Errors: `NotFound` (the
+    /// aggregate or the node), `Conflict`.
+    AddAggregateNode {
+        /// The aggregate's name.
+        name: AggregateName,
+        /// The node's id or hostname.
+        node: String,
+    },
+    /// Takes a node out of an aggregate (a node since deregistered is named
+    /// by its id). [`Response::Aggregate`]. Idempotent. Errors: `NotFound`
+    /// (the aggregate, or a node that neither exists nor is a member),
+    /// `Conflict`.
+    RemoveAggregateNode {
+        /// The aggregate's name.
+        name: AggregateName,
+        /// The node's id or hostname.
+        node: String,
     },
     /// Stores template `name` with `spec` as its version 1.
     /// [`Response::Template`]. Not idempotent. Errors: `InvalidArgument`
@@ -676,12 +747,20 @@ impl Request {
             Request::DrainNode { .. } => "node.drain",
             Request::SetMaintenance { .. } => "node.maintenance",
             Request::DeregisterNode { .. } => "node.deregister",
+            Request::LabelNode { .. } => "node.label",
+            Request::ChangeNodeTraits { .. } => "node.trait",
             Request::WatchNodes { .. } => "node.watch",
             Request::ClusterInfo => "cluster.info",
             Request::CreateNetwork { .. } => "network.create",
             Request::GetNetwork { .. } => "network.get",
             Request::ListNetworks => "network.list",
             Request::DeleteNetwork { .. } => "network.delete",
+            Request::CreateAggregate { .. } => "aggregate.create",
+            Request::DeleteAggregate { .. } => "aggregate.delete",
+            Request::ListAggregates => "aggregate.list",
+            Request::GetAggregate { .. } => "aggregate.get",
+            Request::AddAggregateNode { .. } => "aggregate.add_node",
+            Request::RemoveAggregateNode { .. } => "aggregate.remove_node",
             Request::CreateTemplate { .. } => "template.create",
             Request::UpdateTemplate { .. } => "template.update",
             Request::GetTemplate { .. } => "template.get",
@@ -753,7 +832,16 @@ impl Request {
             | Request::UncordonNode { node: n }
             | Request::DrainNode { node: n }
             | Request::SetMaintenance { node: n, .. }
+            | Request::LabelNode { node: n, .. }
+            | Request::ChangeNodeTraits { node: n, .. }
             | Request::DeregisterNode { node: n } => node(n),
+            Request::CreateAggregate { name, .. }
+            | Request::DeleteAggregate { name }
+            | Request::GetAggregate { name } => Some(format!("aggregate {name}")),
+            Request::AddAggregateNode { name, node }
+            | Request::RemoveAggregateNode { name, node } => {
+                Some(format!("aggregate {name} node {node}"))
+            }
             Request::CreateNetwork { request } => Some(format!("network {}", request.name)),
             Request::GetNetwork { name } | Request::DeleteNetwork { name } => {
                 Some(format!("network {name}"))
@@ -778,6 +866,7 @@ impl Request {
             | Request::WatchNodes { .. }
             | Request::ClusterInfo
             | Request::ListNetworks
+            | Request::ListAggregates
             | Request::ListTemplates => None,
         }
     }
@@ -800,6 +889,8 @@ impl Request {
                 | Request::ClusterInfo
                 | Request::GetNetwork { .. }
                 | Request::ListNetworks
+                | Request::ListAggregates
+                | Request::GetAggregate { .. }
                 | Request::GetTemplate { .. }
                 | Request::ListTemplates
                 | Request::ListUsers
@@ -864,6 +955,10 @@ pub enum Response {
     Networks(Vec<Network>),
     /// What a check or backup of the whole store found.
     StoreSummary(StoreSummary),
+    /// One host aggregate.
+    Aggregate(Aggregate),
+    /// Host aggregates.
+    Aggregates(Vec<Aggregate>),
     /// One template and its users.
     Template(TemplateInfo),
     /// Templates and their users.
@@ -910,6 +1005,8 @@ impl Response {
             Response::Network(_) => "Network",
             Response::Networks(_) => "Networks",
             Response::StoreSummary(_) => "StoreSummary",
+            Response::Aggregate(_) => "Aggregate",
+            Response::Aggregates(_) => "Aggregates",
             Response::Template(_) => "Template",
             Response::Templates(_) => "Templates",
             Response::NewUser(..) => "NewUser",

@@ -29,8 +29,8 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, watch};
 
 use super::{INSTANCES_PREFIX, NODES_PREFIX};
-use crate::model::{Instance, InstanceType, Node};
-use crate::scheduler::NodeChanges;
+use crate::model::{Aggregate, Instance, InstanceType, Node, AGGREGATES_PREFIX};
+use crate::scheduler::{HostAggregate, NodeChanges};
 use crate::store::{decode, KeyValue, Revision, Store, StoreError, WatchEvent};
 use crate::{Error, Result};
 
@@ -196,6 +196,8 @@ pub(crate) enum Change {
     Node,
     /// A raw key of an extra prefix was stored or deleted.
     Raw,
+    /// A host aggregate was stored or deleted.
+    Aggregate,
     /// The cache was listed again: look at everything.
     Relisted,
 }
@@ -211,6 +213,9 @@ pub(crate) struct CacheState {
     groups: HashMap<String, BTreeSet<String>>,
     runtimes: HashMap<InstanceType, usize>,
     raw: BTreeMap<String, KeyValue>,
+    /// The host aggregates, decoded from the raw keys under
+    /// [`AGGREGATES_PREFIX`], in name order: what placements see.
+    aggregates: Arc<Vec<HostAggregate>>,
 }
 
 impl CacheState {
@@ -256,6 +261,22 @@ impl CacheState {
             .filter(|i| i.node.is_some())
             .map(|i| Instance::clone(i))
             .collect()
+    }
+
+    /// The host aggregates, in name order.
+    pub(crate) fn aggregates(&self) -> Arc<Vec<HostAggregate>> {
+        Arc::clone(&self.aggregates)
+    }
+
+    /// Decodes the aggregates again from their raw keys (an undecodable
+    /// one is left out, as undecodable nodes and instances are).
+    fn decode_aggregates(&mut self) {
+        let aggregates = self
+            .raw_under(AGGREGATES_PREFIX)
+            .filter_map(|kv| decode::<Aggregate>(kv).ok())
+            .map(|a| a.host_aggregate())
+            .collect();
+        self.aggregates = Arc::new(aggregates);
     }
 
     /// How many nodes offer `instance_type`.
@@ -376,6 +397,16 @@ impl CacheState {
                 self.raw.insert(kv.key.clone(), kv);
                 true
             }
+        }
+    }
+
+    /// What a changed raw key means: an aggregate's is decoded again.
+    fn raw_changed(&mut self, aggregate: bool) -> Change {
+        if aggregate {
+            self.decode_aggregates();
+            Change::Aggregate
+        } else {
+            Change::Raw
         }
     }
 
@@ -602,6 +633,7 @@ impl Feeder {
                 state.put_raw(kv);
             }
         }
+        state.decode_aggregates();
         let mut events = store.watch(ROOT, from).await?;
         drop(store);
         let Some(shared) = self.shared.upgrade() else {
@@ -738,9 +770,15 @@ impl Pending {
             Pending::InstanceGone(id, revision) => state
                 .delete_instance(&id, revision)
                 .then_some(Change::Instance(id, None)),
-            Pending::Raw(kv) => state.put_raw(kv).then_some(Change::Raw),
+            Pending::Raw(kv) => {
+                let aggregate = kv.key.starts_with(AGGREGATES_PREFIX);
+                state.put_raw(kv).then(|| state.raw_changed(aggregate))
+            }
             Pending::RawGone(key, revision) => {
-                state.delete_raw(&key, revision).then_some(Change::Raw)
+                let aggregate = key.starts_with(AGGREGATES_PREFIX);
+                state
+                    .delete_raw(&key, revision)
+                    .then(|| state.raw_changed(aggregate))
             }
         }
     }

@@ -11,6 +11,7 @@ mod cluster;
 mod failover;
 mod images;
 mod instances;
+mod metadata;
 mod networks;
 mod nodes;
 mod placer;
@@ -241,6 +242,8 @@ impl ControllerBuilder {
     /// and its placer then run on the tokio runtime of that first use.
     pub fn build(self) -> Controller {
         let mut prefixes = self.cache_prefixes;
+        // Placements see the aggregates (see `placer`).
+        prefixes.push(crate::model::AGGREGATES_PREFIX.to_owned());
         for admission in &self.admissions {
             prefixes.extend(admission.prefixes());
         }

@@ -1,11 +1,13 @@
 //! Node operations: register, deregister, look up, cordon, drain, maintenance.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::model::{
-    DesiredState, Instance, Node, NodeRegistration, NodeStatus, OrphanSweep, Resources,
-    RestartPolicy,
+    DesiredState, Instance, Node, NodeMetadata, NodeRegistration, NodeStatus, OrphanSweep,
+    Resources, RestartPolicy,
 };
 use crate::store::{put_object, StoreError, StoreExt, Txn};
 use crate::{Error, Result};
@@ -27,8 +29,10 @@ pub struct DrainReport {
 
 impl Controller {
     /// Registers a node, or refreshes the facts of a known one (its capacity,
-    /// labels, runtimes) keeping its status and allocation. A `NotReady` node
-    /// that registers again becomes `Ready`.
+    /// reported labels and traits, runtimes) keeping its status, its
+    /// allocation and what operators declared of it (see
+    /// [`NodeMetadata`]). A `NotReady` node that registers again becomes
+    /// `Ready`.
     ///
     /// Idempotent. Errors: `InvalidArgument`, `Conflict`, the store's errors.
     pub async fn register_node(&self, registration: NodeRegistration) -> Result<Node> {
@@ -46,8 +50,9 @@ impl Controller {
                     node.zone = registration.zone.clone();
                     node.role = registration.role;
                     node.capacity = registration.capacity;
-                    node.labels = registration.labels.clone();
-                    node.traits = registration.traits.clone();
+                    // What operators declared stays (see `NodeMetadata`).
+                    node.reported = registration.reported();
+                    node.merge_metadata();
                     node.runtimes = registration.runtimes.clone();
                     node.missing_runtimes = registration.missing_runtimes.clone();
                     node.drivers = registration.drivers.clone();
@@ -61,28 +66,34 @@ impl Controller {
                     node.updated_at = now;
                     node
                 }
-                None => Node {
-                    id: registration.id.clone(),
-                    hostname: registration.hostname.clone(),
-                    address: registration.address.clone(),
-                    region: registration.region.clone(),
-                    zone: registration.zone.clone(),
-                    role: registration.role,
-                    status: NodeStatus::Ready,
-                    capacity: registration.capacity,
-                    allocated: Resources::default(),
-                    labels: registration.labels.clone(),
-                    traits: registration.traits.clone(),
-                    runtimes: registration.runtimes.clone(),
-                    missing_runtimes: registration.missing_runtimes.clone(),
-                    drivers: registration.drivers.clone(),
-                    carbon_intensity: registration.carbon_intensity,
-                    last_heartbeat: Some(now),
-                    orphan_sweep: None,
-                    created_at: now,
-                    updated_at: now,
-                    revision: 0,
-                },
+                None => {
+                    let mut node = Node {
+                        id: registration.id.clone(),
+                        hostname: registration.hostname.clone(),
+                        address: registration.address.clone(),
+                        region: registration.region.clone(),
+                        zone: registration.zone.clone(),
+                        role: registration.role,
+                        status: NodeStatus::Ready,
+                        capacity: registration.capacity,
+                        allocated: Resources::default(),
+                        labels: BTreeMap::new(),
+                        traits: BTreeSet::new(),
+                        reported: registration.reported(),
+                        operator: NodeMetadata::default(),
+                        runtimes: registration.runtimes.clone(),
+                        missing_runtimes: registration.missing_runtimes.clone(),
+                        drivers: registration.drivers.clone(),
+                        carbon_intensity: registration.carbon_intensity,
+                        last_heartbeat: Some(now),
+                        orphan_sweep: None,
+                        created_at: now,
+                        updated_at: now,
+                        revision: 0,
+                    };
+                    node.merge_metadata();
+                    node
+                }
             };
             match self.commit(put_object(Txn::new(), &node)).await {
                 Ok(revision) => {

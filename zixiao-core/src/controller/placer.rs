@@ -482,10 +482,12 @@ impl Controller {
         }
         let mut instance = job.instance.clone();
         let members = self.members_for(&instance, batch);
+        let aggregates = self.inner.cache.read().aggregates();
         let chosen = {
             let cx = SchedulingContext::new(working.table.nodes())
                 .with_changes(working.table.changes())
-                .with_instances(&members);
+                .with_instances(&members)
+                .with_aggregates(&aggregates);
             self.inner.scheduler.place(&instance, &cx)
         };
         let mut touched: Option<(usize, Node)> = None;

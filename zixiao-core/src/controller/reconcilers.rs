@@ -156,7 +156,9 @@ impl Controller {
                 change = changes.recv() => match change {
                     Ok(Change::Instance(_, Some(instance))) => self.consider(&instance),
                     Ok(Change::Instance(_, None) | Change::Raw) => {}
-                    Ok(Change::Node) => room = true,
+                    // A node or an aggregate that changed may take
+                    // instances no node could take before.
+                    Ok(Change::Node | Change::Aggregate) => room = true,
                     Ok(Change::Relisted) | Err(RecvError::Lagged(_)) => full = true,
                     Err(RecvError::Closed) => return,
                 },
@@ -223,7 +225,7 @@ impl Controller {
 /// Whether `instance` waits for room: no node had any for it, or its own
 /// node has none to start it again (the reason is recorded). One made
 /// pending by a failover has not been tried yet.
-fn waits_for_room(instance: &Instance) -> bool {
+pub(super) fn waits_for_room(instance: &Instance) -> bool {
     instance
         .condition(ConditionType::Scheduled)
         .is_some_and(|c| {

@@ -4,6 +4,7 @@
 
 mod image_ref;
 mod instance;
+mod metadata;
 mod network;
 mod node;
 mod publish;
@@ -20,6 +21,10 @@ pub use image_ref::{
 pub use instance::{
     Condition, ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceId,
     InstanceStatus,
+};
+pub use metadata::{
+    typed_metadata, Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, NodeMetadata,
+    TraitChanges, TraitName, AGGREGATES_PREFIX,
 };
 pub use network::{
     from_u128, mac_address, to_u128, BridgeName, Cidr, CreateNetwork, HostMark, InstallationId,

@@ -19,6 +19,8 @@ use crate::Error;
 
 mod names;
 
+pub(crate) use names::{dns_label, name_type};
+
 pub use names::{
     BridgeName, HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, NetworkName,
     TemplateName, BRIDGE_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX, VETH_PREFIX,

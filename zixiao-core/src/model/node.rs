@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{InstanceType, Resources};
+use super::{InstanceType, NodeMetadata, Resources};
 use crate::driver::DriverInfo;
 
 /// A node's unique name, also its id (`worker-1`).
@@ -88,12 +88,22 @@ pub struct Node {
     /// What instances placed on it hold. Updated in the same transaction as
     /// each placement and release, so it never over-commits.
     pub allocated: Resources,
-    /// Free-form labels for node selectors.
+    /// Labels node selectors match: its agent's and its operators', merged
+    /// ([`Node::merge_metadata`]; see [`NodeMetadata`]).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Capabilities the node declares (`gpu`, `ssd`, `avx512`), for required traits.
+    /// Capabilities the node declares (`gpu`, `ssd`, `avx512`), for
+    /// required traits: its agent's and its operators', merged.
     #[serde(default)]
     pub traits: BTreeSet<String>,
+    /// The labels and traits its agent reported when it last registered:
+    /// facts about the machine, read-only to operators.
+    #[serde(default, skip_serializing_if = "NodeMetadata::is_empty")]
+    pub reported: NodeMetadata,
+    /// The labels and traits operators declared (`zixiao node label`,
+    /// `zixiao node trait`); registrations leave them as they are.
+    #[serde(default, skip_serializing_if = "NodeMetadata::is_empty")]
+    pub operator: NodeMetadata,
     /// Instance types the node can run now.
     #[serde(default)]
     pub runtimes: BTreeSet<InstanceType>,
@@ -198,6 +208,16 @@ pub struct NodeRegistration {
     /// Carbon intensity of its power (gCO2e/kWh), if known.
     #[serde(default)]
     pub carbon_intensity: Option<u32>,
+}
+
+impl NodeRegistration {
+    /// The labels and traits it reports, as the node keeps them.
+    pub fn reported(&self) -> NodeMetadata {
+        NodeMetadata {
+            labels: self.labels.clone(),
+            traits: self.traits.clone(),
+        }
+    }
 }
 
 pub(crate) fn default_domain() -> String {

@@ -18,7 +18,7 @@ pub const MIN_MEMORY_MIB: u64 = 4;
 pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
 /// The most disk one instance may ask for, in GiB (1 PiB).
 const MAX_DISK_GIB: u64 = 1024 * 1024;
-const MAX_LABELS: usize = 64;
+pub(super) const MAX_LABELS: usize = 64;
 const MAX_COMMAND_BYTES: usize = 128 * 1024;
 const MAX_CMDLINE_BYTES: usize = 4096;
 /// The most environment variables one instance may set.

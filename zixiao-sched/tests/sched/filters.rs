@@ -353,7 +353,7 @@ fn aggregates_by_name_and_by_metadata() {
             "named, unknown aggregate",
             |p| p.aggregates = names(&["gone"]),
             0,
-            Err("not in aggregate `gone`"),
+            Err("aggregate `gone` does not exist"),
         ),
         (
             "metadata matches",

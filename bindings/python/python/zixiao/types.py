@@ -182,8 +182,28 @@ class InstancePage(_InstancePageOptional):
     instances: List[Instance]
 
 
-class Node(TypedDict):
-    """A node as stored."""
+class NodeMetadata(TypedDict, total=False):
+    """Labels and traits from one source: a node's agent, or its operators."""
+
+    labels: Dict[str, str]
+    traits: List[str]
+
+
+class Aggregate(TypedDict):
+    """A host aggregate: a named group of nodes with metadata."""
+
+    name: str
+    metadata: Dict[str, str]
+    nodes: List[str]
+    created_at: str
+    updated_at: str
+
+
+class Node(TypedDict, total=False):
+    """A node as stored. ``labels`` and ``traits`` are what placement
+    matches: ``reported`` (its agent's, read-only) and ``operator`` (set
+    with ``label_node`` and ``add_node_traits``) merged; either is left out
+    when empty."""
 
     id: str
     hostname: str
@@ -196,6 +216,8 @@ class Node(TypedDict):
     allocated: Resources
     labels: Dict[str, str]
     traits: List[str]
+    reported: NodeMetadata
+    operator: NodeMetadata
     runtimes: List[InstanceType]
     missing_runtimes: Dict[str, str]
     carbon_intensity: Optional[int]

@@ -1,6 +1,7 @@
 // The uniffi bindings' suite, through the generated Kotlin (io.zixiao) and
 // JNA, against the real embedded deployment of `open(stateDir)`:
-// errors cross with their kind, nodes, networks (the JVM runs in a network
+// errors cross with their kind, nodes (labels, traits and aggregates),
+// networks (the JVM runs in a network
 // namespace of its own, so the bridge it sets up vanishes with it), and a
 // container on containerd (when ZIXIAO_CONTAINERD_SOCKET is set), through
 // the blocking Controller and the suspend functions of AsyncController.
@@ -184,6 +185,34 @@ fun main(args: Array<String>) {
         for (name in listOf("hello", "sleeper", "tpl")) {
             check(controller.deleteInstance(name, true) == null)
         }
+        // With the CPUs free again: a trait and an aggregate declared on the
+        // node place the instance that waited for them.
+        val node = controller.listNodes().single().id
+        val asks = container("picky", listOf("sleep", "600"))
+        val picky = controller.createInstance(
+            asks.copy(spec = asks.spec.copy(requiredTraits = listOf("ssd"), aggregates = listOf("fast"))),
+            true,
+        )
+        check(picky.status == InstanceStatus.PENDING) { "$picky" }
+        check(controller.labelNode(node, listOf("disk=ssd")).operator.labels["disk"] == "ssd")
+        check(controller.addNodeTraits(node, listOf("ssd")).traits.contains("ssd"))
+        val fast = controller.createAggregate("fast", mapOf("tier" to "gold"))
+        check(fast.metadata == mapOf("tier" to "gold") && fast.nodes.isEmpty()) { "$fast" }
+        check(controller.addAggregateNode("fast", node).nodes == listOf(node))
+        val placed = controller.getInstance("picky")
+        check(placed.status == InstanceStatus.RUNNING && placed.node == node) { "$placed" }
+        check(controller.listAggregates().map { it.name } == listOf("fast"))
+        val used = raises<ZixiaoException.FailedPrecondition> { controller.deleteAggregate("fast") }
+        check(used.detail.contains(node)) { used.detail }
+        val badLabel = raises<ZixiaoException.InvalidArgument> { controller.labelNode(node, listOf("no-equals")) }
+        check(badLabel.field == "labels") { badLabel.field }
+        raises<ZixiaoException.NotFound> { controller.getAggregate("slow") }
+
+        check(controller.deleteInstance("picky", true) == null)
+        check(controller.removeAggregateNode("fast", node).nodes.isEmpty())
+        controller.deleteAggregate("fast")
+        controller.removeNodeTraits(node, listOf("ssd"))
+        check(controller.labelNode(node, listOf("disk-")).operator.labels.isEmpty())
         controller.deleteTemplate("web")
         check(controller.listTemplates().isEmpty())
         check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())

@@ -155,6 +155,9 @@ macro_rules! name_type {
     };
 }
 
+// Other modules of the model make their own name types with it.
+pub(crate) use name_type;
+
 /// Checks `text` is `prefix` followed by exactly `digits` lowercase hex digits.
 fn prefixed_hex(
     what: &'static str,
@@ -242,7 +245,7 @@ impl NetworkName {
 
 /// Checks that `text` is a DNS label, naming it `what` in the error. One
 /// owner for what a DNS label is: the model's `validate_name`.
-fn dns_label(what: &str, text: &str) -> Result<(), InvalidName> {
+pub(crate) fn dns_label(what: &str, text: &str) -> Result<(), InvalidName> {
     match super::super::validate_name("name", text) {
         Ok(()) => Ok(()),
         Err(Error::InvalidArgument { reason, .. }) => Err(InvalidName::new(what, text, reason)),

@@ -1,0 +1,385 @@
+//! What operators declare for placement, through the one API (a [`Client`]
+//! over the controller), on the real embedded store and scheduler with fake
+//! runtimes: node labels and traits and host aggregates change where
+//! instances go, a waiting instance is placed once a change gives it a node
+//! (by the caller without a daemon, by the background reconcilers with one),
+//! the reason it waits names the trait or aggregate, and what operators set
+//! survives the agent registering again. The real runtime is exercised by
+//! the CLI's tests.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zixiao_core::api::{Client, Wait};
+use zixiao_core::controller::{Convergence, ReconcilerOptions};
+use zixiao_core::host::HostFacts;
+use zixiao_core::{
+    Controller, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, LocalAgent,
+    Resources,
+};
+use zixiao_sched::PluginScheduler;
+use zixiao_store::EmbeddedStore;
+use zixiao_testing::fake_driver::fake_agent;
+use zixiao_testing::wait::wait_until;
+
+struct Cluster {
+    client: Client,
+    controller: Controller,
+    agents: Vec<Arc<LocalAgent>>,
+    _dir: tempfile::TempDir,
+}
+
+fn host(name: &str) -> HostFacts {
+    HostFacts {
+        hostname: name.into(),
+        capacity: Resources {
+            cpus: 8,
+            memory_mib: 8192,
+            disk_gib: 100,
+            instances: 16,
+        },
+    }
+}
+
+/// Nodes n1 and n2 with fake runtimes; n1's agent reports `arch=x86_64`
+/// and the trait `kvm`.
+async fn cluster(convergence: Convergence) -> Cluster {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
+    let agents: Vec<Arc<LocalAgent>> = ["n1", "n2"]
+        .into_iter()
+        .map(|n| Arc::new(fake_agent(host(n))))
+        .collect();
+    let mut builder =
+        Controller::builder(store, Arc::new(PluginScheduler::default())).convergence(convergence);
+    for (i, agent) in agents.iter().enumerate() {
+        builder = builder.agent(format!("n{}", i + 1), agent.clone());
+    }
+    let controller = builder.build();
+    let cluster = Cluster {
+        client: Client::new(Arc::new(controller.clone())),
+        controller,
+        agents,
+        _dir: dir,
+    };
+    cluster.register(0).await;
+    cluster.register(1).await;
+    cluster
+}
+
+impl Cluster {
+    /// Registers node `i` again, as its agent does at every start.
+    async fn register(&self, i: usize) -> zixiao_core::Node {
+        let mut registration = self.agents[i].registration(format!("n{}", i + 1));
+        if i == 0 {
+            registration.labels.insert("arch".into(), "x86_64".into());
+            registration.traits.insert("kvm".into());
+        }
+        self.controller
+            .register_node(registration)
+            .await
+            .expect("register")
+    }
+}
+
+fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn container(name: &str) -> CreateInstance {
+    CreateInstance::new(name, InstanceSpec::container("busybox").with_size(1, 64))
+}
+
+fn waiting_because(instance: &Instance) -> String {
+    assert_eq!(instance.status, InstanceStatus::Pending, "{instance:?}");
+    instance.problem().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_trait_declared_on_a_node_places_the_instance_that_waited_for_it() {
+    let c = cluster(Convergence::InCaller).await;
+    let mut request = container("db");
+    request.spec.placement.required_traits.insert("ssd".into());
+    let db = c
+        .client
+        .create_instance(request, Wait::Settled)
+        .await
+        .expect("create");
+    let why = waiting_because(&db);
+    assert!(why.contains("2 nodes: missing trait `ssd`"), "{why}");
+
+    let n2 = c.client.add_node_traits("n2", &["ssd"]).await.expect("add");
+    assert!(n2.traits.contains("ssd") && n2.operator.traits.contains("ssd"));
+    // No daemon: the call placed it before answering.
+    let db = c.client.get_instance("db").await.expect("get");
+    assert_eq!(db.status, InstanceStatus::Running, "{db:?}");
+    assert_eq!(db.node.as_deref(), Some("n2"));
+    assert_eq!(n2.allocated.instances, 1, "the node as it is after");
+
+    // Taken back: the next instance that needs it waits again, and a
+    // forbidden trait keeps instances off the nodes that declare it.
+    c.client
+        .remove_node_traits("n2", &["ssd"])
+        .await
+        .expect("remove");
+    let mut again = container("db-2");
+    again.spec.placement.required_traits.insert("ssd".into());
+    let pending = c
+        .client
+        .create_instance(again, Wait::Settled)
+        .await
+        .expect("create");
+    assert!(waiting_because(&pending).contains("missing trait `ssd`"));
+    let mut not_kvm = container("plain");
+    not_kvm.spec.placement.forbidden_traits.insert("kvm".into());
+    let plain = c
+        .client
+        .create_instance(not_kvm, Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(plain.node.as_deref(), Some("n2"), "n1's agent reports kvm");
+}
+
+#[tokio::test]
+async fn node_labels_steer_selectors_and_what_agents_report_is_read_only() {
+    let c = cluster(Convergence::InCaller).await;
+    let mut request = container("web");
+    request.spec.placement.node_selector = "tier=front"
+        .parse::<zixiao_core::scheduler::LabelRequirement>()
+        .map(|r| std::iter::once(r).collect())
+        .expect("selector");
+    let web = c
+        .client
+        .create_instance(request, Wait::Settled)
+        .await
+        .expect("create");
+    assert!(waiting_because(&web).contains("labels do not match `tier=front`"));
+
+    let n1 = c
+        .client
+        .label_node("n1", &["tier=front", "team=db"])
+        .await
+        .expect("label");
+    assert_eq!(n1.labels.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(n1.labels.get("arch").map(String::as_str), Some("x86_64"));
+    let web = c.client.get_instance("web").await.expect("get");
+    assert_eq!(web.node.as_deref(), Some("n1"), "{web:?}");
+
+    // What the agent reports cannot be set, overridden or removed.
+    for args in [["arch=arm64"], ["arch-"]] {
+        let err = c.client.label_node("n1", &args).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+        assert!(err.to_string().contains("label `arch`"), "{err}");
+    }
+    let err = c
+        .client
+        .remove_node_traits("n1", &["kvm"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    // Bad input names the field; unknown nodes are not found.
+    let err = c.client.label_node("n1", &["tier"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().starts_with("invalid labels:"), "{err}");
+    let err = c.client.add_node_traits("n1", &["a b"]).await.unwrap_err();
+    assert!(err.to_string().starts_with("invalid traits:"), "{err}");
+    let err = c.client.label_node("n9", &["a=b"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // Removing a label that is not there is no error and changes nothing.
+    let same = c
+        .client
+        .label_node("n1", &["absent-"])
+        .await
+        .expect("no-op");
+    assert_eq!(
+        same.revision,
+        c.client.get_node("n1").await.unwrap().revision
+    );
+
+    c.client.label_node("n1", &["team-"]).await.expect("remove");
+    assert!(!c
+        .client
+        .get_node("n1")
+        .await
+        .unwrap()
+        .labels
+        .contains_key("team"));
+}
+
+#[tokio::test]
+async fn what_operators_declare_survives_the_agent_registering_again() {
+    let c = cluster(Convergence::InCaller).await;
+    c.client
+        .label_node("n1", &["disk=ssd"])
+        .await
+        .expect("label");
+    c.client
+        .add_node_traits("n1", &["gpu"])
+        .await
+        .expect("trait");
+    // The agent restarts, reporting facts that changed meanwhile.
+    let mut registration = c.agents[0].registration("n1");
+    registration.labels.insert("arch".into(), "aarch64".into());
+    let again = c
+        .controller
+        .register_node(registration)
+        .await
+        .expect("register");
+    assert_eq!(again.labels.get("disk").map(String::as_str), Some("ssd"));
+    assert_eq!(
+        again.labels.get("arch").map(String::as_str),
+        Some("aarch64")
+    );
+    assert!(again.traits.contains("gpu"), "{:?}", again.traits);
+    assert!(!again.traits.contains("kvm"), "no longer reported");
+    assert!(again.operator.labels.contains_key("disk"));
+    assert!(!again.reported.labels.contains_key("disk"));
+    // And an instance that needs them still finds the node.
+    let mut request = container("train");
+    request.spec.placement.required_traits.insert("gpu".into());
+    let train = c
+        .client
+        .create_instance(request, Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(train.node.as_deref(), Some("n1"));
+}
+
+#[tokio::test]
+async fn aggregates_are_objects_placement_honours_by_name_and_by_metadata() {
+    let c = cluster(Convergence::InCaller).await;
+    let mut by_name = container("a");
+    by_name.spec.placement.aggregates.insert("gpu".into());
+    let a = c
+        .client
+        .create_instance(by_name, Wait::Settled)
+        .await
+        .expect("create");
+    assert!(
+        waiting_because(&a).contains("2 nodes: aggregate `gpu` does not exist"),
+        "{a:?}"
+    );
+
+    let gpu = c
+        .client
+        .create_aggregate("gpu", metadata(&[("tier", "gold")]))
+        .await
+        .expect("create aggregate");
+    assert!(gpu.nodes.is_empty());
+    let err = c
+        .client
+        .create_aggregate("gpu", BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    let a = c.client.get_instance("a").await.expect("get");
+    assert!(waiting_because(&a).contains("2 nodes: not in aggregate `gpu`"));
+
+    let gpu = c
+        .client
+        .add_aggregate_node("gpu", "n2")
+        .await
+        .expect("add node");
+    assert_eq!(gpu.nodes.iter().collect::<Vec<_>>(), ["n2"]);
+    let a = c.client.get_instance("a").await.expect("get");
+    assert_eq!(a.node.as_deref(), Some("n2"), "{a:?}");
+    assert_eq!(a.status, InstanceStatus::Running);
+
+    // By metadata.
+    let mut by_metadata = container("b");
+    by_metadata.spec.placement.aggregate_selector =
+        std::iter::once("tier=gold".parse().expect("selector")).collect();
+    let b = c
+        .client
+        .create_instance(by_metadata, Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(b.node.as_deref(), Some("n2"));
+
+    // Listed and read back; a non-empty aggregate is not deleted.
+    let listed = c.client.list_aggregates().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].metadata.len(), 1);
+    let err = c.client.delete_aggregate("gpu").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("n2"), "{err}");
+    // Adding twice changes nothing; removing takes it out; then it goes.
+    c.client
+        .add_aggregate_node("gpu", "n2")
+        .await
+        .expect("again");
+    let gpu = c
+        .client
+        .remove_aggregate_node("gpu", "n2")
+        .await
+        .expect("remove");
+    assert!(gpu.nodes.is_empty());
+    c.client.delete_aggregate("gpu").await.expect("delete");
+    let err = c.client.get_aggregate("gpu").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    // Unknown things are not found; bad names name the field.
+    let err = c.client.add_aggregate_node("gone", "n1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    c.client
+        .create_aggregate("ssd", BTreeMap::new())
+        .await
+        .expect("create");
+    let err = c.client.add_aggregate_node("ssd", "n9").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("node `n9`"), "{err}");
+    let err = c
+        .client
+        .create_aggregate("GPU", BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().starts_with("invalid name:"), "{err}");
+    let err = c
+        .client
+        .create_aggregate("x", metadata(&[("no key", "v")]))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("invalid metadata:"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn background_reconcilers_place_a_waiting_instance_when_a_node_or_aggregate_changes() {
+    let c = cluster(Convergence::Background).await;
+    let _reconcilers = c.controller.run_reconcilers(ReconcilerOptions {
+        room_check: Duration::from_millis(20),
+        ..ReconcilerOptions::default()
+    });
+    let mut request = container("db");
+    request.spec.placement.required_traits.insert("ssd".into());
+    request.spec.placement.aggregates.insert("fast".into());
+    let db = c
+        .client
+        .create_instance(request, Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(db.status, InstanceStatus::Pending);
+
+    c.client
+        .add_node_traits("n1", &["ssd"])
+        .await
+        .expect("trait");
+    c.client
+        .create_aggregate("fast", BTreeMap::new())
+        .await
+        .expect("aggregate");
+    c.client
+        .add_aggregate_node("fast", "n1")
+        .await
+        .expect("add");
+    let placed = wait_until("db placed on n1", Duration::from_secs(10), || async {
+        let db = c.client.get_instance("db").await.ok()?;
+        (db.status == InstanceStatus::Running).then_some(db)
+    })
+    .await;
+    assert_eq!(placed.node.as_deref(), Some("n1"));
+}
