@@ -16,7 +16,7 @@ export function h(tag, attributes = {}, ...children) {
     if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
     else element.setAttribute(name, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null) continue;
     element.append(child instanceof Node ? child : String(child));
   }
@@ -41,10 +41,13 @@ function tally(items, key) {
 function gauge(label, used, total, unit) {
   const share = total > 0 ? Math.min(1, used / total) : 0;
   const level = share >= 1 ? "full" : share >= 0.8 ? "high" : "";
+  const fill = h("div", { class: `fill ${level}` });
+  // Through the CSSOM: the content security policy refuses style attributes.
+  fill.style.width = `${share * 100}%`;
   return h("div", { class: "gauge", "data-testid": `gauge-${label.toLowerCase()}` },
     h("div", { class: "legend" }, h("span", {}, label), h("span", {}, `${used} / ${total} ${unit} (${Math.round(share * 100)}%)`)),
     h("div", { class: "bar", role: "meter", "aria-label": label, "aria-valuemin": 0, "aria-valuemax": total, "aria-valuenow": used },
-      h("div", { class: `fill ${level}`, style: `width: ${share * 100}%` })));
+      fill));
 }
 
 /** Overview: nodes by status, instances by type and status, capacity. */
@@ -212,7 +215,7 @@ export async function instance(name, ui) {
     h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
-      h("ul", {}, i.conditions.map((c) => h("li", {}, JSON.stringify(c))))) : null,
+      h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
     i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,
     h("details", { class: "panel" }, h("summary", {}, "As JSON"), h("pre", {}, JSON.stringify(i, null, 2))));
 }

@@ -13,6 +13,7 @@ mod node;
 pub(crate) mod server;
 mod state;
 mod template;
+pub(crate) mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
         Command::Template(command) => template::run(client, format, command).await,
+        Command::Ui(args) => ui::run(client, &args).await,
         Command::Version
         | Command::Man { .. }
         | Command::Completion { .. }

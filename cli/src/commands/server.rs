@@ -415,23 +415,36 @@ pub(crate) async fn metrics_listener(
     std::sync::Arc<zixiao_metrics::Metrics>,
     tokio::net::TcpListener,
 )> {
-    if !addr.ip().is_loopback() {
-        return Err(Error::invalid(
-            "--metrics-listen",
-            format!(
-                "{addr} is not a loopback address: the metrics listener has no TLS and no \
-                 authentication, so it serves this machine only (scrape it locally, or through \
-                 a proxy you secure)"
-            ),
-        ));
-    }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::invalid("--metrics-listen", format!("cannot listen on {addr}: {e}")))?;
+    let listener = loopback_listener(
+        "--metrics-listen",
+        addr,
+        "the metrics listener has no TLS and no authentication, so it serves this machine \
+         only (scrape it locally, or through a proxy you secure)",
+    )
+    .await?;
     Ok((
         std::sync::Arc::new(zixiao_metrics::Metrics::new()),
         listener,
     ))
+}
+
+/// A listener on `addr`, which `flag` gave: refused unless it is a
+/// loopback address, for the reason `why`. Errors: `InvalidArgument`
+/// (`flag`: not loopback, or it cannot be bound).
+pub(crate) async fn loopback_listener(
+    flag: &str,
+    addr: std::net::SocketAddr,
+    why: &str,
+) -> Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::invalid(
+            flag,
+            format!("{addr} is not a loopback address: {why}"),
+        ));
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::invalid(flag, format!("cannot listen on {addr}: {e}")))
 }
 
 fn default_listen() -> String {
