@@ -113,7 +113,7 @@ pub trait CallScope: Send + Sync + std::fmt::Debug + 'static {
 
 /// Every call served by one `Api`, whoever makes it.
 #[derive(Debug)]
-struct SameApi(Arc<dyn Api>);
+pub(crate) struct SameApi(pub(crate) Arc<dyn Api>);
 
 #[async_trait::async_trait]
 impl CallScope for SameApi {

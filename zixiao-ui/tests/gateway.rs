@@ -4,8 +4,7 @@
 
 use std::net::SocketAddr;
 
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zixiao_testing::http::{self, Answer};
 
 /// A dashboard of a fresh embedded deployment, on loopback.
 struct Dashboard {
@@ -27,49 +26,19 @@ async fn dashboard() -> Dashboard {
     }
 }
 
-/// An answer: status, headers (lower-case names) and body.
-struct Answer {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// The error's kind and message.
-    fn error(&self) -> (String, String) {
-        let json = self.json();
-        let text = |key: &str| json["error"][key].as_str().unwrap_or_default().to_owned();
-        (text("kind"), text("message"))
-    }
-}
-
 impl Dashboard {
-    /// One HTTP/1.1 request with `headers` (each `Name: value`).
+    /// One HTTP/1.1 request with `headers` (each `Name: value`), made off
+    /// the runtime's thread since the client blocks.
     async fn request(&self, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-        if !headers.iter().any(|h| h.starts_with("Host:")) {
-            head.push_str(&format!("Host: {}\r\n", self.addr));
-        }
-        for header in headers {
-            head.push_str(header);
-            head.push_str("\r\n");
-        }
-        head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.unwrap();
-        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        Answer {
-            status,
-            head: head.to_ascii_lowercase(),
-            body: body.to_owned(),
-        }
+        let addr = self.addr.to_string();
+        let (method, path, body) = (method.to_owned(), path.to_owned(), body.to_owned());
+        let headers: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+            http::request(&addr, &method, &path, &headers, &body)
+        })
+        .await
+        .unwrap()
     }
 
     async fn get(&self, path: &str) -> Answer {

@@ -76,6 +76,13 @@ pub(crate) struct ServerArgs {
     /// secure.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the web dashboard on http://ADDR/ (port 0: any free port,
+    /// printed at start). Loopback addresses only (reach it through an SSH
+    /// tunnel or a TLS proxy). With TLS (--pki, or the embedded server's
+    /// own PKI) the pages ask for a token and every call is authenticated,
+    /// authorized and audited as over gRPC.
+    #[arg(long, value_name = "ADDR")]
+    ui_listen: Option<std::net::SocketAddr>,
     /// The most connections the API listener holds open at once (TLS
     /// handshakes included); beyond it, new clients wait until one closes.
     #[arg(long, value_name = "N", default_value_t = default_max_connections())]
@@ -150,6 +157,7 @@ pub(crate) async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode>
                 embedded: true,
                 id: None,
                 metrics_listen: None,
+                ui_listen: None,
                 max_connections: default_max_connections(),
             };
             run(cli, &server).await
@@ -309,6 +317,18 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         Some(addr) => Some(metrics_listener(addr).await?),
         None => None,
     };
+    let ui_listener = match args.ui_listen {
+        Some(addr) => Some(
+            loopback_listener(
+                "--ui-listen",
+                addr,
+                "the dashboard is plain HTTP, so it serves this machine only (reach it \
+                 through an SSH tunnel or a TLS proxy you secure)",
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let options = ServerOptions {
         id: id.clone(),
         listen,
@@ -331,6 +351,16 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             server::start_secure(controller, options, tls, pki.clone()).await?
         }
         None => server::start(controller, options).await?,
+    };
+    let ui_task = match ui_listener {
+        Some(listener) => match dashboard(&handle, pki.is_some(), listener).await {
+            Ok(served) => Some(served),
+            Err(e) => {
+                handle.shutdown().await;
+                return Err(e);
+            }
+        },
+        None => None,
     };
     let scheme = if pki.is_some() { "https://" } else { "" };
     let mut endpoint_addr = handle.addr();
@@ -388,8 +418,16 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             "zixiao server {id} metrics on http://{addr}/metrics"
         ));
     }
+    if let Some((_, addr)) = &ui_task {
+        announce(format_args!(
+            "zixiao server {id} dashboard on http://{addr}/"
+        ));
+    }
     wait_for_signal().await;
-    if let Some(task) = metrics_task {
+    for task in metrics_task
+        .into_iter()
+        .chain(ui_task.map(|(task, _)| task))
+    {
         task.abort();
     }
     if let (Some(stop), Some((task, _, _))) = (stop_socket, socket) {
@@ -398,6 +436,34 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     }
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the web dashboard on `listener` as the server serves its gRPC
+/// callers: with TLS (`secure`) every page call brings a bearer token,
+/// authenticated, authorized and audited through the server's own scope;
+/// without, the caller is the local administrator, as on the plain
+/// loopback API. The task serving it, and its address.
+async fn dashboard(
+    handle: &server::ServerHandle,
+    secure: bool,
+    listener: tokio::net::TcpListener,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::invalid("--ui-listen", format!("no address: {e}")))?;
+    let scope = handle.user_scope();
+    let access = if secure {
+        zixiao_ui::Access::Authenticated(scope)
+    } else {
+        let local = scope.api(Default::default()).await?;
+        zixiao_ui::Access::Local(zixiao_core::Client::new(local))
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = zixiao_ui::serve(listener, access, std::future::pending()).await {
+            tracing::warn!(error = %e, "the dashboard stopped");
+        }
+    });
+    Ok((task, addr))
 }
 
 /// `--max-connections` of servers and agents when not given.
