@@ -185,6 +185,37 @@ def dark_theme(browser, url):
     assert backgrounds["light"] != backgrounds["dark"], backgrounds
 
 
+def sign_in_to_a_secure_server(browser):
+    """A TLS server's dashboard asks for a token: a wrong one is refused
+    with the API's reason, the admin's opens the overview."""
+    with tempfile.TemporaryDirectory(prefix="zixiao-ui-secure-") as state:
+        server, line = started(state, "server", "--embedded", "--listen", "127.0.0.1:0",
+                               "--ui-listen", "127.0.0.1:0", marker=" dashboard on ")
+        try:
+            url = line.split(" dashboard on ", 1)[1]
+            admin = (Path(state) / "pki" / "admin.yaml").read_text()
+            token = next(l.split(":", 1)[1].strip().strip('"') for l in admin.splitlines()
+                         if l.strip().startswith("token:"))
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            dialog = page.locator("dialog#login")
+            expect(dialog).to_be_visible()
+            shot(page, "sign-in")
+            page.locator("#token").fill("zx_not_a_token")
+            page.get_by_role("button", name="Sign in").click()
+            expect(dialog).to_be_visible()
+            expect(page.locator("#login-error")).to_contain_text("unauthenticated")
+            page.locator("#token").fill(token)
+            page.get_by_role("button", name="Sign in").click()
+            expect(dialog).to_be_hidden()
+            expect(page.get_by_test_id("nodes-total").locator(".n")).to_have_text("1")
+            expect(page.locator("#live")).to_have_text("live")
+            page.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zixiao-ui-") as state:
@@ -209,6 +240,7 @@ def main():
                     ("a stop from the page stops it", lambda: stop_from_the_page(page, url, state)),
                     ("a delete from the page deletes it", lambda: delete_from_the_page(page, url, state)),
                     ("light and dark themes", lambda: dark_theme(browser, url)),
+                    ("a TLS server's dashboard signs in with a token", lambda: sign_in_to_a_secure_server(browser)),
                 ]
                 for name, step in steps:
                     began = time.monotonic()
