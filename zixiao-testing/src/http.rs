@@ -30,15 +30,22 @@ impl Answer {
 }
 
 /// `METHOD PATH` to `addr` (`host:port`) with `headers` (each `Name:
-/// value`; `Host: addr` unless one is given) and `body`. Panics if the
+/// value`; `Host: addr` and `Connection: close` unless given: a given
+/// `Connection` must say `close` too) and `body`. Panics if the
 /// server cannot be reached or answers something that is not HTTP.
 pub fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP listener");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers
-        .iter()
-        .any(|h| h.to_ascii_lowercase().starts_with("host:"))
-    {
+    let given = |name: &str| {
+        headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with(name))
+    };
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    // The answer is read to the end of the connection.
+    if !given("connection:") {
+        head.push_str("Connection: close\r\n");
+    }
+    if !given("host:") {
         head.push_str(&format!("Host: {addr}\r\n"));
     }
     for header in headers {

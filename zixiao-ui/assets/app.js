@@ -35,6 +35,8 @@ function route() {
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "nodes") return { name: "nodes", load: () => views.nodes() };
+  // Leaving an instance's page closes its console.
+  views.closeConsole(parts[0] === "instances" ? parts[1] : undefined);
   if (parts[0] === "instances" && parts[1]) return { name: "instances", load: () => views.instance(parts[1], ui) };
   if (parts[0] === "instances") return { name: "instances", load: () => views.instances(params, ui) };
   return { name: "overview", load: () => views.overview() };
@@ -110,7 +112,11 @@ document.getElementById("login-form").addEventListener("submit", () => {
 });
 
 async function start() {
-  window.addEventListener("hashchange", render);
+  window.addEventListener("hashchange", () => {
+    // A notice belongs to the page it was shown on.
+    notice.hidden = true;
+    render();
+  });
   const session = await call("GET", "/api/session");
   if (session.token_required && !token()) return login();
   render();

@@ -2,7 +2,7 @@
 // (one call per list) and builds its DOM with h(), which sets text, never
 // HTML, so no name or message from the API can inject markup.
 
-import { call } from "./api.js";
+import { call, token } from "./api.js";
 
 const INSTANCE_TYPES = ["container", "microvm", "vm"];
 const INSTANCE_STATUSES = ["pending", "scheduled", "creating", "running", "paused", "stopping", "stopped", "failed", "deleting"];
@@ -200,6 +200,69 @@ function createForm(ui) {
   return form;
 }
 
+/** The console panel of the instance page: one at a time, kept across live redraws. */
+let openConsole = null;
+
+/** Closes the open console unless it is `name`'s (the page moved on). */
+export function closeConsole(name) {
+  if (openConsole && openConsole.name !== name) {
+    if (openConsole.socket) openConsole.socket.close();
+    openConsole = null;
+  }
+}
+
+/**
+ * `name`'s console: a WebSocket bridged to the API's console stream, its
+ * output appended as text, a line sent (with a newline) on Enter.
+ */
+function consolePanel(name) {
+  if (openConsole && openConsole.name === name) return openConsole.panel;
+  closeConsole();
+  const session = { name, panel: null, socket: null };
+  const output = h("pre", { class: "console", "data-testid": "console-output" });
+  const state = h("span", { class: "muted", "data-testid": "console-state" }, "not connected");
+  const line = h("input", { name: "line", autocomplete: "off", disabled: true, "aria-label": "console input", placeholder: "a line to type; Enter sends it" });
+  const form = h("form", { class: "inline", "data-testid": "console-form" }, line);
+  const open = h("button", { type: "button", "data-action": "console" }, "Open console");
+  open.addEventListener("click", () => {
+    // A browser's WebSocket cannot send Authorization: the token rides as a subprotocol.
+    const protocols = ["zixiao.console"];
+    if (token()) protocols.push(`zixiao.bearer.${token()}`);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/api/instances/${encodeURIComponent(name)}/console`, protocols);
+    const decoder = new TextDecoder();
+    socket.binaryType = "arraybuffer";
+    session.socket = socket;
+    open.disabled = true;
+    state.textContent = "connecting";
+    socket.onopen = () => {
+      state.textContent = "connected";
+      line.disabled = false;
+      line.focus();
+    };
+    socket.onmessage = (event) => {
+      output.textContent += decoder.decode(new Uint8Array(event.data), { stream: true });
+      output.scrollTop = output.scrollHeight;
+    };
+    socket.onclose = () => {
+      state.textContent = "closed";
+      line.disabled = true;
+      open.disabled = false;
+    };
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (session.socket && session.socket.readyState === WebSocket.OPEN) {
+      session.socket.send(`${line.value}\n`);
+      line.value = "";
+    }
+  });
+  session.panel = h("div", { class: "panel", "data-testid": "console" },
+    h("h2", {}, "Console"), h("div", { class: "actions" }, open, state), output, form);
+  openConsole = session;
+  return session.panel;
+}
+
 /** One instance, live: its fields, conditions and quick actions. */
 export async function instance(name, ui) {
   const i = await call("GET", `/api/instances/${encodeURIComponent(name)}`);
@@ -213,6 +276,7 @@ export async function instance(name, ui) {
   return h("section", { "data-testid": "instance", "data-instance": i.name, "data-status": i.status },
     h("h1", {}, link("#/instances", "Instances"), " / ", i.name, " ", badge(i.status)),
     h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
+    i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i.name) : null,
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
       h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,

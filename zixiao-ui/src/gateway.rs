@@ -29,7 +29,7 @@ use crate::Access;
 /// The largest request body read: a create request is well under it.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
 
-type Reply = Result<Response, ApiError>;
+pub(crate) type Reply = Result<Response, ApiError>;
 
 /// The `/api/...` routes for `access`'s callers.
 pub(crate) fn router(access: Arc<Access>) -> Router {
@@ -42,6 +42,10 @@ pub(crate) fn router(access: Arc<Access>) -> Router {
         .route("/api/instances/{instance}/start", post(start))
         .route("/api/instances/{instance}/stop", post(stop))
         .route("/api/instances/{instance}/restart", post(restart))
+        .route(
+            "/api/instances/{instance}/console",
+            get(crate::console::attach),
+        )
         .route("/api/events", get(events))
         .route("/api/{*rest}", axum::routing::any(no_such_route))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -74,7 +78,7 @@ fn ok(value: &impl Serialize) -> Reply {
 
 /// The client of the request's caller: the `Authorization: Bearer` token,
 /// judged by the [`Access`].
-pub(crate) struct Caller(Client);
+pub(crate) struct Caller(pub(crate) Client);
 
 impl FromRequestParts<Arc<Access>> for Caller {
     type Rejection = ApiError;
@@ -86,9 +90,26 @@ impl FromRequestParts<Arc<Access>> for Caller {
         let bearer = parts
             .headers
             .get(header::AUTHORIZATION)
-            .map(|value| zixiao_api::server::bearer_token(value.to_str().ok()));
+            .map(|value| zixiao_api::server::bearer_token(value.to_str().ok()))
+            .or_else(|| websocket_bearer(&parts.headers));
         Ok(Caller(access.client(bearer).await?))
     }
+}
+
+/// The token a page's WebSocket offers as a subprotocol
+/// (`zixiao.bearer.TOKEN`), since it cannot send an `Authorization` header.
+fn websocket_bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| {
+            protocol
+                .trim()
+                .strip_prefix(crate::console::BEARER_PROTOCOL)
+        })
+        .map(str::to_owned)
 }
 
 /// Whether the pages must ask for a token.
@@ -235,7 +256,8 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T
 }
 
 /// Refuses a request that another web site made through the user's
-/// browser (a changing method whose `Origin` is not the dashboard's own)
+/// browser (a changing method or a WebSocket whose `Origin` is not the
+/// dashboard's own)
 /// and, for [`Access::Local`], one that names a host other than loopback
 /// (a DNS name rebound to 127.0.0.1 by a web site).
 pub(crate) async fn guard(
@@ -259,7 +281,10 @@ fn check_request(access: &Access, method: &Method, headers: &HeaderMap) -> Resul
             ),
         });
     }
-    let changes = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    // A WebSocket (the console) types into an instance: it changes things
+    // although it is a GET, and browsers let any site open one.
+    let upgrade = headers.contains_key(header::UPGRADE);
+    let changes = upgrade || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if let (true, Some(origin)) = (changes, headers.get(header::ORIGIN)) {
         let origin = text(Some(origin));
         let own = [format!("http://{host}"), format!("https://{host}")];
@@ -318,6 +343,17 @@ mod tests {
         );
         let error = instance_filter("colour=red").unwrap_err().to_string();
         assert!(error.starts_with("invalid colour"), "{error}");
+    }
+
+    #[test]
+    fn a_websocket_carries_its_token_as_a_subprotocol() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(websocket_bearer(&headers), None);
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("zixiao.console, zixiao.bearer.zx_abc"),
+        );
+        assert_eq!(websocket_bearer(&headers).as_deref(), Some("zx_abc"));
     }
 
     #[test]

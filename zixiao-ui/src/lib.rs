@@ -20,7 +20,8 @@
 //! `fetch` is the whole client, and errors arrive as the API's error kinds
 //! mapped onto HTTP statuses ([`error`]). Live status is a Server-Sent
 //! Events stream of the API's watch calls (`WatchInstances`,
-//! `WatchNodes`), not polling.
+//! `WatchNodes`), not polling; an instance's console is a WebSocket bridged
+//! to `AttachConsole`.
 //!
 //! # Security
 //!
@@ -33,6 +34,7 @@
 //! the dashboard's own origin, so another web site cannot forge one.
 
 mod assets;
+mod console;
 pub mod error;
 mod gateway;
 

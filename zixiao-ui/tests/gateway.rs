@@ -197,3 +197,27 @@ async fn the_pages_are_embedded_with_a_strict_content_policy() {
     );
     assert!(script.body.contains("/api/session"));
 }
+
+#[tokio::test]
+async fn a_console_websocket_is_refused_to_another_site_and_for_a_missing_instance() {
+    let ui = dashboard().await;
+    let upgrade = [
+        "Upgrade: websocket",
+        // Close, so the answer can be read to its end.
+        "Connection: Upgrade, close",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Protocol: zixiao.console",
+    ];
+    let path = "/api/instances/nobody/console";
+    let foreign: Vec<&str> = upgrade
+        .iter()
+        .copied()
+        .chain(["Origin: http://evil.example"])
+        .collect();
+    let hijack = ui.request("GET", path, &foreign, "").await;
+    assert_eq!(hijack.status, 403, "{}", hijack.body);
+    let missing = ui.request("GET", path, &upgrade, "").await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    assert!(missing.error().1.contains("nobody"), "{}", missing.body);
+}

@@ -164,6 +164,26 @@ def stop_from_the_page(page, url, state):
     shot(page, "nodes")
 
 
+def console_in_the_page(page, url, state):
+    """A shell in a container with stdin: the page's console types into
+    it and shows what it answers; `exit` ends it."""
+    cli(state, "instance", "create", "--name", "ui-sh", "--type", "container", "--image", "busybox",
+        "--memory", "64", "--label", "zixiao.io/stdin=true", "--", "sh")
+    page.goto(f"{url}#/instances/ui-sh")
+    console = page.get_by_test_id("console")
+    console.locator("[data-action=console]").click()
+    expect(console.get_by_test_id("console-state")).to_have_text("connected")
+    typed = console.locator("input[name=line]")
+    typed.fill("echo hi-$((6*7))")
+    typed.press("Enter")
+    expect(console.get_by_test_id("console-output")).to_contain_text("hi-42")
+    shot(page, "console")
+    typed.fill("exit")
+    typed.press("Enter")
+    expect(console.get_by_test_id("console-state")).to_have_text("closed", timeout=ACTION_TIMEOUT_MS)
+    wait_for(lambda: instances(state)["ui-sh"]["status"] == "stopped", "ui-sh to stop after exit")
+
+
 def delete_from_the_page(page, url, state):
     page.goto(f"{url}#/instances/ui-web")
     page.once("dialog", lambda dialog: dialog.accept())
@@ -239,6 +259,7 @@ def main():
                     ("the filter and the live list", lambda: filter_and_live_list(page, url, state)),
                     ("a stop from the page stops it", lambda: stop_from_the_page(page, url, state)),
                     ("a delete from the page deletes it", lambda: delete_from_the_page(page, url, state)),
+                    ("the console types into a shell", lambda: console_in_the_page(page, url, state)),
                     ("light and dark themes", lambda: dark_theme(browser, url)),
                     ("a TLS server's dashboard signs in with a token", lambda: sign_in_to_a_secure_server(browser)),
                 ]
