@@ -63,6 +63,13 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         );
     }
     let connection = connection(&cli)?;
+    if let (Command::Ui(args), None) = (&cli.command, &connection) {
+        // The dashboard follows every change only through the daemon.
+        let socket = zixiao_api::local::socket_path(&state_dir(&cli)?);
+        if !zixiao_api::local::answers(&socket).await {
+            return server::run_daemon_with_ui(&cli, args.listen()).await;
+        }
+    }
     let client = match &connection {
         // A server: the same commands, through the gRPC implementation.
         Some(options) => zixiao_client::connect(options.clone()).await?,

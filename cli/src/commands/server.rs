@@ -83,6 +83,11 @@ pub(crate) struct ServerArgs {
     /// authorized and audited as over gRPC.
     #[arg(long, value_name = "ADDR")]
     ui_listen: Option<std::net::SocketAddr>,
+    /// Serve the dashboard as the local administrator even with TLS:
+    /// `zixiao ui` running the state directory's daemon itself, whose
+    /// caller holds the directory.
+    #[arg(skip)]
+    ui_local: bool,
     /// The most connections the API listener holds open at once (TLS
     /// handshakes included); beyond it, new clients wait until one closes.
     #[arg(long, value_name = "N", default_value_t = default_max_connections())]
@@ -140,29 +145,37 @@ enum DaemonAction {
 pub(crate) async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode> {
     match &args.action {
         Some(DaemonAction::Install { user, print }) => install(cli, *user, *print),
-        None => {
-            let server = ServerArgs {
-                action: None,
-                pki: None,
-                sans: Vec::new(),
-                insecure_no_tls: false,
-                config: None,
-                listen: Some(
-                    args.listen
-                        .clone()
-                        .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-                ),
-                etcd: Vec::new(),
-                etcd_prefix: None,
-                embedded: true,
-                id: None,
-                metrics_listen: None,
-                ui_listen: None,
-                max_connections: default_max_connections(),
-            };
-            run(cli, &server).await
-        }
+        None => run(cli, &daemon_args(args.listen.clone(), None)).await,
     }
+}
+
+/// The server a daemon runs: the embedded deployment of --state-dir, its
+/// API on `listen` (default 127.0.0.1, any free port), and with `ui` the
+/// dashboard there as the local administrator.
+fn daemon_args(listen: Option<String>, ui: Option<SocketAddr>) -> ServerArgs {
+    ServerArgs {
+        action: None,
+        pki: None,
+        sans: Vec::new(),
+        insecure_no_tls: false,
+        config: None,
+        listen: Some(listen.unwrap_or_else(|| "127.0.0.1:0".to_owned())),
+        etcd: Vec::new(),
+        etcd_prefix: None,
+        embedded: true,
+        id: None,
+        metrics_listen: None,
+        ui_listen: ui,
+        ui_local: ui.is_some(),
+        max_connections: default_max_connections(),
+    }
+}
+
+/// `zixiao ui` where no daemon runs for --state-dir: runs that daemon,
+/// serving the dashboard on `listen` as its caller, so the pages see what
+/// every other command does (they all go through the daemon).
+pub(crate) async fn run_daemon_with_ui(cli: &Cli, listen: SocketAddr) -> Result<ExitCode> {
+    run(cli, &daemon_args(None, Some(listen))).await
 }
 
 /// Writes (or prints) the systemd unit of the daemon of --state-dir.
@@ -352,16 +365,6 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         }
         None => server::start(controller, options).await?,
     };
-    let ui_task = match ui_listener {
-        Some(listener) => match dashboard(&handle, pki.is_some(), listener).await {
-            Ok(served) => Some(served),
-            Err(e) => {
-                handle.shutdown().await;
-                return Err(e);
-            }
-        },
-        None => None,
-    };
     let scheme = if pki.is_some() { "https://" } else { "" };
     let mut endpoint_addr = handle.addr();
     if endpoint_addr.ip().is_unspecified() {
@@ -378,6 +381,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     // The embedded deployment is also the state directory's daemon: the
     // CLI and the bindings on that directory reach it through its socket
     // instead of failing on the store's lock.
+    let mut local_api = None;
     let (stop_socket, socket) = match embedded {
         Some((deployment, state_dir)) => {
             let path = zixiao_api::local::socket_path(&state_dir);
@@ -390,15 +394,39 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             // Its caller is the local admin: whoever opens it (0600) holds the machine.
-            let api = std::sync::Arc::new(zixiao_core::api::Traced::new(
-                zixiao_client::local_access(deployment),
-            ));
+            let api: std::sync::Arc<dyn zixiao_core::api::Api> = std::sync::Arc::new(
+                zixiao_core::api::Traced::new(zixiao_client::local_access(deployment)),
+            );
+            local_api = Some(api.clone());
             let task = tokio::spawn(bound.serve(api, async {
                 let _ = stopped.await;
             }));
             (Some(stop), Some((task, state_dir, path)))
         }
         None => (None, None),
+    };
+    let ui_task = match ui_listener {
+        Some(listener) => {
+            let access = match (local_api, args.ui_local, pki.is_some()) {
+                // `zixiao ui`'s own daemon: as the socket's caller.
+                (Some(api), true, _) => Ok(zixiao_ui::Access::Local(zixiao_core::Client::new(api))),
+                (_, _, true) => Ok(zixiao_ui::Access::Authenticated(handle.user_scope())),
+                // No TLS: every caller is the local administrator, as on the API.
+                _ => handle
+                    .user_scope()
+                    .api(Default::default())
+                    .await
+                    .map(|api| zixiao_ui::Access::Local(zixiao_core::Client::new(api))),
+            };
+            match access {
+                Ok(access) => Some(dashboard(listener, access)?),
+                Err(e) => {
+                    handle.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
     };
     // Scripts read the first line for the address, and may close the pipe
     // after it: a line nobody reads must not end the server.
@@ -418,10 +446,13 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             "zixiao server {id} metrics on http://{addr}/metrics"
         ));
     }
-    if let Some((_, addr)) = &ui_task {
-        announce(format_args!(
+    match &ui_task {
+        // As `zixiao ui` says it where a daemon was running already.
+        Some((_, addr)) if args.ui_local => announce(format_args!("zixiao ui on http://{addr}/")),
+        Some((_, addr)) => announce(format_args!(
             "zixiao server {id} dashboard on http://{addr}/"
-        ));
+        )),
+        None => {}
     }
     wait_for_signal().await;
     for task in metrics_task
@@ -438,26 +469,15 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the web dashboard on `listener` as the server serves its gRPC
-/// callers: with TLS (`secure`) every page call brings a bearer token,
-/// authenticated, authorized and audited through the server's own scope;
-/// without, the caller is the local administrator, as on the plain
-/// loopback API. The task serving it, and its address.
-async fn dashboard(
-    handle: &server::ServerHandle,
-    secure: bool,
+/// Serves the web dashboard on `listener` to `access`'s callers: the
+/// task serving it, and its address.
+fn dashboard(
     listener: tokio::net::TcpListener,
+    access: zixiao_ui::Access,
 ) -> Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::invalid("--ui-listen", format!("no address: {e}")))?;
-    let scope = handle.user_scope();
-    let access = if secure {
-        zixiao_ui::Access::Authenticated(scope)
-    } else {
-        let local = scope.api(Default::default()).await?;
-        zixiao_ui::Access::Local(zixiao_core::Client::new(local))
-    };
     let task = tokio::spawn(async move {
         if let Err(e) = zixiao_ui::serve(listener, access, std::future::pending()).await {
             tracing::warn!(error = %e, "the dashboard stopped");

@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's), driven by Playwright,
-against a real `zixiao ui` on the embedded default: a fresh state directory
-whose daemon (`zixiao daemon`) runs containers on the test containerd. What
+against a real `zixiao ui` on the embedded default: a fresh state directory,
+whose daemon `zixiao ui` runs (no other runs), with containers on the test
+containerd. What
 the page shows is checked against what the CLI says; every page leaves a
 screenshot in $ZIXIAO_UI_SCREENSHOTS.
 
@@ -239,12 +240,12 @@ def sign_in_to_a_secure_server(browser):
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zixiao-ui-") as state:
-        daemon, _ = started(state, "daemon", marker="zixiao daemon of")
-        ui = None
+        # No daemon runs for the directory: `zixiao ui` runs it, and the
+        # CLI's commands below go through it.
+        ui, line = started(state, "ui", "--listen", "127.0.0.1:0", marker="zixiao ui on")
         try:
             cli(state, "image", "import", BUSYBOX)
             node = json.loads(cli(state, "node", "list", "-o", "json"))[0]
-            ui, line = started(state, "ui", "--listen", "127.0.0.1:0", marker="zixiao ui on")
             url = line.split(" on ", 1)[1]  # http://127.0.0.1:PORT/
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -272,10 +273,8 @@ def main():
         finally:
             for name in list(instances(state)):
                 cli(state, "instance", "delete", name)
-            for process in [ui, daemon]:
-                if process is not None:
-                    process.terminate()
-                    process.wait(timeout=30)
+            ui.terminate()
+            ui.wait(timeout=30)
     print(f"screenshots in {SHOTS}")
 
 
