@@ -20,28 +20,54 @@ struct Server {
     admin: String,
 }
 
+/// `zixiao ARGS` running, and the `host:port` its announcement line
+/// (among its first four) gives after `marker` (`... on http://`).
+fn spawn_announcing(args: &[&str], marker: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .env_remove("ZIXIAO_STATE_DIR")
+        .env_remove("ZIXIAO_ENDPOINT")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run zixiao");
+    let lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr = lines
+        .take(4)
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let (_, rest) = line.split_once(marker)?;
+            Some(rest.trim_end_matches('/').to_owned())
+        })
+        .unwrap_or_else(|| panic!("zixiao {args:?} did not announce `{marker}`"));
+    (child, addr)
+}
+
+/// Ends a process this test started.
+fn terminate(child: &mut Child) {
+    // SAFETY: kill(2) of a process this test started; no memory is touched.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
 impl Server {
     fn start(state: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zixiao"))
-            .env_remove("ZIXIAO_STATE_DIR")
-            .env_remove("ZIXIAO_ENDPOINT")
-            .arg("--state-dir")
-            .arg(state)
-            .args(["server", "--embedded", "--listen", "127.0.0.1:0"])
-            .args(["--ui-listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run zixiao server");
-        let lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let dashboard = lines
-            .take(4)
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let (_, rest) = line.split_once(" dashboard on http://")?;
-                Some(rest.trim_end_matches('/').to_owned())
-            })
-            .expect("the server announces its dashboard");
+        let state_dir = state.display().to_string();
+        let (child, dashboard) = spawn_announcing(
+            &[
+                "--state-dir",
+                &state_dir,
+                "server",
+                "--embedded",
+                "--listen",
+                "127.0.0.1:0",
+                "--ui-listen",
+                "127.0.0.1:0",
+            ],
+            " dashboard on http://",
+        );
         let admin = state.join("pki/admin.yaml").display().to_string();
         Server {
             child,
@@ -72,11 +98,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: kill(2) of the server this test started; no memory is touched.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.child.wait();
+        terminate(&mut self.child);
     }
 }
 
@@ -138,4 +160,32 @@ fn a_secure_server_dashboard_wants_a_token_and_applies_roles_and_audit() {
         denied["outcome"].to_string().contains("denied"),
         "{denied:#}"
     );
+}
+
+#[test]
+fn zixiao_ui_of_a_context_acts_as_its_user_on_the_server() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(state.path());
+    // `zixiao --config admin.yaml ui`: a client of the server, not of a state directory.
+    let (mut ui, addr) = spawn_announcing(
+        &["--config", &server.admin, "ui", "--listen", "127.0.0.1:0"],
+        "zixiao ui on http://",
+    );
+    let session = request(&addr, "GET", "/api/session", &[], "");
+    assert_eq!(session.json()["token_required"], false, "{}", session.body);
+    let nodes = request(&addr, "GET", "/api/nodes", &[], "");
+    assert_eq!(nodes.status, 200, "{}", nodes.body);
+    // The same nodes as the CLI lists (their heartbeats move on meanwhile).
+    let ids = |nodes: serde_json::Value| -> Vec<serde_json::Value> {
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| n["id"].clone())
+            .collect()
+    };
+    let listed = ids(nodes.json());
+    assert_eq!(listed.len(), 1, "{}", nodes.body);
+    assert_eq!(listed, ids(server.admin(&["node", "list"])));
+    terminate(&mut ui);
 }
