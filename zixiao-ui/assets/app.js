@@ -29,11 +29,12 @@ function show(message, kind) {
   notice.dataset.kind = kind;
 }
 
-/** The view the fragment names: #/, #/nodes, #/instances?type=..., #/instances/NAME. */
+/** The view the fragment names: #/, #/nodes, #/nodes/NAME, #/instances?type=..., #/instances/NAME. */
 function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "nodes" && parts[1]) return { name: "nodes", load: () => views.node(parts[1]) };
   if (parts[0] === "nodes") return { name: "nodes", load: () => views.nodes() };
   // Leaving an instance's page closes its console.
   views.closeConsole(parts[0] === "instances" ? parts[1] : undefined);

@@ -85,7 +85,7 @@ function nodeTable(nodes) {
     h("thead", {}, h("tr", {}, ["hostname", "status", "role", "zone", "runtimes"].map((c) => h("th", {}, c)),
       ["CPUs", "memory MiB", "instances"].map((c) => h("th", { class: "num" }, c)), h("th", {}, "heartbeat"))),
     h("tbody", {}, nodes.map((n) => h("tr", { "data-node": n.hostname },
-      h("td", {}, n.hostname), h("td", {}, badge(n.status)), h("td", {}, n.role), h("td", {}, `${n.region}/${n.zone}`),
+      h("td", {}, link(`#/nodes/${encodeURIComponent(n.hostname)}`, n.hostname)), h("td", {}, badge(n.status)), h("td", {}, n.role), h("td", {}, `${n.region}/${n.zone}`),
       h("td", {}, (n.runtimes || []).join(", ") || "—"),
       h("td", { class: "num" }, `${n.allocated.cpus} / ${n.capacity.cpus}`),
       h("td", { class: "num" }, `${n.allocated.memory_mib} / ${n.capacity.memory_mib}`),
@@ -97,6 +97,32 @@ function nodeTable(nodes) {
 export async function nodes() {
   const list = await call("GET", "/api/nodes");
   return h("section", { "data-testid": "nodes" }, h("h1", {}, "Nodes"), h("div", { class: "panel" }, nodeTable(list)));
+}
+
+/** One node: where it is, what it can run, its capacity and its instances. */
+export async function node(name) {
+  const n = await call("GET", `/api/nodes/${encodeURIComponent(name)}`);
+  const placed = await call("GET", `/api/instances?node=${encodeURIComponent(n.id)}`);
+  const missing = Object.entries(n.missing_runtimes || {}).map(([type, why]) => `${type}: ${why}`);
+  const labels = Object.entries(n.labels || {}).map(([k, v]) => `${k}=${v}`);
+  const fields = [
+    ["id", n.id], ["status", badge(n.status)], ["role", n.role], ["address", n.address],
+    ["region / zone", `${n.region} / ${n.zone}`], ["runtimes", (n.runtimes || []).join(", ") || "—"],
+    ["missing runtimes", missing.join("; ") || "—"], ["labels", labels.join(", ") || "—"],
+    ["traits", (n.traits || []).join(", ") || "—"], ["heartbeat", when(n.last_heartbeat)],
+  ];
+  return h("section", { "data-testid": "node", "data-node": n.hostname },
+    h("h1", {}, link("#/nodes", "Nodes"), " / ", n.hostname, " ", badge(n.status)),
+    h("div", { class: "grid" },
+      h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+      h("div", { class: "panel" }, h("h2", {}, "Capacity"),
+        gauge("CPUs", n.allocated.cpus, n.capacity.cpus, "cores"),
+        gauge("Memory", n.allocated.memory_mib, n.capacity.memory_mib, "MiB"),
+        gauge("Disk", n.allocated.disk_gib, n.capacity.disk_gib, "GiB"),
+        gauge("Instances", n.allocated.instances, n.capacity.instances, ""))),
+    h("div", { class: "panel" }, h("h2", {}, "Instances"),
+      placed.length === 0 ? h("p", { class: "muted" }, "None on this node.") :
+        h("ul", { "data-testid": "node-instances" }, placed.map((i) => h("li", {}, instanceLink(i), " ", badge(i.status))))));
 }
 
 /**

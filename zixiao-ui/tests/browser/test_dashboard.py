@@ -163,6 +163,12 @@ def stop_from_the_page(page, url, state):
     page.goto(f"{url}#/nodes")
     expect(page.get_by_test_id("node-table")).to_be_visible()
     shot(page, "nodes")
+    page.get_by_test_id("node-table").get_by_role("link").first.click()
+    detail = page.get_by_test_id("node")
+    expect(detail.get_by_test_id("node-instances")).to_contain_text("ui-web")
+    expect(detail.get_by_test_id("node-instances")).to_contain_text("stopped")
+    expect(detail.get_by_test_id("gauge-instances")).to_contain_text("/ ")
+    shot(page, "node")
 
 
 def console_in_the_page(page, url, state):
