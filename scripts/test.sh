@@ -88,6 +88,9 @@ cargo test "${selection[@]}" --no-fail-fast
 step "a Python gRPC client against a real server"
 bash zixiao-api/tests/python/run.sh
 
+step "the web dashboard in a headless Chromium"
+bash scripts/ui-tests.sh
+
 if [ -e scripts/bindings.sh ]; then
     step "building and testing the Python and Node bindings"
     bash scripts/bindings.sh

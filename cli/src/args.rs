@@ -156,6 +156,9 @@ pub(crate) enum Command {
     /// running, so restart policies work between commands and every command
     /// on --state-dir goes through it (its socket: DIR/zixiao.sock).
     Daemon(crate::commands::server::DaemonArgs),
+    /// Serve the web dashboard of this deployment on loopback (the state
+    /// directory's, or the server --endpoint names).
+    Ui(crate::commands::ui::UiArgs),
     /// Serve the gRPC API over etcd (or --embedded): one control-plane replica.
     Server(crate::commands::server::ServerArgs),
     /// Run this machine's node agent: register with the servers and run what they assign.

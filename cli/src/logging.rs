@@ -57,7 +57,11 @@ pub(crate) fn init(cli: &Cli) {
 fn level(cli: &Cli) -> LevelFilter {
     let long_running = matches!(
         cli.command,
-        Command::Server(_) | Command::Agent(_) | Command::Watchdog(_) | Command::Daemon(_)
+        Command::Server(_)
+            | Command::Agent(_)
+            | Command::Watchdog(_)
+            | Command::Daemon(_)
+            | Command::Ui(_)
     );
     let base = if long_running { 2 } else { 1 };
     match base + usize::from(cli.verbose) {

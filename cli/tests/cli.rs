@@ -359,3 +359,17 @@ fn output_to_a_reader_that_goes_away_is_not_a_panic() {
     assert!(out.status.success(), "{:?}: {}", out.status, stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
 }
+
+#[test]
+fn the_dashboard_serves_loopback_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for listen in ["0.0.0.0:7780", "192.0.2.1:80", "[::]:7780"] {
+        let out = zixiao(dir.path(), &["ui", "--listen", listen]);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {}", stderr(&out));
+        let message = stderr(&out);
+        assert!(
+            message.contains("--listen") && message.contains("not a loopback address"),
+            "{listen}: {message}"
+        );
+    }
+}

@@ -24,7 +24,7 @@ use zixiao_core::api::{Api, Client};
 use zixiao_core::{Error, Result, Store, SystemClock};
 
 use crate::limits::Limits;
-use crate::server::{ApiServer, CallCredentials, CallScope};
+use crate::server::{ApiServer, CallCredentials, CallScope, SameApi};
 
 /// Each call authenticated, then served through `secure(inner, caller, log)`.
 pub struct AuthScope {
@@ -139,19 +139,20 @@ impl ServerTls {
     }
 }
 
-/// The user-facing services a server offers over `store`: `inner` behind
-/// the access layer ([`AccessApi`]: users, tokens, projects, audit). With
-/// `tls`, each call is authenticated and served through
-/// `secure(..., caller, log)` with an audit log written as `replica`;
-/// without, every caller is the implicit local administrator: only for
-/// listeners on loopback (or where the operator said
-/// `--insecure-no-tls`), and the daemon's Unix socket.
-pub fn api_server(
+/// Who each user-facing call of a server is served as, over `store`:
+/// `inner` behind the access layer ([`AccessApi`]: users, tokens,
+/// projects, audit). With `tls`, each call is authenticated and served
+/// through `secure(..., caller, log)` with an audit log written as
+/// `replica`; without, every caller is the implicit local administrator:
+/// only for listeners on loopback (or where the operator said
+/// `--insecure-no-tls`), and the daemon's Unix socket. One per replica,
+/// shared by every transport it serves (gRPC, the web dashboard).
+pub fn user_scope(
     inner: Arc<dyn Api>,
     store: Arc<dyn Store>,
     replica: &str,
     tls: Option<&ServerTls>,
-) -> ApiServer {
+) -> Arc<dyn CallScope> {
     let clock: Arc<dyn zixiao_core::Clock> = Arc::new(SystemClock);
     let accounts = AuthStore::new(store.clone(), clock.clone());
     let log = Arc::new(AuditLog::new(store, clock, replica, Retention::default()));
@@ -159,10 +160,21 @@ pub fn api_server(
     match tls {
         Some(tls) => {
             let authenticator = Authenticator::new(accounts, Some(tls.trust.clone()));
-            ApiServer::scoped(Arc::new(AuthScope::new(api, authenticator, log)))
+            Arc::new(AuthScope::new(api, authenticator, log))
         }
-        None => ApiServer::new(api),
+        None => Arc::new(SameApi(api)),
     }
+}
+
+/// The user-facing services a server offers over `store`, served as
+/// [`user_scope`] says.
+pub fn api_server(
+    inner: Arc<dyn Api>,
+    store: Arc<dyn Store>,
+    replica: &str,
+    tls: Option<&ServerTls>,
+) -> ApiServer {
+    ApiServer::scoped(user_scope(inner, store, replica, tls))
 }
 
 /// Serves `routes` on `listener` until `shutdown` completes, within

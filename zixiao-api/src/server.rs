@@ -75,15 +75,7 @@ impl CallCredentials {
         let bearer = request
             .metadata()
             .get("authorization")
-            .map(|value| match value.to_str() {
-                Ok(text) => text
-                    .strip_prefix("Bearer ")
-                    .unwrap_or(text)
-                    .trim()
-                    .to_owned(),
-                // Not text: no token could match it.
-                Err(_) => String::from("<binary>"),
-            });
+            .map(|value| bearer_token(value.to_str().ok()));
         let peer_certificates = request
             .extensions()
             .get::<crate::tls::TlsPeer>()
@@ -92,6 +84,21 @@ impl CallCredentials {
             bearer,
             peer_certificates,
         }
+    }
+}
+
+/// The token of an `authorization` header's value: the token of `Bearer
+/// <token>`, any other text whole (so it is refused as malformed), and for
+/// a value that is not text (`None`) a marker no token matches. Every
+/// transport (gRPC, the web dashboard's gateway) reads it this way.
+pub fn bearer_token(value: Option<&str>) -> String {
+    match value {
+        Some(text) => text
+            .strip_prefix("Bearer ")
+            .unwrap_or(text)
+            .trim()
+            .to_owned(),
+        None => String::from("<binary>"),
     }
 }
 
@@ -109,7 +116,7 @@ pub trait CallScope: Send + Sync + std::fmt::Debug + 'static {
 
 /// Every call served by one `Api`, whoever makes it.
 #[derive(Debug)]
-struct SameApi(Arc<dyn Api>);
+pub(crate) struct SameApi(pub(crate) Arc<dyn Api>);
 
 #[async_trait::async_trait]
 impl CallScope for SameApi {

@@ -47,6 +47,7 @@ pub struct ServerOptions {
 pub struct ServerHandle {
     addr: SocketAddr,
     controller: Controller,
+    user_scope: Arc<dyn zixiao_api::server::CallScope>,
     leading: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -61,6 +62,13 @@ impl ServerHandle {
     /// The controller it serves.
     pub fn controller(&self) -> &Controller {
         &self.controller
+    }
+
+    /// Who its user calls are served as: authenticated, authorized and
+    /// audited exactly as over gRPC, for another transport of this
+    /// replica (the web dashboard).
+    pub fn user_scope(&self) -> Arc<dyn zixiao_api::server::CallScope> {
+        self.user_scope.clone()
     }
 
     /// Whether it leads now.
@@ -205,8 +213,8 @@ async fn start_with(
         Some(metrics) => Arc::new(zixiao_metrics::Metered::new(api, metrics.clone())),
         None => Arc::new(api),
     };
-    zixiao_api::secure::api_server(api, store.clone(), &options.id, tls.as_ref())
-        .add_to(&mut routes);
+    let user_scope = zixiao_api::secure::user_scope(api, store.clone(), &options.id, tls.as_ref());
+    zixiao_api::server::ApiServer::scoped(user_scope.clone()).add_to(&mut routes);
     routes.add_service(membership.into_service());
     let mut served = zixiao_api::server::SERVICES.to_vec();
     served.push(crate::membership_service::SERVICE);
@@ -227,6 +235,7 @@ async fn start_with(
     Ok(ServerHandle {
         addr,
         controller,
+        user_scope,
         leading: leading_rx,
         shutdown: shutdown_tx,
         tasks,

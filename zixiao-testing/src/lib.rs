@@ -5,7 +5,8 @@
 //! ([`counting_driver`], [`runtime_events`]), the check that the
 //! runtimes hold exactly what the store says ([`runtimes`]), and for crash
 //! tests a command killed at a seeded random moment ([`kill`], [`rng`]); a
-//! canned HTTP server for remote ends that misbehave ([`canned_http`]), a
+//! canned HTTP server for remote ends that misbehave ([`canned_http`]) and
+//! a small HTTP client for JSON endpoints ([`http`]), a
 //! registry that wants credentials ([`registry`]), and the damage fuzz
 //! properties do to valid input ([`fuzz`]). No mock frameworks: fakes
 //! behave like the real thing, in memory.
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod counting_driver;
 pub mod fake_driver;
 pub mod fuzz;
+pub mod http;
 pub mod kill;
 pub mod output;
 pub mod registry;

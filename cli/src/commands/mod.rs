@@ -14,6 +14,7 @@ mod node;
 pub(crate) mod server;
 mod state;
 mod template;
+pub(crate) mod ui;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +64,13 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         );
     }
     let connection = connection(&cli)?;
+    if let (Command::Ui(args), None) = (&cli.command, &connection) {
+        // The dashboard follows every change only through the daemon.
+        let socket = zixiao_api::local::socket_path(&state_dir(&cli)?);
+        if !zixiao_api::local::answers(&socket).await {
+            return server::run_daemon_with_ui(&cli, args.listen()).await;
+        }
+    }
     let client = match &connection {
         // A server: the same commands, through the gRPC implementation.
         Some(options) => zixiao_client::connect(options.clone()).await?,
@@ -83,6 +91,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
         Command::Template(command) => template::run(client, format, command).await,
+        Command::Ui(args) => ui::run(client, &args).await,
         Command::Version
         | Command::Man { .. }
         | Command::Completion { .. }

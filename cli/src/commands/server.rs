@@ -76,6 +76,18 @@ pub(crate) struct ServerArgs {
     /// secure.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the web dashboard on http://ADDR/ (port 0: any free port,
+    /// printed at start). Loopback addresses only (reach it through an SSH
+    /// tunnel or a TLS proxy). With TLS (--pki, or the embedded server's
+    /// own PKI) the pages ask for a token and every call is authenticated,
+    /// authorized and audited as over gRPC.
+    #[arg(long, value_name = "ADDR")]
+    ui_listen: Option<std::net::SocketAddr>,
+    /// Serve the dashboard as the local administrator even with TLS:
+    /// `zixiao ui` running the state directory's daemon itself, whose
+    /// caller holds the directory.
+    #[arg(skip)]
+    ui_local: bool,
     /// The most connections the API listener holds open at once (TLS
     /// handshakes included); beyond it, new clients wait until one closes.
     #[arg(long, value_name = "N", default_value_t = default_max_connections())]
@@ -133,28 +145,37 @@ enum DaemonAction {
 pub(crate) async fn run_daemon(cli: &Cli, args: &DaemonArgs) -> Result<ExitCode> {
     match &args.action {
         Some(DaemonAction::Install { user, print }) => install(cli, *user, *print),
-        None => {
-            let server = ServerArgs {
-                action: None,
-                pki: None,
-                sans: Vec::new(),
-                insecure_no_tls: false,
-                config: None,
-                listen: Some(
-                    args.listen
-                        .clone()
-                        .unwrap_or_else(|| "127.0.0.1:0".to_owned()),
-                ),
-                etcd: Vec::new(),
-                etcd_prefix: None,
-                embedded: true,
-                id: None,
-                metrics_listen: None,
-                max_connections: default_max_connections(),
-            };
-            run(cli, &server).await
-        }
+        None => run(cli, &daemon_args(args.listen.clone(), None)).await,
     }
+}
+
+/// The server a daemon runs: the embedded deployment of --state-dir, its
+/// API on `listen` (default 127.0.0.1, any free port), and with `ui` the
+/// dashboard there as the local administrator.
+fn daemon_args(listen: Option<String>, ui: Option<SocketAddr>) -> ServerArgs {
+    ServerArgs {
+        action: None,
+        pki: None,
+        sans: Vec::new(),
+        insecure_no_tls: false,
+        config: None,
+        listen: Some(listen.unwrap_or_else(|| "127.0.0.1:0".to_owned())),
+        etcd: Vec::new(),
+        etcd_prefix: None,
+        embedded: true,
+        id: None,
+        metrics_listen: None,
+        ui_listen: ui,
+        ui_local: ui.is_some(),
+        max_connections: default_max_connections(),
+    }
+}
+
+/// `zixiao ui` where no daemon runs for --state-dir: runs that daemon,
+/// serving the dashboard on `listen` as its caller, so the pages see what
+/// every other command does (they all go through the daemon).
+pub(crate) async fn run_daemon_with_ui(cli: &Cli, listen: SocketAddr) -> Result<ExitCode> {
+    run(cli, &daemon_args(None, Some(listen))).await
 }
 
 /// Writes (or prints) the systemd unit of the daemon of --state-dir.
@@ -309,6 +330,18 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         Some(addr) => Some(metrics_listener(addr).await?),
         None => None,
     };
+    let ui_listener = match args.ui_listen {
+        Some(addr) => Some(
+            loopback_listener(
+                "--ui-listen",
+                addr,
+                "the dashboard is plain HTTP, so it serves this machine only (reach it \
+                 through an SSH tunnel or a TLS proxy you secure)",
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let options = ServerOptions {
         id: id.clone(),
         listen,
@@ -348,6 +381,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     // The embedded deployment is also the state directory's daemon: the
     // CLI and the bindings on that directory reach it through its socket
     // instead of failing on the store's lock.
+    let mut local_api = None;
     let (stop_socket, socket) = match embedded {
         Some((deployment, state_dir)) => {
             let path = zixiao_api::local::socket_path(&state_dir);
@@ -360,15 +394,39 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             // Its caller is the local admin: whoever opens it (0600) holds the machine.
-            let api = std::sync::Arc::new(zixiao_core::api::Traced::new(
-                zixiao_client::local_access(deployment),
-            ));
+            let api: std::sync::Arc<dyn zixiao_core::api::Api> = std::sync::Arc::new(
+                zixiao_core::api::Traced::new(zixiao_client::local_access(deployment)),
+            );
+            local_api = Some(api.clone());
             let task = tokio::spawn(bound.serve(api, async {
                 let _ = stopped.await;
             }));
             (Some(stop), Some((task, state_dir, path)))
         }
         None => (None, None),
+    };
+    let ui_task = match ui_listener {
+        Some(listener) => {
+            let access = match (local_api, args.ui_local, pki.is_some()) {
+                // `zixiao ui`'s own daemon: as the socket's caller.
+                (Some(api), true, _) => Ok(zixiao_ui::Access::Local(zixiao_core::Client::new(api))),
+                (_, _, true) => Ok(zixiao_ui::Access::Authenticated(handle.user_scope())),
+                // No TLS: every caller is the local administrator, as on the API.
+                _ => handle
+                    .user_scope()
+                    .api(Default::default())
+                    .await
+                    .map(|api| zixiao_ui::Access::Local(zixiao_core::Client::new(api))),
+            };
+            match access {
+                Ok(access) => Some(dashboard(listener, access)?),
+                Err(e) => {
+                    handle.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
     };
     // Scripts read the first line for the address, and may close the pipe
     // after it: a line nobody reads must not end the server.
@@ -388,8 +446,19 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             "zixiao server {id} metrics on http://{addr}/metrics"
         ));
     }
+    match &ui_task {
+        // As `zixiao ui` says it where a daemon was running already.
+        Some((_, addr)) if args.ui_local => announce(format_args!("zixiao ui on http://{addr}/")),
+        Some((_, addr)) => announce(format_args!(
+            "zixiao server {id} dashboard on http://{addr}/"
+        )),
+        None => {}
+    }
     wait_for_signal().await;
-    if let Some(task) = metrics_task {
+    for task in metrics_task
+        .into_iter()
+        .chain(ui_task.map(|(task, _)| task))
+    {
         task.abort();
     }
     if let (Some(stop), Some((task, _, _))) = (stop_socket, socket) {
@@ -398,6 +467,23 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     }
     handle.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the web dashboard on `listener` to `access`'s callers: the
+/// task serving it, and its address.
+fn dashboard(
+    listener: tokio::net::TcpListener,
+    access: zixiao_ui::Access,
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::invalid("--ui-listen", format!("no address: {e}")))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = zixiao_ui::serve(listener, access, std::future::pending()).await {
+            tracing::warn!(error = %e, "the dashboard stopped");
+        }
+    });
+    Ok((task, addr))
 }
 
 /// `--max-connections` of servers and agents when not given.
@@ -415,23 +501,36 @@ pub(crate) async fn metrics_listener(
     std::sync::Arc<zixiao_metrics::Metrics>,
     tokio::net::TcpListener,
 )> {
-    if !addr.ip().is_loopback() {
-        return Err(Error::invalid(
-            "--metrics-listen",
-            format!(
-                "{addr} is not a loopback address: the metrics listener has no TLS and no \
-                 authentication, so it serves this machine only (scrape it locally, or through \
-                 a proxy you secure)"
-            ),
-        ));
-    }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::invalid("--metrics-listen", format!("cannot listen on {addr}: {e}")))?;
+    let listener = loopback_listener(
+        "--metrics-listen",
+        addr,
+        "the metrics listener has no TLS and no authentication, so it serves this machine \
+         only (scrape it locally, or through a proxy you secure)",
+    )
+    .await?;
     Ok((
         std::sync::Arc::new(zixiao_metrics::Metrics::new()),
         listener,
     ))
+}
+
+/// A listener on `addr`, which `flag` gave: refused unless it is a
+/// loopback address, for the reason `why`. Errors: `InvalidArgument`
+/// (`flag`: not loopback, or it cannot be bound).
+pub(crate) async fn loopback_listener(
+    flag: &str,
+    addr: std::net::SocketAddr,
+    why: &str,
+) -> Result<tokio::net::TcpListener> {
+    if !addr.ip().is_loopback() {
+        return Err(Error::invalid(
+            flag,
+            format!("{addr} is not a loopback address: {why}"),
+        ));
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::invalid(flag, format!("cannot listen on {addr}: {e}")))
 }
 
 fn default_listen() -> String {

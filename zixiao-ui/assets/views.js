@@ -1,0 +1,311 @@
+// The dashboard's views. Each loads what it shows through the gateway
+// (one call per list) and builds its DOM with h(), which sets text, never
+// HTML, so no name or message from the API can inject markup.
+
+import { call, token } from "./api.js";
+
+const INSTANCE_TYPES = ["container", "microvm", "vm"];
+const INSTANCE_STATUSES = ["pending", "scheduled", "creating", "running", "paused", "stopping", "stopped", "failed", "deleting"];
+const NODE_STATUSES = ["ready", "not_ready", "cordoned", "maintenance", "draining", "decommissioned"];
+
+/** An element: h("td", { class: "num" }, "3", otherNode). */
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else element.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null) continue;
+    element.append(child instanceof Node ? child : String(child));
+  }
+  return element;
+}
+
+const badge = (status) => h("span", { class: `badge ${status}`, "data-status": status }, status.replace("_", " "));
+const link = (href, text) => h("a", { href }, text);
+const instanceLink = (instance) => link(`#/instances/${encodeURIComponent(instance.name)}`, instance.name);
+const when = (time) => (time ? new Date(time).toLocaleString() : "—");
+
+function count(label, n, testid) {
+  return h("div", { class: "count", "data-testid": testid }, h("div", { class: "n" }, n), h("div", { class: "label" }, label));
+}
+
+function tally(items, key) {
+  const counts = {};
+  for (const item of items) counts[key(item)] = (counts[key(item)] || 0) + 1;
+  return counts;
+}
+
+function gauge(label, used, total, unit) {
+  const share = total > 0 ? Math.min(1, used / total) : 0;
+  const level = share >= 1 ? "full" : share >= 0.8 ? "high" : "";
+  const fill = h("div", { class: `fill ${level}` });
+  // Through the CSSOM: the content security policy refuses style attributes.
+  fill.style.width = `${share * 100}%`;
+  return h("div", { class: "gauge", "data-testid": `gauge-${label.toLowerCase()}` },
+    h("div", { class: "legend" }, h("span", {}, label), h("span", {}, `${used} / ${total} ${unit} (${Math.round(share * 100)}%)`)),
+    h("div", { class: "bar", role: "meter", "aria-label": label, "aria-valuemin": 0, "aria-valuemax": total, "aria-valuenow": used },
+      fill));
+}
+
+/** Overview: nodes by status, instances by type and status, capacity. */
+export async function overview() {
+  const [nodes, instances] = await Promise.all([call("GET", "/api/nodes"), call("GET", "/api/instances")]);
+  const byNodeStatus = tally(nodes, (n) => n.status);
+  const byType = tally(instances, (i) => i.spec.type);
+  const sum = (side, field) => nodes.reduce((total, n) => total + (n[side][field] || 0), 0);
+  const statusesSeen = INSTANCE_STATUSES.filter((s) => instances.some((i) => i.status === s));
+  return h("section", { "data-testid": "overview" },
+    h("h1", {}, "Overview"),
+    h("div", { class: "grid" },
+      h("div", { class: "panel" }, h("h2", {}, "Nodes"),
+        h("div", { class: "counts" }, count("nodes", nodes.length, "nodes-total"),
+          NODE_STATUSES.filter((s) => byNodeStatus[s]).map((s) => count(s.replace("_", " "), byNodeStatus[s], `nodes-${s}`)))),
+      h("div", { class: "panel" }, h("h2", {}, "Instances"),
+        h("div", { class: "counts" }, count("instances", instances.length, "instances-total"),
+          INSTANCE_TYPES.filter((t) => byType[t]).map((t) => count(t, byType[t], `instances-${t}`)))),
+      h("div", { class: "panel" }, h("h2", {}, "Capacity"),
+        gauge("CPUs", sum("allocated", "cpus"), sum("capacity", "cpus"), "cores"),
+        gauge("Memory", sum("allocated", "memory_mib"), sum("capacity", "memory_mib"), "MiB"),
+        gauge("Disk", sum("allocated", "disk_gib"), sum("capacity", "disk_gib"), "GiB"))),
+    h("div", { class: "panel" }, h("h2", {}, "Instances by type and status"),
+      instances.length === 0 ? h("p", { class: "muted" }, "No instances yet: ", link("#/instances", "create one"), ".") :
+        h("table", { "data-testid": "type-status" },
+          h("thead", {}, h("tr", {}, h("th", {}, "type"), statusesSeen.map((s) => h("th", { class: "num" }, s)))),
+          h("tbody", {}, INSTANCE_TYPES.filter((t) => byType[t]).map((t) =>
+            h("tr", {}, h("td", {}, t), statusesSeen.map((s) =>
+              h("td", { class: "num" }, instances.filter((i) => i.spec.type === t && i.status === s).length))))))),
+    h("div", { class: "panel" }, h("h2", {}, "Nodes"), nodeTable(nodes)));
+}
+
+function nodeTable(nodes) {
+  return h("table", { "data-testid": "node-table" },
+    h("thead", {}, h("tr", {}, ["hostname", "status", "role", "zone", "runtimes"].map((c) => h("th", {}, c)),
+      ["CPUs", "memory MiB", "instances"].map((c) => h("th", { class: "num" }, c)), h("th", {}, "heartbeat"))),
+    h("tbody", {}, nodes.map((n) => h("tr", { "data-node": n.hostname },
+      h("td", {}, link(`#/nodes/${encodeURIComponent(n.hostname)}`, n.hostname)), h("td", {}, badge(n.status)), h("td", {}, n.role), h("td", {}, `${n.region}/${n.zone}`),
+      h("td", {}, (n.runtimes || []).join(", ") || "—"),
+      h("td", { class: "num" }, `${n.allocated.cpus} / ${n.capacity.cpus}`),
+      h("td", { class: "num" }, `${n.allocated.memory_mib} / ${n.capacity.memory_mib}`),
+      h("td", { class: "num" }, `${n.allocated.instances} / ${n.capacity.instances}`),
+      h("td", {}, when(n.last_heartbeat))))));
+}
+
+/** Node list. */
+export async function nodes() {
+  const list = await call("GET", "/api/nodes");
+  return h("section", { "data-testid": "nodes" }, h("h1", {}, "Nodes"), h("div", { class: "panel" }, nodeTable(list)));
+}
+
+/** One node: where it is, what it can run, its capacity and its instances. */
+export async function node(name) {
+  const n = await call("GET", `/api/nodes/${encodeURIComponent(name)}`);
+  const placed = await call("GET", `/api/instances?node=${encodeURIComponent(n.id)}`);
+  const missing = Object.entries(n.missing_runtimes || {}).map(([type, why]) => `${type}: ${why}`);
+  const labels = Object.entries(n.labels || {}).map(([k, v]) => `${k}=${v}`);
+  const fields = [
+    ["id", n.id], ["status", badge(n.status)], ["role", n.role], ["address", n.address],
+    ["region / zone", `${n.region} / ${n.zone}`], ["runtimes", (n.runtimes || []).join(", ") || "—"],
+    ["missing runtimes", missing.join("; ") || "—"], ["labels", labels.join(", ") || "—"],
+    ["traits", (n.traits || []).join(", ") || "—"], ["heartbeat", when(n.last_heartbeat)],
+  ];
+  return h("section", { "data-testid": "node", "data-node": n.hostname },
+    h("h1", {}, link("#/nodes", "Nodes"), " / ", n.hostname, " ", badge(n.status)),
+    h("div", { class: "grid" },
+      h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+      h("div", { class: "panel" }, h("h2", {}, "Capacity"),
+        gauge("CPUs", n.allocated.cpus, n.capacity.cpus, "cores"),
+        gauge("Memory", n.allocated.memory_mib, n.capacity.memory_mib, "MiB"),
+        gauge("Disk", n.allocated.disk_gib, n.capacity.disk_gib, "GiB"),
+        gauge("Instances", n.allocated.instances, n.capacity.instances, ""))),
+    h("div", { class: "panel" }, h("h2", {}, "Instances"),
+      placed.length === 0 ? h("p", { class: "muted" }, "None on this node.") :
+        h("ul", { "data-testid": "node-instances" }, placed.map((i) => h("li", {}, instanceLink(i), " ", badge(i.status))))));
+}
+
+/**
+ * The quick actions of one instance. `done(message)` is called after a
+ * successful action, `failed(error)` after a refused one.
+ */
+function actions(instance, done, failed) {
+  const act = (label, method, path, confirmText) => h("button", {
+    type: "button",
+    class: label === "delete" ? "danger" : undefined,
+    "data-action": label,
+    onclick: async (event) => {
+      if (confirmText && !window.confirm(confirmText)) return;
+      const buttons = event.target.parentElement.querySelectorAll("button");
+      buttons.forEach((b) => { b.disabled = true; });
+      try {
+        await call(method, path);
+        done(`${label}: ${instance.name} done`);
+      } catch (error) {
+        failed(error);
+      } finally {
+        buttons.forEach((b) => { b.disabled = false; });
+      }
+    },
+  }, label);
+  const base = `/api/instances/${encodeURIComponent(instance.name)}`;
+  return h("div", { class: "actions" },
+    act("start", "POST", `${base}/start`), act("stop", "POST", `${base}/stop`),
+    act("restart", "POST", `${base}/restart`),
+    act("delete", "DELETE", base, `Delete ${instance.name}? Its data is removed.`));
+}
+
+function select(name, label, values, current) {
+  return h("label", {}, label, h("select", { name, "data-testid": `filter-${name}` },
+    h("option", { value: "" }, "any"), values.map((v) => h("option", { value: v, selected: v === current }, v))));
+}
+
+/** Instance list with its type and status filter and the create form. */
+export async function instances(params, ui) {
+  const query = new URLSearchParams();
+  for (const key of ["type", "status"]) if (params.get(key)) query.set(key, params.get(key));
+  const list = await call("GET", `/api/instances?${query}`);
+  const filters = h("form", { class: "filters", "data-testid": "filters" },
+    select("type", "Type", INSTANCE_TYPES, params.get("type")),
+    select("status", "Status", INSTANCE_STATUSES, params.get("status")));
+  filters.addEventListener("change", () => {
+    const chosen = new URLSearchParams();
+    for (const [key, value] of new FormData(filters)) if (value) chosen.set(key, value);
+    location.hash = `#/instances${chosen.toString() ? `?${chosen}` : ""}`;
+  });
+  return h("section", { "data-testid": "instances" },
+    h("h1", {}, "Instances"),
+    h("div", { class: "panel" }, h("h2", {}, "Create a container"), createForm(ui)),
+    h("div", { class: "panel" }, filters),
+    h("div", { class: "panel" }, list.length === 0 ? h("p", { class: "muted" }, "No instances match.") :
+      h("table", { "data-testid": "instance-table" },
+        h("thead", {}, h("tr", {}, ["name", "type", "status", "wanted", "node", "image", "created", ""].map((c) => h("th", {}, c)))),
+        h("tbody", {}, list.map((i) => h("tr", { "data-instance": i.name },
+          h("td", {}, instanceLink(i)), h("td", {}, i.spec.type), h("td", {}, badge(i.status)), h("td", {}, i.desired),
+          h("td", {}, i.node || "—"), h("td", {}, i.spec.image || "—"), h("td", {}, when(i.created_at)),
+          h("td", {}, actions(i, ui.done, ui.failed))))))));
+}
+
+function createForm(ui) {
+  const form = h("form", { class: "inline", "data-testid": "create-form" },
+    h("label", {}, "Name", h("input", { name: "name", required: true, placeholder: "web-1", autocomplete: "off" })),
+    h("label", {}, "Type", h("select", { name: "type" }, h("option", { value: "container" }, "container"))),
+    h("label", {}, "Image", h("input", { name: "image", required: true, placeholder: "busybox" })),
+    h("label", {}, "Command", h("input", { name: "command", placeholder: "sleep 3600" })),
+    h("label", {}, "CPUs", h("input", { name: "cpus", type: "number", min: 1, value: 1 })),
+    h("label", {}, "Memory MiB", h("input", { name: "memory_mib", type: "number", min: 16, value: 128 })),
+    h("button", { type: "submit", class: "primary" }, "Create"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const command = String(data.get("command") || "").trim();
+    const request = {
+      name: String(data.get("name")).trim(),
+      spec: {
+        type: data.get("type"),
+        image: String(data.get("image")).trim(),
+        cpus: Number(data.get("cpus")),
+        memory_mib: Number(data.get("memory_mib")),
+        ...(command ? { command: command.split(/\s+/) } : {}),
+      },
+    };
+    const button = form.querySelector("button");
+    button.disabled = true;
+    button.textContent = "Creating…";
+    try {
+      const created = await call("POST", "/api/instances", request);
+      ui.done(`created ${created.name}: ${created.status}`);
+      form.reset();
+    } catch (error) {
+      ui.failed(error);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Create";
+    }
+  });
+  return form;
+}
+
+/** The console panel of the instance page: one at a time, kept across live redraws. */
+let openConsole = null;
+
+/** Closes the open console unless it is `name`'s (the page moved on). */
+export function closeConsole(name) {
+  if (openConsole && openConsole.name !== name) {
+    if (openConsole.socket) openConsole.socket.close();
+    openConsole = null;
+  }
+}
+
+/**
+ * `name`'s console: a WebSocket bridged to the API's console stream, its
+ * output appended as text, a line sent (with a newline) on Enter.
+ */
+function consolePanel(name) {
+  if (openConsole && openConsole.name === name) return openConsole.panel;
+  closeConsole();
+  const session = { name, panel: null, socket: null };
+  const output = h("pre", { class: "console", "data-testid": "console-output" });
+  const state = h("span", { class: "muted", "data-testid": "console-state" }, "not connected");
+  const line = h("input", { name: "line", autocomplete: "off", disabled: true, "aria-label": "console input", placeholder: "a line to type; Enter sends it" });
+  const form = h("form", { class: "inline", "data-testid": "console-form" }, line);
+  const open = h("button", { type: "button", "data-action": "console" }, "Open console");
+  open.addEventListener("click", () => {
+    // A browser's WebSocket cannot send Authorization: the token rides as a subprotocol.
+    const protocols = ["zixiao.console"];
+    if (token()) protocols.push(`zixiao.bearer.${token()}`);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${location.host}/api/instances/${encodeURIComponent(name)}/console`, protocols);
+    const decoder = new TextDecoder();
+    socket.binaryType = "arraybuffer";
+    session.socket = socket;
+    open.disabled = true;
+    state.textContent = "connecting";
+    socket.onopen = () => {
+      state.textContent = "connected";
+      line.disabled = false;
+      line.focus();
+    };
+    socket.onmessage = (event) => {
+      output.textContent += decoder.decode(new Uint8Array(event.data), { stream: true });
+      output.scrollTop = output.scrollHeight;
+    };
+    socket.onclose = () => {
+      state.textContent = "closed";
+      line.disabled = true;
+      open.disabled = false;
+    };
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (session.socket && session.socket.readyState === WebSocket.OPEN) {
+      session.socket.send(`${line.value}\n`);
+      line.value = "";
+    }
+  });
+  session.panel = h("div", { class: "panel", "data-testid": "console" },
+    h("h2", {}, "Console"), h("div", { class: "actions" }, open, state), output, form);
+  openConsole = session;
+  return session.panel;
+}
+
+/** One instance, live: its fields, conditions and quick actions. */
+export async function instance(name, ui) {
+  const i = await call("GET", `/api/instances/${encodeURIComponent(name)}`);
+  const fields = [
+    ["id", i.id], ["type", i.spec.type], ["status", badge(i.status)], ["wanted", i.desired],
+    ["node", i.node || "—"], ["image", i.spec.image || "—"], ["command", (i.spec.command || []).join(" ") || "—"],
+    ["CPUs", i.spec.cpus], ["memory", `${i.spec.memory_mib} MiB`], ["restart policy", i.spec.restart],
+    ["created", when(i.created_at)], ["started", when(i.started_at)], ["updated", when(i.updated_at)],
+    ["exit", i.exit ? JSON.stringify(i.exit) : "—"],
+  ];
+  return h("section", { "data-testid": "instance", "data-instance": i.name, "data-status": i.status },
+    h("h1", {}, link("#/instances", "Instances"), " / ", i.name, " ", badge(i.status)),
+    h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
+    i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i.name) : null,
+    h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+    (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
+      h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
+    i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,
+    h("details", { class: "panel" }, h("summary", {}, "As JSON"), h("pre", {}, JSON.stringify(i, null, 2))));
+}
