@@ -976,15 +976,22 @@ mod tests {
             .spawn()
             .expect("tail");
         let view = MonitorProcesses::new(dir.path());
-        let held = view.held().expect("held");
-        assert!(
-            held.contains(&Held {
-                instance: "inst-1".to_owned(),
-                presence: Presence::Live,
-                what: format!("monitor process {} (tail)", child.id()),
-            }),
-            "{held:?}"
-        );
+        let monitor = Held {
+            instance: "inst-1".to_owned(),
+            presence: Presence::Live,
+            what: format!("monitor process {} (tail)", child.id()),
+        };
+        // `spawn` returns before the child has run `tail` (CI saw the
+        // scan find only the run directory): ask until it has.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let held = view.held().expect("held");
+            if held.contains(&monitor) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{held:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         view.power_off().expect("power off");
         let _ = child.wait();
         let after = view.held().expect("held");
