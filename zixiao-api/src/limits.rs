@@ -124,7 +124,7 @@ impl Limits {
     }
 
     /// A tonic server builder with these limits on every connection it
-    /// serves, each call in a [`grpc_span`]. Connections themselves are
+    /// serves, each call in a `grpc_span`. Connections themselves are
     /// counted by the incoming stream: [`plain_incoming`], or
     /// [`tls::incoming`](crate::tls::incoming).
     pub fn server(&self) -> tonic::transport::Server {

@@ -274,6 +274,26 @@ macro_rules! call {
     }};
 }
 
+/// Test support, in an impl block of its own: napi registers every method
+/// of a block, so a method behind a `cfg` cannot share one with the rest.
+#[cfg(feature = "testing")]
+#[napi]
+impl Controller {
+    /// Test support (built with the `testing` feature only): the embedded
+    /// deployment whose node runs every instance type on a fake runtime.
+    #[napi(js_name = "_openWithFakeRuntimes")]
+    pub fn open_with_fake_runtimes(
+        env: &Env,
+        state_dir: String,
+    ) -> napi::Result<PromiseRaw<'_, Controller>> {
+        promise_with(
+            env,
+            async move { zixiao_client::testing::open_with_fake_runtimes(state_dir.as_ref()).await },
+            |_, inner| Ok(Controller { inner }),
+        )
+    }
+}
+
 #[napi]
 impl Controller {
     /// Opens the embedded deployment over the state directory `stateDir`
@@ -303,21 +323,6 @@ impl Controller {
         promise_with(
             env,
             async move { zixiao_client::open(options).await },
-            |_, inner| Ok(Controller { inner }),
-        )
-    }
-
-    /// Test support (built with the `testing` feature only): the embedded
-    /// deployment whose node runs every instance type on a fake runtime.
-    #[cfg(feature = "testing")]
-    #[napi(js_name = "_openWithFakeRuntimes")]
-    pub fn open_with_fake_runtimes(
-        env: &Env,
-        state_dir: String,
-    ) -> napi::Result<PromiseRaw<'_, Controller>> {
-        promise_with(
-            env,
-            async move { zixiao_client::testing::open_with_fake_runtimes(state_dir.as_ref()).await },
             |_, inner| Ok(Controller { inner }),
         )
     }

@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 
 use super::reconcile::Convergence;
-use super::reconcilers::waits_for_room;
 use super::Controller;
 use crate::model::{
     Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, Node, TraitChanges,
@@ -180,15 +179,7 @@ impl Controller {
             return Ok(());
         }
         self.caught_up().await?;
-        let waiting: Vec<String> = self
-            .inner
-            .cache
-            .read()
-            .instances()
-            .filter(|i| waits_for_room(i))
-            .map(|i| i.id.clone())
-            .collect();
-        for id in waiting {
+        for id in self.waiting_for_room() {
             match self.settle(&id).await {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}

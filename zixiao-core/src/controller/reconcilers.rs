@@ -171,15 +171,7 @@ impl Controller {
                 }
                 _ = room_check.tick(), if room => {
                     room = false;
-                    let waiting: Vec<String> = self
-                        .inner
-                        .cache
-                        .read()
-                        .instances()
-                        .filter(|i| waits_for_room(i))
-                        .map(|i| i.id.clone())
-                        .collect();
-                    for id in waiting {
+                    for id in self.waiting_for_room() {
                         self.inner.queue.add(&id);
                     }
                 }
@@ -219,6 +211,19 @@ impl Controller {
             }
             drop(lease);
         }
+    }
+}
+
+impl Controller {
+    /// The ids of the cached instances that wait for room ([`waits_for_room`]).
+    pub(super) fn waiting_for_room(&self) -> Vec<String> {
+        self.inner
+            .cache
+            .read()
+            .instances()
+            .filter(|i| waits_for_room(i))
+            .map(|i| i.id.clone())
+            .collect()
     }
 }
 
