@@ -186,14 +186,48 @@ pub(crate) async fn wait_for_state(
     what: &str,
     want: impl Fn(&RuntimeState) -> bool,
 ) -> RuntimeState {
-    wait_until(what, BOOT_TIMEOUT, || async {
+    let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+    loop {
         match driver.inspect(instance).await {
-            Ok(state) => want(&state).then_some(state),
-            Err(e) if e.kind() == ErrorKind::Unavailable => None,
+            Ok(state) if want(&state) => return state,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Unavailable => {}
             Err(e) => panic!("inspect: {e:?}"),
         }
-    })
-    .await
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {BOOT_TIMEOUT:?} waiting for {what}; {}",
+            monitor_threads(driver, instance)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Where the threads of the instance's QEMU, if one runs, wait in the
+/// kernel: for a timed-out wait to say why the monitor was silent.
+fn monitor_threads(driver: &MicrovmDriver, instance: &Instance) -> String {
+    let Some(pid) = std::fs::read_to_string(driver.instance_dir(instance).join("qemu.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return "no QEMU pid file".to_owned();
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("QEMU {pid} is gone");
+    };
+    let mut out = format!("QEMU {pid}'s threads:");
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        out.push_str(&format!(
+            "\n  {} {} wchan={}\n{}",
+            task.file_name().to_string_lossy(),
+            read("comm").trim(),
+            read("wchan").trim(),
+            read("stack").trim_end()
+        ));
+    }
+    out
 }
 
 /// Types `command` into the console and waits for `expect` in what comes back.
