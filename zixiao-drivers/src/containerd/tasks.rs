@@ -712,11 +712,14 @@ fn is_stale_shim_dir(message: &str) -> bool {
 /// Whether a task create failed because its shim's working directory (the
 /// bundle containerd had just made) was removed before the shim started:
 /// containerd's clean-up of an earlier create of the container, whose
-/// client was cut off, ran at the same time (found by the CLI's crash test:
+/// client was cut off, ran at the same time. The shim notices it wherever it
+/// next touches its directory; the CLI's crash test found two places:
 /// `failed to start shim: start failed: io.containerd.runc.v2: getwd: no
-/// such file or directory`).
+/// such file or directory` and `… rename <bundle>/.address <bundle>/address:
+/// no such file or directory`.
 fn is_bundle_removed_under_shim(message: &str) -> bool {
-    message.contains("failed to start shim") && message.contains("getwd: no such file or directory")
+    let gone = |what: &str| message.contains(&format!("{what}: no such file or directory"));
+    message.contains("failed to start shim") && (gone("getwd") || gone("/address"))
 }
 
 pub(super) fn status_of(process: &Process) -> TaskStatus {
@@ -745,6 +748,12 @@ mod tests {
         // As containerd 1.6 said it in the crash test.
         assert!(is_bundle_removed_under_shim(
             "failed to start shim: start failed: io.containerd.runc.v2: getwd: no such file or \
+             directory: exit status 1"
+        ));
+        assert!(is_bundle_removed_under_shim(
+            "failed to start shim: start failed: io.containerd.runc.v2: rename \
+             /run/containerd/io.containerd.runtime.v2.task/zixiao/x/.address \
+             /run/containerd/io.containerd.runtime.v2.task/zixiao/x/address: no such file or \
              directory: exit status 1"
         ));
         assert!(!is_bundle_removed_under_shim(
