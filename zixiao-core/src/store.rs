@@ -138,6 +138,53 @@ impl Durability {
     }
 }
 
+/// A transaction handed to [`Store::stage`], and how it ended once the
+/// write that carried it is made.
+#[derive(Debug)]
+pub struct Staged(StagedState);
+
+#[derive(Debug)]
+enum StagedState {
+    Known(Option<Result<Revision, StoreError>>),
+    Waiting(tokio::sync::oneshot::Receiver<Result<Revision, StoreError>>),
+}
+
+impl Staged {
+    /// A transaction already committed, at `revision`.
+    pub fn committed(revision: Revision) -> Self {
+        Staged(StagedState::Known(Some(Ok(revision))))
+    }
+
+    /// A transaction whose outcome `answer` brings: for stores that
+    /// implement [`Store::stage`] themselves.
+    pub fn waiting(answer: tokio::sync::oneshot::Receiver<Result<Revision, StoreError>>) -> Self {
+        Staged(StagedState::Waiting(answer))
+    }
+
+    /// How it ended, once: `None` while the write that carries it is still
+    /// to be made (and after the outcome was taken). A store dropped before
+    /// making it answers `Unavailable`.
+    pub fn outcome(&mut self) -> Option<Result<Revision, StoreError>> {
+        match &mut self.0 {
+            StagedState::Known(outcome) => outcome.take(),
+            StagedState::Waiting(answer) => match answer.try_recv() {
+                Ok(outcome) => {
+                    self.0 = StagedState::Known(None);
+                    Some(outcome)
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    self.0 = StagedState::Known(None);
+                    Some(Err(StoreError::Unavailable {
+                        what: "the store closed before it wrote a staged transaction".to_owned(),
+                        source: None,
+                    }))
+                }
+            },
+        }
+    }
+}
+
 /// Writes applied all together or not at all.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
@@ -443,11 +490,34 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Revokes a lease and deletes its keys. Idempotent: an unknown lease is not an error.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError>;
 
-    /// Makes every commit acknowledged so far durable, deferred ones too.
-    /// Idempotent. The default does nothing: for a store whose every
-    /// commit is durable when acknowledged. Errors: `Unavailable`, `Internal`.
+    /// Makes every commit acknowledged so far durable, deferred ones too,
+    /// and writes what was [staged](Store::stage). Idempotent. The default
+    /// does nothing: for a store whose every commit is durable when
+    /// acknowledged and that stages nothing. Errors: `Unavailable`,
+    /// `Internal`.
     async fn sync(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// Hands `txn` to the store to be written in the same atomic write as
+    /// the next [`Store::commit`] or [`Store::sync`] that starts after this
+    /// returns (or as the store closes), before that commit's own writes:
+    /// no commit made later can be durable without it. Nothing of it is
+    /// visible before; [`Staged::outcome`] says how it ended. It is as
+    /// durable as the write that carried it.
+    ///
+    /// For a record that must be stored before the change it describes (an
+    /// audit record) without a write of its own: the change's commit
+    /// carries it. Its preconditions should be ones no other writer can
+    /// break (a key only its writer uses), for a failure comes to light
+    /// only after the change was made.
+    ///
+    /// The default commits `txn` at once, [deferred](Durability::Deferred),
+    /// and fails as [`Store::commit`] does. Errors: `InvalidArgument` (an
+    /// empty transaction, an empty key, the same key twice).
+    async fn stage(&self, txn: Txn) -> Result<Staged, StoreError> {
+        let revision = self.commit(txn.deferred()).await?;
+        Ok(Staged::committed(revision))
     }
 }
 

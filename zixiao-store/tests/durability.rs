@@ -75,11 +75,14 @@ enum Writes {
     DeferredThenSync,
     /// Commits are deferred; an immediate commit follows every few.
     DeferredThenImmediate,
+    /// Transactions are staged; an immediate commit follows every few.
+    StagedThenImmediate,
 }
 
 /// The child side of the kill -9 tests: commits keys one by one, printing
 /// each once it is durable: once its commit returned or, for deferred
-/// commits, once the sync or immediate commit after it returned. Bounded,
+/// commits and staged transactions, once the sync or immediate commit
+/// after it returned. Bounded,
 /// in case the parent is gone.
 fn act_as_writer(path: &Path, round: u32, writes: Writes) {
     runtime().block_on(async {
@@ -87,6 +90,7 @@ fn act_as_writer(path: &Path, round: u32, writes: Writes) {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut stdout = std::io::stdout();
         let mut unacked = Vec::new();
+        let mut staged = Vec::new();
         for i in 0..100_000 {
             if Instant::now() > deadline {
                 break;
@@ -96,13 +100,17 @@ fn act_as_writer(path: &Path, round: u32, writes: Writes) {
                 kill9_value(round, i),
                 Precondition::Absent,
             );
-            if writes == Writes::Immediate {
-                store.commit(txn).await.expect("the writer's commit");
-            } else {
-                store
-                    .commit(txn.deferred())
-                    .await
-                    .expect("the writer's commit");
+            match writes {
+                Writes::Immediate => drop(store.commit(txn).await.expect("the writer's commit")),
+                Writes::StagedThenImmediate => {
+                    staged.push(store.stage(txn).await.expect("the writer's stage"))
+                }
+                Writes::DeferredThenSync | Writes::DeferredThenImmediate => drop(
+                    store
+                        .commit(txn.deferred())
+                        .await
+                        .expect("the writer's commit"),
+                ),
             }
             unacked.push(i);
             if writes != Writes::Immediate && i % SYNC_EVERY != SYNC_EVERY - 1 {
@@ -111,12 +119,18 @@ fn act_as_writer(path: &Path, round: u32, writes: Writes) {
             match writes {
                 Writes::Immediate => {}
                 Writes::DeferredThenSync => store.sync().await.expect("the writer's sync"),
-                Writes::DeferredThenImmediate => {
+                Writes::DeferredThenImmediate | Writes::StagedThenImmediate => {
                     let marker = format!("/kill9-marker/round{round}");
                     let txn =
                         Txn::new().put(marker, i.to_string().into_bytes(), Precondition::None);
                     store.commit(txn).await.expect("the writer's commit");
                 }
+            }
+            for mut written in staged.drain(..) {
+                written
+                    .outcome()
+                    .expect("a staged transaction goes with the next commit")
+                    .expect("the staged put");
             }
             // One write per line: a pipe never splits a write this small.
             let acks: String = unacked
@@ -168,7 +182,15 @@ fn deferred_commits_survive_kill_9_once_an_immediate_one_follows() {
     );
 }
 
-/// Runs test `test` (one of the two above): in a child, acts as the
+#[test]
+fn staged_txns_survive_kill_9_once_an_immediate_commit_follows() {
+    kill_writers_and_check(
+        "staged_txns_survive_kill_9_once_an_immediate_commit_follows",
+        Writes::StagedThenImmediate,
+    );
+}
+
+/// Runs test `test` (one of those above): in a child, acts as the
 /// writer; in the parent, kills writers by SIGKILL after some
 /// acknowledgements and checks that every acknowledged key is there.
 fn kill_writers_and_check(test: &str, writes: Writes) {

@@ -37,6 +37,8 @@ macro_rules! etcd_conformance {
 etcd_conformance!("current_thread";
     get_of_missing_key_is_none,
     put_then_get_returns_value_and_revisions,
+    deferred_commits_are_seen_at_once_and_ordered_with_the_rest,
+    a_staged_txn_is_written_before_the_next_commit,
     list_is_in_key_order_and_stays_in_its_prefix,
     create_if_absent_rejects_an_existing_key,
     update_with_current_revision_succeeds,

@@ -98,6 +98,7 @@ macro_rules! store_conformance_tests {
             get_of_missing_key_is_none,
             put_then_get_returns_value_and_revisions,
             deferred_commits_are_seen_at_once_and_ordered_with_the_rest,
+            a_staged_txn_is_written_before_the_next_commit,
             list_is_in_key_order_and_stays_in_its_prefix,
             create_if_absent_rejects_an_existing_key,
             update_with_current_revision_succeeds,
@@ -342,6 +343,62 @@ pub async fn deferred_commits_are_seen_at_once_and_ordered_with_the_rest(
     store.sync().await.expect("a second sync");
     let after = put(store, "/deferred/c", b"immediate").await;
     assert!(after > deferred);
+}
+
+/// A staged transaction is in the store, before it, once the next commit
+/// returns, and once a sync returns when no commit comes; a bad one is
+/// refused as a commit would be.
+pub async fn a_staged_txn_is_written_before_the_next_commit(under_test: StoreUnderTest) {
+    let store = under_test.store.as_ref();
+    let staged_txn = |key: &str| {
+        Txn::new().put(
+            format!("/staged/{key}"),
+            b"staged".to_vec(),
+            Precondition::Absent,
+        )
+    };
+    let mut staged = store.stage(staged_txn("a")).await.expect("stage");
+    let after = put(store, "/staged/b", b"committed").await;
+    let revision = staged
+        .outcome()
+        .expect("written with the next commit")
+        .expect("staged put");
+    assert!(
+        revision <= after,
+        "staged at {revision}, the commit at {after}"
+    );
+    assert_eq!(must_get(store, "/staged/a").await.value, b"staged");
+    assert!(staged.outcome().is_none(), "the outcome is taken once");
+
+    let mut alone = store.stage(staged_txn("c")).await.expect("stage");
+    store.sync().await.expect("sync");
+    alone
+        .outcome()
+        .expect("written by the sync")
+        .expect("staged put");
+    assert_eq!(
+        keys(store, "/staged/").await,
+        ["/staged/a", "/staged/b", "/staged/c"]
+    );
+
+    let refused = store
+        .stage(Txn::new().put("", Vec::new(), Precondition::None))
+        .await;
+    assert!(matches!(refused, Err(StoreError::InvalidArgument(_))));
+    // A store that commits at once fails the stage; one that waits, the
+    // staged transaction.
+    let taken = match store.stage(staged_txn("a")).await {
+        Err(refused) => Err(refused),
+        Ok(mut staged) => {
+            store.sync().await.expect("sync");
+            staged.outcome().expect("written by the sync")
+        }
+    };
+    assert!(
+        matches!(taken, Err(StoreError::AlreadyExists(_))),
+        "a staged put of an existing key fails alone: {taken:?}"
+    );
+    assert_eq!(must_get(store, "/staged/a").await.value, b"staged");
 }
 
 /// `list` returns exactly the keys starting with the prefix, in key order,

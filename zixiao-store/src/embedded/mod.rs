@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use redb::{Database, DatabaseError, StorageError};
 use tokio::sync::{broadcast, oneshot};
 use zixiao_core::store::{
-    Durability, KeyValue, LeaseId, Listing, Revision, StoreSummary, Txn, WatchStream,
+    Durability, KeyValue, LeaseId, Listing, Revision, Staged, StoreSummary, Txn, WatchStream,
 };
 use zixiao_core::{Clock, Store, StoreError, SystemClock};
 
@@ -487,7 +487,9 @@ pub(crate) struct Inner {
     history_limit: u64,
     /// Held for a whole write, from redb's `begin_write` to the broadcast.
     writer: Mutex<()>,
-    /// Transactions waiting to be committed together by the next writer.
+    /// Transactions waiting to be committed together by the next writer:
+    /// those of [`Store::commit`] calls, and [staged](Store::stage) ones,
+    /// which wait for the next commit or sync.
     queued: Mutex<Vec<QueuedCommit>>,
     /// Whether the last commit was deferred (not yet durable).
     undurable: AtomicBool,
@@ -556,13 +558,22 @@ impl Inner {
     /// Called once per queued commit; later calls find the queue empty.
     fn commit_queued(&self) {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let queued =
-            std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner));
+        let queued = self.take_queued();
         if queued.is_empty() {
             return;
         }
         // One durable commit for the group unless every member may wait.
         let durability = Durability::of_all(queued.iter().map(|commit| commit.txn.durability));
+        self.commit_group(queued, durability);
+    }
+
+    fn take_queued(&self) -> Vec<QueuedCommit> {
+        std::mem::take(&mut *self.queued.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// [`Inner::commit_queued`]'s write of `queued`, for a caller that holds
+    /// the writer mutex.
+    fn commit_group(&self, queued: Vec<QueuedCommit>, durability: Durability) {
         let outcome = self.write_locked(durability, |state| {
             let mut results = Vec::with_capacity(queued.len());
             for commit in &queued {
@@ -601,13 +612,30 @@ impl Inner {
         }
     }
 
-    /// Makes the deferred commits durable with an empty durable commit,
-    /// when there are any.
+    /// Writes what is staged and makes the deferred commits durable, in one
+    /// durable commit (an empty one when nothing is staged), when there
+    /// is anything to do.
     fn sync(&self) -> Result<(), StoreError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let staged = self.take_queued();
+        if !staged.is_empty() {
+            self.commit_group(staged, Durability::Immediate);
+            // A failed group answered its members; the file is as it was.
+            return if self.undurable.load(Ordering::Acquire) {
+                self.sync_file()
+            } else {
+                Ok(())
+            };
+        }
         if !self.undurable.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.sync_file()
+    }
+
+    /// An empty durable commit, which makes every deferred one durable.
+    /// The caller holds the writer mutex.
+    fn sync_file(&self) -> Result<(), StoreError> {
         self.file.with(|db| {
             db.begin_write()
                 .map_err(|e| StoreError::backend("cannot sync the store", e))?
@@ -809,6 +837,28 @@ impl Store for EmbeddedStore {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
         watch::watch(&self.inner, prefix, after)
+    }
+
+    /// Queued with the commits, without a writer to commit it: the next
+    /// commit's group (or a sync) takes it, in queue order, so before the
+    /// writes of any commit made after this returns. A store file opened
+    /// per operation commits it at once (every commit of one is durable,
+    /// and the process may end before another).
+    async fn stage(&self, txn: Txn) -> Result<Staged, StoreError> {
+        txn.validate()?;
+        if self.inner.file.hold() != FileHold::WhileOpen {
+            return Ok(Staged::committed(self.commit(txn).await?));
+        }
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .queued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(QueuedCommit {
+                txn: txn.deferred(),
+                reply,
+            });
+        Ok(Staged::waiting(outcome))
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
