@@ -9,11 +9,12 @@
 //!
 //! After the rounds it times, alone and in the same process, what the
 //! secure path adds to each create: authenticating the bearer token, and
-//! recording the call before it runs and its outcome after (one deferred
-//! write, made durable by the create's own commit; the outcome rides along
-//! with the next record), beside a durable
-//! audit record (as a refusal gets) and a bare durable store commit, so
-//! the table's difference can be traced to its parts.
+//! recording the call before it runs and its outcome after (the record
+//! staged, written by the next commit; here no create follows, so the
+//! log's own writes, one per block of numbers it sets aside, carry them),
+//! beside a durable audit record (as a refusal gets) and bare durable and
+//! deferred store commits, so the table's difference can be traced to its
+//! parts.
 //!
 //! `cargo bench -p zixiao-api --bench secure` prints a table and writes
 //! `target/bench-results/secure-api.json` (`SECURE_CREATES=200` and
@@ -229,7 +230,7 @@ async fn parts(
     .await;
     vec![
         ("authenticate a token", authenticate),
-        ("record a call and its outcome (one deferred write)", audit),
+        ("record a call and its outcome (staged)", audit),
         ("write a durable audit record", durable),
         ("a bare durable commit", commit),
         ("a bare deferred commit", deferred),

@@ -12,37 +12,45 @@
 //!
 //! Records are numbered by one sequence and stored at
 //! `/zixiao/auth/audit/records/<seq, 20 digits>`; `/zixiao/auth/audit/state`
-//! holds the next number and the oldest kept. Each write is one
+//! holds the next number and the oldest kept. A write of the log is one
 //! transaction: its records, the state (compare-and-swap, so replicas
 //! writing at once take turns), and the deletion of what falls out of
 //! retention. Retention is a count (the oldest beyond it is deleted by
 //! number, without reading it) and an age (the oldest record's time is
 //! remembered, so it is read again only once it may have expired). A write
-//! deletes at most [`PRUNE_BATCH`] more records than it adds, so shrinking
-//! the retention spreads the clean-up over the next writes;
+//! deletes at most [`PRUNE_BATCH`] more numbers than it takes, so
+//! shrinking the retention spreads the clean-up over the next writes;
 //! [`AuditLog::list`] hides records past their age meanwhile.
 //!
 //! Writes of one replica are group-committed: calls that finish while a
 //! write is in flight queue their entries, and the next write takes up to
 //! [`GROUP_MAX`] of them in one transaction, numbered in queue order.
-//! Concurrent callers share one commit instead of taking turns for one each.
 //!
 //! # When a record is durable
 //!
-//! [`Audited`] writes a changing call's record *before* the call runs, as
+//! [`Audited`] records a changing call *before* the call runs, as
 //! [`Outcome::Started`], and sets its outcome when the call ends. The
-//! first write is [deferred](zixiao_core::store::Durability::Deferred):
-//! the call's own durable commit, which comes after it in the same store,
-//! makes it durable, so a change never outlives a crash without its record
-//! and the record costs no `fsync` of its own. A call that cannot be
-//! recorded is not made (`Unavailable`). A failure's outcome is written
-//! durably before the caller hears of it. A success's is kept in memory and
-//! written with the ring's next write (the next call's record, usually) or,
-//! at the latest, [`SYNC_DELAY`] later, then synced: so a call costs one
-//! audit write, not two. A crash in between leaves that record `started`,
-//! next to the change it describes; [`AuditLog::list`] writes the replica's
-//! waiting outcomes before it reads. Refusals ([`AuditLog::record`]) are
-//! durable before the caller hears of them.
+//! first record is [staged](zixiao_core::Store::stage): the store writes it
+//! in the same atomic write as the call's own commit, before the call's
+//! writes, so a change is never in the store (or durable) without its
+//! record, and the record costs no write of its own. On a store that
+//! commits at once (etcd) it is a commit before the call runs. A staged
+//! record cannot wait for the state's compare-and-swap (only a written
+//! commit knows the state's revision), so each replica numbers its staged
+//! records from a block it set aside in the state beforehand (at most
+//! [`GROUP_MAX`] numbers, one write per block): no other writer takes
+//! them. Numbers are unique and increase in each replica's order; a block
+//! a replica did not use up leaves a gap, and counts against the
+//! retention's `max_records`.
+//!
+//! A call that cannot be recorded is not made (`Unavailable`). A
+//! failure's outcome is written durably before the caller hears of it. A
+//! success's is kept in memory and written with the ring's next write (the
+//! next block set aside, usually) or, at the latest, [`SYNC_DELAY`] later,
+//! then synced. A crash in between leaves that record `started`, next to
+//! the change it describes; [`AuditLog::list`] writes the replica's staged
+//! records and waiting outcomes before it reads. Refusals
+//! ([`AuditLog::record`]) are durable before the caller hears of them.
 //!
 //! Refusals of unauthenticated callers go to a ring of their own
 //! (`/zixiao/auth/audit/anonymous/`), with the same retention: anyone can
@@ -59,7 +67,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use zixiao_core::api::{Api, Request, Response};
-use zixiao_core::store::{Durability, Precondition, Revision, Txn};
+use zixiao_core::store::{Durability, Precondition, Revision, Staged, Txn};
 use zixiao_core::{Clock, ErrorKind, Store};
 
 use crate::accounts::lost_race;
@@ -158,6 +166,9 @@ struct Cursor {
     state: Option<(RingState, Revision)>,
     /// The time of the record at `state.oldest`, when known.
     oldest_time: Option<DateTime<Utc>>,
+    /// Numbers the state has set aside for this replica's staged records
+    /// (see [`Log::stage`]): no other writer takes them.
+    reserved: std::ops::Range<u64>,
 }
 
 /// An entry waiting for the next write, how durable its write must be, and
@@ -188,6 +199,13 @@ struct Ring {
     queue: std::sync::Mutex<Vec<Queued>>,
     /// Records of this replica whose outcome changed, waiting for a write.
     outcomes: std::sync::Mutex<Vec<AuditRecord>>,
+    /// Staged records, by number, whose write is still to be made (or to be
+    /// heard of).
+    staged: std::sync::Mutex<Vec<(u64, Staged)>>,
+    /// Numbers taken for records not yet written: retention leaves them
+    /// alone, for a delete could come before the record, and a read cannot
+    /// tell them from gaps.
+    numbering: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 impl Ring {
@@ -198,7 +216,15 @@ impl Ring {
             cursor: Mutex::new(Cursor::default()),
             queue: std::sync::Mutex::new(Vec::new()),
             outcomes: std::sync::Mutex::new(Vec::new()),
+            staged: std::sync::Mutex::new(Vec::new()),
+            numbering: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
+    }
+
+    fn numbering(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.numbering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn outcomes(&self) -> std::sync::MutexGuard<'_, Vec<AuditRecord>> {
@@ -209,6 +235,36 @@ impl Ring {
 
     fn outcomes_pending(&self) -> bool {
         !self.outcomes().is_empty()
+    }
+
+    fn staged(&self) -> std::sync::MutexGuard<'_, Vec<(u64, Staged)>> {
+        self.staged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets the staged records that were written and reports those that
+    /// were not; whether any is still to be written.
+    fn settle_staged(&self) -> bool {
+        let mut staged = self.staged();
+        let mut settled = Vec::new();
+        staged.retain_mut(|(seq, written)| {
+            let Some(outcome) = written.outcome() else {
+                return true;
+            };
+            if let Err(e) = outcome {
+                // Only the write that carried it failing (the store's
+                // trouble) loses one: its number was this replica's alone.
+                tracing::error!(seq = *seq, error = %chain(&AuthError::from(e)), "a staged audit record was not written");
+            }
+            settled.push(*seq);
+            false
+        });
+        let mut numbering = self.numbering();
+        for seq in settled {
+            numbering.remove(&seq);
+        }
+        !staged.is_empty()
     }
 
     /// Up to `max` of the queued entries, oldest first.
@@ -273,15 +329,16 @@ impl AuditLog {
     }
 
     /// Records that a changing call is about to run ([`Outcome::Started`],
-    /// `entry`'s outcome is ignored), in a deferred write: durable with the
-    /// call's own commit. Errors as [`AuditLog::record`]; the call must
-    /// then not run, for it could not be recorded.
+    /// `entry`'s outcome is ignored), [staged](Store::stage): written by
+    /// the call's own commit, before its writes. Errors as
+    /// [`AuditLog::record`]; the call must then not run, for it could not
+    /// be recorded.
     pub async fn start(&self, entry: AuditEntry) -> Result<Started, AuthError> {
         let entry = AuditEntry {
             outcome: Outcome::Started,
             ..entry
         };
-        let record = self.log.write_queued(entry, Durability::Deferred).await?;
+        let record = self.log.stage(entry).await?;
         self.schedule_sync();
         Ok(Started { record })
     }
@@ -289,7 +346,7 @@ impl AuditLog {
     /// Sets the outcome of a started record. A failure's is written at
     /// once, durably, before this returns. A success's rides along with the
     /// ring's next write, or the sync at most [`SYNC_DELAY`] later, deferred
-    /// (see the module's docs): one write per call instead of two. A
+    /// (see the module's docs): no write of its own. A
     /// record retention has deleted meanwhile stays deleted. A failure to
     /// write is logged as an error: the call it describes has happened.
     pub async fn finish(&self, started: Started, outcome: Outcome) {
@@ -342,9 +399,11 @@ impl AuditLog {
         user: Option<&UserName>,
         project: Option<&ProjectName>,
     ) -> Result<Vec<AuditRecord>, AuthError> {
-        self.log
-            .write_outcomes(&self.log.identified, Durability::Deferred)
-            .await;
+        let ring = &self.log.identified;
+        if ring.settle_staged() {
+            self.log.store.sync().await?;
+        }
+        self.log.write_outcomes(ring, Durability::Deferred).await;
         self.log.list(since, user, project).await
     }
 
@@ -369,7 +428,7 @@ impl Log {
         }
         let mut cursor = ring.cursor.lock().await;
         let written = if ring.outcomes_pending() {
-            self.write(ring, &mut cursor, &[], durability)
+            self.write(ring, &mut cursor, &[], durability, 0)
                 .await
                 .map(drop)
         } else if durability == Durability::Immediate {
@@ -432,7 +491,7 @@ impl Log {
             let durability = Durability::of_all(group.iter().map(|q| q.durability));
             let (entries, senders): (Vec<_>, Vec<_>) =
                 group.into_iter().map(|q| (q.entry, q.answer)).unzip();
-            match self.write(ring, &mut cursor, &entries, durability).await {
+            match self.write(ring, &mut cursor, &entries, durability, 0).await {
                 Ok(records) => {
                     for (sender, record) in senders.into_iter().zip(records) {
                         let _ = sender.send(Ok(record));
@@ -453,18 +512,20 @@ impl Log {
     }
 
     /// Writes `entries` as the next records of `ring`, numbered in order,
-    /// the outcomes waiting in `ring`, and deletes what falls out of
-    /// retention, in one transaction; the new records.
+    /// the outcomes waiting in `ring`, sets `reserve` more numbers aside
+    /// for this replica ([`Cursor::reserved`]), and deletes what falls out
+    /// of retention, in one transaction; the new records.
     async fn write(
         &self,
         ring: &Ring,
         cursor: &mut Cursor,
         entries: &[AuditEntry],
         durability: Durability,
+        reserve: u64,
     ) -> Result<Vec<AuditRecord>, AuthError> {
         let outcomes = std::mem::take(&mut *ring.outcomes());
         let written = self
-            .write_with(ring, cursor, entries, &outcomes, durability)
+            .write_with(ring, cursor, entries, &outcomes, durability, reserve)
             .await;
         if written.is_err() {
             // They wait for the next write.
@@ -481,8 +542,10 @@ impl Log {
         entries: &[AuditEntry],
         outcomes: &[AuditRecord],
         durability: Durability,
+        reserve: u64,
     ) -> Result<Vec<AuditRecord>, AuthError> {
         let count = entries.len() as u64;
+        ring.settle_staged();
         for _ in 0..WRITE_ATTEMPTS {
             let (state, revision) = match cursor.state {
                 Some(known) => known,
@@ -496,11 +559,15 @@ impl Log {
             let mut txn = Txn::new();
             let mut oldest = state.oldest;
             let mut deleted = 0;
-            // A write deletes as many as it adds and PRUNE_BATCH more, so
-            // the count holds however large the groups.
-            let prune = PRUNE_BATCH + count;
-            // Count: after this write, keep `max_records` at most.
-            let keep_from = (seq + count).saturating_sub(self.retention.max_records);
+            // A write deletes as many numbers as it takes and PRUNE_BATCH
+            // more, so the count holds however large the groups.
+            let prune = PRUNE_BATCH + count + reserve;
+            // Count: after this write, keep `max_records` at most (numbers
+            // set aside count as records).
+            let unwritten = ring.numbering().first().copied().unwrap_or(u64::MAX);
+            let keep_from = (seq + count + reserve)
+                .saturating_sub(self.retention.max_records)
+                .min(unwritten);
             while oldest < keep_from && deleted < prune {
                 txn = txn.delete(ring.key(oldest), Precondition::None);
                 oldest += 1;
@@ -515,7 +582,7 @@ impl Log {
                     .unwrap_or(chrono::TimeDelta::MAX);
             if cursor.oldest_time.is_none_or(|t| t < horizon) {
                 cursor.oldest_time = None;
-                while oldest < seq && deleted < prune {
+                while oldest < seq.min(unwritten) && deleted < prune {
                     match self.store.get(&ring.key(oldest)).await? {
                         None => oldest += 1,
                         Some(kv) => {
@@ -536,21 +603,10 @@ impl Log {
             let records: Vec<AuditRecord> = entries
                 .iter()
                 .zip(seq..)
-                .map(|(entry, seq)| AuditRecord {
-                    seq,
-                    time: now,
-                    replica: self.replica.clone(),
-                    identity: entry.identity.clone(),
-                    user: entry.user.as_ref().map(|u| u.to_string()),
-                    token: entry.token.as_ref().map(|t| t.to_string()),
-                    project: entry.project.as_ref().map(|p| p.to_string()),
-                    operation: entry.operation.clone(),
-                    target: entry.target.clone(),
-                    outcome: entry.outcome.clone(),
-                })
+                .map(|(entry, seq)| self.record_of(entry, seq, now))
                 .collect();
             let next = RingState {
-                next: seq + count,
+                next: seq + count + reserve,
                 oldest,
             };
             let state_precondition = match revision {
@@ -571,6 +627,9 @@ impl Log {
             match self.store.commit(txn).await {
                 Ok(revision) => {
                     cursor.state = Some((next, revision));
+                    if reserve > 0 {
+                        cursor.reserved = seq + count..next.next;
+                    }
                     if oldest == seq {
                         cursor.oldest_time = Some(now);
                     }
@@ -587,6 +646,72 @@ impl Log {
         Err(AuthError::Conflict {
             what: "the audit log".to_owned(),
         })
+    }
+
+    /// The record of `entry`, numbered `seq`, written at `now`.
+    fn record_of(&self, entry: &AuditEntry, seq: u64, now: DateTime<Utc>) -> AuditRecord {
+        AuditRecord {
+            seq,
+            time: now,
+            replica: self.replica.clone(),
+            identity: entry.identity.clone(),
+            user: entry.user.as_ref().map(|u| u.to_string()),
+            token: entry.token.as_ref().map(|t| t.to_string()),
+            project: entry.project.as_ref().map(|p| p.to_string()),
+            operation: entry.operation.clone(),
+            target: entry.target.clone(),
+            outcome: entry.outcome.clone(),
+        }
+    }
+
+    /// How many numbers a replica sets aside at once for staged records: a
+    /// write of the ring's state per that many calls. Small beside the
+    /// retention, whose count they are part of.
+    fn reserve_block(&self) -> u64 {
+        (self.retention.max_records / 64).clamp(1, GROUP_MAX as u64)
+    }
+
+    /// Stages `entry` as a record of the identified ring, numbered from
+    /// this replica's reserved numbers (setting more aside when they ran
+    /// out): the store writes it with its next commit. A number no other
+    /// writer takes is what lets it go without the state's
+    /// compare-and-swap, whose revision only a written commit knows.
+    async fn stage(&self, entry: AuditEntry) -> Result<AuditRecord, AuthError> {
+        let ring = &self.identified;
+        let seq = {
+            let mut cursor = ring.cursor.lock().await;
+            if cursor.reserved.is_empty() {
+                let block = self.reserve_block();
+                self.write(ring, &mut cursor, &[], Durability::Deferred, block)
+                    .await?;
+            }
+            let seq = cursor.reserved.start;
+            cursor.reserved.start += 1;
+            ring.numbering().insert(seq);
+            seq
+        };
+        // The cursor is not held while the store stages: a store that
+        // commits at once (etcd) would otherwise take the calls in turns.
+        let record = self.record_of(&entry, seq, self.clock.now());
+        let txn = Txn::new().put(ring.key(seq), to_json(&record), Precondition::Absent);
+        let mut staged = match self.store.stage(txn).await {
+            Ok(staged) => staged,
+            Err(e) => {
+                ring.numbering().remove(&seq);
+                return Err(e.into());
+            }
+        };
+        match staged.outcome() {
+            Some(written) => {
+                ring.numbering().remove(&seq);
+                written?;
+            }
+            None => {
+                ring.settle_staged();
+                ring.staged().push((seq, staged));
+            }
+        }
+        Ok(record)
     }
 
     async fn read_state(&self, ring: &Ring) -> Result<(RingState, Revision), AuthError> {

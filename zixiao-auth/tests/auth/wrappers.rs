@@ -404,10 +404,11 @@ async fn retention_keeps_the_newest_records_by_count() {
     assert_eq!(kept, 10, "old records are deleted, not only hidden");
 }
 
-/// Concurrent calls share the log's writes (group commit): every call
-/// still gets its own record, numbered without gaps or duplicates, written
-/// before its call runs, in fewer commits than records (outcomes ride
-/// along with later records), and retention holds across groups.
+/// Concurrent calls share the log's writes: every call still gets its own
+/// record, numbered without gaps or duplicates, staged before its call
+/// runs, while the log's own writes (setting numbers aside, carrying the
+/// outcomes) are one per reserved block, not one per call; retention holds
+/// across them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_share_writes_and_each_gets_its_record() {
     let h = Harness::new();
@@ -436,11 +437,14 @@ async fn concurrent_calls_share_writes_and_each_gets_its_record() {
     while let Some(done) = calls.join_next().await {
         done.unwrap().unwrap();
     }
-    let commits = zixiao_core::Store::commit(h.store.as_ref(), marker())
+    // Each staged record has a revision of its own; the rest are the
+    // log's writes.
+    let log_writes = zixiao_core::Store::commit(h.store.as_ref(), marker())
         .await
         .unwrap()
         - before
-        - 1;
+        - 1
+        - 200;
     let records = log.list(None, None, None).await.unwrap();
     let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     seqs.sort_unstable();
@@ -449,9 +453,11 @@ async fn concurrent_calls_share_writes_and_each_gets_its_record() {
         (51..=200).collect::<Vec<_>>(),
         "the newest 150, no gap"
     );
+    // 150 kept: numbers are set aside two at a time (and a sync may write
+    // outcomes once).
     assert!(
-        commits < 200,
-        "{commits} commits for 200 records and their outcomes: no group shared one"
+        log_writes <= 200 / 2 + 2,
+        "{log_writes} writes of the log for 200 calls and their outcomes"
     );
     assert!(records.iter().all(|r| r.outcome == Outcome::Done));
     let kept = h
@@ -482,8 +488,10 @@ async fn retention_drops_records_past_their_age_as_new_ones_come() {
     h.clock.advance(days(15));
     // The first five are now 35 days old: hidden at once...
     assert_eq!(log.list(None, None, None).await.unwrap().len(), 3);
-    // ...and deleted by the next write.
+    // ...and deleted by the log's next write (the listing writes the
+    // waiting outcome of this call).
     api.call(stop("web")).await.unwrap();
+    assert_eq!(log.list(None, None, None).await.unwrap().len(), 4);
     let stored = h.snapshot().await;
     let kept = stored
         .keys()
@@ -585,14 +593,23 @@ async fn replicas_writing_at_once_lose_no_record() {
     for task in tasks {
         task.await.unwrap();
     }
+    // The others' outcomes are written when they list or sync.
+    for log in &logs[1..] {
+        log.list(None, None, None).await.unwrap();
+    }
     let records = logs[0].list(None, None, None).await.unwrap();
+    assert_eq!(records.len(), 60, "every record");
+    assert!(records.iter().all(|r| r.outcome == Outcome::Done));
+    // Each replica numbers from blocks set aside for it: numbers are
+    // unique, with gaps where a block was not used up.
     let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     seqs.sort();
-    assert_eq!(
-        seqs,
-        (1..=60).collect::<Vec<_>>(),
-        "every record, each number once"
-    );
+    seqs.dedup();
+    assert_eq!(seqs.len(), 60, "each number once");
+    for replica in 0..3 {
+        let name = format!("replica-{replica}");
+        assert_eq!(records.iter().filter(|r| r.replica == name).count(), 20);
+    }
 }
 
 /// An `Api` that reports the audit records it can see while it runs.
@@ -633,6 +650,66 @@ async fn a_changing_call_is_recorded_before_it_runs_and_its_outcome_after() {
             kind: ErrorKind::FailedPrecondition
         }
     );
+}
+
+/// An `Api` whose call commits a change to the store, then reports the
+/// audit records the store holds (read raw, not through the log, which
+/// would write what waits).
+#[derive(Debug)]
+struct CommitsAndLooks(Arc<dyn zixiao_core::Store>);
+
+#[async_trait::async_trait]
+impl Api for CommitsAndLooks {
+    async fn call(&self, _request: Request) -> zixiao_core::Result<Response> {
+        let before = self.0.list("/zixiao/auth/audit/records/").await.unwrap();
+        let change = zixiao_core::store::Txn::new().put(
+            "/test/change",
+            b"made".to_vec(),
+            zixiao_core::store::Precondition::None,
+        );
+        self.0.commit(change).await.unwrap();
+        let after = self.0.list("/zixiao/auth/audit/records/").await.unwrap();
+        let records = |listing: zixiao_core::store::Listing| {
+            listing
+                .items
+                .iter()
+                .map(|kv| {
+                    let record: zixiao_auth::AuditRecord =
+                        serde_json::from_slice(&kv.value).unwrap();
+                    format!("{} {}", record.operation, record.outcome.as_str())
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(zixiao_core::Error::FailedPrecondition(format!(
+            "before: [{}] after: [{}]",
+            records(before),
+            records(after)
+        )))
+    }
+}
+
+/// The record of a changing call is written by the call's own commit, no
+/// later: once the change is in the store (and durable when it is), so
+/// is the record, without a write of the log's own.
+#[tokio::test]
+async fn the_calls_own_commit_writes_its_record() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let api = Audited::new(
+        CommitsAndLooks(h.store.clone()),
+        log.clone(),
+        Identity::local_admin(),
+    );
+    // The first call sets numbers aside; the second stages its record in
+    // one of them and finds it written with its change.
+    for expected in [
+        "before: [] after: [instance.stop started]",
+        "before: [instance.stop failed] after: [instance.stop failed, instance.stop started]",
+    ] {
+        let err = api.call(stop("web")).await.expect_err("reports");
+        assert_eq!(err.to_string(), expected);
+    }
 }
 
 /// A store that refuses every write to the audit log, and passes the rest.
