@@ -963,6 +963,11 @@ pub(crate) enum ImageCommand {
         /// A registry (`host` or `host:port`) that may be reached over plain HTTP.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
+        /// A PEM file of CA certificates to trust for this pull besides the
+        /// node's roots, for a registry whose certificate a private CA
+        /// issued (read here, sent to the node that pulls).
+        #[arg(long = "registry-ca", value_name = "FILE")]
+        registry_cas: Vec<std::path::PathBuf>,
         /// User name for the registry (with --password-stdin). Without it,
         /// the registry's entry in `$DOCKER_CONFIG/config.json` or
         /// `~/.docker/config.json` (`auths.<registry>.auth`), if any.

@@ -779,6 +779,18 @@ fn pull_as(
     reference: &str,
     login: Option<(&str, &str)>,
 ) -> Output {
+    pull_with(state, socket, docker_config, reference, login, &[])
+}
+
+/// [`pull_as`] with more arguments.
+fn pull_with(
+    state: &Path,
+    socket: &str,
+    docker_config: &Path,
+    reference: &str,
+    login: Option<(&str, &str)>,
+    more: &[&str],
+) -> Output {
     use std::io::Write;
     let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
     command
@@ -786,6 +798,7 @@ fn pull_as(
         .arg(state)
         .args(["--containerd-socket", socket, "-o", "json", "image", "pull"])
         .arg(reference)
+        .args(more)
         .env("DOCKER_CONFIG", docker_config)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -872,6 +885,70 @@ fn a_registry_that_wants_a_password_gets_it_from_stdin_or_the_docker_config() {
         message.contains("docker-config") && message.contains("config.json"),
         "{message}"
     );
+}
+
+/// A registry whose certificate a private CA issued: refused, naming the
+/// flag that fixes it, until `--registry-ca` gives that CA; a file of
+/// something else than certificates is refused before anything is sent.
+#[test]
+fn a_registry_of_a_private_ca_is_trusted_with_registry_ca() {
+    let Some((socket, _)) = containerd_and_busybox() else {
+        return;
+    };
+    let Some(image) = runtime_endpoint("ZIXIAO_TEST_TLS_REGISTRY_BUSYBOX", "the TLS registry")
+    else {
+        return;
+    };
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name}"));
+    let ca = var("ZIXIAO_TEST_TLS_REGISTRY_CA");
+    let user = var("ZIXIAO_TEST_TLS_REGISTRY_USER");
+    let password = std::fs::read_to_string(var("ZIXIAO_TEST_TLS_REGISTRY_PASSWORD_FILE"))
+        .expect("the registry's password");
+    let login = Some((user.as_str(), password.trim()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = &dir.path().join("state");
+    let docker_config = dir.path().join("docker");
+
+    let out = pull_with(state, &socket, &docker_config, &image, login, &[]);
+    let (code, kind, message) = refused(out);
+    assert_eq!(
+        (code, kind.as_str()),
+        (1, "failed_precondition"),
+        "{message}"
+    );
+    assert!(message.contains("--registry-ca FILE"), "{message}");
+
+    let key = dir.path().join("key.pem");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("key");
+    let key_flag = ["--registry-ca", key.to_str().expect("path")];
+    let out = pull_with(state, &socket, &docker_config, &image, login, &key_flag);
+    let (code, kind, message) = refused(out);
+    assert_eq!((code, kind.as_str()), (2, "invalid_argument"), "{message}");
+    assert!(
+        message.contains("registry_ca") && message.contains("PRIVATE KEY"),
+        "{message}"
+    );
+    let list = ok(zixiao(state, &socket, &["-o", "json", "image", "list"]));
+    assert!(
+        !list.contains(&image),
+        "a refused pull keeps nothing: {list}"
+    );
+
+    let out = pull_with(
+        state,
+        &socket,
+        &docker_config,
+        &image,
+        login,
+        &["--registry-ca", &ca],
+    );
+    let pulled: serde_json::Value = serde_json::from_str(&ok(out)).expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+    ok(zixiao(state, &socket, &["image", "rm", &image]));
 }
 
 /// `template create|update|get|list|delete` and `instance create

@@ -16,7 +16,7 @@ use zixiao_core::model::{InstallationId, Network};
 use zixiao_core::{Driver, DriverError, Error, Instance, InstanceType, NetworkHost, NodeAgent};
 
 use crate::console::{self, OutputStream};
-use crate::convert::{decode_all, decode_instance_type, decode_pull_options};
+use crate::convert::{decode_all, decode_instance_type, decode_pull_options, WirePullOptions};
 use crate::membership::duration;
 use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
@@ -378,7 +378,12 @@ impl AgentService for AgentServer {
         driver.require_images().map_err(driver_status)?;
         let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
             .map_err(|e| invalid(e.into()))?;
-        let options = decode_pull_options(request.credentials, request.insecure_registries);
+        let options = decode_pull_options(WirePullOptions {
+            credentials: request.credentials,
+            insecure_registries: request.insecure_registries,
+            registry_cas: request.registry_cas,
+        })
+        .map_err(invalid)?;
         Ok(Response::new(crate::server::pull_events(
             move |report| async move {
                 let images = driver.require_images().map_err(driver_status)?;

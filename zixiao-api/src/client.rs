@@ -384,13 +384,14 @@ impl Api for GrpcClient {
                 options,
                 progress,
             } => {
-                let (credentials, insecure_registries) = encode_pull_options(options);
+                let wire = encode_pull_options(options);
                 let request = pb::PullImageRequest {
                     node,
                     r#type: encode_instance_type(instance_type),
                     reference: reference.to_string(),
-                    credentials,
-                    insecure_registries,
+                    credentials: wire.credentials,
+                    insecure_registries: wire.insecure_registries,
+                    registry_cas: wire.registry_cas,
                 };
                 let mut events = self.answer(self.images.clone().pull_image(request).await)?;
                 while let Some(event) = events.next().await {

@@ -27,7 +27,7 @@ use zixiao_core::api::{
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
 use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress,
-    RegistryCredentials, RuntimeState, SnapshotInfo,
+    RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
     typed_metadata, Aggregate, AggregateName, Cidr, Condition, ConditionType, CreateInstance,
@@ -914,29 +914,41 @@ pub(crate) fn decode_pull_event(
     }))
 }
 
-/// The wire form of pull options: credentials and insecure registries.
-pub(crate) fn encode_pull_options(
-    options: PullOptions,
-) -> (Option<pb::RegistryCredentials>, Vec<String>) {
-    let credentials = options.credentials.map(|c| pb::RegistryCredentials {
-        username: c.username,
-        password: c.password,
-    });
-    (credentials, options.insecure_registries)
+/// The wire form of pull options, as both pull requests (the API's and
+/// the agent's) carry them.
+pub(crate) struct WirePullOptions {
+    pub(crate) credentials: Option<pb::RegistryCredentials>,
+    pub(crate) insecure_registries: Vec<String>,
+    pub(crate) registry_cas: Vec<String>,
 }
 
-/// Pull options from the wire.
-pub(crate) fn decode_pull_options(
-    credentials: Option<pb::RegistryCredentials>,
-    insecure_registries: Vec<String>,
-) -> PullOptions {
-    PullOptions {
-        credentials: credentials.map(|c| RegistryCredentials {
+/// Pull options on the wire.
+pub(crate) fn encode_pull_options(options: PullOptions) -> WirePullOptions {
+    WirePullOptions {
+        credentials: options.credentials.map(|c| pb::RegistryCredentials {
             username: c.username,
             password: c.password,
         }),
-        insecure_registries,
+        insecure_registries: options.insecure_registries,
+        registry_cas: options.registry_cas.into_iter().map(String::from).collect(),
     }
+}
+
+/// Pull options from the wire, the CA certificates checked again.
+/// Errors: `InvalidArgument` on `registry_ca`.
+pub(crate) fn decode_pull_options(wire: WirePullOptions) -> Result<PullOptions, Error> {
+    Ok(PullOptions {
+        credentials: wire.credentials.map(|c| RegistryCredentials {
+            username: c.username,
+            password: c.password,
+        }),
+        insecure_registries: wire.insecure_registries,
+        registry_cas: wire
+            .registry_cas
+            .into_iter()
+            .map(RegistryCa::try_from)
+            .collect::<Result<_, _>>()?,
+    })
 }
 
 impl From<RuntimeState> for pb::RuntimeState {

@@ -507,12 +507,13 @@ impl Images for RemoteDriver {
         options: &zixiao_core::driver::PullOptions,
         progress: &(dyn Fn(zixiao_core::driver::PullProgress) + Send + Sync),
     ) -> Result<ImageInfo, DriverError> {
-        let (credentials, insecure_registries) = encode_pull_options(options.clone());
+        let wire = encode_pull_options(options.clone());
         let request = pb::AgentPullRequest {
             r#type: encode_instance_type(self.instance_type),
             reference: reference.to_string(),
-            credentials,
-            insecure_registries,
+            credentials: wire.credentials,
+            insecure_registries: wire.insecure_registries,
+            registry_cas: wire.registry_cas,
         };
         let mut events = self
             .client()

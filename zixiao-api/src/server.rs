@@ -22,7 +22,7 @@ use crate::console::{self, OutputStream};
 use crate::convert::{
     decode_aggregate_name, decode_instance_type, decode_label_changes, decode_optional_time,
     decode_pull_options, decode_role, decode_template_change, decode_template_ref,
-    decode_trait_changes, page_token, required_role,
+    decode_trait_changes, page_token, required_role, WirePullOptions,
 };
 use crate::pb;
 use crate::pb::aggregate_service_server::{AggregateService, AggregateServiceServer};
@@ -560,7 +560,12 @@ impl ImageService for ApiServer {
         };
         let reference = zixiao_core::ImageRef::try_from(request.reference.as_str())
             .map_err(|e| status(e.into()))?;
-        let options = decode_pull_options(request.credentials, request.insecure_registries);
+        let options = decode_pull_options(WirePullOptions {
+            credentials: request.credentials,
+            insecure_registries: request.insecure_registries,
+            registry_cas: request.registry_cas,
+        })
+        .map_err(status)?;
         let node = request.node;
         Ok(Response::new(pull_events(move |report| async move {
             let progress = zixiao_core::api::Progress::new(move |p| report(p));

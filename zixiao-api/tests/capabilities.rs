@@ -543,6 +543,10 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
             password: "secret".into(),
         }),
         insecure_registries: vec!["reg.lan:5000".into()],
+        registry_cas: vec![zixiao_core::driver::RegistryCa::try_from(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
+        )
+        .expect("a CA")],
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);

@@ -1,21 +1,26 @@
 //! The options of an image pull, as every frontend builds them: the
 //! credentials the caller gives, else those of the user's docker-style
 //! config file, read here, on the caller's machine (a server never reads
-//! its own user's), and the registries that may be reached over plain HTTP.
+//! its own user's), the registries that may be reached over plain HTTP,
+//! and the CA certificates trusted besides the node's roots.
 
-use zixiao_core::driver::{PullOptions, RegistryCredentials};
+use std::path::Path;
+
+use zixiao_core::driver::{PullOptions, RegistryCa, RegistryCredentials};
 use zixiao_core::{Error, ImageRef, Result};
 use zixiao_registry::docker_config;
 
 /// The options to pull `reference`: with `credentials` when given, else
 /// with the entry for its registry in the user's docker-style config file
 /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), else
-/// anonymous. Errors: `InvalidArgument` on `docker-config` (the file
-/// cannot be read or parsed).
+/// anonymous; trusting `registry_cas` besides the node's roots. Errors:
+/// `InvalidArgument` on `docker-config` (the file cannot be read or
+/// parsed).
 pub fn pull_options(
     reference: &ImageRef,
     credentials: Option<RegistryCredentials>,
     insecure_registries: Vec<String>,
+    registry_cas: Vec<RegistryCa>,
 ) -> Result<PullOptions> {
     let credentials = match credentials {
         Some(credentials) => Some(credentials),
@@ -24,6 +29,25 @@ pub fn pull_options(
     Ok(PullOptions {
         credentials,
         insecure_registries,
+        registry_cas,
+    })
+}
+
+/// The CA certificates in the PEM file at `path`, read on the caller's
+/// machine. Errors: `InvalidArgument` on `registry_ca` (unreadable, or
+/// not only certificates).
+pub fn registry_ca_file(path: &Path) -> Result<RegistryCa> {
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        Error::invalid(
+            "registry_ca",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    RegistryCa::try_from(pem).map_err(|e| match e {
+        Error::InvalidArgument { field, reason } => {
+            Error::invalid(field, format!("{}: {reason}", path.display()))
+        }
+        other => other,
     })
 }
 

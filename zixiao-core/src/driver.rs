@@ -491,6 +491,78 @@ pub struct PullOptions {
     /// Registries (`host` or `host:port`) that may be reached over plain
     /// HTTP. Loopback registries always may; every other one is HTTPS only.
     pub insecure_registries: Vec<String>,
+    /// Certificate authorities trusted for this pull besides the node's
+    /// system roots: for a registry whose certificate a private CA issued.
+    pub registry_cas: Vec<RegistryCa>,
+}
+
+/// The most bytes of PEM one [`RegistryCa`] holds.
+pub const MAX_REGISTRY_CA_BYTES: usize = 256 * 1024;
+
+/// PEM text of one or more CA certificates a pull trusts: only
+/// `CERTIFICATE` blocks (a private key given by mistake is refused, never
+/// sent on), at most [`MAX_REGISTRY_CA_BYTES`]. Built by `TryFrom<String>`;
+/// the registry client parses the certificates themselves when it uses
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct RegistryCa(String);
+
+impl RegistryCa {
+    /// The PEM text.
+    pub fn as_pem(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RegistryCa {
+    type Error = crate::Error;
+
+    /// Errors: `InvalidArgument` on `registry_ca` (empty, too large, no
+    /// certificate, or a block that is not a certificate).
+    fn try_from(pem: String) -> Result<Self, Self::Error> {
+        let invalid = |reason: String| crate::Error::invalid("registry_ca", reason);
+        if pem.len() > MAX_REGISTRY_CA_BYTES {
+            return Err(invalid(format!(
+                "{} bytes is more than the {MAX_REGISTRY_CA_BYTES} a CA bundle may hold",
+                pem.len()
+            )));
+        }
+        let mut certificates = 0;
+        for line in pem.lines().map(str::trim) {
+            let Some(label) = line
+                .strip_prefix("-----BEGIN ")
+                .and_then(|rest| rest.strip_suffix("-----"))
+            else {
+                continue;
+            };
+            if label != "CERTIFICATE" {
+                return Err(invalid(format!(
+                    "holds a `{label}` block: only CERTIFICATE blocks are trusted (never give a key)"
+                )));
+            }
+            certificates += 1;
+        }
+        if certificates == 0 {
+            return Err(invalid(
+                "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned(),
+            ));
+        }
+        Ok(RegistryCa(pem))
+    }
+}
+
+impl From<RegistryCa> for String {
+    fn from(ca: RegistryCa) -> String {
+        ca.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RegistryCa {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pem = String::deserialize(deserializer)?;
+        RegistryCa::try_from(pem).map_err(serde::de::Error::custom)
+    }
 }
 
 /// What a pull has done so far.
@@ -605,4 +677,42 @@ pub trait Snapshots: Send + Sync {
     /// Deletes snapshot `name`. Idempotent: a missing snapshot is not an
     /// error. Errors: `NotFound` (no such instance), `Unavailable`, `Internal`.
     async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn a_registry_ca_holds_only_certificates() {
+        let two = format!("{CERT}{CERT}");
+        assert_eq!(RegistryCa::try_from(two.clone()).unwrap().as_pem(), two);
+        for (pem, reason) in [
+            (String::new(), "no PEM certificate"),
+            ("not pem".to_owned(), "no PEM certificate"),
+            (
+                format!("{CERT}-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"),
+                "`PRIVATE KEY` block",
+            ),
+            ("x".repeat(MAX_REGISTRY_CA_BYTES + 1), "more than"),
+        ] {
+            let err = RegistryCa::try_from(pem).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+            let message = err.to_string();
+            assert!(
+                message.contains("registry_ca") && message.contains(reason),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_registry_ca_is_checked_when_read_back() {
+        let ca = RegistryCa::try_from(CERT.to_owned()).unwrap();
+        let json = serde_json::to_string(&ca).unwrap();
+        assert_eq!(serde_json::from_str::<RegistryCa>(&json).unwrap(), ca);
+        assert!(serde_json::from_str::<RegistryCa>("\"no certificate\"").is_err());
+    }
 }

@@ -78,6 +78,20 @@ pub enum RegistryError {
     /// The TLS configuration could not be built (no usable root certificates).
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    /// A CA certificate the caller gave cannot be used.
+    #[error("registry_ca: cannot use the CA certificate: {0}")]
+    BadCa(String),
+    /// The registry's certificate is not one the pull trusts.
+    #[error(
+        "registry {registry} has a certificate this node does not trust ({reason}); if a \
+         private CA issued it, give that CA's certificate (`--registry-ca FILE`)"
+    )]
+    Untrusted {
+        /// The registry's `host[:port]`.
+        registry: String,
+        /// What was wrong with the certificate.
+        reason: String,
+    },
 }
 
 impl RegistryError {
@@ -87,9 +101,10 @@ impl RegistryError {
             RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => {
                 ErrorKind::NotFound
             }
-            RegistryError::InsecureRefused { .. } | RegistryError::Unauthorized { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            RegistryError::InsecureRefused { .. }
+            | RegistryError::Unauthorized { .. }
+            | RegistryError::Untrusted { .. } => ErrorKind::FailedPrecondition,
+            RegistryError::BadCa(_) => ErrorKind::InvalidArgument,
             RegistryError::Corrupt { .. } => ErrorKind::InvalidArgument,
             RegistryError::Unsupported(_) => ErrorKind::Unsupported,
             RegistryError::Unavailable { .. } => ErrorKind::Unavailable,

@@ -86,7 +86,7 @@ pub async fn pull(
     work_dir: &Path,
     progress: &(dyn Fn(PullProgress) + Send + Sync),
 ) -> Result<PulledImage, RegistryError> {
-    let transport = Transport::new(&options.insecure_registries)?;
+    let transport = Transport::new(&options.insecure_registries, &options.registry_cas)?;
     let base = transport.base(api_authority(reference.registry())).await;
     let mut session = Session {
         transport,

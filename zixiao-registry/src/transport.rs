@@ -13,9 +13,11 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, HOST, LOCATION, USER_AGENT};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use zixiao_core::driver::RegistryCa;
 use zixiao_core::model::is_loopback_host;
 
 use crate::error::RegistryError;
@@ -109,6 +111,16 @@ pub(crate) struct StatusError {
     pub(crate) status: StatusCode,
 }
 
+/// Why the registry's certificate was refused, when that is what ended a
+/// handshake.
+fn untrusted_certificate(error: &std::io::Error) -> Option<String> {
+    let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match tls {
+        rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+        _ => None,
+    }
+}
+
 /// Something a stream can carry a connection over.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -123,13 +135,25 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    /// A transport trusting the system's root certificates.
-    pub(crate) fn new(insecure: &[String]) -> Result<Transport, RegistryError> {
+    /// A transport trusting the system's root certificates and `cas`.
+    /// Errors: `BadCa` (a certificate of `cas` that does not parse).
+    pub(crate) fn new(insecure: &[String], cas: &[RegistryCa]) -> Result<Transport, RegistryError> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         for cert in found.certs {
             // A certificate the parser rejects is one root fewer, not a failure.
             let _ = roots.add(cert);
+        }
+        // The caller's own CAs, checked again here: a root that cannot be
+        // used is the caller's mistake, said at once, not a later
+        // "unknown issuer".
+        for ca in cas {
+            for cert in CertificateDer::pem_slice_iter(ca.as_pem().as_bytes()) {
+                let cert = cert.map_err(|e| RegistryError::BadCa(e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| RegistryError::BadCa(e.to_string()))?;
+            }
         }
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -168,7 +192,9 @@ impl Transport {
         let https = url(Scheme::Https);
         let probe = tokio::time::timeout(PROBE_TIMEOUT, self.connect(&https));
         let scheme = match probe.await {
-            Ok(Ok(_)) => Scheme::Https,
+            // A certificate the transport does not trust still comes from
+            // a registry that speaks TLS: the request says why it fails.
+            Ok(Ok(_)) | Ok(Err(RegistryError::Untrusted { .. })) => Scheme::Https,
             Ok(Err(_)) | Err(_) => Scheme::Http,
         };
         if let Ok(mut schemes) = self.schemes.lock() {
@@ -206,11 +232,16 @@ impl Transport {
                     let host = url.host().trim_start_matches('[').trim_end_matches(']');
                     let name = ServerName::try_from(host.to_owned())
                         .map_err(|e| unavailable(Box::new(e)))?;
-                    let tls = self
-                        .tls
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| unavailable(Box::new(e)))?;
+                    let tls =
+                        self.tls.connect(name, tcp).await.map_err(
+                            |e| match untrusted_certificate(&e) {
+                                Some(reason) => RegistryError::Untrusted {
+                                    registry: url.authority.clone(),
+                                    reason,
+                                },
+                                None => unavailable(Box::new(e)),
+                            },
+                        )?;
                     Ok(Box::new(tls) as Box<dyn Io>)
                 }
             }
@@ -401,7 +432,7 @@ mod tests {
 
     #[test]
     fn plain_http_only_to_loopback_and_insecure_hosts() {
-        let t = Transport::new(&["10.0.0.5:5000".to_owned(), "reg.lan".to_owned()]).unwrap();
+        let t = Transport::new(&["10.0.0.5:5000".to_owned(), "reg.lan".to_owned()], &[]).unwrap();
         assert!(t.plain_allowed("127.0.0.1:5000"));
         assert!(t.plain_allowed("localhost"));
         assert!(t.plain_allowed("[::1]:5000"));

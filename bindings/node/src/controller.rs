@@ -9,7 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use zixiao_core::api::{Page, Progress};
-use zixiao_core::driver::{ImportProgress as CoreProgress, PullProgress};
+use zixiao_core::driver::{ImportProgress as CoreProgress, PullProgress, RegistryCa};
 use zixiao_core::model::{CreateNetwork, FromTemplate, TemplateSpec};
 use zixiao_core::{
     Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType, InstanceUpdate, Wait,
@@ -171,6 +171,9 @@ pub struct PullOptions {
     /// Registries (`host[:port]`) that may be reached over plain HTTP;
     /// loopback ones always may.
     pub insecure_registries: Option<Vec<String>>,
+    /// PEM CA certificates (text) trusted besides the node's roots, for a
+    /// registry whose certificate a private CA issued.
+    pub registry_cas: Option<Vec<String>>,
     /// Called with each step of the pull.
     #[napi(ts_type = "(event: PullEvent) => void")]
     pub progress: Option<PullCallback>,
@@ -884,6 +887,7 @@ impl Controller {
             username: None,
             password: None,
             insecure_registries: None,
+            registry_cas: None,
             progress: None,
         });
         let ty = instance_type(options.instance_type.as_deref());
@@ -892,10 +896,17 @@ impl Controller {
             .and_then(|reference| {
                 let credentials =
                     zixiao_client::registry_credentials(options.username, options.password)?;
+                let registry_cas = options
+                    .registry_cas
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(RegistryCa::try_from)
+                    .collect::<Result<_, _>>()?;
                 let pull = zixiao_client::pull_options(
                     &reference,
                     credentials,
                     options.insecure_registries.unwrap_or_default(),
+                    registry_cas,
                 )?;
                 Ok((reference, pull))
             });

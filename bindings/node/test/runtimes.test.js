@@ -211,4 +211,25 @@ test('an image pulled from a registry is listed, and bad pulls name the field', 
   })
   await assert.rejects(controller.pullImage(`${repository}:nope`), { code: 'not_found' })
   assert.equal(await controller.removeImage(reference), null)
+
+  // A registry whose certificate a private CA issued: trusted with that
+  // CA's PEM; a key given instead is refused before anything is sent.
+  const tlsReference = process.env.ZIXIAO_TEST_TLS_REGISTRY_BUSYBOX
+  const login = {
+    username: process.env.ZIXIAO_TEST_TLS_REGISTRY_USER,
+    password: fs.readFileSync(process.env.ZIXIAO_TEST_TLS_REGISTRY_PASSWORD_FILE, 'utf8').trim(),
+  }
+  await assert.rejects(controller.pullImage(tlsReference, login), {
+    code: 'failed_precondition',
+    message: /registry-ca/,
+  })
+  const key = '-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n'
+  await assert.rejects(controller.pullImage(tlsReference, { ...login, registryCas: [key] }), {
+    code: 'invalid_argument',
+    message: /registry_ca/,
+  })
+  const ca = fs.readFileSync(process.env.ZIXIAO_TEST_TLS_REGISTRY_CA, 'utf8')
+  const pulled = await controller.pullImage(tlsReference, { ...login, registryCas: [ca] })
+  assert.equal(pulled.name, tlsReference)
+  assert.equal(await controller.removeImage(tlsReference), null)
 })

@@ -13,7 +13,8 @@ use zixiao_client::OpenOptions;
 use zixiao_core::api::{InstancePage, Page, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{
-    ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCredentials, SnapshotInfo,
+    ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCa, RegistryCredentials,
+    SnapshotInfo,
 };
 use zixiao_core::model::{
     Aggregate, CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
@@ -152,12 +153,19 @@ fn pull_request(
     username: Option<String>,
     password: Option<String>,
     insecure_registries: Vec<String>,
+    registry_cas: Vec<String>,
 ) -> PyResult<(ImageRef, PullOptions)> {
     let reference =
         ImageRef::try_from(reference).map_err(|e| error::to_py(zixiao_core::Error::from(e)))?;
     let credentials = credentials(username, password)?;
-    let options = zixiao_client::pull_options(&reference, credentials, insecure_registries)
+    let registry_cas = registry_cas
+        .into_iter()
+        .map(RegistryCa::try_from)
+        .collect::<Result<_, _>>()
         .map_err(error::to_py)?;
+    let options =
+        zixiao_client::pull_options(&reference, credentials, insecure_registries, registry_cas)
+            .map_err(error::to_py)?;
     Ok((reference, options))
 }
 
@@ -732,13 +740,15 @@ impl PyController {
     /// only node), with `username` and `password` if given, else the
     /// credentials of the user's docker config file for that registry.
     /// Registries in `insecure_registries` (`host[:port]`) may be reached
-    /// over plain HTTP; loopback ones always may. `progress(event)` is
+    /// over plain HTTP; loopback ones always may. `registry_cas` are PEM
+    /// CA certificates (text) trusted besides the node's roots, for a
+    /// registry whose certificate a private CA issued. `progress(event)` is
     /// called with each step, a dict whose `event` is `resolved`, `fetched`
     /// or `unpacking`; an exception it raises stops the pull. Returns the
     /// image. Raises `InvalidArgument` (naming the part of the reference),
     /// `NotFound` (no such image or tag), `Unauthenticated`, `Unavailable`
     /// (the registry), `Unsupported`.
-    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), progress=None))]
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn pull_image(
         &self,
@@ -749,11 +759,17 @@ impl PyController {
         username: Option<String>,
         password: Option<String>,
         insecure_registries: Vec<String>,
+        registry_cas: Vec<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Json<ImageInfo>> {
         let ty = self::instance_type(instance_type)?;
-        let (reference, options) =
-            pull_request(reference, username, password, insecure_registries)?;
+        let (reference, options) = pull_request(
+            reference,
+            username,
+            password,
+            insecure_registries,
+            registry_cas,
+        )?;
         let (report, reports) = progress_channel(pull_arguments);
         let pull = self
             .inner
@@ -1370,7 +1386,7 @@ impl PyAsyncController {
 
     /// Pulls an image from its registry (see `Controller.pull_image`);
     /// `progress(event)` is called on the event loop's thread.
-    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), progress=None))]
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn pull_image<'py>(
         &self,
@@ -1381,11 +1397,17 @@ impl PyAsyncController {
         username: Option<String>,
         password: Option<String>,
         insecure_registries: Vec<String>,
+        registry_cas: Vec<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ty = self::instance_type(instance_type)?;
-        let (reference, options) =
-            pull_request(reference, username, password, insecure_registries)?;
+        let (reference, options) = pull_request(
+            reference,
+            username,
+            password,
+            insecure_registries,
+            registry_cas,
+        )?;
         let (report, reports) = progress_channel(pull_arguments);
         let c = self.inner.clone();
         let pull = async move {

@@ -206,6 +206,21 @@ def test_an_image_pulled_from_a_registry_is_listed_and_bad_pulls_name_the_field(
         controller.pull_image(reference.rsplit(":", 1)[0] + ":nope")
     controller.remove_image(reference)
 
+    # A registry whose certificate a private CA issued: trusted with that
+    # CA's PEM; a key given instead is refused before anything is sent.
+    tls_reference = runtime("ZIXIAO_TEST_TLS_REGISTRY_BUSYBOX", "the TLS registry's busybox")
+    with open(os.environ["ZIXIAO_TEST_TLS_REGISTRY_CA"]) as f:
+        ca = f.read()
+    with open(os.environ["ZIXIAO_TEST_TLS_REGISTRY_PASSWORD_FILE"]) as f:
+        login = {"username": os.environ["ZIXIAO_TEST_TLS_REGISTRY_USER"], "password": f.read().strip()}
+    with pytest.raises(zixiao.FailedPrecondition, match="registry-ca"):
+        controller.pull_image(tls_reference, **login)
+    key = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(zixiao.InvalidArgument, match="registry_ca"):
+        controller.pull_image(tls_reference, registry_cas=[key], **login)
+    assert controller.pull_image(tls_reference, registry_cas=[ca], **login)["name"] == tls_reference
+    controller.remove_image(tls_reference)
+
 
 def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
     runtime("ZIXIAO_VMM_BIN", "the zixiao-vmm monitor")

@@ -40,6 +40,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
         ImageCommand::Pull {
             reference,
             insecure_registries,
+            registry_cas,
             username,
             password_stdin,
             target,
@@ -53,8 +54,16 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                 }),
                 _ => None,
             };
-            let options =
-                zixiao_client::pull_options(&reference, credentials, insecure_registries)?;
+            let registry_cas = registry_cas
+                .iter()
+                .map(|file| zixiao_client::registry_ca_file(file))
+                .collect::<Result<_, _>>()?;
+            let options = zixiao_client::pull_options(
+                &reference,
+                credentials,
+                insecure_registries,
+                registry_cas,
+            )?;
             let progress = Progress::new(|p: PullProgress| match p {
                 PullProgress::Resolved {
                     digest,

@@ -64,9 +64,10 @@ pub(crate) fn registry(error: RegistryError) -> DriverError {
             source,
         },
         e @ RegistryError::Corrupt { .. } => invalid("image", e.to_string()),
-        e @ (RegistryError::InsecureRefused { .. } | RegistryError::Unauthorized { .. }) => {
-            DriverError::FailedPrecondition(e.to_string())
-        }
+        RegistryError::BadCa(reason) => invalid("registry_ca", reason),
+        e @ (RegistryError::InsecureRefused { .. }
+        | RegistryError::Unauthorized { .. }
+        | RegistryError::Untrusted { .. }) => DriverError::FailedPrecondition(e.to_string()),
         e @ RegistryError::Unsupported(_) => DriverError::Unsupported(e.to_string()),
         e @ (RegistryError::Io { .. } | RegistryError::Tls(_)) => DriverError::Runtime {
             operation: "pull image".to_owned(),

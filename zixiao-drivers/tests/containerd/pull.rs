@@ -1,11 +1,12 @@
-//! Pulls from OCI registries: the real one `scripts/services/registry.sh`
-//! runs on loopback (busybox pushed by skopeo), and canned servers playing
+//! Pulls from OCI registries: the real ones `scripts/services/registry.sh`
+//! runs on loopback (plain, and TLS with a test CA and basic auth; busybox
+//! pushed by skopeo), and canned servers playing
 //! a registry that lies about its content or redirects to plain HTTP.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use zixiao_core::driver::{Images, PullOptions, PullProgress};
+use zixiao_core::driver::{Images, PullOptions, PullProgress, RegistryCa, RegistryCredentials};
 use zixiao_core::model::ImageRef;
 use zixiao_core::{Driver, ErrorKind, RuntimeState};
 use zixiao_testing::canned_http::{CannedResponse, CannedServer};
@@ -139,6 +140,109 @@ async fn an_unknown_tag_or_repository_is_not_found() {
         "{err}"
     );
     assert!(fx.driver.list().await.expect("list").is_empty());
+    fx.finish().await;
+}
+
+/// The TLS registry `registry.sh` runs: its address, its test CA and its
+/// user's credentials.
+fn tls_registry() -> Option<(String, RegistryCa, RegistryCredentials)> {
+    let registry = runtime_endpoint("ZIXIAO_TEST_TLS_REGISTRY", "the loopback TLS registry")?;
+    let read = |name: &str| {
+        let path = std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let ca = RegistryCa::try_from(read("ZIXIAO_TEST_TLS_REGISTRY_CA")).expect("the test CA");
+    let credentials = RegistryCredentials {
+        username: std::env::var("ZIXIAO_TEST_TLS_REGISTRY_USER").expect("the registry's user"),
+        password: read("ZIXIAO_TEST_TLS_REGISTRY_PASSWORD_FILE")
+            .trim()
+            .to_owned(),
+    };
+    Some((registry, ca, credentials))
+}
+
+/// A registry whose certificate a private CA issued and that wants basic
+/// auth: refused, saying what to give, until both the CA and the right
+/// credentials come; then the image pulls and runs. Refusals store nothing.
+#[tokio::test]
+async fn pulls_over_tls_with_a_private_ca_and_basic_auth() {
+    let Some((registry, ca, credentials)) = tls_registry() else {
+        return;
+    };
+    let Some(fx) = empty_fixture("pull-tls").await else {
+        return;
+    };
+    let image = reference(&format!("{registry}/busybox:1"));
+    let pull = |options: PullOptions| {
+        let driver = &fx.driver;
+        let image = &image;
+        async move { driver.pull(image, &options, &|_| {}).await }
+    };
+    let untrusted = pull(PullOptions {
+        credentials: Some(credentials.clone()),
+        ..PullOptions::default()
+    })
+    .await
+    .expect_err("a certificate of an unknown CA");
+    assert_eq!(
+        untrusted.kind(),
+        ErrorKind::FailedPrecondition,
+        "{untrusted}"
+    );
+    assert!(
+        untrusted.to_string().contains(&registry)
+            && untrusted.to_string().contains("--registry-ca"),
+        "{untrusted}"
+    );
+    let anonymous = pull(PullOptions {
+        registry_cas: vec![ca.clone()],
+        ..PullOptions::default()
+    })
+    .await
+    .expect_err("no credentials");
+    assert_eq!(
+        anonymous.kind(),
+        ErrorKind::FailedPrecondition,
+        "{anonymous}"
+    );
+    let wrong = pull(PullOptions {
+        credentials: Some(RegistryCredentials {
+            password: "not-the-password".to_owned(),
+            ..credentials.clone()
+        }),
+        registry_cas: vec![ca.clone()],
+        ..PullOptions::default()
+    })
+    .await
+    .expect_err("a wrong password");
+    assert_eq!(wrong.kind(), ErrorKind::FailedPrecondition, "{wrong}");
+    assert!(!wrong.to_string().contains("not-the-password"), "{wrong}");
+    let unusable = RegistryCa::try_from(
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+            .to_owned(),
+    )
+    .expect("PEM-shaped");
+    let bad_ca = pull(PullOptions {
+        credentials: Some(credentials.clone()),
+        registry_cas: vec![unusable],
+        ..PullOptions::default()
+    })
+    .await
+    .expect_err("a CA that is not a certificate");
+    assert_eq!(bad_ca.kind(), ErrorKind::InvalidArgument, "{bad_ca}");
+    assert!(bad_ca.to_string().contains("registry_ca"), "{bad_ca}");
+    assert!(fx.image_names().await.is_empty());
+    assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
+
+    let pulled = pull(PullOptions {
+        credentials: Some(credentials),
+        registry_cas: vec![ca],
+        ..PullOptions::default()
+    })
+    .await
+    .expect("pull with the CA and the credentials");
+    assert_eq!(pulled.name, image.to_string());
+    run_echo(&fx, "tls", &pulled.name, "pulled over TLS").await;
     fx.finish().await;
 }
 

@@ -235,6 +235,7 @@ class Controller:
         username: Optional[str] = None,
         password: Optional[str] = None,
         insecure_registries: Sequence[str] = (),
+        registry_cas: Sequence[str] = (),
         progress: Optional[_PullProgress] = None,
     ) -> Image:
         """Pulls ``reference`` from its registry; ``progress(event)`` gets a dict per step
@@ -340,6 +341,7 @@ class AsyncController:
         username: Optional[str] = None,
         password: Optional[str] = None,
         insecure_registries: Sequence[str] = (),
+        registry_cas: Sequence[str] = (),
         progress: Optional[_PullProgress] = None,
     ) -> Awaitable[Image]: ...
     def list_images(
