@@ -66,6 +66,18 @@ export interface InstanceSpec {
    * `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp|udp]` (`"8080:80"`); needs `networks`.
    */
   publish?: string[]
+  /** Snapshots taken in the background by the server's reconciler (VMs, microVMs on `vmm`). */
+  snapshot_schedule?: SnapshotSchedule
+}
+
+/**
+ * Snapshot every `every` (`"1h"`, `"30m"`, `"7d"`; at least `"1m"`) and keep
+ * the newest `keep` (at least 1) of those snapshots, named
+ * `auto-YYYYMMDD-HHMMSS`; hand-made snapshots are never deleted.
+ */
+export interface SnapshotSchedule {
+  every: string
+  keep: number
 }
 
 /** A request to create an instance. */
@@ -92,6 +104,13 @@ export interface InstanceUpdate {
    * microVMs) restart to take the new size; else such a change rejects
    * with `failed_precondition`. */
   restart_if_needed?: boolean
+  /** How often the snapshot schedule snapshots (`"1h"`; at least `"1m"`).
+   * An instance without a schedule needs `snapshot_keep` too. */
+  snapshot_every?: string
+  /** How many scheduled snapshots stay (at least 1). */
+  snapshot_keep?: number
+  /** Remove the snapshot schedule (the snapshots it took stay). */
+  clear_snapshot_schedule?: boolean
 }
 
 /** Which instances `listInstances` returns; absent keys match everything. */
@@ -117,7 +136,7 @@ export interface Resources {
 }
 
 export interface Condition {
-  type: 'scheduled' | 'runtime_ready' | 'exited'
+  type: 'scheduled' | 'runtime_ready' | 'exited' | 'snapshot_schedule'
   status: boolean
   reason: string
   message: string
@@ -145,6 +164,8 @@ export interface Instance {
   started_at: string | null
   /** One per network of `spec.networks`, in order; absent when it joins none. */
   attachments?: NetworkAttachment[]
+  /** The last snapshot its schedule took; absent before the first. */
+  last_scheduled_snapshot?: { name: string; at: string }
   revision: number
 }
 

@@ -604,13 +604,20 @@ pub(crate) enum InstanceCommand {
         A running container takes the new CPU and memory limits live, in place. A \
         running VM or microVM cannot: the update is refused unless --restart-if-needed \
         is given, and then the instance restarts with the new size. A stopped instance \
-        takes the new size at its next start. Labels and the restart policy never need \
-        a restart.",
+        takes the new size at its next start. Labels, the restart policy and the \
+        snapshot schedule never need a restart.\n\n\
+        A snapshot schedule (--snapshot-every, --snapshot-keep) is run by the reconciler \
+        of `zixiao server` or `zixiao daemon`: every interval it takes a snapshot named \
+        auto-YYYYMMDD-HHMMSS and deletes the oldest scheduled ones beyond --snapshot-keep. \
+        A failed one shows as the snapshot_schedule condition in `instance get` and is \
+        tried again on the next tick.",
     after_help = "Examples:\n  \
     zixiao instance update web --cpus 2 --memory 512\n  \
     zixiao instance update web --label tier=front --label old-\n  \
     zixiao instance update web --restart on-failure\n  \
     zixiao instance update vm1 --memory 2048 --restart-if-needed\n  \
+    zixiao instance update vm1 --snapshot-every 1h --snapshot-keep 24\n  \
+    zixiao instance update vm1 --no-snapshot-schedule\n  \
     zixiao instance update web --memory 256 -o json"
 )]
 pub(crate) struct UpdateArgs {
@@ -633,6 +640,17 @@ pub(crate) struct UpdateArgs {
     /// change is refused and nothing changes.
     #[arg(long)]
     pub(crate) restart_if_needed: bool,
+    /// Snapshot the instance this often (`1h`, `30m`, `7d`; at least 1m),
+    /// by the server's reconciler (VMs, microVMs on the vmm backend).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) snapshot_every: Option<String>,
+    /// How many scheduled snapshots to keep (the oldest beyond it are
+    /// deleted; hand-made snapshots never are).
+    #[arg(long, value_name = "N")]
+    pub(crate) snapshot_keep: Option<u32>,
+    /// Remove the snapshot schedule (the snapshots it took stay).
+    #[arg(long, conflicts_with_all = ["snapshot_every", "snapshot_keep"])]
+    pub(crate) no_snapshot_schedule: bool,
     /// Return as soon as the change is stored, without waiting for a
     /// restart it asked for.
     #[arg(long)]
@@ -724,7 +742,8 @@ pub(crate) struct CreateArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
-        "command", "backend", "networks", "publish", "project", "template",
+        "command", "backend", "networks", "publish", "project", "template", "snapshot_every",
+        "snapshot_keep",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// Create it from a template: its latest version, or version V
@@ -733,7 +752,7 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_name = "NAME[@V]", conflicts_with_all = [
         "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
-        "command", "backend", "networks", "publish", "project",
+        "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
     ])]
     pub(crate) template: Option<String>,
     /// With --template: change one field of the version's spec, FIELD=VALUE
@@ -832,6 +851,13 @@ pub(crate) struct CreateArgs {
     /// What happens when it exits by itself: never, on-failure, always.
     #[arg(long, value_name = "POLICY", default_value = "never")]
     pub(crate) restart: String,
+    /// Snapshot it this often (`1h`, `30m`, `7d`; at least 1m), by the
+    /// server's reconciler (VMs, microVMs on the vmm backend).
+    #[arg(long, value_name = "DURATION", requires = "snapshot_keep")]
+    pub(crate) snapshot_every: Option<String>,
+    /// How many scheduled snapshots to keep.
+    #[arg(long, value_name = "N", requires = "snapshot_every")]
+    pub(crate) snapshot_keep: Option<u32>,
     /// Return as soon as the request is stored, without waiting.
     #[arg(long)]
     pub(crate) no_wait: bool,

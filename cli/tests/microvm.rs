@@ -69,11 +69,13 @@ fn assert_no_microvm_files(state: &Path) {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
-#[test]
-fn snapshot_to_a_directory_and_restore_a_vmm_microvm() {
+/// The path of zixiao-vmm's test guest, when the vmm backend can run it
+/// here (`/dev/kvm`, the guest and zixiao-vmm built); `None` (skip, saying
+/// why) otherwise.
+fn vmm_guest() -> Option<String> {
     if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
         eprintln!("skipped: {reason}");
-        return;
+        return None;
     }
     let Some(guest) = zixiao_vmm::test_guest::kernel_path() else {
         assert!(
@@ -81,7 +83,7 @@ fn snapshot_to_a_directory_and_restore_a_vmm_microvm() {
             "zixiao-vmm's test guest was not built"
         );
         eprintln!("skipped: zixiao-vmm's test guest was not built");
-        return;
+        return None;
     };
     // The binary finds zixiao-vmm next to itself; `cargo test` over the
     // workspace builds it there.
@@ -92,11 +94,38 @@ fn snapshot_to_a_directory_and_restore_a_vmm_microvm() {
             "skipped: {} is not built (cargo build -p zixiao-vmm)",
             vmm.display()
         );
-        return;
+        return None;
     }
+    Some(guest.to_string_lossy().into_owned())
+}
+
+/// `instance create` of `name`: the test guest counting on the vmm backend.
+fn create_counting_guest<'a>(name: &'a str, guest: &'a str) -> Vec<&'a str> {
+    vec![
+        "instance",
+        "create",
+        "--name",
+        name,
+        "--type",
+        "microvm",
+        "--backend",
+        "vmm",
+        "--kernel",
+        guest,
+        "--cmdline",
+        "console=ttyS0 zx.mode=loop",
+        "--memory",
+        "64",
+    ]
+}
+
+#[test]
+fn snapshot_to_a_directory_and_restore_a_vmm_microvm() {
+    let Some(guest) = vmm_guest() else {
+        return;
+    };
     let state = state_dir();
     let s = state.path();
-    let guest = guest.to_string_lossy();
     let created = json(zixiao(
         s,
         &[
@@ -370,40 +399,12 @@ fn a_qemu_guest_that_dies_while_booting_ends_failed() {
 /// resume it and leaves it as it was.
 #[test]
 fn snapshot_restore_and_start_are_all_or_nothing() {
-    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let Some(guest) = zixiao_vmm::test_guest::kernel_path() else {
-        assert!(
-            !runtimes_required(),
-            "zixiao-vmm's test guest was not built"
-        );
-        eprintln!("skipped: zixiao-vmm's test guest was not built");
+    let Some(guest) = vmm_guest() else {
         return;
     };
     let state = state_dir();
     let s = state.path();
-    let guest = guest.to_string_lossy();
-    ok(zixiao(
-        s,
-        &[
-            "instance",
-            "create",
-            "--name",
-            "v",
-            "--type",
-            "microvm",
-            "--backend",
-            "vmm",
-            "--kernel",
-            &guest,
-            "--cmdline",
-            "console=ttyS0 zx.mode=loop",
-            "--memory",
-            "64",
-        ],
-    ));
+    ok(zixiao(s, &create_counting_guest("v", &guest)));
     let snapshots = || {
         json(zixiao(
             s,
@@ -503,5 +504,140 @@ fn snapshot_restore_and_start_are_all_or_nothing() {
     assert_eq!(resumed["status"], "running", "{resumed}");
 
     ok(zixiao(s, &["instance", "delete", "v"]));
+    assert_no_microvm_files(s);
+}
+
+/// The daemon, killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A snapshot schedule set at create runs in `zixiao daemon` (its first
+/// snapshot at once, named auto-...), `instance get` shows it and the last
+/// one taken, and bad schedules are refused naming the flag, changing
+/// nothing.
+#[test]
+fn a_snapshot_schedule_runs_in_the_daemon_and_bad_ones_change_nothing() {
+    use std::io::BufRead;
+    let Some(guest) = vmm_guest() else {
+        return;
+    };
+    let state = state_dir();
+    let s = state.path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .arg("--state-dir")
+        .arg(s)
+        .arg("daemon")
+        .env_remove("ZIXIAO_STATE_DIR")
+        .env_remove("ZIXIAO_MICROVM_BACKEND")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let daemon = Daemon(child);
+    // Listening on its port, then on the state directory's socket.
+    for _ in 0..2 {
+        lines.next().expect("a line").expect("read");
+    }
+    let mut create = vec!["-o", "json"];
+    create.extend(create_counting_guest("v", &guest));
+    create.extend(["--snapshot-every", "1h", "--snapshot-keep", "2"]);
+    let created = json(zixiao(s, &create));
+    let schedule = serde_json::json!({"every": "1h", "keep": 2});
+    assert_eq!(created["spec"]["snapshot_schedule"], schedule, "{created}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let got = json(zixiao(s, &["-o", "json", "instance", "get", "v"]));
+        if let Some(name) = got["last_scheduled_snapshot"]["name"].as_str() {
+            break name.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no scheduled snapshot: {got}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(last.starts_with("auto-"), "{last}");
+    let listed = json(zixiao(
+        s,
+        &["-o", "json", "instance", "snapshot", "list", "v"],
+    ));
+    assert_eq!(listed[0]["name"], last.as_str(), "{listed}");
+    let shown = ok(zixiao(s, &["instance", "get", "v"]));
+    assert!(shown.contains("every 1h, keep 2"), "{shown}");
+    assert!(shown.contains(&last), "{shown}");
+
+    for (args, says) in [
+        (
+            &["--snapshot-every", "30s", "--snapshot-keep", "2"][..],
+            "invalid --snapshot-every: 30s is shorter than the minimum of 1m",
+        ),
+        (&["--snapshot-keep", "0"][..], "invalid --snapshot-keep"),
+        (
+            &["--snapshot-every", "soon"][..],
+            "invalid --snapshot-every",
+        ),
+        (
+            &["--snapshot-every", "2h", "--no-snapshot-schedule"][..],
+            "cannot be used with",
+        ),
+    ] {
+        let mut command = vec!["instance", "update", "v"];
+        command.extend_from_slice(args);
+        let refused = zixiao(s, &command);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+    let unknown = zixiao(s, &["instance", "update", "nope", "--snapshot-keep", "3"]);
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("not found"),
+        "{unknown:?}"
+    );
+    let after = json(zixiao(s, &["-o", "json", "instance", "get", "v"]));
+    assert_eq!(after["spec"]["snapshot_schedule"], schedule, "{after}");
+
+    // Part of a schedule changes alone; clearing it keeps the snapshots.
+    let changed = json(zixiao(
+        s,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "update",
+            "v",
+            "--snapshot-keep",
+            "3",
+        ],
+    ));
+    assert_eq!(changed["spec"]["snapshot_schedule"]["keep"], 3, "{changed}");
+    let cleared = json(zixiao(
+        s,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "update",
+            "v",
+            "--no-snapshot-schedule",
+        ],
+    ));
+    assert!(
+        cleared["spec"].get("snapshot_schedule").is_none(),
+        "{cleared}"
+    );
+    let listed = json(zixiao(
+        s,
+        &["-o", "json", "instance", "snapshot", "list", "v"],
+    ));
+    assert_eq!(listed[0]["name"], last.as_str(), "{listed}");
+
+    ok(zixiao(s, &["instance", "delete", "v"]));
+    drop(daemon);
     assert_no_microvm_files(s);
 }

@@ -34,9 +34,9 @@ use zixiao_core::model::{
     CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, InstallationId, Instance,
     InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
     LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node, NodeMetadata, NodeRegistration,
-    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
-    TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo,
-    TraitChanges,
+    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy,
+    ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotSchedule, Subnet, TemplateInfo,
+    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -188,6 +188,7 @@ wire_enum!(InstanceStatus, pb::InstanceStatus, instance_status, optional_instanc
 });
 wire_enum!(ConditionType, pb::ConditionType, condition_type, _condition_type, {
     Scheduled <=> Scheduled, RuntimeReady <=> RuntimeReady, Exited <=> Exited,
+    SnapshotSchedule <=> SnapshotSchedule,
 });
 wire_enum!(NodeRole, pb::NodeRole, node_role, optional_node_role, {
     Worker <=> Worker, Control <=> Control, Combined <=> Combined,
@@ -409,8 +410,44 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             restart: wire::<_, pb::RestartPolicy>(s.restart),
             placement: Some(s.placement.into()),
             publish: s.publish.iter().map(ToString::to_string).collect(),
+            snapshot_schedule: s.snapshot_schedule.map(Into::into),
         }
     }
+}
+
+impl From<SnapshotSchedule> for pb::SnapshotSchedule {
+    fn from(s: SnapshotSchedule) -> Self {
+        pb::SnapshotSchedule {
+            every_seconds: s.every.duration().as_secs(),
+            keep: s.keep.get(),
+        }
+    }
+}
+
+/// `error`, naming the field `at` when it names one.
+fn named(error: Error, at: &str) -> Error {
+    match error {
+        Error::InvalidArgument { reason, .. } => Error::invalid(at, reason),
+        other => other,
+    }
+}
+
+/// The interval of `seconds`, re-checked (at least the minimum); errors
+/// name `at`.
+fn snapshot_every(seconds: u64, at: &str) -> Result<SnapshotInterval> {
+    SnapshotInterval::try_from(std::time::Duration::from_secs(seconds)).map_err(|e| named(e, at))
+}
+
+/// The count `keep`, re-checked (at least 1); errors name `at`.
+fn snapshot_keep(keep: u32, at: &str) -> Result<SnapshotKeep> {
+    SnapshotKeep::try_from(keep).map_err(|e| named(e, at))
+}
+
+fn snapshot_schedule(s: pb::SnapshotSchedule, at: &str) -> Result<SnapshotSchedule> {
+    Ok(SnapshotSchedule {
+        every: snapshot_every(s.every_seconds, &path(at, "every_seconds"))?,
+        keep: snapshot_keep(s.keep, &path(at, "keep"))?,
+    })
 }
 
 fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
@@ -443,6 +480,10 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
             .map(|p| placement(p, &path(at, "placement")))
             .transpose()?
             .unwrap_or_default(),
+        snapshot_schedule: s
+            .snapshot_schedule
+            .map(|s| snapshot_schedule(s, &path(at, "snapshot_schedule")))
+            .transpose()?,
     })
 }
 
@@ -490,6 +531,9 @@ impl From<InstanceUpdate> for pb::InstanceUpdate {
             cpus: u.cpus,
             memory_mib: u.memory_mib,
             restart_if_needed: u.restart_if_needed,
+            snapshot_every_seconds: u.snapshot_every.map(|e| e.duration().as_secs()),
+            snapshot_keep: u.snapshot_keep.map(SnapshotKeep::get),
+            clear_snapshot_schedule: u.clear_snapshot_schedule,
         }
     }
 }
@@ -506,6 +550,15 @@ impl TryFrom<pb::InstanceUpdate> for InstanceUpdate {
             cpus: u.cpus,
             memory_mib: u.memory_mib,
             restart_if_needed: u.restart_if_needed,
+            snapshot_every: u
+                .snapshot_every_seconds
+                .map(|s| snapshot_every(s, SnapshotInterval::FIELD))
+                .transpose()?,
+            snapshot_keep: u
+                .snapshot_keep
+                .map(|k| snapshot_keep(k, SnapshotKeep::FIELD))
+                .transpose()?,
+            clear_snapshot_schedule: u.clear_snapshot_schedule,
         })
     }
 }
@@ -642,6 +695,10 @@ impl From<Instance> for pb::Instance {
             started_at: i.started_at.map(timestamp),
             revision: i.revision,
             template: i.template.map(Into::into),
+            last_scheduled_snapshot: i.last_scheduled_snapshot.map(|s| pb::ScheduledSnapshot {
+                name: s.name,
+                at: Some(timestamp(s.at)),
+            }),
         }
     }
 }
@@ -702,6 +759,16 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
         template: i
             .template
             .map(|o| template_origin(o, &path(at, "template")))
+            .transpose()?,
+        last_scheduled_snapshot: i
+            .last_scheduled_snapshot
+            .map(|s| {
+                let at = path(at, "last_scheduled_snapshot");
+                Ok::<_, Error>(ScheduledSnapshot {
+                    name: non_empty(s.name, &path(&at, "name"))?,
+                    at: required_time(s.at, &path(&at, "at"))?,
+                })
+            })
             .transpose()?,
     })
 }

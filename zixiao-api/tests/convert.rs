@@ -27,8 +27,9 @@ use zixiao_core::model::{
     CreateNetwork, DesiredState, ExitStatus, Failure, InstallationId, Instance, InstanceSpec,
     InstanceStatus, InstanceType, InterfaceKind, InterfaceName, IpConfig, LabelKey, LabelValue,
     MicrovmBackend, Network, NetworkAttachment, NetworkName, Node, NodeMetadata, NodeRegistration,
-    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, Subnet,
-    TemplateName, TemplateOrigin,
+    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy,
+    ScheduledSnapshot, SnapshotSchedule, Subnet, TemplateName, TemplateOrigin,
+    MAX_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_KEEP, MIN_SNAPSHOT_INTERVAL,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -199,6 +200,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
             placement(),
             prop::collection::vec(published_port(), 0..3),
         ),
+        snapshot_schedule(),
     )
         .prop_map(
             |(
@@ -206,6 +208,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 (memory_mib, disk_gib, kernel, initrd),
                 (cmdline, backend, restore_from, networks),
                 (command, env, restart, placement, publish),
+                snapshot_schedule,
             )| InstanceSpec {
                 instance_type,
                 image,
@@ -223,8 +226,23 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 env,
                 restart,
                 placement,
+                snapshot_schedule,
             },
         )
+}
+
+/// Any valid snapshot schedule, or none.
+fn snapshot_schedule() -> impl Strategy<Value = Option<SnapshotSchedule>> {
+    prop::option::of(
+        (
+            MIN_SNAPSHOT_INTERVAL.as_secs()..=MAX_SNAPSHOT_INTERVAL.as_secs(),
+            1..=MAX_SNAPSHOT_KEEP,
+        )
+            .prop_map(|(every, keep)| {
+                SnapshotSchedule::new(std::time::Duration::from_secs(every), keep)
+                    .expect("within the bounds")
+            }),
+    )
 }
 
 /// A published port in any of its forms.
@@ -263,17 +281,29 @@ fn instance_update() -> impl Strategy<Value = InstanceUpdate> {
         proptest::option::of(any::<u32>()),
         proptest::option::of(any::<u64>()),
         any::<bool>(),
+        snapshot_schedule(),
+        any::<bool>(),
     )
         .prop_map(
-            |(set_labels, remove_labels, restart, cpus, memory_mib, restart_if_needed)| {
-                InstanceUpdate {
-                    set_labels,
-                    remove_labels,
-                    restart,
-                    cpus,
-                    memory_mib,
-                    restart_if_needed,
-                }
+            |(
+                set_labels,
+                remove_labels,
+                restart,
+                cpus,
+                memory_mib,
+                restart_if_needed,
+                schedule,
+                clear_snapshot_schedule,
+            )| InstanceUpdate {
+                set_labels,
+                remove_labels,
+                restart,
+                cpus,
+                memory_mib,
+                restart_if_needed,
+                snapshot_every: schedule.map(|s| s.every),
+                snapshot_keep: schedule.map(|s| s.keep),
+                clear_snapshot_schedule,
             },
         )
 }
@@ -351,6 +381,7 @@ fn condition() -> impl Strategy<Value = Condition> {
         ConditionType::Scheduled,
         ConditionType::RuntimeReady,
         ConditionType::Exited,
+        ConditionType::SnapshotSchedule,
     ]);
     (condition_type, any::<bool>(), text(), text(), time()).prop_map(
         |(condition_type, status, reason, message, since)| Condition {
@@ -396,6 +427,7 @@ fn instance() -> impl Strategy<Value = Instance> {
         (any::<bool>(), any::<bool>(), any::<u64>(), any::<u64>()),
         (time(), time(), prop::option::of(time()), any::<u64>()),
         prop::option::of(template_origin()),
+        prop::option::of((name(), time()).prop_map(|(name, at)| ScheduledSnapshot { name, at })),
     )
         .prop_map(
             |(
@@ -405,6 +437,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                 (compute_reserved, reschedule, restarts_requested, restarts_done),
                 (created_at, updated_at, started_at, revision),
                 template,
+                last_scheduled_snapshot,
             )| Instance {
                 id,
                 name,
@@ -427,6 +460,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                 started_at,
                 revision,
                 template,
+                last_scheduled_snapshot,
             },
         )
 }
@@ -1076,4 +1110,41 @@ fn unset_optional_fields_take_the_models_defaults() {
     })
     .expect("a request");
     assert!(create.nat && create.isolated, "on unless turned off");
+}
+
+/// A schedule from the wire is checked again: below the minimum interval,
+/// or keeping none, is refused naming the field.
+#[test]
+fn snapshot_schedules_from_the_wire_are_checked_again() {
+    let mut wire = pb::InstanceSpec::from(InstanceSpec::vm("/images/base.qcow2"));
+    for (every_seconds, keep, field) in [
+        (59, 2, "spec.snapshot_schedule.every_seconds"),
+        (0, 2, "spec.snapshot_schedule.every_seconds"),
+        (60, 0, "spec.snapshot_schedule.keep"),
+    ] {
+        wire.snapshot_schedule = Some(pb::SnapshotSchedule {
+            every_seconds,
+            keep,
+        });
+        assert_eq!(refused(InstanceSpec::try_from(wire.clone())), field);
+    }
+    for (update, field) in [
+        (
+            pb::InstanceUpdate {
+                snapshot_every_seconds: Some(30),
+                snapshot_keep: Some(2),
+                ..Default::default()
+            },
+            "snapshot_every",
+        ),
+        (
+            pb::InstanceUpdate {
+                snapshot_keep: Some(0),
+                ..Default::default()
+            },
+            "snapshot_keep",
+        ),
+    ] {
+        assert_eq!(refused(InstanceUpdate::try_from(update)), field);
+    }
 }

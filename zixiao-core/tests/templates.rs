@@ -260,3 +260,37 @@ async fn creates_racing_a_delete_never_leave_an_orphaned_instance() {
         let _ = c.delete_template("web", None).await;
     }
 }
+
+/// A template version carries a snapshot schedule to the instances made
+/// from it (the template spec is the instance spec); one for a runtime
+/// that takes no snapshots is refused before anything is stored.
+#[tokio::test]
+async fn a_snapshot_schedule_in_a_version_goes_to_its_instances() {
+    let n = node().await;
+    let c = &n.client;
+    let schedule: zixiao_core::model::SnapshotSchedule =
+        serde_yaml::from_str("{every: 1h, keep: 24}").expect("a schedule");
+    let mut vm = InstanceSpec::vm("/images/base.qcow2");
+    vm.snapshot_schedule = Some(schedule);
+    c.create_template(
+        "db",
+        TemplateSpec {
+            labels: Default::default(),
+            spec: vm,
+        },
+    )
+    .await
+    .expect("create");
+    let db = c
+        .create_from_template(from("db1", "db", &[]), Wait::No)
+        .await
+        .expect("an instance");
+    assert_eq!(db.spec.snapshot_schedule, Some(schedule));
+
+    let mut web = spec(64);
+    web.spec.snapshot_schedule = Some(schedule);
+    let err = c.create_template("web", web).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    let err = c.get_template("web", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}

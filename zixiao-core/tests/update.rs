@@ -376,3 +376,58 @@ async fn a_placed_instance_not_created_yet_is_created_with_its_new_size() {
     );
     assert_eq!(n.containers.count(Op::Resize, &web.id), 0);
 }
+
+fn schedule(every: &str, keep: u32) -> InstanceUpdate {
+    InstanceUpdate {
+        snapshot_every: Some(every.parse().expect("a valid interval")),
+        snapshot_keep: Some(keep.try_into().expect("a valid count")),
+        ..InstanceUpdate::default()
+    }
+}
+
+/// A snapshot schedule for an instance that cannot be snapshotted is
+/// refused up front, naming why; so is one for an instance that does not
+/// exist. Nothing is stored.
+#[tokio::test]
+async fn snapshot_schedules_are_refused_where_no_snapshot_can_be_taken() {
+    let n = node(4096).await;
+    let c = &n.controller;
+    let web = running(c, "web", container(1, 128)).await;
+    // Containers: the spec alone says so.
+    let err = c
+        .update_instance("web", schedule("1h", 24))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(
+        err.to_string().contains("containers cannot be snapshotted"),
+        "{err}"
+    );
+    // A VM whose runtime has no snapshot capability (the fake one here).
+    let db = running(c, "db", vm(1, 512)).await;
+    let err = c
+        .update_instance("db", schedule("1h", 24))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(err.to_string().contains("snapshot"), "{err}");
+    for before in [&web, &db] {
+        let after = c.get_instance(&before.id).await.expect("get");
+        assert_eq!(after.spec.snapshot_schedule, None);
+        assert_eq!(after.revision, before.revision, "{} changed", before.name);
+    }
+    let err = c
+        .update_instance("nope", schedule("1h", 24))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // At create, too, before anything is stored.
+    let mut request = CreateInstance::new("web2", container(1, 128));
+    request.spec.snapshot_schedule = Some(
+        zixiao_core::model::SnapshotSchedule::new(std::time::Duration::from_secs(3600), 2)
+            .expect("valid"),
+    );
+    let err = c.create_instance(request).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+    assert!(c.get_instance("web2").await.is_err(), "web2 was stored");
+}

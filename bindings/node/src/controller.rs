@@ -603,14 +603,17 @@ impl Controller {
         call!(self, env, |c| c.restart_instance(&instance, wait))
     }
 
-    /// Changes the instance's labels, restart policy, CPUs or memory. A
-    /// running container takes a new size live; a running VM or microVM
-    /// only with `restart_if_needed` (it restarts; with `wait`, the
-    /// default, resolves once it settled). Rejects with `invalid_argument`
-    /// (naming the field; an empty update too), `not_found`,
+    /// Changes the instance's labels, restart policy, CPUs, memory or
+    /// snapshot schedule (`snapshot_every`, `snapshot_keep`,
+    /// `clear_snapshot_schedule`). A running container takes a new size
+    /// live; a running VM or microVM only with `restart_if_needed` (it
+    /// restarts; with `wait`, the default, resolves once it settled).
+    /// Rejects with `invalid_argument` (naming the field; an empty update
+    /// too, an interval below one minute), `not_found`,
     /// `failed_precondition` (being deleted, or a restart needed and not
-    /// allowed), `resource_exhausted` (the node's shortfall or the
-    /// project's quota); nothing changes then.
+    /// allowed), `unsupported` (a snapshot schedule for an instance that
+    /// cannot be snapshotted), `resource_exhausted` (the node's shortfall
+    /// or the project's quota); nothing changes then.
     #[napi(
         ts_args_type = "instance: string, update: InstanceUpdate, options?: WaitOptions",
         ts_return_type = "Promise<Instance>"

@@ -66,3 +66,51 @@ test('a running vm restarts for a new size only when allowed', async () => {
   assert.equal(restarted.spec.memory_mib, 512)
   assert.equal(restarted.restarts_done, vm.restarts_done + 1)
 })
+
+test('snapshot schedules are stored, checked, and refused where none can be taken', async () => {
+  const controller = await fakeController()
+  const schedule = { every: '1h', keep: 24 }
+  const vm = await controller.createInstance({
+    name: 'vm1',
+    spec: {
+      type: 'vm',
+      image: '/images/base.qcow2',
+      cpus: 1,
+      memory_mib: 256,
+      snapshot_schedule: schedule,
+    },
+  })
+  assert.deepEqual(vm.spec.snapshot_schedule, schedule)
+  await controller.createInstance(container('web'))
+  const before = [await controller.getInstance('vm1'), await controller.getInstance('web')]
+  await assert.rejects(
+    controller.updateInstance('vm1', { snapshot_every: '30s', snapshot_keep: 2 }),
+    (e) => {
+      assert.equal(e.code, 'invalid_argument')
+      assert.equal(e.field, 'snapshot_every')
+      assert.match(e.message, /shorter than the minimum of 1m/)
+      return true
+    },
+  )
+  await assert.rejects(controller.updateInstance('vm1', { snapshot_keep: 0 }), {
+    code: 'invalid_argument',
+    field: 'snapshot_keep',
+  })
+  await assert.rejects(controller.updateInstance('nope', { snapshot_keep: 2 }), {
+    code: 'not_found',
+  })
+  // Containers take no snapshots; nor does the fake VM runtime.
+  for (const [name, says] of [['web', /containers cannot be snapshotted/], ['vm1', /snapshot/]]) {
+    await assert.rejects(
+      controller.updateInstance(name, { snapshot_every: '2h', snapshot_keep: 2 }),
+      (e) => {
+        assert.equal(e.code, 'unsupported')
+        assert.match(e.message, says)
+        return true
+      },
+    )
+  }
+  assert.deepEqual([await controller.getInstance('vm1'), await controller.getInstance('web')], before)
+  const cleared = await controller.updateInstance('vm1', { clear_snapshot_schedule: true })
+  assert.equal(cleared.spec.snapshot_schedule, undefined)
+})

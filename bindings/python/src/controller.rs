@@ -549,15 +549,19 @@ impl PyController {
         crate::wait(py, self.inner.restart_instance(instance, Wait::from(wait))).map(Json)
     }
 
-    /// Changes the instance's labels, restart policy, CPUs or memory
-    /// (`update`: a dict with any of `set_labels`, `remove_labels`,
-    /// `restart`, `cpus`, `memory_mib`, `restart_if_needed`). A running
-    /// container takes a new size live; a running VM or microVM only with
-    /// `restart_if_needed` (it restarts; with `wait`, returns once it
-    /// settled). Raises `InvalidArgument` naming the field (an empty
-    /// update too), `NotFound`, `FailedPrecondition` (being deleted, or a
-    /// restart needed and not allowed), `ResourceExhausted` (the node's
-    /// shortfall or the project's quota); nothing changes then.
+    /// Changes the instance's labels, restart policy, CPUs, memory or
+    /// snapshot schedule (`update`: a dict with any of `set_labels`,
+    /// `remove_labels`, `restart`, `cpus`, `memory_mib`,
+    /// `restart_if_needed`, `snapshot_every` (`"1h"`), `snapshot_keep`,
+    /// `clear_snapshot_schedule`). A running container takes a new size
+    /// live; a running VM or microVM only with `restart_if_needed` (it
+    /// restarts; with `wait`, returns once it settled). Raises
+    /// `InvalidArgument` naming the field (an empty update too, an
+    /// interval below one minute), `NotFound`, `FailedPrecondition` (being
+    /// deleted, or a restart needed and not allowed), `Unsupported` (a
+    /// snapshot schedule for an instance that cannot be snapshotted),
+    /// `ResourceExhausted` (the node's shortfall or the project's quota);
+    /// nothing changes then.
     #[pyo3(signature = (instance, update, *, wait=true))]
     fn update_instance(
         &self,

@@ -77,3 +77,39 @@ def test_the_async_controller_updates_too(state_dir):
             await controller.update_instance("web", {"memory_mib": 1})
 
     asyncio.run(main())
+
+
+def test_snapshot_schedules_are_stored_checked_and_refused_where_none_can_be_taken(controller):
+    schedule = {"every": "1h", "keep": 24}
+    vm = controller.create_instance(
+        {
+            "name": "vm1",
+            "spec": {
+                "type": "vm",
+                "image": "/images/base.qcow2",
+                "cpus": 1,
+                "memory_mib": 256,
+                "snapshot_schedule": schedule,
+            },
+        }
+    )
+    assert vm["spec"]["snapshot_schedule"] == schedule
+    controller.create_instance(container("web"))
+    before = {name: controller.get_instance(name) for name in ("vm1", "web")}
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.update_instance("vm1", {"snapshot_every": "30s", "snapshot_keep": 2})
+    assert raised.value.field == "snapshot_every"
+    assert "shorter than the minimum of 1m" in str(raised.value)
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.update_instance("vm1", {"snapshot_keep": 0})
+    assert raised.value.field == "snapshot_keep"
+    with pytest.raises(zixiao.NotFound):
+        controller.update_instance("nope", {"snapshot_keep": 2})
+    # Containers take no snapshots; nor does the fake VM runtime.
+    for name, says in (("web", "containers cannot be snapshotted"), ("vm1", "snapshot")):
+        with pytest.raises(zixiao.Unsupported) as raised:
+            controller.update_instance(name, {"snapshot_every": "2h", "snapshot_keep": 2})
+        assert says in str(raised.value)
+    assert {name: controller.get_instance(name) for name in ("vm1", "web")} == before
+    cleared = controller.update_instance("vm1", {"clear_snapshot_schedule": True})
+    assert "snapshot_schedule" not in cleared["spec"]

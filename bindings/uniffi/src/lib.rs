@@ -231,7 +231,8 @@ impl Controller {
         block(self.inner.list_instances_page(filter.into(), page)).map(InstancePage::from)
     }
 
-    /// Changes the instance's labels, restart policy or size; with `wait`,
+    /// Changes the instance's labels, restart policy, size or snapshot
+    /// schedule; with `wait`,
     /// returns once it settled. Errors: `NotFound`, `InvalidArgument`
     /// naming the field, `FailedPrecondition` (a resize its runtime cannot
     /// do live without `restart_if_needed`), `ResourceExhausted`.
@@ -241,7 +242,7 @@ impl Controller {
         update: InstanceUpdate,
         wait: bool,
     ) -> Result<Instance, ZixiaoError> {
-        let update = update.into();
+        let update = update.try_into()?;
         block(
             self.inner
                 .update_instance(&instance, update, self::wait(wait)),
@@ -571,7 +572,7 @@ impl AsyncController {
         update: InstanceUpdate,
         wait: bool,
     ) -> Result<Instance, ZixiaoError> {
-        let update = update.into();
+        let update = update.try_into()?;
         call!(self, |c| c.update_instance(
             &instance,
             update,

@@ -494,18 +494,36 @@ pub struct InstanceUpdate {
     /// restarted to take the new size (otherwise `FailedPrecondition`).
     #[uniffi(default = false)]
     pub restart_if_needed: bool,
+    /// How often the snapshot schedule snapshots, in seconds (at least 60).
+    #[uniffi(default = None)]
+    pub snapshot_every_seconds: Option<u64>,
+    /// How many scheduled snapshots stay (at least 1).
+    #[uniffi(default = None)]
+    pub snapshot_keep: Option<u32>,
+    /// Removes the snapshot schedule (its snapshots stay).
+    #[uniffi(default = false)]
+    pub clear_snapshot_schedule: bool,
 }
 
-impl From<InstanceUpdate> for zixiao_core::InstanceUpdate {
-    fn from(u: InstanceUpdate) -> Self {
-        zixiao_core::InstanceUpdate {
+impl TryFrom<InstanceUpdate> for zixiao_core::InstanceUpdate {
+    type Error = zixiao_core::Error;
+
+    /// Errors: `InvalidArgument` naming `snapshot_every` or `snapshot_keep`.
+    fn try_from(u: InstanceUpdate) -> Result<Self, zixiao_core::Error> {
+        Ok(zixiao_core::InstanceUpdate {
             set_labels: u.set_labels.into_iter().collect(),
             remove_labels: u.remove_labels.into_iter().collect(),
             restart: u.restart.map(Into::into),
             cpus: u.cpus,
             memory_mib: u.memory_mib,
             restart_if_needed: u.restart_if_needed,
-        }
+            snapshot_every: u
+                .snapshot_every_seconds
+                .map(|s| std::time::Duration::from_secs(s).try_into())
+                .transpose()?,
+            snapshot_keep: u.snapshot_keep.map(TryInto::try_into).transpose()?,
+            clear_snapshot_schedule: u.clear_snapshot_schedule,
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use zixiao_core::api::Page;
 use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::model::FromTemplate;
+use zixiao_core::model::{SnapshotInterval, SnapshotKeep, SnapshotSchedule};
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
@@ -192,6 +193,13 @@ fn update_request(args: UpdateArgs) -> Result<InstanceUpdate> {
             })
             .transpose()?,
         restart_if_needed: args.restart_if_needed,
+        snapshot_every: args
+            .snapshot_every
+            .as_deref()
+            .map(snapshot_every)
+            .transpose()?,
+        snapshot_keep: args.snapshot_keep.map(snapshot_keep).transpose()?,
+        clear_snapshot_schedule: args.no_snapshot_schedule,
         ..InstanceUpdate::default()
     };
     for label in &args.labels {
@@ -211,6 +219,29 @@ fn update_request(args: UpdateArgs) -> Result<InstanceUpdate> {
         }
     }
     Ok(update)
+}
+
+/// `--snapshot-every`'s interval; errors name the flag.
+fn snapshot_every(text: &str) -> Result<SnapshotInterval> {
+    text.parse()
+        .map_err(|e| flag(e, &[SnapshotInterval::FIELD]))
+}
+
+/// `--snapshot-keep`'s count; errors name the flag.
+fn snapshot_keep(keep: u32) -> Result<SnapshotKeep> {
+    SnapshotKeep::try_from(keep).map_err(|e| flag(e, &[SnapshotKeep::FIELD]))
+}
+
+/// The schedule `--snapshot-every` and `--snapshot-keep` ask for (clap
+/// makes sure they come together).
+fn snapshot_schedule(every: Option<&str>, keep: Option<u32>) -> Result<Option<SnapshotSchedule>> {
+    match (every, keep) {
+        (Some(every), Some(keep)) => Ok(Some(SnapshotSchedule {
+            every: snapshot_every(every)?,
+            keep: snapshot_keep(keep)?,
+        })),
+        _ => Ok(None),
+    }
 }
 
 fn wait(no_wait: bool) -> Wait {
@@ -356,7 +387,7 @@ fn filter(args: &ListArgs) -> Result<InstanceFilter> {
 fn flag(error: Error, fields: &[&str]) -> Error {
     match error {
         Error::InvalidArgument { field, reason } if fields.contains(&field.as_str()) => {
-            Error::invalid(format!("--{field}"), reason)
+            Error::invalid(format!("--{}", field.replace('_', "-")), reason)
         }
         other => other,
     }
@@ -401,6 +432,7 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             aggregates: args.aggregates.into_iter().collect(),
             ..Placement::default()
         },
+        snapshot_schedule: snapshot_schedule(args.snapshot_every.as_deref(), args.snapshot_keep)?,
     };
     let mut labels = key_values("--label", &args.labels)?;
     if let Some(project) = args.project {
@@ -505,6 +537,18 @@ fn instance_details(i: &Instance) -> String {
         pairs.push(("command", s.command.join(" ")));
     }
     pairs.push(("restart", format!("{:?}", s.restart).to_lowercase()));
+    if let Some(schedule) = &s.snapshot_schedule {
+        pairs.push((
+            "snapshot schedule",
+            format!("every {}, keep {}", schedule.every, schedule.keep.get()),
+        ));
+    }
+    if let Some(last) = &i.last_scheduled_snapshot {
+        pairs.push((
+            "last scheduled snapshot",
+            format!("{} at {}", last.name, last.at.to_rfc3339()),
+        ));
+    }
     // What it asks of a node: what an Unschedulable condition below refers to.
     let placement = &s.placement;
     let joined = |set: &std::collections::BTreeSet<String>| {

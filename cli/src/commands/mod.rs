@@ -171,33 +171,7 @@ fn connection(cli: &Cli) -> Result<Option<zixiao_client::ConnectOptions>> {
 /// A duration on the command line (`90s`, `30m`, `12h`, `7d`); `flag`
 /// names it in errors.
 pub(crate) fn duration(flag: &str, text: &str) -> Result<std::time::Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| {
-        Error::invalid(
-            flag,
-            format!("`{text}` is not a duration such as 90s, 30m, 12h or 7d"),
-        )
-    })?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => {
-            return Err(Error::invalid(
-                flag,
-                format!("`{text}`: the unit is s, m, h or d"),
-            ))
-        }
-    };
-    number
-        .checked_mul(seconds)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(|| Error::invalid(flag, format!("`{text}` is too long")))
+    zixiao_core::model::parse_duration(flag, text)
 }
 
 /// The state directory the command line names, or the default one.

@@ -268,7 +268,8 @@ impl Controller {
         .await
     }
 
-    /// Changes the instance's labels, restart policy, CPUs or memory; see
+    /// Changes the instance's labels, restart policy, CPUs, memory or
+    /// snapshot schedule; see
     /// [`Request::UpdateInstance`](crate::api::Request::UpdateInstance) for
     /// what a user sees.
     ///
@@ -286,7 +287,8 @@ impl Controller {
     /// asked for again is still handed to a runtime that resizes live).
     ///
     /// Errors: `InvalidArgument` naming the field, `NotFound`,
-    /// `FailedPrecondition` (being deleted; being created or stopped while
+    /// `Unsupported` (a snapshot schedule for an instance that cannot be
+    /// snapshotted), `FailedPrecondition` (being deleted; being created or stopped while
     /// its size changes; a restart needed and not allowed),
     /// `ResourceExhausted` (the node's shortfall, or an admission's),
     /// `Conflict` (kept changing), the runtime's errors, the store's.
@@ -313,6 +315,9 @@ impl Controller {
                     self.resize_on_node(&current).await?;
                 }
                 return Ok(current);
+            }
+            if update.asks_snapshot_schedule() {
+                self.check_can_snapshot(&next)?;
             }
             let resized = (next.spec.cpus, next.spec.memory_mib)
                 != (current.spec.cpus, current.spec.memory_mib);

@@ -18,6 +18,7 @@ mod placer;
 pub mod queue;
 pub mod reconcile;
 mod reconcilers;
+mod snapshot_schedules;
 mod snapshots;
 mod templates;
 mod watch;

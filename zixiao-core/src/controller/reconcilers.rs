@@ -11,6 +11,8 @@
 //!   waiting for room are queued, at most once per [`ReconcilerOptions::room_check`].
 //! - Every [`ReconcilerOptions::resync`] every instance is queued, so a
 //!   workload that exited is observed and its restart policy applied.
+//! - Every [`ReconcilerOptions::snapshot_tick`] the snapshot schedules that
+//!   are due run (see `snapshot_schedules`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,10 @@ pub struct ReconcilerOptions {
     pub resync: Duration,
     /// How often, at most, node changes queue the instances waiting for room.
     pub room_check: Duration,
+    /// How often due snapshot schedules are looked for: how late, at most,
+    /// a scheduled snapshot is (tests shorten it, with a manual clock,
+    /// rather than the schedules' minimum interval).
+    pub snapshot_tick: Duration,
 }
 
 impl Default for ReconcilerOptions {
@@ -48,6 +54,7 @@ impl Default for ReconcilerOptions {
             burst: 100,
             resync: Duration::from_secs(2),
             room_check: Duration::from_millis(250),
+            snapshot_tick: Duration::from_secs(10),
         }
     }
 }
@@ -104,6 +111,9 @@ impl Controller {
         let limit = Arc::new(RateLimit::new(options.per_second, options.burst));
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(self.clone().feed(options.clone())));
+        tasks.push(tokio::spawn(
+            self.clone().run_snapshot_schedules(options.snapshot_tick),
+        ));
         for _ in 0..options.workers.max(1) {
             tasks.push(tokio::spawn(self.clone().work(limit.clone())));
         }
@@ -176,6 +186,16 @@ impl Controller {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the due snapshot schedules every `tick`.
+    async fn run_snapshot_schedules(self, tick: Duration) {
+        let mut ticks = tokio::time::interval(tick);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.run_due_snapshot_schedules().await;
         }
     }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{CreateInstance, InstanceSpec, NetworkAttachment, NodeId, Resources};
+use super::{
+    CreateInstance, InstanceSpec, NetworkAttachment, NodeId, Resources, ScheduledSnapshot,
+};
 
 /// An instance's unique id (a UUID), fixed for its whole life.
 pub type InstanceId = String;
@@ -86,6 +88,10 @@ pub enum ConditionType {
     RuntimeReady,
     /// Whether the workload exited by itself (see `exit`).
     Exited,
+    /// Whether the snapshot schedule's last attempt (a snapshot, or the
+    /// pruning after it) succeeded; when false, the message says what
+    /// failed, and the next tick tries again.
+    SnapshotSchedule,
 }
 
 /// One observation about an instance, with a machine-readable reason and a
@@ -190,6 +196,11 @@ pub struct Instance {
     /// When it last started running.
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
+    /// The last snapshot its schedule took (`spec.snapshot_schedule`):
+    /// stored, so the next is due an interval later whichever controller
+    /// runs the schedule then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_snapshot: Option<ScheduledSnapshot>,
     /// Store revision of this object; updates are compare-and-swap on it.
     #[serde(default)]
     pub revision: u64,
@@ -225,6 +236,7 @@ impl Instance {
             created_at: now,
             updated_at: now,
             started_at: None,
+            last_scheduled_snapshot: None,
             revision: 0,
         }
     }
@@ -310,7 +322,13 @@ impl Instance {
     pub fn problem(&self) -> Option<&str> {
         self.conditions
             .iter()
-            .find(|c| !c.status && c.condition_type != ConditionType::Exited)
+            .find(|c| {
+                !c.status
+                    && !matches!(
+                        c.condition_type,
+                        ConditionType::Exited | ConditionType::SnapshotSchedule
+                    )
+            })
             .map(|c| c.message.as_str())
     }
 }

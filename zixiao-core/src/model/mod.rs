@@ -9,6 +9,7 @@ mod network;
 mod node;
 mod publish;
 mod resources;
+mod snapshot_schedule;
 mod spec;
 mod template;
 mod update;
@@ -35,6 +36,11 @@ pub use network::{
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
 pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;
+pub use snapshot_schedule::{
+    check_hand_made_name, parse_duration, scheduled_at, scheduled_name, to_prune,
+    ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotSchedule, MAX_SNAPSHOT_INTERVAL,
+    MAX_SNAPSHOT_KEEP, MIN_SNAPSHOT_INTERVAL, SCHEDULED_PREFIX,
+};
 pub use spec::{
     CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, Placement, RestartPolicy,
 };

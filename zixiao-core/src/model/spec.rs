@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PublishedPort, Resources};
+use super::{PublishedPort, Resources, SnapshotSchedule};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -247,6 +247,10 @@ pub struct InstanceSpec {
     /// Where it may run.
     #[serde(default)]
     pub placement: Placement,
+    /// Snapshots taken in the background, and how many of them are kept
+    /// (VMs and microVMs on the `vmm` backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_schedule: Option<SnapshotSchedule>,
 }
 
 impl InstanceSpec {
@@ -293,6 +297,7 @@ impl InstanceSpec {
             env: BTreeMap::new(),
             restart: RestartPolicy::Never,
             placement: Placement::default(),
+            snapshot_schedule: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`InstanceUpdate`]: what a user may change of an existing instance
-//! (`zixiao instance update`): its labels, its restart policy, its CPUs and
-//! its memory. Everything else of the spec is fixed at create.
+//! (`zixiao instance update`): its labels, its restart policy, its CPUs,
+//! its memory and its snapshot schedule. Everything else of the spec is
+//! fixed at create.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::validate::{validate_label_value, validate_labels};
 use super::{
-    validate_label_key, Instance, RestartPolicy, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB,
+    validate_label_key, ConditionType, Instance, RestartPolicy, SnapshotInterval, SnapshotKeep,
+    SnapshotSchedule, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB,
 };
 use crate::Error;
 
@@ -49,6 +51,18 @@ pub struct InstanceUpdate {
     /// is refused (`FailedPrecondition`) and nothing is changed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub restart_if_needed: bool,
+    /// How often the snapshot schedule snapshots (`--snapshot-every`). An
+    /// instance without a schedule needs `snapshot_keep` too; one with a
+    /// schedule keeps the part not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<SnapshotInterval>,
+    /// How many scheduled snapshots stay (`--snapshot-keep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_keep: Option<SnapshotKeep>,
+    /// Removes the snapshot schedule (`--no-snapshot-schedule`); the
+    /// snapshots it took stay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_snapshot_schedule: bool,
 }
 
 impl InstanceUpdate {
@@ -59,6 +73,13 @@ impl InstanceUpdate {
             && self.restart.is_none()
             && self.cpus.is_none()
             && self.memory_mib.is_none()
+            && !self.asks_snapshot_schedule()
+            && !self.clear_snapshot_schedule
+    }
+
+    /// Whether it sets (part of) a snapshot schedule.
+    pub fn asks_snapshot_schedule(&self) -> bool {
+        self.snapshot_every.is_some() || self.snapshot_keep.is_some()
     }
 
     /// Whether it asks for a new CPU count or memory size.
@@ -73,8 +94,9 @@ impl InstanceUpdate {
         if self.is_empty() {
             return Err(Error::invalid(
                 "update",
-                "nothing to change: give at least one of cpus, memory_mib, restart, or a \
-                 label to set or remove",
+                "nothing to change: give at least one of cpus, memory_mib, restart, \
+                 snapshot_every, snapshot_keep, clear_snapshot_schedule, or a label to set \
+                 or remove",
             ));
         }
         if let Some(cpus) = self.cpus {
@@ -118,7 +140,41 @@ impl InstanceUpdate {
         for key in &self.remove_labels {
             validate_label_key(&format!("labels.{key}"), key)?;
         }
+        if self.clear_snapshot_schedule && self.asks_snapshot_schedule() {
+            return Err(Error::invalid(
+                "clear_snapshot_schedule",
+                "a schedule cannot be both set and cleared; give one of them",
+            ));
+        }
         Ok(())
+    }
+
+    /// The snapshot schedule `current` has after this update.
+    /// Errors: `InvalidArgument` when it sets half a schedule on an
+    /// instance without one.
+    fn snapshot_schedule(
+        &self,
+        current: Option<SnapshotSchedule>,
+    ) -> Result<Option<SnapshotSchedule>, Error> {
+        if self.clear_snapshot_schedule {
+            return Ok(None);
+        }
+        match (self.snapshot_every, self.snapshot_keep, current) {
+            (None, None, current) => Ok(current),
+            (Some(every), Some(keep), _) => Ok(Some(SnapshotSchedule { every, keep })),
+            (every, keep, Some(current)) => Ok(Some(SnapshotSchedule {
+                every: every.unwrap_or(current.every),
+                keep: keep.unwrap_or(current.keep),
+            })),
+            (None, Some(_), None) => Err(Error::invalid(
+                SnapshotInterval::FIELD,
+                "the instance has no snapshot schedule yet: give how often too",
+            )),
+            (Some(_), None, None) => Err(Error::invalid(
+                SnapshotKeep::FIELD,
+                "the instance has no snapshot schedule yet: give how many to keep too",
+            )),
+        }
     }
 
     /// Applies the update to `instance`'s labels and spec (nothing else of
@@ -133,6 +189,14 @@ impl InstanceUpdate {
             instance.labels.insert(key.clone(), value.clone());
         }
         validate_labels("labels", &instance.labels)?;
+        instance.spec.snapshot_schedule =
+            self.snapshot_schedule(instance.spec.snapshot_schedule)?;
+        if instance.spec.snapshot_schedule.is_none() {
+            // What a cleared schedule last did is no longer news.
+            instance
+                .conditions
+                .retain(|c| c.condition_type != ConditionType::SnapshotSchedule);
+        }
         if let Some(restart) = self.restart {
             instance.spec.restart = restart;
         }
@@ -238,7 +302,7 @@ mod tests {
             restart: Some(RestartPolicy::Always),
             cpus: Some(2),
             memory_mib: Some(256),
-            restart_if_needed: false,
+            ..InstanceUpdate::default()
         };
         update.validate().expect("valid");
         assert!(update.apply(&mut i).expect("apply"));
@@ -250,6 +314,73 @@ mod tests {
         assert_eq!((i.spec.cpus, i.spec.memory_mib), (2, 256));
         // The same again changes nothing.
         assert!(!update.apply(&mut i).expect("apply"));
+    }
+
+    #[test]
+    fn schedules_are_set_changed_in_part_and_cleared() {
+        let mut i = instance();
+        let every = |text: &str| Some(text.parse::<SnapshotInterval>().expect("valid"));
+        let keep = |n: u32| Some(SnapshotKeep::try_from(n).expect("valid"));
+        // Half a schedule on an instance without one names the half missing.
+        for (update, missing) in [
+            (
+                InstanceUpdate {
+                    snapshot_every: every("1h"),
+                    ..InstanceUpdate::default()
+                },
+                "snapshot_keep",
+            ),
+            (
+                InstanceUpdate {
+                    snapshot_keep: keep(2),
+                    ..InstanceUpdate::default()
+                },
+                "snapshot_every",
+            ),
+        ] {
+            update.validate().expect("valid on its own");
+            match update.apply(&mut i) {
+                Err(Error::InvalidArgument { field, .. }) => assert_eq!(field, missing),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            i.spec.snapshot_schedule, None,
+            "a refused update changed it"
+        );
+        let set = InstanceUpdate {
+            snapshot_every: every("1h"),
+            snapshot_keep: keep(24),
+            ..InstanceUpdate::default()
+        };
+        assert!(set.apply(&mut i).expect("set"));
+        let keep_3 = InstanceUpdate {
+            snapshot_keep: keep(3),
+            ..InstanceUpdate::default()
+        };
+        assert!(keep_3.apply(&mut i).expect("change keep"));
+        let schedule = i.spec.snapshot_schedule.expect("a schedule");
+        assert_eq!(
+            (schedule.every.to_string(), schedule.keep.get()),
+            ("1h".to_owned(), 3)
+        );
+        let clear = InstanceUpdate {
+            clear_snapshot_schedule: true,
+            ..InstanceUpdate::default()
+        };
+        assert!(clear.apply(&mut i).expect("clear"));
+        assert_eq!(i.spec.snapshot_schedule, None);
+        assert!(!clear.apply(&mut i).expect("clear again"));
+        let both = InstanceUpdate {
+            clear_snapshot_schedule: true,
+            ..set
+        };
+        match both.validate() {
+            Err(Error::InvalidArgument { field, .. }) => {
+                assert_eq!(field, "clear_snapshot_schedule")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

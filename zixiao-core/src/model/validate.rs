@@ -243,6 +243,9 @@ impl InstanceSpec {
             }
         }
         validate_publish(self)?;
+        if self.snapshot_schedule.is_some() {
+            self.check_snapshots()?;
+        }
         if self.initrd.is_some() && self.kernel.is_none() {
             return Err(Error::invalid("spec.initrd", "an initrd needs spec.kernel"));
         }

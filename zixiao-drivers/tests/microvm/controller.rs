@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use zixiao_core::controller::ControllerOptions;
 use zixiao_core::host::HostFacts;
-use zixiao_core::{Controller, CreateInstance, Instance, InstanceStatus, LocalAgent};
+use zixiao_core::{
+    Clock, Controller, CreateInstance, Instance, InstanceStatus, LocalAgent, SystemClock,
+};
 use zixiao_drivers::microvm::MicrovmDriver;
 use zixiao_store::EmbeddedStore;
 use zixiao_testing::wait::wait_until;
@@ -19,8 +21,18 @@ use super::{assert_nothing_left, fixture, qemu_pid, unique, Fixture, BOOT_TIMEOU
 /// microvm driver (as after a restart).
 async fn controller(fx: &Fixture, dir: &Path) -> (Controller, Arc<MicrovmDriver>) {
     let driver = Arc::new(fx.driver());
-    let agent =
-        LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(driver.clone());
+    let controller = controller_on(dir, driver.clone(), Arc::new(SystemClock)).await;
+    (controller, driver)
+}
+
+/// A controller over the store in `dir` on `clock`, with one local node
+/// `local` running `driver`.
+pub(super) async fn controller_on(
+    dir: &Path,
+    driver: Arc<MicrovmDriver>,
+    clock: Arc<dyn Clock>,
+) -> Controller {
+    let agent = LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(driver);
     let registration = agent.registration("local");
     let store = EmbeddedStore::open(&dir.join("store.redb")).expect("open store");
     let controller = Controller::builder(
@@ -28,6 +40,7 @@ async fn controller(fx: &Fixture, dir: &Path) -> (Controller, Arc<MicrovmDriver>
         Arc::new(zixiao_sched::PluginScheduler::default()),
     )
     .agent("local", Arc::new(agent))
+    .clock(clock)
     .options(ControllerOptions {
         stop_grace: Duration::from_secs(30),
         ..ControllerOptions::default()
@@ -37,10 +50,11 @@ async fn controller(fx: &Fixture, dir: &Path) -> (Controller, Arc<MicrovmDriver>
         .register_node(registration)
         .await
         .expect("register node");
-    (controller, driver)
+    controller
 }
 
-async fn converged(
+/// Converges `name` until `want` holds of it.
+pub(super) async fn converged(
     controller: &Controller,
     name: &str,
     what: &str,

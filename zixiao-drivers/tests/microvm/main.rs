@@ -23,6 +23,7 @@ mod controller;
 mod network;
 mod qemu;
 mod recovery;
+mod schedule;
 mod vmm;
 
 use std::path::PathBuf;

@@ -19,10 +19,10 @@ use super::{
 
 /// A VMM-backend driver and the test guest, or `None` (skip, printing why;
 /// a failure under ZIXIAO_REQUIRE_RUNTIMES=1).
-struct VmmFixture {
-    driver: MicrovmDriver,
+pub(super) struct VmmFixture {
+    pub(super) driver: MicrovmDriver,
     guest: PathBuf,
-    dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Drop for VmmFixture {
@@ -40,7 +40,7 @@ fn skip(reason: &str) -> Option<VmmFixture> {
     None
 }
 
-fn fixture() -> Option<VmmFixture> {
+pub(super) fn fixture() -> Option<VmmFixture> {
     if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
         return skip(&reason);
     }
@@ -59,7 +59,7 @@ fn fixture() -> Option<VmmFixture> {
 }
 
 impl VmmFixture {
-    fn spec(&self, mode: &str) -> InstanceSpec {
+    pub(super) fn spec(&self, mode: &str) -> InstanceSpec {
         let mut spec = InstanceSpec::microvm(&self.guest).with_size(1, 64);
         spec.cmdline = Some(format!("console=ttyS0 zx.mode={mode}"));
         spec.backend = MicrovmBackend::Vmm;

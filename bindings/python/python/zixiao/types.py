@@ -41,6 +41,22 @@ def _without_none(value: Any) -> Any:
     return value
 
 
+class SnapshotSchedule(TypedDict):
+    """Snapshot every ``every`` (``"1h"``, ``"30m"``, ``"7d"``; at least
+    ``"1m"``) and keep the newest ``keep`` (at least 1) of those snapshots,
+    named ``auto-YYYYMMDD-HHMMSS``; hand-made snapshots are never deleted."""
+
+    every: str
+    keep: int
+
+
+class ScheduledSnapshot(TypedDict):
+    """The last snapshot a schedule took."""
+
+    name: str
+    at: str
+
+
 @dataclass
 class InstanceSpec:
     """What to run and with how much (the core's ``InstanceSpec``)."""
@@ -73,6 +89,9 @@ class InstanceSpec:
     """Where it may run: ``zone``, ``region``, ``node_selector``, ... as in the YAML spec."""
     networks: Optional[List[str]] = None
     """Names of the networks it joins (``create_network`` first), in interface order."""
+    snapshot_schedule: Optional["SnapshotSchedule"] = None
+    """Snapshots taken in the background by the server's reconciler (VMs,
+    microVMs on the ``vmm`` backend): ``{"every": "1h", "keep": 24}``."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""
@@ -104,7 +123,7 @@ class Resources(TypedDict):
 
 
 class Condition(TypedDict):
-    type: Literal["scheduled", "runtime_ready", "exited"]
+    type: Literal["scheduled", "runtime_ready", "exited", "snapshot_schedule"]
     status: bool
     reason: str
     message: str
@@ -148,6 +167,8 @@ class NetworkAttachment(_NetworkAttachmentOptional):
 class _InstanceOptional(TypedDict, total=False):
     attachments: List[NetworkAttachment]
     """One per network of ``spec["networks"]``, in order; absent when it joins none."""
+    last_scheduled_snapshot: ScheduledSnapshot
+    """The last snapshot its schedule took; absent before the first."""
 
 
 class Instance(_InstanceOptional):
@@ -373,6 +394,13 @@ class InstanceUpdate(TypedDict, total=False):
     restart_if_needed: bool
     """Let a running instance whose runtime cannot resize live restart
     to take the new size (else such a change raises ``FailedPrecondition``)."""
+    snapshot_every: str
+    """How often the snapshot schedule snapshots (``"1h"``; at least
+    ``"1m"``). An instance without a schedule needs ``snapshot_keep`` too."""
+    snapshot_keep: int
+    """How many scheduled snapshots stay (at least 1)."""
+    clear_snapshot_schedule: bool
+    """Remove the snapshot schedule (the snapshots it took stay)."""
 
 
 CreateRequest = Union[CreateInstance, Dict[str, Any]]
