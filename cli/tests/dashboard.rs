@@ -1,13 +1,14 @@
 //! `zixiao server --embedded --ui-listen`: the web dashboard of a server
-//! with TLS asks every call for a bearer token and serves it through the
-//! server's own authentication, authorization and audit, as gRPC does.
-//! Needs no runtime: it reads nodes and is refused what it may not do.
+//! with TLS is HTTPS with the server's certificate, asks every call for a
+//! bearer token and serves it through the server's own authentication,
+//! authorization and audit, as gRPC does. Needs no runtime: it reads nodes
+//! and is refused what it may not do.
 
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use zixiao_testing::http::{request, Answer};
+use zixiao_testing::http::{https_request, request, Answer};
 use zixiao_testing::output::json;
 
 /// `zixiao server --embedded --ui-listen 127.0.0.1:0` on a state
@@ -18,6 +19,8 @@ struct Server {
     dashboard: String,
     /// The admin's client configuration, which the server wrote.
     admin: String,
+    /// The cluster CA's certificate, which the browser trusts.
+    ca: std::path::PathBuf,
 }
 
 /// `zixiao ARGS` running, and the `host:port` its announcement line
@@ -66,13 +69,14 @@ impl Server {
                 "--ui-listen",
                 "127.0.0.1:0",
             ],
-            " dashboard on http://",
+            " dashboard on https://",
         );
         let admin = state.join("pki/admin.yaml").display().to_string();
         Server {
             child,
             dashboard,
             admin,
+            ca: state.join("pki/ca.pem"),
         }
     }
 
@@ -80,7 +84,12 @@ impl Server {
     fn get(&self, path: &str, token: Option<&str>) -> Answer {
         let header = token.map(|token| format!("Authorization: Bearer {token}"));
         let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-        request(&self.dashboard, "GET", path, &headers, "")
+        self.request("GET", path, &headers, "")
+    }
+
+    /// `METHOD path` over HTTPS, trusting the cluster CA.
+    fn request(&self, method: &str, path: &str, headers: &[&str], body: &str) -> Answer {
+        https_request(&self.dashboard, &self.ca, method, path, headers, body)
     }
 
     /// `zixiao --config admin.yaml ARGS -o json`.
@@ -145,7 +154,7 @@ fn a_secure_server_dashboard_wants_a_token_and_applies_roles_and_audit() {
     let auth = format!("Authorization: Bearer {viewer}");
     let headers = [auth.as_str(), "Content-Type: application/json"];
     let body = r#"{"name":"ui-denied","spec":{"type":"container","image":"busybox","cpus":1,"memory_mib":64}}"#;
-    let refused = request(&server.dashboard, "POST", "/api/instances", &headers, body);
+    let refused = server.request("POST", "/api/instances", &headers, body);
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert_eq!(refused.error().0, "permission_denied");
     assert_eq!(server.admin(&["instance", "list"]), serde_json::json!([]));
@@ -159,6 +168,62 @@ fn a_secure_server_dashboard_wants_a_token_and_applies_roles_and_audit() {
     assert!(
         denied["outcome"].to_string().contains("denied"),
         "{denied:#}"
+    );
+}
+
+/// The dashboard's certificate is the server's, from the cluster CA:
+/// another CA does not vouch for it, and plain HTTP gets no page.
+#[test]
+fn a_secure_server_dashboard_is_https_from_the_cluster_ca() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(state.path());
+    assert_eq!(server.get("/", None).status, 200);
+
+    // Another cluster's CA.
+    let other = tempfile::tempdir().expect("tempdir");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=another cluster"])
+        .arg("-keyout")
+        .arg(other.path().join("ca-key.pem"))
+        .arg("-out")
+        .arg(other.path().join("ca.pem"))
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let stranger = https_request(
+        &server.dashboard,
+        &other.path().join("ca.pem"),
+        "GET",
+        "/",
+        &[],
+        "",
+    );
+    assert_eq!(
+        stranger.status, 0,
+        "another CA vouched for it: {}",
+        stranger.head
+    );
+    assert!(stranger.body.contains("certificate"), "{}", stranger.body);
+
+    let mut plain = std::net::TcpStream::connect(&server.dashboard).expect("connect");
+    use std::io::{Read, Write};
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .expect("timeout");
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("<html"),
+        "plain HTTP got a page"
     );
 }
 

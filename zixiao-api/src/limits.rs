@@ -167,6 +167,11 @@ impl<S, P> Admitted<S, P> {
             _slot: slot,
         }
     }
+
+    /// Who is at the other end.
+    pub fn peer(&self) -> &P {
+        &self.peer
+    }
 }
 
 impl<S, P: Clone + Send + Sync + 'static> Connected for Admitted<S, P> {

@@ -1,6 +1,7 @@
 //! A blocking HTTP/1.1 client as small as a test of a JSON endpoint needs
 //! (the web dashboard's gateway): one request per connection, the answer
-//! read to its end.
+//! read to its end; over TLS, `curl` checking the server's certificate
+//! against a given CA, as a browser that trusts that CA would.
 
 use std::io::{Read, Write};
 
@@ -56,6 +57,60 @@ pub fn request(addr: &str, method: &str, path: &str, headers: &[&str], body: &st
     stream.write_all(head.as_bytes()).expect("send the request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read the answer");
+    parse(&answer)
+}
+
+/// [`request`] over HTTPS, trusting only the CA certificate in the PEM file
+/// `ca` (with `curl`). Panics if curl cannot be run; a TLS failure (such
+/// as a certificate the CA did not issue) is an answer with status 0 and
+/// curl's message as the body.
+pub fn https_request(
+    addr: &str,
+    ca: &std::path::Path,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> Answer {
+    let mut curl = std::process::Command::new("curl");
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--include",
+        "--http1.1",
+        "--cacert",
+    ])
+    .arg(ca)
+    .args(["--request", method, "--data-binary", "@-"]);
+    for header in headers {
+        curl.args(["--header", header]);
+    }
+    let mut child = curl
+        .arg(format!("https://{addr}{path}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    child
+        .stdin
+        .take()
+        .expect("curl's stdin")
+        .write_all(body.as_bytes())
+        .expect("send the body to curl");
+    let out = child.wait_with_output().expect("wait for curl");
+    if !out.status.success() {
+        return Answer {
+            status: 0,
+            head: String::new(),
+            body: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+    }
+    parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// An answer as it came over the connection.
+fn parse(answer: &str) -> Answer {
     let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
     let status = head
         .split(' ')

@@ -37,6 +37,9 @@ mod assets;
 mod console;
 pub mod error;
 mod gateway;
+mod tls;
+
+pub use tls::serve_tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -98,8 +101,12 @@ pub async fn serve(
     axum::serve(listener, router(access))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| zixiao_core::Error::Unavailable {
-            what: "the dashboard's listener".to_owned(),
-            source: Some(Box::new(e)),
-        })
+        .map_err(|e| unavailable("the dashboard's listener", e))
+}
+
+fn unavailable(what: &str, e: std::io::Error) -> zixiao_core::Error {
+    zixiao_core::Error::Unavailable {
+        what: what.to_owned(),
+        source: Some(Box::new(e)),
+    }
 }

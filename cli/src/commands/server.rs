@@ -76,11 +76,12 @@ pub(crate) struct ServerArgs {
     /// secure.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Serve the web dashboard on http://ADDR/ (port 0: any free port,
-    /// printed at start). Loopback addresses only (reach it through an SSH
-    /// tunnel or a TLS proxy). With TLS (--pki, or the embedded server's
-    /// own PKI) the pages ask for a token and every call is authenticated,
-    /// authorized and audited as over gRPC.
+    /// Serve the web dashboard on ADDR (port 0: any free port, printed at
+    /// start). With TLS (--pki, or the embedded server's own PKI) it is
+    /// https://ADDR/ with the server's certificate (the browser must trust
+    /// the cluster CA, DIR/ca.pem), may listen on any address, and the pages
+    /// ask for a token: every call is authenticated, authorized and audited
+    /// as over gRPC. Without TLS, http://ADDR/ on loopback addresses only.
     #[arg(long, value_name = "ADDR")]
     ui_listen: Option<std::net::SocketAddr>,
     /// Serve the dashboard as the local administrator even with TLS:
@@ -330,13 +331,22 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         Some(addr) => Some(metrics_listener(addr).await?),
         None => None,
     };
+    // With TLS the dashboard serves HTTPS with the server's certificate and
+    // may listen anywhere; as the local administrator (`zixiao ui`) or
+    // without TLS it is plain HTTP, for this machine only.
+    let ui_over_tls = tls_wanted && !args.ui_local;
     let ui_listener = match args.ui_listen {
+        Some(addr) if ui_over_tls => {
+            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                Error::invalid("--ui-listen", format!("cannot listen on {addr}: {e}"))
+            })?)
+        }
         Some(addr) => Some(
             loopback_listener(
                 "--ui-listen",
                 addr,
-                "the dashboard is plain HTTP, so it serves this machine only (reach it \
-                 through an SSH tunnel or a TLS proxy you secure)",
+                "without TLS the dashboard is plain HTTP, so it serves this machine only \
+                 (serve TLS with --pki, or reach it through an SSH tunnel)",
             )
             .await?,
         ),
@@ -358,9 +368,18 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         let source = std::sync::Arc::new(zixiao_metrics::ApiSource::new(controller.clone()));
         tokio::spawn(zixiao_metrics::serve(listener, metrics, source))
     });
+    // The dashboard presents the server's certificate: valid for its
+    // address too.
+    let listens: Vec<SocketAddr> = std::iter::once(listen)
+        .chain(ui_listener.as_ref().and_then(|l| l.local_addr().ok()))
+        .collect();
+    let mut ui_tls = None;
     let handle = match &pki {
         Some((pki, _)) => {
-            let tls = ServerTls::issue(pki, &server_names(listen, &args.sans)?)?;
+            let tls = ServerTls::issue(pki, &server_names(&listens, &args.sans)?)?;
+            if ui_over_tls {
+                ui_tls = Some(tls.config().clone());
+            }
             server::start_secure(controller, options, tls, pki.clone()).await?
         }
         None => server::start(controller, options).await?,
@@ -419,7 +438,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
                     .map(|api| zixiao_ui::Access::Local(zixiao_core::Client::new(api))),
             };
             match access {
-                Ok(access) => Some(dashboard(listener, access)?),
+                Ok(access) => Some(dashboard(listener, ui_tls, access)?),
                 Err(e) => {
                     handle.shutdown().await;
                     return Err(e);
@@ -450,7 +469,8 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         // As `zixiao ui` says it where a daemon was running already.
         Some((_, addr)) if args.ui_local => announce(format_args!("zixiao ui on http://{addr}/")),
         Some((_, addr)) => announce(format_args!(
-            "zixiao server {id} dashboard on http://{addr}/"
+            "zixiao server {id} dashboard on {}://{addr}/",
+            if ui_over_tls { "https" } else { "http" }
         )),
         None => {}
     }
@@ -469,17 +489,22 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serves the web dashboard on `listener` to `access`'s callers: the
-/// task serving it, and its address.
+/// Serves the web dashboard on `listener` to `access`'s callers, over TLS
+/// with `tls`: the task serving it, and its address.
 fn dashboard(
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     access: zixiao_ui::Access,
 ) -> Result<(tokio::task::JoinHandle<()>, SocketAddr)> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::invalid("--ui-listen", format!("no address: {e}")))?;
     let task = tokio::spawn(async move {
-        if let Err(e) = zixiao_ui::serve(listener, access, std::future::pending()).await {
+        let served = match tls {
+            Some(tls) => zixiao_ui::serve_tls(listener, &tls, access, std::future::pending()).await,
+            None => zixiao_ui::serve(listener, access, std::future::pending()).await,
+        };
+        if let Err(e) = served {
             tracing::warn!(error = %e, "the dashboard stopped");
         }
     });
@@ -537,16 +562,18 @@ fn default_listen() -> String {
     ServerConfig::default().server.listen
 }
 
-/// The names a server's certificate is valid for: its listen address
-/// (unless it is every address), loopback, the host name, and `sans`.
-fn server_names(listen: SocketAddr, sans: &[String]) -> Result<Vec<SubjectName>> {
+/// The names a server's certificate is valid for: its listen addresses
+/// (unless one is every address), loopback, the host name, and `sans`.
+fn server_names(listens: &[SocketAddr], sans: &[String]) -> Result<Vec<SubjectName>> {
     let mut names = vec![
         SubjectName::Dns("localhost".to_owned()),
         SubjectName::Ip(std::net::Ipv4Addr::LOCALHOST.into()),
         SubjectName::Ip(std::net::Ipv6Addr::LOCALHOST.into()),
     ];
-    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
-        names.push(SubjectName::Ip(listen.ip()));
+    for listen in listens {
+        if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+            names.push(SubjectName::Ip(listen.ip()));
+        }
     }
     if let Ok(facts) = zixiao_core::host::HostFacts::probe(std::path::Path::new("/")) {
         if let Ok(host) = facts.hostname.to_ascii_lowercase().parse::<SubjectName>() {
