@@ -18,17 +18,17 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zixiao_api::agent::AgentServer;
+use zixiao_api::agent::{AgentServer, StoredInstances};
 use zixiao_api::membership::MembershipClient;
 use zixiao_api::network::NETWORKS_TRAIT;
-use zixiao_core::model::OrphanSweep;
+use zixiao_core::model::{InstanceUuid, OrphanSweep};
 use zixiao_core::{
     Client, DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost,
     NodeAgent, NodeRegistration, NodeRole, Result,
 };
 
 use crate::election::wait;
-use crate::records::{Placement, RecordingAgent, Records};
+use crate::records::{RecordingAgent, Records};
 use crate::timing::{monotonic_ms, Timing};
 use crate::watchdog::WatchdogFiles;
 
@@ -653,11 +653,8 @@ pub async fn start_with_network(
     };
 
     let records = Records::new(&options.state_dir);
-    let agent = Arc::new(
-        RecordingAgent::new(Arc::new(local), records.clone()).with_placement(Arc::new(
-            ClusterPlacement::new(&options.name, &options.servers, node_tls.clone()),
-        )),
-    );
+    let agent = Arc::new(RecordingAgent::new(Arc::new(local), records.clone()));
+    let placement = ClusterPlacement::new(&options.name, &options.servers, node_tls.clone());
     let liveness = Arc::new(Liveness::default());
     let fence_ms = options.timing.fence_after_ms;
     let gate_liveness = liveness.clone();
@@ -674,6 +671,7 @@ pub async fn start_with_network(
     });
     let listed = records.clone();
     let mut service = AgentServer::new(agent.clone())
+        .with_stored_instances(Arc::new(placement))
         .with_gate(gate)
         .with_local_instances(Arc::new(move || listed.list()));
     if let Some(network) = network {
@@ -990,27 +988,43 @@ impl ClusterPlacement {
     }
 }
 
+/// The servers' copy of an instance placed on this node: what every
+/// AgentService call runs on. A call made on a stale view (by a server
+/// that has since lost the lead, or before the node was failed over and
+/// the instance moved) must never start a second copy, and one carrying a
+/// spec the cluster never accepted (forged or corrupted) must never reach
+/// the runtime. The caller's revision is not compared: the spec run is the
+/// stored one whatever the caller sent, and a legitimate caller's copy is
+/// often a revision behind (a status or label written meanwhile).
 #[async_trait::async_trait]
-impl Placement for ClusterPlacement {
-    async fn check(&self, instance: &Instance) -> std::result::Result<Instance, DriverError> {
-        match self.lookup(&instance.id).await {
+impl StoredInstances for ClusterPlacement {
+    async fn placed_here(&self, id: &InstanceUuid) -> std::result::Result<Instance, DriverError> {
+        match self.lookup(id.as_str()).await {
+            // A lookup also finds instances by name: only the id counts.
+            Ok(Some(stored)) if stored.id != id.as_str() => Err(not_in_cluster(id)),
             Ok(Some(stored)) if stored.node.as_deref() == Some(self.node.as_str()) => Ok(stored),
-            Ok(elsewhere) => Err(DriverError::FailedPrecondition(format!(
-                "instance `{}` is {} now, not on node `{}`: not starting a second copy",
-                instance.name,
-                elsewhere
-                    .and_then(|i| i.node)
-                    .map_or("deleted or unplaced".to_owned(), |n| {
-                        format!("placed on node `{n}`")
-                    }),
+            Ok(Some(stored)) => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is {} now, not on node `{}`: not starting a second copy, \
+                 nor acting on another node's",
+                stored.name,
+                stored
+                    .node
+                    .map_or("unplaced".to_owned(), |n| format!("placed on node `{n}`")),
                 self.node
             ))),
+            Ok(None) => Err(not_in_cluster(id)),
             Err(e) => Err(DriverError::Unavailable {
                 runtime: "the cluster's servers".to_owned(),
                 source: Box::new(e),
             }),
         }
     }
+}
+
+/// Instance `id` is not in the cluster, or (to a node of a TLS cluster,
+/// which sees only its own instances) not on this node.
+fn not_in_cluster(id: &InstanceUuid) -> DriverError {
+    DriverError::NotFound(format!("instance `{id}` on this node"))
 }
 
 /// Where an agent reports its orphan sweeps.
