@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use zixiao_api::pb;
 use zixiao_api::pb::agent_service_client::AgentServiceClient;
-use zixiao_core::{Error, ErrorKind, Instance, Node};
+use zixiao_core::model::{BridgeName, InstallationId, NetworkName};
+use zixiao_core::{Error, ErrorKind, Instance, Network, Node};
 use zixiao_testing::output::{json, text};
 use zixiao_testing::runtimes::ContainerdNamespace;
 
@@ -123,10 +124,10 @@ impl Drop for Canary {
     }
 }
 
-/// What the test leaves on the shared containerd, removed when dropped
-/// (before the agents, so also after a failed assertion): its instances,
-/// through the cluster, and a container of the forged id, made only if
-/// an agent ever creates what the cluster does not hold.
+/// What the test leaves on the host, removed when dropped (before the
+/// agents, so also after a failed assertion): its instances and network,
+/// through the cluster, and a container of the forged id, made only if an
+/// agent ever creates what the cluster does not hold.
 struct Leftovers<'a> {
     cluster: &'a Cluster,
     socket: &'a str,
@@ -140,6 +141,9 @@ impl Drop for Leftovers<'_> {
                 .cluster
                 .run(&self.cluster.admin(), &["instance", "delete", name]);
         }
+        let _ = self
+            .cluster
+            .run(&self.cluster.admin(), &["network", "delete", "lan"]);
         let ctr = |args: &[&str]| {
             let _ = Command::new("ctr")
                 .args(["-a", self.socket, "-n", "zixiao"])
@@ -195,15 +199,36 @@ fn cmdline(containerd: &ContainerdNamespace, id: &str) -> String {
         .expect("cmdline")
 }
 
+/// Another installation than the cluster's (one on the same host).
+const OTHER_INSTALLATION: &str = "0123456789abcdef";
+
 /// A network named `name` with bridge `bridge`, otherwise well-formed.
 fn network(name: &str, bridge: &str) -> pb::Network {
     pb::Network {
         name: name.to_owned(),
         bridge: bridge.to_owned(),
-        installation: "0123456789abcdef".to_owned(),
+        installation: OTHER_INSTALLATION.to_owned(),
         created_at: Some(Default::default()),
         ..Default::default()
     }
+}
+
+/// Network `name` of `installation`, with the bridge it derives.
+fn network_of(installation: &str, name: &str) -> pb::Network {
+    let installation = InstallationId::try_from(installation).expect("an installation");
+    let bridge = BridgeName::of(&installation, &NetworkName::try_from(name).expect("a name"));
+    pb::Network {
+        installation: installation.to_string(),
+        ..network(name, &bridge)
+    }
+}
+
+/// Whether this host has a link named `name`.
+fn has_link(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", "dev", name])
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 fn with_id(instance: &pb::Instance, id: &str) -> pb::Instance {
@@ -263,6 +288,16 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
         .join("agent-worker-1/instances")
         .join(format!("{}.json", here.id));
     let recorded = std::fs::read(&record).expect("the node's record");
+    // A network of the cluster's, set up on worker-1 (which reads it from
+    // the cluster before it touches the host).
+    let pid = std::process::id();
+    let subnet = format!("10.{}.{}.0/24", 200 + pid % 50, (pid / 50) % 250);
+    let lan: Network = serde_json::from_value(json(
+        cluster.run(&admin, &["network", "create", "lan", "--subnet", &subnet]),
+    ))
+    .expect("a network");
+    let installation = lan.installation.clone().expect("an installation");
+    assert!(has_link(&lan.bridge), "lan's bridge is set up");
 
     // The forger: a server certificate of the cluster's CA, calling
     // worker-1's AgentService over mutual TLS.
@@ -408,6 +443,58 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
             ErrorKind::InvalidArgument,
         );
     }
+    // Well-formed networks the cluster does not hold: one of its own
+    // installation it never created, and its `lan` as another installation
+    // on this host would have it (whose objects it would reach).
+    // (Its subnet is lan's third octet plus one: free on this host.)
+    let (a, b) = (200 + pid % 50, (pid / 50) % 250 + 1);
+    let ghost = pb::Network {
+        subnets: vec![pb::Subnet {
+            cidr: format!("10.{a}.{b}.0/24"),
+            gateway: format!("10.{a}.{b}.1"),
+            reserved: Vec::new(),
+        }],
+        ..network_of(installation.as_str(), "ghost")
+    };
+    let ensured = call!(forger.ensure_network(ghost.clone()));
+    if ensured.is_ok() {
+        // Take back what an agent that trusts its caller made.
+        let _ = call!(forger.remove_network(ghost.clone()));
+    }
+    assert_refused(
+        "ensure a network the cluster does not hold",
+        ensured,
+        ErrorKind::NotFound,
+    );
+    assert!(
+        !has_link(&ghost.bridge),
+        "a bridge was made for a forged network"
+    );
+    for forged in [
+        network_of(OTHER_INSTALLATION, "lan"),
+        pb::Network {
+            installation: OTHER_INSTALLATION.to_owned(),
+            ..pb::Network::from(lan.clone())
+        },
+    ] {
+        let kind = if forged.bridge == lan.bridge.as_str() {
+            // Decoding finds the bridge is not the one its installation derives.
+            ErrorKind::InvalidArgument
+        } else {
+            ErrorKind::FailedPrecondition
+        };
+        assert_refused(
+            "remove lan as another installation's",
+            call!(forger.remove_network(forged.clone())),
+            kind,
+        );
+        assert_refused(
+            "ensure lan as another installation's",
+            call!(forger.ensure_network(forged)),
+            kind,
+        );
+    }
+    assert!(has_link(&lan.bridge), "lan's bridge was removed");
     assert_refused(
         "a network name with a newline",
         call!(forger.remove_network(network("lan\nflush ruleset", "zxb00000000"))),
@@ -445,6 +532,9 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
         "the node's record changed"
     );
     assert_eq!(cluster.snapshot().await, store_before, "the store changed");
+    // The cluster's own calls still work: deleting lan removes its bridge.
+    json(cluster.run(&admin, &["network", "delete", "lan"]));
+    assert!(!has_link(&lan.bridge), "lan's bridge outlived its network");
 
     // What taking the cluster's copy costs a call: an inspect asks a
     // server for the instance first, listing the node's records does not.

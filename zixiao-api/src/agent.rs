@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::model::{InstallationId, InstanceUuid, Network};
+use zixiao_core::model::{InstallationId, InstanceUuid, Network, NetworkName};
 use zixiao_core::{
     Driver, DriverError, Error, ErrorKind, Instance, InstanceType, NetworkHost, NodeAgent,
 };
@@ -50,6 +50,17 @@ pub trait StoredInstances: Send + Sync + std::fmt::Debug {
     async fn placed_here(&self, id: &InstanceUuid) -> Result<Instance, DriverError>;
 }
 
+/// Where the agent reads the cluster's stored copy of a network: what it
+/// sets up or removes, found by the name the caller sends.
+#[async_trait::async_trait]
+pub trait StoredNetworks: Send + Sync + std::fmt::Debug {
+    /// The cluster's copy of network `name`. Called before EnsureNetwork
+    /// and RemoveNetwork touch the host; it only reads, so it is
+    /// idempotent. Errors: `NotFound` (the cluster holds no such network),
+    /// `Unavailable` (no server could say).
+    async fn stored_network(&self, name: &NetworkName) -> zixiao_core::Result<Network>;
+}
+
 /// The full name of the AgentService, for the health service.
 pub const SERVICE: &str = "zixiao.v1.AgentService";
 
@@ -61,6 +72,7 @@ pub struct AgentServer {
     local: Option<LocalInstances>,
     network: Option<Arc<dyn NetworkHost>>,
     stored: Option<Arc<dyn StoredInstances>>,
+    stored_networks: Option<Arc<dyn StoredNetworks>>,
 }
 
 impl std::fmt::Debug for AgentServer {
@@ -80,6 +92,7 @@ impl AgentServer {
             local: None,
             network: None,
             stored: None,
+            stored_networks: None,
         }
     }
 
@@ -89,6 +102,15 @@ impl AgentServer {
     /// simulations, whose caller is the controller itself).
     pub fn with_stored_instances(mut self, stored: Arc<dyn StoredInstances>) -> Self {
         self.stored = Some(stored);
+        self
+    }
+
+    /// Sets up and removes `stored`'s copy of the network a caller names,
+    /// refusing one the cluster does not hold or whose bridge and
+    /// installation are not the caller's. Without it the caller's copy is
+    /// used (in-process tests, whose caller is the controller itself).
+    pub fn with_stored_networks(mut self, stored: Arc<dyn StoredNetworks>) -> Self {
+        self.stored_networks = Some(stored);
         self
     }
 
@@ -180,8 +202,28 @@ fn instance(value: Option<pb::Instance>) -> Result<Instance, Status> {
         .map_err(invalid)
 }
 
-fn network(value: pb::Network) -> Result<Network, Status> {
-    Network::try_from(value).map_err(invalid)
+/// The network a request names, as the call sets it up or removes it:
+/// decoded (names, bridge and installation checked), then the stored copy
+/// when the server has [`StoredNetworks`].
+async fn network(server: &AgentServer, value: pb::Network) -> Result<Network, Status> {
+    let claimed = Network::try_from(value).map_err(invalid)?;
+    let Some(stored) = &server.stored_networks else {
+        return Ok(claimed);
+    };
+    let network = stored
+        .stored_network(&claimed.name)
+        .await
+        .map_err(|e| from_error(&e))?;
+    // A caller naming the cluster's network with another installation's
+    // mark would reach that installation's objects on this host.
+    if (&network.installation, &network.bridge) != (&claimed.installation, &claimed.bridge) {
+        return Err(from_error(&Error::FailedPrecondition(format!(
+            "network `{}` is not the cluster's (its bridge or installation differ): this node \
+             does nothing to it",
+            claimed.name
+        ))));
+    }
+    Ok(network)
 }
 
 /// `id` as an instance id (a UUID), or `InvalidArgument` on `field`.
@@ -506,7 +548,7 @@ impl AgentService for AgentServer {
     }
 
     async fn ensure_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {
-        let network = network(request.into_inner())?;
+        let network = network(self, request.into_inner()).await?;
         self.network_host()?
             .ensure_network(&network)
             .await
@@ -515,7 +557,7 @@ impl AgentService for AgentServer {
     }
 
     async fn remove_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {
-        let network = network(request.into_inner())?;
+        let network = network(self, request.into_inner()).await?;
         self.network_host()?
             .remove_network(&network)
             .await

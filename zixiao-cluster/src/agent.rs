@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zixiao_api::agent::{AgentServer, StoredInstances};
+use zixiao_api::agent::{AgentServer, StoredInstances, StoredNetworks};
 use zixiao_api::membership::MembershipClient;
 use zixiao_api::network::NETWORKS_TRAIT;
-use zixiao_core::model::{InstanceUuid, OrphanSweep};
+use zixiao_core::model::{InstanceUuid, Network, NetworkName, OrphanSweep};
 use zixiao_core::{
     Client, DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost,
     NodeAgent, NodeRegistration, NodeRole, Result,
@@ -654,7 +654,11 @@ pub async fn start_with_network(
 
     let records = Records::new(&options.state_dir);
     let agent = Arc::new(RecordingAgent::new(Arc::new(local), records.clone()));
-    let placement = ClusterPlacement::new(&options.name, &options.servers, node_tls.clone());
+    let placement = Arc::new(ClusterPlacement::new(
+        &options.name,
+        &options.servers,
+        node_tls.clone(),
+    ));
     let liveness = Arc::new(Liveness::default());
     let fence_ms = options.timing.fence_after_ms;
     let gate_liveness = liveness.clone();
@@ -671,7 +675,8 @@ pub async fn start_with_network(
     });
     let listed = records.clone();
     let mut service = AgentServer::new(agent.clone())
-        .with_stored_instances(Arc::new(placement))
+        .with_stored_instances(placement.clone())
+        .with_stored_networks(placement)
         .with_gate(gate)
         .with_local_instances(Arc::new(move || listed.list()));
     if let Some(network) = network {
@@ -968,10 +973,21 @@ impl ClusterPlacement {
     /// Instance `id` as the cluster stores it (`None` inside: deleted);
     /// `Err` when no server could say.
     async fn lookup(&self, id: &str) -> std::result::Result<Option<Instance>, Error> {
+        self.ask(|client| async move { client.get_instance(id).await })
+            .await
+    }
+
+    /// What the first server that answers says to `read` (`None` inside:
+    /// `NotFound`); `Err` when no server could say.
+    async fn ask<T, F, Fut>(&self, read: F) -> std::result::Result<Option<T>, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut last = None;
-        for client in &self.clients() {
+        for client in self.clients() {
             // A server that hangs (on its store, say) is passed over.
-            let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, client.get_instance(id)).await;
+            let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, read(client)).await;
             match asked {
                 Ok(Ok(current)) => return Ok(Some(current)),
                 Ok(Err(e)) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -985,6 +1001,19 @@ impl ClusterPlacement {
             }
         }
         Err(last.unwrap_or_else(|| Error::invalid("servers", "no server is configured")))
+    }
+}
+
+/// The servers' copy of a network: what EnsureNetwork and RemoveNetwork
+/// set up or remove, so a caller can neither make a network the cluster
+/// does not hold nor name another installation's objects on this host.
+#[async_trait::async_trait]
+impl StoredNetworks for ClusterPlacement {
+    async fn stored_network(&self, name: &NetworkName) -> Result<Network> {
+        let name = name.as_str();
+        self.ask(|client| async move { client.get_network(name).await })
+            .await?
+            .ok_or_else(|| Error::not_found(format!("network `{name}` in the cluster")))
     }
 }
 
