@@ -4,12 +4,15 @@
 //! that runs real containers in containerd. Ids that are paths (`/etc`,
 //! `../..`), a known id with another spec (image, command, a host file as
 //! a VM's disk), calls about an instance the cluster placed on another
-//! node, an orphan removal of a live instance, and networks naming links
-//! that are not Zixiao's (`lo`, `eth0`, a canary of the test's) or a bridge
-//! with a newline. Each is refused with its kind or runs the cluster's
-//! copy; afterwards the paths exist, the links, addresses and nftables
-//! tables outside Zixiao's are as before, the containers run what the
-//! cluster stored, and the store holds nothing new.
+//! node, an orphan removal of a live instance, networks naming links that
+//! are not Zixiao's (`lo`, `eth0`, a canary of the test's) or a bridge with
+//! a newline, a well-formed network the cluster does not hold, and the
+//! cluster's network as another installation on the host would have it.
+//! Each is refused with its kind or runs the cluster's copy; afterwards
+//! the paths exist, the links, addresses and nftables tables outside
+//! Zixiao's are as before, no bridge was made or removed, the containers
+//! run what the cluster stored, and the store holds nothing new. The
+//! cluster's own network delete still removes its bridge.
 //!
 //! Needs etcd, containerd and the busybox image of `scripts/services/*.sh`;
 //! skips with a reason elsewhere (and fails in CI, where
