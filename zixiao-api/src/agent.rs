@@ -5,8 +5,9 @@
 //! cluster's agent has) the driver gets the cluster's stored copy of it,
 //! never the caller's, so a forged or buggy caller cannot make the node
 //! run another image, command or host file, nor touch an instance the
-//! cluster did not place here. Whatever is still read from the wire (the
-//! id, names) is parsed into the model's validated types first. A
+//! cluster did not place here; with [`StoredNetworks`] the same holds for
+//! the networks it sets up or removes. Whatever is still read from the
+//! wire (the id, names) is parsed into the model's validated types first. A
 //! capability the runtime lacks is the driver's own `Unsupported`
 //! ([`Capability::missing`](zixiao_core::Capability::missing)). A gate can
 //! refuse calls that would make an instance run (the node agent closes it
@@ -106,9 +107,10 @@ impl AgentServer {
     }
 
     /// Sets up and removes `stored`'s copy of the network a caller names,
-    /// refusing one the cluster does not hold or whose bridge and
-    /// installation are not the caller's. Without it the caller's copy is
-    /// used (in-process tests, whose caller is the controller itself).
+    /// refusing a network the cluster does not hold, or one whose bridge
+    /// or installation differ from the stored copy's. Without it the
+    /// caller's copy is used (in-process tests, whose caller is the
+    /// controller itself).
     pub fn with_stored_networks(mut self, stored: Arc<dyn StoredNetworks>) -> Self {
         self.stored_networks = Some(stored);
         self
