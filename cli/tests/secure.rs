@@ -13,7 +13,8 @@
 //! elsewhere (and fails in CI, where ZIXIAO_REQUIRE_RUNTIMES=1).
 #![cfg(feature = "etcd")]
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,32 +22,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use zixiao_client::ConnectOptions;
-use zixiao_core::{ErrorKind, Store};
-use zixiao_testing::wait::{runtime_endpoint, wait_until};
+use zixiao_core::ErrorKind;
+use zixiao_testing::wait::wait_until;
 
-/// A child process, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn zixiao(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
-    command
-        .env_remove("ZIXIAO_STATE_DIR")
-        .env_remove("ZIXIAO_ENDPOINT")
-        .env_remove("ZIXIAO_CONFIG")
-        .env_remove("ZIXIAO_CONTEXT")
-        .env_remove("ZIXIAO_ETCD_ENDPOINTS")
-        // No user configuration of this machine's: only what a test names.
-        .env("XDG_CONFIG_HOME", dir.join("xdg"))
-        .env("HOME", dir);
-    command
-}
+use support::{
+    agent, cluster, containerd, import_busybox, init, serve, start_agent, wait_ready, zixiao,
+    Cluster, Running,
+};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -83,125 +65,6 @@ fn refused(out: Output) -> (String, String) {
             .expect("message")
             .to_owned(),
     )
-}
-
-/// A cluster: a PKI directory, its first admin's configuration, and a
-/// server on etcd under a key prefix of its own.
-struct Cluster {
-    _temp: tempfile::TempDir,
-    dir: PathBuf,
-    pki: PathBuf,
-    endpoint: String,
-    prefix: String,
-    etcd: String,
-    _server: Running,
-}
-
-impl Cluster {
-    /// `zixiao --config CONFIG --endpoint <the server> -o json ARGS...`.
-    fn run(&self, config: &Path, args: &[&str]) -> Output {
-        zixiao(&self.dir)
-            .arg("--config")
-            .arg(config)
-            .args(["--endpoint", &self.endpoint, "-o", "json"])
-            .args(args)
-            .output()
-            .expect("run zixiao")
-    }
-
-    fn admin(&self) -> PathBuf {
-        self.pki.join("admin.yaml")
-    }
-
-    async fn store(&self) -> Box<dyn Store> {
-        let options = zixiao_store::EtcdStoreOptions::new(self.etcd.split(','))
-            .key_prefix(self.prefix.clone());
-        Box::new(
-            zixiao_store::EtcdStore::connect(options)
-                .await
-                .expect("etcd"),
-        )
-    }
-
-    /// Every key of the cluster but the audit log's and the leader's
-    /// (renewed as time passes), with its revision.
-    async fn snapshot(&self) -> BTreeMap<String, u64> {
-        let listing = self.store().await.list("/").await.expect("list");
-        listing
-            .items
-            .into_iter()
-            .filter(|kv| !kv.key.starts_with("/zixiao/auth/audit/") && kv.key != "/zixiao/leader")
-            .map(|kv| (kv.key, kv.mod_revision))
-            .collect()
-    }
-}
-
-/// `zixiao server init` on etcd under `prefix`, into `pki`.
-fn init(dir: &Path, etcd: &str, prefix: &str, pki: &Path) {
-    let out = zixiao(dir)
-        .args(["-o", "json", "server", "init", "--dir"])
-        .arg(pki)
-        .args(["--etcd", etcd, "--etcd-prefix", prefix])
-        .output()
-        .expect("run");
-    let made = ok(out);
-    assert!(made["admin_config"].as_str().is_some(), "{made}");
-    use std::os::unix::fs::PermissionsExt;
-    for file in ["ca-key.pem", "admin.yaml"] {
-        let mode = std::fs::metadata(pki.join(file))
-            .expect("file")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{file} is {mode:o}");
-    }
-}
-
-async fn cluster() -> Option<Cluster> {
-    let etcd = runtime_endpoint("ZIXIAO_TEST_ETCD_ENDPOINTS", "etcd")?;
-    let temp = tempfile::tempdir().expect("tempdir");
-    let dir = temp.path().to_owned();
-    let prefix = format!(
-        "/zixiao-secure-test-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
-    let pki = dir.join("pki");
-    init(&dir, &etcd, &prefix, &pki);
-    let (server, endpoint) = serve(&dir, &etcd, &prefix, &pki, "secure-1");
-    Some(Cluster {
-        _temp: temp,
-        dir,
-        pki,
-        endpoint,
-        prefix,
-        etcd,
-        _server: server,
-    })
-}
-
-/// A `zixiao server` replica `id` on etcd under `prefix`, serving TLS
-/// with a certificate from `pki`, and its endpoint.
-fn serve(dir: &Path, etcd: &str, prefix: &str, pki: &Path, id: &str) -> (Running, String) {
-    let mut child = zixiao(dir)
-        .args(["server", "--etcd", etcd, "--etcd-prefix", prefix])
-        .arg("--pki")
-        .arg(pki)
-        .args(["--listen", "127.0.0.1:0", "--id", id])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run zixiao server");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let endpoint = line
-        .trim()
-        .rsplit_once(" listening on ")
-        .map(|(_, addr)| addr.to_owned())
-        .unwrap_or_else(|| panic!("zixiao server did not start: {line:?}"));
-    assert!(endpoint.starts_with("https://127.0.0.1:"), "{endpoint}");
-    (Running(child), endpoint)
 }
 
 /// A client configuration with one context: the cluster's CA and `token`
@@ -604,39 +467,6 @@ async fn admins_manage_users_tokens_and_projects_and_contexts_choose_the_server(
     );
 }
 
-/// `zixiao agent --server URL --ca-cert ca.pem --join-token T ...`, its
-/// stdout piped (its first line says where it listens).
-fn agent(cluster: &Cluster, socket: &str, name: &str, token: Option<&str>) -> Command {
-    let mut command = zixiao(&cluster.dir);
-    command
-        .arg("--state-dir")
-        .arg(cluster.dir.join(format!("agent-{name}")))
-        .args(["--containerd-socket", socket])
-        .args(["agent", "--server", &cluster.endpoint, "--ca-cert"])
-        .arg(cluster.pki.join("ca.pem"))
-        .args(["--name", name, "--listen", "127.0.0.1:0"])
-        .args(["--no-watchdog", "--no-networks"]);
-    if let Some(token) = token {
-        command.args(["--join-token", token]);
-    }
-    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    command
-}
-
-/// Starts an agent and waits for the line saying where it listens.
-fn start_agent(mut command: Command) -> Running {
-    let mut child = command.spawn().expect("run zixiao agent");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    assert!(
-        line.contains(" listening on "),
-        "the agent did not start: {line:?}"
-    );
-    Running(child)
-}
-
 /// [`start_agent`] for an agent started with `--metrics-listen`: also
 /// where it serves its metrics, from the line announcing them.
 fn start_agent_with_metrics(mut command: Command) -> (Running, String) {
@@ -658,27 +488,6 @@ fn start_agent_with_metrics(mut command: Command) -> (Running, String) {
     (Running(child), metrics)
 }
 
-/// Waits until node `name` is registered and ready.
-async fn wait_ready(cluster: &Cluster, name: &str) {
-    let admin = cluster.admin();
-    wait_until(
-        &format!("node {name} to be ready"),
-        Duration::from_secs(30),
-        || async {
-            let nodes = ok(cluster.run(&admin, &["node", "list"]));
-            nodes
-                .as_array()
-                .is_some_and(|nodes| {
-                    nodes
-                        .iter()
-                        .any(|n| n["id"] == name && n["status"] == "ready")
-                })
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 /// An agent joins a TLS cluster with a single-use join token, then speaks
 /// mutual TLS with its node certificate: it registers, the server runs a
 /// real container on it, and a restart reuses the certificate without a
@@ -691,11 +500,9 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
     use zixiao_api::membership::MembershipClient;
     use zixiao_auth::{Credentials, ExpectedPeer, NodeKey, NodeName, Trust};
 
-    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+    let Some((socket, busybox)) = containerd() else {
         return;
     };
-    let busybox =
-        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
     let Some(cluster) = cluster().await else {
         return;
     };
@@ -757,15 +564,7 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
 
     // A real container, placed by the server on the joined node, over
     // mutual TLS both ways.
-    // The image is imported on the node (a file there), into the
-    // containerd namespace its agent uses.
-    let out = zixiao(&cluster.dir)
-        .arg("--state-dir")
-        .arg(cluster.dir.join("importer"))
-        .args(["--containerd-socket", &socket, "image", "import", &busybox])
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    import_busybox(&cluster, &socket, &busybox);
     let created = ok(cluster.run(
         &admin,
         &[
@@ -1043,11 +842,9 @@ const CREATES: usize = 12;
 /// room for exactly one more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_through_two_servers_never_exceed_a_quota() {
-    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+    let Some((socket, busybox)) = containerd() else {
         return;
     };
-    let busybox =
-        std::env::var("ZIXIAO_TEST_BUSYBOX_OCI").expect("ZIXIAO_TEST_BUSYBOX_OCI with the socket");
     let Some(cluster) = cluster().await else {
         return;
     };
@@ -1063,13 +860,7 @@ async fn concurrent_creates_through_two_servers_never_exceed_a_quota() {
     let token = token["secret"].as_str().expect("secret").to_owned();
     let _worker = start_agent(agent(&cluster, &socket, "quota-worker", Some(&token)));
     wait_ready(&cluster, "quota-worker").await;
-    let out = zixiao(&cluster.dir)
-        .arg("--state-dir")
-        .arg(cluster.dir.join("importer"))
-        .args(["--containerd-socket", &socket, "image", "import", &busybox])
-        .output()
-        .expect("run");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    import_busybox(&cluster, &socket, &busybox);
 
     const QUOTA: usize = 2;
     ok(cluster.run(

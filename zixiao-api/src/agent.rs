@@ -1,8 +1,14 @@
 //! The AgentService server: a node's runtimes, reached through its
 //! [`NodeAgent`] (the drivers of `zixiao agent`), for the servers'
-//! controllers. Only what a node must do: every call carries the whole
-//! instance, so this side keeps no state, and each RPC is one driver call;
-//! a capability the runtime lacks is the driver's own `Unsupported`
+//! controllers. Only what a node must do: each RPC is one driver call.
+//! A call names its instance by id; with [`StoredInstances`] (what a
+//! cluster's agent has) the driver gets the cluster's stored copy of it,
+//! never the caller's, so a forged or buggy caller cannot make the node
+//! run another image, command or host file, nor touch an instance the
+//! cluster did not place here; with [`StoredNetworks`] the same holds for
+//! the networks it sets up or removes. Whatever is still read from the
+//! wire (the id, names) is parsed into the model's validated types first. A
+//! capability the runtime lacks is the driver's own `Unsupported`
 //! ([`Capability::missing`](zixiao_core::Capability::missing)). A gate can
 //! refuse calls that would make an instance run (the node agent closes it
 //! while it does not hold its liveness lease, so a fenced node never starts
@@ -12,8 +18,10 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::model::{InstallationId, Network};
-use zixiao_core::{Driver, DriverError, Error, Instance, InstanceType, NetworkHost, NodeAgent};
+use zixiao_core::model::{InstallationId, InstanceUuid, Network, NetworkName};
+use zixiao_core::{
+    Driver, DriverError, Error, ErrorKind, Instance, InstanceType, NetworkHost, NodeAgent,
+};
 
 use crate::console::{self, OutputStream};
 use crate::convert::{decode_all, decode_instance_type, decode_pull_options, WirePullOptions};
@@ -28,6 +36,32 @@ pub type Gate = Arc<dyn Fn() -> Result<(), DriverError> + Send + Sync>;
 /// Lists the instances the node holds (as its agent recorded them).
 pub type LocalInstances = Arc<dyn Fn() -> Vec<Instance> + Send + Sync>;
 
+/// Where the agent reads the cluster's stored copy of an instance (the one
+/// the controller validated when it stored it): every call that names an
+/// instance runs on that copy, found by the id the caller sends.
+#[async_trait::async_trait]
+pub trait StoredInstances: Send + Sync + std::fmt::Debug {
+    /// The cluster's copy of instance `id`, when the cluster places it on
+    /// this node now. Called before every instance call reaches a driver
+    /// (and before an orphan is removed); it only reads, so it is
+    /// idempotent. Errors: `NotFound` (the cluster holds no instance `id`
+    /// that this node may see), `FailedPrecondition` (placed on another
+    /// node, or on none), `Unavailable` (no server could say: nothing is
+    /// done on a guess).
+    async fn placed_here(&self, id: &InstanceUuid) -> Result<Instance, DriverError>;
+}
+
+/// Where the agent reads the cluster's stored copy of a network: what it
+/// sets up or removes, found by the name the caller sends.
+#[async_trait::async_trait]
+pub trait StoredNetworks: Send + Sync + std::fmt::Debug {
+    /// The cluster's copy of network `name`. Called before EnsureNetwork
+    /// and RemoveNetwork touch the host; it only reads, so it is
+    /// idempotent. Errors: `NotFound` (the cluster holds no such network),
+    /// `Unavailable` (no server could say).
+    async fn stored_network(&self, name: &NetworkName) -> zixiao_core::Result<Network>;
+}
+
 /// The full name of the AgentService, for the health service.
 pub const SERVICE: &str = "zixiao.v1.AgentService";
 
@@ -38,6 +72,8 @@ pub struct AgentServer {
     gate: Option<Gate>,
     local: Option<LocalInstances>,
     network: Option<Arc<dyn NetworkHost>>,
+    stored: Option<Arc<dyn StoredInstances>>,
+    stored_networks: Option<Arc<dyn StoredNetworks>>,
 }
 
 impl std::fmt::Debug for AgentServer {
@@ -56,7 +92,28 @@ impl AgentServer {
             gate: None,
             local: None,
             network: None,
+            stored: None,
+            stored_networks: None,
         }
+    }
+
+    /// Runs every instance call on `stored`'s copy of the instance the
+    /// caller names, and refuses the ones `stored` does not place on this
+    /// node. Without it the caller's copy is used (in-process tests and
+    /// simulations, whose caller is the controller itself).
+    pub fn with_stored_instances(mut self, stored: Arc<dyn StoredInstances>) -> Self {
+        self.stored = Some(stored);
+        self
+    }
+
+    /// Sets up and removes `stored`'s copy of the network a caller names,
+    /// refusing a network the cluster does not hold, or one whose bridge
+    /// or installation differ from the stored copy's. Without it the
+    /// caller's copy is used (in-process tests, whose caller is the
+    /// controller itself).
+    pub fn with_stored_networks(mut self, stored: Arc<dyn StoredNetworks>) -> Self {
+        self.stored_networks = Some(stored);
+        self
     }
 
     /// Refuses creates and starts whenever `gate` says no.
@@ -96,6 +153,30 @@ impl AgentServer {
         }
     }
 
+    /// Refuses to treat `id` as an orphan while the cluster places it on
+    /// this node (an orphan removal stops and removes whatever a runtime
+    /// holds of it), or when no server can say.
+    async fn check_orphan(&self, id: &InstanceUuid) -> Result<(), Status> {
+        let Some(stored) = &self.stored else {
+            return Ok(());
+        };
+        match stored.placed_here(id).await {
+            Ok(instance) => Err(driver_status(DriverError::FailedPrecondition(format!(
+                "instance `{}` ({id}) is placed on this node: it is no orphan",
+                instance.name
+            )))),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NotFound | ErrorKind::FailedPrecondition
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(driver_status(e)),
+        }
+    }
+
     fn network_host(&self) -> Result<&Arc<dyn NetworkHost>, Status> {
         self.network.as_ref().ok_or_else(|| {
             from_error(&Error::Unsupported(
@@ -123,16 +204,49 @@ fn instance(value: Option<pb::Instance>) -> Result<Instance, Status> {
         .map_err(invalid)
 }
 
-fn network(value: pb::Network) -> Result<Network, Status> {
-    Network::try_from(value).map_err(invalid)
+/// The network a request names, as the call sets it up or removes it:
+/// decoded (names, bridge and installation checked), then the stored copy
+/// when the server has [`StoredNetworks`].
+async fn network(server: &AgentServer, value: pb::Network) -> Result<Network, Status> {
+    let claimed = Network::try_from(value).map_err(invalid)?;
+    let Some(stored) = &server.stored_networks else {
+        return Ok(claimed);
+    };
+    let network = stored
+        .stored_network(&claimed.name)
+        .await
+        .map_err(|e| from_error(&e))?;
+    // A caller naming the cluster's network with another installation's
+    // mark would reach that installation's objects on this host.
+    if (&network.installation, &network.bridge) != (&claimed.installation, &claimed.bridge) {
+        return Err(from_error(&Error::FailedPrecondition(format!(
+            "network `{}` is not the cluster's (its bridge or installation differ): this node \
+             does nothing to it",
+            claimed.name
+        ))));
+    }
+    Ok(network)
 }
 
-/// The instance of `request` and the driver of its type.
-fn target(
+/// `id` as an instance id (a UUID), or `InvalidArgument` on `field`.
+fn instance_id(id: &str, field: &str) -> Result<InstanceUuid, Status> {
+    InstanceUuid::try_from(id).map_err(|e| invalid(e.at(field)))
+}
+
+/// The instance a request names, as the call runs on it, and the driver of
+/// its type: the stored copy when the server has [`StoredInstances`]
+/// (then of the caller's copy only the id counts, and its type, image,
+/// command and paths are ignored), else the caller's.
+async fn target(
     server: &AgentServer,
     value: Option<pb::Instance>,
 ) -> Result<(Instance, Arc<dyn Driver>), Status> {
-    let instance = instance(value)?;
+    let claimed = instance(value)?;
+    let id = instance_id(&claimed.id, "instance.id")?;
+    let instance = match &server.stored {
+        Some(stored) => stored.placed_here(&id).await.map_err(driver_status)?,
+        None => claimed,
+    };
     let driver = server.driver(instance.spec.instance_type)?;
     Ok((instance, driver))
 }
@@ -155,7 +269,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::CreateOnNodeResponse>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         self.check_gate()?;
         driver.create(&instance).await.map_err(driver_status)?;
         Ok(Response::new(pb::CreateOnNodeResponse {
@@ -167,7 +281,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         self.check_gate()?;
         driver.start(&instance).await.map_err(driver_status)?;
         done()
@@ -178,7 +292,7 @@ impl AgentService for AgentServer {
         request: Request<pb::StopOnNodeRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let (instance, driver) = target(self, request.instance)?;
+        let (instance, driver) = target(self, request.instance).await?;
         let grace = duration(request.grace);
         driver.stop(&instance, grace).await.map_err(driver_status)?;
         done()
@@ -188,7 +302,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         driver.delete(&instance).await.map_err(driver_status)?;
         done()
     }
@@ -197,7 +311,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::RuntimeState>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         let state = driver.inspect(&instance).await.map_err(driver_status)?;
         Ok(Response::new(state.into()))
     }
@@ -207,7 +321,7 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentReadLogRequest>,
     ) -> Result<Response<pb::LogChunk>, Status> {
         let request = request.into_inner();
-        let (instance, driver) = target(self, request.instance)?;
+        let (instance, driver) = target(self, request.instance).await?;
         let max = usize::try_from(request.max)
             .unwrap_or(usize::MAX)
             .min(crate::MAX_LOG_CHUNK);
@@ -222,7 +336,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::InstanceStats>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         let stats = driver.require_stats().map_err(driver_status)?;
         let stats = stats.stats(&instance).await.map_err(driver_status)?;
         Ok(Response::new(stats.into()))
@@ -243,7 +357,7 @@ impl AgentService for AgentServer {
                 "the first console message must carry the instance",
             )));
         };
-        let (instance, driver) = target(self, Some(first))?;
+        let (instance, driver) = target(self, Some(first)).await?;
         let console = driver.require_console().map_err(driver_status)?;
         let stream = console.attach(&instance).await.map_err(driver_status)?;
         let data = |message: pb::AgentConsoleInput| match message.input {
@@ -257,7 +371,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         let pause = driver.require_pause().map_err(driver_status)?;
         pause.pause(&instance).await.map_err(driver_status)?;
         done()
@@ -267,7 +381,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         // Thawing makes the instance run again: a fenced node must not.
         self.check_gate()?;
         let pause = driver.require_pause().map_err(driver_status)?;
@@ -279,7 +393,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         let resize = driver.require_resize().map_err(driver_status)?;
         resize.resize(&instance).await.map_err(driver_status)?;
         done()
@@ -290,7 +404,7 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentSnapshotRequest>,
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
         let request = request.into_inner();
-        let (instance, driver) = target(self, request.instance)?;
+        let (instance, driver) = target(self, request.instance).await?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
         let taken = snapshots
             .create(&instance, &request.snapshot)
@@ -303,7 +417,7 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance)?;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
         let all = snapshots.list(&instance).await.map_err(driver_status)?;
         Ok(Response::new(pb::ListSnapshotsResponse {
@@ -316,7 +430,7 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let (instance, driver) = target(self, request.instance)?;
+        let (instance, driver) = target(self, request.instance).await?;
         // A revert can make the instance run again: a fenced node must not.
         self.check_gate()?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
@@ -332,7 +446,7 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let (instance, driver) = target(self, request.instance)?;
+        let (instance, driver) = target(self, request.instance).await?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
         snapshots
             .delete(&instance, &request.snapshot)
@@ -413,11 +527,13 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentOrphanRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
+        let id = instance_id(&request.id, "id")?;
         let instance_type = decode_instance_type(request.r#type, "type");
         let driver = self.driver(instance_type.map_err(invalid)?)?;
         let inventory = driver.require_inventory().map_err(driver_status)?;
+        self.check_orphan(&id).await?;
         inventory
-            .remove_orphan(&request.id)
+            .remove_orphan(id.as_str())
             .await
             .map_err(driver_status)?;
         done()
@@ -439,7 +555,7 @@ impl AgentService for AgentServer {
     }
 
     async fn ensure_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {
-        let network = network(request.into_inner())?;
+        let network = network(self, request.into_inner()).await?;
         self.network_host()?
             .ensure_network(&network)
             .await
@@ -448,7 +564,7 @@ impl AgentService for AgentServer {
     }
 
     async fn remove_network(&self, request: Request<pb::Network>) -> Result<Response<()>, Status> {
-        let network = network(request.into_inner())?;
+        let network = network(self, request.into_inner()).await?;
         self.network_host()?
             .remove_network(&network)
             .await

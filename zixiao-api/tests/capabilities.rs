@@ -505,6 +505,9 @@ impl Inventory for Stocked {
     }
 }
 
+/// What the node's runtime holds of an instance it has no record of.
+const ORPHAN: &str = "5f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
+
 #[tokio::test]
 async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
     let busybox = ImageInfo {
@@ -515,7 +518,7 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
     let driver = Arc::new(Stocked {
         fake: FakeDriver::new(InstanceType::Container),
         images: Mutex::new(vec![busybox.clone()]),
-        held: Mutex::new(["orphan-1".to_owned()].into()),
+        held: Mutex::new([ORPHAN.to_owned()].into()),
         pulled_with: Mutex::new(None),
     });
     let (client, controller, _dir) = rig(driver.clone()).await;
@@ -605,8 +608,14 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
     let inventory = runtime.require_inventory().expect("an inventory");
     assert_eq!(
         inventory.instance_ids().await.expect("ids"),
-        ["orphan-1".to_owned()].into()
+        [ORPHAN.to_owned()].into()
     );
-    inventory.remove_orphan("orphan-1").await.expect("remove");
+    inventory.remove_orphan(ORPHAN).await.expect("remove");
+    // An orphan is named by an instance id (a UUID), never by a path.
+    let refused = inventory
+        .remove_orphan("../..")
+        .await
+        .expect_err("not an instance id");
+    assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
     assert!(driver.held.lock().expect("lock").is_empty());
 }

@@ -135,6 +135,11 @@ impl<A: Api> Api for Authorized<A> {
                 return Err(self.refuse(&request, rejection.clone()).await)
             }
         };
+        // A node's agent reads the networks it sets up (every node sets up
+        // every network), to take the cluster's copy instead of its caller's.
+        if let (Identity::Node(_), Request::GetNetwork { .. }) = (identity, &request) {
+            return self.inner.call(request).await;
+        }
         // A node's agent reads the instances placed on it (before it
         // starts one, and to re-adopt its own after a restart), and only
         // those: any other is, to it, not there.

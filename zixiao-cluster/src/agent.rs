@@ -18,17 +18,17 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use zixiao_api::agent::AgentServer;
+use zixiao_api::agent::{AgentServer, StoredInstances, StoredNetworks};
 use zixiao_api::membership::MembershipClient;
 use zixiao_api::network::NETWORKS_TRAIT;
-use zixiao_core::model::OrphanSweep;
+use zixiao_core::model::{InstanceUuid, Network, NetworkName, OrphanSweep};
 use zixiao_core::{
     Client, DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost,
     NodeAgent, NodeRegistration, NodeRole, Result,
 };
 
 use crate::election::wait;
-use crate::records::{Placement, RecordingAgent, Records};
+use crate::records::{RecordingAgent, Records};
 use crate::timing::{monotonic_ms, Timing};
 use crate::watchdog::WatchdogFiles;
 
@@ -653,11 +653,12 @@ pub async fn start_with_network(
     };
 
     let records = Records::new(&options.state_dir);
-    let agent = Arc::new(
-        RecordingAgent::new(Arc::new(local), records.clone()).with_placement(Arc::new(
-            ClusterPlacement::new(&options.name, &options.servers, node_tls.clone()),
-        )),
-    );
+    let agent = Arc::new(RecordingAgent::new(Arc::new(local), records.clone()));
+    let placement = Arc::new(ClusterPlacement::new(
+        &options.name,
+        &options.servers,
+        node_tls.clone(),
+    ));
     let liveness = Arc::new(Liveness::default());
     let fence_ms = options.timing.fence_after_ms;
     let gate_liveness = liveness.clone();
@@ -674,6 +675,8 @@ pub async fn start_with_network(
     });
     let listed = records.clone();
     let mut service = AgentServer::new(agent.clone())
+        .with_stored_instances(placement.clone())
+        .with_stored_networks(placement)
         .with_gate(gate)
         .with_local_instances(Arc::new(move || listed.list()));
     if let Some(network) = network {
@@ -970,10 +973,21 @@ impl ClusterPlacement {
     /// Instance `id` as the cluster stores it (`None` inside: deleted);
     /// `Err` when no server could say.
     async fn lookup(&self, id: &str) -> std::result::Result<Option<Instance>, Error> {
+        self.ask(|client| async move { client.get_instance(id).await })
+            .await
+    }
+
+    /// What the first server that answers says to `read` (`None` inside:
+    /// `NotFound`); `Err` when no server could say.
+    async fn ask<T, F, Fut>(&self, read: F) -> std::result::Result<Option<T>, Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let mut last = None;
-        for client in &self.clients() {
+        for client in self.clients() {
             // A server that hangs (on its store, say) is passed over.
-            let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, client.get_instance(id)).await;
+            let asked = tokio::time::timeout(PLACEMENT_TIMEOUT, read(client)).await;
             match asked {
                 Ok(Ok(current)) => return Ok(Some(current)),
                 Ok(Err(e)) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -990,27 +1004,56 @@ impl ClusterPlacement {
     }
 }
 
+/// The servers' copy of a network: what EnsureNetwork and RemoveNetwork
+/// set up or remove, so a caller can neither make a network the cluster
+/// does not hold nor name another installation's objects on this host.
 #[async_trait::async_trait]
-impl Placement for ClusterPlacement {
-    async fn check(&self, instance: &Instance) -> std::result::Result<Instance, DriverError> {
-        match self.lookup(&instance.id).await {
+impl StoredNetworks for ClusterPlacement {
+    async fn stored_network(&self, name: &NetworkName) -> Result<Network> {
+        let name = name.as_str();
+        self.ask(|client| async move { client.get_network(name).await })
+            .await?
+            .ok_or_else(|| Error::not_found(format!("network `{name}` in the cluster")))
+    }
+}
+
+/// The servers' copy of an instance placed on this node: what every
+/// AgentService call runs on. A call made on a stale view (by a server
+/// that has since lost the lead, or before the node was failed over and
+/// the instance moved) must never start a second copy, and one carrying a
+/// spec the cluster never accepted (forged or corrupted) must never reach
+/// the runtime. The caller's revision is not compared: the spec run is the
+/// stored one whatever the caller sent, and a legitimate caller's copy is
+/// often a revision behind (a status or label written meanwhile).
+#[async_trait::async_trait]
+impl StoredInstances for ClusterPlacement {
+    async fn placed_here(&self, id: &InstanceUuid) -> std::result::Result<Instance, DriverError> {
+        match self.lookup(id.as_str()).await {
+            // A lookup also finds instances by name: only the id counts.
+            Ok(Some(stored)) if stored.id != id.as_str() => Err(not_in_cluster(id)),
             Ok(Some(stored)) if stored.node.as_deref() == Some(self.node.as_str()) => Ok(stored),
-            Ok(elsewhere) => Err(DriverError::FailedPrecondition(format!(
-                "instance `{}` is {} now, not on node `{}`: not starting a second copy",
-                instance.name,
-                elsewhere
-                    .and_then(|i| i.node)
-                    .map_or("deleted or unplaced".to_owned(), |n| {
-                        format!("placed on node `{n}`")
-                    }),
+            Ok(Some(stored)) => Err(DriverError::FailedPrecondition(format!(
+                "instance `{}` is {} now, not on node `{}`: not starting a second copy, \
+                 nor acting on another node's",
+                stored.name,
+                stored
+                    .node
+                    .map_or("unplaced".to_owned(), |n| format!("placed on node `{n}`")),
                 self.node
             ))),
+            Ok(None) => Err(not_in_cluster(id)),
             Err(e) => Err(DriverError::Unavailable {
                 runtime: "the cluster's servers".to_owned(),
                 source: Box::new(e),
             }),
         }
     }
+}
+
+/// Instance `id` is not in the cluster, or (to a node of a TLS cluster,
+/// which sees only its own instances) not on this node.
+fn not_in_cluster(id: &InstanceUuid) -> DriverError {
+    DriverError::NotFound(format!("instance `{id}` on this node"))
 }
 
 /// Where an agent reports its orphan sweeps.

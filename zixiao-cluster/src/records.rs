@@ -101,45 +101,21 @@ impl Records {
     }
 }
 
-/// Whether the cluster still places an instance on this node, and what it
-/// stores for it. Checked before a create or start: a runtime call made on
-/// a stale view (sent by a server that has since lost the lead, or before
-/// the node was failed over and the instance moved) must never start a
-/// second copy, and a call carrying a spec the cluster never accepted (a
-/// forged or corrupted one) must never reach the runtime.
-#[async_trait]
-pub trait Placement: Send + Sync + std::fmt::Debug {
-    /// The cluster's copy of `instance` (found by its id) when it is placed
-    /// on this node now. Errors: `FailedPrecondition` (placed elsewhere, or
-    /// deleted), `Unavailable` (no server could say: nothing is started on
-    /// a guess).
-    async fn check(&self, instance: &Instance) -> Result<Instance, DriverError>;
-}
-
-/// A [`NodeAgent`] whose drivers keep the node's [`Records`] as they create
-/// and delete instances, and check the [`Placement`] before they create or
-/// start one.
+/// A [`NodeAgent`] whose drivers keep the node's [`Records`] as they create,
+/// start, resize and delete instances. What they are given is trusted:
+/// the AgentService hands them the cluster's stored copy of an instance
+/// ([`StoredInstances`](zixiao_api::agent::StoredInstances)), and the
+/// agent's own clean-up its records.
 #[derive(Debug, Clone)]
 pub struct RecordingAgent {
     inner: Arc<dyn NodeAgent>,
     records: Records,
-    placement: Option<Arc<dyn Placement>>,
 }
 
 impl RecordingAgent {
     /// Wraps `inner`, recording into `records`.
     pub fn new(inner: Arc<dyn NodeAgent>, records: Records) -> Self {
-        RecordingAgent {
-            inner,
-            records,
-            placement: None,
-        }
-    }
-
-    /// Checks `placement` before every create and start.
-    pub fn with_placement(mut self, placement: Arc<dyn Placement>) -> Self {
-        self.placement = Some(placement);
-        self
+        RecordingAgent { inner, records }
     }
 
     /// The records it keeps.
@@ -158,7 +134,6 @@ impl NodeAgent for RecordingAgent {
         Ok(Arc::new(RecordingDriver {
             inner: self.inner.driver(instance_type)?,
             records: self.records.clone(),
-            placement: self.placement.clone(),
         }))
     }
 }
@@ -167,24 +142,6 @@ impl NodeAgent for RecordingAgent {
 struct RecordingDriver {
     inner: Arc<dyn Driver>,
     records: Records,
-    placement: Option<Arc<dyn Placement>>,
-}
-
-impl RecordingDriver {
-    /// What a create or start runs: the caller's instance with the
-    /// cluster's spec, name and network attachments (what reaches the
-    /// runtime's paths, devices and commands), never the caller's own.
-    async fn placed_copy(&self, instance: &Instance) -> Result<Instance, DriverError> {
-        let Some(placement) = &self.placement else {
-            return Ok(instance.clone());
-        };
-        let stored = placement.check(instance).await?;
-        let mut runs = instance.clone();
-        runs.name = stored.name;
-        runs.spec = stored.spec;
-        runs.attachments = stored.attachments;
-        Ok(runs)
-    }
 }
 
 #[async_trait]
@@ -202,18 +159,16 @@ impl Driver for RecordingDriver {
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
-        let instance = self.placed_copy(instance).await?;
         // Recorded first: a crash between the two leaves a record of
         // something that may not exist, which a cleanup deletes idempotently,
         // never an instance nobody knows about.
-        self.records.put(&instance)?;
-        self.inner.create(&instance).await
+        self.records.put(instance)?;
+        self.inner.create(instance).await
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
-        let instance = self.placed_copy(instance).await?;
-        self.records.put(&instance)?;
-        self.inner.start(&instance).await
+        self.records.put(instance)?;
+        self.inner.start(instance).await
     }
 
     async fn stop(&self, instance: &Instance, grace: Duration) -> Result<(), DriverError> {
@@ -267,13 +222,11 @@ impl Driver for RecordingDriver {
     }
 }
 
-/// A resize applies the cluster's size, as a start does: never a size
-/// only the caller says.
+/// A resize keeps the record's size the runtime's, as a start does.
 #[async_trait]
 impl Resize for RecordingDriver {
     async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
-        let instance = self.placed_copy(instance).await?;
-        self.records.put(&instance)?;
-        self.inner.require_resize()?.resize(&instance).await
+        self.records.put(instance)?;
+        self.inner.require_resize()?.resize(instance).await
     }
 }

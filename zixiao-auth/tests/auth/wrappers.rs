@@ -820,3 +820,28 @@ async fn another_replica_sees_a_success_within_the_sync_delay() {
     .await;
     assert_eq!(outcome, Outcome::Done);
 }
+
+/// A node's agent reads a network (to set up the cluster's copy, never its
+/// caller's) and nothing more of the networks: listing, creating or
+/// deleting one stays refused.
+#[tokio::test]
+async fn a_node_reads_a_network_and_changes_none() {
+    let h = Harness::new();
+    let log = h.audit_log(Retention::default());
+    let fake = web_and_db();
+    let node = Identity::Node(zixiao_auth::NodeName::try_from("worker-1").unwrap());
+    let api = secure(fake.clone(), node, log.clone());
+    api.call(Request::GetNetwork { name: "lan".into() })
+        .await
+        .expect("a node reads a network");
+    assert_eq!(
+        fake.calls_but_lookups(),
+        vec!["network.get network lan".to_owned()]
+    );
+    for request in [
+        Request::ListNetworks,
+        Request::DeleteNetwork { name: "lan".into() },
+    ] {
+        refused(&h, &log, &fake, &api, request, ErrorKind::PermissionDenied).await;
+    }
+}

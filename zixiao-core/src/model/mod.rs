@@ -4,6 +4,7 @@
 
 mod image_ref;
 mod instance;
+mod instance_uuid;
 mod metadata;
 mod network;
 mod node;
@@ -23,6 +24,7 @@ pub use instance::{
     Condition, ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceId,
     InstanceStatus,
 };
+pub use instance_uuid::InstanceUuid;
 pub use metadata::{
     typed_metadata, Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, NodeMetadata,
     TraitChanges, TraitName, AGGREGATES_PREFIX,
