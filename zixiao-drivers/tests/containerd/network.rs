@@ -16,7 +16,7 @@ use zixiao_core::{Controller, CreateInstance, Instance, InstanceSpec, InstanceSt
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
-use zixiao_testing::wait::{runtime_endpoint, wait_until};
+use zixiao_testing::wait::{runtime_endpoint, wait_until, wait_until_ok};
 
 use super::{fixture, TIMEOUT};
 
@@ -157,12 +157,22 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
         assert_ne!(address(&b), a_ip);
         assert!(ping(address(&b)), "the host reaches b");
 
-        // b's message in a's output: proof that b reached a by address.
+        // b's message in a's output: proof that b reached a by address. On
+        // a timeout both logs and what the host reaches say which step
+        // failed (it has, rarely, in CI).
         let fx_ref = &fx;
-        let a_ref = &a;
-        let log = wait_until("a's log to show b's message", TIMEOUT, || async move {
+        let (a_ref, b_ref) = (&a, &b);
+        let log = wait_until_ok("a's log to show b's message", TIMEOUT, || async move {
             let log = fx_ref.log(a_ref).await;
-            log.contains("hello-from-b").then_some(log)
+            if log.contains("hello-from-b") {
+                return Ok(log);
+            }
+            let b_log = fx_ref.log(b_ref).await;
+            Err(format!(
+                "a's log: {log:?}\nb's log: {b_log:?}\nthe host reaches a: {}, b: {}",
+                ping(a_ip),
+                ping(address(b_ref))
+            ))
         })
         .await;
         assert!(
