@@ -38,10 +38,12 @@
 //! record cannot wait for the state's compare-and-swap (only a written
 //! commit knows the state's revision), so each replica numbers its staged
 //! records from a block it set aside in the state beforehand (at most
-//! [`GROUP_MAX`] numbers, one write per block): no other writer takes
-//! them. Numbers are unique and increase in each replica's order; a block
-//! a replica did not use up leaves a gap, and counts against the
-//! retention's `max_records`.
+//! [`GROUP_MAX`] numbers, one write per block, made in the background
+//! while the block before lasts): no other writer takes them. Numbers are
+//! unique and increase in each replica's order; a block a replica did not
+//! use up leaves a gap. A retention scan that meets a missing number
+//! first has the store write what is staged, so it never takes a record
+//! another replica staged for a gap.
 //!
 //! A call that cannot be recorded is not made (`Unavailable`). A
 //! failure's outcome is written durably before the caller hears of it. A
@@ -169,6 +171,10 @@ struct Cursor {
     /// Numbers the state has set aside for this replica's staged records
     /// (see [`Log::stage`]): no other writer takes them.
     reserved: std::ops::Range<u64>,
+    /// The next block set aside, taken when `reserved` runs out: set aside
+    /// in the background while the current one lasts, so no call waits for
+    /// that write.
+    spare: Option<std::ops::Range<u64>>,
 }
 
 /// An entry waiting for the next write, how durable its write must be, and
@@ -300,6 +306,8 @@ struct Log {
     anonymous: Ring,
     /// Whether a sync of the store is due for deferred writes.
     sync_scheduled: AtomicBool,
+    /// Whether a task is setting the next block of numbers aside.
+    setting_aside: AtomicBool,
 }
 
 impl AuditLog {
@@ -324,6 +332,7 @@ impl AuditLog {
                 identified: Ring::new("/zixiao/auth/audit/"),
                 anonymous: Ring::new("/zixiao/auth/audit/anonymous/"),
                 sync_scheduled: AtomicBool::new(false),
+                setting_aside: AtomicBool::new(false),
             }),
         }
     }
@@ -338,7 +347,10 @@ impl AuditLog {
             outcome: Outcome::Started,
             ..entry
         };
-        let record = self.log.stage(entry).await?;
+        let (record, running_low) = self.log.stage(entry).await?;
+        if running_low {
+            self.set_aside_spare();
+        }
         self.schedule_sync();
         Ok(Started { record })
     }
@@ -360,6 +372,31 @@ impl AuditLog {
         } else {
             self.log.write_outcomes(ring, Durability::Immediate).await;
         }
+    }
+
+    /// Sets the next block of numbers aside in the background, unless that
+    /// is under way or done. A failure is logged: the next call that runs
+    /// out sets a block aside itself, and fails if it cannot.
+    fn set_aside_spare(&self) {
+        if self.log.setting_aside.swap(true, AtomicOrdering::AcqRel) {
+            return;
+        }
+        let log = Arc::clone(&self.log);
+        tokio::spawn(async move {
+            let ring = &log.identified;
+            let mut cursor = ring.cursor.lock().await;
+            if cursor.spare.is_none() {
+                let block = log.reserve_block();
+                if let Err(e) = log
+                    .write(ring, &mut cursor, &[], Durability::Deferred, block)
+                    .await
+                {
+                    tracing::warn!(error = %chain(&e), "audit numbers not set aside ahead");
+                }
+            }
+            drop(cursor);
+            log.setting_aside.store(false, AtomicOrdering::Release);
+        });
     }
 
     /// Writes pending outcomes and syncs the store [`SYNC_DELAY`] from now
@@ -423,9 +460,8 @@ impl Log {
     /// durably as `durability` asks, or logs why it could not; they wait
     /// for the next write then.
     async fn write_outcomes(&self, ring: &Ring, durability: Durability) {
-        if durability == Durability::Deferred && !ring.outcomes_pending() {
-            return;
-        }
+        // Taken first even when none wait: a write in flight may hold them,
+        // and a caller that lists must see them written.
         let mut cursor = ring.cursor.lock().await;
         let written = if ring.outcomes_pending() {
             self.write(ring, &mut cursor, &[], durability, 0)
@@ -559,17 +595,29 @@ impl Log {
             let mut txn = Txn::new();
             let mut oldest = state.oldest;
             let mut deleted = 0;
+            // The numbers this write deletes: a missing record the age
+            // scan steps over (a gap, or another replica's record staged
+            // but not yet written) is not one of them.
+            let mut deleting = Vec::new();
             // A write deletes as many numbers as it takes and PRUNE_BATCH
             // more, so the count holds however large the groups.
             let prune = PRUNE_BATCH + count + reserve;
-            // Count: after this write, keep `max_records` at most (numbers
-            // set aside count as records).
+            // Count: after this write, keep `max_records` at most. Numbers
+            // this replica set aside and has not used are not records;
+            // another replica's are not known here and count as records.
+            let unused = cursor.reserved.end - cursor.reserved.start
+                + cursor
+                    .spare
+                    .as_ref()
+                    .map_or(0, |spare| spare.end - spare.start);
             let unwritten = ring.numbering().first().copied().unwrap_or(u64::MAX);
-            let keep_from = (seq + count + reserve)
+            let keep_from = (seq + count)
+                .saturating_sub(unused)
                 .saturating_sub(self.retention.max_records)
                 .min(unwritten);
             while oldest < keep_from && deleted < prune {
                 txn = txn.delete(ring.key(oldest), Precondition::None);
+                deleting.push(oldest);
                 oldest += 1;
                 deleted += 1;
             }
@@ -582,8 +630,16 @@ impl Log {
                     .unwrap_or(chrono::TimeDelta::MAX);
             if cursor.oldest_time.is_none_or(|t| t < horizon) {
                 cursor.oldest_time = None;
+                let mut synced = false;
                 while oldest < seq.min(unwritten) && deleted < prune {
                     match self.store.get(&ring.key(oldest)).await? {
+                        // A gap (numbers set aside and never used), or a
+                        // record another replica staged and the store has
+                        // not written yet: writing what is staged tells.
+                        None if !synced => {
+                            self.store.sync().await?;
+                            synced = true;
+                        }
                         None => oldest += 1,
                         Some(kv) => {
                             let time = serde_json::from_slice::<AuditRecord>(&kv.value)
@@ -594,6 +650,7 @@ impl Log {
                                 break;
                             }
                             txn = txn.delete(kv.key, Precondition::None);
+                            deleting.push(oldest);
                             oldest += 1;
                             deleted += 1;
                         }
@@ -619,7 +676,10 @@ impl Log {
             // Updates of this replica's own records, which only it writes:
             // the state's compare-and-swap below keeps another replica's
             // pruning from racing them, so none recreates a deleted record.
-            for record in outcomes.iter().filter(|r| (oldest..seq).contains(&r.seq)) {
+            let kept = |r: &&AuditRecord| {
+                (state.oldest..seq).contains(&r.seq) && !deleting.contains(&r.seq)
+            };
+            for record in outcomes.iter().filter(kept) {
                 txn = txn.put(ring.key(record.seq), to_json(record), Precondition::None);
             }
             txn = txn.put(ring.state_key.clone(), to_json(&next), state_precondition);
@@ -628,7 +688,7 @@ impl Log {
                 Ok(revision) => {
                     cursor.state = Some((next, revision));
                     if reserve > 0 {
-                        cursor.reserved = seq + count..next.next;
+                        cursor.spare = Some(seq + count..next.next);
                     }
                     if oldest == seq {
                         cursor.oldest_time = Some(now);
@@ -672,23 +732,32 @@ impl Log {
     }
 
     /// Stages `entry` as a record of the identified ring, numbered from
-    /// this replica's reserved numbers (setting more aside when they ran
-    /// out): the store writes it with its next commit. A number no other
-    /// writer takes is what lets it go without the state's
-    /// compare-and-swap, whose revision only a written commit knows.
-    async fn stage(&self, entry: AuditEntry) -> Result<AuditRecord, AuthError> {
+    /// this replica's reserved numbers (the spare block when they ran out,
+    /// or one set aside now when there is none): the store writes it with
+    /// its next commit. A number no other writer takes is what lets it go
+    /// without the state's compare-and-swap, whose revision only a written
+    /// commit knows. Also says whether the numbers run low with no spare
+    /// block: time to set one aside.
+    async fn stage(&self, entry: AuditEntry) -> Result<(AuditRecord, bool), AuthError> {
         let ring = &self.identified;
-        let seq = {
+        let block = self.reserve_block();
+        let (seq, running_low) = {
             let mut cursor = ring.cursor.lock().await;
             if cursor.reserved.is_empty() {
-                let block = self.reserve_block();
-                self.write(ring, &mut cursor, &[], Durability::Deferred, block)
-                    .await?;
+                if cursor.spare.is_none() {
+                    self.write(ring, &mut cursor, &[], Durability::Deferred, block)
+                        .await?;
+                }
+                // The write that succeeded left its block there.
+                cursor.reserved = cursor.spare.take().ok_or_else(|| AuthError::Conflict {
+                    what: "the audit log's numbers (none set aside)".to_owned(),
+                })?;
             }
             let seq = cursor.reserved.start;
             cursor.reserved.start += 1;
             ring.numbering().insert(seq);
-            seq
+            let left = cursor.reserved.end - cursor.reserved.start;
+            (seq, cursor.spare.is_none() && left <= block / 2)
         };
         // The cursor is not held while the store stages: a store that
         // commits at once (etcd) would otherwise take the calls in turns.
@@ -711,7 +780,7 @@ impl Log {
                 ring.staged().push((seq, staged));
             }
         }
-        Ok(record)
+        Ok((record, running_low))
     }
 
     async fn read_state(&self, ring: &Ring) -> Result<(RingState, Revision), AuthError> {

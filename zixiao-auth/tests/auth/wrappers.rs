@@ -599,7 +599,15 @@ async fn replicas_writing_at_once_lose_no_record() {
     }
     let records = logs[0].list(None, None, None).await.unwrap();
     assert_eq!(records.len(), 60, "every record");
-    assert!(records.iter().all(|r| r.outcome == Outcome::Done));
+    // Every outcome, the first of each replica's too (once lost when
+    // another replica's retention scan took records staged but not yet
+    // written for gaps).
+    let undone: Vec<(u64, &str)> = records
+        .iter()
+        .filter(|r| r.outcome != Outcome::Done)
+        .map(|r| (r.seq, r.replica.as_str()))
+        .collect();
+    assert!(undone.is_empty(), "still started: {undone:?}");
     // Each replica numbers from blocks set aside for it: numbers are
     // unique, with gaps where a block was not used up.
     let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
