@@ -189,17 +189,31 @@ pub(crate) async fn wait_for_state(
 ) -> RuntimeState {
     let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
     loop {
-        match driver.inspect(instance).await {
+        let last = match driver.inspect(instance).await {
             Ok(state) if want(&state) => return state,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Unavailable => {}
+            Ok(state) => format!("{state:?}"),
+            Err(e) if e.kind() == ErrorKind::Unavailable => format!("{e}"),
             Err(e) => panic!("inspect: {e:?}"),
+        };
+        if std::time::Instant::now() >= deadline {
+            let dir = driver.instance_dir(instance);
+            let file = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+            let console = console(driver, instance).await;
+            let tail: String = console
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!(
+                "timed out after {BOOT_TIMEOUT:?} waiting for {what}; the driver said last: \
+                 {last}\nqemu.stderr: {}\nqemu.events: {}\nconsole (last lines, newest \
+                 first):\n{tail}\n{}",
+                file("qemu.stderr"),
+                file("qemu.events"),
+                monitor_threads(driver, instance)
+            );
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {BOOT_TIMEOUT:?} waiting for {what}; {}",
-            monitor_threads(driver, instance)
-        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
