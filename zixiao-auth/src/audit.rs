@@ -385,14 +385,8 @@ impl AuditLog {
         tokio::spawn(async move {
             let ring = &log.identified;
             let mut cursor = ring.cursor.lock().await;
-            if cursor.spare.is_none() {
-                let block = log.reserve_block();
-                if let Err(e) = log
-                    .write(ring, &mut cursor, &[], Durability::Deferred, block)
-                    .await
-                {
-                    tracing::warn!(error = %chain(&e), "audit numbers not set aside ahead");
-                }
+            if let Err(e) = log.set_aside(ring, &mut cursor).await {
+                tracing::warn!(error = %chain(&e), "audit numbers not set aside ahead");
             }
             drop(cursor);
             log.setting_aside.store(false, AtomicOrdering::Release);
@@ -731,6 +725,16 @@ impl Log {
         (self.retention.max_records / 64).clamp(1, GROUP_MAX as u64)
     }
 
+    /// Sets a block of numbers aside as `cursor`'s spare, unless it has one.
+    async fn set_aside(&self, ring: &Ring, cursor: &mut Cursor) -> Result<(), AuthError> {
+        if cursor.spare.is_none() {
+            let block = self.reserve_block();
+            self.write(ring, cursor, &[], Durability::Deferred, block)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Stages `entry` as a record of the identified ring, numbered from
     /// this replica's reserved numbers (the spare block when they ran out,
     /// or one set aside now when there is none): the store writes it with
@@ -744,11 +748,8 @@ impl Log {
         let (seq, running_low) = {
             let mut cursor = ring.cursor.lock().await;
             if cursor.reserved.is_empty() {
-                if cursor.spare.is_none() {
-                    self.write(ring, &mut cursor, &[], Durability::Deferred, block)
-                        .await?;
-                }
-                // The write that succeeded left its block there.
+                self.set_aside(ring, &mut cursor).await?;
+                // The spare: there already, or just set aside.
                 cursor.reserved = cursor.spare.take().ok_or_else(|| AuthError::Conflict {
                     what: "the audit log's numbers (none set aside)".to_owned(),
                 })?;

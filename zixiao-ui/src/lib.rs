@@ -98,6 +98,19 @@ pub async fn serve(
     access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_on(listener, access, shutdown).await
+}
+
+/// [`serve`] on any listener axum takes (plain TCP, or TLS).
+async fn serve_on<L>(
+    listener: L,
+    access: Access,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(access))
         .with_graceful_shutdown(shutdown)
         .await

@@ -14,7 +14,7 @@ use zixiao_api::tls::TlsConnection;
 use zixiao_api::Limits;
 use zixiao_core::Result;
 
-use crate::{router, Access};
+use crate::Access;
 
 /// Serves the dashboard on `listener` over TLS with the server
 /// configuration `tls` until `shutdown` completes. Only HTTP/1.1 is
@@ -37,10 +37,7 @@ pub async fn serve_tls(
         connections: Box::pin(connections),
         local,
     };
-    axum::serve(listener, router(access))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| crate::unavailable("the dashboard's listener", e))
+    crate::serve_on(listener, access, shutdown).await
 }
 
 /// Accepted TLS connections as axum takes them.

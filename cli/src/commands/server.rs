@@ -336,11 +336,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     // without TLS it is plain HTTP, for this machine only.
     let ui_over_tls = tls_wanted && !args.ui_local;
     let ui_listener = match args.ui_listen {
-        Some(addr) if ui_over_tls => {
-            Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                Error::invalid("--ui-listen", format!("cannot listen on {addr}: {e}"))
-            })?)
-        }
+        Some(addr) if ui_over_tls => Some(listener("--ui-listen", addr).await?),
         Some(addr) => Some(
             loopback_listener(
                 "--ui-listen",
@@ -553,6 +549,12 @@ pub(crate) async fn loopback_listener(
             format!("{addr} is not a loopback address: {why}"),
         ));
     }
+    listener(flag, addr).await
+}
+
+/// A listener on `addr`, which `flag` gave. Errors: `InvalidArgument`
+/// (`flag`: it cannot be bound).
+async fn listener(flag: &str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::invalid(flag, format!("cannot listen on {addr}: {e}")))
