@@ -994,6 +994,10 @@ pub(crate) enum ImageCommand {
         /// issued (read here, sent to the node that pulls).
         #[arg(long = "registry-ca", value_name = "FILE")]
         registry_cas: Vec<std::path::PathBuf>,
+        /// The platform to take from a multi-platform image (the node's own
+        /// by default), such as `linux/arm64` or `linux/arm/v7`.
+        #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+        platform: Option<String>,
         /// User name for the registry (with --password-stdin). Without it,
         /// the registry's entry in `$DOCKER_CONFIG/config.json` or
         /// `~/.docker/config.json` (`auths.<registry>.auth`), if any.

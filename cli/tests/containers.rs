@@ -951,6 +951,49 @@ fn a_registry_of_a_private_ca_is_trusted_with_registry_ca() {
     ok(zixiao(state, &socket, &["image", "rm", &image]));
 }
 
+/// `image pull --platform`: a malformed platform is refused naming the
+/// flag; the node's own platform, asked for by name, pulls the image. (The
+/// choice among platforms is the driver's test, on a two-platform image.)
+#[test]
+fn image_pull_takes_a_platform() {
+    let Some((socket, _)) = containerd_and_busybox() else {
+        return;
+    };
+    let Some(image) = runtime_endpoint("ZIXIAO_TEST_REGISTRY_BUSYBOX", "the loopback registry")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = &dir.path().join("state");
+    let docker_config = dir.path().join("docker");
+    for bad in ["amd64", "Linux/amd64", "linux/amd64/v1/x"] {
+        let out = pull_with(
+            state,
+            &socket,
+            &docker_config,
+            &image,
+            None,
+            &["--platform", bad],
+        );
+        let (code, kind, message) = refused(out);
+        assert_eq!((code, kind.as_str()), (2, "invalid_argument"), "{message}");
+        assert!(
+            message.contains("platform") && message.contains(bad),
+            "{message}"
+        );
+    }
+    let out = pull_with(
+        state,
+        &socket,
+        &docker_config,
+        &image,
+        None,
+        &["--platform", "linux/amd64"],
+    );
+    let pulled: serde_json::Value = serde_json::from_str(&ok(out)).expect("json");
+    assert_eq!(pulled["name"], image.as_str());
+}
+
 /// `template create|update|get|list|delete` and `instance create
 /// --template` with real containers: two versions, instances of each, the
 /// counts, a used version that is not deleted, `--set` visible in

@@ -496,6 +496,7 @@ impl AgentService for AgentServer {
             credentials: request.credentials,
             insecure_registries: request.insecure_registries,
             registry_cas: request.registry_cas,
+            platform: request.platform,
         })
         .map_err(invalid)?;
         Ok(Response::new(crate::server::pull_events(

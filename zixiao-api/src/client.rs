@@ -392,6 +392,7 @@ impl Api for GrpcClient {
                     credentials: wire.credentials,
                     insecure_registries: wire.insecure_registries,
                     registry_cas: wire.registry_cas,
+                    platform: wire.platform,
                 };
                 let mut events = self.answer(self.images.clone().pull_image(request).await)?;
                 while let Some(event) = events.next().await {

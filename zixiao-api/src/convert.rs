@@ -26,8 +26,8 @@ use zixiao_core::api::{
 };
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
 use zixiao_core::driver::{
-    Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress,
-    RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
+    Capability, DriverInfo, ImageInfo, ImagePlatform, InstanceStats, LogChunk, PullOptions,
+    PullProgress, RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
     typed_metadata, Aggregate, AggregateName, Cidr, Condition, ConditionType, CreateInstance,
@@ -987,6 +987,7 @@ pub(crate) struct WirePullOptions {
     pub(crate) credentials: Option<pb::RegistryCredentials>,
     pub(crate) insecure_registries: Vec<String>,
     pub(crate) registry_cas: Vec<String>,
+    pub(crate) platform: Option<String>,
 }
 
 /// Pull options on the wire.
@@ -998,11 +999,12 @@ pub(crate) fn encode_pull_options(options: PullOptions) -> WirePullOptions {
         }),
         insecure_registries: options.insecure_registries,
         registry_cas: options.registry_cas.into_iter().map(String::from).collect(),
+        platform: options.platform.map(String::from),
     }
 }
 
-/// Pull options from the wire, the CA certificates checked again.
-/// Errors: `InvalidArgument` on `registry_ca`.
+/// Pull options from the wire, the CA certificates and the platform
+/// checked again. Errors: `InvalidArgument` on `registry_ca`, `platform`.
 pub(crate) fn decode_pull_options(wire: WirePullOptions) -> Result<PullOptions, Error> {
     Ok(PullOptions {
         credentials: wire.credentials.map(|c| RegistryCredentials {
@@ -1015,6 +1017,11 @@ pub(crate) fn decode_pull_options(wire: WirePullOptions) -> Result<PullOptions, 
             .into_iter()
             .map(RegistryCa::try_from)
             .collect::<Result<_, _>>()?,
+        platform: wire
+            .platform
+            .as_deref()
+            .map(ImagePlatform::try_from)
+            .transpose()?,
     })
 }
 
@@ -2043,4 +2050,35 @@ pub(crate) fn decode_optional_time(
     at: &str,
 ) -> Result<Option<DateTime<Utc>>> {
     optional_time(value, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(registry_cas: Vec<String>, platform: Option<&str>) -> WirePullOptions {
+        WirePullOptions {
+            credentials: None,
+            insecure_registries: Vec::new(),
+            registry_cas,
+            platform: platform.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn pull_options_from_the_wire_are_checked_again() {
+        let decoded = decode_pull_options(wire(Vec::new(), Some("linux/arm64"))).expect("valid");
+        assert_eq!(
+            decoded.platform.map(String::from).as_deref(),
+            Some("linux/arm64")
+        );
+        for (bad, field) in [
+            (wire(Vec::new(), Some("linux/arm64\nflush")), "platform"),
+            (wire(vec!["not pem".to_owned()], None), "registry_ca"),
+        ] {
+            let err = decode_pull_options(bad).expect_err("refused");
+            assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument);
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
 }

@@ -514,6 +514,7 @@ impl Images for RemoteDriver {
             credentials: wire.credentials,
             insecure_registries: wire.insecure_registries,
             registry_cas: wire.registry_cas,
+            platform: wire.platform,
         };
         let mut events = self
             .client()

@@ -564,6 +564,7 @@ impl ImageService for ApiServer {
             credentials: request.credentials,
             insecure_registries: request.insecure_registries,
             registry_cas: request.registry_cas,
+            platform: request.platform,
         })
         .map_err(status)?;
         let node = request.node;

@@ -550,6 +550,9 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
             "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".to_owned(),
         )
         .expect("a CA")],
+        platform: Some(
+            zixiao_core::driver::ImagePlatform::try_from("linux/arm64/v8").expect("a platform"),
+        ),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);

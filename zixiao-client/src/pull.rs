@@ -2,18 +2,20 @@
 //! credentials the caller gives, else those of the user's docker-style
 //! config file, read here, on the caller's machine (a server never reads
 //! its own user's), the registries that may be reached over plain HTTP,
-//! and the CA certificates trusted besides the node's roots.
+//! the CA certificates trusted besides the node's roots, and the platform
+//! to take from a multi-platform image.
 
 use std::path::Path;
 
-use zixiao_core::driver::{PullOptions, RegistryCa, RegistryCredentials};
+use zixiao_core::driver::{ImagePlatform, PullOptions, RegistryCa, RegistryCredentials};
 use zixiao_core::{Error, ImageRef, Result};
 use zixiao_registry::docker_config;
 
 /// The options to pull `reference`: with `credentials` when given, else
 /// with the entry for its registry in the user's docker-style config file
 /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), else
-/// anonymous; trusting `registry_cas` besides the node's roots. Errors:
+/// anonymous; trusting `registry_cas` besides the node's roots; taking
+/// `platform`'s manifest (the node's own when `None`). Errors:
 /// `InvalidArgument` on `docker-config` (the file cannot be read or
 /// parsed).
 pub fn pull_options(
@@ -21,6 +23,7 @@ pub fn pull_options(
     credentials: Option<RegistryCredentials>,
     insecure_registries: Vec<String>,
     registry_cas: Vec<RegistryCa>,
+    platform: Option<ImagePlatform>,
 ) -> Result<PullOptions> {
     let credentials = match credentials {
         Some(credentials) => Some(credentials),
@@ -30,6 +33,7 @@ pub fn pull_options(
         credentials,
         insecure_registries,
         registry_cas,
+        platform,
     })
 }
 

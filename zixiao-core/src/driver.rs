@@ -494,6 +494,10 @@ pub struct PullOptions {
     /// Certificate authorities trusted for this pull besides the node's
     /// system roots: for a registry whose certificate a private CA issued.
     pub registry_cas: Vec<RegistryCa>,
+    /// The platform whose manifest to take from a multi-platform image;
+    /// the node's own when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<ImagePlatform>,
 }
 
 /// The most bytes of PEM one [`RegistryCa`] holds.
@@ -562,6 +566,93 @@ impl<'de> Deserialize<'de> for RegistryCa {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let pem = String::deserialize(deserializer)?;
         RegistryCa::try_from(pem).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The most bytes one part of an [`ImagePlatform`] may have.
+const MAX_PLATFORM_PART: usize = 32;
+
+/// The platform of an image, `os/architecture[/variant]` in the names
+/// OCI image indexes use (`linux/amd64`, `linux/arm64/v8`): which manifest
+/// a pull takes from a multi-platform image. Built by `TryFrom<&str>`:
+/// two or three parts of lowercase letters, digits and `_`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct ImagePlatform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl ImagePlatform {
+    /// `linux`, `windows`...
+    pub fn os(&self) -> &str {
+        &self.os
+    }
+
+    /// `amd64`, `arm64`... (Go's `GOARCH` names).
+    pub fn architecture(&self) -> &str {
+        &self.architecture
+    }
+
+    /// `v7`, `v8`... when given.
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_deref()
+    }
+}
+
+impl TryFrom<&str> for ImagePlatform {
+    type Error = crate::Error;
+
+    /// Errors: `InvalidArgument` on `platform`.
+    fn try_from(text: &str) -> Result<Self, Self::Error> {
+        let invalid = |reason: String| {
+            crate::Error::invalid("platform", format!("`{}` {reason}", text.escape_debug()))
+        };
+        let parts: Vec<&str> = text.split('/').collect();
+        if !(2..=3).contains(&parts.len()) {
+            return Err(invalid(
+                "is not OS/ARCHITECTURE[/VARIANT], such as linux/amd64 or linux/arm64/v8"
+                    .to_owned(),
+            ));
+        }
+        let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if let Some(bad) = parts.iter().find(|part| {
+            part.is_empty() || part.len() > MAX_PLATFORM_PART || !part.chars().all(allowed)
+        }) {
+            return Err(invalid(format!(
+                "has a part `{}` that is not 1 to {MAX_PLATFORM_PART} lowercase letters, digits or `_`",
+                bad.escape_debug()
+            )));
+        }
+        Ok(ImagePlatform {
+            os: parts[0].to_owned(),
+            architecture: parts[1].to_owned(),
+            variant: parts.get(2).map(|v| (*v).to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Display for ImagePlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ImagePlatform> for String {
+    fn from(platform: ImagePlatform) -> String {
+        platform.to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for ImagePlatform {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        ImagePlatform::try_from(text.as_str()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -706,6 +797,35 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn an_image_platform_is_os_architecture_and_maybe_a_variant() {
+        let arm = ImagePlatform::try_from("linux/arm64/v8").unwrap();
+        assert_eq!(
+            (arm.os(), arm.architecture(), arm.variant()),
+            ("linux", "arm64", Some("v8"))
+        );
+        assert_eq!(arm.to_string(), "linux/arm64/v8");
+        let json = serde_json::to_string(&arm).unwrap();
+        assert_eq!(serde_json::from_str::<ImagePlatform>(&json).unwrap(), arm);
+        for (text, reason) in [
+            ("linux", "is not OS/ARCHITECTURE"),
+            ("linux/amd64/v1/x", "is not OS/ARCHITECTURE"),
+            ("linux//v8", "part ``"),
+            ("Linux/amd64", "part `Linux`"),
+            ("linux/amd64\n", "part `amd64\\n`"),
+            ("linux/../amd64", "part `..`"),
+        ] {
+            let err = ImagePlatform::try_from(text).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+            let message = err.to_string();
+            assert!(
+                message.contains("platform") && message.contains(reason),
+                "{text}: {message}"
+            );
+        }
+        assert!(serde_json::from_str::<ImagePlatform>("\"linux\"").is_err());
     }
 
     #[test]

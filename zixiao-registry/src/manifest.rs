@@ -80,6 +80,16 @@ impl Platform {
     }
 }
 
+impl From<&zixiao_core::driver::ImagePlatform> for Platform {
+    fn from(platform: &zixiao_core::driver::ImagePlatform) -> Self {
+        Platform {
+            os: platform.os().to_owned(),
+            architecture: platform.architecture().to_owned(),
+            variant: platform.variant().map(str::to_owned),
+        }
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)?;
@@ -210,16 +220,18 @@ fn check_digest(descriptor: &Descriptor) -> Result<(), (bool, String)> {
     }
 }
 
-/// The manifest of `index` for `platform` (the variant is not compared);
-/// `Err` lists the platforms it has.
+/// The manifest of `index` for `platform` (its variant compared only when
+/// `platform` names one); `Err` lists the platforms it has.
 pub fn select<'a>(index: &'a Index, platform: &Platform) -> Result<&'a Descriptor, String> {
     index
         .manifests
         .iter()
         .find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
+            m.platform.as_ref().is_some_and(|p| {
+                p.os == platform.os
+                    && p.architecture == platform.architecture
+                    && (platform.variant.is_none() || p.variant == platform.variant)
+            })
         })
         .ok_or_else(|| {
             let listed: Vec<String> = index
@@ -275,6 +287,25 @@ mod tests {
             select(&index, &riscv).unwrap_err(),
             "linux/arm64/v8, linux/amd64, unknown/unknown"
         );
+    }
+
+    #[test]
+    fn a_platform_asked_for_picks_its_manifest_and_its_variant_when_named() {
+        let Ok(Document::Index(index)) = classify(None, index_json().as_bytes()) else {
+            panic!("not an index");
+        };
+        let wanted = |text: &str| {
+            Platform::from(&zixiao_core::driver::ImagePlatform::try_from(text).unwrap())
+        };
+        assert_eq!(
+            select(&index, &wanted("linux/arm64")).unwrap().digest,
+            digest('a')
+        );
+        assert_eq!(
+            select(&index, &wanted("linux/arm64/v8")).unwrap().digest,
+            digest('a')
+        );
+        assert!(select(&index, &wanted("linux/arm64/v7")).is_err());
     }
 
     #[test]

@@ -266,10 +266,15 @@ impl Session<'_> {
         }
     }
 
-    /// Fetches the manifest for this platform: its bytes, media type and
-    /// parsed form. A pinned digest, and every index entry, is verified.
+    /// Fetches the manifest for the platform asked for (this node's when
+    /// none was): its bytes, media type and parsed form. A pinned digest,
+    /// and every index entry, is verified.
     async fn resolve(&mut self) -> Result<(Vec<u8>, String, ImageManifest), RegistryError> {
-        let platform = Platform::host();
+        let platform = self
+            .options
+            .platform
+            .as_ref()
+            .map_or_else(Platform::host, Platform::from);
         let repository = self.reference.repository().to_owned();
         let mut wanted = self.reference.manifest_reference().to_owned();
         let mut expected: Option<Descriptor> = self.reference.digest().map(|d| Descriptor {

@@ -9,7 +9,9 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use zixiao_core::api::{Page, Progress};
-use zixiao_core::driver::{ImportProgress as CoreProgress, PullProgress, RegistryCa};
+use zixiao_core::driver::{
+    ImagePlatform, ImportProgress as CoreProgress, PullProgress, RegistryCa,
+};
 use zixiao_core::model::{CreateNetwork, FromTemplate, TemplateSpec};
 use zixiao_core::{
     Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType, InstanceUpdate, Wait,
@@ -174,6 +176,9 @@ pub struct PullOptions {
     /// PEM CA certificates (text) trusted besides the node's roots, for a
     /// registry whose certificate a private CA issued.
     pub registry_cas: Option<Vec<String>>,
+    /// The platform to take from a multi-platform image, `os/arch[/variant]`
+    /// such as `linux/arm64` (default: the node's own).
+    pub platform: Option<String>,
     /// Called with each step of the pull.
     #[napi(ts_type = "(event: PullEvent) => void")]
     pub progress: Option<PullCallback>,
@@ -891,6 +896,7 @@ impl Controller {
             password: None,
             insecure_registries: None,
             registry_cas: None,
+            platform: None,
             progress: None,
         });
         let ty = instance_type(options.instance_type.as_deref());
@@ -905,11 +911,17 @@ impl Controller {
                     .into_iter()
                     .map(RegistryCa::try_from)
                     .collect::<Result<_, _>>()?;
+                let platform = options
+                    .platform
+                    .as_deref()
+                    .map(ImagePlatform::try_from)
+                    .transpose()?;
                 let pull = zixiao_client::pull_options(
                     &reference,
                     credentials,
                     options.insecure_registries.unwrap_or_default(),
                     registry_cas,
+                    platform,
                 )?;
                 Ok((reference, pull))
             });

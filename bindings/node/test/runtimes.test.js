@@ -210,6 +210,11 @@ test('an image pulled from a registry is listed, and bad pulls name the field', 
     message: /password/,
   })
   await assert.rejects(controller.pullImage(`${repository}:nope`), { code: 'not_found' })
+  await assert.rejects(controller.pullImage(reference, { platform: 'Linux/amd64' }), {
+    code: 'invalid_argument',
+    message: /platform/,
+  })
+  assert.equal((await controller.pullImage(reference, { platform: 'linux/amd64' })).digest, image.digest)
   assert.equal(await controller.removeImage(reference), null)
 
   // A registry whose certificate a private CA issued: trusted with that

@@ -13,8 +13,8 @@ use zixiao_client::OpenOptions;
 use zixiao_core::api::{InstancePage, Page, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{
-    ImageInfo, ImportProgress, PullOptions, PullProgress, RegistryCa, RegistryCredentials,
-    SnapshotInfo,
+    ImageInfo, ImagePlatform, ImportProgress, PullOptions, PullProgress, RegistryCa,
+    RegistryCredentials, SnapshotInfo,
 };
 use zixiao_core::model::{
     Aggregate, CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
@@ -154,6 +154,7 @@ fn pull_request(
     password: Option<String>,
     insecure_registries: Vec<String>,
     registry_cas: Vec<String>,
+    platform: Option<&str>,
 ) -> PyResult<(ImageRef, PullOptions)> {
     let reference =
         ImageRef::try_from(reference).map_err(|e| error::to_py(zixiao_core::Error::from(e)))?;
@@ -163,9 +164,18 @@ fn pull_request(
         .map(RegistryCa::try_from)
         .collect::<Result<_, _>>()
         .map_err(error::to_py)?;
-    let options =
-        zixiao_client::pull_options(&reference, credentials, insecure_registries, registry_cas)
-            .map_err(error::to_py)?;
+    let platform = platform
+        .map(ImagePlatform::try_from)
+        .transpose()
+        .map_err(error::to_py)?;
+    let options = zixiao_client::pull_options(
+        &reference,
+        credentials,
+        insecure_registries,
+        registry_cas,
+        platform,
+    )
+    .map_err(error::to_py)?;
     Ok((reference, options))
 }
 
@@ -746,13 +756,15 @@ impl PyController {
     /// Registries in `insecure_registries` (`host[:port]`) may be reached
     /// over plain HTTP; loopback ones always may. `registry_cas` are PEM
     /// CA certificates (text) trusted besides the node's roots, for a
-    /// registry whose certificate a private CA issued. `progress(event)` is
+    /// registry whose certificate a private CA issued. `platform`
+    /// (`os/arch[/variant]`, such as `linux/arm64`) picks the manifest of a
+    /// multi-platform image (default: the node's own). `progress(event)` is
     /// called with each step, a dict whose `event` is `resolved`, `fetched`
     /// or `unpacking`; an exception it raises stops the pull. Returns the
     /// image. Raises `InvalidArgument` (naming the part of the reference),
     /// `NotFound` (no such image or tag), `Unauthenticated`, `Unavailable`
     /// (the registry), `Unsupported`.
-    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), progress=None))]
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), platform=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn pull_image(
         &self,
@@ -764,6 +776,7 @@ impl PyController {
         password: Option<String>,
         insecure_registries: Vec<String>,
         registry_cas: Vec<String>,
+        platform: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Json<ImageInfo>> {
         let ty = self::instance_type(instance_type)?;
@@ -773,6 +786,7 @@ impl PyController {
             password,
             insecure_registries,
             registry_cas,
+            platform,
         )?;
         let (report, reports) = progress_channel(pull_arguments);
         let pull = self
@@ -1390,7 +1404,7 @@ impl PyAsyncController {
 
     /// Pulls an image from its registry (see `Controller.pull_image`);
     /// `progress(event)` is called on the event loop's thread.
-    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), progress=None))]
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), platform=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn pull_image<'py>(
         &self,
@@ -1402,6 +1416,7 @@ impl PyAsyncController {
         password: Option<String>,
         insecure_registries: Vec<String>,
         registry_cas: Vec<String>,
+        platform: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ty = self::instance_type(instance_type)?;
@@ -1411,6 +1426,7 @@ impl PyAsyncController {
             password,
             insecure_registries,
             registry_cas,
+            platform,
         )?;
         let (report, reports) = progress_channel(pull_arguments);
         let c = self.inner.clone();

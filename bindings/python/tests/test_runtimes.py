@@ -204,6 +204,9 @@ def test_an_image_pulled_from_a_registry_is_listed_and_bad_pulls_name_the_field(
         controller.pull_image(reference, username="alice")
     with pytest.raises(zixiao.NotFound):
         controller.pull_image(reference.rsplit(":", 1)[0] + ":nope")
+    with pytest.raises(zixiao.InvalidArgument, match="platform"):
+        controller.pull_image(reference, platform="Linux/amd64")
+    assert controller.pull_image(reference, platform="linux/amd64")["digest"] == image["digest"]
     controller.remove_image(reference)
 
     # A registry whose certificate a private CA issued: trusted with that

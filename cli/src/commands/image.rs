@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use zixiao_core::api::Progress;
-use zixiao_core::driver::{ImageInfo, ImportProgress, PullProgress, RegistryCredentials};
+use zixiao_core::driver::{
+    ImageInfo, ImagePlatform, ImportProgress, PullProgress, RegistryCredentials,
+};
 use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
 
 use crate::args::{Format, ImageCommand};
@@ -41,6 +43,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
             reference,
             insecure_registries,
             registry_cas,
+            platform,
             username,
             password_stdin,
             target,
@@ -58,11 +61,16 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                 .iter()
                 .map(|file| zixiao_client::registry_ca_file(file))
                 .collect::<Result<_, _>>()?;
+            let platform = platform
+                .as_deref()
+                .map(ImagePlatform::try_from)
+                .transpose()?;
             let options = zixiao_client::pull_options(
                 &reference,
                 credentials,
                 insecure_registries,
                 registry_cas,
+                platform,
             )?;
             let progress = Progress::new(|p: PullProgress| match p {
                 PullProgress::Resolved {

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use zixiao_core::driver::{Images, PullOptions, PullProgress, RegistryCa, RegistryCredentials};
+use zixiao_core::driver::{
+    ImagePlatform, Images, PullOptions, PullProgress, RegistryCa, RegistryCredentials,
+};
 use zixiao_core::model::ImageRef;
 use zixiao_core::{Driver, ErrorKind, RuntimeState};
 use zixiao_testing::canned_http::{CannedResponse, CannedServer};
@@ -348,6 +350,108 @@ async fn a_redirect_to_plain_http_on_another_host_is_refused() {
         .iter()
         .any(|p| p.starts_with("/v2/moved/blobs/")));
     assert!(fx.driver.list().await.expect("list").is_empty());
+    assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
+    fx.finish().await;
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// `sha256:<hex>` of `data`.
+fn sha256_digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(data);
+    format!(
+        "sha256:{}",
+        hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// `PUT`s `body` of `content_type` as manifest `reference` of `busybox`
+/// in the loopback registry at `registry`.
+fn put_manifest(registry: &str, reference: &str, content_type: &str, body: &str) {
+    let answer = zixiao_testing::http::request(
+        registry,
+        "PUT",
+        &format!("/v2/busybox/manifests/{reference}"),
+        &[&format!("Content-Type: {content_type}")],
+        body,
+    );
+    assert_eq!(answer.status, 201, "PUT manifest {reference}: {answer:?}");
+}
+
+/// Tags `busybox:two-platforms` in the loopback registry: an index of
+/// busybox:1's manifest as linux/amd64 and a second manifest of the same
+/// config and layers (told apart by an annotation) as linux/arm64/v8, as a
+/// multi-platform image is pushed. The two manifests' digests.
+fn push_two_platform_image(registry: &str) -> (String, String) {
+    let answer = zixiao_testing::http::request(
+        registry,
+        "GET",
+        "/v2/busybox/manifests/1",
+        &[&format!("Accept: {OCI_MANIFEST}")],
+        "",
+    );
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let amd64 = answer.body;
+    let mut arm64: serde_json::Value = serde_json::from_str(&amd64).expect("a manifest");
+    arm64["annotations"] = serde_json::json!({"org.zixiao.test.platform": "linux/arm64/v8"});
+    let arm64 = arm64.to_string();
+    let (amd64_digest, arm64_digest) = (
+        sha256_digest(amd64.as_bytes()),
+        sha256_digest(arm64.as_bytes()),
+    );
+    put_manifest(registry, &arm64_digest, OCI_MANIFEST, &arm64);
+    let entry = |digest: &str, size: usize, platform: serde_json::Value| serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size, "platform": platform});
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            entry(&arm64_digest, arm64.len(), serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"})),
+            entry(&amd64_digest, amd64.len(), serde_json::json!({"os": "linux", "architecture": "amd64"})),
+        ],
+    });
+    put_manifest(registry, "two-platforms", OCI_INDEX, &index.to_string());
+    (amd64_digest, arm64_digest)
+}
+
+#[tokio::test]
+async fn a_platform_asked_for_picks_its_manifest_from_a_multi_platform_image() {
+    let Some(registry) = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry") else {
+        return;
+    };
+    let Some(fx) = empty_fixture("pull-platform").await else {
+        return;
+    };
+    let (amd64, arm64) = push_two_platform_image(&registry);
+    let image = reference(&format!("{registry}/busybox:two-platforms"));
+    let pull = |platform: Option<&str>| {
+        let options = PullOptions {
+            platform: platform.map(|p| ImagePlatform::try_from(p).expect("a platform")),
+            ..PullOptions::default()
+        };
+        let driver = &fx.driver;
+        let image = &image;
+        async move { driver.pull(image, &options, &|_| {}).await }
+    };
+    assert_eq!(
+        pull(Some("linux/arm64")).await.expect("arm64").digest,
+        arm64
+    );
+    assert_eq!(
+        pull(Some("linux/arm64/v8")).await.expect("arm64/v8").digest,
+        arm64
+    );
+    // The node's own platform when none is asked for.
+    assert_eq!(pull(None).await.expect("the node's").digest, amd64);
+    for missing in ["linux/riscv64", "linux/arm64/v7"] {
+        let err = pull(Some(missing)).await.expect_err("no such platform");
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains(missing) && message.contains("linux/arm64/v8, linux/amd64"),
+            "{message}"
+        );
+    }
     assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
     fx.finish().await;
 }

@@ -236,6 +236,7 @@ class Controller:
         password: Optional[str] = None,
         insecure_registries: Sequence[str] = (),
         registry_cas: Sequence[str] = (),
+        platform: Optional[str] = None,
         progress: Optional[_PullProgress] = None,
     ) -> Image:
         """Pulls ``reference`` from its registry; ``progress(event)`` gets a dict per step
@@ -342,6 +343,7 @@ class AsyncController:
         password: Optional[str] = None,
         insecure_registries: Sequence[str] = (),
         registry_cas: Sequence[str] = (),
+        platform: Optional[str] = None,
         progress: Optional[_PullProgress] = None,
     ) -> Awaitable[Image]: ...
     def list_images(
