@@ -61,6 +61,19 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "TYPE")]
     pub(crate) libvirt_domain_type: Option<String>,
 
+    /// How many MiB of each instance's log (a container's output, a
+    /// microVM's console) the node keeps on disk; beyond it the oldest part
+    /// is discarded, and `logs` says so [default: the agent config's
+    /// drivers.log_limit_mib, else 16].
+    #[arg(
+        long,
+        global = true,
+        env = "ZIXIAO_LOG_LIMIT_MIB",
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..=1 << 20)
+    )]
+    pub(crate) log_limit_mib: Option<u64>,
+
     /// More diagnostic logs on stderr: -v for info, -vv for debug, -vvv
     /// for trace [default: warnings; info for server, agent, watchdog and
     /// daemon]. `ZIXIAO_LOG` takes filter directives instead (for example

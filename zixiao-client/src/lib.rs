@@ -56,6 +56,10 @@ pub struct OpenOptions {
     /// libvirt's domain type, `kvm` or `qemu` (default: `kvm` where KVM is
     /// hardware-backed).
     pub libvirt_domain_type: Option<String>,
+    /// How many MiB of each instance's log the node keeps on disk, the
+    /// oldest part discarded beyond it (default 16, as the CLI's
+    /// `--log-limit-mib`).
+    pub log_limit_mib: Option<u64>,
 }
 
 impl OpenOptions {
@@ -88,6 +92,9 @@ impl OpenOptions {
         }
         if let Some(domain_type) = self.libvirt_domain_type {
             drivers.libvirt_domain_type = Some(domain_type);
+        }
+        if let Some(mib) = self.log_limit_mib {
+            drivers.log_limit.max_bytes = mib.saturating_mul(1 << 20);
         }
         config.drivers = drivers;
         Ok(config)
@@ -269,6 +276,7 @@ mod tests {
             containerd_namespace: Some("mine".into()),
             libvirt_uri: Some("test:///default".into()),
             libvirt_domain_type: Some("qemu".into()),
+            log_limit_mib: Some(2),
         }
         .config()
         .expect("config");
@@ -281,6 +289,7 @@ mod tests {
         );
         assert_eq!(config.drivers.containerd_namespace, "mine");
         assert_eq!(config.drivers.libvirt_uri, "test:///default");
+        assert_eq!(config.drivers.log_limit.max_bytes, 2 << 20);
     }
 
     #[test]

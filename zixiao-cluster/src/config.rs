@@ -119,6 +119,9 @@ impl Default for AgentSection {
     }
 }
 
+/// The most MiB of an instance's log a node may be told to keep (1 TiB).
+pub const MAX_LOG_LIMIT_MIB: u64 = 1 << 20;
+
 /// `drivers:` of `agent.yaml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -127,6 +130,9 @@ pub struct DriversSection {
     pub containerd_socket: Option<PathBuf>,
     /// libvirt URI (`ZIXIAO_LIBVIRT_URI`).
     pub libvirt_uri: Option<String>,
+    /// MiB of each instance's log kept on disk (`ZIXIAO_LOG_LIMIT_MIB`,
+    /// `--log-limit-mib`; default 16).
+    pub log_limit_mib: Option<u64>,
 }
 
 fn read<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T> {
@@ -215,6 +221,14 @@ impl AgentConfig {
             config.drivers.libvirt_uri = Some(v);
         }
         config.timing.validate()?;
+        if let Some(mib) = config.drivers.log_limit_mib {
+            if !(1..=MAX_LOG_LIMIT_MIB).contains(&mib) {
+                return Err(Error::invalid(
+                    "drivers.log_limit_mib",
+                    format!("{mib} is not between 1 and {MAX_LOG_LIMIT_MIB} MiB"),
+                ));
+            }
+        }
         Ok(config)
     }
 }
@@ -264,5 +278,14 @@ mod tests {
         std::fs::write(&path, "timing:\n  fence_after_ms: 5000\n").expect("write");
         let error = AgentConfig::load(Some(&path), &|_| None).expect_err("unsafe timing");
         assert!(error.to_string().contains("fence_after_ms"), "{error}");
+        std::fs::write(&path, "drivers:\n  log_limit_mib: 0\n").expect("write");
+        let error = AgentConfig::load(Some(&path), &|_| None).expect_err("no log at all");
+        assert!(
+            error.to_string().contains("drivers.log_limit_mib"),
+            "{error}"
+        );
+        std::fs::write(&path, "drivers:\n  log_limit_mib: 4\n").expect("write");
+        let agent = AgentConfig::load(Some(&path), &|_| None).expect("a limit");
+        assert_eq!(agent.drivers.log_limit_mib, Some(4));
     }
 }

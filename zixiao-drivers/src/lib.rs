@@ -20,6 +20,8 @@ mod instance_id;
 pub mod libvirt;
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 mod log_file;
+#[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
+pub use log_file::LogLimit;
 #[cfg(feature = "microvm")]
 pub mod microvm;
 #[cfg(any(feature = "containerd", feature = "microvm"))]
@@ -59,6 +61,9 @@ pub struct DriverConfig {
     /// The QEMU binary for microVMs; `None` finds it (`ZIXIAO_QEMU_BIN`,
     /// `qemu-system-x86_64` on `$PATH`).
     pub qemu_binary: Option<PathBuf>,
+    /// How much of each instance's log (a container's output, a microVM's
+    /// console) the drivers keep on disk.
+    pub log_limit: LogLimit,
 }
 
 impl DriverConfig {
@@ -74,6 +79,7 @@ impl DriverConfig {
             microvm_backend: None,
             vmm_binary: None,
             qemu_binary: None,
+            log_limit: LogLimit::default(),
         }
     }
 

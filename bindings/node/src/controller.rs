@@ -327,6 +327,7 @@ impl Controller {
             containerd_namespace: options.containerd_namespace,
             libvirt_uri: options.libvirt_uri,
             libvirt_domain_type: None,
+            log_limit_mib: None,
         };
         promise_with(
             env,

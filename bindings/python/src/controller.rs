@@ -67,6 +67,7 @@ fn open_options(
         containerd_namespace,
         libvirt_uri,
         libvirt_domain_type: None,
+        log_limit_mib: None,
     }
 }
 

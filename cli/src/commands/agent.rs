@@ -118,6 +118,9 @@ fn driver_config(
     drivers.containerd_socket = cli.containerd_socket(configured.containerd_socket.as_deref());
     drivers.libvirt_uri = cli.libvirt_uri(configured.libvirt_uri.as_deref());
     drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
+    if let Some(mib) = cli.log_limit_mib.or(configured.log_limit_mib) {
+        drivers.log_limit.max_bytes = mib << 20;
+    }
     if let Some(dir) = netns_dir {
         drivers.netns_dir = super::absolute(dir)?;
     }

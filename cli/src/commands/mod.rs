@@ -190,6 +190,7 @@ fn open_options(cli: &Cli) -> Result<zixiao_client::OpenOptions> {
         containerd_namespace: None,
         libvirt_uri: Some(cli.libvirt_uri(None)),
         libvirt_domain_type: cli.libvirt_domain_type.clone(),
+        log_limit_mib: cli.log_limit_mib,
     })
 }
 

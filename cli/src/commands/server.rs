@@ -725,6 +725,9 @@ async fn embedded_deployment(
     config.drivers.containerd_socket = cli.containerd_socket(None);
     config.drivers.libvirt_uri = cli.libvirt_uri(None);
     config.drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
+    if let Some(mib) = cli.log_limit_mib {
+        config.drivers.log_limit.max_bytes = mib << 20;
+    }
     Ok((zixiao_embedded::open(config).await?, state_dir))
 }
 

@@ -32,6 +32,7 @@ mod stats;
 mod tasks;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,6 +44,7 @@ use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, RuntimeState,
 };
 
+use crate::log_file::LogKeeper;
 use connection::Connection;
 pub use console::STDIN_LABEL;
 
@@ -68,6 +70,8 @@ pub struct ContainerdOptions {
     pub runtime: String,
     /// The pids limit of containers without the pids label.
     pub pids_limit: i64,
+    /// How much of each container's output is kept on disk.
+    pub log_limit: crate::LogLimit,
 }
 
 impl ContainerdOptions {
@@ -80,6 +84,7 @@ impl ContainerdOptions {
             snapshotter: "overlayfs".to_owned(),
             runtime: "io.containerd.runc.v2".to_owned(),
             pids_limit: DEFAULT_PIDS_LIMIT,
+            log_limit: crate::LogLimit::default(),
         }
     }
 
@@ -104,6 +109,8 @@ pub struct ContainerdDriver {
     conn: Connection,
     options: ContainerdOptions,
     network: Option<zixiao_net::LinuxNetwork>,
+    /// Trims the containers' output files while the driver lives.
+    _log_keeper: Option<Arc<LogKeeper>>,
 }
 
 impl ContainerdDriver {
@@ -118,10 +125,15 @@ impl ContainerdDriver {
             ));
         }
         let conn = Connection::connect(&options.socket, &options.namespace).await?;
+        let namespace = logs::namespace_dir(&options.state_dir, &options.namespace);
+        let log_keeper = LogKeeper::spawn(options.log_limit, move || {
+            crate::log_file::in_subdirectories(&namespace, logs::log_path)
+        });
         Ok(ContainerdDriver {
             conn,
             options,
             network: None,
+            _log_keeper: log_keeper,
         })
     }
 

@@ -31,6 +31,7 @@ mod vmm;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,6 +48,7 @@ pub use plan::DEFAULT_CMDLINE;
 pub use snapshots::{export_snapshot, SnapshotManifest, MANIFEST_FILE};
 
 use crate::instance_id::InstanceId;
+use crate::log_file::LogKeeper;
 use layout::{InstanceDir, Record, Stage};
 use plan::BootPlan;
 use qemu::{Accel, QemuBackend};
@@ -71,6 +73,8 @@ pub struct MicrovmOptions {
     /// The `zixiao-vmm` binary; `None` finds it (`ZIXIAO_VMM_BIN`, next to
     /// this program, one directory up, `$PATH`).
     pub vmm_binary: Option<PathBuf>,
+    /// How much of each microVM's console output is kept on disk.
+    pub log_limit: crate::LogLimit,
 }
 
 impl MicrovmOptions {
@@ -81,6 +85,7 @@ impl MicrovmOptions {
             default_backend: MicrovmBackend::Auto,
             qemu_binary: None,
             vmm_binary: None,
+            log_limit: crate::LogLimit::default(),
         }
     }
 
@@ -105,6 +110,7 @@ impl MicrovmOptions {
             default_backend,
             qemu_binary: config.qemu_binary.clone(),
             vmm_binary: config.vmm_binary.clone(),
+            log_limit: config.log_limit,
             ..MicrovmOptions::new(&config.state_dir)
         })
     }
@@ -127,6 +133,8 @@ pub struct MicrovmDriver {
     kvm: KvmSupport,
     host: (u32, u64),
     network: Option<zixiao_net::LinuxNetwork>,
+    /// Trims the microVMs' console logs while the driver lives.
+    _log_keeper: Option<Arc<LogKeeper>>,
 }
 
 impl MicrovmDriver {
@@ -149,6 +157,18 @@ impl MicrovmDriver {
                 "no microvm runtime: {no_qemu}; and {no_vmm}"
             )));
         }
+        let root = layout::root(&options.state_dir);
+        let log_keeper = LogKeeper::spawn(options.log_limit, move || {
+            crate::log_file::in_subdirectories(&root, |path| {
+                let dir = InstanceDir {
+                    path: path.to_owned(),
+                };
+                match dir.record().ok().flatten().map(|r| r.backend) {
+                    Some(Backend::Vmm) => vmm::console_log(&dir),
+                    _ => qemu::console_log(&dir),
+                }
+            })
+        });
         Ok(MicrovmDriver {
             options,
             qemu,
@@ -156,6 +176,7 @@ impl MicrovmDriver {
             kvm,
             host: process::host_capacity(),
             network: None,
+            _log_keeper: log_keeper,
         })
     }
 

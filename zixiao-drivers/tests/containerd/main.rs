@@ -9,6 +9,7 @@ mod bad_input;
 mod controller;
 mod driver;
 mod images;
+mod logs;
 mod network;
 mod publish;
 mod pull;
@@ -61,6 +62,14 @@ pub(crate) async fn fixture(name: &str) -> Option<Fixture> {
 /// The fixture for test `name` with no image in its namespace, or `None`
 /// (skip) when no containerd is configured.
 pub(crate) async fn empty_fixture(name: &str) -> Option<Fixture> {
+    fixture_with(name, |options| options).await
+}
+
+/// [`empty_fixture`], its driver's options as `adjust` makes them.
+pub(crate) async fn fixture_with(
+    name: &str,
+    adjust: impl FnOnce(ContainerdOptions) -> ContainerdOptions,
+) -> Option<Fixture> {
     let socket = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")?;
     let busybox = runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox OCI archive")?;
     let namespace = format!(
@@ -69,7 +78,7 @@ pub(crate) async fn empty_fixture(name: &str) -> Option<Fixture> {
         std::process::id()
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = ContainerdOptions::new(&socket, dir.path()).with_namespace(&namespace);
+    let options = adjust(ContainerdOptions::new(&socket, dir.path()).with_namespace(&namespace));
     let driver = ContainerdDriver::connect(options)
         .await
         .expect("connect to containerd");
