@@ -473,6 +473,25 @@ pub(crate) enum NodeCommand {
         #[arg(required = true, value_name = "TRAIT")]
         traits: Vec<String>,
     },
+    /// Set facts operators declare about a node: the carbon intensity of
+    /// its power, for carbon-aware placement.
+    #[command(
+        long_about = "Set facts operators declare about a node.\n\n\
+            --carbon is the carbon intensity of the node's power in gCO2e/kWh (at most 5000), \
+            which carbon-aware placement reads (a spec's placement.carbon: prefer low-carbon \
+            nodes, or refuse those above max_intensity). It wins over the figure the node's agent \
+            reports; `none` takes it back. Instances waiting for a node are tried again at once.",
+        after_help = "Examples:\n  \
+            zixiao node set worker-1 --carbon 120\n  \
+            zixiao node set worker-1 --carbon none"
+    )]
+    Set {
+        /// Node id or hostname.
+        node: String,
+        /// gCO2e/kWh of the node's power, or `none` to clear it.
+        #[arg(long, value_name = "G_PER_KWH|none")]
+        carbon: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -240,15 +240,100 @@ async fn traits_and_aggregates_steer_placement(
         "no-such-node",
     );
 
+    // db and web hold the cores of a 2-core machine: green comes after.
     for name in ["db", "web"] {
         ok(run(target, socket, &["instance", "delete", name]));
     }
+    carbon_steers_placement(target, socket, node, placed_by_the_call).await;
+    ok(run(target, socket, &["instance", "delete", "green"]));
     let removed = node_json(&["-o", "json", "aggregate", "rm-node", "fast", node]);
     assert_eq!(removed["nodes"], serde_json::json!([]), "{removed}");
     ok(run(target, socket, &["aggregate", "delete", "fast"]));
     assert_eq!(
         node_json(&["-o", "json", "aggregate", "list"]),
         serde_json::json!([])
+    );
+}
+
+/// `node set --carbon`: an instance that refuses power dirtier than 200
+/// gCO2e/kWh waits while the node says 300, and is placed once it says
+/// 150; a figure out of range or not a number changes nothing; `none`
+/// takes it back.
+async fn carbon_steers_placement(
+    target: &[&str],
+    socket: &str,
+    node: &str,
+    placed_by_the_call: bool,
+) {
+    let set = ok(run(
+        target,
+        socket,
+        &["node", "set", node, "--carbon", "300"],
+    ));
+    assert!(set.contains("300 gCO2e/kWh (operators')"), "{set}");
+    let spec = tempfile::NamedTempFile::new().expect("a spec file");
+    std::fs::write(
+        spec.path(),
+        "name: green\nspec:\n  type: container\n  image: busybox\n  cpus: 1\n  memory_mib: 64\n  \
+         command: [sh, -c, \"echo green up; sleep 600\"]\n  placement:\n    carbon: {max_intensity: 200}\n",
+    )
+    .expect("write the spec");
+    let path = spec.path().to_str().expect("utf-8");
+    let out = run(target, socket, &["instance", "create", "-f", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("carbon intensity above 200 gCO2e/kWh"),
+        "{}",
+        text(&out.stderr)
+    );
+    for (bad, reason) in [
+        ("9000", "more than the 5000"),
+        ("dirty", "not a whole number"),
+    ] {
+        let out = run(
+            target,
+            socket,
+            &["-o", "json", "node", "set", node, "--carbon", bad],
+        );
+        assert_refused(
+            out,
+            "a bad carbon intensity",
+            2,
+            "invalid_argument",
+            "carbon_intensity",
+        );
+        let out = run(target, socket, &["node", "set", node, "--carbon", bad]);
+        assert!(text(&out.stderr).contains(reason), "{}", text(&out.stderr));
+    }
+    let got = json(run(target, socket, &["-o", "json", "node", "get", node]));
+    assert_eq!(got["carbon_intensity"], 300, "unchanged: {got}");
+
+    ok(run(
+        target,
+        socket,
+        &["node", "set", node, "--carbon", "150"],
+    ));
+    if placed_by_the_call {
+        let green = json(run(
+            target,
+            socket,
+            &["-o", "json", "instance", "get", "green"],
+        ));
+        assert_eq!(
+            green["status"], "running",
+            "placed before `node set` returned: {green}"
+        );
+    }
+    wait_running(target, socket, "green", node).await;
+    let cleared = json(run(
+        target,
+        socket,
+        &["-o", "json", "node", "set", node, "--carbon", "none"],
+    ));
+    assert_eq!(
+        cleared["carbon_intensity"],
+        serde_json::Value::Null,
+        "{cleared}"
     );
 }
 

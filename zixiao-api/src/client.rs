@@ -483,6 +483,14 @@ impl Api for GrpcClient {
                 let changed = self.answer(nodes.change_node_traits(request).await)?;
                 Response::Node(self.decoded(changed.try_into())?)
             }
+            Request::SetNodeCarbon { node, intensity } => {
+                let request = pb::SetNodeCarbonRequest {
+                    node,
+                    carbon_intensity: intensity.map(u32::from),
+                };
+                let changed = self.answer(nodes.set_node_carbon(request).await)?;
+                Response::Node(self.decoded(changed.try_into())?)
+            }
             Request::CreateAggregate { name, metadata } => {
                 let request = pb::CreateAggregateRequest {
                     name: name.into(),

@@ -1215,6 +1215,7 @@ impl From<NodeMetadata> for pb::NodeMetadata {
         pb::NodeMetadata {
             labels: m.labels,
             traits: m.traits.into_iter().collect(),
+            carbon_intensity: m.carbon_intensity,
         }
     }
 }
@@ -1224,6 +1225,7 @@ fn node_metadata(m: Option<pb::NodeMetadata>) -> NodeMetadata {
     m.map(|m| NodeMetadata {
         labels: m.labels,
         traits: set(m.traits),
+        carbon_intensity: m.carbon_intensity,
     })
     .unwrap_or_default()
 }

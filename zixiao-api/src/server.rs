@@ -16,6 +16,7 @@ use rustls_pki_types::CertificateDer;
 use tonic::service::RoutesBuilder;
 use tonic::{Request, Response, Status, Streaming};
 use zixiao_core::api::{Api, AuditQuery, Client, Page, TokenTerms, Wait};
+use zixiao_core::model::CarbonIntensity;
 use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
@@ -691,6 +692,26 @@ impl NodeService for ApiServer {
         let changes = decode_trait_changes(request.add, request.remove).map_err(status)?;
         let changed = client.change_node_traits(&node, changes);
         reply(changed.await.map_err(status)?)
+    }
+
+    async fn set_node_carbon(
+        &self,
+        request: Request<pb::SetNodeCarbonRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let node = named("node", request.node)?;
+        let intensity = request
+            .carbon_intensity
+            .map(CarbonIntensity::try_from)
+            .transpose()
+            .map_err(status)?;
+        reply(
+            client
+                .set_node_carbon(&node, intensity)
+                .await
+                .map_err(status)?,
+        )
     }
 
     type WatchNodesStream = MessageStream<pb::NodeEvent>;

@@ -504,7 +504,13 @@ fn runtimes() -> impl Strategy<Value = Runtimes> {
 }
 
 fn node_metadata() -> impl Strategy<Value = NodeMetadata> {
-    (labels(), name_set()).prop_map(|(labels, traits)| NodeMetadata { labels, traits })
+    (labels(), name_set(), proptest::option::of(0..=5000u32)).prop_map(
+        |(labels, traits, carbon_intensity)| NodeMetadata {
+            labels,
+            traits,
+            carbon_intensity,
+        },
+    )
 }
 
 fn aggregate() -> impl Strategy<Value = Aggregate> {

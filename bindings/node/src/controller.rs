@@ -12,7 +12,7 @@ use zixiao_core::api::{Page, Progress};
 use zixiao_core::driver::{
     ImagePlatform, ImportProgress as CoreProgress, PullProgress, RegistryCa,
 };
-use zixiao_core::model::{CreateNetwork, FromTemplate, TemplateSpec};
+use zixiao_core::model::{CarbonIntensity, CreateNetwork, FromTemplate, TemplateSpec};
 use zixiao_core::{
     Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType, InstanceUpdate, Wait,
 };
@@ -394,6 +394,24 @@ impl Controller {
         labels: Vec<String>,
     ) -> Pending<'env> {
         call!(self, env, |c| c.label_node(&node, &labels))
+    }
+
+    /// Sets the carbon intensity of a node's power (gCO2e/kWh, at most
+    /// 5000), which carbon-aware placement reads; `null` clears it. It wins
+    /// over the figure the node's agent reports. Instances waiting for a
+    /// node are tried again. Rejects with `invalid_argument` naming
+    /// `carbon_intensity`, `not_found`.
+    #[napi(ts_return_type = "Promise<Node>")]
+    pub fn set_node_carbon<'env>(
+        &self,
+        env: &'env Env,
+        node: String,
+        intensity: Option<i64>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| {
+            let intensity = intensity.map(CarbonIntensity::try_from).transpose()?;
+            c.set_node_carbon(&node, intensity)
+        })
     }
 
     /// Declares `traits` on a node (see `labelNode`). Rejects with

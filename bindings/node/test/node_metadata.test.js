@@ -80,3 +80,25 @@ test('bad node metadata rejects by kind naming the field', async () => {
   await assert.rejects(controller.createAggregate('fast'), { code: 'already_exists' })
   await assert.rejects(controller.addAggregateNode('fast', 'no-such-node'), { code: 'not_found' })
 })
+
+test('a declared carbon intensity steers placement', async () => {
+  const controller = await fakeController()
+  const node = (await controller.listNodes())[0].id
+  const dirty = await controller.setNodeCarbon(node, 300)
+  assert.equal(dirty.carbon_intensity, 300)
+  const green = await controller.createInstance(
+    container('green', { placement: { carbon: { max_intensity: 200 } } }),
+  )
+  assert.match(scheduled(green).message, /carbon intensity above 200/)
+  for (const bad of [-1, 9000]) {
+    await assert.rejects(controller.setNodeCarbon(node, bad), {
+      code: 'invalid_argument',
+      field: 'carbon_intensity',
+    })
+  }
+  assert.equal((await controller.getNode(node)).carbon_intensity, 300)
+  await controller.setNodeCarbon(node, 120)
+  assert.equal((await controller.getInstance('green')).status, 'running')
+  assert.equal((await controller.setNodeCarbon(node, null)).operator, undefined)
+  await assert.rejects(controller.setNodeCarbon('no-such-node', 100), { code: 'not_found' })
+})

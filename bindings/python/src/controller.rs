@@ -17,7 +17,8 @@ use zixiao_core::driver::{
     RegistryCredentials, SnapshotInfo,
 };
 use zixiao_core::model::{
-    Aggregate, CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo, TemplateSpec,
+    Aggregate, CarbonIntensity, CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo,
+    TemplateSpec,
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
@@ -178,6 +179,15 @@ fn pull_request(
     )
     .map_err(error::to_py)?;
     Ok((reference, options))
+}
+
+/// A carbon intensity given as a Python int; `None` clears it. Raises
+/// `InvalidArgument` naming `carbon_intensity`.
+fn carbon_intensity(grams: Option<i64>) -> PyResult<Option<CarbonIntensity>> {
+    grams
+        .map(CarbonIntensity::try_from)
+        .transpose()
+        .map_err(error::to_py)
 }
 
 /// What `connect` is given, as zixiao-client reads it.
@@ -386,6 +396,22 @@ impl PyController {
         labels: Vec<String>,
     ) -> PyResult<Json<zixiao_core::Node>> {
         wait(py, self.inner.label_node(node, &labels)).map(Json)
+    }
+
+    /// Sets the carbon intensity of a node's power (gCO2e/kWh, at most
+    /// 5000), which carbon-aware placement reads; `None` clears it. It wins
+    /// over the figure the node's agent reports. Instances waiting for a
+    /// node are tried again. Raises `InvalidArgument` naming
+    /// `carbon_intensity`, `NotFound`.
+    #[pyo3(signature = (node, intensity))]
+    fn set_node_carbon(
+        &self,
+        py: Python<'_>,
+        node: &str,
+        intensity: Option<i64>,
+    ) -> PyResult<Json<zixiao_core::Node>> {
+        let intensity = carbon_intensity(intensity)?;
+        wait(py, self.inner.set_node_carbon(node, intensity)).map(Json)
     }
 
     /// Declares `traits` on a node (see `label_node`). Raises
@@ -1059,6 +1085,18 @@ impl PyAsyncController {
         labels: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.label_node(&node, &labels))
+    }
+
+    /// Sets a node's carbon intensity (see `Controller.set_node_carbon`).
+    #[pyo3(signature = (node, intensity))]
+    fn set_node_carbon<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+        intensity: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let intensity = carbon_intensity(intensity)?;
+        call!(self, py, |c| c.set_node_carbon(&node, intensity))
     }
 
     /// Declares traits on a node (see `Controller.add_node_traits`).

@@ -97,3 +97,22 @@ def test_the_async_controller_does_the_same(state_dir):
             await controller.remove_node_traits(node, [])
 
     asyncio.run(main())
+
+
+def test_a_declared_carbon_intensity_steers_placement(controller):
+    node = controller.list_nodes()[0]["id"]
+    dirty = controller.set_node_carbon(node, 300)
+    assert dirty["carbon_intensity"] == 300 and dirty["operator"]["carbon_intensity"] == 300
+    green = controller.create_instance(waiting("green", {"carbon": {"max_intensity": 200}}))
+    scheduled = [c for c in green["conditions"] if c["type"] == "scheduled"][0]
+    assert "carbon intensity above 200" in scheduled["message"]
+    for bad in (-1, 9000):
+        with pytest.raises(zixiao.InvalidArgument) as raised:
+            controller.set_node_carbon(node, bad)
+        assert raised.value.field == "carbon_intensity"
+    assert controller.get_node(node)["carbon_intensity"] == 300
+    controller.set_node_carbon(node, 120)
+    assert controller.get_instance("green")["status"] == "running"
+    assert "operator" not in controller.set_node_carbon(node, None)
+    with pytest.raises(zixiao.NotFound):
+        controller.set_node_carbon("no-such-node", 100)

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use zixiao_core::controller::DrainReport;
+use zixiao_core::model::CarbonIntensity;
 use zixiao_core::{Client, Node, Result};
 
 use crate::args::{AddRm, Format, NodeCommand, OnOff};
@@ -60,6 +61,16 @@ pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) ->
                 format!("node {} traits: {}\n", n.id, traits_text(n))
             })?;
         }
+        NodeCommand::Set { node, carbon } => {
+            let intensity = match carbon.as_str() {
+                "none" => None,
+                grams => Some(grams.parse::<CarbonIntensity>()?),
+            };
+            let node = controller.set_node_carbon(&node, intensity).await?;
+            print(format, &node, |n| {
+                format!("node {} carbon intensity: {}\n", n.id, carbon_text(n))
+            })?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -104,6 +115,19 @@ fn node_table(nodes: &[Node]) -> String {
     table.render()
 }
 
+/// A node's carbon intensity and whose figure it is.
+fn carbon_text(n: &Node) -> String {
+    let whose = if n.operator.carbon_intensity.is_some() {
+        "operators'"
+    } else {
+        "its agent's"
+    };
+    match n.carbon_intensity {
+        Some(grams) => format!("{grams} gCO2e/kWh ({whose})"),
+        None => "unknown".to_owned(),
+    }
+}
+
 fn node_details(n: &Node) -> String {
     let mut pairs = vec![
         ("id", n.id.clone()),
@@ -139,6 +163,7 @@ fn node_details(n: &Node) -> String {
     ];
     pairs.push(("labels", labels_text(n)));
     pairs.push(("traits", traits_text(n)));
+    pairs.push(("carbon intensity", carbon_text(n)));
     for t in &n.runtimes {
         pairs.push(("runtime", format!("{t}: available")));
     }

@@ -157,6 +157,10 @@ fn every_request() -> Vec<Request> {
             node: n(),
             changes: TraitChanges::adding(&["ssd"]).unwrap(),
         },
+        Request::SetNodeCarbon {
+            node: n(),
+            intensity: Some(zixiao_core::model::CarbonIntensity::try_from(120u32).unwrap()),
+        },
         Request::CreateAggregate {
             name: aggregate(),
             metadata: typed_metadata(
@@ -313,6 +317,7 @@ fn the_rules_by_role_and_project() {
         // placements: admins change it, as they cordon and drain.
         ("node.label", [false, false, false, false]),
         ("node.trait", [false, false, false, false]),
+        ("node.carbon", [false, false, false, false]),
         // Aggregates are read and changed as nodes are.
         ("aggregate.create", [false, false, false, false]),
         ("aggregate.delete", [false, false, false, false]),

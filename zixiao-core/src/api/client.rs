@@ -18,9 +18,9 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    typed_metadata, Aggregate, AggregateName, CreateInstance, CreateNetwork, FromTemplate,
-    ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, Network, Node,
-    TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    typed_metadata, Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork,
+    FromTemplate, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges,
+    Network, Node, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -422,6 +422,16 @@ impl Client {
     pub async fn change_node_traits(&self, node: &str, changes: TraitChanges) -> Result<Node> {
         let node = node.to_owned();
         expect!(self, Request::ChangeNodeTraits { node, changes }, Node)
+    }
+
+    /// See [`Request::SetNodeCarbon`].
+    pub async fn set_node_carbon(
+        &self,
+        node: &str,
+        intensity: Option<CarbonIntensity>,
+    ) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(self, Request::SetNodeCarbon { node, intensity }, Node)
     }
 
     /// See [`Request::WatchNodes`].

@@ -236,6 +236,10 @@ impl Api for Controller {
                 let changed = self.change_node_traits(&node, &changes).await?;
                 Response::Node(self.placed_waiting(changed).await?)
             }
+            Request::SetNodeCarbon { node, intensity } => {
+                let changed = self.set_node_carbon(&node, intensity).await?;
+                Response::Node(self.placed_waiting(changed).await?)
+            }
             Request::WatchNodes { after } => {
                 let after = match after {
                     0 => self.current_revision().await?,

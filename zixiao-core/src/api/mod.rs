@@ -54,9 +54,9 @@ use crate::driver::{
     ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
 };
 use crate::model::{
-    Aggregate, AggregateName, CreateInstance, CreateNetwork, FromTemplate, ImageName, ImageRef,
-    Instance, InstanceType, InstanceUpdate, LabelChanges, LabelKey, LabelValue, Network, Node,
-    TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork, FromTemplate,
+    ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, LabelKey,
+    LabelValue, Network, Node, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -501,6 +501,17 @@ pub enum Request {
         /// What to add and remove.
         changes: TraitChanges,
     },
+    /// Sets (or with `None` clears) the carbon intensity operators declare
+    /// for a node's power, which carbon-aware placement reads: it wins over
+    /// the figure the node's agent reports. The instances waiting for a
+    /// node are tried again, as [`Request::LabelNode`] does.
+    /// [`Response::Node`]. Idempotent. Errors: `NotFound`, `Conflict`.
+    SetNodeCarbon {
+        /// Id or hostname.
+        node: String,
+        /// gCO2e/kWh.
+        intensity: Option<CarbonIntensity>,
+    },
     /// Node changes after store revision `after` (0: from now), then live.
     /// [`Response::NodeEvents`]. Errors: `FailedPrecondition` (compacted).
     WatchNodes {
@@ -749,6 +760,7 @@ impl Request {
             Request::DeregisterNode { .. } => "node.deregister",
             Request::LabelNode { .. } => "node.label",
             Request::ChangeNodeTraits { .. } => "node.trait",
+            Request::SetNodeCarbon { .. } => "node.carbon",
             Request::WatchNodes { .. } => "node.watch",
             Request::ClusterInfo => "cluster.info",
             Request::CreateNetwork { .. } => "network.create",
@@ -834,6 +846,7 @@ impl Request {
             | Request::SetMaintenance { node: n, .. }
             | Request::LabelNode { node: n, .. }
             | Request::ChangeNodeTraits { node: n, .. }
+            | Request::SetNodeCarbon { node: n, .. }
             | Request::DeregisterNode { node: n } => node(n),
             Request::CreateAggregate { name, .. }
             | Request::DeleteAggregate { name }

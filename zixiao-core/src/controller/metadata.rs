@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use super::reconcile::Convergence;
 use super::Controller;
 use crate::model::{
-    Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, Node, TraitChanges,
+    Aggregate, AggregateName, CarbonIntensity, LabelChanges, LabelKey, LabelValue, Node,
+    TraitChanges,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, ErrorKind, Result};
@@ -49,6 +50,25 @@ impl Controller {
         let now = self.now();
         self.update_object::<Node, _>(&id, |n| {
             let changed = n.change_traits(changes)?;
+            if changed {
+                n.updated_at = now;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    /// Sets (or clears) the operator's carbon intensity of node `node` (id
+    /// or hostname). Errors: `NotFound`, `Conflict`.
+    pub async fn set_node_carbon(
+        &self,
+        node: &str,
+        intensity: Option<CarbonIntensity>,
+    ) -> Result<Node> {
+        let id = self.get_node(node).await?.id;
+        let now = self.now();
+        self.update_object::<Node, _>(&id, |n| {
+            let changed = n.set_carbon_intensity(intensity);
             if changed {
                 n.updated_at = now;
             }

@@ -56,7 +56,6 @@ impl Controller {
                     node.runtimes = registration.runtimes.clone();
                     node.missing_runtimes = registration.missing_runtimes.clone();
                     node.drivers = registration.drivers.clone();
-                    node.carbon_intensity = registration.carbon_intensity;
                     if node.status == NodeStatus::NotReady {
                         node.status = NodeStatus::Ready;
                     }
@@ -84,7 +83,8 @@ impl Controller {
                         runtimes: registration.runtimes.clone(),
                         missing_runtimes: registration.missing_runtimes.clone(),
                         drivers: registration.drivers.clone(),
-                        carbon_intensity: registration.carbon_intensity,
+                        // Merged from what the agent reported.
+                        carbon_intensity: None,
                         last_heartbeat: Some(now),
                         orphan_sweep: None,
                         created_at: now,

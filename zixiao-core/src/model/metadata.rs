@@ -323,12 +323,95 @@ pub struct NodeMetadata {
     /// Traits, for required and forbidden traits.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub traits: BTreeSet<String>,
+    /// Carbon intensity of the node's power, gCO2e/kWh, for carbon-aware
+    /// placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carbon_intensity: Option<u32>,
 }
 
 impl NodeMetadata {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty() && self.traits.is_empty()
+        self.labels.is_empty() && self.traits.is_empty() && self.carbon_intensity.is_none()
+    }
+}
+
+/// The most gCO2e/kWh a node's power may be said to emit: well above any
+/// grid's (coal is about 1,000).
+pub const MAX_CARBON_INTENSITY: u32 = 5_000;
+
+/// A carbon intensity an operator declares for a node, in grams of CO2
+/// equivalent per kWh: at most [`MAX_CARBON_INTENSITY`]. Built by
+/// `TryFrom<u32>` (or `FromStr` of the decimal number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "u32")]
+pub struct CarbonIntensity(u32);
+
+impl CarbonIntensity {
+    /// Grams of CO2 equivalent per kWh.
+    pub fn grams_per_kwh(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for CarbonIntensity {
+    type Error = Error;
+
+    /// Errors: `InvalidArgument` on `carbon_intensity`.
+    fn try_from(grams: u32) -> Result<Self, Error> {
+        if grams > MAX_CARBON_INTENSITY {
+            return Err(Error::invalid(
+                "carbon_intensity",
+                format!("{grams} gCO2e/kWh is more than the {MAX_CARBON_INTENSITY} any power source emits"),
+            ));
+        }
+        Ok(CarbonIntensity(grams))
+    }
+}
+
+impl TryFrom<i64> for CarbonIntensity {
+    type Error = Error;
+
+    /// For frontends whose numbers are signed (Python, JavaScript).
+    /// Errors: `InvalidArgument` on `carbon_intensity`.
+    fn try_from(grams: i64) -> Result<Self, Error> {
+        let grams = u32::try_from(grams).map_err(|_| {
+            Error::invalid(
+                "carbon_intensity",
+                format!("{grams} gCO2e/kWh is not between 0 and {MAX_CARBON_INTENSITY}"),
+            )
+        })?;
+        CarbonIntensity::try_from(grams)
+    }
+}
+
+impl std::str::FromStr for CarbonIntensity {
+    type Err = Error;
+
+    /// Errors: `InvalidArgument` on `carbon_intensity`.
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let grams = text.trim().parse::<u32>().map_err(|_| {
+            Error::invalid(
+                "carbon_intensity",
+                format!(
+                    "`{}` is not a whole number of gCO2e/kWh",
+                    text.escape_debug()
+                ),
+            )
+        })?;
+        CarbonIntensity::try_from(grams)
+    }
+}
+
+impl From<CarbonIntensity> for u32 {
+    fn from(intensity: CarbonIntensity) -> u32 {
+        intensity.0
+    }
+}
+
+impl<'de> Deserialize<'de> for CarbonIntensity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        CarbonIntensity::try_from(u32::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -352,6 +435,12 @@ impl Node {
             .union(&self.reported.traits)
             .cloned()
             .collect();
+        // An operator's figure wins: it is the one given on purpose, for
+        // this node (an agent's comes from its config file).
+        self.carbon_intensity = self
+            .operator
+            .carbon_intensity
+            .or(self.reported.carbon_intensity);
     }
 
     /// The traits its agent reported. A record stored before reported and
@@ -378,8 +467,19 @@ impl Node {
             self.reported = NodeMetadata {
                 labels: self.labels.clone(),
                 traits: self.traits.clone(),
+                carbon_intensity: self.carbon_intensity,
             };
         }
+    }
+
+    /// Sets (or, with `None`, clears) the operator's carbon intensity and
+    /// merges; says whether anything changed.
+    pub fn set_carbon_intensity(&mut self, intensity: Option<CarbonIntensity>) -> bool {
+        self.split_metadata();
+        let before = self.operator.carbon_intensity;
+        self.operator.carbon_intensity = intensity.map(u32::from);
+        self.merge_metadata();
+        before != self.operator.carbon_intensity
     }
 
     /// Applies `changes` to the operator labels and merges; says whether
@@ -568,6 +668,7 @@ mod tests {
             reported: NodeMetadata {
                 labels: BTreeMap::from([("arch".into(), "x86_64".into())]),
                 traits: BTreeSet::from(["networks".into()]),
+                carbon_intensity: None,
             },
             operator: NodeMetadata::default(),
             runtimes: BTreeSet::new(),
@@ -607,6 +708,46 @@ mod tests {
             .change_labels(&LabelChanges::parse(&["disk-"]).unwrap())
             .unwrap());
         assert!(!n.labels.contains_key("disk"));
+    }
+
+    #[test]
+    fn an_operators_carbon_intensity_wins_over_the_agents_until_cleared() {
+        let mut n = node();
+        n.reported.carbon_intensity = Some(400);
+        n.merge_metadata();
+        assert_eq!(n.carbon_intensity, Some(400));
+        let clean = CarbonIntensity::try_from(90u32).unwrap();
+        assert!(n.set_carbon_intensity(Some(clean)));
+        assert_eq!(n.carbon_intensity, Some(90));
+        assert!(
+            !n.set_carbon_intensity(Some(clean)),
+            "the same again changes nothing"
+        );
+        // The agent registering again with its own figure changes nothing.
+        n.reported.carbon_intensity = Some(500);
+        n.merge_metadata();
+        assert_eq!(n.carbon_intensity, Some(90));
+        assert!(n.set_carbon_intensity(None));
+        assert_eq!(n.carbon_intensity, Some(500));
+        assert!(n.operator.is_empty());
+    }
+
+    #[test]
+    fn a_carbon_intensity_is_a_whole_figure_within_reason() {
+        assert_eq!(
+            "120".parse::<CarbonIntensity>().unwrap().grams_per_kwh(),
+            120
+        );
+        assert_eq!(CarbonIntensity::try_from(0i64).unwrap().grams_per_kwh(), 0);
+        for bad in ["-1", "12.5", "", "5001", "dirty"] {
+            let err = bad.parse::<CarbonIntensity>().unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+            assert!(err.to_string().contains("carbon_intensity"), "{err}");
+        }
+        for bad in [-1i64, 5001, i64::MAX] {
+            assert!(CarbonIntensity::try_from(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<CarbonIntensity>("9000").is_err());
     }
 
     #[test]

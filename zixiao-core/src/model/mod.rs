@@ -26,8 +26,8 @@ pub use instance::{
 };
 pub use instance_uuid::InstanceUuid;
 pub use metadata::{
-    typed_metadata, Aggregate, AggregateName, LabelChanges, LabelKey, LabelValue, NodeMetadata,
-    TraitChanges, TraitName, AGGREGATES_PREFIX,
+    typed_metadata, Aggregate, AggregateName, CarbonIntensity, LabelChanges, LabelKey, LabelValue,
+    NodeMetadata, TraitChanges, TraitName, AGGREGATES_PREFIX, MAX_CARBON_INTENSITY,
 };
 pub use network::{
     from_u128, mac_address, to_u128, BridgeName, Cidr, CreateNetwork, HostMark, InstallationId,

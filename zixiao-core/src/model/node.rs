@@ -114,7 +114,8 @@ pub struct Node {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drivers: BTreeMap<InstanceType, DriverInfo>,
     /// Carbon intensity of its power in grams of CO2-equivalent per kWh,
-    /// if known, for carbon-aware placement.
+    /// if known, for carbon-aware placement: its operators' figure
+    /// (`zixiao node set --carbon`), else its agent's.
     #[serde(default)]
     pub carbon_intensity: Option<u32>,
     /// When its agent last proved it was alive.
@@ -216,6 +217,7 @@ impl NodeRegistration {
         NodeMetadata {
             labels: self.labels.clone(),
             traits: self.traits.clone(),
+            carbon_intensity: self.carbon_intensity,
         }
     }
 }
