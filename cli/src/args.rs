@@ -430,6 +430,33 @@ pub(crate) enum NodeCommand {
         #[arg(value_enum)]
         state: OnOff,
     },
+    /// Retire a node for good: empty it as a drain does, then mark it
+    /// decommissioned, offering no runtime, so nothing is placed there again.
+    #[command(
+        long_about = "Retire a node for good.\n\n\
+            The node is emptied as by `node drain` (from any status, maintenance included): \
+            instances that restart elsewhere move, the others stop where they are. Then it \
+            is marked decommissioned and withdraws every runtime, so no placement considers \
+            it again and its agent's registrations do not bring it back. Instances that \
+            stayed can still be read and deleted; once none is left, stop the node's agent \
+            and `node delete` removes the record (an agent still running registers the \
+            machine anew, as a new node). Running it again carries on where an interrupted \
+            run stopped.",
+        after_help = "Examples:\n  \
+            zixiao node decommission worker-3\n  \
+            zixiao instance list --node worker-3     # what stayed\n  \
+            zixiao node delete worker-3"
+    )]
+    Decommission {
+        /// Node id or hostname.
+        node: String,
+    },
+    /// Remove the record of a node that holds no instances (decommission
+    /// or drain it first).
+    Delete {
+        /// Node id or hostname.
+        node: String,
+    },
     /// Set (`KEY=VALUE`) or remove (`KEY-`) labels of a node, for node
     /// selectors (`instance create --selector`).
     #[command(

@@ -17,6 +17,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use zixiao_testing::output::{assert_refused, json, ok, text};
+#[cfg(feature = "etcd")]
+use zixiao_testing::process::{start_listening, Running};
 use zixiao_testing::wait::{runtime_endpoint, wait_until_ok};
 
 /// `zixiao` with a clean environment and the test's containerd.
@@ -387,39 +389,12 @@ fn assert_dir_holds_nothing(state: &Path) {
     assert_eq!(json(out), serde_json::json!([]));
 }
 
-/// A child process, killed when dropped.
-#[cfg(feature = "etcd")]
-struct Running(std::process::Child);
-
-#[cfg(feature = "etcd")]
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `zixiao ARGS` and returns it with the address of its first line
-/// (`... listening on ADDR`).
+/// Starts `zixiao ARGS` and returns it with the address it listens on.
 #[cfg(feature = "etcd")]
 fn start(socket: &str, args: &[&str]) -> (Running, String) {
-    use std::io::BufRead;
-    let mut child = zixiao(socket)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start zixiao");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let addr = line
-        .trim()
-        .rsplit_once(" listening on ")
-        .map(|(_, addr)| addr.to_owned())
-        .unwrap_or_else(|| panic!("zixiao {args:?} did not start: {line:?}"));
-    (Running(child), addr)
+    let mut command = zixiao(socket);
+    command.args(args);
+    start_listening(command)
 }
 
 /// Waits until node `node` is ready through the server.

@@ -10,22 +10,12 @@
 //! a reason elsewhere (and fails in CI, where ZIXIAO_REQUIRE_RUNTIMES=1).
 #![cfg(all(feature = "containerd", feature = "etcd"))]
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use zixiao_testing::process::{start_listening, Running};
 use zixiao_testing::wait::{runtime_endpoint, wait_until_ok};
-
-/// A child process, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn zixiao(socket: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
@@ -37,25 +27,11 @@ fn zixiao(socket: &str) -> Command {
     command
 }
 
-/// Starts `zixiao ARGS` and returns it with the address of its first line
-/// (`... listening on ADDR`).
+/// Starts `zixiao ARGS` and returns it with the address it listens on.
 fn start(socket: &str, args: &[&str]) -> (Running, String) {
-    let mut child = zixiao(socket)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start zixiao");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let addr = line
-        .trim()
-        .rsplit_once(" listening on ")
-        .map(|(_, addr)| addr.to_owned())
-        .unwrap_or_else(|| panic!("zixiao {args:?} did not start: {line:?}"));
-    (Running(child), addr)
+    let mut command = zixiao(socket);
+    command.args(args);
+    start_listening(command)
 }
 
 /// One command of the scenario: its exit code and its output as JSON

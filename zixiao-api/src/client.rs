@@ -457,6 +457,10 @@ impl Api for GrpcClient {
                 let report = self.answer(nodes.set_maintenance(request).await)?;
                 Response::Drain(self.decoded(report.try_into())?)
             }
+            Request::DecommissionNode { node } => {
+                let report = self.answer(nodes.decommission_node(node_ref(node)).await)?;
+                Response::Drain(self.decoded(report.try_into())?)
+            }
             Request::DeregisterNode { node } => {
                 self.answer(nodes.deregister_node(node_ref(node)).await)?;
                 Response::Done

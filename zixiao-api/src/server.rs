@@ -664,6 +664,15 @@ impl NodeService for ApiServer {
         reply(report.await.map_err(status)?)
     }
 
+    async fn decommission_node(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<pb::DrainReport>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let node = named("node", request.into_inner().node)?;
+        reply(client.decommission_node(&node).await.map_err(status)?)
+    }
+
     async fn deregister_node(&self, request: Request<pb::NodeRef>) -> Result<Response<()>, Status> {
         let client = self.client(CallCredentials::of(&request)).await?;
         let node = named("node", request.into_inner().node)?;

@@ -500,6 +500,86 @@ async fn drain_moves_what_restarts_and_stops_the_rest() {
 }
 
 #[tokio::test]
+async fn a_decommissioned_node_is_emptied_takes_nothing_and_is_deleted_once_empty() {
+    let (cl, movable, fixed) = movable_and_fixed_on_node_a().await;
+    let c = &cl.controller;
+    c.set_maintenance("node-a", true)
+        .await
+        .expect("maintenance on");
+
+    // From maintenance too: what restarts elsewhere has already moved,
+    // what stayed is stopped; the node ends retired, offering nothing.
+    let report = c.decommission_node("node-a").await.expect("decommission");
+    assert_eq!(report.status, Some(NodeStatus::Decommissioned));
+    let a = c.get_node("node-a").await.expect("node");
+    assert_eq!(a.status, NodeStatus::Decommissioned);
+    assert!(a.runtimes.is_empty(), "{:?}", a.runtimes);
+    assert!(
+        a.missing_runtimes[&InstanceType::Container].contains("decommissioned"),
+        "{:?}",
+        a.missing_runtimes
+    );
+    let moved = c.get_instance("movable").await.expect("get");
+    assert_eq!(moved.node.as_deref(), Some("node-b"));
+    assert_eq!(cl.drivers[1].state_of(&movable.id), RuntimeState::Running);
+    let stayed = c.get_instance("fixed").await.expect("get");
+    assert_eq!(stayed.status, InstanceStatus::Stopped);
+    assert_ne!(cl.drivers[0].state_of(&fixed.id), RuntimeState::Running);
+
+    // Its agent registering again (with a runtime) does not bring it back.
+    let again = LocalAgent::new(host(4, 4096))
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
+        .registration("node-a");
+    let again = c.register_node(again).await.expect("register");
+    assert_eq!(again.status, NodeStatus::Decommissioned);
+    assert!(again.runtimes.is_empty(), "{:?}", again.runtimes);
+    // Nothing new lands there, and what stayed cannot start there again.
+    c.cordon_node("node-b").await.expect("cordon b");
+    let pending = run(c, container("new", 1, 64)).await;
+    assert_eq!(pending.status, InstanceStatus::Pending);
+    assert_eq!(pending.node, None);
+    for refused in [
+        c.start_instance("fixed").await.unwrap_err(),
+        c.restart_instance("fixed").await.unwrap_err(),
+    ] {
+        assert_eq!(refused.kind(), ErrorKind::FailedPrecondition);
+        assert!(refused.to_string().contains("decommissioned"), "{refused}");
+    }
+    let stayed = c.get_instance("fixed").await.expect("get");
+    assert_eq!(stayed.desired, DesiredState::Stopped, "nothing changed");
+    assert_ne!(cl.drivers[0].state_of(&fixed.id), RuntimeState::Running);
+    // Other transitions are refused; a second decommission is a no-op.
+    let err = c.uncordon_node("node-a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    let err = c.set_maintenance("node-a", false).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    let second = c.decommission_node("node-a").await.expect("again");
+    assert_eq!(second.status, Some(NodeStatus::Decommissioned));
+    assert!(second.moved.is_empty(), "{second:?}");
+
+    // Deleting the record waits for what stayed, and names it.
+    let err = c.deregister_node("node-a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    assert!(err.to_string().contains("fixed"), "{err}");
+    c.delete_instance("fixed")
+        .await
+        .expect("delete what stayed");
+    c.converge(&fixed.id).await.expect("converge delete");
+    c.deregister_node("node-a").await.expect("deregister");
+    assert_eq!(
+        c.get_node("node-a").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    // The machine may join again, as a new node.
+    let fresh = LocalAgent::new(host(4, 4096))
+        .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
+        .registration("node-a");
+    let fresh = c.register_node(fresh).await.expect("register anew");
+    assert_eq!(fresh.status, NodeStatus::Ready);
+    assert!(fresh.runtimes.contains(&InstanceType::Container));
+}
+
+#[tokio::test]
 async fn a_failed_node_moves_its_instances_and_comes_back_with_what_it_registered() {
     let (cl, movable, fixed) = movable_and_fixed_on_node_a().await;
     let c = &cl.controller;

@@ -4,7 +4,8 @@
 //! driver wrapper that logs what reaches the runtime
 //! ([`counting_driver`], [`runtime_events`]), the check that the
 //! runtimes hold exactly what the store says ([`runtimes`]), and for crash
-//! tests a command killed at a seeded random moment ([`kill`], [`rng`]); a
+//! tests a command killed at a seeded random moment ([`kill`], [`rng`]);
+//! servers and agents started as processes ([`process`]); a
 //! canned HTTP server for remote ends that misbehave ([`canned_http`]) and
 //! a small HTTP client for JSON endpoints ([`http`]), a
 //! registry that wants credentials ([`registry`]), and the damage fuzz
@@ -19,6 +20,7 @@ pub mod fuzz;
 pub mod http;
 pub mod kill;
 pub mod output;
+pub mod process;
 pub mod registry;
 pub mod rng;
 pub mod runtime_events;

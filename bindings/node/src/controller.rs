@@ -373,8 +373,16 @@ impl Controller {
         call!(self, env, |c| c.set_maintenance(&node, on))
     }
 
+    /// Retires a node for good: empties it as a drain does, then marks it
+    /// decommissioned, offering no runtime. Rejects with `not_found`.
+    #[napi(ts_return_type = "Promise<DrainReport>")]
+    pub fn decommission_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
+        call!(self, env, |c| c.decommission_node(&node))
+    }
+
     /// Removes a node that holds no instances. Rejects with `not_found`,
-    /// `failed_precondition` (it holds instances: drain it first).
+    /// `failed_precondition` (it holds instances: decommission or drain it,
+    /// then delete those that stayed).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn deregister_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
         call!(self, env, |c| c.deregister_node(&node))

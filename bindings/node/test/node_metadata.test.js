@@ -102,3 +102,30 @@ test('a declared carbon intensity steers placement', async () => {
   assert.equal((await controller.setNodeCarbon(node, null)).operator, undefined)
   await assert.rejects(controller.setNodeCarbon('no-such-node', 100), { code: 'not_found' })
 })
+
+test('a decommissioned node takes nothing and is deleted once empty', async () => {
+  const controller = await fakeController()
+  const node = (await controller.listNodes())[0].id
+  const stays = await controller.createInstance(container('stays', { restart: 'never' }))
+  assert.equal(stays.status, 'running')
+
+  const report = await controller.decommissionNode(node)
+  assert.equal(report.status, 'decommissioned')
+  assert.deepEqual(report.stopped, ['stays'])
+  const retired = await controller.getNode(node)
+  assert.deepEqual(retired.runtimes, [])
+  assert.match(retired.missing_runtimes.container, /decommissioned/)
+  await assert.rejects(controller.startInstance('stays'), (e) => {
+    assert.equal(e.code, 'failed_precondition')
+    assert.match(e.message, /decommissioned/)
+    return true
+  })
+  await assert.rejects(controller.deregisterNode(node), (e) => {
+    assert.equal(e.code, 'failed_precondition')
+    assert.match(e.message, /stays/)
+    return true
+  })
+  await controller.deleteInstance('stays')
+  await controller.deregisterNode(node)
+  await assert.rejects(controller.getNode(node), { code: 'not_found' })
+})

@@ -377,8 +377,16 @@ impl PyController {
         wait(py, self.inner.set_maintenance(node, on)).map(Json)
     }
 
+    /// Retires a node for good: empties it as a drain does, then marks it
+    /// decommissioned, offering no runtime. Returns what moved, waits and
+    /// stopped. Raises `NotFound`.
+    fn decommission_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<DrainReport>> {
+        wait(py, self.inner.decommission_node(node)).map(Json)
+    }
+
     /// Removes a node that holds no instances. Raises `NotFound`,
-    /// `FailedPrecondition` (it holds instances: drain it first).
+    /// `FailedPrecondition` (it holds instances: decommission or drain it,
+    /// then delete those that stayed).
     fn deregister_node(&self, py: Python<'_>, node: &str) -> PyResult<()> {
         wait(py, self.inner.deregister_node(node))
     }
@@ -1070,6 +1078,11 @@ impl PyAsyncController {
         on: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.set_maintenance(&node, on))
+    }
+
+    /// Retires a node for good (see `Controller.decommission_node`).
+    fn decommission_node<'py>(&self, py: Python<'py>, node: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.decommission_node(&node))
     }
 
     /// Removes a node that holds no instances.

@@ -116,3 +116,26 @@ def test_a_declared_carbon_intensity_steers_placement(controller):
     assert "operator" not in controller.set_node_carbon(node, None)
     with pytest.raises(zixiao.NotFound):
         controller.set_node_carbon("no-such-node", 100)
+
+
+def test_a_decommissioned_node_takes_nothing_and_is_deleted_once_empty(controller):
+    node = controller.list_nodes()[0]["id"]
+    stays = waiting("stays", {})
+    stays["spec"]["restart"] = "never"
+    assert controller.create_instance(stays)["status"] == "running"
+
+    report = controller.decommission_node(node)
+    assert report["status"] == "decommissioned" and report["stopped"] == ["stays"]
+    retired = controller.get_node(node)
+    assert retired["status"] == "decommissioned" and retired["runtimes"] == []
+    assert "decommissioned" in retired["missing_runtimes"]["container"]
+    with pytest.raises(zixiao.FailedPrecondition) as raised:
+        controller.start_instance("stays")
+    assert "decommissioned" in str(raised.value)
+    with pytest.raises(zixiao.FailedPrecondition) as raised:
+        controller.deregister_node(node)
+    assert "stays" in str(raised.value)
+    controller.delete_instance("stays")
+    assert controller.deregister_node(node) is None
+    with pytest.raises(zixiao.NotFound):
+        controller.get_node(node)

@@ -42,6 +42,16 @@ pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) ->
                 .await?;
             print(format, &report, drain_summary)?;
         }
+        NodeCommand::Decommission { node } => {
+            let report = controller.decommission_node(&node).await?;
+            print(format, &report, drain_summary)?;
+        }
+        NodeCommand::Delete { node } => {
+            controller.deregister_node(&node).await?;
+            print(format, &serde_json::json!({ "deleted": node }), |_| {
+                format!("deleted node {node}\n")
+            })?;
+        }
         NodeCommand::Label { node, labels } => {
             let node = controller.label_node(&node, &labels).await?;
             print(format, &node, |n| {

@@ -148,6 +148,7 @@ fn every_request() -> Vec<Request> {
             node: n(),
             on: true,
         },
+        Request::DecommissionNode { node: n() },
         Request::DeregisterNode { node: n() },
         Request::LabelNode {
             node: n(),
@@ -311,6 +312,7 @@ fn the_rules_by_role_and_project() {
         ("node.uncordon", [false, false, false, false]),
         ("node.drain", [false, false, false, false]),
         ("node.maintenance", [false, false, false, false]),
+        ("node.decommission", [false, false, false, false]),
         ("node.deregister", [false, false, false, false]),
         ("node.watch", [false, true, true, true]),
         // What operators declare of nodes steers every project's

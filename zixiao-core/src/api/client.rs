@@ -380,6 +380,12 @@ impl Client {
         expect!(self, Request::SetMaintenance { node, on }, Drain)
     }
 
+    /// See [`Request::DecommissionNode`].
+    pub async fn decommission_node(&self, node: &str) -> Result<DrainReport> {
+        let node = node.to_owned();
+        expect!(self, Request::DecommissionNode { node }, Drain)
+    }
+
     /// See [`Request::DeregisterNode`].
     pub async fn deregister_node(&self, node: &str) -> Result<()> {
         let node = node.to_owned();

@@ -224,6 +224,9 @@ impl Api for Controller {
             Request::SetMaintenance { node, on } => {
                 Response::Drain(self.set_maintenance(&node, on).await?)
             }
+            Request::DecommissionNode { node } => {
+                Response::Drain(self.decommission_node(&node).await?)
+            }
             Request::DeregisterNode { node } => {
                 self.deregister_node(&node).await?;
                 Response::Done

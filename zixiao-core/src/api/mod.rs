@@ -469,6 +469,16 @@ pub enum Request {
         /// On or off.
         on: bool,
     },
+    /// Takes a node out of service for good: empties it as a drain does,
+    /// then marks it `Decommissioned` with no runtimes offered, so nothing
+    /// is placed on it again, whatever its agent reports, until it is
+    /// deleted ([`Request::DeregisterNode`]) and registers anew.
+    /// [`Response::Drain`]. Idempotent. Errors: `NotFound`, the first error
+    /// evicting an instance.
+    DecommissionNode {
+        /// Id or hostname.
+        node: String,
+    },
     /// Removes a node that holds no instances. [`Response::Done`]. Errors:
     /// `NotFound`, `FailedPrecondition` (it holds instances: drain it).
     DeregisterNode {
@@ -757,6 +767,7 @@ impl Request {
             Request::UncordonNode { .. } => "node.uncordon",
             Request::DrainNode { .. } => "node.drain",
             Request::SetMaintenance { .. } => "node.maintenance",
+            Request::DecommissionNode { .. } => "node.decommission",
             Request::DeregisterNode { .. } => "node.deregister",
             Request::LabelNode { .. } => "node.label",
             Request::ChangeNodeTraits { .. } => "node.trait",
@@ -847,6 +858,7 @@ impl Request {
             | Request::LabelNode { node: n, .. }
             | Request::ChangeNodeTraits { node: n, .. }
             | Request::SetNodeCarbon { node: n, .. }
+            | Request::DecommissionNode { node: n }
             | Request::DeregisterNode { node: n } => node(n),
             Request::CreateAggregate { name, .. }
             | Request::DeleteAggregate { name }

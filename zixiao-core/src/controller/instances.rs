@@ -12,7 +12,7 @@ use super::{Controller, INSTANCE_NAMES_PREFIX};
 use crate::driver::{ConsoleStream, DriverError, InstanceStats, LogChunk};
 use crate::model::{
     CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType, InstanceUpdate,
-    TemplateOrigin,
+    NodeStatus, TemplateOrigin,
 };
 use crate::store::{StoreError, StoreExt};
 use crate::{Error, Result};
@@ -203,9 +203,9 @@ impl Controller {
     /// Asks for the instance to run. A failed instance is created and
     /// started again. Idempotent. Errors: `NotFound`, `FailedPrecondition`
     /// (being deleted; paused: a start would answer at once and leave it
-    /// frozen, so it says to resume it instead).
+    /// frozen, so it says to resume it instead; on a decommissioned node).
     pub async fn start_instance(&self, instance: &str) -> Result<Instance> {
-        let id = self.get_instance(instance).await?.id;
+        let id = self.runnable_where_it_is(instance).await?;
         self.update_object::<Instance, _>(&id, |i| {
             refuse_if_deleted(i)?;
             if i.status == InstanceStatus::Paused {
@@ -234,6 +234,28 @@ impl Controller {
         .await
     }
 
+    /// The id of `instance`, unless the node it stays on is decommissioned:
+    /// a start there could only wait forever, so it is refused, changing
+    /// nothing. Errors: `NotFound`, `FailedPrecondition`.
+    async fn runnable_where_it_is(&self, instance: &str) -> Result<String> {
+        let found = self.get_instance(instance).await?;
+        if let Some(node) = &found.node {
+            let retired = match self.get_node(node).await {
+                Ok(node) => node.status == NodeStatus::Decommissioned,
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if retired {
+                return Err(Error::FailedPrecondition(format!(
+                    "instance `{}` stays on node `{node}`, which is decommissioned: it cannot \
+                     run there again; delete it (`zixiao instance delete {}`)",
+                    found.name, found.name
+                )));
+            }
+        }
+        Ok(found.id)
+    }
+
     /// Asks for the instance to stop (it stays on its node). Idempotent.
     /// Errors: `NotFound`, `FailedPrecondition` (being deleted).
     pub async fn stop_instance(&self, instance: &str) -> Result<Instance> {
@@ -250,9 +272,10 @@ impl Controller {
     }
 
     /// Asks for a running instance to be stopped and started again (a stopped
-    /// one is just started). Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    /// one is just started). Errors: `NotFound`, `FailedPrecondition` (being
+    /// deleted, on a decommissioned node).
     pub async fn restart_instance(&self, instance: &str) -> Result<Instance> {
-        let id = self.get_instance(instance).await?.id;
+        let id = self.runnable_where_it_is(instance).await?;
         self.update_object::<Instance, _>(&id, |i| {
             refuse_if_deleted(i)?;
             i.desired = DesiredState::Running;

@@ -1,4 +1,5 @@
-//! Node operations: register, deregister, look up, cordon, drain, maintenance.
+//! Node operations: register, deregister, look up, cordon, drain,
+//! maintenance, decommission.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +60,12 @@ impl Controller {
                     if node.status == NodeStatus::NotReady {
                         node.status = NodeStatus::Ready;
                     }
+                    // A retired node's agent (or the embedded deployment
+                    // opening its local node) still registers; it stays
+                    // retired, offering nothing, until it is deleted.
+                    if node.status == NodeStatus::Decommissioned {
+                        node.retire_runtimes();
+                    }
                     if node == before {
                         return Ok(node);
                     }
@@ -109,15 +116,25 @@ impl Controller {
     }
 
     /// Removes a node that holds no instances. Errors: `NotFound`,
-    /// `FailedPrecondition` (instances are placed on it: drain it first).
+    /// `FailedPrecondition` (instances are placed on it: drain or
+    /// decommission it, then delete those that stayed).
     pub async fn deregister_node(&self, node: &str) -> Result<()> {
         let node = self.get_node(node).await?;
         let placed = self.instances_on(&node.id).await?;
         if !placed.is_empty() {
+            let mut names: Vec<&str> = placed.iter().map(|i| i.name.as_str()).collect();
+            names.sort_unstable();
+            let shown = names.len().min(5);
+            let more = match names.len() - shown {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
             return Err(Error::FailedPrecondition(format!(
-                "node `{}` still holds {} instance(s); drain it first",
+                "node `{}` still holds {} instance(s) ({}{more}); drain or decommission it, \
+                 then delete those that stayed",
                 node.id,
-                placed.len()
+                placed.len(),
+                names[..shown].join(", ")
             )));
         }
         let txn = Txn::new().delete(
@@ -209,6 +226,48 @@ impl Controller {
         let mut report = self.evict_all(&node.id).await?;
         let node = self
             .set_node_status(&node.id, NodeStatus::Cordoned, &[NodeStatus::Draining])
+            .await?;
+        report.status = Some(node.status);
+        Ok(report)
+    }
+
+    /// Takes a node out of service for good: empties it as
+    /// [`Controller::drain_node`] does (from any status, maintenance
+    /// included), then marks it `Decommissioned` with its runtimes withdrawn
+    /// ([`Node::retire_runtimes`]), so no placement considers it again and
+    /// its agent's registrations do not bring it back. Instances that could
+    /// not move stay on it, stopped, until they are deleted; then
+    /// [`Controller::deregister_node`] removes the record. Idempotent: a
+    /// second call finds nothing to move. Errors: `NotFound`, and the first
+    /// error evicting an instance (the node is left `Draining`, and a
+    /// second call carries on).
+    pub async fn decommission_node(&self, node: &str) -> Result<DrainReport> {
+        let found = self.get_node(node).await?;
+        if found.status != NodeStatus::Decommissioned {
+            self.set_node_status(
+                &found.id,
+                NodeStatus::Draining,
+                &[
+                    NodeStatus::Ready,
+                    NodeStatus::Cordoned,
+                    NodeStatus::NotReady,
+                    NodeStatus::Maintenance,
+                ],
+            )
+            .await?;
+        }
+        let mut report = self.evict_all(&found.id).await?;
+        let now = self.now();
+        let node = self
+            .update_object::<Node, _>(&found.id, |n| {
+                if n.status == NodeStatus::Decommissioned && n.runtimes.is_empty() {
+                    return Ok(false);
+                }
+                n.status = NodeStatus::Decommissioned;
+                n.retire_runtimes();
+                n.updated_at = now;
+                Ok(true)
+            })
             .await?;
         report.status = Some(node.status);
         Ok(report)

@@ -739,10 +739,14 @@ impl Controller {
         instance: &Instance,
         compute: &Resources,
     ) -> Result<Option<String>> {
-        if matches!(
-            node.status,
-            NodeStatus::Maintenance | NodeStatus::Draining | NodeStatus::Decommissioned
-        ) {
+        if node.status == NodeStatus::Decommissioned {
+            return Ok(Some(format!(
+                "node `{}` is decommissioned: `{}` cannot run there again; delete it, then \
+                 delete the node",
+                node.id, instance.name
+            )));
+        }
+        if matches!(node.status, NodeStatus::Maintenance | NodeStatus::Draining) {
             return Ok(Some(format!(
                 "node `{}` is {}: `{}` starts there again once it is ready",
                 node.id,

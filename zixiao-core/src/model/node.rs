@@ -143,7 +143,21 @@ impl Node {
     pub fn is_schedulable(&self) -> bool {
         self.status == NodeStatus::Ready
     }
+
+    /// Withdraws every runtime the node offers, as a decommissioned node
+    /// does: each is listed as missing, saying why, so `node get` and a
+    /// placement's explanation tell the same story.
+    pub fn retire_runtimes(&mut self) {
+        for runtime in std::mem::take(&mut self.runtimes) {
+            self.missing_runtimes
+                .insert(runtime, RETIRED_RUNTIME.to_owned());
+        }
+    }
 }
+
+/// Why a decommissioned node offers a runtime no more.
+const RETIRED_RUNTIME: &str =
+    "the node is decommissioned (delete it with `zixiao node delete` to register it anew)";
 
 /// What one orphan sweep of a node found: runtime objects (containers,
 /// monitor processes, domains) that the node's records did not explain,
