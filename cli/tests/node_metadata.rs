@@ -506,3 +506,113 @@ async fn through_a_server_on_etcd_declarations_place_instances_and_survive_an_ag
         "{get}"
     );
 }
+
+/// The first processor's line `key` of /proc/cpuinfo.
+fn cpuinfo(key: &str) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");
+    let first = info.split("\n\n").next().unwrap_or_default().to_owned();
+    first.lines().find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        (k.trim() == key).then(|| v.trim().to_owned())
+    })
+}
+
+#[tokio::test]
+async fn the_local_node_reports_its_cpu_numa_cells_and_kvm_as_facts_operators_cannot_change() {
+    let Some((socket, busybox)) = containerd_and_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().to_string_lossy().into_owned();
+    let local = ["--state-dir", state.as_str()];
+    let nodes = json(run(&local, &socket, &["-o", "json", "node", "list"]));
+    let node = &nodes[0];
+    let id = node["id"].as_str().expect("the local node").to_owned();
+    let reported = &node["reported"];
+
+    // What /proc/cpuinfo says, as labels and traits of the agent's.
+    let vendor = cpuinfo("vendor_id").expect("a vendor");
+    assert_eq!(reported["labels"]["zixiao.io/cpu-vendor"], vendor.as_str());
+    assert_eq!(node["labels"]["zixiao.io/cpu-vendor"], vendor.as_str());
+    let flags = cpuinfo("flags").expect("flags");
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let traits: Vec<&str> = reported["traits"]
+        .as_array()
+        .expect("reported traits")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for flag in ["aes", "avx", "avx2", "sse4_2", "svm", "vmx"] {
+        assert_eq!(
+            traits.contains(&format!("cpu.{flag}").as_str()),
+            flags.contains(&flag),
+            "cpu.{flag} in {traits:?}"
+        );
+    }
+    let cells = std::fs::read_dir("/sys/devices/system/node")
+        .expect("NUMA nodes")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("node"))
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .count();
+    assert_eq!(
+        reported["labels"]["zixiao.io/numa-cells"],
+        cells.to_string().as_str()
+    );
+    // The suite needs /dev/kvm (the microVM tests run on it).
+    let kvm = reported["labels"]["zixiao.io/kvm"].as_str().unwrap_or("");
+    assert!(["hardware", "software-nested"].contains(&kvm), "{reported}");
+    assert!(traits.contains(&"kvm"), "{traits:?}");
+
+    // Facts: an operator cannot take them away.
+    let out = run(
+        &local,
+        &socket,
+        &["-o", "json", "node", "trait", &id, "rm", "kvm"],
+    );
+    assert_refused(
+        out,
+        "a reported trait removed",
+        1,
+        "failed_precondition",
+        "kvm",
+    );
+    let out = run(
+        &local,
+        &socket,
+        &["-o", "json", "node", "label", &id, "zixiao.io/kvm=absent"],
+    );
+    assert_refused(
+        out,
+        "a reported label changed",
+        1,
+        "failed_precondition",
+        "zixiao.io/kvm",
+    );
+
+    // Placement matches them like any other.
+    ok(run(&local, &socket, &["image", "import", &busybox]));
+    let placed = json(run(
+        &local,
+        &socket,
+        &create_args("needs-kvm", &["--trait", "kvm", "-o", "json"]),
+    ));
+    assert_eq!(placed["status"], "running", "{placed}");
+    let out = run(
+        &local,
+        &socket,
+        &create_args("needs-nothing-here", &["--trait", "cpu.no-such-flag"]),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    ok(run(&local, &socket, &["instance", "delete", "needs-kvm"]));
+    ok(run(
+        &local,
+        &socket,
+        &["instance", "delete", "needs-nothing-here"],
+    ));
+    assert_dir_holds_nothing(dir.path());
+}

@@ -571,6 +571,16 @@ pub fn linux_network(netns_dir: &Path) -> Result<Arc<dyn NetworkHost>> {
     Ok(Arc::new(zixiao_net::LinuxNetwork::connect(netns_dir)?))
 }
 
+/// The node's registration as its agent makes it: what the machine
+/// reports (its drivers, and the facts found on it), with the labels of
+/// the agent's configuration added (a configured label wins a key both
+/// have: the operator who wrote the configuration said so).
+fn registration_with_labels(local: &LocalAgent, options: &AgentOptions) -> NodeRegistration {
+    let mut registration = local.registration(options.name.clone());
+    registration.labels.extend(options.labels.clone());
+    registration
+}
+
 /// Starts the agent like [`start`]; with `network`, the node declares the
 /// [`NETWORKS_TRAIT`] and sets the cluster's networks up through it (the
 /// servers ask it to when networks are created or deleted, and reconcile
@@ -591,8 +601,7 @@ pub async fn start_with_network(
     NodeRegistration {
         region: options.region.clone(),
         zone: options.zone.clone(),
-        labels: options.labels.clone(),
-        ..local.registration(options.name.clone())
+        ..registration_with_labels(&local, &options)
     }
     .validate()?;
     let session = session(&options.state_dir)?;
@@ -617,8 +626,7 @@ pub async fn start_with_network(
         region: options.region.clone(),
         zone: options.zone.clone(),
         role: NodeRole::Worker,
-        labels: options.labels.clone(),
-        ..local.registration(options.name.clone())
+        ..registration_with_labels(&local, &options)
     };
     if network.is_some() {
         registration.traits.insert(NETWORKS_TRAIT.to_owned());

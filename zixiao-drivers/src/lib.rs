@@ -1,5 +1,6 @@
 //! Runtime drivers, each behind a cargo feature, and [`discover`], which
-//! finds the ones this machine can use and says why the others are missing.
+//! finds the ones this machine can use and says why the others are missing;
+//! [`introspect`] reads the machine's facts its node reports for placement.
 //!
 //! - `containerd`: [`containerd::ContainerdDriver`], OCI containers on containerd.
 //! - `libvirt`: `libvirt::LibvirtDriver`, full VMs on libvirt (QEMU/KVM, Cloud Hypervisor).
@@ -16,6 +17,7 @@ pub mod containerd;
 mod errors;
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 mod instance_id;
+pub mod introspect;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]

@@ -134,16 +134,28 @@ pub fn store_path(state_dir: &Path) -> PathBuf {
 /// Errors: `Unavailable` (another process holds the state directory),
 /// `Internal` (the directory cannot be created or probed), the store's errors.
 pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
-    let host = probe(&config.state_dir)?;
-    let discovered = zixiao_drivers::discover(&config.drivers).await;
-    let mut agent = LocalAgent::new(host);
+    let agent = local_agent(&config.state_dir, &config.drivers).await?;
+    open_with_agent(config, agent).await
+}
+
+/// This machine's agent, as the embedded deployment and `zixiao agent`
+/// run it: its resources measured under `state_dir`, the drivers of the
+/// runtimes found with `drivers` (and why the others are missing), and
+/// the facts it reports for placement ([`zixiao_drivers::introspect`]).
+///
+/// Errors: `Internal` (the directory cannot be created or probed).
+pub async fn local_agent(state_dir: &Path, drivers: &DriverConfig) -> Result<LocalAgent> {
+    let host = probe(state_dir)?;
+    let discovered = zixiao_drivers::discover(drivers).await;
+    let facts = zixiao_drivers::introspect::introspect();
+    let mut agent = LocalAgent::new(host).with_reported(facts.labels, facts.traits);
     for driver in discovered.drivers {
         agent = agent.with_driver(driver);
     }
     for (instance_type, reason) in discovered.missing {
         agent = agent.with_missing_runtime(instance_type, reason);
     }
-    open_with_agent(config, agent).await
+    Ok(agent)
 }
 
 /// Opens the embedded deployment like [`open`], with a local agent the

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use clap::Args;
 use zixiao_cluster::config::{process_env, AgentConfig};
 use zixiao_cluster::{agent, watchdog, AgentOptions, Timing};
-use zixiao_core::{Error, LocalAgent, Result};
+use zixiao_core::{Error, Result};
 
 use crate::args::Cli;
 
@@ -127,23 +127,6 @@ fn driver_config(
     Ok(drivers)
 }
 
-/// This node's drivers, found as the embedded deployment finds them.
-async fn local_agent(
-    drivers: &zixiao_embedded::zixiao_drivers::DriverConfig,
-    state_dir: &std::path::Path,
-) -> Result<LocalAgent> {
-    let host = zixiao_embedded::probe(state_dir)?;
-    let discovered = zixiao_embedded::zixiao_drivers::discover(drivers).await;
-    let mut agent = LocalAgent::new(host);
-    for driver in discovered.drivers {
-        agent = agent.with_driver(driver);
-    }
-    for (instance_type, reason) in discovered.missing {
-        agent = agent.with_missing_runtime(instance_type, reason);
-    }
-    Ok(agent)
-}
-
 /// Runs the agent until Ctrl-C or SIGTERM.
 pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     let mut config = AgentConfig::load(args.config.as_deref(), &process_env)?;
@@ -219,14 +202,14 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     }
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
     let drivers = driver_config(cli, &config.drivers, &state_dir, args.netns_dir.as_deref())?;
-    let local = local_agent(&drivers, &state_dir).await?;
+    let local = zixiao_embedded::local_agent(&state_dir, &drivers).await?;
     // The scrape reads the runtimes through drivers of its own, as the
     // watchdog does: the agent's are moved into it.
     let metrics = match args.metrics_listen {
         Some(addr) => {
             let (metrics, listener) = super::server::metrics_listener(addr).await?;
             let scraped: Arc<dyn zixiao_core::NodeAgent> =
-                Arc::new(local_agent(&drivers, &state_dir).await?);
+                Arc::new(zixiao_embedded::local_agent(&state_dir, &drivers).await?);
             let source = Arc::new(zixiao_cluster::node_metrics::NodeSource::new(
                 &state_dir, scraped,
             ));
@@ -320,11 +303,8 @@ pub(crate) async fn run_watchdog(cli: &Cli, args: &WatchdogArgs) -> Result<ExitC
     let state_dir = state_dir(cli, None)?;
     // The agent that starts it names its runtimes on the command line.
     let configured = zixiao_cluster::config::DriversSection::default();
-    let local = local_agent(
-        &driver_config(cli, &configured, &state_dir, None)?,
-        &state_dir,
-    )
-    .await?;
+    let drivers = driver_config(cli, &configured, &state_dir, None)?;
+    let local = zixiao_embedded::local_agent(&state_dir, &drivers).await?;
     let fence_after = std::time::Duration::from_millis(args.fence_after_ms);
     watchdog::run(&state_dir, fence_after, Arc::new(local)).await?;
     Ok(ExitCode::SUCCESS)

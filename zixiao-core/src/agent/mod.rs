@@ -49,6 +49,8 @@ pub trait NodeAgent: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct LocalAgent {
     facts: NodeFacts,
+    /// Labels and traits found on the machine, reported at registration.
+    reported: (BTreeMap<String, String>, BTreeSet<String>),
     drivers: BTreeMap<InstanceType, Arc<dyn Driver>>,
     /// Shared by every driver's [`SerializedDriver`].
     locks: KeyedLock,
@@ -69,6 +71,7 @@ impl LocalAgent {
                 missing_runtimes: missing,
                 drivers: BTreeMap::new(),
             },
+            reported: (BTreeMap::new(), BTreeSet::new()),
             drivers: BTreeMap::new(),
             locks: KeyedLock::default(),
         }
@@ -85,6 +88,17 @@ impl LocalAgent {
             .insert(ty, DriverInfo::of(driver.as_ref()));
         let serialized = SerializedDriver::new(driver, self.locks.clone());
         self.drivers.insert(ty, Arc::new(serialized));
+        self
+    }
+
+    /// Reports `labels` and `traits` found on the machine (its CPU, NUMA
+    /// cells, KVM) with every registration: facts, read-only to operators.
+    pub fn with_reported(
+        mut self,
+        labels: BTreeMap<String, String>,
+        traits: BTreeSet<String>,
+    ) -> Self {
+        self.reported = (labels, traits);
         self
     }
 
@@ -117,8 +131,8 @@ impl LocalAgent {
             zone: "default".to_owned(),
             role: NodeRole::Combined,
             capacity: self.facts.capacity,
-            labels: BTreeMap::new(),
-            traits: BTreeSet::new(),
+            labels: self.reported.0.clone(),
+            traits: self.reported.1.clone(),
             runtimes: self.facts.runtimes.clone(),
             missing_runtimes: self.facts.missing_runtimes.clone(),
             drivers: self.facts.drivers.clone(),
