@@ -534,6 +534,7 @@ pub(crate) enum AddRm {
 #[command(after_help = "Examples:\n  \
     zixiao aggregate create fast --meta disk=ssd --meta tier=gold\n  \
     zixiao aggregate add-node fast worker-1\n  \
+    zixiao aggregate set fast tier=silver disk-\n  \
     zixiao instance create --name db --type container --image busybox --aggregate fast\n  \
     zixiao aggregate list\n  \
     zixiao aggregate rm-node fast worker-1\n  \
@@ -559,6 +560,16 @@ pub(crate) enum AggregateCommand {
     Get {
         /// Aggregate name.
         name: String,
+    },
+    /// Set (`KEY=VALUE`) or remove (`KEY-`) metadata of an aggregate, for
+    /// a spec file's placement.aggregate_selector; instances waiting for a
+    /// node are tried again at once.
+    Set {
+        /// Aggregate name.
+        name: String,
+        /// `KEY=VALUE` to set a key, `KEY-` to remove one.
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        metadata: Vec<String>,
     },
     /// Make a node a member of an aggregate; instances waiting for it are
     /// tried again at once.

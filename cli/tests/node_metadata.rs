@@ -188,6 +188,38 @@ async fn traits_and_aggregates_steer_placement(
         table.contains("tier=gold") && table.contains(node),
         "{table}"
     );
+    // Its metadata is edited in place; a bad key is refused naming it.
+    let set = node_json(&[
+        "-o",
+        "json",
+        "aggregate",
+        "set",
+        "fast",
+        "tier=silver",
+        "disk-",
+    ]);
+    assert_eq!(
+        set["metadata"],
+        serde_json::json!({"tier": "silver"}),
+        "{set}"
+    );
+    assert_refused(
+        run(
+            target,
+            socket,
+            &["-o", "json", "aggregate", "set", "fast", "no key=v"],
+        ),
+        "a bad metadata key",
+        2,
+        "invalid_argument",
+        "no key",
+    );
+    let set = node_json(&["-o", "json", "aggregate", "set", "fast", "tier=gold"]);
+    assert_eq!(
+        set["metadata"],
+        serde_json::json!({"tier": "gold"}),
+        "{set}"
+    );
 
     // Refusals, each with its kind and exit code, changing nothing.
     assert_refused(

@@ -16,8 +16,9 @@ use zixiao_core::api::{Api, Client, InstancePage, Request, Response};
 use zixiao_core::{Error, Result};
 
 use crate::convert::{
-    decode_all, decode_pull_event, encode_instance_type, encode_label_changes, encode_pull_options,
-    encode_role, encode_template_change, encode_trait_changes, page_token, wire_time,
+    decode_all, decode_pull_event, encode_instance_type, encode_label_changes,
+    encode_metadata_changes, encode_pull_options, encode_role, encode_template_change,
+    encode_trait_changes, page_token, wire_time,
 };
 use crate::pb;
 use crate::pb::aggregate_service_client::AggregateServiceClient;
@@ -519,6 +520,11 @@ impl Api for GrpcClient {
                 let request = pb::AggregateRef { name: name.into() };
                 let found = self.answer(aggregates.get_aggregate(request).await)?;
                 Response::Aggregate(self.decoded(found.try_into())?)
+            }
+            Request::SetAggregateMetadata { name, changes } => {
+                let request = encode_metadata_changes(name.into(), changes);
+                let changed = self.answer(aggregates.set_aggregate_metadata(request).await)?;
+                Response::Aggregate(self.decoded(changed.try_into())?)
             }
             Request::AddAggregateNode { name, node } => {
                 let request = pb::AggregateNodeRequest {

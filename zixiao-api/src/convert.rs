@@ -1626,15 +1626,27 @@ pub(crate) fn decode_trait_changes(add: Vec<String>, remove: Vec<String>) -> Res
 
 /// A change of a node's labels as a request sends it.
 pub(crate) fn encode_label_changes(node: String, changes: LabelChanges) -> pb::LabelNodeRequest {
-    pb::LabelNodeRequest {
-        node,
-        set: changes
-            .set
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect(),
-        remove: changes.remove.into_iter().map(Into::into).collect(),
-    }
+    let (set, remove) = encode_changes(changes);
+    pb::LabelNodeRequest { node, set, remove }
+}
+
+/// A change of an aggregate's metadata as a request sends it.
+pub(crate) fn encode_metadata_changes(
+    name: String,
+    changes: LabelChanges,
+) -> pb::SetAggregateMetadataRequest {
+    let (set, remove) = encode_changes(changes);
+    pb::SetAggregateMetadataRequest { name, set, remove }
+}
+
+/// Label changes as the wire carries them: what to set, what to remove.
+fn encode_changes(changes: LabelChanges) -> (BTreeMap<String, String>, Vec<String>) {
+    let set = changes
+        .set
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    (set, changes.remove.into_iter().map(Into::into).collect())
 }
 
 /// A change of a node's traits as a request sends it.

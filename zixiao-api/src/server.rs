@@ -778,6 +778,19 @@ impl AggregateService for ApiServer {
         reply(client.get_aggregate(&name).await.map_err(status)?)
     }
 
+    async fn set_aggregate_metadata(
+        &self,
+        request: Request<pb::SetAggregateMetadataRequest>,
+    ) -> Result<Response<pb::Aggregate>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let name = decode_aggregate_name(request.name).map_err(status)?;
+        let changes = decode_label_changes(request.set, request.remove)
+            .map_err(|e| status(e.on_field("metadata")))?;
+        let changed = client.change_aggregate_metadata(&name, changes);
+        reply(changed.await.map_err(status)?)
+    }
+
     async fn add_aggregate_node(
         &self,
         request: Request<pb::AggregateNodeRequest>,

@@ -154,6 +154,19 @@ impl crate::model::InvalidImageRef {
 }
 
 impl Error {
+    /// The same error, an `InvalidArgument` now naming `field`: a value
+    /// checked by a parser shared with another field (metadata parsed as
+    /// labels are). Other kinds are returned as they are.
+    pub fn on_field(self, field: &str) -> Error {
+        match self {
+            Error::InvalidArgument { reason, .. } => Error::InvalidArgument {
+                field: field.to_owned(),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -300,6 +300,52 @@ async fn aggregates_are_objects_placement_honours_by_name_and_by_metadata() {
         .expect("create");
     assert_eq!(b.node.as_deref(), Some("n2"));
 
+    // Metadata edited in place: what waited for it is placed at once.
+    let mut silver = container("s");
+    silver.spec.placement.aggregate_selector =
+        std::iter::once("tier=silver".parse().expect("selector")).collect();
+    let s = c
+        .client
+        .create_instance(silver, Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(s.node, None, "{s:?}");
+    let gpu = c
+        .client
+        .set_aggregate_metadata("gpu", &["tier=silver", "zone-"])
+        .await
+        .expect("set metadata");
+    assert_eq!(gpu.metadata.len(), 1);
+    assert_eq!(
+        gpu.metadata.values().next().map(|v| v.as_str()),
+        Some("silver")
+    );
+    let s = c.client.get_instance("s").await.expect("get");
+    assert_eq!(s.node.as_deref(), Some("n2"), "{s:?}");
+    for (bad, field) in [(&["no key=v"][..], "metadata"), (&["tier"][..], "metadata")] {
+        let err = c
+            .client
+            .set_aggregate_metadata("gpu", bad)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        assert!(err.to_string().contains(field), "{err}");
+    }
+    let err = c
+        .client
+        .set_aggregate_metadata("gone", &["a=b"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    c.client
+        .set_aggregate_metadata("gpu", &["tier=gold"])
+        .await
+        .expect("back to gold");
+    c.client
+        .delete_instance("s", Wait::Settled)
+        .await
+        .expect("delete s");
+
     // Listed and read back; a non-empty aggregate is not deleted.
     let listed = c.client.list_aggregates().await.expect("list");
     assert_eq!(listed.len(), 1);

@@ -486,6 +486,19 @@ impl Controller {
         call!(self, env, |c| c.get_aggregate(&name))
     }
 
+    /// Sets (`'k=v'`) and removes (`'k-'`) metadata of aggregate `name`;
+    /// instances waiting for a node are tried again. Rejects with
+    /// `not_found`, `invalid_argument` on `metadata`.
+    #[napi(ts_return_type = "Promise<Aggregate>")]
+    pub fn set_aggregate_metadata<'env>(
+        &self,
+        env: &'env Env,
+        name: String,
+        metadata: Vec<String>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| c.set_aggregate_metadata(&name, &metadata))
+    }
+
     /// Makes node `node` a member of aggregate `name`; instances waiting
     /// for a node are tried again. Rejects with `not_found` (either).
     #[napi(ts_return_type = "Promise<Aggregate>")]

@@ -40,6 +40,12 @@ test('a declared trait and aggregate place the waiting instance', async () => {
   assert.equal((await controller.getInstance('web')).status, 'running')
   assert.deepEqual((await controller.listAggregates()).map((a) => a.name), ['fast'])
   assert.deepEqual((await controller.getAggregate('fast')).nodes, [node])
+  const edited = await controller.setAggregateMetadata('fast', ['tier=silver', 'old-'])
+  assert.deepEqual(edited.metadata, { tier: 'silver' })
+  await assert.rejects(controller.setAggregateMetadata('fast', ['no key=v']), {
+    code: 'invalid_argument',
+    field: 'metadata',
+  })
 
   await assert.rejects(controller.deleteAggregate('fast'), (e) => {
     assert.equal(e.code, 'failed_precondition')

@@ -473,6 +473,18 @@ impl PyController {
         wait(py, self.inner.get_aggregate(name)).map(Json)
     }
 
+    /// Sets (`"k=v"`) and removes (`"k-"`) metadata of aggregate `name`;
+    /// instances waiting for a node are tried again. Raises `NotFound`,
+    /// `InvalidArgument` on `metadata`.
+    fn set_aggregate_metadata(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        metadata: Vec<String>,
+    ) -> PyResult<Json<Aggregate>> {
+        wait(py, self.inner.set_aggregate_metadata(name, &metadata)).map(Json)
+    }
+
     /// Makes node `node` a member of aggregate `name`; instances waiting
     /// for a node are tried again. Raises `NotFound` (either).
     fn add_aggregate_node(
@@ -1156,6 +1168,16 @@ impl PyAsyncController {
     /// One aggregate.
     fn get_aggregate<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.get_aggregate(&name))
+    }
+
+    /// Sets and removes metadata of an aggregate.
+    fn set_aggregate_metadata<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        metadata: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.set_aggregate_metadata(&name, &metadata))
     }
 
     /// Makes a node a member of an aggregate.

@@ -47,6 +47,11 @@ def test_a_declared_trait_and_aggregate_place_the_waiting_instance(controller):
     assert controller.get_instance("web")["status"] == "running"
     assert [a["name"] for a in controller.list_aggregates()] == ["fast"]
     assert controller.get_aggregate("fast")["nodes"] == [node]
+    edited = controller.set_aggregate_metadata("fast", ["tier=silver", "old-"])
+    assert edited["metadata"] == {"tier": "silver"}
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.set_aggregate_metadata("fast", ["no key=v"])
+    assert raised.value.field == "metadata"
 
     with pytest.raises(zixiao.FailedPrecondition) as raised:
         controller.delete_aggregate("fast")

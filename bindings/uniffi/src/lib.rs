@@ -347,6 +347,17 @@ impl Controller {
         block(self.inner.get_aggregate(&name)).map(Aggregate::from)
     }
 
+    /// Sets (`KEY=VALUE`) and removes (`KEY-`) metadata of aggregate
+    /// `name`; instances waiting for a node are tried again. Errors:
+    /// `NotFound`, `InvalidArgument` on `metadata`.
+    pub fn set_aggregate_metadata(
+        &self,
+        name: String,
+        metadata: Vec<String>,
+    ) -> Result<Aggregate, ZixiaoError> {
+        block(self.inner.set_aggregate_metadata(&name, &metadata)).map(Aggregate::from)
+    }
+
     /// Makes node `node` a member of aggregate `name`; instances waiting
     /// for a node are tried again. Errors: `NotFound` (either).
     pub fn add_aggregate_node(&self, name: String, node: String) -> Result<Aggregate, ZixiaoError> {
@@ -676,6 +687,15 @@ impl AsyncController {
     /// See [`Controller::get_aggregate`].
     pub async fn get_aggregate(&self, name: String) -> Result<Aggregate, ZixiaoError> {
         call!(self, |c| c.get_aggregate(&name)).map(Aggregate::from)
+    }
+
+    /// See [`Controller::set_aggregate_metadata`].
+    pub async fn set_aggregate_metadata(
+        &self,
+        name: String,
+        metadata: Vec<String>,
+    ) -> Result<Aggregate, ZixiaoError> {
+        call!(self, |c| c.set_aggregate_metadata(&name, &metadata)).map(Aggregate::from)
     }
 
     /// See [`Controller::add_aggregate_node`].

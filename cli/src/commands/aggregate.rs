@@ -34,6 +34,12 @@ pub(crate) async fn run(
             let aggregate = client.get_aggregate(&name).await?;
             print(format, &aggregate, aggregate_details)?;
         }
+        AggregateCommand::Set { name, metadata } => {
+            let aggregate = client.set_aggregate_metadata(&name, &metadata).await?;
+            print(format, &aggregate, |a| {
+                format!("aggregate {} metadata: {}\n", a.name, metadata_text(a))
+            })?;
+        }
         AggregateCommand::AddNode { name, node } => {
             let aggregate = client.add_aggregate_node(&name, &node).await?;
             print(format, &aggregate, |a| {

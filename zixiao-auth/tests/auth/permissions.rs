@@ -173,6 +173,10 @@ fn every_request() -> Vec<Request> {
         Request::DeleteAggregate { name: aggregate() },
         Request::ListAggregates,
         Request::GetAggregate { name: aggregate() },
+        Request::SetAggregateMetadata {
+            name: aggregate(),
+            changes: LabelChanges::parse(&["tier=gold", "old-"]).unwrap(),
+        },
         Request::AddAggregateNode {
             name: aggregate(),
             node: n(),
@@ -325,6 +329,7 @@ fn the_rules_by_role_and_project() {
         ("aggregate.delete", [false, false, false, false]),
         ("aggregate.list", [false, true, true, true]),
         ("aggregate.get", [false, true, true, true]),
+        ("aggregate.set_metadata", [false, false, false, false]),
         ("aggregate.add_node", [false, false, false, false]),
         ("aggregate.remove_node", [false, false, false, false]),
         ("cluster.info", [false, true, true, true]),

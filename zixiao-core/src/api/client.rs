@@ -504,6 +504,33 @@ impl Client {
         expect!(self, Request::GetAggregate { name }, Aggregate)
     }
 
+    /// See [`Request::SetAggregateMetadata`]: `metadata` as `node label`
+    /// takes labels, `KEY=VALUE` to set one, `KEY-` to remove one. Errors
+    /// also: `InvalidArgument` on `name` or `metadata`.
+    pub async fn set_aggregate_metadata<S: AsRef<str>>(
+        &self,
+        name: &str,
+        metadata: &[S],
+    ) -> Result<Aggregate> {
+        let name = aggregate_name(name)?;
+        let changes = LabelChanges::parse(metadata).map_err(|e| e.on_field("metadata"))?;
+        self.change_aggregate_metadata(&name, changes).await
+    }
+
+    /// See [`Request::SetAggregateMetadata`].
+    pub async fn change_aggregate_metadata(
+        &self,
+        name: &AggregateName,
+        changes: LabelChanges,
+    ) -> Result<Aggregate> {
+        let name = name.clone();
+        expect!(
+            self,
+            Request::SetAggregateMetadata { name, changes },
+            Aggregate
+        )
+    }
+
     /// See [`Request::AddAggregateNode`]. Errors also: `InvalidArgument` on `name`.
     pub async fn add_aggregate_node(&self, name: &str, node: &str) -> Result<Aggregate> {
         let name = aggregate_name(name)?;

@@ -272,6 +272,11 @@ impl Api for Controller {
             }
             Request::ListAggregates => Response::Aggregates(self.list_aggregates().await?),
             Request::GetAggregate { name } => Response::Aggregate(self.get_aggregate(&name).await?),
+            Request::SetAggregateMetadata { name, changes } => {
+                let changed = self.set_aggregate_metadata(&name, &changes).await?;
+                self.place_waiting().await?;
+                Response::Aggregate(changed)
+            }
             Request::AddAggregateNode { name, node } => {
                 let added = self.add_aggregate_node(&name, &node).await?;
                 self.place_waiting().await?;

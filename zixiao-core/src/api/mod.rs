@@ -575,6 +575,16 @@ pub enum Request {
         /// Its name.
         name: AggregateName,
     },
+    /// Sets (`KEY=VALUE`) and removes (`KEY-`) metadata of an aggregate,
+    /// which `placement.aggregate_selector` matches.
+    /// [`Response::Aggregate`]. Idempotent. Errors: `NotFound`,
+    /// `InvalidArgument` on `metadata` (too many keys), `Conflict`.
+    SetAggregateMetadata {
+        /// Its name.
+        name: AggregateName,
+        /// What to set and remove.
+        changes: LabelChanges,
+    },
     /// Makes a node a member of an aggregate. [`Response::Aggregate`]. Idempotent. Errors: `NotFound` (the
     /// aggregate or the node), `Conflict`.
     AddAggregateNode {
@@ -782,6 +792,7 @@ impl Request {
             Request::DeleteAggregate { .. } => "aggregate.delete",
             Request::ListAggregates => "aggregate.list",
             Request::GetAggregate { .. } => "aggregate.get",
+            Request::SetAggregateMetadata { .. } => "aggregate.set_metadata",
             Request::AddAggregateNode { .. } => "aggregate.add_node",
             Request::RemoveAggregateNode { .. } => "aggregate.remove_node",
             Request::CreateTemplate { .. } => "template.create",
@@ -862,7 +873,8 @@ impl Request {
             | Request::DeregisterNode { node: n } => node(n),
             Request::CreateAggregate { name, .. }
             | Request::DeleteAggregate { name }
-            | Request::GetAggregate { name } => Some(format!("aggregate {name}")),
+            | Request::GetAggregate { name }
+            | Request::SetAggregateMetadata { name, .. } => Some(format!("aggregate {name}")),
             Request::AddAggregateNode { name, node }
             | Request::RemoveAggregateNode { name, node } => {
                 Some(format!("aggregate {name} node {node}"))

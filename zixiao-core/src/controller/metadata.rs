@@ -147,6 +147,25 @@ impl Controller {
             .ok_or_else(|| Error::not_found(format!("aggregate `{name}`")))
     }
 
+    /// Sets and removes metadata of aggregate `name`. Idempotent. Errors:
+    /// `NotFound`, `InvalidArgument` on `metadata`, `Conflict`.
+    pub async fn set_aggregate_metadata(
+        &self,
+        name: &AggregateName,
+        changes: &LabelChanges,
+    ) -> Result<Aggregate> {
+        self.get_aggregate(name).await?;
+        let now = self.now();
+        self.update_object::<Aggregate, _>(name, |a| {
+            let changed = a.change_metadata(changes)?;
+            if changed {
+                a.updated_at = now;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
     /// Makes node `node` (id or hostname) a member of aggregate `name`.
     /// Idempotent. Errors: `NotFound` (the aggregate or the node), `Conflict`.
     pub async fn add_aggregate_node(&self, name: &AggregateName, node: &str) -> Result<Aggregate> {

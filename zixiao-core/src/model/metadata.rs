@@ -612,6 +612,30 @@ impl Aggregate {
         }
     }
 
+    /// Applies `changes` to the metadata; says whether anything changed.
+    /// Errors: `InvalidArgument` on `metadata` (more than the labels an
+    /// object may have).
+    pub fn change_metadata(&mut self, changes: &LabelChanges) -> Result<bool, Error> {
+        let before = self.metadata.clone();
+        for key in &changes.remove {
+            self.metadata.remove(key);
+        }
+        for (key, value) in &changes.set {
+            self.metadata.insert(key.clone(), value.clone());
+        }
+        if self.metadata.len() > MAX_LABELS {
+            return Err(Error::invalid(
+                "metadata",
+                format!(
+                    "aggregate `{}` would have {} metadata keys; at most {MAX_LABELS} are allowed",
+                    self.name,
+                    self.metadata.len()
+                ),
+            ));
+        }
+        Ok(before != self.metadata)
+    }
+
     /// The store key of aggregate `name`.
     pub fn key_for(name: &AggregateName) -> String {
         <Aggregate as StoredObject>::key_for(name.as_str())
