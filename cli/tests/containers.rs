@@ -41,7 +41,7 @@ fn containerd_and_busybox() -> Option<(String, String)> {
 }
 
 /// Runs `echo TEXT` in container `instance` from `image`, and returns its
-/// log once it holds a whole line (polled for up to 5 s).
+/// log once it holds a whole line (polled for up to 10 s).
 fn echo_in(state: &Path, socket: &str, image: &str, instance: &str, text: &str) -> String {
     let create = [
         "instance",
@@ -57,15 +57,7 @@ fn echo_in(state: &Path, socket: &str, image: &str, instance: &str, text: &str) 
         text,
     ];
     ok(zixiao(state, socket, &create));
-    let mut logs = String::new();
-    for _ in 0..100 {
-        logs = ok(zixiao(state, socket, &["instance", "logs", instance]));
-        if logs.ends_with('\n') {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    logs
+    log_with(state, socket, instance, "\n")
 }
 
 #[test]

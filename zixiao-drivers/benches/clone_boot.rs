@@ -89,7 +89,11 @@ async fn logged(driver: &dyn Driver, instance: &Instance, text: &str, started: I
                 return;
             }
         }
-        assert!(started.elapsed() < TIMEOUT, "no `{text}` from {}", instance.name);
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "no `{text}` from {}",
+            instance.name
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -173,7 +177,9 @@ async fn vms() {
         var("ZIXIAO_TEST_VM_INITRD"),
         var("ZIXIAO_TEST_VM_BASE_IMAGE"),
     ) else {
-        println!("clone_boot vm: skipped: no libvirtd (eval \"$(scripts/services/libvirt.sh start)\")");
+        println!(
+            "clone_boot vm: skipped: no libvirtd (eval \"$(scripts/services/libvirt.sh start)\")"
+        );
         return;
     };
     let dir = state_dir("libvirt");
@@ -241,9 +247,29 @@ async fn microvms() {
     let (mut fresh, mut cloned) = (Vec::new(), Vec::new());
     for run in 0..runs() {
         let name = format!("bench-mf-{run}");
-        fresh.push(timed(&c, driver.as_ref(), &source, Made::Fresh, &name, "ZX: ready").await);
+        fresh.push(
+            timed(
+                &c,
+                driver.as_ref(),
+                &source,
+                Made::Fresh,
+                &name,
+                "ZX: ready",
+            )
+            .await,
+        );
         let name = format!("bench-mc-{run}");
-        cloned.push(timed(&c, driver.as_ref(), &source, Made::Full, &name, "ZX: count=").await);
+        cloned.push(
+            timed(
+                &c,
+                driver.as_ref(),
+                &source,
+                Made::Full,
+                &name,
+                "ZX: count=",
+            )
+            .await,
+        );
     }
     println!("clone_boot microvm: zixiao-vmm test guest, 64 MiB");
     report("fresh boot to `ZX: ready`", fresh);

@@ -868,9 +868,8 @@ impl Controller {
             .snapshot
             .map(zixiao_core::model::SnapshotName::try_from)
             .transpose();
-        call!(self, env, |c| c.clone_instance(
-            &source, &name, linked, snapshot?, wait
-        ))
+        call!(self, env, |c| c
+            .clone_instance(&source, &name, linked, snapshot?, wait))
     }
 
     /// Creates instance `name` from a snapshot directory written by
