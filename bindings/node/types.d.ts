@@ -154,6 +154,8 @@ export interface Instance {
   node: string | null
   /** The template version it was created from, if any. */
   template?: TemplateOrigin
+  /** The instance it was cloned from, if any (`cloneInstance`). */
+  clone_of?: CloneOrigin
   conditions: Condition[]
   exit: { code: number; oom_killed: boolean; at: string } | null
   reschedule: boolean
@@ -253,6 +255,18 @@ export interface TemplateVersion {
 export interface Template {
   name: string
   versions: TemplateVersion[]
+}
+
+/** Where a clone came from. */
+export interface CloneOrigin {
+  /** The source instance's id. */
+  source: string
+  /** The source's node, where the clone runs. */
+  node: string
+  /** Its disk is an overlay on a frozen base of the source's (VMs). */
+  linked: boolean
+  /** The source's snapshot it started from. */
+  snapshot?: string
 }
 
 /** The template version an instance was created from. */

@@ -662,6 +662,45 @@ pub(crate) enum InstanceCommand {
     /// Create a microVM that resumes from a snapshot directory
     /// (`instance snapshot create NAME SNAP --to DIR` makes one).
     Restore(RestoreArgs),
+    /// Create a new instance as a clone of another, on its node.
+    Clone(CloneArgs),
+}
+
+/// `zixiao instance clone`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Create a new instance as a clone of another, on the source's node.\n\n\
+        The clone gets its own id, MACs and addresses, the source's labels and spec, and \
+        `clone_of` naming the source (shown by `instance get`). A container clone is a new \
+        container from the same image and spec. A VM clone starts from a full copy of the \
+        source's disk, read at --snapshot or now (the source is paused during the copy and \
+        resumed after); with --linked its disk is instead a qcow2 overlay on a read-only \
+        base frozen from the source's disk once (at --snapshot, or when the first linked \
+        clone is made) and shared by later linked clones: the source cannot be deleted \
+        while linked clones use it. A microVM on the vmm backend resumes where the source \
+        was, from --snapshot or from a snapshot taken for the clone (clone-...). Host ports \
+        the source publishes are not copied: one instance holds a host port.",
+    after_help = "Examples:\n  \
+    zixiao instance clone web --name web-2\n  \
+    zixiao instance clone vm1 --name vm2 --linked\n  \
+    zixiao instance clone vm1 --name vm3 --snapshot before-upgrade\n  \
+    zixiao instance clone mvm1 --name mvm2 -o json"
+)]
+pub(crate) struct CloneArgs {
+    /// The source instance: id or name.
+    pub(crate) source: String,
+    /// The clone's name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Share a frozen base of the source's disk instead of copying it (VMs with a disk).
+    #[arg(long)]
+    pub(crate) linked: bool,
+    /// Start from this snapshot of the source.
+    #[arg(long, value_name = "SNAP")]
+    pub(crate) snapshot: Option<String>,
+    /// Return as soon as the clone is stored, without waiting until it runs.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
 }
 
 /// `zixiao instance update`.

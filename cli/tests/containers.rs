@@ -41,7 +41,7 @@ fn containerd_and_busybox() -> Option<(String, String)> {
 }
 
 /// Runs `echo TEXT` in container `instance` from `image`, and returns its
-/// log once it holds a whole line (polled for up to 5 s).
+/// log once it holds a whole line (polled for up to 10 s).
 fn echo_in(state: &Path, socket: &str, image: &str, instance: &str, text: &str) -> String {
     let create = [
         "instance",
@@ -57,15 +57,7 @@ fn echo_in(state: &Path, socket: &str, image: &str, instance: &str, text: &str) 
         text,
     ];
     ok(zixiao(state, socket, &create));
-    let mut logs = String::new();
-    for _ in 0..100 {
-        logs = ok(zixiao(state, socket, &["instance", "logs", instance]));
-        if logs.ends_with('\n') {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    logs
+    log_with(state, socket, instance, "\n")
 }
 
 #[test]
@@ -1162,4 +1154,132 @@ fn templates_keep_versions_count_their_instances_and_refuse_deleting_a_used_one(
         help.contains("--template <NAME[@V]>") && help.contains("--set <FIELD=VALUE>"),
         "{help}"
     );
+}
+
+/// The log of `instance` once it contains `text` (polled for up to 10 s).
+fn log_with(state: &Path, socket: &str, instance: &str, text: &str) -> String {
+    let mut logs = String::new();
+    for _ in 0..200 {
+        logs = ok(zixiao(state, socket, &["instance", "logs", instance]));
+        if logs.contains(text) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    logs
+}
+
+#[test]
+fn a_clone_of_a_running_container_runs_the_same_command_as_a_new_instance() {
+    let Some((socket, image)) = containerd_and_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let box_name = "localhost/clone/busybox:1";
+    ok(zixiao(
+        state,
+        &socket,
+        &["image", "import", &image, "--name", box_name],
+    ));
+    let command = "echo up-$(hostname); sleep 600";
+    ok(zixiao(
+        state,
+        &socket,
+        &[
+            "instance",
+            "create",
+            "--type",
+            "container",
+            "--image",
+            box_name,
+            "--name",
+            "src",
+            "--label",
+            "tier=web",
+            "--",
+            "sh",
+            "-c",
+            command,
+        ],
+    ));
+    assert!(log_with(state, &socket, "src", "up-").contains("up-"));
+    let source: serde_json::Value = serde_json::from_str(&ok(zixiao(
+        state,
+        &socket,
+        &["instance", "get", "src", "-o", "json"],
+    )))
+    .expect("json");
+
+    let cloned = ok(zixiao(
+        state,
+        &socket,
+        &["instance", "clone", "src", "--name", "copy", "-o", "json"],
+    ));
+    let clone: serde_json::Value = serde_json::from_str(&cloned).expect("json");
+    assert_eq!(clone["name"], "copy", "{clone}");
+    assert_eq!(clone["status"], "running", "{clone}");
+    assert_ne!(clone["id"], source["id"], "a clone is a new instance");
+    assert_eq!(clone["clone_of"]["source"], source["id"], "{clone}");
+    assert_eq!(clone["clone_of"]["linked"], false, "{clone}");
+    assert_eq!(
+        clone["node"], source["node"],
+        "a clone runs on its source's node"
+    );
+    assert_eq!(clone["spec"]["command"], source["spec"]["command"]);
+    assert_eq!(clone["labels"]["tier"], "web", "{clone}");
+    // Its own container, running the same command.
+    let logs = log_with(state, &socket, "copy", "up-");
+    assert!(logs.starts_with("up-"), "{logs}");
+    let shown = ok(zixiao(state, &socket, &["instance", "get", "copy"]));
+    assert!(shown.contains("clone_of"), "{shown}");
+
+    // A taken name is refused, and nothing is stored.
+    let before = ok(zixiao(state, &socket, &["instance", "list", "-o", "json"]));
+    let (code, kind, message) = refused(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "instance", "clone", "src", "--name", "copy"],
+    ));
+    assert_eq!((code, kind.as_str()), (1, "already_exists"), "{message}");
+    assert!(message.contains("copy"), "{message}");
+    let (_, kind, message) = refused(zixiao(
+        state,
+        &socket,
+        &[
+            "-o", "json", "instance", "clone", "src", "--name", "other", "--linked",
+        ],
+    ));
+    assert_eq!(kind, "invalid_argument", "{message}");
+    assert!(message.contains("linked"), "{message}");
+    let (_, kind, message) = refused(zixiao(
+        state,
+        &socket,
+        &["-o", "json", "instance", "clone", "nope", "--name", "other"],
+    ));
+    assert_eq!(kind, "not_found", "{message}");
+    let after = ok(zixiao(state, &socket, &["instance", "list", "-o", "json"]));
+    let names = |list: &str| -> Vec<String> {
+        let list: serde_json::Value = serde_json::from_str(list).expect("json");
+        list.as_array()
+            .expect("array")
+            .iter()
+            .map(|i| format!("{} {}", i["name"], i["revision"]))
+            .collect()
+    };
+    assert_eq!(
+        names(&before),
+        names(&after),
+        "refused clones change nothing"
+    );
+
+    // A container clone is independent of its source.
+    ok(zixiao(state, &socket, &["instance", "delete", "src"]));
+    let copy = ok(zixiao(
+        state,
+        &socket,
+        &["instance", "get", "copy", "-o", "json"],
+    ));
+    assert!(copy.contains("\"running\""), "{copy}");
+    ok(zixiao(state, &socket, &["instance", "delete", "copy"]));
 }

@@ -601,6 +601,24 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
         .expect("tasks");
     assert_eq!(tasks.len(), 1, "{tasks:?}");
 
+    // A clone through the server, made by the agent on the source's node:
+    // a new container of the same spec.
+    let cloned = ok(cluster.run(
+        &admin,
+        &["instance", "clone", "joined", "--name", "joined-copy"],
+    ));
+    assert_eq!(cloned["status"], "running", "{cloned}");
+    assert_eq!(cloned["node"], "worker-1", "{cloned}");
+    assert_eq!(cloned["clone_of"]["source"], id.as_str(), "{cloned}");
+    let copy_id = cloned["id"].as_str().expect("id").to_owned();
+    assert_ne!(copy_id, id);
+    let tasks = zixiao_testing::runtimes::ContainerdNamespace::new(&socket, "zixiao")
+        .only([copy_id])
+        .tasks()
+        .expect("tasks");
+    assert_eq!(tasks.len(), 1, "the clone's own task: {tasks:?}");
+    ok(cluster.run(&admin, &["instance", "delete", "joined-copy"]));
+
     // Another node joins (a reusable token serves twice) and tries to act
     // as worker-1 with its own certificate.
     let reusable = ok(cluster.run(

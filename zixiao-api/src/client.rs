@@ -275,6 +275,23 @@ impl Api for GrpcClient {
                 let updated = instances.update_instance(request).await;
                 Response::Instance(self.decoded(self.answer(updated)?.try_into())?)
             }
+            Request::CloneInstance {
+                source,
+                name,
+                linked,
+                snapshot,
+                wait,
+            } => {
+                let request = pb::CloneInstanceRequest {
+                    source,
+                    name,
+                    linked,
+                    snapshot: snapshot.map(String::from),
+                    wait: wait.settled(),
+                };
+                let cloned = instances.clone_instance(request).await;
+                Response::Instance(self.decoded(self.answer(cloned)?.try_into())?)
+            }
             Request::DeleteInstance { instance, wait } => {
                 let deleting = instances.delete_instance(action(instance, wait)).await;
                 let left = self.answer(deleting)?.instance.map(TryInto::try_into);

@@ -30,13 +30,14 @@ use zixiao_core::driver::{
     PullProgress, RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    typed_metadata, Aggregate, AggregateName, Cidr, Condition, ConditionType, CreateInstance,
-    CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, InstallationId, Instance,
-    InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
+    typed_metadata, Aggregate, AggregateName, Cidr, CloneOrigin, Condition, ConditionType,
+    CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, InstallationId,
+    Instance, InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
     LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node, NodeMetadata, NodeRegistration,
     NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy,
-    ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotSchedule, Subnet, TemplateInfo,
-    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet,
+    TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo,
+    TraitChanges,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -216,7 +217,7 @@ wire_enum!(EventKind, pb::EventKind, event_kind, _event_kind, {
 });
 wire_enum!(Capability, pb::Capability, capability, _capability, {
     Stats <=> Stats, Console <=> Console, Pause <=> Pause, Snapshots <=> Snapshots,
-    Images <=> Images, Inventory <=> Inventory, Resize <=> Resize,
+    Images <=> Images, Inventory <=> Inventory, Resize <=> Resize, Clones <=> Clones,
 });
 
 /// The wire value of a model enum.
@@ -695,6 +696,12 @@ impl From<Instance> for pb::Instance {
             started_at: i.started_at.map(timestamp),
             revision: i.revision,
             template: i.template.map(Into::into),
+            clone_of: i.clone_of.map(|o| pb::CloneOrigin {
+                source: o.source,
+                node: o.node,
+                linked: o.linked,
+                snapshot: o.snapshot.map(String::from),
+            }),
             last_scheduled_snapshot: i.last_scheduled_snapshot.map(|s| pb::ScheduledSnapshot {
                 name: s.name,
                 at: Some(timestamp(s.at)),
@@ -759,6 +766,10 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
         template: i
             .template
             .map(|o| template_origin(o, &path(at, "template")))
+            .transpose()?,
+        clone_of: i
+            .clone_of
+            .map(|o| clone_origin(o, &path(at, "clone_of")))
             .transpose()?,
         last_scheduled_snapshot: i
             .last_scheduled_snapshot
@@ -1678,6 +1689,28 @@ fn template_version(value: u32, at: &str) -> Result<u32> {
         return Err(Error::invalid(at, "versions count from 1"));
     }
     Ok(value)
+}
+
+/// A clone's origin from the wire: the ids present, the snapshot's name
+/// checked as the API checks it.
+fn clone_origin(o: pb::CloneOrigin, at: &str) -> Result<CloneOrigin> {
+    Ok(CloneOrigin {
+        source: non_empty(o.source, &path(at, "source"))?,
+        node: non_empty(o.node, &path(at, "node"))?,
+        linked: o.linked,
+        snapshot: o
+            .snapshot
+            .map(|s| snapshot_name(s, &path(at, "snapshot")))
+            .transpose()?,
+    })
+}
+
+/// A snapshot name at `at`.
+pub(crate) fn snapshot_name(value: String, at: &str) -> Result<SnapshotName> {
+    SnapshotName::try_from(value).map_err(|e| match e {
+        Error::InvalidArgument { reason, .. } => Error::invalid(at, reason),
+        other => other,
+    })
 }
 
 fn template_origin(o: pb::TemplateOrigin, at: &str) -> Result<TemplateOrigin> {

@@ -13,9 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use zixiao_core::driver::{
-    Capability, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress, Inventory,
-    Pause, Resize, SnapshotInfo, Snapshots, Stats,
+    Capability, Clones, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress,
+    Inventory, Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
+use zixiao_core::model::CloneOrigin;
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, Node, NodeAgent,
     NodeFacts, NodeRegistration, RuntimeState,
@@ -373,6 +374,20 @@ impl Driver for RemoteDriver {
     fn inventory(&self) -> Option<&dyn Inventory> {
         self.has(Capability::Inventory)
             .then_some(self as &dyn Inventory)
+    }
+
+    fn clones(&self) -> Option<&dyn Clones> {
+        self.has(Capability::Clones).then_some(self as &dyn Clones)
+    }
+}
+
+/// The node's driver makes a clone in its create, so a clone is created
+/// as any instance is: the agent's `CreateInstance`, the record carrying
+/// `clone_of`.
+#[async_trait]
+impl Clones for RemoteDriver {
+    async fn create_clone(&self, clone: &Instance, _: &CloneOrigin) -> Result<(), DriverError> {
+        Driver::create(self, clone).await
     }
 }
 

@@ -356,6 +356,24 @@ impl InstanceService for ApiServer {
         reply(updated.await.map_err(status)?)
     }
 
+    async fn clone_instance(
+        &self,
+        request: Request<pb::CloneInstanceRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let source = named("source", request.source)?;
+        let name = named("name", request.name)?;
+        let snapshot = request
+            .snapshot
+            .map(|s| crate::convert::snapshot_name(s, "snapshot"))
+            .transpose()
+            .map_err(status)?;
+        let cloned =
+            client.clone_instance(&source, &name, request.linked, snapshot, wait(request.wait));
+        reply(cloned.await.map_err(status)?)
+    }
+
     async fn delete_instance(
         &self,
         request: Request<pb::InstanceAction>,

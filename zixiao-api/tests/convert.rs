@@ -23,13 +23,13 @@ use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    Aggregate, AggregateName, BridgeName, Cidr, Condition, ConditionType, CreateInstance,
-    CreateNetwork, DesiredState, ExitStatus, Failure, InstallationId, Instance, InstanceSpec,
-    InstanceStatus, InstanceType, InterfaceKind, InterfaceName, IpConfig, LabelKey, LabelValue,
-    MicrovmBackend, Network, NetworkAttachment, NetworkName, Node, NodeMetadata, NodeRegistration,
-    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy,
-    ScheduledSnapshot, SnapshotSchedule, Subnet, TemplateName, TemplateOrigin,
-    MAX_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_KEEP, MIN_SNAPSHOT_INTERVAL,
+    Aggregate, AggregateName, BridgeName, Cidr, CloneOrigin, Condition, ConditionType,
+    CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure, InstallationId, Instance,
+    InstanceSpec, InstanceStatus, InstanceType, InterfaceKind, InterfaceName, IpConfig, LabelKey,
+    LabelValue, MicrovmBackend, Network, NetworkAttachment, NetworkName, Node, NodeMetadata,
+    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
+    RestartPolicy, ScheduledSnapshot, SnapshotName, SnapshotSchedule, Subnet, TemplateName,
+    TemplateOrigin, MAX_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_KEEP, MIN_SNAPSHOT_INTERVAL,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -426,7 +426,10 @@ fn instance() -> impl Strategy<Value = Instance> {
         ),
         (any::<bool>(), any::<bool>(), any::<u64>(), any::<u64>()),
         (time(), time(), prop::option::of(time()), any::<u64>()),
-        prop::option::of(template_origin()),
+        (
+            prop::option::of(template_origin()),
+            prop::option::of(clone_origin()),
+        ),
         prop::option::of((name(), time()).prop_map(|(name, at)| ScheduledSnapshot { name, at })),
     )
         .prop_map(
@@ -436,7 +439,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                 (attachments, conditions, exit, failure),
                 (compute_reserved, reschedule, restarts_requested, restarts_done),
                 (created_at, updated_at, started_at, revision),
-                template,
+                (template, clone_of),
                 last_scheduled_snapshot,
             )| Instance {
                 id,
@@ -460,9 +463,25 @@ fn instance() -> impl Strategy<Value = Instance> {
                 started_at,
                 revision,
                 template,
+                clone_of,
                 last_scheduled_snapshot,
             },
         )
+}
+
+fn clone_origin() -> impl Strategy<Value = CloneOrigin> {
+    (
+        name(),
+        name(),
+        any::<bool>(),
+        prop::option::of("[a-z0-9][a-z0-9._-]{0,20}"),
+    )
+        .prop_map(|(source, node, linked, snapshot)| CloneOrigin {
+            source,
+            node,
+            linked,
+            snapshot: snapshot.map(|s| SnapshotName::try_from(s).expect("a snapshot name")),
+        })
 }
 
 fn template_origin() -> impl Strategy<Value = TemplateOrigin> {

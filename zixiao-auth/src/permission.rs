@@ -141,6 +141,7 @@ pub fn instance_ref(request: &Request) -> Option<&str> {
         | Request::RevertSnapshot { instance, .. }
         | Request::DeleteSnapshot { instance, .. }
         | Request::ExportSnapshot { instance, .. } => Some(instance),
+        Request::CloneInstance { source, .. } => Some(source),
         _ => None,
     }
 }
@@ -167,6 +168,7 @@ pub(crate) fn instance_ref_mut(request: &mut Request) -> Option<&mut String> {
         | Request::RevertSnapshot { instance, .. }
         | Request::DeleteSnapshot { instance, .. }
         | Request::ExportSnapshot { instance, .. } => Some(instance),
+        Request::CloneInstance { source, .. } => Some(source),
         _ => None,
     }
 }

@@ -220,6 +220,11 @@ impl Driver for RecordingDriver {
     fn inventory(&self) -> Option<&dyn Inventory> {
         self.inner.inventory()
     }
+
+    // A clone is made by the driver's create, which this records.
+    fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
+        self.inner.clones()
+    }
 }
 
 /// A resize keeps the record's size the runtime's, as a start does.

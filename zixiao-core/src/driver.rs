@@ -230,6 +230,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn inventory(&self) -> Option<&dyn Inventory> {
         None
     }
+
+    /// Making an instance from another's disk or memory on this node, if
+    /// the runtime keeps such state. A driver without it creates a clone
+    /// (an instance with `clone_of`) as a new instance of the same spec,
+    /// which is all a container is.
+    fn clones(&self) -> Option<&dyn Clones> {
+        None
+    }
 }
 
 /// An optional capability of a [`Driver`], beyond its required core.
@@ -250,11 +258,13 @@ pub enum Capability {
     Inventory,
     /// [`Driver::resize`]: changes a running instance's CPUs and memory.
     Resize,
+    /// [`Driver::clones`]: makes a clone from its source's disk or memory.
+    Clones,
 }
 
 impl Capability {
     /// Every capability, in display order.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Stats,
         Capability::Console,
         Capability::Pause,
@@ -262,6 +272,7 @@ impl Capability {
         Capability::Images,
         Capability::Inventory,
         Capability::Resize,
+        Capability::Clones,
     ];
 
     /// The snake_case name used in output.
@@ -274,6 +285,7 @@ impl Capability {
             Capability::Images => "images",
             Capability::Inventory => "inventory",
             Capability::Resize => "resize",
+            Capability::Clones => "clones",
         }
     }
 
@@ -287,6 +299,7 @@ impl Capability {
             Capability::Images => driver.images().is_some(),
             Capability::Inventory => driver.inventory().is_some(),
             Capability::Resize => driver.resize().is_some(),
+            Capability::Clones => driver.clones().is_some(),
         }
     }
 
@@ -302,6 +315,7 @@ impl Capability {
             Capability::Images => "does not keep images",
             Capability::Inventory => "cannot list its instances",
             Capability::Resize => "cannot change a running instance's CPUs and memory",
+            Capability::Clones => "cannot make clones from an instance's disk or memory",
         };
         DriverError::Unsupported(format!("the {driver} driver {what}"))
     }
@@ -377,11 +391,41 @@ impl dyn Driver + '_ {
             .ok_or_else(|| Capability::Resize.missing(self.name()))
     }
 
+    /// [`Driver::clones`]. Errors: `Unsupported`.
+    pub fn require_clones(&self) -> Result<&dyn Clones, DriverError> {
+        self.clones()
+            .ok_or_else(|| Capability::Clones.missing(self.name()))
+    }
+
     /// [`Driver::inventory`]. Errors: `Unsupported`.
     pub fn require_inventory(&self) -> Result<&dyn Inventory, DriverError> {
         self.inventory()
             .ok_or_else(|| Capability::Inventory.missing(self.name()))
     }
+}
+
+/// Capability: make a clone (an instance whose `clone_of` names its
+/// source) from its source's state on this node: a copy of a VM's disk or
+/// an overlay on a frozen base of it, a microVM's memory snapshot. A
+/// driver with it calls [`Clones::create_clone`] from its
+/// [`Driver::create`] for such an instance, so every caller of a node (the
+/// controller, an agent) creates clones as it creates anything, one change
+/// of an instance at a time.
+#[async_trait]
+pub trait Clones: Send + Sync {
+    /// Creates `clone` on the runtime from what its source `origin` holds
+    /// on this node, without starting it; the source is left as it was
+    /// (a VM paused for a consistent copy is resumed). Idempotent as
+    /// [`Driver::create`]; on failure nothing of the clone is left.
+    /// Errors: `NotFound` (the source or its snapshot is not on this
+    /// node), `InvalidArgument` on `linked` (nothing to share),
+    /// `FailedPrecondition` (the source is in no state to copy),
+    /// `Unavailable`, `Internal`.
+    async fn create_clone(
+        &self,
+        clone: &Instance,
+        origin: &crate::model::CloneOrigin,
+    ) -> Result<(), DriverError>;
 }
 
 /// Capability: list what the runtime holds of Zixiao's on this node, and

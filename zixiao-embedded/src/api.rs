@@ -110,6 +110,22 @@ impl Api for Embedded {
                 };
                 self.intent("update", asked, wait).await
             }
+            Request::CloneInstance {
+                source,
+                name,
+                linked,
+                snapshot,
+                wait,
+            } => {
+                let asked = Request::CloneInstance {
+                    source,
+                    name,
+                    linked,
+                    snapshot,
+                    wait: Wait::No,
+                };
+                self.intent("clone", asked, wait).await
+            }
             Request::DeleteInstance { instance, wait } => {
                 let asked = Request::DeleteInstance {
                     instance,
@@ -268,6 +284,8 @@ fn changed_instance(request: &Request) -> Option<&str> {
         | Request::CreateSnapshot { instance, .. }
         | Request::RevertSnapshot { instance, .. }
         | Request::DeleteSnapshot { instance, .. } => Some(instance),
+        // Its node pauses or snapshots the source for the clone.
+        Request::CloneInstance { source, .. } => Some(source),
         _ => None,
     }
 }

@@ -66,6 +66,35 @@ impl Filter for RuntimeSupport {
     }
 }
 
+/// For a clone (`clone_of`), only its source's node: the source's disk,
+/// base or snapshot the clone is made from is there. A clone whose source
+/// node is full waits, every other node counted under this reason.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneSource;
+
+impl Filter for CloneSource {
+    fn name(&self) -> &'static str {
+        "clone-source"
+    }
+
+    fn admits(&self, request: &Request<'_>, node: NodeRef<'_>, _: &ClusterState) -> bool {
+        request
+            .instance
+            .clone_of
+            .as_ref()
+            .is_none_or(|origin| origin.node == node.node.id)
+    }
+
+    fn filter(&self, request: &Request<'_>, node: NodeRef<'_>, cluster: &ClusterState) -> Verdict {
+        if self.admits(request, node, cluster) {
+            return Ok(());
+        }
+        Err(Reject::new(
+            "not the node of the clone's source (a clone runs where its source's disk or snapshot is)",
+        ))
+    }
+}
+
 /// Only nodes in the region the instance asks for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Region;

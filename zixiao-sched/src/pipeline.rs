@@ -120,6 +120,8 @@ impl PluginSchedulerBuilder {
             Arc::new(filters::NodeReady),
             // Then what the node can run at all.
             Arc::new(filters::RuntimeSupport),
+            // A clone can only be made where its source's state is.
+            Arc::new(filters::CloneSource),
             // Then where the user asked it to run: static constraints.
             Arc::new(filters::Region),
             Arc::new(filters::Zone),

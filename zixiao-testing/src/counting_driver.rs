@@ -208,6 +208,10 @@ impl Driver for CountingDriver {
     fn inventory(&self) -> Option<&dyn Inventory> {
         self.inner.inventory().map(|_| self as &dyn Inventory)
     }
+
+    fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
+        self.inner.clones()
+    }
 }
 
 #[async_trait]

@@ -47,6 +47,18 @@ pub struct WaitOptions {
     pub wait: Option<bool>,
 }
 
+/// How `cloneInstance` makes its clone.
+#[napi(object)]
+#[derive(Default)]
+pub struct CloneOptions {
+    /// Share a frozen base of the source's disk instead of copying it (VMs with a disk).
+    pub linked: Option<bool>,
+    /// The source's snapshot to start from.
+    pub snapshot: Option<String>,
+    /// Wait until it has settled (default true).
+    pub wait: Option<bool>,
+}
+
 /// Which page of a list: at most `size` items, after `token` (a list's
 /// `next_page_token`).
 #[napi(object)]
@@ -850,6 +862,35 @@ impl Controller {
             &name,
             to.into()
         ))
+    }
+
+    /// Creates instance `name` as a clone of `source` (id or name) on the
+    /// source's node: a new instance (its own id, MACs and addresses) with
+    /// the source's labels and spec and `clone_of` naming the source. A
+    /// container is a new container of the same spec; a VM starts from a
+    /// copy of the source's disk, or with `linked` from an overlay on a
+    /// frozen base of it; a microVM resumes where the source was, at
+    /// `snapshot` or at one taken for it. Rejects with `already_exists`,
+    /// `not_found` (source, snapshot), `invalid_argument` (the name,
+    /// `linked`), `failed_precondition`, `unsupported`; nothing is stored
+    /// then.
+    #[napi(ts_return_type = "Promise<Instance>")]
+    pub fn clone_instance<'env>(
+        &self,
+        env: &'env Env,
+        source: String,
+        name: String,
+        options: Option<CloneOptions>,
+    ) -> Pending<'env> {
+        let options = options.unwrap_or_default();
+        let wait = Wait::from(options.wait.unwrap_or(true));
+        let linked = options.linked.unwrap_or(false);
+        let snapshot = options
+            .snapshot
+            .map(zixiao_core::model::SnapshotName::try_from)
+            .transpose();
+        call!(self, env, |c| c
+            .clone_instance(&source, &name, linked, snapshot?, wait))
     }
 
     /// Creates instance `name` from a snapshot directory written by

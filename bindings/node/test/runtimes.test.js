@@ -94,6 +94,47 @@ test('images, a console and a followed log on containerd', { skip: noContainerd 
   assert.ok(!(await controller.listImages()).some((i) => i.name === busybox.name))
 })
 
+test('a container clone is a new instance running the same spec', { skip: noContainerd ?? false }, async () => {
+  const controller = await zixiao.Controller.open(shortDir(), {
+    containerdSocket: process.env.ZIXIAO_TEST_CONTAINERD_SOCKET,
+    containerdNamespace: 'zixiao-bindings-node-clone',
+  })
+  const [image] = await controller.importImages(process.env.ZIXIAO_TEST_BUSYBOX_OCI, {
+    name: 'localhost/node/clone:1',
+  })
+  const source = await controller.createInstance({
+    name: 'src',
+    spec: {
+      type: 'container',
+      image: image.name,
+      cpus: 1,
+      memory_mib: 32,
+      command: ['sh', '-c', 'echo cloned-cmd; sleep 600'],
+    },
+  })
+  const clone = await controller.cloneInstance('src', 'copy')
+  assert.equal(clone.status, 'running')
+  assert.notEqual(clone.id, source.id)
+  assert.equal(clone.clone_of.source, source.id)
+  assert.deepEqual(clone.spec.command, source.spec.command)
+  await until(
+    async () => (await controller.readLog('copy')).data.toString().includes('cloned-cmd'),
+    "the clone's output",
+  )
+
+  await assert.rejects(controller.cloneInstance('src', 'copy'), { code: 'already_exists' })
+  await assert.rejects(controller.cloneInstance('src', 'other', { linked: true }), {
+    code: 'invalid_argument',
+    message: /linked/,
+  })
+  await assert.rejects(controller.cloneInstance('nope', 'other'), { code: 'not_found' })
+  const names = (await controller.listInstances()).map((i) => i.name).sort()
+  assert.deepEqual(names, ['copy', 'src'])
+
+  for (const name of ['copy', 'src']) assert.equal(await controller.deleteInstance(name), null)
+  await controller.removeImage(image.name)
+})
+
 /** The OCI layout tar `archive` with its index.json's annotations
  * dropped, so its image has no name at all (through `tar`, as Node has no
  * tar reader). */

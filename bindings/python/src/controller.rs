@@ -49,6 +49,13 @@ fn instance_type(value: &str) -> PyResult<InstanceType> {
     zixiao_client::instance_type("instance_type", value).map_err(error::to_py)
 }
 
+fn snapshot_name(value: Option<String>) -> PyResult<Option<zixiao_core::model::SnapshotName>> {
+    value
+        .map(zixiao_core::model::SnapshotName::try_from)
+        .transpose()
+        .map_err(error::to_py)
+}
+
 fn image_name(value: Option<&str>) -> PyResult<Option<ImageName>> {
     value
         .map(|n| zixiao_client::image_name("name", n))
@@ -770,6 +777,33 @@ impl PyController {
         crate::wait(py, restore).map(Json)
     }
 
+    /// Creates instance `name` as a clone of `source` (id or name) on the
+    /// source's node: a new instance (its own id, MACs and addresses) with
+    /// the source's labels and spec and `clone_of` naming the source. A
+    /// container is a new container of the same spec; a VM starts from a
+    /// copy of the source's disk, or with `linked` from an overlay on a
+    /// frozen base of it; a microVM resumes where the source was, at
+    /// `snapshot` or at one taken for it. With `wait`, returns once it
+    /// settled. Raises `AlreadyExists`, `NotFound` (source, snapshot),
+    /// `InvalidArgument` (the name, `linked`), `FailedPrecondition`,
+    /// `Unsupported`; nothing is stored then.
+    #[pyo3(signature = (source, name, *, linked=false, snapshot=None, wait=true))]
+    fn clone_instance(
+        &self,
+        py: Python<'_>,
+        source: &str,
+        name: &str,
+        linked: bool,
+        snapshot: Option<String>,
+        wait: bool,
+    ) -> PyResult<Json<Instance>> {
+        let snapshot = snapshot_name(snapshot)?;
+        let cloned = self
+            .inner
+            .clone_instance(source, name, linked, snapshot, Wait::from(wait));
+        crate::wait(py, cloned).map(Json)
+    }
+
     /// Imports every image of the archive `archive` (an OCI layout or
     /// docker-archive tar on this machine) into the `instance_type` runtime
     /// of `node` (default: the only node), its one image under `name`
@@ -1447,6 +1481,27 @@ impl PyAsyncController {
         call!(self, py, |c| c.restore_instance(
             &name,
             snapshot_dir,
+            Wait::from(wait)
+        ))
+    }
+
+    /// Creates a clone of an instance (see `Controller.clone_instance`).
+    #[pyo3(signature = (source, name, *, linked=false, snapshot=None, wait=true))]
+    fn clone_instance<'py>(
+        &self,
+        py: Python<'py>,
+        source: String,
+        name: String,
+        linked: bool,
+        snapshot: Option<String>,
+        wait: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let snapshot = snapshot_name(snapshot)?;
+        call!(self, py, |c| c.clone_instance(
+            &source,
+            &name,
+            linked,
+            snapshot,
             Wait::from(wait)
         ))
     }

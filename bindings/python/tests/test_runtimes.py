@@ -271,3 +271,42 @@ def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
 
     for name in ("v1", "v2"):
         assert controller.delete_instance(name) is None
+
+
+def test_a_container_clone_is_a_new_instance_running_the_same_spec(short_dir):
+    socket = runtime("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
+    archive = runtime("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox OCI archive")
+    controller = zixiao.Controller.open(
+        short_dir, containerd_socket=socket, containerd_namespace="zixiao-bindings-python-clone"
+    )
+    [image] = controller.import_images(archive, name="localhost/python/clone:1")
+    source = controller.create_instance(
+        {
+            "name": "src",
+            "spec": {
+                "type": "container",
+                "image": image["name"],
+                "cpus": 1,
+                "memory_mib": 32,
+                "command": ["sh", "-c", "echo cloned-cmd; sleep 600"],
+            },
+        }
+    )
+    clone = controller.clone_instance("src", "copy")
+    assert clone["status"] == "running"
+    assert clone["id"] != source["id"]
+    assert clone["clone_of"]["source"] == source["id"]
+    assert clone["spec"]["command"] == source["spec"]["command"]
+    until(lambda: b"cloned-cmd" in controller.read_log("copy").data, "the clone's output")
+
+    with pytest.raises(zixiao.AlreadyExists):
+        controller.clone_instance("src", "copy")
+    with pytest.raises(zixiao.InvalidArgument, match="linked"):
+        controller.clone_instance("src", "other", linked=True)
+    with pytest.raises(zixiao.NotFound):
+        controller.clone_instance("nope", "other")
+    assert sorted(i["name"] for i in controller.list_instances()) == ["copy", "src"]
+
+    for name in ["copy", "src"]:
+        assert controller.delete_instance(name) is None
+    controller.remove_image(image["name"])

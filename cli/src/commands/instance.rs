@@ -8,7 +8,7 @@ use futures::StreamExt;
 use zixiao_core::api::Page;
 use zixiao_core::driver::SnapshotInfo;
 use zixiao_core::model::FromTemplate;
-use zixiao_core::model::{SnapshotInterval, SnapshotKeep, SnapshotSchedule};
+use zixiao_core::model::{SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule};
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
@@ -156,6 +156,17 @@ pub(crate) async fn run(
             let wait = wait(args.no_wait);
             let restored = client.restore_instance(&args.name, args.from, wait).await?;
             report_settled(format, &restored, wait)
+        }
+        InstanceCommand::Clone(args) => {
+            let wait = wait(args.no_wait);
+            let snapshot = args.snapshot.map(SnapshotName::try_from).transpose()?;
+            if wait.settled() {
+                progress(format, &format!("cloning {} as {}", args.source, args.name));
+            }
+            let cloned = client
+                .clone_instance(&args.source, &args.name, args.linked, snapshot, wait)
+                .await?;
+            report_settled(format, &cloned, wait)
         }
         InstanceCommand::Console { instance } => {
             let console = client.attach_console(&instance).await?;
@@ -517,6 +528,9 @@ fn instance_details(i: &Instance) -> String {
     ];
     if let Some(origin) = &i.template {
         pairs.push(("template", origin.to_string()));
+    }
+    if let Some(origin) = &i.clone_of {
+        pairs.push(("clone_of", origin.to_string()));
     }
     if s.disk_gib > 0 {
         pairs.push(("disk", format!("{} GiB", s.disk_gib)));

@@ -116,6 +116,13 @@ fn every_request() -> Vec<Request> {
             from: PathBuf::from("/tmp/x"),
             wait: Wait::No,
         },
+        Request::CloneInstance {
+            source: i(),
+            name: "c".into(),
+            linked: false,
+            snapshot: None,
+            wait: Wait::No,
+        },
         Request::ImportImages {
             node: None,
             instance_type: InstanceType::Container,
@@ -306,6 +313,8 @@ fn the_rules_by_role_and_project() {
         ("snapshot.delete", [false, true, false, false]),
         ("snapshot.export", [false, false, false, false]),
         ("instance.restore", [false, false, false, false]),
+        // A clone is made in its source's project (it keeps the labels).
+        ("instance.clone", [false, true, false, false]),
         ("image.import", [false, false, false, false]),
         ("image.pull", [false, false, false, true]),
         ("image.list", [true, true, true, true]),

@@ -111,6 +111,11 @@ impl Driver for SerializedDriver {
     fn inventory(&self) -> Option<&dyn Inventory> {
         self.inner.inventory().map(|_| self as &dyn Inventory)
     }
+
+    // A clone is made by the driver's create, which this serializes.
+    fn clones(&self) -> Option<&dyn crate::driver::Clones> {
+        self.inner.clones()
+    }
 }
 
 #[async_trait]

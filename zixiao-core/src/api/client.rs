@@ -20,7 +20,7 @@ use crate::driver::{
 use crate::model::{
     typed_metadata, Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork,
     FromTemplate, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges,
-    Network, Node, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    Network, Node, SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -250,6 +250,29 @@ impl Client {
         let (instance, name) = (instance.to_owned(), name.to_owned());
         self.done(Request::ExportSnapshot { instance, name, to })
             .await
+    }
+
+    /// See [`Request::CloneInstance`].
+    pub async fn clone_instance(
+        &self,
+        source: &str,
+        name: &str,
+        linked: bool,
+        snapshot: Option<SnapshotName>,
+        wait: Wait,
+    ) -> Result<Instance> {
+        let (source, name) = (source.to_owned(), name.to_owned());
+        expect!(
+            self,
+            Request::CloneInstance {
+                source,
+                name,
+                linked,
+                snapshot,
+                wait
+            },
+            Instance
+        )
     }
 
     /// See [`Request::RestoreInstance`].

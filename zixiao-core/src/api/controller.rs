@@ -98,6 +98,18 @@ impl Api for Controller {
                     Wait::Settled => self.settle(&deleting.id).await?,
                 })
             }
+            Request::CloneInstance {
+                source,
+                name,
+                linked,
+                snapshot,
+                wait,
+            } => {
+                let created = self
+                    .clone_instance(&source, &name, linked, snapshot)
+                    .await?;
+                Response::Instance(self.settled(created, wait).await?)
+            }
             Request::PauseInstance { instance } => {
                 Response::Instance(self.pause_instance(&instance).await?)
             }

@@ -368,6 +368,34 @@ pub enum Request {
         /// Whether to wait until it has settled.
         wait: Wait,
     },
+    /// Creates instance `name` as a clone of `source`: a new instance (its
+    /// own id, MACs and addresses) with the source's labels and spec,
+    /// `clone_of` naming the source, on the source's node. A container is
+    /// created afresh from the same image and spec; a VM starts from a
+    /// full copy of the source's disk (at `snapshot`, or now, the source
+    /// paused during the copy), or with `linked` from an overlay on a
+    /// frozen base of it that the source keeps (its delete is refused
+    /// while linked clones use it); a microVM of the vmm backend resumes
+    /// where the source was at `snapshot`, or at a snapshot taken for the
+    /// clone. [`Response::Instance`]. Not idempotent (the name is taken
+    /// once). Errors: those of [`Request::CreateInstance`], `NotFound`
+    /// (the source or the snapshot), `InvalidArgument` on `linked`
+    /// (anything but a vm with a disk), `FailedPrecondition` (the source
+    /// is not on a node, or is being deleted), `Unsupported` (the source's
+    /// runtime cannot clone or snapshot, such as the qemu microvm
+    /// backend). Nothing is stored on error.
+    CloneInstance {
+        /// The source: id or name.
+        source: String,
+        /// The clone's name.
+        name: String,
+        /// Share a frozen base of the source's disk (VMs with a disk).
+        linked: bool,
+        /// The source's snapshot to start from.
+        snapshot: Option<crate::model::SnapshotName>,
+        /// Whether to wait until it has settled.
+        wait: Wait,
+    },
     /// Imports every image of an archive (OCI layout or docker-archive tar)
     /// on the caller's machine into a node's runtime for `instance_type`,
     /// under `name` when one is given. [`Response::Images`]. Idempotent.
@@ -766,6 +794,7 @@ impl Request {
             Request::DeleteSnapshot { .. } => "snapshot.delete",
             Request::ExportSnapshot { .. } => "snapshot.export",
             Request::RestoreInstance { .. } => "instance.restore",
+            Request::CloneInstance { .. } => "instance.clone",
             Request::ImportImages { .. } => "image.import",
             Request::PullImage { .. } => "image.pull",
             Request::ListImages { .. } => "image.list",
@@ -824,6 +853,9 @@ impl Request {
         match self {
             Request::CreateInstance { request, .. } => instance(&request.name),
             Request::RestoreInstance { name, .. } => instance(name),
+            Request::CloneInstance { source, name, .. } => {
+                Some(format!("instance {name} (clone of {source})"))
+            }
             Request::CreateFromTemplate { request, .. } => instance(&request.name),
             Request::CreateTemplate { name, .. }
             | Request::UpdateTemplate { name, .. }

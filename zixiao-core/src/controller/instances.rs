@@ -11,8 +11,8 @@ use super::placer::{Mode, Placed};
 use super::{Controller, INSTANCE_NAMES_PREFIX};
 use crate::driver::{ConsoleStream, DriverError, InstanceStats, LogChunk};
 use crate::model::{
-    CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType, InstanceUpdate,
-    NodeStatus, TemplateOrigin,
+    CloneOrigin, CreateInstance, DesiredState, Instance, InstanceStatus, InstanceType,
+    InstanceUpdate, NodeStatus, TemplateOrigin,
 };
 use crate::store::{StoreError, StoreExt};
 use crate::{Error, Result};
@@ -72,15 +72,16 @@ impl Controller {
     /// an admission's error, the store's errors. Nothing is stored or
     /// allocated on error.
     pub async fn create_instance(&self, request: CreateInstance) -> Result<Instance> {
-        self.create_instance_from(request, None).await
+        self.create_instance_from(request, None, None).await
     }
 
     /// [`Controller::create_instance`], recording the template version the
-    /// request was made from, if any.
+    /// request was made from, or the instance it clones, if any.
     pub(super) async fn create_instance_from(
         &self,
         request: CreateInstance,
         template: Option<TemplateOrigin>,
+        clone_of: Option<CloneOrigin>,
     ) -> Result<Instance> {
         request.validate()?;
         self.inner.cache.ready().await?;
@@ -88,6 +89,7 @@ impl Controller {
         let now = self.now();
         let mut instance = Instance::new(uuid::Uuid::new_v4().to_string(), request, now);
         instance.template = template;
+        instance.clone_of = clone_of;
         // A network reconcile may release the addresses as an orphan's
         // between their allocation and this commit (the instance is not
         // stored yet); the commit checks they still stand, and on losing
@@ -456,9 +458,11 @@ impl Controller {
 
     /// Asks for the instance to be deleted: removed from its node, its
     /// resources released, its record and name freed. Idempotent while the
-    /// record exists. Errors: `NotFound`.
+    /// record exists. Errors: `NotFound`, `FailedPrecondition` (linked clones
+    /// use its disk: they are named).
     pub async fn delete_instance(&self, instance: &str) -> Result<Instance> {
         let id = self.get_instance(instance).await?.id;
+        self.refuse_if_linked_clones(&id).await?;
         self.update_object::<Instance, _>(&id, |i| {
             if i.desired == DesiredState::Deleted {
                 return Ok(false);

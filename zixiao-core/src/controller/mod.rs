@@ -7,6 +7,7 @@
 mod admission;
 mod batcher;
 mod cache;
+mod clones;
 mod cluster;
 mod failover;
 mod images;

@@ -157,7 +157,7 @@ impl Controller {
         // The create's check reads the template from the cache: let it
         // show at least what was read here.
         self.inner.cache.wait_for(revision).await?;
-        self.create_instance_from(create, Some(origin)).await
+        self.create_instance_from(create, Some(origin), None).await
     }
 
     /// The instance create `request` makes of its template version, as

@@ -159,6 +159,9 @@ pub struct Instance {
     /// `template get` counts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<super::TemplateOrigin>,
+    /// The instance it was cloned from, if any (`instance clone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone_of: Option<super::CloneOrigin>,
     /// Its place on each network of `spec.networks`, in the same order:
     /// addresses and MAC allocated when it was created, released when it is deleted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -225,6 +228,7 @@ impl Instance {
             node: None,
             runtime: None,
             template: None,
+            clone_of: None,
             attachments: Vec::new(),
             conditions: Vec::new(),
             exit: None,

@@ -2,6 +2,7 @@
 //! count in. Plain serde data; [`CreateInstance::validate`] and
 //! [`NodeRegistration::validate`] reject invalid input with the field named.
 
+mod clone;
 mod image_ref;
 mod instance;
 mod instance_uuid;
@@ -16,6 +17,7 @@ mod template;
 mod update;
 mod validate;
 
+pub use clone::{check_clone, CloneOrigin, SnapshotName};
 pub use image_ref::{
     is_loopback_host, is_sha256_digest, ImageName, ImageRef, ImageRefPart, InvalidImageRef,
     DEFAULT_REGISTRY, DEFAULT_TAG,

@@ -93,7 +93,7 @@ pub(crate) fn overlay_path(instance_dir: &Path) -> PathBuf {
     instance_dir.join("disk.qcow2")
 }
 
-fn qemu_img(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, DriverError> {
+pub(crate) fn qemu_img(args: &[&std::ffi::OsStr]) -> Result<Vec<u8>, DriverError> {
     let operation = || {
         let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
         format!("qemu-img {}", shown.join(" "))

@@ -423,7 +423,14 @@ impl LibvirtDriver {
                 let _ = std::fs::remove_file(overlay);
             }
         };
-        if let Some(overlay) = plan.overlay.clone() {
+        if let (Some(overlay), Some(origin)) = (plan.overlay.clone(), &instance.clone_of) {
+            // A clone's disk comes from its source's (see `clones`).
+            create_dir(&dir)?;
+            if let Err(e) = self.clone_disk(origin, overlay.path, overlay.size).await {
+                cleanup(&dir);
+                return Err(e);
+            }
+        } else if let Some(overlay) = plan.overlay.clone() {
             let in_dir = dir.clone();
             let made = tokio::task::spawn_blocking(move || {
                 create_dir(&in_dir)?;
@@ -666,6 +673,67 @@ impl LibvirtDriver {
                 .map_err(|e| error::failed(format!("reset domain {name}"), e))
         })
         .await
+    }
+
+    /// Pauses the running domain of instance `id` (found by its UUID) so
+    /// its disk can be copied at one moment; whether it was paused by
+    /// this call (one paused already, or not running, is left so).
+    /// Errors: `Unavailable`, `Internal`.
+    pub(crate) async fn pause_for_copy(&self, id: &str) -> Result<bool, DriverError> {
+        self.with_domain_of_id(id, "pause for a clone", |domain, name| {
+            if read_state(domain, name)? != RuntimeState::Running {
+                return Ok(false);
+            }
+            domain
+                .suspend()
+                .map(|_| true)
+                .map_err(|e| error::failed(format!("suspend domain {name}"), e))
+        })
+        .await
+    }
+
+    /// Resumes the domain of instance `id` that [`Self::pause_for_copy`]
+    /// paused. Errors: `Unavailable`, `Internal`.
+    pub(crate) async fn resume_after_copy(&self, id: &str) -> Result<(), DriverError> {
+        self.with_domain_of_id(id, "resume after a clone", |domain, name| {
+            if read_state(domain, name)? != RuntimeState::Paused {
+                return Ok(());
+            }
+            domain
+                .resume()
+                .map(drop)
+                .map_err(|e| error::failed(format!("resume domain {name}"), e))
+        })
+        .await
+    }
+
+    /// Runs `call` on the domain of instance `id`, found by its UUID (the
+    /// instance id) with its metadata checked; no domain is `Ok` of the
+    /// call not being made (`T::default()`).
+    async fn with_domain_of_id<T, F>(
+        &self,
+        id: &str,
+        operation: &str,
+        call: F,
+    ) -> Result<T, DriverError>
+    where
+        T: Default + Send + 'static,
+        F: FnOnce(&Domain, &str) -> Result<T, DriverError> + Send + 'static,
+    {
+        let prefix = self.options.name_prefix.clone();
+        let id = id.to_owned();
+        self.conn
+            .run(operation, move |conn| {
+                let domain = match conn.lookup_domain_by_uuid_string(&id) {
+                    Ok(domain) if is_instance_domain(&domain, &prefix, &id) => domain,
+                    Ok(_) => return Ok(T::default()),
+                    Err(e) if error::is(&e, ErrorNumber::NoDomain) => return Ok(T::default()),
+                    Err(e) => return Err(error::failed(format!("look up domain {id}"), e)),
+                };
+                let name = domain.name().unwrap_or_else(|_| id.clone());
+                call(&domain, &name)
+            })
+            .await
     }
 
     pub(crate) async fn suspend(&self, instance: &Instance) -> Result<(), DriverError> {

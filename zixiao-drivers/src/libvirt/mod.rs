@@ -21,6 +21,7 @@
 //! introspection), `events` (lifecycle events from libvirt's event loop),
 //! `error`.
 
+mod clones;
 mod connection;
 mod console;
 mod disks;
@@ -264,6 +265,10 @@ impl Driver for LibvirtDriver {
     }
 
     fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+
+    fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
         Some(self)
     }
 }

@@ -21,6 +21,7 @@
 //! `crate::net`). The `vmm` backend has no network device: a microVM on it
 //! that joins a network is refused.
 
+mod clones;
 mod kernel;
 mod layout;
 mod plan;
@@ -631,10 +632,17 @@ impl Driver for MicrovmDriver {
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
-        self.create_microvm(instance).await
+        match &instance.clone_of {
+            Some(origin) => {
+                use zixiao_core::driver::Clones as _;
+                self.create_clone(instance, origin).await
+            }
+            None => self.create_microvm(instance).await,
+        }
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
+        let instance = &*self.as_restored(instance)?;
         let (dir, record) = self.existing_record(instance)?;
         let backend = record.backend;
         if record.stage == Stage::Launching {
@@ -753,6 +761,10 @@ impl Driver for MicrovmDriver {
     }
 
     fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+
+    fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
         Some(self)
     }
 }

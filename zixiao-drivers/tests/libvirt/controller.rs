@@ -16,7 +16,7 @@ use super::{fixture, searchable, unique, wait_for_boots, BOOT_TIMEOUT};
 
 /// A controller over the store at `dir/store.redb` with one local node
 /// running a fresh vm driver (as after a restart).
-async fn controller(dir: &Path, uri: &str) -> (Controller, Arc<LibvirtDriver>) {
+pub(crate) async fn controller(dir: &Path, uri: &str) -> (Controller, Arc<LibvirtDriver>) {
     let driver = Arc::new(
         LibvirtDriver::connect(LibvirtOptions::new(uri, dir))
             .await
@@ -45,7 +45,7 @@ async fn controller(dir: &Path, uri: &str) -> (Controller, Arc<LibvirtDriver>) {
     (controller, driver)
 }
 
-async fn converged(
+pub(crate) async fn converged(
     controller: &Controller,
     name: &str,
     what: &str,

@@ -19,6 +19,7 @@
 
 mod bad_input;
 mod boot;
+mod clones;
 mod controller;
 mod disks;
 mod mock;

@@ -19,6 +19,7 @@
 #![cfg(feature = "microvm")]
 
 mod bad_input;
+mod clones;
 mod controller;
 mod network;
 mod qemu;

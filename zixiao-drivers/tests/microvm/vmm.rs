@@ -68,7 +68,7 @@ impl VmmFixture {
 }
 
 /// The highest `ZX: count=<n>` in `log`.
-fn last_count(log: &str) -> Option<u64> {
+pub(super) fn last_count(log: &str) -> Option<u64> {
     log.lines()
         .filter_map(|l| l.trim().strip_prefix("ZX: count="))
         .filter_map(|n| n.trim().parse().ok())

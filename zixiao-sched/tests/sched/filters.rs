@@ -8,8 +8,8 @@ use zixiao_core::scheduler::{
 };
 use zixiao_core::{Instance, InstanceType, Node, NodeStatus, Placement, Resources};
 use zixiao_sched::filters::{
-    Aggregates, CarbonCap, GroupAffinity, HostPorts, NodeReady, NodeSelector, Region, ResourcesFit,
-    RuntimeSupport, Traits, Zone,
+    Aggregates, CarbonCap, CloneSource, GroupAffinity, HostPorts, NodeReady, NodeSelector, Region,
+    ResourcesFit, RuntimeSupport, Traits, Zone,
 };
 use zixiao_sched::{testing, Filter};
 
@@ -110,6 +110,25 @@ fn runtime_support_needs_the_instance_type() {
             },
         ],
     );
+}
+
+#[test]
+fn clone_source_keeps_a_clone_on_its_source_node() {
+    let n1 = testing::node("n1", testing::capacity(4, 4096));
+    let n2 = testing::node("n2", testing::capacity(4, 4096));
+    let state = state(&[n1, n2], &[], &[]);
+    let plain = testing::instance("web", 1, 64);
+    assert_eq!(verdict(&CloneSource, &state, 1, &plain), Ok(()));
+    let mut clone = testing::instance("web-2", 1, 64);
+    clone.clone_of = Some(zixiao_core::model::CloneOrigin {
+        source: "src-id".to_owned(),
+        node: "n1".to_owned(),
+        linked: true,
+        snapshot: None,
+    });
+    assert_eq!(verdict(&CloneSource, &state, 0, &clone), Ok(()));
+    let refused = verdict(&CloneSource, &state, 1, &clone).unwrap_err();
+    assert!(refused.contains("clone's source"), "{refused}");
 }
 
 #[test]

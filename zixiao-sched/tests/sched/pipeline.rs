@@ -21,6 +21,7 @@ fn default_pipeline_order() {
         [
             "node-status",
             "runtime",
+            "clone-source",
             "region",
             "zone",
             "node-selector",

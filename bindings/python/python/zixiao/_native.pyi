@@ -223,6 +223,15 @@ class Controller:
     def delete_snapshot(self, instance: str, name: str) -> None: ...
     def export_snapshot(self, instance: str, name: str, to: _Path) -> None: ...
     def restore_instance(self, name: str, snapshot_dir: _Path, *, wait: bool = True) -> Instance: ...
+    def clone_instance(
+        self,
+        source: str,
+        name: str,
+        *,
+        linked: bool = False,
+        snapshot: Optional[str] = None,
+        wait: bool = True,
+    ) -> Instance: ...
     def import_images(
         self,
         archive: _Path,
@@ -332,6 +341,15 @@ class AsyncController:
     def export_snapshot(self, instance: str, name: str, to: _Path) -> Awaitable[None]: ...
     def restore_instance(
         self, name: str, snapshot_dir: _Path, *, wait: bool = True
+    ) -> Awaitable[Instance]: ...
+    def clone_instance(
+        self,
+        source: str,
+        name: str,
+        *,
+        linked: bool = False,
+        snapshot: Optional[str] = None,
+        wait: bool = True,
     ) -> Awaitable[Instance]: ...
     def import_images(
         self,
