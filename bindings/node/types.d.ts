@@ -380,6 +380,12 @@ export interface Image {
   name: string
   digest: string
   size_bytes: number
+  /** What it holds: `container`, or `disk`, `kernel`, `initrd` of the node's image store. */
+  kind: 'container' | 'disk' | 'kernel' | 'initrd'
+  /** Its format for the store's images (`qcow2`, `raw`, `bzimage`, `elf`, `cpio`, `gzip`...). */
+  format?: string
+  /** When it was imported (RFC 3339), where the runtime records it. */
+  created_at?: string
 }
 
 /** What a state backup holds. */

@@ -844,6 +844,8 @@ pub(crate) struct ListArgs {
 #[command(after_help = "Examples:\n  \
     zixiao instance create --name hello --type container --image busybox -- echo hi\n  \
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
+    zixiao instance create --name vm2 --type microvm --kernel k1 --initrd i1   (images of the node's store)\n  \
+    zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
     zixiao instance create --name db --type container --image busybox --trait ssd --aggregate fast\n  \
     zixiao instance create -f web.yaml")]
 pub(crate) struct CreateArgs {
@@ -905,11 +907,14 @@ pub(crate) struct CreateArgs {
         default_value_t = 0
     )]
     pub(crate) disk: u64,
-    /// Kernel to boot (VMs, microVMs).
-    #[arg(long, value_name = "PATH")]
+    /// Kernel to boot (VMs, microVMs): a kernel image's name in the node's
+    /// image store (`image import --kind kernel`), or a path with a `/`
+    /// on this machine (only where the node is this machine: embedded, or
+    /// its state directory's socket).
+    #[arg(long, value_name = "NAME|PATH")]
     pub(crate) kernel: Option<PathBuf>,
-    /// Initial ramdisk (with --kernel).
-    #[arg(long, value_name = "PATH")]
+    /// Initial ramdisk (with --kernel): an initrd image's name, or a path with a `/`.
+    #[arg(long, value_name = "NAME|PATH")]
     pub(crate) initrd: Option<PathBuf>,
     /// Kernel command line.
     #[arg(long)]
@@ -1078,15 +1083,28 @@ pub(crate) enum ClusterCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ImageCommand {
-    /// Import every image of an OCI layout or docker-archive tar file.
+    /// Import every image of an OCI layout or docker-archive tar file; with
+    /// --kind disk|kernel|initrd, one VM disk (qcow2 without a backing
+    /// file, or raw), kernel (bzImage or ELF) or initrd (cpio, possibly
+    /// compressed) into the node's image store, named by --name.
+    #[command(after_help = "Examples:\n  \
+        zixiao image import busybox.tar\n  \
+        zixiao image import ./vmlinux --kind kernel --name k1\n  \
+        zixiao image import ./initrd.cpio.gz --kind initrd --name i1\n  \
+        zixiao image import ./debian.qcow2 --kind disk --name debian")]
     Import {
-        /// The archive.
+        /// The archive, or the disk, kernel or initrd file.
         file: PathBuf,
         /// Store the archive's one image as `NAME[:TAG]` (tag `latest` if
         /// left out), whatever the archive names it: for layouts whose ref
         /// name is only a tag, as umoci and skopeo write them, or none.
+        /// Required for a disk, kernel or initrd: its name in the store
+        /// (letters, digits, `.`, `_`, `-`).
         #[arg(long, value_name = "NAME[:TAG]")]
         name: Option<String>,
+        /// What the file holds: container (an image archive), disk, kernel or initrd.
+        #[arg(long, value_name = "KIND", default_value = "container")]
+        kind: String,
         #[command(flatten)]
         target: ImageTarget,
     },
@@ -1118,15 +1136,30 @@ pub(crate) enum ImageCommand {
         #[command(flatten)]
         target: ImageTarget,
     },
-    /// List images.
+    /// List images: the container runtime's and the node store's disks,
+    /// kernels and initrds (with --type vm or microvm, the store's alone).
     List {
         #[command(flatten)]
         target: ImageTarget,
     },
-    /// Remove an image.
+    /// Show one image (with --kind, only of that kind).
+    Get {
+        /// Image name, as `image list` shows it.
+        name: String,
+        /// Its kind: container, disk, kernel or initrd.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        #[command(flatten)]
+        target: ImageTarget,
+    },
+    /// Remove an image; a disk, kernel or initrd is refused while an
+    /// instance uses it.
     Rm {
         /// Image name, as `image list` shows it.
         name: String,
+        /// Its kind: container, disk, kernel or initrd.
+        #[arg(long, value_name = "KIND", default_value = "container")]
+        kind: String,
         #[command(flatten)]
         target: ImageTarget,
     },

@@ -59,6 +59,18 @@ fn zixiao() -> Command {
     command
 }
 
+/// `zixiao --state-dir STATE`: on the node itself, through the daemon's
+/// socket while the server holds the state directory.
+fn local(state: &Path, runtimes: &Runtimes) -> Command {
+    let mut command = zixiao();
+    command
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--containerd-socket", &runtimes.socket])
+        .env("ZIXIAO_QEMU_BIN", &runtimes.qemu);
+    command
+}
+
 /// `zixiao --config ADMIN_CONFIG ARGS...`, run to completion: the client
 /// configuration the server wrote when it made its PKI (its endpoint, its
 /// CA, an admin token).
@@ -177,6 +189,16 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         .output()
         .expect("run zixiao"));
     assert!(imported.contains("busybox"), "{imported}");
+    // So are the microVM's kernel and initrd, into the node's image store.
+    for (file, kind, name) in [
+        (&runtimes.kernel, "kernel", "k1"),
+        (&runtimes.initrd, "initrd", "i1"),
+    ] {
+        ok(local(state.path(), &runtimes)
+            .args(["image", "import", file, "--kind", kind, "--name", name])
+            .output()
+            .expect("run zixiao"));
+    }
     let server = Server::start(state.path(), &runtimes);
     let admin = server.admin.as_str();
 
@@ -244,30 +266,64 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         text(&gone.stdout)
     );
 
-    // A QEMU microVM: its console reaches the boot marker.
-    let created = json(remote(
-        admin,
-        &[
+    // Over TCP, a spec naming host paths is refused: a remote caller could
+    // make the node read any of its files. Nothing is stored.
+    let microvm = |name: &'static str, kernel: &str, initrd: &str| {
+        [
             "-o",
             "json",
             "instance",
             "create",
             "--name",
-            "m1",
+            name,
             "--type",
             "microvm",
             "--backend",
             "qemu",
-            "--kernel",
-            &runtimes.kernel,
-            "--initrd",
-            &runtimes.initrd,
             "--cmdline",
             "console=ttyS0 quiet",
             "--memory",
             "256",
-        ],
-    ));
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+        ]
+        .map(str::to_owned)
+    };
+    let args = microvm("m0", &runtimes.kernel, &runtimes.initrd);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = remote(admin, &args);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let why = text(&refused.stderr);
+    assert!(
+        why.contains("spec.kernel") && why.contains("host paths are refused"),
+        "{why}"
+    );
+    let listed = json(remote(admin, &["-o", "json", "instance", "list"]));
+    assert_eq!(listed, serde_json::json!([]));
+    // The same spec through the state directory's socket (the node's own
+    // administrator) is taken.
+    let created = json(
+        local(state.path(), &runtimes)
+            .args(&args)
+            .output()
+            .expect("run zixiao"),
+    );
+    assert_eq!(
+        created["spec"]["kernel"],
+        runtimes.kernel.as_str(),
+        "{created}"
+    );
+    ok(local(state.path(), &runtimes)
+        .args(["instance", "delete", "m0"])
+        .output()
+        .expect("run zixiao"));
+
+    // A QEMU microVM of the store's images: its console reaches the boot marker.
+    let args = microvm("m1", "k1", "i1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let created = json(remote(admin, &args));
     assert_eq!(created["status"], "running", "{created}");
     assert_eq!(created["runtime"], "qemu", "{created}");
     let vm_id = created["id"].as_str().expect("id").to_owned();

@@ -69,6 +69,44 @@ fn assert_no_microvm_files(state: &Path) {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// `zixiao -o json instance create` of QEMU microVM `name` booting
+/// `kernel` and `initrd` (paths or image names) to the test guest's marker.
+fn create_qemu_microvm(state: &Path, name: &str, kernel: &str, initrd: &str) -> Output {
+    zixiao(
+        state,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--type",
+            "microvm",
+            "--kernel",
+            kernel,
+            "--initrd",
+            initrd,
+            "--cmdline",
+            "console=ttyS0 quiet",
+            "--cpus",
+            "1",
+            "--memory",
+            "256",
+            "--backend",
+            "qemu",
+        ],
+    )
+}
+
+/// The test microVM's kernel and initramfs (for QEMU), or `None` (skip,
+/// saying why) without them.
+fn qemu_guest() -> Option<(String, String)> {
+    let kernel = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")?;
+    let initrd = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")?;
+    Some((kernel, initrd))
+}
+
 /// The path of zixiao-vmm's test guest, when the vmm backend can run it
 /// here (`/dev/kvm`, the guest and zixiao-vmm built); `None` (skip, saying
 /// why) otherwise.
@@ -238,41 +276,12 @@ fn snapshot_to_a_directory_and_restore_a_vmm_microvm() {
 
 #[test]
 fn a_qemu_microvm_boots_linux_from_the_command_line() {
-    let Some(kernel) = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")
-    else {
-        return;
-    };
-    let Some(initrd) = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")
-    else {
+    let Some((kernel, initrd)) = qemu_guest() else {
         return;
     };
     let state = state_dir();
     let s = state.path();
-    let created = json(zixiao(
-        s,
-        &[
-            "-o",
-            "json",
-            "instance",
-            "create",
-            "--name",
-            "m1",
-            "--type",
-            "microvm",
-            "--kernel",
-            &kernel,
-            "--initrd",
-            &initrd,
-            "--cmdline",
-            "console=ttyS0 quiet",
-            "--cpus",
-            "1",
-            "--memory",
-            "256",
-            "--backend",
-            "qemu",
-        ],
-    ));
+    let created = json(create_qemu_microvm(s, "m1", &kernel, &initrd));
     assert_eq!(created["runtime"], "qemu", "{created}");
     wait_for_log(s, "m1", "ZIXIAO-BOOT-OK");
     let stats = json(zixiao(s, &["-o", "json", "instance", "stats", "m1"]));
@@ -294,12 +303,7 @@ fn a_qemu_microvm_boots_linux_from_the_command_line() {
 /// 1) by the next command; one that powers itself off still completes.
 #[test]
 fn a_qemu_guest_that_dies_while_booting_ends_failed() {
-    let Some(kernel) = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")
-    else {
-        return;
-    };
-    let Some(initrd) = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")
-    else {
+    let Some((kernel, initrd)) = qemu_guest() else {
         return;
     };
     let state = state_dir();
@@ -640,4 +644,137 @@ fn a_snapshot_schedule_runs_in_the_daemon_and_bad_ones_change_nothing() {
     ok(zixiao(s, &["instance", "delete", "v"]));
     drop(daemon);
     assert_no_microvm_files(s);
+}
+
+/// `zixiao image import` of one file with `--kind`, and the files the
+/// refused imports would have left (none).
+fn import(state: &Path, file: &Path, kind: &str, name: &str) -> Output {
+    zixiao(
+        state,
+        &[
+            "-o",
+            "json",
+            "image",
+            "import",
+            file.to_str().expect("utf-8 path"),
+            "--kind",
+            kind,
+            "--name",
+            name,
+        ],
+    )
+}
+
+/// The images `image list -o json` shows, by name.
+fn listed(state: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let all = json(zixiao(
+        state,
+        &["-o", "json", "image", "list", "--type", "microvm"],
+    ));
+    all.as_array()
+        .expect("a list")
+        .iter()
+        .map(|i| (i["name"].as_str().expect("name").to_owned(), i.clone()))
+        .collect()
+}
+
+/// The test microVM's kernel and initrd imported into the node's image
+/// store boot a QEMU microVM by name; the kernel cannot be removed while
+/// the instance uses it, and can be once it is deleted. A file that is no
+/// kernel, and a qcow2 disk with a backing file, are refused with exit 2
+/// and leave nothing listed.
+#[test]
+fn store_images_boot_a_qemu_microvm_and_stay_while_used() {
+    let Some((kernel, initrd)) = qemu_guest() else {
+        return;
+    };
+    let state = state_dir();
+    let s = state.path();
+    let k = json(import(s, Path::new(&kernel), "kernel", "k1"));
+    assert_eq!(k["kind"], "kernel", "{k}");
+    assert_eq!(k["format"], "bzimage", "{k}");
+    let i = json(import(s, Path::new(&initrd), "initrd", "i1"));
+    assert_eq!(i["kind"], "initrd", "{i}");
+
+    let images = listed(s);
+    for (name, file, kind) in [("k1", &kernel, "kernel"), ("i1", &initrd, "initrd")] {
+        let image = &images[name];
+        assert_eq!(image["kind"], kind, "{image}");
+        let size = std::fs::metadata(file).expect("file").len();
+        assert_eq!(image["size_bytes"], size, "{image}");
+        let sum = Command::new("sha256sum")
+            .arg(file)
+            .output()
+            .expect("sha256sum");
+        let sum = String::from_utf8_lossy(&sum.stdout);
+        let hex = sum.split_whitespace().next().expect("a digest");
+        assert_eq!(image["digest"], format!("sha256:{hex}"), "{image}");
+        assert!(
+            !image["format"].as_str().unwrap_or("").is_empty(),
+            "{image}"
+        );
+    }
+
+    // A name the store does not hold is refused at create, naming the field.
+    let missing = zixiao(
+        s,
+        &[
+            "instance", "create", "--name", "m0", "--type", "microvm", "--kernel", "nope",
+        ],
+    );
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("spec.kernel"),
+        "{missing:?}"
+    );
+    let none = json(zixiao(s, &["-o", "json", "instance", "list"]));
+    assert_eq!(none.as_array().map(Vec::len), Some(0), "{none}");
+
+    let created = json(create_qemu_microvm(s, "m1", "k1", "i1"));
+    assert_eq!(created["spec"]["kernel"], "k1", "{created}");
+    wait_for_log(s, "m1", "ZIXIAO-BOOT-OK");
+
+    let refused = zixiao(s, &["image", "rm", "k1", "--kind", "kernel"]);
+    assert!(!refused.status.success(), "{refused:?}");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("in use") && why.contains("m1"), "{why}");
+    assert!(listed(s).contains_key("k1"));
+
+    ok(zixiao(s, &["instance", "delete", "m1"]));
+    ok(zixiao(s, &["image", "rm", "k1", "--kind", "kernel"]));
+    ok(zixiao(s, &["image", "rm", "i1", "--kind", "initrd"]));
+    assert!(listed(s).is_empty());
+    assert_no_microvm_files(s);
+
+    // Bad files: refused, exit 2, nothing listed or kept.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"#!/bin/sh\necho this is no kernel\n").expect("write");
+    let bad = import(s, &garbage, "kernel", "bad");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("is not a kernel"),
+        "{bad:?}"
+    );
+    let base = dir.path().join("base.raw");
+    let overlay = dir.path().join("overlay.qcow2");
+    std::fs::write(&base, vec![0u8; 1 << 20]).expect("write");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&base)
+        .arg(&overlay)
+        .output()
+        .expect("qemu-img");
+    assert!(made.status.success(), "{made:?}");
+    let bad = import(s, &overlay, "disk", "overlay");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("backing file"),
+        "{bad:?}"
+    );
+    assert!(listed(s).is_empty());
+    let kept: Vec<_> = std::fs::read_dir(s.join("runtime").join("images").join("tmp"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "left behind: {kept:?}");
 }

@@ -270,6 +270,9 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::CreateOnNodeResponse>, Status> {
         let (instance, driver) = target(self, request.into_inner().instance).await?;
+        // An agent is reached over the network: it boots only the images
+        // of its node's store, never a host path a caller names.
+        zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
         self.check_gate()?;
         driver.create(&instance).await.map_err(driver_status)?;
         Ok(Response::new(pb::CreateOnNodeResponse {

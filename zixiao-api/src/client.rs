@@ -440,12 +440,14 @@ impl Api for GrpcClient {
             Request::RemoveImage {
                 node,
                 instance_type,
+                kind,
                 name,
             } => {
                 let request = pb::RemoveImageRequest {
                     node,
                     r#type: encode_instance_type(instance_type),
                     name,
+                    kind: crate::convert::encode_image_kind(kind),
                 };
                 self.answer(self.images.clone().remove_image(request).await)?;
                 Response::Done

@@ -31,13 +31,13 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     typed_metadata, Aggregate, AggregateName, Cidr, CloneOrigin, Condition, ConditionType,
-    CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, InstallationId,
-    Instance, InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
-    LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node, NodeMetadata, NodeRegistration,
-    NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy,
-    ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet,
-    TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo,
-    TraitChanges,
+    CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, ImageKind,
+    InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate,
+    InvalidName, IpConfig, LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node,
+    NodeImageName, NodeMetadata, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement,
+    PublishedPort, Resources, RestartPolicy, ScheduledSnapshot, SnapshotInterval, SnapshotKeep,
+    SnapshotName, SnapshotSchedule, Subnet, TemplateInfo, TemplateName, TemplateOrigin,
+    TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -215,6 +215,20 @@ wire_enum!(Strategy, pb::Strategy, _strategy, strategy, {
 wire_enum!(EventKind, pb::EventKind, event_kind, _event_kind, {
     Added <=> Added, Modified <=> Modified, Deleted <=> Deleted,
 });
+wire_enum!(ImageKind, pb::ImageKind, _image_kind, optional_image_kind, {
+    Container <=> Container, Disk <=> Disk, Kernel <=> Kernel, Initrd <=> Initrd,
+});
+
+/// The image kind at `at`; UNSPECIFIED is a container image.
+pub(crate) fn decode_image_kind(value: i32, at: &str) -> Result<ImageKind> {
+    Ok(optional_image_kind(value, at)?.unwrap_or_default())
+}
+
+/// The wire value of an image kind.
+pub(crate) fn encode_image_kind(value: ImageKind) -> i32 {
+    wire::<_, pb::ImageKind>(value)
+}
+
 wire_enum!(Capability, pb::Capability, capability, _capability, {
     Stats <=> Stats, Console <=> Console, Pause <=> Pause, Snapshots <=> Snapshots,
     Images <=> Images, Inventory <=> Inventory, Resize <=> Resize, Clones <=> Clones,
@@ -921,6 +935,9 @@ impl From<ImageInfo> for pb::ImageInfo {
             name: i.name,
             digest: i.digest,
             size_bytes: i.size_bytes,
+            kind: encode_image_kind(i.kind),
+            format: i.format,
+            created_at: i.created_at.map(timestamp),
         }
     }
 }
@@ -929,10 +946,31 @@ impl TryFrom<pb::ImageInfo> for ImageInfo {
     type Error = Error;
 
     fn try_from(i: pb::ImageInfo) -> Result<Self> {
+        let kind = decode_image_kind(i.kind, "image.kind")?;
+        let name = non_empty(i.name, "image.name")?;
+        // A store image's name and digest reach paths and listings: the
+        // same checks as where they were made.
+        if kind.in_node_store() {
+            NodeImageName::try_from(name.as_str())
+                .map_err(|e| Error::invalid("image.name", e.to_string()))?;
+            let sha = i.digest.strip_prefix("sha256:").unwrap_or("");
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::invalid(
+                    "image.digest",
+                    "must be sha256:<64 hex digits>",
+                ));
+            }
+        }
+        if i.format.len() > 32 || !i.format.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::invalid("image.format", "must be a short word"));
+        }
         Ok(ImageInfo {
-            name: non_empty(i.name, "image.name")?,
+            name,
             digest: i.digest,
             size_bytes: i.size_bytes,
+            kind,
+            format: i.format,
+            created_at: optional_time(i.created_at, "image.created_at")?,
         })
     }
 }

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
-use zixiao_core::api::{Api, Client, Progress, Request as ApiRequest, Response as ApiResponse};
+use zixiao_core::api::{
+    Api, Client, ImportAs, Progress, Request as ApiRequest, Response as ApiResponse,
+};
 use zixiao_core::driver::ImportProgress;
-use zixiao_core::model::ImageName;
+use zixiao_core::model::{ImageKind, ImageName, NodeImageName};
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{Error, Result, Wait};
 
-use crate::convert::decode_instance_type;
+use crate::convert::{decode_image_kind, decode_instance_type};
 use crate::pb;
 use crate::pb::local_service_server::{LocalService, LocalServiceServer};
 use crate::status::from_error;
@@ -67,7 +69,9 @@ impl UnixSocket {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<()> {
         let mut routes = tonic::service::Routes::builder();
-        crate::server::ApiServer::new(api.clone()).add_to(&mut routes);
+        crate::server::ApiServer::new(api.clone())
+            .with_host_paths()
+            .add_to(&mut routes);
         routes.add_service(
             LocalServiceServer::new(LocalServer {
                 client: Client::new(api),
@@ -211,11 +215,20 @@ impl LocalService for LocalServer {
             decode_instance_type(request.r#type, "type").map_err(status)?
         };
         let archive = local_path("archive", request.archive)?;
-        let name = request
-            .name
-            .as_deref()
-            .map(|n| ImageName::try_from(n).map_err(|e| status(e.on("name"))))
-            .transpose()?;
+        let kind = decode_image_kind(request.kind, "kind").map_err(status)?;
+        let import_as = match kind {
+            ImageKind::Container => ImportAs::Container {
+                name: request
+                    .name
+                    .as_deref()
+                    .map(|n| ImageName::try_from(n).map_err(|e| status(e.on("name"))))
+                    .transpose()?,
+            },
+            kind => ImportAs::NodeImage {
+                kind,
+                name: NodeImageName::try_from(request.name.unwrap_or_default()).map_err(status)?,
+            },
+        };
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let progress_events = events.clone();
         let progress = Progress::new(move |p: ImportProgress| {
@@ -227,15 +240,18 @@ impl LocalService for LocalServer {
         });
         let client = self.client.clone();
         tokio::spawn(async move {
-            let imported = client
-                .import_images(
-                    request.node.as_deref(),
-                    instance_type,
-                    archive,
-                    name,
-                    progress,
-                )
-                .await;
+            let node = request.node.as_deref();
+            let imported = match import_as {
+                ImportAs::Container { name } => {
+                    client
+                        .import_images(node, instance_type, archive, name, progress)
+                        .await
+                }
+                ImportAs::NodeImage { kind, name } => client
+                    .import_node_image(node, archive, kind, name)
+                    .await
+                    .map(|image| vec![image]),
+            };
             let last = match imported {
                 Ok(images) => Ok(pb::ImportEvent {
                     event: Some(pb::import_event::Event::Images(pb::ImportedImages {
@@ -320,14 +336,20 @@ pub(crate) async fn call(
             node,
             instance_type,
             archive,
-            name,
+            import_as,
             progress,
         } => {
+            let kind = crate::convert::encode_image_kind(import_as.kind());
+            let name = match import_as {
+                ImportAs::Container { name } => name.map(String::from),
+                ImportAs::NodeImage { name, .. } => Some(name.into()),
+            };
             let request = pb::ImportImagesRequest {
                 node,
                 r#type: crate::convert::encode_instance_type(instance_type),
                 archive: wire_path("archive", &archive)?,
-                name: name.map(String::from),
+                name,
+                kind,
             };
             let mut events = local
                 .import_images(request)

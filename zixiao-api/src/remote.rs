@@ -515,6 +515,21 @@ impl Images for RemoteDriver {
         )))
     }
 
+    /// The file is one of this machine, which the node cannot read.
+    async fn import_file(
+        &self,
+        file: &Path,
+        _name: &zixiao_core::model::NodeImageName,
+        kind: zixiao_core::model::ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
+        Err(DriverError::Unsupported(format!(
+            "`{}` is a file of this machine, which node `{}` cannot read: import the {kind} \
+             on the node (`zixiao image import` on its state directory)",
+            file.display(),
+            self.agent.node
+        )))
+    }
+
     /// The node pulls from the registry itself; its events cross back.
     async fn pull(
         &self,

@@ -15,15 +15,15 @@ use futures::{Stream, StreamExt};
 use rustls_pki_types::CertificateDer;
 use tonic::service::RoutesBuilder;
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::api::{Api, AuditQuery, Client, Page, TokenTerms, Wait};
+use zixiao_core::api::{Api, AuditQuery, Client, Page, RefuseHostPaths, TokenTerms, Wait};
 use zixiao_core::model::CarbonIntensity;
 use zixiao_core::{Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
 use crate::convert::{
-    decode_aggregate_name, decode_instance_type, decode_label_changes, decode_optional_time,
-    decode_pull_options, decode_role, decode_template_change, decode_template_ref,
-    decode_trait_changes, page_token, required_role, WirePullOptions,
+    decode_aggregate_name, decode_image_kind, decode_instance_type, decode_label_changes,
+    decode_optional_time, decode_pull_options, decode_role, decode_template_change,
+    decode_template_ref, decode_trait_changes, page_token, required_role, WirePullOptions,
 };
 use crate::pb;
 use crate::pb::aggregate_service_server::{AggregateService, AggregateServiceServer};
@@ -44,6 +44,9 @@ use crate::status::from_error;
 #[derive(Debug, Clone)]
 pub struct ApiServer {
     scope: Arc<dyn CallScope>,
+    /// Whether specs may name host paths (the state directory's socket,
+    /// whose callers are the node's administrator); refused otherwise.
+    host_paths: bool,
 }
 
 /// What a call came with, as the transport saw it: the bearer token of its
@@ -157,14 +160,33 @@ impl ApiServer {
     }
 
     /// Serves each call with the `Api` `scope` gives it.
+    ///
+    /// A spec naming a host path for a disk, kernel, initrd or snapshot
+    /// is refused (`InvalidArgument`): over the network a path would let a
+    /// caller make a node read any of its files. See
+    /// [`ApiServer::with_host_paths`].
     pub fn scoped(scope: Arc<dyn CallScope>) -> Self {
-        ApiServer { scope }
+        ApiServer {
+            scope,
+            host_paths: false,
+        }
+    }
+
+    /// The same server, taking host paths in specs: only for a listener
+    /// whose callers are the node's own administrator (the state
+    /// directory's Unix socket).
+    pub fn with_host_paths(mut self) -> Self {
+        self.host_paths = true;
+        self
     }
 
     /// The client of one call.
     async fn client(&self, credentials: CallCredentials) -> Result<Client, Status> {
         let api = self.scope.api(credentials).await.map_err(status)?;
-        Ok(Client::new(api))
+        if self.host_paths {
+            return Ok(Client::new(api));
+        }
+        Ok(Client::new(Arc::new(RefuseHostPaths::new(api))))
     }
 
     /// Adds every user-facing service ([`SERVICES`]), with the protocol's
@@ -620,7 +642,9 @@ impl ImageService for ApiServer {
         let request = request.into_inner();
         let instance_type = decode_instance_type(request.r#type, "type").map_err(status)?;
         let name = named("name", request.name)?;
-        let removed = client.remove_image(request.node.as_deref(), instance_type, &name);
+        let kind = decode_image_kind(request.kind, "kind").map_err(status)?;
+        let node = request.node.as_deref();
+        let removed = client.remove_image_of_kind(node, instance_type, kind, &name);
         reply(removed.await.map_err(status)?)
     }
 }

@@ -472,11 +472,7 @@ impl Images for Stocked {
             count: 1,
         });
         progress(PullProgress::Unpacking);
-        let image = ImageInfo {
-            name: reference.to_string(),
-            digest,
-            size_bytes: 4096,
-        };
+        let image = ImageInfo::container(reference.to_string(), digest, 4096);
         self.images.lock().expect("lock").push(image.clone());
         Ok(image)
     }
@@ -510,11 +506,11 @@ const ORPHAN: &str = "5f0c1d2e-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
 
 #[tokio::test]
 async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
-    let busybox = ImageInfo {
-        name: "docker.io/library/busybox:latest".into(),
-        digest: "sha256:0123".into(),
-        size_bytes: 2048,
-    };
+    let busybox = ImageInfo::container(
+        "docker.io/library/busybox:latest".into(),
+        "sha256:0123".into(),
+        2048,
+    );
     let driver = Arc::new(Stocked {
         fake: FakeDriver::new(InstanceType::Container),
         images: Mutex::new(vec![busybox.clone()]),
@@ -597,7 +593,7 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
             node: None,
             instance_type: InstanceType::Container,
             archive: "/tmp/busybox.tar".into(),
-            name: None,
+            import_as: zixiao_core::api::ImportAs::Container { name: None },
             progress: Default::default(),
         })
         .await

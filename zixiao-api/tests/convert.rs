@@ -871,7 +871,7 @@ proptest! {
         let (name, created_at, includes_memory, current) = snapshot;
         same::<_, pb::SnapshotInfo>(SnapshotInfo { name, created_at, includes_memory, current })?;
         let (name, digest, size_bytes) = image;
-        same::<_, pb::ImageInfo>(ImageInfo { name, digest, size_bytes })?;
+        same::<_, pb::ImageInfo>(ImageInfo::container(name, digest, size_bytes))?;
         let (cpu_time_ns, memory_bytes, [a, b, c, d, e, f]) = stats;
         let stats = InstanceStats {
             cpu_time_ns,
@@ -1171,5 +1171,50 @@ fn snapshot_schedules_from_the_wire_are_checked_again() {
         ),
     ] {
         assert_eq!(refused(InstanceUpdate::try_from(update)), field);
+    }
+}
+
+/// A node store's image crosses the wire with its kind, format and time,
+/// and the receiving side re-checks what could reach a path: its name and
+/// its digest.
+#[test]
+fn a_node_store_image_round_trips_and_its_name_and_digest_are_rechecked() {
+    use zixiao_core::model::ImageKind;
+    let image = ImageInfo {
+        name: "k1".to_owned(),
+        digest: format!("sha256:{}", "ab".repeat(32)),
+        size_bytes: 4096,
+        kind: ImageKind::Kernel,
+        format: "bzimage".to_owned(),
+        created_at: Some(DateTime::from_timestamp(1_700_000_000, 0).expect("time")),
+    };
+    let wire = pb::ImageInfo::from(image.clone());
+    assert_eq!(ImageInfo::try_from(wire.clone()).expect("back"), image);
+    for (damaged, field) in [
+        (
+            pb::ImageInfo {
+                name: "../etc/shadow".into(),
+                ..wire.clone()
+            },
+            "image.name",
+        ),
+        (
+            pb::ImageInfo {
+                digest: "sha256:zz".into(),
+                ..wire.clone()
+            },
+            "image.digest",
+        ),
+        (
+            pb::ImageInfo {
+                kind: 99,
+                ..wire.clone()
+            },
+            "image.kind",
+        ),
+    ] {
+        let err = ImageInfo::try_from(damaged).expect_err("refused");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains(field), "{err}");
     }
 }

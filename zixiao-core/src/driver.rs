@@ -496,6 +496,31 @@ pub struct ImageInfo {
     pub digest: String,
     /// Its size in bytes (compressed content).
     pub size_bytes: u64,
+    /// What it holds: a container image, or a disk, kernel or initrd of
+    /// the node's image store.
+    #[serde(default)]
+    pub kind: crate::model::ImageKind,
+    /// Its format, for the node store's images (`qcow2`, `raw`, `bzimage`,
+    /// `elf`, `cpio`, `gzip`...); empty for container images.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub format: String,
+    /// When it was imported, where the runtime records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl ImageInfo {
+    /// A container image, as the container runtime describes it.
+    pub fn container(name: String, digest: String, size_bytes: u64) -> Self {
+        ImageInfo {
+            name,
+            digest,
+            size_bytes,
+            kind: crate::model::ImageKind::Container,
+            format: String::new(),
+            created_at: None,
+        }
+    }
 }
 
 /// How far an import has come, in bytes of the archive read.
@@ -765,6 +790,26 @@ pub trait Images: Send + Sync {
         let _ = (options, progress);
         Err(DriverError::Unsupported(format!(
             "this runtime cannot pull images from a registry (`{reference}`)"
+        )))
+    }
+
+    /// Copies `file` (a regular file on the node) into the node's image
+    /// store as image `name` of `kind` (a disk, a kernel or an initrd),
+    /// after checking its content is one. Idempotent for the same content;
+    /// a name already used by other content is `AlreadyExists`. On failure
+    /// nothing is left behind. Errors: `NotFound` (no such file),
+    /// `InvalidArgument` (not a file of that kind, naming why),
+    /// `AlreadyExists`, `Unavailable`, `Unsupported` (this runtime keeps
+    /// no image store, the default).
+    async fn import_file(
+        &self,
+        file: &std::path::Path,
+        name: &crate::model::NodeImageName,
+        kind: crate::model::ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
+        let _ = (file, name);
+        Err(DriverError::Unsupported(format!(
+            "this runtime keeps no {kind} images"
         )))
     }
 

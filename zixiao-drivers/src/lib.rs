@@ -5,6 +5,9 @@
 //! - `containerd`: [`containerd::ContainerdDriver`], OCI containers on containerd.
 //! - `libvirt`: `libvirt::LibvirtDriver`, full VMs on libvirt (QEMU/KVM, Cloud Hypervisor).
 //! - `microvm`: `microvm::MicrovmDriver`, microVMs on Zixiao's own KVM monitor or QEMU's microvm machine.
+//!
+//! The vm and microvm drivers share the node's image store
+//! (`node_images::NodeImageStore`) of disks, kernels and initrds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +31,8 @@ pub use log_file::LogLimit;
 pub mod microvm;
 #[cfg(any(feature = "containerd", feature = "microvm"))]
 mod net;
+#[cfg(any(feature = "libvirt", feature = "microvm"))]
+pub mod node_images;
 
 /// The environment variable naming containerd's socket.
 pub const CONTAINERD_SOCKET_ENV: &str = "ZIXIAO_CONTAINERD_SOCKET";

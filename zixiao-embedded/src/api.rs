@@ -153,7 +153,7 @@ impl Api for Embedded {
                 node,
                 instance_type,
                 archive,
-                name,
+                import_as,
                 progress,
             } => {
                 let archive = absolute(&archive, "archive")?;
@@ -162,7 +162,7 @@ impl Api for Embedded {
                     node,
                     instance_type,
                     archive,
-                    name,
+                    import_as,
                     progress,
                 };
                 self.controller.call(request).await
@@ -198,12 +198,14 @@ impl Api for Embedded {
             Request::RemoveImage {
                 node,
                 instance_type,
+                kind,
                 name,
             } => {
                 let node = node.or_else(local);
                 let request = Request::RemoveImage {
                     node,
                     instance_type,
+                    kind,
                     name,
                 };
                 self.controller.call(request).await
@@ -323,6 +325,7 @@ fn recorded(operation: &str, name: &str, error: Error) -> Error {
 #[cfg(feature = "microvm")]
 fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
     use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
+    check_node_images(embedded, spec)?;
     if spec.instance_type != zixiao_core::InstanceType::Microvm {
         return Ok(());
     }
@@ -335,7 +338,24 @@ fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
 }
 
 #[cfg(not(feature = "microvm"))]
-fn check_create(_: &Embedded, _: &InstanceSpec) -> Result<()> {
+fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
+    check_node_images(embedded, spec)
+}
+
+/// Checks that every image `spec` names (a VM's disk, a kernel, an
+/// initrd) is in this node's image store, so a create naming one that is
+/// not is refused (`NotFound`, naming the field) before it is stored.
+#[cfg(any(feature = "microvm", feature = "libvirt"))]
+fn check_node_images(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
+    let store = zixiao_drivers::node_images::NodeImageStore::new(&embedded.drivers.state_dir);
+    for (kind, value) in zixiao_core::model::node_files(spec) {
+        store.resolve(kind.spec_field(), kind, value)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(any(feature = "microvm", feature = "libvirt")))]
+fn check_node_images(_: &Embedded, _: &InstanceSpec) -> Result<()> {
     Ok(())
 }
 

@@ -12,7 +12,9 @@ use zixiao_core::api::{Page, Progress};
 use zixiao_core::driver::{
     ImagePlatform, ImportProgress as CoreProgress, PullProgress, RegistryCa,
 };
-use zixiao_core::model::{CarbonIntensity, CreateNetwork, FromTemplate, TemplateSpec};
+use zixiao_core::model::{
+    CarbonIntensity, CreateNetwork, FromTemplate, ImageKind, NodeImageName, TemplateSpec,
+};
 use zixiao_core::{
     Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType, InstanceUpdate, Wait,
 };
@@ -75,6 +77,9 @@ pub struct PageRequest {
 pub struct ImageTarget {
     /// The runtime's instance type (default `container`).
     pub instance_type: Option<String>,
+    /// What the image holds, for `removeImage`: `container` (the default),
+    /// `disk`, `kernel` or `initrd`.
+    pub kind: Option<String>,
     /// The node (default: the only node).
     pub node: Option<String>,
 }
@@ -97,6 +102,10 @@ pub struct ImportOptions {
     /// The name (`NAME[:TAG]`) to store the archive's one image under,
     /// whatever the archive names it.
     pub name: Option<String>,
+    /// What the file holds: `container` (an image archive, the default),
+    /// or one `disk`, `kernel` or `initrd` file for the node's image store,
+    /// stored under `name` (required then).
+    pub kind: Option<String>,
     /// The runtime's instance type (default `container`).
     pub instance_type: Option<String>,
     /// The node (default: the only node).
@@ -287,6 +296,11 @@ pub struct Controller {
 }
 
 /// A Promise of one call on a clone of the client, its result a plain object.
+/// The image kind `value` names (default `container`).
+fn image_kind(value: Option<&str>) -> zixiao_core::Result<ImageKind> {
+    value.map_or(Ok(ImageKind::Container), str::parse)
+}
+
 macro_rules! call {
     ($self:ident, $env:ident, |$c:ident| $call:expr) => {{
         let $c = $self.inner.clone();
@@ -926,16 +940,27 @@ impl Controller {
         archive: String,
         options: Option<ImportOptions>,
     ) -> Pending<'env> {
-        let (ty, node, name, callback) = match options {
+        let (ty, node, raw_name, kind, callback) = match options {
             Some(o) => (
                 instance_type(o.instance_type.as_deref()),
                 o.node,
                 o.name,
+                o.kind,
                 o.progress,
             ),
-            None => (instance_type(None), None, None, None),
+            None => (instance_type(None), None, None, None, None),
         };
-        let name = name
+        let kind = image_kind(kind.as_deref());
+        if matches!(kind, Ok(k) if k.in_node_store()) {
+            let name = NodeImageName::try_from(raw_name.unwrap_or_default());
+            return call!(self, env, |c| async move {
+                let image = c
+                    .import_node_image(node.as_deref(), archive.into(), kind?, name?)
+                    .await?;
+                Ok::<_, zixiao_core::Error>(vec![image])
+            });
+        }
+        let name = raw_name
             .map(|n| zixiao_client::image_name("name", &n))
             .transpose();
         let progress = match callback {
@@ -948,13 +973,11 @@ impl Controller {
             }),
             None => Progress::ignore(),
         };
-        call!(self, env, |c| c.import_images(
-            node.as_deref(),
-            ty?,
-            archive.into(),
-            name?,
-            progress
-        ))
+        call!(self, env, |c| async move {
+            kind?;
+            c.import_images(node.as_deref(), ty?, archive.into(), name?, progress)
+                .await
+        })
     }
 
     /// Pulls `reference` (`[REGISTRY/]REPOSITORY[:TAG|@DIGEST]`) from its
@@ -1038,11 +1061,20 @@ impl Controller {
         name: String,
         target: Option<ImageTarget>,
     ) -> Pending<'env> {
-        let (ty, node) = match target {
-            Some(t) => (instance_type(t.instance_type.as_deref()), t.node),
-            None => (instance_type(None), None),
+        let (ty, node, kind) = match target {
+            Some(t) => (
+                instance_type(t.instance_type.as_deref()),
+                t.node,
+                image_kind(t.kind.as_deref()),
+            ),
+            None => (instance_type(None), None, image_kind(None)),
         };
-        call!(self, env, |c| c.remove_image(node.as_deref(), ty?, &name))
+        call!(self, env, |c| c.remove_image_of_kind(
+            node.as_deref(),
+            ty?,
+            kind?,
+            &name
+        ))
     }
 
     /// Copies the deployment's state, while it stays in use, into the new

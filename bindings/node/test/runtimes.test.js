@@ -182,6 +182,38 @@ test('an image without a name is imported under the name given', { skip: noConta
   await controller.removeImage(image.name)
 })
 
+const noKernel =
+  missing('ZIXIAO_TEST_MICROVM_KERNEL', 'the test microVM kernel') ??
+  missing('ZIXIAO_TEST_MICROVM_INITRD', 'the test microVM initramfs')
+
+test('a kernel and an initrd imported with their kind are listed and removed', { skip: noKernel ?? false }, async () => {
+  const kernel = process.env.ZIXIAO_TEST_MICROVM_KERNEL
+  const initrd = process.env.ZIXIAO_TEST_MICROVM_INITRD
+  const controller = await zixiao.Controller.open(shortDir())
+  const [k] = await controller.importImages(kernel, { kind: 'kernel', name: 'node-kernel' })
+  const [i] = await controller.importImages(initrd, { kind: 'initrd', name: 'node-initrd' })
+  assert.equal(k.kind, 'kernel')
+  assert.equal(k.format, 'bzimage')
+  assert.equal(i.kind, 'initrd')
+  const listed = Object.fromEntries(
+    (await controller.listImages({ instanceType: 'microvm' })).map((image) => [image.name, image]),
+  )
+  assert.equal(listed['node-kernel'].size_bytes, fs.statSync(kernel).size)
+  assert.equal(listed['node-kernel'].digest, k.digest)
+  assert.match(k.digest, /^sha256:[0-9a-f]{64}$/)
+  assert.equal(listed['node-initrd'].kind, 'initrd')
+
+  const garbage = path.join(shortDir(), 'garbage')
+  fs.writeFileSync(garbage, 'no kernel here')
+  await assert.rejects(controller.importImages(garbage, { kind: 'kernel', name: 'bad' }), {
+    code: 'invalid_argument',
+    message: /is not a kernel/,
+  })
+  await controller.removeImage('node-kernel', { kind: 'kernel' })
+  await controller.removeImage('node-initrd', { kind: 'initrd' })
+  assert.deepEqual(await controller.listImages({ instanceType: 'microvm' }), [])
+})
+
 const noVmm = missing('ZIXIAO_VMM_BIN', 'the zixiao-vmm monitor')
 
 test('snapshots of a microVM: export, restore, revert, delete', { skip: noVmm ?? false }, async () => {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
@@ -17,8 +18,8 @@ use zixiao_core::driver::{
     RegistryCredentials, SnapshotInfo,
 };
 use zixiao_core::model::{
-    Aggregate, CarbonIntensity, CreateNetwork, FromTemplate, ImageName, Network, TemplateInfo,
-    TemplateSpec,
+    Aggregate, CarbonIntensity, CreateNetwork, FromTemplate, ImageKind, ImageName, Network,
+    NodeImageName, TemplateInfo, TemplateSpec,
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
@@ -809,19 +810,32 @@ impl PyController {
     /// of `node` (default: the only node), its one image under `name`
     /// (`NAME[:TAG]`) if given, calling `progress(done, total)` in bytes as
     /// it reads; an exception it raises stops the import. Returns the
-    /// images imported. Raises `NotFound` (node or file), `InvalidArgument`
-    /// (not an archive, a bad name, a name for several images), `Unsupported`.
-    #[pyo3(signature = (archive, *, name=None, instance_type="container", node=None, progress=None))]
+    /// images imported. With `kind` `disk`, `kernel` or `initrd`, `archive`
+    /// is one such file, copied into the node's image store under `name`
+    /// (required) after its content is checked. Raises `NotFound` (node or
+    /// file), `InvalidArgument` (not an archive or not a file of that kind,
+    /// a bad name, a name for several images), `AlreadyExists`, `Unsupported`.
+    #[pyo3(signature = (archive, *, name=None, kind="container", instance_type="container", node=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
     fn import_images(
         &self,
         py: Python<'_>,
         archive: PathBuf,
         name: Option<&str>,
+        kind: &str,
         instance_type: &str,
         node: Option<String>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Json<Vec<ImageInfo>>> {
         let ty = self::instance_type(instance_type)?;
+        let kind = ImageKind::from_str(kind).map_err(error::to_py)?;
+        if kind.in_node_store() {
+            let name = NodeImageName::try_from(name.unwrap_or_default()).map_err(error::to_py)?;
+            let import = self
+                .inner
+                .import_node_image(node.as_deref(), archive, kind, name);
+            return wait(py, import).map(|image| Json(vec![image]));
+        }
         let name = image_name(name)?;
         let (report, reports) = progress_channel(import_arguments);
         let import = self
@@ -889,18 +903,25 @@ impl PyController {
         wait(py, self.inner.list_images(node.as_deref(), ty)).map(Json)
     }
 
-    /// Removes image `name` from the `instance_type` runtime of `node`.
-    /// Raises `NotFound`, `FailedPrecondition` (an instance uses it), `Unsupported`.
-    #[pyo3(signature = (name, *, instance_type="container", node=None))]
+    /// Removes image `name` of `kind` (`container`, `disk`, `kernel`,
+    /// `initrd`) from the `instance_type` runtime or the image store of
+    /// `node`. Raises `NotFound`, `FailedPrecondition` (an instance uses
+    /// it), `Unsupported`.
+    #[pyo3(signature = (name, *, kind="container", instance_type="container", node=None))]
     fn remove_image(
         &self,
         py: Python<'_>,
         name: &str,
+        kind: &str,
         instance_type: &str,
         node: Option<String>,
     ) -> PyResult<()> {
         let ty = self::instance_type(instance_type)?;
-        wait(py, self.inner.remove_image(node.as_deref(), ty, name))
+        let kind = ImageKind::from_str(kind).map_err(error::to_py)?;
+        let removed = self
+            .inner
+            .remove_image_of_kind(node.as_deref(), ty, kind, name);
+        wait(py, removed)
     }
 
     /// Copies the deployment's state, while it stays in use, into the new

@@ -169,6 +169,30 @@ def test_an_image_without_a_name_is_imported_under_the_name_given(short_dir, tmp
     controller.remove_image(image["name"])
 
 
+def test_a_kernel_and_initrd_imported_with_their_kind_are_listed_and_removed(short_dir, tmp_path):
+    kernel = runtime("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")
+    initrd = runtime("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")
+    controller = zixiao.Controller.open(short_dir)
+
+    [k] = controller.import_images(kernel, kind="kernel", name="py-kernel")
+    [i] = controller.import_images(initrd, kind="initrd", name="py-initrd")
+    assert (k["kind"], k["format"]) == ("kernel", "bzimage")
+    assert i["kind"] == "initrd"
+    listed = {image["name"]: image for image in controller.list_images(instance_type="microvm")}
+    assert listed["py-kernel"]["size_bytes"] == os.path.getsize(kernel)
+    assert listed["py-kernel"]["digest"] == k["digest"]
+    assert listed["py-kernel"]["digest"].startswith("sha256:")
+    assert listed["py-initrd"]["kind"] == "initrd"
+
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"no kernel here")
+    with pytest.raises(zixiao.InvalidArgument, match="is not a kernel"):
+        controller.import_images(garbage, kind="kernel", name="bad")
+    controller.remove_image("py-kernel", kind="kernel")
+    controller.remove_image("py-initrd", kind="initrd")
+    assert controller.list_images(instance_type="microvm") == []
+
+
 def test_an_image_pulled_from_a_registry_is_listed_and_bad_pulls_name_the_field(short_dir):
     socket = runtime("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
     reference = runtime("ZIXIAO_TEST_REGISTRY_BUSYBOX", "the loopback registry's busybox")

@@ -8,6 +8,7 @@ use zixiao_core::api::Progress;
 use zixiao_core::driver::{
     ImageInfo, ImagePlatform, ImportProgress, PullProgress, RegistryCredentials,
 };
+use zixiao_core::model::{ImageKind, NodeImageName};
 use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
 
 use crate::args::{Format, ImageCommand};
@@ -15,8 +16,22 @@ use crate::output::{bytes, print, Table};
 
 pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -> Result<ExitCode> {
     match command {
-        ImageCommand::Import { file, name, target } => {
+        ImageCommand::Import {
+            file,
+            name,
+            kind,
+            target,
+        } => {
             let ty = InstanceType::from_str(&target.instance_type)?;
+            let kind = ImageKind::from_str(&kind)?;
+            if kind.in_node_store() {
+                let name = NodeImageName::try_from(name.unwrap_or_default())?;
+                let image = client
+                    .import_node_image(target.node.as_deref(), file, kind, name)
+                    .await?;
+                print(format, &image, |i| image_table(std::slice::from_ref(i)))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let name = name
                 .map(|n| zixiao_client::image_name("name", &n))
                 .transpose()?;
@@ -100,10 +115,21 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
             let images = client.list_images(target.node.as_deref(), ty).await?;
             print(format, &images, |i| image_table(i))?;
         }
-        ImageCommand::Rm { name, target } => {
+        ImageCommand::Get { name, kind, target } => {
             let ty = InstanceType::from_str(&target.instance_type)?;
+            let kind = kind.as_deref().map(ImageKind::from_str).transpose()?;
+            let images = client.list_images(target.node.as_deref(), ty).await?;
+            let image = images
+                .into_iter()
+                .find(|i| i.name == name && kind.is_none_or(|k| k == i.kind))
+                .ok_or_else(|| Error::not_found(format!("image `{name}`")))?;
+            print(format, &image, |i| image_table(std::slice::from_ref(i)))?;
+        }
+        ImageCommand::Rm { name, kind, target } => {
+            let ty = InstanceType::from_str(&target.instance_type)?;
+            let kind = ImageKind::from_str(&kind)?;
             client
-                .remove_image(target.node.as_deref(), ty, &name)
+                .remove_image_of_kind(target.node.as_deref(), ty, kind, &name)
                 .await?;
             print(format, &serde_json::json!({ "removed": name }), |_| {
                 format!("removed image {name}\n")
@@ -114,7 +140,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
 }
 
 fn image_table(images: &[ImageInfo]) -> String {
-    let mut table = Table::new(vec!["NAME", "DIGEST", "SIZE"]);
+    let mut table = Table::new(vec!["NAME", "KIND", "FORMAT", "DIGEST", "SIZE"]);
     for image in images {
         let digest = image
             .digest
@@ -122,6 +148,13 @@ fn image_table(images: &[ImageInfo]) -> String {
             .unwrap_or(&image.digest);
         table.row(vec![
             image.name.clone(),
+            image.kind.to_string(),
+            if image.format.is_empty() {
+                "-"
+            } else {
+                &image.format
+            }
+            .to_owned(),
             digest.chars().take(12).collect(),
             bytes(image.size_bytes),
         ]);

@@ -404,6 +404,16 @@ fn flag(error: Error, fields: &[&str]) -> Error {
     }
 }
 
+/// A `--kernel` or `--initrd` value: a bare name stays an image name of
+/// the node's store; anything with a `/` is a path on this machine, made
+/// absolute.
+fn node_file(value: &std::path::Path) -> Result<std::path::PathBuf> {
+    match value.to_str() {
+        Some(name) if !name.contains('/') => Ok(std::path::PathBuf::from(name)),
+        _ => absolute(value),
+    }
+}
+
 /// The request from `-f FILE`, or from the flags.
 pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
     if let Some(file) = &args.file {
@@ -416,8 +426,8 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         cpus: args.cpus,
         memory_mib: args.memory,
         disk_gib: args.disk,
-        kernel: args.kernel.as_deref().map(absolute).transpose()?,
-        initrd: args.initrd.as_deref().map(absolute).transpose()?,
+        kernel: args.kernel.as_deref().map(node_file).transpose()?,
+        initrd: args.initrd.as_deref().map(node_file).transpose()?,
         cmdline: args.cmdline,
         backend: MicrovmBackend::from_str(&args.backend)?,
         restore_from: None,

@@ -273,7 +273,7 @@ async fn every_attack_is_refused_and_leaves_only_its_audit_record() {
                 node: None,
                 instance_type: InstanceType::Container,
                 archive: "/etc/shadow".into(),
-                name: None,
+                import_as: zixiao_core::api::ImportAs::Container { name: None },
                 progress: Default::default(),
             },
             ErrorKind::PermissionDenied,

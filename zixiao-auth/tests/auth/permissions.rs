@@ -127,7 +127,7 @@ fn every_request() -> Vec<Request> {
             node: None,
             instance_type: InstanceType::Container,
             archive: PathBuf::from("/etc/shadow"),
-            name: None,
+            import_as: zixiao_core::api::ImportAs::Container { name: None },
             progress: Progress::ignore(),
         },
         Request::PullImage {
@@ -144,6 +144,7 @@ fn every_request() -> Vec<Request> {
         Request::RemoveImage {
             node: None,
             instance_type: InstanceType::Container,
+            kind: zixiao_core::model::ImageKind::Container,
             name: "busybox".into(),
         },
         Request::ListNodes,

@@ -393,6 +393,8 @@ impl Harness {
                 ("ZX_CONTAINERD_NAMESPACE", self.containerd_namespace(i)),
                 ("ZX_QEMU", real.qemu.display().to_string()),
                 ("ZX_IMAGE_ARCHIVE", real.busybox.display().to_string()),
+                ("ZX_MICROVM_KERNEL", real.kernel.display().to_string()),
+                ("ZX_MICROVM_INITRD", real.initrd.display().to_string()),
             ]);
         }
         if let Some(memory) = self.node_memory_mib {

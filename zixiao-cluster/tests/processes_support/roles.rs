@@ -29,6 +29,7 @@ use zixiao_cluster::agent::{AgentTls, RENEW_BEFORE, RENEW_CHECK};
 use zixiao_cluster::timing::monotonic_ms;
 use zixiao_cluster::{agent, server, watchdog, AgentOptions, ServerOptions, Timing};
 use zixiao_core::host::HostFacts;
+use zixiao_core::model::{ImageKind, NodeImageName};
 use zixiao_core::{InstanceType, LocalAgent, MicrovmBackend, NodeAgent, Resources};
 use zixiao_drivers::{discover, DriverConfig};
 use zixiao_testing::counting_driver::{CountingDriver, CreateHold};
@@ -115,7 +116,33 @@ async fn import_image(agent: &LocalAgent) {
         .import(Path::new(&archive), None, &|_| {})
         .await
         .unwrap_or_else(|e| panic!("importing {archive}: {e}"));
+    // Agents boot only images of their node's store: the test microVM's
+    // kernel and initramfs, by the names `workloads::microvm` gives.
+    for (var, kind, name) in [
+        ("ZX_MICROVM_KERNEL", ImageKind::Kernel, TEST_KERNEL),
+        ("ZX_MICROVM_INITRD", ImageKind::Initrd, TEST_INITRD),
+    ] {
+        let Ok(file) = std::env::var(var) else {
+            continue;
+        };
+        let driver = agent
+            .driver(InstanceType::Microvm)
+            .expect("a microvm runtime");
+        let store = driver
+            .images()
+            .expect("the microvm runtime keeps an image store");
+        let name = NodeImageName::try_from(name).expect("an image name");
+        store
+            .import_file(Path::new(&file), &name, kind)
+            .await
+            .unwrap_or_else(|e| panic!("importing {file}: {e}"));
+    }
 }
+
+/// The names of the test microVM's kernel and initramfs in each node's store.
+pub(crate) const TEST_KERNEL: &str = "test-kernel";
+/// See [`TEST_KERNEL`].
+pub(crate) const TEST_INITRD: &str = "test-initrd";
 
 /// Moves the calling thread into the network namespace pinned at `path`.
 /// Called on the main thread before any other thread exists, so every

@@ -26,9 +26,10 @@ pub(crate) fn container(name: &str) -> CreateInstance {
 }
 
 /// A QEMU microVM booting the test kernel and initramfs, restarted by its policy.
-pub(crate) fn microvm(name: &str, real: &RealRuntimes) -> CreateInstance {
-    let mut spec = InstanceSpec::microvm(&real.kernel);
-    spec.initrd = Some(real.initrd.clone());
+pub(crate) fn microvm(name: &str, _real: &RealRuntimes) -> CreateInstance {
+    // The agents imported them into their stores (see `roles::import_image`).
+    let mut spec = InstanceSpec::microvm(super::roles::TEST_KERNEL);
+    spec.initrd = Some(super::roles::TEST_INITRD.into());
     spec.cmdline = Some("console=ttyS0 quiet".to_owned());
     spec.backend = MicrovmBackend::Qemu;
     spec.memory_mib = 256;

@@ -12,15 +12,16 @@ use futures::stream::BoxStream;
 use super::access::{
     AuditQuery, AuditRecord, IssuedToken, ProjectInfo, Quota, Role, TokenInfo, TokenTerms, UserInfo,
 };
-use super::{Api, InstancePage, Page, Progress, Request, Response, Wait};
+use super::{Api, ImportAs, InstancePage, Page, Progress, Request, Response, Wait};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
     typed_metadata, Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork,
-    FromTemplate, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges,
-    Network, Node, SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
+    LabelChanges, Network, Node, NodeImageName, SnapshotName, TemplateInfo, TemplateName,
+    TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -303,10 +304,32 @@ impl Client {
             node: node.map(str::to_owned),
             instance_type,
             archive,
-            name,
+            import_as: ImportAs::Container { name },
             progress,
         };
         expect!(self, request, Images)
+    }
+
+    /// See [`Request::ImportImages`] with [`ImportAs::NodeImage`]: `file`
+    /// into the node's image store as image `name` of `kind`.
+    pub async fn import_node_image(
+        &self,
+        node: Option<&str>,
+        file: PathBuf,
+        kind: ImageKind,
+        name: NodeImageName,
+    ) -> Result<ImageInfo> {
+        let request = Request::ImportImages {
+            node: node.map(str::to_owned),
+            instance_type: InstanceType::Container,
+            archive: file,
+            import_as: ImportAs::NodeImage { kind, name },
+            progress: Progress::ignore(),
+        };
+        let images: Vec<ImageInfo> = expect!(self, request, Images)?;
+        images.into_iter().next().ok_or_else(|| {
+            Error::Internal("an import answered without the image it imported".to_owned())
+        })
     }
 
     /// See [`Request::PullImage`]; the image pulled.
@@ -355,9 +378,22 @@ impl Client {
         instance_type: InstanceType,
         name: &str,
     ) -> Result<()> {
+        self.remove_image_of_kind(node, instance_type, ImageKind::Container, name)
+            .await
+    }
+
+    /// See [`Request::RemoveImage`], for an image of any kind.
+    pub async fn remove_image_of_kind(
+        &self,
+        node: Option<&str>,
+        instance_type: InstanceType,
+        kind: ImageKind,
+        name: &str,
+    ) -> Result<()> {
         self.done(Request::RemoveImage {
             node: node.map(str::to_owned),
             instance_type,
+            kind,
             name: name.to_owned(),
         })
         .await

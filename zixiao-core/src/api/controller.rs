@@ -20,8 +20,9 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Api, InstancePage, Request, Response, Wait};
+use super::{Api, ImportAs, InstancePage, Request, Response, Wait};
 use crate::controller::{Controller, Convergence};
+use crate::model::{ImageKind, NodeImageName};
 use crate::{Error, Instance, Result};
 
 impl Controller {
@@ -188,14 +189,20 @@ impl Api for Controller {
                 node,
                 instance_type,
                 archive,
-                name,
+                import_as,
                 progress,
             } => {
                 let node = self.image_node(node).await?;
-                let report = move |p| progress.report(p);
-                let images = self
-                    .import_images(&node, instance_type, &archive, name.as_ref(), &report)
-                    .await?;
+                let images = match import_as {
+                    ImportAs::Container { name } => {
+                        let report = move |p| progress.report(p);
+                        self.import_images(&node, instance_type, &archive, name.as_ref(), &report)
+                            .await?
+                    }
+                    ImportAs::NodeImage { kind, name } => {
+                        vec![self.import_node_image(&node, &archive, kind, &name).await?]
+                    }
+                };
                 Response::Images(images)
             }
             Request::PullImage {
@@ -222,10 +229,17 @@ impl Api for Controller {
             Request::RemoveImage {
                 node,
                 instance_type,
+                kind,
                 name,
             } => {
                 let node = self.image_node(node).await?;
-                self.remove_image(&node, instance_type, &name).await?;
+                match kind {
+                    ImageKind::Container => self.remove_image(&node, instance_type, &name).await?,
+                    kind => {
+                        let name = NodeImageName::try_from(name)?;
+                        self.remove_node_image(&node, kind, &name).await?
+                    }
+                }
                 Response::Done
             }
             Request::ListNodes => Response::Nodes(self.list_nodes().await?),

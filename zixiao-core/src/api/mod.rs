@@ -29,6 +29,7 @@
 pub mod access;
 mod client;
 mod controller;
+mod host_paths;
 mod page;
 mod traced;
 
@@ -45,6 +46,7 @@ pub use access::{
     TokenInfo, TokenPurpose, TokenTerms, TokenText, UserInfo,
 };
 pub use client::{list_all_instances, Client};
+pub use host_paths::{check_request as refuse_host_paths, RefuseHostPaths};
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use traced::Traced;
 
@@ -55,8 +57,9 @@ use crate::driver::{
 };
 use crate::model::{
     Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork, FromTemplate,
-    ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, LabelKey,
-    LabelValue, Network, Node, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, LabelKey,
+    LabelValue, Network, Node, NodeImageName, TemplateInfo, TemplateName, TemplateSpec,
+    TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -149,6 +152,35 @@ impl<P> Default for Progress<P> {
 impl<P> fmt::Debug for Progress<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Progress")
+    }
+}
+
+/// What [`Request::ImportImages`] reads its file as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportAs {
+    /// An archive of container images, its one image stored under `name`
+    /// when given.
+    Container {
+        /// The name to store the archive's one image under, whatever name
+        /// (a full one, a bare tag, or none) the archive gives it.
+        name: Option<ImageName>,
+    },
+    /// One disk, kernel or initrd file for the node's image store.
+    NodeImage {
+        /// What it holds (not [`ImageKind::Container`]).
+        kind: ImageKind,
+        /// Its name in the store.
+        name: NodeImageName,
+    },
+}
+
+impl ImportAs {
+    /// The kind of image it imports.
+    pub fn kind(&self) -> ImageKind {
+        match self {
+            ImportAs::Container { .. } => ImageKind::Container,
+            ImportAs::NodeImage { kind, .. } => *kind,
+        }
     }
 }
 
@@ -403,16 +435,21 @@ pub enum Request {
     /// archive, an image without a name, or `name` given for an archive of
     /// several images), `Unsupported` (that runtime keeps no images, or the
     /// archive is not reachable from this deployment).
+    ///
+    /// With [`ImportAs::NodeImage`], `archive` is instead one disk, kernel
+    /// or initrd file, copied into the node's image store under its name
+    /// after its content is checked (a qcow2 with a backing file, a kernel
+    /// that is no kernel, are `InvalidArgument`); `AlreadyExists` for a
+    /// name holding other content.
     ImportImages {
         /// The node (`None`: the only node there is).
         node: Option<String>,
-        /// Which runtime of the node.
+        /// Which runtime of the node (container images only).
         instance_type: InstanceType,
-        /// The archive.
+        /// The archive, or the one file of a node image.
         archive: PathBuf,
-        /// The name to store the archive's one image under, whatever name
-        /// (a full one, a bare tag, or none) the archive gives it.
-        name: Option<ImageName>,
+        /// What the file holds, and the name to store it under.
+        import_as: ImportAs,
         /// Told as the archive is read.
         progress: Progress,
     },
@@ -436,7 +473,9 @@ pub enum Request {
         /// Told as each blob is fetched.
         progress: Progress<PullProgress>,
     },
-    /// The images a node's runtime for `instance_type` holds.
+    /// The images a node's runtime for `instance_type` holds; for
+    /// containers, the disks, kernels and initrds of the node's image store
+    /// as well (a vm or microvm type lists those alone).
     /// [`Response::Images`]. Read-only. Errors: `NotFound`, `Unsupported`.
     ListImages {
         /// The node (`None`: the only node there is).
@@ -449,8 +488,12 @@ pub enum Request {
     RemoveImage {
         /// The node (`None`: the only node there is).
         node: Option<String>,
-        /// Which runtime of the node.
+        /// Which runtime of the node (container images only).
         instance_type: InstanceType,
+        /// What the image holds: a container image, or a disk, kernel or
+        /// initrd of the node's image store (refused with
+        /// `FailedPrecondition`, naming them, while instances' specs use it).
+        kind: ImageKind,
         /// The image's name.
         name: String,
     },

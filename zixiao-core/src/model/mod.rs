@@ -9,6 +9,7 @@ mod instance_uuid;
 mod metadata;
 mod network;
 mod node;
+mod node_image;
 mod publish;
 mod resources;
 mod snapshot_schedule;
@@ -38,6 +39,10 @@ pub use network::{
     VETH_PREFIX,
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
+pub use node_image::{
+    node_files, refuse_host_paths, uses_node_image, ImageKind, NodeFile, NodeImageName,
+    MAX_NODE_IMAGE_NAME,
+};
 pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;
 pub use snapshot_schedule::{

@@ -202,7 +202,9 @@ pub struct InstanceSpec {
     /// The workload's kind.
     #[serde(rename = "type")]
     pub instance_type: InstanceType,
-    /// Image: an OCI image reference for containers, a disk image for VMs.
+    /// Image: an OCI image reference for containers; for VMs a disk image,
+    /// by its name in the node's image store (or, for the local
+    /// administrator only, an absolute path on the node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Whole CPU cores.
@@ -212,10 +214,13 @@ pub struct InstanceSpec {
     /// Disk in GiB (0: the image's own size, or none).
     #[serde(default)]
     pub disk_gib: u64,
-    /// Kernel to boot directly (VMs and microVMs), an absolute path on the node.
+    /// Kernel to boot directly (VMs and microVMs): a kernel image's name in
+    /// the node's image store, or (local administrator only) an absolute
+    /// path on the node. See [`super::NodeFile`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<PathBuf>,
-    /// Initial ramdisk for the kernel, an absolute path on the node.
+    /// Initial ramdisk for the kernel: an initrd image's name in the node's
+    /// image store, or (local administrator only) an absolute path on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<PathBuf>,
     /// Kernel command line.

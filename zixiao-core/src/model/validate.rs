@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeRegistration, Placement,
+    CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeFile, NodeRegistration,
+    Placement,
 };
 use crate::scheduler::{LabelOperator, LabelSelector};
 use crate::Error;
@@ -205,6 +206,9 @@ impl InstanceSpec {
                         "a vm boots from a disk image or a kernel; set one of them",
                     ));
                 }
+                if let Some(image) = &self.image {
+                    NodeFile::parse("spec.image", Path::new(image))?;
+                }
             }
         }
         if ty != InstanceType::Container {
@@ -250,10 +254,10 @@ impl InstanceSpec {
             return Err(Error::invalid("spec.initrd", "an initrd needs spec.kernel"));
         }
         if let Some(kernel) = &self.kernel {
-            validate_node_path("spec.kernel", kernel)?;
+            NodeFile::parse("spec.kernel", kernel)?;
         }
         if let Some(initrd) = &self.initrd {
-            validate_node_path("spec.initrd", initrd)?;
+            NodeFile::parse("spec.initrd", initrd)?;
         }
         if let Some(dir) = &self.restore_from {
             if ty != InstanceType::Microvm {

@@ -897,11 +897,11 @@ async fn write_and_name(
             }
             return Err(e);
         }
-        infos.push(ImageInfo {
-            name: name.clone(),
-            digest: target.digest.clone(),
-            size_bytes: image_size(&resolved, target),
-        });
+        infos.push(ImageInfo::container(
+            name.clone(),
+            target.digest.clone(),
+            image_size(&resolved, target),
+        ));
     }
     Ok(infos)
 }
@@ -940,11 +940,7 @@ pub(crate) async fn list(conn: &Connection) -> Result<Vec<ImageInfo>, DriverErro
             }
             Err(_) => u64::try_from(target.size).unwrap_or(0),
         };
-        infos.push(ImageInfo {
-            name: image.name,
-            digest: target.digest,
-            size_bytes,
-        });
+        infos.push(ImageInfo::container(image.name, target.digest, size_bytes));
     }
     infos.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(infos)

@@ -16,6 +16,7 @@ use virt::domain::{Domain, DomainPausedReason, DomainState, DomainStateReason};
 use virt::enumutil::Enum;
 use virt::error::ErrorNumber;
 use virt::sys;
+use zixiao_core::model::ImageKind;
 use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeState};
 
 use super::disks::{self, GIB};
@@ -260,28 +261,42 @@ impl LibvirtDriver {
                 return Err(error::invalid(field, "contains a NUL byte"));
             }
         }
-        let image = spec.image.as_deref().map(PathBuf::from);
-        if let Some(image) = &image {
-            if !image.is_absolute() {
-                return Err(error::invalid(
-                    "spec.image",
-                    format!(
-                        "`{}` is not an absolute path to a disk image on the node",
-                        image.display()
-                    ),
-                ));
-            }
-        }
+        // Image names become the node store's files; the overlay below
+        // keeps a disk image from ever being written.
+        let image = spec
+            .image
+            .as_deref()
+            .map(|image| {
+                self.images
+                    .resolve("spec.image", ImageKind::Disk, Path::new(image))
+            })
+            .transpose()?;
+        let kernel = spec
+            .kernel
+            .as_deref()
+            .map(|kernel| {
+                self.images
+                    .resolve("spec.kernel", ImageKind::Kernel, kernel)
+            })
+            .transpose()?;
+        let initrd = spec
+            .initrd
+            .as_deref()
+            .map(|initrd| {
+                self.images
+                    .resolve("spec.initrd", ImageKind::Initrd, initrd)
+            })
+            .transpose()?;
         let interfaces = network::interfaces(&instance.attachments)?;
-        let boot = match &spec.kernel {
+        let boot = match &kernel {
             Some(kernel) => {
                 require_file("spec.kernel", "kernel", kernel)?;
-                if let Some(initrd) = &spec.initrd {
+                if let Some(initrd) = &initrd {
                     require_file("spec.initrd", "initrd", initrd)?;
                 }
                 Boot::Kernel {
                     kernel: kernel.clone(),
-                    initrd: spec.initrd.clone(),
+                    initrd,
                     // The guest's init configures each NIC from its `ip=`.
                     cmdline: spec
                         .cmdline

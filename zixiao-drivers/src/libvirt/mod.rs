@@ -121,6 +121,8 @@ pub struct LibvirtDriver {
     /// The node's networks, where bridges are checked before a domain on
     /// them is defined (see `network`).
     network: Option<zixiao_net::LinuxNetwork>,
+    /// The node's disks, kernels and initrds, which specs name.
+    images: crate::node_images::NodeImageStore,
 }
 
 impl LibvirtDriver {
@@ -146,6 +148,7 @@ impl LibvirtDriver {
         let events = events::Events::register(&conn).await;
         Ok(LibvirtDriver {
             conn,
+            images: crate::node_images::NodeImageStore::new(&options.state_dir),
             options,
             domain_type,
             host,
@@ -262,6 +265,10 @@ impl Driver for LibvirtDriver {
 
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         Some(self)
+    }
+
+    fn images(&self) -> Option<&dyn zixiao_core::driver::Images> {
+        Some(&self.images)
     }
 
     fn inventory(&self) -> Option<&dyn Inventory> {

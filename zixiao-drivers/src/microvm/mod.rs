@@ -36,8 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Console, ConsoleStream, Inventory, Pause, Snapshots, Stats};
-use zixiao_core::model::NetworkAttachment;
+use zixiao_core::driver::{Console, ConsoleStream, Images, Inventory, Pause, Snapshots, Stats};
+use zixiao_core::model::{ImageKind, NetworkAttachment};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceSpec, InstanceStats, InstanceType, LogChunk,
     MicrovmBackend, RuntimeState,
@@ -50,6 +50,7 @@ pub use snapshots::{export_snapshot, SnapshotManifest, MANIFEST_FILE};
 
 use crate::instance_id::InstanceId;
 use crate::log_file::LogKeeper;
+use crate::node_images::NodeImageStore;
 use layout::{InstanceDir, Record, Stage};
 use plan::BootPlan;
 use qemu::{Accel, QemuBackend};
@@ -134,6 +135,8 @@ pub struct MicrovmDriver {
     kvm: KvmSupport,
     host: (u32, u64),
     network: Option<zixiao_net::LinuxNetwork>,
+    /// The node's disks, kernels and initrds, which specs name.
+    images: NodeImageStore,
     /// Trims the microVMs' console logs while the driver lives.
     _log_keeper: Option<Arc<LogKeeper>>,
 }
@@ -171,6 +174,7 @@ impl MicrovmDriver {
             })
         });
         Ok(MicrovmDriver {
+            images: NodeImageStore::new(&options.state_dir),
             options,
             qemu,
             vmm,
@@ -315,7 +319,31 @@ impl MicrovmDriver {
 
     /// What a fresh boot of `instance` on `backend` needs, checked.
     fn boot_plan(&self, instance: &Instance, backend: Backend) -> Result<BootPlan, DriverError> {
-        plan::plan(instance, self.host, backend)
+        let resolved = Instance {
+            spec: self.resolved(&instance.spec)?,
+            ..instance.clone()
+        };
+        plan::plan(&resolved, self.host, backend)
+    }
+
+    /// `spec` with its kernel and initrd image names replaced by the
+    /// node store's files. Errors: `NotFound` naming the field (no such
+    /// image on this node), `InvalidArgument`.
+    fn resolved(&self, spec: &InstanceSpec) -> Result<InstanceSpec, DriverError> {
+        let mut spec = spec.clone();
+        if let Some(kernel) = &spec.kernel {
+            spec.kernel = Some(
+                self.images
+                    .resolve("spec.kernel", ImageKind::Kernel, kernel)?,
+            );
+        }
+        if let Some(initrd) = &spec.initrd {
+            spec.initrd = Some(
+                self.images
+                    .resolve("spec.initrd", ImageKind::Initrd, initrd)?,
+            );
+        }
+        Ok(spec)
     }
 
     /// Checks a microVM create of `spec` before it is stored: everything
@@ -353,7 +381,7 @@ impl MicrovmDriver {
                     .unwrap_or_else(|| DEFAULT_CMDLINE.to_owned()),
                 |line, arg| format!("{line} {arg}"),
             );
-        plan::check(spec, &cmdline, backend, self.host)
+        plan::check(&self.resolved(spec)?, &cmdline, backend, self.host)
     }
 
     /// Creates the microVM: checks everything, writes the record with
@@ -758,6 +786,10 @@ impl Driver for MicrovmDriver {
 
     fn snapshots(&self) -> Option<&dyn Snapshots> {
         Some(self)
+    }
+
+    fn images(&self) -> Option<&dyn Images> {
+        Some(&self.images)
     }
 
     fn inventory(&self) -> Option<&dyn Inventory> {

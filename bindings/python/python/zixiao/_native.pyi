@@ -29,6 +29,7 @@ from .types import (
     InstanceFilter,
     InstancePage,
     InstanceStats,
+    ImageKind,
     InstanceType,
     InstanceUpdate,
     Network,
@@ -237,10 +238,13 @@ class Controller:
         archive: _Path,
         *,
         name: Optional[str] = None,
+        kind: ImageKind = "container",
         instance_type: InstanceType = "container",
         node: Optional[str] = None,
         progress: Optional[_Progress] = None,
-    ) -> List[Image]: ...
+    ) -> List[Image]:
+        """Imports an image archive; with ``kind`` ``disk``, ``kernel`` or ``initrd``, one
+        such file into the node's image store under ``name`` (required then)."""
     def pull_image(
         self,
         reference: str,
@@ -262,7 +266,12 @@ class Controller:
         self, *, instance_type: InstanceType = "container", node: Optional[str] = None
     ) -> List[Image]: ...
     def remove_image(
-        self, name: str, *, instance_type: InstanceType = "container", node: Optional[str] = None
+        self,
+        name: str,
+        *,
+        kind: ImageKind = "container",
+        instance_type: InstanceType = "container",
+        node: Optional[str] = None,
     ) -> None: ...
     def backup_state(self, to: _Path) -> StoreSummary: ...
     def create_network(self, request: CreateNetwork) -> Network:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
 
 
 InstanceType = Literal["vm", "container", "microvm"]
+ImageKind = Literal["container", "disk", "kernel", "initrd"]
 InstanceStatus = Literal[
     "pending",
     "scheduled",
@@ -312,6 +313,12 @@ class Image(TypedDict):
     name: str
     digest: str
     size_bytes: int
+    kind: ImageKind
+    """``container``, or ``disk``, ``kernel``, ``initrd`` of the node's image store."""
+    format: Optional[str]
+    """The store images' format (``qcow2``, ``raw``, ``bzimage``, ``elf``, ``cpio``...); absent for containers."""
+    created_at: Optional[str]
+    """When it was imported (RFC 3339), where the runtime records it."""
 
 
 class StoreSummary(TypedDict):

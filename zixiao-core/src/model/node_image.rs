@@ -1,0 +1,284 @@
+//! Images a node keeps for its VMs and microVMs (disks, kernels, initrds),
+//! their names, and how a spec names the file a VM boots: an image in the
+//! node's store ([`NodeFile::Image`]) or, for the local administrator only,
+//! a host path ([`NodeFile::HostPath`]).
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::InstanceSpec;
+use crate::Error;
+
+/// What an image holds, which decides where it lives and what may use it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageKind {
+    /// An OCI image in the node's container runtime.
+    #[default]
+    Container,
+    /// A VM's disk (qcow2 or raw) in the node's image store.
+    Disk,
+    /// A kernel (bzImage or ELF) in the node's image store.
+    Kernel,
+    /// An initial ramdisk (cpio, possibly compressed) in the node's image store.
+    Initrd,
+}
+
+impl ImageKind {
+    /// Every kind, in display order.
+    pub const ALL: [ImageKind; 4] = [
+        ImageKind::Container,
+        ImageKind::Disk,
+        ImageKind::Kernel,
+        ImageKind::Initrd,
+    ];
+
+    /// The lowercase name used on the command line and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageKind::Container => "container",
+            ImageKind::Disk => "disk",
+            ImageKind::Kernel => "kernel",
+            ImageKind::Initrd => "initrd",
+        }
+    }
+
+    /// Whether images of this kind live in the node's image store (every
+    /// kind but containers, whose images the container runtime keeps).
+    pub fn in_node_store(self) -> bool {
+        self != ImageKind::Container
+    }
+
+    /// The spec field that names an image of this kind, if any.
+    pub fn spec_field(self) -> &'static str {
+        match self {
+            ImageKind::Container | ImageKind::Disk => "spec.image",
+            ImageKind::Kernel => "spec.kernel",
+            ImageKind::Initrd => "spec.initrd",
+        }
+    }
+}
+
+impl fmt::Display for ImageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ImageKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "container" => Ok(ImageKind::Container),
+            "disk" => Ok(ImageKind::Disk),
+            "kernel" => Ok(ImageKind::Kernel),
+            "initrd" => Ok(ImageKind::Initrd),
+            other => Err(Error::invalid(
+                "kind",
+                format!("unknown image kind `{other}`: expected container, disk, kernel or initrd"),
+            )),
+        }
+    }
+}
+
+/// The longest name of an image in a node's store.
+pub const MAX_NODE_IMAGE_NAME: usize = 63;
+
+/// The name of an image in a node's store: 1 to 63 characters of ASCII
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit. It
+/// never holds a `/`, so it cannot be mistaken for a path.
+///
+/// ```
+/// use zixiao_core::model::NodeImageName;
+/// assert!(NodeImageName::try_from("vmlinux-6.1").is_ok());
+/// assert!(NodeImageName::try_from("../etc/shadow").is_err());
+/// assert!(NodeImageName::try_from(".hidden").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeImageName(String);
+
+impl NodeImageName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<&str> for NodeImageName {
+    type Error = Error;
+
+    fn try_from(name: &str) -> Result<Self, Error> {
+        let good_start = name.starts_with(|c: char| c.is_ascii_alphanumeric());
+        let good_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if name.is_empty() || name.len() > MAX_NODE_IMAGE_NAME || !good_start || !good_chars {
+            return Err(Error::invalid(
+                "name",
+                format!(
+                    "`{name}` is not an image name: 1 to {MAX_NODE_IMAGE_NAME} letters, digits, \
+                     `.`, `_` or `-`, starting with a letter or digit"
+                ),
+            ));
+        }
+        Ok(NodeImageName(name.to_owned()))
+    }
+}
+
+impl TryFrom<String> for NodeImageName {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<Self, Error> {
+        NodeImageName::try_from(name.as_str())
+    }
+}
+
+impl From<NodeImageName> for String {
+    fn from(name: NodeImageName) -> String {
+        name.0
+    }
+}
+
+/// What a spec's disk, kernel or initrd field names: an image in the node's
+/// store, or an absolute path on the node (which only the local
+/// administrator may give; see [`refuse_host_paths`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeFile {
+    /// An image in the node's store, by name.
+    Image(NodeImageName),
+    /// An absolute path on the node.
+    HostPath(PathBuf),
+}
+
+impl NodeFile {
+    /// Parses `value` of spec field `field`: an absolute path is a host
+    /// path, a bare name an image; anything else (a relative path, an
+    /// empty value) is `InvalidArgument` naming `field`.
+    ///
+    /// ```
+    /// use zixiao_core::model::NodeFile;
+    /// use std::path::Path;
+    /// assert!(matches!(NodeFile::parse("spec.kernel", Path::new("vmlinux")), Ok(NodeFile::Image(_))));
+    /// assert!(matches!(NodeFile::parse("spec.kernel", Path::new("/boot/vmlinuz")), Ok(NodeFile::HostPath(_))));
+    /// assert!(NodeFile::parse("spec.kernel", Path::new("boot/vmlinuz")).is_err());
+    /// ```
+    pub fn parse(field: &str, value: &Path) -> Result<NodeFile, Error> {
+        if value.as_os_str().is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if value.is_absolute() {
+            return Ok(NodeFile::HostPath(value.to_owned()));
+        }
+        let mut components = value.components();
+        match (components.next(), components.next(), value.to_str()) {
+            (Some(Component::Normal(_)), None, Some(name)) => NodeImageName::try_from(name)
+                .map(NodeFile::Image)
+                .map_err(|_| {
+                    Error::invalid(
+                        field,
+                        format!(
+                            "`{name}` is neither an image name (letters, digits, `.`, `_`, `-`) \
+                             nor an absolute path on the node"
+                        ),
+                    )
+                }),
+            _ => Err(Error::invalid(
+                field,
+                format!(
+                    "`{}` is neither an image name nor an absolute path on the node",
+                    value.display()
+                ),
+            )),
+        }
+    }
+
+    /// The image's name, if it names one.
+    pub fn image(&self) -> Option<&NodeImageName> {
+        match self {
+            NodeFile::Image(name) => Some(name),
+            NodeFile::HostPath(_) => None,
+        }
+    }
+}
+
+/// The fields of `spec` that name a file on the node, with the kind of
+/// image each takes: a VM's disk, a kernel, an initrd. A container's image
+/// is an OCI reference, not a file, and is left out.
+pub fn node_files(spec: &InstanceSpec) -> Vec<(ImageKind, &Path)> {
+    let mut files = Vec::new();
+    if spec.instance_type != super::InstanceType::Container {
+        if let Some(image) = &spec.image {
+            files.push((ImageKind::Disk, Path::new(image.as_str())));
+        }
+    }
+    if let Some(kernel) = &spec.kernel {
+        files.push((ImageKind::Kernel, kernel.as_path()));
+    }
+    if let Some(initrd) = &spec.initrd {
+        files.push((ImageKind::Initrd, initrd.as_path()));
+    }
+    files
+}
+
+/// Whether `spec` uses image `name` of `kind` from its node's store.
+pub fn uses_node_image(spec: &InstanceSpec, kind: ImageKind, name: &NodeImageName) -> bool {
+    node_files(spec)
+        .into_iter()
+        .any(|(k, value)| k == kind && value == Path::new(name.as_str()))
+}
+
+/// Refuses a spec that names a host path for a disk, a kernel, an initrd
+/// or a snapshot to restore from. Called wherever a spec arrives from the
+/// network (the TCP gRPC server, an agent), where a path would let a remote
+/// caller make the node read any file it can (`/etc/shadow`); only the
+/// local administrator (in process, or on the state directory's socket)
+/// may give paths. Errors: `InvalidArgument` naming the field.
+///
+/// ```
+/// use zixiao_core::model::refuse_host_paths;
+/// use zixiao_core::InstanceSpec;
+/// let mut spec = InstanceSpec::microvm("vmlinux");
+/// assert!(refuse_host_paths(&spec).is_ok());
+/// spec.kernel = Some("/etc/shadow".into());
+/// let err = refuse_host_paths(&spec).unwrap_err();
+/// assert!(err.to_string().contains("spec.kernel"), "{err}");
+/// ```
+pub fn refuse_host_paths(spec: &InstanceSpec) -> Result<(), Error> {
+    for (kind, value) in node_files(spec) {
+        if value.is_absolute() {
+            return Err(Error::invalid(
+                kind.spec_field(),
+                format!(
+                    "`{}` is a host path, and host paths are refused over the network; \
+                     import the file as an image with `zixiao image import --kind {kind}` \
+                     and name the image",
+                    value.display()
+                ),
+            ));
+        }
+    }
+    if let Some(dir) = &spec.restore_from {
+        return Err(Error::invalid(
+            "spec.restore_from",
+            format!(
+                "`{}` is a host path, and host paths are refused over the network; \
+                 restore a snapshot on the node's own socket",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,549 @@
+//! The node's image store: the disks, kernels and initrds its VMs and
+//! microVMs boot, kept as files named by their content's sha256 under
+//! `<state_dir>/images/<kind>/<hex digest>`, with an index
+//! (`<state_dir>/images/index.json`) from each image's name to its kind,
+//! digest, format, size and import time. The vm and microvm drivers share
+//! one store per state directory and resolve a spec's image names through
+//! it ([`NodeImageStore::resolve`]).
+//!
+//! An import opens its source as a regular file only (`O_NOFOLLOW`),
+//! checks its content ([`content`]), copies it into a temporary file while
+//! hashing it, and renames it into place before the index names it: a
+//! crash part-way leaves at most an unnamed temporary file, which nothing
+//! lists or boots. The index is rewritten whole (temporary file, rename)
+//! under an exclusive `flock`, so two drivers or processes never lose each
+//! other's entries.
+
+mod content;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zixiao_core::driver::{ImageInfo, Images, ImportProgress};
+use zixiao_core::model::{ImageKind, ImageName, NodeFile, NodeImageName};
+use zixiao_core::DriverError;
+
+use crate::errors::{invalid, io};
+use content::HEADER_BYTES;
+
+/// The largest disk an import takes.
+pub const MAX_DISK_BYTES: u64 = 256 << 30;
+/// The largest kernel an import takes.
+pub const MAX_KERNEL_BYTES: u64 = 256 << 20;
+/// The largest initrd an import takes.
+pub const MAX_INITRD_BYTES: u64 = 4 << 30;
+
+/// One entry of the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    kind: ImageKind,
+    /// The content's sha256, in hex.
+    sha256: String,
+    size: u64,
+    format: String,
+    created: DateTime<Utc>,
+}
+
+type Index = BTreeMap<NodeImageName, Entry>;
+
+/// A node's image store, rooted at `<state_dir>/images`. Cheap to make: it
+/// touches the disk only when used.
+#[derive(Debug, Clone)]
+pub struct NodeImageStore {
+    root: PathBuf,
+}
+
+/// The index's lock, held (an exclusive `flock`) while it lives.
+struct Locked {
+    _file: File,
+}
+
+impl NodeImageStore {
+    /// The store of the drivers whose files live under `state_dir`.
+    pub fn new(state_dir: &Path) -> Self {
+        NodeImageStore {
+            root: state_dir.join("images"),
+        }
+    }
+
+    /// Where the store keeps its files.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    fn file_path(&self, kind: ImageKind, sha256: &str) -> PathBuf {
+        self.root.join(kind.as_str()).join(sha256)
+    }
+
+    fn lock(&self) -> Result<Locked, DriverError> {
+        make_dir(&self.root)?;
+        let path = self.root.join(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(format!("open {}", path.display()), e))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: `file` owns a valid descriptor for the call's duration;
+        // flock has no memory effects.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io(
+                format!("lock {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Locked { _file: file })
+    }
+
+    fn read_index(&self) -> Result<Index, DriverError> {
+        let path = self.index_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| DriverError::Runtime {
+                operation: format!("read the image index {}", path.display()),
+                source: Box::new(e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Index::new()),
+            Err(e) => Err(io(format!("read {}", path.display()), e)),
+        }
+    }
+
+    fn write_index(&self, index: &Index) -> Result<(), DriverError> {
+        let path = self.index_path();
+        let bytes = serde_json::to_vec_pretty(index).map_err(|e| DriverError::Runtime {
+            operation: "encode the image index".to_owned(),
+            source: Box::new(e),
+        })?;
+        let temp = self.root.join(format!(".index.{}", uuid::Uuid::new_v4()));
+        let written = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            fs::rename(&temp, &path)
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            io(format!("write {}", path.display()), e)
+        })
+    }
+
+    /// Copies `file` into the store as image `name` of `kind`, after
+    /// checking that its content is one (see the module's doc). Importing
+    /// the same content under the same name again changes nothing.
+    /// Errors: `NotFound` (no such file), `InvalidArgument` (not a regular
+    /// file, too large, or not a `kind` image, saying why), `AlreadyExists`
+    /// (`name` holds other content), `Runtime` (the store's disk failed).
+    pub fn import(
+        &self,
+        file: &Path,
+        name: &NodeImageName,
+        kind: ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
+        let (mut source, size) = open_source(file, kind)?;
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        (&mut source)
+            .take(HEADER_BYTES as u64)
+            .read_to_end(&mut header)
+            .map_err(|e| io(format!("read {}", file.display()), e))?;
+        let format = content::check(kind, &header)?;
+        let temp_dir = self.root.join("tmp");
+        make_dir(&temp_dir)?;
+        let temp = temp_dir.join(uuid::Uuid::new_v4().to_string());
+        let copied = copy_hashing(&header, &mut source, &temp, size);
+        let sha256 = match copied {
+            Ok(sha256) => sha256,
+            Err(e) => {
+                let _ = fs::remove_file(&temp);
+                return Err(io(
+                    format!("copy {} into the image store", file.display()),
+                    e,
+                ));
+            }
+        };
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        if let Some(held) = index.get(name) {
+            let _ = fs::remove_file(&temp);
+            if held.kind == kind && held.sha256 == sha256 {
+                return Ok(info(name, held));
+            }
+            return Err(DriverError::AlreadyExists(format!(
+                "image `{name}` exists already (a {} image, sha256:{}); remove it first or \
+                 choose another name",
+                held.kind, held.sha256
+            )));
+        }
+        let target = self.file_path(kind, &sha256);
+        make_dir(target.parent().unwrap_or(&self.root))?;
+        fs::rename(&temp, &target).map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            io(format!("store {}", target.display()), e)
+        })?;
+        let entry = Entry {
+            kind,
+            sha256,
+            size,
+            format: format.as_str().to_owned(),
+            created: Utc::now(),
+        };
+        index.insert(name.clone(), entry.clone());
+        if let Err(e) = self.write_index(&index) {
+            index.remove(name);
+            self.remove_unused(&index, kind, &entry.sha256);
+            return Err(e);
+        }
+        tracing::info!(image = %name, %kind, digest = %entry.sha256, size, "imported node image");
+        Ok(info(name, &entry))
+    }
+
+    /// Every image of the index whose file is in place, by name.
+    pub fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {
+        let index = self.read_index()?;
+        Ok(index
+            .iter()
+            .filter(|(_, e)| self.file_path(e.kind, &e.sha256).is_file())
+            .map(|(name, e)| info(name, e))
+            .collect())
+    }
+
+    /// Removes image `name` from the index, and its file when no other
+    /// name holds the same content. Errors: `NotFound`, `InvalidArgument`
+    /// (not an image name), `Runtime`. The callers check first that no
+    /// instance uses it.
+    pub fn remove(&self, name: &str) -> Result<(), DriverError> {
+        let name = NodeImageName::try_from(name).map_err(|e| invalid("name", e.to_string()))?;
+        let _lock = self.lock()?;
+        let mut index = self.read_index()?;
+        let Some(entry) = index.remove(&name) else {
+            return Err(DriverError::NotFound(format!("image `{name}`")));
+        };
+        self.write_index(&index)?;
+        self.remove_unused(&index, entry.kind, &entry.sha256);
+        Ok(())
+    }
+
+    fn remove_unused(&self, index: &Index, kind: ImageKind, sha256: &str) {
+        if !index.values().any(|e| e.kind == kind && e.sha256 == sha256) {
+            let _ = fs::remove_file(self.file_path(kind, sha256));
+        }
+    }
+
+    /// The file spec field `field` names with `value`: a host path as it
+    /// is (the edges that take specs from the network refuse those; see
+    /// `zixiao_core::model::refuse_host_paths`), an image name as the
+    /// store's file of that image, which must be of `kind`. Errors:
+    /// `InvalidArgument` (neither a name nor an absolute path), `NotFound`
+    /// naming `field` (no image of that name and kind on this node).
+    pub fn resolve(
+        &self,
+        field: &str,
+        kind: ImageKind,
+        value: &Path,
+    ) -> Result<PathBuf, DriverError> {
+        let name = match NodeFile::parse(field, value) {
+            Ok(NodeFile::HostPath(path)) => return Ok(path),
+            Ok(NodeFile::Image(name)) => name,
+            Err(e) => return Err(invalid(field, e.to_string())),
+        };
+        let index = self.read_index()?;
+        let missing = || {
+            DriverError::NotFound(format!(
+                "{field}: {kind} image `{name}` in this node's image store (import it with \
+                 `zixiao image import FILE --name {name} --kind {kind}`)"
+            ))
+        };
+        let entry = index
+            .get(&name)
+            .filter(|e| e.kind == kind)
+            .ok_or_else(missing)?;
+        let path = self.file_path(kind, &entry.sha256);
+        if !path.is_file() {
+            return Err(missing());
+        }
+        Ok(path)
+    }
+}
+
+fn info(name: &NodeImageName, entry: &Entry) -> ImageInfo {
+    ImageInfo {
+        name: name.to_string(),
+        digest: format!("sha256:{}", entry.sha256),
+        size_bytes: entry.size,
+        kind: entry.kind,
+        format: entry.format.clone(),
+        created_at: Some(entry.created),
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<(), DriverError> {
+    fs::create_dir_all(dir).map_err(|e| io(format!("create {}", dir.display()), e))?;
+    // QEMU, which libvirt may run as another user, reads the images.
+    let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
+    Ok(())
+}
+
+/// Opens `file` for reading as a regular file, not following a symbolic
+/// link at its end, with its size checked against `kind`'s cap.
+fn open_source(file: &Path, kind: ImageKind) -> Result<(File, u64), DriverError> {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+    let source = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(file)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                DriverError::NotFound(format!("file `{}`", file.display()))
+            }
+            _ if e.raw_os_error() == Some(libc::ELOOP) => invalid(
+                "file",
+                format!(
+                    "`{}` is a symbolic link; name the file itself",
+                    file.display()
+                ),
+            ),
+            _ => invalid("file", format!("cannot open `{}`: {e}", file.display())),
+        })?;
+    let meta = source
+        .metadata()
+        .map_err(|e| io(format!("stat {}", file.display()), e))?;
+    if !meta.file_type().is_file() {
+        return Err(invalid(
+            "file",
+            format!("`{}` is not a regular file", file.display()),
+        ));
+    }
+    let cap = match kind {
+        ImageKind::Kernel => MAX_KERNEL_BYTES,
+        ImageKind::Initrd => MAX_INITRD_BYTES,
+        ImageKind::Disk | ImageKind::Container => MAX_DISK_BYTES,
+    };
+    if meta.len() > cap {
+        return Err(invalid(
+            "file",
+            format!(
+                "`{}` is {} bytes; a {kind} image may be at most {cap} bytes",
+                file.display(),
+                meta.len()
+            ),
+        ));
+    }
+    Ok((source, meta.len()))
+}
+
+/// Writes `header` then the rest of `source` to a new file `temp`, synced,
+/// and returns the sha256 of what it wrote (hex). Refuses a source that
+/// grew or shrank from `size` while it was read.
+fn copy_hashing(
+    header: &[u8],
+    source: &mut File,
+    temp: &Path,
+    size: u64,
+) -> std::io::Result<String> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(temp)?;
+    let mut hash = Sha256::new();
+    hash.update(header);
+    out.write_all(header)?;
+    let mut copied = header.len() as u64;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = source.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        copied += n as u64;
+        if copied > size {
+            break;
+        }
+        hash.update(&buffer[..n]);
+        out.write_all(&buffer[..n])?;
+    }
+    if copied != size {
+        return Err(std::io::Error::other(
+            "the file changed size while it was copied",
+        ));
+    }
+    out.sync_all()?;
+    Ok(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The store as a driver's [`Images`] capability: the vm and microvm
+/// drivers each answer with their node's store.
+#[async_trait]
+impl Images for NodeImageStore {
+    /// Archives of container images are the container runtime's.
+    async fn import(
+        &self,
+        archive: &Path,
+        _name: Option<&ImageName>,
+        _progress: &(dyn Fn(ImportProgress) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>, DriverError> {
+        Err(DriverError::Unsupported(format!(
+            "`{}`: the node's image store takes disk, kernel and initrd files, one at a time \
+             (`--kind disk|kernel|initrd`), not container archives",
+            archive.display()
+        )))
+    }
+
+    async fn import_file(
+        &self,
+        file: &Path,
+        name: &NodeImageName,
+        kind: ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
+        let (store, file, name) = (self.clone(), file.to_owned(), name.clone());
+        blocking(move || store.import(&file, &name, kind)).await
+    }
+
+    async fn list(&self) -> Result<Vec<ImageInfo>, DriverError> {
+        let store = self.clone();
+        blocking(move || store.list()).await
+    }
+
+    async fn remove(&self, name: &str) -> Result<(), DriverError> {
+        let (store, name) = (self.clone(), name.to_owned());
+        blocking(move || store.remove(&name)).await
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DriverError> + Send + 'static,
+) -> Result<T, DriverError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| DriverError::Runtime {
+            operation: "the image store's work".to_owned(),
+            source: Box::new(e),
+        })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(n: &str) -> NodeImageName {
+        NodeImageName::try_from(n).unwrap()
+    }
+
+    fn elf(dir: &Path, file: &str, body: &[u8]) -> PathBuf {
+        let path = dir.join(file);
+        let mut bytes = b"\x7fELF\x02\x01\x01\0".to_vec();
+        bytes.extend_from_slice(body);
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_import_is_listed_resolved_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeImageStore::new(&dir.path().join("state"));
+        let kernel = elf(dir.path(), "vmlinux", b"kernel");
+        let image = store
+            .import(&kernel, &name("k1"), ImageKind::Kernel)
+            .unwrap();
+        assert_eq!(image.kind, ImageKind::Kernel);
+        assert_eq!(image.format, "elf");
+        assert_eq!(image.size_bytes, 14);
+        let expected: String = Sha256::digest(fs::read(&kernel).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(image.digest, format!("sha256:{expected}"));
+        assert_eq!(store.list().unwrap(), vec![image.clone()]);
+        // The same content again is no change; other content is refused.
+        assert_eq!(
+            store
+                .import(&kernel, &name("k1"), ImageKind::Kernel)
+                .unwrap(),
+            image
+        );
+        let other = elf(dir.path(), "other", b"another kernel");
+        let err = store
+            .import(&other, &name("k1"), ImageKind::Kernel)
+            .unwrap_err();
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::AlreadyExists, "{err}");
+
+        let path = store
+            .resolve("spec.kernel", ImageKind::Kernel, Path::new("k1"))
+            .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), fs::read(&kernel).unwrap());
+        let err = store
+            .resolve("spec.initrd", ImageKind::Initrd, Path::new("k1"))
+            .unwrap_err();
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::NotFound);
+        assert!(err.to_string().contains("spec.initrd"), "{err}");
+        let host = store
+            .resolve("spec.kernel", ImageKind::Kernel, Path::new("/boot/vmlinuz"))
+            .unwrap();
+        assert_eq!(host, Path::new("/boot/vmlinuz"));
+
+        store.remove("k1").unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(!path.exists(), "the file goes with its last name");
+        let err = store.remove("k1").unwrap_err();
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_refused_or_half_written_import_is_not_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeImageStore::new(&dir.path().join("state"));
+        let garbage = dir.path().join("garbage");
+        fs::write(&garbage, b"not a kernel at all").unwrap();
+        let err = store
+            .import(&garbage, &name("bad"), ImageKind::Kernel)
+            .unwrap_err();
+        assert!(err.to_string().contains("is not a kernel"), "{err}");
+        assert!(store.list().unwrap().is_empty());
+
+        // What a crash mid-copy leaves: a temporary file and no entry.
+        fs::create_dir_all(store.root().join("tmp")).unwrap();
+        fs::write(store.root().join("tmp").join("partial"), b"\x7fELF").unwrap();
+        assert!(store.list().unwrap().is_empty());
+        // An entry whose file is gone is not listed either.
+        let kernel = elf(dir.path(), "vmlinux", b"k");
+        store
+            .import(&kernel, &name("k"), ImageKind::Kernel)
+            .unwrap();
+        for file in fs::read_dir(store.root().join("kernel")).unwrap() {
+            fs::remove_file(file.unwrap().path()).unwrap();
+        }
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_a_regular_file_is_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = NodeImageStore::new(&dir.path().join("state"));
+        let kernel = elf(dir.path(), "vmlinux", b"k");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&kernel, &link).unwrap();
+        let err = store
+            .import(&link, &name("k"), ImageKind::Kernel)
+            .unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = store
+            .import(dir.path(), &name("k"), ImageKind::Kernel)
+            .unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        let err = store
+            .import(&dir.path().join("missing"), &name("k"), ImageKind::Kernel)
+            .unwrap_err();
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::NotFound);
+        assert!(store.list().unwrap().is_empty());
+    }
+}
