@@ -99,6 +99,25 @@ def test_an_instance_on_a_network_gets_an_address_and_holds_the_network(controll
     assert controller.list_networks() == []
 
 
+def test_a_clone_joins_its_sources_network_with_its_own_address_and_mac(controller):
+    controller.create_network(LAN)
+    web = controller.create_instance(container("web", networks=["lan"]))
+    clone = controller.clone_instance("web", "web-copy")
+    assert clone["status"] == "running"
+    assert clone["clone_of"]["source"] == web["id"] and clone["id"] != web["id"]
+    assert clone["spec"]["networks"] == ["lan"]
+    [source] = web["attachments"]
+    [copy] = clone["attachments"]
+    assert copy["network"] == "lan" and copy["interface"] == "eth0"
+    ours, theirs = copy["addresses"][0]["address"], source["addresses"][0]["address"]
+    assert ours != theirs
+    assert ipaddress.ip_address(ours) in ipaddress.ip_network("10.77.0.0/24")
+    assert copy["mac"] != source["mac"]
+    for name in ("web-copy", "web"):
+        assert controller.delete_instance(name) is None
+    controller.delete_network("lan")
+
+
 def test_an_instance_on_a_missing_network_is_refused(controller):
     with pytest.raises(zixiao.InvalidArgument) as raised:
         controller.create_instance(container("web", networks=["ghost"]))
