@@ -6,9 +6,10 @@
 //! matches them like any other (`--trait cpu.avx2`, a selector on
 //! `zixiao.io/kvm=hardware`).
 //!
-//! Read from `/proc/cpuinfo`, `/sys/devices/system/node` and, with the
-//! microVM driver built in, the KVM probe of `zixiao-vmm`. Nothing here
-//! fails: a fact that cannot be read is left out.
+//! Read from `/proc/cpuinfo` and `/sys/devices/system/node`; KVM's kind is
+//! what [`discover`](crate::discover) already found when it probed for the
+//! microVM driver, so nothing probes `/dev/kvm` twice. Nothing here fails:
+//! a fact that cannot be read is left out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -53,8 +54,10 @@ pub struct Introspection {
     pub traits: BTreeSet<String>,
 }
 
-/// Reads this machine's facts.
-pub fn introspect() -> Introspection {
+/// Reads this machine's facts; `kvm` is KVM's kind as discovery found it
+/// (`hardware`, `software-nested`, `absent`), `None` in a build that does
+/// not probe it.
+pub(crate) fn introspect(kvm: Option<&'static str>) -> Introspection {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut found = from_cpuinfo(&cpuinfo);
     if let Some(cells) = numa_cells() {
@@ -62,7 +65,7 @@ pub fn introspect() -> Introspection {
             .labels
             .insert(NUMA_CELLS_LABEL.to_owned(), cells.to_string());
     }
-    if let Some(kvm) = kvm_kind() {
+    if let Some(kvm) = kvm {
         if kvm != "absent" {
             found.traits.insert(KVM_TRAIT.to_owned());
         }
@@ -124,20 +127,14 @@ fn numa_cells() -> Option<usize> {
     (cells > 0).then_some(cells)
 }
 
-/// KVM's kind here, as the microVM driver's monitor sees it.
+/// KVM's kind as a label value.
 #[cfg(feature = "microvm")]
-fn kvm_kind() -> Option<&'static str> {
-    Some(match zixiao_vmm::kvm_support() {
+pub(crate) fn kvm_kind(support: &zixiao_vmm::KvmSupport) -> &'static str {
+    match support {
         zixiao_vmm::KvmSupport::Hardware => "hardware",
         zixiao_vmm::KvmSupport::SoftwareNested => "software-nested",
         zixiao_vmm::KvmSupport::Absent(_) => "absent",
-    })
-}
-
-/// Without the microVM driver this build does not probe KVM.
-#[cfg(not(feature = "microvm"))]
-fn kvm_kind() -> Option<&'static str> {
-    None
+    }
 }
 
 #[cfg(test)]

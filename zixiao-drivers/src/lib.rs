@@ -121,19 +121,24 @@ pub struct Discovered {
     pub drivers: Vec<Arc<dyn Driver>>,
     /// Instance types without a driver, with the reason.
     pub missing: Vec<(InstanceType, String)>,
+    /// What the machine's node reports for placement (see [`introspect`]).
+    pub facts: introspect::Introspection,
 }
 
-/// Finds the runtimes this build supports and this machine runs.
+/// Finds the runtimes this build supports and this machine runs, and the
+/// facts its node reports for placement.
 pub async fn discover(config: &DriverConfig) -> Discovered {
     let mut found = Discovered::default();
     discover_containerd(config, &mut found).await;
     discover_libvirt(config, &mut found).await;
-    discover_microvm(config, &mut found);
+    let kvm = discover_microvm(config, &mut found);
+    found.facts = introspect::introspect(kvm);
     found
 }
 
+/// Finds the microVM driver; returns KVM's kind as its probe found it.
 #[cfg(feature = "microvm")]
-fn discover_microvm(config: &DriverConfig, found: &mut Discovered) {
+fn discover_microvm(config: &DriverConfig, found: &mut Discovered) -> Option<&'static str> {
     use microvm::{MicrovmDriver, MicrovmOptions};
     let default_backend = match config.microvm_backend {
         Some(backend) => backend,
@@ -145,7 +150,7 @@ fn discover_microvm(config: &DriverConfig, found: &mut Discovered) {
                         InstanceType::Microvm,
                         format!("no microvm runtime: {MICROVM_BACKEND_ENV}: {e}"),
                     ));
-                    return;
+                    return Some(introspect::kvm_kind(&zixiao_vmm::kvm_support()));
                 }
             },
             _ => MicrovmBackend::Auto,
@@ -158,22 +163,31 @@ fn discover_microvm(config: &DriverConfig, found: &mut Discovered) {
         ..MicrovmOptions::new(&config.state_dir)
     };
     match MicrovmDriver::new(options) {
-        // Without a netlink socket, microVMs that join networks fail with `Unsupported`.
-        Ok(driver) => match zixiao_net::LinuxNetwork::connect(&config.netns_dir) {
-            Ok(network) => found.drivers.push(Arc::new(driver.with_network(network))),
-            Err(_) => found.drivers.push(Arc::new(driver)),
-        },
-        Err(e) => found.missing.push((InstanceType::Microvm, e.to_string())),
+        Ok(driver) => {
+            let kvm = introspect::kvm_kind(driver.kvm_support());
+            // Without a netlink socket, microVMs that join networks fail with `Unsupported`.
+            match zixiao_net::LinuxNetwork::connect(&config.netns_dir) {
+                Ok(network) => found.drivers.push(Arc::new(driver.with_network(network))),
+                Err(_) => found.drivers.push(Arc::new(driver)),
+            }
+            Some(kvm)
+        }
+        Err(e) => {
+            found.missing.push((InstanceType::Microvm, e.to_string()));
+            Some(introspect::kvm_kind(&zixiao_vmm::kvm_support()))
+        }
     }
 }
 
+/// Without the microVM driver this build does not probe KVM.
 #[cfg(not(feature = "microvm"))]
-fn discover_microvm(_config: &DriverConfig, found: &mut Discovered) {
+fn discover_microvm(_config: &DriverConfig, found: &mut Discovered) -> Option<&'static str> {
     found.missing.push((
         InstanceType::Microvm,
         "this build of zixiao has no microvm driver (the microvm driver is not built in)"
             .to_owned(),
     ));
+    None
 }
 
 #[cfg(feature = "containerd")]

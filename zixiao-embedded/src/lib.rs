@@ -147,7 +147,7 @@ pub async fn open(config: EmbeddedConfig) -> Result<Embedded> {
 pub async fn local_agent(state_dir: &Path, drivers: &DriverConfig) -> Result<LocalAgent> {
     let host = probe(state_dir)?;
     let discovered = zixiao_drivers::discover(drivers).await;
-    let facts = zixiao_drivers::introspect::introspect();
+    let facts = discovered.facts;
     let mut agent = LocalAgent::new(host).with_reported(facts.labels, facts.traits);
     for driver in discovered.drivers {
         agent = agent.with_driver(driver);
