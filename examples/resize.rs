@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use zixiao_core::api::Progress;
-use zixiao_core::{CreateInstance, InstanceSpec, InstanceType, InstanceUpdate, Wait};
+use zixiao_core::{Cpus, CreateInstance, InstanceSpec, InstanceType, InstanceUpdate, Wait};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,9 +37,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Progress::ignore(),
     )
     .await?;
-    let spec = InstanceSpec::container("busybox")
+    // Half a core reserved, capped at one: the cap is the CFS quota the
+    // rounds change.
+    let mut spec = InstanceSpec::container("busybox")
         .with_command(["sleep", "3600"])
         .with_size(1, 64);
+    spec.cpus = Cpus::from_millis(500);
+    spec.cpu_limit = Some(Cpus::cores(1));
     let web = zx
         .create_instance(CreateInstance::new("resize-bench", spec), Wait::Settled)
         .await?;
@@ -52,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in 0..rounds {
         let (cpus, mib) = if round % 2 == 0 { (2, 128) } else { (1, 64) };
         let update = InstanceUpdate {
-            cpus: Some(cpus),
+            cpu_limit: Some(Cpus::cores(cpus)),
             memory_mib: Some(mib),
             ..InstanceUpdate::default()
         };

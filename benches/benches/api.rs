@@ -183,7 +183,7 @@ fn main() {
                 nodes: 100,
                 zones: 4,
                 capacity: Resources {
-                    cpus: 512,
+                    cpus: zixiao_core::Cpus::cores(512),
                     memory_mib: 512 * 1024,
                     disk_gib: 1024,
                     instances: 1_000,

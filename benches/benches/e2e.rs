@@ -116,7 +116,7 @@ async fn controller(nodes: usize, dir: &std::path::Path) -> (Controller, Arc<Met
         let agent = LocalAgent::new(HostFacts {
             hostname: format!("node-{i:05}"),
             capacity: Resources {
-                cpus: 64,
+                cpus: zixiao_core::Cpus::cores(64),
                 memory_mib: 256 * 1024,
                 disk_gib: 2048,
                 instances: 250,

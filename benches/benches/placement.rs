@@ -28,7 +28,7 @@ fn placement(c: &mut Criterion) {
         fill(&scheduler, &mut state, stream(SEED), 90.0, 1_000);
         // A median instance with the stream's spread and selector.
         let probe: Vec<_> = stream(SEED + 7)
-            .filter(|i| i.spec.cpus == 2)
+            .filter(|i| i.spec.cpus == zixiao_core::Cpus::cores(2))
             .take(64)
             .collect();
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
@@ -51,7 +51,7 @@ fn placement(c: &mut Criterion) {
                 b.iter(|| black_box(scheduler.place(&probe[1], &cx).ok()))
             });
             let mut huge = probe[0].clone();
-            huge.spec.cpus = 500;
+            huge.spec.cpus = zixiao_core::Cpus::cores(500);
             group.bench_function("explain_10k", |b| {
                 b.iter(|| black_box(scheduler.explain_in(&state, &huge)))
             });

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector, ZoneSpread};
-use zixiao_core::{Instance, Node, Resources};
+use zixiao_core::{Cpus, Instance, Node, Resources};
 use zixiao_sched::{testing, ClusterState, PluginScheduler};
 
 /// A small, fast, seeded generator (SplitMix64): the benches need
@@ -56,7 +56,7 @@ pub fn cluster(count: usize, seed: u64) -> Vec<Node> {
             let mut node = testing::node(
                 &format!("node-{i:05}"),
                 Resources {
-                    cpus,
+                    cpus: Cpus::cores(cpus),
                     memory_mib: gib * 1024,
                     disk_gib: 2048,
                     instances: 110,
@@ -84,7 +84,7 @@ pub const SIZES: [(u32, u64, u64); 5] = [
 
 /// The median instance of the stream: 2 cores, 8 GiB.
 pub const MEDIAN: Resources = Resources {
-    cpus: 2,
+    cpus: Cpus::cores(2),
     memory_mib: 8 * 1024,
     disk_gib: 0,
     instances: 1,
@@ -92,7 +92,7 @@ pub const MEDIAN: Resources = Resources {
 
 /// The largest instance of the stream: 16 cores, 96 GiB.
 pub const LARGEST: Resources = Resources {
-    cpus: 16,
+    cpus: Cpus::cores(16),
     memory_mib: 96 * 1024,
     disk_gib: 0,
     instances: 1,
@@ -147,7 +147,7 @@ pub fn totals(nodes: &[Node]) -> (Resources, Resources) {
 /// The larger of cpu and memory utilisation of `nodes`, in percent.
 pub fn utilisation(nodes: &[Node]) -> f64 {
     let (cap, used) = totals(nodes);
-    let cpu = f64::from(used.cpus) / f64::from(cap.cpus.max(1));
+    let cpu = f64::from(used.cpus.millis()) / f64::from(cap.cpus.millis().max(1));
     let mem = used.memory_mib as f64 / cap.memory_mib.max(1) as f64;
     100.0 * cpu.max(mem)
 }
@@ -206,7 +206,7 @@ pub fn fill(
     let mut failed_in_a_row = 0;
     let started = Instant::now();
     for instance in stream {
-        if f64::from(used.cpus) >= limit(capacity.cpus.into())
+        if f64::from(used.cpus.millis()) >= limit(u64::from(capacity.cpus.millis()))
             || used.memory_mib as f64 >= limit(capacity.memory_mib)
             || failed_in_a_row >= give_up
         {
@@ -258,7 +258,7 @@ pub fn stranded(nodes: &[Node], size: Resources) -> Stranded {
     for node in nodes.iter().filter(|n| n.is_schedulable()) {
         let free = node.free();
         let fit = [
-            u64::from(free.cpus) / u64::from(size.cpus.max(1)),
+            u64::from(free.cpus.millis()) / u64::from(size.cpus.millis().max(1)),
             free.memory_mib / size.memory_mib.max(1),
             u64::from(free.instances),
         ]
@@ -266,15 +266,15 @@ pub fn stranded(nodes: &[Node], size: Resources) -> Stranded {
         .min()
         .unwrap_or(0);
         out.slots += fit;
-        cpu_free += u64::from(free.cpus);
+        cpu_free += u64::from(free.cpus.millis());
         mem_free += free.memory_mib;
-        cpu_left += u64::from(free.cpus) - fit * u64::from(size.cpus);
+        cpu_left += u64::from(free.cpus.millis()) - fit * u64::from(size.cpus.millis());
         mem_left += free.memory_mib - fit * size.memory_mib;
     }
     let pct = |part: u64, whole: u64| 100.0 * part as f64 / whole.max(1) as f64;
-    out.cpu_percent = pct(cpu_left, capacity.cpus.into());
+    out.cpu_percent = pct(cpu_left, u64::from(capacity.cpus.millis()));
     out.memory_percent = pct(mem_left, capacity.memory_mib);
-    out.free_cpu_percent = pct(cpu_free, capacity.cpus.into());
+    out.free_cpu_percent = pct(cpu_free, u64::from(capacity.cpus.millis()));
     out.free_memory_percent = pct(mem_free, capacity.memory_mib);
     out
 }

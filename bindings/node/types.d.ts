@@ -39,10 +39,17 @@ export type RestartPolicy = 'never' | 'on_failure' | 'always'
 /** What to run and with how much. */
 export interface InstanceSpec {
   type: InstanceType
-  /** Whole CPU cores. */
-  cpus: number
-  /** Memory in MiB. */
+  /** CPU: cores (`2`, `0.5`) or millicores (`'250m'`). A container's
+   * request (what its node reserves; it may use idle CPU beyond it unless
+   * `cpu_limit` caps it); a VM's or microVM's vCPUs, whole cores. */
+  cpus: number | string
+  /** Containers: the most CPU it may use, at least `cpus` (default: no cap). */
+  cpu_limit?: number | string
+  /** Memory in MiB: what the node reserves, and the cap unless
+   * `memory_limit_mib` allows more. */
   memory_mib: number
+  /** Containers: the most memory it may use, at least `memory_mib`. */
+  memory_limit_mib?: number
   /** An OCI image reference (containers) or a disk image (VMs). */
   image?: string
   /** Disk in GiB (default 0). */
@@ -96,10 +103,14 @@ export interface InstanceUpdate {
   remove_labels?: string[]
   /** The new restart policy. */
   restart?: RestartPolicy
-  /** The new number of whole CPU cores. */
-  cpus?: number
+  /** The new CPU: cores (`0.5`) or millicores (`'250m'`); a VM's whole vCPUs. */
+  cpus?: number | string
+  /** A container's new CPU cap, at least its request. */
+  cpu_limit?: number | string
   /** The new memory in MiB. */
   memory_mib?: number
+  /** A container's new memory cap in MiB, at least its memory. */
+  memory_limit_mib?: number
   /** Let a running instance whose runtime cannot resize live (VMs,
    * microVMs) restart to take the new size; else such a change rejects
    * with `failed_precondition`. */
@@ -129,6 +140,7 @@ export interface InstancePage {
 }
 
 export interface Resources {
+  /** CPU in cores (`0.25`). */
   cpus: number
   memory_mib: number
   disk_gib: number

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use zixiao_core::{AllocationRatio, Cpus};
 
 /// Run and orchestrate VMs, containers and microVMs.
 ///
@@ -519,6 +520,33 @@ pub(crate) enum NodeCommand {
         #[arg(long, value_name = "G_PER_KWH|none")]
         carbon: String,
     },
+    /// Change how far a node's CPU and memory may be promised beyond what
+    /// it has.
+    #[command(
+        long_about = "Change how far a node's CPU and memory may be promised beyond what it \
+            has (as Nova's cpu_allocation_ratio).\n\n\
+            Placement counts instances' requests against the node's cores times its CPU ratio \
+            and its memory times its memory ratio (`node get` shows both). CPU is compressible: \
+            with ratio 4, instances that all get busy at once share the cores. Memory is not: \
+            a ratio above 1 lets the kernel kill instances when they use what they reserved. \
+            New nodes start at cpu 4, memory 1; an agent's --cpu-allocation-ratio and \
+            --memory-allocation-ratio set them at each registration instead. A lower ratio \
+            evicts nothing: the node just takes nothing new until its allocation fits. \
+            Instances waiting for a node are tried again at once.",
+        after_help = "Examples:\n  \
+            zixiao node update worker-1 --cpu-allocation-ratio 8\n  \
+            zixiao node update worker-1 --cpu-allocation-ratio 2 --memory-allocation-ratio 1.5 -o json"
+    )]
+    Update {
+        /// Node id or hostname.
+        node: String,
+        /// Reserved CPU may be this many times the node's cores (0.1 to 64).
+        #[arg(long, value_name = "RATIO")]
+        cpu_allocation_ratio: Option<AllocationRatio>,
+        /// Reserved memory may be this many times the node's memory (0.1 to 64).
+        #[arg(long, value_name = "RATIO")]
+        memory_allocation_ratio: Option<AllocationRatio>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -706,7 +734,8 @@ pub(crate) struct CloneArgs {
 /// `zixiao instance update`.
 #[derive(Debug, Args)]
 #[command(
-    long_about = "Change an instance's CPUs, memory, labels or restart policy.\n\n\
+    long_about = "Change an instance's CPUs, memory (a container's caps too), labels or \
+        restart policy.\n\n\
         A new size is checked against the free capacity of the instance's node and its \
         project's quota before anything changes; if the node cannot fit it, the error \
         says how much is missing (an update never moves an instance to another node). \
@@ -722,6 +751,7 @@ pub(crate) struct CloneArgs {
         tried again on the next tick.",
     after_help = "Examples:\n  \
     zixiao instance update web --cpus 2 --memory 512\n  \
+    zixiao instance update web --cpus 250m --cpu-limit 1 --memory-limit 512\n  \
     zixiao instance update web --label tier=front --label old-\n  \
     zixiao instance update web --restart on-failure\n  \
     zixiao instance update vm1 --memory 2048 --restart-if-needed\n  \
@@ -732,12 +762,18 @@ pub(crate) struct CloneArgs {
 pub(crate) struct UpdateArgs {
     /// Instance id or name.
     pub(crate) instance: String,
-    /// New number of CPU cores.
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
-    pub(crate) cpus: Option<u32>,
+    /// New CPU: cores (`2`, `0.5`) or millicores (`250m`); a VM's whole vCPUs.
+    #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
+    pub(crate) cpus: Option<Cpus>,
+    /// A container's new CPU cap, at least its request.
+    #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
+    pub(crate) cpu_limit: Option<Cpus>,
     /// New memory in MiB.
     #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub(crate) memory: Option<u64>,
+    /// A container's new memory cap in MiB, at least its memory.
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub(crate) memory_limit: Option<u64>,
     /// Set a label (`key=value`) or remove one (`key-`); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE|KEY-")]
     pub(crate) labels: Vec<String>,
@@ -843,6 +879,7 @@ pub(crate) struct ListArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     zixiao instance create --name hello --type container --image busybox -- echo hi\n  \
+    zixiao instance create --name web --type container --image nginx --cpus 250m --cpu-limit 2 --memory 64 --memory-limit 256\n  \
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
     zixiao instance create --name vm2 --type microvm --kernel k1 --initrd i1   (images of the node's store)\n  \
     zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
@@ -851,7 +888,8 @@ pub(crate) struct ListArgs {
 pub(crate) struct CreateArgs {
     /// A YAML or JSON file with the whole request (name, labels, spec).
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
-        "name", "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
+        "name", "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disk",
+        "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "template", "snapshot_every",
         "snapshot_keep",
@@ -861,8 +899,8 @@ pub(crate) struct CreateArgs {
     /// (`web@2`). The instance records the version (see `instance get`);
     /// change the version's spec for this instance with --set.
     #[arg(long, value_name = "NAME[@V]", conflicts_with_all = [
-        "instance_type", "image", "cpus", "memory", "disk", "kernel", "initrd",
-        "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
+        "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disk", "kernel",
+        "initrd", "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
     ])]
     pub(crate) template: Option<String>,
@@ -888,9 +926,15 @@ pub(crate) struct CreateArgs {
     /// Image: OCI image for containers, disk image for VMs.
     #[arg(long)]
     pub(crate) image: Option<String>,
-    /// CPU cores.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
-    pub(crate) cpus: u32,
+    /// CPU: cores (`2`, `0.5`) or millicores (`250m`). A container's
+    /// request: what its node reserves and its share under contention;
+    /// it may use idle CPU beyond it unless --cpu-limit caps it (default
+    /// 0.1). A VM's or microVM's vCPUs: whole cores (default 1).
+    #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
+    pub(crate) cpus: Option<Cpus>,
+    /// Containers: the most CPU it may use, at least --cpus (default: no cap).
+    #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
+    pub(crate) cpu_limit: Option<Cpus>,
     /// Memory in MiB.
     #[arg(
         long,
@@ -899,6 +943,10 @@ pub(crate) struct CreateArgs {
         default_value_t = 128
     )]
     pub(crate) memory: u64,
+    /// Containers: the most memory it may use in MiB, when more than the
+    /// --memory it reserves (default: --memory).
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub(crate) memory_limit: Option<u64>,
     /// Disk in GiB.
     #[arg(
         long,

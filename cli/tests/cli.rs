@@ -82,7 +82,7 @@ fn invalid_specs_exit_2_naming_the_field_and_leave_nothing() {
         (&["--name=-web"], "invalid name:"),
         (
             &["--name", "w", "--cpus", "0"],
-            "invalid spec.cpus: must be at least 1",
+            "invalid spec.cpus: must be more than 0 (a container may ask for as little as 1m)",
         ),
         (&["--name", "w", "--cpus", "4096"], "invalid spec.cpus:"),
         (

@@ -1085,7 +1085,7 @@ fn templates_keep_versions_count_their_instances_and_refuse_deleting_a_used_one(
             &["template", "update", "web", "-f", bad],
             2,
             "invalid_argument",
-            "invalid spec.cpus: must be at least 1",
+            "invalid spec.cpus: must be more than 0 (a container may ask for as little as 1m)",
         ),
         (
             &["template", "create", "bad", "-f", bad],

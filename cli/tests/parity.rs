@@ -127,6 +127,8 @@ const SCENARIO: &[&[&str]] = &[
         "par",
         "--cpus",
         "2",
+        "--cpu-limit",
+        "2",
         "--memory",
         "64",
         "--label",

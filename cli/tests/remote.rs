@@ -102,7 +102,7 @@ fn host(name: &str) -> HostFacts {
     HostFacts {
         hostname: format!("{name}-host"),
         capacity: Resources {
-            cpus: 8,
+            cpus: zixiao_core::Cpus::cores(8),
             memory_mib: 8192,
             disk_gib: 100,
             instances: 32,

@@ -670,11 +670,12 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
         zone: "default".into(),
         role: Default::default(),
         capacity: zixiao_core::Resources {
-            cpus: 4096,
+            cpus: zixiao_core::Cpus::cores(4096),
             memory_mib: 1 << 30,
             disk_gib: 1 << 20,
             instances: 10_000,
         },
+        allocation_ratios: None,
         labels: Default::default(),
         traits: Default::default(),
         runtimes: Default::default(),

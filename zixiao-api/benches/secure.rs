@@ -62,7 +62,7 @@ async fn controller(dir: &Path) -> (Controller, Arc<dyn Store>) {
         let agent = LocalAgent::new(HostFacts {
             hostname: name.clone(),
             capacity: Resources {
-                cpus: 1024,
+                cpus: zixiao_core::Cpus::cores(1024),
                 memory_mib: 1024 * 1024,
                 disk_gib: 100_000,
                 instances: 10_000,

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use zixiao_core::api::{Api, Client, InstancePage, Request, Response};
-use zixiao_core::{Error, Result};
+use zixiao_core::{AllocationRatio, Error, Result};
 
 use crate::convert::{
     decode_all, decode_pull_event, encode_instance_type, encode_label_changes,
@@ -513,6 +513,15 @@ impl Api for GrpcClient {
                     carbon_intensity: intensity.map(u32::from),
                 };
                 let changed = self.answer(nodes.set_node_carbon(request).await)?;
+                Response::Node(self.decoded(changed.try_into())?)
+            }
+            Request::SetAllocationRatios { node, cpu, memory } => {
+                let request = pb::SetAllocationRatiosRequest {
+                    node,
+                    cpu_millis: cpu.map(AllocationRatio::millis),
+                    memory_millis: memory.map(AllocationRatio::millis),
+                };
+                let changed = self.answer(nodes.set_allocation_ratios(request).await)?;
                 Response::Node(self.decoded(changed.try_into())?)
             }
             Request::CreateAggregate { name, metadata } => {

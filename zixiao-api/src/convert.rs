@@ -30,14 +30,14 @@ use zixiao_core::driver::{
     PullProgress, RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    typed_metadata, Aggregate, AggregateName, Cidr, CloneOrigin, Condition, ConditionType,
-    CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure, FromTemplate, ImageKind,
-    InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate,
-    InvalidName, IpConfig, LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node,
-    NodeImageName, NodeMetadata, NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement,
-    PublishedPort, Resources, RestartPolicy, ScheduledSnapshot, SnapshotInterval, SnapshotKeep,
-    SnapshotName, SnapshotSchedule, Subnet, TemplateInfo, TemplateName, TemplateOrigin,
-    TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    typed_metadata, Aggregate, AggregateName, AllocationRatio, AllocationRatios, Cidr, CloneOrigin,
+    Condition, ConditionType, Cpus, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
+    Failure, FromTemplate, ImageKind, InstallationId, Instance, InstanceSpec, InstanceStatus,
+    InstanceType, InstanceUpdate, InvalidName, IpConfig, LabelChanges, MicrovmBackend, Network,
+    NetworkAttachment, Node, NodeImageName, NodeMetadata, NodeRegistration, NodeRole, NodeStatus,
+    OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, ScheduledSnapshot,
+    SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
+    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -254,7 +254,7 @@ pub(crate) fn encode_instance_type(value: InstanceType) -> i32 {
 impl From<Resources> for pb::Resources {
     fn from(r: Resources) -> Self {
         pb::Resources {
-            cpus: r.cpus,
+            cpu_millis: r.cpus.millis(),
             memory_mib: r.memory_mib,
             disk_gib: r.disk_gib,
             instances: r.instances,
@@ -265,7 +265,7 @@ impl From<Resources> for pb::Resources {
 impl From<pb::Resources> for Resources {
     fn from(r: pb::Resources) -> Self {
         Resources {
-            cpus: r.cpus,
+            cpus: Cpus::from_millis(r.cpu_millis),
             memory_mib: r.memory_mib,
             disk_gib: r.disk_gib,
             instances: r.instances,
@@ -404,6 +404,28 @@ fn placement(p: pb::Placement, at: &str) -> Result<Placement> {
     })
 }
 
+impl From<AllocationRatios> for pb::AllocationRatios {
+    fn from(r: AllocationRatios) -> Self {
+        pb::AllocationRatios {
+            cpu_millis: r.cpu.millis(),
+            memory_millis: r.memory.millis(),
+        }
+    }
+}
+
+/// The ratios, re-checked against their bounds; errors name `at.cpu` or
+/// `at.memory`.
+fn allocation_ratios(r: pb::AllocationRatios, at: &str) -> Result<AllocationRatios> {
+    let ratio = |millis: u32, field: &str| {
+        AllocationRatio::from_millis(millis)
+            .map_err(|e| Error::invalid(path(at, field), e.to_string()))
+    };
+    Ok(AllocationRatios {
+        cpu: ratio(r.cpu_millis, "cpu")?,
+        memory: ratio(r.memory_millis, "memory")?,
+    })
+}
+
 // ---------------------------------------------------------------- instances
 
 impl From<InstanceSpec> for pb::InstanceSpec {
@@ -411,8 +433,10 @@ impl From<InstanceSpec> for pb::InstanceSpec {
         pb::InstanceSpec {
             r#type: wire::<_, pb::InstanceType>(s.instance_type),
             image: s.image,
-            cpus: s.cpus,
+            cpu_millis: s.cpus.millis(),
+            cpu_limit_millis: s.cpu_limit.map(Cpus::millis),
             memory_mib: s.memory_mib,
+            memory_limit_mib: s.memory_limit_mib,
             disk_gib: s.disk_gib,
             kernel: path_text(s.kernel),
             initrd: path_text(s.initrd),
@@ -469,8 +493,10 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
     Ok(InstanceSpec {
         instance_type: instance_type(s.r#type, &path(at, "type"))?,
         image: s.image,
-        cpus: s.cpus,
+        cpus: Cpus::from_millis(s.cpu_millis),
+        cpu_limit: s.cpu_limit_millis.map(Cpus::from_millis),
         memory_mib: s.memory_mib,
+        memory_limit_mib: s.memory_limit_mib,
         disk_gib: s.disk_gib,
         kernel: optional_path(s.kernel),
         initrd: optional_path(s.initrd),
@@ -543,8 +569,10 @@ impl From<InstanceUpdate> for pb::InstanceUpdate {
             set_labels: u.set_labels,
             remove_labels: u.remove_labels.into_iter().collect(),
             restart: u.restart.map_or(0, wire::<_, pb::RestartPolicy>),
-            cpus: u.cpus,
+            cpu_millis: u.cpus.map(Cpus::millis),
+            cpu_limit_millis: u.cpu_limit.map(Cpus::millis),
             memory_mib: u.memory_mib,
+            memory_limit_mib: u.memory_limit_mib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every_seconds: u.snapshot_every.map(|e| e.duration().as_secs()),
             snapshot_keep: u.snapshot_keep.map(SnapshotKeep::get),
@@ -562,8 +590,10 @@ impl TryFrom<pb::InstanceUpdate> for InstanceUpdate {
             set_labels: u.set_labels,
             remove_labels: set(u.remove_labels),
             restart: restart(u.restart, "restart")?,
-            cpus: u.cpus,
+            cpus: u.cpu_millis.map(Cpus::from_millis),
+            cpu_limit: u.cpu_limit_millis.map(Cpus::from_millis),
             memory_mib: u.memory_mib,
+            memory_limit_mib: u.memory_limit_mib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every: u
                 .snapshot_every_seconds
@@ -1241,6 +1271,7 @@ impl From<Node> for pb::Node {
             role: wire::<_, pb::NodeRole>(n.role),
             status: wire::<_, pb::NodeStatus>(n.status),
             capacity: Some(n.capacity.into()),
+            allocation_ratios: Some(n.allocation_ratios.into()),
             allocated: Some(n.allocated.into()),
             labels: n.labels,
             traits: n.traits.into_iter().collect(),
@@ -1290,6 +1321,11 @@ fn node(n: pb::Node, at: &str) -> Result<Node> {
         role: node_role(n.role, &path(at, "role"))?,
         status: node_status(n.status, &path(at, "status"))?,
         capacity: resources(n.capacity, &path(at, "capacity"))?,
+        allocation_ratios: n
+            .allocation_ratios
+            .map(|r| allocation_ratios(r, &path(at, "allocation_ratios")))
+            .transpose()?
+            .unwrap_or_default(),
         allocated: resources(n.allocated, &path(at, "allocated"))?,
         labels: n.labels,
         traits: set(n.traits),
@@ -1380,6 +1416,7 @@ impl From<NodeRegistration> for pb::NodeRegistration {
             zone: Some(r.zone),
             role: wire::<_, pb::NodeRole>(r.role),
             capacity: Some(r.capacity.into()),
+            allocation_ratios: r.allocation_ratios.map(Into::into),
             labels: r.labels,
             traits: r.traits.into_iter().collect(),
             runtimes,
@@ -1406,6 +1443,10 @@ impl TryFrom<pb::NodeRegistration> for NodeRegistration {
             zone: r.zone.unwrap_or_else(default_domain),
             role: optional_node_role(r.role, &path(at, "role"))?.unwrap_or_default(),
             capacity: resources(r.capacity, &path(at, "capacity"))?,
+            allocation_ratios: r
+                .allocation_ratios
+                .map(|r| allocation_ratios(r, &path(at, "allocation_ratios")))
+                .transpose()?,
             labels: r.labels,
             traits: set(r.traits),
             runtimes: rt.runtimes,
@@ -1922,7 +1963,7 @@ pub(crate) fn required_role(value: i32, at: &str) -> Result<Role> {
 impl From<Quota> for pb::Quota {
     fn from(q: Quota) -> Self {
         pb::Quota {
-            cpus: q.cpus,
+            cpu_millis: q.cpus.map(Cpus::millis),
             memory_mib: q.memory_mib,
             instances: q.instances,
             disk_gib: q.disk_gib,
@@ -1933,7 +1974,7 @@ impl From<Quota> for pb::Quota {
 impl From<pb::Quota> for Quota {
     fn from(q: pb::Quota) -> Self {
         Quota {
-            cpus: q.cpus,
+            cpus: q.cpu_millis.map(Cpus::from_millis),
             memory_mib: q.memory_mib,
             instances: q.instances,
             disk_gib: q.disk_gib,

@@ -17,7 +17,7 @@ use tonic::service::RoutesBuilder;
 use tonic::{Request, Response, Status, Streaming};
 use zixiao_core::api::{Api, AuditQuery, Client, Page, RefuseHostPaths, TokenTerms, Wait};
 use zixiao_core::model::CarbonIntensity;
-use zixiao_core::{Error, InstanceFilter};
+use zixiao_core::{AllocationRatio, Error, InstanceFilter};
 
 use crate::console::{self, OutputStream};
 use crate::convert::{
@@ -760,6 +760,29 @@ impl NodeService for ApiServer {
         reply(
             client
                 .set_node_carbon(&node, intensity)
+                .await
+                .map_err(status)?,
+        )
+    }
+
+    async fn set_allocation_ratios(
+        &self,
+        request: Request<pb::SetAllocationRatiosRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let node = named("node", request.node)?;
+        let ratio = |millis: Option<u32>, field: &str| {
+            millis
+                .map(AllocationRatio::from_millis)
+                .transpose()
+                .map_err(|e| status(Error::invalid(field, e.to_string())))
+        };
+        let cpu = ratio(request.cpu_millis, "cpu_millis")?;
+        let memory = ratio(request.memory_millis, "memory_millis")?;
+        reply(
+            client
+                .set_allocation_ratios(&node, cpu, memory)
                 .await
                 .map_err(status)?,
         )

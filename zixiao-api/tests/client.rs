@@ -25,7 +25,7 @@ fn host() -> HostFacts {
     HostFacts {
         hostname: "node-a-host".into(),
         capacity: Resources {
-            cpus: 8,
+            cpus: zixiao_core::Cpus::cores(8),
             memory_mib: 8192,
             disk_gib: 100,
             instances: 32,
@@ -374,7 +374,7 @@ async fn templates_and_creates_from_them_round_trip_over_grpc() {
         .await
         .expect("a");
     assert_eq!(a.status, InstanceStatus::Running);
-    assert_eq!(a.spec.cpus, 2);
+    assert_eq!(a.spec.cpus, zixiao_core::Cpus::cores(2));
     assert_eq!(a.template.as_ref().map(|o| o.version), Some(1));
     let got = client.get_instance("a").await.expect("get a");
     assert_eq!(got.template, a.template, "the origin crosses the wire");
@@ -409,9 +409,12 @@ async fn templates_and_creates_from_them_round_trip_over_grpc() {
     assert_eq!(busy.kind(), ErrorKind::FailedPrecondition);
     assert!(busy.to_string().contains("in use by a"), "{busy}");
     let mut invalid = spec(64);
-    invalid.spec.cpus = 0;
+    invalid.spec.cpus = zixiao_core::Cpus::cores(0);
     let err = client.update_template("web", invalid).await.unwrap_err();
-    assert_eq!(err.to_string(), "invalid spec.cpus: must be at least 1");
+    assert_eq!(
+        err.to_string(),
+        "invalid spec.cpus: must be more than 0 (a container may ask for as little as 1m)"
+    );
     let gone = client
         .create_from_template(from("c", "web@9", &[]), Wait::No)
         .await

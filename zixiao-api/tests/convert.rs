@@ -89,7 +89,7 @@ fn node_role() -> impl Strategy<Value = NodeRole> {
 fn resources() -> impl Strategy<Value = Resources> {
     (any::<u32>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
         |(cpus, memory_mib, disk_gib, instances)| Resources {
-            cpus,
+            cpus: zixiao_core::Cpus::cores(cpus),
             memory_mib,
             disk_gib,
             instances,
@@ -212,8 +212,10 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
             )| InstanceSpec {
                 instance_type,
                 image,
-                cpus,
+                cpus: zixiao_core::Cpus::cores(cpus),
                 memory_mib,
+                cpu_limit: None,
+                memory_limit_mib: None,
                 disk_gib,
                 kernel,
                 initrd,
@@ -298,8 +300,10 @@ fn instance_update() -> impl Strategy<Value = InstanceUpdate> {
                 set_labels,
                 remove_labels,
                 restart,
-                cpus,
+                cpus: cpus.map(zixiao_core::Cpus::cores),
                 memory_mib,
+                cpu_limit: None,
+                memory_limit_mib: None,
                 restart_if_needed,
                 snapshot_every: schedule.map(|s| s.every),
                 snapshot_keep: schedule.map(|s| s.keep),
@@ -589,6 +593,7 @@ fn node() -> impl Strategy<Value = Node> {
                 role,
                 status,
                 capacity,
+                allocation_ratios: Default::default(),
                 allocated,
                 labels,
                 traits,
@@ -626,6 +631,7 @@ fn registration() -> impl Strategy<Value = NodeRegistration> {
                 zone,
                 role,
                 capacity,
+                allocation_ratios: None,
                 labels,
                 traits,
                 runtimes,

@@ -66,7 +66,7 @@ fn host_facts() -> HostFacts {
     HostFacts {
         hostname: "node-a-host".into(),
         capacity: Resources {
-            cpus: 8,
+            cpus: zixiao_core::Cpus::cores(8),
             memory_mib: 8192,
             disk_gib: 100,
             instances: 32,

@@ -34,7 +34,7 @@ fn host() -> HostFacts {
     HostFacts {
         hostname: "node-a-host".into(),
         capacity: Resources {
-            cpus: 8,
+            cpus: zixiao_core::Cpus::cores(8),
             memory_mib: 8192,
             disk_gib: 100,
             instances: 32,
@@ -241,7 +241,7 @@ async fn a_remote_agent_describes_its_node_and_refuses_missing_runtimes() {
     .expect("remote");
     let facts = remote.describe().await.expect("describe");
     assert_eq!(facts.hostname, "node-a-host");
-    assert_eq!(facts.capacity.cpus, 8);
+    assert_eq!(facts.capacity.cpus, zixiao_core::Cpus::cores(8));
     assert!(facts.runtimes.contains(&InstanceType::Container));
     let fake = &facts.drivers[&InstanceType::Container];
     assert_eq!(fake.name, "fake");
@@ -351,7 +351,7 @@ async fn an_update_resizes_live_through_the_compute_service_and_the_remote_agent
         .await
         .expect("create");
     let grow = InstanceUpdate {
-        cpus: Some(2),
+        cpus: Some(zixiao_core::Cpus::cores(2)),
         memory_mib: Some(1024),
         set_labels: [("tier".to_owned(), "front".to_owned())].into(),
         ..InstanceUpdate::default()
@@ -360,7 +360,10 @@ async fn an_update_resizes_live_through_the_compute_service_and_the_remote_agent
         .update_instance("web", grow, Wait::Settled)
         .await
         .expect("update");
-    assert_eq!((updated.spec.cpus, updated.spec.memory_mib), (2, 1024));
+    assert_eq!(
+        (updated.spec.cpus, updated.spec.memory_mib),
+        (zixiao_core::Cpus::cores(2), 1024)
+    );
     assert_eq!(
         updated.labels.get("tier").map(String::as_str),
         Some("front")
@@ -368,7 +371,10 @@ async fn an_update_resizes_live_through_the_compute_service_and_the_remote_agent
     // The node's runtime took the new size over the AgentService.
     assert_eq!(rig.driver.count(Op::Resize, &running.id), 1);
     let on_node = rig.driver.spec_of(&running.id).expect("spec");
-    assert_eq!((on_node.cpus, on_node.memory_mib), (2, 1024));
+    assert_eq!(
+        (on_node.cpus, on_node.memory_mib),
+        (zixiao_core::Cpus::cores(2), 1024)
+    );
     assert_eq!(
         rig.driver.count(Op::Stop, &running.id),
         0,
@@ -380,7 +386,7 @@ async fn an_update_resizes_live_through_the_compute_service_and_the_remote_agent
         (InstanceUpdate::default(), ErrorKind::InvalidArgument),
         (
             InstanceUpdate {
-                cpus: Some(0),
+                cpus: Some(zixiao_core::Cpus::cores(0)),
                 ..InstanceUpdate::default()
             },
             ErrorKind::InvalidArgument,
@@ -409,7 +415,7 @@ async fn an_update_resizes_live_through_the_compute_service_and_the_remote_agent
         .update_instance(
             "nope",
             InstanceUpdate {
-                cpus: Some(2),
+                cpus: Some(zixiao_core::Cpus::cores(2)),
                 ..InstanceUpdate::default()
             },
             Wait::No,

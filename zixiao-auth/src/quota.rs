@@ -65,7 +65,7 @@ use async_trait::async_trait;
 use zixiao_core::api::Quota;
 use zixiao_core::controller::{Admission, StoreView};
 use zixiao_core::store::{decode, Precondition, StoreError, StoredObject, Txn};
-use zixiao_core::{Error, Instance, Resources, Result, Store};
+use zixiao_core::{Cpus, Error, Instance, Resources, Result, Store};
 
 use crate::accounts::Project;
 use crate::error::AuthError;
@@ -78,12 +78,12 @@ use crate::permission::{in_project, project_of_labels, PROJECT_LABEL};
 /// both count with it.
 ///
 /// ```
-/// use zixiao_core::{CreateInstance, Instance, InstanceSpec};
+/// use zixiao_core::{Cpus, CreateInstance, Instance, InstanceSpec};
 ///
 /// let request = CreateInstance::new("web", InstanceSpec::container("busybox").with_size(2, 256));
 /// let instance = Instance::new("id-1", request, chrono::Utc::now());
 /// let charged = zixiao_auth::charge(&instance);
-/// assert_eq!((charged.cpus, charged.memory_mib, charged.instances), (2, 256, 1));
+/// assert_eq!((charged.cpus, charged.memory_mib, charged.instances), (Cpus::cores(2), 256, 1));
 /// ```
 pub fn charge(instance: &Instance) -> Resources {
     instance.spec.resources()
@@ -248,7 +248,7 @@ impl ProjectQuota {
         // A dimension not asked for more of is not checked: an update that
         // grows memory passes a cpu quota lowered below the usage.
         let checked = Quota {
-            cpus: quota.cpus.filter(|_| requested.cpus > 0),
+            cpus: quota.cpus.filter(|_| requested.cpus > Cpus::ZERO),
             memory_mib: quota.memory_mib.filter(|_| requested.memory_mib > 0),
             instances: quota.instances.filter(|_| requested.instances > 0),
             disk_gib: quota.disk_gib.filter(|_| requested.disk_gib > 0),

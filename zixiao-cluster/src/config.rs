@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use zixiao_core::{Error, Result};
+use zixiao_core::{AllocationRatio, AllocationRatios, Error, Result};
 
 use crate::timing::Timing;
 
@@ -81,6 +81,29 @@ pub struct NodeSection {
     pub zone: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Reserved CPU may be this many times the node's cores (as Nova's
+    /// `cpu_allocation_ratio`). Set, the agent registers it every time
+    /// (with the default for a memory ratio not set); unset, the node
+    /// keeps its own (4 for a new node, or what `zixiao node update` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_allocation_ratio: Option<AllocationRatio>,
+    /// Reserved memory may be this many times the node's memory (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_allocation_ratio: Option<AllocationRatio>,
+}
+
+impl NodeSection {
+    /// The allocation ratios the configuration sets, if it sets any.
+    pub fn allocation_ratios(&self) -> Option<AllocationRatios> {
+        if self.cpu_allocation_ratio.is_none() && self.memory_allocation_ratio.is_none() {
+            return None;
+        }
+        let defaults = AllocationRatios::default();
+        Some(AllocationRatios {
+            cpu: self.cpu_allocation_ratio.unwrap_or(defaults.cpu),
+            memory: self.memory_allocation_ratio.unwrap_or(defaults.memory),
+        })
+    }
 }
 
 impl Default for NodeSection {
@@ -90,6 +113,8 @@ impl Default for NodeSection {
             region: "default".to_owned(),
             zone: "default".to_owned(),
             labels: BTreeMap::new(),
+            cpu_allocation_ratio: None,
+            memory_allocation_ratio: None,
         }
     }
 }

@@ -36,7 +36,7 @@ fn host(name: &str) -> HostFacts {
     HostFacts {
         hostname: format!("{name}-host"),
         capacity: Resources {
-            cpus: 16,
+            cpus: zixiao_core::Cpus::cores(16),
             memory_mib: 16384,
             disk_gib: 100,
             instances: 32,
@@ -527,6 +527,7 @@ async fn a_name_held_by_a_live_agent_is_refused() {
         zone: "default".into(),
         role: Default::default(),
         capacity: held.capacity,
+        allocation_ratios: None,
         labels: Default::default(),
         traits: Default::default(),
         runtimes: held.runtimes.clone(),
@@ -574,7 +575,7 @@ async fn an_update_reaches_the_nodes_agent_and_resizes_live() {
         .update_instance(
             "web",
             InstanceUpdate {
-                cpus: Some(2),
+                cpus: Some(zixiao_core::Cpus::cores(2)),
                 memory_mib: Some(512),
                 ..InstanceUpdate::default()
             },
@@ -582,14 +583,23 @@ async fn an_update_reaches_the_nodes_agent_and_resizes_live() {
         )
         .await
         .expect("update");
-    assert_eq!((updated.spec.cpus, updated.spec.memory_mib), (2, 512));
+    assert_eq!(
+        (updated.spec.cpus, updated.spec.memory_mib),
+        (zixiao_core::Cpus::cores(2), 512)
+    );
     let driver = &cluster.node("node-0").driver;
     let on_node = driver.spec_of(&web.id).expect("spec");
-    assert_eq!((on_node.cpus, on_node.memory_mib), (2, 512));
+    assert_eq!(
+        (on_node.cpus, on_node.memory_mib),
+        (zixiao_core::Cpus::cores(2), 512)
+    );
     assert_eq!(driver.count(Op::Resize, &web.id), 1);
     assert_eq!(driver.count(Op::Stop, &web.id), 0, "live, no restart");
     let node = compute.get_node("node-0").await.expect("node");
-    assert_eq!((node.allocated.cpus, node.allocated.memory_mib), (2, 512));
+    assert_eq!(
+        (node.allocated.cpus, node.allocated.memory_mib),
+        (zixiao_core::Cpus::cores(2), 512)
+    );
 
     let err = compute
         .update_instance(
@@ -743,6 +753,7 @@ async fn a_node_registered_on_two_servers_stays_live_heartbeating_one() {
         zone: "default".into(),
         role: Default::default(),
         capacity: template.capacity,
+        allocation_ratios: None,
         labels: Default::default(),
         traits: Default::default(),
         runtimes: template.runtimes.clone(),
@@ -851,11 +862,12 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
         zone: "default".into(),
         role: Default::default(),
         capacity: Resources {
-            cpus: 4096,
+            cpus: zixiao_core::Cpus::cores(4096),
             memory_mib: 1 << 30,
             disk_gib: 1 << 20,
             instances: 10_000,
         },
+        allocation_ratios: None,
         labels: Default::default(),
         traits: Default::default(),
         runtimes: Default::default(),

@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 
-use crate::model::Resources;
+use crate::model::{Cpus, Resources};
 
 /// The instance limit of a node that does not set one.
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
@@ -25,7 +25,7 @@ impl HostFacts {
         Ok(HostFacts {
             hostname: hostname()?,
             capacity: Resources {
-                cpus: cpu_count(),
+                cpus: Cpus::cores(cpu_count()),
                 memory_mib: memory_mib()?,
                 disk_gib: disk_gib(state_dir)?,
                 instances: DEFAULT_MAX_INSTANCES,
@@ -93,7 +93,7 @@ mod tests {
     fn probes_this_machine() {
         let facts = HostFacts::probe(Path::new("/")).expect("probe");
         assert!(!facts.hostname.is_empty());
-        assert!(facts.capacity.cpus >= 1);
+        assert!(facts.capacity.cpus >= Cpus::cores(1));
         assert!(facts.capacity.memory_mib >= 64, "{facts:?}");
         assert!(facts.capacity.disk_gib >= 1, "{facts:?}");
     }

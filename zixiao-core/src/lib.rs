@@ -47,10 +47,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use instance_locks::{InstanceHold, InstanceLocks};
 pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
-    Condition, ConditionType, CreateInstance, DesiredState, ImageRef, Instance, InstanceId,
-    InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, MicrovmBackend, Network,
-    NetworkAttachment, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Placement,
-    PublishedPort, Resources, RestartPolicy,
+    AllocationRatio, AllocationRatios, Condition, ConditionType, Cpus, CreateInstance,
+    DesiredState, ImageRef, Instance, InstanceId, InstanceSpec, InstanceStatus, InstanceType,
+    InstanceUpdate, MicrovmBackend, Network, NetworkAttachment, Node, NodeId, NodeRegistration,
+    NodeRole, NodeStatus, Placement, PublishedPort, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

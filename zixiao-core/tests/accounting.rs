@@ -32,7 +32,7 @@ fn check(nodes: Vec<(u32, u64)>, sizes: Vec<(u32, u64)>) {
             let host = HostFacts {
                 hostname: format!("h{i}"),
                 capacity: Resources {
-                    cpus: *cpus,
+                    cpus: zixiao_core::Cpus::cores(*cpus),
                     memory_mib: *memory_mib,
                     disk_gib: 10,
                     instances: 100,
@@ -40,6 +40,7 @@ fn check(nodes: Vec<(u32, u64)>, sizes: Vec<(u32, u64)>) {
             };
             let agent = Arc::new(
                 LocalAgent::new(host)
+                    .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
                     .with_driver(Arc::new(FakeDriver::new(InstanceType::Container))),
             );
             registrations.push(agent.registration(format!("n{i}")));

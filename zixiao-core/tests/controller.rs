@@ -30,7 +30,7 @@ fn host(cpus: u32, memory_mib: u64) -> HostFacts {
     HostFacts {
         hostname: "test-host".into(),
         capacity: Resources {
-            cpus,
+            cpus: zixiao_core::Cpus::cores(cpus),
             memory_mib,
             disk_gib: 100,
             instances: 64,
@@ -58,7 +58,11 @@ async fn cluster_on(
     let mut registrations = Vec::new();
     for (id, cpus, memory) in nodes {
         let driver = Arc::new(FakeDriver::new(InstanceType::Container));
-        let agent = Arc::new(LocalAgent::new(host(*cpus, *memory)).with_driver(driver.clone()));
+        let agent = Arc::new(
+            LocalAgent::new(host(*cpus, *memory))
+                .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
+                .with_driver(driver.clone()),
+        );
         registrations.push(NodeRegistration {
             address: format!("{id}:50052"),
             ..agent.registration(*id)
@@ -108,7 +112,7 @@ async fn create_runs_the_instance_and_delete_releases_everything() {
     assert_eq!(
         node.allocated,
         Resources {
-            cpus: 2,
+            cpus: zixiao_core::Cpus::cores(2),
             memory_mib: 1024,
             disk_gib: 0,
             instances: 1
@@ -224,7 +228,7 @@ async fn concurrent_creates_never_over_commit_a_node() {
     assert_eq!(running, 12, "exactly the 12 cores of the cluster are used");
     for (id, cpus) in [("node-a", 8), ("node-b", 4)] {
         let node = c.get_node(id).await.expect("node");
-        assert_eq!(node.allocated.cpus, cpus, "{id}");
+        assert_eq!(node.allocated.cpus, zixiao_core::Cpus::cores(cpus), "{id}");
         let placed = c
             .list_instances(&InstanceFilter {
                 node: Some(id.into()),
@@ -264,7 +268,7 @@ async fn stop_start_and_restart_reach_the_runtime() {
     let node = c.get_node("node-a").await.expect("node");
     assert_eq!(
         (node.allocated.cpus, node.allocated.memory_mib),
-        (0, 0),
+        (zixiao_core::Cpus::ZERO, 0),
         "a stopped instance still holds CPU or memory"
     );
     assert_eq!(
@@ -431,7 +435,7 @@ async fn intent_survives_a_restart_of_the_controller() {
             .expect("node")
             .allocated
             .cpus,
-        1
+        zixiao_core::Cpus::cores(1)
     );
 }
 
@@ -476,10 +480,13 @@ async fn drain_moves_what_restarts_and_stops_the_rest() {
     let a = c.get_node("node-a").await.expect("node");
     assert_eq!(
         (a.allocated.cpus, a.allocated.instances),
-        (0, 1),
+        (zixiao_core::Cpus::ZERO, 1),
         "the stopped instance keeps its place on node-a, not its CPU"
     );
-    assert_eq!(c.get_node("node-b").await.expect("node").allocated.cpus, 1);
+    assert_eq!(
+        c.get_node("node-b").await.expect("node").allocated.cpus,
+        zixiao_core::Cpus::cores(1)
+    );
     let _ = fixed;
 
     // A cordoned node takes nothing new; maintenance needs ending first.
@@ -528,6 +535,7 @@ async fn a_decommissioned_node_is_emptied_takes_nothing_and_is_deleted_once_empt
 
     // Its agent registering again (with a runtime) does not bring it back.
     let again = LocalAgent::new(host(4, 4096))
+        .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
         .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
         .registration("node-a");
     let again = c.register_node(again).await.expect("register");
@@ -572,6 +580,7 @@ async fn a_decommissioned_node_is_emptied_takes_nothing_and_is_deleted_once_empt
     );
     // The machine may join again, as a new node.
     let fresh = LocalAgent::new(host(4, 4096))
+        .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
         .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
         .registration("node-a");
     let fresh = c.register_node(fresh).await.expect("register anew");
@@ -603,7 +612,9 @@ async fn a_failed_node_moves_its_instances_and_comes_back_with_what_it_registere
 
     // The agent registers again from a new address while the failure
     // detector still holds the NotReady record it read before.
-    let mut again = LocalAgent::new(host(4, 4096)).registration("node-a");
+    let mut again = LocalAgent::new(host(4, 4096))
+        .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
+        .registration("node-a");
     again.address = "node-a:60000".into();
     c.register_node(again).await.expect("register");
     c.fail_node("node-a", "lease expired")
@@ -676,8 +687,8 @@ async fn cluster_info_adds_everything_up() {
     let containers = &info.instances_by_type[&InstanceType::Container];
     assert_eq!(containers.get(&InstanceStatus::Running), Some(&1));
     assert_eq!(containers.get(&InstanceStatus::Pending), Some(&1));
-    assert_eq!(info.capacity.cpus, 6);
-    assert_eq!(info.allocated.cpus, 1);
+    assert_eq!(info.capacity.cpus, zixiao_core::Cpus::cores(6));
+    assert_eq!(info.allocated.cpus, zixiao_core::Cpus::cores(1));
     assert_eq!(info.allocated.memory_mib, 512);
 }
 
@@ -756,7 +767,9 @@ async fn a_node_serializes_runtime_calls_for_one_instance_whoever_calls() {
     // node at once: the node's agent lets one call per instance through.
     let driver = Arc::new(FakeDriver::new(InstanceType::Container));
     driver.set_delay(Duration::from_millis(20));
-    let agent = LocalAgent::new(host(4, 4096)).with_driver(driver.clone());
+    let agent = LocalAgent::new(host(4, 4096))
+        .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
+        .with_driver(driver.clone());
     let node_driver =
         zixiao_core::NodeAgent::driver(&agent, InstanceType::Container).expect("driver");
     let web =
@@ -857,7 +870,11 @@ async fn a_background_controller_waits_for_its_converger_and_never_converges_its
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let driver = Arc::new(FakeDriver::new(InstanceType::Container));
-    let agent = Arc::new(LocalAgent::new(host(2, 4096)).with_driver(driver.clone()));
+    let agent = Arc::new(
+        LocalAgent::new(host(2, 4096))
+            .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
+            .with_driver(driver.clone()),
+    );
     let controller = Controller::builder(store, Arc::new(PluginScheduler::default()))
         .agent("node-a", agent.clone())
         .convergence(zixiao_core::controller::Convergence::Background)
@@ -945,7 +962,10 @@ async fn a_stopped_instance_gives_its_cpu_back_and_waits_for_room_to_start_again
         why.contains("node-a") && why.contains("api") && why.contains("db"),
         "{why}"
     );
-    assert_eq!(c.get_node("node-a").await.expect("node").allocated.cpus, 2);
+    assert_eq!(
+        c.get_node("node-a").await.expect("node").allocated.cpus,
+        zixiao_core::Cpus::cores(2)
+    );
 
     // Room again: it starts.
     c.delete_instance("db").await.expect("delete");
@@ -953,7 +973,10 @@ async fn a_stopped_instance_gives_its_cpu_back_and_waits_for_room_to_start_again
     let running = c.converge("web").await.expect("converge").expect("exists");
     assert_eq!(running.status, InstanceStatus::Running);
     assert!(running.compute_reserved);
-    assert_eq!(c.get_node("node-a").await.expect("node").allocated.cpus, 2);
+    assert_eq!(
+        c.get_node("node-a").await.expect("node").allocated.cpus,
+        zixiao_core::Cpus::cores(2)
+    );
 
     // A failed create with restart `never` gives its CPU back as well.
     c.delete_instance("api").await.expect("delete");
@@ -962,5 +985,8 @@ async fn a_stopped_instance_gives_its_cpu_back_and_waits_for_room_to_start_again
     let failed = run(c, container("broken", 1, 64)).await;
     assert_eq!(failed.status, InstanceStatus::Failed);
     assert!(!failed.compute_reserved);
-    assert_eq!(c.get_node("node-a").await.expect("node").allocated.cpus, 1);
+    assert_eq!(
+        c.get_node("node-a").await.expect("node").allocated.cpus,
+        zixiao_core::Cpus::cores(1)
+    );
 }

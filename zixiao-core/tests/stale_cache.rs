@@ -97,12 +97,13 @@ async fn race(round: usize) {
                 LocalAgent::new(HostFacts {
                     hostname: format!("h{i}"),
                     capacity: Resources {
-                        cpus: 6,
+                        cpus: zixiao_core::Cpus::cores(6),
                         memory_mib: 6 * 1024,
                         disk_gib: 10,
                         instances: 100,
                     },
                 })
+                .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
                 .with_driver(driver.clone()),
             )
         })

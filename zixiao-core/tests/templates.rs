@@ -28,7 +28,7 @@ async fn node() -> Node {
     let agent = Arc::new(fake_agent(HostFacts {
         hostname: "n1".into(),
         capacity: Resources {
-            cpus: 64,
+            cpus: zixiao_core::Cpus::cores(64),
             memory_mib: 64 * 1024,
             disk_gib: 100,
             instances: 64,
@@ -172,9 +172,12 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let n = node().await;
     let c = &n.client;
     let mut invalid = spec(64);
-    invalid.spec.cpus = 0;
+    invalid.spec.cpus = zixiao_core::Cpus::cores(0);
     let err = c.create_template("web", invalid).await.unwrap_err();
-    assert_eq!(err.to_string(), "invalid spec.cpus: must be at least 1");
+    assert_eq!(
+        err.to_string(),
+        "invalid spec.cpus: must be more than 0 (a container may ask for as little as 1m)"
+    );
     let err = c.create_template("Web!", spec(64)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().starts_with("invalid name:"), "{err}");
@@ -196,7 +199,10 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         .create_from_template(from("a", "web", &["cpus=0"]), Wait::Settled)
         .await
         .unwrap_err();
-    assert_eq!(zero.to_string(), "invalid spec.cpus: must be at least 1");
+    assert_eq!(
+        zero.to_string(),
+        "invalid spec.cpus: must be more than 0 (a container may ask for as little as 1m)"
+    );
     let nope = c
         .create_from_template(from("a", "nope", &[]), Wait::Settled)
         .await

@@ -33,12 +33,13 @@ async fn node(memory_mib: u64) -> Node {
         LocalAgent::new(HostFacts {
             hostname: "n1".into(),
             capacity: Resources {
-                cpus: 4,
+                cpus: zixiao_core::Cpus::cores(4),
                 memory_mib,
                 disk_gib: 100,
                 instances: 16,
             },
         })
+        .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT)
         .with_driver(containers.clone())
         .with_driver(vms.clone()),
     );
@@ -81,7 +82,7 @@ fn vm(cpus: u32, memory_mib: u64) -> InstanceSpec {
 
 fn resize(cpus: Option<u32>, memory_mib: Option<u64>) -> InstanceUpdate {
     InstanceUpdate {
-        cpus,
+        cpus: cpus.map(zixiao_core::Cpus::cores),
         memory_mib,
         ..InstanceUpdate::default()
     }
@@ -92,7 +93,7 @@ async fn allocated(c: &Controller) -> Resources {
 }
 
 fn size(spec: &InstanceSpec) -> (u32, u64) {
-    (spec.cpus, spec.memory_mib)
+    (spec.cpus.whole_cores(), spec.memory_mib)
 }
 
 #[tokio::test]
@@ -115,7 +116,10 @@ async fn a_running_container_is_resized_live_and_its_node_allocation_follows() {
         (2, 1024)
     );
     let held = allocated(c).await;
-    assert_eq!((held.cpus, held.memory_mib), (2, 1024));
+    assert_eq!(
+        (held.cpus, held.memory_mib),
+        (zixiao_core::Cpus::cores(2), 1024)
+    );
     // Shrinking gives the node its room back.
     c.update_instance("web", resize(None, Some(128)))
         .await
@@ -201,7 +205,7 @@ async fn bad_updates_are_refused_and_change_nothing() {
     expect(
         c.update_instance("web", resize(Some(0), None)).await,
         ErrorKind::InvalidArgument,
-        "invalid cpus: must be at least 1",
+        "invalid cpus: must be more than 0 (a container may ask for as little as 1m)",
     );
     expect(
         c.update_instance("web", resize(None, Some(1))).await,
@@ -222,7 +226,7 @@ async fn bad_updates_are_refused_and_change_nothing() {
     expect(
         c.update_instance("web", resize(Some(8), None)).await,
         ErrorKind::ResourceExhausted,
-        "node `n1` has 3 cpus free, the update of `web` needs 7 more",
+        "node `n1` has 3 cores free, the update of `web` needs 7 more",
     );
     let stored = c.get_instance("web").await.expect("get");
     assert_eq!(stored.revision, web.revision, "nothing was stored");

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use zixiao_core::scheduler::HostAggregate;
-use zixiao_core::{Instance, Node, NodeStatus, PublishedPort, Resources, SchedulingContext};
+use zixiao_core::{Cpus, Instance, Node, NodeStatus, PublishedPort, Resources, SchedulingContext};
 
 use crate::plugin::NodeRef;
 
@@ -52,7 +52,7 @@ impl Prunes {
 /// (free memory MiB, node position) in order. A range over the buckets from
 /// the cores needed, and within each bucket from the memory needed, yields
 /// exactly the nodes that have room on both.
-type CapacityIndex = BTreeMap<u32, BTreeSet<(u64, u32)>>;
+type CapacityIndex = BTreeMap<Cpus, BTreeSet<(u64, u32)>>;
 
 #[derive(Debug, Clone)]
 struct Zone {
@@ -223,6 +223,7 @@ impl ClusterState {
                 && old.allocated == fresh.allocated
                 && old.status == fresh.status
                 && old.capacity == fresh.capacity
+                && old.allocation_ratios == fresh.allocation_ratios
         } else {
             old == fresh
         };

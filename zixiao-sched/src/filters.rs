@@ -7,7 +7,7 @@ use zixiao_core::scheduler::{GroupPolicy, GroupScope};
 use zixiao_core::NodeStatus;
 
 use crate::cluster::{ClusterState, Prunes, ZoneId, ZoneView};
-use crate::plugin::{Filter, NodeRef, Reject, Request, Verdict};
+use crate::plugin::{Filter, NodeRef, Reject, Request, Unit, Verdict};
 
 /// Only nodes whose status is `Ready`: never cordoned, in maintenance,
 /// draining, decommissioned or not ready.
@@ -443,9 +443,9 @@ impl Filter for ResourcesFit {
         if need.cpus > free.cpus {
             return Err(Reject::shortfall(
                 "insufficient cpu",
-                need.cpus.into(),
-                free.cpus.into(),
-                "cores",
+                need.cpus.millis().into(),
+                free.cpus.millis().into(),
+                Unit::Millicores,
             ));
         }
         if need.memory_mib > free.memory_mib {
@@ -453,7 +453,7 @@ impl Filter for ResourcesFit {
                 "insufficient memory",
                 need.memory_mib,
                 free.memory_mib,
-                "MiB",
+                Unit::Mib,
             ));
         }
         if need.disk_gib > free.disk_gib {
@@ -461,7 +461,7 @@ impl Filter for ResourcesFit {
                 "insufficient disk",
                 need.disk_gib,
                 free.disk_gib,
-                "GiB",
+                Unit::Gib,
             ));
         }
         if need.instances > free.instances {

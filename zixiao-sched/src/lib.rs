@@ -32,7 +32,7 @@ mod tiebreak;
 
 pub use cluster::{ClusterState, Prunes, ZoneId, ZoneView};
 pub use pipeline::{PluginScheduler, PluginSchedulerBuilder, SchedulerConfig};
-pub use plugin::{Filter, NodeRef, Reject, Request, Score, Shortfall, Verdict, MAX_SCORE};
+pub use plugin::{Filter, NodeRef, Reject, Request, Score, Shortfall, Unit, Verdict, MAX_SCORE};
 pub use tiebreak::{FirstNode, SeededTieBreak, TieBreak};
 
 // The README's examples are compiled (and run, unless `no_run`) as doctests,

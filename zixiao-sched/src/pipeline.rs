@@ -442,8 +442,9 @@ impl PluginScheduler {
             .map(|((position, reason), (nodes, shortfall))| {
                 let reason = match shortfall {
                     Some(s) => format!(
-                        "{reason} (need {} {}, max free {} {})",
-                        s.need, s.unit, s.free, s.unit
+                        "{reason} (need {}, max free {})",
+                        s.unit.show(s.need),
+                        s.unit.show(s.free)
                     ),
                     None => reason,
                 };

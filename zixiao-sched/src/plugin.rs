@@ -45,8 +45,34 @@ pub struct Shortfall {
     pub need: u64,
     /// What the node has free.
     pub free: u64,
-    /// The unit, for people (`MiB`, `cores`).
-    pub unit: &'static str,
+    /// What `need` and `free` count.
+    pub unit: Unit,
+}
+
+/// The unit of a [`Shortfall`]: how its amounts are shown to people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// Thousandths of a core, shown in cores (`0.5 cores`).
+    Millicores,
+    /// Mebibytes.
+    Mib,
+    /// Gibibytes.
+    Gib,
+}
+
+impl Unit {
+    /// `amount` in this unit, for people.
+    pub fn show(self, amount: u64) -> String {
+        match self {
+            Unit::Millicores => {
+                let cpus =
+                    zixiao_core::Cpus::from_millis(u32::try_from(amount).unwrap_or(u32::MAX));
+                format!("{cpus} cores")
+            }
+            Unit::Mib => format!("{amount} MiB"),
+            Unit::Gib => format!("{amount} GiB"),
+        }
+    }
 }
 
 /// Why a filter turned a node down. Not an error: an expected outcome that
@@ -71,7 +97,7 @@ impl Reject {
 
     /// A rejection for lack of a countable resource (`insufficient memory`,
     /// need 4096 MiB, this node has 2048 MiB free).
-    pub fn shortfall(reason: &'static str, need: u64, free: u64, unit: &'static str) -> Self {
+    pub fn shortfall(reason: &'static str, need: u64, free: u64, unit: Unit) -> Self {
         Reject {
             reason: Cow::Borrowed(reason),
             shortfall: Some(Shortfall { need, free, unit }),
@@ -84,8 +110,10 @@ impl fmt::Display for Reject {
         match self.shortfall {
             Some(s) => write!(
                 f,
-                "{} (need {} {}, free {} {})",
-                self.reason, s.need, s.unit, s.free, s.unit
+                "{} (need {}, free {})",
+                self.reason,
+                s.unit.show(s.need),
+                s.unit.show(s.free)
             ),
             None => f.write_str(&self.reason),
         }

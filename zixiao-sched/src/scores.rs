@@ -13,6 +13,7 @@ use crate::plugin::{NodeRef, Request, Score, MAX_SCORE};
 /// placement does not change, would sway the choice.
 fn utilisation_after(node: &Node, need: &Resources) -> u32 {
     let after = node.allocated.saturating_add(need);
+    let allocatable = node.allocatable();
     let mut sum = 0u64;
     let mut parts = 0u64;
     let disk = if need.disk_gib > 0 {
@@ -21,8 +22,11 @@ fn utilisation_after(node: &Node, need: &Resources) -> u32 {
         (0, 0)
     };
     for (used, capacity) in [
-        (u64::from(after.cpus), u64::from(node.capacity.cpus)),
-        (after.memory_mib, node.capacity.memory_mib),
+        (
+            u64::from(after.cpus.millis()),
+            u64::from(allocatable.cpus.millis()),
+        ),
+        (after.memory_mib, allocatable.memory_mib),
         disk,
     ] {
         if let Some(share) = (used.min(capacity) * u64::from(MAX_SCORE)).checked_div(capacity) {
@@ -88,8 +92,9 @@ impl Score for Balanced {
                 .checked_div(capacity)
                 .unwrap_or(0)
         };
-        let cpu = share(after.cpus.into(), node.capacity.cpus.into());
-        let memory = share(after.memory_mib, node.capacity.memory_mib);
+        let allocatable = node.allocatable();
+        let cpu = share(after.cpus.millis().into(), allocatable.cpus.millis().into());
+        let memory = share(after.memory_mib, allocatable.memory_mib);
         MAX_SCORE - cpu.abs_diff(memory) as u32
     }
 }

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use zixiao_core::{
-    CreateInstance, Instance, InstanceSpec, InstanceType, Node, NodeRole, NodeStatus, Resources,
+    AllocationRatios, Cpus, CreateInstance, Instance, InstanceSpec, InstanceType, Node, NodeRole,
+    NodeStatus, Resources,
 };
 
 /// The fixed time every fixture is stamped with.
@@ -14,7 +15,8 @@ pub fn epoch() -> DateTime<Utc> {
 }
 
 /// A Ready node `id` in region `r1`, zone `z1`, with `capacity`, nothing
-/// allocated, every runtime, and revision 0 (never stored).
+/// allocated, every runtime, and revision 0 (never stored). Its allocation
+/// ratios are 1, so `capacity` is exactly what placement may reserve.
 pub fn node(id: &str, capacity: Resources) -> Node {
     Node {
         id: id.to_owned(),
@@ -25,6 +27,7 @@ pub fn node(id: &str, capacity: Resources) -> Node {
         role: NodeRole::Worker,
         status: NodeStatus::Ready,
         capacity,
+        allocation_ratios: AllocationRatios::EXACT,
         allocated: Resources::default(),
         labels: BTreeMap::new(),
         traits: BTreeSet::new(),
@@ -53,7 +56,7 @@ pub fn nodes(count: usize) -> Vec<Node> {
 /// A capacity of `cpus` cores and `memory_mib` MiB, 1 TiB of disk and 110 instances.
 pub fn capacity(cpus: u32, memory_mib: u64) -> Resources {
     Resources {
-        cpus,
+        cpus: Cpus::cores(cpus),
         memory_mib,
         disk_gib: 1024,
         instances: 110,

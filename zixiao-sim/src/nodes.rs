@@ -437,6 +437,9 @@ impl Fleet {
                     address: addr.to_string(),
                     zone: zone.clone(),
                     role: NodeRole::Worker,
+                    // The configured capacity is what may be placed: the
+                    // fill and the fault schedule are sized by it.
+                    allocation_ratios: Some(zixiao_core::AllocationRatios::EXACT),
                     ..probe.registration(name.clone())
                 };
                 let node = Arc::new(SimNode {

@@ -102,7 +102,7 @@ impl Default for SimConfig {
             nodes: 100,
             zones: 4,
             node_capacity: Resources {
-                cpus: 32,
+                cpus: zixiao_core::Cpus::cores(32),
                 memory_mib: 128 * 1024,
                 disk_gib: 1024,
                 instances: 110,
@@ -773,10 +773,15 @@ async fn check(store: &dyn Store, fleet: &Fleet) -> Result<Vec<String>, SimError
                 node.id, node.allocated, sum
             ));
         }
-        if !node.capacity.fits(&Resources::default(), &node.allocated) {
+        if !node
+            .allocatable()
+            .fits(&Resources::default(), &node.allocated)
+        {
             violations.push(format!(
-                "node {} is over-committed: {:?} of {:?}",
-                node.id, node.allocated, node.capacity
+                "node {} is over-committed: {:?} of {:?} allocatable",
+                node.id,
+                node.allocated,
+                node.allocatable()
             ));
         }
     }

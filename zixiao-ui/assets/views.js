@@ -55,7 +55,7 @@ export async function overview() {
   const [nodes, instances] = await Promise.all([call("GET", "/api/nodes"), call("GET", "/api/instances")]);
   const byNodeStatus = tally(nodes, (n) => n.status);
   const byType = tally(instances, (i) => i.spec.type);
-  const sum = (side, field) => nodes.reduce((total, n) => total + (n[side][field] || 0), 0);
+  const sum = (side, field) => nodes.reduce((total, n) => total + (side === "allocatable" ? allocatable(n, field) : (n[side][field] || 0)), 0);
   const statusesSeen = INSTANCE_STATUSES.filter((s) => instances.some((i) => i.status === s));
   return h("section", { "data-testid": "overview" },
     h("h1", {}, "Overview"),
@@ -67,8 +67,8 @@ export async function overview() {
         h("div", { class: "counts" }, count("instances", instances.length, "instances-total"),
           INSTANCE_TYPES.filter((t) => byType[t]).map((t) => count(t, byType[t], `instances-${t}`)))),
       h("div", { class: "panel" }, h("h2", {}, "Capacity"),
-        gauge("CPUs", sum("allocated", "cpus"), sum("capacity", "cpus"), "cores"),
-        gauge("Memory", sum("allocated", "memory_mib"), sum("capacity", "memory_mib"), "MiB"),
+        gauge("CPUs", sum("allocated", "cpus"), sum("allocatable", "cpus"), "cores"),
+        gauge("Memory", sum("allocated", "memory_mib"), sum("allocatable", "memory_mib"), "MiB"),
         gauge("Disk", sum("allocated", "disk_gib"), sum("capacity", "disk_gib"), "GiB"))),
     h("div", { class: "panel" }, h("h2", {}, "Instances by type and status"),
       instances.length === 0 ? h("p", { class: "muted" }, "No instances yet: ", link("#/instances", "create one"), ".") :
@@ -80,6 +80,14 @@ export async function overview() {
     h("div", { class: "panel" }, h("h2", {}, "Nodes"), nodeTable(nodes)));
 }
 
+/** What may be reserved on node `n` of `field`: its capacity times its
+ * allocation ratio for CPU and memory (what placement counts against). */
+function allocatable(n, field) {
+  const ratios = n.allocation_ratios || { cpu: 1, memory: 1 };
+  const ratio = field === "cpus" ? ratios.cpu : field === "memory_mib" ? ratios.memory : 1;
+  return Math.floor((n.capacity[field] || 0) * ratio * 1000) / 1000;
+}
+
 function nodeTable(nodes) {
   return h("table", { "data-testid": "node-table" },
     h("thead", {}, h("tr", {}, ["hostname", "status", "role", "zone", "runtimes"].map((c) => h("th", {}, c)),
@@ -87,8 +95,8 @@ function nodeTable(nodes) {
     h("tbody", {}, nodes.map((n) => h("tr", { "data-node": n.hostname },
       h("td", {}, link(`#/nodes/${encodeURIComponent(n.hostname)}`, n.hostname)), h("td", {}, badge(n.status)), h("td", {}, n.role), h("td", {}, `${n.region}/${n.zone}`),
       h("td", {}, (n.runtimes || []).join(", ") || "—"),
-      h("td", { class: "num" }, `${n.allocated.cpus} / ${n.capacity.cpus}`),
-      h("td", { class: "num" }, `${n.allocated.memory_mib} / ${n.capacity.memory_mib}`),
+      h("td", { class: "num" }, `${n.allocated.cpus} / ${allocatable(n, "cpus")}`),
+      h("td", { class: "num" }, `${n.allocated.memory_mib} / ${allocatable(n, "memory_mib")}`),
       h("td", { class: "num" }, `${n.allocated.instances} / ${n.capacity.instances}`),
       h("td", {}, when(n.last_heartbeat))))));
 }
@@ -110,14 +118,15 @@ export async function node(name) {
     ["region / zone", `${n.region} / ${n.zone}`], ["runtimes", (n.runtimes || []).join(", ") || "—"],
     ["missing runtimes", missing.join("; ") || "—"], ["labels", labels.join(", ") || "—"],
     ["traits", (n.traits || []).join(", ") || "—"], ["heartbeat", when(n.last_heartbeat)],
+    ["allocation ratios", `cpu ${n.allocation_ratios.cpu}, memory ${n.allocation_ratios.memory} (of ${n.capacity.cpus} cores, ${n.capacity.memory_mib} MiB)`],
   ];
   return h("section", { "data-testid": "node", "data-node": n.hostname },
     h("h1", {}, link("#/nodes", "Nodes"), " / ", n.hostname, " ", badge(n.status)),
     h("div", { class: "grid" },
       h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
       h("div", { class: "panel" }, h("h2", {}, "Capacity"),
-        gauge("CPUs", n.allocated.cpus, n.capacity.cpus, "cores"),
-        gauge("Memory", n.allocated.memory_mib, n.capacity.memory_mib, "MiB"),
+        gauge("CPUs", n.allocated.cpus, allocatable(n, "cpus"), "cores"),
+        gauge("Memory", n.allocated.memory_mib, allocatable(n, "memory_mib"), "MiB"),
         gauge("Disk", n.allocated.disk_gib, n.capacity.disk_gib, "GiB"),
         gauge("Instances", n.allocated.instances, n.capacity.instances, ""))),
     h("div", { class: "panel" }, h("h2", {}, "Instances"),
@@ -192,7 +201,7 @@ function createForm(ui) {
     h("label", {}, "Type", h("select", { name: "type" }, h("option", { value: "container" }, "container"))),
     h("label", {}, "Image", h("input", { name: "image", required: true, placeholder: "busybox" })),
     h("label", {}, "Command", h("input", { name: "command", placeholder: "sleep 3600" })),
-    h("label", {}, "CPUs", h("input", { name: "cpus", type: "number", min: 1, value: 1 })),
+    h("label", {}, "CPUs", h("input", { name: "cpus", type: "number", min: 0.001, step: 0.001, value: 1 })),
     h("label", {}, "Memory MiB", h("input", { name: "memory_mib", type: "number", min: 16, value: 128 })),
     h("button", { type: "submit", class: "primary" }, "Create"));
   form.addEventListener("submit", async (event) => {

@@ -16,7 +16,8 @@ use zixiao_core::model::{
     CarbonIntensity, CreateNetwork, FromTemplate, ImageKind, NodeImageName, TemplateSpec,
 };
 use zixiao_core::{
-    Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType, InstanceUpdate, Wait,
+    AllocationRatio, Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType,
+    InstanceUpdate, Wait,
 };
 
 use crate::console::Console;
@@ -428,6 +429,30 @@ impl Controller {
         labels: Vec<String>,
     ) -> Pending<'env> {
         call!(self, env, |c| c.label_node(&node, &labels))
+    }
+
+    /// Changes how far a node's CPU and memory may be promised beyond what
+    /// it has (`cpu: 4`: four times its cores); a ratio not given stays.
+    /// Instances waiting for a node are tried again. Rejects with
+    /// `invalid_argument` naming `cpu` or `memory` (0.1 to 64, or neither
+    /// given), `not_found`.
+    #[napi(ts_return_type = "Promise<Node>")]
+    pub fn set_allocation_ratios<'env>(
+        &self,
+        env: &'env Env,
+        node: String,
+        cpu: Option<f64>,
+        memory: Option<f64>,
+    ) -> Pending<'env> {
+        call!(self, env, |c| {
+            let ratio = |field: &str, r: Option<f64>| {
+                r.map(AllocationRatio::try_from)
+                    .transpose()
+                    .map_err(|e| Error::invalid(field, e.to_string()))
+            };
+            let (cpu, memory) = (ratio("cpu", cpu)?, ratio("memory", memory)?);
+            c.set_allocation_ratios(&node, cpu, memory)
+        })
     }
 
     /// Sets the carbon intensity of a node's power (gCO2e/kWh, at most

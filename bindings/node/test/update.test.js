@@ -114,3 +114,26 @@ test('snapshot schedules are stored, checked, and refused where none can be take
   const cleared = await controller.updateInstance('vm1', { clear_snapshot_schedule: true })
   assert.equal(cleared.spec.snapshot_schedule, undefined)
 })
+
+test('containers ask for fractions of a core; a node promises its cores times its ratio', async () => {
+  const controller = await fakeController()
+  const [node] = await controller.listNodes()
+  assert.deepEqual(node.allocation_ratios, { cpu: 4, memory: 1 })
+  const quarter = await controller.createInstance(container('quarter', { cpus: '250m', cpu_limit: 0.5 }))
+  assert.equal(quarter.spec.cpus, 0.25)
+  assert.equal(quarter.spec.cpu_limit, 0.5)
+  const exact = await controller.setAllocationRatios(node.id, 1)
+  assert.equal(exact.allocation_ratios.cpu, 1)
+  const big = await controller.createInstance(container('big', { cpus: node.capacity.cpus }))
+  assert.equal(big.status, 'pending')
+  await controller.setAllocationRatios(node.id, 2, null)
+  assert.equal((await controller.getInstance('big')).status, 'running')
+  await assert.rejects(controller.createInstance(container('tiny', { cpus: 0.0001 })), {
+    code: 'invalid_argument',
+    field: 'spec.cpus',
+  })
+  await assert.rejects(controller.setAllocationRatios(node.id, null, 0), {
+    code: 'invalid_argument',
+    field: 'memory',
+  })
+})

@@ -23,7 +23,8 @@ use zixiao_core::model::{
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
-    Client, CreateInstance, ImageRef, Instance, InstanceFilter, InstanceType, InstanceUpdate, Wait,
+    AllocationRatio, Client, CreateInstance, ImageRef, Instance, InstanceFilter, InstanceType,
+    InstanceUpdate, Wait,
 };
 
 use crate::console::{PyAsyncConsole, PyConsole};
@@ -196,6 +197,14 @@ fn carbon_intensity(grams: Option<i64>) -> PyResult<Option<CarbonIntensity>> {
         .map(CarbonIntensity::try_from)
         .transpose()
         .map_err(error::to_py)
+}
+
+/// An allocation ratio from Python, its errors naming `field`.
+fn allocation_ratio(field: &str, ratio: Option<f64>) -> PyResult<Option<AllocationRatio>> {
+    ratio
+        .map(AllocationRatio::try_from)
+        .transpose()
+        .map_err(|e| error::invalid(field, e.to_string()))
 }
 
 /// What `connect` is given, as zixiao-client reads it.
@@ -412,6 +421,26 @@ impl PyController {
         labels: Vec<String>,
     ) -> PyResult<Json<zixiao_core::Node>> {
         wait(py, self.inner.label_node(node, &labels)).map(Json)
+    }
+
+    /// Changes how far a node's CPU and memory may be promised beyond what
+    /// it has (`cpu=4`: four times its cores); a ratio not given stays.
+    /// Instances waiting for a node are tried again. Raises
+    /// `InvalidArgument` naming `cpu` or `memory` (0.1 to 64, or neither
+    /// given), `NotFound`.
+    #[pyo3(signature = (node, cpu=None, memory=None))]
+    fn set_allocation_ratios(
+        &self,
+        py: Python<'_>,
+        node: &str,
+        cpu: Option<f64>,
+        memory: Option<f64>,
+    ) -> PyResult<Json<zixiao_core::Node>> {
+        let (cpu, memory) = (
+            allocation_ratio("cpu", cpu)?,
+            allocation_ratio("memory", memory)?,
+        );
+        wait(py, self.inner.set_allocation_ratios(node, cpu, memory)).map(Json)
     }
 
     /// Sets the carbon intensity of a node's power (gCO2e/kWh, at most
@@ -1165,6 +1194,22 @@ impl PyAsyncController {
         labels: Vec<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.label_node(&node, &labels))
+    }
+
+    /// Changes a node's allocation ratios (see `Controller.set_allocation_ratios`).
+    #[pyo3(signature = (node, cpu=None, memory=None))]
+    fn set_allocation_ratios<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+        cpu: Option<f64>,
+        memory: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (cpu, memory) = (
+            allocation_ratio("cpu", cpu)?,
+            allocation_ratio("memory", memory)?,
+        );
+        call!(self, py, |c| c.set_allocation_ratios(&node, cpu, memory))
     }
 
     /// Sets a node's carbon intensity (see `Controller.set_node_carbon`).

@@ -35,7 +35,7 @@ def test_bad_updates_raise_and_change_nothing(controller):
     with pytest.raises(zixiao.InvalidArgument) as raised:
         controller.update_instance("web", {"cpus": 0})
     assert raised.value.field == "cpus"
-    assert "must be at least 1" in str(raised.value)
+    assert "must be more than 0" in str(raised.value)
     with pytest.raises(zixiao.InvalidArgument) as raised:
         controller.update_instance("web", {})
     assert raised.value.field == "update"
@@ -113,3 +113,40 @@ def test_snapshot_schedules_are_stored_checked_and_refused_where_none_can_be_tak
     assert {name: controller.get_instance(name) for name in ("vm1", "web")} == before
     cleared = controller.update_instance("vm1", {"clear_snapshot_schedule": True})
     assert "snapshot_schedule" not in cleared["spec"]
+
+
+def test_fractional_cpus_and_allocation_ratios(controller):
+    """Containers ask for fractions of a core (as numbers or millicores), a
+    node promises its cores times its ratio, and bad amounts name the field."""
+    node = controller.list_nodes()[0]
+    cores = node["capacity"]["cpus"]
+    assert node["allocation_ratios"] == {"cpu": 4, "memory": 1}
+    quarter = controller.create_instance(container("quarter", cpus="250m", cpu_limit=0.5))
+    assert quarter["spec"]["cpus"] == 0.25
+    assert quarter["spec"]["cpu_limit"] == 0.5
+    half = controller.create_instance(container("half", cpus=0.5))
+    assert half["status"] == "running"
+    assert controller.get_node(node["id"])["allocated"]["cpus"] == 0.75
+
+    exact = controller.set_allocation_ratios(node["id"], cpu=1)
+    assert exact["allocation_ratios"] == {"cpu": 1, "memory": 1}
+    big = controller.create_instance(container("big", cpus=cores))
+    assert big["status"] == "pending"
+    assert "insufficient cpu" in str(big["conditions"])
+    roomy = controller.set_allocation_ratios(node["id"], cpu=2.5)
+    assert roomy["allocation_ratios"]["cpu"] == 2.5
+    assert controller.get_instance("big")["status"] == "running"
+
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.create_instance(container("tiny", cpus=0.0001))
+    assert raised.value.field == "spec.cpus"
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.create_instance(container("capped", cpus=1, cpu_limit=0.5))
+    assert raised.value.field == "spec.cpu_limit"
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.set_allocation_ratios(node["id"], memory=0)
+    assert raised.value.field == "memory"
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.set_allocation_ratios(node["id"])
+    assert raised.value.field == "allocation_ratios"
+    assert [i["name"] for i in controller.list_instances()] == ["big", "half", "quarter"]

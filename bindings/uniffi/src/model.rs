@@ -153,8 +153,9 @@ impl From<core::NodeStatus> for NodeStatus {
 pub struct InstanceSpec {
     /// Which runtime runs it.
     pub instance_type: InstanceType,
-    /// Whole CPU cores.
-    pub cpus: u32,
+    /// CPU in thousandths of a core (`250` is a quarter): a container's
+    /// request, a VM's vCPUs (whole cores: a multiple of 1000).
+    pub cpu_millis: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
     /// An OCI image reference (containers) or a disk image (VMs).
@@ -192,7 +193,7 @@ impl From<core::InstanceSpec> for InstanceSpec {
     fn from(s: core::InstanceSpec) -> Self {
         InstanceSpec {
             instance_type: s.instance_type.into(),
-            cpus: s.cpus,
+            cpu_millis: s.cpus.millis(),
             memory_mib: s.memory_mib,
             image: s.image,
             disk_gib: s.disk_gib,
@@ -222,7 +223,8 @@ pub struct CreateInstance {
 impl From<InstanceSpec> for core::InstanceSpec {
     /// The core's spec; the API validates it where it is used.
     fn from(s: InstanceSpec) -> Self {
-        let mut spec = core::InstanceSpec::empty(s.instance_type.into(), s.cpus, s.memory_mib);
+        let mut spec = core::InstanceSpec::empty(s.instance_type.into(), 0, s.memory_mib);
+        spec.cpus = core::Cpus::from_millis(s.cpu_millis);
         spec.image = s.image;
         spec.disk_gib = s.disk_gib;
         spec.kernel = s.kernel.map(PathBuf::from);
@@ -484,9 +486,9 @@ pub struct InstanceUpdate {
     /// The new restart policy.
     #[uniffi(default = None)]
     pub restart: Option<RestartPolicy>,
-    /// The new number of whole CPU cores.
+    /// The new CPU in thousandths of a core.
     #[uniffi(default = None)]
-    pub cpus: Option<u32>,
+    pub cpu_millis: Option<u32>,
     /// The new memory in MiB.
     #[uniffi(default = None)]
     pub memory_mib: Option<u64>,
@@ -514,8 +516,10 @@ impl TryFrom<InstanceUpdate> for zixiao_core::InstanceUpdate {
             set_labels: u.set_labels.into_iter().collect(),
             remove_labels: u.remove_labels.into_iter().collect(),
             restart: u.restart.map(Into::into),
-            cpus: u.cpus,
+            cpus: u.cpu_millis.map(zixiao_core::Cpus::from_millis),
+            cpu_limit: None,
             memory_mib: u.memory_mib,
+            memory_limit_mib: None,
             restart_if_needed: u.restart_if_needed,
             snapshot_every: u
                 .snapshot_every_seconds
@@ -530,8 +534,8 @@ impl TryFrom<InstanceUpdate> for zixiao_core::InstanceUpdate {
 /// Amounts of what nodes offer and instances take.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct Resources {
-    /// Whole CPU cores.
-    pub cpus: u32,
+    /// CPU in thousandths of a core.
+    pub cpu_millis: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
     /// Disk in GiB.
@@ -543,7 +547,7 @@ pub struct Resources {
 impl From<core::Resources> for Resources {
     fn from(r: core::Resources) -> Self {
         Resources {
-            cpus: r.cpus,
+            cpu_millis: r.cpus.millis(),
             memory_mib: r.memory_mib,
             disk_gib: r.disk_gib,
             instances: r.instances,

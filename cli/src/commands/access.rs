@@ -272,10 +272,7 @@ fn limit<T: ToString>(used: T, limit: Option<T>) -> String {
 fn project_details(p: &ProjectInfo) -> String {
     details(&[
         ("name", p.name.clone()),
-        (
-            "cpus",
-            limit(u64::from(p.usage.cpus), p.quota.cpus.map(u64::from)),
-        ),
+        ("cpus", limit(p.usage.cpus, p.quota.cpus)),
         ("memory mib", limit(p.usage.memory_mib, p.quota.memory_mib)),
         (
             "instances",
@@ -299,7 +296,7 @@ fn project_table(projects: &[ProjectInfo]) -> String {
     for p in projects {
         table.row(vec![
             p.name.clone(),
-            limit(u64::from(p.usage.cpus), p.quota.cpus.map(u64::from)),
+            limit(p.usage.cpus, p.quota.cpus),
             limit(p.usage.memory_mib, p.quota.memory_mib),
             limit(
                 u64::from(p.usage.instances),

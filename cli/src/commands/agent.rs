@@ -202,7 +202,10 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     }
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
     let drivers = driver_config(cli, &config.drivers, &state_dir, args.netns_dir.as_deref())?;
-    let local = zixiao_embedded::local_agent(&state_dir, &drivers).await?;
+    let mut local = zixiao_embedded::local_agent(&state_dir, &drivers).await?;
+    if let Some(ratios) = config.node.allocation_ratios() {
+        local = local.with_allocation_ratios(ratios);
+    }
     // The scrape reads the runtimes through drivers of its own, as the
     // watchdog does: the agent's are moved into it.
     let metrics = match args.metrics_listen {

@@ -190,7 +190,9 @@ pub(crate) async fn run(
 fn update_request(args: UpdateArgs) -> Result<InstanceUpdate> {
     let mut update = InstanceUpdate {
         cpus: args.cpus,
+        cpu_limit: args.cpu_limit,
         memory_mib: args.memory,
+        memory_limit_mib: args.memory_limit,
         restart: args
             .restart
             .as_deref()
@@ -423,8 +425,12 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
     let spec = InstanceSpec {
         instance_type,
         image: args.image,
-        cpus: args.cpus,
+        cpus: args
+            .cpus
+            .unwrap_or_else(|| InstanceSpec::default_cpus(instance_type)),
+        cpu_limit: args.cpu_limit,
         memory_mib: args.memory,
+        memory_limit_mib: args.memory_limit,
         disk_gib: args.disk,
         kernel: args.kernel.as_deref().map(node_file).transpose()?,
         initrd: args.initrd.as_deref().map(node_file).transpose()?,

@@ -81,6 +81,18 @@ pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) ->
                 format!("node {} carbon intensity: {}\n", n.id, carbon_text(n))
             })?;
         }
+        NodeCommand::Update {
+            node,
+            cpu_allocation_ratio,
+            memory_allocation_ratio,
+        } => {
+            let node = controller
+                .set_allocation_ratios(&node, cpu_allocation_ratio, memory_allocation_ratio)
+                .await?;
+            print(format, &node, |n| {
+                format!("node {}: {}\n", n.id, allocatable_text(n))
+            })?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -110,8 +122,8 @@ fn node_table(nodes: &[Node]) -> String {
             n.status.as_str().to_owned(),
             n.region.clone(),
             n.zone.clone(),
-            format!("{}/{}", n.allocated.cpus, n.capacity.cpus),
-            format!("{}/{}", n.allocated.memory_mib, n.capacity.memory_mib),
+            format!("{}/{}", n.allocated.cpus, n.allocatable().cpus),
+            format!("{}/{}", n.allocated.memory_mib, n.allocatable().memory_mib),
             format!("{}/{}", n.allocated.disk_gib, n.capacity.disk_gib),
             format!("{}/{}", n.allocated.instances, n.capacity.instances),
             if runtimes.is_empty() {
@@ -138,6 +150,21 @@ fn carbon_text(n: &Node) -> String {
     }
 }
 
+/// What placement may reserve on `n`, and how that follows from its
+/// capacity and allocation ratios.
+fn allocatable_text(n: &Node) -> String {
+    let allocatable = n.allocatable();
+    format!(
+        "{} cores reservable ({} × cpu ratio {}), {} MiB ({} × memory ratio {})",
+        allocatable.cpus,
+        n.capacity.cpus,
+        n.allocation_ratios.cpu,
+        allocatable.memory_mib,
+        n.capacity.memory_mib,
+        n.allocation_ratios.memory
+    )
+}
+
 fn node_details(n: &Node) -> String {
     let mut pairs = vec![
         ("id", n.id.clone()),
@@ -147,13 +174,22 @@ fn node_details(n: &Node) -> String {
         ("region/zone", format!("{}/{}", n.region, n.zone)),
         (
             "cpus",
-            format!("{} allocated of {}", n.allocated.cpus, n.capacity.cpus),
+            format!(
+                "{} allocated of {} ({} cores × {})",
+                n.allocated.cpus,
+                n.allocatable().cpus,
+                n.capacity.cpus,
+                n.allocation_ratios.cpu
+            ),
         ),
         (
             "memory",
             format!(
-                "{} MiB allocated of {} MiB",
-                n.allocated.memory_mib, n.capacity.memory_mib
+                "{} MiB allocated of {} MiB ({} MiB × {})",
+                n.allocated.memory_mib,
+                n.allocatable().memory_mib,
+                n.capacity.memory_mib,
+                n.allocation_ratios.memory
             ),
         ),
         (

@@ -227,7 +227,7 @@ class GrpcClientTest(unittest.TestCase):
                     )
                 )
             self.assertEqual(refused.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-            self.assertIn("invalid cpus: must be at least 1", refused.exception.details())
+            self.assertIn("invalid cpus: must be more than 0 (a container may ask for as little as 1m)", refused.exception.details())
 
             tiny = types_pb2.InstanceSpec()
             tiny.CopyFrom(spec)

@@ -39,13 +39,13 @@ async fn an_admin_manages_users_tokens_and_projects_through_the_api() {
         .create_project(
             "web",
             Quota {
-                cpus: Some(4),
+                cpus: Some(zixiao_core::Cpus::cores(4)),
                 ..Quota::default()
             },
         )
         .await
         .unwrap();
-    assert_eq!(web.quota.cpus, Some(4));
+    assert_eq!(web.quota.cpus, Some(zixiao_core::Cpus::cores(4)));
     let err = client
         .create_project("Web", Quota::default())
         .await
@@ -146,7 +146,7 @@ async fn an_admin_manages_users_tokens_and_projects_through_the_api() {
         .await
         .unwrap();
     let web = client.get_project("web").await.unwrap();
-    assert_eq!(web.usage.cpus, 2);
+    assert_eq!(web.usage.cpus, zixiao_core::Cpus::cores(2));
     assert_eq!(web.usage.instances, 1);
     client.delete_user("alice").await.unwrap();
     let err = client.delete_project("web").await.unwrap_err();

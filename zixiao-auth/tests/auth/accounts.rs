@@ -126,20 +126,20 @@ async fn a_project_with_members_cannot_be_deleted() {
 #[test]
 fn quotas_admit_up_to_their_limits() {
     let quota = Quota {
-        cpus: Some(4),
+        cpus: Some(zixiao_core::Cpus::cores(4)),
         memory_mib: Some(4096),
         instances: Some(2),
         disk_gib: None,
     };
     let web = project("web");
     let used = Resources {
-        cpus: 2,
+        cpus: zixiao_core::Cpus::cores(2),
         memory_mib: 2048,
         disk_gib: 500,
         instances: 1,
     };
     let fits = Resources {
-        cpus: 2,
+        cpus: zixiao_core::Cpus::cores(2),
         memory_mib: 2048,
         disk_gib: 10_000,
         instances: 1,

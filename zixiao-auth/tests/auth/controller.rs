@@ -39,7 +39,7 @@ impl Cluster {
             LocalAgent::new(HostFacts {
                 hostname: "node-a".into(),
                 capacity: Resources {
-                    cpus: 8,
+                    cpus: zixiao_core::Cpus::cores(8),
                     memory_mib: 8192,
                     disk_gib: 100,
                     instances: 32,

@@ -69,7 +69,7 @@ fn every_request() -> Vec<Request> {
         Request::UpdateInstance {
             instance: i(),
             update: zixiao_core::InstanceUpdate {
-                cpus: Some(2),
+                cpus: Some(zixiao_core::Cpus::cores(2)),
                 ..Default::default()
             },
             wait: Wait::No,

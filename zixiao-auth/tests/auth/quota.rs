@@ -22,7 +22,7 @@ use crate::support::Harness;
 
 /// Room for everything the tests ask: the node never refuses, the quota does.
 const NODE: Resources = Resources {
-    cpus: 64,
+    cpus: zixiao_core::Cpus::cores(64),
     memory_mib: 65_536,
     disk_gib: 1_000,
     instances: 64,
@@ -171,7 +171,7 @@ async fn creates_within_the_quota_are_stored_and_the_next_is_refused_storing_not
     assert_eq!(
         web.usage,
         Resources {
-            cpus: 4,
+            cpus: zixiao_core::Cpus::cores(4),
             memory_mib: 768,
             disk_gib: 3,
             instances: 3
@@ -354,7 +354,7 @@ async fn an_update_that_grows_an_instance_is_charged_like_a_create() {
         .await
         .unwrap();
     let grow = |cpus: Option<u32>, memory_mib: Option<u64>| InstanceUpdate {
-        cpus,
+        cpus: cpus.map(zixiao_core::Cpus::cores),
         memory_mib,
         ..InstanceUpdate::default()
     };
@@ -364,7 +364,7 @@ async fn an_update_that_grows_an_instance_is_charged_like_a_create() {
         .update_instance("a", grow(Some(2), None), Wait::No)
         .await
         .unwrap();
-    assert_eq!(a.spec.cpus, 2);
+    assert_eq!(a.spec.cpus, zixiao_core::Cpus::cores(2));
     let before = h.snapshot().await;
     // 3 cpus used (a's 2 included), 2 more asked: over 4.
     let err = client
@@ -398,7 +398,10 @@ async fn an_update_that_grows_an_instance_is_charged_like_a_create() {
         .update_instance("a", grow(Some(1), Some(128)), Wait::No)
         .await
         .unwrap();
-    assert_eq!((shrunk.spec.cpus, shrunk.spec.memory_mib), (1, 128));
+    assert_eq!(
+        (shrunk.spec.cpus, shrunk.spec.memory_mib),
+        (zixiao_core::Cpus::cores(1), 128)
+    );
     // Memory may still grow while the cpu quota is exceeded: only what
     // grows is checked.
     client
@@ -442,5 +445,8 @@ async fn an_update_that_grows_an_instance_is_charged_like_a_create() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.chain());
     assert_eq!(h.snapshot().await, before, "nothing moved");
     let web = client.get_project("web").await.unwrap();
-    assert_eq!((web.usage.cpus, web.usage.memory_mib), (2, 768));
+    assert_eq!(
+        (web.usage.cpus, web.usage.memory_mib),
+        (zixiao_core::Cpus::cores(2), 768)
+    );
 }

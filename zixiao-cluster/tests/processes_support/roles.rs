@@ -60,7 +60,7 @@ async fn local(name: &str, dir: &Path) -> LocalAgent {
     let host = HostFacts {
         hostname: format!("{name}-host"),
         capacity: Resources {
-            cpus: 64,
+            cpus: zixiao_core::Cpus::cores(64),
             memory_mib,
             disk_gib: 100,
             instances: 64,

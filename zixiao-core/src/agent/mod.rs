@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use crate::driver::{Driver, DriverError, DriverInfo};
 use crate::host::HostFacts;
 use crate::keyed_lock::KeyedLock;
-use crate::model::{InstanceType, NodeRegistration, NodeRole, Resources};
+use crate::model::{AllocationRatios, InstanceType, NodeRegistration, NodeRole, Resources};
 
 /// What a node says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,8 @@ pub struct LocalAgent {
     facts: NodeFacts,
     /// Labels and traits found on the machine, reported at registration.
     reported: (BTreeMap<String, String>, BTreeSet<String>),
+    /// Allocation ratios from the node's configuration, if it sets them.
+    allocation_ratios: Option<AllocationRatios>,
     drivers: BTreeMap<InstanceType, Arc<dyn Driver>>,
     /// Shared by every driver's [`SerializedDriver`].
     locks: KeyedLock,
@@ -72,6 +74,7 @@ impl LocalAgent {
                 drivers: BTreeMap::new(),
             },
             reported: (BTreeMap::new(), BTreeSet::new()),
+            allocation_ratios: None,
             drivers: BTreeMap::new(),
             locks: KeyedLock::default(),
         }
@@ -99,6 +102,14 @@ impl LocalAgent {
         traits: BTreeSet<String>,
     ) -> Self {
         self.reported = (labels, traits);
+        self
+    }
+
+    /// Registers the node with these allocation ratios (from its
+    /// configuration) every time, instead of leaving the node's own (the
+    /// defaults, or what `zixiao node update` set).
+    pub fn with_allocation_ratios(mut self, ratios: AllocationRatios) -> Self {
+        self.allocation_ratios = Some(ratios);
         self
     }
 
@@ -131,6 +142,7 @@ impl LocalAgent {
             zone: "default".to_owned(),
             role: NodeRole::Combined,
             capacity: self.facts.capacity,
+            allocation_ratios: self.allocation_ratios,
             labels: self.reported.0.clone(),
             traits: self.reported.1.clone(),
             runtimes: self.facts.runtimes.clone(),

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
-use crate::model::Resources;
+use crate::model::{Cpus, InvalidAmount, Resources};
 
 /// What a user may do, in increasing power (see zixiao-auth's
 /// `authorize` for the rules).
@@ -78,9 +78,9 @@ impl FromStr for Role {
 /// `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
-    /// Whole CPU cores.
+    /// CPU, in the units instances request it.
     #[serde(default)]
-    pub cpus: Option<u32>,
+    pub cpus: Option<Cpus>,
     /// Memory in MiB.
     #[serde(default)]
     pub memory_mib: Option<u64>,
@@ -100,12 +100,12 @@ pub struct QuotaExceeded {
     pub project: String,
     /// Which resource (`cpus`, `memory_mib`, `instances`, `disk_gib`).
     pub resource: &'static str,
-    /// The quota.
-    pub limit: u64,
+    /// The quota, in the resource's units (`8`, `0.5`).
+    pub limit: String,
     /// What the project's instances hold now.
-    pub used: u64,
+    pub used: String,
     /// What the request adds.
-    pub requested: u64,
+    pub requested: String,
 }
 
 impl QuotaExceeded {
@@ -144,11 +144,13 @@ impl Quota {
     /// use zixiao_core::api::Quota;
     /// use zixiao_core::Resources;
     ///
-    /// let quota = Quota { cpus: Some(8), ..Quota::default() };
-    /// let used = Resources { cpus: 6, memory_mib: 0, disk_gib: 0, instances: 3 };
-    /// let two = Resources { cpus: 2, memory_mib: 512, disk_gib: 1, instances: 1 };
+    /// use zixiao_core::Cpus;
+    ///
+    /// let quota = Quota { cpus: Some(Cpus::cores(8)), ..Quota::default() };
+    /// let used = Resources { cpus: Cpus::cores(6), memory_mib: 0, disk_gib: 0, instances: 3 };
+    /// let two = Resources { cpus: Cpus::cores(2), memory_mib: 512, disk_gib: 1, instances: 1 };
     /// assert!(quota.admits("web", &used, &two).is_ok());
-    /// let four = Resources { cpus: 4, ..two };
+    /// let four = Resources { cpus: "2.5".parse().unwrap(), ..two };
     /// assert_eq!(quota.admits("web", &used, &four).unwrap_err().resource, "cpus");
     /// ```
     pub fn admits(
@@ -157,12 +159,13 @@ impl Quota {
         used: &Resources,
         requested: &Resources,
     ) -> Result<(), QuotaExceeded> {
+        let millis = |c: Cpus| u64::from(c.millis());
         let checks = [
             (
                 "cpus",
-                self.cpus.map(u64::from),
-                u64::from(used.cpus),
-                u64::from(requested.cpus),
+                self.cpus.map(millis),
+                millis(used.cpus),
+                millis(requested.cpus),
             ),
             (
                 "memory_mib",
@@ -181,12 +184,19 @@ impl Quota {
         for (resource, limit, used, requested) in checks {
             if let Some(limit) = limit {
                 if used.saturating_add(requested) > limit {
+                    // CPU is counted in millicores and shown in cores.
+                    let show = |n: u64| match resource {
+                        "cpus" => {
+                            Cpus::from_millis(u32::try_from(n).unwrap_or(u32::MAX)).to_string()
+                        }
+                        _ => n.to_string(),
+                    };
                     return Err(QuotaExceeded {
                         project: project.as_ref().to_owned(),
                         resource,
-                        limit,
-                        used,
-                        requested,
+                        limit: show(limit),
+                        used: show(used),
+                        requested: show(requested),
                     });
                 }
             }
@@ -205,7 +215,7 @@ impl FromStr for Quota {
     /// ```
     /// use zixiao_core::api::Quota;
     /// let quota: Quota = "cpus=8,memory=16384".parse().unwrap();
-    /// assert_eq!(quota.cpus, Some(8));
+    /// assert_eq!(quota.cpus, Some(zixiao_core::Cpus::cores(8)));
     /// assert_eq!(quota.memory_mib, Some(16384));
     /// assert_eq!(quota.instances, None);
     /// assert!("cpus=eight".parse::<Quota>().is_err());
@@ -235,7 +245,12 @@ impl FromStr for Quota {
                     .map_err(|_| Error::invalid(format!("quota.{field}"), "too large"))
             };
             match key.trim() {
-                "cpus" => quota.cpus = Some(small("cpus")?),
+                "cpus" => {
+                    quota.cpus =
+                        Some(value.trim().parse().map_err(|e: InvalidAmount| {
+                            Error::invalid("quota.cpus", e.to_string())
+                        })?)
+                }
                 "memory" | "memory_mib" => quota.memory_mib = Some(number("memory")?),
                 "instances" => quota.instances = Some(small("instances")?),
                 "disk" | "disk_gib" => quota.disk_gib = Some(number("disk")?),

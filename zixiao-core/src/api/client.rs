@@ -18,10 +18,10 @@ use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
 };
 use crate::model::{
-    typed_metadata, Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork,
-    FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    LabelChanges, Network, Node, NodeImageName, SnapshotName, TemplateInfo, TemplateName,
-    TemplateSpec, TraitChanges,
+    typed_metadata, Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance,
+    CreateNetwork, FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType,
+    InstanceUpdate, LabelChanges, Network, Node, NodeImageName, SnapshotName, TemplateInfo,
+    TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -487,6 +487,21 @@ impl Client {
     pub async fn change_node_traits(&self, node: &str, changes: TraitChanges) -> Result<Node> {
         let node = node.to_owned();
         expect!(self, Request::ChangeNodeTraits { node, changes }, Node)
+    }
+
+    /// See [`Request::SetAllocationRatios`].
+    pub async fn set_allocation_ratios(
+        &self,
+        node: &str,
+        cpu: Option<AllocationRatio>,
+        memory: Option<AllocationRatio>,
+    ) -> Result<Node> {
+        let node = node.to_owned();
+        expect!(
+            self,
+            Request::SetAllocationRatios { node, cpu, memory },
+            Node
+        )
     }
 
     /// See [`Request::SetNodeCarbon`].

@@ -269,6 +269,10 @@ impl Api for Controller {
                 let changed = self.set_node_carbon(&node, intensity).await?;
                 Response::Node(self.placed_waiting(changed).await?)
             }
+            Request::SetAllocationRatios { node, cpu, memory } => {
+                let changed = self.set_allocation_ratios(&node, cpu, memory).await?;
+                Response::Node(self.placed_waiting(changed).await?)
+            }
             Request::WatchNodes { after } => {
                 let after = match after {
                     0 => self.current_revision().await?,

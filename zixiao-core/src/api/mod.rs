@@ -56,10 +56,10 @@ use crate::driver::{
     ConsoleStream, ImageInfo, ImportProgress, InstanceStats, LogChunk, PullOptions, PullProgress,
 };
 use crate::model::{
-    Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork, FromTemplate,
-    ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate, LabelChanges, LabelKey,
-    LabelValue, Network, Node, NodeImageName, TemplateInfo, TemplateName, TemplateSpec,
-    TraitChanges,
+    Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance, CreateNetwork,
+    FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
+    LabelChanges, LabelKey, LabelValue, Network, Node, NodeImageName, TemplateInfo, TemplateName,
+    TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -593,6 +593,21 @@ pub enum Request {
         /// gCO2e/kWh.
         intensity: Option<CarbonIntensity>,
     },
+    /// Changes how far a node's CPU and memory may be promised beyond what
+    /// it has (each ratio given; the other stays). A lower ratio never
+    /// evicts what is placed: the node just takes nothing new until its
+    /// allocation fits again. The instances waiting for a node are tried
+    /// again, as [`Request::LabelNode`] does. [`Response::Node`].
+    /// Idempotent. Errors: `InvalidArgument` (neither ratio given),
+    /// `NotFound`, `Conflict`.
+    SetAllocationRatios {
+        /// Id or hostname.
+        node: String,
+        /// The new CPU ratio.
+        cpu: Option<AllocationRatio>,
+        /// The new memory ratio.
+        memory: Option<AllocationRatio>,
+    },
     /// Node changes after store revision `after` (0: from now), then live.
     /// [`Response::NodeEvents`]. Errors: `FailedPrecondition` (compacted).
     WatchNodes {
@@ -854,6 +869,7 @@ impl Request {
             Request::LabelNode { .. } => "node.label",
             Request::ChangeNodeTraits { .. } => "node.trait",
             Request::SetNodeCarbon { .. } => "node.carbon",
+            Request::SetAllocationRatios { .. } => "node.update",
             Request::WatchNodes { .. } => "node.watch",
             Request::ClusterInfo => "cluster.info",
             Request::CreateNetwork { .. } => "network.create",
@@ -944,6 +960,7 @@ impl Request {
             | Request::LabelNode { node: n, .. }
             | Request::ChangeNodeTraits { node: n, .. }
             | Request::SetNodeCarbon { node: n, .. }
+            | Request::SetAllocationRatios { node: n, .. }
             | Request::DecommissionNode { node: n }
             | Request::DeregisterNode { node: n } => node(n),
             Request::CreateAggregate { name, .. }

@@ -19,7 +19,7 @@
 //! use zixiao_core::store::{Precondition, Txn};
 //! use zixiao_core::{Error, Instance, Result};
 //!
-//! /// At most `limit` cores per project (label `project`), counted at `/zixiao/usage/<project>`.
+//! /// At most `limit` millicores per project (label `project`), counted at `/zixiao/usage/<project>`.
 //! #[derive(Debug)]
 //! struct CoreQuota { limit: u64 }
 //!
@@ -39,10 +39,10 @@
 //!             ),
 //!             None => (0, Precondition::Absent),
 //!         };
-//!         let after = used + u64::from(instance.spec.cpus);
+//!         let after = used + u64::from(instance.spec.cpus.millis());
 //!         if after > self.limit {
 //!             return Err(Error::ResourceExhausted(format!(
-//!                 "project `{project}` would use {after} of its {} cores", self.limit
+//!                 "project `{project}` would use {after} of its {} millicores", self.limit
 //!             )));
 //!         }
 //!         Ok(txn.put(key, after.to_string().into_bytes(), precondition))

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use super::reconcile::Convergence;
 use super::Controller;
 use crate::model::{
-    Aggregate, AggregateName, CarbonIntensity, LabelChanges, LabelKey, LabelValue, Node,
-    TraitChanges,
+    Aggregate, AggregateName, AllocationRatio, CarbonIntensity, LabelChanges, LabelKey, LabelValue,
+    Node, TraitChanges,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, ErrorKind, Result};
@@ -69,6 +69,35 @@ impl Controller {
         let now = self.now();
         self.update_object::<Node, _>(&id, |n| {
             let changed = n.set_carbon_intensity(intensity);
+            if changed {
+                n.updated_at = now;
+            }
+            Ok(changed)
+        })
+        .await
+    }
+
+    /// Sets the allocation ratios given of node `node` (id or hostname).
+    /// Errors: `InvalidArgument` (neither given), `NotFound`, `Conflict`.
+    pub async fn set_allocation_ratios(
+        &self,
+        node: &str,
+        cpu: Option<AllocationRatio>,
+        memory: Option<AllocationRatio>,
+    ) -> Result<Node> {
+        if cpu.is_none() && memory.is_none() {
+            return Err(Error::invalid(
+                "allocation_ratios",
+                "nothing to change: give a cpu or memory ratio",
+            ));
+        }
+        let id = self.get_node(node).await?.id;
+        let now = self.now();
+        self.update_object::<Node, _>(&id, |n| {
+            let before = n.allocation_ratios;
+            n.allocation_ratios.cpu = cpu.unwrap_or(before.cpu);
+            n.allocation_ratios.memory = memory.unwrap_or(before.memory);
+            let changed = n.allocation_ratios != before;
             if changed {
                 n.updated_at = now;
             }

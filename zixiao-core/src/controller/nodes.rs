@@ -51,6 +51,9 @@ impl Controller {
                     node.zone = registration.zone.clone();
                     node.role = registration.role;
                     node.capacity = registration.capacity;
+                    if let Some(ratios) = registration.allocation_ratios {
+                        node.allocation_ratios = ratios;
+                    }
                     // What operators declared stays (see `NodeMetadata`).
                     node.reported = registration.reported();
                     node.merge_metadata();
@@ -82,6 +85,7 @@ impl Controller {
                         role: registration.role,
                         status: NodeStatus::Ready,
                         capacity: registration.capacity,
+                        allocation_ratios: registration.allocation_ratios.unwrap_or_default(),
                         allocated: Resources::default(),
                         labels: BTreeMap::new(),
                         traits: BTreeSet::new(),

@@ -502,7 +502,7 @@ impl Controller {
                 };
                 let before = working.table.nodes()[position].clone();
                 let wanted = instance.spec.resources();
-                if !before.capacity.fits(&before.allocated, &wanted) {
+                if !before.allocatable().fits(&before.allocated, &wanted) {
                     job.answer(Err(Error::Internal(format!(
                         "the scheduler chose node `{node_id}`, which has no room for `{name}`"
                     ))));
@@ -723,7 +723,7 @@ impl Controller {
         if let (true, Some(position)) = (held != holds, position) {
             let current = working.table.nodes()[position].clone();
             let grows = holds.saturating_sub(&held);
-            if !current.capacity.fits(&current.allocated, &grows) {
+            if !current.allocatable().fits(&current.allocated, &grows) {
                 job.answer(Err(Error::ResourceExhausted(shortfall(
                     &current,
                     &instance.name,
@@ -941,7 +941,7 @@ fn shortfall(node: &Node, name: &str, grows: &crate::Resources) -> String {
     let mut short = Vec::new();
     if grows.cpus > free.cpus {
         short.push(format!(
-            "{} cpus free, the update of `{name}` needs {} more",
+            "{} cores free, the update of `{name}` needs {} more",
             free.cpus, grows.cpus
         ));
     }

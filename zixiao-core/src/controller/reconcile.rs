@@ -754,7 +754,7 @@ impl Controller {
                 instance.name
             )));
         }
-        if node.capacity.fits(&node.allocated, compute) {
+        if node.allocatable().fits(&node.allocated, compute) {
             return Ok(None);
         }
         let free = node.free();

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CreateInstance, InstanceSpec, NetworkAttachment, NodeId, Resources, ScheduledSnapshot,
+    Cpus, CreateInstance, InstanceSpec, NetworkAttachment, NodeId, Resources, ScheduledSnapshot,
 };
 
 /// An instance's unique id (a UUID), fixed for its whole life.
@@ -253,7 +253,7 @@ impl Instance {
             all
         } else {
             Resources {
-                cpus: 0,
+                cpus: Cpus::ZERO,
                 memory_mib: 0,
                 ..all
             }

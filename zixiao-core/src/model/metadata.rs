@@ -686,6 +686,7 @@ mod tests {
             role: NodeRole::Combined,
             status: NodeStatus::Ready,
             capacity: Resources::default(),
+            allocation_ratios: Default::default(),
             allocated: Resources::default(),
             labels: BTreeMap::new(),
             traits: BTreeSet::new(),

@@ -3,6 +3,7 @@
 //! [`NodeRegistration::validate`] reject invalid input with the field named.
 
 mod clone;
+mod cpus;
 mod image_ref;
 mod instance;
 mod instance_uuid;
@@ -19,6 +20,7 @@ mod update;
 mod validate;
 
 pub use clone::{check_clone, CloneOrigin, SnapshotName};
+pub use cpus::{AllocationRatio, AllocationRatios, Cpus, InvalidAmount};
 pub use image_ref::{
     is_loopback_host, is_sha256_digest, ImageName, ImageRef, ImageRefPart, InvalidImageRef,
     DEFAULT_REGISTRY, DEFAULT_TAG,

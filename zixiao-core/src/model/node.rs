@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{InstanceType, NodeMetadata, Resources};
+use super::{AllocationRatios, Cpus, InstanceType, NodeMetadata, Resources};
 use crate::driver::DriverInfo;
 
 /// A node's unique name, also its id (`worker-1`).
@@ -85,6 +85,10 @@ pub struct Node {
     pub status: NodeStatus,
     /// What the node offers in all.
     pub capacity: Resources,
+    /// How far its CPU and memory may be promised beyond `capacity`:
+    /// placement counts against [`Node::allocatable`].
+    #[serde(default)]
+    pub allocation_ratios: AllocationRatios,
     /// What instances placed on it hold. Updated in the same transaction as
     /// each placement and release, so it never over-commits.
     pub allocated: Resources,
@@ -134,9 +138,22 @@ pub struct Node {
 }
 
 impl Node {
+    /// What may be reserved on it in all: its capacity, CPU and memory
+    /// scaled by its allocation ratios.
+    ///
+    pub fn allocatable(&self) -> Resources {
+        let ratios = self.allocation_ratios;
+        let cpu_millis = ratios.cpu.scale(u64::from(self.capacity.cpus.millis()));
+        Resources {
+            cpus: Cpus::from_millis(u32::try_from(cpu_millis).unwrap_or(u32::MAX)),
+            memory_mib: ratios.memory.scale(self.capacity.memory_mib),
+            ..self.capacity
+        }
+    }
+
     /// What is left for new instances.
     pub fn free(&self) -> Resources {
-        self.capacity.saturating_sub(&self.allocated)
+        self.allocatable().saturating_sub(&self.allocated)
     }
 
     /// Whether the scheduler may place new instances here.
@@ -205,6 +222,10 @@ pub struct NodeRegistration {
     pub role: NodeRole,
     /// Capacity offered.
     pub capacity: Resources,
+    /// The allocation ratios its configuration sets. None keeps what the
+    /// node has (the defaults for a new node, or what `node update` set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_ratios: Option<AllocationRatios>,
     /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

@@ -2,12 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Cpus;
+
 /// An amount of every resource the scheduler counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
-    /// Whole CPU cores.
-    pub cpus: u32,
+    /// CPU, in thousandths of a core (see [`Cpus`]).
+    pub cpus: Cpus,
     /// Memory in MiB.
     pub memory_mib: u64,
     /// Disk in GiB.
@@ -20,10 +22,10 @@ impl Resources {
     /// Whether `other` fits in what is left of `self` after `used`.
     ///
     /// ```
-    /// use zixiao_core::Resources;
-    /// let capacity = Resources { cpus: 4, memory_mib: 4096, disk_gib: 10, instances: 10 };
-    /// let used = Resources { cpus: 3, memory_mib: 1024, disk_gib: 0, instances: 1 };
-    /// let want = Resources { cpus: 2, memory_mib: 512, disk_gib: 0, instances: 1 };
+    /// use zixiao_core::{Cpus, Resources};
+    /// let capacity = Resources { cpus: Cpus::cores(4), memory_mib: 4096, disk_gib: 10, instances: 10 };
+    /// let used = Resources { cpus: Cpus::cores(3), memory_mib: 1024, disk_gib: 0, instances: 1 };
+    /// let want = Resources { cpus: Cpus::cores(2), memory_mib: 512, disk_gib: 0, instances: 1 };
     /// assert!(!capacity.fits(&used, &want));
     /// ```
     pub fn fits(&self, used: &Resources, other: &Resources) -> bool {

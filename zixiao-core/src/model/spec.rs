@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PublishedPort, Resources, SnapshotSchedule};
+use super::{Cpus, PublishedPort, Resources, SnapshotSchedule};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -207,10 +207,24 @@ pub struct InstanceSpec {
     /// administrator only, an absolute path on the node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Whole CPU cores.
-    pub cpus: u32,
-    /// Memory in MiB.
+    /// CPU. For a container, its request: what placement reserves on the
+    /// node and its share of CPU time under contention (`0.25`, `250m`);
+    /// it may use idle CPU beyond that unless [`Self::cpu_limit`] caps
+    /// it. For a VM or microVM, its vCPUs: whole cores, all reserved.
+    pub cpus: Cpus,
+    /// Containers only: the most CPU it may use (the cgroup's CFS quota),
+    /// at least [`Self::cpus`]. None: no cap beyond the node's idle CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<Cpus>,
+    /// Memory in MiB: what placement reserves, and the most it may use
+    /// unless [`Self::memory_limit_mib`] allows more.
     pub memory_mib: u64,
+    /// Containers only: the most memory it may use (the cgroup's limit)
+    /// when that is more than it reserves. None: [`Self::memory_mib`].
+    /// Memory beyond the reservation is not promised: under pressure the
+    /// container is the one the kernel reclaims from or kills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mib: Option<u64>,
     /// Disk in GiB (0: the image's own size, or none).
     #[serde(default)]
     pub disk_gib: u64,
@@ -259,11 +273,28 @@ pub struct InstanceSpec {
 }
 
 impl InstanceSpec {
-    /// A container spec for `image` with 1 CPU and 128 MiB.
+    /// A container spec for `image` requesting
+    /// [`InstanceSpec::DEFAULT_CONTAINER_CPUS`] (with no cap) and 128 MiB.
     pub fn container(image: impl Into<String>) -> Self {
         InstanceSpec {
             image: Some(image.into()),
+            cpus: Self::DEFAULT_CONTAINER_CPUS,
             ..Self::empty(InstanceType::Container, 1, 128)
+        }
+    }
+
+    /// What a container requests when nobody says: a tenth of a core, so
+    /// dozens of small containers fit on a laptop. It is a reservation and
+    /// a weight, not a cap: an uncapped container uses whatever is idle.
+    pub const DEFAULT_CONTAINER_CPUS: Cpus = Cpus::from_millis(100);
+
+    /// What an instance of `instance_type` requests when nobody says:
+    /// [`Self::DEFAULT_CONTAINER_CPUS`] for containers, one vCPU for VMs
+    /// and microVMs (they reserve what they get).
+    pub fn default_cpus(instance_type: InstanceType) -> Cpus {
+        match instance_type {
+            InstanceType::Container => Self::DEFAULT_CONTAINER_CPUS,
+            InstanceType::Vm | InstanceType::Microvm => Cpus::cores(1),
         }
     }
 
@@ -283,13 +314,15 @@ impl InstanceSpec {
         }
     }
 
-    /// A spec of `instance_type` with nothing else set.
+    /// A spec of `instance_type` with `cpus` whole cores and nothing else set.
     pub fn empty(instance_type: InstanceType, cpus: u32, memory_mib: u64) -> Self {
         InstanceSpec {
             instance_type,
             image: None,
-            cpus,
+            cpus: Cpus::cores(cpus),
+            cpu_limit: None,
             memory_mib,
+            memory_limit_mib: None,
             disk_gib: 0,
             kernel: None,
             initrd: None,
@@ -312,9 +345,9 @@ impl InstanceSpec {
         self
     }
 
-    /// The same spec with `cpus` cores and `memory_mib` MiB.
+    /// The same spec with `cpus` whole cores and `memory_mib` MiB.
     pub fn with_size(mut self, cpus: u32, memory_mib: u64) -> Self {
-        self.cpus = cpus;
+        self.cpus = Cpus::cores(cpus);
         self.memory_mib = memory_mib;
         self
     }

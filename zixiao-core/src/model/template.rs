@@ -16,7 +16,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::validate::validate_labels;
-use super::{CreateInstance, Instance, InstanceSpec, RestartPolicy, TemplateName};
+use super::{
+    Cpus, CreateInstance, Instance, InstanceSpec, InvalidAmount, RestartPolicy, TemplateName,
+};
 use crate::store::{Revision, StoredObject};
 use crate::Error;
 
@@ -278,7 +280,7 @@ impl fmt::Display for TemplateRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SpecOverride {
     /// `cpus=N`.
-    Cpus(u32),
+    Cpus(Cpus),
     /// `memory_mib=N`.
     MemoryMib(u64),
     /// `disk_gib=N`.
@@ -315,7 +317,11 @@ impl TryFrom<&str> for SpecOverride {
             )
         };
         Ok(match field {
-            "cpus" => SpecOverride::Cpus(value.parse().map_err(|_| number("cores"))?),
+            "cpus" => SpecOverride::Cpus(
+                value
+                    .parse()
+                    .map_err(|e: InvalidAmount| Error::invalid("set", format!("`{text}`: {e}")))?,
+            ),
             "memory_mib" => SpecOverride::MemoryMib(value.parse().map_err(|_| number("MiB"))?),
             "disk_gib" => SpecOverride::DiskGib(value.parse().map_err(|_| number("GiB"))?),
             "image" => SpecOverride::Image(value.to_owned()),
@@ -507,8 +513,8 @@ mod tests {
         assert_eq!(t.add_version(spec(2), now), 2);
         t.versions.retain(|v| v.version != 2);
         assert_eq!(t.add_version(spec(3), now), 3);
-        assert_eq!(t.resolve(None).unwrap().spec.cpus, 3);
-        assert_eq!(t.resolve(Some(1)).unwrap().spec.cpus, 1);
+        assert_eq!(t.resolve(None).unwrap().spec.cpus, crate::Cpus::cores(3));
+        assert_eq!(t.resolve(Some(1)).unwrap().spec.cpus, crate::Cpus::cores(1));
         let gone = t.resolve(Some(2)).unwrap_err();
         assert_eq!(gone.to_string(), "template `web` version 2 not found");
     }
@@ -548,7 +554,10 @@ mod tests {
                 .collect(),
         };
         let request = from.request(t.resolve(None).unwrap()).unwrap();
-        assert_eq!((request.spec.cpus, request.spec.memory_mib), (2, 256));
+        assert_eq!(
+            (request.spec.cpus, request.spec.memory_mib),
+            (crate::Cpus::cores(2), 256)
+        );
         assert_eq!(request.labels["k"], "v");
         assert_eq!(request.labels["tier"], "web", "the template's labels stay");
         assert_eq!(request.spec.env["A"], "b");
@@ -557,7 +566,10 @@ mod tests {
             ..from
         };
         let err = zero.request(t.resolve(None).unwrap()).unwrap_err();
-        assert_eq!(err.to_string(), "invalid spec.cpus: must be at least 1");
+        assert_eq!(
+            err.to_string(),
+            "invalid spec.cpus: must be more than 0 (a container may ask for as little as 1m)"
+        );
     }
 
     #[test]
@@ -566,7 +578,7 @@ mod tests {
             ("colour=red", "unknown field `colour`"),
             ("labels.=x", "unknown field `labels.`"),
             ("cpus", "`cpus` is not FIELD=VALUE"),
-            ("cpus=two", "cpus takes a whole number of cores"),
+            ("cpus=two", "`two` is not a CPU amount"),
         ] {
             let err = SpecOverride::try_from(text).unwrap_err();
             assert!(err.to_string().contains(want), "{text}: {err}");

@@ -1,16 +1,16 @@
 //! [`InstanceUpdate`]: what a user may change of an existing instance
-//! (`zixiao instance update`): its labels, its restart policy, its CPUs,
-//! its memory and its snapshot schedule. Everything else of the spec is
+//! (`zixiao instance update`): its labels, its restart policy, its CPUs
+//! and memory (a container's caps too) and its snapshot schedule. Everything else of the spec is
 //! fixed at create.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::validate::{validate_label_value, validate_labels};
+use super::validate::{check_cpus, check_memory_limit, validate_label_value, validate_labels};
 use super::{
-    validate_label_key, ConditionType, Instance, RestartPolicy, SnapshotInterval, SnapshotKeep,
-    SnapshotSchedule, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB,
+    validate_label_key, ConditionType, Cpus, Instance, InstanceType, RestartPolicy,
+    SnapshotInterval, SnapshotKeep, SnapshotSchedule, MAX_MEMORY_MIB, MIN_MEMORY_MIB,
 };
 use crate::Error;
 
@@ -25,8 +25,8 @@ use crate::Error;
 /// assert!(grow.validate().is_ok());
 /// let err = InstanceUpdate::default().validate().unwrap_err();
 /// assert!(err.to_string().starts_with("invalid update: nothing to change"));
-/// let err = InstanceUpdate { cpus: Some(0), ..InstanceUpdate::default() }.validate().unwrap_err();
-/// assert_eq!(err.to_string(), "invalid cpus: must be at least 1");
+/// let err = InstanceUpdate { cpus: Some(zixiao_core::Cpus::ZERO), ..InstanceUpdate::default() }.validate().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid cpus: must be more than 0 (a container may ask for as little as 1m)");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,12 +40,18 @@ pub struct InstanceUpdate {
     /// The new restart policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartPolicy>,
-    /// The new number of whole CPU cores.
+    /// The new CPU: a container's request, a VM's whole vCPUs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u32>,
+    pub cpus: Option<Cpus>,
+    /// The new CPU cap of a container (at least its request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<Cpus>,
     /// The new memory in MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u64>,
+    /// The new memory cap of a container in MiB (at least what it reserves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mib: Option<u64>,
     /// Whether a running instance whose runtime cannot change its size
     /// live may be restarted to take a new size. Without it such a change
     /// is refused (`FailedPrecondition`) and nothing is changed.
@@ -71,8 +77,7 @@ impl InstanceUpdate {
         self.set_labels.is_empty()
             && self.remove_labels.is_empty()
             && self.restart.is_none()
-            && self.cpus.is_none()
-            && self.memory_mib.is_none()
+            && !self.asks_resize()
             && !self.asks_snapshot_schedule()
             && !self.clear_snapshot_schedule
     }
@@ -82,9 +87,12 @@ impl InstanceUpdate {
         self.snapshot_every.is_some() || self.snapshot_keep.is_some()
     }
 
-    /// Whether it asks for a new CPU count or memory size.
+    /// Whether it asks for a new CPU or memory size or cap.
     pub fn asks_resize(&self) -> bool {
-        self.cpus.is_some() || self.memory_mib.is_some()
+        self.cpus.is_some()
+            || self.cpu_limit.is_some()
+            || self.memory_mib.is_some()
+            || self.memory_limit_mib.is_some()
     }
 
     /// Checks the update on its own, naming the first invalid field
@@ -94,21 +102,23 @@ impl InstanceUpdate {
         if self.is_empty() {
             return Err(Error::invalid(
                 "update",
-                "nothing to change: give at least one of cpus, memory_mib, restart, \
+                "nothing to change: give at least one of cpus, cpu_limit, memory_mib, \
+                 memory_limit_mib, restart, \
                  snapshot_every, snapshot_keep, clear_snapshot_schedule, or a label to set \
                  or remove",
             ));
         }
         if let Some(cpus) = self.cpus {
-            if cpus == 0 {
-                return Err(Error::invalid("cpus", "must be at least 1"));
-            }
-            if cpus > MAX_CPUS {
-                return Err(Error::invalid(
-                    "cpus",
-                    format!("{cpus} is more than the {MAX_CPUS} one instance may have"),
-                ));
-            }
+            // Whether a fraction suits the instance's type is checked
+            // against the instance in `apply`.
+            check_cpus("", InstanceType::Container, cpus, self.cpu_limit)?;
+        } else if let Some(limit) = self.cpu_limit {
+            check_cpus(
+                "",
+                InstanceType::Container,
+                Cpus::from_millis(1),
+                Some(limit),
+            )?;
         }
         if let Some(memory) = self.memory_mib {
             if memory < MIN_MEMORY_MIB {
@@ -200,12 +210,28 @@ impl InstanceUpdate {
         if let Some(restart) = self.restart {
             instance.spec.restart = restart;
         }
+        let spec = &mut instance.spec;
         if let Some(cpus) = self.cpus {
-            instance.spec.cpus = cpus;
+            spec.cpus = cpus;
+        }
+        if let Some(limit) = self.cpu_limit {
+            spec.cpu_limit = Some(limit);
         }
         if let Some(memory) = self.memory_mib {
-            instance.spec.memory_mib = memory;
+            spec.memory_mib = memory;
         }
+        if let Some(limit) = self.memory_limit_mib {
+            spec.memory_limit_mib = Some(limit);
+        }
+        // The new sizes against each other and the instance's type: a
+        // request above the cap it keeps, a fraction of a vCPU.
+        check_cpus("", spec.instance_type, spec.cpus, spec.cpu_limit)?;
+        check_memory_limit(
+            "",
+            spec.instance_type,
+            spec.memory_mib,
+            spec.memory_limit_mib,
+        )?;
         Ok(before != (instance.labels.clone(), instance.spec.clone()))
     }
 }
@@ -235,14 +261,14 @@ mod tests {
             (
                 "cpus",
                 InstanceUpdate {
-                    cpus: Some(0),
+                    cpus: Some(crate::Cpus::cores(0)),
                     ..InstanceUpdate::default()
                 },
             ),
             (
                 "cpus",
                 InstanceUpdate {
-                    cpus: Some(MAX_CPUS + 1),
+                    cpus: Some(Cpus::cores(crate::model::MAX_CPUS + 1)),
                     ..InstanceUpdate::default()
                 },
             ),
@@ -300,7 +326,7 @@ mod tests {
             set_labels: [("tier".to_owned(), "front".to_owned())].into(),
             remove_labels: ["app".to_owned(), "absent".to_owned()].into(),
             restart: Some(RestartPolicy::Always),
-            cpus: Some(2),
+            cpus: Some(crate::Cpus::cores(2)),
             memory_mib: Some(256),
             ..InstanceUpdate::default()
         };
@@ -311,7 +337,10 @@ mod tests {
             BTreeMap::from([("tier".to_owned(), "front".to_owned())])
         );
         assert_eq!(i.spec.restart, RestartPolicy::Always);
-        assert_eq!((i.spec.cpus, i.spec.memory_mib), (2, 256));
+        assert_eq!(
+            (i.spec.cpus, i.spec.memory_mib),
+            (crate::Cpus::cores(2), 256)
+        );
         // The same again changes nothing.
         assert!(!update.apply(&mut i).expect("apply"));
     }
@@ -400,7 +429,7 @@ mod tests {
         let update: InstanceUpdate =
             serde_yaml::from_str("cpus: 2\nset_labels: {a: b}\nrestart: on_failure\n")
                 .expect("yaml");
-        assert_eq!(update.cpus, Some(2));
+        assert_eq!(update.cpus, Some(crate::Cpus::cores(2)));
         assert_eq!(update.restart, Some(RestartPolicy::OnFailure));
         let json = serde_json::to_string(&update).expect("json");
         assert_eq!(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeFile, NodeRegistration,
+    Cpus, CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeFile, NodeRegistration,
     Placement,
 };
 use crate::scheduler::{LabelOperator, LabelSelector};
@@ -13,6 +13,95 @@ use crate::Error;
 
 /// The most CPU cores one instance may ask for.
 pub const MAX_CPUS: u32 = 512;
+/// Checks an instance's CPU request and cap, naming `{prefix}cpus` or
+/// `{prefix}cpu_limit`: a container asks for any amount above zero and
+/// may cap it at no less than that; a VM or microVM has whole vCPUs and
+/// no separate cap.
+pub(crate) fn check_cpus(
+    prefix: &str,
+    ty: InstanceType,
+    cpus: Cpus,
+    cpu_limit: Option<Cpus>,
+) -> Result<(), Error> {
+    let field = format!("{prefix}cpus");
+    if cpus == Cpus::ZERO {
+        return Err(Error::invalid(
+            field,
+            "must be more than 0 (a container may ask for as little as 1m)",
+        ));
+    }
+    if cpus > Cpus::cores(MAX_CPUS) {
+        return Err(Error::invalid(
+            field,
+            format!("{cpus} is more than the {MAX_CPUS} one instance may have"),
+        ));
+    }
+    if ty != InstanceType::Container && !cpus.is_whole() {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "a {ty} has whole vCPUs; {cpus} is not a whole number (use {})",
+                cpus.whole_cores()
+            ),
+        ));
+    }
+    if let Some(limit) = cpu_limit {
+        let field = format!("{prefix}cpu_limit");
+        if ty != InstanceType::Container {
+            return Err(Error::invalid(
+                field,
+                format!("a {ty} runs on exactly its vCPUs; remove the limit"),
+            ));
+        }
+        if limit < cpus {
+            return Err(Error::invalid(
+                field,
+                format!("{limit} is less than the {cpus} the container requests ({prefix}cpus)"),
+            ));
+        }
+        if limit > Cpus::cores(MAX_CPUS) {
+            return Err(Error::invalid(
+                field,
+                format!("{limit} is more than the {MAX_CPUS} one instance may have"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a container's memory cap against its reservation, naming
+/// `{prefix}memory_limit_mib`.
+pub(crate) fn check_memory_limit(
+    prefix: &str,
+    ty: InstanceType,
+    memory_mib: u64,
+    limit: Option<u64>,
+) -> Result<(), Error> {
+    let Some(limit) = limit else { return Ok(()) };
+    let field = format!("{prefix}memory_limit_mib");
+    if ty != InstanceType::Container {
+        return Err(Error::invalid(
+            field,
+            format!("a {ty} has exactly its memory; remove the limit"),
+        ));
+    }
+    if limit < memory_mib {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{limit} MiB is less than the {memory_mib} MiB it reserves ({prefix}memory_mib)"
+            ),
+        ));
+    }
+    if limit > MAX_MEMORY_MIB {
+        return Err(Error::invalid(
+            field,
+            format!("{limit} MiB is more than the {MAX_MEMORY_MIB} MiB one instance may have"),
+        ));
+    }
+    Ok(())
+}
+
 /// The least memory an instance may ask for, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 4;
 /// The most memory one instance may ask for, in MiB (16 TiB).
@@ -122,18 +211,7 @@ impl InstanceSpec {
     /// ```
     pub fn validate(&self) -> Result<(), Error> {
         let ty = self.instance_type;
-        if self.cpus == 0 {
-            return Err(Error::invalid("spec.cpus", "must be at least 1"));
-        }
-        if self.cpus > MAX_CPUS {
-            return Err(Error::invalid(
-                "spec.cpus",
-                format!(
-                    "{} is more than the {MAX_CPUS} one instance may have",
-                    self.cpus
-                ),
-            ));
-        }
+        check_cpus("spec.", ty, self.cpus, self.cpu_limit)?;
         if self.memory_mib < MIN_MEMORY_MIB {
             return Err(Error::invalid(
                 "spec.memory_mib",
@@ -152,6 +230,7 @@ impl InstanceSpec {
                 ),
             ));
         }
+        check_memory_limit("spec.", ty, self.memory_mib, self.memory_limit_mib)?;
         if self.disk_gib > MAX_DISK_GIB {
             return Err(Error::invalid(
                 "spec.disk_gib",
@@ -553,7 +632,7 @@ impl NodeRegistration {
         if self.hostname.is_empty() {
             return Err(Error::invalid("node.hostname", "must not be empty"));
         }
-        if self.capacity.cpus == 0 {
+        if self.capacity.cpus < Cpus::cores(1) {
             return Err(Error::invalid("node.capacity.cpus", "must be at least 1"));
         }
         if self.capacity.memory_mib == 0 {
@@ -597,8 +676,11 @@ mod tests {
             ("name", Box::new(|r| r.name = "Web_Server".into())),
             ("name", Box::new(|r| r.name = "-web".into())),
             ("name", Box::new(|r| r.name = "a".repeat(64))),
-            ("spec.cpus", Box::new(|r| r.spec.cpus = 0)),
-            ("spec.cpus", Box::new(|r| r.spec.cpus = 100_000)),
+            ("spec.cpus", Box::new(|r| r.spec.cpus = Cpus::ZERO)),
+            (
+                "spec.cpus",
+                Box::new(|r| r.spec.cpus = Cpus::cores(100_000)),
+            ),
             ("spec.memory_mib", Box::new(|r| r.spec.memory_mib = 0)),
             (
                 "spec.memory_mib",
@@ -826,9 +908,9 @@ mod tests {
         #[test]
         fn sizes_validate_or_name_the_field(cpus in proptest::num::u32::ANY, memory in proptest::num::u64::ANY) {
             let mut request = CreateInstance::new("web", InstanceSpec::container("busybox"));
-            request.spec.cpus = cpus;
+            request.spec.cpus = Cpus::from_millis(cpus);
             request.spec.memory_mib = memory;
-            let in_range = (1..=MAX_CPUS).contains(&cpus) && (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory);
+            let in_range = (1..=MAX_CPUS * 1000).contains(&cpus) && (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&memory);
             match request.validate() {
                 Ok(()) => proptest::prop_assert!(in_range),
                 Err(Error::InvalidArgument { field, .. }) => {

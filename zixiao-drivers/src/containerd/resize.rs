@@ -8,11 +8,11 @@
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::{Container, UpdateContainerRequest, UpdateTaskRequest};
 use containerd_client::types::v1::Status as TaskStatus;
-use serde_json::{json, Value};
+use serde_json::Value;
 use zixiao_core::{DriverError, Instance};
 
 use super::error::invalid;
-use super::spec::{self, SpecDefaults, CPU_PERIOD_US};
+use super::spec::{self, SpecDefaults};
 use super::tasks::{status_of, SPEC_TYPE_URL};
 use super::ContainerdDriver;
 
@@ -37,14 +37,7 @@ impl ContainerdDriver {
                 instance.name
             )));
         };
-        let mut cpu = json!({ "period": CPU_PERIOD_US });
-        if let Some(quota) = limits.cpu_quota_us {
-            cpu["quota"] = json!(quota);
-        }
-        let resources = json!({
-            "memory": { "limit": limits.memory_bytes },
-            "cpu": cpu,
-        });
+        let resources = limits.resources();
         // The task first: a size the kernel refuses (memory below what the
         // workload uses and cannot reclaim) leaves the record as it was.
         let live = matches!(

@@ -29,8 +29,14 @@ pub const WORKDIR_LABEL: &str = "zixiao.io/workdir";
 /// 2 MiB runs `echo`. 4 MiB leaves the workload a little room.
 pub const MIN_MEMORY_MIB: u64 = 4;
 
-/// The period of the CFS quota that enforces `cpus`, in microseconds.
+/// The period of the CFS quota that enforces `cpu_limit`, in microseconds.
 pub(crate) const CPU_PERIOD_US: u64 = 100_000;
+
+/// The cgroup v1 CPU shares one core's request is worth (runc turns
+/// shares into cgroup v2's `cpu.weight`), as Kubernetes counts them.
+const SHARES_PER_CORE: u64 = 1024;
+/// The fewest shares the kernel accepts.
+const MIN_CPU_SHARES: u64 = 2;
 
 /// `PATH` when the image sets none, as Docker and containerd default it.
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -163,11 +169,34 @@ pub(crate) fn process_user(user: &str) -> Result<(u32, u32), DriverError> {
 /// The limits the kernel enforces for the instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Limits {
+    /// The memory limit: `memory_limit_mib`, else `memory_mib`.
     pub(crate) memory_bytes: i64,
-    /// CFS quota in microseconds per [`CPU_PERIOD_US`]; `None` is unlimited.
+    /// What the kernel protects from reclaim (`memory.low`): the
+    /// reservation, when the limit is above it.
+    pub(crate) memory_reservation_bytes: Option<i64>,
+    /// CFS quota in microseconds per [`CPU_PERIOD_US`], from `cpu_limit`;
+    /// `None` is unlimited.
     pub(crate) cpu_quota_us: Option<i64>,
+    /// The container's share of CPU under contention, from its request.
+    pub(crate) cpu_shares: u64,
     pub(crate) pids: i64,
     pub(crate) read_only_rootfs: bool,
+}
+
+impl Limits {
+    /// The memory and CPU part of the OCI `LinuxResources`: what a create
+    /// starts with and a live resize changes.
+    pub(crate) fn resources(&self) -> Value {
+        let mut cpu = json!({ "period": CPU_PERIOD_US, "shares": self.cpu_shares });
+        if let Some(quota) = self.cpu_quota_us {
+            cpu["quota"] = json!(quota);
+        }
+        let mut memory = json!({ "limit": self.memory_bytes });
+        if let Some(reservation) = self.memory_reservation_bytes {
+            memory["reservation"] = json!(reservation);
+        }
+        json!({ "memory": memory, "cpu": cpu })
+    }
 }
 
 /// Checks the instance's limits against what runc can honour.
@@ -182,20 +211,22 @@ pub(crate) fn limits(instance: &Instance, defaults: &SpecDefaults) -> Result<Lim
             ),
         ));
     }
-    let memory_bytes = spec
-        .memory_mib
-        .checked_mul(1024 * 1024)
-        .and_then(|b| i64::try_from(b).ok())
-        .ok_or_else(|| {
-            invalid(
-                "spec.memory_mib",
-                format!("{} MiB is too large", spec.memory_mib),
-            )
-        })?;
-    let cpu_quota_us = match spec.cpus {
-        0 => None,
-        n => Some(i64::from(n) * CPU_PERIOD_US as i64),
+    let bytes = |field: &str, mib: u64| {
+        mib.checked_mul(1024 * 1024)
+            .and_then(|b| i64::try_from(b).ok())
+            .ok_or_else(|| invalid(field, format!("{mib} MiB is too large")))
     };
+    let reserved = bytes("spec.memory_mib", spec.memory_mib)?;
+    let (memory_bytes, memory_reservation_bytes) = match spec.memory_limit_mib {
+        Some(limit) if limit > spec.memory_mib => {
+            (bytes("spec.memory_limit_mib", limit)?, Some(reserved))
+        }
+        _ => (reserved, None),
+    };
+    let cpu_quota_us = spec
+        .cpu_limit
+        .map(|limit| i64::from(limit.millis()) * CPU_PERIOD_US as i64 / 1000);
+    let cpu_shares = (u64::from(spec.cpus.millis()) * SHARES_PER_CORE / 1000).max(MIN_CPU_SHARES);
     let pids = match instance.labels.get(PIDS_LIMIT_LABEL) {
         None => defaults.pids_limit,
         Some(raw) => match raw.parse::<i64>() {
@@ -224,7 +255,9 @@ pub(crate) fn limits(instance: &Instance, defaults: &SpecDefaults) -> Result<Lim
     };
     Ok(Limits {
         memory_bytes,
+        memory_reservation_bytes,
         cpu_quota_us,
+        cpu_shares,
         pids,
         read_only_rootfs,
     })
@@ -274,10 +307,9 @@ pub(crate) fn runtime_spec(
 ) -> Result<Value, DriverError> {
     let process = process(instance, image)?;
     let limits = limits(instance, defaults)?;
-    let mut cpu = json!({ "period": CPU_PERIOD_US });
-    if let Some(quota) = limits.cpu_quota_us {
-        cpu["quota"] = json!(quota);
-    }
+    let mut resources = limits.resources();
+    resources["pids"] = json!({ "limit": limits.pids });
+    resources["devices"] = json!([{ "allow": false, "access": "rwm" }]);
     Ok(json!({
         "ociVersion": "1.0.2-dev",
         "process": {
@@ -314,12 +346,7 @@ pub(crate) fn runtime_spec(
         ],
         "linux": {
             "cgroupsPath": defaults.cgroups_path,
-            "resources": {
-                "devices": [{ "allow": false, "access": "rwm" }],
-                "memory": { "limit": limits.memory_bytes },
-                "cpu": cpu,
-                "pids": { "limit": limits.pids },
-            },
+            "resources": resources,
             "namespaces": [
                 { "type": "pid" }, { "type": "ipc" }, { "type": "uts" },
                 { "type": "mount" }, { "type": "network" },
@@ -373,6 +400,7 @@ mod tests {
         let mut spec = InstanceSpec::container("busybox")
             .with_command(["echo", "hi"])
             .with_size(2, 64);
+        spec.cpu_limit = Some("2".parse().unwrap());
         spec.env.insert("HOME".into(), "/tmp".into());
         spec.env.insert("A".into(), "1".into());
         let value = runtime_spec(&instance(spec), &busybox(), &defaults()).expect("spec");
@@ -386,6 +414,7 @@ mod tests {
             json!(64 * 1024 * 1024)
         );
         assert_eq!(value["linux"]["resources"]["cpu"]["quota"], json!(200_000));
+        assert_eq!(value["linux"]["resources"]["cpu"]["shares"], json!(2048));
         assert_eq!(value["linux"]["resources"]["pids"]["limit"], json!(512));
         assert_eq!(value["hostname"], json!("web"));
         assert_eq!(value["root"]["readonly"], json!(false));

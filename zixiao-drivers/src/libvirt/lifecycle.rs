@@ -233,16 +233,14 @@ impl LibvirtDriver {
                 ),
             ));
         }
-        if spec.cpus == 0 {
-            return Err(error::invalid("spec.cpus", "must be at least 1"));
-        }
+        let vcpus = crate::errors::vcpus(spec)?;
         if spec.memory_mib == 0 {
             return Err(error::invalid("spec.memory_mib", "must be at least 1"));
         }
-        if spec.cpus > self.host.cpus {
+        if vcpus > self.host.cpus {
             return Err(DriverError::ResourceExhausted(format!(
-                "spec.cpus: {} vCPUs asked, the host offers {}",
-                spec.cpus, self.host.cpus
+                "spec.cpus: {vcpus} vCPUs asked, the host offers {}",
+                self.host.cpus
             )));
         }
         if spec.memory_mib > self.host.memory_mib {
@@ -366,7 +364,7 @@ impl LibvirtDriver {
                 domain_type: self.domain_type,
                 instance_id: instance.id.clone(),
                 instance_name: instance.name.clone(),
-                vcpus: spec.cpus,
+                vcpus: crate::errors::vcpus(spec)?,
                 memory_mib: spec.memory_mib,
                 boot,
                 disk,
@@ -508,7 +506,10 @@ impl LibvirtDriver {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let attachments = instance.attachments.clone();
-            let size = (instance.spec.cpus, instance.spec.memory_mib);
+            let size = (
+                crate::errors::vcpus(&instance.spec)?,
+                instance.spec.memory_mib,
+            );
             let starting = self
                 .with_domain(instance, "start", move |domain, name| {
                     if !is_active(domain, name)? {

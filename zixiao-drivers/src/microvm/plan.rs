@@ -76,7 +76,7 @@ pub(crate) fn plan(
         kernel: spec.kernel.clone().unwrap_or_default(),
         initrd: spec.initrd.clone(),
         cmdline,
-        cpus: spec.cpus,
+        cpus: crate::errors::vcpus(spec)?,
         memory_mib: spec.memory_mib,
         nics,
     })
@@ -109,16 +109,11 @@ pub(crate) fn check(
             ),
         ));
     }
-    if spec.cpus == 0 {
-        return Err(invalid("spec.cpus", "must be at least 1"));
-    }
-    if spec.cpus > MAX_VCPUS {
+    let vcpus = crate::errors::vcpus(spec)?;
+    if vcpus > MAX_VCPUS {
         return Err(invalid(
             "spec.cpus",
-            format!(
-                "{} vCPUs asked; a microvm has at most {MAX_VCPUS}",
-                spec.cpus
-            ),
+            format!("{vcpus} vCPUs asked; a microvm has at most {MAX_VCPUS}"),
         ));
     }
     if spec.memory_mib == 0 {
@@ -147,10 +142,9 @@ pub(crate) fn check(
         }
     }
     let (host_cpus, host_memory_mib) = host;
-    if spec.cpus > host_cpus {
+    if vcpus > host_cpus {
         return Err(DriverError::ResourceExhausted(format!(
-            "spec.cpus: {} vCPUs asked, the host has {host_cpus} CPUs",
-            spec.cpus
+            "spec.cpus: {vcpus} vCPUs asked, the host has {host_cpus} CPUs"
         )));
     }
     if spec.memory_mib > host_memory_mib {

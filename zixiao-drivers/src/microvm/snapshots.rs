@@ -194,7 +194,7 @@ impl SnapshotManifest {
 /// asks for (the scheduler reserved those).
 pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), DriverError> {
     let manifest = SnapshotManifest::read_checked(from, "spec.restore_from")?;
-    if manifest.cpus != spec.cpus {
+    if zixiao_core::Cpus::cores(manifest.cpus) != spec.cpus {
         return Err(invalid(
             "spec.cpus",
             format!(
@@ -401,7 +401,7 @@ impl Snapshots for MicrovmDriver {
                 kernel: spec.kernel.clone(),
                 initrd: spec.initrd.clone(),
                 cmdline: spec.cmdline.clone(),
-                cpus: spec.cpus,
+                cpus: crate::errors::vcpus(spec)?,
                 memory_mib: spec.memory_mib,
                 created_at: Utc::now(),
             };

@@ -21,7 +21,7 @@ pub(super) async fn controller(dir: &Path, socket: &Path, namespace: &str) -> Co
         LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(Arc::new(driver));
     let mut registration = agent.registration("local");
     // Our CI machines have 2 cores; the scheduler must not be what this tests.
-    registration.capacity.cpus = registration.capacity.cpus.max(16);
+    registration.capacity.cpus = registration.capacity.cpus.max(zixiao_core::Cpus::cores(16));
     let store = EmbeddedStore::open(&dir.join("store.redb")).expect("open store");
     let controller = Controller::builder(
         Arc::new(store),

@@ -189,6 +189,7 @@ async fn limits_are_visible_in_the_cgroup() {
         return;
     };
     let mut i = instance("limited", busybox(&["sleep", "1000"]).with_size(2, 48));
+    i.spec.cpu_limit = Some(zixiao_core::Cpus::cores(2));
     i.labels.insert(
         zixiao_drivers::containerd::spec::PIDS_LIMIT_LABEL.into(),
         "64".into(),

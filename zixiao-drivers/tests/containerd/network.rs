@@ -33,7 +33,7 @@ pub(crate) async fn controller(
     let agent =
         LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(Arc::new(driver));
     let mut registration = agent.registration("local");
-    registration.capacity.cpus = registration.capacity.cpus.max(16);
+    registration.capacity.cpus = registration.capacity.cpus.max(zixiao_core::Cpus::cores(16));
     let store = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).expect("open store"));
     let controller = Controller::builder(
         store.clone(),

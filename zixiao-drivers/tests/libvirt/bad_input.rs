@@ -76,7 +76,7 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
     )
     .await;
     let mut spec = fx.vm("");
-    spec.cpus = host.cpus + 1;
+    spec.cpus = zixiao_core::Cpus::cores(host.cpus + 1);
     refused(
         d,
         &instance(&unique("bigcpu"), spec),

@@ -22,8 +22,11 @@ pub(crate) async fn controller(dir: &Path, uri: &str) -> (Controller, Arc<Libvir
             .await
             .expect("connect"),
     );
-    let agent =
-        LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(driver.clone());
+    // No overcommit: what tests count on filling the node is the host's
+    // own cores.
+    let agent = LocalAgent::new(HostFacts::probe(dir).expect("host facts"))
+        .with_driver(driver.clone())
+        .with_allocation_ratios(zixiao_core::AllocationRatios::EXACT);
     let mut registration = agent.registration("local");
     registration.labels.extend(driver.host().labels());
     let store = EmbeddedStore::open(&dir.join("store.redb")).expect("open store");

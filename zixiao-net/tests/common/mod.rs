@@ -256,7 +256,7 @@ pub async fn setup_on(
         LocalAgent::new(HostFacts {
             hostname: "test".into(),
             capacity: Resources {
-                cpus: 16,
+                cpus: zixiao_core::Cpus::cores(16),
                 memory_mib: 65536,
                 disk_gib: 100,
                 instances: 64,

@@ -83,7 +83,7 @@ pub fn scores(score: &dyn Score, state: &ClusterState, instance: &Instance) -> V
 /// Resources of `cpus` cores and `memory_mib` MiB, no disk, one instance.
 pub fn used(cpus: u32, memory_mib: u64) -> Resources {
     Resources {
-        cpus,
+        cpus: zixiao_core::Cpus::cores(cpus),
         memory_mib,
         disk_gib: 0,
         instances: 1,

@@ -178,7 +178,7 @@ fn user_plugins_join_the_pipeline() {
         .unwrap();
     assert!(chosen == "node-001" || chosen == "node-002", "{chosen}");
     let mut big = testing::instance("big", 1, 512);
-    big.spec.cpus = 64;
+    big.spec.cpus = zixiao_core::Cpus::cores(64);
     let err = scheduler.place(&big, &cx).unwrap_err();
     assert_eq!(
         err.to_string(),

@@ -34,10 +34,10 @@ fn node_strategy(i: usize) -> impl Strategy<Value = Node> {
         .prop_map(move |((cpus, gib, disk, slots), (fill_cpu, fill_mem), status, (zone, region, disk_label), (gpu, spot, runtimes), carbon)| {
             let mut node = testing::node(
                 &format!("n{i:02}"),
-                Resources { cpus, memory_mib: gib * 1024, disk_gib: disk, instances: slots },
+                Resources { cpus: zixiao_core::Cpus::cores(cpus), memory_mib: gib * 1024, disk_gib: disk, instances: slots },
             );
             node.allocated = Resources {
-                cpus: cpus * fill_cpu / 100,
+                cpus: zixiao_core::Cpus::cores(cpus * fill_cpu / 100),
                 memory_mib: gib * 1024 * u64::from(fill_mem) / 100,
                 disk_gib: 0,
                 instances: slots * fill_cpu / 100,

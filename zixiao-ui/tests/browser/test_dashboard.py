@@ -87,7 +87,9 @@ def check_overview(page, url, node):
     expect(page.get_by_test_id("instances-total").locator(".n")).to_have_text("0")
     expect(page.locator(f'[data-testid=node-table] tr[data-node="{node["hostname"]}"]')).to_be_visible()
     cpus = page.get_by_test_id("gauge-cpus")
-    expect(cpus).to_contain_text(f'0 / {node["capacity"]["cpus"]} cores')
+    # What placement may reserve: the node's cores times its CPU allocation ratio.
+    allocatable = node["capacity"]["cpus"] * node["allocation_ratios"]["cpu"]
+    expect(cpus).to_contain_text(f"0 / {allocatable:g} cores")
     expect(page.locator("#live")).to_have_text("live")
     shot(page, "overview")
 
@@ -129,7 +131,7 @@ def filter_and_live_list(page, url, state):
     expect(page.locator('tr[data-instance="ui-web"]')).to_be_visible()
     # Made elsewhere: the page shows it without a reload (the watch stream).
     cli(state, "instance", "create", "--name", "cli-web", "--type", "container",
-        "--image", "busybox", "--memory", "64", "--", "sleep", "600")
+        "--image", "busybox", "--cpus", "1", "--memory", "64", "--", "sleep", "600")
     expect(page.locator('tr[data-instance="cli-web"]')).to_be_visible()
     shot(page, "instances-filtered")
     page.goto(url)

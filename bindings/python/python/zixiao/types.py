@@ -64,10 +64,13 @@ class InstanceSpec:
 
     type: InstanceType
     """The workload's kind: ``vm``, ``container`` or ``microvm``."""
-    cpus: int
-    """Whole CPU cores."""
+    cpus: Union[int, float, str]
+    """CPU: cores (``2``, ``0.5``) or millicores (``"250m"``). A container's
+    request (what its node reserves; it may use idle CPU beyond it unless
+    ``cpu_limit`` caps it); a VM's or microVM's vCPUs, whole cores."""
     memory_mib: int
-    """Memory in MiB."""
+    """Memory in MiB: what the node reserves, and the cap unless
+    ``memory_limit_mib`` allows more."""
     image: Optional[str] = None
     """An OCI image reference (containers) or a disk image (VMs)."""
     disk_gib: Optional[int] = None
@@ -93,6 +96,10 @@ class InstanceSpec:
     snapshot_schedule: Optional["SnapshotSchedule"] = None
     """Snapshots taken in the background by the server's reconciler (VMs,
     microVMs on the ``vmm`` backend): ``{"every": "1h", "keep": 24}``."""
+    cpu_limit: Optional[Union[int, float, str]] = None
+    """Containers: the most CPU it may use, at least ``cpus`` (default: no cap)."""
+    memory_limit_mib: Optional[int] = None
+    """Containers: the most memory it may use, at least ``memory_mib``."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""
@@ -117,7 +124,8 @@ class CreateInstance:
 
 
 class Resources(TypedDict):
-    cpus: int
+    cpus: Union[int, float]
+    """CPU in cores (``0.25``); whole amounts are ints."""
     memory_mib: int
     disk_gib: int
     instances: int
@@ -394,10 +402,14 @@ class InstanceUpdate(TypedDict, total=False):
     """Label keys to remove."""
     restart: RestartPolicy
     """The new restart policy."""
-    cpus: int
-    """The new number of whole CPU cores."""
+    cpus: Union[int, float, str]
+    """The new CPU: cores (``0.5``) or millicores (``"250m"``); a VM's whole vCPUs."""
+    cpu_limit: Union[int, float, str]
+    """A container's new CPU cap, at least its request."""
     memory_mib: int
     """The new memory in MiB."""
+    memory_limit_mib: int
+    """A container's new memory cap in MiB, at least its memory."""
     restart_if_needed: bool
     """Let a running instance whose runtime cannot resize live restart
     to take the new size (else such a change raises ``FailedPrecondition``)."""

@@ -50,7 +50,7 @@ private fun container(name: String, command: List<String>, memoryMib: ULong = 32
     name = name,
     spec = InstanceSpec(
         instanceType = InstanceType.CONTAINER,
-        cpus = 1u,
+        cpuMillis = 1000u,
         memoryMib = memoryMib,
         image = "busybox",
         command = command,
@@ -91,7 +91,7 @@ fun main(args: Array<String>) {
         val nodes = controller.listNodes()
         check(nodes.size == 1) { "$nodes" }
         check(nodes[0].status == NodeStatus.READY)
-        check(nodes[0].capacity.cpus >= 1u)
+        check(nodes[0].capacity.cpuMillis >= 1000u)
     }
 
     test("networks: create, get, list, an overlap named, delete") {
