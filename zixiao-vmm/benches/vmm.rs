@@ -57,6 +57,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         cmdline: cmdline.into(),
         vcpus: 1,
         memory_mib,
+        disks: Vec::new(),
     }
 }
 

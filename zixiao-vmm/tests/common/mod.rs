@@ -36,7 +36,22 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         cmdline: cmdline.to_string(),
         vcpus: 1,
         memory_mib: 32,
+        disks: Vec::new(),
     }
+}
+
+/// Restores the snapshot in `snapshot_dir` into a new VMM in `run_dir`
+/// (jailed, left paused).
+pub async fn restore(run_dir: &Path, snapshot_dir: &Path) -> zixiao_vmm::VmmClient {
+    zixiao_vmm::launch(
+        &vmm_binary(),
+        run_dir,
+        zixiao_vmm::Boot::Restore {
+            snapshot_dir: snapshot_dir.to_path_buf(),
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// Waits until console.log in `run_dir` contains `needle`; returns the log.
