@@ -8,7 +8,7 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -17,16 +17,6 @@ use zixiao_vmm::{launch, Boot, DiskConfig, JailConfig, VmConfig, VmState, VmmCli
 
 const T: Duration = Duration::from_secs(60);
 const SECTOR: usize = 512;
-
-/// The virtio test guest, or None (after printing why) when KVM tests skip.
-fn virtio_guest() -> Option<PathBuf> {
-    guest()?;
-    let path = zixiao_vmm::test_guest::virtio_kernel_path();
-    if path.is_none() {
-        eprintln!("skipped: the virtio test guest was not built (gcc/ld missing)");
-    }
-    path
-}
 
 /// CRC-32 (IEEE), as the guest computes it.
 fn crc32(data: &[u8]) -> u32 {

@@ -14,16 +14,25 @@ pub fn vmm_binary() -> PathBuf {
 
 /// The test guest kernel, or None (after printing why) when KVM tests must skip.
 pub fn guest() -> Option<PathBuf> {
+    built_guest(test_guest::kernel_path(), "test guest")
+}
+
+/// The virtio test guest (guest/blk.c), or None (after printing why) when
+/// KVM tests must skip.
+pub fn virtio_guest() -> Option<PathBuf> {
+    built_guest(test_guest::virtio_kernel_path(), "virtio test guest")
+}
+
+fn built_guest(path: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if zixiao_vmm::kvm_skip_reason().is_some() {
         return None;
     }
-    let path = test_guest::kernel_path();
     if path.is_none() {
         assert!(
             !zixiao_testing::wait::runtimes_required(),
-            "the test guest was not built (gcc/ld missing) but ZIXIAO_REQUIRE_RUNTIMES=1"
+            "the {what} was not built (gcc/ld missing) but ZIXIAO_REQUIRE_RUNTIMES=1"
         );
-        eprintln!("skipped: the test guest was not built (gcc/ld missing)");
+        eprintln!("skipped: the {what} was not built (gcc/ld missing)");
     }
     path
 }
