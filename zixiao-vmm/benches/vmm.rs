@@ -406,21 +406,27 @@ fn disk_image(path: &Path, mib: usize) {
     std::fs::write(path, data).expect("disk image");
 }
 
-/// Boot to marker and VmHWM with one disk against none, jailed, interleaved.
+/// Boot to marker and VmHWM with one disk against none, jailed and
+/// unconfined, all four interleaved so they see the same load.
 async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     let disk = dir.join("boot-disk.img");
     disk_image(&disk, 64);
-    let kinds = ["no disk", "1 disk"];
-    let mut times: [Vec<Duration>; 2] = Default::default();
-    let mut hwm: [Vec<u64>; 2] = Default::default();
+    let kinds = [
+        ("jailed", Confinement::default(), false),
+        ("jailed", Confinement::default(), true),
+        ("unconfined", Confinement::none(), false),
+        ("unconfined", Confinement::none(), true),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    let mut hwm: Vec<Vec<u64>> = vec![Vec::new(); kinds.len()];
     for i in 0..boots() {
-        for k in 0..kinds.len() {
+        for (k, (_, confinement, with_disk)) in kinds.iter().enumerate() {
             let mut config = config(kernel, "zx.mode=halt", 64);
-            if k == 1 {
+            if *with_disk {
                 config.disks = vec![DiskConfig::new(&disk)];
             }
             let run = dir.join(format!("disk-{k}-{i}"));
-            let (t, _, vmm) = boot_config_to_marker(config, &run, &Confinement::default()).await;
+            let (t, _, vmm) = boot_config_to_marker(config, &run, confinement).await;
             times[k].push(t);
             hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
             vmm.shutdown(Duration::from_secs(2))
@@ -429,24 +435,25 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             let _ = std::fs::remove_dir_all(&run);
         }
     }
-    for (k, kind) in kinds.iter().enumerate() {
+    for (k, (confinement, _, with_disk)) in kinds.iter().enumerate() {
+        let kind = if *with_disk { "1 disk" } else { "no disk" };
         times[k].sort();
         hwm[k].sort();
         let median_hwm = hwm[k][hwm[k].len() / 2];
         println!(
-            "launch-to-marker, {kind} (jailed): min {} p50 {} p99 {}, VmHWM median {median_hwm} KiB",
+            "launch-to-marker, {kind} ({confinement}): min {} p50 {} p99 {}, VmHWM median {median_hwm} KiB",
             ms(times[k][0]),
             ms(pct(&times[k], 0.5)),
             ms(pct(&times[k], 0.99)),
         );
         rows.push(timing_row(
             &format!("launch-to-marker, {kind} (64 MiB, 1 vCPU)"),
-            "jailed",
+            confinement,
             &times[k],
         ));
         rows.push(json!({
             "measure": format!("VmHWM at marker, {kind} (median)"),
-            "confinement": "jailed",
+            "confinement": confinement,
             "unit": "KiB",
             "n": hwm[k].len(),
             "value": median_hwm,
