@@ -399,7 +399,17 @@ fn setup(
             let (file, memory) = snapshot::parse(&snapshot_dir, files)?;
             // Opened only now, unprivileged and after the whole state was
             // validated (see plan_jail).
-            let disks = crate::boot::open_disks(&file.config.disks)?;
+            let disks = crate::boot::open_disks(&file.config.disks).map_err(|e| match e {
+                VmmError::InvalidArgument { field, reason } if confinement.jail.is_some() => {
+                    VmmError::InvalidArgument {
+                        field,
+                        reason: format!(
+                            "{reason} (a jailed restore opens its disks as the jail's user)"
+                        ),
+                    }
+                }
+                other => other,
+            })?;
             let machine = Machine::restore(
                 inputs.kvm,
                 &file.machine,

@@ -178,10 +178,6 @@ async fn snapshot_with_an_active_disk_restores_and_the_guest_continues_its_io() 
     let tmp = tempfile::tempdir().unwrap();
     let disk = tmp.path().join("disk.img");
     disk_image(&disk, 64, 3);
-    // A restored VMM opens its snapshot's disks only after dropping to the
-    // jail's user (the state file is not trusted): the disk is that user's.
-    let jail = JailConfig::default();
-    std::os::unix::fs::chown(&disk, Some(jail.uid), Some(jail.gid)).unwrap();
     let snap = tmp.path().join("snap");
     let first = launch(
         &vmm_binary(),
@@ -208,6 +204,27 @@ async fn snapshot_with_an_active_disk_restores_and_the_guest_continues_its_io() 
     assert!(state.contains("\"version\":2"), "{state:.200}");
     assert!(state.contains("\"virtio\":[{\"device_type\":2"));
 
+    // A restored VMM opens its snapshot's disks only after dropping to the
+    // jail's user (the state file is not trusted): a root-only disk is
+    // refused, saying so; once the disk is that user's, it restores.
+    let refused = launch(
+        &vmm_binary(),
+        &tmp.path().join("b"),
+        Boot::Restore {
+            snapshot_dir: snap.clone(),
+        },
+    )
+    .await
+    .err()
+    .expect("a disk the jail's user cannot open");
+    assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("disks[0].path") && text.contains("jail's user"),
+        "{text}"
+    );
+    let jail = JailConfig::default();
+    std::os::unix::fs::chown(&disk, Some(jail.uid), Some(jail.gid)).unwrap();
     let second = restore(&tmp.path().join("b"), &snap).await;
     let _reaper_second = Reaper(second.pid());
     assert_eq!(second.info().await.unwrap().config.disks.len(), 1);
