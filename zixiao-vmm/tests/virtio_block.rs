@@ -207,7 +207,7 @@ async fn snapshot_with_an_active_disk_restores_and_the_guest_continues_its_io() 
     // A restored VMM opens its snapshot's disks only after dropping to the
     // jail's user (the state file is not trusted): a root-only disk is
     // refused, saying so; once the disk is that user's, it restores.
-    let refused = launch(
+    let Err(refused) = launch(
         &vmm_binary(),
         &tmp.path().join("b"),
         Boot::Restore {
@@ -215,8 +215,9 @@ async fn snapshot_with_an_active_disk_restores_and_the_guest_continues_its_io() 
         },
     )
     .await
-    .err()
-    .expect("a disk the jail's user cannot open");
+    else {
+        panic!("restored with a disk the jail's user cannot open");
+    };
     assert_eq!(refused.kind(), ErrorKind::InvalidArgument, "{refused}");
     let text = refused.to_string();
     assert!(
