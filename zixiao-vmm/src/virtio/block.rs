@@ -204,8 +204,19 @@ impl VirtioDevice for Block {
     }
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+        // Only what was available when the driver notified: another vCPU
+        // that keeps adding requests cannot hold this one (and with it a
+        // pause or snapshot) here forever. Drivers notify after every
+        // addition (the device never asks them not to), so nothing is left
+        // waiting.
+        let Ok(end) = queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) else {
+            return false;
+        };
         let mut completed = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        while queue.next_avail() != end.0 {
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let len = self.execute(chain, mem);
             if queue.add_used(mem, head, len).is_err() {
