@@ -1,21 +1,55 @@
-//! Builds the test guest (guest/guest.S) into a tiny 64-bit ELF kernel with the
-//! system `gcc` and `ld`, into OUT_DIR, and exposes its path to the crate as
-//! `ZIXIAO_VMM_TEST_GUEST` (empty when the toolchain is missing: the tests that
-//! need it then skip and say why).
+//! Builds the test guests into tiny 64-bit ELF kernels with the system `gcc`
+//! and `ld`, into OUT_DIR: guest/guest.S as `ZIXIAO_VMM_TEST_GUEST` and the
+//! freestanding C virtio guest guest/blk.c as `ZIXIAO_VMM_VIRTIO_GUEST`
+//! (each empty when the toolchain is missing: the tests that need it then
+//! skip and say why).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=guest/guest.S");
+    println!("cargo:rerun-if-changed=guest/blk.c");
     println!("cargo:rerun-if-changed=guest/guest.ld");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let object = out.join("guest.o");
-    let elf = out.join("zixiao-test-guest.elf");
+    build_guest(
+        &out,
+        "guest.S",
+        &[],
+        "zixiao-test-guest",
+        "ZIXIAO_VMM_TEST_GUEST",
+    );
+    // Freestanding, no SSE (the boot path does not enable it), no red zone,
+    // no stack protector or unwind tables (there is no runtime).
+    build_guest(
+        &out,
+        "blk.c",
+        &[
+            "-O2",
+            "-ffreestanding",
+            "-fno-pie",
+            "-mgeneral-regs-only",
+            "-mno-red-zone",
+            "-fno-stack-protector",
+            "-fno-asynchronous-unwind-tables",
+            "-fno-tree-loop-distribute-patterns",
+        ],
+        "zixiao-virtio-guest",
+        "ZIXIAO_VMM_VIRTIO_GUEST",
+    );
+}
+
+/// Compiles `guest/SOURCE` (with extra `flags`) and links it by guest.ld
+/// into OUT_DIR/NAME.elf, exported to the crate as `ENV`.
+fn build_guest(out: &std::path::Path, source: &str, flags: &[&str], name: &str, env: &str) {
+    let object = out.join(format!("{name}.o"));
+    let elf = out.join(format!("{name}.elf"));
     let built = run(Command::new("gcc")
-        .args(["-c", "-nostdlib", "-fno-pic", "-o"])
+        .args(["-c", "-nostdlib", "-fno-pic"])
+        .args(flags)
+        .arg("-o")
         .arg(&object)
-        .arg("guest/guest.S"))
+        .arg(format!("guest/{source}")))
         && run(Command::new("ld")
             .args([
                 "-static",
@@ -31,10 +65,10 @@ fn main() {
             .arg(&elf)
             .arg(&object));
     if built {
-        println!("cargo:rustc-env=ZIXIAO_VMM_TEST_GUEST={}", elf.display());
+        println!("cargo:rustc-env={env}={}", elf.display());
     } else {
-        println!("cargo:warning=gcc/ld unavailable: the zixiao-vmm test guest was not built");
-        println!("cargo:rustc-env=ZIXIAO_VMM_TEST_GUEST=");
+        println!("cargo:warning=gcc/ld unavailable: the zixiao-vmm guest {source} was not built");
+        println!("cargo:rustc-env={env}=");
     }
 }
 

@@ -8,12 +8,18 @@
 //! - microVMs booted per second (launch, start, marker, guest power-off),
 //!   1 and 8 at a time;
 //! - snapshot and restore (launch Restore until paused, then until the next
-//!   counter line) for 64 MiB and 256 MiB guests.
+//!   counter line) for 64 MiB and 256 MiB guests;
+//! - launch-to-marker and VmHWM with one virtio-block disk against none
+//!   (jailed, interleaved, same run);
+//! - virtio-block read throughput as the C guest (guest/blk.c, `zx.bench=1`)
+//!   sees it, sequential 4 KiB and 1 MiB and random 4 KiB, against the same
+//!   file read on the host (dd for sequential, pread for random).
 //!
 //! Prints a table and writes `target/bench-results/vmm.json`:
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
-//! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change 100).
+//! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,block to run some).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
-use zixiao_vmm::{launch, launch_with, test_guest, Boot, Confinement, VmConfig, VmmClient};
+use zixiao_vmm::{
+    launch, launch_with, test_guest, Boot, Confinement, DiskConfig, VmConfig, VmmClient,
+};
 
 /// Every VMM launched, so a panicking run kills them (VMMs are detached).
 static LAUNCHED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
@@ -57,6 +65,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         cmdline: cmdline.into(),
         vcpus: 1,
         memory_mib,
+        disks: Vec::new(),
     }
 }
 
@@ -125,15 +134,19 @@ async fn boot_to_marker_split(
     cmdline: &str,
     confinement: &Confinement,
 ) -> (Duration, Duration, VmmClient) {
+    boot_config_to_marker(config(kernel, cmdline, 64), run, confinement).await
+}
+
+/// [`boot_to_marker_split`] of any config.
+async fn boot_config_to_marker(
+    config: VmConfig,
+    run: &Path,
+    confinement: &Confinement,
+) -> (Duration, Duration, VmmClient) {
     let t0 = Instant::now();
-    let vmm = launch_with(
-        &binary(),
-        run,
-        Boot::Fresh(config(kernel, cmdline, 64)),
-        confinement,
-    )
-    .await
-    .expect("launch");
+    let vmm = launch_with(&binary(), run, Boot::Fresh(config), confinement)
+        .await
+        .expect("launch");
     let launched = t0.elapsed();
     track(&vmm);
     let mut console = vmm.attach_console().await.expect("console");
@@ -179,10 +192,7 @@ struct StartSamples {
 }
 
 async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
-    let boots: usize = std::env::var("ZIXIAO_BENCH_BOOTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+    let boots = boots();
     let kinds = confinements();
     let mut samples: Vec<StartSamples> = kinds.iter().map(|_| StartSamples::default()).collect();
     // Interleaved: boot i of every confinement runs back to back, so a
@@ -383,6 +393,206 @@ async fn bench_snapshot(kernel: &Path, dir: &Path, memory_mib: u64, rows: &mut V
     ));
 }
 
+fn boots() -> usize {
+    std::env::var("ZIXIAO_BENCH_BOOTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+}
+
+/// A disk image of `mib` MiB of non-zero data (no holes: every read is real).
+fn disk_image(path: &Path, mib: usize) {
+    let data: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8 + 1).collect();
+    std::fs::write(path, data).expect("disk image");
+}
+
+/// Boot to marker and VmHWM with one disk against none, jailed and
+/// unconfined, all four interleaved so they see the same load.
+async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
+    let disk = dir.join("boot-disk.img");
+    disk_image(&disk, 64);
+    let kinds = [
+        ("jailed", Confinement::default(), false),
+        ("jailed", Confinement::default(), true),
+        ("unconfined", Confinement::none(), false),
+        ("unconfined", Confinement::none(), true),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    let mut hwm: Vec<Vec<u64>> = vec![Vec::new(); kinds.len()];
+    for i in 0..boots() {
+        for (k, (_, confinement, with_disk)) in kinds.iter().enumerate() {
+            let mut config = config(kernel, "zx.mode=halt", 64);
+            config.disks = vec![DiskConfig::new(&disk)];
+            // The test guest prints its command line one byte (one I/O
+            // exit, tens of microseconds here) at a time: without a disk it
+            // gets a same-length stand-in for the announcement, so both
+            // guests do the same work and only the device differs.
+            if !*with_disk {
+                config.cmdline = config
+                    .kernel_cmdline()
+                    .replace("virtio_mmio.device=", "zx.pad.mmio.device=");
+                config.disks.clear();
+            }
+            let run = dir.join(format!("disk-{k}-{i}"));
+            let (t, _, vmm) = boot_config_to_marker(config, &run, confinement).await;
+            times[k].push(t);
+            hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
+            vmm.shutdown(Duration::from_secs(2))
+                .await
+                .expect("shutdown");
+            let _ = std::fs::remove_dir_all(&run);
+        }
+    }
+    for (k, (confinement, _, with_disk)) in kinds.iter().enumerate() {
+        let kind = if *with_disk { "1 disk" } else { "no disk" };
+        times[k].sort();
+        hwm[k].sort();
+        let median_hwm = hwm[k][hwm[k].len() / 2];
+        println!(
+            "launch-to-marker, {kind} ({confinement}): min {} p50 {} p99 {}, VmHWM median {median_hwm} KiB",
+            ms(times[k][0]),
+            ms(pct(&times[k], 0.5)),
+            ms(pct(&times[k], 0.99)),
+        );
+        rows.push(timing_row(
+            &format!("launch-to-marker, {kind} (64 MiB, 1 vCPU)"),
+            confinement,
+            &times[k],
+        ));
+        rows.push(json!({
+            "measure": format!("VmHWM at marker, {kind} (median)"),
+            "confinement": confinement,
+            "unit": "KiB",
+            "n": hwm[k].len(),
+            "value": median_hwm,
+        }));
+    }
+}
+
+/// dd's own elapsed seconds for `count` blocks of `bs` from `file`.
+fn dd_seconds(file: &Path, bs: &str, count: u32) -> f64 {
+    let out = std::process::Command::new("dd")
+        .arg(format!("if={}", file.display()))
+        .args([
+            "of=/dev/null",
+            &format!("bs={bs}"),
+            &format!("count={count}"),
+        ])
+        .output()
+        .expect("dd");
+    // "... bytes (...) copied, 0.00426 s, 2.0 GB/s"
+    String::from_utf8_lossy(&out.stderr)
+        .rsplit("copied, ")
+        .next()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Random 4 KiB preads of `file` on the host, with the guest's generator.
+fn host_random_4k_seconds(file: &Path, count: u64) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(file).expect("disk");
+    let slots = f.metadata().expect("stat").len() / 4096;
+    let mut buf = vec![0u8; 4096];
+    let mut seed: u64 = 12345;
+    let t0 = Instant::now();
+    for _ in 0..count {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        f.read_exact_at(&mut buf, ((seed >> 33) % slots) * 4096)
+            .expect("pread");
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// virtio-block read throughput seen by the C guest vs the host reading
+/// the same (page-cached) file.
+async fn bench_block(dir: &Path, rows: &mut Vec<Value>) {
+    let Some(guest) = test_guest::virtio_kernel_path() else {
+        println!("block throughput skipped: the virtio guest was not built");
+        return;
+    };
+    let disk = dir.join("bench-disk.img");
+    disk_image(&disk, 64);
+    let mut config = config(&guest, "zx.bench=1", 64);
+    config.disks = vec![DiskConfig {
+        path: disk.clone(),
+        read_only: true,
+    }];
+    let vmm = launch(&binary(), &dir.join("block"), Boot::Fresh(config))
+        .await
+        .expect("launch");
+    track(&vmm);
+    let mut console = vmm.attach_console().await.expect("console");
+    vmm.start().await.expect("start");
+    // Each complete console line with the time it arrived.
+    let mut lines: Vec<(String, Instant)> = Vec::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(300), async {
+        while !lines.iter().any(|(l, _)| l == "ZX: bye") {
+            let n = console.read(&mut buf).await.expect("console read");
+            assert!(n > 0, "console closed before the benchmark ended");
+            let now = Instant::now();
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                lines.push((String::from_utf8_lossy(&line).trim().to_string(), now));
+            }
+        }
+    })
+    .await
+    .expect("the guest's benchmark within 300 s");
+    vmm.shutdown(Duration::from_secs(2)).await.ok();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .find(|(l, _)| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line"))
+    };
+    let host = [
+        dd_seconds(&disk, "4k", 2048),
+        dd_seconds(&disk, "1M", 64),
+        host_random_4k_seconds(&disk, 2048),
+    ];
+    for ((name, label), host_s) in [
+        ("seq4k", "sequential 4 KiB reads"),
+        ("seq1m", "sequential 1 MiB reads"),
+        ("rand4k", "random 4 KiB reads"),
+    ]
+    .into_iter()
+    .zip(host)
+    {
+        let (_, start) = at(&format!("ZX: bench {name} start"));
+        let (done, end) = at(&format!("ZX: bench {name} done"));
+        assert!(done.ends_with("errors=0"), "{done}");
+        let bytes: f64 = done
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("bytes="))
+            .and_then(|b| b.parse().ok())
+            .expect("bytes=");
+        let secs = end.duration_since(*start).as_secs_f64();
+        let (guest_mib_s, host_mib_s) = (bytes / secs / 1048576.0, bytes / host_s / 1048576.0);
+        println!(
+            "virtio-block {label}: guest {guest_mib_s:.1} MiB/s ({:.1} us/request), host {host_mib_s:.1} MiB/s",
+            secs * 1e6 / (bytes / if name == "seq1m" { 1048576.0 } else { 4096.0 })
+        );
+        rows.push(json!({
+            "measure": format!("virtio-block {label} (64 MiB page-cached raw file)"),
+            "confinement": "jailed",
+            "unit": "MiB/s",
+            "guest": (guest_mib_s * 10.0).round() / 10.0,
+            "host": (host_mib_s * 10.0).round() / 10.0,
+        }));
+    }
+}
+
+/// Whether `section` is selected by ZIXIAO_BENCH_ONLY (all when unset).
+fn selected(section: &str) -> bool {
+    std::env::var("ZIXIAO_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
+}
+
 /// This machine in one line: CPU model and count, KVM kind, kernel, load.
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -470,11 +680,23 @@ fn main() {
             load.trim()
         );
         let mut rows = Vec::new();
-        bench_start(&kernel, dir.path(), &mut rows).await;
-        bench_throughput(&kernel, dir.path(), 1, 40, &mut rows).await;
-        bench_throughput(&kernel, dir.path(), 8, 40, &mut rows).await;
-        bench_snapshot(&kernel, dir.path(), 64, &mut rows).await;
-        bench_snapshot(&kernel, dir.path(), 256, &mut rows).await;
+        if selected("start") {
+            bench_start(&kernel, dir.path(), &mut rows).await;
+        }
+        if selected("throughput") {
+            bench_throughput(&kernel, dir.path(), 1, 40, &mut rows).await;
+            bench_throughput(&kernel, dir.path(), 8, 40, &mut rows).await;
+        }
+        if selected("snapshot") {
+            bench_snapshot(&kernel, dir.path(), 64, &mut rows).await;
+            bench_snapshot(&kernel, dir.path(), 256, &mut rows).await;
+        }
+        if selected("disk") {
+            bench_disks(&kernel, dir.path(), &mut rows).await;
+        }
+        if selected("block") {
+            bench_block(dir.path(), &mut rows).await;
+        }
         write_results(rows);
     });
 }

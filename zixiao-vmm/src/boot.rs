@@ -39,6 +39,8 @@ pub(crate) fn guest_memory(bytes: u64) -> Result<GuestMemoryMmap, VmmError> {
 pub(crate) struct BootFiles {
     pub kernel: File,
     pub initrd: Option<File>,
+    /// `config.disks[N]`, open as the disk will be used.
+    pub disks: Vec<File>,
 }
 
 impl BootFiles {
@@ -51,8 +53,18 @@ impl BootFiles {
                 .as_deref()
                 .map(|p| open_input("initrd", p))
                 .transpose()?,
+            disks: open_disks(&config.disks)?,
         })
     }
+}
+
+/// Opens every disk of a config (errors name `disks[N].path`).
+pub(crate) fn open_disks(disks: &[crate::config::DiskConfig]) -> Result<Vec<File>, VmmError> {
+    disks
+        .iter()
+        .enumerate()
+        .map(|(index, disk)| disk.open(index))
+        .collect()
 }
 
 /// Loads kernel, command line and initrd and writes boot_params and the
@@ -63,7 +75,9 @@ pub(crate) fn load(
     config: &VmConfig,
     files: BootFiles,
 ) -> Result<BootInfo, VmmError> {
-    let BootFiles { mut kernel, initrd } = files;
+    let BootFiles {
+        mut kernel, initrd, ..
+    } = files;
     let format = kernel_format_of(&kernel, &config.kernel)?;
     let bad_kernel = |err: loader::Error| {
         VmmError::invalid(
@@ -86,9 +100,10 @@ pub(crate) fn load(
     };
 
     let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| VmmError::internal("cmdline", e))?;
-    if !config.cmdline.trim().is_empty() {
+    let line = config.kernel_cmdline();
+    if !line.is_empty() {
         cmdline
-            .insert_str(config.cmdline.trim())
+            .insert_str(&line)
             .map_err(|err| VmmError::invalid("cmdline", err.to_string()))?;
     }
     loader::load_cmdline(mem, GuestAddress(CMDLINE_START), &cmdline)

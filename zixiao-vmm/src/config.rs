@@ -2,7 +2,7 @@
 //! the files and the host (sizes, formats, memory available) live here so the
 //! launcher can reject bad input before any process or file exists.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::ErrorKind as IoKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,74 @@ pub struct VmConfig {
     pub vcpus: u8,
     /// Guest memory in MiB.
     pub memory_mib: u64,
+    /// virtio-block disks, in order: disk N is the N-th virtio-mmio device
+    /// announced on the kernel command line (`/dev/vdX` in a Linux guest).
+    /// Absent in configs written before disks existed (snapshot format 1).
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+}
+
+/// One virtio-block disk backed by a raw host file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskConfig {
+    /// A regular file holding the raw disk image; its size in whole 512-byte
+    /// sectors is the disk's capacity (a trailing partial sector is not
+    /// visible to the guest).
+    pub path: PathBuf,
+    /// The guest sees a read-only disk (VIRTIO_BLK_F_RO): the file is opened
+    /// read-only and every write request is answered with an I/O error.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+impl DiskConfig {
+    /// A writable disk backed by `path`.
+    pub fn new(path: impl Into<PathBuf>) -> DiskConfig {
+        DiskConfig {
+            path: path.into(),
+            read_only: false,
+        }
+    }
+
+    /// Opens the disk file as the guest will use it (read-write unless
+    /// `read_only`); errors name `disks[index].path`.
+    pub(crate) fn open(&self, index: usize) -> Result<File, VmmError> {
+        let field = format!("disks[{index}].path");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!self.read_only)
+            .open(&self.path)
+            .map_err(|err| match err.kind() {
+                IoKind::NotFound => VmmError::NotFound {
+                    message: format!("{field}: {} does not exist", self.path.display()),
+                },
+                _ => VmmError::invalid(
+                    &field,
+                    format!(
+                        "cannot open {} {}: {err}",
+                        self.path.display(),
+                        if self.read_only {
+                            "for reading"
+                        } else {
+                            "for reading and writing"
+                        }
+                    ),
+                ),
+            })?;
+        let meta = file.metadata().map_err(|err| {
+            VmmError::invalid(
+                &field,
+                format!("cannot stat {}: {err}", self.path.display()),
+            )
+        })?;
+        if !meta.is_file() {
+            return Err(VmmError::invalid(
+                &field,
+                format!("{} is not a regular file", self.path.display()),
+            ));
+        }
+        Ok(file)
+    }
 }
 
 /// The kind of kernel image a file holds.
@@ -52,12 +120,31 @@ impl VmConfig {
             cmdline: "console=ttyS0 reboot=k panic=-1".to_string(),
             vcpus: 1,
             memory_mib: 128,
+            disks: Vec::new(),
         }
     }
 
     /// Guest memory in bytes.
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib.saturating_mul(1 << 20)
+    }
+
+    /// The command line the guest gets: `cmdline` followed by one
+    /// `virtio_mmio.device=4K@ADDR:IRQ` per disk, which is how a Linux guest
+    /// without ACPI or device tree finds virtio-mmio devices.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut line = self.cmdline.trim().to_string();
+        for index in 0..self.disks.len() {
+            let (addr, irq) = (layout::virtio_mmio_addr(index), layout::virtio_irq(index));
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(&format!(
+                "virtio_mmio.device={}K@{addr:#x}:{irq}",
+                layout::VIRTIO_MMIO_SIZE >> 10
+            ));
+        }
+        line
     }
 
     /// Checks every field against the files and the host; names the field.
@@ -75,6 +162,9 @@ impl VmConfig {
             }
         }
         kernel_format(&self.kernel)?;
+        for (index, disk) in self.disks.iter().enumerate() {
+            disk.open(index)?;
+        }
         if let Some(initrd) = &self.initrd {
             let size = file_size("initrd", initrd)?;
             let room = self.memory_bytes().saturating_sub(layout::INITRD_MIN_ADDR);
@@ -126,12 +216,22 @@ impl VmConfig {
                 ),
             ));
         }
-        if self.cmdline.len() >= layout::CMDLINE_MAX {
+        if self.disks.len() > layout::MAX_DISKS {
+            return Err(VmmError::invalid(
+                "disks",
+                format!(
+                    "{} disks, a microVM has at most {}",
+                    self.disks.len(),
+                    layout::MAX_DISKS
+                ),
+            ));
+        }
+        let announced = self.kernel_cmdline().len();
+        if announced >= layout::CMDLINE_MAX {
             return Err(VmmError::invalid(
                 "cmdline",
                 format!(
-                    "{} bytes, at most {} allowed",
-                    self.cmdline.len(),
+                    "{announced} bytes with the disks' virtio_mmio.device= entries, at most {} allowed",
                     layout::CMDLINE_MAX - 1
                 ),
             ));

@@ -1,6 +1,6 @@
 //! The legacy devices of a microVM: the COM1 8250 UART (vm-superio, its
 //! interrupt on GSI 4 through an irqfd into the in-kernel irqchip), the i8042
-//! reset line, and the console sink that fans serial output out to
+//! reset line, the MMIO dispatch to the virtio devices, and the console sink that fans serial output out to
 //! console.log and to every attached console reader.
 
 use std::fs::File;
@@ -13,7 +13,8 @@ use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::layout::{COM1_PORT, I8042_CMD_PORT};
+use crate::layout::{COM1_PORT, I8042_CMD_PORT, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::virtio::MmioTransport;
 
 /// Raises the serial interrupt by writing the irqfd.
 pub(crate) struct IrqTrigger(pub EventFd);
@@ -137,10 +138,12 @@ pub(crate) enum PortAction {
     Reset,
 }
 
-/// The port-I/O bus of a microVM.
+/// The port-I/O and MMIO buses of a microVM.
 pub(crate) struct Devices {
     /// COM1.
     pub serial: Mutex<ComPort>,
+    /// virtio-mmio device N at `layout::virtio_mmio_addr(N)`.
+    pub virtio: Vec<Mutex<MmioTransport>>,
 }
 
 impl Devices {
@@ -168,6 +171,29 @@ impl Devices {
             }
             I8042_CMD_PORT if data.first() == Some(&0xfe) => PortAction::Reset,
             _ => PortAction::None,
+        }
+    }
+
+    /// The virtio device whose window holds guest-physical `addr`, and the
+    /// offset in it.
+    fn virtio_at(&self, addr: u64) -> Option<(&Mutex<MmioTransport>, u64)> {
+        let offset = addr.checked_sub(VIRTIO_MMIO_BASE)?;
+        let index = usize::try_from(offset / VIRTIO_MMIO_SIZE).ok()?;
+        Some((self.virtio.get(index)?, offset % VIRTIO_MMIO_SIZE))
+    }
+
+    /// Handles a guest MMIO read; absent devices read as all ones.
+    pub(crate) fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        match self.virtio_at(addr) {
+            Some((device, offset)) => lock(device).read(offset, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    /// Handles a guest MMIO write (ignored where no device is).
+    pub(crate) fn mmio_write(&self, addr: u64, data: &[u8]) {
+        if let Some((device, offset)) = self.virtio_at(addr) {
+            lock(device).write(offset, data);
         }
     }
 

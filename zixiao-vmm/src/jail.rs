@@ -139,8 +139,10 @@ pub(crate) enum MountKind {
     WritableDir,
     /// A directory the VMM only reads (a snapshot being restored).
     ReadOnlyDir,
-    /// A file the VMM only reads (kernel, initrd).
+    /// A file the VMM only reads (kernel, initrd, a read-only disk).
     ReadOnlyFile,
+    /// A file the VMM reads and writes (a writable disk).
+    WritableFile,
     /// A character device (the KVM device).
     Device,
 }
@@ -264,7 +266,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<(), VmmError
         })?;
         mount(Some(&m.path), &target, None, libc::MS_BIND, None)?;
         let flags = match m.kind {
-            MountKind::WritableDir => nosuid,
+            MountKind::WritableDir | MountKind::WritableFile => nosuid,
             MountKind::ReadOnlyDir | MountKind::ReadOnlyFile => nosuid | libc::MS_RDONLY,
             MountKind::Device => libc::MS_NOSUID | libc::MS_NOEXEC,
         };

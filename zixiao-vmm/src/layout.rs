@@ -6,6 +6,7 @@
 //! 0x9000  PML4           0xa000  PDPT      0xb000..0xf000  4 page directories (identity map 4 GiB, 2 MiB pages)
 //! 0x9fc00 MP table (EBDA, reserved in e820)
 //! 0x20000 command line   0x100000 kernel   top of RAM: initrd
+//! 0xd0000000 + N * 0x1000: virtio-mmio device N (above the 3 GiB RAM limit, below the TSS)
 //! ```
 
 /// GDT address.
@@ -40,3 +41,25 @@ pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
 /// i8042 command port.
 pub const I8042_CMD_PORT: u16 = 0x64;
+/// Guest-physical base of the first virtio-mmio device: above the largest
+/// guest RAM (3 GiB) and below KVM's TSS, so it is never RAM.
+pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+/// Each virtio-mmio device's register window (the registers plus config space).
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// The first virtio device's interrupt line; device N uses this + N. ISA
+/// lines 5 to 12 are free here (COM1 is 4, there is no RTC, mouse or
+/// floppy), and the MP table routes every ISA line 0-23 to the same IOAPIC
+/// pin, so a Linux guest finds them without ACPI.
+pub const VIRTIO_IRQ_BASE: u32 = 5;
+/// Most virtio-block disks a microVM has (one interrupt line each).
+pub const MAX_DISKS: usize = 8;
+
+/// Guest-physical address of virtio-mmio device `index`.
+pub const fn virtio_mmio_addr(index: usize) -> u64 {
+    VIRTIO_MMIO_BASE + index as u64 * VIRTIO_MMIO_SIZE
+}
+
+/// Interrupt line (GSI) of virtio-mmio device `index`.
+pub const fn virtio_irq(index: usize) -> u32 {
+    VIRTIO_IRQ_BASE + index as u32
+}

@@ -26,15 +26,16 @@ pub mod server;
 mod snapshot;
 mod support;
 pub mod test_guest;
+mod virtio;
 
 mod error;
 
 pub use api::{files, Boot, VmInfo, VmState, VmmStats};
 pub use client::{launch, launch_with, VmmClient};
 pub use config::{
-    kernel_format, KernelFormat, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+    kernel_format, DiskConfig, KernelFormat, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
 };
 pub use error::VmmError;
 pub use jail::{Confinement, JailConfig};
-pub use snapshot::{MAX_STATE_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+pub use snapshot::{MAX_STATE_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MIN_VERSION, SNAPSHOT_VERSION};
 pub use support::{kvm_skip_reason, kvm_support, KvmSupport, KVM_DEVICE, KVM_DEVICE_ENV};

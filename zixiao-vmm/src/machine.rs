@@ -1,9 +1,10 @@
 //! A running KVM machine: the VM fd with its memory, in-kernel irqchip and
-//! PIT, one host thread per vCPU, and the controls the VMM process needs:
+//! PIT, its devices (COM1, virtio-mmio disks), one host thread per vCPU, and the controls the VMM process needs:
 //! start, pause (every vCPU parked outside KVM_RUN), resume, stop, and the
 //! state capture and restore that snapshots are made of.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -23,10 +24,12 @@ use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
+use crate::config::DiskConfig;
 use crate::cpu::{self, VcpuState};
 use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapshot};
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
 use crate::seccomp::ThreadKind;
+use crate::virtio::{self, MmioTransport, TransportState};
 use crate::{boot, VmConfig, VmmError};
 
 /// How the guest stopped, reported by a vCPU thread.
@@ -111,6 +114,9 @@ pub(crate) struct MachineState {
     pub clock: kvm_clock_data,
     pub serial: SerialSnapshot,
     pub vcpus: Vec<VcpuState>,
+    /// virtio device N's transport and queues (absent before format 2).
+    #[serde(default)]
+    pub virtio: Vec<TransportState>,
 }
 
 /// One microVM inside this process.
@@ -158,8 +164,14 @@ impl Machine {
         config.validate_limits()?;
         let memory = boot::guest_memory(config.memory_bytes())?;
         let serial = Serial::new(IrqTrigger(new_evt()?), sink);
-        let mut machine = Machine::new_vm(kvm, config.vcpus, memory, serial)?;
-        let info = boot::load(&machine.memory, config, files)?;
+        let virtio = virtio::block_devices(&memory, &config.disks, files.disks, None)?;
+        let boot_files = boot::BootFiles {
+            kernel: files.kernel,
+            initrd: files.initrd,
+            disks: Vec::new(),
+        };
+        let mut machine = Machine::new_vm(kvm, config.vcpus, memory, serial, virtio)?;
+        let info = boot::load(&machine.memory, config, boot_files)?;
         for (i, vcpu) in machine.vcpus.iter().enumerate() {
             let vcpu = lock(vcpu);
             cpu::setup_vcpu(&vcpu, &machine.cpuids[i], (i == 0).then_some(info.entry))?;
@@ -169,11 +181,13 @@ impl Machine {
     }
 
     /// Creates the VM on `kvm` from a snapshot's `state` (validated by
-    /// `snapshot::parse`) over already mapped `memory`.
+    /// `snapshot::parse`) over already mapped `memory`; `disks` are the
+    /// snapshot config's disks, open.
     pub(crate) fn restore(
         kvm: Kvm,
         state: &MachineState,
         memory: GuestMemoryMmap,
+        disks: (&[DiskConfig], Vec<File>),
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         let vcpus = u8::try_from(state.vcpus.len())
@@ -189,7 +203,8 @@ impl Machine {
             sink,
         )
         .map_err(|e| VmmError::internal("restoring the serial port", format!("{e:?}")))?;
-        let mut machine = Machine::new_vm(kvm, vcpus, memory, serial)?;
+        let virtio = virtio::block_devices(&memory, disks.0, disks.1, Some(&state.virtio))?;
+        let mut machine = Machine::new_vm(kvm, vcpus, memory, serial, virtio)?;
         let vm = &machine.vm;
         vm.set_pit2(&state.pit).map_err(kvm_err("KVM_SET_PIT2"))?;
         let mut clock = state.clock;
@@ -217,6 +232,7 @@ impl Machine {
         vcpu_count: u8,
         memory: GuestMemoryMmap,
         serial: crate::devices::ComPort,
+        virtio: Vec<MmioTransport>,
     ) -> Result<Machine, VmmError> {
         let max = kvm.get_max_vcpus();
         if usize::from(vcpu_count) > max {
@@ -258,6 +274,10 @@ impl Machine {
         .map_err(kvm_err("KVM_CREATE_PIT2"))?;
         vm.register_irqfd(&serial.interrupt_evt().0, COM1_IRQ)
             .map_err(kvm_err("KVM_IRQFD"))?;
+        for (index, device) in virtio.iter().enumerate() {
+            vm.register_irqfd(device.irq(), crate::layout::virtio_irq(index))
+                .map_err(kvm_err("KVM_IRQFD"))?;
+        }
         let base_cpuid = cpu::supported_cpuid(&kvm)?;
         let mut vcpus = Vec::new();
         let mut cpuids = Vec::new();
@@ -280,6 +300,7 @@ impl Machine {
             memory,
             devices: Arc::new(Devices {
                 serial: Mutex::new(serial),
+                virtio: virtio.into_iter().map(Mutex::new).collect(),
             }),
             cpuids,
             msr_indices: Vec::new(),
@@ -447,6 +468,7 @@ impl Machine {
             clock: self.vm.get_clock().map_err(kvm_err("KVM_GET_CLOCK"))?,
             serial: lock(&self.devices.serial).state().into(),
             vcpus,
+            virtio: self.devices.virtio.iter().map(|d| lock(d).save()).collect(),
         })
     }
 
@@ -528,13 +550,14 @@ impl VcpuThread {
                     self.devices.io_in(port, data);
                     None
                 }
-                Ok(VcpuExit::MmioRead(_, data)) => {
+                Ok(VcpuExit::MmioRead(addr, data)) => {
                     c.mmio.fetch_add(1, Ordering::Relaxed);
-                    data.fill(0xff);
+                    self.devices.mmio_read(addr, data);
                     None
                 }
-                Ok(VcpuExit::MmioWrite(..)) => {
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
                     c.mmio.fetch_add(1, Ordering::Relaxed);
+                    self.devices.mmio_write(addr, data);
                     None
                 }
                 Ok(VcpuExit::Hlt) => {

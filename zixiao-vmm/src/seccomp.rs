@@ -181,6 +181,11 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
             rules.insert(libc::SYS_ioctl, ioctls(&[KVM_RUN()])?);
             // Serial output to console readers (send with MSG_NOSIGNAL).
             rules.insert(libc::SYS_sendto, vec![]);
+            // virtio-block requests, run on the notifying vCPU: reads,
+            // writes and flushes of the already open disk files.
+            rules.insert(libc::SYS_pread64, vec![]);
+            rules.insert(libc::SYS_pwrite64, vec![]);
+            rules.insert(libc::SYS_fdatasync, vec![]);
         }
         ThreadKind::Console => console_sockets(&mut rules)?,
         ThreadKind::Lifecycle => files(&mut rules),

@@ -22,7 +22,7 @@ use crate::devices::ConsoleSink;
 use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
 use crate::machine::{GuestEvent, Machine};
 use crate::seccomp::{self, ThreadKind};
-use crate::{cgroup, snapshot, support, VmConfig, VmmError};
+use crate::{cgroup, snapshot, support, DiskConfig, VmConfig, VmmError};
 
 struct Inner {
     machine: Option<Machine>,
@@ -293,9 +293,22 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
             kind: MountKind::Device,
         },
     ];
+    let disk_mount = |index: usize, disk: &DiskConfig| -> Result<JailMount, VmmError> {
+        Ok(JailMount {
+            path: absolute(&format!("disks[{index}].path"), &disk.path)?,
+            kind: if disk.read_only {
+                MountKind::ReadOnlyFile
+            } else {
+                MountKind::WritableFile
+            },
+        })
+    };
     let (memory_bytes, vcpus) = match boot {
         Boot::Fresh(config) => {
             config.validate()?;
+            for (index, disk) in config.disks.iter().enumerate() {
+                mounts.push(disk_mount(index, disk)?);
+            }
             mounts.push(JailMount {
                 path: absolute("kernel", &config.kernel)?,
                 kind: MountKind::ReadOnlyFile,
@@ -321,6 +334,14 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
                 .map(|m| m.len())
                 .unwrap_or(0)
                 .min(crate::MAX_MEMORY_MIB << 20);
+            // The snapshot's disks, as its (untrusted) state names them:
+            // they are opened only after the uid drop, so a forged state
+            // reaches nothing the jail's user could not open anyway.
+            for (index, disk) in snapshot::disks_in(&dir).iter().enumerate() {
+                if let Ok(mount) = disk_mount(index, disk) {
+                    mounts.push(mount);
+                }
+            }
             mounts.push(JailMount {
                 path: dir,
                 kind: MountKind::ReadOnlyDir,
@@ -376,7 +397,26 @@ fn setup(
         }
         GuestInputs::Restore(snapshot_dir, files) => {
             let (file, memory) = snapshot::parse(&snapshot_dir, files)?;
-            let machine = Machine::restore(inputs.kvm, &file.machine, memory, sink.clone())?;
+            // Opened only now, unprivileged and after the whole state was
+            // validated (see plan_jail).
+            let disks = crate::boot::open_disks(&file.config.disks).map_err(|e| match e {
+                VmmError::InvalidArgument { field, reason } if confinement.jail.is_some() => {
+                    VmmError::InvalidArgument {
+                        field,
+                        reason: format!(
+                            "{reason} (a jailed restore opens its disks as the jail's user)"
+                        ),
+                    }
+                }
+                other => other,
+            })?;
+            let machine = Machine::restore(
+                inputs.kvm,
+                &file.machine,
+                memory,
+                (&file.config.disks, disks),
+                sink.clone(),
+            )?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)
         }
     };

@@ -1,6 +1,8 @@
-//! The snapshot format, version 1: a directory with
-//! - `state.json`: `{"magic": "zixiao-vmm-snapshot", "version": 1, "config": .., "memory_bytes": .., "machine": ..}`
-//!   (VM config, irqchip, PIT, clock, serial and every vCPU's state, via serde);
+//! The snapshot format, version 2: a directory with
+//! - `state.json`: `{"magic": "zixiao-vmm-snapshot", "version": 2, "config": .., "memory_bytes": .., "machine": ..}`
+//!   (VM config, irqchip, PIT, clock, serial, every vCPU's state and, new in
+//!   version 2, `config.disks` and `machine.virtio`: each virtio device's
+//!   transport and queues, via serde);
 //! - `memory.bin`: guest memory, raw, as a sparse file (all-zero pages are holes).
 //!
 //! Restoring maps `memory.bin` copy-on-write (MAP_PRIVATE), so a restore costs
@@ -18,13 +20,17 @@ use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMma
 
 use kvm_bindings::{KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
 
+use crate::config::DiskConfig;
 use crate::machine::MachineState;
 use crate::{VmConfig, VmmError};
 
 /// Identifies a Zixiao VMM snapshot.
 pub const SNAPSHOT_MAGIC: &str = "zixiao-vmm-snapshot";
-/// The format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added virtio devices.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The oldest format version this build restores: version 1 snapshots have
+/// no disks and no device states, which is what their absence decodes to.
+pub const SNAPSHOT_MIN_VERSION: u32 = 1;
 pub(crate) const STATE_FILE: &str = "state.json";
 pub(crate) const MEMORY_FILE: &str = "memory.bin";
 /// Where the client has the VMM write the state before renaming it.
@@ -164,6 +170,29 @@ pub(crate) fn open(dir: &Path) -> Result<SnapshotFiles, VmmError> {
     Ok(SnapshotFiles { state, memory })
 }
 
+/// The disks a snapshot's `state.json` names, read before the jail is
+/// built so they can be mounted into it. Nothing here is trusted: the
+/// restore validates the whole state later, and the disks are opened only
+/// after the VMM dropped its privileges. Unreadable or malformed state
+/// gives no disks (the restore then reports what is wrong).
+pub(crate) fn disks_in(dir: &Path) -> Vec<DiskConfig> {
+    let Ok(file) = File::open(dir.join(STATE_FILE)) else {
+        return Vec::new();
+    };
+    let mut state = Vec::new();
+    if file.take(MAX_STATE_BYTES).read_to_end(&mut state).is_err() {
+        return Vec::new();
+    }
+    serde_json::from_slice::<serde_json::Value>(&state)
+        .ok()
+        .and_then(|mut v| v.pointer_mut("/config/disks").map(serde_json::Value::take))
+        .and_then(|disks| serde_json::from_value::<Vec<DiskConfig>>(disks).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .take(crate::layout::MAX_DISKS)
+        .collect()
+}
+
 /// Reads and checks a snapshot's state; maps its memory copy-on-write.
 #[cfg(test)]
 pub(crate) fn read(dir: &Path) -> Result<(SnapshotFile, GuestMemoryMmap), VmmError> {
@@ -185,10 +214,21 @@ pub(crate) fn parse(
         return Err(bad("not a zixiao-vmm snapshot (wrong magic)".into()));
     }
     let version = value.get("version").and_then(|v| v.as_u64());
-    if version != Some(u64::from(SNAPSHOT_VERSION)) {
+    if !version.is_some_and(|v| {
+        (u64::from(SNAPSHOT_MIN_VERSION)..=u64::from(SNAPSHOT_VERSION)).contains(&v)
+    }) {
+        let found = version.map_or_else(|| "missing".to_string(), |v| v.to_string());
         return Err(bad(format!(
-            "snapshot format version {version:?}, this VMM reads version {SNAPSHOT_VERSION}"
+            "snapshot format version {found}, this VMM reads versions \
+             {SNAPSHOT_MIN_VERSION} to {SNAPSHOT_VERSION}"
         )));
+    }
+    if version == Some(1)
+        && (value.pointer("/config/disks").is_some() || value.pointer("/machine/virtio").is_some())
+    {
+        return Err(bad(
+            "a version 1 snapshot cannot have disks or virtio devices".to_string(),
+        ));
     }
     let state: SnapshotFile =
         serde_json::from_value(value).map_err(|e| bad(format!("corrupt {STATE_FILE}: {e}")))?;
@@ -290,6 +330,7 @@ pub(crate) fn validate(state: &SnapshotFile) -> Result<(), VmmError> {
             ),
         ));
     }
+    crate::virtio::validate_block_states(&state.config.disks, &state.machine.virtio)?;
     let msr_count = vcpus[0].msrs.len();
     for (i, vcpu) in vcpus.iter().enumerate() {
         crate::cpu::validate_state(vcpu, msr_count).map_err(|(field, reason)| {
@@ -351,8 +392,89 @@ mod tests {
                 clock: Default::default(),
                 serial: SerialState::default().into(),
                 vcpus: (0..vcpus).map(|_| vcpu()).collect(),
+                virtio: Vec::new(),
             },
         }
+    }
+
+    /// A block device's transport state as a driver left it (queue of 8
+    /// at page-aligned addresses, driver running).
+    fn block_state(queue_size: u16) -> crate::virtio::TransportState {
+        serde_json::from_value(serde_json::json!({
+            "device_type": 2, "status": 15, "driver_features": 1u64 << 32,
+            "queue_select": 0, "device_features_select": 1, "driver_features_select": 1,
+            "interrupt_status": 1, "config_generation": 0,
+            "queues": [{"max_size": 256, "size": queue_size, "ready": true,
+                        "desc_table": 0x10000, "avail_ring": 0x11000, "used_ring": 0x12000,
+                        "next_avail": 3, "next_used": 3, "event_idx": false}]
+        }))
+        .unwrap()
+    }
+
+    /// Stores `value` as a snapshot's state and reads it back.
+    fn read_json(value: &serde_json::Value) -> Result<SnapshotFile, VmmError> {
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), &serde_json::to_vec(value).unwrap(), 16 << 20);
+        read(dir.path()).map(|(state, _)| state)
+    }
+
+    fn refused(value: &serde_json::Value) -> VmmError {
+        read_json(value).err().expect("refused")
+    }
+
+    #[test]
+    fn a_version_1_snapshot_without_devices_still_restores() {
+        let mut v = serde_json::to_value(sample(1)).unwrap();
+        v["version"] = 1.into();
+        v["config"].as_object_mut().unwrap().remove("disks");
+        v["machine"].as_object_mut().unwrap().remove("virtio");
+        let state = read_json(&v).unwrap();
+        assert!(state.config.disks.is_empty());
+        assert!(state.machine.virtio.is_empty());
+        // A version 1 file cannot carry what only version 2 has.
+        v["machine"]["virtio"] = serde_json::json!([]);
+        assert!(refused(&v).to_string().contains("version 1"));
+    }
+
+    #[test]
+    fn a_newer_or_missing_version_is_refused_saying_which() {
+        let mut v = serde_json::to_value(sample(1)).unwrap();
+        v["version"] = (SNAPSHOT_VERSION + 1).into();
+        let err = refused(&v);
+        assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument);
+        let text = err.to_string();
+        assert!(
+            text.contains("version 3") && text.contains("1 to 2"),
+            "{text}"
+        );
+        v.as_object_mut().unwrap().remove("version");
+        assert!(refused(&v).to_string().contains("version missing"));
+    }
+
+    #[test]
+    fn device_states_must_match_the_disks() {
+        let mut s = sample(1);
+        s.config.disks = vec![crate::DiskConfig::new("/disk.img")];
+        assert_eq!(rejected(&s), "machine.virtio");
+        s.machine.virtio = vec![block_state(8)];
+        let dir = tempfile::tempdir().unwrap();
+        store(dir.path(), &serde_json::to_vec(&s).unwrap(), 16 << 20);
+        assert_eq!(
+            read(dir.path()).unwrap().0.machine.virtio,
+            vec![block_state(8)]
+        );
+        s.machine.virtio = vec![block_state(3)];
+        assert_eq!(rejected(&s), "machine.virtio[0].queues[0]");
+        // A writable disk does not offer VIRTIO_BLK_F_RO (bit 5): a state
+        // claiming the driver acknowledged it is refused.
+        let bad = serde_json::from_value({
+            let mut v = serde_json::to_value(block_state(8)).unwrap();
+            v["driver_features"] = ((1u64 << 32) | (1 << 5)).into();
+            v
+        })
+        .unwrap();
+        s.machine.virtio = vec![bad];
+        assert_eq!(rejected(&s), "machine.virtio[0].driver_features");
     }
 
     /// XSTATE_BV's low word in `kvm_xsave::region`.

@@ -1,6 +1,8 @@
-//! The test guest: a tiny 64-bit ELF kernel built from `guest/guest.S` by
-//! build.rs. Tests and benchmarks boot it through the real loader, boot
-//! parameters and serial port. See guest/guest.S for its command line.
+//! The test guests: tiny 64-bit ELF kernels built by build.rs from
+//! `guest/guest.S` (command line, initrd, SMP, power-off) and from
+//! `guest/blk.c` (the virtio-block driver). Tests and benchmarks boot them
+//! through the real loader, boot parameters and serial port. See the
+//! sources for what they print.
 
 use std::path::PathBuf;
 
@@ -12,3 +14,10 @@ pub fn kernel_path() -> Option<PathBuf> {
 
 /// The line the guest prints once it has read its boot parameters.
 pub const READY_MARKER: &str = "ZX: ready";
+
+/// Path of the built virtio guest (guest/blk.c), or `None` when gcc/ld were
+/// missing at build time.
+pub fn virtio_kernel_path() -> Option<PathBuf> {
+    let path = env!("ZIXIAO_VMM_VIRTIO_GUEST");
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}

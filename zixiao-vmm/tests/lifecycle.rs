@@ -107,21 +107,13 @@ async fn snapshot_restores_into_a_new_process_and_the_loop_continues() {
 
     let state = std::fs::read_to_string(snap.join("state.json")).unwrap();
     assert!(state.contains("\"magic\":\"zixiao-vmm-snapshot\""));
-    assert!(state.contains("\"version\":1"));
+    assert!(state.contains("\"version\":2"));
     assert_eq!(
         std::fs::metadata(snap.join("memory.bin")).unwrap().len(),
         32 << 20
     );
 
-    let second = launch(
-        &vmm_binary(),
-        &tmp.path().join("b"),
-        Boot::Restore {
-            snapshot_dir: snap.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let second = restore(&tmp.path().join("b"), &snap).await;
     let _reaper_second = Reaper(second.pid());
     let info = second.info().await.unwrap();
     assert_eq!(info.state, VmState::Paused);
@@ -152,15 +144,7 @@ async fn snapshot_restores_into_a_new_process_and_the_loop_continues() {
     second.snapshot(&snap2).await.unwrap();
     let at_second = count_now(&second).await;
     second.shutdown(Duration::from_secs(5)).await.unwrap();
-    let third = launch(
-        &vmm_binary(),
-        &tmp.path().join("c"),
-        Boot::Restore {
-            snapshot_dir: snap2,
-        },
-    )
-    .await
-    .unwrap();
+    let third = restore(&tmp.path().join("c"), &snap2).await;
     let _reaper_third = Reaper(third.pid());
     third.resume().await.unwrap();
     wait_count_above(&third, at_second).await;

@@ -52,6 +52,7 @@ async fn boots_linux_with_an_initramfs_to_its_marker_on_hardware_kvm() {
             .into(),
         vcpus: 2,
         memory_mib: 256,
+        disks: Vec::new(),
     };
     let vmm = launch(&vmm_binary(), &tmp.path().join("vm"), Boot::Fresh(config))
         .await
@@ -99,6 +100,7 @@ async fn loads_the_debian_bzimage_and_initramfs_on_any_kvm() {
         cmdline: "console=ttyS0 reboot=k panic=-1".into(),
         vcpus: 2,
         memory_mib: 128,
+        disks: Vec::new(),
     };
     let vmm = launch(
         &vmm_binary(),

@@ -29,7 +29,8 @@ const MANIFEST_VERSION: u32 = 1;
 const CURRENT_FILE: &str = "current";
 /// The largest manifest read: it is a few hundred bytes.
 const MAX_MANIFEST: u64 = 64 * 1024;
-/// zixiao-vmm's files in a snapshot directory (its format version 1).
+/// zixiao-vmm's files in a snapshot directory (its format versions 1 and 2
+/// alike: only `memory_bytes` and `config` are read here).
 const VMM_STATE_FILE: &str = "state.json";
 const VMM_MEMORY_FILE: &str = "memory.bin";
 /// The largest VMM state read: registers and device state, some KiB.

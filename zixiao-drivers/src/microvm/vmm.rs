@@ -82,6 +82,7 @@ impl VmmBackend {
                 vcpus: u8::try_from(plan.cpus)
                     .map_err(|_| crate::errors::invalid("spec.cpus", "too many vCPUs"))?,
                 memory_mib: plan.memory_mib,
+                disks: Vec::new(),
             }),
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),

@@ -14,16 +14,25 @@ pub fn vmm_binary() -> PathBuf {
 
 /// The test guest kernel, or None (after printing why) when KVM tests must skip.
 pub fn guest() -> Option<PathBuf> {
+    built_guest(test_guest::kernel_path(), "test guest")
+}
+
+/// The virtio test guest (guest/blk.c), or None (after printing why) when
+/// KVM tests must skip.
+pub fn virtio_guest() -> Option<PathBuf> {
+    built_guest(test_guest::virtio_kernel_path(), "virtio test guest")
+}
+
+fn built_guest(path: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if zixiao_vmm::kvm_skip_reason().is_some() {
         return None;
     }
-    let path = test_guest::kernel_path();
     if path.is_none() {
         assert!(
             !zixiao_testing::wait::runtimes_required(),
-            "the test guest was not built (gcc/ld missing) but ZIXIAO_REQUIRE_RUNTIMES=1"
+            "the {what} was not built (gcc/ld missing) but ZIXIAO_REQUIRE_RUNTIMES=1"
         );
-        eprintln!("skipped: the test guest was not built (gcc/ld missing)");
+        eprintln!("skipped: the {what} was not built (gcc/ld missing)");
     }
     path
 }
@@ -36,7 +45,22 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         cmdline: cmdline.to_string(),
         vcpus: 1,
         memory_mib: 32,
+        disks: Vec::new(),
     }
+}
+
+/// Restores the snapshot in `snapshot_dir` into a new VMM in `run_dir`
+/// (jailed, left paused).
+pub async fn restore(run_dir: &Path, snapshot_dir: &Path) -> zixiao_vmm::VmmClient {
+    zixiao_vmm::launch(
+        &vmm_binary(),
+        run_dir,
+        zixiao_vmm::Boot::Restore {
+            snapshot_dir: snapshot_dir.to_path_buf(),
+        },
+    )
+    .await
+    .unwrap()
 }
 
 /// Waits until console.log in `run_dir` contains `needle`; returns the log.
