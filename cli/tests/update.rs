@@ -276,6 +276,23 @@ fn fractional_cpus_requests_limits_and_allocation_ratios() {
     let id = burst["id"].as_str().expect("id");
     assert_eq!(limits(id), (50_000, 64 << 20));
     assert_eq!(reservations(id), (256, 32 << 20));
+    // Only the caps change, live: the cgroup has them when the command
+    // returns, and the reservation stays.
+    let raised = json(run(&[
+        "instance",
+        "update",
+        "burst",
+        "--cpu-limit",
+        "1",
+        "--memory-limit",
+        "96",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(raised["spec"]["cpu_limit"], 1, "{raised}");
+    assert_eq!(raised["started_at"], burst["started_at"], "not restarted");
+    assert_eq!(limits(id), (100_000, 96 << 20));
+    assert_eq!(reservations(id), (256, 32 << 20));
     let node = &json(run(&["node", "get", local, "-o", "json"]));
     assert_eq!(node["allocated"]["cpus"], 0.25, "{node}");
 

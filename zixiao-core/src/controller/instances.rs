@@ -344,8 +344,10 @@ impl Controller {
             if update.asks_snapshot_schedule() {
                 self.check_can_snapshot(&next)?;
             }
-            let resized = (next.spec.cpus, next.spec.memory_mib)
-                != (current.spec.cpus, current.spec.memory_mib);
+            // A container's caps are part of its size: the cgroup has them.
+            let size =
+                |s: &crate::InstanceSpec| (s.cpus, s.cpu_limit, s.memory_mib, s.memory_limit_mib);
+            let resized = size(&next.spec) != size(&current.spec);
             let runtime = if resized {
                 self.resize_plan(&current, &update)?
             } else {
