@@ -38,7 +38,7 @@ pub use api::{Api, Client, Wait};
 pub use clock::{Clock, SystemClock};
 pub use controller::{
     AddressAllocator, ClusterInfo, Controller, ControllerBuilder, EventKind, InstanceEvent,
-    InstanceFilter, NetworkHost, NodeEvent,
+    InstanceFilter, NetworkHost, NodeEvent, OperationFilter,
 };
 pub use driver::{
     Capability, Driver, DriverError, DriverInfo, InstanceStats, LogChunk, RuntimeState,
@@ -49,8 +49,8 @@ pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
     Condition, ConditionType, CreateInstance, DesiredState, ImageRef, Instance, InstanceId,
     InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, MicrovmBackend, Network,
-    NetworkAttachment, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Placement,
-    PublishedPort, Resources, RestartPolicy,
+    NetworkAttachment, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Operation,
+    OperationId, OperationKind, OperationPhase, Placement, PublishedPort, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

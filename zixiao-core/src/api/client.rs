@@ -12,7 +12,10 @@ use futures::stream::BoxStream;
 use super::access::{
     AuditQuery, AuditRecord, IssuedToken, ProjectInfo, Quota, Role, TokenInfo, TokenTerms, UserInfo,
 };
-use super::{Api, ImportAs, InstancePage, Page, Progress, Request, Response, Wait};
+use super::{
+    Api, ImportAs, InstancePage, OperationFilter, OperationPage, Page, Progress, Request, Response,
+    Wait,
+};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
@@ -20,8 +23,8 @@ use crate::driver::{
 use crate::model::{
     typed_metadata, Aggregate, AggregateName, CarbonIntensity, CreateInstance, CreateNetwork,
     FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    LabelChanges, Network, Node, NodeImageName, SnapshotName, TemplateInfo, TemplateName,
-    TemplateSpec, TraitChanges,
+    LabelChanges, Network, Node, NodeImageName, Operation, OperationId, SnapshotName, TemplateInfo,
+    TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -733,6 +736,101 @@ impl Client {
     /// See [`Request::ListAudit`].
     pub async fn list_audit(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
         expect!(self, Request::ListAudit { query }, AuditRecords)
+    }
+
+    /// See [`Request::ListOperations`].
+    pub async fn list_operations(
+        &self,
+        filter: OperationFilter,
+        page: Page,
+    ) -> Result<OperationPage> {
+        expect!(self, Request::ListOperations { filter, page }, Operations)
+    }
+
+    /// Every operation `filter` accepts, oldest first (by start, then
+    /// id), following the pages a server answers. Errors: those of
+    /// [`Request::ListOperations`].
+    pub async fn list_all_operations(&self, filter: OperationFilter) -> Result<Vec<Operation>> {
+        let mut all = Vec::new();
+        let mut page = Page::all();
+        loop {
+            let listed = self.list_operations(filter.clone(), page).await?;
+            all.extend(listed.operations);
+            match listed.next_page {
+                Some(token) => {
+                    page = Page {
+                        size: 0,
+                        token: Some(token),
+                    }
+                }
+                None => break,
+            }
+        }
+        all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        Ok(all)
+    }
+
+    /// See [`Request::GetOperation`].
+    pub async fn get_operation(&self, id: &OperationId) -> Result<Operation> {
+        let id = id.clone();
+        expect!(self, Request::GetOperation { id }, Operation)
+    }
+
+    /// See [`Request::WatchOperation`].
+    pub async fn watch_operation(
+        &self,
+        id: &OperationId,
+    ) -> Result<BoxStream<'static, Result<Operation>>> {
+        let id = id.clone();
+        expect!(self, Request::WatchOperation { id }, OperationUpdates)
+    }
+
+    /// See [`Request::CancelOperation`].
+    pub async fn cancel_operation(&self, id: &OperationId) -> Result<Operation> {
+        let id = id.clone();
+        expect!(self, Request::CancelOperation { id }, Operation)
+    }
+
+    /// Follows operation `id` ([`Client::watch_operation`]) until it has
+    /// finished, and returns it as it ended, whatever its phase (the
+    /// caller tells success from failure by it). Errors: `NotFound`, the
+    /// watch's errors, and `Unavailable` if the watch ended before the
+    /// operation did.
+    pub async fn wait_operation(&self, id: &OperationId) -> Result<Operation> {
+        use futures::StreamExt;
+        let mut updates = self.watch_operation(id).await?;
+        while let Some(update) = updates.next().await {
+            let update = update?;
+            if update.phase.is_finished() {
+                return Ok(update);
+            }
+        }
+        Err(Error::Unavailable {
+            what: format!("the watch of operation `{id}` (it ended before the operation did)"),
+            source: None,
+        })
+    }
+
+    /// [`Client::wait_operation`], for at most `timeout` (`None`: as long
+    /// as it takes), for the bindings' `wait_operation(id, timeout)`.
+    /// Errors: those of `wait_operation`, and `Unavailable` once the
+    /// timeout passed (the operation goes on).
+    pub async fn wait_operation_within(
+        &self,
+        id: &OperationId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Operation> {
+        let Some(timeout) = timeout else {
+            return self.wait_operation(id).await;
+        };
+        tokio::time::timeout(timeout, self.wait_operation(id))
+            .await
+            .map_err(|_| Error::Unavailable {
+                what: format!(
+                    "the end of operation `{id}` (it did not finish within {timeout:?}; it goes on)"
+                ),
+                source: None,
+            })?
     }
 
     async fn done(&self, request: Request) -> Result<()> {
