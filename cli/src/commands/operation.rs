@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use futures::StreamExt;
 use zixiao_core::api::OperationFilter;
 use zixiao_core::model::{Operation, OperationPhase};
 use zixiao_core::{Client, Error, OperationId, OperationKind, Result};
@@ -36,28 +35,24 @@ pub(crate) async fn run(
         }
         OperationCommand::Watch { id } => {
             let id = operation_id(&id)?;
-            let mut updates = client.watch_operation(&id).await?;
-            while let Some(update) = updates.next().await {
-                let update = update?;
-                match format {
-                    Format::Table => {
-                        write_stdout(format!("{}\n", change_line(&update)).as_bytes())?
-                    }
-                    // One object per line, so a script reads them as they come.
-                    _ => {
-                        let line = serde_json::to_string(&update)
-                            .map_err(|e| Error::Internal(e.to_string()))?;
+            let mut last = None;
+            let ended = client
+                .follow_operation(&id, |update| {
+                    let line = match format {
+                        Format::Table => change_line(update),
+                        // One object per line, so a script reads them as they come.
+                        _ => serde_json::to_string(update)
+                            .map_err(|e| Error::Internal(e.to_string()))?,
+                    };
+                    // A reconnect shows the state last printed again.
+                    if last.as_ref() != Some(&line) {
                         write_stdout(format!("{line}\n").as_bytes())?;
+                        last = Some(line);
                     }
-                }
-                if update.phase.is_finished() {
-                    return Ok(ended(&update));
-                }
-            }
-            Err(Error::Unavailable {
-                what: format!("the watch of operation `{id}` (it ended before the operation did)"),
-                source: None,
-            })
+                    Ok(())
+                })
+                .await?;
+            Ok(ended_with(&ended))
         }
         OperationCommand::Cancel { id } => {
             let cancelled = client.cancel_operation(&operation_id(&id)?).await?;
@@ -73,7 +68,7 @@ fn operation_id(id: &str) -> Result<OperationId> {
 }
 
 /// The exit code of a watched operation that ended, its error on stderr.
-fn ended(operation: &Operation) -> ExitCode {
+fn ended_with(operation: &Operation) -> ExitCode {
     if operation.phase == OperationPhase::Succeeded {
         return ExitCode::SUCCESS;
     }

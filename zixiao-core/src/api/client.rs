@@ -29,6 +29,13 @@ use crate::model::{
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
 
+/// How long [`Client::follow_operation`] keeps trying to reach a
+/// deployment that went away (a server restarting) before it gives up.
+pub const FOLLOW_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often [`Client::follow_operation`] tries again meanwhile.
+pub const FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Zixiao's operations as typed methods, in-process or remote alike.
 /// Cheap to clone; clones share the implementation.
 #[derive(Debug, Clone)]
@@ -793,22 +800,61 @@ impl Client {
 
     /// Follows operation `id` ([`Client::watch_operation`]) until it has
     /// finished, and returns it as it ended, whatever its phase (the
-    /// caller tells success from failure by it). Errors: `NotFound`, the
-    /// watch's errors, and `Unavailable` if the watch ended before the
-    /// operation did.
+    /// caller tells success from failure by it). Errors: those of
+    /// [`Client::follow_operation`].
     pub async fn wait_operation(&self, id: &OperationId) -> Result<Operation> {
+        self.follow_operation(id, |_| Ok(())).await
+    }
+
+    /// Follows operation `id` until it has finished, handing each update
+    /// to `seen` (the same state may come twice after a reconnect), and
+    /// returns it as it ended. A watch that breaks because the deployment
+    /// cannot be reached (a server restarting) is opened again, every
+    /// [`FOLLOW_RETRY`] while the server stays unreachable for less than
+    /// [`FOLLOW_PATIENCE`]: the operation is kept in the store and goes on
+    /// meanwhile. Errors: `NotFound`, `seen`'s, the watch's other errors,
+    /// and `Unavailable` once the patience ran out.
+    pub async fn follow_operation(
+        &self,
+        id: &OperationId,
+        mut seen: impl FnMut(&Operation) -> Result<()> + Send,
+    ) -> Result<Operation> {
         use futures::StreamExt;
-        let mut updates = self.watch_operation(id).await?;
-        while let Some(update) = updates.next().await {
-            let update = update?;
-            if update.phase.is_finished() {
-                return Ok(update);
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
+        loop {
+            let broken = match self.watch_operation(id).await {
+                Ok(mut updates) => loop {
+                    match updates.next().await {
+                        Some(Ok(update)) => {
+                            unreachable_since = None;
+                            seen(&update)?;
+                            if update.phase.is_finished() {
+                                return Ok(update);
+                            }
+                        }
+                        Some(Err(e)) => break e,
+                        None => {
+                            break Error::Unavailable {
+                                what: format!(
+                                    "the watch of operation `{id}` (it ended before the \
+                                     operation did)"
+                                ),
+                                source: None,
+                            }
+                        }
+                    }
+                },
+                Err(e) => e,
+            };
+            if broken.kind() != crate::ErrorKind::Unavailable {
+                return Err(broken);
             }
+            let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= FOLLOW_PATIENCE {
+                return Err(broken);
+            }
+            tokio::time::sleep(FOLLOW_RETRY).await;
         }
-        Err(Error::Unavailable {
-            what: format!("the watch of operation `{id}` (it ended before the operation did)"),
-            source: None,
-        })
     }
 
     /// [`Client::wait_operation`], for at most `timeout` (`None`: as long

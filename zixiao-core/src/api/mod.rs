@@ -45,7 +45,7 @@ pub use access::{
     AuditQuery, AuditRecord, IssuedToken, Outcome, ProjectInfo, Quota, QuotaExceeded, Role,
     TokenInfo, TokenPurpose, TokenTerms, TokenText, UserInfo,
 };
-pub use client::{list_all_instances, Client};
+pub use client::{list_all_instances, Client, FOLLOW_PATIENCE, FOLLOW_RETRY};
 pub use host_paths::{check_request as refuse_host_paths, RefuseHostPaths};
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use traced::Traced;
