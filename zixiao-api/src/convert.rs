@@ -2242,7 +2242,7 @@ impl TryFrom<pb::AuditRecord> for AuditRecord {
             "started" => Outcome::Started,
             "done" => Outcome::Done,
             "failed" => Outcome::Failed {
-                kind: crate::status::KINDS
+                kind: ErrorKind::ALL
                     .into_iter()
                     .find(|k| k.as_str() == r.error_kind)
                     .ok_or_else(|| {
