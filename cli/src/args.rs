@@ -757,7 +757,8 @@ pub(crate) struct CloneArgs {
     /// Start from this snapshot of the source.
     #[arg(long, value_name = "SNAP")]
     pub(crate) snapshot: Option<String>,
-    /// Return as soon as the clone is stored, without waiting until it runs.
+    /// Return as soon as the clone is stored, without waiting until it
+    /// runs, and print its operation's id (`zixiao operation watch ID`).
     #[arg(long)]
     pub(crate) no_wait: bool,
 }
@@ -820,7 +821,7 @@ pub(crate) struct UpdateArgs {
     #[arg(long, conflicts_with_all = ["snapshot_every", "snapshot_keep"])]
     pub(crate) no_snapshot_schedule: bool,
     /// Return as soon as the change is stored, without waiting for a
-    /// restart it asked for.
+    /// restart it asked for; a restarting update prints its operation's id.
     #[arg(long)]
     pub(crate) no_wait: bool,
 }
@@ -836,7 +837,8 @@ pub(crate) struct RestoreArgs {
     /// The new instance's name.
     #[arg(long)]
     pub(crate) name: String,
-    /// Return as soon as the request is stored, without waiting.
+    /// Return as soon as the request is stored, without waiting, and print
+    /// its operation's id.
     #[arg(long)]
     pub(crate) no_wait: bool,
 }
@@ -1031,7 +1033,8 @@ pub(crate) struct CreateArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, value_name = "N", requires = "snapshot_every")]
     pub(crate) snapshot_keep: Option<u32>,
-    /// Return as soon as the request is stored, without waiting.
+    /// Return as soon as the request is stored, without waiting, and print
+    /// its operation's id (`zixiao operation watch ID` follows it).
     #[arg(long)]
     pub(crate) no_wait: bool,
     /// Command and arguments for a container.
