@@ -363,3 +363,41 @@ async fn finished_operations_are_pruned_by_age_and_count() {
     let kept: Vec<OperationId> = all().await.into_iter().map(|o| o.id).collect();
     assert_eq!(kept, vec![stop]);
 }
+
+#[tokio::test]
+async fn a_drain_is_recorded_around_the_work_and_an_unknown_node_records_nothing() {
+    let n = node(ControllerOptions::default()).await;
+    n.client
+        .create_instance(web("web"), Wait::Settled)
+        .await
+        .expect("create");
+    let drains = || async {
+        n.client
+            .list_operations(
+                OperationFilter {
+                    kind: Some(OperationKind::Drain),
+                    ..OperationFilter::default()
+                },
+                Page::all(),
+            )
+            .await
+            .expect("list")
+            .operations
+    };
+    let err = n.client.drain_node("nope").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(drains().await.is_empty(), "a refused drain records nothing");
+
+    let report = n.client.drain_node("n1").await.expect("drain");
+    let recorded = drains().await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let drain = &recorded[0];
+    assert_eq!(drain.phase, OperationPhase::Succeeded, "{drain:?}");
+    assert_eq!(drain.target, OperationTarget::node("n1"));
+    let moved = report.moved.len() + report.stopped.len() + report.pending.len();
+    assert_eq!(moved, 1, "{report:?}");
+    assert!(
+        drain.result.as_deref().is_some_and(|r| r.contains("moved")),
+        "{drain:?}"
+    );
+}

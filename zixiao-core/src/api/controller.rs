@@ -326,9 +326,11 @@ impl Api for Controller {
             Request::CordonNode { node } => Response::Node(self.cordon_node(&node).await?),
             Request::UncordonNode { node } => Response::Node(self.uncordon_node(&node).await?),
             Request::DrainNode { node } => {
+                // An unknown node is refused before anything is recorded.
+                let on = OperationTarget::node(self.get_node(&node).await?.id);
                 let drained = self.run_operation(
                     OperationKind::Drain,
-                    OperationTarget::node(&node),
+                    on,
                     |_| self.drain_node(&node),
                     |report: &DrainReport| {
                         Some(format!(
@@ -516,9 +518,11 @@ impl Controller {
     }
 
     /// The node an image request means: the one named, or the only one.
+    /// Errors: `NotFound` (no node of that id or hostname), before
+    /// anything (an operation) is recorded.
     async fn image_node(&self, node: Option<String>) -> Result<String> {
         if let Some(node) = node {
-            return Ok(node);
+            return Ok(self.get_node(&node).await?.id);
         }
         let nodes = self.list_nodes().await?;
         match nodes.as_slice() {
