@@ -180,7 +180,49 @@ export interface Instance {
   attachments?: NetworkAttachment[]
   /** The last snapshot its schedule took; absent before the first. */
   last_scheduled_snapshot?: { name: string; at: string }
+  /** The last operation started on it (`op-...`), in the answers of the
+   *  calls that start one and of `getInstance`. */
+  operation?: string
   revision: number
+}
+
+/** What an operation does. */
+export type OperationKind =
+  | 'create' | 'start' | 'stop' | 'restart' | 'delete' | 'update'
+  | 'snapshot' | 'revert' | 'clone' | 'drain' | 'image-import' | 'image-pull'
+
+/** Where an operation is in its life. */
+export type OperationPhase = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled'
+
+/** One long call, as recorded. */
+export interface Operation {
+  /** `op-` and 32 lowercase hex digits. */
+  id: string
+  kind: OperationKind
+  /** An instance (id, name), a node (id), or an image (its node's id, its name). */
+  target: { kind: 'instance' | 'node' | 'image'; id: string; name: string }
+  /** Who asked, when a server identified the caller. */
+  requested_by?: string
+  phase: OperationPhase
+  /** The kind's own step while it runs (`placing`, `creating`, `pulling`...). */
+  step?: string
+  progress?: { done: number; total?: number; unit: string }
+  started_at: string
+  finished_at?: string
+  /** Why it failed or was cancelled: an error kind (`not_found`...) and a message. */
+  error?: { kind: string; message: string }
+  /** What it made: an instance id, a snapshot's or an image's name. */
+  result?: string
+  revision: number
+}
+
+/** Which operations `listOperations` returns; unknown keys are rejected. */
+export interface OperationFilter {
+  /** An instance's id or name, a node's id, an image's name. */
+  target?: string
+  kind?: OperationKind
+  /** Only those that have not finished. */
+  unfinished?: boolean
 }
 
 /** One address of an attachment, with its prefix length and gateway. */

@@ -153,6 +153,11 @@ pub(crate) enum Command {
     /// Images on a node: import local archives, list, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Operations: the long calls (a create until the instance runs, a
+    /// stop, a delete, a snapshot, a drain, an image pull) as records to
+    /// list, follow and cancel.
+    #[command(subcommand)]
+    Operation(OperationCommand),
     /// The cluster as a whole.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -624,6 +629,47 @@ pub(crate) enum OnOff {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum OperationCommand {
+    /// List the unfinished operations (with --all, every one kept), oldest first.
+    #[command(after_help = "Examples:\n  \
+    zixiao operation list\n  \
+    zixiao operation list --all --target web -o json")]
+    List {
+        /// Finished ones too (kept 24 hours, 1000 at most).
+        #[arg(long)]
+        all: bool,
+        /// Only operations on this instance (id or name), node or image.
+        #[arg(long, value_name = "ID|NAME")]
+        target: Option<String>,
+        /// Only this kind: create, start, stop, restart, delete, update,
+        /// snapshot, revert, clone, drain, image-import, image-pull.
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Show one operation.
+    Get {
+        /// The operation's id (op-...).
+        id: String,
+    },
+    /// Follow an operation until it ends, printing each change of its
+    /// phase, step or progress; exit 0 once it succeeded, 1 with its error
+    /// when it failed or was cancelled.
+    #[command(after_help = "Example:\n  \
+    zixiao operation watch $(zixiao instance create --no-wait --name web --type container --image busybox)")]
+    Watch {
+        /// The operation's id (op-...).
+        id: String,
+    },
+    /// Cancel a running create (the instance is deleted), start or clone
+    /// (the instance is stopped). Other kinds cannot be cancelled once
+    /// running.
+    Cancel {
+        /// The operation's id (op-...).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum InstanceCommand {
     /// List instances.
     List(ListArgs),
@@ -634,15 +680,22 @@ pub(crate) enum InstanceCommand {
     },
     /// Create an instance and wait until it runs (or says why not).
     Create(Box<CreateArgs>),
-    /// Start a stopped or failed instance.
+    /// Start a stopped or failed instance and wait until it runs.
     Start {
         /// Instance id or name.
         instance: String,
+        /// Return once the request is stored and print its operation's id
+        /// (follow it with `zixiao operation watch ID`).
+        #[arg(long)]
+        no_wait: bool,
     },
-    /// Stop a running instance (it stays on its node).
+    /// Stop a running instance (it stays on its node) and wait until it is stopped.
     Stop {
         /// Instance id or name.
         instance: String,
+        /// Return once the request is stored and print its operation's id.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Freeze a running instance in place.
     Pause {
@@ -654,17 +707,23 @@ pub(crate) enum InstanceCommand {
         /// Instance id or name.
         instance: String,
     },
-    /// Stop and start an instance.
+    /// Stop and start an instance, and wait until it runs again.
     Restart {
         /// Instance id or name.
         instance: String,
+        /// Return once the request is stored and print its operation's id.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Change an instance's CPUs, memory, labels or restart policy.
     Update(UpdateArgs),
-    /// Delete an instance and release its resources.
+    /// Delete an instance and release its resources, and wait until it is gone.
     Delete {
         /// Instance id or name.
         instance: String,
+        /// Return once the request is stored and print its operation's id.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Show an instance's resource usage.
     Stats {
@@ -726,7 +785,8 @@ pub(crate) struct CloneArgs {
     /// Start from this snapshot of the source.
     #[arg(long, value_name = "SNAP")]
     pub(crate) snapshot: Option<String>,
-    /// Return as soon as the clone is stored, without waiting until it runs.
+    /// Return as soon as the clone is stored, without waiting until it
+    /// runs, and print its operation's id (`zixiao operation watch ID`).
     #[arg(long)]
     pub(crate) no_wait: bool,
 }
@@ -797,7 +857,7 @@ pub(crate) struct UpdateArgs {
     #[arg(long, conflicts_with_all = ["snapshot_every", "snapshot_keep"])]
     pub(crate) no_snapshot_schedule: bool,
     /// Return as soon as the change is stored, without waiting for a
-    /// restart it asked for.
+    /// restart it asked for; a restarting update prints its operation's id.
     #[arg(long)]
     pub(crate) no_wait: bool,
 }
@@ -813,7 +873,8 @@ pub(crate) struct RestoreArgs {
     /// The new instance's name.
     #[arg(long)]
     pub(crate) name: String,
-    /// Return as soon as the request is stored, without waiting.
+    /// Return as soon as the request is stored, without waiting, and print
+    /// its operation's id.
     #[arg(long)]
     pub(crate) no_wait: bool,
 }
@@ -1020,7 +1081,8 @@ pub(crate) struct CreateArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, value_name = "N", requires = "snapshot_every")]
     pub(crate) snapshot_keep: Option<u32>,
-    /// Return as soon as the request is stored, without waiting.
+    /// Return as soon as the request is stored, without waiting, and print
+    /// its operation's id (`zixiao operation watch ID` follows it).
     #[arg(long)]
     pub(crate) no_wait: bool,
     /// Command and arguments for a container.

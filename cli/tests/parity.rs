@@ -61,8 +61,8 @@ fn run(target: &[&str], socket: &str, args: &[&str]) -> Outcome {
     }
 }
 
-/// `value` without what differs between any two runs: ids, revisions,
-/// times, and the node's name (the embedded node is named after this
+/// `value` without what differs between any two runs: ids (an
+/// operation's too), revisions, times, and the node's name (the embedded node is named after this
 /// machine, the agent's after itself).
 fn comparable(mut value: Value, node: &str) -> Value {
     fn scrub(value: &mut Value, node: &str) {
@@ -77,6 +77,7 @@ fn comparable(mut value: Value, node: &str) -> Value {
                     "created_at",
                     "updated_at",
                     "started_at",
+                    "operation",
                 ] {
                     if map.contains_key(key) {
                         map.insert(key.to_owned(), Value::String("…".to_owned()));

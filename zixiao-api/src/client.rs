@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use zixiao_core::api::{Api, Client, InstancePage, Request, Response};
+use zixiao_core::api::{Api, Client, InstancePage, OperationPage, Request, Response};
 use zixiao_core::{AllocationRatio, Error, Result};
 
 use crate::convert::{
@@ -29,6 +29,7 @@ use crate::pb::instance_service_client::InstanceServiceClient;
 use crate::pb::local_service_client::LocalServiceClient;
 use crate::pb::network_service_client::NetworkServiceClient;
 use crate::pb::node_service_client::NodeServiceClient;
+use crate::pb::operation_service_client::OperationServiceClient;
 use crate::pb::project_service_client::ProjectServiceClient;
 use crate::pb::snapshot_service_client::SnapshotServiceClient;
 use crate::pb::template_service_client::TemplateServiceClient;
@@ -77,6 +78,7 @@ pub struct GrpcClient {
     users: UserServiceClient<Transport>,
     projects: ProjectServiceClient<Transport>,
     audit: AuditServiceClient<Transport>,
+    operations: OperationServiceClient<Transport>,
     /// The local-files service, on a daemon's Unix socket only.
     local: Option<LocalServiceClient<Transport>>,
 }
@@ -145,6 +147,7 @@ impl GrpcClient {
             users: limited!(UserServiceClient, channel.clone(), bearer),
             projects: limited!(ProjectServiceClient, channel.clone(), bearer),
             audit: limited!(AuditServiceClient, channel.clone(), bearer),
+            operations: limited!(OperationServiceClient, channel.clone(), bearer),
             cluster: limited!(ClusterServiceClient, channel, bearer),
         }
     }
@@ -200,6 +203,10 @@ fn snapshot_ref(instance: String, snapshot: String) -> pb::SnapshotRef {
     pb::SnapshotRef { instance, snapshot }
 }
 
+fn operation_ref(id: zixiao_core::OperationId) -> pb::OperationRef {
+    pb::OperationRef { id: id.into() }
+}
+
 fn node_ref(node: String) -> pb::NodeRef {
     pb::NodeRef { node }
 }
@@ -224,6 +231,7 @@ impl Api for GrpcClient {
         let mut templates = self.templates.clone();
         let mut users = self.users.clone();
         let mut projects = self.projects.clone();
+        let mut operations = self.operations.clone();
         let operation = request.operation();
         Ok(match request {
             Request::CreateInstance { request, wait } => {
@@ -719,6 +727,36 @@ impl Api for GrpcClient {
                 };
                 let all = self.answer(self.audit.clone().list_audit(request).await)?;
                 Response::AuditRecords(self.decoded(decode_all(all.records))?)
+            }
+            Request::ListOperations { filter, page } => {
+                let request = pb::ListOperationsRequest {
+                    filter: Some(filter.into()),
+                    page_size: page.size,
+                    page_token: page.token.map(|t| t.to_string()).unwrap_or_default(),
+                };
+                let listed = self.answer(operations.list_operations(request).await)?;
+                Response::Operations(OperationPage {
+                    operations: self.decoded(decode_all(listed.operations))?,
+                    next_page: self.decoded(page_token(&listed.next_page_token))?,
+                })
+            }
+            Request::GetOperation { id } => {
+                let found = self.answer(operations.get_operation(operation_ref(id)).await)?;
+                Response::Operation(self.decoded(found.try_into())?)
+            }
+            Request::WatchOperation { id } => {
+                let updates = self.answer(operations.watch_operation(operation_ref(id)).await)?;
+                let client = self.clone();
+                let updates = updates.map(move |update| match update {
+                    Ok(update) => client.decoded(update.try_into()),
+                    Err(status) => Err(client.error(status)),
+                });
+                Response::OperationUpdates(updates.boxed())
+            }
+            Request::CancelOperation { id } => {
+                let cancelled =
+                    self.answer(operations.cancel_operation(operation_ref(id)).await)?;
+                Response::Operation(self.decoded(cancelled.try_into())?)
             }
         })
     }

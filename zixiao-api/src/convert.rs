@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 use zixiao_core::agent::NodeFacts;
+use zixiao_core::api::OperationFilter;
 use zixiao_core::api::{
     AuditRecord, IssuedToken, Outcome, PageToken, ProjectInfo, Quota, Role, TokenInfo,
     TokenPurpose, TokenText, UserInfo,
@@ -39,11 +40,15 @@ use zixiao_core::model::{
     SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
     TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
 };
+use zixiao_core::model::{
+    Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
+    OperationTarget, TargetKind,
+};
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
     LabelSelector, Strategy, ZoneSpread,
 };
-use zixiao_core::{Error, InstanceFilter, Result};
+use zixiao_core::{Error, ErrorKind, InstanceFilter, Result};
 
 use crate::pb;
 
@@ -750,6 +755,7 @@ impl From<Instance> for pb::Instance {
                 name: s.name,
                 at: Some(timestamp(s.at)),
             }),
+            operation: i.operation.map(String::from),
         }
     }
 }
@@ -825,7 +831,156 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
                 })
             })
             .transpose()?,
+        operation: i
+            .operation
+            .map(|o| operation_id(&o, &path(at, "operation")))
+            .transpose()?,
     })
+}
+
+/// `text` as an operation id, the field at fault named `at`.
+pub(crate) fn operation_id(text: &str, at: &str) -> Result<OperationId> {
+    OperationId::try_from(text).map_err(|e| e.on_field(at))
+}
+
+/// The one of `all` whose name (`name`) is `text`. Errors:
+/// `InvalidArgument` at `at`, listing the names.
+fn named_variant<T: Copy>(
+    all: &[T],
+    name: impl Fn(T) -> &'static str,
+    text: &str,
+    at: &str,
+) -> Result<T> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v) == text)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+            Error::invalid(
+                at,
+                format!(
+                    "`{}` is not one of {}",
+                    text.escape_debug(),
+                    names.join(", ")
+                ),
+            )
+        })
+}
+
+impl From<Operation> for pb::Operation {
+    fn from(o: Operation) -> Self {
+        pb::Operation {
+            id: o.id.into(),
+            kind: o.kind.as_str().to_owned(),
+            target: Some(pb::OperationTarget {
+                kind: o.target.kind.as_str().to_owned(),
+                id: o.target.id,
+                name: o.target.name,
+            }),
+            requested_by: o.requested_by,
+            phase: o.phase.as_str().to_owned(),
+            step: o.step,
+            progress: o.progress.map(|p| pb::OperationProgress {
+                done: p.done,
+                total: p.total,
+                unit: p.unit,
+            }),
+            started_at: Some(timestamp(o.started_at)),
+            finished_at: o.finished_at.map(timestamp),
+            error: o.error.map(|e| pb::OperationError {
+                kind: e.kind.as_str().to_owned(),
+                message: e.message,
+            }),
+            result: o.result,
+            revision: o.revision,
+        }
+    }
+}
+
+impl TryFrom<pb::Operation> for Operation {
+    type Error = Error;
+
+    /// Every field re-checked: the id, each name, the times.
+    fn try_from(o: pb::Operation) -> Result<Self> {
+        let target = required(o.target, "target")?;
+        Ok(Operation {
+            id: operation_id(&o.id, "id")?,
+            kind: named_variant(&OperationKind::ALL, OperationKind::as_str, &o.kind, "kind")?,
+            target: OperationTarget {
+                kind: named_variant(
+                    &TargetKind::ALL,
+                    TargetKind::as_str,
+                    &target.kind,
+                    "target.kind",
+                )?,
+                id: non_empty(target.id, "target.id")?,
+                name: non_empty(target.name, "target.name")?,
+            },
+            requested_by: o.requested_by,
+            phase: named_variant(
+                &OperationPhase::ALL,
+                OperationPhase::as_str,
+                &o.phase,
+                "phase",
+            )?,
+            step: o.step,
+            progress: o.progress.map(|p| OperationProgress {
+                done: p.done,
+                total: p.total,
+                unit: p.unit,
+            }),
+            started_at: required_time(o.started_at, "started_at")?,
+            finished_at: optional_time(o.finished_at, "finished_at")?,
+            error: o
+                .error
+                .map(|e| {
+                    Ok::<_, Error>(OperationError {
+                        kind: named_variant(
+                            &ErrorKind::ALL,
+                            ErrorKind::as_str,
+                            &e.kind,
+                            "error.kind",
+                        )?,
+                        message: e.message,
+                    })
+                })
+                .transpose()?,
+            result: o.result,
+            revision: o.revision,
+        })
+    }
+}
+
+impl From<OperationFilter> for pb::OperationFilter {
+    fn from(f: OperationFilter) -> Self {
+        pb::OperationFilter {
+            target: f.target,
+            kind: f.kind.map(|k| k.as_str().to_owned()),
+            unfinished: f.unfinished,
+        }
+    }
+}
+
+impl TryFrom<pb::OperationFilter> for OperationFilter {
+    type Error = Error;
+
+    fn try_from(f: pb::OperationFilter) -> Result<Self> {
+        Ok(OperationFilter {
+            target: f.target,
+            kind: f
+                .kind
+                .map(|k| {
+                    named_variant(
+                        &OperationKind::ALL,
+                        OperationKind::as_str,
+                        &k,
+                        "filter.kind",
+                    )
+                })
+                .transpose()?,
+            unfinished: f.unfinished,
+        })
+    }
 }
 
 impl TryFrom<pb::Instance> for Instance {
@@ -2128,7 +2283,7 @@ impl TryFrom<pb::AuditRecord> for AuditRecord {
             "started" => Outcome::Started,
             "done" => Outcome::Done,
             "failed" => Outcome::Failed {
-                kind: crate::status::KINDS
+                kind: ErrorKind::ALL
                     .into_iter()
                     .find(|k| k.as_str() == r.error_kind)
                     .ok_or_else(|| {

@@ -23,7 +23,8 @@ use crate::console::{self, OutputStream};
 use crate::convert::{
     decode_aggregate_name, decode_image_kind, decode_instance_type, decode_label_changes,
     decode_optional_time, decode_pull_options, decode_role, decode_template_change,
-    decode_template_ref, decode_trait_changes, page_token, required_role, WirePullOptions,
+    decode_template_ref, decode_trait_changes, operation_id, page_token, required_role,
+    WirePullOptions,
 };
 use crate::pb;
 use crate::pb::aggregate_service_server::{AggregateService, AggregateServiceServer};
@@ -33,6 +34,7 @@ use crate::pb::image_service_server::{ImageService, ImageServiceServer};
 use crate::pb::instance_service_server::{InstanceService, InstanceServiceServer};
 use crate::pb::network_service_server::{NetworkService, NetworkServiceServer};
 use crate::pb::node_service_server::{NodeService, NodeServiceServer};
+use crate::pb::operation_service_server::{OperationService, OperationServiceServer};
 use crate::pb::project_service_server::{ProjectService, ProjectServiceServer};
 use crate::pb::snapshot_service_server::{SnapshotService, SnapshotServiceServer};
 use crate::pb::template_service_server::{TemplateService, TemplateServiceServer};
@@ -131,7 +133,7 @@ impl CallScope for SameApi {
 
 /// The full names of the services [`ApiServer::add_to`] adds, for the
 /// health service.
-pub const SERVICES: [&str; 11] = [
+pub const SERVICES: [&str; 12] = [
     "zixiao.v1.InstanceService",
     "zixiao.v1.SnapshotService",
     "zixiao.v1.ImageService",
@@ -143,6 +145,7 @@ pub const SERVICES: [&str; 11] = [
     "zixiao.v1.UserService",
     "zixiao.v1.ProjectService",
     "zixiao.v1.AuditService",
+    "zixiao.v1.OperationService",
 ];
 
 macro_rules! limited {
@@ -203,6 +206,7 @@ impl ApiServer {
             .add_service(limited!(ClusterServiceServer, self.clone()))
             .add_service(limited!(UserServiceServer, self.clone()))
             .add_service(limited!(ProjectServiceServer, self.clone()))
+            .add_service(limited!(OperationServiceServer, self.clone()))
             .add_service(limited!(AuditServiceServer, self));
     }
 }
@@ -503,6 +507,62 @@ impl InstanceService for ApiServer {
         let after = request.into_inner().after_revision;
         let events = client.watch_instances(after).await.map_err(status)?;
         Ok(Response::new(messages(events)))
+    }
+}
+
+#[tonic::async_trait]
+impl OperationService for ApiServer {
+    async fn list_operations(
+        &self,
+        request: Request<pb::ListOperationsRequest>,
+    ) -> Result<Response<pb::ListOperationsResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let filter = request
+            .filter
+            .unwrap_or_default()
+            .try_into()
+            .map_err(status)?;
+        let page = Page {
+            size: request.page_size,
+            token: page_token(&request.page_token).map_err(status)?,
+        }
+        .capped();
+        let listed = client.list_operations(filter, page).await.map_err(status)?;
+        reply(pb::ListOperationsResponse {
+            operations: listed.operations.into_iter().map(Into::into).collect(),
+            next_page_token: listed.next_page.map(|t| t.to_string()).unwrap_or_default(),
+        })
+    }
+
+    async fn get_operation(
+        &self,
+        request: Request<pb::OperationRef>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let id = operation_id(&request.into_inner().id, "id").map_err(status)?;
+        reply(client.get_operation(&id).await.map_err(status)?)
+    }
+
+    type WatchOperationStream = MessageStream<pb::Operation>;
+
+    async fn watch_operation(
+        &self,
+        request: Request<pb::OperationRef>,
+    ) -> Result<Response<Self::WatchOperationStream>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let id = operation_id(&request.into_inner().id, "id").map_err(status)?;
+        let updates = client.watch_operation(&id).await.map_err(status)?;
+        Ok(Response::new(messages(updates)))
+    }
+
+    async fn cancel_operation(
+        &self,
+        request: Request<pb::OperationRef>,
+    ) -> Result<Response<pb::Operation>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let id = operation_id(&request.into_inner().id, "id").map_err(status)?;
+        reply(client.cancel_operation(&id).await.map_err(status)?)
     }
 }
 

@@ -66,20 +66,6 @@ pub fn kind_of(code: Code) -> ErrorKind {
     }
 }
 
-pub(crate) const KINDS: [ErrorKind; 11] = [
-    ErrorKind::NotFound,
-    ErrorKind::AlreadyExists,
-    ErrorKind::InvalidArgument,
-    ErrorKind::FailedPrecondition,
-    ErrorKind::Conflict,
-    ErrorKind::Unavailable,
-    ErrorKind::Unsupported,
-    ErrorKind::ResourceExhausted,
-    ErrorKind::PermissionDenied,
-    ErrorKind::Unauthenticated,
-    ErrorKind::Internal,
-];
-
 /// The ErrorInfo reason of a kind: its name in upper case.
 pub fn reason_of(kind: ErrorKind) -> String {
     kind.as_str().to_ascii_uppercase()
@@ -103,7 +89,9 @@ fn said(status: &Status) -> Option<Said> {
     if info.domain != DOMAIN {
         return None;
     }
-    let kind = KINDS.into_iter().find(|k| reason_of(*k) == info.reason)?;
+    let kind = ErrorKind::ALL
+        .into_iter()
+        .find(|k| reason_of(*k) == info.reason)?;
     Some(Said {
         kind,
         metadata: info.metadata.clone(),

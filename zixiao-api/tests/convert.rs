@@ -434,7 +434,15 @@ fn instance() -> impl Strategy<Value = Instance> {
             prop::option::of(template_origin()),
             prop::option::of(clone_origin()),
         ),
-        prop::option::of((name(), time()).prop_map(|(name, at)| ScheduledSnapshot { name, at })),
+        (
+            prop::option::of(
+                (name(), time()).prop_map(|(name, at)| ScheduledSnapshot { name, at }),
+            ),
+            prop::option::of("[0-9a-f]{32}".prop_map(|hex| {
+                zixiao_core::OperationId::try_from(format!("op-{hex}").as_str())
+                    .expect("an operation id")
+            })),
+        ),
     )
         .prop_map(
             |(
@@ -444,7 +452,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                 (compute_reserved, reschedule, restarts_requested, restarts_done),
                 (created_at, updated_at, started_at, revision),
                 (template, clone_of),
-                last_scheduled_snapshot,
+                (last_scheduled_snapshot, operation),
             )| Instance {
                 id,
                 name,
@@ -469,6 +477,7 @@ fn instance() -> impl Strategy<Value = Instance> {
                 template,
                 clone_of,
                 last_scheduled_snapshot,
+                operation,
             },
         )
 }

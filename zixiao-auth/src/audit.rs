@@ -68,7 +68,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use zixiao_core::api::{Api, Request, Response};
+use zixiao_core::api::{as_requested_by, Api, Request, Response};
 use zixiao_core::store::{Durability, Precondition, Revision, Staged, Txn};
 use zixiao_core::{Clock, ErrorKind, Store};
 
@@ -960,7 +960,10 @@ impl<A: Api> Api for Audited<A> {
                 what: "the audit log (the call was not made)".to_owned(),
                 source: Some(Box::new(e)),
             })?;
-        let result = self.inner.call(request).await;
+        // The operation the call may record names who asked, as this
+        // record does.
+        let caller = self.caller.to_string();
+        let result = as_requested_by(caller, self.inner.call(request)).await;
         self.log.finish(started, Outcome::of(&result)).await;
         result
     }

@@ -7,7 +7,7 @@
 //! | family | viewer | operator | admin |
 //! |---|---|---|---|
 //! | `instance.*`, `snapshot.*` | reads, in its projects | everything, in its projects | everything |
-//! | `network.*`, `image.*` | reads | reads; changes as a member of `default` | everything |
+//! | `network.*`, `image.*`, `operation.*` | reads | reads; changes as a member of `default` | everything |
 //! | `node.*` (labels and traits too), `aggregate.*`, `cluster.*` | no | reads | everything |
 //! | anything else (users, tokens, projects, audit, new families) | no | no | everything |
 //!
@@ -197,7 +197,10 @@ fn family(operation: &str) -> Family {
         .map_or(operation, |(family, _)| family)
     {
         "instance" | "snapshot" => Family::Instance,
-        "network" | "image" | "template" => Family::ProjectLess,
+        // Operations carry no project of their own (yet): read as images
+        // are, cancelled (an instance stopped or deleted) by an operator
+        // of `default` or an admin.
+        "network" | "image" | "template" | "operation" => Family::ProjectLess,
         "node" | "aggregate" => Family::Node,
         "cluster" => Family::Cluster,
         _ => Family::AdminOnly,

@@ -41,6 +41,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::InvalidArgument,
+        ErrorKind::FailedPrecondition,
+        ErrorKind::Conflict,
+        ErrorKind::Unavailable,
+        ErrorKind::Unsupported,
+        ErrorKind::ResourceExhausted,
+        ErrorKind::PermissionDenied,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Internal,
+    ];
+
     /// A stable snake_case name, as used in JSON output and binding error codes.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -38,7 +38,7 @@ pub use api::{Api, Client, Wait};
 pub use clock::{Clock, SystemClock};
 pub use controller::{
     AddressAllocator, ClusterInfo, Controller, ControllerBuilder, EventKind, InstanceEvent,
-    InstanceFilter, NetworkHost, NodeEvent,
+    InstanceFilter, NetworkHost, NodeEvent, OperationFilter,
 };
 pub use driver::{
     Capability, Driver, DriverError, DriverInfo, InstanceStats, LogChunk, RuntimeState,
@@ -50,7 +50,8 @@ pub use model::{
     AllocationRatio, AllocationRatios, Condition, ConditionType, Cpus, CreateInstance,
     DesiredState, ImageRef, Instance, InstanceId, InstanceSpec, InstanceStatus, InstanceType,
     InstanceUpdate, MicrovmBackend, Network, NetworkAttachment, Node, NodeId, NodeRegistration,
-    NodeRole, NodeStatus, Placement, PublishedPort, Resources, RestartPolicy,
+    NodeRole, NodeStatus, Operation, OperationId, OperationKind, OperationPhase, Placement,
+    PublishedPort, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

@@ -137,7 +137,14 @@ impl Api for Embedded {
                 };
                 Ok(Response::MaybeInstance(match wait {
                     Wait::No => Some(deleting),
-                    Wait::Settled => self.settle("delete", &deleting).await?,
+                    Wait::Settled => {
+                        let settled = self.settle("delete", &deleting).await;
+                        self.follow_up(&deleting).await;
+                        settled?.map(|mut left| {
+                            left.operation = deleting.operation;
+                            left
+                        })
+                    }
                 }))
             }
             Request::ExportSnapshot { instance, name, to } => {
@@ -237,12 +244,27 @@ impl Embedded {
         if !wait.settled() {
             return Ok(Response::Instance(stored));
         }
-        match self.settle(operation, &stored).await? {
-            Some(settled) => Ok(Response::Instance(settled)),
+        let settled = self.settle(operation, &stored).await;
+        self.follow_up(&stored).await;
+        match settled? {
+            Some(mut settled) => {
+                settled.operation = stored.operation;
+                Ok(Response::Instance(settled))
+            }
             None => Err(Error::not_found(format!(
                 "instance `{}` (deleted meanwhile)",
                 stored.name
             ))),
+        }
+    }
+
+    /// Writes how the operation `stored`'s call started ended, now that it
+    /// settled: no background follower runs here. A failure is not the
+    /// call's: its work is done, and a read shows the operation as it
+    /// would be written, a watch or a daemon writes it later.
+    async fn follow_up(&self, stored: &Instance) {
+        if let Some(operation) = &stored.operation {
+            let _ = self.controller.refresh_operation(operation).await;
         }
     }
 

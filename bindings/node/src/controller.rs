@@ -8,7 +8,7 @@ use napi::bindgen_prelude::{Buffer, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
-use zixiao_core::api::{Page, Progress};
+use zixiao_core::api::{OperationFilter, Page, Progress};
 use zixiao_core::driver::{
     ImagePlatform, ImportProgress as CoreProgress, PullProgress, RegistryCa,
 };
@@ -17,7 +17,7 @@ use zixiao_core::model::{
 };
 use zixiao_core::{
     AllocationRatio, Client, CreateInstance, Error, ImageRef, InstanceFilter, InstanceType,
-    InstanceUpdate, Wait,
+    InstanceUpdate, OperationId, Wait,
 };
 
 use crate::console::Console;
@@ -1197,6 +1197,63 @@ impl Controller {
     #[napi(ts_return_type = "Promise<Template[]>")]
     pub fn list_templates<'env>(&self, env: &'env Env) -> Pending<'env> {
         call!(self, env, |c| c.list_templates())
+    }
+
+    /// The operations kept (long calls: creates until the instance runs,
+    /// stops, deletes, snapshots, drains, image pulls) that `filter`
+    /// accepts (`{ target, kind, unfinished }`; none: every one), oldest
+    /// first. Rejects with `invalid_argument` naming the field.
+    #[napi(
+        ts_args_type = "filter?: OperationFilter",
+        ts_return_type = "Promise<Operation[]>"
+    )]
+    pub fn list_operations<'env>(
+        &self,
+        env: &'env Env,
+        filter: Option<serde_json::Value>,
+    ) -> Pending<'env> {
+        let filter = filter.map_or(Ok(OperationFilter::default()), |f| {
+            from_js::<OperationFilter>(Some("filter"), f)
+        });
+        call!(self, env, |c| c.list_all_operations(filter?))
+    }
+
+    /// Operation `id` (`"op-..."`: what `instance.operation` names).
+    /// Rejects with `invalid_argument` (not an operation id), `not_found`.
+    #[napi(ts_return_type = "Promise<Operation>")]
+    pub fn get_operation<'env>(&self, env: &'env Env, id: String) -> Pending<'env> {
+        call!(self, env, |c| async move {
+            c.get_operation(&OperationId::try_from(id)?).await
+        })
+    }
+
+    /// Cancels running operation `id`: a create's instance is deleted, a
+    /// start's or a clone's stopped. Rejects with `not_found`,
+    /// `failed_precondition` (finished, or a kind that cannot be
+    /// cancelled); nothing changes then.
+    #[napi(ts_return_type = "Promise<Operation>")]
+    pub fn cancel_operation<'env>(&self, env: &'env Env, id: String) -> Pending<'env> {
+        call!(self, env, |c| async move {
+            c.cancel_operation(&OperationId::try_from(id)?).await
+        })
+    }
+
+    /// Resolves once operation `id` has finished (within `timeoutMs` when
+    /// given), with the operation as it ended: `phase` says whether it
+    /// succeeded. Rejects with `not_found`, `unavailable` once the timeout
+    /// passed (the operation goes on).
+    #[napi(ts_return_type = "Promise<Operation>")]
+    pub fn wait_operation<'env>(
+        &self,
+        env: &'env Env,
+        id: String,
+        timeout_ms: Option<u32>,
+    ) -> Pending<'env> {
+        let timeout = timeout_ms.map(|ms| std::time::Duration::from_millis(ms.into()));
+        call!(self, env, |c| async move {
+            c.wait_operation_within(&OperationId::try_from(id)?, timeout)
+                .await
+        })
     }
 
     /// Deletes version `version` of template `name`, or every version.

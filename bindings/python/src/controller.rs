@@ -11,7 +11,7 @@ use std::str::FromStr;
 use pyo3::prelude::*;
 use tokio::sync::mpsc;
 use zixiao_client::OpenOptions;
-use zixiao_core::api::{InstancePage, Page, Progress};
+use zixiao_core::api::{InstancePage, OperationFilter, Page, Progress};
 use zixiao_core::controller::DrainReport;
 use zixiao_core::driver::{
     ImageInfo, ImagePlatform, ImportProgress, PullOptions, PullProgress, RegistryCa,
@@ -19,7 +19,7 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     Aggregate, CarbonIntensity, CreateNetwork, FromTemplate, ImageKind, ImageName, Network,
-    NodeImageName, TemplateInfo, TemplateSpec,
+    NodeImageName, Operation, OperationId, OperationKind, TemplateInfo, TemplateSpec,
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
@@ -1035,6 +1035,54 @@ impl PyController {
         wait(py, self.inner.list_templates()).map(Json)
     }
 
+    /// The operations kept (long calls: creates until the instance runs,
+    /// stops, deletes, snapshots, drains, image pulls), oldest first: the
+    /// unfinished ones, or with `all` every one; only those on `target`
+    /// (an instance's id or name, a node, an image) or of `kind`
+    /// (`"create"`, `"image-pull"`...). Raises `InvalidArgument` naming `kind`.
+    #[pyo3(signature = (*, all=false, target=None, kind=None))]
+    fn list_operations(
+        &self,
+        py: Python<'_>,
+        all: bool,
+        target: Option<String>,
+        kind: Option<&str>,
+    ) -> PyResult<Json<Vec<Operation>>> {
+        let filter = operation_filter(all, target, kind)?;
+        wait(py, self.inner.list_all_operations(filter)).map(Json)
+    }
+
+    /// Operation `id` (`"op-..."`: what `instance["operation"]` names).
+    /// Raises `InvalidArgument` (not an operation id), `NotFound`.
+    fn get_operation(&self, py: Python<'_>, id: &str) -> PyResult<Json<Operation>> {
+        let id = operation_id(id)?;
+        wait(py, self.inner.get_operation(&id)).map(Json)
+    }
+
+    /// Cancels running operation `id`: a create's instance is deleted, a
+    /// start's or a clone's stopped. Raises `NotFound`,
+    /// `FailedPrecondition` (finished, or a kind that cannot be
+    /// cancelled); nothing changes then.
+    fn cancel_operation(&self, py: Python<'_>, id: &str) -> PyResult<Json<Operation>> {
+        let id = operation_id(id)?;
+        wait(py, self.inner.cancel_operation(&id)).map(Json)
+    }
+
+    /// Waits until operation `id` has finished (at most `timeout`
+    /// seconds) and returns it as it ended: `phase` says whether it
+    /// succeeded. Raises `NotFound`, `Unavailable` once the timeout passed.
+    #[pyo3(signature = (id, timeout=None))]
+    fn wait_operation(
+        &self,
+        py: Python<'_>,
+        id: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<Json<Operation>> {
+        let id = operation_id(id)?;
+        let timeout = seconds(timeout)?;
+        wait(py, self.inner.wait_operation_within(&id, timeout)).map(Json)
+    }
+
     /// Deletes version `version` of template `name`, or every version.
     /// Raises `NotFound`, `FailedPrecondition` naming the instances that
     /// use it.
@@ -1087,6 +1135,42 @@ impl From<Client> for PyAsyncController {
 }
 
 /// An awaitable of one call on a clone of the client, its result as a dict.
+/// `id` as an operation id. Raises `InvalidArgument` naming `operation`.
+fn operation_id(id: &str) -> PyResult<OperationId> {
+    OperationId::try_from(id).map_err(error::to_py)
+}
+
+/// The filter of `list_operations`. Raises `InvalidArgument` naming `kind`.
+fn operation_filter(
+    all: bool,
+    target: Option<String>,
+    kind: Option<&str>,
+) -> PyResult<OperationFilter> {
+    Ok(OperationFilter {
+        target,
+        kind: kind
+            .map(OperationKind::from_str)
+            .transpose()
+            .map_err(error::to_py)?,
+        unfinished: !all,
+    })
+}
+
+/// A timeout in seconds. Raises `InvalidArgument` naming `timeout` for a
+/// negative or non-finite one.
+fn seconds(timeout: Option<f64>) -> PyResult<Option<std::time::Duration>> {
+    timeout
+        .map(|t| {
+            std::time::Duration::try_from_secs_f64(t).map_err(|_| {
+                error::to_py(zixiao_core::Error::invalid(
+                    "timeout",
+                    format!("{t} is not a number of seconds"),
+                ))
+            })
+        })
+        .transpose()
+}
+
 macro_rules! call {
     ($self:ident, $py:ident, |$c:ident| $call:expr) => {{
         let $c = $self.inner.clone();
@@ -1725,6 +1809,44 @@ impl PyAsyncController {
     /// Every template (see `Controller.list_templates`).
     fn list_templates<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.list_templates())
+    }
+
+    /// The operations kept (see `Controller.list_operations`).
+    #[pyo3(signature = (*, all=false, target=None, kind=None))]
+    fn list_operations<'py>(
+        &self,
+        py: Python<'py>,
+        all: bool,
+        target: Option<String>,
+        kind: Option<&str>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let filter = operation_filter(all, target, kind)?;
+        call!(self, py, |c| c.list_all_operations(filter))
+    }
+
+    /// One operation (see `Controller.get_operation`).
+    fn get_operation<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let id = operation_id(id)?;
+        call!(self, py, |c| c.get_operation(&id))
+    }
+
+    /// Cancels an operation (see `Controller.cancel_operation`).
+    fn cancel_operation<'py>(&self, py: Python<'py>, id: &str) -> PyResult<Bound<'py, PyAny>> {
+        let id = operation_id(id)?;
+        call!(self, py, |c| c.cancel_operation(&id))
+    }
+
+    /// Waits for an operation to finish (see `Controller.wait_operation`).
+    #[pyo3(signature = (id, timeout=None))]
+    fn wait_operation<'py>(
+        &self,
+        py: Python<'py>,
+        id: &str,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let id = operation_id(id)?;
+        let timeout = seconds(timeout)?;
+        call!(self, py, |c| c.wait_operation_within(&id, timeout))
     }
 
     /// Deletes a template or a version (see `Controller.delete_template`).

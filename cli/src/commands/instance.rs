@@ -66,17 +66,20 @@ pub(crate) async fn run(
             let created = client.create_instance(request, wait).await?;
             report_settled(format, &created, wait)
         }
-        InstanceCommand::Start { instance } => {
-            let started = client.start_instance(&instance, Wait::Settled).await?;
-            report_settled(format, &started, Wait::Settled)
+        InstanceCommand::Start { instance, no_wait } => {
+            let wait = wait(no_wait);
+            let started = client.start_instance(&instance, wait).await?;
+            report_settled(format, &started, wait)
         }
-        InstanceCommand::Stop { instance } => {
-            let stopped = client.stop_instance(&instance, Wait::Settled).await?;
-            report_settled(format, &stopped, Wait::Settled)
+        InstanceCommand::Stop { instance, no_wait } => {
+            let wait = wait(no_wait);
+            let stopped = client.stop_instance(&instance, wait).await?;
+            report_settled(format, &stopped, wait)
         }
-        InstanceCommand::Restart { instance } => {
-            let restarted = client.restart_instance(&instance, Wait::Settled).await?;
-            report_settled(format, &restarted, Wait::Settled)
+        InstanceCommand::Restart { instance, no_wait } => {
+            let wait = wait(no_wait);
+            let restarted = client.restart_instance(&instance, wait).await?;
+            report_settled(format, &restarted, wait)
         }
         InstanceCommand::Update(args) => {
             let wait = wait(args.no_wait);
@@ -96,7 +99,19 @@ pub(crate) async fn run(
             print(format, &resumed, instance_details)?;
             Ok(ExitCode::SUCCESS)
         }
-        InstanceCommand::Delete { instance } => {
+        InstanceCommand::Delete {
+            instance,
+            no_wait: true,
+        } => match client.delete_instance(&instance, Wait::No).await? {
+            Some(deleting) => report_settled(format, &deleting, Wait::No),
+            None => Err(Error::Internal(
+                "instance.delete without waiting answered no instance".to_owned(),
+            )),
+        },
+        InstanceCommand::Delete {
+            instance,
+            no_wait: false,
+        } => {
             let before = client.get_instance(&instance).await?;
             match client.delete_instance(&before.id, Wait::Settled).await? {
                 None => {
@@ -318,9 +333,17 @@ pub(crate) fn snapshot_table(snapshots: &[SnapshotInfo]) -> String {
 
 /// Prints an instance a call answered; when the call waited and the
 /// instance has not reached what was asked, also says why and exits 1.
+/// Prints what a call that changes an instance answered: without
+/// waiting, its operation's id alone in a table (so a script can follow
+/// it with `operation watch`), the instance in JSON or YAML; after
+/// waiting, the instance, failing unless it reached what was asked.
 fn report_settled(format: Format, instance: &Instance, wait: Wait) -> Result<ExitCode> {
     if wait.settled() && !instance.has_converged() {
         return unconverged(format, instance);
+    }
+    if let (false, Format::Table, Some(operation)) = (wait.settled(), format, &instance.operation) {
+        crate::output::write_stdout(format!("{operation}\n").as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
     }
     print(format, instance, instance_details)?;
     Ok(ExitCode::SUCCESS)
@@ -547,6 +570,9 @@ fn instance_details(i: &Instance) -> String {
     }
     if let Some(origin) = &i.clone_of {
         pairs.push(("clone_of", origin.to_string()));
+    }
+    if let Some(operation) = &i.operation {
+        pairs.push(("operation", operation.to_string()));
     }
     if s.disk_gib > 0 {
         pairs.push(("disk", format!("{} GiB", s.disk_gib)));

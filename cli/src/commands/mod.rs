@@ -11,6 +11,7 @@ mod instance;
 mod man;
 mod network;
 mod node;
+mod operation;
 pub(crate) mod server;
 mod state;
 mod template;
@@ -88,6 +89,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Aggregate(command) => aggregate::run(client, format, command).await,
         Command::Instance(command) => instance::run(client, format, command).await,
         Command::Image(command) => image::run(client, format, command).await,
+        Command::Operation(command) => operation::run(client, format, command).await,
         Command::Cluster(command) => cluster::run(client, format, command).await,
         Command::Network(command) => network::run(client, format, command).await,
         Command::Template(command) => template::run(client, format, command).await,

@@ -142,11 +142,24 @@ pub(crate) fn serve(
     pki: &Path,
     id: &str,
 ) -> (Running, String) {
+    serve_on(dir, etcd, prefix, pki, id, "127.0.0.1:0")
+}
+
+/// [`serve`] listening on `listen` (a server started again where its
+/// agents and clients expect it).
+pub(crate) fn serve_on(
+    dir: &Path,
+    etcd: &str,
+    prefix: &str,
+    pki: &Path,
+    id: &str,
+    listen: &str,
+) -> (Running, String) {
     let mut child = zixiao(dir)
         .args(["server", "--etcd", etcd, "--etcd-prefix", prefix])
         .arg("--pki")
         .arg(pki)
-        .args(["--listen", "127.0.0.1:0", "--id", id])
+        .args(["--listen", listen, "--id", id])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -220,6 +220,19 @@ fn every_request() -> Vec<Request> {
             request: FromTemplate::parse("web-2", "web@1", &["cpus=2"]).unwrap(),
             wait: Wait::No,
         },
+        Request::ListOperations {
+            filter: Default::default(),
+            page: Default::default(),
+        },
+        Request::GetOperation {
+            id: zixiao_core::OperationId::new(),
+        },
+        Request::WatchOperation {
+            id: zixiao_core::OperationId::new(),
+        },
+        Request::CancelOperation {
+            id: zixiao_core::OperationId::new(),
+        },
     ]
 }
 
@@ -320,6 +333,12 @@ fn the_rules_by_role_and_project() {
         ("image.pull", [false, false, false, true]),
         ("image.list", [true, true, true, true]),
         ("image.remove", [false, false, false, true]),
+        // Operations carry no project yet: read by everyone, cancelled by
+        // operators of `default` (and admins).
+        ("operation.list", [true, true, true, true]),
+        ("operation.get", [true, true, true, true]),
+        ("operation.watch", [true, true, true, true]),
+        ("operation.cancel", [false, false, false, true]),
         ("node.list", [false, true, true, true]),
         ("node.get", [false, true, true, true]),
         ("node.cordon", [false, false, false, false]),

@@ -12,7 +12,10 @@ use futures::stream::BoxStream;
 use super::access::{
     AuditQuery, AuditRecord, IssuedToken, ProjectInfo, Quota, Role, TokenInfo, TokenTerms, UserInfo,
 };
-use super::{Api, ImportAs, InstancePage, Page, Progress, Request, Response, Wait};
+use super::{
+    Api, ImportAs, InstancePage, OperationFilter, OperationPage, Page, Progress, Request, Response,
+    Wait,
+};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{
     ConsoleStream, ImageInfo, InstanceStats, LogChunk, PullOptions, PullProgress, SnapshotInfo,
@@ -20,11 +23,18 @@ use crate::driver::{
 use crate::model::{
     typed_metadata, Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance,
     CreateNetwork, FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType,
-    InstanceUpdate, LabelChanges, Network, Node, NodeImageName, SnapshotName, TemplateInfo,
-    TemplateName, TemplateSpec, TraitChanges,
+    InstanceUpdate, LabelChanges, Network, Node, NodeImageName, Operation, OperationId,
+    SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
+
+/// How long [`Client::follow_operation`] keeps trying to reach a
+/// deployment that went away (a server restarting) before it gives up.
+pub const FOLLOW_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often [`Client::follow_operation`] tries again meanwhile.
+pub const FOLLOW_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Zixiao's operations as typed methods, in-process or remote alike.
 /// Cheap to clone; clones share the implementation.
@@ -748,6 +758,140 @@ impl Client {
     /// See [`Request::ListAudit`].
     pub async fn list_audit(&self, query: AuditQuery) -> Result<Vec<AuditRecord>> {
         expect!(self, Request::ListAudit { query }, AuditRecords)
+    }
+
+    /// See [`Request::ListOperations`].
+    pub async fn list_operations(
+        &self,
+        filter: OperationFilter,
+        page: Page,
+    ) -> Result<OperationPage> {
+        expect!(self, Request::ListOperations { filter, page }, Operations)
+    }
+
+    /// Every operation `filter` accepts, oldest first (by start, then
+    /// id), following the pages a server answers. Errors: those of
+    /// [`Request::ListOperations`].
+    pub async fn list_all_operations(&self, filter: OperationFilter) -> Result<Vec<Operation>> {
+        let mut all = Vec::new();
+        let mut page = Page::all();
+        loop {
+            let listed = self.list_operations(filter.clone(), page).await?;
+            all.extend(listed.operations);
+            match listed.next_page {
+                Some(token) => {
+                    page = Page {
+                        size: 0,
+                        token: Some(token),
+                    }
+                }
+                None => break,
+            }
+        }
+        all.sort_by(|a, b| (a.started_at, &a.id).cmp(&(b.started_at, &b.id)));
+        Ok(all)
+    }
+
+    /// See [`Request::GetOperation`].
+    pub async fn get_operation(&self, id: &OperationId) -> Result<Operation> {
+        let id = id.clone();
+        expect!(self, Request::GetOperation { id }, Operation)
+    }
+
+    /// See [`Request::WatchOperation`].
+    pub async fn watch_operation(
+        &self,
+        id: &OperationId,
+    ) -> Result<BoxStream<'static, Result<Operation>>> {
+        let id = id.clone();
+        expect!(self, Request::WatchOperation { id }, OperationUpdates)
+    }
+
+    /// See [`Request::CancelOperation`].
+    pub async fn cancel_operation(&self, id: &OperationId) -> Result<Operation> {
+        let id = id.clone();
+        expect!(self, Request::CancelOperation { id }, Operation)
+    }
+
+    /// Follows operation `id` ([`Client::watch_operation`]) until it has
+    /// finished, and returns it as it ended, whatever its phase (the
+    /// caller tells success from failure by it). Errors: those of
+    /// [`Client::follow_operation`].
+    pub async fn wait_operation(&self, id: &OperationId) -> Result<Operation> {
+        self.follow_operation(id, |_| Ok(())).await
+    }
+
+    /// Follows operation `id` until it has finished, handing each update
+    /// to `seen` (the same state may come twice after a reconnect), and
+    /// returns it as it ended. A watch that breaks because the deployment
+    /// cannot be reached (a server restarting) is opened again, every
+    /// [`FOLLOW_RETRY`] while the server stays unreachable for less than
+    /// [`FOLLOW_PATIENCE`]: the operation is kept in the store and goes on
+    /// meanwhile. Errors: `NotFound`, `seen`'s, the watch's other errors,
+    /// and `Unavailable` once the patience ran out.
+    pub async fn follow_operation(
+        &self,
+        id: &OperationId,
+        mut seen: impl FnMut(&Operation) -> Result<()> + Send,
+    ) -> Result<Operation> {
+        use futures::StreamExt;
+        let mut unreachable_since: Option<tokio::time::Instant> = None;
+        loop {
+            let broken = match self.watch_operation(id).await {
+                Ok(mut updates) => loop {
+                    match updates.next().await {
+                        Some(Ok(update)) => {
+                            unreachable_since = None;
+                            seen(&update)?;
+                            if update.phase.is_finished() {
+                                return Ok(update);
+                            }
+                        }
+                        Some(Err(e)) => break e,
+                        None => {
+                            break Error::Unavailable {
+                                what: format!(
+                                    "the watch of operation `{id}` (it ended before the \
+                                     operation did)"
+                                ),
+                                source: None,
+                            }
+                        }
+                    }
+                },
+                Err(e) => e,
+            };
+            if broken.kind() != crate::ErrorKind::Unavailable {
+                return Err(broken);
+            }
+            let since = *unreachable_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= FOLLOW_PATIENCE {
+                return Err(broken);
+            }
+            tokio::time::sleep(FOLLOW_RETRY).await;
+        }
+    }
+
+    /// [`Client::wait_operation`], for at most `timeout` (`None`: as long
+    /// as it takes), for the bindings' `wait_operation(id, timeout)`.
+    /// Errors: those of `wait_operation`, and `Unavailable` once the
+    /// timeout passed (the operation goes on).
+    pub async fn wait_operation_within(
+        &self,
+        id: &OperationId,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Operation> {
+        let Some(timeout) = timeout else {
+            return self.wait_operation(id).await;
+        };
+        tokio::time::timeout(timeout, self.wait_operation(id))
+            .await
+            .map_err(|_| Error::Unavailable {
+                what: format!(
+                    "the end of operation `{id}` (it did not finish within {timeout:?}; it goes on)"
+                ),
+                source: None,
+            })?
     }
 
     async fn done(&self, request: Request) -> Result<()> {

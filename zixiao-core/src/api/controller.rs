@@ -20,9 +20,10 @@
 use async_trait::async_trait;
 use futures::StreamExt;
 
-use super::{Api, ImportAs, InstancePage, Request, Response, Wait};
-use crate::controller::{Controller, Convergence};
-use crate::model::{ImageKind, NodeImageName};
+use super::{Api, ImportAs, InstancePage, OperationPage, Request, Response, Wait};
+use crate::controller::{Controller, Convergence, DrainReport};
+use crate::driver::{ImageInfo, ImportProgress, PullProgress};
+use crate::model::{ImageKind, NodeImageName, OperationId, OperationKind, OperationTarget};
 use crate::{Error, Instance, Result};
 
 impl Controller {
@@ -44,10 +45,11 @@ impl Api for Controller {
         Ok(match request {
             Request::CreateInstance { request, wait } => {
                 let created = self.create_instance(request).await?;
-                Response::Instance(self.settled(created, wait).await?)
+                Response::Instance(self.intent(OperationKind::Create, created, wait).await?)
             }
             Request::GetInstance { instance } => {
-                let found = self.get_instance(&instance).await?;
+                let mut found = self.get_instance(&instance).await?;
+                found.operation = self.last_operation(&found.id).await?;
                 Response::Instance(self.as_seen(found).await)
             }
             Request::ListInstances { filter, page } => {
@@ -74,15 +76,15 @@ impl Api for Controller {
             }
             Request::StartInstance { instance, wait } => {
                 let started = self.start_instance(&instance).await?;
-                Response::Instance(self.settled(started, wait).await?)
+                Response::Instance(self.intent(OperationKind::Start, started, wait).await?)
             }
             Request::StopInstance { instance, wait } => {
                 let stopped = self.stop_instance(&instance).await?;
-                Response::Instance(self.settled(stopped, wait).await?)
+                Response::Instance(self.intent(OperationKind::Stop, stopped, wait).await?)
             }
             Request::RestartInstance { instance, wait } => {
                 let restarted = self.restart_instance(&instance).await?;
-                Response::Instance(self.settled(restarted, wait).await?)
+                Response::Instance(self.intent(OperationKind::Restart, restarted, wait).await?)
             }
             Request::UpdateInstance {
                 instance,
@@ -90,13 +92,28 @@ impl Api for Controller {
                 wait,
             } => {
                 let updated = self.update_instance(&instance, update).await?;
-                Response::Instance(self.settled(updated, wait).await?)
+                // Only an update that restarts the instance is a long call.
+                if updated.restarts_requested > updated.restarts_done {
+                    Response::Instance(self.intent(OperationKind::Update, updated, wait).await?)
+                } else {
+                    Response::Instance(self.settled(updated, wait).await?)
+                }
             }
             Request::DeleteInstance { instance, wait } => {
-                let deleting = self.delete_instance(&instance).await?;
+                let mut deleting = self.delete_instance(&instance).await?;
+                let operation = self.start_operation(OperationKind::Delete, target(&deleting));
+                let operation = operation.await?;
+                deleting.operation = Some(operation.id.clone());
                 Response::MaybeInstance(match wait {
                     Wait::No => Some(deleting),
-                    Wait::Settled => self.settle(&deleting.id).await?,
+                    Wait::Settled => {
+                        let settled = self.settle(&deleting.id).await;
+                        self.refresh_quietly(&operation.id).await;
+                        settled?.map(|mut left| {
+                            left.operation = Some(operation.id);
+                            left
+                        })
+                    }
                 })
             }
             Request::CloneInstance {
@@ -109,7 +126,7 @@ impl Api for Controller {
                 let created = self
                     .clone_instance(&source, &name, linked, snapshot)
                     .await?;
-                Response::Instance(self.settled(created, wait).await?)
+                Response::Instance(self.intent(OperationKind::Clone, created, wait).await?)
             }
             Request::PauseInstance { instance } => {
                 Response::Instance(self.pause_instance(&instance).await?)
@@ -159,12 +176,28 @@ impl Api for Controller {
                 instance,
                 name,
                 to: None,
-            } => Response::Snapshot(self.snapshot_instance(&instance, &name).await?),
+            } => {
+                let on = target(&self.get_instance(&instance).await?);
+                let taken = self.run_operation(
+                    OperationKind::Snapshot,
+                    on,
+                    |_| self.snapshot_instance(&instance, &name),
+                    |_| Some(name.clone()),
+                );
+                Response::Snapshot(taken.await?)
+            }
             Request::ListSnapshots { instance } => {
                 Response::Snapshots(self.list_snapshots(&instance).await?)
             }
             Request::RevertSnapshot { instance, name } => {
-                self.revert_snapshot(&instance, &name).await?;
+                let on = target(&self.get_instance(&instance).await?);
+                self.run_operation(
+                    OperationKind::Revert,
+                    on,
+                    |_| self.revert_snapshot(&instance, &name),
+                    |_| Some(name.clone()),
+                )
+                .await?;
                 Response::Done
             }
             Request::DeleteSnapshot { instance, name } => {
@@ -193,17 +226,48 @@ impl Api for Controller {
                 progress,
             } => {
                 let node = self.image_node(node).await?;
-                let images = match import_as {
-                    ImportAs::Container { name } => {
-                        let report = move |p| progress.report(p);
-                        self.import_images(&node, instance_type, &archive, name.as_ref(), &report)
-                            .await?
-                    }
-                    ImportAs::NodeImage { kind, name } => {
-                        vec![self.import_node_image(&node, &archive, kind, &name).await?]
-                    }
+                let image = match &import_as {
+                    ImportAs::Container { name: Some(name) } => name.to_string(),
+                    ImportAs::NodeImage { name, .. } => name.to_string(),
+                    ImportAs::Container { name: None } => archive.display().to_string(),
                 };
-                Response::Images(images)
+                let on = OperationTarget::image(&node, image);
+                let images = self.run_operation(
+                    OperationKind::ImageImport,
+                    on,
+                    |op| async {
+                        match import_as {
+                            ImportAs::Container { name } => {
+                                let recorder = self.progress_recorder(op, "reading");
+                                let report = move |p: ImportProgress| {
+                                    recorder.set(p.done, p.total);
+                                    progress.report(p)
+                                };
+                                self.import_images(
+                                    &node,
+                                    instance_type,
+                                    &archive,
+                                    name.as_ref(),
+                                    &report,
+                                )
+                                .await
+                            }
+                            ImportAs::NodeImage { kind, name } => Ok(vec![
+                                self.import_node_image(&node, &archive, kind, &name).await?,
+                            ]),
+                        }
+                    },
+                    |images: &Vec<ImageInfo>| {
+                        Some(
+                            images
+                                .iter()
+                                .map(|i| i.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        )
+                    },
+                );
+                Response::Images(images.await?)
             }
             Request::PullImage {
                 node,
@@ -213,11 +277,26 @@ impl Api for Controller {
                 progress,
             } => {
                 let node = self.image_node(node).await?;
-                let report = move |p| progress.report(p);
-                let image = self
-                    .pull_image(&node, instance_type, &reference, &options, &report)
-                    .await?;
-                Response::Images(vec![image])
+                let on = OperationTarget::image(&node, reference.to_string());
+                let image = self.run_operation(
+                    OperationKind::ImagePull,
+                    on,
+                    |op| async {
+                        let recorder = self.progress_recorder(op, "pulling");
+                        let report = move |p: PullProgress| {
+                            match &p {
+                                PullProgress::Resolved { bytes, .. } => recorder.set(0, *bytes),
+                                PullProgress::Fetched { size, .. } => recorder.add(*size),
+                                PullProgress::Unpacking => recorder.step("unpacking"),
+                            }
+                            progress.report(p)
+                        };
+                        self.pull_image(&node, instance_type, &reference, &options, &report)
+                            .await
+                    },
+                    |image: &ImageInfo| Some(image.name.clone()),
+                );
+                Response::Images(vec![image.await?])
             }
             Request::ListImages {
                 node,
@@ -246,7 +325,24 @@ impl Api for Controller {
             Request::GetNode { node } => Response::Node(self.get_node(&node).await?),
             Request::CordonNode { node } => Response::Node(self.cordon_node(&node).await?),
             Request::UncordonNode { node } => Response::Node(self.uncordon_node(&node).await?),
-            Request::DrainNode { node } => Response::Drain(self.drain_node(&node).await?),
+            Request::DrainNode { node } => {
+                // An unknown node is refused before anything is recorded.
+                let on = OperationTarget::node(self.get_node(&node).await?.id);
+                let drained = self.run_operation(
+                    OperationKind::Drain,
+                    on,
+                    |_| self.drain_node(&node),
+                    |report: &DrainReport| {
+                        Some(format!(
+                            "{} moved, {} stopped, {} waiting for a node",
+                            report.moved.len(),
+                            report.stopped.len(),
+                            report.pending.len()
+                        ))
+                    },
+                );
+                Response::Drain(drained.await?)
+            }
             Request::SetMaintenance { node, on } => {
                 Response::Drain(self.set_maintenance(&node, on).await?)
             }
@@ -335,6 +431,21 @@ impl Api for Controller {
                 let created = self.create_from_template(request).await?;
                 Response::Instance(self.settled(created, wait).await?)
             }
+            Request::ListOperations { filter, page } => {
+                let (operations, next_page) =
+                    page.cut(self.list_operations(&filter).await?, |o| o.id.as_str());
+                Response::Operations(OperationPage {
+                    operations,
+                    next_page,
+                })
+            }
+            Request::GetOperation { id } => Response::Operation(self.get_operation(&id).await?),
+            Request::WatchOperation { id } => {
+                Response::OperationUpdates(self.watch_operation(&id).await?)
+            }
+            Request::CancelOperation { id } => {
+                Response::Operation(self.cancel_operation(&id).await?)
+            }
             request @ (Request::CreateUser { .. }
             | Request::ListUsers
             | Request::DeleteUser { .. }
@@ -357,7 +468,39 @@ impl Api for Controller {
     }
 }
 
+/// The target an instance's operation names.
+fn target(instance: &Instance) -> OperationTarget {
+    OperationTarget::instance(&instance.id, &instance.name)
+}
+
 impl Controller {
+    /// `instance` after its intent `kind` was stored, with the operation
+    /// recorded for it: as it is, or settled (the operation then brought
+    /// up to date, so the answer and the operation agree).
+    async fn intent(
+        &self,
+        kind: OperationKind,
+        instance: Instance,
+        wait: Wait,
+    ) -> Result<Instance> {
+        let operation = self.start_operation(kind, target(&instance)).await?;
+        let answered = self.settled(instance, wait).await;
+        if wait.settled() {
+            self.refresh_quietly(&operation.id).await;
+        }
+        let mut answered = answered?;
+        answered.operation = Some(operation.id);
+        Ok(answered)
+    }
+
+    /// [`Controller::refresh_operation`], logging a failure: the call's
+    /// own work is done, and the follower tries again.
+    async fn refresh_quietly(&self, id: &OperationId) {
+        if let Err(e) = self.refresh_operation(id).await {
+            tracing::warn!(op = %id, "following an operation: {}", e.chain());
+        }
+    }
+
     /// `instance` after its intent was stored: as it is, or settled.
     /// Errors: `NotFound` when it was deleted meanwhile.
     async fn settled(&self, instance: Instance, wait: Wait) -> Result<Instance> {
@@ -379,9 +522,11 @@ impl Controller {
     }
 
     /// The node an image request means: the one named, or the only one.
+    /// Errors: `NotFound` (no node of that id or hostname), before
+    /// anything (an operation) is recorded.
     async fn image_node(&self, node: Option<String>) -> Result<String> {
         if let Some(node) = node {
-            return Ok(node);
+            return Ok(self.get_node(&node).await?.id);
         }
         let nodes = self.list_nodes().await?;
         match nodes.as_slice() {

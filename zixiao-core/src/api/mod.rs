@@ -45,11 +45,12 @@ pub use access::{
     AuditQuery, AuditRecord, IssuedToken, Outcome, ProjectInfo, Quota, QuotaExceeded, Role,
     TokenInfo, TokenPurpose, TokenTerms, TokenText, UserInfo,
 };
-pub use client::{list_all_instances, Client};
+pub use client::{list_all_instances, Client, FOLLOW_PATIENCE, FOLLOW_RETRY};
 pub use host_paths::{check_request as refuse_host_paths, RefuseHostPaths};
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use traced::Traced;
 
+pub use crate::controller::{as_requested_by, OperationFilter};
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::SnapshotInfo;
 use crate::driver::{
@@ -58,8 +59,8 @@ use crate::driver::{
 use crate::model::{
     Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance, CreateNetwork,
     FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    LabelChanges, LabelKey, LabelValue, Network, Node, NodeImageName, TemplateInfo, TemplateName,
-    TemplateSpec, TraitChanges,
+    LabelChanges, LabelKey, LabelValue, Network, Node, NodeImageName, Operation, OperationId,
+    TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -825,6 +826,38 @@ pub enum Request {
         /// Which records.
         query: AuditQuery,
     },
+    /// The operations kept (the long calls: see [`Operation`]) that the
+    /// filter accepts, in id order, one [`Page`] of them.
+    /// [`Response::Operations`]. Read-only. Errors: `InvalidArgument`
+    /// (`page_token`).
+    ListOperations {
+        /// Which operations.
+        filter: OperationFilter,
+        /// Which of them.
+        page: Page,
+    },
+    /// One operation. [`Response::Operation`]. Read-only. Errors: `NotFound`.
+    GetOperation {
+        /// Its id.
+        id: OperationId,
+    },
+    /// The operation now and at each change of its phase, step or
+    /// progress, until it has finished (the stream's last item).
+    /// [`Response::OperationUpdates`]. Errors: `NotFound`.
+    WatchOperation {
+        /// Its id.
+        id: OperationId,
+    },
+    /// Cancels a running create, start or clone: the instance is no longer
+    /// wanted running (a create's is deleted, a start's or a clone's
+    /// stopped) and the operation ends `cancelled`. [`Response::Operation`].
+    /// Errors: `NotFound`, `FailedPrecondition` (it has finished, naming
+    /// its phase; its kind cannot be cancelled once running, naming it).
+    /// Nothing is changed on error.
+    CancelOperation {
+        /// Its id.
+        id: OperationId,
+    },
 }
 
 impl Request {
@@ -901,6 +934,10 @@ impl Request {
             Request::UpdateProject { .. } => "project.update",
             Request::DeleteProject { .. } => "project.delete",
             Request::ListAudit { .. } => "audit.list",
+            Request::ListOperations { .. } => "operation.list",
+            Request::GetOperation { .. } => "operation.get",
+            Request::WatchOperation { .. } => "operation.watch",
+            Request::CancelOperation { .. } => "operation.cancel",
         }
     }
 
@@ -985,6 +1022,10 @@ impl Request {
             | Request::GetProject { name }
             | Request::UpdateProject { name, .. }
             | Request::DeleteProject { name } => Some(format!("project {name}")),
+            Request::GetOperation { id }
+            | Request::WatchOperation { id }
+            | Request::CancelOperation { id } => Some(format!("operation {id}")),
+            Request::ListOperations { .. } => None,
             Request::ListUsers
             | Request::ListTokens { .. }
             | Request::ListProjects
@@ -1027,6 +1068,9 @@ impl Request {
                 | Request::ListProjects
                 | Request::GetProject { .. }
                 | Request::ListAudit { .. }
+                | Request::ListOperations { .. }
+                | Request::GetOperation { .. }
+                | Request::WatchOperation { .. }
         )
     }
 }
@@ -1036,6 +1080,16 @@ impl Request {
 pub struct InstancePage {
     /// The instances, in name order.
     pub instances: Vec<Instance>,
+    /// Where the next page starts; `None`: this was the last.
+    #[serde(rename = "next_page_token", skip_serializing_if = "Option::is_none")]
+    pub next_page: Option<PageToken>,
+}
+
+/// A page of a list of operations.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct OperationPage {
+    /// The operations, in id order.
+    pub operations: Vec<Operation>,
     /// Where the next page starts; `None`: this was the last.
     #[serde(rename = "next_page_token", skip_serializing_if = "Option::is_none")]
     pub next_page: Option<PageToken>,
@@ -1108,6 +1162,12 @@ pub enum Response {
     Projects(Vec<ProjectInfo>),
     /// Audit records.
     AuditRecords(Vec<AuditRecord>),
+    /// One operation.
+    Operation(Operation),
+    /// A page of operations.
+    Operations(OperationPage),
+    /// An operation as it changes, until it has finished.
+    OperationUpdates(BoxStream<'static, Result<Operation>>),
 }
 
 impl Response {
@@ -1146,6 +1206,9 @@ impl Response {
             Response::Project(_) => "Project",
             Response::Projects(_) => "Projects",
             Response::AuditRecords(_) => "AuditRecords",
+            Response::Operation(_) => "Operation",
+            Response::Operations(_) => "Operations",
+            Response::OperationUpdates(_) => "OperationUpdates",
         }
     }
 }

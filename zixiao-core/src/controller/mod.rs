@@ -15,6 +15,7 @@ mod instances;
 mod metadata;
 mod networks;
 mod nodes;
+mod operations;
 mod placer;
 pub mod queue;
 pub mod reconcile;
@@ -36,6 +37,9 @@ pub use failover::FailoverReport;
 pub use instances::{InstanceFilter, LogReader, FOLLOW_CHUNK, FOLLOW_POLL};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
+pub use operations::{
+    as_requested_by, OperationFilter, INTERRUPTED, OPERATIONS_PREFIX, OPERATION_INDEX_PREFIX,
+};
 pub use queue::{Lease, QueueOptions, RateLimit, WorkQueue};
 pub use reconcile::{Convergence, ReconcileReport, Step};
 pub use reconcilers::{ReconcilerOptions, Reconcilers};
@@ -101,6 +105,10 @@ pub struct ControllerOptions {
     /// concurrent state changes) share a commit. etcd refuses transactions
     /// of more than 128 operations by default (`--max-txn-ops`).
     pub max_batch_writes: usize,
+    /// How long a finished operation is kept (see `operations`).
+    pub operations_keep_for: Duration,
+    /// The most operations kept: beyond it the oldest finished ones go.
+    pub operations_keep_at_most: usize,
 }
 
 impl Default for ControllerOptions {
@@ -111,6 +119,8 @@ impl Default for ControllerOptions {
             restart_backoff: Duration::from_secs(1),
             max_restart_backoff: Duration::from_secs(300),
             max_batch_writes: 120,
+            operations_keep_for: Duration::from_secs(24 * 60 * 60),
+            operations_keep_at_most: 1000,
         }
     }
 }
@@ -161,6 +171,9 @@ struct Inner {
     /// The newest revision this controller committed: reads from the
     /// cache wait for it, so a caller reads its own writes.
     written: AtomicU64,
+    /// The unfinished operation this process follows for each instance
+    /// id (see `operations`).
+    followed: std::sync::Mutex<std::collections::HashMap<String, crate::model::OperationId>>,
 }
 
 /// Builds a [`Controller`] from its parts.
@@ -270,6 +283,7 @@ impl ControllerBuilder {
                 admissions: self.admissions,
                 instance_locks: self.instance_locks,
                 written: AtomicU64::new(0),
+                followed: Default::default(),
             }),
         }
     }

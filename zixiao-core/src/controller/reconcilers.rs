@@ -13,6 +13,8 @@
 //!   workload that exited is observed and its restart policy applied.
 //! - Every [`ReconcilerOptions::snapshot_tick`] the snapshot schedules that
 //!   are due run (see `snapshot_schedules`).
+//! - The unfinished operations are followed (see `operations`): at start,
+//!   those a stopped server left are picked up.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +46,10 @@ pub struct ReconcilerOptions {
     /// a scheduled snapshot is (tests shorten it, with a manual clock,
     /// rather than the schedules' minimum interval).
     pub snapshot_tick: Duration,
+    /// How often the unfinished operations are listed and followed, and
+    /// the finished ones pruned (changes of their instances are followed
+    /// at once).
+    pub operation_tick: Duration,
 }
 
 impl Default for ReconcilerOptions {
@@ -55,6 +61,7 @@ impl Default for ReconcilerOptions {
             resync: Duration::from_secs(2),
             room_check: Duration::from_millis(250),
             snapshot_tick: Duration::from_secs(10),
+            operation_tick: Duration::from_secs(2),
         }
     }
 }
@@ -113,6 +120,9 @@ impl Controller {
         tasks.push(tokio::spawn(self.clone().feed(options.clone())));
         tasks.push(tokio::spawn(
             self.clone().run_snapshot_schedules(options.snapshot_tick),
+        ));
+        tasks.push(tokio::spawn(
+            self.clone().follow_operations(options.operation_tick),
         ));
         for _ in 0..options.workers.max(1) {
             tasks.push(tokio::spawn(self.clone().work(limit.clone())));

@@ -204,6 +204,14 @@ pub struct Instance {
     /// runs the schedule then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_snapshot: Option<ScheduledSnapshot>,
+    /// The last operation started on it: set in the answers of the calls
+    /// that start one (create, start, stop, restart, delete, clone, an
+    /// update that restarts it) and of a get, so `--no-wait` can print it.
+    /// Not kept in the instance's record (the operations' own index is the
+    /// one owner of "last operation"), so no write of the instance by a
+    /// reconciler can lose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<super::OperationId>,
     /// Store revision of this object; updates are compare-and-swap on it.
     #[serde(default)]
     pub revision: u64,
@@ -241,6 +249,7 @@ impl Instance {
             updated_at: now,
             started_at: None,
             last_scheduled_snapshot: None,
+            operation: None,
             revision: 0,
         }
     }

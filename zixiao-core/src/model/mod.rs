@@ -11,6 +11,7 @@ mod metadata;
 mod network;
 mod node;
 mod node_image;
+mod operation;
 mod publish;
 mod resources;
 mod snapshot_schedule;
@@ -44,6 +45,10 @@ pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep
 pub use node_image::{
     node_files, refuse_host_paths, uses_node_image, ImageKind, NodeFile, NodeImageName,
     MAX_NODE_IMAGE_NAME,
+};
+pub use operation::{
+    Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
+    OperationTarget, TargetKind,
 };
 pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;

@@ -178,6 +178,9 @@ class _InstanceOptional(TypedDict, total=False):
     """One per network of ``spec["networks"]``, in order; absent when it joins none."""
     last_scheduled_snapshot: ScheduledSnapshot
     """The last snapshot its schedule took; absent before the first."""
+    operation: str
+    """The last operation started on it (``op-...``), in the answers of the
+    calls that start one and of ``get_instance``."""
 
 
 class Instance(_InstanceOptional):
@@ -423,3 +426,53 @@ class InstanceUpdate(TypedDict, total=False):
 
 
 CreateRequest = Union[CreateInstance, Dict[str, Any]]
+
+
+OperationPhase = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class OperationTarget(TypedDict):
+    """What an operation acts on."""
+
+    kind: Literal["instance", "node", "image"]
+    id: str
+    """The instance's or node's id; for an image, its node's."""
+    name: str
+
+
+class OperationProgress(TypedDict, total=False):
+    """How far an operation got (``total`` when known)."""
+
+    done: int
+    total: int
+    unit: str
+
+
+class OperationError(TypedDict):
+    """Why an operation failed or was cancelled."""
+
+    kind: str
+    """An error kind: ``not_found``, ``failed_precondition``..."""
+    message: str
+
+
+class _OperationOptional(TypedDict, total=False):
+    requested_by: str
+    step: str
+    progress: OperationProgress
+    finished_at: str
+    error: OperationError
+    result: str
+
+
+class Operation(_OperationOptional):
+    """One long call, as recorded (``Controller.get_operation``)."""
+
+    id: str
+    kind: str
+    """create, start, stop, restart, delete, update, snapshot, revert,
+    clone, drain, image-import or image-pull."""
+    target: OperationTarget
+    phase: OperationPhase
+    started_at: str
+    revision: int
