@@ -39,7 +39,7 @@ fn agent(containers: &Arc<FakeDriver>) -> Arc<LocalAgent> {
         LocalAgent::new(HostFacts {
             hostname: "n1".into(),
             capacity: Resources {
-                cpus: 4,
+                cpus: zixiao_core::Cpus::cores(4),
                 memory_mib: 4096,
                 disk_gib: 100,
                 instances: 16,

@@ -186,7 +186,7 @@ class GrpcClientTest(unittest.TestCase):
         spec = types_pb2.InstanceSpec(
             type=types_pb2.INSTANCE_TYPE_CONTAINER,
             image="busybox",
-            cpus=1,
+            cpu_millis=250,  # a quarter of a core
             memory_mib=64,
             command=["sleep", "60"],
         )
@@ -217,17 +217,20 @@ class GrpcClientTest(unittest.TestCase):
                 timeout=DEADLINE_S,
             )
             self.assertEqual(updated.spec.memory_mib, 128)
-            self.assertEqual(updated.spec.cpus, 1, "unset fields stay as they were")
+            self.assertEqual(updated.spec.cpu_millis, 250, "unset fields stay as they were")
             self.assertEqual(updated.labels["tier"], "front")
             self.assertEqual(updated.status, types_pb2.INSTANCE_STATUS_RUNNING)
             with self.assertRaises(grpc.RpcError) as refused:
                 instances.UpdateInstance(
                     api_pb2.UpdateInstanceRequest(
-                        instance="py-web", update=types_pb2.InstanceUpdate(cpus=0)
+                        instance="py-web", update=types_pb2.InstanceUpdate(cpu_millis=0)
                     )
                 )
             self.assertEqual(refused.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
-            self.assertIn("invalid cpus: must be more than 0 (a container may ask for as little as 1m)", refused.exception.details())
+            self.assertIn(
+                "invalid cpus: must be more than 0 (a container may ask for as little as 1m)",
+                refused.exception.details(),
+            )
 
             tiny = types_pb2.InstanceSpec()
             tiny.CopyFrom(spec)
