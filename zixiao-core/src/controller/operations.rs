@@ -464,9 +464,14 @@ impl Controller {
                 return Ok(operation);
             };
             let mut txn = put_object(Txn::new(), &next);
-            // A delete that ended leaves no instance to index.
+            // A delete that ended leaves no instance to index. Another
+            // follower of the same operation (a second server, or the
+            // caller that waited) may have removed it already.
             if instance.is_none() {
-                txn = txn.delete(index_key(&operation.target.id), Precondition::None);
+                let key = index_key(&operation.target.id);
+                if let Some(kv) = self.inner.store.get(&key).await? {
+                    txn = txn.delete(key, Precondition::Revision(kv.mod_revision));
+                }
             }
             match self.inner.store.commit(txn).await {
                 Ok(revision) => {
@@ -476,7 +481,8 @@ impl Controller {
                     }
                     return Ok(next);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                // The index changed or went under us: read both again.
+                Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => continue,
                 Err(other) => return Err(other.into()),
             }
         }
