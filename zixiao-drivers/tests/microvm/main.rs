@@ -290,12 +290,21 @@ pub(crate) async fn console_roundtrip(
 pub(crate) fn assert_nothing_left(driver: &MicrovmDriver, instance: &Instance, pids: &[i32]) {
     let dir = driver.instance_dir(instance);
     assert!(!dir.exists(), "{} is left", dir.display());
+    // A killed process finishes exiting on its own time (tearing down a
+    // guest's memory takes a moment on a loaded machine): give it a few
+    // seconds, no more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     for pid in pids {
-        let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|stat| !stat.contains(") Z "))
-            .unwrap_or(false);
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| !stat.contains(") Z "))
+                .unwrap_or(false)
+        };
+        while alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         assert!(
-            !alive,
+            !alive(),
             "process {pid} of {} is still running",
             instance.name
         );
