@@ -75,6 +75,19 @@ pub(crate) struct Cli {
     )]
     pub(crate) log_limit_mib: Option<u64>,
 
+    /// Whether specs given to the embedded node may name host files: a
+    /// disk, kernel or initrd by path, or a snapshot directory to restore
+    /// from. Off, only images of the node's image store are used (`zixiao
+    /// image import`). Callers over the network never may [default: true].
+    #[arg(
+        long,
+        global = true,
+        env = "ZIXIAO_ALLOW_HOST_PATHS",
+        value_name = "BOOL",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub(crate) allow_host_paths: Option<bool>,
+
     /// More diagnostic logs on stderr: -v for info, -vv for debug, -vvv
     /// for trace [default: warnings; info for server, agent, watchdog and
     /// daemon]. `ZIXIAO_LOG` takes filter directives instead (for example

@@ -464,3 +464,78 @@ fn refused_as_held(out: &Output, port: u16) {
         "{message}"
     );
 }
+
+#[test]
+fn a_node_that_takes_no_host_paths_refuses_them_from_its_own_administrator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let snapshot = dir.path().join("snapshot");
+    std::fs::create_dir(&snapshot).expect("mkdir");
+    let snapshot = snapshot.to_str().expect("utf-8");
+    let microvm = [
+        "instance",
+        "create",
+        "--name",
+        "m",
+        "--type",
+        "microvm",
+        "--kernel",
+        "/etc/shadow",
+        "-o",
+        "json",
+    ];
+    let vm = [
+        "instance",
+        "create",
+        "--name",
+        "v",
+        "--type",
+        "vm",
+        "--image",
+        "/etc/shadow",
+        "-o",
+        "json",
+    ];
+    let restore = [
+        "instance", "restore", "--from", snapshot, "--name", "r", "-o", "json",
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (&microvm, "spec.kernel"),
+        (&vm, "spec.image"),
+        (&restore, "from"),
+    ];
+    for (args, field) in cases {
+        // The flag and the environment variable say the same.
+        let by_flag = [&["--allow-host-paths", "false"], args].concat();
+        let by_env = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env_remove("ZIXIAO_STATE_DIR")
+            .env("ZIXIAO_ALLOW_HOST_PATHS", "off")
+            .output()
+            .expect("run zixiao");
+        for out in [zixiao(&state, &by_flag), by_env] {
+            let message = json_error(&out);
+            assert!(
+                message.contains(field)
+                    && message.contains("/")
+                    && message.contains("allow_host_paths setting is off"),
+                "{args:?}: {message}"
+            );
+        }
+    }
+    nothing_stored(&state);
+    // A value that is not a boolean is refused naming the option.
+    let out = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .arg("--state-dir")
+        .arg(&state)
+        .args(microvm)
+        .env_remove("ZIXIAO_STATE_DIR")
+        .env("ZIXIAO_ALLOW_HOST_PATHS", "maybe")
+        .output()
+        .expect("run zixiao");
+    let message = json_error(&out);
+    assert!(message.contains("--allow-host-paths"), "{message}");
+    nothing_stored(&state);
+}

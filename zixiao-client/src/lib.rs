@@ -60,7 +60,16 @@ pub struct OpenOptions {
     /// oldest part discarded beyond it (default 16, as the CLI's
     /// `--log-limit-mib`).
     pub log_limit_mib: Option<u64>,
+    /// Whether specs may name host files by path (default:
+    /// `ZIXIAO_ALLOW_HOST_PATHS`, else on; see
+    /// `EmbeddedConfig::allow_host_paths`).
+    pub allow_host_paths: Option<bool>,
 }
+
+/// Environment variable that turns host paths in specs off (`false`) or on
+/// (`true`) for the embedded node when [`OpenOptions::allow_host_paths`]
+/// does not say.
+pub const ALLOW_HOST_PATHS_ENV: &str = "ZIXIAO_ALLOW_HOST_PATHS";
 
 impl OpenOptions {
     /// The defaults, over `state_dir` when it is given.
@@ -97,7 +106,27 @@ impl OpenOptions {
             drivers.log_limit.max_bytes = mib.saturating_mul(1 << 20);
         }
         config.drivers = drivers;
+        config.allow_host_paths = match self.allow_host_paths {
+            Some(allow) => allow,
+            None => allow_host_paths_from_env()?.unwrap_or(true),
+        };
         Ok(config)
+    }
+}
+
+/// What [`ALLOW_HOST_PATHS_ENV`] says: `None` when unset or empty.
+/// Errors: `InvalidArgument` naming the variable when it is not a boolean.
+pub fn allow_host_paths_from_env() -> Result<Option<bool>> {
+    let Some(value) = std::env::var_os(ALLOW_HOST_PATHS_ENV).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    match value.to_string_lossy().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" => Ok(Some(false)),
+        other => Err(Error::invalid(
+            ALLOW_HOST_PATHS_ENV,
+            format!("`{other}` is not a boolean: give true or false"),
+        )),
     }
 }
 
@@ -277,9 +306,11 @@ mod tests {
             libvirt_uri: Some("test:///default".into()),
             libvirt_domain_type: Some("qemu".into()),
             log_limit_mib: Some(2),
+            allow_host_paths: Some(false),
         }
         .config()
         .expect("config");
+        assert!(!config.allow_host_paths);
         assert!(config.state_dir.is_absolute());
         assert!(config.state_dir.ends_with("state"));
         assert_eq!(config.drivers.state_dir, config.state_dir.join("runtime"));

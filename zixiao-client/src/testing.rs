@@ -39,6 +39,7 @@ pub async fn open_with_fake_runtimes(state_dir: &Path) -> Result<Client> {
         agent,
         drivers: DriverConfig::new(state_dir.join("runtime")),
         store,
+        allow_host_paths: true,
     };
     Ok(embedded.client())
 }

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use zixiao_core::api::{Api, Request, Response, Wait};
+use zixiao_core::model::HostPathRefusal;
 use zixiao_core::{CreateInstance, DriverError, Error, ErrorKind, Instance, InstanceSpec, Result};
 
 use crate::Embedded;
@@ -28,6 +29,9 @@ use crate::Embedded;
 #[async_trait]
 impl Api for Embedded {
     async fn call(&self, request: Request) -> Result<Response> {
+        if !self.allow_host_paths {
+            zixiao_core::api::refuse_host_paths_because(&request, HostPathRefusal::NodeSetting)?;
+        }
         let local = || Some(self.node.id.clone());
         let _held = match changed_instance(&request) {
             Some(instance) => {

@@ -64,6 +64,15 @@ pub struct EmbeddedConfig {
     /// CLI or a script with no daemon), or a background loop (`zixiao
     /// server --embedded`, whose leader loop converges).
     pub convergence: Convergence,
+    /// Whether specs may name host files (a disk, kernel or initrd by
+    /// path, a snapshot directory to restore from) rather than images of
+    /// the node's image store. On by default: the embedded node's caller
+    /// is its local administrator, who holds the machine anyway. Off, such
+    /// a request is refused (`InvalidArgument` naming the field) whoever
+    /// makes it, and only the image store's files are used; instances
+    /// created before keep their files. Callers over the network never
+    /// give paths, whatever this says.
+    pub allow_host_paths: bool,
 }
 
 impl EmbeddedConfig {
@@ -75,6 +84,7 @@ impl EmbeddedConfig {
             state_dir,
             node_id: None,
             convergence: Convergence::InCaller,
+            allow_host_paths: true,
         }
     }
 }
@@ -93,6 +103,8 @@ pub struct Embedded {
     pub drivers: DriverConfig,
     /// The store in the state directory.
     pub store: Arc<EmbeddedStore>,
+    /// Whether specs may name host files ([`EmbeddedConfig::allow_host_paths`]).
+    pub allow_host_paths: bool,
 }
 
 impl Embedded {
@@ -198,6 +210,7 @@ pub async fn open_with_agent(config: EmbeddedConfig, agent: LocalAgent) -> Resul
         agent,
         drivers: config.drivers,
         store,
+        allow_host_paths: config.allow_host_paths,
     })
 }
 

@@ -355,6 +355,7 @@ impl Controller {
             libvirt_uri: options.libvirt_uri,
             libvirt_domain_type: None,
             log_limit_mib: None,
+            allow_host_paths: None,
         };
         promise_with(
             env,

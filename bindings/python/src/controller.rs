@@ -78,6 +78,7 @@ fn open_options(
         libvirt_uri,
         libvirt_domain_type: None,
         log_limit_mib: None,
+        allow_host_paths: None,
     }
 }
 

@@ -193,6 +193,7 @@ fn open_options(cli: &Cli) -> Result<zixiao_client::OpenOptions> {
         libvirt_uri: Some(cli.libvirt_uri(None)),
         libvirt_domain_type: cli.libvirt_domain_type.clone(),
         log_limit_mib: cli.log_limit_mib,
+        allow_host_paths: cli.allow_host_paths,
     })
 }
 

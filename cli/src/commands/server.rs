@@ -728,6 +728,9 @@ async fn embedded_deployment(
     if let Some(mib) = cli.log_limit_mib {
         config.drivers.log_limit.max_bytes = mib << 20;
     }
+    if let Some(allow) = cli.allow_host_paths {
+        config.allow_host_paths = allow;
+    }
     Ok((zixiao_embedded::open(config).await?, state_dir))
 }
 

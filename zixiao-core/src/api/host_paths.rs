@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use super::{Api, Request, Response};
-use crate::model::{refuse_host_paths, SpecOverride};
+use crate::model::{refuse_host_paths_because, HostPathRefusal, SpecOverride};
 use crate::{Error, Result};
 
 /// Refuses (`InvalidArgument`, naming the field) any request whose spec
@@ -33,10 +33,32 @@ impl<A> RefuseHostPaths<A> {
 /// creates and template versions, and the `image=` overrides of a create
 /// from a template. Errors: `InvalidArgument` naming the field.
 pub fn check_request(request: &Request) -> Result<()> {
+    check_request_because(request, HostPathRefusal::OverTheNetwork)
+}
+
+/// [`check_request`], a refusal giving `refusal`'s reason. With
+/// [`HostPathRefusal::NodeSetting`] (a node whose `allow_host_paths` is
+/// off) a restore from a snapshot directory is refused too: over the
+/// network the permission layer keeps that to admins, but a node that takes
+/// no paths takes none from anyone.
+pub fn check_request_because(request: &Request, refusal: HostPathRefusal) -> Result<()> {
     match request {
-        Request::CreateInstance { request, .. } => refuse_host_paths(&request.spec),
+        Request::CreateInstance { request, .. } => {
+            refuse_host_paths_because(&request.spec, refusal)
+        }
         Request::CreateTemplate { spec, .. } | Request::UpdateTemplate { spec, .. } => {
-            refuse_host_paths(&spec.spec)
+            refuse_host_paths_because(&spec.spec, refusal)
+        }
+        Request::RestoreInstance { from, .. } if refusal == HostPathRefusal::NodeSetting => {
+            Err(Error::invalid(
+                "from",
+                format!(
+                    "`{}` is a host path, and {}; {}",
+                    from.display(),
+                    refusal.reason(),
+                    refusal.restore_hint()
+                ),
+            ))
         }
         Request::CreateFromTemplate { request, .. } => {
             for set in &request.set {
@@ -45,9 +67,9 @@ pub fn check_request(request: &Request) -> Result<()> {
                         return Err(Error::invalid(
                             "set.image",
                             format!(
-                                "`{image}` is a host path, and host paths are refused over the \
-                                 network; import the file as an image with `zixiao image import \
-                                 --kind disk` and name the image"
+                                "`{image}` is a host path, and {}; import the file as an image \
+                                 with `zixiao image import --kind disk` and name the image",
+                                refusal.reason()
                             ),
                         ));
                     }

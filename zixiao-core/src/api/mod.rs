@@ -46,7 +46,10 @@ pub use access::{
     TokenInfo, TokenPurpose, TokenTerms, TokenText, UserInfo,
 };
 pub use client::{list_all_instances, Client, FOLLOW_PATIENCE, FOLLOW_RETRY};
-pub use host_paths::{check_request as refuse_host_paths, RefuseHostPaths};
+pub use host_paths::{
+    check_request as refuse_host_paths, check_request_because as refuse_host_paths_because,
+    RefuseHostPaths,
+};
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use traced::Traced;
 

@@ -43,8 +43,8 @@ pub use network::{
 };
 pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
 pub use node_image::{
-    node_files, refuse_host_paths, uses_node_image, ImageKind, NodeFile, NodeImageName,
-    MAX_NODE_IMAGE_NAME,
+    node_files, refuse_host_paths, refuse_host_paths_because, uses_node_image, HostPathRefusal,
+    ImageKind, NodeFile, NodeImageName, MAX_NODE_IMAGE_NAME,
 };
 pub use operation::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,

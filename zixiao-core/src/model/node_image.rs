@@ -240,12 +240,49 @@ pub fn uses_node_image(spec: &InstanceSpec, kind: ImageKind, name: &NodeImageNam
         .any(|(k, value)| k == kind && value == Path::new(name.as_str()))
 }
 
+/// Why a host path is refused: the words a refusal gives after "`PATH`
+/// is a host path, and".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathRefusal {
+    /// The spec came over the network (the TCP gRPC server, an agent),
+    /// where a path would let a remote caller make the node read any file
+    /// it can (`/etc/shadow`).
+    OverTheNetwork,
+    /// The node's own setting (`allow_host_paths` off) refuses them even
+    /// from its local administrator.
+    NodeSetting,
+}
+
+impl HostPathRefusal {
+    /// Why, as a refusal says it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            HostPathRefusal::OverTheNetwork => "host paths are refused over the network",
+            HostPathRefusal::NodeSetting => {
+                "this node takes no host paths (its allow_host_paths setting is off)"
+            }
+        }
+    }
+
+    /// What to do instead of restoring from a snapshot directory.
+    pub fn restore_hint(self) -> &'static str {
+        match self {
+            HostPathRefusal::OverTheNetwork => "restore a snapshot on the node's own socket",
+            HostPathRefusal::NodeSetting => {
+                "revert an instance to one of its snapshots by name (`zixiao instance snapshot revert`)"
+            }
+        }
+    }
+}
+
 /// Refuses a spec that names a host path for a disk, a kernel, an initrd
 /// or a snapshot to restore from. Called wherever a spec arrives from the
 /// network (the TCP gRPC server, an agent), where a path would let a remote
 /// caller make the node read any file it can (`/etc/shadow`); only the
 /// local administrator (in process, or on the state directory's socket)
-/// may give paths. Errors: `InvalidArgument` naming the field.
+/// may give paths, and only where the node allows it
+/// ([`refuse_host_paths_because`] with [`HostPathRefusal::NodeSetting`]).
+/// Errors: `InvalidArgument` naming the field.
 ///
 /// ```
 /// use zixiao_core::model::refuse_host_paths;
@@ -257,12 +294,21 @@ pub fn uses_node_image(spec: &InstanceSpec, kind: ImageKind, name: &NodeImageNam
 /// assert!(err.to_string().contains("spec.kernel"), "{err}");
 /// ```
 pub fn refuse_host_paths(spec: &InstanceSpec) -> Result<(), Error> {
+    refuse_host_paths_because(spec, HostPathRefusal::OverTheNetwork)
+}
+
+/// [`refuse_host_paths`], the refusal giving `why`.
+pub fn refuse_host_paths_because(
+    spec: &InstanceSpec,
+    refusal: HostPathRefusal,
+) -> Result<(), Error> {
+    let why = refusal.reason();
     for (kind, value) in node_files(spec) {
         if value.is_absolute() {
             return Err(Error::invalid(
                 kind.spec_field(),
                 format!(
-                    "`{}` is a host path, and host paths are refused over the network; \
+                    "`{}` is a host path, and {why}; \
                      import the file as an image with `zixiao image import --kind {kind}` \
                      and name the image",
                     value.display()
@@ -274,9 +320,9 @@ pub fn refuse_host_paths(spec: &InstanceSpec) -> Result<(), Error> {
         return Err(Error::invalid(
             "spec.restore_from",
             format!(
-                "`{}` is a host path, and host paths are refused over the network; \
-                 restore a snapshot on the node's own socket",
-                dir.display()
+                "`{}` is a host path, and {why}; {}",
+                dir.display(),
+                refusal.restore_hint()
             ),
         ));
     }
