@@ -300,6 +300,11 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         why.contains("spec.kernel") && why.contains("host paths are refused"),
         "{why}"
     );
+    // Errors over TCP show no host path, not even the caller's own.
+    assert!(
+        why.contains("`<host path>`") && !why.contains(&runtimes.kernel),
+        "{why}"
+    );
     let listed = json(remote(admin, &["-o", "json", "instance", "list"]));
     assert_eq!(listed, serde_json::json!([]));
     // The same spec through the state directory's socket (the node's own

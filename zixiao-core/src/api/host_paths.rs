@@ -1,17 +1,21 @@
 //! [`RefuseHostPaths`]: the wrapper an API served over the network goes
 //! behind, so that no remote call names a file on a node (a disk, kernel,
-//! initrd or snapshot directory) by its host path. Only the local
-//! administrator, in process or on the state directory's socket, may.
+//! initrd or snapshot directory) by its host path, and no error it answers
+//! shows one (which would tell a caller where a node keeps its state, and
+//! which files exist there). Only the local administrator, in process or
+//! on the state directory's socket, may give paths and sees them in errors.
 
 use async_trait::async_trait;
 
 use super::{Api, Request, Response};
 use crate::model::{refuse_host_paths_because, HostPathRefusal, SpecOverride};
-use crate::{Error, Result};
+use crate::{DriverError, Error, Result};
 
 /// Refuses (`InvalidArgument`, naming the field) any request whose spec
 /// names a host path where the node's image store takes names; passes
-/// every other request to the wrapped [`Api`].
+/// every other request to the wrapped [`Api`], and answers its errors with
+/// every host path in them replaced by `<host path>`
+/// ([`redact_host_paths`]). The server's own logs keep the whole error.
 #[derive(Debug)]
 pub struct RefuseHostPaths<A> {
     inner: A,
@@ -84,7 +88,172 @@ pub fn check_request_because(request: &Request, refusal: HostPathRefusal) -> Res
 #[async_trait]
 impl<A: Api> Api for RefuseHostPaths<A> {
     async fn call(&self, request: Request) -> Result<Response> {
-        check_request(&request)?;
-        self.inner.call(request).await
+        let answer = match check_request(&request) {
+            Ok(()) => self.inner.call(request).await,
+            Err(refused) => Err(refused),
+        };
+        answer.map_err(redact_host_paths)
+    }
+}
+
+/// What stands for a host path in an error a remote caller sees.
+pub const REDACTED_PATH: &str = "<host path>";
+
+/// `error` with every absolute path in its messages replaced by
+/// [`REDACTED_PATH`]; its kind and field are kept, and a cause chain
+/// becomes one message. A path is a `/` that starts the text or follows a
+/// space, quote, backtick, `(`, `[` or `=`, and runs to the next space,
+/// quote, backtick, `)`, `]`, `,` or `;` (so `10.0.0.0/24` and
+/// `https://host` stay as they are).
+///
+/// ```
+/// use zixiao_core::api::redact_host_paths;
+/// use zixiao_core::{DriverError, Error};
+///
+/// let error = Error::Driver(DriverError::NotFound("image /var/lib/zixiao/images/disk/ab12".into()));
+/// assert_eq!(redact_host_paths(error).to_string(), "image <host path> not found");
+/// let error = Error::invalid("spec.image", "`/etc/shadow` is a host path; 10.0.0.0/24 stays");
+/// assert_eq!(
+///     redact_host_paths(error).to_string(),
+///     "invalid spec.image: `<host path>` is a host path; 10.0.0.0/24 stays"
+/// );
+/// ```
+pub fn redact_host_paths(error: Error) -> Error {
+    let r = |text: String| redact(&text);
+    match error {
+        Error::InvalidArgument { field, reason } => Error::InvalidArgument {
+            field,
+            reason: r(reason),
+        },
+        Error::NotFound { what } => Error::NotFound { what: r(what) },
+        Error::AlreadyExists { what } => Error::AlreadyExists { what: r(what) },
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(r(m)),
+        Error::Unsupported(m) => Error::Unsupported(r(m)),
+        Error::ResourceExhausted(m) => Error::ResourceExhausted(r(m)),
+        Error::Conflict(m) => Error::Conflict(r(m)),
+        Error::Internal(m) => Error::Internal(r(m)),
+        Error::Unavailable { what, source } => Error::Unavailable {
+            what: r(what),
+            source: source.map(|s| Redacted::boxed(&*s)),
+        },
+        Error::Driver(driver) => Error::Driver(redact_driver(driver)),
+        // The store's errors name keys and the store, not the nodes' files.
+        other @ (Error::Store(_)
+        | Error::PermissionDenied { .. }
+        | Error::Unauthenticated { .. }) => other,
+    }
+}
+
+fn redact_driver(error: DriverError) -> DriverError {
+    let r = |text: String| redact(&text);
+    match error {
+        DriverError::Unsupported(m) => DriverError::Unsupported(r(m)),
+        DriverError::InvalidArgument { field, reason } => DriverError::InvalidArgument {
+            field,
+            reason: r(reason),
+        },
+        DriverError::NotFound(m) => DriverError::NotFound(r(m)),
+        DriverError::AlreadyExists(m) => DriverError::AlreadyExists(r(m)),
+        DriverError::FailedPrecondition(m) => DriverError::FailedPrecondition(r(m)),
+        DriverError::ResourceExhausted(m) => DriverError::ResourceExhausted(r(m)),
+        DriverError::Unavailable { runtime, source } => DriverError::Unavailable {
+            runtime: r(runtime),
+            source: Redacted::boxed(&*source),
+        },
+        DriverError::Runtime { operation, source } => DriverError::Runtime {
+            operation: r(operation),
+            source: Redacted::boxed(&*source),
+        },
+    }
+}
+
+/// A cause chain, flattened to one redacted message.
+#[derive(Debug)]
+struct Redacted(String);
+
+impl Redacted {
+    fn boxed(
+        error: &(dyn std::error::Error + Send + Sync + 'static),
+    ) -> Box<dyn std::error::Error + Send + Sync> {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        Box::new(Redacted(redact(&text)))
+    }
+}
+
+impl std::fmt::Display for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Redacted {}
+
+/// `text` with its absolute paths replaced (see [`redact_host_paths`]).
+fn redact(text: &str) -> String {
+    const BEFORE: &[char] = &[' ', '`', '\'', '"', '(', '[', '=', '\n', '\t'];
+    const AFTER: &[char] = &[' ', '`', '\'', '"', ')', ']', ',', ';', '\n', '\t'];
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut previous: Option<char> = None;
+    while let Some(c) = rest.chars().next() {
+        let starts = c == '/' && previous.is_none_or(|p| BEFORE.contains(&p));
+        if starts {
+            let end = rest.find(AFTER).unwrap_or(rest.len());
+            // A path of more than the bare `/`, without a trailing `:` of
+            // the sentence (`… /a/b: cause`).
+            let path = &rest[..end];
+            let kept = path.len() - path.trim_end_matches([':', '.']).len();
+            if path.len() - kept > 1 {
+                out.push_str(REDACTED_PATH);
+                out.push_str(&path[path.len() - kept..]);
+                previous = path.chars().last();
+                rest = &rest[end..];
+                continue;
+            }
+        }
+        out.push(c);
+        previous = Some(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn paths_go_and_everything_else_stays() {
+        let cases = [
+            ("/etc/shadow", "<host path>"),
+            (
+                "open /a/b: permission denied",
+                "open <host path>: permission denied",
+            ),
+            (
+                "copy (/a/b) to `/c d`",
+                "copy (<host path>) to `<host path> d`",
+            ),
+            (
+                "disks[0].path=/srv/x.img, read-only",
+                "disks[0].path=<host path>, read-only",
+            ),
+            ("ends at /var/lib/zixiao.", "ends at <host path>."),
+            (
+                "subnet 10.0.0.0/24 on https://h:1/x",
+                "subnet 10.0.0.0/24 on https://h:1/x",
+            ),
+            ("a / b and 1/2", "a / b and 1/2"),
+            ("naïve /ü/ß path", "naïve <host path> path"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(redact(text), expected, "{text}");
+        }
     }
 }

@@ -48,7 +48,7 @@ pub use access::{
 pub use client::{list_all_instances, Client, FOLLOW_PATIENCE, FOLLOW_RETRY};
 pub use host_paths::{
     check_request as refuse_host_paths, check_request_because as refuse_host_paths_because,
-    RefuseHostPaths,
+    redact_host_paths, RefuseHostPaths, REDACTED_PATH,
 };
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use traced::Traced;
