@@ -21,9 +21,14 @@ pub(crate) struct ImageInfo {
     pub(crate) virtual_size: u64,
 }
 
-/// Reads the format and virtual size of `image`. Errors: `NotFound` (no
-/// such file), `InvalidArgument` on `spec.image` (not an image qemu-img can
-/// read), `Internal` (qemu-img missing).
+/// Reads the format and virtual size of `image`, which must stand alone:
+/// a raw or qcow2 file with no backing file and no external data file
+/// (`qemu-img info --backing-chain` shows one image). A base that names
+/// another file would make the node read that file into a guest's disk,
+/// whatever the caller may read. Errors: `NotFound` (no such file),
+/// `InvalidArgument` on `spec.image` (not an image qemu-img can read, a
+/// format other than raw or qcow2, a backing or data file), `Internal`
+/// (qemu-img missing).
 pub(crate) fn inspect(image: &Path) -> Result<ImageInfo, DriverError> {
     if !image.is_file() {
         return Err(DriverError::NotFound(format!("image {}", image.display())));
@@ -31,23 +36,51 @@ pub(crate) fn inspect(image: &Path) -> Result<ImageInfo, DriverError> {
     let output = qemu_img(&[
         "info".as_ref(),
         "--output=json".as_ref(),
+        "--backing-chain".as_ref(),
         // Reading a base that a running instance uses needs no lock.
         "--force-share".as_ref(),
         image.as_os_str(),
-    ])?;
-    let json: serde_json::Value = serde_json::from_slice(&output).map_err(|e| {
-        error::invalid(
-            "spec.image",
-            format!("qemu-img info of {} is not JSON: {e}", image.display()),
-        )
+    ]);
+    let refused = |why: &str| error::invalid("spec.image", format!("{} {why}", image.display()));
+    // A chain qemu-img cannot follow (a backing file that is gone) is the
+    // caller's image at fault, not the node.
+    let output = output.map_err(|e| match e {
+        DriverError::Runtime { source, .. } => {
+            refused(&format!("cannot be read by qemu-img: {source}"))
+        }
+        other => other,
     })?;
+    let chain: Vec<serde_json::Value> = serde_json::from_slice(&output).map_err(|e| {
+        refused(&format!(
+            "gave qemu-img info output that is not a JSON list: {e}"
+        ))
+    })?;
+    let [json] = chain.as_slice() else {
+        return Err(refused(
+            "has a backing file; a base must stand alone (flatten it first: \
+             `qemu-img convert -O qcow2 IN OUT`)",
+        ));
+    };
     let format = json["format"].as_str().unwrap_or_default().to_owned();
     let virtual_size = json["virtual-size"].as_u64().unwrap_or_default();
     if format.is_empty() || virtual_size == 0 {
-        return Err(error::invalid(
-            "spec.image",
-            format!("{} is not a disk image qemu-img can read", image.display()),
+        return Err(refused("is not a disk image qemu-img can read"));
+    }
+    if json.get("backing-filename").is_some() {
+        return Err(refused(
+            "names a backing file; a base must stand alone (flatten it first: \
+             `qemu-img convert -O qcow2 IN OUT`)",
         ));
+    }
+    if json["format-specific"]["data"].get("data-file").is_some() {
+        return Err(refused(
+            "keeps its data in an external file; a base must stand alone",
+        ));
+    }
+    if format != "raw" && format != "qcow2" {
+        return Err(refused(&format!(
+            "is a {format} image; bases are raw or qcow2 (convert it with qemu-img)"
+        )));
     }
     Ok(ImageInfo {
         format,

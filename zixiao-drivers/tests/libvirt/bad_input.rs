@@ -98,6 +98,51 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
     )
     .await;
 
+    // Bases that are not one stand-alone raw or qcow2 file: qemu-img
+    // would make the VM's disk out of another file of the host.
+    let qemu_img = |args: &[&str]| {
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q"])
+            .args(args)
+            .status()
+            .expect("qemu-img");
+        assert!(made.success(), "qemu-img create {args:?}");
+    };
+    let path = |name: &str| fx.dir.path().join(name).to_string_lossy().into_owned();
+    let (plain, gone) = (path("plain.raw"), path("gone.raw"));
+    let (chained, orphan) = (path("chained.qcow2"), path("orphan.qcow2"));
+    let (data, external, vmdk) = (path("data.raw"), path("external.qcow2"), path("disk.vmdk"));
+    qemu_img(&["-f", "raw", &plain, "64M"]);
+    qemu_img(&["-f", "raw", &gone, "64M"]);
+    qemu_img(&["-f", "qcow2", "-F", "raw", "-b", &plain, &chained]);
+    qemu_img(&["-f", "qcow2", "-F", "raw", "-b", &gone, &orphan]);
+    qemu_img(&[
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={data}"),
+        &external,
+        "64M",
+    ]);
+    qemu_img(&["-f", "vmdk", &vmdk, "64M"]);
+    std::fs::remove_file(&gone).expect("orphan an overlay");
+    for (base, says) in [
+        (&chained, "backing file"),
+        (&orphan, "gone.raw"),
+        (&external, "external file"),
+        (&vmdk, "bases are raw or qcow2"),
+    ] {
+        let mut spec = fx.vm("");
+        spec.image = Some(base.clone());
+        refused(
+            d,
+            &instance(&unique("chain"), spec),
+            ErrorKind::InvalidArgument,
+            says,
+        )
+        .await;
+    }
+
     // A domain of that name that is someone else's, and an id that is no
     // UUID (so no domain of another name could be found by it): refused.
     // (With a UUID id the new domain is named after its id instead; see
