@@ -71,7 +71,14 @@ pub struct DriverConfig {
     /// How much of each instance's log (a container's output, a microVM's
     /// console) the drivers keep on disk.
     pub log_limit: LogLimit,
+    /// The most bytes one container image layer may unpack to (default 64
+    /// GiB): a gzip layer is measured before containerd unpacks it, so a
+    /// small archive cannot fill the node's disk.
+    pub max_layer_bytes: u64,
 }
+
+/// The default of [`DriverConfig::max_layer_bytes`].
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
 
 impl DriverConfig {
     /// The defaults, with the drivers' files under `state_dir`.
@@ -87,6 +94,7 @@ impl DriverConfig {
             vmm_binary: None,
             qemu_binary: None,
             log_limit: LogLimit::default(),
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
         }
     }
 
@@ -193,8 +201,9 @@ fn discover_microvm(_config: &DriverConfig, found: &mut Discovered) -> Option<&'
 #[cfg(feature = "containerd")]
 async fn discover_containerd(config: &DriverConfig, found: &mut Discovered) {
     use containerd::{ContainerdDriver, ContainerdOptions};
-    let options = ContainerdOptions::new(&config.containerd_socket, &config.state_dir)
+    let mut options = ContainerdOptions::new(&config.containerd_socket, &config.state_dir)
         .with_namespace(&config.containerd_namespace);
+    options.max_layer_bytes = config.max_layer_bytes;
     match ContainerdDriver::connect(options).await {
         // Without a netlink socket, containers that join networks fail with `Unsupported`.
         Ok(driver) => match zixiao_net::LinuxNetwork::connect(&config.netns_dir) {

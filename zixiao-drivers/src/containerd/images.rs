@@ -28,6 +28,7 @@ use super::archive::{self, Archive, Entry, MAX_JSON_BYTES};
 use super::connection::{Connection, Lease};
 use super::content::{self, Blob, Source};
 use super::error::{invalid, is_already_exists, is_not_found};
+use super::layer_size;
 use super::spec::ImageConfig;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -754,7 +755,7 @@ fn plan_docker_archive(archive: &Archive, name: Option<&str>) -> Result<ImportPl
 /// [`zixiao_core::driver::Images::import`]), unpacking each for `snapshotter`.
 pub(crate) async fn import(
     conn: &Connection,
-    snapshotter: &str,
+    unpack_to: &UnpackTo<'_>,
     path: &Path,
     name: Option<&ImageName>,
     progress: &(dyn Fn(ImportProgress) + Send + Sync),
@@ -780,10 +781,12 @@ pub(crate) async fn import(
     })
     .await
     .map_err(|e| DriverError::Runtime { operation: "read image archive".into(), source: Box::new(e) })??;
+    check_layer_sizes(conn, &plan, unpack_to.max_layer_bytes).await?;
 
     let total = archive.len();
     progress(ImportProgress { done: 0, total });
     let lease = conn.lease("import", None).await?;
+    let snapshotter = unpack_to.snapshotter;
     let outcome = write_and_name(conn, &lease, snapshotter, &plan, total, progress).await;
     // Released either way: on success the images now hold what the lease
     // held; on failure the release collects every blob and snapshot written.
@@ -800,7 +803,7 @@ pub(crate) async fn import(
 /// each layer's diff id again as it stores and unpacks.
 pub(crate) async fn pull(
     conn: &Connection,
-    snapshotter: &str,
+    unpack_to: &UnpackTo<'_>,
     work_dir: &Path,
     reference: &ImageRef,
     options: &PullOptions,
@@ -810,7 +813,7 @@ pub(crate) async fn pull(
         .await
         .map_err(super::error::registry)?;
     progress(PullProgress::Unpacking);
-    let images = import(conn, snapshotter, pulled.archive(), None, &|_| {}).await?;
+    let images = import(conn, unpack_to, pulled.archive(), None, &|_| {}).await?;
     // Best effort: the directory is temporary, and dropping removes it too.
     let name = pulled.name.clone();
     let _ = pulled.close();
@@ -821,6 +824,41 @@ pub(crate) async fn pull(
             operation: format!("pull image {name}"),
             source: "the pulled archive imported under another name".into(),
         })
+}
+
+/// Where and how an import unpacks its layers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnpackTo<'a> {
+    /// The snapshotter the layers are unpacked with.
+    pub(crate) snapshotter: &'a str,
+    /// The most bytes one layer may unpack to ([`layer_size`]).
+    pub(crate) max_layer_bytes: u64,
+}
+
+/// Checks every blob of `plan` that the content store lacks against the
+/// layer cap, off the async threads, before anything is written: a layer
+/// already stored was checked by the import that stored it.
+async fn check_layer_sizes(
+    conn: &Connection,
+    plan: &ImportPlan,
+    max_layer_bytes: u64,
+) -> Result<(), DriverError> {
+    let mut unseen = Vec::new();
+    for blob in &plan.blobs {
+        if !content::exists(conn, &blob.digest).await? {
+            unseen.push(blob.clone());
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        unseen
+            .iter()
+            .try_for_each(|blob| layer_size::check(blob, max_layer_bytes))
+    })
+    .await
+    .map_err(|e| DriverError::Runtime {
+        operation: "measure the image's layers".into(),
+        source: Box::new(e),
+    })?
 }
 
 async fn write_and_name(

@@ -22,6 +22,7 @@ mod content;
 mod error;
 mod images;
 mod inventory;
+pub mod layer_size;
 mod logs;
 mod network;
 mod record;
@@ -72,6 +73,10 @@ pub struct ContainerdOptions {
     pub pids_limit: i64,
     /// How much of each container's output is kept on disk.
     pub log_limit: crate::LogLimit,
+    /// The most bytes one image layer may unpack to; an import or pull
+    /// with a larger layer is refused before containerd writes it
+    /// ([`layer_size`]).
+    pub max_layer_bytes: u64,
 }
 
 impl ContainerdOptions {
@@ -85,6 +90,7 @@ impl ContainerdOptions {
             runtime: "io.containerd.runc.v2".to_owned(),
             pids_limit: DEFAULT_PIDS_LIMIT,
             log_limit: crate::LogLimit::default(),
+            max_layer_bytes: layer_size::DEFAULT_MAX_LAYER_BYTES,
         }
     }
 
@@ -147,6 +153,14 @@ impl ContainerdDriver {
     /// The options it was connected with.
     pub fn options(&self) -> &ContainerdOptions {
         &self.options
+    }
+
+    /// How this driver's imports unpack layers.
+    fn unpack_to(&self) -> images::UnpackTo<'_> {
+        images::UnpackTo {
+            snapshotter: &self.options.snapshotter,
+            max_layer_bytes: self.options.max_layer_bytes,
+        }
     }
 
     /// The containerd container id of `instance` (its id).
@@ -277,8 +291,7 @@ impl Images for ContainerdDriver {
         name: Option<&ImageName>,
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>, DriverError> {
-        let snapshotter = &self.options.snapshotter;
-        images::import(&self.conn, snapshotter, archive, name, progress).await
+        images::import(&self.conn, &self.unpack_to(), archive, name, progress).await
     }
 
     async fn pull(
@@ -293,10 +306,9 @@ impl Images for ContainerdDriver {
             .join("containerd")
             .join(&self.options.namespace)
             .join("pulls");
-        let snapshotter = &self.options.snapshotter;
         images::pull(
             &self.conn,
-            snapshotter,
+            &self.unpack_to(),
             &work_dir,
             reference,
             options,

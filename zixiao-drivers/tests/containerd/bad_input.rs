@@ -8,7 +8,7 @@ use zixiao_core::{Driver, ErrorKind};
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 
 use super::images::{tar_files, write_tar};
-use super::{busybox, fixture, instance, Fixture};
+use super::{busybox, fixture, fixture_with, instance, Fixture};
 
 async fn assert_clean(fx: &Fixture) {
     let left = fx.leftovers().await;
@@ -282,5 +282,46 @@ async fn an_image_whose_layer_is_not_its_diff_id_is_refused() {
         "no image named by the refused import: {after:?}"
     );
     assert_clean(&fx).await;
+    fx.finish().await;
+}
+
+/// A layer that unpacks to more than the node's cap is refused before
+/// containerd writes it, whatever its compressed size: busybox's one gzip
+/// layer (about 2 MiB) unpacks to over 4 MiB.
+#[tokio::test]
+async fn a_layer_that_unpacks_beyond_the_cap_is_refused_and_nothing_is_kept() {
+    let Some(fx) = fixture_with("layer-cap", |mut options| {
+        options.max_layer_bytes = 1 << 20;
+        options
+    })
+    .await
+    else {
+        return;
+    };
+    let err = fx
+        .driver
+        .import(&fx.busybox, None, &|_| {})
+        .await
+        .expect_err("a layer over the cap is refused");
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
+    assert!(
+        err.to_string().contains("more than 1 MiB") && err.to_string().contains("max_layer_bytes"),
+        "{err}"
+    );
+    let images = fx.driver.list().await.expect("list");
+    assert!(images.is_empty(), "nothing named: {images:?}");
+    assert_clean(&fx).await;
+    // The same archive under a cap it fits is taken.
+    let roomy = ContainerdDriver::connect(ContainerdOptions {
+        max_layer_bytes: 64 << 20,
+        ..fx.driver.options().clone()
+    })
+    .await
+    .expect("connect");
+    let imported = roomy
+        .import(&fx.busybox, None, &|_| {})
+        .await
+        .expect("import");
+    assert_eq!(imported.len(), 1, "{imported:?}");
     fx.finish().await;
 }
