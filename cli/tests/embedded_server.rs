@@ -325,6 +325,39 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
         .output()
         .expect("run zixiao"));
 
+    // A container whose program is missing fails, and the runtime's reason
+    // names the path. Over TCP the conditions show no path; on the node's
+    // own socket they do.
+    let lost = [
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--name",
+        "lost",
+        "--",
+        "/no/such/program",
+    ];
+    let failed = remote(admin, &lost);
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let got = json(remote(admin, &["-o", "json", "instance", "get", "lost"]));
+    let conditions = got["conditions"].to_string();
+    assert!(
+        conditions.contains("<host path>") && !conditions.contains("/no/such/program"),
+        "{conditions}"
+    );
+    let here = json(
+        local(state.path(), &runtimes)
+            .args(["-o", "json", "instance", "get", "lost"])
+            .output()
+            .expect("run zixiao"),
+    );
+    let conditions = here["conditions"].to_string();
+    assert!(conditions.contains("/no/such/program"), "{conditions}");
+    ok(remote(admin, &["instance", "delete", "lost"]));
+
     // A QEMU microVM of the store's images: its console reaches the boot marker.
     let args = microvm("m1", "k1", "i1");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -8,14 +8,19 @@
 use async_trait::async_trait;
 
 use super::{Api, Request, Response};
-use crate::model::{refuse_host_paths_because, HostPathRefusal, SpecOverride};
+use crate::model::{
+    refuse_host_paths_because, HostPathRefusal, Instance, Node, Operation, SpecOverride,
+};
 use crate::{DriverError, Error, Result};
 
 /// Refuses (`InvalidArgument`, naming the field) any request whose spec
 /// names a host path where the node's image store takes names; passes
-/// every other request to the wrapped [`Api`], and answers its errors with
-/// every host path in them replaced by `<host path>`
-/// ([`redact_host_paths`]). The server's own logs keep the whole error.
+/// every other request to the wrapped [`Api`], and answers its errors, and
+/// the failure texts of what it returns (instances' conditions,
+/// operations' errors, nodes' sweep errors), with every host path in them
+/// replaced by `<host path>` ([`redact_host_paths`]). The server's own logs
+/// keep the whole error. A path inside a guest or container (a missing
+/// program) reads the same and goes too: the server cannot tell them apart.
 #[derive(Debug)]
 pub struct RefuseHostPaths<A> {
     inner: A,
@@ -92,7 +97,89 @@ impl<A: Api> Api for RefuseHostPaths<A> {
             Ok(()) => self.inner.call(request).await,
             Err(refused) => Err(refused),
         };
-        answer.map_err(redact_host_paths)
+        answer.map(redact_response).map_err(redact_host_paths)
+    }
+}
+
+/// `response` with the host paths in its failure texts redacted: the
+/// messages of instances' conditions (a start that failed says why) and the
+/// errors of operations and of nodes' orphan sweeps, in answers and in the
+/// streams of changes.
+fn redact_response(response: Response) -> Response {
+    use futures::StreamExt;
+    match response {
+        Response::Instance(mut i) => {
+            redact_instance(&mut i);
+            Response::Instance(i)
+        }
+        Response::MaybeInstance(mut i) => {
+            i.iter_mut().for_each(redact_instance);
+            Response::MaybeInstance(i)
+        }
+        Response::Instances(mut page) => {
+            page.instances.iter_mut().for_each(redact_instance);
+            Response::Instances(page)
+        }
+        Response::InstanceEvents(events) => Response::InstanceEvents(
+            events
+                .map(|event| {
+                    event.map(|mut e| {
+                        e.instance.iter_mut().for_each(redact_instance);
+                        e
+                    })
+                })
+                .map(|event| event.map_err(redact_host_paths))
+                .boxed(),
+        ),
+        Response::Operation(mut o) => {
+            redact_operation(&mut o);
+            Response::Operation(o)
+        }
+        Response::Operations(mut page) => {
+            page.operations.iter_mut().for_each(redact_operation);
+            Response::Operations(page)
+        }
+        Response::OperationUpdates(updates) => Response::OperationUpdates(
+            updates
+                .map(|update| {
+                    update
+                        .map(|mut o| {
+                            redact_operation(&mut o);
+                            o
+                        })
+                        .map_err(redact_host_paths)
+                })
+                .boxed(),
+        ),
+        Response::Node(mut n) => {
+            redact_node(&mut n);
+            Response::Node(n)
+        }
+        Response::Nodes(mut nodes) => {
+            nodes.iter_mut().for_each(redact_node);
+            Response::Nodes(nodes)
+        }
+        other => other,
+    }
+}
+
+fn redact_instance(instance: &mut Instance) {
+    for condition in &mut instance.conditions {
+        condition.message = redact(&condition.message);
+    }
+}
+
+fn redact_operation(operation: &mut Operation) {
+    if let Some(error) = &mut operation.error {
+        error.message = redact(&error.message);
+    }
+}
+
+fn redact_node(node: &mut Node) {
+    if let Some(sweep) = &mut node.orphan_sweep {
+        for error in &mut sweep.errors {
+            *error = redact(error);
+        }
     }
 }
 
