@@ -739,9 +739,18 @@ pub(crate) enum InstanceCommand {
         no_wait: bool,
     },
     /// Show an instance's resource usage.
+    #[command(long_about = "Show an instance's resource usage.\n\n\
+            With --history, its recent usage as the server sampled it (every 10 s by default, \
+            the last hour), oldest first: CPU as cores used since the sample before, memory and \
+            processes at each sample. Only a server keeps a history (`zixiao server`, or \
+            `zixiao server --embedded` on this state directory); `-o json` gives the raw \
+            samples, whose counters are totals since the instance started.")]
     Stats {
         /// Instance id or name.
         instance: String,
+        /// Show the recent samples instead of the usage now.
+        #[arg(long)]
+        history: bool,
     },
     /// Print an instance's console or stdout/stderr log.
     Logs {

@@ -91,13 +91,33 @@ struct Server {
     metrics: String,
 }
 
+/// The stats history of `instance` once it holds `at_least` samples.
+async fn wait_for_history(admin: &str, instance: &str, at_least: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let args = ["-o", "json", "instance", "stats", instance, "--history"];
+        let samples = json(remote(admin, &args));
+        let samples = samples.as_array().expect("a list").clone();
+        if samples.len() >= at_least || std::time::Instant::now() > deadline {
+            assert!(samples.len() >= at_least, "{samples:?}");
+            return samples;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 impl Server {
     fn start(state: &Path, runtimes: &Runtimes) -> Self {
+        // Stats samples twice a second, so a history grows within the test.
+        let config = state.with_extension("server.yaml");
+        std::fs::write(&config, "timing:\n  stats_sample_ms: 500\n").expect("server config");
         let mut child = zixiao()
             .arg("--state-dir")
             .arg(state)
             .args(["--containerd-socket", &runtimes.socket])
             .args(["server", "--embedded", "--listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config)
             .args(["--metrics-listen", "127.0.0.1:0"])
             .env("ZIXIAO_QEMU_BIN", &runtimes.qemu)
             .stdout(Stdio::piped())
@@ -234,6 +254,16 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     assert_eq!(metrics.get(creates), Some(&1.0), "{metrics:?}");
     let timed = r#"zixiao_api_request_duration_seconds_count{operation="instance.create"}"#;
     assert_eq!(metrics.get(timed), Some(&1.0));
+    // The server samples it: a history of two samples or more, oldest
+    // first, whose table shows the cores used between them.
+    let history = wait_for_history(admin, "hello", 2).await;
+    let at = |i: usize| history[i]["at"].as_str().expect("at").to_owned();
+    assert!(at(0) < at(1), "{history:?}");
+    assert!(history[1]["memory_bytes"].as_u64().is_some_and(|m| m > 0));
+    let table = ok(remote(admin, &["instance", "stats", "hello", "--history"]));
+    let second = table.lines().nth(2).expect("two samples");
+    let cpu = second.split_whitespace().nth(1).expect("cpu column");
+    assert!(cpu.parse::<f64>().is_ok(), "{table}");
     let got = json(remote(admin, &["-o", "json", "instance", "get", "hello"]));
     assert_eq!(got["status"], "running", "not failed: {got}");
     assert!(got["failure"].is_null(), "{got}");

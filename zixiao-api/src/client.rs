@@ -317,6 +317,12 @@ impl Api for GrpcClient {
                 let stats = instances.get_instance_stats(instance_ref(instance)).await;
                 Response::Stats(self.answer(stats)?.into())
             }
+            Request::InstanceStatsHistory { instance } => {
+                let history = instances
+                    .get_instance_stats_history(instance_ref(instance))
+                    .await;
+                Response::StatsHistory(self.decoded(self.answer(history)?.try_into())?)
+            }
             Request::ReadLog {
                 instance,
                 offset,

@@ -22,7 +22,7 @@ use prost_types::Timestamp;
 use zixiao_core::agent::NodeFacts;
 use zixiao_core::api::OperationFilter;
 use zixiao_core::api::{
-    AuditRecord, IssuedToken, Outcome, PageToken, ProjectInfo, Quota, Role, TokenInfo,
+    AuditRecord, IssuedToken, Outcome, PageToken, ProjectInfo, Quota, Role, StatsSample, TokenInfo,
     TokenPurpose, TokenText, UserInfo,
 };
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
@@ -1042,6 +1042,38 @@ impl From<pb::InstanceStats> for InstanceStats {
             net_rx_bytes: s.net_rx_bytes,
             net_tx_bytes: s.net_tx_bytes,
         }
+    }
+}
+
+impl From<Vec<StatsSample>> for pb::StatsHistory {
+    fn from(samples: Vec<StatsSample>) -> Self {
+        pb::StatsHistory {
+            samples: samples
+                .into_iter()
+                .map(|s| pb::StatsSample {
+                    at: Some(timestamp(s.at)),
+                    stats: Some(s.stats.into()),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::StatsHistory> for Vec<StatsSample> {
+    type Error = Error;
+
+    fn try_from(history: pb::StatsHistory) -> Result<Self> {
+        history
+            .samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Ok(StatsSample {
+                    at: required_time(s.at, &format!("samples[{i}].at"))?,
+                    stats: required(s.stats, &format!("samples[{i}].stats"))?.into(),
+                })
+            })
+            .collect()
     }
 }
 

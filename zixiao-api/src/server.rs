@@ -440,6 +440,16 @@ impl InstanceService for ApiServer {
         reply(client.instance_stats(&instance).await.map_err(status)?)
     }
 
+    async fn get_instance_stats_history(
+        &self,
+        request: Request<pb::InstanceRef>,
+    ) -> Result<Response<pb::StatsHistory>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let instance = named("instance", request.into_inner().instance)?;
+        let history = client.instance_stats_history(&instance).await;
+        reply(history.map_err(status)?)
+    }
+
     async fn read_log(
         &self,
         request: Request<pb::ReadLogRequest>,

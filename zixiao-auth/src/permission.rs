@@ -133,6 +133,7 @@ pub fn instance_ref(request: &Request) -> Option<&str> {
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }
         | Request::InstanceStats { instance }
+        | Request::InstanceStatsHistory { instance }
         | Request::ReadLog { instance, .. }
         | Request::FollowLog { instance, .. }
         | Request::AttachConsole { instance }
@@ -160,6 +161,7 @@ pub(crate) fn instance_ref_mut(request: &mut Request) -> Option<&mut String> {
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }
         | Request::InstanceStats { instance }
+        | Request::InstanceStatsHistory { instance }
         | Request::ReadLog { instance, .. }
         | Request::FollowLog { instance, .. }
         | Request::AttachConsole { instance }

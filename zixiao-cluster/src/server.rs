@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tonic::service::Routes;
 use zixiao_api::secure::ServerTls;
 use zixiao_auth::{AuditLog, AuthStore, Authenticator, Pki, Retention};
+use zixiao_core::api::StatsHistory;
 use zixiao_core::controller::Convergence;
 use zixiao_core::{Controller, Error, Result};
 
@@ -209,9 +210,20 @@ async fn start_with(
     };
     let mut routes = Routes::builder();
     let api = zixiao_core::api::Traced::new(WithLeader::new(controller.clone(), store.clone()));
+    // Sampled below the metering and the access layer: the samples are
+    // the server's own calls, neither counted nor audited.
+    let history = StatsHistory::new(api);
+    let mut stop = shutdown_rx.clone();
+    let sampling = history.clone().sample(
+        Duration::from_millis(options.timing.stats_sample_ms),
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        },
+    );
+    tasks.push(tokio::spawn(sampling));
     let api: Arc<dyn zixiao_core::api::Api> = match &options.metrics {
-        Some(metrics) => Arc::new(zixiao_metrics::Metered::new(api, metrics.clone())),
-        None => Arc::new(api),
+        Some(metrics) => Arc::new(zixiao_metrics::Metered::new(history, metrics.clone())),
+        None => Arc::new(history),
     };
     let user_scope = zixiao_api::secure::user_scope(api, store.clone(), &options.id, tls.as_ref());
     zixiao_api::server::ApiServer::scoped(user_scope.clone()).add_to(&mut routes);

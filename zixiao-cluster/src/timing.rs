@@ -37,6 +37,10 @@ pub struct Timing {
     /// the fencing deadline and a margin of a quarter second, so its keys
     /// vanishing with its lease always comes after its nodes fenced.
     pub server_lease_ttl_ms: u64,
+    /// How often a server samples the resource usage of running instances
+    /// for their recent history (`instance stats --history`), in
+    /// milliseconds.
+    pub stats_sample_ms: u64,
 }
 
 impl Default for Timing {
@@ -49,6 +53,7 @@ impl Default for Timing {
             sweep_ms: 250,
             reconcile_ms: 2000,
             server_lease_ttl_ms: 3000,
+            stats_sample_ms: 10_000,
         }
     }
 }
@@ -65,6 +70,7 @@ impl Timing {
             ("sweep_ms", self.sweep_ms),
             ("reconcile_ms", self.reconcile_ms),
             ("server_lease_ttl_ms", self.server_lease_ttl_ms),
+            ("stats_sample_ms", self.stats_sample_ms),
         ];
         for (name, value) in positive {
             if value == 0 {

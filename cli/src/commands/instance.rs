@@ -125,9 +125,20 @@ pub(crate) async fn run(
                 Some(left) => unconverged(format, &left),
             }
         }
-        InstanceCommand::Stats { instance } => {
+        InstanceCommand::Stats {
+            instance,
+            history: false,
+        } => {
             let stats = client.instance_stats(&instance).await?;
             print(format, &stats, stats_details)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        InstanceCommand::Stats {
+            instance,
+            history: true,
+        } => {
+            let samples = client.instance_stats_history(&instance).await?;
+            print(format, &samples, |samples| stats_history_table(samples))?;
             Ok(ExitCode::SUCCESS)
         }
         InstanceCommand::Logs { instance, follow } => {
@@ -703,6 +714,37 @@ fn stats_details(stats: &InstanceStats) -> String {
         ("net received", opt(stats.net_rx_bytes, bytes)),
         ("net sent", opt(stats.net_tx_bytes, bytes)),
     ])
+}
+
+/// One row per sample: its time, the cores used since the sample before
+/// (CPU time over wall time), memory and processes.
+fn stats_history_table(samples: &[zixiao_core::api::StatsSample]) -> String {
+    if samples.is_empty() {
+        return "no samples yet: the server samples running instances every few seconds\n"
+            .to_owned();
+    }
+    let mut table = Table::new(vec!["TIME", "CPU", "MEMORY", "PIDS"]);
+    let mut before: Option<&zixiao_core::api::StatsSample> = None;
+    for sample in samples {
+        let cpu = before
+            .and_then(|b| {
+                let wall = (sample.at - b.at).num_nanoseconds()?;
+                let used = sample.stats.cpu_time_ns.checked_sub(b.stats.cpu_time_ns)?;
+                (wall > 0).then(|| format!("{:.3}", used as f64 / wall as f64))
+            })
+            .unwrap_or_else(|| "-".to_owned());
+        table.row(vec![
+            sample.at.format("%H:%M:%S").to_string(),
+            cpu,
+            bytes(sample.stats.memory_bytes),
+            sample
+                .stats
+                .pids
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        ]);
+        before = Some(sample);
+    }
+    table.render()
 }
 
 #[cfg(test)]

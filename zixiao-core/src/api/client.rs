@@ -14,7 +14,7 @@ use super::access::{
 };
 use super::{
     Api, ImportAs, InstancePage, OperationFilter, OperationPage, Page, Progress, Request, Response,
-    Wait,
+    StatsSample, Wait,
 };
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{
@@ -171,6 +171,16 @@ impl Client {
     pub async fn instance_stats(&self, instance: &str) -> Result<InstanceStats> {
         let instance = instance.to_owned();
         expect!(self, Request::InstanceStats { instance }, Stats)
+    }
+
+    /// See [`Request::InstanceStatsHistory`].
+    pub async fn instance_stats_history(&self, instance: &str) -> Result<Vec<StatsSample>> {
+        let instance = instance.to_owned();
+        expect!(
+            self,
+            Request::InstanceStatsHistory { instance },
+            StatsHistory
+        )
     }
 
     /// See [`Request::ReadLog`].

@@ -137,6 +137,15 @@ impl Api for Controller {
             Request::InstanceStats { instance } => {
                 Response::Stats(self.instance_stats(&instance).await?)
             }
+            Request::InstanceStatsHistory { instance } => {
+                // Known instance or not, the answer is the same kind.
+                self.get_instance(&instance).await?;
+                return Err(Error::Unsupported(
+                    "no stats history here: a server keeps one (`zixiao server`, or \
+                     `zixiao server --embedded` / `zixiao ui` on this state directory)"
+                        .to_owned(),
+                ));
+            }
             Request::ReadLog {
                 instance,
                 offset,

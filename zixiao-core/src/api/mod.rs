@@ -31,6 +31,7 @@ mod client;
 mod controller;
 mod host_paths;
 mod page;
+mod stats_history;
 mod traced;
 
 use std::collections::BTreeMap;
@@ -51,6 +52,7 @@ pub use host_paths::{
     redact_host_paths, RefuseHostPaths, REDACTED_PATH,
 };
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use stats_history::{StatsHistory, StatsSample};
 pub use traced::Traced;
 
 pub use crate::controller::{as_requested_by, OperationFilter};
@@ -301,6 +303,15 @@ pub enum Request {
     /// Read-only. Errors: `NotFound`, `FailedPrecondition` (not placed),
     /// `Unsupported`.
     InstanceStats {
+        /// Id or name.
+        instance: String,
+    },
+    /// The recent resource usage of an instance, oldest first, as the
+    /// server that answers has sampled it ([`StatsHistory`]).
+    /// [`Response::StatsHistory`]. Read-only. Errors: `NotFound`,
+    /// `Unsupported` (nothing keeps a history: a command without a
+    /// daemon).
+    InstanceStatsHistory {
         /// Id or name.
         instance: String,
     },
@@ -878,7 +889,9 @@ impl Request {
             Request::DeleteInstance { .. } => "instance.delete",
             Request::PauseInstance { .. } => "instance.pause",
             Request::ResumeInstance { .. } => "instance.resume",
-            Request::InstanceStats { .. } => "instance.stats",
+            Request::InstanceStats { .. } | Request::InstanceStatsHistory { .. } => {
+                "instance.stats"
+            }
             Request::ReadLog { .. } | Request::FollowLog { .. } => "instance.logs",
             Request::AttachConsole { .. } => "instance.console",
             Request::WatchInstances { .. } => "instance.watch",
@@ -969,6 +982,7 @@ impl Request {
             | Request::PauseInstance { instance: i }
             | Request::ResumeInstance { instance: i }
             | Request::InstanceStats { instance: i }
+            | Request::InstanceStatsHistory { instance: i }
             | Request::ReadLog { instance: i, .. }
             | Request::FollowLog { instance: i, .. }
             | Request::AttachConsole { instance: i }
@@ -1051,6 +1065,7 @@ impl Request {
             Request::GetInstance { .. }
                 | Request::ListInstances { .. }
                 | Request::InstanceStats { .. }
+                | Request::InstanceStatsHistory { .. }
                 | Request::ReadLog { .. }
                 | Request::FollowLog { .. }
                 | Request::WatchInstances { .. }
@@ -1111,6 +1126,8 @@ pub enum Response {
     Instances(InstancePage),
     /// Resource usage.
     Stats(InstanceStats),
+    /// Resource usage over time, oldest first.
+    StatsHistory(Vec<StatsSample>),
     /// A piece of a log.
     Log(LogChunk),
     /// A log as it grows, piece by piece.
@@ -1182,6 +1199,7 @@ impl Response {
             Response::MaybeInstance(_) => "MaybeInstance",
             Response::Instances(_) => "Instances",
             Response::Stats(_) => "Stats",
+            Response::StatsHistory(_) => "StatsHistory",
             Response::Log(_) => "Log",
             Response::LogStream(_) => "LogStream",
             Response::Console(_) => "Console",
