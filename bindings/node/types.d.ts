@@ -400,6 +400,12 @@ export interface InstanceStats {
   net_tx_bytes: number | null
 }
 
+/** One sample of a server's stats history; counters are totals since start. */
+export interface StatsSample extends InstanceStats {
+  /** When it was taken (RFC 3339). */
+  at: string
+}
+
 export interface DrainReport {
   node: string
   moved: string[]

@@ -760,6 +760,14 @@ impl Controller {
         call!(self, env, |c| c.instance_stats(&instance))
     }
 
+    /// The instance's recent resource usage, oldest first, as the server
+    /// sampled it. Rejects with `not_found`, `unsupported` (no server keeps
+    /// a history: an embedded deployment without a daemon).
+    #[napi(ts_return_type = "Promise<StatsSample[]>")]
+    pub fn instance_stats_history<'env>(&self, env: &'env Env, instance: String) -> Pending<'env> {
+        call!(self, env, |c| c.instance_stats_history(&instance))
+    }
+
     /// Up to `max` bytes (default 64 KiB) of the instance's log (its
     /// console, or stdout and stderr) from `offset` (default 0); read again
     /// from `nextOffset` to go on. Rejects with `not_found`,

@@ -41,6 +41,10 @@ test('pause, resume, stats and the log', async () => {
 
   const stats = await controller.instanceStats('web')
   assert.equal(typeof stats.cpu_time_ns, 'number')
+  // Only a server keeps a history; this deployment has no daemon.
+  await assert.rejects(controller.instanceStatsHistory('web'), (err) =>
+    err.code === 'unsupported' && /a server keeps one/.test(err.message))
+  await assert.rejects(controller.instanceStatsHistory('nope'), (err) => err.code === 'not_found')
 
   const chunk = await controller.readLog('web')
   assert.equal(chunk.data.toString(), 'started web\n')

@@ -708,6 +708,17 @@ impl PyController {
         wait(py, self.inner.instance_stats(instance)).map(Json)
     }
 
+    /// The instance's recent resource usage, oldest first (`StatsSample`s),
+    /// as the server sampled it. Raises `NotFound`, `Unsupported` (no
+    /// server keeps a history: an embedded deployment without a daemon).
+    fn instance_stats_history(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+    ) -> PyResult<Json<Vec<zixiao_core::api::StatsSample>>> {
+        wait(py, self.inner.instance_stats_history(instance)).map(Json)
+    }
+
     /// Up to `max` bytes of the instance's log (its console, or stdout and
     /// stderr) from `offset`, as a `LogChunk`; read again from its
     /// `next_offset` to go on. Raises `NotFound`, `FailedPrecondition` (not
@@ -1527,6 +1538,15 @@ impl PyAsyncController {
         instance: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.instance_stats(&instance))
+    }
+
+    /// The instance's recent resource usage (see `Controller.instance_stats_history`).
+    fn instance_stats_history<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.instance_stats_history(&instance))
     }
 
     /// A `LogChunk` of the instance's log (see `Controller.read_log`).

@@ -61,6 +61,11 @@ def test_pause_resume_stats_and_the_log(controller):
     stats = controller.instance_stats("web")
     assert isinstance(stats["cpu_time_ns"], int)
     assert isinstance(stats["memory_bytes"], int)
+    # Only a server keeps a history; this deployment has no daemon.
+    with pytest.raises(zixiao.Unsupported, match="a server keeps one"):
+        controller.instance_stats_history("web")
+    with pytest.raises(zixiao.NotFound):
+        controller.instance_stats_history("nope")
 
     chunk = controller.read_log("web")
     assert isinstance(chunk, zixiao.LogChunk)

@@ -290,6 +290,13 @@ class InstanceStats(TypedDict):
     net_tx_bytes: Optional[int]
 
 
+class StatsSample(InstanceStats):
+    """One sample of a server's stats history: `at` (RFC 3339) and the
+    usage then; counters are totals since the instance started."""
+
+    at: str
+
+
 class DrainReport(TypedDict):
     node: str
     moved: List[str]
