@@ -260,6 +260,14 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     let at = |i: usize| history[i]["at"].as_str().expect("at").to_owned();
     assert!(at(0) < at(1), "{history:?}");
     assert!(history[1]["memory_bytes"].as_u64().is_some_and(|m| m > 0));
+    // The state directory's socket answers from the same samples.
+    let here = json(
+        local(state.path(), &runtimes)
+            .args(["-o", "json", "instance", "stats", "hello", "--history"])
+            .output()
+            .expect("run zixiao"),
+    );
+    assert!(here.as_array().is_some_and(|s| s.len() >= 2), "{here}");
     let table = ok(remote(admin, &["instance", "stats", "hello", "--history"]));
     let second = table.lines().nth(2).expect("two samples");
     let cpu = second.split_whitespace().nth(1).expect("cpu column");

@@ -49,6 +49,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     controller: Controller,
     user_scope: Arc<dyn zixiao_api::server::CallScope>,
+    stats_history: StatsHistory<Arc<dyn zixiao_core::api::Api>>,
     leading: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -58,6 +59,13 @@ impl ServerHandle {
     /// Where the API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The stats history this server samples, to answer from in front of
+    /// another API of the same deployment
+    /// ([`StatsHistory::share_with`]).
+    pub fn stats_history(&self) -> &StatsHistory<Arc<dyn zixiao_core::api::Api>> {
+        &self.stats_history
     }
 
     /// The controller it serves.
@@ -212,6 +220,7 @@ async fn start_with(
     let api = zixiao_core::api::Traced::new(WithLeader::new(controller.clone(), store.clone()));
     // Sampled below the metering and the access layer: the samples are
     // the server's own calls, neither counted nor audited.
+    let api: Arc<dyn zixiao_core::api::Api> = Arc::new(api);
     let history = StatsHistory::new(api);
     let mut stop = shutdown_rx.clone();
     let sampling = history.clone().sample(
@@ -222,8 +231,11 @@ async fn start_with(
     );
     tasks.push(tokio::spawn(sampling));
     let api: Arc<dyn zixiao_core::api::Api> = match &options.metrics {
-        Some(metrics) => Arc::new(zixiao_metrics::Metered::new(history, metrics.clone())),
-        None => Arc::new(history),
+        Some(metrics) => Arc::new(zixiao_metrics::Metered::new(
+            history.clone(),
+            metrics.clone(),
+        )),
+        None => Arc::new(history.clone()),
     };
     let user_scope = zixiao_api::secure::user_scope(api, store.clone(), &options.id, tls.as_ref());
     zixiao_api::server::ApiServer::scoped(user_scope.clone()).add_to(&mut routes);
@@ -248,6 +260,7 @@ async fn start_with(
         addr,
         controller,
         user_scope,
+        stats_history: history,
         leading: leading_rx,
         shutdown: shutdown_tx,
         tasks,

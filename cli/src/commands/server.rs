@@ -409,9 +409,11 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             // Its caller is the local admin: whoever opens it (0600) holds the machine.
-            let api: std::sync::Arc<dyn zixiao_core::api::Api> = std::sync::Arc::new(
-                zixiao_core::api::Traced::new(zixiao_client::local_access(deployment)),
-            );
+            // It answers stats histories from the server's samples.
+            let api: std::sync::Arc<dyn zixiao_core::api::Api> =
+                std::sync::Arc::new(handle.stats_history().share_with(
+                    zixiao_core::api::Traced::new(zixiao_client::local_access(deployment)),
+                ));
             local_api = Some(api.clone());
             let task = tokio::spawn(bound.serve(api, async {
                 let _ = stopped.await;

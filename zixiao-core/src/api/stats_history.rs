@@ -93,6 +93,18 @@ impl<A: Api + 'static> StatsHistory<A> {
         self
     }
 
+    /// The same series, answered in front of `inner`: another API of the
+    /// same deployment (the embedded daemon's socket beside its TCP
+    /// listener). Only the original should sample.
+    pub fn share_with<B>(&self, inner: B) -> StatsHistory<B> {
+        StatsHistory {
+            inner: Arc::new(inner),
+            series: self.series.clone(),
+            keep: self.keep,
+            max_instances: self.max_instances,
+        }
+    }
+
     /// Samples every `interval` until `stop` completes (a server's
     /// shutdown). A round that fails (the store unreachable) is skipped; an
     /// instance whose stats cannot be read (its node down) gets no sample
