@@ -442,6 +442,8 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             cpu_limit_millis: s.cpu_limit.map(Cpus::millis),
             memory_mib: s.memory_mib,
             memory_limit_mib: s.memory_limit_mib,
+            max_cpu_millis: s.max_cpus.map(Cpus::millis),
+            max_memory_mib: s.max_memory_mib,
             disk_gib: s.disk_gib,
             kernel: path_text(s.kernel),
             initrd: path_text(s.initrd),
@@ -502,6 +504,8 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
         cpu_limit: s.cpu_limit_millis.map(Cpus::from_millis),
         memory_mib: s.memory_mib,
         memory_limit_mib: s.memory_limit_mib,
+        max_cpus: s.max_cpu_millis.map(Cpus::from_millis),
+        max_memory_mib: s.max_memory_mib,
         disk_gib: s.disk_gib,
         kernel: optional_path(s.kernel),
         initrd: optional_path(s.initrd),
@@ -578,6 +582,7 @@ impl From<InstanceUpdate> for pb::InstanceUpdate {
             cpu_limit_millis: u.cpu_limit.map(Cpus::millis),
             memory_mib: u.memory_mib,
             memory_limit_mib: u.memory_limit_mib,
+            disk_gib: u.disk_gib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every_seconds: u.snapshot_every.map(|e| e.duration().as_secs()),
             snapshot_keep: u.snapshot_keep.map(SnapshotKeep::get),
@@ -599,6 +604,7 @@ impl TryFrom<pb::InstanceUpdate> for InstanceUpdate {
             cpu_limit: u.cpu_limit_millis.map(Cpus::from_millis),
             memory_mib: u.memory_mib,
             memory_limit_mib: u.memory_limit_mib,
+            disk_gib: u.disk_gib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every: u
                 .snapshot_every_seconds

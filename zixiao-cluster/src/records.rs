@@ -234,4 +234,12 @@ impl Resize for RecordingDriver {
         self.records.put(instance)?;
         self.inner.require_resize()?.resize(instance).await
     }
+
+    fn restart_needed(
+        &self,
+        running: &zixiao_core::InstanceSpec,
+        next: &zixiao_core::InstanceSpec,
+    ) -> Option<String> {
+        self.inner.resize()?.restart_needed(running, next)
+    }
 }

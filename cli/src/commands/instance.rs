@@ -208,6 +208,7 @@ fn update_request(args: UpdateArgs) -> Result<InstanceUpdate> {
         cpu_limit: args.cpu_limit,
         memory_mib: args.memory,
         memory_limit_mib: args.memory_limit,
+        disk_gib: args.disk,
         restart: args
             .restart
             .as_deref()
@@ -454,6 +455,8 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         cpu_limit: args.cpu_limit,
         memory_mib: args.memory,
         memory_limit_mib: args.memory_limit,
+        max_cpus: args.max_cpus,
+        max_memory_mib: args.max_memory,
         disk_gib: args.disk,
         kernel: args.kernel.as_deref().map(node_file).transpose()?,
         initrd: args.initrd.as_deref().map(node_file).transpose()?,

@@ -139,6 +139,14 @@ impl Resize for SerializedDriver {
         let _one = self.locks.lock(&instance.id).await;
         self.inner.require_resize()?.resize(instance).await
     }
+
+    fn restart_needed(
+        &self,
+        running: &crate::InstanceSpec,
+        next: &crate::InstanceSpec,
+    ) -> Option<String> {
+        self.inner.resize()?.restart_needed(running, next)
+    }
 }
 
 #[async_trait]
