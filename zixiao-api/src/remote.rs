@@ -460,7 +460,7 @@ impl Resize for RemoteDriver {
         next: &zixiao_core::InstanceSpec,
     ) -> Option<String> {
         match self.instance_type {
-            InstanceType::Vm => running.beyond_maximums(next),
+            InstanceType::Vm => running.vm_restart_needed(next),
             _ => None,
         }
     }

@@ -370,8 +370,10 @@ impl InstanceSpec {
     /// Why a VM running with this spec cannot take `next`'s size in
     /// place (`"cpus 4 is above max_cpus 2 set at create"`), or `None`
     /// when it can: its domain was defined with [`Self::max_cpus`] and
-    /// [`Self::max_memory_mib`] (else its size) and a live change stays
-    /// within them. What [`Resize::restart_needed`] answers for VMs.
+    /// [`Self::max_memory_mib`] (else its size), and vCPUs are added and
+    /// memory moved (by the balloon) within them. Fewer vCPUs need a
+    /// restart too: unplugging one waits on the guest, which may never
+    /// let it go. What [`Resize::restart_needed`] answers for VMs.
     ///
     /// [`Resize::restart_needed`]: crate::driver::Resize::restart_needed
     ///
@@ -379,13 +381,13 @@ impl InstanceSpec {
     /// use zixiao_core::{Cpus, InstanceSpec};
     /// let mut running = InstanceSpec::vm("disk").with_size(1, 256);
     /// running.max_cpus = Some(Cpus::cores(2));
-    /// assert_eq!(running.beyond_maximums(&running.clone().with_size(2, 256)), None);
+    /// assert_eq!(running.vm_restart_needed(&running.clone().with_size(2, 256)), None);
     /// assert_eq!(
-    ///     running.beyond_maximums(&running.clone().with_size(4, 256)).as_deref(),
+    ///     running.vm_restart_needed(&running.clone().with_size(4, 256)).as_deref(),
     ///     Some("cpus 4 is above max_cpus 2 set at create"),
     /// );
     /// ```
-    pub fn beyond_maximums(&self, next: &InstanceSpec) -> Option<String> {
+    pub fn vm_restart_needed(&self, next: &InstanceSpec) -> Option<String> {
         let max_cpus = self.max_cpus.unwrap_or(self.cpus);
         if next.cpus > max_cpus {
             return Some(match self.max_cpus {
@@ -395,6 +397,13 @@ impl InstanceSpec {
                     next.cpus, self.cpus
                 ),
             });
+        }
+        if next.cpus < self.cpus {
+            return Some(format!(
+                "cpus {} is below the {} vCPUs it runs: a running guest gives up a vCPU \
+                 only if it cooperates",
+                next.cpus, self.cpus
+            ));
         }
         let max_memory = self.max_memory_mib.unwrap_or(self.memory_mib);
         if next.memory_mib > max_memory {

@@ -1,10 +1,10 @@
 //! Sizes: what a domain is defined and runs with ([`DomainSize`], from an
 //! instance's spec), and how a new one reaches it. A running domain takes
-//! new vCPUs (hot-plugged) and memory (its virtio balloon's target) within
-//! the maximums it was defined with, and a bigger disk
-//! (`virDomainBlockResize`), in place; beyond a maximum it needs a restart
-//! ([`Resize::restart_needed`] says why), whose start writes the new size
-//! into the definition. A stopped domain's definition is rewritten and its
+//! more vCPUs (hot-plugged) and new memory (its virtio balloon's target)
+//! within the maximums it was defined with, and a bigger disk
+//! (`virDomainBlockResize`), in place; beyond a maximum, or with fewer
+//! vCPUs, it needs a restart ([`Resize::restart_needed`] says why), whose
+//! start writes the new size into the definition. A stopped domain's definition is rewritten and its
 //! overlay grown with `qemu-img resize`.
 
 use async_trait::async_trait;
@@ -252,7 +252,7 @@ impl Resize for LibvirtDriver {
     }
 
     fn restart_needed(&self, running: &InstanceSpec, next: &InstanceSpec) -> Option<String> {
-        running.beyond_maximums(next)
+        running.vm_restart_needed(next)
     }
 }
 

@@ -1,8 +1,8 @@
 //! A VM's new size on a real libvirtd, seen as a user sees it with
 //! `virsh`: within the maximums set at create, a running VM takes new
 //! vCPUs (hot-plugged) and memory (its balloon) in place, the same domain
-//! running on; beyond them the update is refused unless a restart is
-//! allowed, which defines the domain anew; a disk grows live
+//! running on; beyond them (or with fewer vCPUs) the update is refused
+//! unless a restart is allowed, which defines the domain anew; a disk grows live
 //! (`virsh domblkinfo`) and stopped (`qemu-img resize`), and never shrinks.
 //! A VM started after an update of its stopped size boots with it.
 //!
@@ -227,6 +227,17 @@ async fn a_running_vm_resizes_live_within_its_maximums_and_restarts_beyond_them(
             "cpus 3 is above max_cpus 2 set at create",
             "--restart-if-needed",
         ],
+    )
+    .await;
+    refused(
+        &c,
+        &name,
+        InstanceUpdate {
+            cpus: Some(Cpus::cores(1)),
+            ..InstanceUpdate::default()
+        },
+        ErrorKind::FailedPrecondition,
+        &["cpus 1 is below the 2 vCPUs it runs"],
     )
     .await;
     let beyond = InstanceUpdate {
