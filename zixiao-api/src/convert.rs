@@ -762,6 +762,10 @@ impl From<Instance> for pb::Instance {
                 at: Some(timestamp(s.at)),
             }),
             operation: i.operation.map(String::from),
+            runtime_size: i.runtime_size.map(|s| pb::RuntimeSize {
+                cpu_millis: s.cpus.millis(),
+                memory_mib: s.memory_mib,
+            }),
         }
     }
 }
@@ -841,6 +845,10 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
             .operation
             .map(|o| operation_id(&o, &path(at, "operation")))
             .transpose()?,
+        runtime_size: i.runtime_size.map(|s| zixiao_core::model::RuntimeSize {
+            cpus: Cpus::from_millis(s.cpu_millis),
+            memory_mib: s.memory_mib,
+        }),
     })
 }
 

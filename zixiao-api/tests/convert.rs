@@ -481,6 +481,11 @@ fn instance() -> impl Strategy<Value = Instance> {
                 clone_of,
                 last_scheduled_snapshot,
                 operation,
+                // A size read from the runtime, when the spec's is not yet in force.
+                runtime_size: (revision % 2 == 0).then_some(zixiao_core::model::RuntimeSize {
+                    cpus: zixiao_core::Cpus::cores((revision % 7) as u32),
+                    memory_mib: revision / 3,
+                }),
             },
         )
 }

@@ -242,4 +242,11 @@ impl Resize for RecordingDriver {
     ) -> Option<String> {
         self.inner.resize()?.restart_needed(running, next)
     }
+
+    async fn running_size(
+        &self,
+        instance: &Instance,
+    ) -> Result<Option<zixiao_core::model::RuntimeSize>, DriverError> {
+        self.inner.require_resize()?.running_size(instance).await
+    }
 }

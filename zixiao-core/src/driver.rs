@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::ErrorKind;
-use crate::model::{Instance, InstanceSpec, InstanceType};
+use crate::model::{Instance, InstanceSpec, InstanceType, RuntimeSize};
 
 /// What a runtime reports about one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -500,6 +500,16 @@ pub trait Resize: Send + Sync {
     fn restart_needed(&self, running: &InstanceSpec, next: &InstanceSpec) -> Option<String> {
         let _ = (running, next);
         None
+    }
+
+    /// The size the runtime gives the running instance now, as it reports
+    /// it, or `None` when it is not running or the runtime applies a size
+    /// at once (so it is the spec's). Called by reads that show what the
+    /// runtime really runs ([`Instance::runtime_size`]). Read-only.
+    /// Errors: `Unavailable`, `Internal`. The default: `None`.
+    async fn running_size(&self, instance: &Instance) -> Result<Option<RuntimeSize>, DriverError> {
+        let _ = instance;
+        Ok(None)
     }
 }
 

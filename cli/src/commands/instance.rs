@@ -568,6 +568,22 @@ fn instance_details(i: &Instance) -> String {
         ("cpus", s.cpus.to_string()),
         ("memory", format!("{} MiB", s.memory_mib)),
     ];
+    if let Some(max) = s.max_cpus {
+        pairs.push(("max cpus", max.to_string()));
+    }
+    if let Some(max) = s.max_memory_mib {
+        pairs.push(("max memory", format!("{max} MiB")));
+    }
+    // Until the runtime has taken the new size (a balloon moving).
+    if let Some(running) = &i.runtime_size {
+        pairs.push((
+            "running with",
+            format!(
+                "{} cpus, {} MiB (changing to the spec's)",
+                running.cpus, running.memory_mib
+            ),
+        ));
+    }
     if let Some(origin) = &i.template {
         pairs.push(("template", origin.to_string()));
     }

@@ -147,6 +147,14 @@ impl Resize for SerializedDriver {
     ) -> Option<String> {
         self.inner.resize()?.restart_needed(running, next)
     }
+
+    // A read: not serialized with the instance's other calls.
+    async fn running_size(
+        &self,
+        instance: &Instance,
+    ) -> Result<Option<crate::model::RuntimeSize>, DriverError> {
+        self.inner.require_resize()?.running_size(instance).await
+    }
 }
 
 #[async_trait]

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use virt::domain::Domain;
 use virt::sys;
 use zixiao_core::driver::Resize;
-use zixiao_core::{DriverError, Instance, InstanceSpec};
+use zixiao_core::model::RuntimeSize;
+use zixiao_core::{Cpus, DriverError, Instance, InstanceSpec};
 
 use super::disks::{self, GIB};
 use super::{error, LibvirtDriver};
@@ -254,12 +255,35 @@ impl Resize for LibvirtDriver {
     fn restart_needed(&self, running: &InstanceSpec, next: &InstanceSpec) -> Option<String> {
         running.vm_restart_needed(next)
     }
+
+    /// The running domain's vCPUs and the memory its balloon leaves the
+    /// guest (`virsh dominfo`'s `CPU(s)` and `Used memory`).
+    async fn running_size(&self, instance: &Instance) -> Result<Option<RuntimeSize>, DriverError> {
+        let size = self
+            .with_domain_if_any(instance, "read the size", |domain, name| {
+                let active = domain
+                    .is_active()
+                    .map_err(|e| error::failed(format!("read state of domain {name}"), e))?;
+                if !active {
+                    return Ok(None);
+                }
+                let info = domain
+                    .info()
+                    .map_err(|e| error::failed(format!("read the size of domain {name}"), e))?;
+                Ok(Some(RuntimeSize {
+                    cpus: Cpus::cores(info.nr_virt_cpu),
+                    memory_mib: info.memory / 1024,
+                }))
+            })
+            .await?;
+        Ok(size.flatten())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use zixiao_core::{Cpus, InstanceType};
+    use zixiao_core::InstanceType;
 
     fn vm(cpus: u32, memory_mib: u64) -> InstanceSpec {
         let mut spec = InstanceSpec::empty(InstanceType::Vm, cpus, memory_mib);

@@ -4,6 +4,7 @@
 //! running on; beyond them (or with fewer vCPUs) the update is refused
 //! unless a restart is allowed, which defines the domain anew; a disk grows live
 //! (`virsh domblkinfo`) and stopped (`qemu-img resize`), and never shrinks.
+//! While the balloon moves, a read shows the size the domain really has.
 //! A VM started after an update of its stopped size boots with it.
 //!
 //! The guest's memory follows the balloon only when its initramfs loads
@@ -192,12 +193,19 @@ async fn a_running_vm_resizes_live_within_its_maximums_and_restarts_beyond_them(
     );
     assert_eq!(grown.restarts_requested, vm.restarts_requested);
     // The vCPU is there when the call returns; the guest's balloon
-    // driver gives the memory back a moment later.
+    // driver gives the memory back a moment later (about a second here).
+    // Until then a read that asks the runtime shows both sizes.
     assert_eq!(dominfo(&fx.uri, &vm.id).0, "2");
+    let seen = c.observed(c.get_instance(&name).await.expect("get")).await;
+    let running = seen.runtime_size.expect("the balloon still moving");
+    assert_eq!(running.cpus, Cpus::cores(2));
+    assert!(running.memory_mib < 384, "{running:?}");
     wait_until("the guest to balloon to 384 MiB", BOOT_TIMEOUT, || async {
         (dominfo(&fx.uri, &vm.id).2 == "393216 KiB").then_some(())
     })
     .await;
+    let seen = c.observed(c.get_instance(&name).await.expect("get")).await;
+    assert_eq!(seen.runtime_size, None, "the runtime runs the spec's size");
     assert_eq!(domid(&fx.uri, &vm.id), id, "the domain restarted");
 
     // The disk grows live: the 64 MiB base's overlay to 1 GiB.
