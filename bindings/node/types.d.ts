@@ -50,6 +50,13 @@ export interface InstanceSpec {
   memory_mib: number
   /** Containers: the most memory it may use, at least `memory_mib`. */
   memory_limit_mib?: number
+  /** VMs: the most vCPUs `updateInstance` may give it live (whole cores,
+   * at least `cpus`); the node reserves `cpus` only. */
+  max_cpus?: number | string
+  /** VMs: the most memory in MiB `updateInstance` may give it live (at
+   * least `memory_mib`, held back by a balloon); the node reserves
+   * `memory_mib` only. */
+  max_memory_mib?: number
   /** An OCI image reference (containers) or a disk image (VMs). */
   image?: string
   /** Disk in GiB (default 0). */
@@ -111,8 +118,10 @@ export interface InstanceUpdate {
   memory_mib?: number
   /** A container's new memory cap in MiB, at least its memory. */
   memory_limit_mib?: number
-  /** Let a running instance whose runtime cannot resize live (VMs,
-   * microVMs) restart to take the new size; else such a change rejects
+  /** A VM's new disk size in GiB: disks only grow. */
+  disk_gib?: number
+  /** Let a running instance whose runtime cannot resize live (a VM
+   * beyond its maximums, a microVM) restart to take the new size; else such a change rejects
    * with `failed_precondition`. */
   restart_if_needed?: boolean
   /** How often the snapshot schedule snapshots (`"1h"`; at least `"1m"`).

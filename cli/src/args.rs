@@ -816,16 +816,19 @@ pub(crate) struct CloneArgs {
 /// `zixiao instance update`.
 #[derive(Debug, Args)]
 #[command(
-    long_about = "Change an instance's CPUs, memory (a container's caps too), labels or \
-        restart policy.\n\n\
+    long_about = "Change an instance's CPUs, memory (a container's caps too), a VM's disk \
+        size, labels or restart policy.\n\n\
         A new size is checked against the free capacity of the instance's node and its \
         project's quota before anything changes; if the node cannot fit it, the error \
         says how much is missing (an update never moves an instance to another node). \
         A running container takes the new CPU and memory limits live, in place. A \
-        running VM or microVM cannot: the update is refused unless --restart-if-needed \
-        is given, and then the instance restarts with the new size. A stopped instance \
-        takes the new size at its next start. Labels, the restart policy and the \
-        snapshot schedule never need a restart.\n\n\
+        running VM takes new vCPUs and memory live within the --max-cpus and \
+        --max-memory it was created with (vCPUs hot-plugged, memory through its \
+        balloon), and a bigger disk live. Beyond them, and for a running microVM, the \
+        update is refused, saying why, unless --restart-if-needed is given, and then \
+        the instance restarts with the new size. A stopped instance takes the new size \
+        at its next start (a VM's disk grows at once). Disks only grow. Labels, the \
+        restart policy and the snapshot schedule never need a restart.\n\n\
         A snapshot schedule (--snapshot-every, --snapshot-keep) is run by the reconciler \
         of `zixiao server` or `zixiao daemon`: every interval it takes a snapshot named \
         auto-YYYYMMDD-HHMMSS and deletes the oldest scheduled ones beyond --snapshot-keep. \
@@ -836,6 +839,8 @@ pub(crate) struct CloneArgs {
     zixiao instance update web --cpus 250m --cpu-limit 1 --memory-limit 512\n  \
     zixiao instance update web --label tier=front --label old-\n  \
     zixiao instance update web --restart on-failure\n  \
+    zixiao instance update vm1 --cpus 2 --memory 1024   (live, within --max-cpus/--max-memory)\n  \
+    zixiao instance update vm1 --disk 20\n  \
     zixiao instance update vm1 --memory 2048 --restart-if-needed\n  \
     zixiao instance update vm1 --snapshot-every 1h --snapshot-keep 24\n  \
     zixiao instance update vm1 --no-snapshot-schedule\n  \
@@ -856,6 +861,9 @@ pub(crate) struct UpdateArgs {
     /// A container's new memory cap in MiB, at least its memory.
     #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub(crate) memory_limit: Option<u64>,
+    /// A VM's new disk size in GiB: disks only grow.
+    #[arg(long, value_name = "GIB", allow_negative_numbers = true)]
+    pub(crate) disk: Option<u64>,
     /// Set a label (`key=value`) or remove one (`key-`); repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE|KEY-")]
     pub(crate) labels: Vec<String>,
@@ -863,8 +871,8 @@ pub(crate) struct UpdateArgs {
     #[arg(long, value_name = "POLICY")]
     pub(crate) restart: Option<String>,
     /// Let a running instance whose runtime cannot change its size live
-    /// (VMs, microVMs) restart to take the new size; without it such a
-    /// change is refused and nothing changes.
+    /// (a VM beyond its maximums, a microVM) restart to take the new
+    /// size; without it such a change is refused and nothing changes.
     #[arg(long)]
     pub(crate) restart_if_needed: bool,
     /// Snapshot the instance this often (`1h`, `30m`, `7d`; at least 1m),
@@ -966,12 +974,14 @@ pub(crate) struct ListArgs {
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
     zixiao instance create --name vm2 --type microvm --kernel k1 --initrd i1   (images of the node's store)\n  \
     zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
+    zixiao instance create --name vm4 --type vm --image disk1 --cpus 1 --max-cpus 4 --memory 512 --max-memory 2048\n  \
     zixiao instance create --name db --type container --image busybox --trait ssd --aggregate fast\n  \
     zixiao instance create -f web.yaml")]
 pub(crate) struct CreateArgs {
     /// A YAML or JSON file with the whole request (name, labels, spec).
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
         "name", "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disk",
+        "max_cpus", "max_memory",
         "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "template", "snapshot_every",
@@ -983,6 +993,7 @@ pub(crate) struct CreateArgs {
     /// change the version's spec for this instance with --set.
     #[arg(long, value_name = "NAME[@V]", conflicts_with_all = [
         "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disk", "kernel",
+        "max_cpus", "max_memory",
         "initrd", "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
     ])]
@@ -1030,6 +1041,17 @@ pub(crate) struct CreateArgs {
     /// --memory it reserves (default: --memory).
     #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub(crate) memory_limit: Option<u64>,
+    /// VMs: the most vCPUs `instance update --cpus` may give it live, at
+    /// least --cpus (the node reserves --cpus only). Without it, more
+    /// vCPUs need a restart.
+    #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
+    pub(crate) max_cpus: Option<Cpus>,
+    /// VMs: the most memory in MiB `instance update --memory` may give it
+    /// live, at least --memory (the guest boots with it and a balloon
+    /// holds back the rest; the node reserves --memory only). Without
+    /// it, more memory needs a restart.
+    #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
+    pub(crate) max_memory: Option<u64>,
     /// Disk in GiB.
     #[arg(
         long,

@@ -142,7 +142,7 @@ fn instance_update_resizes_a_running_container_live_and_refuses_bad_input() {
 
     // Bad input: refused, naming the field or the shortfall; nothing changes.
     let before = json(run(&["instance", "get", "web", "-o", "json"]));
-    let cases: [(&[&str], i32, &str, &str); 7] = [
+    let cases: [(&[&str], i32, &str, &str); 8] = [
         (
             &["instance", "update", "nope", "--cpus", "2"],
             1,
@@ -179,6 +179,12 @@ fn instance_update_resizes_a_running_container_live_and_refuses_bad_input() {
             "invalid_argument",
             "unknown restart policy `sometimes`",
         ),
+        (
+            &["instance", "update", "web", "--disk", "5"],
+            2,
+            "invalid_argument",
+            "invalid disk_gib: a container has no disk of its own to grow",
+        ),
         // 8 TiB: valid, more than this machine has.
         (
             &["instance", "update", "web", "--memory", "8388608"],
@@ -207,6 +213,8 @@ fn instance_update_resizes_a_running_container_live_and_refuses_bad_input() {
         "--label <KEY=VALUE|KEY->",
         "--restart <POLICY>",
         "--restart-if-needed",
+        "--disk <GIB>",
+        "--max-cpus",
         "live",
         "zixiao instance update web --cpus 2 --memory 512",
     ] {
@@ -336,8 +344,16 @@ fn fractional_cpus_requests_limits_and_allocation_ratios() {
     );
 
     // Bad input: refused, naming the field; nothing is created or changed.
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--cpus", "0.0001"], "at most 3 decimals"),
+        (
+            &["--max-cpus", "2"],
+            "invalid spec.max_cpus: only a vm changes its vCPUs live",
+        ),
+        (
+            &["--max-memory", "256"],
+            "invalid spec.max_memory_mib: only a vm changes its memory live",
+        ),
         (
             &["--cpus", "1", "--cpu-limit", "0.5"],
             "invalid spec.cpu_limit",

@@ -2,7 +2,8 @@
 # Builds the vm test initramfs: a static busybox, vm-init.sh as /init, and
 # the kernel's evdev and ACPI button modules (so a graceful shutdown works)
 # and virtio-net over PCI (VMs) or MMIO (QEMU's microvm machine, so a guest
-# on a network gets eth0), each with the modules it depends on, packed as a
+# on a network gets eth0) and the virtio balloon (so a live memory resize
+# reaches the guest), each with the modules it depends on, packed as a
 # gzip'd newc cpio.
 #
 # Usage: vm-initramfs.sh KERNEL_TREE OUT.cpio.gz
@@ -47,7 +48,7 @@ add_module() { # name
   order+=("$module")
 }
 # evdev gives acpid the power button's /dev/input node.
-for module in evdev button virtio_pci virtio_mmio virtio_net; do
+for module in evdev button virtio_pci virtio_mmio virtio_net virtio_balloon; do
   add_module "$module"
 done
 printf '%s\n' "${order[@]}" >"$work/lib/modules/order"

@@ -442,6 +442,8 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             cpu_limit_millis: s.cpu_limit.map(Cpus::millis),
             memory_mib: s.memory_mib,
             memory_limit_mib: s.memory_limit_mib,
+            max_cpu_millis: s.max_cpus.map(Cpus::millis),
+            max_memory_mib: s.max_memory_mib,
             disk_gib: s.disk_gib,
             kernel: path_text(s.kernel),
             initrd: path_text(s.initrd),
@@ -502,6 +504,8 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
         cpu_limit: s.cpu_limit_millis.map(Cpus::from_millis),
         memory_mib: s.memory_mib,
         memory_limit_mib: s.memory_limit_mib,
+        max_cpus: s.max_cpu_millis.map(Cpus::from_millis),
+        max_memory_mib: s.max_memory_mib,
         disk_gib: s.disk_gib,
         kernel: optional_path(s.kernel),
         initrd: optional_path(s.initrd),
@@ -578,6 +582,7 @@ impl From<InstanceUpdate> for pb::InstanceUpdate {
             cpu_limit_millis: u.cpu_limit.map(Cpus::millis),
             memory_mib: u.memory_mib,
             memory_limit_mib: u.memory_limit_mib,
+            disk_gib: u.disk_gib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every_seconds: u.snapshot_every.map(|e| e.duration().as_secs()),
             snapshot_keep: u.snapshot_keep.map(SnapshotKeep::get),
@@ -599,6 +604,7 @@ impl TryFrom<pb::InstanceUpdate> for InstanceUpdate {
             cpu_limit: u.cpu_limit_millis.map(Cpus::from_millis),
             memory_mib: u.memory_mib,
             memory_limit_mib: u.memory_limit_mib,
+            disk_gib: u.disk_gib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every: u
                 .snapshot_every_seconds
@@ -756,6 +762,10 @@ impl From<Instance> for pb::Instance {
                 at: Some(timestamp(s.at)),
             }),
             operation: i.operation.map(String::from),
+            runtime_size: i.runtime_size.map(|s| pb::RuntimeSize {
+                cpu_millis: s.cpus.millis(),
+                memory_mib: s.memory_mib,
+            }),
         }
     }
 }
@@ -835,6 +845,10 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
             .operation
             .map(|o| operation_id(&o, &path(at, "operation")))
             .transpose()?,
+        runtime_size: i.runtime_size.map(|s| zixiao_core::model::RuntimeSize {
+            cpus: Cpus::from_millis(s.cpu_millis),
+            memory_mib: s.memory_mib,
+        }),
     })
 }
 

@@ -450,6 +450,20 @@ impl Resize for RemoteDriver {
             .map_err(|s| self.error(s))?;
         Ok(())
     }
+
+    /// The rule is the spec's own, so the server needs not ask the agent:
+    /// an agent's VMs (libvirt) resize in place within their maximums,
+    /// its containers whatever the size.
+    fn restart_needed(
+        &self,
+        running: &zixiao_core::InstanceSpec,
+        next: &zixiao_core::InstanceSpec,
+    ) -> Option<String> {
+        match self.instance_type {
+            InstanceType::Vm => running.vm_restart_needed(next),
+            _ => None,
+        }
+    }
 }
 
 impl RemoteDriver {

@@ -216,6 +216,8 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 memory_mib,
                 cpu_limit: None,
                 memory_limit_mib: None,
+                max_cpus: (cpus % 2 == 0).then(|| zixiao_core::Cpus::cores(cpus / 2)),
+                max_memory_mib: (memory_mib % 2 == 0).then_some(memory_mib / 2),
                 disk_gib,
                 kernel,
                 initrd,
@@ -304,6 +306,7 @@ fn instance_update() -> impl Strategy<Value = InstanceUpdate> {
                 memory_mib,
                 cpu_limit: None,
                 memory_limit_mib: None,
+                disk_gib: memory_mib.map(|m| m / 3),
                 restart_if_needed,
                 snapshot_every: schedule.map(|s| s.every),
                 snapshot_keep: schedule.map(|s| s.keep),
@@ -478,6 +481,11 @@ fn instance() -> impl Strategy<Value = Instance> {
                 clone_of,
                 last_scheduled_snapshot,
                 operation,
+                // A size read from the runtime, when the spec's is not yet in force.
+                runtime_size: (revision % 2 == 0).then_some(zixiao_core::model::RuntimeSize {
+                    cpus: zixiao_core::Cpus::cores((revision % 7) as u32),
+                    memory_mib: revision / 3,
+                }),
             },
         )
 }

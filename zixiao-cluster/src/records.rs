@@ -234,4 +234,19 @@ impl Resize for RecordingDriver {
         self.records.put(instance)?;
         self.inner.require_resize()?.resize(instance).await
     }
+
+    fn restart_needed(
+        &self,
+        running: &zixiao_core::InstanceSpec,
+        next: &zixiao_core::InstanceSpec,
+    ) -> Option<String> {
+        self.inner.resize()?.restart_needed(running, next)
+    }
+
+    async fn running_size(
+        &self,
+        instance: &Instance,
+    ) -> Result<Option<zixiao_core::model::RuntimeSize>, DriverError> {
+        self.inner.require_resize()?.running_size(instance).await
+    }
 }

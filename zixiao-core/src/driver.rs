@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::ErrorKind;
-use crate::model::{Instance, InstanceType};
+use crate::model::{Instance, InstanceSpec, InstanceType, RuntimeSize};
 
 /// What a runtime reports about one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -470,21 +470,47 @@ pub trait Pause: Send + Sync {
     async fn resume(&self, instance: &Instance) -> Result<(), DriverError>;
 }
 
-/// Capability: change the CPUs and memory the runtime gives an instance,
-/// while it runs. A driver implements it only when a running workload
-/// takes the new size in place (a container's cgroup limits); a runtime
-/// that needs a restart for it (a VM booted with its vCPUs) has none, and
-/// the controller restarts the instance instead when the user allows it.
+/// Capability: change the CPUs, memory (and disk) the runtime gives an
+/// instance, while it runs. A driver implements it only when a running
+/// workload takes a new size in place (a container's cgroup limits, a
+/// VM's vCPUs and balloon within the maximums it was defined with); a
+/// runtime that needs a restart for every size has none, and one that
+/// needs it for some sizes says which in [`Resize::restart_needed`]. The
+/// controller restarts the instance instead when the user allows it.
 #[async_trait]
 pub trait Resize: Send + Sync {
-    /// Makes `instance.spec`'s `cpus` and `memory_mib` the instance's size
-    /// on the runtime: the running workload's limits (in force when this
-    /// returns), and what its next start gives it. Called by the controller
-    /// after it stored the new size, for an instance created on the node,
-    /// running or not. Idempotent. Errors: `NotFound` (the runtime holds
-    /// no such instance), `InvalidArgument` (a size this runtime does not
-    /// honour, naming the field), `Unavailable`, `Internal`.
+    /// Makes `instance.spec`'s size (`cpus`, `memory_mib`, their caps and
+    /// maximums, `disk_gib`) the instance's on the runtime: the running
+    /// workload's limits (in force when this returns), and what its next
+    /// start gives it. Called by the controller after it stored the new
+    /// size, for an instance created on the node, running or not, when
+    /// [`Resize::restart_needed`] said none is. Idempotent. Errors:
+    /// `NotFound` (the runtime holds no such instance), `InvalidArgument`
+    /// (a size this runtime does not honour, naming the field; a disk
+    /// smaller than it is), `Unavailable`, `Internal`.
     async fn resize(&self, instance: &Instance) -> Result<(), DriverError>;
+
+    /// Why the running instance whose spec is `running` cannot take
+    /// `next`'s size in place (`"cpus 4 is above max_cpus 2 set at
+    /// create"`), or `None` when [`Resize::resize`] can. Called by the
+    /// controller before it stores a new size of a running or paused
+    /// instance, so a change that needs a restart is refused, or made by
+    /// a restart, before anything changes. Asks nothing of the runtime.
+    /// The default: every size is taken in place.
+    fn restart_needed(&self, running: &InstanceSpec, next: &InstanceSpec) -> Option<String> {
+        let _ = (running, next);
+        None
+    }
+
+    /// The size the runtime gives the running instance now, as it reports
+    /// it, or `None` when it is not running or the runtime applies a size
+    /// at once (so it is the spec's). Called by reads that show what the
+    /// runtime really runs ([`Instance::runtime_size`]). Read-only.
+    /// Errors: `Unavailable`, `Internal`. The default: `None`.
+    async fn running_size(&self, instance: &Instance) -> Result<Option<RuntimeSize>, DriverError> {
+        let _ = instance;
+        Ok(None)
+    }
 }
 
 /// An image a runtime holds on its node.

@@ -137,3 +137,23 @@ test('containers ask for fractions of a core; a node promises its cores times it
     field: 'memory',
   })
 })
+
+test('a VM keeps its maximums; a container refuses them and a disk size', async () => {
+  const controller = await fakeController()
+  const vm = await controller.createInstance({
+    name: 'vm1',
+    spec: { type: 'vm', image: '/images/base.qcow2', cpus: 1, max_cpus: 2, memory_mib: 256, max_memory_mib: 512 },
+  })
+  assert.deepEqual([vm.spec.max_cpus, vm.spec.max_memory_mib], [2, 512])
+  await assert.rejects(controller.createInstance(container('capped', { max_cpus: 2 })), {
+    code: 'invalid_argument',
+    field: 'spec.max_cpus',
+  })
+  await controller.createInstance(container('web'))
+  const before = await controller.getInstance('web')
+  await assert.rejects(controller.updateInstance('web', { disk_gib: 5 }), {
+    code: 'invalid_argument',
+    field: 'disk_gib',
+  })
+  assert.deepEqual(await controller.getInstance('web'), before)
+})

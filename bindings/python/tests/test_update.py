@@ -150,3 +150,32 @@ def test_fractional_cpus_and_allocation_ratios(controller):
         controller.set_allocation_ratios(node["id"])
     assert raised.value.field == "allocation_ratios"
     assert [i["name"] for i in controller.list_instances()] == ["big", "half", "quarter"]
+
+
+def test_vm_maximums_and_disk_growth_options(controller):
+    """A VM keeps the maximums it was created with; a container refuses
+    them and a disk size, naming the field, with nothing changed."""
+    vm = controller.create_instance(
+        {
+            "name": "vm1",
+            "spec": {
+                "type": "vm",
+                "image": "/images/base.qcow2",
+                "cpus": 1,
+                "max_cpus": 2,
+                "memory_mib": 256,
+                "max_memory_mib": 512,
+            },
+        }
+    )
+    assert (vm["spec"]["max_cpus"], vm["spec"]["max_memory_mib"]) == (2, 512)
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.create_instance(container("capped", max_cpus=2))
+    assert raised.value.field == "spec.max_cpus"
+    controller.create_instance(container("web"))
+    before = controller.get_instance("web")
+    with pytest.raises(zixiao.InvalidArgument) as raised:
+        controller.update_instance("web", {"disk_gib": 5})
+    assert raised.value.field == "disk_gib"
+    assert "no disk of its own" in str(raised.value)
+    assert controller.get_instance("web") == before

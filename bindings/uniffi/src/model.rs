@@ -164,6 +164,14 @@ pub struct InstanceSpec {
     /// Disk in GiB.
     #[uniffi(default = 0)]
     pub disk_gib: u64,
+    /// VMs only: the most vCPUs a live resize may give it, in thousandths
+    /// of a core (whole cores); placement reserves `cpu_millis` only.
+    #[uniffi(default = None)]
+    pub max_cpu_millis: Option<u32>,
+    /// VMs only: the most memory in MiB a live resize may give it;
+    /// placement reserves `memory_mib` only.
+    #[uniffi(default = None)]
+    pub max_memory_mib: Option<u64>,
     /// The kernel to boot (VMs, microVMs).
     #[uniffi(default = None)]
     pub kernel: Option<String>,
@@ -197,6 +205,8 @@ impl From<core::InstanceSpec> for InstanceSpec {
             memory_mib: s.memory_mib,
             image: s.image,
             disk_gib: s.disk_gib,
+            max_cpu_millis: s.max_cpus.map(core::Cpus::millis),
+            max_memory_mib: s.max_memory_mib,
             kernel: s.kernel.map(|k| k.display().to_string()),
             initrd: s.initrd.map(|i| i.display().to_string()),
             cmdline: s.cmdline,
@@ -227,6 +237,8 @@ impl From<InstanceSpec> for core::InstanceSpec {
         spec.cpus = core::Cpus::from_millis(s.cpu_millis);
         spec.image = s.image;
         spec.disk_gib = s.disk_gib;
+        spec.max_cpus = s.max_cpu_millis.map(core::Cpus::from_millis);
+        spec.max_memory_mib = s.max_memory_mib;
         spec.kernel = s.kernel.map(PathBuf::from);
         spec.initrd = s.initrd.map(PathBuf::from);
         spec.cmdline = s.cmdline;
@@ -492,6 +504,9 @@ pub struct InstanceUpdate {
     /// The new memory in MiB.
     #[uniffi(default = None)]
     pub memory_mib: Option<u64>,
+    /// A VM's new disk size in GiB (disks only grow).
+    #[uniffi(default = None)]
+    pub disk_gib: Option<u64>,
     /// Whether a running instance whose runtime cannot resize live may be
     /// restarted to take the new size (otherwise `FailedPrecondition`).
     #[uniffi(default = false)]
@@ -520,6 +535,7 @@ impl TryFrom<InstanceUpdate> for zixiao_core::InstanceUpdate {
             cpu_limit: None,
             memory_mib: u.memory_mib,
             memory_limit_mib: None,
+            disk_gib: u.disk_gib,
             restart_if_needed: u.restart_if_needed,
             snapshot_every: u
                 .snapshot_every_seconds

@@ -219,6 +219,7 @@ fn update_request(args: UpdateArgs) -> Result<InstanceUpdate> {
         cpu_limit: args.cpu_limit,
         memory_mib: args.memory,
         memory_limit_mib: args.memory_limit,
+        disk_gib: args.disk,
         restart: args
             .restart
             .as_deref()
@@ -465,6 +466,8 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         cpu_limit: args.cpu_limit,
         memory_mib: args.memory,
         memory_limit_mib: args.memory_limit,
+        max_cpus: args.max_cpus,
+        max_memory_mib: args.max_memory,
         disk_gib: args.disk,
         kernel: args.kernel.as_deref().map(node_file).transpose()?,
         initrd: args.initrd.as_deref().map(node_file).transpose()?,
@@ -576,6 +579,22 @@ fn instance_details(i: &Instance) -> String {
         ("cpus", s.cpus.to_string()),
         ("memory", format!("{} MiB", s.memory_mib)),
     ];
+    if let Some(max) = s.max_cpus {
+        pairs.push(("max cpus", max.to_string()));
+    }
+    if let Some(max) = s.max_memory_mib {
+        pairs.push(("max memory", format!("{max} MiB")));
+    }
+    // Until the runtime has taken the new size (a balloon moving).
+    if let Some(running) = &i.runtime_size {
+        pairs.push((
+            "running with",
+            format!(
+                "{} cpus, {} MiB (changing to the spec's)",
+                running.cpus, running.memory_mib
+            ),
+        ));
+    }
     if let Some(origin) = &i.template {
         pairs.push(("template", origin.to_string()));
     }

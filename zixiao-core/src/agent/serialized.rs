@@ -139,6 +139,22 @@ impl Resize for SerializedDriver {
         let _one = self.locks.lock(&instance.id).await;
         self.inner.require_resize()?.resize(instance).await
     }
+
+    fn restart_needed(
+        &self,
+        running: &crate::InstanceSpec,
+        next: &crate::InstanceSpec,
+    ) -> Option<String> {
+        self.inner.resize()?.restart_needed(running, next)
+    }
+
+    // A read: not serialized with the instance's other calls.
+    async fn running_size(
+        &self,
+        instance: &Instance,
+    ) -> Result<Option<crate::model::RuntimeSize>, DriverError> {
+        self.inner.require_resize()?.running_size(instance).await
+    }
 }
 
 #[async_trait]

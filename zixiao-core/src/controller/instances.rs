@@ -335,7 +335,10 @@ impl Controller {
                 // the runtime's where it takes one live (idempotent), which
                 // also mends a runtime that a failed put-back left behind.
                 if update.asks_resize()
-                    && matches!(self.resize_plan(&current, &update), Ok(ResizePlan::Runtime))
+                    && matches!(
+                        self.resize_plan(&current, &current.spec, &update),
+                        Ok(ResizePlan::Runtime)
+                    )
                 {
                     self.resize_on_node(&current).await?;
                 }
@@ -344,12 +347,18 @@ impl Controller {
             if update.asks_snapshot_schedule() {
                 self.check_can_snapshot(&next)?;
             }
-            // A container's caps are part of its size: the cgroup has them.
-            let size =
-                |s: &crate::InstanceSpec| (s.cpus, s.cpu_limit, s.memory_mib, s.memory_limit_mib);
+            // A container's caps and a VM's maximums are part of its
+            // size: the cgroup or the domain has them.
+            let size = |s: &crate::InstanceSpec| {
+                (
+                    (s.cpus, s.cpu_limit, s.max_cpus),
+                    (s.memory_mib, s.memory_limit_mib, s.max_memory_mib),
+                    s.disk_gib,
+                )
+            };
             let resized = size(&next.spec) != size(&current.spec);
             let runtime = if resized {
-                self.resize_plan(&current, &update)?
+                self.resize_plan(&current, &next.spec, &update)?
             } else {
                 ResizePlan::StoreOnly
             };
@@ -383,8 +392,14 @@ impl Controller {
         Err(self.too_many_conflicts("instance", instance))
     }
 
-    /// How a new size of `instance` reaches its runtime, or why it cannot.
-    fn resize_plan(&self, instance: &Instance, update: &InstanceUpdate) -> Result<ResizePlan> {
+    /// How `next`, the new size of `instance`, reaches its runtime, or
+    /// why it cannot.
+    fn resize_plan(
+        &self,
+        instance: &Instance,
+        next: &crate::InstanceSpec,
+        update: &InstanceUpdate,
+    ) -> Result<ResizePlan> {
         use InstanceStatus as S;
         if instance.node.is_none() {
             // Placed with the new size when it is placed.
@@ -405,19 +420,25 @@ impl Controller {
             ))),
             S::Running | S::Paused => {
                 let driver = self.driver_for(instance)?;
-                if driver.resize().is_some() {
-                    Ok(ResizePlan::Runtime)
-                } else if update.restart_if_needed {
+                let runtime = instance.runtime.as_deref().unwrap_or(driver.name());
+                let why = match driver.resize() {
+                    Some(resize) => match resize.restart_needed(&instance.spec, next) {
+                        None => return Ok(ResizePlan::Runtime),
+                        Some(why) => format!("{why} (on {runtime})"),
+                    },
+                    None => {
+                        format!("{runtime} cannot change its CPUs or memory while it runs")
+                    }
+                };
+                if update.restart_if_needed {
                     Ok(ResizePlan::Restart)
                 } else {
                     Err(Error::FailedPrecondition(format!(
-                        "instance `{}` is {} on {}, which cannot change its CPUs or memory \
-                         while it runs: the new size needs a restart; allow it with \
-                         `--restart-if-needed` (`restart_if_needed` in the API), or stop \
-                         the instance first; nothing was changed",
+                        "instance `{}` is {}: {why}: the new size needs a restart; allow it \
+                         with `--restart-if-needed` (`restart_if_needed` in the API), or \
+                         stop the instance first; nothing was changed",
                         instance.name,
                         instance.status.as_str(),
-                        instance.runtime.as_deref().unwrap_or(driver.name()),
                     )))
                 }
             }

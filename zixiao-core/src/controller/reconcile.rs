@@ -487,7 +487,9 @@ impl Controller {
         let mut seen = instance;
         match self.inspect_live(&seen).await {
             Ok(Some(state)) => {
-                record_exit(&mut seen, state, self.now());
+                if !record_exit(&mut seen, state, self.now()) {
+                    seen.runtime_size = self.runtime_size(&seen).await;
+                }
             }
             Ok(None) => {}
             Err(e) if e.kind() == ErrorKind::Unavailable => seen.set_condition(
@@ -501,6 +503,15 @@ impl Controller {
             Err(_) => {}
         }
         seen
+    }
+
+    /// The size the runtime gives running `instance`, when it is not the
+    /// spec's yet; best effort (a read shows the spec without it).
+    async fn runtime_size(&self, instance: &Instance) -> Option<crate::model::RuntimeSize> {
+        let driver = self.driver_for(instance).ok()?;
+        let size = driver.resize()?.running_size(instance).await.ok()??;
+        let spec = &instance.spec;
+        (size.cpus != spec.cpus || size.memory_mib != spec.memory_mib).then_some(size)
     }
 
     /// Places the instance through the placer, which commits the placement

@@ -133,6 +133,16 @@ pub struct Failure {
     pub at: DateTime<Utc>,
 }
 
+/// The CPUs and memory a runtime gives a running instance, as it reports
+/// them (a VM's vCPUs, and the memory its balloon leaves the guest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeSize {
+    /// CPUs (a VM's vCPUs, whole cores).
+    pub cpus: Cpus,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
 /// An instance as stored: identity, intent, observation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
@@ -212,6 +222,12 @@ pub struct Instance {
     /// reconciler can lose it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<super::OperationId>,
+    /// The size its runtime really gives it now, when that is not yet the
+    /// spec's (a VM's balloon still moving to a new memory size): set in
+    /// the answers of reads that ask the runtime, until the two agree.
+    /// Never kept in the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_size: Option<RuntimeSize>,
     /// Store revision of this object; updates are compare-and-swap on it.
     #[serde(default)]
     pub revision: u64,
@@ -250,6 +266,7 @@ impl Instance {
             started_at: None,
             last_scheduled_snapshot: None,
             operation: None,
+            runtime_size: None,
             revision: 0,
         }
     }

@@ -28,7 +28,7 @@ pub use image_ref::{
 };
 pub use instance::{
     Condition, ConditionType, DesiredState, ExitStatus, Failure, Instance, InstanceId,
-    InstanceStatus,
+    InstanceStatus, RuntimeSize,
 };
 pub use instance_uuid::InstanceUuid;
 pub use metadata::{

@@ -225,6 +225,19 @@ pub struct InstanceSpec {
     /// container is the one the kernel reclaims from or kills.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_mib: Option<u64>,
+    /// VMs only: the most vCPUs a live resize may give it (whole cores,
+    /// at least [`Self::cpus`]). The domain is defined with this many and
+    /// runs [`Self::cpus`] of them; placement reserves [`Self::cpus`]
+    /// only. None: its vCPUs change only through a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpus: Option<Cpus>,
+    /// VMs only: the most memory in MiB a live resize may give it (at
+    /// least [`Self::memory_mib`]): the guest boots with this much and a
+    /// balloon hands back what is above [`Self::memory_mib`]; placement
+    /// reserves [`Self::memory_mib`] only. None: its memory changes only
+    /// through a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_mib: Option<u64>,
     /// Disk in GiB (0: the image's own size, or none).
     #[serde(default)]
     pub disk_gib: u64,
@@ -323,6 +336,8 @@ impl InstanceSpec {
             cpu_limit: None,
             memory_mib,
             memory_limit_mib: None,
+            max_cpus: None,
+            max_memory_mib: None,
             disk_gib: 0,
             kernel: None,
             initrd: None,
@@ -352,7 +367,63 @@ impl InstanceSpec {
         self
     }
 
-    /// What the instance takes from its node.
+    /// Why a VM running with this spec cannot take `next`'s size in
+    /// place (`"cpus 4 is above max_cpus 2 set at create"`), or `None`
+    /// when it can: its domain was defined with [`Self::max_cpus`] and
+    /// [`Self::max_memory_mib`] (else its size), and vCPUs are added and
+    /// memory moved (by the balloon) within them. Fewer vCPUs need a
+    /// restart too: unplugging one waits on the guest, which may never
+    /// let it go. What [`Resize::restart_needed`] answers for VMs.
+    ///
+    /// [`Resize::restart_needed`]: crate::driver::Resize::restart_needed
+    ///
+    /// ```
+    /// use zixiao_core::{Cpus, InstanceSpec};
+    /// let mut running = InstanceSpec::vm("disk").with_size(1, 256);
+    /// running.max_cpus = Some(Cpus::cores(2));
+    /// assert_eq!(running.vm_restart_needed(&running.clone().with_size(2, 256)), None);
+    /// assert_eq!(
+    ///     running.vm_restart_needed(&running.clone().with_size(4, 256)).as_deref(),
+    ///     Some("cpus 4 is above max_cpus 2 set at create"),
+    /// );
+    /// ```
+    pub fn vm_restart_needed(&self, next: &InstanceSpec) -> Option<String> {
+        let max_cpus = self.max_cpus.unwrap_or(self.cpus);
+        if next.cpus > max_cpus {
+            return Some(match self.max_cpus {
+                Some(max) => format!("cpus {} is above max_cpus {max} set at create", next.cpus),
+                None => format!(
+                    "cpus {} is above the {} vCPUs its domain was defined with (no max_cpus)",
+                    next.cpus, self.cpus
+                ),
+            });
+        }
+        if next.cpus < self.cpus {
+            return Some(format!(
+                "cpus {} is below the {} vCPUs it runs: a running guest gives up a vCPU \
+                 only if it cooperates",
+                next.cpus, self.cpus
+            ));
+        }
+        let max_memory = self.max_memory_mib.unwrap_or(self.memory_mib);
+        if next.memory_mib > max_memory {
+            return Some(match self.max_memory_mib {
+                Some(max) => format!(
+                    "memory {} MiB is above max_memory_mib {max} set at create",
+                    next.memory_mib
+                ),
+                None => format!(
+                    "memory {} MiB is above the {} MiB its domain was defined with \
+                     (no max_memory_mib)",
+                    next.memory_mib, self.memory_mib
+                ),
+            });
+        }
+        None
+    }
+
+    /// What the instance takes from its node: its size, not its
+    /// maximums (a VM's `max_cpus` and `max_memory_mib` are not reserved).
     pub fn resources(&self) -> Resources {
         Resources {
             cpus: self.cpus,

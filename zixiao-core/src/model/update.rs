@@ -1,15 +1,19 @@
 //! [`InstanceUpdate`]: what a user may change of an existing instance
 //! (`zixiao instance update`): its labels, its restart policy, its CPUs
-//! and memory (a container's caps too) and its snapshot schedule. Everything else of the spec is
-//! fixed at create.
+//! and memory (a container's caps too), a VM's disk size (it only grows)
+//! and its snapshot schedule. Everything else of the spec is fixed at
+//! create.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::validate::{check_cpus, check_memory_limit, validate_label_value, validate_labels};
+use super::validate::{
+    check_cpus, check_maximums, check_memory_limit, validate_label_value, validate_labels,
+    MAX_DISK_GIB,
+};
 use super::{
-    validate_label_key, ConditionType, Cpus, Instance, InstanceType, RestartPolicy,
+    validate_label_key, ConditionType, Cpus, Instance, InstanceSpec, InstanceType, RestartPolicy,
     SnapshotInterval, SnapshotKeep, SnapshotSchedule, MAX_MEMORY_MIB, MIN_MEMORY_MIB,
 };
 use crate::Error;
@@ -52,6 +56,12 @@ pub struct InstanceUpdate {
     /// The new memory cap of a container in MiB (at least what it reserves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_mib: Option<u64>,
+    /// A VM's new disk size in GiB (`--disk`): disks only grow, a smaller
+    /// size is refused. A running VM's disk grows live, a stopped one's
+    /// on the node's file; the guest sees the new capacity, and growing
+    /// its partitions or filesystem is the guest's business.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_gib: Option<u64>,
     /// Whether a running instance whose runtime cannot change its size
     /// live may be restarted to take a new size. Without it such a change
     /// is refused (`FailedPrecondition`) and nothing is changed.
@@ -87,12 +97,13 @@ impl InstanceUpdate {
         self.snapshot_every.is_some() || self.snapshot_keep.is_some()
     }
 
-    /// Whether it asks for a new CPU or memory size or cap.
+    /// Whether it asks for a new CPU, memory or disk size or cap.
     pub fn asks_resize(&self) -> bool {
         self.cpus.is_some()
             || self.cpu_limit.is_some()
             || self.memory_mib.is_some()
             || self.memory_limit_mib.is_some()
+            || self.disk_gib.is_some()
     }
 
     /// Checks the update on its own, naming the first invalid field
@@ -103,7 +114,7 @@ impl InstanceUpdate {
             return Err(Error::invalid(
                 "update",
                 "nothing to change: give at least one of cpus, cpu_limit, memory_mib, \
-                 memory_limit_mib, restart, \
+                 memory_limit_mib, disk_gib, restart, \
                  snapshot_every, snapshot_keep, clear_snapshot_schedule, or a label to set \
                  or remove",
             ));
@@ -133,6 +144,14 @@ impl InstanceUpdate {
                     format!(
                         "{memory} MiB is more than the {MAX_MEMORY_MIB} MiB one instance may have"
                     ),
+                ));
+            }
+        }
+        if let Some(disk) = self.disk_gib {
+            if disk > MAX_DISK_GIB {
+                return Err(Error::invalid(
+                    "disk_gib",
+                    format!("{disk} GiB is more than the {MAX_DISK_GIB} GiB one instance may have"),
                 ));
             }
         }
@@ -223,6 +242,17 @@ impl InstanceUpdate {
         if let Some(limit) = self.memory_limit_mib {
             spec.memory_limit_mib = Some(limit);
         }
+        // A size beyond a VM's maximum is taken by a restart, which
+        // defines the domain anew: the maximum grows with it.
+        if spec.max_cpus.is_some_and(|max| max < spec.cpus) {
+            spec.max_cpus = Some(spec.cpus);
+        }
+        if spec.max_memory_mib.is_some_and(|max| max < spec.memory_mib) {
+            spec.max_memory_mib = Some(spec.memory_mib);
+        }
+        if let Some(disk) = self.disk_gib {
+            spec.disk_gib = grown_disk(spec, disk)?;
+        }
         // The new sizes against each other and the instance's type: a
         // request above the cap it keeps, a fraction of a vCPU.
         check_cpus("", spec.instance_type, spec.cpus, spec.cpu_limit)?;
@@ -232,7 +262,33 @@ impl InstanceUpdate {
             spec.memory_mib,
             spec.memory_limit_mib,
         )?;
+        check_maximums("", spec)?;
         Ok(before != (instance.labels.clone(), instance.spec.clone()))
+    }
+}
+
+/// The disk size `spec` has once grown to `asked` GiB. Errors:
+/// `InvalidArgument` on `disk_gib` (a container, a VM without a disk, a
+/// smaller size), `Unsupported` (a microVM's disk).
+fn grown_disk(spec: &InstanceSpec, asked: u64) -> Result<u64, Error> {
+    let current = spec.disk_gib;
+    match spec.instance_type {
+        InstanceType::Container => Err(Error::invalid(
+            "disk_gib",
+            "a container has no disk of its own to grow: its image's layers are its filesystem",
+        )),
+        InstanceType::Microvm => Err(Error::Unsupported(
+            "disk_gib: a microvm's disk cannot grow; only a vm's (its qcow2 overlay) can".into(),
+        )),
+        InstanceType::Vm if spec.image.is_none() && current == 0 => Err(Error::invalid(
+            "disk_gib",
+            "the vm has no disk to grow (it boots a kernel without one)",
+        )),
+        InstanceType::Vm if asked < current => Err(Error::invalid(
+            "disk_gib",
+            format!("disks only grow: {asked} GiB is below the current {current} GiB"),
+        )),
+        InstanceType::Vm => Ok(asked),
     }
 }
 
@@ -343,6 +399,79 @@ mod tests {
         );
         // The same again changes nothing.
         assert!(!update.apply(&mut i).expect("apply"));
+    }
+
+    fn vm(cpus: u32, memory_mib: u64) -> Instance {
+        let mut spec = InstanceSpec::vm("base").with_size(cpus, memory_mib);
+        spec.max_cpus = Some(Cpus::cores(2));
+        spec.max_memory_mib = Some(512);
+        spec.disk_gib = 2;
+        Instance::new("id-2", CreateInstance::new("vm", spec), chrono::Utc::now())
+    }
+
+    #[test]
+    fn a_size_beyond_a_maximum_raises_it_and_disks_only_grow() {
+        let mut i = vm(1, 256);
+        let beyond = InstanceUpdate {
+            cpus: Some(Cpus::cores(4)),
+            memory_mib: Some(1024),
+            disk_gib: Some(3),
+            ..InstanceUpdate::default()
+        };
+        assert!(beyond.apply(&mut i).expect("apply"));
+        assert_eq!(
+            (i.spec.max_cpus, i.spec.max_memory_mib, i.spec.disk_gib),
+            (Some(Cpus::cores(4)), Some(1024), 3)
+        );
+        let before = i.spec.clone();
+        let shrink = InstanceUpdate {
+            disk_gib: Some(2),
+            ..InstanceUpdate::default()
+        };
+        match shrink.apply(&mut i) {
+            Err(Error::InvalidArgument { field, reason }) => {
+                assert_eq!(field, "disk_gib");
+                assert_eq!(reason, "disks only grow: 2 GiB is below the current 3 GiB");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(i.spec, before, "a refused update changed the spec");
+        let mut container = instance();
+        let err = shrink.apply(&mut container).unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid disk_gib: a container"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn maximums_are_for_vms_and_at_least_the_size() {
+        let mut spec = InstanceSpec::container("busybox");
+        spec.max_cpus = Some(Cpus::cores(2));
+        let err = spec.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid spec.max_cpus: only a vm"),
+            "{err}"
+        );
+        let mut spec = InstanceSpec::vm("base").with_size(2, 256);
+        spec.max_cpus = Some(Cpus::cores(1));
+        let err = spec.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid spec.max_cpus: 1 is less"),
+            "{err}"
+        );
+        spec.max_cpus = Some(Cpus::cores(4));
+        spec.max_memory_mib = Some(128);
+        let err = spec.validate().unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid spec.max_memory_mib: 128 MiB is less"),
+            "{err}"
+        );
+        spec.max_memory_mib = Some(512);
+        spec.validate().expect("valid");
     }
 
     #[test]

@@ -102,12 +102,74 @@ pub(crate) fn check_memory_limit(
     Ok(())
 }
 
+/// Checks a VM's live-resize maximums against its size, naming
+/// `{prefix}max_cpus` or `{prefix}max_memory_mib`: VMs only, whole vCPUs,
+/// at least the size they bound, within what one instance may have.
+pub(crate) fn check_maximums(prefix: &str, spec: &InstanceSpec) -> Result<(), Error> {
+    let ty = spec.instance_type;
+    if let Some(max) = spec.max_cpus {
+        let field = format!("{prefix}max_cpus");
+        if ty != InstanceType::Vm {
+            return Err(Error::invalid(
+                field,
+                format!("only a vm changes its vCPUs live; a {ty} has no maximum to set"),
+            ));
+        }
+        if !max.is_whole() {
+            return Err(Error::invalid(
+                field,
+                format!("a vm has whole vCPUs; {max} is not a whole number"),
+            ));
+        }
+        if max < spec.cpus {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{max} is less than the {} vCPUs it runs ({prefix}cpus)",
+                    spec.cpus
+                ),
+            ));
+        }
+        if max > Cpus::cores(MAX_CPUS) {
+            return Err(Error::invalid(
+                field,
+                format!("{max} is more than the {MAX_CPUS} one instance may have"),
+            ));
+        }
+    }
+    if let Some(max) = spec.max_memory_mib {
+        let field = format!("{prefix}max_memory_mib");
+        if ty != InstanceType::Vm {
+            return Err(Error::invalid(
+                field,
+                format!("only a vm changes its memory live; a {ty} has no maximum to set"),
+            ));
+        }
+        if max < spec.memory_mib {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "{max} MiB is less than the {} MiB it runs with ({prefix}memory_mib)",
+                    spec.memory_mib
+                ),
+            ));
+        }
+        if max > MAX_MEMORY_MIB {
+            return Err(Error::invalid(
+                field,
+                format!("{max} MiB is more than the {MAX_MEMORY_MIB} MiB one instance may have"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The least memory an instance may ask for, in MiB.
 pub const MIN_MEMORY_MIB: u64 = 4;
 /// The most memory one instance may ask for, in MiB (16 TiB).
 pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
 /// The most disk one instance may ask for, in GiB (1 PiB).
-const MAX_DISK_GIB: u64 = 1024 * 1024;
+pub(crate) const MAX_DISK_GIB: u64 = 1024 * 1024;
 pub(super) const MAX_LABELS: usize = 64;
 const MAX_COMMAND_BYTES: usize = 128 * 1024;
 const MAX_CMDLINE_BYTES: usize = 4096;
@@ -231,6 +293,7 @@ impl InstanceSpec {
             ));
         }
         check_memory_limit("spec.", ty, self.memory_mib, self.memory_limit_mib)?;
+        check_maximums("spec.", self)?;
         if self.disk_gib > MAX_DISK_GIB {
             return Err(Error::invalid(
                 "spec.disk_gib",

@@ -19,7 +19,8 @@ use virt::sys;
 use zixiao_core::model::ImageKind;
 use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeState};
 
-use super::disks::{self, GIB};
+use super::disks;
+use super::resize::{self, DomainSize};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
 use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
 use crate::instance_id::InstanceId;
@@ -233,21 +234,26 @@ impl LibvirtDriver {
                 ),
             ));
         }
-        let vcpus = crate::errors::vcpus(spec)?;
-        if spec.memory_mib == 0 {
-            return Err(error::invalid("spec.memory_mib", "must be at least 1"));
+        let size = DomainSize::of(spec)?;
+        // The maximums too: a live resize may give the guest all of them.
+        for (field, asked) in [("spec.cpus", size.vcpus), ("spec.max_cpus", size.max_vcpus)] {
+            if asked > self.host.cpus {
+                return Err(DriverError::ResourceExhausted(format!(
+                    "{field}: {asked} vCPUs asked, the host offers {}",
+                    self.host.cpus
+                )));
+            }
         }
-        if vcpus > self.host.cpus {
-            return Err(DriverError::ResourceExhausted(format!(
-                "spec.cpus: {vcpus} vCPUs asked, the host offers {}",
-                self.host.cpus
-            )));
-        }
-        if spec.memory_mib > self.host.memory_mib {
-            return Err(DriverError::ResourceExhausted(format!(
-                "spec.memory_mib: {} MiB asked, the host has {} MiB",
-                spec.memory_mib, self.host.memory_mib
-            )));
+        for (field, asked) in [
+            ("spec.memory_mib", size.memory_mib),
+            ("spec.max_memory_mib", size.max_memory_mib),
+        ] {
+            if asked > self.host.memory_mib {
+                return Err(DriverError::ResourceExhausted(format!(
+                    "{field}: {asked} MiB asked, the host has {} MiB",
+                    self.host.memory_mib
+                )));
+            }
         }
         for (field, value) in [
             ("spec.image", spec.image.as_deref().unwrap_or("")),
@@ -320,12 +326,7 @@ impl LibvirtDriver {
                 Boot::Disk
             }
         };
-        let asked = spec.disk_gib.checked_mul(GIB).ok_or_else(|| {
-            error::invalid(
-                "spec.disk_gib",
-                format!("{} GiB is too large", spec.disk_gib),
-            )
-        })?;
+        let asked = size.disk_bytes;
         let dir = self.instance_dir(instance);
         let overlay = match &image {
             Some(image) => {
@@ -364,8 +365,10 @@ impl LibvirtDriver {
                 domain_type: self.domain_type,
                 instance_id: instance.id.clone(),
                 instance_name: instance.name.clone(),
-                vcpus: crate::errors::vcpus(spec)?,
-                memory_mib: spec.memory_mib,
+                vcpus: size.vcpus,
+                max_vcpus: size.max_vcpus,
+                memory_mib: size.memory_mib,
+                max_memory_mib: size.max_memory_mib,
                 boot,
                 disk,
                 interfaces,
@@ -495,9 +498,9 @@ impl LibvirtDriver {
     }
 
     /// Starts the domain, or leaves it running. A domain that is not
-    /// running boots with the instance's size: an update of its CPUs or
-    /// memory (stored while it was stopped, or with a restart) is written
-    /// into its definition first. A domain that libvirt is
+    /// running boots with the instance's size: an update of its CPUs,
+    /// memory or disk (stored while it was stopped, or with a restart) is
+    /// written into its definition and overlay first. A domain that libvirt is
     /// still starting (for a call cut off meanwhile: libvirtd finishes the
     /// job of a client that is gone) is waited for; one left paused (a
     /// snapshot or a start cut off) is resumed, since a start is only asked
@@ -506,14 +509,13 @@ impl LibvirtDriver {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let attachments = instance.attachments.clone();
-            let size = (
-                crate::errors::vcpus(&instance.spec)?,
-                instance.spec.memory_mib,
-            );
+            let size = DomainSize::of(&instance.spec)?;
+            let overlay = self.overlay_path(instance);
             let starting = self
                 .with_domain(instance, "start", move |domain, name| {
                     if !is_active(domain, name)? {
-                        apply_size(domain, name, size)?;
+                        resize::grow_overlay(&overlay, size.disk_bytes)?;
+                        resize::define_size(domain, name, &size)?;
                         domain.create().map_err(|e| {
                             network::missing_bridge(&e, &attachments)
                                 .unwrap_or_else(|| error::failed(format!("start domain {name}"), e))
@@ -912,48 +914,6 @@ impl LibvirtDriver {
             source: Box::new(e),
         })?
     }
-}
-
-/// Makes the definition of the inactive `domain` boot with `size` (vCPUs,
-/// memory in MiB), its maximums included, unless it does already.
-fn apply_size(domain: &Domain, name: &str, size: (u32, u64)) -> Result<(), DriverError> {
-    let (vcpus, memory_mib) = size;
-    let memory_kib = memory_mib.saturating_mul(1024);
-    let info = domain
-        .info()
-        .map_err(|e| error::failed(format!("read the size of domain {name}"), e))?;
-    let resize = |what: &str, result: Result<(), virt::error::Error>| {
-        result.map_err(|e| error::failed(format!("set the {what} of domain {name}"), e))
-    };
-    if info.max_mem != memory_kib || info.memory != memory_kib {
-        // The maximum first: the current size may not exceed it, and a
-        // lower maximum lowers the current size with it.
-        resize(
-            "maximum memory",
-            domain.set_memory_flags(
-                memory_kib,
-                sys::VIR_DOMAIN_MEM_CONFIG | sys::VIR_DOMAIN_MEM_MAXIMUM,
-            ),
-        )?;
-        resize(
-            "memory",
-            domain.set_memory_flags(memory_kib, sys::VIR_DOMAIN_MEM_CONFIG),
-        )?;
-    }
-    if info.nr_virt_cpu != vcpus {
-        resize(
-            "maximum vCPUs",
-            domain.set_vcpus_flags(
-                vcpus,
-                sys::VIR_DOMAIN_VCPU_CONFIG | sys::VIR_DOMAIN_VCPU_MAXIMUM,
-            ),
-        )?;
-        resize(
-            "vCPUs",
-            domain.set_vcpus_flags(vcpus, sys::VIR_DOMAIN_VCPU_CONFIG),
-        )?;
-    }
-    Ok(())
 }
 
 fn require_active(domain: &Domain, name: &str) -> Result<(), DriverError> {

@@ -17,7 +17,8 @@
 //! connection, calls on the blocking pool), `disks` (overlays with
 //! `qemu-img`), `lifecycle`, `network` (NICs on the networks' bridges and
 //! their addresses on the kernel command line), `stats` (safe wrappers over
-//! libvirt's stats records), `console`, `snapshots`, `node` (host
+//! libvirt's stats records), `resize` (sizes, changed live within the
+//! maximums a domain is defined with), `console`, `snapshots`, `node` (host
 //! introspection), `events` (lifecycle events from libvirt's event loop),
 //! `error`.
 
@@ -30,6 +31,7 @@ mod events;
 mod lifecycle;
 mod network;
 mod node;
+mod resize;
 mod snapshots;
 mod stats;
 pub mod xml;
@@ -260,6 +262,10 @@ impl Driver for LibvirtDriver {
     }
 
     fn pause(&self) -> Option<&dyn Pause> {
+        Some(self)
+    }
+
+    fn resize(&self) -> Option<&dyn zixiao_core::driver::Resize> {
         Some(self)
     }
 

@@ -104,10 +104,16 @@ pub struct DomainDefinition {
     pub instance_id: String,
     /// The Zixiao instance name, kept in the domain's metadata.
     pub instance_name: String,
-    /// vCPUs.
+    /// vCPUs it runs.
     pub vcpus: u32,
-    /// Memory in MiB.
+    /// The most vCPUs it may run, by a live change (at least `vcpus`).
+    pub max_vcpus: u32,
+    /// Memory in MiB it runs with (the balloon's target when below the maximum).
     pub memory_mib: u64,
+    /// The memory in MiB it boots with, the most a live change may give
+    /// it (at least `memory_mib`); above `memory_mib`, a virtio balloon
+    /// holds the rest back from the guest.
+    pub max_memory_mib: u64,
     /// How it boots.
     pub boot: Boot,
     /// Its disk, if any.
@@ -129,7 +135,9 @@ impl DomainDefinition {
     ///     instance_id: "1f0e".into(),
     ///     instance_name: "web".into(),
     ///     vcpus: 1,
+    ///     max_vcpus: 2,
     ///     memory_mib: 256,
+    ///     max_memory_mib: 512,
     ///     boot: Boot::Disk,
     ///     disk: None,
     ///     interfaces: Vec::new(),
@@ -137,6 +145,8 @@ impl DomainDefinition {
     /// }
     /// .to_xml();
     /// assert!(xml.starts_with("<domain type=\"qemu\">"));
+    /// assert!(xml.contains("<vcpu current=\"1\">2</vcpu>"));
+    /// assert!(xml.contains("<currentMemory unit=\"MiB\">256</currentMemory>"));
     /// ```
     pub fn to_xml(&self) -> String {
         let mut writer = Writer::new_with_indent(Vec::new(), b' ', 2);
@@ -154,10 +164,22 @@ impl DomainDefinition {
                     text(w, "uuid", uuid.as_str())?;
                 }
                 self.write_metadata(w)?;
+                let max_memory = self.max_memory_mib.max(self.memory_mib);
                 w.create_element("memory")
                     .with_attribute(("unit", "MiB"))
+                    .write_text_content(BytesText::new(&max_memory.to_string()))?;
+                w.create_element("currentMemory")
+                    .with_attribute(("unit", "MiB"))
                     .write_text_content(BytesText::new(&self.memory_mib.to_string()))?;
-                text(w, "vcpu", &self.vcpus.to_string())?;
+                let max_vcpus = self.max_vcpus.max(self.vcpus);
+                if max_vcpus > self.vcpus {
+                    // The rest are hot-plugged by a live resize.
+                    w.create_element("vcpu")
+                        .with_attribute(("current", self.vcpus.to_string().as_str()))
+                        .write_text_content(BytesText::new(&max_vcpus.to_string()))?;
+                } else {
+                    text(w, "vcpu", &self.vcpus.to_string())?;
+                }
                 self.write_os(w)?;
                 if self.domain_type != DomainType::Test {
                     w.create_element("features").write_inner_content(|w| {
@@ -276,6 +298,12 @@ impl DomainDefinition {
                     .write_empty()?;
                 Ok(())
             })?;
+        if self.max_memory_mib > self.memory_mib {
+            // What lets a running guest's memory change within the maximum.
+            w.create_element("memballoon")
+                .with_attribute(("model", "virtio"))
+                .write_empty()?;
+        }
         w.create_element("console")
             .with_attribute(("type", "pty"))
             .write_inner_content(|w| {
@@ -364,7 +392,9 @@ mod tests {
             instance_id: "id-1".into(),
             instance_name: "web".into(),
             vcpus: 2,
+            max_vcpus: 2,
             memory_mib: 256,
+            max_memory_mib: 256,
             boot: Boot::Kernel {
                 kernel: "/k/vmlinuz".into(),
                 initrd: Some("/k/initrd".into()),
@@ -405,6 +435,22 @@ mod tests {
             attributes(&xml, "instance", &format!("xmlns:{METADATA_PREFIX}")),
             [METADATA_NAMESPACE]
         );
+    }
+
+    #[test]
+    fn maximums_define_more_than_the_domain_runs_with_and_a_balloon() {
+        let xml = definition().to_xml();
+        assert!(xml.contains("<vcpu>2</vcpu>"), "{xml}");
+        assert_eq!(texts(&xml, "currentMemory"), ["256"]);
+        assert!(attributes(&xml, "memballoon", "model").is_empty(), "{xml}");
+        let mut d = definition();
+        d.max_vcpus = 4;
+        d.max_memory_mib = 1024;
+        let xml = d.to_xml();
+        assert!(xml.contains(r#"<vcpu current="2">4</vcpu>"#), "{xml}");
+        assert_eq!(texts(&xml, "memory"), ["1024"]);
+        assert_eq!(texts(&xml, "currentMemory"), ["256"]);
+        assert_eq!(attributes(&xml, "memballoon", "model"), ["virtio"]);
     }
 
     #[test]

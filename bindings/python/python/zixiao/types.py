@@ -100,6 +100,13 @@ class InstanceSpec:
     """Containers: the most CPU it may use, at least ``cpus`` (default: no cap)."""
     memory_limit_mib: Optional[int] = None
     """Containers: the most memory it may use, at least ``memory_mib``."""
+    max_cpus: Optional[Union[int, float, str]] = None
+    """VMs: the most vCPUs ``update_instance`` may give it live (whole
+    cores, at least ``cpus``); the node reserves ``cpus`` only."""
+    max_memory_mib: Optional[int] = None
+    """VMs: the most memory in MiB ``update_instance`` may give it live (at
+    least ``memory_mib``, held back by a balloon); the node reserves
+    ``memory_mib`` only."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""
@@ -420,9 +427,12 @@ class InstanceUpdate(TypedDict, total=False):
     """The new memory in MiB."""
     memory_limit_mib: int
     """A container's new memory cap in MiB, at least its memory."""
+    disk_gib: int
+    """A VM's new disk size in GiB: disks only grow."""
     restart_if_needed: bool
-    """Let a running instance whose runtime cannot resize live restart
-    to take the new size (else such a change raises ``FailedPrecondition``)."""
+    """Let a running instance whose runtime cannot resize live (a VM
+    beyond its maximums, a microVM) restart to take the new size (else such
+    a change raises ``FailedPrecondition``)."""
     snapshot_every: str
     """How often the snapshot schedule snapshots (``"1h"``; at least
     ``"1m"``). An instance without a schedule needs ``snapshot_keep`` too."""
