@@ -66,6 +66,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         vcpus: 1,
         memory_mib,
         disks: Vec::new(),
+        nets: Vec::new(),
     }
 }
 

@@ -46,6 +46,7 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         vcpus: 1,
         memory_mib: 32,
         disks: Vec::new(),
+        nets: Vec::new(),
     }
 }
 
