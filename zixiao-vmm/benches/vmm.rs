@@ -601,77 +601,10 @@ fn ip(args: &[&str]) {
     assert!(ok, "ip {args:?} failed");
 }
 
-/// An AF_PACKET socket on `tap0` of the namespace file `ns`, receiving
-/// EtherType 0x88b5 (what the guest echoes with), 1 s receive timeout;
-/// and the TAP's index.
-fn packet_socket(ns: &std::fs::File) -> (std::os::fd::OwnedFd, i32) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                // SAFETY: setns on an open namespace file moves only this
-                // short-lived thread; the socket keeps its namespace.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0);
-                // SAFETY: plain socket creation; the result is checked.
-                let fd = unsafe {
-                    libc::socket(
-                        libc::AF_PACKET,
-                        libc::SOCK_RAW,
-                        i32::from(0x88b5u16.to_be()),
-                    )
-                };
-                assert!(fd >= 0);
-                // SAFETY: a new descriptor we own.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                // SAFETY: a NUL-terminated name.
-                let ifindex = unsafe { libc::if_nametoindex(c"tap0".as_ptr()) } as i32;
-                let addr = link_address(ifindex, 0x88b5);
-                // SAFETY: `addr` is a sockaddr_ll of the size passed.
-                let rc = unsafe {
-                    libc::bind(
-                        fd.as_raw_fd(),
-                        (&addr as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                assert_eq!(rc, 0);
-                let timeout = libc::timeval {
-                    tv_sec: 1,
-                    tv_usec: 0,
-                };
-                // SAFETY: SO_RCVTIMEO takes a timeval of the size passed.
-                unsafe {
-                    libc::setsockopt(
-                        fd.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        (&timeout as *const libc::timeval).cast(),
-                        std::mem::size_of::<libc::timeval>() as u32,
-                    )
-                };
-                (fd, ifindex)
-            })
-            .join()
-            .expect("socket thread")
-    })
-}
-
-fn link_address(ifindex: i32, ethertype: u16) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ethertype.to_be();
-    addr.sll_ifindex = ifindex;
-    addr.sll_halen = 6;
-    addr
-}
-
 /// virtio-net: frames of 60 and 1514 bytes sent one at a time from the
 /// host end of the TAP to the echoing guest; the time until each comes
 /// back (round trip) and the bytes moved both ways per second.
 async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
-    use std::os::fd::AsRawFd;
     let Some(guest) = test_guest::virtio_kernel_path() else {
         println!("net skipped: the virtio guest was not built");
         return;
@@ -691,7 +624,8 @@ async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
     ]);
     ip(&["-n", &ns_name, "link", "set", "tap0", "up"]);
     let ns = std::fs::File::open(format!("/run/netns/{ns_name}")).expect("netns");
-    let (socket, ifindex) = packet_socket(&ns);
+    let socket = zixiao_testing::packet::PacketSocket::open_in(&ns, "tap0", 0x88b5)
+        .expect("a packet socket on tap0");
     let mut config = config(&guest, "zx.net=echo", 64);
     config.nets = vec![zixiao_vmm::NetConfig {
         tap: "tap0".to_string().try_into().expect("name"),
@@ -712,30 +646,12 @@ async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
         let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0xfe, 0x88, 0xb6];
         frame.extend_from_slice(payload);
         frame.resize(size, 0);
-        let to = link_address(ifindex, 0x88b6);
         let started = Instant::now();
-        // SAFETY: `frame` and `to` are valid for the sizes passed.
-        let sent = unsafe {
-            libc::sendto(
-                socket.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&to as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(sent, frame.len() as isize);
-        let mut buf = vec![0u8; 2048];
-        loop {
-            // SAFETY: `buf` is writable for its length.
-            let n =
-                unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            assert!(n > 0, "no echo within 1 s");
-            if buf[14..n as usize].starts_with(payload) {
-                return started.elapsed();
-            }
-        }
+        socket.send(&frame).expect("send");
+        socket
+            .recv_starting(payload, Duration::from_secs(5))
+            .expect("the guest's echo within 5 s");
+        started.elapsed()
     };
     // The first exchange is answered during the guest's boot.
     round_trip(b"warm-up", 60);

@@ -10,13 +10,13 @@
 mod common;
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use zixiao_core::ErrorKind;
+use zixiao_testing::packet::PacketSocket;
 use zixiao_vmm::{
     launch_in_netns, Boot, Confinement, MacAddr, NetConfig, TapName, VmConfig, VmState, VmmClient,
 };
@@ -28,18 +28,6 @@ const HOST_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0xfe];
 const GUEST_TYPE: u16 = 0x88b5;
 /// What the test sends; the guest answers only these.
 const HOST_TYPE: u16 = 0x88b6;
-
-/// CRC-32 (IEEE), as the guest computes it.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = (c >> 1) ^ (0xedb8_8320 & 0u32.wrapping_sub(c & 1));
-        }
-    }
-    !c
-}
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
@@ -86,59 +74,9 @@ impl TapNs {
     }
 
     /// An AF_PACKET socket on `tap0` that receives the frames of
-    /// EtherType 0x88b5 the guest sends (and sends the host's), with a
-    /// 100 ms receive timeout.
+    /// EtherType 0x88b5 the guest sends (and sends the host's).
     fn packet_socket(&self) -> PacketSocket {
-        let ns = self.file();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: setns on an open namespace file; only this
-                // short-lived thread moves.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0);
-                // SAFETY: plain socket creation; the result is checked.
-                let fd = unsafe {
-                    libc::socket(
-                        libc::AF_PACKET,
-                        libc::SOCK_RAW,
-                        i32::from(GUEST_TYPE.to_be()),
-                    )
-                };
-                assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-                // SAFETY: `fd` is a new descriptor we own.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                // SAFETY: a NUL-terminated name.
-                let ifindex = unsafe { libc::if_nametoindex(c"tap0".as_ptr()) };
-                assert!(ifindex > 0);
-                let addr = sockaddr(ifindex as i32, GUEST_TYPE);
-                // SAFETY: `addr` is a sockaddr_ll of the size passed.
-                let rc = unsafe {
-                    libc::bind(
-                        fd.as_raw_fd(),
-                        (&addr as *const libc::sockaddr_ll).cast(),
-                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                    )
-                };
-                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-                let timeout = libc::timeval {
-                    tv_sec: 0,
-                    tv_usec: 100_000,
-                };
-                // SAFETY: SO_RCVTIMEO takes a timeval of the size passed.
-                unsafe {
-                    libc::setsockopt(
-                        fd.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        (&timeout as *const libc::timeval).cast(),
-                        std::mem::size_of::<libc::timeval>() as u32,
-                    )
-                };
-                PacketSocket { fd, ifindex }
-            })
-            .join()
-            .unwrap()
-        })
+        PacketSocket::open_in(&self.file(), "tap0", GUEST_TYPE).expect("a packet socket on tap0")
     }
 
     fn delete_tap(&self) {
@@ -154,62 +92,14 @@ impl Drop for TapNs {
     }
 }
 
-fn sockaddr(ifindex: i32, ethertype: u16) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ethertype.to_be();
-    addr.sll_ifindex = ifindex;
-    addr.sll_halen = 6;
-    addr
-}
-
-struct PacketSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-}
-
-impl PacketSocket {
-    /// The next frame from the guest whose payload starts with `prefix`,
-    /// waiting up to `timeout` (other frames are skipped).
-    fn recv_starting(&self, prefix: &[u8], timeout: Duration) -> Vec<u8> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < deadline {
-            // SAFETY: `buf` is writable for its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 14 && buf[14..n as usize].starts_with(prefix) {
-                return buf[..n as usize].to_vec();
-            }
-        }
+/// The next frame from the guest whose payload starts with `prefix`.
+fn recv_starting(socket: &PacketSocket, prefix: &[u8]) -> Vec<u8> {
+    socket.recv_starting(prefix, T).unwrap_or_else(|| {
         panic!(
-            "no frame starting {:?} from the guest within {timeout:?}",
+            "no frame starting {:?} from the guest within {T:?}",
             String::from_utf8_lossy(prefix)
-        );
-    }
-
-    /// Sends `frame` out of the TAP, to the guest.
-    fn send(&self, frame: &[u8]) {
-        let addr = sockaddr(self.ifindex as i32, HOST_TYPE);
-        // SAFETY: `frame` and `addr` are valid for the sizes passed.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(
-            n,
-            frame.len() as isize,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-    }
+        )
+    })
 }
 
 /// A frame from the host to the guest carrying `payload`.
@@ -248,8 +138,8 @@ async fn launch(ns: &TapNs, run_dir: &Path, boot: Boot) -> Result<VmmClient, zix
 async fn exchange(vmm: &VmmClient, socket: &PacketSocket, payload: &[u8]) -> Duration {
     let frame = host_frame(payload);
     let sent = Instant::now();
-    socket.send(&frame);
-    let echo = socket.recv_starting(payload, T);
+    socket.send(&frame).expect("send");
+    let echo = recv_starting(socket, payload);
     let round_trip = sent.elapsed();
     assert_eq!(&echo[..6], &HOST_MAC, "to the sender");
     assert_eq!(&echo[6..12], &GUEST_MAC, "from the guest's MAC");
@@ -281,7 +171,7 @@ async fn frames_go_both_ways_between_the_guest_and_the_tap() {
     vmm.start().await.unwrap();
 
     // Guest to host: its broadcast frame, whole, from its configured MAC.
-    let hello = socket.recv_starting(b"zixiao-net hello", T);
+    let hello = recv_starting(&socket, b"zixiao-net hello");
     assert_eq!(hello.len(), 60, "padded to the Ethernet minimum");
     assert_eq!(&hello[..6], &[0xff; 6]);
     assert_eq!(&hello[6..12], &GUEST_MAC);
@@ -348,7 +238,7 @@ async fn snapshot_with_an_active_card_restores_and_the_guest_goes_on_with_its_fr
     .unwrap();
     let _reaper_first = Reaper(first.pid());
     first.start().await.unwrap();
-    socket.recv_starting(b"zixiao-net hello", T);
+    recv_starting(&socket, b"zixiao-net hello");
     exchange(&first, &socket, b"before the snapshot").await;
     wait_seq_above(&first, 2).await;
     first.snapshot(&snap).await.unwrap();
@@ -373,7 +263,7 @@ async fn snapshot_with_an_active_card_restores_and_the_guest_goes_on_with_its_fr
     let _reaper_second = Reaper(second.pid());
     second.resume().await.unwrap();
     let next = format!("zixiao-net seq={}", at_snapshot + 2);
-    socket.recv_starting(next.as_bytes(), T);
+    recv_starting(&socket, next.as_bytes());
     exchange(&second, &socket, b"after the restore").await;
     let log = std::fs::read_to_string(second.console_log()).unwrap();
     assert!(!log.contains("ZX: net mac="), "booted again: {log}");
@@ -419,7 +309,7 @@ async fn a_tap_deleted_under_a_running_guest_stops_the_card_not_the_vmm() {
     .unwrap();
     let _reaper = Reaper(vmm.pid());
     vmm.start().await.unwrap();
-    socket.recv_starting(b"zixiao-net hello", T);
+    recv_starting(&socket, b"zixiao-net hello");
     exchange(&vmm, &socket, b"before").await;
     let before = wait_seq_above(&vmm, 1).await;
     ns.delete_tap();

@@ -451,6 +451,11 @@ impl MicrovmDriver {
         plan: Option<&BootPlan>,
     ) -> Result<(), DriverError> {
         let made = async {
+            // On both backends the TAPs exist, plugged, before the monitor
+            // attaches to them inside the network's namespace.
+            let network = self
+                .plug(instance, record.backend, &record.attachments)
+                .await?;
             match record.backend {
                 Backend::Qemu => {
                     let plan = plan.ok_or_else(|| {
@@ -459,15 +464,6 @@ impl MicrovmDriver {
                             "restoring a snapshot needs the vmm backend",
                         )
                     })?;
-                    let network = self.network_for(instance, record.backend)?;
-                    if let Some(network) = network {
-                        network
-                            .attach_tap(&instance.id, &record.attachments)
-                            .await
-                            .map_err(|e| {
-                                crate::net::net_error("plug the microVM's TAP devices", e)
-                            })?;
-                    }
                     self.qemu_backend()?
                         .launch(&instance.name, dir, plan, network)
                         .await?
@@ -483,17 +479,6 @@ impl MicrovmDriver {
                             ))
                         }
                     };
-                    // As for QEMU: the TAPs exist, plugged, before the VMM
-                    // attaches to them inside the network's namespace.
-                    let network = self.network_for(instance, record.backend)?;
-                    if let Some(network) = network {
-                        network
-                            .attach_tap(&instance.id, &record.attachments)
-                            .await
-                            .map_err(|e| {
-                                crate::net::net_error("plug the microVM's TAP devices", e)
-                            })?;
-                    }
                     self.vmm_backend()?.launch(dir, boot, network).await?
                 }
             }
@@ -583,6 +568,26 @@ impl MicrovmDriver {
                 instance.name
             ))
         })
+    }
+
+    /// Plugs the TAPs of `attachments` of `instance` on `backend` (see
+    /// [`Self::network_for`]) and returns the host network they are on;
+    /// `None` without attachments. Idempotent. Errors: as `network_for`,
+    /// and zixiao-net's `attach_tap`.
+    async fn plug(
+        &self,
+        instance: &Instance,
+        backend: Backend,
+        attachments: &[NetworkAttachment],
+    ) -> Result<Option<&zixiao_net::LinuxNetwork>, DriverError> {
+        let network = self.network_for(instance, backend)?;
+        if let Some(network) = network {
+            network
+                .attach_tap(&instance.id, attachments)
+                .await
+                .map_err(|e| crate::net::net_error("plug the microVM's TAP devices", e))?;
+        }
+        Ok(network)
     }
 
     /// Removes the published ports and the TAP devices of `attachments` of
@@ -702,15 +707,9 @@ impl Driver for MicrovmDriver {
         // Only a relaunch needs the network: the TAPs outlive the monitor,
         // but may be gone (a host reboot).
         let network = match &plan {
-            Some(_) => self.network_for(instance, backend)?,
+            Some(_) => self.plug(instance, backend, &instance.attachments).await?,
             None => None,
         };
-        if let Some(network) = network {
-            network
-                .attach_tap(&instance.id, &instance.attachments)
-                .await
-                .map_err(|e| crate::net::net_error("plug the microVM's TAP devices", e))?;
-        }
         // Before the guest runs: refused here when a host port was taken
         // since the create.
         crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;

@@ -29,6 +29,7 @@ use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
 use zixiao_net::ports::PortsTable;
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
+use zixiao_testing::packet::PacketSocket;
 use zixiao_testing::underlay::{Underlay, NODE_ADDRESS};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
@@ -327,62 +328,6 @@ fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
     });
 }
 
-/// An AF_PACKET socket on `interface` of the calling thread's namespace,
-/// receiving frames of EtherType `ethertype` (100 ms receive timeout).
-fn packet_socket(interface: &str, ethertype: u16) -> (std::os::fd::OwnedFd, i32) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain socket creation; the result is checked.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(ethertype.to_be()),
-        )
-    };
-    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a new descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = std::ffi::CString::new(interface).expect("name");
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) } as i32;
-    assert!(ifindex > 0, "{interface}");
-    let addr = link_address(ifindex, ethertype);
-    // SAFETY: `addr` is a sockaddr_ll of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 100_000,
-    };
-    // SAFETY: SO_RCVTIMEO takes a timeval of the size passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&timeout as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        )
-    };
-    (fd, ifindex)
-}
-
-fn link_address(ifindex: i32, ethertype: u16) -> libc::sockaddr_ll {
-    // SAFETY: sockaddr_ll is plain data; all zeroes is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ethertype.to_be();
-    addr.sll_ifindex = ifindex;
-    addr.sll_halen = 6;
-    addr
-}
-
 /// `aa:bb:cc:dd:ee:ff` as bytes.
 fn mac_bytes(text: &str) -> Vec<u8> {
     text.split(':')
@@ -392,7 +337,6 @@ fn mac_bytes(text: &str) -> Vec<u8> {
 
 #[test]
 fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
-    use std::os::fd::AsRawFd;
     isolated(|netns_dir| async move {
         let Some(vfx) = super::vmm::fixture() else {
             return;
@@ -456,44 +400,16 @@ fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
             .and_then(|r| r.split_whitespace().next())
             .expect("the bridge's MAC")
             .to_owned();
-        let (socket, ifindex) = packet_socket(net.bridge.as_str(), 0x88b5);
+        let socket = PacketSocket::open(net.bridge.as_str(), 0x88b5).expect("a packet socket");
         let payload = b"through the bridge and back";
         let mut frame = mac_bytes(&attachment.mac);
         frame.extend(mac_bytes(&bridge_mac));
         frame.extend_from_slice(&0x88b6u16.to_be_bytes());
         frame.extend_from_slice(payload);
-        let to = link_address(ifindex, 0x88b6);
-        // SAFETY: `frame` and `to` are valid for the sizes passed.
-        let sent = unsafe {
-            libc::sendto(
-                socket.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&to as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        assert_eq!(
-            sent,
-            frame.len() as isize,
-            "{}",
-            std::io::Error::last_os_error()
-        );
-        let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
-        let mut buf = vec![0u8; 2048];
-        let echo = loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no echo from the guest"
-            );
-            // SAFETY: `buf` is writable for its length.
-            let n =
-                unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n > 14 && buf[14..n as usize].starts_with(payload) {
-                break buf[..n as usize].to_vec();
-            }
-        };
+        socket.send(&frame).expect("send");
+        let echo = socket
+            .recv_starting(payload, BOOT_TIMEOUT)
+            .expect("the guest's echo");
         assert_eq!(echo[..6], mac_bytes(&bridge_mac)[..]);
         assert_eq!(echo[6..12], mac_bytes(&attachment.mac)[..]);
 
