@@ -271,19 +271,45 @@ async fn snapshot_with_an_active_card_restores_and_the_guest_goes_on_with_its_fr
 }
 
 #[tokio::test]
-async fn a_missing_tap_is_refused_naming_the_field() {
+async fn a_missing_a_foreign_or_a_busy_tap_is_refused_naming_the_field() {
     let Some(kernel) = virtio_guest() else { return };
     let ns = TapNs::new("missing");
     let tmp = tempfile::tempdir().unwrap();
-    let mut config = config(&kernel, "console=ttyS0");
-    config.nets[0].tap = TapName::try_from("zxnothere0").unwrap();
-    let err = launch(&ns, &tmp.path().join("vm"), Boot::Fresh(config))
+    let on = |tap: &str| {
+        let mut config = config(&kernel, "console=ttyS0");
+        config.nets[0].tap = TapName::try_from(tap).unwrap();
+        Boot::Fresh(config)
+    };
+    let err = launch(&ns, &tmp.path().join("vm"), on("zxnothere0"))
         .await
         .expect_err("launched on a TAP that does not exist");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains("nets[0].tap"), "{err}");
     assert!(err.to_string().contains("zxnothere0"), "{err}");
     assert!(!tmp.path().join("vm").exists(), "nothing left behind");
+
+    // An interface that is not a TAP (the namespace's loopback).
+    let err = launch(&ns, &tmp.path().join("vm"), on("lo"))
+        .await
+        .expect_err("launched on the loopback");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(
+        err.to_string().contains("nets[0].tap") && err.to_string().contains("not a"),
+        "{err}"
+    );
+
+    // A TAP another VMM holds.
+    let first = launch(&ns, &tmp.path().join("first"), on("tap0"))
+        .await
+        .unwrap();
+    let _reaper = Reaper(first.pid());
+    let err = launch(&ns, &tmp.path().join("vm"), on("tap0"))
+        .await
+        .expect_err("two VMMs on one TAP");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("already attached"), "{err}");
+    assert!(!tmp.path().join("vm").exists(), "nothing left behind");
+    first.shutdown(Duration::from_secs(5)).await.unwrap();
 
     // A config file with a bad name or MAC does not even parse.
     for bad in [
