@@ -20,6 +20,7 @@ pub mod fuzz;
 pub mod http;
 pub mod kill;
 pub mod output;
+pub mod packet;
 pub mod process;
 pub mod registry;
 pub mod rng;

@@ -13,13 +13,16 @@
 //!   (jailed, interleaved, same run);
 //! - virtio-block read throughput as the C guest (guest/blk.c, `zx.bench=1`)
 //!   sees it, sequential 4 KiB and 1 MiB and random 4 KiB, against the same
-//!   file read on the host (dd for sequential, pread for random).
+//!   file read on the host (dd for sequential, pread for random);
+//! - virtio-net round trip and throughput between the host end of a TAP
+//!   (an AF_PACKET socket in a namespace the bench makes) and the C guest
+//!   echoing frames (`zx.net=echo`), 60- and 1514-byte frames, one at a time.
 //!
 //! Prints a table and writes `target/bench-results/vmm.json`:
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
-//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,block to run some).
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,block,net to run some).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,6 +69,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         vcpus: 1,
         memory_mib,
         disks: Vec::new(),
+        nets: Vec::new(),
     }
 }
 
@@ -588,6 +592,96 @@ async fn bench_block(dir: &Path, rows: &mut Vec<Value>) {
     }
 }
 
+/// Runs `ip ARGS`, panicking on failure (the bench runs as root).
+fn ip(args: &[&str]) {
+    let ok = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "ip {args:?} failed");
+}
+
+/// virtio-net: frames of 60 and 1514 bytes sent one at a time from the
+/// host end of the TAP to the echoing guest; the time until each comes
+/// back (round trip) and the bytes moved both ways per second.
+async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
+    let Some(guest) = test_guest::virtio_kernel_path() else {
+        println!("net skipped: the virtio guest was not built");
+        return;
+    };
+    let ns_name = format!("zxbench-{}", std::process::id());
+    ip(&["netns", "add", &ns_name]);
+    ip(&[
+        "netns",
+        "exec",
+        &ns_name,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
+    ip(&[
+        "-n", &ns_name, "tuntap", "add", "dev", "tap0", "mode", "tap",
+    ]);
+    ip(&["-n", &ns_name, "link", "set", "tap0", "up"]);
+    let ns = std::fs::File::open(format!("/run/netns/{ns_name}")).expect("netns");
+    let socket = zixiao_testing::packet::PacketSocket::open_in(&ns, "tap0", 0x88b5)
+        .expect("a packet socket on tap0");
+    let mut config = config(&guest, "zx.net=echo", 64);
+    config.nets = vec![zixiao_vmm::NetConfig {
+        tap: "tap0".to_string().try_into().expect("name"),
+        mac: "02:00:00:00:00:01".to_string().try_into().expect("mac"),
+    }];
+    let vmm = zixiao_vmm::launch_in_netns(
+        &binary(),
+        &dir.join("net"),
+        Boot::Fresh(config),
+        &Confinement::default(),
+        &ns,
+    )
+    .await
+    .expect("launch");
+    track(&vmm);
+    vmm.start().await.expect("start");
+    let round_trip = |payload: &[u8], size: usize| -> Duration {
+        let mut frame = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0xfe, 0x88, 0xb6];
+        frame.extend_from_slice(payload);
+        frame.resize(size, 0);
+        let started = Instant::now();
+        socket.send(&frame).expect("send");
+        socket
+            .recv_starting(payload, Duration::from_secs(5))
+            .expect("the guest's echo within 5 s");
+        started.elapsed()
+    };
+    // The first exchange is answered during the guest's boot.
+    round_trip(b"warm-up", 60);
+    let count = 200;
+    for size in [60usize, 1514] {
+        let mut times: Vec<Duration> = (0..count)
+            .map(|i| round_trip(format!("rtt-{i}-").as_bytes(), size))
+            .collect();
+        let total: Duration = times.iter().sum();
+        times.sort();
+        let mib_s = (2 * size * count) as f64 / total.as_secs_f64() / 1048576.0;
+        println!(
+            "virtio-net {size}-byte frames: round trip p50 {} p99 {}, {mib_s:.2} MiB/s both ways",
+            ms(pct(&times, 0.5)),
+            ms(pct(&times, 0.99))
+        );
+        let mut row = timing_row(
+            &format!("virtio-net round trip, {size}-byte frame (host TAP end to echoing guest)"),
+            "jailed",
+            &times,
+        );
+        row["mib_per_s_both_ways"] = json!((mib_s * 100.0).round() / 100.0);
+        rows.push(row);
+    }
+    vmm.shutdown(Duration::from_secs(2)).await.ok();
+    let _ = std::process::Command::new("ip")
+        .args(["netns", "del", &ns_name])
+        .status();
+}
+
 /// Whether `section` is selected by ZIXIAO_BENCH_ONLY (all when unset).
 fn selected(section: &str) -> bool {
     std::env::var("ZIXIAO_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
@@ -696,6 +790,9 @@ fn main() {
         }
         if selected("block") {
             bench_block(dir.path(), &mut rows).await;
+        }
+        if selected("net") {
+            bench_net(dir.path(), &mut rows).await;
         }
         write_results(rows);
     });

@@ -19,7 +19,22 @@
  *   ZX: blk<N> read past end status=<s>     (1 = VIRTIO_BLK_S_IOERR)
  *   ZX: ready
  *
- * then, with `zx.blk=loop`, on disk 0 forever: write sector 2 ("iter=<n>"
+ * For a virtio-net card (device id 1) it negotiates VERSION_1 + MAC +
+ * STATUS, posts 8 receive buffers, and prints
+ *
+ *   ZX: net mac=<aa:bb:cc:dd:ee:ff> link=<status bit 0>
+ *   ZX: net tx hello                 (sent: broadcast, EtherType 0x88b5,
+ *                                     payload "zixiao-net hello", padded to 60 bytes)
+ *   ZX: net rx len=<frame bytes> crc=<crc32 of the frame>   (waits for a
+ *                                     frame of EtherType 0x88b6; others are ignored)
+ *   ZX: net echo                     (sent back: to the frame's source, from
+ *                                     its MAC, EtherType 0x88b5, same payload)
+ *
+ * then, after `ZX: ready`, with `zx.net=loop` forever: sends
+ * "zixiao-net seq=<n>" frames (`ZX: net tx seq=<n>`) and answers every
+ * frame it receives as above; with `zx.net=echo` forever: only answers.
+ *
+ * With `zx.blk=loop`, on disk 0 forever: write sector 2 ("iter=<n>"
  * and zeros), read it back, compare, print `ZX: blk0 iter=<n> ok|mismatch`;
  * with `zx.bench=1`, read throughput runs on disk 0 (`ZX: bench <name>
  * start` ... `ZX: bench <name> done n=.. bytes=.. errors=..`: sequential
@@ -274,6 +289,154 @@ static void bench(u64 base, struct vq *q) {
     bench_run(base, q, "rand4k", 4096, 2048, sectors, 1);
 }
 
+/* ---- virtio-net ---- */
+
+#define NET_BUF 2048
+#define NET_HDR 12
+static struct vq net_rx, net_tx;
+static u8 rx_bufs[QSZ][NET_BUF] __attribute__((aligned(16)));
+static u8 tx_buf[NET_BUF] __attribute__((aligned(16)));
+static u8 frame[NET_BUF];
+static u8 mac[6];
+static u64 net_base;
+
+static void net_queue(u64 base, u32 index, struct vq *q) {
+    wr(base + 0x30, index);
+    wr(base + 0x38, QSZ);
+    wr(base + 0x80, (u32)(u64)q->desc);
+    wr(base + 0x84, 0);
+    wr(base + 0x90, (u32)(u64)&q->avail);
+    wr(base + 0x94, 0);
+    wr(base + 0xa0, (u32)(u64)&q->used);
+    wr(base + 0xa4, 0);
+    wr(base + 0x44, 1);
+}
+
+static int net_setup(u64 base) {
+    wr(base + 0x70, 0);
+    wr(base + 0x70, 1);
+    wr(base + 0x70, 1 | 2);
+    wr(base + 0x14, 0);
+    u32 f0 = rd(base + 0x10);
+    wr(base + 0x14, 1);
+    if (!(rd(base + 0x10) & 1) || !(f0 & (1u << 5))) return -1; /* VERSION_1, MAC */
+    wr(base + 0x24, 0);
+    wr(base + 0x20, f0 & ((1u << 5) | (1u << 16))); /* MAC, STATUS */
+    wr(base + 0x24, 1);
+    wr(base + 0x20, 1);
+    wr(base + 0x70, 1 | 2 | 8);
+    if (!(rd(base + 0x70) & 8)) return -2;
+    net_queue(base, 0, &net_rx);
+    net_queue(base, 1, &net_tx);
+    wr(base + 0x70, 1 | 2 | 8 | 4);
+    for (u16 i = 0; i < QSZ; i++) {
+        net_rx.desc[i] = (struct desc){(u64)rx_bufs[i], NET_BUF, VRING_DESC_F_WRITE, 0};
+        net_rx.avail.ring[i] = i;
+    }
+    barrier();
+    net_rx.avail.idx = QSZ;
+    barrier();
+    wr(base + 0x50, 0);
+    for (int i = 0; i < 6; i++) mac[i] = *(volatile u8 *)(base + 0x100 + i);
+    u32 status = *(volatile u16 *)(base + 0x106);
+    puts("ZX: net mac=");
+    for (int i = 0; i < 6; i++) { if (i) putc(':'); put_hex(mac[i], 2); }
+    puts(" link="); put_dec(status & 1); putc('\n');
+    net_base = base;
+    return 0;
+}
+
+/* Sends the Ethernet frame in `frame` (len bytes, at least 60 sent). */
+static void net_send(u32 len) {
+    if (len < 60) { for (u32 i = len; i < 60; i++) frame[i] = 0; len = 60; }
+    for (u32 i = 0; i < NET_HDR; i++) tx_buf[i] = 0;
+    for (u32 i = 0; i < len; i++) tx_buf[NET_HDR + i] = frame[i];
+    net_tx.desc[0] = (struct desc){(u64)tx_buf, NET_HDR + len, 0, 0};
+    net_tx.avail.ring[net_tx.avail.idx % QSZ] = 0;
+    barrier();
+    net_tx.avail.idx++;
+    barrier();
+    wr(net_base + 0x50, 1);
+    for (u32 spin = 0; *(volatile u16 *)&net_tx.used.idx == net_tx.last_used; spin++)
+        if (spin > 100000) break;
+    net_tx.last_used = *(volatile u16 *)&net_tx.used.idx;
+    wr(net_base + 0x64, rd(net_base + 0x60));
+}
+
+/* A frame from `src` payload text, EtherType 0x88b5, to `dst`. */
+static u32 net_frame(const u8 *dst, const char *text) {
+    for (int i = 0; i < 6; i++) { frame[i] = dst[i]; frame[6 + i] = mac[i]; }
+    frame[12] = 0x88; frame[13] = 0xb5;
+    u32 len = 14;
+    while (*text) frame[len++] = (u8)*text++;
+    return len;
+}
+
+/* Takes one received frame into `frame` if there is one (waiting for it
+ * when `wait`); returns its length, or 0. The buffer is posted again. */
+static u32 net_recv(int wait) {
+    while (*(volatile u16 *)&net_rx.used.idx == net_rx.last_used)
+        if (!wait) return 0;
+    barrier();
+    struct used_elem e = net_rx.used.ring[net_rx.last_used % QSZ];
+    net_rx.last_used++;
+    u32 len = e.len > NET_HDR ? e.len - NET_HDR : 0;
+    if (len > NET_BUF - NET_HDR) len = 0;
+    u16 id = (u16)(e.id % QSZ);
+    for (u32 i = 0; i < len; i++) frame[i] = rx_bufs[id][NET_HDR + i];
+    net_rx.avail.ring[net_rx.avail.idx % QSZ] = id;
+    barrier();
+    net_rx.avail.idx++;
+    barrier();
+    wr(net_base + 0x50, 0);
+    wr(net_base + 0x64, rd(net_base + 0x60));
+    return len;
+}
+
+/* Prints the frame in `frame` and sends it back to its source, if it is a
+ * test frame (EtherType 0x88b6: the host's own traffic on the TAP, such
+ * as IPv6 neighbour discovery, is ignored). Returns whether it was one. */
+static int net_answer(u32 len) {
+    if (len < 14 || frame[12] != 0x88 || frame[13] != 0xb6) return 0;
+    puts("ZX: net rx len="); put_dec(len); puts(" crc="); put_hex(crc32(frame, len), 8); putc('\n');
+    for (int i = 0; i < 6; i++) { frame[i] = frame[6 + i]; frame[6 + i] = mac[i]; }
+    frame[12] = 0x88; frame[13] = 0xb5;
+    net_send(len);
+    puts("ZX: net echo\n");
+    return 1;
+}
+
+static const u8 broadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+static void net_exercise(u64 base) {
+    int err = net_setup(base);
+    if (err) { puts("ZX: net setup failed "); put_dec((u64)-err); putc('\n'); return; }
+    net_send(net_frame(broadcast, "zixiao-net hello"));
+    puts("ZX: net tx hello\n");
+    while (!net_answer(net_recv(1))) {}
+}
+
+static void net_loop(int send) {
+    for (u64 seq = 1;; seq++) {
+        if (send) {
+            char text[40] = "zixiao-net seq=";
+            int len = 15;
+            char digits[24];
+            int d = 0;
+            u64 v = seq;
+            do { digits[d++] = (char)('0' + v % 10); v /= 10; } while (v);
+            while (d) text[len++] = digits[--d];
+            text[len] = 0;
+            net_send(net_frame(broadcast, text));
+            puts("ZX: net tx seq="); put_dec(seq); putc('\n');
+        }
+        for (u32 spin = 0; spin < (send ? 20000u : 1u); spin++) {
+            u32 len = net_recv(0);
+            if (len) (void)net_answer(len);
+        }
+    }
+}
+
 static void io_loop(u64 base, struct vq *q) {
     for (u64 iter = 1;; iter++) {
         char text[32] = "iter=";
@@ -312,6 +475,7 @@ void zx_main(u8 *boot_params) {
         puts(" irq="); put_dec(irq);
         if (rd(base) != 0x74726976) { puts(" bad magic\n"); continue; }
         puts(" version="); put_dec(rd(base + 4)); puts(" id="); put_dec(rd(base + 8)); putc('\n');
+        if (rd(base + 8) == 1) { net_exercise(base); continue; }
         if (rd(base + 8) != 2) continue;
         bases[count] = base;
         exercise(count, base, &queues[count]);
@@ -320,6 +484,8 @@ void zx_main(u8 *boot_params) {
     puts("ZX: ready\n");
     const char *mode = find(cmdline, "zx.blk=");
     if (mode && *mode == 'l' && count > 0) io_loop(bases[0], &queues[0]);
+    const char *net = find(cmdline, "zx.net=");
+    if (net && net_base) net_loop(*net == 'l');
     if (find(cmdline, "zx.bench=1") && count > 0) bench(bases[0], &queues[0]);
     puts("ZX: bye\n");
     outb(0x64, 0xfe);

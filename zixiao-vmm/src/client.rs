@@ -42,6 +42,32 @@ pub async fn launch_with(
     boot: Boot,
     confinement: &Confinement,
 ) -> Result<VmmClient, VmmError> {
+    launch_in(binary, run_dir, boot, confinement, None).await
+}
+
+/// [`launch_with`], the VMM started inside the network namespace `netns`
+/// (an open `/proc/PID/ns/net` or `/run/netns/NAME`), where it attaches to
+/// the TAPs its network cards name and stays. The launcher's own threads
+/// are not moved. Errors: as [`launch`]; a TAP that does not exist there is
+/// `NotFound` naming `nets[N].tap`.
+pub async fn launch_in_netns(
+    binary: &Path,
+    run_dir: &Path,
+    boot: Boot,
+    confinement: &Confinement,
+    netns: &std::fs::File,
+) -> Result<VmmClient, VmmError> {
+    use std::os::fd::AsRawFd;
+    launch_in(binary, run_dir, boot, confinement, Some(netns.as_raw_fd())).await
+}
+
+async fn launch_in(
+    binary: &Path,
+    run_dir: &Path,
+    boot: Boot,
+    confinement: &Confinement,
+    netns: Option<std::os::fd::RawFd>,
+) -> Result<VmmClient, VmmError> {
     // Paths reach the VMM as given; a jailed VMM sees them at the same
     // absolute path, and its working directory is the jail's root.
     let absolute = |field: &str, p: &Path| {
@@ -104,7 +130,7 @@ pub async fn launch_with(
         }
         err
     };
-    let result = spawn(binary, run_dir, &boot, confinement).await;
+    let result = spawn(binary, run_dir, &boot, confinement, netns).await;
     let pid = result.map_err(cleanup)?;
     Ok(VmmClient {
         run_dir: run_dir.to_path_buf(),
@@ -117,6 +143,7 @@ async fn spawn(
     run_dir: &Path,
     boot: &Boot,
     confinement: &Confinement,
+    netns: Option<std::os::fd::RawFd>,
 ) -> Result<u32, VmmError> {
     let boot_json =
         serde_json::to_string(boot).map_err(|e| VmmError::internal("encoding boot", e))?;
@@ -127,7 +154,21 @@ async fn spawn(
         .append(true)
         .open(run_dir.join(files::VMM_LOG))
         .map_err(|e| VmmError::internal("creating vmm.log", e))?;
-    let mut child = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    if let Some(ns) = netns {
+        // SAFETY: the closure runs in the forked child before exec and only
+        // makes one async-signal-safe system call, on a descriptor the
+        // child inherited (the caller keeps it open across the spawn).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command
         .arg("--run-dir")
         .arg(run_dir)
         .arg("--boot")

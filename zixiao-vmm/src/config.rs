@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::layout;
+use crate::tap::{MacAddr, TapName};
 use crate::VmmError;
 
 /// Smallest guest: the boot structures, the kernel at 1 MiB and some room.
@@ -37,6 +38,22 @@ pub struct VmConfig {
     /// Absent in configs written before disks existed (snapshot format 1).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net cards, in order, each on an existing TAP device: card N
+    /// is the virtio-mmio device after the disks (`eth<N>` in a Linux
+    /// guest). Absent in configs written before network cards existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<NetConfig>,
+}
+
+/// One virtio-net card on a TAP device that already exists in the VMM's
+/// network namespace (see [`crate::launch_in_netns`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConfig {
+    /// The TAP the card's frames go to and come from; the VMM attaches to
+    /// it (it never creates one), before it drops its privileges.
+    pub tap: TapName,
+    /// The card's address, which the guest reads from the config space.
+    pub mac: MacAddr,
 }
 
 /// One virtio-block disk backed by a raw host file.
@@ -121,7 +138,14 @@ impl VmConfig {
             vcpus: 1,
             memory_mib: 128,
             disks: Vec::new(),
+            nets: Vec::new(),
         }
+    }
+
+    /// How many virtio-mmio devices the guest has: the disks, then the
+    /// network cards.
+    pub(crate) fn virtio_devices(&self) -> usize {
+        self.disks.len() + self.nets.len()
     }
 
     /// Guest memory in bytes.
@@ -130,11 +154,12 @@ impl VmConfig {
     }
 
     /// The command line the guest gets: `cmdline` followed by one
-    /// `virtio_mmio.device=4K@ADDR:IRQ` per disk, which is how a Linux guest
-    /// without ACPI or device tree finds virtio-mmio devices.
+    /// `virtio_mmio.device=4K@ADDR:IRQ` per disk, then per network card,
+    /// which is how a Linux guest without ACPI or device tree finds
+    /// virtio-mmio devices.
     pub fn kernel_cmdline(&self) -> String {
         let mut line = self.cmdline.trim().to_string();
-        for index in 0..self.disks.len() {
+        for index in 0..self.virtio_devices() {
             let (addr, irq) = (layout::virtio_mmio_addr(index), layout::virtio_irq(index));
             if !line.is_empty() {
                 line.push(' ');
@@ -226,12 +251,24 @@ impl VmConfig {
                 ),
             ));
         }
+        if self.virtio_devices() > layout::MAX_DISKS {
+            return Err(VmmError::invalid(
+                "nets",
+                format!(
+                    "{} disks and {} network cards, a microVM has at most {} virtio devices \
+                     (one interrupt line each)",
+                    self.disks.len(),
+                    self.nets.len(),
+                    layout::MAX_DISKS
+                ),
+            ));
+        }
         let announced = self.kernel_cmdline().len();
         if announced >= layout::CMDLINE_MAX {
             return Err(VmmError::invalid(
                 "cmdline",
                 format!(
-                    "{announced} bytes with the disks' virtio_mmio.device= entries, at most {} allowed",
+                    "{announced} bytes with the devices' virtio_mmio.device= entries, at most {} allowed",
                     layout::CMDLINE_MAX - 1
                 ),
             ));

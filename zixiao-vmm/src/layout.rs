@@ -51,7 +51,8 @@ pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// floppy), and the MP table routes every ISA line 0-23 to the same IOAPIC
 /// pin, so a Linux guest finds them without ACPI.
 pub const VIRTIO_IRQ_BASE: u32 = 5;
-/// Most virtio-block disks a microVM has (one interrupt line each).
+/// Most virtio devices (disks and network cards together) a microVM has
+/// (one interrupt line each).
 pub const MAX_DISKS: usize = 8;
 
 /// Guest-physical address of virtio-mmio device `index`.

@@ -25,17 +25,20 @@ mod seccomp;
 pub mod server;
 mod snapshot;
 mod support;
+mod tap;
 pub mod test_guest;
 mod virtio;
 
 mod error;
 
 pub use api::{files, Boot, VmInfo, VmState, VmmStats};
-pub use client::{launch, launch_with, VmmClient};
+pub use client::{launch, launch_in_netns, launch_with, VmmClient};
 pub use config::{
-    kernel_format, DiskConfig, KernelFormat, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+    kernel_format, DiskConfig, KernelFormat, NetConfig, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS,
+    MIN_MEMORY_MIB,
 };
 pub use error::VmmError;
 pub use jail::{Confinement, JailConfig};
 pub use snapshot::{MAX_STATE_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MIN_VERSION, SNAPSHOT_VERSION};
 pub use support::{kvm_skip_reason, kvm_support, KvmSupport, KVM_DEVICE, KVM_DEVICE_ENV};
+pub use tap::{MacAddr, TapName};

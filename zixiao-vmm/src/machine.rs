@@ -1,5 +1,7 @@
 //! A running KVM machine: the VM fd with its memory, in-kernel irqchip and
-//! PIT, its devices (COM1, virtio-mmio disks), one host thread per vCPU, and the controls the VMM process needs:
+//! PIT, its devices (COM1, virtio-mmio disks and network cards), one host
+//! thread per vCPU and one receive thread per network card, and the
+//! controls the VMM process needs:
 //! start, pause (every vCPU parked outside KVM_RUN), resume, stop, and the
 //! state capture and restore that snapshots are made of.
 
@@ -24,11 +26,12 @@ use vm_superio::Serial;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
-use crate::config::DiskConfig;
+use crate::config::{DiskConfig, NetConfig};
 use crate::cpu::{self, VcpuState};
 use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapshot};
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
 use crate::seccomp::ThreadKind;
+use crate::virtio::net::{self, NetBackend};
 use crate::virtio::{self, MmioTransport, TransportState};
 use crate::{boot, VmConfig, VmmError};
 
@@ -138,6 +141,9 @@ pub(crate) struct Machine {
     /// /proc/self/pagemap, opened before the VMM dropped root (after the
     /// drop the kernel no longer lets it open its own page map).
     pagemap: Option<std::fs::File>,
+    /// Network card N's backend; the card is virtio device `first_net + N`.
+    nets: Vec<Arc<NetBackend>>,
+    first_net: usize,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -159,12 +165,20 @@ impl Machine {
         kvm: Kvm,
         config: &VmConfig,
         files: boot::BootFiles,
+        taps: Vec<File>,
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         config.validate_limits()?;
         let memory = boot::guest_memory(config.memory_bytes())?;
         let serial = Serial::new(IrqTrigger(new_evt()?), sink);
-        let virtio = virtio::block_devices(&memory, &config.disks, files.disks, None)?;
+        let virtio = virtio::devices(
+            &memory,
+            &config.disks,
+            files.disks,
+            &config.nets,
+            taps,
+            None,
+        )?;
         let boot_files = boot::BootFiles {
             kernel: files.kernel,
             initrd: files.initrd,
@@ -182,12 +196,14 @@ impl Machine {
 
     /// Creates the VM on `kvm` from a snapshot's `state` (validated by
     /// `snapshot::parse`) over already mapped `memory`; `disks` are the
-    /// snapshot config's disks, open.
+    /// snapshot config's disks, open, and `nets` its network cards, each
+    /// attached to its TAP.
     pub(crate) fn restore(
         kvm: Kvm,
         state: &MachineState,
         memory: GuestMemoryMmap,
         disks: (&[DiskConfig], Vec<File>),
+        nets: (&[NetConfig], Vec<File>),
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         let vcpus = u8::try_from(state.vcpus.len())
@@ -203,7 +219,14 @@ impl Machine {
             sink,
         )
         .map_err(|e| VmmError::internal("restoring the serial port", format!("{e:?}")))?;
-        let virtio = virtio::block_devices(&memory, disks.0, disks.1, Some(&state.virtio))?;
+        let virtio = virtio::devices(
+            &memory,
+            disks.0,
+            disks.1,
+            nets.0,
+            nets.1,
+            Some(&state.virtio),
+        )?;
         let mut machine = Machine::new_vm(kvm, vcpus, memory, serial, virtio)?;
         let vm = &machine.vm;
         vm.set_pit2(&state.pit).map_err(kvm_err("KVM_SET_PIT2"))?;
@@ -232,7 +255,7 @@ impl Machine {
         vcpu_count: u8,
         memory: GuestMemoryMmap,
         serial: crate::devices::ComPort,
-        virtio: Vec<MmioTransport>,
+        (virtio, nets): (Vec<MmioTransport>, Vec<Arc<NetBackend>>),
     ) -> Result<Machine, VmmError> {
         let max = kvm.get_max_vcpus();
         if usize::from(vcpu_count) > max {
@@ -292,6 +315,7 @@ impl Machine {
         }
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| VmmError::internal("registering the vCPU kick signal", e))?;
+        let first_net = virtio.len() - nets.len();
         Ok(Machine {
             vcpus,
             threads: Vec::new(),
@@ -315,6 +339,8 @@ impl Machine {
             tids: Arc::new(Mutex::new(vec![None; usize::from(vcpu_count)])),
             anonymous_memory: true,
             pagemap: None,
+            first_net,
+            nets,
         })
     }
 
@@ -389,10 +415,28 @@ impl Machine {
             )?;
             self.threads.push(handle);
         }
+        // The network cards' receive threads follow the same controls (a
+        // paused VM receives nothing), so pause and snapshot see no frame
+        // half delivered.
+        for (n, backend) in self.nets.iter().enumerate() {
+            let ctx = NetRxThread {
+                backend: backend.clone(),
+                devices: self.devices.clone(),
+                device: self.first_net + n,
+                control: self.control.clone(),
+            };
+            let handle = crate::seccomp::spawn(
+                format!("net{n}-rx"),
+                seccomp.then_some(ThreadKind::NetRx),
+                move || ctx.run(),
+            )?;
+            self.threads.push(handle);
+        }
         Ok(())
     }
 
-    /// Parks every vCPU outside KVM_RUN.
+    /// Parks every vCPU outside KVM_RUN (and every network card's receive
+    /// thread outside its delivery).
     pub(crate) fn pause(&self) -> Result<(), VmmError> {
         lock(&self.control.ctl).want = Want::Pause;
         self.wait_parked()
@@ -595,5 +639,57 @@ impl VcpuThread {
             }
         }
         // wait_runnable() already counted this thread as parked.
+    }
+}
+
+/// A network card's receive thread: waits for frames on the TAP (while the
+/// guest has receive buffers) or a kick (the guest posted buffers), and
+/// moves frames into guest memory under the transport's lock. A pause or
+/// stop interrupts its poll with the vCPU kick signal.
+struct NetRxThread {
+    backend: Arc<NetBackend>,
+    devices: Arc<Devices>,
+    device: usize,
+    control: Arc<Control>,
+}
+
+impl NetRxThread {
+    fn run(self) {
+        use std::os::fd::AsRawFd;
+        while self.control.wait_runnable() {
+            let b = &self.backend;
+            let watch_tap = !b.is_gone() && !b.rx_blocked.load(Ordering::Relaxed);
+            let mut fds = [
+                libc::pollfd {
+                    fd: b.rx_kick.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: b.tap.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let count = if watch_tap { 2 } else { 1 };
+            // SAFETY: `fds` is a live array of at least `count` pollfds.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, -1) };
+            if ready <= 0 {
+                continue; // EINTR: a pause or stop kick; the loop checks.
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                let _ = b.rx_kick.read();
+            }
+            if watch_tap && fds[1].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                b.lost(&"the TAP device is gone");
+                continue;
+            }
+            // Until the device says it drained the TAP, assume the guest
+            // had no buffer (so an unready queue is not polled in a loop).
+            b.rx_blocked.store(true, Ordering::Relaxed);
+            if let Some(transport) = self.devices.virtio.get(self.device) {
+                lock(transport).backend_ready(net::RX);
+            }
+        }
     }
 }

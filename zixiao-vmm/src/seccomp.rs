@@ -50,6 +50,9 @@ pub(crate) enum ThreadKind {
     Console,
     /// Waits for the guest to stop, then stops the vCPUs and writes exit.json.
     Lifecycle,
+    /// One per network card: polls its TAP and its kick eventfd, reads
+    /// frames into the guest's receive buffers and raises the interrupt.
+    NetRx,
 }
 
 fn rule(conditions: Vec<(u8, SeccompCmpOp, u64)>) -> Result<SeccompRule, VmmError> {
@@ -182,12 +185,20 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
             // Serial output to console readers (send with MSG_NOSIGNAL).
             rules.insert(libc::SYS_sendto, vec![]);
             // virtio-block requests, run on the notifying vCPU: reads,
-            // writes and flushes of the already open disk files.
+            // writes and flushes of the already open disk files. A
+            // virtio-net transmit is a `write` to the TAP (common list).
             rules.insert(libc::SYS_pread64, vec![]);
             rules.insert(libc::SYS_pwrite64, vec![]);
             rules.insert(libc::SYS_fdatasync, vec![]);
         }
         ThreadKind::Console => console_sockets(&mut rules)?,
+        ThreadKind::NetRx => {
+            // poll on the TAP and the kick eventfd, read from both (the
+            // irqfd write is in the common list).
+            for nr in [libc::SYS_poll, libc::SYS_ppoll, libc::SYS_read] {
+                rules.insert(nr, vec![]);
+            }
+        }
         ThreadKind::Lifecycle => files(&mut rules),
         ThreadKind::Api => {
             files(&mut rules);
@@ -276,6 +287,7 @@ mod tests {
             ThreadKind::Vcpu,
             ThreadKind::Console,
             ThreadKind::Lifecycle,
+            ThreadKind::NetRx,
         ] {
             assert!(!filter(kind).unwrap().is_empty(), "{kind:?}");
         }

@@ -22,6 +22,7 @@ use crate::devices::ConsoleSink;
 use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
 use crate::machine::{GuestEvent, Machine};
 use crate::seccomp::{self, ThreadKind};
+use crate::tap::TapName;
 use crate::{cgroup, snapshot, support, DiskConfig, VmConfig, VmmError};
 
 struct Inner {
@@ -263,11 +264,34 @@ impl Inputs {
     }
 }
 
+/// Attaches to the TAP of every network card `boot` has (a fresh config's
+/// `nets`, or the ones a snapshot's state names), in order; errors name
+/// `nets[N].tap`. A snapshot's names are untrusted data, but valid
+/// interface names ([`TapName`]), and only TAPs of the VMM's own network
+/// namespace can be reached through them.
+fn open_taps(boot: &Boot) -> Result<(Vec<TapName>, Vec<File>), VmmError> {
+    let names: Vec<TapName> = match boot {
+        Boot::Fresh(config) => config.nets.iter().map(|n| n.tap.clone()).collect(),
+        Boot::Restore { snapshot_dir } => snapshot::nets_in(snapshot_dir)
+            .into_iter()
+            .map(|n| n.tap)
+            .collect(),
+    };
+    let taps = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| crate::tap::open(&format!("nets[{index}].tap"), name))
+        .collect::<Result<_, _>>()?;
+    Ok((names, taps))
+}
+
 /// What the jail must show and how large its cgroup is.
 struct JailPlan {
     mounts: Vec<JailMount>,
     memory_bytes: u64,
     vcpus: u8,
+    /// Network cards, one receive thread each.
+    nets: usize,
 }
 
 /// Checks what can be checked before the jail (giving the errors a
@@ -303,7 +327,7 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
             },
         })
     };
-    let (memory_bytes, vcpus) = match boot {
+    let (memory_bytes, vcpus, nets) = match boot {
         Boot::Fresh(config) => {
             config.validate()?;
             for (index, disk) in config.disks.iter().enumerate() {
@@ -319,10 +343,11 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
                     kind: MountKind::ReadOnlyFile,
                 });
             }
-            (config.memory_bytes(), config.vcpus)
+            (config.memory_bytes(), config.vcpus, config.nets.len())
         }
         Boot::Restore { snapshot_dir } => {
             let dir = absolute("snapshot_dir", snapshot_dir)?;
+            let nets = snapshot::nets_in(&dir).len();
             if !dir.join(snapshot::STATE_FILE).is_file() {
                 return Err(VmmError::NotFound {
                     message: format!("snapshot {} (no {})", dir.display(), snapshot::STATE_FILE),
@@ -346,13 +371,14 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
                 path: dir,
                 kind: MountKind::ReadOnlyDir,
             });
-            (memory, crate::MAX_VCPUS)
+            (memory, crate::MAX_VCPUS, nets)
         }
     };
     Ok(JailPlan {
         mounts,
         memory_bytes,
         vcpus,
+        nets,
     })
 }
 
@@ -365,7 +391,10 @@ fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Resul
         pid,
         cgroup::Limits {
             memory_bytes: plan.memory_bytes + (jail.memory_overhead_mib << 20),
-            pids: u64::from(plan.vcpus) + u64::from(jail.extra_pids),
+            // A task per vCPU and per network card's receive thread, plus
+            // the fixed ones. (KVM's own per-VM worker thread counts too:
+            // without room for it the first KVM_RUN fails with EAGAIN.)
+            pids: u64::from(plan.vcpus) + plan.nets as u64 + u64::from(jail.extra_pids),
         },
     )?;
     jail::give_run_dir(run_dir, jail)?;
@@ -381,6 +410,10 @@ fn setup(
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
     };
+    // The TAPs first: TUNSETIFF needs /dev/net/tun, which the jail's mount
+    // namespace does not show, and CAP_NET_ADMIN (or the TAP's owner),
+    // which the uid drop takes away.
+    let (tap_names, taps) = open_taps(&boot)?;
     if let Some(jail) = &confinement.jail {
         enter_jail(run_dir, &boot, jail, pid)?;
     }
@@ -392,7 +425,7 @@ fn setup(
     let (events, guest_events) = channel();
     let (mut machine, config, restored_from, state) = match inputs.guest {
         GuestInputs::Fresh(config, files) => {
-            let machine = Machine::create(inputs.kvm, &config, files, sink.clone())?;
+            let machine = Machine::create(inputs.kvm, &config, files, taps, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
         GuestInputs::Restore(snapshot_dir, files) => {
@@ -410,11 +443,21 @@ fn setup(
                 }
                 other => other,
             })?;
+            // The TAPs were attached by the names read before the jail; the
+            // validated state must name the same ones.
+            let named: Vec<&TapName> = file.config.nets.iter().map(|n| &n.tap).collect();
+            if named != tap_names.iter().collect::<Vec<_>>() {
+                return Err(VmmError::invalid(
+                    "config.nets",
+                    "the snapshot's network cards changed while it was being restored",
+                ));
+            }
             let machine = Machine::restore(
                 inputs.kvm,
                 &file.machine,
                 memory,
                 (&file.config.disks, disks),
+                (&file.config.nets, taps),
                 sink.clone(),
             )?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)

@@ -20,7 +20,7 @@ use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMma
 
 use kvm_bindings::{KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
 
-use crate::config::DiskConfig;
+use crate::config::{DiskConfig, NetConfig};
 use crate::machine::MachineState;
 use crate::{VmConfig, VmmError};
 
@@ -176,6 +176,13 @@ pub(crate) fn open(dir: &Path) -> Result<SnapshotFiles, VmmError> {
 /// after the VMM dropped its privileges. Unreadable or malformed state
 /// gives no disks (the restore then reports what is wrong).
 pub(crate) fn disks_in(dir: &Path) -> Vec<DiskConfig> {
+    config_list_in(dir, "/config/disks")
+}
+
+/// The list at JSON `pointer` of `dir`'s state, read without validation
+/// (see [`disks_in`]): empty when unreadable or malformed, and never
+/// longer than the devices a microVM can have.
+fn config_list_in<T: serde::de::DeserializeOwned>(dir: &Path, pointer: &str) -> Vec<T> {
     let Ok(file) = File::open(dir.join(STATE_FILE)) else {
         return Vec::new();
     };
@@ -185,12 +192,20 @@ pub(crate) fn disks_in(dir: &Path) -> Vec<DiskConfig> {
     }
     serde_json::from_slice::<serde_json::Value>(&state)
         .ok()
-        .and_then(|mut v| v.pointer_mut("/config/disks").map(serde_json::Value::take))
-        .and_then(|disks| serde_json::from_value::<Vec<DiskConfig>>(disks).ok())
+        .and_then(|mut v| v.pointer_mut(pointer).map(serde_json::Value::take))
+        .and_then(|list| serde_json::from_value::<Vec<T>>(list).ok())
         .unwrap_or_default()
         .into_iter()
         .take(crate::layout::MAX_DISKS)
         .collect()
+}
+
+/// The network cards a snapshot's `state.json` names, read before the jail
+/// is built so their TAPs can be attached while the VMM may still do so.
+/// Untrusted like [`disks_in`]; the restore checks later that the validated
+/// state names the same TAPs. Unreadable state gives no cards.
+pub(crate) fn nets_in(dir: &Path) -> Vec<NetConfig> {
+    config_list_in(dir, "/config/nets")
 }
 
 /// Reads and checks a snapshot's state; maps its memory copy-on-write.
@@ -330,7 +345,11 @@ pub(crate) fn validate(state: &SnapshotFile) -> Result<(), VmmError> {
             ),
         ));
     }
-    crate::virtio::validate_block_states(&state.config.disks, &state.machine.virtio)?;
+    crate::virtio::validate_states(
+        &state.config.disks,
+        &state.config.nets,
+        &state.machine.virtio,
+    )?;
     let msr_count = vcpus[0].msrs.len();
     for (i, vcpu) in vcpus.iter().enumerate() {
         crate::cpu::validate_state(vcpu, msr_count).map_err(|(field, reason)| {

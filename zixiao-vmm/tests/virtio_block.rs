@@ -18,18 +18,6 @@ use zixiao_vmm::{launch, Boot, DiskConfig, JailConfig, VmConfig, VmState, VmmCli
 const T: Duration = Duration::from_secs(60);
 const SECTOR: usize = 512;
 
-/// CRC-32 (IEEE), as the guest computes it.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = 0xffff_ffffu32;
-    for &b in data {
-        c ^= u32::from(b);
-        for _ in 0..8 {
-            c = (c >> 1) ^ (0xedb8_8320 & 0u32.wrapping_sub(c & 1));
-        }
-    }
-    !c
-}
-
 /// A disk image of `sectors` sectors filled with a pattern seeded by `seed`.
 fn disk_image(path: &Path, sectors: usize, seed: u8) -> Vec<u8> {
     let data: Vec<u8> = (0..sectors * SECTOR)

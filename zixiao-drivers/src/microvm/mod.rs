@@ -13,13 +13,15 @@
 //! controller; the driver keeps nothing in memory and finds them again in
 //! `<state_dir>/microvm/<instance id>/` (see `layout`).
 //!
-//! Networks: on the `qemu` backend each attachment is a virtio-net card on
-//! a persistent TAP device that zixiao-net plugs into the network's bridge
-//! at create (removed at delete), and an `ip=` argument on the kernel
-//! command line that the guest's init reads; published ports are checked
-//! at create, forwarded at each start and removed at stop and delete (see
-//! `crate::net`). The `vmm` backend has no network device: a microVM on it
-//! that joins a network is refused.
+//! Networks: on both backends each attachment is a virtio-net card (with
+//! the attachment's MAC) on a persistent TAP device that zixiao-net plugs
+//! into the network's bridge at create (removed at delete), and an `ip=`
+//! argument on the kernel command line that the guest's init reads; the
+//! monitor starts inside the network's namespace, where it attaches to the
+//! TAPs by name (QEMU's `-netdev tap`, zixiao-vmm's `nets`). Published
+//! ports are checked at create, forwarded at each start and removed at
+//! stop and delete (see `crate::net`). A microVM restored from a snapshot
+//! cannot join networks yet (its cards name the snapshotted VM's TAPs).
 
 mod clones;
 mod kernel;
@@ -368,10 +370,10 @@ impl MicrovmDriver {
                     "restoring a snapshot needs the vmm backend",
                 ));
             }
+            if !spec.networks.is_empty() {
+                return Err(restore_has_no_network());
+            }
             return snapshots::check_restore(from, spec);
-        }
-        if backend == Backend::Vmm && !spec.networks.is_empty() {
-            return Err(vmm_has_no_network());
         }
         let cmdline = (0..spec.networks.len())
             .map(|i| format!("ip=255.255.255.255::255.255.255.255:255.255.255.255::eth{i}:off"))
@@ -449,6 +451,11 @@ impl MicrovmDriver {
         plan: Option<&BootPlan>,
     ) -> Result<(), DriverError> {
         let made = async {
+            // On both backends the TAPs exist, plugged, before the monitor
+            // attaches to them inside the network's namespace.
+            let network = self
+                .plug(instance, record.backend, &record.attachments)
+                .await?;
             match record.backend {
                 Backend::Qemu => {
                     let plan = plan.ok_or_else(|| {
@@ -457,15 +464,6 @@ impl MicrovmDriver {
                             "restoring a snapshot needs the vmm backend",
                         )
                     })?;
-                    let network = self.network_for(instance, record.backend)?;
-                    if let Some(network) = network {
-                        network
-                            .attach_tap(&instance.id, &record.attachments)
-                            .await
-                            .map_err(|e| {
-                                crate::net::net_error("plug the microVM's TAP devices", e)
-                            })?;
-                    }
                     self.qemu_backend()?
                         .launch(&instance.name, dir, plan, network)
                         .await?
@@ -481,7 +479,7 @@ impl MicrovmDriver {
                             ))
                         }
                     };
-                    self.vmm_backend()?.launch(dir, boot).await?
+                    self.vmm_backend()?.launch(dir, boot, network).await?
                 }
             }
             dir.write_record(&Record {
@@ -548,19 +546,20 @@ impl MicrovmDriver {
         let _ = dir.remove().await;
     }
 
-    /// The host network that plugs `instance`'s attachments on `backend`;
-    /// `None` without attachments. Errors: `Unsupported` (the vmm backend,
-    /// or no host network on this node).
+    /// The host network that plugs `instance`'s attachments (TAPs, on
+    /// either backend); `None` without attachments. Errors: `Unsupported`
+    /// (no host network on this node, or a restore that would join
+    /// networks).
     fn network_for(
         &self,
         instance: &Instance,
-        backend: Backend,
+        _backend: Backend,
     ) -> Result<Option<&zixiao_net::LinuxNetwork>, DriverError> {
         if instance.attachments.is_empty() {
             return Ok(None);
         }
-        if backend == Backend::Vmm {
-            return Err(vmm_has_no_network());
+        if instance.spec.restore_from.is_some() {
+            return Err(restore_has_no_network());
         }
         self.network.as_ref().map(Some).ok_or_else(|| {
             DriverError::Unsupported(format!(
@@ -569,6 +568,26 @@ impl MicrovmDriver {
                 instance.name
             ))
         })
+    }
+
+    /// Plugs the TAPs of `attachments` of `instance` on `backend` (see
+    /// [`Self::network_for`]) and returns the host network they are on;
+    /// `None` without attachments. Idempotent. Errors: as `network_for`,
+    /// and zixiao-net's `attach_tap`.
+    async fn plug(
+        &self,
+        instance: &Instance,
+        backend: Backend,
+        attachments: &[NetworkAttachment],
+    ) -> Result<Option<&zixiao_net::LinuxNetwork>, DriverError> {
+        let network = self.network_for(instance, backend)?;
+        if let Some(network) = network {
+            network
+                .attach_tap(&instance.id, attachments)
+                .await
+                .map_err(|e| crate::net::net_error("plug the microVM's TAP devices", e))?;
+        }
+        Ok(network)
     }
 
     /// Removes the published ports and the TAP devices of `attachments` of
@@ -604,11 +623,13 @@ impl MicrovmDriver {
 /// The driver, as messages name it.
 const DRIVER: &str = "microvm driver";
 
-/// Why a microVM on the vmm backend cannot join a network.
-fn vmm_has_no_network() -> DriverError {
+/// Why a microVM restored from a snapshot cannot join a network: the
+/// snapshot's network cards name the TAPs of the microVM it was taken
+/// from, and re-pointing them at the new instance's TAPs is not done yet.
+fn restore_has_no_network() -> DriverError {
     DriverError::Unsupported(
-        "spec.networks: the microVM would run on the vmm backend, which has no network device \
-         yet; run it on QEMU to join networks (spec.backend qemu, `--backend qemu`)"
+        "spec.networks: a microVM restored from a snapshot cannot join networks yet (its \
+         network cards would still name the snapshotted microVM's TAP devices)"
             .to_owned(),
     )
 }
@@ -683,23 +704,17 @@ impl Driver for MicrovmDriver {
         } else {
             None
         };
+        // Only a relaunch needs the network: the TAPs outlive the monitor,
+        // but may be gone (a host reboot).
+        let network = match &plan {
+            Some(_) => self.plug(instance, backend, &instance.attachments).await?,
+            None => None,
+        };
+        // Before the guest runs: refused here when a host port was taken
+        // since the create.
+        crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;
         match backend {
             Backend::Qemu => {
-                // Only a relaunch needs the network: the TAPs outlive QEMU,
-                // but may be gone (a host reboot).
-                let network = match &plan {
-                    Some(_) => self.network_for(instance, backend)?,
-                    None => None,
-                };
-                if let Some(network) = network {
-                    network
-                        .attach_tap(&instance.id, &instance.attachments)
-                        .await
-                        .map_err(|e| crate::net::net_error("plug the microVM's TAP devices", e))?;
-                }
-                // Before the guest runs: refused here when a host port was
-                // taken since the create.
-                crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;
                 self.qemu_backend()?
                     .start(&instance.name, &dir, plan.as_ref(), network)
                     .await
@@ -709,7 +724,7 @@ impl Driver for MicrovmDriver {
                     Some(from) => Some(VmmBoot::Restore(from)),
                     None => plan.as_ref().map(VmmBoot::Fresh),
                 };
-                self.vmm_backend()?.start(&dir, boot).await
+                self.vmm_backend()?.start(&dir, boot, network).await
             }
         }
     }
@@ -729,7 +744,10 @@ impl Driver for MicrovmDriver {
                 self.qemu_backend()?.stop(&dir, grace).await?;
                 crate::net::unpublish_instance(self.network.as_ref(), instance).await
             }
-            Backend::Vmm => self.vmm_backend()?.stop(&dir, grace).await,
+            Backend::Vmm => {
+                self.vmm_backend()?.stop(&dir, grace).await?;
+                crate::net::unpublish_instance(self.network.as_ref(), instance).await
+            }
         }
     }
 

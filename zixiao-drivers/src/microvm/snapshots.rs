@@ -456,11 +456,15 @@ impl Snapshots for MicrovmDriver {
         })?;
         let before = self.inspect(instance).await?;
         let vmm = self.vmm_backend()?;
+        // The snapshot's network cards name this microVM's own TAPs, which
+        // stay plugged: the restored VMM reattaches to them by name.
+        let network = self.network_for(instance, Backend::Vmm)?;
         vmm.stop(&dir, Duration::ZERO).await?;
-        vmm.launch(&dir, VmmBoot::Restore(&snapshot)).await?;
+        vmm.launch(&dir, VmmBoot::Restore(&snapshot), network)
+            .await?;
         // The guest goes on as it was: running, or paused.
         match before {
-            RuntimeState::Running => vmm.start(&dir, None).await?,
+            RuntimeState::Running => vmm.start(&dir, None, network).await?,
             RuntimeState::Paused => vmm.mark_started(&dir)?,
             _ => {}
         }

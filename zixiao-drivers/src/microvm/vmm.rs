@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use zixiao_core::driver::ConsoleStream;
 use zixiao_core::{DriverError, InstanceStats, RuntimeState};
-use zixiao_vmm::{Boot, VmConfig, VmState, VmmClient, VmmError};
+use zixiao_net::LinuxNetwork;
+use zixiao_vmm::{
+    Boot, Confinement, MacAddr, NetConfig, TapName, VmConfig, VmState, VmmClient, VmmError,
+};
 
 use super::layout::InstanceDir;
-use super::plan::BootPlan;
+use super::plan::{BootPlan, Nic};
 use super::process;
 
 /// How long a VMM left by a cut-off create may take to load its guest
@@ -45,6 +48,18 @@ pub(crate) fn vmm_failed(operation: &str, e: VmmError) -> DriverError {
     }
 }
 
+/// The VMM's network card for attachment `index`: its TAP and MAC,
+/// checked again at this boundary (both come from the attachment record).
+fn net_config(index: usize, nic: &Nic) -> Result<NetConfig, DriverError> {
+    let field = format!("attachments[{index}]");
+    Ok(NetConfig {
+        tap: TapName::try_from(nic.tap.as_str())
+            .map_err(|reason| crate::errors::invalid(&format!("{field}.host_interface"), reason))?,
+        mac: MacAddr::try_from(nic.mac.as_str())
+            .map_err(|reason| crate::errors::invalid(&format!("{field}.mac"), reason))?,
+    })
+}
+
 /// The spec field a VMM config field comes from.
 fn spec_field(field: &str) -> String {
     match field {
@@ -68,10 +83,14 @@ pub(crate) enum VmmBoot<'a> {
 
 impl VmmBackend {
     /// Launches the VMM for `boot`, configured (or restored) and not running.
+    /// With `network`, the VMM starts in its namespace, where the plan's
+    /// TAPs are (plugged by the caller), and attaches one virtio-net card
+    /// per attachment to them.
     pub(crate) async fn launch(
         &self,
         dir: &InstanceDir,
         boot: VmmBoot<'_>,
+        network: Option<&LinuxNetwork>,
     ) -> Result<(), DriverError> {
         let run_dir = dir.vmm_run_dir();
         let boot = match boot {
@@ -83,6 +102,12 @@ impl VmmBackend {
                     .map_err(|_| crate::errors::invalid("spec.cpus", "too many vCPUs"))?,
                 memory_mib: plan.memory_mib,
                 disks: Vec::new(),
+                nets: plan
+                    .nics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, nic)| net_config(i, nic))
+                    .collect::<Result<_, _>>()?,
             }),
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),
@@ -92,8 +117,24 @@ impl VmmBackend {
         // launched by a call cut off before it recorded it.
         process::kill_monitors(&dir.path, &[]).await;
         let _ = std::fs::remove_file(run_dir.join(STARTED));
-        zixiao_vmm::launch(&self.binary, &run_dir, boot)
-            .await
+        let launched = match network {
+            Some(network) => {
+                // The namespace as a file the VMM's process can join.
+                let netns = network
+                    .run_in_netns(|| std::fs::File::open("/proc/thread-self/ns/net"))
+                    .map_err(|e| crate::errors::io("open the network's namespace", e))?;
+                zixiao_vmm::launch_in_netns(
+                    &self.binary,
+                    &run_dir,
+                    boot,
+                    &Confinement::default(),
+                    &netns,
+                )
+                .await
+            }
+            None => zixiao_vmm::launch(&self.binary, &run_dir, boot).await,
+        };
+        launched
             .map(drop)
             .map_err(|e| vmm_failed("start zixiao-vmm", e))
     }
@@ -178,6 +219,7 @@ impl VmmBackend {
         &self,
         dir: &InstanceDir,
         boot: Option<VmmBoot<'_>>,
+        network: Option<&LinuxNetwork>,
     ) -> Result<(), DriverError> {
         let state = self.inspect(dir).await?;
         match state {
@@ -187,7 +229,7 @@ impl VmmBackend {
                 let boot = boot.ok_or_else(|| {
                     DriverError::FailedPrecondition("the microVM has no boot plan".to_owned())
                 })?;
-                self.launch(dir, boot).await?;
+                self.launch(dir, boot, network).await?;
             }
         }
         let client = self.live_client(dir).await?;

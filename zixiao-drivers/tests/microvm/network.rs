@@ -2,8 +2,10 @@
 //! and the bridge from zixiao-net, a QEMU microVM gets a TAP on the bridge,
 //! its address on the kernel command line, and answers ping, also after a
 //! stop and start; delete removes the TAP. A published port reaches the
-//! guest from outside the node until it stops. Refusals (the vmm backend, no host network, a network not set up
-//! on the node) leave nothing. Everything runs inside a network namespace
+//! guest from outside the node until it stops. A VMM-backend microVM gets
+//! its TAP on the bridge too, and frames cross it both ways (with
+//! zixiao-vmm's C test guest). Refusals (no host network, a network not set
+//! up on the node, a restore joining a network) leave nothing. Everything runs inside a network namespace
 //! the test creates; QEMU starts in it, so the host's network is never
 //! touched.
 
@@ -27,6 +29,7 @@ use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
 use zixiao_net::ports::PortsTable;
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
+use zixiao_testing::packet::PacketSocket;
 use zixiao_testing::underlay::{Underlay, NODE_ADDRESS};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
@@ -284,8 +287,9 @@ fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
         assert!(err.to_string().contains("spec.networks"), "{err}");
         assert_untouched(&fx, &bare, &host, &vm).await;
 
-        // The vmm backend has no network device, asked for or chosen by
-        // `auto` (here: QEMU missing); the error says to use QEMU.
+        // The vmm backend plugs TAPs like QEMU, so it refuses the same way
+        // (asked for, or chosen by `auto` with QEMU missing); and a restore
+        // cannot join networks (its cards name the snapshotted VM's TAPs).
         let no_qemu = MicrovmDriver::new(MicrovmOptions {
             qemu_binary: Some(fx.dir.path().join("no-qemu")),
             ..fx.options()
@@ -302,15 +306,121 @@ fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
         for backend in [MicrovmBackend::Vmm, MicrovmBackend::Auto] {
             let mut on_vmm = vm.clone();
             on_vmm.spec.backend = backend;
-            let err = no_qemu.create(&on_vmm).await.expect_err("vmm refuses");
-            assert_eq!(err.kind(), ErrorKind::Unsupported, "{backend:?}: {err}");
-            let text = err.to_string();
-            assert!(
-                text.contains("spec.networks") && text.contains("--backend qemu"),
-                "{text}"
+            let err = no_qemu.create(&on_vmm).await.expect_err("no bridge");
+            assert_eq!(
+                err.kind(),
+                ErrorKind::FailedPrecondition,
+                "{backend:?}: {err}"
             );
+            assert!(err.to_string().contains(net.bridge.as_str()), "{err}");
             assert_untouched(&fx, &no_qemu, &host, &on_vmm).await;
         }
+        let mut restored = vm.clone();
+        restored.spec.backend = MicrovmBackend::Vmm;
+        restored.spec.restore_from = Some(fx.dir.path().join("some-snapshot"));
+        let err = no_qemu
+            .create(&restored)
+            .await
+            .expect_err("restore on a network");
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
+        assert!(err.to_string().contains("spec.networks"), "{err}");
+        assert_untouched(&fx, &no_qemu, &host, &restored).await;
+    });
+}
+
+/// `aa:bb:cc:dd:ee:ff` as bytes.
+fn mac_bytes(text: &str) -> Vec<u8> {
+    text.split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
+    isolated(|netns_dir| async move {
+        let Some(vfx) = super::vmm::fixture() else {
+            return;
+        };
+        // zixiao-vmm's C test guest drives the virtio-net card: it sends a
+        // broadcast frame, then answers the first frame of EtherType
+        // 0x88b6 it gets by sending it back (EtherType 0x88b5).
+        let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
+        let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
+        let dir = vfx.dir.path().join("net");
+        let driver = Arc::new(
+            MicrovmDriver::new(MicrovmOptions::new(&dir))
+                .expect("driver")
+                .with_network(host.clone()),
+        );
+        let ctl = vfx.dir.path().join("ctl");
+        std::fs::create_dir_all(&ctl).expect("dir");
+        let c = controller(&ctl, driver.clone(), host.clone()).await;
+        let net = c
+            .create_network(CreateNetwork::new("vmnet", ["10.69.0.0/24"]))
+            .await
+            .expect("create network");
+
+        let name = unique("vmmnet");
+        let mut spec = zixiao_core::InstanceSpec::microvm(&guest).with_size(1, 64);
+        spec.cmdline = Some("console=ttyS0".to_owned());
+        spec.backend = MicrovmBackend::Vmm;
+        spec.networks = vec!["vmnet".to_owned()];
+        let created = c
+            .create_instance(CreateInstance::new(&name, spec))
+            .await
+            .expect("create");
+        let vm = until(
+            &c,
+            &created.id,
+            "the microVM to run",
+            InstanceStatus::Running,
+        )
+        .await;
+        let attachment = &vm.attachments[0];
+        let tap = attachment.host_interface.clone();
+
+        // Its TAP is on the network's bridge, and the VMM's card has the
+        // attachment's MAC.
+        let link = ip(&["-d", "-o", "link", "show", &tap]);
+        assert!(link.contains("tun type tap"), "{link}");
+        assert!(link.contains(&format!("master {}", net.bridge)), "{link}");
+        let hello = format!("ZX: net mac={} link=1", attachment.mac);
+        wait_until("the guest's card", BOOT_TIMEOUT, || async {
+            let log = console(&driver, &vm).await;
+            (log.contains(&hello) && log.contains("ZX: net tx hello")).then_some(())
+        })
+        .await;
+
+        // A frame from the bridge reaches the guest, which sends it back
+        // through the TAP and the bridge.
+        let bridge_link = ip(&["-o", "link", "show", net.bridge.as_str()]);
+        let bridge_mac = bridge_link
+            .split("link/ether ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("the bridge's MAC")
+            .to_owned();
+        let socket = PacketSocket::open(net.bridge.as_str(), 0x88b5).expect("a packet socket");
+        let payload = b"through the bridge and back";
+        let mut frame = mac_bytes(&attachment.mac);
+        frame.extend(mac_bytes(&bridge_mac));
+        frame.extend_from_slice(&0x88b6u16.to_be_bytes());
+        frame.extend_from_slice(payload);
+        socket.send(&frame).expect("send");
+        let echo = socket
+            .recv_starting(payload, BOOT_TIMEOUT)
+            .expect("the guest's echo");
+        assert_eq!(echo[..6], mac_bytes(&bridge_mac)[..]);
+        assert_eq!(echo[6..12], mac_bytes(&attachment.mac)[..]);
+
+        c.delete_instance(&name).await.expect("delete");
+        wait_until("the microVM to be gone", BOOT_TIMEOUT, || async {
+            let _ = c.converge(&vm.id).await;
+            c.get_instance(&vm.id).await.is_err().then_some(())
+        })
+        .await;
+        assert_eq!(host.link_index(&tap).await.expect("lookup"), None);
+        c.delete_network("vmnet").await.expect("delete network");
     });
 }
 

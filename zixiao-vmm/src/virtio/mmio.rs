@@ -389,24 +389,48 @@ impl MmioTransport {
     /// The driver made buffers available on queue `index`: process them now,
     /// on the notifying vCPU, and interrupt if any completed.
     fn notify(&mut self, index: u32) {
-        if self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 {
-            return;
-        }
-        let Some(queue) = usize::try_from(index)
-            .ok()
-            .and_then(|i| self.queues.get_mut(i))
-        else {
+        let Ok(index) = usize::try_from(index) else {
             return;
         };
-        if !queue.ready() || !queue.is_valid(&self.mem) {
-            return;
+        self.run_queue(index, |device, queue, mem| {
+            device.process_queue(index, queue, mem)
+        });
+    }
+
+    /// The device's backend has work for queue `index` (a network card's
+    /// TAP has frames): called by the device's own I/O thread, which holds
+    /// the transport's lock like a notifying vCPU. Returns whether a buffer
+    /// was completed (and the driver interrupted).
+    pub(crate) fn backend_ready(&mut self, index: usize) -> bool {
+        self.run_queue(index, |device, queue, mem| {
+            device.backend_ready(index, queue, mem)
+        })
+    }
+
+    /// Runs `work` on live queue `index` (after DRIVER_OK, ready, rings in
+    /// guest memory; otherwise nothing happens) and raises the interrupt
+    /// when it completed buffers and the driver wants to hear of it.
+    fn run_queue(
+        &mut self,
+        index: usize,
+        work: impl FnOnce(&mut dyn VirtioDevice, &mut Queue, &GuestMemoryMmap) -> bool,
+    ) -> bool {
+        if self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0 {
+            return false;
         }
-        let completed = self.device.process_queue(index as usize, queue, &self.mem);
+        let Some(queue) = self.queues.get_mut(index) else {
+            return false;
+        };
+        if !queue.ready() || !queue.is_valid(&self.mem) {
+            return false;
+        }
+        let completed = work(self.device.as_mut(), queue, &self.mem);
         if completed && queue.needs_notification(&self.mem).unwrap_or(true) {
             self.interrupt_status |= VIRTIO_MMIO_INT_VRING;
             // An interrupt that cannot be raised only delays a driver that
             // waits for it; the used ring already holds the completion.
             let _ = self.irq.write(1);
         }
+        completed
     }
 }

@@ -1,6 +1,6 @@
 //! virtio devices of a microVM: the virtio-mmio transport (`mmio.rs`, the
 //! register window a guest driver programs, its queues and interrupt) and
-//! the device models behind it (`block.rs`). Queues are virtio-queue's split
+//! the device models behind it (`block.rs`, `net.rs`). Queues are virtio-queue's split
 //! virtqueues over the guest's vm-memory; constants come from
 //! virtio-bindings.
 //!
@@ -9,15 +9,17 @@
 
 pub(crate) mod block;
 pub(crate) mod mmio;
+pub(crate) mod net;
 
 use std::fs::File;
+use std::sync::Arc;
 
-use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::config::DiskConfig;
+use crate::config::{DiskConfig, NetConfig};
 use crate::VmmError;
 
 pub(crate) use mmio::{MmioTransport, TransportState};
@@ -36,6 +38,13 @@ pub(crate) trait VirtioDevice: Send {
     /// Processes every request the driver made available on queue `index`.
     /// Returns whether any was completed (so the driver must be interrupted).
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
+    /// The device's backend has work for queue `index` (frames arrived on
+    /// a network card's TAP); called from the device's own I/O thread.
+    /// Returns whether any buffer was completed. Devices without such a
+    /// thread (block) have nothing to do.
+    fn backend_ready(&mut self, _index: usize, _queue: &mut Queue, _mem: &GuestMemoryMmap) -> bool {
+        false
+    }
 }
 
 /// Copies the little-endian `config` bytes at `offset` into `data`
@@ -52,60 +61,91 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 }
 
 /// The virtio-mmio devices of a machine: disk N of `disks` (open as
-/// `files[N]`) is device N, fresh or, given `states`, as a snapshot left it
-/// (states checked by [`validate_block_states`]).
-pub(crate) fn block_devices(
+/// `files[N]`) is device N, then network card N of `nets` (attached to its
+/// TAP as `taps[N]`) is device `disks.len() + N`; fresh or, given `states`,
+/// as a snapshot left them (states checked by [`validate_states`]).
+/// Returns the devices and each card's backend, for its receive thread.
+pub(crate) fn devices(
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],
     files: Vec<File>,
+    nets: &[NetConfig],
+    taps: Vec<File>,
     states: Option<&[TransportState]>,
-) -> Result<Vec<MmioTransport>, VmmError> {
-    disks
-        .iter()
-        .zip(files)
+) -> Result<(Vec<MmioTransport>, Vec<Arc<net::NetBackend>>), VmmError> {
+    let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for (index, (disk, file)) in disks.iter().zip(files).enumerate() {
+        let block = block::Block::new(file, disk.read_only, &format!("zixiao-disk{index}"))
+            .map_err(|e| {
+                VmmError::invalid(
+                    format!("disks[{index}].path"),
+                    format!("cannot stat {}: {e}", disk.path.display()),
+                )
+            })?;
+        models.push(Box::new(block));
+    }
+    let mut backends = Vec::new();
+    for (index, (card, tap)) in nets.iter().zip(taps).enumerate() {
+        let backend = Arc::new(
+            net::NetBackend::new(index, card.tap.clone(), tap)
+                .map_err(|e| VmmError::internal("eventfd", e))?,
+        );
+        models.push(Box::new(net::Net::new(card.mac, backend.clone())));
+        backends.push(backend);
+    }
+    let transports = models
+        .into_iter()
         .enumerate()
-        .map(|(index, (disk, file))| {
-            let block = block::Block::new(file, disk.read_only, &format!("zixiao-disk{index}"))
-                .map_err(|e| {
-                    VmmError::invalid(
-                        format!("disks[{index}].path"),
-                        format!("cannot stat {}: {e}", disk.path.display()),
-                    )
-                })?;
+        .map(|(index, device)| {
             let irq = EventFd::new(EFD_NONBLOCK).map_err(|e| VmmError::internal("eventfd", e))?;
-            let device = Box::new(block);
             let transport = match states.and_then(|s| s.get(index)) {
                 Some(state) => MmioTransport::restore(device, mem.clone(), irq, state),
                 None => MmioTransport::new(device, mem.clone(), irq),
             };
             transport.map_err(|e| VmmError::internal(format!("virtio device {index}"), e))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((transports, backends))
 }
 
-/// Checks a snapshot's device states against its disks: one block device
-/// per disk, each consistent with it. Errors name `machine.virtio[N].FIELD`.
-pub(crate) fn validate_block_states(
+/// Checks a snapshot's device states against its devices: one block
+/// device per disk, then one network card per `nets` entry, each consistent
+/// with it. Errors name `machine.virtio[N].FIELD`.
+pub(crate) fn validate_states(
     disks: &[DiskConfig],
+    nets: &[NetConfig],
     states: &[TransportState],
 ) -> Result<(), VmmError> {
-    if states.len() != disks.len() {
+    if states.len() != disks.len() + nets.len() {
         return Err(VmmError::invalid(
             "machine.virtio",
             format!(
-                "{} device states, but config.disks has {} disks",
+                "{} device states, but config has {} disks and {} network cards",
                 states.len(),
-                disks.len()
+                disks.len(),
+                nets.len()
             ),
         ));
     }
-    for (i, (state, disk)) in states.iter().zip(disks).enumerate() {
-        state
-            .validate(
+    let expected = disks
+        .iter()
+        .map(|disk| {
+            (
                 VIRTIO_ID_BLOCK,
                 block::features(disk.read_only),
-                &[block::QUEUE_SIZE],
+                &[block::QUEUE_SIZE][..],
             )
+        })
+        .chain(nets.iter().map(|_| {
+            (
+                VIRTIO_ID_NET,
+                net::FEATURES,
+                &[net::QUEUE_SIZE, net::QUEUE_SIZE][..],
+            )
+        }));
+    for (i, (state, (device_type, features, queues))) in states.iter().zip(expected).enumerate() {
+        state
+            .validate(device_type, features, queues)
             .map_err(|(field, reason)| {
                 VmmError::invalid(format!("machine.virtio[{i}].{field}"), reason)
             })?;

@@ -46,6 +46,7 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         vcpus: 1,
         memory_mib: 32,
         disks: Vec::new(),
+        nets: Vec::new(),
     }
 }
 
@@ -113,4 +114,16 @@ impl Drop for Reaper {
                 .status();
         }
     }
+}
+
+/// CRC-32 (IEEE), as the C test guest computes it.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = 0xffff_ffffu32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = (c >> 1) ^ (0xedb8_8320 & 0u32.wrapping_sub(c & 1));
+        }
+    }
+    !c
 }
