@@ -93,7 +93,7 @@ impl LibvirtDriver {
             }
         }
         blocking(move || {
-            let info = disks::inspect(&base)?;
+            let info = disks::inspect_base(&base)?;
             disks::create_overlay(&disk, Some((&base, &info)), size.max(info.virtual_size))
         })
         .await

@@ -21,51 +21,35 @@ pub(crate) struct ImageInfo {
     pub(crate) virtual_size: u64,
 }
 
-/// Reads the format and virtual size of `image`, which must stand alone:
-/// a raw or qcow2 file with no backing file and no external data file
-/// (`qemu-img info --backing-chain` shows one image). A base that names
-/// another file would make the node read that file into a guest's disk,
-/// whatever the caller may read. Errors: `NotFound` (no such file),
-/// `InvalidArgument` on `spec.image` (not an image qemu-img can read, a
-/// format other than raw or qcow2, a backing or data file), `Internal`
-/// (qemu-img missing).
+/// Reads the format and virtual size of `image`, whatever it is backed
+/// by (an instance's own overlay). Errors: `NotFound` (no such file),
+/// `InvalidArgument` on `spec.image` (not an image qemu-img can read),
+/// `Internal` (qemu-img missing).
 pub(crate) fn inspect(image: &Path) -> Result<ImageInfo, DriverError> {
-    if !image.is_file() {
-        return Err(DriverError::NotFound(format!("image {}", image.display())));
-    }
-    let output = qemu_img(&[
-        "info".as_ref(),
-        "--output=json".as_ref(),
-        "--backing-chain".as_ref(),
-        // Reading a base that a running instance uses needs no lock.
-        "--force-share".as_ref(),
-        image.as_os_str(),
-    ]);
+    let chain = info(image, false)?;
+    let [json, ..] = chain.as_slice() else {
+        return Err(not_an_image(image));
+    };
+    image_info(image, json)
+}
+
+/// Reads the format and virtual size of the base `image`, which must stand
+/// alone: a raw or qcow2 file with no backing file and no external data
+/// file (`qemu-img info --backing-chain` shows one image). A base that
+/// names another file would make the node read that file into a guest's
+/// disk, whatever the caller may read. Errors: as [`inspect`], and
+/// `InvalidArgument` on `spec.image` (a format other than raw or qcow2, a
+/// backing or data file).
+pub(crate) fn inspect_base(image: &Path) -> Result<ImageInfo, DriverError> {
     let refused = |why: &str| error::invalid("spec.image", format!("{} {why}", image.display()));
-    // A chain qemu-img cannot follow (a backing file that is gone) is the
-    // caller's image at fault, not the node.
-    let output = output.map_err(|e| match e {
-        DriverError::Runtime { source, .. } => {
-            refused(&format!("cannot be read by qemu-img: {source}"))
-        }
-        other => other,
-    })?;
-    let chain: Vec<serde_json::Value> = serde_json::from_slice(&output).map_err(|e| {
-        refused(&format!(
-            "gave qemu-img info output that is not a JSON list: {e}"
-        ))
-    })?;
+    let chain = info(image, true)?;
     let [json] = chain.as_slice() else {
         return Err(refused(
             "has a backing file; a base must stand alone (flatten it first: \
              `qemu-img convert -O qcow2 IN OUT`)",
         ));
     };
-    let format = json["format"].as_str().unwrap_or_default().to_owned();
-    let virtual_size = json["virtual-size"].as_u64().unwrap_or_default();
-    if format.is_empty() || virtual_size == 0 {
-        return Err(refused("is not a disk image qemu-img can read"));
-    }
+    let info = image_info(image, json)?;
     if json.get("backing-filename").is_some() {
         return Err(refused(
             "names a backing file; a base must stand alone (flatten it first: \
@@ -77,10 +61,56 @@ pub(crate) fn inspect(image: &Path) -> Result<ImageInfo, DriverError> {
             "keeps its data in an external file; a base must stand alone",
         ));
     }
-    if format != "raw" && format != "qcow2" {
+    if info.format != "raw" && info.format != "qcow2" {
         return Err(refused(&format!(
-            "is a {format} image; bases are raw or qcow2 (convert it with qemu-img)"
+            "is a {} image; bases are raw or qcow2 (convert it with qemu-img)",
+            info.format
         )));
+    }
+    Ok(info)
+}
+
+/// `qemu-img info` of `image` as a list of images: the whole backing chain
+/// with `chain` (one that cannot be followed is the image's fault), else
+/// the image alone.
+fn info(image: &Path, chain: bool) -> Result<Vec<serde_json::Value>, DriverError> {
+    if !image.is_file() {
+        return Err(DriverError::NotFound(format!("image {}", image.display())));
+    }
+    let mut args: Vec<&std::ffi::OsStr> = vec!["info".as_ref(), "--output=json".as_ref()];
+    if chain {
+        args.push("--backing-chain".as_ref());
+    }
+    // Reading a base that a running instance uses needs no lock.
+    args.extend::<[&std::ffi::OsStr; 2]>(["--force-share".as_ref(), image.as_os_str()]);
+    let refused = |why: String| error::invalid("spec.image", format!("{} {why}", image.display()));
+    let output = qemu_img(&args).map_err(|e| match e {
+        DriverError::Runtime { source, .. } => {
+            refused(format!("cannot be read by qemu-img: {source}"))
+        }
+        other => other,
+    })?;
+    let json: serde_json::Value = serde_json::from_slice(&output)
+        .map_err(|e| refused(format!("gave qemu-img info output that is not JSON: {e}")))?;
+    Ok(match json {
+        serde_json::Value::Array(chain) => chain,
+        one => vec![one],
+    })
+}
+
+fn not_an_image(image: &Path) -> DriverError {
+    error::invalid(
+        "spec.image",
+        format!("{} is not a disk image qemu-img can read", image.display()),
+    )
+}
+
+/// The format and virtual size `json` (one image of `qemu-img info`) gives.
+fn image_info(image: &Path, json: &serde_json::Value) -> Result<ImageInfo, DriverError> {
+    let format = json["format"].as_str().unwrap_or_default().to_owned();
+    let virtual_size = json["virtual-size"].as_u64().unwrap_or_default();
+    if format.is_empty() || virtual_size == 0 {
+        return Err(not_an_image(image));
     }
     Ok(ImageInfo {
         format,

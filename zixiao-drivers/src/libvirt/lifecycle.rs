@@ -330,7 +330,7 @@ impl LibvirtDriver {
         let dir = self.instance_dir(instance);
         let overlay = match &image {
             Some(image) => {
-                let info = disks::inspect(image)?;
+                let info = disks::inspect_base(image)?;
                 if asked != 0 && asked < info.virtual_size {
                     return Err(error::invalid(
                         "spec.disk_gib",
