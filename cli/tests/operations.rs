@@ -160,7 +160,20 @@ async fn operation_watch_follows_a_create_through_a_server_restart() {
         ],
     ));
     let id = created["operation"].as_str().expect("operation").to_owned();
-    let operation = json(cluster.run(&admin, &["operation", "get", &id]));
+    // The scheduler records why it waits a moment after the create is
+    // stored; the watch below starts from that step.
+    let operation = wait_until(
+        "the create to wait for a node",
+        Duration::from_secs(60),
+        || async {
+            let operation = json(cluster.run(&admin, &["operation", "get", &id]));
+            operation["step"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("waiting for a node"))
+                .then_some(operation)
+        },
+    )
+    .await;
     assert_eq!(operation["phase"], "running", "{operation}");
     assert_eq!(
         operation["requested_by"]
