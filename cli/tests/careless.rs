@@ -499,6 +499,17 @@ fn a_node_that_takes_no_host_paths_refuses_them_from_its_own_administrator() {
     let restore = [
         "instance", "restore", "--from", snapshot, "--name", "r", "-o", "json",
     ];
+    // `args` with ZIXIAO_ALLOW_HOST_PATHS set to `value`.
+    let with_setting = |args: &[&str], value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_zixiao"))
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .env_remove("ZIXIAO_STATE_DIR")
+            .env("ZIXIAO_ALLOW_HOST_PATHS", value)
+            .output()
+            .expect("run zixiao")
+    };
     let cases: [(&[&str], &str); 3] = [
         (&microvm, "spec.kernel"),
         (&vm, "spec.image"),
@@ -507,15 +518,7 @@ fn a_node_that_takes_no_host_paths_refuses_them_from_its_own_administrator() {
     for (args, field) in cases {
         // The flag and the environment variable say the same.
         let by_flag = [&["--allow-host-paths", "false"], args].concat();
-        let by_env = Command::new(env!("CARGO_BIN_EXE_zixiao"))
-            .arg("--state-dir")
-            .arg(&state)
-            .args(args)
-            .env_remove("ZIXIAO_STATE_DIR")
-            .env("ZIXIAO_ALLOW_HOST_PATHS", "off")
-            .output()
-            .expect("run zixiao");
-        for out in [zixiao(&state, &by_flag), by_env] {
+        for out in [zixiao(&state, &by_flag), with_setting(args, "off")] {
             let message = json_error(&out);
             assert!(
                 message.contains(field)
@@ -527,15 +530,7 @@ fn a_node_that_takes_no_host_paths_refuses_them_from_its_own_administrator() {
     }
     nothing_stored(&state);
     // A value that is not a boolean is refused naming the option.
-    let out = Command::new(env!("CARGO_BIN_EXE_zixiao"))
-        .arg("--state-dir")
-        .arg(&state)
-        .args(microvm)
-        .env_remove("ZIXIAO_STATE_DIR")
-        .env("ZIXIAO_ALLOW_HOST_PATHS", "maybe")
-        .output()
-        .expect("run zixiao");
-    let message = json_error(&out);
+    let message = json_error(&with_setting(&microvm, "maybe"));
     assert!(message.contains("--allow-host-paths"), "{message}");
     nothing_stored(&state);
 }
