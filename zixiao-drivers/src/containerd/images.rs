@@ -835,16 +835,21 @@ pub(crate) struct UnpackTo<'a> {
     pub(crate) max_layer_bytes: u64,
 }
 
-/// Checks every blob of `plan` that the content store lacks against the
-/// layer cap, off the async threads, before anything is written: a layer
-/// already stored was checked by the import that stored it.
+/// Checks every archive entry of `plan` that the content store lacks
+/// against the layer cap, off the async threads, before anything is
+/// written: a layer already stored was checked by the import that stored
+/// it, and blobs in memory are the manifests and configs the driver wrote.
 async fn check_layer_sizes(
     conn: &Connection,
     plan: &ImportPlan,
     max_layer_bytes: u64,
 ) -> Result<(), DriverError> {
     let mut unseen = Vec::new();
-    for blob in &plan.blobs {
+    let entries = plan
+        .blobs
+        .iter()
+        .filter(|blob| matches!(blob.source, Source::File { .. }));
+    for blob in entries {
         if !content::exists(conn, &blob.digest).await? {
             unseen.push(blob.clone());
         }
