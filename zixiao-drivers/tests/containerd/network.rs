@@ -126,13 +126,15 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
             .await
             .expect("create network");
 
-        // `a` prints its address, waits for one TCP message, and stays up:
-        // a task that exits may lose what it printed last if the shim has
-        // not copied it yet (seen in CI), one that lives may not.
+        // `a` prints its address, then prints what each TCP connection
+        // brings, and stays up: a task that exits may lose what it printed
+        // last if the shim has not copied it yet (seen in CI), one that lives
+        // may not. It listens again after each connection, so a client that
+        // gave up half-way (below) can try again.
         c.create_instance(on_network(
             "a",
             "ctr",
-            "ip -o -4 addr show eth0; nc -l -p 7000; sleep 600",
+            "ip -o -4 addr show eth0; while true; do nc -l -p 7000; sleep 0.2; done",
         ))
         .await
         .expect("create a");
@@ -143,10 +145,13 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
         // `b` pings a, then sends it a message, then stays up. It keeps
         // trying for as long as the test waits: with the whole binary's
         // tests starting containers at once on 2 cores, ten tries (seen
-        // in CI) could all come before a's listener answered.
+        // in CI) could all come before a's listener answered. `-w 2` bounds
+        // each try: once (in CI) a connection that never completed held b's
+        // only try for the whole wait.
         let script = format!(
             "i=0; while [ $i -lt 120 ]; do ping -c 1 -W 1 {a_ip} >/dev/null && echo reached-a && \
-             echo hello-from-b | nc {a_ip} 7000 && break; i=$((i+1)); sleep 0.5; done; sleep 600"
+             echo hello-from-b | nc -w 2 {a_ip} 7000 && echo sent && break; i=$((i+1)); sleep 0.5; \
+             done; sleep 600"
         );
         let b = c
             .create_instance(on_network("b", "ctr", &script))
