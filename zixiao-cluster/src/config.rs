@@ -208,6 +208,14 @@ impl ServerConfig {
         if let Some(v) = env("ZIXIAO_ETCD_PREFIX") {
             config.store.etcd_prefix = v;
         }
+        if let Some(v) = env("ZIXIAO_STATS_SAMPLE_MS") {
+            config.timing.stats_sample_ms = v.trim().parse().map_err(|_| {
+                Error::invalid(
+                    "ZIXIAO_STATS_SAMPLE_MS",
+                    format!("`{v}` is not a whole number of milliseconds"),
+                )
+            })?;
+        }
         config.timing.validate()?;
         Ok(config)
     }
@@ -312,5 +320,23 @@ mod tests {
         std::fs::write(&path, "drivers:\n  log_limit_mib: 4\n").expect("write");
         let agent = AgentConfig::load(Some(&path), &|_| None).expect("a limit");
         assert_eq!(agent.drivers.log_limit_mib, Some(4));
+    }
+
+    #[test]
+    fn the_stats_sampling_interval_comes_from_the_environment_and_is_checked() {
+        let sample = |value: &'static str| {
+            move |name: &str| (name == "ZIXIAO_STATS_SAMPLE_MS").then(|| value.to_owned())
+        };
+        let server = ServerConfig::load(None, &sample("500")).expect("500 ms");
+        assert_eq!(server.timing.stats_sample_ms, 500);
+        for bad in ["0", "soon", "-5"] {
+            let error = ServerConfig::load(None, &sample(bad)).expect_err(bad);
+            assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+            assert!(
+                error.to_string().contains("stats_sample_ms")
+                    || error.to_string().contains("ZIXIAO_STATS_SAMPLE_MS"),
+                "{error}"
+            );
+        }
     }
 }

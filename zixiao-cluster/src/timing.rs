@@ -38,8 +38,9 @@ pub struct Timing {
     /// vanishing with its lease always comes after its nodes fenced.
     pub server_lease_ttl_ms: u64,
     /// How often a server samples the resource usage of running instances
-    /// for their recent history (`instance stats --history`), in
-    /// milliseconds.
+    /// for their recent history (`instance stats --history`, the
+    /// dashboard's charts), in milliseconds (`ZIXIAO_STATS_SAMPLE_MS` for
+    /// a server).
     pub stats_sample_ms: u64,
 }
 

@@ -25,8 +25,8 @@ pub mod introspect;
 pub mod libvirt;
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
 mod log_file;
-#[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]
-pub use log_file::LogLimit;
+mod log_limit;
+pub use log_limit::LogLimit;
 #[cfg(feature = "microvm")]
 pub mod microvm;
 #[cfg(any(feature = "containerd", feature = "microvm"))]

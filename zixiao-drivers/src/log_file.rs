@@ -14,45 +14,18 @@ use std::io::SeekFrom;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use zixiao_core::{DriverError, LogChunk};
 
 use crate::errors::io;
+use crate::LogLimit;
 
 /// The largest chunk one read returns, whatever the caller asks for.
 const MAX_READ: usize = 4 << 20;
 
 /// The unit a log is trimmed in: file systems free whole blocks.
 const BLOCK: u64 = 4096;
-
-/// How much of an instance's log a node keeps on disk, and how often it
-/// looks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogLimit {
-    /// The most bytes of one log kept (at least 64 KiB). Once a log holds
-    /// more, its oldest part is discarded, down to about half of this.
-    pub max_bytes: u64,
-    /// How often the logs are measured: between two looks a log may grow
-    /// past `max_bytes` by what its instance writes meanwhile.
-    pub check_every: Duration,
-}
-
-impl LogLimit {
-    /// The least `max_bytes` honoured: smaller limits are raised to it.
-    pub const MIN_BYTES: u64 = 64 * 1024;
-}
-
-impl Default for LogLimit {
-    /// 16 MiB a log, measured every 10 s.
-    fn default() -> Self {
-        LogLimit {
-            max_bytes: 16 << 20,
-            check_every: Duration::from_secs(10),
-        }
-    }
-}
 
 /// Trims, every [`LogLimit::check_every`], each log a driver lists to its
 /// [`LogLimit::max_bytes`]; stops when the last handle is dropped.

@@ -298,6 +298,88 @@ function consolePanel(name) {
   return session.panel;
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+/** An SVG element (attributes only: the charts hold no text from the API). */
+function svg(tag, attributes = {}, ...children) {
+  const element = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  element.append(...children);
+  return element;
+}
+
+/**
+ * A trend chart of `points` ([{ t: ms, v: number }], oldest first) as an
+ * SVG line scaled to its largest value (at least `floor`, so a flat idle
+ * line sits low rather than filling the chart), with the latest and the
+ * largest value under it. `data-points` says how many points it drew.
+ */
+function chart(title, points, unit, floor, testid) {
+  const width = 300;
+  const height = 80;
+  const top = Math.max(floor, ...points.map((p) => p.v));
+  const first = points.length ? points[0].t : 0;
+  const span = points.length > 1 ? points[points.length - 1].t - first : 1;
+  const x = (p) => ((p.t - first) / span) * width;
+  const y = (p) => height - (p.v / top) * (height - 4) - 2;
+  const line = points.map((p) => `${x(p).toFixed(1)},${y(p).toFixed(1)}`).join(" ");
+  const format = (v) => (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(3));
+  const last = points.length ? points[points.length - 1].v : null;
+  const largest = points.length ? Math.max(...points.map((p) => p.v)) : null;
+  return h("figure", { class: "chart", "data-testid": testid, "data-points": points.length },
+    h("figcaption", {}, title),
+    svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": `${title} over time` },
+      svg("line", { class: "axis", x1: 0, y1: height - 1, x2: width, y2: height - 1 }),
+      points.length > 1 ? svg("polyline", { class: "series", points: line }) : svg("g")),
+    h("div", { class: "legend" },
+      points.length ? `now ${format(last)} ${unit} · max ${format(largest)} ${unit}` : "no samples yet"));
+}
+
+/**
+ * The usage panel of a running instance: CPU (cores busy, from the CPU
+ * time counter's growth between samples) and memory over the server's
+ * recent samples. It refreshes itself while it is on the page, since
+ * samples arrive on the server's clock rather than as watch events.
+ */
+function usagePanel(name) {
+  const body = h("div", { class: "charts" }, h("p", { class: "muted" }, "Loading usage…"));
+  const panel = h("div", { class: "panel", "data-testid": "usage" }, h("h2", {}, "Usage"), body);
+  const load = async () => {
+    let samples;
+    try {
+      samples = await call("GET", `/api/instances/${encodeURIComponent(name)}/stats/history`);
+    } catch (error) {
+      body.replaceChildren(h("p", { class: "muted" }, `No usage history: ${error.message}`));
+      return false;
+    }
+    const at = samples.map((s) => Date.parse(s.at));
+    const cpu = [];
+    for (let k = 1; k < samples.length; k++) {
+      const elapsed = (at[k] - at[k - 1]) * 1e6;
+      const used = samples[k].cpu_time_ns - samples[k - 1].cpu_time_ns;
+      // A restart resets the counter: no point for that interval.
+      if (elapsed > 0 && used >= 0) cpu.push({ t: at[k], v: used / elapsed });
+    }
+    const memory = samples.map((s, k) => ({ t: at[k], v: s.memory_bytes / 1048576 }));
+    const limit = samples.length ? samples[samples.length - 1].memory_limit_bytes : null;
+    body.replaceChildren(
+      chart("CPU", cpu, "cores", 0.05, "chart-cpu"),
+      chart(limit ? `Memory (limit ${Math.round(limit / 1048576)} MiB)` : "Memory", memory, "MiB", 1, "chart-memory"));
+    return true;
+  };
+  load().then((ok) => {
+    if (!ok) return;
+    const timer = setInterval(() => {
+      if (!panel.isConnected) clearInterval(timer);
+      else load();
+    }, USAGE_REFRESH_MS);
+  });
+  return panel;
+}
+
+/** How often an open usage panel asks for new samples. */
+const USAGE_REFRESH_MS = 5000;
+
 /** One instance, live: its fields, conditions and quick actions. */
 export async function instance(name, ui) {
   const i = await call("GET", `/api/instances/${encodeURIComponent(name)}`);
@@ -313,6 +395,7 @@ export async function instance(name, ui) {
     h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
     i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i.name) : null,
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+    i.status === "running" ? usagePanel(i.name) : null,
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
       h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
     i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,

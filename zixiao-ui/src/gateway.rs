@@ -43,6 +43,10 @@ pub(crate) fn router(access: Arc<Access>) -> Router {
         .route("/api/instances/{instance}/stop", post(stop))
         .route("/api/instances/{instance}/restart", post(restart))
         .route(
+            "/api/instances/{instance}/stats/history",
+            get(stats_history),
+        )
+        .route(
             "/api/instances/{instance}/console",
             get(crate::console::attach),
         )
@@ -133,6 +137,12 @@ async fn instances(Caller(client): Caller, RawQuery(query): RawQuery) -> Reply {
 
 async fn instance(Caller(client): Caller, Path(instance): Path<String>) -> Reply {
     ok(&client.get_instance(&instance).await?)
+}
+
+/// `GET /api/instances/NAME/stats/history`: the server's recent samples of
+/// the instance's usage, oldest first (`[]` before the first sample).
+async fn stats_history(Caller(client): Caller, Path(instance): Path<String>) -> Reply {
+    ok(&client.instance_stats_history(&instance).await?)
 }
 
 /// `POST /api/instances` with a `CreateInstance` (the CLI's `-f` spec

@@ -134,6 +134,7 @@ async fn an_unknown_instance_or_route_is_a_404() {
         ui.get("/api/instances/nobody").await,
         ui.post_json("/api/instances/nobody/stop", "").await,
         ui.request("DELETE", "/api/instances/nobody", &[], "").await,
+        ui.get("/api/instances/nobody/stats/history").await,
     ] {
         assert_eq!(answer.status, 404, "{}", answer.body);
         let (kind, message) = answer.error();
