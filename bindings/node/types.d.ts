@@ -82,6 +82,22 @@ export interface InstanceSpec {
   publish?: string[]
   /** Snapshots taken in the background by the server's reconciler (VMs, microVMs on `vmm`). */
   snapshot_schedule?: SnapshotSchedule
+  /** VMs only: first-boot data for cloud-init, on a read-only `cidata` disk. */
+  cloud_init?: CloudInit
+}
+
+/**
+ * cloud-init's NoCloud data (at most 64 KiB in all; never logged). Without
+ * `meta_data`, Zixiao writes it (instance-id, local-hostname, the keys);
+ * without `network_config`, it writes one from the instance's networks.
+ */
+export interface CloudInit {
+  /** `#cloud-config` YAML, a script, or any format cloud-init reads. */
+  user_data?: string
+  meta_data?: string
+  network_config?: string
+  /** OpenSSH public keys, one per entry. */
+  ssh_authorized_keys?: string[]
 }
 
 /**

@@ -974,6 +974,7 @@ pub(crate) struct ListArgs {
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
     zixiao instance create --name vm2 --type microvm --kernel k1 --initrd i1   (images of the node's store)\n  \
     zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
+    zixiao instance create --name vm5 --type vm --image debian --user-data init.yaml --ssh-key ~/.ssh/id_ed25519.pub\n  \
     zixiao instance create --name vm4 --type vm --image disk1 --cpus 1 --max-cpus 4 --memory 512 --max-memory 2048\n  \
     zixiao instance create --name db --type container --image busybox --trait ssd --aggregate fast\n  \
     zixiao instance create -f web.yaml")]
@@ -985,7 +986,7 @@ pub(crate) struct CreateArgs {
         "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "template", "snapshot_every",
-        "snapshot_keep",
+        "snapshot_keep", "user_data", "meta_data", "network_config", "ssh_keys",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// Create it from a template: its latest version, or version V
@@ -996,6 +997,7 @@ pub(crate) struct CreateArgs {
         "max_cpus", "max_memory",
         "initrd", "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
+        "user_data", "meta_data", "network_config", "ssh_keys",
     ])]
     pub(crate) template: Option<String>,
     /// With --template: change one field of the version's spec, FIELD=VALUE
@@ -1125,6 +1127,22 @@ pub(crate) struct CreateArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, value_name = "N", requires = "snapshot_every")]
     pub(crate) snapshot_keep: Option<u32>,
+    /// VMs: cloud-init user data (`#cloud-config` YAML or a script) from
+    /// this file, given to the guest on a read-only `cidata` disk.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) user_data: Option<PathBuf>,
+    /// VMs: cloud-init meta-data from this file, instead of the one
+    /// written for it (instance-id, local-hostname, --ssh-key keys).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) meta_data: Option<PathBuf>,
+    /// VMs: cloud-init network configuration (version 2) from this file,
+    /// instead of the one written from its networks (address, gateway).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) network_config: Option<PathBuf>,
+    /// VMs: an OpenSSH public key file (`~/.ssh/id_ed25519.pub`) whose keys
+    /// the guest's default user accepts (repeatable).
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub(crate) ssh_keys: Vec<PathBuf>,
     /// Return as soon as the request is stored, without waiting, and print
     /// its operation's id (`zixiao operation watch ID` follows it).
     #[arg(long)]

@@ -534,3 +534,68 @@ fn a_node_that_takes_no_host_paths_refuses_them_from_its_own_administrator() {
     assert!(message.contains("--allow-host-paths"), "{message}");
     nothing_stored(&state);
 }
+
+#[test]
+fn bad_cloud_init_data_is_refused_naming_the_flag_or_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let file = |name: &str, content: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+    let vm = |extra: &[&str]| {
+        let mut args = vec![
+            "instance", "create", "--name", "vm1", "--type", "vm", "--image", "disk1", "-o", "json",
+        ];
+        args.extend_from_slice(extra);
+        zixiao(&state, &args)
+    };
+    let init = file("init.yaml", b"#cloud-config\n");
+    // Containers do not run cloud-init.
+    let out = zixiao(
+        &state,
+        &[
+            "instance",
+            "create",
+            "--name",
+            "c1",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--user-data",
+            &init,
+            "-o",
+            "json",
+        ],
+    );
+    let message = json_error(&out);
+    assert!(
+        message.starts_with("invalid spec.cloud_init:") && message.contains("container"),
+        "{message}"
+    );
+    let big = file("big.yaml", &vec![b'#'; 70 * 1024]);
+    let message = json_error(&vm(&["--user-data", &big]));
+    assert!(
+        message.starts_with("invalid --user-data:")
+            || message.starts_with("invalid spec.cloud_init:"),
+        "{message}"
+    );
+    let binary = file("binary", &[0xff, 0xfe, 0x00]);
+    let message = json_error(&vm(&["--user-data", &binary]));
+    assert!(message.contains("not UTF-8 text"), "{message}");
+    let not_a_key = file("id.pub", b"# my key\nhunter2\n");
+    let message = json_error(&vm(&["--ssh-key", &not_a_key]));
+    assert!(
+        message.starts_with("invalid spec.cloud_init.ssh_authorized_keys[0]:"),
+        "{message}"
+    );
+    let missing = dir.path().join("missing.yaml");
+    let message = json_error(&vm(&["--user-data", missing.to_str().unwrap()]));
+    assert!(
+        message.starts_with("invalid --user-data:") && message.contains("does not exist"),
+        "{message}"
+    );
+    nothing_stored(&state);
+}

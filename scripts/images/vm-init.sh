@@ -7,6 +7,8 @@
 # the vm driver passes per network) configures that interface before the
 # marker, and prints `ZIXIAO-NET <dev> <addr>` once it is up.
 # `zixiao.serve=<port>` starts a TCP server on that port before the marker.
+# `zixiao.cidata` prints each virtio disk holding cloud-init NoCloud files
+# (its volume label, then each file) between ZIXIAO-CIDATA-BEGIN and -END.
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -60,6 +62,25 @@ for arg in $(cat /proc/cmdline); do
     zixiao.serve=*) nc -ll -p "${arg#zixiao.serve=}" -e echo ZIXIAO-SERVED & ;;
   esac
 done
+if grep -q zixiao.cidata /proc/cmdline; then
+  mkdir -p /cidata
+  for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    ls /dev/vd? >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  for dev in /dev/vd?; do
+    mount -t iso9660 -o ro "$dev" /cidata 2>/dev/null || continue
+    if [ -f /cidata/user-data ]; then
+      # The ISO 9660 volume id: 32 bytes at 32768 + 40.
+      echo "ZIXIAO-CIDATA-BEGIN $dev label=$(dd if="$dev" bs=1 skip=32808 count=32 2>/dev/null)"
+      for f in user-data meta-data network-config; do
+        [ -f "/cidata/$f" ] && echo "== $f" && cat "/cidata/$f"
+      done
+      echo ZIXIAO-CIDATA-END
+    fi
+    umount /cidata
+  done
+fi
 echo ZIXIAO-BOOT-OK
 if grep -q zixiao.poweroff /proc/cmdline; then
   poweroff -f

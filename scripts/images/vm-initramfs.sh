@@ -48,7 +48,8 @@ add_module() { # name
   order+=("$module")
 }
 # evdev gives acpid the power button's /dev/input node.
-for module in evdev button virtio_pci virtio_mmio virtio_net virtio_balloon; do
+# virtio_blk and isofs let /init read a cloud-init seed disk (zixiao.cidata).
+for module in evdev button virtio_pci virtio_mmio virtio_net virtio_balloon virtio_blk isofs; do
   add_module "$module"
 done
 printf '%s\n' "${order[@]}" >"$work/lib/modules/order"

@@ -39,7 +39,8 @@ installed() {
 install() {
   local missing=() p
   # iproute2 brings lo up in the daemons' network namespace.
-  for p in libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils busybox-static cpio iproute2; do
+  # genisoimage writes cloud-init seed images (the vm driver's --user-data).
+  for p in libvirt-daemon-system libvirt-dev qemu-system-x86 qemu-utils busybox-static cpio iproute2 genisoimage; do
     installed "$p" || missing+=("$p")
   done
   if ((${#missing[@]} == 0)); then
@@ -55,7 +56,7 @@ install() {
   version=$(apt-cache madison qemu-utils | awk -F'|' '$3 ~ /debian\.org/ {gsub(/ /, "", $2); print $2; exit}')
   [[ -n "$version" ]] && qemu_utils="qemu-utils=$version"
   apt-get install -y -qq --allow-downgrades -o Dpkg::Options::=--force-confold \
-    "$qemu_utils" cpio busybox-static iproute2 >/dev/null
+    "$qemu_utils" cpio busybox-static iproute2 genisoimage >/dev/null
   apt-get install -y -qq -o Dpkg::Options::=--force-confold \
     libvirt-daemon-system libvirt-dev qemu-system-x86 >/dev/null
 }

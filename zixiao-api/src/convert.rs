@@ -32,13 +32,14 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     typed_metadata, Aggregate, AggregateName, AllocationRatio, AllocationRatios, Cidr, CloneOrigin,
-    Condition, ConditionType, Cpus, CreateInstance, CreateNetwork, DesiredState, ExitStatus,
-    Failure, FromTemplate, ImageKind, InstallationId, Instance, InstanceSpec, InstanceStatus,
-    InstanceType, InstanceUpdate, InvalidName, IpConfig, LabelChanges, MicrovmBackend, Network,
-    NetworkAttachment, Node, NodeImageName, NodeMetadata, NodeRegistration, NodeRole, NodeStatus,
-    OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, ScheduledSnapshot,
-    SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
-    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    CloudInit, Condition, ConditionType, Cpus, CreateInstance, CreateNetwork, DesiredState,
+    ExitStatus, Failure, FromTemplate, ImageKind, InstallationId, Instance, InstanceSpec,
+    InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig, LabelChanges,
+    MicrovmBackend, Network, NetworkAttachment, Node, NodeImageName, NodeMetadata,
+    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
+    RestartPolicy, ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotName,
+    SnapshotSchedule, Subnet, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
+    TemplateVersion, TemplateVersionInfo, TraitChanges,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -457,6 +458,30 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             placement: Some(s.placement.into()),
             publish: s.publish.iter().map(ToString::to_string).collect(),
             snapshot_schedule: s.snapshot_schedule.map(Into::into),
+            cloud_init: s.cloud_init.map(Into::into),
+        }
+    }
+}
+
+impl From<CloudInit> for pb::CloudInit {
+    fn from(c: CloudInit) -> Self {
+        pb::CloudInit {
+            user_data: c.user_data,
+            meta_data: c.meta_data,
+            network_config: c.network_config,
+            ssh_authorized_keys: c.ssh_authorized_keys,
+        }
+    }
+}
+
+/// Cloud-init data as sent; checked again with the rest of the spec.
+impl From<pb::CloudInit> for CloudInit {
+    fn from(c: pb::CloudInit) -> Self {
+        CloudInit {
+            user_data: c.user_data,
+            meta_data: c.meta_data,
+            network_config: c.network_config,
+            ssh_authorized_keys: c.ssh_authorized_keys,
         }
     }
 }
@@ -534,6 +559,7 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
             .snapshot_schedule
             .map(|s| snapshot_schedule(s, &path(at, "snapshot_schedule")))
             .transpose()?,
+        cloud_init: s.cloud_init.map(Into::into),
     })
 }
 

@@ -201,6 +201,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
             prop::collection::vec(published_port(), 0..3),
         ),
         snapshot_schedule(),
+        cloud_init(),
     )
         .prop_map(
             |(
@@ -209,6 +210,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 (cmdline, backend, restore_from, networks),
                 (command, env, restart, placement, publish),
                 snapshot_schedule,
+                cloud_init,
             )| InstanceSpec {
                 instance_type,
                 image,
@@ -231,8 +233,32 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 restart,
                 placement,
                 snapshot_schedule,
+                cloud_init,
             },
         )
+}
+
+/// Any cloud-init data, or none: every part as text, so the wire must
+/// carry each exactly.
+fn cloud_init() -> impl Strategy<Value = Option<zixiao_core::model::CloudInit>> {
+    prop::option::of(
+        (
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::option::of(text()),
+            prop::collection::vec(text(), 0..3),
+        )
+            .prop_map(
+                |(user_data, meta_data, network_config, ssh_authorized_keys)| {
+                    zixiao_core::model::CloudInit {
+                        user_data,
+                        meta_data,
+                        network_config,
+                        ssh_authorized_keys,
+                    }
+                },
+            ),
+    )
 }
 
 /// Any valid snapshot schedule, or none.

@@ -497,6 +497,12 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             ..Placement::default()
         },
         snapshot_schedule: snapshot_schedule(args.snapshot_every.as_deref(), args.snapshot_keep)?,
+        cloud_init: cloud_init(
+            args.user_data.as_deref(),
+            args.meta_data.as_deref(),
+            args.network_config.as_deref(),
+            &args.ssh_keys,
+        )?,
     };
     let mut labels = key_values("--label", &args.labels)?;
     if let Some(project) = args.project {
@@ -507,6 +513,43 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         labels,
         spec,
     })
+}
+
+/// The cloud-init data of the `--user-data`, `--meta-data`,
+/// `--network-config` and `--ssh-key` files (read here, on the caller's
+/// machine, and sent as text), or none when no flag is given. Each file
+/// must be UTF-8 text; a key file gives each of its non-comment lines.
+fn cloud_init(
+    user_data: Option<&std::path::Path>,
+    meta_data: Option<&std::path::Path>,
+    network_config: Option<&std::path::Path>,
+    ssh_keys: &[std::path::PathBuf],
+) -> Result<Option<zixiao_core::model::CloudInit>> {
+    // Anything larger is refused by the spec's own limit anyway.
+    let limit = zixiao_core::model::MAX_CLOUD_INIT_BYTES as u64 + 1;
+    let text = |path: &std::path::Path, flag: &str| -> Result<String> {
+        let bytes = zixiao_core::files::read_regular(path, flag, limit)?;
+        String::from_utf8(bytes)
+            .map_err(|_| Error::invalid(flag, format!("{} is not UTF-8 text", path.display())))
+    };
+    let read = |path: Option<&std::path::Path>, flag: &str| path.map(|p| text(p, flag)).transpose();
+    let mut keys = Vec::new();
+    for path in ssh_keys {
+        let file = text(path, "--ssh-key")?;
+        keys.extend(
+            file.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    let init = zixiao_core::model::CloudInit {
+        user_data: read(user_data, "--user-data")?,
+        meta_data: read(meta_data, "--meta-data")?,
+        network_config: read(network_config, "--network-config")?,
+        ssh_authorized_keys: keys,
+    };
+    Ok((!init.is_empty()).then_some(init))
 }
 
 /// The largest spec file `-f` reads: a request is a few hundred bytes.

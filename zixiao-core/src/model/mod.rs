@@ -3,6 +3,7 @@
 //! [`NodeRegistration::validate`] reject invalid input with the field named.
 
 mod clone;
+mod cloud_init;
 mod cpus;
 mod image_ref;
 mod instance;
@@ -21,6 +22,7 @@ mod update;
 mod validate;
 
 pub use clone::{check_clone, CloneOrigin, SnapshotName};
+pub use cloud_init::{CloudInit, MAX_CLOUD_INIT_BYTES, MAX_SSH_KEYS};
 pub use cpus::{AllocationRatio, AllocationRatios, Cpus, InvalidAmount};
 pub use image_ref::{
     is_loopback_host, is_sha256_digest, ImageName, ImageRef, ImageRefPart, InvalidImageRef,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Cpus, PublishedPort, Resources, SnapshotSchedule};
+use super::{CloudInit, Cpus, PublishedPort, Resources, SnapshotSchedule};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -283,6 +283,10 @@ pub struct InstanceSpec {
     /// (VMs and microVMs on the `vmm` backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schedule: Option<SnapshotSchedule>,
+    /// VMs only: first-boot data for cloud-init in the guest (user data,
+    /// SSH keys), given to it on a read-only `cidata` disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInit>,
 }
 
 impl InstanceSpec {
@@ -351,6 +355,7 @@ impl InstanceSpec {
             restart: RestartPolicy::Never,
             placement: Placement::default(),
             snapshot_schedule: None,
+            cloud_init: None,
         }
     }
 

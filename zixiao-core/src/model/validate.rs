@@ -463,6 +463,15 @@ impl InstanceSpec {
                 ));
             }
         }
+        if let Some(init) = &self.cloud_init {
+            if ty != InstanceType::Vm {
+                return Err(Error::invalid(
+                    "spec.cloud_init",
+                    format!("cloud-init data is for VMs; a {ty} does not run cloud-init"),
+                ));
+            }
+            init.validate("spec.cloud_init")?;
+        }
         validate_placement(&self.placement)
     }
 }

@@ -22,7 +22,7 @@ use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeSta
 use super::disks;
 use super::resize::{self, DomainSize};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
-use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
+use super::{cloud_init, error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
 use crate::instance_id::InstanceId;
 
 /// How often a graceful shutdown is checked on.
@@ -371,6 +371,7 @@ impl LibvirtDriver {
                 max_memory_mib: size.max_memory_mib,
                 boot,
                 disk,
+                seed: cloud_init::seed_path(&dir, instance),
                 interfaces,
                 console_log: Some(self.console_log_path(instance)),
             },
@@ -473,6 +474,10 @@ impl LibvirtDriver {
             }
         } else {
             create_dir(&dir)?;
+        }
+        if let Err(e) = cloud_init::write_seed(&dir, instance).await {
+            cleanup(&dir);
+            return Err(e);
         }
         let xml = plan.definition.to_xml();
         let defined = {

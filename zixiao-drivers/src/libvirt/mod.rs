@@ -23,6 +23,7 @@
 //! `error`.
 
 mod clones;
+mod cloud_init;
 mod connection;
 mod console;
 mod disks;

@@ -118,6 +118,9 @@ pub struct DomainDefinition {
     pub boot: Boot,
     /// Its disk, if any.
     pub disk: Option<Disk>,
+    /// Its cloud-init `cidata` disk (a raw ISO 9660 image), attached
+    /// read-only after the disk, if any.
+    pub seed: Option<PathBuf>,
     /// Its network interfaces (virtio), in guest order (`eth0`, `eth1`...).
     pub interfaces: Vec<Interface>,
     /// Where the serial console's output is logged (by virtlogd), if anywhere.
@@ -140,6 +143,7 @@ impl DomainDefinition {
     ///     max_memory_mib: 512,
     ///     boot: Boot::Disk,
     ///     disk: None,
+    ///     seed: None,
     ///     interfaces: Vec::new(),
     ///     console_log: None,
     /// }
@@ -258,6 +262,25 @@ impl DomainDefinition {
                     w.create_element("target")
                         .with_attributes([("dev", "vda"), ("bus", "virtio")])
                         .write_empty()?;
+                    Ok(())
+                })?;
+        }
+        if let Some(seed) = &self.seed {
+            // The guest finds it by its label, not its place: `vdz` only
+            // keeps it clear of the boot disk's name.
+            w.create_element("disk")
+                .with_attributes([("type", "file"), ("device", "disk")])
+                .write_inner_content(|w| {
+                    w.create_element("driver")
+                        .with_attributes([("name", "qemu"), ("type", "raw")])
+                        .write_empty()?;
+                    w.create_element("source")
+                        .with_attribute(("file", seed.to_string_lossy().as_ref()))
+                        .write_empty()?;
+                    w.create_element("target")
+                        .with_attributes([("dev", "vdz"), ("bus", "virtio")])
+                        .write_empty()?;
+                    w.create_element("readonly").write_empty()?;
                     Ok(())
                 })?;
         }
@@ -404,6 +427,7 @@ mod tests {
                 path: "/d/disk.qcow2".into(),
                 format: "qcow2".into(),
             }),
+            seed: Some("/d/cidata.iso".into()),
             interfaces: vec![Interface {
                 bridge: "zxb00000001".into(),
                 target: "zxt0000000001".into(),
@@ -423,12 +447,19 @@ mod tests {
         assert_eq!(texts(&xml, "memory"), ["256"]);
         assert_eq!(texts(&xml, "kernel"), ["/k/vmlinuz"]);
         assert_eq!(texts(&xml, "initrd"), ["/k/initrd"]);
-        assert_eq!(attributes(&xml, "source", "file"), ["/d/disk.qcow2"]);
-        assert_eq!(attributes(&xml, "driver", "type"), ["qcow2"]);
+        assert_eq!(
+            attributes(&xml, "source", "file"),
+            ["/d/disk.qcow2", "/d/cidata.iso"]
+        );
+        assert_eq!(xml.matches("<readonly/>").count(), 1);
+        assert_eq!(attributes(&xml, "driver", "type"), ["qcow2", "raw"]);
         assert_eq!(attributes(&xml, "log", "file"), ["/d/console.log"]);
         assert_eq!(attributes(&xml, "interface", "type"), ["bridge"]);
         assert_eq!(attributes(&xml, "source", "bridge"), ["zxb00000001"]);
-        assert_eq!(attributes(&xml, "target", "dev"), ["vda", "zxt0000000001"]);
+        assert_eq!(
+            attributes(&xml, "target", "dev"),
+            ["vda", "vdz", "zxt0000000001"]
+        );
         assert_eq!(attributes(&xml, "mac", "address"), ["02:00:00:00:00:01"]);
         assert_eq!(attributes(&xml, "model", "type"), ["virtio"]);
         assert_eq!(

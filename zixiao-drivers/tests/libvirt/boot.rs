@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zixiao_core::model::CloudInit;
 use zixiao_core::{Driver, RuntimeState};
 use zixiao_drivers::libvirt::{LifecycleKind, KEEP_DISK_LABEL};
 use zixiao_testing::wait::wait_until;
@@ -18,7 +19,14 @@ async fn a_vm_boots_linux_and_goes_through_its_lifecycle() {
         return;
     };
     let d = &fx.driver;
-    let vm = instance(&unique("boot"), fx.vm(""));
+    // With cloud-init data: the guest's /init prints the seed disk it finds.
+    let mut spec = fx.vm("zixiao.cidata");
+    spec.cloud_init = Some(CloudInit {
+        user_data: Some("#cloud-config\nruncmd:\n  - echo from-user-data\n".to_owned()),
+        ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 tester@zixiao".to_owned()],
+        ..CloudInit::default()
+    });
+    let vm = instance(&unique("boot"), spec);
 
     d.create(&vm).await.expect("create");
     // The overlay is qcow2 on the base image, with the base's size (64 MiB).
@@ -38,6 +46,37 @@ async fn a_vm_boots_linux_and_goes_through_its_lifecycle() {
         d.inspect(&vm).await.expect("inspect"),
         RuntimeState::Running
     );
+
+    // The seed: a read-only disk labelled cidata, with the user data as
+    // given and the meta-data naming the instance and carrying the key.
+    let log = console(d, &vm).await;
+    let seed = log
+        .split("ZIXIAO-CIDATA-BEGIN")
+        .nth(1)
+        .and_then(|rest| rest.split("ZIXIAO-CIDATA-END").next())
+        .unwrap_or_else(|| panic!("no cloud-init seed seen by the guest:\n{log}"));
+    let label = seed.split("label=").nth(1).unwrap_or_default();
+    assert!(
+        label.trim_start().to_lowercase().starts_with("cidata "),
+        "{seed}"
+    );
+    assert!(seed.contains("== user-data"), "{seed}");
+    assert!(seed.contains("  - echo from-user-data"), "{seed}");
+    assert!(
+        seed.contains(&format!("\"instance-id\": \"{}\"", vm.id)),
+        "{seed}"
+    );
+    assert!(
+        seed.contains(&format!("\"local-hostname\": \"{}\"", vm.name)),
+        "{seed}"
+    );
+    assert!(seed.contains("tester@zixiao"), "{seed}");
+    assert!(
+        !seed.contains("== network-config"),
+        "no network, no network-config: {seed}"
+    );
+    let xml = d.domain_xml(&vm).expect("xml");
+    assert!(xml.contains("<readonly/>"), "{xml}");
 
     // Stats of a running guest.
     let stats = d

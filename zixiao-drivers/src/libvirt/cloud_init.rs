@@ -1,0 +1,256 @@
+//! The cloud-init seed of a VM: its [`CloudInit`] data written as
+//! cloud-init's NoCloud data source expects it, an ISO 9660 image labelled
+//! `cidata` holding `user-data`, `meta-data` and, when there is one,
+//! `network-config`, attached to the domain read-only (see
+//! [`super::xml::DomainDefinition::seed`]).
+//!
+//! The image is made by `genisoimage` (Debian's `genisoimage` package, what
+//! OpenStack Nova uses for its config drives): a few small files need no
+//! ISO writer of our own. Zixiao writes the meta-data (`instance-id`: the
+//! instance's id, so cloud-init runs once per instance and again for a
+//! clone; `local-hostname`: its name; the SSH keys) and the network
+//! configuration (version 2: each NIC matched by its MAC, with its
+//! addresses, the first one's gateway as the default route), each unless
+//! the spec gives its own. Both are written as JSON, which YAML reads, so
+//! no value needs YAML quoting rules. The files are 0600 and removed once
+//! the image exists; nothing here logs their content.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{json, Map, Value};
+use zixiao_core::model::CloudInit;
+use zixiao_core::{DriverError, Instance};
+
+use super::error;
+
+/// The seed image's file name in the instance's directory.
+const SEED_FILE: &str = "cidata.iso";
+
+/// The program that writes the image.
+const GENISOIMAGE: &str = "genisoimage";
+
+/// Where `instance`'s seed image goes, when it has cloud-init data.
+pub(crate) fn seed_path(dir: &Path, instance: &Instance) -> Option<PathBuf> {
+    instance
+        .spec
+        .cloud_init
+        .as_ref()
+        .map(|_| dir.join(SEED_FILE))
+}
+
+/// The NoCloud files of `instance`'s `init`, by name, in the order written.
+pub(crate) fn seed_files(instance: &Instance, init: &CloudInit) -> Vec<(&'static str, String)> {
+    let user_data = init
+        .user_data
+        .clone()
+        // cloud-init wants the file; an empty cloud-config changes nothing.
+        .unwrap_or_else(|| "#cloud-config\n{}\n".to_owned());
+    let meta_data = init.meta_data.clone().unwrap_or_else(|| {
+        let mut meta = json!({
+            "instance-id": instance.id.as_str(),
+            "local-hostname": instance.name,
+        });
+        if !init.ssh_authorized_keys.is_empty() {
+            meta["public-keys"] = json!(init.ssh_authorized_keys);
+        }
+        format!("{meta:#}\n")
+    });
+    let mut files = vec![("user-data", user_data), ("meta-data", meta_data)];
+    let network_config = init
+        .network_config
+        .clone()
+        .or_else(|| network_config(instance).map(|config| format!("{config:#}\n")));
+    if let Some(config) = network_config {
+        files.push(("network-config", config));
+    }
+    files
+}
+
+/// The version 2 network configuration of `instance`'s attachments, or
+/// none when it has none (the image's own default then applies).
+fn network_config(instance: &Instance) -> Option<Value> {
+    if instance.attachments.is_empty() {
+        return None;
+    }
+    let mut ethernets = Map::new();
+    for (i, attachment) in instance.attachments.iter().enumerate() {
+        let mut nic = json!({
+            "match": { "macaddress": attachment.mac },
+            "set-name": attachment.interface,
+            "addresses": attachment
+                .addresses
+                .iter()
+                .map(|ip| format!("{}/{}", ip.address, ip.prefix_len))
+                .collect::<Vec<_>>(),
+        });
+        // One default route: through the first network's gateway.
+        if let (0, Some(first)) = (i, attachment.addresses.first()) {
+            nic["routes"] = json!([{ "to": "default", "via": first.gateway.to_string() }]);
+        }
+        ethernets.insert(attachment.interface.clone(), nic);
+    }
+    Some(json!({ "version": 2, "ethernets": ethernets }))
+}
+
+/// Writes `instance`'s seed image into `dir` (replacing an older one), if
+/// it has cloud-init data. Errors: `Unsupported` without `genisoimage` on
+/// the node; a runtime error when it fails.
+pub(crate) async fn write_seed(dir: &Path, instance: &Instance) -> Result<(), DriverError> {
+    let (Some(init), Some(seed)) = (&instance.spec.cloud_init, seed_path(dir, instance)) else {
+        return Ok(());
+    };
+    let files = seed_files(instance, init);
+    let staging = dir.join("cidata.d");
+    let write_files = {
+        let staging = staging.clone();
+        move || -> std::io::Result<Vec<PathBuf>> {
+            let _ = std::fs::remove_dir_all(&staging);
+            std::fs::create_dir(&staging)?;
+            files
+                .iter()
+                .map(|(name, content)| {
+                    let path = staging.join(name);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)?
+                        .write_all(content.as_bytes())?;
+                    Ok(path)
+                })
+                .collect()
+        }
+    };
+    let written = tokio::task::spawn_blocking(write_files)
+        .await
+        .map_err(|e| DriverError::Runtime {
+            operation: "write the cloud-init files".to_owned(),
+            source: Box::new(e),
+        })?
+        .map_err(|e| error::io("write the cloud-init files", e));
+    let made = match written {
+        Ok(paths) => make_image(&seed, &paths).await,
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    made
+}
+
+/// Runs `genisoimage` to write `paths` into the image `seed`.
+async fn make_image(seed: &Path, paths: &[PathBuf]) -> Result<(), DriverError> {
+    let partial = seed.with_extension("iso.partial");
+    let output = tokio::process::Command::new(GENISOIMAGE)
+        .args(["-quiet", "-volid", "cidata", "-joliet", "-rock", "-output"])
+        .arg(&partial)
+        .args(paths)
+        .stdin(Stdio::null())
+        .output()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(DriverError::Unsupported(format!(
+                "cloud-init data needs `{GENISOIMAGE}` on the node to write its seed image \
+                 (Debian package genisoimage)"
+            )))
+        }
+        Err(e) => return Err(error::io(format!("run {GENISOIMAGE}"), e)),
+    };
+    if !output.status.success() {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(DriverError::Runtime {
+            operation: format!("run {GENISOIMAGE}"),
+            source: Box::new(error::Message(format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))),
+        });
+    }
+    tokio::fs::rename(&partial, seed)
+        .await
+        .map_err(|e| error::io("keep the cloud-init seed image", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zixiao_core::model::{InstanceSpec, IpConfig};
+
+    fn vm(init: CloudInit) -> Instance {
+        let mut spec = InstanceSpec::vm("disk1");
+        spec.cloud_init = Some(init);
+        let request = zixiao_core::CreateInstance {
+            name: "web-1".to_owned(),
+            labels: Default::default(),
+            spec,
+        };
+        Instance::new(
+            zixiao_core::model::InstanceId::from("2b1c6c1e-4f0e-4c1e-9d3f-0a1b2c3d4e5f"),
+            request,
+            chrono::Utc::now(),
+        )
+    }
+
+    #[test]
+    fn zixiao_writes_the_meta_data_and_the_network_from_the_instance() {
+        let mut instance = vm(CloudInit {
+            ssh_authorized_keys: vec!["ssh-ed25519 AAAA me \"quoted\"".to_owned()],
+            ..CloudInit::default()
+        });
+        let files = seed_files(&instance, instance.spec.cloud_init.as_ref().unwrap());
+        let names: Vec<_> = files.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            ["user-data", "meta-data"],
+            "no network: no network-config"
+        );
+        let meta: Value = serde_json::from_str(&files[1].1).expect("JSON");
+        assert_eq!(meta["instance-id"], instance.id.as_str());
+        assert_eq!(meta["local-hostname"], "web-1");
+        assert_eq!(meta["public-keys"][0], "ssh-ed25519 AAAA me \"quoted\"");
+        assert!(files[0].1.starts_with("#cloud-config"));
+
+        let attachment: zixiao_core::model::NetworkAttachment = serde_json::from_value(json!({
+            "network": "lan", "interface": "eth0", "host_interface": "zxt0000000001",
+            "bridge": "zxb9060dcf0", "mac": "02:00:00:00:00:07",
+            "addresses": [IpConfig {
+                address: "10.8.0.7".parse().unwrap(), prefix_len: 24,
+                gateway: "10.8.0.1".parse().unwrap(),
+            }],
+        }))
+        .expect("attachment");
+        instance.attachments = vec![attachment];
+        let files = seed_files(&instance, instance.spec.cloud_init.as_ref().unwrap());
+        let (name, config) = &files[2];
+        assert_eq!(*name, "network-config");
+        let config: Value = serde_json::from_str(config).expect("JSON");
+        let eth0 = &config["ethernets"]["eth0"];
+        assert_eq!(config["version"], 2);
+        assert_eq!(eth0["match"]["macaddress"], "02:00:00:00:00:07");
+        assert_eq!(eth0["addresses"][0], "10.8.0.7/24");
+        assert_eq!(eth0["routes"][0]["via"], "10.8.0.1");
+    }
+
+    #[test]
+    fn what_the_spec_gives_is_written_as_it_is() {
+        let instance = vm(CloudInit {
+            user_data: Some("#!/bin/sh\necho hi\n".to_owned()),
+            meta_data: Some("instance-id: mine\n".to_owned()),
+            network_config: Some("version: 1\n".to_owned()),
+            ssh_authorized_keys: Vec::new(),
+        });
+        let files = seed_files(&instance, instance.spec.cloud_init.as_ref().unwrap());
+        assert_eq!(
+            files,
+            [
+                ("user-data", "#!/bin/sh\necho hi\n".to_owned()),
+                ("meta-data", "instance-id: mine\n".to_owned()),
+                ("network-config", "version: 1\n".to_owned()),
+            ]
+        );
+    }
+}
