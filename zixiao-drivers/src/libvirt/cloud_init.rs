@@ -86,9 +86,15 @@ fn network_config(instance: &Instance) -> Option<Value> {
                 .map(|ip| format!("{}/{}", ip.address, ip.prefix_len))
                 .collect::<Vec<_>>(),
         });
-        // One default route: through the first network's gateway.
+        // One default route: through the first network's gateway. As a
+        // prefix, not `default`: cloud-init before 23.x refuses that word.
         if let (0, Some(first)) = (i, attachment.addresses.first()) {
-            nic["routes"] = json!([{ "to": "default", "via": first.gateway.to_string() }]);
+            let everywhere = if first.gateway.is_ipv4() {
+                "0.0.0.0/0"
+            } else {
+                "::/0"
+            };
+            nic["routes"] = json!([{ "to": everywhere, "via": first.gateway.to_string() }]);
         }
         ethernets.insert(attachment.interface.clone(), nic);
     }
@@ -233,6 +239,7 @@ mod tests {
         assert_eq!(eth0["match"]["macaddress"], "02:00:00:00:00:07");
         assert_eq!(eth0["addresses"][0], "10.8.0.7/24");
         assert_eq!(eth0["routes"][0]["via"], "10.8.0.1");
+        assert_eq!(eth0["routes"][0]["to"], "0.0.0.0/0");
     }
 
     #[test]

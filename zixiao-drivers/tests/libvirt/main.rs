@@ -20,6 +20,7 @@
 mod bad_input;
 mod boot;
 mod clones;
+mod cloud_image;
 mod controller;
 mod disks;
 mod mock;

@@ -24,7 +24,7 @@ use super::{assert_nothing_left, console, fixture, unique, wait_for_boots, BOOT_
 
 /// Runs `body` inside libvirtd's network namespace on a current-thread
 /// runtime (threads and processes it starts stay there); skips without one.
-fn in_libvirt_netns<F, Fut>(body: F)
+pub(crate) fn in_libvirt_netns<F, Fut>(body: F)
 where
     F: FnOnce() -> Fut + Send,
     Fut: Future<Output = ()>,
@@ -46,7 +46,7 @@ where
 
 /// A controller over `dir/store.redb` whose one node runs VMs on libvirt
 /// and sets up networks with `host` (as after a restart when the store exists).
-async fn controller(
+pub(crate) async fn controller(
     dir: &Path,
     uri: &str,
     host: &LinuxNetwork,
@@ -81,7 +81,7 @@ async fn controller(
     (controller, driver)
 }
 
-async fn until_status(c: &Controller, name: &str, want: InstanceStatus) -> Instance {
+pub(crate) async fn until_status(c: &Controller, name: &str, want: InstanceStatus) -> Instance {
     wait_until(
         &format!("{name} to be {}", want.as_str()),
         BOOT_TIMEOUT,
@@ -104,7 +104,7 @@ fn ping(address: IpAddr) -> bool {
 }
 
 /// Waits until `address` answers pings (a guest under TCG is slow).
-async fn until_pingable(address: IpAddr) {
+pub(crate) async fn until_pingable(address: IpAddr) {
     wait_until(
         &format!("{address} to answer pings"),
         BOOT_TIMEOUT,
@@ -127,7 +127,7 @@ fn link_line(name: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn state_dir(fx: &super::Fixture) -> PathBuf {
+pub(crate) fn state_dir(fx: &super::Fixture) -> PathBuf {
     let dir = fx.dir.path().join("network");
     std::fs::create_dir_all(&dir).expect("dir");
     super::searchable(&dir);
