@@ -82,7 +82,7 @@ export interface InstanceSpec {
   publish?: string[]
   /** Snapshots taken in the background by the server's reconciler (VMs, microVMs on `vmm`). */
   snapshot_schedule?: SnapshotSchedule
-  /** VMs only: first-boot data for cloud-init, on a read-only `cidata` disk. */
+  /** VMs and QEMU microVMs: first-boot data for cloud-init, on a read-only `cidata` disk. */
   cloud_init?: CloudInit
 }
 

@@ -1127,20 +1127,20 @@ pub(crate) struct CreateArgs {
     /// How many scheduled snapshots to keep.
     #[arg(long, value_name = "N", requires = "snapshot_every")]
     pub(crate) snapshot_keep: Option<u32>,
-    /// VMs: cloud-init user data (`#cloud-config` YAML or a script) from
-    /// this file, given to the guest on a read-only `cidata` disk.
+    /// cloud-init user data (`#cloud-config` YAML or a script) from this
+    /// file, given to a VM or QEMU microVM on a read-only `cidata` disk.
     #[arg(long, value_name = "FILE")]
     pub(crate) user_data: Option<PathBuf>,
-    /// VMs: cloud-init meta-data from this file, instead of the one
-    /// written for it (instance-id, local-hostname, --ssh-key keys).
+    /// cloud-init meta-data from this file, instead of the one written
+    /// for it (instance-id, local-hostname, --ssh-key keys).
     #[arg(long, value_name = "FILE")]
     pub(crate) meta_data: Option<PathBuf>,
-    /// VMs: cloud-init network configuration (version 2) from this file,
+    /// cloud-init network configuration (version 2) from this file,
     /// instead of the one written from its networks (address, gateway).
     #[arg(long, value_name = "FILE")]
     pub(crate) network_config: Option<PathBuf>,
-    /// VMs: an OpenSSH public key file (`~/.ssh/id_ed25519.pub`) whose keys
-    /// the guest's default user accepts (repeatable).
+    /// An OpenSSH public key file (`~/.ssh/id_ed25519.pub`) whose keys the
+    /// guest's default user accepts, through cloud-init (repeatable).
     #[arg(long = "ssh-key", value_name = "FILE")]
     pub(crate) ssh_keys: Vec<PathBuf>,
     /// Return as soon as the request is stored, without waiting, and print

@@ -27,6 +27,8 @@ pub mod libvirt;
 mod log_file;
 mod log_limit;
 pub use log_limit::LogLimit;
+#[cfg(any(feature = "libvirt", feature = "microvm"))]
+mod cloud_init;
 #[cfg(feature = "microvm")]
 pub mod microvm;
 #[cfg(any(feature = "containerd", feature = "microvm"))]

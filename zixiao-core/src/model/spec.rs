@@ -283,8 +283,8 @@ pub struct InstanceSpec {
     /// (VMs and microVMs on the `vmm` backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_schedule: Option<SnapshotSchedule>,
-    /// VMs only: first-boot data for cloud-init in the guest (user data,
-    /// SSH keys), given to it on a read-only `cidata` disk.
+    /// VMs and QEMU microVMs: first-boot data for cloud-init in the guest
+    /// (user data, SSH keys), given to it on a read-only `cidata` disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
 }

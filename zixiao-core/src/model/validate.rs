@@ -464,10 +464,10 @@ impl InstanceSpec {
             }
         }
         if let Some(init) = &self.cloud_init {
-            if ty != InstanceType::Vm {
+            if ty == InstanceType::Container {
                 return Err(Error::invalid(
                     "spec.cloud_init",
-                    format!("cloud-init data is for VMs; a {ty} does not run cloud-init"),
+                    "cloud-init data is for VMs and microVMs; a container does not run cloud-init",
                 ));
             }
             init.validate("spec.cloud_init")?;

@@ -22,7 +22,8 @@ use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeSta
 use super::disks;
 use super::resize::{self, DomainSize};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
-use super::{cloud_init, error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
+use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
+use crate::cloud_init;
 use crate::instance_id::InstanceId;
 
 /// How often a graceful shutdown is checked on.

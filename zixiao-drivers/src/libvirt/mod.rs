@@ -23,7 +23,6 @@
 //! `error`.
 
 mod clones;
-mod cloud_init;
 mod connection;
 mod console;
 mod disks;

@@ -19,7 +19,13 @@ async fn qemu_backend_boots_linux_and_runs_its_whole_lifecycle() {
         return;
     };
     let driver = fx.driver();
-    let vm = instance(&unique("life"), fx.spec(""));
+    // With cloud-init data: the guest's /init prints the seed disk it finds.
+    let mut spec = fx.spec("zixiao.cidata");
+    spec.cloud_init = Some(zixiao_core::model::CloudInit {
+        user_data: Some("#cloud-config\nruncmd:\n  - echo from-user-data\n".to_owned()),
+        ..Default::default()
+    });
+    let vm = instance(&unique("life"), spec);
 
     driver.create(&vm).await.expect("create");
     assert_eq!(driver.runtime_of(&vm), "qemu");
@@ -37,6 +43,21 @@ async fn qemu_backend_boots_linux_and_runs_its_whole_lifecycle() {
         RuntimeState::Running
     );
     wait_for_log(&driver, &vm, MARKER, 1).await;
+    // The seed: a read-only virtio-mmio disk labelled cidata, with the
+    // user data as given and meta-data naming the instance.
+    let log = console(&driver, &vm).await;
+    let seed = log
+        .split("ZIXIAO-CIDATA-BEGIN")
+        .nth(1)
+        .and_then(|rest| rest.split("ZIXIAO-CIDATA-END").next())
+        .unwrap_or_else(|| panic!("no cloud-init seed seen by the guest:\n{log}"));
+    let label = seed.split("label=").nth(1).unwrap_or_default();
+    assert!(label.to_lowercase().starts_with("cidata "), "{seed}");
+    assert!(seed.contains("  - echo from-user-data"), "{seed}");
+    assert!(
+        seed.contains(&format!("\"local-hostname\": \"{}\"", vm.name)),
+        "{seed}"
+    );
     console_roundtrip(&driver, &vm, "echo ZIXIAO-ECHO-$((6*7))", "ZIXIAO-ECHO-42").await;
 
     let stats = cap::Stats::stats(&driver, &vm).await.expect("stats");

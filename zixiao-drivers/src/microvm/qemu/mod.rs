@@ -185,6 +185,18 @@ impl QemuBackend {
                 ),
             ]);
         }
+        // The cloud-init seed, read-only: the guest finds it by its label.
+        if plan.seed.is_some() {
+            argv.extend([
+                "-drive".to_owned(),
+                format!(
+                    "file={},if=none,id=cidata,format=raw,readonly=on",
+                    escape_opt(&path(dir.file(crate::cloud_init::SEED_FILE)))
+                ),
+                "-device".to_owned(),
+                "virtio-blk-device,drive=cidata".to_owned(),
+            ]);
+        }
         argv.extend(
             [
                 "-nodefaults",
@@ -242,6 +254,9 @@ impl QemuBackend {
             files.events(),
         ] {
             let _ = std::fs::remove_file(stale);
+        }
+        if let Some(seed) = &plan.seed {
+            crate::cloud_init::write_seed_files(&dir.path, seed).await?;
         }
         let stderr = std::fs::File::create(files.stderr())
             .map_err(|e| io(format!("create {}", files.stderr().display()), e))?;
@@ -838,8 +853,19 @@ mod tests {
                 nic("zxt0000000001", "02:00:00:00:00:01"),
                 nic("zxt0000000002", "02:00:00:00:00:02"),
             ],
+            seed: Some(crate::cloud_init::SeedFiles(vec![(
+                "user-data",
+                "#cloud-config\n".to_owned(),
+            )])),
         };
         let argv = backend.argv("vm", &dir, &plan).join(" ");
+        assert!(
+            argv.contains(
+                "-drive file=/state/microvm/x/cidata.iso,if=none,id=cidata,format=raw,readonly=on \
+                 -device virtio-blk-device,drive=cidata"
+            ),
+            "{argv}"
+        );
         assert!(
             argv.contains(
                 "-netdev tap,id=net0,ifname=zxt0000000001,script=no,downscript=no \

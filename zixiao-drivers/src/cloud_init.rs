@@ -1,8 +1,8 @@
-//! The cloud-init seed of a VM: its [`CloudInit`] data written as
-//! cloud-init's NoCloud data source expects it, an ISO 9660 image labelled
-//! `cidata` holding `user-data`, `meta-data` and, when there is one,
-//! `network-config`, attached to the domain read-only (see
-//! [`super::xml::DomainDefinition::seed`]).
+//! The cloud-init seed of a VM or QEMU microVM: its [`CloudInit`] data
+//! written as cloud-init's NoCloud data source expects it, an ISO 9660
+//! image labelled `cidata` holding `user-data`, `meta-data` and, when
+//! there is one, `network-config`, which the driver attaches read-only
+//! (libvirt: a second virtio disk; QEMU: a virtio-mmio block device).
 //!
 //! The image is made by `genisoimage` (Debian's `genisoimage` package, what
 //! OpenStack Nova uses for its config drives): a few small files need no
@@ -24,10 +24,10 @@ use serde_json::{json, Map, Value};
 use zixiao_core::model::CloudInit;
 use zixiao_core::{DriverError, Instance};
 
-use super::error;
+use crate::errors;
 
 /// The seed image's file name in the instance's directory.
-const SEED_FILE: &str = "cidata.iso";
+pub(crate) const SEED_FILE: &str = "cidata.iso";
 
 /// The program that writes the image.
 const GENISOIMAGE: &str = "genisoimage";
@@ -39,6 +39,29 @@ pub(crate) fn seed_path(dir: &Path, instance: &Instance) -> Option<PathBuf> {
         .cloud_init
         .as_ref()
         .map(|_| dir.join(SEED_FILE))
+}
+
+/// The NoCloud files of a seed, by name, in the order written. Its
+/// `Debug` shows names and sizes only: the content may hold secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SeedFiles(pub(crate) Vec<(&'static str, String)>);
+
+impl std::fmt::Debug for SeedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|(name, text)| format!("{name}: {} bytes", text.len())),
+            )
+            .finish()
+    }
+}
+
+/// The seed files of `instance`, when it has cloud-init data.
+pub(crate) fn seed_of(instance: &Instance) -> Option<SeedFiles> {
+    let init = instance.spec.cloud_init.as_ref()?;
+    Some(SeedFiles(seed_files(instance, init)))
 }
 
 /// The NoCloud files of `instance`'s `init`, by name, in the order written.
@@ -105,10 +128,17 @@ fn network_config(instance: &Instance) -> Option<Value> {
 /// it has cloud-init data. Errors: `Unsupported` without `genisoimage` on
 /// the node; a runtime error when it fails.
 pub(crate) async fn write_seed(dir: &Path, instance: &Instance) -> Result<(), DriverError> {
-    let (Some(init), Some(seed)) = (&instance.spec.cloud_init, seed_path(dir, instance)) else {
-        return Ok(());
-    };
-    let files = seed_files(instance, init);
+    match seed_of(instance) {
+        Some(files) => write_seed_files(dir, &files).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes the seed image of `files` into `dir` as [`SEED_FILE`], replacing
+/// an older one. Errors: as [`write_seed`].
+pub(crate) async fn write_seed_files(dir: &Path, files: &SeedFiles) -> Result<(), DriverError> {
+    let seed = dir.join(SEED_FILE);
+    let files = files.0.clone();
     let staging = dir.join("cidata.d");
     let write_files = {
         let staging = staging.clone();
@@ -136,7 +166,7 @@ pub(crate) async fn write_seed(dir: &Path, instance: &Instance) -> Result<(), Dr
             operation: "write the cloud-init files".to_owned(),
             source: Box::new(e),
         })?
-        .map_err(|e| error::io("write the cloud-init files", e));
+        .map_err(|e| errors::io("write the cloud-init files", e));
     let made = match written {
         Ok(paths) => make_image(&seed, &paths).await,
         Err(e) => Err(e),
@@ -163,13 +193,13 @@ async fn make_image(seed: &Path, paths: &[PathBuf]) -> Result<(), DriverError> {
                  (Debian package genisoimage)"
             )))
         }
-        Err(e) => return Err(error::io(format!("run {GENISOIMAGE}"), e)),
+        Err(e) => return Err(errors::io(format!("run {GENISOIMAGE}"), e)),
     };
     if !output.status.success() {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(DriverError::Runtime {
             operation: format!("run {GENISOIMAGE}"),
-            source: Box::new(error::Message(format!(
+            source: Box::new(std::io::Error::other(format!(
                 "{}: {}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr).trim()
@@ -178,7 +208,7 @@ async fn make_image(seed: &Path, paths: &[PathBuf]) -> Result<(), DriverError> {
     }
     tokio::fs::rename(&partial, seed)
         .await
-        .map_err(|e| error::io("keep the cloud-init seed image", e))
+        .map_err(|e| errors::io("keep the cloud-init seed image", e))
 }
 
 #[cfg(test)]
