@@ -17,6 +17,7 @@ pub mod clock;
 pub mod counting_driver;
 pub mod fake_driver;
 pub mod fuzz;
+pub mod guest;
 pub mod http;
 pub mod kill;
 pub mod output;

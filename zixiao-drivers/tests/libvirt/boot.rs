@@ -50,16 +50,8 @@ async fn a_vm_boots_linux_and_goes_through_its_lifecycle() {
     // The seed: a read-only disk labelled cidata, with the user data as
     // given and the meta-data naming the instance and carrying the key.
     let log = console(d, &vm).await;
-    let seed = log
-        .split("ZIXIAO-CIDATA-BEGIN")
-        .nth(1)
-        .and_then(|rest| rest.split("ZIXIAO-CIDATA-END").next())
-        .unwrap_or_else(|| panic!("no cloud-init seed seen by the guest:\n{log}"));
-    let label = seed.split("label=").nth(1).unwrap_or_default();
-    assert!(
-        label.trim_start().to_lowercase().starts_with("cidata "),
-        "{seed}"
-    );
+    let seed = zixiao_testing::guest::cidata_seed(&log);
+    assert!(zixiao_testing::guest::labelled_cidata(seed), "{seed}");
     assert!(seed.contains("== user-data"), "{seed}");
     assert!(seed.contains("  - echo from-user-data"), "{seed}");
     assert!(

@@ -46,13 +46,8 @@ async fn qemu_backend_boots_linux_and_runs_its_whole_lifecycle() {
     // The seed: a read-only virtio-mmio disk labelled cidata, with the
     // user data as given and meta-data naming the instance.
     let log = console(&driver, &vm).await;
-    let seed = log
-        .split("ZIXIAO-CIDATA-BEGIN")
-        .nth(1)
-        .and_then(|rest| rest.split("ZIXIAO-CIDATA-END").next())
-        .unwrap_or_else(|| panic!("no cloud-init seed seen by the guest:\n{log}"));
-    let label = seed.split("label=").nth(1).unwrap_or_default();
-    assert!(label.to_lowercase().starts_with("cidata "), "{seed}");
+    let seed = zixiao_testing::guest::cidata_seed(&log);
+    assert!(zixiao_testing::guest::labelled_cidata(seed), "{seed}");
     assert!(seed.contains("  - echo from-user-data"), "{seed}");
     assert!(
         seed.contains(&format!("\"local-hostname\": \"{}\"", vm.name)),
