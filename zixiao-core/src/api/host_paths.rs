@@ -17,7 +17,7 @@ use crate::{DriverError, Error, Result};
 /// names a host path where the node's image store takes names; passes
 /// every other request to the wrapped [`Api`], and answers its errors, and
 /// the failure texts of what it returns (instances' conditions,
-/// operations' errors, nodes' sweep errors), with every host path in them
+/// operations' errors, nodes' sweep errors and smoke tests' details), with every host path in them
 /// replaced by `<host path>` ([`redact_host_paths`]). The server's own logs
 /// keep the whole error. A path inside a guest or container (a missing
 /// program) reads the same and goes too: the server cannot tell them apart.
@@ -179,6 +179,13 @@ fn redact_node(node: &mut Node) {
     if let Some(sweep) = &mut node.orphan_sweep {
         for error in &mut sweep.errors {
             *error = redact(error);
+        }
+    }
+    // A smoke test's detail names what it booted (a kernel's path) and
+    // what failed (a driver's error).
+    if let Some(onboarding) = &mut node.onboarding {
+        for check in &mut onboarding.checks {
+            check.detail = redact(&check.detail);
         }
     }
 }
