@@ -267,10 +267,17 @@ impl SmokeTest {
             ));
         }
         let booted = self.boot(driver, &instance).await;
-        // Whatever happened, nothing may stay behind.
+        // Whatever happened, nothing may stay behind; a failed boot that
+        // also left something says so.
         let removed = remove(driver, &instance).await;
-        let ran_for = booted?;
-        removed?;
+        let ran_for = match (booted, removed) {
+            (Ok(ran_for), Ok(())) => ran_for,
+            (Ok(_), Err(failed)) => return Err(failed),
+            (Err(failed), Ok(())) => return Err(failed),
+            (Err((step, error)), Err((_, left))) => {
+                return Err((step, format!("{error}; removing it then: {left}")))
+            }
+        };
         Ok((
             CheckOutcome::Booted,
             format!(
