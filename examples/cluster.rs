@@ -56,6 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let worker = agent::start(
         AgentOptions {
             limits: Default::default(),
+            onboarding: Default::default(),
             name: "worker-1".to_owned(),
             servers: vec![server.addr().to_string()],
             region: "default".to_owned(),

@@ -33,7 +33,15 @@ export type InstanceStatus =
   | 'failed'
   | 'deleting'
 export type DesiredState = 'running' | 'stopped' | 'deleted'
-export type NodeStatus = 'ready' | 'not_ready' | 'cordoned' | 'maintenance' | 'draining' | 'decommissioned'
+export type NodeStatus =
+  | 'ready'
+  | 'not_ready'
+  | 'cordoned'
+  | 'maintenance'
+  | 'draining'
+  | 'decommissioned'
+  | 'onboarding'
+  | 'onboarding_failed'
 export type RestartPolicy = 'never' | 'on_failure' | 'always'
 
 /** What to run and with how much. */

@@ -421,7 +421,9 @@ pub(crate) enum StateCommand {
 pub(crate) enum NodeCommand {
     /// List nodes.
     List,
-    /// Show one node.
+    /// Show one node: capacity, allocation, labels, runtimes and, for a
+    /// node an agent joined with, its onboarding (each runtime's smoke
+    /// test, or why it failed).
     Get {
         /// Node id or hostname.
         node: String,

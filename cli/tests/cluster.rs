@@ -423,3 +423,260 @@ async fn an_agents_config_file_names_its_container_runtime() {
     );
     drop(agent);
 }
+
+/// `zixiao --state-dir STATE --containerd-socket SOCKET agent ...` joining
+/// `server` as node `name` in zone `zone`, with `extra` flags; started and
+/// listening.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+fn onboarding_agent(
+    state: &Path,
+    socket: &str,
+    server: &str,
+    name: &str,
+    extra: &[&str],
+) -> Running {
+    let mut args = vec![
+        "--containerd-socket",
+        socket,
+        "agent",
+        "--server",
+        server,
+        "--name",
+        name,
+        "--zone",
+        name,
+        "--no-networks",
+        "--no-watchdog",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    start(state, &args)
+}
+
+/// A busybox container that sleeps, for zone `zone`.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+fn sleeper(name: &str, zone: &str) -> zixiao_core::CreateInstance {
+    let mut spec = zixiao_core::InstanceSpec::container("busybox").with_command(["sleep", "600"]);
+    spec.placement.zone = Some(zone.to_owned());
+    zixiao_core::CreateInstance::new(name, spec)
+}
+
+/// Onboarding, as an operator sees it through a server on etcd (which has
+/// no node of its own) with the real containerd: three agents join at
+/// once. The one whose smoke image exists is `onboarding`, then `ready`,
+/// its detail naming containerd and what it booted, and takes an instance;
+/// the one whose smoke image does not exist ends `onboarding_failed` with
+/// the runtime, step and error in `node get`, and an instance created for
+/// it waits naming the status, until its agent is restarted with a good
+/// image; `--skip-smoke-test` is ready at once, saying it skipped.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
+    use futures::StreamExt;
+    use zixiao_core::api::Wait;
+    use zixiao_core::InstanceStatus;
+
+    let Some(socket) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd")
+    else {
+        return;
+    };
+    let Some(busybox) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox image")
+    else {
+        return;
+    };
+    let Some(etcd) = zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_ETCD_ENDPOINTS", "etcd")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The smoke image, in the containerd namespace every node of this
+    // machine uses.
+    let out = command(&dir.path().join("local"))
+        .args(["--containerd-socket", &socket, "image", "import", &busybox])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = std::process::id();
+    let prefix = format!("/zixiao-onboarding-{pid}");
+    let server = start(
+        &dir.path().join("server"),
+        &[
+            "server",
+            "--etcd",
+            &etcd,
+            "--etcd-prefix",
+            &prefix,
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            "onboarding",
+        ],
+    );
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    // Every status each node goes through, from before any joins.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, NodeStatus)>::new()));
+    let mut events = client.watch_nodes(0).await.expect("watch nodes");
+    let recorder = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                if let Some(node) = event.node {
+                    seen.lock().expect("lock").push((node.id, node.status));
+                }
+            }
+        })
+    };
+    let statuses = |name: &str| -> Vec<NodeStatus> {
+        let seen = seen.lock().expect("lock");
+        let mut statuses: Vec<NodeStatus> = seen
+            .iter()
+            .filter(|(id, _)| id == name)
+            .map(|(_, s)| *s)
+            .collect();
+        statuses.dedup();
+        statuses
+    };
+
+    let (good, bad, skip) = (
+        format!("ob-good-{pid}"),
+        format!("ob-bad-{pid}"),
+        format!("ob-skip-{pid}"),
+    );
+    let bad_state = dir.path().join("bad");
+    let _good = onboarding_agent(
+        &dir.path().join("good"),
+        &socket,
+        &server.addr,
+        &good,
+        &["--smoke-image", "busybox"],
+    );
+    let bad_agent = onboarding_agent(
+        &bad_state,
+        &socket,
+        &server.addr,
+        &bad,
+        &["--smoke-image", "no-such-image-anywhere:404"],
+    );
+    let _skip = onboarding_agent(
+        &dir.path().join("skip"),
+        &socket,
+        &server.addr,
+        &skip,
+        &["--skip-smoke-test"],
+    );
+    wait_for_status(&client, &good, NodeStatus::Ready).await;
+    wait_for_status(&client, &bad, NodeStatus::OnboardingFailed).await;
+    wait_for_status(&client, &skip, NodeStatus::Ready).await;
+
+    // Onboarding, then ready: the smoke test came first.
+    assert_eq!(
+        statuses(&good),
+        [NodeStatus::Onboarding, NodeStatus::Ready],
+        "{:?}",
+        seen.lock()
+    );
+    let node_get = |name: &str, json: bool| {
+        let mut args = vec!["--endpoint", &server.addr];
+        if json {
+            args.extend(["-o", "json"]);
+        }
+        args.extend(["node", "get", name]);
+        let out = command(&dir.path().join("client"))
+            .args(&args)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let shown: serde_json::Value = serde_json::from_str(&node_get(&good, true)).expect("json");
+    assert_eq!(shown["onboarding"]["state"], "passed", "{shown}");
+    let checks = shown["onboarding"]["checks"].as_array().expect("checks");
+    let container = checks
+        .iter()
+        .find(|c| c["runtime"] == "container")
+        .unwrap_or_else(|| panic!("no container check: {shown}"));
+    assert_eq!(container["outcome"], "booted", "{shown}");
+    let detail = container["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("containerd") && detail.contains("busybox"),
+        "{detail}"
+    );
+    // Runtimes without a smoke workload are never reported booted.
+    for other in checks.iter().filter(|c| c["runtime"] != "container") {
+        assert_eq!(other["outcome"], "reachable", "{shown}");
+        let detail = other["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("not booted"), "{detail}");
+    }
+    let human = node_get(&good, false);
+    assert!(human.contains("container: booted in"), "{human}");
+
+    // The failure is in `node get`: runtime, step, error.
+    let shown: serde_json::Value = serde_json::from_str(&node_get(&bad, true)).expect("json");
+    assert_eq!(shown["status"], "onboarding_failed", "{shown}");
+    assert_eq!(shown["onboarding"]["state"], "failed", "{shown}");
+    let human = node_get(&bad, false);
+    assert!(
+        human.contains("container: failed at create") && human.contains("no-such-image-anywhere"),
+        "{human}"
+    );
+
+    // Skipped: ready without ever onboarding, and it says so.
+    assert_eq!(statuses(&skip), [NodeStatus::Ready], "{:?}", seen.lock());
+    let human = node_get(&skip, false);
+    assert!(human.contains("skipped"), "{human}");
+
+    // Placement: the ready node takes work; the failed one does not, and
+    // the waiting instance says why.
+    let placed = client
+        .create_instance(sleeper("onboarded", &good), Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(placed.status, InstanceStatus::Running, "{placed:?}");
+    assert_eq!(placed.node.as_deref(), Some(good.as_str()));
+    let waiting = client
+        .create_instance(sleeper("waits", &bad), Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(waiting.status, InstanceStatus::Pending, "{waiting:?}");
+    let why = waiting.problem().unwrap_or_default().to_owned();
+    assert!(why.contains("onboarding failed"), "{why}");
+
+    // Restarting its agent with a smoke image that exists retries: the
+    // node onboards, and the waiting instance is placed there.
+    drop(bad_agent);
+    let _bad = onboarding_agent(
+        &bad_state,
+        &socket,
+        &server.addr,
+        &bad,
+        &["--smoke-image", "busybox"],
+    );
+    wait_for_status(&client, &bad, NodeStatus::Ready).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = client.get_instance("waits").await.expect("get");
+        if now.node.as_deref() == Some(bad.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never placed: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for name in ["onboarded", "waits"] {
+        client
+            .delete_instance(name, Wait::Settled)
+            .await
+            .expect("delete");
+    }
+    recorder.abort();
+}

@@ -135,6 +135,7 @@ async fn start_agent(
     agent::start_with_network(
         AgentOptions {
             limits: Default::default(),
+            onboarding: Default::default(),
             name: "node-a".to_owned(),
             servers: vec![server.to_string()],
             region: "default".into(),

@@ -682,6 +682,7 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
         missing_runtimes: Default::default(),
         drivers: Default::default(),
         carbon_intensity: None,
+        onboarding: None,
     };
     let before = cluster.snapshot().await;
     let refused = rogue

@@ -31,15 +31,15 @@ use zixiao_core::driver::{
     PullProgress, RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    typed_metadata, Aggregate, AggregateName, AllocationRatio, AllocationRatios, Cidr, CloneOrigin,
-    CloudInit, Condition, ConditionType, Cpus, CreateInstance, CreateNetwork, DesiredState,
-    ExitStatus, Failure, FromTemplate, ImageKind, InstallationId, Instance, InstanceSpec,
-    InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig, LabelChanges,
-    MicrovmBackend, Network, NetworkAttachment, Node, NodeImageName, NodeMetadata,
-    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
-    RestartPolicy, ScheduledSnapshot, SnapshotInterval, SnapshotKeep, SnapshotName,
-    SnapshotSchedule, Subnet, TemplateInfo, TemplateName, TemplateOrigin, TemplateSpec,
-    TemplateVersion, TemplateVersionInfo, TraitChanges,
+    typed_metadata, Aggregate, AggregateName, AllocationRatio, AllocationRatios, CheckOutcome,
+    Cidr, CloneOrigin, CloudInit, Condition, ConditionType, Cpus, CreateInstance, CreateNetwork,
+    DesiredState, ExitStatus, Failure, FromTemplate, ImageKind, InstallationId, Instance,
+    InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
+    LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node, NodeImageName, NodeMetadata,
+    NodeRegistration, NodeRole, NodeStatus, Onboarding, OnboardingState, OrphanSweep, Placement,
+    PublishedPort, Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep,
+    SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
+    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -203,6 +203,17 @@ wire_enum!(NodeRole, pb::NodeRole, node_role, optional_node_role, {
 wire_enum!(NodeStatus, pb::NodeStatus, node_status, optional_node_status, {
     Ready <=> Ready, NotReady <=> NotReady, Cordoned <=> Cordoned,
     Maintenance <=> Maintenance, Draining <=> Draining, Decommissioned <=> Decommissioned,
+    Onboarding <=> Onboarding, OnboardingFailed <=> OnboardingFailed,
+});
+wire_enum!(OnboardingState, pb::OnboardingState, onboarding_state, _onboarding_state, {
+    Running <=> Running, Passed <=> Passed, Failed <=> Failed, Skipped <=> Skipped,
+});
+wire_enum!(CheckOutcome, pb::CheckOutcome, check_outcome, _check_outcome, {
+    Booted <=> Booted, Reachable <=> Reachable, Failed <=> Failed,
+});
+wire_enum!(SmokeStep, pb::SmokeStep, _smoke_step, smoke_step, {
+    Reach <=> Reach, Create <=> Create, Start <=> Start, Run <=> Run, Delete <=> Delete,
+    Gone <=> Gone,
 });
 wire_enum!(LabelOperator, pb::LabelOperator, label_operator, _label_operator, {
     Equals <=> Equals, In <=> In, NotIn <=> NotIn, Exists <=> Exists,
@@ -1402,6 +1413,55 @@ impl TryFrom<pb::OrphanSweep> for OrphanSweep {
     }
 }
 
+impl From<Onboarding> for pb::Onboarding {
+    fn from(o: Onboarding) -> Self {
+        pb::Onboarding {
+            state: wire::<_, pb::OnboardingState>(o.state),
+            started_at: Some(timestamp(o.started_at)),
+            finished_at: o.finished_at.map(timestamp),
+            checks: o
+                .checks
+                .into_iter()
+                .map(|c| pb::RuntimeCheck {
+                    runtime: wire::<_, pb::InstanceType>(c.runtime),
+                    outcome: wire::<_, pb::CheckOutcome>(c.outcome),
+                    duration_ms: c.duration_ms,
+                    step: c.step.map_or(0, wire::<_, pb::SmokeStep>),
+                    detail: c.detail,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The onboarding at `at`, checked as the model checks what an agent
+/// reports ([`Onboarding::validate`]).
+fn onboarding(o: pb::Onboarding, at: &str) -> Result<Onboarding> {
+    let checks_at = path(at, "checks");
+    let onboarding = Onboarding {
+        state: onboarding_state(o.state, &path(at, "state"))?,
+        started_at: required_time(o.started_at, &path(at, "started_at"))?,
+        finished_at: optional_time(o.finished_at, &path(at, "finished_at"))?,
+        checks: o
+            .checks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let at = item(&checks_at, i);
+                Ok(RuntimeCheck {
+                    runtime: instance_type(c.runtime, &path(&at, "runtime"))?,
+                    outcome: check_outcome(c.outcome, &path(&at, "outcome"))?,
+                    duration_ms: c.duration_ms,
+                    step: smoke_step(c.step, &path(&at, "step"))?,
+                    detail: c.detail,
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    onboarding.validate(at)?;
+    Ok(onboarding)
+}
+
 /// A node's runtimes, missing runtimes and drivers, on the wire.
 type RuntimesOnWire = (Vec<i32>, Vec<pb::MissingRuntime>, Vec<pb::DriverInfo>);
 
@@ -1513,6 +1573,7 @@ impl From<Node> for pb::Node {
             drivers,
             reported: Some(n.reported.into()),
             operator: Some(n.operator.into()),
+            onboarding: n.onboarding.map(Into::into),
         }
     }
 }
@@ -1566,6 +1627,10 @@ fn node(n: pb::Node, at: &str) -> Result<Node> {
         orphan_sweep: n
             .orphan_sweep
             .map(|s| orphan_sweep(s, &path(at, "orphan_sweep")))
+            .transpose()?,
+        onboarding: n
+            .onboarding
+            .map(|o| onboarding(o, &path(at, "onboarding")))
             .transpose()?,
         created_at: required_time(n.created_at, &path(at, "created_at"))?,
         updated_at: required_time(n.updated_at, &path(at, "updated_at"))?,
@@ -1650,6 +1715,7 @@ impl From<NodeRegistration> for pb::NodeRegistration {
             missing_runtimes,
             carbon_intensity: r.carbon_intensity,
             drivers,
+            onboarding: r.onboarding.map(Into::into),
         }
     }
 }
@@ -1680,6 +1746,10 @@ impl TryFrom<pb::NodeRegistration> for NodeRegistration {
             missing_runtimes: rt.missing,
             drivers: rt.drivers,
             carbon_intensity: r.carbon_intensity,
+            onboarding: r
+                .onboarding
+                .map(|o| onboarding(o, &path(at, "onboarding")))
+                .transpose()?,
         })
     }
 }

@@ -23,12 +23,13 @@ use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
 };
 use zixiao_core::model::{
-    Aggregate, AggregateName, BridgeName, Cidr, CloneOrigin, Condition, ConditionType,
-    CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure, InstallationId, Instance,
-    InstanceSpec, InstanceStatus, InstanceType, InterfaceKind, InterfaceName, IpConfig, LabelKey,
-    LabelValue, MicrovmBackend, Network, NetworkAttachment, NetworkName, Node, NodeMetadata,
-    NodeRegistration, NodeRole, NodeStatus, OrphanSweep, Placement, PublishedPort, Resources,
-    RestartPolicy, ScheduledSnapshot, SnapshotName, SnapshotSchedule, Subnet, TemplateName,
+    Aggregate, AggregateName, BridgeName, CheckOutcome, Cidr, CloneOrigin, Condition,
+    ConditionType, CreateInstance, CreateNetwork, DesiredState, ExitStatus, Failure,
+    InstallationId, Instance, InstanceSpec, InstanceStatus, InstanceType, InterfaceKind,
+    InterfaceName, IpConfig, LabelKey, LabelValue, MicrovmBackend, Network, NetworkAttachment,
+    NetworkName, Node, NodeMetadata, NodeRegistration, NodeRole, NodeStatus, Onboarding,
+    OnboardingState, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, RuntimeCheck,
+    ScheduledSnapshot, SmokeStep, SnapshotName, SnapshotSchedule, Subnet, TemplateName,
     TemplateOrigin, MAX_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_KEEP, MIN_SNAPSHOT_INTERVAL,
 };
 use zixiao_core::scheduler::{
@@ -601,6 +602,63 @@ fn aggregate() -> impl Strategy<Value = Aggregate> {
         )
 }
 
+/// Onboardings as an agent reports them: a check per runtime at most, a
+/// state its checks bear out.
+fn onboarding() -> impl Strategy<Value = Onboarding> {
+    let check = (
+        instance_type(),
+        prop_oneof![
+            Just((CheckOutcome::Booted, None)),
+            Just((CheckOutcome::Reachable, None)),
+            one_of(&[
+                SmokeStep::Reach,
+                SmokeStep::Create,
+                SmokeStep::Start,
+                SmokeStep::Run,
+                SmokeStep::Delete,
+                SmokeStep::Gone,
+            ])
+            .prop_map(|step| (CheckOutcome::Failed, Some(step))),
+        ],
+        any::<u64>(),
+        text(),
+    )
+        .prop_map(
+            |(runtime, (outcome, step), duration_ms, detail)| RuntimeCheck {
+                runtime,
+                outcome,
+                duration_ms,
+                step,
+                detail,
+            },
+        );
+    (
+        time(),
+        time(),
+        prop::collection::btree_map(instance_type(), check, 0..3),
+        0u8..4,
+    )
+        .prop_map(|(started_at, finished, checks, pick)| {
+            let checks: Vec<RuntimeCheck> = checks
+                .into_iter()
+                .map(|(runtime, check)| RuntimeCheck { runtime, ..check })
+                .collect();
+            let failed = checks.iter().any(|c| c.outcome == CheckOutcome::Failed);
+            let (state, checks) = match pick {
+                0 => (OnboardingState::Running, Vec::new()),
+                1 => (OnboardingState::Skipped, Vec::new()),
+                _ if failed => (OnboardingState::Failed, checks),
+                _ => (OnboardingState::Passed, checks),
+            };
+            Onboarding {
+                state,
+                started_at,
+                finished_at: (state != OnboardingState::Running).then_some(finished),
+                checks,
+            }
+        })
+}
+
 fn node() -> impl Strategy<Value = Node> {
     (
         (name(), text(), text(), name(), name()),
@@ -618,7 +676,11 @@ fn node() -> impl Strategy<Value = Node> {
             time(),
             any::<u64>(),
         ),
-        (node_metadata(), node_metadata()),
+        (
+            node_metadata(),
+            node_metadata(),
+            prop::option::of(onboarding()),
+        ),
     )
         .prop_map(
             |(
@@ -626,7 +688,7 @@ fn node() -> impl Strategy<Value = Node> {
                 (role, status, capacity, allocated),
                 (labels, traits, (runtimes, missing_runtimes, drivers), carbon_intensity),
                 (last_heartbeat, orphan_sweep, created_at, updated_at, revision),
-                (reported, operator),
+                (reported, operator, onboarding),
             )| Node {
                 id,
                 hostname,
@@ -648,6 +710,7 @@ fn node() -> impl Strategy<Value = Node> {
                 carbon_intensity,
                 last_heartbeat,
                 orphan_sweep,
+                onboarding,
                 created_at,
                 updated_at,
                 revision,
@@ -659,13 +722,17 @@ fn registration() -> impl Strategy<Value = NodeRegistration> {
     (
         (text(), text(), text(), name(), name()),
         (node_role(), resources(), labels(), name_set()),
-        (runtimes(), prop::option::of(any::<u32>())),
+        (
+            runtimes(),
+            prop::option::of(any::<u32>()),
+            prop::option::of(onboarding()),
+        ),
     )
         .prop_map(
             |(
                 (id, hostname, address, region, zone),
                 (role, capacity, labels, traits),
-                ((runtimes, missing_runtimes, drivers), carbon_intensity),
+                ((runtimes, missing_runtimes, drivers), carbon_intensity, onboarding),
             )| NodeRegistration {
                 id,
                 hostname,
@@ -681,6 +748,7 @@ fn registration() -> impl Strategy<Value = NodeRegistration> {
                 missing_runtimes,
                 drivers,
                 carbon_intensity,
+                onboarding,
             },
         )
 }

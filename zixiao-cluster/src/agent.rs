@@ -21,13 +21,16 @@ use tokio::task::JoinHandle;
 use zixiao_api::agent::{AgentServer, StoredInstances, StoredNetworks};
 use zixiao_api::membership::MembershipClient;
 use zixiao_api::network::NETWORKS_TRAIT;
-use zixiao_core::model::{InstanceUuid, Network, NetworkName, OrphanSweep};
+use zixiao_core::model::{
+    InstanceUuid, Network, NetworkName, Onboarding, OnboardingState, OrphanSweep,
+};
 use zixiao_core::{
     Client, DriverError, Error, ErrorKind, Instance, InstanceType, LocalAgent, NetworkHost,
     NodeAgent, NodeRegistration, NodeRole, Result,
 };
 
 use crate::election::wait;
+use crate::onboarding::SmokeTest;
 use crate::records::{RecordingAgent, Records};
 use crate::timing::{monotonic_ms, Timing};
 use crate::watchdog::WatchdogFiles;
@@ -62,6 +65,9 @@ pub struct AgentOptions {
     /// What the AgentService's listener grants its peers (connections,
     /// calls, time).
     pub limits: zixiao_api::Limits,
+    /// The smoke test the node passes before it takes work (the default
+    /// only checks each runtime answers).
+    pub onboarding: SmokeTest,
 }
 
 /// How an agent proves it is its node to a TLS cluster.
@@ -631,6 +637,9 @@ pub async fn start_with_network(
     if network.is_some() {
         registration.traits.insert(NETWORKS_TRAIT.to_owned());
     }
+    // Registered `onboarding` until the smoke test says otherwise (or
+    // `ready` at once when it is skipped).
+    registration.onboarding = Some(options.onboarding.start());
     registration.validate()?;
     let (node_tls, renewal) = match &options.tls {
         Some(tls) => {
@@ -661,7 +670,9 @@ pub async fn start_with_network(
     };
 
     let records = Records::new(&options.state_dir);
-    let agent = Arc::new(RecordingAgent::new(Arc::new(local), records.clone()));
+    // The smoke test uses the drivers directly: its instances are in no record.
+    let local = Arc::new(local);
+    let agent = Arc::new(RecordingAgent::new(local.clone(), records.clone()));
     let placement = Arc::new(ClusterPlacement::new(
         &options.name,
         &options.servers,
@@ -742,6 +753,8 @@ pub async fn start_with_network(
         records,
         liveness,
         watchdog: WatchdogFiles::new(&options.state_dir),
+        smoke: options.onboarding.clone(),
+        local,
     };
     let mut tasks = Vec::new();
     if let Some(renewal) = renewal {
@@ -773,9 +786,58 @@ struct Lifeline {
     records: Records,
     liveness: Arc<Liveness>,
     watchdog: WatchdogFiles,
+    smoke: SmokeTest,
+    /// The node's drivers, unrecorded: what the smoke test boots on.
+    local: Arc<LocalAgent>,
+}
+
+/// A task aborted when its handle is dropped: the smoke test stops with
+/// the lifeline that started it.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the smoke test found, once it ends; never, when none runs.
+async fn finished(
+    smoke: &mut Option<AbortOnDrop<Onboarding>>,
+) -> std::result::Result<Onboarding, tokio::task::JoinError> {
+    let Some(task) = smoke.as_mut() else {
+        return std::future::pending().await;
+    };
+    let done = (&mut task.0).await;
+    *smoke = None;
+    done
 }
 
 impl Lifeline {
+    /// Whether the smoke test still has to report.
+    fn onboarding(&self) -> bool {
+        self.registration
+            .onboarding
+            .as_ref()
+            .is_some_and(|o| o.state == OnboardingState::Running)
+    }
+
+    /// Starts the smoke test of the runtimes the node registered.
+    fn start_smoke_test(&self) -> AbortOnDrop<Onboarding> {
+        let smoke = self.smoke.clone();
+        let local = self.local.clone();
+        let node = self.registration.id.clone();
+        let offered = self.registration.runtimes.clone();
+        let started = self
+            .registration
+            .onboarding
+            .clone()
+            .unwrap_or_else(|| smoke.start());
+        AbortOnDrop(tokio::spawn(async move {
+            smoke.run(&node, &*local, &offered, started).await
+        }))
+    }
+
     fn renewed(&self, sent_ms: u64) {
         self.liveness.renewed_ms.store(sent_ms, Ordering::SeqCst);
         if let Err(e) = self.watchdog.pet(sent_ms) {
@@ -803,8 +865,9 @@ impl Lifeline {
         }
     }
 
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let node = self.registration.id.clone();
+        let mut smoke = None;
         let mut server = 0usize;
         let clients: Vec<Option<MembershipClient>> =
             (0..self.servers.len()).map(|i| self.client(i)).collect();
@@ -840,15 +903,23 @@ impl Lifeline {
                 "registered with `{}`",
                 self.servers[server % self.servers.len()]
             );
-            let cleanup = tokio::spawn(clean_up(
-                ClusterPlacement::new(&node, &self.servers, self.tls.clone()),
-                self.agent.clone(),
-                self.records.clone(),
-                SweepReport {
-                    session: self.session.clone(),
-                    clients: register_clients.iter().flatten().cloned().collect(),
-                },
-            ));
+            // The clean-up (and its orphan sweep, which would take a smoke
+            // instance for an orphan) waits for the smoke test to end.
+            let onboarding = self.onboarding();
+            if onboarding && smoke.is_none() {
+                smoke = Some(self.start_smoke_test());
+            }
+            let cleanup = (!onboarding).then(|| {
+                tokio::spawn(clean_up(
+                    ClusterPlacement::new(&node, &self.servers, self.tls.clone()),
+                    self.agent.clone(),
+                    self.records.clone(),
+                    SweepReport {
+                        session: self.session.clone(),
+                        clients: register_clients.iter().flatten().cloned().collect(),
+                    },
+                ))
+            });
             // Heartbeat until the lease is lost. A round in which no server
             // answered is retried at once (every server may be waiting for
             // etcd to elect a leader, which takes about a second): the
@@ -857,7 +928,23 @@ impl Lifeline {
             let mut last_renewal = Instant::now();
             let mut pause = self.timing.heartbeat();
             loop {
-                wait(&mut shutdown, pause).await;
+                tokio::select! {
+                    () = wait(&mut shutdown, pause) => {}
+                    done = finished(&mut smoke) => match done {
+                        // Reported by registering again with it: the node
+                        // becomes ready, or onboarding_failed with the reason.
+                        Ok(done) => {
+                            self.registration.onboarding = Some(done);
+                            break;
+                        }
+                        // Only an abort ends the task otherwise (a panic
+                        // in a check is that runtime's failure): run again.
+                        Err(e) => {
+                            tracing::warn!(node = %node, "smoke test cut short: {e}; again");
+                            smoke = Some(self.start_smoke_test());
+                        }
+                    },
+                }
                 if *shutdown.borrow() {
                     break;
                 }
@@ -909,7 +996,9 @@ impl Lifeline {
                     pause = HEARTBEAT_RETRY;
                 }
             }
-            cleanup.abort();
+            if let Some(cleanup) = cleanup {
+                cleanup.abort();
+            }
         }
     }
 }

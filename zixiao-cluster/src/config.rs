@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub drivers: DriversSection,
     /// Liveness settings (must match the servers').
     pub timing: Timing,
+    /// The smoke test run before the node takes work.
+    pub onboarding: crate::onboarding::OnboardingSection,
 }
 
 /// `node:` of `agent.yaml`.
@@ -254,6 +256,7 @@ impl AgentConfig {
             config.drivers.libvirt_uri = Some(v);
         }
         config.timing.validate()?;
+        crate::onboarding::SmokeTest::try_from(&config.onboarding)?;
         if let Some(mib) = config.drivers.log_limit_mib {
             if !(1..=MAX_LOG_LIMIT_MIB).contains(&mib) {
                 return Err(Error::invalid(
@@ -317,6 +320,23 @@ mod tests {
             error.to_string().contains("drivers.log_limit_mib"),
             "{error}"
         );
+        for (text, field) in [
+            ("onboarding:\n  timeout_ms: 0\n", "onboarding.timeout_ms"),
+            (
+                "onboarding:\n  container_command: [sleep, '1']\n",
+                "onboarding.container_command",
+            ),
+            (
+                "onboarding:\n  container_image: 'Not An Image'\n",
+                "onboarding.container_image",
+            ),
+            ("onboarding:\n  microvm: {initrd: /i}\n", "kernel"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let error = AgentConfig::load(Some(&path), &|_| None).expect_err(field);
+            assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+            assert!(error.to_string().contains(field), "{field}: {error}");
+        }
         std::fs::write(&path, "drivers:\n  log_limit_mib: 4\n").expect("write");
         let agent = AgentConfig::load(Some(&path), &|_| None).expect("a limit");
         assert_eq!(agent.drivers.log_limit_mib, Some(4));

@@ -12,6 +12,9 @@
 //!   the node's instances ([`records`]) when the agent stops renewing, a
 //!   full second before the lease can expire ([`timing`]), so an instance
 //!   never runs on two nodes at once.
+//! - Onboarding: a joining agent's node is `onboarding` until its
+//!   [`onboarding`] smoke test boots one small instance of each runtime it
+//!   offers; only then `ready` (or `onboarding_failed`, saying why).
 
 pub mod agent;
 pub mod config;
@@ -21,6 +24,7 @@ pub mod membership;
 pub mod membership_service;
 pub mod node_metrics;
 pub mod nodes;
+pub mod onboarding;
 pub mod records;
 pub mod server;
 pub mod timing;

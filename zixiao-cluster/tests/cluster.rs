@@ -57,6 +57,7 @@ async fn start_agent(
     agent::start(
         AgentOptions {
             limits: Default::default(),
+            onboarding: Default::default(),
             name: name.to_owned(),
             servers: servers.iter().map(|s| s.to_string()).collect(),
             region: "default".into(),
@@ -534,6 +535,7 @@ async fn a_name_held_by_a_live_agent_is_refused() {
         missing_runtimes: Default::default(),
         drivers: held.drivers.clone(),
         carbon_intensity: None,
+        onboarding: None,
     };
     let membership = cluster.membership();
     let error = membership
@@ -760,6 +762,7 @@ async fn a_node_registered_on_two_servers_stays_live_heartbeating_one() {
         missing_runtimes: Default::default(),
         drivers: template.drivers.clone(),
         carbon_intensity: None,
+        onboarding: None,
     };
     let first = MembershipClient::new(&cluster.addrs[0].to_string(), Duration::from_secs(30))
         .expect("client");
@@ -874,6 +877,7 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
         missing_runtimes: Default::default(),
         drivers: Default::default(),
         carbon_intensity: None,
+        onboarding: None,
     };
     let refused = rogue
         .register_node(RegisterNodeRequest {
@@ -928,6 +932,7 @@ async fn a_running_agent_renews_its_node_certificate_and_keeps_working() {
     let handle = agent::start(
         AgentOptions {
             limits: Default::default(),
+            onboarding: Default::default(),
             name: "worker-1".to_owned(),
             servers: vec![server.addr().to_string()],
             region: "default".into(),

@@ -4,8 +4,9 @@
 //! instances go, a waiting instance is placed once a change gives it a node
 //! (by the caller without a daemon, by the background reconcilers with one),
 //! the reason it waits names the trait or aggregate, and what operators set
-//! survives the agent registering again. The real runtime is exercised by
-//! the CLI's tests.
+//! survives the agent registering again; and a joining agent's onboarding,
+//! which keeps its node unschedulable until its smoke test passed. The
+//! real runtime is exercised by the CLI's tests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use std::time::Duration;
 use zixiao_core::api::{Client, Wait};
 use zixiao_core::controller::{Convergence, ReconcilerOptions};
 use zixiao_core::host::HostFacts;
+use zixiao_core::model::{CheckOutcome, Onboarding, OnboardingState, RuntimeCheck, SmokeStep};
 use zixiao_core::{
-    Controller, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, LocalAgent,
-    Resources,
+    Controller, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, InstanceType,
+    LocalAgent, NodeStatus, Resources,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
@@ -428,4 +430,118 @@ async fn background_reconcilers_place_a_waiting_instance_when_a_node_or_aggregat
     })
     .await;
     assert_eq!(placed.node.as_deref(), Some("n1"));
+}
+
+/// An onboarding as a joining agent reports it: `state`, with one check of
+/// the container runtime when it ended.
+fn onboarding(state: OnboardingState) -> Onboarding {
+    let check = |outcome, step| RuntimeCheck {
+        runtime: InstanceType::Container,
+        outcome,
+        duration_ms: 12,
+        step,
+        detail: "containerd: image `nope` not found".into(),
+    };
+    let checks = match state {
+        OnboardingState::Running | OnboardingState::Skipped => Vec::new(),
+        OnboardingState::Passed => vec![check(CheckOutcome::Booted, None)],
+        OnboardingState::Failed => vec![check(CheckOutcome::Failed, Some(SmokeStep::Create))],
+    };
+    Onboarding {
+        state,
+        started_at: chrono::Utc::now(),
+        finished_at: (state != OnboardingState::Running).then(chrono::Utc::now),
+        checks,
+    }
+}
+
+#[tokio::test]
+async fn a_node_takes_instances_only_once_its_onboarding_passed() {
+    let c = cluster(Convergence::InCaller).await;
+    let onboard = |i: usize, state| {
+        let mut registration = c.agents[i].registration(format!("n{}", i + 1));
+        registration.onboarding = Some(onboarding(state));
+        c.controller.register_node(registration)
+    };
+    for i in 0..2 {
+        let node = onboard(i, OnboardingState::Running)
+            .await
+            .expect("register");
+        assert_eq!(node.status, NodeStatus::Onboarding, "{node:?}");
+    }
+    let web = c
+        .client
+        .create_instance(container("web"), Wait::Settled)
+        .await
+        .expect("create");
+    let why = waiting_because(&web);
+    assert!(why.contains("2 nodes: onboarding"), "{why}");
+
+    let n2 = onboard(1, OnboardingState::Failed).await.expect("register");
+    assert_eq!(n2.status, NodeStatus::OnboardingFailed);
+    let failure = n2.onboarding.as_ref().and_then(Onboarding::failure);
+    assert_eq!(
+        failure.as_deref(),
+        Some("container failed at step create: containerd: image `nope` not found")
+    );
+    let db = c
+        .client
+        .create_instance(container("db"), Wait::Settled)
+        .await
+        .expect("create");
+    let why = waiting_because(&db);
+    assert!(why.contains("onboarding failed"), "{why}");
+
+    let n1 = onboard(0, OnboardingState::Passed).await.expect("register");
+    assert_eq!(n1.status, NodeStatus::Ready);
+    let cache = c
+        .client
+        .create_instance(container("cache"), Wait::Settled)
+        .await
+        .expect("create");
+    assert_eq!(cache.node.as_deref(), Some("n1"), "{cache:?}");
+
+    // A report its checks do not bear out is refused, naming the field,
+    // and changes nothing.
+    let mut registration = c.agents[0].registration("n1");
+    let mut lying = onboarding(OnboardingState::Failed);
+    lying.checks.clear();
+    registration.onboarding = Some(lying);
+    let refused = c
+        .controller
+        .register_node(registration)
+        .await
+        .expect_err("a failure without a failed check");
+    assert_eq!(refused.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        refused.to_string().contains("node.onboarding.state"),
+        "{refused}"
+    );
+    assert_eq!(
+        c.client.get_node("n1").await.expect("get").status,
+        NodeStatus::Ready
+    );
+
+    // What operators set outranks a smoke test: a cordoned node whose
+    // agent onboards again stays cordoned; a failed node can be retired.
+    c.client.cordon_node("n1").await.expect("cordon");
+    let n1 = onboard(0, OnboardingState::Running)
+        .await
+        .expect("register");
+    assert_eq!(n1.status, NodeStatus::Cordoned);
+    assert_eq!(
+        n1.onboarding.map(|o| o.state),
+        Some(OnboardingState::Running)
+    );
+    let report = c
+        .client
+        .decommission_node("n2")
+        .await
+        .expect("decommission");
+    assert_eq!(report.status, Some(NodeStatus::Decommissioned));
+
+    // A registration without onboarding (the embedded deployment's)
+    // leaves the status as it is.
+    let again = c.register(0).await;
+    assert_eq!(again.status, NodeStatus::Cordoned, "still the operator's");
 }

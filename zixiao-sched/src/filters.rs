@@ -10,7 +10,8 @@ use crate::cluster::{ClusterState, Prunes, ZoneId, ZoneView};
 use crate::plugin::{Filter, NodeRef, Reject, Request, Unit, Verdict};
 
 /// Only nodes whose status is `Ready`: never cordoned, in maintenance,
-/// draining, decommissioned or not ready.
+/// draining, decommissioned, not ready, nor onboarding (its smoke test has
+/// not passed yet, or failed).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NodeReady;
 
@@ -27,6 +28,8 @@ impl Filter for NodeReady {
             NodeStatus::Maintenance => "in maintenance",
             NodeStatus::Draining => "draining",
             NodeStatus::Decommissioned => "decommissioned",
+            NodeStatus::Onboarding => "onboarding",
+            NodeStatus::OnboardingFailed => "onboarding failed",
         };
         Err(Reject::new(reason))
     }

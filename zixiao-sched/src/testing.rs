@@ -39,6 +39,7 @@ pub fn node(id: &str, capacity: Resources) -> Node {
         carbon_intensity: None,
         last_heartbeat: Some(epoch()),
         orphan_sweep: None,
+        onboarding: None,
         created_at: epoch(),
         updated_at: epoch(),
         revision: 0,

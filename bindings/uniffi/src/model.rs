@@ -132,6 +132,10 @@ pub enum NodeStatus {
     Draining,
     /// Gone for good.
     Decommissioned,
+    /// Joined; its smoke test has not passed yet. Takes no instances.
+    Onboarding,
+    /// Its smoke test failed (see the node's onboarding). Takes no instances.
+    OnboardingFailed,
 }
 
 impl From<core::NodeStatus> for NodeStatus {
@@ -143,6 +147,8 @@ impl From<core::NodeStatus> for NodeStatus {
             core::NodeStatus::Maintenance => NodeStatus::Maintenance,
             core::NodeStatus::Draining => NodeStatus::Draining,
             core::NodeStatus::Decommissioned => NodeStatus::Decommissioned,
+            core::NodeStatus::Onboarding => NodeStatus::Onboarding,
+            core::NodeStatus::OnboardingFailed => NodeStatus::OnboardingFailed,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use zixiao_cluster::config::{process_env, AgentConfig};
+use zixiao_cluster::onboarding::SmokeTest;
 use zixiao_cluster::{agent, watchdog, AgentOptions, Timing};
 use zixiao_core::{Error, Result};
 
@@ -89,6 +90,22 @@ pub(crate) struct AgentArgs {
     /// closes.
     #[arg(long, value_name = "N", default_value_t = super::server::default_max_connections())]
     max_connections: std::num::NonZeroUsize,
+    /// Mark the node ready when it joins, without the smoke test (for
+    /// labs); `node get` says it was skipped. Without it the node is
+    /// `onboarding` until one small instance of each runtime it offers has
+    /// booted and been deleted, and `onboarding_failed` (with the reason
+    /// in `node get`) if one did not; restarting the agent retries.
+    #[arg(long)]
+    skip_smoke_test: bool,
+    /// The container image the smoke test boots on containerd (a name in
+    /// the node's image store) [default: onboarding.container_image of
+    /// --config; none: containerd is only checked to answer].
+    #[arg(long, value_name = "IMAGE")]
+    smoke_image: Option<String>,
+    /// How long each smoke instance may take to run (`90s`, `2m`)
+    /// [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    smoke_timeout: Option<String>,
 }
 
 /// `zixiao watchdog` flags (started by the agent).
@@ -148,6 +165,17 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     if let Some(v) = &args.advertise {
         config.agent.advertise = Some(v.clone());
     }
+    if args.skip_smoke_test {
+        config.onboarding.skip_smoke_test = true;
+    }
+    if let Some(image) = &args.smoke_image {
+        config.onboarding.container_image = Some(image.clone());
+    }
+    if let Some(timeout) = &args.smoke_timeout {
+        let timeout = super::duration("--smoke-timeout", timeout)?;
+        config.onboarding.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    }
+    let smoke_test = SmokeTest::try_from(&config.onboarding)?;
     if config.agent.servers.is_empty() {
         return Err(Error::invalid(
             "server",
@@ -274,6 +302,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
             tls,
             limits: zixiao_api::Limits::default()
                 .with_max_connections(args.max_connections.get())?,
+            onboarding: smoke_test,
         },
         local,
         network,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use zixiao_core::controller::DrainReport;
-use zixiao_core::model::CarbonIntensity;
+use zixiao_core::model::{CarbonIntensity, Onboarding, OnboardingState};
 use zixiao_core::{Client, Node, Result};
 
 use crate::args::{AddRm, Format, NodeCommand, OnOff};
@@ -216,8 +216,42 @@ fn node_details(n: &Node) -> String {
     for (t, why) in &n.missing_runtimes {
         pairs.push(("runtime", format!("{t}: unavailable ({why})")));
     }
+    if let Some(onboarding) = &n.onboarding {
+        pairs.extend(onboarding_lines(onboarding));
+    }
     pairs.push(("registered", n.created_at.to_rfc3339()));
     details(&pairs)
+}
+
+/// How the node's onboarding went: where it stands, then one line per
+/// runtime's smoke test.
+fn onboarding_lines(o: &Onboarding) -> Vec<(&'static str, String)> {
+    let state = match o.state {
+        OnboardingState::Running => format!("running since {}", o.started_at.to_rfc3339()),
+        OnboardingState::Skipped => {
+            "skipped (the agent was started with --skip-smoke-test)".to_owned()
+        }
+        OnboardingState::Passed | OnboardingState::Failed => format!(
+            "{} at {}",
+            o.state.as_str(),
+            o.finished_at.unwrap_or(o.started_at).to_rfc3339()
+        ),
+    };
+    let mut lines = vec![("onboarding", state)];
+    for c in &o.checks {
+        let outcome = match c.step {
+            Some(step) => format!("failed at {}", step.as_str()),
+            None => c.outcome.as_str().to_owned(),
+        };
+        lines.push((
+            "smoke test",
+            format!(
+                "{}: {outcome} in {} ms: {}",
+                c.runtime, c.duration_ms, c.detail
+            ),
+        ));
+    }
+    lines
 }
 
 fn drain_summary(report: &DrainReport) -> String {

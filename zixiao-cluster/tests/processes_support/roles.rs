@@ -211,6 +211,7 @@ pub(crate) fn run_role(role: &str) {
                 let handle = agent::start(
                     AgentOptions {
                         limits: Default::default(),
+                        onboarding: Default::default(),
                         name: name.clone(),
                         servers: env("ZX_SERVERS").split(',').map(str::to_owned).collect(),
                         region: "default".into(),

@@ -132,7 +132,9 @@ impl LocalAgent {
         &self.facts
     }
 
-    /// A registration for this node under `id`, in the default region and zone.
+    /// A registration for this node under `id`, in the default region and
+    /// zone, without onboarding: a node registered with it is ready at once
+    /// (a joining agent adds its onboarding).
     pub fn registration(&self, id: impl Into<String>) -> NodeRegistration {
         NodeRegistration {
             id: id.into(),
@@ -149,6 +151,7 @@ impl LocalAgent {
             missing_runtimes: self.facts.missing_runtimes.clone(),
             drivers: self.facts.drivers.clone(),
             carbon_intensity: None,
+            onboarding: None,
         }
     }
 }

@@ -17,8 +17,9 @@ use crate::{DriverError, Error, Result};
 /// names a host path where the node's image store takes names; passes
 /// every other request to the wrapped [`Api`], and answers its errors, and
 /// the failure texts of what it returns (instances' conditions,
-/// operations' errors, nodes' sweep errors), with every host path in them
-/// replaced by `<host path>` ([`redact_host_paths`]). The server's own logs
+/// operations' errors, nodes' sweep errors and smoke tests' details), with
+/// every host path in them replaced by `<host path>`
+/// ([`redact_host_paths`]). The server's own logs
 /// keep the whole error. A path inside a guest or container (a missing
 /// program) reads the same and goes too: the server cannot tell them apart.
 #[derive(Debug)]
@@ -179,6 +180,13 @@ fn redact_node(node: &mut Node) {
     if let Some(sweep) = &mut node.orphan_sweep {
         for error in &mut sweep.errors {
             *error = redact(error);
+        }
+    }
+    // A smoke test's detail names what it booted (a kernel's path) and
+    // what failed (a driver's error).
+    if let Some(onboarding) = &mut node.onboarding {
+        for check in &mut onboarding.checks {
+            check.detail = redact(&check.detail);
         }
     }
 }
@@ -342,5 +350,35 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(redact(text), expected, "{text}");
         }
+    }
+
+    /// A failed smoke test names the kernel it booted: a remote caller of
+    /// `node get` sees that a check failed and why, not where the file is.
+    #[test]
+    fn a_nodes_smoke_test_details_lose_their_paths() {
+        let node: crate::model::Node = serde_json::from_value(serde_json::json!({
+            "id": "n1", "hostname": "n1", "address": "10.0.0.1:50052",
+            "region": "default", "zone": "default", "role": "worker",
+            "status": "onboarding_failed",
+            "capacity": {"cpus": 1, "memory_mib": 512, "disk_gib": 1, "instances": 1},
+            "allocated": {"cpus": 0, "memory_mib": 0, "disk_gib": 0, "instances": 0},
+            "last_heartbeat": null,
+            "created_at": "2026-12-06T00:00:00Z", "updated_at": "2026-12-06T00:00:00Z",
+            "onboarding": {
+                "state": "failed", "started_at": "2026-12-06T00:00:00Z",
+                "finished_at": "2026-12-06T00:00:01Z",
+                "checks": [{
+                    "runtime": "microvm", "outcome": "failed", "duration_ms": 3,
+                    "step": "create", "detail": "kernel /srv/smoke/vmlinux not found"
+                }]
+            }
+        }))
+        .expect("a node");
+        let super::Response::Node(redacted) = super::redact_response(super::Response::Node(node))
+        else {
+            panic!("not a node");
+        };
+        let onboarding = redacted.onboarding.expect("onboarding");
+        assert_eq!(onboarding.checks[0].detail, "kernel <host path> not found");
     }
 }

@@ -33,7 +33,10 @@ impl Controller {
     /// reported labels and traits, runtimes) keeping its status, its
     /// allocation and what operators declared of it (see
     /// [`NodeMetadata`]). A `NotReady` node that registers again becomes
-    /// `Ready`.
+    /// `Ready`. A registration carrying its agent's onboarding sets the
+    /// node's status from it instead ([`apply_onboarding`]), so a joining
+    /// agent's node is `Onboarding` until its smoke test passes; one
+    /// without (the embedded deployment's local node) is `Ready` at once.
     ///
     /// Idempotent. Errors: `InvalidArgument`, `Conflict`, the store's errors.
     pub async fn register_node(&self, registration: NodeRegistration) -> Result<Node> {
@@ -63,6 +66,7 @@ impl Controller {
                     if node.status == NodeStatus::NotReady {
                         node.status = NodeStatus::Ready;
                     }
+                    apply_onboarding(&mut node, &registration);
                     // A retired node's agent (or the embedded deployment
                     // opening its local node) still registers; it stays
                     // retired, offering nothing, until it is deleted.
@@ -98,11 +102,13 @@ impl Controller {
                         carbon_intensity: None,
                         last_heartbeat: Some(now),
                         orphan_sweep: None,
+                        onboarding: None,
                         created_at: now,
                         updated_at: now,
                         revision: 0,
                     };
                     node.merge_metadata();
+                    apply_onboarding(&mut node, &registration);
                     node
                 }
             };
@@ -256,6 +262,8 @@ impl Controller {
                     NodeStatus::Cordoned,
                     NodeStatus::NotReady,
                     NodeStatus::Maintenance,
+                    NodeStatus::Onboarding,
+                    NodeStatus::OnboardingFailed,
                 ],
             )
             .await?;
@@ -404,6 +412,20 @@ impl Controller {
         }
         Ok(report)
     }
+}
+
+/// Takes the agent's onboarding from `registration` onto `node`, and with
+/// it the node's status while its agent decides that status
+/// ([`NodeStatus::follows_onboarding`]): a status operators set stays, and
+/// a retired node stays retired. Without onboarding in the registration nothing changes.
+fn apply_onboarding(node: &mut Node, registration: &NodeRegistration) {
+    let Some(onboarding) = &registration.onboarding else {
+        return;
+    };
+    if node.status.follows_onboarding() {
+        node.status = onboarding.status();
+    }
+    node.onboarding = Some(onboarding.clone());
 }
 
 impl Node {

@@ -702,6 +702,7 @@ mod tests {
             carbon_intensity: None,
             last_heartbeat: None,
             orphan_sweep: None,
+            onboarding: None,
             created_at: now,
             updated_at: now,
             revision: 0,

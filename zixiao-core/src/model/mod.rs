@@ -43,7 +43,10 @@ pub use network::{
     Subnet, TemplateName, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX,
     VETH_PREFIX,
 };
-pub use node::{Node, NodeId, NodeRegistration, NodeRole, NodeStatus, OrphanSweep};
+pub use node::{
+    CheckOutcome, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Onboarding,
+    OnboardingState, OrphanSweep, RuntimeCheck, SmokeStep,
+};
 pub use node_image::{
     node_files, refuse_host_paths, refuse_host_paths_because, uses_node_image, HostPathRefusal,
     ImageKind, NodeFile, NodeImageName, MAX_NODE_IMAGE_NAME,

@@ -40,17 +40,26 @@ pub enum NodeStatus {
     Draining,
     /// Retired; kept for the record.
     Decommissioned,
+    /// Its agent joined and is proving the node works: a smoke test boots
+    /// one small instance of each runtime it offers (see [`Onboarding`]).
+    /// Unschedulable until the test passes.
+    Onboarding,
+    /// Its smoke test failed: unschedulable, [`Node::onboarding`] says which
+    /// runtime failed at which step, and why. Restarting its agent retries.
+    OnboardingFailed,
 }
 
 impl NodeStatus {
     /// Every status, in display order.
-    pub const ALL: [NodeStatus; 6] = [
+    pub const ALL: [NodeStatus; 8] = [
         NodeStatus::Ready,
         NodeStatus::NotReady,
         NodeStatus::Cordoned,
         NodeStatus::Maintenance,
         NodeStatus::Draining,
         NodeStatus::Decommissioned,
+        NodeStatus::Onboarding,
+        NodeStatus::OnboardingFailed,
     ];
 
     /// The snake_case name used in output.
@@ -62,7 +71,23 @@ impl NodeStatus {
             NodeStatus::Maintenance => "maintenance",
             NodeStatus::Draining => "draining",
             NodeStatus::Decommissioned => "decommissioned",
+            NodeStatus::Onboarding => "onboarding",
+            NodeStatus::OnboardingFailed => "onboarding_failed",
         }
+    }
+
+    /// Whether a node in this status takes the status its agent's
+    /// onboarding gives ([`Onboarding::status`]). An operator's status
+    /// (cordoned, in maintenance, draining, decommissioned) stays when the
+    /// agent onboards again: it says more than a smoke test does.
+    pub fn follows_onboarding(self) -> bool {
+        matches!(
+            self,
+            NodeStatus::Ready
+                | NodeStatus::NotReady
+                | NodeStatus::Onboarding
+                | NodeStatus::OnboardingFailed
+        )
     }
 }
 
@@ -122,6 +147,12 @@ pub struct Node {
     /// (`zixiao node set --carbon`), else its agent's.
     #[serde(default)]
     pub carbon_intensity: Option<u32>,
+    /// How its agent's last onboarding went: the smoke test of each
+    /// runtime, or that it was skipped. None for a node that never
+    /// onboarded (the embedded deployment's local node, records from
+    /// before onboarding existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onboarding: Option<Onboarding>,
     /// When its agent last proved it was alive.
     pub last_heartbeat: Option<DateTime<Utc>>,
     /// What the node's last orphan sweep that found something (or the
@@ -244,6 +275,11 @@ pub struct NodeRegistration {
     /// Carbon intensity of its power (gCO2e/kWh), if known.
     #[serde(default)]
     pub carbon_intensity: Option<u32>,
+    /// Where the agent's onboarding stands: with it the node's status
+    /// follows it ([`Onboarding::status`]); without it (the embedded
+    /// deployment) the node is ready at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onboarding: Option<Onboarding>,
 }
 
 impl NodeRegistration {
@@ -254,6 +290,156 @@ impl NodeRegistration {
             traits: self.traits.clone(),
             carbon_intensity: self.carbon_intensity,
         }
+    }
+}
+
+/// How a joining node proved (or failed to prove) that it can run what it
+/// offers, before it took any work: its agent boots one small instance of
+/// each runtime, directly through the runtime's driver, and deletes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Onboarding {
+    /// Where it stands.
+    pub state: OnboardingState,
+    /// When the agent started it.
+    pub started_at: DateTime<Utc>,
+    /// When it ended (None while it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What was checked of each runtime, in runtime order (empty while it
+    /// runs, and when skipped).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<RuntimeCheck>,
+}
+
+/// Where a node's onboarding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnboardingState {
+    /// The smoke test runs.
+    Running,
+    /// Every runtime passed.
+    Passed,
+    /// A runtime failed (see its [`RuntimeCheck`]).
+    Failed,
+    /// Its operator said `--skip-smoke-test`: nothing was checked.
+    Skipped,
+}
+
+impl OnboardingState {
+    /// The snake_case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnboardingState::Running => "running",
+            OnboardingState::Passed => "passed",
+            OnboardingState::Failed => "failed",
+            OnboardingState::Skipped => "skipped",
+        }
+    }
+}
+
+/// What the smoke test did with one runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeCheck {
+    /// The runtime's instance type.
+    pub runtime: InstanceType,
+    /// How it went.
+    pub outcome: CheckOutcome,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The step that failed (`Failed` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<SmokeStep>,
+    /// What was booted, or why nothing was, or the error.
+    pub detail: String,
+}
+
+impl RuntimeCheck {
+    /// The longest detail one runtime's check may carry: room for an
+    /// error's chain, not for a log.
+    pub const MAX_DETAIL: usize = 2048;
+}
+
+/// How one runtime's smoke test went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    /// An instance was created, seen running, deleted, and seen gone.
+    Booted,
+    /// The runtime answered, but nothing was booted: no smoke workload is
+    /// configured for it. Passes, and never reads as booted.
+    Reachable,
+    /// A step failed.
+    Failed,
+}
+
+impl CheckOutcome {
+    /// The snake_case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckOutcome::Booted => "booted",
+            CheckOutcome::Reachable => "reachable",
+            CheckOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// A step of a runtime's smoke test, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmokeStep {
+    /// Asking the runtime about an instance it cannot have yet.
+    Reach,
+    /// Creating the instance.
+    Create,
+    /// Starting it.
+    Start,
+    /// Waiting until the runtime says it runs (or ran and exited 0).
+    Run,
+    /// Deleting it.
+    Delete,
+    /// Checking the runtime has no trace of it left.
+    Gone,
+}
+
+impl SmokeStep {
+    /// The snake_case name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmokeStep::Reach => "reach",
+            SmokeStep::Create => "create",
+            SmokeStep::Start => "start",
+            SmokeStep::Run => "run",
+            SmokeStep::Delete => "delete",
+            SmokeStep::Gone => "gone",
+        }
+    }
+}
+
+impl Onboarding {
+    /// The status a node in this onboarding state has: `Onboarding` while
+    /// it runs, `OnboardingFailed` when it failed, `Ready` once passed or
+    /// skipped.
+    pub fn status(&self) -> NodeStatus {
+        match self.state {
+            OnboardingState::Running => NodeStatus::Onboarding,
+            OnboardingState::Failed => NodeStatus::OnboardingFailed,
+            OnboardingState::Passed | OnboardingState::Skipped => NodeStatus::Ready,
+        }
+    }
+
+    /// Why it failed: the first failed runtime, its step and its error.
+    pub fn failure(&self) -> Option<String> {
+        self.checks
+            .iter()
+            .find(|c| c.outcome == CheckOutcome::Failed)
+            .map(|c| {
+                format!(
+                    "{} failed at step {}: {}",
+                    c.runtime,
+                    c.step.map_or("-", SmokeStep::as_str),
+                    c.detail
+                )
+            })
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    Cpus, CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeFile, NodeRegistration,
-    Placement,
+    CheckOutcome, Cpus, CreateInstance, InstanceSpec, InstanceType, MicrovmBackend, NodeFile,
+    NodeRegistration, Onboarding, OnboardingState, Placement, RuntimeCheck,
 };
 use crate::scheduler::{LabelOperator, LabelSelector};
 use crate::Error;
@@ -722,6 +722,65 @@ impl NodeRegistration {
         validate_labels("node.labels", &self.labels)?;
         for name in &self.traits {
             validate_label_key("node.traits", name)?;
+        }
+        if let Some(onboarding) = &self.onboarding {
+            onboarding.validate("node.onboarding")?;
+        }
+        Ok(())
+    }
+}
+
+impl Onboarding {
+    /// Checks what an agent reports of its onboarding: at most one check
+    /// per runtime, short details, and a state its checks bear out (a
+    /// failed check fails it; a passed one has none). Errors:
+    /// `InvalidArgument` naming the field under `at`.
+    pub fn validate(&self, at: &str) -> Result<(), Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, check) in self.checks.iter().enumerate() {
+            if !seen.insert(check.runtime) {
+                return Err(Error::invalid(
+                    format!("{at}.checks[{i}].runtime"),
+                    format!("{} is checked twice", check.runtime),
+                ));
+            }
+            if check.detail.len() > RuntimeCheck::MAX_DETAIL {
+                return Err(Error::invalid(
+                    format!("{at}.checks[{i}].detail"),
+                    format!("longer than {} bytes", RuntimeCheck::MAX_DETAIL),
+                ));
+            }
+            if (check.outcome == CheckOutcome::Failed) != check.step.is_some() {
+                return Err(Error::invalid(
+                    format!("{at}.checks[{i}].step"),
+                    "a failed check names its step, and only a failed one",
+                ));
+            }
+        }
+        let failed = self
+            .checks
+            .iter()
+            .any(|c| c.outcome == CheckOutcome::Failed);
+        let consistent = match self.state {
+            OnboardingState::Failed => failed,
+            OnboardingState::Passed => !failed,
+            OnboardingState::Running | OnboardingState::Skipped => self.checks.is_empty(),
+        };
+        if !consistent {
+            return Err(Error::invalid(
+                format!("{at}.state"),
+                format!(
+                    "{} does not fit its checks (a failed check fails it; running and \
+                     skipped have none)",
+                    self.state.as_str()
+                ),
+            ));
+        }
+        if self.finished_at.is_some() == (self.state == OnboardingState::Running) {
+            return Err(Error::invalid(
+                format!("{at}.finished_at"),
+                "set once it ended, and only then",
+            ));
         }
         Ok(())
     }

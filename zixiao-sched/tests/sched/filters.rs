@@ -69,6 +69,8 @@ fn node_ready_rejects_every_status_but_ready() {
         (NodeStatus::Maintenance, Err("in maintenance")),
         (NodeStatus::Draining, Err("draining")),
         (NodeStatus::Decommissioned, Err("decommissioned")),
+        (NodeStatus::Onboarding, Err("onboarding")),
+        (NodeStatus::OnboardingFailed, Err("onboarding failed")),
     ];
     assert_eq!(cases.len(), NodeStatus::ALL.len());
     for (status, expect) in cases {

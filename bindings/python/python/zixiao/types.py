@@ -28,7 +28,14 @@ InstanceStatus = Literal[
 ]
 DesiredState = Literal["running", "stopped", "deleted"]
 NodeStatus = Literal[
-    "ready", "not_ready", "cordoned", "maintenance", "draining", "decommissioned"
+    "ready",
+    "not_ready",
+    "cordoned",
+    "maintenance",
+    "draining",
+    "decommissioned",
+    "onboarding",
+    "onboarding_failed",
 ]
 RestartPolicy = Literal["never", "on_failure", "always"]
 MicrovmBackend = Literal["auto", "vmm", "qemu"]

@@ -1,0 +1,391 @@
+//! A joining node's smoke test: before its node takes any work, the agent
+//! boots one small instance of each runtime the node offers, directly
+//! through the runtime's local driver (not through the scheduler), waits
+//! until it runs, deletes it and checks the runtime kept nothing of it. A
+//! runtime without a configured smoke workload is only asked about an
+//! instance it cannot have (it must answer "missing"), and says so: it
+//! never reads as booted. What this finds is the node's [`Onboarding`],
+//! which the agent registers and which sets the node's status.
+//!
+//! The smoke instances are in no record of the node and in no store: an
+//! agent killed in the middle leaves at most one runtime object, which the
+//! next start's orphan sweep removes (no server knows its id).
+
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use zixiao_core::driver::{Driver, RuntimeState};
+use zixiao_core::model::{CheckOutcome, Onboarding, OnboardingState, RuntimeCheck, SmokeStep};
+use zixiao_core::{
+    CreateInstance, DriverError, Error, Instance, InstanceSpec, InstanceStatus, InstanceType,
+    NodeAgent, Result,
+};
+
+/// How long a smoke instance may take to run when nobody says.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the runtime is asked whether the smoke instance runs yet.
+const POLL: Duration = Duration::from_millis(100);
+
+/// `onboarding:` of `agent.yaml`: what the smoke test boots, as written.
+/// [`SmokeTest::try_from`] checks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OnboardingSection {
+    /// Mark the node ready without a smoke test (`--skip-smoke-test`):
+    /// for labs. The node's onboarding says it was skipped.
+    pub skip_smoke_test: bool,
+    /// How long each smoke instance may take to run, in milliseconds
+    /// (`--smoke-timeout`; default 60000).
+    pub timeout_ms: Option<u64>,
+    /// The container image to boot on containerd (`--smoke-image`), a
+    /// name in the node's image store (`zixiao image import`/`pull`).
+    pub container_image: Option<String>,
+    /// The container's command; default: the image's own. A command that
+    /// exits 0 at once passes as well as one that keeps running.
+    pub container_command: Vec<String>,
+    /// The kernel (and initrd) a microVM boots.
+    pub microvm: Option<BootSection>,
+    /// The kernel (and initrd) a VM boots.
+    pub vm: Option<BootSection>,
+}
+
+/// A kernel to boot, with its initrd.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSection {
+    /// The kernel image on this node.
+    pub kernel: PathBuf,
+    /// Its initrd, if it needs one.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+}
+
+/// A checked smoke test: what to boot of each runtime, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeTest {
+    skip: bool,
+    timeout: Duration,
+    /// The instance spec booted for each runtime that has one.
+    workloads: std::collections::BTreeMap<InstanceType, InstanceSpec>,
+}
+
+impl Default for SmokeTest {
+    /// No workload: every runtime is checked for reachability only.
+    fn default() -> Self {
+        SmokeTest {
+            skip: false,
+            timeout: DEFAULT_TIMEOUT,
+            workloads: Default::default(),
+        }
+    }
+}
+
+impl TryFrom<&OnboardingSection> for SmokeTest {
+    type Error = Error;
+
+    /// Errors: `InvalidArgument` naming the `onboarding.` field.
+    fn try_from(section: &OnboardingSection) -> Result<Self> {
+        let timeout = match section.timeout_ms {
+            None => DEFAULT_TIMEOUT,
+            Some(ms) if (1..=3_600_000).contains(&ms) => Duration::from_millis(ms),
+            Some(ms) => {
+                return Err(Error::invalid(
+                    "onboarding.timeout_ms",
+                    format!("{ms} is not between 1 ms and an hour"),
+                ))
+            }
+        };
+        let mut workloads = std::collections::BTreeMap::new();
+        if let Some(image) = &section.container_image {
+            zixiao_core::model::ImageRef::try_from(image.as_str())
+                .map_err(|e| Error::invalid("onboarding.container_image", e.to_string()))?;
+            let spec = InstanceSpec::container(image.clone())
+                .with_command(section.container_command.iter().cloned());
+            workloads.insert(
+                InstanceType::Container,
+                checked(spec, "onboarding.container_image")?,
+            );
+        } else if !section.container_command.is_empty() {
+            return Err(Error::invalid(
+                "onboarding.container_command",
+                "a command needs an image: set onboarding.container_image",
+            ));
+        }
+        if let Some(boot) = &section.microvm {
+            let mut spec = InstanceSpec::microvm(boot.kernel.clone());
+            spec.initrd = boot.initrd.clone();
+            workloads.insert(InstanceType::Microvm, checked(spec, "onboarding.microvm")?);
+        }
+        if let Some(boot) = &section.vm {
+            let mut spec = InstanceSpec::empty(InstanceType::Vm, 1, 256);
+            spec.kernel = Some(boot.kernel.clone());
+            spec.initrd = boot.initrd.clone();
+            workloads.insert(InstanceType::Vm, checked(spec, "onboarding.vm")?);
+        }
+        Ok(SmokeTest {
+            skip: section.skip_smoke_test,
+            timeout,
+            workloads,
+        })
+    }
+}
+
+/// `spec` if it is a valid instance spec, else the reason under `field`.
+fn checked(spec: InstanceSpec, field: &str) -> Result<InstanceSpec> {
+    spec.validate()
+        .map_err(|e| Error::invalid(field, e.to_string()))?;
+    Ok(spec)
+}
+
+impl SmokeTest {
+    /// Whether the operator chose to skip it.
+    pub fn is_skipped(&self) -> bool {
+        self.skip
+    }
+
+    /// The onboarding a node starts with: running, or already skipped.
+    pub fn start(&self) -> Onboarding {
+        let now = Utc::now();
+        if self.skip {
+            Onboarding {
+                state: OnboardingState::Skipped,
+                started_at: now,
+                finished_at: Some(now),
+                checks: Vec::new(),
+            }
+        } else {
+            Onboarding {
+                state: OnboardingState::Running,
+                started_at: now,
+                finished_at: None,
+                checks: Vec::new(),
+            }
+        }
+    }
+
+    /// Runs the smoke test of every runtime in `offered`, in turn, on
+    /// `agent`'s drivers, finishing `started`: passed when every runtime
+    /// passed, failed (with each runtime's step and error) otherwise.
+    pub async fn run(
+        &self,
+        node: &str,
+        agent: &dyn NodeAgent,
+        offered: &BTreeSet<InstanceType>,
+        started: Onboarding,
+    ) -> Onboarding {
+        let mut checks = Vec::new();
+        for &runtime in offered {
+            let began = Instant::now();
+            let done = match agent.driver(runtime) {
+                // A driver that panics fails its runtime's check, not the
+                // whole onboarding.
+                Ok(driver) => AssertUnwindSafe(self.check(node, &*driver, runtime))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err((SmokeStep::Reach, "the driver panicked".to_owned()))),
+                Err(e) => Err((SmokeStep::Reach, e.to_string())),
+            };
+            let duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let check = match done {
+                Ok((outcome, detail)) => RuntimeCheck {
+                    runtime,
+                    outcome,
+                    duration_ms,
+                    step: None,
+                    detail,
+                },
+                Err((step, error)) => RuntimeCheck {
+                    runtime,
+                    outcome: CheckOutcome::Failed,
+                    duration_ms,
+                    step: Some(step),
+                    detail: bounded(error),
+                },
+            };
+            tracing::info!(
+                node = %node,
+                runtime = %runtime,
+                outcome = check.outcome.as_str(),
+                duration_ms,
+                "smoke test: {}",
+                check.detail
+            );
+            checks.push(check);
+        }
+        let failed = checks.iter().any(|c| c.outcome == CheckOutcome::Failed);
+        Onboarding {
+            state: if failed {
+                OnboardingState::Failed
+            } else {
+                OnboardingState::Passed
+            },
+            finished_at: Some(Utc::now()),
+            checks,
+            ..started
+        }
+    }
+
+    /// One runtime's check: booted, or only reached when it has no
+    /// workload. Errors: the failed step and why.
+    async fn check(
+        &self,
+        node: &str,
+        driver: &dyn Driver,
+        runtime: InstanceType,
+    ) -> std::result::Result<(CheckOutcome, String), (SmokeStep, String)> {
+        let spec = self
+            .workloads
+            .get(&runtime)
+            .cloned()
+            .unwrap_or_else(|| InstanceSpec::empty(runtime, 1, 128));
+        let instance = smoke_instance(node, runtime, spec);
+        // A fresh id the runtime cannot know: anything but "missing" means
+        // it does not answer truthfully.
+        match driver.inspect(&instance).await {
+            Ok(RuntimeState::Missing) => {}
+            Ok(other) => {
+                return Err((
+                    SmokeStep::Reach,
+                    format!("the runtime reports {other:?} for an instance it cannot hold"),
+                ))
+            }
+            Err(e) => return Err((SmokeStep::Reach, chain(e))),
+        }
+        if !self.workloads.contains_key(&runtime) {
+            return Ok((
+                CheckOutcome::Reachable,
+                format!(
+                    "{} reachable; not booted: no smoke workload configured",
+                    driver.name()
+                ),
+            ));
+        }
+        let booted = self.boot(driver, &instance).await;
+        // Whatever happened, nothing may stay behind; a failed boot that
+        // also left something says so.
+        let removed = remove(driver, &instance).await;
+        let ran_for = match (booted, removed) {
+            (Ok(ran_for), Ok(())) => ran_for,
+            (Ok(_), Err(failed)) => return Err(failed),
+            (Err(failed), Ok(())) => return Err(failed),
+            (Err((step, error)), Err((_, left))) => {
+                return Err((step, format!("{error}; removing it then: {left}")))
+            }
+        };
+        Ok((
+            CheckOutcome::Booted,
+            format!(
+                "{} booted {} (running after {} ms), deleted it, and holds nothing of it",
+                driver.name(),
+                workload(&instance.spec),
+                ran_for.as_millis()
+            ),
+        ))
+    }
+
+    /// Creates and starts `instance`, and waits until it runs (or ran and
+    /// exited 0). Returns how long that took from the create.
+    async fn boot(
+        &self,
+        driver: &dyn Driver,
+        instance: &Instance,
+    ) -> std::result::Result<Duration, (SmokeStep, String)> {
+        let began = Instant::now();
+        driver
+            .create(instance)
+            .await
+            .map_err(|e| (SmokeStep::Create, chain(e)))?;
+        driver
+            .start(instance)
+            .await
+            .map_err(|e| (SmokeStep::Start, chain(e)))?;
+        let deadline = began + self.timeout;
+        loop {
+            match driver.inspect(instance).await {
+                Ok(RuntimeState::Running) | Ok(RuntimeState::Exited { code: 0, .. }) => {
+                    return Ok(began.elapsed())
+                }
+                Ok(RuntimeState::Exited { code, .. }) => {
+                    return Err((SmokeStep::Run, format!("it exited with code {code}")))
+                }
+                Ok(_) => {}
+                Err(e) => return Err((SmokeStep::Run, chain(e))),
+            }
+            if Instant::now() >= deadline {
+                return Err((
+                    SmokeStep::Run,
+                    format!("it was not running after {} ms", self.timeout.as_millis()),
+                ));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Stops and deletes `instance`, then checks the runtime says it is gone.
+async fn remove(
+    driver: &dyn Driver,
+    instance: &Instance,
+) -> std::result::Result<(), (SmokeStep, String)> {
+    let deleted = async {
+        driver.stop(instance, Duration::ZERO).await?;
+        driver.delete(instance).await
+    };
+    deleted.await.map_err(|e| (SmokeStep::Delete, chain(e)))?;
+    match driver.inspect(instance).await {
+        Ok(RuntimeState::Missing) => Ok(()),
+        Ok(other) => Err((
+            SmokeStep::Gone,
+            format!("deleted, the runtime still reports it {other:?}"),
+        )),
+        Err(e) => Err((SmokeStep::Gone, chain(e))),
+    }
+}
+
+/// An instance as the controller hands one to a driver, never stored: a
+/// fresh id, placed on `node`.
+fn smoke_instance(node: &str, runtime: InstanceType, spec: InstanceSpec) -> Instance {
+    let name = format!("smoke-test-{runtime}");
+    let mut instance = Instance::new(
+        uuid::Uuid::new_v4().to_string(),
+        CreateInstance::new(name, spec),
+        Utc::now(),
+    );
+    instance.node = Some(node.to_owned());
+    instance.status = InstanceStatus::Scheduled;
+    instance
+}
+
+/// What a smoke instance boots, for its check's detail.
+fn workload(spec: &InstanceSpec) -> String {
+    match (&spec.image, &spec.kernel) {
+        (Some(image), _) => format!("image `{image}`"),
+        (None, Some(kernel)) => format!("kernel {}", kernel.display()),
+        (None, None) => "nothing".to_owned(),
+    }
+}
+
+/// `error` with its causes, as one line.
+fn chain(error: DriverError) -> String {
+    Error::from(error).chain()
+}
+
+/// `text` cut to what a check may carry, on a character boundary.
+fn bounded(mut text: String) -> String {
+    let max = RuntimeCheck::MAX_DETAIL - '…'.len_utf8();
+    if text.len() > RuntimeCheck::MAX_DETAIL {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
