@@ -39,6 +39,7 @@ use zixiao_core::model::{
     OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, ScheduledSnapshot,
     SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
     TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    Vni,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -1792,6 +1793,7 @@ impl From<Network> for pb::Network {
             deleting: n.deleting,
             revision: n.revision,
             installation: n.installation.map(Into::into).unwrap_or_default(),
+            vni: n.vni.map_or(0, Vni::get),
         }
     }
 }
@@ -1808,6 +1810,10 @@ fn network(n: pb::Network, at: &str) -> Result<Network> {
             .collect::<Result<_>>()?,
         bridge: name(n.bridge, &path(at, "bridge"))?,
         installation: installation(n.installation, &path(at, "installation"))?,
+        vni: match n.vni {
+            0 => None,
+            vni => Some(Vni::parse_at(vni, &path(at, "vni"))?),
+        },
         nat: n.nat,
         isolated: n.isolated,
         created_at: required_time(n.created_at, &path(at, "created_at"))?,
@@ -1837,6 +1843,7 @@ impl From<CreateNetwork> for pb::CreateNetwork {
             reserved: c.reserved,
             nat: Some(c.nat),
             isolated: Some(c.isolated),
+            vni: c.vni,
         }
     }
 }
@@ -1853,6 +1860,7 @@ impl TryFrom<pb::CreateNetwork> for CreateNetwork {
             reserved: c.reserved,
             nat: c.nat.unwrap_or(true),
             isolated: c.isolated.unwrap_or(true),
+            vni: c.vni,
         })
     }
 }

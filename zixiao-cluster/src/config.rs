@@ -129,6 +129,11 @@ pub struct AgentSection {
     pub listen: String,
     /// The `host:port` servers dial (`ZIXIAO_AGENT_ADVERTISE`).
     pub advertise: Option<String>,
+    /// The node's IP address between nodes, which networks' VXLAN overlays
+    /// use (`ZIXIAO_AGENT_UNDERLAY`; default: the host of `advertise` when
+    /// that is an IP other than loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
     /// The node's state directory (`ZIXIAO_STATE_DIR`).
     pub state_dir: Option<PathBuf>,
 }
@@ -139,6 +144,7 @@ impl Default for AgentSection {
             servers: Vec::new(),
             listen: "0.0.0.0:50052".to_owned(),
             advertise: None,
+            underlay: None,
             state_dir: None,
         }
     }
@@ -235,6 +241,9 @@ impl AgentConfig {
         }
         if let Some(v) = env("ZIXIAO_AGENT_ADVERTISE") {
             config.agent.advertise = Some(v);
+        }
+        if let Some(v) = env("ZIXIAO_AGENT_UNDERLAY") {
+            config.agent.underlay = Some(v);
         }
         if let Some(v) = env("ZIXIAO_STATE_DIR") {
             config.agent.state_dir = Some(PathBuf::from(v));

@@ -273,6 +273,12 @@ impl NetworkHost for Refusing {
     ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    async fn underlay(&self) -> Result<Option<std::net::IpAddr>> {
+        Ok(None)
+    }
+    async fn set_overlay_peers(&self, _: &Network, _: &[std::net::IpAddr]) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod driver;
 mod images;
 mod logs;
 mod network;
+mod overlay;
 mod publish;
 mod pull;
 mod recovery;
