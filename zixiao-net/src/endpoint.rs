@@ -336,7 +336,8 @@ impl LinuxNetwork {
     }
 }
 
-async fn set(
+/// Sets what `message` says on a link, failing with what was being `doing`.
+pub(crate) async fn set(
     handle: &Handle,
     message: rtnetlink::LinkMessageBuilder<LinkUnspec>,
     doing: &str,

@@ -40,6 +40,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 use zixiao_core::model::{BridgeName, HostMark, Network, Vni, BRIDGE_PREFIX};
 use zixiao_core::{Error, Result};
 
+use crate::endpoint::set as set_link;
 use crate::host::{errno, link_index, netlink_error, LinuxNetwork};
 use crate::links::{self, LinkKind};
 
@@ -511,19 +512,6 @@ async fn link_message(handle: &Handle, index: u32) -> Result<LinkMessage> {
         .await
         .map_err(|e| netlink_error(&format!("looking up link {index}"), e))?
         .ok_or_else(|| Error::Internal(format!("link {index} vanished")))
-}
-
-async fn set_link(
-    handle: &Handle,
-    message: rtnetlink::LinkMessageBuilder<LinkUnspec>,
-    doing: &str,
-) -> Result<()> {
-    handle
-        .link()
-        .set(message.build())
-        .execute()
-        .await
-        .map_err(|e| netlink_error(doing, e))
 }
 
 #[cfg(test)]

@@ -550,3 +550,95 @@ fn a_create_whose_commit_answer_is_lost_after_it_applied_keeps_its_address() {
 fn a_create_whose_commit_answer_is_lost_before_it_applied_frees_its_address_on_reconcile() {
     a_create_with_a_lost_answer(false);
 }
+
+/// A node with an underlay address that records the overlay peers it is
+/// told (its network set-up itself is not this test's concern).
+#[derive(Debug, Default)]
+struct Underlaid {
+    peers: std::sync::Mutex<Vec<Vec<std::net::IpAddr>>>,
+}
+
+#[async_trait]
+impl NetworkHost for Underlaid {
+    async fn ensure_network(&self, _: &Network) -> Result<()> {
+        Ok(())
+    }
+    async fn remove_network(&self, _: &Network) -> Result<()> {
+        Ok(())
+    }
+    async fn inventory(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn reconcile(
+        &self,
+        _: &InstallationId,
+        _: &[Network],
+        _: &[Instance],
+        _: &[String],
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+    async fn underlay(&self) -> Result<Option<std::net::IpAddr>> {
+        Ok(Some("10.9.9.2".parse().unwrap()))
+    }
+    async fn set_overlay_peers(&self, _: &Network, peers: &[std::net::IpAddr]) -> Result<()> {
+        self.peers.lock().unwrap().push(peers.to_vec());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_network_cannot_span_a_node_without_an_underlay_address() {
+    in_fresh_netns(|dir| async move {
+        // node-a: the real host, with no underlay (the embedded default).
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        let b = Arc::new(Underlaid::default());
+        let agent = Arc::new(
+            zixiao_core::LocalAgent::new(zixiao_core::host::HostFacts {
+                hostname: "b".into(),
+                capacity: zixiao_core::Resources {
+                    cpus: zixiao_core::Cpus::cores(16),
+                    memory_mib: 65536,
+                    disk_gib: 100,
+                    instances: 64,
+                },
+            })
+            .with_driver(Arc::new(zixiao_testing::fake_driver::FakeDriver::new(
+                zixiao_core::InstanceType::Container,
+            ))),
+        );
+        let mut registration = agent.registration("node-b");
+        registration.zone = "zone-b".into();
+        c.attach_agent("node-b", agent);
+        c.attach_network_host("node-b", b.clone());
+        c.register_node(registration).await.unwrap();
+        let lan = c
+            .create_network(CreateNetwork::new("lan", ["10.76.0.0/24"]))
+            .await
+            .unwrap();
+        assert!(lan.vni.is_some(), "every new network gets a VNI");
+
+        // Alone on node-a it needs no overlay: it runs, and no node has peers.
+        let mut one = on("one", &["lan"]);
+        one.spec.placement.zone = Some("default".into());
+        let one = c.create_instance(one).await.unwrap();
+        let one = c.settle(&one.id).await.unwrap().unwrap();
+        assert_eq!(one.node.as_deref(), Some("node-a"));
+        assert_eq!(one.status, zixiao_core::InstanceStatus::Running, "{one:?}");
+        assert!(b.peers.lock().unwrap().iter().all(Vec::is_empty));
+
+        // On node-b too it would span node-a, which has no underlay.
+        let mut two = on("two", &["lan"]);
+        two.spec.placement.zone = Some("zone-b".into());
+        let two = c.create_instance(two).await.unwrap();
+        let two = c.settle(&two.id).await.unwrap().unwrap();
+        assert_eq!(two.status, zixiao_core::InstanceStatus::Failed, "{two:?}");
+        let problem = two.problem().unwrap_or_default().to_owned();
+        assert!(
+            problem.contains("`node-a`") && problem.contains("--underlay"),
+            "{problem}"
+        );
+    });
+}
