@@ -247,16 +247,26 @@ fn a_create_whose_addresses_a_reconcile_released_allocates_again() {
     });
 }
 
-/// A node whose network set-up fails after the first of two nodes succeeded.
-#[derive(Debug)]
-struct Refusing;
+/// A node of another process, as far as the controller sees it: its
+/// network set-up fails (`refusing`: after the first of two nodes
+/// succeeded) or succeeds without touching anything; it has `underlay`, and
+/// records the overlay peers it is told.
+#[derive(Debug, Default)]
+struct OtherNode {
+    refusing: bool,
+    underlay: Option<std::net::IpAddr>,
+    peers: std::sync::Mutex<Vec<Vec<std::net::IpAddr>>>,
+}
 
 #[async_trait]
-impl NetworkHost for Refusing {
+impl NetworkHost for OtherNode {
     async fn ensure_network(&self, _: &Network) -> Result<()> {
-        Err(Error::Unsupported(
-            "missing privileges for creating bridges".into(),
-        ))
+        if self.refusing {
+            return Err(Error::Unsupported(
+                "missing privileges for creating bridges".into(),
+            ));
+        }
+        Ok(())
     }
     async fn remove_network(&self, _: &Network) -> Result<()> {
         Ok(())
@@ -274,9 +284,10 @@ impl NetworkHost for Refusing {
         Ok(Vec::new())
     }
     async fn underlay(&self) -> Result<Option<std::net::IpAddr>> {
-        Ok(None)
+        Ok(self.underlay)
     }
-    async fn set_overlay_peers(&self, _: &Network, _: &[std::net::IpAddr]) -> Result<()> {
+    async fn set_overlay_peers(&self, _: &Network, peers: &[std::net::IpAddr]) -> Result<()> {
+        self.peers.lock().unwrap().push(peers.to_vec());
         Ok(())
     }
 }
@@ -286,8 +297,13 @@ fn a_node_that_cannot_set_up_the_network_leaves_nothing_half_created() {
     in_fresh_netns(|dir| async move {
         let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
         let s = setup(host.clone()).await;
-        s.controller
-            .attach_network_host("node-b", Arc::new(Refusing));
+        s.controller.attach_network_host(
+            "node-b",
+            Arc::new(OtherNode {
+                refusing: true,
+                ..OtherNode::default()
+            }),
+        );
         let err = s
             .controller
             .create_network(CreateNetwork::new("lan", ["10.75.0.0/24"]))
@@ -551,42 +567,6 @@ fn a_create_whose_commit_answer_is_lost_before_it_applied_frees_its_address_on_r
     a_create_with_a_lost_answer(false);
 }
 
-/// A node with an underlay address that records the overlay peers it is
-/// told (its network set-up itself is not this test's concern).
-#[derive(Debug, Default)]
-struct Underlaid {
-    peers: std::sync::Mutex<Vec<Vec<std::net::IpAddr>>>,
-}
-
-#[async_trait]
-impl NetworkHost for Underlaid {
-    async fn ensure_network(&self, _: &Network) -> Result<()> {
-        Ok(())
-    }
-    async fn remove_network(&self, _: &Network) -> Result<()> {
-        Ok(())
-    }
-    async fn inventory(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn reconcile(
-        &self,
-        _: &InstallationId,
-        _: &[Network],
-        _: &[Instance],
-        _: &[String],
-    ) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-    async fn underlay(&self) -> Result<Option<std::net::IpAddr>> {
-        Ok(Some("10.9.9.2".parse().unwrap()))
-    }
-    async fn set_overlay_peers(&self, _: &Network, peers: &[std::net::IpAddr]) -> Result<()> {
-        self.peers.lock().unwrap().push(peers.to_vec());
-        Ok(())
-    }
-}
-
 #[test]
 fn a_network_cannot_span_a_node_without_an_underlay_address() {
     in_fresh_netns(|dir| async move {
@@ -594,7 +574,10 @@ fn a_network_cannot_span_a_node_without_an_underlay_address() {
         let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
         let s = setup(host.clone()).await;
         let c = &s.controller;
-        let b = Arc::new(Underlaid::default());
+        let b = Arc::new(OtherNode {
+            underlay: Some("10.9.9.2".parse().unwrap()),
+            ..OtherNode::default()
+        });
         let agent = Arc::new(
             zixiao_core::LocalAgent::new(zixiao_core::host::HostFacts {
                 hostname: "b".into(),

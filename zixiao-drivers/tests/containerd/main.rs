@@ -12,6 +12,7 @@ mod images;
 mod logs;
 mod network;
 mod overlay;
+mod overlay_nodes;
 mod publish;
 mod pull;
 mod recovery;
