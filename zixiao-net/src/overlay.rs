@@ -212,7 +212,9 @@ impl LinuxNetwork {
             .await?;
         }
         let (Some((underlay, vni)), Some((dev, mtu))) = (overlay, mtu) else {
-            return Ok(());
+            // A node that lost its underlay (restarted without one) keeps
+            // no VXLAN device of an earlier set-up.
+            return self.remove_overlay(network, mark).await;
         };
         let vxlan = VxlanName::of(name);
         let index = self.ensure_vxlan(&vxlan, vni, underlay, dev, mark).await?;
