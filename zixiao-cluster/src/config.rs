@@ -288,6 +288,7 @@ mod tests {
                 Some("http://10.0.0.1:2379, http://10.0.0.2:2379".to_owned())
             }
             "ZIXIAO_NODE_ZONE" => Some("zone-b".to_owned()),
+            "ZIXIAO_AGENT_UNDERLAY" => Some("10.0.0.21".to_owned()),
             _ => None,
         };
         let server = ServerConfig::load(Some(&example("server.yaml")), &env).expect("server.yaml");
@@ -299,6 +300,7 @@ mod tests {
         assert_eq!(agent.node.zone, "zone-b");
         assert_eq!(agent.node.region, "eu-west");
         assert!(!agent.agent.servers.is_empty());
+        assert_eq!(agent.agent.underlay.as_deref(), Some("10.0.0.21"));
     }
 
     #[test]
