@@ -493,7 +493,9 @@ impl Controller {
         }
         // After a restart the devices are back but their peers are not.
         for network in &networks {
-            self.sync_overlay(&network.name).await?;
+            if let Err(e) = self.sync_overlay(&network.name, None).await {
+                tracing::warn!(network = %network.name, error = %e, "updating overlay peers");
+            }
         }
         Ok(report)
     }

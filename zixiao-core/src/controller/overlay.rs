@@ -23,11 +23,16 @@ use crate::{Error, Result};
 impl Controller {
     /// Recomputes the overlay peers of network `name` from the store and
     /// sets them on every node with a network host. Idempotent; a missing
-    /// network, or one stored before VNIs, has nothing to set. Errors:
+    /// network, or one stored before VNIs, has nothing to set.
+    ///
+    /// Only `node`'s failures (the node an instance is being created on)
+    /// are errors: another node that cannot be reached or asked is logged
+    /// and left out (a node down must not stop creates elsewhere; the next
+    /// sync or network reconcile catches it up). Errors:
     /// `FailedPrecondition` naming the nodes without an underlay address
-    /// when the network spans several nodes, the hosts' and the store's
-    /// errors.
-    pub(super) async fn sync_overlay(&self, name: &str) -> Result<()> {
+    /// when the network spans several nodes, `node`'s host's errors, the
+    /// store's.
+    pub(super) async fn sync_overlay(&self, name: &str, node: Option<&str>) -> Result<()> {
         let store = &self.inner.store;
         let Some(network) = store.get_object::<Network>(name).await? else {
             return Ok(());
@@ -41,10 +46,18 @@ impl Controller {
         let carriers: BTreeSet<NodeId> = instances.into_iter().filter_map(|i| i.node).collect();
         let hosts = self.network_hosts();
         let mut underlays: BTreeMap<&str, Option<IpAddr>> = BTreeMap::new();
-        for (node, host) in &hosts {
-            if carriers.contains(node) {
-                let underlay = host.underlay().await.map_err(|e| on_node(node, e))?;
-                underlays.insert(node, underlay);
+        for (other, host) in &hosts {
+            if carriers.contains(other) {
+                match host.underlay().await {
+                    Ok(underlay) => {
+                        underlays.insert(other, underlay);
+                    }
+                    Err(e) if Some(other.as_str()) != node => {
+                        tracing::warn!(node = %other, network = %name, error = %e,
+                            "asking a node for its underlay; it is left out of the overlay for now");
+                    }
+                    Err(e) => return Err(on_node(other, e)),
+                }
             }
         }
         if underlays.len() > 1 {
@@ -65,27 +78,34 @@ impl Controller {
                 )));
             }
         }
-        for (node, host) in &hosts {
-            let peers: Vec<IpAddr> = if underlays.contains_key(node.as_str()) {
+        for (each, host) in &hosts {
+            let peers: Vec<IpAddr> = if underlays.contains_key(each.as_str()) {
                 underlays
                     .iter()
-                    .filter(|(other, _)| **other != node.as_str())
+                    .filter(|(other, _)| **other != each.as_str())
                     .filter_map(|(_, u)| *u)
                     .collect()
             } else {
                 Vec::new()
             };
-            host.set_overlay_peers(&network, &peers)
-                .await
-                .map_err(|e| on_node(node, e))?;
+            match host.set_overlay_peers(&network, &peers).await {
+                Ok(()) => {}
+                Err(e) if Some(each.as_str()) != node => {
+                    tracing::warn!(node = %each, network = %name, error = %e,
+                        "setting a node's overlay peers; the next sync retries");
+                }
+                Err(e) => return Err(on_node(each, e)),
+            }
         }
         Ok(())
     }
 
-    /// [`Controller::sync_overlay`] for every network `instance` is attached to.
+    /// [`Controller::sync_overlay`] for every network `instance` is
+    /// attached to, failing only for its own node.
     pub(super) async fn sync_overlays_of(&self, instance: &Instance) -> Result<()> {
         for attachment in &instance.attachments {
-            self.sync_overlay(&attachment.network).await?;
+            self.sync_overlay(&attachment.network, instance.node.as_deref())
+                .await?;
         }
         Ok(())
     }
