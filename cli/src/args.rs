@@ -1233,6 +1233,10 @@ pub(crate) struct CreateNetworkArgs {
     /// Let traffic flow to and from other networks.
     #[arg(long)]
     no_isolation: bool,
+    /// Its VXLAN network identifier between nodes, 1 to 16777215 (default:
+    /// derived from the name; another network's is refused).
+    #[arg(long, value_name = "N")]
+    vni: Option<u32>,
 }
 
 impl CreateNetworkArgs {
@@ -1245,6 +1249,7 @@ impl CreateNetworkArgs {
             reserved: self.reserved,
             nat: !self.no_nat,
             isolated: !self.no_isolation,
+            vni: self.vni,
         }
     }
 }

@@ -185,7 +185,7 @@ fn networks_through_an_endpoint_are_set_up_on_the_agents_node() {
         let server = start_server(server_dir.path()).await;
         let endpoint = server.addr().to_string();
         let driver: Arc<dyn Driver> = Arc::new(FakeDriver::new(InstanceType::Container));
-        let network = agent::linux_network(&netns).expect("netlink");
+        let network = agent::linux_network(&netns, None).expect("netlink");
         let agent = start_agent(
             server.addr(),
             agent_dir.path(),

@@ -604,4 +604,47 @@ impl AgentService for AgentServer {
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(pb::ReconcileNetworksResponse { removed }))
     }
+
+    async fn network_underlay(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<pb::NetworkUnderlayResponse>, Status> {
+        let address = self
+            .network_host()?
+            .underlay()
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(pb::NetworkUnderlayResponse {
+            address: address.map(|a| a.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn set_overlay_peers(
+        &self,
+        request: Request<pb::SetOverlayPeersRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        let claimed = request
+            .network
+            .ok_or_else(|| invalid(Error::invalid("network", "missing")))?;
+        let network = network(self, claimed).await?;
+        let peers = request
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<std::net::IpAddr>().map_err(|_| {
+                    invalid(Error::invalid(
+                        format!("peers[{i}]"),
+                        format!("`{}` is not an IP address", p.escape_debug()),
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        self.network_host()?
+            .set_overlay_peers(&network, &peers)
+            .await
+            .map_err(|e| from_error(&e))?;
+        done()
+    }
 }

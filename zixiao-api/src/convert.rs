@@ -40,6 +40,7 @@ use zixiao_core::model::{
     PublishedPort, Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep,
     SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
     TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    Vni,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -1888,6 +1889,7 @@ impl From<Network> for pb::Network {
             deleting: n.deleting,
             revision: n.revision,
             installation: n.installation.map(Into::into).unwrap_or_default(),
+            vni: n.vni.map_or(0, Vni::get),
         }
     }
 }
@@ -1904,6 +1906,10 @@ fn network(n: pb::Network, at: &str) -> Result<Network> {
             .collect::<Result<_>>()?,
         bridge: name(n.bridge, &path(at, "bridge"))?,
         installation: installation(n.installation, &path(at, "installation"))?,
+        vni: match n.vni {
+            0 => None,
+            vni => Some(Vni::parse_at(vni, &path(at, "vni"))?),
+        },
         nat: n.nat,
         isolated: n.isolated,
         created_at: required_time(n.created_at, &path(at, "created_at"))?,
@@ -1933,6 +1939,7 @@ impl From<CreateNetwork> for pb::CreateNetwork {
             reserved: c.reserved,
             nat: Some(c.nat),
             isolated: Some(c.isolated),
+            vni: c.vni,
         }
     }
 }
@@ -1949,6 +1956,7 @@ impl TryFrom<pb::CreateNetwork> for CreateNetwork {
             reserved: c.reserved,
             nat: c.nat.unwrap_or(true),
             isolated: c.isolated.unwrap_or(true),
+            vni: c.vni,
         })
     }
 }

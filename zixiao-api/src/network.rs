@@ -3,6 +3,8 @@
 //! the [`NETWORKS_TRAIT`], so creating a network through any server sets
 //! its bridge up on every such node, and deleting it removes it.
 
+use std::net::IpAddr;
+
 use async_trait::async_trait;
 use tonic::transport::Channel;
 use zixiao_core::model::{InstallationId, Network};
@@ -116,5 +118,38 @@ impl NetworkHost for RemoteNetworkHost {
             .await
             .map_err(|s| self.error(s))?;
         Ok(reply.into_inner().removed)
+    }
+
+    async fn underlay(&self) -> Result<Option<IpAddr>> {
+        let reply = self
+            .client
+            .clone()
+            .network_underlay(())
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        if reply.address.is_empty() {
+            return Ok(None);
+        }
+        reply.address.parse().map(Some).map_err(|_| {
+            Error::Internal(format!(
+                "the agent of node `{}` reported `{}` as its underlay, not an IP address",
+                self.node,
+                reply.address.escape_debug()
+            ))
+        })
+    }
+
+    async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()> {
+        let request = pb::SetOverlayPeersRequest {
+            network: Some(pb::Network::from(network.clone())),
+            peers: peers.iter().map(ToString::to_string).collect(),
+        };
+        self.client
+            .clone()
+            .set_overlay_peers(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
     }
 }

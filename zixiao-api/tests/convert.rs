@@ -30,7 +30,7 @@ use zixiao_core::model::{
     NetworkName, Node, NodeMetadata, NodeRegistration, NodeRole, NodeStatus, Onboarding,
     OnboardingState, OrphanSweep, Placement, PublishedPort, Resources, RestartPolicy, RuntimeCheck,
     ScheduledSnapshot, SmokeStep, SnapshotName, SnapshotSchedule, Subnet, TemplateName,
-    TemplateOrigin, MAX_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_KEEP, MIN_SNAPSHOT_INTERVAL,
+    TemplateOrigin, Vni, MAX_SNAPSHOT_INTERVAL, MAX_SNAPSHOT_KEEP, MAX_VNI, MIN_SNAPSHOT_INTERVAL,
 };
 use zixiao_core::scheduler::{
     CarbonPolicy, GroupPolicy, GroupRule, GroupScope, LabelOperator, LabelRequirement,
@@ -794,6 +794,10 @@ fn network() -> impl Strategy<Value = Network> {
                     name,
                     subnets,
                     installation,
+                    // Some networks stored before VNIs, the rest across the range.
+                    vni: (revision % 4 != 0).then(|| {
+                        Vni::try_from((revision % u64::from(MAX_VNI)) as u32 + 1).unwrap()
+                    }),
                     nat,
                     isolated,
                     created_at,
@@ -949,6 +953,7 @@ proptest! {
             reserved,
             nat: flags.0,
             isolated: flags.1,
+            vni: value.vni.map(Vni::get),
         };
         same::<_, pb::CreateNetwork>(create)?;
         same::<_, pb::Network>(value)?;

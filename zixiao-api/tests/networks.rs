@@ -356,3 +356,66 @@ async fn an_agent_without_networks_refuses_and_the_server_keeps_nothing() {
         "a network no node could set up is not stored"
     );
 }
+
+#[test]
+fn overlay_peers_are_set_on_the_agents_node_through_the_agent_service() {
+    in_fresh_netns(|netns| async move {
+        // The node's underlay: an address of its own, on a veth.
+        for args in [
+            &["link", "add", "ul", "type", "veth", "peer", "name", "ulp"][..],
+            &["addr", "add", "10.93.0.1/24", "dev", "ul"],
+            &["link", "set", "ulp", "up"],
+            &["link", "set", "ul", "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip");
+            assert!(status.success(), "ip {args:?}");
+        }
+        let linux = LinuxNetwork::connect(netns)
+            .expect("netlink")
+            .with_underlay("10.93.0.1".parse().expect("underlay"));
+        let rig = rig(Some(Arc::new(linux.clone()))).await;
+        let lan = rig
+            .client
+            .create_network(CreateNetwork::new("lan", ["10.73.0.0/24"]))
+            .await
+            .expect("create");
+        let vxlan = zixiao_net::overlay::VxlanName::of(&lan.bridge).to_string();
+        assert!(linux.link_index(&vxlan).await.expect("links").is_some());
+
+        let remote =
+            RemoteNetworkHost::new("node-a", &rig_agent_address(&rig).await).expect("network host");
+        assert_eq!(
+            remote.underlay().await.expect("underlay"),
+            Some("10.93.0.1".parse().unwrap())
+        );
+        let peer: std::net::IpAddr = "10.93.0.2".parse().unwrap();
+        remote
+            .set_overlay_peers(&lan, &[peer])
+            .await
+            .expect("set peers");
+        assert_eq!(linux.overlay_peers(&lan).await.expect("peers"), vec![peer]);
+        let own = remote
+            .set_overlay_peers(&lan, &["10.93.0.1".parse().unwrap()])
+            .await
+            .unwrap_err();
+        assert_eq!(own.kind(), ErrorKind::InvalidArgument, "{own}");
+        assert!(own.to_string().contains("own underlay"), "{own}");
+        remote.set_overlay_peers(&lan, &[]).await.expect("no peers");
+        assert!(linux.overlay_peers(&lan).await.expect("peers").is_empty());
+
+        rig.client.delete_network("lan").await.expect("delete");
+        assert!(linux.link_index(&vxlan).await.expect("links").is_none());
+    });
+}
+
+/// The address node-a's agent was registered with.
+async fn rig_agent_address(rig: &Rig) -> String {
+    rig.controller
+        .get_node("node-a")
+        .await
+        .expect("node-a")
+        .address
+}

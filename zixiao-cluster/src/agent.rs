@@ -569,12 +569,20 @@ pub async fn start(options: AgentOptions, local: LocalAgent) -> Result<AgentHand
     start_with_network(options, local, None).await
 }
 
+pub use zixiao_net::Underlay;
+
 /// This machine's networks (zixiao-net's LinuxNetwork) in the calling
 /// thread's network namespace, containers' namespaces pinned under
-/// `netns_dir`. Must be called inside a tokio runtime. Errors: `Internal`
-/// (no netlink socket).
-pub fn linux_network(netns_dir: &Path) -> Result<Arc<dyn NetworkHost>> {
-    Ok(Arc::new(zixiao_net::LinuxNetwork::connect(netns_dir)?))
+/// `netns_dir`, with `underlay` as its address between nodes (networks'
+/// VXLAN overlays; `None`: it cannot carry a network that spans nodes).
+/// Must be called inside a tokio runtime. Errors: `Internal` (no netlink
+/// socket).
+pub fn linux_network(netns_dir: &Path, underlay: Option<Underlay>) -> Result<Arc<dyn NetworkHost>> {
+    let host = zixiao_net::LinuxNetwork::connect(netns_dir)?;
+    Ok(Arc::new(match underlay {
+        Some(underlay) => host.with_underlay(underlay),
+        None => host,
+    }))
 }
 
 /// The node's registration as its agent makes it: what the machine

@@ -131,6 +131,11 @@ pub struct AgentSection {
     pub listen: String,
     /// The `host:port` servers dial (`ZIXIAO_AGENT_ADVERTISE`).
     pub advertise: Option<String>,
+    /// The node's IP address between nodes, which networks' VXLAN overlays
+    /// use (`ZIXIAO_AGENT_UNDERLAY`; default: the host of `advertise` when
+    /// that is an IP other than loopback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
     /// The node's state directory (`ZIXIAO_STATE_DIR`).
     pub state_dir: Option<PathBuf>,
 }
@@ -141,6 +146,7 @@ impl Default for AgentSection {
             servers: Vec::new(),
             listen: "0.0.0.0:50052".to_owned(),
             advertise: None,
+            underlay: None,
             state_dir: None,
         }
     }
@@ -246,6 +252,9 @@ impl AgentConfig {
         if let Some(v) = env("ZIXIAO_AGENT_ADVERTISE") {
             config.agent.advertise = Some(v);
         }
+        if let Some(v) = env("ZIXIAO_AGENT_UNDERLAY") {
+            config.agent.underlay = Some(v);
+        }
         if let Some(v) = env("ZIXIAO_STATE_DIR") {
             config.agent.state_dir = Some(PathBuf::from(v));
         }
@@ -290,6 +299,7 @@ mod tests {
                 Some("http://10.0.0.1:2379, http://10.0.0.2:2379".to_owned())
             }
             "ZIXIAO_NODE_ZONE" => Some("zone-b".to_owned()),
+            "ZIXIAO_AGENT_UNDERLAY" => Some("10.0.0.21".to_owned()),
             _ => None,
         };
         let server = ServerConfig::load(Some(&example("server.yaml")), &env).expect("server.yaml");
@@ -301,6 +311,7 @@ mod tests {
         assert_eq!(agent.node.zone, "zone-b");
         assert_eq!(agent.node.region, "eu-west");
         assert!(!agent.agent.servers.is_empty());
+        assert_eq!(agent.agent.underlay.as_deref(), Some("10.0.0.21"));
     }
 
     #[test]

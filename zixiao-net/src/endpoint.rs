@@ -284,25 +284,29 @@ impl LinuxNetwork {
                 "moving a veth into the container namespace",
             )
             .await?;
+            // Both ends take the bridge's MTU: under an overlay it is less
+            // than the default, and a larger one would fragment or drop.
+            let mtu = crate::overlay::link_mtu(&self.handle, bridge).await?;
+            let mut plug = LinkUnspec::new_with_index(host_index).controller(bridge);
+            if let Some(mtu) = mtu {
+                plug = plug.mtu(mtu);
+            }
             set(
                 &self.handle,
-                LinkUnspec::new_with_index(host_index)
-                    .controller(bridge)
-                    .up(),
+                plug.up(),
                 &format!("plugging {host_if} into {}", attachment.bridge),
             )
             .await?;
             let index = link_index(&inside, &peer)
                 .await?
                 .ok_or_else(|| Error::Internal(format!("veth {peer} is not in the namespace")))?;
-            set(
-                &inside,
-                LinkUnspec::new_with_index(index)
-                    .name(attachment.interface.clone())
-                    .address(parse_mac(&attachment.mac)?),
-                &format!("naming {}", attachment.interface),
-            )
-            .await?;
+            let mut named = LinkUnspec::new_with_index(index)
+                .name(attachment.interface.clone())
+                .address(parse_mac(&attachment.mac)?);
+            if let Some(mtu) = mtu {
+                named = named.mtu(mtu);
+            }
+            set(&inside, named, &format!("naming {}", attachment.interface)).await?;
             set(
                 &inside,
                 LinkUnspec::new_with_index(index).up(),
@@ -332,7 +336,8 @@ impl LinuxNetwork {
     }
 }
 
-async fn set(
+/// Sets what `message` says on a link, failing with what was being `doing`.
+pub(crate) async fn set(
     handle: &Handle,
     message: rtnetlink::LinkMessageBuilder<LinkUnspec>,
     doing: &str,

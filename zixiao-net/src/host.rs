@@ -20,6 +20,7 @@ use zixiao_core::{Error, NetworkHost, Result};
 
 use crate::endpoint::NetnsName;
 use crate::links::{self, LinkKind, LinkName};
+use crate::overlay::{Underlay, VxlanName};
 use crate::ports::PortsTable;
 use crate::{nft, overlap};
 
@@ -41,6 +42,8 @@ pub struct LinuxNetwork {
     /// made and their monitors started (see `tap`); `None` when it could
     /// not be opened (no `/proc`): then the caller's own.
     pub(crate) netns: Option<Arc<File>>,
+    /// This node's address between nodes; `None`: no overlay (see `overlay`).
+    pub(crate) underlay: Option<Underlay>,
 }
 
 impl LinuxNetwork {
@@ -55,6 +58,7 @@ impl LinuxNetwork {
             handle,
             netns_dir: netns_dir.into(),
             netns: File::open("/proc/thread-self/ns/net").ok().map(Arc::new),
+            underlay: None,
         })
     }
 
@@ -138,7 +142,13 @@ impl LinuxNetwork {
                 let added = self
                     .handle
                     .link()
-                    .add(LinkBridge::new(bridge).build())
+                    // Made with the gateway MAC (see `overlay`): set later, it
+                    // would drop the new bridge's carrier a moment after.
+                    .add(
+                        LinkBridge::new(bridge)
+                            .address(network.gateway_mac().to_vec())
+                            .build(),
+                    )
                     .execute()
                     .await;
                 match added {
@@ -187,7 +197,8 @@ impl LinuxNetwork {
         mark: &HostMark,
         existing: Option<u32>,
     ) -> Result<()> {
-        self.ensure_bridge(network, mark, existing).await?;
+        let bridge = self.ensure_bridge(network, mark, existing).await?;
+        self.ensure_overlay(network, mark, bridge).await?;
         if network.nat {
             // Masquerading needs forwarding in this namespace.
             for (path, family) in [
@@ -250,6 +261,7 @@ impl NetworkHost for LinuxNetwork {
         };
         // Refused before anything is removed when the bridge is not ours.
         let bridge = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark).await?;
+        self.remove_overlay(network, &mark).await?;
         nft::delete_table(&mark).await?;
         match bridge {
             Some(index) => links::delete_index(&self.handle, index, &network.bridge).await,
@@ -286,6 +298,14 @@ impl NetworkHost for LinuxNetwork {
         Ok(held)
     }
 
+    async fn underlay(&self) -> Result<Option<IpAddr>> {
+        Ok(self.underlay.map(Underlay::address))
+    }
+
+    async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()> {
+        LinuxNetwork::set_overlay_peers(self, network, peers).await
+    }
+
     async fn reconcile(
         &self,
         installation: &InstallationId,
@@ -298,10 +318,12 @@ impl NetworkHost for LinuxNetwork {
         }
         let attachments: Vec<&NetworkAttachment> =
             instances.iter().flat_map(|i| &i.attachments).collect();
+        let vxlans: Vec<VxlanName> = networks.iter().map(|n| VxlanName::of(&n.bridge)).collect();
         let named_links: BTreeSet<&str> = networks
             .iter()
             .map(|n| n.bridge.as_str())
             .chain(attachments.iter().map(|a| a.host_interface.as_str()))
+            .chain(vxlans.iter().map(VxlanName::as_str))
             .collect();
         let named_tables: BTreeSet<String> = networks.iter().map(Network::nft_table).collect();
         let named_namespaces: BTreeSet<String> = instances

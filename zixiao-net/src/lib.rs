@@ -11,10 +11,13 @@
 //!   and VMs ([`LinuxNetwork::attach_tap`]: persistent TAP devices), and
 //!   publishes instances' ports ([`LinuxNetwork::publish_ports`]: DNAT in
 //!   a table per instance, see [`ports`]).
+//! - [`overlay`]: with an [`Underlay`] address, each network's VXLAN
+//!   segment (its own VNI) between the nodes that carry it, peers
+//!   programmed by head-end replication, and an anycast gateway.
 //!
 //! Everything created on a host is named from the store's objects and its
 //! installation id with a `zx` prefix (bridges `zxb…`, veths `zxv…`, TAPs
-//! `zxt…`, tables `inet zx_<installation>_<network>`, namespaces
+//! `zxt…`, VXLAN devices `zxx…`, tables `inet zx_<installation>_<network>`, namespaces
 //! `zx-<installation>-<instance>`), and every link is marked with its
 //! installation and network, so it can be found and removed after a crash,
 //! and nothing of another installation on the same host, or of anyone
@@ -27,11 +30,13 @@ mod links;
 pub mod netns;
 pub mod nft;
 mod overlap;
+pub mod overlay;
 pub mod ports;
 pub mod tap;
 
 pub use host::{LinuxNetwork, DEFAULT_NETNS_DIR};
 pub use ipam::StoreIpam;
+pub use overlay::Underlay;
 
 // The README's examples are compiled (and run, unless `no_run`) as doctests,
 // so what crates.io shows keeps matching the code.

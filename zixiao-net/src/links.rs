@@ -1,7 +1,7 @@
 //! Only Zixiao's links, ever: the one place that decides whether a link may
 //! be changed or removed. A link is this installation's when it has the
 //! kind its name promises (a bridge for `zxb…`, a veth for `zxv…`, a TAP for
-//! `zxt…`) and its alias (`IFLA_IFALIAS`) is the [`HostMark`] of the
+//! `zxt…`, a VXLAN device for `zxx…`) and its alias (`IFLA_IFALIAS`) is the [`HostMark`] of the
 //! network it serves. Anything else under one of our names is refused with
 //! `FailedPrecondition` naming it, and left untouched.
 //!
@@ -18,6 +18,7 @@ use zixiao_core::model::{BridgeName, HostMark, InstallationId, InterfaceKind, In
 use zixiao_core::{Error, Result};
 
 use crate::host::{errno, netlink_error};
+use crate::overlay::VxlanName;
 
 /// The kinds of links Zixiao makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,7 @@ pub(crate) enum LinkKind {
     Bridge,
     Veth,
     Tap,
+    Vxlan,
 }
 
 impl LinkKind {
@@ -33,6 +35,7 @@ impl LinkKind {
             LinkKind::Bridge => InfoKind::Bridge,
             LinkKind::Veth => InfoKind::Veth,
             LinkKind::Tap => InfoKind::Tun,
+            LinkKind::Vxlan => InfoKind::Vxlan,
         }
     }
 
@@ -41,6 +44,7 @@ impl LinkKind {
             LinkKind::Bridge => "bridge",
             LinkKind::Veth => "veth",
             LinkKind::Tap => "TAP device",
+            LinkKind::Vxlan => "VXLAN device",
         }
     }
 
@@ -58,6 +62,7 @@ impl LinkKind {
 pub(crate) enum LinkName {
     Bridge(BridgeName),
     Interface(InterfaceName),
+    Vxlan(VxlanName),
 }
 
 impl LinkName {
@@ -67,12 +72,14 @@ impl LinkName {
             .map(LinkName::Bridge)
             .or_else(|_| InterfaceName::try_from(name).map(LinkName::Interface))
             .ok()
+            .or_else(|| VxlanName::parse(name).map(LinkName::Vxlan))
     }
 
     pub(crate) fn as_str(&self) -> &str {
         match self {
             LinkName::Bridge(name) => name.as_str(),
             LinkName::Interface(name) => name.as_str(),
+            LinkName::Vxlan(name) => name.as_str(),
         }
     }
 
@@ -80,6 +87,7 @@ impl LinkName {
         match self {
             LinkName::Bridge(_) => LinkKind::Bridge,
             LinkName::Interface(name) => LinkKind::of(name),
+            LinkName::Vxlan(_) => LinkKind::Vxlan,
         }
     }
 }

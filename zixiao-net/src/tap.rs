@@ -129,15 +129,16 @@ impl LinuxNetwork {
                 (index, true)
             }
         };
+        // The bridge's MTU (less than the default under an overlay); the
+        // guest's own interface keeps its default unless told otherwise.
+        let mut plug = LinkUnspec::new_with_index(index).controller(bridge);
+        if let Some(mtu) = crate::overlay::link_mtu(&self.handle, bridge).await? {
+            plug = plug.mtu(mtu);
+        }
         let plugged = self
             .handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(index)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-            )
+            .set(plug.up().build())
             .execute()
             .await
             .map_err(|e| netlink_error(&format!("plugging {tap} into {}", attachment.bridge), e));

@@ -247,16 +247,26 @@ fn a_create_whose_addresses_a_reconcile_released_allocates_again() {
     });
 }
 
-/// A node whose network set-up fails after the first of two nodes succeeded.
-#[derive(Debug)]
-struct Refusing;
+/// A node of another process, as far as the controller sees it: its
+/// network set-up fails (`refusing`: after the first of two nodes
+/// succeeded) or succeeds without touching anything; it has `underlay`, and
+/// records the overlay peers it is told.
+#[derive(Debug, Default)]
+struct OtherNode {
+    refusing: bool,
+    underlay: Option<std::net::IpAddr>,
+    peers: std::sync::Mutex<Vec<Vec<std::net::IpAddr>>>,
+}
 
 #[async_trait]
-impl NetworkHost for Refusing {
+impl NetworkHost for OtherNode {
     async fn ensure_network(&self, _: &Network) -> Result<()> {
-        Err(Error::Unsupported(
-            "missing privileges for creating bridges".into(),
-        ))
+        if self.refusing {
+            return Err(Error::Unsupported(
+                "missing privileges for creating bridges".into(),
+            ));
+        }
+        Ok(())
     }
     async fn remove_network(&self, _: &Network) -> Result<()> {
         Ok(())
@@ -273,6 +283,13 @@ impl NetworkHost for Refusing {
     ) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+    async fn underlay(&self) -> Result<Option<std::net::IpAddr>> {
+        Ok(self.underlay)
+    }
+    async fn set_overlay_peers(&self, _: &Network, peers: &[std::net::IpAddr]) -> Result<()> {
+        self.peers.lock().unwrap().push(peers.to_vec());
+        Ok(())
+    }
 }
 
 #[test]
@@ -280,8 +297,13 @@ fn a_node_that_cannot_set_up_the_network_leaves_nothing_half_created() {
     in_fresh_netns(|dir| async move {
         let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
         let s = setup(host.clone()).await;
-        s.controller
-            .attach_network_host("node-b", Arc::new(Refusing));
+        s.controller.attach_network_host(
+            "node-b",
+            Arc::new(OtherNode {
+                refusing: true,
+                ..OtherNode::default()
+            }),
+        );
         let err = s
             .controller
             .create_network(CreateNetwork::new("lan", ["10.75.0.0/24"]))
@@ -543,4 +565,63 @@ fn a_create_whose_commit_answer_is_lost_after_it_applied_keeps_its_address() {
 #[test]
 fn a_create_whose_commit_answer_is_lost_before_it_applied_frees_its_address_on_reconcile() {
     a_create_with_a_lost_answer(false);
+}
+
+#[test]
+fn a_network_cannot_span_a_node_without_an_underlay_address() {
+    in_fresh_netns(|dir| async move {
+        // node-a: the real host, with no underlay (the embedded default).
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        let b = Arc::new(OtherNode {
+            underlay: Some("10.9.9.2".parse().unwrap()),
+            ..OtherNode::default()
+        });
+        let agent = Arc::new(
+            zixiao_core::LocalAgent::new(zixiao_core::host::HostFacts {
+                hostname: "b".into(),
+                capacity: zixiao_core::Resources {
+                    cpus: zixiao_core::Cpus::cores(16),
+                    memory_mib: 65536,
+                    disk_gib: 100,
+                    instances: 64,
+                },
+            })
+            .with_driver(Arc::new(zixiao_testing::fake_driver::FakeDriver::new(
+                zixiao_core::InstanceType::Container,
+            ))),
+        );
+        let mut registration = agent.registration("node-b");
+        registration.zone = "zone-b".into();
+        c.attach_agent("node-b", agent);
+        c.attach_network_host("node-b", b.clone());
+        c.register_node(registration).await.unwrap();
+        let lan = c
+            .create_network(CreateNetwork::new("lan", ["10.76.0.0/24"]))
+            .await
+            .unwrap();
+        assert!(lan.vni.is_some(), "every new network gets a VNI");
+
+        // Alone on node-a it needs no overlay: it runs, and no node has peers.
+        let mut one = on("one", &["lan"]);
+        one.spec.placement.zone = Some("default".into());
+        let one = c.create_instance(one).await.unwrap();
+        let one = c.settle(&one.id).await.unwrap().unwrap();
+        assert_eq!(one.node.as_deref(), Some("node-a"));
+        assert_eq!(one.status, zixiao_core::InstanceStatus::Running, "{one:?}");
+        assert!(b.peers.lock().unwrap().iter().all(Vec::is_empty));
+
+        // On node-b too it would span node-a, which has no underlay.
+        let mut two = on("two", &["lan"]);
+        two.spec.placement.zone = Some("zone-b".into());
+        let two = c.create_instance(two).await.unwrap();
+        let two = c.settle(&two.id).await.unwrap().unwrap();
+        assert_eq!(two.status, zixiao_core::InstanceStatus::Failed, "{two:?}");
+        let problem = two.problem().unwrap_or_default().to_owned();
+        assert!(
+            problem.contains("`node-a`") && problem.contains("--underlay"),
+            "{problem}"
+        );
+    });
 }

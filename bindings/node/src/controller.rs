@@ -1120,7 +1120,7 @@ impl Controller {
     }
 
     /// Validates `request` (shaped like the CLI's `network create`: `name`,
-    /// `subnets`, optional `gateways`, `reserved`, `nat`, `isolated`) and
+    /// `subnets`, optional `gateways`, `reserved`, `nat`, `isolated`, `vni`) and
     /// stores the network, setting it up on every node that can. Rejects
     /// with `invalid_argument` naming the field (`subnets[0]` also when it
     /// overlaps another network's), `already_exists`, `unsupported`.

@@ -974,7 +974,7 @@ impl PyController {
     }
 
     /// Validates `request` (a dict shaped like the CLI's `network create`:
-    /// `name`, `subnets`, optional `gateways`, `reserved`, `nat`, `isolated`)
+    /// `name`, `subnets`, optional `gateways`, `reserved`, `nat`, `isolated`, `vni`)
     /// and stores the network, setting it up on every node that can.
     ///
     /// Raises `InvalidArgument` naming the field (`subnets[0]` also when it

@@ -707,6 +707,9 @@ pub struct CreateNetwork {
     /// Drop traffic to and from other Zixiao networks.
     #[uniffi(default = true)]
     pub isolated: bool,
+    /// Its VXLAN network identifier between nodes (derived when absent).
+    #[uniffi(default = None)]
+    pub vni: Option<u32>,
 }
 
 impl From<CreateNetwork> for CoreCreateNetwork {
@@ -718,6 +721,7 @@ impl From<CreateNetwork> for CoreCreateNetwork {
             reserved: r.reserved,
             nat: r.nat,
             isolated: r.isolated,
+            vni: r.vni,
         }
     }
 }
@@ -746,6 +750,9 @@ pub struct Network {
     pub nat: bool,
     /// Whether traffic to other networks is dropped.
     pub isolated: bool,
+    /// Its VXLAN network identifier between nodes; none for a network
+    /// stored before VNIs.
+    pub vni: Option<u32>,
     /// When it was created (RFC 3339).
     pub created_at: String,
 }
@@ -766,6 +773,7 @@ impl From<core::Network> for Network {
             bridge: n.bridge.into(),
             nat: n.nat,
             isolated: n.isolated,
+            vni: n.vni.map(|v| v.get()),
             created_at: n.created_at.to_rfc3339(),
         }
     }

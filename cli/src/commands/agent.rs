@@ -70,6 +70,12 @@ pub(crate) struct AgentArgs {
     /// `networks` trait.
     #[arg(long)]
     no_networks: bool,
+    /// This node's IP address between nodes, which networks' VXLAN
+    /// overlays (UDP 4789) leave from and other nodes send to [default: the
+    /// host of --advertise when it is an IP address other than loopback].
+    /// Without one the node cannot carry a network that spans nodes.
+    #[arg(long, value_name = "ADDR")]
+    underlay: Option<String>,
     /// Where containers' network namespaces are pinned [default: /run/zixiao/netns].
     #[arg(long, value_name = "DIR")]
     netns_dir: Option<PathBuf>,
@@ -176,6 +182,17 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         config.onboarding.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     }
     let smoke_test = SmokeTest::try_from(&config.onboarding)?;
+    if let Some(v) = &args.underlay {
+        config.agent.underlay = Some(v.clone());
+    }
+    let underlay: Option<agent::Underlay> = match &config.agent.underlay {
+        Some(text) => Some(text.parse()?),
+        None => config
+            .agent
+            .advertise
+            .as_deref()
+            .and_then(agent::Underlay::from_advertise),
+    };
     if config.agent.servers.is_empty() {
         return Err(Error::invalid(
             "server",
@@ -257,7 +274,7 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     let network = if args.no_networks {
         None
     } else {
-        match agent::linux_network(&drivers.netns_dir) {
+        match agent::linux_network(&drivers.netns_dir, underlay) {
             Ok(host) => Some(host),
             Err(e) => {
                 tracing::warn!("this node sets up no networks: {}", e.chain());

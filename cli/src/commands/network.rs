@@ -84,6 +84,12 @@ pub(crate) fn render_one(network: &Network) -> String {
         ));
     }
     pairs.push(("bridge", network.bridge.to_string()));
+    pairs.push((
+        "vni",
+        network
+            .vni
+            .map_or_else(|| "none (stored before VNIs)".to_owned(), |v| v.to_string()),
+    ));
     pairs.push(("nat", on_off(network.nat)));
     pairs.push(("isolated", on_off(network.isolated)));
     pairs.push(("nft table", format!("inet {}", network.nft_table())));

@@ -16,6 +16,7 @@ mod metadata;
 mod networks;
 mod nodes;
 mod operations;
+mod overlay;
 mod placer;
 pub mod queue;
 pub mod reconcile;

@@ -13,6 +13,7 @@
 //! never touch each other's.
 
 use std::fmt::Debug;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use super::Controller;
 use crate::model::{
     mac_address, CreateNetwork, InstallationId, Instance, InstanceType, InterfaceKind,
-    InterfaceName, IpConfig, Network, NetworkAttachment,
+    InterfaceName, IpConfig, Network, NetworkAttachment, Vni,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, Result};
@@ -128,6 +129,23 @@ pub trait NetworkHost: Send + Sync + Debug {
         instances: &[Instance],
         seen: &[String],
     ) -> Result<Vec<String>>;
+
+    /// The node's address between nodes (its underlay), which the other
+    /// nodes carrying a network send its overlay traffic to; `None` when it
+    /// has none (it cannot carry a network that spans nodes). Called when
+    /// the controller computes a network's overlay peers. Errors:
+    /// `Unavailable` (the node's agent).
+    async fn underlay(&self) -> Result<Option<IpAddr>>;
+
+    /// Makes the overlay peers of `network` on the node exactly `peers`:
+    /// the underlay addresses of the other nodes carrying it (empty: none).
+    /// Called whenever the set may have changed (an instance on the network
+    /// is created or removed, a reconcile). Idempotent. Errors:
+    /// `FailedPrecondition` (peers for a node without an underlay, or for a
+    /// network stored before VNIs; the network is not set up on the node),
+    /// `InvalidArgument` (its own address among `peers`), `Unavailable`,
+    /// `Internal`.
+    async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()>;
 }
 
 /// What [`Controller::reconcile_networks`] did.
@@ -182,7 +200,7 @@ impl Controller {
         })
     }
 
-    fn network_hosts(&self) -> Vec<(String, Arc<dyn NetworkHost>)> {
+    pub(super) fn network_hosts(&self) -> Vec<(String, Arc<dyn NetworkHost>)> {
         self.inner
             .network_hosts
             .read()
@@ -199,6 +217,7 @@ impl Controller {
     /// the hosts' errors. On error nothing is stored and nothing is left on a node.
     pub async fn create_network(&self, request: CreateNetwork) -> Result<Network> {
         let installation = self.installation().await?;
+        let explicit_vni = request.vni.is_some();
         let mut network = request.validate(&installation, self.now())?;
         self.allocator()?;
         let store = &self.inner.store;
@@ -210,6 +229,7 @@ impl Controller {
                 return Err(already_exists(&network.name));
             }
             check_overlaps(&network, &existing)?;
+            network.vni = free_vni(&network, &existing, explicit_vni)?;
             let guard_precondition = match &guard {
                 Some(kv) => Precondition::Revision(kv.mod_revision),
                 None => Precondition::Absent,
@@ -471,6 +491,12 @@ impl Controller {
                 .removed
                 .extend(removed.into_iter().map(|r| format!("{node}: {r}")));
         }
+        // After a restart the devices are back but their peers are not.
+        for network in &networks {
+            if let Err(e) = self.sync_overlay(&network.name, None).await {
+                tracing::warn!(network = %network.name, error = %e, "updating overlay peers");
+            }
+        }
         Ok(report)
     }
 }
@@ -507,8 +533,38 @@ fn check_overlaps(network: &Network, existing: &[Network]) -> Result<()> {
     Ok(())
 }
 
+/// The VNI `network` gets among `existing` (the guard key makes the check
+/// and the write one step): its own when no other network holds it; when
+/// one does, `AlreadyExists` naming the holder for a VNI the caller asked
+/// for, the next free one for a derived VNI (a hash may collide).
+fn free_vni(network: &Network, existing: &[Network], explicit: bool) -> Result<Option<Vni>> {
+    let Some(mut vni) = network.vni else {
+        return Ok(None);
+    };
+    let holder = |vni: Vni| existing.iter().find(|n| n.vni == Some(vni));
+    if explicit {
+        if let Some(other) = holder(vni) {
+            return Err(Error::AlreadyExists {
+                what: format!("VNI {vni} (held by network `{}`)", other.name),
+            });
+        }
+        return Ok(Some(vni));
+    }
+    // At most one step per stored network: then one is free.
+    for _ in 0..=existing.len() {
+        if holder(vni).is_none() {
+            return Ok(Some(vni));
+        }
+        vni = vni.next();
+    }
+    Err(Error::ResourceExhausted(format!(
+        "no free VNI near {}",
+        network.vni.map_or(0, Vni::get)
+    )))
+}
+
 /// Names the node in a host's error, keeping its kind.
-fn on_node(node: &str, error: Error) -> Error {
+pub(super) fn on_node(node: &str, error: Error) -> Error {
     match error {
         Error::Unsupported(m) => Error::Unsupported(format!("on node `{node}`: {m}")),
         Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("on node `{node}`: {m}")),

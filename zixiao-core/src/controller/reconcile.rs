@@ -534,6 +534,11 @@ impl Controller {
             Ok(driver) => driver,
             Err(e) => return self.record_failure(&instance, "CreateFailed", e).await,
         };
+        // Its node joins its networks' overlays before it plugs in, so the
+        // first packets already reach the other nodes.
+        if let Err(e) = self.sync_overlays_of(&instance).await {
+            return self.record_failure(&instance, "CreateFailed", e).await;
+        }
         if let Err(e) = driver.create(&instance).await {
             return self
                 .record_failure(&instance, "CreateFailed", e.into())
@@ -662,8 +667,19 @@ impl Controller {
             match self.commit(txn).await {
                 // Addresses go back once the record is gone (a crash in
                 // between leaves them to `reconcile_networks`).
-                Ok(_) if deleting => return self.release_networks(&instance).await,
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    // Its node may no longer carry its networks. A failure
+                    // here leaves a stale peer (harmless: traffic to a node
+                    // without the network's instances is dropped there)
+                    // until the next network reconcile.
+                    if let Err(e) = self.sync_overlays_of(&instance).await {
+                        tracing::warn!(instance = %instance.id, error = %e, "updating overlay peers");
+                    }
+                    if deleting {
+                        return self.release_networks(&instance).await;
+                    }
+                    return Ok(());
+                }
                 Err(StoreError::Conflict { .. }) => {
                     tokio::task::yield_now().await;
                     match store.get_object::<Instance>(&instance.id).await? {

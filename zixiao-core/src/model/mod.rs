@@ -40,8 +40,8 @@ pub use metadata::{
 pub use network::{
     from_u128, mac_address, to_u128, BridgeName, Cidr, CreateNetwork, HostMark, InstallationId,
     InterfaceKind, InterfaceName, InvalidName, IpConfig, Network, NetworkAttachment, NetworkName,
-    Subnet, TemplateName, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, TAP_PREFIX,
-    VETH_PREFIX,
+    Subnet, TemplateName, Vni, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, MAX_VNI,
+    TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{
     CheckOutcome, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Onboarding,

@@ -1,4 +1,5 @@
-//! Networks: a named L2 segment (a Linux bridge on every node) with one IPv4
+//! Networks: a named L2 segment (a Linux bridge on every node, joined
+//! across nodes by a VXLAN segment of its own [`Vni`]) with one IPv4
 //! and/or one IPv6 subnet, outbound NAT and isolation; and the
 //! [`NetworkAttachment`] an instance records for each network it joins.
 //!
@@ -39,6 +40,70 @@ const MIN_PREFIX_V4: u8 = 8;
 /// The broadest IPv6 subnet: /48, one site's allocation. Anything broader
 /// (a provider's /32, or `::/0`) would capture routes beyond one site.
 const MIN_PREFIX_V6: u8 = 48;
+
+/// The largest VXLAN network identifier: VNIs are 24 bits.
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// A VXLAN network identifier: 1 to 2^24-1 (0 is refused: some switches
+/// and tools read it as "none"). Every network carries its own, so its
+/// overlay segment between nodes is apart from every other network's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Vni(u32);
+
+impl Vni {
+    /// The VNI derived from `installation` and `network` (a hash, so a
+    /// network gets the same one however often it is re-created); the
+    /// controller moves on to the next free one when another network holds it.
+    pub fn derived(installation: &InstallationId, network: &NetworkName) -> Vni {
+        let hash = names::fnv1a(&[installation.as_str(), network.as_str(), "vni"]) as u32;
+        // 1..=MAX_VNI: never 0.
+        Vni(hash % MAX_VNI + 1)
+    }
+
+    /// The VNI after this one, wrapping from [`MAX_VNI`] back to 1.
+    pub fn next(self) -> Vni {
+        Vni(self.0 % MAX_VNI + 1)
+    }
+
+    /// The number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    /// `vni` checked, with `field` named in the error: `InvalidArgument`
+    /// for 0 or more than 24 bits.
+    pub fn parse_at(vni: u32, field: &str) -> Result<Vni, Error> {
+        if vni == 0 || vni > MAX_VNI {
+            return Err(Error::invalid(
+                field,
+                format!("{vni} is not a VXLAN network identifier (1 to {MAX_VNI})"),
+            ));
+        }
+        Ok(Vni(vni))
+    }
+}
+
+impl TryFrom<u32> for Vni {
+    type Error = Error;
+
+    /// Errors: `InvalidArgument` naming `vni` (see [`Vni::parse_at`]).
+    fn try_from(vni: u32) -> Result<Self, Error> {
+        Vni::parse_at(vni, "vni")
+    }
+}
+
+impl From<Vni> for u32 {
+    fn from(vni: Vni) -> u32 {
+        vni.0
+    }
+}
+
+impl fmt::Display for Vni {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// An IP prefix such as `10.0.0.0/24` or `fd00::/64`. Stored as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -304,6 +369,11 @@ pub struct Network {
     /// refuse to set it up or remove it (see [`Network::mark`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installation: Option<InstallationId>,
+    /// Its VXLAN segment between nodes, unique in the store. `None` for a
+    /// network stored before VNIs: it keeps working on each node as before
+    /// (a bridge per node) but never spans nodes; re-create it to get one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<Vni>,
     /// Whether traffic leaving the subnets is masqueraded behind the node's address.
     pub nat: bool,
     /// Whether traffic between this network and other Zixiao networks is
@@ -331,6 +401,8 @@ struct NetworkRecord {
     bridge: BridgeName,
     #[serde(default)]
     installation: Option<InstallationId>,
+    #[serde(default)]
+    vni: Option<Vni>,
     nat: bool,
     isolated: bool,
     created_at: DateTime<Utc>,
@@ -349,6 +421,7 @@ impl TryFrom<NetworkRecord> for Network {
             subnets: record.subnets,
             bridge: record.bridge,
             installation: record.installation,
+            vni: record.vni,
             nat: record.nat,
             isolated: record.isolated,
             created_at: record.created_at,
@@ -417,6 +490,17 @@ impl Network {
                 ),
             )),
         }
+    }
+
+    /// The MAC address of its bridge, the same on every node: the gateway
+    /// addresses sit on each node's bridge, so with one MAC everywhere an
+    /// instance's neighbour entry for its gateway stays right wherever the
+    /// answer came from (an anycast gateway), and routed and NATed traffic
+    /// leaves from the instance's own node. Locally administered, unicast.
+    pub fn gateway_mac(&self) -> [u8; 6] {
+        let installation = self.installation.as_ref().map_or("", |i| i.as_str());
+        let hash = names::fnv1a(&[installation, self.name.as_str(), "gateway"]).to_be_bytes();
+        [0x02, hash[0], hash[1], hash[2], hash[3], hash[4]]
     }
 
     /// The nftables table (family `inet`) holding its NAT and isolation rules.
@@ -498,6 +582,10 @@ pub struct CreateNetwork {
     /// Drop traffic to and from other Zixiao networks (default on).
     #[serde(default = "yes")]
     pub isolated: bool,
+    /// Its VXLAN network identifier (1 to 2^24-1); derived from the
+    /// installation and name when absent. Another network's VNI is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -517,6 +605,7 @@ impl CreateNetwork {
             reserved: Vec::new(),
             nat: true,
             isolated: true,
+            vni: None,
         }
     }
 
@@ -613,9 +702,14 @@ impl CreateNetwork {
                 .ok_or_else(|| Error::invalid(&field, format!("`{text}` is in no subnet")))?;
             subnet.reserved.push(range);
         }
+        let vni = match self.vni {
+            Some(vni) => Vni::try_from(vni)?,
+            None => Vni::derived(installation, &name),
+        };
         Ok(Network {
             bridge: BridgeName::of(installation, &name),
             installation: Some(installation.clone()),
+            vni: Some(vni),
             name,
             subnets,
             nat: self.nat,
@@ -889,6 +983,38 @@ mod tests {
             .collect();
         assert_eq!(ok, vec![2, 3, 6]);
         assert_eq!(net.subnets[1].gateway.to_string(), "fd00::1");
+    }
+
+    #[test]
+    fn vnis_are_24_bit_non_zero_and_derived_stably() {
+        let now = Utc::now();
+        for bad in [0, MAX_VNI + 1, u32::MAX] {
+            let mut req = create(&["10.0.0.0/24"]);
+            req.vni = Some(bad);
+            let err = req.validate(&here(), now).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{bad}");
+            assert!(err.to_string().starts_with("invalid vni"), "{err}");
+        }
+        let mut req = create(&["10.0.0.0/24"]);
+        req.vni = Some(MAX_VNI);
+        assert_eq!(
+            req.validate(&here(), now).unwrap().vni.unwrap().get(),
+            MAX_VNI
+        );
+        let derived = create(&["10.0.0.0/24"]).validate(&here(), now).unwrap();
+        let again = create(&["10.1.0.0/24"]).validate(&here(), now).unwrap();
+        assert_eq!(derived.vni, again.vni, "derived from installation and name");
+        assert_eq!(Vni::try_from(MAX_VNI).unwrap().next().get(), 1);
+        // The wire and the store are held to the same range.
+        let mut json = serde_json::to_value(&derived).unwrap();
+        json["vni"] = 0.into();
+        assert!(serde_json::from_value::<Network>(json.clone()).is_err());
+        json.as_object_mut().unwrap().remove("vni");
+        let old: Network = serde_json::from_value(json).unwrap();
+        assert_eq!(old.vni, None, "a network stored before VNIs loads");
+        let mac = derived.gateway_mac();
+        assert_eq!(mac[0], 0x02);
+        assert_eq!(mac, again.gateway_mac(), "one gateway MAC per network");
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod driver;
 mod images;
 mod logs;
 mod network;
+mod overlay;
+mod overlay_nodes;
 mod publish;
 mod pull;
 mod recovery;

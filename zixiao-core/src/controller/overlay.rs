@@ -1,0 +1,119 @@
+//! Overlay peers: which nodes carry each network, and telling every node
+//! with a [`NetworkHost`](super::NetworkHost) whom to replicate the
+//! network's broadcast traffic to. A node carries a network while at least
+//! one instance placed on it is attached to it; each carrying node's peers
+//! are the underlay addresses of the other carrying nodes, and a node that
+//! carries nothing has none (so its entries of a network go with its last
+//! instance there).
+//!
+//! This is the one code path of the embedded controller and the servers:
+//! embedded, the one node has no peers (and, without an underlay address,
+//! no VXLAN device); in a cluster each node's agent is reached through its
+//! remote host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::networks::on_node;
+use super::Controller;
+use crate::model::{Instance, Network, NodeId};
+use crate::store::StoreExt;
+use crate::{Error, Result};
+
+impl Controller {
+    /// Recomputes the overlay peers of network `name` from the store and
+    /// sets them on every node with a network host. Idempotent; a missing
+    /// network, or one stored before VNIs, has nothing to set.
+    ///
+    /// Only `node`'s failures (the node an instance is being created on)
+    /// are errors: another node that cannot be reached or asked is logged
+    /// and left out (a node down must not stop creates elsewhere; the next
+    /// sync or network reconcile catches it up). Errors:
+    /// `FailedPrecondition` naming the nodes without an underlay address
+    /// when the network spans several nodes, `node`'s host's errors, the
+    /// store's.
+    pub(super) async fn sync_overlay(&self, name: &str, node: Option<&str>) -> Result<()> {
+        let store = &self.inner.store;
+        let Some(network) = store.get_object::<Network>(name).await? else {
+            return Ok(());
+        };
+        if network.vni.is_none() {
+            return Ok(());
+        }
+        let (instances, _) = store
+            .list_objects::<Instance, _>(|i| i.attachments.iter().any(|a| a.network == *name))
+            .await?;
+        let carriers: BTreeSet<NodeId> = instances.into_iter().filter_map(|i| i.node).collect();
+        let hosts = self.network_hosts();
+        let mut underlays: BTreeMap<&str, Option<IpAddr>> = BTreeMap::new();
+        for (other, host) in &hosts {
+            if carriers.contains(other) {
+                match host.underlay().await {
+                    Ok(underlay) => {
+                        underlays.insert(other, underlay);
+                    }
+                    Err(e) if Some(other.as_str()) != node => {
+                        tracing::warn!(node = %other, network = %name, error = %e,
+                            "asking a node for its underlay; it is left out of the overlay for now");
+                    }
+                    Err(e) => return Err(on_node(other, e)),
+                }
+            }
+        }
+        if underlays.len() > 1 {
+            let missing: Vec<&str> = underlays
+                .iter()
+                .filter(|(_, u)| u.is_none())
+                .map(|(node, _)| *node)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "network `{name}` spans nodes {} but node{} {} ha{} no underlay address \
+                     to carry its overlay (start the agent with --underlay ADDR, or \
+                     --advertise with an IP address)",
+                    names(underlays.keys().copied()),
+                    if missing.len() == 1 { "" } else { "s" },
+                    names(missing.iter().copied()),
+                    if missing.len() == 1 { "s" } else { "ve" },
+                )));
+            }
+        }
+        for (each, host) in &hosts {
+            let peers: Vec<IpAddr> = if underlays.contains_key(each.as_str()) {
+                underlays
+                    .iter()
+                    .filter(|(other, _)| **other != each.as_str())
+                    .filter_map(|(_, u)| *u)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            match host.set_overlay_peers(&network, &peers).await {
+                Ok(()) => {}
+                Err(e) if Some(each.as_str()) != node => {
+                    tracing::warn!(node = %each, network = %name, error = %e,
+                        "setting a node's overlay peers; the next sync retries");
+                }
+                Err(e) => return Err(on_node(each, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Controller::sync_overlay`] for every network `instance` is
+    /// attached to, failing only for its own node.
+    pub(super) async fn sync_overlays_of(&self, instance: &Instance) -> Result<()> {
+        for attachment in &instance.attachments {
+            self.sync_overlay(&attachment.network, instance.node.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn names<'a>(nodes: impl Iterator<Item = &'a str>) -> String {
+    nodes
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
