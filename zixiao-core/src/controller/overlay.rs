@@ -79,7 +79,14 @@ impl Controller {
             }
         }
         for (each, host) in &hosts {
-            let peers: Vec<IpAddr> = if underlays.contains_key(each.as_str()) {
+            // For one node's change, the carriers and that node: the
+            // others had no peers and still have none. A full sync
+            // (`node` unset: network reconcile) sets every node's.
+            let carries = underlays.contains_key(each.as_str());
+            if node.is_some() && !carries && node != Some(each.as_str()) {
+                continue;
+            }
+            let peers: Vec<IpAddr> = if carries {
                 underlays
                     .iter()
                     .filter(|(other, _)| **other != each.as_str())
@@ -101,11 +108,29 @@ impl Controller {
     }
 
     /// [`Controller::sync_overlay`] for every network `instance` is
-    /// attached to, failing only for its own node.
+    /// attached to, failing only for its own node; called as it is
+    /// created and once it is deleted. A network that another instance
+    /// attaches on the same node is skipped: that node carried it before
+    /// and still does, so nobody's peers change, and a create there costs
+    /// no call to any other node.
     pub(super) async fn sync_overlays_of(&self, instance: &Instance) -> Result<()> {
+        let Some(node) = instance.node.as_deref() else {
+            return Ok(());
+        };
         for attachment in &instance.attachments {
-            self.sync_overlay(&attachment.network, instance.node.as_deref())
+            let network = &attachment.network;
+            let (neighbours, _) = self
+                .inner
+                .store
+                .list_objects::<Instance, _>(|i| {
+                    i.id != instance.id
+                        && i.node.as_deref() == Some(node)
+                        && i.attachments.iter().any(|a| a.network == *network)
+                })
                 .await?;
+            if neighbours.is_empty() {
+                self.sync_overlay(network, Some(node)).await?;
+            }
         }
         Ok(())
     }
