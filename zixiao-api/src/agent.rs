@@ -30,6 +30,10 @@ use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
 use crate::status::{from_driver_error, from_error};
 
+/// The most overlay peers one call may set: head-end replication to more
+/// nodes than this would flood each broadcast that many times.
+const MAX_OVERLAY_PEERS: usize = 4096;
+
 /// Decides whether the node may create or start instances now.
 pub type Gate = Arc<dyn Fn() -> Result<(), DriverError> + Send + Sync>;
 
@@ -628,17 +632,30 @@ impl AgentService for AgentServer {
             .network
             .ok_or_else(|| invalid(Error::invalid("network", "missing")))?;
         let network = network(self, claimed).await?;
+        if request.peers.len() > MAX_OVERLAY_PEERS {
+            return Err(invalid(Error::invalid(
+                "peers",
+                format!(
+                    "{} peers; at most {MAX_OVERLAY_PEERS} nodes can carry one network",
+                    request.peers.len()
+                ),
+            )));
+        }
+        // Each a unicast address another node can be reached at, as an
+        // underlay must be: never loopback, multicast or unspecified.
         let peers = request
             .peers
             .iter()
             .enumerate()
-            .map(|(i, p)| {
-                p.parse::<std::net::IpAddr>().map_err(|_| {
-                    invalid(Error::invalid(
-                        format!("peers[{i}]"),
-                        format!("`{}` is not an IP address", p.escape_debug()),
-                    ))
-                })
+            .map(|(i, p)| match p.parse::<std::net::IpAddr>() {
+                Ok(peer) if zixiao_core::model::is_underlay_address(peer) => Ok(peer),
+                _ => Err(invalid(Error::invalid(
+                    format!("peers[{i}]"),
+                    format!(
+                        "`{}` is not a unicast address another node can be reached at",
+                        p.escape_debug()
+                    ),
+                ))),
             })
             .collect::<Result<Vec<_>, Status>>()?;
         self.network_host()?

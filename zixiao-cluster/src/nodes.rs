@@ -107,10 +107,11 @@ impl NodeSync {
         }
     }
 
-    /// In the background: ensures every network on `node` and removes the
+    /// In the background: ensures every network on `node`, removes the
     /// Zixiao devices, rules and namespaces there that neither the networks
-    /// nor the instances placed on it name (after an agent's restart). A
-    /// node without a network host is left alone.
+    /// nor the instances placed on it name, and sets its overlay peers
+    /// again (after an agent's restart). A node without a network host is
+    /// left alone.
     pub fn reconcile_networks_of(&self, node: &Node) {
         let host = self
             .hosts
@@ -132,8 +133,12 @@ impl NodeSync {
                     ..InstanceFilter::default()
                 };
                 let instances = controller.list_instances(&filter).await?;
-                host.reconcile(&installation, &networks, &instances, &seen)
-                    .await
+                let removed = host
+                    .reconcile(&installation, &networks, &instances, &seen)
+                    .await?;
+                // Its overlays' forwarding entries, which a restarted node lost.
+                controller.sync_overlays_on(&node).await?;
+                Ok::<_, zixiao_core::Error>(removed)
             };
             match reconciled.await {
                 Ok(removed) if !removed.is_empty() => {

@@ -182,13 +182,31 @@ impl SmokeTest {
         let mut checks = Vec::new();
         for &runtime in offered {
             let began = Instant::now();
+            // Every call of a check is bounded together: the wait for the
+            // instance to run by the timeout, the driver's calls (create,
+            // start, stop, delete) by twice as much again. A runtime that
+            // hangs fails its check rather than keeping the node
+            // onboarding (and its clean-up waiting) for ever; whatever it
+            // left is swept at the agent's next start.
+            let bound = self.timeout.saturating_mul(3);
             let done = match agent.driver(runtime) {
                 // A driver that panics fails its runtime's check, not the
                 // whole onboarding.
-                Ok(driver) => AssertUnwindSafe(self.check(node, &*driver, runtime))
-                    .catch_unwind()
-                    .await
-                    .unwrap_or_else(|_| Err((SmokeStep::Reach, "the driver panicked".to_owned()))),
+                Ok(driver) => {
+                    let checked =
+                        AssertUnwindSafe(self.check(node, &*driver, runtime)).catch_unwind();
+                    match tokio::time::timeout(bound, checked).await {
+                        Ok(Ok(done)) => done,
+                        Ok(Err(_)) => Err((SmokeStep::Reach, "the driver panicked".to_owned())),
+                        Err(_) => Err((
+                            SmokeStep::Run,
+                            format!(
+                                "the smoke test did not finish within {} ms: a runtime call hung",
+                                bound.as_millis()
+                            ),
+                        )),
+                    }
+                }
                 Err(e) => Err((SmokeStep::Reach, e.to_string())),
             };
             let duration_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -198,7 +216,9 @@ impl SmokeTest {
                     outcome,
                     duration_ms,
                     step: None,
-                    detail,
+                    // It may name a long kernel path: a registration
+                    // refuses details beyond the limit.
+                    detail: bounded(detail),
                 },
                 Err((step, error)) => RuntimeCheck {
                     runtime,

@@ -544,4 +544,11 @@ async fn a_node_takes_instances_only_once_its_onboarding_passed() {
     // leaves the status as it is.
     let again = c.register(0).await;
     assert_eq!(again.status, NodeStatus::Cordoned, "still the operator's");
+
+    // A smoke test that failed while it was cordoned keeps it from work
+    // when it is uncordoned.
+    let n1 = onboard(0, OnboardingState::Failed).await.expect("register");
+    assert_eq!(n1.status, NodeStatus::Cordoned);
+    let n1 = c.client.uncordon_node("n1").await.expect("uncordon");
+    assert_eq!(n1.status, NodeStatus::OnboardingFailed, "{n1:?}");
 }

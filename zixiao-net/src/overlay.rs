@@ -69,6 +69,12 @@ impl Underlay {
         self.0
     }
 
+    /// Whether the address is one of this machine's (in the calling
+    /// thread's network namespace): binding a socket to it succeeds.
+    pub fn is_local(self) -> bool {
+        std::net::UdpSocket::bind((self.0, 0)).is_ok()
+    }
+
     /// The default underlay of an agent advertised at `advertise`
     /// (`host:port`): its host when that is an IP address other than
     /// loopback or unspecified; `None` otherwise (a name, or loopback).
@@ -86,9 +92,7 @@ impl TryFrom<IpAddr> for Underlay {
 
     /// Errors: `InvalidArgument` naming `underlay`.
     fn try_from(address: IpAddr) -> Result<Self> {
-        let broadcast = matches!(address, IpAddr::V4(v4) if v4.is_broadcast());
-        if address.is_unspecified() || address.is_loopback() || address.is_multicast() || broadcast
-        {
+        if !zixiao_core::model::is_underlay_address(address) {
             return Err(Error::invalid(
                 "underlay",
                 format!(
@@ -519,6 +523,13 @@ async fn link_message(handle: &Handle, index: u32) -> Result<LinkMessage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_of_another_machine_is_not_local() {
+        // TEST-NET-1: documentation only, never assigned here.
+        let elsewhere: Underlay = "192.0.2.1".parse().expect("unicast");
+        assert!(!elsewhere.is_local());
+    }
 
     #[test]
     fn underlay_addresses_must_be_reachable_unicast() {

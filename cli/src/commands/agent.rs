@@ -187,11 +187,23 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     }
     let underlay: Option<agent::Underlay> = match &config.agent.underlay {
         Some(text) => Some(text.parse()?),
+        // Only an address of this machine: an advertised one behind NAT
+        // or a floating IP would fail every network set-up here.
         None => config
             .agent
             .advertise
             .as_deref()
-            .and_then(agent::Underlay::from_advertise),
+            .and_then(agent::Underlay::from_advertise)
+            .filter(|underlay| {
+                let local = underlay.is_local();
+                if !local {
+                    tracing::warn!(
+                        address = %underlay.address(),
+                        "the advertised address is not one of this machine's, so it carries no                          overlay; give --underlay ADDR for networks that span nodes"
+                    );
+                }
+                local
+            }),
     };
     if config.agent.servers.is_empty() {
         return Err(Error::invalid(

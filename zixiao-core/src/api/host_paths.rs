@@ -160,6 +160,18 @@ fn redact_response(response: Response) -> Response {
             nodes.iter_mut().for_each(redact_node);
             Response::Nodes(nodes)
         }
+        Response::NodeEvents(events) => Response::NodeEvents(
+            events
+                .map(|event| {
+                    event
+                        .map(|mut e| {
+                            e.node.iter_mut().for_each(redact_node);
+                            e
+                        })
+                        .map_err(redact_host_paths)
+                })
+                .boxed(),
+        ),
         other => other,
     }
 }
@@ -321,6 +333,8 @@ fn redact(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::redact;
 
     #[test]
@@ -374,11 +388,30 @@ mod tests {
             }
         }))
         .expect("a node");
+        let event = crate::controller::NodeEvent {
+            kind: crate::controller::EventKind::Modified,
+            revision: 1,
+            node: Some(node.clone()),
+            id: "n1".to_owned(),
+        };
         let super::Response::Node(redacted) = super::redact_response(super::Response::Node(node))
         else {
             panic!("not a node");
         };
         let onboarding = redacted.onboarding.expect("onboarding");
+        assert_eq!(onboarding.checks[0].detail, "kernel <host path> not found");
+
+        // And in a watch of the nodes.
+        let events = futures::stream::iter([Ok(event)]).boxed();
+        let super::Response::NodeEvents(mut redacted) =
+            super::redact_response(super::Response::NodeEvents(events))
+        else {
+            panic!("not node events");
+        };
+        let seen = futures::executor::block_on(redacted.next())
+            .expect("an event")
+            .expect("ok");
+        let onboarding = seen.node.expect("a node").onboarding.expect("onboarding");
         assert_eq!(onboarding.checks[0].detail, "kernel <host path> not found");
     }
 }

@@ -175,6 +175,10 @@ struct Inner {
     /// The unfinished operation this process follows for each instance
     /// id (see `operations`).
     followed: std::sync::Mutex<std::collections::HashMap<String, crate::model::OperationId>>,
+    /// One overlay peer sync at a time in this process (see `overlay`):
+    /// each reads the carriers then replaces every node's peers, so two
+    /// interleaved could put back an older list.
+    overlay_sync: tokio::sync::Mutex<()>,
 }
 
 /// Builds a [`Controller`] from its parts.
@@ -285,6 +289,7 @@ impl ControllerBuilder {
                 instance_locks: self.instance_locks,
                 written: AtomicU64::new(0),
                 followed: Default::default(),
+                overlay_sync: tokio::sync::Mutex::new(()),
             }),
         }
     }

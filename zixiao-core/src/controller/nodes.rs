@@ -336,6 +336,13 @@ impl Controller {
         let id = self.get_node(node).await?.id;
         let now = self.now();
         self.update_object::<Node, _>(&id, |node| {
+            // Back to work means back to what its onboarding left it: a
+            // node whose smoke test failed (or still runs) while it was
+            // cordoned or in maintenance does not become ready.
+            let to = match (to, &node.onboarding) {
+                (NodeStatus::Ready, Some(onboarding)) => onboarding.status(),
+                _ => to,
+            };
             if node.status == to {
                 return Ok(false);
             }

@@ -13,12 +13,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::networks::on_node;
 use super::Controller;
-use crate::model::{Instance, Network, NodeId};
+use crate::model::{Instance, InstanceStatus, Network, NodeId};
 use crate::store::StoreExt;
 use crate::{Error, Result};
+
+/// How long a sync waits for another node than the one it is for: a node
+/// slow to answer is left out (logged) rather than holding up a create.
+const OTHER_NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `call` on node `each` for a sync on behalf of `node`: bounded by
+/// [`OTHER_NODE_TIMEOUT`] unless `each` is `node` itself.
+async fn bounded<T>(
+    each: &str,
+    node: Option<&str>,
+    call: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    if node == Some(each) {
+        return call.await;
+    }
+    tokio::time::timeout(OTHER_NODE_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                what: format!("node `{each}`"),
+                source: Some(format!("no answer within {} s", OTHER_NODE_TIMEOUT.as_secs()).into()),
+            })
+        })
+}
 
 impl Controller {
     /// Recomputes the overlay peers of network `name` from the store and
@@ -33,6 +58,7 @@ impl Controller {
     /// when the network spans several nodes, `node`'s host's errors, the
     /// store's.
     pub(super) async fn sync_overlay(&self, name: &str, node: Option<&str>) -> Result<()> {
+        let _one_at_a_time = self.inner.overlay_sync.lock().await;
         let store = &self.inner.store;
         let Some(network) = store.get_object::<Network>(name).await? else {
             return Ok(());
@@ -45,19 +71,27 @@ impl Controller {
             .await?;
         let carriers: BTreeSet<NodeId> = instances.into_iter().filter_map(|i| i.node).collect();
         let hosts = self.network_hosts();
+        // The carriers' underlays, asked all at once.
+        let asked = futures::future::join_all(
+            hosts
+                .iter()
+                .filter(|(other, _)| carriers.contains(other.as_str()))
+                .map(|(other, host)| async move {
+                    (other, bounded(other, node, host.underlay()).await)
+                }),
+        )
+        .await;
         let mut underlays: BTreeMap<&str, Option<IpAddr>> = BTreeMap::new();
-        for (other, host) in &hosts {
-            if carriers.contains(other) {
-                match host.underlay().await {
-                    Ok(underlay) => {
-                        underlays.insert(other, underlay);
-                    }
-                    Err(e) if Some(other.as_str()) != node => {
-                        tracing::warn!(node = %other, network = %name, error = %e,
-                            "asking a node for its underlay; it is left out of the overlay for now");
-                    }
-                    Err(e) => return Err(on_node(other, e)),
+        for (other, answer) in asked {
+            match answer {
+                Ok(underlay) => {
+                    underlays.insert(other, underlay);
                 }
+                Err(e) if Some(other.as_str()) != node => {
+                    tracing::warn!(node = %other, network = %name, error = %e,
+                        "asking a node for its underlay; it is left out of the overlay for now");
+                }
+                Err(e) => return Err(on_node(other, e)),
             }
         }
         if underlays.len() > 1 {
@@ -78,13 +112,14 @@ impl Controller {
                 )));
             }
         }
-        for (each, host) in &hosts {
+        let (network, underlays) = (&network, &underlays);
+        let set = futures::future::join_all(hosts.iter().filter_map(|(each, host)| {
             // For one node's change, the carriers and that node: the
             // others had no peers and still have none. A full sync
-            // (`node` unset: network reconcile) sets every node's.
+            // (`node` unset) sets every node's.
             let carries = underlays.contains_key(each.as_str());
             if node.is_some() && !carries && node != Some(each.as_str()) {
-                continue;
+                return None;
             }
             let peers: Vec<IpAddr> = if carries {
                 underlays
@@ -95,7 +130,14 @@ impl Controller {
             } else {
                 Vec::new()
             };
-            match host.set_overlay_peers(&network, &peers).await {
+            Some(async move {
+                let set = bounded(each, node, host.set_overlay_peers(network, &peers)).await;
+                (each, set)
+            })
+        }))
+        .await;
+        for (each, result) in set {
+            match result {
                 Ok(()) => {}
                 Err(e) if Some(each.as_str()) != node => {
                     tracing::warn!(node = %each, network = %name, error = %e,
@@ -119,20 +161,49 @@ impl Controller {
         };
         for attachment in &instance.attachments {
             let network = &attachment.network;
-            let (neighbours, _) = self
-                .inner
-                .store
-                .list_objects::<Instance, _>(|i| {
-                    i.id != instance.id
-                        && i.node.as_deref() == Some(node)
-                        && i.attachments.iter().any(|a| a.network == *network)
-                })
-                .await?;
-            if neighbours.is_empty() {
+            // Only neighbours past their create count: their node joined
+            // the overlay then (a sync precedes every driver create). Two
+            // instances placed together both sync, which is harmless.
+            let carried = self.inner.cache.read().instances_on(node).iter().any(|i| {
+                i.id != instance.id
+                    && matches!(
+                        i.status,
+                        InstanceStatus::Running
+                            | InstanceStatus::Paused
+                            | InstanceStatus::Stopping
+                            | InstanceStatus::Stopped
+                    )
+                    && i.attachments.iter().any(|a| a.network == *network)
+            });
+            if !carried {
                 self.sync_overlay(network, Some(node)).await?;
             }
         }
         Ok(())
+    }
+
+    /// Sets the overlay peers of every network `node` carries, on it and
+    /// on the other carriers: the repair after its agent registers again
+    /// (its VXLAN devices came back without forwarding entries) or after
+    /// it was left out of an earlier sync. Failures are logged, network by
+    /// network; the result is how many networks were synced.
+    pub async fn sync_overlays_on(&self, node: &str) -> Result<usize> {
+        let carried: BTreeSet<String> = self
+            .inner
+            .cache
+            .read()
+            .instances_on(node)
+            .iter()
+            .flat_map(|i| i.attachments.iter().map(|a| a.network.to_string()))
+            .collect();
+        let mut synced = 0;
+        for network in carried {
+            match self.sync_overlay(&network, Some(node)).await {
+                Ok(()) => synced += 1,
+                Err(e) => tracing::warn!(node, network, error = %e, "syncing overlay peers"),
+            }
+        }
+        Ok(synced)
     }
 }
 

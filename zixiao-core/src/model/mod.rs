@@ -38,10 +38,10 @@ pub use metadata::{
     NodeMetadata, TraitChanges, TraitName, AGGREGATES_PREFIX, MAX_CARBON_INTENSITY,
 };
 pub use network::{
-    from_u128, mac_address, to_u128, BridgeName, Cidr, CreateNetwork, HostMark, InstallationId,
-    InterfaceKind, InterfaceName, InvalidName, IpConfig, Network, NetworkAttachment, NetworkName,
-    Subnet, TemplateName, Vni, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, MAX_VNI,
-    TAP_PREFIX, VETH_PREFIX,
+    from_u128, is_underlay_address, mac_address, to_u128, BridgeName, Cidr, CreateNetwork,
+    HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, IpConfig, Network,
+    NetworkAttachment, NetworkName, Subnet, TemplateName, Vni, BRIDGE_PREFIX, HOST_NAME_PREFIX,
+    MAX_INTERFACE_NAME, MAX_VNI, TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{
     CheckOutcome, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Onboarding,

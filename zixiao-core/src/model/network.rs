@@ -763,6 +763,14 @@ pub struct NetworkAttachment {
     pub addresses: Vec<IpConfig>,
 }
 
+/// Whether `address` can be a node's address between nodes (its overlay
+/// underlay, a peer's): a unicast address another node can reach, so not
+/// unspecified, loopback, multicast or the IPv4 broadcast address.
+pub fn is_underlay_address(address: IpAddr) -> bool {
+    let broadcast = matches!(address, IpAddr::V4(v4) if v4.is_broadcast());
+    !(address.is_unspecified() || address.is_loopback() || address.is_multicast() || broadcast)
+}
+
 /// A [`NetworkAttachment`] before its bridge is checked against its network.
 #[derive(Deserialize)]
 struct AttachmentRecord {
