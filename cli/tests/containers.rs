@@ -1283,3 +1283,114 @@ fn a_clone_of_a_running_container_runs_the_same_command_as_a_new_instance() {
     assert!(copy.contains("\"running\""), "{copy}");
     ok(zixiao(state, &socket, &["instance", "delete", "copy"]));
 }
+
+/// A shell behind `instance console`, as a user types into it: it answers,
+/// and `exit` ends the session by itself, with the terminal's input still
+/// open (the command used to wait for one more line of input).
+#[test]
+fn a_console_session_answers_and_ends_when_its_shell_exits() {
+    use std::io::{Read, Write};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let Some((socket, image)) = containerd_and_busybox() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path();
+    let box_name = "localhost/console/busybox:1";
+    ok(zixiao(
+        state,
+        &socket,
+        &["image", "import", &image, "--name", box_name],
+    ));
+    let create = [
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        box_name,
+        "--name",
+        "shell",
+        "--label",
+        "zixiao.io/stdin=true",
+        "--",
+        "sh",
+    ];
+    ok(zixiao(state, &socket, &create));
+
+    let mut session = Command::new(env!("CARGO_BIN_EXE_zixiao"))
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "--containerd-socket",
+            &socket,
+            "instance",
+            "console",
+            "shell",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run zixiao");
+    let mut keyboard = session.stdin.take().expect("stdin");
+    let mut screen = session.stdout.take().expect("stdout");
+    let (shown, seen) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n @ 1..) = screen.read(&mut buffer) {
+            if shown.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    keyboard
+        .write_all(b"echo hi-$((6*7))\n")
+        .expect("type a command");
+    let mut output = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&output).contains("hi-42") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match seen.recv_timeout(left) {
+            Ok(chunk) => output.extend(chunk),
+            Err(_) => panic!(
+                "the shell never answered; the console showed {:?}",
+                String::from_utf8_lossy(&output)
+            ),
+        }
+    }
+
+    keyboard.write_all(b"exit\n").expect("type exit");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = session.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = session.kill();
+            panic!("the console still runs 30 s after its shell exited");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(keyboard);
+    assert!(status.success(), "the session ends cleanly: {status:?}");
+    let mut stopped = String::new();
+    for _ in 0..200 {
+        stopped = ok(zixiao(
+            state,
+            &socket,
+            &["instance", "get", "shell", "-o", "json"],
+        ));
+        if stopped.contains("\"status\": \"stopped\"") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let shell: serde_json::Value = serde_json::from_str(&stopped).expect("json");
+    assert_eq!(shell["status"], "stopped", "{shell}");
+    assert_eq!(shell["exit"]["code"], 0, "{shell}");
+    ok(zixiao(state, &socket, &["instance", "delete", "shell"]));
+}

@@ -34,10 +34,10 @@ function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
-  if (parts[0] === "nodes" && parts[1]) return { name: "nodes", load: () => views.node(parts[1]) };
-  if (parts[0] === "nodes") return { name: "nodes", load: () => views.nodes() };
   // Leaving an instance's page closes its console.
   views.closeConsole(parts[0] === "instances" ? parts[1] : undefined);
+  if (parts[0] === "nodes" && parts[1]) return { name: "nodes", load: () => views.node(parts[1]) };
+  if (parts[0] === "nodes") return { name: "nodes", load: () => views.nodes() };
   if (parts[0] === "instances" && parts[1]) return { name: "instances", load: () => views.instance(parts[1], ui) };
   if (parts[0] === "instances") return { name: "instances", load: () => views.instances(params, ui) };
   return { name: "overview", load: () => views.overview() };
@@ -53,10 +53,18 @@ async function render() {
   try {
     const view = await current.load();
     if (mine !== drawing) return;
-    // Keep what the user is typing in a form across a live redraw.
+    // Keep what the user is typing in a form across a live redraw: a form
+    // the view would rebuild waits for the next one; the console, which
+    // redraws keep, gets its focus and caret back.
     const focused = document.activeElement;
-    if (focused && main.contains(focused) && focused.form) return;
+    if (focused && main.contains(focused) && focused.form && !views.inConsole(focused)) return;
+    const caret = focused && "selectionStart" in focused ? [focused.selectionStart, focused.selectionEnd] : null;
     main.replaceChildren(view);
+    views.mountConsole(main);
+    if (focused && focused !== document.activeElement && focused.isConnected) {
+      focused.focus();
+      if (caret && caret[0] !== null) focused.setSelectionRange(...caret);
+    }
   } catch (error) {
     if (mine !== drawing) return;
     if (error instanceof ApiError && error.status === 401) return login(error.message);

@@ -238,6 +238,22 @@ function createForm(ui) {
 /** The console panel of the instance page: one at a time, kept across live redraws. */
 let openConsole = null;
 
+/**
+ * Puts the live console panel into the slot a view left for it; called
+ * once the view is on the page. A view holds only a slot, so building a
+ * view that is never shown (a redraw a later one overtook) cannot take the
+ * panel off the page.
+ */
+export function mountConsole(root) {
+  const slot = root.querySelector("[data-console-slot]");
+  if (slot && openConsole && slot.dataset.consoleSlot === openConsole.name) slot.replaceWith(openConsole.panel);
+}
+
+/** Whether `element` is inside the live console panel, which redraws keep. */
+export function inConsole(element) {
+  return Boolean(openConsole && element && openConsole.panel.contains(element));
+}
+
 /** Closes the open console unless it is `name`'s (the page moved on). */
 export function closeConsole(name) {
   if (openConsole && openConsole.name !== name) {
@@ -248,10 +264,12 @@ export function closeConsole(name) {
 
 /**
  * `name`'s console: a WebSocket bridged to the API's console stream, its
- * output appended as text, a line sent (with a newline) on Enter.
+ * output appended as text, a line sent (with a newline) on Enter. Returns
+ * the slot the panel goes in (see {@link mountConsole}).
  */
 function consolePanel(name) {
-  if (openConsole && openConsole.name === name) return openConsole.panel;
+  const slot = h("div", { "data-console-slot": name });
+  if (openConsole && openConsole.name === name) return slot;
   closeConsole();
   const session = { name, panel: null, socket: null };
   const output = h("pre", { class: "console", "data-testid": "console-output" });
@@ -295,7 +313,7 @@ function consolePanel(name) {
   session.panel = h("div", { class: "panel", "data-testid": "console" },
     h("h2", {}, "Console"), h("div", { class: "actions" }, open, state), output, form);
   openConsole = session;
-  return session.panel;
+  return slot;
 }
 
 const SVG = "http://www.w3.org/2000/svg";

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use futures::StreamExt;
 use zixiao_core::api::Page;
-use zixiao_core::driver::SnapshotInfo;
+use zixiao_core::driver::{ConsoleStream, SnapshotInfo};
 use zixiao_core::model::FromTemplate;
 use zixiao_core::model::{SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule};
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
@@ -198,18 +198,55 @@ pub(crate) async fn run(
             let console = client.attach_console(&instance).await?;
             drop(client);
             progress(format, "attached; press Ctrl-C to detach");
-            let mut output = console.output;
-            let mut input = console.input;
-            let mut stdout = tokio::io::stdout();
-            let mut stdin = tokio::io::stdin();
-            tokio::select! {
-                _ = tokio::io::copy(&mut output, &mut stdout) => {}
-                _ = tokio::io::copy(&mut stdin, &mut input) => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            terminal_session(console).await;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Joins `console` to this terminal until the instance's output ends (it
+/// exited), standard input ends, or Ctrl-C.
+///
+/// Standard input is read on a thread of its own rather than with
+/// `tokio::io::stdin`: tokio reads it on its blocking pool, which the
+/// runtime waits for when the command returns, so a session whose shell had
+/// exited would hang until the user pressed Enter once more.
+async fn terminal_session(console: ConsoleStream) {
+    use tokio::io::AsyncWriteExt;
+    let ConsoleStream {
+        mut output,
+        mut input,
+    } = console;
+    let (typed, mut to_send) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0u8; 8192];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if typed.blocking_send(buffer[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let typing = async {
+        while let Some(chunk) = to_send.recv().await {
+            if input.write_all(&chunk).await.is_err() || input.flush().await.is_err() {
+                break;
+            }
+        }
+    };
+    let mut stdout = tokio::io::stdout();
+    tokio::select! {
+        _ = tokio::io::copy(&mut output, &mut stdout) => {}
+        () = typing => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = stdout.flush().await;
 }
 
 /// The [`InstanceUpdate`] the flags of `instance update` ask for.

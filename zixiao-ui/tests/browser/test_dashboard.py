@@ -50,12 +50,14 @@ def instances(state):
 def started(state, *args, marker, env=None):
     """Starts a long-running `zixiao ... args` (with `env` added to the
     environment) and waits for its line containing `marker`; returns the
-    process and that line."""
-    process = subprocess.Popen(
-        [ZIXIAO, "--state-dir", state, "--containerd-socket", SOCKET, *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, **(env or {})},
-    )
+    process and that line. Its log goes to `state`/server.log, which a
+    failing run prints."""
+    with open(Path(state) / "server.log", "ab") as log:
+        process = subprocess.Popen(
+            [ZIXIAO, "--state-dir", state, "--containerd-socket", SOCKET, *args],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+            env={**os.environ, **(env or {})},
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         line = process.stdout.readline()
@@ -215,8 +217,16 @@ def console_in_the_page(page, url, state):
     console.locator("[data-action=console]").click()
     expect(console.get_by_test_id("console-state")).to_have_text("connected")
     typed = console.locator("input[name=line]")
-    typed.fill("echo hi-$((6*7))")
-    typed.press("Enter")
+    # Half a line, then a live redraw (the instance changed), then the rest:
+    # the redraw keeps the focus and what was typed, as a person typing
+    # while the page updates needs.
+    typed.click()
+    page.keyboard.type("echo hi-")
+    page.evaluate("document.querySelector('[data-testid=instance]').dataset.drawn = 'before'")
+    cli(state, "instance", "update", "ui-sh", "--label", "typed=yes")
+    expect(page.locator("[data-testid=instance]:not([data-drawn])")).to_be_visible()
+    page.keyboard.type("$((6*7))")
+    page.keyboard.press("Enter")
     # The answer goes through the shim's copy into the log the console
     # follows: seconds on a loaded 2-core machine (once over 5 s).
     expect(console.get_by_test_id("console-output")).to_contain_text("hi-42", timeout=ACTION_TIMEOUT_MS)
@@ -285,6 +295,26 @@ def sign_in_to_a_secure_server(browser):
             server.wait(timeout=30)
 
 
+def explain_failure(page, state, step):
+    """What a failing step leaves for whoever reads the CI log: a
+    screenshot, the instances as the CLI sees them with their logs, and the
+    server's log."""
+    print(f"FAIL {step}; what the server saw follows", file=sys.stderr)
+    try:
+        shot(page, "failure")
+        listed = cli(state, "instance", "list", "-o", "json")
+        print(listed, file=sys.stderr)
+        for i in json.loads(listed):
+            log = cli(state, "instance", "logs", i["name"])
+            print(f"log of {i['name']}: {log!r}", file=sys.stderr)
+    except Exception as error:  # the diagnosis must not hide the failure
+        print(f"(no instance list: {error})", file=sys.stderr)
+    log = Path(state) / "server.log"
+    if log.exists():
+        lines = log.read_text(errors="replace").splitlines()
+        print("\n".join(lines[-80:]), file=sys.stderr)
+
+
 def main():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zixiao-ui-") as state:
@@ -316,7 +346,11 @@ def main():
                 ]
                 for name, step in steps:
                     began = time.monotonic()
-                    step()
+                    try:
+                        step()
+                    except Exception:
+                        explain_failure(page, state, name)
+                        raise
                     print(f"ok   {name} ({time.monotonic() - began:.1f} s)", flush=True)
                 assert not errors, f"script errors in the page: {errors}"
                 browser.close()
