@@ -439,6 +439,18 @@ export interface StatsSample extends InstanceStats {
   at: string
 }
 
+/** One sample of what a node's instances used together. */
+export interface NodeUsageSample {
+  /** When it was taken (RFC 3339). */
+  at: string
+  /** How many of its instances were sampled. */
+  instances: number
+  /** CPU used since the previous sample, in thousandths of a core. */
+  cpu_millicores: number
+  /** Memory in use, in bytes. */
+  memory_bytes: number
+}
+
 export interface DrainReport {
   node: string
   moved: string[]

@@ -428,6 +428,18 @@ pub(crate) enum NodeCommand {
         /// Node id or hostname.
         node: String,
     },
+    /// What a node's instances used together recently (CPU in cores,
+    /// memory), oldest first, as the server or daemon sampled them: one row
+    /// per sample. Needs a server or a daemon (`zixiao server`, `zixiao
+    /// server --embedded`, `zixiao ui`); the host's own processes are not
+    /// counted.
+    #[command(after_help = "Examples:\n  \
+        zixiao node stats worker-1\n  \
+        zixiao -o json node stats worker-1   # samples for a script or a chart")]
+    Stats {
+        /// Node id or hostname.
+        node: String,
+    },
     /// Stop new placements on a node; its instances keep running.
     Cordon {
         /// Node id or hostname.

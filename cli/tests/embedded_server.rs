@@ -106,6 +106,25 @@ async fn wait_for_history(admin: &str, instance: &str, at_least: usize) -> Vec<s
     }
 }
 
+/// The usage series of `node` once its latest sample counts an instance
+/// using memory.
+async fn wait_for_node_usage(admin: &str, node: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let samples = json(remote(admin, &["-o", "json", "node", "stats", node]));
+        let samples = samples.as_array().expect("a list").clone();
+        let counted = samples.last().is_some_and(|last| {
+            last["instances"].as_u64() >= Some(1)
+                && last["memory_bytes"].as_u64().is_some_and(|m| m > 0)
+        });
+        if counted || std::time::Instant::now() > deadline {
+            assert!(counted, "{samples:?}");
+            return samples;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 impl Server {
     fn start(state: &Path, runtimes: &Runtimes) -> Self {
         // Stats samples twice a second, so a history grows within the test.
@@ -272,6 +291,23 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     let second = table.lines().nth(2).expect("two samples");
     let cpu = second.split_whitespace().nth(1).expect("cpu column");
     assert!(cpu.parse::<f64>().is_ok(), "{table}");
+    // The node's series counts it: one running instance, its memory in.
+    let nodes = json(remote(admin, &["-o", "json", "node", "list"]));
+    let node = nodes[0]["id"].as_str().expect("a node id").to_owned();
+    let usage = wait_for_node_usage(admin, &node).await;
+    let last = usage.last().expect("a sample");
+    assert_eq!(last["instances"], 1, "{usage:?}");
+    assert!(last["cpu_millicores"].is_u64(), "{usage:?}");
+    let table = ok(remote(admin, &["node", "stats", &node]));
+    assert!(table.starts_with("TIME"), "{table}");
+    assert!(table.lines().count() >= 2, "{table}");
+    let unknown = remote(admin, &["node", "stats", "no-such-node"]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
+    assert!(
+        text(&unknown.stderr).contains("not found"),
+        "{}",
+        text(&unknown.stderr)
+    );
     let got = json(remote(admin, &["-o", "json", "instance", "get", "hello"]));
     assert_eq!(got["status"], "running", "not failed: {got}");
     assert!(got["failure"].is_null(), "{got}");

@@ -474,6 +474,10 @@ impl Api for GrpcClient {
                 let found = self.answer(nodes.get_node(node_ref(node)).await)?;
                 Response::Node(self.decoded(found.try_into())?)
             }
+            Request::NodeStatsHistory { node } => {
+                let history = self.answer(nodes.get_node_stats_history(node_ref(node)).await)?;
+                Response::NodeStatsHistory(self.decoded(history.try_into())?)
+            }
             Request::CordonNode { node } => {
                 let cordoned = self.answer(nodes.cordon_node(node_ref(node)).await)?;
                 Response::Node(self.decoded(cordoned.try_into())?)

@@ -22,8 +22,8 @@ use prost_types::Timestamp;
 use zixiao_core::agent::NodeFacts;
 use zixiao_core::api::OperationFilter;
 use zixiao_core::api::{
-    AuditRecord, IssuedToken, Outcome, PageToken, ProjectInfo, Quota, Role, StatsSample, TokenInfo,
-    TokenPurpose, TokenText, UserInfo,
+    AuditRecord, IssuedToken, NodeUsageSample, Outcome, PageToken, ProjectInfo, Quota, Role,
+    StatsSample, TokenInfo, TokenPurpose, TokenText, UserInfo,
 };
 use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
 use zixiao_core::driver::{
@@ -1123,6 +1123,42 @@ impl TryFrom<pb::StatsHistory> for Vec<StatsSample> {
                 Ok(StatsSample {
                     at: required_time(s.at, &format!("samples[{i}].at"))?,
                     stats: required(s.stats, &format!("samples[{i}].stats"))?.into(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl From<Vec<NodeUsageSample>> for pb::NodeStatsHistory {
+    fn from(samples: Vec<NodeUsageSample>) -> Self {
+        pb::NodeStatsHistory {
+            samples: samples
+                .into_iter()
+                .map(|s| pb::NodeUsageSample {
+                    at: Some(timestamp(s.at)),
+                    instances: s.instances,
+                    cpu_millicores: s.cpu_millicores,
+                    memory_bytes: s.memory_bytes,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::NodeStatsHistory> for Vec<NodeUsageSample> {
+    type Error = Error;
+
+    fn try_from(history: pb::NodeStatsHistory) -> Result<Self> {
+        history
+            .samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Ok(NodeUsageSample {
+                    at: required_time(s.at, &format!("samples[{i}].at"))?,
+                    instances: s.instances,
+                    cpu_millicores: s.cpu_millicores,
+                    memory_bytes: s.memory_bytes,
                 })
             })
             .collect()

@@ -738,6 +738,15 @@ impl NodeService for ApiServer {
         reply(client.get_node(&node).await.map_err(status)?)
     }
 
+    async fn get_node_stats_history(
+        &self,
+        request: Request<pb::NodeRef>,
+    ) -> Result<Response<pb::NodeStatsHistory>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let node = named("node", request.into_inner().node)?;
+        reply(client.node_stats_history(&node).await.map_err(status)?)
+    }
+
     async fn cordon_node(
         &self,
         request: Request<pb::NodeRef>,

@@ -129,6 +129,7 @@ export async function node(name) {
         gauge("Memory", n.allocated.memory_mib, allocatable(n, "memory_mib"), "MiB"),
         gauge("Disk", n.allocated.disk_gib, n.capacity.disk_gib, "GiB"),
         gauge("Instances", n.allocated.instances, n.capacity.instances, ""))),
+    usagePanel(`/api/nodes/${encodeURIComponent(n.id)}/stats/history`, nodeCharts(n)),
     h("div", { class: "panel" }, h("h2", {}, "Instances"),
       placed.length === 0 ? h("p", { class: "muted" }, "None on this node.") :
         h("ul", { "data-testid": "node-instances" }, placed.map((i) => h("li", {}, instanceLink(i), " ", badge(i.status))))));
@@ -354,35 +355,23 @@ function chart(title, points, unit, floor, testid) {
 }
 
 /**
- * The usage panel of a running instance: CPU (cores busy, from the CPU
- * time counter's growth between samples) and memory over the server's
- * recent samples. It refreshes itself while it is on the page, since
- * samples arrive on the server's clock rather than as watch events.
+ * A usage panel: the server's recent samples from `path`, drawn by
+ * `charts(samples)` (an array of charts). It refreshes itself while it is
+ * on the page, since samples arrive on the server's clock rather than as
+ * watch events.
  */
-function usagePanel(name) {
+function usagePanel(path, charts) {
   const body = h("div", { class: "charts" }, h("p", { class: "muted" }, "Loading usage…"));
   const panel = h("div", { class: "panel", "data-testid": "usage" }, h("h2", {}, "Usage"), body);
   const load = async () => {
     let samples;
     try {
-      samples = await call("GET", `/api/instances/${encodeURIComponent(name)}/stats/history`);
+      samples = await call("GET", path);
     } catch (error) {
       body.replaceChildren(h("p", { class: "muted" }, `No usage history: ${error.message}`));
       return false;
     }
-    const at = samples.map((s) => Date.parse(s.at));
-    const cpu = [];
-    for (let k = 1; k < samples.length; k++) {
-      const elapsed = (at[k] - at[k - 1]) * 1e6;
-      const used = samples[k].cpu_time_ns - samples[k - 1].cpu_time_ns;
-      // A restart resets the counter: no point for that interval.
-      if (elapsed > 0 && used >= 0) cpu.push({ t: at[k], v: used / elapsed });
-    }
-    const memory = samples.map((s, k) => ({ t: at[k], v: s.memory_bytes / 1048576 }));
-    const limit = samples.length ? samples[samples.length - 1].memory_limit_bytes : null;
-    body.replaceChildren(
-      chart("CPU", cpu, "cores", 0.05, "chart-cpu"),
-      chart(limit ? `Memory (limit ${Math.round(limit / 1048576)} MiB)` : "Memory", memory, "MiB", 1, "chart-memory"));
+    body.replaceChildren(...charts(samples));
     return true;
   };
   load().then((ok) => {
@@ -393,6 +382,42 @@ function usagePanel(name) {
     }, USAGE_REFRESH_MS);
   });
   return panel;
+}
+
+/**
+ * An instance's charts: CPU (cores busy, from the CPU time counter's
+ * growth between samples) and memory.
+ */
+function instanceCharts(samples) {
+  const at = samples.map((s) => Date.parse(s.at));
+  const cpu = [];
+  for (let k = 1; k < samples.length; k++) {
+    const elapsed = (at[k] - at[k - 1]) * 1e6;
+    const used = samples[k].cpu_time_ns - samples[k - 1].cpu_time_ns;
+    // A restart resets the counter: no point for that interval.
+    if (elapsed > 0 && used >= 0) cpu.push({ t: at[k], v: used / elapsed });
+  }
+  const memory = samples.map((s, k) => ({ t: at[k], v: s.memory_bytes / 1048576 }));
+  const limit = samples.length ? samples[samples.length - 1].memory_limit_bytes : null;
+  return [
+    chart("CPU", cpu, "cores", 0.05, "chart-cpu"),
+    chart(limit ? `Memory (limit ${Math.round(limit / 1048576)} MiB)` : "Memory", memory, "MiB", 1, "chart-memory"),
+  ];
+}
+
+/**
+ * A node's charts: what its instances used together (the server's sums;
+ * the host's own processes are not in them), against its capacity.
+ */
+function nodeCharts(node) {
+  return (samples) => {
+    const point = (s, v) => ({ t: Date.parse(s.at), v });
+    return [
+      chart("CPU of its instances", samples.map((s) => point(s, s.cpu_millicores / 1000)), "cores", 0.05, "chart-cpu"),
+      chart(`Memory of its instances (of ${node.capacity.memory_mib} MiB)`,
+        samples.map((s) => point(s, s.memory_bytes / 1048576)), "MiB", 1, "chart-memory"),
+    ];
+  };
 }
 
 /** How often an open usage panel asks for new samples. */
@@ -413,7 +438,7 @@ export async function instance(name, ui) {
     h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
     i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i.name) : null,
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
-    i.status === "running" ? usagePanel(i.name) : null,
+    i.status === "running" ? usagePanel(`/api/instances/${encodeURIComponent(i.name)}/stats/history`, instanceCharts) : null,
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
       h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
     i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,

@@ -37,6 +37,7 @@ pub(crate) fn router(access: Arc<Access>) -> Router {
         .route("/api/session", get(session))
         .route("/api/nodes", get(nodes))
         .route("/api/nodes/{node}", get(node))
+        .route("/api/nodes/{node}/stats/history", get(node_stats_history))
         .route("/api/instances", get(instances).post(create))
         .route("/api/instances/{instance}", get(instance).delete(delete))
         .route("/api/instances/{instance}/start", post(start))
@@ -143,6 +144,13 @@ async fn instance(Caller(client): Caller, Path(instance): Path<String>) -> Reply
 /// the instance's usage, oldest first (`[]` before the first sample).
 async fn stats_history(Caller(client): Caller, Path(instance): Path<String>) -> Reply {
     ok(&client.instance_stats_history(&instance).await?)
+}
+
+/// `GET /api/nodes/NODE/stats/history`: the server's recent samples of
+/// what the node's instances used together, oldest first (`[]` before the
+/// first sample).
+async fn node_stats_history(Caller(client): Caller, Path(node): Path<String>) -> Reply {
+    ok(&client.node_stats_history(&node).await?)
 }
 
 /// `POST /api/instances` with a `CreateInstance` (the CLI's `-f` spec

@@ -376,6 +376,14 @@ impl Controller {
         call!(self, env, |c| c.get_node(&node))
     }
 
+    /// What the node's instances used together recently, oldest first, as
+    /// the server sampled them. Rejects with `not_found`, `unsupported` (no
+    /// server keeps a history: an embedded deployment without a daemon).
+    #[napi(ts_return_type = "Promise<NodeUsageSample[]>")]
+    pub fn node_stats_history<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {
+        call!(self, env, |c| c.node_stats_history(&node))
+    }
+
     /// Stops new placements on a node.
     #[napi(ts_return_type = "Promise<Node>")]
     pub fn cordon_node<'env>(&self, env: &'env Env, node: String) -> Pending<'env> {

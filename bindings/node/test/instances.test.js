@@ -45,6 +45,10 @@ test('pause, resume, stats and the log', async () => {
   await assert.rejects(controller.instanceStatsHistory('web'), (err) =>
     err.code === 'unsupported' && /a server keeps one/.test(err.message))
   await assert.rejects(controller.instanceStatsHistory('nope'), (err) => err.code === 'not_found')
+  const [node] = await controller.listNodes()
+  await assert.rejects(controller.nodeStatsHistory(node.id), (err) =>
+    err.code === 'unsupported' && /a server keeps one/.test(err.message))
+  await assert.rejects(controller.nodeStatsHistory('no-such-node'), (err) => err.code === 'not_found')
 
   const chunk = await controller.readLog('web')
   assert.equal(chunk.data.toString(), 'started web\n')

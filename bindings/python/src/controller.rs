@@ -373,6 +373,18 @@ impl PyController {
         wait(py, self.inner.get_node(node)).map(Json)
     }
 
+    /// What the node's instances used together recently, oldest first
+    /// (`NodeUsageSample`s), as the server sampled them. Raises
+    /// `NotFound`, `Unsupported` (no server keeps a history: an embedded
+    /// deployment without a daemon).
+    fn node_stats_history(
+        &self,
+        py: Python<'_>,
+        node: &str,
+    ) -> PyResult<Json<Vec<zixiao_core::api::NodeUsageSample>>> {
+        wait(py, self.inner.node_stats_history(node)).map(Json)
+    }
+
     /// Stops new placements on a node. Raises `NotFound`, `FailedPrecondition`.
     fn cordon_node(&self, py: Python<'_>, node: &str) -> PyResult<Json<zixiao_core::Node>> {
         wait(py, self.inner.cordon_node(node)).map(Json)
@@ -1245,6 +1257,15 @@ impl PyAsyncController {
     /// The node with id (or hostname) `node`. Raises `NotFound`.
     fn get_node<'py>(&self, py: Python<'py>, node: String) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.get_node(&node))
+    }
+
+    /// The node's recent usage (see `Controller.node_stats_history`).
+    fn node_stats_history<'py>(
+        &self,
+        py: Python<'py>,
+        node: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.node_stats_history(&node))
     }
 
     /// Stops new placements on a node.

@@ -66,6 +66,11 @@ def test_pause_resume_stats_and_the_log(controller):
         controller.instance_stats_history("web")
     with pytest.raises(zixiao.NotFound):
         controller.instance_stats_history("nope")
+    node = controller.list_nodes()[0]["id"]
+    with pytest.raises(zixiao.Unsupported, match="a server keeps one"):
+        controller.node_stats_history(node)
+    with pytest.raises(zixiao.NotFound):
+        controller.node_stats_history("no-such-node")
 
     chunk = controller.read_log("web")
     assert isinstance(chunk, zixiao.LogChunk)

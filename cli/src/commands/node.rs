@@ -2,12 +2,13 @@
 
 use std::process::ExitCode;
 
+use zixiao_core::api::NodeUsageSample;
 use zixiao_core::controller::DrainReport;
 use zixiao_core::model::{CarbonIntensity, Onboarding, OnboardingState};
 use zixiao_core::{Client, Node, Result};
 
 use crate::args::{AddRm, Format, NodeCommand, OnOff};
-use crate::output::{age, details, print, Table};
+use crate::output::{age, bytes, details, print, Table};
 
 pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) -> Result<ExitCode> {
     let controller = &client;
@@ -19,6 +20,10 @@ pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) ->
         NodeCommand::Get { node } => {
             let node = controller.get_node(&node).await?;
             print(format, &node, node_details)?;
+        }
+        NodeCommand::Stats { node } => {
+            let samples = controller.node_stats_history(&node).await?;
+            print(format, &samples, |samples| usage_table(samples))?;
         }
         NodeCommand::Cordon { node } => {
             let node = controller.cordon_node(&node).await?;
@@ -319,4 +324,22 @@ fn traits_text(n: &Node) -> String {
     } else {
         traits.join(", ")
     }
+}
+
+/// One row per sample: its time, how many instances it counts, the cores
+/// they used since the sample before, and their memory.
+fn usage_table(samples: &[NodeUsageSample]) -> String {
+    if samples.is_empty() {
+        return "no samples yet: the server samples every few seconds\n".to_owned();
+    }
+    let mut table = Table::new(vec!["TIME", "INSTANCES", "CPU", "MEMORY"]);
+    for sample in samples {
+        table.row(vec![
+            sample.at.format("%H:%M:%S").to_string(),
+            sample.instances.to_string(),
+            format!("{:.3}", sample.cpu_millicores as f64 / 1000.0),
+            bytes(sample.memory_bytes),
+        ]);
+    }
+    table.render()
 }

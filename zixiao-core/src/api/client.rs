@@ -13,8 +13,8 @@ use super::access::{
     AuditQuery, AuditRecord, IssuedToken, ProjectInfo, Quota, Role, TokenInfo, TokenTerms, UserInfo,
 };
 use super::{
-    Api, ImportAs, InstancePage, OperationFilter, OperationPage, Page, Progress, Request, Response,
-    StatsSample, Wait,
+    Api, ImportAs, InstancePage, NodeUsageSample, OperationFilter, OperationPage, Page, Progress,
+    Request, Response, StatsSample, Wait,
 };
 use crate::controller::{ClusterInfo, DrainReport, InstanceEvent, InstanceFilter, NodeEvent};
 use crate::driver::{
@@ -433,6 +433,12 @@ impl Client {
     pub async fn get_node(&self, node: &str) -> Result<Node> {
         let node = node.to_owned();
         expect!(self, Request::GetNode { node }, Node)
+    }
+
+    /// See [`Request::NodeStatsHistory`].
+    pub async fn node_stats_history(&self, node: &str) -> Result<Vec<NodeUsageSample>> {
+        let node = node.to_owned();
+        expect!(self, Request::NodeStatsHistory { node }, NodeStatsHistory)
     }
 
     /// See [`Request::CordonNode`].

@@ -140,11 +140,7 @@ impl Api for Controller {
             Request::InstanceStatsHistory { instance } => {
                 // Known instance or not, the answer is the same kind.
                 self.get_instance(&instance).await?;
-                return Err(Error::Unsupported(
-                    "no stats history here: a server keeps one (`zixiao server`, or \
-                     `zixiao server --embedded` / `zixiao ui` on this state directory)"
-                        .to_owned(),
-                ));
+                return Err(no_history());
             }
             Request::ReadLog {
                 instance,
@@ -332,6 +328,11 @@ impl Api for Controller {
             }
             Request::ListNodes => Response::Nodes(self.list_nodes().await?),
             Request::GetNode { node } => Response::Node(self.get_node(&node).await?),
+            Request::NodeStatsHistory { node } => {
+                // Known node or not, the answer is the same kind.
+                self.get_node(&node).await?;
+                return Err(no_history());
+            }
             Request::CordonNode { node } => Response::Node(self.cordon_node(&node).await?),
             Request::UncordonNode { node } => Response::Node(self.uncordon_node(&node).await?),
             Request::DrainNode { node } => {
@@ -552,4 +553,14 @@ impl Controller {
             )),
         }
     }
+}
+
+/// Why a controller without a [`StatsHistory`](super::StatsHistory) in
+/// front of it has no history to answer with.
+fn no_history() -> Error {
+    Error::Unsupported(
+        "no stats history here: a server keeps one (`zixiao server`, or \
+         `zixiao server --embedded` / `zixiao ui` on this state directory)"
+            .to_owned(),
+    )
 }

@@ -52,7 +52,7 @@ pub use host_paths::{
     redact_host_paths, RefuseHostPaths, REDACTED_PATH,
 };
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-pub use stats_history::{StatsHistory, StatsSample};
+pub use stats_history::{NodeUsageSample, StatsHistory, StatsSample};
 pub use traced::Traced;
 
 pub use crate::controller::{as_requested_by, OperationFilter};
@@ -314,6 +314,15 @@ pub enum Request {
     InstanceStatsHistory {
         /// Id or name.
         instance: String,
+    },
+    /// What the node's instances used together recently, oldest first, as
+    /// the server that answers has sampled them ([`StatsHistory`]).
+    /// [`Response::NodeStatsHistory`]. Read-only. Errors: `NotFound`,
+    /// `Unsupported` (nothing keeps a history: a command without a
+    /// daemon).
+    NodeStatsHistory {
+        /// Id or hostname.
+        node: String,
     },
     /// Up to `max` bytes of the instance's log (console, or stdout and
     /// stderr) from `offset`. [`Response::Log`]. Read-only. Errors:
@@ -909,6 +918,7 @@ impl Request {
             Request::BackupState { .. } => "state.backup",
             Request::ListNodes => "node.list",
             Request::GetNode { .. } => "node.get",
+            Request::NodeStatsHistory { .. } => "node.stats",
             Request::CordonNode { .. } => "node.cordon",
             Request::UncordonNode { .. } => "node.uncordon",
             Request::DrainNode { .. } => "node.drain",
@@ -1007,6 +1017,7 @@ impl Request {
                 None => format!("image {name}"),
             }),
             Request::GetNode { node: n }
+            | Request::NodeStatsHistory { node: n }
             | Request::CordonNode { node: n }
             | Request::UncordonNode { node: n }
             | Request::DrainNode { node: n }
@@ -1066,6 +1077,7 @@ impl Request {
                 | Request::ListInstances { .. }
                 | Request::InstanceStats { .. }
                 | Request::InstanceStatsHistory { .. }
+                | Request::NodeStatsHistory { .. }
                 | Request::ReadLog { .. }
                 | Request::FollowLog { .. }
                 | Request::WatchInstances { .. }
@@ -1128,6 +1140,8 @@ pub enum Response {
     Stats(InstanceStats),
     /// Resource usage over time, oldest first.
     StatsHistory(Vec<StatsSample>),
+    /// A node's usage samples, oldest first.
+    NodeStatsHistory(Vec<NodeUsageSample>),
     /// A piece of a log.
     Log(LogChunk),
     /// A log as it grows, piece by piece.
@@ -1200,6 +1214,7 @@ impl Response {
             Response::Instances(_) => "Instances",
             Response::Stats(_) => "Stats",
             Response::StatsHistory(_) => "StatsHistory",
+            Response::NodeStatsHistory(_) => "NodeStatsHistory",
             Response::Log(_) => "Log",
             Response::LogStream(_) => "LogStream",
             Response::Console(_) => "Console",

@@ -1,10 +1,11 @@
-//! [`StatsHistory`]: the recent resource usage of running instances, kept
-//! by a server in memory so that `zixiao instance stats NAME --history`,
-//! the dashboard and scripts can draw trends without an external database.
+//! [`StatsHistory`]: the recent resource usage of running instances, and
+//! of each node's instances together, kept by a server in memory so that
+//! `zixiao instance stats NAME --history`, `zixiao node stats NODE`, the
+//! dashboard and scripts can draw trends without an external database.
 //!
 //! It is a wrapper around the [`Api`] a server serves: it answers
-//! [`Request::InstanceStatsHistory`] from its own series and passes every
-//! other request through. Its [`StatsHistory::sample`] loop asks the wrapped
+//! [`Request::InstanceStatsHistory`] and [`Request::NodeStatsHistory`] from
+//! its own series and passes every other request through. Its [`StatsHistory::sample`] loop asks the wrapped
 //! API for the stats of every running instance at a fixed interval (through
 //! the agents, as `instance stats` does). Everything is bounded: at most
 //! `keep` samples per instance (an hour at 10 s by default) and at most
@@ -12,6 +13,12 @@
 //! not sampled until a place frees up); an instance that no longer runs
 //! keeps its series until it is deleted. Each server replica keeps its own
 //! series, starting empty when it starts.
+//!
+//! A node's series is what its sampled instances used together, each round
+//! ([`NodeUsageSample`]): the usage the node's work adds, not the host's
+//! own (its system processes are not in it). At most `max_nodes` nodes
+//! have a series, `keep` samples each; a node gets a sample every round,
+//! with nothing running on it too, so its chart has no gaps.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -40,17 +47,77 @@ pub struct StatsSample {
     pub stats: InstanceStats,
 }
 
+/// One sample of what a node's instances use together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUsageSample {
+    /// When the round that took it ended.
+    pub at: DateTime<Utc>,
+    /// How many of the node's instances were sampled (running, within the
+    /// history's bounds): the others are not in the figures.
+    pub instances: u32,
+    /// The CPU they used since the previous round, in thousandths of a
+    /// core (1000 is one core busy). An instance's first sample, or one
+    /// after a restart reset its counter, adds nothing.
+    pub cpu_millicores: u64,
+    /// The memory they use, in bytes.
+    pub memory_bytes: u64,
+}
+
+impl NodeUsageSample {
+    /// A sample at `at` of a node with nothing sampled on it.
+    fn idle(at: DateTime<Utc>) -> Self {
+        NodeUsageSample {
+            at,
+            instances: 0,
+            cpu_millicores: 0,
+            memory_bytes: 0,
+        }
+    }
+}
+
 /// Per instance id, its samples, oldest first.
 type Series = BTreeMap<String, VecDeque<StatsSample>>;
+
+/// Per node id, its samples, oldest first.
+type NodeSeries = BTreeMap<String, VecDeque<NodeUsageSample>>;
+
+/// Both kinds of series, behind one lock so a round updates them together.
+#[derive(Debug, Default)]
+struct Kept {
+    instances: Series,
+    nodes: NodeSeries,
+}
+
+/// Appends `sample` to `samples`, dropping the oldest beyond `keep`.
+fn push_bounded<T>(samples: &mut VecDeque<T>, keep: usize, sample: T) {
+    if samples.len() >= keep {
+        samples.pop_front();
+    }
+    samples.push_back(sample);
+}
+
+/// The CPU `instance` used between its samples `before` and `now`, in
+/// thousandths of a core; nothing for a counter that went back (a restart).
+fn millicores(before: &StatsSample, now: &StatsSample) -> u64 {
+    let elapsed = (now.at - before.at).num_nanoseconds().unwrap_or(0);
+    let used = now.stats.cpu_time_ns.checked_sub(before.stats.cpu_time_ns);
+    match (u64::try_from(elapsed), used) {
+        (Ok(elapsed @ 1..), Some(used)) => {
+            u64::try_from(u128::from(used) * 1000 / u128::from(elapsed)).unwrap_or(u64::MAX)
+        }
+        _ => 0,
+    }
+}
 
 /// The wrapper (see the module documentation). Its clones share the
 /// series: one samples while the others answer.
 #[derive(Debug)]
 pub struct StatsHistory<A> {
     inner: Arc<A>,
-    series: Arc<Mutex<Series>>,
+    series: Arc<Mutex<Kept>>,
     keep: usize,
     max_instances: usize,
+    max_nodes: usize,
 }
 
 impl<A> Clone for StatsHistory<A> {
@@ -60,6 +127,7 @@ impl<A> Clone for StatsHistory<A> {
             series: self.series.clone(),
             keep: self.keep,
             max_instances: self.max_instances,
+            max_nodes: self.max_nodes,
         }
     }
 }
@@ -71,6 +139,8 @@ impl<A: Api + 'static> StatsHistory<A> {
     pub const KEEP: usize = 360;
     /// The default number of instances sampled.
     pub const MAX_INSTANCES: usize = 500;
+    /// The default number of nodes with a series.
+    pub const MAX_NODES: usize = 1000;
     /// How many instances are asked for their stats at once.
     const CONCURRENCY: usize = 16;
 
@@ -82,6 +152,7 @@ impl<A: Api + 'static> StatsHistory<A> {
             series: Arc::default(),
             keep: Self::KEEP,
             max_instances: Self::MAX_INSTANCES,
+            max_nodes: Self::MAX_NODES,
         }
     }
 
@@ -102,6 +173,7 @@ impl<A: Api + 'static> StatsHistory<A> {
             series: self.series.clone(),
             keep: self.keep,
             max_instances: self.max_instances,
+            max_nodes: self.max_nodes,
         }
     }
 
@@ -126,28 +198,34 @@ impl<A: Api + 'static> StatsHistory<A> {
         }
     }
 
-    /// One round: a sample of every running instance, up to the bounds.
+    /// One round: a sample of every running instance, up to the bounds,
+    /// and one of every node's instances together.
     pub async fn sample_once(&self) -> Result<()> {
         let all = list_all_instances(self.inner.as_ref(), InstanceFilter::default()).await?;
+        let nodes = match self.inner.call(Request::ListNodes).await? {
+            Response::Nodes(nodes) => nodes,
+            other => return Err(unexpected("node.list", &other)),
+        };
         let running: Vec<String> = all
             .iter()
             .filter(|i| i.status == InstanceStatus::Running)
             .map(|i| i.id.to_string())
             .collect();
         let chosen = {
-            let mut series = self.lock();
+            let mut kept = self.lock();
             // Deleted instances go; those still there keep their places.
-            series.retain(|id, _| all.iter().any(|i| i.id.as_str() == id));
+            kept.instances
+                .retain(|id, _| all.iter().any(|i| i.id.as_str() == id));
             let mut chosen: Vec<String> = running
                 .iter()
-                .filter(|id| series.contains_key(*id))
+                .filter(|id| kept.instances.contains_key(*id))
                 .cloned()
                 .collect();
-            let room = self.max_instances.saturating_sub(series.len());
+            let room = self.max_instances.saturating_sub(kept.instances.len());
             chosen.extend(
                 running
                     .iter()
-                    .filter(|id| !series.contains_key(*id))
+                    .filter(|id| !kept.instances.contains_key(*id))
                     .take(room)
                     .cloned(),
             );
@@ -174,18 +252,55 @@ impl<A: Api + 'static> StatsHistory<A> {
             .filter_map(|sample| async move { sample })
             .collect()
             .await;
-        let mut series = self.lock();
+
+        let at = Utc::now();
+        let node_of: BTreeMap<&str, &str> = all
+            .iter()
+            .filter_map(|i| Some((i.id.as_str(), i.node.as_ref()?.as_str())))
+            .collect();
+        let mut kept = self.lock();
+        let mut usage: BTreeMap<String, NodeUsageSample> = BTreeMap::new();
         for (id, sample) in samples {
-            let samples = series.entry(id).or_default();
-            if samples.len() == self.keep {
-                samples.pop_front();
+            let samples = kept.instances.entry(id.clone()).or_default();
+            let cpu = samples
+                .back()
+                .map_or(0, |before| millicores(before, &sample));
+            let memory = sample.stats.memory_bytes;
+            push_bounded(samples, self.keep, sample);
+            if let Some(node) = node_of.get(id.as_str()) {
+                let node = usage
+                    .entry((*node).to_owned())
+                    .or_insert_with(|| NodeUsageSample::idle(at));
+                node.instances += 1;
+                node.cpu_millicores = node.cpu_millicores.saturating_add(cpu);
+                node.memory_bytes = node.memory_bytes.saturating_add(memory);
             }
-            samples.push_back(sample);
+        }
+        // Deleted nodes go; the rest keep their places, and new ones take
+        // what room is left.
+        kept.nodes
+            .retain(|id, _| nodes.iter().any(|n| n.id.as_str() == id));
+        let room = self.max_nodes.saturating_sub(kept.nodes.len());
+        let newcomers: Vec<String> = nodes
+            .iter()
+            .filter(|n| !kept.nodes.contains_key(n.id.as_str()))
+            .take(room)
+            .map(|n| n.id.to_string())
+            .collect();
+        for name in newcomers {
+            kept.nodes.insert(name, VecDeque::new());
+        }
+        let keep = self.keep;
+        for (id, samples) in &mut kept.nodes {
+            let sample = usage
+                .remove(id)
+                .unwrap_or_else(|| NodeUsageSample::idle(at));
+            push_bounded(samples, keep, sample);
         }
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Series> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while holding it left whole series behind: still usable.
         self.series.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -193,23 +308,76 @@ impl<A: Api + 'static> StatsHistory<A> {
 
 #[async_trait]
 impl<A: Api + 'static> Api for StatsHistory<A> {
-    /// [`Request::InstanceStatsHistory`] from the series (an instance not
-    /// sampled yet has none: an empty list); everything else as `inner`
-    /// answers. Errors: `inner`'s (`NotFound` for an unknown instance).
+    /// [`Request::InstanceStatsHistory`] and [`Request::NodeStatsHistory`]
+    /// from the series (an instance or node not sampled yet has none: an
+    /// empty list); everything else as `inner` answers. Errors: `inner`'s
+    /// (`NotFound` for an unknown instance or node).
     async fn call(&self, request: Request) -> Result<Response> {
-        let Request::InstanceStatsHistory { instance } = request else {
-            return self.inner.call(request).await;
-        };
-        let id = match self.inner.call(Request::GetInstance { instance }).await? {
-            Response::Instance(found) => found.id.to_string(),
-            other => {
-                return Err(Error::Internal(format!(
-                    "instance.get answered {}",
-                    other.kind()
-                )))
+        match request {
+            Request::InstanceStatsHistory { instance } => {
+                let id = match self.inner.call(Request::GetInstance { instance }).await? {
+                    Response::Instance(found) => found.id.to_string(),
+                    other => return Err(unexpected("instance.get", &other)),
+                };
+                let samples = self.lock().instances.get(&id).cloned().unwrap_or_default();
+                Ok(Response::StatsHistory(samples.into()))
             }
-        };
-        let samples = self.lock().get(&id).cloned().unwrap_or_default();
-        Ok(Response::StatsHistory(samples.into()))
+            Request::NodeStatsHistory { node } => {
+                let id = match self.inner.call(Request::GetNode { node }).await? {
+                    Response::Node(found) => found.id.to_string(),
+                    other => return Err(unexpected("node.get", &other)),
+                };
+                let samples = self.lock().nodes.get(&id).cloned().unwrap_or_default();
+                Ok(Response::NodeStatsHistory(samples.into()))
+            }
+            request => self.inner.call(request).await,
+        }
+    }
+}
+
+/// The error for an answer of the wrong kind to `operation`.
+fn unexpected(operation: &str, answer: &Response) -> Error {
+    Error::Internal(format!("{operation} answered {}", answer.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_ms: i64, cpu_time_ns: u64) -> StatsSample {
+        StatsSample {
+            at: DateTime::from_timestamp_millis(at_ms).expect("a time"),
+            stats: InstanceStats {
+                cpu_time_ns,
+                ..InstanceStats::default()
+            },
+        }
+    }
+
+    #[test]
+    fn millicores_are_cpu_time_over_wall_time() {
+        // Half a core for two seconds.
+        assert_eq!(
+            millicores(&sample(0, 0), &sample(2_000, 1_000_000_000)),
+            500
+        );
+        // Two cores busy.
+        assert_eq!(
+            millicores(&sample(0, 0), &sample(1_000, 2_000_000_000)),
+            2000
+        );
+        // A restart reset the counter: nothing, not a wrap-around.
+        assert_eq!(millicores(&sample(0, 5_000), &sample(1_000, 10)), 0);
+        // Two samples at the same instant: nothing, not a division by zero.
+        assert_eq!(millicores(&sample(0, 0), &sample(0, 10)), 0);
+    }
+
+    #[test]
+    fn a_series_keeps_the_newest_samples() {
+        let mut samples = VecDeque::new();
+        for k in 0..5 {
+            push_bounded(&mut samples, 3, k);
+        }
+        assert_eq!(samples, [2, 3, 4]);
     }
 }

@@ -182,6 +182,25 @@ def usage_charts(page, url, state):
     shot(page, "instance-usage")
 
 
+def node_usage_charts(page, url, state):
+    """A node's page charts what its instances use together (ui-web runs
+    there), as `node stats` reports it."""
+    node = json.loads(cli(state, "node", "list", "-o", "json"))[0]
+    page.goto(f"{url}#/nodes/{node['id']}")
+    usage = page.get_by_test_id("node").get_by_test_id("usage")
+    page.wait_for_function("""() => {
+        const chart = document.querySelector('[data-testid=node] [data-testid=chart-memory]');
+        return chart && Number(chart.dataset.points) >= 3 && chart.querySelector('polyline');
+    }""", timeout=20_000)
+    memory = usage.get_by_test_id("chart-memory")
+    expect(memory.locator("figcaption")).to_contain_text(f"of {node['capacity']['memory_mib']} MiB")
+    # Not "now 0.000 MiB": the running ui-web's memory is in the sum.
+    expect(memory.locator(".legend")).not_to_contain_text("now 0.000 ")
+    samples = json.loads(cli(state, "node", "stats", node["id"], "-o", "json"))
+    assert samples[-1]["instances"] >= 1 and samples[-1]["memory_bytes"] > 0, samples[-1]
+    shot(page, "node-usage")
+
+
 def stop_from_the_page(page, url, state):
     page.goto(f"{url}#/instances/ui-web")
     detail = page.get_by_test_id("instance")
@@ -338,6 +357,7 @@ def main():
                     ("a bad name is refused, naming the field", lambda: bad_create_is_refused(page, url, state)),
                     ("the filter and the live list", lambda: filter_and_live_list(page, url, state)),
                     ("charts of the usage history", lambda: usage_charts(page, url, state)),
+                    ("charts of a node's usage", lambda: node_usage_charts(page, url, state)),
                     ("a stop from the page stops it", lambda: stop_from_the_page(page, url, state)),
                     ("a delete from the page deletes it", lambda: delete_from_the_page(page, url, state)),
                     ("the console types into a shell", lambda: console_in_the_page(page, url, state)),

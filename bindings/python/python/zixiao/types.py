@@ -311,6 +311,17 @@ class StatsSample(InstanceStats):
     at: str
 
 
+class NodeUsageSample(TypedDict):
+    """One sample of what a node's instances used together: `at` (RFC
+    3339), how many `instances` were sampled, the CPU they used since the
+    sample before in thousandths of a core, and their memory in bytes."""
+
+    at: str
+    instances: int
+    cpu_millicores: int
+    memory_bytes: int
+
+
 class DrainReport(TypedDict):
     node: str
     moved: List[str]
