@@ -27,18 +27,20 @@ use zixiao_core::{DriverError, Instance};
 use crate::errors;
 
 /// The seed image's file name in the instance's directory.
-pub(crate) const SEED_FILE: &str = "cidata.iso";
+const SEED_FILE: &str = "cidata.iso";
 
 /// The program that writes the image.
 const GENISOIMAGE: &str = "genisoimage";
 
+/// Where the seed image of the instance whose directory is `dir` goes:
+/// the one name [`write_seed_files`] writes and every runtime attaches.
+pub(crate) fn seed_file(dir: &Path) -> PathBuf {
+    dir.join(SEED_FILE)
+}
+
 /// Where `instance`'s seed image goes, when it has cloud-init data.
 pub(crate) fn seed_path(dir: &Path, instance: &Instance) -> Option<PathBuf> {
-    instance
-        .spec
-        .cloud_init
-        .as_ref()
-        .map(|_| dir.join(SEED_FILE))
+    instance.spec.cloud_init.as_ref().map(|_| seed_file(dir))
 }
 
 /// The NoCloud files of a seed, by name, in the order written. Its
@@ -134,10 +136,10 @@ pub(crate) async fn write_seed(dir: &Path, instance: &Instance) -> Result<(), Dr
     }
 }
 
-/// Writes the seed image of `files` into `dir` as [`SEED_FILE`], replacing
+/// Writes the seed image of `files` into `dir` as [`seed_file`], replacing
 /// an older one. Errors: as [`write_seed`].
 pub(crate) async fn write_seed_files(dir: &Path, files: &SeedFiles) -> Result<(), DriverError> {
-    let seed = dir.join(SEED_FILE);
+    let seed = seed_file(dir);
     let files = files.0.clone();
     let staging = dir.join("cidata.d");
     let write_files = {

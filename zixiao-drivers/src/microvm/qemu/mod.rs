@@ -191,7 +191,7 @@ impl QemuBackend {
                 "-drive".to_owned(),
                 format!(
                     "file={},if=none,id=cidata,format=raw,readonly=on",
-                    escape_opt(&path(dir.file(crate::cloud_init::SEED_FILE)))
+                    escape_opt(&path(crate::cloud_init::seed_file(&dir.path)))
                 ),
                 "-device".to_owned(),
                 "virtio-blk-device,drive=cidata".to_owned(),
