@@ -279,6 +279,23 @@ impl Controller {
         block(self.inner.instance_stats(&instance)).map(InstanceStats::from)
     }
 
+    /// The instance's recent resource usage, oldest first, as the server
+    /// sampled it. Errors: `NotFound`, `Unsupported` (no server keeps a
+    /// history: an embedded deployment without a daemon).
+    pub fn instance_stats_history(
+        &self,
+        instance: String,
+    ) -> Result<Vec<StatsSample>, ZixiaoError> {
+        block(self.inner.instance_stats_history(&instance)).map(model::samples)
+    }
+
+    /// What node `node`'s instances used together recently, oldest first,
+    /// as the server sampled them. Errors: `NotFound`, `Unsupported` (as
+    /// for [`Controller::instance_stats_history`]).
+    pub fn node_stats_history(&self, node: String) -> Result<Vec<NodeUsageSample>, ZixiaoError> {
+        block(self.inner.node_stats_history(&node)).map(model::node_samples)
+    }
+
     /// Up to `max` bytes of the instance's log from `offset`; read again
     /// from `next_offset` to go on. Errors: `NotFound`, `FailedPrecondition`.
     pub fn read_log(
@@ -624,6 +641,22 @@ impl AsyncController {
     /// See [`Controller::instance_stats`].
     pub async fn instance_stats(&self, instance: String) -> Result<InstanceStats, ZixiaoError> {
         call!(self, |c| c.instance_stats(&instance)).map(InstanceStats::from)
+    }
+
+    /// See [`Controller::instance_stats_history`].
+    pub async fn instance_stats_history(
+        &self,
+        instance: String,
+    ) -> Result<Vec<StatsSample>, ZixiaoError> {
+        call!(self, |c| c.instance_stats_history(&instance)).map(model::samples)
+    }
+
+    /// See [`Controller::node_stats_history`].
+    pub async fn node_stats_history(
+        &self,
+        node: String,
+    ) -> Result<Vec<NodeUsageSample>, ZixiaoError> {
+        call!(self, |c| c.node_stats_history(&node)).map(model::node_samples)
     }
 
     /// See [`Controller::read_log`].

@@ -828,6 +828,54 @@ pub struct LogChunk {
     pub next_offset: u64,
 }
 
+/// One sample of a server's stats history of an instance.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct StatsSample {
+    /// When it was taken (RFC 3339).
+    pub at: String,
+    /// The usage then; counters are totals since the instance started.
+    pub stats: InstanceStats,
+}
+
+/// Samples as the binding shows them.
+pub(crate) fn samples(samples: Vec<zixiao_core::api::StatsSample>) -> Vec<StatsSample> {
+    samples
+        .into_iter()
+        .map(|s| StatsSample {
+            at: s.at.to_rfc3339(),
+            stats: s.stats.into(),
+        })
+        .collect()
+}
+
+/// One sample of what a node's instances used together.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NodeUsageSample {
+    /// When it was taken (RFC 3339).
+    pub at: String,
+    /// How many of its instances were sampled.
+    pub instances: u32,
+    /// CPU used since the sample before, in thousandths of a core.
+    pub cpu_millicores: u64,
+    /// Memory in use, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Node samples as the binding shows them.
+pub(crate) fn node_samples(
+    samples: Vec<zixiao_core::api::NodeUsageSample>,
+) -> Vec<NodeUsageSample> {
+    samples
+        .into_iter()
+        .map(|s| NodeUsageSample {
+            at: s.at.to_rfc3339(),
+            instances: s.instances,
+            cpu_millicores: s.cpu_millicores,
+            memory_bytes: s.memory_bytes,
+        })
+        .collect()
+}
+
 impl From<zixiao_core::LogChunk> for LogChunk {
     fn from(c: zixiao_core::LogChunk) -> Self {
         LogChunk {

@@ -133,6 +133,13 @@ fun main(args: Array<String>) {
         check(sleeper.status == InstanceStatus.RUNNING) { "$sleeper" }
         val stats = controller.instanceStats("sleeper")
         check(stats.memoryLimitBytes == 32uL * 1024uL * 1024uL) { "$stats" }
+        // Only a server keeps a history; this deployment has no daemon.
+        val noHistory = raises<ZixiaoException.Unsupported> { controller.instanceStatsHistory("sleeper") }
+        check(noHistory.detail.contains("a server keeps one")) { noHistory.detail }
+        raises<ZixiaoException.NotFound> { controller.instanceStatsHistory("ghost") }
+        val localNode = controller.listNodes().first().id
+        raises<ZixiaoException.Unsupported> { controller.nodeStatsHistory(localNode) }
+        raises<ZixiaoException.NotFound> { controller.nodeStatsHistory("no-such-node") }
         check(controller.stopInstance("sleeper", true).status == InstanceStatus.STOPPED)
         check(controller.startInstance("sleeper", true).status == InstanceStatus.RUNNING)
         val running = controller.listInstances(InstanceFilter(status = InstanceStatus.RUNNING, labels = mapOf()))
