@@ -469,7 +469,10 @@ fn sleeper(name: &str, zone: &str) -> zixiao_core::CreateInstance {
 /// the one whose smoke image does not exist ends `onboarding_failed` with
 /// the runtime, step and error in `node get`, and an instance created for
 /// it waits naming the status, until its agent is restarted with a good
-/// image; `--skip-smoke-test` is ready at once, saying it skipped.
+/// image; `--skip-smoke-test` is ready at once, saying it skipped. A smoke
+/// image only the real loopback registry holds is pulled first, and the
+/// node's detail says so; a registry that cannot be reached fails the
+/// node at step `pull`.
 #[cfg(all(feature = "etcd", feature = "containerd"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
@@ -491,6 +494,26 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
     else {
         return;
     };
+    let Some(registry) =
+        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry")
+    else {
+        return;
+    };
+    let pid = std::process::id();
+    // A smoke image only the registry holds: a tag of this run, which
+    // nothing has imported or pulled into containerd.
+    let only_in_registry = format!("{registry}/busybox:smoke-{pid}");
+    let pushed = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{busybox}"))
+        .arg(format!("docker://{only_in_registry}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     // The smoke image, in the containerd namespace every node of this
     // machine uses.
@@ -503,7 +526,6 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pid = std::process::id();
     let prefix = format!("/zixiao-onboarding-{pid}");
     let server = start(
         &dir.path().join("server"),
@@ -544,10 +566,11 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         statuses
     };
 
-    let (good, bad, skip) = (
+    let (good, bad, skip, pulls) = (
         format!("ob-good-{pid}"),
         format!("ob-bad-{pid}"),
         format!("ob-skip-{pid}"),
+        format!("ob-pull-{pid}"),
     );
     let bad_state = dir.path().join("bad");
     let _good = onboarding_agent(
@@ -562,7 +585,8 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         &socket,
         &server.addr,
         &bad,
-        &["--smoke-image", "no-such-image-anywhere:404"],
+        // Nothing listens on port 1: the pull fails at once.
+        &["--smoke-image", "127.0.0.1:1/no-such-image:404"],
     );
     let _skip = onboarding_agent(
         &dir.path().join("skip"),
@@ -570,6 +594,13 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         &server.addr,
         &skip,
         &["--skip-smoke-test"],
+    );
+    let _pulls = onboarding_agent(
+        &dir.path().join("pulls"),
+        &socket,
+        &server.addr,
+        &pulls,
+        &["--smoke-image", &only_in_registry],
     );
     wait_for_status(&client, &good, NodeStatus::Ready).await;
     wait_for_status(&client, &bad, NodeStatus::OnboardingFailed).await;
@@ -599,13 +630,21 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         );
         String::from_utf8(out.stdout).expect("utf-8")
     };
-    let shown: serde_json::Value = serde_json::from_str(&node_get(&good, true)).expect("json");
+    // A node as `node get -o json` shows it, and its container check.
+    let container_check = |name: &str| {
+        let shown: serde_json::Value = serde_json::from_str(&node_get(name, true)).expect("json");
+        let container = shown["onboarding"]["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .find(|c| c["runtime"] == "container")
+            .cloned()
+            .unwrap_or_else(|| panic!("no container check: {shown}"));
+        (shown, container)
+    };
+    let (shown, container) = container_check(&good);
     assert_eq!(shown["onboarding"]["state"], "passed", "{shown}");
     let checks = shown["onboarding"]["checks"].as_array().expect("checks");
-    let container = checks
-        .iter()
-        .find(|c| c["runtime"] == "container")
-        .unwrap_or_else(|| panic!("no container check: {shown}"));
     assert_eq!(container["outcome"], "booted", "{shown}");
     let detail = container["detail"].as_str().unwrap_or_default();
     assert!(
@@ -620,14 +659,46 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
     }
     let human = node_get(&good, false);
     assert!(human.contains("container: booted in"), "{human}");
+    // Held already: nothing pulled.
+    assert!(!detail.contains("pulled"), "{detail}");
+
+    // Only in the registry: pulled first, then booted, and it says so.
+    wait_for_status(&client, &pulls, NodeStatus::Ready).await;
+    assert_eq!(
+        statuses(&pulls),
+        [NodeStatus::Onboarding, NodeStatus::Ready],
+        "{:?}",
+        seen.lock()
+    );
+    let (shown, container) = container_check(&pulls);
+    assert_eq!(shown["onboarding"]["state"], "passed", "{shown}");
+    assert_eq!(container["outcome"], "booted", "{shown}");
+    let detail = container["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("pulled `{only_in_registry}`"))
+            && detail.contains("1 layer)")
+            && detail.contains("booted"),
+        "{detail}"
+    );
+    // It is in containerd now, as `zixiao image list` shows it.
+    let out = command(&dir.path().join("local"))
+        .args(["--containerd-socket", &socket, "image", "list"])
+        .output()
+        .expect("run");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&only_in_registry),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     // The failure is in `node get`: runtime, step, error.
     let shown: serde_json::Value = serde_json::from_str(&node_get(&bad, true)).expect("json");
     assert_eq!(shown["status"], "onboarding_failed", "{shown}");
     assert_eq!(shown["onboarding"]["state"], "failed", "{shown}");
     let human = node_get(&bad, false);
+    // The registry cannot be reached: the pull fails, naming it.
     assert!(
-        human.contains("container: failed at create") && human.contains("no-such-image-anywhere"),
+        human.contains("container: failed at pull") && human.contains("127.0.0.1:1"),
         "{human}"
     );
 
@@ -678,5 +749,15 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
             .await
             .expect("delete");
     }
+    // This run's tag is no use to anyone after it.
+    let _ = command(&dir.path().join("local"))
+        .args([
+            "--containerd-socket",
+            &socket,
+            "image",
+            "rm",
+            &only_in_registry,
+        ])
+        .output();
     recorder.abort();
 }

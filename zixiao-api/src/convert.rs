@@ -213,8 +213,8 @@ wire_enum!(CheckOutcome, pb::CheckOutcome, check_outcome, _check_outcome, {
     Booted <=> Booted, Reachable <=> Reachable, Failed <=> Failed,
 });
 wire_enum!(SmokeStep, pb::SmokeStep, _smoke_step, smoke_step, {
-    Reach <=> Reach, Create <=> Create, Start <=> Start, Run <=> Run, Delete <=> Delete,
-    Gone <=> Gone,
+    Reach <=> Reach, Pull <=> Pull, Create <=> Create, Start <=> Start, Run <=> Run,
+    Delete <=> Delete, Gone <=> Gone,
 });
 wire_enum!(LabelOperator, pb::LabelOperator, label_operator, _label_operator, {
     Equals <=> Equals, In <=> In, NotIn <=> NotIn, Exists <=> Exists,

@@ -612,6 +612,7 @@ fn onboarding() -> impl Strategy<Value = Onboarding> {
             Just((CheckOutcome::Reachable, None)),
             one_of(&[
                 SmokeStep::Reach,
+                SmokeStep::Pull,
                 SmokeStep::Create,
                 SmokeStep::Start,
                 SmokeStep::Run,

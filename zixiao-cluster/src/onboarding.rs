@@ -7,6 +7,11 @@
 //! never reads as booted. What this finds is the node's [`Onboarding`],
 //! which the agent registers and which sets the node's status.
 //!
+//! A container smoke image the runtime does not hold yet is pulled first,
+//! through the driver's `Images` capability (the pull `zixiao image pull`
+//! makes), within the smoke timeout: a node joins with nothing imported by
+//! hand, and a registry it cannot pull from fails it at step `pull`.
+//!
 //! The smoke instances are in no record of the node and in no store: an
 //! agent killed in the middle leaves at most one runtime object, which the
 //! next start's orphan sweep removes (no server knows its id).
@@ -19,8 +24,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use zixiao_core::driver::{Driver, RuntimeState};
-use zixiao_core::model::{CheckOutcome, Onboarding, OnboardingState, RuntimeCheck, SmokeStep};
+use zixiao_core::driver::{Driver, PullOptions, PullProgress, RuntimeState};
+use zixiao_core::model::{
+    CheckOutcome, ImageRef, Onboarding, OnboardingState, RuntimeCheck, SmokeStep,
+};
 use zixiao_core::{
     CreateInstance, DriverError, Error, Instance, InstanceSpec, InstanceStatus, InstanceType,
     NodeAgent, Result,
@@ -43,8 +50,9 @@ pub struct OnboardingSection {
     /// How long each smoke instance may take to run, in milliseconds
     /// (`--smoke-timeout`; default 60000).
     pub timeout_ms: Option<u64>,
-    /// The container image to boot on containerd (`--smoke-image`), a
-    /// name in the node's image store (`zixiao image import`/`pull`).
+    /// The container image to boot on containerd (`--smoke-image`): a
+    /// name in the node's image store (`zixiao image import`/`pull`), or a
+    /// registry reference, pulled when the runtime does not hold it.
     pub container_image: Option<String>,
     /// The container's command; default: the image's own. A command that
     /// exits 0 at once passes as well as one that keeps running.
@@ -73,6 +81,9 @@ pub struct SmokeTest {
     timeout: Duration,
     /// The instance spec booted for each runtime that has one.
     workloads: std::collections::BTreeMap<InstanceType, InstanceSpec>,
+    /// The container smoke image, parsed: what is pulled when the
+    /// runtime lacks it.
+    container_image: Option<ImageRef>,
 }
 
 impl Default for SmokeTest {
@@ -82,6 +93,7 @@ impl Default for SmokeTest {
             skip: false,
             timeout: DEFAULT_TIMEOUT,
             workloads: Default::default(),
+            container_image: None,
         }
     }
 }
@@ -102,9 +114,12 @@ impl TryFrom<&OnboardingSection> for SmokeTest {
             }
         };
         let mut workloads = std::collections::BTreeMap::new();
+        let mut container_image = None;
         if let Some(image) = &section.container_image {
-            zixiao_core::model::ImageRef::try_from(image.as_str())
-                .map_err(|e| Error::invalid("onboarding.container_image", e.to_string()))?;
+            container_image = Some(
+                ImageRef::try_from(image.as_str())
+                    .map_err(|e| Error::invalid("onboarding.container_image", e.to_string()))?,
+            );
             let spec = InstanceSpec::container(image.clone())
                 .with_command(section.container_command.iter().cloned());
             workloads.insert(
@@ -132,6 +147,7 @@ impl TryFrom<&OnboardingSection> for SmokeTest {
             skip: section.skip_smoke_test,
             timeout,
             workloads,
+            container_image,
         })
     }
 }
@@ -182,9 +198,10 @@ impl SmokeTest {
         let mut checks = Vec::new();
         for &runtime in offered {
             let began = Instant::now();
-            // Every call of a check is bounded together: the wait for the
-            // instance to run by the timeout, the driver's calls (create,
-            // start, stop, delete) by twice as much again. A runtime that
+            // Every call of a check is bounded together: a smoke image's
+            // pull and the wait for the instance to run by the timeout
+            // each, the driver's calls (create, start, stop, delete) with
+            // them by twice as much again. A runtime that
             // hangs fails its check rather than keeping the node
             // onboarding (and its clean-up waiting) for ever; whatever it
             // left is swept at the agent's next start.
@@ -286,6 +303,13 @@ impl SmokeTest {
                 ),
             ));
         }
+        let pulled = match (runtime, &self.container_image) {
+            (InstanceType::Container, Some(image)) => {
+                let written = instance.spec.image.as_deref().unwrap_or_default();
+                self.pull_if_missing(driver, image, written).await?
+            }
+            _ => None,
+        };
         let booted = self.boot(driver, &instance).await;
         // Whatever happened, nothing may stay behind; a failed boot that
         // also left something says so.
@@ -298,15 +322,89 @@ impl SmokeTest {
                 return Err((step, format!("{error}; removing it then: {left}")))
             }
         };
+        let booted = format!(
+            "{} booted {} (running after {} ms), deleted it, and holds nothing of it",
+            driver.name(),
+            workload(&instance.spec),
+            ran_for.as_millis()
+        );
         Ok((
             CheckOutcome::Booted,
-            format!(
-                "{} booted {} (running after {} ms), deleted it, and holds nothing of it",
-                driver.name(),
-                workload(&instance.spec),
-                ran_for.as_millis()
-            ),
+            match pulled {
+                Some(pulled) => format!("{pulled}; {booted}"),
+                None => booted,
+            },
         ))
+    }
+
+    /// Pulls `image` through `driver`'s `Images` capability unless the
+    /// runtime holds it already (as written or by its full name), within
+    /// the smoke timeout. Returns what was pulled, for the check's detail,
+    /// or `None` when nothing had to be. Errors: step `pull` with the
+    /// registry's reason (the options carry no credentials, so none can
+    /// show).
+    async fn pull_if_missing(
+        &self,
+        driver: &dyn Driver,
+        image: &ImageRef,
+        written: &str,
+    ) -> std::result::Result<Option<String>, (SmokeStep, String)> {
+        let images = driver
+            .require_images()
+            .map_err(|e| (SmokeStep::Pull, chain(e)))?;
+        let held = images
+            .list()
+            .await
+            .map_err(|e| (SmokeStep::Pull, chain(e)))?;
+        let full = image.to_string();
+        if held.iter().any(|i| i.name == full || i.name == written) {
+            return Ok(None);
+        }
+        let began = Instant::now();
+        // Only the manifest's totals are kept: they are known before the
+        // first blob, and cost nothing to read.
+        let resolved = std::sync::Mutex::new(None);
+        let progress = |event: PullProgress| {
+            if let PullProgress::Resolved { blobs, bytes, .. } = event {
+                if let Ok(mut resolved) = resolved.lock() {
+                    *resolved = Some((blobs, bytes));
+                }
+            }
+        };
+        // The agent keeps no registry settings: anonymous, with loopback
+        // registries over plain HTTP as every pull allows.
+        let options = PullOptions::default();
+        let pull = images.pull(image, &options, &progress);
+        let info = match tokio::time::timeout(self.timeout, pull).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => return Err((SmokeStep::Pull, chain(e))),
+            Err(_) => {
+                return Err((
+                    SmokeStep::Pull,
+                    format!(
+                        "pulling `{full}` did not finish within {} ms",
+                        self.timeout.as_millis()
+                    ),
+                ))
+            }
+        };
+        let seconds = began.elapsed().as_secs_f64();
+        let totals = resolved.lock().ok().and_then(|r| *r);
+        Ok(Some(match totals {
+            // The manifest's blobs are its config and its layers.
+            Some((blobs, bytes)) => {
+                let layers = blobs.saturating_sub(1);
+                let plural = if layers == 1 { "" } else { "s" };
+                format!(
+                    "pulled `{}` ({bytes} bytes, {layers} layer{plural}) in {seconds:.1} s",
+                    info.name
+                )
+            }
+            None => format!(
+                "pulled `{}` ({} bytes) in {seconds:.1} s",
+                info.name, info.size_bytes
+            ),
+        }))
     }
 
     /// Creates and starts `instance`, and waits until it runs (or ran and
@@ -408,4 +506,43 @@ fn bounded(mut text: String) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(image: &str) -> OnboardingSection {
+        OnboardingSection {
+            container_image: Some(image.to_owned()),
+            ..OnboardingSection::default()
+        }
+    }
+
+    #[test]
+    fn a_smoke_image_is_kept_as_the_reference_a_pull_would_fetch() {
+        let smoke = SmokeTest::try_from(&section("127.0.0.1:25000/busybox:1")).expect("valid");
+        let image = smoke.container_image.expect("an image");
+        assert_eq!(image.to_string(), "127.0.0.1:25000/busybox:1");
+        assert!(image.is_loopback());
+        // A bare name is the full name a pull stores it under.
+        let smoke = SmokeTest::try_from(&section("busybox")).expect("valid");
+        assert_eq!(
+            smoke.container_image.expect("an image").to_string(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(SmokeTest::default().container_image, None);
+    }
+
+    #[test]
+    fn a_smoke_image_that_is_no_reference_is_refused_naming_the_field() {
+        for bad in ["Not An Image", "host:99999/app", ""] {
+            let error = SmokeTest::try_from(&section(bad)).expect_err(bad);
+            assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+            assert!(
+                error.to_string().contains("onboarding.container_image"),
+                "{bad}: {error}"
+            );
+        }
+    }
 }

@@ -103,9 +103,11 @@ pub(crate) struct AgentArgs {
     /// in `node get`) if one did not; restarting the agent retries.
     #[arg(long)]
     skip_smoke_test: bool,
-    /// The container image the smoke test boots on containerd (a name in
-    /// the node's image store) [default: onboarding.container_image of
-    /// --config; none: containerd is only checked to answer].
+    /// The container image the smoke test boots on containerd: a name in
+    /// the node's image store, or a registry reference, pulled (anonymously)
+    /// first when containerd does not hold it [default:
+    /// onboarding.container_image of --config; none: containerd is only
+    /// checked to answer].
     #[arg(long, value_name = "IMAGE")]
     smoke_image: Option<String>,
     /// How long each smoke instance may take to run (`90s`, `2m`)

@@ -389,6 +389,9 @@ impl CheckOutcome {
 pub enum SmokeStep {
     /// Asking the runtime about an instance it cannot have yet.
     Reach,
+    /// Pulling the smoke image from its registry, when the runtime does
+    /// not hold it yet.
+    Pull,
     /// Creating the instance.
     Create,
     /// Starting it.
@@ -406,6 +409,7 @@ impl SmokeStep {
     pub fn as_str(self) -> &'static str {
         match self {
             SmokeStep::Reach => "reach",
+            SmokeStep::Pull => "pull",
             SmokeStep::Create => "create",
             SmokeStep::Start => "start",
             SmokeStep::Run => "run",
