@@ -761,3 +761,176 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         .output();
     recorder.abort();
 }
+
+/// `virsh -q -c URI ARGS`, its output whatever its status.
+#[cfg(feature = "libvirt")]
+fn virsh(uri: &str, args: &[&str]) -> std::process::Output {
+    Command::new("virsh")
+        .args(["-q", "-c", uri])
+        .args(args)
+        .output()
+        .expect("run virsh")
+}
+
+/// Destroys and undefines the domain of instance `id` when dropped, so a
+/// failed test leaves no VM running on the shared libvirtd.
+#[cfg(feature = "libvirt")]
+struct DomainGuard {
+    uri: String,
+    id: String,
+}
+
+#[cfg(feature = "libvirt")]
+impl Drop for DomainGuard {
+    fn drop(&mut self) {
+        let _ = virsh(&self.uri, &["destroy", &self.id]);
+        let _ = virsh(&self.uri, &["undefine", &self.id, "--nvram"]);
+    }
+}
+
+/// `instance get` through a server shows the size a VM on an agent's node
+/// really runs with: the server's driver for that node (`RemoteDriver`)
+/// asks the agent (`GetRunningSize`), which asks libvirt. A VM of 1 CPU
+/// created with `--max-cpus 2` gets its second vCPU out of band (`virsh
+/// setvcpus --live`): its `runtime_size` shows 2 CPUs while `spec.cpus`
+/// stays 1.
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_on_an_agent_shows_its_running_size_through_the_server() {
+    use std::os::unix::fs::PermissionsExt;
+    use zixiao_testing::output::{json, ok};
+    use zixiao_testing::wait::runtime_endpoint;
+
+    let Some(uri) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt") else {
+        return;
+    };
+    let files = [
+        ("ZIXIAO_TEST_VM_BASE_IMAGE", "disk", "base"),
+        ("ZIXIAO_TEST_VM_KERNEL", "kernel", "k1"),
+        ("ZIXIAO_TEST_VM_INITRD", "initrd", "i1"),
+    ];
+    let mut paths = Vec::new();
+    for (var, kind, _) in files {
+        let Some(path) = runtime_endpoint(var, kind) else {
+            return;
+        };
+        paths.push(path);
+    }
+    // Short and readable by libvirt's QEMU, which opens the node's images.
+    let dir = tempfile::Builder::new()
+        .prefix("zx-size-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let agent_state = dir.path().join("agent");
+    // The VM's disk, kernel and initrd, in the agent's node image store:
+    // an agent boots only what its node holds, never a host path.
+    for ((_, kind, name), path) in files.iter().zip(&paths) {
+        ok(command(&agent_state)
+            .args(["--libvirt-uri", &uri, "image", "import", path])
+            .args(["--kind", kind, "--name", name])
+            .output()
+            .expect("run zixiao"));
+    }
+    let server = start(
+        &dir.path().join("server"),
+        &[
+            "server",
+            "--embedded",
+            "--insecure-no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let _agent = start(
+        &agent_state,
+        &[
+            "--libvirt-uri",
+            &uri,
+            "agent",
+            "--server",
+            &server.addr,
+            "--no-networks",
+            "--no-watchdog",
+            "--name",
+            "vm-node",
+            "--zone",
+            "zone-vm",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    wait_for_status(&client, "vm-node", NodeStatus::Ready).await;
+
+    let remote = |args: &[&str]| {
+        command(&dir.path().join("client"))
+            .args(["--endpoint", &server.addr])
+            .args(args)
+            .output()
+            .expect("run zixiao")
+    };
+    let name = format!("size-{}", std::process::id());
+    let created = json(remote(&[
+        "-o",
+        "json",
+        "instance",
+        "create",
+        "--name",
+        &name,
+        "--type",
+        "vm",
+        "--zone",
+        "zone-vm",
+        "--image",
+        "base",
+        "--disk",
+        "1",
+        "--kernel",
+        "k1",
+        "--initrd",
+        "i1",
+        "--cmdline",
+        "console=ttyS0",
+        "--cpus",
+        "1",
+        "--max-cpus",
+        "2",
+        "--memory",
+        "128",
+    ]));
+    let id = created["id"].as_str().expect("id").to_owned();
+    let _domain = DomainGuard {
+        uri: uri.clone(),
+        id: id.clone(),
+    };
+    assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(created["node"], "vm-node", "{created}");
+    let get = || json(remote(&["-o", "json", "instance", "get", &name]));
+    // Running with its spec's size: nothing to show.
+    let before = get();
+    assert!(before["runtime_size"].is_null(), "{before}");
+
+    // Out of band: libvirt hot-plugs the second vCPU --max-cpus allows.
+    let out = virsh(&uri, &["setvcpus", &id, "2", "--live"]);
+    assert!(
+        out.status.success(),
+        "virsh setvcpus: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = get();
+    assert_eq!(after["spec"]["cpus"], 1, "the spec is the user's: {after}");
+    assert_eq!(
+        after["runtime_size"],
+        serde_json::json!({"cpus": 2, "memory_mib": 128}),
+        "the running size, through the server: {after}"
+    );
+    let table = ok(remote(&["instance", "get", &name]));
+    let shown = table
+        .lines()
+        .find(|l| l.contains("running with"))
+        .unwrap_or_else(|| panic!("no `running with` line: {table}"));
+    assert!(shown.contains("2 cpus, 128 MiB"), "{table}");
+
+    ok(remote(&["instance", "delete", &name]));
+}

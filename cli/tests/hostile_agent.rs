@@ -8,8 +8,8 @@
 //! are not Zixiao's (`lo`, `eth0`, a canary of the test's) or a bridge with
 //! a newline, a well-formed network the cluster does not hold, and the
 //! cluster's network as another installation on the host would have it.
-//! Each is refused with its kind or runs the cluster's copy; afterwards
-//! the paths exist, the links, addresses and nftables tables outside
+//! Each is refused with its kind (reads such as GetRunningSize too) or runs
+//! the cluster's copy; afterwards the paths exist, the links, addresses and nftables tables outside
 //! Zixiao's are as before, no bridge was made or removed, the containers
 //! run what the cluster stored, and the store holds nothing new. The
 //! cluster's own network delete still removes its bridge.
@@ -353,6 +353,11 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
             ErrorKind::InvalidArgument,
         );
         assert_refused(
+            &format!("running size of {id}"),
+            call!(forger.get_running_size(request(forged.clone()))),
+            ErrorKind::InvalidArgument,
+        );
+        assert_refused(
             &format!("create {id}"),
             call!(forger.create_instance(request(forged))),
             ErrorKind::InvalidArgument,
@@ -375,6 +380,11 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
         ErrorKind::NotFound,
     );
     assert_refused(
+        "running size of an unknown id",
+        call!(forger.get_running_size(request(unknown.clone()))),
+        ErrorKind::NotFound,
+    );
+    assert_refused(
         "delete an unknown id",
         call!(forger.delete_instance(request(unknown))),
         ErrorKind::NotFound,
@@ -388,6 +398,18 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
         call!(forger.delete_instance(request(elsewhere.clone()))),
         ErrorKind::NotFound,
     );
+    assert_refused(
+        "running size of an instance of another node",
+        call!(forger.get_running_size(request(elsewhere.clone()))),
+        ErrorKind::NotFound,
+    );
+    // Its own running container: a container takes a size at once, so
+    // there is no other size to report.
+    let size = forger
+        .get_running_size(request(genuine.clone()))
+        .await
+        .expect("running size");
+    assert_eq!(size.into_inner().size, None);
     assert_refused(
         "stop an instance of another node",
         call!(forger.stop_instance(pb::StopOnNodeRequest {

@@ -6,7 +6,9 @@
 //! never the caller's, so a forged or buggy caller cannot make the node
 //! run another image, command or host file, nor touch an instance the
 //! cluster did not place here; with [`StoredNetworks`] the same holds for
-//! the networks it sets up or removes. Whatever is still read from the
+//! the networks it sets up or removes (GetRunningSize, which servers ask
+//! while they answer a read, runs on the node's own record of the instance
+//! instead). Whatever is still read from the
 //! wire (the id, names) is parsed into the model's validated types first. A
 //! capability the runtime lacks is the driver's own `Unsupported`
 //! ([`Capability::missing`](zixiao_core::Capability::missing)). A gate can
@@ -255,6 +257,35 @@ async fn target(
     Ok((instance, driver))
 }
 
+/// [`target`] for a read the servers make while they answer a read: the
+/// node's own record of the instance (what it created here from the
+/// cluster's copy) when the server has [`StoredInstances`] and local
+/// records ([`AgentServer::with_local_instances`]). A server asks
+/// GetRunningSize while it answers GetInstance, which is how
+/// [`StoredInstances`] reads the cluster's copy: asking it back would make
+/// each answer wait on another, without end. An id the node holds no
+/// record of is `NotFound`, as there.
+async fn recorded_target(
+    server: &AgentServer,
+    value: Option<pb::Instance>,
+) -> Result<(Instance, Arc<dyn Driver>), Status> {
+    let (Some(_), Some(local)) = (&server.stored, &server.local) else {
+        return target(server, value).await;
+    };
+    let claimed = instance(value)?;
+    let id = instance_id(&claimed.id, "instance.id")?;
+    let instance = local()
+        .into_iter()
+        .find(|i| i.id == id.as_str())
+        .ok_or_else(|| {
+            driver_status(DriverError::NotFound(format!(
+                "instance `{id}` on this node"
+            )))
+        })?;
+    let driver = server.driver(instance.spec.instance_type)?;
+    Ok((instance, driver))
+}
+
 fn done() -> Result<Response<()>, Status> {
     Ok(Response::new(()))
 }
@@ -404,6 +435,21 @@ impl AgentService for AgentServer {
         let resize = driver.require_resize().map_err(driver_status)?;
         resize.resize(&instance).await.map_err(driver_status)?;
         done()
+    }
+
+    async fn get_running_size(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::RunningSizeResponse>, Status> {
+        let (instance, driver) = recorded_target(self, request.into_inner().instance).await?;
+        let resize = driver.require_resize().map_err(driver_status)?;
+        let size = resize
+            .running_size(&instance)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(pb::RunningSizeResponse {
+            size: size.map(Into::into),
+        }))
     }
 
     async fn create_snapshot(

@@ -765,6 +765,26 @@ fn attachment(a: pb::NetworkAttachment, at: &str) -> Result<NetworkAttachment> {
     Ok(attachment)
 }
 
+impl From<zixiao_core::model::RuntimeSize> for pb::RuntimeSize {
+    fn from(s: zixiao_core::model::RuntimeSize) -> Self {
+        pb::RuntimeSize {
+            cpu_millis: s.cpus.millis(),
+            memory_mib: s.memory_mib,
+        }
+    }
+}
+
+/// A size as a runtime reported it: shown, never acted on, so any value is
+/// taken as it came.
+impl From<pb::RuntimeSize> for zixiao_core::model::RuntimeSize {
+    fn from(s: pb::RuntimeSize) -> Self {
+        zixiao_core::model::RuntimeSize {
+            cpus: Cpus::from_millis(s.cpu_millis),
+            memory_mib: s.memory_mib,
+        }
+    }
+}
+
 impl From<Instance> for pb::Instance {
     fn from(i: Instance) -> Self {
         pb::Instance {
@@ -800,10 +820,7 @@ impl From<Instance> for pb::Instance {
                 at: Some(timestamp(s.at)),
             }),
             operation: i.operation.map(String::from),
-            runtime_size: i.runtime_size.map(|s| pb::RuntimeSize {
-                cpu_millis: s.cpus.millis(),
-                memory_mib: s.memory_mib,
-            }),
+            runtime_size: i.runtime_size.map(Into::into),
         }
     }
 }
@@ -883,10 +900,7 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
             .operation
             .map(|o| operation_id(&o, &path(at, "operation")))
             .transpose()?,
-        runtime_size: i.runtime_size.map(|s| zixiao_core::model::RuntimeSize {
-            cpus: Cpus::from_millis(s.cpu_millis),
-            memory_mib: s.memory_mib,
-        }),
+        runtime_size: i.runtime_size.map(Into::into),
     })
 }
 

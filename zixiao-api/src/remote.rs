@@ -16,7 +16,7 @@ use zixiao_core::driver::{
     Capability, Clones, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress,
     Inventory, Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
-use zixiao_core::model::CloneOrigin;
+use zixiao_core::model::{CloneOrigin, RuntimeSize};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, Node, NodeAgent,
     NodeFacts, NodeRegistration, RuntimeState,
@@ -463,6 +463,31 @@ impl Resize for RemoteDriver {
             InstanceType::Vm => running.vm_restart_needed(next),
             _ => None,
         }
+    }
+
+    /// The agent's `GetRunningSize`. An agent older than that call answers
+    /// `Unimplemented`, read as "the spec's size" (`None`) rather than an
+    /// error, so a server newer than some of its agents (a rolling upgrade)
+    /// keeps reading their instances, only without `runtime_size`. (A
+    /// runtime without resize answers the same, and `None` is its answer.)
+    ///
+    /// Only a VM is asked: an agent's containers take a new size at once
+    /// (the rule [`Resize::restart_needed`] follows too), and the server
+    /// asks while it answers every read of a running instance.
+    async fn running_size(&self, instance: &Instance) -> Result<Option<RuntimeSize>, DriverError> {
+        if self.instance_type != InstanceType::Vm {
+            return Ok(None);
+        }
+        let reply = match self
+            .client()
+            .get_running_size(Self::request(instance))
+            .await
+        {
+            Ok(reply) => reply.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
+            Err(status) => return Err(self.error(status)),
+        };
+        Ok(reply.size.map(Into::into))
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use zixiao_client::OpenOptions;
 use zixiao_core::api::{Page, Progress};
-use zixiao_core::model::{FromTemplate, ImageName};
+use zixiao_core::model::{FromTemplate, ImageName, SnapshotName};
 use zixiao_core::{Client, ImageRef, Wait};
 
 pub use error::ZixiaoError;
@@ -102,6 +102,12 @@ fn image_name(name: Option<String>) -> Result<Option<ImageName>, ZixiaoError> {
     Ok(name
         .map(|n| zixiao_client::image_name("name", &n))
         .transpose()?)
+}
+
+/// The snapshot name `snapshot` gives, parsed. Errors: `InvalidArgument`
+/// (`snapshot`).
+fn snapshot_name(snapshot: Option<String>) -> Result<Option<SnapshotName>, ZixiaoError> {
+    Ok(snapshot.map(SnapshotName::try_from).transpose()?)
 }
 
 /// Opens the embedded deployment over the state directory `state_dir`
@@ -271,6 +277,32 @@ impl Controller {
     ) -> Result<Option<Instance>, ZixiaoError> {
         block(self.inner.delete_instance(&instance, self::wait(wait)))
             .map(|i| i.map(Instance::from))
+    }
+
+    /// Creates instance `name` as a clone of `source` (id or name) on the
+    /// source's node: a new instance (its own id, MACs and addresses) with
+    /// the source's labels and spec and `clone_of` naming the source. A
+    /// container is a new container of the same spec; a VM starts from a
+    /// copy of the source's disk, or with `linked` from an overlay on a
+    /// frozen base of it; a microVM resumes where the source was, at
+    /// `snapshot` or at one taken for it. With `wait`, returns once it
+    /// settled. Errors: `AlreadyExists`, `NotFound` (source, snapshot),
+    /// `InvalidArgument` (the name, `linked`, `snapshot`),
+    /// `FailedPrecondition`, `Unsupported`; nothing is stored then.
+    #[uniffi::method(default(linked = false, snapshot = None, wait = true))]
+    pub fn clone_instance(
+        &self,
+        source: String,
+        name: String,
+        linked: bool,
+        snapshot: Option<String>,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let snapshot = snapshot_name(snapshot)?;
+        let cloned = self
+            .inner
+            .clone_instance(&source, &name, linked, snapshot, self::wait(wait));
+        block(cloned).map(Instance::from)
     }
 
     /// Current resource usage of a placed instance. Errors: `NotFound`,
@@ -636,6 +668,27 @@ impl AsyncController {
     ) -> Result<Option<Instance>, ZixiaoError> {
         call!(self, |c| c.delete_instance(&instance, self::wait(wait)))
             .map(|i| i.map(Instance::from))
+    }
+
+    /// See [`Controller::clone_instance`].
+    #[uniffi::method(default(linked = false, snapshot = None, wait = true))]
+    pub async fn clone_instance(
+        &self,
+        source: String,
+        name: String,
+        linked: bool,
+        snapshot: Option<String>,
+        wait: bool,
+    ) -> Result<Instance, ZixiaoError> {
+        let snapshot = snapshot_name(snapshot)?;
+        call!(self, |c| c.clone_instance(
+            &source,
+            &name,
+            linked,
+            snapshot,
+            self::wait(wait)
+        ))
+        .map(Instance::from)
     }
 
     /// See [`Controller::instance_stats`].

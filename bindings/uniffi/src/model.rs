@@ -424,6 +424,8 @@ pub struct Instance {
     pub created_at: String,
     /// The template version it was made from (`web@1`), if any.
     pub template: Option<String>,
+    /// The id of the instance it was cloned from (`clone_instance`), if any.
+    pub clone_of: Option<String>,
     /// The store revision of its last change.
     pub revision: u64,
 }
@@ -444,6 +446,7 @@ impl From<core::Instance> for Instance {
             runtime: i.runtime,
             attachments: i.attachments.into_iter().map(Into::into).collect(),
             template: i.template.as_ref().map(ToString::to_string),
+            clone_of: i.clone_of.map(|o| o.source.to_string()),
             revision: i.revision,
         }
     }

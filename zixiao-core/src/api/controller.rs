@@ -523,11 +523,13 @@ impl Controller {
     }
 
     /// `instance` as a read shows it: as stored when background workers
-    /// record what the runtimes do, else as its runtime sees it now.
+    /// record what the runtimes do (with the size it really runs, which
+    /// they do not record: one call to its runtime, so only a get asks it,
+    /// never a list), else as its runtime sees it now.
     async fn as_seen(&self, instance: Instance) -> Instance {
         match self.convergence() {
             Convergence::InCaller => self.observed(instance).await,
-            Convergence::Background => instance,
+            Convergence::Background => self.with_runtime_size(instance).await,
         }
     }
 

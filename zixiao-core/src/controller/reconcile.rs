@@ -466,11 +466,7 @@ impl Controller {
     /// What the runtime says of a running (or paused) placed instance;
     /// `None` for one that is not supposed to run.
     async fn inspect_live(&self, instance: &Instance) -> Result<Option<RuntimeState>> {
-        let live = matches!(
-            instance.status,
-            InstanceStatus::Running | InstanceStatus::Paused
-        );
-        if !live || instance.node.is_none() {
+        if !runs_on_a_node(instance) {
             return Ok(None);
         }
         let driver = self.driver_for(instance)?;
@@ -503,6 +499,17 @@ impl Controller {
             Err(_) => {}
         }
         seen
+    }
+
+    /// `instance` as stored, with the size its runtime gives it when it
+    /// runs (or is paused) with another than its spec's. What a read of a
+    /// deployment whose workers record everything else shows: they record
+    /// state, never the running size, which only the runtime knows.
+    pub(crate) async fn with_runtime_size(&self, mut instance: Instance) -> Instance {
+        if runs_on_a_node(&instance) {
+            instance.runtime_size = self.runtime_size(&instance).await;
+        }
+        instance
     }
 
     /// The size the runtime gives running `instance`, when it is not the
@@ -995,6 +1002,16 @@ fn mark_running(instance: &mut Instance, now: DateTime<Utc>) {
             );
         }
     }
+}
+
+/// Whether `instance` is recorded running (or paused) on a node: the ones
+/// whose runtime a read asks.
+fn runs_on_a_node(instance: &Instance) -> bool {
+    let live = matches!(
+        instance.status,
+        InstanceStatus::Running | InstanceStatus::Paused
+    );
+    live && instance.node.is_some()
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 // errors cross with their kind, nodes (labels, traits and aggregates),
 // networks (the JVM runs in a network
 // namespace of its own, so the bridge it sets up vanishes with it), and a
-// container on containerd (when ZIXIAO_CONTAINERD_SOCKET is set), through
+// container on containerd (when ZIXIAO_CONTAINERD_SOCKET is set) and its
+// clone, through
 // the blocking Controller and the suspend functions of AsyncController.
 //
 // Usage: ZixiaoTestKt <state dir> <another state dir>; prints
@@ -222,6 +223,28 @@ fun main(args: Array<String>) {
         check(controller.labelNode(node, listOf("disk-")).operator.labels.isEmpty())
         controller.deleteTemplate("web")
         check(controller.listTemplates().isEmpty())
+
+        // A clone of a running container: its own instance, running the
+        // source's command (its log says so); a taken name or a bad
+        // snapshot name is refused and stores nothing.
+        val echo = controller.createInstance(container("echo", listOf("sh", "-c", "echo same-command; sleep 600")), true)
+        check(echo.status == InstanceStatus.RUNNING) { "$echo" }
+        val twin = controller.cloneInstance("echo", "twin", false, null, true)
+        check(twin.status == InstanceStatus.RUNNING) { "$twin" }
+        check(twin.cloneOf == echo.id && twin.id != echo.id) { "$twin" }
+        check(twin.spec.command == echo.spec.command) { "$twin" }
+        eventually("twin's output") { controller.readLog("twin", 0uL, 4096uL).data.decodeToString() == "same-command\n" }
+        val taken = raises<ZixiaoException.AlreadyExists> { controller.cloneInstance("echo", "twin") }
+        check(taken.detail.contains("twin")) { taken.detail }
+        val badSnapshot = raises<ZixiaoException.InvalidArgument> {
+            controller.cloneInstance("echo", "twin2", snapshot = "no such/name")
+        }
+        check(badSnapshot.field == "snapshot") { badSnapshot.field }
+        val names = controller.listInstances(InstanceFilter(labels = mapOf())).map { it.name }
+        check(names == listOf("echo", "twin")) { "$names" }
+        for (name in listOf("twin", "echo")) {
+            check(controller.deleteInstance(name, true) == null)
+        }
         check(controller.listInstances(InstanceFilter(labels = mapOf())).isEmpty())
     }
 
@@ -243,6 +266,8 @@ fun main(args: Array<String>) {
             val other = openAsync(args[1])
             check(other.listNodes().single().status == NodeStatus.READY)
             raises<ZixiaoException.NotFound> { runBlocking { other.getInstance("ghost") } }
+            val noSource = raises<ZixiaoException.NotFound> { runBlocking { other.cloneInstance("ghost", "twin") } }
+            check(noSource.detail.contains("ghost")) { noSource.detail }
             val dmz = other.createNetwork(CreateNetwork(name = "dmz", subnets = listOf("10.78.0.0/24")))
             check(other.listNetworks() == listOf(dmz))
             other.deleteNetwork("dmz")
