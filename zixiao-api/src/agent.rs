@@ -269,12 +269,24 @@ async fn recorded_target(
     server: &AgentServer,
     value: Option<pb::Instance>,
 ) -> Result<(Instance, Arc<dyn Driver>), Status> {
-    let (Some(_), Some(local)) = (&server.stored, &server.local) else {
-        return target(server, value).await;
+    let local = match (&server.stored, &server.local) {
+        // Nothing to ask back: the usual checks.
+        (None, _) => return target(server, value).await,
+        // Asking the servers would be the loop above.
+        (Some(_), None) => {
+            return Err(Status::failed_precondition(
+                "this agent keeps no records of its own to answer a running size from",
+            ))
+        }
+        (Some(_), Some(local)) => local.clone(),
     };
     let claimed = instance(value)?;
     let id = instance_id(&claimed.id, "instance.id")?;
-    let instance = local()
+    // The records are files: read off the async workers.
+    let records = tokio::task::spawn_blocking(move || local())
+        .await
+        .map_err(|e| Status::internal(format!("reading this node's records: {e}")))?;
+    let instance = records
         .into_iter()
         .find(|i| i.id == id.as_str())
         .ok_or_else(|| {

@@ -43,6 +43,12 @@ use crate::store::{
 };
 use crate::{Error, Result};
 
+/// How long a read waits for the size an instance's runtime gives it (a
+/// local runtime answers in milliseconds, an agent's in a round trip)
+/// before it shows the stored record without it. Below the 5 s an agent
+/// gives the servers to say where an instance is placed.
+const RUNTIME_SIZE_DEADLINE: Duration = Duration::from_secs(1);
+
 /// The next thing to do for an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -513,10 +519,17 @@ impl Controller {
     }
 
     /// The size the runtime gives running `instance`, when it is not the
-    /// spec's yet; best effort (a read shows the spec without it).
+    /// spec's yet; best effort (a read shows the spec without it), and
+    /// bounded by [`RUNTIME_SIZE_DEADLINE`]: a hung agent or runtime must
+    /// not hold up a read, nor an agent's own check of where an instance
+    /// is placed (which is such a read).
     async fn runtime_size(&self, instance: &Instance) -> Option<crate::model::RuntimeSize> {
         let driver = self.driver_for(instance).ok()?;
-        let size = driver.resize()?.running_size(instance).await.ok()??;
+        let asked = driver.resize()?.running_size(instance);
+        let size = tokio::time::timeout(RUNTIME_SIZE_DEADLINE, asked)
+            .await
+            .ok()?
+            .ok()??;
         let spec = &instance.spec;
         (size.cpus != spec.cpus || size.memory_mib != spec.memory_mib).then_some(size)
     }
