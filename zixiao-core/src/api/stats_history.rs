@@ -5,9 +5,10 @@
 //!
 //! It is a wrapper around the [`Api`] a server serves: it answers
 //! [`Request::InstanceStatsHistory`] and [`Request::NodeStatsHistory`] from
-//! its own series and passes every other request through. Its [`StatsHistory::sample`] loop asks the wrapped
-//! API for the stats of every running instance at a fixed interval (through
-//! the agents, as `instance stats` does). Everything is bounded: at most
+//! its own series and passes every other request through. Its
+//! [`StatsHistory::sample`] loop asks the wrapped API for the stats of
+//! every running instance at a fixed interval (through the agents, as
+//! `instance stats` does). Everything is bounded: at most
 //! `keep` samples per instance (an hour at 10 s by default) and at most
 //! `max_instances` instances (the ones seen longest stay; later ones are
 //! not sampled until a place frees up); an instance that no longer runs
@@ -20,7 +21,7 @@
 //! have a series, `keep` samples each; a node gets a sample every round,
 //! with nothing running on it too, so its chart has no gaps.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -214,8 +215,8 @@ impl<A: Api + 'static> StatsHistory<A> {
         let chosen = {
             let mut kept = self.lock();
             // Deleted instances go; those still there keep their places.
-            kept.instances
-                .retain(|id, _| all.iter().any(|i| i.id.as_str() == id));
+            let stored: BTreeSet<&str> = all.iter().map(|i| i.id.as_str()).collect();
+            kept.instances.retain(|id, _| stored.contains(id.as_str()));
             let mut chosen: Vec<String> = running
                 .iter()
                 .filter(|id| kept.instances.contains_key(*id))
@@ -278,8 +279,8 @@ impl<A: Api + 'static> StatsHistory<A> {
         }
         // Deleted nodes go; the rest keep their places, and new ones take
         // what room is left.
-        kept.nodes
-            .retain(|id, _| nodes.iter().any(|n| n.id.as_str() == id));
+        let registered: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+        kept.nodes.retain(|id, _| registered.contains(id.as_str()));
         let room = self.max_nodes.saturating_sub(kept.nodes.len());
         let newcomers: Vec<String> = nodes
             .iter()
