@@ -1,6 +1,7 @@
 //! The QEMU backend through the driver: real Linux to the marker, the
 //! console both ways, pause and resume, stats, a controller restart, a
-//! graceful stop, a restart, a guest that powers itself off, and delete.
+//! graceful stop, a restart, a guest that powers itself off (also when QEMU
+//! never finishes exiting), and delete.
 
 use std::time::Duration;
 
@@ -177,6 +178,42 @@ async fn a_guest_that_powers_off_has_exited_with_code_zero() {
         .await
         .expect_err("pause an exited guest");
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    driver.delete(&vm).await.expect("delete");
+    assert_nothing_left(&driver, &vm, &[pid]);
+}
+
+/// QEMU 7.2 was seen to take a guest's power-off request and then never
+/// exit: its trace held `qemu_system_shutdown_request reason=6`, its main
+/// thread slept in `poll` and its monitor stopped answering, for minutes.
+/// That state is made here on a real QEMU: it is frozen (SIGSTOP: alive,
+/// silent monitor) after the request it would trace is written to its
+/// trace. The driver ends it and reports the guest's clean power-off.
+#[tokio::test]
+async fn a_qemu_that_never_finishes_exiting_after_power_off_is_ended() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let driver: MicrovmDriver = fx.driver();
+    let vm = instance(&unique("stuck"), fx.spec(""));
+    driver.create(&vm).await.expect("create");
+    driver.start(&vm).await.expect("start");
+    wait_for_log(&driver, &vm, MARKER, 1).await;
+    let pid = qemu_pid(&driver, &vm);
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(stopped.success(), "kill -STOP {pid}");
+    let events = driver.instance_dir(&vm).join("qemu.events");
+    let mut trace = std::fs::read_to_string(&events).expect("qemu.events");
+    trace.push_str("qemu_system_shutdown_request reason=6\n");
+    std::fs::write(&events, trace).expect("write qemu.events");
+
+    let state = driver.inspect(&vm).await.expect("inspect");
+    assert!(
+        matches!(state, RuntimeState::Exited { code: 0, .. }),
+        "{state:?}"
+    );
     driver.delete(&vm).await.expect("delete");
     assert_nothing_left(&driver, &vm, &[pid]);
 }

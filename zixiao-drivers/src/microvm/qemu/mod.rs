@@ -45,9 +45,11 @@ const LAUNCH_TIMEOUT: Duration = Duration::from_secs(30);
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the power button is pressed again during a graceful stop.
 const POWERDOWN_REPEAT: Duration = Duration::from_secs(2);
-/// How long a QEMU whose guest powered off may take to exit: it has
-/// stopped answering its monitor, and a loaded host may be slow to reap it.
-const SHUTDOWN_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a QEMU whose guest powered off may take to exit before it is
+/// killed: it has stopped answering its monitor, and a loaded host may be
+/// slow to reap it. QEMU 7.2 was seen never to finish such an exit (main
+/// loop left, main thread asleep in `poll`), so the wait is bounded.
+const SHUTDOWN_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the wrapper may take to record the exit status once QEMU ended.
 const EXIT_RECORD_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a start watches the guest boot for a reset before it answers:
@@ -59,6 +61,9 @@ pub(crate) const BOOT_WATCH: Duration = Duration::from_secs(2);
 pub(crate) const GUEST_RESET_EXIT: i32 = 1;
 /// The trace event QEMU logs for every shutdown request but a reset.
 const SHUTDOWN_TRACE_EVENT: &str = "qemu_system_shutdown_request";
+/// The same event when the guest itself powered off
+/// (`SHUTDOWN_CAUSE_GUEST_SHUTDOWN`).
+const GUEST_POWER_OFF_TRACE: &str = "qemu_system_shutdown_request reason=6";
 /// How many lines of the console a boot failure quotes.
 const CONSOLE_TAIL_LINES: usize = 12;
 
@@ -112,6 +117,12 @@ impl Files<'_> {
     }
     fn events(&self) -> PathBuf {
         self.0.file("qemu.events")
+    }
+    /// Written just before the driver kills a QEMU that never finished the
+    /// exit its guest's power-off asked for: the exit status the wrapper
+    /// then records is the kill's, not the guest's.
+    fn killed_after_power_off(&self) -> PathBuf {
+        self.0.file("qemu.killed-after-power-off")
     }
 }
 
@@ -252,6 +263,7 @@ impl QemuBackend {
             files.console(),
             files.stderr(),
             files.events(),
+            files.killed_after_power_off(),
         ] {
             let _ = std::fs::remove_file(stale);
         }
@@ -367,14 +379,21 @@ impl QemuBackend {
     }
 
     /// The instance's state: from QMP while QEMU runs, else from its exit
-    /// record. A QEMU that stops answering while it exits (the guest powered
-    /// off) is waited for until it is gone.
+    /// record. A QEMU that is exiting (the guest powered off) is waited for
+    /// until it is gone, and killed if it never goes.
     pub(crate) async fn inspect(&self, dir: &InstanceDir) -> Result<RuntimeState, DriverError> {
         // A QEMU on its way out may hold its pid for a while (CI saw the
         // monitor's handshake time out three times in a row on a loaded
         // machine): it is asked until it is gone, as long as a quit may take.
         let deadline = Instant::now() + QUIT_TIMEOUT;
         while self.running_pid(dir).is_some() {
+            // Once the guest asked to power off, QEMU is exiting and its
+            // monitor is no longer asked: a QMP session opened during the
+            // exit is one more thing for QEMU to wind down.
+            if self.shutdown_requested(dir) {
+                self.finish_exit(dir).await?;
+                break;
+            }
             let status = match self.qmp(dir).await {
                 Ok(mut qmp) => qmp
                     .status()
@@ -384,16 +403,8 @@ impl QemuBackend {
             };
             match status {
                 Ok(status) => return Ok(state_of(&status)),
-                // The guest asked to power off: QEMU is exiting, however
-                // long a loaded host keeps its pid and silent monitor.
-                Err(e) if self.shutdown_requested(dir) => {
-                    if let Some(pid) = self.running_pid(dir) {
-                        if !process::wait_gone(pid, &dir.path, SHUTDOWN_EXIT_TIMEOUT).await {
-                            return Err(e);
-                        }
-                    }
-                    break;
-                }
+                // The request may have come while the monitor was asked.
+                Err(_) if self.shutdown_requested(dir) => {}
                 Err(e) if Instant::now() >= deadline && self.running_pid(dir).is_some() => {
                     return Err(e)
                 }
@@ -402,6 +413,35 @@ impl QemuBackend {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(self.exit_state(dir).await)
+    }
+
+    /// Waits for a QEMU that traced a shutdown request to exit, however long
+    /// a loaded host keeps its pid, and kills it when it has not exited
+    /// after [`SHUTDOWN_EXIT_TIMEOUT`]: its guest is off, so nothing is lost,
+    /// and a QEMU stuck in its exit would otherwise look alive for ever.
+    /// Errors: `Unavailable` when even the kill does not end it.
+    async fn finish_exit(&self, dir: &InstanceDir) -> Result<(), DriverError> {
+        let Some(pid) = self.running_pid(dir) else {
+            return Ok(());
+        };
+        if process::wait_gone(pid, &dir.path, SHUTDOWN_EXIT_TIMEOUT).await {
+            return Ok(());
+        }
+        let files = Files(dir);
+        let events = std::fs::read_to_string(files.events()).unwrap_or_default();
+        if events.contains(GUEST_POWER_OFF_TRACE) {
+            std::fs::write(files.killed_after_power_off(), b"")
+                .map_err(|e| io("record the kill of a QEMU stuck exiting", e))?;
+        }
+        process::signal(pid, libc::SIGKILL);
+        if process::wait_gone(pid, &dir.path, QUIT_TIMEOUT).await {
+            Ok(())
+        } else {
+            Err(DriverError::Unavailable {
+                runtime: format!("QEMU (pid {pid}), which is exiting"),
+                source: "it did not exit after its shutdown request, nor when killed".into(),
+            })
+        }
     }
 
     /// Whether the guest asked QEMU to shut down (QEMU logs the request
@@ -433,7 +473,8 @@ impl QemuBackend {
                     .map(DateTime::<Utc>::from);
                 let code = text.trim().parse().unwrap_or(1);
                 let events = std::fs::read_to_string(files.events()).ok();
-                exited(exit_code(code, events.as_deref()), at)
+                let killed = files.killed_after_power_off().exists();
+                exited(exit_code(code, events.as_deref(), killed), at)
             }
             Err(_) => exited(1, Some(DateTime::<Utc>::from(SystemTime::now()))),
         }
@@ -683,10 +724,13 @@ pub(crate) const PANIC_RESETS: &str = "panic=-1";
 
 /// The exit code of a QEMU whose wrapper recorded `code`, given its trace
 /// of shutdown requests (`None`: no trace, as of a QEMU launched without
-/// one or built without the log trace backend). An exit 0 without any
-/// shutdown request was a guest reset.
-fn exit_code(code: i32, events: Option<&str>) -> i32 {
+/// one or built without the log trace backend) and whether the driver
+/// killed it after its guest powered off. An exit 0 without any shutdown
+/// request was a guest reset; a kill that finished a guest's power-off is
+/// the guest's clean exit.
+fn exit_code(code: i32, events: Option<&str>, killed_after_power_off: bool) -> i32 {
     match events {
+        Some(events) if killed_after_power_off && events.contains(GUEST_POWER_OFF_TRACE) => 0,
         Some(events) if code == 0 && !events.contains(SHUTDOWN_TRACE_EVENT) => GUEST_RESET_EXIT,
         _ => code,
     }
@@ -803,13 +847,19 @@ mod tests {
     fn a_guest_reset_is_a_failure_and_a_power_off_is_not() {
         let powered_off = "qemu_system_shutdown_request reason=6\n";
         let quit = "qemu_system_shutdown_request reason=2\n";
-        assert_eq!(exit_code(0, Some(powered_off)), 0);
-        assert_eq!(exit_code(0, Some(quit)), 0);
+        assert_eq!(exit_code(0, Some(powered_off), false), 0);
+        assert_eq!(exit_code(0, Some(quit), false), 0);
         // No shutdown request: -no-reboot ended QEMU on a reset.
-        assert_eq!(exit_code(0, Some("")), GUEST_RESET_EXIT);
+        assert_eq!(exit_code(0, Some(""), false), GUEST_RESET_EXIT);
         // Without a trace nothing is known beyond QEMU's status.
-        assert_eq!(exit_code(0, None), 0);
-        assert_eq!(exit_code(137, Some("")), 137);
+        assert_eq!(exit_code(0, None, false), 0);
+        assert_eq!(exit_code(137, Some(""), false), 137);
+        // Killed by the driver once the guest had powered off: the guest's
+        // exit was clean. Killed after a quit, or without a power-off
+        // traced, the kill is what is recorded.
+        assert_eq!(exit_code(137, Some(powered_off), true), 0);
+        assert_eq!(exit_code(137, Some(quit), true), 137);
+        assert_eq!(exit_code(137, None, true), 137);
         assert_eq!(qemu_cmdline("console=ttyS0"), "console=ttyS0 panic=-1");
         assert_eq!(
             qemu_cmdline("console=ttyS0 panic=5"),
