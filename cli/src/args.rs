@@ -231,6 +231,17 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command runs a long-lived service for other callers
+    /// rather than making one call and printing its answer.
+    pub(crate) fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Server(_) | Command::Agent(_) | Command::Daemon(_) | Command::Ui(_)
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 #[command(after_help = "Examples:\n  \
     zixiao user create alice --role operator --project web --out alice.yaml\n  \

@@ -22,10 +22,15 @@ fn main() -> ExitCode {
     };
     let format = cli.output;
     logging::init(&cli);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // A one-shot command waits on one call at a time; a service (server,
+    // agent, daemon, dashboard) answers many callers and converges many
+    // instances at once, so it gets a worker thread per core.
+    let mut runtime = if cli.command.serves() {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
