@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use zixiao_core::driver::Images;
-use zixiao_core::{Driver, ErrorKind};
+use zixiao_core::{Driver, ErrorKind, InstanceSpec};
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
 
 use super::images::{tar_files, write_tar};
@@ -209,13 +209,64 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Puts `value` in `files` as a blob; returns its digest and size.
-fn put_blob(files: &mut Vec<(String, Vec<u8>)>, value: &serde_json::Value) -> (String, usize) {
-    let bytes = serde_json::to_vec(value).expect("json");
-    let hex = sha256_hex(&bytes);
-    let size = bytes.len();
-    files.push((format!("blobs/sha256/{hex}"), bytes));
-    (format!("sha256:{hex}"), size)
+/// The files of an OCI archive being rewritten.
+struct Rewrite {
+    files: std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl Rewrite {
+    /// The blob named by `digest` (`sha256:HEX`).
+    fn blob(&self, digest: &serde_json::Value) -> &[u8] {
+        let hex = digest
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:");
+        &self.files[&format!("blobs/sha256/{hex}")]
+    }
+
+    fn json(&self, digest: &serde_json::Value) -> serde_json::Value {
+        serde_json::from_slice(self.blob(digest)).expect("a JSON blob")
+    }
+
+    /// Adds `bytes` as a blob; returns its digest and size.
+    fn put(&mut self, bytes: Vec<u8>) -> (String, usize) {
+        let hex = sha256_hex(&bytes);
+        let size = bytes.len();
+        self.files.insert(format!("blobs/sha256/{hex}"), bytes);
+        (format!("sha256:{hex}"), size)
+    }
+
+    fn put_json(&mut self, value: &serde_json::Value) -> (String, usize) {
+        self.put(serde_json::to_vec(value).expect("json"))
+    }
+}
+
+/// Busybox's OCI archive with its manifest as `edit` changes it (it may
+/// add blobs), stored again under its new digest, written to `name` in the
+/// fixture's directory.
+fn rewritten_busybox(
+    fx: &Fixture,
+    name: &str,
+    edit: impl FnOnce(&mut Rewrite, &mut serde_json::Value),
+) -> std::path::PathBuf {
+    let mut archive = Rewrite {
+        files: tar_files(&fx.busybox),
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&archive.files["index.json"]).expect("index.json");
+    let mut manifest = archive.json(&index["manifests"][0]["digest"]);
+    edit(&mut archive, &mut manifest);
+    let (digest, size) = archive.put_json(&manifest);
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = size.into();
+    archive.files.insert(
+        "index.json".into(),
+        serde_json::to_vec(&index).expect("json"),
+    );
+    let path = fx.dir.path().join(name);
+    let files: Vec<(String, Vec<u8>)> = archive.files.into_iter().collect();
+    write_tar(&path, &files);
+    path
 }
 
 /// An image whose config names content (`rootfs.diff_ids`) other than what
@@ -228,42 +279,14 @@ async fn an_image_whose_layer_is_not_its_diff_id_is_refused() {
         return;
     };
     let before = fx.driver.list().await.expect("list");
-    let original = tar_files(&fx.busybox);
-    let json = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(&original[name]).expect("a JSON file of the archive")
-    };
-    let blob = |digest: &serde_json::Value| {
-        format!(
-            "blobs/sha256/{}",
-            digest
-                .as_str()
-                .expect("digest")
-                .trim_start_matches("sha256:")
-        )
-    };
-    let mut index = json("index.json");
-    let mut manifest = json(&blob(&index["manifests"][0]["digest"]));
-    let mut config = json(&blob(&manifest["config"]["digest"]));
     let forged = format!("sha256:{}", "ab".repeat(32));
-    config["rootfs"]["diff_ids"][0] = serde_json::Value::String(forged.clone());
-
-    let mut files: Vec<(String, Vec<u8>)> = original
-        .iter()
-        .filter(|(name, _)| name.as_str() != "index.json")
-        .map(|(name, data)| (name.clone(), data.clone()))
-        .collect();
-    let (digest, size) = put_blob(&mut files, &config);
-    manifest["config"]["digest"] = digest.into();
-    manifest["config"]["size"] = size.into();
-    let (digest, size) = put_blob(&mut files, &manifest);
-    index["manifests"][0]["digest"] = digest.into();
-    index["manifests"][0]["size"] = size.into();
-    files.push((
-        "index.json".into(),
-        serde_json::to_vec(&index).expect("json"),
-    ));
-    let archive = fx.dir.path().join("forged.oci.tar");
-    write_tar(&archive, &files);
+    let archive = rewritten_busybox(&fx, "forged.oci.tar", |archive, manifest| {
+        let mut config = archive.json(&manifest["config"]["digest"]);
+        config["rootfs"]["diff_ids"][0] = serde_json::Value::String(forged.clone());
+        let (digest, size) = archive.put_json(&config);
+        manifest["config"]["digest"] = digest.into();
+        manifest["config"]["size"] = size.into();
+    });
 
     let err = fx
         .driver
@@ -285,9 +308,38 @@ async fn an_image_whose_layer_is_not_its_diff_id_is_refused() {
     fx.finish().await;
 }
 
+/// Busybox's archive with its layer recompressed as zstd (same tar, so the
+/// same diff_id; new blob digest, size and media type).
+fn busybox_as_zstd(fx: &Fixture) -> std::path::PathBuf {
+    use std::io::Read;
+    rewritten_busybox(fx, "busybox-zstd.oci.tar", |archive, manifest| {
+        let layer = &manifest["layers"][0];
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(archive.blob(&layer["digest"]))
+            .read_to_end(&mut tar)
+            .expect("gunzip the layer");
+        let zstd = ruzstd::encoding::compress_to_vec(
+            tar.as_slice(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let (digest, size) = archive.put(zstd);
+        manifest["layers"][0] = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+            "digest": digest,
+            "size": size,
+        });
+    })
+}
+
 /// A layer that unpacks to more than the node's cap is refused before
-/// containerd writes it, whatever its compressed size: busybox's one gzip
-/// layer (about 2 MiB) unpacks to over 4 MiB.
+/// containerd writes it, whatever its compressed size or compression:
+/// busybox's one layer (about 2 MiB gzip) unpacks to over 4 MiB, and so
+/// does the same layer as zstd (before, zstd went to containerd
+/// unmeasured). Under a cap it fits, each imports and runs.
 #[tokio::test]
 async fn a_layer_that_unpacks_beyond_the_cap_is_refused_and_nothing_is_kept() {
     let Some(fx) = fixture_with("layer-cap", |mut options| {
@@ -298,30 +350,49 @@ async fn a_layer_that_unpacks_beyond_the_cap_is_refused_and_nothing_is_kept() {
     else {
         return;
     };
-    let err = fx
-        .driver
-        .import(&fx.busybox, None, &|_| {})
-        .await
-        .expect_err("a layer over the cap is refused");
-    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
-    assert!(
-        err.to_string().contains("more than 1 MiB") && err.to_string().contains("max_layer_bytes"),
-        "{err}"
-    );
-    let images = fx.driver.list().await.expect("list");
-    assert!(images.is_empty(), "nothing named: {images:?}");
-    assert_clean(&fx).await;
-    // The same archive under a cap it fits is taken.
     let roomy = ContainerdDriver::connect(ContainerdOptions {
         max_layer_bytes: 64 << 20,
         ..fx.driver.options().clone()
     })
     .await
     .expect("connect");
-    let imported = roomy
-        .import(&fx.busybox, None, &|_| {})
-        .await
-        .expect("import");
-    assert_eq!(imported.len(), 1, "{imported:?}");
+    for (compression, archive) in [("gzip", fx.busybox.clone()), ("zstd", busybox_as_zstd(&fx))] {
+        let err = fx
+            .driver
+            .import(&archive, None, &|_| {})
+            .await
+            .expect_err("a layer over the cap is refused");
+        assert_eq!(
+            err.kind(),
+            ErrorKind::ResourceExhausted,
+            "{compression}: {err}"
+        );
+        assert!(
+            err.to_string().contains("more than 1 MiB")
+                && err.to_string().contains("max_layer_bytes"),
+            "{compression}: {err}"
+        );
+        let images = fx.driver.list().await.expect("list");
+        assert!(images.is_empty(), "nothing named: {images:?}");
+        assert_clean(&fx).await;
+
+        let imported = roomy
+            .import(&archive, None, &|_| {})
+            .await
+            .expect("import under a cap it fits");
+        assert_eq!(imported.len(), 1, "{imported:?}");
+        let spec = InstanceSpec::container(&imported[0].name)
+            .with_command(["echo", &format!("unpacked-from-{compression}")]);
+        let i = instance(&format!("from-{compression}"), spec);
+        roomy.create(&i).await.expect("create");
+        roomy.start(&i).await.expect("start");
+        fx.wait_log_lines(&i, &[&format!("unpacked-from-{compression}")])
+            .await;
+        roomy.delete(&i).await.expect("delete");
+        roomy
+            .remove(&imported[0].name)
+            .await
+            .expect("remove the image");
+    }
     fx.finish().await;
 }
