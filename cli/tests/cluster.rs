@@ -462,6 +462,78 @@ fn sleeper(name: &str, zone: &str) -> zixiao_core::CreateInstance {
     zixiao_core::CreateInstance::new(name, spec)
 }
 
+/// A smoke image only the TLS registry with a password holds (the
+/// registry service's), and what reaching it takes.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+struct PrivateSmokeImage {
+    image: String,
+    ca: String,
+    user: String,
+    password: String,
+}
+
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+impl PrivateSmokeImage {
+    /// Writes a docker-style config.json with the registry's credentials,
+    /// readable by its owner only, as `docker login` leaves it.
+    fn write_docker_config(&self, path: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let encoded = Command::new("sh")
+            .args(["-c", "printf %s \"$1\" | base64 -w0", "sh"])
+            .arg(format!("{}:{}", self.user, self.password))
+            .output()
+            .expect("run base64");
+        let auth = String::from_utf8(encoded.stdout).expect("base64");
+        let registry = self.image.split('/').next().expect("registry");
+        let config = serde_json::json!({ "auths": { registry: { "auth": auth } } });
+        std::fs::write(path, config.to_string()).expect("write docker config");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+}
+
+/// `skopeo copy` of the busybox archive to `image`, with `flags`.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+fn push(busybox: &str, image: &str, flags: &[&str]) {
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .args(flags)
+        .arg(format!("oci-archive:{busybox}"))
+        .arg(format!("docker://{image}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+}
+
+/// Pushes busybox as a tag of this run to the TLS registry with a
+/// password; `None` (the check skipped) when that registry is not set up.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+fn private_registry_smoke_image(busybox: &str, pid: u32) -> Option<PrivateSmokeImage> {
+    let env = |name: &str| zixiao_testing::wait::runtime_endpoint(name, "the TLS registry");
+    let registry = env("ZIXIAO_TEST_TLS_REGISTRY")?;
+    let ca = env("ZIXIAO_TEST_TLS_REGISTRY_CA")?;
+    let user = env("ZIXIAO_TEST_TLS_REGISTRY_USER")?;
+    let password_file = env("ZIXIAO_TEST_TLS_REGISTRY_PASSWORD_FILE")?;
+    let password = std::fs::read_to_string(&password_file).expect("read the registry's password");
+    let password = password.trim().to_owned();
+    let image = format!("{registry}/busybox:smoke-{pid}");
+    // skopeo reads a CA from a directory of *.crt files.
+    let certs = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(&ca, certs.path().join("ca.crt")).expect("copy the CA");
+    let cert_dir = format!("--dest-cert-dir={}", certs.path().display());
+    let creds = format!("--dest-creds={user}:{password}");
+    push(busybox, &image, &[&cert_dir, &creds]);
+    Some(PrivateSmokeImage {
+        image,
+        ca,
+        user,
+        password,
+    })
+}
+
 /// Onboarding, as an operator sees it through a server on etcd (which has
 /// no node of its own) with the real containerd: three agents join at
 /// once. The one whose smoke image exists is `onboarding`, then `ready`,
@@ -471,8 +543,9 @@ fn sleeper(name: &str, zone: &str) -> zixiao_core::CreateInstance {
 /// it waits naming the status, until its agent is restarted with a good
 /// image; `--skip-smoke-test` is ready at once, saying it skipped. A smoke
 /// image only the real loopback registry holds is pulled first, and the
-/// node's detail says so; a registry that cannot be reached fails the
-/// node at step `pull`.
+/// node's detail says so, also from a registry of a private CA that wants
+/// a password (`--smoke-registry-ca`, `--smoke-registry-auth`); a
+/// registry that cannot be reached fails the node at step `pull`.
 #[cfg(all(feature = "etcd", feature = "containerd"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
@@ -503,17 +576,11 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
     // A smoke image only the registry holds: a tag of this run, which
     // nothing has imported or pulled into containerd.
     let only_in_registry = format!("{registry}/busybox:smoke-{pid}");
-    let pushed = std::process::Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci-archive:{busybox}"))
-        .arg(format!("docker://{only_in_registry}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
+    push(&busybox, &only_in_registry, &["--dest-tls-verify=false"]);
+    // The same, only in the registry that wants a password and whose
+    // certificate a private CA issued: reached with the agent's
+    // --smoke-registry-ca and --smoke-registry-auth.
+    let private = private_registry_smoke_image(&busybox, pid);
     let dir = tempfile::tempdir().expect("tempdir");
     // The smoke image, in the containerd namespace every node of this
     // machine uses.
@@ -602,6 +669,25 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         &pulls,
         &["--smoke-image", &only_in_registry],
     );
+    let tls = format!("ob-tls-{pid}");
+    let _tls = private.as_ref().map(|p| {
+        let auth = dir.path().join("docker-config.json");
+        p.write_docker_config(&auth);
+        onboarding_agent(
+            &dir.path().join("tls"),
+            &socket,
+            &server.addr,
+            &tls,
+            &[
+                "--smoke-image",
+                &p.image,
+                "--smoke-registry-ca",
+                &p.ca,
+                "--smoke-registry-auth",
+                auth.to_str().expect("utf-8"),
+            ],
+        )
+    });
     wait_for_status(&client, &good, NodeStatus::Ready).await;
     wait_for_status(&client, &bad, NodeStatus::OnboardingFailed).await;
     wait_for_status(&client, &skip, NodeStatus::Ready).await;
@@ -691,6 +777,18 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // From the private registry, with its CA and credentials.
+    if let Some(private) = &private {
+        wait_for_status(&client, &tls, NodeStatus::Ready).await;
+        let (shown, container) = container_check(&tls);
+        assert_eq!(container["outcome"], "booted", "{shown}");
+        let detail = container["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains(&format!("pulled `{}`", private.image)),
+            "{detail}"
+        );
+    }
+
     // The failure is in `node get`: runtime, step, error.
     let shown: serde_json::Value = serde_json::from_str(&node_get(&bad, true)).expect("json");
     assert_eq!(shown["status"], "onboarding_failed", "{shown}");
@@ -749,16 +847,13 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
             .await
             .expect("delete");
     }
-    // This run's tag is no use to anyone after it.
-    let _ = command(&dir.path().join("local"))
-        .args([
-            "--containerd-socket",
-            &socket,
-            "image",
-            "rm",
-            &only_in_registry,
-        ])
-        .output();
+    // This run's tags are no use to anyone after it.
+    let tags = [Some(&only_in_registry), private.as_ref().map(|p| &p.image)];
+    for tag in tags.into_iter().flatten() {
+        let _ = command(&dir.path().join("local"))
+            .args(["--containerd-socket", &socket, "image", "rm", tag])
+            .output();
+    }
     recorder.abort();
 }
 

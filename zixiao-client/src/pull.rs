@@ -41,18 +41,7 @@ pub fn pull_options(
 /// machine. Errors: `InvalidArgument` on `registry_ca` (unreadable, or
 /// not only certificates).
 pub fn registry_ca_file(path: &Path) -> Result<RegistryCa> {
-    let pem = std::fs::read_to_string(path).map_err(|e| {
-        Error::invalid(
-            "registry_ca",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    RegistryCa::try_from(pem).map_err(|e| match e {
-        Error::InvalidArgument { field, reason } => {
-            Error::invalid(field, format!("{}: {reason}", path.display()))
-        }
-        other => other,
-    })
+    RegistryCa::read(path)
 }
 
 /// The credentials a caller gives as a user name and a password: both or

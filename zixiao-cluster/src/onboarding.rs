@@ -10,7 +10,10 @@
 //! A container smoke image the runtime does not hold yet is pulled first,
 //! through the driver's `Images` capability (the pull `zixiao image pull`
 //! makes), within the smoke timeout: a node joins with nothing imported by
-//! hand, and a registry it cannot pull from fails it at step `pull`.
+//! hand, and a registry it cannot pull from fails it at step `pull`. A
+//! private registry is reached with `onboarding.registry`: a CA file, a
+//! docker-style credentials file (0600, read when the agent starts), and
+//! registries allowed over plain HTTP.
 //!
 //! The smoke instances are in no record of the node and in no store: an
 //! agent killed in the middle leaves at most one runtime object, which the
@@ -18,13 +21,15 @@
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
-use zixiao_core::driver::{Driver, PullOptions, PullProgress, RuntimeState};
+use zixiao_core::driver::{
+    Driver, PullOptions, PullProgress, RegistryCa, RegistryCredentials, RuntimeState,
+};
 use zixiao_core::model::{
     CheckOutcome, ImageRef, Onboarding, OnboardingState, RuntimeCheck, SmokeStep,
 };
@@ -61,6 +66,27 @@ pub struct OnboardingSection {
     pub microvm: Option<BootSection>,
     /// The kernel (and initrd) a VM boots.
     pub vm: Option<BootSection>,
+    /// How the container smoke image's registry is reached, when it is
+    /// not anonymous HTTPS with the system roots.
+    pub registry: Option<RegistrySection>,
+}
+
+/// `onboarding.registry:` the smoke image's registry, as `zixiao image
+/// pull` reaches one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// CA certificates (PEM) trusted besides the system roots, for a
+    /// registry whose certificate a private CA issued
+    /// (`--smoke-registry-ca`).
+    pub ca_file: Option<PathBuf>,
+    /// A docker-style `config.json` holding the registry's credentials
+    /// (`auths.<registry>.auth`, as `docker login` writes it), readable by
+    /// its owner only (`--smoke-registry-auth`).
+    pub auth_file: Option<PathBuf>,
+    /// Registries (`host` or `host:port`) that may be reached over plain
+    /// HTTP (`--smoke-insecure-registry`); loopback ones always may.
+    pub insecure: Vec<String>,
 }
 
 /// A kernel to boot, with its initrd.
@@ -84,6 +110,8 @@ pub struct SmokeTest {
     /// The container smoke image, parsed: what is pulled when the
     /// runtime lacks it.
     container_image: Option<ImageRef>,
+    /// How that pull reaches the registry.
+    pull: PullOptions,
 }
 
 impl Default for SmokeTest {
@@ -94,6 +122,7 @@ impl Default for SmokeTest {
             timeout: DEFAULT_TIMEOUT,
             workloads: Default::default(),
             container_image: None,
+            pull: PullOptions::default(),
         }
     }
 }
@@ -101,7 +130,8 @@ impl Default for SmokeTest {
 impl TryFrom<&OnboardingSection> for SmokeTest {
     type Error = Error;
 
-    /// Errors: `InvalidArgument` naming the `onboarding.` field.
+    /// Reads `onboarding.registry`'s files. Errors: `InvalidArgument`
+    /// naming the `onboarding.` field.
     fn try_from(section: &OnboardingSection) -> Result<Self> {
         let timeout = match section.timeout_ms {
             None => DEFAULT_TIMEOUT,
@@ -143,13 +173,89 @@ impl TryFrom<&OnboardingSection> for SmokeTest {
             spec.initrd = boot.initrd.clone();
             workloads.insert(InstanceType::Vm, checked(spec, "onboarding.vm")?);
         }
+        let pull = match (&section.registry, &container_image) {
+            (None, _) => PullOptions::default(),
+            (Some(registry), Some(image)) => registry.pull_options(image.registry())?,
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "onboarding.registry",
+                    "it says how to pull the smoke image: set onboarding.container_image",
+                ))
+            }
+        };
         Ok(SmokeTest {
             skip: section.skip_smoke_test,
             timeout,
             workloads,
             container_image,
+            pull,
         })
     }
+}
+
+impl RegistrySection {
+    /// The options of a pull from `registry` (`host[:port]`), its files
+    /// read. Errors: `InvalidArgument` naming the `onboarding.registry.`
+    /// field: an unreadable or malformed file, credentials readable by
+    /// others or holding nothing for `registry`, an insecure registry that
+    /// is not `host[:port]`.
+    fn pull_options(&self, registry: &str) -> Result<PullOptions> {
+        let registry_cas = match &self.ca_file {
+            Some(path) => vec![RegistryCa::read(path)
+                .map_err(|e| Error::invalid("onboarding.registry.ca_file", e.to_string()))?],
+            None => Vec::new(),
+        };
+        let credentials = self
+            .auth_file
+            .as_deref()
+            .map(|path| credentials_file(path, registry))
+            .transpose()?;
+        for host in &self.insecure {
+            let well_formed = !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !well_formed {
+                return Err(Error::invalid(
+                    "onboarding.registry.insecure",
+                    format!("`{host}` is not a registry's host or host:port"),
+                ));
+            }
+        }
+        Ok(PullOptions {
+            credentials,
+            insecure_registries: self.insecure.clone(),
+            registry_cas,
+            platform: None,
+        })
+    }
+}
+
+/// The credentials for `registry` in the docker-style config file at
+/// `path`, which only its owner may read: a password file others can read
+/// is refused rather than used.
+fn credentials_file(path: &Path, registry: &str) -> Result<RegistryCredentials> {
+    use std::os::unix::fs::PermissionsExt;
+    let invalid = |reason: String| {
+        Error::invalid(
+            "onboarding.registry.auth_file",
+            format!("{}: {reason}", path.display()),
+        )
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(|e| invalid(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(invalid(format!(
+            "it holds passwords and others may read it (mode {:o}): chmod 600 it",
+            mode & 0o777
+        )));
+    }
+    let config = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    zixiao_registry::docker_config::credentials(&config, registry)
+        .map_err(|e| invalid(e.to_string()))?
+        .ok_or_else(|| invalid(format!("it holds no credentials for `{registry}`")))
 }
 
 /// `spec` if it is a valid instance spec, else the reason under `field`.
@@ -373,10 +479,7 @@ impl SmokeTest {
                 }
             }
         };
-        // The agent keeps no registry settings: anonymous, with loopback
-        // registries over plain HTTP as every pull allows.
-        let options = PullOptions::default();
-        let pull = images.pull(image, &options, &progress);
+        let pull = images.pull(image, &self.pull, &progress);
         let info = match tokio::time::timeout(self.timeout, pull).await {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => return Err((SmokeStep::Pull, chain(e))),
@@ -519,6 +622,115 @@ mod tests {
             container_image: Some(image.to_owned()),
             ..OnboardingSection::default()
         }
+    }
+
+    /// A self-signed certificate's PEM (the content is not parsed here,
+    /// only its blocks).
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn with_registry(registry: RegistrySection) -> OnboardingSection {
+        OnboardingSection {
+            registry: Some(registry),
+            ..section("reg.example.com:5000/busybox:1")
+        }
+    }
+
+    fn refused(section: &OnboardingSection, field: &str, reason: &str) {
+        let error = SmokeTest::try_from(section).expect_err(field);
+        assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+        let message = error.to_string();
+        assert!(
+            message.contains(field) && message.contains(reason),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_private_registry_is_reached_with_its_ca_and_owner_only_credentials() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, CERT).expect("write");
+        let auth = dir.path().join("config.json");
+        // `me:s3cret`, for the smoke image's registry.
+        std::fs::write(
+            &auth,
+            br#"{"auths": {"reg.example.com:5000": {"auth": "bWU6czNjcmV0"}}}"#,
+        )
+        .expect("write");
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let registry = RegistrySection {
+            ca_file: Some(ca.clone()),
+            auth_file: Some(auth.clone()),
+            insecure: vec!["lab:5000".to_owned()],
+        };
+        let smoke = SmokeTest::try_from(&with_registry(registry.clone())).expect("valid");
+        let credentials = smoke.pull.credentials.as_ref().expect("credentials");
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("me", "s3cret")
+        );
+        assert_eq!(smoke.pull.registry_cas[0].as_pem(), CERT);
+        assert_eq!(smoke.pull.insecure_registries, ["lab:5000"]);
+        assert!(
+            !format!("{smoke:?}").contains("s3cret"),
+            "the password is never printed"
+        );
+
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        refused(
+            &with_registry(registry.clone()),
+            "onboarding.registry.auth_file",
+            "chmod 600",
+        );
+        std::fs::set_permissions(&auth, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let other = OnboardingSection {
+            registry: Some(registry.clone()),
+            ..section("other.example.com/busybox:1")
+        };
+        refused(
+            &other,
+            "onboarding.registry.auth_file",
+            "no credentials for `other.example.com`",
+        );
+        let missing = RegistrySection {
+            auth_file: Some(dir.path().join("none.json")),
+            ..registry.clone()
+        };
+        refused(
+            &with_registry(missing),
+            "onboarding.registry.auth_file",
+            "none.json",
+        );
+        std::fs::write(
+            &ca,
+            "-----BEGIN PRIVATE KEY-----\nAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        refused(
+            &with_registry(registry.clone()),
+            "onboarding.registry.ca_file",
+            "PRIVATE KEY",
+        );
+        std::fs::write(&ca, CERT).expect("write");
+        let bad_host = RegistrySection {
+            insecure: vec!["http://lab:5000".to_owned()],
+            ..registry.clone()
+        };
+        refused(
+            &with_registry(bad_host),
+            "onboarding.registry.insecure",
+            "http://lab:5000",
+        );
+        let no_image = OnboardingSection {
+            registry: Some(registry),
+            ..OnboardingSection::default()
+        };
+        refused(
+            &no_image,
+            "onboarding.registry",
+            "onboarding.container_image",
+        );
     }
 
     #[test]

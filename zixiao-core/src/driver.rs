@@ -612,6 +612,24 @@ impl RegistryCa {
     pub fn as_pem(&self) -> &str {
         &self.0
     }
+
+    /// The CA certificates in the PEM file at `path`, read on this
+    /// machine. Errors: `InvalidArgument` on `registry_ca` naming the file
+    /// (unreadable, or not only certificates).
+    pub fn read(path: &std::path::Path) -> Result<Self, crate::Error> {
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            crate::Error::invalid(
+                "registry_ca",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        RegistryCa::try_from(pem).map_err(|e| match e {
+            crate::Error::InvalidArgument { field, reason } => {
+                crate::Error::invalid(field, format!("{}: {reason}", path.display()))
+            }
+            other => other,
+        })
+    }
 }
 
 impl TryFrom<String> for RegistryCa {

@@ -104,12 +104,28 @@ pub(crate) struct AgentArgs {
     #[arg(long)]
     skip_smoke_test: bool,
     /// The container image the smoke test boots on containerd: a name in
-    /// the node's image store, or a registry reference, pulled (anonymously)
-    /// first when containerd does not hold it [default:
+    /// the node's image store, or a registry reference, pulled first when
+    /// containerd does not hold it (anonymously, unless
+    /// --smoke-registry-auth says otherwise) [default:
     /// onboarding.container_image of --config; none: containerd is only
     /// checked to answer].
     #[arg(long, value_name = "IMAGE")]
     smoke_image: Option<String>,
+    /// CA certificates (PEM) the smoke image's pull trusts besides the
+    /// system roots, for a registry of a private CA
+    /// [default: onboarding.registry.ca_file of --config].
+    #[arg(long, value_name = "FILE")]
+    smoke_registry_ca: Option<PathBuf>,
+    /// A docker-style config.json (mode 0600) with the smoke image
+    /// registry's credentials (`auths.<registry>.auth`, as `docker login`
+    /// writes it) [default: onboarding.registry.auth_file of --config].
+    #[arg(long, value_name = "FILE")]
+    smoke_registry_auth: Option<PathBuf>,
+    /// A registry (`host[:port]`) the smoke image may be pulled from over
+    /// plain HTTP; repeatable. Loopback registries always may
+    /// [default: onboarding.registry.insecure of --config].
+    #[arg(long, value_name = "HOST")]
+    smoke_insecure_registry: Vec<String>,
     /// How long each smoke instance may take to run (`90s`, `2m`)
     /// [default: 60s].
     #[arg(long, value_name = "DURATION")]
@@ -182,6 +198,24 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
     if let Some(timeout) = &args.smoke_timeout {
         let timeout = super::duration("--smoke-timeout", timeout)?;
         config.onboarding.timeout_ms = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    }
+    if args.smoke_registry_ca.is_some()
+        || args.smoke_registry_auth.is_some()
+        || !args.smoke_insecure_registry.is_empty()
+    {
+        let registry = config
+            .onboarding
+            .registry
+            .get_or_insert_with(Default::default);
+        if let Some(ca) = &args.smoke_registry_ca {
+            registry.ca_file = Some(ca.clone());
+        }
+        if let Some(auth) = &args.smoke_registry_auth {
+            registry.auth_file = Some(auth.clone());
+        }
+        if !args.smoke_insecure_registry.is_empty() {
+            registry.insecure = args.smoke_insecure_registry.clone();
+        }
     }
     let smoke_test = SmokeTest::try_from(&config.onboarding)?;
     if let Some(v) = &args.underlay {
