@@ -1052,6 +1052,12 @@ fn templates_keep_versions_count_their_instances_and_refuse_deleting_a_used_one(
     assert_eq!(got["labels"]["app"], "web", "{got}");
     let shown = ok(run(&["instance", "get", "b"]));
     assert!(shown.contains("template:  web@2"), "{shown}");
+    // A create from a template is an operation like any create.
+    let operation = b["operation"].as_str().expect("the create's operation");
+    let operation = json(&["operation", "get", operation]);
+    assert_eq!(operation["kind"], "create", "{operation}");
+    assert_eq!(operation["target"]["name"], "b", "{operation}");
+    assert_eq!(operation["phase"], "succeeded", "{operation}");
 
     let counts = |template: &serde_json::Value| -> Vec<(u64, u64)> {
         let versions = template["versions"].as_array().expect("versions");

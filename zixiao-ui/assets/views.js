@@ -432,6 +432,7 @@ export async function instance(name, ui) {
     ["CPUs", i.spec.cpus], ["memory", `${i.spec.memory_mib} MiB`], ["restart policy", i.spec.restart],
     ["created", when(i.created_at)], ["started", when(i.started_at)], ["updated", when(i.updated_at)],
     ["exit", i.exit ? JSON.stringify(i.exit) : "—"],
+    ["operations", link(`#/operations?target=${encodeURIComponent(i.name)}`, "its long calls")],
   ];
   return h("section", { "data-testid": "instance", "data-instance": i.name, "data-status": i.status },
     h("h1", {}, link("#/instances", "Instances"), " / ", i.name, " ", badge(i.status)),
@@ -443,4 +444,45 @@ export async function instance(name, ui) {
       h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
     i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,
     h("details", { class: "panel" }, h("summary", {}, "As JSON"), h("pre", {}, JSON.stringify(i, null, 2))));
+}
+
+/** Templates: each version, when it was made, what it runs and who uses it. */
+export async function templates() {
+  const list = await call("GET", "/api/templates");
+  const rows = list.flatMap((t) => t.versions.map((v) =>
+    h("tr", { "data-template": t.name, "data-version": v.version },
+      h("td", {}, t.name), h("td", {}, `v${v.version}`, v.deleting ? " (deleting)" : ""),
+      h("td", {}, v.spec.type), h("td", {}, v.spec.image || v.spec.kernel || "—"),
+      h("td", {}, `${v.spec.cpus} × ${v.spec.memory_mib} MiB`), h("td", {}, when(v.created_at)),
+      h("td", {}, v.instances.length ? v.instances.map((name) =>
+        [link(`#/instances/${encodeURIComponent(name)}`, name), " "]) : "—"))));
+  const table = rows.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Template", "Version", "Type", "Image", "Size", "Created", "Used by"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows))
+    : h("p", { class: "empty" }, "No templates yet: zixiao template create NAME -f spec.yaml");
+  return h("section", { "data-testid": "templates" }, h("h1", {}, "Templates"), h("div", { class: "panel" }, table));
+}
+
+/** How long an operation took, or has been running. */
+function took(op) {
+  const ms = (op.finished_at ? new Date(op.finished_at) : new Date()) - new Date(op.started_at);
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** Operations: the long calls, newest first, with where each got. */
+export async function operations(params) {
+  const target = params.get("target") || "";
+  const list = await call("GET", `/api/operations${target ? `?target=${encodeURIComponent(target)}` : ""}`);
+  const targetCell = (op) => (op.target.kind === "instance"
+    ? link(`#/instances/${encodeURIComponent(op.target.name)}`, op.target.name)
+    : `${op.target.kind} ${op.target.name}`);
+  const table = list.length
+    ? h("table", {}, h("thead", {}, h("tr", {}, ["Operation", "Target", "Phase", "Step", "Started", "Took", "By", "Error"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, list.map((op) => h("tr", { "data-operation": op.id, "data-kind": op.kind },
+        h("td", {}, op.kind.replace("_", " ")), h("td", {}, targetCell(op)), h("td", {}, badge(op.phase)),
+        h("td", {}, op.step || "—"), h("td", {}, when(op.started_at)), h("td", {}, took(op)),
+        h("td", {}, op.requested_by || "—"), h("td", { class: "error" }, op.error ? `${op.error.kind}: ${op.error.message}` : "")))))
+    : h("p", { class: "empty" }, "No operations kept.");
+  return h("section", { "data-testid": "operations" },
+    h("h1", {}, "Operations", target ? [" on ", target] : ""), h("div", { class: "panel" }, table));
 }

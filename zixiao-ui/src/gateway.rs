@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zixiao_core::api::{Client, Wait};
-use zixiao_core::controller::InstanceFilter;
+use zixiao_core::controller::{InstanceFilter, OperationFilter};
 use zixiao_core::{CreateInstance, Error};
 
 use crate::error::ApiError;
@@ -51,6 +51,8 @@ pub(crate) fn router(access: Arc<Access>) -> Router {
             "/api/instances/{instance}/console",
             get(crate::console::attach),
         )
+        .route("/api/templates", get(templates))
+        .route("/api/operations", get(operations))
         .route("/api/events", get(events))
         .route("/api/{*rest}", axum::routing::any(no_such_route))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -153,6 +155,26 @@ async fn node_stats_history(Caller(client): Caller, Path(node): Path<String>) ->
     ok(&client.node_stats_history(&node).await?)
 }
 
+/// `GET /api/templates`: every template with its versions and the
+/// instances using each.
+async fn templates(Caller(client): Caller) -> Reply {
+    ok(&client.list_templates().await?)
+}
+
+/// The most operations `GET /api/operations` answers.
+const OPERATIONS_SHOWN: usize = 100;
+
+/// `GET /api/operations?target=NAME`: the operations kept (only those on
+/// instance, node or image `NAME`, when given), newest first, at most
+/// [`OPERATIONS_SHOWN`].
+async fn operations(Caller(client): Caller, RawQuery(query): RawQuery) -> Reply {
+    let filter = operation_filter(query.as_deref().unwrap_or_default())?;
+    let mut operations = client.list_all_operations(filter).await?;
+    operations.reverse();
+    operations.truncate(OPERATIONS_SHOWN);
+    ok(&operations)
+}
+
 /// `POST /api/instances` with a `CreateInstance` (the CLI's `-f` spec
 /// form); answers once the instance has settled, so it works the same
 /// whether or not a background loop converges this deployment.
@@ -239,6 +261,24 @@ fn instance_filter(query: &str) -> Result<InstanceFilter, Error> {
                 return Err(Error::invalid(
                     other,
                     "not a filter of the instance list: use type, status or node",
+                ))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// The operation list's filter from its query string: `target=NAME`.
+fn operation_filter(query: &str) -> Result<OperationFilter, Error> {
+    let mut filter = OperationFilter::default();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            (_, "") => {}
+            ("target", value) => filter.target = Some(value.to_owned()),
+            (other, _) => {
+                return Err(Error::invalid(
+                    other,
+                    "not a filter of the operation list: use target",
                 ))
             }
         }

@@ -69,6 +69,15 @@ async fn lists_this_machine_as_the_node_and_no_instances() {
     let instances = ui.get("/api/instances?type=container&status=").await;
     assert_eq!(instances.status, 200, "{}", instances.body);
     assert_eq!(instances.json(), serde_json::json!([]));
+    for empty in [
+        "/api/templates",
+        "/api/operations",
+        "/api/operations?target=web",
+    ] {
+        let answer = ui.get(empty).await;
+        assert_eq!(answer.status, 200, "{empty}: {}", answer.body);
+        assert_eq!(answer.json(), serde_json::json!([]), "{empty}");
+    }
 }
 
 #[tokio::test]
@@ -120,6 +129,14 @@ async fn a_bad_request_is_a_400_naming_the_field_and_creates_nothing() {
     assert_eq!(filter.status, 400, "{}", filter.body);
     assert!(
         filter.error().1.starts_with("invalid status"),
+        "{}",
+        filter.body
+    );
+
+    let filter = ui.get("/api/operations?kind=create").await;
+    assert_eq!(filter.status, 400, "{}", filter.body);
+    assert!(
+        filter.error().1.starts_with("invalid kind"),
         "{}",
         filter.body
     );

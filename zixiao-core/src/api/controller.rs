@@ -439,7 +439,7 @@ impl Api for Controller {
             }
             Request::CreateFromTemplate { request, wait } => {
                 let created = self.create_from_template(request).await?;
-                Response::Instance(self.settled(created, wait).await?)
+                Response::Instance(self.intent(OperationKind::Create, created, wait).await?)
             }
             Request::ListOperations { filter, page } => {
                 let (operations, next_page) =

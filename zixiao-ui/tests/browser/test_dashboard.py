@@ -264,6 +264,34 @@ def delete_from_the_page(page, url, state):
     wait_for(lambda: "ui-web" not in instances(state), "ui-web to be gone")
 
 
+def templates_and_operations(page, url, state):
+    """A template made with the CLI, and the instance made from it, show
+    in the Templates view; the create shows in the Operations view, and
+    the instance's page links to its own operations."""
+    spec = Path(state) / "web.yaml"
+    spec.write_text("name: web\nspec:\n  type: container\n  image: busybox\n"
+                    "  cpus: 0.1\n  memory_mib: 32\n  command: [sleep, '600']\n")
+    cli(state, "template", "create", "web", "-f", str(spec))
+    cli(state, "instance", "create", "--template", "web@1", "--name", "from-template")
+    page.goto(f"{url}#/templates")
+    row = page.locator('[data-testid=templates] tr[data-template="web"][data-version="1"]')
+    expect(row).to_contain_text("busybox")
+    expect(row.get_by_role("link", name="from-template")).to_be_visible()
+    shot(page, "templates")
+    page.goto(f"{url}#/operations")
+    created = page.locator('[data-testid=operations] tr[data-kind="create"]', has_text="from-template")
+    expect(created.locator("[data-status=succeeded]")).to_be_visible()
+    page.goto(f"{url}#/instances/from-template")
+    page.get_by_role("link", name="its long calls").click()
+    operations = page.get_by_test_id("operations")
+    expect(operations).to_contain_text("on from-template")
+    rows = operations.locator("tbody tr")
+    expect(rows.first).to_be_visible()
+    for target in rows.locator("td:nth-child(2)").all_inner_texts():
+        assert target == "from-template", f"another target listed: {target}"
+    shot(page, "operations")
+
+
 def dark_theme(browser, url):
     backgrounds = {}
     for scheme in ["light", "dark"]:
@@ -361,6 +389,7 @@ def main():
                     ("a stop from the page stops it", lambda: stop_from_the_page(page, url, state)),
                     ("a delete from the page deletes it", lambda: delete_from_the_page(page, url, state)),
                     ("the console types into a shell", lambda: console_in_the_page(page, url, state)),
+                    ("templates and operations", lambda: templates_and_operations(page, url, state)),
                     ("light and dark themes", lambda: dark_theme(browser, url)),
                     ("a TLS server's dashboard signs in with a token", lambda: sign_in_to_a_secure_server(browser)),
                 ]
