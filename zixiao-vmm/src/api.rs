@@ -45,7 +45,8 @@ pub enum Boot {
     /// disks and network cards must match the source's; the kernel is not
     /// read): the VMM listens on `RUN_DIR/migrate.sock` and `launch`
     /// returns as soon as it does. Once the source's final state arrived
-    /// the VM runs here; a bad or broken stream ends this VMM with the
+    /// the VM runs here (paused, if it was paused at the source); a bad or
+    /// broken stream ends this VMM with the
     /// reason in exit.json.
     Incoming(VmConfig),
 }

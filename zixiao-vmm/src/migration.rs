@@ -210,6 +210,16 @@ pub struct MigrationReport {
 struct Hello {
     config: VmConfig,
     memory_bytes: u64,
+    /// The guest was running (not paused) when the migration began: the
+    /// target resumes it, or leaves it paused as it was.
+    running: bool,
+}
+
+/// What a target received: the final machine state, and whether the guest
+/// was running at the source.
+pub(crate) struct Received {
+    pub machine: MachineState,
+    pub running: bool,
 }
 
 fn stream_err(what: &str, err: std::io::Error) -> VmmError {
@@ -498,6 +508,7 @@ fn copy(
     let hello = serde_json::to_vec(&Hello {
         config: config.clone(),
         memory_bytes,
+        running,
     })
     .map_err(|e| VmmError::internal("encoding the migration hello", e))?;
     tx.frame(kind::HELLO, &[&hello])?;
@@ -611,7 +622,7 @@ pub(crate) fn receive(
     stream: &UnixStream,
     config: &VmConfig,
     memory: &GuestMemoryMmap,
-) -> Result<MachineState, VmmError> {
+) -> Result<Received, VmmError> {
     let result = stream
         .set_read_timeout(Some(STREAM_TIMEOUT))
         .and_then(|()| stream.set_write_timeout(Some(STREAM_TIMEOUT)))
@@ -638,7 +649,7 @@ fn receive_frames(
     input: &mut impl Read,
     config: &VmConfig,
     memory: &GuestMemoryMmap,
-) -> Result<MachineState, VmmError> {
+) -> Result<Received, VmmError> {
     let bad = |reason: String| VmmError::invalid("migration stream", reason);
     let mut header = [0u8; 12];
     input
@@ -654,7 +665,7 @@ fn receive_frames(
         )));
     }
     let memory_bytes = config.memory_bytes();
-    let mut hello_seen = false;
+    let mut hello: Option<Hello> = None;
     let mut buf = Vec::new();
     loop {
         let Some((kind, len)) = read_frame_header(input)? else {
@@ -663,14 +674,14 @@ fn receive_frames(
             ));
         };
         match kind {
-            kind::HELLO if !hello_seen => {
+            kind::HELLO if hello.is_none() => {
                 let raw = read_payload(input, len, "the hello frame")?;
-                let hello: Hello = serde_json::from_slice(&raw)
+                let sent: Hello = serde_json::from_slice(&raw)
                     .map_err(|e| bad(format!("hello frame is not valid: {e}")))?;
-                check_config(&hello, config)?;
-                hello_seen = true;
+                check_config(&sent, config)?;
+                hello = Some(sent);
             }
-            _ if !hello_seen => return Err(bad(format!("frame kind {kind} before the hello"))),
+            _ if hello.is_none() => return Err(bad(format!("frame kind {kind} before the hello"))),
             kind::PAGES => {
                 let count = u64::from(len).saturating_sub(8);
                 if len < 8 + PAGE as u32 || count % PAGE != 0 {
@@ -703,7 +714,10 @@ fn receive_frames(
                     .map_err(|e| bad(format!("state frame is not valid: {e}")))?;
                 let file = crate::snapshot::SnapshotFile::new(config.clone(), machine);
                 crate::snapshot::validate(&file)?;
-                return Ok(file.machine);
+                return Ok(Received {
+                    machine: file.machine,
+                    running: hello.is_some_and(|h| h.running),
+                });
             }
             kind::ABORT => {
                 let reason = read_payload(input, len, "the abort reason")?;
@@ -797,12 +811,13 @@ mod tests {
             serde_json::to_vec(&Hello {
                 config,
                 memory_bytes,
+                running: true,
             })
             .unwrap(),
         )
     }
 
-    fn refused(result: Result<MachineState, VmmError>) -> VmmError {
+    fn refused(result: Result<Received, VmmError>) -> VmmError {
         match result {
             Err(e) => e,
             Ok(_) => panic!("the stream was accepted"),

@@ -509,10 +509,10 @@ fn setup(
         GuestInputs::Incoming(config, disks) => {
             let memory = crate::boot::guest_memory(config.memory_bytes())?;
             let stream = accept_migration(run_dir, pid, ready)?;
-            let state = migration::receive(&stream, &config, &memory)?;
+            let received = migration::receive(&stream, &config, &memory)?;
             let restored = Machine::restore(
                 inputs.kvm,
-                &state,
+                &received.machine,
                 memory,
                 (&config.disks, disks),
                 (&config.nets, taps),
@@ -520,8 +520,13 @@ fn setup(
             );
             let mut machine = restored.inspect_err(|e| migration::refuse(&stream, e))?;
             machine.set_anonymous_memory();
+            let state = if received.running {
+                VmState::Running
+            } else {
+                VmState::Paused
+            };
             incoming = Some(stream);
-            (machine, config, None, VmState::Running)
+            (machine, config, None, state)
         }
     };
     machine.use_pagemap(inputs.pagemap);
@@ -533,7 +538,9 @@ fn setup(
         // Every thread is up: from the ack on, the source is gone and the
         // guest runs here.
         migration::ack(stream).inspect_err(|e| migration::refuse(stream, e))?;
-        machine.resume();
+        if state == VmState::Running {
+            machine.resume();
+        }
     }
     let api =
         UnixListener::bind(run_dir.join(files::API_SOCK)).map_err(|e| io(files::API_SOCK, e))?;

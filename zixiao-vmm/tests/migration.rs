@@ -256,3 +256,29 @@ async fn migrating_to_nowhere_or_a_mismatched_target_changes_nothing() {
     wait_count_above(&source, now + 2).await;
     source.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_paused_guest_arrives_paused_and_goes_on_when_resumed() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target, _r1, _r2) = pair(&kernel, tmp.path(), "zx.pages=4").await;
+    source.pause().await.unwrap();
+    let at_pause = count_now(&source);
+    let params = MigrationParams::new(5, 100).unwrap();
+    source
+        .migrate(&target.migration_socket(), params)
+        .await
+        .unwrap();
+    wait_exited(source.pid()).await;
+    assert_eq!(target.info().await.unwrap().state, VmState::Paused);
+    let idle = std::fs::read_to_string(target.console_log()).unwrap();
+    assert_eq!(counts(&idle), Vec::<u64>::new(), "it ran while paused");
+    target.resume().await.unwrap();
+    wait_count_above(&target, at_pause).await;
+    let first = counts(&std::fs::read_to_string(target.console_log()).unwrap())[0];
+    assert!(
+        first > at_pause && first <= at_pause + 2,
+        "{first} after {at_pause}"
+    );
+    target.shutdown(Duration::from_secs(5)).await.unwrap();
+}
