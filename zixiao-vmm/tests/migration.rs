@@ -282,3 +282,36 @@ async fn a_paused_guest_arrives_paused_and_goes_on_when_resumed() {
     );
     target.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_source_killed_mid_migration_ends_the_target_and_leaves_nothing() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target, _r1, _r2) = pair(&kernel, tmp.path(), FAST).await;
+    let params = MigrationParams::new(1000, 1).unwrap();
+    let migrating = {
+        let source = source.clone();
+        let socket = target.migration_socket();
+        tokio::spawn(async move { source.migrate(&socket, params).await })
+    };
+    let socket = target.migration_socket();
+    zixiao_testing::wait::wait_until("the source to connect", T, || async {
+        (!socket.exists()).then_some(())
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-9", &source.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(migrating.await.unwrap().is_err());
+
+    // The stream ended inside the rounds: the target says so and is gone,
+    // with nothing left to connect to.
+    wait_exited(target.pid()).await;
+    let reason = exit_reason(target.run_dir());
+    assert!(
+        reason.contains("truncated") || reason.contains("migration stream"),
+        "{reason}"
+    );
+    assert!(!target.run_dir().join(zixiao_vmm::files::API_SOCK).exists());
+}
