@@ -69,6 +69,33 @@ async fn pair(kernel: &Path, tmp: &Path, options: &str) -> (VmmClient, VmmClient
     (source, target, source_reaper, target_reaper)
 }
 
+/// Starts a migration that never converges and may take up to 1000 rounds
+/// (long enough to be cut in the middle), SIGKILLs `victim` (either VMM)
+/// once the source has connected, and returns how the migration ended.
+async fn migrate_and_kill(
+    source: &VmmClient,
+    target: &VmmClient,
+    victim: u32,
+) -> Result<zixiao_vmm::MigrationReport, zixiao_vmm::VmmError> {
+    let params = MigrationParams::new(1000, 1).unwrap();
+    let migrating = {
+        let source = source.clone();
+        let socket = target.migration_socket();
+        tokio::spawn(async move { source.migrate(&socket, params).await })
+    };
+    // The target removes its socket once the source has connected.
+    let socket = target.migration_socket();
+    zixiao_testing::wait::wait_until("the source to connect", T, || async {
+        (!socket.exists()).then_some(())
+    })
+    .await;
+    std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    migrating.await.unwrap()
+}
+
 #[tokio::test]
 async fn a_running_guest_moves_to_the_target_and_its_counter_goes_on() {
     let Some(kernel) = guest() else { return };
@@ -145,26 +172,10 @@ async fn a_guest_dirtying_faster_than_the_link_does_not_converge_and_keeps_runni
 async fn a_target_killed_mid_migration_leaves_the_source_running() {
     let Some(kernel) = guest() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    // Never converges and may take up to 1000 rounds: long enough to be
-    // killed in the middle.
     let (source, target, _r1, _r2) = pair(&kernel, tmp.path(), FAST).await;
-    let params = MigrationParams::new(1000, 1).unwrap();
-    let migrating = {
-        let source = source.clone();
-        let socket = target.migration_socket();
-        tokio::spawn(async move { source.migrate(&socket, params).await })
-    };
-    // The target removes its socket once the source has connected.
-    let socket = target.migration_socket();
-    zixiao_testing::wait::wait_until("the source to connect", T, || async {
-        (!socket.exists()).then_some(())
-    })
-    .await;
-    std::process::Command::new("kill")
-        .args(["-9", &target.pid().to_string()])
-        .status()
-        .unwrap();
-    let err = migrating.await.unwrap().unwrap_err();
+    let err = migrate_and_kill(&source, &target, target.pid())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("migration stream"), "{err}");
 
@@ -288,22 +299,9 @@ async fn a_source_killed_mid_migration_ends_the_target_and_leaves_nothing() {
     let Some(kernel) = guest() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let (source, target, _r1, _r2) = pair(&kernel, tmp.path(), FAST).await;
-    let params = MigrationParams::new(1000, 1).unwrap();
-    let migrating = {
-        let source = source.clone();
-        let socket = target.migration_socket();
-        tokio::spawn(async move { source.migrate(&socket, params).await })
-    };
-    let socket = target.migration_socket();
-    zixiao_testing::wait::wait_until("the source to connect", T, || async {
-        (!socket.exists()).then_some(())
-    })
-    .await;
-    std::process::Command::new("kill")
-        .args(["-9", &source.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(migrating.await.unwrap().is_err());
+    assert!(migrate_and_kill(&source, &target, source.pid())
+        .await
+        .is_err());
 
     // The stream ended inside the rounds: the target says so and is gone,
     // with nothing left to connect to.
