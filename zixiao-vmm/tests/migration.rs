@@ -32,6 +32,19 @@ async fn wait_count_above(vmm: &VmmClient, above: u64) -> u64 {
     .await
 }
 
+/// Waits until `next` counts past `last`, and checks that its first
+/// complete line followed `last` (the guest may have been mid-line when it
+/// stopped): no restart, no gap. Returns the count seen.
+async fn goes_on_from(next: &VmmClient, last: u64) -> u64 {
+    let seen = wait_count_above(next, last).await;
+    let first = counts(&std::fs::read_to_string(next.console_log()).unwrap())[0];
+    assert!(
+        first > last && first <= last + 2,
+        "it ended at {last}, then began at {first}"
+    );
+    seen
+}
+
 async fn wait_exited(pid: u32) {
     zixiao_testing::wait::wait_until(&format!("VMM {pid} to exit"), T, || async {
         (!alive(pid)).then_some(())
@@ -121,17 +134,28 @@ async fn a_running_guest_moves_to_the_target_and_its_counter_goes_on() {
 
     // The target runs the same guest: its first complete line follows the
     // source's last (the guest may have been mid-line when it stopped).
-    let above = wait_count_above(&target, last_on_source).await;
-    let target_log = std::fs::read_to_string(target.console_log()).unwrap();
-    let first = counts(&target_log)[0];
-    assert!(
-        first > last_on_source && first <= last_on_source + 2,
-        "source ended at {last_on_source}, target began at {first}"
-    );
+    let above = goes_on_from(&target, last_on_source).await;
     wait_count_above(&target, above + 2).await;
     assert_eq!(target.info().await.unwrap().state, VmState::Running);
     assert!(!target.migration_socket().exists());
-    target.shutdown(Duration::from_secs(5)).await.unwrap();
+
+    // A migrated-in VM moves on again (a node drained twice).
+    let config = target.info().await.unwrap().config;
+    let third = launch(
+        &vmm_binary(),
+        &tmp.path().join("third"),
+        Boot::Incoming(config),
+    )
+    .await
+    .unwrap();
+    let _r3 = Reaper(third.pid());
+    target
+        .migrate(&third.migration_socket(), params)
+        .await
+        .unwrap();
+    wait_exited(target.pid()).await;
+    goes_on_from(&third, count_now(&target)).await;
+    third.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 #[tokio::test]
@@ -285,12 +309,7 @@ async fn a_paused_guest_arrives_paused_and_goes_on_when_resumed() {
     let idle = std::fs::read_to_string(target.console_log()).unwrap();
     assert_eq!(counts(&idle), Vec::<u64>::new(), "it ran while paused");
     target.resume().await.unwrap();
-    wait_count_above(&target, at_pause).await;
-    let first = counts(&std::fs::read_to_string(target.console_log()).unwrap())[0];
-    assert!(
-        first > at_pause && first <= at_pause + 2,
-        "{first} after {at_pause}"
-    );
+    goes_on_from(&target, at_pause).await;
     target.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
