@@ -537,8 +537,9 @@ impl VmmClient {
     }
 
     /// [`VmmClient::migrate`] over a stream socket already connected to a
-    /// receiving VMM (for example a TCP connection a node agent made; only
-    /// Unix sockets are tested). The descriptor is handed to the VMM.
+    /// receiving VMM (for example a TCP connection to a node agent that
+    /// bridges it to the target's migration socket). The descriptor is
+    /// handed to the VMM.
     pub async fn migrate_over(
         &self,
         stream: OwnedFd,

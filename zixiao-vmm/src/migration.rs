@@ -50,8 +50,10 @@
 //! The stream is any connected stream socket the client hands over:
 //! [`VmmClient::migrate`](crate::VmmClient::migrate) connects to the
 //! target's `migrate.sock` (Unix); a TCP socket made elsewhere can be
-//! passed with `migrate_over` (untested here: the tests and benchmark use
-//! Unix sockets on one host).
+//! passed with `migrate_over` (tested through a TCP connection that the
+//! test bridges to the target's Unix socket). A receiving VMM listens on
+//! its Unix socket only: its filters forbid `socket`, and a node agent can
+//! bridge.
 
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -332,3 +332,32 @@ async fn a_source_killed_mid_migration_ends_the_target_and_leaves_nothing() {
     );
     assert!(!target.run_dir().join(zixiao_vmm::files::API_SOCK).exists());
 }
+
+#[tokio::test]
+async fn the_source_migrates_over_a_tcp_stream_it_is_handed() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (source, target, _r1, _r2) = pair(&kernel, tmp.path(), "zx.pages=4").await;
+    // What a node agent would do: a TCP connection on one side, the
+    // target's Unix socket on the other.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let target_socket = target.migration_socket();
+    let bridge = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut unix = tokio::net::UnixStream::connect(target_socket)
+            .await
+            .unwrap();
+        let _ = tokio::io::copy_bidirectional(&mut tcp, &mut unix).await;
+    });
+    let tcp = std::net::TcpStream::connect(address).unwrap();
+    let params = MigrationParams::new(30, 500).unwrap();
+    source
+        .migrate_over(std::os::fd::OwnedFd::from(tcp), params)
+        .await
+        .unwrap();
+    wait_exited(source.pid()).await;
+    goes_on_from(&target, count_now(&source)).await;
+    target.shutdown(Duration::from_secs(5)).await.unwrap();
+    bridge.await.unwrap();
+}
