@@ -295,6 +295,7 @@ fn read_payload(input: &mut impl Read, len: u32, what: &str) -> Result<Vec<u8>, 
 }
 
 /// A set of guest pages, one bit each.
+#[derive(Clone)]
 pub(crate) struct PageSet {
     bits: Vec<u64>,
     pages: u64,
@@ -533,11 +534,14 @@ fn copy(
     let device_pages = machine.has_virtio().then(populated);
     let downtime = params.downtime_ms() as f64 / 1000.0;
     let (mut dirty, converged) = loop {
-        let mut dirty = machine.dirty_pages()?;
+        let dirty = machine.dirty_pages()?;
+        // What the final round would send now (the rounds themselves send
+        // only the dirty pages).
+        let mut rest = dirty.clone();
         if let Some(extra) = &device_pages {
-            dirty.union(extra);
+            rest.union(extra);
         }
-        let left = (dirty.count() * PAGE) as f64;
+        let left = (rest.count() * PAGE) as f64;
         if left / tx.rate() <= downtime {
             break (dirty, true);
         }
