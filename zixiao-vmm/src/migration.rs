@@ -34,13 +34,14 @@
 //! Wire format (integers little-endian): the 8-byte [`MIGRATION_MAGIC`] and
 //! a `u32` [`MIGRATION_VERSION`], then frames of `kind: u8, len: u32,
 //! payload[len]`:
-//! - `HELLO` (source, first): JSON `{config, memory_bytes}`; the target
+//! - `HELLO` (source, first): JSON `{config, memory_bytes, running}`; the target
 //!   refuses a config whose memory, vCPUs, disks or network cards differ
 //!   from its own;
 //! - `PAGES` (source): `gpa: u64` then whole 4 KiB pages, at most 1 MiB;
 //! - `STATE` (source, last): JSON `MachineState`, as in a snapshot;
 //! - `ABORT` (either side): a UTF-8 reason, at most 4 KiB;
-//! - `ACK` (target): empty, the machine is restored and about to run.
+//! - `ACK` (target): empty, the machine is restored and about to run (or
+//!   to stay paused, if it was paused at the source).
 //!
 //! The target checks every length against the bound of its kind before it
 //! allocates or reads the payload, and every page range against guest
@@ -52,8 +53,7 @@
 //! target's `migrate.sock` (Unix); a TCP socket made elsewhere can be
 //! passed with `migrate_over` (tested through a TCP connection that the
 //! test bridges to the target's Unix socket). A receiving VMM listens on
-//! its Unix socket only: its filters forbid `socket`, and a node agent can
-//! bridge.
+//! its Unix socket only (a node agent can bridge TCP to it).
 
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::net::UnixStream;
