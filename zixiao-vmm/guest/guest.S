@@ -11,6 +11,14 @@
  *   loop                "ZX: count=<n>" every LOOP_DELAY iterations, forever
  *   halt                "ZX: halted", then cli; hlt forever
  *   echo                copies every byte received on COM1 back to COM1
+ *   dirty               "ZX: count=<n>" once per tick, the counter kept in
+ *                       memory (so only a copy of guest memory, not of the
+ *                       registers, carries it on); each tick also writes
+ *                       `zx.pages=<p>` pages (default 0) of a 16 MiB area
+ *                       at 4 MiB, round robin, and waits `zx.delay=<d>`
+ *                       loop iterations (default LOOP_DELAY) between ticks:
+ *                       the live-migration tests and benchmark set the
+ *                       dirty rate with these
  * With `zx.smp=1` the boot CPU first starts the CPU with APIC id 1 (INIT +
  * SIPI through the local APIC, a real-mode trampoline copied to 0x6000 that
  * enters long mode on the VMM's page tables), which prints "ZX: cpu1 up".
@@ -77,6 +85,8 @@ _start:
         je      mode_halt
         cmp     $'e', %al
         je      mode_echo
+        cmp     $'d', %al
+        je      mode_dirty
 
 mode_poweroff:
         lea     s_bye(%rip), %rdi
@@ -121,6 +131,62 @@ mode_echo:
 3:      dec     %ecx
         jnz     3b
         jmp     1b
+
+#define DIRTY_BASE 0x400000
+#define DIRTY_END 0x1400000
+mode_dirty:
+        mov     %r14, %rdi
+        lea     s_pages(%rip), %rsi
+        call    opt_dec
+        mov     %rax, %r13                  /* pages per tick */
+        mov     %r14, %rdi
+        lea     s_delay(%rip), %rsi
+        call    opt_dec
+        test    %rax, %rax
+        jnz     1f
+        mov     $LOOP_DELAY, %eax
+1:      mov     %rax, %r12                  /* delay per tick */
+        mov     $DIRTY_BASE, %rbx           /* next page to dirty */
+2:      mov     %r12, %rcx
+3:      dec     %rcx
+        jnz     3b
+        incq    counter(%rip)
+        mov     counter(%rip), %rax
+        mov     %r13, %rcx
+        test    %rcx, %rcx
+        jz      5f
+4:      mov     %rax, (%rbx)
+        add     $4096, %rbx
+        cmp     $DIRTY_END, %rbx
+        jb      6f
+        mov     $DIRTY_BASE, %rbx
+6:      dec     %rcx
+        jnz     4b
+5:      lea     s_count(%rip), %rdi
+        call    puts
+        mov     counter(%rip), %rdi
+        call    put_dec
+        call    newline
+        jmp     2b
+
+/* opt_dec(%rdi = command line or 0, %rsi = key) -> %rax = the decimal
+ * value after key, 0 when absent */
+opt_dec:
+        call    find_opt
+        xor     %eax, %eax
+        test    %rdi, %rdi
+        jz      2f
+        cmpb    $0, (%rdi)
+        jz      2f
+1:      movzbl  (%r8), %ecx
+        sub     $'0', %ecx
+        cmp     $9, %ecx
+        ja      2f
+        imul    $10, %rax, %rax
+        add     %rcx, %rax
+        inc     %r8
+        jmp     1b
+2:      ret
 
 /* puts(%rdi = NUL-terminated string) */
 puts:
@@ -273,6 +339,8 @@ s_halt:     .asciz "ZX: halted\n"
 s_echo:     .asciz "ZX: echo\n"
 s_count:    .asciz "ZX: count="
 s_key:      .asciz "zx.mode="
+s_pages:    .asciz "zx.pages="
+s_delay:    .asciz "zx.delay="
 hexdigits:  .ascii "0123456789abcdef"
 
         .section .bss
@@ -284,3 +352,5 @@ stack_top:
 ap_stack:   .skip 1024
 ap_stack_top:
 ap_flag:    .skip 4
+        .balign 8
+counter:    .skip 8

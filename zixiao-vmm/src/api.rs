@@ -25,6 +25,9 @@ pub mod files {
     pub const EXIT: &str = "exit.json";
     /// What the VM boots (config, snapshot it came from), kept after exit.
     pub const VM: &str = "vm.json";
+    /// Where a VMM launched with `Boot::Incoming` takes the one migration
+    /// stream it receives (removed once a source connected).
+    pub const MIGRATE_SOCK: &str = "migrate.sock";
 }
 
 /// How the VMM process starts.
@@ -38,6 +41,14 @@ pub enum Boot {
         /// A directory written by `snapshot()`.
         snapshot_dir: PathBuf,
     },
+    /// Receive a live migration of a VM of this config (memory, vCPUs,
+    /// disks and network cards must match the source's; the kernel is not
+    /// read): the VMM listens on `RUN_DIR/migrate.sock` and `launch`
+    /// returns as soon as it does. Once the source's final state arrived
+    /// the VM runs here (paused, if it was paused at the source); a bad or
+    /// broken stream ends this VMM with the
+    /// reason in exit.json.
+    Incoming(VmConfig),
 }
 
 /// Lifecycle state of a microVM.
@@ -52,7 +63,8 @@ pub enum VmState {
     Paused,
     /// The VMM process is gone.
     Exited {
-        /// `guest_reset`, `guest_shutdown`, `shutdown`, `killed` or `error: ...`.
+        /// `guest_reset`, `guest_shutdown`, `shutdown`, `migrated` (the VM
+        /// runs on in the migration target), `killed` or `error: ...`.
         reason: String,
         /// 0 for an orderly stop.
         code: i32,
@@ -101,6 +113,11 @@ pub(crate) enum Request {
         dir: PathBuf,
     },
     Stats,
+    /// Sent with one descriptor (SCM_RIGHTS): a stream socket connected to
+    /// a receiving VMM.
+    Migrate {
+        params: crate::MigrationParams,
+    },
     /// Test builds only: the API thread makes a syscall its seccomp filter
     /// forbids (`socket(AF_INET)`), which must kill the VMM.
     #[cfg(feature = "test-hooks")]
@@ -118,6 +135,9 @@ pub(crate) enum Handshake {
     Spawned(u32),
     /// Configured (or restored, paused) and serving `api.sock`; its host pid.
     Ready(u32),
+    /// Launched with `Boot::Incoming`: listening on `migrate.sock` (its
+    /// API is served once the migration arrived); its host pid.
+    Listening(u32),
     /// It could not start; it has removed what it created and exits.
     Failed(VmmError),
 }

@@ -17,7 +17,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use crate::api::{
     files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
-use crate::{cgroup, snapshot, support, Confinement, VmmError};
+use crate::{cgroup, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError};
 
 /// How long a VMM may take to load its guest and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,7 +25,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Spawns `binary --run-dir RUN_DIR --boot JSON` in its own session, jailed
 /// and seccomp-filtered ([`Confinement::default`]), and waits until it is
 /// ready. Fresh: configured, call `start()`. Restore: paused, call
-/// `resume()`. On error nothing is left running and the files it created
+/// `resume()`. Incoming: listening on [`VmmClient::migration_socket`] for a
+/// source's [`VmmClient::migrate`]; its API answers once the VM runs. On error nothing is left running and the files it created
 /// are gone. Errors: `InvalidArgument` (the field), `NotFound` (a missing
 /// kernel, initrd or snapshot), `AlreadyExists` (a VMM runs in `run_dir`),
 /// `Unsupported`/`Unavailable` (no KVM, no binary, not root for the jail).
@@ -80,6 +81,10 @@ async fn launch_in(
             config.kernel = absolute("kernel", &config.kernel)?;
             config.initrd = config.initrd.map(|i| absolute("initrd", &i)).transpose()?;
             Boot::Fresh(config)
+        }
+        Boot::Incoming(config) => {
+            config.validate()?;
+            Boot::Incoming(config)
         }
         Boot::Restore { snapshot_dir } => {
             if !snapshot_dir.join(snapshot::STATE_FILE).is_file() {
@@ -199,7 +204,7 @@ async fn spawn(
         };
         match serde_json::from_str::<Handshake>(&line) {
             Ok(Handshake::Spawned(pid)) => sibling = Some(pid),
-            Ok(Handshake::Ready(pid)) => break Some(Ok(pid)),
+            Ok(Handshake::Ready(pid) | Handshake::Listening(pid)) => break Some(Ok(pid)),
             Ok(Handshake::Failed(err)) => break Some(Err(err)),
             Err(_) => break None,
         }
@@ -479,6 +484,73 @@ impl VmmClient {
             }
         }
         taken
+    }
+
+    /// Where a VMM launched with [`Boot::Incoming`] takes its migration
+    /// stream (until a source connected).
+    pub fn migration_socket(&self) -> PathBuf {
+        self.run_dir.join(files::MIGRATE_SOCK)
+    }
+
+    /// Live-migrates this VM (running or paused) to the VMM listening on
+    /// `target` (its [`VmmClient::migration_socket`]): copies memory while
+    /// the guest runs, then stops it, sends the rest and the machine state,
+    /// and returns once the target has taken over; this VMM has then
+    /// exited (reason `migrated`). The call lasts as long as the migration.
+    /// Errors, after which this VM runs on unharmed: `NotFound` (nothing
+    /// listens on `target`), `FailedPrecondition` (it did not converge
+    /// within the rounds and downtime asked, with the figures; the target
+    /// refused the stream, with its reason; the VM is not started),
+    /// `Unavailable` (the target died or the stream broke).
+    ///
+    /// ```no_run
+    /// # async fn f(source: zixiao_vmm::VmmClient, target: zixiao_vmm::VmmClient) {
+    /// let params = zixiao_vmm::MigrationParams::new(30, 50).unwrap();
+    /// let report = source.migrate(&target.migration_socket(), params).await.unwrap();
+    /// println!("{} rounds, {} ms down", report.rounds, report.downtime_ms);
+    /// # }
+    /// ```
+    pub async fn migrate(
+        &self,
+        target: &Path,
+        params: MigrationParams,
+    ) -> Result<MigrationReport, VmmError> {
+        let stream = UnixStream::connect(target)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    VmmError::NotFound {
+                        message: format!(
+                            "no migration target listens on {}: {e}",
+                            target.display()
+                        ),
+                    }
+                }
+                _ => VmmError::Unavailable {
+                    message: format!("migration target {}: {e}", target.display()),
+                },
+            })?;
+        let stream = stream
+            .into_std()
+            .map_err(|e| VmmError::internal("migration stream", e))?;
+        self.migrate_over(OwnedFd::from(stream), params).await
+    }
+
+    /// [`VmmClient::migrate`] over a stream socket already connected to a
+    /// receiving VMM (for example a TCP connection to a node agent that
+    /// bridges it to the target's migration socket). The descriptor is
+    /// handed to the VMM.
+    pub async fn migrate_over(
+        &self,
+        stream: OwnedFd,
+        params: MigrationParams,
+    ) -> Result<MigrationReport, VmmError> {
+        let v = self
+            .request_with_fds(Request::Migrate { params }, &[stream.as_raw_fd()])
+            .await?;
+        drop(stream);
+        serde_json::from_value(v)
+            .map_err(|e| VmmError::internal("decoding the migration report", e))
     }
 
     /// Test builds only: asks the VMM to make a syscall its filter forbids.

@@ -6,7 +6,8 @@
 //! ([`server::run`], used by the binary) owns the KVM machine: guest memory,
 //! kernel loading (linux-loader), boot parameters, vCPU threads, the
 //! in-kernel irqchip and PIT, COM1 (vm-superio) and the i8042 reset line, and
-//! snapshots. Every VMM runs jailed and seccomp-filtered unless the launcher
+//! snapshots and live migration (pre-copy, between two VMM processes).
+//! Every VMM runs jailed and seccomp-filtered unless the launcher
 //! says otherwise ([`Confinement`]).
 
 mod api;
@@ -20,6 +21,7 @@ mod devices;
 pub mod jail;
 pub mod layout;
 mod machine;
+mod migration;
 mod mptable;
 mod seccomp;
 pub mod server;
@@ -39,6 +41,10 @@ pub use config::{
 };
 pub use error::VmmError;
 pub use jail::{Confinement, JailConfig};
+pub use migration::{
+    MigrationParams, MigrationReport, MAX_DOWNTIME_MS, MAX_MIGRATION_ROUNDS, MIGRATION_MAGIC,
+    MIGRATION_VERSION,
+};
 pub use snapshot::{MAX_STATE_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MIN_VERSION, SNAPSHOT_VERSION};
 pub use support::{kvm_skip_reason, kvm_support, KvmSupport, KVM_DEVICE, KVM_DEVICE_ENV};
 pub use tap::{MacAddr, TapName};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use kvm_bindings::{
     kvm_clock_data, kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
     CpuId, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
-    KVM_PIT_SPEAKER_DUMMY,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ use crate::config::{DiskConfig, NetConfig};
 use crate::cpu::{self, VcpuState};
 use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapshot};
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
+use crate::migration::PageSet;
 use crate::seccomp::ThreadKind;
 use crate::virtio::net::{self, NetBackend};
 use crate::virtio::{self, MmioTransport, TransportState};
@@ -267,25 +268,7 @@ impl Machine {
         let vm = kvm.create_vm().map_err(|e| VmmError::ResourceExhausted {
             message: format!("KVM_CREATE_VM failed: {e}"),
         })?;
-        for (slot, region) in memory.iter().enumerate() {
-            let host = memory
-                .get_host_address(region.start_addr())
-                .map_err(|e| VmmError::internal("guest memory", e))?;
-            let desc = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().raw_value(),
-                memory_size: region.len(),
-                userspace_addr: host as u64,
-            };
-            // SAFETY: `host..host+len` is a live mapping owned by `memory`, which
-            // the Machine keeps until after the VM fd (field order) is closed.
-            unsafe { vm.set_user_memory_region(desc) }.map_err(|e| {
-                VmmError::ResourceExhausted {
-                    message: format!("KVM_SET_USER_MEMORY_REGION failed: {e}"),
-                }
-            })?;
-        }
+        register_memory(&vm, &memory, 0)?;
         vm.set_tss_address(KVM_TSS_ADDR)
             .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
         vm.create_irq_chip()
@@ -516,6 +499,48 @@ impl Machine {
         })
     }
 
+    /// Turns KVM's dirty-page logging on every memory slot on or off (a
+    /// live migration copies what the guest wrote since the last round).
+    /// Turning it on starts a fresh log.
+    pub(crate) fn set_dirty_logging(&self, on: bool) -> Result<(), VmmError> {
+        let flags = if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 };
+        register_memory(&self.vm, &self.memory, flags)
+    }
+
+    /// The pages the vCPUs wrote since logging was turned on or since the
+    /// last call (KVM_GET_DIRTY_LOG clears the log it returns).
+    pub(crate) fn dirty_pages(&self) -> Result<PageSet, VmmError> {
+        let mut set = PageSet::empty(self.memory_bytes() / 4096);
+        for (slot, region) in self.memory.iter().enumerate() {
+            let bitmap = self
+                .vm
+                .get_dirty_log(slot as u32, region.len() as usize)
+                .map_err(kvm_err("KVM_GET_DIRTY_LOG"))?;
+            let base = region.start_addr().raw_value() / 4096;
+            for (word_index, &word) in bitmap.iter().enumerate() {
+                let mut word = word;
+                while word != 0 {
+                    let bit = u64::from(word.trailing_zeros());
+                    set.insert(base + word_index as u64 * 64 + bit);
+                    word &= word - 1;
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Whether the VM has virtio devices (which write guest memory behind
+    /// KVM's dirty log).
+    pub(crate) fn has_virtio(&self) -> bool {
+        !self.devices.virtio.is_empty()
+    }
+
+    /// Guest memory is anonymous (a migrated-in VM's), so snapshots and
+    /// migrations may skip its never-populated pages.
+    pub(crate) fn set_anonymous_memory(&mut self) {
+        self.anonymous_memory = true;
+    }
+
     /// Exit counts by reason.
     pub(crate) fn exit_counts(&self) -> BTreeMap<String, u64> {
         let c = &self.counters;
@@ -557,6 +582,30 @@ impl Drop for Machine {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Registers every region of `memory` with `vm` as slot N (the N-th
+/// region), with `flags` (0, or `KVM_MEM_LOG_DIRTY_PAGES`). Registering a
+/// slot again with other flags changes only the flags.
+fn register_memory(vm: &VmFd, memory: &GuestMemoryMmap, flags: u32) -> Result<(), VmmError> {
+    for (slot, region) in memory.iter().enumerate() {
+        let host = memory
+            .get_host_address(region.start_addr())
+            .map_err(|e| VmmError::internal("guest memory", e))?;
+        let desc = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: `host..host+len` is a live mapping owned by `memory`, which
+        // the Machine keeps until after the VM fd (field order) is closed.
+        unsafe { vm.set_user_memory_region(desc) }.map_err(|e| VmmError::ResourceExhausted {
+            message: format!("KVM_SET_USER_MEMORY_REGION failed: {e}"),
+        })?;
+    }
+    Ok(())
 }
 
 fn new_evt() -> Result<EventFd, VmmError> {

@@ -6,21 +6,24 @@
 //!
 //! The lists were derived by tracing the VMM (`strace -f`) through every API
 //! operation (boot, console attach and input, pause, resume, snapshot,
-//! restore, stats, shutdown, guest reset). Every thread is spawned before
+//! restore, stats, shutdown, guest reset, live migration out; receiving a
+//! migration happens before any filter is on, like a restore's parsing).
+//! Every thread is spawned before
 //! the filters go on, so no list allows `clone`, `execve`, `socket`,
 //! `connect`, `open` of new devices by ioctl, or executable memory.
 
 use std::collections::BTreeMap;
 
 use kvm_bindings::{
-    kvm_clock_data, kvm_debugregs, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msrs,
-    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave, KVMIO,
+    kvm_clock_data, kvm_debugregs, kvm_dirty_log, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_msrs, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_userspace_memory_region, kvm_vcpu_events,
+    kvm_xcrs, kvm_xsave, KVMIO,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, TargetArch,
 };
-use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iowr_nr};
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr, ioctl_iowr_nr};
 
 use crate::VmmError;
 
@@ -37,6 +40,13 @@ ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_xcrs);
 ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_irqchip);
 ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_clock_data);
 ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_pit_state2);
+ioctl_iow_nr!(
+    KVM_SET_USER_MEMORY_REGION,
+    KVMIO,
+    0x46,
+    kvm_userspace_memory_region
+);
+ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_dirty_log);
 
 /// The kinds of thread in a VMM, each with its own allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +231,14 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
                     KVM_GET_IRQCHIP(),
                     KVM_GET_CLOCK(),
                     KVM_GET_PIT2(),
+                    // Live migration (the API thread sends it): dirty-page
+                    // logging is turned on and off by registering guest
+                    // memory again with other flags (the same slots and
+                    // host mapping; a different mapping is not something
+                    // this thread ever asks for), and the log is read
+                    // once per copy round.
+                    KVM_SET_USER_MEMORY_REGION(),
+                    KVM_GET_DIRTY_LOG(),
                 ])?,
             );
         }

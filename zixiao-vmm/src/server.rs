@@ -1,10 +1,13 @@
 //! The VMM process: owns one `Machine`, serves the JSON-lines API on
 //! `api.sock`, fans the console out (`console.log`, `console.sock`), and
 //! writes `exit.json` and removes its sockets when the guest or the VMM stops.
+//! A VMM launched with `Boot::Incoming` first receives a live migration on
+//! `migrate.sock` (see `migration`), then serves like a resumed restore.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::channel;
@@ -23,7 +26,7 @@ use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
 use crate::machine::{GuestEvent, Machine};
 use crate::seccomp::{self, ThreadKind};
 use crate::tap::TapName;
-use crate::{cgroup, snapshot, support, DiskConfig, VmConfig, VmmError};
+use crate::{cgroup, migration, snapshot, support, DiskConfig, VmConfig, VmmError};
 
 struct Inner {
     machine: Option<Machine>,
@@ -159,11 +162,7 @@ pub fn run(
     pid: u32,
     mut ready: impl Write,
 ) -> i32 {
-    let report = |ready: &mut dyn Write, r: &Handshake| {
-        let line = serde_json::to_string(r).unwrap_or_else(|_| "null".into());
-        let _ = writeln!(ready, "{line}");
-        let _ = ready.flush();
-    };
+    let incoming = matches!(boot, Boot::Incoming(_));
     let created = match prepare(run_dir, pid) {
         Ok(created) => created,
         Err(err) => {
@@ -171,7 +170,7 @@ pub fn run(
             return 1;
         }
     };
-    match setup(run_dir, boot, confinement, pid) {
+    match setup(run_dir, boot, confinement, pid, &mut ready) {
         Ok((vmm, api)) => {
             report(&mut ready, &Handshake::Ready(pid));
             drop(ready);
@@ -181,10 +180,29 @@ pub fn run(
         Err(err) => {
             eprintln!("zixiao-vmm: {err}");
             cleanup(run_dir, &created);
+            if incoming {
+                // Its launcher returned when it listened: exit.json is
+                // where a failed migration into it is told.
+                let record = ExitRecord {
+                    reason: format!("error: {err}"),
+                    code: 1,
+                    pid,
+                };
+                if let Ok(json) = serde_json::to_vec(&record) {
+                    let _ = write_replacing(&run_dir.join(files::EXIT), &json);
+                }
+            }
             report(&mut ready, &Handshake::Failed(err));
             1
         }
     }
+}
+
+/// One handshake line on the launcher's pipe.
+fn report(ready: &mut dyn Write, r: &Handshake) {
+    let line = serde_json::to_string(r).unwrap_or_else(|_| "null".into());
+    let _ = writeln!(ready, "{line}");
+    let _ = ready.flush();
 }
 
 /// Refuses a run dir in use; clears stale files. Returns the files it created.
@@ -197,7 +215,12 @@ fn prepare(run_dir: &Path, pid: u32) -> Result<Vec<PathBuf>, VmmError> {
             message: format!("a VMM already serves {}", api.display()),
         });
     }
-    for stale in [files::API_SOCK, files::CONSOLE_SOCK, files::EXIT] {
+    for stale in [
+        files::API_SOCK,
+        files::CONSOLE_SOCK,
+        files::MIGRATE_SOCK,
+        files::EXIT,
+    ] {
         let _ = std::fs::remove_file(run_dir.join(stale));
     }
     let mut created = vec![run_dir.join(files::PID)];
@@ -207,6 +230,7 @@ fn prepare(run_dir: &Path, pid: u32) -> Result<Vec<PathBuf>, VmmError> {
     created.push(api);
     created.push(run_dir.join(files::VM));
     created.push(run_dir.join(files::CONSOLE_SOCK));
+    created.push(run_dir.join(files::MIGRATE_SOCK));
     std::fs::write(run_dir.join(files::PID), format!("{pid}\n")).map_err(io)?;
     Ok(created)
 }
@@ -231,6 +255,8 @@ struct Inputs {
 enum GuestInputs {
     Fresh(VmConfig, BootFiles),
     Restore(PathBuf, snapshot::SnapshotFiles),
+    /// The config to receive a migration of, and its open disks.
+    Incoming(VmConfig, Vec<File>),
 }
 
 impl Inputs {
@@ -254,6 +280,10 @@ impl Inputs {
                 let files = snapshot::open(&snapshot_dir)?;
                 GuestInputs::Restore(snapshot_dir, files)
             }
+            Boot::Incoming(config) => {
+                let disks = crate::boot::open_disks(&config.disks)?;
+                GuestInputs::Incoming(config, disks)
+            }
         };
         Ok(Inputs {
             kvm: support::open_kvm()?,
@@ -271,7 +301,9 @@ impl Inputs {
 /// namespace can be reached through them.
 fn open_taps(boot: &Boot) -> Result<(Vec<TapName>, Vec<File>), VmmError> {
     let names: Vec<TapName> = match boot {
-        Boot::Fresh(config) => config.nets.iter().map(|n| n.tap.clone()).collect(),
+        Boot::Fresh(config) | Boot::Incoming(config) => {
+            config.nets.iter().map(|n| n.tap.clone()).collect()
+        }
         Boot::Restore { snapshot_dir } => snapshot::nets_in(snapshot_dir)
             .into_iter()
             .map(|n| n.tap)
@@ -328,10 +360,19 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
         })
     };
     let (memory_bytes, vcpus, nets) = match boot {
-        Boot::Fresh(config) => {
+        Boot::Fresh(config) | Boot::Incoming(config) => {
             config.validate()?;
             for (index, disk) in config.disks.iter().enumerate() {
                 mounts.push(disk_mount(index, disk)?);
+            }
+            if matches!(boot, Boot::Incoming(_)) {
+                // A migrated-in guest is in the stream, not in a kernel file.
+                return Ok(JailPlan {
+                    mounts,
+                    memory_bytes: config.memory_bytes(),
+                    vcpus: config.vcpus,
+                    nets: config.nets.len(),
+                });
             }
             mounts.push(JailMount {
                 path: absolute("kernel", &config.kernel)?,
@@ -406,6 +447,7 @@ fn setup(
     boot: Boot,
     confinement: &Confinement,
     pid: u32,
+    ready: &mut dyn Write,
 ) -> Result<(Arc<Vmm>, UnixListener), VmmError> {
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
@@ -423,6 +465,8 @@ fn setup(
     }
     let sink = ConsoleSink::new(inputs.console_log);
     let (events, guest_events) = channel();
+    // The stream a migrated-in VM came by, for the ack once it can run.
+    let mut incoming = None;
     let (mut machine, config, restored_from, state) = match inputs.guest {
         GuestInputs::Fresh(config, files) => {
             let machine = Machine::create(inputs.kvm, &config, files, taps, sink.clone())?;
@@ -462,12 +506,42 @@ fn setup(
             )?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)
         }
+        GuestInputs::Incoming(config, disks) => {
+            let memory = crate::boot::guest_memory(config.memory_bytes())?;
+            let stream = accept_migration(run_dir, pid, ready)?;
+            let received = migration::receive(&stream, &config, &memory)?;
+            let restored = Machine::restore(
+                inputs.kvm,
+                &received.machine,
+                memory,
+                (&config.disks, disks),
+                (&config.nets, taps),
+                sink.clone(),
+            );
+            let mut machine = restored.inspect_err(|e| migration::refuse(&stream, e))?;
+            machine.set_anonymous_memory();
+            let state = if received.running {
+                VmState::Running
+            } else {
+                VmState::Paused
+            };
+            incoming = Some(stream);
+            (machine, config, None, state)
+        }
     };
     machine.use_pagemap(inputs.pagemap);
     let filtered = |kind| confinement.seccomp.then_some(kind);
     // Every thread exists before the API thread's filter goes on: a fresh
     // VM's vCPUs wait parked until start().
     machine.start(true, events, confinement.seccomp)?;
+    if let Some(stream) = &incoming {
+        // Every thread is up: from the ack on, the source is gone and the
+        // guest runs here.
+        migration::ack(stream).inspect_err(|e| migration::refuse(stream, e))?;
+        if state == VmState::Running {
+            machine.resume();
+        }
+    }
     let api =
         UnixListener::bind(run_dir.join(files::API_SOCK)).map_err(|e| io(files::API_SOCK, e))?;
     let console = UnixListener::bind(run_dir.join(files::CONSOLE_SOCK))
@@ -527,6 +601,45 @@ fn setup(
     Ok((vmm, api))
 }
 
+/// How long a VMM launched to receive a migration waits for its source.
+const MIGRATION_ACCEPT_TIMEOUT_MS: i32 = 120_000;
+
+/// Listens on `RUN_DIR/migrate.sock`, tells the launcher (`Listening`),
+/// and takes the first source that connects; the socket is removed then,
+/// so no second source can.
+fn accept_migration(
+    run_dir: &Path,
+    pid: u32,
+    ready: &mut dyn Write,
+) -> Result<UnixStream, VmmError> {
+    let path = run_dir.join(files::MIGRATE_SOCK);
+    let io = |e: std::io::Error| VmmError::internal(format!("{}", path.display()), e);
+    let listener = UnixListener::bind(&path).map_err(io)?;
+    report(ready, &Handshake::Listening(pid));
+    let mut fds = [poll_in(listener.as_raw_fd(), true)];
+    let waited = loop {
+        // SAFETY: `fds` is a live array of one pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, MIGRATION_ACCEPT_TIMEOUT_MS) };
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    let accepted = (waited > 0).then(|| listener.accept());
+    let _ = std::fs::remove_file(&path);
+    match accepted {
+        Some(Ok((stream, _))) => Ok(stream),
+        Some(Err(e)) => Err(io(e)),
+        None => Err(VmmError::Unavailable {
+            message: format!(
+                "no migration source connected to {} within {} s",
+                path.display(),
+                MIGRATION_ACCEPT_TIMEOUT_MS / 1000
+            ),
+        }),
+    }
+}
+
 /// Writes `path` through a temporary file and a rename: the directory, not
 /// the old file (which root may own from an earlier unjailed VMM), decides.
 fn write_replacing(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -583,6 +696,11 @@ fn serve(vmm: Arc<Vmm>, api: UnixListener) {
         drop(conn);
         if then_exit {
             vmm.finish("shutdown", 0);
+        }
+        // A request that ended the VM here (a completed migration).
+        let state = lock(&vmm.inner).state.clone();
+        if let VmState::Exited { reason, code } = state {
+            vmm.finish(&reason, code);
         }
     }
 }
@@ -663,6 +781,33 @@ impl Vmm {
                 "snapshot: the VM is {}, start it first",
                 name(&other)
             ))),
+            (Request::Migrate { params }, VmState::Running | VmState::Paused) => {
+                let running = *state == VmState::Running;
+                let [socket]: [File; 1] = files.try_into().map_err(|_| {
+                    VmmError::invalid(
+                        "migrate",
+                        "the request must carry one stream socket to the target (SCM_RIGHTS)",
+                    )
+                })?;
+                if !socket.metadata().is_ok_and(|m| m.file_type().is_socket()) {
+                    return Err(VmmError::invalid(
+                        "migrate",
+                        "the descriptor sent is not a socket",
+                    ));
+                }
+                let stream = UnixStream::from(std::os::fd::OwnedFd::from(socket));
+                let report = migration::send(machine, &self.config, &stream, params, running)?;
+                // serve() ends this VMM once the answer is out.
+                *state = VmState::Exited {
+                    reason: "migrated".into(),
+                    code: 0,
+                };
+                to_value(&report)
+            }
+            (Request::Migrate { .. }, other) => Err(VmmError::precondition(format!(
+                "migrate: the VM is {}, start it first",
+                name(&other)
+            ))),
             (Request::Stats, _) => to_value(&VmmStats {
                 guest_memory_bytes: machine.memory_bytes(),
                 vmm_rss_bytes: rss_bytes(),
@@ -698,7 +843,12 @@ impl Vmm {
         if let Ok(json) = serde_json::to_vec(&record) {
             let _ = write_replacing(&self.run_dir.join(files::EXIT), &json);
         }
-        for f in [files::API_SOCK, files::CONSOLE_SOCK, files::PID] {
+        for f in [
+            files::API_SOCK,
+            files::CONSOLE_SOCK,
+            files::MIGRATE_SOCK,
+            files::PID,
+        ] {
             let _ = std::fs::remove_file(self.run_dir.join(f));
         }
         std::process::exit(code);

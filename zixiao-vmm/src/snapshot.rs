@@ -51,6 +51,21 @@ pub(crate) struct SnapshotFile {
     pub machine: MachineState,
 }
 
+impl SnapshotFile {
+    /// The state of a VM of `config` whose machine is `machine`, as a
+    /// snapshot of this format version would hold it (a migration's final
+    /// state is checked as a snapshot's is).
+    pub(crate) fn new(config: VmConfig, machine: MachineState) -> SnapshotFile {
+        SnapshotFile {
+            magic: SNAPSHOT_MAGIC.to_string(),
+            version: SNAPSHOT_VERSION,
+            memory_bytes: config.memory_bytes(),
+            config,
+            machine,
+        }
+    }
+}
+
 /// Where a snapshot goes: the files the client created in `dir`.
 pub(crate) struct Target<'a> {
     /// Names the snapshot in errors.
