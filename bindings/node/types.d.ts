@@ -439,7 +439,7 @@ export interface StatsSample extends InstanceStats {
   at: string
 }
 
-/** One sample of what a node's instances used together. */
+/** One sample of what a node's instances used together, and of what its whole host used. */
 export interface NodeUsageSample {
   /** When it was taken (RFC 3339). */
   at: string
@@ -449,6 +449,16 @@ export interface NodeUsageSample {
   cpu_millicores: number
   /** Memory in use, in bytes. */
   memory_bytes: number
+  /** CPU the whole host used, in thousandths of a core; null: unknown. */
+  host_cpu_millicores: number | null
+  /** The host's online CPUs, in thousandths of a core; null: unknown. */
+  host_cpu_capacity_millicores: number | null
+  /** Memory the whole host uses, in bytes (a bigint above 2^32 - 1); null: unknown. */
+  host_memory_bytes: number | bigint | null
+  /** The host's memory, in bytes (a bigint above 2^32 - 1); null: unknown. */
+  host_memory_capacity_bytes: number | bigint | null
+  /** The host's one-minute load average; null: unknown. */
+  host_load1: number | null
 }
 
 export interface DrainReport {

@@ -432,18 +432,21 @@ pub(crate) enum StateCommand {
 pub(crate) enum NodeCommand {
     /// List nodes.
     List,
-    /// Show one node: capacity, allocation, labels, runtimes and, for a
-    /// node an agent joined with, its onboarding (each runtime's smoke
-    /// test, or why it failed).
+    /// Show one node: capacity, allocation, labels, runtimes, for a node
+    /// an agent joined with, its onboarding (each runtime's smoke test, or
+    /// why it failed), and, through a server or daemon, what its host uses
+    /// now (CPU, memory, load).
     Get {
         /// Node id or hostname.
         node: String,
     },
     /// What a node's instances used together recently (CPU in cores,
     /// memory), oldest first, as the server or daemon sampled them: one row
-    /// per sample. Needs a server or a daemon (`zixiao server`, `zixiao
-    /// server --embedded`, `zixiao ui`); the host's own processes are not
-    /// counted.
+    /// per sample. Beside them, what the whole host used (every process:
+    /// the system, the agent, the instances) of its capacity, and its load,
+    /// as its agent reported with its heartbeats (`-`: unknown, e.g. an
+    /// older agent). Needs a server or a daemon (`zixiao server`, `zixiao
+    /// server --embedded`, `zixiao ui`).
     #[command(after_help = "Examples:\n  \
         zixiao node stats worker-1\n  \
         zixiao -o json node stats worker-1   # samples for a script or a chart")]

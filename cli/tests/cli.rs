@@ -37,16 +37,9 @@ fn a_fresh_state_dir_shows_the_local_node_with_real_capacity() {
     let node = &nodes[0];
     let cpus = std::thread::available_parallelism().expect("cpus").get() as u64;
     assert_eq!(node["capacity"]["cpus"].as_u64(), Some(cpus));
-    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
-    let total_kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .expect("MemTotal");
     assert_eq!(
         node["capacity"]["memory_mib"].as_u64(),
-        Some(total_kib / 1024)
+        Some(zixiao_testing::host::mem_total_bytes() >> 20)
     );
     assert!(node["capacity"]["disk_gib"].as_u64().expect("disk") > 0);
     assert_eq!(node["status"], "ready");

@@ -29,8 +29,28 @@ fn command(state: &Path) -> Command {
         .arg(state)
         .env_remove("ZIXIAO_STATE_DIR")
         .env_remove("ZIXIAO_ETCD_ENDPOINTS")
-        .env_remove("ZIXIAO_SERVERS");
+        .env_remove("ZIXIAO_SERVERS")
+        // Servers sample usage twice a second, so a history grows within a test.
+        .env("ZIXIAO_STATS_SAMPLE_MS", "500");
     command
+}
+
+/// Node `node`'s usage samples once one carries its host's CPU and memory,
+/// which only its agent's heartbeats bring.
+async fn wait_for_host_usage(client: &Client, node: &str) -> zixiao_core::api::NodeUsageSample {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let samples = client.node_stats_history(node).await.expect("history");
+        if let Some(found) = samples
+            .iter()
+            .rev()
+            .find(|s| s.host_cpu_millicores.is_some() && s.host_memory_bytes.is_some())
+        {
+            return found.clone();
+        }
+        assert!(Instant::now() < deadline, "no host usage: {samples:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Starts `zixiao ARGS` and waits for its "... listening on ADDR" line.
@@ -96,6 +116,25 @@ async fn an_agent_joins_and_its_death_is_noticed(server: &Running) {
         node.address, agent.addr,
         "servers dial what the agent listens on"
     );
+    // Its heartbeats bring what its host (this machine) uses, and its size.
+    let host = wait_for_host_usage(&client, "worker-1").await;
+    let cpus = zixiao_testing::host::online_cpus();
+    assert_eq!(
+        host.host_memory_capacity_bytes,
+        Some(zixiao_testing::host::mem_total_bytes()),
+        "{host:?}"
+    );
+    assert_eq!(
+        host.host_cpu_capacity_millicores,
+        Some(cpus * 1000),
+        "{host:?}"
+    );
+    assert!(host.host_cpu_millicores <= Some(cpus * 1000), "{host:?}");
+    assert!(
+        host.host_memory_bytes < host.host_memory_capacity_bytes,
+        "{host:?}"
+    );
+    assert!(host.host_load1.is_some_and(|l| l >= 0.0), "{host:?}");
 
     // Its watchdog runs in a session of its own and outlives the agent.
     let watchdog_pid: i32 = {

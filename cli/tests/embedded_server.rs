@@ -125,6 +125,24 @@ async fn wait_for_node_usage(admin: &str, node: &str) -> Vec<serde_json::Value> 
     }
 }
 
+/// The usage series of `node` once a sample carries its host's memory
+/// (the server reads its own node's host each round).
+async fn wait_for_host_usage(admin: &str, node: &str) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let samples = json(remote(admin, &["-o", "json", "node", "stats", node]));
+        let samples = samples.as_array().expect("a list").clone();
+        let hosted = samples
+            .iter()
+            .any(|s| s["host_memory_capacity_bytes"].is_u64() && s["host_cpu_millicores"].is_u64());
+        if hosted || std::time::Instant::now() > deadline {
+            assert!(hosted, "{samples:?}");
+            return samples;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 impl Server {
     fn start(state: &Path, runtimes: &Runtimes) -> Self {
         // Stats samples twice a second, so a history grows within the test.
@@ -301,6 +319,60 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     let table = ok(remote(admin, &["node", "stats", &node]));
     assert!(table.starts_with("TIME"), "{table}");
     assert!(table.lines().count() >= 2, "{table}");
+    // Beside its instances, the whole host: this machine's memory and
+    // CPUs, more memory in use than the instance alone, a load.
+    let usage = wait_for_host_usage(admin, &node).await;
+    let hosted = usage
+        .iter()
+        .rev()
+        .find(|s| s["host_cpu_millicores"].is_u64())
+        .expect("a host sample");
+    assert_eq!(
+        hosted["host_memory_capacity_bytes"],
+        zixiao_testing::host::mem_total_bytes(),
+        "{hosted}"
+    );
+    assert_eq!(
+        hosted["host_cpu_capacity_millicores"],
+        zixiao_testing::host::online_cpus() * 1000,
+        "{hosted}"
+    );
+    let host_memory = hosted["host_memory_bytes"].as_u64().expect("host memory");
+    assert!(
+        host_memory > hosted["memory_bytes"].as_u64().expect("memory"),
+        "{hosted}"
+    );
+    assert!(
+        host_memory < zixiao_testing::host::mem_total_bytes(),
+        "{hosted}"
+    );
+    let host_cpu = hosted["host_cpu_millicores"].as_u64().expect("host cpu");
+    assert!(
+        host_cpu <= zixiao_testing::host::online_cpus() * 1000,
+        "{hosted}"
+    );
+    assert!(
+        hosted["host_load1"].as_f64().is_some_and(|l| l >= 0.0),
+        "{hosted}"
+    );
+    let table = ok(remote(admin, &["node", "stats", &node]));
+    assert!(
+        table
+            .lines()
+            .next()
+            .is_some_and(|h| h.contains("HOST MEMORY")),
+        "{table}"
+    );
+    let details = ok(remote(admin, &["node", "get", &node]));
+    let host = details
+        .lines()
+        .find(|l| l.starts_with("host:"))
+        .unwrap_or_else(|| panic!("no host line: {details}"));
+    assert!(
+        host.contains(&format!("/{} cores", zixiao_testing::host::online_cpus()))
+            && host.contains("load "),
+        "{host}"
+    );
     let unknown = remote(admin, &["node", "stats", "no-such-node"]);
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
     assert!(

@@ -30,6 +30,7 @@ use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, ImagePlatform, InstanceStats, LogChunk, PullOptions,
     PullProgress, RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
 };
+use zixiao_core::host_usage::HostUsage;
 use zixiao_core::model::{
     typed_metadata, Aggregate, AggregateName, AllocationRatio, AllocationRatios, CheckOutcome,
     Cidr, CloneOrigin, CloudInit, Condition, ConditionType, Cpus, CreateInstance, CreateNetwork,
@@ -1153,6 +1154,22 @@ impl From<Vec<NodeUsageSample>> for pb::NodeStatsHistory {
                     instances: s.instances,
                     cpu_millicores: s.cpu_millicores,
                     memory_bytes: s.memory_bytes,
+                    host: match (
+                        s.host_cpu_capacity_millicores,
+                        s.host_memory_bytes,
+                        s.host_memory_capacity_bytes,
+                    ) {
+                        (Some(cpu_total), Some(memory_used), Some(memory_total)) => {
+                            Some(pb::HostUsage {
+                                cpu_millicores_used: s.host_cpu_millicores,
+                                cpu_millicores_total: cpu_total,
+                                memory_used_bytes: memory_used,
+                                memory_total_bytes: memory_total,
+                                load1: s.host_load1.unwrap_or_default(),
+                            })
+                        }
+                        _ => None,
+                    },
                 })
                 .collect(),
         }
@@ -1168,15 +1185,90 @@ impl TryFrom<pb::NodeStatsHistory> for Vec<NodeUsageSample> {
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
+                let at = required_time(s.at, &format!("samples[{i}].at"))?;
+                let host = s
+                    .host
+                    .map(|h| host_usage(h, at, &format!("samples[{i}].host")))
+                    .transpose()?;
                 Ok(NodeUsageSample {
-                    at: required_time(s.at, &format!("samples[{i}].at"))?,
+                    at,
                     instances: s.instances,
                     cpu_millicores: s.cpu_millicores,
                     memory_bytes: s.memory_bytes,
+                    host_cpu_millicores: host.as_ref().and_then(|h| h.cpu_millicores_used),
+                    host_cpu_capacity_millicores: host.as_ref().map(|h| h.cpu_millicores_total),
+                    host_memory_bytes: host.as_ref().map(|h| h.memory_used_bytes),
+                    host_memory_capacity_bytes: host.as_ref().map(|h| h.memory_total_bytes),
+                    host_load1: host.as_ref().map(|h| h.load1),
                 })
             })
             .collect()
     }
+}
+
+impl From<&HostUsage> for pb::HostUsage {
+    fn from(h: &HostUsage) -> Self {
+        pb::HostUsage {
+            cpu_millicores_used: h.cpu_millicores_used,
+            cpu_millicores_total: h.cpu_millicores_total,
+            memory_used_bytes: h.memory_used_bytes,
+            memory_total_bytes: h.memory_total_bytes,
+            load1: h.load1,
+        }
+    }
+}
+
+/// A host reading from the wire, as of `at` (the receiver's time: the
+/// sender's clock may be off), checked as `field`: capacities non-zero,
+/// use within them, a finite load. Errors: `InvalidArgument` naming the
+/// field.
+pub fn host_usage(h: pb::HostUsage, at: DateTime<Utc>, field: &str) -> Result<HostUsage> {
+    if h.cpu_millicores_total == 0 {
+        return Err(Error::invalid(
+            format!("{field}.cpu_millicores_total"),
+            "must be more than 0",
+        ));
+    }
+    if h.memory_total_bytes == 0 {
+        return Err(Error::invalid(
+            format!("{field}.memory_total_bytes"),
+            "must be more than 0",
+        ));
+    }
+    if let Some(used) = h.cpu_millicores_used {
+        if used > h.cpu_millicores_total {
+            return Err(Error::invalid(
+                format!("{field}.cpu_millicores_used"),
+                format!(
+                    "{used} is more than cpu_millicores_total ({})",
+                    h.cpu_millicores_total
+                ),
+            ));
+        }
+    }
+    if h.memory_used_bytes > h.memory_total_bytes {
+        return Err(Error::invalid(
+            format!("{field}.memory_used_bytes"),
+            format!(
+                "{} is more than memory_total_bytes ({})",
+                h.memory_used_bytes, h.memory_total_bytes
+            ),
+        ));
+    }
+    if !h.load1.is_finite() || h.load1 < 0.0 {
+        return Err(Error::invalid(
+            format!("{field}.load1"),
+            format!("{} is not a load average", h.load1),
+        ));
+    }
+    Ok(HostUsage {
+        at,
+        cpu_millicores_used: h.cpu_millicores_used,
+        cpu_millicores_total: h.cpu_millicores_total,
+        memory_used_bytes: h.memory_used_bytes,
+        memory_total_bytes: h.memory_total_bytes,
+        load1: h.load1,
+    })
 }
 
 impl From<LogChunk> for pb::LogChunk {
@@ -2560,6 +2652,98 @@ mod tests {
             let err = decode_pull_options(bad).expect_err("refused");
             assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument);
             assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    fn sample(host: Option<pb::HostUsage>) -> pb::NodeStatsHistory {
+        pb::NodeStatsHistory {
+            samples: vec![pb::NodeUsageSample {
+                at: Some(timestamp(Utc::now())),
+                instances: 1,
+                cpu_millicores: 10,
+                memory_bytes: 1 << 20,
+                host,
+            }],
+        }
+    }
+
+    fn host() -> pb::HostUsage {
+        pb::HostUsage {
+            cpu_millicores_used: Some(700),
+            cpu_millicores_total: 2000,
+            memory_used_bytes: 3 << 30,
+            memory_total_bytes: 23 << 30,
+            load1: 0.42,
+        }
+    }
+
+    #[test]
+    fn host_usage_crosses_the_wire_and_is_checked_again() {
+        let decoded = Vec::<NodeUsageSample>::try_from(sample(Some(host()))).expect("valid");
+        assert_eq!(decoded[0].host_cpu_millicores, Some(700));
+        assert_eq!(decoded[0].host_cpu_capacity_millicores, Some(2000));
+        assert_eq!(decoded[0].host_memory_bytes, Some(3 << 30));
+        assert_eq!(decoded[0].host_memory_capacity_bytes, Some(23 << 30));
+        assert_eq!(decoded[0].host_load1, Some(0.42));
+        // And back, unchanged.
+        let again = pb::NodeStatsHistory::from(decoded);
+        assert_eq!(again.samples[0].host, Some(host()));
+        // No reading (an older agent): unknown, not zero.
+        let decoded = Vec::<NodeUsageSample>::try_from(sample(None)).expect("valid");
+        assert_eq!(decoded[0].host_memory_bytes, None);
+        assert_eq!(pb::NodeStatsHistory::from(decoded).samples[0].host, None);
+        let bad = [
+            (
+                pb::HostUsage {
+                    cpu_millicores_total: 0,
+                    ..host()
+                },
+                "cpu_millicores_total",
+            ),
+            (
+                pb::HostUsage {
+                    memory_total_bytes: 0,
+                    ..host()
+                },
+                "memory_total_bytes",
+            ),
+            (
+                pb::HostUsage {
+                    cpu_millicores_used: Some(2001),
+                    ..host()
+                },
+                "cpu_millicores_used",
+            ),
+            (
+                pb::HostUsage {
+                    memory_used_bytes: 24 << 30,
+                    ..host()
+                },
+                "memory_used_bytes",
+            ),
+            (
+                pb::HostUsage {
+                    load1: f64::NAN,
+                    ..host()
+                },
+                "load1",
+            ),
+            (
+                pb::HostUsage {
+                    load1: -1.0,
+                    ..host()
+                },
+                "load1",
+            ),
+        ];
+        for (bad, field) in bad {
+            let err = Vec::<NodeUsageSample>::try_from(sample(Some(bad))).expect_err("refused");
+            assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument);
+            assert!(
+                err.to_string()
+                    .contains(&format!("samples[0].host.{field}")),
+                "{err}"
+            );
         }
     }
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tonic::transport::Channel;
+use zixiao_core::host_usage::HostUsage;
 use zixiao_core::model::OrphanSweep;
 use zixiao_core::{Error, Node, NodeRegistration, Result};
 
@@ -102,10 +103,24 @@ impl MembershipClient {
 
     /// Renews the node's lease. Errors: `NotFound` once it expired, `Unavailable`.
     pub async fn heartbeat(&self, node: &str, session: &str, lease: u64) -> Result<()> {
+        self.heartbeat_with_host(node, session, lease, None).await
+    }
+
+    /// [`Self::heartbeat`], telling the server what the node's host uses
+    /// (`None`: unknown). Errors: `NotFound` once the lease expired,
+    /// `InvalidArgument` (a reading out of bounds), `Unavailable`.
+    pub async fn heartbeat_with_host(
+        &self,
+        node: &str,
+        session: &str,
+        lease: u64,
+        host: Option<&HostUsage>,
+    ) -> Result<()> {
         let request = pb::HeartbeatRequest {
             node: node.to_owned(),
             session: session.to_owned(),
             lease_id: lease,
+            host: host.map(pb::HostUsage::from),
         };
         self.inner
             .clone()

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use zixiao_api::agent::{AgentServer, StoredInstances, StoredNetworks};
 use zixiao_api::membership::MembershipClient;
 use zixiao_api::network::NETWORKS_TRAIT;
+use zixiao_core::host_usage::HostSampler;
 use zixiao_core::model::{
     InstanceUuid, Network, NetworkName, Onboarding, OnboardingState, OrphanSweep,
 };
@@ -935,6 +936,8 @@ impl Lifeline {
             // deadline, so the sooner one lands the better.
             let mut last_renewal = Instant::now();
             let mut pause = self.timing.heartbeat();
+            // Each heartbeat carries the host's usage since the previous one.
+            let mut host = HostSampler::new();
             loop {
                 tokio::select! {
                     () = wait(&mut shutdown, pause) => {}
@@ -956,6 +959,10 @@ impl Lifeline {
                 if *shutdown.borrow() {
                     break;
                 }
+                let reading = host
+                    .read()
+                    .map_err(|e| tracing::debug!(error = %e, "the host's usage was not read"))
+                    .ok();
                 let mut renewed = false;
                 let mut lost = false;
                 for _ in 0..self.servers.len() {
@@ -966,7 +973,12 @@ impl Lifeline {
                     let sent = monotonic_ms();
                     let beat = tokio::time::timeout(
                         self.timing.heartbeat(),
-                        client.heartbeat(&node, &self.session, lease.id),
+                        client.heartbeat_with_host(
+                            &node,
+                            &self.session,
+                            lease.id,
+                            reading.as_ref(),
+                        ),
                     )
                     .await;
                     match beat {

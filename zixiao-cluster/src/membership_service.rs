@@ -26,6 +26,7 @@ use zixiao_auth::{
     authorize_node_call, AuditEntry, AuditLog, AuthError, AuthStore, Authenticator, NodeName,
     Outcome, Pki, Rejection, SubjectName,
 };
+use zixiao_core::api::HostReports;
 use zixiao_core::model::OrphanSweep;
 use zixiao_core::{Controller, Error, NodeRegistration};
 
@@ -42,6 +43,8 @@ pub struct MembershipServer {
     pub(crate) membership: Membership,
     pub(crate) sync: NodeSync,
     pub(crate) guard: Option<Arc<NodeGuard>>,
+    /// Where heartbeats' host readings go, for the node usage history.
+    pub(crate) hosts: HostReports,
 }
 
 /// How long a node certificate issued at join or renewal is valid. An
@@ -206,6 +209,12 @@ impl MembershipService for MembershipServer {
         let node = request.get_ref().node.clone();
         self.admit(&request, "node.heartbeat", &node).await?;
         let request = request.into_inner();
+        // Checked before anything changes: a bad reading renews nothing.
+        let host = request
+            .host
+            .map(|h| zixiao_api::convert::host_usage(h, chrono::Utc::now(), "host"))
+            .transpose()
+            .map_err(err)?;
         // Answered from memory: a heartbeat writes nothing. It renews only
         // `node`'s liveness under `session` (the lease id names nothing a
         // caller could renew for another), and `admit` made sure `node` is
@@ -214,6 +223,10 @@ impl MembershipService for MembershipServer {
             .renew(&request.node, &request.session)
             .await
             .map_err(err)?;
+        // Kept in memory only, for the stats history's next round.
+        if let Some(host) = host {
+            self.hosts.record(&request.node, host);
+        }
         Ok(Response::new(pb::HeartbeatResponse {
             lease_ttl: Some(wire_duration(self.membership.ttl())),
         }))

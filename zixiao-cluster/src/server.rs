@@ -210,18 +210,19 @@ async fn start_with(
         }
         _ => None,
     };
-    let membership = MembershipServer {
-        controller: controller.clone(),
-        membership,
-        sync,
-        guard,
-    };
     let mut routes = Routes::builder();
     let api = zixiao_core::api::Traced::new(WithLeader::new(controller.clone(), store.clone()));
     // Sampled below the metering and the access layer: the samples are
     // the server's own calls, neither counted nor audited.
     let api: Arc<dyn zixiao_core::api::Api> = Arc::new(api);
     let history = StatsHistory::new(api);
+    let membership = MembershipServer {
+        controller: controller.clone(),
+        membership,
+        sync,
+        guard,
+        hosts: history.host_reports(),
+    };
     let mut stop = shutdown_rx.clone();
     let sampling = history.clone().sample(
         Duration::from_millis(options.timing.stats_sample_ms),

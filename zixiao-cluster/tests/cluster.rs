@@ -556,6 +556,30 @@ async fn a_name_held_by_a_live_agent_is_refused() {
         .await
         .expect_err("unknown lease");
     assert_eq!(error.kind(), ErrorKind::NotFound);
+    // A host reading out of bounds is refused, naming the field, before
+    // the lease is even looked at.
+    let bad = zixiao_core::host_usage::HostUsage {
+        at: chrono::Utc::now(),
+        cpu_millicores_used: None,
+        cpu_millicores_total: 2000,
+        memory_used_bytes: 2 << 30,
+        memory_total_bytes: 1 << 30,
+        load1: 0.5,
+    };
+    let error = membership
+        .heartbeat_with_host("node-0", "x", 987_654, Some(&bad))
+        .await
+        .expect_err("a bad reading");
+    assert_eq!(
+        error.kind(),
+        ErrorKind::InvalidArgument,
+        "{}",
+        error.chain()
+    );
+    assert!(
+        error.to_string().contains("host.memory_used_bytes"),
+        "{error}"
+    );
     let _ = cluster.node("node-0");
 }
 
@@ -892,6 +916,7 @@ async fn a_tls_server_refuses_agents_it_cannot_identify_and_stores_nothing() {
             node: "worker-1".to_owned(),
             session: "rogue-session".to_owned(),
             lease_id: 1,
+            host: None,
         })
         .await
         .expect_err("an unidentified heartbeat");

@@ -27,6 +27,7 @@ pub mod driver;
 pub mod error;
 pub mod files;
 pub mod host;
+pub mod host_usage;
 pub mod instance_locks;
 pub mod keyed_lock;
 pub mod model;

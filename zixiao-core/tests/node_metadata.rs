@@ -14,15 +14,14 @@ use std::time::Duration;
 
 use zixiao_core::api::{Client, Wait};
 use zixiao_core::controller::{Convergence, ReconcilerOptions};
-use zixiao_core::host::HostFacts;
 use zixiao_core::model::{CheckOutcome, Onboarding, OnboardingState, RuntimeCheck, SmokeStep};
 use zixiao_core::{
     Controller, CreateInstance, ErrorKind, Instance, InstanceSpec, InstanceStatus, InstanceType,
-    LocalAgent, NodeStatus, Resources,
+    LocalAgent, NodeStatus,
 };
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
-use zixiao_testing::fake_driver::fake_agent;
+use zixiao_testing::fake_driver::{fake_agent, fake_host};
 use zixiao_testing::wait::wait_until;
 
 struct Cluster {
@@ -32,18 +31,6 @@ struct Cluster {
     _dir: tempfile::TempDir,
 }
 
-fn host(name: &str) -> HostFacts {
-    HostFacts {
-        hostname: name.into(),
-        capacity: Resources {
-            cpus: zixiao_core::Cpus::cores(8),
-            memory_mib: 8192,
-            disk_gib: 100,
-            instances: 16,
-        },
-    }
-}
-
 /// Nodes n1 and n2 with fake runtimes; n1's agent reports `arch=x86_64`
 /// and the trait `kvm`.
 async fn cluster(convergence: Convergence) -> Cluster {
@@ -51,7 +38,7 @@ async fn cluster(convergence: Convergence) -> Cluster {
     let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("store"));
     let agents: Vec<Arc<LocalAgent>> = ["n1", "n2"]
         .into_iter()
-        .map(|n| Arc::new(fake_agent(host(n))))
+        .map(|n| Arc::new(fake_agent(fake_host(n))))
         .collect();
     let mut builder =
         Controller::builder(store, Arc::new(PluginScheduler::default())).convergence(convergence);

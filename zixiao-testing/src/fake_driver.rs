@@ -422,6 +422,20 @@ impl Pause for FakeDriver {
     }
 }
 
+/// A host named `name` with 8 cores, 8 GiB of memory, 100 GiB of disk
+/// and room for 16 instances: a fake agent's machine.
+pub fn fake_host(name: &str) -> zixiao_core::host::HostFacts {
+    zixiao_core::host::HostFacts {
+        hostname: name.into(),
+        capacity: zixiao_core::Resources {
+            cpus: zixiao_core::Cpus::cores(8),
+            memory_mib: 8192,
+            disk_gib: 100,
+            instances: 16,
+        },
+    }
+}
+
 /// A local agent whose runtime for every instance type is a [`FakeDriver`],
 /// for tests of the layers above drivers on any machine.
 pub fn fake_agent(host: zixiao_core::host::HostFacts) -> zixiao_core::LocalAgent {

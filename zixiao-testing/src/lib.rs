@@ -18,6 +18,7 @@ pub mod counting_driver;
 pub mod fake_driver;
 pub mod fuzz;
 pub mod guest;
+pub mod host;
 pub mod http;
 pub mod kill;
 pub mod output;

@@ -334,24 +334,42 @@ function svg(tag, attributes = {}, ...children) {
  * largest value under it. `data-points` says how many points it drew.
  */
 function chart(title, points, unit, floor, testid) {
+  return lines(title, [{ points, label: "" }], unit, Math.max(floor, ...points.map((p) => p.v)), testid);
+}
+
+/**
+ * A trend chart of several `series` ([{ points, label, cls }]) on one
+ * time axis and one scale whose top is `top` (a capacity, or the largest
+ * value), each with its latest and largest value in the legend. A series
+ * with no points draws nothing; `data-points` counts the first series'.
+ */
+function lines(title, series, unit, top, testid) {
   const width = 300;
   const height = 80;
-  const top = Math.max(floor, ...points.map((p) => p.v));
-  const first = points.length ? points[0].t : 0;
-  const span = points.length > 1 ? points[points.length - 1].t - first : 1;
+  const all = series.flatMap((s) => s.points);
+  const first = all.length ? Math.min(...all.map((p) => p.t)) : 0;
+  const span = all.length > 1 ? Math.max(...all.map((p) => p.t)) - first || 1 : 1;
   const x = (p) => ((p.t - first) / span) * width;
-  const y = (p) => height - (p.v / top) * (height - 4) - 2;
-  const line = points.map((p) => `${x(p).toFixed(1)},${y(p).toFixed(1)}`).join(" ");
+  const y = (p) => height - (Math.min(p.v, top) / top) * (height - 4) - 2;
   const format = (v) => (v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(3));
-  const last = points.length ? points[points.length - 1].v : null;
-  const largest = points.length ? Math.max(...points.map((p) => p.v)) : null;
-  return h("figure", { class: "chart", "data-testid": testid, "data-points": points.length },
+  const legend = (s) => {
+    const name = s.label ? `${s.label}: ` : "";
+    if (!s.points.length) return `${name}no samples yet`;
+    const last = s.points[s.points.length - 1].v;
+    const largest = Math.max(...s.points.map((p) => p.v));
+    return `${name}now ${format(last)} ${unit} · max ${format(largest)} ${unit}`;
+  };
+  return h("figure", { class: "chart", "data-testid": testid, "data-points": series[0].points.length },
     h("figcaption", {}, title),
     svg("svg", { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": `${title} over time` },
       svg("line", { class: "axis", x1: 0, y1: height - 1, x2: width, y2: height - 1 }),
-      points.length > 1 ? svg("polyline", { class: "series", points: line }) : svg("g")),
-    h("div", { class: "legend" },
-      points.length ? `now ${format(last)} ${unit} · max ${format(largest)} ${unit}` : "no samples yet"));
+      ...series.map((s) => s.points.length > 1
+        ? svg("polyline", {
+          class: `series ${s.cls || ""}`.trim(),
+          points: s.points.map((p) => `${x(p).toFixed(1)},${y(p).toFixed(1)}`).join(" "),
+        })
+        : svg("g"))),
+    ...series.map((s) => h("div", { class: `legend ${s.cls || ""}`.trim() }, legend(s))));
 }
 
 /**
@@ -406,16 +424,34 @@ function instanceCharts(samples) {
 }
 
 /**
- * A node's charts: what its instances used together (the server's sums;
- * the host's own processes are not in them), against its capacity.
+ * A node's charts: what its instances used together (the server's sums)
+ * beside what the whole host used (every process, as its agent reported),
+ * on a scale up to the host's capacity (the node's when the host has not
+ * reported). A sample without a host reading leaves the host line out
+ * there rather than drawing zero.
  */
 function nodeCharts(node) {
   return (samples) => {
     const point = (s, v) => ({ t: Date.parse(s.at), v });
+    const known = (pick) => samples.filter((s) => pick(s) != null).map((s) => point(s, pick(s)));
+    const latest = (pick) => {
+      const found = samples.filter((s) => pick(s) != null);
+      return found.length ? pick(found[found.length - 1]) : null;
+    };
+    const cores = latest((s) => s.host_cpu_capacity_millicores);
+    const cpuTop = cores != null ? cores / 1000 : node.capacity.cpus;
+    const bytes = latest((s) => s.host_memory_capacity_bytes);
+    const memoryTop = bytes != null ? bytes / 1048576 : node.capacity.memory_mib;
+    const load = latest((s) => s.host_load1);
     return [
-      chart("CPU of its instances", samples.map((s) => point(s, s.cpu_millicores / 1000)), "cores", 0.05, "chart-cpu"),
-      chart(`Memory of its instances (of ${node.capacity.memory_mib} MiB)`,
-        samples.map((s) => point(s, s.memory_bytes / 1048576)), "MiB", 1, "chart-memory"),
+      lines(`CPU (of ${cpuTop} cores${load != null ? `, load ${load.toFixed(2)}` : ""})`, [
+        { points: samples.map((s) => point(s, s.cpu_millicores / 1000)), label: "instances" },
+        { points: known((s) => s.host_cpu_millicores).map((p) => ({ ...p, v: p.v / 1000 })), label: "host", cls: "host" },
+      ], "cores", cpuTop, "chart-cpu"),
+      lines(`Memory (of ${Math.round(memoryTop)} MiB)`, [
+        { points: samples.map((s) => point(s, s.memory_bytes / 1048576)), label: "instances" },
+        { points: known((s) => s.host_memory_bytes).map((p) => ({ ...p, v: p.v / 1048576 })), label: "host", cls: "host" },
+      ], "MiB", memoryTop, "chart-memory"),
     ];
   };
 }

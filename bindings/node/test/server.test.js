@@ -5,7 +5,8 @@
 // bindings; ZIXIAO_BIN overrides it). Through the same Controller surface as
 // `open()`: a container created, watched until it runs, its log read, its
 // console typed into, a snapshot its runtime cannot take (unsupported), a
-// bad request (invalid_argument naming the field), and deleted. Skipped with
+// bad request (invalid_argument naming the field), and deleted; the node's
+// usage history with its host's memory. Skipped with
 // the reason where containerd or etcd is missing; with
 // ZIXIAO_REQUIRE_RUNTIMES=1 (CI) that fails instead.
 const assert = require('node:assert/strict')
@@ -125,4 +126,15 @@ test('a container through a server and its agent', { skip: skip ?? false }, asyn
 
   assert.equal(await controller.deleteInstance('node-remote'), null)
   await assert.rejects(controller.getInstance('node-remote'), { code: 'not_found' })
+
+  // The agent's heartbeats bring what its host (this machine) uses; the
+  // server samples every 10 s.
+  const hosted = await until(async () => (await controller.nodeStatsHistory('node-node'))
+    .findLast((s) => s.host_memory_capacity_bytes != null), "the node's host usage")
+  const memTotal = Number(/^MemTotal:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]) * 1024
+  // A u64 above 2^32 - 1 arrives as a bigint, as every u64 the binding returns.
+  assert.equal(Number(hosted.host_memory_capacity_bytes), memTotal)
+  const used = Number(hosted.host_memory_bytes)
+  assert.ok(used > 0 && used < memTotal, `${used} of ${memTotal}`)
+  assert.equal(hosted.host_cpu_capacity_millicores, os.cpus().length * 1000)
 })

@@ -4,7 +4,8 @@ binary (target/debug/zixiao, built by the test command before the
 bindings; ZIXIAO_BIN overrides it). Through the same Controller surface as
 `open()`: a container created, watched until it runs, its log read, its
 console typed into, a snapshot its runtime cannot take (Unsupported), a bad
-request (InvalidArgument naming the field), and deleted.
+request (InvalidArgument naming the field), and deleted; the node's usage
+history with its host's size.
 
 Needs containerd and etcd (scripts/services start them); skips with the
 reason elsewhere, fails instead with ZIXIAO_REQUIRE_RUNTIMES=1 (CI).
@@ -131,3 +132,20 @@ def test_a_container_through_a_server(server):
     assert controller.delete_instance("py-remote") is None
     with pytest.raises(zixiao.NotFound):
         controller.get_instance("py-remote")
+
+
+def test_a_nodes_history_carries_its_hosts_usage(server):
+    """The agent's heartbeats bring what its host (this machine) uses; the
+    server samples every 10 s."""
+    controller = zixiao.connect(server)
+
+    def hosted():
+        samples = controller.node_stats_history("py-node")
+        return next((s for s in reversed(samples) if s["host_memory_capacity_bytes"]), None)
+
+    sample = until(hosted, "the node's host usage")
+    with open("/proc/meminfo") as meminfo:
+        kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    assert sample["host_memory_capacity_bytes"] == kib * 1024
+    assert sample["host_cpu_capacity_millicores"] == os.cpu_count() * 1000
+    assert 0 < sample["host_memory_bytes"] < kib * 1024

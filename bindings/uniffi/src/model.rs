@@ -851,7 +851,8 @@ pub(crate) fn samples(samples: Vec<zixiao_core::api::StatsSample>) -> Vec<StatsS
         .collect()
 }
 
-/// One sample of what a node's instances used together.
+/// One sample of what a node's instances used together, and of what its
+/// whole host used.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct NodeUsageSample {
     /// When it was taken (RFC 3339).
@@ -862,6 +863,16 @@ pub struct NodeUsageSample {
     pub cpu_millicores: u64,
     /// Memory in use, in bytes.
     pub memory_bytes: u64,
+    /// CPU the whole host used, in thousandths of a core; `None`: unknown.
+    pub host_cpu_millicores: Option<u64>,
+    /// The host's online CPUs, in thousandths of a core; `None`: unknown.
+    pub host_cpu_capacity_millicores: Option<u64>,
+    /// Memory the whole host uses, in bytes; `None`: unknown.
+    pub host_memory_bytes: Option<u64>,
+    /// The host's memory, in bytes; `None`: unknown.
+    pub host_memory_capacity_bytes: Option<u64>,
+    /// The host's one-minute load average; `None`: unknown.
+    pub host_load1: Option<f64>,
 }
 
 /// Node samples as the binding shows them.
@@ -875,6 +886,11 @@ pub(crate) fn node_samples(
             instances: s.instances,
             cpu_millicores: s.cpu_millicores,
             memory_bytes: s.memory_bytes,
+            host_cpu_millicores: s.host_cpu_millicores,
+            host_cpu_capacity_millicores: s.host_cpu_capacity_millicores,
+            host_memory_bytes: s.host_memory_bytes,
+            host_memory_capacity_bytes: s.host_memory_capacity_bytes,
+            host_load1: s.host_load1,
         })
         .collect()
 }

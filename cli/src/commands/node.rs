@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use zixiao_core::api::NodeUsageSample;
 use zixiao_core::controller::DrainReport;
 use zixiao_core::model::{CarbonIntensity, Onboarding, OnboardingState};
-use zixiao_core::{Client, Node, Result};
+use zixiao_core::{Client, ErrorKind, Node, Result};
 
 use crate::args::{AddRm, Format, NodeCommand, OnOff};
 use crate::output::{age, bytes, details, print, Table};
@@ -19,7 +19,14 @@ pub(crate) async fn run(client: Client, format: Format, command: NodeCommand) ->
         }
         NodeCommand::Get { node } => {
             let node = controller.get_node(&node).await?;
-            print(format, &node, node_details)?;
+            // The host's usage lives in the server's history, not in the
+            // node: a frontend on the store itself has none to show.
+            let host = match controller.node_stats_history(node.id.as_str()).await {
+                Ok(samples) => latest_host(&samples),
+                Err(e) if e.kind() == ErrorKind::Unsupported => None,
+                Err(e) => return Err(e),
+            };
+            print(format, &node, |n| node_details(n, host.as_deref()))?;
         }
         NodeCommand::Stats { node } => {
             let samples = controller.node_stats_history(&node).await?;
@@ -170,7 +177,7 @@ fn allocatable_text(n: &Node) -> String {
     )
 }
 
-fn node_details(n: &Node) -> String {
+fn node_details(n: &Node, host: Option<&str>) -> String {
     let mut pairs = vec![
         ("id", n.id.clone()),
         ("hostname", n.hostname.clone()),
@@ -224,8 +231,42 @@ fn node_details(n: &Node) -> String {
     if let Some(onboarding) = &n.onboarding {
         pairs.extend(onboarding_lines(onboarding));
     }
+    if let Some(host) = host {
+        pairs.push(("host", host.to_owned()));
+    }
     pairs.push(("registered", n.created_at.to_rfc3339()));
     details(&pairs)
+}
+
+/// The host's usage in the newest sample that has it, in a line: `cpu
+/// 0.70/2 cores, memory 3.1 GiB/23.0 GiB, load 0.42`.
+fn latest_host(samples: &[NodeUsageSample]) -> Option<String> {
+    let sample = samples
+        .iter()
+        .rev()
+        .find(|s| s.host_memory_capacity_bytes.is_some())?;
+    Some(format!(
+        "cpu {}/{} cores, memory {}/{}, load {}",
+        or_dash(sample.host_cpu_millicores.map(cores)),
+        or_dash(sample.host_cpu_capacity_millicores.map(cores)),
+        or_dash(sample.host_memory_bytes.map(bytes)),
+        or_dash(sample.host_memory_capacity_bytes.map(bytes)),
+        or_dash(sample.host_load1.map(|l| format!("{l:.2}"))),
+    ))
+}
+
+/// Thousandths of a core in cores: `0.70`, `2`.
+fn cores(millicores: u64) -> String {
+    if millicores % 1000 == 0 {
+        (millicores / 1000).to_string()
+    } else {
+        format!("{:.2}", millicores as f64 / 1000.0)
+    }
+}
+
+/// A figure, or `-` for unknown.
+fn or_dash(figure: Option<String>) -> String {
+    figure.unwrap_or_else(|| "-".to_owned())
 }
 
 /// How the node's onboarding went: where it stands, then one line per
@@ -332,13 +373,34 @@ fn usage_table(samples: &[NodeUsageSample]) -> String {
     if samples.is_empty() {
         return "no samples yet: the server samples every few seconds\n".to_owned();
     }
-    let mut table = Table::new(vec!["TIME", "INSTANCES", "CPU", "MEMORY"]);
+    let mut table = Table::new(vec![
+        "TIME",
+        "INSTANCES",
+        "CPU",
+        "MEMORY",
+        "HOST CPU",
+        "HOST MEMORY",
+        "LOAD",
+    ]);
     for sample in samples {
+        let of = |used: Option<String>, total: Option<String>| match total {
+            Some(total) => format!("{}/{total}", or_dash(used)),
+            None => "-".to_owned(),
+        };
         table.row(vec![
             sample.at.format("%H:%M:%S").to_string(),
             sample.instances.to_string(),
             format!("{:.3}", sample.cpu_millicores as f64 / 1000.0),
             bytes(sample.memory_bytes),
+            of(
+                sample.host_cpu_millicores.map(cores),
+                sample.host_cpu_capacity_millicores.map(cores),
+            ),
+            of(
+                sample.host_memory_bytes.map(bytes),
+                sample.host_memory_capacity_bytes.map(bytes),
+            ),
+            or_dash(sample.host_load1.map(|l| format!("{l:.2}"))),
         ]);
     }
     table.render()

@@ -380,6 +380,13 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         }
         None => server::start(controller, options).await?,
     };
+    // The embedded deployment's node is this machine, with no agent to
+    // send its host's usage: the server reads it itself.
+    if let Some((deployment, _)) = &embedded {
+        handle
+            .stats_history()
+            .sample_local_host(deployment.node.id.as_str());
+    }
     let scheme = if pki.is_some() { "https://" } else { "" };
     let mut endpoint_addr = handle.addr();
     if endpoint_addr.ip().is_unspecified() {

@@ -16,10 +16,18 @@
 //! series, starting empty when it starts.
 //!
 //! A node's series is what its sampled instances used together, each round
-//! ([`NodeUsageSample`]): the usage the node's work adds, not the host's
-//! own (its system processes are not in it). At most `max_nodes` nodes
-//! have a series, `keep` samples each; a node gets a sample every round,
-//! with nothing running on it too, so its chart has no gaps.
+//! ([`NodeUsageSample`]): the usage the node's work adds. Beside it, each
+//! sample carries what the host uses as a whole (its system processes,
+//! the agent, everything) and its capacity, when known: an agent sends its
+//! host's reading with every heartbeat ([`HostReports::record`], kept in
+//! memory, never in the store), and the server reads its own local node's
+//! host itself each round ([`StatsHistory::sample_local_host`], the
+//! embedded deployment). A round uses the newest reading that arrived
+//! since the previous round: a node whose agent sent none (an older agent,
+//! or heartbeats to another replica) has unknown host figures, not zeros.
+//! At most `max_nodes` nodes have a series, `keep` samples each; a node
+//! gets a sample every round, with nothing running on it too, so its chart
+//! has no gaps.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
@@ -34,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use super::{list_all_instances, Api, Request, Response};
 use crate::controller::InstanceFilter;
 use crate::driver::InstanceStats;
+use crate::host_usage::{HostSampler, HostUsage};
 use crate::model::InstanceStatus;
 use crate::{Error, Result};
 
@@ -48,8 +57,9 @@ pub struct StatsSample {
     pub stats: InstanceStats,
 }
 
-/// One sample of what a node's instances use together.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One sample of what a node's instances use together, and of what its
+/// host uses as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeUsageSample {
     /// When the round that took it ended.
     pub at: DateTime<Utc>,
@@ -62,6 +72,25 @@ pub struct NodeUsageSample {
     pub cpu_millicores: u64,
     /// The memory they use, in bytes.
     pub memory_bytes: u64,
+    /// The CPU the whole host used, in thousandths of a core, over the
+    /// reading's interval (the agent's heartbeat, or the server's round
+    /// for its local node); `None`: unknown (no reading this round, or a
+    /// first reading).
+    #[serde(default)]
+    pub host_cpu_millicores: Option<u64>,
+    /// The host's online CPUs, in thousandths of a core; `None`: unknown.
+    #[serde(default)]
+    pub host_cpu_capacity_millicores: Option<u64>,
+    /// The memory the whole host uses (total less available), in bytes;
+    /// `None`: unknown.
+    #[serde(default)]
+    pub host_memory_bytes: Option<u64>,
+    /// The host's memory, in bytes; `None`: unknown.
+    #[serde(default)]
+    pub host_memory_capacity_bytes: Option<u64>,
+    /// The host's one-minute load average; `None`: unknown.
+    #[serde(default)]
+    pub host_load1: Option<f64>,
 }
 
 impl NodeUsageSample {
@@ -72,7 +101,22 @@ impl NodeUsageSample {
             instances: 0,
             cpu_millicores: 0,
             memory_bytes: 0,
+            host_cpu_millicores: None,
+            host_cpu_capacity_millicores: None,
+            host_memory_bytes: None,
+            host_memory_capacity_bytes: None,
+            host_load1: None,
         }
+    }
+
+    /// The same sample with the host's figures from `host`.
+    fn with_host(mut self, host: &HostUsage) -> Self {
+        self.host_cpu_millicores = host.cpu_millicores_used;
+        self.host_cpu_capacity_millicores = Some(host.cpu_millicores_total);
+        self.host_memory_bytes = Some(host.memory_used_bytes);
+        self.host_memory_capacity_bytes = Some(host.memory_total_bytes);
+        self.host_load1 = Some(host.load1);
+        self
     }
 }
 
@@ -82,11 +126,38 @@ type Series = BTreeMap<String, VecDeque<StatsSample>>;
 /// Per node id, its samples, oldest first.
 type NodeSeries = BTreeMap<String, VecDeque<NodeUsageSample>>;
 
-/// Both kinds of series, behind one lock so a round updates them together.
+/// Both kinds of series, behind one lock so a round updates them together,
+/// and the host readings the next round takes.
 #[derive(Debug, Default)]
 struct Kept {
     instances: Series,
     nodes: NodeSeries,
+    /// Per node id, the newest host reading since the previous round.
+    hosts: BTreeMap<String, HostUsage>,
+    /// The node this server runs on, whose host it reads itself.
+    local: Option<(String, HostSampler)>,
+}
+
+/// Where a server puts the host readings its agents send with their
+/// heartbeats, for the next round of the [`StatsHistory`] it came from.
+/// Only the newest reading per node is kept, in memory.
+#[derive(Debug, Clone)]
+pub struct HostReports {
+    series: Arc<Mutex<Kept>>,
+}
+
+impl HostReports {
+    /// Keeps `usage` as node `node`'s newest host reading (called on each
+    /// heartbeat the server answered; replaces the previous one). A node
+    /// that is not registered at the next round is forgotten then.
+    pub fn record(&self, node: &str, usage: HostUsage) {
+        lock(&self.series).hosts.insert(node.to_owned(), usage);
+    }
+}
+
+fn lock(series: &Mutex<Kept>) -> std::sync::MutexGuard<'_, Kept> {
+    // A panic while holding it left whole series behind: still usable.
+    series.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Appends `sample` to `samples`, dropping the oldest beyond `keep`.
@@ -178,6 +249,20 @@ impl<A: Api + 'static> StatsHistory<A> {
         }
     }
 
+    /// Where heartbeats put their host readings for these series.
+    pub fn host_reports(&self) -> HostReports {
+        HostReports {
+            series: self.series.clone(),
+        }
+    }
+
+    /// Reads this machine's host usage each round as node `node`'s: the
+    /// node this server runs in (the embedded deployment's), which has no
+    /// agent heartbeating. Replaces an earlier call's node.
+    pub fn sample_local_host(&self, node: &str) {
+        self.lock().local = Some((node.to_owned(), HostSampler::new()));
+    }
+
     /// Samples every `interval` until `stop` completes (a server's
     /// shutdown). A round that fails (the store unreachable) is skipped; an
     /// instance whose stats cannot be read (its node down) gets no sample
@@ -260,6 +345,15 @@ impl<A: Api + 'static> StatsHistory<A> {
             .filter_map(|i| Some((i.id.as_str(), i.node.as_ref()?.as_str())))
             .collect();
         let mut kept = self.lock();
+        if let Some((node, sampler)) = &mut kept.local {
+            match sampler.read() {
+                Ok(reading) => {
+                    let node = node.clone();
+                    kept.hosts.insert(node, reading);
+                }
+                Err(e) => tracing::debug!(error = %e, "stats history: the host was not read"),
+            }
+        }
         let mut usage: BTreeMap<String, NodeUsageSample> = BTreeMap::new();
         for (id, sample) in samples {
             let samples = kept.instances.entry(id.clone()).or_default();
@@ -292,18 +386,22 @@ impl<A: Api + 'static> StatsHistory<A> {
             kept.nodes.insert(name, VecDeque::new());
         }
         let keep = self.keep;
+        // Each reading is used by one round: the next has only newer ones.
+        let mut hosts = std::mem::take(&mut kept.hosts);
         for (id, samples) in &mut kept.nodes {
-            let sample = usage
+            let mut sample = usage
                 .remove(id)
                 .unwrap_or_else(|| NodeUsageSample::idle(at));
+            if let Some(host) = hosts.remove(id) {
+                sample = sample.with_host(&host);
+            }
             push_bounded(samples, keep, sample);
         }
         Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
-        // A panic while holding it left whole series behind: still usable.
-        self.series.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.series)
     }
 }
 

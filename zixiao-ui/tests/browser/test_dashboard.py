@@ -184,7 +184,8 @@ def usage_charts(page, url, state):
 
 def node_usage_charts(page, url, state):
     """A node's page charts what its instances use together (ui-web runs
-    there), as `node stats` reports it."""
+    there), as `node stats` reports it, beside what the whole host uses, on
+    the host's capacity."""
     node = json.loads(cli(state, "node", "list", "-o", "json"))[0]
     page.goto(f"{url}#/nodes/{node['id']}")
     usage = page.get_by_test_id("node").get_by_test_id("usage")
@@ -195,9 +196,18 @@ def node_usage_charts(page, url, state):
     memory = usage.get_by_test_id("chart-memory")
     expect(memory.locator("figcaption")).to_contain_text(f"of {node['capacity']['memory_mib']} MiB")
     # Not "now 0.000 MiB": the running ui-web's memory is in the sum.
-    expect(memory.locator(".legend")).not_to_contain_text("now 0.000 ")
+    expect(memory.locator(".legend:not(.host)")).not_to_contain_text("now 0.000 ")
+    # The host's own line: the daemon reads this machine, which uses more
+    # than ui-web alone.
+    page.wait_for_function("""() => document.querySelector(
+        '[data-testid=node] [data-testid=chart-memory] polyline.host')""", timeout=20_000)
+    expect(memory.locator(".legend.host")).to_contain_text("host: now ")
+    cpu = usage.get_by_test_id("chart-cpu")
+    expect(cpu.locator("figcaption")).to_contain_text(f"of {node['capacity']['cpus']} cores")
     samples = json.loads(cli(state, "node", "stats", node["id"], "-o", "json"))
     assert samples[-1]["instances"] >= 1 and samples[-1]["memory_bytes"] > 0, samples[-1]
+    hosted = [s for s in samples if s["host_memory_bytes"] is not None]
+    assert hosted and hosted[-1]["host_memory_bytes"] > hosted[-1]["memory_bytes"], samples[-1]
     shot(page, "node-usage")
 
 

@@ -314,12 +314,20 @@ class StatsSample(InstanceStats):
 class NodeUsageSample(TypedDict):
     """One sample of what a node's instances used together: `at` (RFC
     3339), how many `instances` were sampled, the CPU they used since the
-    sample before in thousandths of a core, and their memory in bytes."""
+    sample before in thousandths of a core, and their memory in bytes.
+    Then what the whole host used (every process) and its capacity, in the
+    same units, and its one-minute load: `None` when unknown (no reading
+    arrived for that sample, e.g. from an older agent)."""
 
     at: str
     instances: int
     cpu_millicores: int
     memory_bytes: int
+    host_cpu_millicores: Optional[int]
+    host_cpu_capacity_millicores: Optional[int]
+    host_memory_bytes: Optional[int]
+    host_memory_capacity_bytes: Optional[int]
+    host_load1: Optional[float]
 
 
 class DrainReport(TypedDict):
