@@ -209,12 +209,14 @@ impl MembershipService for MembershipServer {
         let node = request.get_ref().node.clone();
         self.admit(&request, "node.heartbeat", &node).await?;
         let request = request.into_inner();
-        // Checked before anything changes: a bad reading renews nothing.
-        let host = request
-            .host
-            .map(|h| zixiao_api::convert::host_usage(h, chrono::Utc::now(), "host"))
-            .transpose()
-            .map_err(err)?;
+        // A reading is telemetry; the renewal is the node's life. A bad
+        // reading is dropped (and logged) rather than refused, which would
+        // cost the node its lease and fence its instances.
+        let host = request.host.and_then(|h| {
+            zixiao_api::convert::host_usage(h, chrono::Utc::now(), "host")
+                .map_err(|e| tracing::warn!(node = %node, "host reading dropped: {e}"))
+                .ok()
+        });
         // Answered from memory: a heartbeat writes nothing. It renews only
         // `node`'s liveness under `session` (the lease id names nothing a
         // caller could renew for another), and `admit` made sure `node` is

@@ -39,6 +39,7 @@ pub(crate) fn seed_file(dir: &Path) -> PathBuf {
 }
 
 /// Where `instance`'s seed image goes, when it has cloud-init data.
+#[cfg(feature = "libvirt")]
 pub(crate) fn seed_path(dir: &Path, instance: &Instance) -> Option<PathBuf> {
     instance.spec.cloud_init.as_ref().map(|_| seed_file(dir))
 }
@@ -129,6 +130,7 @@ fn network_config(instance: &Instance) -> Option<Value> {
 /// Writes `instance`'s seed image into `dir` (replacing an older one), if
 /// it has cloud-init data. Errors: `Unsupported` without `genisoimage` on
 /// the node; a runtime error when it fails.
+#[cfg(feature = "libvirt")]
 pub(crate) async fn write_seed(dir: &Path, instance: &Instance) -> Result<(), DriverError> {
     match seed_of(instance) {
         Some(files) => write_seed_files(dir, &files).await,
