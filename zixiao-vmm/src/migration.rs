@@ -17,10 +17,13 @@
 //! 3. stop-and-copy: the vCPUs (and network receive threads) park, the last
 //!    dirty pages and the snapshot's `MachineState` (vCPUs, irqchip, PIT,
 //!    clock, serial, virtio transports) go out, and the source waits for
-//!    the target's ack. With the ack the source VMM ends (exit reason
-//!    `migrated`) and the target resumes; anything else before the ack
-//!    (the target dies, the stream breaks, the target refuses) resumes the
-//!    source.
+//!    the target's ack (restored, ready to run). On the ack the source
+//!    commits: it sends `COMMIT` and ends for good (exit reason
+//!    `migrated`), and only on `COMMIT` does the target resume. Anything
+//!    else before the commit (the target dies, the stream breaks, the
+//!    target refuses) resumes the source, and a target that gets no commit
+//!    exits without ever running the guest: never two running copies. (A
+//!    source that dies between the ack and the commit leaves none.)
 //!
 //! Pages the VMM itself writes into guest memory (virtio used rings and
 //! the buffers of completed requests, written by device emulation and not
@@ -40,8 +43,10 @@
 //! - `PAGES` (source): `gpa: u64` then whole 4 KiB pages, at most 1 MiB;
 //! - `STATE` (source, last): JSON `MachineState`, as in a snapshot;
 //! - `ABORT` (either side): a UTF-8 reason, at most 4 KiB;
-//! - `ACK` (target): empty, the machine is restored and about to run (or
-//!   to stay paused, if it was paused at the source).
+//! - `ACK` (target): empty, the machine is restored and ready to run (or
+//!   to stay paused, if it was paused at the source);
+//! - `COMMIT` (source, after the ack): empty, the source has ended: the
+//!   target may run the guest.
 //!
 //! The target checks every length against the bound of its kind before it
 //! allocates or reads the payload, and every page range against guest
@@ -68,7 +73,8 @@ use crate::{VmConfig, VmmError};
 /// The first bytes of a migration stream.
 pub const MIGRATION_MAGIC: [u8; 8] = *b"ZXVMMIG\0";
 /// The protocol version this build speaks (and the only one it reads).
-pub const MIGRATION_VERSION: u32 = 1;
+/// Version 2 added the source's `COMMIT` after the target's ack.
+pub const MIGRATION_VERSION: u32 = 2;
 
 const PAGE: u64 = 4096;
 /// Pages per `PAGES` frame at most.
@@ -89,6 +95,7 @@ mod kind {
     pub(super) const STATE: u8 = 3;
     pub(super) const ABORT: u8 = 4;
     pub(super) const ACK: u8 = 5;
+    pub(super) const COMMIT: u8 = 6;
 }
 
 /// How a live migration may go: at most `max_rounds` copy rounds while the
@@ -261,6 +268,7 @@ fn read_frame_header(input: &mut impl Read) -> Result<Option<(u8, u32)>, VmmErro
         kind::STATE => ("state", crate::MAX_STATE_BYTES as u32),
         kind::ABORT => ("abort", MAX_ABORT),
         kind::ACK => ("ack", 0),
+        kind::COMMIT => ("commit", 0),
         other => {
             return Err(VmmError::invalid(
                 "migration stream",
@@ -584,7 +592,15 @@ fn copy(
     tx.out.flush().map_err(|e| tx.broken(e))?;
     let mut input = stream;
     match read_frame_header(&mut input) {
-        Ok(Some((kind::ACK, _))) => {}
+        // The target is ready and waits for this: from here the guest runs
+        // there and never here. A commit that cannot be written leaves the
+        // target waiting in vain (it exits), so the source resumes.
+        Ok(Some((kind::ACK, _))) => {
+            let mut out = stream;
+            write_frame(&mut out, kind::COMMIT, &[])
+                .and_then(|()| out.flush())
+                .map_err(|e| stream_err("sending the commit", e))?;
+        }
         Ok(Some((kind::ABORT, len))) => {
             let reason = read_payload(&mut input, len, "the abort reason")?;
             return Err(VmmError::FailedPrecondition {
@@ -777,12 +793,26 @@ fn check_config(hello: &Hello, mine: &VmConfig) -> Result<(), VmmError> {
     Ok(())
 }
 
-/// Tells the source the machine is restored: it ends, this VMM runs the guest.
+/// Tells the source the machine is restored, then waits for its commit:
+/// only then has the source ended, and may this VMM run the guest.
+/// Errors: `Unavailable` when the stream breaks or times out before the
+/// commit, `InvalidArgument` for any other frame: the guest must not run.
 pub(crate) fn ack(stream: &UnixStream) -> Result<(), VmmError> {
     let mut out = stream;
     write_frame(&mut out, kind::ACK, &[])
         .and_then(|()| out.flush())
-        .map_err(|e| stream_err("sending the ack", e))
+        .map_err(|e| stream_err("sending the ack", e))?;
+    let mut input = stream;
+    match read_frame_header(&mut input)? {
+        Some((kind::COMMIT, _)) => Ok(()),
+        Some((other, _)) => Err(VmmError::invalid(
+            "migration stream",
+            format!("frame kind {other} where the source's commit belongs"),
+        )),
+        None => Err(VmmError::Unavailable {
+            message: "the migration source closed the stream before committing".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -893,5 +923,30 @@ mod tests {
         let runs: Vec<_> = set.runs().collect();
         assert_eq!(runs, vec![(3, 2), (10, 256), (266, 256), (522, 78)]);
         assert_eq!(set.count(), 592);
+    }
+
+    /// The target runs the guest only on the source's commit: an ack that
+    /// gets no answer, or another frame, leaves it not running.
+    #[test]
+    fn a_target_runs_the_guest_only_once_the_source_committed() {
+        let answer = |frame: Option<u8>| {
+            let (target, source) = UnixStream::pair().unwrap();
+            let mut out = &source;
+            if let Some(kind) = frame {
+                write_frame(&mut out, kind, &[]).unwrap();
+            }
+            // The source says no more, but still hears the ack.
+            source.shutdown(std::net::Shutdown::Write).unwrap();
+            let acked = ack(&target);
+            let mut heard = [0u8; 5];
+            (&source).read_exact(&mut heard).unwrap();
+            assert_eq!(heard[0], kind::ACK);
+            acked
+        };
+        assert!(answer(Some(kind::COMMIT)).is_ok());
+        let lost = answer(None).expect_err("no commit");
+        assert!(matches!(lost, VmmError::Unavailable { .. }), "{lost}");
+        let other = answer(Some(kind::ACK)).expect_err("not a commit");
+        assert!(other.to_string().contains("commit"), "{other}");
     }
 }

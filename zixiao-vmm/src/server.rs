@@ -535,8 +535,8 @@ fn setup(
     // VM's vCPUs wait parked until start().
     machine.start(true, events, confinement.seccomp)?;
     if let Some(stream) = &incoming {
-        // Every thread is up: from the ack on, the source is gone and the
-        // guest runs here.
+        // Every thread is up: the ack says so, and the source's commit
+        // says it has ended; only then does the guest run here.
         migration::ack(stream).inspect_err(|e| migration::refuse(stream, e))?;
         if state == VmState::Running {
             machine.resume();
