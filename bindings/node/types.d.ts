@@ -222,7 +222,7 @@ export interface Instance {
 /** What an operation does. */
 export type OperationKind =
   | 'create' | 'start' | 'stop' | 'restart' | 'delete' | 'update'
-  | 'snapshot' | 'revert' | 'clone' | 'drain' | 'image-import' | 'image-pull'
+  | 'snapshot' | 'revert' | 'clone' | 'drain' | 'image-import' | 'image-pull' | 'migrate'
 
 /** Where an operation is in its life. */
 export type OperationPhase = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled'
@@ -239,6 +239,8 @@ export interface Operation {
   phase: OperationPhase
   /** The kind's own step while it runs (`placing`, `creating`, `pulling`...). */
   step?: string
+  /** The steps it went through, in order. */
+  steps?: string[]
   progress?: { done: number; total?: number; unit: string }
   started_at: string
   finished_at?: string

@@ -683,7 +683,7 @@ pub(crate) enum OperationCommand {
         #[arg(long, value_name = "ID|NAME")]
         target: Option<String>,
         /// Only this kind: create, start, stop, restart, delete, update,
-        /// snapshot, revert, clone, drain, image-import, image-pull.
+        /// snapshot, revert, clone, drain, image-import, image-pull, migrate.
         #[arg(long)]
         kind: Option<String>,
     },
@@ -801,6 +801,56 @@ pub(crate) enum InstanceCommand {
     Restore(RestoreArgs),
     /// Create a new instance as a clone of another, on its node.
     Clone(CloneArgs),
+    /// Move a running instance to another node (same id, name, MAC and address).
+    Migrate(MigrateArgs),
+}
+
+/// `zixiao instance migrate`.
+#[derive(Debug, Args)]
+#[command(
+    long_about = "Move a running instance to another node, keeping its id, name, MACs and \
+        addresses (its networks must exist there).\n\n\
+        The target is NODE with --to (it must still fit the instance and its placement \
+        constraints: a refusal says why), else the node the scheduler picks among the ready \
+        nodes other than its own. The instance is removed from its node before it starts on \
+        the target, so it never runs twice; if the target cannot run it, it goes back and \
+        starts again where it was. The move is an operation of kind `migrate`; its steps \
+        (placing, stopping, starting, done) are printed as they pass on a terminal, and \
+        `zixiao operation get ID` lists them afterwards.\n\n\
+        --restart (any instance) restarts the workload on the target: a container starts \
+        afresh from its image, a VM from its image (what its disk holds is lost). Without a \
+        flag, containers and diskless microVMs restart; a VM or microVM with a disk is \
+        refused, since its disk would be lost: --cold (copying the disk) and --live are not \
+        built yet and are refused as unsupported."
+)]
+pub(crate) struct MigrateArgs {
+    /// Instance id or name.
+    pub(crate) instance: String,
+    /// The node to move it to (id or hostname) [default: the scheduler's pick].
+    #[arg(long, value_name = "NODE")]
+    pub(crate) to: Option<String>,
+    /// Stop it, copy its disk to the target and start it there (not built yet).
+    #[arg(long, group = "migration_mode")]
+    pub(crate) cold: bool,
+    /// Move it while it runs (not built yet).
+    #[arg(long, group = "migration_mode")]
+    pub(crate) live: bool,
+    /// Restart it on the target, afresh from its image.
+    #[arg(long, group = "migration_mode")]
+    pub(crate) restart: bool,
+}
+
+impl MigrateArgs {
+    /// The mode its flags ask for.
+    pub(crate) fn mode(&self) -> zixiao_core::MigrationMode {
+        use zixiao_core::MigrationMode;
+        match (self.cold, self.live, self.restart) {
+            (true, _, _) => MigrationMode::Cold,
+            (_, true, _) => MigrationMode::Live,
+            (_, _, true) => MigrationMode::Restart,
+            _ => MigrationMode::Auto,
+        }
+    }
 }
 
 /// `zixiao instance clone`.

@@ -493,6 +493,43 @@ fn onboarding_agent(
     start(state, &args)
 }
 
+/// Imports `busybox` into the containerd namespace every node of this
+/// machine uses, and starts a server (`--id ID`) on etcd under a key
+/// prefix of this run's, its files under `dir`.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+fn busybox_and_etcd_server(
+    dir: &Path,
+    socket: &str,
+    busybox: &str,
+    etcd: &str,
+    id: &str,
+) -> Running {
+    let out = command(&dir.join("local"))
+        .args(["--containerd-socket", socket, "image", "import", busybox])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let prefix = format!("/zixiao-{id}-{}", std::process::id());
+    start(
+        &dir.join("server"),
+        &[
+            "server",
+            "--etcd",
+            etcd,
+            "--etcd-prefix",
+            &prefix,
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            id,
+        ],
+    )
+}
+
 /// A busybox container that sleeps, for zone `zone`.
 #[cfg(all(feature = "etcd", feature = "containerd"))]
 fn sleeper(name: &str, zone: &str) -> zixiao_core::CreateInstance {
@@ -623,30 +660,7 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
     let dir = tempfile::tempdir().expect("tempdir");
     // The smoke image, in the containerd namespace every node of this
     // machine uses.
-    let out = command(&dir.path().join("local"))
-        .args(["--containerd-socket", &socket, "image", "import", &busybox])
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let prefix = format!("/zixiao-onboarding-{pid}");
-    let server = start(
-        &dir.path().join("server"),
-        &[
-            "server",
-            "--etcd",
-            &etcd,
-            "--etcd-prefix",
-            &prefix,
-            "--listen",
-            "127.0.0.1:0",
-            "--id",
-            "onboarding",
-        ],
-    );
+    let server = busybox_and_etcd_server(dir.path(), &socket, &busybox, &etcd, "onboarding");
     let client = zixiao_api::connect(&server.addr).expect("client");
     // Every status each node goes through, from before any joins.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, NodeStatus)>::new()));
@@ -1067,4 +1081,309 @@ async fn a_vm_on_an_agent_shows_its_running_size_through_the_server() {
     assert!(shown.contains("2 cpus, 128 MiB"), "{table}");
 
     ok(remote(&["instance", "delete", &name]));
+}
+
+/// `zixiao --endpoint SERVER -o json ARGS...` from a client directory.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+fn through(client: &Path, server: &str, args: &[&str]) -> std::process::Output {
+    command(client)
+        .args(["--endpoint", server, "-o", "json"])
+        .args(args)
+        .output()
+        .expect("run zixiao")
+}
+
+/// `instance migrate` through a server on etcd, with two (then three)
+/// agents on the real containerd, as a user checks it: a container moves
+/// `--to` another node and keeps its id and name, `instance get` shows the
+/// new node, it runs there (its log, read through the new node's agent,
+/// shows it started there), and the source agent keeps nothing of it; the
+/// operation lists its steps. Refusals name the reason and change nothing
+/// (its own node, an unknown node, a node its constraints rule out, cold
+/// and live); a target whose runtime cannot create it sends it back,
+/// running, to the node it left.
+#[cfg(all(feature = "etcd", feature = "containerd"))]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_migrates_to_another_agent_and_a_failed_move_leaves_it_where_it_was() {
+    use zixiao_testing::output::{assert_refused, json};
+    use zixiao_testing::runtimes::ContainerdNamespace;
+    use zixiao_testing::wait::runtime_endpoint;
+
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let Some(busybox) = runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox image") else {
+        return;
+    };
+    let Some(etcd) = runtime_endpoint("ZIXIAO_TEST_ETCD_ENDPOINTS", "etcd") else {
+        return;
+    };
+    let pid = std::process::id();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client_dir = dir.path().join("client");
+    let server = busybox_and_etcd_server(dir.path(), &socket, &busybox, &etcd, "migrate");
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    let (a, b, c) = (
+        format!("mig-a-{pid}"),
+        format!("mig-b-{pid}"),
+        format!("mig-c-{pid}"),
+    );
+    let (a_state, b_state, c_state) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let skip = ["--skip-smoke-test"];
+    let _a = onboarding_agent(&a_state, &socket, &server.addr, &a, &skip);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let run = |args: &[&str]| through(&client_dir, &server.addr, args);
+    // Both land on the only node there is: `mover` may go anywhere,
+    // `pinned` only to zone `a` (each agent's zone is its name).
+    let mover = json(run(&[
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--name",
+        "mover",
+        "--",
+        "sh",
+        "-c",
+        "echo started; exec sleep 600",
+    ]));
+    assert_eq!(mover["node"], a.as_str(), "{mover}");
+    let pinned = json(run(&[
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--name",
+        "pinned",
+        "--zone",
+        &a,
+        "--",
+        "sleep",
+        "600",
+    ]));
+    assert_eq!(pinned["node"], a.as_str(), "{pinned}");
+    let id = mover["id"].as_str().expect("id").to_owned();
+    let _b = onboarding_agent(&b_state, &socket, &server.addr, &b, &skip);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+
+    // Refusals, each naming why, and nothing moves.
+    let refused = |args: &[&str], code, kind, part: &str| {
+        let mut all = vec!["instance", "migrate"];
+        all.extend_from_slice(args);
+        assert_refused(run(&all), &format!("migrate {args:?}"), code, kind, part);
+    };
+    refused(
+        &["mover", "--to", &a],
+        2,
+        "invalid_argument",
+        "already on node",
+    );
+    refused(
+        &["mover", "--to", "no-such-node"],
+        1,
+        "not_found",
+        "no-such-node",
+    );
+    refused(&["pinned", "--to", &b], 1, "failed_precondition", "zone");
+    refused(&["pinned"], 1, "failed_precondition", "zone");
+    refused(
+        &["mover", "--cold"],
+        1,
+        "unsupported",
+        "cold migration is not built yet",
+    );
+    refused(
+        &["mover", "--live"],
+        1,
+        "unsupported",
+        "live migration is not built yet",
+    );
+    refused(&["nope", "--to", &b], 1, "not_found", "nope");
+    for name in ["mover", "pinned"] {
+        let shown = json(run(&["instance", "get", name]));
+        assert_eq!(shown["node"], a.as_str(), "{shown}");
+        assert_eq!(shown["status"], "running", "{shown}");
+    }
+    let listed = client
+        .list_all_operations(zixiao_core::api::OperationFilter {
+            kind: Some(zixiao_core::OperationKind::Migrate),
+            ..Default::default()
+        })
+        .await
+        .expect("operations");
+    assert!(listed.is_empty(), "a refusal records nothing: {listed:?}");
+
+    // The move: same id and name, on the new node, running there.
+    // An agent's containerd driver keeps each instance's files (its log,
+    // its record) under `STATE/runtime/containerd/NAMESPACE/ID`.
+    let instance_dir = |state: &Path| state.join("runtime/containerd/zixiao").join(&id);
+    assert!(
+        instance_dir(&a_state).exists(),
+        "the source holds its files"
+    );
+    let moved = json(run(&["instance", "migrate", "mover", "--to", &b]));
+    assert_eq!(moved["id"], id.as_str(), "{moved}");
+    assert_eq!(moved["name"], "mover", "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    assert_eq!(moved["status"], "running", "{moved}");
+    let shown = json(run(&["instance", "get", "mover"]));
+    assert_eq!(shown["node"], b.as_str(), "{shown}");
+    assert_eq!(shown["id"], id.as_str(), "{shown}");
+    let running = ContainerdNamespace::new(&socket, "zixiao")
+        .only([id.clone()])
+        .tasks()
+        .expect("containerd tasks");
+    assert_eq!(running.len(), 1, "one task for it: {running:?}");
+    assert_eq!(running[0].status, "RUNNING", "{running:?}");
+    // Nothing of it is left with the source's agent; the target's has it.
+    assert!(!instance_dir(&a_state).exists(), "the source keeps nothing");
+    assert!(
+        instance_dir(&b_state).exists(),
+        "the target holds its files"
+    );
+    // Its log, read through the target's agent, is the new start's.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = command(&client_dir)
+            .args(["--endpoint", &server.addr, "instance", "logs", "mover"])
+            .output()
+            .expect("run");
+        if String::from_utf8_lossy(&out.stdout) == "started\n" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "its log on the target: {:?} {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The operation names its steps.
+    let op = moved["operation"].as_str().expect("its operation");
+    let operation = json(run(&["operation", "get", op]));
+    assert_eq!(operation["kind"], "migrate", "{operation}");
+    assert_eq!(operation["phase"], "succeeded", "{operation}");
+    assert_eq!(
+        operation["steps"],
+        serde_json::json!(["placing", "stopping", "starting", "done"]),
+        "{operation}"
+    );
+    let human = command(&client_dir)
+        .args(["--endpoint", &server.addr, "operation", "get", op])
+        .output()
+        .expect("run");
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains("placing, stopping, starting, done"),
+        "{human}"
+    );
+
+    // A target whose runtime cannot create it (its agent cannot open the
+    // instance's log: a directory stands where the file goes): the
+    // instance goes back to the node it left, running.
+    let _c = onboarding_agent(&c_state, &socket, &server.addr, &c, &skip);
+    wait_for_status(&client, &c, NodeStatus::Ready).await;
+    std::fs::create_dir_all(instance_dir(&c_state).join("output.log"))
+        .expect("block the log on the target");
+    refused(
+        &["mover", "--to", &c],
+        1,
+        "failed_precondition",
+        &format!("back on node `{b}`"),
+    );
+    let shown = json(run(&["instance", "get", "mover"]));
+    assert_eq!(shown["node"], b.as_str(), "{shown}");
+    assert_eq!(shown["status"], "running", "{shown}");
+    assert_eq!(shown["id"], id.as_str(), "{shown}");
+    let failed = client
+        .list_all_operations(zixiao_core::api::OperationFilter {
+            kind: Some(zixiao_core::OperationKind::Migrate),
+            ..Default::default()
+        })
+        .await
+        .expect("operations");
+    let failed = failed
+        .iter()
+        .find(|o| o.phase == zixiao_core::OperationPhase::Failed)
+        .unwrap_or_else(|| panic!("no failed migration: {failed:?}"));
+    assert!(
+        failed.steps.ends_with(&["returning".to_owned()]),
+        "{failed:?}"
+    );
+    for name in ["mover", "pinned"] {
+        let out = run(&["instance", "delete", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The embedded default has one node: nowhere to migrate to, said plainly,
+/// and nothing changes.
+#[cfg(feature = "containerd")]
+#[tokio::test]
+async fn on_the_embedded_default_there_is_no_other_node_to_migrate_to() {
+    use zixiao_testing::output::{assert_refused, json};
+    use zixiao_testing::wait::runtime_endpoint;
+
+    let Some(socket) = runtime_endpoint("ZIXIAO_TEST_CONTAINERD_SOCKET", "containerd") else {
+        return;
+    };
+    let Some(busybox) = runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox image") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        command(dir.path())
+            .args(["--containerd-socket", &socket, "-o", "json"])
+            .args(args)
+            .output()
+            .expect("run zixiao")
+    };
+    let out = run(&["image", "import", &busybox]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let web = json(run(&[
+        "instance",
+        "create",
+        "--type",
+        "container",
+        "--image",
+        "busybox",
+        "--name",
+        "web",
+        "--",
+        "sleep",
+        "600",
+    ]));
+    assert_refused(
+        run(&["instance", "migrate", "web", "--restart"]),
+        "an embedded migrate",
+        1,
+        "failed_precondition",
+        "no other node to migrate",
+    );
+    let shown = json(run(&["instance", "get", "web"]));
+    assert_eq!(shown["node"], web["node"], "{shown}");
+    assert_eq!(shown["status"], "running", "{shown}");
+    let out = run(&["instance", "delete", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -300,6 +300,15 @@ impl Api for GrpcClient {
                 let cloned = instances.clone_instance(request).await;
                 Response::Instance(self.decoded(self.answer(cloned)?.try_into())?)
             }
+            Request::MigrateInstance { instance, to, mode } => {
+                let request = pb::MigrateInstanceRequest {
+                    instance,
+                    to,
+                    mode: mode.as_str().to_owned(),
+                };
+                let moved = instances.migrate_instance(request).await;
+                Response::Instance(self.decoded(self.answer(moved)?.try_into())?)
+            }
             Request::DeleteInstance { instance, wait } => {
                 let deleting = instances.delete_instance(action(instance, wait)).await;
                 let left = self.answer(deleting)?.instance.map(TryInto::try_into);

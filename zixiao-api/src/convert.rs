@@ -803,6 +803,7 @@ impl From<Instance> for pb::Instance {
             failure: i.failure.map(Into::into),
             compute_reserved: Some(i.compute_reserved),
             reschedule: i.reschedule,
+            migrate_to: i.migrate_to,
             restarts_requested: i.restarts_requested,
             restarts_done: i.restarts_done,
             created_at: Some(timestamp(i.created_at)),
@@ -873,6 +874,7 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
             .transpose()?,
         compute_reserved: i.compute_reserved.unwrap_or(true),
         reschedule: i.reschedule,
+        migrate_to: i.migrate_to,
         restarts_requested: i.restarts_requested,
         restarts_done: i.restarts_done,
         created_at: required_time(i.created_at, &path(at, "created_at"))?,
@@ -947,6 +949,7 @@ impl From<Operation> for pb::Operation {
             requested_by: o.requested_by,
             phase: o.phase.as_str().to_owned(),
             step: o.step,
+            steps: o.steps,
             progress: o.progress.map(|p| pb::OperationProgress {
                 done: p.done,
                 total: p.total,
@@ -991,6 +994,7 @@ impl TryFrom<pb::Operation> for Operation {
                 "phase",
             )?,
             step: o.step,
+            steps: o.steps,
             progress: o.progress.map(|p| OperationProgress {
                 done: p.done,
                 total: p.total,
@@ -2232,6 +2236,20 @@ fn clone_origin(o: pb::CloneOrigin, at: &str) -> Result<CloneOrigin> {
 }
 
 /// A snapshot name at `at`.
+/// A migration's mode from the wire: empty is `auto`. Errors:
+/// `InvalidArgument` naming `mode`.
+pub(crate) fn migration_mode(text: &str) -> Result<zixiao_core::MigrationMode> {
+    if text.is_empty() {
+        return Ok(zixiao_core::MigrationMode::Auto);
+    }
+    named_variant(
+        &zixiao_core::MigrationMode::ALL,
+        zixiao_core::MigrationMode::as_str,
+        text,
+        "mode",
+    )
+}
+
 pub(crate) fn snapshot_name(value: String, at: &str) -> Result<SnapshotName> {
     SnapshotName::try_from(value).map_err(|e| match e {
         Error::InvalidArgument { reason, .. } => Error::invalid(at, reason),

@@ -400,6 +400,19 @@ impl InstanceService for ApiServer {
         reply(cloned.await.map_err(status)?)
     }
 
+    async fn migrate_instance(
+        &self,
+        request: Request<pb::MigrateInstanceRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let request = request.into_inner();
+        let instance = named("instance", request.instance)?;
+        let to = request.to.map(|to| named("to", to)).transpose()?;
+        let mode = crate::convert::migration_mode(&request.mode).map_err(status)?;
+        let moved = client.migrate_instance(&instance, to.as_deref(), mode);
+        reply(moved.await.map_err(status)?)
+    }
+
     async fn delete_instance(
         &self,
         request: Request<pb::InstanceAction>,

@@ -498,6 +498,8 @@ fn instance() -> impl Strategy<Value = Instance> {
                 failure,
                 compute_reserved,
                 reschedule,
+                // A migration's target rides with `reschedule`.
+                migrate_to: reschedule.then(|| "node-target".to_owned()),
                 restarts_requested,
                 restarts_done,
                 created_at,

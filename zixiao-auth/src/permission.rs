@@ -129,6 +129,7 @@ pub fn instance_ref(request: &Request) -> Option<&str> {
         | Request::StopInstance { instance, .. }
         | Request::RestartInstance { instance, .. }
         | Request::UpdateInstance { instance, .. }
+        | Request::MigrateInstance { instance, .. }
         | Request::DeleteInstance { instance, .. }
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }
@@ -157,6 +158,7 @@ pub(crate) fn instance_ref_mut(request: &mut Request) -> Option<&mut String> {
         | Request::StopInstance { instance, .. }
         | Request::RestartInstance { instance, .. }
         | Request::UpdateInstance { instance, .. }
+        | Request::MigrateInstance { instance, .. }
         | Request::DeleteInstance { instance, .. }
         | Request::PauseInstance { instance }
         | Request::ResumeInstance { instance }

@@ -50,9 +50,9 @@ pub use keyed_lock::{KeyGuard, KeyedLock};
 pub use model::{
     AllocationRatio, AllocationRatios, Condition, ConditionType, Cpus, CreateInstance,
     DesiredState, ImageRef, Instance, InstanceId, InstanceSpec, InstanceStatus, InstanceType,
-    InstanceUpdate, MicrovmBackend, Network, NetworkAttachment, Node, NodeId, NodeRegistration,
-    NodeRole, NodeStatus, Operation, OperationId, OperationKind, OperationPhase, Placement,
-    PublishedPort, Resources, RestartPolicy,
+    InstanceUpdate, MicrovmBackend, MigrationMode, Network, NetworkAttachment, Node, NodeId,
+    NodeRegistration, NodeRole, NodeStatus, Operation, OperationId, OperationKind, OperationPhase,
+    Placement, PublishedPort, Resources, RestartPolicy,
 };
 pub use scheduler::{Rejection, Scheduler, SchedulingContext, Unschedulable};
 pub use store::{Store, StoreError};

@@ -62,6 +62,17 @@ pub struct CloneOptions {
     pub wait: Option<bool>,
 }
 
+/// Where and how `migrateInstance` moves an instance.
+#[napi(object)]
+#[derive(Default)]
+pub struct MigrateOptions {
+    /// The target node's id or hostname (default: the scheduler's pick).
+    pub to: Option<String>,
+    /// `auto` (default), `restart`, `cold` or `live` (the last two not
+    /// built yet: `unsupported`).
+    pub mode: Option<String>,
+}
+
 /// Which page of a list: at most `size` items, after `token` (a list's
 /// `next_page_token`).
 #[napi(object)]
@@ -947,6 +958,35 @@ impl Controller {
             .transpose();
         call!(self, env, |c| c
             .clone_instance(&source, &name, linked, snapshot?, wait))
+    }
+
+    /// Moves running instance `instance` (id or name) to another node,
+    /// keeping its id, name, MACs and addresses: `options.to`, or the
+    /// scheduler's pick among the other ready nodes. Resolves to the
+    /// instance on its new node, its `operation` naming the migration.
+    /// Rejects with `not_found`, `invalid_argument` (`mode`; `to` is its
+    /// node), `failed_precondition` (no other node, or none can take it,
+    /// naming why; `auto` would lose a disk; the target could not run it
+    /// and it is back on its node), `unsupported` (cold, live).
+    #[napi(ts_return_type = "Promise<Instance>")]
+    pub fn migrate_instance<'env>(
+        &self,
+        env: &'env Env,
+        instance: String,
+        options: Option<MigrateOptions>,
+    ) -> Pending<'env> {
+        let options = options.unwrap_or_default();
+        let mode = options
+            .mode
+            .as_deref()
+            .unwrap_or("auto")
+            .parse::<zixiao_core::MigrationMode>();
+        let to = options.to;
+        call!(self, env, |c| c.migrate_instance(
+            &instance,
+            to.as_deref(),
+            mode?
+        ))
     }
 
     /// Creates instance `name` from a snapshot directory written by

@@ -58,6 +58,10 @@ fn snapshot_name(value: Option<String>) -> PyResult<Option<zixiao_core::model::S
         .map_err(error::to_py)
 }
 
+fn migration_mode(value: &str) -> PyResult<zixiao_core::MigrationMode> {
+    value.parse().map_err(error::to_py)
+}
+
 fn image_name(value: Option<&str>) -> PyResult<Option<ImageName>> {
     value
         .map(|n| zixiao_client::image_name("name", n))
@@ -856,6 +860,28 @@ impl PyController {
             .inner
             .clone_instance(source, name, linked, snapshot, Wait::from(wait));
         crate::wait(py, cloned).map(Json)
+    }
+
+    /// Moves running instance `instance` (id or name) to node `to` (id or
+    /// hostname; default: the scheduler's pick among the other ready
+    /// nodes), keeping its id, name, MACs and addresses. `mode` is `auto`,
+    /// `restart` (the workload starts afresh on the target), `cold` or
+    /// `live` (not built yet: `Unsupported`). Returns the instance on its
+    /// new node, its `operation` naming the migration. Raises `NotFound`,
+    /// `InvalidArgument` (`mode`; `to` is its node), `FailedPrecondition`
+    /// (no other node, or none can take it, naming why; `auto` would lose
+    /// a disk; the target could not run it and it is back on its node),
+    /// `Unsupported`.
+    #[pyo3(signature = (instance, *, to=None, mode="auto"))]
+    fn migrate_instance(
+        &self,
+        py: Python<'_>,
+        instance: &str,
+        to: Option<&str>,
+        mode: &str,
+    ) -> PyResult<Json<Instance>> {
+        let mode = migration_mode(mode)?;
+        crate::wait(py, self.inner.migrate_instance(instance, to, mode)).map(Json)
     }
 
     /// Imports every image of the archive `archive` (an OCI layout or
@@ -1695,6 +1721,23 @@ impl PyAsyncController {
             linked,
             snapshot,
             Wait::from(wait)
+        ))
+    }
+
+    /// Moves an instance to another node (see `Controller.migrate_instance`).
+    #[pyo3(signature = (instance, *, to=None, mode="auto"))]
+    fn migrate_instance<'py>(
+        &self,
+        py: Python<'py>,
+        instance: String,
+        to: Option<String>,
+        mode: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mode = migration_mode(mode)?;
+        call!(self, py, |c| c.migrate_instance(
+            &instance,
+            to.as_deref(),
+            mode
         ))
     }
 

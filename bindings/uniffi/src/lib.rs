@@ -305,6 +305,26 @@ impl Controller {
         block(cloned).map(Instance::from)
     }
 
+    /// Moves running instance `instance` (id or name) to node `to` (id or
+    /// hostname; `None`: the scheduler's pick among the other ready
+    /// nodes), keeping its id, name, MACs and addresses; `mode` is `auto`,
+    /// `restart`, `cold` or `live` (the last two not built yet). Returns
+    /// the instance on its new node. Errors: `NotFound`, `InvalidArgument`
+    /// (`mode`; `to` is its node), `FailedPrecondition` (no other node, or
+    /// none can take it; `auto` would lose a disk; the target could not
+    /// run it and it is back on its node), `Unsupported` (cold, live).
+    #[uniffi::method(default(to = None, mode = "auto"))]
+    pub fn migrate_instance(
+        &self,
+        instance: String,
+        to: Option<String>,
+        mode: String,
+    ) -> Result<Instance, ZixiaoError> {
+        let mode: zixiao_core::MigrationMode = mode.parse()?;
+        let moved = self.inner.migrate_instance(&instance, to.as_deref(), mode);
+        block(moved).map(Instance::from)
+    }
+
     /// Current resource usage of a placed instance. Errors: `NotFound`,
     /// `FailedPrecondition` (not on a node), `Unsupported`.
     pub fn instance_stats(&self, instance: String) -> Result<InstanceStats, ZixiaoError> {
@@ -689,6 +709,18 @@ impl AsyncController {
             self::wait(wait)
         ))
         .map(Instance::from)
+    }
+
+    /// See [`Controller::migrate_instance`].
+    #[uniffi::method(default(to = None, mode = "auto"))]
+    pub async fn migrate_instance(
+        &self,
+        instance: String,
+        to: Option<String>,
+        mode: String,
+    ) -> Result<Instance, ZixiaoError> {
+        let mode: zixiao_core::MigrationMode = mode.parse()?;
+        call!(self, |c| c.migrate_instance(&instance, to.as_deref(), mode)).map(Instance::from)
     }
 
     /// See [`Controller::instance_stats`].

@@ -194,6 +194,25 @@ pub(crate) async fn run(
                 .await?;
             report_settled(format, &cloned, wait)
         }
+        InstanceCommand::Migrate(args) => {
+            let shown = show_migration_steps(&client, format, &args.instance);
+            let moved = client
+                .migrate_instance(&args.instance, args.to.as_deref(), args.mode())
+                .await;
+            if let Some(shown) = shown {
+                shown.abort();
+            }
+            let moved = moved?;
+            print(format, &moved, |i| {
+                format!(
+                    "migrated {} to node {} (restarted there)\n{}",
+                    i.name,
+                    i.node.as_deref().unwrap_or("-"),
+                    instance_details(i)
+                )
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         InstanceCommand::Console { instance } => {
             let console = client.attach_console(&instance).await?;
             drop(client);
@@ -409,6 +428,39 @@ fn unconverged(format: Format, instance: &Instance) -> Result<ExitCode> {
             .unwrap_or("it has not reached what was asked yet")
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// On a terminal, prints the steps of `instance`'s migration as they pass
+/// (the migrate call answers only at the end), until aborted.
+fn show_migration_steps(
+    client: &Client,
+    format: Format,
+    instance: &str,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if format != Format::Table || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let filter = zixiao_core::api::OperationFilter {
+        target: Some(instance.to_owned()),
+        kind: Some(zixiao_core::OperationKind::Migrate),
+        unfinished: true,
+    };
+    let client = client.clone();
+    Some(tokio::spawn(async move {
+        let mut shown = 0;
+        loop {
+            let listed = client
+                .list_operations(filter.clone(), Page::default())
+                .await;
+            if let Some(op) = listed.ok().and_then(|l| l.operations.into_iter().last()) {
+                for step in op.steps.iter().skip(shown) {
+                    eprintln!("{step}");
+                }
+                shown = op.steps.len();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }))
 }
 
 fn progress(format: Format, message: &str) {

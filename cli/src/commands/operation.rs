@@ -150,6 +150,9 @@ fn operation_details(o: &Operation) -> String {
     if let Some(progress) = progress_text(o) {
         pairs.push(("progress", progress));
     }
+    if !o.steps.is_empty() {
+        pairs.push(("steps", o.steps.join(", ")));
+    }
     if let Some(who) = &o.requested_by {
         pairs.push(("requested by", who.clone()));
     }

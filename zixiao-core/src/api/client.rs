@@ -23,8 +23,8 @@ use crate::driver::{
 use crate::model::{
     typed_metadata, Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance,
     CreateNetwork, FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType,
-    InstanceUpdate, LabelChanges, Network, Node, NodeImageName, Operation, OperationId,
-    SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    InstanceUpdate, LabelChanges, MigrationMode, Network, Node, NodeImageName, Operation,
+    OperationId, SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -292,6 +292,21 @@ impl Client {
                 snapshot,
                 wait
             },
+            Instance
+        )
+    }
+
+    /// See [`Request::MigrateInstance`].
+    pub async fn migrate_instance(
+        &self,
+        instance: &str,
+        to: Option<&str>,
+        mode: MigrationMode,
+    ) -> Result<Instance> {
+        let (instance, to) = (instance.to_owned(), to.map(str::to_owned));
+        expect!(
+            self,
+            Request::MigrateInstance { instance, to, mode },
             Instance
         )
     }

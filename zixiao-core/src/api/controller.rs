@@ -128,6 +128,10 @@ impl Api for Controller {
                     .await?;
                 Response::Instance(self.intent(OperationKind::Clone, created, wait).await?)
             }
+            Request::MigrateInstance { instance, to, mode } => Response::Instance(
+                self.migrate_instance(&instance, to.as_deref(), mode)
+                    .await?,
+            ),
             Request::PauseInstance { instance } => {
                 Response::Instance(self.pause_instance(&instance).await?)
             }

@@ -64,8 +64,8 @@ use crate::driver::{
 use crate::model::{
     Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance, CreateNetwork,
     FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    LabelChanges, LabelKey, LabelValue, Network, Node, NodeImageName, Operation, OperationId,
-    TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    LabelChanges, LabelKey, LabelValue, MigrationMode, Network, Node, NodeImageName, Operation,
+    OperationId, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -451,6 +451,35 @@ pub enum Request {
         snapshot: Option<crate::model::SnapshotName>,
         /// Whether to wait until it has settled.
         wait: Wait,
+    },
+    /// Moves a running instance to another node, keeping its id, name,
+    /// MACs and addresses (its networks must exist there): to node `to`
+    /// (id or hostname), or to the node the scheduler picks among the
+    /// ready nodes other than its own; `to` must still pass the
+    /// scheduler's filters (fit, constraints). Recorded as an operation of
+    /// kind `migrate` with steps (`placing`, `stopping`, `starting`,
+    /// `done`, or `returning`). The source's runtime is removed before the
+    /// instance is assigned to the target, in the transaction that gives
+    /// the source's allocation back, so it never runs twice; a target that
+    /// cannot run it sends it back, started again on its node.
+    /// [`MigrationMode::Restart`] starts the workload afresh on the target
+    /// (a VM's disk from its image); cold and live migration are not
+    /// built yet. [`Response::Instance`]: the instance on its new node,
+    /// its `operation` naming the migration. Not idempotent (each call
+    /// moves it). Errors: `NotFound` (the instance, node `to`),
+    /// `InvalidArgument` on `to` (already there), `FailedPrecondition`
+    /// (no other node; not running on a node or being deleted; `to` or
+    /// every other node cannot take it, with the scheduler's reasons;
+    /// `auto` would lose a disk: pass restart; the target could not run
+    /// it, and it is back on its node), `Unsupported` (cold, live).
+    /// Nothing is changed by a refusal.
+    MigrateInstance {
+        /// Id or name.
+        instance: String,
+        /// The target node's id or hostname (`None`: the scheduler's pick).
+        to: Option<String>,
+        /// How it moves.
+        mode: MigrationMode,
     },
     /// Imports every image of an archive (OCI layout or docker-archive tar)
     /// on the caller's machine into a node's runtime for `instance_type`,
@@ -911,6 +940,7 @@ impl Request {
             Request::ExportSnapshot { .. } => "snapshot.export",
             Request::RestoreInstance { .. } => "instance.restore",
             Request::CloneInstance { .. } => "instance.clone",
+            Request::MigrateInstance { .. } => "instance.migrate",
             Request::ImportImages { .. } => "image.import",
             Request::PullImage { .. } => "image.pull",
             Request::ListImages { .. } => "image.list",
@@ -988,6 +1018,7 @@ impl Request {
             | Request::StopInstance { instance: i, .. }
             | Request::RestartInstance { instance: i, .. }
             | Request::UpdateInstance { instance: i, .. }
+            | Request::MigrateInstance { instance: i, .. }
             | Request::DeleteInstance { instance: i, .. }
             | Request::PauseInstance { instance: i }
             | Request::ResumeInstance { instance: i }

@@ -238,6 +238,7 @@ impl Controller {
             let mut moved = instance.clone();
             moved.node = None;
             moved.reschedule = false;
+            moved.migrate_to = None;
             moved.status = InstanceStatus::Pending;
             moved.exit = None;
             moved.updated_at = now;

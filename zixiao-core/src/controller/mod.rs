@@ -13,6 +13,7 @@ mod failover;
 mod images;
 mod instances;
 mod metadata;
+mod migrations;
 mod networks;
 mod nodes;
 mod operations;

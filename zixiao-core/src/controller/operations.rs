@@ -228,7 +228,7 @@ fn applied(
     match verdict {
         Verdict::Running(step) => {
             next.phase = OperationPhase::Running;
-            next.step = Some(step);
+            next.enter_step(Some(step));
         }
         Verdict::Succeeded(result) => {
             next.finish(OperationPhase::Succeeded, None, now);
@@ -340,7 +340,7 @@ impl Controller {
             if op.phase.is_finished() || (op.step == step && op.progress == progress) {
                 return Ok(false);
             }
-            op.step = step.clone();
+            op.enter_step(step.clone());
             op.progress = progress.clone();
             Ok(true)
         })

@@ -634,6 +634,35 @@ impl Controller {
         Ok(fragment)
     }
 
+    /// The node the scheduler picks for `instance` among the nodes
+    /// `eligible` accepts (a migration's candidates), or why none fits.
+    /// Reserves nothing: the migration assigns the node once the instance
+    /// left its own ([`Controller::migration_target`] checks the room again
+    /// then).
+    pub(super) async fn choose_node(
+        &self,
+        instance: &Instance,
+        eligible: impl Fn(&Node) -> bool,
+    ) -> Result<std::result::Result<String, crate::scheduler::Unschedulable>> {
+        self.caught_up().await?;
+        let (nodes, aggregates) = {
+            let state = self.inner.cache.read();
+            let nodes: Vec<Node> = state
+                .nodes
+                .nodes()
+                .iter()
+                .filter(|n| eligible(n))
+                .cloned()
+                .collect();
+            (nodes, state.aggregates())
+        };
+        let members = self.members_for(instance, &Batch::default());
+        let cx = SchedulingContext::new(&nodes)
+            .with_instances(&members)
+            .with_aggregates(&aggregates);
+        Ok(self.inner.scheduler.place(instance, &cx))
+    }
+
     /// The placed instances the scheduler needs to see for `instance`: its
     /// group members and the holders of the host ports it publishes.
     fn members_for(&self, instance: &Instance, batch: &Batch) -> Vec<Instance> {

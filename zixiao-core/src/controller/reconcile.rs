@@ -386,6 +386,16 @@ impl Controller {
     /// Waits until the cache shows instance `id` settled (or gone),
     /// whoever converges it.
     async fn wait_settled(&self, id: &str) -> Result<Option<Instance>> {
+        self.wait_for_instance(id, |i| self.is_settled(i)).await
+    }
+
+    /// Waits until the cache shows instance `id` as `wanted` accepts it (or
+    /// gone), whoever changes it.
+    pub(super) async fn wait_for_instance(
+        &self,
+        id: &str,
+        wanted: impl Fn(&Instance) -> bool,
+    ) -> Result<Option<Instance>> {
         let mut changes = self.inner.cache.subscribe();
         self.caught_up().await?;
         loop {
@@ -404,13 +414,13 @@ impl Controller {
                     }
                 },
             };
-            if self.is_settled(&current) {
+            if wanted(&current) {
                 return Ok(Some(Instance::clone(&current)));
             }
             loop {
                 match changes.recv().await {
                     Ok(Change::Instance(changed, instance)) if changed == id => match instance {
-                        Some(instance) if self.is_settled(&instance) => {
+                        Some(instance) if wanted(&instance) => {
                             return Ok(Some(Instance::clone(&instance)))
                         }
                         Some(_) => {}
@@ -656,14 +666,29 @@ impl Controller {
         let mut instance = instance;
         for _ in 0..self.options().max_conflict_retries {
             let mut txn = Txn::new();
+            let deleting = instance.desired == DesiredState::Deleted;
+            let mut source = None;
             if let Some(node_id) = &instance.node {
                 if let Some(mut node) = store.get_object::<Node>(node_id).await? {
                     node.allocated = node.allocated.saturating_sub(&instance.held());
                     node.updated_at = self.now();
-                    txn = put_object(txn, &node);
+                    source = Some(node);
                 }
             }
-            let deleting = instance.desired == DesiredState::Deleted;
+            // A migration's target, chosen and checked by the migrate call,
+            // is assigned here, in the transaction that releases the node
+            // the runtime just left: the instance never counts on two
+            // nodes, and never runs on two.
+            let migrated = match (&instance.migrate_to, deleting) {
+                (Some(target), false) => {
+                    self.migration_target(&instance, target, source.as_mut())
+                        .await?
+                }
+                _ => None,
+            };
+            if let Some(node) = &source {
+                txn = put_object(txn, node);
+            }
             if deleting {
                 txn = txn
                     .delete(
@@ -675,9 +700,21 @@ impl Controller {
                 let mut unbound = instance.clone();
                 unbound.node = None;
                 unbound.reschedule = false;
+                unbound.migrate_to = None;
                 unbound.status = InstanceStatus::Pending;
                 unbound.exit = None;
                 unbound.updated_at = self.now();
+                if let Some(target) = migrated {
+                    let now = self.now();
+                    let message = format!("migrated to node `{}`", target.id);
+                    unbound.node = Some(target.id.clone());
+                    unbound.status = InstanceStatus::Scheduled;
+                    unbound.compute_reserved = true;
+                    unbound.set_condition(ConditionType::Scheduled, true, "Migrated", message, now);
+                    if source.as_ref().is_none_or(|s| s.id != target.id) {
+                        txn = put_object(txn, &target);
+                    }
+                }
                 txn = txn.put(
                     Instance::key_for(&unbound.id),
                     encode(&unbound),

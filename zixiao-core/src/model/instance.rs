@@ -196,6 +196,12 @@ pub struct Instance {
     /// removes it there, releases the node's resources and schedules it anew.
     #[serde(default)]
     pub reschedule: bool,
+    /// Set with `reschedule` by `instance migrate`: the node the
+    /// reconciler assigns it to in the same transaction that releases it
+    /// from its node (once its runtime there is gone), instead of making
+    /// it pending for the scheduler. Cleared by that transaction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrate_to: Option<NodeId>,
     /// Restarts the user asked for; the reconciler restarts until `restarts_done` catches up.
     #[serde(default)]
     pub restarts_requested: u64,
@@ -259,6 +265,7 @@ impl Instance {
             failure: None,
             compute_reserved: true,
             reschedule: false,
+            migrate_to: None,
             restarts_requested: 0,
             restarts_done: 0,
             created_at: now,

@@ -9,6 +9,7 @@ mod image_ref;
 mod instance;
 mod instance_uuid;
 mod metadata;
+mod migration;
 mod network;
 mod node;
 mod node_image;
@@ -37,6 +38,7 @@ pub use metadata::{
     typed_metadata, Aggregate, AggregateName, CarbonIntensity, LabelChanges, LabelKey, LabelValue,
     NodeMetadata, TraitChanges, TraitName, AGGREGATES_PREFIX, MAX_CARBON_INTENSITY,
 };
+pub use migration::MigrationMode;
 pub use network::{
     from_u128, is_underlay_address, mac_address, to_u128, BridgeName, Cidr, CreateNetwork,
     HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, IpConfig, Network,
@@ -53,7 +55,7 @@ pub use node_image::{
 };
 pub use operation::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
-    OperationTarget, TargetKind,
+    OperationTarget, TargetKind, MAX_OPERATION_STEPS,
 };
 pub use publish::{check_targets, PortProtocol, PublishedPort};
 pub use resources::Resources;

@@ -121,11 +121,13 @@ pub enum OperationKind {
     ImageImport,
     /// An image pulled from its registry.
     ImagePull,
+    /// An instance moved to another node.
+    Migrate,
 }
 
 impl OperationKind {
     /// Every kind.
-    pub const ALL: [OperationKind; 12] = [
+    pub const ALL: [OperationKind; 13] = [
         OperationKind::Create,
         OperationKind::Start,
         OperationKind::Stop,
@@ -138,6 +140,7 @@ impl OperationKind {
         OperationKind::Drain,
         OperationKind::ImageImport,
         OperationKind::ImagePull,
+        OperationKind::Migrate,
     ];
 
     /// The kebab-case name used in output and filters.
@@ -155,6 +158,7 @@ impl OperationKind {
             OperationKind::Drain => "drain",
             OperationKind::ImageImport => "image-import",
             OperationKind::ImagePull => "image-pull",
+            OperationKind::Migrate => "migrate",
         }
     }
 
@@ -181,7 +185,7 @@ impl OperationKind {
     /// whose cancel means "stop wanting it". The others either undo
     /// nothing by stopping halfway (stop, delete, restart, update), or run
     /// inside one server's call, which no other call can reach (snapshot,
-    /// revert, drain, image import and pull).
+    /// revert, drain, image import and pull, migrate).
     pub fn cancellable(self) -> bool {
         matches!(
             self,
@@ -377,6 +381,9 @@ impl From<&Error> for OperationError {
     }
 }
 
+/// How many steps an operation remembers ([`Operation::steps`]).
+pub const MAX_OPERATION_STEPS: usize = 32;
+
 /// One long call, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
@@ -399,6 +406,11 @@ pub struct Operation {
     /// How far it got, where measurable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<OperationProgress>,
+    /// The steps it went through, in order (each new `step` recorded, the
+    /// last [`MAX_OPERATION_STEPS`] kept), so that a finished operation still tells
+    /// what it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// When it ended.
@@ -432,12 +444,39 @@ impl Operation {
             phase: OperationPhase::Running,
             step: None,
             progress: None,
+            steps: Vec::new(),
             started_at: now,
             finished_at: None,
             error: None,
             result: None,
             revision: 0,
         }
+    }
+
+    /// Moves it to `step` (`None`: no step), remembering each new step in
+    /// [`Operation::steps`].
+    ///
+    /// ```
+    /// use zixiao_core::model::{Operation, OperationKind, OperationTarget};
+    ///
+    /// let target = OperationTarget::instance("id", "web");
+    /// let mut op = Operation::new(OperationKind::Migrate, target, None, chrono::Utc::now());
+    /// for step in ["placing", "stopping", "stopping", "starting"] {
+    ///     op.enter_step(Some(step.to_owned()));
+    /// }
+    /// assert_eq!(op.steps, ["placing", "stopping", "starting"]);
+    /// assert_eq!(op.step.as_deref(), Some("starting"));
+    /// ```
+    pub fn enter_step(&mut self, step: Option<String>) {
+        if let Some(step) = &step {
+            if self.steps.last() != Some(step) {
+                if self.steps.len() >= MAX_OPERATION_STEPS {
+                    self.steps.remove(0);
+                }
+                self.steps.push(step.clone());
+            }
+        }
+        self.step = step;
     }
 
     /// Ends it in `phase` at `now`, with `error` when it did not succeed.

@@ -33,6 +33,7 @@ from .types import (
     NodeUsageSample,
     ImageKind,
     InstanceType,
+    MigrationMode,
     InstanceUpdate,
     Network,
     Node,
@@ -251,6 +252,13 @@ class Controller:
         snapshot: Optional[str] = None,
         wait: bool = True,
     ) -> Instance: ...
+    def migrate_instance(
+        self,
+        instance: str,
+        *,
+        to: Optional[str] = None,
+        mode: MigrationMode = "auto",
+    ) -> Instance: ...
     def import_images(
         self,
         archive: _Path,
@@ -390,6 +398,13 @@ class AsyncController:
         linked: bool = False,
         snapshot: Optional[str] = None,
         wait: bool = True,
+    ) -> Awaitable[Instance]: ...
+    def migrate_instance(
+        self,
+        instance: str,
+        *,
+        to: Optional[str] = None,
+        mode: MigrationMode = "auto",
     ) -> Awaitable[Instance]: ...
     def import_images(
         self,

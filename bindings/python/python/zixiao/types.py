@@ -15,6 +15,9 @@ from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
 
 InstanceType = Literal["vm", "container", "microvm"]
 ImageKind = Literal["container", "disk", "kernel", "initrd"]
+MigrationMode = Literal["auto", "cold", "live", "restart"]
+"""How ``migrate_instance`` moves an instance; ``cold`` and ``live`` are
+not built yet (``Unsupported``)."""
 InstanceStatus = Literal[
     "pending",
     "scheduled",
@@ -502,6 +505,8 @@ class OperationError(TypedDict):
 class _OperationOptional(TypedDict, total=False):
     requested_by: str
     step: str
+    steps: List[str]
+    """The steps it went through, in order."""
     progress: OperationProgress
     finished_at: str
     error: OperationError
@@ -514,7 +519,7 @@ class Operation(_OperationOptional):
     id: str
     kind: str
     """create, start, stop, restart, delete, update, snapshot, revert,
-    clone, drain, image-import or image-pull."""
+    clone, drain, image-import, image-pull or migrate."""
     target: OperationTarget
     phase: OperationPhase
     started_at: str
