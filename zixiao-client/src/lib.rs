@@ -36,7 +36,7 @@ mod pull;
 pub mod testing;
 
 pub use console::ConsoleSession;
-pub use pull::{pull_options, registry_ca_file, registry_credentials};
+pub use pull::{pull_options, registry_credentials};
 
 /// Where the embedded deployment keeps its state and finds its runtimes;
 /// `None` fields take the CLI's defaults.

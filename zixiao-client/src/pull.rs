@@ -5,8 +5,6 @@
 //! the CA certificates trusted besides the node's roots, and the platform
 //! to take from a multi-platform image.
 
-use std::path::Path;
-
 use zixiao_core::driver::{ImagePlatform, PullOptions, RegistryCa, RegistryCredentials};
 use zixiao_core::{Error, ImageRef, Result};
 use zixiao_registry::docker_config;
@@ -35,13 +33,6 @@ pub fn pull_options(
         registry_cas,
         platform,
     })
-}
-
-/// The CA certificates in the PEM file at `path`, read on the caller's
-/// machine. Errors: `InvalidArgument` on `registry_ca` (unreadable, or
-/// not only certificates).
-pub fn registry_ca_file(path: &Path) -> Result<RegistryCa> {
-    RegistryCa::read(path)
 }
 
 /// The credentials a caller gives as a user name and a password: both or

@@ -247,12 +247,7 @@ fn sse(name: &str, data: &impl Serialize) -> Event {
 /// `node`, each at most once; anything else is refused, naming it.
 fn instance_filter(query: &str) -> Result<InstanceFilter, Error> {
     let mut filter = InstanceFilter::default();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if value.is_empty() {
-            // An empty select in the page's filter: no constraint.
-            continue;
-        }
+    for (key, value) in query_pairs(query) {
         match key {
             "type" => filter.instance_type = Some(enum_value("type", value)?),
             "status" => filter.status = Some(enum_value("status", value)?),
@@ -268,14 +263,22 @@ fn instance_filter(query: &str) -> Result<InstanceFilter, Error> {
     Ok(filter)
 }
 
+/// The `key=value` pairs of a query string that have a value: an empty
+/// value (an empty select in a page's filter) is no constraint.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(_, value)| !value.is_empty())
+}
+
 /// The operation list's filter from its query string: `target=NAME`.
 fn operation_filter(query: &str) -> Result<OperationFilter, Error> {
     let mut filter = OperationFilter::default();
-    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=').unwrap_or((pair, "")) {
-            (_, "") => {}
-            ("target", value) => filter.target = Some(value.to_owned()),
-            (other, _) => {
+    for (key, value) in query_pairs(query) {
+        match key {
+            "target" => filter.target = Some(value.to_owned()),
+            other => {
                 return Err(Error::invalid(
                     other,
                     "not a filter of the operation list: use target",

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use zixiao_core::api::Progress;
 use zixiao_core::driver::{
-    ImageInfo, ImagePlatform, ImportProgress, PullProgress, RegistryCredentials,
+    ImageInfo, ImagePlatform, ImportProgress, PullProgress, RegistryCa, RegistryCredentials,
 };
 use zixiao_core::model::{ImageKind, NodeImageName};
 use zixiao_core::{Client, Error, ImageRef, InstanceType, Result};
@@ -74,7 +74,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
             };
             let registry_cas = registry_cas
                 .iter()
-                .map(|file| zixiao_client::registry_ca_file(file))
+                .map(|file| RegistryCa::read(file))
                 .collect::<Result<_, _>>()?;
             let platform = platform
                 .as_deref()
