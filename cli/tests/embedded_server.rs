@@ -373,6 +373,33 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
             && host.contains("load "),
         "{host}"
     );
+    // Prometheus has the same node: what it offers and holds from the
+    // store, what it uses from the newest sample.
+    let metrics = server.scrape();
+    let of_node = |name: &str| {
+        let series = format!(r#"{name}{{node="{node}"}}"#);
+        *metrics
+            .get(&series)
+            .unwrap_or_else(|| panic!("no {series}: {metrics:?}"))
+    };
+    assert_eq!(of_node("zixiao_node_instances"), 1.0);
+    let capacity = &nodes[0]["capacity"];
+    assert_eq!(
+        of_node("zixiao_node_memory_capacity_bytes"),
+        capacity["memory_mib"].as_f64().expect("memory_mib") * 1048576.0,
+        "{capacity}"
+    );
+    assert!(
+        of_node("zixiao_node_cpu_allocatable_cores") >= of_node("zixiao_node_cpu_capacity_cores")
+    );
+    assert!(of_node("zixiao_node_cpu_allocated_cores") > 0.0);
+    assert!(of_node("zixiao_node_instances_memory_bytes") > 0.0);
+    let host_memory = of_node("zixiao_node_host_memory_bytes");
+    assert!(
+        host_memory > 0.0 && host_memory < zixiao_testing::host::mem_total_bytes() as f64,
+        "{host_memory}"
+    );
+    assert!(of_node("zixiao_node_host_load1") >= 0.0);
     let unknown = remote(admin, &["node", "stats", "no-such-node"]);
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown.stderr));
     assert!(
@@ -402,6 +429,8 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     let stopped = r#"zixiao_instances{type="container",status="stopped"}"#;
     assert_eq!(metrics.get(stopped), Some(&1.0), "{metrics:?}");
     ok(remote(admin, &["instance", "delete", "hello"]));
+    let placed = format!(r#"zixiao_node_instances{{node="{node}"}}"#);
+    assert_eq!(server.scrape().get(&placed), Some(&0.0));
     let gone = remote(admin, &["instance", "get", "hello"]);
     let refused = r#"zixiao_api_requests_total{operation="instance.get",code="not_found"}"#;
     assert_eq!(server.scrape().get(refused), Some(&1.0));

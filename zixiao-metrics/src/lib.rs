@@ -9,7 +9,10 @@
 //!   measured alike.
 //! - A [`Source`] says what the deployment holds when a scrape comes
 //!   ([`Snapshot`]): [`ApiSource`] counts instances by type and status and
-//!   nodes by status through an `Api`; an agent's source adds its
+//!   nodes by status through an `Api`, and each node's capacity, what is
+//!   promised on it and, when the server samples usage
+//!   ([`ApiSource::with_node_usage`]), what its instances and its host use
+//!   (`zixiao_node_*{node}`); an agent's source adds its
 //!   instances' CPU time and memory from the runtimes. Read at scrape time,
 //!   never cached, so a gauge cannot go stale and an instance deleted
 //!   since the last scrape leaves no series behind.
@@ -42,7 +45,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use zixiao_core::api::{list_all_instances, Api, Request, Response};
+use zixiao_core::api::{
+    list_all_instances, Api, LatestNodeUsage, NodeUsageSample, Request, Response,
+};
 use zixiao_core::{InstanceFilter, Result};
 
 pub use http::serve;
@@ -143,6 +148,34 @@ pub struct Snapshot {
     pub nodes: BTreeMap<String, u64>,
     /// What running instances use (an agent's own; empty on a server).
     pub usage: Vec<InstanceUsage>,
+    /// Each node's capacity, allocation and usage (a server's; empty on an
+    /// agent).
+    pub node_figures: Vec<NodeFigures>,
+}
+
+/// One node's figures, as the server's store and samples know them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeFigures {
+    /// The node's id.
+    pub node: String,
+    /// Its CPUs, in cores.
+    pub cpu_capacity_cores: f64,
+    /// The CPU placement may promise on it (capacity times its allocation
+    /// ratio), in cores.
+    pub cpu_allocatable_cores: f64,
+    /// The CPU its instances hold, in cores.
+    pub cpu_allocated_cores: f64,
+    /// Its memory, in bytes.
+    pub memory_capacity_bytes: u64,
+    /// The memory placement may promise on it, in bytes.
+    pub memory_allocatable_bytes: u64,
+    /// The memory its instances hold, in bytes.
+    pub memory_allocated_bytes: u64,
+    /// How many instances are placed on it.
+    pub instances: u32,
+    /// Its newest usage sample, when the server samples usage and has
+    /// sampled it.
+    pub usage: Option<NodeUsageSample>,
 }
 
 /// What one instance uses, as its runtime reports it.
@@ -170,12 +203,23 @@ pub trait Source: Send + Sync {
 #[derive(Debug)]
 pub struct ApiSource<A> {
     api: A,
+    node_usage: Option<LatestNodeUsage>,
 }
 
 impl<A: Api> ApiSource<A> {
     /// Counts what `api` lists.
     pub fn new(api: A) -> Self {
-        ApiSource { api }
+        ApiSource {
+            api,
+            node_usage: None,
+        }
+    }
+
+    /// The same source, reporting each node's newest usage sample too (a
+    /// server's [`zixiao_core::api::StatsHistory::latest_node_usage`]).
+    pub fn with_node_usage(mut self, usage: LatestNodeUsage) -> Self {
+        self.node_usage = Some(usage);
+        self
     }
 }
 
@@ -196,14 +240,41 @@ impl<A: Api> Source for ApiSource<A> {
                 "node.list answered with another response".to_owned(),
             ));
         };
+        let mut usage = self
+            .node_usage
+            .as_ref()
+            .map(LatestNodeUsage::per_node)
+            .unwrap_or_default();
         for node in nodes {
             *snapshot
                 .nodes
                 .entry(node.status.as_str().to_owned())
                 .or_default() += 1;
+            let allocatable = node.allocatable();
+            snapshot.node_figures.push(NodeFigures {
+                node: node.id.to_string(),
+                cpu_capacity_cores: cores(node.capacity.cpus.millis().into()),
+                cpu_allocatable_cores: cores(allocatable.cpus.millis().into()),
+                cpu_allocated_cores: cores(node.allocated.cpus.millis().into()),
+                memory_capacity_bytes: mib(node.capacity.memory_mib),
+                memory_allocatable_bytes: mib(allocatable.memory_mib),
+                memory_allocated_bytes: mib(node.allocated.memory_mib),
+                instances: node.allocated.instances,
+                usage: usage.remove(node.id.as_str()),
+            });
         }
         Ok(snapshot)
     }
+}
+
+/// `millis` thousandths of a core, in cores.
+fn cores(millis: u64) -> f64 {
+    millis as f64 / 1000.0
+}
+
+/// `mib` MiB, in bytes.
+fn mib(mib: u64) -> u64 {
+    mib.saturating_mul(1 << 20)
 }
 
 /// Encodes the last [`Snapshot`] at each scrape.
@@ -251,6 +322,7 @@ impl Collector for SnapshotCollector {
             ConstGauge::new(i64::try_from(*count).unwrap_or(i64::MAX))
                 .encode(nodes.encode_family(&labels)?)?;
         }
+        encode_node_figures(&mut encoder, &snapshot.node_figures)?;
         if snapshot.usage.is_empty() {
             return Ok(());
         }
@@ -290,6 +362,116 @@ impl Collector for SnapshotCollector {
         }
         Ok(())
     }
+}
+
+/// One gauge per node and figure: `zixiao_node_<figure>_<unit>{node}`. A
+/// figure a node does not have (usage not sampled yet, a host that sent no
+/// reading) has no series rather than a zero.
+fn encode_node_figures(encoder: &mut DescriptorEncoder, figures: &[NodeFigures]) -> fmt::Result {
+    type Figure = fn(&NodeFigures) -> Option<f64>;
+    let cores = || Some(Unit::Other("cores".to_owned()));
+    let bytes = || Some(Unit::Bytes);
+    let gauges: [(&str, &str, Option<Unit>, Figure); 12] = [
+        (
+            "zixiao_node_cpu_capacity",
+            "The node's CPUs",
+            cores(),
+            |f| Some(f.cpu_capacity_cores),
+        ),
+        (
+            "zixiao_node_cpu_allocatable",
+            "The CPU placement may promise on the node (capacity times its allocation ratio)",
+            cores(),
+            |f| Some(f.cpu_allocatable_cores),
+        ),
+        (
+            "zixiao_node_cpu_allocated",
+            "The CPU the node's instances hold",
+            cores(),
+            |f| Some(f.cpu_allocated_cores),
+        ),
+        (
+            "zixiao_node_memory_capacity",
+            "The node's memory",
+            bytes(),
+            |f| Some(f.memory_capacity_bytes as f64),
+        ),
+        (
+            "zixiao_node_memory_allocatable",
+            "The memory placement may promise on the node",
+            bytes(),
+            |f| Some(f.memory_allocatable_bytes as f64),
+        ),
+        (
+            "zixiao_node_memory_allocated",
+            "The memory the node's instances hold",
+            bytes(),
+            |f| Some(f.memory_allocated_bytes as f64),
+        ),
+        (
+            "zixiao_node_instances",
+            "Instances placed on the node",
+            None,
+            |f| Some(f64::from(f.instances)),
+        ),
+        (
+            "zixiao_node_instances_cpu",
+            "The CPU the node's running instances used over the last sampling round",
+            cores(),
+            |f| f.usage.as_ref().map(|u| u.cpu_millicores as f64 / 1000.0),
+        ),
+        (
+            "zixiao_node_instances_memory",
+            "The memory the node's running instances use",
+            bytes(),
+            |f| f.usage.as_ref().map(|u| u.memory_bytes as f64),
+        ),
+        (
+            "zixiao_node_host_cpu",
+            "The CPU the node's whole host used over its last reading",
+            cores(),
+            |f| {
+                f.usage
+                    .as_ref()?
+                    .host_cpu_millicores
+                    .map(|m| m as f64 / 1000.0)
+            },
+        ),
+        (
+            "zixiao_node_host_memory",
+            "The memory the node's whole host uses (total less available)",
+            bytes(),
+            |f| f.usage.as_ref()?.host_memory_bytes.map(|b| b as f64),
+        ),
+        (
+            "zixiao_node_host_load1",
+            "The node's one-minute load average",
+            None,
+            |f| f.usage.as_ref()?.host_load1,
+        ),
+    ];
+    if figures.is_empty() {
+        return Ok(());
+    }
+    for (name, help, unit, figure) in gauges {
+        let values: Vec<(String, f64)> = figures
+            .iter()
+            .filter_map(|f| Some((escape(&f.node), figure(f)?)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let mut family = encoder.encode_descriptor(
+            name,
+            help,
+            unit.as_ref(),
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (node, value) in values {
+            ConstGauge::new(value).encode(family.encode_family(&[("node", node)])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// `value` as the text format wants a label value: backslash, double
@@ -392,6 +574,7 @@ mod tests {
                 cpu_seconds: 1.5,
                 memory_bytes: 4096,
             }],
+            node_figures: Vec::new(),
         };
         let text = metrics.encode(Some(snapshot));
         assert_eq!(sample(&text, "zixiao_up"), Some(1.0), "{text}");
@@ -421,5 +604,57 @@ mod tests {
         // The next scrape without the instance has no series for it.
         let text = metrics.encode(Some(Snapshot::default()));
         assert!(!text.contains("we\\\"b"), "{text}");
+    }
+
+    #[test]
+    fn each_node_gets_its_figures_and_no_series_for_what_is_unknown() {
+        let metrics = Metrics::new();
+        let figures = |node: &str, usage| NodeFigures {
+            node: node.to_owned(),
+            cpu_capacity_cores: 2.0,
+            cpu_allocatable_cores: 8.0,
+            cpu_allocated_cores: 0.25,
+            memory_capacity_bytes: 1 << 30,
+            memory_allocatable_bytes: 3 << 29,
+            memory_allocated_bytes: 64 << 20,
+            instances: 2,
+            usage,
+        };
+        let sampled = NodeUsageSample {
+            at: chrono::Utc::now(),
+            instances: 2,
+            cpu_millicores: 1500,
+            memory_bytes: 5000,
+            host_cpu_millicores: None,
+            host_cpu_capacity_millicores: Some(2000),
+            host_memory_bytes: Some(7000),
+            host_memory_capacity_bytes: Some(1 << 30),
+            host_load1: Some(0.5),
+        };
+        let snapshot = Snapshot {
+            node_figures: vec![figures("n\"1", Some(sampled)), figures("n2", None)],
+            ..Snapshot::default()
+        };
+        let text = metrics.encode(Some(snapshot));
+        let of = |name: &str, node: &str| sample(&text, &format!("{name}{{node=\"{node}\"}} "));
+        assert_eq!(
+            of("zixiao_node_cpu_capacity_cores", "n2"),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(of("zixiao_node_cpu_allocatable_cores", "n2"), Some(8.0));
+        assert_eq!(of("zixiao_node_cpu_allocated_cores", "n2"), Some(0.25));
+        assert_eq!(
+            of("zixiao_node_memory_allocatable_bytes", "n2"),
+            Some(1610612736.0)
+        );
+        assert_eq!(of("zixiao_node_instances", "n\\\"1"), Some(2.0), "{text}");
+        assert_eq!(of("zixiao_node_instances_cpu_cores", "n\\\"1"), Some(1.5));
+        assert_eq!(of("zixiao_node_host_memory_bytes", "n\\\"1"), Some(7000.0));
+        assert_eq!(of("zixiao_node_host_load1", "n\\\"1"), Some(0.5));
+        // A first host reading has no CPU figure, and an unsampled node
+        // no usage at all: absent, never zero.
+        assert!(!text.contains("zixiao_node_host_cpu_cores"), "{text}");
+        assert_eq!(of("zixiao_node_instances_memory_bytes", "n2"), None);
     }
 }

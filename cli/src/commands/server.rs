@@ -360,10 +360,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     let metrics_addr = metrics
         .as_ref()
         .and_then(|(_, listener)| listener.local_addr().ok());
-    let metrics_task = metrics.map(|(metrics, listener)| {
-        let source = std::sync::Arc::new(zixiao_metrics::ApiSource::new(controller.clone()));
-        tokio::spawn(zixiao_metrics::serve(listener, metrics, source))
-    });
+    let source = zixiao_metrics::ApiSource::new(controller.clone());
     // The dashboard presents the server's certificate: valid for its
     // address too.
     let listens: Vec<SocketAddr> = std::iter::once(listen)
@@ -380,6 +377,15 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         }
         None => server::start(controller, options).await?,
     };
+    // Per-node gauges carry the newest sample of the server's usage series.
+    let metrics_task = metrics.map(|(metrics, listener)| {
+        let source = source.with_node_usage(handle.stats_history().latest_node_usage());
+        tokio::spawn(zixiao_metrics::serve(
+            listener,
+            metrics,
+            std::sync::Arc::new(source),
+        ))
+    });
     // The embedded deployment's node is this machine, with no agent to
     // send its host's usage: the server reads it itself.
     if let Some((deployment, _)) = &embedded {

@@ -52,7 +52,7 @@ pub use host_paths::{
     redact_host_paths, RefuseHostPaths, REDACTED_PATH,
 };
 pub use page::{Page, PageToken, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-pub use stats_history::{HostReports, NodeUsageSample, StatsHistory, StatsSample};
+pub use stats_history::{HostReports, LatestNodeUsage, NodeUsageSample, StatsHistory, StatsSample};
 pub use traced::Traced;
 
 pub use crate::controller::{as_requested_by, OperationFilter};

@@ -155,6 +155,26 @@ impl HostReports {
     }
 }
 
+/// The newest [`NodeUsageSample`] of every node with a series: what a
+/// `/metrics` scrape reports per node, read from the series a
+/// [`StatsHistory`] keeps rather than by asking for whole histories.
+#[derive(Debug, Clone)]
+pub struct LatestNodeUsage {
+    series: Arc<Mutex<Kept>>,
+}
+
+impl LatestNodeUsage {
+    /// Each node's newest sample, by node id; a node not sampled yet is
+    /// absent.
+    pub fn per_node(&self) -> BTreeMap<String, NodeUsageSample> {
+        lock(&self.series)
+            .nodes
+            .iter()
+            .filter_map(|(node, samples)| Some((node.clone(), samples.back()?.clone())))
+            .collect()
+    }
+}
+
 fn lock(series: &Mutex<Kept>) -> std::sync::MutexGuard<'_, Kept> {
     // A panic while holding it left whole series behind: still usable.
     series.lock().unwrap_or_else(|e| e.into_inner())
@@ -252,6 +272,13 @@ impl<A: Api + 'static> StatsHistory<A> {
     /// Where heartbeats put their host readings for these series.
     pub fn host_reports(&self) -> HostReports {
         HostReports {
+            series: self.series.clone(),
+        }
+    }
+
+    /// Where a metrics scrape reads each node's newest sample.
+    pub fn latest_node_usage(&self) -> LatestNodeUsage {
+        LatestNodeUsage {
             series: self.series.clone(),
         }
     }
