@@ -291,6 +291,22 @@ async fn the_main_job_and_a_qemu_microvm_through_an_embedded_server() {
     assert_eq!(metrics.get(creates), Some(&1.0), "{metrics:?}");
     let timed = r#"zixiao_api_request_duration_seconds_count{operation="instance.create"}"#;
     assert_eq!(metrics.get(timed), Some(&1.0));
+    // The controller's own work behind that create: a placement, commits
+    // and a converge, and a queue with nothing left in it.
+    let at_least_one = |series: &str| {
+        assert!(
+            metrics.get(series).is_some_and(|v| *v >= 1.0),
+            "{series}: {metrics:?}"
+        )
+    };
+    at_least_one(r#"zixiao_placements_total{outcome="placed"}"#);
+    at_least_one("zixiao_placement_duration_seconds_count");
+    at_least_one(r#"zixiao_store_commits_total{outcome="ok"}"#);
+    at_least_one(r#"zixiao_converges_total{outcome="ok"}"#);
+    assert!(
+        metrics.contains_key("zixiao_converge_queue_depth"),
+        "{metrics:?}"
+    );
     // The server samples it: a history of two samples or more, oldest
     // first, whose table shows the cores used between them.
     let history = wait_for_history(admin, "hello", 2).await;

@@ -1,21 +1,24 @@
 //! What an agent's `/metrics` reports: the instances its node holds, by
 //! type and by the state their runtime reports (`running`, `exited`,
 //! `missing`...), and what each running one uses (CPU time, memory), read
-//! from the runtimes at each scrape (zixiao-metrics' [`Source`]). The
+//! from the runtimes at each scrape (zixiao-metrics' [`Source`]), and what
+//! its watchdog fenced, from the fence log. The
 //! cluster's view, by stored status, is the servers'.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use zixiao_core::{NodeAgent, Result, RuntimeState};
-use zixiao_metrics::{InstanceUsage, Snapshot, Source};
+use zixiao_metrics::{Fences, InstanceUsage, Snapshot, Source};
 
 use crate::records::Records;
+use crate::watchdog::WatchdogFiles;
 
 /// The node's instances from its state directory's records, their usage
 /// from `agent`'s drivers.
 pub struct NodeSource {
     records: Records,
+    watchdog: WatchdogFiles,
     agent: Arc<dyn NodeAgent>,
 }
 
@@ -26,6 +29,7 @@ impl NodeSource {
     pub fn new(state_dir: &std::path::Path, agent: Arc<dyn NodeAgent>) -> Self {
         NodeSource {
             records: Records::new(state_dir),
+            watchdog: WatchdogFiles::new(state_dir),
             agent,
         }
     }
@@ -42,7 +46,14 @@ impl std::fmt::Debug for NodeSource {
 #[async_trait]
 impl Source for NodeSource {
     async fn snapshot(&self) -> Result<Snapshot> {
-        let mut snapshot = Snapshot::default();
+        let fences = self.watchdog.fences();
+        let mut snapshot = Snapshot {
+            fences: Some(Fences {
+                instances: fences.len() as u64,
+                stop_seconds: fences.iter().filter_map(|f| f.stop_ms).sum::<u64>() as f64 / 1000.0,
+            }),
+            ..Snapshot::default()
+        };
         for instance in self.records.list() {
             let instance_type = instance.spec.instance_type.to_string();
             // The node's records say what it was asked to run; its
@@ -80,5 +91,37 @@ impl Source for NodeSource {
             }
         }
         Ok(snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zixiao_core::host::HostFacts;
+    use zixiao_core::LocalAgent;
+
+    #[tokio::test]
+    async fn the_fence_log_is_counted_and_its_stop_times_added() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent: Arc<dyn NodeAgent> = Arc::new(LocalAgent::new(HostFacts {
+            hostname: "test".to_owned(),
+            capacity: zixiao_core::Resources::default(),
+        }));
+        let source = NodeSource::new(dir.path(), agent);
+        // No watchdog ever fenced here: zero, not absent.
+        let none = source.snapshot().await.expect("snapshot");
+        assert_eq!(none.fences, Some(Fences::default()));
+        let log = dir.path().join("watchdog");
+        std::fs::create_dir_all(&log).expect("mkdir");
+        // An old line without a stop time, two new ones, one cut short.
+        std::fs::write(log.join("fence.log"), "100 old\n200 a 40\n300 b 60\n400").expect("write");
+        let fenced = source.snapshot().await.expect("snapshot");
+        assert_eq!(
+            fenced.fences,
+            Some(Fences {
+                instances: 3,
+                stop_seconds: 0.1
+            })
+        );
     }
 }

@@ -11,7 +11,9 @@
 //! Files under `<state-dir>/watchdog/`: `pet` (the last renewal sent, in
 //! monotonic ms), `lock` (held by the running watchdog: at most one per
 //! node), `pid`, `stop` (asks it to exit: the agent left the cluster on
-//! purpose), `fence.log` (one line per fenced instance: monotonic ms, id).
+//! purpose), `fence.log` (one line per fenced instance: monotonic ms, id,
+//! and how long its stop took in ms; lines from before that last field
+//! have none).
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -85,15 +87,36 @@ impl WatchdogFiles {
 
     /// The fence log: (monotonic ms, instance id) per fenced instance.
     pub fn fence_log(&self) -> Vec<(u64, String)> {
+        self.fences().into_iter().map(|f| (f.at_ms, f.id)).collect()
+    }
+
+    /// The fence log, each line in full. A line that does not parse (cut
+    /// short by a crash mid-write) is skipped.
+    pub fn fences(&self) -> Vec<Fence> {
         std::fs::read_to_string(self.dir.join("fence.log"))
             .unwrap_or_default()
             .lines()
             .filter_map(|line| {
-                let (at, id) = line.split_once(' ')?;
-                Some((at.parse().ok()?, id.to_owned()))
+                let mut fields = line.split(' ');
+                let at_ms = fields.next()?.parse().ok()?;
+                let id = fields.next().filter(|id| !id.is_empty())?.to_owned();
+                let stop_ms = fields.next().and_then(|ms| ms.parse().ok());
+                Some(Fence { at_ms, id, stop_ms })
             })
             .collect()
     }
+}
+
+/// One instance the watchdog fenced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// When, in monotonic ms.
+    pub at_ms: u64,
+    /// The instance's id.
+    pub id: String,
+    /// How long stopping it took, in ms (`None` in lines written before
+    /// the log had it).
+    pub stop_ms: Option<u64>,
 }
 
 /// What [`run`] ended with.
@@ -220,9 +243,15 @@ async fn fence_one(
             RuntimeState::Running
         }
     };
+    let stopping = std::time::Instant::now();
     match driver.stop(instance, Duration::ZERO).await {
         Ok(()) => {
-            let line = format!("{} {}\n", monotonic_ms(), instance.id);
+            let line = format!(
+                "{} {} {}\n",
+                monotonic_ms(),
+                instance.id,
+                stopping.elapsed().as_millis()
+            );
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -33,6 +33,7 @@ pub mod keyed_lock;
 pub mod model;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 
 pub use agent::{LocalAgent, NodeAgent, NodeFacts};
 pub use api::{Api, Client, Wait};

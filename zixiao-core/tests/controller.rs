@@ -990,3 +990,80 @@ async fn a_stopped_instance_gives_its_cpu_back_and_waits_for_room_to_start_again
         zixiao_core::Cpus::cores(1)
     );
 }
+
+/// Telemetry that writes down each event it gets.
+#[derive(Debug, Default)]
+struct Recorder(std::sync::Mutex<Vec<String>>);
+
+impl Recorder {
+    fn events(&self) -> Vec<String> {
+        self.0.lock().expect("events").clone()
+    }
+}
+
+impl zixiao_core::telemetry::Telemetry for Recorder {
+    fn placement(&self, outcome: zixiao_core::telemetry::PlacementOutcome<'_>, _: Duration) {
+        let event = match outcome {
+            zixiao_core::telemetry::PlacementOutcome::Placed => "placed".to_owned(),
+            zixiao_core::telemetry::PlacementOutcome::Unschedulable(rejections) => {
+                let filters: Vec<&str> = rejections.iter().map(|r| r.filter.as_str()).collect();
+                format!("unschedulable {}", filters.join(","))
+            }
+        };
+        self.0.lock().expect("events").push(event);
+    }
+
+    fn converge(&self, ok: bool, _: Duration) {
+        self.0
+            .lock()
+            .expect("events")
+            .push(format!("converge ok={ok}"));
+    }
+
+    fn failover(&self, instances: usize, _: Duration) {
+        self.0
+            .lock()
+            .expect("events")
+            .push(format!("failover {instances}"));
+    }
+
+    fn store_commit(&self, ok: bool, _: Duration) {
+        self.0
+            .lock()
+            .expect("events")
+            .push(format!("commit ok={ok}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_controller_reports_placements_converges_commits_and_failovers() {
+    let (cl, _, _) = movable_and_fixed_on_node_a().await;
+    let c = &cl.controller;
+    let recorder = Arc::new(Recorder::default());
+    c.set_telemetry(recorder.clone());
+    run(c, container("small", 1, 256)).await;
+    run(c, container("huge", 1, 1 << 20)).await;
+    let events = recorder.events();
+    let count = |event: &str| events.iter().filter(|e| *e == event).count();
+    assert_eq!(count("placed"), 1, "{events:?}");
+    // Each scheduler answer counts: the create's, and its converge's retry.
+    assert!(count("unschedulable resources") >= 1, "{events:?}");
+    assert_eq!(count("converge ok=true"), 2, "{events:?}");
+    assert!(count("commit ok=true") >= 2, "{events:?}");
+    // A create refused for its name never reached the scheduler.
+    let taken = c.create_instance(container("small", 1, 256)).await;
+    assert_eq!(taken.unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(count("placed"), 1, "{events:?}");
+    let on_a = zixiao_core::InstanceFilter {
+        node: Some("node-a".to_owned()),
+        ..Default::default()
+    };
+    let lost = c.list_instances(&on_a).await.expect("instances").len();
+    c.fail_node("node-a", "lease expired").await.expect("fail");
+    let events = recorder.events();
+    assert_eq!(
+        events.last(),
+        Some(&format!("failover {lost}")),
+        "{events:?}"
+    );
+}

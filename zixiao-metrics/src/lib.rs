@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod controller;
 mod http;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     durations: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    controller: controller::ControllerSeries,
     snapshot: Arc<Mutex<Option<Snapshot>>>,
 }
 
@@ -104,12 +106,14 @@ impl Metrics {
             Unit::Seconds,
             durations.clone(),
         );
+        let controller = controller::ControllerSeries::register(&mut registry);
         let snapshot = Arc::new(Mutex::new(None));
         registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
         Metrics {
             registry,
             requests,
             durations,
+            controller,
             snapshot,
         }
     }
@@ -151,6 +155,22 @@ pub struct Snapshot {
     /// Each node's capacity, allocation and usage (a server's; empty on an
     /// agent).
     pub node_figures: Vec<NodeFigures>,
+    /// How many instances are due for a converge and wait for a worker (a
+    /// server's, when its source knows; `None` on an agent).
+    pub converge_queue: Option<usize>,
+    /// What the node's watchdog fenced so far (an agent's; `None` on a
+    /// server).
+    pub fences: Option<Fences>,
+}
+
+/// What a node's watchdog fenced, from its fence log (so the counts
+/// survive restarts of the agent and of the watchdog).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Fences {
+    /// Instances stopped by fencing.
+    pub instances: u64,
+    /// The time their stops took, in all, in seconds.
+    pub stop_seconds: f64,
 }
 
 /// One node's figures, as the server's store and samples know them.
@@ -200,10 +220,23 @@ pub trait Source: Send + Sync {
 
 /// Instances and nodes as an [`Api`] lists them (a server's own
 /// controller, so the scrape is neither authorized nor audited).
-#[derive(Debug)]
 pub struct ApiSource<A> {
     api: A,
     node_usage: Option<LatestNodeUsage>,
+    converge_queue: Option<QueueDepth>,
+}
+
+/// Reads a controller's converge queue depth at each scrape.
+pub type QueueDepth = Box<dyn Fn() -> usize + Send + Sync>;
+
+impl<A: fmt::Debug> fmt::Debug for ApiSource<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiSource")
+            .field("api", &self.api)
+            .field("node_usage", &self.node_usage.is_some())
+            .field("converge_queue", &self.converge_queue.is_some())
+            .finish()
+    }
 }
 
 impl<A: Api> ApiSource<A> {
@@ -212,7 +245,15 @@ impl<A: Api> ApiSource<A> {
         ApiSource {
             api,
             node_usage: None,
+            converge_queue: None,
         }
+    }
+
+    /// The same source, reporting the converge queue's depth as `depth`
+    /// reads it (a server's `Controller::converge_queue_depth`).
+    pub fn with_converge_queue(mut self, depth: QueueDepth) -> Self {
+        self.converge_queue = Some(depth);
+        self
     }
 
     /// The same source, reporting each node's newest usage sample too (a
@@ -226,7 +267,10 @@ impl<A: Api> ApiSource<A> {
 #[async_trait]
 impl<A: Api> Source for ApiSource<A> {
     async fn snapshot(&self) -> Result<Snapshot> {
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot {
+            converge_queue: self.converge_queue.as_ref().map(|depth| depth()),
+            ..Snapshot::default()
+        };
         let instances = list_all_instances(&self.api, InstanceFilter::default()).await?;
         for instance in instances {
             let key = (
@@ -323,6 +367,31 @@ impl Collector for SnapshotCollector {
                 .encode(nodes.encode_family(&labels)?)?;
         }
         encode_node_figures(&mut encoder, &snapshot.node_figures)?;
+        if let Some(fences) = snapshot.fences {
+            let fenced = ConstCounter::new(fences.instances);
+            fenced.encode(encoder.encode_descriptor(
+                "zixiao_fenced_instances",
+                "Instances this node's watchdog stopped because the node lost its lease",
+                None,
+                fenced.metric_type(),
+            )?)?;
+            let seconds = ConstCounter::new(fences.stop_seconds);
+            seconds.encode(encoder.encode_descriptor(
+                "zixiao_fence_stop",
+                "The time this node's watchdog spent stopping fenced instances",
+                Some(&Unit::Seconds),
+                seconds.metric_type(),
+            )?)?;
+        }
+        if let Some(depth) = snapshot.converge_queue {
+            let depth = ConstGauge::new(i64::try_from(depth).unwrap_or(i64::MAX));
+            depth.encode(encoder.encode_descriptor(
+                "zixiao_converge_queue_depth",
+                "Instances due for a converge, waiting for a worker",
+                None,
+                depth.metric_type(),
+            )?)?;
+        }
         if snapshot.usage.is_empty() {
             return Ok(());
         }
@@ -575,6 +644,11 @@ mod tests {
                 memory_bytes: 4096,
             }],
             node_figures: Vec::new(),
+            converge_queue: None,
+            fences: Some(Fences {
+                instances: 2,
+                stop_seconds: 0.25,
+            }),
         };
         let text = metrics.encode(Some(snapshot));
         assert_eq!(sample(&text, "zixiao_up"), Some(1.0), "{text}");
@@ -586,6 +660,15 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(sample(&text, "zixiao_nodes{status=\"ready\"}"), Some(3.0));
+        assert_eq!(
+            sample(&text, "zixiao_fenced_instances_total "),
+            Some(2.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, "zixiao_fence_stop_seconds_total "),
+            Some(0.25)
+        );
         assert_eq!(
             sample(
                 &text,

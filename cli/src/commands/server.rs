@@ -360,7 +360,14 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
     let metrics_addr = metrics
         .as_ref()
         .and_then(|(_, listener)| listener.local_addr().ok());
-    let source = zixiao_metrics::ApiSource::new(controller.clone());
+    // The controller reports its placements, converges, failovers and
+    // commits to the same metrics, and the scrape reads its queue.
+    let queued = controller.clone();
+    let source = zixiao_metrics::ApiSource::new(controller.clone())
+        .with_converge_queue(Box::new(move || queued.converge_queue_depth()));
+    if let Some((metrics, _)) = &metrics {
+        controller.set_telemetry(metrics.clone());
+    }
     // The dashboard presents the server's certificate: valid for its
     // address too.
     let listens: Vec<SocketAddr> = std::iter::once(listen)

@@ -44,6 +44,15 @@ impl Controller {
     ///
     /// Idempotent. Errors: `NotFound`, `Conflict`, the store's errors.
     pub async fn fail_node(&self, node: &str, reason: &str) -> Result<FailoverReport> {
+        let started = std::time::Instant::now();
+        let report = self.release_node(node, reason).await?;
+        let instances = report.moved.len() + report.failed.len() + report.released.len();
+        self.telemetry().failover(instances, started.elapsed());
+        Ok(report)
+    }
+
+    /// The work of [`Controller::fail_node`].
+    async fn release_node(&self, node: &str, reason: &str) -> Result<FailoverReport> {
         let now = self.now();
         let node = self
             .update_object::<Node, _>(node, |n| {

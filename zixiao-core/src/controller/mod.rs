@@ -180,6 +180,8 @@ struct Inner {
     /// each reads the carriers then replaces every node's peers, so two
     /// interleaved could put back an older list.
     overlay_sync: tokio::sync::Mutex<()>,
+    /// Where its events go (see [`crate::telemetry`]).
+    telemetry: crate::telemetry::TelemetrySlot,
 }
 
 /// Builds a [`Controller`] from its parts.
@@ -270,11 +272,18 @@ impl ControllerBuilder {
         }
         prefixes.sort();
         prefixes.dedup();
-        let cache = cache::Cache::new(&self.store, prefixes);
-        let batcher = batcher::Batcher::new(&self.store, self.options.max_batch_writes);
+        // Every commit the controller makes goes through this store, so
+        // commit latency is measured here, once.
+        let telemetry = crate::telemetry::TelemetrySlot::default();
+        let store: Arc<dyn Store> = Arc::new(crate::telemetry::TimedStore::new(
+            self.store,
+            telemetry.clone(),
+        ));
+        let cache = cache::Cache::new(&store, prefixes);
+        let batcher = batcher::Batcher::new(&store, self.options.max_batch_writes);
         Controller {
             inner: Arc::new(Inner {
-                store: self.store,
+                store,
                 scheduler: self.scheduler,
                 agents: RwLock::new(self.agents),
                 clock: self.clock,
@@ -291,6 +300,7 @@ impl ControllerBuilder {
                 written: AtomicU64::new(0),
                 followed: Default::default(),
                 overlay_sync: tokio::sync::Mutex::new(()),
+                telemetry,
             }),
         }
     }
@@ -350,6 +360,25 @@ impl Controller {
     /// The store it writes to.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Sends this controller's placements, converges, failovers and store
+    /// commits to `telemetry` from now on (zixiao-metrics' `Metrics`, on a
+    /// server with `--metrics-listen`).
+    pub fn set_telemetry(&self, telemetry: Arc<dyn crate::telemetry::Telemetry>) {
+        self.inner.telemetry.set(telemetry);
+    }
+
+    /// How many instances are due for a converge in this process and wait
+    /// for a worker (retries still backing off are not counted): a gauge
+    /// for metrics.
+    pub fn converge_queue_depth(&self) -> usize {
+        self.inner.queue.len()
+    }
+
+    /// Where its events go now.
+    pub(crate) fn telemetry(&self) -> Arc<dyn crate::telemetry::Telemetry> {
+        self.inner.telemetry.get()
     }
 
     /// Who carries out intents for the calls that wait ([`Controller::settle`]).

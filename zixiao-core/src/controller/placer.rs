@@ -30,6 +30,7 @@ use super::{Controller, Inner, INSTANCE_NAMES_PREFIX, NODES_PREFIX};
 use crate::model::{ConditionType, Instance, InstanceStatus, Node, NodeStatus};
 use crate::scheduler::SchedulingContext;
 use crate::store::{encode, KeyValue, Precondition, StoreError, StoredObject, Txn, Write};
+use crate::telemetry::PlacementOutcome;
 use crate::{Error, Result};
 
 /// What the placer is asked to do with an instance.
@@ -483,6 +484,7 @@ impl Controller {
         let mut instance = job.instance.clone();
         let members = self.members_for(&instance, batch);
         let aggregates = self.inner.cache.read().aggregates();
+        let started = std::time::Instant::now();
         let chosen = {
             let cx = SchedulingContext::new(working.table.nodes())
                 .with_changes(working.table.changes())
@@ -490,6 +492,14 @@ impl Controller {
                 .with_aggregates(&aggregates);
             self.inner.scheduler.place(&instance, &cx)
         };
+        let outcome = match &chosen {
+            Ok(_) => PlacementOutcome::Placed,
+            Err(unschedulable) => PlacementOutcome::Unschedulable(&unschedulable.rejections),
+        };
+        self.inner
+            .telemetry
+            .get()
+            .placement(outcome, started.elapsed());
         let mut touched: Option<(usize, Node)> = None;
         let mut fragment = Txn::new();
         match chosen {

@@ -265,6 +265,15 @@ impl Controller {
     /// instance; each step is logged at debug level with the node it runs on.
     #[tracing::instrument(level = "info", name = "converge", skip_all, fields(instance = %id))]
     pub(super) async fn converge_taken(&self, id: &str) -> Result<Option<Instance>> {
+        let started = std::time::Instant::now();
+        let result = self.converge_steps(id).await;
+        self.telemetry().converge(result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// The steps of [`Controller::converge_taken`], until the instance is
+    /// where it should be or waits.
+    async fn converge_steps(&self, id: &str) -> Result<Option<Instance>> {
         self.observe(id).await?;
         let mut last: Option<(Step, Revision)> = None;
         for _ in 0..MAX_STEPS {
