@@ -159,14 +159,8 @@ impl Telemetry for Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::sample;
     use zixiao_core::scheduler::Rejection;
-
-    /// The value of the sample `line_start` (name and labels) in `text`.
-    fn sample(text: &str, line_start: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(line_start))
-            .and_then(|v| v.trim().parse().ok())
-    }
 
     #[test]
     fn each_controller_event_lands_in_its_series() {

@@ -592,7 +592,7 @@ mod tests {
     use super::*;
 
     /// The value of the sample `line_start` (name and labels) in `text`.
-    fn sample(text: &str, line_start: &str) -> Option<f64> {
+    pub(crate) fn sample(text: &str, line_start: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(line_start))
             .and_then(|v| v.trim().parse().ok())
