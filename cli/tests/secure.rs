@@ -594,6 +594,9 @@ async fn an_agent_joins_with_a_token_runs_a_container_over_mtls_and_acts_only_as
     assert!(scraped.get(memory).is_some_and(|m| *m > 0.0), "{scraped:?}");
     let cpu = r#"zixiao_instance_cpu_seconds_total{instance="joined",type="container"}"#;
     assert!(scraped.get(cpu).is_some_and(|c| *c >= 0.0), "{scraped:?}");
+    // The cgroup counts its disk I/O (zero or more: a counter, there).
+    let read = r#"zixiao_instance_disk_read_bytes_total{instance="joined",type="container"}"#;
+    assert!(scraped.get(read).is_some_and(|b| *b >= 0.0), "{scraped:?}");
     // Nothing fenced on this healthy node.
     let fenced = "zixiao_fenced_instances_total";
     assert_eq!(scraped.get(fenced), Some(&0.0), "{scraped:?}");

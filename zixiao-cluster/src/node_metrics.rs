@@ -87,6 +87,10 @@ impl Source for NodeSource {
                     instance_type,
                     cpu_seconds: used.cpu_time_ns as f64 / 1e9,
                     memory_bytes: used.memory_bytes,
+                    disk_read_bytes: used.disk_read_bytes,
+                    disk_written_bytes: used.disk_write_bytes,
+                    network_receive_bytes: used.net_rx_bytes,
+                    network_transmit_bytes: used.net_tx_bytes,
                 });
             }
         }

@@ -209,6 +209,14 @@ pub struct InstanceUsage {
     pub cpu_seconds: f64,
     /// Memory in use, in bytes.
     pub memory_bytes: u64,
+    /// Bytes read from its disks since it started, if its runtime says.
+    pub disk_read_bytes: Option<u64>,
+    /// Bytes written to its disks since it started, if its runtime says.
+    pub disk_written_bytes: Option<u64>,
+    /// Bytes its network interfaces received, if its runtime says.
+    pub network_receive_bytes: Option<u64>,
+    /// Bytes its network interfaces sent, if its runtime says.
+    pub network_transmit_bytes: Option<u64>,
 }
 
 /// Where a scrape learns what the deployment holds.
@@ -429,6 +437,48 @@ impl Collector for SnapshotCollector {
             ConstGauge::new(i64::try_from(usage.memory_bytes).unwrap_or(i64::MAX))
                 .encode(memory.encode_family(labels)?)?;
         }
+        type Total = fn(&InstanceUsage) -> Option<u64>;
+        let totals: [(&str, &str, Total); 4] = [
+            (
+                "zixiao_instance_disk_read",
+                "Bytes a running instance read from its disks since it started",
+                |u| u.disk_read_bytes,
+            ),
+            (
+                "zixiao_instance_disk_written",
+                "Bytes a running instance wrote to its disks since it started",
+                |u| u.disk_written_bytes,
+            ),
+            (
+                "zixiao_instance_network_receive",
+                "Bytes a running instance's network interfaces received",
+                |u| u.network_receive_bytes,
+            ),
+            (
+                "zixiao_instance_network_transmit",
+                "Bytes a running instance's network interfaces sent",
+                |u| u.network_transmit_bytes,
+            ),
+        ];
+        for (name, help, total) in totals {
+            // Only the instances whose runtime reports it: no false zeros.
+            let known: Vec<_> = usage
+                .iter()
+                .filter_map(|(labels, u)| Some((labels, total(u)?)))
+                .collect();
+            if known.is_empty() {
+                continue;
+            }
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                Some(&bytes),
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (labels, value) in known {
+                ConstCounter::new(value).encode(family.encode_family(labels)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -642,6 +692,10 @@ mod tests {
                 instance_type: "container".to_owned(),
                 cpu_seconds: 1.5,
                 memory_bytes: 4096,
+                disk_read_bytes: Some(512),
+                disk_written_bytes: None,
+                network_receive_bytes: Some(100),
+                network_transmit_bytes: Some(200),
             }],
             node_figures: Vec::new(),
             converge_queue: None,
@@ -684,6 +738,23 @@ mod tests {
             ),
             Some(4096.0)
         );
+        let labels = "{instance=\"we\\\"b\",type=\"container\"} ";
+        let total = |name: &str| sample(&text, &format!("{name}{labels}"));
+        assert_eq!(
+            total("zixiao_instance_disk_read_bytes_total"),
+            Some(512.0),
+            "{text}"
+        );
+        assert_eq!(
+            total("zixiao_instance_network_receive_bytes_total"),
+            Some(100.0)
+        );
+        assert_eq!(
+            total("zixiao_instance_network_transmit_bytes_total"),
+            Some(200.0)
+        );
+        // Unknown to its runtime: no series.
+        assert!(!text.contains("zixiao_instance_disk_written"), "{text}");
         // The next scrape without the instance has no series for it.
         let text = metrics.encode(Some(Snapshot::default()));
         assert!(!text.contains("we\\\"b"), "{text}");

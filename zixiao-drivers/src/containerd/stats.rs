@@ -194,9 +194,49 @@ pub(crate) fn decode(any: &prost_types::Any) -> Option<Sample> {
     }
 }
 
+/// The bytes received and sent by every interface but loopback in a
+/// `/proc/PID/net/dev` table; `None` when there is none (a container
+/// without a network) or the table does not parse.
+pub(crate) fn network_totals(dev: &str) -> Option<(u64, u64)> {
+    let mut totals = None;
+    // Two header lines, then `name: rx_bytes packets errs drop fifo frame
+    // compressed multicast tx_bytes ...`.
+    for line in dev.lines().skip(2) {
+        let (name, counters) = line.split_once(':')?;
+        if name.trim() == "lo" {
+            continue;
+        }
+        let counters: Vec<u64> = counters
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let (rx, tx) = (*counters.first()?, *counters.get(8)?);
+        let (all_rx, all_tx) = totals.unwrap_or((0u64, 0u64));
+        totals = Some((all_rx.saturating_add(rx), all_tx.saturating_add(tx)));
+    }
+    totals
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_totals_add_every_interface_but_loopback() {
+        let dev = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    9000      10    0    0    0     0          0         0     9000      10    0    0    0     0       0          0
+  eth0:    1500      12    0    0    0     0          0         0      700       8    0    0    0     0       0          0
+  eth1:     500       2    0    0    0     0          0         0      300       1    0    0    0     0       0          0
+";
+        assert_eq!(network_totals(dev), Some((2000, 1000)));
+        let only_loopback = dev.lines().take(3).collect::<Vec<_>>().join("\n");
+        assert_eq!(network_totals(&only_loopback), None);
+        assert_eq!(network_totals("a\nb\n  eth0: 1 2 x\n"), None);
+        assert_eq!(network_totals("a\nb\n  eth0: 1 2 3\n"), None);
+        assert_eq!(network_totals(""), None);
+    }
 
     #[test]
     fn decodes_cgroup_v1_metrics() {

@@ -633,19 +633,40 @@ impl ContainerdDriver {
 
     pub(super) async fn sample(&self, instance: &Instance) -> Result<Sample, DriverError> {
         let id = Self::container_id(instance)?;
-        match self.task(id).await?.map(|p| status_of(&p)) {
-            Some(TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing) => {}
+        let task = self.task(id).await?;
+        let pid = match &task {
+            Some(p)
+                if matches!(
+                    status_of(p),
+                    TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing
+                ) =>
+            {
+                p.pid
+            }
             _ => {
                 return Err(DriverError::FailedPrecondition(format!(
                     "instance `{}` is not running",
                     instance.name
                 )))
             }
+        };
+        let mut sample = self
+            .metrics(id)
+            .await?
+            .ok_or_else(|| DriverError::Runtime {
+                operation: format!("read metrics of {}", instance.name),
+                source: "containerd returned no cgroup metrics for the task".into(),
+            })?;
+        // The cgroup has no network figures: the task's network namespace
+        // has them, read through its init process (whichever namespace
+        // this process runs in).
+        if let Ok(dev) = std::fs::read_to_string(format!("/proc/{pid}/net/dev")) {
+            if let Some((rx, tx)) = stats::network_totals(&dev) {
+                sample.stats.net_rx_bytes = Some(rx);
+                sample.stats.net_tx_bytes = Some(tx);
+            }
         }
-        self.metrics(id).await?.ok_or_else(|| DriverError::Runtime {
-            operation: format!("read metrics of {}", instance.name),
-            source: "containerd returned no cgroup metrics for the task".into(),
-        })
+        Ok(sample)
     }
 
     pub(super) async fn pause_task(&self, instance: &Instance) -> Result<(), DriverError> {

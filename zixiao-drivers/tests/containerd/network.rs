@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use zixiao_core::driver::Inventory;
+use zixiao_core::driver::{Driver, Inventory};
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::CreateNetwork;
 use zixiao_core::{Controller, CreateInstance, Instance, InstanceSpec, InstanceStatus, LocalAgent};
@@ -187,6 +187,15 @@ fn containers_on_one_network_reach_each_other_and_delete_leaves_nothing() {
         assert!(log.contains("hello-from-b"), "a got b's message: {log}");
         let b_log = fx.log(&b).await;
         assert!(b_log.contains("reached-a"), "b pinged a: {b_log}");
+        // a's traffic, as `instance stats` reports it: what it received
+        // (pings, b's message) and sent (the replies), its loopback aside.
+        let stats = Driver::stats(fx.driver.as_ref()).expect("stats capability");
+        let used = stats.stats(&a).await.expect("stats of a");
+        assert!(
+            used.net_rx_bytes.is_some_and(|rx| rx > 0)
+                && used.net_tx_bytes.is_some_and(|tx| tx > 0),
+            "{used:?}"
+        );
 
         // Delete: no container, namespace, veth or allocation left, then the network.
         for name in ["a", "b"] {
