@@ -985,6 +985,9 @@ impl TryFrom<pb::Operation> for Operation {
                 )?,
                 id: non_empty(target.id, "target.id")?,
                 name: non_empty(target.name, "target.name")?,
+                // The access layer reads them on the server; they do not
+                // travel.
+                labels: Default::default(),
             },
             requested_by: o.requested_by,
             phase: named_variant(

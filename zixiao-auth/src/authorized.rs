@@ -17,7 +17,8 @@ use crate::error::Rejection;
 use crate::identity::{Caller, Credential, Identity};
 use crate::names::ProjectName;
 use crate::permission::{
-    authorize, instance_ref_mut, project_of, project_ref, Denial, ProjectRef, Scope, PROJECT_LABEL,
+    authorize, instance_ref_mut, judged_as, operation_project, operation_ref, operation_visible,
+    project_of, project_ref, Denial, ProjectRef, Scope, PROJECT_LABEL,
 };
 
 /// An [`Api`] that carries out a call only if its caller may make it.
@@ -31,6 +32,8 @@ use crate::permission::{
 /// - A refused call gets `PermissionDenied` naming the missing permission,
 ///   and reaches nothing: the inner `Api` sees at most the lookup.
 /// - Lists and watches of instances are filtered to the caller's projects.
+/// - An operation is read and cancelled as its target is (an instance in
+///   its project, a node); lists of operations are filtered alike.
 /// - A token created without an owner is the calling user's own.
 ///
 /// With [`Authorized::record_refusals`], every refusal (and every changing
@@ -156,6 +159,38 @@ impl<A: Api> Api for Authorized<A> {
                 ))),
             };
         }
+        // An admin may do anything anywhere: no lookup needed.
+        let judged = matches!(identity, Identity::User { role, .. } if *role != Role::Admin);
+        // An operation is judged by its target, found in the operation.
+        if let (true, Some(id)) = (judged, operation_ref(&request)) {
+            let lookup = Request::GetOperation { id: id.clone() };
+            let operation = match self.inner.call(lookup).await {
+                Ok(Response::Operation(operation)) => operation,
+                Ok(other) => {
+                    let error = Error::Internal(format!(
+                        "operation.get answered {}, not Operation",
+                        other.kind()
+                    ));
+                    return Err(self.fail(&request, error).await);
+                }
+                Err(error) => return Err(self.fail(&request, error).await),
+            };
+            if let Some(stand_in) = judged_as(&operation, request.is_mutating()) {
+                let project = operation_project(&operation);
+                if let Err(denial) = authorize(identity, &stand_in, project.as_ref()) {
+                    let denial = Denial {
+                        operation: request.operation().to_owned(),
+                        ..denial
+                    };
+                    return Err(self.deny(&request, project, denial).await);
+                }
+                if matches!(request, Request::GetOperation { .. }) {
+                    // The lookup was the call.
+                    return Ok(Response::Operation(operation));
+                }
+                return self.inner.call(request).await;
+            }
+        }
         // A create names its project in a label: checked for everyone, so
         // no instance is made that only an admin could reach again.
         let reference = match project_ref(&request) {
@@ -165,16 +200,11 @@ impl<A: Api> Api for Authorized<A> {
                 return Err(self.fail(&request, error).await);
             }
         };
-        // An admin may do anything anywhere: no lookup needed.
-        let judged_in_project = matches!(
-            identity,
-            Identity::User { role, .. } if *role != Role::Admin
-        );
         let mut found: Option<Instance> = None;
         let project = match reference {
             ProjectRef::Known(project) => Some(project),
             ProjectRef::None => None,
-            ProjectRef::Instance(_) if !judged_in_project => None,
+            ProjectRef::Instance(_) if !judged => None,
             ProjectRef::Instance(instance) => {
                 let lookup = Request::GetInstance {
                     instance: instance.to_owned(),
@@ -230,6 +260,17 @@ impl<A: Api> Api for Authorized<A> {
         match grant.scope {
             Scope::All => Ok(response),
             Scope::Projects(projects) => filter_to_projects(response, &projects),
+            scope @ Scope::Operations { .. } => match response {
+                // A page may come out shorter; its token still goes on after it.
+                Response::Operations(mut page) => {
+                    page.operations.retain(|o| operation_visible(o, &scope));
+                    Ok(Response::Operations(page))
+                }
+                other => Err(Error::Internal(format!(
+                    "cannot filter a {} answer to the operations the caller may read",
+                    other.kind()
+                ))),
+            },
         }
     }
 }

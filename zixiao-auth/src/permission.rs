@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use zixiao_core::api::Request;
+use zixiao_core::model::{Operation, OperationId, TargetKind};
 use zixiao_core::Instance;
 
 use crate::accounts::Role;
@@ -201,9 +202,9 @@ fn family(operation: &str) -> Family {
         .map_or(operation, |(family, _)| family)
     {
         "instance" | "snapshot" => Family::Instance,
-        // Operations carry no project of their own (yet): read as images
-        // are, cancelled (an instance stopped or deleted) by an operator
-        // of `default` or an admin.
+        // An operation on an instance or a node is judged as a call on
+        // its target (`judged_as`, by `Authorized`); one on an image is
+        // read as images are, cancelled by an operator of `default`.
         "network" | "image" | "template" | "operation" => Family::ProjectLess,
         "node" | "aggregate" => Family::Node,
         "cluster" => Family::Cluster,
@@ -236,6 +237,63 @@ pub enum Scope {
     All,
     /// Only instances of these projects: a list or a watch is filtered.
     Projects(BTreeSet<ProjectName>),
+    /// Only the operations the caller may read the targets of: those on
+    /// instances of these projects, on images, and with `nodes` (an
+    /// operator) on nodes. An operation list is filtered.
+    Operations {
+        /// The caller's projects.
+        projects: BTreeSet<ProjectName>,
+        /// Whether node operations (drains) are shown.
+        nodes: bool,
+    },
+}
+
+/// The operation id a request reads or cancels, if it is one of those.
+pub fn operation_ref(request: &Request) -> Option<&OperationId> {
+    match request {
+        Request::GetOperation { id }
+        | Request::WatchOperation { id }
+        | Request::CancelOperation { id } => Some(id),
+        _ => None,
+    }
+}
+
+/// The request an operation call is judged as: an operation is read as
+/// its target is read, and cancelled as its target is changed (cancelling
+/// stops or deletes an instance, ends a drain). `None` for an image's
+/// operation, judged as an `operation.*` call without a project of its own
+/// (`default`), as images are.
+pub fn judged_as(operation: &Operation, mutating: bool) -> Option<Request> {
+    let id = operation.target.id.clone();
+    match (operation.target.kind, mutating) {
+        (TargetKind::Instance, false) => Some(Request::GetInstance { instance: id }),
+        (TargetKind::Instance, true) => Some(Request::PauseInstance { instance: id }),
+        (TargetKind::Node, false) => Some(Request::GetNode { node: id }),
+        (TargetKind::Node, true) => Some(Request::CordonNode { node: id }),
+        (TargetKind::Image, _) => None,
+    }
+}
+
+/// The project of an instance's operation, from the labels it recorded;
+/// `None` when it recorded none (a record from before they were kept) or
+/// they name no valid project: then only an admin may reach it.
+pub fn operation_project(operation: &Operation) -> Option<ProjectName> {
+    project_of_labels(operation.target.labels.as_ref()?).ok()
+}
+
+/// Whether a caller with `scope` may see `operation` in a list.
+pub fn operation_visible(operation: &Operation, scope: &Scope) -> bool {
+    match scope {
+        Scope::All => true,
+        Scope::Projects(projects) | Scope::Operations { projects, .. }
+            if operation.target.kind == TargetKind::Instance =>
+        {
+            operation_project(operation).is_some_and(|p| projects.contains(&p))
+        }
+        Scope::Operations { nodes, .. } if operation.target.kind == TargetKind::Node => *nodes,
+        Scope::Projects(_) => false,
+        Scope::Operations { .. } => true,
+    }
 }
 
 /// Why a call is allowed, and what it may show.
@@ -382,6 +440,15 @@ pub fn authorize(
         ));
     }
     let mutating = request.is_mutating();
+    if op == "operation.list" {
+        return Ok(Grant {
+            rule: format!("{role}, filtered to what it may read"),
+            scope: Scope::Operations {
+                projects: projects.clone(),
+                nodes: role == Role::Operator,
+            },
+        });
+    }
     let in_project = |project: &ProjectName| -> Result<Grant, Denial> {
         if !projects.contains(project) {
             return Err(Denial::new(
@@ -501,6 +568,15 @@ impl fmt::Display for Scope {
             Scope::Projects(projects) => {
                 let names: Vec<&str> = projects.iter().map(ProjectName::as_str).collect();
                 write!(f, "projects {}", names.join(", "))
+            }
+            Scope::Operations { projects, nodes } => {
+                let names: Vec<&str> = projects.iter().map(ProjectName::as_str).collect();
+                let nodes = if *nodes { ", nodes" } else { "" };
+                write!(
+                    f,
+                    "operations of projects {}, images{nodes}",
+                    names.join(", ")
+                )
             }
         }
     }

@@ -377,3 +377,90 @@ async fn an_operator_works_in_its_project_through_the_whole_stack() {
         .unwrap();
     assert!(matches!(caller, Caller::Rejected(_)), "{caller:?}");
 }
+
+/// The operations `api` lists, as sorted `(kind, target name)`.
+async fn listed_operations(api: &impl Api) -> Vec<(String, String)> {
+    let request = Request::ListOperations {
+        filter: Default::default(),
+        page: Default::default(),
+    };
+    let Response::Operations(page) = api.call(request).await.expect("operation.list") else {
+        panic!("operations")
+    };
+    let mut listed: Vec<_> = page
+        .operations
+        .iter()
+        .map(|o| (o.kind.to_string(), o.target.name.clone()))
+        .collect();
+    // In id order, which is random: sorted to compare.
+    listed.sort();
+    listed
+}
+
+#[tokio::test]
+async fn operations_are_read_and_cancelled_as_their_targets() {
+    let c = Cluster::new().await;
+    let otto = c.token("otto", Role::Operator, &["web"], None).await;
+    let vera = c.token("vera", Role::Viewer, &["web"], None).await;
+    let ann = c.token("ann", Role::Operator, &["api"], None).await;
+    let (otto, vera, ann) = (
+        c.api(Some(otto.expose())).await,
+        c.api(Some(vera.expose())).await,
+        c.api(Some(ann.expose())).await,
+    );
+    // A drain of the empty node first (nothing to wait for), by the
+    // controller's own API, which records its operation.
+    let drain = Request::DrainNode {
+        node: "node-a".into(),
+    };
+    c.controller.call(drain).await.unwrap();
+    otto.call(create("web-1", "web")).await.unwrap();
+    ann.call(create("api-1", "api")).await.unwrap();
+    let web_op = c
+        .controller
+        .list_operations(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.target.name == "web-1")
+        .expect("web-1's create");
+
+    // Each sees the operations of its projects' instances; an operator
+    // sees the node's drain too, a viewer does not read nodes.
+    let create_of = |name: &str| ("create".to_owned(), name.to_owned());
+    let drain = ("drain".to_owned(), "node-a".to_owned());
+    assert_eq!(
+        listed_operations(&otto).await,
+        [create_of("web-1"), drain.clone()]
+    );
+    assert_eq!(listed_operations(&vera).await, [create_of("web-1")]);
+    assert_eq!(listed_operations(&ann).await, [create_of("api-1"), drain]);
+
+    // Another project's operation is refused by name, as its instance is.
+    let get = || Request::GetOperation {
+        id: web_op.id.clone(),
+    };
+    let cancel = || Request::CancelOperation {
+        id: web_op.id.clone(),
+    };
+    let refused = ann.call(get()).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+    assert!(refused.to_string().contains("operation.get"), "{refused}");
+    assert!(refused.to_string().contains("web"), "{refused}");
+    let before = c.h.snapshot().await;
+    let refused = ann.call(cancel()).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+    let changed = changed_keys(&before, &c.h.snapshot().await);
+    assert!(
+        only_audit_changed(&changed),
+        "a refused cancel changed {changed:?}"
+    );
+    // Its project's viewer reads it and may not cancel it.
+    let Response::Operation(read) = vera.call(get()).await.unwrap() else {
+        panic!("operation")
+    };
+    assert_eq!(read.id, web_op.id);
+    let refused = vera.call(cancel()).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+    assert!(refused.to_string().contains("viewer"), "{refused}");
+}

@@ -333,8 +333,10 @@ fn the_rules_by_role_and_project() {
         ("image.pull", [false, false, false, true]),
         ("image.list", [true, true, true, true]),
         ("image.remove", [false, false, false, true]),
-        // Operations carry no project yet: read by everyone, cancelled by
-        // operators of `default` (and admins).
+        // Judged alone, as an image's operation is: read by everyone,
+        // cancelled by operators of `default` (and admins). `Authorized`
+        // judges an instance's or a node's operation as a call on its
+        // target (controller.rs), and filters lists.
         ("operation.list", [true, true, true, true]),
         ("operation.get", [true, true, true, true]),
         ("operation.watch", [true, true, true, true]),

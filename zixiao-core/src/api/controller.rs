@@ -484,7 +484,7 @@ impl Api for Controller {
 
 /// The target an instance's operation names.
 fn target(instance: &Instance) -> OperationTarget {
-    OperationTarget::instance(&instance.id, &instance.name)
+    OperationTarget::of_instance(instance)
 }
 
 impl Controller {

@@ -69,7 +69,7 @@ impl Controller {
         let source_for_op = source.clone();
         self.run_operation(
             OperationKind::Migrate,
-            OperationTarget::instance(found.id.clone(), found.name.clone()),
+            OperationTarget::of_instance(&found),
             move |op| self.move_instance(op, found, source_for_op, target_for_op),
             move |moved: &Instance| {
                 Some(format!(

@@ -305,6 +305,14 @@ pub struct OperationTarget {
     pub id: String,
     /// Its name, for people.
     pub name: String,
+    /// An instance's labels when the operation started: an access layer
+    /// tells whose operation it is by them (its project), without a lookup
+    /// and after the instance is gone. Empty for other targets, in
+    /// records from before they were kept, and over gRPC (the access
+    /// layer reads them on the server): `None`, which tells "not known"
+    /// from an instance that had no labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl OperationTarget {
@@ -314,6 +322,15 @@ impl OperationTarget {
             kind: TargetKind::Instance,
             id: id.into(),
             name: name.into(),
+            labels: Default::default(),
+        }
+    }
+
+    /// `instance`, with its labels.
+    pub fn of_instance(instance: &crate::model::Instance) -> Self {
+        OperationTarget {
+            labels: Some(instance.labels.clone()),
+            ..OperationTarget::instance(&instance.id, &instance.name)
         }
     }
 
@@ -324,6 +341,7 @@ impl OperationTarget {
             kind: TargetKind::Node,
             name: id.clone(),
             id,
+            labels: Default::default(),
         }
     }
 
@@ -333,6 +351,7 @@ impl OperationTarget {
             kind: TargetKind::Image,
             id: node.into(),
             name: name.into(),
+            labels: Default::default(),
         }
     }
 
