@@ -35,6 +35,9 @@ if ! "$venv/bin/python" -c "import playwright" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'playwright>=1.40,<2'
 fi
 
+# The embedded xterm.js is what its lockfile builds (npm, from the registry).
+bash scripts/ui-vendor.sh --check
+
 # The binary the Rust tests built, with every runtime.
 cargo build --quiet --all-features --locked -p zixiao-cli
 ZIXIAO_BIN=$target/debug/zixiao ZIXIAO_CHROMIUM=$chromium \

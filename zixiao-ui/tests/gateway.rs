@@ -214,6 +214,28 @@ async fn the_pages_are_embedded_with_a_strict_content_policy() {
         script.head
     );
     assert!(script.body.contains("/api/session"));
+    // The vendored terminal is served from the binary too, and the policy
+    // still refuses inline styles and scripts.
+    assert!(!index.head.contains("unsafe-inline"), "{}", index.head);
+    for (path, kind, content) in [
+        ("/vendor/xterm.js", "text/javascript", "e.Terminal="),
+        ("/vendor/addon-fit.js", "text/javascript", "FitAddon"),
+        ("/vendor/xterm.css", "text/css", ".xterm-helper-textarea"),
+        (
+            "/vendor/xterm.LICENSE",
+            "text/plain",
+            "Permission is hereby granted",
+        ),
+    ] {
+        let file = ui.get(path).await;
+        assert_eq!(file.status, 200, "{path}");
+        assert!(
+            file.head.contains(&format!("content-type: {kind}")),
+            "{path}: {}",
+            file.head
+        );
+        assert!(file.body.contains(content), "{path}");
+    }
 }
 
 #[tokio::test]
