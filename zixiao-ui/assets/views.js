@@ -258,61 +258,178 @@ export function inConsole(element) {
 /** Closes the open console unless it is `name`'s (the page moved on). */
 export function closeConsole(name) {
   if (openConsole && openConsole.name !== name) {
-    if (openConsole.socket) openConsole.socket.close();
+    const { socket, terminal } = openConsole;
+    if (socket) {
+      // Its handlers would write to the terminal disposed below.
+      socket.onmessage = null;
+      socket.onclose = null;
+      socket.close();
+    }
+    if (terminal) terminal.dispose();
     openConsole = null;
   }
 }
 
 /**
- * `name`'s console: a WebSocket bridged to the API's console stream, its
- * output appended as text, a line sent (with a newline) on Enter. Returns
- * the slot the panel goes in (see {@link mountConsole}).
+ * The instance types whose console is a pipe rather than a terminal. A
+ * VM's console is its serial port, a TTY in the guest: the guest echoes,
+ * edits the line and reads Enter as "\r", so keys go as typed. A
+ * container's console is its standard input, a pipe (the containerd driver
+ * gives containers no TTY): nothing echoes, and a shell reads lines that
+ * end in "\n", so the page does the part of a TTY's line discipline the
+ * pipe lacks ({@link lineDiscipline}).
  */
-function consolePanel(name) {
+const PIPE_CONSOLES = ["container"];
+
+/**
+ * What a TTY's line discipline would do for a pipe: echoes what is typed
+ * into `terminal`, lets Backspace and Ctrl-U edit the line, Ctrl-C drop
+ * it, and calls `send` with the line and "\n" on Enter. Escape sequences
+ * (arrows, function keys) are dropped: a pipe has no cursor to move.
+ * Returns the handler of the terminal's typed data.
+ */
+function lineDiscipline(terminal, send) {
+  let line = [];
+  let afterReturn = false;
+  return (data) => {
+    for (const char of data.replace(/\x1b(\[[0-9;?]*[ -\/]*[@-~]|O.|.)?/g, "")) {
+      // A paste's "\r\n" is one Enter, not two.
+      const wasReturn = afterReturn;
+      afterReturn = char === "\r";
+      if (char === "\n" && wasReturn) continue;
+      if (char === "\r" || char === "\n") {
+        terminal.write("\r\n");
+        send(`${line.join("")}\n`);
+        line = [];
+      } else if (char === "\x7f" || char === "\b") {
+        if (line.pop() !== undefined) terminal.write("\b \b");
+      } else if (char === "\x15") {
+        terminal.write("\b \b".repeat(line.length));
+        line = [];
+      } else if (char === "\x03") {
+        terminal.write("^C\r\n");
+        line = [];
+      } else if (char >= " ") {
+        line.push(char);
+        terminal.write(char);
+      }
+    }
+  };
+}
+
+/**
+ * xterm.js writes the styles it computes (cell size, colours) into
+ * <style> elements, which the dashboard's content security policy refuses
+ * (it allows no inline style). Copies them into one constructed stylesheet,
+ * which the policy allows, whenever xterm.js rewrites them. Returns what
+ * undoes it.
+ */
+function adoptTerminalStyles(terminal) {
+  const sheet = new CSSStyleSheet();
+  document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+  const copy = () => sheet.replaceSync([...terminal.element.querySelectorAll("style")]
+    .map((style) => style.textContent).join("\n"));
+  const isStyle = (node) => node && node.nodeName === "STYLE";
+  const observer = new MutationObserver((records) => {
+    if (records.some((r) => isStyle(r.target) || isStyle(r.target.parentNode) || [...r.addedNodes].some(isStyle))) copy();
+  });
+  observer.observe(terminal.element, { subtree: true, childList: true, characterData: true });
+  copy();
+  return () => {
+    observer.disconnect();
+    document.adoptedStyleSheets = document.adoptedStyleSheets.filter((s) => s !== sheet);
+  };
+}
+
+/**
+ * The terminal of a console panel, drawn into `screen` and sized to it
+ * (the instance is not told the size: the console API carries bytes only).
+ * `pipe` says whether it needs {@link lineDiscipline}.
+ */
+function newTerminal(screen, pipe) {
+  const terminal = new window.Terminal({
+    cursorBlink: true, fontSize: 13, scrollback: 5000,
+    fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
+    // A pipe's output has bare "\n" line ends, which a terminal only moves down on.
+    convertEol: pipe,
+  });
+  const fit = new window.FitAddon.FitAddon();
+  terminal.loadAddon(fit);
+  terminal.open(screen);
+  const unadopt = adoptTerminalStyles(terminal);
+  // Fitting a panel a redraw has taken off the page for a moment does nothing.
+  const resize = new ResizeObserver(() => fit.fit());
+  resize.observe(screen);
+  fit.fit();
+  const dispose = terminal.dispose.bind(terminal);
+  terminal.dispose = () => {
+    resize.disconnect();
+    unadopt();
+    dispose();
+  };
+  return terminal;
+}
+
+/**
+ * `instance`'s console: a WebSocket bridged to the API's console stream,
+ * shown in a terminal (xterm.js) that gets its output bytes and sends what
+ * is typed (see {@link PIPE_CONSOLES}). Returns the slot the panel goes in
+ * (see {@link mountConsole}).
+ */
+function consolePanel(instance) {
+  const name = instance.name;
   const slot = h("div", { "data-console-slot": name });
   if (openConsole && openConsole.name === name) return slot;
   closeConsole();
-  const session = { name, panel: null, socket: null };
-  const output = h("pre", { class: "console", "data-testid": "console-output" });
+  const pipe = PIPE_CONSOLES.includes(instance.spec.type);
+  const session = { name, panel: null, socket: null, terminal: null };
+  const screen = h("div", { class: "console", "data-testid": "console-output" });
   const state = h("span", { class: "muted", "data-testid": "console-state" }, "not connected");
-  const line = h("input", { name: "line", autocomplete: "off", disabled: true, "aria-label": "console input", placeholder: "a line to type; Enter sends it" });
-  const form = h("form", { class: "inline", "data-testid": "console-form" }, line);
   const open = h("button", { type: "button", "data-action": "console" }, "Open console");
+  const send = (data) => {
+    if (session.socket && session.socket.readyState === WebSocket.OPEN) session.socket.send(data);
+  };
   open.addEventListener("click", () => {
+    if (!window.Terminal || !window.FitAddon) {
+      state.textContent = "the terminal (vendor/xterm.js) did not load";
+      return;
+    }
+    if (!session.terminal) {
+      session.terminal = newTerminal(screen, pipe);
+      const typed = pipe ? lineDiscipline(session.terminal, send) : send;
+      session.terminal.onData((data) => typed(data));
+      // Bytes that are not text (some mouse reports) go as they are.
+      session.terminal.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+    } else {
+      session.terminal.write("\r\n");
+    }
     // A browser's WebSocket cannot send Authorization: the token rides as a subprotocol.
     const protocols = ["zixiao.console"];
     if (token()) protocols.push(`zixiao.bearer.${token()}`);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/api/instances/${encodeURIComponent(name)}/console`, protocols);
-    const decoder = new TextDecoder();
     socket.binaryType = "arraybuffer";
     session.socket = socket;
     open.disabled = true;
     state.textContent = "connecting";
     socket.onopen = () => {
       state.textContent = "connected";
-      line.disabled = false;
-      line.focus();
+      session.terminal.options.disableStdin = false;
+      session.terminal.focus();
     };
-    socket.onmessage = (event) => {
-      output.textContent += decoder.decode(new Uint8Array(event.data), { stream: true });
-      output.scrollTop = output.scrollHeight;
-    };
+    socket.onmessage = (event) => session.terminal.write(new Uint8Array(event.data));
     socket.onclose = () => {
       state.textContent = "closed";
-      line.disabled = true;
+      // What it printed stays to read; typing waits for the next session.
+      session.terminal.options.disableStdin = true;
       open.disabled = false;
     };
   });
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    if (session.socket && session.socket.readyState === WebSocket.OPEN) {
-      session.socket.send(`${line.value}\n`);
-      line.value = "";
-    }
-  });
-  session.panel = h("div", { class: "panel", "data-testid": "console" },
-    h("h2", {}, "Console"), h("div", { class: "actions" }, open, state), output, form);
+  session.panel = h("div", { class: "panel", "data-testid": "console", "data-console-mode": pipe ? "line" : "raw" },
+    h("h2", {}, "Console"),
+    h("div", { class: "actions" }, open, state,
+      h("span", { class: "muted" }, pipe ? "a container's standard input: lines are sent on Enter" : "keys go to the guest as typed")),
+    screen);
   openConsole = session;
   return slot;
 }
@@ -473,7 +590,7 @@ export async function instance(name, ui) {
   return h("section", { "data-testid": "instance", "data-instance": i.name, "data-status": i.status },
     h("h1", {}, link("#/instances", "Instances"), " / ", i.name, " ", badge(i.status)),
     h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
-    i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i.name) : null,
+    i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i) : null,
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
     i.status === "running" ? usagePanel(`/api/instances/${encodeURIComponent(i.name)}/stats/history`, instanceCharts) : null,
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),

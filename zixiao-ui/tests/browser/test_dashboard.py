@@ -237,31 +237,47 @@ def stop_from_the_page(page, url, state):
 
 
 def console_in_the_page(page, url, state):
-    """A shell in a container with stdin: the page's console types into
-    it and shows what it answers; `exit` ends it."""
+    """A shell in a container with stdin, in the page's terminal (xterm.js):
+    keys typed into the terminal reach the shell, what it answers shows in
+    the terminal's rows, and `exit` ends the session."""
     cli(state, "instance", "create", "--name", "ui-sh", "--type", "container", "--image", "busybox",
         "--memory", "64", "--label", "zixiao.io/stdin=true", "--", "sh")
     page.goto(f"{url}#/instances/ui-sh")
     console = page.get_by_test_id("console")
+    # A container's stdin is a pipe: the page echoes and sends whole lines.
+    expect(console).to_have_attribute("data-console-mode", "line")
     console.locator("[data-action=console]").click()
     expect(console.get_by_test_id("console-state")).to_have_text("connected")
-    typed = console.locator("input[name=line]")
-    # Half a line, then a live redraw (the instance changed), then the rest:
-    # the redraw keeps the focus and what was typed, as a person typing
-    # while the page updates needs.
-    typed.click()
+    rows = console.locator(".xterm-rows")
+    expect(rows).to_be_visible()
+    # Sized to its panel, wider than a default 80 columns; and the styles
+    # xterm.js computes (font size 13 px, `white-space: pre`) apply although
+    # the page's policy refuses inline styles.
+    looks = page.evaluate("""() => {
+        const box = document.querySelector('[data-testid=console-output] .xterm-screen').getBoundingClientRect();
+        const rows = getComputedStyle(document.querySelector('[data-testid=console-output] .xterm-rows'));
+        return { width: box.width, height: box.height, font: rows.fontSize, space: rows.whiteSpace };
+    }""")
+    assert looks["width"] > 800 and looks["height"] > 200, looks
+    assert looks["font"] == "13px" and looks["space"] == "pre", looks
+    # Typed with the keyboard into the focused terminal. Half a line, then a
+    # live redraw (the instance changed), then the rest: the redraw keeps
+    # the terminal and its focus, as a person typing while the page updates
+    # needs. Only the shell can turn $((40+2)) into 42.
+    console.get_by_test_id("console-output").click()
     page.keyboard.type("echo hi-")
     page.evaluate("document.querySelector('[data-testid=instance]').dataset.drawn = 'before'")
     cli(state, "instance", "update", "ui-sh", "--label", "typed=yes")
     expect(page.locator("[data-testid=instance]:not([data-drawn])")).to_be_visible()
-    page.keyboard.type("$((6*7))")
+    page.keyboard.type("$((40+2))")
+    expect(rows).to_contain_text("echo hi-$((40+2))")
     page.keyboard.press("Enter")
     # The answer goes through the shim's copy into the log the console
     # follows: seconds on a loaded 2-core machine (once over 5 s).
-    expect(console.get_by_test_id("console-output")).to_contain_text("hi-42", timeout=ACTION_TIMEOUT_MS)
+    expect(rows).to_contain_text("hi-42", timeout=ACTION_TIMEOUT_MS)
     shot(page, "console")
-    typed.fill("exit")
-    typed.press("Enter")
+    page.keyboard.type("exit")
+    page.keyboard.press("Enter")
     expect(console.get_by_test_id("console-state")).to_have_text("closed", timeout=ACTION_TIMEOUT_MS)
     wait_for(lambda: instances(state)["ui-sh"]["status"] == "stopped", "ui-sh to stop after exit")
 
