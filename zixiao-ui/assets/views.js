@@ -2,7 +2,7 @@
 // (one call per list) and builds its DOM with h(), which sets text, never
 // HTML, so no name or message from the API can inject markup.
 
-import { call, token } from "./api.js";
+import { ApiError, call, token } from "./api.js";
 
 const INSTANCE_TYPES = ["container", "microvm", "vm"];
 const INSTANCE_STATUSES = ["pending", "scheduled", "creating", "running", "paused", "stopping", "stopped", "failed", "deleting"];
@@ -576,9 +576,71 @@ function nodeCharts(node) {
 /** How often an open usage panel asks for new samples. */
 const USAGE_REFRESH_MS = 5000;
 
-/** One instance, live: its fields, conditions and quick actions. */
+/** A size in bytes, in the largest binary unit under 1024 of it. */
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (n >= 1024 && unit < units.length - 1) {
+    n /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? n : n.toFixed(1)} ${units[unit]}`;
+}
+
+/** A snapshot name for now, such as snap-20261207-0415 (UTC). */
+function snapshotNameNow() {
+  return `snap-${new Date().toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-")}`;
+}
+
+/**
+ * The instance page's snapshots: `listed` is the API's list, or the error
+ * it answered (a runtime that takes none says so, as `unsupported`), and a
+ * form that takes one now.
+ */
+function snapshotsPanel(instance, listed, ui) {
+  const panel = (...children) => h("div", { class: "panel", "data-testid": "snapshots" }, h("h2", {}, "Snapshots"), ...children);
+  if (listed instanceof ApiError && listed.kind === "unsupported") {
+    return panel(h("p", { class: "muted", "data-testid": "snapshots-unsupported" }, `None: ${listed.message}`));
+  }
+  if (listed instanceof Error) {
+    return panel(h("p", { class: "error" }, listed instanceof ApiError ? `${listed.kind}: ${listed.message}` : String(listed)));
+  }
+  const table = listed.length === 0 ? h("p", { class: "empty" }, "No snapshots yet.") :
+    h("table", { "data-testid": "snapshot-table" },
+      h("thead", {}, h("tr", {}, ["name", "taken", "holds", ""].map((c) => h("th", {}, c)))),
+      h("tbody", {}, listed.map((s) => h("tr", { "data-snapshot": s.name },
+        h("td", {}, s.name), h("td", {}, when(s.created_at)),
+        h("td", {}, s.includes_memory ? "disks and memory" : "disks"),
+        h("td", {}, s.current ? h("span", { class: "badge running" }, "current") : "")))));
+  const form = h("form", { class: "inline", "data-testid": "snapshot-form" },
+    h("label", {}, "Name", h("input", { name: "name", required: true, value: snapshotNameNow(), autocomplete: "off" })),
+    h("button", { type: "submit", "data-action": "snapshot" }, "Snapshot now"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = String(new FormData(form).get("name")).trim();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    try {
+      await call("POST", `/api/instances/${encodeURIComponent(instance.name)}/snapshots`, { name });
+      // Off the form first: a redraw waits while a form has the focus.
+      if (form.contains(document.activeElement)) document.activeElement.blur();
+      ui.done(`snapshot ${name} of ${instance.name} taken`);
+    } catch (error) {
+      ui.failed(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return panel(table, form);
+}
+
+/** One instance, live: its fields, conditions, quick actions and snapshots. */
 export async function instance(name, ui) {
-  const i = await call("GET", `/api/instances/${encodeURIComponent(name)}`);
+  const path = `/api/instances/${encodeURIComponent(name)}`;
+  const [i, snapshots] = await Promise.all([
+    call("GET", path),
+    call("GET", `${path}/snapshots`).catch((error) => error),
+  ]);
   const fields = [
     ["id", i.id], ["type", i.spec.type], ["status", badge(i.status)], ["wanted", i.desired],
     ["node", i.node || "—"], ["image", i.spec.image || "—"], ["command", (i.spec.command || []).join(" ") || "—"],
@@ -593,10 +655,55 @@ export async function instance(name, ui) {
     i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i) : null,
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
     i.status === "running" ? usagePanel(`/api/instances/${encodeURIComponent(i.name)}/stats/history`, instanceCharts) : null,
+    snapshotsPanel(i, snapshots, ui),
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
       h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
     i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,
     h("details", { class: "panel" }, h("summary", {}, "As JSON"), h("pre", {}, JSON.stringify(i, null, 2))));
+}
+
+/**
+ * The instance type whose image list a node answers with all it holds: its
+ * container runtime lists the node's image store as well; a node without
+ * one lists its store through the first runtime it has.
+ */
+function imageListType(node) {
+  const runtimes = node.runtimes || [];
+  return runtimes.includes("container") ? "container" : runtimes[0];
+}
+
+/** Images: what each node holds, one row per image with the nodes holding it. */
+export async function images() {
+  const nodes = await call("GET", "/api/nodes");
+  const held = await Promise.all(nodes.filter(imageListType).map(async (n) => {
+    const query = `node=${encodeURIComponent(n.id)}&type=${imageListType(n)}`;
+    try {
+      return { node: n, images: await call("GET", `/api/images?${query}`) };
+    } catch (error) {
+      return { node: n, images: [], error };
+    }
+  }));
+  const rows = new Map();
+  for (const { node, images: list } of held) {
+    for (const image of list) {
+      const key = `${image.kind} ${image.name} ${image.digest}`;
+      if (!rows.has(key)) rows.set(key, { image, nodes: [] });
+      rows.get(key).nodes.push(node.hostname);
+    }
+  }
+  const failures = held.filter((n) => n.error).map(({ node, error }) =>
+    h("p", { class: "error" }, `${node.hostname}: `, error instanceof ApiError ? `${error.kind}: ${error.message}` : String(error)));
+  const table = rows.size === 0 ? h("p", { class: "empty" }, "No images yet: zixiao image import FILE, or zixiao image pull REF") :
+    h("table", { "data-testid": "image-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "name"), h("th", {}, "type"), h("th", { class: "num" }, "size"),
+        ["digest", "imported", "nodes"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, [...rows.values()].map(({ image, nodes: on }) => h("tr", { "data-image": image.name, "data-kind": image.kind },
+        h("td", {}, image.name), h("td", {}, image.format ? `${image.kind} (${image.format})` : image.kind),
+        h("td", { class: "num" }, bytes(image.size_bytes)),
+        h("td", { class: "digest", title: image.digest }, image.digest.replace(/^(sha256:.{12}).*$/, "$1…")),
+        h("td", {}, when(image.created_at)),
+        h("td", {}, on.map((hostname) => [link(`#/nodes/${encodeURIComponent(hostname)}`, hostname), " "]))))));
+  return h("section", { "data-testid": "images" }, h("h1", {}, "Images"), h("div", { class: "panel" }, failures, table));
 }
 
 /** Templates: each version, when it was made, what it runs and who uses it. */
