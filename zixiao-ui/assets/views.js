@@ -592,10 +592,27 @@ function snapshotNameNow() {
   return `snap-${new Date().toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-")}`;
 }
 
+/** The button that deletes `instance`'s snapshot `name`, once confirmed. */
+function removeSnapshot(instance, name, ui) {
+  return h("button", {
+    type: "button", class: "danger", "data-action": "delete-snapshot",
+    onclick: async (event) => {
+      if (!window.confirm(`Delete snapshot ${name} of ${instance.name}?`)) return;
+      event.target.disabled = true;
+      try {
+        await call("DELETE", `/api/instances/${encodeURIComponent(instance.name)}/snapshots/${encodeURIComponent(name)}`);
+        ui.done(`snapshot ${name} of ${instance.name} deleted`);
+      } catch (error) {
+        ui.failed(error);
+      }
+    },
+  }, "delete");
+}
+
 /**
  * The instance page's snapshots: `listed` is the API's list, or the error
- * it answered (a runtime that takes none says so, as `unsupported`), and a
- * form that takes one now.
+ * it answered (a runtime that takes none says so, as `unsupported`), each
+ * with a delete button, and a form that takes one now.
  */
 function snapshotsPanel(instance, listed, ui) {
   const panel = (...children) => h("div", { class: "panel", "data-testid": "snapshots" }, h("h2", {}, "Snapshots"), ...children);
@@ -607,11 +624,12 @@ function snapshotsPanel(instance, listed, ui) {
   }
   const table = listed.length === 0 ? h("p", { class: "empty" }, "No snapshots yet.") :
     h("table", { "data-testid": "snapshot-table" },
-      h("thead", {}, h("tr", {}, ["name", "taken", "holds", ""].map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, ["name", "taken", "holds", "", ""].map((c) => h("th", {}, c)))),
       h("tbody", {}, listed.map((s) => h("tr", { "data-snapshot": s.name },
         h("td", {}, s.name), h("td", {}, when(s.created_at)),
         h("td", {}, s.includes_memory ? "disks and memory" : "disks"),
-        h("td", {}, s.current ? h("span", { class: "badge running" }, "current") : "")))));
+        h("td", {}, s.current ? h("span", { class: "badge running" }, "current") : ""),
+        h("td", {}, removeSnapshot(instance, s.name, ui))))));
   const form = h("form", { class: "inline", "data-testid": "snapshot-form" },
     h("label", {}, "Name", h("input", { name: "name", required: true, value: snapshotNameNow(), autocomplete: "off" })),
     h("button", { type: "submit", "data-action": "snapshot" }, "Snapshot now"));

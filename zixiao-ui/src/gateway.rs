@@ -56,6 +56,10 @@ pub(crate) fn router(access: Arc<Access>) -> Router {
             "/api/instances/{instance}/snapshots",
             get(snapshots).post(take_snapshot),
         )
+        .route(
+            "/api/instances/{instance}/snapshots/{snapshot}",
+            axum::routing::delete(delete_snapshot),
+        )
         .route("/api/images", get(images))
         .route("/api/templates", get(templates))
         .route("/api/operations", get(operations))
@@ -187,6 +191,17 @@ async fn take_snapshot(
     let name = SnapshotName::try_from(request.name)?;
     let taken = client.create_snapshot(&instance, name.as_str()).await?;
     Ok(json(StatusCode::CREATED, &taken))
+}
+
+/// `DELETE /api/instances/NAME/snapshots/SNAPSHOT`: `null` once the
+/// snapshot is gone (the API's `DeleteSnapshot`).
+async fn delete_snapshot(
+    Caller(client): Caller,
+    Path((instance, snapshot)): Path<(String, String)>,
+) -> Reply {
+    let name = SnapshotName::try_from(snapshot)?;
+    client.delete_snapshot(&instance, name.as_str()).await?;
+    ok(&())
 }
 
 /// `GET /api/images?node=NODE&type=TYPE`: what the node's runtime for

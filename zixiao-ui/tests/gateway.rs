@@ -311,9 +311,17 @@ async fn images_and_snapshots_answer_lists_and_refuse_bad_parameters() {
         assert_eq!(kind, "invalid_argument", "{body}");
         assert!(message.contains(expected), "{body}: {message}");
     }
+    let bad = ui.request("DELETE", &format!("{path}/..up"), &[], "").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.error().1.starts_with("invalid snapshot"),
+        "{}",
+        bad.body
+    );
     for answer in [
         ui.get(path).await,
         ui.post_json(path, r#"{"name":"s1"}"#).await,
+        ui.request("DELETE", &format!("{path}/s1"), &[], "").await,
     ] {
         assert_eq!(answer.status, 404, "{}", answer.body);
         assert!(answer.error().1.contains("nobody"), "{}", answer.body);

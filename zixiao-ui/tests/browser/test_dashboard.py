@@ -340,8 +340,8 @@ def images_page(page, url, state):
 def snapshots_of_a_microvm(page, url, state):
     """A running microVM on zixiao-vmm: its terminal shows what the guest
     prints, keys going raw; a snapshot taken with the CLI shows in its
-    page, one taken with the page's button shows in the CLI, and a bad name
-    is refused, naming the field, taking nothing."""
+    page, one taken with the page's button shows in the CLI, a bad name is
+    refused, naming the field, taking nothing, and the page deletes one."""
     if not VMM_GUEST:
         if RUNTIMES_REQUIRED:
             raise AssertionError("ZIXIAO_VMM_TEST_GUEST is not set (zixiao-vmm's test guest)")
@@ -371,6 +371,14 @@ def snapshots_of_a_microvm(page, url, state):
     expect(page.locator("#notice")).to_contain_text("invalid_argument: invalid snapshot")
     listed = json.loads(cli(state, "instance", "snapshot", "list", "ui-vm", "-o", "json"))
     assert len(listed) == 2, listed
+    page.once("dialog", lambda dialog: dialog.accept())
+    panel.locator('tr[data-snapshot="from-page"] [data-action=delete-snapshot]').click()
+    expect(page.locator("#notice")).to_contain_text("snapshot from-page of ui-vm deleted",
+                                                    timeout=ACTION_TIMEOUT_MS)
+    expect(panel.locator('tr[data-snapshot="from-page"]')).to_have_count(0)
+    expect(panel.locator('tr[data-snapshot="from-cli"]')).to_be_visible()
+    listed = json.loads(cli(state, "instance", "snapshot", "list", "ui-vm", "-o", "json"))
+    assert [s["name"] for s in listed] == ["from-cli"], listed
     # A container's runtime takes none: the panel says so instead of a list.
     page.goto(f"{url}#/instances/from-template")
     expect(page.get_by_test_id("snapshots-unsupported")).to_be_visible()
