@@ -35,8 +35,15 @@ if ! "$venv/bin/python" -c "import playwright" 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'playwright>=1.40,<2'
 fi
 
-# The binary the Rust tests built, with every runtime.
-cargo build --quiet --all-features --locked -p zixiao-cli
-ZIXIAO_BIN=$target/debug/zixiao ZIXIAO_CHROMIUM=$chromium \
+# The embedded xterm.js is what its lockfile builds (npm, from the registry).
+bash scripts/ui-vendor.sh --check
+
+# The binary the Rust tests built, with every runtime, and zixiao-vmm
+# next to it (the microVM whose snapshots the page shows).
+cargo build --quiet --all-features --locked -p zixiao-cli -p zixiao-vmm
+# zixiao-vmm's build script assembles its test guest into its OUT_DIR (one
+# per build configuration, all the same guest): the newest will do.
+guest=$(ls -t "$target"/debug/build/zixiao-vmm-*/out/zixiao-test-guest.elf 2>/dev/null | head -n 1 || true)
+ZIXIAO_VMM_TEST_GUEST=$guest ZIXIAO_BIN=$target/debug/zixiao ZIXIAO_CHROMIUM=$chromium \
     ZIXIAO_UI_SCREENSHOTS=$target/ui-screenshots \
     "$venv/bin/python" zixiao-ui/tests/browser/test_dashboard.py

@@ -31,7 +31,7 @@ function show(message, kind) {
 
 /**
  * The view the fragment names: #/, #/nodes, #/nodes/NAME, #/instances?type=...,
- * #/instances/NAME, #/templates, #/operations?target=NAME.
+ * #/instances/NAME, #/images, #/templates, #/operations?target=NAME.
  */
 function route() {
   const [path, query] = location.hash.replace(/^#/, "").split("?");
@@ -43,6 +43,7 @@ function route() {
   if (parts[0] === "nodes") return { name: "nodes", load: () => views.nodes() };
   if (parts[0] === "instances" && parts[1]) return { name: "instances", load: () => views.instance(parts[1], ui) };
   if (parts[0] === "instances") return { name: "instances", load: () => views.instances(params, ui) };
+  if (parts[0] === "images") return { name: "images", load: () => views.images() };
   if (parts[0] === "templates") return { name: "templates", load: () => views.templates() };
   if (parts[0] === "operations") return { name: "operations", load: () => views.operations(params) };
   return { name: "overview", load: () => views.overview() };

@@ -2,7 +2,7 @@
 // (one call per list) and builds its DOM with h(), which sets text, never
 // HTML, so no name or message from the API can inject markup.
 
-import { call, token } from "./api.js";
+import { ApiError, call, token } from "./api.js";
 
 const INSTANCE_TYPES = ["container", "microvm", "vm"];
 const INSTANCE_STATUSES = ["pending", "scheduled", "creating", "running", "paused", "stopping", "stopped", "failed", "deleting"];
@@ -258,61 +258,178 @@ export function inConsole(element) {
 /** Closes the open console unless it is `name`'s (the page moved on). */
 export function closeConsole(name) {
   if (openConsole && openConsole.name !== name) {
-    if (openConsole.socket) openConsole.socket.close();
+    const { socket, terminal } = openConsole;
+    if (socket) {
+      // Its handlers would write to the terminal disposed below.
+      socket.onmessage = null;
+      socket.onclose = null;
+      socket.close();
+    }
+    if (terminal) terminal.dispose();
     openConsole = null;
   }
 }
 
 /**
- * `name`'s console: a WebSocket bridged to the API's console stream, its
- * output appended as text, a line sent (with a newline) on Enter. Returns
- * the slot the panel goes in (see {@link mountConsole}).
+ * The instance types whose console is a pipe rather than a terminal. A
+ * VM's console is its serial port, a TTY in the guest: the guest echoes,
+ * edits the line and reads Enter as "\r", so keys go as typed. A
+ * container's console is its standard input, a pipe (the containerd driver
+ * gives containers no TTY): nothing echoes, and a shell reads lines that
+ * end in "\n", so the page does the part of a TTY's line discipline the
+ * pipe lacks ({@link lineDiscipline}).
  */
-function consolePanel(name) {
+const PIPE_CONSOLES = ["container"];
+
+/**
+ * What a TTY's line discipline would do for a pipe: echoes what is typed
+ * into `terminal`, lets Backspace and Ctrl-U edit the line, Ctrl-C drop
+ * it, and calls `send` with the line and "\n" on Enter. Escape sequences
+ * (arrows, function keys) are dropped: a pipe has no cursor to move.
+ * Returns the handler of the terminal's typed data.
+ */
+function lineDiscipline(terminal, send) {
+  let line = [];
+  let afterReturn = false;
+  return (data) => {
+    for (const char of data.replace(/\x1b(\[[0-9;?]*[ -\/]*[@-~]|O.|.)?/g, "")) {
+      // A paste's "\r\n" is one Enter, not two.
+      const wasReturn = afterReturn;
+      afterReturn = char === "\r";
+      if (char === "\n" && wasReturn) continue;
+      if (char === "\r" || char === "\n") {
+        terminal.write("\r\n");
+        send(`${line.join("")}\n`);
+        line = [];
+      } else if (char === "\x7f" || char === "\b") {
+        if (line.pop() !== undefined) terminal.write("\b \b");
+      } else if (char === "\x15") {
+        terminal.write("\b \b".repeat(line.length));
+        line = [];
+      } else if (char === "\x03") {
+        terminal.write("^C\r\n");
+        line = [];
+      } else if (char >= " ") {
+        line.push(char);
+        terminal.write(char);
+      }
+    }
+  };
+}
+
+/**
+ * xterm.js writes the styles it computes (cell size, colours) into
+ * <style> elements, which the dashboard's content security policy refuses
+ * (it allows no inline style). Copies them into one constructed stylesheet,
+ * which the policy allows, whenever xterm.js rewrites them. Returns what
+ * undoes it.
+ */
+function adoptTerminalStyles(terminal) {
+  const sheet = new CSSStyleSheet();
+  document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+  const copy = () => sheet.replaceSync([...terminal.element.querySelectorAll("style")]
+    .map((style) => style.textContent).join("\n"));
+  const isStyle = (node) => node && node.nodeName === "STYLE";
+  const observer = new MutationObserver((records) => {
+    if (records.some((r) => isStyle(r.target) || isStyle(r.target.parentNode) || [...r.addedNodes].some(isStyle))) copy();
+  });
+  observer.observe(terminal.element, { subtree: true, childList: true, characterData: true });
+  copy();
+  return () => {
+    observer.disconnect();
+    document.adoptedStyleSheets = document.adoptedStyleSheets.filter((s) => s !== sheet);
+  };
+}
+
+/**
+ * The terminal of a console panel, drawn into `screen` and sized to it
+ * (the instance is not told the size: the console API carries bytes only).
+ * `pipe` says whether it needs {@link lineDiscipline}.
+ */
+function newTerminal(screen, pipe) {
+  const terminal = new window.Terminal({
+    cursorBlink: true, fontSize: 13, scrollback: 5000,
+    fontFamily: "ui-monospace, SFMono-Regular, Menlo, Consolas, monospace",
+    // A pipe's output has bare "\n" line ends, which a terminal only moves down on.
+    convertEol: pipe,
+  });
+  const fit = new window.FitAddon.FitAddon();
+  terminal.loadAddon(fit);
+  terminal.open(screen);
+  const unadopt = adoptTerminalStyles(terminal);
+  // Fitting a panel a redraw has taken off the page for a moment does nothing.
+  const resize = new ResizeObserver(() => fit.fit());
+  resize.observe(screen);
+  fit.fit();
+  const dispose = terminal.dispose.bind(terminal);
+  terminal.dispose = () => {
+    resize.disconnect();
+    unadopt();
+    dispose();
+  };
+  return terminal;
+}
+
+/**
+ * `instance`'s console: a WebSocket bridged to the API's console stream,
+ * shown in a terminal (xterm.js) that gets its output bytes and sends what
+ * is typed (see {@link PIPE_CONSOLES}). Returns the slot the panel goes in
+ * (see {@link mountConsole}).
+ */
+function consolePanel(instance) {
+  const name = instance.name;
   const slot = h("div", { "data-console-slot": name });
   if (openConsole && openConsole.name === name) return slot;
   closeConsole();
-  const session = { name, panel: null, socket: null };
-  const output = h("pre", { class: "console", "data-testid": "console-output" });
+  const pipe = PIPE_CONSOLES.includes(instance.spec.type);
+  const session = { name, panel: null, socket: null, terminal: null };
+  const screen = h("div", { class: "console", "data-testid": "console-output" });
   const state = h("span", { class: "muted", "data-testid": "console-state" }, "not connected");
-  const line = h("input", { name: "line", autocomplete: "off", disabled: true, "aria-label": "console input", placeholder: "a line to type; Enter sends it" });
-  const form = h("form", { class: "inline", "data-testid": "console-form" }, line);
   const open = h("button", { type: "button", "data-action": "console" }, "Open console");
+  const send = (data) => {
+    if (session.socket && session.socket.readyState === WebSocket.OPEN) session.socket.send(data);
+  };
   open.addEventListener("click", () => {
+    if (!window.Terminal || !window.FitAddon) {
+      state.textContent = "the terminal (vendor/xterm.js) did not load";
+      return;
+    }
+    if (!session.terminal) {
+      session.terminal = newTerminal(screen, pipe);
+      const typed = pipe ? lineDiscipline(session.terminal, send) : send;
+      session.terminal.onData((data) => typed(data));
+      // Bytes that are not text (some mouse reports) go as they are.
+      session.terminal.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+    } else {
+      session.terminal.write("\r\n");
+    }
     // A browser's WebSocket cannot send Authorization: the token rides as a subprotocol.
     const protocols = ["zixiao.console"];
     if (token()) protocols.push(`zixiao.bearer.${token()}`);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const socket = new WebSocket(`${scheme}://${location.host}/api/instances/${encodeURIComponent(name)}/console`, protocols);
-    const decoder = new TextDecoder();
     socket.binaryType = "arraybuffer";
     session.socket = socket;
     open.disabled = true;
     state.textContent = "connecting";
     socket.onopen = () => {
       state.textContent = "connected";
-      line.disabled = false;
-      line.focus();
+      session.terminal.options.disableStdin = false;
+      session.terminal.focus();
     };
-    socket.onmessage = (event) => {
-      output.textContent += decoder.decode(new Uint8Array(event.data), { stream: true });
-      output.scrollTop = output.scrollHeight;
-    };
+    socket.onmessage = (event) => session.terminal.write(new Uint8Array(event.data));
     socket.onclose = () => {
       state.textContent = "closed";
-      line.disabled = true;
+      // What it printed stays to read; typing waits for the next session.
+      session.terminal.options.disableStdin = true;
       open.disabled = false;
     };
   });
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    if (session.socket && session.socket.readyState === WebSocket.OPEN) {
-      session.socket.send(`${line.value}\n`);
-      line.value = "";
-    }
-  });
-  session.panel = h("div", { class: "panel", "data-testid": "console" },
-    h("h2", {}, "Console"), h("div", { class: "actions" }, open, state), output, form);
+  session.panel = h("div", { class: "panel", "data-testid": "console", "data-console-mode": pipe ? "line" : "raw" },
+    h("h2", {}, "Console"),
+    h("div", { class: "actions" }, open, state,
+      h("span", { class: "muted" }, pipe ? "a container's standard input: lines are sent on Enter" : "keys go to the guest as typed")),
+    screen);
   openConsole = session;
   return slot;
 }
@@ -459,9 +576,89 @@ function nodeCharts(node) {
 /** How often an open usage panel asks for new samples. */
 const USAGE_REFRESH_MS = 5000;
 
-/** One instance, live: its fields, conditions and quick actions. */
+/** A size in bytes, in the largest binary unit under 1024 of it. */
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let unit = 0;
+  while (n >= 1024 && unit < units.length - 1) {
+    n /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? n : n.toFixed(1)} ${units[unit]}`;
+}
+
+/** A snapshot name for now, such as snap-20261207-0415 (UTC). */
+function snapshotNameNow() {
+  return `snap-${new Date().toISOString().slice(0, 16).replace(/[-:]/g, "").replace("T", "-")}`;
+}
+
+/** The button that deletes `instance`'s snapshot `name`, once confirmed. */
+function removeSnapshot(instance, name, ui) {
+  return h("button", {
+    type: "button", class: "danger", "data-action": "delete-snapshot",
+    onclick: async (event) => {
+      if (!window.confirm(`Delete snapshot ${name} of ${instance.name}?`)) return;
+      event.target.disabled = true;
+      try {
+        await call("DELETE", `/api/instances/${encodeURIComponent(instance.name)}/snapshots/${encodeURIComponent(name)}`);
+        ui.done(`snapshot ${name} of ${instance.name} deleted`);
+      } catch (error) {
+        ui.failed(error);
+      }
+    },
+  }, "delete");
+}
+
+/**
+ * The instance page's snapshots: `listed` is the API's list, or the error
+ * it answered (a runtime that takes none says so, as `unsupported`), each
+ * with a delete button, and a form that takes one now.
+ */
+function snapshotsPanel(instance, listed, ui) {
+  const panel = (...children) => h("div", { class: "panel", "data-testid": "snapshots" }, h("h2", {}, "Snapshots"), ...children);
+  if (listed instanceof ApiError && listed.kind === "unsupported") {
+    return panel(h("p", { class: "muted", "data-testid": "snapshots-unsupported" }, `None: ${listed.message}`));
+  }
+  if (listed instanceof Error) {
+    return panel(h("p", { class: "error" }, listed instanceof ApiError ? `${listed.kind}: ${listed.message}` : String(listed)));
+  }
+  const table = listed.length === 0 ? h("p", { class: "empty" }, "No snapshots yet.") :
+    h("table", { "data-testid": "snapshot-table" },
+      h("thead", {}, h("tr", {}, ["name", "taken", "holds", "", ""].map((c) => h("th", {}, c)))),
+      h("tbody", {}, listed.map((s) => h("tr", { "data-snapshot": s.name },
+        h("td", {}, s.name), h("td", {}, when(s.created_at)),
+        h("td", {}, s.includes_memory ? "disks and memory" : "disks"),
+        h("td", {}, s.current ? h("span", { class: "badge running" }, "current") : ""),
+        h("td", {}, removeSnapshot(instance, s.name, ui))))));
+  const form = h("form", { class: "inline", "data-testid": "snapshot-form" },
+    h("label", {}, "Name", h("input", { name: "name", required: true, value: snapshotNameNow(), autocomplete: "off" })),
+    h("button", { type: "submit", "data-action": "snapshot" }, "Snapshot now"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const name = String(new FormData(form).get("name")).trim();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    try {
+      await call("POST", `/api/instances/${encodeURIComponent(instance.name)}/snapshots`, { name });
+      // Off the form first: a redraw waits while a form has the focus.
+      if (form.contains(document.activeElement)) document.activeElement.blur();
+      ui.done(`snapshot ${name} of ${instance.name} taken`);
+    } catch (error) {
+      ui.failed(error);
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return panel(table, form);
+}
+
+/** One instance, live: its fields, conditions, quick actions and snapshots. */
 export async function instance(name, ui) {
-  const i = await call("GET", `/api/instances/${encodeURIComponent(name)}`);
+  const path = `/api/instances/${encodeURIComponent(name)}`;
+  const [i, snapshots] = await Promise.all([
+    call("GET", path),
+    call("GET", `${path}/snapshots`).catch((error) => error),
+  ]);
   const fields = [
     ["id", i.id], ["type", i.spec.type], ["status", badge(i.status)], ["wanted", i.desired],
     ["node", i.node || "—"], ["image", i.spec.image || "—"], ["command", (i.spec.command || []).join(" ") || "—"],
@@ -473,13 +670,58 @@ export async function instance(name, ui) {
   return h("section", { "data-testid": "instance", "data-instance": i.name, "data-status": i.status },
     h("h1", {}, link("#/instances", "Instances"), " / ", i.name, " ", badge(i.status)),
     h("div", { class: "panel" }, actions(i, ui.done, (error) => ui.failed(error))),
-    i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i.name) : null,
+    i.status === "running" || (openConsole && openConsole.name === i.name) ? consolePanel(i) : null,
     h("div", { class: "panel" }, h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
     i.status === "running" ? usagePanel(`/api/instances/${encodeURIComponent(i.name)}/stats/history`, instanceCharts) : null,
+    snapshotsPanel(i, snapshots, ui),
     (i.conditions || []).length ? h("div", { class: "panel" }, h("h2", {}, "Conditions"),
       h("ul", {}, i.conditions.map((c) => h("li", {}, h("strong", {}, c.type), ` (${c.reason}): ${c.message}`)))) : null,
     i.failure ? h("div", { class: "panel error" }, h("h2", {}, "Failure"), JSON.stringify(i.failure)) : null,
     h("details", { class: "panel" }, h("summary", {}, "As JSON"), h("pre", {}, JSON.stringify(i, null, 2))));
+}
+
+/**
+ * The instance type whose image list a node answers with all it holds: its
+ * container runtime lists the node's image store as well; a node without
+ * one lists its store through the first runtime it has.
+ */
+function imageListType(node) {
+  const runtimes = node.runtimes || [];
+  return runtimes.includes("container") ? "container" : runtimes[0];
+}
+
+/** Images: what each node holds, one row per image with the nodes holding it. */
+export async function images() {
+  const nodes = await call("GET", "/api/nodes");
+  const held = await Promise.all(nodes.filter(imageListType).map(async (n) => {
+    const query = `node=${encodeURIComponent(n.id)}&type=${imageListType(n)}`;
+    try {
+      return { node: n, images: await call("GET", `/api/images?${query}`) };
+    } catch (error) {
+      return { node: n, images: [], error };
+    }
+  }));
+  const rows = new Map();
+  for (const { node, images: list } of held) {
+    for (const image of list) {
+      const key = `${image.kind} ${image.name} ${image.digest}`;
+      if (!rows.has(key)) rows.set(key, { image, nodes: [] });
+      rows.get(key).nodes.push(node.hostname);
+    }
+  }
+  const failures = held.filter((n) => n.error).map(({ node, error }) =>
+    h("p", { class: "error" }, `${node.hostname}: `, error instanceof ApiError ? `${error.kind}: ${error.message}` : String(error)));
+  const table = rows.size === 0 ? h("p", { class: "empty" }, "No images yet: zixiao image import FILE, or zixiao image pull REF") :
+    h("table", { "data-testid": "image-table" },
+      h("thead", {}, h("tr", {}, h("th", {}, "name"), h("th", {}, "type"), h("th", { class: "num" }, "size"),
+        ["digest", "imported", "nodes"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, [...rows.values()].map(({ image, nodes: on }) => h("tr", { "data-image": image.name, "data-kind": image.kind },
+        h("td", {}, image.name), h("td", {}, image.format ? `${image.kind} (${image.format})` : image.kind),
+        h("td", { class: "num" }, bytes(image.size_bytes)),
+        h("td", { class: "digest", title: image.digest }, image.digest.replace(/^(sha256:.{12}).*$/, "$1…")),
+        h("td", {}, when(image.created_at)),
+        h("td", {}, on.map((hostname) => [link(`#/nodes/${encodeURIComponent(hostname)}`, hostname), " "]))))));
+  return h("section", { "data-testid": "images" }, h("h1", {}, "Images"), h("div", { class: "panel" }, failures, table));
 }
 
 /** Templates: each version, when it was made, what it runs and who uses it. */

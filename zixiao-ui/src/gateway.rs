@@ -21,7 +21,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use zixiao_core::api::{Client, Wait};
 use zixiao_core::controller::{InstanceFilter, OperationFilter};
-use zixiao_core::{CreateInstance, Error};
+use zixiao_core::model::SnapshotName;
+use zixiao_core::{CreateInstance, Error, InstanceType};
 
 use crate::error::ApiError;
 use crate::Access;
@@ -51,6 +52,15 @@ pub(crate) fn router(access: Arc<Access>) -> Router {
             "/api/instances/{instance}/console",
             get(crate::console::attach),
         )
+        .route(
+            "/api/instances/{instance}/snapshots",
+            get(snapshots).post(take_snapshot),
+        )
+        .route(
+            "/api/instances/{instance}/snapshots/{snapshot}",
+            axum::routing::delete(delete_snapshot),
+        )
+        .route("/api/images", get(images))
         .route("/api/templates", get(templates))
         .route("/api/operations", get(operations))
         .route("/api/events", get(events))
@@ -153,6 +163,54 @@ async fn stats_history(Caller(client): Caller, Path(instance): Path<String>) -> 
 /// first sample).
 async fn node_stats_history(Caller(client): Caller, Path(node): Path<String>) -> Reply {
     ok(&client.node_stats_history(&node).await?)
+}
+
+/// `GET /api/instances/NAME/snapshots`: the instance's snapshots, oldest
+/// first (`Unsupported`, 501, for a runtime that takes none).
+async fn snapshots(Caller(client): Caller, Path(instance): Path<String>) -> Reply {
+    ok(&client.list_snapshots(&instance).await?)
+}
+
+/// The body of `POST /api/instances/NAME/snapshots`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TakeSnapshot {
+    name: String,
+}
+
+/// `POST /api/instances/NAME/snapshots` with `{"name": "..."}`: takes the
+/// snapshot (the API's `CreateSnapshot`, kept on the node) and answers it,
+/// 201.
+async fn take_snapshot(
+    Caller(client): Caller,
+    Path(instance): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Reply {
+    let request: TakeSnapshot = parse_json(&headers, &body)?;
+    let name = SnapshotName::try_from(request.name)?;
+    let taken = client.create_snapshot(&instance, name.as_str()).await?;
+    Ok(json(StatusCode::CREATED, &taken))
+}
+
+/// `DELETE /api/instances/NAME/snapshots/SNAPSHOT`: `null` once the
+/// snapshot is gone (the API's `DeleteSnapshot`).
+async fn delete_snapshot(
+    Caller(client): Caller,
+    Path((instance, snapshot)): Path<(String, String)>,
+) -> Reply {
+    let name = SnapshotName::try_from(snapshot)?;
+    client.delete_snapshot(&instance, name.as_str()).await?;
+    ok(&())
+}
+
+/// `GET /api/images?node=NODE&type=TYPE`: what the node's runtime for
+/// `type` (default `container`) holds, with, for containers, the disks,
+/// kernels and initrds of its image store. Without `node`, the only node
+/// there is (the API refuses the question in a cluster of several).
+async fn images(Caller(client): Caller, RawQuery(query): RawQuery) -> Reply {
+    let (node, instance_type) = image_filter(query.as_deref().unwrap_or_default())?;
+    ok(&client.list_images(node.as_deref(), instance_type).await?)
 }
 
 /// `GET /api/templates`: every template with its versions and the
@@ -270,6 +328,25 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .split('&')
         .filter_map(|pair| pair.split_once('='))
         .filter(|(_, value)| !value.is_empty())
+}
+
+/// The image list's node and instance type from its query string: `node`
+/// and `type` (default `container`); anything else is refused, naming it.
+fn image_filter(query: &str) -> Result<(Option<String>, InstanceType), Error> {
+    let (mut node, mut instance_type) = (None, InstanceType::Container);
+    for (key, value) in query_pairs(query) {
+        match key {
+            "node" => node = Some(value.to_owned()),
+            "type" => instance_type = enum_value("type", value)?,
+            other => {
+                return Err(Error::invalid(
+                    other,
+                    "not a parameter of the image list: use node or type",
+                ))
+            }
+        }
+    }
+    Ok((node, instance_type))
 }
 
 /// The operation list's filter from its query string: `target=NAME`.
@@ -404,6 +481,19 @@ mod tests {
         );
         let error = instance_filter("colour=red").unwrap_err().to_string();
         assert!(error.starts_with("invalid colour"), "{error}");
+    }
+
+    #[test]
+    fn the_image_list_takes_a_node_and_a_type_and_names_anything_else() {
+        assert_eq!(image_filter("").unwrap(), (None, InstanceType::Container));
+        assert_eq!(
+            image_filter("node=n1&type=microvm").unwrap(),
+            (Some("n1".to_owned()), InstanceType::Microvm)
+        );
+        let error = image_filter("type=floppy").unwrap_err().to_string();
+        assert!(error.starts_with("invalid type"), "{error}");
+        let error = image_filter("tag=latest").unwrap_err().to_string();
+        assert!(error.starts_with("invalid tag"), "{error}");
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! The dashboard is a frontend like the CLI: each gateway route parses its
 //! request, makes one [`Client`] call and renders the answer as JSON; the
 //! pages (hand-written HTML, CSS and ES modules in `assets/`, no bundler,
-//! so the sources are the embedded build) do the rest in the browser.
+//! so the sources are the embedded build; xterm.js, the console's terminal,
+//! is vendored there as its npm packages distribute it) do the rest in the
+//! browser.
 //! Every call goes through the `Api` that [`Access`] gives its caller, so
 //! authorization, quotas and audit apply exactly as they do over gRPC.
 //!

@@ -214,6 +214,28 @@ async fn the_pages_are_embedded_with_a_strict_content_policy() {
         script.head
     );
     assert!(script.body.contains("/api/session"));
+    // The vendored terminal is served from the binary too, and the policy
+    // still refuses inline styles and scripts.
+    assert!(!index.head.contains("unsafe-inline"), "{}", index.head);
+    for (path, kind, content) in [
+        ("/vendor/xterm.js", "text/javascript", "e.Terminal="),
+        ("/vendor/addon-fit.js", "text/javascript", "FitAddon"),
+        ("/vendor/xterm.css", "text/css", ".xterm-helper-textarea"),
+        (
+            "/vendor/xterm.LICENSE",
+            "text/plain",
+            "Permission is hereby granted",
+        ),
+    ] {
+        let file = ui.get(path).await;
+        assert_eq!(file.status, 200, "{path}");
+        assert!(
+            file.head.contains(&format!("content-type: {kind}")),
+            "{path}: {}",
+            file.head
+        );
+        assert!(file.body.contains(content), "{path}");
+    }
 }
 
 #[tokio::test]
@@ -238,4 +260,82 @@ async fn a_console_websocket_is_refused_to_another_site_and_for_a_missing_instan
     let missing = ui.request("GET", path, &upgrade, "").await;
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert!(missing.error().1.contains("nobody"), "{}", missing.body);
+}
+
+#[tokio::test]
+async fn images_and_snapshots_answer_lists_and_refuse_bad_parameters() {
+    let ui = dashboard().await;
+    // A fresh node's image store holds nothing (a microvm lists it alone).
+    let images = ui.get("/api/images?type=microvm").await;
+    assert_eq!(images.status, 200, "{}", images.body);
+    assert_eq!(images.json(), serde_json::json!([]));
+    let node = ui.get("/api/nodes").await.json()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let on_node = ui
+        .get(&format!("/api/images?type=microvm&node={node}"))
+        .await;
+    assert_eq!(on_node.status, 200, "{}", on_node.body);
+    assert_eq!(on_node.json(), serde_json::json!([]));
+
+    for (path, field) in [
+        ("/api/images?type=floppy", "invalid type"),
+        ("/api/images?tag=latest", "invalid tag"),
+    ] {
+        let refused = ui.get(path).await;
+        assert_eq!(refused.status, 400, "{path}: {}", refused.body);
+        let (kind, message) = refused.error();
+        assert_eq!(kind, "invalid_argument", "{path}");
+        assert!(message.starts_with(field), "{path}: {message}");
+    }
+    let elsewhere = ui.get("/api/images?node=nowhere").await;
+    assert_eq!(elsewhere.status, 404, "{}", elsewhere.body);
+    assert!(
+        elsewhere.error().1.contains("nowhere"),
+        "{}",
+        elsewhere.body
+    );
+
+    // A bad snapshot name is refused at the edge, before the instance is
+    // looked up; a good one of a missing instance is a 404.
+    let path = "/api/instances/nobody/snapshots";
+    for (body, expected) in [
+        (r#"{"name":"../up"}"#, "invalid snapshot"),
+        (r#"{"name":""}"#, "invalid snapshot"),
+        (r#"{"nam":"s1"}"#, "unknown field `nam`"),
+    ] {
+        let refused = ui.post_json(path, body).await;
+        assert_eq!(refused.status, 400, "{body}: {}", refused.body);
+        let (kind, message) = refused.error();
+        assert_eq!(kind, "invalid_argument", "{body}");
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+    let bad = ui.request("DELETE", &format!("{path}/..up"), &[], "").await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.error().1.starts_with("invalid snapshot"),
+        "{}",
+        bad.body
+    );
+    for answer in [
+        ui.get(path).await,
+        ui.post_json(path, r#"{"name":"s1"}"#).await,
+        ui.request("DELETE", &format!("{path}/s1"), &[], "").await,
+    ] {
+        assert_eq!(answer.status, 404, "{}", answer.body);
+        assert!(answer.error().1.contains("nobody"), "{}", answer.body);
+    }
+    let forged = ui
+        .request(
+            "POST",
+            path,
+            &[
+                "Origin: http://evil.example",
+                "Content-Type: application/json",
+            ],
+            r#"{"name":"s1"}"#,
+        )
+        .await;
+    assert_eq!(forged.status, 403, "{}", forged.body);
 }
