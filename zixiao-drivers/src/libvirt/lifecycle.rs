@@ -20,10 +20,11 @@ use zixiao_core::model::ImageKind;
 use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeState};
 
 use super::disks;
+use super::network::Entries;
 use super::resize::{self, DomainSize};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
 use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
-use crate::cloud_init;
+use crate::cloud_init::{self, Addressing};
 use crate::instance_id::InstanceId;
 
 /// How often a graceful shutdown is checked on.
@@ -222,6 +223,21 @@ struct OverlayPlan {
 }
 
 impl LibvirtDriver {
+    /// How `instance`'s guest gets its IPv4 addresses: by DHCP when it has
+    /// cloud-init data (which tells it to ask) and the node's responder
+    /// serves all its networks; else statically (kernel `ip=` and seed).
+    fn addressing(&self, instance: &Instance) -> Addressing {
+        let serves = self
+            .network
+            .as_ref()
+            .is_some_and(|host| host.dhcp_serves(&instance.attachments));
+        if instance.spec.cloud_init.is_some() && serves {
+            Addressing::Dhcp
+        } else {
+            Addressing::Static
+        }
+    }
+
     /// Checks the spec against the files and the host, and decides the
     /// domain definition. Touches nothing.
     fn plan(&self, instance: &Instance) -> Result<Plan, DriverError> {
@@ -299,16 +315,19 @@ impl LibvirtDriver {
                 if let Some(initrd) = &initrd {
                     require_file("spec.initrd", "initrd", initrd)?;
                 }
+                let cmdline = spec.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE);
                 Boot::Kernel {
                     kernel: kernel.clone(),
                     initrd,
-                    // The guest's init configures each NIC from its `ip=`.
-                    cmdline: spec
-                        .cmdline
-                        .as_deref()
-                        .unwrap_or(DEFAULT_CMDLINE)
-                        .to_owned()
-                        + &network::kernel_args(&instance.attachments),
+                    cmdline: match self.addressing(instance) {
+                        // The guest's init configures each NIC from its `ip=`.
+                        Addressing::Static => {
+                            cmdline.to_owned() + &network::kernel_args(&instance.attachments)
+                        }
+                        // Its DHCP client does: an `ip=` would configure
+                        // the NIC statically before cloud-init runs.
+                        Addressing::Dhcp => cmdline.to_owned(),
+                    },
                 }
             }
             None => {
@@ -476,9 +495,15 @@ impl LibvirtDriver {
         } else {
             create_dir(&dir)?;
         }
-        if let Err(e) = cloud_init::write_seed(&dir, instance).await {
+        if let Err(e) = cloud_init::write_seed(&dir, instance, self.addressing(instance)).await {
             cleanup(&dir);
             return Err(e);
+        }
+        if let Some(host) = &self.network {
+            if let Err(e) = network::dhcp_entries(host, &instance.attachments, Entries::Add) {
+                cleanup(&dir);
+                return Err(e);
+            }
         }
         let xml = plan.definition.to_xml();
         let defined = {
@@ -499,6 +524,9 @@ impl LibvirtDriver {
         };
         if defined.is_err() {
             cleanup(&dir);
+            if let Some(host) = &self.network {
+                let _ = host.unplug_dhcp(&instance.attachments);
+            }
         }
         defined
     }
@@ -623,6 +651,9 @@ impl LibvirtDriver {
     pub(crate) async fn delete_domain(&self, instance: &Instance) -> Result<(), DriverError> {
         self.with_domain_if_any(instance, "delete", destroy_and_undefine)
             .await?;
+        if let Some(host) = &self.network {
+            network::dhcp_entries(host, &instance.attachments, Entries::Remove)?;
+        }
         let dir = self.instance_dir(instance);
         let keep_disk = instance
             .labels
