@@ -561,6 +561,22 @@ impl LinuxNetwork {
     }
 }
 
+/// Stops every responder whose state is under `netns_dir` (the
+/// directory a [`LinuxNetwork`] was connected with), whatever its
+/// installation, and removes their state. A responder keeps its network
+/// namespace alive, so whoever drops a whole namespace directory (a test,
+/// an uninstall) calls this first. Errors: the first directory that
+/// cannot be removed.
+pub fn stop_responders(netns_dir: &Path) -> io::Result<()> {
+    let root = netns_dir.join(DHCP_DIR);
+    for installation in names(&root) {
+        for bridge in names(&root.join(&installation)) {
+            ResponderDir(root.join(&installation).join(bridge)).remove()?;
+        }
+    }
+    Ok(())
+}
+
 /// The inventory kinds of responders and host entries.
 pub(crate) const DHCP: &str = "dhcp";
 pub(crate) const DHCP_HOST: &str = "dhcp-host";

@@ -56,6 +56,8 @@ where
             .expect("runtime");
         runtime.block_on(body(path));
     });
+    // A DHCP responder left running would keep the namespace alive.
+    let _ = zixiao_net::dhcp::stop_responders(dir.path());
     // Whatever a failed test left pinned goes with the directory.
     if let Ok(entries) = std::fs::read_dir(dir.path()) {
         for entry in entries.flatten() {
