@@ -16,9 +16,10 @@
 //! NICs say `dhcp4` instead of their IPv4 addresses: the guest asks, and
 //! the responder hands it the same IPAM address and gateway, which also
 //! reach a guest whose image ignores the seed's network-config. Without a
-//! responder the static addresses stay, or the guest would have none. Both are written as JSON, which YAML reads, so
-//! no value needs YAML quoting rules. The files are 0600 and removed once
-//! the image exists; nothing here logs their content.
+//! responder the static addresses stay, or the guest would have none. Both
+//! are written as JSON, which YAML reads, so no value needs YAML quoting
+//! rules. The files are 0600 and removed once the image exists; nothing
+//! here logs their content.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;

@@ -210,6 +210,8 @@ fn shutoff_reason(reason: Enum<DomainStateReason, i32>) -> Option<sys::virDomain
 struct Plan {
     definition: DomainDefinition,
     overlay: Option<OverlayPlan>,
+    /// Decided once, so the command line and the seed agree.
+    addressing: Addressing,
 }
 
 /// The overlay to make.
@@ -309,6 +311,7 @@ impl LibvirtDriver {
             })
             .transpose()?;
         let interfaces = network::interfaces(&instance.attachments)?;
+        let addressing = self.addressing(instance);
         let boot = match &kernel {
             Some(kernel) => {
                 require_file("spec.kernel", "kernel", kernel)?;
@@ -319,7 +322,7 @@ impl LibvirtDriver {
                 Boot::Kernel {
                     kernel: kernel.clone(),
                     initrd,
-                    cmdline: match self.addressing(instance) {
+                    cmdline: match addressing {
                         // The guest's init configures each NIC from its `ip=`.
                         Addressing::Static => {
                             cmdline.to_owned() + &network::kernel_args(&instance.attachments)
@@ -380,6 +383,7 @@ impl LibvirtDriver {
             format: "qcow2".to_owned(),
         });
         Ok(Plan {
+            addressing,
             definition: DomainDefinition {
                 name: self.domain_name(instance),
                 domain_type: self.domain_type,
@@ -495,7 +499,7 @@ impl LibvirtDriver {
         } else {
             create_dir(&dir)?;
         }
-        if let Err(e) = cloud_init::write_seed(&dir, instance, self.addressing(instance)).await {
+        if let Err(e) = cloud_init::write_seed(&dir, instance, plan.addressing).await {
             cleanup(&dir);
             return Err(e);
         }
