@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Networking for Zixiao's tests: iproute2 and nftables (zixiao-net drives the
-# kernel through netlink and `nft`; the tests look with `ip`), and busybox for
-# ping. Every networking test creates its own network namespace, so nothing
-# here touches the host's network; `start` only names the directory where
-# tests pin their containers' namespaces.
+# kernel through netlink and `nft`; the tests look with `ip`), busybox for
+# ping and its DHCP client `udhcpc`, and dnsmasq (dnsmasq-base), each
+# network's DHCP responder for guests. Every networking test creates its own
+# network namespace, so nothing here touches the host's network; `start`
+# only names the directory where tests pin their containers' namespaces.
 #
 #   scripts/services/net.sh install   # apt packages (idempotent)
 #   eval "$(scripts/services/net.sh start)"
@@ -20,6 +21,8 @@ install() {
   command -v ip >/dev/null || missing+=(iproute2)
   command -v nft >/dev/null || missing+=(nftables)
   command -v busybox >/dev/null || missing+=(busybox-static)
+  # Debian puts it in /usr/sbin, which a non-root PATH may lack.
+  command -v dnsmasq >/dev/null || [[ -x /usr/sbin/dnsmasq ]] || missing+=(dnsmasq-base)
   if ((${#missing[@]} == 0)); then
     log "already installed"
     return

@@ -11,9 +11,15 @@
 //! clone; `local-hostname`: its name; the SSH keys) and the network
 //! configuration (version 2: each NIC matched by its MAC, with its
 //! addresses, the first one's gateway as the default route), each unless
-//! the spec gives its own. Both are written as JSON, which YAML reads, so
-//! no value needs YAML quoting rules. The files are 0600 and removed once
-//! the image exists; nothing here logs their content.
+//! the spec gives its own. Where the node's DHCP responder serves the
+//! guest's networks ([`Addressing::Dhcp`], see zixiao-net's `dhcp`), the
+//! NICs say `dhcp4` instead of their IPv4 addresses: the guest asks, and
+//! the responder hands it the same IPAM address and gateway, which also
+//! reach a guest whose image ignores the seed's network-config. Without a
+//! responder the static addresses stay, or the guest would have none. Both
+//! are written as JSON, which YAML reads, so no value needs YAML quoting
+//! rules. The files are 0600 and removed once the image exists; nothing
+//! here logs their content.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -44,6 +50,16 @@ pub(crate) fn seed_path(dir: &Path, instance: &Instance) -> Option<PathBuf> {
     instance.spec.cloud_init.as_ref().map(|_| seed_file(dir))
 }
 
+/// How a guest's NICs get their IPv4 addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Addressing {
+    /// Written into the seed's network-config.
+    Static,
+    /// Asked of the node's DHCP responder, which serves every network of
+    /// the guest.
+    Dhcp,
+}
+
 /// The NoCloud files of a seed, by name, in the order written. Its
 /// `Debug` shows names and sizes only: the content may hold secrets.
 #[derive(Clone, PartialEq, Eq)]
@@ -62,13 +78,17 @@ impl std::fmt::Debug for SeedFiles {
 }
 
 /// The seed files of `instance`, when it has cloud-init data.
-pub(crate) fn seed_of(instance: &Instance) -> Option<SeedFiles> {
+pub(crate) fn seed_of(instance: &Instance, addressing: Addressing) -> Option<SeedFiles> {
     let init = instance.spec.cloud_init.as_ref()?;
-    Some(SeedFiles(seed_files(instance, init)))
+    Some(SeedFiles(seed_files(instance, init, addressing)))
 }
 
 /// The NoCloud files of `instance`'s `init`, by name, in the order written.
-pub(crate) fn seed_files(instance: &Instance, init: &CloudInit) -> Vec<(&'static str, String)> {
+pub(crate) fn seed_files(
+    instance: &Instance,
+    init: &CloudInit,
+    addressing: Addressing,
+) -> Vec<(&'static str, String)> {
     let user_data = init
         .user_data
         .clone()
@@ -88,7 +108,7 @@ pub(crate) fn seed_files(instance: &Instance, init: &CloudInit) -> Vec<(&'static
     let network_config = init
         .network_config
         .clone()
-        .or_else(|| network_config(instance).map(|config| format!("{config:#}\n")));
+        .or_else(|| network_config(instance, addressing).map(|config| format!("{config:#}\n")));
     if let Some(config) = network_config {
         files.push(("network-config", config));
     }
@@ -97,24 +117,34 @@ pub(crate) fn seed_files(instance: &Instance, init: &CloudInit) -> Vec<(&'static
 
 /// The version 2 network configuration of `instance`'s attachments, or
 /// none when it has none (the image's own default then applies).
-fn network_config(instance: &Instance) -> Option<Value> {
+fn network_config(instance: &Instance, addressing: Addressing) -> Option<Value> {
     if instance.attachments.is_empty() {
         return None;
     }
     let mut ethernets = Map::new();
     for (i, attachment) in instance.attachments.iter().enumerate() {
+        let dhcp = addressing == Addressing::Dhcp;
+        // With DHCP, IPv4 comes from the responder (with its gateway).
+        let written: Vec<_> = attachment
+            .addresses
+            .iter()
+            .filter(|ip| !(dhcp && ip.address.is_ipv4()))
+            .collect();
         let mut nic = json!({
             "match": { "macaddress": attachment.mac },
             "set-name": attachment.interface,
-            "addresses": attachment
-                .addresses
+            "addresses": written
                 .iter()
                 .map(|ip| format!("{}/{}", ip.address, ip.prefix_len))
                 .collect::<Vec<_>>(),
         });
+        if dhcp {
+            nic["dhcp4"] = json!(true);
+        }
         // One default route: through the first network's gateway. As a
         // prefix, not `default`: cloud-init before 23.x refuses that word.
-        if let (0, Some(first)) = (i, attachment.addresses.first()) {
+        let first = attachment.addresses.first();
+        if let (0, Some(first)) = (i, first.filter(|ip| !(dhcp && ip.address.is_ipv4()))) {
             let everywhere = if first.gateway.is_ipv4() {
                 "0.0.0.0/0"
             } else {
@@ -131,8 +161,12 @@ fn network_config(instance: &Instance) -> Option<Value> {
 /// it has cloud-init data. Errors: `Unsupported` without `genisoimage` on
 /// the node; a runtime error when it fails.
 #[cfg(feature = "libvirt")]
-pub(crate) async fn write_seed(dir: &Path, instance: &Instance) -> Result<(), DriverError> {
-    match seed_of(instance) {
+pub(crate) async fn write_seed(
+    dir: &Path,
+    instance: &Instance,
+    addressing: Addressing,
+) -> Result<(), DriverError> {
+    match seed_of(instance, addressing) {
         Some(files) => write_seed_files(dir, &files).await,
         None => Ok(()),
     }
@@ -241,7 +275,11 @@ mod tests {
             ssh_authorized_keys: vec!["ssh-ed25519 AAAA me \"quoted\"".to_owned()],
             ..CloudInit::default()
         });
-        let files = seed_files(&instance, instance.spec.cloud_init.as_ref().unwrap());
+        let files = seed_files(
+            &instance,
+            instance.spec.cloud_init.as_ref().unwrap(),
+            Addressing::Static,
+        );
         let names: Vec<_> = files.iter().map(|(name, _)| *name).collect();
         assert_eq!(
             names,
@@ -264,7 +302,11 @@ mod tests {
         }))
         .expect("attachment");
         instance.attachments = vec![attachment];
-        let files = seed_files(&instance, instance.spec.cloud_init.as_ref().unwrap());
+        let files = seed_files(
+            &instance,
+            instance.spec.cloud_init.as_ref().unwrap(),
+            Addressing::Static,
+        );
         let (name, config) = &files[2];
         assert_eq!(*name, "network-config");
         let config: Value = serde_json::from_str(config).expect("JSON");
@@ -274,6 +316,18 @@ mod tests {
         assert_eq!(eth0["addresses"][0], "10.8.0.7/24");
         assert_eq!(eth0["routes"][0]["via"], "10.8.0.1");
         assert_eq!(eth0["routes"][0]["to"], "0.0.0.0/0");
+        assert_eq!(eth0.get("dhcp4"), None);
+
+        // With the node's DHCP responder: the guest asks for its IPv4
+        // address and route instead.
+        let init = instance.spec.cloud_init.as_ref().unwrap();
+        let files = seed_files(&instance, init, Addressing::Dhcp);
+        let config: Value = serde_json::from_str(&files[2].1).expect("JSON");
+        let eth0 = &config["ethernets"]["eth0"];
+        assert_eq!(eth0["match"]["macaddress"], "02:00:00:00:00:07");
+        assert_eq!(eth0["dhcp4"], true);
+        assert_eq!(eth0["addresses"], json!([]));
+        assert_eq!(eth0.get("routes"), None);
     }
 
     #[test]
@@ -284,7 +338,11 @@ mod tests {
             network_config: Some("version: 1\n".to_owned()),
             ssh_authorized_keys: Vec::new(),
         });
-        let files = seed_files(&instance, instance.spec.cloud_init.as_ref().unwrap());
+        let files = seed_files(
+            &instance,
+            instance.spec.cloud_init.as_ref().unwrap(),
+            Addressing::Static,
+        );
         assert_eq!(
             files,
             [

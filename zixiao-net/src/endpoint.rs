@@ -15,6 +15,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use zixiao_core::model::{InstallationId, InterfaceKind, NetworkAttachment};
 use zixiao_core::{Error, Result};
 
+use crate::dhcp::MacAddress;
 use crate::host::{errno, is_v4, link_index, netlink_error, LinuxNetwork, NETNS_PREFIX};
 use crate::links::{self, LinkKind};
 use crate::netns;
@@ -127,21 +128,6 @@ fn io_error(doing: &str, e: std::io::Error) -> Error {
     } else {
         Error::Internal(format!("{doing}: {e}"))
     }
-}
-
-fn parse_mac(mac: &str) -> Result<Vec<u8>> {
-    let bytes: Vec<u8> = mac
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| Error::invalid("mac", format!("`{mac}` is not a MAC address")))?;
-    if bytes.len() != 6 {
-        return Err(Error::invalid(
-            "mac",
-            format!("`{mac}` is not a MAC address"),
-        ));
-    }
-    Ok(bytes)
 }
 
 impl LinuxNetwork {
@@ -302,7 +288,11 @@ impl LinuxNetwork {
                 .ok_or_else(|| Error::Internal(format!("veth {peer} is not in the namespace")))?;
             let mut named = LinkUnspec::new_with_index(index)
                 .name(attachment.interface.clone())
-                .address(parse_mac(&attachment.mac)?);
+                .address(
+                    MacAddress::try_from(attachment.mac.as_str())?
+                        .octets()
+                        .to_vec(),
+                );
             if let Some(mtu) = mtu {
                 named = named.mtu(mtu);
             }

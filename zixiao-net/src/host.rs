@@ -1,8 +1,10 @@
 //! [`LinuxNetwork`]: networks on one Linux node through netlink
 //! (`rtnetlink`) and nftables. It creates a network's bridge with the
 //! gateway addresses, its rules, the veth pairs and namespaces of containers
-//! (see `endpoint`), and after a restart removes every `zx…` device, table
-//! and namespace of its installation that the store no longer names. It
+//! (see `endpoint`), starts its DHCP responder (see `dhcp`), and after a
+//! restart restarts dead responders and removes every `zx…` device, table,
+//! namespace and DHCP responder or host entry of its installation that the
+//! store no longer names. It
 //! only ever changes or removes links marked as the network's installation's
 //! (see `links`).
 
@@ -15,9 +17,12 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
-use zixiao_core::model::{HostMark, InstallationId, Instance, Network, NetworkAttachment};
+use zixiao_core::model::{
+    BridgeName, HostMark, InstallationId, Instance, InterfaceName, Network, NetworkAttachment,
+};
 use zixiao_core::{Error, NetworkHost, Result};
 
+use crate::dhcp::{DHCP, DHCP_HOST};
 use crate::endpoint::NetnsName;
 use crate::links::{self, LinkKind, LinkName};
 use crate::overlay::{Underlay, VxlanName};
@@ -44,6 +49,8 @@ pub struct LinuxNetwork {
     pub(crate) netns: Option<Arc<File>>,
     /// This node's address between nodes; `None`: no overlay (see `overlay`).
     pub(crate) underlay: Option<Underlay>,
+    /// The DHCP responder's program; `None`: the node's `dnsmasq` (see `dhcp`).
+    pub(crate) dnsmasq: Option<PathBuf>,
 }
 
 impl LinuxNetwork {
@@ -59,6 +66,7 @@ impl LinuxNetwork {
             netns_dir: netns_dir.into(),
             netns: File::open("/proc/thread-self/ns/net").ok().map(Arc::new),
             underlay: None,
+            dnsmasq: None,
         })
     }
 
@@ -246,7 +254,10 @@ impl NetworkHost for LinuxNetwork {
             // Nothing half-created.
             let _ = self.remove_network(network).await;
         }
-        result
+        result?;
+        // DHCP is a service on top: a node that cannot serve it still
+        // carries the network (`ensure_dhcp` logs why).
+        self.ensure_dhcp(network).await.map(drop)
     }
 
     async fn remove_network(&self, network: &Network) -> Result<()> {
@@ -261,6 +272,7 @@ impl NetworkHost for LinuxNetwork {
         };
         // Refused before anything is removed when the bridge is not ours.
         let bridge = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark).await?;
+        self.remove_dhcp(mark.installation(), &network.bridge)?;
         self.remove_overlay(network, &mark).await?;
         nft::delete_table(&mark).await?;
         match bridge {
@@ -295,6 +307,7 @@ impl NetworkHost for LinuxNetwork {
                 }
             }
         }
+        held.extend(self.dhcp_inventory());
         Ok(held)
     }
 
@@ -337,6 +350,8 @@ impl NetworkHost for LinuxNetwork {
             .filter(|i| !i.spec.publish.is_empty())
             .map(|i| i.id.as_str())
             .collect();
+        let bridges: Vec<&BridgeName> = networks.iter().map(|n| &n.bridge).collect();
+        let hosts: Vec<&InterfaceName> = attachments.iter().map(|a| &a.host_interface).collect();
         let mut removed = Vec::new();
         for object in seen {
             let Some((kind, name)) = object.split_once(' ') else {
@@ -395,6 +410,13 @@ impl NetworkHost for LinuxNetwork {
                             Error::Internal(format!("removing namespace {name}: {e}"))
                         })?;
                         removed.push(format!("namespace {name}"));
+                    }
+                }
+                DHCP | DHCP_HOST => {
+                    if let Some(gone) =
+                        self.reconcile_dhcp(installation, kind, name, &bridges, &hosts)?
+                    {
+                        removed.push(gone);
                     }
                 }
                 _ => {}

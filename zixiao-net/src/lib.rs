@@ -14,6 +14,8 @@
 //! - [`overlay`]: with an [`Underlay`] address, each network's VXLAN
 //!   segment (its own VNI) between the nodes that carry it, peers
 //!   programmed by head-end replication, and an anycast gateway.
+//! - [`dhcp`]: a DHCPv4 responder (dnsmasq) per network on each node,
+//!   handing each plugged attachment exactly its IPAM address.
 //!
 //! Everything created on a host is named from the store's objects and its
 //! installation id with a `zx` prefix (bridges `zxb…`, veths `zxv…`, TAPs
@@ -23,6 +25,7 @@
 //! and nothing of another installation on the same host, or of anyone
 //! else, is ever changed or removed.
 
+pub mod dhcp;
 pub mod endpoint;
 pub mod host;
 pub mod ipam;

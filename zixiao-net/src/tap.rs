@@ -53,7 +53,8 @@ impl LinuxNetwork {
 
     /// Makes one persistent TAP per attachment (named by its
     /// `host_interface`), marked as its network's, plugged into the
-    /// attachment's bridge and up. Idempotent: a TAP of ours that exists
+    /// attachment's bridge and up, each with its DHCP host entry (see
+    /// [`LinuxNetwork::plug_dhcp`]). Idempotent: a TAP of ours that exists
     /// already (a monitor may hold it) is kept and plugged again. Errors:
     /// `FailedPrecondition` (a network's bridge is not on this node; a link
     /// of a bridge's or TAP's name is not the network's, and is left
@@ -73,7 +74,7 @@ impl LinuxNetwork {
                     made.push(attachment);
                 }
             }
-            Ok(())
+            self.plug_dhcp(attachments)
         }
         .await;
         if let Err(e) = result {
@@ -89,7 +90,8 @@ impl LinuxNetwork {
     }
 
     /// Removes the TAPs of `attachments` that are theirs (a monitor still
-    /// holding one loses it). Idempotent. Errors: `InvalidArgument` (a veth
+    /// holding one loses it) and their DHCP host entries. Idempotent.
+    /// Errors: `InvalidArgument` (a veth
     /// name), `FailedPrecondition` (a link of a TAP's name is not the
     /// network's; or, for an attachment recorded before installation ids,
     /// its TAP is still there: named and left untouched).
@@ -108,7 +110,8 @@ impl LinuxNetwork {
             };
             removed.await.map_err(|e| for_instance(instance, e))?;
         }
-        Ok(())
+        self.unplug_dhcp(attachments)
+            .map_err(|e| for_instance(instance, e))
     }
 
     /// Plugs the TAP of one attachment; true when this call made it.

@@ -112,6 +112,7 @@ fn two_installations_on_one_host_never_touch_each_others_network() {
         assert_eq!(
             removed,
             vec![
+                format!("node-a: DHCP responder of {}", ghost.bridge),
                 format!("node-a: link {}", ghost.bridge),
                 format!("node-a: nftables table inet {}", ghost.nft_table()),
             ]

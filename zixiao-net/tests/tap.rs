@@ -72,7 +72,14 @@ fn a_tap_joins_the_bridge_persists_and_detach_removes_it() {
             .reconcile(&here(), std::slice::from_ref(&net), &[], &seen)
             .await
             .unwrap();
-        assert_eq!(removed, vec![format!("link {tap}")]);
+        // Its DHCP host entry goes with it.
+        assert_eq!(
+            removed,
+            vec![
+                format!("link {tap}"),
+                format!("DHCP host {tap} of {}", net.bridge)
+            ]
+        );
         assert_eq!(host.link_index(&tap).await.unwrap(), None);
     });
 }

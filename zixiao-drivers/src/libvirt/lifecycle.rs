@@ -20,10 +20,11 @@ use zixiao_core::model::ImageKind;
 use zixiao_core::{DriverError, Instance, InstanceStats, InstanceType, RuntimeState};
 
 use super::disks;
+use super::network::Entries;
 use super::resize::{self, DomainSize};
 use super::xml::{self, Boot, Disk, DomainDefinition, METADATA_NAMESPACE};
 use super::{error, network, stats, LibvirtDriver, DEFAULT_CMDLINE, KEEP_DISK_LABEL};
-use crate::cloud_init;
+use crate::cloud_init::{self, Addressing};
 use crate::instance_id::InstanceId;
 
 /// How often a graceful shutdown is checked on.
@@ -209,6 +210,8 @@ fn shutoff_reason(reason: Enum<DomainStateReason, i32>) -> Option<sys::virDomain
 struct Plan {
     definition: DomainDefinition,
     overlay: Option<OverlayPlan>,
+    /// Decided once, so the command line and the seed agree.
+    addressing: Addressing,
 }
 
 /// The overlay to make.
@@ -222,6 +225,21 @@ struct OverlayPlan {
 }
 
 impl LibvirtDriver {
+    /// How `instance`'s guest gets its IPv4 addresses: by DHCP when it has
+    /// cloud-init data (which tells it to ask) and the node's responder
+    /// serves all its networks; else statically (kernel `ip=` and seed).
+    fn addressing(&self, instance: &Instance) -> Addressing {
+        let serves = self
+            .network
+            .as_ref()
+            .is_some_and(|host| host.dhcp_serves(&instance.attachments));
+        if instance.spec.cloud_init.is_some() && serves {
+            Addressing::Dhcp
+        } else {
+            Addressing::Static
+        }
+    }
+
     /// Checks the spec against the files and the host, and decides the
     /// domain definition. Touches nothing.
     fn plan(&self, instance: &Instance) -> Result<Plan, DriverError> {
@@ -293,22 +311,26 @@ impl LibvirtDriver {
             })
             .transpose()?;
         let interfaces = network::interfaces(&instance.attachments)?;
+        let addressing = self.addressing(instance);
         let boot = match &kernel {
             Some(kernel) => {
                 require_file("spec.kernel", "kernel", kernel)?;
                 if let Some(initrd) = &initrd {
                     require_file("spec.initrd", "initrd", initrd)?;
                 }
+                let cmdline = spec.cmdline.as_deref().unwrap_or(DEFAULT_CMDLINE);
                 Boot::Kernel {
                     kernel: kernel.clone(),
                     initrd,
-                    // The guest's init configures each NIC from its `ip=`.
-                    cmdline: spec
-                        .cmdline
-                        .as_deref()
-                        .unwrap_or(DEFAULT_CMDLINE)
-                        .to_owned()
-                        + &network::kernel_args(&instance.attachments),
+                    cmdline: match addressing {
+                        // The guest's init configures each NIC from its `ip=`.
+                        Addressing::Static => {
+                            cmdline.to_owned() + &network::kernel_args(&instance.attachments)
+                        }
+                        // Its DHCP client does: an `ip=` would configure
+                        // the NIC statically before cloud-init runs.
+                        Addressing::Dhcp => cmdline.to_owned(),
+                    },
                 }
             }
             None => {
@@ -361,6 +383,7 @@ impl LibvirtDriver {
             format: "qcow2".to_owned(),
         });
         Ok(Plan {
+            addressing,
             definition: DomainDefinition {
                 name: self.domain_name(instance),
                 domain_type: self.domain_type,
@@ -476,9 +499,15 @@ impl LibvirtDriver {
         } else {
             create_dir(&dir)?;
         }
-        if let Err(e) = cloud_init::write_seed(&dir, instance).await {
+        if let Err(e) = cloud_init::write_seed(&dir, instance, plan.addressing).await {
             cleanup(&dir);
             return Err(e);
+        }
+        if let Some(host) = &self.network {
+            if let Err(e) = network::dhcp_entries(host, &instance.attachments, Entries::Add) {
+                cleanup(&dir);
+                return Err(e);
+            }
         }
         let xml = plan.definition.to_xml();
         let defined = {
@@ -499,6 +528,9 @@ impl LibvirtDriver {
         };
         if defined.is_err() {
             cleanup(&dir);
+            if let Some(host) = &self.network {
+                let _ = host.unplug_dhcp(&instance.attachments);
+            }
         }
         defined
     }
@@ -623,6 +655,9 @@ impl LibvirtDriver {
     pub(crate) async fn delete_domain(&self, instance: &Instance) -> Result<(), DriverError> {
         self.with_domain_if_any(instance, "delete", destroy_and_undefine)
             .await?;
+        if let Some(host) = &self.network {
+            network::dhcp_entries(host, &instance.attachments, Entries::Remove)?;
+        }
         let dir = self.instance_dir(instance);
         let keep_disk = instance
             .labels

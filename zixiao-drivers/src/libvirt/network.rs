@@ -5,9 +5,11 @@
 //! attachment's `ip=` argument, which the guest's init reads to configure
 //! the interface.
 //!
-//! A guest booted from its disk (no kernel) gets the NICs with their MACs
-//! but no address: Zixiao runs no DHCP server, so such a guest must
-//! configure the address its instance shows itself.
+//! With the node's [`LinuxNetwork`], each attachment also gets its host
+//! entry in the network's DHCP responder (zixiao-net's `dhcp`) when the
+//! domain is defined, removed when it is deleted: a guest booted from its
+//! disk (no kernel), or with cloud-init data while the responder serves
+//! (then without `ip=`, see `lifecycle`), gets its address by DHCP.
 //!
 //! A bridge missing on the node (or not the network's) is a
 //! `FailedPrecondition`: checked before the domain is defined when the
@@ -73,6 +75,36 @@ pub(crate) async fn check_bridges(
             })?;
     }
     Ok(())
+}
+
+/// Whether [`dhcp_entries`] adds or removes entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entries {
+    /// When the domain is defined.
+    Add,
+    /// When it is deleted.
+    Remove,
+}
+
+/// Adds or removes `attachments`' DHCP host entries on the node.
+/// Errors: `InvalidArgument` (a bad MAC), a runtime error.
+pub(crate) fn dhcp_entries(
+    network: &LinuxNetwork,
+    attachments: &[NetworkAttachment],
+    what: Entries,
+) -> Result<(), DriverError> {
+    let (done, doing) = match what {
+        Entries::Add => (network.plug_dhcp(attachments), "add"),
+        Entries::Remove => (network.unplug_dhcp(attachments), "remove"),
+    };
+    done.map_err(|e| match e.kind() {
+        ErrorKind::InvalidArgument => error::invalid("attachments", e.to_string()),
+        ErrorKind::FailedPrecondition => DriverError::FailedPrecondition(e.to_string()),
+        _ => DriverError::Runtime {
+            operation: format!("{doing} DHCP host entries"),
+            source: Box::new(e),
+        },
+    })
 }
 
 /// The `FailedPrecondition` for a libvirt error that says one of the

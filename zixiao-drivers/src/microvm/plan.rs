@@ -82,7 +82,8 @@ pub(crate) fn plan(
         cpus: crate::errors::vcpus(spec)?,
         memory_mib: spec.memory_mib,
         nics,
-        seed: crate::cloud_init::seed_of(instance),
+        // The kernel command line's `ip=` configures a microVM: static.
+        seed: crate::cloud_init::seed_of(instance, crate::cloud_init::Addressing::Static),
     })
 }
 

@@ -100,6 +100,8 @@ where
             .expect("runtime")
             .block_on(body(netns_dir))
     });
+    // A DHCP responder left running would keep the namespace alive.
+    let _ = zixiao_net::dhcp::stop_responders(dir.path());
     for entry in std::fs::read_dir(dir.path())
         .into_iter()
         .flatten()

@@ -1,10 +1,13 @@
 //! A real cloud image booted under cloud-init: the Debian image of
 //! scripts/images/debian-cloud.sh (debootstrap, cloud-init, the cloud
 //! kernel), on a Zixiao network, with user data whose `runcmd` prints the
-//! guest's hostname, addresses and the network configuration cloud-init
-//! wrote. It shows the seed end to end: cloud-init found the `cidata` disk,
-//! ran the user data, took the hostname from the meta-data and rendered the
-//! network-config. The one slow test of this binary (a minute or two under
+//! guest's hostname, addresses, kernel command line, the network
+//! configuration cloud-init wrote and its DHCP lease. It shows the seed end
+//! to end: cloud-init found the `cidata` disk, ran the user data, took the
+//! hostname from the meta-data and rendered the network-config; and DHCP:
+//! with the node's responder serving the network, the guest boots without
+//! `ip=`, is told to ask by DHCP, and gets exactly its IPAM address and
+//! gateway from the responder. The one slow test of this binary (a minute or two under
 //! TCG); the image is built in the background by
 //! scripts/services/cloudimg.sh while the tests compile.
 
@@ -71,7 +74,9 @@ fn a_debian_cloud_image_runs_its_user_data_with_its_name_and_address() {
             user_data: Some(
                 "#cloud-config\nruncmd:\n  - [sh, -c, 'exec >/dev/ttyS0 2>&1; \
                  echo ZIXIAO-CLOUD-INIT-RAN host=$(hostname); ip -o -4 addr show; \
-                 cat /etc/network/interfaces.d/50-cloud-init; echo ZIXIAO-CLOUD-INIT-END']\n"
+                 echo cmdline: $(cat /proc/cmdline); \
+                 cat /etc/network/interfaces.d/50-cloud-init; cat /var/lib/dhcp/dhclient*.leases; \
+                 echo ZIXIAO-CLOUD-INIT-END']\n"
                     .to_owned(),
             ),
             ..CloudInit::default()
@@ -105,10 +110,25 @@ fn a_debian_cloud_image_runs_its_user_data_with_its_name_and_address() {
             ran.contains(&format!("inet {address}/24")),
             "the address: {ran}"
         );
-        // cloud-init rendered the network-config Zixiao wrote: the NIC by
-        // its MAC, with its address and gateway.
-        assert!(ran.contains(&format!("address {address}/24")), "{ran}");
-        assert!(ran.contains("10.67.0.1"), "the gateway: {ran}");
+        // No static address on the kernel command line: with the node's
+        // DHCP responder serving, cloud-init rendered the network-config
+        // Zixiao wrote (the NIC by its MAC, by DHCP), and the guest's DHCP
+        // client got exactly its IPAM address and gateway from the responder.
+        let cmdline = ran
+            .lines()
+            .find(|l| l.starts_with("cmdline: "))
+            .expect("the kernel command line");
+        assert!(!cmdline.contains("ip="), "{cmdline}");
+        assert!(ran.contains("inet dhcp"), "the NIC by DHCP: {ran}");
+        assert!(!ran.contains(&format!("address {address}/24")), "{ran}");
+        assert!(
+            ran.contains(&format!("fixed-address {address};")),
+            "the lease: {ran}"
+        );
+        assert!(
+            ran.contains("option routers 10.67.0.1;"),
+            "the gateway: {ran}"
+        );
         until_pingable(address).await;
 
         c.delete_instance(&name).await.expect("delete");

@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use zixiao_core::host::HostFacts;
 use zixiao_core::model::{CreateNetwork, TAP_PREFIX};
-use zixiao_core::{Controller, CreateInstance, Driver, Instance, InstanceStatus, LocalAgent};
+use zixiao_core::{
+    Controller, CreateInstance, Driver, Instance, InstanceStatus, LocalAgent, NetworkHost,
+};
 use zixiao_drivers::libvirt::{LibvirtDriver, LibvirtOptions};
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
@@ -167,6 +169,18 @@ fn a_vm_on_a_network_is_reachable_survives_a_restart_and_delete_leaves_nothing()
         assert!(tap.contains(&format!("master {}", net.bridge)), "{tap}");
         let xml = driver.domain_xml(&vm).expect("domain xml");
         assert!(xml.contains(&attachment.mac), "{xml}");
+        // The node's DHCP responder serves the network and knows the NIC;
+        // without cloud-init data the guest is still told by `ip=`.
+        let dhcp_entry = format!(
+            "dhcp-host {}/{}/{}",
+            net.installation.as_ref().expect("installation"),
+            net.bridge,
+            attachment.host_interface
+        );
+        assert!(host.dhcp_serves(&vm.attachments));
+        let seen = host.inventory().await.expect("inventory");
+        assert!(seen.contains(&dhcp_entry), "{seen:?}");
+        assert!(xml.contains(" ip=10.68.0."), "{xml}");
         wait_for_boots(&driver, &vm, 1).await;
         let log = console(&driver, &vm).await;
         assert!(
@@ -210,7 +224,17 @@ fn a_vm_on_a_network_is_reachable_survives_a_restart_and_delete_leaves_nothing()
             "the TAP is gone"
         );
         assert!(!ping(address));
+        let seen = host.inventory().await.expect("inventory");
+        assert!(
+            !seen.contains(&dhcp_entry),
+            "the DHCP entry is gone: {seen:?}"
+        );
         c.delete_network("vmnet").await.expect("delete network");
+        assert_eq!(
+            host.dhcp_state(&net).expect("state"),
+            zixiao_net::dhcp::DhcpState::Stopped,
+            "the responder stopped with the network"
+        );
         // (The other test shares the namespace: look only at ours.)
         assert_eq!(host.link_index(&net.bridge).await.unwrap(), None);
         assert_eq!(nft::show_table(&net.nft_table()).await.unwrap(), None);

@@ -57,6 +57,8 @@ where
             .expect("runtime")
             .block_on(body(netns_dir))
     });
+    // A DHCP responder left running would keep the namespace alive.
+    let _ = zixiao_net::dhcp::stop_responders(dir.path());
     match outcome {
         Ok(entered) => entered.expect("unshare(CLONE_NEWNET): networking tests run as root"),
         Err(panic) => std::panic::resume_unwind(panic),

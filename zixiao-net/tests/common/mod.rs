@@ -42,6 +42,12 @@ where
     let Some(base) = netns_base() else { return };
     std::fs::create_dir_all(&base).expect("netns base dir");
     let dir = tempfile::tempdir_in(&base).expect("netns dir");
+    // DHCP responders (dnsmasq as `nobody`) read their host entries below it.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("netns dir mode");
     let path = dir.path().to_path_buf();
     let outcome = zixiao_net::netns::run_isolated(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -50,6 +56,8 @@ where
             .expect("runtime");
         runtime.block_on(body(path));
     });
+    // A DHCP responder left running would keep the namespace alive.
+    let _ = zixiao_net::dhcp::stop_responders(dir.path());
     // Whatever a failed test left pinned goes with the directory.
     if let Ok(entries) = std::fs::read_dir(dir.path()) {
         for entry in entries.flatten() {
