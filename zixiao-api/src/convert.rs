@@ -251,6 +251,7 @@ pub(crate) fn encode_image_kind(value: ImageKind) -> i32 {
 wire_enum!(Capability, pb::Capability, capability, _capability, {
     Stats <=> Stats, Console <=> Console, Pause <=> Pause, Snapshots <=> Snapshots,
     Images <=> Images, Inventory <=> Inventory, Resize <=> Resize, Clones <=> Clones,
+    LiveMigrate <=> LiveMigrate,
 });
 
 /// The wire value of a model enum.

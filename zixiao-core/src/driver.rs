@@ -238,6 +238,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn clones(&self) -> Option<&dyn Clones> {
         None
     }
+
+    /// Moving a running instance to another node's runtime while it keeps
+    /// running, if the runtime can.
+    fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
+        None
+    }
 }
 
 /// An optional capability of a [`Driver`], beyond its required core.
@@ -260,11 +266,13 @@ pub enum Capability {
     Resize,
     /// [`Driver::clones`]: makes a clone from its source's disk or memory.
     Clones,
+    /// [`Driver::live_migrate`]: moves a running instance to another node.
+    LiveMigrate,
 }
 
 impl Capability {
     /// Every capability, in display order.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Stats,
         Capability::Console,
         Capability::Pause,
@@ -273,6 +281,7 @@ impl Capability {
         Capability::Inventory,
         Capability::Resize,
         Capability::Clones,
+        Capability::LiveMigrate,
     ];
 
     /// The snake_case name used in output.
@@ -286,6 +295,7 @@ impl Capability {
             Capability::Inventory => "inventory",
             Capability::Resize => "resize",
             Capability::Clones => "clones",
+            Capability::LiveMigrate => "live_migrate",
         }
     }
 
@@ -300,6 +310,7 @@ impl Capability {
             Capability::Inventory => driver.inventory().is_some(),
             Capability::Resize => driver.resize().is_some(),
             Capability::Clones => driver.clones().is_some(),
+            Capability::LiveMigrate => driver.live_migrate().is_some(),
         }
     }
 
@@ -316,6 +327,7 @@ impl Capability {
             Capability::Inventory => "cannot list its instances",
             Capability::Resize => "cannot change a running instance's CPUs and memory",
             Capability::Clones => "cannot make clones from an instance's disk or memory",
+            Capability::LiveMigrate => "cannot migrate a running instance live",
         };
         DriverError::Unsupported(format!("the {driver} driver {what}"))
     }
@@ -402,6 +414,182 @@ impl dyn Driver + '_ {
         self.inventory()
             .ok_or_else(|| Capability::Inventory.missing(self.name()))
     }
+
+    /// [`Driver::live_migrate`]. Errors: `Unsupported`.
+    pub fn require_live_migrate(&self) -> Result<&dyn LiveMigrate, DriverError> {
+        self.live_migrate()
+            .ok_or_else(|| Capability::LiveMigrate.missing(self.name()))
+    }
+}
+
+/// Capability: move a running instance to the same runtime on another node
+/// while it runs (its memory copied as it runs, then a short pause).
+///
+/// Two drivers take part: the target node's prepares the instance's files
+/// with [`LiveMigrate::prepare_incoming`] and answers where to send it, the
+/// source node's moves it there with [`LiveMigrate::migrate_live`], and on
+/// a failure the target's [`LiveMigrate::abort_incoming`] removes what was
+/// prepared. A migration never leaves two running copies: the source is
+/// paused for good before the target resumes, and a failed migration
+/// leaves the source running as it was.
+#[async_trait]
+pub trait LiveMigrate: Send + Sync {
+    /// On the target node: makes what `instance` needs here before it
+    /// arrives (its directory, its disk to be filled by the copy), and
+    /// answers where the source sends it. Called before
+    /// [`LiveMigrate::migrate_live`] on the source. Idempotent. Errors:
+    /// `NotFound` (an image, kernel or initrd the instance needs is not on
+    /// this node), `AlreadyExists` (the runtime holds the instance here
+    /// already), `Unsupported` (an instance this runtime cannot receive),
+    /// `Unavailable`, `Internal`.
+    async fn prepare_incoming(&self, instance: &Instance) -> Result<MigrationTarget, DriverError>;
+
+    /// On the source node: moves the running `instance` to `target` (what
+    /// the target's [`LiveMigrate::prepare_incoming`] answered) and
+    /// returns once it runs there and nothing of it is left here. On
+    /// failure the instance still runs here, unchanged. Not idempotent: a
+    /// second call finds nothing to move (`NotFound`). Errors: `NotFound`
+    /// (the runtime holds no such instance), `FailedPrecondition` (it is
+    /// not running), `Unsupported`, `Unavailable`, `Internal` (the runtime
+    /// failed the migration).
+    async fn migrate_live(
+        &self,
+        instance: &Instance,
+        target: &MigrationTarget,
+    ) -> Result<MigrationReport, DriverError>;
+
+    /// On the target node, after a failed migration: removes what
+    /// [`LiveMigrate::prepare_incoming`] made, unless the instance runs
+    /// here (then the migration did finish, and nothing is removed).
+    /// Idempotent. Errors: `Unavailable`, `Internal`.
+    async fn abort_incoming(&self, instance: &Instance) -> Result<(), DriverError>;
+}
+
+/// Where a live migration goes: the target node's runtime as the source
+/// node's runtime reaches it, the address its migration stream is accepted
+/// on, and the target driver's state directory (where the instance's files
+/// go there). Built only by [`MigrationTarget::new`], which checks each part,
+/// so nothing unchecked reaches a runtime's URI, command or path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrationTarget {
+    uri: String,
+    address: std::net::IpAddr,
+    state_dir: std::path::PathBuf,
+}
+
+/// The longest runtime URI a [`MigrationTarget`] takes.
+const MAX_MIGRATION_URI: usize = 1024;
+
+impl MigrationTarget {
+    /// A target from its parts. Errors: `InvalidArgument` naming the field
+    /// (`target.uri`: empty, longer than 1024 bytes, without a
+    /// `scheme://`, or with a space, a control character or a quote;
+    /// `target.state_dir`: not absolute, with `.` or `..` parts, or with
+    /// a character outside letters, digits and `/._-+@=,:`).
+    pub fn new(
+        uri: &str,
+        address: std::net::IpAddr,
+        state_dir: &std::path::Path,
+    ) -> Result<MigrationTarget, DriverError> {
+        let invalid = |field: &str, reason: String| DriverError::InvalidArgument {
+            field: field.to_owned(),
+            reason,
+        };
+        if uri.is_empty() || uri.len() > MAX_MIGRATION_URI {
+            return Err(invalid(
+                "target.uri",
+                format!("must be 1 to {MAX_MIGRATION_URI} bytes"),
+            ));
+        }
+        if let Some(c) = uri
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '\\'))
+        {
+            return Err(invalid(
+                "target.uri",
+                format!("`{}` contains {c:?}", uri.escape_debug()),
+            ));
+        }
+        let scheme = uri.split_once("://").map(|(scheme, _)| scheme);
+        let scheme_ok = scheme.is_some_and(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        });
+        if !scheme_ok {
+            return Err(invalid(
+                "target.uri",
+                format!("`{uri}` is not a `scheme://...` URI"),
+            ));
+        }
+        let shown = state_dir.display();
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                "target.state_dir",
+                format!("`{shown}` is not an absolute path"),
+            ));
+        }
+        if state_dir.components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::CurDir | std::path::Component::ParentDir
+            )
+        }) {
+            return Err(invalid(
+                "target.state_dir",
+                format!("`{shown}` has `.` or `..` parts"),
+            ));
+        }
+        // The directory is written into the runtime's configuration (a
+        // domain XML) verbatim: only characters that need no escaping.
+        let text = state_dir.to_str().unwrap_or("\u{fffd}");
+        if let Some(c) = text.chars().find(|c| !is_plain_path_char(*c)) {
+            return Err(invalid(
+                "target.state_dir",
+                format!("`{shown}` contains {c:?}"),
+            ));
+        }
+        Ok(MigrationTarget {
+            uri: uri.to_owned(),
+            address,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// The target runtime's URI, as the source node's runtime reaches it.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The address the target accepts the migration stream on.
+    pub fn address(&self) -> std::net::IpAddr {
+        self.address
+    }
+
+    /// The target driver's state directory.
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
+    }
+}
+
+/// Whether `c` may appear in a [`MigrationTarget`]'s state directory (and
+/// so in any path a driver rewrites with it): letters, digits, `/._-+@=,:`.
+pub fn is_plain_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | '@' | '=' | ',' | ':')
+}
+
+/// What a live migration took, as the runtime measured it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationReport {
+    /// From the call to the instance running on the target.
+    pub total: Duration,
+    /// How long the instance was paused between the last copy and its
+    /// resumption on the target, if the runtime reports it.
+    pub downtime: Option<Duration>,
+    /// The memory bytes sent, if the runtime reports it.
+    pub memory_bytes: Option<u64>,
+    /// The disk bytes copied, if the runtime reports it.
+    pub disk_bytes: Option<u64>,
 }
 
 /// Capability: make a clone (an instance whose `clone_of` names its

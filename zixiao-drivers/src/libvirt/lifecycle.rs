@@ -207,16 +207,16 @@ fn shutoff_reason(reason: Enum<DomainStateReason, i32>) -> Option<sys::virDomain
 }
 
 /// What `create` will make, decided before anything is touched.
-struct Plan {
-    definition: DomainDefinition,
-    overlay: Option<OverlayPlan>,
+pub(crate) struct Plan {
+    pub(crate) definition: DomainDefinition,
+    pub(crate) overlay: Option<OverlayPlan>,
     /// Decided once, so the command line and the seed agree.
-    addressing: Addressing,
+    pub(crate) addressing: Addressing,
 }
 
 /// The overlay to make.
 #[derive(Clone)]
-struct OverlayPlan {
+pub(crate) struct OverlayPlan {
     path: PathBuf,
     /// The image it is backed by, if any.
     base: Option<(PathBuf, disks::ImageInfo)>,
@@ -242,7 +242,7 @@ impl LibvirtDriver {
 
     /// Checks the spec against the files and the host, and decides the
     /// domain definition. Touches nothing.
-    fn plan(&self, instance: &Instance) -> Result<Plan, DriverError> {
+    pub(crate) fn plan(&self, instance: &Instance) -> Result<Plan, DriverError> {
         let spec = &instance.spec;
         if spec.instance_type != InstanceType::Vm {
             return Err(error::invalid(
@@ -472,27 +472,7 @@ impl LibvirtDriver {
                 return Err(e);
             }
         } else if let Some(overlay) = plan.overlay.clone() {
-            let in_dir = dir.clone();
-            let made = tokio::task::spawn_blocking(move || {
-                create_dir(&in_dir)?;
-                // A leftover overlay (a crash between here and define) is
-                // replaced: the instance gets a fresh disk.
-                disks::remove_file(&overlay.path)?;
-                disks::create_overlay(
-                    &overlay.path,
-                    overlay
-                        .base
-                        .as_ref()
-                        .map(|(path, info)| (path.as_path(), info)),
-                    overlay.size,
-                )
-            })
-            .await
-            .map_err(|e| DriverError::Runtime {
-                operation: format!("create the overlay of {name}"),
-                source: Box::new(e),
-            })?;
-            if let Err(e) = made {
+            if let Err(e) = fresh_overlay(dir.clone(), overlay, &name).await {
                 cleanup(&dir);
                 return Err(e);
             }
@@ -980,7 +960,34 @@ fn require_file(field: &str, what: &str, path: &Path) -> Result<(), DriverError>
     Ok(())
 }
 
-fn create_dir(dir: &Path) -> Result<(), DriverError> {
+/// Makes `dir` and a fresh `overlay` in it (for the domain `name`), on
+/// the blocking pool. A leftover overlay (a crash between its creation and
+/// the domain's definition) is replaced: the instance gets a fresh disk.
+pub(crate) async fn fresh_overlay(
+    dir: PathBuf,
+    overlay: OverlayPlan,
+    name: &str,
+) -> Result<(), DriverError> {
+    tokio::task::spawn_blocking(move || {
+        create_dir(&dir)?;
+        disks::remove_file(&overlay.path)?;
+        disks::create_overlay(
+            &overlay.path,
+            overlay
+                .base
+                .as_ref()
+                .map(|(path, info)| (path.as_path(), info)),
+            overlay.size,
+        )
+    })
+    .await
+    .map_err(|e| DriverError::Runtime {
+        operation: format!("create the overlay of {name}"),
+        source: Box::new(e),
+    })?
+}
+
+pub(crate) fn create_dir(dir: &Path) -> Result<(), DriverError> {
     use std::os::unix::fs::DirBuilderExt;
     // QEMU runs as its own user and must reach the overlay.
     std::fs::DirBuilder::new()

@@ -18,7 +18,8 @@
 //! `qemu-img`), `lifecycle`, `network` (NICs on the networks' bridges and
 //! their addresses on the kernel command line), `stats` (safe wrappers over
 //! libvirt's stats records), `resize` (sizes, changed live within the
-//! maximums a domain is defined with), `console`, `snapshots`, `node` (host
+//! maximums a domain is defined with), `migration` (live, peer-to-peer, to
+//! another node's libvirtd), `console`, `snapshots`, `node` (host
 //! introspection), `events` (lifecycle events from libvirt's event loop),
 //! `error`.
 
@@ -29,6 +30,7 @@ mod disks;
 mod error;
 mod events;
 mod lifecycle;
+mod migration;
 mod network;
 mod node;
 mod resize;
@@ -78,6 +80,11 @@ pub struct LibvirtOptions {
     pub domain_type: Option<DomainType>,
     /// The prefix of domain names.
     pub name_prefix: String,
+    /// This node's libvirt as other nodes' libvirtd reach it, for live
+    /// migrations to this node (`qemu+tls://node-b/system`); `None` takes none.
+    pub migration_uri: Option<String>,
+    /// The address other nodes' QEMU sends a migration stream to.
+    pub migration_address: Option<std::net::IpAddr>,
 }
 
 impl LibvirtOptions {
@@ -88,7 +95,17 @@ impl LibvirtOptions {
             state_dir: state_dir.into(),
             domain_type: None,
             name_prefix: DEFAULT_NAME_PREFIX.to_owned(),
+            migration_uri: None,
+            migration_address: None,
         }
+    }
+
+    /// The same options taking live migrations: other nodes' libvirtd reach
+    /// this one at `uri` and send the migration stream to `address`.
+    pub fn with_migration(mut self, uri: impl Into<String>, address: std::net::IpAddr) -> Self {
+        self.migration_uri = Some(uri.into());
+        self.migration_address = Some(address);
+        self
     }
 
     /// The same options with the domain type forced to `domain_type`.
@@ -282,6 +299,10 @@ impl Driver for LibvirtDriver {
     }
 
     fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
+        Some(self)
+    }
+
+    fn live_migrate(&self) -> Option<&dyn zixiao_core::driver::LiveMigrate> {
         Some(self)
     }
 }

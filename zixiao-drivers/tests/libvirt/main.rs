@@ -14,6 +14,8 @@
 //! and each checks many things on one booted domain. `network` also needs
 //! the network namespace libvirtd runs in (`ZIXIAO_TEST_LIBVIRT_NETNS`,
 //! from the same script) and `ip`, `nft` and busybox (`scripts/services/net.sh install`).
+//! `migrate` also needs the second libvirtd the script starts
+//! (`ZIXIAO_TEST_LIBVIRT2_URI`).
 
 #![cfg(feature = "libvirt")]
 
@@ -23,6 +25,7 @@ mod clones;
 mod cloud_image;
 mod controller;
 mod disks;
+mod migrate;
 mod mock;
 mod network;
 mod recovery;
