@@ -1021,6 +1021,8 @@ impl TryFrom<pb::Operation> for Operation {
                 })
                 .transpose()?,
             result: o.result,
+            // Kept by the servers for each other; it does not travel.
+            alive_at: None,
             revision: o.revision,
         })
     }

@@ -40,7 +40,8 @@ pub use instances::{InstanceFilter, LogReader, FOLLOW_CHUNK, FOLLOW_POLL};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
 pub use nodes::DrainReport;
 pub use operations::{
-    as_requested_by, OperationFilter, INTERRUPTED, OPERATIONS_PREFIX, OPERATION_INDEX_PREFIX,
+    as_requested_by, OperationFilter, INTERRUPTED, OPERATIONS_PREFIX, OPERATION_HEARTBEAT,
+    OPERATION_INDEX_PREFIX, OPERATION_STALE_AFTER,
 };
 pub use queue::{Lease, QueueOptions, RateLimit, WorkQueue};
 pub use reconcile::{Convergence, ReconcileReport, Step};

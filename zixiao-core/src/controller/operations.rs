@@ -21,9 +21,13 @@
 //!   outcome; a get or a list shows the outcome as it would be written,
 //!   without writing (reads never write).
 //! - **Calls run to completion** (snapshot, revert, drain, image import and
-//!   pull): recorded around the work in the process that does it. A server
-//!   that stops while one runs cannot finish it: the reconcilers that
-//!   start next mark it `failed`, "interrupted".
+//!   pull, migrate): recorded around the work in the process that does it,
+//!   which renews the operation's `alive_at` every [`OPERATION_HEARTBEAT`]
+//!   while it runs. A server that stops while one runs cannot finish it:
+//!   once it is [`OPERATION_STALE_AFTER`] old, any server's follower marks
+//!   it `failed`, "interrupted", and never one whose runner still renews
+//!   it (on another live server). Records from before `alive_at` are
+//!   ended when a follower starts, as they were.
 //!
 //! One index key per instance names its last operation; a new intent on
 //! the instance ends the previous one as `cancelled` ("superseded") in the
@@ -61,6 +65,13 @@ pub const OPERATION_INDEX_PREFIX: &str = "/zixiao/operation-index/instances/";
 
 /// What an operation that a stopped server left running ends with.
 pub const INTERRUPTED: &str = "interrupted: the server stopped while it ran";
+
+/// How often the process running a call renews its operation.
+pub const OPERATION_HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How long an unrenewed call's operation waits before it is ended as
+/// interrupted: three missed renewals.
+pub const OPERATION_STALE_AFTER: Duration = Duration::from_secs(30);
 
 impl StoredObject for Operation {
     const PREFIX: &'static str = OPERATIONS_PREFIX;
@@ -255,6 +266,9 @@ impl Controller {
         target: OperationTarget,
     ) -> Result<Operation> {
         let mut operation = Operation::new(kind, target, requested_by(), self.now());
+        if !kind.follows_instance() {
+            operation.alive_at = Some(operation.started_at);
+        }
         let indexed = kind.follows_instance() && operation.target.kind == TargetKind::Instance;
         if !indexed {
             operation.revision = self
@@ -381,7 +395,23 @@ impl Controller {
         W: Future<Output = Result<T>>,
     {
         let operation = self.start_operation(kind, target).await?;
-        let outcome = work(operation.id.clone()).await;
+        let work = work(operation.id.clone());
+        tokio::pin!(work);
+        // Renewed while it runs, so no other server takes it for dead.
+        let mut beats = tokio::time::interval_at(
+            tokio::time::Instant::now() + OPERATION_HEARTBEAT,
+            OPERATION_HEARTBEAT,
+        );
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = beats.tick() => {
+                    if let Err(e) = self.renew_operation(&operation.id).await {
+                        tracing::warn!(op = %operation.id, "renewing an operation: {}", e.chain());
+                    }
+                }
+            }
+        };
         let ended = match &outcome {
             Ok(done) => self.end_operation(&operation.id, Ok(result(done))).await,
             Err(e) => self.end_operation(&operation.id, Err(e)).await,
@@ -390,6 +420,20 @@ impl Controller {
             tracing::warn!(op = %operation.id, "recording the end of an operation: {}", e.chain());
         }
         outcome
+    }
+
+    /// Says the call of operation `id` still runs here ([`OPERATION_HEARTBEAT`]).
+    async fn renew_operation(&self, id: &OperationId) -> Result<()> {
+        let now = self.now();
+        self.update_object::<Operation, _>(id.as_str(), |op| {
+            if op.phase.is_finished() {
+                return Ok(false);
+            }
+            op.alive_at = Some(now);
+            Ok(true)
+        })
+        .await?;
+        Ok(())
     }
 
     /// Operation `id`. In a controller without background workers, an
@@ -636,7 +680,7 @@ impl Controller {
     /// finished ones beyond what is kept.
     pub(crate) async fn follow_operations(self, tick: Duration) {
         let mut changes = self.inner.cache.subscribe();
-        if let Err(e) = self.end_interrupted().await {
+        if let Err(e) = self.end_interrupted(true).await {
             tracing::warn!("ending interrupted operations: {}", e.chain());
         }
         let mut ticks = tokio::time::interval(tick);
@@ -670,20 +714,27 @@ impl Controller {
         }
     }
 
-    /// Ends the unfinished operations of calls run to completion: whatever
-    /// ran them stopped before this controller's reconcilers started.
-    pub(crate) async fn end_interrupted(&self) -> Result<usize> {
+    /// Ends the unfinished operations of calls run to completion whose
+    /// runner stopped: not renewed for [`OPERATION_STALE_AFTER`], and, when
+    /// this controller's reconcilers start (`at_start`), those recorded
+    /// before renewals were kept.
+    pub(crate) async fn end_interrupted(&self, at_start: bool) -> Result<usize> {
+        let now = self.now();
+        let stale = |op: &Operation| match op.alive_at {
+            Some(alive) => (now - alive).to_std().unwrap_or_default() >= OPERATION_STALE_AFTER,
+            None => at_start,
+        };
         let (left, _) = self
             .inner
             .store
             .list_objects::<Operation, _>(|op| {
-                !op.phase.is_finished() && !op.kind.follows_instance()
+                !op.phase.is_finished() && !op.kind.follows_instance() && stale(op)
             })
             .await?;
-        let now = self.now();
         for op in &left {
             self.update_object::<Operation, _>(op.id.as_str(), |op| {
-                if op.phase.is_finished() {
+                // Renewed or ended meanwhile: its runner lives.
+                if op.phase.is_finished() || !stale(op) {
                     return Ok(false);
                 }
                 let error = OperationError {
@@ -698,8 +749,10 @@ impl Controller {
         Ok(left.len())
     }
 
-    /// One tick of the follower: refresh every unfinished intent, then prune.
+    /// One tick of the follower: end the calls whose runner stopped,
+    /// refresh every unfinished intent, then prune.
     pub async fn operations_tick(&self) -> Result<()> {
+        self.end_interrupted(false).await?;
         let (all, _) = self
             .inner
             .store

@@ -442,6 +442,12 @@ pub struct Operation {
     /// an image name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// A call run to completion: when the process running it last said it
+    /// still did (it renews this while it runs). One not renewed for a
+    /// while is ended as interrupted by any server; `None` in intents and
+    /// in records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive_at: Option<DateTime<Utc>>,
     /// Store revision of this record; updates are compare-and-swap on it.
     #[serde(default)]
     pub revision: u64,
@@ -468,6 +474,7 @@ impl Operation {
             finished_at: None,
             error: None,
             result: None,
+            alive_at: None,
             revision: 0,
         }
     }
