@@ -222,8 +222,11 @@ impl ResponderDir {
         if let Some(pid) = self.running() {
             // SAFETY: as in `signal`.
             unsafe { libc::kill(pid, libc::SIGTERM) };
+            // Until it is gone or a zombie: its parent is init, which may
+            // reap late (or, in some containers, never), and a zombie has
+            // no command line, so `running` no longer sees it.
             let deadline = Instant::now() + STOP_TIMEOUT;
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            while self.running() == Some(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
