@@ -680,7 +680,16 @@ impl Controller {
     /// finished ones beyond what is kept.
     pub(crate) async fn follow_operations(self, tick: Duration) {
         let mut changes = self.inner.cache.subscribe();
-        if let Err(e) = self.end_interrupted(true).await {
+        let listed = self
+            .inner
+            .store
+            .list_objects::<Operation, _>(|_| true)
+            .await;
+        let ended = match listed {
+            Ok((all, _)) => self.end_interrupted(&all, true).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = ended {
             tracing::warn!("ending interrupted operations: {}", e.chain());
         }
         let mut ticks = tokio::time::interval(tick);
@@ -714,23 +723,26 @@ impl Controller {
         }
     }
 
-    /// Ends the unfinished operations of calls run to completion whose
+    /// Ends, among `listed` (every operation, as the caller just listed
+    /// them), the unfinished operations of calls run to completion whose
     /// runner stopped: not renewed for [`OPERATION_STALE_AFTER`], and, when
     /// this controller's reconcilers start (`at_start`), those recorded
-    /// before renewals were kept.
-    pub(crate) async fn end_interrupted(&self, at_start: bool) -> Result<usize> {
+    /// before renewals were kept. Each is read again before it is ended,
+    /// so a listing a little old is safe.
+    pub(crate) async fn end_interrupted(
+        &self,
+        listed: &[Operation],
+        at_start: bool,
+    ) -> Result<usize> {
         let now = self.now();
         let stale = |op: &Operation| match op.alive_at {
             Some(alive) => (now - alive).to_std().unwrap_or_default() >= OPERATION_STALE_AFTER,
             None => at_start,
         };
-        let (left, _) = self
-            .inner
-            .store
-            .list_objects::<Operation, _>(|op| {
-                !op.phase.is_finished() && !op.kind.follows_instance() && stale(op)
-            })
-            .await?;
+        let left: Vec<&Operation> = listed
+            .iter()
+            .filter(|op| !op.phase.is_finished() && !op.kind.follows_instance() && stale(op))
+            .collect();
         for op in &left {
             self.update_object::<Operation, _>(op.id.as_str(), |op| {
                 // Renewed or ended meanwhile: its runner lives.
@@ -752,12 +764,13 @@ impl Controller {
     /// One tick of the follower: end the calls whose runner stopped,
     /// refresh every unfinished intent, then prune.
     pub async fn operations_tick(&self) -> Result<()> {
-        self.end_interrupted(false).await?;
         let (all, _) = self
             .inner
             .store
             .list_objects::<Operation, _>(|_| true)
             .await?;
+        // The calls ended here are pruned from the next tick's listing.
+        self.end_interrupted(&all, false).await?;
         let mut followed = HashMap::new();
         for op in all
             .iter()
