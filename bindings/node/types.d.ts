@@ -320,6 +320,29 @@ export interface Network {
   revision: number
 }
 
+/** One part of a network on a node. */
+export interface NetworkPart {
+  kind: 'bridge' | 'vxlan' | 'peers' | 'rules' | 'dhcp' | 'links'
+  state: 'ok' | 'missing' | 'drifted' | 'not_needed'
+  /** What is there, or what is missing or wrong (absent when nothing to say). */
+  detail?: string
+}
+
+/** A network on one node. */
+export interface NodeNetworkState {
+  node: string
+  parts: NetworkPart[]
+  /** Why the node could not be asked, if it could not. */
+  error?: string
+}
+
+/** A network (its fields) and its state on every node that sets up networks. */
+export interface NetworkStatus extends Network {
+  nodes: NodeNetworkState[]
+  /** What a repair mended, per node (`node: what`). */
+  repaired?: string[]
+}
+
 /** What a template version holds: the `labels` and `spec` of an instance's request. */
 export interface TemplateSpec {
   labels?: Record<string, string>

@@ -1278,8 +1278,18 @@ pub(crate) enum NetworkCommand {
     Create(CreateNetworkArgs),
     /// List networks.
     List,
-    /// Show one network.
+    /// Show one network and its state on every node: bridge, VXLAN
+    /// device, overlay peers, rules, DHCP responder and the instances'
+    /// links, each `ok`, `missing`, `drifted` or `not_needed`.
     Get {
+        /// Network name.
+        name: String,
+    },
+    /// Put a network back as the store says on every node (recreate what
+    /// is missing, put instances' links back on its bridge, set its
+    /// overlay peers again) and show its state. Exits 1 if a node is still
+    /// not in order afterwards.
+    Repair {
         /// Network name.
         name: String,
     },

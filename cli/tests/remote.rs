@@ -240,6 +240,46 @@ fn networks_through_an_endpoint_are_set_up_on_the_agents_node() {
             "{}",
             text(&out.stdout)
         );
+        // Per node, part by part; `repair` puts back what was removed by hand.
+        let rows = |out: &std::process::Output| -> Vec<(String, String)> {
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            assert_eq!(status["name"], "lan", "the network's own fields: {status}");
+            status["nodes"][0]["parts"]
+                .as_array()
+                .expect("parts")
+                .iter()
+                .map(|p| {
+                    (
+                        p["kind"].as_str().unwrap().to_owned(),
+                        p["state"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let out = zixiao(&endpoint, &["network", "get", "lan", "-o", "json"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            rows(&out).contains(&("bridge".into(), "ok".into())),
+            "{:?}",
+            rows(&out)
+        );
+        ip(&["addr", "flush", "dev", &lan.bridge]);
+        let out = zixiao(&endpoint, &["network", "get", "lan"]).await;
+        assert!(
+            text(&out.stdout).contains("drifted")
+                && text(&out.stdout).contains("lacks gateway 10.77.0.1"),
+            "{}",
+            text(&out.stdout)
+        );
+        let out = zixiao(&endpoint, &["network", "repair", "lan", "-o", "json"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            rows(&out).contains(&("bridge".into(), "ok".into())),
+            "{:?}",
+            rows(&out)
+        );
+        let addresses = text(&ip(&["-o", "addr", "show", "dev", &lan.bridge]).stdout);
+        assert!(addresses.contains("10.77.0.1/24"), "repaired: {addresses}");
 
         let out = zixiao(
             &endpoint,

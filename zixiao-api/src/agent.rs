@@ -26,7 +26,9 @@ use zixiao_core::{
 };
 
 use crate::console::{self, OutputStream};
-use crate::convert::{decode_all, decode_instance_type, decode_pull_options, WirePullOptions};
+use crate::convert::{
+    decode_all, decode_attachments, decode_instance_type, decode_pull_options, WirePullOptions,
+};
 use crate::membership::duration;
 use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
@@ -686,40 +688,115 @@ impl AgentService for AgentServer {
         request: Request<pb::SetOverlayPeersRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let claimed = request
-            .network
-            .ok_or_else(|| invalid(Error::invalid("network", "missing")))?;
-        let network = network(self, claimed).await?;
-        if request.peers.len() > MAX_OVERLAY_PEERS {
-            return Err(invalid(Error::invalid(
-                "peers",
-                format!(
-                    "{} peers; at most {MAX_OVERLAY_PEERS} nodes can carry one network",
-                    request.peers.len()
-                ),
-            )));
-        }
-        // Each a unicast address another node can be reached at, as an
-        // underlay must be: never loopback, multicast or unspecified.
-        let peers = request
-            .peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| match p.parse::<std::net::IpAddr>() {
-                Ok(peer) if zixiao_core::model::is_underlay_address(peer) => Ok(peer),
-                _ => Err(invalid(Error::invalid(
-                    format!("peers[{i}]"),
-                    format!(
-                        "`{}` is not a unicast address another node can be reached at",
-                        p.escape_debug()
-                    ),
-                ))),
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+        let network = required_network(self, request.network).await?;
+        let peers = overlay_peers(&request.peers)?;
         self.network_host()?
             .set_overlay_peers(&network, &peers)
             .await
             .map_err(|e| from_error(&e))?;
         done()
     }
+
+    async fn inspect_network(
+        &self,
+        request: Request<pb::InspectNetworkRequest>,
+    ) -> Result<Response<pb::InspectNetworkResponse>, Status> {
+        let request = request.into_inner();
+        let network = required_network(self, request.network).await?;
+        let peers = overlay_peers(&request.peers)?;
+        let attachments = attachments_of(&network, request.attachments)?;
+        let parts = self
+            .network_host()?
+            .inspect(&network, &peers, &attachments)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(pb::InspectNetworkResponse {
+            parts: parts.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn repair_network(
+        &self,
+        request: Request<pb::RepairNetworkRequest>,
+    ) -> Result<Response<pb::RepairNetworkResponse>, Status> {
+        let request = request.into_inner();
+        let network = required_network(self, request.network).await?;
+        let attachments = attachments_of(&network, request.attachments)?;
+        let repaired = self
+            .network_host()?
+            .repair(&network, &attachments)
+            .await
+            .map_err(|e| from_error(&e))?;
+        Ok(Response::new(pb::RepairNetworkResponse { repaired }))
+    }
+}
+
+/// The network a request names (required), checked as [`network`] does.
+async fn required_network(
+    server: &AgentServer,
+    value: Option<pb::Network>,
+) -> Result<Network, Status> {
+    let claimed = value.ok_or_else(|| invalid(Error::invalid("network", "missing")))?;
+    network(server, claimed).await
+}
+
+/// A network's overlay peers from the wire: at most [`MAX_OVERLAY_PEERS`],
+/// each a unicast address another node can be reached at, as an underlay
+/// must be (never loopback, multicast or unspecified).
+fn overlay_peers(peers: &[String]) -> Result<Vec<std::net::IpAddr>, Status> {
+    if peers.len() > MAX_OVERLAY_PEERS {
+        return Err(invalid(Error::invalid(
+            "peers",
+            format!(
+                "{} peers; at most {MAX_OVERLAY_PEERS} nodes can carry one network",
+                peers.len()
+            ),
+        )));
+    }
+    peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p.parse::<std::net::IpAddr>() {
+            Ok(peer) if zixiao_core::model::is_underlay_address(peer) => Ok(peer),
+            _ => Err(invalid(Error::invalid(
+                format!("peers[{i}]"),
+                format!(
+                    "`{}` is not a unicast address another node can be reached at",
+                    p.escape_debug()
+                ),
+            ))),
+        })
+        .collect()
+}
+
+/// How many attachments one network call may name: one per instance a
+/// node can hold on one network, with room to spare.
+const MAX_ATTACHMENTS: usize = 10_000;
+
+/// Attachments from the wire for `network`: each checked as an instance's
+/// are, and each of this very network (bridge and installation), so a
+/// call about one network cannot reach another's links.
+fn attachments_of(
+    network: &Network,
+    values: Vec<pb::NetworkAttachment>,
+) -> Result<Vec<zixiao_core::model::NetworkAttachment>, Status> {
+    if values.len() > MAX_ATTACHMENTS {
+        return Err(invalid(Error::invalid(
+            "attachments",
+            format!("{} attachments; at most {MAX_ATTACHMENTS}", values.len()),
+        )));
+    }
+    let attachments = decode_attachments(values).map_err(invalid)?;
+    for (i, a) in attachments.iter().enumerate() {
+        if a.network != network.name
+            || a.bridge != network.bridge
+            || a.installation != network.installation
+        {
+            return Err(invalid(Error::invalid(
+                format!("attachments[{i}]"),
+                format!("is not an attachment to network `{}`", network.name),
+            )));
+        }
+    }
+    Ok(attachments)
 }

@@ -622,6 +622,16 @@ impl Api for GrpcClient {
                 self.answer(networks.delete_network(request).await)?;
                 Response::Done
             }
+            Request::NetworkStatus { name } => {
+                let request = pb::NetworkRef { network: name };
+                let found = self.answer(networks.network_status(request).await)?;
+                Response::NetworkStatus(self.decoded(found.try_into())?)
+            }
+            Request::RepairNetwork { name } => {
+                let request = pb::NetworkRef { network: name };
+                let repaired = self.answer(networks.repair_network(request).await)?;
+                Response::NetworkStatus(self.decoded(repaired.try_into())?)
+            }
             Request::CreateTemplate { name, spec } => {
                 let request = encode_template_change(name, spec);
                 let created = self.answer(templates.create_template(request).await)?;

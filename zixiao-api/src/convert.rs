@@ -36,12 +36,12 @@ use zixiao_core::model::{
     Cidr, CloneOrigin, CloudInit, Condition, ConditionType, Cpus, CreateInstance, CreateNetwork,
     DesiredState, ExitStatus, Failure, FromTemplate, ImageKind, InstallationId, Instance,
     InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
-    LabelChanges, MicrovmBackend, Network, NetworkAttachment, Node, NodeImageName, NodeMetadata,
-    NodeRegistration, NodeRole, NodeStatus, Onboarding, OnboardingState, OrphanSweep, Placement,
-    PublishedPort, Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep,
-    SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
-    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
-    Vni,
+    LabelChanges, MicrovmBackend, Network, NetworkAttachment, NetworkPart, NetworkPartKind,
+    NetworkStatus, Node, NodeImageName, NodeMetadata, NodeNetworkState, NodeRegistration, NodeRole,
+    NodeStatus, Onboarding, OnboardingState, OrphanSweep, PartState, Placement, PublishedPort,
+    Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep, SnapshotInterval,
+    SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo, TemplateName,
+    TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges, Vni,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -765,6 +765,17 @@ fn attachment(a: pb::NetworkAttachment, at: &str) -> Result<NetworkAttachment> {
         .check_bridge()
         .map_err(|e| e.at(path(at, "bridge")))?;
     Ok(attachment)
+}
+
+/// Attachments from the wire, each checked as an instance's are.
+pub(crate) fn decode_attachments(
+    values: Vec<pb::NetworkAttachment>,
+) -> Result<Vec<NetworkAttachment>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| attachment(a, &format!("attachments[{i}]")))
+        .collect()
 }
 
 impl From<zixiao_core::model::RuntimeSize> for pb::RuntimeSize {
@@ -2079,6 +2090,73 @@ impl TryFrom<pb::Network> for Network {
 
     fn try_from(n: pb::Network) -> Result<Self> {
         network(n, "network")
+    }
+}
+
+impl From<NetworkPart> for pb::NetworkPart {
+    fn from(p: NetworkPart) -> Self {
+        pb::NetworkPart {
+            kind: p.kind.as_str().to_owned(),
+            state: p.state.as_str().to_owned(),
+            detail: p.detail,
+        }
+    }
+}
+
+impl TryFrom<pb::NetworkPart> for NetworkPart {
+    type Error = Error;
+
+    fn try_from(p: pb::NetworkPart) -> Result<Self> {
+        Ok(NetworkPart {
+            kind: NetworkPartKind::try_from(p.kind.as_str())
+                .map_err(|why| Error::invalid("parts.kind", why))?,
+            state: PartState::try_from(p.state.as_str())
+                .map_err(|why| Error::invalid("parts.state", why))?,
+            detail: p.detail,
+        })
+    }
+}
+
+impl From<NetworkStatus> for pb::NetworkStatusResponse {
+    fn from(s: NetworkStatus) -> Self {
+        pb::NetworkStatusResponse {
+            network: Some(s.network.into()),
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|n| pb::NodeNetworkState {
+                    node: n.node,
+                    parts: n.parts.into_iter().map(Into::into).collect(),
+                    error: n.error.unwrap_or_default(),
+                })
+                .collect(),
+            repaired: s.repaired,
+        }
+    }
+}
+
+impl TryFrom<pb::NetworkStatusResponse> for NetworkStatus {
+    type Error = Error;
+
+    fn try_from(s: pb::NetworkStatusResponse) -> Result<Self> {
+        let network = s
+            .network
+            .ok_or_else(|| Error::invalid("network", "missing"))?;
+        Ok(NetworkStatus {
+            network: network.try_into()?,
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|n| {
+                    Ok(NodeNetworkState {
+                        node: n.node,
+                        parts: decode_all(n.parts)?,
+                        error: Some(n.error).filter(|e| !e.is_empty()),
+                    })
+                })
+                .collect::<Result<_>>()?,
+            repaired: s.repaired,
+        })
     }
 }
 

@@ -7,9 +7,10 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use tonic::transport::Channel;
-use zixiao_core::model::{InstallationId, Network};
+use zixiao_core::model::{InstallationId, Network, NetworkAttachment, NetworkPart};
 use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
 
+use crate::convert::decode_all;
 use crate::pb;
 use crate::pb::agent_service_client::AgentServiceClient;
 use crate::remote::DEFAULT_CALL_TIMEOUT;
@@ -151,5 +152,52 @@ impl NetworkHost for RemoteNetworkHost {
             .await
             .map_err(|s| self.error(s))?;
         Ok(())
+    }
+
+    async fn inspect(
+        &self,
+        network: &Network,
+        peers: &[IpAddr],
+        attachments: &[NetworkAttachment],
+    ) -> Result<Vec<NetworkPart>> {
+        let request = pb::InspectNetworkRequest {
+            network: Some(pb::Network::from(network.clone())),
+            peers: peers.iter().map(ToString::to_string).collect(),
+            attachments: attachments.iter().cloned().map(Into::into).collect(),
+        };
+        let answer = self
+            .client
+            .clone()
+            .inspect_network(request)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        decode_all(answer.parts).map_err(|e| {
+            Error::Internal(format!(
+                "node `{}` described network `{}` in a way that cannot be read: {}",
+                self.node,
+                network.name,
+                e.chain()
+            ))
+        })
+    }
+
+    async fn repair(
+        &self,
+        network: &Network,
+        attachments: &[NetworkAttachment],
+    ) -> Result<Vec<String>> {
+        let request = pb::RepairNetworkRequest {
+            network: Some(pb::Network::from(network.clone())),
+            attachments: attachments.iter().cloned().map(Into::into).collect(),
+        };
+        let answer = self
+            .client
+            .clone()
+            .repair_network(request)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        Ok(answer.repaired)
     }
 }

@@ -1017,6 +1017,24 @@ impl NetworkService for ApiServer {
         let name = named("network", request.into_inner().network)?;
         reply(client.delete_network(&name).await.map_err(status)?)
     }
+
+    async fn network_status(
+        &self,
+        request: Request<pb::NetworkRef>,
+    ) -> Result<Response<pb::NetworkStatusResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = named("network", request.into_inner().network)?;
+        reply(client.network_status(&name).await.map_err(status)?)
+    }
+
+    async fn repair_network(
+        &self,
+        request: Request<pb::NetworkRef>,
+    ) -> Result<Response<pb::NetworkStatusResponse>, Status> {
+        let client = self.client(CallCredentials::of(&request)).await?;
+        let name = named("network", request.into_inner().network)?;
+        reply(client.repair_network(&name).await.map_err(status)?)
+    }
 }
 
 #[tonic::async_trait]

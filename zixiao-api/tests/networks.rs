@@ -17,7 +17,7 @@ use zixiao_api::agent::AgentServer;
 use zixiao_api::network::RemoteNetworkHost;
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::host::HostFacts;
-use zixiao_core::model::CreateNetwork;
+use zixiao_core::model::{CreateNetwork, NetworkPartKind, NetworkStatus, PartState};
 use zixiao_core::{
     Client, Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceType, LocalAgent,
     NetworkHost, NodeRegistration, Resources, Wait,
@@ -399,6 +399,21 @@ fn overlay_peers_are_set_on_the_agents_node_through_the_agent_service() {
             .await
             .expect("set peers");
         assert_eq!(linux.overlay_peers(&lan).await.expect("peers"), vec![peer]);
+        // `network get`: the VXLAN device is in place; the peer set by
+        // hand is one the store does not call for (no instance anywhere).
+        let status = rig.client.network_status("lan").await.expect("status");
+        let (vxlan_state, detail) = part(&status, NetworkPartKind::Vxlan);
+        assert_eq!(vxlan_state, PartState::Ok, "{detail}");
+        let (peers, detail) = part(&status, NetworkPartKind::Peers);
+        assert_eq!(peers, PartState::Drifted);
+        assert_eq!(detail, "extra 10.93.0.2");
+        let repaired = rig.client.repair_network("lan").await.expect("repair");
+        assert_eq!(part(&repaired, NetworkPartKind::Peers).0, PartState::Ok);
+        assert!(linux.overlay_peers(&lan).await.expect("peers").is_empty());
+        remote
+            .set_overlay_peers(&lan, &[peer])
+            .await
+            .expect("set peers");
         let own = remote
             .set_overlay_peers(&lan, &["10.93.0.1".parse().unwrap()])
             .await
@@ -420,4 +435,144 @@ async fn rig_agent_address(rig: &Rig) -> String {
         .await
         .expect("node-a")
         .address
+}
+
+/// `state` of part `kind` on node `node-a` of `status`.
+fn part(status: &NetworkStatus, kind: NetworkPartKind) -> (PartState, String) {
+    let node = status
+        .nodes
+        .iter()
+        .find(|n| n.node == "node-a")
+        .unwrap_or_else(|| panic!("node-a in {status:?}"));
+    assert!(node.error.is_none(), "{node:?}");
+    let part = node
+        .part(kind)
+        .unwrap_or_else(|| panic!("{kind} in {node:?}"));
+    (part.state, part.detail.clone())
+}
+
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+#[test]
+fn network_get_shows_each_part_on_the_node_and_repair_mends_drift() {
+    in_fresh_netns(|netns| async move {
+        let linux = LinuxNetwork::connect(netns).expect("netlink");
+        let rig = rig(Some(Arc::new(linux.clone()))).await;
+        let lan = rig
+            .client
+            .create_network(CreateNetwork::new("lan", ["10.76.0.0/24"]))
+            .await
+            .expect("create");
+        let mut spec = InstanceSpec::container("busybox");
+        spec.networks = vec!["lan".into()];
+        let web = rig
+            .client
+            .create_instance(CreateInstance::new("web", spec), Wait::Settled)
+            .await
+            .expect("create web");
+        // What the container runtime does on a real node (the fake driver
+        // does not): the instance's veth on the network's bridge.
+        linux
+            .attach_container(&web.id, &web.attachments)
+            .await
+            .expect("plumb web");
+        let veth = web.attachments[0].host_interface.to_string();
+
+        let status = rig.client.network_status("lan").await.expect("status");
+        assert_eq!(status.network, lan);
+        assert!(status.is_healthy(), "{status:#?}");
+        assert_eq!(part(&status, NetworkPartKind::Bridge).0, PartState::Ok);
+        assert_eq!(part(&status, NetworkPartKind::Rules).0, PartState::Ok);
+        assert_eq!(
+            part(&status, NetworkPartKind::Links),
+            (PartState::Ok, "1 on the bridge".to_owned())
+        );
+        // No underlay address on this node: no overlay to judge.
+        assert_eq!(
+            part(&status, NetworkPartKind::Vxlan).0,
+            PartState::NotNeeded
+        );
+
+        // Drift made by hand: the rules flushed away, the gateway address
+        // and the veth taken off the bridge.
+        let table = lan.nft_table();
+        let flushed = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &table])
+            .status()
+            .expect("nft");
+        assert!(flushed.success());
+        ip(&["addr", "flush", "dev", lan.bridge.as_str()]);
+        ip(&["link", "set", &veth, "nomaster"]);
+
+        let status = rig.client.network_status("lan").await.expect("status");
+        assert!(!status.is_healthy());
+        assert_eq!(part(&status, NetworkPartKind::Rules).0, PartState::Missing);
+        let (bridge, detail) = part(&status, NetworkPartKind::Bridge);
+        assert_eq!(bridge, PartState::Drifted);
+        assert!(detail.contains("lacks gateway 10.76.0.1"), "{detail}");
+        let (links, detail) = part(&status, NetworkPartKind::Links);
+        assert_eq!(links, PartState::Drifted);
+        assert!(detail.contains(&veth), "{detail}");
+        assert_eq!(
+            rig.controller.network_status("lan").await.expect("status"),
+            status,
+            "the wire carries the status as the controller sees it"
+        );
+
+        let repaired = rig.client.repair_network("lan").await.expect("repair");
+        assert!(repaired.is_healthy(), "{repaired:#?}");
+        for mended in ["node-a: bridge (drifted)", "node-a: rules (missing)"] {
+            assert!(
+                repaired.repaired.iter().any(|r| r == mended),
+                "{mended} in {:?}",
+                repaired.repaired
+            );
+        }
+        assert!(
+            repaired
+                .repaired
+                .iter()
+                .any(|r| r.contains(&veth) && r.contains(lan.bridge.as_str())),
+            "{:?}",
+            repaired.repaired
+        );
+        assert!(nft::show_table(&table).await.expect("nft").is_some());
+        let master = std::process::Command::new("ip")
+            .args(["-o", "link", "show", &veth])
+            .output()
+            .expect("ip");
+        let master = String::from_utf8_lossy(&master.stdout);
+        assert!(
+            master.contains(&format!("master {}", lan.bridge)),
+            "{master}"
+        );
+
+        // A second repair finds nothing to mend.
+        let again = rig.client.repair_network("lan").await.expect("repair");
+        assert!(again.repaired.is_empty(), "{:?}", again.repaired);
+
+        // The bridge itself deleted: back, with the veth on it again.
+        ip(&["link", "del", lan.bridge.as_str()]);
+        let status = rig.client.network_status("lan").await.expect("status");
+        assert_eq!(part(&status, NetworkPartKind::Bridge).0, PartState::Missing);
+        let repaired = rig.client.repair_network("lan").await.expect("repair");
+        assert!(repaired.is_healthy(), "{repaired:#?}");
+
+        let unknown = rig
+            .client
+            .network_status("nope")
+            .await
+            .expect_err("unknown");
+        assert_eq!(unknown.kind(), ErrorKind::NotFound);
+        linux
+            .detach_container(&web.id, &web.attachments)
+            .await
+            .expect("unplumb web");
+    });
 }

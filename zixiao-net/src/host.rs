@@ -15,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressMessage;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 use zixiao_core::model::{
     BridgeName, HostMark, InstallationId, Instance, InterfaceName, Network, NetworkAttachment,
+    NetworkPart,
 };
 use zixiao_core::{Error, NetworkHost, Result};
 
@@ -319,6 +321,23 @@ impl NetworkHost for LinuxNetwork {
         LinuxNetwork::set_overlay_peers(self, network, peers).await
     }
 
+    async fn inspect(
+        &self,
+        network: &Network,
+        peers: &[IpAddr],
+        attachments: &[NetworkAttachment],
+    ) -> Result<Vec<NetworkPart>> {
+        self.inspect_network(network, peers, attachments).await
+    }
+
+    async fn repair(
+        &self,
+        network: &Network,
+        attachments: &[NetworkAttachment],
+    ) -> Result<Vec<String>> {
+        self.repair_network(network, attachments).await
+    }
+
     async fn reconcile(
         &self,
         installation: &InstallationId,
@@ -430,6 +449,17 @@ impl NetworkHost for LinuxNetwork {
 const TABLE: &str = "table";
 const LINK: &str = "link";
 const NAMESPACE: &str = "namespace";
+
+/// Every address of every link in the handle's namespace.
+pub(crate) async fn addresses(handle: &Handle) -> Result<Vec<AddressMessage>> {
+    handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| netlink_error("listing addresses", e))
+}
 
 pub(crate) async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>> {
     let mut links = handle.link().get().match_name(name.to_owned()).execute();

@@ -28,6 +28,7 @@
 pub mod dhcp;
 pub mod endpoint;
 pub mod host;
+mod inspect;
 pub mod ipam;
 mod links;
 pub mod netns;

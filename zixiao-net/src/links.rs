@@ -12,7 +12,7 @@
 //! taking over a link another installation, or a person, made.
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkUnspec};
 use zixiao_core::model::{BridgeName, HostMark, InstallationId, InterfaceKind, InterfaceName};
 use zixiao_core::{Error, Result};
@@ -98,6 +98,10 @@ pub(crate) struct Link {
     pub(crate) index: u32,
     kind: Option<InfoKind>,
     alias: Option<String>,
+    /// The bridge it is a port of, if any.
+    pub(crate) controller: Option<u32>,
+    /// Whether it is administratively up.
+    pub(crate) up: bool,
 }
 
 impl Link {
@@ -106,10 +110,13 @@ impl Link {
             index: message.header.index,
             kind: None,
             alias: None,
+            controller: None,
+            up: message.header.flags.contains(LinkFlags::Up),
         };
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias.clone()),
+                LinkAttribute::Controller(index) => link.controller = Some(*index),
                 LinkAttribute::LinkInfo(infos) => {
                     link.kind = infos.iter().find_map(|i| match i {
                         LinkInfo::Kind(kind) => Some(kind.clone()),
@@ -136,7 +143,7 @@ impl Link {
     }
 
     /// Ok when it is a `kind` marked `mark`; the refusal, naming it, otherwise.
-    fn check(&self, name: &str, kind: LinkKind, mark: &HostMark) -> Result<()> {
+    pub(crate) fn check(&self, name: &str, kind: LinkKind, mark: &HostMark) -> Result<()> {
         let wanted = kind.describe();
         if self.kind.as_ref() != Some(&kind.info_kind()) {
             let found = match &self.kind {

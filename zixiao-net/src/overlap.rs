@@ -66,13 +66,7 @@ pub(crate) async fn check(
             })
     };
 
-    let addresses: Vec<_> = handle
-        .address()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|e| netlink_error("listing addresses", e))?;
+    let addresses = crate::host::addresses(handle).await?;
     for address in addresses {
         if Some(address.header.index) == own_bridge {
             continue;

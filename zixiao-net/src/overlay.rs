@@ -277,14 +277,7 @@ impl LinuxNetwork {
     /// over it gets. Errors: `FailedPrecondition` (no link of this node
     /// holds the address).
     async fn underlay_link(&self, underlay: Underlay) -> Result<(u32, u32)> {
-        let addresses: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| netlink_error("listing addresses", e))?;
+        let addresses = crate::host::addresses(&self.handle).await?;
         let wanted = underlay.address();
         let index = addresses
             .iter()
@@ -473,7 +466,12 @@ impl LinuxNetwork {
 }
 
 /// Whether the VXLAN device at `index` has `vni` and sends from `underlay`.
-async fn vxlan_matches(handle: &Handle, index: u32, vni: Vni, underlay: Underlay) -> Result<bool> {
+pub(crate) async fn vxlan_matches(
+    handle: &Handle,
+    index: u32,
+    vni: Vni,
+    underlay: Underlay,
+) -> Result<bool> {
     use rtnetlink::packet_route::link::{InfoData, InfoVxlan, LinkInfo};
     let link = link_message(handle, index).await?;
     let infos = link.attributes.iter().find_map(|a| match a {

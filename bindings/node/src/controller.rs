@@ -1197,6 +1197,23 @@ impl Controller {
         call!(self, env, |c| c.list_networks())
     }
 
+    /// The network named `name` (its fields) with `nodes`: its state on
+    /// every node that sets up networks, part by part (`bridge`, `vxlan`,
+    /// `peers`, `rules`, `dhcp`, `links`, each `ok`, `missing`, `drifted`
+    /// or `not_needed`). Rejects with `not_found`.
+    #[napi(ts_return_type = "Promise<NetworkStatus>")]
+    pub fn network_status<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
+        call!(self, env, |c| c.network_status(&name))
+    }
+
+    /// Puts the network back as the store says on every node; resolves to
+    /// its state as `networkStatus` does, with `repaired`: what was
+    /// mended. Rejects with `not_found`, `failed_precondition`.
+    #[napi(ts_return_type = "Promise<NetworkStatus>")]
+    pub fn repair_network<'env>(&self, env: &'env Env, name: String) -> Pending<'env> {
+        call!(self, env, |c| c.repair_network(&name))
+    }
+
     /// Removes the network from every node and from the store. Rejects with
     /// `not_found`, `failed_precondition` naming the instances still on it.
     #[napi(ts_return_type = "Promise<void>")]

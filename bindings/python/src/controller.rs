@@ -19,7 +19,8 @@ use zixiao_core::driver::{
 };
 use zixiao_core::model::{
     Aggregate, CarbonIntensity, CreateNetwork, FromTemplate, ImageKind, ImageName, Network,
-    NodeImageName, Operation, OperationId, OperationKind, TemplateInfo, TemplateSpec,
+    NetworkStatus, NodeImageName, Operation, OperationId, OperationKind, TemplateInfo,
+    TemplateSpec,
 };
 use zixiao_core::store::StoreSummary;
 use zixiao_core::{
@@ -1036,6 +1037,21 @@ impl PyController {
         wait(py, self.inner.list_networks()).map(Json)
     }
 
+    /// The network named `name` (its fields) with `nodes`: its state on
+    /// every node that sets up networks, part by part (`bridge`, `vxlan`,
+    /// `peers`, `rules`, `dhcp`, `links`, each `ok`, `missing`, `drifted`
+    /// or `not_needed`). Raises `NotFound`.
+    fn network_status(&self, py: Python<'_>, name: &str) -> PyResult<Json<NetworkStatus>> {
+        wait(py, self.inner.network_status(name)).map(Json)
+    }
+
+    /// Puts the network back as the store says on every node and returns
+    /// its state as `network_status` does, with `repaired`: what was
+    /// mended. Raises `NotFound`, `FailedPrecondition` (being deleted).
+    fn repair_network(&self, py: Python<'_>, name: &str) -> PyResult<Json<NetworkStatus>> {
+        wait(py, self.inner.repair_network(name)).map(Json)
+    }
+
     /// Removes the network from every node and from the store. Raises
     /// `NotFound`, `FailedPrecondition` naming the instances still on it.
     fn delete_network(&self, py: Python<'_>, name: &str) -> PyResult<()> {
@@ -1851,6 +1867,16 @@ impl PyAsyncController {
     /// Every network, in name order.
     fn list_networks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         call!(self, py, |c| c.list_networks())
+    }
+
+    /// The network and its state per node (see `Controller.network_status`).
+    fn network_status<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.network_status(&name))
+    }
+
+    /// Repairs the network on every node (see `Controller.repair_network`).
+    fn repair_network<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        call!(self, py, |c| c.repair_network(&name))
     }
 
     /// Removes the network; `None` once it is gone (see `Controller.delete_network`).

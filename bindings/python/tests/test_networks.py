@@ -26,6 +26,15 @@ def test_create_get_list_delete(controller):
     controller.create_network({"name": "dmz", "subnets": ["10.78.0.0/24", "fd78::/64"]})
     assert [n["name"] for n in controller.list_networks()] == ["dmz", "lan"]
     assert controller.get_network("lan") == lan
+    # The network's own fields, and its state per node that sets up
+    # networks (this fake-runtime controller touches no host networking,
+    # so a node either has none or cannot tell).
+    status = controller.network_status("lan")
+    assert {k: v for k, v in status.items() if k not in ("nodes", "repaired")} == lan
+    for node in status["nodes"]:
+        assert node["parts"] or node["error"], node
+    with pytest.raises(zixiao.NotFound):
+        controller.network_status("ghost")
 
     assert controller.delete_network("lan") is None
     assert [n["name"] for n in controller.list_networks()] == ["dmz"]

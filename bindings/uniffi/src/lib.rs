@@ -577,6 +577,19 @@ impl Controller {
         block(self.inner.list_networks()).map(model::networks)
     }
 
+    /// The network named `name` and its state on every node that sets up
+    /// networks, part by part. Errors: `NotFound`.
+    pub fn network_status(&self, name: String) -> Result<NetworkStatus, ZixiaoError> {
+        block(self.inner.network_status(&name)).map(NetworkStatus::from)
+    }
+
+    /// Puts the network back as the store says on every node; its state
+    /// afterwards, with what was mended. Errors: `NotFound`,
+    /// `FailedPrecondition` (being deleted).
+    pub fn repair_network(&self, name: String) -> Result<NetworkStatus, ZixiaoError> {
+        block(self.inner.repair_network(&name)).map(NetworkStatus::from)
+    }
+
     /// Removes a network no instance uses. Errors: `NotFound`,
     /// `FailedPrecondition` naming the instances on it.
     pub fn delete_network(&self, name: String) -> Result<(), ZixiaoError> {
@@ -933,6 +946,16 @@ impl AsyncController {
     /// See [`Controller::list_networks`].
     pub async fn list_networks(&self) -> Result<Vec<Network>, ZixiaoError> {
         call!(self, |c| c.list_networks()).map(model::networks)
+    }
+
+    /// See [`Controller::network_status`].
+    pub async fn network_status(&self, name: String) -> Result<NetworkStatus, ZixiaoError> {
+        call!(self, |c| c.network_status(&name)).map(NetworkStatus::from)
+    }
+
+    /// See [`Controller::repair_network`].
+    pub async fn repair_network(&self, name: String) -> Result<NetworkStatus, ZixiaoError> {
+        call!(self, |c| c.repair_network(&name)).map(NetworkStatus::from)
     }
 
     /// See [`Controller::delete_network`].

@@ -786,6 +786,65 @@ pub(crate) fn networks(all: Vec<core::Network>) -> Vec<Network> {
     all.into_iter().map(Into::into).collect()
 }
 
+/// One part of a network on a node.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NetworkPart {
+    /// `bridge`, `vxlan`, `peers`, `rules`, `dhcp` or `links`.
+    pub kind: String,
+    /// `ok`, `missing`, `drifted` or `not_needed`.
+    pub state: String,
+    /// What is there, or what is missing or wrong.
+    pub detail: String,
+}
+
+/// A network on one node.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NodeNetworkState {
+    /// The node's id.
+    pub node: String,
+    /// Its parts; empty when `error` is set.
+    pub parts: Vec<NetworkPart>,
+    /// Why the node could not be asked, if it could not.
+    pub error: Option<String>,
+}
+
+/// A network and its state on every node that sets up networks.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct NetworkStatus {
+    /// The network.
+    pub network: Network,
+    /// Its state per node.
+    pub nodes: Vec<NodeNetworkState>,
+    /// What a repair mended, per node (`node: what`).
+    pub repaired: Vec<String>,
+}
+
+impl From<core::NetworkStatus> for NetworkStatus {
+    fn from(s: core::NetworkStatus) -> Self {
+        NetworkStatus {
+            network: s.network.into(),
+            nodes: s
+                .nodes
+                .into_iter()
+                .map(|n| NodeNetworkState {
+                    node: n.node,
+                    parts: n
+                        .parts
+                        .into_iter()
+                        .map(|p| NetworkPart {
+                            kind: p.kind.as_str().to_owned(),
+                            state: p.state.as_str().to_owned(),
+                            detail: p.detail,
+                        })
+                        .collect(),
+                    error: n.error,
+                })
+                .collect(),
+            repaired: s.repaired,
+        }
+    }
+}
+
 /// Resource usage of one instance.
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct InstanceStats {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use zixiao_core::model::Network;
+use zixiao_core::model::{Network, NetworkStatus};
 use zixiao_core::{Client, Result};
 
 use crate::args::{Format, NetworkCommand};
@@ -24,8 +24,15 @@ pub(crate) async fn run(
             print(format, &networks, |networks| render_list(networks))?;
         }
         NetworkCommand::Get { name } => {
-            let network = controller.get_network(&name).await?;
-            print(format, &network, render_one)?;
+            let status = controller.network_status(&name).await?;
+            print(format, &status, render_status)?;
+        }
+        NetworkCommand::Repair { name } => {
+            let status = controller.repair_network(&name).await?;
+            print(format, &status, render_status)?;
+            if !status.is_healthy() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         NetworkCommand::Delete { name } => {
             controller.delete_network(&name).await?;
@@ -95,4 +102,42 @@ pub(crate) fn render_one(network: &Network) -> String {
     pairs.push(("nft table", format!("inet {}", network.nft_table())));
     pairs.push(("age", age(network.created_at)));
     details(&pairs)
+}
+
+/// `network get` and `network repair`: the network, then one row per part
+/// per node, then what a repair mended.
+fn render_status(status: &NetworkStatus) -> String {
+    let mut out = render_one(&status.network);
+    let mut table = Table::new(vec!["NODE", "PART", "STATE", "DETAIL"]);
+    for node in &status.nodes {
+        if let Some(error) = &node.error {
+            table.row(vec![
+                node.node.clone(),
+                "-".to_owned(),
+                "unknown".to_owned(),
+                error.clone(),
+            ]);
+        }
+        for part in &node.parts {
+            table.row(vec![
+                node.node.clone(),
+                part.kind.to_string(),
+                part.state.to_string(),
+                part.detail.clone(),
+            ]);
+        }
+    }
+    if status.nodes.is_empty() {
+        out.push_str("\nno node sets up networks\n");
+    } else {
+        out.push('\n');
+        out.push_str(&table.render());
+    }
+    if !status.repaired.is_empty() {
+        out.push_str("\nrepaired:\n");
+        for line in &status.repaired {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
 }

@@ -198,6 +198,8 @@ fn every_request() -> Vec<Request> {
         Request::CreateNetwork { request: network },
         Request::GetNetwork { name: "net".into() },
         Request::ListNetworks,
+        Request::NetworkStatus { name: "net".into() },
+        Request::RepairNetwork { name: "net".into() },
         Request::DeleteNetwork { name: "net".into() },
         Request::CreateTemplate {
             name: template(),
@@ -367,6 +369,8 @@ fn the_rules_by_role_and_project() {
         ("network.create", [false, false, false, true]),
         ("network.get", [true, true, true, true]),
         ("network.list", [true, true, true, true]),
+        ("network.status", [true, true, true, true]),
+        ("network.repair", [false, false, false, true]),
         ("network.delete", [false, false, false, true]),
         // Templates are shared, as networks are: every user reads them,
         // operators of `default` write them.

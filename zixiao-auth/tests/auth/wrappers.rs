@@ -848,6 +848,7 @@ async fn a_node_reads_a_network_and_changes_none() {
     );
     for request in [
         Request::ListNetworks,
+        Request::RepairNetwork { name: "lan".into() },
         Request::DeleteNetwork { name: "lan".into() },
     ] {
         refused(&h, &log, &fake, &api, request, ErrorKind::PermissionDenied).await;

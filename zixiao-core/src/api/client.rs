@@ -23,8 +23,8 @@ use crate::driver::{
 use crate::model::{
     typed_metadata, Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance,
     CreateNetwork, FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType,
-    InstanceUpdate, LabelChanges, MigrationMode, Network, Node, NodeImageName, Operation,
-    OperationId, SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    InstanceUpdate, LabelChanges, MigrationMode, Network, NetworkStatus, Node, NodeImageName,
+    Operation, OperationId, SnapshotName, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::{Error, Result};
@@ -577,6 +577,18 @@ impl Client {
     pub async fn get_network(&self, name: &str) -> Result<Network> {
         let name = name.to_owned();
         expect!(self, Request::GetNetwork { name }, Network)
+    }
+
+    /// See [`Request::NetworkStatus`].
+    pub async fn network_status(&self, name: &str) -> Result<NetworkStatus> {
+        let name = name.to_owned();
+        expect!(self, Request::NetworkStatus { name }, NetworkStatus)
+    }
+
+    /// See [`Request::RepairNetwork`].
+    pub async fn repair_network(&self, name: &str) -> Result<NetworkStatus> {
+        let name = name.to_owned();
+        expect!(self, Request::RepairNetwork { name }, NetworkStatus)
     }
 
     /// See [`Request::ListNetworks`].

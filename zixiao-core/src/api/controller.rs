@@ -396,6 +396,12 @@ impl Api for Controller {
             }
             Request::GetNetwork { name } => Response::Network(self.get_network(&name).await?),
             Request::ListNetworks => Response::Networks(self.list_networks().await?),
+            Request::NetworkStatus { name } => {
+                Response::NetworkStatus(self.network_status(&name).await?)
+            }
+            Request::RepairNetwork { name } => {
+                Response::NetworkStatus(self.repair_network(&name).await?)
+            }
             Request::DeleteNetwork { name } => {
                 self.delete_network(&name).await?;
                 Response::Done

@@ -64,8 +64,8 @@ use crate::driver::{
 use crate::model::{
     Aggregate, AggregateName, AllocationRatio, CarbonIntensity, CreateInstance, CreateNetwork,
     FromTemplate, ImageKind, ImageName, ImageRef, Instance, InstanceType, InstanceUpdate,
-    LabelChanges, LabelKey, LabelValue, MigrationMode, Network, Node, NodeImageName, Operation,
-    OperationId, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
+    LabelChanges, LabelKey, LabelValue, MigrationMode, Network, NetworkStatus, Node, NodeImageName,
+    Operation, OperationId, TemplateInfo, TemplateName, TemplateSpec, TraitChanges,
 };
 use crate::store::{Revision, StoreSummary};
 use crate::Result;
@@ -683,6 +683,24 @@ pub enum Request {
     },
     /// Every network, in name order. [`Response::Networks`]. Read-only.
     ListNetworks,
+    /// One network and its state on every node that sets up networks:
+    /// bridge, VXLAN device, overlay peers, rules, DHCP and the instances'
+    /// links, each judged against the store. [`Response::NetworkStatus`].
+    /// Read-only. Errors: `NotFound` (a node that cannot be asked gets its
+    /// error in its entry).
+    NetworkStatus {
+        /// Its name.
+        name: String,
+    },
+    /// Puts a network back as the store says on every node that sets up
+    /// networks (recreates what is missing, puts the instances' links back
+    /// on its bridge, sets its overlay peers again) and answers with its
+    /// state and what was mended. [`Response::NetworkStatus`]. Idempotent.
+    /// Errors: `NotFound`, `FailedPrecondition` (being deleted).
+    RepairNetwork {
+        /// Its name.
+        name: String,
+    },
     /// Removes a network no instance uses from every node and the store.
     /// [`Response::Done`]. Errors: `NotFound`, `FailedPrecondition` (in use).
     DeleteNetwork {
@@ -964,6 +982,8 @@ impl Request {
             Request::CreateNetwork { .. } => "network.create",
             Request::GetNetwork { .. } => "network.get",
             Request::ListNetworks => "network.list",
+            Request::NetworkStatus { .. } => "network.status",
+            Request::RepairNetwork { .. } => "network.repair",
             Request::DeleteNetwork { .. } => "network.delete",
             Request::CreateAggregate { .. } => "aggregate.create",
             Request::DeleteAggregate { .. } => "aggregate.delete",
@@ -1068,9 +1088,10 @@ impl Request {
                 Some(format!("aggregate {name} node {node}"))
             }
             Request::CreateNetwork { request } => Some(format!("network {}", request.name)),
-            Request::GetNetwork { name } | Request::DeleteNetwork { name } => {
-                Some(format!("network {name}"))
-            }
+            Request::GetNetwork { name }
+            | Request::DeleteNetwork { name }
+            | Request::NetworkStatus { name }
+            | Request::RepairNetwork { name } => Some(format!("network {name}")),
             Request::BackupState { .. } => Some("state".to_owned()),
             Request::CreateUser { name, .. } | Request::DeleteUser { name } => {
                 Some(format!("user {name}"))
@@ -1119,6 +1140,7 @@ impl Request {
                 | Request::WatchNodes { .. }
                 | Request::ClusterInfo
                 | Request::GetNetwork { .. }
+                | Request::NetworkStatus { .. }
                 | Request::ListNetworks
                 | Request::ListAggregates
                 | Request::GetAggregate { .. }
@@ -1201,6 +1223,8 @@ pub enum Response {
     Network(Network),
     /// Networks.
     Networks(Vec<Network>),
+    /// A network and its state per node.
+    NetworkStatus(NetworkStatus),
     /// What a check or backup of the whole store found.
     StoreSummary(StoreSummary),
     /// One host aggregate.
@@ -1260,6 +1284,7 @@ impl Response {
             Response::ClusterInfo(_) => "ClusterInfo",
             Response::Network(_) => "Network",
             Response::Networks(_) => "Networks",
+            Response::NetworkStatus(_) => "NetworkStatus",
             Response::StoreSummary(_) => "StoreSummary",
             Response::Aggregate(_) => "Aggregate",
             Response::Aggregates(_) => "Aggregates",

@@ -20,8 +20,9 @@ use async_trait::async_trait;
 
 use super::Controller;
 use crate::model::{
-    mac_address, CreateNetwork, InstallationId, Instance, InstanceType, InterfaceKind,
-    InterfaceName, IpConfig, Network, NetworkAttachment, Vni,
+    mac_address, CreateNetwork, InstallationId, Instance, InstanceStatus, InstanceType,
+    InterfaceKind, InterfaceName, IpConfig, Network, NetworkAttachment, NetworkPart, NetworkStatus,
+    NodeNetworkState, Vni,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, Result};
@@ -146,6 +147,41 @@ pub trait NetworkHost: Send + Sync + Debug {
     /// `InvalidArgument` (its own address among `peers`), `Unavailable`,
     /// `Internal`.
     async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()>;
+
+    /// What of `network` the node holds, part by part, judged against
+    /// what it should hold: `peers` (its overlay peers, as
+    /// [`NetworkHost::set_overlay_peers`] would set them now) and
+    /// `attachments` (those of the instances running on the node that
+    /// join the network). Called by `network get`. Read-only. Errors:
+    /// `Unsupported` (the default: a host that cannot tell),
+    /// `FailedPrecondition` (a network stored before installation ids),
+    /// `Unavailable`, `Internal`.
+    async fn inspect(
+        &self,
+        network: &Network,
+        peers: &[IpAddr],
+        attachments: &[NetworkAttachment],
+    ) -> Result<Vec<NetworkPart>> {
+        let _ = (network, peers, attachments);
+        Err(Error::Unsupported(
+            "this node cannot tell the state of its networks".to_owned(),
+        ))
+    }
+
+    /// Puts `network` back as it should be on the node (what
+    /// [`NetworkHost::ensure_network`] makes, and the host links of
+    /// `attachments` on its bridge), leaving the overlay peers to the
+    /// caller. Returns what it changed, for people. Called by `network
+    /// repair`. Idempotent. The default is `ensure_network`, which reports
+    /// nothing. Errors: those of `ensure_network`.
+    async fn repair(
+        &self,
+        network: &Network,
+        attachments: &[NetworkAttachment],
+    ) -> Result<Vec<String>> {
+        let _ = attachments;
+        self.ensure_network(network).await.map(|()| Vec::new())
+    }
 }
 
 /// What [`Controller::reconcile_networks`] did.
@@ -454,6 +490,93 @@ impl Controller {
         Ok(())
     }
 
+    /// Network `name` and its state on every node that sets up networks
+    /// (see [`NetworkHost::inspect`]): the answer of `network get`. A node
+    /// that cannot be asked gets its error in its entry, not the call's.
+    /// Read-only. Errors: `NotFound`, the store's.
+    pub async fn network_status(&self, name: &str) -> Result<NetworkStatus> {
+        let network = self.get_network(name).await?;
+        let hosts = self.network_hosts();
+        let peers = self.wanted_overlay_peers(name, &hosts).await?;
+        let attachments = self.running_attachments(name).await?;
+        let network = &network;
+        let nodes = futures::future::join_all(hosts.iter().map(|(node, host)| {
+            let peers = peers.get(node).map(Vec::as_slice).unwrap_or_default();
+            let attachments = attachments_on(&attachments, node);
+            async move {
+                let asked = host.inspect(network, peers, &attachments);
+                node_state(node, bounded_call(asked).await)
+            }
+        }))
+        .await;
+        Ok(NetworkStatus {
+            network: network.clone(),
+            nodes,
+            repaired: Vec::new(),
+        })
+    }
+
+    /// Puts network `name` back as the store says on every node that sets
+    /// up networks ([`NetworkHost::repair`]), then sets its overlay peers
+    /// again, and answers as [`Controller::network_status`] with what was
+    /// mended. A node that cannot be repaired gets its error in its entry.
+    /// Idempotent. Errors: `NotFound`, `FailedPrecondition` (the network
+    /// is being deleted), the store's.
+    pub async fn repair_network(&self, name: &str) -> Result<NetworkStatus> {
+        let network = self.get_network(name).await?;
+        if network.deleting {
+            return Err(Error::FailedPrecondition(format!(
+                "network `{name}` is being deleted"
+            )));
+        }
+        let attachments = self.running_attachments(name).await?;
+        let mut repaired = Vec::new();
+        let mut failed = Vec::new();
+        for (node, host) in self.network_hosts() {
+            let mine = attachments_on(&attachments, &node);
+            match bounded_call(host.repair(&network, &mine)).await {
+                Ok(done) => repaired.extend(done.into_iter().map(|d| format!("{node}: {d}"))),
+                Err(e) => failed.push((node, e)),
+            }
+        }
+        if let Err(e) = self.sync_overlay(name, None).await {
+            tracing::warn!(network = %name, error = %e, "setting overlay peers after a repair");
+        }
+        let mut status = self.network_status(name).await?;
+        for (node, error) in failed {
+            if let Some(entry) = status.nodes.iter_mut().find(|n| n.node == node) {
+                entry.error = Some(format!("repair failed: {}", error.chain()));
+            }
+        }
+        status.repaired = repaired;
+        Ok(status)
+    }
+
+    /// The attachments to network `name` of the instances running (or
+    /// paused) on a node, with their node.
+    async fn running_attachments(&self, name: &str) -> Result<Vec<(String, NetworkAttachment)>> {
+        let (instances, _) = self
+            .inner
+            .store
+            .list_objects::<Instance, _>(|i| i.attachments.iter().any(|a| a.network == *name))
+            .await?;
+        Ok(instances
+            .into_iter()
+            .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused))
+            .filter_map(|i| {
+                let node = i.node?;
+                Some(
+                    i.attachments
+                        .into_iter()
+                        .filter(|a| a.network == *name)
+                        .map(|a| (node.clone(), a))
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect())
+    }
+
     /// After a crash or restart: releases allocations whose instance is gone,
     /// ensures every network on every node and removes host objects nothing
     /// in the store names.
@@ -564,6 +687,49 @@ fn free_vni(network: &Network, existing: &[Network], explicit: bool) -> Result<O
 }
 
 /// Names the node in a host's error, keeping its kind.
+/// How long `network get` and `network repair` wait for one node.
+const NODE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `call` to one node, `Unavailable` when it takes over [`NODE_CALL_TIMEOUT`].
+async fn bounded_call<T>(call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(NODE_CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                what: "the node".to_owned(),
+                source: Some(format!("no answer within {} s", NODE_CALL_TIMEOUT.as_secs()).into()),
+            })
+        })
+}
+
+/// The attachments of `attachments` (with their nodes) on node `node`.
+fn attachments_on(
+    attachments: &[(String, NetworkAttachment)],
+    node: &str,
+) -> Vec<NetworkAttachment> {
+    attachments
+        .iter()
+        .filter(|(on, _)| on == node)
+        .map(|(_, a)| a.clone())
+        .collect()
+}
+
+/// Node `node`'s entry of a [`NetworkStatus`] from what it answered.
+fn node_state(node: &str, answer: Result<Vec<NetworkPart>>) -> NodeNetworkState {
+    match answer {
+        Ok(parts) => NodeNetworkState {
+            node: node.to_owned(),
+            parts,
+            error: None,
+        },
+        Err(e) => NodeNetworkState {
+            node: node.to_owned(),
+            parts: Vec::new(),
+            error: Some(e.chain()),
+        },
+    }
+}
+
 pub(super) fn on_node(node: &str, error: Error) -> Error {
     match error {
         Error::Unsupported(m) => Error::Unsupported(format!("on node `{node}`: {m}")),

@@ -66,34 +66,10 @@ impl Controller {
         if network.vni.is_none() {
             return Ok(());
         }
-        let (instances, _) = store
-            .list_objects::<Instance, _>(|i| i.attachments.iter().any(|a| a.network == *name))
-            .await?;
-        let carriers: BTreeSet<NodeId> = instances.into_iter().filter_map(|i| i.node).collect();
         let hosts = self.network_hosts();
-        // The carriers' underlays, asked all at once.
-        let asked = futures::future::join_all(
-            hosts
-                .iter()
-                .filter(|(other, _)| carriers.contains(other.as_str()))
-                .map(|(other, host)| async move {
-                    (other, bounded(other, node, host.underlay()).await)
-                }),
-        )
-        .await;
-        let mut underlays: BTreeMap<&str, Option<IpAddr>> = BTreeMap::new();
-        for (other, answer) in asked {
-            match answer {
-                Ok(underlay) => {
-                    underlays.insert(other, underlay);
-                }
-                Err(e) if Some(other.as_str()) != node => {
-                    tracing::warn!(node = %other, network = %name, error = %e,
-                        "asking a node for its underlay; it is left out of the overlay for now");
-                }
-                Err(e) => return Err(on_node(other, e)),
-            }
-        }
+        let underlays = self.carrier_underlays(name, &hosts, node).await?;
+        let underlays: BTreeMap<&str, Option<IpAddr>> =
+            underlays.iter().map(|(n, u)| (n.as_str(), *u)).collect();
         if underlays.len() > 1 {
             let missing: Vec<&str> = underlays
                 .iter()
@@ -121,15 +97,7 @@ impl Controller {
             if node.is_some() && !carries && node != Some(each.as_str()) {
                 return None;
             }
-            let peers: Vec<IpAddr> = if carries {
-                underlays
-                    .iter()
-                    .filter(|(other, _)| **other != each.as_str())
-                    .filter_map(|(_, u)| *u)
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let peers = peers_of(each, underlays);
             Some(async move {
                 let set = bounded(each, node, host.set_overlay_peers(network, &peers)).await;
                 (each, set)
@@ -147,6 +115,65 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// The underlay addresses (`None`: it has none) of the nodes carrying
+    /// network `name`: those with an instance placed on it that is
+    /// attached to it. The nodes are asked all at once; only `node`'s
+    /// failure is an error, another node's is logged and leaves it out.
+    async fn carrier_underlays(
+        &self,
+        name: &str,
+        hosts: &[(String, std::sync::Arc<dyn super::NetworkHost>)],
+        node: Option<&str>,
+    ) -> Result<BTreeMap<String, Option<IpAddr>>> {
+        let (instances, _) = self
+            .inner
+            .store
+            .list_objects::<Instance, _>(|i| i.attachments.iter().any(|a| a.network == *name))
+            .await?;
+        let carriers: BTreeSet<NodeId> = instances.into_iter().filter_map(|i| i.node).collect();
+        let asked = futures::future::join_all(
+            hosts
+                .iter()
+                .filter(|(other, _)| carriers.contains(other.as_str()))
+                .map(|(other, host)| async move {
+                    (other, bounded(other, node, host.underlay()).await)
+                }),
+        )
+        .await;
+        let mut underlays = BTreeMap::new();
+        for (other, answer) in asked {
+            match answer {
+                Ok(underlay) => {
+                    underlays.insert(other.clone(), underlay);
+                }
+                Err(e) if Some(other.as_str()) != node => {
+                    tracing::warn!(node = %other, network = %name, error = %e,
+                        "asking a node for its underlay; it is left out of the overlay for now");
+                }
+                Err(e) => return Err(on_node(other, e)),
+            }
+        }
+        Ok(underlays)
+    }
+
+    /// The overlay peers each node with a network host should have for
+    /// network `name` now (see [`Controller::sync_overlay`]); for
+    /// `network get`. A node that cannot be asked for its underlay is left
+    /// out, as a sync leaves it out.
+    pub(super) async fn wanted_overlay_peers(
+        &self,
+        name: &str,
+        hosts: &[(String, std::sync::Arc<dyn super::NetworkHost>)],
+    ) -> Result<BTreeMap<String, Vec<IpAddr>>> {
+        let underlays = self.carrier_underlays(name, hosts, None).await?;
+        let underlays: BTreeMap<&str, Option<IpAddr>> =
+            underlays.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+        Ok(hosts
+            .iter()
+            .map(|(each, _)| (each.clone(), peers_of(each, &underlays)))
+            .collect())
     }
 
     /// [`Controller::sync_overlay`] for every network `instance` is
@@ -205,6 +232,19 @@ impl Controller {
         }
         Ok(synced)
     }
+}
+
+/// The peers of node `each` among the carriers' `underlays`: the others'
+/// addresses when it carries the network itself, none otherwise.
+fn peers_of(each: &str, underlays: &BTreeMap<&str, Option<IpAddr>>) -> Vec<IpAddr> {
+    if !underlays.contains_key(each) {
+        return Vec::new();
+    }
+    underlays
+        .iter()
+        .filter(|(other, _)| **other != each)
+        .filter_map(|(_, u)| *u)
+        .collect()
 }
 
 fn names<'a>(nodes: impl Iterator<Item = &'a str>) -> String {

@@ -19,8 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 mod names;
+mod state;
 
 pub(crate) use names::{dns_label, name_type};
+
+pub use state::{NetworkPart, NetworkPartKind, NetworkStatus, NodeNetworkState, PartState};
 
 pub use names::{
     BridgeName, HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, NetworkName,
