@@ -63,8 +63,12 @@ pub enum VmState {
     Paused,
     /// The VMM process is gone.
     Exited {
-        /// `guest_reset`, `guest_shutdown`, `shutdown`, `migrated` (the VM
-        /// runs on in the migration target), `killed` or `error: ...`.
+        /// `guest_reset` (the i8042 reset line: Linux `reboot=k`, the test
+        /// guest's power-off), `guest_shutdown` (a triple fault or a halt
+        /// nothing can wake), `poweroff` (the guest entered ACPI S5),
+        /// `reboot` (the guest wrote the ACPI reset register: the VM ends
+        /// and whoever runs it boots a new one), `shutdown`, `migrated` (the
+        /// VM runs on in the migration target), `killed` or `error: ...`.
         reason: String,
         /// 0 for an orderly stop.
         code: i32,

@@ -10,6 +10,7 @@
 //! Every VMM runs jailed and seccomp-filtered unless the launcher
 //! says otherwise ([`Confinement`]).
 
+mod acpi;
 mod api;
 mod boot;
 #[doc(hidden)]

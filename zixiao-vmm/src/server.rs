@@ -585,6 +585,10 @@ fn setup(
                 let (reason, code) = match event {
                     GuestEvent::Reset => ("guest_reset".to_string(), 0),
                     GuestEvent::Shutdown => ("guest_shutdown".to_string(), 0),
+                    GuestEvent::PowerOff => ("poweroff".to_string(), 0),
+                    // A reboot ends this process too: a new VMM boots the
+                    // guest afresh (see `VmState::Exited`).
+                    GuestEvent::Reboot => ("reboot".to_string(), 0),
                     GuestEvent::Failed(why) => (format!("error: {why}"), 1),
                 };
                 v.finish(&reason, code);
