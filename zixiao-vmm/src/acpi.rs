@@ -28,7 +28,9 @@
 use acpi_tables::aml::{self, Device, EISAName, Interrupt, Name, Package, ResourceTemplate, IO};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
-use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
+};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -146,7 +148,14 @@ fn dsdt() -> Sdt {
         ],
     )
     .to_aml_bytes(&mut body);
-    let mut dsdt = Sdt::new(*b"DSDT", 36, DSDT_REVISION, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    let mut dsdt = Sdt::new(
+        *b"DSDT",
+        36,
+        DSDT_REVISION,
+        OEM_ID,
+        OEM_TABLE_ID,
+        OEM_REVISION,
+    );
     dsdt.append_slice(&body);
     dsdt
 }
@@ -217,7 +226,12 @@ mod tests {
         assert_eq!(&image[at..at + 4], signature);
         let len = u32_at(image, at + 4) as usize;
         let table = &image[at..at + len];
-        assert_eq!(sum(table), 0, "{} checksum", String::from_utf8_lossy(signature));
+        assert_eq!(
+            sum(table),
+            0,
+            "{} checksum",
+            String::from_utf8_lossy(signature)
+        );
         table
     }
 
@@ -251,7 +265,10 @@ mod tests {
             // \_S5_ = Package (1) { 5 } (NameOp, name, PackageOp, length, count, BytePrefix 5).
             let s5 = dsdt.windows(4).position(|w| w == b"_S5_").unwrap();
             assert_eq!(dsdt[s5 - 1], 0x08);
-            assert_eq!(&dsdt[s5 + 4..s5 + 9], &[0x12, 0x04, 0x01, 0x0a, S5_SLEEP_TYPE]);
+            assert_eq!(
+                &dsdt[s5 + 4..s5 + 9],
+                &[0x12, 0x04, 0x01, 0x0a, S5_SLEEP_TYPE]
+            );
 
             // MADT: one enabled local APIC per vCPU, then the I/O APIC.
             assert_eq!(u32_at(madt, 36), LAPIC_ADDR);
@@ -290,10 +307,17 @@ mod tests {
             (ACPI_RESET_PORT, 0),
             (ACPI_RESET_PORT, 0xfe),
         ] {
-            assert_eq!(port_out(port, &[value]), PortAction::None, "{port:#x} {value:#x}");
+            assert_eq!(
+                port_out(port, &[value]),
+                PortAction::None,
+                "{port:#x} {value:#x}"
+            );
         }
         assert_eq!(port_out(ACPI_SLEEP_CONTROL_PORT, &[]), PortAction::None);
-        assert_eq!(port_out(ACPI_RESET_PORT, &[RESET_VALUE]), PortAction::Reboot);
+        assert_eq!(
+            port_out(ACPI_RESET_PORT, &[RESET_VALUE]),
+            PortAction::Reboot
+        );
         let mut data = [0xff; 2];
         port_in(&mut data);
         assert_eq!(data, [0, 0]);

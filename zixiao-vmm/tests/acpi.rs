@@ -43,7 +43,9 @@ fn reason(state: &VmState) -> (&str, i32) {
 async fn boot(kernel: &Path, run: &Path, vcpus: u8, mode: &str) -> VmmClient {
     let mut config = guest_config(kernel, &format!("console=ttyS0 zx.acpi={mode}"));
     config.vcpus = vcpus;
-    let vmm = launch(&vmm_binary(), run, Boot::Fresh(config)).await.unwrap();
+    let vmm = launch(&vmm_binary(), run, Boot::Fresh(config))
+        .await
+        .unwrap();
     vmm.start().await.unwrap();
     vmm
 }
