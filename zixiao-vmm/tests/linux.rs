@@ -53,13 +53,14 @@ fn linux_on_hardware_kvm() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// Boots Linux with 2 vCPUs and `cmdline` in `run` to the initramfs's
-/// marker; returns the VMM and the console so far.
+/// marker; returns the VMM, its reaper (made before the wait, so a guest
+/// that never gets there leaves no VMM behind) and the console so far.
 async fn boot_linux(
     kernel: PathBuf,
     initrd: PathBuf,
     run: &Path,
     cmdline: &str,
-) -> (VmmClient, String) {
+) -> (VmmClient, Reaper, String) {
     let config = VmConfig {
         kernel,
         initrd: Some(initrd),
@@ -72,6 +73,7 @@ async fn boot_linux(
     let vmm = launch(&vmm_binary(), run, Boot::Fresh(config))
         .await
         .unwrap();
+    let reaper = Reaper(vmm.pid());
     vmm.start().await.unwrap();
     let log = wait_console(
         &vmm.console_log(),
@@ -79,7 +81,7 @@ async fn boot_linux(
         Duration::from_secs(60),
     )
     .await;
-    (vmm, log)
+    (vmm, reaper, log)
 }
 
 /// Types `command` on the guest's shell (the initramfs serves one on the
@@ -111,8 +113,7 @@ async fn linux_powers_off_through_acpi_and_the_vmm_ends_with_poweroff_on_hardwar
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (vmm, log) = boot_linux(kernel, initrd, &tmp.path().join("vm"), "").await;
-    let _reaper_vmm = Reaper(vmm.pid());
+    let (vmm, _reaper_vmm, log) = boot_linux(kernel, initrd, &tmp.path().join("vm"), "").await;
     // ACPI on: the MADT made the second vCPU visible to Linux.
     assert!(
         log.contains("Using ACPI (MADT) for SMP configuration"),
@@ -137,8 +138,7 @@ async fn linux_reboots_through_the_acpi_reset_register_and_the_vmm_ends_with_reb
     };
     let tmp = tempfile::tempdir().unwrap();
     // No `reboot=k`: Linux's default on x86 tries the ACPI reset register first.
-    let (vmm, _) = boot_linux(kernel, initrd, &tmp.path().join("vm"), "").await;
-    let _reaper_vmm = Reaper(vmm.pid());
+    let (vmm, _reaper_vmm, _) = boot_linux(kernel, initrd, &tmp.path().join("vm"), "").await;
     let state = run_until_exit(&vmm, "reboot -f").await;
     assert_eq!(
         state,
@@ -155,14 +155,13 @@ async fn linux_with_acpi_off_finds_both_cpus_through_the_mp_table_on_hardware_kv
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (vmm, log) = boot_linux(
+    let (vmm, _reaper_vmm, log) = boot_linux(
         kernel,
         initrd,
         &tmp.path().join("vm"),
         "acpi=off reboot=k i8042.noaux i8042.nomux i8042.dumbkbd",
     )
     .await;
-    let _reaper_vmm = Reaper(vmm.pid());
     assert!(!log.contains("Using ACPI (MADT)"), "{log}");
     assert!(log.contains("smp: Brought up 1 node, 2 CPUs"), "{log}");
     // Without ACPI a reboot still ends the VM, through the i8042.
