@@ -14,7 +14,9 @@
  *   ZX: ready
  *
  * then, with `zx.acpi=reboot`, writes the reset value to the reset
- * register (`ZX: reboot`); with `zx.acpi=console`, prints `ZX: waiting`
+ * register (`ZX: reboot`); with `zx.acpi=vector`, calls the code at the
+ * reset vector 0xffff0, where Linux jumps when its other reboot methods did
+ * nothing (`ZX: reset vector`); with `zx.acpi=console`, prints `ZX: waiting`
  * and polls COM1 for a byte: `p` powers off, `r` reboots (so a test can
  * snapshot and restore the guest first); otherwise (`zx.acpi=poweroff`,
  * the default) writes SLP_TYP(S5) | SLP_EN to the sleep control register
@@ -156,7 +158,7 @@ void zx_main(u8 *boot_params) {
     puts("ZX: ready\n");
 
     const char *mode = find(cmdline, "zx.acpi=");
-    char action = mode && *mode == 'r' ? 'r' : 'p';
+    char action = mode && (*mode == 'r' || *mode == 'v') ? *mode : 'p';
     if (mode && *mode == 'c') {
         puts("ZX: waiting\n");
         for (action = 0; action != 'p' && action != 'r';) {
@@ -165,7 +167,10 @@ void zx_main(u8 *boot_params) {
             if (inb(COM1 + 5) & 1) action = (char)inb(COM1);
         }
     }
-    if (action == 'r') {
+    if (action == 'v') {
+        puts("ZX: reset vector\n");
+        ((void (*)(void))0xffff0)();
+    } else if (action == 'r') {
         puts("ZX: reboot\n");
         outb((u16)u64_at(fadt + 116 + 4), fadt[128]);
     } else {

@@ -15,6 +15,15 @@
 //! - the MADT: one enabled local APIC per vCPU and the I/O APIC, so SMP
 //!   works as with the MP table.
 //!
+//! A reboot needs one more piece. With a hardware-reduced FADT and no EFI,
+//! Linux (x86 `reboot_init`) makes EFI its first reboot method, not the
+//! ACPI reset register; the EFI call does nothing, and its next method
+//! jumps to the BIOS reset vector in real mode. The VMM has no BIOS, so it
+//! places a 10-byte stub there ([`RESET_VECTOR`]) that writes the reset
+//! value to the reset register, which is what a firmware's reset does on
+//! hardware. (`reboot=a` makes Linux write the register directly; `reboot=k`
+//! pulses the i8042 reset line, recorded as `guest_reset`.)
+//!
 //! The virtio-mmio devices stay on the kernel command line (not in the
 //! DSDT): a guest booted with `acpi=off` finds them the same way, and a
 //! device announced twice would be probed twice. The MP table is written
@@ -40,7 +49,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::devices::PortAction;
 use crate::layout::{
     ioapic_id, ACPI_RESET_PORT, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_START,
-    COM1_IRQ, COM1_PORT, HIMEM_START, IOAPIC_ADDR, LAPIC_ADDR,
+    COM1_IRQ, COM1_PORT, IOAPIC_ADDR, LAPIC_ADDR, RESET_VECTOR,
 };
 use crate::VmmError;
 
@@ -87,14 +96,36 @@ pub(crate) fn build(vcpus: u8) -> Vec<u8> {
     image
 }
 
-/// Writes the ACPI tables for `vcpus` into guest memory at [`ACPI_START`].
+/// Writes the ACPI tables for `vcpus` into guest memory at [`ACPI_START`],
+/// and the reset stub at [`RESET_VECTOR`].
 pub(crate) fn write(mem: &GuestMemoryMmap, vcpus: u8) -> Result<(), VmmError> {
     let bytes = build(vcpus);
-    if ACPI_START + bytes.len() as u64 > HIMEM_START {
+    if ACPI_START + bytes.len() as u64 > RESET_VECTOR {
         return Err(VmmError::invalid("vcpus", "too many for the ACPI tables"));
     }
     mem.write_slice(&bytes, GuestAddress(ACPI_START))
+        .and_then(|()| mem.write_slice(&reset_stub(), GuestAddress(RESET_VECTOR)))
         .map_err(|e| VmmError::internal("writing the ACPI tables", e))
+}
+
+/// The code at the reset vector: `mov dl, port & 0xff; mov dh, port >> 8;
+/// mov al, RESET_VALUE; out dx, al; 1: hlt; jmp 1b`. Only 8-bit immediates,
+/// so the bytes mean the same in real, protected and long mode (the test
+/// guest runs them from long mode).
+fn reset_stub() -> [u8; 10] {
+    let [port_low, port_high] = ACPI_RESET_PORT.to_le_bytes();
+    [
+        0xb2,
+        port_low,
+        0xb6,
+        port_high,
+        0xb0,
+        RESET_VALUE,
+        0xee,
+        0xf4,
+        0xeb,
+        0xfd,
+    ]
 }
 
 /// Appends `table` to `image` at the next aligned offset; returns its
@@ -237,9 +268,10 @@ mod tests {
 
     #[test]
     fn tables_chain_from_the_rsdp_with_valid_checksums() {
+        assert!(RESET_VECTOR + reset_stub().len() as u64 <= crate::layout::HIMEM_START);
         for vcpus in [1u8, 2, crate::MAX_VCPUS] {
             let image = build(vcpus);
-            assert!(ACPI_START + image.len() as u64 <= HIMEM_START);
+            assert!(ACPI_START + image.len() as u64 <= RESET_VECTOR);
             // RSDP: ACPI 1.0 checksum over 20 bytes, extended over 36.
             assert_eq!(&image[..8], b"RSD PTR ");
             assert_eq!(sum(&image[..20]), 0);

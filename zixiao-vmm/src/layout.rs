@@ -6,6 +6,7 @@
 //! 0x9000  PML4           0xa000  PDPT      0xb000..0xf000  4 page directories (identity map 4 GiB, 2 MiB pages)
 //! 0x9fc00 MP table (EBDA, reserved in e820)
 //! 0xe0000 ACPI: RSDP, then DSDT, FADT, MADT, XSDT (BIOS area, not RAM in e820)
+//! 0xffff0 reset vector: writes the ACPI reset register
 //! 0x20000 command line   0x100000 kernel   top of RAM: initrd
 //! 0xd0000000 + N * 0x1000: virtio-mmio device N (above the 3 GiB RAM limit, below the TSS)
 //! ```
@@ -34,6 +35,11 @@ pub const EBDA_START: u64 = 0x9fc00;
 /// RAM; it is guest memory all the same, so snapshots and migrations carry
 /// the tables with the rest of memory.
 pub const ACPI_START: u64 = 0xe0000;
+/// The x86 reset vector (F000:FFF0 in real mode), where firmware would
+/// reset the platform. Linux jumps there to reboot when its other methods
+/// did nothing (see `acpi`), so the VMM puts a stub there that writes the
+/// ACPI reset register.
+pub const RESET_VECTOR: u64 = 0xffff0;
 /// Local APIC base (every vCPU's).
 pub const LAPIC_ADDR: u32 = 0xfee0_0000;
 /// I/O APIC base (KVM's in-kernel IOAPIC, 24 pins).

@@ -2,8 +2,8 @@
 //! guest (guest/acpi.c), which finds and reads the tables as Linux does:
 //! valid checksums, one local APIC per vCPU, a hardware-reduced FADT whose
 //! sleep control register ends the VMM with `poweroff` and whose reset
-//! register ends it with `reboot`, also after a snapshot and restore into a
-//! new process. (Linux itself powering off and rebooting through them is in
+//! register (or the stub at the reset vector) ends it with `reboot`, also
+//! after a snapshot and restore into a new process. (Linux itself powering off and rebooting through them is in
 //! tests/linux.rs, which needs hardware KVM.)
 
 mod common;
@@ -101,6 +101,19 @@ async fn the_reset_register_ends_the_vmm_with_reboot() {
     assert_eq!(reason(&state), ("reboot", 0));
     let log = std::fs::read_to_string(vmm.console_log()).unwrap();
     assert!(!log.contains("ZX: still running"), "{log}");
+}
+
+#[tokio::test]
+async fn the_reset_vector_stub_writes_the_reset_register() {
+    // Linux with hardware-reduced ACPI and no EFI reboots by jumping to the
+    // reset vector; the stub there must end the VMM with `reboot`.
+    let Some(kernel) = acpi_guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let vmm = boot(&kernel, &tmp.path().join("h-acpi-vector"), 1, "vector").await;
+    let _reaper = Reaper(vmm.pid());
+    wait_console(&vmm.console_log(), "ZX: reset vector\n", T).await;
+    let state = exited(&vmm).await;
+    assert_eq!(reason(&state), ("reboot", 0));
 }
 
 #[tokio::test]
