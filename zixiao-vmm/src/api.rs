@@ -30,6 +30,15 @@ pub mod files {
     pub const MIGRATE_SOCK: &str = "migrate.sock";
 }
 
+/// The `reason` of a VM the guest ended through ACPI (see [`VmState::Exited`]).
+pub mod exit_reasons {
+    /// The guest powered off (ACPI S5).
+    pub const POWEROFF: &str = "poweroff";
+    /// The guest rebooted (the ACPI reset register): the VMM process ends
+    /// and whoever runs the VM boots it again in a new one.
+    pub const REBOOT: &str = "reboot";
+}
+
 /// How the VMM process starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
