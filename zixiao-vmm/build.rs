@@ -2,7 +2,7 @@
 //! and `ld`, into OUT_DIR: guest/guest.S as `ZIXIAO_VMM_TEST_GUEST` and the
 //! freestanding C virtio guest guest/blk.c (block and net) as `ZIXIAO_VMM_VIRTIO_GUEST`
 //! and the C ACPI guest guest/acpi.c (tables, power-off, reboot) as
-//! `ZIXIAO_VMM_ACPI_GUEST`
+//! `ZIXIAO_VMM_ACPI_GUEST` (both C guests include guest/zx.h)
 //! (each empty when the toolchain is missing: the tests that need it then
 //! skip and say why).
 
@@ -13,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-changed=guest/guest.S");
     println!("cargo:rerun-if-changed=guest/blk.c");
     println!("cargo:rerun-if-changed=guest/acpi.c");
+    println!("cargo:rerun-if-changed=guest/zx.h");
     println!("cargo:rerun-if-changed=guest/guest.ld");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     build_guest(

@@ -442,19 +442,32 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                 config.disks.clear();
             }
             let run = dir.join(format!("disk-{k}-{i}"));
-            let (t, _, vmm) = boot_config_to_marker(&binary(), config, &run, confinement).await;
+            let (t, peak) = boot_and_shut_down(&binary(), config, &run, confinement).await;
             times[k].push(t);
-            hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
-            vmm.shutdown(Duration::from_secs(2))
-                .await
-                .expect("shutdown");
-            let _ = std::fs::remove_dir_all(&run);
+            hwm[k].push(peak);
         }
     }
     for (k, (confinement, _, with_disk)) in kinds.iter().enumerate() {
         let kind = if *with_disk { "1 disk" } else { "no disk" };
         report_boots(kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
     }
+}
+
+/// Boots `config` on `binary` to the marker, shuts it down and removes
+/// `run`; returns the launch-to-marker time and the VmHWM (KiB) at the marker.
+async fn boot_and_shut_down(
+    binary: &Path,
+    config: VmConfig,
+    run: &Path,
+    confinement: &Confinement,
+) -> (Duration, u64) {
+    let (t, _, vmm) = boot_config_to_marker(binary, config, run, confinement).await;
+    let peak = status_kib(vmm.pid(), "VmHWM:");
+    vmm.shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+    let _ = std::fs::remove_dir_all(run);
+    (t, peak)
 }
 
 /// Prints and records launch-to-marker `times` and the VmHWM at the marker
@@ -513,14 +526,10 @@ async fn bench_acpi(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             let mut config = config(kernel, "zx.mode=halt", 64);
             config.vcpus = 2;
             let run = dir.join(format!("acpi-{k}-{i}"));
-            let (t, _, vmm) =
-                boot_config_to_marker(vmm_binary, config, &run, &Confinement::default()).await;
+            let (t, peak) =
+                boot_and_shut_down(vmm_binary, config, &run, &Confinement::default()).await;
             times[k].push(t);
-            hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
-            vmm.shutdown(Duration::from_secs(2))
-                .await
-                .expect("shutdown");
-            let _ = std::fs::remove_dir_all(&run);
+            hwm[k].push(peak);
         }
     }
     for (k, (kind, _)) in kinds.iter().enumerate() {

@@ -25,40 +25,8 @@
  * A missing or broken table prints `ZX: acpi missing <what>` and halts.
  */
 
-typedef unsigned long u64;
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
+#include "zx.h"
 
-#define COM1 0x3f8
-
-__asm__(".section .text\n"
-        ".globl _start\n"
-        "_start:\n"
-        "  cli\n"
-        "  lea stack_top(%rip), %rsp\n"
-        "  mov %rsi, %rdi\n"
-        "  call zx_main\n"
-        "1: hlt\n"
-        "  jmp 1b\n");
-
-u8 zx_stack[8192] __attribute__((aligned(16), used));
-__asm__(".globl stack_top\n.set stack_top, zx_stack + 8192\n");
-
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
-static inline u8 inb(u16 port) {
-    u8 v;
-    __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-    return v;
-}
-static void putc(char c) { outb(COM1, (u8)c); }
-static void puts(const char *s) { while (*s) putc(*s++); }
-static void put_dec(u64 v) {
-    char buf[24];
-    int i = 0;
-    do { buf[i++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (i) putc(buf[--i]);
-}
 static void put_hex(u64 v) {
     int i = 15;
     while (i > 0 && !((v >> (i * 4)) & 0xf)) i--;
@@ -75,15 +43,6 @@ static int sums_to_zero(const u8 *p, u32 n) {
     u8 s = 0;
     while (n--) s += *p++;
     return s == 0;
-}
-
-static const char *find(const char *s, const char *key) {
-    for (; *s; s++) {
-        const char *a = s, *b = key;
-        while (*b && *a == *b) { a++; b++; }
-        if (!*b) return a;
-    }
-    return 0;
 }
 
 static void stop(const char *what) {

@@ -1,6 +1,7 @@
 //! The legacy devices of a microVM: the COM1 8250 UART (vm-superio, its
 //! interrupt on GSI 4 through an irqfd into the in-kernel irqchip), the i8042
-//! reset line, the ACPI power registers (see `acpi`), the MMIO dispatch to the virtio devices, and the console sink that fans serial output out to
+//! reset line, the ACPI power registers (see `acpi`), the MMIO dispatch to
+//! the virtio devices, and the console sink that fans serial output out to
 //! console.log and to every attached console reader.
 
 use std::fs::File;
