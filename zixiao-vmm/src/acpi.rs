@@ -1,10 +1,11 @@
 //! The ACPI tables of a microVM and its ACPI power registers, so that a
-//! Linux guest's `poweroff` ends the VM and its `reboot` resets it.
+//! Linux guest's `poweroff` ends the VM with `poweroff` and its `reboot`
+//! ends it with `reboot` (a new VMM boots it again; see DESIGN.md).
 //!
 //! The tables (built with rust-vmm's `acpi_tables`) describe a
 //! hardware-reduced ACPI platform, as Firecracker's and Cloud Hypervisor's
-//! do: no PM1 blocks, no SCI, no legacy PIC or PIT for the guest to drive,
-//! only
+//! do: no PM1 blocks and no SCI (Linux then leaves the legacy PIC and PIT
+//! alone and uses the local APIC timer), only
 //! - the RSDP and an XSDT naming the FADT and the MADT;
 //! - the FADT: hardware-reduced, with a sleep control and a sleep status
 //!   register and a reset register, each one byte of port I/O
@@ -108,23 +109,20 @@ pub(crate) fn write(mem: &GuestMemoryMmap, vcpus: u8) -> Result<(), VmmError> {
         .map_err(|e| VmmError::internal("writing the ACPI tables", e))
 }
 
-/// The code at the reset vector: `mov dl, port & 0xff; mov dh, port >> 8;
-/// mov al, RESET_VALUE; out dx, al; 1: hlt; jmp 1b`. Only 8-bit immediates,
-/// so the bytes mean the same in real, protected and long mode (the test
-/// guest runs them from long mode).
+/// The code at the reset vector. Only 8-bit immediates, so the bytes mean
+/// the same in real, protected and long mode (the test guest runs them
+/// from long mode).
+// One instruction a line.
+#[rustfmt::skip]
 fn reset_stub() -> [u8; 10] {
     let [port_low, port_high] = ACPI_RESET_PORT.to_le_bytes();
     [
-        0xb2,
-        port_low,
-        0xb6,
-        port_high,
-        0xb0,
-        RESET_VALUE,
-        0xee,
-        0xf4,
-        0xeb,
-        0xfd,
+        0xb2, port_low,    // mov dl, port & 0xff
+        0xb6, port_high,   // mov dh, port >> 8
+        0xb0, RESET_VALUE, // mov al, RESET_VALUE
+        0xee,              // out dx, al
+        0xf4,              // 1: hlt
+        0xeb, 0xfd,        // jmp 1b
     ]
 }
 
