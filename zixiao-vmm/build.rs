@@ -1,6 +1,8 @@
 //! Builds the test guests into tiny 64-bit ELF kernels with the system `gcc`
 //! and `ld`, into OUT_DIR: guest/guest.S as `ZIXIAO_VMM_TEST_GUEST` and the
 //! freestanding C virtio guest guest/blk.c (block and net) as `ZIXIAO_VMM_VIRTIO_GUEST`
+//! and the C ACPI guest guest/acpi.c (tables, power-off, reboot) as
+//! `ZIXIAO_VMM_ACPI_GUEST` (both C guests include guest/zx.h)
 //! (each empty when the toolchain is missing: the tests that need it then
 //! skip and say why).
 
@@ -10,6 +12,8 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=guest/guest.S");
     println!("cargo:rerun-if-changed=guest/blk.c");
+    println!("cargo:rerun-if-changed=guest/acpi.c");
+    println!("cargo:rerun-if-changed=guest/zx.h");
     println!("cargo:rerun-if-changed=guest/guest.ld");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     build_guest(
@@ -19,25 +23,34 @@ fn main() {
         "zixiao-test-guest",
         "ZIXIAO_VMM_TEST_GUEST",
     );
-    // Freestanding, no SSE (the boot path does not enable it), no red zone,
-    // no stack protector or unwind tables (there is no runtime).
     build_guest(
         &out,
         "blk.c",
-        &[
-            "-O2",
-            "-ffreestanding",
-            "-fno-pie",
-            "-mgeneral-regs-only",
-            "-mno-red-zone",
-            "-fno-stack-protector",
-            "-fno-asynchronous-unwind-tables",
-            "-fno-tree-loop-distribute-patterns",
-        ],
+        C_FLAGS,
         "zixiao-virtio-guest",
         "ZIXIAO_VMM_VIRTIO_GUEST",
     );
+    build_guest(
+        &out,
+        "acpi.c",
+        C_FLAGS,
+        "zixiao-acpi-guest",
+        "ZIXIAO_VMM_ACPI_GUEST",
+    );
 }
+
+/// The C guests: freestanding, no SSE (the boot path does not enable it),
+/// no red zone, no stack protector or unwind tables (there is no runtime).
+const C_FLAGS: &[&str] = &[
+    "-O2",
+    "-ffreestanding",
+    "-fno-pie",
+    "-mgeneral-regs-only",
+    "-mno-red-zone",
+    "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-tree-loop-distribute-patterns",
+];
 
 /// Compiles `guest/SOURCE` (with extra `flags`) and links it by guest.ld
 /// into OUT_DIR/NAME.elf, exported to the crate as `ENV`.

@@ -11,6 +11,9 @@
 //!   counter line) for 64 MiB and 256 MiB guests;
 //! - launch-to-marker and VmHWM with one virtio-block disk against none
 //!   (jailed, interleaved, same run);
+//! - launch-to-marker and VmHWM with the ACPI tables against a baseline
+//!   binary without them (`ZIXIAO_BENCH_BASELINE_VMM`; jailed, 2 vCPUs,
+//!   interleaved, same run);
 //! - virtio-block read throughput as the C guest (guest/blk.c, `zx.bench=1`)
 //!   sees it, sequential 4 KiB and 1 MiB and random 4 KiB, against the same
 //!   file read on the host (dd for sequential, pread for random);
@@ -22,7 +25,7 @@
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
-//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,block,net to run some).
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net to run some).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -138,17 +141,18 @@ async fn boot_to_marker_split(
     cmdline: &str,
     confinement: &Confinement,
 ) -> (Duration, Duration, VmmClient) {
-    boot_config_to_marker(config(kernel, cmdline, 64), run, confinement).await
+    boot_config_to_marker(&binary(), config(kernel, cmdline, 64), run, confinement).await
 }
 
-/// [`boot_to_marker_split`] of any config.
+/// [`boot_to_marker_split`] of any config, on the VMM `binary`.
 async fn boot_config_to_marker(
+    binary: &Path,
     config: VmConfig,
     run: &Path,
     confinement: &Confinement,
 ) -> (Duration, Duration, VmmClient) {
     let t0 = Instant::now();
-    let vmm = launch_with(&binary(), run, Boot::Fresh(config), confinement)
+    let vmm = launch_with(binary, run, Boot::Fresh(config), confinement)
         .await
         .expect("launch");
     let launched = t0.elapsed();
@@ -438,38 +442,98 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                 config.disks.clear();
             }
             let run = dir.join(format!("disk-{k}-{i}"));
-            let (t, _, vmm) = boot_config_to_marker(config, &run, confinement).await;
+            let (t, peak) = boot_and_shut_down(&binary(), config, &run, confinement).await;
             times[k].push(t);
-            hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
-            vmm.shutdown(Duration::from_secs(2))
-                .await
-                .expect("shutdown");
-            let _ = std::fs::remove_dir_all(&run);
+            hwm[k].push(peak);
         }
     }
     for (k, (confinement, _, with_disk)) in kinds.iter().enumerate() {
         let kind = if *with_disk { "1 disk" } else { "no disk" };
-        times[k].sort();
-        hwm[k].sort();
-        let median_hwm = hwm[k][hwm[k].len() / 2];
-        println!(
-            "launch-to-marker, {kind} ({confinement}): min {} p50 {} p99 {}, VmHWM median {median_hwm} KiB",
-            ms(times[k][0]),
-            ms(pct(&times[k], 0.5)),
-            ms(pct(&times[k], 0.99)),
-        );
-        rows.push(timing_row(
-            &format!("launch-to-marker, {kind} (64 MiB, 1 vCPU)"),
-            confinement,
-            &times[k],
-        ));
-        rows.push(json!({
-            "measure": format!("VmHWM at marker, {kind} (median)"),
-            "confinement": confinement,
-            "unit": "KiB",
-            "n": hwm[k].len(),
-            "value": median_hwm,
-        }));
+        report_boots(kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
+    }
+}
+
+/// Boots `config` on `binary` to the marker, shuts it down and removes
+/// `run`; returns the launch-to-marker time and the VmHWM (KiB) at the marker.
+async fn boot_and_shut_down(
+    binary: &Path,
+    config: VmConfig,
+    run: &Path,
+    confinement: &Confinement,
+) -> (Duration, u64) {
+    let (t, _, vmm) = boot_config_to_marker(binary, config, run, confinement).await;
+    let peak = status_kib(vmm.pid(), "VmHWM:");
+    vmm.shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+    let _ = std::fs::remove_dir_all(run);
+    (t, peak)
+}
+
+/// Prints and records launch-to-marker `times` and the VmHWM at the marker
+/// of the boots of `kind` (64 MiB, `vcpus`) under `confinement`.
+fn report_boots(
+    kind: &str,
+    confinement: &str,
+    vcpus: u8,
+    times: &mut [Duration],
+    hwm: &mut [u64],
+    rows: &mut Vec<Value>,
+) {
+    times.sort();
+    hwm.sort();
+    let median_hwm = hwm[hwm.len() / 2];
+    let vcpus = if vcpus == 1 {
+        "1 vCPU".to_string()
+    } else {
+        format!("{vcpus} vCPUs")
+    };
+    println!(
+        "launch-to-marker, {kind}, {vcpus} ({confinement}): min {} p50 {} p99 {}, VmHWM median {median_hwm} KiB",
+        ms(times[0]),
+        ms(pct(times, 0.5)),
+        ms(pct(times, 0.99)),
+    );
+    rows.push(timing_row(
+        &format!("launch-to-marker, {kind} (64 MiB, {vcpus})"),
+        confinement,
+        times,
+    ));
+    rows.push(json!({
+        "measure": format!("VmHWM at marker, {kind} (median)"),
+        "confinement": confinement,
+        "unit": "KiB",
+        "n": hwm.len(),
+        "value": median_hwm,
+    }));
+}
+
+/// The cost of the ACPI tables (built and written at every fresh boot):
+/// launch-to-marker and VmHWM of this VMM against a baseline binary built
+/// without them (`ZIXIAO_BENCH_BASELINE_VMM`, e.g. the commit before ACPI),
+/// both jailed, interleaved, same run, with 2 vCPUs (the MADT and MP table
+/// grow per vCPU).
+async fn bench_acpi(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
+    let Some(baseline) = std::env::var_os("ZIXIAO_BENCH_BASELINE_VMM").map(PathBuf::from) else {
+        println!("acpi: skipped: set ZIXIAO_BENCH_BASELINE_VMM to a zixiao-vmm built without ACPI");
+        return;
+    };
+    let kinds = [("no ACPI (baseline binary)", baseline), ("ACPI", binary())];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    let mut hwm: Vec<Vec<u64>> = vec![Vec::new(); kinds.len()];
+    for i in 0..boots() {
+        for (k, (_, vmm_binary)) in kinds.iter().enumerate() {
+            let mut config = config(kernel, "zx.mode=halt", 64);
+            config.vcpus = 2;
+            let run = dir.join(format!("acpi-{k}-{i}"));
+            let (t, peak) =
+                boot_and_shut_down(vmm_binary, config, &run, &Confinement::default()).await;
+            times[k].push(t);
+            hwm[k].push(peak);
+        }
+    }
+    for (k, (kind, _)) in kinds.iter().enumerate() {
+        report_boots(kind, "jailed", 2, &mut times[k], &mut hwm[k], rows);
     }
 }
 
@@ -787,6 +851,9 @@ fn main() {
         }
         if selected("disk") {
             bench_disks(&kernel, dir.path(), &mut rows).await;
+        }
+        if selected("acpi") {
+            bench_acpi(&kernel, dir.path(), &mut rows).await;
         }
         if selected("block") {
             bench_block(dir.path(), &mut rows).await;

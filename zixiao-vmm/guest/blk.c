@@ -42,55 +42,16 @@
  * software-nested KVM (~1 us per instruction): loops are kept short.
  */
 
-typedef unsigned long u64;
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned char u8;
+#include "zx.h"
 
-#define COM1 0x3f8
 #define MAX_DEVICES 8
 #define QSZ 8
 #define SECTOR 512
 
-__asm__(".section .text\n"
-        ".globl _start\n"
-        "_start:\n"
-        "  cli\n"
-        "  lea stack_top(%rip), %rsp\n"
-        "  mov %rsi, %rdi\n"
-        "  call zx_main\n"
-        "1: hlt\n"
-        "  jmp 1b\n");
-
-u8 zx_stack[8192] __attribute__((aligned(16), used));
-__asm__(".globl stack_top\n.set stack_top, zx_stack + 8192\n");
-
-/* gcc may call these for struct copies and array initialisers. */
-void *memset(void *d, int c, u64 n) {
-    u8 *p = d;
-    while (n--) *p++ = (u8)c;
-    return d;
-}
-void *memcpy(void *d, const void *s, u64 n) {
-    u8 *p = d;
-    const u8 *q = s;
-    while (n--) *p++ = *q++;
-    return d;
-}
-
-static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
 static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
 static inline u32 rd(u64 a) { return *(volatile u32 *)a; }
 static inline void wr(u64 a, u32 v) { *(volatile u32 *)a = v; }
 
-static void putc(char c) { outb(COM1, (u8)c); }
-static void puts(const char *s) { while (*s) putc(*s++); }
-static void put_dec(u64 v) {
-    char buf[24];
-    int i = 0;
-    do { buf[i++] = (char)('0' + v % 10); v /= 10; } while (v);
-    while (i) putc(buf[--i]);
-}
 static void put_hex(u64 v, int digits) {
     for (int i = digits - 1; i >= 0; i--) putc("0123456789abcdef"[(v >> (i * 4)) & 0xf]);
 }
@@ -102,16 +63,6 @@ static u32 crc32(const u8 *p, u32 n) {
         for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xedb88320 & (0 - (c & 1)));
     }
     return ~c;
-}
-
-/* The first occurrence of `key` in `s` at or after `s`, or 0. */
-static const char *find(const char *s, const char *key) {
-    for (; *s; s++) {
-        const char *a = s, *b = key;
-        while (*b && *a == *b) { a++; b++; }
-        if (!*b) return a;
-    }
-    return 0;
 }
 
 static u64 parse_num(const char **sp, int base) {

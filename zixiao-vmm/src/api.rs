@@ -30,6 +30,15 @@ pub mod files {
     pub const MIGRATE_SOCK: &str = "migrate.sock";
 }
 
+/// The `reason` of a VM the guest ended through ACPI (see [`VmState::Exited`]).
+pub mod exit_reasons {
+    /// The guest powered off (ACPI S5).
+    pub const POWEROFF: &str = "poweroff";
+    /// The guest rebooted (the ACPI reset register): the VMM process ends
+    /// and whoever runs the VM boots it again in a new one.
+    pub const REBOOT: &str = "reboot";
+}
+
 /// How the VMM process starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,8 +72,12 @@ pub enum VmState {
     Paused,
     /// The VMM process is gone.
     Exited {
-        /// `guest_reset`, `guest_shutdown`, `shutdown`, `migrated` (the VM
-        /// runs on in the migration target), `killed` or `error: ...`.
+        /// `guest_reset` (the i8042 reset line: Linux `reboot=k`, the test
+        /// guest's power-off), `guest_shutdown` (a triple fault or a halt
+        /// nothing can wake), `poweroff` (the guest entered ACPI S5),
+        /// `reboot` (the guest wrote the ACPI reset register: the VM ends
+        /// and whoever runs it boots a new one), `shutdown`, `migrated` (the
+        /// VM runs on in the migration target), `killed` or `error: ...`.
         reason: String,
         /// 0 for an orderly stop.
         code: i32,

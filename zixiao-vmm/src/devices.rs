@@ -1,6 +1,7 @@
 //! The legacy devices of a microVM: the COM1 8250 UART (vm-superio, its
 //! interrupt on GSI 4 through an irqfd into the in-kernel irqchip), the i8042
-//! reset line, the MMIO dispatch to the virtio devices, and the console sink that fans serial output out to
+//! reset line, the ACPI power registers (see `acpi`), the MMIO dispatch to
+//! the virtio devices, and the console sink that fans serial output out to
 //! console.log and to every attached console reader.
 
 use std::fs::File;
@@ -136,6 +137,10 @@ pub(crate) enum PortAction {
     None,
     /// The guest pulsed the i8042 reset line.
     Reset,
+    /// The guest entered ACPI S5 (powered off).
+    PowerOff,
+    /// The guest wrote the ACPI reset register.
+    Reboot,
 }
 
 /// The port-I/O and MMIO buses of a microVM.
@@ -155,6 +160,7 @@ impl Devices {
             }
             // i8042 status / data: nothing pending.
             0x60 | I8042_CMD_PORT => data.fill(0),
+            p if crate::acpi::owns_port(p) => crate::acpi::port_in(data),
             // Absent devices float high.
             _ => data.fill(0xff),
         }
@@ -170,6 +176,7 @@ impl Devices {
                 PortAction::None
             }
             I8042_CMD_PORT if data.first() == Some(&0xfe) => PortAction::Reset,
+            p if crate::acpi::owns_port(p) => crate::acpi::port_out(p, data),
             _ => PortAction::None,
         }
     }

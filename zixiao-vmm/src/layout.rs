@@ -5,6 +5,8 @@
 //! 0x7000  boot_params    0x8ff0  boot stack top
 //! 0x9000  PML4           0xa000  PDPT      0xb000..0xf000  4 page directories (identity map 4 GiB, 2 MiB pages)
 //! 0x9fc00 MP table (EBDA, reserved in e820)
+//! 0xe0000 ACPI: RSDP, then DSDT, FADT, MADT, XSDT (BIOS area, not RAM in e820)
+//! 0xffff0 reset vector: writes the ACPI reset register
 //! 0x20000 command line   0x100000 kernel   top of RAM: initrd
 //! 0xd0000000 + N * 0x1000: virtio-mmio device N (above the 3 GiB RAM limit, below the TSS)
 //! ```
@@ -25,6 +27,30 @@ pub const PDPT_ADDR: u64 = 0xa000;
 pub const PD_ADDR: u64 = 0xb000;
 /// Start of the extended BIOS data area (reserved; holds the MP table).
 pub const EBDA_START: u64 = 0x9fc00;
+/// The ACPI tables: the RSDP first, the other tables after it, all below
+/// [`HIMEM_START`]. Linux finds the RSDP by scanning the BIOS read-only area
+/// 0xe0000..0x100000 on 16-byte boundaries (it also scans the EBDA, whose
+/// segment pointer at 0x40e is zero here, so the MP table is not in its
+/// way). The area is a hole in the e820 map, so the guest never takes it for
+/// RAM; it is guest memory all the same, so snapshots and migrations carry
+/// the tables with the rest of memory.
+pub const ACPI_START: u64 = 0xe0000;
+/// The x86 reset vector (F000:FFF0 in real mode), where firmware would
+/// reset the platform. Linux jumps there to reboot when its other methods
+/// did nothing (see `acpi`), so the VMM puts a stub there that writes the
+/// ACPI reset register.
+pub const RESET_VECTOR: u64 = 0xffff0;
+/// Local APIC base (every vCPU's).
+pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+/// I/O APIC base (KVM's in-kernel IOAPIC, 24 pins).
+pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
+/// ACPI sleep control register (hardware-reduced ACPI, one byte): SLP_TYP
+/// in bits 2-4 with SLP_EN (bit 5) enters a sleep state; S5 ends the VM.
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x600;
+/// ACPI sleep status register (one byte, reads 0: the VM never wakes).
+pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x601;
+/// ACPI reset register (one byte): the FADT's reset value resets the VM.
+pub const ACPI_RESET_PORT: u16 = 0x602;
 /// Kernel command line.
 pub const CMDLINE_START: u64 = 0x20000;
 /// Command line capacity including the NUL.
@@ -63,4 +89,10 @@ pub const fn virtio_mmio_addr(index: usize) -> u64 {
 /// Interrupt line (GSI) of virtio-mmio device `index`.
 pub const fn virtio_irq(index: usize) -> u32 {
     VIRTIO_IRQ_BASE + index as u32
+}
+
+/// The I/O APIC's id in the MP table and the MADT: the first after the
+/// vCPUs' local APIC ids (0..vcpus).
+pub const fn ioapic_id(vcpus: u8) -> u8 {
+    vcpus.saturating_add(1)
 }

@@ -10,6 +10,7 @@
 //! Every VMM runs jailed and seccomp-filtered unless the launcher
 //! says otherwise ([`Confinement`]).
 
+mod acpi;
 mod api;
 mod boot;
 #[doc(hidden)]
@@ -33,7 +34,7 @@ mod virtio;
 
 mod error;
 
-pub use api::{files, Boot, VmInfo, VmState, VmmStats};
+pub use api::{exit_reasons, files, Boot, VmInfo, VmState, VmmStats};
 pub use client::{launch, launch_in_netns, launch_with, VmmClient};
 pub use config::{
     kernel_format, DiskConfig, KernelFormat, NetConfig, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS,

@@ -41,6 +41,10 @@ use crate::{boot, VmConfig, VmmError};
 pub(crate) enum GuestEvent {
     /// i8042 reset (Linux `reboot=k`, or the test guest's power-off).
     Reset,
+    /// ACPI S5: the guest powered off.
+    PowerOff,
+    /// ACPI reset register: the guest rebooted.
+    Reboot,
     /// Triple fault / KVM_EXIT_SHUTDOWN.
     Shutdown,
     /// KVM could not run the vCPU.
@@ -635,6 +639,8 @@ impl VcpuThread {
                     c.io_out.fetch_add(1, Ordering::Relaxed);
                     match self.devices.io_out(port, data) {
                         PortAction::Reset => Some(GuestEvent::Reset),
+                        PortAction::PowerOff => Some(GuestEvent::PowerOff),
+                        PortAction::Reboot => Some(GuestEvent::Reboot),
                         PortAction::None => None,
                     }
                 }

@@ -5,11 +5,9 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::layout::EBDA_START;
+use crate::layout::{ioapic_id, EBDA_START, IOAPIC_ADDR, LAPIC_ADDR};
 use crate::VmmError;
 
-const LAPIC_ADDR: u32 = 0xfee0_0000;
-const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// ISA IRQs routed through the I/O APIC (the in-kernel IOAPIC has 24 pins).
 const IRQS: u8 = 24;
 
@@ -19,7 +17,7 @@ fn checksum(bytes: &[u8]) -> u8 {
 
 /// The bytes of the floating pointer followed by the configuration table.
 pub(crate) fn build(vcpus: u8) -> Vec<u8> {
-    let ioapic_id = vcpus.saturating_add(1);
+    let ioapic = ioapic_id(vcpus);
     let mut entries = Vec::new();
     let mut count: u16 = 0;
     for id in 0..vcpus {
@@ -35,12 +33,12 @@ pub(crate) fn build(vcpus: u8) -> Vec<u8> {
     entries.extend_from_slice(b"ISA   ");
     count += 1;
     // I/O APIC: enabled.
-    entries.extend_from_slice(&[2, ioapic_id, 0x11, 1]);
+    entries.extend_from_slice(&[2, ioapic, 0x11, 1]);
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     count += 1;
     for irq in 0..IRQS {
         // I/O interrupt: INT, default polarity/trigger, ISA bus irq -> IOAPIC pin.
-        entries.extend_from_slice(&[3, 0, 0, 0, 0, irq, ioapic_id, irq]);
+        entries.extend_from_slice(&[3, 0, 0, 0, 0, irq, ioapic, irq]);
         count += 1;
     }
     // Local interrupts on every LAPIC: LINT0 = ExtINT, LINT1 = NMI.

@@ -18,7 +18,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::api::{
-    files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
+    exit_reasons, files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState,
+    VmmStats,
 };
 use crate::boot::BootFiles;
 use crate::devices::ConsoleSink;
@@ -585,6 +586,10 @@ fn setup(
                 let (reason, code) = match event {
                     GuestEvent::Reset => ("guest_reset".to_string(), 0),
                     GuestEvent::Shutdown => ("guest_shutdown".to_string(), 0),
+                    GuestEvent::PowerOff => (exit_reasons::POWEROFF.to_string(), 0),
+                    // A reboot ends this process too: a new VMM boots the
+                    // guest afresh (see `exit_reasons::REBOOT`).
+                    GuestEvent::Reboot => (exit_reasons::REBOOT.to_string(), 0),
                     GuestEvent::Failed(why) => (format!("error: {why}"), 1),
                 };
                 v.finish(&reason, code);

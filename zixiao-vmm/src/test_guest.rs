@@ -1,6 +1,7 @@
 //! The test guests: tiny 64-bit ELF kernels built by build.rs from
 //! `guest/guest.S` (command line, initrd, SMP, power-off) and from
-//! `guest/blk.c` (the virtio-block driver). Tests and benchmarks boot them
+//! `guest/blk.c` (the virtio-block driver) and from `guest/acpi.c` (the
+//! ACPI tables, power-off and reboot). Tests and benchmarks boot them
 //! through the real loader, boot parameters and serial port. See the
 //! sources for what they print.
 
@@ -19,5 +20,12 @@ pub const READY_MARKER: &str = "ZX: ready";
 /// missing at build time.
 pub fn virtio_kernel_path() -> Option<PathBuf> {
     let path = env!("ZIXIAO_VMM_VIRTIO_GUEST");
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// Path of the built ACPI guest (guest/acpi.c), or `None` when gcc/ld were
+/// missing at build time.
+pub fn acpi_kernel_path() -> Option<PathBuf> {
+    let path = env!("ZIXIAO_VMM_ACPI_GUEST");
     (!path.is_empty()).then(|| PathBuf::from(path))
 }

@@ -10,12 +10,14 @@ use zixiao_core::driver::ConsoleStream;
 use zixiao_core::{DriverError, InstanceStats, RuntimeState};
 use zixiao_net::LinuxNetwork;
 use zixiao_vmm::{
-    Boot, Confinement, MacAddr, NetConfig, TapName, VmConfig, VmState, VmmClient, VmmError,
+    exit_reasons, Boot, Confinement, MacAddr, NetConfig, TapName, VmConfig, VmState, VmmClient,
+    VmmError,
 };
 
 use super::layout::InstanceDir;
 use super::plan::{BootPlan, Nic};
 use super::process;
+use super::qemu::GUEST_RESET_EXIT;
 
 /// How long a VMM left by a cut-off create may take to load its guest
 /// before it is killed and launched again.
@@ -205,8 +207,8 @@ impl VmmBackend {
             VmState::Paused if !Self::started(dir) => RuntimeState::Created,
             VmState::Paused => RuntimeState::Paused,
             VmState::Running => RuntimeState::Running,
-            VmState::Exited { code, .. } => RuntimeState::Exited {
-                code,
+            VmState::Exited { code, reason } => RuntimeState::Exited {
+                code: exit_code(&reason, code),
                 oom_killed: false,
                 at: None,
             },
@@ -385,4 +387,18 @@ pub(crate) fn find_binary(configured: Option<&Path>) -> Result<PathBuf, String> 
                 super::VMM_BIN_ENV
             )
         })
+}
+
+/// The exit code an ended VMM's guest is recorded with. A guest power-off
+/// (`poweroff`) keeps the VMM's 0: the instance stopped normally. A guest
+/// reboot ends the VMM too (it boots a guest once), and Linux's reboot and
+/// its `panic=-1` reset take the same path, so it counts as the QEMU
+/// backend counts a guest reset: a failure ([`GUEST_RESET_EXIT`]), which a
+/// restart policy brings back.
+fn exit_code(reason: &str, code: i32) -> i32 {
+    if reason == exit_reasons::REBOOT {
+        GUEST_RESET_EXIT
+    } else {
+        code
+    }
 }

@@ -329,6 +329,38 @@ async fn a_guest_that_powers_off_under_the_vmm_has_exited() {
 }
 
 #[tokio::test]
+async fn an_acpi_power_off_is_a_normal_stop_and_an_acpi_reboot_a_guest_reset() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some(kernel) = zixiao_vmm::test_guest::acpi_kernel_path() else {
+        skip("zixiao-vmm's ACPI test guest was not built (gcc/ld missing at build time)");
+        return;
+    };
+    let driver = &fx.driver;
+    // The guest finds the ACPI tables and enters S5, or writes the reset
+    // register; a reboot counts as the QEMU backend counts a guest reset.
+    for (mode, expected) in [("poweroff", 0), ("reboot", 1)] {
+        let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
+        spec.cmdline = Some(format!("console=ttyS0 zx.acpi={mode}"));
+        spec.backend = MicrovmBackend::Vmm;
+        let vm = instance(&unique(&format!("h-acpi-{mode}")), spec);
+        driver.create(&vm).await.expect("create");
+        driver.start(&vm).await.expect("start");
+        let state = wait_for_state(driver, &vm, "the guest to end", |s| {
+            matches!(s, RuntimeState::Exited { .. })
+        })
+        .await;
+        assert!(
+            matches!(state, RuntimeState::Exited { code, .. } if code == expected),
+            "{mode}: {state:?}"
+        );
+        assert!(console(driver, &vm).await.contains(&format!("ZX: {mode}")));
+        driver.delete(&vm).await.expect("delete");
+    }
+}
+
+#[tokio::test]
 async fn restores_from_something_that_is_not_a_fitting_snapshot_are_refused() {
     let Some(fx) = fixture() else {
         return;

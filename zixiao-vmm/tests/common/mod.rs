@@ -23,6 +23,12 @@ pub fn virtio_guest() -> Option<PathBuf> {
     built_guest(test_guest::virtio_kernel_path(), "virtio test guest")
 }
 
+/// The ACPI test guest (guest/acpi.c), or None (after printing why) when
+/// KVM tests must skip.
+pub fn acpi_guest() -> Option<PathBuf> {
+    built_guest(test_guest::acpi_kernel_path(), "ACPI test guest")
+}
+
 fn built_guest(path: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if zixiao_vmm::kvm_skip_reason().is_some() {
         return None;
