@@ -70,6 +70,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         memory_mib,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     }
 }
 

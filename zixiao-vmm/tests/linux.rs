@@ -54,6 +54,7 @@ async fn boots_linux_with_an_initramfs_to_its_marker_on_hardware_kvm() {
         memory_mib: 256,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     };
     let vmm = launch(&vmm_binary(), &tmp.path().join("vm"), Boot::Fresh(config))
         .await
@@ -103,6 +104,7 @@ async fn loads_the_debian_bzimage_and_initramfs_on_any_kvm() {
         memory_mib: 128,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     };
     let vmm = launch(
         &vmm_binary(),
