@@ -281,8 +281,14 @@ impl VsockBackend {
     /// The backend on `socket`; `restored` when the device comes from a
     /// snapshot (its guest is then owed a transport reset).
     pub(crate) fn new(socket: HostSocket, restored: bool) -> std::io::Result<VsockBackend> {
+        let kick = EventFd::new(EFD_NONBLOCK)?;
+        if restored {
+            // The owed event goes out in the thread's first round, not at
+            // the guest's next notify (which may never come).
+            kick.write(1)?;
+        }
         Ok(VsockBackend {
-            kick: EventFd::new(EFD_NONBLOCK)?,
+            kick,
             muxer: Mutex::new(muxer::Muxer::new(
                 socket.guest_cid,
                 socket.uds_path,
