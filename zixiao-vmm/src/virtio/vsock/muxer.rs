@@ -375,9 +375,9 @@ impl Muxer {
                 break;
             }
             completed = true;
-            match packet {
-                Some((header, len)) => self.from_guest(header, len),
-                None => {} // unreadable: dropped
+            // An unreadable packet is dropped.
+            if let Some((header, len)) = packet {
+                self.guest_packet(header, len);
             }
         }
         completed
@@ -412,7 +412,7 @@ impl Muxer {
     }
 
     /// One packet from the guest, its payload in `scratch[..len]`.
-    fn from_guest(&mut self, header: Header, len: usize) {
+    fn guest_packet(&mut self, header: Header, len: usize) {
         if header.kind != TYPE_STREAM
             || header.src_cid != self.guest_cid
             || header.dst_cid != HOST_CID

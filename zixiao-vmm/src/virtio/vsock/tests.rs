@@ -467,3 +467,24 @@ fn the_pumping_thread_stops_when_told() {
     backend.kick.write(1).unwrap();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_snapshot_state_must_match_the_configs_vsock_device() {
+    let d = Driver::new(false);
+    let state = d.t.save();
+    assert!(crate::virtio::validate_states(&[], &[], true, std::slice::from_ref(&state)).is_ok());
+    // A state for a device the config does not have, and the other way.
+    let err =
+        crate::virtio::validate_states(&[], &[], false, std::slice::from_ref(&state)).unwrap_err();
+    assert!(err.to_string().contains("machine.virtio"), "{err}");
+    let err = crate::virtio::validate_states(&[], &[], true, &[]).unwrap_err();
+    assert!(err.to_string().contains("1 vsock devices"), "{err}");
+    // Old configs (no `vsock`) still read, without one.
+    let old: crate::VmConfig = serde_json::from_str(
+        r#"{"kernel":"/k","initrd":null,"cmdline":"","vcpus":1,"memory_mib":32}"#,
+    )
+    .unwrap();
+    assert_eq!(old.vsock, None);
+    let json = serde_json::to_string(&old).unwrap();
+    assert!(!json.contains("vsock"), "{json}");
+}
