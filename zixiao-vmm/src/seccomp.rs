@@ -228,8 +228,8 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
             ] {
                 rules.insert(nr, vec![]);
             }
-            // A guest connection to the host is a new Unix stream socket,
-            // and nothing else.
+            // A guest connection to the host is a new Unix socket, and
+            // nothing else.
             rules.insert(
                 libc::SYS_socket,
                 vec![rule(vec![(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)])?],

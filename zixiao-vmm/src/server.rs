@@ -399,8 +399,9 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
         }
         Boot::Restore { snapshot_dir } => {
             let dir = absolute("snapshot_dir", snapshot_dir)?;
-            // The snapshot may have a vsock device (its thread is counted
-            // whether or not: one task more is no room for mischief).
+            // Room for a vsock device's thread whether or not the
+            // snapshot has one (a task the VMM may not use, rather than a
+            // second read of the unvalidated state).
             let device_threads = snapshot::nets_in(&dir).len() + 1;
             if !dir.join(snapshot::STATE_FILE).is_file() {
                 return Err(VmmError::NotFound {
@@ -436,13 +437,13 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
     })
 }
 
-/// Jails this process (still root, single-threaded): cgroup, mount
-/// namespace, pivot_root. The uid drop comes after the inputs are open.
 /// The threads `config`'s devices have besides the vCPUs.
 fn device_threads(config: &VmConfig) -> usize {
     config.nets.len() + usize::from(config.vsock.is_some())
 }
 
+/// Jails this process (still root, single-threaded): cgroup, mount
+/// namespace, pivot_root. The uid drop comes after the inputs are open.
 fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Result<(), VmmError> {
     jail.validate()?;
     let plan = plan_jail(run_dir, boot)?;
@@ -451,9 +452,9 @@ fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Resul
         cgroup::Limits {
             memory_bytes: plan.memory_bytes + (jail.memory_overhead_mib << 20),
             // A task per vCPU and per device thread (network cards' and
-            // vsock's), plus
-            // the fixed ones. (KVM's own per-VM worker thread counts too:
-            // without room for it the first KVM_RUN fails with EAGAIN.)
+            // vsock's), plus the fixed ones. (KVM's own per-VM worker
+            // thread counts too: without room for it the first KVM_RUN
+            // fails with EAGAIN.)
             pids: u64::from(plan.vcpus) + plan.device_threads as u64 + u64::from(jail.extra_pids),
         },
     )?;

@@ -75,7 +75,8 @@ pub(crate) type DeviceSet = (
 /// TAP as `taps[N]`) is device `disks.len() + N`, then the vsock device on
 /// its bound host socket, if any, is the last; fresh or, given `states`,
 /// as a snapshot left them (states checked by [`validate_states`]).
-/// Returns the devices and each card's backend, for its receive thread.
+/// Returns the devices, each card's backend (for its receive thread) and
+/// the vsock device's (for its thread).
 pub(crate) fn devices(
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],

@@ -31,7 +31,7 @@ use std::io::{ErrorKind as IoKind, Read, Write};
 use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT, Reader, Writer};
@@ -264,6 +264,12 @@ impl Muxer {
             until(p.deadline);
         }
         for conn in self.conns.values() {
+            if conn.owed.rst {
+                // Waits only for a receive buffer (the kick) to send its
+                // reset; its stream may have hung up, which poll would
+                // report again and again.
+                continue;
+            }
             let mut events = 0;
             if conn.wants_host_read() && !self.rx_starved {
                 events |= libc::POLLIN;
@@ -488,10 +494,7 @@ impl Muxer {
         }
         let mut path = self.uds_path.clone().into_os_string();
         path.push(format!("_{}", key.0));
-        // Connecting to a listening Unix socket does not wait for the
-        // listener; a full backlog refuses like a missing socket.
-        let stream = UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|()| s));
-        let Ok(stream) = stream else {
+        let Ok(stream) = connect_nonblocking(Path::new(&path)) else {
             self.reset_unknown(header);
             return;
         };
@@ -725,6 +728,51 @@ fn restore_owed(owed: &mut Owed, op: Op, flags: u32) {
         Op::CreditRequest => owed.credit_request = true,
         Op::Rw => {}
     }
+}
+
+/// A non-blocking Unix stream connected to `path`. Made non-blocking
+/// before it connects, so a listener whose backlog is full refuses
+/// (`EAGAIN`) rather than making the device, and the guest, wait for it.
+fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is a plain C struct; all zeroes is a valid value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (to, &from) in addr.sun_path.iter_mut().zip(bytes) {
+        *to = from as libc::c_char;
+    }
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new socket that nothing else owns.
+    let stream = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is a sockaddr_un holding the NUL-terminated path in
+    // its first `len` bytes, and `fd` is open (owned by `stream`).
+    let connected = unsafe {
+        libc::connect(
+            fd,
+            std::ptr::addr_of!(addr).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    };
+    if connected != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }
 
 enum LineRead {
