@@ -6,7 +6,8 @@
 //! its connection to 5001, which has none, is refused), 256 KiB go each way and come back byte for byte; a `CONNECT` to a port
 //! nobody listens on is closed and the VMM goes on; a snapshot restores
 //! into a VMM whose guest is told its connections are gone and takes new
-//! ones; a run directory too deep for the socket is refused naming it.
+//! ones, and so does a live migration's target (one with another CID is
+//! refused); a run directory too deep for the socket is refused naming it.
 //!
 //! The Linux side (the Debian kernel's `vmw_vsock_virtio_transport` with
 //! socat in a guest) needs hardware KVM, which this machine's
@@ -23,7 +24,8 @@ use std::time::Duration;
 use common::*;
 use zixiao_core::ErrorKind;
 use zixiao_vmm::{
-    launch, Boot, GuestCid, JailConfig, VmConfig, VmState, VsockConfig, VsockSocketName,
+    launch, Boot, GuestCid, JailConfig, MigrationParams, VmConfig, VmState, VsockConfig,
+    VsockSocketName,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -257,4 +259,63 @@ async fn a_socket_path_too_long_for_a_unix_socket_is_refused_naming_it() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(err.to_string().contains("vsock.socket"), "{err}");
     assert!(!dir.exists(), "nothing left behind: {err}");
+}
+
+#[tokio::test]
+async fn a_migrated_guest_takes_new_connections_on_the_targets_socket() {
+    let Some(kernel) = virtio_guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(&kernel, "console=ttyS0");
+    let source_dir = run_dir(tmp.path(), "source");
+    let source = launch(&vmm_binary(), &source_dir, Boot::Fresh(config.clone()))
+        .await
+        .unwrap();
+    let _reaper_source = Reaper(source.pid());
+    source.start().await.unwrap();
+    wait_console(&source.console_log(), "ZX: ready", T).await;
+    let open = connect_to_guest(&source_dir, GUEST_PORT).await.unwrap();
+
+    // A target whose guest would have another address is refused.
+    let mut other = config.clone();
+    other.vsock = Some(VsockConfig {
+        guest_cid: GuestCid::try_from(4).unwrap(),
+        ..vsock()
+    });
+    let wrong = launch(
+        &vmm_binary(),
+        &tmp.path().join("wrong"),
+        Boot::Incoming(other),
+    )
+    .await
+    .unwrap();
+    let _reaper_wrong = Reaper(wrong.pid());
+    let params = MigrationParams::new(30, 500).unwrap();
+    let err = source
+        .migrate(&wrong.migration_socket(), params)
+        .await
+        .expect_err("migrated to a target with another CID");
+    assert!(err.to_string().contains("vsock.guest_cid"), "{err}");
+    assert_eq!(source.info().await.unwrap().state, VmState::Running);
+
+    let target_dir = run_dir(tmp.path(), "target");
+    let target = launch(&vmm_binary(), &target_dir, Boot::Incoming(config))
+        .await
+        .unwrap();
+    let _reaper_target = Reaper(target.pid());
+    source
+        .migrate(&target.migration_socket(), params)
+        .await
+        .unwrap();
+    drop(open);
+    wait_console(&target.console_log(), "ZX: vsock transport reset", T).await;
+    let stream = connect_to_guest(&target_dir, GUEST_PORT)
+        .await
+        .expect("a connection to the migrated guest");
+    let data = pattern(64 * KIB, 6);
+    assert_same(
+        &echo(stream, data.clone()).await,
+        &data,
+        "after the migration",
+    );
+    target.shutdown(Duration::from_secs(5)).await.unwrap();
 }
