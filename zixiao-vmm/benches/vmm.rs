@@ -442,20 +442,32 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                     .replace("virtio_mmio.device=", "zx.pad.mmio.device=");
                 config.disks.clear();
             }
-            let run = dir.join(format!("disk-{k}-{i}"));
-            let (t, _, vmm) = boot_config_to_marker(config, &run, confinement).await;
+            let (t, peak) =
+                boot_and_measure(config, &dir.join(format!("disk-{k}-{i}")), confinement).await;
             times[k].push(t);
-            hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
-            vmm.shutdown(Duration::from_secs(2))
-                .await
-                .expect("shutdown");
-            let _ = std::fs::remove_dir_all(&run);
+            hwm[k].push(peak);
         }
     }
     for (k, (confinement, _, with_disk)) in kinds.iter().enumerate() {
         let kind = if *with_disk { "1 disk" } else { "no disk" };
         report_boots(rows, kind, confinement, &mut times[k], &mut hwm[k]);
     }
+}
+
+/// Boots `config` in `run` to its marker, then shuts it down and removes
+/// `run`: the launch-to-marker time and the VMM's VmHWM (KiB) at the marker.
+async fn boot_and_measure(
+    config: VmConfig,
+    run: &Path,
+    confinement: &Confinement,
+) -> (Duration, u64) {
+    let (t, _, vmm) = boot_config_to_marker(config, run, confinement).await;
+    let peak = status_kib(vmm.pid(), "VmHWM:");
+    vmm.shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+    let _ = std::fs::remove_dir_all(run);
+    (t, peak)
 }
 
 /// Prints and records the launch-to-marker times and the median VmHWM of
@@ -721,13 +733,9 @@ async fn bench_vsock(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                 config.vsock = None;
             }
             let run = dir.join(format!("vsock-boot-{k}-{i}"));
-            let (t, _, vmm) = boot_config_to_marker(config, &run, &Confinement::default()).await;
+            let (t, peak) = boot_and_measure(config, &run, &Confinement::default()).await;
             times[k].push(t);
-            hwm[k].push(status_kib(vmm.pid(), "VmHWM:"));
-            vmm.shutdown(Duration::from_secs(2))
-                .await
-                .expect("shutdown");
-            let _ = std::fs::remove_dir_all(&run);
+            hwm[k].push(peak);
         }
     }
     for (k, kind) in ["no vsock", "a vsock device"].into_iter().enumerate() {

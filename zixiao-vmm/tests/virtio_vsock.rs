@@ -24,7 +24,7 @@ use std::time::Duration;
 use common::*;
 use zixiao_core::ErrorKind;
 use zixiao_vmm::{
-    launch, Boot, GuestCid, JailConfig, MigrationParams, VmConfig, VmState, VsockConfig,
+    launch, Boot, GuestCid, JailConfig, MigrationParams, VmConfig, VmState, VmmClient, VsockConfig,
     VsockSocketName,
 };
 
@@ -139,6 +139,19 @@ async fn accept(listener: &UnixListener) -> UnixStream {
     stream
 }
 
+/// After a restore or a migration into `vmm` (run directory `dir`): its
+/// guest hears that its connections are gone, and a new connection echoes
+/// `len` bytes. Returns the console log.
+async fn resets_then_echoes(vmm: &VmmClient, dir: &Path, len: usize, what: &str) -> String {
+    let log = wait_console(&vmm.console_log(), "ZX: vsock transport reset", T).await;
+    let stream = connect_to_guest(dir, GUEST_PORT)
+        .await
+        .unwrap_or_else(|| panic!("a new connection {what}"));
+    let data = pattern(len, len as u64);
+    assert_same(&echo(stream, data.clone()).await, &data, what);
+    log
+}
+
 fn run_dir(tmp: &Path, name: &str) -> PathBuf {
     let dir = tmp.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -232,17 +245,8 @@ async fn a_restored_guest_is_told_its_connections_are_gone_and_takes_new_ones() 
     let second = restore(&second_dir, &snap).await;
     let _reaper_second = Reaper(second.pid());
     second.resume().await.unwrap();
-    let log = wait_console(&second.console_log(), "ZX: vsock transport reset", T).await;
+    let log = resets_then_echoes(&second, &second_dir, 128 * KIB, "after the restore").await;
     assert!(!log.contains("ZX: vsock cid="), "booted again: {log}");
-    let stream = connect_to_guest(&second_dir, GUEST_PORT)
-        .await
-        .expect("a new connection after the restore");
-    let data = pattern(128 * KIB, 5);
-    assert_same(
-        &echo(stream, data.clone()).await,
-        &data,
-        "after the restore",
-    );
     second.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
@@ -307,15 +311,6 @@ async fn a_migrated_guest_takes_new_connections_on_the_targets_socket() {
         .await
         .unwrap();
     drop(open);
-    wait_console(&target.console_log(), "ZX: vsock transport reset", T).await;
-    let stream = connect_to_guest(&target_dir, GUEST_PORT)
-        .await
-        .expect("a connection to the migrated guest");
-    let data = pattern(64 * KIB, 6);
-    assert_same(
-        &echo(stream, data.clone()).await,
-        &data,
-        "after the migration",
-    );
+    resets_then_echoes(&target, &target_dir, 64 * KIB, "after the migration").await;
     target.shutdown(Duration::from_secs(5)).await.unwrap();
 }
