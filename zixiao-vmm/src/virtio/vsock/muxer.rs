@@ -312,14 +312,22 @@ impl Muxer {
                 }
             }
         }
-        for conn in self.conns.values_mut() {
-            if !conn.flush_to_host() {
-                conn.owed.rst = true;
-            }
-            if matches!(conn.state, State::Requesting { deadline } if now >= deadline) {
-                // The guest did not answer: the host stream is closed and
-                // the guest told to forget the request.
-                conn.owed.rst = true;
+        // A host stream that failed, or a request the guest did not
+        // answer in time: the stream is closed now (the guest may not be
+        // taking packets at all) and the guest owed a reset.
+        let failed: Vec<(u32, u32)> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(&key, conn)| {
+                let timed_out =
+                    matches!(conn.state, State::Requesting { deadline } if now >= deadline);
+                (!conn.flush_to_host() || timed_out).then_some(key)
+            })
+            .collect();
+        for key in failed {
+            self.conns.remove(&key);
+            if self.resets.len() < MAX_RESETS {
+                self.resets.push_back(key);
             }
         }
     }

@@ -408,6 +408,31 @@ fn bad_connect_lines_close_the_host_stream() {
 }
 
 #[test]
+fn a_connect_the_guest_does_not_answer_is_closed_after_the_timeout() {
+    let mut d = Driver::new(false);
+    let mut host = UnixStream::connect(d.uds()).unwrap();
+    host.write_all(b"CONNECT 42\n").unwrap();
+    d.post_rx(1);
+    d.pump();
+    assert_eq!(ops(&d.received()), vec![Some(Op::Request)]);
+    // A host stream that never says CONNECT, too.
+    let mut silent = UnixStream::connect(d.uds()).unwrap();
+    d.pump();
+    // The guest answers neither; the clock (injected) passes the deadline.
+    let later = Instant::now() + super::muxer::CONNECT_TIMEOUT + Duration::from_millis(1);
+    lock(&d.backend.muxer).service_host(later);
+    assert!(closed(&mut host));
+    assert!(closed(&mut silent));
+    assert_eq!(d.backend.connections(), 0);
+    // The guest is told to forget its half once it has a buffer.
+    d.post_rx(1);
+    d.pump();
+    let got = d.received();
+    assert_eq!(ops(&got), vec![Some(Op::Rst)]);
+    assert_eq!(got[0].0.dst_port, 42);
+}
+
+#[test]
 fn a_restored_device_tells_the_guest_its_connections_are_gone() {
     let mut d = Driver::new(true);
     d.pump();
