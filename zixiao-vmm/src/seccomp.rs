@@ -229,7 +229,8 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
                 rules.insert(nr, vec![]);
             }
             // A guest connection to the host is a new Unix socket, and
-            // nothing else.
+            // nothing else: with only AF_UNIX sockets to connect, it
+            // reaches only sockets the jail shows (its run directory).
             rules.insert(
                 libc::SYS_socket,
                 vec![rule(vec![(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)])?],
