@@ -1,6 +1,6 @@
 //! The test guests: tiny 64-bit ELF kernels built by build.rs from
 //! `guest/guest.S` (command line, initrd, SMP, power-off) and from
-//! `guest/blk.c` (the virtio-block driver). Tests and benchmarks boot them
+//! `guest/blk.c` (virtio-block, virtio-net and virtio-vsock drivers). Tests and benchmarks boot them
 //! through the real loader, boot parameters and serial port. See the
 //! sources for what they print.
 
