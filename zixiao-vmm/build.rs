@@ -1,8 +1,9 @@
 //! Builds the test guests into tiny 64-bit ELF kernels with the system `gcc`
 //! and `ld`, into OUT_DIR: guest/guest.S as `ZIXIAO_VMM_TEST_GUEST` and the
-//! freestanding C virtio guest guest/blk.c (block and net) as `ZIXIAO_VMM_VIRTIO_GUEST`
-//! and the C ACPI guest guest/acpi.c (tables, power-off, reboot) as
-//! `ZIXIAO_VMM_ACPI_GUEST` (both C guests include guest/zx.h)
+//! freestanding C virtio guest guest/blk.c (block, net and vsock) as
+//! `ZIXIAO_VMM_VIRTIO_GUEST` and the C ACPI guest guest/acpi.c (tables,
+//! power-off, reboot) as `ZIXIAO_VMM_ACPI_GUEST` (both C guests include
+//! guest/zx.h)
 //! (each empty when the toolchain is missing: the tests that need it then
 //! skip and say why).
 

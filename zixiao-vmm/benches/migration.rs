@@ -47,6 +47,7 @@ fn config(kernel: &Path, pages: u32) -> VmConfig {
         memory_mib: MEMORY_MIB,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     }
 }
 

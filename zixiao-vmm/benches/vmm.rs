@@ -19,13 +19,17 @@
 //!   file read on the host (dd for sequential, pread for random);
 //! - virtio-net round trip and throughput between the host end of a TAP
 //!   (an AF_PACKET socket in a namespace the bench makes) and the C guest
-//!   echoing frames (`zx.net=echo`), 60- and 1514-byte frames, one at a time.
+//!   echoing frames (`zx.net=echo`), 60- and 1514-byte frames, one at a time;
+//! - launch-to-marker and VmHWM with a vsock device against none (jailed,
+//!   interleaved, same run), and the vsock round trip (64 bytes) and echo
+//!   throughput (256 KiB) between a host process on the VMM's socket and
+//!   the C guest echoing on port 1234.
 //!
 //! Prints a table and writes `target/bench-results/vmm.json`:
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
-//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net to run some).
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net,vsock to run some).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,6 +77,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         memory_mib,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     }
 }
 
@@ -746,6 +751,124 @@ async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
         .status();
 }
 
+fn bench_vsock_config() -> zixiao_vmm::VsockConfig {
+    zixiao_vmm::VsockConfig::new(zixiao_vmm::GuestCid::try_from(3).expect("a guest CID"))
+}
+
+/// vsock: what the device costs at boot (the test guest does not drive
+/// it: the device, its socket and its thread are what is measured), then
+/// round trips and echo throughput through the VMM's socket to the C guest.
+async fn bench_vsock(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
+    let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut hwm: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..boots() {
+        for (k, with_vsock) in [false, true].into_iter().enumerate() {
+            let mut config = config(kernel, "zx.mode=halt", 64);
+            config.vsock = Some(bench_vsock_config());
+            // Same-length command line either way (see bench_disks).
+            if !with_vsock {
+                config.cmdline = config
+                    .kernel_cmdline()
+                    .replace("virtio_mmio.device=", "zx.pad.mmio.device=");
+                config.vsock = None;
+            }
+            let run = dir.join(format!("vsock-boot-{k}-{i}"));
+            let (t, peak) =
+                boot_and_shut_down(&binary(), config, &run, &Confinement::default()).await;
+            times[k].push(t);
+            hwm[k].push(peak);
+        }
+    }
+    for (k, kind) in ["no vsock", "a vsock device"].into_iter().enumerate() {
+        report_boots(kind, "jailed", 1, &mut times[k], &mut hwm[k], rows);
+    }
+
+    let Some(guest) = test_guest::virtio_kernel_path() else {
+        println!("vsock round trip skipped: the virtio guest was not built");
+        return;
+    };
+    let mut config = config(&guest, "console=ttyS0", 64);
+    config.vsock = Some(bench_vsock_config());
+    let run = dir.join("vsock");
+    let vmm = launch(&binary(), &run, Boot::Fresh(config))
+        .await
+        .expect("launch");
+    track(&vmm);
+    vmm.start().await.expect("start");
+    let log = vmm.console_log();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ZX: ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the guest's ZX: ready within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let uds = bench_vsock_config().uds_path(vmm.run_dir());
+    let (rtts, echo_s) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&uds).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(b"CONNECT 1234\n").expect("CONNECT");
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while byte[0] != b'\n' {
+            stream.read_exact(&mut byte).expect("the OK line");
+            line.push(byte[0]);
+        }
+        assert!(line.starts_with(b"OK "), "{line:?}");
+        let mut rtts = Vec::new();
+        let mut back = [0u8; 64];
+        for i in 0..200u8 {
+            let msg = [i; 64];
+            let started = Instant::now();
+            stream.write_all(&msg).expect("write");
+            stream.read_exact(&mut back).expect("echo");
+            rtts.push(started.elapsed());
+            assert_eq!(back, msg);
+        }
+        let data: Vec<u8> = (0..256 * 1024u32).map(|i| ((i * 31) >> 3) as u8).collect();
+        let mut writer = stream.try_clone().expect("clone");
+        let started = Instant::now();
+        let sent = data.clone();
+        let sender = std::thread::spawn(move || writer.write_all(&sent));
+        let mut echoed = vec![0u8; data.len()];
+        stream.read_exact(&mut echoed).expect("the echo");
+        let echo_s = started.elapsed().as_secs_f64();
+        sender.join().expect("writer").expect("write");
+        assert!(echoed == data, "the echo differs");
+        (rtts, echo_s)
+    })
+    .await
+    .expect("vsock exchange");
+    vmm.shutdown(Duration::from_secs(2)).await.ok();
+    let mut rtts = rtts;
+    rtts.sort();
+    let mib_s = 2.0 * 256.0 / 1024.0 / echo_s;
+    println!(
+        "vsock 64-byte round trip p50 {} p99 {}; 256 KiB echo {:.0} ms ({mib_s:.2} MiB/s both ways)",
+        ms(pct(&rtts, 0.5)),
+        ms(pct(&rtts, 0.99)),
+        echo_s * 1000.0
+    );
+    rows.push(timing_row(
+        "vsock round trip, 64 bytes (host process on the VMM socket to echoing C guest)",
+        "jailed",
+        &rtts,
+    ));
+    rows.push(json!({
+        "measure": "vsock echo of 256 KiB (guest buffer 16 KiB)",
+        "confinement": "jailed",
+        "unit": "MiB/s both ways",
+        "value": (mib_s * 100.0).round() / 100.0,
+    }));
+}
+
 /// Whether `section` is selected by ZIXIAO_BENCH_ONLY (all when unset).
 fn selected(section: &str) -> bool {
     std::env::var("ZIXIAO_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
@@ -860,6 +983,9 @@ fn main() {
         }
         if selected("net") {
             bench_net(dir.path(), &mut rows).await;
+        }
+        if selected("vsock") {
+            bench_vsock(&kernel, dir.path(), &mut rows).await;
         }
         write_results(rows);
     });

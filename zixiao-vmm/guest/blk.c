@@ -40,6 +40,21 @@
  * start` ... `ZX: bench <name> done n=.. bytes=.. errors=..`: sequential
  * 4 KiB, sequential 1 MiB, random 4 KiB); then `ZX: bye` and an i8042 reset. Guest code runs emulated on
  * software-nested KVM (~1 us per instruction): loops are kept short.
+ *
+ * For a virtio-vsock device (id 19) it prints `ZX: vsock cid=<cid>` and,
+ * after `ZX: ready`, serves vsock forever (instead of the modes above): it
+ * listens on port 1234 and echoes every byte a connection brings back on
+ * it, advertising a 16 KiB buffer (so the host must wait for credit) and
+ * sending no more than the host's credit allows. With
+ * `zx.vsock.connect=<port>[,<port>...]` it first connects to each host
+ * port (from ports 5000, 5001, ...) and echoes on those connections too.
+ * It prints
+ *
+ *   ZX: vsock accept port=<peer port>     (a host connection to 1234)
+ *   ZX: vsock refuse port=<port>          (a request to any other port: RST)
+ *   ZX: vsock connected port=<port> | ZX: vsock refused port=<port>
+ *   ZX: vsock closed port=<peer port> bytes=<bytes echoed>
+ *   ZX: vsock transport reset             (the event a restored device sends)
  */
 
 #include "zx.h"
@@ -388,6 +403,254 @@ static void net_loop(int send) {
     }
 }
 
+/* ---- virtio-vsock ---- */
+
+#define VS_HDR 44
+#define VS_BUF 4096
+#define VS_LISTEN 1234
+#define VS_LOCAL 5000
+#define VS_CONNS 4
+#define VS_RING 16384 /* the guest's buf_alloc per connection */
+enum { OP_REQUEST = 1, OP_RESPONSE, OP_RST, OP_SHUTDOWN, OP_RW, OP_CREDIT_UPDATE, OP_CREDIT_REQUEST };
+
+struct vs_hdr {
+    u64 src_cid, dst_cid;
+    u32 src_port, dst_port, len;
+    u16 type, op;
+    u32 flags, buf_alloc, fwd_cnt;
+} __attribute__((packed));
+
+struct vs_conn {
+    int used, connecting, closing;
+    u32 local, peer;
+    u32 peer_buf_alloc, peer_fwd_cnt, tx_cnt, fwd_cnt;
+    u32 head, len; /* bytes to echo, in ring */
+    u64 total;
+    u8 ring[VS_RING];
+};
+
+static struct vq vs_rx, vs_tx, vs_evt;
+static u8 vs_rx_bufs[QSZ][VS_HDR + VS_BUF] __attribute__((aligned(16)));
+static u8 vs_tx_buf[VS_HDR + VS_BUF] __attribute__((aligned(16)));
+static u32 vs_evt_bufs[QSZ];
+static struct vs_conn vs_conns[VS_CONNS];
+static u64 vs_base, vs_cid;
+
+/* Copies n bytes 8 at a time (x86 takes unaligned words): guest code is
+ * emulated, so fewer instructions is what makes it fast. */
+typedef u64 __attribute__((aligned(1), may_alias)) u64u;
+static void vs_copy(u8 *d, const u8 *s, u32 n) {
+    for (; n >= 8; n -= 8, d += 8, s += 8) *(u64u *)d = *(const u64u *)s;
+    while (n--) *d++ = *s++;
+}
+
+static void vs_setup(u64 base) {
+    wr(base + 0x70, 0);
+    wr(base + 0x70, 1);
+    wr(base + 0x70, 1 | 2);
+    wr(base + 0x14, 1);
+    if (!(rd(base + 0x10) & 1)) { puts("ZX: vsock setup failed\n"); return; }
+    wr(base + 0x24, 0);
+    wr(base + 0x20, 0);
+    wr(base + 0x24, 1);
+    wr(base + 0x20, 1);
+    wr(base + 0x70, 1 | 2 | 8);
+    if (!(rd(base + 0x70) & 8)) { puts("ZX: vsock features refused\n"); return; }
+    net_queue(base, 0, &vs_rx);
+    net_queue(base, 1, &vs_tx);
+    net_queue(base, 2, &vs_evt);
+    wr(base + 0x70, 1 | 2 | 8 | 4);
+    for (u16 i = 0; i < QSZ; i++) {
+        vs_rx.desc[i] = (struct desc){(u64)vs_rx_bufs[i], VS_HDR + VS_BUF, VRING_DESC_F_WRITE, 0};
+        vs_rx.avail.ring[i] = i;
+        vs_evt.desc[i] = (struct desc){(u64)&vs_evt_bufs[i], 4, VRING_DESC_F_WRITE, 0};
+        vs_evt.avail.ring[i] = i;
+    }
+    barrier();
+    vs_rx.avail.idx = QSZ;
+    vs_evt.avail.idx = QSZ;
+    barrier();
+    wr(base + 0x50, 0);
+    wr(base + 0x50, 2);
+    vs_cid = (u64)rd(base + 0x100) | ((u64)rd(base + 0x104) << 32);
+    vs_base = base;
+    puts("ZX: vsock cid="); put_dec(vs_cid); putc('\n');
+}
+
+/* Sends a packet whose payload (len bytes) is already in vs_tx_buf after
+ * the header, and waits until the device took it. */
+static void vs_send(u16 op, u32 local, u32 peer, u32 flags, const struct vs_conn *c, u32 len) {
+    struct vs_hdr *h = (struct vs_hdr *)vs_tx_buf;
+    h->src_cid = vs_cid;
+    h->dst_cid = 2;
+    h->src_port = local;
+    h->dst_port = peer;
+    h->len = len;
+    h->type = 1;
+    h->op = op;
+    h->flags = flags;
+    h->buf_alloc = VS_RING;
+    h->fwd_cnt = c ? c->fwd_cnt : 0;
+    vs_tx.desc[0] = (struct desc){(u64)vs_tx_buf, VS_HDR + len, 0, 0};
+    vs_tx.avail.ring[vs_tx.avail.idx % QSZ] = 0;
+    barrier();
+    vs_tx.avail.idx++;
+    barrier();
+    wr(vs_base + 0x50, 1);
+    while (*(volatile u16 *)&vs_tx.used.idx == vs_tx.last_used) {}
+    vs_tx.last_used++;
+}
+
+static struct vs_conn *vs_find(u32 local, u32 peer) {
+    for (int i = 0; i < VS_CONNS; i++)
+        if (vs_conns[i].used && vs_conns[i].local == local && vs_conns[i].peer == peer)
+            return &vs_conns[i];
+    return 0;
+}
+
+static struct vs_conn *vs_new(u32 local, u32 peer) {
+    for (int i = 0; i < VS_CONNS; i++) {
+        struct vs_conn *c = &vs_conns[i];
+        if (c->used) continue;
+        c->used = 1;
+        c->connecting = c->closing = 0;
+        c->local = local;
+        c->peer = peer;
+        c->peer_buf_alloc = c->peer_fwd_cnt = c->tx_cnt = c->fwd_cnt = 0;
+        c->head = c->len = 0;
+        c->total = 0;
+        return c;
+    }
+    return 0;
+}
+
+static void vs_port_line(const char *what, u32 port) {
+    puts("ZX: vsock "); puts(what); puts(" port="); put_dec(port); putc('\n');
+}
+
+static void vs_close(struct vs_conn *c, int send_rst) {
+    if (send_rst) vs_send(OP_RST, c->local, c->peer, 0, c, 0);
+    puts("ZX: vsock closed port="); put_dec(c->peer); puts(" bytes="); put_dec(c->total); putc('\n');
+    c->used = 0;
+}
+
+static void vs_packet(const u8 *buf, u32 used_len) {
+    const struct vs_hdr *h = (const struct vs_hdr *)buf;
+    if (used_len < VS_HDR || h->type != 1 || h->dst_cid != vs_cid) return;
+    u32 len = h->len <= VS_BUF && VS_HDR + h->len <= used_len ? h->len : 0;
+    struct vs_conn *c = vs_find(h->dst_port, h->src_port);
+    if (c) {
+        c->peer_buf_alloc = h->buf_alloc;
+        c->peer_fwd_cnt = h->fwd_cnt;
+    }
+    switch (h->op) {
+    case OP_REQUEST:
+        if (!c && h->dst_port == VS_LISTEN && (c = vs_new(h->dst_port, h->src_port))) {
+            c->peer_buf_alloc = h->buf_alloc;
+            c->peer_fwd_cnt = h->fwd_cnt;
+            vs_send(OP_RESPONSE, c->local, c->peer, 0, c, 0);
+            vs_port_line("accept", c->peer);
+        } else {
+            vs_send(OP_RST, h->dst_port, h->src_port, 0, 0, 0);
+            vs_port_line("refuse", h->dst_port);
+        }
+        break;
+    case OP_RESPONSE:
+        if (c && c->connecting) { c->connecting = 0; vs_port_line("connected", c->peer); }
+        break;
+    case OP_RW:
+        if (!c || c->connecting) break;
+        if (len > VS_RING - c->len) { vs_close(c, 1); break; }
+        {
+            u32 at = (c->head + c->len) % VS_RING;
+            u32 first = len < VS_RING - at ? len : VS_RING - at;
+            vs_copy(c->ring + at, buf + VS_HDR, first);
+            vs_copy(c->ring, buf + VS_HDR + first, len - first);
+        }
+        c->len += len;
+        c->total += len;
+        break;
+    case OP_CREDIT_REQUEST:
+        if (c) vs_send(OP_CREDIT_UPDATE, c->local, c->peer, 0, c, 0);
+        break;
+    case OP_SHUTDOWN:
+        if (c) c->closing = 1;
+        break;
+    case OP_RST:
+        if (c) {
+            if (c->connecting) vs_port_line("refused", c->peer);
+            c->connecting = 0;
+            vs_close(c, 0);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* Echoes what connection `c` has, within the host's credit. */
+static void vs_echo(struct vs_conn *c) {
+    while (c->len) {
+        u32 credit = c->peer_buf_alloc - (c->tx_cnt - c->peer_fwd_cnt);
+        if (credit > c->peer_buf_alloc) credit = 0; /* wrapped: none */
+        u32 n = c->len < VS_BUF ? c->len : VS_BUF;
+        if (n > credit) n = credit;
+        if (!n) return;
+        u32 first = n < VS_RING - c->head ? n : VS_RING - c->head;
+        vs_copy(vs_tx_buf + VS_HDR, c->ring + c->head, first);
+        vs_copy(vs_tx_buf + VS_HDR + first, c->ring, n - first);
+        c->head = (c->head + n) % VS_RING;
+        c->len -= n;
+        c->tx_cnt += n;
+        c->fwd_cnt += n;
+        vs_send(OP_RW, c->local, c->peer, 0, c, n);
+    }
+    if (c->closing) vs_close(c, 1);
+}
+
+static void vs_loop(const char *cmdline) {
+    const char *connect = find(cmdline, "zx.vsock.connect=");
+    for (u32 i = 0; connect && i < VS_CONNS; i++) {
+        u32 port = (u32)parse_num(&connect, 10);
+        struct vs_conn *c = vs_new(VS_LOCAL + i, port);
+        c->connecting = 1;
+        vs_send(OP_REQUEST, VS_LOCAL + i, port, 0, c, 0);
+        if (*connect++ != ',') break;
+    }
+    for (;;) {
+        while (*(volatile u16 *)&vs_rx.used.idx != vs_rx.last_used) {
+            barrier();
+            struct used_elem e = vs_rx.used.ring[vs_rx.last_used % QSZ];
+            vs_rx.last_used++;
+            u16 id = (u16)(e.id % QSZ);
+            vs_packet(vs_rx_bufs[id], e.len);
+            vs_rx.avail.ring[vs_rx.avail.idx % QSZ] = id;
+            barrier();
+            vs_rx.avail.idx++;
+            barrier();
+            wr(vs_base + 0x50, 0);
+        }
+        while (*(volatile u16 *)&vs_evt.used.idx != vs_evt.last_used) {
+            barrier();
+            struct used_elem e = vs_evt.used.ring[vs_evt.last_used % QSZ];
+            vs_evt.last_used++;
+            if (vs_evt_bufs[e.id % QSZ] == 0) {
+                puts("ZX: vsock transport reset\n");
+                for (int i = 0; i < VS_CONNS; i++) vs_conns[i].used = 0;
+            }
+            vs_evt.avail.ring[vs_evt.avail.idx % QSZ] = (u16)(e.id % QSZ);
+            barrier();
+            vs_evt.avail.idx++;
+            barrier();
+            wr(vs_base + 0x50, 2);
+        }
+        for (int i = 0; i < VS_CONNS; i++)
+            if (vs_conns[i].used && !vs_conns[i].connecting) vs_echo(&vs_conns[i]);
+        /* Polled, interrupts off: InterruptStatus is never acknowledged,
+         * which spares an exit per round. */
+    }
+}
+
 static void io_loop(u64 base, struct vq *q) {
     for (u64 iter = 1;; iter++) {
         char text[32] = "iter=";
@@ -427,12 +690,14 @@ void zx_main(u8 *boot_params) {
         if (rd(base) != 0x74726976) { puts(" bad magic\n"); continue; }
         puts(" version="); put_dec(rd(base + 4)); puts(" id="); put_dec(rd(base + 8)); putc('\n');
         if (rd(base + 8) == 1) { net_exercise(base); continue; }
+        if (rd(base + 8) == 19) { vs_setup(base); continue; }
         if (rd(base + 8) != 2) continue;
         bases[count] = base;
         exercise(count, base, &queues[count]);
         count++;
     }
     puts("ZX: ready\n");
+    if (vs_base) vs_loop(cmdline);
     const char *mode = find(cmdline, "zx.blk=");
     if (mode && *mode == 'l' && count > 0) io_loop(bases[0], &queues[0]);
     const char *net = find(cmdline, "zx.net=");

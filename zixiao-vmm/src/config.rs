@@ -43,6 +43,10 @@ pub struct VmConfig {
     /// guest). Absent in configs written before network cards existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nets: Vec<NetConfig>,
+    /// A virtio-vsock device, the virtio-mmio device after the network
+    /// cards. Absent in configs written before vsock existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<crate::VsockConfig>,
 }
 
 /// One virtio-net card on a TAP device that already exists in the VMM's
@@ -139,13 +143,14 @@ impl VmConfig {
             memory_mib: 128,
             disks: Vec::new(),
             nets: Vec::new(),
+            vsock: None,
         }
     }
 
     /// How many virtio-mmio devices the guest has: the disks, then the
-    /// network cards.
+    /// network cards, then the vsock device.
     pub(crate) fn virtio_devices(&self) -> usize {
-        self.disks.len() + self.nets.len()
+        self.disks.len() + self.nets.len() + usize::from(self.vsock.is_some())
     }
 
     /// Guest memory in bytes.

@@ -1,6 +1,7 @@
 //! A running KVM machine: the VM fd with its memory, in-kernel irqchip and
-//! PIT, its devices (COM1, virtio-mmio disks and network cards), one host
-//! thread per vCPU and one receive thread per network card, and the
+//! PIT, its devices (COM1, virtio-mmio disks, network cards, vsock), one host
+//! thread per vCPU, one receive thread per network card and one for the
+//! vsock device, and the
 //! controls the VMM process needs:
 //! start, pause (every vCPU parked outside KVM_RUN), resume, stop, and the
 //! state capture and restore that snapshots are made of.
@@ -33,7 +34,8 @@ use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
 use crate::migration::PageSet;
 use crate::seccomp::ThreadKind;
 use crate::virtio::net::{self, NetBackend};
-use crate::virtio::{self, MmioTransport, TransportState};
+use crate::virtio::vsock::{HostSocket, VsockBackend};
+use crate::virtio::{self, DeviceSet, TransportState};
 use crate::{boot, VmConfig, VmmError};
 
 /// How the guest stopped, reported by a vCPU thread.
@@ -149,6 +151,8 @@ pub(crate) struct Machine {
     /// Network card N's backend; the card is virtio device `first_net + N`.
     nets: Vec<Arc<NetBackend>>,
     first_net: usize,
+    /// The vsock device's backend; the device is the last virtio device.
+    vsock: Option<Arc<VsockBackend>>,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -171,6 +175,7 @@ impl Machine {
         config: &VmConfig,
         files: boot::BootFiles,
         taps: Vec<File>,
+        vsock: Option<HostSocket>,
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         config.validate_limits()?;
@@ -182,6 +187,7 @@ impl Machine {
             files.disks,
             &config.nets,
             taps,
+            vsock,
             None,
         )?;
         let boot_files = boot::BootFiles {
@@ -209,6 +215,7 @@ impl Machine {
         memory: GuestMemoryMmap,
         disks: (&[DiskConfig], Vec<File>),
         nets: (&[NetConfig], Vec<File>),
+        vsock: Option<HostSocket>,
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         let vcpus = u8::try_from(state.vcpus.len())
@@ -230,6 +237,7 @@ impl Machine {
             disks.1,
             nets.0,
             nets.1,
+            vsock,
             Some(&state.virtio),
         )?;
         let mut machine = Machine::new_vm(kvm, vcpus, memory, serial, virtio)?;
@@ -260,7 +268,7 @@ impl Machine {
         vcpu_count: u8,
         memory: GuestMemoryMmap,
         serial: crate::devices::ComPort,
-        (virtio, nets): (Vec<MmioTransport>, Vec<Arc<NetBackend>>),
+        (virtio, nets, vsock): DeviceSet,
     ) -> Result<Machine, VmmError> {
         let max = kvm.get_max_vcpus();
         if usize::from(vcpu_count) > max {
@@ -302,7 +310,7 @@ impl Machine {
         }
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| VmmError::internal("registering the vCPU kick signal", e))?;
-        let first_net = virtio.len() - nets.len();
+        let first_net = virtio.len() - nets.len() - usize::from(vsock.is_some());
         Ok(Machine {
             vcpus,
             threads: Vec::new(),
@@ -328,6 +336,7 @@ impl Machine {
             pagemap: None,
             first_net,
             nets,
+            vsock,
         })
     }
 
@@ -419,11 +428,22 @@ impl Machine {
             )?;
             self.threads.push(handle);
         }
+        if let Some(backend) = &self.vsock {
+            let (backend, devices, control) =
+                (backend.clone(), self.devices.clone(), self.control.clone());
+            let index = devices.virtio.len() - 1;
+            let handle = crate::seccomp::spawn(
+                "vsock".into(),
+                seccomp.then_some(ThreadKind::Vsock),
+                move || backend.run(|| control.wait_runnable(), &devices.virtio[index]),
+            )?;
+            self.threads.push(handle);
+        }
         Ok(())
     }
 
     /// Parks every vCPU outside KVM_RUN (and every network card's receive
-    /// thread outside its delivery).
+    /// thread and the vsock thread outside their delivery).
     pub(crate) fn pause(&self) -> Result<(), VmmError> {
         lock(&self.control.ctl).want = Want::Pause;
         self.wait_parked()

@@ -790,6 +790,15 @@ fn check_config(hello: &Hello, mine: &VmConfig) -> Result<(), VmmError> {
             mine.nets.len().to_string(),
         );
     }
+    // The CID is the guest's address: it keeps it (its sockets are reset).
+    let cid = |c: &VmConfig| c.vsock.as_ref().map(|v| v.guest_cid.get());
+    if cid(theirs) != cid(mine) {
+        return mismatch(
+            "vsock.guest_cid",
+            format!("{:?}", cid(theirs)),
+            format!("{:?}", cid(mine)),
+        );
+    }
     Ok(())
 }
 

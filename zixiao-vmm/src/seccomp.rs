@@ -9,8 +9,10 @@
 //! restore, stats, shutdown, guest reset, live migration out; receiving a
 //! migration happens before any filter is on, like a restore's parsing).
 //! Every thread is spawned before
-//! the filters go on, so no list allows `clone`, `execve`, `socket`,
-//! `connect`, `open` of new devices by ioctl, or executable memory.
+//! the filters go on, so no list allows `clone`, `execve`, `open` of new
+//! devices by ioctl, or executable memory; only the vsock thread may make
+//! a socket (`AF_UNIX` only) and `connect` it, for guest connections to
+//! the host.
 
 use std::collections::BTreeMap;
 
@@ -63,6 +65,10 @@ pub(crate) enum ThreadKind {
     /// One per network card: polls its TAP and its kick eventfd, reads
     /// frames into the guest's receive buffers and raises the interrupt.
     NetRx,
+    /// The vsock device's: polls its host socket, its connections and its
+    /// kick eventfd, accepts host streams, connects guest connections to
+    /// `AF_UNIX` sockets, and moves packets through its queues.
+    Vsock,
 }
 
 fn rule(conditions: Vec<(u8, SeccompCmpOp, u64)>) -> Result<SeccompRule, VmmError> {
@@ -209,6 +215,29 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
                 rules.insert(nr, vec![]);
             }
         }
+        ThreadKind::Vsock => {
+            for nr in [
+                libc::SYS_poll,
+                libc::SYS_ppoll,
+                libc::SYS_read,
+                libc::SYS_recvfrom,
+                libc::SYS_sendto,
+                libc::SYS_accept4,
+                libc::SYS_connect,
+                libc::SYS_shutdown,
+            ] {
+                rules.insert(nr, vec![]);
+            }
+            // A guest connection to the host is a new Unix socket, and
+            // nothing else: with only AF_UNIX sockets to connect, it
+            // reaches only sockets the jail shows (its run directory).
+            rules.insert(
+                libc::SYS_socket,
+                vec![rule(vec![(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)])?],
+            );
+            // set_nonblocking is FIONBIO.
+            rules.insert(libc::SYS_ioctl, ioctls(&[libc::FIONBIO])?);
+        }
         ThreadKind::Lifecycle => files(&mut rules),
         ThreadKind::Api => {
             files(&mut rules);
@@ -306,6 +335,7 @@ mod tests {
             ThreadKind::Console,
             ThreadKind::Lifecycle,
             ThreadKind::NetRx,
+            ThreadKind::Vsock,
         ] {
             assert!(!filter(kind).unwrap().is_empty(), "{kind:?}");
         }

@@ -27,6 +27,7 @@ use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
 use crate::machine::{GuestEvent, Machine};
 use crate::seccomp::{self, ThreadKind};
 use crate::tap::TapName;
+use crate::virtio::vsock::HostSocket;
 use crate::{cgroup, migration, snapshot, support, DiskConfig, VmConfig, VmmError};
 
 struct Inner {
@@ -318,13 +319,23 @@ fn open_taps(boot: &Boot) -> Result<(Vec<TapName>, Vec<File>), VmmError> {
     Ok((names, taps))
 }
 
+/// Binds the host socket of `config`'s vsock device, if it has one, in
+/// `run_dir` (as the VMM's own user: after the jail's uid drop).
+fn bind_vsock(run_dir: &Path, config: &VmConfig) -> Result<Option<HostSocket>, VmmError> {
+    config
+        .vsock
+        .as_ref()
+        .map(|vsock| HostSocket::bind(run_dir, vsock))
+        .transpose()
+}
+
 /// What the jail must show and how large its cgroup is.
 struct JailPlan {
     mounts: Vec<JailMount>,
     memory_bytes: u64,
     vcpus: u8,
-    /// Network cards, one receive thread each.
-    nets: usize,
+    /// Device threads: one per network card, one for a vsock device.
+    device_threads: usize,
 }
 
 /// Checks what can be checked before the jail (giving the errors a
@@ -360,7 +371,7 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
             },
         })
     };
-    let (memory_bytes, vcpus, nets) = match boot {
+    let (memory_bytes, vcpus, device_threads) = match boot {
         Boot::Fresh(config) | Boot::Incoming(config) => {
             config.validate()?;
             for (index, disk) in config.disks.iter().enumerate() {
@@ -372,7 +383,7 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
                     mounts,
                     memory_bytes: config.memory_bytes(),
                     vcpus: config.vcpus,
-                    nets: config.nets.len(),
+                    device_threads: device_threads(config),
                 });
             }
             mounts.push(JailMount {
@@ -385,11 +396,14 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
                     kind: MountKind::ReadOnlyFile,
                 });
             }
-            (config.memory_bytes(), config.vcpus, config.nets.len())
+            (config.memory_bytes(), config.vcpus, device_threads(config))
         }
         Boot::Restore { snapshot_dir } => {
             let dir = absolute("snapshot_dir", snapshot_dir)?;
-            let nets = snapshot::nets_in(&dir).len();
+            // Room for a vsock device's thread whether or not the
+            // snapshot has one (a task the VMM may not use, rather than a
+            // second read of the unvalidated state).
+            let device_threads = snapshot::nets_in(&dir).len() + 1;
             if !dir.join(snapshot::STATE_FILE).is_file() {
                 return Err(VmmError::NotFound {
                     message: format!("snapshot {} (no {})", dir.display(), snapshot::STATE_FILE),
@@ -413,15 +427,20 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
                 path: dir,
                 kind: MountKind::ReadOnlyDir,
             });
-            (memory, crate::MAX_VCPUS, nets)
+            (memory, crate::MAX_VCPUS, device_threads)
         }
     };
     Ok(JailPlan {
         mounts,
         memory_bytes,
         vcpus,
-        nets,
+        device_threads,
     })
+}
+
+/// The threads `config`'s devices have besides the vCPUs.
+fn device_threads(config: &VmConfig) -> usize {
+    config.nets.len() + usize::from(config.vsock.is_some())
 }
 
 /// Jails this process (still root, single-threaded): cgroup, mount
@@ -433,10 +452,11 @@ fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Resul
         pid,
         cgroup::Limits {
             memory_bytes: plan.memory_bytes + (jail.memory_overhead_mib << 20),
-            // A task per vCPU and per network card's receive thread, plus
-            // the fixed ones. (KVM's own per-VM worker thread counts too:
-            // without room for it the first KVM_RUN fails with EAGAIN.)
-            pids: u64::from(plan.vcpus) + plan.nets as u64 + u64::from(jail.extra_pids),
+            // A task per vCPU and per device thread (network cards' and
+            // vsock's), plus the fixed ones. (KVM's own per-VM worker
+            // thread counts too: without room for it the first KVM_RUN
+            // fails with EAGAIN.)
+            pids: u64::from(plan.vcpus) + plan.device_threads as u64 + u64::from(jail.extra_pids),
         },
     )?;
     jail::give_run_dir(run_dir, jail)?;
@@ -470,7 +490,8 @@ fn setup(
     let mut incoming = None;
     let (mut machine, config, restored_from, state) = match inputs.guest {
         GuestInputs::Fresh(config, files) => {
-            let machine = Machine::create(inputs.kvm, &config, files, taps, sink.clone())?;
+            let vsock = bind_vsock(run_dir, &config)?;
+            let machine = Machine::create(inputs.kvm, &config, files, taps, vsock, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
         GuestInputs::Restore(snapshot_dir, files) => {
@@ -503,6 +524,7 @@ fn setup(
                 memory,
                 (&file.config.disks, disks),
                 (&file.config.nets, taps),
+                bind_vsock(run_dir, &file.config)?,
                 sink.clone(),
             )?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)
@@ -517,6 +539,7 @@ fn setup(
                 memory,
                 (&config.disks, disks),
                 (&config.nets, taps),
+                bind_vsock(run_dir, &config).inspect_err(|e| migration::refuse(&stream, e))?,
                 sink.clone(),
             );
             let mut machine = restored.inspect_err(|e| migration::refuse(&stream, e))?;
@@ -855,6 +878,9 @@ impl Vmm {
             files::PID,
         ] {
             let _ = std::fs::remove_file(self.run_dir.join(f));
+        }
+        if let Some(vsock) = &self.config.vsock {
+            let _ = std::fs::remove_file(vsock.uds_path(&self.run_dir));
         }
         std::process::exit(code);
     }

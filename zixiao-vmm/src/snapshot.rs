@@ -363,6 +363,7 @@ pub(crate) fn validate(state: &SnapshotFile) -> Result<(), VmmError> {
     crate::virtio::validate_states(
         &state.config.disks,
         &state.config.nets,
+        state.config.vsock.is_some(),
         &state.machine.virtio,
     )?;
     let msr_count = vcpus[0].msrs.len();

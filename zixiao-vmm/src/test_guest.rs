@@ -1,7 +1,8 @@
 //! The test guests: tiny 64-bit ELF kernels built by build.rs from
 //! `guest/guest.S` (command line, initrd, SMP, power-off) and from
-//! `guest/blk.c` (the virtio-block driver) and from `guest/acpi.c` (the
-//! ACPI tables, power-off and reboot). Tests and benchmarks boot them
+//! `guest/blk.c` (virtio-block, virtio-net and virtio-vsock drivers) and
+//! from `guest/acpi.c` (the ACPI tables, power-off and reboot). Tests and
+//! benchmarks boot them
 //! through the real loader, boot parameters and serial port. See the
 //! sources for what they print.
 

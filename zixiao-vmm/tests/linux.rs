@@ -69,6 +69,7 @@ async fn boot_linux(
         memory_mib: 256,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     };
     let vmm = launch(&vmm_binary(), run, Boot::Fresh(config))
         .await
@@ -205,6 +206,7 @@ async fn loads_the_debian_bzimage_and_initramfs_on_any_kvm() {
         memory_mib: 128,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     };
     let vmm = launch(
         &vmm_binary(),

@@ -110,6 +110,7 @@ impl VmmBackend {
                     .enumerate()
                     .map(|(i, nic)| net_config(i, nic))
                     .collect::<Result<_, _>>()?,
+                vsock: None,
             }),
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),

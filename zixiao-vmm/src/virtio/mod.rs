@@ -1,6 +1,6 @@
 //! virtio devices of a microVM: the virtio-mmio transport (`mmio.rs`, the
 //! register window a guest driver programs, its queues and interrupt) and
-//! the device models behind it (`block.rs`, `net.rs`). Queues are virtio-queue's split
+//! the device models behind it (`block.rs`, `net.rs`, `vsock/`). Queues are virtio-queue's split
 //! virtqueues over the guest's vm-memory; constants come from
 //! virtio-bindings.
 //!
@@ -10,6 +10,7 @@
 pub(crate) mod block;
 pub(crate) mod mmio;
 pub(crate) mod net;
+pub(crate) mod vsock;
 
 use std::fs::File;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{DiskConfig, NetConfig};
 use crate::VmmError;
+use vsock::{HostSocket, VsockBackend};
 
 pub(crate) use mmio::{MmioTransport, TransportState};
 
@@ -60,19 +62,30 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
     }
 }
 
+/// The device models and backends of a machine, for its threads: each
+/// network card's and the vsock device's.
+pub(crate) type DeviceSet = (
+    Vec<MmioTransport>,
+    Vec<Arc<net::NetBackend>>,
+    Option<Arc<VsockBackend>>,
+);
+
 /// The virtio-mmio devices of a machine: disk N of `disks` (open as
 /// `files[N]`) is device N, then network card N of `nets` (attached to its
-/// TAP as `taps[N]`) is device `disks.len() + N`; fresh or, given `states`,
+/// TAP as `taps[N]`) is device `disks.len() + N`, then the vsock device on
+/// its bound host socket, if any, is the last; fresh or, given `states`,
 /// as a snapshot left them (states checked by [`validate_states`]).
-/// Returns the devices and each card's backend, for its receive thread.
+/// Returns the devices, each card's backend (for its receive thread) and
+/// the vsock device's (for its thread).
 pub(crate) fn devices(
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],
     files: Vec<File>,
     nets: &[NetConfig],
     taps: Vec<File>,
+    vsock: Option<HostSocket>,
     states: Option<&[TransportState]>,
-) -> Result<(Vec<MmioTransport>, Vec<Arc<net::NetBackend>>), VmmError> {
+) -> Result<DeviceSet, VmmError> {
     let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for (index, (disk, file)) in disks.iter().zip(files).enumerate() {
         let block = block::Block::new(file, disk.read_only, &format!("zixiao-disk{index}"))
@@ -93,6 +106,18 @@ pub(crate) fn devices(
         models.push(Box::new(net::Net::new(card.mac, backend.clone())));
         backends.push(backend);
     }
+    let vsock = match vsock {
+        Some(socket) => {
+            let cid = socket.guest_cid;
+            let backend = Arc::new(
+                VsockBackend::new(socket, states.is_some())
+                    .map_err(|e| VmmError::internal("eventfd", e))?,
+            );
+            models.push(Box::new(vsock::Vsock::new(cid, backend.clone())));
+            Some(backend)
+        }
+        None => None,
+    };
     let transports = models
         .into_iter()
         .enumerate()
@@ -105,25 +130,28 @@ pub(crate) fn devices(
             transport.map_err(|e| VmmError::internal(format!("virtio device {index}"), e))
         })
         .collect::<Result<_, _>>()?;
-    Ok((transports, backends))
+    Ok((transports, backends, vsock))
 }
 
 /// Checks a snapshot's device states against its devices: one block
-/// device per disk, then one network card per `nets` entry, each consistent
-/// with it. Errors name `machine.virtio[N].FIELD`.
+/// device per disk, then one network card per `nets` entry, then the vsock
+/// device if `vsock`, each consistent with it. Errors name
+/// `machine.virtio[N].FIELD`.
 pub(crate) fn validate_states(
     disks: &[DiskConfig],
     nets: &[NetConfig],
+    vsock: bool,
     states: &[TransportState],
 ) -> Result<(), VmmError> {
-    if states.len() != disks.len() + nets.len() {
+    if states.len() != disks.len() + nets.len() + usize::from(vsock) {
         return Err(VmmError::invalid(
             "machine.virtio",
             format!(
-                "{} device states, but config has {} disks and {} network cards",
+                "{} device states, but config has {} disks, {} network cards and {} vsock devices",
                 states.len(),
                 disks.len(),
-                nets.len()
+                nets.len(),
+                usize::from(vsock)
             ),
         ));
     }
@@ -142,7 +170,12 @@ pub(crate) fn validate_states(
                 net::FEATURES,
                 &[net::QUEUE_SIZE, net::QUEUE_SIZE][..],
             )
-        }));
+        }))
+        .chain(vsock.then_some((
+            vsock::DEVICE_ID,
+            vsock::FEATURES,
+            &[vsock::QUEUE_SIZE; 3][..],
+        )));
     for (i, (state, (device_type, features, queues))) in states.iter().zip(expected).enumerate() {
         state
             .validate(device_type, features, queues)

@@ -53,6 +53,7 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         memory_mib: 32,
         disks: Vec::new(),
         nets: Vec::new(),
+        vsock: None,
     }
 }
 
