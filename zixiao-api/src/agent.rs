@@ -55,6 +55,14 @@ pub trait StoredInstances: Send + Sync + std::fmt::Debug {
     /// node, or on none), `Unavailable` (no server could say: nothing is
     /// done on a guess).
     async fn placed_here(&self, id: &InstanceUuid) -> Result<Instance, DriverError>;
+
+    /// The cluster's copy of instance `id`, when the cluster records a
+    /// live migration of it to this node now (placed on another node, its
+    /// `migrate_to` naming this one, not being rescheduled): what the
+    /// target of a live migration prepares for and aborts. Read-only and
+    /// idempotent. Errors: `NotFound`, `FailedPrecondition` (no live
+    /// migration to this node), `Unavailable`.
+    async fn incoming_here(&self, id: &InstanceUuid) -> Result<Instance, DriverError>;
 }
 
 /// Where the agent reads the cluster's stored copy of a network: what it
@@ -160,27 +168,32 @@ impl AgentServer {
     }
 
     /// Refuses to treat `id` as an orphan while the cluster places it on
-    /// this node (an orphan removal stops and removes whatever a runtime
-    /// holds of it), or when no server can say.
+    /// this node or migrates it here live (an orphan removal stops and
+    /// removes whatever a runtime holds of it), or when no server can say.
     async fn check_orphan(&self, id: &InstanceUuid) -> Result<(), Status> {
         let Some(stored) = &self.stored else {
             return Ok(());
         };
-        match stored.placed_here(id).await {
-            Ok(instance) => Err(driver_status(DriverError::FailedPrecondition(format!(
-                "instance `{}` ({id}) is placed on this node: it is no orphan",
-                instance.name
-            )))),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::NotFound | ErrorKind::FailedPrecondition
-                ) =>
-            {
-                Ok(())
+        for (held, how) in [
+            (stored.placed_here(id).await, "is placed on this node"),
+            (stored.incoming_here(id).await, "is migrating to this node"),
+        ] {
+            match held {
+                Ok(instance) => {
+                    return Err(driver_status(DriverError::FailedPrecondition(format!(
+                        "instance `{}` ({id}) {how}: it is no orphan",
+                        instance.name
+                    ))))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::NotFound | ErrorKind::FailedPrecondition
+                    ) => {}
+                Err(e) => return Err(driver_status(e)),
             }
-            Err(e) => Err(driver_status(e)),
         }
+        Ok(())
     }
 
     fn network_host(&self) -> Result<&Arc<dyn NetworkHost>, Status> {
@@ -251,6 +264,24 @@ async fn target(
     let id = instance_id(&claimed.id, "instance.id")?;
     let instance = match &server.stored {
         Some(stored) => stored.placed_here(&id).await.map_err(driver_status)?,
+        None => claimed,
+    };
+    let driver = server.driver(instance.spec.instance_type)?;
+    Ok((instance, driver))
+}
+
+/// [`target`] for the target node of a live migration: the stored copy of
+/// an instance whose live migration the cluster records as coming to this
+/// node ([`StoredInstances::incoming_here`]), else the caller's (no
+/// [`StoredInstances`]: in-process callers).
+async fn incoming_target(
+    server: &AgentServer,
+    value: Option<pb::Instance>,
+) -> Result<(Instance, Arc<dyn Driver>), Status> {
+    let claimed = instance(value)?;
+    let id = instance_id(&claimed.id, "instance.id")?;
+    let instance = match &server.stored {
+        Some(stored) => stored.incoming_here(&id).await.map_err(driver_status)?,
         None => claimed,
     };
     let driver = server.driver(instance.spec.instance_type)?;
@@ -720,6 +751,60 @@ impl AgentService for AgentServer {
             .set_overlay_peers(&network, &peers)
             .await
             .map_err(|e| from_error(&e))?;
+        done()
+    }
+
+    async fn prepare_incoming(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::MigrationTarget>, Status> {
+        let (instance, driver) = incoming_target(self, request.into_inner().instance).await?;
+        // The instance will run here once it arrives: a fenced node must not
+        // take it, and it boots only what this node's store holds.
+        zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
+        self.check_gate()?;
+        let live = driver.require_live_migrate().map_err(driver_status)?;
+        let target = live
+            .prepare_incoming(&instance)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new((&target).into()))
+    }
+
+    async fn migrate_live(
+        &self,
+        request: Request<pb::MigrateLiveRequest>,
+    ) -> Result<Response<pb::MigrationReport>, Status> {
+        let request = request.into_inner();
+        let wire = request
+            .target
+            .ok_or_else(|| invalid(Error::invalid("target", "missing")))?;
+        let destination =
+            zixiao_core::driver::MigrationTarget::try_from(wire).map_err(driver_status)?;
+        let (instance, driver) = target(self, request.instance).await?;
+        if instance.live_migration_target().is_none() {
+            return Err(driver_status(DriverError::FailedPrecondition(format!(
+                "the cluster records no live migration of instance `{}`: it stays on this node",
+                instance.name
+            ))));
+        }
+        let live = driver.require_live_migrate().map_err(driver_status)?;
+        let report = live
+            .migrate_live(&instance, &destination)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn abort_incoming(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) = incoming_target(self, request.into_inner().instance).await?;
+        let live = driver.require_live_migrate().map_err(driver_status)?;
+        live.abort_incoming(&instance)
+            .await
+            .map_err(driver_status)?;
         done()
     }
 }
