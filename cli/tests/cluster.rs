@@ -1597,6 +1597,14 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
         node_c.allocated.instances, 0,
         "nothing held on C: {node_c:?}"
     );
+    let prepared = dir.path().join(&c).join("runtime/libvirt").join(&id);
+    assert!(!prepared.exists(), "C keeps what it prepared");
+    let recorded = dir
+        .path()
+        .join(&c)
+        .join("instances")
+        .join(format!("{id}.json"));
+    assert!(!recorded.exists(), "C's agent still records it");
     let state = virsh(&uri1, &["domstate", &id]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
     let before = *counts_past(0).await.last().expect("counts");
