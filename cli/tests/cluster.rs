@@ -936,6 +936,37 @@ impl Drop for DomainGuard {
     }
 }
 
+/// Imports each `(path, kind, name)` into the node image store of the
+/// agent whose state is `state`, on libvirt `uri`: an agent boots only
+/// what its node holds, never a host path.
+#[cfg(feature = "libvirt")]
+fn import_node_images(state: &Path, uri: &str, images: &[(&str, &str, &str)]) {
+    for (path, kind, name) in images {
+        zixiao_testing::output::ok(
+            command(state)
+                .args(["--libvirt-uri", uri, "image", "import", path])
+                .args(["--kind", kind, "--name", name])
+                .output()
+                .expect("run zixiao"),
+        );
+    }
+}
+
+/// `zixiao server --embedded` on loopback without TLS, its files in `state`.
+#[cfg(feature = "libvirt")]
+fn embedded_server(state: &Path) -> Running {
+    start(
+        state,
+        &[
+            "server",
+            "--embedded",
+            "--insecure-no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+}
+
 /// `instance get` through a server shows the size a VM on an agent's node
 /// really runs with: the server's driver for that node (`RemoteDriver`)
 /// asks the agent (`GetRunningSize`), which asks libvirt. A VM of 1 CPU
@@ -971,25 +1002,14 @@ async fn a_vm_on_an_agent_shows_its_running_size_through_the_server() {
         .expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let agent_state = dir.path().join("agent");
-    // The VM's disk, kernel and initrd, in the agent's node image store:
-    // an agent boots only what its node holds, never a host path.
-    for ((_, kind, name), path) in files.iter().zip(&paths) {
-        ok(command(&agent_state)
-            .args(["--libvirt-uri", &uri, "image", "import", path])
-            .args(["--kind", kind, "--name", name])
-            .output()
-            .expect("run zixiao"));
-    }
-    let server = start(
-        &dir.path().join("server"),
-        &[
-            "server",
-            "--embedded",
-            "--insecure-no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    // The VM's disk, kernel and initrd, in the agent's node image store.
+    let images: Vec<(&str, &str, &str)> = files
+        .iter()
+        .zip(&paths)
+        .map(|((_, kind, name), path)| (path.as_str(), *kind, *name))
+        .collect();
+    import_node_images(&agent_state, &uri, &images);
+    let server = embedded_server(&dir.path().join("server"));
     let _agent = start(
         &agent_state,
         &[
@@ -1415,7 +1435,7 @@ fn logged_counts(client: &Path, server: &str, name: &str) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays() {
     use std::os::unix::fs::PermissionsExt;
-    use zixiao_testing::output::{assert_refused, json, ok};
+    use zixiao_testing::output::{assert_refused, json};
     use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
     let Some(uri1) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt") else {
@@ -1454,28 +1474,17 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
     let nodes = [(&a, &uri1), (&b, &uri2), (&c, &uri2)];
     // Each node's image store holds the VM's disk, kernel and initrd.
     for (node, uri) in nodes {
-        for (path, kind, name) in [
-            (&base, "disk", "base"),
-            (&kernel, "kernel", "k1"),
-            (&counter, "initrd", "counter"),
-        ] {
-            ok(command(&dir.path().join(node))
-                .args(["--libvirt-uri", uri, "image", "import", path])
-                .args(["--kind", kind, "--name", name])
-                .output()
-                .expect("run zixiao"));
-        }
+        import_node_images(
+            &dir.path().join(node),
+            uri,
+            &[
+                (&base, "disk", "base"),
+                (&kernel, "kernel", "k1"),
+                (&counter, "initrd", "counter"),
+            ],
+        );
     }
-    let server = start(
-        &dir.path().join("server"),
-        &[
-            "server",
-            "--embedded",
-            "--insecure-no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
+    let server = embedded_server(&dir.path().join("server"));
     let agent = |node: &str, uri: &str, extra: &[&str]| {
         let mut args = vec![
             "--libvirt-uri",

@@ -252,6 +252,16 @@ fn instance_id(id: &str, field: &str) -> Result<InstanceUuid, Status> {
     InstanceUuid::try_from(id).map_err(|e| invalid(e.at(field)))
 }
 
+/// How the node holds the instance a call names, as the cluster records it.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    /// Placed on this node ([`StoredInstances::placed_here`]).
+    Placed,
+    /// Migrating live to this node ([`StoredInstances::incoming_here`]):
+    /// what the target of a live migration prepares for and aborts.
+    Incoming,
+}
+
 /// The instance a request names, as the call runs on it, and the driver of
 /// its type: the stored copy when the server has [`StoredInstances`]
 /// (then of the caller's copy only the id counts, and its type, image,
@@ -260,29 +270,21 @@ async fn target(
     server: &AgentServer,
     value: Option<pb::Instance>,
 ) -> Result<(Instance, Arc<dyn Driver>), Status> {
-    let claimed = instance(value)?;
-    let id = instance_id(&claimed.id, "instance.id")?;
-    let instance = match &server.stored {
-        Some(stored) => stored.placed_here(&id).await.map_err(driver_status)?,
-        None => claimed,
-    };
-    let driver = server.driver(instance.spec.instance_type)?;
-    Ok((instance, driver))
+    held_target(server, value, Held::Placed).await
 }
 
-/// [`target`] for the target node of a live migration: the stored copy of
-/// an instance whose live migration the cluster records as coming to this
-/// node ([`StoredInstances::incoming_here`]), else the caller's (no
-/// [`StoredInstances`]: in-process callers).
-async fn incoming_target(
+/// [`target`], the stored copy found as `held` says the node holds it.
+async fn held_target(
     server: &AgentServer,
     value: Option<pb::Instance>,
+    held: Held,
 ) -> Result<(Instance, Arc<dyn Driver>), Status> {
     let claimed = instance(value)?;
     let id = instance_id(&claimed.id, "instance.id")?;
-    let instance = match &server.stored {
-        Some(stored) => stored.incoming_here(&id).await.map_err(driver_status)?,
-        None => claimed,
+    let instance = match (&server.stored, held) {
+        (Some(stored), Held::Placed) => stored.placed_here(&id).await.map_err(driver_status)?,
+        (Some(stored), Held::Incoming) => stored.incoming_here(&id).await.map_err(driver_status)?,
+        (None, _) => claimed,
     };
     let driver = server.driver(instance.spec.instance_type)?;
     Ok((instance, driver))
@@ -758,7 +760,8 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::MigrationTarget>, Status> {
-        let (instance, driver) = incoming_target(self, request.into_inner().instance).await?;
+        let (instance, driver) =
+            held_target(self, request.into_inner().instance, Held::Incoming).await?;
         // The instance will run here once it arrives: a fenced node must not
         // take it, and it boots only what this node's store holds.
         zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
@@ -800,7 +803,8 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = incoming_target(self, request.into_inner().instance).await?;
+        let (instance, driver) =
+            held_target(self, request.into_inner().instance, Held::Incoming).await?;
         let live = driver.require_live_migrate().map_err(driver_status)?;
         live.abort_incoming(&instance)
             .await
