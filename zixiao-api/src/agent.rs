@@ -5,7 +5,9 @@
 //! cluster's agent has) the driver gets the cluster's stored copy of it,
 //! never the caller's, so a forged or buggy caller cannot make the node
 //! run another image, command or host file, nor touch an instance the
-//! cluster did not place here; with [`StoredNetworks`] the same holds for
+//! cluster did not place here (or, for the target of a live migration's
+//! PrepareIncoming, AbortIncoming and InspectInstance, is not migrating
+//! here); with [`StoredNetworks`] the same holds for
 //! the networks it sets up or removes (GetRunningSize, which servers ask
 //! while they answer a read, runs on the node's own record of the instance
 //! instead). Whatever is still read from the
@@ -260,6 +262,9 @@ enum Held {
     /// Migrating live to this node ([`StoredInstances::incoming_here`]):
     /// what the target of a live migration prepares for and aborts.
     Incoming,
+    /// Either: what a read may look at (a live migration's caller asks
+    /// its target whether the instance arrived).
+    PlacedOrIncoming,
 }
 
 /// The instance a request names, as the call runs on it, and the driver of
@@ -284,6 +289,13 @@ async fn held_target(
     let instance = match (&server.stored, held) {
         (Some(stored), Held::Placed) => stored.placed_here(&id).await.map_err(driver_status)?,
         (Some(stored), Held::Incoming) => stored.incoming_here(&id).await.map_err(driver_status)?,
+        (Some(stored), Held::PlacedOrIncoming) => match stored.placed_here(&id).await {
+            Ok(placed) => placed,
+            Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
+                stored.incoming_here(&id).await.map_err(driver_status)?
+            }
+            Err(e) => return Err(driver_status(e)),
+        },
         (None, _) => claimed,
     };
     let driver = server.driver(instance.spec.instance_type)?;
@@ -394,7 +406,8 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::RuntimeState>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance).await?;
+        let value = request.into_inner().instance;
+        let (instance, driver) = held_target(self, value, Held::PlacedOrIncoming).await?;
         let state = driver.inspect(&instance).await.map_err(driver_status)?;
         Ok(Response::new(state.into()))
     }

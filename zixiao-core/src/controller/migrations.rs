@@ -104,7 +104,7 @@ impl Controller {
                     found.status.as_str()
                 )))
             }
-            Some(_) => {}
+            Some(_) => self.check_networks_on(&found, &target)?,
         }
         let target_for_op = target.clone();
         let source_for_op = source.clone();
@@ -392,6 +392,31 @@ impl Controller {
             .map(|(source, target)| LiveDrivers { source, target }))
     }
 
+    /// Refuses a live migration of `instance` to node `target` when its
+    /// networks are missing there: the domain arrives plugged into their
+    /// bridges, which only a node that sets up the cluster's networks has.
+    /// Errors: `FailedPrecondition` naming the networks.
+    fn check_networks_on(&self, instance: &Instance, target: &str) -> Result<()> {
+        if instance.attachments.is_empty()
+            || self.network_hosts().iter().any(|(node, _)| node == target)
+        {
+            return Ok(());
+        }
+        let networks: Vec<&str> = instance
+            .attachments
+            .iter()
+            .map(|a| a.network.as_str())
+            .collect();
+        Err(Error::FailedPrecondition(format!(
+            "node `{target}` sets up no networks (its agent runs with --no-networks or has no \
+             netlink access), so network{} `{}` of instance `{}` {} missing there",
+            if networks.len() == 1 { "" } else { "s" },
+            networks.join("`, `"),
+            instance.name,
+            if networks.len() == 1 { "is" } else { "are" },
+        )))
+    }
+
     /// The live migration itself, as operation `moving.op` (see the
     /// module documentation): the instance as it runs on the target, or
     /// the failed step's error with the instance running on its source.
@@ -405,6 +430,15 @@ impl Controller {
             Ok(report) => {
                 step("switching").await?;
                 let mut moved = self.switch_live(&marked, &moving).await?;
+                // The overlays follow it: the target carries its networks
+                // now, the source perhaps no longer. A failure leaves a
+                // stale peer until the next network reconcile, as a
+                // release does.
+                for carrier in [&moved, &marked] {
+                    if let Err(e) = self.sync_overlays_of(carrier).await {
+                        tracing::warn!(instance = %moved.id, error = %e, "updating overlay peers");
+                    }
+                }
                 tracing::info!(
                     instance = %moved.id,
                     source = %moving.source,
