@@ -407,6 +407,52 @@ mod tests {
     }
 
     #[test]
+    fn where_a_node_takes_live_migrations_is_configured_or_derived_from_its_underlay() {
+        let underlay: std::net::IpAddr = "10.0.0.21".parse().expect("ip");
+        let unset = DriversSection::default();
+        assert_eq!(
+            unset.libvirt_migration(None),
+            None,
+            "no address: none taken"
+        );
+        assert_eq!(
+            unset.libvirt_migration(Some(underlay)),
+            Some(("qemu+tls://10.0.0.21/system".to_owned(), underlay))
+        );
+        let v6: std::net::IpAddr = "fd00::21".parse().expect("ip");
+        assert_eq!(
+            unset.libvirt_migration(Some(v6)),
+            Some(("qemu+tls://[fd00::21]/system".to_owned(), v6))
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(
+            &path,
+            "drivers:\n  libvirt_migration_uri: qemu+tcp://node-b/system\n  \
+             libvirt_migration_address: 10.0.0.22\n",
+        )
+        .expect("write");
+        let agent = AgentConfig::load(Some(&path), &|_| None).expect("agent.yaml");
+        assert_eq!(
+            agent.drivers.libvirt_migration(Some(underlay)),
+            Some((
+                "qemu+tcp://node-b/system".to_owned(),
+                "10.0.0.22".parse().expect("ip")
+            ))
+        );
+        let env =
+            |name: &str| (name == "ZIXIAO_LIBVIRT_MIGRATION_ADDRESS").then(|| "node-b".to_owned());
+        let error = AgentConfig::load(Some(&path), &env).expect_err("not an address");
+        assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+        assert!(
+            error
+                .to_string()
+                .contains("ZIXIAO_LIBVIRT_MIGRATION_ADDRESS"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn the_stats_sampling_interval_comes_from_the_environment_and_is_checked() {
         let sample = |value: &'static str| {
             move |name: &str| (name == "ZIXIAO_STATS_SAMPLE_MS").then(|| value.to_owned())
