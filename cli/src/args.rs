@@ -817,11 +817,14 @@ pub(crate) enum InstanceCommand {
         starts again where it was. The move is an operation of kind `migrate`; its steps \
         (placing, stopping, starting, done) are printed as they pass on a terminal, and \
         `zixiao operation get ID` lists them afterwards.\n\n\
+        --live (VMs on libvirt nodes) moves it while it runs: its memory and disk are copied \
+        to the target's libvirtd, the guest pauses briefly and goes on there (steps placing, \
+        preparing, migrating, switching, done); a failed one leaves it running where it was. \
         --restart (any instance) restarts the workload on the target: a container starts \
         afresh from its image, a VM from its image (what its disk holds is lost). Without a \
         flag, containers and diskless microVMs restart; a VM or microVM with a disk is \
-        refused, since its disk would be lost: --cold (copying the disk) and --live are not \
-        built yet and are refused as unsupported."
+        refused, since its disk would be lost, unless both nodes migrate it live: --cold \
+        (copying the disk) is not built yet and is refused as unsupported."
 )]
 pub(crate) struct MigrateArgs {
     /// Instance id or name.
@@ -832,7 +835,7 @@ pub(crate) struct MigrateArgs {
     /// Stop it, copy its disk to the target and start it there (not built yet).
     #[arg(long, group = "migration_mode")]
     pub(crate) cold: bool,
-    /// Move it while it runs (not built yet).
+    /// Move it while it runs (VMs between two nodes' libvirtd).
     #[arg(long, group = "migration_mode")]
     pub(crate) live: bool,
     /// Restart it on the target, afresh from its image.

@@ -5,7 +5,9 @@
 //! cluster's agent has) the driver gets the cluster's stored copy of it,
 //! never the caller's, so a forged or buggy caller cannot make the node
 //! run another image, command or host file, nor touch an instance the
-//! cluster did not place here; with [`StoredNetworks`] the same holds for
+//! cluster did not place here (or, for the target of a live migration's
+//! PrepareIncoming, AbortIncoming and InspectInstance, is not migrating
+//! here); with [`StoredNetworks`] the same holds for
 //! the networks it sets up or removes (GetRunningSize, which servers ask
 //! while they answer a read, runs on the node's own record of the instance
 //! instead). Whatever is still read from the
@@ -57,6 +59,14 @@ pub trait StoredInstances: Send + Sync + std::fmt::Debug {
     /// node, or on none), `Unavailable` (no server could say: nothing is
     /// done on a guess).
     async fn placed_here(&self, id: &InstanceUuid) -> Result<Instance, DriverError>;
+
+    /// The cluster's copy of instance `id`, when the cluster records a
+    /// live migration of it to this node now (placed on another node, its
+    /// `migrate_to` naming this one, not being rescheduled): what the
+    /// target of a live migration prepares for and aborts. Read-only and
+    /// idempotent. Errors: `NotFound`, `FailedPrecondition` (no live
+    /// migration to this node), `Unavailable`.
+    async fn incoming_here(&self, id: &InstanceUuid) -> Result<Instance, DriverError>;
 }
 
 /// Where the agent reads the cluster's stored copy of a network: what it
@@ -162,27 +172,32 @@ impl AgentServer {
     }
 
     /// Refuses to treat `id` as an orphan while the cluster places it on
-    /// this node (an orphan removal stops and removes whatever a runtime
-    /// holds of it), or when no server can say.
+    /// this node or migrates it here live (an orphan removal stops and
+    /// removes whatever a runtime holds of it), or when no server can say.
     async fn check_orphan(&self, id: &InstanceUuid) -> Result<(), Status> {
         let Some(stored) = &self.stored else {
             return Ok(());
         };
-        match stored.placed_here(id).await {
-            Ok(instance) => Err(driver_status(DriverError::FailedPrecondition(format!(
-                "instance `{}` ({id}) is placed on this node: it is no orphan",
-                instance.name
-            )))),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::NotFound | ErrorKind::FailedPrecondition
-                ) =>
-            {
-                Ok(())
+        for (held, how) in [
+            (stored.placed_here(id).await, "is placed on this node"),
+            (stored.incoming_here(id).await, "is migrating to this node"),
+        ] {
+            match held {
+                Ok(instance) => {
+                    return Err(driver_status(DriverError::FailedPrecondition(format!(
+                        "instance `{}` ({id}) {how}: it is no orphan",
+                        instance.name
+                    ))))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::NotFound | ErrorKind::FailedPrecondition
+                    ) => {}
+                Err(e) => return Err(driver_status(e)),
             }
-            Err(e) => Err(driver_status(e)),
         }
+        Ok(())
     }
 
     fn network_host(&self) -> Result<&Arc<dyn NetworkHost>, Status> {
@@ -241,6 +256,19 @@ fn instance_id(id: &str, field: &str) -> Result<InstanceUuid, Status> {
     InstanceUuid::try_from(id).map_err(|e| invalid(e.at(field)))
 }
 
+/// How the node holds the instance a call names, as the cluster records it.
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    /// Placed on this node ([`StoredInstances::placed_here`]).
+    Placed,
+    /// Migrating live to this node ([`StoredInstances::incoming_here`]):
+    /// what the target of a live migration prepares for and aborts.
+    Incoming,
+    /// Either: what a read may look at (a live migration's caller asks
+    /// its target whether the instance arrived).
+    PlacedOrIncoming,
+}
+
 /// The instance a request names, as the call runs on it, and the driver of
 /// its type: the stored copy when the server has [`StoredInstances`]
 /// (then of the caller's copy only the id counts, and its type, image,
@@ -249,11 +277,28 @@ async fn target(
     server: &AgentServer,
     value: Option<pb::Instance>,
 ) -> Result<(Instance, Arc<dyn Driver>), Status> {
+    held_target(server, value, Held::Placed).await
+}
+
+/// [`target`], the stored copy found as `held` says the node holds it.
+async fn held_target(
+    server: &AgentServer,
+    value: Option<pb::Instance>,
+    held: Held,
+) -> Result<(Instance, Arc<dyn Driver>), Status> {
     let claimed = instance(value)?;
     let id = instance_id(&claimed.id, "instance.id")?;
-    let instance = match &server.stored {
-        Some(stored) => stored.placed_here(&id).await.map_err(driver_status)?,
-        None => claimed,
+    let instance = match (&server.stored, held) {
+        (Some(stored), Held::Placed) => stored.placed_here(&id).await.map_err(driver_status)?,
+        (Some(stored), Held::Incoming) => stored.incoming_here(&id).await.map_err(driver_status)?,
+        (Some(stored), Held::PlacedOrIncoming) => match stored.placed_here(&id).await {
+            Ok(placed) => placed,
+            Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
+                stored.incoming_here(&id).await.map_err(driver_status)?
+            }
+            Err(e) => return Err(driver_status(e)),
+        },
+        (None, _) => claimed,
     };
     let driver = server.driver(instance.spec.instance_type)?;
     Ok((instance, driver))
@@ -363,7 +408,8 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::RuntimeState>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance).await?;
+        let value = request.into_inner().instance;
+        let (instance, driver) = held_target(self, value, Held::PlacedOrIncoming).await?;
         let state = driver.inspect(&instance).await.map_err(driver_status)?;
         Ok(Response::new(state.into()))
     }
@@ -728,6 +774,62 @@ impl AgentService for AgentServer {
             .await
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(pb::RepairNetworkResponse { repaired }))
+    }
+
+    async fn prepare_incoming(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<pb::MigrationTarget>, Status> {
+        let (instance, driver) =
+            held_target(self, request.into_inner().instance, Held::Incoming).await?;
+        // The instance will run here once it arrives: a fenced node must not
+        // take it, and it boots only what this node's store holds.
+        zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
+        self.check_gate()?;
+        let live = driver.require_live_migrate().map_err(driver_status)?;
+        let target = live
+            .prepare_incoming(&instance)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new((&target).into()))
+    }
+
+    async fn migrate_live(
+        &self,
+        request: Request<pb::MigrateLiveRequest>,
+    ) -> Result<Response<pb::MigrationReport>, Status> {
+        let request = request.into_inner();
+        let wire = request
+            .target
+            .ok_or_else(|| invalid(Error::invalid("target", "missing")))?;
+        let destination =
+            zixiao_core::driver::MigrationTarget::try_from(wire).map_err(driver_status)?;
+        let (instance, driver) = target(self, request.instance).await?;
+        if instance.live_migration_target().is_none() {
+            return Err(driver_status(DriverError::FailedPrecondition(format!(
+                "the cluster records no live migration of instance `{}`: it stays on this node",
+                instance.name
+            ))));
+        }
+        let live = driver.require_live_migrate().map_err(driver_status)?;
+        let report = live
+            .migrate_live(&instance, &destination)
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(report.into()))
+    }
+
+    async fn abort_incoming(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) =
+            held_target(self, request.into_inner().instance, Held::Incoming).await?;
+        let live = driver.require_live_migrate().map_err(driver_status)?;
+        live.abort_incoming(&instance)
+            .await
+            .map_err(driver_status)?;
+        done()
     }
 }
 

@@ -2727,6 +2727,60 @@ pub(crate) fn decode_optional_time(
     optional_time(value, at)
 }
 
+impl From<&zixiao_core::driver::MigrationTarget> for pb::MigrationTarget {
+    fn from(t: &zixiao_core::driver::MigrationTarget) -> Self {
+        pb::MigrationTarget {
+            uri: t.uri().to_owned(),
+            address: t.address().to_string(),
+            state_dir: t.state_dir().to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// A target from the wire, checked as [`MigrationTarget::new`] checks one
+/// (an address that is not an IP is `InvalidArgument` on `target.address`),
+/// so a caller's URI or directory reaches a runtime only once parsed.
+///
+/// [`MigrationTarget::new`]: zixiao_core::driver::MigrationTarget::new
+impl TryFrom<pb::MigrationTarget> for zixiao_core::driver::MigrationTarget {
+    type Error = zixiao_core::DriverError;
+
+    fn try_from(t: pb::MigrationTarget) -> std::result::Result<Self, Self::Error> {
+        let address: IpAddr =
+            t.address
+                .parse()
+                .map_err(|_| zixiao_core::DriverError::InvalidArgument {
+                    field: "target.address".to_owned(),
+                    reason: format!("`{}` is not an IP address", t.address.escape_debug()),
+                })?;
+        Self::new(&t.uri, address, std::path::Path::new(&t.state_dir))
+    }
+}
+
+impl From<zixiao_core::driver::MigrationReport> for pb::MigrationReport {
+    fn from(r: zixiao_core::driver::MigrationReport) -> Self {
+        use crate::membership::wire_duration;
+        pb::MigrationReport {
+            total: Some(wire_duration(r.total)),
+            downtime: r.downtime.map(wire_duration),
+            memory_bytes: r.memory_bytes,
+            disk_bytes: r.disk_bytes,
+        }
+    }
+}
+
+impl From<pb::MigrationReport> for zixiao_core::driver::MigrationReport {
+    fn from(r: pb::MigrationReport) -> Self {
+        use crate::membership::duration;
+        zixiao_core::driver::MigrationReport {
+            total: duration(r.total),
+            downtime: r.downtime.map(|d| duration(Some(d))),
+            memory_bytes: r.memory_bytes,
+            disk_bytes: r.disk_bytes,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

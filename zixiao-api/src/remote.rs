@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use zixiao_core::driver::{
     Capability, Clones, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress,
-    Inventory, Pause, Resize, SnapshotInfo, Snapshots, Stats,
+    Inventory, LiveMigrate, MigrationReport, MigrationTarget, Pause, Resize, SnapshotInfo,
+    Snapshots, Stats,
 };
 use zixiao_core::model::{CloneOrigin, RuntimeSize};
 use zixiao_core::{
@@ -378,6 +379,59 @@ impl Driver for RemoteDriver {
 
     fn clones(&self) -> Option<&dyn Clones> {
         self.has(Capability::Clones).then_some(self as &dyn Clones)
+    }
+
+    fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
+        self.has(Capability::LiveMigrate)
+            .then_some(self as &dyn LiveMigrate)
+    }
+}
+
+/// Each call is the node's agent's: `PrepareIncoming` and `AbortIncoming`
+/// on the target node's agent, `MigrateLive` on the source's, whose
+/// runtime then reaches the target's runtime itself (libvirt
+/// peer-to-peer). The target's answer is checked again here as it
+/// decodes ([`MigrationTarget::new`]).
+#[async_trait]
+impl LiveMigrate for RemoteDriver {
+    async fn prepare_incoming(&self, instance: &Instance) -> Result<MigrationTarget, DriverError> {
+        let reply = self
+            .client()
+            .prepare_incoming(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        MigrationTarget::try_from(reply.into_inner()).map_err(|e| DriverError::Runtime {
+            operation: format!("prepare a live migration through {}", self.agent.what()),
+            source: Box::new(e),
+        })
+    }
+
+    async fn migrate_live(
+        &self,
+        instance: &Instance,
+        target: &MigrationTarget,
+    ) -> Result<MigrationReport, DriverError> {
+        let request = pb::MigrateLiveRequest {
+            instance: Some(instance.clone().into()),
+            target: Some(target.into()),
+        };
+        // Bounded by the channel's DEFAULT_CALL_TIMEOUT like every call: a
+        // migration that takes longer is reported failed here while
+        // libvirt finishes or rolls it back by itself (peer-to-peer).
+        let reply = self
+            .client()
+            .migrate_live(request)
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(reply.into_inner().into())
+    }
+
+    async fn abort_incoming(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.client()
+            .abort_incoming(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
     }
 }
 

@@ -670,3 +670,212 @@ async fn a_driver_without_a_console_is_unsupported_through_both_hops() {
         error.chain()
     );
 }
+
+/// A fake runtime that migrates live: it answers a fixed target and
+/// records what it is asked.
+#[derive(Debug)]
+struct Migrating {
+    fake: FakeDriver,
+    moved: std::sync::Mutex<Vec<(String, zixiao_core::driver::MigrationTarget)>>,
+    aborted: std::sync::Mutex<Vec<String>>,
+}
+
+fn answered_target() -> zixiao_core::driver::MigrationTarget {
+    zixiao_core::driver::MigrationTarget::new(
+        "qemu+tls://10.0.0.2/system",
+        "10.0.0.2".parse().expect("ip"),
+        std::path::Path::new("/var/lib/zixiao/runtime"),
+    )
+    .expect("a well-formed target")
+}
+
+#[async_trait::async_trait]
+impl zixiao_core::Driver for Migrating {
+    fn instance_type(&self) -> InstanceType {
+        InstanceType::Vm
+    }
+    fn name(&self) -> &str {
+        "migrating"
+    }
+    async fn create(&self, i: &zixiao_core::Instance) -> Result<(), zixiao_core::DriverError> {
+        self.fake.create(i).await
+    }
+    async fn start(&self, i: &zixiao_core::Instance) -> Result<(), zixiao_core::DriverError> {
+        self.fake.start(i).await
+    }
+    async fn stop(
+        &self,
+        i: &zixiao_core::Instance,
+        grace: std::time::Duration,
+    ) -> Result<(), zixiao_core::DriverError> {
+        self.fake.stop(i, grace).await
+    }
+    async fn delete(&self, i: &zixiao_core::Instance) -> Result<(), zixiao_core::DriverError> {
+        self.fake.delete(i).await
+    }
+    async fn inspect(
+        &self,
+        i: &zixiao_core::Instance,
+    ) -> Result<RuntimeState, zixiao_core::DriverError> {
+        self.fake.inspect(i).await
+    }
+    async fn read_log(
+        &self,
+        i: &zixiao_core::Instance,
+        offset: u64,
+        max: usize,
+    ) -> Result<zixiao_core::LogChunk, zixiao_core::DriverError> {
+        self.fake.read_log(i, offset, max).await
+    }
+    fn live_migrate(&self) -> Option<&dyn zixiao_core::driver::LiveMigrate> {
+        Some(self)
+    }
+}
+
+#[async_trait::async_trait]
+impl zixiao_core::driver::LiveMigrate for Migrating {
+    async fn prepare_incoming(
+        &self,
+        _: &zixiao_core::Instance,
+    ) -> Result<zixiao_core::driver::MigrationTarget, zixiao_core::DriverError> {
+        Ok(answered_target())
+    }
+    async fn migrate_live(
+        &self,
+        i: &zixiao_core::Instance,
+        target: &zixiao_core::driver::MigrationTarget,
+    ) -> Result<zixiao_core::driver::MigrationReport, zixiao_core::DriverError> {
+        self.moved
+            .lock()
+            .expect("lock")
+            .push((i.id.clone(), target.clone()));
+        Ok(zixiao_core::driver::MigrationReport {
+            total: std::time::Duration::from_millis(1500),
+            downtime: Some(std::time::Duration::from_millis(40)),
+            memory_bytes: Some(1 << 28),
+            disk_bytes: None,
+        })
+    }
+    async fn abort_incoming(
+        &self,
+        i: &zixiao_core::Instance,
+    ) -> Result<(), zixiao_core::DriverError> {
+        self.aborted.lock().expect("lock").push(i.id.clone());
+        Ok(())
+    }
+}
+
+/// The three live-migration calls cross the AgentService: the node reports
+/// the capability and the remote driver offers it (a driver without it is
+/// offered none); the target's answer and the report arrive as sent; a
+/// source moves only an instance whose live migration is recorded; a
+/// target from the wire that does not parse (a relative state directory,
+/// an address that is no IP) is refused naming the field, before the
+/// driver is called.
+#[tokio::test]
+async fn live_migration_calls_cross_the_agent_service_and_a_bad_target_is_refused() {
+    use zixiao_api::pb;
+
+    let migrating = Arc::new(Migrating {
+        fake: FakeDriver::new(InstanceType::Vm),
+        moved: Default::default(),
+        aborted: Default::default(),
+    });
+    let local = LocalAgent::new(host()).with_driver(migrating.clone());
+    let registration = local.registration("node-b");
+    assert!(registration.drivers[&InstanceType::Vm]
+        .capabilities
+        .contains(&Capability::LiveMigrate));
+    let (addr, _task) = serve_agent(local).await;
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: addr.to_string(),
+        ..registration
+    })
+    .expect("remote");
+    let driver = remote.driver(InstanceType::Vm).expect("vm");
+    let live = driver.require_live_migrate().expect("offered");
+    let mut vm = zixiao_core::Instance::new(
+        "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+        CreateInstance::new("vm1", InstanceSpec::vm("base")),
+        chrono::Utc::now(),
+    );
+    vm.node = Some("node-a".into());
+
+    let target = live.prepare_incoming(&vm).await.expect("prepare");
+    assert_eq!(target, answered_target());
+    // A source moves only an instance whose live migration is recorded.
+    let error = live
+        .migrate_live(&vm, &target)
+        .await
+        .expect_err("not migrating");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+    vm.migrate_to = Some("node-b".into());
+    let report = live.migrate_live(&vm, &target).await.expect("migrate");
+    assert_eq!(report.total, std::time::Duration::from_millis(1500));
+    assert_eq!(report.downtime, Some(std::time::Duration::from_millis(40)));
+    assert_eq!(report.memory_bytes, Some(1 << 28));
+    assert_eq!(report.disk_bytes, None);
+    assert_eq!(
+        *migrating.moved.lock().expect("lock"),
+        [(vm.id.clone(), answered_target())]
+    );
+    live.abort_incoming(&vm).await.expect("abort");
+    assert_eq!(*migrating.aborted.lock().expect("lock"), [vm.id.clone()]);
+
+    let mut raw = pb::agent_service_client::AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let good: pb::MigrationTarget = (&answered_target()).into();
+    for (bad, field) in [
+        (
+            pb::MigrationTarget {
+                state_dir: "var/lib/zixiao".into(),
+                ..good.clone()
+            },
+            "target.state_dir",
+        ),
+        (
+            pb::MigrationTarget {
+                address: "node-b".into(),
+                ..good.clone()
+            },
+            "target.address",
+        ),
+        (
+            pb::MigrationTarget {
+                uri: "no scheme".into(),
+                ..good.clone()
+            },
+            "target.uri",
+        ),
+    ] {
+        let status = raw
+            .migrate_live(pb::MigrateLiveRequest {
+                instance: Some(vm.clone().into()),
+                target: Some(bad),
+            })
+            .await
+            .expect_err(field);
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{field}: {status:?}");
+    }
+    assert_eq!(
+        migrating.moved.lock().expect("lock").len(),
+        1,
+        "no call reached the driver"
+    );
+
+    // A node whose driver cannot is offered nothing.
+    let rig = rig().await;
+    let plain = RemoteAgent::registered(&NodeRegistration {
+        address: rig.agent_addr.to_string(),
+        ..LocalAgent::new(host())
+            .with_driver(Arc::new(FakeDriver::new(InstanceType::Container)))
+            .registration("node-a")
+    })
+    .expect("remote");
+    let container = plain.driver(InstanceType::Container).expect("container");
+    assert!(container.live_migrate().is_none());
+    let error = container.require_live_migrate().err().expect("unsupported");
+    assert_eq!(error.kind(), ErrorKind::Unsupported);
+}

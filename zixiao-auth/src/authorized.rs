@@ -144,14 +144,18 @@ impl<A: Api> Api for Authorized<A> {
             return self.inner.call(request).await;
         }
         // A node's agent reads the instances placed on it (before it
-        // starts one, and to re-adopt its own after a restart), and only
+        // starts one, and to re-adopt its own after a restart), and the
+        // ones migrating to it live (before it prepares for one), and only
         // those: any other is, to it, not there.
         if let (Identity::Node(node), Request::GetInstance { instance }) = (identity, &request) {
             let lookup = Request::GetInstance {
                 instance: instance.clone(),
             };
             return match self.inner.call(lookup).await? {
-                Response::Instance(found) if found.node.as_deref() == Some(node.as_str()) => {
+                Response::Instance(found)
+                    if found.node.as_deref() == Some(node.as_str())
+                        || found.live_migration_target() == Some(node.as_str()) =>
+                {
                     Ok(Response::Instance(found))
                 }
                 _ => Err(Error::not_found(format!(

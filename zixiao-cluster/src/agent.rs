@@ -1081,12 +1081,6 @@ impl ClusterPlacement {
         clients.1.clone()
     }
 
-    /// Where instance `id` is placed now (`None` inside: deleted or
-    /// unplaced); `Err` when no server could say.
-    async fn placed(&self, id: &str) -> std::result::Result<Option<String>, Error> {
-        Ok(self.lookup(id).await?.and_then(|i| i.node))
-    }
-
     /// Instance `id` as the cluster stores it (`None` inside: deleted);
     /// `Err` when no server could say.
     async fn lookup(&self, id: &str) -> std::result::Result<Option<Instance>, Error> {
@@ -1159,11 +1153,38 @@ impl StoredInstances for ClusterPlacement {
                 self.node
             ))),
             Ok(None) => Err(not_in_cluster(id)),
-            Err(e) => Err(DriverError::Unavailable {
-                runtime: "the cluster's servers".to_owned(),
-                source: Box::new(e),
-            }),
+            Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn incoming_here(&self, id: &InstanceUuid) -> std::result::Result<Instance, DriverError> {
+        match self.lookup(id.as_str()).await {
+            Ok(Some(stored)) if stored.id != id.as_str() => Err(not_in_cluster(id)),
+            Ok(Some(stored)) if stored.live_migration_target() == Some(self.node.as_str()) => {
+                Ok(stored)
+            }
+            Ok(Some(stored)) => Err(DriverError::FailedPrecondition(format!(
+                "the cluster records no live migration of instance `{}` to node `{}`",
+                stored.name, self.node
+            ))),
+            Ok(None) => Err(not_in_cluster(id)),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// Whether `instance`, as the cluster stores it, belongs on node `node`:
+/// placed there, or migrating there live (then neither node's clean-up
+/// may remove it).
+fn belongs_on(instance: &Instance, node: &str) -> bool {
+    instance.node.as_deref() == Some(node) || instance.live_migration_target() == Some(node)
+}
+
+/// No server could say.
+fn unavailable(error: Error) -> DriverError {
+    DriverError::Unavailable {
+        runtime: "the cluster's servers".to_owned(),
+        source: Box::new(error),
     }
 }
 
@@ -1269,7 +1290,7 @@ async fn sweep_orphans(
         for id in ids.difference(&recorded) {
             match placement.lookup(id).await {
                 Ok(Some(instance))
-                    if instance.node.as_deref() == Some(placement.node.as_str())
+                    if belongs_on(&instance, &placement.node)
                         && instance.spec.instance_type == instance_type =>
                 {
                     match records.put(&instance) {
@@ -1306,10 +1327,11 @@ const HEARTBEAT_RETRY: Duration = Duration::from_millis(100);
 
 async fn clean_up_once(placement: &ClusterPlacement, agent: &RecordingAgent, records: &Records) {
     for instance in records.list() {
-        let Ok(placed) = placement.placed(&instance.id).await else {
+        let Ok(stored) = placement.lookup(&instance.id).await else {
             continue;
         };
-        if placed.as_deref() == Some(placement.node.as_str()) {
+        // Still this node's, or arriving here live.
+        if stored.is_some_and(|stored| belongs_on(&stored, &placement.node)) {
             continue;
         }
         let driver = match agent.driver(instance.spec.instance_type) {

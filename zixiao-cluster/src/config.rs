@@ -163,6 +163,26 @@ pub struct DriversSection {
     pub containerd_socket: Option<PathBuf>,
     /// libvirt URI (`ZIXIAO_LIBVIRT_URI`).
     pub libvirt_uri: Option<String>,
+    /// This node's libvirtd as other nodes' libvirtd reach it, for live
+    /// migrations to this node (`ZIXIAO_LIBVIRT_MIGRATION_URI`,
+    /// `--libvirt-migration-uri`; default `qemu+tls://ADDRESS/system`,
+    /// libvirtd's TLS listener at `libvirt_migration_address`).
+    ///
+    /// It is the target node's to say, and it says it when a migration
+    /// comes: its agent answers it in the `MigrationTarget` of
+    /// `PrepareIncoming`, checked at both ends, rather than in what it
+    /// registers. So only the two nodes of a migration ever see it, a
+    /// changed setting takes effect at the agent's restart without the
+    /// node registering anew, and a node that takes no migrations says so
+    /// when asked (`Unsupported`) instead of advertising nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt_migration_uri: Option<String>,
+    /// The address other nodes' QEMU sends a migration's memory and disk
+    /// to (`ZIXIAO_LIBVIRT_MIGRATION_ADDRESS`,
+    /// `--libvirt-migration-address`; default: the node's underlay
+    /// address). Without one the node takes no live migrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt_migration_address: Option<std::net::IpAddr>,
     /// MiB of each instance's log kept on disk (`ZIXIAO_LOG_LIMIT_MIB`,
     /// `--log-limit-mib`; default 16).
     pub log_limit_mib: Option<u64>,
@@ -229,6 +249,28 @@ impl ServerConfig {
     }
 }
 
+impl DriversSection {
+    /// Where other nodes' libvirtd send live migrations to this node:
+    /// the configured URI and address, the address defaulting to
+    /// `underlay` (the node's address between nodes) and the URI to
+    /// libvirtd's TLS listener there (`qemu+tls://ADDRESS/system`). `None`
+    /// without an address: the node takes no live migrations.
+    pub fn libvirt_migration(
+        &self,
+        underlay: Option<std::net::IpAddr>,
+    ) -> Option<(String, std::net::IpAddr)> {
+        let address = self.libvirt_migration_address.or(underlay)?;
+        let uri = self.libvirt_migration_uri.clone().unwrap_or_else(|| {
+            let host = match address {
+                std::net::IpAddr::V4(a) => a.to_string(),
+                std::net::IpAddr::V6(a) => format!("[{a}]"),
+            };
+            format!("qemu+tls://{host}/system")
+        });
+        Some((uri, address))
+    }
+}
+
 impl AgentConfig {
     /// Reads `path` (defaults when `None`) and applies `env`'s overrides.
     /// Errors: `InvalidArgument` naming the file and what is wrong.
@@ -263,6 +305,17 @@ impl AgentConfig {
         }
         if let Some(v) = env("ZIXIAO_LIBVIRT_URI") {
             config.drivers.libvirt_uri = Some(v);
+        }
+        if let Some(v) = env("ZIXIAO_LIBVIRT_MIGRATION_URI") {
+            config.drivers.libvirt_migration_uri = Some(v);
+        }
+        if let Some(v) = env("ZIXIAO_LIBVIRT_MIGRATION_ADDRESS") {
+            config.drivers.libvirt_migration_address = Some(v.trim().parse().map_err(|_| {
+                Error::invalid(
+                    "ZIXIAO_LIBVIRT_MIGRATION_ADDRESS",
+                    format!("`{v}` is not an IP address"),
+                )
+            })?);
         }
         config.timing.validate()?;
         crate::onboarding::SmokeTest::try_from(&config.onboarding)?;
@@ -351,6 +404,52 @@ mod tests {
         std::fs::write(&path, "drivers:\n  log_limit_mib: 4\n").expect("write");
         let agent = AgentConfig::load(Some(&path), &|_| None).expect("a limit");
         assert_eq!(agent.drivers.log_limit_mib, Some(4));
+    }
+
+    #[test]
+    fn where_a_node_takes_live_migrations_is_configured_or_derived_from_its_underlay() {
+        let underlay: std::net::IpAddr = "10.0.0.21".parse().expect("ip");
+        let unset = DriversSection::default();
+        assert_eq!(
+            unset.libvirt_migration(None),
+            None,
+            "no address: none taken"
+        );
+        assert_eq!(
+            unset.libvirt_migration(Some(underlay)),
+            Some(("qemu+tls://10.0.0.21/system".to_owned(), underlay))
+        );
+        let v6: std::net::IpAddr = "fd00::21".parse().expect("ip");
+        assert_eq!(
+            unset.libvirt_migration(Some(v6)),
+            Some(("qemu+tls://[fd00::21]/system".to_owned(), v6))
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(
+            &path,
+            "drivers:\n  libvirt_migration_uri: qemu+tcp://node-b/system\n  \
+             libvirt_migration_address: 10.0.0.22\n",
+        )
+        .expect("write");
+        let agent = AgentConfig::load(Some(&path), &|_| None).expect("agent.yaml");
+        assert_eq!(
+            agent.drivers.libvirt_migration(Some(underlay)),
+            Some((
+                "qemu+tcp://node-b/system".to_owned(),
+                "10.0.0.22".parse().expect("ip")
+            ))
+        );
+        let env =
+            |name: &str| (name == "ZIXIAO_LIBVIRT_MIGRATION_ADDRESS").then(|| "node-b".to_owned());
+        let error = AgentConfig::load(Some(&path), &env).expect_err("not an address");
+        assert_eq!(error.kind(), zixiao_core::ErrorKind::InvalidArgument);
+        assert!(
+            error
+                .to_string()
+                .contains("ZIXIAO_LIBVIRT_MIGRATION_ADDRESS"),
+            "{error}"
+        );
     }
 
     #[test]

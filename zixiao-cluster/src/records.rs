@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use zixiao_core::driver::{Console, Images, Inventory, Pause, Resize, Snapshots, Stats};
+use zixiao_core::driver::{
+    Console, Images, Inventory, LiveMigrate, MigrationReport, MigrationTarget, Pause, Resize,
+    Snapshots, Stats,
+};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceType, LogChunk, NodeAgent, NodeFacts, RuntimeState,
 };
@@ -224,6 +227,52 @@ impl Driver for RecordingDriver {
     // A clone is made by the driver's create, which this records.
     fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
         self.inner.clones()
+    }
+
+    fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
+        self.inner.live_migrate().map(|_| self as &dyn LiveMigrate)
+    }
+}
+
+/// A live migration moves the record with the instance: the target records
+/// it before anything of it is made here (so an orphan sweep never takes
+/// the arriving domain for an orphan, and the watchdog fences it with the
+/// rest), and forgets it again when an abort leaves nothing here; the
+/// source forgets it once it runs on the target.
+#[async_trait]
+impl LiveMigrate for RecordingDriver {
+    async fn prepare_incoming(&self, instance: &Instance) -> Result<MigrationTarget, DriverError> {
+        self.records.put(instance)?;
+        self.inner
+            .require_live_migrate()?
+            .prepare_incoming(instance)
+            .await
+    }
+
+    async fn migrate_live(
+        &self,
+        instance: &Instance,
+        target: &MigrationTarget,
+    ) -> Result<MigrationReport, DriverError> {
+        let report = self
+            .inner
+            .require_live_migrate()?
+            .migrate_live(instance, target)
+            .await?;
+        self.records.remove(&instance.id)?;
+        Ok(report)
+    }
+
+    async fn abort_incoming(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.inner
+            .require_live_migrate()?
+            .abort_incoming(instance)
+            .await?;
+        // The abort keeps an instance that did arrive: so does the record.
+        if self.inner.inspect(instance).await? == RuntimeState::Missing {
+            self.records.remove(&instance.id)?;
+        }
+        Ok(())
     }
 }
 

@@ -56,6 +56,12 @@ pub struct DriverConfig {
     pub libvirt_uri: String,
     /// The libvirt domain type (`kvm`, `qemu`); `None` detects it.
     pub libvirt_domain_type: Option<String>,
+    /// Where other nodes' libvirtd send live migrations to this node: the
+    /// URI the source's libvirtd opens (peer-to-peer) and the address its
+    /// QEMU streams memory and disk to. `None`: this node takes no live
+    /// migrations (it can still send them); see
+    /// [`libvirt::LibvirtOptions::with_migration`].
+    pub libvirt_migration: Option<(String, std::net::IpAddr)>,
     /// The node's backend for microVMs that ask for `auto`; `None` reads
     /// `ZIXIAO_MICROVM_BACKEND`, else `auto` (the VMM where KVM is
     /// hardware-backed, QEMU otherwise).
@@ -92,6 +98,7 @@ impl DriverConfig {
             netns_dir: PathBuf::from("/run/zixiao/netns"),
             libvirt_uri: "qemu:///system".to_owned(),
             libvirt_domain_type: None,
+            libvirt_migration: None,
             microvm_backend: None,
             vmm_binary: None,
             qemu_binary: None,
@@ -248,6 +255,9 @@ async fn discover_libvirt(config: &DriverConfig, found: &mut Discovered) {
             ));
             return;
         }
+    }
+    if let Some((uri, address)) = &config.libvirt_migration {
+        options = options.with_migration(uri, *address);
     }
     match LibvirtDriver::connect(options).await {
         // A local libvirtd creates TAPs in this host's namespace, where the

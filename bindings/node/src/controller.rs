@@ -68,8 +68,8 @@ pub struct CloneOptions {
 pub struct MigrateOptions {
     /// The target node's id or hostname (default: the scheduler's pick).
     pub to: Option<String>,
-    /// `auto` (default), `restart`, `cold` or `live` (the last two not
-    /// built yet: `unsupported`).
+    /// `auto` (default), `restart`, `cold` (not built yet:
+    /// `unsupported`) or `live` (VMs between libvirt nodes).
     pub mode: Option<String>,
 }
 
@@ -967,7 +967,8 @@ impl Controller {
     /// Rejects with `not_found`, `invalid_argument` (`mode`; `to` is its
     /// node), `failed_precondition` (no other node, or none can take it,
     /// naming why; `auto` would lose a disk; the target could not run it
-    /// and it is back on its node), `unsupported` (cold, live).
+    /// and it is back on its node), `unsupported` (cold; live where a
+    /// node's runtime cannot).
     #[napi(ts_return_type = "Promise<Instance>")]
     pub fn migrate_instance<'env>(
         &self,

@@ -867,7 +867,8 @@ impl PyController {
     /// hostname; default: the scheduler's pick among the other ready
     /// nodes), keeping its id, name, MACs and addresses. `mode` is `auto`,
     /// `restart` (the workload starts afresh on the target), `cold` or
-    /// `live` (not built yet: `Unsupported`). Returns the instance on its
+    /// `live` (VMs between libvirt nodes; cold is not built yet:
+    /// `Unsupported`). Returns the instance on its
     /// new node, its `operation` naming the migration. Raises `NotFound`,
     /// `InvalidArgument` (`mode`; `to` is its node), `FailedPrecondition`
     /// (no other node, or none can take it, naming why; `auto` would lose

@@ -76,6 +76,17 @@ pub(crate) struct AgentArgs {
     /// Without one the node cannot carry a network that spans nodes.
     #[arg(long, value_name = "ADDR")]
     underlay: Option<String>,
+    /// This node's libvirtd as other nodes' libvirtd reach it, for live
+    /// migrations to this node (the target node's agent answers it when a
+    /// migration comes) [default: drivers.libvirt_migration_uri of
+    /// --config, else qemu+tls://ADDRESS/system].
+    #[arg(long, value_name = "URI")]
+    libvirt_migration_uri: Option<String>,
+    /// The address other nodes' QEMU sends a live migration's memory and
+    /// disk to [default: drivers.libvirt_migration_address of --config,
+    /// else the underlay address; none: the node takes no live migrations].
+    #[arg(long, value_name = "ADDR")]
+    libvirt_migration_address: Option<std::net::IpAddr>,
     /// Where containers' network namespaces are pinned [default: /run/zixiao/netns].
     #[arg(long, value_name = "DIR")]
     netns_dir: Option<PathBuf>,
@@ -154,11 +165,13 @@ fn driver_config(
     configured: &zixiao_cluster::config::DriversSection,
     state_dir: &std::path::Path,
     netns_dir: Option<&std::path::Path>,
+    underlay: Option<std::net::IpAddr>,
 ) -> Result<zixiao_embedded::zixiao_drivers::DriverConfig> {
     let mut drivers = zixiao_embedded::zixiao_drivers::DriverConfig::new(state_dir.join("runtime"));
     drivers.containerd_socket = cli.containerd_socket(configured.containerd_socket.as_deref());
     drivers.libvirt_uri = cli.libvirt_uri(configured.libvirt_uri.as_deref());
     drivers.libvirt_domain_type = cli.libvirt_domain_type.clone();
+    drivers.libvirt_migration = configured.libvirt_migration(underlay);
     if let Some(mib) = cli.log_limit_mib.or(configured.log_limit_mib) {
         drivers.log_limit.max_bytes = mib << 20;
     }
@@ -294,7 +307,19 @@ pub(crate) async fn run(cli: &Cli, args: &AgentArgs) -> Result<ExitCode> {
         );
     }
     let state_dir = state_dir(cli, config.agent.state_dir.clone())?;
-    let drivers = driver_config(cli, &config.drivers, &state_dir, args.netns_dir.as_deref())?;
+    if let Some(uri) = &args.libvirt_migration_uri {
+        config.drivers.libvirt_migration_uri = Some(uri.clone());
+    }
+    if let Some(address) = args.libvirt_migration_address {
+        config.drivers.libvirt_migration_address = Some(address);
+    }
+    let drivers = driver_config(
+        cli,
+        &config.drivers,
+        &state_dir,
+        args.netns_dir.as_deref(),
+        underlay.map(|u| u.address()),
+    )?;
     let mut local = zixiao_embedded::local_agent(&state_dir, &drivers).await?;
     if let Some(ratios) = config.node.allocation_ratios() {
         local = local.with_allocation_ratios(ratios);
@@ -400,7 +425,7 @@ pub(crate) async fn run_watchdog(cli: &Cli, args: &WatchdogArgs) -> Result<ExitC
     let state_dir = state_dir(cli, None)?;
     // The agent that starts it names its runtimes on the command line.
     let configured = zixiao_cluster::config::DriversSection::default();
-    let drivers = driver_config(cli, &configured, &state_dir, None)?;
+    let drivers = driver_config(cli, &configured, &state_dir, None, None)?;
     let local = zixiao_embedded::local_agent(&state_dir, &drivers).await?;
     let fence_after = std::time::Duration::from_millis(args.fence_after_ms);
     watchdog::run(&state_dir, fence_after, Arc::new(local)).await?;

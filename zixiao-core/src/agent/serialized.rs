@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::driver::{Console, Images, Inventory, Pause, Resize, SnapshotInfo, Snapshots, Stats};
+use crate::driver::{
+    Console, Images, Inventory, LiveMigrate, MigrationReport, MigrationTarget, Pause, Resize,
+    SnapshotInfo, Snapshots, Stats,
+};
 use crate::keyed_lock::KeyedLock;
 use crate::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
 
@@ -115,6 +118,43 @@ impl Driver for SerializedDriver {
     // A clone is made by the driver's create, which this serializes.
     fn clones(&self) -> Option<&dyn crate::driver::Clones> {
         self.inner.clones()
+    }
+
+    fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
+        self.inner.live_migrate().map(|_| self as &dyn LiveMigrate)
+    }
+}
+
+/// Each call changes the instance on this node's runtime (makes its files,
+/// moves it away, removes them), so each holds the instance's lock.
+#[async_trait]
+impl LiveMigrate for SerializedDriver {
+    async fn prepare_incoming(&self, instance: &Instance) -> Result<MigrationTarget, DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner
+            .require_live_migrate()?
+            .prepare_incoming(instance)
+            .await
+    }
+
+    async fn migrate_live(
+        &self,
+        instance: &Instance,
+        target: &MigrationTarget,
+    ) -> Result<MigrationReport, DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner
+            .require_live_migrate()?
+            .migrate_live(instance, target)
+            .await
+    }
+
+    async fn abort_incoming(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner
+            .require_live_migrate()?
+            .abort_incoming(instance)
+            .await
     }
 }
 

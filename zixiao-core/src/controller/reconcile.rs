@@ -151,6 +151,12 @@ pub fn plan(
     use DesiredState as D;
     use InstanceStatus as S;
     let placed = instance.node.is_some();
+    // A live migration's caller owns the instance until it ends: the
+    // runtime on its source pauses, then loses it to its target, and
+    // neither is a step to take.
+    if instance.live_migration_target().is_some() {
+        return Step::Done;
+    }
     if instance.desired == D::Deleted || (instance.reschedule && placed) {
         return Step::Remove;
     }
@@ -1064,13 +1070,14 @@ fn mark_running(instance: &mut Instance, now: DateTime<Utc>) {
 }
 
 /// Whether `instance` is recorded running (or paused) on a node: the ones
-/// whose runtime a read asks.
+/// whose runtime a read asks. Not one migrating live: its source's
+/// runtime loses it on purpose, which must not read as an exit.
 fn runs_on_a_node(instance: &Instance) -> bool {
     let live = matches!(
         instance.status,
         InstanceStatus::Running | InstanceStatus::Paused
     );
-    live && instance.node.is_some()
+    live && instance.node.is_some() && instance.live_migration_target().is_none()
 }
 
 #[cfg(test)]

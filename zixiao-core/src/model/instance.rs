@@ -245,6 +245,18 @@ fn reserved_by_default() -> bool {
 }
 
 impl Instance {
+    /// The node a live migration is moving it to now, if one is:
+    /// `migrate_to` without `reschedule` (a restart migration sets both).
+    /// The one owner of that reading: until the migration ends, the
+    /// instance belongs to its target as much as to its source, so neither
+    /// node removes it as a stray, and no reconciler acts on it (the
+    /// migration's caller does).
+    pub fn live_migration_target(&self) -> Option<&str> {
+        self.migrate_to
+            .as_deref()
+            .filter(|_| !self.reschedule && self.node.is_some())
+    }
+
     /// A new instance from a validated request: wanted running, pending,
     /// on no node, revision 0 (not stored yet).
     pub fn new(id: impl Into<InstanceId>, request: CreateInstance, now: DateTime<Utc>) -> Self {

@@ -21,10 +21,11 @@ use crate::error::Error;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationMode {
-    /// The best the instance's runtime offers: cold for VMs and microVMs
-    /// with a disk (refused while cold migration is not built, rather
-    /// than losing the disk), a restart for containers and diskless
-    /// microVMs.
+    /// The best the instance's runtime offers: live when both nodes'
+    /// drivers can migrate it live (VMs on libvirt), else cold for VMs and
+    /// microVMs with a disk (refused while cold migration is not built,
+    /// rather than losing the disk), a restart for containers and
+    /// diskless microVMs.
     #[default]
     Auto,
     /// Stopped on the source, its disk copied, started on the target from

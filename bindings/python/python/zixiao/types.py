@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Literal, Optional, TypedDict, Union
 InstanceType = Literal["vm", "container", "microvm"]
 ImageKind = Literal["container", "disk", "kernel", "initrd"]
 MigrationMode = Literal["auto", "cold", "live", "restart"]
-"""How ``migrate_instance`` moves an instance; ``cold`` and ``live`` are
-not built yet (``Unsupported``)."""
+"""How ``migrate_instance`` moves an instance; ``live`` moves a running VM
+between libvirt nodes, ``cold`` is not built yet (``Unsupported``)."""
 InstanceStatus = Literal[
     "pending",
     "scheduled",

@@ -188,3 +188,34 @@ fn converged_means_what_a_user_would_check() {
     restarting.restarts_requested = 1;
     assert!(!restarting.has_converged());
 }
+
+#[test]
+fn an_instance_migrating_live_is_left_to_its_migration() {
+    let mut moving = instance(
+        DesiredState::Running,
+        InstanceStatus::Running,
+        Some("node-a"),
+    );
+    moving.migrate_to = Some("node-b".to_owned());
+    assert_eq!(moving.live_migration_target(), Some("node-b"));
+    // Even a delete or a stop asked meanwhile waits for the migration's end.
+    for desired in [
+        DesiredState::Running,
+        DesiredState::Stopped,
+        DesiredState::Deleted,
+    ] {
+        moving.desired = desired;
+        assert_eq!(plan(&moving, now(), BASE, MAX), Step::Done, "{desired:?}");
+    }
+    // A restart migration (reschedule with migrate_to) is the reconciler's.
+    moving.reschedule = true;
+    assert_eq!(moving.live_migration_target(), None);
+    assert_eq!(plan(&moving, now(), BASE, MAX), Step::Remove);
+    // Ended: its own again.
+    moving.reschedule = false;
+    moving.migrate_to = None;
+    moving.desired = DesiredState::Running;
+    assert_eq!(plan(&moving, now(), BASE, MAX), Step::Done);
+    moving.restarts_requested = 1;
+    assert_eq!(plan(&moving, now(), BASE, MAX), Step::Restart);
+}
