@@ -8,24 +8,36 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use zixiao_core::driver::{PullOptions, PullProgress};
 use zixiao_core::model::{ImageKind, ImageRef};
 use zixiao_core::ErrorKind;
 use zixiao_registry::manifest::{ARTIFACT_DISK_QCOW2, ARTIFACT_KERNEL, OCI_EMPTY, OCI_MANIFEST};
 use zixiao_testing::canned_http::{CannedResponse, CannedServer};
+use zixiao_testing::registry::sha256_digest;
 use zixiao_testing::wait::runtime_endpoint;
 
 fn no_limit(_: ImageKind) -> u64 {
     u64::MAX
 }
 
-fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
+/// Pulls `reference` as an artifact of kind `wanted` (any, when `None`)
+/// of at most `limit` bytes into a directory under `work`.
+async fn pull(
+    reference: &ImageRef,
+    wanted: Option<ImageKind>,
+    limit: u64,
+    work: &Path,
+) -> Result<zixiao_registry::PulledArtifact, zixiao_registry::RegistryError> {
+    let limit = move |_: ImageKind| limit;
+    zixiao_registry::pull_artifact(
+        reference,
+        &PullOptions::default(),
+        wanted,
+        &limit,
+        work,
+        &|_| {},
+    )
+    .await
 }
 
 /// A qcow2 image of `size` made by qemu-img in `dir`.
@@ -81,7 +93,7 @@ async fn a_disk_artifact_is_pulled_verified_and_its_kind_checked() {
     assert_eq!(pulled.kind, ImageKind::Disk);
     assert_eq!(pulled.media_type, ARTIFACT_DISK_QCOW2);
     assert_eq!(pulled.manifest_digest, manifest_digest);
-    assert_eq!(pulled.digest, sha256(&bytes));
+    assert_eq!(pulled.digest, sha256_digest(&bytes));
     assert_eq!(pulled.size_bytes, bytes.len() as u64);
     assert_eq!(std::fs::read(pulled.file()).expect("the file"), bytes);
     let events = events.lock().expect("lock").clone();
@@ -103,16 +115,9 @@ async fn a_disk_artifact_is_pulled_verified_and_its_kind_checked() {
     assert!(leftovers(&work).is_empty(), "{:?}", leftovers(&work));
 
     // Asked for a kernel: refused naming both, before any blob.
-    let err = zixiao_registry::pull_artifact(
-        &reference,
-        &PullOptions::default(),
-        Some(ImageKind::Kernel),
-        &no_limit,
-        &work,
-        &|_| {},
-    )
-    .await
-    .expect_err("a disk is no kernel");
+    let err = pull(&reference, Some(ImageKind::Kernel), u64::MAX, &work)
+        .await
+        .expect_err("a disk is no kernel");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     let message = err.to_string();
     assert!(
@@ -120,16 +125,9 @@ async fn a_disk_artifact_is_pulled_verified_and_its_kind_checked() {
         "{message}"
     );
     // A size over the caller's limit for its kind is refused before the fetch.
-    let err = zixiao_registry::pull_artifact(
-        &reference,
-        &PullOptions::default(),
-        Some(ImageKind::Disk),
-        &|_| 1024,
-        &work,
-        &|_| {},
-    )
-    .await
-    .expect_err("over the limit");
+    let err = pull(&reference, Some(ImageKind::Disk), 1024, &work)
+        .await
+        .expect_err("over the limit");
     assert!(err.to_string().contains("more than the 1024"), "{err}");
     // The container path refuses an artifact and says how to pull it.
     let err = zixiao_registry::pull(&reference, &PullOptions::default(), &work, &|_| {})
@@ -148,28 +146,14 @@ async fn a_container_image_is_not_an_artifact() {
     };
     let reference = ImageRef::try_from(busybox.as_str()).expect("ref");
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = zixiao_registry::pull_artifact(
-        &reference,
-        &PullOptions::default(),
-        Some(ImageKind::Disk),
-        &no_limit,
-        dir.path(),
-        &|_| {},
-    )
-    .await
-    .expect_err("busybox is no disk");
+    let err = pull(&reference, Some(ImageKind::Disk), u64::MAX, dir.path())
+        .await
+        .expect_err("busybox is no disk");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(err.to_string().contains("a container image"), "{err}");
-    let err = zixiao_registry::pull_artifact(
-        &reference,
-        &PullOptions::default(),
-        None,
-        &no_limit,
-        dir.path(),
-        &|_| {},
-    )
-    .await
-    .expect_err("busybox is no artifact");
+    let err = pull(&reference, None, u64::MAX, dir.path())
+        .await
+        .expect_err("busybox is no artifact");
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     assert!(leftovers(dir.path()).is_empty());
 }
@@ -181,7 +165,7 @@ async fn canned_kernel(layer_digest: &str, layer_size: usize, served: &[u8]) -> 
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": ARTIFACT_KERNEL,
-        "config": {"mediaType": OCI_EMPTY, "digest": sha256(b"{}"), "size": 2},
+        "config": {"mediaType": OCI_EMPTY, "digest": sha256_digest(b"{}"), "size": 2},
         "layers": [{"mediaType": ARTIFACT_KERNEL, "digest": layer_digest, "size": layer_size}],
     });
     let routes = HashMap::from([
@@ -201,26 +185,18 @@ async fn canned_kernel(layer_digest: &str, layer_size: usize, served: &[u8]) -> 
 async fn a_blob_that_does_not_match_its_digest_or_stops_short_leaves_nothing() {
     let kernel = b"\x7fELF\x02\x01\x01\0 a kernel".to_vec();
     let dir = tempfile::tempdir().expect("tempdir");
-    let pull = |server: &CannedServer| {
+    let pull_from = |server: &CannedServer| {
         let reference = ImageRef::try_from(format!("{}/k:1", server.address())).expect("ref");
         let work = dir.path().to_owned();
-        async move {
-            zixiao_registry::pull_artifact(
-                &reference,
-                &PullOptions::default(),
-                Some(ImageKind::Kernel),
-                &no_limit,
-                &work,
-                &|_| {},
-            )
-            .await
-        }
+        async move { pull(&reference, Some(ImageKind::Kernel), u64::MAX, &work).await }
     };
 
     let mut evil = kernel.clone();
     evil[9] ^= 1;
-    let server = canned_kernel(&sha256(&kernel), kernel.len(), &evil).await;
-    let err = pull(&server).await.expect_err("the digest does not match");
+    let server = canned_kernel(&sha256_digest(&kernel), kernel.len(), &evil).await;
+    let err = pull_from(&server)
+        .await
+        .expect_err("the digest does not match");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(err.to_string().contains("hash to"), "{err}");
     assert!(
@@ -230,8 +206,8 @@ async fn a_blob_that_does_not_match_its_digest_or_stops_short_leaves_nothing() {
     );
 
     // The connection ends half way: what came is not kept.
-    let server = canned_kernel(&sha256(&kernel), kernel.len(), &kernel[..8]).await;
-    let err = pull(&server).await.expect_err("half a blob");
+    let server = canned_kernel(&sha256_digest(&kernel), kernel.len(), &kernel[..8]).await;
+    let err = pull_from(&server).await.expect_err("half a blob");
     assert!(err.to_string().contains("ended after 8 of"), "{err}");
     assert!(
         leftovers(dir.path()).is_empty(),
@@ -240,7 +216,7 @@ async fn a_blob_that_does_not_match_its_digest_or_stops_short_leaves_nothing() {
     );
 
     // Served whole, the same pull succeeds.
-    let server = canned_kernel(&sha256(&kernel), kernel.len(), &kernel).await;
-    let pulled = pull(&server).await.expect("a good pull");
+    let server = canned_kernel(&sha256_digest(&kernel), kernel.len(), &kernel).await;
+    let pulled = pull_from(&server).await.expect("a good pull");
     assert_eq!(std::fs::read(pulled.file()).expect("file"), kernel);
 }

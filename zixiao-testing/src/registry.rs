@@ -136,6 +136,16 @@ fn bcrypt(password: &str) -> Result<String, String> {
     Ok(hash)
 }
 
+/// `sha256:<hex>` of `data`, as registries name blobs.
+pub fn sha256_digest(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The OCI 1.1 empty config, `{}`, that artifacts carry.
 const EMPTY_CONFIG: &[u8] = b"{}";
 
@@ -154,7 +164,6 @@ pub fn write_artifact_layout(
     use sha2::{Digest, Sha256};
     let blobs = layout.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| format!("{}: {e}", blobs.display()))?;
-    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
     let put = |data: &[u8]| -> Result<String, String> {
         let digest = hex(&Sha256::digest(data));
         std::fs::write(blobs.join(&digest), data).map_err(|e| format!("write a blob: {e}"))?;
