@@ -533,7 +533,10 @@ impl Images for NodeImageStore {
     /// Pulls a disk, kernel or initrd OCI artifact (zixiao-registry's
     /// media types) into the store under the name its reference gives
     /// ([`NodeImageName::for_reference`]), its kind from its media types
-    /// (which must say `options.kind` when given).
+    /// (which must say `options.kind` when given). Pulled again, the same
+    /// content is no change; other content under that name (a moved tag)
+    /// is `AlreadyExists`, as for an import, since instances may boot from
+    /// the file it names: remove the image first.
     async fn pull(
         &self,
         reference: &ImageRef,
