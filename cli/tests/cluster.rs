@@ -936,6 +936,50 @@ impl Drop for DomainGuard {
     }
 }
 
+/// An embedded server under `dir/server` on loopback (no TLS) and an
+/// agent on libvirt (`uri`) with state `agent_state` joined to it as node
+/// `node` in zone `zone`, once the node is Ready.
+#[cfg(feature = "libvirt")]
+async fn server_and_libvirt_agent(
+    dir: &Path,
+    agent_state: &Path,
+    uri: &str,
+    node: &str,
+    zone: &str,
+) -> (Running, Running) {
+    let server = start(
+        &dir.join("server"),
+        &[
+            "server",
+            "--embedded",
+            "--insecure-no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let agent = start(
+        agent_state,
+        &[
+            "--libvirt-uri",
+            uri,
+            "agent",
+            "--server",
+            &server.addr,
+            "--no-networks",
+            "--no-watchdog",
+            "--name",
+            node,
+            "--zone",
+            zone,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    wait_for_status(&client, node, NodeStatus::Ready).await;
+    (server, agent)
+}
+
 /// `instance get` through a server shows the size a VM on an agent's node
 /// really runs with: the server's driver for that node (`RemoteDriver`)
 /// asks the agent (`GetRunningSize`), which asks libvirt. A VM of 1 CPU
@@ -980,36 +1024,8 @@ async fn a_vm_on_an_agent_shows_its_running_size_through_the_server() {
             .output()
             .expect("run zixiao"));
     }
-    let server = start(
-        &dir.path().join("server"),
-        &[
-            "server",
-            "--embedded",
-            "--insecure-no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let _agent = start(
-        &agent_state,
-        &[
-            "--libvirt-uri",
-            &uri,
-            "agent",
-            "--server",
-            &server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--name",
-            "vm-node",
-            "--zone",
-            "zone-vm",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let client = zixiao_api::connect(&server.addr).expect("client");
-    wait_for_status(&client, "vm-node", NodeStatus::Ready).await;
+    let (server, _agent) =
+        server_and_libvirt_agent(dir.path(), &agent_state, &uri, "vm-node", "zone-vm").await;
 
     let remote = |args: &[&str]| {
         command(&dir.path().join("client"))
@@ -1273,36 +1289,14 @@ async fn vm_images_pulled_from_a_registry_boot_on_an_agent() {
         return;
     };
     let pid = std::process::id();
-    let server = start(
-        &dir.path().join("server"),
-        &[
-            "server",
-            "--embedded",
-            "--insecure-no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let _agent = start(
+    let (server, _agent) = server_and_libvirt_agent(
+        dir.path(),
         &dir.path().join("agent"),
-        &[
-            "--libvirt-uri",
-            &uri,
-            "agent",
-            "--server",
-            &server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--name",
-            "pull-node",
-            "--zone",
-            "zone-pull",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let client = zixiao_api::connect(&server.addr).expect("client");
-    wait_for_status(&client, "pull-node", NodeStatus::Ready).await;
+        &uri,
+        "pull-node",
+        "zone-pull",
+    )
+    .await;
     let remote = |args: &[&str]| {
         command(&dir.path().join("client"))
             .args(["--endpoint", &server.addr])
