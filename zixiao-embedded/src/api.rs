@@ -371,7 +371,7 @@ fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
 }
 
 /// Whether `spec` names a disk, kernel or initrd by registry reference.
-#[cfg(any(feature = "microvm", feature = "libvirt"))]
+#[cfg(feature = "microvm")]
 fn names_a_reference(spec: &InstanceSpec) -> bool {
     use zixiao_core::model::NodeFile;
     zixiao_core::model::node_files(spec)
