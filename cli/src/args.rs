@@ -1377,10 +1377,21 @@ pub(crate) enum ImageCommand {
         target: ImageTarget,
     },
     /// Pull an image from an OCI registry (HTTPS; plain HTTP only for
-    /// loopback registries and those given with --insecure-registry).
+    /// loopback registries and those given with --insecure-registry): a
+    /// container image, or a disk, kernel or initrd OCI artifact
+    /// (`application/vnd.zixiao.{disk.v1.qcow2,disk.v1.raw,kernel.v1,initrd.v1}`)
+    /// into the node's image store, named after the reference
+    /// (`REGISTRY/vm/debian:12` is `debian-12`).
+    #[command(after_help = "Examples:\n  \
+        zixiao image pull 127.0.0.1:5000/busybox:1\n  \
+        zixiao image pull 127.0.0.1:5000/vm/debian:12 --kind disk")]
     Pull {
         /// `[registry[:port]/]repository[:tag|@sha256:digest]`.
         reference: String,
+        /// The kind expected: container, disk, kernel or initrd (refused if
+        /// the manifest's media types say another); by default, what they say.
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
         /// A registry (`host` or `host:port`) that may be reached over plain HTTP.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,

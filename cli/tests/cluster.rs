@@ -967,6 +967,41 @@ fn embedded_server(state: &Path) -> Running {
     )
 }
 
+/// An embedded server under `dir/server` on loopback (no TLS) and an
+/// agent on libvirt (`uri`) with state `agent_state` joined to it as node
+/// `node` in zone `zone`, once the node is Ready.
+#[cfg(feature = "libvirt")]
+async fn server_and_libvirt_agent(
+    dir: &Path,
+    agent_state: &Path,
+    uri: &str,
+    node: &str,
+    zone: &str,
+) -> (Running, Running) {
+    let server = embedded_server(&dir.join("server"));
+    let agent = start(
+        agent_state,
+        &[
+            "--libvirt-uri",
+            uri,
+            "agent",
+            "--server",
+            &server.addr,
+            "--no-networks",
+            "--no-watchdog",
+            "--name",
+            node,
+            "--zone",
+            zone,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    wait_for_status(&client, node, NodeStatus::Ready).await;
+    (server, agent)
+}
+
 /// `instance get` through a server shows the size a VM on an agent's node
 /// really runs with: the server's driver for that node (`RemoteDriver`)
 /// asks the agent (`GetRunningSize`), which asks libvirt. A VM of 1 CPU
@@ -1009,27 +1044,8 @@ async fn a_vm_on_an_agent_shows_its_running_size_through_the_server() {
         .map(|((_, kind, name), path)| (path.as_str(), *kind, *name))
         .collect();
     import_node_images(&agent_state, &uri, &images);
-    let server = embedded_server(&dir.path().join("server"));
-    let _agent = start(
-        &agent_state,
-        &[
-            "--libvirt-uri",
-            &uri,
-            "agent",
-            "--server",
-            &server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--name",
-            "vm-node",
-            "--zone",
-            "zone-vm",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let client = zixiao_api::connect(&server.addr).expect("client");
-    wait_for_status(&client, "vm-node", NodeStatus::Ready).await;
+    let (server, _agent) =
+        server_and_libvirt_agent(dir.path(), &agent_state, &uri, "vm-node", "zone-vm").await;
 
     let remote = |args: &[&str]| {
         command(&dir.path().join("client"))
@@ -1100,6 +1116,341 @@ async fn a_vm_on_an_agent_shows_its_running_size_through_the_server() {
         .unwrap_or_else(|| panic!("no `running with` line: {table}"));
     assert!(shown.contains("2 cpus, 128 MiB"), "{table}");
 
+    ok(remote(&["instance", "delete", &name]));
+}
+
+/// The test VM's disk, kernel and initrd pushed to the loopback registry
+/// as Zixiao artifacts, and a directory for the test's state.
+#[cfg(feature = "libvirt")]
+struct VmArtifacts {
+    uri: String,
+    /// `h-ociart/PREFIX-{disk,kernel,initrd}-PID:1` in the registry.
+    disk: String,
+    kernel: String,
+    initrd: String,
+    /// Short and searchable by libvirt's QEMU, which opens the node's images.
+    dir: tempfile::TempDir,
+}
+
+/// Pushes the test VM's files under `prefix`; `None` (skip) without
+/// libvirtd, the registry or the test VM's files.
+#[cfg(feature = "libvirt")]
+fn pushed_vm_artifacts(prefix: &str) -> Option<VmArtifacts> {
+    use std::os::unix::fs::PermissionsExt;
+    use zixiao_testing::wait::runtime_endpoint;
+    let uri = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt")?;
+    let registry = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry")?;
+    let pid = std::process::id();
+    // zixiao-registry's media types, as a user's push writes them.
+    let mut pushed = Vec::new();
+    for (var, name, media_type) in [
+        (
+            "ZIXIAO_TEST_VM_BASE_IMAGE",
+            "disk",
+            "application/vnd.zixiao.disk.v1.qcow2",
+        ),
+        (
+            "ZIXIAO_TEST_VM_KERNEL",
+            "kernel",
+            "application/vnd.zixiao.kernel.v1",
+        ),
+        (
+            "ZIXIAO_TEST_VM_INITRD",
+            "initrd",
+            "application/vnd.zixiao.initrd.v1",
+        ),
+    ] {
+        let file = runtime_endpoint(var, var)?;
+        let image = format!("{registry}/h-ociart/{prefix}-{name}-{pid}:1");
+        zixiao_testing::registry::push_artifact(&image, media_type, Path::new(&file))
+            .expect("push the artifact");
+        pushed.push(image);
+    }
+    let [disk, kernel, initrd]: [String; 3] = pushed.try_into().ok()?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("zx-{prefix}-"))
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Some(VmArtifacts {
+        uri,
+        disk,
+        kernel,
+        initrd,
+        dir,
+    })
+}
+
+/// Waits until `logs` (an `instance logs` run) shows the test initramfs's
+/// marker: the pulled kernel booted.
+#[cfg(feature = "libvirt")]
+async fn wait_for_boot_marker(logs: impl Fn() -> std::process::Output) {
+    zixiao_testing::wait::wait_until(
+        "the VM of pulled images to boot to its marker",
+        Duration::from_secs(90),
+        || {
+            let booted = String::from_utf8_lossy(&logs().stdout).contains("ZIXIAO-BOOT-OK");
+            async move { booted.then_some(()) }
+        },
+    )
+    .await;
+}
+
+/// On the embedded default, as a user checks it: `image pull` of a disk
+/// artifact (no `--kind`, no container runtime here) stores it in the
+/// node's image store under the reference's name, and a VM created from it
+/// by name, with its kernel and initrd by registry reference (pulled by the
+/// create), boots to its marker.
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_images_pulled_on_the_embedded_default_boot() {
+    use zixiao_testing::output::{json, ok};
+
+    let Some(VmArtifacts {
+        uri,
+        disk,
+        kernel,
+        initrd,
+        dir,
+    }) = pushed_vm_artifacts("embedded")
+    else {
+        return;
+    };
+    let pid = std::process::id();
+    let run = |args: &[&str]| {
+        command(dir.path())
+            .args(["--libvirt-uri", &uri])
+            .args(args)
+            .output()
+            .expect("run zixiao")
+    };
+    let pulled = json(run(&["-o", "json", "image", "pull", &disk]));
+    assert_eq!(pulled["kind"], "disk", "{pulled}");
+    assert_eq!(pulled["format"], "qcow2", "{pulled}");
+    let disk_name = format!("embedded-disk-{pid}-1");
+    assert_eq!(pulled["name"], disk_name.as_str(), "{pulled}");
+
+    let name = format!("pulled-embedded-{pid}");
+    let created = json(run(&[
+        "-o",
+        "json",
+        "instance",
+        "create",
+        "--name",
+        &name,
+        "--type",
+        "vm",
+        "--image",
+        &disk_name,
+        "--disk",
+        "1",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        "console=ttyS0",
+        "--cpus",
+        "1",
+        "--memory",
+        "128",
+    ]));
+    let _domain = DomainGuard {
+        uri: uri.clone(),
+        id: created["id"].as_str().expect("id").to_owned(),
+    };
+    assert_eq!(created["status"], "running", "{created}");
+    wait_for_boot_marker(|| run(&["instance", "logs", &name])).await;
+    let listed = ok(run(&["image", "list", "--type", "vm"]));
+    for held in [
+        disk_name,
+        format!("embedded-kernel-{pid}-1"),
+        format!("embedded-initrd-{pid}-1"),
+    ] {
+        assert!(listed.contains(&held), "{held} not in:\n{listed}");
+    }
+    // In use: not removable, by its name or through the reference it came from.
+    let out = run(&[
+        "image",
+        "rm",
+        &format!("embedded-kernel-{pid}-1"),
+        "--kind",
+        "kernel",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&name),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(run(&["instance", "delete", &name]));
+}
+
+/// Disk, kernel and initrd OCI artifacts in the loopback registry, through
+/// a server with an agent on libvirt, as a user checks them: `image pull
+/// --kind` through the server is done by the agent (its node's store lists
+/// the images, the progress reaches the client), a kind the artifact does
+/// not have is refused naming both, and a VM created with registry
+/// references (a disk no node holds yet among them) boots on the agent,
+/// whose node pulled the disk on create.
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_images_pulled_from_a_registry_boot_on_an_agent() {
+    use zixiao_testing::output::{json, ok};
+
+    let Some(VmArtifacts {
+        uri,
+        disk,
+        kernel,
+        initrd,
+        dir,
+    }) = pushed_vm_artifacts("cluster")
+    else {
+        return;
+    };
+    let pid = std::process::id();
+    let (server, _agent) = server_and_libvirt_agent(
+        dir.path(),
+        &dir.path().join("agent"),
+        &uri,
+        "pull-node",
+        "zone-pull",
+    )
+    .await;
+    let remote = |args: &[&str]| {
+        command(&dir.path().join("client"))
+            .args(["--endpoint", &server.addr])
+            .args(args)
+            .output()
+            .expect("run zixiao")
+    };
+
+    // The kernel: its kind from its media types, no --kind needed.
+    let out = remote(&[
+        "-o",
+        "json",
+        "image",
+        "pull",
+        &kernel,
+        "--node",
+        "pull-node",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pulled = json(out);
+    assert_eq!(pulled["kind"], "kernel", "{pulled}");
+    assert_eq!(
+        pulled["name"],
+        format!("cluster-kernel-{pid}-1"),
+        "{pulled}"
+    );
+    assert!(stderr.contains("[1/1] sha256:"), "{stderr}");
+    let pulled = json(remote(&[
+        "-o",
+        "json",
+        "image",
+        "pull",
+        &initrd,
+        "--kind",
+        "initrd",
+        "--node",
+        "pull-node",
+    ]));
+    assert_eq!(pulled["format"], "gzip", "{pulled}");
+    // A kind the artifact does not have: refused, naming both.
+    let out = remote(&[
+        "image",
+        "pull",
+        &disk,
+        "--kind",
+        "kernel",
+        "--node",
+        "pull-node",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("a disk artifact") && stderr.contains("kernel"),
+        "{stderr}"
+    );
+    let listed = json(remote(&[
+        "-o",
+        "json",
+        "image",
+        "list",
+        "--type",
+        "vm",
+        "--node",
+        "pull-node",
+    ]));
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|i| i["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("cluster-initrd-{pid}-1"),
+            format!("cluster-kernel-{pid}-1")
+        ],
+        "the agent's node holds what it pulled, and nothing of the refused pull"
+    );
+
+    // The disk by reference: the agent's node pulls it on create.
+    let name = format!("pulled-{pid}");
+    let created = json(remote(&[
+        "-o",
+        "json",
+        "instance",
+        "create",
+        "--name",
+        &name,
+        "--type",
+        "vm",
+        "--zone",
+        "zone-pull",
+        "--image",
+        &disk,
+        "--disk",
+        "1",
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        "console=ttyS0",
+        "--cpus",
+        "1",
+        "--memory",
+        "128",
+    ]));
+    let id = created["id"].as_str().expect("id").to_owned();
+    let _domain = DomainGuard {
+        uri: uri.clone(),
+        id,
+    };
+    assert_eq!(created["status"], "running", "{created}");
+    assert_eq!(created["node"], "pull-node", "{created}");
+    wait_for_boot_marker(|| remote(&["instance", "logs", &name])).await;
+    let listed = json(remote(&[
+        "-o",
+        "json",
+        "image",
+        "list",
+        "--type",
+        "vm",
+        "--node",
+        "pull-node",
+    ]));
+    assert!(
+        listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .any(|i| i["name"] == format!("cluster-disk-{pid}-1") && i["kind"] == "disk"),
+        "{listed}"
+    );
     ok(remote(&["instance", "delete", &name]));
 }
 

@@ -610,6 +610,7 @@ impl AgentService for AgentServer {
             insecure_registries: request.insecure_registries,
             registry_cas: request.registry_cas,
             platform: request.platform,
+            kind: request.kind,
         })
         .map_err(invalid)?;
         Ok(Response::new(crate::server::pull_events(

@@ -434,6 +434,7 @@ impl Api for GrpcClient {
                     insecure_registries: wire.insecure_registries,
                     registry_cas: wire.registry_cas,
                     platform: wire.platform,
+                    kind: wire.kind,
                 };
                 let mut events = self.answer(self.images.clone().pull_image(request).await)?;
                 while let Some(event) = events.next().await {

@@ -1469,6 +1469,7 @@ pub(crate) struct WirePullOptions {
     pub(crate) insecure_registries: Vec<String>,
     pub(crate) registry_cas: Vec<String>,
     pub(crate) platform: Option<String>,
+    pub(crate) kind: Option<String>,
 }
 
 /// Pull options on the wire.
@@ -1481,11 +1482,13 @@ pub(crate) fn encode_pull_options(options: PullOptions) -> WirePullOptions {
         insecure_registries: options.insecure_registries,
         registry_cas: options.registry_cas.into_iter().map(String::from).collect(),
         platform: options.platform.map(String::from),
+        kind: options.kind.map(|k| k.as_str().to_owned()),
     }
 }
 
 /// Pull options from the wire, the CA certificates and the platform
-/// checked again. Errors: `InvalidArgument` on `registry_ca`, `platform`.
+/// checked again. Errors: `InvalidArgument` on `registry_ca`, `platform`,
+/// `kind`.
 pub(crate) fn decode_pull_options(wire: WirePullOptions) -> Result<PullOptions, Error> {
     Ok(PullOptions {
         credentials: wire.credentials.map(|c| RegistryCredentials {
@@ -1502,6 +1505,11 @@ pub(crate) fn decode_pull_options(wire: WirePullOptions) -> Result<PullOptions, 
             .platform
             .as_deref()
             .map(ImagePlatform::try_from)
+            .transpose()?,
+        kind: wire
+            .kind
+            .as_deref()
+            .map(<zixiao_core::model::ImageKind as std::str::FromStr>::from_str)
             .transpose()?,
     })
 }
@@ -2791,6 +2799,7 @@ mod tests {
             insecure_registries: Vec::new(),
             registry_cas,
             platform: platform.map(str::to_owned),
+            kind: None,
         }
     }
 
@@ -2801,9 +2810,18 @@ mod tests {
             decoded.platform.map(String::from).as_deref(),
             Some("linux/arm64")
         );
+        let kind = |kind: &str| WirePullOptions {
+            kind: Some(kind.to_owned()),
+            ..wire(Vec::new(), None)
+        };
+        assert_eq!(
+            decode_pull_options(kind("initrd")).expect("valid").kind,
+            Some(zixiao_core::model::ImageKind::Initrd)
+        );
         for (bad, field) in [
             (wire(Vec::new(), Some("linux/arm64\nflush")), "platform"),
             (wire(vec!["not pem".to_owned()], None), "registry_ca"),
+            (kind("floppy"), "kind"),
         ] {
             let err = decode_pull_options(bad).expect_err("refused");
             assert_eq!(err.kind(), zixiao_core::ErrorKind::InvalidArgument);

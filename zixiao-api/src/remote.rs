@@ -638,6 +638,7 @@ impl Images for RemoteDriver {
             insecure_registries: wire.insecure_registries,
             registry_cas: wire.registry_cas,
             platform: wire.platform,
+            kind: wire.kind,
         };
         let mut events = self
             .client()

@@ -689,6 +689,7 @@ impl ImageService for ApiServer {
             insecure_registries: request.insecure_registries,
             registry_cas: request.registry_cas,
             platform: request.platform,
+            kind: request.kind,
         })
         .map_err(status)?;
         let node = request.node;

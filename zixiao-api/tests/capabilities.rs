@@ -549,6 +549,7 @@ async fn images_and_inventory_are_reached_on_the_node_through_its_agent() {
         platform: Some(
             zixiao_core::driver::ImagePlatform::try_from("linux/arm64/v8").expect("a platform"),
         ),
+        kind: Some(zixiao_core::model::ImageKind::Kernel),
     };
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&events);

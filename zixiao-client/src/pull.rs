@@ -32,6 +32,7 @@ pub fn pull_options(
         insecure_registries,
         registry_cas,
         platform,
+        kind: None,
     })
 }
 

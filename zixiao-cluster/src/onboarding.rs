@@ -227,6 +227,7 @@ impl RegistrySection {
             insecure_registries: self.insecure.clone(),
             registry_cas,
             platform: None,
+            kind: None,
         })
     }
 }

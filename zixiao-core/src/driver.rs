@@ -781,6 +781,12 @@ pub struct PullOptions {
     /// the node's own when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<ImagePlatform>,
+    /// The kind of image wanted: a disk, kernel or initrd goes into the
+    /// node's image store as an OCI artifact whose media types must say
+    /// that kind (refused, naming both, when they say another); `None`
+    /// takes the kind the artifact's media types say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::model::ImageKind>,
 }
 
 /// The most bytes of PEM one [`RegistryCa`] holds.

@@ -352,7 +352,9 @@ fn recorded(operation: &str, name: &str, error: Error) -> Error {
 fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
     use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
     check_node_images(embedded, spec)?;
-    if spec.instance_type != zixiao_core::InstanceType::Microvm {
+    // A kernel or initrd from a registry is there only once the driver's
+    // create has pulled it; that create checks the rest then.
+    if spec.instance_type != zixiao_core::InstanceType::Microvm || names_a_reference(spec) {
         return Ok(());
     }
     let options = MicrovmOptions::from_config(&embedded.drivers)?;
@@ -368,14 +370,33 @@ fn check_create(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
     check_node_images(embedded, spec)
 }
 
-/// Checks that every image `spec` names (a VM's disk, a kernel, an
-/// initrd) is in this node's image store, so a create naming one that is
-/// not is refused (`NotFound`, naming the field) before it is stored.
+/// Whether `spec` names a disk, kernel or initrd by registry reference.
+#[cfg(feature = "microvm")]
+fn names_a_reference(spec: &InstanceSpec) -> bool {
+    use zixiao_core::model::NodeFile;
+    zixiao_core::model::node_files(spec)
+        .into_iter()
+        .any(|(kind, value)| {
+            matches!(
+                NodeFile::parse(kind.spec_field(), value),
+                Ok(NodeFile::Reference(_))
+            )
+        })
+}
+
+/// Checks that every image `spec` names by name (a VM's disk, a kernel,
+/// an initrd) is in this node's image store, so a create naming one that
+/// is not is refused (`NotFound`, naming the field) before it is stored;
+/// a registry reference the store lacks is pulled by the driver's create.
 #[cfg(any(feature = "microvm", feature = "libvirt"))]
 fn check_node_images(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
+    use zixiao_core::model::NodeFile;
     let store = zixiao_drivers::node_images::NodeImageStore::new(&embedded.drivers.state_dir);
     for (kind, value) in zixiao_core::model::node_files(spec) {
-        store.resolve(kind.spec_field(), kind, value)?;
+        let field = kind.spec_field();
+        if !matches!(NodeFile::parse(field, value), Ok(NodeFile::Reference(_))) {
+            store.resolve(field, kind, value)?;
+        }
     }
     Ok(())
 }

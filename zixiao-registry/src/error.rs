@@ -44,6 +44,18 @@ pub enum RegistryError {
         /// How it is bad.
         reason: String,
     },
+    /// The manifest holds another kind of image than the caller asked for.
+    #[error(
+        "image `{reference}` is {found}, but a {wanted} image was asked for (--kind {wanted})"
+    )]
+    KindMismatch {
+        /// The image.
+        reference: String,
+        /// The kind asked for.
+        wanted: zixiao_core::model::ImageKind,
+        /// What the manifest's media types say it is, such as `a kernel artifact`.
+        found: String,
+    },
     /// The image uses a format this client does not pull.
     #[error("{0}")]
     Unsupported(String),
@@ -105,7 +117,9 @@ impl RegistryError {
             | RegistryError::Unauthorized { .. }
             | RegistryError::Untrusted { .. } => ErrorKind::FailedPrecondition,
             RegistryError::BadCa(_) => ErrorKind::InvalidArgument,
-            RegistryError::Corrupt { .. } => ErrorKind::InvalidArgument,
+            RegistryError::Corrupt { .. } | RegistryError::KindMismatch { .. } => {
+                ErrorKind::InvalidArgument
+            }
             RegistryError::Unsupported(_) => ErrorKind::Unsupported,
             RegistryError::Unavailable { .. } => ErrorKind::Unavailable,
             RegistryError::Io { .. } | RegistryError::Tls(_) => ErrorKind::Internal,

@@ -21,12 +21,126 @@ pub(crate) struct LayoutWriter {
     blobs: HashSet<String>,
 }
 
-/// One blob being written: counts and hashes what it is given.
+/// One blob being written into the archive: counts and hashes what it is given.
 pub(crate) struct BlobWriter<'a> {
     layout: &'a mut LayoutWriter,
+    verifier: Verifier,
+}
+
+/// One blob being written to a file of its own (an artifact's file).
+pub(crate) struct FileBlob {
+    file: BufWriter<tokio::fs::File>,
+    path: String,
+    verifier: Verifier,
+}
+
+/// Where a fetched blob streams to, each checking the blob against its
+/// descriptor as it comes.
+pub(crate) trait BlobSink {
+    /// Appends `data`; `Err(reason)` if the blob grows past its size.
+    async fn write(&mut self, data: &[u8]) -> Result<Result<(), String>, RegistryError>;
+    /// Ends the blob; `Err(reason)` if its length or digest is not `digest`'s.
+    async fn finish(self, digest: &str) -> Result<Result<(), String>, RegistryError>;
+}
+
+/// Counts and hashes a blob as it streams, against its descriptor's size
+/// and digest: the one check every blob of a pull passes.
+struct Verifier {
     expected: u64,
     written: u64,
     hasher: Sha256,
+}
+
+impl Verifier {
+    fn new(expected: u64) -> Self {
+        Verifier {
+            expected,
+            written: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Takes `data`; `Err(reason)` once the blob is longer than its size.
+    fn update(&mut self, data: &[u8]) -> Result<(), String> {
+        self.written += data.len() as u64;
+        if self.written > self.expected {
+            return Err(format!(
+                "it is longer than the {} bytes its descriptor says",
+                self.expected
+            ));
+        }
+        self.hasher.update(data);
+        Ok(())
+    }
+
+    /// `Err(reason)` if what it took is not `expected` bytes hashing to `digest`.
+    fn finish(self, digest: &str) -> Result<(), String> {
+        if self.written != self.expected {
+            return Err(format!(
+                "it ended after {} of the {} bytes its descriptor says",
+                self.written, self.expected
+            ));
+        }
+        let actual = hex_digest(self.hasher);
+        if actual != digest {
+            return Err(format!("its bytes hash to {actual}"));
+        }
+        Ok(())
+    }
+}
+
+impl FileBlob {
+    /// Creates `path` (which must not exist) for a blob of `size` bytes,
+    /// readable by all: QEMU, which libvirt may run as another user, reads
+    /// the image it becomes.
+    pub(crate) async fn create(path: &Path, size: u64) -> Result<FileBlob, RegistryError> {
+        let shown = path.display().to_string();
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .await
+            .map_err(|e| RegistryError::io(format!("create {shown}"), e))?;
+        Ok(FileBlob {
+            file: BufWriter::with_capacity(1 << 20, file),
+            path: shown,
+            verifier: Verifier::new(size),
+        })
+    }
+}
+
+impl BlobSink for FileBlob {
+    async fn write(&mut self, data: &[u8]) -> Result<Result<(), String>, RegistryError> {
+        if let Err(reason) = self.verifier.update(data) {
+            return Ok(Err(reason));
+        }
+        let path = &self.path;
+        self.file
+            .write_all(data)
+            .await
+            .map_err(|e| RegistryError::io(format!("write {path}"), e))
+            .map(Ok)
+    }
+
+    /// Flushes and syncs the file once the blob checks out: a later step
+    /// renames it into a store that must not hold a torn file.
+    async fn finish(mut self, digest: &str) -> Result<Result<(), String>, RegistryError> {
+        if let Err(reason) = self.verifier.finish(digest) {
+            return Ok(Err(reason));
+        }
+        let path = self.path;
+        self.file
+            .flush()
+            .await
+            .map_err(|e| RegistryError::io(format!("write {path}"), e))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .await
+            .map_err(|e| RegistryError::io(format!("sync {path}"), e))?;
+        Ok(Ok(()))
+    }
 }
 
 impl LayoutWriter {
@@ -72,9 +186,7 @@ impl LayoutWriter {
         self.blobs.insert(digest.to_owned());
         Ok(BlobWriter {
             layout: self,
-            expected: size,
-            written: 0,
-            hasher: Sha256::new(),
+            verifier: Verifier::new(size),
         })
     }
 
@@ -115,33 +227,20 @@ impl LayoutWriter {
     }
 }
 
-impl BlobWriter<'_> {
-    /// Appends `data`; `Err(reason)` if the blob grows past its size.
-    pub(crate) async fn write(&mut self, data: &[u8]) -> Result<Result<(), String>, RegistryError> {
-        self.written += data.len() as u64;
-        if self.written > self.expected {
-            return Ok(Err(format!(
-                "it is longer than the {} bytes its descriptor says",
-                self.expected
-            )));
+impl BlobSink for BlobWriter<'_> {
+    async fn write(&mut self, data: &[u8]) -> Result<Result<(), String>, RegistryError> {
+        if let Err(reason) = self.verifier.update(data) {
+            return Ok(Err(reason));
         }
-        self.hasher.update(data);
         self.layout.write(data).await.map(Ok)
     }
 
-    /// Ends the blob; `Err(reason)` if its length or digest is not `digest`'s.
-    pub(crate) async fn finish(self, digest: &str) -> Result<Result<(), String>, RegistryError> {
-        if self.written != self.expected {
-            return Ok(Err(format!(
-                "it ended after {} of the {} bytes its descriptor says",
-                self.written, self.expected
-            )));
+    async fn finish(self, digest: &str) -> Result<Result<(), String>, RegistryError> {
+        let expected = self.verifier.expected;
+        if let Err(reason) = self.verifier.finish(digest) {
+            return Ok(Err(reason));
         }
-        let actual = hex_digest(self.hasher);
-        if actual != digest {
-            return Ok(Err(format!("its bytes hash to {actual}")));
-        }
-        self.layout.pad(self.expected).await.map(Ok)
+        self.layout.pad(expected).await.map(Ok)
     }
 }
 

@@ -37,7 +37,10 @@ mod pull;
 mod transport;
 
 pub use error::RegistryError;
-pub use pull::{pull, PulledImage, MAX_CONFIG_BYTES, MAX_LAYER_BYTES, MAX_MANIFEST_BYTES};
+pub use pull::{
+    pull, pull_artifact, PulledArtifact, PulledImage, MAX_CONFIG_BYTES, MAX_LAYER_BYTES,
+    MAX_MANIFEST_BYTES,
+};
 
 // The README's examples are compiled (and run, unless `no_run`) as doctests,
 // so what crates.io shows keeps matching the code.

@@ -1,10 +1,12 @@
 //! Manifests as registries serve them: OCI image indexes and Docker
 //! manifest lists (choosing this node's platform), OCI image manifests and
-//! Docker v2 schema 2 manifests; every descriptor checked before any of its
+//! Docker v2 schema 2 manifests, and Zixiao's VM artifacts (a disk, a
+//! kernel or an initrd as the one layer of an OCI manifest, see
+//! [`ArtifactManifest`]); every descriptor checked before any of its
 //! fields reaches a URL or a file name.
 
 use serde::{Deserialize, Serialize};
-use zixiao_core::model::is_sha256_digest;
+use zixiao_core::model::{is_sha256_digest, ImageKind};
 
 /// An OCI image index.
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -29,6 +31,34 @@ const CONFIG_TYPES: &[&str] = &[
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];
+
+/// A VM disk in qcow2 format (version 2 or 3, no backing or external data file).
+pub const ARTIFACT_DISK_QCOW2: &str = "application/vnd.zixiao.disk.v1.qcow2";
+/// A VM disk as raw bytes.
+pub const ARTIFACT_DISK_RAW: &str = "application/vnd.zixiao.disk.v1.raw";
+/// A kernel: a bzImage or an ELF file.
+pub const ARTIFACT_KERNEL: &str = "application/vnd.zixiao.kernel.v1";
+/// An initrd: a cpio (newc) archive, compressed or not.
+pub const ARTIFACT_INITRD: &str = "application/vnd.zixiao.initrd.v1";
+/// The OCI 1.1 empty config (`{}`) artifacts carry.
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+/// The kind of node image a Zixiao artifact media type marks, if it is one.
+///
+/// ```
+/// use zixiao_core::model::ImageKind;
+/// use zixiao_registry::manifest::{artifact_kind, ARTIFACT_DISK_QCOW2};
+/// assert_eq!(artifact_kind(ARTIFACT_DISK_QCOW2), Some(ImageKind::Disk));
+/// assert_eq!(artifact_kind("application/vnd.oci.image.layer.v1.tar"), None);
+/// ```
+pub fn artifact_kind(media_type: &str) -> Option<ImageKind> {
+    match media_type {
+        ARTIFACT_DISK_QCOW2 | ARTIFACT_DISK_RAW => Some(ImageKind::Disk),
+        ARTIFACT_KERNEL => Some(ImageKind::Kernel),
+        ARTIFACT_INITRD => Some(ImageKind::Initrd),
+        _ => None,
+    }
+}
 
 /// The most layers an image may have (overlayfs stacks a few hundred at most).
 pub const MAX_LAYERS: usize = 256;
@@ -114,6 +144,9 @@ pub struct ImageManifest {
     /// `2`.
     #[serde(rename = "schemaVersion")]
     pub schema_version: u32,
+    /// What the manifest is, for an artifact (OCI 1.1).
+    #[serde(rename = "artifactType", default)]
+    pub artifact_type: Option<String>,
     /// The config blob.
     pub config: Descriptor,
     /// The layer blobs, base first.
@@ -128,6 +161,20 @@ pub enum Document {
     Index(Index),
     /// An image manifest: fetch its blobs.
     Manifest(ImageManifest),
+    /// A Zixiao disk, kernel or initrd: fetch its one layer.
+    Artifact(ArtifactManifest),
+}
+
+/// A Zixiao VM artifact: an OCI manifest whose `artifactType` (or, for
+/// registries and tools older than OCI 1.1, config media type) is one of
+/// the `application/vnd.zixiao.*` types, and whose one layer, of such a
+/// type too, is the file itself. The types it names must agree on the kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactManifest {
+    /// What the file is.
+    pub kind: ImageKind,
+    /// The file.
+    pub layer: Descriptor,
 }
 
 /// Reads a manifest body, by its `mediaType` field, else the response's
@@ -176,6 +223,9 @@ pub fn classify(content_type: Option<&str>, body: &[u8]) -> Result<Document, (bo
         ));
     }
     check_digest(&manifest.config)?;
+    if let Some(artifact) = artifact(&manifest)? {
+        return Ok(Document::Artifact(artifact));
+    }
     if !CONFIG_TYPES.contains(&manifest.config.media_type.as_str()) {
         return Err((
             true,
@@ -207,6 +257,57 @@ pub fn classify(content_type: Option<&str>, body: &[u8]) -> Result<Document, (bo
         }
     }
     Ok(Document::Manifest(manifest))
+}
+
+/// The artifact `manifest` is, if its artifact type, config or one layer
+/// marks a Zixiao one; `Err` (corrupt) if it is one but malformed: not
+/// exactly one layer, or types that say different kinds.
+fn artifact(manifest: &ImageManifest) -> Result<Option<ArtifactManifest>, (bool, String)> {
+    let marks = [
+        manifest.artifact_type.as_deref(),
+        Some(manifest.config.media_type.as_str()),
+        manifest.layers.first().map(|l| l.media_type.as_str()),
+    ];
+    let kinds: Vec<(&str, ImageKind)> = marks
+        .into_iter()
+        .flatten()
+        .filter_map(|m| artifact_kind(m).map(|k| (m, k)))
+        .collect();
+    let Some(&(_, kind)) = kinds.first() else {
+        return Ok(None);
+    };
+    if let Some((other, other_kind)) = kinds.iter().find(|(_, k)| *k != kind) {
+        return Err((
+            false,
+            format!(
+                "artifact says both {kind} (`{}`) and {other_kind} (`{other}`)",
+                kinds[0].0
+            ),
+        ));
+    }
+    let [layer] = manifest.layers.as_slice() else {
+        return Err((
+            false,
+            format!(
+                "a {kind} artifact has exactly one layer, the file; this one has {}",
+                manifest.layers.len()
+            ),
+        ));
+    };
+    check_digest(layer)?;
+    if artifact_kind(&layer.media_type).is_none() {
+        return Err((
+            false,
+            format!(
+                "the layer of a {kind} artifact has media type `{}`, not a Zixiao {kind} type",
+                layer.media_type
+            ),
+        ));
+    }
+    Ok(Some(ArtifactManifest {
+        kind,
+        layer: layer.clone(),
+    }))
 }
 
 fn check_digest(descriptor: &Descriptor) -> Result<(), (bool, String)> {
@@ -348,5 +449,78 @@ mod tests {
             classify(None, artifact.as_bytes()),
             Err((true, _))
         ));
+    }
+
+    fn artifact_json(artifact_type: Option<&str>, config: &str, layers: &[&str]) -> String {
+        let layers: Vec<String> = layers
+            .iter()
+            .map(|m| {
+                format!(
+                    r#"{{"mediaType":"{m}","digest":"{}","size":9}}"#,
+                    digest('2')
+                )
+            })
+            .collect();
+        let artifact_type = artifact_type
+            .map(|t| format!(r#""artifactType":"{t}","#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}",{artifact_type}"config":{{"mediaType":"{config}","digest":"{}","size":2}},"layers":[{}]}}"#,
+            digest('1'),
+            layers.join(",")
+        )
+    }
+
+    #[test]
+    fn zixiao_artifacts_are_read_by_artifact_type_or_config() {
+        for (body, kind) in [
+            (
+                artifact_json(Some(ARTIFACT_DISK_QCOW2), OCI_EMPTY, &[ARTIFACT_DISK_QCOW2]),
+                ImageKind::Disk,
+            ),
+            (
+                artifact_json(None, ARTIFACT_KERNEL, &[ARTIFACT_KERNEL]),
+                ImageKind::Kernel,
+            ),
+            (
+                artifact_json(None, OCI_EMPTY, &[ARTIFACT_INITRD]),
+                ImageKind::Initrd,
+            ),
+        ] {
+            let Ok(Document::Artifact(a)) = classify(None, body.as_bytes()) else {
+                panic!("not an artifact: {body}");
+            };
+            assert_eq!(a.kind, kind);
+            assert_eq!(a.layer.size, 9);
+        }
+    }
+
+    #[test]
+    fn malformed_artifacts_are_refused_with_a_reason() {
+        for (body, reason) in [
+            (
+                artifact_json(Some(ARTIFACT_DISK_RAW), OCI_EMPTY, &[ARTIFACT_KERNEL]),
+                "both disk",
+            ),
+            (
+                artifact_json(
+                    Some(ARTIFACT_KERNEL),
+                    OCI_EMPTY,
+                    &[ARTIFACT_KERNEL, ARTIFACT_KERNEL],
+                ),
+                "exactly one layer",
+            ),
+            (
+                artifact_json(Some(ARTIFACT_KERNEL), OCI_EMPTY, &[]),
+                "exactly one layer",
+            ),
+            (
+                artifact_json(Some(ARTIFACT_KERNEL), OCI_EMPTY, &[LAYER_TYPES[0]]),
+                "not a Zixiao kernel type",
+            ),
+        ] {
+            let (unsupported, got) = classify(None, body.as_bytes()).unwrap_err();
+            assert!(!unsupported && got.contains(reason), "{got}");
+        }
     }
 }

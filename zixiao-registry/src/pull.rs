@@ -1,7 +1,8 @@
 //! A pull: resolve the reference to this platform's manifest, fetch its
 //! config and layers by digest, verify each against its descriptor while it
 //! streams, and write the lot as an OCI image layout tar for the runtime to
-//! import.
+//! import; or, for a Zixiao VM artifact, fetch its one file
+//! ([`pull_artifact`]).
 
 use std::path::{Path, PathBuf};
 
@@ -9,12 +10,14 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use zixiao_core::driver::{PullOptions, PullProgress};
-use zixiao_core::model::{ImageRef, DEFAULT_REGISTRY};
+use zixiao_core::model::{ImageKind, ImageRef, DEFAULT_REGISTRY};
 
 use crate::auth::{authorize, parse_challenge};
 use crate::error::RegistryError;
-use crate::layout::{digest_of, LayoutWriter};
-use crate::manifest::{self, classify, Descriptor, Document, ImageManifest, Platform};
+use crate::layout::{digest_of, BlobSink, FileBlob, LayoutWriter};
+use crate::manifest::{
+    self, classify, ArtifactManifest, Descriptor, Document, ImageManifest, Platform,
+};
 use crate::transport::{next_chunk, read_limited, StatusError, Transport, Url};
 
 /// The largest manifest or index read.
@@ -61,6 +64,14 @@ impl PulledImage {
     }
 }
 
+/// What a reference resolved to, past any index.
+enum Resolved {
+    /// A container image's manifest.
+    Image(ImageManifest),
+    /// A Zixiao VM artifact's.
+    Artifact(ArtifactManifest),
+}
+
 /// One pull's connection to one repository: the transport, the base URL
 /// and the `Authorization` the registry last accepted.
 struct Session<'a> {
@@ -86,26 +97,20 @@ pub async fn pull(
     work_dir: &Path,
     progress: &(dyn Fn(PullProgress) + Send + Sync),
 ) -> Result<PulledImage, RegistryError> {
-    let transport = Transport::new(&options.insecure_registries, &options.registry_cas)?;
-    let base = transport.base(api_authority(reference.registry())).await;
-    let mut session = Session {
-        transport,
-        options,
-        reference,
-        base,
-        authorization: None,
-    };
-    std::fs::create_dir_all(work_dir)
-        .map_err(|e| RegistryError::io(format!("create {}", work_dir.display()), e))?;
-    let dir = tempfile::Builder::new()
-        .prefix("pull-")
-        .tempdir_in(work_dir)
-        .map_err(|e| {
-            RegistryError::io(format!("create a directory in {}", work_dir.display()), e)
-        })?;
+    let (mut session, dir) = Session::start(reference, options, work_dir).await?;
     let archive = dir.path().join("image.oci.tar");
 
-    let (manifest_data, media_type, manifest) = session.resolve().await?;
+    let (manifest_data, media_type, document) = session.resolve().await?;
+    let manifest = match document {
+        Resolved::Image(manifest) => manifest,
+        Resolved::Artifact(artifact) => {
+            let kind = artifact.kind;
+            return Err(RegistryError::Unsupported(format!(
+                "`{reference}` is a {kind} artifact, not a container image: pull it into the \
+                 node's image store (`zixiao image pull {reference} --kind {kind}`)"
+            )));
+        }
+    };
     let digest = digest_of(&manifest_data);
     let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
         .chain(&manifest.layers)
@@ -138,7 +143,8 @@ pub async fn pull(
     let mut layout = LayoutWriter::create(&archive).await?;
     for (i, blob) in blobs.iter().enumerate() {
         if !layout.has_blob(&blob.digest) {
-            session.fetch_blob(blob, &mut layout).await?;
+            let writer = layout.begin_blob(&blob.digest, blob.size).await?;
+            session.fetch_blob(blob, writer).await?;
         }
         progress(PullProgress::Fetched {
             digest: blob.digest.clone(),
@@ -150,12 +156,10 @@ pub async fn pull(
     let mut manifest_blob = layout
         .begin_blob(&digest, manifest_data.len() as u64)
         .await?;
-    manifest_blob
-        .write(&manifest_data)
+    BlobSink::write(&mut manifest_blob, &manifest_data)
         .await?
         .map_err(|r| RegistryError::corrupt(reference.registry(), "manifest", r))?;
-    manifest_blob
-        .finish(&digest)
+    BlobSink::finish(manifest_blob, &digest)
         .await?
         .map_err(|r| RegistryError::corrupt(reference.registry(), "manifest", r))?;
     let name = reference.to_string();
@@ -182,6 +186,153 @@ pub async fn pull(
         digest,
         size_bytes: bytes + manifest_data.len() as u64,
     })
+}
+
+/// A Zixiao VM artifact (a disk, kernel or initrd) pulled into a file of
+/// its own in a temporary directory, removed when this is dropped unless
+/// the file was moved out first.
+#[derive(Debug)]
+pub struct PulledArtifact {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    /// What the artifact's media types say it is.
+    pub kind: ImageKind,
+    /// The media type of its file, such as
+    /// [`manifest::ARTIFACT_DISK_QCOW2`].
+    pub media_type: String,
+    /// The digest of the file, verified as it streamed (`sha256:<hex>`).
+    pub digest: String,
+    /// The digest of the artifact's manifest.
+    pub manifest_digest: String,
+    /// The file's size in bytes.
+    pub size_bytes: u64,
+}
+
+impl PulledArtifact {
+    /// The file, inside a temporary directory.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Removes the temporary files now (dropping does the same, ignoring errors).
+    pub fn close(self) -> std::io::Result<()> {
+        self.dir.close()
+    }
+}
+
+/// Pulls the Zixiao VM artifact `reference` (see [`ArtifactManifest`] and
+/// the media types in [`manifest`]) into a file in a new temporary
+/// directory under `work_dir`, its size checked against `limit` of its
+/// kind before the fetch and its digest verified as it streams; refused
+/// unless it is a `wanted` one, when given. Nothing is kept on failure;
+/// what a killed process leaves is a `pull-*` directory no store names.
+/// The content of the file (a disk that is qcow2 or raw, a kernel that is
+/// a kernel) is the image store's to check.
+///
+/// Errors: those of [`pull`], plus `InvalidArgument` for a kind other than
+/// `wanted` ([`RegistryError::KindMismatch`], naming both) or a file over
+/// `limit`, and `Unsupported` for a container image without `wanted`.
+pub async fn pull_artifact(
+    reference: &ImageRef,
+    options: &PullOptions,
+    wanted: Option<ImageKind>,
+    limit: &(dyn Fn(ImageKind) -> u64 + Send + Sync),
+    work_dir: &Path,
+    progress: &(dyn Fn(PullProgress) + Send + Sync),
+) -> Result<PulledArtifact, RegistryError> {
+    let (mut session, dir) = Session::start(reference, options, work_dir).await?;
+    let (manifest_data, _, document) = session.resolve().await?;
+    let ArtifactManifest { kind, layer } = match document {
+        Resolved::Artifact(artifact) => artifact,
+        Resolved::Image(_) => {
+            return Err(match wanted {
+                Some(wanted) => RegistryError::KindMismatch {
+                    reference: reference.to_string(),
+                    wanted,
+                    found: "a container image".to_owned(),
+                },
+                None => RegistryError::Unsupported(format!(
+                    "`{reference}` is a container image, not a disk, kernel or initrd artifact \
+                     (media types {}, {}, {} or {}): pull it into the container runtime",
+                    manifest::ARTIFACT_DISK_QCOW2,
+                    manifest::ARTIFACT_DISK_RAW,
+                    manifest::ARTIFACT_KERNEL,
+                    manifest::ARTIFACT_INITRD
+                )),
+            })
+        }
+    };
+    if let Some(wanted) = wanted.filter(|w| *w != kind) {
+        return Err(RegistryError::KindMismatch {
+            reference: reference.to_string(),
+            wanted,
+            found: format!("a {kind} artifact (`{}`)", layer.media_type),
+        });
+    }
+    let cap = limit(kind);
+    if layer.size > cap {
+        return Err(RegistryError::corrupt(
+            reference.registry(),
+            format!("{kind} {}", layer.digest),
+            format!(
+                "its descriptor says {} bytes, more than the {cap} a {kind} image may have",
+                layer.size
+            ),
+        ));
+    }
+    let manifest_digest = digest_of(&manifest_data);
+    progress(PullProgress::Resolved {
+        digest: manifest_digest.clone(),
+        blobs: 1,
+        bytes: layer.size,
+    });
+    let file = dir.path().join(kind.as_str());
+    let sink = FileBlob::create(&file, layer.size).await?;
+    session.fetch_blob(&layer, sink).await?;
+    progress(PullProgress::Fetched {
+        digest: layer.digest.clone(),
+        size: layer.size,
+        index: 1,
+        count: 1,
+    });
+    Ok(PulledArtifact {
+        dir,
+        file,
+        kind,
+        media_type: layer.media_type,
+        digest: layer.digest,
+        manifest_digest,
+        size_bytes: layer.size,
+    })
+}
+
+impl<'a> Session<'a> {
+    /// A session for `reference`, and a new temporary directory under
+    /// `work_dir` for what it pulls.
+    async fn start(
+        reference: &'a ImageRef,
+        options: &'a PullOptions,
+        work_dir: &Path,
+    ) -> Result<(Session<'a>, tempfile::TempDir), RegistryError> {
+        let transport = Transport::new(&options.insecure_registries, &options.registry_cas)?;
+        let base = transport.base(api_authority(reference.registry())).await;
+        std::fs::create_dir_all(work_dir)
+            .map_err(|e| RegistryError::io(format!("create {}", work_dir.display()), e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("pull-")
+            .tempdir_in(work_dir)
+            .map_err(|e| {
+                RegistryError::io(format!("create a directory in {}", work_dir.display()), e)
+            })?;
+        let session = Session {
+            transport,
+            options,
+            reference,
+            base,
+            authorization: None,
+        };
+        Ok((session, dir))
+    }
 }
 
 impl Session<'_> {
@@ -267,9 +418,10 @@ impl Session<'_> {
     }
 
     /// Fetches the manifest for the platform asked for (this node's when
-    /// none was): its bytes, media type and parsed form. A pinned digest,
-    /// and every index entry, is verified.
-    async fn resolve(&mut self) -> Result<(Vec<u8>, String, ImageManifest), RegistryError> {
+    /// none was): its bytes, media type and parsed form (an image manifest
+    /// or an artifact, never an index). A pinned digest, and every index
+    /// entry, is verified.
+    async fn resolve(&mut self) -> Result<(Vec<u8>, String, Resolved), RegistryError> {
         let platform = self
             .options
             .platform
@@ -321,7 +473,7 @@ impl Session<'_> {
                         RegistryError::corrupt(self.registry(), &what, reason)
                     }
                 })?;
-            match document {
+            let resolved = match document {
                 Document::Index(index) => {
                     let chosen = manifest::select(&index, &platform).map_err(|available| {
                         RegistryError::NoPlatform {
@@ -332,16 +484,17 @@ impl Session<'_> {
                     })?;
                     wanted = chosen.digest.clone();
                     expected = Some(chosen.clone());
+                    continue;
                 }
-                Document::Manifest(manifest) => {
-                    let media_type = serde_json::from_slice::<serde_json::Value>(&data)
-                        .ok()
-                        .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned))
-                        .or(content_type.filter(|c| c == manifest::DOCKER_MANIFEST))
-                        .unwrap_or_else(|| manifest::OCI_MANIFEST.to_owned());
-                    return Ok((data, media_type, manifest));
-                }
-            }
+                Document::Manifest(manifest) => Resolved::Image(manifest),
+                Document::Artifact(artifact) => Resolved::Artifact(artifact),
+            };
+            let media_type = serde_json::from_slice::<serde_json::Value>(&data)
+                .ok()
+                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned))
+                .or(content_type.filter(|c| c == manifest::DOCKER_MANIFEST))
+                .unwrap_or_else(|| manifest::OCI_MANIFEST.to_owned());
+            return Ok((data, media_type, resolved));
         }
         Err(RegistryError::corrupt(
             self.registry(),
@@ -351,11 +504,11 @@ impl Session<'_> {
     }
 
     /// Streams the blob `blob` (its size already checked against its cap)
-    /// into `layout`, checking its length and digest as it comes.
+    /// into `writer`, checking its length and digest as it comes.
     async fn fetch_blob(
         &mut self,
         blob: &Descriptor,
-        layout: &mut LayoutWriter,
+        mut writer: impl BlobSink,
     ) -> Result<(), RegistryError> {
         let what = format!("blob {}", blob.digest);
         let path = format!("/v2/{}/blobs/{}", self.reference.repository(), blob.digest);
@@ -363,7 +516,6 @@ impl Session<'_> {
         self.check_status(&url, response.status(), &what)?;
         let mut body = response.into_body();
         let registry = self.registry().to_owned();
-        let mut writer = layout.begin_blob(&blob.digest, blob.size).await?;
         while let Some(chunk) = next_chunk(&mut body, &url).await? {
             writer
                 .write(&chunk)

@@ -5,6 +5,8 @@
 //! shared anonymous registry; a registry that wants credentials is the
 //! test's own, so nothing else sees its users. Plain HTTP: distribution
 //! serves htpasswd auth without TLS, and loopback is where Zixiao allows it.
+//! It also writes and pushes Zixiao's VM artifacts (a disk, kernel or
+//! initrd as an OCI artifact: [`write_artifact_layout`], [`push_artifact`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -132,4 +134,123 @@ fn bcrypt(password: &str) -> Result<String, String> {
         ));
     }
     Ok(hash)
+}
+
+/// `sha256:<hex>` of `data`, as registries name blobs.
+pub fn sha256_digest(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex(&Sha256::digest(data)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The OCI 1.1 empty config, `{}`, that artifacts carry.
+const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// Writes an OCI image layout directory `layout` holding one Zixiao VM
+/// artifact (zixiao-registry's `application/vnd.zixiao.*` media types):
+/// `file` as its one layer of `media_type`, the empty config, and
+/// `artifactType` `media_type`, tagged `tag`; what a user builds to push a
+/// disk, kernel or initrd with `skopeo copy oci:DIR:TAG docker://…`.
+/// Returns the manifest's digest. Errors: what failed.
+pub fn write_artifact_layout(
+    layout: &Path,
+    tag: &str,
+    media_type: &str,
+    file: &Path,
+) -> Result<String, String> {
+    use sha2::{Digest, Sha256};
+    let blobs = layout.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(|e| format!("{}: {e}", blobs.display()))?;
+    let put = |data: &[u8]| -> Result<String, String> {
+        let digest = hex(&Sha256::digest(data));
+        std::fs::write(blobs.join(&digest), data).map_err(|e| format!("write a blob: {e}"))?;
+        Ok(digest)
+    };
+    // The layer is hashed as it is copied, so a large disk is read once.
+    let layer = {
+        let mut source =
+            std::fs::File::open(file).map_err(|e| format!("open {}: {e}", file.display()))?;
+        let temp = blobs.join(".layer");
+        let mut out = std::fs::File::create(&temp).map_err(|e| format!("create a blob: {e}"))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut size = 0u64;
+        loop {
+            use std::io::{Read, Write};
+            let n = source
+                .read(&mut buffer)
+                .map_err(|e| format!("read {}: {e}", file.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n])
+                .map_err(|e| format!("write a blob: {e}"))?;
+            size += n as u64;
+        }
+        let digest = hex(&hasher.finalize());
+        std::fs::rename(&temp, blobs.join(&digest)).map_err(|e| format!("name a blob: {e}"))?;
+        (digest, size)
+    };
+    let config = put(EMPTY_CONFIG)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": media_type,
+        "config": {
+            "mediaType": "application/vnd.oci.empty.v1+json",
+            "digest": format!("sha256:{config}"),
+            "size": EMPTY_CONFIG.len(),
+        },
+        "layers": [{
+            "mediaType": media_type,
+            "digest": format!("sha256:{}", layer.0),
+            "size": layer.1,
+        }],
+    })
+    .to_string();
+    let manifest_digest = put(manifest.as_bytes())?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{manifest_digest}"),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    std::fs::write(layout.join("index.json"), index.to_string())
+        .map_err(|e| format!("write index.json: {e}"))?;
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(|e| format!("write oci-layout: {e}"))?;
+    Ok(format!("sha256:{manifest_digest}"))
+}
+
+/// Pushes `file` as a Zixiao VM artifact of `media_type` to `image`
+/// (`127.0.0.1:PORT/repository:tag`, plain HTTP) with `skopeo copy`, from
+/// a layout written in a temporary directory ([`write_artifact_layout`]).
+/// Returns the manifest's digest. Errors: what failed, with skopeo's words.
+pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+    let layout = dir.path().join("layout");
+    let digest = write_artifact_layout(&layout, "artifact", media_type, file)?;
+    let pushed = Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:artifact", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .map_err(|e| format!("run skopeo: {e}"))?;
+    if !pushed.status.success() {
+        return Err(format!(
+            "skopeo copy to {image} failed: {}",
+            String::from_utf8_lossy(&pushed.stderr)
+        ));
+    }
+    Ok(digest)
 }

@@ -56,6 +56,7 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
         }
         ImageCommand::Pull {
             reference,
+            kind,
             insecure_registries,
             registry_cas,
             platform,
@@ -80,13 +81,14 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                 .as_deref()
                 .map(ImagePlatform::try_from)
                 .transpose()?;
-            let options = zixiao_client::pull_options(
+            let mut options = zixiao_client::pull_options(
                 &reference,
                 credentials,
                 insecure_registries,
                 registry_cas,
                 platform,
             )?;
+            options.kind = kind.as_deref().map(ImageKind::from_str).transpose()?;
             let progress = Progress::new(|p: PullProgress| match p {
                 PullProgress::Resolved {
                     digest,

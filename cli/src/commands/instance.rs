@@ -531,11 +531,14 @@ fn flag(error: Error, fields: &[&str]) -> Error {
 }
 
 /// A `--kernel` or `--initrd` value: a bare name stays an image name of
-/// the node's store; anything with a `/` is a path on this machine, made
-/// absolute.
+/// the node's store, a registry reference (`127.0.0.1:5000/vm/kernel:6.1`)
+/// an artifact the node pulls; anything else with a `/` is a path on this
+/// machine, made absolute.
 fn node_file(value: &std::path::Path) -> Result<std::path::PathBuf> {
     match value.to_str() {
-        Some(name) if !name.contains('/') => Ok(std::path::PathBuf::from(name)),
+        Some(name) if !name.contains('/') || zixiao_core::model::NodeFile::is_reference(name) => {
+            Ok(std::path::PathBuf::from(name))
+        }
         _ => absolute(value),
     }
 }

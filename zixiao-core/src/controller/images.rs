@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::Controller;
 use crate::driver::{ImageInfo, Images, ImportProgress, PullOptions, PullProgress};
 use crate::model::{uses_node_image, ImageKind, ImageName, ImageRef, InstanceType, NodeImageName};
-use crate::{Driver, Error, Result};
+use crate::{Driver, Error, ErrorKind, Result};
 
 impl Controller {
     /// Imports every image of a local archive (OCI layout or docker-archive
@@ -33,7 +33,13 @@ impl Controller {
 
     /// Pulls `reference` from its registry into `node`'s runtime for
     /// `instance_type`, calling `progress` per blob; see
-    /// [`Images::pull`] for the checks and error kinds.
+    /// [`Images::pull`] for the checks and error kinds. A disk, kernel or
+    /// initrd artifact (`options.kind`, or any pull for a vm or microvm)
+    /// goes into the node's image store; so does one pulled for containers
+    /// with no kind given, once the container runtime (or its absence) has
+    /// refused it as `Unsupported`: the artifact's media types then say
+    /// its kind, and when the store refuses it as no artifact either, the
+    /// runtime's reason is the one given.
     pub async fn pull_image(
         &self,
         node: &str,
@@ -42,10 +48,39 @@ impl Controller {
         options: &PullOptions,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<ImageInfo> {
-        let driver = self.image_driver(node, instance_type).await?;
-        Ok(images_of(&driver)?
-            .pull(reference, options, progress)
-            .await?)
+        let into_store = options
+            .kind
+            .map_or(instance_type != InstanceType::Container, |k| {
+                k.in_node_store()
+            });
+        if into_store {
+            let store = self.node_store(node).await?;
+            return Ok(images_of(&store)?
+                .pull(reference, options, progress)
+                .await?);
+        }
+        let pulled = async {
+            let driver = self.image_driver(node, instance_type).await?;
+            Ok::<_, Error>(
+                images_of(&driver)?
+                    .pull(reference, options, progress)
+                    .await?,
+            )
+        };
+        let refused = match pulled.await {
+            Ok(image) => return Ok(image),
+            Err(e) if options.kind.is_none() && e.kind() == ErrorKind::Unsupported => e,
+            Err(e) => return Err(e),
+        };
+        let Ok(store) = self.node_store(node).await else {
+            return Err(refused);
+        };
+        match images_of(&store)?.pull(reference, options, progress).await {
+            Ok(image) => Ok(image),
+            // Not an artifact either: the runtime's reason is the one to give.
+            Err(e) if e.kind() == ErrorKind::Unsupported => Err(refused),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The images `node`'s runtime for `instance_type` holds, by name; for

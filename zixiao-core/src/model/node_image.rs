@@ -1,7 +1,8 @@
 //! Images a node keeps for its VMs and microVMs (disks, kernels, initrds),
 //! their names, and how a spec names the file a VM boots: an image in the
-//! node's store ([`NodeFile::Image`]) or, for the local administrator only,
-//! a host path ([`NodeFile::HostPath`]).
+//! node's store ([`NodeFile::Image`]), an OCI artifact in a registry that
+//! the node pulls into its store when it lacks it ([`NodeFile::Reference`]),
+//! or, for the local administrator only, a host path ([`NodeFile::HostPath`]).
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -111,6 +112,49 @@ impl NodeImageName {
     }
 }
 
+impl NodeImageName {
+    /// The name a pulled artifact takes in the node's store: the last part
+    /// of `reference`'s repository, then `-` and its tag, or `-` and the
+    /// first 12 hex digits of its digest when pinned, every other character
+    /// than letters, digits, `.`, `_` and `-` made `-`, cut to
+    /// [`MAX_NODE_IMAGE_NAME`]. `127.0.0.1:5000/vm/debian:12` is
+    /// `debian-12`; the same name from two registries is one name, which
+    /// the store refuses to give other content.
+    ///
+    /// ```
+    /// use zixiao_core::model::{ImageRef, NodeImageName};
+    /// let r = ImageRef::try_from("127.0.0.1:5000/vm/debian:12").unwrap();
+    /// assert_eq!(NodeImageName::for_reference(&r).as_str(), "debian-12");
+    /// ```
+    pub fn for_reference(reference: &super::ImageRef) -> NodeImageName {
+        let repository = reference.repository();
+        let base = repository.rsplit('/').next().unwrap_or(repository);
+        let suffix = match (reference.digest(), reference.tag()) {
+            (Some(digest), _) => {
+                let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+                format!("sha256-{}", &hex[..hex.len().min(12)])
+            }
+            (None, Some(tag)) => tag.to_owned(),
+            (None, None) => "latest".to_owned(),
+        };
+        let mut name: String = format!("{base}-{suffix}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(MAX_NODE_IMAGE_NAME)
+            .collect();
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            name.replace_range(..1, "x");
+        }
+        NodeImageName(name)
+    }
+}
+
 impl fmt::Display for NodeImageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -153,26 +197,34 @@ impl From<NodeImageName> for String {
 }
 
 /// What a spec's disk, kernel or initrd field names: an image in the node's
-/// store, or an absolute path on the node (which only the local
-/// administrator may give; see [`refuse_host_paths`]).
+/// store, an artifact in a registry, or an absolute path on the node (which
+/// only the local administrator may give; see [`refuse_host_paths`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeFile {
     /// An image in the node's store, by name.
     Image(NodeImageName),
+    /// A disk, kernel or initrd OCI artifact in a registry, held in the
+    /// node's store under [`NodeImageName::for_reference`] once pulled.
+    Reference(super::ImageRef),
     /// An absolute path on the node.
     HostPath(PathBuf),
 }
 
 impl NodeFile {
     /// Parses `value` of spec field `field`: an absolute path is a host
-    /// path, a bare name an image; anything else (a relative path, an
-    /// empty value) is `InvalidArgument` naming `field`.
+    /// path, a bare name an image, a registry reference (see
+    /// [`NodeFile::is_reference`]) an artifact; anything else (a relative
+    /// path, an empty value) is `InvalidArgument` naming `field`.
     ///
     /// ```
     /// use zixiao_core::model::NodeFile;
     /// use std::path::Path;
     /// assert!(matches!(NodeFile::parse("spec.kernel", Path::new("vmlinux")), Ok(NodeFile::Image(_))));
     /// assert!(matches!(NodeFile::parse("spec.kernel", Path::new("/boot/vmlinuz")), Ok(NodeFile::HostPath(_))));
+    /// assert!(matches!(
+    ///     NodeFile::parse("spec.kernel", Path::new("127.0.0.1:5000/vm/kernel:6.1")),
+    ///     Ok(NodeFile::Reference(_))
+    /// ));
     /// assert!(NodeFile::parse("spec.kernel", Path::new("boot/vmlinuz")).is_err());
     /// ```
     pub fn parse(field: &str, value: &Path) -> Result<NodeFile, Error> {
@@ -181,6 +233,13 @@ impl NodeFile {
         }
         if value.is_absolute() {
             return Ok(NodeFile::HostPath(value.to_owned()));
+        }
+        if let Some(text) = value.to_str().filter(|t| NodeFile::is_reference(t)) {
+            return super::ImageRef::try_from(text)
+                .map(NodeFile::Reference)
+                .map_err(|e| {
+                    Error::invalid(field, format!("`{text}` is not a registry reference: {e}"))
+                });
         }
         let mut components = value.components();
         match (components.next(), components.next(), value.to_str()) {
@@ -205,10 +264,29 @@ impl NodeFile {
         }
     }
 
-    /// The image's name, if it names one.
-    pub fn image(&self) -> Option<&NodeImageName> {
+    /// Whether `text` names a registry artifact rather than a file: as
+    /// Docker tells a registry from a path, its first `/`-separated part
+    /// is a host (it holds a `.` or a `:`, or is `localhost`, and does not
+    /// start with `.`, as `./` and `../` do) and more follows.
+    /// `127.0.0.1:5000/vm/debian:12` and `registry.lan/k:1` are
+    /// references; `vmlinux`, `boot/vmlinuz` and `./vmlinuz` are not.
+    pub fn is_reference(text: &str) -> bool {
+        match text.split_once('/') {
+            Some((host, rest)) => {
+                !rest.is_empty()
+                    && !host.starts_with('.')
+                    && (host.contains('.') || host.contains(':') || host == "localhost")
+            }
+            None => false,
+        }
+    }
+
+    /// The name of the image in the node's store it names, if it names
+    /// one: the image's, or the one a pulled artifact takes.
+    pub fn image(&self) -> Option<NodeImageName> {
         match self {
-            NodeFile::Image(name) => Some(name),
+            NodeFile::Image(name) => Some(name.clone()),
+            NodeFile::Reference(reference) => Some(NodeImageName::for_reference(reference)),
             NodeFile::HostPath(_) => None,
         }
     }
@@ -233,11 +311,17 @@ pub fn node_files(spec: &InstanceSpec) -> Vec<(ImageKind, &Path)> {
     files
 }
 
-/// Whether `spec` uses image `name` of `kind` from its node's store.
+/// Whether `spec` uses image `name` of `kind` from its node's store, by
+/// that name or by a registry reference pulled under it.
 pub fn uses_node_image(spec: &InstanceSpec, kind: ImageKind, name: &NodeImageName) -> bool {
-    node_files(spec)
-        .into_iter()
-        .any(|(k, value)| k == kind && value == Path::new(name.as_str()))
+    node_files(spec).into_iter().any(|(k, value)| {
+        k == kind
+            && NodeFile::parse(kind.spec_field(), value)
+                .ok()
+                .and_then(|file| file.image())
+                .as_ref()
+                == Some(name)
+    })
 }
 
 /// Why a host path is refused: the words a refusal gives after "`PATH`
@@ -327,4 +411,67 @@ pub fn refuse_host_paths_because(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ImageRef;
+
+    fn name_for(reference: &str) -> String {
+        NodeImageName::for_reference(&ImageRef::try_from(reference).unwrap()).to_string()
+    }
+
+    #[test]
+    fn a_pulled_artifact_is_named_after_its_reference() {
+        assert_eq!(name_for("127.0.0.1:5000/vm/debian:12"), "debian-12");
+        assert_eq!(name_for("registry.lan/kernel"), "kernel-latest");
+        let pinned = format!("registry.lan/vm/disk@sha256:{}", "ab".repeat(32));
+        assert_eq!(name_for(&pinned), "disk-sha256-abababababab");
+        let long = format!("registry.lan/{}:1", "d".repeat(80));
+        let name = name_for(&long);
+        assert_eq!(name.len(), MAX_NODE_IMAGE_NAME);
+        // Every name made is one the store takes.
+        assert!(NodeImageName::try_from(name.as_str()).is_ok());
+    }
+
+    #[test]
+    fn references_are_told_from_names_and_paths() {
+        for reference in [
+            "127.0.0.1:5000/vm/debian:12",
+            "registry.lan/k:1",
+            "localhost/k",
+        ] {
+            assert!(NodeFile::is_reference(reference), "{reference}");
+            assert!(matches!(
+                NodeFile::parse("spec.kernel", Path::new(reference)),
+                Ok(NodeFile::Reference(_))
+            ));
+        }
+        for other in [
+            "vmlinux",
+            "boot/vmlinuz",
+            "/boot/vmlinuz",
+            "host.lan/",
+            "./vmlinuz",
+            "../boot/vmlinuz",
+        ] {
+            assert!(!NodeFile::is_reference(other), "{other}");
+        }
+        let err = NodeFile::parse("spec.image", Path::new("Registry.lan/UPPER:1")).unwrap_err();
+        assert!(err.to_string().contains("spec.image"), "{err}");
+    }
+
+    #[test]
+    fn a_spec_uses_an_image_by_name_or_by_the_reference_it_was_pulled_from() {
+        let mut spec = InstanceSpec::microvm("127.0.0.1:5000/vm/vmlinuz:6.1");
+        let pulled = NodeImageName::try_from("vmlinuz-6.1").unwrap();
+        assert!(uses_node_image(&spec, ImageKind::Kernel, &pulled));
+        assert!(!uses_node_image(&spec, ImageKind::Initrd, &pulled));
+        spec.kernel = Some("vmlinuz-6.1".into());
+        assert!(uses_node_image(&spec, ImageKind::Kernel, &pulled));
+        // A reference is no host path: the network may send it.
+        spec.kernel = Some("127.0.0.1:5000/vm/vmlinuz:6.1".into());
+        assert!(refuse_host_paths(&spec).is_ok());
+    }
 }

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use containerd_client::tonic::{Code, Status};
 use zixiao_core::DriverError;
-use zixiao_registry::RegistryError;
 
-pub(crate) use crate::errors::{invalid, io};
+pub(crate) use crate::errors::{invalid, io, registry};
 
 /// The runtime name used in `Unavailable` errors, naming the socket so the
 /// user sees which containerd was tried.
@@ -39,41 +38,6 @@ pub(crate) fn is_not_found(status: &Status) -> bool {
 /// Whether the call failed because the object exists already.
 pub(crate) fn is_already_exists(status: &Status) -> bool {
     status.code() == Code::AlreadyExists
-}
-
-/// Maps a failed pull onto the driver's error kinds, keeping the cause
-/// where the kind has room for one.
-pub(crate) fn registry(error: RegistryError) -> DriverError {
-    match error {
-        RegistryError::NotFound { registry, what } => {
-            DriverError::NotFound(format!("{what} in registry {registry}"))
-        }
-        RegistryError::NoPlatform {
-            reference,
-            platform,
-            available,
-        } => DriverError::NotFound(format!(
-            "a {platform} manifest of image `{reference}` (it has: {available})"
-        )),
-        RegistryError::Unavailable {
-            registry,
-            operation,
-            source,
-        } => DriverError::Unavailable {
-            runtime: format!("registry {registry} ({operation})"),
-            source,
-        },
-        e @ RegistryError::Corrupt { .. } => invalid("image", e.to_string()),
-        RegistryError::BadCa(reason) => invalid("registry_ca", reason),
-        e @ (RegistryError::InsecureRefused { .. }
-        | RegistryError::Unauthorized { .. }
-        | RegistryError::Untrusted { .. }) => DriverError::FailedPrecondition(e.to_string()),
-        e @ RegistryError::Unsupported(_) => DriverError::Unsupported(e.to_string()),
-        e @ (RegistryError::Io { .. } | RegistryError::Tls(_)) => DriverError::Runtime {
-            operation: "pull image".to_owned(),
-            source: Box::new(e),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -240,7 +240,12 @@ impl Driver for LibvirtDriver {
         "libvirt"
     }
 
+    /// Registry references in the spec are pulled into the node's store
+    /// first, when it lacks them.
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.images
+            .pull_missing(&instance.spec, &Default::default())
+            .await?;
         self.create_domain(instance).await
     }
 

@@ -680,7 +680,12 @@ impl Driver for MicrovmDriver {
         }
     }
 
+    /// Registry references in the spec are pulled into the node's store
+    /// first, when it lacks them.
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.images
+            .pull_missing(&instance.spec, &Default::default())
+            .await?;
         match &instance.clone_of {
             Some(origin) => {
                 use zixiao_core::driver::Clones as _;

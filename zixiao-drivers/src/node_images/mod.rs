@@ -10,7 +10,12 @@
 //! checks its content ([`content`]), copies it into a temporary file while
 //! hashing it, and renames it into place before the index names it: a
 //! crash part-way leaves at most an unnamed temporary file, which nothing
-//! lists or boots. The index is rewritten whole (temporary file, rename)
+//! lists or boots. A pull ([`Images::pull`] here) streams an OCI artifact's
+//! one file into a `pull-*` directory under `<state_dir>/images/tmp`, its
+//! digest verified as it comes (zixiao-registry), then makes the same
+//! content check and the same rename: a pull killed half way leaves only
+//! such a directory, which nothing names, lists or boots, and a later pull
+//! starts afresh. The index is rewritten whole (temporary file, rename)
 //! under an exclusive `flock`, so two drivers or processes never lose each
 //! other's entries.
 
@@ -26,8 +31,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zixiao_core::driver::{ImageInfo, Images, ImportProgress};
-use zixiao_core::model::{ImageKind, ImageName, NodeFile, NodeImageName};
+use zixiao_core::driver::{ImageInfo, Images, ImportProgress, PullOptions, PullProgress};
+use zixiao_core::model::{ImageKind, ImageName, ImageRef, NodeFile, NodeImageName};
 use zixiao_core::DriverError;
 
 use crate::errors::{invalid, io};
@@ -157,8 +162,7 @@ impl NodeImageStore {
             .read_to_end(&mut header)
             .map_err(|e| io(format!("read {}", file.display()), e))?;
         let format = content::check(kind, &header)?;
-        let temp_dir = self.root.join("tmp");
-        make_dir(&temp_dir)?;
+        let temp_dir = self.temp_dir()?;
         let temp = temp_dir.join(uuid::Uuid::new_v4().to_string());
         let copied = copy_hashing(&header, &mut source, &temp, size);
         let sha256 = match copied {
@@ -171,10 +175,71 @@ impl NodeImageStore {
                 ));
             }
         };
+        self.install(&temp, sha256, size, format, name, kind)
+    }
+
+    /// The store's directory of files on their way in (imports' copies,
+    /// pulls' downloads), on the store's filesystem so they can be renamed
+    /// into place.
+    pub fn temp_dir(&self) -> Result<PathBuf, DriverError> {
+        let dir = self.root.join("tmp");
+        make_dir(&dir)?;
+        Ok(dir)
+    }
+
+    /// Takes `file`, a pulled artifact's file under [`Self::temp_dir`] whose
+    /// content hashes to `sha256` (hex; the pull verified it as it
+    /// streamed), into the store as image `name` of `kind` after the same
+    /// content check as [`Self::import`], by renaming it. Errors: those of
+    /// [`Self::import`]; on failure `file` is removed.
+    pub fn adopt(
+        &self,
+        file: &Path,
+        sha256: &str,
+        name: &NodeImageName,
+        kind: ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
+        let checked = (|| {
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "digest",
+                    format!("`{sha256}` is not a sha256 in hex"),
+                ));
+            }
+            let (source, size) = open_source(file, kind)?;
+            let mut header = Vec::with_capacity(HEADER_BYTES);
+            source
+                .take(HEADER_BYTES as u64)
+                .read_to_end(&mut header)
+                .map_err(|e| io(format!("read {}", file.display()), e))?;
+            Ok((content::check(kind, &header)?, size))
+        })();
+        match checked {
+            Ok((format, size)) => self.install(file, sha256.to_owned(), size, format, name, kind),
+            Err(e) => {
+                let _ = fs::remove_file(file);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames `temp` (checked content of `kind`, `size` bytes hashing to
+    /// `sha256`) into place and names it `name` in the index, under the
+    /// index's lock; the same content under the same name is no change.
+    /// `temp` is gone afterwards either way.
+    fn install(
+        &self,
+        temp: &Path,
+        sha256: String,
+        size: u64,
+        format: content::ImageFormat,
+        name: &NodeImageName,
+        kind: ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         if let Some(held) = index.get(name) {
-            let _ = fs::remove_file(&temp);
+            let _ = fs::remove_file(temp);
             if held.kind == kind && held.sha256 == sha256 {
                 return Ok(info(name, held));
             }
@@ -186,8 +251,8 @@ impl NodeImageStore {
         }
         let target = self.file_path(kind, &sha256);
         make_dir(target.parent().unwrap_or(&self.root))?;
-        fs::rename(&temp, &target).map_err(|e| {
-            let _ = fs::remove_file(&temp);
+        fs::rename(temp, &target).map_err(|e| {
+            let _ = fs::remove_file(temp);
             io(format!("store {}", target.display()), e)
         })?;
         let entry = Entry {
@@ -203,7 +268,7 @@ impl NodeImageStore {
             self.remove_unused(&index, kind, &entry.sha256);
             return Err(e);
         }
-        tracing::info!(image = %name, %kind, digest = %entry.sha256, size, "imported node image");
+        tracing::info!(image = %name, %kind, digest = %entry.sha256, size, "stored node image");
         Ok(info(name, &entry))
     }
 
@@ -242,26 +307,34 @@ impl NodeImageStore {
     /// The file spec field `field` names with `value`: a host path as it
     /// is (the edges that take specs from the network refuse those; see
     /// `zixiao_core::model::refuse_host_paths`), an image name as the
-    /// store's file of that image, which must be of `kind`. Errors:
-    /// `InvalidArgument` (neither a name nor an absolute path), `NotFound`
-    /// naming `field` (no image of that name and kind on this node).
+    /// store's file of that image, which must be of `kind`, a registry
+    /// reference as the file of the image it was pulled as
+    /// ([`NodeImageStore::pull_missing`] pulls it first). Errors:
+    /// `InvalidArgument` (neither a name, a reference nor an absolute
+    /// path), `NotFound` naming `field` (no image of that name and kind on
+    /// this node).
     pub fn resolve(
         &self,
         field: &str,
         kind: ImageKind,
         value: &Path,
     ) -> Result<PathBuf, DriverError> {
-        let name = match NodeFile::parse(field, value) {
-            Ok(NodeFile::HostPath(path)) => return Ok(path),
-            Ok(NodeFile::Image(name)) => name,
-            Err(e) => return Err(invalid(field, e.to_string())),
+        let file = NodeFile::parse(field, value).map_err(|e| invalid(field, e.to_string()))?;
+        let name = match &file {
+            NodeFile::HostPath(path) => return Ok(path.clone()),
+            NodeFile::Image(name) => name.clone(),
+            NodeFile::Reference(reference) => NodeImageName::for_reference(reference),
         };
         let index = self.read_index()?;
-        let missing = || {
-            DriverError::NotFound(format!(
+        let missing = || match &file {
+            NodeFile::Reference(reference) => DriverError::NotFound(format!(
+                "{field}: {kind} image `{name}` (pulled from `{reference}`) in this node's \
+                 image store (pull it with `zixiao image pull {reference} --kind {kind}`)"
+            )),
+            _ => DriverError::NotFound(format!(
                 "{field}: {kind} image `{name}` in this node's image store (import it with \
                  `zixiao image import FILE --name {name} --kind {kind}`)"
-            ))
+            )),
         };
         let entry = index
             .get(&name)
@@ -272,6 +345,59 @@ impl NodeImageStore {
             return Err(missing());
         }
         Ok(path)
+    }
+}
+
+impl NodeImageStore {
+    /// Pulls every registry artifact `spec` names (its disk, kernel,
+    /// initrd) that the store does not hold yet, as the kind its field
+    /// takes, with `options` (anonymous, HTTPS except to loopback, by
+    /// default); an image already held under the reference's name is not
+    /// pulled again. Called by the vm and microvm drivers before they
+    /// create, so the node an instance lands on pulls what it boots.
+    /// Errors: those of [`Images::pull`], naming the field.
+    pub async fn pull_missing(
+        &self,
+        spec: &zixiao_core::InstanceSpec,
+        options: &PullOptions,
+    ) -> Result<(), DriverError> {
+        for (kind, value) in zixiao_core::model::node_files(spec) {
+            let field = kind.spec_field();
+            let Ok(NodeFile::Reference(reference)) = NodeFile::parse(field, value) else {
+                continue;
+            };
+            let held = {
+                let store = self.clone();
+                let value = value.to_owned();
+                blocking(move || Ok(store.resolve(field, kind, &value).is_ok())).await?
+            };
+            if held {
+                continue;
+            }
+            let options = PullOptions {
+                kind: Some(kind),
+                ..options.clone()
+            };
+            tracing::info!(%reference, %kind, "pulling a missing node image");
+            Images::pull(self, &reference, &options, &|_| {})
+                .await
+                .map_err(|e| at_field(field, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `error` with `field` named in front of its message where the kind has
+/// room for one.
+fn at_field(field: &str, error: DriverError) -> DriverError {
+    match error {
+        DriverError::InvalidArgument { reason, .. } => invalid(field, reason),
+        DriverError::NotFound(what) => DriverError::NotFound(format!("{field}: {what}")),
+        DriverError::FailedPrecondition(why) => {
+            DriverError::FailedPrecondition(format!("{field}: {why}"))
+        }
+        DriverError::Unsupported(why) => DriverError::Unsupported(format!("{field}: {why}")),
+        other => other,
     }
 }
 
@@ -291,6 +417,15 @@ fn make_dir(dir: &Path) -> Result<(), DriverError> {
     // QEMU, which libvirt may run as another user, reads the images.
     let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o755));
     Ok(())
+}
+
+/// The largest image of `kind` the store takes.
+fn max_bytes(kind: ImageKind) -> u64 {
+    match kind {
+        ImageKind::Kernel => MAX_KERNEL_BYTES,
+        ImageKind::Initrd => MAX_INITRD_BYTES,
+        ImageKind::Disk | ImageKind::Container => MAX_DISK_BYTES,
+    }
 }
 
 /// Opens `file` for reading as a regular file, not following a symbolic
@@ -323,11 +458,7 @@ fn open_source(file: &Path, kind: ImageKind) -> Result<(File, u64), DriverError>
             format!("`{}` is not a regular file", file.display()),
         ));
     }
-    let cap = match kind {
-        ImageKind::Kernel => MAX_KERNEL_BYTES,
-        ImageKind::Initrd => MAX_INITRD_BYTES,
-        ImageKind::Disk | ImageKind::Container => MAX_DISK_BYTES,
-    };
+    let cap = max_bytes(kind);
     if meta.len() > cap {
         return Err(invalid(
             "file",
@@ -397,6 +528,59 @@ impl Images for NodeImageStore {
              (`--kind disk|kernel|initrd`), not container archives",
             archive.display()
         )))
+    }
+
+    /// Pulls a disk, kernel or initrd OCI artifact (zixiao-registry's
+    /// media types) into the store under the name its reference gives
+    /// ([`NodeImageName::for_reference`]), its kind from its media types
+    /// (which must say `options.kind` when given). Pulled again, the same
+    /// content is no change; other content under that name (a moved tag)
+    /// is `AlreadyExists`, as for an import, since instances may boot from
+    /// the file it names: remove the image first.
+    async fn pull(
+        &self,
+        reference: &ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo, DriverError> {
+        if options.kind == Some(ImageKind::Container) {
+            return Err(invalid(
+                "kind",
+                format!(
+                    "`{reference}`: container images go to the container runtime, not the \
+                     node's image store of disks, kernels and initrds"
+                ),
+            ));
+        }
+        let name = NodeImageName::for_reference(reference);
+        let work_dir = {
+            let store = self.clone();
+            blocking(move || store.temp_dir()).await?
+        };
+        let pulled = zixiao_registry::pull_artifact(
+            reference,
+            options,
+            options.kind,
+            &max_bytes,
+            &work_dir,
+            progress,
+        )
+        .await
+        .map_err(crate::errors::registry)?;
+        progress(PullProgress::Unpacking);
+        let sha256 = pulled
+            .digest
+            .strip_prefix("sha256:")
+            .unwrap_or(&pulled.digest)
+            .to_owned();
+        let store = self.clone();
+        blocking(move || {
+            let stored = store.adopt(pulled.file(), &sha256, &name, pulled.kind);
+            // Best effort: the directory is temporary, and dropping removes it too.
+            let _ = pulled.close();
+            stored
+        })
+        .await
     }
 
     async fn import_file(

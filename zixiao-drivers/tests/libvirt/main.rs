@@ -28,6 +28,7 @@ mod disks;
 mod migrate;
 mod mock;
 mod network;
+mod pulled;
 mod recovery;
 mod resize;
 
