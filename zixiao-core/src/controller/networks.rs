@@ -530,13 +530,20 @@ impl Controller {
             )));
         }
         let attachments = self.running_attachments(name).await?;
+        let hosts = self.network_hosts();
+        let network = &network;
+        // Every node at once, each bounded: one slow node holds up nobody.
+        let answers = futures::future::join_all(hosts.iter().map(|(node, host)| {
+            let mine = attachments_on(&attachments, node);
+            async move { (node, bounded_call(host.repair(network, &mine)).await) }
+        }))
+        .await;
         let mut repaired = Vec::new();
         let mut failed = Vec::new();
-        for (node, host) in self.network_hosts() {
-            let mine = attachments_on(&attachments, &node);
-            match bounded_call(host.repair(&network, &mine)).await {
+        for (node, answer) in answers {
+            match answer {
                 Ok(done) => repaired.extend(done.into_iter().map(|d| format!("{node}: {d}"))),
-                Err(e) => failed.push((node, e)),
+                Err(e) => failed.push((node.clone(), e)),
             }
         }
         if let Err(e) = self.sync_overlay(name, None).await {
