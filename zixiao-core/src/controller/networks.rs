@@ -496,10 +496,17 @@ impl Controller {
     /// Read-only. Errors: `NotFound`, the store's.
     pub async fn network_status(&self, name: &str) -> Result<NetworkStatus> {
         let network = self.get_network(name).await?;
+        let instances = self.instances_on_network(name).await?;
+        self.status_of(&network, &instances).await
+    }
+
+    /// `network`'s state on every node that sets up networks, judged
+    /// against `instances` (the network's, as stored).
+    async fn status_of(&self, network: &Network, instances: &[Instance]) -> Result<NetworkStatus> {
+        let name = network.name.as_str();
         let hosts = self.network_hosts();
-        let peers = self.wanted_overlay_peers(name, &hosts).await?;
-        let attachments = self.running_attachments(name).await?;
-        let network = &network;
+        let peers = self.wanted_overlay_peers(name, instances, &hosts).await?;
+        let attachments = running_attachments(name, instances);
         let nodes = futures::future::join_all(hosts.iter().map(|(node, host)| {
             let peers = peers.get(node).map(Vec::as_slice).unwrap_or_default();
             let attachments = attachments_on(&attachments, node);
@@ -529,7 +536,8 @@ impl Controller {
                 "network `{name}` is being deleted"
             )));
         }
-        let attachments = self.running_attachments(name).await?;
+        let instances = self.instances_on_network(name).await?;
+        let attachments = running_attachments(name, &instances);
         let hosts = self.network_hosts();
         let network = &network;
         // Every node at once, each bounded: one slow node holds up nobody.
@@ -549,7 +557,8 @@ impl Controller {
         if let Err(e) = self.sync_overlay(name, None).await {
             tracing::warn!(network = %name, error = %e, "setting overlay peers after a repair");
         }
-        let mut status = self.network_status(name).await?;
+        // The store is as it was: only the nodes changed.
+        let mut status = self.status_of(network, &instances).await?;
         for (node, error) in failed {
             if let Some(entry) = status.nodes.iter_mut().find(|n| n.node == node) {
                 entry.error = Some(format!("repair failed: {}", error.chain()));
@@ -557,31 +566,6 @@ impl Controller {
         }
         status.repaired = repaired;
         Ok(status)
-    }
-
-    /// The attachments to network `name` of the instances running (or
-    /// paused) on a node, with their node.
-    async fn running_attachments(&self, name: &str) -> Result<Vec<(String, NetworkAttachment)>> {
-        let (instances, _) = self
-            .inner
-            .store
-            .list_objects::<Instance, _>(|i| i.attachments.iter().any(|a| a.network == *name))
-            .await?;
-        Ok(instances
-            .into_iter()
-            .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused))
-            .filter_map(|i| {
-                let node = i.node?;
-                Some(
-                    i.attachments
-                        .into_iter()
-                        .filter(|a| a.network == *name)
-                        .map(|a| (node.clone(), a))
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .flatten()
-            .collect())
     }
 
     /// After a crash or restart: releases allocations whose instance is gone,
@@ -707,6 +691,22 @@ async fn bounded_call<T>(call: impl std::future::Future<Output = Result<T>>) -> 
                 source: Some(format!("no answer within {} s", NODE_CALL_TIMEOUT.as_secs()).into()),
             })
         })
+}
+
+/// The attachments to network `name` of those of `instances` running (or
+/// paused) on a node, with their node.
+fn running_attachments(name: &str, instances: &[Instance]) -> Vec<(String, NetworkAttachment)> {
+    instances
+        .iter()
+        .filter(|i| matches!(i.status, InstanceStatus::Running | InstanceStatus::Paused))
+        .filter_map(|i| Some((i.node.as_deref()?, &i.attachments)))
+        .flat_map(|(node, attachments)| {
+            attachments
+                .iter()
+                .filter(|a| a.network == *name)
+                .map(move |a| (node.to_owned(), a.clone()))
+        })
+        .collect()
 }
 
 /// The attachments of `attachments` (with their nodes) on node `node`.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::networks::on_node;
 use super::Controller;
-use crate::model::{Instance, InstanceStatus, Network, NodeId};
+use crate::model::{Instance, InstanceStatus, Network};
 use crate::store::StoreExt;
 use crate::{Error, Result};
 
@@ -67,7 +67,10 @@ impl Controller {
             return Ok(());
         }
         let hosts = self.network_hosts();
-        let underlays = self.carrier_underlays(name, &hosts, node).await?;
+        let instances = self.instances_on_network(name).await?;
+        let underlays = self
+            .carrier_underlays(name, &instances, &hosts, node)
+            .await?;
         let underlays: BTreeMap<&str, Option<IpAddr>> =
             underlays.iter().map(|(n, u)| (n.as_str(), *u)).collect();
         if underlays.len() > 1 {
@@ -117,22 +120,29 @@ impl Controller {
         Ok(())
     }
 
-    /// The underlay addresses (`None`: it has none) of the nodes carrying
-    /// network `name`: those with an instance placed on it that is
-    /// attached to it. The nodes are asked all at once; only `node`'s
-    /// failure is an error, another node's is logged and leaves it out.
-    async fn carrier_underlays(
-        &self,
-        name: &str,
-        hosts: &[(String, std::sync::Arc<dyn super::NetworkHost>)],
-        node: Option<&str>,
-    ) -> Result<BTreeMap<String, Option<IpAddr>>> {
+    /// The instances attached to network `name`, as stored.
+    pub(super) async fn instances_on_network(&self, name: &str) -> Result<Vec<Instance>> {
         let (instances, _) = self
             .inner
             .store
             .list_objects::<Instance, _>(|i| i.attachments.iter().any(|a| a.network == *name))
             .await?;
-        let carriers: BTreeSet<NodeId> = instances.into_iter().filter_map(|i| i.node).collect();
+        Ok(instances)
+    }
+
+    /// The underlay addresses (`None`: it has none) of the nodes carrying
+    /// network `name`: those `instances` (the network's, see
+    /// [`Controller::instances_on_network`]) are placed on. The nodes are
+    /// asked all at once; only `node`'s failure is an error, another
+    /// node's is logged and leaves it out.
+    async fn carrier_underlays(
+        &self,
+        name: &str,
+        instances: &[Instance],
+        hosts: &[(String, std::sync::Arc<dyn super::NetworkHost>)],
+        node: Option<&str>,
+    ) -> Result<BTreeMap<String, Option<IpAddr>>> {
+        let carriers: BTreeSet<&str> = instances.iter().filter_map(|i| i.node.as_deref()).collect();
         let asked = futures::future::join_all(
             hosts
                 .iter()
@@ -159,15 +169,16 @@ impl Controller {
     }
 
     /// The overlay peers each node with a network host should have for
-    /// network `name` now (see [`Controller::sync_overlay`]); for
-    /// `network get`. A node that cannot be asked for its underlay is left
-    /// out, as a sync leaves it out.
+    /// network `name`, whose instances are `instances`, now (see
+    /// [`Controller::sync_overlay`]); for `network get`. A node that cannot
+    /// be asked for its underlay is left out, as a sync leaves it out.
     pub(super) async fn wanted_overlay_peers(
         &self,
         name: &str,
+        instances: &[Instance],
         hosts: &[(String, std::sync::Arc<dyn super::NetworkHost>)],
     ) -> Result<BTreeMap<String, Vec<IpAddr>>> {
-        let underlays = self.carrier_underlays(name, hosts, None).await?;
+        let underlays = self.carrier_underlays(name, instances, hosts, None).await?;
         let underlays: BTreeMap<&str, Option<IpAddr>> =
             underlays.iter().map(|(n, u)| (n.as_str(), *u)).collect();
         Ok(hosts
