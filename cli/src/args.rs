@@ -464,7 +464,10 @@ pub(crate) enum NodeCommand {
         /// Node id or hostname.
         node: String,
     },
-    /// Empty a node: move instances that restart elsewhere, stop the others.
+    /// Empty a node, a few instances at a time: running VMs migrate live
+    /// (else cold), instances that restart move elsewhere, the others stop.
+    /// The report says per instance what happened and why a VM did not
+    /// migrate.
     Drain {
         /// Node id or hostname.
         node: String,

@@ -2057,3 +2057,228 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Evacuation by migration, through a server and two agents on the two
+/// libvirtds (as the live test above), as an operator checks it: `node
+/// drain A` with two counting VMs on A, one restarting (`always`) and one
+/// not (`never`), migrates both live to B, and both keep counting there
+/// (no reboot); the report says so per instance and A ends cordoned with
+/// nothing on it. Then `node maintenance on B`, where nothing can migrate
+/// (node A takes no migrations, and cold migration copies through agents
+/// that are not asked to here): the `always` VM restarts on A from its
+/// image, the `never` one stops on B, and the report names why neither
+/// migrated.
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_maintenance_migrate_running_vms_live_and_say_why_not() {
+    use std::os::unix::fs::PermissionsExt;
+    use zixiao_testing::output::json;
+    use zixiao_testing::wait::{runtime_endpoint, wait_until};
+
+    let Some(uri1) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt") else {
+        return;
+    };
+    let Some(uri2) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT2_URI", "the second libvirtd") else {
+        return;
+    };
+    let (Some(kernel), Some(base)) = (
+        runtime_endpoint("ZIXIAO_TEST_VM_KERNEL", "kernel"),
+        runtime_endpoint("ZIXIAO_TEST_VM_BASE_IMAGE", "disk"),
+    ) else {
+        return;
+    };
+    let root = std::path::PathBuf::from(
+        std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
+    )
+    .join("libvirt");
+    let dir = tempfile::Builder::new()
+        .prefix("zx-evac-")
+        .tempdir_in(&root)
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let counter = dir.path().join("counter.cpio");
+    zixiao_testing::guest::counter_initramfs(&counter).expect("the counter initramfs");
+    let counter = counter.to_string_lossy().into_owned();
+    let pid = std::process::id();
+    let (a, b) = (format!("ev-a-{pid}"), format!("ev-b-{pid}"));
+    let zone = format!("ev-{pid}");
+    for (node, uri) in [(&a, &uri1), (&b, &uri2)] {
+        import_node_images(
+            &dir.path().join(node),
+            uri,
+            &[
+                (&base, "disk", "base"),
+                (&kernel, "kernel", "k1"),
+                (&counter, "initrd", "counter"),
+            ],
+        );
+    }
+    let server = embedded_server(&dir.path().join("server"));
+    let agent = |node: &str, uri: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--libvirt-uri",
+            uri,
+            "agent",
+            "--server",
+            &server.addr,
+            "--no-networks",
+            "--no-watchdog",
+            "--skip-smoke-test",
+            "--name",
+            node,
+            "--zone",
+            &zone,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        start(&dir.path().join(node), &args)
+    };
+    let client = zixiao_api::connect(&server.addr).expect("client");
+    let _a = agent(&a, &uri1, &[]);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let client_dir = dir.path().join("client");
+    let run = |args: &[&str]| through(&client_dir, &server.addr, args);
+    let names = [
+        (format!("evac-always-{pid}"), "always"),
+        (format!("evac-never-{pid}"), "never"),
+    ];
+    let mut guards = Vec::new();
+    for (name, restart) in &names {
+        let created = json(run(&[
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--type",
+            "vm",
+            "--zone",
+            &zone,
+            "--restart",
+            restart,
+            "--image",
+            "base",
+            "--disk",
+            "1",
+            "--kernel",
+            "k1",
+            "--initrd",
+            "counter",
+            "--cmdline",
+            "console=ttyS0 panic=-1 quiet",
+            "--cpus",
+            "1",
+            "--memory",
+            "256",
+        ]));
+        assert_eq!(created["node"], a.as_str(), "{created}");
+        let id = created["id"].as_str().expect("id").to_owned();
+        for uri in [&uri1, &uri2] {
+            guards.push(DomainGuard {
+                uri: uri.clone(),
+                id: id.clone(),
+            });
+        }
+    }
+    let counts_past = |name: &str, above: u64| {
+        let name = name.to_owned();
+        let client_dir = client_dir.clone();
+        let server = server.addr.clone();
+        async move {
+            wait_until(
+                &format!("{name} to count past {above}"),
+                Duration::from_secs(120),
+                || {
+                    let counts = logged_counts(&client_dir, &server, &name);
+                    async move { counts.iter().any(|&n| n > above).then_some(counts) }
+                },
+            )
+            .await
+        }
+    };
+    let mut reached = Vec::new();
+    for (name, _) in &names {
+        reached.push(*counts_past(name, 20).await.last().expect("counts"));
+    }
+    let _b = agent(
+        &b,
+        &uri2,
+        &[
+            "--libvirt-migration-uri",
+            &uri2,
+            "--libvirt-migration-address",
+            "127.0.0.1",
+        ],
+    );
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+
+    // The drain: both migrate live, the `never` one too (a live move does
+    // not restart it), and keep counting on B from where they were.
+    let report = json(run(&["node", "drain", &a]));
+    assert_eq!(report["status"], "cordoned", "{report}");
+    let migrated: Vec<(String, String, String)> = report["migrated"]
+        .as_array()
+        .expect("migrated")
+        .iter()
+        .map(|m| {
+            let field = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+            (field("name"), field("mode"), field("to"))
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = names
+        .iter()
+        .map(|(name, _)| (name.clone(), "live".to_owned(), b.clone()))
+        .collect();
+    assert_eq!(migrated, expected, "{report}");
+    for list in ["moved", "pending", "stopped"] {
+        assert_eq!(report[list], serde_json::json!([]), "{list}: {report}");
+    }
+    assert_eq!(report["not_migrated"], serde_json::json!({}), "{report}");
+    for ((name, _), before) in names.iter().zip(&reached) {
+        let shown = json(run(&["instance", "get", name]));
+        assert_eq!(shown["node"], b.as_str(), "{shown}");
+        assert_eq!(shown["status"], "running", "{shown}");
+        let after = counts_past(name, before + 50).await;
+        assert!(!after.contains(&0), "{name} rebooted: {after:?}");
+    }
+    let node_a = client.get_node(&a).await.expect("node a");
+    assert_eq!(node_a.allocated.instances, 0, "{node_a:?}");
+
+    // Maintenance on B: A takes no migrations, so neither migrates; the
+    // report says why, the `always` one restarts on A, the `never` one
+    // stops where it is.
+    let out = run(&["node", "uncordon", &a]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json(run(&["node", "maintenance", &b, "on"]));
+    assert_eq!(report["status"], "maintenance", "{report}");
+    assert_eq!(report["migrated"], serde_json::json!([]), "{report}");
+    assert_eq!(report["moved"], serde_json::json!([names[0].0]), "{report}");
+    assert_eq!(
+        report["stopped"],
+        serde_json::json!([names[1].0]),
+        "{report}"
+    );
+    for (name, _) in &names {
+        let why = report["not_migrated"][name].as_str().unwrap_or_default();
+        assert!(why.starts_with("live: "), "{name}: {report}");
+    }
+    let restarted = json(run(&["instance", "get", &names[0].0]));
+    assert_eq!(restarted["node"], a.as_str(), "{restarted}");
+    let stopped = json(run(&["instance", "get", &names[1].0]));
+    assert_eq!(stopped["node"], b.as_str(), "{stopped}");
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+
+    for (name, _) in &names {
+        let out = run(&["instance", "delete", name]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(guards);
+}

@@ -25,7 +25,9 @@ use zixiao_core::api::{
     AuditRecord, IssuedToken, NodeUsageSample, Outcome, PageToken, ProjectInfo, Quota, Role,
     StatsSample, TokenInfo, TokenPurpose, TokenText, UserInfo,
 };
-use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
+use zixiao_core::controller::{
+    ClusterInfo, DrainReport, EventKind, InstanceEvent, MigratedInstance, NodeEvent,
+};
 use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, ImagePlatform, InstanceStats, LogChunk, PullOptions,
     PullProgress, RegistryCa, RegistryCredentials, RuntimeState, SnapshotInfo,
@@ -1850,6 +1852,16 @@ impl From<DrainReport> for pb::DrainReport {
             pending: r.pending,
             stopped: r.stopped,
             status: r.status.map_or(0, wire::<_, pb::NodeStatus>),
+            migrated: r
+                .migrated
+                .into_iter()
+                .map(|m| pb::MigratedInstance {
+                    name: m.name,
+                    mode: m.mode.as_str().to_owned(),
+                    to: m.to,
+                })
+                .collect(),
+            not_migrated: r.not_migrated.into_iter().collect(),
         }
     }
 }
@@ -1864,6 +1876,23 @@ impl TryFrom<pb::DrainReport> for DrainReport {
             pending: r.pending,
             stopped: r.stopped,
             status: optional_node_status(r.status, "report.status")?,
+            migrated: r
+                .migrated
+                .into_iter()
+                .map(|m| {
+                    Ok(MigratedInstance {
+                        name: non_empty(m.name, "report.migrated.name")?,
+                        mode: named_variant(
+                            &zixiao_core::MigrationMode::ALL,
+                            zixiao_core::MigrationMode::as_str,
+                            &m.mode,
+                            "report.migrated.mode",
+                        )?,
+                        to: non_empty(m.to, "report.migrated.to")?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            not_migrated: r.not_migrated.into_iter().collect(),
         })
     }
 }
@@ -2327,7 +2356,6 @@ fn clone_origin(o: pb::CloneOrigin, at: &str) -> Result<CloneOrigin> {
     })
 }
 
-/// A snapshot name at `at`.
 /// A migration's mode from the wire: empty is `auto`. Errors:
 /// `InvalidArgument` naming `mode`.
 pub(crate) fn migration_mode(text: &str) -> Result<zixiao_core::MigrationMode> {
@@ -2342,6 +2370,7 @@ pub(crate) fn migration_mode(text: &str) -> Result<zixiao_core::MigrationMode> {
     )
 }
 
+/// A snapshot name at `at`.
 pub(crate) fn snapshot_name(value: String, at: &str) -> Result<SnapshotName> {
     SnapshotName::try_from(value).map_err(|e| match e {
         Error::InvalidArgument { reason, .. } => Error::invalid(at, reason),

@@ -18,7 +18,9 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use zixiao_api::pb;
 use zixiao_core::agent::NodeFacts;
-use zixiao_core::controller::{ClusterInfo, DrainReport, EventKind, InstanceEvent, NodeEvent};
+use zixiao_core::controller::{
+    ClusterInfo, DrainReport, EventKind, InstanceEvent, MigratedInstance, NodeEvent,
+};
 use zixiao_core::driver::{
     Capability, DriverInfo, ImageInfo, InstanceStats, LogChunk, RuntimeState, SnapshotInfo,
 };
@@ -968,6 +970,11 @@ proptest! {
         node in name(),
         lists in (names(), names(), names()),
         status in prop::option::of(node_status()),
+        migrated in prop::collection::vec(
+            (name(), prop::sample::select(vec![zixiao_core::MigrationMode::Live, zixiao_core::MigrationMode::Cold]), name()),
+            0..3,
+        ),
+        not_migrated in prop::collection::btree_map(name(), text(), 0..3),
         filter in (
             prop::option::of(instance_type()),
             prop::option::of(instance_status()),
@@ -977,7 +984,19 @@ proptest! {
     ) {
         same::<_, pb::ClusterInfo>(info)?;
         let (moved, pending, stopped) = lists;
-        same::<_, pb::DrainReport>(DrainReport { node, moved, pending, stopped, status })?;
+        let migrated = migrated
+            .into_iter()
+            .map(|(name, mode, to)| MigratedInstance { name, mode, to })
+            .collect();
+        same::<_, pb::DrainReport>(DrainReport {
+            node,
+            migrated,
+            moved,
+            pending,
+            stopped,
+            status,
+            not_migrated,
+        })?;
         let (instance_type, status, node, labels) = filter;
         same::<_, pb::InstanceFilter>(InstanceFilter { instance_type, status, node, labels })?;
     }

@@ -66,10 +66,7 @@ impl Api for TrivialApi {
             }),
             Request::DrainNode { node } => Response::Drain(DrainReport {
                 node,
-                moved: Vec::new(),
-                pending: Vec::new(),
-                stopped: Vec::new(),
-                status: None,
+                ..DrainReport::default()
             }),
             _ => Response::Nodes(Vec::new()),
         })

@@ -466,6 +466,9 @@ async fn drain_moves_what_restarts_and_stops_the_rest() {
     let report = c.drain_node("node-a").await.expect("drain");
     assert_eq!(report.moved, ["movable"]);
     assert_eq!(report.stopped, ["fixed"]);
+    // Containers restart elsewhere: no migration is tried for them.
+    assert!(report.migrated.is_empty(), "{report:?}");
+    assert!(report.not_migrated.is_empty(), "{report:?}");
     assert_eq!(report.status, Some(NodeStatus::Cordoned));
 
     let moved = c.get_instance("movable").await.expect("get");

@@ -308,16 +308,38 @@ fn drain_summary(report: &DrainReport) -> String {
             v.join(", ")
         }
     };
-    details(&[
+    let mut lines = vec![
         ("node", report.node.clone()),
         (
             "status",
             report.status.map_or("-", |s| s.as_str()).to_owned(),
         ),
+        ("migrated", migrated_text(report)),
         ("moved", list(&report.moved)),
         ("pending", list(&report.pending)),
         ("stopped", list(&report.stopped)),
-    ])
+    ];
+    // Why a VM restarted (or waits, or stopped) rather than migrating.
+    lines.extend(
+        report
+            .not_migrated
+            .iter()
+            .map(|(name, why)| ("not migrated", format!("{name}: {why}"))),
+    );
+    details(&lines)
+}
+
+/// `web (live to node-b), db (cold to node-c)`, or `-`.
+fn migrated_text(report: &DrainReport) -> String {
+    if report.migrated.is_empty() {
+        return "-".to_owned();
+    }
+    let each: Vec<String> = report
+        .migrated
+        .iter()
+        .map(|m| format!("{} ({} to {})", m.name, m.mode, m.to))
+        .collect();
+    each.join(", ")
 }
 
 /// Where a label or trait of `n` comes from: its operators, or (no mark)

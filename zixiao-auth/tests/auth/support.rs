@@ -241,10 +241,7 @@ impl Api for FakeApi {
             }
             Request::DrainNode { node } => Response::Drain(DrainReport {
                 node,
-                moved: Vec::new(),
-                pending: Vec::new(),
-                stopped: Vec::new(),
-                status: None,
+                ..DrainReport::default()
             }),
             Request::ListNodes => Response::Nodes(Vec::new()),
             _ => Response::Done,

@@ -348,7 +348,8 @@ impl Api for Controller {
                     |_| self.drain_node(&node),
                     |report: &DrainReport| {
                         Some(format!(
-                            "{} moved, {} stopped, {} waiting for a node",
+                            "{} migrated, {} moved, {} stopped, {} waiting for a node",
+                            report.migrated.len(),
                             report.moved.len(),
                             report.stopped.len(),
                             report.pending.len()

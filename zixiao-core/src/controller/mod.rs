@@ -38,7 +38,7 @@ pub use cluster::ClusterInfo;
 pub use failover::FailoverReport;
 pub use instances::{InstanceFilter, LogReader, FOLLOW_CHUNK, FOLLOW_POLL};
 pub use networks::{AddressAllocator, NetworkHost, NetworkReconcileReport, NETWORKS_PREFIX};
-pub use nodes::DrainReport;
+pub use nodes::{DrainReport, MigratedInstance};
 pub use operations::{
     as_requested_by, OperationFilter, INTERRUPTED, OPERATIONS_PREFIX, OPERATION_HEARTBEAT,
     OPERATION_INDEX_PREFIX, OPERATION_STALE_AFTER,
@@ -112,6 +112,11 @@ pub struct ControllerOptions {
     pub operations_keep_for: Duration,
     /// The most operations kept: beyond it the oldest finished ones go.
     pub operations_keep_at_most: usize,
+    /// How many instances a drain, a maintenance or a decommission moves
+    /// at once. Each live migration holds a copy stream between two nodes
+    /// and a cold one a disk copy through the server, so a few at a time
+    /// keep the rest of the cluster's traffic flowing.
+    pub evacuation_concurrency: usize,
 }
 
 impl Default for ControllerOptions {
@@ -124,6 +129,7 @@ impl Default for ControllerOptions {
             max_batch_writes: 120,
             operations_keep_for: Duration::from_secs(24 * 60 * 60),
             operations_keep_at_most: 1000,
+            evacuation_concurrency: 4,
         }
     }
 }

@@ -1,24 +1,42 @@
 //! Node operations: register, deregister, look up, cordon, drain,
 //! maintenance, decommission.
+//!
+//! **Evacuation** (drain, maintenance, decommission) moves what runs on
+//! the node, a few instances at a time
+//! ([`ControllerOptions::evacuation_concurrency`](super::ControllerOptions)):
+//! a running VM or microVM migrates live when both nodes' drivers can,
+//! else cold (stopped, its disk copied, started on the target), so its
+//! guest and its disk survive; only when neither works (why is in the
+//! report) does it restart elsewhere as a container does, from its image.
+//! An instance whose restart policy is `never` is moved only live (cold
+//! and restart both restart its workload) and otherwise stopped in place.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::Controller;
 use crate::model::{
-    DesiredState, Instance, Node, NodeMetadata, NodeRegistration, NodeStatus, OrphanSweep,
-    Resources, RestartPolicy,
+    DesiredState, Instance, InstanceStatus, InstanceType, MigrationMode, Node, NodeMetadata,
+    NodeRegistration, NodeStatus, OrphanSweep, Resources, RestartPolicy,
 };
 use crate::store::{put_object, StoreError, StoreExt, Txn};
 use crate::{Error, Result};
 
-/// What a drain or a maintenance did to the node's instances.
+/// What a drain or a maintenance did to the node's instances: each one is
+/// in exactly one of `migrated`, `moved`, `pending` and `stopped`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainReport {
     /// The node.
     pub node: String,
-    /// Instances moved to other nodes (restart policy `always` or `on_failure`).
+    /// Instances migrated to other nodes, live or cold: their disks came
+    /// along (and, live, their guests kept running).
+    #[serde(default)]
+    pub migrated: Vec<MigratedInstance>,
+    /// Instances restarted on other nodes from their images (restart
+    /// policy `always` or `on_failure`): containers, and VMs that could
+    /// not migrate (see `not_migrated`).
     pub moved: Vec<String>,
     /// Instances that could not move and wait for a node (see their `scheduled` condition).
     pub pending: Vec<String>,
@@ -26,6 +44,31 @@ pub struct DrainReport {
     pub stopped: Vec<String>,
     /// The node's status afterwards.
     pub status: Option<NodeStatus>,
+    /// Why a VM or microVM was not migrated, by instance name: each
+    /// migration tried, with its error (the instance is then in `moved`,
+    /// `pending` or `stopped`).
+    #[serde(default)]
+    pub not_migrated: BTreeMap<String, String>,
+}
+
+/// An instance an evacuation migrated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigratedInstance {
+    /// The instance's name.
+    pub name: String,
+    /// How it moved: `live` or `cold`.
+    pub mode: MigrationMode,
+    /// The node it runs on now.
+    pub to: String,
+}
+
+/// Where one instance ended up after an evacuation.
+enum Evacuated {
+    Migrated(MigratedInstance),
+    Moved(String),
+    Pending(String),
+    Stopped(String),
+    Gone,
 }
 
 impl Controller {
@@ -378,46 +421,112 @@ impl Controller {
     }
 
     /// Moves or stops every instance on `node`, in name order.
+    /// Empties node `node` (see the module doc): every instance on it is
+    /// migrated, moved, left pending or stopped, a few at a time. Errors:
+    /// the first error evicting an instance (the others carry on first).
     async fn evict_all(&self, node: &str) -> Result<DrainReport> {
         let mut report = DrainReport {
             node: node.to_owned(),
             ..DrainReport::default()
         };
-        let mut instances = self.instances_on(node).await?;
-        instances.sort_by(|a, b| a.name.cmp(&b.name));
-        for instance in instances {
-            let movable = instance.desired == DesiredState::Running
-                && instance.spec.restart != RestartPolicy::Never;
-            if movable {
-                self.update_object::<Instance, _>(&instance.id, |i| {
-                    if i.node.as_deref() != Some(node) || i.reschedule {
-                        return Ok(false);
-                    }
-                    i.reschedule = true;
-                    Ok(true)
+        let instances = self.instances_on(node).await?;
+        let limit = self.options().evacuation_concurrency.max(1);
+        let results: Vec<(String, Result<Evacuated>, Vec<String>)> =
+            futures::stream::iter(instances)
+                .map(|instance| async move {
+                    let mut tried = Vec::new();
+                    let name = instance.name.clone();
+                    let result = self.evacuate(node, instance, &mut tried).await;
+                    (name, result, tried)
                 })
-                .await?;
-            } else if instance.desired == DesiredState::Running {
-                self.update_object::<Instance, _>(&instance.id, |i| {
-                    if i.desired != DesiredState::Running {
-                        return Ok(false);
-                    }
-                    i.desired = DesiredState::Stopped;
-                    Ok(true)
-                })
-                .await?;
+                .buffer_unordered(limit)
+                .collect()
+                .await;
+        let mut first_error = None;
+        for (name, result, tried) in results {
+            if !tried.is_empty() {
+                report.not_migrated.insert(name.clone(), tried.join("; "));
             }
-            let after = self.settle(&instance.id).await?;
-            match after {
-                Some(after) if after.node.as_deref() == Some(node) => {
-                    report.stopped.push(after.name)
+            match result {
+                Ok(Evacuated::Migrated(m)) => report.migrated.push(m),
+                Ok(Evacuated::Moved(n)) => report.moved.push(n),
+                Ok(Evacuated::Pending(n)) => report.pending.push(n),
+                Ok(Evacuated::Stopped(n)) => report.stopped.push(n),
+                Ok(Evacuated::Gone) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
-                Some(after) if after.node.is_none() => report.pending.push(after.name),
-                Some(after) => report.moved.push(after.name),
-                None => {}
             }
         }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        report.migrated.sort_by(|a, b| a.name.cmp(&b.name));
+        for list in [&mut report.moved, &mut report.pending, &mut report.stopped] {
+            list.sort();
+        }
         Ok(report)
+    }
+
+    /// Moves one instance off node `node`: migrated when it can be (each
+    /// failed try's reason pushed on `tried`), else restarted elsewhere or
+    /// stopped in place by its restart policy.
+    async fn evacuate(
+        &self,
+        node: &str,
+        instance: Instance,
+        tried: &mut Vec<String>,
+    ) -> Result<Evacuated> {
+        let restartable = instance.spec.restart != RestartPolicy::Never;
+        if instance.desired == DesiredState::Running
+            && instance.status == InstanceStatus::Running
+            && instance.spec.instance_type != InstanceType::Container
+        {
+            // Cold migration restarts the workload, as a restart would.
+            let modes: &[MigrationMode] = if restartable {
+                &[MigrationMode::Live, MigrationMode::Cold]
+            } else {
+                &[MigrationMode::Live]
+            };
+            for &mode in modes {
+                match self.migrate_instance(&instance.id, None, mode).await {
+                    Ok(moved) => {
+                        return Ok(Evacuated::Migrated(MigratedInstance {
+                            name: moved.name,
+                            mode,
+                            to: moved.node.unwrap_or_default(),
+                        }))
+                    }
+                    Err(e) => tried.push(format!("{mode}: {e}")),
+                }
+            }
+        }
+        let id = instance.id.clone();
+        if instance.desired == DesiredState::Running && restartable {
+            self.update_object::<Instance, _>(&id, |i| {
+                if i.node.as_deref() != Some(node) || i.reschedule {
+                    return Ok(false);
+                }
+                i.reschedule = true;
+                Ok(true)
+            })
+            .await?;
+        } else if instance.desired == DesiredState::Running {
+            self.update_object::<Instance, _>(&id, |i| {
+                if i.desired != DesiredState::Running {
+                    return Ok(false);
+                }
+                i.desired = DesiredState::Stopped;
+                Ok(true)
+            })
+            .await?;
+        }
+        Ok(match self.settle(&id).await? {
+            Some(after) if after.node.as_deref() == Some(node) => Evacuated::Stopped(after.name),
+            Some(after) if after.node.is_none() => Evacuated::Pending(after.name),
+            Some(after) => Evacuated::Moved(after.name),
+            None => Evacuated::Gone,
+        })
     }
 }
 
