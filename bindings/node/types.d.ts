@@ -486,12 +486,26 @@ export interface NodeUsageSample {
   host_load1: number | null
 }
 
+/** An instance a drain or a maintenance migrated, and how. */
+export interface MigratedInstance {
+  name: string
+  mode: 'live' | 'cold'
+  /** The node it runs on now. */
+  to: string
+}
+
+/** What a drain, a maintenance or a decommission did to each instance. */
 export interface DrainReport {
   node: string
+  /** Migrated live or cold: disks kept (and, live, guests running). */
+  migrated: MigratedInstance[]
+  /** Restarted on other nodes from their images. */
   moved: string[]
   pending: string[]
   stopped: string[]
   status: NodeStatus | null
+  /** Why a VM or microVM was not migrated, by instance name. */
+  not_migrated: Record<string, string>
 }
 
 /** One change of one node, from `watchNodes`. */

@@ -333,12 +333,27 @@ class NodeUsageSample(TypedDict):
     host_load1: Optional[float]
 
 
+class MigratedInstance(TypedDict):
+    """An instance a drain or a maintenance migrated, and how."""
+
+    name: str
+    mode: Literal["live", "cold"]
+    to: str
+
+
 class DrainReport(TypedDict):
+    """What a drain, a maintenance or a decommission did to each instance:
+    ``migrated`` (live or cold, disks kept), ``moved`` (restarted elsewhere
+    from their images), ``pending`` or ``stopped``; ``not_migrated`` says
+    why a VM did not migrate."""
+
     node: str
+    migrated: List[MigratedInstance]
     moved: List[str]
     pending: List[str]
     stopped: List[str]
     status: Optional[NodeStatus]
+    not_migrated: Dict[str, str]
 
 
 class NodeEvent(TypedDict):
