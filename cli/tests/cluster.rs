@@ -5,35 +5,17 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use zixiao_core::{Client, NodeStatus};
 
-struct Running {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(state: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_zixiao"));
-    command
-        .arg("--state-dir")
-        .arg(state)
-        .env_remove("ZIXIAO_STATE_DIR")
-        .env_remove("ZIXIAO_ETCD_ENDPOINTS")
-        .env_remove("ZIXIAO_SERVERS")
-        // Servers sample usage twice a second, so a history grows within a test.
-        .env("ZIXIAO_STATS_SAMPLE_MS", "500");
-    command
-}
+mod processes;
+#[cfg(any(all(feature = "etcd", feature = "containerd"), feature = "libvirt"))]
+use processes::through;
+use processes::{command, start, wait_for_status, Running};
+#[cfg(feature = "libvirt")]
+use processes::{embedded_server, import_node_images, logged_counts, virsh, DomainGuard};
 
 /// Node `node`'s usage samples once one carries its host's CPU and memory,
 /// which only its agent's heartbeats bring.
@@ -50,43 +32,6 @@ async fn wait_for_host_usage(client: &Client, node: &str) -> zixiao_core::api::N
         }
         assert!(Instant::now() < deadline, "no host usage: {samples:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Starts `zixiao ARGS` and waits for its "... listening on ADDR" line.
-fn start(state: &Path, args: &[&str]) -> Running {
-    let mut child = command(state)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run zixiao");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read");
-    let addr = line
-        .trim()
-        .rsplit_once(" listening on ")
-        .map(|(_, addr)| addr.to_owned())
-        .unwrap_or_else(|| panic!("zixiao {args:?} did not start: {line:?}"));
-    Running { child, addr }
-}
-
-async fn wait_for_status(client: &Client, node: &str, status: NodeStatus) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(found) = client.get_node(node).await {
-            if found.status == status {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node {node} never became {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -910,63 +855,6 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
     recorder.abort();
 }
 
-/// `virsh -q -c URI ARGS`, its output whatever its status.
-#[cfg(feature = "libvirt")]
-fn virsh(uri: &str, args: &[&str]) -> std::process::Output {
-    Command::new("virsh")
-        .args(["-q", "-c", uri])
-        .args(args)
-        .output()
-        .expect("run virsh")
-}
-
-/// Destroys and undefines the domain of instance `id` when dropped, so a
-/// failed test leaves no VM running on the shared libvirtd.
-#[cfg(feature = "libvirt")]
-struct DomainGuard {
-    uri: String,
-    id: String,
-}
-
-#[cfg(feature = "libvirt")]
-impl Drop for DomainGuard {
-    fn drop(&mut self) {
-        let _ = virsh(&self.uri, &["destroy", &self.id]);
-        let _ = virsh(&self.uri, &["undefine", &self.id, "--nvram"]);
-    }
-}
-
-/// Imports each `(path, kind, name)` into the node image store of the
-/// agent whose state is `state`, on libvirt `uri`: an agent boots only
-/// what its node holds, never a host path.
-#[cfg(feature = "libvirt")]
-fn import_node_images(state: &Path, uri: &str, images: &[(&str, &str, &str)]) {
-    for (path, kind, name) in images {
-        zixiao_testing::output::ok(
-            command(state)
-                .args(["--libvirt-uri", uri, "image", "import", path])
-                .args(["--kind", kind, "--name", name])
-                .output()
-                .expect("run zixiao"),
-        );
-    }
-}
-
-/// `zixiao server --embedded` on loopback without TLS, its files in `state`.
-#[cfg(feature = "libvirt")]
-fn embedded_server(state: &Path) -> Running {
-    start(
-        state,
-        &[
-            "server",
-            "--embedded",
-            "--insecure-no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )
-}
-
 /// An embedded server under `dir/server` on loopback (no TLS) and an
 /// agent on libvirt (`uri`) with state `agent_state` joined to it as node
 /// `node` in zone `zone`, once the node is Ready.
@@ -1454,16 +1342,6 @@ async fn vm_images_pulled_from_a_registry_boot_on_an_agent() {
     ok(remote(&["instance", "delete", &name]));
 }
 
-/// `zixiao --endpoint SERVER -o json ARGS...` from a client directory.
-#[cfg(any(all(feature = "etcd", feature = "containerd"), feature = "libvirt"))]
-fn through(client: &Path, server: &str, args: &[&str]) -> std::process::Output {
-    command(client)
-        .args(["--endpoint", server, "-o", "json"])
-        .args(args)
-        .output()
-        .expect("run zixiao")
-}
-
 /// `instance migrate` through a server on etcd, with two (then three)
 /// agents on the real containerd, as a user checks it: a container moves
 /// `--to` another node and keeps its id and name, `instance get` shows the
@@ -1757,17 +1635,6 @@ async fn on_the_embedded_default_there_is_no_other_node_to_migrate_to() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The counts a counter guest printed, as `instance logs NAME` shows them
-/// through the server (read through the agent of the node it runs on).
-#[cfg(feature = "libvirt")]
-fn logged_counts(client: &Path, server: &str, name: &str) -> Vec<u64> {
-    let out = command(client)
-        .args(["--endpoint", server, "instance", "logs", name])
-        .output()
-        .expect("run zixiao");
-    zixiao_testing::guest::console_counts(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// `instance migrate --live` through a server and two agents, each on its
@@ -2071,150 +1938,27 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
 #[cfg(feature = "libvirt")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_and_maintenance_migrate_running_vms_live_and_say_why_not() {
-    use std::os::unix::fs::PermissionsExt;
     use zixiao_testing::output::json;
-    use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
-    let Some(uri1) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt") else {
+    let Some(mut pair) = processes::LibvirtPair::start("ev").await else {
         return;
     };
-    let Some(uri2) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT2_URI", "the second libvirtd") else {
-        return;
-    };
-    let (Some(kernel), Some(base)) = (
-        runtime_endpoint("ZIXIAO_TEST_VM_KERNEL", "kernel"),
-        runtime_endpoint("ZIXIAO_TEST_VM_BASE_IMAGE", "disk"),
-    ) else {
-        return;
-    };
-    let root = std::path::PathBuf::from(
-        std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
-    )
-    .join("libvirt");
-    let dir = tempfile::Builder::new()
-        .prefix("zx-evac-")
-        .tempdir_in(&root)
-        .expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let counter = dir.path().join("counter.cpio");
-    zixiao_testing::guest::counter_initramfs(&counter).expect("the counter initramfs");
-    let counter = counter.to_string_lossy().into_owned();
     let pid = std::process::id();
-    let (a, b) = (format!("ev-a-{pid}"), format!("ev-b-{pid}"));
-    let zone = format!("ev-{pid}");
-    for (node, uri) in [(&a, &uri1), (&b, &uri2)] {
-        import_node_images(
-            &dir.path().join(node),
-            uri,
-            &[
-                (&base, "disk", "base"),
-                (&kernel, "kernel", "k1"),
-                (&counter, "initrd", "counter"),
-            ],
-        );
+    let names = [format!("evac-always-{pid}"), format!("evac-never-{pid}")];
+    for (name, restart) in names.iter().zip(["always", "never"]) {
+        let created = pair.create_counter(name, &["--restart", restart]);
+        assert_eq!(created["node"], pair.a.as_str(), "{created}");
     }
-    let server = embedded_server(&dir.path().join("server"));
-    let agent = |node: &str, uri: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--libvirt-uri",
-            uri,
-            "agent",
-            "--server",
-            &server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--skip-smoke-test",
-            "--name",
-            node,
-            "--zone",
-            &zone,
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        start(&dir.path().join(node), &args)
-    };
-    let client = zixiao_api::connect(&server.addr).expect("client");
-    let _a = agent(&a, &uri1, &[]);
-    wait_for_status(&client, &a, NodeStatus::Ready).await;
-    let client_dir = dir.path().join("client");
-    let run = |args: &[&str]| through(&client_dir, &server.addr, args);
-    let names = [
-        (format!("evac-always-{pid}"), "always"),
-        (format!("evac-never-{pid}"), "never"),
-    ];
-    let mut guards = Vec::new();
-    for (name, restart) in &names {
-        let created = json(run(&[
-            "instance",
-            "create",
-            "--name",
-            name,
-            "--type",
-            "vm",
-            "--zone",
-            &zone,
-            "--restart",
-            restart,
-            "--image",
-            "base",
-            "--disk",
-            "1",
-            "--kernel",
-            "k1",
-            "--initrd",
-            "counter",
-            "--cmdline",
-            "console=ttyS0 panic=-1 quiet",
-            "--cpus",
-            "1",
-            "--memory",
-            "256",
-        ]));
-        assert_eq!(created["node"], a.as_str(), "{created}");
-        let id = created["id"].as_str().expect("id").to_owned();
-        for uri in [&uri1, &uri2] {
-            guards.push(DomainGuard {
-                uri: uri.clone(),
-                id: id.clone(),
-            });
-        }
-    }
-    let counts_past = |name: &str, above: u64| {
-        let name = name.to_owned();
-        let client_dir = client_dir.clone();
-        let server = server.addr.clone();
-        async move {
-            wait_until(
-                &format!("{name} to count past {above}"),
-                Duration::from_secs(120),
-                || {
-                    let counts = logged_counts(&client_dir, &server, &name);
-                    async move { counts.iter().any(|&n| n > above).then_some(counts) }
-                },
-            )
-            .await
-        }
-    };
     let mut reached = Vec::new();
-    for (name, _) in &names {
-        reached.push(*counts_past(name, 20).await.last().expect("counts"));
+    for name in &names {
+        reached.push(*pair.counts_past(name, 20).await.last().expect("counts"));
     }
-    let _b = agent(
-        &b,
-        &uri2,
-        &[
-            "--libvirt-migration-uri",
-            &uri2,
-            "--libvirt-migration-address",
-            "127.0.0.1",
-        ],
-    );
-    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    pair.start_b().await;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
 
     // The drain: both migrate live, the `never` one too (a live move does
     // not restart it), and keep counting on B from where they were.
-    let report = json(run(&["node", "drain", &a]));
+    let report = json(pair.run(&["node", "drain", &a]));
     assert_eq!(report["status"], "cordoned", "{report}");
     let migrated: Vec<(String, String, String)> = report["migrated"]
         .as_array()
@@ -2227,58 +1971,43 @@ async fn drain_and_maintenance_migrate_running_vms_live_and_say_why_not() {
         .collect();
     let expected: Vec<(String, String, String)> = names
         .iter()
-        .map(|(name, _)| (name.clone(), "live".to_owned(), b.clone()))
+        .map(|name| (name.clone(), "live".to_owned(), b.clone()))
         .collect();
     assert_eq!(migrated, expected, "{report}");
     for list in ["moved", "pending", "stopped"] {
         assert_eq!(report[list], serde_json::json!([]), "{list}: {report}");
     }
     assert_eq!(report["not_migrated"], serde_json::json!({}), "{report}");
-    for ((name, _), before) in names.iter().zip(&reached) {
-        let shown = json(run(&["instance", "get", name]));
+    for (name, before) in names.iter().zip(&reached) {
+        let shown = json(pair.run(&["instance", "get", name]));
         assert_eq!(shown["node"], b.as_str(), "{shown}");
         assert_eq!(shown["status"], "running", "{shown}");
-        let after = counts_past(name, before + 50).await;
+        let after = pair.counts_past(name, before + 50).await;
         assert!(!after.contains(&0), "{name} rebooted: {after:?}");
     }
-    let node_a = client.get_node(&a).await.expect("node a");
+    let node_a = pair.client.get_node(&a).await.expect("node a");
     assert_eq!(node_a.allocated.instances, 0, "{node_a:?}");
 
     // Maintenance on B: A takes no migrations, so neither migrates; the
     // report says why, the `always` one restarts on A, the `never` one
     // stops where it is.
-    let out = run(&["node", "uncordon", &a]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = json(run(&["node", "maintenance", &b, "on"]));
+    zixiao_testing::output::ok(pair.run(&["node", "uncordon", &a]));
+    let report = json(pair.run(&["node", "maintenance", &b, "on"]));
     assert_eq!(report["status"], "maintenance", "{report}");
     assert_eq!(report["migrated"], serde_json::json!([]), "{report}");
-    assert_eq!(report["moved"], serde_json::json!([names[0].0]), "{report}");
-    assert_eq!(
-        report["stopped"],
-        serde_json::json!([names[1].0]),
-        "{report}"
-    );
-    for (name, _) in &names {
+    assert_eq!(report["moved"], serde_json::json!([names[0]]), "{report}");
+    assert_eq!(report["stopped"], serde_json::json!([names[1]]), "{report}");
+    for name in &names {
         let why = report["not_migrated"][name].as_str().unwrap_or_default();
         assert!(why.starts_with("live: "), "{name}: {report}");
     }
-    let restarted = json(run(&["instance", "get", &names[0].0]));
+    let restarted = json(pair.run(&["instance", "get", &names[0]]));
     assert_eq!(restarted["node"], a.as_str(), "{restarted}");
-    let stopped = json(run(&["instance", "get", &names[1].0]));
+    let stopped = json(pair.run(&["instance", "get", &names[1]]));
     assert_eq!(stopped["node"], b.as_str(), "{stopped}");
     assert_eq!(stopped["status"], "stopped", "{stopped}");
 
-    for (name, _) in &names {
-        let out = run(&["instance", "delete", name]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for name in &names {
+        zixiao_testing::output::ok(pair.run(&["instance", "delete", name]));
     }
-    drop(guards);
 }
