@@ -1070,3 +1070,107 @@ async fn the_controller_reports_placements_converges_commits_and_failovers() {
         "{events:?}"
     );
 }
+
+/// Records, as a live migration's `placing` step does, that `instance`
+/// is migrating live to node `target`, with its room held there.
+async fn mark_live_migration(store: &EmbeddedStore, instance: &str, target: &str) {
+    use zixiao_core::store::{put_object, StoreExt, Txn};
+    use zixiao_core::{Node, Store};
+    let mut found: zixiao_core::Instance = store
+        .get_object(instance)
+        .await
+        .expect("get")
+        .expect("instance");
+    let mut node: Node = store.get_object(target).await.expect("get").expect("node");
+    node.allocated = node.allocated.saturating_add(&found.spec.resources());
+    found.migrate_to = Some(target.to_owned());
+    store
+        .commit(put_object(put_object(Txn::new(), &node), &found))
+        .await
+        .expect("commit");
+}
+
+/// A server that stopped in the middle of live migrations leaves each
+/// instance recorded as migrating, with no one to end it; once its
+/// operation is no longer running, the operations' follower ends it as the
+/// runtime left it: switched to the target where the instance runs there
+/// (the copy had finished), undone where it does not (the source kept it),
+/// and left alone while a running operation still carries it. Each node's
+/// allocation follows, and a second round changes nothing.
+#[tokio::test]
+async fn live_migrations_whose_server_stopped_end_as_the_runtime_left_them() {
+    use zixiao_core::model::{Operation, OperationKind, OperationTarget};
+    use zixiao_core::store::{put_object, Txn};
+    use zixiao_core::{Driver, Store};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("state.redb")).expect("open"));
+    let cl = cluster_on(
+        store.clone(),
+        &[("node-a", 4, 4096), ("node-b", 4, 4096)],
+        dir,
+    )
+    .await;
+    let c = &cl.controller;
+    c.cordon_node("node-b").await.expect("cordon");
+    let arrived = run(c, container("arrived", 1, 64)).await;
+    let stayed = run(c, container("stayed", 1, 64)).await;
+    let followed = run(c, container("followed", 1, 64)).await;
+    c.uncordon_node("node-b").await.expect("uncordon");
+    for instance in [&arrived, &stayed, &followed] {
+        mark_live_migration(&store, &instance.id, "node-b").await;
+    }
+    // `followed`'s migration still runs on some server.
+    let op = Operation::new(
+        OperationKind::Migrate,
+        OperationTarget::of_instance(&followed),
+        None,
+        chrono::Utc::now(),
+    );
+    store
+        .commit(put_object(Txn::new(), &op))
+        .await
+        .expect("commit");
+    // The runtime finished `arrived`'s copy: it runs on node-b.
+    cl.drivers[1].create(&arrived).await.expect("create");
+    cl.drivers[1].start(&arrived).await.expect("start");
+    for name in ["arrived", "stayed", "followed"] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while c
+            .get_instance(name)
+            .await
+            .expect("get")
+            .migrate_to
+            .is_none()
+        {
+            assert!(std::time::Instant::now() < deadline, "{name} not marked");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    for round in 0..2 {
+        c.operations_tick().await.expect("tick");
+        let arrived = c.get_instance("arrived").await.expect("get");
+        assert_eq!(arrived.node.as_deref(), Some("node-b"), "round {round}");
+        assert_eq!(arrived.migrate_to, None);
+        let stayed = c.get_instance("stayed").await.expect("get");
+        assert_eq!(stayed.node.as_deref(), Some("node-a"), "round {round}");
+        assert_eq!(stayed.migrate_to, None);
+        let followed = c.get_instance("followed").await.expect("get");
+        assert_eq!(followed.node.as_deref(), Some("node-a"), "round {round}");
+        assert_eq!(followed.migrate_to.as_deref(), Some("node-b"));
+        let a = c.get_node("node-a").await.expect("node");
+        let b = c.get_node("node-b").await.expect("node");
+        // node-a: stayed and followed; node-b: arrived and followed's room.
+        assert_eq!(
+            (a.allocated.instances, b.allocated.instances),
+            (2, 2),
+            "round {round}"
+        );
+        assert_eq!(
+            b.allocated.cpus,
+            zixiao_core::Cpus::cores(2),
+            "round {round}"
+        );
+    }
+}

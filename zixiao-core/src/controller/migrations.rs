@@ -42,9 +42,13 @@
 //! Cold migration (copying a stopped VM's disk between agents) is refused
 //! as `Unsupported`, and `auto` migrates live when both nodes' drivers
 //! can, else refuses to restart a VM or microVM whose disk would be lost.
-//! A server that dies mid-way leaves `migrate_to` recorded: the instance
-//! is then left alone by the reconcilers until a person acts (the
-//! migration is not resumed).
+//! A server that dies mid-way leaves `migrate_to` recorded and its
+//! operation unfinished. Once the operations' follower has ended that
+//! operation as interrupted (30 s without its runner's renewal), it ends
+//! the migration as the runtime left it
+//! ([`Controller::recover_live_migrations`]): switched when the instance
+//! runs on the target, else undone (the target's preparations removed,
+//! the instance on its source). The migration is not resumed.
 
 use std::future::Future;
 use std::time::Duration;
@@ -429,7 +433,9 @@ impl Controller {
         match outcome {
             Ok(report) => {
                 step("switching").await?;
-                let mut moved = self.switch_live(&marked, &moving).await?;
+                let mut moved = self
+                    .switch_live(&marked, &moving.source, &moving.target)
+                    .await?;
                 // The overlays follow it: the target carries its networks
                 // now, the source perhaps no longer. A failure leaves a
                 // stale peer until the next network reconcile, as a
@@ -467,7 +473,8 @@ impl Controller {
                         "removing what a failed live migration prepared"
                     );
                 }
-                self.unmark_live(&marked, &moving).await?;
+                self.unmark_live(&marked, &moving.source, &moving.target)
+                    .await?;
                 Err(live_failure(&marked, &moving, failed))
             }
         }
@@ -553,11 +560,19 @@ impl Controller {
     /// `switching`: the record moves to the target (its node, the source's
     /// allocation released; the target's, reserved at `placing`, kept), in
     /// one transaction. Nothing is stopped or created: it runs there.
-    async fn switch_live(&self, instance: &Instance, moving: &LiveMove) -> Result<Instance> {
+    /// Errors: `FailedPrecondition` when the instance is no longer
+    /// migrating from `source` to `target` (someone else ended it).
+    async fn switch_live(
+        &self,
+        instance: &Instance,
+        source: &str,
+        target: &str,
+    ) -> Result<Instance> {
         let now = self.now();
         let held = instance.held();
-        let target = moving.target.clone();
-        self.commit_live(&instance.id, &moving.source, |node, i| {
+        let target = target.to_owned();
+        self.commit_live(&instance.id, source, |node, i| {
+            still_migrating(i, source, &target)?;
             node.allocated = node.allocated.saturating_sub(&held);
             let message = format!("migrated live to node `{target}`");
             i.node = Some(target.clone());
@@ -569,10 +584,18 @@ impl Controller {
     }
 
     /// After a failed live migration: the target's reservation is given
-    /// back and `migrate_to` cleared, in one transaction.
-    async fn unmark_live(&self, instance: &Instance, moving: &LiveMove) -> Result<Instance> {
+    /// back and `migrate_to` cleared, in one transaction. Errors:
+    /// `FailedPrecondition` when the instance is no longer migrating from
+    /// `source` to `target` (someone else ended it).
+    async fn unmark_live(
+        &self,
+        instance: &Instance,
+        source: &str,
+        target: &str,
+    ) -> Result<Instance> {
         let wanted = instance.spec.resources();
-        self.commit_live(&instance.id, &moving.target, |node, i| {
+        self.commit_live(&instance.id, target, |node, i| {
+            still_migrating(i, source, target)?;
             node.allocated = node.allocated.saturating_sub(&wanted);
             i.migrate_to = None;
             Ok(())
@@ -616,6 +639,106 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// The instances the cache shows in a live migration: read before the
+    /// operations are listed (see [`Controller::recover_live_migrations`]).
+    pub(super) fn live_migrations_in_cache(&self) -> Vec<Instance> {
+        self.inner
+            .cache
+            .read()
+            .instances()
+            .filter(|i| i.live_migration_target().is_some())
+            .map(|i| Instance::clone(i))
+            .collect()
+    }
+
+    /// Ends the live migrations among `migrating` whose caller is gone: no
+    /// unfinished `migrate` operation in `operations` (listed after
+    /// `migrating` was read, so a migration that began in between is not
+    /// taken for one) targets them. A server that stopped mid-way leaves
+    /// its operation to be ended as interrupted, and then its instance
+    /// here. Each is finished as the runtime left it: switched to its
+    /// target when it runs there (the copy had finished), else what the
+    /// target prepared is removed and the migration undone, the instance
+    /// on its source (where the runtime resumes it after a failed copy).
+    /// A target that cannot be asked is asked again at the next tick:
+    /// undoing a migration that finished would start a second copy.
+    /// Returns how many were ended.
+    pub(super) async fn recover_live_migrations(
+        &self,
+        migrating: Vec<Instance>,
+        operations: &[crate::model::Operation],
+    ) -> usize {
+        let followed: std::collections::HashSet<&str> = operations
+            .iter()
+            .filter(|op| op.kind == OperationKind::Migrate && !op.phase.is_finished())
+            .map(|op| op.target.id.as_str())
+            .collect();
+        let mut ended = 0;
+        for instance in migrating {
+            if followed.contains(instance.id.as_str()) {
+                continue;
+            }
+            match self.recover_live(&instance).await {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    instance = %instance.id,
+                    error = %e.chain(),
+                    "ending a live migration whose server stopped"
+                ),
+            }
+        }
+        ended
+    }
+
+    /// Ends the orphaned live migration of `instance` (see
+    /// [`Controller::recover_live_migrations`]): `Ok(false)` when someone
+    /// else ended it first.
+    async fn recover_live(&self, instance: &Instance) -> Result<bool> {
+        let (Some(source), Some(target)) = (
+            instance.node.clone(),
+            instance.live_migration_target().map(str::to_owned),
+        ) else {
+            return Ok(false);
+        };
+        let driver = self
+            .agent(&target)
+            .and_then(|a| Ok(a.driver(instance.spec.instance_type)?))?;
+        let ended = if driver.inspect(instance).await? == RuntimeState::Running {
+            let moved = self.switch_live(instance, &source, &target).await;
+            if let Ok(moved) = &moved {
+                for carrier in [moved, instance] {
+                    if let Err(e) = self.sync_overlays_of(carrier).await {
+                        tracing::warn!(instance = %moved.id, error = %e, "updating overlay peers");
+                    }
+                }
+            }
+            moved.map(|_| "switched to its target, where it runs")
+        } else {
+            if let Some(incoming) = driver.live_migrate() {
+                incoming.abort_incoming(instance).await?;
+            }
+            self.unmark_live(instance, &source, &target)
+                .await
+                .map(|_| "undone: it stays on its source")
+        };
+        match ended {
+            Ok(how) => {
+                tracing::warn!(
+                    instance = %instance.id,
+                    %source,
+                    %target,
+                    "a live migration whose server stopped was {how}"
+                );
+                Ok(true)
+            }
+            Err(e) if e.kind() == crate::ErrorKind::FailedPrecondition => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Refuses an instance that is no longer wanted running on `source`, or
 /// that another migration took meanwhile. Errors: `FailedPrecondition`.
 fn still_running_on(instance: &Instance, source: &str) -> Result<()> {
@@ -633,6 +756,21 @@ fn still_running_on(instance: &Instance, source: &str) -> Result<()> {
         instance.name,
         instance.status.as_str(),
         instance.node.as_deref().unwrap_or("no node")
+    )))
+}
+
+/// Refuses an instance whose live migration from `source` to `target`
+/// ended meanwhile (switched or undone by someone else), so that a
+/// migration is ended once. Errors: `FailedPrecondition`.
+fn still_migrating(instance: &Instance, source: &str, target: &str) -> Result<()> {
+    if instance.node.as_deref() == Some(source) && instance.live_migration_target() == Some(target)
+    {
+        return Ok(());
+    }
+    Err(Error::FailedPrecondition(format!(
+        "the live migration of instance `{}` from node `{source}` to node `{target}` has \
+         already ended",
+        instance.name
     )))
 }
 

@@ -761,9 +761,13 @@ impl Controller {
         Ok(left.len())
     }
 
-    /// One tick of the follower: end the calls whose runner stopped,
-    /// refresh every unfinished intent, then prune.
+    /// One tick of the follower: end the calls whose runner stopped (and
+    /// the live migrations they left), refresh every unfinished intent,
+    /// then prune.
     pub async fn operations_tick(&self) -> Result<()> {
+        // Before the listing: a migration seen here whose operation the
+        // listing lacks cannot have begun in between.
+        let migrating = self.live_migrations_in_cache();
         let (all, _) = self
             .inner
             .store
@@ -771,6 +775,9 @@ impl Controller {
             .await?;
         // The calls ended here are pruned from the next tick's listing.
         self.end_interrupted(&all, false).await?;
+        if !migrating.is_empty() {
+            self.recover_live_migrations(migrating, &all).await;
+        }
         let mut followed = HashMap::new();
         for op in all
             .iter()
