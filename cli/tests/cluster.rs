@@ -2011,3 +2011,73 @@ async fn drain_and_maintenance_migrate_running_vms_live_and_say_why_not() {
         zixiao_testing::output::ok(pair.run(&["instance", "delete", name]));
     }
 }
+
+/// A server that crashes in the middle of a live migration, as an
+/// operator sees it once the server is back: the migration is ended as
+/// the runtime left it (within a minute: its operation is first ended as
+/// interrupted, after 30 s without renewal), the instance is recorded on
+/// the node whose daemon runs it, exactly one daemon runs it, it is no
+/// longer marked as migrating, and its guest kept counting (no reboot).
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_migration_whose_server_crashed_ends_with_one_running_copy() {
+    use zixiao_testing::output::json;
+    use zixiao_testing::wait::wait_until;
+
+    let Some(mut pair) = processes::LibvirtPair::start("crash").await else {
+        return;
+    };
+    let name = format!("crash-mig-{}", std::process::id());
+    let created = pair.create_counter(&name, &[]);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let before = *pair.counts_past(&name, 20).await.last().expect("counts");
+    pair.start_b().await;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+
+    // The migration, and the crash once it has begun (its target marked).
+    let mut migrating = command(&pair.dir.path().join("client"))
+        .args(["--endpoint", &pair.server.addr, "-o", "json"])
+        .args(["instance", "migrate", &name, "--live", "--to", &b])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run zixiao");
+    wait_until("the migration to begin", Duration::from_secs(60), || {
+        let begun = json(pair.run(&["instance", "get", &name]))["migrate_to"] == b.as_str();
+        async move { begun.then_some(()) }
+    })
+    .await;
+    pair.restart_server();
+    let _ = migrating.wait();
+
+    let ended = wait_until(
+        "the migration to be ended",
+        Duration::from_secs(120),
+        || {
+            let shown = json(pair.run(&["instance", "get", &name]));
+            async move { shown["migrate_to"].is_null().then_some(shown) }
+        },
+    )
+    .await;
+    let running = |uri: &str| {
+        String::from_utf8_lossy(&virsh(uri, &["domstate", &id]).stdout).trim() == "running"
+    };
+    let (on_a, on_b) = (running(&pair.uri1), running(&pair.uri2));
+    assert!(on_a != on_b, "running on A: {on_a}, on B: {on_b}");
+    let node = if on_b { &b } else { &a };
+    assert_eq!(ended["node"], node.as_str(), "{ended}");
+    assert_eq!(ended["status"], "running", "{ended}");
+    // A reboot would start the count again: it only goes up.
+    let after = pair.counts_past(&name, before + 100).await;
+    assert!(
+        after.windows(2).all(|w| w[1] > w[0]),
+        "the guest rebooted: {after:?}"
+    );
+    println!("after the crash the migration was ended on node {node}");
+    let nodes = [&a, &b].map(|n| {
+        let node = json(pair.run(&["node", "get", n]));
+        node["allocated"]["instances"].as_u64().unwrap_or_default()
+    });
+    assert_eq!(nodes.iter().sum::<u64>(), 1, "allocations {nodes:?}");
+    zixiao_testing::output::ok(pair.run(&["instance", "delete", &name]));
+}

@@ -275,6 +275,25 @@ impl LibvirtPair {
         wait_for_status(&self.client, node, NodeStatus::Ready).await;
     }
 
+    /// Kills the server (as a crash does: no clean shutdown) and starts it
+    /// again on the same state and address, where the agents find it.
+    pub(crate) fn restart_server(&mut self) {
+        let addr = self.server.addr.clone();
+        let _ = self.server.child.kill();
+        let _ = self.server.child.wait();
+        self.server = start(
+            &self.dir.path().join("server"),
+            &[
+                "server",
+                "--embedded",
+                "--insecure-no-tls",
+                "--listen",
+                &addr,
+            ],
+        );
+        assert_eq!(self.server.addr, addr, "the server moved");
+    }
+
     /// `zixiao --endpoint SERVER -o json ARGS...`.
     pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
         through(&self.dir.path().join("client"), &self.server.addr, args)
