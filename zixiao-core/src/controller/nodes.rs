@@ -420,7 +420,6 @@ impl Controller {
             .collect())
     }
 
-    /// Moves or stops every instance on `node`, in name order.
     /// Empties node `node` (see the module doc): every instance on it is
     /// migrated, moved, left pending or stopped, a few at a time. Errors:
     /// the first error evicting an instance (the others carry on first).
