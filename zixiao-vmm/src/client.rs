@@ -2,6 +2,7 @@
 //! per microVM and waits until it is ready; `VmmClient` talks to it over its
 //! API socket, and re-attaches to a running VMM after a controller restart.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -17,7 +18,9 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use crate::api::{
     files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
-use crate::{cgroup, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError};
+use crate::{
+    cgroup, pidns_spawn, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError,
+};
 
 /// How long a VMM may take to load its guest and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,50 +162,67 @@ async fn spawn(
         .append(true)
         .open(run_dir.join(files::VMM_LOG))
         .map_err(|e| VmmError::internal("creating vmm.log", e))?;
-    let mut command = tokio::process::Command::new(binary);
-    if let Some(ns) = netns {
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes one async-signal-safe system call, on a descriptor the
-        // child inherited (the caller keeps it open across the spawn).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
+    let args = [
+        OsStr::new("--run-dir"),
+        run_dir.as_os_str(),
+        OsStr::new("--boot"),
+        OsStr::new(&boot_json),
+        OsStr::new("--confinement"),
+        OsStr::new(&confinement_json),
+    ];
+    // A jailed VMM is started in its own PID namespace (it is pid 1 there,
+    // our child); any other as a plain child.
+    let (mut child, stdout, mut sibling): (Option<tokio::process::Child>, _, Option<u32>) =
+        if confinement.jail.is_some() {
+            let spawned = pidns_spawn::spawn(binary, &args, &log, netns)?;
+            let stdout = tokio::fs::File::from_std(spawned.stdout);
+            (
+                None,
+                Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                Some(spawned.pid),
+            )
+        } else {
+            let mut command = tokio::process::Command::new(binary);
+            if let Some(ns) = netns {
+                // SAFETY: the closure runs in the forked child before exec and only
+                // makes one async-signal-safe system call, on a descriptor the
+                // child inherited (the caller keeps it open across the spawn).
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
                 }
-                Ok(())
-            });
-        }
-    }
-    let mut child = command
-        .arg("--run-dir")
-        .arg(run_dir)
-        .arg("--boot")
-        .arg(boot_json)
-        .arg("--confinement")
-        .arg(confinement_json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| VmmError::Unavailable {
-            message: format!("cannot run the VMM binary {}: {e}", binary.display()),
-        })?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| VmmError::internal("spawning the VMM", "no stdout pipe"))?;
+            }
+            let mut child = command
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| VmmError::Unavailable {
+                    message: format!("cannot run the VMM binary {}: {e}", binary.display()),
+                })?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| VmmError::internal("spawning the VMM", "no stdout pipe"))?;
+            (Some(child), Box::new(stdout) as _, None)
+        };
     let mut lines = BufReader::new(stdout).lines();
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    // A jailed VMM is not `child` but its sibling in a new PID namespace
-    // (our child too, by CLONE_PARENT): it announces itself first.
-    let mut sibling: Option<u32> = None;
     let outcome = loop {
         let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
             _ => break None,
         };
         match serde_json::from_str::<Handshake>(&line) {
+            // A VMM that clones itself into a PID namespace (started by
+            // hand, jailed) is our child's sibling (CLONE_PARENT): it
+            // announces itself first.
             Ok(Handshake::Spawned(pid)) => sibling = Some(pid),
             Ok(Handshake::Ready(pid) | Handshake::Listening(pid)) => break Some(Ok(pid)),
             Ok(Handshake::Failed(err)) => break Some(Err(err)),
@@ -214,13 +234,15 @@ async fn spawn(
         Some(Ok(pid)) => {
             // Reap the VMM when it exits, as long as this process lives, and
             // record a death by signal (a blocked syscall) the VMM could not.
-            tokio::spawn(async move {
-                let direct = child.id();
-                let signal = child.wait().await.ok().and_then(|s| s.signal());
-                if let (Some(signal), None) = (signal, sibling) {
-                    record_signal(&run, direct.unwrap_or(pid), signal);
-                }
-            });
+            if let Some(mut child) = child {
+                tokio::spawn(async move {
+                    let direct = child.id();
+                    let signal = child.wait().await.ok().and_then(|s| s.signal());
+                    if let (Some(signal), None) = (signal, sibling) {
+                        record_signal(&run, direct.unwrap_or(pid), signal);
+                    }
+                });
+            }
             if let Some(vmm) = sibling {
                 let run = run_dir.to_path_buf();
                 tokio::spawn(async move {
@@ -237,7 +259,9 @@ async fn spawn(
             Ok(pid)
         }
         Some(Err(err)) => {
-            let _ = child.wait().await;
+            if let Some(child) = &mut child {
+                let _ = child.wait().await;
+            }
             if let Some(vmm) = sibling {
                 let _ = tokio::time::timeout(Duration::from_secs(10), wait_sibling(vmm)).await;
                 cgroup::remove(vmm);
@@ -245,9 +269,12 @@ async fn spawn(
             Err(err)
         }
         None => {
-            let _ = child.start_kill();
-            let direct = child.wait().await.ok().and_then(|s| s.signal());
-            let mut died = direct.filter(|_| sibling.is_none());
+            let mut died = None;
+            if let Some(child) = &mut child {
+                let _ = child.start_kill();
+                let direct = child.wait().await.ok().and_then(|s| s.signal());
+                died = direct.filter(|_| sibling.is_none());
+            }
             if let Some(vmm) = sibling {
                 // SAFETY: kill(2) on our own child, which is not reaped yet
                 // (so its pid cannot have been reused).
