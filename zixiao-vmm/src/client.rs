@@ -171,8 +171,8 @@ async fn spawn(
         OsStr::new(&confinement_json),
     ];
     // A jailed VMM is started in its own PID namespace (it is pid 1 there,
-    // our child); any other as a plain child.
-    let (mut child, stdout, mut sibling): (Option<tokio::process::Child>, _, Option<u32>) =
+    // our child, `jailed`); any other as a plain child (`child`).
+    let (mut child, stdout, mut jailed): (Option<tokio::process::Child>, _, Option<u32>) =
         if confinement.jail.is_some() {
             let spawned = pidns_spawn::spawn(binary, &args, &log, netns)?;
             let stdout = tokio::fs::File::from_std(spawned.stdout);
@@ -220,10 +220,10 @@ async fn spawn(
             _ => break None,
         };
         match serde_json::from_str::<Handshake>(&line) {
-            // A VMM that clones itself into a PID namespace (started by
-            // hand, jailed) is our child's sibling (CLONE_PARENT): it
-            // announces itself first.
-            Ok(Handshake::Spawned(pid)) => sibling = Some(pid),
+            // A VMM binary that clones itself into its PID namespace (one
+            // not started there, e.g. an older binary) makes the jailed VMM
+            // a sibling of `child` (CLONE_PARENT): it announces itself first.
+            Ok(Handshake::Spawned(pid)) => jailed = Some(pid),
             Ok(Handshake::Ready(pid) | Handshake::Listening(pid)) => break Some(Ok(pid)),
             Ok(Handshake::Failed(err)) => break Some(Err(err)),
             Err(_) => break None,
@@ -238,15 +238,15 @@ async fn spawn(
                 tokio::spawn(async move {
                     let direct = child.id();
                     let signal = child.wait().await.ok().and_then(|s| s.signal());
-                    if let (Some(signal), None) = (signal, sibling) {
+                    if let (Some(signal), None) = (signal, jailed) {
                         record_signal(&run, direct.unwrap_or(pid), signal);
                     }
                 });
             }
-            if let Some(vmm) = sibling {
+            if let Some(vmm) = jailed {
                 let run = run_dir.to_path_buf();
                 tokio::spawn(async move {
-                    if let Some(signal) = wait_sibling(vmm).await {
+                    if let Some(signal) = wait_jailed(vmm).await {
                         record_signal(&run, vmm, signal);
                     }
                     cgroup::remove(vmm);
@@ -262,8 +262,8 @@ async fn spawn(
             if let Some(child) = &mut child {
                 let _ = child.wait().await;
             }
-            if let Some(vmm) = sibling {
-                let _ = tokio::time::timeout(Duration::from_secs(10), wait_sibling(vmm)).await;
+            if let Some(vmm) = jailed {
+                let _ = tokio::time::timeout(Duration::from_secs(10), wait_jailed(vmm)).await;
                 cgroup::remove(vmm);
             }
             Err(err)
@@ -273,13 +273,13 @@ async fn spawn(
             if let Some(child) = &mut child {
                 let _ = child.start_kill();
                 let direct = child.wait().await.ok().and_then(|s| s.signal());
-                died = direct.filter(|_| sibling.is_none());
+                died = direct.filter(|_| jailed.is_none());
             }
-            if let Some(vmm) = sibling {
+            if let Some(vmm) = jailed {
                 // SAFETY: kill(2) on our own child, which is not reaped yet
                 // (so its pid cannot have been reused).
                 unsafe { libc::kill(vmm as libc::pid_t, libc::SIGKILL) };
-                died = wait_sibling(vmm).await;
+                died = wait_jailed(vmm).await;
                 cgroup::remove(vmm);
             }
             let log = std::fs::read_to_string(run_dir.join(files::VMM_LOG)).unwrap_or_default();
@@ -327,9 +327,9 @@ async fn wait_unserved(api: &Path) -> Result<(), VmmError> {
     }
 }
 
-/// Waits for our child `pid` (a jailed VMM, cloned with CLONE_PARENT) to
+/// Waits for our child `pid` (a jailed VMM, in its own PID namespace) to
 /// exit and reaps it; the signal that killed it, if one did.
-async fn wait_sibling(pid: u32) -> Option<i32> {
+async fn wait_jailed(pid: u32) -> Option<i32> {
     // SAFETY: pidfd_open(2) takes integers; a new descriptor is returned.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if raw >= 0 {

@@ -1,8 +1,9 @@
 //! Starting a jailed VMM straight in a new PID namespace: the launcher
-//! clones (vfork-style) with `CLONE_NEWPID` and the child execs the VMM binary, which is
-//! then pid 1 of its namespace from its first instruction. Without this the
-//! VMM had to clone itself into the namespace, one more process whose start
-//! waited for a CPU (1-4 ms on a loaded host) on every jailed boot.
+//! clones (vfork-style) with `CLONE_NEWPID` and the child execs the VMM
+//! binary, which is then pid 1 of its namespace from its first
+//! instruction. Without this the VMM had to clone itself into the
+//! namespace, one more process whose start waited for a CPU (1-4 ms on a
+//! loaded host) on every jailed boot.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -176,13 +177,20 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let setup = &*arg.cast::<ChildSetup>();
         let mut default: libc::sigaction = std::mem::zeroed();
         default.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..libc::SIGRTMAX() {
+        for signal in 1..=libc::SIGRTMAX() {
             // Fails harmlessly for SIGKILL, SIGSTOP and libc's own signals.
             libc::sigaction(signal, &default, std::ptr::null_mut());
         }
         libc::sigprocmask(libc::SIG_SETMASK, &setup.mask, std::ptr::null_mut());
-        for (target, fd) in setup.fds.iter().enumerate() {
-            if libc::dup2(*fd, target as libc::c_int) < 0 {
+        for (target, &fd) in setup.fds.iter().enumerate() {
+            let target = target as libc::c_int;
+            // dup2 onto itself keeps close-on-exec: clear it instead.
+            let done = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if done < 0 {
                 child_failed(setup.error_fd);
             }
         }
