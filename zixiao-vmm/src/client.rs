@@ -2,6 +2,7 @@
 //! per microVM and waits until it is ready; `VmmClient` talks to it over its
 //! API socket, and re-attaches to a running VMM after a controller restart.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -17,7 +18,9 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use crate::api::{
     files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
-use crate::{cgroup, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError};
+use crate::{
+    cgroup, pidns_spawn, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError,
+};
 
 /// How long a VMM may take to load its guest and report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,51 +162,68 @@ async fn spawn(
         .append(true)
         .open(run_dir.join(files::VMM_LOG))
         .map_err(|e| VmmError::internal("creating vmm.log", e))?;
-    let mut command = tokio::process::Command::new(binary);
-    if let Some(ns) = netns {
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes one async-signal-safe system call, on a descriptor the
-        // child inherited (the caller keeps it open across the spawn).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
+    let args = [
+        OsStr::new("--run-dir"),
+        run_dir.as_os_str(),
+        OsStr::new("--boot"),
+        OsStr::new(&boot_json),
+        OsStr::new("--confinement"),
+        OsStr::new(&confinement_json),
+    ];
+    // A jailed VMM is started in its own PID namespace (it is pid 1 there,
+    // our child, `jailed`); any other as a plain child (`child`).
+    let (mut child, stdout, mut jailed): (Option<tokio::process::Child>, _, Option<u32>) =
+        if confinement.jail.is_some() {
+            let spawned = pidns_spawn::spawn(binary, &args, &log, netns)?;
+            let stdout = tokio::fs::File::from_std(spawned.stdout);
+            (
+                None,
+                Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                Some(spawned.pid),
+            )
+        } else {
+            let mut command = tokio::process::Command::new(binary);
+            if let Some(ns) = netns {
+                // SAFETY: the closure runs in the forked child before exec and only
+                // makes one async-signal-safe system call, on a descriptor the
+                // child inherited (the caller keeps it open across the spawn).
+                unsafe {
+                    command.pre_exec(move || {
+                        if libc::setns(ns, libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
                 }
-                Ok(())
-            });
-        }
-    }
-    let mut child = command
-        .arg("--run-dir")
-        .arg(run_dir)
-        .arg("--boot")
-        .arg(boot_json)
-        .arg("--confinement")
-        .arg(confinement_json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| VmmError::Unavailable {
-            message: format!("cannot run the VMM binary {}: {e}", binary.display()),
-        })?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| VmmError::internal("spawning the VMM", "no stdout pipe"))?;
+            }
+            let mut child = command
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(log)
+                .kill_on_drop(false)
+                .spawn()
+                .map_err(|e| VmmError::Unavailable {
+                    message: format!("cannot run the VMM binary {}: {e}", binary.display()),
+                })?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or_else(|| VmmError::internal("spawning the VMM", "no stdout pipe"))?;
+            (Some(child), Box::new(stdout) as _, None)
+        };
     let mut lines = BufReader::new(stdout).lines();
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-    // A jailed VMM is not `child` but its sibling in a new PID namespace
-    // (our child too, by CLONE_PARENT): it announces itself first.
-    let mut sibling: Option<u32> = None;
     let outcome = loop {
         let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
             Ok(Ok(Some(line))) => line,
             _ => break None,
         };
         match serde_json::from_str::<Handshake>(&line) {
-            Ok(Handshake::Spawned(pid)) => sibling = Some(pid),
+            // A VMM binary that clones itself into its PID namespace (one
+            // not started there, e.g. an older binary) makes the jailed VMM
+            // a sibling of `child` (CLONE_PARENT): it announces itself first.
+            Ok(Handshake::Spawned(pid)) => jailed = Some(pid),
             Ok(Handshake::Ready(pid) | Handshake::Listening(pid)) => break Some(Ok(pid)),
             Ok(Handshake::Failed(err)) => break Some(Err(err)),
             Err(_) => break None,
@@ -214,17 +234,19 @@ async fn spawn(
         Some(Ok(pid)) => {
             // Reap the VMM when it exits, as long as this process lives, and
             // record a death by signal (a blocked syscall) the VMM could not.
-            tokio::spawn(async move {
-                let direct = child.id();
-                let signal = child.wait().await.ok().and_then(|s| s.signal());
-                if let (Some(signal), None) = (signal, sibling) {
-                    record_signal(&run, direct.unwrap_or(pid), signal);
-                }
-            });
-            if let Some(vmm) = sibling {
+            if let Some(mut child) = child {
+                tokio::spawn(async move {
+                    let direct = child.id();
+                    let signal = child.wait().await.ok().and_then(|s| s.signal());
+                    if let (Some(signal), None) = (signal, jailed) {
+                        record_signal(&run, direct.unwrap_or(pid), signal);
+                    }
+                });
+            }
+            if let Some(vmm) = jailed {
                 let run = run_dir.to_path_buf();
                 tokio::spawn(async move {
-                    if let Some(signal) = wait_sibling(vmm).await {
+                    if let Some(signal) = wait_jailed(vmm).await {
                         record_signal(&run, vmm, signal);
                     }
                     cgroup::remove(vmm);
@@ -237,22 +259,27 @@ async fn spawn(
             Ok(pid)
         }
         Some(Err(err)) => {
-            let _ = child.wait().await;
-            if let Some(vmm) = sibling {
-                let _ = tokio::time::timeout(Duration::from_secs(10), wait_sibling(vmm)).await;
+            if let Some(child) = &mut child {
+                let _ = child.wait().await;
+            }
+            if let Some(vmm) = jailed {
+                let _ = tokio::time::timeout(Duration::from_secs(10), wait_jailed(vmm)).await;
                 cgroup::remove(vmm);
             }
             Err(err)
         }
         None => {
-            let _ = child.start_kill();
-            let direct = child.wait().await.ok().and_then(|s| s.signal());
-            let mut died = direct.filter(|_| sibling.is_none());
-            if let Some(vmm) = sibling {
+            let mut died = None;
+            if let Some(child) = &mut child {
+                let _ = child.start_kill();
+                let direct = child.wait().await.ok().and_then(|s| s.signal());
+                died = direct.filter(|_| jailed.is_none());
+            }
+            if let Some(vmm) = jailed {
                 // SAFETY: kill(2) on our own child, which is not reaped yet
                 // (so its pid cannot have been reused).
                 unsafe { libc::kill(vmm as libc::pid_t, libc::SIGKILL) };
-                died = wait_sibling(vmm).await;
+                died = wait_jailed(vmm).await;
                 cgroup::remove(vmm);
             }
             let log = std::fs::read_to_string(run_dir.join(files::VMM_LOG)).unwrap_or_default();
@@ -300,9 +327,9 @@ async fn wait_unserved(api: &Path) -> Result<(), VmmError> {
     }
 }
 
-/// Waits for our child `pid` (a jailed VMM, cloned with CLONE_PARENT) to
+/// Waits for our child `pid` (a jailed VMM, in its own PID namespace) to
 /// exit and reaps it; the signal that killed it, if one did.
-async fn wait_sibling(pid: u32) -> Option<i32> {
+async fn wait_jailed(pid: u32) -> Option<i32> {
     // SAFETY: pidfd_open(2) takes integers; a new descriptor is returned.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if raw >= 0 {

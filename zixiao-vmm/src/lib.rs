@@ -24,6 +24,7 @@ pub mod layout;
 mod machine;
 mod migration;
 mod mptable;
+mod pidns_spawn;
 mod seccomp;
 pub mod server;
 mod snapshot;

@@ -394,6 +394,7 @@ impl Machine {
             return Err(VmmError::precondition("the vCPUs are already started"));
         }
         lock(&self.control.ctl).want = if paused { Want::Pause } else { Want::Run };
+        let mut installs = Vec::new();
         for (id, vcpu) in self.vcpus.iter().enumerate() {
             let ctx = VcpuThread {
                 id,
@@ -404,12 +405,13 @@ impl Machine {
                 tids: self.tids.clone(),
                 events: events.clone(),
             };
-            let handle = crate::seccomp::spawn(
+            let (handle, installing) = crate::seccomp::spawn(
                 format!("vcpu{id}"),
                 seccomp.then_some(ThreadKind::Vcpu),
                 move || ctx.run(),
             )?;
             self.threads.push(handle);
+            installs.push(installing);
         }
         // The network cards' receive threads follow the same controls (a
         // paused VM receives nothing), so pause and snapshot see no frame
@@ -421,25 +423,30 @@ impl Machine {
                 device: self.first_net + n,
                 control: self.control.clone(),
             };
-            let handle = crate::seccomp::spawn(
+            let (handle, installing) = crate::seccomp::spawn(
                 format!("net{n}-rx"),
                 seccomp.then_some(ThreadKind::NetRx),
                 move || ctx.run(),
             )?;
             self.threads.push(handle);
+            installs.push(installing);
         }
         if let Some(backend) = &self.vsock {
             let (backend, devices, control) =
                 (backend.clone(), self.devices.clone(), self.control.clone());
             let index = devices.virtio.len() - 1;
-            let handle = crate::seccomp::spawn(
+            let (handle, installing) = crate::seccomp::spawn(
                 "vsock".into(),
                 seccomp.then_some(ThreadKind::Vsock),
                 move || backend.run(|| control.wait_runnable(), &devices.virtio[index]),
             )?;
             self.threads.push(handle);
+            installs.push(installing);
         }
-        Ok(())
+        // All install at once; none has run its body unfiltered.
+        installs
+            .into_iter()
+            .try_for_each(crate::seccomp::Installing::wait)
     }
 
     /// Parks every vCPU outside KVM_RUN (and every network card's receive

@@ -444,7 +444,7 @@ fn device_threads(config: &VmConfig) -> usize {
 }
 
 /// Jails this process (still root, single-threaded): cgroup, mount
-/// namespace, pivot_root. The uid drop comes after the inputs are open.
+/// namespace, its root. The uid drop comes after the inputs are open.
 fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Result<(), VmmError> {
     jail.validate()?;
     let plan = plan_jail(run_dir, boot)?;
@@ -601,7 +601,7 @@ fn setup(
     });
     // Guest stops end the VMM.
     let v = vmm.clone();
-    seccomp::spawn(
+    let (_, lifecycle) = seccomp::spawn(
         "lifecycle".into(),
         filtered(ThreadKind::Lifecycle),
         move || {
@@ -620,12 +620,16 @@ fn setup(
         },
     )?;
     // Console readers: output is copied to them, what they write is serial input.
-    seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
-        console.serve()
-    })?;
+    let (_, console) =
+        seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
+            console.serve()
+        })?;
+    // The three filters go on at the same time; the ready line waits for all.
     if confinement.seccomp {
         seccomp::install(ThreadKind::Api)?;
     }
+    lifecycle.wait()?;
+    console.wait()?;
     Ok((vmm, api))
 }
 

@@ -101,6 +101,24 @@ async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgrou
         std::fs::metadata(format!("/proc/{pid}/root{}", kernel.display())).is_ok(),
         "the kernel is in the jail"
     );
+    // Its mount table, as it can see it, holds only the jail's mounts: the
+    // host's tree it was cloned with is not reachable from its root.
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .collect();
+    points.sort();
+    let run_dir = tmp.path().join("vm").canonicalize().unwrap();
+    let mut expected = vec![
+        "/".to_string(),
+        "/proc".to_string(),
+        zixiao_vmm::KVM_DEVICE.to_string(),
+        kernel.canonicalize().unwrap().display().to_string(),
+        run_dir.display().to_string(),
+    ];
+    expected.sort();
+    assert_eq!(points, expected, "{mountinfo}");
 
     // Its cgroup caps memory at guest + overhead and tasks at vCPUs + extra.
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();

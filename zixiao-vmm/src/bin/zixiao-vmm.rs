@@ -49,9 +49,14 @@ fn main() {
     // session leader).
     unsafe { libc::setsid() };
     let mut pid = std::process::id();
-    if confinement.jail.is_some() {
-        // The VMM proper is pid 1 of a new PID namespace, a sibling of this
-        // process under the launcher; this process only makes it.
+    if confinement.jail.is_some() && pid == 1 {
+        // Started in its own PID namespace by `launch()`, which knows its
+        // pid on the host: that is what the cgroup and pid file name.
+        pid = zixiao_vmm::jail::host_pid().unwrap_or(pid);
+    } else if confinement.jail.is_some() {
+        // Started by hand: the VMM proper is pid 1 of a new PID namespace,
+        // a sibling of this process under its parent; this process only
+        // makes it.
         match zixiao_vmm::jail::clone_into_pid_namespace() {
             Ok(true) => {
                 pid = zixiao_vmm::jail::host_pid().unwrap_or(pid);
