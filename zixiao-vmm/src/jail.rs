@@ -28,7 +28,7 @@ pub const JAIL_DIR: &str = "jail";
 /// setting: jailed and seccomp-filtered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confinement {
-    /// Namespaces, the jail's root, cgroup and the uid/gid drop. `None` runs the
+    /// Namespaces, pivot_root, cgroup and the uid/gid drop. `None` runs the
     /// VMM in the launcher's namespaces, as the launcher's user (for hosts
     /// where the launcher is not root, and to measure what the jail costs).
     pub jail: Option<JailConfig>,
@@ -297,7 +297,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<(), VmmError
     {
         mount(Some(proc_src), &proc_dir, Some("proc"), nosuid, None)?;
     }
-    move_onto_root(&root)?;
+    pivot_into(&root)?;
     // The jail's own tree is fixed from here on.
     mount(
         None,
@@ -308,31 +308,22 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<(), VmmError
     )
 }
 
-/// Makes `root` this process's root without unmounting anything: the
-/// jail's tmpfs is moved over `/` (stacked on the host's root, as
-/// switch_root does) and the process chroots into it. The host's tree
-/// stays in this mount namespace, underneath, where no path leads: `..` stops
-/// at the root, the process holds no descriptor of a host directory, and
-/// once it has dropped root (no CAP_SYS_CHROOT, CAP_SYS_ADMIN) and its
-/// seccomp filters are on it can neither chroot nor mount again. Unlike
-/// pivot_root followed by a detach of the old root, nothing waits here for
-/// an RCU grace period (the unmount's, 0.2-3 ms on a loaded host); the
-/// host's mounts are released when the namespace ends, with the VMM.
-fn move_onto_root(root: &Path) -> Result<(), VmmError> {
+/// pivot_root(2) into `root` and detach the old root, so no host path is
+/// reachable any more.
+fn pivot_into(root: &Path) -> Result<(), VmmError> {
     std::env::set_current_dir(root).map_err(|e| VmmError::Unavailable {
         message: format!("jail: chdir {}: {e}", root.display()),
     })?;
-    mount(
-        Some(Path::new(".")),
-        Path::new("/"),
-        None,
-        libc::MS_MOVE,
-        None,
-    )?;
     let dot = c".";
-    // SAFETY: chroot(2) with a static NUL-terminated path.
-    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
-        return Err(last_os("chroot into the jail"));
+    // SAFETY: pivot_root(".", ".") stacks the old root on the new one; both
+    // pointers are static NUL-terminated strings.
+    if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
+        return Err(last_os("pivot_root"));
+    }
+    // SAFETY: umount2 with a static path; MNT_DETACH drops the old root that
+    // pivot_root left stacked on ".".
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(last_os("detaching the old root"));
     }
     std::env::set_current_dir("/").map_err(|e| VmmError::Unavailable {
         message: format!("jail: chdir /: {e}"),

@@ -444,7 +444,7 @@ fn device_threads(config: &VmConfig) -> usize {
 }
 
 /// Jails this process (still root, single-threaded): cgroup, mount
-/// namespace, its root. The uid drop comes after the inputs are open.
+/// namespace, pivot_root. The uid drop comes after the inputs are open.
 fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Result<(), VmmError> {
     jail.validate()?;
     let plan = plan_jail(run_dir, boot)?;
