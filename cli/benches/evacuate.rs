@@ -66,6 +66,19 @@ async fn evacuate() {
         eprintln!("evacuate: the libvirt services are not running: nothing measured");
         return;
     };
+    // Room for every VM on either node: 2 cores take 8 VMs of 1 CPU at
+    // the default ratio of 4.
+    let ratio = (count as u32).div_ceil(2).max(4).to_string();
+    let make_room = |pair: &processes::LibvirtPair, node: &str| {
+        zixiao_testing::output::ok(pair.run(&[
+            "node",
+            "update",
+            node,
+            "--cpu-allocation-ratio",
+            &ratio,
+        ]));
+    };
+    make_room(&pair, &pair.a);
     let pid = std::process::id();
     let names: Vec<String> = (0..count).map(|i| format!("evb-{pid}-{i}")).collect();
     for name in &names {
@@ -75,6 +88,7 @@ async fn evacuate() {
         pair.counts_past(name, 20).await;
     }
     pair.start_b().await;
+    make_room(&pair, &pair.b);
     let (a, b) = (pair.a.clone(), pair.b.clone());
 
     let started = Instant::now();
