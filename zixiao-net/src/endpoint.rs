@@ -16,7 +16,9 @@ use zixiao_core::model::{InstallationId, InterfaceKind, NetworkAttachment};
 use zixiao_core::{Error, Result};
 
 use crate::dhcp::MacAddress;
-use crate::host::{errno, is_v4, link_index, netlink_error, LinuxNetwork, NETNS_PREFIX};
+use crate::host::{
+    add_address, errno, is_v4, link_index, netlink_error, LinuxNetwork, NETNS_PREFIX,
+};
 use crate::links::{self, LinkKind};
 use crate::netns;
 
@@ -304,9 +306,7 @@ impl LinuxNetwork {
             )
             .await?;
             for ip in &attachment.addresses {
-                inside
-                    .address()
-                    .add(index, ip.address, ip.prefix_len)
+                add_address(&inside, index, ip.address, ip.prefix_len)
                     .execute()
                     .await
                     .map_err(|e| netlink_error(&format!("adding {ip}"), e))?;
