@@ -233,9 +233,27 @@ impl ResponderDir {
         }
     }
 
-    /// Stops the running dnsmasq (waiting for it to exit) and removes the
-    /// directory. Idempotent.
-    fn remove(&self) -> io::Result<()> {
+    /// Whether the running dnsmasq was started with exactly `args` (an
+    /// older Zixiao's, or one from before the network's subnets changed,
+    /// was not). False when none runs.
+    fn runs_with(&self, args: &[String]) -> bool {
+        let Some(pid) = self.running() else {
+            return false;
+        };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let running: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .skip(1)
+            .filter(|a| !a.is_empty())
+            .collect();
+        running.len() == args.len() && running.iter().zip(args).all(|(a, b)| *a == b.as_bytes())
+    }
+
+    /// Stops the running dnsmasq, waiting for it to exit; its state stays.
+    /// Idempotent.
+    fn stop(&self) {
         if let Some(pid) = self.running() {
             // SAFETY: as in `signal`.
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -247,6 +265,12 @@ impl ResponderDir {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Stops the running dnsmasq (waiting for it to exit) and removes the
+    /// directory. Idempotent.
+    fn remove(&self) -> io::Result<()> {
+        self.stop();
         match fs::remove_dir_all(&self.0) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -408,15 +432,18 @@ impl LinuxNetwork {
         if served(network).is_none() {
             return Ok(DhcpState::Off);
         }
-        if dir.running().is_some() {
+        let args = arguments(network, &dir);
+        if dir.runs_with(&args) {
             return Ok(DhcpState::Serving);
         }
+        // One started with other arguments (by an older Zixiao: without
+        // the router advertisements) is replaced; its host entries stay.
+        dir.stop();
         let Some(program) = find_dnsmasq(self.dnsmasq.as_deref()) else {
             let why = "dnsmasq not found".to_owned();
             tracing::warn!(network = %network.name, reason = %why, "DHCP for guests is off");
             return Ok(DhcpState::Unavailable(why));
         };
-        let args = arguments(network, &dir);
         let started = self.run_in_netns(|| {
             // The hosts dir is read by dnsmasq as `nobody`: world-readable.
             fs::create_dir_all(dir.hosts())?;

@@ -148,11 +148,26 @@ fn ip_in(ns: &Path, args: &[&str]) -> String {
 fn a_guest_forms_its_ipam_address_from_the_router_advertisements() {
     in_fresh_netns(|dir| async move {
         let host = LinuxNetwork::connect(&dir).unwrap();
+        // As an older Zixiao left it: a responder without advertisements.
+        let before = network("ra", "10.94.0.0/24", false, true);
+        host.ensure_network(&before).await.unwrap();
+        let old = responder_pid(&dir, &before.bridge);
         let net = CreateNetwork::new("ra", ["10.94.0.0/24", "fd00:9e37::/64"])
             .validate(&here(), chrono::Utc::now())
             .unwrap();
         host.ensure_network(&net).await.unwrap();
         assert_eq!(host.dhcp_state(&net).unwrap(), DhcpState::Serving);
+        let pid = responder_pid(&dir, &net.bridge);
+        assert_ne!(pid, old, "the responder was replaced");
+        assert!(exited(old), "the old one is gone");
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(cmdline.contains("--enable-ra"), "{cmdline:?}");
+        host.ensure_network(&net).await.unwrap();
+        assert_eq!(
+            responder_pid(&dir, &net.bridge),
+            pid,
+            "kept while it is right"
+        );
         let parts = host.inspect_network(&net, &[], &[]).await.unwrap();
         let dhcp = parts
             .iter()
