@@ -26,8 +26,9 @@
 //! dnsmasq daemonizes: it outlives an agent restart as the bridge does,
 //! and [`NetworkHost::ensure_network`](zixiao_core::NetworkHost) (which
 //! reconcile calls) starts it again when it is not running. A network
-//! with neither an IPv4 subnet nor an IPv6 /64 gets no responder, and a node without dnsmasq
-//! leaves DHCP off with a logged reason: neither fails the network.
+//! with neither an IPv4 subnet nor an IPv6 /64 gets no responder, and a
+//! node without dnsmasq leaves DHCP off with a logged reason: neither
+//! fails the network.
 //! Responders only ever serve attachments plugged on this node
 //! ([`LinuxNetwork::attach_tap`], [`LinuxNetwork::plug_dhcp`]), so on an
 //! overlay spanning nodes a request flooded to another node gets no offer
@@ -420,12 +421,14 @@ impl LinuxNetwork {
         self
     }
 
-    /// Starts `network`'s responder unless it runs, and returns its state.
+    /// Starts `network`'s responder unless it runs as it should, and
+    /// returns its state.
     /// Called by `ensure_network` after the bridge is up. A network with
-    /// neither an IPv4 subnet nor an IPv6 /64 gets none (`Off`); no dnsmasq or a failed start is
-    /// logged and returned (`Unavailable`), never an error: guests then
-    /// configure themselves otherwise. Errors: `FailedPrecondition` (a
-    /// network stored before installation ids).
+    /// neither an IPv4 subnet nor an IPv6 /64 gets none (`Off`); no
+    /// dnsmasq or a failed start is logged and returned (`Unavailable`),
+    /// never an error: guests then configure themselves otherwise. A
+    /// responder running with other arguments is replaced. Errors:
+    /// `FailedPrecondition` (a network stored before installation ids).
     pub(crate) async fn ensure_dhcp(&self, network: &Network) -> Result<DhcpState> {
         let mark = network.mark()?;
         let dir = self.responder_dir(mark.installation(), &network.bridge);
