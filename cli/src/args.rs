@@ -1310,7 +1310,11 @@ pub(crate) enum NetworkCommand {
 pub(crate) struct CreateNetworkArgs {
     /// Network name (a DNS label).
     name: String,
-    /// A CIDR prefix, at most one IPv4 and one IPv6 (`10.10.0.0/24`, `fd10::/64`).
+    /// A CIDR prefix, at most one IPv4 and one IPv6 (`10.10.0.0/24`, `fd10::/64`):
+    /// repeat it for dual stack. On an IPv6 /64 guests form their address
+    /// by SLAAC from the node's router advertisements (the one IPAM gives
+    /// them, from their MAC); other IPv6 prefixes reach only containers and
+    /// cloud-init network-config.
     #[arg(long = "subnet", value_name = "CIDR", required = true)]
     subnets: Vec<String>,
     /// The gateway of a subnet (default: its first address).

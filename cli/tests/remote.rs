@@ -281,6 +281,51 @@ fn networks_through_an_endpoint_are_set_up_on_the_agents_node() {
         let addresses = text(&ip(&["-o", "addr", "show", "dev", &lan.bridge]).stdout);
         assert!(addresses.contains("10.77.0.1/24"), "repaired: {addresses}");
 
+        // Dual stack: a second, IPv6 subnet; a /64 is SLAAC's, and its
+        // router advertisements come from the node's responder.
+        let out = zixiao(
+            &endpoint,
+            &[
+                "network",
+                "create",
+                "dual",
+                "--subnet",
+                "10.95.0.0/24",
+                "--subnet",
+                "fd00:9e38::/64",
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = zixiao(&endpoint, &["network", "get", "dual"]).await;
+        let shown = text(&out.stdout);
+        assert!(
+            shown.contains("fd00:9e38::/64 gateway fd00:9e38::1, SLAAC")
+                && shown.contains("serving DHCPv4 and IPv6 router advertisements"),
+            "{shown}"
+        );
+        let out = zixiao(&endpoint, &["network", "delete", "dual"]).await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = zixiao(
+            &endpoint,
+            &[
+                "network",
+                "create",
+                "bad",
+                "--subnet",
+                "fd00:9e38::/64",
+                "--reserve",
+                "fd00:9e38::/72",
+            ],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(2), "invalid argument");
+        assert!(
+            text(&out.stderr).contains("reserved[0]") && text(&out.stderr).contains("SLAAC"),
+            "{}",
+            text(&out.stderr)
+        );
+
         let out = zixiao(
             &endpoint,
             &["network", "create", "bad", "--subnet", "10.78.0.0/99"],

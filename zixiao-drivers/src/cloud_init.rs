@@ -10,7 +10,8 @@
 //! instance's id, so cloud-init runs once per instance and again for a
 //! clone; `local-hostname`: its name; the SSH keys) and the network
 //! configuration (version 2: each NIC matched by its MAC, with its
-//! addresses, the first one's gateway as the default route), each unless
+//! addresses, IPv4 and IPv6; the first network of each family carries
+//! that family's default route through its gateway), each unless
 //! the spec gives its own. Where the node's DHCP responder serves the
 //! guest's networks ([`Addressing::Dhcp`], see zixiao-net's `dhcp`), the
 //! NICs say `dhcp4` instead of their IPv4 addresses: the guest asks, and
@@ -138,19 +139,31 @@ fn network_config(instance: &Instance, addressing: Addressing) -> Option<Value> 
                 .map(|ip| format!("{}/{}", ip.address, ip.prefix_len))
                 .collect::<Vec<_>>(),
         });
-        if dhcp {
+        if dhcp && attachment.addresses.iter().any(|ip| ip.address.is_ipv4()) {
             nic["dhcp4"] = json!(true);
         }
-        // One default route: through the first network's gateway. As a
+        // One default route per family: through the first network's
+        // gateway of it (the responder gives IPv4's with DHCP). As a
         // prefix, not `default`: cloud-init before 23.x refuses that word.
-        let first = attachment.addresses.first();
-        if let (0, Some(first)) = (i, first.filter(|ip| !(dhcp && ip.address.is_ipv4()))) {
-            let everywhere = if first.gateway.is_ipv4() {
-                "0.0.0.0/0"
-            } else {
-                "::/0"
-            };
-            nic["routes"] = json!([{ "to": everywhere, "via": first.gateway.to_string() }]);
+        let routes: Vec<Value> = written
+            .iter()
+            .filter(|ip| {
+                let family = ip.address.is_ipv4();
+                instance.attachments[..i]
+                    .iter()
+                    .all(|a| a.addresses.iter().all(|b| b.address.is_ipv4() != family))
+            })
+            .map(|ip| {
+                let everywhere = if ip.gateway.is_ipv4() {
+                    "0.0.0.0/0"
+                } else {
+                    "::/0"
+                };
+                json!({ "to": everywhere, "via": ip.gateway.to_string() })
+            })
+            .collect();
+        if !routes.is_empty() {
+            nic["routes"] = json!(routes);
         }
         ethernets.insert(attachment.interface.clone(), nic);
     }
@@ -328,6 +341,39 @@ mod tests {
         assert_eq!(eth0["dhcp4"], true);
         assert_eq!(eth0["addresses"], json!([]));
         assert_eq!(eth0.get("routes"), None);
+
+        // Dual stack: the IPv6 address is written (no DHCPv6; its /64's
+        // advertisements form the same one) with its own default route,
+        // on the first network only; a second network's NIC has none.
+        let v6 = IpConfig {
+            address: "fd00:9e36::7".parse().unwrap(),
+            prefix_len: 64,
+            gateway: "fd00:9e36::1".parse().unwrap(),
+        };
+        instance.attachments[0].addresses.push(v6);
+        let mut second = instance.attachments[0].clone();
+        second.interface = "eth1".to_owned();
+        second.mac = "02:00:00:00:00:08".to_owned();
+        instance.attachments.push(second);
+        for (addressing, v4_route) in [(Addressing::Static, true), (Addressing::Dhcp, false)] {
+            let files = seed_files(&instance, init, addressing);
+            let config: Value = serde_json::from_str(&files[2].1).expect("JSON");
+            let eth0 = &config["ethernets"]["eth0"];
+            assert!(
+                eth0["addresses"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("fd00:9e36::7/64")),
+                "{config:#}"
+            );
+            let mut want = Vec::new();
+            if v4_route {
+                want.push(json!({ "to": "0.0.0.0/0", "via": "10.8.0.1" }));
+            }
+            want.push(json!({ "to": "::/0", "via": "fd00:9e36::1" }));
+            assert_eq!(eth0["routes"], json!(want), "{addressing:?}");
+            assert_eq!(config["ethernets"]["eth1"].get("routes"), None);
+        }
     }
 
     #[test]

@@ -26,14 +26,28 @@
 //! dnsmasq daemonizes: it outlives an agent restart as the bridge does,
 //! and [`NetworkHost::ensure_network`](zixiao_core::NetworkHost) (which
 //! reconcile calls) starts it again when it is not running. A network
-//! without an IPv4 subnet gets no responder, and a node without dnsmasq
-//! leaves DHCP off with a logged reason: neither fails the network.
+//! with neither an IPv4 subnet nor an IPv6 /64 gets no responder, and a
+//! node without dnsmasq leaves DHCP off with a logged reason: neither
+//! fails the network.
 //! Responders only ever serve attachments plugged on this node
 //! ([`LinuxNetwork::attach_tap`], [`LinuxNetwork::plug_dhcp`]), so on an
 //! overlay spanning nodes a request flooded to another node gets no offer
 //! from there.
 //!
-//! IPv6 (router advertisements, DHCPv6) is not served.
+//! IPv6: on a network's SLAAC subnet (an IPv6 /64, see
+//! [`Subnet::is_slaac`](zixiao_core::model::Subnet::is_slaac)) the same
+//! dnsmasq sends router advertisements (`--enable-ra`, the prefix
+//! `ra-only`: on-link and autonomous, no DHCPv6) with the gateway as
+//! default router (router lifetime [`ROUTER_LIFETIME`]). A guest's kernel
+//! forms its address from the prefix and its MAC, which is the address
+//! IPAM recorded for it, so no host entry is needed and every node's
+//! responder advertises the same thing: on an overlay the copies a guest
+//! hears from other nodes (same prefix, same anycast gateway MAC and
+//! link-local source) agree. dnsmasq rather than a sender of our own:
+//! RA timing (solicited answers, the initial burst, renumbering) is again
+//! its daily work, and one process per network serves both families. No
+//! DNS server is advertised (`--port=0`: there is none), unless the node's
+//! resolv.conf names IPv6 ones. DHCPv6 is not served.
 
 use std::fmt;
 use std::fs;
@@ -57,6 +71,10 @@ const DHCP_DIR: &str = "dhcp";
 /// How long a lease lasts: a guest renews after half of it, so a changed
 /// entry reaches it within the hour.
 const LEASE: &str = "1h";
+/// How long a guest keeps the gateway as its IPv6 default router after an
+/// advertisement (seconds): three times dnsmasq's longest interval
+/// between unsolicited ones (600 s), as RFC 4861 suggests.
+pub const ROUTER_LIFETIME: u32 = 1800;
 /// How long a stopped responder may take to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -156,7 +174,7 @@ impl DhcpHost {
 pub enum DhcpState {
     /// dnsmasq runs for the network.
     Serving,
-    /// The network has no IPv4 subnet: nothing to serve.
+    /// Nothing to serve: the network has no IPv4 subnet and no IPv6 /64.
     Off,
     /// It cannot run here (no dnsmasq, or it failed to start): why.
     Unavailable(String),
@@ -168,7 +186,7 @@ impl fmt::Display for DhcpState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DhcpState::Serving => f.write_str("serving"),
-            DhcpState::Off => f.write_str("off (no IPv4 subnet)"),
+            DhcpState::Off => f.write_str("off (no IPv4 subnet, no IPv6 /64)"),
             DhcpState::Unavailable(why) => write!(f, "unavailable ({why})"),
             DhcpState::Stopped => f.write_str("stopped"),
         }
@@ -216,9 +234,27 @@ impl ResponderDir {
         }
     }
 
-    /// Stops the running dnsmasq (waiting for it to exit) and removes the
-    /// directory. Idempotent.
-    fn remove(&self) -> io::Result<()> {
+    /// Whether the running dnsmasq was started with exactly `args` (an
+    /// older Zixiao's, or one from before the network's subnets changed,
+    /// was not). False when none runs.
+    fn runs_with(&self, args: &[String]) -> bool {
+        let Some(pid) = self.running() else {
+            return false;
+        };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+            return false;
+        };
+        let running: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .skip(1)
+            .filter(|a| !a.is_empty())
+            .collect();
+        running.len() == args.len() && running.iter().zip(args).all(|(a, b)| *a == b.as_bytes())
+    }
+
+    /// Stops the running dnsmasq, waiting for it to exit; its state stays.
+    /// Idempotent.
+    fn stop(&self) {
         if let Some(pid) = self.running() {
             // SAFETY: as in `signal`.
             unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -230,6 +266,12 @@ impl ResponderDir {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+    }
+
+    /// Stops the running dnsmasq (waiting for it to exit) and removes the
+    /// directory. Idempotent.
+    fn remove(&self) -> io::Result<()> {
+        self.stop();
         match fs::remove_dir_all(&self.0) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -252,16 +294,34 @@ fn find_dnsmasq(configured: Option<&Path>) -> Option<PathBuf> {
 
 /// The node's DNS servers a guest can reach: the non-loopback
 /// `nameserver`s of `/etc/resolv.conf` (a local stub such as
-/// systemd-resolved's 127.0.0.53 is the node's own, not the guest's).
-fn dns_servers() -> Vec<Ipv4Addr> {
+/// systemd-resolved's 127.0.0.53 is the node's own, not the guest's), and
+/// not link-local ones (those are of the node's link, not the guest's).
+fn dns_servers() -> Vec<IpAddr> {
     let Ok(text) = fs::read_to_string("/etc/resolv.conf") else {
         return Vec::new();
     };
     text.lines()
         .filter_map(|line| line.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.trim().parse::<Ipv4Addr>().ok())
+        .filter_map(|rest| rest.trim().parse::<IpAddr>().ok())
         .filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+        .filter(|ip| match ip {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
         .collect()
+}
+
+/// The `--dhcp-option` value listing `servers` of one family, or `None`.
+fn dns_option(servers: &[IpAddr], ipv4: bool) -> Option<String> {
+    let list: Vec<String> = servers
+        .iter()
+        .filter(|ip| ip.is_ipv4() == ipv4)
+        .map(|ip| match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        })
+        .collect();
+    (!list.is_empty()).then(|| list.join(","))
 }
 
 /// dnsmasq's arguments for `network` with state in `dir`: built from the
@@ -301,19 +361,39 @@ fn arguments(network: &Network, dir: &ResponderDir) -> Vec<String> {
             "--dhcp-option=tag:s{i},option:router,{}",
             subnet.gateway
         ));
-        if !dns.is_empty() {
-            let list: Vec<String> = dns.iter().map(ToString::to_string).collect();
-            args.push(format!(
-                "--dhcp-option=tag:s{i},option:dns-server,{}",
-                list.join(",")
-            ));
+        if let Some(list) = dns_option(&dns, true) {
+            args.push(format!("--dhcp-option=tag:s{i},option:dns-server,{list}"));
         }
+    }
+    let slaac: Vec<_> = network.subnets.iter().filter(|s| s.is_slaac()).collect();
+    if !slaac.is_empty() {
+        args.push("--enable-ra".to_owned());
+        // Interval 0: dnsmasq's default; the gateway as default router.
+        args.push(format!("--ra-param={},0,{ROUTER_LIFETIME}", network.bridge));
+        if let Some(list) = dns_option(&dns, false) {
+            args.push(format!("--dhcp-option=option6:dns-server,{list}"));
+        }
+    }
+    for subnet in slaac {
+        args.push(format!(
+            "--dhcp-range={},ra-only,{},{LEASE}",
+            subnet.cidr.network().address(),
+            subnet.cidr.prefix_len()
+        ));
     }
     args
 }
 
-fn has_ipv4(network: &Network) -> bool {
-    network.subnets.iter().any(|s| s.cidr.is_ipv4())
+/// What `network`'s responder serves, for people; `None`: nothing.
+pub fn served(network: &Network) -> Option<&'static str> {
+    let ipv4 = network.subnets.iter().any(|s| s.cidr.is_ipv4());
+    let slaac = network.subnets.iter().any(|s| s.is_slaac());
+    match (ipv4, slaac) {
+        (true, true) => Some("DHCPv4 and IPv6 router advertisements"),
+        (true, false) => Some("DHCPv4"),
+        (false, true) => Some("IPv6 router advertisements"),
+        (false, false) => None,
+    }
 }
 
 fn io_error(doing: String, e: io::Error) -> Error {
@@ -341,27 +421,32 @@ impl LinuxNetwork {
         self
     }
 
-    /// Starts `network`'s responder unless it runs, and returns its state.
-    /// Called by `ensure_network` after the bridge is up. A network without
-    /// an IPv4 subnet gets none (`Off`); no dnsmasq or a failed start is
-    /// logged and returned (`Unavailable`), never an error: guests then
-    /// configure themselves otherwise. Errors: `FailedPrecondition` (a
-    /// network stored before installation ids).
+    /// Starts `network`'s responder unless it runs as it should, and
+    /// returns its state.
+    /// Called by `ensure_network` after the bridge is up. A network with
+    /// neither an IPv4 subnet nor an IPv6 /64 gets none (`Off`); no
+    /// dnsmasq or a failed start is logged and returned (`Unavailable`),
+    /// never an error: guests then configure themselves otherwise. A
+    /// responder running with other arguments is replaced. Errors:
+    /// `FailedPrecondition` (a network stored before installation ids).
     pub(crate) async fn ensure_dhcp(&self, network: &Network) -> Result<DhcpState> {
         let mark = network.mark()?;
         let dir = self.responder_dir(mark.installation(), &network.bridge);
-        if !has_ipv4(network) {
+        if served(network).is_none() {
             return Ok(DhcpState::Off);
         }
-        if dir.running().is_some() {
+        let args = arguments(network, &dir);
+        if dir.runs_with(&args) {
             return Ok(DhcpState::Serving);
         }
+        // One started with other arguments (by an older Zixiao: without
+        // the router advertisements) is replaced; its host entries stay.
+        dir.stop();
         let Some(program) = find_dnsmasq(self.dnsmasq.as_deref()) else {
             let why = "dnsmasq not found".to_owned();
             tracing::warn!(network = %network.name, reason = %why, "DHCP for guests is off");
             return Ok(DhcpState::Unavailable(why));
         };
-        let args = arguments(network, &dir);
         let started = self.run_in_netns(|| {
             // The hosts dir is read by dnsmasq as `nobody`: world-readable.
             fs::create_dir_all(dir.hosts())?;
@@ -399,7 +484,7 @@ impl LinuxNetwork {
     /// Errors: `FailedPrecondition` (a network stored before installation ids).
     pub fn dhcp_state(&self, network: &Network) -> Result<DhcpState> {
         let mark = network.mark()?;
-        if !has_ipv4(network) {
+        if served(network).is_none() {
             return Ok(DhcpState::Off);
         }
         if find_dnsmasq(self.dnsmasq.as_deref()).is_none() {
@@ -413,11 +498,16 @@ impl LinuxNetwork {
         })
     }
 
-    /// Whether a responder serves every bridge `attachments` join, so a
-    /// guest on them gets its addresses by DHCP.
+    /// Whether a responder serves every bridge `attachments` with an IPv4
+    /// address join (and there is one), so a guest on them gets its IPv4
+    /// addresses by DHCP.
     pub fn dhcp_serves(&self, attachments: &[NetworkAttachment]) -> bool {
-        !attachments.is_empty()
-            && attachments.iter().all(|a| {
+        let ipv4: Vec<_> = attachments
+            .iter()
+            .filter(|a| a.addresses.iter().any(|ip| ip.address.is_ipv4()))
+            .collect();
+        !ipv4.is_empty()
+            && ipv4.iter().all(|a| {
                 a.installation.as_ref().is_some_and(|installation| {
                     self.responder_dir(installation, &a.bridge)
                         .running()
@@ -655,7 +745,7 @@ mod tests {
 
     #[test]
     fn arguments_serve_only_the_bridge_and_only_known_hosts() {
-        let net = network(&["10.70.0.0/24", "fd00:1::/64"]);
+        let net = network(&["10.70.0.0/24", "fd00:1::/80"]);
         let dir = ResponderDir(PathBuf::from("/run/zx/dhcp/x"));
         let args = arguments(&net, &dir);
         assert!(args.contains(&format!("--interface={}", net.bridge)));
@@ -667,7 +757,42 @@ mod tests {
                 .filter(|a| a.starts_with("--dhcp-range"))
                 .count(),
             1,
-            "no IPv6 range: {args:?}"
+            "one IPv4 range, no IPv6 one off SLAAC: {args:?}"
         );
+        assert!(!args.contains(&"--enable-ra".to_owned()), "{args:?}");
+        assert_eq!(served(&net), Some("DHCPv4"));
+
+        // A /64 is advertised, on-link and autonomous only (no DHCPv6),
+        // with the gateway as default router.
+        let net = network(&["10.70.0.0/24", "fd00:9e36::/64"]);
+        let args = arguments(&net, &dir);
+        for wanted in [
+            "--enable-ra".to_owned(),
+            "--dhcp-range=fd00:9e36::,ra-only,64,1h".to_owned(),
+            format!("--ra-param={},0,1800", net.bridge),
+        ] {
+            assert!(args.contains(&wanted), "{wanted} in {args:?}");
+        }
+        assert_eq!(served(&net), Some("DHCPv4 and IPv6 router advertisements"));
+        let v6 = network(&["fd00:9e36::/64"]);
+        assert_eq!(served(&v6), Some("IPv6 router advertisements"));
+        assert_eq!(served(&network(&["fd00:9e36::/80"])), None);
+    }
+
+    #[test]
+    fn dns_servers_are_listed_per_family() {
+        let servers: Vec<IpAddr> = ["9.9.9.9", "2620:fe::fe", "1.1.1.1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(
+            dns_option(&servers, true).as_deref(),
+            Some("9.9.9.9,1.1.1.1")
+        );
+        assert_eq!(
+            dns_option(&servers, false).as_deref(),
+            Some("[2620:fe::fe]")
+        );
+        assert_eq!(dns_option(&servers[..1], false), None);
     }
 }

@@ -16,7 +16,9 @@ use zixiao_core::model::{InstallationId, InterfaceKind, NetworkAttachment};
 use zixiao_core::{Error, Result};
 
 use crate::dhcp::MacAddress;
-use crate::host::{errno, is_v4, link_index, netlink_error, LinuxNetwork, NETNS_PREFIX};
+use crate::host::{
+    add_address, errno, is_v4, link_index, netlink_error, LinuxNetwork, NETNS_PREFIX,
+};
 use crate::links::{self, LinkKind};
 use crate::netns;
 
@@ -297,6 +299,7 @@ impl LinuxNetwork {
                 named = named.mtu(mtu);
             }
             set(&inside, named, &format!("naming {}", attachment.interface)).await?;
+            ignore_router_advertisements(path, &attachment.interface)?;
             set(
                 &inside,
                 LinkUnspec::new_with_index(index).up(),
@@ -304,9 +307,7 @@ impl LinuxNetwork {
             )
             .await?;
             for ip in &attachment.addresses {
-                inside
-                    .address()
-                    .add(index, ip.address, ip.prefix_len)
+                add_address(&inside, index, ip.address, ip.prefix_len)
                     .execute()
                     .await
                     .map_err(|e| netlink_error(&format!("adding {ip}"), e))?;
@@ -323,6 +324,27 @@ impl LinuxNetwork {
             }
         }
         Ok(())
+    }
+}
+
+/// Has interface `interface` of the namespace at `path` ignore router
+/// advertisements (`accept_ra` 0), before it is up. Its addresses and
+/// routes are set here, from IPAM; the network's advertisements (see
+/// `dhcp`) would only add a second default route and cut the lifetime of
+/// its static IPv6 address to two hours (RFC 4862 5.5.3 e), after which it
+/// would depend on the responder running. A namespace without IPv6 has no
+/// such setting and needs none. `interface` has just been accepted by the
+/// kernel as a link name (no `/`, not `.` or `..`), so it is one path
+/// component. Errors: `Unsupported` (privileges), `Internal`.
+fn ignore_router_advertisements(path: &Path, interface: &str) -> Result<()> {
+    let setting = format!("/proc/sys/net/ipv6/conf/{interface}/accept_ra");
+    // /proc/sys/net is the namespace of whoever opens it: open it inside.
+    match netns::run_in(path, || std::fs::write(&setting, "0")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(
+            &format!("turning off router advertisements on {interface}"),
+            e,
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::address::AddressMessage;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 use zixiao_core::model::{
@@ -183,14 +183,20 @@ impl LinuxNetwork {
                 }
             }
         };
+        if network.subnets.iter().any(|s| !s.cidr.is_ipv4()) {
+            no_dad(bridge.as_str());
+        }
         for subnet in &network.subnets {
-            self.handle
-                .address()
-                .add(index, subnet.gateway, subnet.cidr.prefix_len())
-                .replace()
-                .execute()
-                .await
-                .map_err(|e| netlink_error(&format!("adding {} to {bridge}", subnet.gateway), e))?;
+            add_address(
+                &self.handle,
+                index,
+                subnet.gateway,
+                subnet.cidr.prefix_len(),
+            )
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| netlink_error(&format!("adding {} to {bridge}", subnet.gateway), e))?;
         }
         self.handle
             .link()
@@ -498,6 +504,41 @@ pub(crate) fn netlink_error(doing: &str, error: rtnetlink::Error) -> Error {
             std::io::Error::from_raw_os_error(code)
         )),
         None => Error::Internal(format!("{doing} failed: {error}")),
+    }
+}
+
+/// A request adding `address/prefix_len` to link `index`; an IPv6 one
+/// without duplicate address detection (`IFA_F_NODAD`). IPAM already
+/// made every address unique, and DAD would only hurt: a gateway is on
+/// every node's bridge at once (the anycast gateway), which DAD over the
+/// overlay would find "duplicate" and disable, and an instance's address
+/// would stay tentative (unusable) for its first second or more.
+pub(crate) fn add_address(
+    handle: &Handle,
+    index: u32,
+    address: IpAddr,
+    prefix_len: u8,
+) -> rtnetlink::AddressAddRequest {
+    let mut request = handle.address().add(index, address, prefix_len);
+    if address.is_ipv6() {
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    request
+}
+
+/// Turns off duplicate address detection on bridge `bridge` (its
+/// link-local address, made when its first port comes up): every node's
+/// bridge of a network has the same MAC, hence the same link-local
+/// address, which DAD over the overlay would disable, and with it the
+/// router advertisements sent from it. Best effort: a node without IPv6
+/// has no such setting, and then no IPv6 to break.
+fn no_dad(bridge: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{bridge}/accept_dad");
+    if let Err(e) = std::fs::write(&path, "0") {
+        tracing::warn!(%bridge, error = %e, "cannot turn off DAD on the bridge");
     }
 }
 

@@ -67,8 +67,19 @@ impl LinuxNetwork {
             NetworkPart::new(Kind::Rules, PartState::Missing, network.nft_table())
         };
         let dhcp = match self.dhcp_state(network)? {
-            DhcpState::Serving => NetworkPart::new(Kind::Dhcp, PartState::Ok, "serving"),
-            DhcpState::Off => NetworkPart::new(Kind::Dhcp, PartState::NotNeeded, "no IPv4 subnet"),
+            DhcpState::Serving => NetworkPart::new(
+                Kind::Dhcp,
+                PartState::Ok,
+                format!(
+                    "serving {}",
+                    crate::dhcp::served(network).unwrap_or_default()
+                ),
+            ),
+            DhcpState::Off => NetworkPart::new(
+                Kind::Dhcp,
+                PartState::NotNeeded,
+                "no IPv4 subnet, no IPv6 /64",
+            ),
             // Not Zixiao's to mend: the node cannot run it (said why).
             state @ DhcpState::Unavailable(_) => {
                 NetworkPart::new(Kind::Dhcp, PartState::NotNeeded, state.to_string())

@@ -7,13 +7,20 @@
 //! [`Precondition::Absent`], so two controllers racing for one address (or
 //! one owner allocating twice) cannot both win: the loser re-reads and picks
 //! again. Release deletes the same keys in one transaction.
+//!
+//! On a SLAAC subnet (an IPv6 /64, see [`Subnet::is_slaac`]) nothing is
+//! chosen: the owner's address is the one its NIC forms itself from the
+//! router advertisements, the EUI-64 address of the MAC the controller
+//! gives it there ([`mac_octets`] of owner and network). Two MACs that
+//! form one address (a 40-bit hash collision) are refused, naming the
+//! holder, rather than handed out twice.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use zixiao_core::model::{from_u128, to_u128, IpConfig, Network, Subnet};
+use zixiao_core::model::{from_u128, mac_octets, to_u128, IpConfig, Network, Subnet};
 use zixiao_core::store::{Precondition, Store, StoreError, StoredObject, Txn};
 use zixiao_core::{AddressAllocator, Error, Result};
 
@@ -61,6 +68,27 @@ impl StoreIpam {
             out.push((address, String::from_utf8_lossy(&kv.value).into_owned()));
         }
         Ok(out)
+    }
+
+    /// The refusal of `owner`'s SLAAC `address` on `subnet`, held by
+    /// another owner (named when it can be read): its MAC forms the same
+    /// address as the holder's.
+    async fn slaac_taken(
+        &self,
+        network: &Network,
+        subnet: &Subnet,
+        owner: &str,
+        address: IpAddr,
+    ) -> Error {
+        let holder = match self.store.get(&address_key(&network.name, address)).await {
+            Ok(Some(kv)) => format!("`{}`", String::from_utf8_lossy(&kv.value)),
+            _ => "another instance".to_owned(),
+        };
+        Error::Conflict(format!(
+            "the SLAAC address {address} of `{owner}` on network `{}` ({}) is held by {holder}: \
+             their MACs form the same address; create the instance again for another MAC",
+            network.name, subnet.cidr
+        ))
     }
 
     async fn recorded(&self, network: &str, owner: &str) -> Result<Option<Vec<IpConfig>>> {
@@ -174,6 +202,17 @@ impl AddressAllocator for StoreIpam {
             };
             let mut chosen = Vec::new();
             for subnet in &network.subnets {
+                if let Some(address) = subnet.slaac_address(mac_octets(owner, name)) {
+                    if taken.contains(&to_u128(address)) {
+                        return Err(self.slaac_taken(network, subnet, owner, address).await);
+                    }
+                    chosen.push(IpConfig {
+                        address,
+                        prefix_len: subnet.cidr.prefix_len(),
+                        gateway: subnet.gateway,
+                    });
+                    continue;
+                }
                 let start = probe(owner, attempt);
                 let Some(n) = next_free(subnet, &taken, start) else {
                     return Err(Error::ResourceExhausted(format!(
@@ -298,7 +337,8 @@ mod tests {
 
     #[test]
     fn next_free_handles_a_large_ipv6_pool() {
-        let s = subnet("fd00::/64", &["fd00::/72"]);
+        // Off SLAAC (not a /64): addresses are walked to, as for IPv4.
+        let s = subnet("fd00::/63", &["fd00::/72"]);
         let n = next_free(&s, &BTreeSet::new(), 0).unwrap();
         assert!(s.is_assignable(from_u128(n, false)));
         assert_eq!(n, s.cidr.first() + (1u128 << 56));

@@ -4,7 +4,8 @@
 //!
 //! - [`StoreIpam`] implements zixiao-core's
 //!   [`AddressAllocator`](zixiao_core::AddressAllocator): address pools from
-//!   a network's IPv4/IPv6 subnets, allocated with compare-and-swap.
+//!   a network's IPv4/IPv6 subnets, allocated with compare-and-swap; on
+//!   an IPv6 /64 the address each NIC forms by SLAAC from its MAC.
 //! - [`LinuxNetwork`] implements [`NetworkHost`](zixiao_core::NetworkHost)
 //!   (bridges, gateway addresses, an nftables table per network, orphan
 //!   removal) and attaches containers ([`LinuxNetwork::attach_container`])
@@ -15,7 +16,8 @@
 //!   segment (its own VNI) between the nodes that carry it, peers
 //!   programmed by head-end replication, and an anycast gateway.
 //! - [`dhcp`]: a DHCPv4 responder (dnsmasq) per network on each node,
-//!   handing each plugged attachment exactly its IPAM address.
+//!   handing each plugged attachment exactly its IPAM address, and the
+//!   router advertisements of the network's IPv6 /64 (SLAAC).
 //!
 //! Everything created on a host is named from the store's objects and its
 //! installation id with a `zx` prefix (bridges `zxb…`, veths `zxv…`, TAPs

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{attachment_with, here, in_fresh_netns, instance, network};
-use zixiao_core::model::InterfaceKind;
+use zixiao_core::model::{mac_address, mac_octets, CreateNetwork, InterfaceKind, NetworkPartKind};
 use zixiao_core::NetworkHost;
 use zixiao_net::dhcp::DhcpState;
 use zixiao_net::{netns, LinuxNetwork};
@@ -138,6 +138,81 @@ fn a_plugged_guest_gets_exactly_its_address_and_no_one_else_gets_any() {
     });
 }
 
+/// `ip <args>` in namespace `ns`: its standard output.
+fn ip_in(ns: &Path, args: &[&str]) -> String {
+    let out = netns::run_in(ns, || Command::new("ip").args(args).output()).expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_guest_forms_its_ipam_address_from_the_router_advertisements() {
+    in_fresh_netns(|dir| async move {
+        let host = LinuxNetwork::connect(&dir).unwrap();
+        // As an older Zixiao left it: a responder without advertisements.
+        let before = network("ra", "10.94.0.0/24", false, true);
+        host.ensure_network(&before).await.unwrap();
+        let old = responder_pid(&dir, &before.bridge);
+        let net = CreateNetwork::new("ra", ["10.94.0.0/24", "fd00:9e37::/64"])
+            .validate(&here(), chrono::Utc::now())
+            .unwrap();
+        host.ensure_network(&net).await.unwrap();
+        assert_eq!(host.dhcp_state(&net).unwrap(), DhcpState::Serving);
+        let pid = responder_pid(&dir, &net.bridge);
+        assert_ne!(pid, old, "the responder was replaced");
+        assert!(exited(old), "the old one is gone");
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+        assert!(cmdline.contains("--enable-ra"), "{cmdline:?}");
+        host.ensure_network(&net).await.unwrap();
+        assert_eq!(
+            responder_pid(&dir, &net.bridge),
+            pid,
+            "kept while it is right"
+        );
+        let parts = host.inspect_network(&net, &[], &[]).await.unwrap();
+        let dhcp = parts
+            .iter()
+            .find(|p| p.kind == NetworkPartKind::Dhcp)
+            .unwrap();
+        assert_eq!(
+            dhcp.detail, "serving DHCPv4 and IPv6 router advertisements",
+            "{parts:?}"
+        );
+
+        // A guest NIC with the MAC the controller would give instance
+        // `guest`: no host entry, no DHCPv6, only the advertisements.
+        let (ns, _script) = client(&dir, &net.bridge, &mac_address("guest", "ra"));
+        let expected = net.subnets[1]
+            .slaac_address(mac_octets("guest", "ra"))
+            .unwrap();
+        let formed = wait_until(
+            "the guest to form its address and learn its router",
+            Duration::from_secs(30),
+            || async {
+                let addresses = ip_in(&ns, &["-6", "-o", "addr", "show", "dev", "eth0"]);
+                let routes = ip_in(&ns, &["-6", "route", "show", "default"]);
+                // Usable once the guest's own duplicate detection is done.
+                let usable = addresses
+                    .lines()
+                    .any(|l| l.contains(&format!("{expected}/64")) && !l.contains("tentative"));
+                (usable && routes.contains("via fe80::")).then_some((addresses, routes))
+            },
+        )
+        .await;
+        assert!(formed.1.contains("proto ra"), "{formed:?}");
+        // The gateway answers at the address every node's bridge holds.
+        let ping = netns::run_in(&ns, || {
+            Command::new("busybox")
+                .args(["ping", "-c", "1", "-W", "3", "fd00:9e37::1"])
+                .output()
+        })
+        .expect("busybox ping");
+        assert!(ping.status.success(), "{ping:?}");
+
+        host.remove_network(&net).await.unwrap();
+        netns::remove(&ns).unwrap();
+    });
+}
+
 #[test]
 fn reconcile_restarts_a_dead_responder_and_removes_what_the_store_does_not_name() {
     in_fresh_netns(|dir| async move {
@@ -207,7 +282,7 @@ fn reconcile_restarts_a_dead_responder_and_removes_what_the_store_does_not_name(
 }
 
 #[test]
-fn without_dnsmasq_or_an_ipv4_subnet_a_network_is_made_without_dhcp() {
+fn without_dnsmasq_or_anything_to_serve_a_network_is_made_without_dhcp() {
     in_fresh_netns(|dir| async move {
         let host = LinuxNetwork::connect(&dir)
             .unwrap()
@@ -227,7 +302,8 @@ fn without_dnsmasq_or_an_ipv4_subnet_a_network_is_made_without_dhcp() {
         host.remove_network(&net).await.unwrap();
 
         let host = LinuxNetwork::connect(&dir).unwrap();
-        let v6 = network("six", "fd00:73::/64", false, true);
+        // Not a /64: no advertisements (and no DHCPv4) to send.
+        let v6 = network("six", "fd00:73::/80", false, true);
         host.ensure_network(&v6)
             .await
             .expect("an IPv6-only network");

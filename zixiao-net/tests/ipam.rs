@@ -7,9 +7,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use zixiao_core::model::{CreateNetwork, InstallationId, Network};
-use zixiao_core::store::{put_object, Txn};
+use zixiao_core::model::{mac_octets, CreateNetwork, InstallationId, Network};
+use zixiao_core::store::{put_object, Precondition, Txn};
 use zixiao_core::{AddressAllocator, ErrorKind, Store};
+use zixiao_net::ipam::IPAM_PREFIX;
 use zixiao_net::StoreIpam;
 use zixiao_store::EmbeddedStore;
 
@@ -73,6 +74,45 @@ async fn allocation_is_in_the_subnet_idempotent_and_released() {
         .collect();
     assert_eq!(held.len(), 2, "only b's two addresses remain: {held:?}");
     assert!(!held.contains(&first[0].address));
+}
+
+#[tokio::test]
+async fn on_a_slaac_subnet_the_address_is_the_one_the_mac_forms_and_never_twice() {
+    let (_dir, store) = store();
+    let ipam = StoreIpam::new(store.clone());
+    let net = network(store.as_ref(), "dual", &["10.93.0.0/24", "fd00:9e36::/64"]).await;
+    let a = ipam.allocate(&net, "a").await.unwrap();
+    // What a's NIC (MAC `mac_address("a", "dual")`) forms from the RAs.
+    let formed = net.subnets[1]
+        .slaac_address(mac_octets("a", "dual"))
+        .unwrap();
+    assert_eq!(a[1].address, formed);
+    assert_eq!(
+        (a[1].prefix_len, a[1].gateway.to_string().as_str()),
+        (64, "fd00:9e36::1")
+    );
+    assert!(net.subnets[0].cidr.contains(a[0].address), "IPv4 as before");
+
+    // Another MAC forming an address already held (a hash collision, here
+    // made by hand): refused naming the holder, nothing allocated.
+    let clash = net.subnets[1]
+        .slaac_address(mac_octets("b", "dual"))
+        .unwrap();
+    store
+        .commit(Txn::new().put(
+            format!("{IPAM_PREFIX}dual/addresses/{clash}"),
+            b"squatter".to_vec(),
+            Precondition::Absent,
+        ))
+        .await
+        .unwrap();
+    let err = ipam.allocate(&net, "b").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains(&clash.to_string()) && err.to_string().contains("`squatter`"),
+        "{err}"
+    );
+    assert_eq!(ipam.owners("dual").await.unwrap(), vec!["a"]);
 }
 
 #[tokio::test]

@@ -85,9 +85,15 @@ pub(crate) fn render_one(network: &Network) -> String {
             let ranges: Vec<String> = s.reserved.iter().map(ToString::to_string).collect();
             format!(", reserved {}", ranges.join(","))
         };
+        // How guests get their address there: said once, here.
+        let how = if s.is_slaac() {
+            ", SLAAC (router advertisements; each address formed from its MAC)"
+        } else {
+            ""
+        };
         pairs.push((
             "subnet",
-            format!("{} gateway {}{reserved}", s.cidr, s.gateway),
+            format!("{} gateway {}{reserved}{how}", s.cidr, s.gateway),
         ));
     }
     pairs.push(("bridge", network.bridge.to_string()));

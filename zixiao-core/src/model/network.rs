@@ -44,6 +44,19 @@ const MIN_PREFIX_V4: u8 = 8;
 /// (a provider's /32, or `::/0`) would capture routes beyond one site.
 const MIN_PREFIX_V6: u8 = 48;
 
+/// The prefix length of an IPv6 subnet whose guests form their addresses
+/// themselves (SLAAC) from the router advertisements of its gateway: SLAAC
+/// fills the 64 bits after the prefix with an interface id (RFC 4291).
+pub const SLAAC_PREFIX_LEN: u8 = 64;
+/// The bits of an interface id (the low 64 bits of an IPv6 address) that
+/// are the same in every address SLAAC forms from a Zixiao MAC
+/// (`02:…`, see [`mac_octets`]): its first octet (`02` with the
+/// universal/local bit flipped: `00`) and the `ff:fe` the modified EUI-64
+/// puts in the middle.
+const SLAAC_IID_MASK: u64 = 0xff00_00ff_ff00_0000;
+/// Their values.
+const SLAAC_IID_VALUE: u64 = 0x0000_00ff_fe00_0000;
+
 /// The largest VXLAN network identifier: VNIs are 24 bits.
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -276,6 +289,75 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// Whether guests on it form their own address by SLAAC from the
+    /// router advertisements the node sends on the bridge: an IPv6 /64.
+    /// The allocator then hands each instance exactly that address (see
+    /// [`Subnet::slaac_address`]), so what the guest forms is what IPAM
+    /// recorded, and no DHCPv6 is needed. Other IPv6 prefixes get no
+    /// advertisements: their addresses reach a guest statically only
+    /// (a container's namespace, a VM's cloud-init network-config).
+    pub fn is_slaac(&self) -> bool {
+        !self.cidr.is_ipv4() && self.cidr.prefix_len() == SLAAC_PREFIX_LEN
+    }
+
+    /// The address a NIC with `mac` forms on this subnet by SLAAC: the
+    /// prefix and the modified EUI-64 interface id of the MAC (RFC 4291,
+    /// appendix A: `ff:fe` in the middle, the universal/local bit flipped),
+    /// which is what a Linux guest forms by default. `None` unless the
+    /// subnet [is SLAAC's](Subnet::is_slaac).
+    ///
+    /// ```
+    /// use zixiao_core::model::{CreateNetwork, InstallationId};
+    /// let here = InstallationId::generate();
+    /// let net = CreateNetwork::new("lan", ["10.1.0.0/24", "fd00:9e36::/64"])
+    ///     .validate(&here, chrono::Utc::now())
+    ///     .unwrap();
+    /// let mac = [0x02, 0x12, 0x34, 0x56, 0x78, 0x9a];
+    /// assert_eq!(net.subnets[0].slaac_address(mac), None);
+    /// assert_eq!(
+    ///     net.subnets[1].slaac_address(mac).unwrap().to_string(),
+    ///     "fd00:9e36::12:34ff:fe56:789a"
+    /// );
+    /// ```
+    pub fn slaac_address(&self, mac: [u8; 6]) -> Option<IpAddr> {
+        if !self.is_slaac() {
+            return None;
+        }
+        let [a, b, c, d, e, f] = mac;
+        let iid = u64::from_be_bytes([a ^ 0x02, b, c, 0xff, 0xfe, d, e, f]);
+        Some(from_u128(self.cidr.first() | u128::from(iid), false))
+    }
+
+    /// Why `range` (a gateway as a /128, or a reserved range) cannot be
+    /// kept from instances on this subnet: on a SLAAC subnet an instance's
+    /// address is fixed by its MAC, so a range that may hold such an
+    /// address would either be handed out or leave that instance without
+    /// one. `None` when it is fine (always, off SLAAC).
+    fn slaac_clash(&self, range: &Cidr) -> Option<String> {
+        if !self.is_slaac() || !self.cidr.overlaps(range) {
+            return None;
+        }
+        // The interface-id bits the range fixes, and their values.
+        let fixed = match range.prefix_len().saturating_sub(SLAAC_PREFIX_LEN) {
+            0 => 0,
+            bits => u64::MAX << (64 - u32::from(bits)),
+        };
+        let iid = range.first() as u64;
+        if (iid ^ SLAAC_IID_VALUE) & SLAAC_IID_MASK & fixed != 0 {
+            return None;
+        }
+        let outside = Cidr {
+            address: from_u128(self.cidr.first() | (1u128 << 56), false),
+            prefix_len: SLAAC_PREFIX_LEN + 8,
+        };
+        Some(format!(
+            "{range} may hold an address instances form by SLAAC on {} (interface id \
+             00xx:xxff:fexx:xxxx, from their MAC), which can be neither kept from them \
+             nor handed out twice; use one outside them, such as {outside}",
+            self.cidr
+        ))
+    }
+
     /// Whether the allocator may hand out `address`: in the prefix, not its
     /// network or (IPv4) broadcast address, not the gateway, not reserved.
     pub fn is_assignable(&self, address: IpAddr) -> bool {
@@ -549,6 +631,14 @@ impl Network {
                     "a network has at most one subnet per IP family",
                 ));
             }
+            let gateway = Cidr::new(subnet.gateway, 128).ok();
+            if let Some(why) = gateway
+                .iter()
+                .chain(&subnet.reserved)
+                .find_map(|range| subnet.slaac_clash(range))
+            {
+                return Err(Error::invalid(&field, why));
+            }
         }
         Ok(())
     }
@@ -687,6 +777,12 @@ impl CreateNetwork {
             {
                 return Err(Error::invalid(&field, "one gateway per subnet"));
             }
+            if let Some(why) = Cidr::new(gateway, 128)
+                .ok()
+                .and_then(|g| subnet.slaac_clash(&g))
+            {
+                return Err(Error::invalid(&field, why));
+            }
             subnet.gateway = gateway;
         }
         if self.reserved.len() > MAX_RESERVED {
@@ -703,6 +799,9 @@ impl CreateNetwork {
                 .iter_mut()
                 .find(|s| s.cidr.overlaps(&range) && s.cidr.prefix_len() <= range.prefix_len())
                 .ok_or_else(|| Error::invalid(&field, format!("`{text}` is in no subnet")))?;
+            if let Some(why) = subnet.slaac_clash(&range) {
+                return Err(Error::invalid(&field, why));
+            }
             subnet.reserved.push(range);
         }
         let vni = match self.vni {
@@ -851,14 +950,19 @@ impl NetworkAttachment {
     }
 }
 
-/// A stable MAC address of `instance` on `network`: locally administered,
-/// unicast (`02:…`).
-pub fn mac_address(instance: &str, network: &str) -> String {
+/// The stable MAC address of `instance` on `network`: locally
+/// administered, unicast (`02:…`). The controller gives it to the
+/// instance's NIC there, and the allocator derives the instance's SLAAC
+/// address from it ([`Subnet::slaac_address`]).
+pub fn mac_octets(instance: &str, network: &str) -> [u8; 6] {
     let hash = names::fnv1a(&[instance, network, "mac"]).to_be_bytes();
-    format!(
-        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        hash[0], hash[1], hash[2], hash[3], hash[4]
-    )
+    [0x02, hash[0], hash[1], hash[2], hash[3], hash[4]]
+}
+
+/// [`mac_octets`] as text, `02:xx:xx:xx:xx:xx`.
+pub fn mac_address(instance: &str, network: &str) -> String {
+    let [a, b, c, d, e, f] = mac_octets(instance, network);
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
 #[cfg(test)]
@@ -994,6 +1098,77 @@ mod tests {
             .collect();
         assert_eq!(ok, vec![2, 3, 6]);
         assert_eq!(net.subnets[1].gateway.to_string(), "fd00::1");
+    }
+
+    #[test]
+    fn a_slaac_subnet_hands_out_the_eui64_address_and_keeps_its_space_free() {
+        let now = Utc::now();
+        let net = create(&["10.93.0.0/24", "fd00:9e36::/64"])
+            .validate(&here(), now)
+            .unwrap();
+        let (v4, v6) = (&net.subnets[0], &net.subnets[1]);
+        assert!(!v4.is_slaac() && v6.is_slaac());
+        // RFC 4291 appendix A's example: 52:54:00:12:34:56 forms 5054:ff:fe12:3456.
+        let qemu = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+        assert_eq!(
+            v6.slaac_address(qemu).unwrap().to_string(),
+            "fd00:9e36::5054:ff:fe12:3456"
+        );
+        let ours = mac_octets("an-instance", "lan");
+        let address = v6.slaac_address(ours).unwrap();
+        assert!(v6.is_assignable(address), "{address}");
+        assert_eq!(
+            mac_address("an-instance", "lan"),
+            ours.iter()
+                .map(|o| format!("{o:02x}"))
+                .collect::<Vec<_>>()
+                .join(":")
+        );
+        let other: Network = create(&["fd00:9e36::/80"]).validate(&here(), now).unwrap();
+        assert!(!other.subnets[0].is_slaac());
+        assert_eq!(other.subnets[0].slaac_address(ours), None);
+
+        // A gateway or reserved range where instances' addresses may fall
+        // is refused, naming the field; one outside them is fine.
+        let mut req = create(&["10.93.0.0/24", "fd00:9e36::/64"]);
+        req.gateways = vec!["fd00:9e36::12:34ff:fe56:789a".into()];
+        let err = req.validate(&here(), now).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+        assert!(
+            err.to_string().starts_with("invalid gateways[0]") && err.to_string().contains("SLAAC"),
+            "{err}"
+        );
+        for (reserved, clash) in [
+            ("fd00:9e36::/72", true),
+            ("fd00:9e36::/80", true),
+            ("fd00:9e36:0:0:ab:cdff:fe00:0/104", true),
+            ("fd00:9e36::12:34ff:fe56:789a", true),
+            ("fd00:9e36:0:0:100::/72", false),
+            ("fd00:9e36::ab:cd00:0:0/88", true),
+            ("fd00:9e36::ab:cd00:0:0/104", false),
+            ("fd00:9e36::10", false),
+            ("10.93.0.0/28", false),
+        ] {
+            let mut req = create(&["10.93.0.0/24", "fd00:9e36::/64"]);
+            req.reserved = vec![reserved.into()];
+            match req.validate(&here(), now) {
+                Err(err) => {
+                    assert!(clash, "{reserved}: {err}");
+                    assert!(err.to_string().starts_with("invalid reserved[0]"), "{err}");
+                    assert!(err.to_string().contains("fd00:9e36:0:0:100::/72"), "{err}");
+                }
+                Ok(_) => assert!(!clash, "{reserved} was accepted"),
+            }
+        }
+        // Off SLAAC the same range is a plain reservation.
+        let mut req = create(&["fd00:9e36::/80"]);
+        req.reserved = vec!["fd00:9e36::/96".into()];
+        req.validate(&here(), now).expect("no SLAAC, no clash");
+        // A network from the wire is held to the same rule.
+        let mut wire = net.clone();
+        wire.subnets[1].reserved = vec!["fd00:9e36::/72".parse().unwrap()];
+        let err = wire.check_subnets().unwrap_err();
+        assert!(err.to_string().starts_with("invalid subnets[1]"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! and each checks many things on one booted domain. `network` also needs
 //! the network namespace libvirtd runs in (`ZIXIAO_TEST_LIBVIRT_NETNS`,
 //! from the same script) and `ip`, `nft` and busybox (`scripts/services/net.sh install`).
+//! `dual_stack` (with the `containerd` feature too) also needs containerd
+//! (`scripts/services/containerd.sh start`): a container and a VM on one
+//! network.
 //! `migrate` also needs the second libvirtd the script starts
 //! (`ZIXIAO_TEST_LIBVIRT2_URI`).
 
@@ -25,6 +28,8 @@ mod clones;
 mod cloud_image;
 mod controller;
 mod disks;
+#[cfg(feature = "containerd")]
+mod dual_stack;
 mod migrate;
 mod mock;
 mod network;

@@ -53,14 +53,27 @@ pub(crate) async fn controller(
     uri: &str,
     host: &LinuxNetwork,
 ) -> (Controller, Arc<LibvirtDriver>) {
+    controller_with(dir, uri, host, Vec::new()).await
+}
+
+/// [`controller`], its node also running the instance types of `others`.
+pub(crate) async fn controller_with(
+    dir: &Path,
+    uri: &str,
+    host: &LinuxNetwork,
+    others: Vec<Arc<dyn Driver>>,
+) -> (Controller, Arc<LibvirtDriver>) {
     let driver = Arc::new(
         LibvirtDriver::connect(LibvirtOptions::new(uri, dir))
             .await
             .expect("connect")
             .with_network(host.clone()),
     );
-    let agent =
+    let mut agent =
         LocalAgent::new(HostFacts::probe(dir).expect("host facts")).with_driver(driver.clone());
+    for other in others {
+        agent = agent.with_driver(other);
+    }
     let mut registration = agent.registration("local");
     registration.labels.extend(driver.host().labels());
     let store = Arc::new(EmbeddedStore::open(&dir.join("store.redb")).expect("open store"));
@@ -96,7 +109,7 @@ pub(crate) async fn until_status(c: &Controller, name: &str, want: InstanceStatu
 }
 
 /// Whether one ping from this thread's namespace reaches `address`.
-fn ping(address: IpAddr) -> bool {
+pub(crate) fn ping(address: IpAddr) -> bool {
     Command::new("busybox")
         .args(["ping", "-c", "1", "-W", "2", &address.to_string()])
         .stdout(std::process::Stdio::null())
