@@ -848,11 +848,9 @@ impl AgentService for AgentServer {
         let size = pb::DiskPiece {
             piece: Some(pb::disk_piece::Piece::Size(export.size)),
         };
-        let pieces = export.chunks.map(|chunk| {
-            chunk
-                .map(crate::remote::disk_piece)
-                .map_err(driver_status)
-        });
+        let pieces = export
+            .chunks
+            .map(|chunk| chunk.map(crate::remote::disk_piece).map_err(driver_status));
         Ok(Response::new(Box::pin(
             futures::stream::iter([Ok(size)]).chain(pieces),
         )))
@@ -884,9 +882,8 @@ impl AgentService for AgentServer {
         self.check_gate()?;
         let cold = driver.require_cold_migrate().map_err(driver_status)?;
         let chunks = pieces.map(|message| {
-            let message = message.map_err(|s| {
-                crate::status::to_driver_error(&s, "the server sending the disk")
-            })?;
+            let message = message
+                .map_err(|s| crate::status::to_driver_error(&s, "the server sending the disk"))?;
             let piece = message.piece.unwrap_or_default();
             crate::remote::disk_chunk(piece, "the server sending the disk")
         });

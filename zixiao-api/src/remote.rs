@@ -14,9 +14,8 @@ use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use zixiao_core::driver::{
     Capability, Clones, ColdMigrate, Console, ConsoleStream, DiskChunk, DiskChunks, DiskExport,
-    DriverInfo, ImageInfo, Images, ImportProgress,
-    Inventory, LiveMigrate, MigrationReport, MigrationTarget, Pause, Resize, SnapshotInfo,
-    Snapshots, Stats,
+    DriverInfo, ImageInfo, Images, ImportProgress, Inventory, LiveMigrate, MigrationReport,
+    MigrationTarget, Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
 use zixiao_core::model::{CloneOrigin, RuntimeSize};
 use zixiao_core::{

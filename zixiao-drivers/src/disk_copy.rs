@@ -152,7 +152,12 @@ pub(crate) async fn import_file(
             tokio::fs::rename(&staging, path)
                 .await
                 .map(|()| written)
-                .map_err(|e| io(format!("rename {} to {}", staging.display(), path.display()), e))
+                .map_err(|e| {
+                    io(
+                        format!("rename {} to {}", staging.display(), path.display()),
+                        e,
+                    )
+                })
         }
         Err(e) => Err(e),
     };

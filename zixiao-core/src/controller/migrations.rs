@@ -114,7 +114,8 @@ impl Controller {
             )));
         }
         let target = self.pick_target(&found, &source, to).await?;
-        let live = self.migration_drivers(&found, &source, &target, mode, Capability::LiveMigrate)?;
+        let live =
+            self.migration_drivers(&found, &source, &target, mode, Capability::LiveMigrate)?;
         let how = match live {
             Some(drivers) => Some((Capability::LiveMigrate, drivers)),
             None => self
@@ -488,7 +489,7 @@ impl Controller {
                     downtime_ms = report.and_then(|r| r.downtime).map(|d| d.as_millis() as u64),
                     "migrated live"
                 );
-                self.finish_move(op, &marked, moved).await
+                self.finish_move(op, &marked, moved, None).await
             }
             Err(failed) => {
                 // The target keeps nothing of it; the source never stopped.
@@ -606,10 +607,7 @@ impl Controller {
         let reason = format!("Migrated{how}");
         self.commit_live(&instance.id, &moving.source, |node, i| {
             node.allocated = node.allocated.saturating_sub(&held);
-            let message = format!(
-                "migrated {} to node `{target}`",
-                how.to_ascii_lowercase()
-            );
+            let message = format!("migrated {} to node `{target}`", how.to_ascii_lowercase());
             i.node = Some(target.clone());
             i.migrate_to = None;
             i.set_condition(ConditionType::Scheduled, true, &reason, message, now);
@@ -622,19 +620,21 @@ impl Controller {
     /// `marked` (the record before) to `moved` (after): the overlays
     /// follow it (the target carries its networks now, the source perhaps
     /// no longer; a failure leaves a stale peer until the next network
-    /// reconcile, as a release does), and `done`.
+    /// reconcile, as a release does), and `done` (with the copy's
+    /// `progress`, if one was counted).
     async fn finish_move(
         &self,
         op: OperationId,
         marked: &Instance,
         mut moved: Instance,
+        progress: Option<OperationProgress>,
     ) -> Result<Instance> {
         for carrier in [&moved, marked] {
             if let Err(e) = self.sync_overlays_of(carrier).await {
                 tracing::warn!(instance = %moved.id, error = %e, "updating overlay peers");
             }
         }
-        self.report_operation(&op, Some("done".to_owned()), None)
+        self.report_operation(&op, Some("done".to_owned()), progress)
             .await?;
         moved.operation = Some(op);
         Ok(moved)
@@ -701,26 +701,29 @@ impl Controller {
         self.report_operation(&op, Some("placing".to_owned()), None)
             .await?;
         let marked = self.mark_moving(&instance, &moving).await?;
-        let Err(failed) = self.carry_cold(&moving, &marked).await else {
-            // It runs on the target from the copy: the source's stopped
-            // copy goes (else the source agent's orphan sweep removes it,
-            // as the instance is no longer placed there once switched).
-            if let Err(e) = moving.drivers.source.delete(&marked).await {
-                tracing::warn!(
-                    instance = %marked.id,
-                    node = %moving.source,
-                    error = %e,
-                    "removing a cold-migrated instance from its source"
+        let failed = match self.carry_cold(&moving, &marked).await {
+            Err(failed) => failed,
+            Ok(progress) => {
+                // It runs on the target from the copy: the source's stopped
+                // copy goes (else the source agent's orphan sweep removes it,
+                // as the instance is no longer placed there once switched).
+                if let Err(e) = moving.drivers.source.delete(&marked).await {
+                    tracing::warn!(
+                        instance = %marked.id,
+                        node = %moving.source,
+                        error = %e,
+                        "removing a cold-migrated instance from its source"
+                    );
+                }
+                let moved = self.switch_moved(&marked, &moving, "Cold").await?;
+                tracing::info!(
+                    instance = %moved.id,
+                    source = %moving.source,
+                    target = %moving.target,
+                    "migrated cold"
                 );
+                return self.finish_move(op, &marked, moved, Some(progress)).await;
             }
-            let moved = self.switch_moved(&marked, &moving, "Cold").await?;
-            tracing::info!(
-                instance = %moved.id,
-                source = %moving.source,
-                target = %moving.target,
-                "migrated cold"
-            );
-            return self.finish_move(op, &marked, moved).await;
         };
         // The target keeps nothing of it; the source's disk was only read.
         let target = moving.drivers.target.require_cold_migrate()?;
@@ -756,20 +759,20 @@ impl Controller {
     /// `stopping`, `copying` and `starting`: the source's runtime stops it
     /// (the fence: nothing starts on the target before), its disk goes
     /// from the source's driver to the target's, and the target's creates
-    /// and starts it from the copy. Returns the bytes copied.
+    /// and starts it from the copy. Returns how much was copied.
     async fn carry_cold(
         &self,
         moving: &NodeMove,
         instance: &Instance,
-    ) -> std::result::Result<u64, StepFailed> {
+    ) -> std::result::Result<OperationProgress, StepFailed> {
         let op = &moving.op;
         let (source, target) = (&moving.drivers.source, &moving.drivers.target);
-        let step = |name: &'static str| async move {
-            self.report_operation(op, Some(name.to_owned()), None)
+        let step = |name: &'static str, progress: Option<OperationProgress>| async move {
+            self.report_operation(op, Some(name.to_owned()), progress)
                 .await
                 .map_err(failed_at::<Error>(name))
         };
-        step("stopping").await?;
+        step("stopping", None).await?;
         source
             .stop(instance, self.options().stop_grace)
             .await
@@ -784,12 +787,17 @@ impl Controller {
                 moving.source
             ))));
         }
-        step("copying").await?;
+        step("copying", None).await?;
         let copied = self
             .copy_disk(moving, instance)
             .await
             .map_err(failed_at("copying"))?;
-        step("starting").await?;
+        let copied = OperationProgress {
+            done: copied,
+            total: Some(copied),
+            unit: "bytes".to_owned(),
+        };
+        step("starting", Some(copied.clone())).await?;
         target
             .create(instance)
             .await

@@ -232,7 +232,9 @@ impl OverlayPlan {
 
     /// The image it is backed by, and what that is, if any.
     pub(crate) fn base(&self) -> Option<(&Path, &disks::ImageInfo)> {
-        self.base.as_ref().map(|(path, info)| (path.as_path(), info))
+        self.base
+            .as_ref()
+            .map(|(path, info)| (path.as_path(), info))
     }
 }
 
