@@ -433,34 +433,41 @@ impl ColdMigrate for RemoteDriver {
         chunks: DiskChunks,
     ) -> Result<u64, DriverError> {
         use futures::StreamExt;
-        // A failed read ends the upload early (the agent then refuses a
-        // copy without its digest): the read's error is the one to tell.
-        let failed: Arc<Mutex<Option<DriverError>>> = Arc::default();
         let first = pb::ImportDiskRequest {
             instance: Some(instance.clone().into()),
             piece: Some(pb::DiskPiece {
                 piece: Some(pb::disk_piece::Piece::Size(size)),
             }),
         };
-        let slot = failed.clone();
-        let rest = chunks
-            .map(move |chunk| match chunk {
-                Ok(chunk) => Some(pb::ImportDiskRequest {
-                    instance: None,
-                    piece: Some(disk_piece(chunk)),
-                }),
-                Err(e) => {
-                    if let Ok(mut slot) = slot.lock() {
-                        slot.get_or_insert(e);
-                    }
-                    None
+        // A task feeds the upload one piece ahead (the channel bounds
+        // what is in flight). A failed read ends the upload early (the
+        // agent then refuses a copy without its digest): the read's error
+        // is the one to tell.
+        let (pieces, upload) = tokio::sync::mpsc::channel(2);
+        let feeder = tokio::spawn(async move {
+            let mut chunks = chunks;
+            if pieces.send(first).await.is_err() {
+                return None;
+            }
+            while let Some(chunk) = chunks.next().await {
+                let piece = match chunk {
+                    Ok(chunk) => pb::ImportDiskRequest {
+                        instance: None,
+                        piece: Some(disk_piece(chunk)),
+                    },
+                    Err(e) => return Some(e),
+                };
+                if pieces.send(piece).await.is_err() {
+                    break;
                 }
-            })
-            .take_while(|piece| std::future::ready(piece.is_some()))
-            .filter_map(std::future::ready);
-        let upload = futures::stream::iter([first]).chain(rest);
-        let reply = self.client().import_disk(upload).await;
-        if let Some(e) = failed.lock().ok().and_then(|mut slot| slot.take()) {
+            }
+            None
+        });
+        let reply = self
+            .client()
+            .import_disk(tokio_stream::wrappers::ReceiverStream::new(upload))
+            .await;
+        if let Ok(Some(e)) = feeder.await {
             return Err(e);
         }
         Ok(reply.map_err(|s| self.error(s))?.into_inner().bytes)
