@@ -2284,7 +2284,10 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
     // It counted the copy: every byte of the disk that came.
     let progress = &operation["progress"];
     assert_eq!(progress["unit"], "bytes", "{operation}");
-    assert!(progress["done"].as_u64().is_some_and(|n| n > 0), "{operation}");
+    assert!(
+        progress["done"].as_u64().is_some_and(|n| n > 0),
+        "{operation}"
+    );
     assert_eq!(progress["done"], progress["total"], "{operation}");
     let out = run(&["instance", "delete", &name]);
     assert!(
