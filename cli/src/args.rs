@@ -823,11 +823,15 @@ pub(crate) enum InstanceCommand {
         --live (VMs on libvirt nodes) moves it while it runs: its memory and disk are copied \
         to the target's libvirtd, the guest pauses briefly and goes on there (steps placing, \
         preparing, migrating, switching, done); a failed one leaves it running where it was. \
+        --cold (VMs with a disk on libvirt nodes) stops it, copies its disk to the target \
+        (checked against its SHA-256) and starts it there from the copy, keeping its id, \
+        name, MACs and addresses (steps placing, stopping, copying with the bytes copied, \
+        starting, done); a failed one starts it again where it was, its disk untouched. \
         --restart (any instance) restarts the workload on the target: a container starts \
         afresh from its image, a VM from its image (what its disk holds is lost). Without a \
-        flag, containers and diskless microVMs restart; a VM or microVM with a disk is \
-        refused, since its disk would be lost, unless both nodes migrate it live: --cold \
-        (copying the disk) is not built yet and is refused as unsupported."
+        flag: live where both nodes can, else cold for a VM or microVM with a disk where \
+        both nodes can copy it (else refused, since its disk would be lost), else a restart \
+        (containers, diskless microVMs)."
 )]
 pub(crate) struct MigrateArgs {
     /// Instance id or name.
@@ -835,7 +839,7 @@ pub(crate) struct MigrateArgs {
     /// The node to move it to (id or hostname) [default: the scheduler's pick].
     #[arg(long, value_name = "NODE")]
     pub(crate) to: Option<String>,
-    /// Stop it, copy its disk to the target and start it there (not built yet).
+    /// Stop it, copy its disk to the target and start it there from the copy.
     #[arg(long, group = "migration_mode")]
     pub(crate) cold: bool,
     /// Move it while it runs (VMs between two nodes' libvirtd).

@@ -1446,8 +1446,8 @@ async fn an_instance_migrates_to_another_agent_and_a_failed_move_leaves_it_where
     refused(
         &["mover", "--cold"],
         1,
-        "unsupported",
-        "cold migration is not built yet",
+        "failed_precondition",
+        "has no disk to copy",
     );
     refused(
         &["mover", "--live"],
@@ -1637,6 +1637,154 @@ async fn on_the_embedded_default_there_is_no_other_node_to_migrate_to() {
     );
 }
 
+/// What the live and cold migration tests run on: the two libvirtds
+/// (`ZIXIAO_TEST_LIBVIRT_URI` and `ZIXIAO_TEST_LIBVIRT2_URI`), a directory
+/// both daemons' QEMU can search (short and plain: they open the nodes'
+/// images and overlays), an embedded server, and the VM artifacts
+/// (the test kernel, base disk and a counter initramfs).
+#[cfg(feature = "libvirt")]
+struct TwoLibvirts {
+    uri1: String,
+    uri2: String,
+    kernel: String,
+    base: String,
+    counter: String,
+    zone: String,
+    server: Running,
+    dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "libvirt")]
+impl TwoLibvirts {
+    /// The set-up under a directory named from `prefix`, or `None` (the
+    /// test is skipped, or fails under `ZIXIAO_REQUIRE_RUNTIMES`) when a
+    /// daemon or artifact is missing.
+    fn start(prefix: &str) -> Option<TwoLibvirts> {
+        use std::os::unix::fs::PermissionsExt;
+        use zixiao_testing::wait::runtime_endpoint;
+        let uri1 = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt")?;
+        let uri2 = runtime_endpoint("ZIXIAO_TEST_LIBVIRT2_URI", "the second libvirtd")?;
+        let kernel = runtime_endpoint("ZIXIAO_TEST_VM_KERNEL", "kernel")?;
+        let base = runtime_endpoint("ZIXIAO_TEST_VM_BASE_IMAGE", "disk")?;
+        let root = std::path::PathBuf::from(
+            std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
+        )
+        .join("libvirt");
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&root)
+            .expect("tempdir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let counter = dir.path().join("counter.cpio");
+        zixiao_testing::guest::counter_initramfs(&counter).expect("the counter initramfs");
+        let server = embedded_server(&dir.path().join("server"));
+        Some(TwoLibvirts {
+            uri1,
+            uri2,
+            kernel,
+            base,
+            counter: counter.to_string_lossy().into_owned(),
+            zone: format!("{prefix}{}", std::process::id()),
+            server,
+            dir,
+        })
+    }
+
+    /// Imports the VM's artifacts into node `node`'s image store on `uri`:
+    /// the kernel and initrd, and the base disk unless `without_disk`.
+    fn import_images(&self, node: &str, uri: &str, without_disk: bool) {
+        let mut images = vec![
+            (self.kernel.as_str(), "kernel", "k1"),
+            (self.counter.as_str(), "initrd", "counter"),
+        ];
+        if !without_disk {
+            images.push((self.base.as_str(), "disk", "base"));
+        }
+        import_node_images(&self.dir.path().join(node), uri, &images);
+    }
+
+    /// Starts node `node`'s agent on libvirt `uri` with `extra` flags.
+    fn agent(&self, node: &str, uri: &str, extra: &[&str]) -> Running {
+        let mut args = vec![
+            "--libvirt-uri",
+            uri,
+            "agent",
+            "--server",
+            &self.server.addr,
+            "--no-networks",
+            "--no-watchdog",
+            "--skip-smoke-test",
+            "--name",
+            node,
+            "--zone",
+            &self.zone,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        start(&self.dir.path().join(node), &args)
+    }
+
+    /// Runs the CLI through the server, its own state in `client/`.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        through(&self.dir.path().join("client"), &self.server.addr, args)
+    }
+
+    /// Creates counter VM `name` (1 GiB disk on the base image, 256 MiB).
+    fn create_counter(&self, name: &str) -> serde_json::Value {
+        zixiao_testing::output::json(self.run(&[
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--type",
+            "vm",
+            "--zone",
+            &self.zone,
+            "--image",
+            "base",
+            "--disk",
+            "1",
+            "--kernel",
+            "k1",
+            "--initrd",
+            "counter",
+            "--cmdline",
+            "console=ttyS0 panic=-1 quiet",
+            "--cpus",
+            "1",
+            "--memory",
+            "256",
+        ]))
+    }
+
+    /// Node `node`'s file `name` of instance `id` (its libvirt state).
+    fn instance_file(&self, node: &str, id: &str, name: &str) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join(node)
+            .join("runtime/libvirt")
+            .join(id)
+            .join(name)
+    }
+
+    /// Waits until counter VM `name`'s console, read through the server,
+    /// shows a count past `above`; returns the counts.
+    async fn counts_past(&self, name: &str, above: u64) -> Vec<u64> {
+        let client_dir = self.dir.path().join("client");
+        zixiao_testing::wait::wait_until(
+            &format!("the guest to count past {above}"),
+            Duration::from_secs(120),
+            || {
+                let counts = logged_counts(&client_dir, &self.server.addr, name);
+                async move { counts.iter().any(|&n| n > above).then_some(counts) }
+            },
+        )
+        .await
+    }
+}
+
 /// `instance migrate --live` through a server and two agents, each on its
 /// own libvirtd (`ZIXIAO_TEST_LIBVIRT_URI`, then the second daemon,
 /// `ZIXIAO_TEST_LIBVIRT2_URI`, which node B names as where it takes
@@ -1653,107 +1801,30 @@ async fn on_the_embedded_default_there_is_no_other_node_to_migrate_to() {
 #[cfg(feature = "libvirt")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays() {
-    use std::os::unix::fs::PermissionsExt;
     use zixiao_testing::output::{assert_refused, json};
-    use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
-    let Some(uri1) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt") else {
+    let Some(set) = TwoLibvirts::start("zx-livemig-") else {
         return;
     };
-    let Some(uri2) = runtime_endpoint("ZIXIAO_TEST_LIBVIRT2_URI", "the second libvirtd") else {
-        return;
-    };
-    let (Some(kernel), Some(base)) = (
-        runtime_endpoint("ZIXIAO_TEST_VM_KERNEL", "kernel"),
-        runtime_endpoint("ZIXIAO_TEST_VM_BASE_IMAGE", "disk"),
-    ) else {
-        return;
-    };
-    // Short, plain and searchable by both daemons' QEMU, which open the
-    // nodes' images and overlays.
-    let root = std::path::PathBuf::from(
-        std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
-    )
-    .join("libvirt");
-    let dir = tempfile::Builder::new()
-        .prefix("zx-livemig-")
-        .tempdir_in(&root)
-        .expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let counter = dir.path().join("counter.cpio");
-    zixiao_testing::guest::counter_initramfs(&counter).expect("the counter initramfs");
-    let counter = counter.to_string_lossy().into_owned();
+    let (uri1, uri2) = (set.uri1.clone(), set.uri2.clone());
+    let dir = &set.dir;
+    let server = &set.server;
     let pid = std::process::id();
     let (a, b, c) = (
         format!("lm-a-{pid}"),
         format!("lm-b-{pid}"),
         format!("lm-c-{pid}"),
     );
-    let zone = format!("lm-{pid}");
-    let nodes = [(&a, &uri1), (&b, &uri2), (&c, &uri2)];
     // Each node's image store holds the VM's disk, kernel and initrd.
-    for (node, uri) in nodes {
-        import_node_images(
-            &dir.path().join(node),
-            uri,
-            &[
-                (&base, "disk", "base"),
-                (&kernel, "kernel", "k1"),
-                (&counter, "initrd", "counter"),
-            ],
-        );
+    for (node, uri) in [(&a, &uri1), (&b, &uri2), (&c, &uri2)] {
+        set.import_images(node, uri, false);
     }
-    let server = embedded_server(&dir.path().join("server"));
-    let agent = |node: &str, uri: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--libvirt-uri",
-            uri,
-            "agent",
-            "--server",
-            &server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--skip-smoke-test",
-            "--name",
-            node,
-            "--zone",
-            &zone,
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        start(&dir.path().join(node), &args)
-    };
     let client = zixiao_api::connect(&server.addr).expect("client");
-    let _a = agent(&a, &uri1, &[]);
+    let _a = set.agent(&a, &uri1, &[]);
     wait_for_status(&client, &a, NodeStatus::Ready).await;
-    let client_dir = dir.path().join("client");
-    let run = |args: &[&str]| through(&client_dir, &server.addr, args);
+    let run = |args: &[&str]| set.run(args);
     let name = format!("counter-{pid}");
-    let created = json(run(&[
-        "instance",
-        "create",
-        "--name",
-        &name,
-        "--type",
-        "vm",
-        "--zone",
-        &zone,
-        "--image",
-        "base",
-        "--disk",
-        "1",
-        "--kernel",
-        "k1",
-        "--initrd",
-        "counter",
-        "--cmdline",
-        "console=ttyS0 panic=-1 quiet",
-        "--cpus",
-        "1",
-        "--memory",
-        "256",
-    ]));
+    let created = set.create_counter(&name);
     let id = created["id"].as_str().expect("id").to_owned();
     let _on_a = DomainGuard {
         uri: uri1.clone(),
@@ -1765,27 +1836,12 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
     };
     assert_eq!(created["node"], a.as_str(), "{created}");
     assert_eq!(created["status"], "running", "{created}");
-    let counts_past = |above: u64| {
-        let name = name.clone();
-        let client_dir = client_dir.clone();
-        let server = server.addr.clone();
-        async move {
-            wait_until(
-                &format!("the guest to count past {above}"),
-                Duration::from_secs(120),
-                || {
-                    let counts = logged_counts(&client_dir, &server, &name);
-                    async move { counts.iter().any(|&n| n > above).then_some(counts) }
-                },
-            )
-            .await
-        }
-    };
+    let counts_past = |above: u64| set.counts_past(&name, above);
     counts_past(20).await;
 
     // Node B takes migrations on the second daemon; node C names one
     // that is not there.
-    let _b = agent(
+    let _b = set.agent(
         &b,
         &uri2,
         &[
@@ -1795,7 +1851,7 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
             "127.0.0.1",
         ],
     );
-    let _c = agent(
+    let _c = set.agent(
         &c,
         &uri2,
         &[
@@ -2080,4 +2136,187 @@ async fn a_live_migration_whose_server_crashed_ends_with_one_running_copy() {
     });
     assert_eq!(nodes.iter().sum::<u64>(), 1, "allocations {nodes:?}");
     zixiao_testing::output::ok(pair.run(&["instance", "delete", &name]));
+}
+
+/// `qemu-img compare -U A B`: whether the two disks show a guest the same
+/// bytes (whatever their backing files' paths), as `qemu-img` says.
+#[cfg(feature = "libvirt")]
+fn same_guest_content(a: &Path, b: &Path) -> std::process::Output {
+    Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .args([a, b])
+        .output()
+        .expect("run qemu-img")
+}
+
+/// `instance migrate --cold` through a server and two agents, each on its
+/// own libvirtd (the live test's set-up), as a user checks it: a counter
+/// VM whose disk holds a marker (written with `qemu-io` while it was
+/// stopped) moves to node B: same id, name and attachments, B's libvirtd
+/// runs it (it boots again: a cold migration restarts the guest), A's
+/// holds nothing of it, the disk on B shows the guest exactly what A's
+/// did (`qemu-img compare`, marker and all), the operation lists the cold
+/// steps and counted every byte of the copy. Before that, a cold
+/// migration to node C, whose image store lacks the VM's base image (so
+/// its agent refuses the copy), fails naming step `copying`, and leaves
+/// the VM running on A again (its guest counting), its disk as it was,
+/// nothing of it on C. Prints the cold migration's time as the CLI saw
+/// it.
+#[cfg(feature = "libvirt")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it_was() {
+    use zixiao_testing::output::{assert_refused, json, ok};
+    use zixiao_testing::wait::wait_until;
+
+    let Some(set) = TwoLibvirts::start("zx-coldmig-") else {
+        return;
+    };
+    let (uri1, uri2) = (set.uri1.clone(), set.uri2.clone());
+    let pid = std::process::id();
+    let (a, b, c) = (
+        format!("cm-a-{pid}"),
+        format!("cm-b-{pid}"),
+        format!("cm-c-{pid}"),
+    );
+    set.import_images(&a, &uri1, false);
+    set.import_images(&b, &uri2, false);
+    set.import_images(&c, &uri2, true);
+    let client = zixiao_api::connect(&set.server.addr).expect("client");
+    let _a = set.agent(&a, &uri1, &[]);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let run = |args: &[&str]| set.run(args);
+    let name = format!("cold-{pid}");
+    let created = set.create_counter(&name);
+    let id = created["id"].as_str().expect("id").to_owned();
+    let _on_a = DomainGuard {
+        uri: uri1.clone(),
+        id: id.clone(),
+    };
+    let _on_b = DomainGuard {
+        uri: uri2.clone(),
+        id: id.clone(),
+    };
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    let status_is = |wanted: &'static str| {
+        let name = name.clone();
+        async move {
+            wait_until(
+                &format!("instance {name} to be {wanted}"),
+                Duration::from_secs(120),
+                || {
+                    let shown = json(run(&["instance", "get", &name]));
+                    async move { (shown["status"] == wanted).then_some(shown) }
+                },
+            )
+            .await
+        }
+    };
+    status_is("running").await;
+
+    // The marker, written while it is stopped; the reference copy of the
+    // disk as the guest sees it.
+    ok(run(&["instance", "stop", &name]));
+    status_is("stopped").await;
+    let disk_a = set.instance_file(&a, &id, "disk.qcow2");
+    ok(Command::new("qemu-io")
+        .args(["-c", "write -P 0x5a 1M 64k"])
+        .arg(&disk_a)
+        .output()
+        .expect("run qemu-io"));
+    let reference = set.dir.path().join("reference.qcow2");
+    std::fs::copy(&disk_a, &reference).expect("copy the disk");
+    ok(run(&["instance", "start", &name]));
+    status_is("running").await;
+    set.counts_past(&name, 10).await;
+
+    let _b = set.agent(&b, &uri2, &[]);
+    let _c = set.agent(&c, &uri2, &[]);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    wait_for_status(&client, &c, NodeStatus::Ready).await;
+
+    // The failed one: C has no base image, so its agent refuses the copy
+    // after A stopped it; A starts it again, its disk as it was.
+    assert_refused(
+        run(&["instance", "migrate", &name, "--cold", "--to", &c]),
+        "a cold migration to a node without the base image",
+        1,
+        "internal",
+        &format!("at step `copying` (it runs on node `{a}` again, its disk as it was)"),
+    );
+    let shown = status_is("running").await;
+    assert_eq!(shown["node"], a.as_str(), "{shown}");
+    assert!(shown["migrate_to"].is_null(), "{shown}");
+    let state = virsh(&uri1, &["domstate", &id]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
+    ok(same_guest_content(&reference, &disk_a));
+    let node_c = client.get_node(&c).await.expect("node c");
+    assert_eq!(node_c.allocated.instances, 0, "{node_c:?}");
+    let on_c = set.dir.path().join(&c).join("runtime/libvirt").join(&id);
+    assert!(!on_c.exists(), "C keeps files of it");
+    let record = |node: &str| {
+        set.dir
+            .path()
+            .join(node)
+            .join("instances")
+            .join(format!("{id}.json"))
+    };
+    assert!(!record(&c).exists(), "C's agent still records it");
+    set.counts_past(&name, 10).await;
+
+    // The cold one, to B.
+    let started = Instant::now();
+    let moved = json(run(&["instance", "migrate", &name, "--cold", "--to", &b]));
+    let took = started.elapsed();
+    assert_eq!(moved["id"], id.as_str(), "{moved}");
+    assert_eq!(moved["name"], name.as_str(), "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    let shown = status_is("running").await;
+    assert_eq!(shown["node"], b.as_str(), "{shown}");
+    assert_eq!(shown["attachments"], created["attachments"], "{shown}");
+    let gone = virsh(&uri1, &["domstate", &id]);
+    assert!(!gone.status.success(), "the source still holds the domain");
+    let state = virsh(&uri2, &["domstate", &id]);
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "running");
+    assert!(!disk_a.exists(), "A keeps the disk");
+    let disk_b = set.instance_file(&b, &id, "disk.qcow2");
+    ok(same_guest_content(&reference, &disk_b));
+    ok(Command::new("qemu-io")
+        .args(["-r", "-U", "-c", "read -P 0x5a 1M 64k"])
+        .arg(&disk_b)
+        .output()
+        .expect("run qemu-io"));
+    // It boots on B from the copy and counts there.
+    set.counts_past(&name, 10).await;
+    println!(
+        "cold migration through the CLI (test output): {} ms in all",
+        took.as_millis()
+    );
+    let node_a = client.get_node(&a).await.expect("node a");
+    let node_b = client.get_node(&b).await.expect("node b");
+    assert_eq!(node_a.allocated.instances, 0, "{node_a:?}");
+    assert_eq!(node_b.allocated.instances, 1, "{node_b:?}");
+    assert!(record(&b).exists(), "B's agent has no record of it");
+    assert!(!record(&a).exists(), "A's agent still records it");
+    let op = moved["operation"].as_str().expect("its operation");
+    let operation = json(run(&["operation", "get", op]));
+    assert_eq!(operation["phase"], "succeeded", "{operation}");
+    assert_eq!(
+        operation["steps"],
+        serde_json::json!(["placing", "stopping", "copying", "starting", "done"]),
+        "{operation}"
+    );
+    // It counted the copy: every byte of the disk that came.
+    let progress = &operation["progress"];
+    assert_eq!(progress["unit"], "bytes", "{operation}");
+    assert!(
+        progress["done"].as_u64().is_some_and(|n| n > 0),
+        "{operation}"
+    );
+    assert_eq!(progress["done"], progress["total"], "{operation}");
+    let out = run(&["instance", "delete", &name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -5,9 +5,9 @@
 //! cluster's agent has) the driver gets the cluster's stored copy of it,
 //! never the caller's, so a forged or buggy caller cannot make the node
 //! run another image, command or host file, nor touch an instance the
-//! cluster did not place here (or, for the target of a live migration's
-//! PrepareIncoming, AbortIncoming and InspectInstance, is not migrating
-//! here); with [`StoredNetworks`] the same holds for
+//! cluster did not place here (or, for the target of a migration's
+//! PrepareIncoming, AbortIncoming, ImportDisk, AbortImport, CreateInstance,
+//! StartInstance and InspectInstance, is not migrating here); with [`StoredNetworks`] the same holds for
 //! the networks it sets up or removes (GetRunningSize, which servers ask
 //! while they answer a read, runs on the node's own record of the instance
 //! instead). Whatever is still read from the
@@ -265,7 +265,9 @@ enum Held {
     /// what the target of a live migration prepares for and aborts.
     Incoming,
     /// Either: what a read may look at (a live migration's caller asks
-    /// its target whether the instance arrived).
+    /// its target whether the instance arrived), and what the target of a
+    /// cold migration creates and starts from the copied disk before the
+    /// cluster moves the instance there.
     PlacedOrIncoming,
 }
 
@@ -363,7 +365,10 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<pb::CreateOnNodeResponse>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance).await?;
+        // The target of a cold migration creates it from the imported disk
+        // before the cluster moves it here.
+        let value = request.into_inner().instance;
+        let (instance, driver) = held_target(self, value, Held::PlacedOrIncoming).await?;
         // An agent is reached over the network: it boots only the images
         // of its node's store, never a host path a caller names.
         zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
@@ -378,7 +383,8 @@ impl AgentService for AgentServer {
         &self,
         request: Request<pb::AgentInstanceRequest>,
     ) -> Result<Response<()>, Status> {
-        let (instance, driver) = target(self, request.into_inner().instance).await?;
+        let value = request.into_inner().instance;
+        let (instance, driver) = held_target(self, value, Held::PlacedOrIncoming).await?;
         self.check_gate()?;
         driver.start(&instance).await.map_err(driver_status)?;
         done()
@@ -806,12 +812,7 @@ impl AgentService for AgentServer {
         let destination =
             zixiao_core::driver::MigrationTarget::try_from(wire).map_err(driver_status)?;
         let (instance, driver) = target(self, request.instance).await?;
-        if instance.live_migration_target().is_none() {
-            return Err(driver_status(DriverError::FailedPrecondition(format!(
-                "the cluster records no live migration of instance `{}`: it stays on this node",
-                instance.name
-            ))));
-        }
+        require_migration(&instance)?;
         let live = driver.require_live_migrate().map_err(driver_status)?;
         let report = live
             .migrate_live(&instance, &destination)
@@ -832,6 +833,90 @@ impl AgentService for AgentServer {
             .map_err(driver_status)?;
         done()
     }
+
+    type ExportDiskStream = crate::server::MessageStream<pb::DiskPiece>;
+
+    async fn export_disk(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<Self::ExportDiskStream>, Status> {
+        use futures::StreamExt;
+        let (instance, driver) = target(self, request.into_inner().instance).await?;
+        require_migration(&instance)?;
+        let cold = driver.require_cold_migrate().map_err(driver_status)?;
+        let export = cold.export_disk(&instance).await.map_err(driver_status)?;
+        let size = pb::DiskPiece {
+            piece: Some(pb::disk_piece::Piece::Size(export.size)),
+        };
+        let pieces = export
+            .chunks
+            .map(|chunk| chunk.map(crate::remote::disk_piece).map_err(driver_status));
+        Ok(Response::new(Box::pin(
+            futures::stream::iter([Ok(size)]).chain(pieces),
+        )))
+    }
+
+    async fn import_disk(
+        &self,
+        request: Request<Streaming<pb::ImportDiskRequest>>,
+    ) -> Result<Response<pb::ImportDiskResponse>, Status> {
+        use futures::StreamExt;
+        let mut pieces = request.into_inner();
+        let first = pieces
+            .message()
+            .await?
+            .ok_or_else(|| invalid(Error::invalid("instance", "missing")))?;
+        let size = match first.piece.and_then(|p| p.piece) {
+            Some(pb::disk_piece::Piece::Size(size)) => size,
+            _ => {
+                return Err(invalid(Error::invalid(
+                    "piece",
+                    "the first message carries the disk's size",
+                )))
+            }
+        };
+        let (instance, driver) = held_target(self, first.instance, Held::Incoming).await?;
+        // The instance will run here from this disk: a fenced node must
+        // not take it, and it boots only what this node's store holds.
+        zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
+        self.check_gate()?;
+        let cold = driver.require_cold_migrate().map_err(driver_status)?;
+        let chunks = pieces.map(|message| {
+            let message = message
+                .map_err(|s| crate::status::to_driver_error(&s, "the server sending the disk"))?;
+            let piece = message.piece.unwrap_or_default();
+            crate::remote::disk_chunk(piece, "the server sending the disk")
+        });
+        let bytes = cold
+            .import_disk(&instance, size, chunks.boxed())
+            .await
+            .map_err(driver_status)?;
+        Ok(Response::new(pb::ImportDiskResponse { bytes }))
+    }
+
+    async fn abort_import(
+        &self,
+        request: Request<pb::AgentInstanceRequest>,
+    ) -> Result<Response<()>, Status> {
+        let (instance, driver) =
+            held_target(self, request.into_inner().instance, Held::Incoming).await?;
+        let cold = driver.require_cold_migrate().map_err(driver_status)?;
+        cold.abort_import(&instance).await.map_err(driver_status)?;
+        done()
+    }
+}
+
+/// Refuses a migration call on an instance whose migration the cluster
+/// does not record (`migrate_to` set by the migration's caller): a caller
+/// cannot take an instance's disk away or move it on its own say-so.
+fn require_migration(instance: &Instance) -> Result<(), Status> {
+    if instance.live_migration_target().is_none() {
+        return Err(driver_status(DriverError::FailedPrecondition(format!(
+            "the cluster records no migration of instance `{}`: it stays on this node",
+            instance.name
+        ))));
+    }
+    Ok(())
 }
 
 /// The network a request names (required), checked as [`network`] does.

@@ -254,6 +254,7 @@ wire_enum!(Capability, pb::Capability, capability, _capability, {
     Stats <=> Stats, Console <=> Console, Pause <=> Pause, Snapshots <=> Snapshots,
     Images <=> Images, Inventory <=> Inventory, Resize <=> Resize, Clones <=> Clones,
     LiveMigrate <=> LiveMigrate,
+    ColdMigrate <=> ColdMigrate,
 });
 
 /// The wire value of a model enum.

@@ -13,9 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tonic::transport::{Channel, Endpoint};
 use zixiao_core::driver::{
-    Capability, Clones, Console, ConsoleStream, DriverInfo, ImageInfo, Images, ImportProgress,
-    Inventory, LiveMigrate, MigrationReport, MigrationTarget, Pause, Resize, SnapshotInfo,
-    Snapshots, Stats,
+    Capability, Clones, ColdMigrate, Console, ConsoleStream, DiskChunk, DiskChunks, DiskExport,
+    DriverInfo, ImageInfo, Images, ImportProgress, Inventory, LiveMigrate, MigrationReport,
+    MigrationTarget, Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
 use zixiao_core::model::{CloneOrigin, RuntimeSize};
 use zixiao_core::{
@@ -384,6 +384,137 @@ impl Driver for RemoteDriver {
     fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
         self.has(Capability::LiveMigrate)
             .then_some(self as &dyn LiveMigrate)
+    }
+
+    fn cold_migrate(&self) -> Option<&dyn ColdMigrate> {
+        self.has(Capability::ColdMigrate)
+            .then_some(self as &dyn ColdMigrate)
+    }
+}
+
+/// Each call is the node's agent's: `ExportDisk` on the source node's,
+/// `ImportDisk` and `AbortImport` on the target's. The disk goes through
+/// the caller (a server), which only agents reach: the pieces stream from
+/// one call into the other as they come, one at a time (each stream's own
+/// flow control bounds what is in flight), never a whole disk in memory.
+#[async_trait]
+impl ColdMigrate for RemoteDriver {
+    async fn export_disk(&self, instance: &Instance) -> Result<DiskExport, DriverError> {
+        use futures::StreamExt;
+        let mut pieces = self
+            .client()
+            .export_disk(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        let size = match pieces.message().await.map_err(|s| self.error(s))? {
+            Some(pb::DiskPiece {
+                piece: Some(pb::disk_piece::Piece::Size(size)),
+            }) => size,
+            _ => {
+                return Err(self.bad_piece("the disk's size first"));
+            }
+        };
+        let what = self.agent.what();
+        let chunks = pieces.map(move |piece| match piece {
+            Ok(piece) => disk_chunk(piece, &what),
+            Err(status) => Err(to_driver_error(&status, &what)),
+        });
+        Ok(DiskExport {
+            size,
+            chunks: chunks.boxed(),
+        })
+    }
+
+    async fn import_disk(
+        &self,
+        instance: &Instance,
+        size: u64,
+        chunks: DiskChunks,
+    ) -> Result<u64, DriverError> {
+        use futures::StreamExt;
+        let first = pb::ImportDiskRequest {
+            instance: Some(instance.clone().into()),
+            piece: Some(pb::DiskPiece {
+                piece: Some(pb::disk_piece::Piece::Size(size)),
+            }),
+        };
+        // A task feeds the upload one piece ahead (the channel bounds
+        // what is in flight). A failed read ends the upload early (the
+        // agent then refuses a copy without its digest): the read's error
+        // is the one to tell.
+        let (pieces, upload) = tokio::sync::mpsc::channel(2);
+        let feeder = tokio::spawn(async move {
+            let mut chunks = chunks;
+            if pieces.send(first).await.is_err() {
+                return None;
+            }
+            while let Some(chunk) = chunks.next().await {
+                let piece = match chunk {
+                    Ok(chunk) => pb::ImportDiskRequest {
+                        instance: None,
+                        piece: Some(disk_piece(chunk)),
+                    },
+                    Err(e) => return Some(e),
+                };
+                if pieces.send(piece).await.is_err() {
+                    break;
+                }
+            }
+            None
+        });
+        let reply = self
+            .client()
+            .import_disk(tokio_stream::wrappers::ReceiverStream::new(upload))
+            .await;
+        if let Ok(Some(e)) = feeder.await {
+            return Err(e);
+        }
+        Ok(reply.map_err(|s| self.error(s))?.into_inner().bytes)
+    }
+
+    async fn abort_import(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.client()
+            .abort_import(Self::request(instance))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+}
+
+impl RemoteDriver {
+    /// An agent's answer that is not a disk's copy as the protocol has it.
+    fn bad_piece(&self, wanted: &str) -> DriverError {
+        bad_piece(&self.agent.what(), wanted)
+    }
+}
+
+fn bad_piece(agent: &str, wanted: &str) -> DriverError {
+    DriverError::Runtime {
+        operation: format!("read a disk's copy from {agent}"),
+        source: format!("the agent did not send {wanted}").into(),
+    }
+}
+
+/// A piece of a disk's copy as it goes on the wire.
+pub(crate) fn disk_piece(chunk: DiskChunk) -> pb::DiskPiece {
+    pb::DiskPiece {
+        piece: Some(match chunk {
+            DiskChunk::Data(data) => pb::disk_piece::Piece::Data(data),
+            DiskChunk::End { sha256 } => pb::disk_piece::Piece::Sha256(sha256.to_vec()),
+        }),
+    }
+}
+
+/// A piece of a disk's copy from the wire, after its size: bytes or the
+/// 32-byte digest. Errors: `Internal` naming `from` for anything else.
+pub(crate) fn disk_chunk(piece: pb::DiskPiece, from: &str) -> Result<DiskChunk, DriverError> {
+    match piece.piece {
+        Some(pb::disk_piece::Piece::Data(data)) => Ok(DiskChunk::Data(data)),
+        Some(pb::disk_piece::Piece::Sha256(digest)) => <[u8; 32]>::try_from(digest.as_slice())
+            .map(|sha256| DiskChunk::End { sha256 })
+            .map_err(|_| bad_piece(from, "a 32-byte SHA-256")),
+        _ => Err(bad_piece(from, "disk bytes or their digest after the size")),
     }
 }
 

@@ -678,6 +678,10 @@ struct Migrating {
     fake: FakeDriver,
     moved: std::sync::Mutex<Vec<(String, zixiao_core::driver::MigrationTarget)>>,
     aborted: std::sync::Mutex<Vec<String>>,
+    /// The disk it exports (its digest [`FAKE_SHA256`], not checked here).
+    disk: Vec<u8>,
+    /// What it imported: the size announced, the bytes, the digest.
+    imported: std::sync::Mutex<Vec<(u64, Vec<u8>, [u8; 32])>>,
 }
 
 fn answered_target() -> zixiao_core::driver::MigrationTarget {
@@ -730,6 +734,9 @@ impl zixiao_core::Driver for Migrating {
     fn live_migrate(&self) -> Option<&dyn zixiao_core::driver::LiveMigrate> {
         Some(self)
     }
+    fn cold_migrate(&self) -> Option<&dyn zixiao_core::driver::ColdMigrate> {
+        Some(self)
+    }
 }
 
 #[async_trait::async_trait]
@@ -780,6 +787,8 @@ async fn live_migration_calls_cross_the_agent_service_and_a_bad_target_is_refuse
         fake: FakeDriver::new(InstanceType::Vm),
         moved: Default::default(),
         aborted: Default::default(),
+        disk: Vec::new(),
+        imported: Default::default(),
     });
     let local = LocalAgent::new(host()).with_driver(migrating.clone());
     let registration = local.registration("node-b");
@@ -878,4 +887,131 @@ async fn live_migration_calls_cross_the_agent_service_and_a_bad_target_is_refuse
     assert!(container.live_migrate().is_none());
     let error = container.require_live_migrate().err().expect("unsupported");
     assert_eq!(error.kind(), ErrorKind::Unsupported);
+}
+
+/// The digest the fake sends after its disk.
+const FAKE_SHA256: [u8; 32] = [7; 32];
+
+#[async_trait::async_trait]
+impl zixiao_core::driver::ColdMigrate for Migrating {
+    async fn export_disk(
+        &self,
+        _: &zixiao_core::Instance,
+    ) -> Result<zixiao_core::driver::DiskExport, zixiao_core::DriverError> {
+        use futures::StreamExt;
+        use zixiao_core::driver::{DiskChunk, MAX_DISK_CHUNK};
+        let mut pieces: Vec<_> = self
+            .disk
+            .chunks(MAX_DISK_CHUNK)
+            .map(|piece| Ok(DiskChunk::Data(piece.to_vec())))
+            .collect();
+        pieces.push(Ok(DiskChunk::End {
+            sha256: FAKE_SHA256,
+        }));
+        Ok(zixiao_core::driver::DiskExport {
+            size: self.disk.len() as u64,
+            chunks: futures::stream::iter(pieces).boxed(),
+        })
+    }
+    async fn import_disk(
+        &self,
+        _: &zixiao_core::Instance,
+        size: u64,
+        mut chunks: zixiao_core::driver::DiskChunks,
+    ) -> Result<u64, zixiao_core::DriverError> {
+        use futures::StreamExt;
+        let (mut data, mut digest) = (Vec::new(), None);
+        while let Some(chunk) = chunks.next().await {
+            match chunk? {
+                zixiao_core::driver::DiskChunk::Data(piece) => data.extend(piece),
+                zixiao_core::driver::DiskChunk::End { sha256 } => digest = Some(sha256),
+            }
+        }
+        let written = data.len() as u64;
+        let digest = digest
+            .ok_or_else(|| zixiao_core::DriverError::FailedPrecondition("no digest came".into()))?;
+        self.imported
+            .lock()
+            .expect("lock")
+            .push((size, data, digest));
+        Ok(written)
+    }
+    async fn abort_import(
+        &self,
+        _: &zixiao_core::Instance,
+    ) -> Result<(), zixiao_core::DriverError> {
+        Ok(())
+    }
+}
+
+/// A cold migration's disk crosses the AgentService both ways: exported
+/// from one node's agent in pieces and imported into another's as a
+/// server relays them, byte for byte with its digest; the node reports
+/// the capability; a source hands out the disk only of an instance whose
+/// migration is recorded, and an import that does not begin with the
+/// disk's size is refused before the driver is called.
+#[tokio::test]
+async fn a_cold_migrations_disk_crosses_the_agent_service_piece_by_piece() {
+    use zixiao_api::pb;
+
+    let disk: Vec<u8> = (0..(5 << 19) + 3).map(|i: u32| (i % 251) as u8).collect();
+    let copying = Arc::new(Migrating {
+        fake: FakeDriver::new(InstanceType::Vm),
+        moved: Default::default(),
+        aborted: Default::default(),
+        disk: disk.clone(),
+        imported: Default::default(),
+    });
+    let local = LocalAgent::new(host()).with_driver(copying.clone());
+    let registration = local.registration("node-a");
+    assert!(registration.drivers[&InstanceType::Vm]
+        .capabilities
+        .contains(&Capability::ColdMigrate));
+    let (addr, _task) = serve_agent(local).await;
+    let remote = RemoteAgent::registered(&NodeRegistration {
+        address: addr.to_string(),
+        ..registration
+    })
+    .expect("remote");
+    let driver = remote.driver(InstanceType::Vm).expect("vm");
+    let cold = driver.require_cold_migrate().expect("offered");
+    let mut vm = zixiao_core::Instance::new(
+        "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+        CreateInstance::new("vm1", InstanceSpec::vm("base")),
+        chrono::Utc::now(),
+    );
+    vm.node = Some("node-a".into());
+    let error = cold.export_disk(&vm).await.expect_err("not migrating");
+    assert_eq!(error.kind(), ErrorKind::FailedPrecondition, "{error}");
+
+    vm.migrate_to = Some("node-b".into());
+    let export = cold.export_disk(&vm).await.expect("export");
+    assert_eq!(export.size, disk.len() as u64);
+    let written = cold
+        .import_disk(&vm, export.size, export.chunks)
+        .await
+        .expect("import");
+    assert_eq!(written, disk.len() as u64);
+    let imported = copying.imported.lock().expect("lock").clone();
+    assert_eq!(imported.len(), 1);
+    let (size, data, digest) = &imported[0];
+    assert_eq!(*size, disk.len() as u64);
+    assert!(*data == disk, "the disk changed on its way");
+    assert_eq!(*digest, FAKE_SHA256);
+
+    let mut raw = pb::agent_service_client::AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let sizeless = pb::ImportDiskRequest {
+        instance: Some(vm.clone().into()),
+        piece: Some(pb::DiskPiece {
+            piece: Some(pb::disk_piece::Piece::Data(vec![1, 2, 3])),
+        }),
+    };
+    let status = raw
+        .import_disk(futures::stream::iter([sizeless]))
+        .await
+        .expect_err("no size");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(copying.imported.lock().expect("lock").len(), 1);
 }

@@ -1164,7 +1164,7 @@ impl StoredInstances for ClusterPlacement {
                 Ok(stored)
             }
             Ok(Some(stored)) => Err(DriverError::FailedPrecondition(format!(
-                "the cluster records no live migration of instance `{}` to node `{}`",
+                "the cluster records no migration of instance `{}` to node `{}`",
                 stored.name, self.node
             ))),
             Ok(None) => Err(not_in_cluster(id)),
@@ -1174,8 +1174,8 @@ impl StoredInstances for ClusterPlacement {
 }
 
 /// Whether `instance`, as the cluster stores it, belongs on node `node`:
-/// placed there, or migrating there live (then neither node's clean-up
-/// may remove it).
+/// placed there, or migrating there live or cold (then neither node's
+/// clean-up may remove it).
 fn belongs_on(instance: &Instance, node: &str) -> bool {
     instance.node.as_deref() == Some(node) || instance.live_migration_target() == Some(node)
 }

@@ -232,6 +232,51 @@ impl Driver for RecordingDriver {
     fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
         self.inner.live_migrate().map(|_| self as &dyn LiveMigrate)
     }
+
+    fn cold_migrate(&self) -> Option<&dyn zixiao_core::driver::ColdMigrate> {
+        self.inner
+            .cold_migrate()
+            .map(|_| self as &dyn zixiao_core::driver::ColdMigrate)
+    }
+}
+
+/// A cold migration's target records the instance before its disk arrives
+/// (so an orphan sweep never takes the imported disk for an orphan's) and
+/// forgets it again when an abort leaves nothing here; the source keeps
+/// its record until the instance is deleted there, as any delete.
+#[async_trait]
+impl zixiao_core::driver::ColdMigrate for RecordingDriver {
+    async fn export_disk(
+        &self,
+        instance: &Instance,
+    ) -> Result<zixiao_core::driver::DiskExport, DriverError> {
+        self.inner
+            .require_cold_migrate()?
+            .export_disk(instance)
+            .await
+    }
+
+    async fn import_disk(
+        &self,
+        instance: &Instance,
+        size: u64,
+        chunks: zixiao_core::driver::DiskChunks,
+    ) -> Result<u64, DriverError> {
+        self.records.put(instance)?;
+        self.inner
+            .require_cold_migrate()?
+            .import_disk(instance, size, chunks)
+            .await
+    }
+
+    async fn abort_import(&self, instance: &Instance) -> Result<(), DriverError> {
+        self.inner
+            .require_cold_migrate()?
+            .abort_import(instance)
+            .await?;
+        self.records.remove(&instance.id)?;
+        Ok(())
+    }
 }
 
 /// A live migration moves the record with the instance: the target records

@@ -244,6 +244,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
         None
     }
+
+    /// Copying a stopped instance's disk out of this node and into
+    /// another's, for a cold migration, if the runtime keeps a disk it can
+    /// hand over.
+    fn cold_migrate(&self) -> Option<&dyn ColdMigrate> {
+        None
+    }
 }
 
 /// An optional capability of a [`Driver`], beyond its required core.
@@ -268,11 +275,13 @@ pub enum Capability {
     Clones,
     /// [`Driver::live_migrate`]: moves a running instance to another node.
     LiveMigrate,
+    /// [`Driver::cold_migrate`]: copies a stopped instance's disk between nodes.
+    ColdMigrate,
 }
 
 impl Capability {
     /// Every capability, in display order.
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Stats,
         Capability::Console,
         Capability::Pause,
@@ -282,6 +291,7 @@ impl Capability {
         Capability::Resize,
         Capability::Clones,
         Capability::LiveMigrate,
+        Capability::ColdMigrate,
     ];
 
     /// The snake_case name used in output.
@@ -296,6 +306,7 @@ impl Capability {
             Capability::Resize => "resize",
             Capability::Clones => "clones",
             Capability::LiveMigrate => "live_migrate",
+            Capability::ColdMigrate => "cold_migrate",
         }
     }
 
@@ -311,6 +322,7 @@ impl Capability {
             Capability::Resize => driver.resize().is_some(),
             Capability::Clones => driver.clones().is_some(),
             Capability::LiveMigrate => driver.live_migrate().is_some(),
+            Capability::ColdMigrate => driver.cold_migrate().is_some(),
         }
     }
 
@@ -328,6 +340,7 @@ impl Capability {
             Capability::Resize => "cannot change a running instance's CPUs and memory",
             Capability::Clones => "cannot make clones from an instance's disk or memory",
             Capability::LiveMigrate => "cannot migrate a running instance live",
+            Capability::ColdMigrate => "cannot copy an instance's disk to another node",
         };
         DriverError::Unsupported(format!("the {driver} driver {what}"))
     }
@@ -420,6 +433,95 @@ impl dyn Driver + '_ {
         self.live_migrate()
             .ok_or_else(|| Capability::LiveMigrate.missing(self.name()))
     }
+
+    /// [`Driver::cold_migrate`]. Errors: `Unsupported`.
+    pub fn require_cold_migrate(&self) -> Result<&dyn ColdMigrate, DriverError> {
+        self.cold_migrate()
+            .ok_or_else(|| Capability::ColdMigrate.missing(self.name()))
+    }
+}
+
+/// The largest piece of a disk one [`DiskChunk::Data`] carries: what a
+/// copy holds in memory per step, and well under a gRPC message's limit.
+pub const MAX_DISK_CHUNK: usize = 1 << 20;
+
+/// One piece of a disk being copied between nodes, in order: its bytes,
+/// then once, last, the SHA-256 of all of them, which the receiver checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskChunk {
+    /// The next bytes (at most [`MAX_DISK_CHUNK`]).
+    Data(Vec<u8>),
+    /// The end: the digest of every byte sent.
+    End {
+        /// SHA-256 of the whole disk file as sent.
+        sha256: [u8; 32],
+    },
+}
+
+/// A disk's pieces as they are read, each a [`DiskChunk`] or the error
+/// that ended the read.
+pub type DiskChunks = futures::stream::BoxStream<'static, Result<DiskChunk, DriverError>>;
+
+/// A stopped instance's disk as its node hands it out
+/// ([`ColdMigrate::export_disk`]): its size, then its pieces.
+pub struct DiskExport {
+    /// The disk file's size in bytes: what the pieces add up to.
+    pub size: u64,
+    /// The pieces, ending with [`DiskChunk::End`].
+    pub chunks: DiskChunks,
+}
+
+impl fmt::Debug for DiskExport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DiskExport")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Capability: hand a stopped instance's disk to another node of the same
+/// runtime, for a cold migration (stop, copy the disk, start there).
+///
+/// The disk's file is always the driver's own, found from the instance's
+/// id under its state directory: no path crosses a node. The source node's
+/// driver reads it out with [`ColdMigrate::export_disk`]; the target's
+/// writes it with [`ColdMigrate::import_disk`] to where its next
+/// [`Driver::create`] of that instance takes it from instead of a fresh
+/// disk; a failed migration has the target drop it with
+/// [`ColdMigrate::abort_import`]. The source's disk is only read: a failed
+/// migration leaves it as it was.
+#[async_trait]
+pub trait ColdMigrate: Send + Sync {
+    /// On the source node: the disk of the stopped `instance`, to be read
+    /// once. Errors: `NotFound` (the runtime holds no disk of it),
+    /// `FailedPrecondition` (it is running: stop it first), `Unsupported`
+    /// (an instance whose disk cannot move, such as a linked clone),
+    /// `Internal`.
+    async fn export_disk(&self, instance: &Instance) -> Result<DiskExport, DriverError>;
+
+    /// On the target node: writes `instance`'s disk of `size` bytes from
+    /// `chunks`, checks it against the digest they end with, and keeps it
+    /// for the next create of the instance. Returns the bytes written.
+    /// Checks first what a create would (the images it is based on are on
+    /// this node). Idempotent: a second import replaces the first.
+    /// Errors: `NotFound` (an image it needs is not here), `AlreadyExists`
+    /// (the runtime holds the instance here already), `InvalidArgument`
+    /// (more or fewer bytes than `size`, a piece too large, no digest or a
+    /// digest that differs: nothing is kept), whatever ended `chunks`,
+    /// `Internal`.
+    async fn import_disk(
+        &self,
+        instance: &Instance,
+        size: u64,
+        chunks: DiskChunks,
+    ) -> Result<u64, DriverError>;
+
+    /// On the target node, after a failed cold migration: removes what
+    /// [`ColdMigrate::import_disk`] and a create made of `instance` here.
+    /// Idempotent. Errors: `FailedPrecondition` (it runs here: the
+    /// migration went through, nothing is removed), `Unavailable`,
+    /// `Internal`.
+    async fn abort_import(&self, instance: &Instance) -> Result<(), DriverError>;
 }
 
 /// Capability: move a running instance to the same runtime on another node

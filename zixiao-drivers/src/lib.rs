@@ -29,6 +29,8 @@ mod log_limit;
 pub use log_limit::LogLimit;
 #[cfg(any(feature = "libvirt", feature = "microvm"))]
 mod cloud_init;
+#[cfg(feature = "libvirt")]
+mod disk_copy;
 #[cfg(feature = "microvm")]
 pub mod microvm;
 #[cfg(any(feature = "containerd", feature = "microvm"))]

@@ -68,8 +68,9 @@ pub struct CloneOptions {
 pub struct MigrateOptions {
     /// The target node's id or hostname (default: the scheduler's pick).
     pub to: Option<String>,
-    /// `auto` (default), `restart`, `cold` (not built yet:
-    /// `unsupported`) or `live` (VMs between libvirt nodes).
+    /// `auto` (default), `restart`, `cold` (stopped, its disk copied,
+    /// started on the target from the copy) or `live` (both for VMs
+    /// between libvirt nodes).
     pub mode: Option<String>,
 }
 
@@ -967,8 +968,8 @@ impl Controller {
     /// Rejects with `not_found`, `invalid_argument` (`mode`; `to` is its
     /// node), `failed_precondition` (no other node, or none can take it,
     /// naming why; `auto` would lose a disk; the target could not run it
-    /// and it is back on its node), `unsupported` (cold; live where a
-    /// node's runtime cannot).
+    /// and it is back on its node; cold with no disk), `unsupported`
+    /// (live or cold where a node's runtime cannot).
     #[napi(ts_return_type = "Promise<Instance>")]
     pub fn migrate_instance<'env>(
         &self,

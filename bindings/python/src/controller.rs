@@ -866,9 +866,10 @@ impl PyController {
     /// Moves running instance `instance` (id or name) to node `to` (id or
     /// hostname; default: the scheduler's pick among the other ready
     /// nodes), keeping its id, name, MACs and addresses. `mode` is `auto`,
-    /// `restart` (the workload starts afresh on the target), `cold` or
-    /// `live` (VMs between libvirt nodes; cold is not built yet:
-    /// `Unsupported`). Returns the instance on its
+    /// `restart` (the workload starts afresh on the target), `cold`
+    /// (stopped, its disk copied, started on the target from the copy) or
+    /// `live` (both for VMs between libvirt nodes; `Unsupported` where a
+    /// node's driver cannot). Returns the instance on its
     /// new node, its `operation` naming the migration. Raises `NotFound`,
     /// `InvalidArgument` (`mode`; `to` is its node), `FailedPrecondition`
     /// (no other node, or none can take it, naming why; `auto` would lose

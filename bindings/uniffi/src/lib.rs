@@ -308,13 +308,13 @@ impl Controller {
     /// Moves running instance `instance` (id or name) to node `to` (id or
     /// hostname; `None`: the scheduler's pick among the other ready
     /// nodes), keeping its id, name, MACs and addresses; `mode` is `auto`,
-    /// `restart`, `cold` (not built yet) or `live` (VMs between libvirt
-    /// nodes). Returns
+    /// `restart`, `cold` or `live` (both for VMs between libvirt nodes).
+    /// Returns
     /// the instance on its new node. Errors: `NotFound`, `InvalidArgument`
     /// (`mode`; `to` is its node), `FailedPrecondition` (no other node, or
     /// none can take it; `auto` would lose a disk; the target could not
-    /// run it and it is back on its node), `Unsupported` (cold; live where
-    /// a node's runtime cannot).
+    /// run it and it is back on its node; cold with no disk), `Unsupported`
+    /// (live or cold where a node's runtime cannot).
     #[uniffi::method(default(to = None, mode = "auto"))]
     pub fn migrate_instance(
         &self,

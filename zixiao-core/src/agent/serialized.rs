@@ -123,6 +123,50 @@ impl Driver for SerializedDriver {
     fn live_migrate(&self) -> Option<&dyn LiveMigrate> {
         self.inner.live_migrate().map(|_| self as &dyn LiveMigrate)
     }
+
+    fn cold_migrate(&self) -> Option<&dyn crate::driver::ColdMigrate> {
+        self.inner
+            .cold_migrate()
+            .map(|_| self as &dyn crate::driver::ColdMigrate)
+    }
+}
+
+/// Each call reads or changes the instance's files on this node, so each
+/// holds the instance's lock (an export while a start runs would read a
+/// disk in use).
+#[async_trait]
+impl crate::driver::ColdMigrate for SerializedDriver {
+    async fn export_disk(
+        &self,
+        instance: &Instance,
+    ) -> Result<crate::driver::DiskExport, DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner
+            .require_cold_migrate()?
+            .export_disk(instance)
+            .await
+    }
+
+    async fn import_disk(
+        &self,
+        instance: &Instance,
+        size: u64,
+        chunks: crate::driver::DiskChunks,
+    ) -> Result<u64, DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner
+            .require_cold_migrate()?
+            .import_disk(instance, size, chunks)
+            .await
+    }
+
+    async fn abort_import(&self, instance: &Instance) -> Result<(), DriverError> {
+        let _one = self.locks.lock(&instance.id).await;
+        self.inner
+            .require_cold_migrate()?
+            .abort_import(instance)
+            .await
+    }
 }
 
 /// Each call changes the instance on this node's runtime (makes its files,

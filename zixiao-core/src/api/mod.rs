@@ -463,16 +463,23 @@ pub enum Request {
     /// the source's allocation back, so it never runs twice; a target that
     /// cannot run it sends it back, started again on its node.
     /// [`MigrationMode::Restart`] starts the workload afresh on the target
-    /// (a VM's disk from its image); cold and live migration are not
-    /// built yet. [`Response::Instance`]: the instance on its new node,
+    /// (a VM's disk from its image); [`MigrationMode::Live`] moves a
+    /// running VM (steps `placing`, `preparing`, `migrating`, `switching`,
+    /// `done`); [`MigrationMode::Cold`] stops it, copies its disk and
+    /// starts it on the target from the copy (`placing`, `stopping`,
+    /// `copying` with the bytes as progress, `starting`, `done`), started
+    /// again on its node with its disk as it was when a step fails.
+    /// [`Response::Instance`]: the instance on its new node,
     /// its `operation` naming the migration. Not idempotent (each call
     /// moves it). Errors: `NotFound` (the instance, node `to`),
     /// `InvalidArgument` on `to` (already there), `FailedPrecondition`
     /// (no other node; not running on a node or being deleted; `to` or
     /// every other node cannot take it, with the scheduler's reasons;
     /// `auto` would lose a disk: pass restart; the target could not run
-    /// it, and it is back on its node), `Unsupported` (cold, live).
-    /// Nothing is changed by a refusal.
+    /// it, and it is back on its node; cold with no disk), `Unsupported`
+    /// (live or cold where a node's driver cannot). A failed live or cold
+    /// step: `Internal` or `Unavailable` naming it. Nothing is changed by
+    /// a refusal.
     MigrateInstance {
         /// Id or name.
         instance: String,

@@ -39,25 +39,45 @@
 //! call that cut off while the runtime finished anyway (a timeout) is
 //! found out by asking the target, and switched.
 //!
-//! Cold migration (copying a stopped VM's disk between agents) is refused
-//! as `Unsupported`, and `auto` migrates live when both nodes' drivers
-//! can, else refuses to restart a VM or microVM whose disk would be lost.
+//! **Cold** (`placing`, `stopping`, `copying`, `starting`, `done`) moves
+//! a VM with a disk through both nodes' drivers'
+//! [`ColdMigrate`](crate::driver::ColdMigrate) capability, all in the
+//! call: `placing` is the live one's; `stopping` has the source's runtime
+//! stop it (the fence: nothing starts on the target before it stopped);
+//! `copying` has the source's driver read its disk out and the target's
+//! write it, piece by piece through this process (agents only talk to
+//! servers), checked against the source's SHA-256 at the end, the
+//! operation's progress counting the bytes; `starting` has the target's
+//! driver create it from the copy and start it (the target's agent takes
+//! both calls for an instance migrating to it). Then the source's stopped
+//! copy is deleted and the record switched as a live migration's is: it
+//! keeps its id, name, MACs and addresses. A failure before it runs on the
+//! target has the target's `abort_import` remove what it made, undoes the
+//! reservation, and starts it again on its source, whose disk was only
+//! read: never two running copies, never a lost disk.
+//!
+//! `auto` migrates live when both nodes' drivers can, else cold when the
+//! instance has a disk and both can copy it, else restarts an instance
+//! without a disk, and refuses to restart a VM or microVM whose disk would
+//! be lost.
+//!
 //! A server that dies mid-way leaves `migrate_to` recorded and its
 //! operation unfinished. Once the operations' follower has ended that
 //! operation as interrupted (30 s without its runner's renewal), it ends
 //! the migration as the runtime left it
 //! ([`Controller::recover_live_migrations`]): switched when the instance
-//! runs on the target, else undone (the target's preparations removed,
-//! the instance on its source). The migration is not resumed.
+//! runs on the target, else undone (what the target prepared or imported
+//! removed, the instance on its source, where a cold one that was stopped
+//! starts again). The migration is not resumed.
 
 use std::future::Future;
 use std::time::Duration;
 
 use super::{Controller, Convergence};
-use crate::driver::{DriverError, MigrationTarget, RuntimeState};
+use crate::driver::{Capability, DiskChunk, DriverError, MigrationTarget, RuntimeState};
 use crate::model::{
     ConditionType, DesiredState, Instance, InstanceStatus, InstanceType, MigrationMode, Node,
-    NodeStatus, OperationId, OperationKind, OperationTarget,
+    NodeStatus, OperationId, OperationKind, OperationProgress, OperationTarget,
 };
 use crate::store::{put_object, StoreError, StoreExt, Txn};
 use crate::{Driver, Error, Result};
@@ -75,13 +95,15 @@ impl Controller {
     /// `FailedPrecondition` (no other node, the instance is not running on
     /// a node or is being deleted, `to` or every other node cannot take
     /// it: the scheduler's reasons, `auto` would lose a disk),
-    /// `Unsupported` (cold migration; live migration where either node's
-    /// driver cannot, saying to restart instead). Once the move started:
+    /// `Unsupported` (live or cold migration where either node's driver
+    /// cannot, saying to restart instead), `FailedPrecondition` for cold
+    /// with no disk to copy. Once the move started:
     /// `FailedPrecondition` when the restart's target could not run it
     /// (the instance is back on its node, started again), or a live
-    /// migration's target lost its room; a live migration's failed step
-    /// as `Internal` or `Unavailable` naming the step, its cause kept, the
-    /// instance still running on its node.
+    /// migration's target lost its room; a live or cold migration's failed
+    /// step as `Internal` or `Unavailable` naming the step, its cause
+    /// kept, the instance still (live) or again (cold) running on its
+    /// node.
     pub async fn migrate_instance(
         &self,
         instance: &str,
@@ -98,12 +120,19 @@ impl Controller {
             )));
         }
         let target = self.pick_target(&found, &source, to).await?;
-        let live = self.live_drivers(&found, &source, &target, mode)?;
-        match &live {
+        let live =
+            self.migration_drivers(&found, &source, &target, mode, Capability::LiveMigrate)?;
+        let how = match live {
+            Some(drivers) => Some((Capability::LiveMigrate, drivers)),
+            None => self
+                .migration_drivers(&found, &source, &target, mode, Capability::ColdMigrate)?
+                .map(|drivers| (Capability::ColdMigrate, drivers)),
+        };
+        match &how {
             None => check_mode(&found, mode)?,
             Some(_) if found.status != InstanceStatus::Running => {
                 return Err(Error::FailedPrecondition(format!(
-                    "instance `{}` is {}: only a running instance migrates live",
+                    "instance `{}` is {}: only a running instance migrates live or cold",
                     found.name,
                     found.status.as_str()
                 )))
@@ -116,20 +145,21 @@ impl Controller {
             OperationKind::Migrate,
             OperationTarget::of_instance(&found),
             move |op| async move {
-                match live {
-                    Some(drivers) => {
-                        let moving = LiveMove {
-                            op,
-                            source: source_for_op,
-                            target: target_for_op,
-                            drivers,
-                        };
-                        self.move_live(moving, found).await
-                    }
-                    None => {
-                        self.move_instance(op, found, source_for_op, target_for_op)
-                            .await
-                    }
+                let Some((capability, drivers)) = how else {
+                    return self
+                        .move_instance(op, found, source_for_op, target_for_op)
+                        .await;
+                };
+                let moving = NodeMove {
+                    op,
+                    source: source_for_op,
+                    target: target_for_op,
+                    drivers,
+                };
+                if capability == Capability::ColdMigrate {
+                    self.move_cold(moving, found).await
+                } else {
+                    self.move_live(moving, found).await
                 }
             },
             move |moved: &Instance| {
@@ -325,41 +355,60 @@ impl Controller {
     }
 }
 
-/// The two drivers a live migration runs on: the source node's and the
-/// target node's, for the instance's type.
-struct LiveDrivers {
+/// The two drivers a live or cold migration runs on: the source node's and
+/// the target node's, for the instance's type.
+struct NodeDrivers {
     source: std::sync::Arc<dyn Driver>,
     target: std::sync::Arc<dyn Driver>,
 }
 
-/// A live migration under way: its operation, its nodes and their drivers.
-struct LiveMove {
+/// A live or cold migration under way: its operation, its nodes and their
+/// drivers.
+struct NodeMove {
     op: OperationId,
     source: String,
     target: String,
-    drivers: LiveDrivers,
+    drivers: NodeDrivers,
 }
 
-/// A step of a live migration that failed, and why.
+/// A step of a live or cold migration that failed, and why.
 struct StepFailed {
     step: &'static str,
     cause: Error,
 }
 
+/// The failure of `step`, as a closure for `map_err`.
+fn failed_at<E: Into<Error>>(step: &'static str) -> impl Fn(E) -> StepFailed {
+    move |cause| StepFailed {
+        step,
+        cause: cause.into(),
+    }
+}
+
 impl Controller {
-    /// The drivers a live migration of `instance` from `source` to `target`
-    /// runs on when `mode` asks for one: `Live` always (else `Unsupported`,
-    /// naming the node whose driver cannot, and saying to restart
-    /// instead), `Auto` when both nodes' drivers can (else `None`: the
-    /// other modes' rules apply), never for `Cold` or `Restart`.
-    fn live_drivers(
+    /// The drivers a migration of `instance` from `source` to `target`
+    /// runs on when `mode` asks for `capability` (live or cold): `Live`
+    /// or `Cold` always (else `Unsupported`, naming the node whose driver
+    /// cannot, and saying to restart instead), `Auto` when both nodes'
+    /// drivers can (else `None`: the other modes' rules apply); cold only
+    /// for an instance with a disk to carry. `None` for the other modes.
+    fn migration_drivers(
         &self,
         instance: &Instance,
         source: &str,
         target: &str,
         mode: MigrationMode,
-    ) -> Result<Option<LiveDrivers>> {
-        if !matches!(mode, MigrationMode::Live | MigrationMode::Auto) {
+        capability: Capability,
+    ) -> Result<Option<NodeDrivers>> {
+        let asked = match capability {
+            Capability::ColdMigrate => MigrationMode::Cold,
+            _ => MigrationMode::Live,
+        };
+        if mode != asked && mode != MigrationMode::Auto {
+            return Ok(None);
+        }
+        if asked == MigrationMode::Cold && !has_disk(instance) {
+            // `check_mode` says why there is nothing to copy.
             return Ok(None);
         }
         let instance_type = instance.spec.instance_type;
@@ -372,18 +421,22 @@ impl Controller {
                 (Err(_), MigrationMode::Auto) => return Ok(None),
                 (Err(e), _) => return Err(e),
             };
-            if driver.live_migrate().is_none() {
+            if !capability.of(driver.as_ref()) {
                 if mode == MigrationMode::Auto {
                     return Ok(None);
                 }
-                let how = match instance_type {
-                    InstanceType::Container => "a container restarts elsewhere",
+                let how = match (instance_type, asked) {
+                    (InstanceType::Container, _) => "a container restarts elsewhere",
+                    (_, MigrationMode::Cold) => {
+                        "it can be restarted elsewhere, afresh from its image (what its disk \
+                         holds is lost)"
+                    }
                     _ => "it can be restarted elsewhere",
                 };
                 return Err(Error::Unsupported(format!(
                     "node `{node}`: {}: {how}, pass --restart to restart instance `{}` on \
                      the target",
-                    crate::driver::Capability::LiveMigrate.missing(driver.name()),
+                    capability.missing(driver.name()),
                     instance.name
                 )));
             }
@@ -393,7 +446,7 @@ impl Controller {
         let source_driver = drivers.pop();
         Ok(source_driver
             .zip(target_driver)
-            .map(|(source, target)| LiveDrivers { source, target }))
+            .map(|(source, target)| NodeDrivers { source, target }))
     }
 
     /// Refuses a live migration of `instance` to node `target` when its
@@ -424,27 +477,18 @@ impl Controller {
     /// The live migration itself, as operation `moving.op` (see the
     /// module documentation): the instance as it runs on the target, or
     /// the failed step's error with the instance running on its source.
-    async fn move_live(&self, moving: LiveMove, instance: Instance) -> Result<Instance> {
+    async fn move_live(&self, moving: NodeMove, instance: Instance) -> Result<Instance> {
         let op = moving.op.clone();
         let step = |name: &str| self.report_operation(&op, Some(name.to_owned()), None);
         step("placing").await?;
-        let marked = self.mark_live(&instance, &moving).await?;
+        let marked = self.mark_moving(&instance, &moving).await?;
         let outcome = self.carry_live(&moving, &marked, &step).await;
         match outcome {
             Ok(report) => {
                 step("switching").await?;
-                let mut moved = self
-                    .switch_live(&marked, &moving.source, &moving.target)
+                let moved = self
+                    .switch_moved(&marked, &moving.source, &moving.target, "Live")
                     .await?;
-                // The overlays follow it: the target carries its networks
-                // now, the source perhaps no longer. A failure leaves a
-                // stale peer until the next network reconcile, as a
-                // release does.
-                for carrier in [&moved, &marked] {
-                    if let Err(e) = self.sync_overlays_of(carrier).await {
-                        tracing::warn!(instance = %moved.id, error = %e, "updating overlay peers");
-                    }
-                }
                 tracing::info!(
                     instance = %moved.id,
                     source = %moving.source,
@@ -453,9 +497,7 @@ impl Controller {
                     downtime_ms = report.and_then(|r| r.downtime).map(|d| d.as_millis() as u64),
                     "migrated live"
                 );
-                step("done").await?;
-                moved.operation = Some(op);
-                Ok(moved)
+                self.finish_move(op, &marked, moved, None).await
             }
             Err(failed) => {
                 // The target keeps nothing of it; the source never stopped.
@@ -473,9 +515,10 @@ impl Controller {
                         "removing what a failed live migration prepared"
                     );
                 }
-                self.unmark_live(&marked, &moving.source, &moving.target)
+                self.unmark_moving(&marked, &moving.source, &moving.target)
                     .await?;
-                Err(live_failure(&marked, &moving, failed))
+                let state = format!("it still runs on node `{}`", moving.source);
+                Err(migration_failure("live", &marked, &moving, failed, &state))
             }
         }
     }
@@ -487,7 +530,7 @@ impl Controller {
     /// finished).
     async fn carry_live<F, Fut>(
         &self,
-        moving: &LiveMove,
+        moving: &NodeMove,
         instance: &Instance,
         step: &F,
     ) -> std::result::Result<Option<crate::driver::MigrationReport>, StepFailed>
@@ -495,7 +538,7 @@ impl Controller {
         F: Fn(&str) -> Fut,
         Fut: Future<Output = Result<()>>,
     {
-        let failed = |step: &'static str| move |cause: Error| StepFailed { step, cause };
+        let failed = |step: &'static str| failed_at::<Error>(step);
         step("preparing").await.map_err(failed("preparing"))?;
         let target = moving
             .drivers
@@ -534,7 +577,7 @@ impl Controller {
     /// live migration on it, in one transaction. Errors:
     /// `FailedPrecondition` (the target is no longer ready or has no room,
     /// the instance changed meanwhile), the store's.
-    async fn mark_live(&self, instance: &Instance, moving: &LiveMove) -> Result<Instance> {
+    async fn mark_moving(&self, instance: &Instance, moving: &NodeMove) -> Result<Instance> {
         let wanted = instance.spec.resources();
         let target = moving.target.clone();
         self.commit_live(&instance.id, &moving.target, |node, i| {
@@ -557,37 +600,62 @@ impl Controller {
         .await
     }
 
-    /// `switching`: the record moves to the target (its node, the source's
-    /// allocation released; the target's, reserved at `placing`, kept), in
-    /// one transaction. Nothing is stopped or created: it runs there.
-    /// Errors: `FailedPrecondition` when the instance is no longer
-    /// migrating from `source` to `target` (someone else ended it).
-    async fn switch_live(
+    /// The record moves to the target (its node, the source's allocation
+    /// released; the target's, reserved at `placing`, kept), in one
+    /// transaction, its `Scheduled` condition saying how (`Live` or
+    /// `Cold`). Nothing is stopped or created: it runs there already.
+    async fn switch_moved(
         &self,
         instance: &Instance,
         source: &str,
         target: &str,
+        how: &str,
     ) -> Result<Instance> {
         let now = self.now();
         let held = instance.held();
         let target = target.to_owned();
+        let reason = format!("Migrated{how}");
         self.commit_live(&instance.id, source, |node, i| {
             still_migrating(i, source, &target)?;
             node.allocated = node.allocated.saturating_sub(&held);
-            let message = format!("migrated live to node `{target}`");
+            let message = format!("migrated {} to node `{target}`", how.to_ascii_lowercase());
             i.node = Some(target.clone());
             i.migrate_to = None;
-            i.set_condition(ConditionType::Scheduled, true, "MigratedLive", message, now);
+            i.set_condition(ConditionType::Scheduled, true, &reason, message, now);
             Ok(())
         })
         .await
     }
 
-    /// After a failed live migration: the target's reservation is given
-    /// back and `migrate_to` cleared, in one transaction. Errors:
+    /// What follows a live or cold migration that went through, from
+    /// `marked` (the record before) to `moved` (after): the overlays
+    /// follow it (the target carries its networks now, the source perhaps
+    /// no longer; a failure leaves a stale peer until the next network
+    /// reconcile, as a release does), and `done` (with the copy's
+    /// `progress`, if one was counted).
+    async fn finish_move(
+        &self,
+        op: OperationId,
+        marked: &Instance,
+        mut moved: Instance,
+        progress: Option<OperationProgress>,
+    ) -> Result<Instance> {
+        for carrier in [&moved, marked] {
+            if let Err(e) = self.sync_overlays_of(carrier).await {
+                tracing::warn!(instance = %moved.id, error = %e, "updating overlay peers");
+            }
+        }
+        self.report_operation(&op, Some("done".to_owned()), progress)
+            .await?;
+        moved.operation = Some(op);
+        Ok(moved)
+    }
+
+    /// After a failed live or cold migration: the target's reservation is
+    /// given back and `migrate_to` cleared, in one transaction. Errors:
     /// `FailedPrecondition` when the instance is no longer migrating from
     /// `source` to `target` (someone else ended it).
-    async fn unmark_live(
+    async fn unmark_moving(
         &self,
         instance: &Instance,
         source: &str,
@@ -639,8 +707,186 @@ impl Controller {
     }
 }
 
+/// How often a cold migration records how far its copy got.
+const COPY_PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
 impl Controller {
-    /// The instances the cache shows in a live migration: read before the
+    /// The cold migration itself, as operation `moving.op` (see the module
+    /// documentation): the instance as it runs on the target, or the
+    /// failed step's error with the instance started again on its source,
+    /// its disk there as it was.
+    async fn move_cold(&self, moving: NodeMove, instance: Instance) -> Result<Instance> {
+        let op = moving.op.clone();
+        self.report_operation(&op, Some("placing".to_owned()), None)
+            .await?;
+        let marked = self.mark_moving(&instance, &moving).await?;
+        let failed = match self.carry_cold(&moving, &marked).await {
+            Err(failed) => failed,
+            Ok(progress) => {
+                // It runs on the target from the copy: the source's stopped
+                // copy goes (else the source agent's orphan sweep removes it,
+                // as the instance is no longer placed there once switched).
+                if let Err(e) = moving.drivers.source.delete(&marked).await {
+                    tracing::warn!(
+                        instance = %marked.id,
+                        node = %moving.source,
+                        error = %e,
+                        "removing a cold-migrated instance from its source"
+                    );
+                }
+                let moved = self
+                    .switch_moved(&marked, &moving.source, &moving.target, "Cold")
+                    .await?;
+                tracing::info!(
+                    instance = %moved.id,
+                    source = %moving.source,
+                    target = %moving.target,
+                    "migrated cold"
+                );
+                return self.finish_move(op, &marked, moved, Some(progress)).await;
+            }
+        };
+        // The target keeps nothing of it; the source's disk was only read.
+        let target = moving.drivers.target.require_cold_migrate()?;
+        if let Err(e) = target.abort_import(&marked).await {
+            if e.kind() == crate::ErrorKind::FailedPrecondition {
+                // It runs on the target after all: never start a second
+                // copy. It stays recorded as migrating for a person to see.
+                let state = format!("it runs on node `{}`: {e}", moving.target);
+                return Err(migration_failure("cold", &marked, &moving, failed, &state));
+            }
+            tracing::warn!(
+                instance = %marked.id,
+                node = %moving.target,
+                error = %e,
+                "removing what a failed cold migration copied"
+            );
+        }
+        self.unmark_moving(&marked, &moving.source, &moving.target)
+            .await?;
+        let state = match moving.drivers.source.start(&marked).await {
+            Ok(()) => format!(
+                "it runs on node `{}` again, its disk as it was",
+                moving.source
+            ),
+            Err(e) => format!(
+                "its disk is as it was on node `{}`, where starting it again failed too ({e}); \
+                 the reconciler retries",
+                moving.source
+            ),
+        };
+        Err(migration_failure("cold", &marked, &moving, failed, &state))
+    }
+
+    /// `stopping`, `copying` and `starting`: the source's runtime stops it
+    /// (the fence: nothing starts on the target before), its disk goes
+    /// from the source's driver to the target's, and the target's creates
+    /// and starts it from the copy. Returns how much was copied.
+    async fn carry_cold(
+        &self,
+        moving: &NodeMove,
+        instance: &Instance,
+    ) -> std::result::Result<OperationProgress, StepFailed> {
+        let op = &moving.op;
+        let (source, target) = (&moving.drivers.source, &moving.drivers.target);
+        let step = |name: &'static str, progress: Option<OperationProgress>| async move {
+            self.report_operation(op, Some(name.to_owned()), progress)
+                .await
+                .map_err(failed_at::<Error>(name))
+        };
+        step("stopping", None).await?;
+        source
+            .stop(instance, self.options().stop_grace)
+            .await
+            .map_err(failed_at("stopping"))?;
+        let state = source
+            .inspect(instance)
+            .await
+            .map_err(failed_at("stopping"))?;
+        if matches!(state, RuntimeState::Running | RuntimeState::Paused) {
+            return Err(failed_at("stopping")(Error::FailedPrecondition(format!(
+                "node `{}` still runs it after the stop",
+                moving.source
+            ))));
+        }
+        step("copying", None).await?;
+        let copied = self
+            .copy_disk(moving, instance)
+            .await
+            .map_err(failed_at("copying"))?;
+        let copied = OperationProgress {
+            done: copied,
+            total: Some(copied),
+            unit: "bytes".to_owned(),
+        };
+        step("starting", Some(copied.clone())).await?;
+        target
+            .create(instance)
+            .await
+            .map_err(failed_at("starting"))?;
+        target
+            .start(instance)
+            .await
+            .map_err(failed_at("starting"))?;
+        Ok(copied)
+    }
+
+    /// `copying`: the source's driver reads the disk out, the target's
+    /// writes it, piece by piece as they come (nothing more than a piece
+    /// at a time held here); the operation's progress counts the bytes.
+    async fn copy_disk(&self, moving: &NodeMove, instance: &Instance) -> Result<u64> {
+        use futures::StreamExt;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let source = moving.drivers.source.require_cold_migrate()?;
+        let target = moving.drivers.target.require_cold_migrate()?;
+        let export = source.export_disk(instance).await?;
+        let total = export.size;
+        let done = Arc::new(AtomicU64::new(0));
+        let counted = {
+            let done = done.clone();
+            export
+                .chunks
+                .inspect(move |chunk| {
+                    if let Ok(DiskChunk::Data(data)) = chunk {
+                        done.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                })
+                .boxed()
+        };
+        let progress = |done: u64| {
+            self.report_operation(
+                &moving.op,
+                Some("copying".to_owned()),
+                Some(OperationProgress {
+                    done,
+                    total: Some(total),
+                    unit: "bytes".to_owned(),
+                }),
+            )
+        };
+        let import = target.import_disk(instance, total, counted);
+        tokio::pin!(import);
+        let mut ticks = tokio::time::interval(COPY_PROGRESS_EVERY);
+        let copied = loop {
+            tokio::select! {
+                copied = &mut import => break copied?,
+                _ = ticks.tick() => {
+                    // Progress is a report: a failed write does not stop the copy.
+                    if let Err(e) = progress(done.load(Ordering::Relaxed)).await {
+                        tracing::debug!(error = %e, "recording a disk copy's progress");
+                    }
+                }
+            }
+        };
+        progress(copied).await?;
+        tracing::info!(instance = %instance.id, bytes = copied, "copied a disk for a cold migration");
+        Ok(copied)
+    }
+}
+
+impl Controller {
+    /// The instances the cache shows in a live or cold migration: read before the
     /// operations are listed (see [`Controller::recover_live_migrations`]).
     pub(super) fn live_migrations_in_cache(&self) -> Vec<Instance> {
         self.inner
@@ -706,7 +952,7 @@ impl Controller {
             .agent(&target)
             .and_then(|a| Ok(a.driver(instance.spec.instance_type)?))?;
         let ended = if driver.inspect(instance).await? == RuntimeState::Running {
-            let moved = self.switch_live(instance, &source, &target).await;
+            let moved = self.switch_moved(instance, &source, &target, "Live").await;
             if let Ok(moved) = &moved {
                 for carrier in [moved, instance] {
                     if let Err(e) = self.sync_overlays_of(carrier).await {
@@ -716,10 +962,14 @@ impl Controller {
             }
             moved.map(|_| "switched to its target, where it runs")
         } else {
+            // A live migration's preparations, or a cold one's import.
             if let Some(incoming) = driver.live_migrate() {
                 incoming.abort_incoming(instance).await?;
             }
-            self.unmark_live(instance, &source, &target)
+            if let Some(import) = driver.cold_migrate() {
+                import.abort_import(instance).await?;
+            }
+            self.unmark_moving(instance, &source, &target)
                 .await
                 .map(|_| "undone: it stays on its source")
         };
@@ -751,15 +1001,15 @@ fn still_running_on(instance: &Instance, source: &str) -> Result<()> {
         return Ok(());
     }
     Err(Error::FailedPrecondition(format!(
-        "instance `{}` changed while its live migration began (it is now {} on {}): nothing \
-         was moved",
+        "instance `{}` changed while its migration began (it is now {} on {}): nothing was \
+         moved",
         instance.name,
         instance.status.as_str(),
         instance.node.as_deref().unwrap_or("no node")
     )))
 }
 
-/// Refuses an instance whose live migration from `source` to `target`
+/// Refuses an instance whose live or cold migration from `source` to `target`
 /// ended meanwhile (switched or undone by someone else), so that a
 /// migration is ended once. Errors: `FailedPrecondition`.
 fn still_migrating(instance: &Instance, source: &str, target: &str) -> Result<()> {
@@ -774,14 +1024,20 @@ fn still_migrating(instance: &Instance, source: &str, target: &str) -> Result<()
     )))
 }
 
-/// The error of a live migration that failed at `failed.step`: it names
-/// the instance, both nodes and the step, says it still runs on its
-/// source, and keeps the cause (an unreachable node's stays `Unavailable`).
-fn live_failure(instance: &Instance, moving: &LiveMove, failed: StepFailed) -> Error {
+/// The error of a `how` (live, cold) migration that failed at
+/// `failed.step`: it names the instance, both nodes and the step, says
+/// where it is now (`state`), and keeps the cause (an unreachable node's
+/// stays `Unavailable`).
+fn migration_failure(
+    how: &str,
+    instance: &Instance,
+    moving: &NodeMove,
+    failed: StepFailed,
+    state: &str,
+) -> Error {
     let what = format!(
-        "live migration of instance `{}` from node `{}` to node `{}` at step `{}` (it still \
-         runs on node `{}`)",
-        instance.name, moving.source, moving.target, failed.step, moving.source
+        "{how} migration of instance `{}` from node `{}` to node `{}` at step `{}` ({state})",
+        instance.name, moving.source, moving.target, failed.step
     );
     let unavailable = failed.cause.kind() == crate::ErrorKind::Unavailable;
     let source: Box<dyn std::error::Error + Send + Sync> = Box::new(failed.cause);
@@ -850,34 +1106,39 @@ fn movable_from(instance: &Instance) -> Result<String> {
     }
 }
 
-/// Refuses what `mode` cannot do for `instance` when it does not migrate
-/// live: cold migration is not built, and `auto` never loses a disk by
-/// restarting.
+/// Whether `instance` has a disk that a restart would lose and a cold
+/// migration carries: a VM or microVM with an image or a disk size.
+fn has_disk(instance: &Instance) -> bool {
+    instance.spec.instance_type != InstanceType::Container
+        && (instance.spec.image.is_some() || instance.spec.disk_gib > 0)
+}
+
+/// Refuses what `mode` cannot do for `instance` when it migrates neither
+/// live nor cold: cold with no disk to copy, and `auto` never loses a
+/// disk by restarting.
 fn check_mode(instance: &Instance, mode: MigrationMode) -> Result<()> {
     let runtime = instance
         .runtime
         .clone()
         .unwrap_or_else(|| instance.spec.instance_type.as_str().to_owned());
-    let has_disk = instance.spec.instance_type != InstanceType::Container
-        && (instance.spec.image.is_some() || instance.spec.disk_gib > 0);
     match mode {
         MigrationMode::Restart => Ok(()),
-        // Reached only when the drivers cannot (see `live_drivers`).
+        // Reached only when the drivers cannot (see `migration_drivers`).
         MigrationMode::Live => Err(Error::Unsupported(format!(
             "{runtime} cannot migrate live: pass --restart to restart instance `{}` on the \
              target",
             instance.name
         ))),
-        MigrationMode::Cold => Err(Error::Unsupported(format!(
-            "cold migration is not built yet for {runtime}: the agents cannot copy a disk \
-             between nodes (no ExportDisk/ImportDisk); pass --restart to start instance `{}` \
-             afresh on the target, from its image",
+        // Reached only without a disk (see `migration_drivers`).
+        MigrationMode::Cold => Err(Error::FailedPrecondition(format!(
+            "instance `{}` has no disk to copy (a container, or no image and no disk size): \
+             pass --restart to start it afresh on the target",
             instance.name
         ))),
-        MigrationMode::Auto if has_disk => Err(Error::FailedPrecondition(format!(
-            "instance `{}` has a disk that only cold migration would carry, and cold migration \
-             is not built yet for {runtime}: pass --restart to start it afresh on the target \
-             from its image (what its disk holds now is lost)",
+        MigrationMode::Auto if has_disk(instance) => Err(Error::FailedPrecondition(format!(
+            "instance `{}` has a disk that only a live or cold migration would carry, and the \
+             {runtime} drivers of its node and the target can do neither: pass --restart to \
+             start it afresh on the target from its image (what its disk holds now is lost)",
             instance.name
         ))),
         MigrationMode::Auto => Ok(()),

@@ -23,8 +23,8 @@ use crate::error::Error;
 pub enum MigrationMode {
     /// The best the instance's runtime offers: live when both nodes'
     /// drivers can migrate it live (VMs on libvirt), else cold for VMs and
-    /// microVMs with a disk (refused while cold migration is not built,
-    /// rather than losing the disk), a restart for containers and
+    /// microVMs with a disk when both nodes' drivers can copy it (else
+    /// refused rather than losing the disk), a restart for containers and
     /// diskless microVMs.
     #[default]
     Auto,

@@ -224,6 +224,20 @@ pub(crate) struct OverlayPlan {
     size: u64,
 }
 
+impl OverlayPlan {
+    /// Where the overlay goes.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The image it is backed by, and what that is, if any.
+    pub(crate) fn base(&self) -> Option<(&Path, &disks::ImageInfo)> {
+        self.base
+            .as_ref()
+            .map(|(path, info)| (path.as_path(), info))
+    }
+}
+
 impl LibvirtDriver {
     /// How `instance`'s guest gets its IPv4 addresses: by DHCP when it has
     /// cloud-init data (which tells it to ask) and the node's responder
@@ -472,7 +486,13 @@ impl LibvirtDriver {
                 return Err(e);
             }
         } else if let Some(overlay) = plan.overlay.clone() {
-            if let Err(e) = fresh_overlay(dir.clone(), overlay, &name).await {
+            // A cold migration's copy, else a fresh disk.
+            let made = match self.take_imported_disk(instance, &overlay).await {
+                Ok(true) => Ok(()),
+                Ok(false) => fresh_overlay(dir.clone(), overlay, &name).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = made {
                 cleanup(&dir);
                 return Err(e);
             }

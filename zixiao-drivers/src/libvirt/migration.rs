@@ -229,12 +229,12 @@ struct JobFigures {
     disk_processed: Option<u64>,
 }
 
-/// Refuses a clone (see the module doc). Errors: `Unsupported`.
-fn refuse_clone(instance: &Instance) -> Result<(), DriverError> {
+/// Refuses a clone (see the module doc), live or cold. Errors: `Unsupported`.
+pub(super) fn refuse_clone(instance: &Instance) -> Result<(), DriverError> {
     match instance.clone_of {
         Some(_) => Err(DriverError::Unsupported(format!(
-            "instance `{}` is a clone: its disk may be built on its source's, which only this \
-             node holds, so it does not migrate live",
+            "instance `{}` is a clone: its disk may be built on its source's, which only its \
+             node holds, so it does not migrate to another node",
             instance.name
         ))),
         None => Ok(()),

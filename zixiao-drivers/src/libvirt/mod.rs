@@ -24,6 +24,7 @@
 //! `error`.
 
 mod clones;
+mod cold;
 mod connection;
 mod console;
 mod disks;
@@ -308,6 +309,10 @@ impl Driver for LibvirtDriver {
     }
 
     fn live_migrate(&self) -> Option<&dyn zixiao_core::driver::LiveMigrate> {
+        Some(self)
+    }
+
+    fn cold_migrate(&self) -> Option<&dyn zixiao_core::driver::ColdMigrate> {
         Some(self)
     }
 }

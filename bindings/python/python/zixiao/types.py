@@ -17,7 +17,8 @@ InstanceType = Literal["vm", "container", "microvm"]
 ImageKind = Literal["container", "disk", "kernel", "initrd"]
 MigrationMode = Literal["auto", "cold", "live", "restart"]
 """How ``migrate_instance`` moves an instance; ``live`` moves a running VM
-between libvirt nodes, ``cold`` is not built yet (``Unsupported``)."""
+between libvirt nodes, ``cold`` stops a VM, copies its disk and starts it on
+the target from the copy."""
 InstanceStatus = Literal[
     "pending",
     "scheduled",
