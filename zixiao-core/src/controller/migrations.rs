@@ -720,8 +720,12 @@ fn check_mode(instance: &Instance, mode: MigrationMode) -> Result<()> {
         .runtime
         .clone()
         .unwrap_or_else(|| instance.spec.instance_type.as_str().to_owned());
+    // A microVM's writable disk is its own copy, which a restart elsewhere
+    // would lose as a VM's overlay.
     let has_disk = instance.spec.instance_type != InstanceType::Container
-        && (instance.spec.image.is_some() || instance.spec.disk_gib > 0);
+        && (instance.spec.image.is_some()
+            || instance.spec.disk_gib > 0
+            || instance.spec.disks.iter().any(|d| !d.read_only));
     match mode {
         MigrationMode::Restart => Ok(()),
         // Reached only when the drivers cannot (see `live_drivers`).
