@@ -92,6 +92,18 @@ export interface InstanceSpec {
   snapshot_schedule?: SnapshotSchedule
   /** VMs and QEMU microVMs: first-boot data for cloud-init, on a read-only `cidata` disk. */
   cloud_init?: CloudInit
+  /** microVMs: disks besides the kernel, in guest order (raw images of the node's store). */
+  disks?: DiskSpec[]
+}
+
+/** A microVM's disk. */
+export interface DiskSpec {
+  /** A raw disk image's name in the node's store, a registry reference, or
+   * (local administrator only) an absolute path on the node. */
+  image: string
+  /** The guest sees it read-only and the image is used as it is; otherwise
+   * the instance writes its own copy of it. */
+  read_only?: boolean
 }
 
 /**

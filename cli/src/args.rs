@@ -1061,6 +1061,7 @@ pub(crate) struct ListArgs {
     zixiao instance create --name web --type container --image nginx --cpus 250m --cpu-limit 2 --memory 64 --memory-limit 256\n  \
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
     zixiao instance create --name vm2 --type microvm --kernel k1 --initrd i1   (images of the node's store)\n  \
+    zixiao instance create --name vm6 --type microvm --backend vmm --kernel k1 --network lan --disk data --disk tools:ro\n  \
     zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
     zixiao instance create --name vm5 --type vm --image debian --user-data init.yaml --ssh-key ~/.ssh/id_ed25519.pub\n  \
     zixiao instance create --name vm4 --type vm --image disk1 --cpus 1 --max-cpus 4 --memory 512 --max-memory 2048\n  \
@@ -1069,7 +1070,7 @@ pub(crate) struct ListArgs {
 pub(crate) struct CreateArgs {
     /// A YAML or JSON file with the whole request (name, labels, spec).
     #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = [
-        "name", "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disk",
+        "name", "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disks",
         "max_cpus", "max_memory",
         "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
@@ -1081,7 +1082,7 @@ pub(crate) struct CreateArgs {
     /// (`web@2`). The instance records the version (see `instance get`);
     /// change the version's spec for this instance with --set.
     #[arg(long, value_name = "NAME[@V]", conflicts_with_all = [
-        "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disk", "kernel",
+        "instance_type", "image", "cpus", "cpu_limit", "memory", "memory_limit", "disks", "kernel",
         "max_cpus", "max_memory",
         "initrd", "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
@@ -1142,14 +1143,18 @@ pub(crate) struct CreateArgs {
     /// it, more memory needs a restart.
     #[arg(long, value_name = "MIB", allow_negative_numbers = true)]
     pub(crate) max_memory: Option<u64>,
-    /// Disk in GiB.
+    /// A number: the disk size in GiB (VMs). Otherwise a microVM's disk
+    /// (repeatable, in guest order): a raw disk image's name in the node's
+    /// image store (`image import --kind disk`), a registry reference, or
+    /// a path with a `/` on this machine (where the node takes paths),
+    /// with `:ro` for a read-only disk. A writable disk is the instance's
+    /// own copy of the image. Example: `--disk data --disk tools:ro`.
     #[arg(
-        long,
+        long = "disk",
         allow_negative_numbers = true,
-        value_name = "GIB",
-        default_value_t = 0
+        value_name = "GIB|NAME[:ro]"
     )]
-    pub(crate) disk: u64,
+    pub(crate) disks: Vec<String>,
     /// Kernel to boot (VMs, microVMs): a kernel image's name in the node's
     /// image store (`image import --kind kernel`), or a path with a `/`
     /// on this machine (only where the node is this machine: embedded, or

@@ -1,6 +1,6 @@
 //! The microVM flow of the `zixiao` binary as a user runs it, against real
 //! monitors: zixiao-vmm with its test guest (create, logs, snapshot `--to`,
-//! `restore --from`, delete) and QEMU with the Debian cloud kernel of
+//! `restore --from`, delete; disks of the image store with `--disk`) and QEMU with the Debian cloud kernel of
 //! `scripts/services/microvm.sh` (create, logs, stop, delete).
 
 #![cfg(feature = "microvm")]
@@ -777,4 +777,104 @@ fn store_images_boot_a_qemu_microvm_and_stay_while_used() {
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(kept.is_empty(), "left behind: {kept:?}");
+}
+
+#[test]
+fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
+    let Some(_) = vmm_guest() else {
+        return;
+    };
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
+        .expect("the virtio test guest is built with the other")
+        .display()
+        .to_string();
+    let state = state_dir();
+    let s = state.path();
+    let images = tempfile::tempdir().expect("tempdir");
+    let data: Vec<u8> = (0..32 * 512).map(|i| (i % 251) as u8).collect();
+    let tools = vec![0x5au8; 8 * 512];
+    for (name, bytes) in [("data", &data), ("tools", &tools)] {
+        let file = images.path().join(format!("{name}.img"));
+        std::fs::write(&file, bytes).expect("write");
+        ok(zixiao(
+            s,
+            &[
+                "image",
+                "import",
+                &file.display().to_string(),
+                "--kind",
+                "disk",
+                "--name",
+                name,
+            ],
+        ));
+    }
+
+    // A disk the store lacks is refused, naming it, and nothing is made.
+    let mut create = vec![
+        "-o",
+        "json",
+        "instance",
+        "create",
+        "--name",
+        "d1",
+        "--type",
+        "microvm",
+        "--backend",
+        "vmm",
+        "--kernel",
+        &guest,
+        "--cmdline",
+        "console=ttyS0",
+        "--memory",
+        "64",
+        "--disk",
+        "data",
+    ];
+    let refused = zixiao(s, &[&create[..], &["--disk", "nosuch:ro"]].concat());
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("spec.disks[1].image") && stderr.contains("nosuch"),
+        "{stderr}"
+    );
+    assert_no_microvm_files(s);
+
+    create.extend(["--disk", "tools:ro"]);
+    let created = json(zixiao(s, &create));
+    assert_eq!(created["runtime"], "vmm", "{created}");
+    assert_eq!(
+        created["spec"]["disks"],
+        serde_json::json!([{"image": "data"}, {"image": "tools", "read_only": true}]),
+        "{created}"
+    );
+    let log = wait_for_log(s, "d1", "ZX: ready");
+    for line in [
+        "ZX: blk0 capacity=32 ro=0 flush=1",
+        "ZX: blk0 write ok",
+        "ZX: blk0 flush ok",
+        "ZX: blk1 capacity=8 ro=1 flush=1",
+        "ZX: blk1 write refused (ro)",
+    ] {
+        assert!(log.contains(line), "{line} in:\n{log}");
+    }
+    let shown = ok(zixiao(s, &["instance", "get", "d1"]));
+    assert!(
+        shown.contains("data") && shown.contains("tools:ro"),
+        "{shown}"
+    );
+
+    // The guest wrote sector 1 of its own copy; the store's images are as
+    // imported, and stay after the instance is gone.
+    ok(zixiao(s, &["instance", "delete", "d1"]));
+    let store = s.join("runtime").join("images").join("disk");
+    let mut stored: Vec<Vec<u8>> = std::fs::read_dir(&store)
+        .expect("the store's disks")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("read"))
+        .collect();
+    stored.sort();
+    let mut imported = vec![data, tools];
+    imported.sort();
+    assert_eq!(stored, imported);
+    assert_no_microvm_files(s);
 }

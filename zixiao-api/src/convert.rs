@@ -36,7 +36,7 @@ use zixiao_core::host_usage::HostUsage;
 use zixiao_core::model::{
     typed_metadata, Aggregate, AggregateName, AllocationRatio, AllocationRatios, CheckOutcome,
     Cidr, CloneOrigin, CloudInit, Condition, ConditionType, Cpus, CreateInstance, CreateNetwork,
-    DesiredState, ExitStatus, Failure, FromTemplate, ImageKind, InstallationId, Instance,
+    DesiredState, DiskSpec, ExitStatus, Failure, FromTemplate, ImageKind, InstallationId, Instance,
     InstanceSpec, InstanceStatus, InstanceType, InstanceUpdate, InvalidName, IpConfig,
     LabelChanges, MicrovmBackend, Network, NetworkAttachment, NetworkPart, NetworkPartKind,
     NetworkStatus, Node, NodeImageName, NodeMetadata, NodeNetworkState, NodeRegistration, NodeRole,
@@ -476,6 +476,14 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             publish: s.publish.iter().map(ToString::to_string).collect(),
             snapshot_schedule: s.snapshot_schedule.map(Into::into),
             cloud_init: s.cloud_init.map(Into::into),
+            disks: s
+                .disks
+                .into_iter()
+                .map(|d| pb::DiskSpec {
+                    image: d.image,
+                    read_only: d.read_only,
+                })
+                .collect(),
         }
     }
 }
@@ -577,6 +585,15 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
             .map(|s| snapshot_schedule(s, &path(at, "snapshot_schedule")))
             .transpose()?,
         cloud_init: s.cloud_init.map(Into::into),
+        // Checked with the rest of the spec (`InstanceSpec::validate`).
+        disks: s
+            .disks
+            .into_iter()
+            .map(|d| DiskSpec {
+                image: d.image,
+                read_only: d.read_only,
+            })
+            .collect(),
     })
 }
 

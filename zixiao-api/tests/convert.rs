@@ -205,6 +205,13 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
         ),
         snapshot_schedule(),
         cloud_init(),
+        // A microVM's disks: any text and mode, which the wire must carry
+        // exactly (the spec's own check comes after).
+        prop::collection::vec(
+            (text(), any::<bool>())
+                .prop_map(|(image, read_only)| zixiao_core::model::DiskSpec { image, read_only }),
+            0..3,
+        ),
     )
         .prop_map(
             |(
@@ -214,6 +221,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 (command, env, restart, placement, publish),
                 snapshot_schedule,
                 cloud_init,
+                disks,
             )| InstanceSpec {
                 instance_type,
                 image,
@@ -237,6 +245,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 placement,
                 snapshot_schedule,
                 cloud_init,
+                disks,
             },
         )
 }

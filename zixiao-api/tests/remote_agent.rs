@@ -680,9 +680,12 @@ struct Migrating {
     aborted: std::sync::Mutex<Vec<String>>,
     /// The disk it exports (its digest [`FAKE_SHA256`], not checked here).
     disk: Vec<u8>,
-    /// What it imported: the size announced, the bytes, the digest.
-    imported: std::sync::Mutex<Vec<(u64, Vec<u8>, [u8; 32])>>,
+    /// What it imported.
+    imported: std::sync::Mutex<Vec<Imported>>,
 }
+
+/// A disk [`Migrating`] imported: the size announced, the bytes, the digest.
+type Imported = (u64, Vec<u8>, [u8; 32]);
 
 fn answered_target() -> zixiao_core::driver::MigrationTarget {
     zixiao_core::driver::MigrationTarget::new(

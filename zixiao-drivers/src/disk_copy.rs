@@ -219,7 +219,9 @@ mod tests {
         let (dir, export) = copy(b"marker").await;
         let pieces: Vec<_> = export.chunks.collect().await;
         let target = dir.path().join("target.qcow2");
-        let cases: Vec<(Vec<Result<DiskChunk, DriverError>>, u64, &str)> = vec![
+        // The pieces sent, the size announced, what the refusal names.
+        type Case<'a> = (Vec<Result<DiskChunk, DriverError>>, u64, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 vec![
                     Ok(DiskChunk::Data(b"marker".to_vec())),

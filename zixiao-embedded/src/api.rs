@@ -376,9 +376,9 @@ fn names_a_reference(spec: &InstanceSpec) -> bool {
     use zixiao_core::model::NodeFile;
     zixiao_core::model::node_files(spec)
         .into_iter()
-        .any(|(kind, value)| {
+        .any(|file| {
             matches!(
-                NodeFile::parse(kind.spec_field(), value),
+                NodeFile::parse(&file.field, file.value),
                 Ok(NodeFile::Reference(_))
             )
         })
@@ -392,10 +392,12 @@ fn names_a_reference(spec: &InstanceSpec) -> bool {
 fn check_node_images(embedded: &Embedded, spec: &InstanceSpec) -> Result<()> {
     use zixiao_core::model::NodeFile;
     let store = zixiao_drivers::node_images::NodeImageStore::new(&embedded.drivers.state_dir);
-    for (kind, value) in zixiao_core::model::node_files(spec) {
-        let field = kind.spec_field();
-        if !matches!(NodeFile::parse(field, value), Ok(NodeFile::Reference(_))) {
-            store.resolve(field, kind, value)?;
+    for file in zixiao_core::model::node_files(spec) {
+        if !matches!(
+            NodeFile::parse(&file.field, file.value),
+            Ok(NodeFile::Reference(_))
+        ) {
+            store.resolve(&file.field, file.kind, file.value)?;
         }
     }
     Ok(())

@@ -11,8 +11,10 @@
 //!   register and a reset register, each one byte of port I/O
 //!   ([`ACPI_SLEEP_CONTROL_PORT`], [`ACPI_SLEEP_STATUS_PORT`],
 //!   [`ACPI_RESET_PORT`]); no VGA, MSI, CMOS RTC or 8042 announced;
-//! - the DSDT: `\_S5_` (the sleep type Linux writes to power off) and COM1
-//!   (`PNP0501`, its ports and interrupt);
+//! - the DSDT: `\_S5_` (the sleep type Linux writes to power off), COM1
+//!   (`PNP0501`, its ports and interrupt), and each virtio-mmio device as
+//!   an `LNRO0005` device (its register window and interrupt line, as in
+//!   [`crate::layout`]), which Linux's virtio_mmio driver binds over ACPI;
 //! - the MADT: one enabled local APIC per vCPU and the I/O APIC, so SMP
 //!   works as with the MP table.
 //!
@@ -25,9 +27,14 @@
 //! hardware. (`reboot=a` makes Linux write the register directly; `reboot=k`
 //! pulses the i8042 reset line, recorded as `guest_reset`.)
 //!
-//! The virtio-mmio devices stay on the kernel command line (not in the
-//! DSDT): a guest booted with `acpi=off` finds them the same way, and a
-//! device announced twice would be probed twice. The MP table is written
+//! The virtio-mmio devices are announced twice: in the DSDT, for kernels
+//! built without `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` (Debian's cloud
+//! kernel), and on the kernel command line (`virtio_mmio.device=`), for
+//! guests booted with `acpi=off` and the test guests. A kernel that reads
+//! both registers each window twice, and the second probe of a window
+//! finds it taken and gives up (one line in its log), so every device is
+//! driven once. (Not booted with Linux here: Linux guests do not boot under
+//! the VMM on this software-nested machine.) The MP table is written
 //! too, for `acpi=off` guests and the test guest; Linux prefers the MADT
 //! when ACPI is on.
 //!
@@ -35,7 +42,9 @@
 //! a write either ends the VM or does nothing), so snapshots and
 //! migrations need nothing beyond guest memory, which holds the tables.
 
-use acpi_tables::aml::{self, Device, EISAName, Interrupt, Name, Package, ResourceTemplate, IO};
+use acpi_tables::aml::{
+    self, Device, EISAName, Interrupt, Memory32Fixed, Name, Package, ResourceTemplate, IO,
+};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
@@ -49,8 +58,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::devices::PortAction;
 use crate::layout::{
-    ioapic_id, ACPI_RESET_PORT, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, ACPI_START,
-    COM1_IRQ, COM1_PORT, IOAPIC_ADDR, LAPIC_ADDR, RESET_VECTOR,
+    ioapic_id, virtio_irq, virtio_mmio_addr, ACPI_RESET_PORT, ACPI_SLEEP_CONTROL_PORT,
+    ACPI_SLEEP_STATUS_PORT, ACPI_START, COM1_IRQ, COM1_PORT, IOAPIC_ADDR, LAPIC_ADDR, RESET_VECTOR,
+    VIRTIO_MMIO_SIZE,
 };
 use crate::VmmError;
 
@@ -80,11 +90,16 @@ const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 3) | (1 << 5);
 /// Tables are 16-byte aligned (8 would do; 16 keeps a dump readable).
 const ALIGN: usize = 16;
 
-/// The bytes to place at [`ACPI_START`]: the RSDP, then the DSDT, FADT,
+/// The `_HID` Linux's virtio_mmio driver matches over ACPI (Linaro's ID,
+/// as QEMU's and Firecracker's virt machines use it).
+const VIRTIO_MMIO_HID: &str = "LNRO0005";
+
+/// The bytes to place at [`ACPI_START`] for `vcpus` vCPUs and
+/// `virtio_devices` virtio-mmio devices: the RSDP, then the DSDT, FADT,
 /// MADT and XSDT (each after the tables it points to).
-pub(crate) fn build(vcpus: u8) -> Vec<u8> {
+pub(crate) fn build(vcpus: u8, virtio_devices: usize) -> Vec<u8> {
     let mut image = vec![0u8; Rsdp::len().next_multiple_of(ALIGN)];
-    let dsdt = append(&mut image, &dsdt());
+    let dsdt = append(&mut image, &dsdt(virtio_devices));
     let fadt = append(&mut image, &fadt(dsdt));
     let madt = append(&mut image, &madt(vcpus));
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -97,10 +112,14 @@ pub(crate) fn build(vcpus: u8) -> Vec<u8> {
     image
 }
 
-/// Writes the ACPI tables for `vcpus` into guest memory at [`ACPI_START`],
-/// and the reset stub at [`RESET_VECTOR`].
-pub(crate) fn write(mem: &GuestMemoryMmap, vcpus: u8) -> Result<(), VmmError> {
-    let bytes = build(vcpus);
+/// Writes the ACPI tables for `vcpus` and `virtio_devices` into guest
+/// memory at [`ACPI_START`], and the reset stub at [`RESET_VECTOR`].
+pub(crate) fn write(
+    mem: &GuestMemoryMmap,
+    vcpus: u8,
+    virtio_devices: usize,
+) -> Result<(), VmmError> {
+    let bytes = build(vcpus, virtio_devices);
     if ACPI_START + bytes.len() as u64 > RESET_VECTOR {
         return Err(VmmError::invalid("vcpus", "too many for the ACPI tables"));
     }
@@ -161,7 +180,7 @@ fn fadt(dsdt: u64) -> impl Aml {
     fadt.finalize()
 }
 
-fn dsdt() -> Sdt {
+fn dsdt(virtio_devices: usize) -> Sdt {
     let mut body = Vec::new();
     Name::new("_S5_".into(), &Package::new(vec![&S5_SLEEP_TYPE])).to_aml_bytes(&mut body);
     let com1_ports = IO::new(COM1_PORT, COM1_PORT, 1, 8);
@@ -177,6 +196,9 @@ fn dsdt() -> Sdt {
         ],
     )
     .to_aml_bytes(&mut body);
+    for index in 0..virtio_devices {
+        virtio_device(index, &mut body);
+    }
     let mut dsdt = Sdt::new(
         *b"DSDT",
         36,
@@ -187,6 +209,30 @@ fn dsdt() -> Sdt {
     );
     dsdt.append_slice(&body);
     dsdt
+}
+
+/// Appends virtio-mmio device `index` (`\_SB_.V000`, ...) to `body` as
+/// the DSDT describes it: [`VIRTIO_MMIO_HID`], `_UID` = `index`, and its
+/// register window and interrupt line from [`crate::layout`], the same the
+/// command line gives.
+fn virtio_device(index: usize, body: &mut Vec<u8>) {
+    // The windows sit below 4 GiB (layout's VIRTIO_MMIO_BASE).
+    let base = u32::try_from(virtio_mmio_addr(index)).unwrap_or(u32::MAX);
+    let window = Memory32Fixed::new(true, base, VIRTIO_MMIO_SIZE as u32);
+    // Edge-triggered, active high, exclusive: an ISA line, as the MP table
+    // routes it (and as Firecracker describes its virtio-mmio devices).
+    let irq = Interrupt::new(true, true, false, false, virtio_irq(index));
+    let resources = ResourceTemplate::new(vec![&window, &irq]);
+    let uid = index as u64;
+    Device::new(
+        format!("_SB_.V{index:03}").as_str().into(),
+        vec![
+            &Name::new("_HID".into(), &VIRTIO_MMIO_HID),
+            &Name::new("_UID".into(), &uid),
+            &Name::new("_CRS".into(), &resources),
+        ],
+    )
+    .to_aml_bytes(body);
 }
 
 fn madt(vcpus: u8) -> MADT {
@@ -268,7 +314,7 @@ mod tests {
     fn tables_chain_from_the_rsdp_with_valid_checksums() {
         assert!(RESET_VECTOR + reset_stub().len() as u64 <= crate::layout::HIMEM_START);
         for vcpus in [1u8, 2, crate::MAX_VCPUS] {
-            let image = build(vcpus);
+            let image = build(vcpus, crate::layout::MAX_DISKS);
             assert!(ACPI_START + image.len() as u64 <= RESET_VECTOR);
             // RSDP: ACPI 1.0 checksum over 20 bytes, extended over 36.
             assert_eq!(&image[..8], b"RSD PTR ");
@@ -317,6 +363,66 @@ mod tests {
             assert_eq!(at, madt.len());
             assert_eq!(cpus, (0..vcpus).collect::<Vec<_>>());
             assert_eq!(ioapics, vec![(ioapic_id(vcpus), IOAPIC_ADDR)]);
+        }
+    }
+
+    /// Each virtio-mmio device is an `LNRO0005` device in the DSDT whose
+    /// resources are the window and line the command line announces,
+    /// with the tables' checksums still right.
+    #[test]
+    fn the_dsdt_describes_each_virtio_device_as_the_layout_places_it() {
+        for devices in [0, 1, 3, crate::layout::MAX_DISKS] {
+            let image = build(2, devices);
+            let xsdt = table(&image, u64_at(&image, 24), b"XSDT");
+            let fadt = table(&image, u64_at(xsdt, 36), b"FACP");
+            let dsdt = table(&image, u64_at(fadt, 140), b"DSDT");
+            // String "LNRO0005": StringPrefix, the bytes, NUL.
+            let hid = b"\x0dLNRO0005\x00";
+            let found: Vec<usize> = dsdt
+                .windows(hid.len())
+                .enumerate()
+                .filter(|(_, w)| w == hid)
+                .map(|(at, _)| at)
+                .collect();
+            assert_eq!(found.len(), devices, "{devices} devices");
+            for (index, at) in found.into_iter().enumerate() {
+                // DeviceOp (ExtOpPrefix 0x5b, 0x82), its package length
+                // (1 or 2 bytes), then `\_SB_.V<index>` (DualNamePrefix).
+                let name = format!("V{index:03}");
+                let device = dsdt[..at]
+                    .windows(4)
+                    .rposition(|w| w == name.as_bytes())
+                    .expect("the device's name");
+                assert_eq!(&dsdt[device - 5..device], b"\x2e_SB_");
+                assert!(
+                    dsdt[device - 9..device - 5]
+                        .windows(2)
+                        .any(|w| w == [0x5b, 0x82]),
+                    "DeviceOp before {name}"
+                );
+                // Its _UID, then its _CRS: a Memory32Fixed descriptor
+                // (0x86, 9 bytes: read-write, base, length) and an
+                // extended interrupt descriptor (0x89, 6 bytes: flags
+                // consumer|edge, one line).
+                let rest = &dsdt[at..];
+                let uid = rest.windows(4).position(|w| w == b"_UID").expect("_UID");
+                // ZeroOp, OneOp, or BytePrefix and the value.
+                let value = match rest[uid + 4] {
+                    0x0a => rest[uid + 5],
+                    op => op,
+                };
+                assert_eq!(usize::from(value), index);
+                let mem = rest.iter().position(|&b| b == 0x86).expect("Memory32Fixed");
+                assert_eq!(&rest[mem + 1..mem + 4], &[9, 0, 1]);
+                assert_eq!(
+                    u64::from(u32_at(rest, mem + 4)),
+                    crate::layout::virtio_mmio_addr(index)
+                );
+                assert_eq!(u64::from(u32_at(rest, mem + 8)), VIRTIO_MMIO_SIZE);
+                let irq = mem + 12;
+                assert_eq!(&rest[irq..irq + 5], &[0x89, 6, 0, 0b11, 1]);
+                assert_eq!(u32_at(rest, irq + 5), crate::layout::virtio_irq(index));
+            }
         }
     }
 

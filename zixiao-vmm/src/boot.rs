@@ -141,7 +141,7 @@ pub(crate) fn load(
     write_page_tables(mem)?;
     write_gdt(mem)?;
     crate::mptable::write(mem, config.vcpus)?;
-    crate::acpi::write(mem, config.vcpus)?;
+    crate::acpi::write(mem, config.vcpus, config.virtio_devices())?;
     Ok(BootInfo { entry })
 }
 

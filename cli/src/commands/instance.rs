@@ -8,7 +8,9 @@ use futures::StreamExt;
 use zixiao_core::api::Page;
 use zixiao_core::driver::{ConsoleStream, SnapshotInfo};
 use zixiao_core::model::FromTemplate;
-use zixiao_core::model::{SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule};
+use zixiao_core::model::{
+    DiskSpec, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule,
+};
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
     Client, CreateInstance, Error, Instance, InstanceFilter, InstanceSpec, InstanceStats,
@@ -543,12 +545,39 @@ fn node_file(value: &std::path::Path) -> Result<std::path::PathBuf> {
     }
 }
 
+/// The `--disk` values: a number is the disk size in GiB (at most one),
+/// anything else a microVM's disk `NAME[:ro]`, its image made a path on
+/// this machine as `--kernel`'s is.
+fn disk_flags(values: &[String]) -> Result<(u64, Vec<DiskSpec>)> {
+    let mut size = None;
+    let mut disks = Vec::new();
+    for value in values {
+        let digits = value.strip_prefix('-').unwrap_or(value);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let gib = value
+                .parse::<u64>()
+                .map_err(|_| Error::invalid("--disk", format!("`{value}` is not a size in GiB")))?;
+            if size.replace(gib).is_some() {
+                return Err(Error::invalid("--disk", "a size in GiB is given once"));
+            }
+            continue;
+        }
+        let mut disk = DiskSpec::from_str(value).map_err(|e| flag(e, &["disk"]))?;
+        disk.image = node_file(std::path::Path::new(&disk.image))?
+            .to_string_lossy()
+            .into_owned();
+        disks.push(disk);
+    }
+    Ok((size.unwrap_or(0), disks))
+}
+
 /// The request from `-f FILE`, or from the flags.
 pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
     if let Some(file) = &args.file {
         return spec_file(file);
     }
     let instance_type = InstanceType::from_str(args.instance_type.as_deref().unwrap_or_default())?;
+    let (disk_gib, disks) = disk_flags(&args.disks)?;
     let spec = InstanceSpec {
         instance_type,
         image: args.image,
@@ -560,7 +589,7 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
         memory_limit_mib: args.memory_limit,
         max_cpus: args.max_cpus,
         max_memory_mib: args.max_memory,
-        disk_gib: args.disk,
+        disk_gib,
         kernel: args.kernel.as_deref().map(node_file).transpose()?,
         initrd: args.initrd.as_deref().map(node_file).transpose()?,
         cmdline: args.cmdline,
@@ -595,6 +624,7 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             args.network_config.as_deref(),
             &args.ssh_keys,
         )?,
+        disks,
     };
     let mut labels = key_values("--label", &args.labels)?;
     if let Some(project) = args.project {
@@ -747,6 +777,9 @@ fn instance_details(i: &Instance) -> String {
     }
     if let Some(kernel) = &s.kernel {
         pairs.push(("kernel", kernel.display().to_string()));
+    }
+    for disk in &s.disks {
+        pairs.push(("disk", disk.to_string()));
     }
     if let Some(from) = &s.restore_from {
         pairs.push(("restored from", from.display().to_string()));

@@ -1109,8 +1109,12 @@ fn movable_from(instance: &Instance) -> Result<String> {
 /// Whether `instance` has a disk that a restart would lose and a cold
 /// migration carries: a VM or microVM with an image or a disk size.
 fn has_disk(instance: &Instance) -> bool {
+    // A microVM's writable disk is its own copy, which a restart elsewhere
+    // would lose as a VM's overlay.
     instance.spec.instance_type != InstanceType::Container
-        && (instance.spec.image.is_some() || instance.spec.disk_gib > 0)
+        && (instance.spec.image.is_some()
+            || instance.spec.disk_gib > 0
+            || instance.spec.disks.iter().any(|d| !d.read_only))
 }
 
 /// Refuses what `mode` cannot do for `instance` when it migrates neither

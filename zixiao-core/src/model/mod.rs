@@ -5,6 +5,7 @@
 mod clone;
 mod cloud_init;
 mod cpus;
+mod disk;
 mod image_ref;
 mod instance;
 mod instance_uuid;
@@ -25,6 +26,7 @@ mod validate;
 pub use clone::{check_clone, CloneOrigin, SnapshotName};
 pub use cloud_init::{CloudInit, MAX_CLOUD_INIT_BYTES, MAX_SSH_KEYS};
 pub use cpus::{AllocationRatio, AllocationRatios, Cpus, InvalidAmount};
+pub use disk::{disk_field, DiskSpec, MAX_DISKS};
 pub use image_ref::{
     is_loopback_host, is_sha256_digest, ImageName, ImageRef, ImageRefPart, InvalidImageRef,
     DEFAULT_REGISTRY, DEFAULT_TAG,
@@ -52,7 +54,7 @@ pub use node::{
 };
 pub use node_image::{
     node_files, refuse_host_paths, refuse_host_paths_because, uses_node_image, HostPathRefusal,
-    ImageKind, NodeFile, NodeImageName, MAX_NODE_IMAGE_NAME,
+    ImageKind, NodeFile, NodeImageName, SpecFile, MAX_NODE_IMAGE_NAME,
 };
 pub use operation::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,

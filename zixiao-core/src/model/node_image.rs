@@ -292,21 +292,48 @@ impl NodeFile {
     }
 }
 
+/// A field of a spec that names a file on the node: which field, the
+/// kind of image it takes, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecFile<'a> {
+    /// The field, as errors name it (`spec.kernel`, `spec.disks[0].image`).
+    pub field: String,
+    /// The kind of image it takes.
+    pub kind: ImageKind,
+    /// What the spec gives.
+    pub value: &'a Path,
+}
+
 /// The fields of `spec` that name a file on the node, with the kind of
-/// image each takes: a VM's disk, a kernel, an initrd. A container's image
-/// is an OCI reference, not a file, and is left out.
-pub fn node_files(spec: &InstanceSpec) -> Vec<(ImageKind, &Path)> {
+/// image each takes: a VM's disk, a kernel, an initrd, a microVM's disks.
+/// A container's image is an OCI reference, not a file, and is left out.
+pub fn node_files(spec: &InstanceSpec) -> Vec<SpecFile<'_>> {
+    let file = |field: String, kind: ImageKind, value| SpecFile { field, kind, value };
     let mut files = Vec::new();
     if spec.instance_type != super::InstanceType::Container {
         if let Some(image) = &spec.image {
-            files.push((ImageKind::Disk, Path::new(image.as_str())));
+            let kind = ImageKind::Disk;
+            files.push(file(
+                kind.spec_field().to_owned(),
+                kind,
+                Path::new(image.as_str()),
+            ));
         }
     }
     if let Some(kernel) = &spec.kernel {
-        files.push((ImageKind::Kernel, kernel.as_path()));
+        let kind = ImageKind::Kernel;
+        files.push(file(kind.spec_field().to_owned(), kind, kernel.as_path()));
     }
     if let Some(initrd) = &spec.initrd {
-        files.push((ImageKind::Initrd, initrd.as_path()));
+        let kind = ImageKind::Initrd;
+        files.push(file(kind.spec_field().to_owned(), kind, initrd.as_path()));
+    }
+    for (i, disk) in spec.disks.iter().enumerate() {
+        files.push(file(
+            super::disk_field(i),
+            ImageKind::Disk,
+            Path::new(disk.image.as_str()),
+        ));
     }
     files
 }
@@ -314,9 +341,9 @@ pub fn node_files(spec: &InstanceSpec) -> Vec<(ImageKind, &Path)> {
 /// Whether `spec` uses image `name` of `kind` from its node's store, by
 /// that name or by a registry reference pulled under it.
 pub fn uses_node_image(spec: &InstanceSpec, kind: ImageKind, name: &NodeImageName) -> bool {
-    node_files(spec).into_iter().any(|(k, value)| {
-        k == kind
-            && NodeFile::parse(kind.spec_field(), value)
+    node_files(spec).into_iter().any(|file| {
+        file.kind == kind
+            && NodeFile::parse(&file.field, file.value)
                 .ok()
                 .and_then(|file| file.image())
                 .as_ref()
@@ -387,10 +414,10 @@ pub fn refuse_host_paths_because(
     refusal: HostPathRefusal,
 ) -> Result<(), Error> {
     let why = refusal.reason();
-    for (kind, value) in node_files(spec) {
+    for SpecFile { field, kind, value } in node_files(spec) {
         if value.is_absolute() {
             return Err(Error::invalid(
-                kind.spec_field(),
+                field,
                 format!(
                     "`{}` is a host path, and {why}; \
                      import the file as an image with `zixiao image import --kind {kind}` \

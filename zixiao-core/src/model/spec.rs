@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CloudInit, Cpus, PublishedPort, Resources, SnapshotSchedule};
+use super::{CloudInit, Cpus, DiskSpec, PublishedPort, Resources, SnapshotSchedule};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -287,6 +287,10 @@ pub struct InstanceSpec {
     /// (user data, SSH keys), given to it on a read-only `cidata` disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
+    /// microVMs only: disks besides the kernel and initrd, in guest order
+    /// (`/dev/vda`, ...): raw images of the node's store (see [`DiskSpec`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskSpec>,
 }
 
 impl InstanceSpec {
@@ -356,6 +360,7 @@ impl InstanceSpec {
             placement: Placement::default(),
             snapshot_schedule: None,
             cloud_init: None,
+            disks: Vec::new(),
         }
     }
 

@@ -472,6 +472,7 @@ impl InstanceSpec {
             }
             init.validate("spec.cloud_init")?;
         }
+        super::disk::validate_disks(&self.disks, ty)?;
         validate_placement(&self.placement)
     }
 }

@@ -22,8 +22,15 @@
 //! ports are checked at create, forwarded at each start and removed at
 //! stop and delete (see `crate::net`). A microVM restored from a snapshot
 //! cannot join networks yet (its cards name the snapshotted VM's TAPs).
+//!
+//! Disks (`spec.disks`): raw images of the node's store (or host paths),
+//! checked at create, attached as virtio-block devices in spec order
+//! before the network cards on both backends; a writable one is the
+//! instance's own copy (see `disks`), a read-only one the image itself. A
+//! restored or cloned microVM cannot take disks yet (`Unsupported`).
 
 mod clones;
+mod disks;
 mod kernel;
 mod layout;
 mod plan;
@@ -325,10 +332,15 @@ impl MicrovmDriver {
             spec: self.resolved(&instance.spec)?,
             ..instance.clone()
         };
-        plan::plan(&resolved, self.host, backend)
+        plan::plan(
+            &resolved,
+            self.host,
+            backend,
+            &disks::dir(&self.dir(instance)?),
+        )
     }
 
-    /// `spec` with its kernel and initrd image names replaced by the
+    /// `spec` with its kernel, initrd and disk image names replaced by the
     /// node store's files. Errors: `NotFound` naming the field (no such
     /// image on this node), `InvalidArgument`.
     fn resolved(&self, spec: &InstanceSpec) -> Result<InstanceSpec, DriverError> {
@@ -345,6 +357,16 @@ impl MicrovmDriver {
                     .resolve("spec.initrd", ImageKind::Initrd, initrd)?,
             );
         }
+        for (i, disk) in spec.disks.iter_mut().enumerate() {
+            let field = zixiao_core::model::disk_field(i);
+            let path = self
+                .images
+                .resolve(&field, ImageKind::Disk, Path::new(&disk.image))?;
+            disk.image = path
+                .into_os_string()
+                .into_string()
+                .map_err(|_| crate::errors::invalid(&field, "the image's path is not UTF-8"))?;
+        }
         Ok(spec)
     }
 
@@ -357,8 +379,9 @@ impl MicrovmDriver {
     /// each counts with the longest `ip=` argument it could add. Reads
     /// only the files' headers.
     ///
-    /// Errors: `InvalidArgument` naming the field, `NotFound` (a kernel,
-    /// initrd or snapshot directory that is not on this node),
+    /// Errors: `InvalidArgument` naming the field (a disk that is not a
+    /// raw image), `NotFound` (a kernel, initrd, disk or snapshot
+    /// directory that is not on this node),
     /// `Unsupported` (the backend cannot run here, or cannot join
     /// networks), `ResourceExhausted` (more than this host has).
     pub fn check_create(&self, spec: &InstanceSpec) -> Result<(), DriverError> {
@@ -372,6 +395,9 @@ impl MicrovmDriver {
             }
             if !spec.networks.is_empty() {
                 return Err(restore_has_no_network());
+            }
+            if !spec.disks.is_empty() {
+                return Err(restore_has_no_disks());
             }
             return snapshots::check_restore(from, spec);
         }
@@ -434,6 +460,7 @@ impl MicrovmDriver {
                 "spec.restore_from",
                 "restoring a snapshot needs the vmm backend",
             )),
+            Some(_) if !instance.spec.disks.is_empty() => Err(restore_has_no_disks()),
             Some(from) => snapshots::check_restore(from, &instance.spec).map(|()| None),
             None => self.boot_plan(instance, backend).map(Some),
         }
@@ -456,6 +483,9 @@ impl MicrovmDriver {
             let network = self
                 .plug(instance, record.backend, &record.attachments)
                 .await?;
+            if let Some(plan) = plan {
+                disks::make_copies(&plan.disks).await?;
+            }
             match record.backend {
                 Backend::Qemu => {
                     let plan = plan.ok_or_else(|| {
@@ -630,6 +660,17 @@ fn restore_has_no_network() -> DriverError {
     DriverError::Unsupported(
         "spec.networks: a microVM restored from a snapshot cannot join networks yet (its \
          network cards would still name the snapshotted microVM's TAP devices)"
+            .to_owned(),
+    )
+}
+
+/// Why a microVM restored from a snapshot (or a clone) cannot take disks:
+/// the snapshot's block devices name the files of the microVM it was taken
+/// from, which the restored one would then write to.
+fn restore_has_no_disks() -> DriverError {
+    DriverError::Unsupported(
+        "spec.disks: a microVM restored from a snapshot (or cloned) cannot take disks yet (its \
+         block devices would still name the snapshotted microVM's disk files)"
             .to_owned(),
     )
 }

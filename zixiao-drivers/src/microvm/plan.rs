@@ -5,7 +5,7 @@
 //! before a create is stored (`MicrovmDriver::check_create`) and when the
 //! driver creates or relaunches the microVM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use zixiao_core::{DriverError, Instance, InstanceSpec, InstanceType};
 
@@ -37,6 +37,26 @@ pub(crate) struct BootPlan {
     /// The cloud-init seed's files, when the spec has cloud-init data
     /// (QEMU backend only: see `MicrovmDriver::check_create`).
     pub(crate) seed: Option<crate::cloud_init::SeedFiles>,
+    /// The virtio-block disks, in spec order.
+    pub(crate) disks: Vec<PlannedDisk>,
+}
+
+/// A virtio-block disk of the guest on a raw file of the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PlannedDisk {
+    /// The file the monitor opens: the instance's own copy of a writable
+    /// disk, the image itself for a read-only one.
+    pub(crate) path: PathBuf,
+    /// The image a writable disk's copy is made from, once, at create
+    /// (see `disks::make_copies`); `None` for a read-only disk.
+    pub(crate) copy_of: Option<PathBuf>,
+    /// The guest sees it read-only, and the monitor opens it so.
+    pub(crate) read_only: bool,
+}
+
+/// Where writable disk `index` of a microVM is copied in `disk_dir`.
+pub(crate) fn disk_copy(disk_dir: &Path, index: usize) -> PathBuf {
+    disk_dir.join(format!("disk{index}.img"))
 }
 
 /// A network card of the guest on a TAP device of the host.
@@ -48,12 +68,15 @@ pub(crate) struct Nic {
     pub(crate) mac: String,
 }
 
-/// Checks `instance`'s spec against its files, `backend`'s limits and
-/// the host's `cpus` and `memory_mib` (see [`check`]), and plans its boot.
+/// Checks `instance`'s spec (its files resolved to host paths) against
+/// its files, `backend`'s limits and the host's `cpus` and `memory_mib`
+/// (see [`check`]), and plans its boot, with its writable disks' copies
+/// in `disk_dir`.
 pub(crate) fn plan(
     instance: &Instance,
     host: (u32, u64),
     backend: Backend,
+    disk_dir: &Path,
 ) -> Result<BootPlan, DriverError> {
     let spec = &instance.spec;
     let cmdline = spec
@@ -84,6 +107,26 @@ pub(crate) fn plan(
         nics,
         // The kernel command line's `ip=` configures a microVM: static.
         seed: crate::cloud_init::seed_of(instance, crate::cloud_init::Addressing::Static),
+        disks: spec
+            .disks
+            .iter()
+            .enumerate()
+            .map(|(i, disk)| {
+                let image = PathBuf::from(&disk.image);
+                match disk.read_only {
+                    true => PlannedDisk {
+                        path: image,
+                        copy_of: None,
+                        read_only: true,
+                    },
+                    false => PlannedDisk {
+                        path: disk_copy(disk_dir, i),
+                        copy_of: Some(image),
+                        read_only: false,
+                    },
+                }
+            })
+            .collect(),
     })
 }
 
@@ -123,6 +166,7 @@ pub(crate) fn check(
                 .to_owned(),
         ));
     }
+    check_disks(spec, backend)?;
     let vcpus = crate::errors::vcpus(spec)?;
     if vcpus > MAX_VCPUS {
         return Err(invalid(
@@ -246,6 +290,32 @@ pub(crate) fn check(
     Ok(())
 }
 
+/// Checks the spec's disks (their images resolved to host paths): each a
+/// raw disk (see [`crate::node_images::check_raw_disk`]), and on the vmm
+/// backend no more virtio devices than it has interrupt lines for.
+/// Errors: `InvalidArgument` naming the field, `NotFound`.
+fn check_disks(spec: &InstanceSpec, backend: Backend) -> Result<(), DriverError> {
+    let most = zixiao_vmm::layout::MAX_DISKS;
+    if backend == Backend::Vmm && spec.disks.len() + spec.networks.len() > most {
+        return Err(invalid(
+            "spec.disks",
+            format!(
+                "{} disks and {} networks; a microVM on the vmm backend has at most {most} \
+                 virtio devices (one interrupt line each)",
+                spec.disks.len(),
+                spec.networks.len()
+            ),
+        ));
+    }
+    for (i, disk) in spec.disks.iter().enumerate() {
+        crate::node_images::check_raw_disk(
+            &zixiao_core::model::disk_field(i),
+            Path::new(&disk.image),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +323,15 @@ mod tests {
 
     fn instance(spec: InstanceSpec) -> Instance {
         zixiao_testing::fake_driver::placed_instance("m", spec)
+    }
+
+    /// [`super::plan`] of a microVM without writable disks.
+    fn plan(
+        instance: &Instance,
+        host: (u32, u64),
+        backend: Backend,
+    ) -> Result<BootPlan, DriverError> {
+        super::plan(instance, host, backend, Path::new("/no-disks"))
     }
 
     #[test]

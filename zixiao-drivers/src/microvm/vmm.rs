@@ -10,8 +10,8 @@ use zixiao_core::driver::ConsoleStream;
 use zixiao_core::{DriverError, InstanceStats, RuntimeState};
 use zixiao_net::LinuxNetwork;
 use zixiao_vmm::{
-    exit_reasons, Boot, Confinement, MacAddr, NetConfig, TapName, VmConfig, VmState, VmmClient,
-    VmmError,
+    exit_reasons, Boot, Confinement, DiskConfig, MacAddr, NetConfig, TapName, VmConfig, VmState,
+    VmmClient, VmmError,
 };
 
 use super::layout::InstanceDir;
@@ -103,7 +103,14 @@ impl VmmBackend {
                 vcpus: u8::try_from(plan.cpus)
                     .map_err(|_| crate::errors::invalid("spec.cpus", "too many vCPUs"))?,
                 memory_mib: plan.memory_mib,
-                disks: Vec::new(),
+                disks: plan
+                    .disks
+                    .iter()
+                    .map(|disk| DiskConfig {
+                        path: disk.path.clone(),
+                        read_only: disk.read_only,
+                    })
+                    .collect(),
                 nets: plan
                     .nics
                     .iter()

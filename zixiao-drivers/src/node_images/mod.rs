@@ -361,15 +361,17 @@ impl NodeImageStore {
         spec: &zixiao_core::InstanceSpec,
         options: &PullOptions,
     ) -> Result<(), DriverError> {
-        for (kind, value) in zixiao_core::model::node_files(spec) {
-            let field = kind.spec_field();
-            let Ok(NodeFile::Reference(reference)) = NodeFile::parse(field, value) else {
+        for zixiao_core::model::SpecFile { field, kind, value } in
+            zixiao_core::model::node_files(spec)
+        {
+            let Ok(NodeFile::Reference(reference)) = NodeFile::parse(&field, value) else {
                 continue;
             };
             let held = {
                 let store = self.clone();
                 let value = value.to_owned();
-                blocking(move || Ok(store.resolve(field, kind, &value).is_ok())).await?
+                let field = field.clone();
+                blocking(move || Ok(store.resolve(&field, kind, &value).is_ok())).await?
             };
             if held {
                 continue;
@@ -381,10 +383,50 @@ impl NodeImageStore {
             tracing::info!(%reference, %kind, "pulling a missing node image");
             Images::pull(self, &reference, &options, &|_| {})
                 .await
-                .map_err(|e| at_field(field, e))?;
+                .map_err(|e| at_field(&field, e))?;
         }
         Ok(())
     }
+}
+
+/// The smallest disk a guest can use: one 512-byte sector.
+const SECTOR_BYTES: u64 = 512;
+
+/// Checks that `path`, the file spec field `field` resolved to, holds a
+/// raw disk a microVM can use as it is: a regular file (not a symbolic
+/// link), of at least one 512-byte sector, whose content is not qcow2 or
+/// another disk format (the VMM reads the bytes as the guest's disk);
+/// returns its size in bytes. Reads its first 4 KiB. Errors: `NotFound`
+/// naming `field` (no such file), `InvalidArgument` naming `field`,
+/// saying what is wrong.
+pub fn check_raw_disk(field: &str, path: &Path) -> Result<u64, DriverError> {
+    let (source, size) = open_source(path, ImageKind::Disk).map_err(|e| at_field(field, e))?;
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    source
+        .take(HEADER_BYTES as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| invalid(field, format!("cannot read `{}`: {e}", path.display())))?;
+    let format = content::check(ImageKind::Disk, &header).map_err(|e| at_field(field, e))?;
+    if format != content::ImageFormat::Raw {
+        return Err(invalid(
+            field,
+            format!(
+                "`{}` is a {format} disk; a microVM takes raw disks only (convert it: \
+                 `qemu-img convert -O raw IN OUT`)",
+                path.display()
+            ),
+        ));
+    }
+    if size < SECTOR_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "`{}` is {size} bytes, less than one {SECTOR_BYTES}-byte sector",
+                path.display()
+            ),
+        ));
+    }
+    Ok(size)
 }
 
 /// `error` with `field` named in front of its message where the kind has

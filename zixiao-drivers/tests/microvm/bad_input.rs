@@ -169,3 +169,98 @@ async fn discovery_says_what_is_missing_and_honours_the_node_default() {
     spec.backend = MicrovmBackend::Auto;
     assert_eq!(driver.runtime_of(&instance("auto", spec)), "qemu");
 }
+
+#[tokio::test]
+async fn bad_disks_are_refused_naming_the_disk_and_leave_nothing() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let driver = fx.driver();
+    let files = tempfile::tempdir().expect("tempdir");
+    let raw = files.path().join("raw.img");
+    std::fs::write(&raw, vec![7u8; 4096]).expect("write");
+    let mut qcow = b"QFI\xfb\0\0\0\x03".to_vec();
+    qcow.resize(4096, 0);
+    let qcow2 = files.path().join("disk.qcow2");
+    std::fs::write(&qcow2, &qcow).expect("write");
+    let tiny = files.path().join("tiny.img");
+    std::fs::write(&tiny, b"short").expect("write");
+    let with_disks = |disks: &[String]| {
+        let mut spec = fx.spec("");
+        spec.disks = disks.iter().map(|d| d.parse().expect("disk")).collect();
+        spec
+    };
+    let path = |p: &Path| p.display().to_string();
+    let cases: Vec<(&str, InstanceSpec, ErrorKind, &str)> = vec![
+        (
+            "an image the node's store lacks",
+            with_disks(&[path(&raw), "nosuchdisk".to_owned()]),
+            ErrorKind::NotFound,
+            "spec.disks[1].image: disk image `nosuchdisk`",
+        ),
+        (
+            "a host file that is not there",
+            with_disks(&[path(&files.path().join("gone.img"))]),
+            ErrorKind::NotFound,
+            "spec.disks[0].image",
+        ),
+        (
+            "a qcow2 disk",
+            with_disks(&[path(&qcow2)]),
+            ErrorKind::InvalidArgument,
+            "a microVM takes raw disks only",
+        ),
+        (
+            "less than a sector",
+            with_disks(&[path(&tiny)]),
+            ErrorKind::InvalidArgument,
+            "less than one 512-byte sector",
+        ),
+        (
+            "a directory",
+            with_disks(&[path(files.path())]),
+            ErrorKind::InvalidArgument,
+            "spec.disks[0].image",
+        ),
+        (
+            "more disks than a microVM has",
+            with_disks(&vec![path(&raw); zixiao_core::model::MAX_DISKS + 1]),
+            ErrorKind::InvalidArgument,
+            "at most 8",
+        ),
+        (
+            "a restore that would take disks",
+            {
+                let mut spec = with_disks(&[path(&raw)]);
+                spec.backend = MicrovmBackend::Vmm;
+                spec.restore_from = Some(files.path().to_owned());
+                spec
+            },
+            ErrorKind::Unsupported,
+            "spec.disks",
+        ),
+    ];
+    for (what, spec, kind, text) in cases {
+        // Checked before it is stored (the controller's check) ...
+        let checked = spec
+            .validate()
+            .map_err(|e| (e.kind(), e.to_string()))
+            .and_then(|()| {
+                driver
+                    .check_create(&spec)
+                    .map_err(|e| (e.kind(), e.to_string()))
+            })
+            .expect_err(what);
+        assert_eq!(checked.0, kind, "{what}: {}", checked.1);
+        assert!(checked.1.contains(text), "{what}: {}", checked.1);
+        // ... and by the create itself, which leaves nothing.
+        if spec.validate().is_ok() {
+            let vm = instance(&unique("disk"), spec);
+            let err = driver.create(&vm).await.expect_err(what);
+            assert_eq!(err.kind(), kind, "{what}: {err}");
+            assert!(err.to_string().contains(text), "{what}: {err}");
+        }
+        assert_no_files(fx.dir.path());
+    }
+    assert_eq!(std::fs::read(&raw).expect("raw"), vec![7u8; 4096]);
+}

@@ -4,7 +4,9 @@
 //! stop and start; delete removes the TAP. A published port reaches the
 //! guest from outside the node until it stops. A VMM-backend microVM gets
 //! its TAP on the bridge too, and frames cross it both ways (with
-//! zixiao-vmm's C test guest). Refusals (no host network, a network not set
+//! zixiao-vmm's C test guest), next to disks from the node's image store:
+//! the guest writes its own copy of a writable one, and a read-only one
+//! refuses writes, while the store's files stay as they were. Refusals (no host network, a network not set
 //! up on the node, a restore joining a network) leave nothing. Everything runs inside a network namespace
 //! the test creates; QEMU starts in it, so the host's network is never
 //! touched.
@@ -337,8 +339,33 @@ fn mac_bytes(text: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A raw disk image of `sectors` 512-byte sectors, filled with a pattern seeded by `seed`.
+fn raw_disk(path: &Path, sectors: usize, seed: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..sectors * 512)
+        .map(|i| ((i * 7 + seed) % 251) as u8)
+        .collect();
+    std::fs::write(path, &data).expect("write the disk image");
+    data
+}
+
+/// The CRC-32 (IEEE) the test guest prints of a sector.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
 #[test]
-fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
+fn a_vmm_microvm_with_disks_on_a_network_writes_its_own_copy_and_frames_cross_the_bridge() {
     isolated(|netns_dir| async move {
         let Some(vfx) = super::vmm::fixture() else {
             return;
@@ -349,6 +376,27 @@ fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
         let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
         let host = LinuxNetwork::connect(&netns_dir).expect("netlink");
         let dir = vfx.dir.path().join("net");
+        // Two raw disks in the node's image store: one the guest writes
+        // (through the instance's copy), one it may only read.
+        let store = zixiao_drivers::node_images::NodeImageStore::new(&dir);
+        let images = vfx.dir.path().join("images");
+        std::fs::create_dir_all(&images).expect("dir");
+        let data_before = raw_disk(&images.join("data.img"), 64, 1);
+        let tools_before = raw_disk(&images.join("tools.img"), 16, 2);
+        for name in ["data", "tools"] {
+            store
+                .import(
+                    &images.join(format!("{name}.img")),
+                    &name.try_into().expect("name"),
+                    zixiao_core::model::ImageKind::Disk,
+                )
+                .expect("import");
+        }
+        let stored = |name: &str, field: &str| {
+            store
+                .resolve(field, zixiao_core::model::ImageKind::Disk, Path::new(name))
+                .expect("stored")
+        };
         let driver = Arc::new(
             MicrovmDriver::new(MicrovmOptions::new(&dir))
                 .expect("driver")
@@ -367,6 +415,10 @@ fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
         spec.cmdline = Some("console=ttyS0".to_owned());
         spec.backend = MicrovmBackend::Vmm;
         spec.networks = vec!["vmnet".to_owned()];
+        spec.disks = vec![
+            "data".parse().expect("disk"),
+            "tools:ro".parse().expect("disk"),
+        ];
         let created = c
             .create_instance(CreateInstance::new(&name, spec))
             .await
@@ -392,6 +444,41 @@ fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
             (log.contains(&hello) && log.contains("ZX: net tx hello")).then_some(())
         })
         .await;
+
+        // The disks come first, in spec order, then the card; the guest
+        // read the image's bytes, and wrote and flushed disk 0 but not 1.
+        let log = console(&driver, &vm).await;
+        for line in [
+            "ZX: virtio0 at 0xd0000000 irq=5 version=2 id=2".to_owned(),
+            "ZX: virtio1 at 0xd0001000 irq=6 version=2 id=2".to_owned(),
+            "ZX: virtio2 at 0xd0002000 irq=7 version=2 id=1".to_owned(),
+            "ZX: blk0 capacity=64 ro=0 flush=1".to_owned(),
+            format!(
+                "ZX: blk0 read sector 0 crc={:08x} status=0 isr=1",
+                crc32(&data_before[..512])
+            ),
+            "ZX: blk0 write ok".to_owned(),
+            "ZX: blk0 flush ok".to_owned(),
+            "ZX: blk1 capacity=16 ro=1 flush=1".to_owned(),
+            "ZX: blk1 write refused (ro)".to_owned(),
+        ] {
+            assert!(log.contains(&format!("{line}\n")), "{line} in:\n{log}");
+        }
+        // The guest wrote the instance's copy of `data`; the store's files
+        // are byte for byte what was imported.
+        let copy = driver.instance_dir(&vm).join("disks").join("disk0.img");
+        let written = std::fs::read(&copy).expect("the instance's copy");
+        let pattern: Vec<u8> = (0..512).map(|j| (j * 13 + 7) as u8).collect();
+        assert_eq!(&written[512..1024], pattern.as_slice());
+        assert_eq!(&written[..512], &data_before[..512]);
+        assert_eq!(
+            std::fs::read(stored("data", "d")).expect("data"),
+            data_before
+        );
+        assert_eq!(
+            std::fs::read(stored("tools", "t")).expect("tools"),
+            tools_before
+        );
 
         // A frame from the bridge reaches the guest, which sends it back
         // through the TAP and the bridge.
@@ -422,6 +509,12 @@ fn a_vmm_microvm_on_a_network_has_its_tap_on_the_bridge_and_frames_cross_it() {
         })
         .await;
         assert_eq!(host.link_index(&tap).await.expect("lookup"), None);
+        // The copy went with the instance; the images stay in the store.
+        assert!(!copy.exists(), "{}", copy.display());
+        assert_eq!(
+            std::fs::read(stored("data", "d")).expect("data"),
+            data_before
+        );
         c.delete_network("vmnet").await.expect("delete network");
     });
 }

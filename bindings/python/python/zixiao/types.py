@@ -62,6 +62,16 @@ class SnapshotSchedule(TypedDict):
     keep: int
 
 
+class DiskSpec(TypedDict, total=False):
+    """A microVM's disk (the core's ``DiskSpec``)."""
+
+    image: str
+    """A raw disk image's name in the node's store, a registry reference,
+    or (local administrator only) an absolute path on the node."""
+    read_only: bool
+    """The guest sees it read-only and the image is used as it is."""
+
+
 class ScheduledSnapshot(TypedDict):
     """The last snapshot a schedule took."""
 
@@ -118,6 +128,10 @@ class InstanceSpec:
     """VMs: the most memory in MiB ``update_instance`` may give it live (at
     least ``memory_mib``, held back by a balloon); the node reserves
     ``memory_mib`` only."""
+    disks: Optional[List["DiskSpec"]] = None
+    """microVMs: disks besides the kernel, in guest order: raw images of
+    the node's store, ``{"image": "data"}`` (the instance writes its own
+    copy) or ``{"image": "tools", "read_only": True}``."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""

@@ -196,6 +196,20 @@ impl QemuBackend {
                 ),
             ]);
         }
+        // The spec's disks, raw, in order (the driver made each writable
+        // one's copy); before the seed, so they are the first block devices.
+        for (i, disk) in plan.disks.iter().enumerate() {
+            let read_only = if disk.read_only { ",readonly=on" } else { "" };
+            argv.extend([
+                "-drive".to_owned(),
+                format!(
+                    "file={},if=none,id=disk{i},format=raw{read_only}",
+                    escape_opt(&path(disk.path.clone()))
+                ),
+                "-device".to_owned(),
+                format!("virtio-blk-device,drive=disk{i}"),
+            ]);
+        }
         // The cloud-init seed, read-only: the guest finds it by its label.
         if plan.seed.is_some() {
             argv.extend([
@@ -881,7 +895,7 @@ mod tests {
     }
 
     #[test]
-    fn each_nic_is_a_tap_netdev_and_a_virtio_card_with_its_mac() {
+    fn each_nic_and_disk_is_a_virtio_device_in_spec_order() {
         let backend = QemuBackend {
             binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
             accel: Accel::Tcg,
@@ -907,11 +921,28 @@ mod tests {
                 "user-data",
                 "#cloud-config\n".to_owned(),
             )])),
+            disks: vec![
+                super::super::plan::PlannedDisk {
+                    path: PathBuf::from("/state/microvm/x/disks/disk0.img"),
+                    copy_of: Some(PathBuf::from("/state/images/disk/ab")),
+                    read_only: false,
+                },
+                super::super::plan::PlannedDisk {
+                    path: PathBuf::from("/state/images/disk/cd"),
+                    copy_of: None,
+                    read_only: true,
+                },
+            ],
         };
         let argv = backend.argv("vm", &dir, &plan).join(" ");
+        // The instance's copy, writable; the image itself, read-only; then the seed.
         assert!(
             argv.contains(
-                "-drive file=/state/microvm/x/cidata.iso,if=none,id=cidata,format=raw,readonly=on \
+                "-drive file=/state/microvm/x/disks/disk0.img,if=none,id=disk0,format=raw \
+                 -device virtio-blk-device,drive=disk0 \
+                 -drive file=/state/images/disk/cd,if=none,id=disk1,format=raw,readonly=on \
+                 -device virtio-blk-device,drive=disk1 \
+                 -drive file=/state/microvm/x/cidata.iso,if=none,id=cidata,format=raw,readonly=on \
                  -device virtio-blk-device,drive=cidata"
             ),
             "{argv}"
