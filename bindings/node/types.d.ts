@@ -43,6 +43,7 @@ export type NodeStatus =
   | 'onboarding'
   | 'onboarding_failed'
 export type RestartPolicy = 'never' | 'on_failure' | 'always'
+export type PullPolicy = 'missing' | 'always' | 'never'
 
 /** What to run and with how much. */
 export interface InstanceSpec {
@@ -92,6 +93,11 @@ export interface InstanceSpec {
   snapshot_schedule?: SnapshotSchedule
   /** VMs and QEMU microVMs: first-boot data for cloud-init, on a read-only `cidata` disk. */
   cloud_init?: CloudInit
+  /** When the node pulls `image`, `kernel` and `initrd` given as registry
+   * references: `missing` (default; only what it lacks), `always` (a moved
+   * tag gives its new digest) or `never` (a missing image rejects the
+   * create with `failed_precondition`). */
+  pull?: PullPolicy
 }
 
 /**

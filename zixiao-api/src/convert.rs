@@ -39,9 +39,10 @@ use zixiao_core::model::{
     LabelChanges, MicrovmBackend, Network, NetworkAttachment, NetworkPart, NetworkPartKind,
     NetworkStatus, Node, NodeImageName, NodeMetadata, NodeNetworkState, NodeRegistration, NodeRole,
     NodeStatus, Onboarding, OnboardingState, OrphanSweep, PartState, Placement, PublishedPort,
-    Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep, SnapshotInterval,
-    SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo, TemplateName,
-    TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges, Vni,
+    PullPolicy, Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep,
+    SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
+    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    Vni, MAX_NODE_IMAGES,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -186,6 +187,9 @@ wire_enum!(MicrovmBackend, pb::MicrovmBackend, _backend, backend, {
 });
 wire_enum!(RestartPolicy, pb::RestartPolicy, _restart, restart, {
     Never <=> Never, OnFailure <=> OnFailure, Always <=> Always,
+});
+wire_enum!(PullPolicy, pb::PullPolicy, _pull_policy, pull_policy, {
+    Missing <=> Missing, Always <=> Always, Never <=> Never,
 });
 wire_enum!(DesiredState, pb::DesiredState, desired_state, _desired_state, {
     Running <=> Running, Stopped <=> Stopped, Deleted <=> Deleted,
@@ -473,6 +477,7 @@ impl From<InstanceSpec> for pb::InstanceSpec {
             publish: s.publish.iter().map(ToString::to_string).collect(),
             snapshot_schedule: s.snapshot_schedule.map(Into::into),
             cloud_init: s.cloud_init.map(Into::into),
+            pull: wire::<_, pb::PullPolicy>(s.pull),
         }
     }
 }
@@ -574,6 +579,7 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
             .map(|s| snapshot_schedule(s, &path(at, "snapshot_schedule")))
             .transpose()?,
         cloud_init: s.cloud_init.map(Into::into),
+        pull: pull_policy(s.pull, &path(at, "pull"))?.unwrap_or_default(),
     })
 }
 
@@ -1736,6 +1742,7 @@ impl From<Node> for pb::Node {
             traits: n.traits.into_iter().collect(),
             runtimes,
             missing_runtimes,
+            images: n.images.into_iter().collect(),
             carbon_intensity: n.carbon_intensity,
             last_heartbeat: n.last_heartbeat.map(timestamp),
             orphan_sweep: n.orphan_sweep.map(Into::into),
@@ -1794,6 +1801,7 @@ fn node(n: pb::Node, at: &str) -> Result<Node> {
         runtimes: r.runtimes,
         missing_runtimes: r.missing,
         drivers: r.drivers,
+        images: n.images.into_iter().take(MAX_NODE_IMAGES).collect(),
         carbon_intensity: n.carbon_intensity,
         last_heartbeat: optional_time(n.last_heartbeat, &path(at, "last_heartbeat"))?,
         orphan_sweep: n

@@ -254,3 +254,30 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
     }
     Ok(digest)
 }
+
+/// Pushes the OCI layout tar `archive` to `image` (on a loopback registry,
+/// over plain HTTP) with `skopeo copy`, its manifest written in `format`
+/// (`oci` or `v2s2`): the same content pushed in the other format moves
+/// the tag to another manifest digest, as a rebuilt image would.
+/// Errors: skopeo's own.
+pub fn push_oci_archive(archive: &str, image: &str, format: &str) -> Result<(), String> {
+    let pushed = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--format",
+            format,
+        ])
+        .arg(format!("oci-archive:{archive}"))
+        .arg(format!("docker://{image}"))
+        .output()
+        .map_err(|e| format!("run skopeo: {e}"))?;
+    if !pushed.status.success() {
+        return Err(format!(
+            "skopeo copy to {image} failed: {}",
+            String::from_utf8_lossy(&pushed.stderr)
+        ));
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use zixiao_core::api::Page;
 use zixiao_core::driver::{ConsoleStream, SnapshotInfo};
 use zixiao_core::model::FromTemplate;
+use zixiao_core::model::PullPolicy;
 use zixiao_core::model::{SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule};
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
@@ -595,6 +596,7 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             args.network_config.as_deref(),
             &args.ssh_keys,
         )?,
+        pull: PullPolicy::from_str(&args.pull)?,
     };
     let mut labels = key_values("--label", &args.labels)?;
     if let Some(project) = args.project {

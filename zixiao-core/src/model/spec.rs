@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CloudInit, Cpus, PublishedPort, Resources, SnapshotSchedule};
+use super::{CloudInit, Cpus, PublishedPort, PullPolicy, Resources, SnapshotSchedule};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -287,6 +287,11 @@ pub struct InstanceSpec {
     /// (user data, SSH keys), given to it on a read-only `cidata` disk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud_init: Option<CloudInit>,
+    /// When the create pulls what [`Self::image`], [`Self::kernel`] and
+    /// [`Self::initrd`] name by registry reference: only what the node
+    /// lacks (the default), always, or never.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull: PullPolicy,
 }
 
 impl InstanceSpec {
@@ -356,6 +361,7 @@ impl InstanceSpec {
             placement: Placement::default(),
             snapshot_schedule: None,
             cloud_init: None,
+            pull: PullPolicy::Missing,
         }
     }
 

@@ -41,6 +41,7 @@ NodeStatus = Literal[
     "onboarding_failed",
 ]
 RestartPolicy = Literal["never", "on_failure", "always"]
+PullPolicy = Literal["missing", "always", "never"]
 MicrovmBackend = Literal["auto", "vmm", "qemu"]
 
 
@@ -117,6 +118,11 @@ class InstanceSpec:
     """VMs: the most memory in MiB ``update_instance`` may give it live (at
     least ``memory_mib``, held back by a balloon); the node reserves
     ``memory_mib`` only."""
+    pull: Optional[PullPolicy] = None
+    """When the node pulls ``image``, ``kernel`` and ``initrd`` given as
+    registry references: ``missing`` (default; only what it lacks),
+    ``always`` (a moved tag gives its new digest) or ``never`` (a missing
+    image fails the create with ``FailedPrecondition``)."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""
