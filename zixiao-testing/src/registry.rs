@@ -240,18 +240,7 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
     let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
     let layout = dir.path().join("layout");
     let digest = write_artifact_layout(&layout, "artifact", media_type, file)?;
-    let pushed = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:artifact", layout.display()))
-        .arg(format!("docker://{image}"))
-        .output()
-        .map_err(|e| format!("run skopeo: {e}"))?;
-    if !pushed.status.success() {
-        return Err(format!(
-            "skopeo copy to {image} failed: {}",
-            String::from_utf8_lossy(&pushed.stderr)
-        ));
-    }
+    skopeo_copy(&format!("oci:{}:artifact", layout.display()), image, &[])?;
     Ok(digest)
 }
 
@@ -261,15 +250,19 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
 /// the tag to another manifest digest, as a rebuilt image would.
 /// Errors: skopeo's own.
 pub fn push_oci_archive(archive: &str, image: &str, format: &str) -> Result<(), String> {
+    skopeo_copy(
+        &format!("oci-archive:{archive}"),
+        image,
+        &["--format", format],
+    )
+}
+
+/// `skopeo copy` of `source` to `image` on a plain-HTTP loopback registry.
+fn skopeo_copy(source: &str, image: &str, flags: &[&str]) -> Result<(), String> {
     let pushed = Command::new("skopeo")
-        .args([
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            "--format",
-            format,
-        ])
-        .arg(format!("oci-archive:{archive}"))
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .args(flags)
+        .arg(source)
         .arg(format!("docker://{image}"))
         .output()
         .map_err(|e| format!("run skopeo: {e}"))?;
