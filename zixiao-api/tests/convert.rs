@@ -235,6 +235,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 placement,
                 snapshot_schedule,
                 cloud_init,
+                pull: zixiao_core::model::PullPolicy::ALL[(cpus % 3) as usize],
             },
         )
 }
@@ -693,6 +694,7 @@ fn node() -> impl Strategy<Value = Node> {
                 (last_heartbeat, orphan_sweep, created_at, updated_at, revision),
                 (reported, operator, onboarding),
             )| Node {
+                images: [format!("{id}-image")].into(),
                 id,
                 hostname,
                 address,
