@@ -43,6 +43,7 @@ export type NodeStatus =
   | 'onboarding'
   | 'onboarding_failed'
 export type RestartPolicy = 'never' | 'on_failure' | 'always'
+export type PullPolicy = 'missing' | 'always' | 'never'
 
 /** What to run and with how much. */
 export interface InstanceSpec {
@@ -94,6 +95,11 @@ export interface InstanceSpec {
   cloud_init?: CloudInit
   /** microVMs: disks besides the kernel, in guest order (raw images of the node's store). */
   disks?: DiskSpec[]
+  /** When the node pulls `image`, `kernel` and `initrd` given as registry
+   * references: `missing` (default; only what it lacks), `always` (a moved
+   * tag gives its new digest) or `never` (a missing image rejects the
+   * create with `failed_precondition`). */
+  pull?: PullPolicy
 }
 
 /** A microVM's disk. */

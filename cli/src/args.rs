@@ -1075,7 +1075,7 @@ pub(crate) struct CreateArgs {
         "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "template", "snapshot_every",
-        "snapshot_keep", "user_data", "meta_data", "network_config", "ssh_keys",
+        "snapshot_keep", "user_data", "meta_data", "network_config", "ssh_keys", "pull",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// Create it from a template: its latest version, or version V
@@ -1086,7 +1086,7 @@ pub(crate) struct CreateArgs {
         "max_cpus", "max_memory",
         "initrd", "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
-        "user_data", "meta_data", "network_config", "ssh_keys",
+        "user_data", "meta_data", "network_config", "ssh_keys", "pull",
     ])]
     pub(crate) template: Option<String>,
     /// With --template: change one field of the version's spec, FIELD=VALUE
@@ -1213,6 +1213,13 @@ pub(crate) struct CreateArgs {
     /// What happens when it exits by itself: never, on-failure, always.
     #[arg(long, value_name = "POLICY", default_value = "never")]
     pub(crate) restart: String,
+    /// When the node pulls the images named by registry reference (the
+    /// container image; a VM's disk, kernel and initrd): missing (only
+    /// what it lacks), always (ask the registry again, so a moved tag
+    /// gives its new digest), never (a missing image fails the create).
+    /// The spec file's `pull`.
+    #[arg(long, value_name = "POLICY", default_value = "missing")]
+    pub(crate) pull: String,
     /// Snapshot it this often (`1h`, `30m`, `7d`; at least 1m), by the
     /// server's reconciler (VMs, microVMs on the vmm backend).
     #[arg(long, value_name = "DURATION", requires = "snapshot_keep")]

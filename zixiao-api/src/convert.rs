@@ -41,9 +41,10 @@ use zixiao_core::model::{
     LabelChanges, MicrovmBackend, Network, NetworkAttachment, NetworkPart, NetworkPartKind,
     NetworkStatus, Node, NodeImageName, NodeMetadata, NodeNetworkState, NodeRegistration, NodeRole,
     NodeStatus, Onboarding, OnboardingState, OrphanSweep, PartState, Placement, PublishedPort,
-    Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep, SnapshotInterval,
-    SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo, TemplateName,
-    TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges, Vni,
+    PullPolicy, Resources, RestartPolicy, RuntimeCheck, ScheduledSnapshot, SmokeStep,
+    SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule, Subnet, TemplateInfo,
+    TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
+    Vni, MAX_NODE_IMAGES,
 };
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
@@ -188,6 +189,9 @@ wire_enum!(MicrovmBackend, pb::MicrovmBackend, _backend, backend, {
 });
 wire_enum!(RestartPolicy, pb::RestartPolicy, _restart, restart, {
     Never <=> Never, OnFailure <=> OnFailure, Always <=> Always,
+});
+wire_enum!(PullPolicy, pb::PullPolicy, _pull_policy, pull_policy, {
+    Missing <=> Missing, Always <=> Always, Never <=> Never,
 });
 wire_enum!(DesiredState, pb::DesiredState, desired_state, _desired_state, {
     Running <=> Running, Stopped <=> Stopped, Deleted <=> Deleted,
@@ -484,6 +488,7 @@ impl From<InstanceSpec> for pb::InstanceSpec {
                     read_only: d.read_only,
                 })
                 .collect(),
+            pull: wire::<_, pb::PullPolicy>(s.pull),
         }
     }
 }
@@ -594,6 +599,7 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
                 read_only: d.read_only,
             })
             .collect(),
+        pull: pull_policy(s.pull, &path(at, "pull"))?.unwrap_or_default(),
     })
 }
 
@@ -1756,6 +1762,7 @@ impl From<Node> for pb::Node {
             traits: n.traits.into_iter().collect(),
             runtimes,
             missing_runtimes,
+            images: n.images.into_iter().collect(),
             carbon_intensity: n.carbon_intensity,
             last_heartbeat: n.last_heartbeat.map(timestamp),
             orphan_sweep: n.orphan_sweep.map(Into::into),
@@ -1814,6 +1821,7 @@ fn node(n: pb::Node, at: &str) -> Result<Node> {
         runtimes: r.runtimes,
         missing_runtimes: r.missing,
         drivers: r.drivers,
+        images: n.images.into_iter().take(MAX_NODE_IMAGES).collect(),
         carbon_intensity: n.carbon_intensity,
         last_heartbeat: optional_time(n.last_heartbeat, &path(at, "last_heartbeat"))?,
         orphan_sweep: n

@@ -246,6 +246,7 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 snapshot_schedule,
                 cloud_init,
                 disks,
+                pull: zixiao_core::model::PullPolicy::ALL[(cpus % 3) as usize],
             },
         )
 }
@@ -704,6 +705,7 @@ fn node() -> impl Strategy<Value = Node> {
                 (last_heartbeat, orphan_sweep, created_at, updated_at, revision),
                 (reported, operator, onboarding),
             )| Node {
+                images: [format!("{id}-image")].into(),
                 id,
                 hostname,
                 address,

@@ -6,6 +6,7 @@
 //! to take from a multi-platform image.
 
 use zixiao_core::driver::{ImagePlatform, PullOptions, RegistryCa, RegistryCredentials};
+use zixiao_core::model::ImageKind;
 use zixiao_core::{Error, ImageRef, Result};
 use zixiao_registry::docker_config;
 
@@ -13,16 +14,19 @@ use zixiao_registry::docker_config;
 /// with the entry for its registry in the user's docker-style config file
 /// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`), else
 /// anonymous; trusting `registry_cas` besides the node's roots; taking
-/// `platform`'s manifest (the node's own when `None`). Errors:
-/// `InvalidArgument` on `docker-config` (the file cannot be read or
-/// parsed).
+/// `platform`'s manifest (the node's own when `None`); wanting an image of
+/// `kind` (`container`, `disk`, `kernel`, `initrd`; `None`: whatever the
+/// artifact's media types say). Errors: `InvalidArgument` on `kind` (not
+/// a kind) or `docker-config` (the file cannot be read or parsed).
 pub fn pull_options(
     reference: &ImageRef,
     credentials: Option<RegistryCredentials>,
     insecure_registries: Vec<String>,
     registry_cas: Vec<RegistryCa>,
     platform: Option<ImagePlatform>,
+    kind: Option<&str>,
 ) -> Result<PullOptions> {
+    let kind = kind.map(str::parse::<ImageKind>).transpose()?;
     let credentials = match credentials {
         Some(credentials) => Some(credentials),
         None => docker_config_credentials(reference.registry())?,
@@ -32,7 +36,7 @@ pub fn pull_options(
         insecure_registries,
         registry_cas,
         platform,
-        kind: None,
+        kind,
     })
 }
 

@@ -18,6 +18,20 @@ pub(crate) fn io(operation: impl Into<String>, error: std::io::Error) -> DriverE
     }
 }
 
+/// `error` with `field` named in front of its message where the kind has
+/// room for one.
+pub(crate) fn at_field(field: &str, error: DriverError) -> DriverError {
+    match error {
+        DriverError::InvalidArgument { reason, .. } => invalid(field, reason),
+        DriverError::NotFound(what) => DriverError::NotFound(format!("{field}: {what}")),
+        DriverError::FailedPrecondition(why) => {
+            DriverError::FailedPrecondition(format!("{field}: {why}"))
+        }
+        DriverError::Unsupported(why) => DriverError::Unsupported(format!("{field}: {why}")),
+        other => other,
+    }
+}
+
 /// Maps a failed pull onto the driver's error kinds, keeping the cause
 /// where the kind has room for one.
 #[cfg(any(feature = "containerd", feature = "libvirt", feature = "microvm"))]

@@ -170,6 +170,14 @@ impl PluginSchedulerBuilder {
                 plugin: Arc::new(scores::CarbonAware),
                 weight: 2,
             },
+            // A node holding the instance's images is worth as much as the
+            // strategy's widest difference: it wins among nodes the
+            // strategy rates alike, but does not pile every instance of
+            // one image onto one node.
+            Weighted {
+                plugin: Arc::new(scores::ImageLocality),
+                weight: 1,
+            },
         ];
         PluginSchedulerBuilder {
             filters,

@@ -1,6 +1,7 @@
 //! The built-in [`Score`]s: soft preferences among the nodes that passed
 //! every filter, each bounded to `0..=100`.
 
+use zixiao_core::model::held_image_names;
 use zixiao_core::scheduler::{GroupPolicy, GroupScope, Strategy, ZoneSpread as ZoneSpreadSpec};
 use zixiao_core::{Node, Resources};
 
@@ -295,5 +296,60 @@ impl Score for CarbonAware {
                 (u64::from(max - *s) * u64::from(MAX_SCORE) / u64::from(max - min)) as u32
             };
         }
+    }
+}
+
+/// Image locality (like Kubernetes' `ImageLocality`): the share of the
+/// instance's images (a container's image; a VM's or microVM's disk,
+/// kernel and initrd from the node's store) that the node holds already
+/// ([`Node::images`]), so its create starts without a pull and a cluster
+/// does not copy one image to every node. Applies when the instance names
+/// an image a node can hold (host paths are none) and some node holds
+/// one of them: otherwise every node scores 0, and leaving it out keeps
+/// the short per-zone sample of capacity-ordered scores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImageLocality;
+
+impl ImageLocality {
+    fn held(wanted: &[Vec<String>], node: &Node) -> u32 {
+        let held = wanted
+            .iter()
+            .filter(|names| names.iter().any(|n| node.images.contains(n)))
+            .count();
+        (held * MAX_SCORE as usize)
+            .checked_div(wanted.len())
+            .map_or(0, |s| s as u32)
+    }
+}
+
+impl Score for ImageLocality {
+    fn name(&self) -> &'static str {
+        "image-locality"
+    }
+
+    fn applies(&self, request: &Request<'_>, cluster: &ClusterState) -> bool {
+        let wanted = held_image_names(&request.instance.spec);
+        !wanted.is_empty()
+            && cluster
+                .nodes()
+                .iter()
+                .any(|node| !node.images.is_empty() && Self::held(&wanted, node) > 0)
+    }
+
+    fn score_all(
+        &self,
+        request: &Request<'_>,
+        cluster: &ClusterState,
+        candidates: &[usize],
+        scores: &mut [u32],
+    ) {
+        let wanted = held_image_names(&request.instance.spec);
+        for (score, &i) in scores.iter_mut().zip(candidates) {
+            *score = Self::held(&wanted, cluster.node_ref(i).node);
+        }
+    }
+
+    fn score(&self, request: &Request<'_>, node: NodeRef<'_>, _: &ClusterState) -> u32 {
+        Self::held(&held_image_names(&request.instance.spec), node.node)
     }
 }

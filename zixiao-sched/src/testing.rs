@@ -36,6 +36,7 @@ pub fn node(id: &str, capacity: Resources) -> Node {
         runtimes: InstanceType::ALL.into_iter().collect(),
         missing_runtimes: BTreeMap::new(),
         drivers: BTreeMap::new(),
+        images: BTreeSet::new(),
         carbon_intensity: None,
         last_heartbeat: Some(epoch()),
         orphan_sweep: None,

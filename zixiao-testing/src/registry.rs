@@ -240,9 +240,29 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
     let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
     let layout = dir.path().join("layout");
     let digest = write_artifact_layout(&layout, "artifact", media_type, file)?;
+    skopeo_copy(&format!("oci:{}:artifact", layout.display()), image, &[])?;
+    Ok(digest)
+}
+
+/// Pushes the OCI layout tar `archive` to `image` (on a loopback registry,
+/// over plain HTTP) with `skopeo copy`, its manifest written in `format`
+/// (`oci` or `v2s2`): the same content pushed in the other format moves
+/// the tag to another manifest digest, as a rebuilt image would.
+/// Errors: skopeo's own.
+pub fn push_oci_archive(archive: &str, image: &str, format: &str) -> Result<(), String> {
+    skopeo_copy(
+        &format!("oci-archive:{archive}"),
+        image,
+        &["--format", format],
+    )
+}
+
+/// `skopeo copy` of `source` to `image` on a plain-HTTP loopback registry.
+fn skopeo_copy(source: &str, image: &str, flags: &[&str]) -> Result<(), String> {
     let pushed = Command::new("skopeo")
         .args(["copy", "--quiet", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:artifact", layout.display()))
+        .args(flags)
+        .arg(source)
         .arg(format!("docker://{image}"))
         .output()
         .map_err(|e| format!("run skopeo: {e}"))?;
@@ -252,5 +272,5 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
             String::from_utf8_lossy(&pushed.stderr)
         ));
     }
-    Ok(digest)
+    Ok(())
 }

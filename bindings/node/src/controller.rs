@@ -213,6 +213,10 @@ pub struct PullOptions {
     /// The platform to take from a multi-platform image, `os/arch[/variant]`
     /// such as `linux/arm64` (default: the node's own).
     pub platform: Option<String>,
+    /// The kind of image wanted: `container`, or `disk`, `kernel`,
+    /// `initrd` for the node's image store (default: what the artifact's
+    /// media types say; one that says another kind is refused).
+    pub kind: Option<String>,
     /// Called with each step of the pull.
     #[napi(ts_type = "(event: PullEvent) => void")]
     pub progress: Option<PullCallback>,
@@ -1085,6 +1089,7 @@ impl Controller {
             insecure_registries: None,
             registry_cas: None,
             platform: None,
+            kind: None,
             progress: None,
         });
         let ty = instance_type(options.instance_type.as_deref());
@@ -1110,6 +1115,7 @@ impl Controller {
                     options.insecure_registries.unwrap_or_default(),
                     registry_cas,
                     platform,
+                    options.kind.as_deref(),
                 )?;
                 Ok((reference, pull))
             });

@@ -172,6 +172,7 @@ fn pull_request(
     insecure_registries: Vec<String>,
     registry_cas: Vec<String>,
     platform: Option<&str>,
+    kind: Option<&str>,
 ) -> PyResult<(ImageRef, PullOptions)> {
     let reference =
         ImageRef::try_from(reference).map_err(|e| error::to_py(zixiao_core::Error::from(e)))?;
@@ -191,6 +192,7 @@ fn pull_request(
         insecure_registries,
         registry_cas,
         platform,
+        kind,
     )
     .map_err(error::to_py)?;
     Ok((reference, options))
@@ -935,13 +937,16 @@ impl PyController {
     /// CA certificates (text) trusted besides the node's roots, for a
     /// registry whose certificate a private CA issued. `platform`
     /// (`os/arch[/variant]`, such as `linux/arm64`) picks the manifest of a
-    /// multi-platform image (default: the node's own). `progress(event)` is
+    /// multi-platform image (default: the node's own). `kind` (`container`,
+    /// `disk`, `kernel`, `initrd`) is the kind of image wanted (default:
+    /// what the artifact's media types say; a disk, kernel or initrd goes
+    /// into the node's image store). `progress(event)` is
     /// called with each step, a dict whose `event` is `resolved`, `fetched`
     /// or `unpacking`; an exception it raises stops the pull. Returns the
     /// image. Raises `InvalidArgument` (naming the part of the reference),
     /// `NotFound` (no such image or tag), `Unauthenticated`, `Unavailable`
     /// (the registry), `Unsupported`.
-    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), platform=None, progress=None))]
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), platform=None, kind=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn pull_image(
         &self,
@@ -954,6 +959,7 @@ impl PyController {
         insecure_registries: Vec<String>,
         registry_cas: Vec<String>,
         platform: Option<&str>,
+        kind: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Json<ImageInfo>> {
         let ty = self::instance_type(instance_type)?;
@@ -964,6 +970,7 @@ impl PyController {
             insecure_registries,
             registry_cas,
             platform,
+            kind,
         )?;
         let (report, reports) = progress_channel(pull_arguments);
         let pull = self
@@ -1786,7 +1793,7 @@ impl PyAsyncController {
 
     /// Pulls an image from its registry (see `Controller.pull_image`);
     /// `progress(event)` is called on the event loop's thread.
-    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), platform=None, progress=None))]
+    #[pyo3(signature = (reference, *, instance_type="container", node=None, username=None, password=None, insecure_registries=Vec::new(), registry_cas=Vec::new(), platform=None, kind=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn pull_image<'py>(
         &self,
@@ -1799,6 +1806,7 @@ impl PyAsyncController {
         insecure_registries: Vec<String>,
         registry_cas: Vec<String>,
         platform: Option<&str>,
+        kind: Option<&str>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ty = self::instance_type(instance_type)?;
@@ -1809,6 +1817,7 @@ impl PyAsyncController {
             insecure_registries,
             registry_cas,
             platform,
+            kind,
         )?;
         let (report, reports) = progress_channel(pull_arguments);
         let c = self.inner.clone();

@@ -486,8 +486,14 @@ impl Controller {
     ) -> Result<Image, ZixiaoError> {
         let reference = ImageRef::try_from(reference.as_str()).map_err(zixiao_core::Error::from)?;
         let credentials = zixiao_client::registry_credentials(username, password)?;
-        let options =
-            zixiao_client::pull_options(&reference, credentials, Vec::new(), Vec::new(), None)?;
+        let options = zixiao_client::pull_options(
+            &reference,
+            credentials,
+            Vec::new(),
+            Vec::new(),
+            None,
+            None,
+        )?;
         let pull = self.inner.pull_image(
             None,
             instance_type.into(),

@@ -153,6 +153,37 @@ impl From<core::NodeStatus> for NodeStatus {
     }
 }
 
+/// When a create pulls the images its spec names by registry reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum PullPolicy {
+    /// Only what the node does not hold yet.
+    Missing,
+    /// On every create: a tag that moved gives its new digest.
+    Always,
+    /// Never: an image the node lacks fails the create (`FailedPrecondition`).
+    Never,
+}
+
+impl From<core::PullPolicy> for PullPolicy {
+    fn from(p: core::PullPolicy) -> Self {
+        match p {
+            core::PullPolicy::Missing => PullPolicy::Missing,
+            core::PullPolicy::Always => PullPolicy::Always,
+            core::PullPolicy::Never => PullPolicy::Never,
+        }
+    }
+}
+
+impl From<PullPolicy> for core::PullPolicy {
+    fn from(p: PullPolicy) -> Self {
+        match p {
+            PullPolicy::Missing => core::PullPolicy::Missing,
+            PullPolicy::Always => core::PullPolicy::Always,
+            PullPolicy::Never => core::PullPolicy::Never,
+        }
+    }
+}
+
 /// What to run and with how much. A microVM names its `kernel` (an
 /// absolute path on the node); a container its `image` and `command`.
 #[derive(Debug, Clone, uniffi::Record)]
@@ -201,6 +232,10 @@ pub struct InstanceSpec {
     /// Only nodes in every one of these host aggregates (`placement.aggregates`).
     #[uniffi(default = [])]
     pub aggregates: Vec<String>,
+    /// When the create pulls `image`, `kernel` and `initrd` registry
+    /// references; unset: `Missing`.
+    #[uniffi(default = None)]
+    pub pull: Option<PullPolicy>,
 }
 
 impl From<core::InstanceSpec> for InstanceSpec {
@@ -221,6 +256,7 @@ impl From<core::InstanceSpec> for InstanceSpec {
             env: s.env.into_iter().collect(),
             required_traits: s.placement.required_traits.into_iter().collect(),
             aggregates: s.placement.aggregates.into_iter().collect(),
+            pull: Some(s.pull.into()),
         }
     }
 }
@@ -253,6 +289,7 @@ impl From<InstanceSpec> for core::InstanceSpec {
         spec.env = s.env.into_iter().collect();
         spec.placement.required_traits = s.required_traits.into_iter().collect();
         spec.placement.aggregates = s.aggregates.into_iter().collect();
+        spec.pull = s.pull.map(Into::into).unwrap_or_default();
         spec
     }
 }

@@ -81,14 +81,14 @@ pub(crate) async fn run(client: Client, format: Format, command: ImageCommand) -
                 .as_deref()
                 .map(ImagePlatform::try_from)
                 .transpose()?;
-            let mut options = zixiao_client::pull_options(
+            let options = zixiao_client::pull_options(
                 &reference,
                 credentials,
                 insecure_registries,
                 registry_cas,
                 platform,
+                kind.as_deref(),
             )?;
-            options.kind = kind.as_deref().map(ImageKind::from_str).transpose()?;
             let progress = Progress::new(|p: PullProgress| match p {
                 PullProgress::Resolved {
                     digest,

@@ -9,7 +9,7 @@ use zixiao_core::api::Page;
 use zixiao_core::driver::{ConsoleStream, SnapshotInfo};
 use zixiao_core::model::FromTemplate;
 use zixiao_core::model::{
-    DiskSpec, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule,
+    DiskSpec, PullPolicy, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule,
 };
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
@@ -625,6 +625,7 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             &args.ssh_keys,
         )?,
         disks,
+        pull: PullPolicy::from_str(&args.pull)?,
     };
     let mut labels = key_values("--label", &args.labels)?;
     if let Some(project) = args.project {

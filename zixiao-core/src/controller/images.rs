@@ -4,12 +4,16 @@
 //! disks, kernels and initrds in the node's image store, which the vm and
 //! microvm drivers share).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::Controller;
 use crate::driver::{ImageInfo, Images, ImportProgress, PullOptions, PullProgress};
-use crate::model::{uses_node_image, ImageKind, ImageName, ImageRef, InstanceType, NodeImageName};
+use crate::model::{
+    held_image_names, uses_node_image, ImageKind, ImageName, ImageRef, Instance, InstanceType,
+    Node, NodeImageName, MAX_NODE_IMAGES,
+};
 use crate::{Driver, Error, ErrorKind, Result};
 
 impl Controller {
@@ -28,7 +32,9 @@ impl Controller {
         progress: &(dyn Fn(ImportProgress) + Send + Sync),
     ) -> Result<Vec<ImageInfo>> {
         let driver = self.image_driver(node, instance_type).await?;
-        Ok(images_of(&driver)?.import(archive, name, progress).await?)
+        let imported = images_of(&driver)?.import(archive, name, progress).await?;
+        self.record_node_images(node).await;
+        Ok(imported)
     }
 
     /// Pulls `reference` from its registry into `node`'s runtime for
@@ -41,6 +47,22 @@ impl Controller {
     /// its kind, and when the store refuses it as no artifact either, the
     /// runtime's reason is the one given.
     pub async fn pull_image(
+        &self,
+        node: &str,
+        instance_type: InstanceType,
+        reference: &ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<ImageInfo> {
+        let pulled = self
+            .pull_into(node, instance_type, reference, options, progress)
+            .await?;
+        self.record_node_images(node).await;
+        Ok(pulled)
+    }
+
+    /// [`Self::pull_image`] without recording the node's images.
+    async fn pull_into(
         &self,
         node: &str,
         instance_type: InstanceType,
@@ -118,7 +140,9 @@ impl Controller {
             ));
         }
         let store = self.node_store(node).await?;
-        Ok(images_of(&store)?.import_file(file, name, kind).await?)
+        let imported = images_of(&store)?.import_file(file, name, kind).await?;
+        self.record_node_images(node).await;
+        Ok(imported)
     }
 
     /// Removes image `name` of `kind` from `node`'s image store. Errors:
@@ -154,7 +178,9 @@ impl Controller {
                 users.join(", ")
             )));
         }
-        Ok(images.remove(name.as_str()).await?)
+        images.remove(name.as_str()).await?;
+        self.record_node_images(node).await;
+        Ok(())
     }
 
     /// Removes image `name` from `node`'s runtime for `instance_type`.
@@ -166,7 +192,9 @@ impl Controller {
         name: &str,
     ) -> Result<()> {
         let driver = self.image_driver(node, instance_type).await?;
-        Ok(images_of(&driver)?.remove(name).await?)
+        images_of(&driver)?.remove(name).await?;
+        self.record_node_images(node).await;
+        Ok(())
     }
 
     async fn image_driver(
@@ -180,6 +208,80 @@ impl Controller {
 }
 
 impl Controller {
+    /// Lists the images `node`'s runtimes hold and records their names on
+    /// the node ([`Node::images`], at most [`MAX_NODE_IMAGES`] in name
+    /// order) for the image-locality score. Called after a pull, import or
+    /// removal through the API, and after a create that may have pulled.
+    /// Best effort: a failure is logged, never the caller's error, since
+    /// the images are as the caller asked and the next call lists again.
+    pub(crate) async fn record_node_images(&self, node: &str) {
+        let recorded = async {
+            let id = self.get_node(node).await?.id;
+            let names = self.held_images(&id).await?;
+            let now = self.now();
+            self.update_object::<Node, _>(&id, |n| {
+                if n.images == names {
+                    return Ok(false);
+                }
+                n.images = names.clone();
+                n.updated_at = now;
+                Ok(true)
+            })
+            .await
+        };
+        if let Err(e) = recorded.await {
+            tracing::warn!(%node, error = %e, "could not record the node's images");
+        }
+    }
+
+    /// [`Self::record_node_images`] of `instance`'s node when it names
+    /// images the node is not recorded to hold yet (so a create of an
+    /// image already recorded costs no listing).
+    pub(crate) async fn note_images_of(&self, instance: &Instance) {
+        let Some(node) = &instance.node else {
+            return;
+        };
+        let wanted = held_image_names(&instance.spec);
+        if wanted.is_empty() {
+            return;
+        }
+        let recorded = match self.get_node(node).await {
+            Ok(n) => n.images,
+            Err(_) => return,
+        };
+        if wanted
+            .iter()
+            .all(|names| names.iter().any(|n| recorded.contains(n)))
+        {
+            return;
+        }
+        self.record_node_images(node).await;
+    }
+
+    /// The names of the images every runtime of node `id` holds (the
+    /// node's image store once, though two drivers share it), the first
+    /// [`MAX_NODE_IMAGES`] in name order. A runtime that cannot list its
+    /// images now adds none.
+    async fn held_images(&self, id: &str) -> Result<BTreeSet<String>> {
+        let agent = self.agent(id)?;
+        let mut names = BTreeSet::new();
+        for instance_type in InstanceType::ALL {
+            let Ok(driver) = agent.driver(instance_type) else {
+                continue;
+            };
+            let Some(images) = driver.images() else {
+                continue;
+            };
+            match images.list().await {
+                Ok(listed) => names.extend(listed.into_iter().map(|i| i.name)),
+                Err(e) => {
+                    tracing::debug!(node = %id, %instance_type, error = %e, "no image list")
+                }
+            }
+        }
+        Ok(names.into_iter().take(MAX_NODE_IMAGES).collect())
+    }
+
     /// The driver of `node` that keeps its image store: the microvm
     /// driver, else the vm driver (both share the one store of the node).
     async fn node_store(&self, node: &str) -> Result<Arc<dyn Driver>> {

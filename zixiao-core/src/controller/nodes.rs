@@ -141,6 +141,8 @@ impl Controller {
                         runtimes: registration.runtimes.clone(),
                         missing_runtimes: registration.missing_runtimes.clone(),
                         drivers: registration.drivers.clone(),
+                        // Listed after the first pull, import or create.
+                        images: BTreeSet::new(),
                         // Merged from what the agent reported.
                         carbon_intensity: None,
                         last_heartbeat: Some(now),

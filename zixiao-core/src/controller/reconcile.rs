@@ -589,6 +589,8 @@ impl Controller {
                 .record_failure(&instance, "CreateFailed", e.into())
                 .await;
         }
+        // The create may have pulled its images onto the node.
+        self.note_images_of(&instance).await;
         let runtime = driver.runtime_of(&instance);
         let now = self.now();
         if instance.desired == DesiredState::Running {

@@ -699,6 +699,7 @@ mod tests {
             runtimes: BTreeSet::new(),
             missing_runtimes: BTreeMap::new(),
             drivers: BTreeMap::new(),
+            images: BTreeSet::new(),
             carbon_intensity: None,
             last_heartbeat: None,
             orphan_sweep: None,

@@ -16,6 +16,7 @@ mod node;
 mod node_image;
 mod operation;
 mod publish;
+mod pull_policy;
 mod resources;
 mod snapshot_schedule;
 mod spec;
@@ -50,17 +51,18 @@ pub use network::{
 };
 pub use node::{
     CheckOutcome, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Onboarding,
-    OnboardingState, OrphanSweep, RuntimeCheck, SmokeStep,
+    OnboardingState, OrphanSweep, RuntimeCheck, SmokeStep, MAX_NODE_IMAGES,
 };
 pub use node_image::{
-    node_files, refuse_host_paths, refuse_host_paths_because, uses_node_image, HostPathRefusal,
-    ImageKind, NodeFile, NodeImageName, SpecFile, MAX_NODE_IMAGE_NAME,
+    held_image_names, node_files, refuse_host_paths, refuse_host_paths_because, uses_node_image,
+    HostPathRefusal, ImageKind, NodeFile, NodeImageName, SpecFile, MAX_NODE_IMAGE_NAME,
 };
 pub use operation::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
     OperationTarget, TargetKind, MAX_OPERATION_STEPS,
 };
 pub use publish::{check_targets, PortProtocol, PublishedPort};
+pub use pull_policy::PullPolicy;
 pub use resources::Resources;
 pub use snapshot_schedule::{
     check_hand_made_name, parse_duration, scheduled_at, scheduled_name, to_prune,

@@ -91,6 +91,11 @@ impl NodeStatus {
     }
 }
 
+/// The most image names a [`Node`] records: enough for locality on a
+/// working node, bounded so a node with thousands of images does not
+/// grow every node record (the rest are left out, in name order).
+pub const MAX_NODE_IMAGES: usize = 256;
+
 /// A node as stored: identity, placement domain, capacity and what is allocated on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Node {
@@ -142,6 +147,14 @@ pub struct Node {
     /// The driver of each runtime it can run: its name and what it can do.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drivers: BTreeMap<InstanceType, DriverInfo>,
+    /// The images it holds, by the name its runtimes list them under
+    /// (container images by full reference, disks, kernels and initrds by
+    /// their store name), as last listed after a pull, import or removal
+    /// through the API or a create that may have pulled; at most
+    /// [`MAX_NODE_IMAGES`] of them. The image-locality score prefers nodes
+    /// that hold an instance's images.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub images: BTreeSet<String>,
     /// Carbon intensity of its power in grams of CO2-equivalent per kWh,
     /// if known, for carbon-aware placement: its operators' figure
     /// (`zixiao node set --carbon`), else its agent's.

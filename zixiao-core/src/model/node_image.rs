@@ -338,6 +338,48 @@ pub fn node_files(spec: &InstanceSpec) -> Vec<SpecFile<'_>> {
     files
 }
 
+/// The images `spec` names that a node can hold, each as the names a node
+/// lists it under once it holds it (what [`super::Node::images`]
+/// records; any one of them means held): a container's image as given
+/// and as its full reference; a disk, kernel or initrd by its store name,
+/// or the name its registry reference is pulled under. Host paths are
+/// none.
+///
+/// ```
+/// use zixiao_core::model::held_image_names;
+/// use zixiao_core::InstanceSpec;
+/// let spec = InstanceSpec::container("busybox:1");
+/// assert_eq!(held_image_names(&spec), [["busybox:1", "docker.io/library/busybox:1"]]);
+/// let mut vm = InstanceSpec::vm("127.0.0.1:5000/vm/debian:12");
+/// vm.kernel = Some("/boot/vmlinuz".into());
+/// assert_eq!(held_image_names(&vm), [["debian-12"]]);
+/// ```
+pub fn held_image_names(spec: &InstanceSpec) -> Vec<Vec<String>> {
+    let mut images = Vec::new();
+    if spec.instance_type == super::InstanceType::Container {
+        if let Some(image) = &spec.image {
+            let mut names = vec![image.clone()];
+            if let Ok(full) = super::ImageRef::try_from(image.as_str()) {
+                let full = full.to_string();
+                if full != *image {
+                    names.push(full);
+                }
+            }
+            images.push(names);
+        }
+    }
+    for SpecFile { field, value, .. } in node_files(spec) {
+        match NodeFile::parse(&field, value) {
+            Ok(NodeFile::Image(name)) => images.push(vec![name.to_string()]),
+            Ok(NodeFile::Reference(reference)) => {
+                images.push(vec![NodeImageName::for_reference(&reference).to_string()])
+            }
+            Ok(NodeFile::HostPath(_)) | Err(_) => {}
+        }
+    }
+    images
+}
+
 /// Whether `spec` uses image `name` of `kind` from its node's store, by
 /// that name or by a registry reference pulled under it.
 pub fn uses_node_image(spec: &InstanceSpec, kind: ImageKind, name: &NodeImageName) -> bool {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CloudInit, Cpus, DiskSpec, PublishedPort, Resources, SnapshotSchedule};
+use super::{CloudInit, Cpus, DiskSpec, PublishedPort, PullPolicy, Resources, SnapshotSchedule};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -291,6 +291,11 @@ pub struct InstanceSpec {
     /// (`/dev/vda`, ...): raw images of the node's store (see [`DiskSpec`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskSpec>,
+    /// When the create pulls what [`Self::image`], [`Self::kernel`] and
+    /// [`Self::initrd`] name by registry reference: only what the node
+    /// lacks (the default), always, or never.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_missing")]
+    pub pull: PullPolicy,
 }
 
 impl InstanceSpec {
@@ -361,6 +366,7 @@ impl InstanceSpec {
             snapshot_schedule: None,
             cloud_init: None,
             disks: Vec::new(),
+            pull: PullPolicy::Missing,
         }
     }
 

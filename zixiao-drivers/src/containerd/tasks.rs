@@ -24,6 +24,8 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::{Code, Status};
 use containerd_client::types::v1::{Process, Status as TaskStatus};
+use zixiao_core::driver::{Images, PullOptions};
+use zixiao_core::model::{ImageRef, PullPolicy};
 use zixiao_core::{DriverError, Instance, RuntimeState};
 
 use super::connection::Lease;
@@ -33,6 +35,7 @@ use super::record::{self, Record};
 use super::spec::{self, SpecDefaults};
 use super::stats::{self, Sample};
 use super::{console, logs, shims, ContainerdDriver};
+use crate::errors::at_field;
 
 /// The type URL containerd expects on a container's runtime spec.
 pub(super) const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -106,7 +109,7 @@ impl ContainerdDriver {
             .image
             .as_deref()
             .ok_or_else(|| invalid("spec.image", "a container needs an image"))?;
-        let image = images::resolve(&self.conn, reference).await?;
+        let image = self.image_for(reference, instance.spec.pull).await?;
         let defaults = SpecDefaults {
             pids_limit: self.options.pids_limit,
             cgroups_path: self.cgroups_path(instance),
@@ -137,6 +140,36 @@ impl ContainerdDriver {
             remove_dir(&dir).await.ok();
         }
         made
+    }
+
+    /// The image `reference` names, pulled first as `policy` says (see
+    /// [`PullPolicy::wants_pull`]), anonymously and over HTTPS except to
+    /// loopback: a registry that wants credentials, a CA or plain HTTP is
+    /// pulled from with `zixiao image pull` beforehand. Errors: those of
+    /// [`images::resolve`] and of a pull, naming `spec.image`;
+    /// `FailedPrecondition` under `never` for an image not here.
+    async fn image_for(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+    ) -> Result<images::Resolved, DriverError> {
+        let held = match images::resolve(&self.conn, reference).await {
+            Ok(image) => Some(image),
+            Err(DriverError::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if !policy.wants_pull(held.is_some(), "spec.image", reference)? {
+            if let Some(image) = held {
+                return Ok(image);
+            }
+        }
+        let parsed =
+            ImageRef::try_from(reference).map_err(|e| invalid("spec.image", e.to_string()))?;
+        tracing::info!(image = %parsed, %policy, "pulling a container image for a create");
+        Images::pull(self, &parsed, &PullOptions::default(), &|_| {})
+            .await
+            .map_err(|e| at_field("spec.image", e))?;
+        images::resolve(&self.conn, reference).await
     }
 
     /// The network, then under a lease the rootfs snapshot and the container.

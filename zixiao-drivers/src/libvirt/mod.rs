@@ -242,10 +242,10 @@ impl Driver for LibvirtDriver {
     }
 
     /// Registry references in the spec are pulled into the node's store
-    /// first, when it lacks them.
+    /// first, as the spec's pull policy says.
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         self.images
-            .pull_missing(&instance.spec, &Default::default())
+            .pull_for(&instance.spec, &Default::default())
             .await?;
         self.create_domain(instance).await
     }

@@ -32,10 +32,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zixiao_core::driver::{ImageInfo, Images, ImportProgress, PullOptions, PullProgress};
-use zixiao_core::model::{ImageKind, ImageName, ImageRef, NodeFile, NodeImageName};
+use zixiao_core::model::{ImageKind, ImageName, ImageRef, NodeFile, NodeImageName, PullPolicy};
 use zixiao_core::DriverError;
 
-use crate::errors::{invalid, io};
+use crate::errors::{at_field, invalid, io};
 use content::HEADER_BYTES;
 
 /// The largest disk an import takes.
@@ -223,6 +223,57 @@ impl NodeImageStore {
         }
     }
 
+    /// [`Self::adopt`] for a pull under the `always` policy: `file`, pulled
+    /// from `reference`, becomes the content of the reference's name even
+    /// when that name held other content (a tag that moved). The old
+    /// content is not dropped, since instances may boot from it: it stays
+    /// listed as `REPOSITORY-sha256-HEX` (the last part of the repository,
+    /// the first 12 hex digits of the digest `image list` shows for it),
+    /// for `image rm` once nothing uses it. The name is free for the
+    /// moment between the two index writes (the lock is not reentrant).
+    /// Errors: those of [`Self::adopt`].
+    pub fn adopt_replacing(
+        &self,
+        file: &Path,
+        sha256: &str,
+        reference: &ImageRef,
+        kind: ImageKind,
+    ) -> Result<ImageInfo, DriverError> {
+        let name = NodeImageName::for_reference(reference);
+        let moved = {
+            let _lock = self.lock()?;
+            let mut index = self.read_index()?;
+            let moved = index
+                .get(&name)
+                .is_some_and(|held| held.sha256 != sha256 || held.kind != kind);
+            match index.remove(&name).filter(|_| moved) {
+                Some(old) => {
+                    let pinned = ImageRef::try_from(
+                        format!(
+                            "{}/{}@sha256:{}",
+                            reference.registry(),
+                            reference.repository(),
+                            old.sha256
+                        )
+                        .as_str(),
+                    )
+                    .map(|r| NodeImageName::for_reference(&r));
+                    if let Ok(pinned) = pinned {
+                        index.entry(pinned).or_insert_with(|| old.clone());
+                    }
+                    self.write_index(&index)?;
+                    Some(old)
+                }
+                _ => None,
+            }
+        };
+        if let Some(old) = &moved {
+            tracing::info!(image = %name, old = %old.sha256, new = %sha256,
+                "the pulled tag moved; the old content keeps its digest's name");
+        }
+        self.adopt(file, sha256, &name, kind)
+    }
+
     /// Renames `temp` (checked content of `kind`, `size` bytes hashing to
     /// `sha256`) into place and names it `name` in the index, under the
     /// index's lock; the same content under the same name is no change.
@@ -309,7 +360,7 @@ impl NodeImageStore {
     /// `zixiao_core::model::refuse_host_paths`), an image name as the
     /// store's file of that image, which must be of `kind`, a registry
     /// reference as the file of the image it was pulled as
-    /// ([`NodeImageStore::pull_missing`] pulls it first). Errors:
+    /// ([`NodeImageStore::pull_for`] pulls it first). Errors:
     /// `InvalidArgument` (neither a name, a reference nor an absolute
     /// path), `NotFound` naming `field` (no image of that name and kind on
     /// this node).
@@ -349,18 +400,24 @@ impl NodeImageStore {
 }
 
 impl NodeImageStore {
-    /// Pulls every registry artifact `spec` names (its disk, kernel,
-    /// initrd) that the store does not hold yet, as the kind its field
-    /// takes, with `options` (anonymous, HTTPS except to loopback, by
-    /// default); an image already held under the reference's name is not
-    /// pulled again. Called by the vm and microvm drivers before they
-    /// create, so the node an instance lands on pulls what it boots.
-    /// Errors: those of [`Images::pull`], naming the field.
-    pub async fn pull_missing(
+    /// Pulls the registry artifacts `spec` names (its disk, kernel,
+    /// initrd) as its pull policy says, each as the kind its field takes,
+    /// with `options` (anonymous, HTTPS except to loopback, by default):
+    /// under `missing` only those the store does not hold under the
+    /// reference's name; under `always` every one, a moved tag's new
+    /// content replacing the old under that name (see
+    /// [`NodeImageStore::adopt`]); under `never` none. Called by the vm
+    /// and microvm drivers before they create, so the node an instance
+    /// lands on pulls what it boots. Errors: those of [`Images::pull`],
+    /// naming the field; `FailedPrecondition` naming the field and the
+    /// reference under `never` when the store lacks it, before anything
+    /// is pulled.
+    pub async fn pull_for(
         &self,
         spec: &zixiao_core::InstanceSpec,
         options: &PullOptions,
     ) -> Result<(), DriverError> {
+        let mut wanted = Vec::new();
         for zixiao_core::model::SpecFile { field, kind, value } in
             zixiao_core::model::node_files(spec)
         {
@@ -373,19 +430,78 @@ impl NodeImageStore {
                 let field = field.clone();
                 blocking(move || Ok(store.resolve(&field, kind, &value).is_ok())).await?
             };
-            if held {
-                continue;
+            // Every field is checked before the first pull, so `never`
+            // refuses a spec without having pulled any of it.
+            if spec.pull.wants_pull(held, &field, &reference.to_string())? {
+                wanted.push((field, kind, reference));
             }
+        }
+        for (field, kind, reference) in wanted {
             let options = PullOptions {
                 kind: Some(kind),
                 ..options.clone()
             };
-            tracing::info!(%reference, %kind, "pulling a missing node image");
-            Images::pull(self, &reference, &options, &|_| {})
+            tracing::info!(%reference, %kind, policy = %spec.pull, "pulling a node image");
+            let replace = spec.pull == PullPolicy::Always;
+            self.pull_as(&reference, &options, &|_| {}, replace)
                 .await
                 .map_err(|e| at_field(&field, e))?;
         }
         Ok(())
+    }
+
+    /// [`Images::pull`], with `replace` as for [`NodeImageStore::adopt`].
+    async fn pull_as(
+        &self,
+        reference: &ImageRef,
+        options: &PullOptions,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+        replace: bool,
+    ) -> Result<ImageInfo, DriverError> {
+        if options.kind == Some(ImageKind::Container) {
+            return Err(invalid(
+                "kind",
+                format!(
+                    "`{reference}`: container images go to the container runtime, not the \
+                     node's image store of disks, kernels and initrds"
+                ),
+            ));
+        }
+        let name = NodeImageName::for_reference(reference);
+        let work_dir = {
+            let store = self.clone();
+            blocking(move || store.temp_dir()).await?
+        };
+        let pulled = zixiao_registry::pull_artifact(
+            reference,
+            options,
+            options.kind,
+            &max_bytes,
+            &work_dir,
+            progress,
+        )
+        .await
+        .map_err(crate::errors::registry)?;
+        progress(PullProgress::Unpacking);
+        let sha256 = pulled
+            .digest
+            .strip_prefix("sha256:")
+            .unwrap_or(&pulled.digest)
+            .to_owned();
+        let store = self.clone();
+        let reference = reference.clone();
+        blocking(move || {
+            let kind = pulled.kind;
+            let stored = if replace {
+                store.adopt_replacing(pulled.file(), &sha256, &reference, kind)
+            } else {
+                store.adopt(pulled.file(), &sha256, &name, kind)
+            };
+            // Best effort: the directory is temporary, and dropping removes it too.
+            let _ = pulled.close();
+            stored
+        })
+        .await
     }
 }
 
@@ -427,20 +543,6 @@ pub fn check_raw_disk(field: &str, path: &Path) -> Result<u64, DriverError> {
         ));
     }
     Ok(size)
-}
-
-/// `error` with `field` named in front of its message where the kind has
-/// room for one.
-fn at_field(field: &str, error: DriverError) -> DriverError {
-    match error {
-        DriverError::InvalidArgument { reason, .. } => invalid(field, reason),
-        DriverError::NotFound(what) => DriverError::NotFound(format!("{field}: {what}")),
-        DriverError::FailedPrecondition(why) => {
-            DriverError::FailedPrecondition(format!("{field}: {why}"))
-        }
-        DriverError::Unsupported(why) => DriverError::Unsupported(format!("{field}: {why}")),
-        other => other,
-    }
 }
 
 fn info(name: &NodeImageName, entry: &Entry) -> ImageInfo {
@@ -585,44 +687,7 @@ impl Images for NodeImageStore {
         options: &PullOptions,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<ImageInfo, DriverError> {
-        if options.kind == Some(ImageKind::Container) {
-            return Err(invalid(
-                "kind",
-                format!(
-                    "`{reference}`: container images go to the container runtime, not the \
-                     node's image store of disks, kernels and initrds"
-                ),
-            ));
-        }
-        let name = NodeImageName::for_reference(reference);
-        let work_dir = {
-            let store = self.clone();
-            blocking(move || store.temp_dir()).await?
-        };
-        let pulled = zixiao_registry::pull_artifact(
-            reference,
-            options,
-            options.kind,
-            &max_bytes,
-            &work_dir,
-            progress,
-        )
-        .await
-        .map_err(crate::errors::registry)?;
-        progress(PullProgress::Unpacking);
-        let sha256 = pulled
-            .digest
-            .strip_prefix("sha256:")
-            .unwrap_or(&pulled.digest)
-            .to_owned();
-        let store = self.clone();
-        blocking(move || {
-            let stored = store.adopt(pulled.file(), &sha256, &name, pulled.kind);
-            // Best effort: the directory is temporary, and dropping removes it too.
-            let _ = pulled.close();
-            stored
-        })
-        .await
+        self.pull_as(reference, options, progress, false).await
     }
 
     async fn import_file(

@@ -9,9 +9,10 @@ use std::sync::Mutex;
 use zixiao_core::driver::{
     ImagePlatform, Images, PullOptions, PullProgress, RegistryCa, RegistryCredentials,
 };
-use zixiao_core::model::ImageRef;
+use zixiao_core::model::{ImageRef, PullPolicy};
 use zixiao_core::{Driver, ErrorKind, RuntimeState};
 use zixiao_testing::canned_http::{CannedResponse, CannedServer};
+use zixiao_testing::registry::push_oci_archive;
 use zixiao_testing::wait::runtime_endpoint;
 
 use super::images::tar_files;
@@ -25,8 +26,14 @@ fn reference(s: &str) -> ImageRef {
 
 /// Runs `echo <word>` in a container of `image` and checks its output.
 async fn run_echo(fx: &Fixture, name: &str, image: &str, word: &str) {
+    run_echo_pulling(fx, name, image, PullPolicy::Missing, word).await
+}
+
+/// [`run_echo`], the create pulling as `policy` says.
+async fn run_echo_pulling(fx: &Fixture, name: &str, image: &str, policy: PullPolicy, word: &str) {
     let mut spec = busybox(&["echo", word]);
     spec.image = Some(image.to_owned());
+    spec.pull = policy;
     let i = instance(name, spec);
     fx.driver.create(&i).await.expect("create");
     fx.driver.start(&i).await.expect("start");
@@ -127,7 +134,8 @@ async fn an_unknown_tag_or_repository_is_not_found() {
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
         assert!(err.to_string().contains(&registry), "{err}");
     }
-    // And an instance of an image that is not here says how to get it.
+    // And an instance of it: its create's pull finds nothing, and says so
+    // naming the field and the registry.
     let mut spec = busybox(&["true"]);
     spec.image = Some(format!("{registry}/busybox:nope"));
     let err = fx
@@ -136,12 +144,92 @@ async fn an_unknown_tag_or_repository_is_not_found() {
         .await
         .expect_err("no image");
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let message = err.to_string();
     assert!(
-        err.to_string()
-            .contains(&format!("zixiao image pull {registry}/busybox:nope")),
-        "{err}"
+        message.contains("spec.image") && message.contains(&registry),
+        "{message}"
     );
     assert!(fx.driver.list().await.expect("list").is_empty());
+    fx.finish().await;
+}
+
+/// The digest of image `name` in the driver's runtime.
+async fn digest_of(fx: &Fixture, name: &str) -> String {
+    let images = fx.driver.list().await.expect("list");
+    let image = images.iter().find(|i| i.name == name);
+    image
+        .unwrap_or_else(|| panic!("{name} not in {images:?}"))
+        .digest
+        .clone()
+}
+
+/// `spec.pull` on create, against the loopback registry: `never` refuses
+/// an image that is not here (naming it, making nothing), `missing` pulls
+/// it once and then keeps what it holds even when the tag moves, `always`
+/// asks the registry again and takes the moved tag's new digest.
+#[tokio::test]
+async fn a_create_pulls_as_its_pull_policy_says() {
+    let Some(registry) = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry") else {
+        return;
+    };
+    let Some(archive) = runtime_endpoint("ZIXIAO_TEST_BUSYBOX_OCI", "the busybox OCI archive")
+    else {
+        return;
+    };
+    let Some(fx) = empty_fixture("pull-policy").await else {
+        return;
+    };
+    let image = format!("{registry}/h-pull/policy-{}:1", std::process::id());
+    push_oci_archive(&archive, &image, "oci").expect("push");
+
+    let mut spec = busybox(&["true"]);
+    spec.image = Some(image.clone());
+    spec.pull = PullPolicy::Never;
+    let err = fx
+        .driver
+        .create(&instance("never", spec))
+        .await
+        .expect_err("never pulls");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("spec.image") && message.contains(&image),
+        "{message}"
+    );
+    assert!(fx.driver.list().await.expect("list").is_empty());
+    let left = fx.leftovers().await;
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    run_echo_pulling(
+        &fx,
+        "missing",
+        &image,
+        PullPolicy::Missing,
+        "pulled on create",
+    )
+    .await;
+    let first = digest_of(&fx, &image).await;
+
+    // The tag moves: the same content as a docker v2s2 manifest.
+    push_oci_archive(&archive, &image, "v2s2").expect("push again");
+    run_echo_pulling(&fx, "held", &image, PullPolicy::Missing, "kept").await;
+    run_echo_pulling(&fx, "never-held", &image, PullPolicy::Never, "held").await;
+    assert_eq!(
+        digest_of(&fx, &image).await,
+        first,
+        "missing and never keep it"
+    );
+
+    run_echo_pulling(&fx, "always", &image, PullPolicy::Always, "pulled again").await;
+    let moved = digest_of(&fx, &image).await;
+    assert_ne!(moved, first, "always takes the moved tag");
+    let pulled = fx
+        .driver
+        .pull(&reference(&image), &PullOptions::default(), &|_| {})
+        .await
+        .expect("pull");
+    assert_eq!(pulled.digest, moved, "what the registry serves now");
+    assert!(pull_leftovers(&fx).is_empty(), "{:?}", pull_leftovers(&fx));
     fx.finish().await;
 }
 

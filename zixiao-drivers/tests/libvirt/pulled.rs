@@ -274,3 +274,123 @@ async fn an_interrupted_pull_is_not_trusted_and_a_retry_stores_the_whole_file() 
         .join(digest.trim_start_matches("sha256:"));
     assert_eq!(std::fs::read(path).expect("the stored kernel"), kernel);
 }
+
+/// `spec.pull` for the node's image store, against the loopback registry
+/// (no VM boots: the store alone): `never` refuses an initrd the store
+/// lacks, naming the field and the reference, and pulls nothing;
+/// `missing` pulls it once and keeps it when the tag moves; `always`
+/// takes the moved tag's content under the reference's name, the old
+/// content staying listed under its digest's name for what boots from it.
+#[tokio::test]
+async fn the_node_store_pulls_as_the_pull_policy_says() {
+    use zixiao_core::model::{NodeImageName, PullPolicy};
+    use zixiao_core::InstanceSpec;
+    use zixiao_drivers::node_images::NodeImageStore;
+
+    let Some(registry) = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = NodeImageStore::new(&dir.path().join("state"));
+    let (old, new) = (dir.path().join("a.cpio"), dir.path().join("b.cpio"));
+    std::fs::write(&old, b"070701 the old initrd").expect("write");
+    std::fs::write(&new, b"070701 the new initrd").expect("write");
+    let image = pushed(&registry, "policy-initrd", ARTIFACT_INITRD, &old);
+    let mut spec = InstanceSpec::microvm("/boot/vmlinux");
+    spec.kernel = None;
+    spec.initrd = Some(image.to_string().into());
+    let digests = || -> HashMap<String, String> {
+        store
+            .list()
+            .expect("list")
+            .into_iter()
+            .map(|i| (i.name, i.digest))
+            .collect()
+    };
+    let name = NodeImageName::for_reference(&image).to_string();
+    let sha = |file: &Path| sha256_digest(&std::fs::read(file).expect("read"));
+
+    spec.pull = PullPolicy::Never;
+    let err = store
+        .pull_for(&spec, &PullOptions::default())
+        .await
+        .expect_err("never pulls");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("spec.initrd") && message.contains(&image.to_string()),
+        "{message}"
+    );
+    assert!(digests().is_empty() && in_flight(&dir.path().join("state")).is_empty());
+
+    spec.pull = PullPolicy::Missing;
+    store
+        .pull_for(&spec, &PullOptions::default())
+        .await
+        .expect("missing");
+    assert_eq!(digests(), HashMap::from([(name.clone(), sha(&old))]));
+
+    // The tag moves to other content.
+    push_artifact(&image.to_string(), ARTIFACT_INITRD, &new).expect("push again");
+    for policy in [PullPolicy::Missing, PullPolicy::Never] {
+        spec.pull = policy;
+        store
+            .pull_for(&spec, &PullOptions::default())
+            .await
+            .expect("held");
+        assert_eq!(digests().get(&name), Some(&sha(&old)), "{policy} keeps it");
+    }
+
+    spec.pull = PullPolicy::Always;
+    store
+        .pull_for(&spec, &PullOptions::default())
+        .await
+        .expect("always");
+    let old_hex = sha(&old).trim_start_matches("sha256:")[..12].to_owned();
+    let kept = format!("policy-initrd-{}-sha256-{old_hex}", std::process::id());
+    assert_eq!(
+        digests(),
+        HashMap::from([(name.clone(), sha(&new)), (kept, sha(&old))]),
+        "the name holds the new content; the old keeps its digest's name"
+    );
+    let file = store
+        .resolve(
+            "spec.initrd",
+            ImageKind::Initrd,
+            Path::new(&image.to_string()),
+        )
+        .expect("resolve");
+    assert_eq!(std::fs::read(file).expect("read"), b"070701 the new initrd");
+    // Pulled again with nothing moved: no change.
+    store
+        .pull_for(&spec, &PullOptions::default())
+        .await
+        .expect("again");
+    assert_eq!(digests().len(), 2);
+    assert!(in_flight(&dir.path().join("state")).is_empty());
+}
+
+/// A VM whose disk the node lacks, created under `never`: refused as
+/// `FailedPrecondition` naming the disk's reference, and nothing of it
+/// is left (no domain, no overlay, nothing pulled).
+#[tokio::test]
+async fn a_vm_under_never_is_refused_when_its_disk_is_missing() {
+    let Some(registry) = runtime_endpoint("ZIXIAO_TEST_REGISTRY", "the loopback registry") else {
+        return;
+    };
+    let Some(fx) = fixture().await else {
+        return;
+    };
+    let d = &fx.driver;
+    let disk = pushed(&registry, "never-disk", ARTIFACT_DISK_QCOW2, &fx.base);
+    let mut spec = fx.vm("");
+    spec.image = Some(disk.to_string());
+    spec.pull = zixiao_core::model::PullPolicy::Never;
+    let vm = instance(&unique("pull-never"), spec);
+    let err = d.create(&vm).await.expect_err("never pulls");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains(&disk.to_string()), "{err}");
+    let images = d.images().expect("images").list().await.expect("list");
+    assert!(images.is_empty(), "{images:?}");
+    assert_nothing_left(d, &vm).await;
+}

@@ -41,7 +41,8 @@ fn default_pipeline_order() {
             ("balanced", 1),
             ("zone-spread", 4),
             ("soft-affinity", 2),
-            ("carbon-aware", 2)
+            ("carbon-aware", 2),
+            ("image-locality", 1)
         ]
     );
 }
@@ -457,4 +458,26 @@ fn a_context_that_logs_its_changes_is_synced_by_the_log_alone() {
     assert_eq!(place(&nodes, 7, 1, &[(1, 0)]), "node-001");
     // Another table compares every node.
     assert_eq!(place(&nodes, 8, 0, &[]), "node-002");
+}
+
+/// Two nodes the strategies rate alike: whichever holds the instance's
+/// image takes it, under either strategy.
+#[test]
+fn a_node_holding_the_image_wins_among_equals() {
+    let instance = testing::instance("web", 1, 1024);
+    for holder in [0, 1] {
+        let mut nodes = testing::nodes(2);
+        nodes[holder].images = ["docker.io/library/busybox:latest".to_owned()].into();
+        let cx = SchedulingContext::new(&nodes);
+        for strategy in [Strategy::BinPack, Strategy::Spread] {
+            let scheduler = PluginScheduler::builder()
+                .default_strategy(strategy)
+                .build();
+            assert_eq!(
+                scheduler.place(&instance, &cx).unwrap(),
+                nodes[holder].id,
+                "{strategy:?}"
+            );
+        }
+    }
 }

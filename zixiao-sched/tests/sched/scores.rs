@@ -238,3 +238,38 @@ fn balanced_prefers_even_cpu_and_memory_use() {
         );
     }
 }
+
+#[test]
+fn image_locality_scores_the_share_of_images_a_node_holds() {
+    use zixiao_core::InstanceSpec;
+    use zixiao_sched::scores::ImageLocality;
+
+    let mut nodes: Vec<_> = (0..4)
+        .map(|i| testing::node(&format!("n{i}"), testing::capacity(16, 64 * 1024)))
+        .collect();
+    // n1 holds the container image by its full name, n2 by the name given.
+    nodes[1].images = ["docker.io/library/busybox:latest".to_owned()].into();
+    nodes[2].images = ["busybox".to_owned()].into();
+    // n3 holds the VM's disk (pulled by reference) but not its kernel.
+    nodes[3].images = ["debian-12".to_owned(), "other".to_owned()].into();
+    let state = state(&nodes, &[], &[]);
+
+    let container = testing::instance("web", 1, 64);
+    assert_eq!(scores(&ImageLocality, &state, &container), [0, 100, 100, 0]);
+    assert!(ImageLocality.applies(&request(&container), &state));
+
+    let mut vm = testing::instance("vm", 1, 64);
+    vm.spec = InstanceSpec::vm("127.0.0.1:5000/vm/debian:12").with_size(1, 64);
+    vm.spec.kernel = Some("vmlinux".into());
+    assert_eq!(scores(&ImageLocality, &state, &vm), [0, 0, 0, 50]);
+
+    // Host paths are no images a node holds: no opinion.
+    let mut local = vm.clone();
+    local.spec.image = Some("/var/lib/disk.qcow2".into());
+    local.spec.kernel = Some("/boot/vmlinuz".into());
+    assert!(!ImageLocality.applies(&request(&local), &state));
+    // Nor when no node holds any of its images.
+    let mut unknown = container.clone();
+    unknown.spec.image = Some("nginx:1".into());
+    assert!(!ImageLocality.applies(&request(&unknown), &state));
+}

@@ -282,6 +282,7 @@ class Controller:
         insecure_registries: Sequence[str] = (),
         registry_cas: Sequence[str] = (),
         platform: Optional[str] = None,
+        kind: Optional[ImageKind] = None,
         progress: Optional[_PullProgress] = None,
     ) -> Image:
         """Pulls ``reference`` from its registry; ``progress(event)`` gets a dict per step
@@ -426,6 +427,7 @@ class AsyncController:
         insecure_registries: Sequence[str] = (),
         registry_cas: Sequence[str] = (),
         platform: Optional[str] = None,
+        kind: Optional[ImageKind] = None,
         progress: Optional[_PullProgress] = None,
     ) -> Awaitable[Image]: ...
     def list_images(

@@ -42,6 +42,7 @@ NodeStatus = Literal[
     "onboarding_failed",
 ]
 RestartPolicy = Literal["never", "on_failure", "always"]
+PullPolicy = Literal["missing", "always", "never"]
 MicrovmBackend = Literal["auto", "vmm", "qemu"]
 
 
@@ -132,6 +133,11 @@ class InstanceSpec:
     """microVMs: disks besides the kernel, in guest order: raw images of
     the node's store, ``{"image": "data"}`` (the instance writes its own
     copy) or ``{"image": "tools", "read_only": True}``."""
+    pull: Optional[PullPolicy] = None
+    """When the node pulls ``image``, ``kernel`` and ``initrd`` given as
+    registry references: ``missing`` (default; only what it lacks),
+    ``always`` (a moved tag gives its new digest) or ``never`` (a missing
+    image fails the create with ``FailedPrecondition``)."""
 
     def to_dict(self) -> Dict[str, Any]:
         """The spec as the dict the controller reads, without unset fields."""
