@@ -259,10 +259,12 @@ impl ResponderDir {
             // SAFETY: as in `signal`.
             unsafe { libc::kill(pid, libc::SIGTERM) };
             // Until it is gone or a zombie: its parent is init, which may
-            // reap late (or, in some containers, never), and a zombie has
-            // no command line, so `running` no longer sees it.
+            // reap late (or, in some containers, never). Its command line
+            // is not enough: an exiting process loses it (its memory goes)
+            // before it closes its sockets, which a new dnsmasq on the
+            // same bridge would then find taken.
             let deadline = Instant::now() + STOP_TIMEOUT;
-            while self.running() == Some(pid) && Instant::now() < deadline {
+            while !exited(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -690,6 +692,18 @@ fn names(dir: &Path) -> Vec<String> {
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// Whether process `pid` has exited: gone, or a zombie (its files and
+/// sockets closed) that its parent has yet to reap.
+fn exited(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name's closing parenthesis.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
 }
 
 #[cfg(test)]
