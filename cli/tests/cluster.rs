@@ -15,7 +15,7 @@ mod processes;
 use processes::through;
 use processes::{command, start, wait_for_status, Running};
 #[cfg(feature = "libvirt")]
-use processes::{embedded_server, import_node_images, logged_counts, virsh, DomainGuard};
+use processes::{embedded_server, import_node_images, virsh, DomainGuard, TwoLibvirts};
 
 /// Node `node`'s usage samples once one carries its host's CPU and memory,
 /// which only its agent's heartbeats bring.
@@ -1637,154 +1637,6 @@ async fn on_the_embedded_default_there_is_no_other_node_to_migrate_to() {
     );
 }
 
-/// What the live and cold migration tests run on: the two libvirtds
-/// (`ZIXIAO_TEST_LIBVIRT_URI` and `ZIXIAO_TEST_LIBVIRT2_URI`), a directory
-/// both daemons' QEMU can search (short and plain: they open the nodes'
-/// images and overlays), an embedded server, and the VM artifacts
-/// (the test kernel, base disk and a counter initramfs).
-#[cfg(feature = "libvirt")]
-struct TwoLibvirts {
-    uri1: String,
-    uri2: String,
-    kernel: String,
-    base: String,
-    counter: String,
-    zone: String,
-    server: Running,
-    dir: tempfile::TempDir,
-}
-
-#[cfg(feature = "libvirt")]
-impl TwoLibvirts {
-    /// The set-up under a directory named from `prefix`, or `None` (the
-    /// test is skipped, or fails under `ZIXIAO_REQUIRE_RUNTIMES`) when a
-    /// daemon or artifact is missing.
-    fn start(prefix: &str) -> Option<TwoLibvirts> {
-        use std::os::unix::fs::PermissionsExt;
-        use zixiao_testing::wait::runtime_endpoint;
-        let uri1 = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt")?;
-        let uri2 = runtime_endpoint("ZIXIAO_TEST_LIBVIRT2_URI", "the second libvirtd")?;
-        let kernel = runtime_endpoint("ZIXIAO_TEST_VM_KERNEL", "kernel")?;
-        let base = runtime_endpoint("ZIXIAO_TEST_VM_BASE_IMAGE", "disk")?;
-        let root = std::path::PathBuf::from(
-            std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
-        )
-        .join("libvirt");
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(&root)
-            .expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let counter = dir.path().join("counter.cpio");
-        zixiao_testing::guest::counter_initramfs(&counter).expect("the counter initramfs");
-        let server = embedded_server(&dir.path().join("server"));
-        Some(TwoLibvirts {
-            uri1,
-            uri2,
-            kernel,
-            base,
-            counter: counter.to_string_lossy().into_owned(),
-            zone: format!("{prefix}{}", std::process::id()),
-            server,
-            dir,
-        })
-    }
-
-    /// Imports the VM's artifacts into node `node`'s image store on `uri`:
-    /// the kernel and initrd, and the base disk unless `without_disk`.
-    fn import_images(&self, node: &str, uri: &str, without_disk: bool) {
-        let mut images = vec![
-            (self.kernel.as_str(), "kernel", "k1"),
-            (self.counter.as_str(), "initrd", "counter"),
-        ];
-        if !without_disk {
-            images.push((self.base.as_str(), "disk", "base"));
-        }
-        import_node_images(&self.dir.path().join(node), uri, &images);
-    }
-
-    /// Starts node `node`'s agent on libvirt `uri` with `extra` flags.
-    fn agent(&self, node: &str, uri: &str, extra: &[&str]) -> Running {
-        let mut args = vec![
-            "--libvirt-uri",
-            uri,
-            "agent",
-            "--server",
-            &self.server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--skip-smoke-test",
-            "--name",
-            node,
-            "--zone",
-            &self.zone,
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        start(&self.dir.path().join(node), &args)
-    }
-
-    /// Runs the CLI through the server, its own state in `client/`.
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        through(&self.dir.path().join("client"), &self.server.addr, args)
-    }
-
-    /// Creates counter VM `name` (1 GiB disk on the base image, 256 MiB).
-    fn create_counter(&self, name: &str) -> serde_json::Value {
-        zixiao_testing::output::json(self.run(&[
-            "instance",
-            "create",
-            "--name",
-            name,
-            "--type",
-            "vm",
-            "--zone",
-            &self.zone,
-            "--image",
-            "base",
-            "--disk",
-            "1",
-            "--kernel",
-            "k1",
-            "--initrd",
-            "counter",
-            "--cmdline",
-            "console=ttyS0 panic=-1 quiet",
-            "--cpus",
-            "1",
-            "--memory",
-            "256",
-        ]))
-    }
-
-    /// Node `node`'s file `name` of instance `id` (its libvirt state).
-    fn instance_file(&self, node: &str, id: &str, name: &str) -> std::path::PathBuf {
-        self.dir
-            .path()
-            .join(node)
-            .join("runtime/libvirt")
-            .join(id)
-            .join(name)
-    }
-
-    /// Waits until counter VM `name`'s console, read through the server,
-    /// shows a count past `above`; returns the counts.
-    async fn counts_past(&self, name: &str, above: u64) -> Vec<u64> {
-        let client_dir = self.dir.path().join("client");
-        zixiao_testing::wait::wait_until(
-            &format!("the guest to count past {above}"),
-            Duration::from_secs(120),
-            || {
-                let counts = logged_counts(&client_dir, &self.server.addr, name);
-                async move { counts.iter().any(|&n| n > above).then_some(counts) }
-            },
-        )
-        .await
-    }
-}
-
 /// `instance migrate --live` through a server and two agents, each on its
 /// own libvirtd (`ZIXIAO_TEST_LIBVIRT_URI`, then the second daemon,
 /// `ZIXIAO_TEST_LIBVIRT2_URI`, which node B names as where it takes
@@ -1987,10 +1839,10 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
 /// not (`never`), migrates both live to B, and both keep counting there
 /// (no reboot); the report says so per instance and A ends cordoned with
 /// nothing on it. Then `node maintenance on B`, where nothing can migrate
-/// (node A takes no migrations, and cold migration copies through agents
-/// that are not asked to here): the `always` VM restarts on A from its
-/// image, the `never` one stops on B, and the report names why neither
-/// migrated.
+/// live (node A takes no live migrations): the `always` VM migrates cold
+/// to A (stopped, its disk copied, started there), the `never` one stops
+/// on B (a cold migration would restart it), and the report names why
+/// neither migrated live.
 #[cfg(feature = "libvirt")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_and_maintenance_migrate_running_vms_live_and_say_why_not() {
@@ -2044,21 +1896,26 @@ async fn drain_and_maintenance_migrate_running_vms_live_and_say_why_not() {
     let node_a = pair.client.get_node(&a).await.expect("node a");
     assert_eq!(node_a.allocated.instances, 0, "{node_a:?}");
 
-    // Maintenance on B: A takes no migrations, so neither migrates; the
-    // report says why, the `always` one restarts on A, the `never` one
-    // stops where it is.
+    // Maintenance on B: A takes no live migrations, so the report says
+    // why; the `always` one migrates cold to A, the `never` one stops
+    // where it is.
     zixiao_testing::output::ok(pair.run(&["node", "uncordon", &a]));
     let report = json(pair.run(&["node", "maintenance", &b, "on"]));
     assert_eq!(report["status"], "maintenance", "{report}");
-    assert_eq!(report["migrated"], serde_json::json!([]), "{report}");
-    assert_eq!(report["moved"], serde_json::json!([names[0]]), "{report}");
+    assert_eq!(
+        report["migrated"],
+        serde_json::json!([{ "name": names[0], "mode": "cold", "to": a }]),
+        "{report}"
+    );
+    assert_eq!(report["moved"], serde_json::json!([]), "{report}");
     assert_eq!(report["stopped"], serde_json::json!([names[1]]), "{report}");
     for name in &names {
         let why = report["not_migrated"][name].as_str().unwrap_or_default();
         assert!(why.starts_with("live: "), "{name}: {report}");
     }
-    let restarted = json(pair.run(&["instance", "get", &names[0]]));
-    assert_eq!(restarted["node"], a.as_str(), "{restarted}");
+    let cold = json(pair.run(&["instance", "get", &names[0]]));
+    assert_eq!(cold["node"], a.as_str(), "{cold}");
+    assert_eq!(cold["status"], "running", "{cold}");
     let stopped = json(pair.run(&["instance", "get", &names[1]]));
     assert_eq!(stopped["node"], b.as_str(), "{stopped}");
     assert_eq!(stopped["status"], "stopped", "{stopped}");

@@ -155,105 +155,75 @@ pub(crate) fn logged_counts(client: &Path, server: &str, name: &str) -> Vec<u64>
     zixiao_testing::guest::console_counts(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Two nodes on the two libvirtds of `scripts/services/libvirt.sh`, joined
-/// to one embedded server in a zone of their own: node A on the first
-/// daemon, node B ([`LibvirtPair::start_b`]) on the second, which takes
-/// live migrations (the first cannot be reached from the second, so
-/// migrations go from A to B). Each node's image store holds a counting
-/// guest: disk `base`, kernel `k1`, initrd `counter`. What it starts is
-/// stopped, and the domains of the VMs it created destroyed, when dropped.
+/// What the live and cold migration tests run on: the two libvirtds
+/// (`ZIXIAO_TEST_LIBVIRT_URI` and `ZIXIAO_TEST_LIBVIRT2_URI`), a directory
+/// both daemons' QEMU can search (short and plain: they open the nodes'
+/// images and overlays), an embedded server, and the VM artifacts
+/// (the test kernel, base disk and a counter initramfs).
 #[cfg(feature = "libvirt")]
-pub(crate) struct LibvirtPair {
+pub(crate) struct TwoLibvirts {
     pub(crate) uri1: String,
     pub(crate) uri2: String,
-    pub(crate) a: String,
-    pub(crate) b: String,
+    pub(crate) kernel: String,
+    pub(crate) base: String,
+    pub(crate) counter: String,
     pub(crate) zone: String,
     pub(crate) server: Running,
-    pub(crate) client: Client,
-    agents: Vec<Running>,
-    guards: Vec<DomainGuard>,
-    /// Last: removed once everything using it stopped.
     pub(crate) dir: tempfile::TempDir,
 }
 
 #[cfg(feature = "libvirt")]
-impl LibvirtPair {
-    /// The server and node A, once A is ready; `None` (saying why) when
-    /// the libvirt services are not running and the tests may skip.
-    /// `prefix` names the nodes, the zone and the directory.
-    pub(crate) async fn start(prefix: &str) -> Option<LibvirtPair> {
+impl TwoLibvirts {
+    /// The set-up under a directory named from `prefix`, or `None` (the
+    /// test is skipped, or fails under `ZIXIAO_REQUIRE_RUNTIMES`) when a
+    /// daemon or artifact is missing.
+    pub(crate) fn start(prefix: &str) -> Option<TwoLibvirts> {
         use std::os::unix::fs::PermissionsExt;
         use zixiao_testing::wait::runtime_endpoint;
-
         let uri1 = runtime_endpoint("ZIXIAO_TEST_LIBVIRT_URI", "libvirt")?;
         let uri2 = runtime_endpoint("ZIXIAO_TEST_LIBVIRT2_URI", "the second libvirtd")?;
         let kernel = runtime_endpoint("ZIXIAO_TEST_VM_KERNEL", "kernel")?;
         let base = runtime_endpoint("ZIXIAO_TEST_VM_BASE_IMAGE", "disk")?;
-        // Short, plain and searchable by both daemons' QEMU, which open
-        // the nodes' images and overlays.
         let root = std::path::PathBuf::from(
             std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
         )
         .join("libvirt");
         let dir = tempfile::Builder::new()
-            .prefix(&format!("zx-{prefix}-"))
+            .prefix(prefix)
             .tempdir_in(&root)
             .expect("tempdir");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
         let counter = dir.path().join("counter.cpio");
         zixiao_testing::guest::counter_initramfs(&counter).expect("the counter initramfs");
-        let counter = counter.to_string_lossy().into_owned();
-        let pid = std::process::id();
-        let (a, b) = (format!("{prefix}-a-{pid}"), format!("{prefix}-b-{pid}"));
-        for (node, uri) in [(&a, &uri1), (&b, &uri2)] {
-            import_node_images(
-                &dir.path().join(node),
-                uri,
-                &[
-                    (&base, "disk", "base"),
-                    (&kernel, "kernel", "k1"),
-                    (&counter, "initrd", "counter"),
-                ],
-            );
-        }
         let server = embedded_server(&dir.path().join("server"));
-        let client = zixiao_api::connect(&server.addr).expect("client");
-        let mut pair = LibvirtPair {
-            zone: format!("{prefix}-{pid}"),
+        Some(TwoLibvirts {
             uri1,
             uri2,
-            a,
-            b,
+            kernel,
+            base,
+            counter: counter.to_string_lossy().into_owned(),
+            zone: format!("{prefix}{}", std::process::id()),
             server,
-            client,
-            agents: Vec::new(),
-            guards: Vec::new(),
             dir,
-        };
-        let (a, uri1) = (pair.a.clone(), pair.uri1.clone());
-        pair.start_agent(&a, &uri1, &[]).await;
-        Some(pair)
+        })
     }
 
-    /// Starts node B, taking live migrations on the second daemon, and
-    /// waits until it is ready.
-    pub(crate) async fn start_b(&mut self) {
-        let (b, uri2) = (self.b.clone(), self.uri2.clone());
-        let extra = [
-            "--libvirt-migration-uri",
-            &uri2,
-            "--libvirt-migration-address",
-            "127.0.0.1",
+    /// Imports the VM's artifacts into node `node`'s image store on `uri`:
+    /// the kernel and initrd, and the base disk unless `without_disk`.
+    pub(crate) fn import_images(&self, node: &str, uri: &str, without_disk: bool) {
+        let mut images = vec![
+            (self.kernel.as_str(), "kernel", "k1"),
+            (self.counter.as_str(), "initrd", "counter"),
         ];
-        self.start_agent(&b, &uri2, &extra).await;
+        if !without_disk {
+            images.push((self.base.as_str(), "disk", "base"));
+        }
+        import_node_images(&self.dir.path().join(node), uri, &images);
     }
 
-    /// Starts an agent for node `node` on libvirt `uri` (no networks, no
-    /// watchdog, no smoke test) with `extra` arguments, and waits until
-    /// the node is ready.
-    pub(crate) async fn start_agent(&mut self, node: &str, uri: &str, extra: &[&str]) {
+    /// Starts node `node`'s agent on libvirt `uri` with `extra` flags.
+    pub(crate) fn agent(&self, node: &str, uri: &str, extra: &[&str]) -> Running {
         let mut args = vec![
             "--libvirt-uri",
             uri,
@@ -271,39 +241,22 @@ impl LibvirtPair {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        self.agents.push(start(&self.dir.path().join(node), &args));
-        wait_for_status(&self.client, node, NodeStatus::Ready).await;
+        start(&self.dir.path().join(node), &args)
     }
 
-    /// Kills the server (as a crash does: no clean shutdown) and starts it
-    /// again on the same state and address, where the agents find it.
-    pub(crate) fn restart_server(&mut self) {
-        let addr = self.server.addr.clone();
-        let _ = self.server.child.kill();
-        let _ = self.server.child.wait();
-        self.server = start(
-            &self.dir.path().join("server"),
-            &[
-                "server",
-                "--embedded",
-                "--insecure-no-tls",
-                "--listen",
-                &addr,
-            ],
-        );
-        assert_eq!(self.server.addr, addr, "the server moved");
-    }
-
-    /// `zixiao --endpoint SERVER -o json ARGS...`.
+    /// Runs the CLI through the server, its own state in `client/`.
     pub(crate) fn run(&self, args: &[&str]) -> std::process::Output {
         through(&self.dir.path().join("client"), &self.server.addr, args)
     }
 
-    /// Creates VM `name` in the pair's zone (1 CPU, 256 MiB, the counting
-    /// guest on a 1 GiB disk from `base`) with `extra` arguments, and
-    /// answers what `instance create -o json` printed. Its domain is
-    /// destroyed on both daemons when the pair is dropped.
-    pub(crate) fn create_counter(&mut self, name: &str, extra: &[&str]) -> serde_json::Value {
+    /// Creates counter VM `name` (1 GiB disk on the base image, 256 MiB).
+    pub(crate) fn create_counter(&self, name: &str) -> serde_json::Value {
+        self.create_counter_with(name, &[])
+    }
+
+    /// Creates counter VM `name` as [`TwoLibvirts::create_counter`] does,
+    /// with `extra` arguments.
+    pub(crate) fn create_counter_with(&self, name: &str, extra: &[&str]) -> serde_json::Value {
         let mut args = vec![
             "instance",
             "create",
@@ -329,23 +282,25 @@ impl LibvirtPair {
             "256",
         ];
         args.extend_from_slice(extra);
-        let created = zixiao_testing::output::json(self.run(&args));
-        let id = created["id"].as_str().expect("id").to_owned();
-        for uri in [&self.uri1, &self.uri2] {
-            self.guards.push(DomainGuard {
-                uri: uri.clone(),
-                id: id.clone(),
-            });
-        }
-        created
+        zixiao_testing::output::json(self.run(&args))
     }
 
-    /// The counts VM `name` printed, once one is above `above` (two
-    /// minutes at most).
+    /// Node `node`'s file `name` of instance `id` (its libvirt state).
+    pub(crate) fn instance_file(&self, node: &str, id: &str, name: &str) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join(node)
+            .join("runtime/libvirt")
+            .join(id)
+            .join(name)
+    }
+
+    /// Waits until counter VM `name`'s console, read through the server,
+    /// shows a count past `above`; returns the counts.
     pub(crate) async fn counts_past(&self, name: &str, above: u64) -> Vec<u64> {
         let client_dir = self.dir.path().join("client");
         zixiao_testing::wait::wait_until(
-            &format!("{name} to count past {above}"),
+            &format!("the guest to count past {above}"),
             Duration::from_secs(120),
             || {
                 let counts = logged_counts(&client_dir, &self.server.addr, name);
@@ -353,5 +308,117 @@ impl LibvirtPair {
             },
         )
         .await
+    }
+}
+
+/// Two nodes of a [`TwoLibvirts`] set-up: node A on the first daemon,
+/// ready once [`LibvirtPair::start`] returns, and node B on the second
+/// ([`LibvirtPair::start_b`]), which takes live migrations (the first
+/// cannot be reached from the second, so migrations go from A to B). Each
+/// node's image store holds the counting guest: disk `base`, kernel `k1`,
+/// initrd `counter`. What it starts is stopped, and the domains of the VMs
+/// it created destroyed, when dropped; the set-up is reached through it
+/// (`pair.run(...)`, `pair.counts_past(...)`).
+#[cfg(feature = "libvirt")]
+pub(crate) struct LibvirtPair {
+    pub(crate) a: String,
+    pub(crate) b: String,
+    pub(crate) client: Client,
+    agents: Vec<Running>,
+    guards: Vec<DomainGuard>,
+    /// Last: its server stops and its directory goes once the agents
+    /// stopped and the domains are gone.
+    set: TwoLibvirts,
+}
+
+#[cfg(feature = "libvirt")]
+impl std::ops::Deref for LibvirtPair {
+    type Target = TwoLibvirts;
+
+    fn deref(&self) -> &TwoLibvirts {
+        &self.set
+    }
+}
+
+#[cfg(feature = "libvirt")]
+impl LibvirtPair {
+    /// The server and node A, once A is ready; `None` (saying why) when
+    /// the libvirt services are not running and the tests may skip.
+    /// `prefix` names the nodes, the zone and the directory.
+    pub(crate) async fn start(prefix: &str) -> Option<LibvirtPair> {
+        let set = TwoLibvirts::start(&format!("zx-{prefix}-"))?;
+        let pid = std::process::id();
+        let (a, b) = (format!("{prefix}-a-{pid}"), format!("{prefix}-b-{pid}"));
+        set.import_images(&a, &set.uri1, false);
+        set.import_images(&b, &set.uri2, false);
+        let client = zixiao_api::connect(&set.server.addr).expect("client");
+        let mut pair = LibvirtPair {
+            a,
+            b,
+            client,
+            agents: Vec::new(),
+            guards: Vec::new(),
+            set,
+        };
+        let (a, uri1) = (pair.a.clone(), pair.set.uri1.clone());
+        pair.start_agent(&a, &uri1, &[]).await;
+        Some(pair)
+    }
+
+    /// Starts node B, taking live migrations on the second daemon, and
+    /// waits until it is ready.
+    pub(crate) async fn start_b(&mut self) {
+        let (b, uri2) = (self.b.clone(), self.set.uri2.clone());
+        let extra = [
+            "--libvirt-migration-uri",
+            &uri2,
+            "--libvirt-migration-address",
+            "127.0.0.1",
+        ];
+        self.start_agent(&b, &uri2, &extra).await;
+    }
+
+    /// Starts an agent for node `node` on libvirt `uri` with `extra`
+    /// arguments (see [`TwoLibvirts::agent`]), and waits until the node is
+    /// ready.
+    pub(crate) async fn start_agent(&mut self, node: &str, uri: &str, extra: &[&str]) {
+        let agent = self.set.agent(node, uri, extra);
+        self.agents.push(agent);
+        wait_for_status(&self.client, node, NodeStatus::Ready).await;
+    }
+
+    /// Kills the server (as a crash does: no clean shutdown) and starts it
+    /// again on the same state and address, where the agents find it.
+    pub(crate) fn restart_server(&mut self) {
+        let set = &mut self.set;
+        let addr = set.server.addr.clone();
+        let _ = set.server.child.kill();
+        let _ = set.server.child.wait();
+        set.server = start(
+            &set.dir.path().join("server"),
+            &[
+                "server",
+                "--embedded",
+                "--insecure-no-tls",
+                "--listen",
+                &addr,
+            ],
+        );
+        assert_eq!(set.server.addr, addr, "the server moved");
+    }
+
+    /// Creates counter VM `name` (see [`TwoLibvirts::create_counter`])
+    /// with `extra` arguments; its domain is destroyed on both daemons
+    /// when the pair is dropped.
+    pub(crate) fn create_counter(&mut self, name: &str, extra: &[&str]) -> serde_json::Value {
+        let created = self.set.create_counter_with(name, extra);
+        let id = created["id"].as_str().expect("id").to_owned();
+        for uri in [&self.set.uri1, &self.set.uri2] {
+            self.guards.push(DomainGuard {
+                uri: uri.clone(),
+                id: id.clone(),
+            });
+        }
+        created
     }
 }
