@@ -295,8 +295,16 @@ async fn held_target(
         (Some(stored), Held::Incoming) => stored.incoming_here(&id).await.map_err(driver_status)?,
         (Some(stored), Held::PlacedOrIncoming) => match stored.placed_here(&id).await {
             Ok(placed) => placed,
-            Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
-                stored.incoming_here(&id).await.map_err(driver_status)?
+            Err(elsewhere) if elsewhere.kind() == ErrorKind::FailedPrecondition => {
+                match stored.incoming_here(&id).await {
+                    Ok(incoming) => incoming,
+                    // Neither placed nor arriving here: where it is placed
+                    // says why nothing runs (not a second copy).
+                    Err(e) if e.kind() == ErrorKind::FailedPrecondition => {
+                        return Err(driver_status(elsewhere))
+                    }
+                    Err(e) => return Err(driver_status(e)),
+                }
             }
             Err(e) => return Err(driver_status(e)),
         },
