@@ -99,14 +99,15 @@ pub(crate) fn spawn(
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut setup.mask);
     }
     let mut stack = vec![0u8; CHILD_STACK];
-    // SAFETY: the child's stack grows down from the (16-byte aligned) end
-    // of `stack`; CLONE_VFORK suspends this thread until the child has
-    // exec'd or exited, so `stack` and `setup` outlive every use by it.
+    // The ABI wants the stack pointer 16-byte aligned at the call; a
+    // byte vector's start need not be, so the top is aligned as an address.
+    let end = stack.as_mut_ptr_range().end;
+    let top = end.wrapping_sub(end as usize % 16);
+    // SAFETY: the child's stack grows down from `top`, inside `stack`;
+    // CLONE_VFORK suspends this thread until the child has exec'd or
+    // exited, so `stack` and `setup` outlive every use by it.
     let pid = unsafe {
-        let top = stack
-            .as_mut_ptr()
-            .add(CHILD_STACK & !15)
-            .cast::<libc::c_void>();
+        let top = top.cast::<libc::c_void>();
         libc::clone(
             child_main,
             top,
