@@ -15,7 +15,7 @@ mod processes;
 use processes::through;
 use processes::{command, start, wait_for_status, Running};
 #[cfg(feature = "libvirt")]
-use processes::{embedded_server, import_node_images, virsh, DomainGuard, TwoLibvirts};
+use processes::{embedded_server, import_node_images, virsh, DomainGuard};
 
 /// Node `node`'s usage samples once one carries its host's CPU and memory,
 /// which only its agent's heartbeats bring.
@@ -515,18 +515,8 @@ impl PrivateSmokeImage {
 /// `skopeo copy` of the busybox archive to `image`, with `flags`.
 #[cfg(all(feature = "etcd", feature = "containerd"))]
 fn push(busybox: &str, image: &str, flags: &[&str]) {
-    let pushed = Command::new("skopeo")
-        .args(["copy", "--quiet"])
-        .args(flags)
-        .arg(format!("oci-archive:{busybox}"))
-        .arg(format!("docker://{image}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
+    zixiao_testing::registry::push_with_skopeo(&format!("oci-archive:{busybox}"), image, flags)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Pushes busybox as a tag of this run to the TLS registry with a
@@ -597,7 +587,11 @@ async fn joining_nodes_take_work_only_once_their_smoke_test_passed() {
     // A smoke image only the registry holds: a tag of this run, which
     // nothing has imported or pulled into containerd.
     let only_in_registry = format!("{registry}/busybox:smoke-{pid}");
-    push(&busybox, &only_in_registry, &["--dest-tls-verify=false"]);
+    push(
+        &busybox,
+        &only_in_registry,
+        &[zixiao_testing::registry::PLAIN_HTTP],
+    );
     // The same, only in the registry that wants a password and whose
     // certificate a private CA issued: reached with the agent's
     // --smoke-registry-ca and --smoke-registry-auth.
@@ -1655,55 +1649,29 @@ async fn on_the_embedded_default_there_is_no_other_node_to_migrate_to() {
 async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays() {
     use zixiao_testing::output::{assert_refused, json};
 
-    let Some(set) = TwoLibvirts::start("zx-livemig-") else {
+    let Some(mut pair) = processes::LibvirtPair::start("lm").await else {
         return;
     };
-    let (uri1, uri2) = (set.uri1.clone(), set.uri2.clone());
-    let dir = &set.dir;
-    let server = &set.server;
-    let pid = std::process::id();
-    let (a, b, c) = (
-        format!("lm-a-{pid}"),
-        format!("lm-b-{pid}"),
-        format!("lm-c-{pid}"),
+    let (a, b, uri1, uri2) = (
+        pair.a.clone(),
+        pair.b.clone(),
+        pair.uri1.clone(),
+        pair.uri2.clone(),
     );
-    // Each node's image store holds the VM's disk, kernel and initrd.
-    for (node, uri) in [(&a, &uri1), (&b, &uri2), (&c, &uri2)] {
-        set.import_images(node, uri, false);
-    }
-    let client = zixiao_api::connect(&server.addr).expect("client");
-    let _a = set.agent(&a, &uri1, &[]);
-    wait_for_status(&client, &a, NodeStatus::Ready).await;
-    let run = |args: &[&str]| set.run(args);
+    let pid = std::process::id();
+    let c = format!("lm-c-{pid}");
+    pair.import_images(&c, &uri2, false);
     let name = format!("counter-{pid}");
-    let created = set.create_counter(&name);
+    let created = pair.create_counter(&name, &[]);
     let id = created["id"].as_str().expect("id").to_owned();
-    let _on_a = DomainGuard {
-        uri: uri1.clone(),
-        id: id.clone(),
-    };
-    let _on_b = DomainGuard {
-        uri: uri2.clone(),
-        id: id.clone(),
-    };
     assert_eq!(created["node"], a.as_str(), "{created}");
     assert_eq!(created["status"], "running", "{created}");
-    let counts_past = |above: u64| set.counts_past(&name, above);
-    counts_past(20).await;
+    pair.counts_past(&name, 20).await;
 
     // Node B takes migrations on the second daemon; node C names one
     // that is not there.
-    let _b = set.agent(
-        &b,
-        &uri2,
-        &[
-            "--libvirt-migration-uri",
-            &uri2,
-            "--libvirt-migration-address",
-            "127.0.0.1",
-        ],
-    );
-    let _c = set.agent(
+    pair.start_b().await;
+    pair.start_agent(
         &c,
         &uri2,
         &[
@@ -1712,9 +1680,12 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
             "--libvirt-migration-address",
             "127.0.0.1",
         ],
-    );
-    wait_for_status(&client, &b, NodeStatus::Ready).await;
-    wait_for_status(&client, &c, NodeStatus::Ready).await;
+    )
+    .await;
+    let (set, client) = (&*pair, &pair.client);
+    let dir = &set.dir;
+    let run = |args: &[&str]| set.run(args);
+    let counts_past = |above: u64| set.counts_past(&name, above);
 
     // The failed one, asked for and chosen by `auto` (both nodes' vm
     // drivers migrate live): named, and nothing moved.
@@ -2025,35 +1996,28 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
     use zixiao_testing::output::{assert_refused, json, ok};
     use zixiao_testing::wait::wait_until;
 
-    let Some(set) = TwoLibvirts::start("zx-coldmig-") else {
+    let Some(mut pair) = processes::LibvirtPair::start("cm").await else {
         return;
     };
-    let (uri1, uri2) = (set.uri1.clone(), set.uri2.clone());
-    let pid = std::process::id();
-    let (a, b, c) = (
-        format!("cm-a-{pid}"),
-        format!("cm-b-{pid}"),
-        format!("cm-c-{pid}"),
+    let (a, b, uri1, uri2) = (
+        pair.a.clone(),
+        pair.b.clone(),
+        pair.uri1.clone(),
+        pair.uri2.clone(),
     );
-    set.import_images(&a, &uri1, false);
-    set.import_images(&b, &uri2, false);
-    set.import_images(&c, &uri2, true);
-    let client = zixiao_api::connect(&set.server.addr).expect("client");
-    let _a = set.agent(&a, &uri1, &[]);
-    wait_for_status(&client, &a, NodeStatus::Ready).await;
-    let run = |args: &[&str]| set.run(args);
+    let pid = std::process::id();
+    let c = format!("cm-c-{pid}");
+    pair.import_images(&c, &uri2, true);
     let name = format!("cold-{pid}");
-    let created = set.create_counter(&name);
+    let created = pair.create_counter(&name, &[]);
     let id = created["id"].as_str().expect("id").to_owned();
-    let _on_a = DomainGuard {
-        uri: uri1.clone(),
-        id: id.clone(),
-    };
-    let _on_b = DomainGuard {
-        uri: uri2.clone(),
-        id: id.clone(),
-    };
     assert_eq!(created["node"], a.as_str(), "{created}");
+    // B and C join once it is placed on A (it stays there through its
+    // stop and start below).
+    pair.start_b().await;
+    pair.start_agent(&c, &uri2, &[]).await;
+    let (set, client) = (&*pair, &pair.client);
+    let run = |args: &[&str]| set.run(args);
     let status_is = |wanted: &'static str| {
         let name = name.clone();
         async move {
@@ -2085,11 +2049,6 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
     ok(run(&["instance", "start", &name]));
     status_is("running").await;
     set.counts_past(&name, 10).await;
-
-    let _b = set.agent(&b, &uri2, &[]);
-    let _c = set.agent(&c, &uri2, &[]);
-    wait_for_status(&client, &b, NodeStatus::Ready).await;
-    wait_for_status(&client, &c, NodeStatus::Ready).await;
 
     // The failed one: C has no base image, so its agent refuses the copy
     // after A stopped it; A starts it again, its disk as it was.

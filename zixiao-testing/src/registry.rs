@@ -240,7 +240,11 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
     let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
     let layout = dir.path().join("layout");
     let digest = write_artifact_layout(&layout, "artifact", media_type, file)?;
-    skopeo_copy(&format!("oci:{}:artifact", layout.display()), image, &[])?;
+    push_with_skopeo(
+        &format!("oci:{}:artifact", layout.display()),
+        image,
+        &[PLAIN_HTTP],
+    )?;
     Ok(digest)
 }
 
@@ -250,17 +254,23 @@ pub fn push_artifact(image: &str, media_type: &str, file: &Path) -> Result<Strin
 /// the tag to another manifest digest, as a rebuilt image would.
 /// Errors: skopeo's own.
 pub fn push_oci_archive(archive: &str, image: &str, format: &str) -> Result<(), String> {
-    skopeo_copy(
+    push_with_skopeo(
         &format!("oci-archive:{archive}"),
         image,
-        &["--format", format],
+        &[PLAIN_HTTP, "--format", format],
     )
 }
 
-/// `skopeo copy` of `source` to `image` on a plain-HTTP loopback registry.
-fn skopeo_copy(source: &str, image: &str, flags: &[&str]) -> Result<(), String> {
+/// The `skopeo copy` flag for a plain-HTTP loopback registry.
+pub const PLAIN_HTTP: &str = "--dest-tls-verify=false";
+
+/// `skopeo copy` of `source` (a transport and its path, such as
+/// `oci-archive:/tmp/busybox.tar`) to `image` with `flags` (how to reach
+/// the registry: [`PLAIN_HTTP`], or a certificate directory and
+/// credentials). Errors: skopeo's own words.
+pub fn push_with_skopeo(source: &str, image: &str, flags: &[&str]) -> Result<(), String> {
     let pushed = Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .args(["copy", "--quiet"])
         .args(flags)
         .arg(source)
         .arg(format!("docker://{image}"))
