@@ -211,6 +211,10 @@ pub(crate) struct CacheState {
     names: HashMap<String, String>,
     on_node: HashMap<String, BTreeSet<String>>,
     groups: HashMap<String, BTreeSet<String>>,
+    /// The instances that are being moved live (they name a live
+    /// migration target), which the operations tick looks after without
+    /// scanning every instance.
+    migrating: BTreeSet<String>,
     runtimes: HashMap<InstanceType, usize>,
     raw: BTreeMap<String, KeyValue>,
     /// The host aggregates, decoded from the raw keys under
@@ -261,6 +265,13 @@ impl CacheState {
             .filter(|i| i.node.is_some())
             .map(|i| Instance::clone(i))
             .collect()
+    }
+
+    /// The instances being moved live ([`Instance::live_migration_target`]).
+    pub(crate) fn live_migrations(&self) -> impl Iterator<Item = &Arc<Instance>> + '_ {
+        self.migrating
+            .iter()
+            .filter_map(|id| self.instances.get(id))
     }
 
     /// The host aggregates, in name order.
@@ -348,6 +359,13 @@ impl CacheState {
                 if ids.is_empty() {
                     self.on_node.remove(node);
                 }
+            }
+        }
+        if instance.live_migration_target().is_some() {
+            if add {
+                self.migrating.insert(id.clone());
+            } else {
+                self.migrating.remove(id);
             }
         }
         for rule in &instance.spec.placement.groups {

@@ -236,11 +236,16 @@ impl Controller {
 
     /// [`Self::record_node_images`] of `instance`'s node when it names
     /// images the node is not recorded to hold yet (so a create of an
-    /// image already recorded costs no listing).
-    pub(crate) async fn note_images_of(&self, instance: &Instance) {
+    /// image already recorded costs no listing). `driver` made it: one that
+    /// keeps no image store cannot have pulled anything, so the create path
+    /// pays no node read for it.
+    pub(crate) async fn note_images_of(&self, driver: &dyn Driver, instance: &Instance) {
         let Some(node) = &instance.node else {
             return;
         };
+        if driver.images().is_none() {
+            return;
+        }
         let wanted = held_image_names(&instance.spec);
         if wanted.is_empty() {
             return;

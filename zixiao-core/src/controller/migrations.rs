@@ -892,8 +892,7 @@ impl Controller {
         self.inner
             .cache
             .read()
-            .instances()
-            .filter(|i| i.live_migration_target().is_some())
+            .live_migrations()
             .map(|i| Instance::clone(i))
             .collect()
     }

@@ -590,7 +590,7 @@ impl Controller {
                 .await;
         }
         // The create may have pulled its images onto the node.
-        self.note_images_of(&instance).await;
+        self.note_images_of(driver.as_ref(), &instance).await;
         let runtime = driver.runtime_of(&instance);
         let now = self.now();
         if instance.desired == DesiredState::Running {
