@@ -165,7 +165,10 @@ impl<A: Api> Api for Authorized<A> {
         }
         // An admin may do anything anywhere: no lookup needed.
         let judged = matches!(identity, Identity::User { role, .. } if *role != Role::Admin);
-        // An operation is judged by its target, found in the operation.
+        // An operation is judged by its target, found in the operation. An
+        // image's operation has none to be judged by: it is judged below as
+        // images are, and a read of it answers with this lookup.
+        let mut image_operation = None;
         if let (true, Some(id)) = (judged, operation_ref(&request)) {
             let lookup = Request::GetOperation { id: id.clone() };
             let operation = match self.inner.call(lookup).await {
@@ -194,6 +197,7 @@ impl<A: Api> Api for Authorized<A> {
                 }
                 return self.inner.call(request).await;
             }
+            image_operation = Some(operation);
         }
         // A create names its project in a label: checked for everyone, so
         // no instance is made that only an admin could reach again.
@@ -236,6 +240,10 @@ impl<A: Api> Api for Authorized<A> {
             Ok(grant) => grant,
             Err(denial) => return Err(self.deny(&request, project, denial).await),
         };
+        if let (Some(operation), Request::GetOperation { .. }) = (image_operation, &request) {
+            // The lookup was the call.
+            return Ok(Response::Operation(operation));
+        }
         // A token made without naming its owner is the caller's own.
         if let Request::CreateToken {
             owner: owner @ None,

@@ -244,6 +244,19 @@ impl Api for FakeApi {
                 ..DrainReport::default()
             }),
             Request::ListNodes => Response::Nodes(Vec::new()),
+            // Every operation is an image pull on node `worker-1`.
+            Request::GetOperation { id } => {
+                let target = zixiao_core::model::OperationTarget::image("worker-1", "busybox");
+                let kind = zixiao_core::model::OperationKind::ImagePull;
+                let mut operation = zixiao_core::model::Operation::new(
+                    kind,
+                    target,
+                    None,
+                    chrono::DateTime::UNIX_EPOCH,
+                );
+                operation.id = id;
+                Response::Operation(operation)
+            }
             _ => Response::Done,
         })
     }

@@ -217,6 +217,15 @@ async fn an_allowed_call_names_the_instance_by_id_and_is_recorded() {
     .unwrap();
     assert_eq!(fake.calls().len(), calls + 1);
     assert_eq!(log.list(None, None, None).await.unwrap().len(), 1);
+    // So is a read of an image's operation, which has no project to judge.
+    let calls = fake.calls().len();
+    let id = zixiao_core::model::OperationId::new();
+    let read = api.call(Request::GetOperation { id: id.clone() }).await;
+    assert!(
+        matches!(read, Ok(Response::Operation(ref o)) if o.id == id),
+        "{read:?}"
+    );
+    assert_eq!(fake.calls().len(), calls + 1, "{:?}", fake.calls());
 
     // A changing call on a missing instance ends in the lookup: recorded.
     let err = api.call(stop("ghost")).await.unwrap_err();
