@@ -32,6 +32,13 @@ use crate::status::to_driver_error;
 /// How long a call to an agent may take before it counts as unavailable.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a call that moves a guest may take: a live migration, or the
+/// upload of a disk in a cold one, which grow with the guest's size. A
+/// peer that dies mid-way is still found within seconds ([`KEEP_ALIVE`]);
+/// this bounds one that stays alive and stalls. The agent's own server
+/// bounds every call it serves to the same (`limits::Limits`).
+pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// How long connecting to an agent may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -82,6 +89,9 @@ pub fn channel_with(
 pub struct RemoteAgent {
     node: String,
     client: AgentServiceClient<Channel>,
+    /// For the calls [`LONG_CALL_TIMEOUT`] bounds: a channel of its own,
+    /// since a channel's deadline applies to each of its calls.
+    long_client: AgentServiceClient<Channel>,
     runtimes: BTreeSet<InstanceType>,
     missing: BTreeMap<InstanceType, String>,
     drivers: BTreeMap<InstanceType, DriverInfo>,
@@ -132,12 +142,17 @@ impl RemoteAgent {
         drivers: BTreeMap<InstanceType, DriverInfo>,
         tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<Self, zixiao_core::Error> {
-        let client = AgentServiceClient::new(channel_with(address, DEFAULT_CALL_TIMEOUT, tls)?)
-            .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::MAX_MESSAGE_BYTES);
+        let client = |timeout| {
+            Ok::<_, zixiao_core::Error>(
+                AgentServiceClient::new(channel_with(address, timeout, tls.clone())?)
+                    .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(crate::MAX_MESSAGE_BYTES),
+            )
+        };
         Ok(RemoteAgent {
             node: node.to_owned(),
-            client,
+            client: client(DEFAULT_CALL_TIMEOUT)?,
+            long_client: client(LONG_CALL_TIMEOUT)?,
             runtimes,
             missing,
             drivers,
@@ -224,6 +239,11 @@ pub struct RemoteDriver {
 impl RemoteDriver {
     fn client(&self) -> AgentServiceClient<Channel> {
         self.agent.client.clone()
+    }
+
+    /// The client for calls that move a guest ([`LONG_CALL_TIMEOUT`]).
+    fn long_client(&self) -> AgentServiceClient<Channel> {
+        self.agent.long_client.clone()
     }
 
     fn error(&self, status: tonic::Status) -> DriverError {
@@ -463,8 +483,9 @@ impl ColdMigrate for RemoteDriver {
             }
             None
         });
+        // Answered once the whole disk is in: bounded by LONG_CALL_TIMEOUT.
         let reply = self
-            .client()
+            .long_client()
             .import_disk(tokio_stream::wrappers::ReceiverStream::new(upload))
             .await;
         if let Ok(Some(e)) = feeder.await {
@@ -546,11 +567,11 @@ impl LiveMigrate for RemoteDriver {
             instance: Some(instance.clone().into()),
             target: Some(target.into()),
         };
-        // Bounded by the channel's DEFAULT_CALL_TIMEOUT like every call: a
-        // migration that takes longer is reported failed here while
-        // libvirt finishes or rolls it back by itself (peer-to-peer).
+        // Bounded by LONG_CALL_TIMEOUT: a migration that takes longer is
+        // reported failed here while libvirt finishes or rolls it back by
+        // itself (peer-to-peer).
         let reply = self
-            .client()
+            .long_client()
             .migrate_live(request)
             .await
             .map_err(|s| self.error(s))?;
