@@ -2006,8 +2006,22 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
         pair.uri2.clone(),
     );
     let pid = std::process::id();
-    let c = format!("cm-c-{pid}");
+    let (c, d) = (format!("cm-c-{pid}"), format!("cm-d-{pid}"));
     pair.import_images(&c, &uri2, true);
+    // D's store has an image named `base` too, but another one.
+    pair.import_images(&d, &uri2, true);
+    let other_base = pair.dir.path().join("other-base.qcow2");
+    ok(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&other_base)
+        .arg("1G")
+        .output()
+        .expect("run qemu-img"));
+    import_node_images(
+        &pair.dir.path().join(&d),
+        &uri2,
+        &[(&other_base.to_string_lossy(), "disk", "base")],
+    );
     let name = format!("cold-{pid}");
     let created = pair.create_counter(&name, &[]);
     let id = created["id"].as_str().expect("id").to_owned();
@@ -2016,6 +2030,7 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
     // stop and start below).
     pair.start_b().await;
     pair.start_agent(&c, &uri2, &[]).await;
+    pair.start_agent(&d, &uri2, &[]).await;
     let (set, client) = (&*pair, &pair.client);
     let run = |args: &[&str]| set.run(args);
     let status_is = |wanted: &'static str| {
@@ -2049,6 +2064,23 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
     ok(run(&["instance", "start", &name]));
     status_is("running").await;
     set.counts_past(&name, 10).await;
+
+    // Refused before anything stops: D's `base` is another image. The
+    // domain keeps its libvirt id (a stop and start would give it a new one).
+    let domain_id = || String::from_utf8_lossy(&virsh(&uri1, &["domid", &id]).stdout).into_owned();
+    let running_as = domain_id();
+    assert_refused(
+        run(&["instance", "migrate", &name, "--cold", "--to", &d]),
+        "a cold migration to a node whose base image differs",
+        1,
+        "failed_precondition",
+        &format!("is based on image `base`, which differs on node `{a}`"),
+    );
+    let shown = json(run(&["instance", "get", &name]));
+    assert_eq!(shown["node"], a.as_str(), "{shown}");
+    assert_eq!(shown["status"], "running", "{shown}");
+    assert!(shown["migrate_to"].is_null(), "{shown}");
+    assert_eq!(domain_id(), running_as, "the domain was stopped");
 
     // The failed one: C has no base image, so its agent refuses the copy
     // after A stopped it; A starts it again, its disk as it was.

@@ -77,7 +77,8 @@ use super::{Controller, Convergence};
 use crate::driver::{Capability, DiskChunk, DriverError, MigrationTarget, RuntimeState};
 use crate::model::{
     ConditionType, DesiredState, Instance, InstanceStatus, InstanceType, MigrationMode, Node,
-    NodeStatus, OperationId, OperationKind, OperationProgress, OperationTarget,
+    NodeFile, NodeImageName, NodeStatus, OperationId, OperationKind, OperationProgress,
+    OperationTarget,
 };
 use crate::store::{put_object, StoreError, StoreExt, Txn};
 use crate::{Driver, Error, Result};
@@ -719,6 +720,7 @@ impl Controller {
         let op = moving.op.clone();
         self.report_operation(&op, Some("placing".to_owned()), None)
             .await?;
+        same_disk_base(&moving, &instance).await?;
         let marked = self.mark_moving(&instance, &moving).await?;
         let failed = match self.carry_cold(&moving, &marked).await {
             Err(failed) => failed,
@@ -882,6 +884,55 @@ impl Controller {
         progress(copied).await?;
         tracing::info!(instance = %instance.id, bytes = copied, "copied a disk for a cold migration");
         Ok(copied)
+    }
+}
+
+/// Refuses a cold migration of a VM whose disk's base image differs
+/// between the two nodes, before anything stops: what moves is only what
+/// the guest wrote over its base, and the target points it at its own
+/// base of the same name, so a different base there would show the guest
+/// another disk. Both nodes' image stores are asked for the base's
+/// digest; a base the target lacks is left to the copy, which refuses it
+/// (`NotFound`). Errors: `FailedPrecondition` naming the image, the nodes
+/// and both digests; what listing an image store answered.
+async fn same_disk_base(moving: &NodeMove, instance: &Instance) -> Result<()> {
+    let (InstanceType::Vm, Some(image)) = (instance.spec.instance_type, &instance.spec.image)
+    else {
+        return Ok(());
+    };
+    let name = match NodeFile::parse("spec.image", std::path::Path::new(image))? {
+        NodeFile::Image(name) => name.to_string(),
+        NodeFile::Reference(reference) => NodeImageName::for_reference(&reference).to_string(),
+        // A host path: each node's own file, which no store describes.
+        NodeFile::HostPath(_) => return Ok(()),
+    };
+    let digest = |driver: &std::sync::Arc<dyn Driver>| {
+        let name = name.clone();
+        let driver = driver.clone();
+        async move {
+            let Some(images) = driver.images() else {
+                return Ok::<_, Error>(None);
+            };
+            let listed = images.list().await?;
+            Ok(listed
+                .into_iter()
+                .find(|i| i.name == name)
+                .map(|i| i.digest))
+        }
+    };
+    let (on_source, on_target) = (
+        digest(&moving.drivers.source).await?,
+        digest(&moving.drivers.target).await?,
+    );
+    match (on_source, on_target) {
+        (Some(source), Some(target)) if source != target => {
+            Err(Error::FailedPrecondition(format!(
+                "the disk of instance `{}` is based on image `{name}`, which differs on node `{}` \
+             ({source}) and node `{}` ({target}): import the same image on both to migrate it cold",
+                instance.name, moving.source, moving.target
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
