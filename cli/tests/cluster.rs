@@ -1652,12 +1652,7 @@ async fn a_counting_vm_migrates_live_between_two_agents_and_a_failed_one_stays()
     let Some(mut pair) = processes::LibvirtPair::start("lm").await else {
         return;
     };
-    let (a, b, uri1, uri2) = (
-        pair.a.clone(),
-        pair.b.clone(),
-        pair.uri1.clone(),
-        pair.uri2.clone(),
-    );
+    let (a, b, uri1, uri2) = pair.names();
     let pid = std::process::id();
     let c = format!("lm-c-{pid}");
     pair.import_images(&c, &uri2, false);
@@ -1999,12 +1994,7 @@ async fn a_vm_migrates_cold_with_its_disk_and_a_failed_one_starts_again_where_it
     let Some(mut pair) = processes::LibvirtPair::start("cm").await else {
         return;
     };
-    let (a, b, uri1, uri2) = (
-        pair.a.clone(),
-        pair.b.clone(),
-        pair.uri1.clone(),
-        pair.uri2.clone(),
-    );
+    let (a, b, uri1, uri2) = pair.names();
     let pid = std::process::id();
     let (c, d) = (format!("cm-c-{pid}"), format!("cm-d-{pid}"));
     pair.import_images(&c, &uri2, true);

@@ -365,6 +365,17 @@ impl LibvirtPair {
         Some(pair)
     }
 
+    /// Node A's and B's names and the first and second daemons' URIs,
+    /// owned, for a test that goes on to start more on the pair.
+    pub(crate) fn names(&self) -> (String, String, String, String) {
+        (
+            self.a.clone(),
+            self.b.clone(),
+            self.set.uri1.clone(),
+            self.set.uri2.clone(),
+        )
+    }
+
     /// Starts node B, taking live migrations on the second daemon, and
     /// waits until it is ready.
     pub(crate) async fn start_b(&mut self) {
