@@ -330,7 +330,7 @@ fn a_vm_publishes_a_port_reached_through_the_node_that_survives_a_restart() {
         clash.networks = vec!["pubvm".to_owned()];
         clash.publish = vec![PublishedPort::try_from(format!("{PUBLISHED_PORT}:8080")).unwrap()];
         let err = c
-            .create_instance(CreateInstance::new(&unique("clash"), clash))
+            .create_instance(CreateInstance::new(unique("clash"), clash))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
