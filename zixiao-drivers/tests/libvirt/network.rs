@@ -26,7 +26,9 @@ use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
 use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
-use super::{assert_nothing_left, console, fixture, unique, wait_for_boots, BOOT_TIMEOUT};
+use super::{
+    assert_nothing_left, console, fixture, on_console, unique, wait_for_boots, BOOT_TIMEOUT,
+};
 
 /// Runs `body` inside libvirtd's network namespace on a current-thread
 /// runtime (threads and processes it starts stay there); skips without one.
@@ -426,41 +428,6 @@ impl Drop for UnderlayLink {
     }
 }
 
-/// What the guest's shell prints for `command` on the interactive
-/// console, up to and including `want`; panics when `want` does not come.
-async fn console_answer(driver: &LibvirtDriver, vm: &Instance, command: &str, want: &str) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = driver
-        .console()
-        .expect("console capability")
-        .attach(vm)
-        .await
-        .expect("attach");
-    stream
-        .input
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .expect("type");
-    let mut seen = Vec::new();
-    let found = tokio::time::timeout(BOOT_TIMEOUT, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.output.read(&mut buf).await.expect("read console");
-            assert!(n > 0, "the console closed");
-            seen.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&seen).contains(want) {
-                return;
-            }
-        }
-    })
-    .await;
-    assert!(
-        found.is_ok(),
-        "no `{want}` on the console: {}",
-        String::from_utf8_lossy(&seen)
-    );
-}
-
 #[test]
 fn a_vm_on_an_overlay_network_gets_the_overlay_mtu() {
     in_libvirt_netns(|| async {
@@ -507,7 +474,7 @@ fn a_vm_on_an_overlay_network_gets_the_overlay_mtu() {
         let tap = link_line(&vm.attachments[0].host_interface);
         assert!(tap.contains(" mtu 1450 "), "{tap}");
         wait_for_boots(&driver, &vm, 1).await;
-        console_answer(
+        on_console(
             &driver,
             &vm,
             "echo zixiao-mtu-$(cat /sys/class/net/eth0/mtu)-end",
