@@ -114,6 +114,21 @@ pub(crate) async fn until_status(c: &Controller, name: &str, want: InstanceStatu
     .await
 }
 
+/// Deletes `instance` through `c` and waits until the store has it no
+/// more (converging it meanwhile).
+async fn delete_and_wait(c: &Controller, instance: &Instance) {
+    c.delete_instance(&instance.name).await.expect("delete");
+    wait_until(
+        &format!("{} to be gone", instance.name),
+        BOOT_TIMEOUT,
+        || async {
+            let _ = c.converge(&instance.id).await;
+            c.get_instance(&instance.id).await.is_err().then_some(())
+        },
+    )
+    .await;
+}
+
 /// Whether one ping from this thread's namespace reaches `address`.
 pub(crate) fn ping(address: IpAddr) -> bool {
     Command::new("busybox")
@@ -230,12 +245,7 @@ fn a_vm_on_a_network_is_reachable_survives_a_restart_and_delete_leaves_nothing()
         until_pingable(address).await;
 
         // Delete: the domain, its TAP and its address go; then the network.
-        c.delete_instance(&name).await.expect("delete");
-        wait_until("the vm to be gone", BOOT_TIMEOUT, || async {
-            let _ = c.converge(&vm.id).await;
-            c.get_instance(&vm.id).await.is_err().then_some(())
-        })
-        .await;
+        delete_and_wait(&c, &vm).await;
         assert_nothing_left(&driver, &vm).await;
         assert_eq!(
             host.link_index(&attachment.host_interface).await.unwrap(),
@@ -361,12 +371,7 @@ fn a_vm_publishes_a_port_reached_through_the_node_that_survives_a_restart() {
         );
         assert_nothing_left(&driver, &bound).await;
         assert_eq!(nft::our_tables().await.unwrap(), tables_before);
-        c.delete_instance(&bound_name).await.expect("delete bound");
-        wait_until("the failed vm to be gone", BOOT_TIMEOUT, || async {
-            let _ = c.converge(&bound.id).await;
-            c.get_instance(&bound.id).await.is_err().then_some(())
-        })
-        .await;
+        delete_and_wait(&c, &bound).await;
         drop(held);
 
         // A new controller and driver over the same store (a restart): the
@@ -390,12 +395,7 @@ fn a_vm_publishes_a_port_reached_through_the_node_that_survives_a_restart() {
         until_status(&c, &name, InstanceStatus::Stopped).await;
         assert_eq!(nft::show_table(&table).await.unwrap(), None);
         assert_eq!(fetch(published), None);
-        c.delete_instance(&name).await.expect("delete");
-        wait_until("the vm to be gone", BOOT_TIMEOUT, || async {
-            let _ = c.converge(&vm.id).await;
-            c.get_instance(&vm.id).await.is_err().then_some(())
-        })
-        .await;
+        delete_and_wait(&c, &vm).await;
         assert_nothing_left(&driver, &vm).await;
         assert_eq!(nft::show_table(&table).await.unwrap(), None);
         c.delete_network("pubvm").await.expect("delete network");
@@ -482,12 +482,7 @@ fn a_vm_on_an_overlay_network_gets_the_overlay_mtu() {
         )
         .await;
 
-        c.delete_instance(&name).await.expect("delete");
-        wait_until("the vm to be gone", BOOT_TIMEOUT, || async {
-            let _ = c.converge(&vm.id).await;
-            c.get_instance(&vm.id).await.is_err().then_some(())
-        })
-        .await;
+        delete_and_wait(&c, &vm).await;
         assert_nothing_left(&driver, &vm).await;
         c.delete_network("mtuvm").await.expect("delete network");
     });
@@ -541,12 +536,7 @@ fn a_vm_on_a_network_missing_on_the_node_fails_and_leaves_nothing() {
         bare.delete(&vm).await.expect("delete");
         assert_nothing_left(&bare, &vm).await;
 
-        c.delete_instance(&name).await.expect("delete instance");
-        wait_until("the instance to be gone", BOOT_TIMEOUT, || async {
-            let _ = c.converge(&vm.id).await;
-            c.get_instance(&vm.id).await.is_err().then_some(())
-        })
-        .await;
+        delete_and_wait(&c, &vm).await;
         c.delete_network("gone").await.expect("delete network");
         assert_eq!(nft::show_table(&net.nft_table()).await.unwrap(), None);
     });
