@@ -22,6 +22,8 @@
 //! by its host interface and holding `MAC,IPv4` written from parsed values
 //! ([`DhcpHost`]) by rename, so dnsmasq never reads half a file. dnsmasq
 //! only adds entries on inotify, so removing one is followed by `SIGHUP`.
+//! A bridge MTU other than 1500 (an overlay's) is handed out too (DHCP
+//! option 26 and the advertisements' MTU option).
 //!
 //! dnsmasq daemonizes: it outlives an agent restart as the bridge does,
 //! and [`NetworkHost::ensure_network`](zixiao_core::NetworkHost) (which
@@ -326,9 +328,17 @@ fn dns_option(servers: &[IpAddr], ipv4: bool) -> Option<String> {
     (!list.is_empty()).then(|| list.join(","))
 }
 
+/// The MTU every link has unless set otherwise, which guests assume.
+const DEFAULT_MTU: u32 = 1500;
+
 /// dnsmasq's arguments for `network` with state in `dir`: built from the
-/// network's parsed bridge name and subnets only.
-fn arguments(network: &Network, dir: &ResponderDir) -> Vec<String> {
+/// network's parsed bridge name and subnets, and `mtu` (its bridge's, when
+/// known), only. A bridge MTU other than the default (an overlay's, see
+/// `overlay`) is handed out (DHCP option 26, and the router
+/// advertisements' MTU option), so a guest configured by DHCP never sends
+/// frames the overlay would drop.
+fn arguments(network: &Network, dir: &ResponderDir, mtu: Option<u32>) -> Vec<String> {
+    let mtu = mtu.filter(|m| *m != DEFAULT_MTU);
     let mut args = vec![
         "--conf-file=/dev/null".to_owned(),
         "--port=0".to_owned(),
@@ -366,12 +376,21 @@ fn arguments(network: &Network, dir: &ResponderDir) -> Vec<String> {
         if let Some(list) = dns_option(&dns, true) {
             args.push(format!("--dhcp-option=tag:s{i},option:dns-server,{list}"));
         }
+        if let Some(mtu) = mtu {
+            args.push(format!("--dhcp-option=tag:s{i},option:mtu,{mtu}"));
+        }
     }
     let slaac: Vec<_> = network.subnets.iter().filter(|s| s.is_slaac()).collect();
     if !slaac.is_empty() {
         args.push("--enable-ra".to_owned());
         // Interval 0: dnsmasq's default; the gateway as default router.
-        args.push(format!("--ra-param={},0,{ROUTER_LIFETIME}", network.bridge));
+        args.push(match mtu {
+            Some(mtu) => format!(
+                "--ra-param={},mtu:{mtu},0,{ROUTER_LIFETIME}",
+                network.bridge
+            ),
+            None => format!("--ra-param={},0,{ROUTER_LIFETIME}", network.bridge),
+        });
         if let Some(list) = dns_option(&dns, false) {
             args.push(format!("--dhcp-option=option6:dns-server,{list}"));
         }
@@ -437,7 +456,12 @@ impl LinuxNetwork {
         if served(network).is_none() {
             return Ok(DhcpState::Off);
         }
-        let args = arguments(network, &dir);
+        // Read after the bridge is set up (its MTU is the overlay's by then).
+        let mtu = match self.link_index(network.bridge.as_str()).await? {
+            Some(bridge) => crate::overlay::link_mtu(&self.handle, bridge).await?,
+            None => None,
+        };
+        let args = arguments(network, &dir, mtu);
         if dir.runs_with(&args) {
             return Ok(DhcpState::Serving);
         }
@@ -761,7 +785,7 @@ mod tests {
     fn arguments_serve_only_the_bridge_and_only_known_hosts() {
         let net = network(&["10.70.0.0/24", "fd00:1::/80"]);
         let dir = ResponderDir(PathBuf::from("/run/zx/dhcp/x"));
-        let args = arguments(&net, &dir);
+        let args = arguments(&net, &dir, None);
         assert!(args.contains(&format!("--interface={}", net.bridge)));
         assert!(args.contains(&"--port=0".to_owned()));
         assert!(args.contains(&"--dhcp-range=set:s0,10.70.0.0,static,255.255.255.0,1h".to_owned()));
@@ -779,7 +803,7 @@ mod tests {
         // A /64 is advertised, on-link and autonomous only (no DHCPv6),
         // with the gateway as default router.
         let net = network(&["10.70.0.0/24", "fd00:9e36::/64"]);
-        let args = arguments(&net, &dir);
+        let args = arguments(&net, &dir, None);
         for wanted in [
             "--enable-ra".to_owned(),
             "--dhcp-range=fd00:9e36::,ra-only,64,1h".to_owned(),
@@ -788,6 +812,20 @@ mod tests {
             assert!(args.contains(&wanted), "{wanted} in {args:?}");
         }
         assert_eq!(served(&net), Some("DHCPv4 and IPv6 router advertisements"));
+        assert!(!args.iter().any(|a| a.contains("mtu")), "{args:?}");
+        // An overlay's bridge MTU is handed out by DHCP and in the
+        // advertisements; the default one needs no saying.
+        let args = arguments(&net, &dir, Some(1450));
+        for wanted in [
+            "--dhcp-option=tag:s0,option:mtu,1450".to_owned(),
+            format!("--ra-param={},mtu:1450,0,1800", net.bridge),
+        ] {
+            assert!(args.contains(&wanted), "{wanted} in {args:?}");
+        }
+        assert_eq!(
+            arguments(&net, &dir, Some(1500)),
+            arguments(&net, &dir, None)
+        );
         let v6 = network(&["fd00:9e36::/64"]);
         assert_eq!(served(&v6), Some("IPv6 router advertisements"));
         assert_eq!(served(&network(&["fd00:9e36::/80"])), None);

@@ -122,6 +122,16 @@ impl LinuxNetwork {
         self.bridge_of(attachment).await.map(|_| ())
     }
 
+    /// The MTU a NIC on the bridge `attachment` joins must use (the
+    /// bridge's: less than the default under an overlay, see `overlay`),
+    /// for a runtime that makes the NIC itself (libvirt's `<mtu>`). The
+    /// bridge is checked as in [`LinuxNetwork::check_bridge`]. Errors: as
+    /// `check_bridge`.
+    pub async fn bridge_mtu(&self, attachment: &NetworkAttachment) -> Result<Option<u32>> {
+        let bridge = self.bridge_of(attachment).await?;
+        crate::overlay::link_mtu(&self.handle, bridge).await
+    }
+
     /// The index of the bridge `attachment` joins, checked as in
     /// [`LinuxNetwork::check_bridge`].
     pub(crate) async fn bridge_of(&self, attachment: &NetworkAttachment) -> Result<u32> {

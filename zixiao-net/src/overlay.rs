@@ -17,6 +17,15 @@
 //! [`NetworkHost::set_overlay_peers`](zixiao_core::NetworkHost::set_overlay_peers);
 //! entries of nodes no longer carrying the network are removed there.
 //!
+//! ARP and IPv6 neighbour discovery are suppressed on the VXLAN port
+//! (`neigh_suppress on`): a request for an address whose MAC the bridge
+//! knows behind that port (a valid entry in the node's neighbour table on
+//! the bridge, and the MAC in its FDB) is answered on this node and not
+//! copied to every peer; one it does not know is still replicated, so
+//! nothing becomes unreachable. Zixiao does not program those neighbour
+//! entries from the store yet (MACs are learnt, see above), so today only
+//! addresses the node has itself resolved are answered locally.
+//!
 //! With the overlay on, the bridge (and so every veth and TAP on it) gets
 //! the underlay link's MTU less the 50 bytes of VXLAN over IPv4 (70 over
 //! IPv6), so nothing fragments. A node without an underlay address gets
@@ -31,12 +40,12 @@ use rtnetlink::packet_core::{
     NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoBridgePort, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
-use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
+use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVxlan};
 use zixiao_core::model::{BridgeName, HostMark, Network, Vni, BRIDGE_PREFIX};
 use zixiao_core::{Error, Result};
 
@@ -230,7 +239,44 @@ impl LinuxNetwork {
                 .up(),
             &format!("plugging {vxlan} into {name}"),
         )
-        .await
+        .await?;
+        // Once it is a port of the bridge (the flag is the port's). A port's
+        // settings go in RTM_NEWLINK (`set_port`): RTM_SETLINK ignores them.
+        self.handle
+            .link()
+            .set_port(
+                LinkBridgePort::new(index)
+                    .append_info_data(InfoBridgePort::NeighSupress(true))
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(|e| netlink_error(&format!("turning on ARP/ND suppression on {vxlan}"), e))
+    }
+
+    /// Whether ARP/ND suppression is on for `network`'s VXLAN port (see the
+    /// module docs); `false` without the device. Errors: netlink's.
+    pub async fn neigh_suppressed(&self, network: &Network) -> Result<bool> {
+        use rtnetlink::packet_route::link::{InfoPortData, LinkInfo};
+        let vxlan = VxlanName::of(&network.bridge);
+        let Some(index) = link_index(&self.handle, vxlan.as_str()).await? else {
+            return Ok(false);
+        };
+        let link = link_message(&self.handle, index).await?;
+        Ok(link
+            .attributes
+            .iter()
+            .filter_map(|a| match a {
+                LinkAttribute::LinkInfo(infos) => Some(infos),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|i| match i {
+                LinkInfo::PortData(InfoPortData::BridgePort(port)) => Some(port),
+                _ => None,
+            })
+            .flatten()
+            .any(|p| matches!(p, InfoBridgePort::NeighSupress(true))))
     }
 
     /// The VXLAN device `name` with `vni` from `underlay`, made unless a

@@ -7,6 +7,12 @@
 //! off is found again by the next call; when another instance's domain
 //! (an orphan of a deleted instance) holds the name, the new domain is
 //! named `<prefix><name>-<id>` instead of being blocked.
+//!
+//! Published ports (zixiao-net's `ports`, shared with the other drivers
+//! through `crate::net`) are checked free at create, forwarded to the
+//! guest's IPAM address at each start, and removed at stop and delete; an
+//! orphan's table goes with the network reconcile, which removes every
+//! ports table the store no longer names.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,6 +40,8 @@ const SHUTDOWN_REPEAT: Duration = Duration::from_secs(2);
 /// How long a start waits for libvirt to finish starting a domain that
 /// an earlier, cut-off call began to start.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The driver, as published-port errors name it.
+pub(crate) const DRIVER: &str = "vm driver";
 
 /// A domain this driver defined, as found on the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -423,7 +431,8 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
-        refuse_publish(instance)?;
+        // Checked free before anything is written; forwarded at each start.
+        crate::net::check_ports(self.network.as_ref(), instance, DRIVER).await?;
         let preferred = self.domain_name(instance);
         // Only an id that is the domain's UUID finds a domain of another name.
         let fallback = InstanceId::try_from(instance.id.as_str())
@@ -464,7 +473,10 @@ impl LibvirtDriver {
         let mut plan = self.plan(instance)?;
         plan.definition.name = name.clone();
         if let Some(host) = &self.network {
-            network::check_bridges(host, &instance.attachments).await?;
+            let mtus = network::bridge_mtus(host, &instance.attachments).await?;
+            for (interface, mtu) in plan.definition.interfaces.iter_mut().zip(mtus) {
+                interface.mtu = mtu;
+            }
         }
         let dir = self.instance_dir(instance);
         let made_dir = !dir.exists();
@@ -545,6 +557,11 @@ impl LibvirtDriver {
     /// of an instance that should run.
     pub(crate) async fn start_domain(&self, instance: &Instance) -> Result<(), DriverError> {
         let deadline = Instant::now() + START_TIMEOUT;
+        // Before the guest runs (a running one keeps its rules, replaced
+        // with the same): refused here when a host port was taken since the
+        // create. The DNAT leads to the guest's IPAM address, which its
+        // `ip=` or our DHCP responder gives it.
+        crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;
         loop {
             let attachments = instance.attachments.clone();
             let size = DomainSize::of(&instance.spec)?;
@@ -592,6 +609,18 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn stop_domain(
+        &self,
+        instance: &Instance,
+        grace: Duration,
+    ) -> Result<(), DriverError> {
+        self.shut_down_domain(instance, grace).await?;
+        // A stopped instance holds no rule on its node.
+        crate::net::unpublish_instance(self.network.as_ref(), instance).await
+    }
+
+    /// Presses the power button, then destroys the domain if it still runs
+    /// after `grace`.
+    async fn shut_down_domain(
         &self,
         instance: &Instance,
         grace: Duration,
@@ -654,6 +683,8 @@ impl LibvirtDriver {
 
     pub(crate) async fn delete_domain(&self, instance: &Instance) -> Result<(), DriverError> {
         self.with_domain_if_any(instance, "delete", destroy_and_undefine)
+            .await?;
+        crate::net::unpublish_ports(self.network.as_ref(), &instance.id, &instance.attachments)
             .await?;
         if let Some(host) = &self.network {
             network::dhcp_entries(host, &instance.attachments, Entries::Remove)?;
@@ -1022,25 +1053,4 @@ fn name_clash(name: &str, owner: &str) -> DriverError {
         "a domain named {name} exists already and is not this instance's ({owner}); \
          remove or rename it, or rename the instance"
     ))
-}
-
-/// VMs refuse `spec.publish`: libvirt makes their TAP devices in its own
-/// namespace, and nothing forwards a node's port to them yet. Errors:
-/// `Unsupported` naming the ports.
-fn refuse_publish(instance: &Instance) -> Result<(), DriverError> {
-    if instance.spec.publish.is_empty() {
-        return Ok(());
-    }
-    let asked: Vec<String> = instance
-        .spec
-        .publish
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    Err(DriverError::Unsupported(format!(
-        "spec.publish: libvirt VMs do not publish ports yet (libvirt makes their TAP devices, \
-         and nothing forwards a node's port to them); instance `{}` asks for {}",
-        instance.name,
-        asked.join(", ")
-    )))
 }

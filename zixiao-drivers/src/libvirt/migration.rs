@@ -22,6 +22,11 @@
 //! source's (device addresses and all, as libvirt's ABI check wants) with
 //! every path under the source's state directory moved under the target's.
 //!
+//! Published ports move with the instance: the target checks and
+//! forwards them when it prepares (refusing a port taken there before
+//! anything is made), the source removes its rules once the instance has
+//! left, and an aborted preparation removes the target's.
+//!
 //! A clone (`clone_of`) is refused: its disk may sit on its source's frozen
 //! base, which only the source node holds.
 
@@ -34,7 +39,7 @@ use virt::sys;
 use zixiao_core::driver::{is_plain_path_char, LiveMigrate, MigrationReport, MigrationTarget};
 use zixiao_core::{DriverError, Instance, RuntimeState};
 
-use super::lifecycle::{create_dir, fresh_overlay, read_state};
+use super::lifecycle::{create_dir, fresh_overlay, read_state, DRIVER};
 use super::{connection, error, LibvirtDriver};
 use crate::cloud_init;
 
@@ -102,6 +107,9 @@ impl LibvirtDriver {
                 self.options.uri, instance.name
             )));
         }
+        // Its published ports lead to its address here from the moment it
+        // arrives (checked free first: refused before anything is made).
+        crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;
         let dir = self.instance_dir(instance);
         match plan.overlay {
             Some(overlay) => fresh_overlay(dir.clone(), overlay, &name).await?,
@@ -158,6 +166,13 @@ impl LibvirtDriver {
         })
         .await?;
         let total = started.elapsed();
+        // Its published ports are the target's now (see `prepare_incoming`).
+        if let Err(e) =
+            crate::net::unpublish_ports(self.network.as_ref(), &instance.id, &instance.attachments)
+                .await
+        {
+            tracing::warn!(instance = %instance.id, error = %e, "cannot remove a migrated instance's published ports");
+        }
         // The instance runs on the target from its own files; these are stale.
         let dir = self.instance_dir(instance);
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
@@ -184,6 +199,8 @@ impl LibvirtDriver {
             // The migration did finish: the instance is this node's now.
             return Ok(());
         }
+        crate::net::unpublish_ports(self.network.as_ref(), &instance.id, &instance.attachments)
+            .await?;
         let dir = self.instance_dir(instance);
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -3,7 +3,8 @@
 //! TAP device libvirt creates in its own network namespace when the domain
 //! starts and removes when it stops), and a direct kernel boot gets the
 //! attachment's `ip=` argument, which the guest's init reads to configure
-//! the interface.
+//! the interface. Each NIC takes its bridge's MTU (`<mtu>`: the overlay's
+//! under a VXLAN overlay), which the guest's virtio driver adopts.
 //!
 //! With the node's [`LinuxNetwork`], each attachment also gets its host
 //! entry in the network's DHCP responder (zixiao-net's `dhcp`) when the
@@ -40,6 +41,8 @@ pub(crate) fn interfaces(attachments: &[NetworkAttachment]) -> Result<Vec<Interf
                 bridge: a.bridge.to_string(),
                 target: a.host_interface.to_string(),
                 mac: a.mac.clone(),
+                // Filled in from the node's bridge (see `bridge_mtus`).
+                mtu: None,
             })
         })
         .collect()
@@ -56,15 +59,17 @@ pub(crate) fn kernel_args(attachments: &[NetworkAttachment]) -> String {
 }
 
 /// Checks that every attachment's bridge exists in `network`'s namespace
-/// and is its network's. Errors: `FailedPrecondition` naming the network
-/// and the bridge.
-pub(crate) async fn check_bridges(
+/// and is its network's, and returns each one's MTU (what the NIC on it
+/// must use, see [`Interface::mtu`]). Errors: `FailedPrecondition` naming
+/// the network and the bridge.
+pub(crate) async fn bridge_mtus(
     network: &LinuxNetwork,
     attachments: &[NetworkAttachment],
-) -> Result<(), DriverError> {
+) -> Result<Vec<Option<u32>>, DriverError> {
+    let mut mtus = Vec::with_capacity(attachments.len());
     for attachment in attachments {
-        network
-            .check_bridge(attachment)
+        let mtu = network
+            .bridge_mtu(attachment)
             .await
             .map_err(|e| match e.kind() {
                 ErrorKind::FailedPrecondition => DriverError::FailedPrecondition(e.to_string()),
@@ -73,8 +78,9 @@ pub(crate) async fn check_bridges(
                     source: Box::new(e),
                 },
             })?;
+        mtus.push(mtu);
     }
-    Ok(())
+    Ok(mtus)
 }
 
 /// Whether [`dhcp_entries`] adds or removes entries.

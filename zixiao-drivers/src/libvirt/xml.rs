@@ -88,6 +88,11 @@ pub struct Interface {
     pub target: String,
     /// The guest NIC's MAC address.
     pub mac: String,
+    /// The MTU of the TAP and of the guest's NIC (virtio's `host_mtu`, which
+    /// the guest driver takes): the bridge's, when known. Under an overlay
+    /// it is below 1500, and a guest left at 1500 would send frames the
+    /// overlay drops.
+    pub mtu: Option<u32>,
 }
 
 /// Everything the domain XML is made of: plain data, checked before it
@@ -300,6 +305,11 @@ impl DomainDefinition {
                     w.create_element("model")
                         .with_attribute(("type", "virtio"))
                         .write_empty()?;
+                    if let Some(mtu) = interface.mtu {
+                        w.create_element("mtu")
+                            .with_attribute(("size", mtu.to_string().as_str()))
+                            .write_empty()?;
+                    }
                     Ok(())
                 })?;
         }
@@ -432,6 +442,7 @@ mod tests {
                 bridge: "zxb00000001".into(),
                 target: "zxt0000000001".into(),
                 mac: "02:00:00:00:00:01".into(),
+                mtu: Some(1450),
             }],
             console_log: Some("/d/console.log".into()),
         }
@@ -462,6 +473,7 @@ mod tests {
         );
         assert_eq!(attributes(&xml, "mac", "address"), ["02:00:00:00:00:01"]);
         assert_eq!(attributes(&xml, "model", "type"), ["virtio"]);
+        assert_eq!(attributes(&xml, "mtu", "size"), ["1450"]);
         assert_eq!(
             attributes(&xml, "instance", &format!("xmlns:{METADATA_PREFIX}")),
             [METADATA_NAMESPACE]

@@ -56,6 +56,10 @@ fn containers_on_one_network_on_two_nodes_talk_through_the_overlay_and_networks_
         let vxlan = zixiao_net::overlay::VxlanName::of(&net.bridge).to_string();
         assert!(host1.link_index(&vxlan).await.unwrap().is_some());
         assert!(host2.inner.link_index(&vxlan).await.unwrap().is_some());
+        // ARP/ND suppression is on for each node's VXLAN port; the pings
+        // and TCP below cross nodes with it on.
+        assert!(host1.neigh_suppressed(&net).await.unwrap());
+        assert!(host2.inner.neigh_suppressed(&net).await.unwrap());
 
         // `a` on node 1 listens (again and again: a message that arrives
         // while it restarts the listener is retried by b).

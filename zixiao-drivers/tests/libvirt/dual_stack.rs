@@ -8,16 +8,15 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zixiao_core::driver::Images;
 use zixiao_core::model::{CreateNetwork, NetworkPartKind, PartState};
 use zixiao_core::{CreateInstance, Driver, Instance, InstanceSpec, InstanceStatus};
 use zixiao_drivers::containerd::{ContainerdDriver, ContainerdOptions};
-use zixiao_drivers::libvirt::LibvirtDriver;
 use zixiao_net::LinuxNetwork;
 use zixiao_testing::wait::{runtime_endpoint, wait_until, wait_until_ok};
 
 use super::network::{controller_with, in_libvirt_netns, ping, state_dir, until_status};
+use super::on_console;
 use super::{fixture, unique, wait_for_boots, BOOT_TIMEOUT};
 
 /// This test's subnets: used by no other test.
@@ -32,36 +31,6 @@ fn ipv6(instance: &Instance) -> std::net::IpAddr {
         .map(|ip| ip.address)
         .find(|a| a.is_ipv6())
         .expect("an IPv6 address")
-}
-
-/// Types `command` on `vm`'s serial console and returns what it printed
-/// until `done` appeared (the command must print it; the echo of what is
-/// typed must not contain it: compute it, `$((40+2))`).
-async fn on_console(driver: &LibvirtDriver, vm: &Instance, command: &str, done: &str) -> String {
-    let mut stream = driver
-        .console()
-        .expect("console capability")
-        .attach(vm)
-        .await
-        .expect("attach console");
-    stream
-        .input
-        .write_all(format!("{command}\n").as_bytes())
-        .await
-        .expect("type");
-    let mut seen = Vec::new();
-    let finished = tokio::time::timeout(BOOT_TIMEOUT, async {
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(done) {
-            let n = stream.output.read(&mut buf).await.expect("read console");
-            assert!(n > 0, "the console closed");
-            seen.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    let seen = String::from_utf8_lossy(&seen).into_owned();
-    assert!(finished.is_ok(), "no `{done}` on the console: {seen}");
-    seen
 }
 
 #[test]

@@ -117,6 +117,42 @@ impl Fixture {
     }
 }
 
+/// Types `command` on `vm`'s serial console and returns what it printed
+/// until `done` appeared (the command must print it; the echo of what is
+/// typed must not contain it: compute it, `$((40+2))`).
+pub(crate) async fn on_console(
+    driver: &LibvirtDriver,
+    vm: &Instance,
+    command: &str,
+    done: &str,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = driver
+        .console()
+        .expect("console capability")
+        .attach(vm)
+        .await
+        .expect("attach console");
+    stream
+        .input
+        .write_all(format!("{command}\n").as_bytes())
+        .await
+        .expect("type");
+    let mut seen = Vec::new();
+    let finished = tokio::time::timeout(BOOT_TIMEOUT, async {
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(done) {
+            let n = stream.output.read(&mut buf).await.expect("read console");
+            assert!(n > 0, "the console closed");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let seen = String::from_utf8_lossy(&seen).into_owned();
+    assert!(finished.is_ok(), "no `{done}` on the console: {seen}");
+    seen
+}
+
 /// The instance's console log so far.
 pub(crate) async fn console(driver: &LibvirtDriver, instance: &Instance) -> String {
     match driver.read_log(instance, 0, 1 << 20).await {

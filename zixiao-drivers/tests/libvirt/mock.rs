@@ -361,7 +361,7 @@ async fn an_unreachable_daemon_is_unavailable_with_the_uri() {
 }
 
 #[tokio::test]
-async fn published_ports_are_unsupported_and_nothing_is_defined() {
+async fn published_ports_without_a_host_network_are_unsupported_and_nothing_is_defined() {
     let m = mock().await;
     let mut spec = kernel_spec(&m.kernel);
     spec.networks = vec!["lan".into()];
@@ -371,8 +371,8 @@ async fn published_ports_are_unsupported_and_nothing_is_defined() {
     assert_eq!(err.kind(), ErrorKind::Unsupported, "{err}");
     let message = err.to_string();
     assert!(
-        message.starts_with("spec.publish: libvirt VMs do not publish ports yet")
-            && message.contains("asks for 8080:80/tcp"),
+        message.starts_with("spec.publish: instance `")
+            && message.contains("this node's vm driver has no host network"),
         "{message}"
     );
     assert_eq!(
