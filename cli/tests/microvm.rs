@@ -832,21 +832,7 @@ fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
         serde_json::json!([{"image": "data"}, {"image": "tools", "read_only": true}]),
         "{created}"
     );
-    let log = wait_for_log(s, "d1", "ZX: ready");
-    for line in [
-        "ZX: blk0 capacity=32 ro=0 flush=1",
-        "ZX: blk0 write ok",
-        "ZX: blk0 flush ok",
-        "ZX: blk1 capacity=8 ro=1 flush=1",
-        "ZX: blk1 write refused (ro)",
-    ] {
-        assert!(log.contains(line), "{line} in:\n{log}");
-    }
-    let shown = ok(zixiao(s, &["instance", "get", "d1"]));
-    assert!(
-        shown.contains("data") && shown.contains("tools:ro"),
-        "{shown}"
-    );
+    disks_did_their_io(s, "d1");
 
     // The guest wrote sector 1 of its own copy; the store's images are as
     // imported, and stay after the instance is gone.
@@ -861,32 +847,6 @@ fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
     imported.sort();
     assert_eq!(stored, imported);
     assert_no_microvm_files(s);
-}
-
-/// Runs `body` on a thread in a fresh network namespace, where the
-/// `zixiao` commands it runs (and the monitors they start) make their
-/// bridges and TAPs; the host's network is never touched. Skips (saying
-/// why) when `scripts/services/net.sh` has not run.
-fn in_fresh_netns(body: impl FnOnce() + Send + 'static) {
-    if runtime_endpoint("ZIXIAO_TEST_NETNS_DIR", "netlink and nftables").is_none() {
-        return;
-    }
-    let outcome = std::thread::spawn(move || {
-        // SAFETY: unshare only moves this new thread (and the processes it
-        // starts) into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): networking tests run as root: {}",
-            std::io::Error::last_os_error()
-        );
-        body();
-    })
-    .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
 }
 
 /// Imports each `(name, bytes)` into the image store of `state` as a disk.
@@ -910,6 +870,29 @@ fn import_disks(state: &Path, disks: &[(&str, &[u8])]) {
     }
 }
 
+/// Waits for the test guest of `name` (disks `data`, 32 sectors, and
+/// `tools:ro`, 8) to be ready and checks what its log says of them (disk 0
+/// written and flushed, disk 1 refusing writes) and that `instance get`
+/// shows both; returns the log and what `instance get` printed.
+fn disks_did_their_io(s: &Path, name: &str) -> (String, String) {
+    let log = wait_for_log(s, name, "ZX: ready");
+    for line in [
+        "ZX: blk0 capacity=32 ro=0 flush=1",
+        "ZX: blk0 write ok",
+        "ZX: blk0 flush ok",
+        "ZX: blk1 capacity=8 ro=1 flush=1",
+        "ZX: blk1 write refused (ro)",
+    ] {
+        assert!(log.contains(line), "{line} in:\n{log}");
+    }
+    let shown = ok(zixiao(s, &["instance", "get", name]));
+    assert!(
+        shown.contains("data") && shown.contains("tools:ro"),
+        "{shown}"
+    );
+    (log, shown)
+}
+
 #[test]
 fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both() {
     let Some(_) = vmm_guest() else {
@@ -919,7 +902,7 @@ fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both(
         .expect("the virtio test guest is built with the other")
         .display()
         .to_string();
-    in_fresh_netns(move || {
+    zixiao_testing::netns::in_fresh_netns(move |_| {
         let state = state_dir();
         let s = state.path();
         let data: Vec<u8> = (0..32 * 512).map(|i| (i % 251) as u8).collect();
@@ -987,27 +970,14 @@ fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both(
         .expect("the guest's answer");
         assert_eq!(echo[6..12], guest_mac);
 
-        let log = wait_for_log(s, "nd1", "ZX: ready");
-        for line in [
-            "ZX: net rx len=",
-            "ZX: net echo",
-            "ZX: blk0 capacity=32 ro=0 flush=1",
-            "ZX: blk0 write ok",
-            "ZX: blk0 flush ok",
-            "ZX: blk1 capacity=8 ro=1 flush=1",
-            "ZX: blk1 write refused (ro)",
-        ] {
-            assert!(log.contains(line), "{line} in:\n{log}");
-        }
-
-        // What a user reads back: the address on `lan` and both disks.
-        let shown = ok(zixiao(s, &["instance", "get", "nd1"]));
+        let (log, shown) = disks_did_their_io(s, "nd1");
+        assert!(
+            log.contains("ZX: net rx len=") && log.contains("ZX: net echo"),
+            "{log}"
+        );
+        // What a user reads back: the address on `lan` too.
         assert!(
             shown.contains(&format!("lan eth0 {address}/24 mac {mac}")),
-            "{shown}"
-        );
-        assert!(
-            shown.contains("data") && shown.contains("tools:ro"),
             "{shown}"
         );
         let got = json(zixiao(s, &["-o", "json", "instance", "get", "nd1"]));
