@@ -790,25 +790,9 @@ fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
         .to_string();
     let state = state_dir();
     let s = state.path();
-    let images = tempfile::tempdir().expect("tempdir");
     let data: Vec<u8> = (0..32 * 512).map(|i| (i % 251) as u8).collect();
     let tools = vec![0x5au8; 8 * 512];
-    for (name, bytes) in [("data", &data), ("tools", &tools)] {
-        let file = images.path().join(format!("{name}.img"));
-        std::fs::write(&file, bytes).expect("write");
-        ok(zixiao(
-            s,
-            &[
-                "image",
-                "import",
-                &file.display().to_string(),
-                "--kind",
-                "disk",
-                "--name",
-                name,
-            ],
-        ));
-    }
+    import_disks(s, &[("data", &data), ("tools", &tools)]);
 
     // A disk the store lacks is refused, naming it, and nothing is made.
     let mut create = vec![
@@ -848,21 +832,7 @@ fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
         serde_json::json!([{"image": "data"}, {"image": "tools", "read_only": true}]),
         "{created}"
     );
-    let log = wait_for_log(s, "d1", "ZX: ready");
-    for line in [
-        "ZX: blk0 capacity=32 ro=0 flush=1",
-        "ZX: blk0 write ok",
-        "ZX: blk0 flush ok",
-        "ZX: blk1 capacity=8 ro=1 flush=1",
-        "ZX: blk1 write refused (ro)",
-    ] {
-        assert!(log.contains(line), "{line} in:\n{log}");
-    }
-    let shown = ok(zixiao(s, &["instance", "get", "d1"]));
-    assert!(
-        shown.contains("data") && shown.contains("tools:ro"),
-        "{shown}"
-    );
+    disks_did_their_io(s, "d1");
 
     // The guest wrote sector 1 of its own copy; the store's images are as
     // imported, and stay after the instance is gone.
@@ -877,4 +847,155 @@ fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
     imported.sort();
     assert_eq!(stored, imported);
     assert_no_microvm_files(s);
+}
+
+/// Imports each `(name, bytes)` into the image store of `state` as a disk.
+fn import_disks(state: &Path, disks: &[(&str, &[u8])]) {
+    let images = tempfile::tempdir().expect("tempdir");
+    for (name, bytes) in disks {
+        let file = images.path().join(format!("{name}.img"));
+        std::fs::write(&file, bytes).expect("write");
+        ok(zixiao(
+            state,
+            &[
+                "image",
+                "import",
+                &file.display().to_string(),
+                "--kind",
+                "disk",
+                "--name",
+                name,
+            ],
+        ));
+    }
+}
+
+/// Waits for the test guest of `name` (disks `data`, 32 sectors, and
+/// `tools:ro`, 8) to be ready and checks what its log says of them (disk 0
+/// written and flushed, disk 1 refusing writes) and that `instance get`
+/// shows both; returns the log and what `instance get` printed.
+fn disks_did_their_io(s: &Path, name: &str) -> (String, String) {
+    let log = wait_for_log(s, name, "ZX: ready");
+    for line in [
+        "ZX: blk0 capacity=32 ro=0 flush=1",
+        "ZX: blk0 write ok",
+        "ZX: blk0 flush ok",
+        "ZX: blk1 capacity=8 ro=1 flush=1",
+        "ZX: blk1 write refused (ro)",
+    ] {
+        assert!(log.contains(line), "{line} in:\n{log}");
+    }
+    let shown = ok(zixiao(s, &["instance", "get", name]));
+    assert!(
+        shown.contains("data") && shown.contains("tools:ro"),
+        "{shown}"
+    );
+    (log, shown)
+}
+
+#[test]
+fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both() {
+    let Some(_) = vmm_guest() else {
+        return;
+    };
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
+        .expect("the virtio test guest is built with the other")
+        .display()
+        .to_string();
+    zixiao_testing::netns::in_fresh_netns(move |_| {
+        let state = state_dir();
+        let s = state.path();
+        let data: Vec<u8> = (0..32 * 512).map(|i| (i % 251) as u8).collect();
+        let tools = vec![0x5au8; 8 * 512];
+        import_disks(s, &[("data", &data), ("tools", &tools)]);
+        ok(zixiao(
+            s,
+            &["network", "create", "lan", "--subnet", "10.71.0.0/24"],
+        ));
+
+        // `zx.net=echo`: the test guest answers every frame it gets, and
+        // keeps running after its disk checks.
+        let created = json(zixiao(
+            s,
+            &[
+                "-o",
+                "json",
+                "instance",
+                "create",
+                "--name",
+                "nd1",
+                "--type",
+                "microvm",
+                "--backend",
+                "vmm",
+                "--kernel",
+                &guest,
+                "--cmdline",
+                "console=ttyS0 zx.net=echo",
+                "--memory",
+                "64",
+                "--network",
+                "lan",
+                "--disk",
+                "data",
+                "--disk",
+                "tools:ro",
+            ],
+        ));
+        assert_eq!(created["runtime"], "vmm", "{created}");
+        let attachment = &created["attachments"][0];
+        let mac = attachment["mac"].as_str().expect("a MAC").to_owned();
+        let tap = attachment["host_interface"]
+            .as_str()
+            .expect("a TAP")
+            .to_owned();
+        let bridge = attachment["bridge"].as_str().expect("a bridge").to_owned();
+        let address = attachment["addresses"][0]["address"]
+            .as_str()
+            .expect("an address")
+            .to_owned();
+        assert!(address.starts_with("10.71.0."), "{created}");
+
+        // The guest's card has the attachment's MAC; a frame from the
+        // bridge reaches it through the TAP and its answer comes back.
+        wait_for_log(s, "nd1", &format!("ZX: net mac={mac} link=1"));
+        let guest_mac = zixiao_testing::packet::mac_bytes(&mac).expect("a MAC");
+        let echo = zixiao_testing::packet::echo_from_guest(
+            &bridge,
+            guest_mac,
+            b"across the lan bridge",
+            Duration::from_secs(60),
+        )
+        .expect("a packet socket on the bridge")
+        .expect("the guest's answer");
+        assert_eq!(echo[6..12], guest_mac);
+
+        let (log, shown) = disks_did_their_io(s, "nd1");
+        assert!(
+            log.contains("ZX: net rx len=") && log.contains("ZX: net echo"),
+            "{log}"
+        );
+        // What a user reads back: the address on `lan` too.
+        assert!(
+            shown.contains(&format!("lan eth0 {address}/24 mac {mac}")),
+            "{shown}"
+        );
+        let got = json(zixiao(s, &["-o", "json", "instance", "get", "nd1"]));
+        assert_eq!(got["status"], "running", "{got}");
+        assert_eq!(
+            got["spec"]["disks"],
+            serde_json::json!([{"image": "data"}, {"image": "tools", "read_only": true}]),
+            "{got}"
+        );
+        assert_eq!(got["attachments"][0]["addresses"][0]["address"], address);
+        // Deleted: no TAP, no copy of a disk, nothing of the microVM.
+        ok(zixiao(s, &["instance", "delete", "nd1"]));
+        let link = Command::new("ip")
+            .args(["link", "show", "dev", &tap])
+            .output()
+            .expect("ip");
+        assert!(!link.status.success(), "{tap} is left");
+        assert_no_microvm_files(s);
+        ok(zixiao(s, &["network", "delete", "lan"]));
+    });
 }

@@ -40,36 +40,16 @@ where
     F: FnOnce(PathBuf) -> Fut + Send + 'static,
     Fut: Future<Output = ()>,
 {
-    let Some(base) =
-        zixiao_testing::wait::runtime_endpoint("ZIXIAO_TEST_NETNS_DIR", "netlink and nftables")
-    else {
-        return;
-    };
-    std::fs::create_dir_all(&base).expect("netns base dir");
-    let dir = tempfile::tempdir_in(&base).expect("netns dir");
-    let path = dir.path().to_path_buf();
-    let outcome = std::thread::spawn(move || {
-        // SAFETY: unshare only moves this new thread (and the threads and
-        // processes it starts) into a new network namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): networking tests run as root: {}",
-            std::io::Error::last_os_error()
-        );
-        assert!(ip(&["link", "set", "lo", "up"]).status.success());
+    zixiao_testing::netns::in_fresh_netns(move |base| {
+        std::fs::create_dir_all(&base).expect("netns base dir");
+        let dir = tempfile::tempdir_in(&base).expect("netns dir");
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("runtime")
-            .block_on(body(path));
-    })
-    .join();
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+            .block_on(body(dir.path().to_path_buf()));
+    });
 }
 
 fn ip(args: &[&str]) -> Output {

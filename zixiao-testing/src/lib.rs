@@ -21,6 +21,7 @@ pub mod guest;
 pub mod host;
 pub mod http;
 pub mod kill;
+pub mod netns;
 pub mod output;
 pub mod packet;
 pub mod process;

@@ -142,3 +142,55 @@ impl PacketSocket {
         None
     }
 }
+
+/// The EtherType of the frames zixiao-vmm's C test guest answers: it sends
+/// the first one it gets back, as [`GUEST_ECHO_TYPE`].
+pub const GUEST_ECHO_REQUEST_TYPE: u16 = 0x88b6;
+
+/// The EtherType of the C test guest's answer to a [`GUEST_ECHO_REQUEST_TYPE`] frame.
+pub const GUEST_ECHO_TYPE: u16 = 0x88b5;
+
+/// `aa:bb:cc:dd:ee:ff` as six bytes; `None` if it is not a MAC address.
+pub fn mac_bytes(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The MAC address of `interface` in the calling thread's network namespace
+/// (`ip link show`, a child process, so the namespace is the thread's and
+/// not the one `/sys` was mounted in).
+pub fn interface_mac(interface: &str) -> io::Result<[u8; 6]> {
+    let out = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", interface])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("link/ether ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(mac_bytes)
+        .ok_or_else(|| io::Error::other(format!("no MAC address for {interface}: {text}")))
+}
+
+/// Sends `payload` from `interface` (a bridge the guest's TAP is on) to the
+/// C test guest's card `guest_mac` as a [`GUEST_ECHO_REQUEST_TYPE`] frame,
+/// and returns the guest's answer (a [`GUEST_ECHO_TYPE`] frame carrying
+/// the payload), or `None` after `timeout`. A frame that comes back has
+/// crossed the interface both ways.
+pub fn echo_from_guest(
+    interface: &str,
+    guest_mac: [u8; 6],
+    payload: &[u8],
+    timeout: Duration,
+) -> io::Result<Option<Vec<u8>>> {
+    let socket = PacketSocket::open(interface, GUEST_ECHO_TYPE)?;
+    let mut frame = guest_mac.to_vec();
+    frame.extend(interface_mac(interface)?);
+    frame.extend_from_slice(&GUEST_ECHO_REQUEST_TYPE.to_be_bytes());
+    frame.extend_from_slice(payload);
+    socket.send(&frame)?;
+    Ok(socket.recv_starting(payload, timeout))
+}

@@ -9,8 +9,9 @@
 //!   1 and 8 at a time;
 //! - snapshot and restore (launch Restore until paused, then until the next
 //!   counter line) for 64 MiB and 256 MiB guests;
-//! - launch-to-marker and VmHWM with one virtio-block disk against none
-//!   (jailed, interleaved, same run);
+//! - launch-to-marker and VmHWM with one virtio-block disk against none,
+//!   and with every kind of device (a disk, a network card on a TAP and a
+//!   vsock device; jailed) (interleaved, same run);
 //! - launch-to-marker and VmHWM with the ACPI tables against a baseline
 //!   binary without them (`ZIXIAO_BENCH_BASELINE_VMM`; jailed, 2 vCPUs,
 //!   interleaved, same run);
@@ -146,7 +147,14 @@ async fn boot_to_marker_split(
     cmdline: &str,
     confinement: &Confinement,
 ) -> (Duration, Duration, VmmClient) {
-    boot_config_to_marker(&binary(), config(kernel, cmdline, 64), run, confinement).await
+    boot_config_to_marker(
+        &binary(),
+        config(kernel, cmdline, 64),
+        run,
+        confinement,
+        None,
+    )
+    .await
 }
 
 /// [`boot_to_marker_split`] of any config, on the VMM `binary`.
@@ -155,11 +163,16 @@ async fn boot_config_to_marker(
     config: VmConfig,
     run: &Path,
     confinement: &Confinement,
+    netns: Option<&std::fs::File>,
 ) -> (Duration, Duration, VmmClient) {
     let t0 = Instant::now();
-    let vmm = launch_with(binary, run, Boot::Fresh(config), confinement)
-        .await
-        .expect("launch");
+    let vmm = match netns {
+        Some(ns) => {
+            zixiao_vmm::launch_in_netns(binary, run, Boot::Fresh(config), confinement, ns).await
+        }
+        None => launch_with(binary, run, Boot::Fresh(config), confinement).await,
+    }
+    .expect("launch");
     let launched = t0.elapsed();
     track(&vmm);
     let mut console = vmm.attach_console().await.expect("console");
@@ -443,41 +456,64 @@ fn disk_image(path: &Path, mib: usize) {
     std::fs::write(path, data).expect("disk image");
 }
 
+/// The devices a boot of [`bench_disks`] has.
+#[derive(Clone, Copy, PartialEq)]
+enum Devices {
+    None,
+    OneDisk,
+    /// A disk, a network card on a TAP and a vsock device: every kind of
+    /// device the VMM announces (virtio-mmio and in the DSDT).
+    Every,
+}
+
 /// Boot to marker and VmHWM with one disk against none, jailed and
-/// unconfined, all four interleaved so they see the same load.
+/// unconfined, and with every kind of device (jailed), all interleaved so
+/// they see the same load.
 async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     let disk = dir.join("boot-disk.img");
     disk_image(&disk, 64);
+    let ns = BenchNetns::new("tap0");
     let kinds = [
-        ("jailed", Confinement::default(), false),
-        ("jailed", Confinement::default(), true),
-        ("unconfined", Confinement::none(), false),
-        ("unconfined", Confinement::none(), true),
+        ("jailed", Confinement::default(), Devices::None),
+        ("jailed", Confinement::default(), Devices::OneDisk),
+        ("jailed", Confinement::default(), Devices::Every),
+        ("unconfined", Confinement::none(), Devices::None),
+        ("unconfined", Confinement::none(), Devices::OneDisk),
     ];
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
     let mut hwm: Vec<Vec<u64>> = vec![Vec::new(); kinds.len()];
     for i in 0..boots() {
-        for (k, (_, confinement, with_disk)) in kinds.iter().enumerate() {
+        for (k, (_, confinement, devices)) in kinds.iter().enumerate() {
             let mut config = config(kernel, "zx.mode=halt", 64);
             config.disks = vec![DiskConfig::new(&disk)];
+            let mut netns = None;
+            if *devices == Devices::Every {
+                config.nets = vec![bench_net_config("tap0")];
+                config.vsock = Some(bench_vsock_config());
+                netns = Some(&ns.file);
+            }
             // The test guest prints its command line one byte (one I/O
             // exit, tens of microseconds here) at a time: without a disk it
             // gets a same-length stand-in for the announcement, so both
             // guests do the same work and only the device differs.
-            if !*with_disk {
+            if *devices == Devices::None {
                 config.cmdline = config
                     .kernel_cmdline()
                     .replace("virtio_mmio.device=", "zx.pad.mmio.device=");
                 config.disks.clear();
             }
             let run = dir.join(format!("disk-{k}-{i}"));
-            let (t, peak) = boot_and_shut_down(&binary(), config, &run, confinement).await;
+            let (t, peak) = boot_and_shut_down(&binary(), config, &run, confinement, netns).await;
             times[k].push(t);
             hwm[k].push(peak);
         }
     }
-    for (k, (confinement, _, with_disk)) in kinds.iter().enumerate() {
-        let kind = if *with_disk { "1 disk" } else { "no disk" };
+    for (k, (confinement, _, devices)) in kinds.iter().enumerate() {
+        let kind = match devices {
+            Devices::None => "no disk",
+            Devices::OneDisk => "1 disk",
+            Devices::Every => "disk+net+vsock",
+        };
         report_boots(kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
     }
 }
@@ -489,8 +525,9 @@ async fn boot_and_shut_down(
     config: VmConfig,
     run: &Path,
     confinement: &Confinement,
+    netns: Option<&std::fs::File>,
 ) -> (Duration, u64) {
-    let (t, _, vmm) = boot_config_to_marker(binary, config, run, confinement).await;
+    let (t, _, vmm) = boot_config_to_marker(binary, config, run, confinement, netns).await;
     let peak = status_kib(vmm.pid(), "VmHWM:");
     vmm.shutdown(Duration::from_secs(2))
         .await
@@ -556,7 +593,7 @@ async fn bench_acpi(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             config.vcpus = 2;
             let run = dir.join(format!("acpi-{k}-{i}"));
             let (t, peak) =
-                boot_and_shut_down(vmm_binary, config, &run, &Confinement::default()).await;
+                boot_and_shut_down(vmm_binary, config, &run, &Confinement::default(), None).await;
             times[k].push(t);
             hwm[k].push(peak);
         }
@@ -702,34 +739,17 @@ async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
         println!("net skipped: the virtio guest was not built");
         return;
     };
-    let ns_name = format!("zxbench-{}", std::process::id());
-    ip(&["netns", "add", &ns_name]);
-    ip(&[
-        "netns",
-        "exec",
-        &ns_name,
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ]);
-    ip(&[
-        "-n", &ns_name, "tuntap", "add", "dev", "tap0", "mode", "tap",
-    ]);
-    ip(&["-n", &ns_name, "link", "set", "tap0", "up"]);
-    let ns = std::fs::File::open(format!("/run/netns/{ns_name}")).expect("netns");
-    let socket = zixiao_testing::packet::PacketSocket::open_in(&ns, "tap0", 0x88b5)
+    let ns = BenchNetns::new("tap0");
+    let socket = zixiao_testing::packet::PacketSocket::open_in(&ns.file, "tap0", 0x88b5)
         .expect("a packet socket on tap0");
     let mut config = config(&guest, "zx.net=echo", 64);
-    config.nets = vec![zixiao_vmm::NetConfig {
-        tap: "tap0".to_string().try_into().expect("name"),
-        mac: "02:00:00:00:00:01".to_string().try_into().expect("mac"),
-    }];
+    config.nets = vec![bench_net_config("tap0")];
     let vmm = zixiao_vmm::launch_in_netns(
         &binary(),
         &dir.join("net"),
         Boot::Fresh(config),
         &Confinement::default(),
-        &ns,
+        &ns.file,
     )
     .await
     .expect("launch");
@@ -770,9 +790,49 @@ async fn bench_net(dir: &Path, rows: &mut Vec<Value>) {
         rows.push(row);
     }
     vmm.shutdown(Duration::from_secs(2)).await.ok();
-    let _ = std::process::Command::new("ip")
-        .args(["netns", "del", &ns_name])
-        .status();
+}
+
+/// A network namespace of the bench's own with one TAP up in it, deleted
+/// when dropped.
+struct BenchNetns {
+    name: String,
+    /// The namespace, for `launch_in_netns` and packet sockets.
+    file: std::fs::File,
+}
+
+impl BenchNetns {
+    fn new(tap: &str) -> BenchNetns {
+        let name = format!("zxbench-{}-{tap}", std::process::id());
+        ip(&["netns", "add", &name]);
+        ip(&[
+            "netns",
+            "exec",
+            &name,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        ip(&["-n", &name, "tuntap", "add", "dev", tap, "mode", "tap"]);
+        ip(&["-n", &name, "link", "set", tap, "up"]);
+        let file = std::fs::File::open(format!("/run/netns/{name}")).expect("netns");
+        BenchNetns { name, file }
+    }
+}
+
+impl Drop for BenchNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A network card on `tap` (in the bench's namespace).
+fn bench_net_config(tap: &str) -> zixiao_vmm::NetConfig {
+    zixiao_vmm::NetConfig {
+        tap: tap.to_string().try_into().expect("name"),
+        mac: "02:00:00:00:00:01".to_string().try_into().expect("mac"),
+    }
 }
 
 fn bench_vsock_config() -> zixiao_vmm::VsockConfig {
@@ -798,7 +858,7 @@ async fn bench_vsock(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             }
             let run = dir.join(format!("vsock-boot-{k}-{i}"));
             let (t, peak) =
-                boot_and_shut_down(&binary(), config, &run, &Confinement::default()).await;
+                boot_and_shut_down(&binary(), config, &run, &Confinement::default(), None).await;
             times[k].push(t);
             hwm[k].push(peak);
         }

@@ -31,7 +31,7 @@ use zixiao_drivers::microvm::{MicrovmDriver, MicrovmOptions};
 use zixiao_net::ports::PortsTable;
 use zixiao_net::{nft, LinuxNetwork, StoreIpam};
 use zixiao_store::EmbeddedStore;
-use zixiao_testing::packet::PacketSocket;
+use zixiao_testing::packet::{echo_from_guest, interface_mac, mac_bytes};
 use zixiao_testing::underlay::{Underlay, NODE_ADDRESS};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
@@ -332,13 +332,6 @@ fn networks_the_driver_cannot_plug_are_refused_and_leave_nothing() {
     });
 }
 
-/// `aa:bb:cc:dd:ee:ff` as bytes.
-fn mac_bytes(text: &str) -> Vec<u8> {
-    text.split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
-        .collect()
-}
-
 /// A raw disk image of `sectors` 512-byte sectors, filled with a pattern seeded by `seed`.
 fn raw_disk(path: &Path, sectors: usize, seed: usize) -> Vec<u8> {
     let data: Vec<u8> = (0..sectors * 512)
@@ -482,25 +475,14 @@ fn a_vmm_microvm_with_disks_on_a_network_writes_its_own_copy_and_frames_cross_th
 
         // A frame from the bridge reaches the guest, which sends it back
         // through the TAP and the bridge.
-        let bridge_link = ip(&["-o", "link", "show", net.bridge.as_str()]);
-        let bridge_mac = bridge_link
-            .split("link/ether ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .expect("the bridge's MAC")
-            .to_owned();
-        let socket = PacketSocket::open(net.bridge.as_str(), 0x88b5).expect("a packet socket");
+        let guest_mac = mac_bytes(&attachment.mac).expect("the attachment's MAC");
         let payload = b"through the bridge and back";
-        let mut frame = mac_bytes(&attachment.mac);
-        frame.extend(mac_bytes(&bridge_mac));
-        frame.extend_from_slice(&0x88b6u16.to_be_bytes());
-        frame.extend_from_slice(payload);
-        socket.send(&frame).expect("send");
-        let echo = socket
-            .recv_starting(payload, BOOT_TIMEOUT)
+        let echo = echo_from_guest(net.bridge.as_str(), guest_mac, payload, BOOT_TIMEOUT)
+            .expect("a packet socket on the bridge")
             .expect("the guest's echo");
-        assert_eq!(echo[..6], mac_bytes(&bridge_mac)[..]);
-        assert_eq!(echo[6..12], mac_bytes(&attachment.mac)[..]);
+        let bridge_mac = interface_mac(net.bridge.as_str()).expect("the bridge's MAC");
+        assert_eq!(echo[..6], bridge_mac);
+        assert_eq!(echo[6..12], guest_mac);
 
         c.delete_instance(&name).await.expect("delete");
         wait_until("the microVM to be gone", BOOT_TIMEOUT, || async {
