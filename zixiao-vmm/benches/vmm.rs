@@ -306,10 +306,10 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     println!(
         "jailed vs unconfined: p50 {:+.1}%, min {:+.1}%, median paired difference {:+.2} ms \
          ({:+.1}% of the unconfined p50)\n  goal: within 10%; last recorded (README \
-         \"Benchmarks\"): +2.1 ms paired (+12.6%) at the median of seven runs (-0.4 to +2.7 ms), \
-         +5.5 ms (~30%) before the launcher's PID-namespace spawn, 2026-12-07, this command \
-         (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested KVM \
-         kvm_pvm, load average 4-5 from other builds",
+         \"Benchmarks\"): +2.7 ms paired (+13.3%) at the median of nine runs (+0.9 to +5.8 ms; \
+         +2.9 ms, +19.0%, for the code before the detach moved off the boot path, same \
+         session), 2026-12-07, this command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), \
+         2 vCPU AMD EPYC VM, nested KVM kvm_pvm, load average 5-8 from other builds",
         (p50(0) / p50(2) - 1.0) * 100.0,
         (min(0) / min(2) - 1.0) * 100.0,
         paired_p50,

@@ -215,8 +215,9 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 
 /// Builds the jail under `run_dir/jail` and makes it this process's root.
 /// The process must be single-threaded, root, and (for a private `/proc`)
-/// pid 1 of a new PID namespace. Mount paths must be absolute.
-pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<(), VmmError> {
+/// pid 1 of a new PID namespace. Mount paths must be absolute. The old
+/// root is still being detached when this returns: see [`Detaching`].
+pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, VmmError> {
     // SAFETY: unshare(2) takes no pointers.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(last_os("unshare(CLONE_NEWNS)"));
@@ -297,20 +298,42 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<(), VmmError
     {
         mount(Some(proc_src), &proc_dir, Some("proc"), nosuid, None)?;
     }
-    pivot_into(&root)?;
-    // The jail's own tree is fixed from here on.
+    // The jail's own tree is fixed from here on. Made read-only here, by
+    // its path on the host, rather than as `/` after the pivot: until the
+    // old root is detached a remount of `/` could reach the host's root
+    // filesystem.
     mount(
         None,
-        Path::new("/"),
+        &root,
         None,
         libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
         None,
-    )
+    )?;
+    pivot_into(&root)
 }
 
-/// pivot_root(2) into `root` and detach the old root, so no host path is
-/// reachable any more.
-fn pivot_into(root: &Path) -> Result<(), VmmError> {
+/// The old root being detached after [`enter`], on a thread of its own:
+/// the unmount waits for an RCU grace period (0.2-3 ms on a loaded host),
+/// which the VMM spends creating its VM. [`Detaching::finish`] must be
+/// called before the uid drop: only then is the host's tree gone from
+/// this mount namespace.
+#[must_use = "the old root is not detached until finish() returns"]
+pub(crate) struct Detaching(std::thread::JoinHandle<Result<(), VmmError>>);
+
+impl Detaching {
+    /// Waits until the old root is detached.
+    pub(crate) fn finish(self) -> Result<(), VmmError> {
+        self.0.join().map_err(|_| VmmError::Unavailable {
+            message: "jail: the thread detaching the old root panicked".into(),
+        })?
+    }
+}
+
+/// pivot_root(2) into `root`, then starts the detach of the old root, so
+/// that no host path is reachable once it has finished. Paths resolve in
+/// the jail from the pivot on: lookups start at the process's root, the
+/// jail's tmpfs, never at the old root stacked on it.
+fn pivot_into(root: &Path) -> Result<Detaching, VmmError> {
     std::env::set_current_dir(root).map_err(|e| VmmError::Unavailable {
         message: format!("jail: chdir {}: {e}", root.display()),
     })?;
@@ -320,14 +343,23 @@ fn pivot_into(root: &Path) -> Result<(), VmmError> {
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
         return Err(last_os("pivot_root"));
     }
-    // SAFETY: umount2 with a static path; MNT_DETACH drops the old root that
-    // pivot_root left stacked on ".".
-    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(last_os("detaching the old root"));
-    }
-    std::env::set_current_dir("/").map_err(|e| VmmError::Unavailable {
-        message: format!("jail: chdir /: {e}"),
-    })
+    // The thread shares this thread's mount namespace and working
+    // directory (the new root, under the old one).
+    std::thread::Builder::new()
+        .name("jail-detach".into())
+        .stack_size(64 * 1024)
+        .spawn(|| {
+            // SAFETY: umount2 with a static path; MNT_DETACH drops the old
+            // root that pivot_root left stacked on ".".
+            if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
+                return Err(last_os("detaching the old root"));
+            }
+            Ok(())
+        })
+        .map(Detaching)
+        .map_err(|e| VmmError::Unavailable {
+            message: format!("jail: starting the detach of the old root: {e}"),
+        })
 }
 
 /// Gives the run dir to the jail's user: the VMM binds its sockets and

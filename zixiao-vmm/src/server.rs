@@ -24,7 +24,7 @@ use crate::api::{
 use crate::boot::BootFiles;
 use crate::devices::ConsoleSink;
 use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
-use crate::machine::{GuestEvent, Machine};
+use crate::machine::{BareVm, GuestEvent, Machine};
 use crate::seccomp::{self, ThreadKind};
 use crate::tap::TapName;
 use crate::virtio::vsock::HostSocket;
@@ -245,20 +245,21 @@ fn cleanup(run_dir: &Path, created: &[PathBuf]) {
     let _ = std::fs::remove_dir(run_dir.join(jail::JAIL_DIR));
 }
 
-/// What a VMM opens before it drops root: the KVM device, the console log
-/// and the guest's inputs.
+/// What a VMM opens before it drops root: the KVM device (for a fresh
+/// boot, a bare VM on it), the console log and the guest's inputs.
 struct Inputs {
-    kvm: Kvm,
     console_log: File,
     pagemap: Option<File>,
     guest: GuestInputs,
 }
 
 enum GuestInputs {
-    Fresh(VmConfig, BootFiles),
-    Restore(PathBuf, snapshot::SnapshotFiles),
+    /// The config, its files, and the VM with its memory, irqchip and
+    /// PIT: nothing of the files is in it yet.
+    Fresh(VmConfig, BootFiles, BareVm),
+    Restore(PathBuf, snapshot::SnapshotFiles, Kvm),
     /// The config to receive a migration of, and its open disks.
-    Incoming(VmConfig, Vec<File>),
+    Incoming(VmConfig, Vec<File>, Kvm),
 }
 
 impl Inputs {
@@ -275,20 +276,22 @@ impl Inputs {
             })?;
         let guest = match boot {
             Boot::Fresh(config) => {
+                config.validate_limits()?;
                 let files = BootFiles::open(&config)?;
-                GuestInputs::Fresh(config, files)
+                let memory = crate::boot::guest_memory(config.memory_bytes())?;
+                let vm = BareVm::create(support::open_kvm()?, memory)?;
+                GuestInputs::Fresh(config, files, vm)
             }
             Boot::Restore { snapshot_dir } => {
                 let files = snapshot::open(&snapshot_dir)?;
-                GuestInputs::Restore(snapshot_dir, files)
+                GuestInputs::Restore(snapshot_dir, files, support::open_kvm()?)
             }
             Boot::Incoming(config) => {
                 let disks = crate::boot::open_disks(&config.disks)?;
-                GuestInputs::Incoming(config, disks)
+                GuestInputs::Incoming(config, disks, support::open_kvm()?)
             }
         };
         Ok(Inputs {
-            kvm: support::open_kvm()?,
             console_log,
             pagemap: File::open("/proc/self/pagemap").ok(),
             guest,
@@ -444,8 +447,14 @@ fn device_threads(config: &VmConfig) -> usize {
 }
 
 /// Jails this process (still root, single-threaded): cgroup, mount
-/// namespace, pivot_root. The uid drop comes after the inputs are open.
-fn enter_jail(run_dir: &Path, boot: &Boot, jail: &JailConfig, pid: u32) -> Result<(), VmmError> {
+/// namespace, pivot_root, with the old root still being detached. The uid
+/// drop comes after the inputs are open and the detach has finished.
+fn enter_jail(
+    run_dir: &Path,
+    boot: &Boot,
+    jail: &JailConfig,
+    pid: u32,
+) -> Result<jail::Detaching, VmmError> {
     jail.validate()?;
     let plan = plan_jail(run_dir, boot)?;
     cgroup::join(
@@ -477,11 +486,19 @@ fn setup(
     // namespace does not show, and CAP_NET_ADMIN (or the TAP's owner),
     // which the uid drop takes away.
     let (tap_names, taps) = open_taps(&boot)?;
-    if let Some(jail) = &confinement.jail {
-        enter_jail(run_dir, &boot, jail, pid)?;
-    }
+    let detaching = confinement
+        .jail
+        .as_ref()
+        .map(|jail| enter_jail(run_dir, &boot, jail, pid))
+        .transpose()?;
+    // Opening the inputs and, for a fresh boot, creating the bare VM (the
+    // PIT's worker thread start is the slowest step of a boot) overlap the
+    // detach's wait.
     let inputs = Inputs::open(run_dir, boot)?;
     if let Some(jail) = &confinement.jail {
+        // No host path is reachable once this returns; untrusted input is
+        // parsed only after the drop.
+        detaching.map_or(Ok(()), jail::Detaching::finish)?;
         jail::drop_privileges(jail)?;
     }
     let sink = ConsoleSink::new(inputs.console_log);
@@ -489,12 +506,12 @@ fn setup(
     // The stream a migrated-in VM came by, for the ack once it can run.
     let mut incoming = None;
     let (mut machine, config, restored_from, state) = match inputs.guest {
-        GuestInputs::Fresh(config, files) => {
+        GuestInputs::Fresh(config, files, vm) => {
             let vsock = bind_vsock(run_dir, &config)?;
-            let machine = Machine::create(inputs.kvm, &config, files, taps, vsock, sink.clone())?;
+            let machine = Machine::create(vm, &config, files, taps, vsock, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
-        GuestInputs::Restore(snapshot_dir, files) => {
+        GuestInputs::Restore(snapshot_dir, files, kvm) => {
             let (file, memory) = snapshot::parse(&snapshot_dir, files)?;
             // Opened only now, unprivileged and after the whole state was
             // validated (see plan_jail).
@@ -519,7 +536,7 @@ fn setup(
                 ));
             }
             let machine = Machine::restore(
-                inputs.kvm,
+                kvm,
                 &file.machine,
                 memory,
                 (&file.config.disks, disks),
@@ -529,12 +546,12 @@ fn setup(
             )?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)
         }
-        GuestInputs::Incoming(config, disks) => {
+        GuestInputs::Incoming(config, disks, kvm) => {
             let memory = crate::boot::guest_memory(config.memory_bytes())?;
             let stream = accept_migration(run_dir, pid, ready)?;
             let received = migration::receive(&stream, &config, &memory)?;
             let restored = Machine::restore(
-                inputs.kvm,
+                kvm,
                 &received.machine,
                 memory,
                 (&config.disks, disks),
