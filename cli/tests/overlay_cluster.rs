@@ -35,7 +35,10 @@
 //! naming the holder, changing nothing; `kill -9` of the first node's agent
 //! moves the published container to the second node, where it answers at
 //! the same address from the other container and at the new node's
-//! underlay address, and no longer at the old one.
+//! underlay address, and no longer at the old one; once the first node's
+//! agent is back, it holds nothing of the moved container. Finally
+//! everything is deleted through the server and no container namespace
+//! is left on either node.
 //!
 //! Prints (not asserts) the time from create to the address answering
 //! from the other node, and the ping round trip through the overlay
@@ -104,9 +107,9 @@ impl Node {
             })
     }
 
-    /// Kills its agent and its watchdog (a node's processes, by the pids
-    /// they wrote), then whatever else still runs in its namespace (a
-    /// DHCP server its agent left).
+    /// Kills its agent, then every other process in its namespace: its
+    /// watchdog, which outlives the agent, and a DHCP server its agent
+    /// left.
     fn kill_all(&mut self) {
         self.agent = None;
         kill_in_netns(&self.netns);
