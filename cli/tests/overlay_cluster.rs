@@ -352,6 +352,13 @@ impl Cluster {
         created
     }
 
+    /// `instance create` as [`Cluster::create`] does, of a container
+    /// answering every TCP connection on its port 80 with `text`.
+    fn create_answering(&mut self, name: &str, args: &[&str], text: &str) -> serde_json::Value {
+        let command = ["--", "nc", "-ll", "-p", "80", "-e", "echo", text];
+        self.create(name, &[args, &command[..]].concat())
+    }
+
     fn create_network(&mut self, name: &str, subnet: &str, vni: &str) {
         json(self.cli(&["network", "create", name, "--subnet", subnet, "--vni", vni]));
         self.networks.push(name.to_owned());
@@ -553,7 +560,7 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     cluster.start_agent(0).await;
     cluster.create_network("lan", "10.214.0.0/24", "4242");
     cluster.create_network("other", "10.215.0.0/24", "4243");
-    cluster.create(
+    cluster.create_answering(
         "web",
         &[
             "--network",
@@ -562,15 +569,8 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
             &publish,
             "--restart",
             "always",
-            "--",
-            "nc",
-            "-ll",
-            "-p",
-            "80",
-            "-e",
-            "echo",
-            "hello-from-web",
         ],
+        "hello-from-web",
     );
     let web = cluster.running_on("web", 0).await;
     let web_ip = address(&web);
@@ -579,22 +579,10 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     // Node B, and `peer` on `lan` there (its zone is its node's name).
     cluster.start_agent(1).await;
     let created = Instant::now();
-    cluster.create(
+    cluster.create_answering(
         "peer",
-        &[
-            "--network",
-            "lan",
-            "--zone",
-            &b,
-            "--",
-            "nc",
-            "-ll",
-            "-p",
-            "80",
-            "-e",
-            "echo",
-            "hello-from-peer",
-        ],
+        &["--network", "lan", "--zone", &b],
+        "hello-from-peer",
     );
     let peer = cluster.running_on("peer", 1).await;
     let peer_ip = address(&peer);
