@@ -300,6 +300,15 @@ impl LinuxNetwork {
             }
             set(&inside, named, &format!("naming {}", attachment.interface)).await?;
             ignore_router_advertisements(path, &attachment.interface)?;
+            announce_when_up(path, &attachment.interface)?;
+            // Addresses before the link is up, so the announcement of
+            // `announce_when_up` carries them.
+            for ip in &attachment.addresses {
+                add_address(&inside, index, ip.address, ip.prefix_len)
+                    .execute()
+                    .await
+                    .map_err(|e| netlink_error(&format!("adding {ip}"), e))?;
+            }
             set(
                 &inside,
                 LinkUnspec::new_with_index(index).up(),
@@ -307,10 +316,6 @@ impl LinuxNetwork {
             )
             .await?;
             for ip in &attachment.addresses {
-                add_address(&inside, index, ip.address, ip.prefix_len)
-                    .execute()
-                    .await
-                    .map_err(|e| netlink_error(&format!("adding {ip}"), e))?;
                 // The first network of each family carries the default route.
                 let first = if is_v4(ip.address) {
                     &mut route_v4
@@ -337,15 +342,40 @@ impl LinuxNetwork {
 /// kernel as a link name (no `/`, not `.` or `..`), so it is one path
 /// component. Errors: `Unsupported` (privileges), `Internal`.
 fn ignore_router_advertisements(path: &Path, interface: &str) -> Result<()> {
-    let setting = format!("/proc/sys/net/ipv6/conf/{interface}/accept_ra");
+    write_setting(
+        path,
+        &format!("ipv6/conf/{interface}/accept_ra"),
+        "0",
+        &format!("turning off router advertisements on {interface}"),
+    )
+}
+
+/// Writes `value` to `/proc/sys/net/SETTING` of the namespace at `path`;
+/// a setting the namespace lacks (no IPv6) is skipped. Errors:
+/// `Unsupported` (privileges), `Internal`, saying what it was `doing`.
+fn write_setting(path: &Path, setting: &str, value: &str, doing: &str) -> Result<()> {
+    let setting = format!("/proc/sys/net/{setting}");
     // /proc/sys/net is the namespace of whoever opens it: open it inside.
-    match netns::run_in(path, || std::fs::write(&setting, "0")) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(
-            &format!("turning off router advertisements on {interface}"),
-            e,
-        )),
+    match netns::run_in(path, || std::fs::write(&setting, value)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(doing, e)),
         _ => Ok(()),
     }
+}
+
+/// Has interface `interface` of the namespace at `path` announce its
+/// addresses when it comes up (`arp_notify`: a gratuitous ARP;
+/// `ndisc_notify`: an unsolicited neighbour advertisement). An instance
+/// that moved to this node keeps its address and MAC, and until it sends
+/// a frame the bridges of the network (here and on the other nodes) and
+/// its peers' neighbour caches still point at the node it left; the
+/// announcement moves them at once. A namespace without IPv6 has no
+/// `ndisc_notify`. Errors: `Unsupported` (privileges), `Internal`.
+fn announce_when_up(path: &Path, interface: &str) -> Result<()> {
+    let doing = format!("turning on address announcements on {interface}");
+    for setting in ["ipv4/conf/{}/arp_notify", "ipv6/conf/{}/ndisc_notify"] {
+        write_setting(path, &setting.replace("{}", interface), "1", &doing)?;
+    }
+    Ok(())
 }
 
 /// Sets what `message` says on a link, failing with what was being `doing`.

@@ -41,10 +41,42 @@ pub(crate) fn command(state: &Path) -> Command {
 
 /// Starts `zixiao ARGS` and waits for its "... listening on ADDR" line.
 pub(crate) fn start(state: &Path, args: &[&str]) -> Running {
-    let mut child = command(state)
+    let mut command = command(state);
+    command.stderr(Stdio::null());
+    listening(command, args)
+}
+
+/// Starts `zixiao ARGS` as [`start`] does, inside the network namespace
+/// pinned at `netns` (a node's "host" in a test): it, and what it starts,
+/// see only that namespace's links and addresses.
+pub(crate) fn start_in_netns(netns: &Path, state: &Path, args: &[&str]) -> Running {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let ns = std::fs::File::open(netns).expect("open the network namespace");
+    let mut command = command(state);
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only setns(2), which is async-signal-safe; `ns` is an open file the
+    // closure owns, so its descriptor is valid there.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    // Its log, for a failing test to show.
+    let log = std::fs::File::create(state.with_extension("log")).expect("the process's log");
+    command.stderr(log);
+    listening(command, args)
+}
+
+/// Spawns `command ARGS` and waits for its "... listening on ADDR" line.
+fn listening(mut command: Command, args: &[&str]) -> Running {
+    let mut child = command
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("run zixiao");
     let stdout = child.stdout.take().expect("stdout");

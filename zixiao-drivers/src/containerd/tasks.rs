@@ -102,7 +102,12 @@ impl ContainerdDriver {
     pub(super) async fn create_container(&self, instance: &Instance) -> Result<(), DriverError> {
         let id = Self::container_id(instance)?;
         if self.container(id).await?.is_some() {
-            return Ok(());
+            // Ours (the record is written before anything else): an
+            // earlier create, perhaps cut off, made it.
+            if record::read(&self.instance_dir(id)).await.is_some() {
+                return Ok(());
+            }
+            self.remove_foreign_copy(instance, id).await?;
         }
         let reference = instance
             .spec
@@ -140,6 +145,35 @@ impl ContainerdDriver {
             remove_dir(&dir).await.ok();
         }
         made
+    }
+
+    /// Removes container `id` that this node did not create: a stopped
+    /// copy of the same instance that another node sharing this containerd
+    /// made before the instance moved here (failed over from a node that
+    /// fenced it). Its runtime spec joins that node's network namespace,
+    /// so starting it here would run the instance on the other node's
+    /// network. Errors: `FailedPrecondition` while its task still runs
+    /// (the other node has not stopped it yet; a later converge retries),
+    /// and those of [`ContainerdDriver::remove_objects`].
+    async fn remove_foreign_copy(&self, instance: &Instance, id: &str) -> Result<(), DriverError> {
+        if let Some(process) = self.task(id).await? {
+            if matches!(
+                status_of(&process),
+                TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing
+            ) {
+                return Err(DriverError::FailedPrecondition(format!(
+                    "a copy of instance `{}` that another node made still runs on this \
+                     containerd; it is created here once that node has stopped it",
+                    instance.name
+                )));
+            }
+        }
+        tracing::info!(
+            instance = %instance.name,
+            "removing a stopped copy another node left on this containerd"
+        );
+        self.remove_objects(id, &instance.name, Duration::ZERO)
+            .await
     }
 
     /// The image `reference` names, pulled first as `policy` says (see
