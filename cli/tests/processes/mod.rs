@@ -120,7 +120,7 @@ pub(crate) fn import_node_images(state: &Path, uri: &str, images: &[(&str, &str,
 }
 
 /// `zixiao server --embedded` on loopback without TLS, its files in `state`.
-#[cfg(feature = "libvirt")]
+#[cfg(any(feature = "libvirt", feature = "microvm"))]
 pub(crate) fn embedded_server(state: &Path) -> Running {
     start(
         state,
@@ -135,7 +135,11 @@ pub(crate) fn embedded_server(state: &Path) -> Running {
 }
 
 /// `zixiao --endpoint SERVER -o json ARGS...` from a client directory.
-#[cfg(any(all(feature = "etcd", feature = "containerd"), feature = "libvirt"))]
+#[cfg(any(
+    all(feature = "etcd", feature = "containerd"),
+    feature = "libvirt",
+    feature = "microvm"
+))]
 pub(crate) fn through(client: &Path, server: &str, args: &[&str]) -> std::process::Output {
     command(client)
         .args(["--endpoint", server, "-o", "json"])
