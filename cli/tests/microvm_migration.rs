@@ -11,16 +11,19 @@ use std::time::{Duration, Instant};
 
 use zixiao_core::NodeStatus;
 use zixiao_testing::output::{assert_refused, json, ok};
-use zixiao_testing::wait::{runtime_endpoint, wait_until};
+use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
 mod processes;
 use processes::{command, embedded_server, start, through, wait_for_status, Running};
 
 /// What the test runs on: an embedded server, the QEMU microVM guest's
-/// kernel and initramfs, and the disk images, under one directory.
+/// kernel and initramfs, and the disk images, under one directory; the
+/// agents' nodes in a zone of their own, where the instances are placed
+/// (the embedded server's own node is elsewhere).
 struct Cluster {
     kernel: String,
     initrd: String,
+    zone: String,
     server: Running,
     dir: tempfile::TempDir,
 }
@@ -41,6 +44,7 @@ impl Cluster {
         Some(Cluster {
             kernel,
             initrd,
+            zone: format!("zx-h-cold2-{}", std::process::id()),
             server,
             dir,
         })
@@ -88,6 +92,8 @@ impl Cluster {
                 "--skip-smoke-test",
                 "--name",
                 node,
+                "--zone",
+                &self.zone,
                 "--listen",
                 "127.0.0.1:0",
             ],
@@ -109,6 +115,8 @@ impl Cluster {
             name,
             "--type",
             "microvm",
+            "--zone",
+            &self.zone,
             "--backend",
             "qemu",
             "--kernel",
@@ -147,19 +155,19 @@ impl Cluster {
     }
 
     /// Waits until instance `name`'s console, read through the server
-    /// from the node it runs on, shows its kernel booting.
-    async fn boots(&self, name: &str) {
+    /// from the node it runs on, shows `line`.
+    async fn logs_show(&self, name: &str, line: &str) {
         let client = self.dir.path().join("client");
         wait_until(
-            &format!("instance {name}'s kernel to boot"),
+            &format!("instance {name}'s console to show {line}"),
             Duration::from_secs(120),
             || {
                 let out = command(&client)
                     .args(["--endpoint", &self.server.addr, "instance", "logs", name])
                     .output()
                     .expect("run zixiao");
-                let booted = String::from_utf8_lossy(&out.stdout).contains("Linux version");
-                async move { booted.then_some(()) }
+                let shown = String::from_utf8_lossy(&out.stdout).contains(line);
+                async move { shown.then_some(()) }
             },
         )
         .await
@@ -283,7 +291,8 @@ async fn a_qemu_microvm_migrates_cold_with_its_writable_disks() {
         std::fs::read(on_b.join("disk1.img")).expect("disk1 on B") == reference.1,
         "disk1 differs on B"
     );
-    set.boots(&name).await;
+    // Its kernel boots on B.
+    set.logs_show(&name, "Linux version").await;
     println!(
         "cold migration of a QEMU microVM with 3 MiB of writable disks through the CLI: {} ms",
         took.as_millis()
@@ -330,4 +339,96 @@ async fn a_qemu_microvm_migrates_cold_with_its_writable_disks() {
     for instance in [&name, &plain] {
         ok(set.run(&["instance", "delete", instance]));
     }
+}
+
+/// The same on the vmm backend (`/dev/kvm`), with what its guest wrote:
+/// zixiao-vmm's virtio test guest writes its pattern to sector 1 of its
+/// writable disk and loops writing sector 2; the test marks the disk at
+/// 4 KiB while it is stopped. Cold-migrated to node B, it keeps its id and
+/// name, boots there (its guest writes again on B's copy), A holds nothing
+/// of it, and B's copy holds the guest's pattern and the test's marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
+    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
+        assert!(!runtimes_required(), "{reason}");
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
+    // The agents find zixiao-vmm next to the zixiao binary.
+    let vmm = Path::new(env!("CARGO_BIN_EXE_zixiao")).with_file_name("zixiao-vmm");
+    if !vmm.is_file() {
+        assert!(!runtimes_required(), "{} is not built", vmm.display());
+        eprintln!("skipped: {} is not built", vmm.display());
+        return;
+    }
+    let Some(set) = Cluster::start() else {
+        return;
+    };
+    let pid = std::process::id();
+    let (a, b) = (format!("mv-a-{pid}"), format!("mv-b-{pid}"));
+    let data = set.image("data", 64 << 10);
+    for node in [&a, &b] {
+        set.import(node, &[(data.as_path(), "data")]);
+        ok(command(&set.dir.path().join(node))
+            .arg("image")
+            .arg("import")
+            .arg(&guest)
+            .args(["--kind", "kernel", "--name", "zxguest"])
+            .output()
+            .expect("run zixiao"));
+    }
+    let client = zixiao_api::connect(&set.server.addr).expect("client");
+    let _a = set.agent(&a);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let name = format!("mvcold-{pid}");
+    let created = json(set.run(&[
+        "instance",
+        "create",
+        "--name",
+        &name,
+        "--type",
+        "microvm",
+        "--zone",
+        &set.zone,
+        "--backend",
+        "vmm",
+        "--kernel",
+        "zxguest",
+        "--cmdline",
+        "console=ttyS0 zx.blk=loop",
+        "--memory",
+        "64",
+        "--disk",
+        "data",
+    ]));
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    assert_eq!(created["runtime"], "vmm", "{created}");
+    set.logs_show(&name, "ZX: blk0 write ok").await;
+    ok(set.run(&["instance", "stop", &name]));
+    set.status_is(&name, "stopped").await;
+    let disk_a = set.microvm_dir(&a, &id).join("disks/disk0.img");
+    write_marker(&disk_a, 4096, b"h-cold2 vmm marker");
+    ok(set.run(&["instance", "start", &name]));
+    set.status_is(&name, "running").await;
+
+    let _b = set.agent(&b);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    let moved = json(set.run(&["instance", "migrate", &name, "--cold", "--to", &b]));
+    assert_eq!(moved["id"], id.as_str(), "{moved}");
+    assert_eq!(moved["name"], name.as_str(), "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    assert!(!set.microvm_dir(&a, &id).exists(), "A keeps its files");
+    let shown = set.status_is(&name, "running").await;
+    assert_eq!(shown["runtime"], "vmm", "{shown}");
+    let on_b = std::fs::read(set.microvm_dir(&b, &id).join("disks/disk0.img")).expect("on B");
+    // Sector 1 as the guest wrote it on A (byte j = j * 13 + 7), the
+    // test's marker at 4 KiB.
+    let pattern: Vec<u8> = (0..512u32).map(|j| (j * 13 + 7) as u8).collect();
+    assert!(on_b[512..1024] == pattern[..], "the guest's sector 1 on B");
+    assert_eq!(&on_b[4096..4096 + 18], b"h-cold2 vmm marker");
+    // Its guest boots on B and writes to B's copy.
+    set.logs_show(&name, "ZX: blk0 write ok").await;
+    ok(set.run(&["instance", "delete", &name]));
 }
