@@ -492,17 +492,17 @@ impl fmt::Debug for DiskExport {
     }
 }
 
-/// Capability: hand a stopped instance's disk to another node of the same
-/// runtime, for a cold migration (stop, copy the disk, start there).
+/// Capability: hand a stopped instance's disks to another node of the same
+/// runtime, for a cold migration (stop, copy the disks, start there).
 ///
-/// The disk's file is always the driver's own, found from the instance's
+/// The disks' files are always the driver's own, found from the instance's
 /// id under its state directory: no path crosses a node. The source node's
-/// driver reads it out with [`ColdMigrate::export_disk`]; the target's
-/// writes it with [`ColdMigrate::import_disk`] to where its next
-/// [`Driver::create`] of that instance takes it from instead of a fresh
-/// disk; a failed migration has the target drop it with
-/// [`ColdMigrate::abort_import`]. The source's disk is only read: a failed
-/// migration leaves it as it was.
+/// driver reads them out with [`ColdMigrate::export_disk`]; the target's
+/// writes them with [`ColdMigrate::import_disk`] to where its next
+/// [`Driver::create`] of that instance takes them from instead of fresh
+/// disks; a failed migration has the target drop them with
+/// [`ColdMigrate::abort_import`]. The source's disks are only read: a
+/// failed migration leaves them as they were.
 #[async_trait]
 pub trait ColdMigrate: Send + Sync {
     /// On the source node: the disks of the stopped `instance` (every one
