@@ -3,38 +3,31 @@
 //! its values show as the node's carbon intensity; a bad file is logged,
 //! naming the entry, and the last good values stay.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use zixiao_testing::output::json;
 use zixiao_testing::wait::wait_until;
 
 mod processes;
-use processes::{command, Running};
+use processes::{command, start_logging, Running};
 
 /// `zixiao server --embedded --config CONFIG` on loopback, its log in `log`.
 fn server(state: &Path, config: &Path, log: &Path) -> Running {
-    let mut child = command(state)
-        .arg("server")
-        .arg("--config")
-        .arg(config)
-        .args(["--embedded", "--insecure-no-tls", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("the log"))
-        .spawn()
-        .expect("run zixiao");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read");
-    let addr = line
-        .trim()
-        .rsplit_once(" listening on ")
-        .map(|(_, addr)| addr.to_owned())
-        .unwrap_or_else(|| panic!("the server did not start: {line:?}"));
-    Running { child, addr }
+    let config = config.to_str().expect("a UTF-8 path");
+    start_logging(
+        state,
+        &[
+            "server",
+            "--config",
+            config,
+            "--embedded",
+            "--insecure-no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        std::fs::File::create(log).expect("the log"),
+    )
 }
 
 #[tokio::test]

@@ -41,10 +41,15 @@ pub(crate) fn command(state: &Path) -> Command {
 
 /// Starts `zixiao ARGS` and waits for its "... listening on ADDR" line.
 pub(crate) fn start(state: &Path, args: &[&str]) -> Running {
+    start_logging(state, args, Stdio::null())
+}
+
+/// [`start`], its log (stderr) going to `log`.
+pub(crate) fn start_logging(state: &Path, args: &[&str], log: impl Into<Stdio>) -> Running {
     let mut child = command(state)
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("run zixiao");
     let stdout = child.stdout.take().expect("stdout");
