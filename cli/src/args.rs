@@ -823,9 +823,10 @@ pub(crate) enum InstanceCommand {
         --live (VMs on libvirt nodes) moves it while it runs: its memory and disk are copied \
         to the target's libvirtd, the guest pauses briefly and goes on there (steps placing, \
         preparing, migrating, switching, done); a failed one leaves it running where it was. \
-        --cold (VMs with a disk on libvirt nodes) stops it, copies its disk to the target \
-        (checked against its SHA-256) and starts it there from the copy, keeping its id, \
-        name, MACs and addresses (steps placing, stopping, copying with the bytes copied, \
+        --cold (VMs with a disk on libvirt nodes, microVMs) stops it, copies its disk to the \
+        target (a microVM's writable disks; each checked against its SHA-256; the images it \
+        boots must be in the target's store) and starts it there from the copy, keeping its \
+        id, name, MACs and addresses (steps placing, stopping, copying with the bytes copied, \
         starting, done); a failed one starts it again where it was, its disk untouched. \
         --restart (any instance) restarts the workload on the target: a container starts \
         afresh from its image, a VM from its image (what its disk holds is lost). Without a \

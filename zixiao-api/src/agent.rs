@@ -853,14 +853,20 @@ impl AgentService for AgentServer {
         require_migration(&instance)?;
         let cold = driver.require_cold_migrate().map_err(driver_status)?;
         let export = cold.export_disk(&instance).await.map_err(driver_status)?;
-        let size = pb::DiskPiece {
-            piece: Some(pb::disk_piece::Piece::Size(export.size)),
-        };
+        let sizes: Vec<Result<pb::DiskPiece, Status>> = export
+            .sizes
+            .iter()
+            .map(|&size| {
+                Ok(pb::DiskPiece {
+                    piece: Some(pb::disk_piece::Piece::Size(size)),
+                })
+            })
+            .collect();
         let pieces = export
             .chunks
             .map(|chunk| chunk.map(crate::remote::disk_piece).map_err(driver_status));
         Ok(Response::new(Box::pin(
-            futures::stream::iter([Ok(size)]).chain(pieces),
+            futures::stream::iter(sizes).chain(pieces),
         )))
     }
 
@@ -874,29 +880,44 @@ impl AgentService for AgentServer {
             .message()
             .await?
             .ok_or_else(|| invalid(Error::invalid("instance", "missing")))?;
-        let size = match first.piece.and_then(|p| p.piece) {
-            Some(pb::disk_piece::Piece::Size(size)) => size,
-            _ => {
-                return Err(invalid(Error::invalid(
-                    "piece",
-                    "the first message carries the disk's size",
-                )))
+        // The disks' sizes, one a message from the first on (none without
+        // a disk to copy); the first other piece begins their bytes.
+        let mut sizes = Vec::new();
+        let mut next = first.piece;
+        let held = loop {
+            match next {
+                Some(pb::DiskPiece {
+                    piece: Some(pb::disk_piece::Piece::Size(size)),
+                }) => sizes.push(size),
+                other => break other,
             }
+            next = match pieces.message().await? {
+                Some(message) => Some(message.piece.unwrap_or_default()),
+                None => None,
+            };
         };
+        if sizes.is_empty() && held.is_some() {
+            return Err(invalid(Error::invalid(
+                "piece",
+                "the first message carries the first disk's size",
+            )));
+        }
         let (instance, driver) = held_target(self, first.instance, Held::Incoming).await?;
         // The instance will run here from this disk: a fenced node must
         // not take it, and it boots only what this node's store holds.
         zixiao_core::model::refuse_host_paths(&instance.spec).map_err(invalid)?;
         self.check_gate()?;
         let cold = driver.require_cold_migrate().map_err(driver_status)?;
-        let chunks = pieces.map(|message| {
-            let message = message
-                .map_err(|s| crate::status::to_driver_error(&s, "the server sending the disk"))?;
-            let piece = message.piece.unwrap_or_default();
-            crate::remote::disk_chunk(piece, "the server sending the disk")
+        let rest = pieces.map(|message| {
+            message
+                .map(|m| m.piece.unwrap_or_default())
+                .map_err(|s| crate::status::to_driver_error(&s, "the server sending the disk"))
         });
+        let chunks = futures::stream::iter(held.map(Ok))
+            .chain(rest)
+            .map(|piece| crate::remote::disk_chunk(piece?, "the server sending the disk"));
         let bytes = cold
-            .import_disk(&instance, size, chunks.boxed())
+            .import_disk(&instance, &sizes, chunks.boxed())
             .await
             .map_err(driver_status)?;
         Ok(Response::new(pb::ImportDiskResponse { bytes }))

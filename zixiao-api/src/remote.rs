@@ -427,21 +427,30 @@ impl ColdMigrate for RemoteDriver {
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
-        let size = match pieces.message().await.map_err(|s| self.error(s))? {
-            Some(pb::DiskPiece {
-                piece: Some(pb::disk_piece::Piece::Size(size)),
-            }) => size,
-            _ => {
-                return Err(self.bad_piece("the disk's size first"));
+        // The sizes first, one per disk (none: nothing to copy); the first
+        // other piece begins the bytes and goes back in front of them.
+        let mut sizes = Vec::new();
+        let first = loop {
+            match pieces.message().await.map_err(|s| self.error(s))? {
+                Some(pb::DiskPiece {
+                    piece: Some(pb::disk_piece::Piece::Size(size)),
+                }) => sizes.push(size),
+                other => break other,
             }
         };
+        if sizes.is_empty() && first.is_some() {
+            return Err(self.bad_piece("the disks' sizes first"));
+        }
         let what = self.agent.what();
-        let chunks = pieces.map(move |piece| match piece {
-            Ok(piece) => disk_chunk(piece, &what),
-            Err(status) => Err(to_driver_error(&status, &what)),
-        });
+        let chunks =
+            futures::stream::iter(first.map(Ok))
+                .chain(pieces)
+                .map(move |piece| match piece {
+                    Ok(piece) => disk_chunk(piece, &what),
+                    Err(status) => Err(to_driver_error(&status, &what)),
+                });
         Ok(DiskExport {
-            size,
+            sizes,
             chunks: chunks.boxed(),
         })
     }
@@ -449,16 +458,25 @@ impl ColdMigrate for RemoteDriver {
     async fn import_disk(
         &self,
         instance: &Instance,
-        size: u64,
+        sizes: &[u64],
         chunks: DiskChunks,
     ) -> Result<u64, DriverError> {
         use futures::StreamExt;
+        // The first message names the instance and carries the first size
+        // (none without a disk), the next ones the other sizes.
+        let mut sizes = sizes.iter().map(|&size| pb::DiskPiece {
+            piece: Some(pb::disk_piece::Piece::Size(size)),
+        });
         let first = pb::ImportDiskRequest {
             instance: Some(instance.clone().into()),
-            piece: Some(pb::DiskPiece {
-                piece: Some(pb::disk_piece::Piece::Size(size)),
-            }),
+            piece: sizes.next(),
         };
+        let sizes: Vec<pb::ImportDiskRequest> = sizes
+            .map(|piece| pb::ImportDiskRequest {
+                instance: None,
+                piece: Some(piece),
+            })
+            .collect();
         // A task feeds the upload one piece ahead (the channel bounds
         // what is in flight). A failed read ends the upload early (the
         // agent then refuses a copy without its digest): the read's error
@@ -466,8 +484,10 @@ impl ColdMigrate for RemoteDriver {
         let (pieces, upload) = tokio::sync::mpsc::channel(2);
         let feeder = tokio::spawn(async move {
             let mut chunks = chunks;
-            if pieces.send(first).await.is_err() {
-                return None;
+            for message in std::iter::once(first).chain(sizes) {
+                if pieces.send(message).await.is_err() {
+                    return None;
+                }
             }
             while let Some(chunk) = chunks.next().await {
                 let piece = match chunk {

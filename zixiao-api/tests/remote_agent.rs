@@ -678,14 +678,16 @@ struct Migrating {
     fake: FakeDriver,
     moved: std::sync::Mutex<Vec<(String, zixiao_core::driver::MigrationTarget)>>,
     aborted: std::sync::Mutex<Vec<String>>,
-    /// The disk it exports (its digest [`FAKE_SHA256`], not checked here).
+    /// The bytes it exports, as two disks: its first half and the rest
+    /// (each one's digest [`FAKE_SHA256`], not checked here).
     disk: Vec<u8>,
     /// What it imported.
     imported: std::sync::Mutex<Vec<Imported>>,
 }
 
-/// A disk [`Migrating`] imported: the size announced, the bytes, the digest.
-type Imported = (u64, Vec<u8>, [u8; 32]);
+/// The disks [`Migrating`] imported: the sizes announced, the bytes of
+/// them all, each one's digest.
+type Imported = (Vec<u64>, Vec<u8>, Vec<[u8; 32]>);
 
 fn answered_target() -> zixiao_core::driver::MigrationTarget {
     zixiao_core::driver::MigrationTarget::new(
@@ -903,40 +905,46 @@ impl zixiao_core::driver::ColdMigrate for Migrating {
     ) -> Result<zixiao_core::driver::DiskExport, zixiao_core::DriverError> {
         use futures::StreamExt;
         use zixiao_core::driver::{DiskChunk, MAX_DISK_CHUNK};
-        let mut pieces: Vec<_> = self
-            .disk
-            .chunks(MAX_DISK_CHUNK)
-            .map(|piece| Ok(DiskChunk::Data(piece.to_vec())))
-            .collect();
-        pieces.push(Ok(DiskChunk::End {
-            sha256: FAKE_SHA256,
-        }));
+        let (first, second) = self.disk.split_at(self.disk.len() / 2);
+        let mut pieces = Vec::new();
+        for disk in [first, second] {
+            pieces.extend(
+                disk.chunks(MAX_DISK_CHUNK)
+                    .map(|piece| Ok(DiskChunk::Data(piece.to_vec()))),
+            );
+            pieces.push(Ok(DiskChunk::End {
+                sha256: FAKE_SHA256,
+            }));
+        }
         Ok(zixiao_core::driver::DiskExport {
-            size: self.disk.len() as u64,
+            sizes: vec![first.len() as u64, second.len() as u64],
             chunks: futures::stream::iter(pieces).boxed(),
         })
     }
     async fn import_disk(
         &self,
         _: &zixiao_core::Instance,
-        size: u64,
+        sizes: &[u64],
         mut chunks: zixiao_core::driver::DiskChunks,
     ) -> Result<u64, zixiao_core::DriverError> {
         use futures::StreamExt;
-        let (mut data, mut digest) = (Vec::new(), None);
+        let (mut data, mut digests) = (Vec::new(), Vec::new());
         while let Some(chunk) = chunks.next().await {
             match chunk? {
                 zixiao_core::driver::DiskChunk::Data(piece) => data.extend(piece),
-                zixiao_core::driver::DiskChunk::End { sha256 } => digest = Some(sha256),
+                zixiao_core::driver::DiskChunk::End { sha256 } => digests.push(sha256),
             }
         }
         let written = data.len() as u64;
-        let digest = digest
-            .ok_or_else(|| zixiao_core::DriverError::FailedPrecondition("no digest came".into()))?;
+        if digests.len() != sizes.len() {
+            return Err(zixiao_core::DriverError::FailedPrecondition(
+                "not a digest per disk".into(),
+            ));
+        }
         self.imported
             .lock()
             .expect("lock")
-            .push((size, data, digest));
+            .push((sizes.to_vec(), data, digests));
         Ok(written)
     }
     async fn abort_import(
@@ -947,9 +955,10 @@ impl zixiao_core::driver::ColdMigrate for Migrating {
     }
 }
 
-/// A cold migration's disk crosses the AgentService both ways: exported
-/// from one node's agent in pieces and imported into another's as a
-/// server relays them, byte for byte with its digest; the node reports
+/// A cold migration's disks cross the AgentService both ways: exported
+/// from one node's agent in pieces (two disks, each with its size and its
+/// digest) and imported into another's as a server relays them, byte for
+/// byte with their digests; the node reports
 /// the capability; a source hands out the disk only of an instance whose
 /// migration is recorded, and an import that does not begin with the
 /// disk's size is refused before the driver is called.
@@ -989,18 +998,19 @@ async fn a_cold_migrations_disk_crosses_the_agent_service_piece_by_piece() {
 
     vm.migrate_to = Some("node-b".into());
     let export = cold.export_disk(&vm).await.expect("export");
-    assert_eq!(export.size, disk.len() as u64);
+    let half = disk.len() as u64 / 2;
+    assert_eq!(export.sizes, [half, disk.len() as u64 - half]);
     let written = cold
-        .import_disk(&vm, export.size, export.chunks)
+        .import_disk(&vm, &export.sizes, export.chunks)
         .await
         .expect("import");
     assert_eq!(written, disk.len() as u64);
     let imported = copying.imported.lock().expect("lock").clone();
     assert_eq!(imported.len(), 1);
-    let (size, data, digest) = &imported[0];
-    assert_eq!(*size, disk.len() as u64);
-    assert!(*data == disk, "the disk changed on its way");
-    assert_eq!(*digest, FAKE_SHA256);
+    let (sizes, data, digests) = &imported[0];
+    assert_eq!(*sizes, [half, disk.len() as u64 - half]);
+    assert!(*data == disk, "the disks changed on their way");
+    assert_eq!(*digests, [FAKE_SHA256; 2]);
 
     let mut raw = pb::agent_service_client::AgentServiceClient::connect(format!("http://{addr}"))
         .await

@@ -31,6 +31,10 @@ pub struct ServerSection {
     pub id: Option<String>,
     /// gRPC listen address (`ZIXIAO_SERVER_LISTEN`; default `0.0.0.0:50051`).
     pub listen: String,
+    /// A carbon source file (see [`crate::carbon`]): nodes' and zones'
+    /// carbon intensity, read again whenever it changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carbon_file: Option<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -38,6 +42,7 @@ impl Default for ServerSection {
         ServerSection {
             id: None,
             listen: "0.0.0.0:50051".to_owned(),
+            carbon_file: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 //!   offers; only then `ready` (or `onboarding_failed`, saying why).
 
 pub mod agent;
+pub mod carbon;
 pub mod config;
 pub mod election;
 pub mod leader;

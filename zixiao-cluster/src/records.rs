@@ -259,13 +259,13 @@ impl zixiao_core::driver::ColdMigrate for RecordingDriver {
     async fn import_disk(
         &self,
         instance: &Instance,
-        size: u64,
+        sizes: &[u64],
         chunks: zixiao_core::driver::DiskChunks,
     ) -> Result<u64, DriverError> {
         self.records.put(instance)?;
         self.inner
             .require_cold_migrate()?
-            .import_disk(instance, size, chunks)
+            .import_disk(instance, sizes, chunks)
             .await
     }
 

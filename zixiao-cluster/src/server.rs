@@ -6,6 +6,7 @@
 //! own, so any of them can be killed at any time.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub struct ServerHandle {
     stats_history: StatsHistory<Arc<dyn zixiao_core::api::Api>>,
     leading: watch::Receiver<bool>,
     shutdown: watch::Sender<bool>,
+    timing: Timing,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -83,6 +85,30 @@ impl ServerHandle {
     /// Whether it leads now.
     pub fn is_leader(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// Follows the carbon source file at `path` (see [`crate::carbon`]):
+    /// checked on the failure detector's tick until the server stops, its
+    /// values given to the nodes it names.
+    pub fn follow_carbon_file(&mut self, path: PathBuf) {
+        let controller = self.controller.clone();
+        let mut stop = self.shutdown.subscribe();
+        let every = self.timing.sweep();
+        let mut source = crate::carbon::CarbonSource::new(path);
+        let task = tokio::spawn(async move {
+            while !*stop.borrow() {
+                if let Err(e) = source.tick(&controller).await {
+                    tracing::warn!(
+                        file = %source.path().display(),
+                        "applying the carbon source file: {}",
+                        e.chain()
+                    );
+                }
+                crate::election::wait(&mut stop, every).await;
+            }
+        });
+        // Before the listener's task, which `wait` waits for.
+        self.tasks.insert(0, task);
     }
 
     /// Stops serving and gives up the lead.
@@ -264,6 +290,7 @@ async fn start_with(
         stats_history: history,
         leading: leading_rx,
         shutdown: shutdown_tx,
+        timing: options.timing,
         tasks,
     })
 }

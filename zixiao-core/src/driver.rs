@@ -462,57 +462,74 @@ pub enum DiskChunk {
 /// that ended the read.
 pub type DiskChunks = futures::stream::BoxStream<'static, Result<DiskChunk, DriverError>>;
 
-/// A stopped instance's disk as its node hands it out
-/// ([`ColdMigrate::export_disk`]): its size, then its pieces.
+/// A stopped instance's disks as its node hands them out
+/// ([`ColdMigrate::export_disk`]): each one's size, then their pieces,
+/// disk after disk in the order of `sizes`, each disk's bytes ended by its
+/// own [`DiskChunk::End`]. An instance may have one disk (a VM's overlay),
+/// several (a microVM's writable disks), or none (a microVM that only
+/// boots read-only images: nothing to copy, a cold migration is then a
+/// stop and a start on the target).
 pub struct DiskExport {
-    /// The disk file's size in bytes: what the pieces add up to.
-    pub size: u64,
-    /// The pieces, ending with [`DiskChunk::End`].
+    /// Each disk file's size in bytes, in order: what its pieces add up to.
+    pub sizes: Vec<u64>,
+    /// The pieces: each disk's bytes then its [`DiskChunk::End`], one disk
+    /// after another.
     pub chunks: DiskChunks,
+}
+
+impl DiskExport {
+    /// The bytes of every disk together: what a copy of it moves.
+    pub fn total(&self) -> u64 {
+        self.sizes.iter().sum()
+    }
 }
 
 impl fmt::Debug for DiskExport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DiskExport")
-            .field("size", &self.size)
+            .field("sizes", &self.sizes)
             .finish_non_exhaustive()
     }
 }
 
-/// Capability: hand a stopped instance's disk to another node of the same
-/// runtime, for a cold migration (stop, copy the disk, start there).
+/// Capability: hand a stopped instance's disks to another node of the same
+/// runtime, for a cold migration (stop, copy the disks, start there).
 ///
-/// The disk's file is always the driver's own, found from the instance's
+/// The disks' files are always the driver's own, found from the instance's
 /// id under its state directory: no path crosses a node. The source node's
-/// driver reads it out with [`ColdMigrate::export_disk`]; the target's
-/// writes it with [`ColdMigrate::import_disk`] to where its next
-/// [`Driver::create`] of that instance takes it from instead of a fresh
-/// disk; a failed migration has the target drop it with
-/// [`ColdMigrate::abort_import`]. The source's disk is only read: a failed
-/// migration leaves it as it was.
+/// driver reads them out with [`ColdMigrate::export_disk`]; the target's
+/// writes them with [`ColdMigrate::import_disk`] to where its next
+/// [`Driver::create`] of that instance takes them from instead of fresh
+/// disks; a failed migration has the target drop them with
+/// [`ColdMigrate::abort_import`]. The source's disks are only read: a
+/// failed migration leaves them as they were.
 #[async_trait]
 pub trait ColdMigrate: Send + Sync {
-    /// On the source node: the disk of the stopped `instance`, to be read
-    /// once. Errors: `NotFound` (the runtime holds no disk of it),
+    /// On the source node: the disks of the stopped `instance` (every one
+    /// its guest can write, in an order the target's driver knows from the
+    /// instance's spec; none when it has none), to be read once. Errors:
+    /// `NotFound` (the runtime holds no disk of it, or not the instance),
     /// `FailedPrecondition` (it is running: stop it first), `Unsupported`
     /// (an instance whose disk cannot move, such as a linked clone),
     /// `Internal`.
     async fn export_disk(&self, instance: &Instance) -> Result<DiskExport, DriverError>;
 
-    /// On the target node: writes `instance`'s disk of `size` bytes from
-    /// `chunks`, checks it against the digest they end with, and keeps it
-    /// for the next create of the instance. Returns the bytes written.
-    /// Checks first what a create would (the images it is based on are on
-    /// this node). Idempotent: a second import replaces the first.
-    /// Errors: `NotFound` (an image it needs is not here), `AlreadyExists`
-    /// (the runtime holds the instance here already), `InvalidArgument`
-    /// (more or fewer bytes than `size`, a piece too large, no digest or a
-    /// digest that differs: nothing is kept), whatever ended `chunks`,
-    /// `Internal`.
+    /// On the target node: writes `instance`'s disks of `sizes` bytes
+    /// (as [`ColdMigrate::export_disk`] on the source gave them) from
+    /// `chunks`, checks each against the digest that ends it, and keeps
+    /// them for the next create of the instance. Returns the bytes
+    /// written. Checks first what a create would (the images it is based
+    /// on or boots are on this node), also with no disk to copy.
+    /// Idempotent: a second import replaces the first. Errors: `NotFound`
+    /// (an image it needs is not here), `AlreadyExists` (the runtime holds
+    /// the instance here already), `InvalidArgument` (not as many disks as
+    /// the instance has, more or fewer bytes than a size, a piece too
+    /// large, no digest or a digest that differs: nothing is kept),
+    /// whatever ended `chunks`, `Internal`.
     async fn import_disk(
         &self,
         instance: &Instance,
-        size: u64,
+        sizes: &[u64],
         chunks: DiskChunks,
     ) -> Result<u64, DriverError>;
 

@@ -29,7 +29,7 @@ mod log_limit;
 pub use log_limit::LogLimit;
 #[cfg(any(feature = "libvirt", feature = "microvm"))]
 mod cloud_init;
-#[cfg(feature = "libvirt")]
+#[cfg(any(feature = "libvirt", feature = "microvm"))]
 mod disk_copy;
 #[cfg(feature = "microvm")]
 pub mod microvm;

@@ -13,28 +13,11 @@ const path = require('node:path')
 const { test } = require('node:test')
 
 const { zixiao } = require('./helpers')
-
-/** Why the runtime a test needs is missing, or null when it is there. */
-function missing(variable, what) {
-  if (process.env[variable]) return null
-  const reason = `${what}: ${variable} is not set (scripts/services start it)`
-  if (process.env.ZIXIAO_REQUIRE_RUNTIMES === '1') throw new Error(reason)
-  return reason
-}
+const { missing, until } = require('./processes')
 
 /** A short state directory: the monitors' socket paths live under it. */
 function shortDir() {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'zx-'))
-}
-
-async function until(condition, what, timeoutMs = 60000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await condition()
-    if (value) return value
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 const noContainerd =

@@ -10,62 +10,27 @@
 // the reason where containerd or etcd is missing; with
 // ZIXIAO_REQUIRE_RUNTIMES=1 (CI) that fails instead.
 const assert = require('node:assert/strict')
-const { spawn, execFileSync } = require('node:child_process')
+const { execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
-const readline = require('node:readline')
 const { test, after } = require('node:test')
 
 const { zixiao } = require('./helpers')
+const { missing, until, binary, noBinary, start } = require('./processes')
 
-function missing(variable, what) {
-  if (process.env[variable]) return null
-  const reason = `${what}: ${variable} is not set (scripts/services start it)`
-  if (process.env.ZIXIAO_REQUIRE_RUNTIMES === '1') throw new Error(reason)
-  return reason
-}
-
-async function until(condition, what, timeoutMs = 60000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await condition()
-    if (value) return value
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
-const binary = process.env.ZIXIAO_BIN || path.resolve(__dirname, '../../../target/debug/zixiao')
 const skip =
   missing('ZIXIAO_TEST_CONTAINERD_SOCKET', 'containerd') ??
   missing('ZIXIAO_TEST_ETCD_ENDPOINTS', 'etcd') ??
   missing('ZIXIAO_TEST_BUSYBOX_OCI', 'the busybox OCI archive') ??
-  (fs.existsSync(binary) ? null : `the zixiao binary is not built at ${binary}`)
+  noBinary
 
-const started = []
 const roots = []
 after(() => {
-  for (const child of started) child.kill('SIGKILL')
   // The agent's watchdog outlives the agent by design; it ends once the
   // node's state directory is gone.
   for (const root of roots) fs.rmSync(root, { recursive: true, force: true })
 })
-
-/** Starts `zixiao ARGS` and resolves with the address of its first line. */
-function start(args) {
-  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'ignore'] })
-  started.push(child)
-  return new Promise((resolve, reject) => {
-    const lines = readline.createInterface({ input: child.stdout })
-    lines.once('line', (line) => {
-      const [, address] = line.split(' listening on ')
-      if (address) resolve(address.trim())
-      else reject(new Error(`zixiao ${args[0]} did not start: ${line}`))
-    })
-    child.once('exit', (code) => reject(new Error(`zixiao ${args[0]} exited with ${code}`)))
-  })
-}
 
 test('a container through a server and its agent', { skip: skip ?? false }, async () => {
   const socket = process.env.ZIXIAO_TEST_CONTAINERD_SOCKET

@@ -374,7 +374,7 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
         .chain(ui_listener.as_ref().and_then(|l| l.local_addr().ok()))
         .collect();
     let mut ui_tls = None;
-    let handle = match &pki {
+    let mut handle = match &pki {
         Some((pki, _)) => {
             let tls = ServerTls::issue(pki, &server_names(&listens, &args.sans)?)?;
             if ui_over_tls {
@@ -393,6 +393,9 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             std::sync::Arc::new(source),
         ))
     });
+    if let Some(path) = &config.server.carbon_file {
+        handle.follow_carbon_file(path.clone());
+    }
     // The embedded deployment's node is this machine, with no agent to
     // send its host's usage: the server reads it itself.
     if let Some((deployment, _)) = &embedded {

@@ -41,8 +41,13 @@ pub(crate) fn command(state: &Path) -> Command {
 
 /// Starts `zixiao ARGS` and waits for its "... listening on ADDR" line.
 pub(crate) fn start(state: &Path, args: &[&str]) -> Running {
+    start_logging(state, args, Stdio::null())
+}
+
+/// [`start`], its log (stderr) going to `log`.
+pub(crate) fn start_logging(state: &Path, args: &[&str], log: impl Into<Stdio>) -> Running {
     let mut command = command(state);
-    command.stderr(Stdio::null());
+    command.stderr(log);
     listening(command, args)
 }
 
@@ -152,7 +157,7 @@ pub(crate) fn import_node_images(state: &Path, uri: &str, images: &[(&str, &str,
 }
 
 /// `zixiao server --embedded` on loopback without TLS, its files in `state`.
-#[cfg(feature = "libvirt")]
+#[cfg(any(feature = "libvirt", feature = "microvm"))]
 pub(crate) fn embedded_server(state: &Path) -> Running {
     start(
         state,
@@ -167,7 +172,11 @@ pub(crate) fn embedded_server(state: &Path) -> Running {
 }
 
 /// `zixiao --endpoint SERVER -o json ARGS...` from a client directory.
-#[cfg(any(all(feature = "etcd", feature = "containerd"), feature = "libvirt"))]
+#[cfg(any(
+    all(feature = "etcd", feature = "containerd"),
+    feature = "libvirt",
+    feature = "microvm"
+))]
 pub(crate) fn through(client: &Path, server: &str, args: &[&str]) -> std::process::Output {
     command(client)
         .args(["--endpoint", server, "-o", "json"])

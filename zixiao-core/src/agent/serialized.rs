@@ -150,13 +150,13 @@ impl crate::driver::ColdMigrate for SerializedDriver {
     async fn import_disk(
         &self,
         instance: &Instance,
-        size: u64,
+        sizes: &[u64],
         chunks: crate::driver::DiskChunks,
     ) -> Result<u64, DriverError> {
         let _one = self.locks.lock(&instance.id).await;
         self.inner
             .require_cold_migrate()?
-            .import_disk(instance, size, chunks)
+            .import_disk(instance, sizes, chunks)
             .await
     }
 

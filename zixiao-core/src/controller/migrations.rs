@@ -40,14 +40,18 @@
 //! found out by asking the target, and switched.
 //!
 //! **Cold** (`placing`, `stopping`, `copying`, `starting`, `done`) moves
-//! a VM with a disk through both nodes' drivers'
+//! a VM or microVM with disks through both nodes' drivers'
 //! [`ColdMigrate`](crate::driver::ColdMigrate) capability, all in the
 //! call: `placing` is the live one's; `stopping` has the source's runtime
 //! stop it (the fence: nothing starts on the target before it stopped);
-//! `copying` has the source's driver read its disk out and the target's
-//! write it, piece by piece through this process (agents only talk to
-//! servers), checked against the source's SHA-256 at the end, the
-//! operation's progress counting the bytes; `starting` has the target's
+//! `copying` has the source's driver read its disks out (a VM's overlay,
+//! a microVM's writable disks) and the target's write them, piece by
+//! piece through this process (agents only talk to servers), each checked
+//! against the source's SHA-256 at its end, the operation's progress
+//! counting the bytes. A microVM asked `--cold` without a writable disk
+//! copies nothing (the target's driver still checks the images it boots
+//! are there, and the progress says there was nothing to copy): a stop
+//! here and a start there. `starting` has the target's
 //! driver create it from the copy and start it (the target's agent takes
 //! both calls for an instance migrating to it). Then the source's stopped
 //! copy is deleted and the record switched as a live migration's is: it
@@ -74,7 +78,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use super::{Controller, Convergence};
-use crate::driver::{Capability, DiskChunk, DriverError, MigrationTarget, RuntimeState};
+use crate::driver::{
+    Capability, DiskChunk, DiskExport, DriverError, MigrationTarget, RuntimeState,
+};
 use crate::model::{
     ConditionType, DesiredState, Instance, InstanceStatus, InstanceType, MigrationMode, Node,
     NodeFile, NodeImageName, NodeStatus, OperationId, OperationKind, OperationProgress,
@@ -408,7 +414,8 @@ impl Controller {
         if mode != asked && mode != MigrationMode::Auto {
             return Ok(None);
         }
-        if asked == MigrationMode::Cold && !has_disk(instance) {
+        if asked == MigrationMode::Cold && !has_disk(instance) && !stops_and_starts(instance, mode)
+        {
             // `check_mode` says why there is nothing to copy.
             return Ok(None);
         }
@@ -708,6 +715,10 @@ impl Controller {
     }
 }
 
+/// The unit of a cold migration's progress when the instance has no
+/// writable disk: 0 of 0 copied, and the operation says so.
+const NOTHING_TO_COPY: &str = "writable disks (none: nothing to copy)";
+
 /// How often a cold migration records how far its copy got.
 const COPY_PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
@@ -816,11 +827,6 @@ impl Controller {
             .copy_disk(moving, instance)
             .await
             .map_err(failed_at("copying"))?;
-        let copied = OperationProgress {
-            done: copied,
-            total: Some(copied),
-            unit: "bytes".to_owned(),
-        };
         step("starting", Some(copied.clone())).await?;
         target
             .create(instance)
@@ -833,22 +839,43 @@ impl Controller {
         Ok(copied)
     }
 
-    /// `copying`: the source's driver reads the disk out, the target's
-    /// writes it, piece by piece as they come (nothing more than a piece
+    /// `copying`: the source's driver reads the disks out, the target's
+    /// writes them, piece by piece as they come (nothing more than a piece
     /// at a time held here); the operation's progress counts the bytes.
-    async fn copy_disk(&self, moving: &NodeMove, instance: &Instance) -> Result<u64> {
+    /// Returns that count, or for an instance without a writable disk
+    /// (nothing copied, the target's images checked) 0 of 0
+    /// [`NOTHING_TO_COPY`].
+    async fn copy_disk(&self, moving: &NodeMove, instance: &Instance) -> Result<OperationProgress> {
         use futures::StreamExt;
         use std::sync::atomic::{AtomicU64, Ordering};
         use std::sync::Arc;
         let source = moving.drivers.source.require_cold_migrate()?;
         let target = moving.drivers.target.require_cold_migrate()?;
         let export = source.export_disk(instance).await?;
-        let total = export.size;
+        let total = export.total();
+        let DiskExport { sizes, chunks } = export;
+        if sizes.is_empty() {
+            // Still through the target's driver: it checks that the images
+            // the instance boots are there before anything starts.
+            target.import_disk(instance, &sizes, chunks).await?;
+            tracing::info!(instance = %instance.id, "no writable disk: nothing to copy");
+            let nothing = OperationProgress {
+                done: 0,
+                total: Some(0),
+                unit: NOTHING_TO_COPY.to_owned(),
+            };
+            self.report_operation(
+                &moving.op,
+                Some("copying".to_owned()),
+                Some(nothing.clone()),
+            )
+            .await?;
+            return Ok(nothing);
+        }
         let done = Arc::new(AtomicU64::new(0));
         let counted = {
             let done = done.clone();
-            export
-                .chunks
+            chunks
                 .inspect(move |chunk| {
                     if let Ok(DiskChunk::Data(data)) = chunk {
                         done.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -867,7 +894,7 @@ impl Controller {
                 }),
             )
         };
-        let import = target.import_disk(instance, total, counted);
+        let import = target.import_disk(instance, &sizes, counted);
         tokio::pin!(import);
         let mut ticks = tokio::time::interval(COPY_PROGRESS_EVERY);
         let copied = loop {
@@ -882,8 +909,17 @@ impl Controller {
             }
         };
         progress(copied).await?;
-        tracing::info!(instance = %instance.id, bytes = copied, "copied a disk for a cold migration");
-        Ok(copied)
+        tracing::info!(
+            instance = %instance.id,
+            bytes = copied,
+            disks = sizes.len(),
+            "copied the disks for a cold migration"
+        );
+        Ok(OperationProgress {
+            done: copied,
+            total: Some(copied),
+            unit: "bytes".to_owned(),
+        })
     }
 }
 
@@ -1165,6 +1201,16 @@ fn has_disk(instance: &Instance) -> bool {
         && (instance.spec.image.is_some()
             || instance.spec.disk_gib > 0
             || instance.spec.disks.iter().any(|d| !d.read_only))
+}
+
+/// Whether a cold migration of `instance` asked as `mode` goes through
+/// the drivers with no disk to copy: a microVM asked `--cold` without a
+/// writable disk is stopped and started on the target by them (its
+/// kernel, initrd and read-only disks checked there first), the operation
+/// saying there was nothing to copy. `auto` restarts it instead, which
+/// comes to the same.
+fn stops_and_starts(instance: &Instance, mode: MigrationMode) -> bool {
+    mode == MigrationMode::Cold && instance.spec.instance_type == InstanceType::Microvm
 }
 
 /// Refuses what `mode` cannot do for `instance` when it migrates neither

@@ -42,10 +42,20 @@ impl ColdMigrate for LibvirtDriver {
     async fn import_disk(
         &self,
         instance: &Instance,
-        size: u64,
+        sizes: &[u64],
         chunks: DiskChunks,
     ) -> Result<u64, DriverError> {
         refuse_clone(instance)?;
+        // A domain's one disk: its overlay.
+        let &[size] = sizes else {
+            return Err(error::invalid(
+                "disk",
+                format!(
+                    "{} disks came; a domain of the vm driver has one (its overlay)",
+                    sizes.len()
+                ),
+            ));
+        };
         // What a create checks, before a byte is written.
         if self.plan(instance)?.overlay.is_none() {
             return Err(DriverError::FailedPrecondition(format!(

@@ -28,8 +28,12 @@
 //! before the network cards on both backends; a writable one is the
 //! instance's own copy (see `disks`), a read-only one the image itself. A
 //! restored or cloned microVM cannot take disks yet (`Unsupported`).
+//!
+//! Cold migration (`cold`): the writable disks' copies move to another
+//! node's microvm driver; the images come from that node's store.
 
 mod clones;
+mod cold;
 mod disks;
 mod kernel;
 mod layout;
@@ -861,6 +865,10 @@ impl Driver for MicrovmDriver {
     }
 
     fn clones(&self) -> Option<&dyn zixiao_core::driver::Clones> {
+        Some(self)
+    }
+
+    fn cold_migrate(&self) -> Option<&dyn zixiao_core::driver::ColdMigrate> {
         Some(self)
     }
 }

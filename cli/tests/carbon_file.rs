@@ -1,0 +1,107 @@
+//! The carbon source file of `server.yaml` (`server.carbon_file`), as a
+//! user runs it: a real server reads it, again whenever it changes, and
+//! its values show as the node's carbon intensity; a bad file is logged,
+//! naming the entry, and the last good values stay.
+
+use std::path::Path;
+use std::time::Duration;
+
+use zixiao_testing::output::json;
+use zixiao_testing::wait::wait_until;
+
+mod processes;
+use processes::{command, start_logging, Running};
+
+/// `zixiao server --embedded --config CONFIG` on loopback, its log in `log`.
+fn server(state: &Path, config: &Path, log: &Path) -> Running {
+    let config = config.to_str().expect("a UTF-8 path");
+    start_logging(
+        state,
+        &[
+            "server",
+            "--config",
+            config,
+            "--embedded",
+            "--insecure-no-tls",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        std::fs::File::create(log).expect("the log"),
+    )
+}
+
+#[tokio::test]
+async fn a_server_follows_its_carbon_source_file_and_keeps_the_last_good_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let carbon = dir.path().join("carbon.yaml");
+    let config = dir.path().join("server.yaml");
+    std::fs::write(
+        &config,
+        format!("server:\n  carbon_file: {}\n", carbon.display()),
+    )
+    .expect("server.yaml");
+    let log = dir.path().join("server.log");
+    let server = server(&dir.path().join("server"), &config, &log);
+    let run = |args: &[&str]| {
+        command(&dir.path().join("client"))
+            .args(["--endpoint", &server.addr, "-o", "json"])
+            .args(args)
+            .output()
+            .expect("run zixiao")
+    };
+    let nodes = json(run(&["node", "list"]));
+    let node = &nodes[0];
+    let (id, zone) = (
+        node["id"].as_str().expect("id").to_owned(),
+        node["zone"].as_str().expect("zone").to_owned(),
+    );
+    let carbon_is = |wanted: u64| {
+        let id = id.clone();
+        async move {
+            wait_until(
+                &format!("node {id}'s carbon intensity to be {wanted}"),
+                Duration::from_secs(30),
+                || {
+                    let shown = json(run(&["node", "get", &id]));
+                    async move { (shown["carbon_intensity"] == wanted).then_some(shown) }
+                },
+            )
+            .await
+        }
+    };
+
+    // Its zone's value; then its own, which wins over the zone's.
+    std::fs::write(&carbon, format!("zones:\n  {zone}: 300\n")).expect("write");
+    carbon_is(300).await;
+    std::fs::write(
+        &carbon,
+        format!("nodes:\n  {id}: 120\nzones:\n  {zone}: 300\n"),
+    )
+    .expect("write");
+    carbon_is(120).await;
+
+    // A bad entry: refused whole, logged naming it; the node keeps 120.
+    std::fs::write(
+        &carbon,
+        format!("nodes:\n  {id}: 9000\nzones:\n  {zone}: 50\n"),
+    )
+    .expect("write");
+    wait_until(
+        "the server to log the bad entry",
+        Duration::from_secs(30),
+        || {
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            let named = logged.lines().any(|l| {
+                l.contains("carbon source file is refused") && l.contains(&format!("nodes.{id}"))
+            });
+            async move { named.then_some(()) }
+        },
+    )
+    .await;
+    let shown = json(run(&["node", "get", &id]));
+    assert_eq!(shown["carbon_intensity"], 120, "{shown}");
+
+    // Fixed, it is read again.
+    std::fs::write(&carbon, format!("nodes:\n  {id}: 80\n")).expect("write");
+    carbon_is(80).await;
+}

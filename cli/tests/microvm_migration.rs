@@ -1,0 +1,434 @@
+//! `instance migrate --cold` of QEMU microVMs through a server and two
+//! agents, as processes a user starts: the microVM's writable disks move
+//! to the other node byte for byte, its kernel, initrd and read-only disks
+//! come from that node's image store, and a migration the target cannot
+//! take leaves it running where it was.
+#![cfg(feature = "microvm")]
+
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use zixiao_core::NodeStatus;
+use zixiao_testing::output::{assert_refused, json, ok};
+use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
+
+mod processes;
+use processes::{command, embedded_server, start, through, wait_for_status, Running};
+
+/// What the test runs on: an embedded server, the QEMU microVM guest's
+/// kernel and initramfs, and the disk images, under one directory; the
+/// agents' nodes in a zone of their own, where the instances are placed
+/// (the embedded server's own node is elsewhere).
+struct Cluster {
+    kernel: String,
+    initrd: String,
+    zone: String,
+    server: Running,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// The set-up, or `None` (skipped, or failing under
+    /// `ZIXIAO_REQUIRE_RUNTIMES`) without QEMU or the guest.
+    fn start() -> Option<Cluster> {
+        // The agents find it on PATH; without it they have no microvm driver.
+        runtime_endpoint("ZIXIAO_TEST_MICROVM_QEMU", "QEMU")?;
+        let kernel = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")?;
+        let initrd = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")?;
+        let dir = tempfile::Builder::new()
+            .prefix("zx-h-cold2-")
+            .tempdir()
+            .expect("tempdir");
+        let server = embedded_server(&dir.path().join("server"));
+        Some(Cluster {
+            kernel,
+            initrd,
+            zone: format!("zx-h-cold2-{}", std::process::id()),
+            server,
+            dir,
+        })
+    }
+
+    /// A raw disk image of `len` zero bytes, to import.
+    fn image(&self, name: &str, len: u64) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.img"));
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(len))
+            .expect("a disk image");
+        path
+    }
+
+    /// Imports the guest's kernel and initrd and each `(path, name)` disk
+    /// into node `node`'s image store: an agent boots only what its node
+    /// holds.
+    fn import(&self, node: &str, disks: &[(&Path, &str)]) {
+        let mut images = vec![
+            (PathBuf::from(&self.kernel), "kernel", "k1"),
+            (PathBuf::from(&self.initrd), "initrd", "i1"),
+        ];
+        images.extend(disks.iter().map(|(p, n)| (p.to_path_buf(), "disk", *n)));
+        for (path, kind, name) in images {
+            ok(command(&self.dir.path().join(node))
+                .arg("image")
+                .arg("import")
+                .arg(&path)
+                .args(["--kind", kind, "--name", name])
+                .output()
+                .expect("run zixiao"));
+        }
+    }
+
+    /// Starts node `node`'s agent.
+    fn agent(&self, node: &str) -> Running {
+        start(
+            &self.dir.path().join(node),
+            &[
+                "agent",
+                "--server",
+                &self.server.addr,
+                "--no-networks",
+                "--no-watchdog",
+                "--skip-smoke-test",
+                "--name",
+                node,
+                "--zone",
+                &self.zone,
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )
+    }
+
+    /// The CLI through the server, its own state in `client/`.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        through(&self.dir.path().join("client"), &self.server.addr, args)
+    }
+
+    /// Creates QEMU microVM `name` booting the guest, with `disks`
+    /// (`--disk` values).
+    fn create(&self, name: &str, disks: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--type",
+            "microvm",
+            "--zone",
+            &self.zone,
+            "--backend",
+            "qemu",
+            "--kernel",
+            "k1",
+            "--initrd",
+            "i1",
+            "--cmdline",
+            "console=ttyS0",
+            "--cpus",
+            "1",
+            "--memory",
+            "128",
+        ];
+        for disk in disks {
+            args.extend(["--disk", disk]);
+        }
+        json(self.run(&args))
+    }
+
+    /// Node `node`'s directory of microVM `id`.
+    fn microvm_dir(&self, node: &str, id: &str) -> PathBuf {
+        self.dir.path().join(node).join("runtime/microvm").join(id)
+    }
+
+    /// Waits until instance `name` shows `status`; returns it as shown.
+    async fn status_is(&self, name: &str, status: &str) -> serde_json::Value {
+        wait_until(
+            &format!("instance {name} to be {status}"),
+            Duration::from_secs(120),
+            || {
+                let shown = json(self.run(&["instance", "get", name]));
+                async move { (shown["status"] == status).then_some(shown) }
+            },
+        )
+        .await
+    }
+
+    /// Waits until instance `name`'s console, read through the server
+    /// from the node it runs on, shows `line`.
+    async fn logs_show(&self, name: &str, line: &str) {
+        let client = self.dir.path().join("client");
+        wait_until(
+            &format!("instance {name}'s console to show {line}"),
+            Duration::from_secs(120),
+            || {
+                let out = command(&client)
+                    .args(["--endpoint", &self.server.addr, "instance", "logs", name])
+                    .output()
+                    .expect("run zixiao");
+                let shown = String::from_utf8_lossy(&out.stdout).contains(line);
+                async move { shown.then_some(()) }
+            },
+        )
+        .await
+    }
+}
+
+/// Writes `marker` at `offset` of the file at `path`.
+fn write_marker(path: &Path, offset: u64, marker: &[u8]) {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(marker).expect("write the marker");
+    file.sync_all().expect("sync");
+}
+
+/// A QEMU microVM with two writable disks (`data`, `scratch`) and a
+/// read-only one (`tools`), whose disks the test marked while it was
+/// stopped, migrates cold from node A: first to node C, whose store lacks
+/// `scratch`, which its agent refuses before a byte is written, so the
+/// migration fails naming step `copying` and the microVM runs on A again,
+/// its disks as they were, nothing of it on C; then to node B: same id and
+/// name, it boots there, A holds nothing of it, B's copies of both
+/// writable disks are A's byte for byte (markers and all), the operation
+/// went through the cold steps and counted both disks' bytes. A second
+/// microVM with only the read-only disk migrates cold too: stopped on A,
+/// started on B, nothing copied, the operation's progress saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qemu_microvm_migrates_cold_with_its_writable_disks() {
+    let Some(set) = Cluster::start() else {
+        return;
+    };
+    let pid = std::process::id();
+    let (a, b, c) = (
+        format!("mc-a-{pid}"),
+        format!("mc-b-{pid}"),
+        format!("mc-c-{pid}"),
+    );
+    let (data, scratch, tools) = (
+        set.image("data", 1 << 20),
+        set.image("scratch", 2 << 20),
+        set.image("tools", 64 << 10),
+    );
+    let all = [
+        (data.as_path(), "data"),
+        (scratch.as_path(), "scratch"),
+        (tools.as_path(), "tools"),
+    ];
+    set.import(&a, &all);
+    set.import(&b, &all);
+    set.import(&c, &[(data.as_path(), "data"), (tools.as_path(), "tools")]);
+    let client = zixiao_api::connect(&set.server.addr).expect("client");
+    let _a = set.agent(&a);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+
+    let name = format!("mcold-{pid}");
+    let created = set.create(&name, &["data", "scratch", "tools:ro"]);
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    set.status_is(&name, "running").await;
+
+    // The markers, written while it is stopped, in its copies on A.
+    ok(set.run(&["instance", "stop", &name]));
+    set.status_is(&name, "stopped").await;
+    let on_a = set.microvm_dir(&a, &id).join("disks");
+    let (disk0_a, disk1_a) = (on_a.join("disk0.img"), on_a.join("disk1.img"));
+    write_marker(&disk0_a, 4096, b"h-cold2 data marker");
+    write_marker(&disk1_a, (2 << 20) - 512, b"h-cold2 scratch marker");
+    let reference = (
+        std::fs::read(&disk0_a).expect("disk0"),
+        std::fs::read(&disk1_a).expect("disk1"),
+    );
+    ok(set.run(&["instance", "start", &name]));
+    set.status_is(&name, "running").await;
+
+    let _b = set.agent(&b);
+    let _c = set.agent(&c);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    wait_for_status(&client, &c, NodeStatus::Ready).await;
+
+    // C lacks `scratch`: its agent refuses the copy; A runs it again.
+    let refused = set.run(&["instance", "migrate", &name, "--cold", "--to", &c]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(
+        said.contains("scratch"),
+        "the missing image is named: {said}"
+    );
+    assert_refused(
+        refused,
+        "a cold migration to a node without a disk's image",
+        1,
+        "internal",
+        &format!("at step `copying` (it runs on node `{a}` again, its disk as it was)"),
+    );
+    let shown = set.status_is(&name, "running").await;
+    assert_eq!(shown["node"], a.as_str(), "{shown}");
+    assert!(shown["migrate_to"].is_null(), "{shown}");
+    assert_eq!(std::fs::read(&disk0_a).expect("disk0"), reference.0);
+    assert_eq!(std::fs::read(&disk1_a).expect("disk1"), reference.1);
+    assert!(!set.microvm_dir(&c, &id).exists(), "C keeps files of it");
+    let node_c = client.get_node(&c).await.expect("node c");
+    assert_eq!(node_c.allocated.instances, 0, "{node_c:?}");
+
+    // The cold one, to B.
+    let started = Instant::now();
+    let moved = json(set.run(&["instance", "migrate", &name, "--cold", "--to", &b]));
+    let took = started.elapsed();
+    assert_eq!(moved["id"], id.as_str(), "{moved}");
+    assert_eq!(moved["name"], name.as_str(), "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    let shown = set.status_is(&name, "running").await;
+    assert_eq!(shown["node"], b.as_str(), "{shown}");
+    assert!(!set.microvm_dir(&a, &id).exists(), "A keeps its files");
+    let on_b = set.microvm_dir(&b, &id).join("disks");
+    assert!(
+        std::fs::read(on_b.join("disk0.img")).expect("disk0 on B") == reference.0,
+        "disk0 differs on B"
+    );
+    assert!(
+        std::fs::read(on_b.join("disk1.img")).expect("disk1 on B") == reference.1,
+        "disk1 differs on B"
+    );
+    // Its kernel boots on B.
+    set.logs_show(&name, "Linux version").await;
+    println!(
+        "cold migration of a QEMU microVM with 3 MiB of writable disks through the CLI: {} ms",
+        took.as_millis()
+    );
+    let node_a = client.get_node(&a).await.expect("node a");
+    let node_b = client.get_node(&b).await.expect("node b");
+    assert_eq!(node_a.allocated.instances, 0, "{node_a:?}");
+    assert_eq!(node_b.allocated.instances, 1, "{node_b:?}");
+    let op = moved["operation"].as_str().expect("its operation");
+    let operation = json(set.run(&["operation", "get", op]));
+    assert_eq!(operation["phase"], "succeeded", "{operation}");
+    assert_eq!(
+        operation["steps"],
+        serde_json::json!(["placing", "stopping", "copying", "starting", "done"]),
+        "{operation}"
+    );
+    let progress = &operation["progress"];
+    assert_eq!(progress["unit"], "bytes", "{operation}");
+    assert_eq!(progress["done"], 3 << 20, "{operation}");
+    assert_eq!(progress["total"], 3 << 20, "{operation}");
+
+    // Only a read-only disk: nothing to copy, a stop and a start.
+    let plain = format!("mcold-ro-{pid}");
+    let created = set.create(&plain, &["tools:ro"]);
+    let plain_id = created["id"].as_str().expect("id").to_owned();
+    let moved = json(set.run(&["instance", "migrate", &plain, "--cold", "--to", &b]));
+    assert_eq!(moved["id"], plain_id.as_str(), "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    let shown = set.status_is(&plain, "running").await;
+    assert_eq!(shown["node"], b.as_str(), "{shown}");
+    assert!(
+        !set.microvm_dir(&a, &plain_id).exists(),
+        "A keeps its files"
+    );
+    let op = moved["operation"].as_str().expect("its operation");
+    let operation = json(set.run(&["operation", "get", op]));
+    assert_eq!(operation["phase"], "succeeded", "{operation}");
+    assert_eq!(
+        operation["progress"],
+        serde_json::json!({"done": 0, "total": 0, "unit": "writable disks (none: nothing to copy)"}),
+        "{operation}"
+    );
+
+    for instance in [&name, &plain] {
+        ok(set.run(&["instance", "delete", instance]));
+    }
+}
+
+/// The same on the vmm backend (`/dev/kvm`), with what its guest wrote:
+/// zixiao-vmm's virtio test guest writes its pattern to sector 1 of its
+/// writable disk and loops writing sector 2; the test marks the disk at
+/// 4 KiB while it is stopped. Cold-migrated to node B, it keeps its id and
+/// name, boots there (its guest writes again on B's copy), A holds nothing
+/// of it, and B's copy holds the guest's pattern and the test's marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
+    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
+        assert!(!runtimes_required(), "{reason}");
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
+    // The agents find zixiao-vmm next to the zixiao binary.
+    let vmm = Path::new(env!("CARGO_BIN_EXE_zixiao")).with_file_name("zixiao-vmm");
+    if !vmm.is_file() {
+        assert!(!runtimes_required(), "{} is not built", vmm.display());
+        eprintln!("skipped: {} is not built", vmm.display());
+        return;
+    }
+    let Some(set) = Cluster::start() else {
+        return;
+    };
+    let pid = std::process::id();
+    let (a, b) = (format!("mv-a-{pid}"), format!("mv-b-{pid}"));
+    let data = set.image("data", 64 << 10);
+    for node in [&a, &b] {
+        set.import(node, &[(data.as_path(), "data")]);
+        ok(command(&set.dir.path().join(node))
+            .arg("image")
+            .arg("import")
+            .arg(&guest)
+            .args(["--kind", "kernel", "--name", "zxguest"])
+            .output()
+            .expect("run zixiao"));
+    }
+    let client = zixiao_api::connect(&set.server.addr).expect("client");
+    let _a = set.agent(&a);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let name = format!("mvcold-{pid}");
+    let created = json(set.run(&[
+        "instance",
+        "create",
+        "--name",
+        &name,
+        "--type",
+        "microvm",
+        "--zone",
+        &set.zone,
+        "--backend",
+        "vmm",
+        "--kernel",
+        "zxguest",
+        "--cmdline",
+        "console=ttyS0 zx.blk=loop",
+        "--memory",
+        "64",
+        "--disk",
+        "data",
+    ]));
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    assert_eq!(created["runtime"], "vmm", "{created}");
+    set.logs_show(&name, "ZX: blk0 write ok").await;
+    ok(set.run(&["instance", "stop", &name]));
+    set.status_is(&name, "stopped").await;
+    let disk_a = set.microvm_dir(&a, &id).join("disks/disk0.img");
+    write_marker(&disk_a, 4096, b"h-cold2 vmm marker");
+    ok(set.run(&["instance", "start", &name]));
+    set.status_is(&name, "running").await;
+
+    let _b = set.agent(&b);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    let moved = json(set.run(&["instance", "migrate", &name, "--cold", "--to", &b]));
+    assert_eq!(moved["id"], id.as_str(), "{moved}");
+    assert_eq!(moved["name"], name.as_str(), "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    assert!(!set.microvm_dir(&a, &id).exists(), "A keeps its files");
+    let shown = set.status_is(&name, "running").await;
+    assert_eq!(shown["runtime"], "vmm", "{shown}");
+    let on_b = std::fs::read(set.microvm_dir(&b, &id).join("disks/disk0.img")).expect("on B");
+    // Sector 1 as the guest wrote it on A (byte j = j * 13 + 7), the
+    // test's marker at 4 KiB.
+    let pattern: Vec<u8> = (0..512u32).map(|j| (j * 13 + 7) as u8).collect();
+    assert!(on_b[512..1024] == pattern[..], "the guest's sector 1 on B");
+    assert_eq!(&on_b[4096..4096 + 18], b"h-cold2 vmm marker");
+    // Its guest boots on B and writes to B's copy.
+    set.logs_show(&name, "ZX: blk0 write ok").await;
+    ok(set.run(&["instance", "delete", &name]));
+}
