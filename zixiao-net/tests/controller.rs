@@ -249,11 +249,13 @@ fn a_create_whose_addresses_a_reconcile_released_allocates_again() {
 
 /// A node of another process, as far as the controller sees it: its
 /// network set-up fails (`refusing`: after the first of two nodes
-/// succeeded) or succeeds without touching anything; it has `underlay`, and
+/// succeeded) or succeeds without touching anything; its removal fails
+/// with `removing` (say, it cannot be reached); it has `underlay`, and
 /// records the overlay peers it is told.
 #[derive(Debug, Default)]
 struct OtherNode {
     refusing: bool,
+    removing: Option<fn() -> Error>,
     underlay: Option<std::net::IpAddr>,
     peers: std::sync::Mutex<Vec<Vec<std::net::IpAddr>>>,
 }
@@ -269,7 +271,7 @@ impl NetworkHost for OtherNode {
         Ok(())
     }
     async fn remove_network(&self, _: &Network) -> Result<()> {
-        Ok(())
+        self.removing.map_or(Ok(()), |error| Err(error()))
     }
     async fn inventory(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
@@ -320,6 +322,58 @@ fn a_node_that_cannot_set_up_the_network_leaves_nothing_half_created() {
             "node-a's bridge undone"
         );
         assert!(nft::our_tables().await.unwrap().is_empty());
+    });
+}
+
+/// `network delete` while another node is down deletes it (that node
+/// removes it when its agent registers again); a node that fails in
+/// another way keeps it, usable, not stuck as being deleted.
+#[test]
+fn a_network_is_deleted_while_a_node_is_unreachable_and_kept_usable_when_one_fails() {
+    in_fresh_netns(|dir| async move {
+        let host = Arc::new(LinuxNetwork::connect(dir).unwrap());
+        let s = setup(host.clone()).await;
+        let c = &s.controller;
+        let node = |removing: fn() -> Error| {
+            Arc::new(OtherNode {
+                removing: Some(removing),
+                ..OtherNode::default()
+            })
+        };
+        c.attach_network_host(
+            "node-b",
+            node(|| Error::Internal("the bridge is busy".into())),
+        );
+        c.create_network(CreateNetwork::new("lan", ["10.76.0.0/24"]))
+            .await
+            .unwrap();
+        let err = c.delete_network("lan").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+        assert!(err.to_string().contains("node-b"), "{err}");
+        let kept = c.get_network("lan").await.unwrap();
+        assert!(!kept.deleting, "left marked as deleting: {kept:?}");
+        let web = c.create_instance(on("web", &["lan"])).await;
+        let web = web.expect("the network takes instances again");
+        c.delete_instance("web").await.unwrap();
+        assert!(c.converge(&web.id).await.unwrap().is_none());
+
+        c.attach_network_host(
+            "node-b",
+            node(|| {
+                Error::Driver(zixiao_core::DriverError::Unavailable {
+                    runtime: "the agent of node `node-b`".into(),
+                    source: "connection refused".into(),
+                })
+            }),
+        );
+        c.delete_network("lan")
+            .await
+            .expect("deleted with node-b down");
+        assert!(c.list_networks().await.unwrap().is_empty());
+        assert!(
+            host.links_with_prefix("zxb").await.unwrap().is_empty(),
+            "the reachable node's bridge stays"
+        );
     });
 }
 

@@ -329,9 +329,11 @@ impl Controller {
         Ok(networks)
     }
 
-    /// Removes network `name` from every node and from the store. Errors:
-    /// `NotFound`, `FailedPrecondition` (instances still join it: they are
-    /// named), the hosts' and the store's errors.
+    /// Removes network `name` from every node and from the store. A node
+    /// that cannot be reached is left to remove it when its agent
+    /// registers again. Errors: `NotFound`, `FailedPrecondition` (instances
+    /// still join it: they are named), the hosts' other errors (the
+    /// network then stays, usable), the store's.
     pub async fn delete_network(&self, name: &str) -> Result<()> {
         let allocator = self.allocator()?.clone();
         // Mark it first: from here on no allocation on it can land (they
@@ -356,9 +358,28 @@ impl Controller {
             )));
         }
         for (node, host) in self.network_hosts() {
-            host.remove_network(&network)
-                .await
-                .map_err(|e| on_node(&node, e))?;
+            match host.remove_network(&network).await {
+                Ok(()) => {}
+                // A node that cannot be reached now (down, cut off) removes
+                // it itself: when its agent registers again, the reconcile
+                // removes every object of ours the store no longer names.
+                Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
+                    tracing::warn!(
+                        network = %name,
+                        %node,
+                        error = %e,
+                        "node unreachable: it removes the network when it is back"
+                    );
+                }
+                Err(e) => {
+                    // It stays, open to new instances again, rather than
+                    // marked as deleting for good.
+                    if let Err(unmark) = self.mark_network_deleting(name, false).await {
+                        tracing::warn!(network = %name, error = %unmark, "clearing the deleting mark");
+                    }
+                    return Err(on_node(&node, e));
+                }
+            }
         }
         match self
             .inner
