@@ -1,7 +1,7 @@
 //! A network that spans the cluster, end to end across real processes: a
 //! `zixiao server` on the running etcd (`ZIXIAO_TEST_ETCD_ENDPOINTS`) and
 //! two `zixiao agent`s with their watchdogs, on the one containerd
-//! (`ZIXIAO_TEST_CONTAINERD_SOCKET`), running busybox containers.
+//! (`ZIXIAO_TEST_CONTAINERD_SOCKET`), running busybox containers and a QEMU microVM.
 //!
 //! Set-up (all made by the test, all taken away by [`Cluster`]'s `Drop`,
 //! also when it fails):
@@ -29,21 +29,23 @@
 //! listeners are the containers' commands (busybox `nc` in busybox).
 //!
 //! Checks: containers on one network on two nodes ping each other and
-//! exchange TCP; a container of another network on the second node cannot
+//! exchange TCP, and a container pings a QEMU microVM on the other node; a container of another network on the second node cannot
 //! reach them; `--publish` answers at the node's underlay address from the
 //! underlay; a second publish of the host port on the same node is refused
 //! naming the holder, changing nothing; `kill -9` of the first node's agent
 //! moves the published container to the second node, where it answers at
 //! the same address from the other container and at the new node's
-//! underlay address, and no longer at the old one; once the first node's
-//! agent is back, it holds nothing of the moved container. Finally
+//! underlay address, and no longer at the old one; a network deleted
+//! while the first node is down is deleted at once, and that node removes
+//! its bridge once its agent is back, when it also holds nothing of the
+//! moved container. Finally
 //! everything is deleted through the server and no container namespace
 //! is left on either node.
 //!
 //! Prints (not asserts) the time from create to the address answering
 //! from the other node, and the ping round trip through the overlay
 //! against one on the same node.
-#![cfg(all(feature = "etcd", feature = "containerd"))]
+#![cfg(all(feature = "etcd", feature = "containerd", feature = "microvm"))]
 
 mod processes;
 
@@ -168,7 +170,7 @@ struct Cluster {
 impl Cluster {
     /// The namespaces and links (see the module documentation), busybox
     /// in containerd, and the server; no agent yet.
-    fn start(socket: String, busybox: &str, etcd: String) -> Cluster {
+    fn start(socket: String, busybox: &str, etcd: String, guest: [&str; 2]) -> Cluster {
         let pid = std::process::id();
         let root = PathBuf::from(
             std::env::var("ZIXIAO_TEST_DIR").unwrap_or_else(|_| "/tmp/zixiao-test".to_owned()),
@@ -256,6 +258,14 @@ impl Cluster {
             "import",
             busybox,
         ]));
+        // Each node's store holds the microVM's kernel and initrd: an
+        // agent boots only what its node holds.
+        for node in &cluster.nodes {
+            for (path, kind, name) in [(guest[0], "kernel", "k1"), (guest[1], "initrd", "i1")] {
+                run(command(&node.state)
+                    .args(["image", "import", path, "--kind", kind, "--name", name]));
+            }
+        }
         let listen = format!("{subnet}.254:0");
         let server = start(
             &cluster.dir.path().join("server"),
@@ -548,8 +558,14 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     let Some(etcd) = runtime_endpoint("ZIXIAO_TEST_ETCD_ENDPOINTS", "etcd") else {
         return;
     };
+    let Some(kernel) = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the microVM kernel") else {
+        return;
+    };
+    let Some(initrd) = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the microVM initrd") else {
+        return;
+    };
     let began = Instant::now();
-    let mut cluster = Cluster::start(socket, &busybox, etcd);
+    let mut cluster = Cluster::start(socket, &busybox, etcd, [&kernel, &initrd]);
     // A host port of this run's: the nodes are namespaces of their own,
     // but the check reads better with one no other test uses.
     let port = 20_000 + (cluster.pid % 20_000) as u16;
@@ -602,6 +618,49 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     assert!(ping(&web_ns_a, &peer_ip).is_some(), "web pings peer");
     let answer = fetch(&web_ns_a, &peer_ip, 80).expect("web reads peer's answer");
     assert_eq!(answer.trim(), "hello-from-peer");
+
+    // A QEMU microVM on node A joins the same network: peer on B pings it.
+    let vm = json(cluster.cli(&[
+        "instance",
+        "create",
+        "--name",
+        "vm",
+        "--type",
+        "microvm",
+        "--backend",
+        "qemu",
+        "--kernel",
+        "k1",
+        "--initrd",
+        "i1",
+        "--cmdline",
+        "console=ttyS0 panic=-1 quiet",
+        "--cpus",
+        "1",
+        "--memory",
+        "256",
+        "--network",
+        "lan",
+        "--zone",
+        &a,
+    ]));
+    let vm_id = vm["id"].as_str().expect("id").to_owned();
+    cluster.instances.push(("vm".to_owned(), vm_id));
+    let vm_ip = address(&cluster.running_on("vm", 0).await);
+    let (ns, ip) = (&peer_ns, &vm_ip);
+    wait_until(
+        "the microVM on A answering peer on B",
+        STEP,
+        || async move { ping(ns, ip).map(|_| ()) },
+    )
+    .await;
+    json(cluster.cli(&["instance", "delete", "vm"]));
+    let client = cluster.client();
+    wait_until("the microVM gone", STEP, || {
+        let client = client.clone();
+        async move { client.get_instance("vm").await.is_err().then_some(()) }
+    })
+    .await;
 
     // A container of another network on node B reaches neither.
     cluster.create(
@@ -720,9 +779,35 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     )
     .await;
 
+    // A network deleted while node A is down goes at once; node A
+    // removes its bridge when it is back.
+    let other_bridge = client.get_network("other").await.expect("other").bridge;
+    json(cluster.cli(&["instance", "delete", "outsider"]));
+    wait_until("outsider gone", STEP, || {
+        let client = client.clone();
+        async move { client.get_instance("outsider").await.is_err().then_some(()) }
+    })
+    .await;
+    json(cluster.cli(&["network", "delete", "other"]));
+    assert!(client.get_network("other").await.is_err(), "other is kept");
+    let node_a_ns = cluster.nodes[0].netns.clone();
+    let bridge_on_a = || {
+        in_ns(&node_a_ns, "ip")
+            .args(["link", "show", other_bridge.as_str()])
+            .output()
+            .expect("run ip")
+            .status
+            .success()
+    };
+    assert!(bridge_on_a(), "node A's copy went while it was down");
+
     // Node A comes back (its agent restarted): it keeps nothing of web,
     // and its old address still does not answer for it.
     cluster.start_agent(0).await;
+    wait_until("node A to remove the deleted network", STEP, || async {
+        (!bridge_on_a()).then_some(())
+    })
+    .await;
     let node_a = &cluster.nodes[0];
     let web_id = web.id.clone();
     let web_id = &web_id;
@@ -737,10 +822,9 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     );
 
     // 4. Clean up through the server while it runs, then check the nodes.
-    for name in ["web", "peer", "outsider"] {
+    for name in ["web", "peer"] {
         json(cluster.cli(&["instance", "delete", name]));
     }
-    let client = cluster.client();
     wait_until("the instances gone", STEP, || {
         let client = client.clone();
         async move {
@@ -752,9 +836,7 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
         }
     })
     .await;
-    for network in ["lan", "other"] {
-        json(cluster.cli(&["network", "delete", network]));
-    }
+    json(cluster.cli(&["network", "delete", "lan"]));
     for node in &cluster.nodes {
         wait_until(
             "the nodes' containers' namespaces gone",

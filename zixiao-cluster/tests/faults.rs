@@ -131,12 +131,17 @@ async fn scenarios(bin: PathBuf, net: &Namespaces) {
     h.start_cluster(2).await;
     eprintln!("faults: 2 servers and 3 agents joined (node-{CUT} in its own namespace)");
 
-    // Instances everywhere, some surely on the node that will be cut off.
+    // Instances everywhere: three on the nodes that stay (the one that
+    // will be cut off cordoned meanwhile, as the scheduler may pack them
+    // all onto it), three on the one that will be cut off.
     let compute = h.compute();
+    let cut = h.nodes[CUT].name.clone();
+    h.cluster().cordon_node(&cut).await.expect("cordon");
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(create(&compute, &format!("web-{i}")).await.id);
     }
+    h.cluster().uncordon_node(&cut).await.expect("uncordon");
     ids.extend(place_on_cut(&h, &compute, 0).await);
 
     console(&h, &compute).await;

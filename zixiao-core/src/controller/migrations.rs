@@ -56,9 +56,10 @@
 //! both calls for an instance migrating to it). Then the source's stopped
 //! copy is deleted and the record switched as a live migration's is: it
 //! keeps its id, name, MACs and addresses. A failure before it runs on the
-//! target has the target's `abort_import` remove what it made, undoes the
-//! reservation, and starts it again on its source, whose disk was only
-//! read: never two running copies, never a lost disk.
+//! target has the target's `abort_import` remove what it made, starts it
+//! again on its source, whose disk was only read, and only then undoes the
+//! reservation and the mark (so no reconciler sees it stopped and records
+//! an exit): never two running copies, never a lost disk.
 //!
 //! `auto` migrates live when both nodes' drivers can, else cold when the
 //! instance has a disk and both can copy it, else restarts an instance
@@ -775,8 +776,9 @@ impl Controller {
                 "removing what a failed cold migration copied"
             );
         }
-        self.unmark_moving(&marked, &moving.source, &moving.target)
-            .await?;
+        // Started again while still marked as moving: no reconciler acts
+        // on it until the mark goes, so none sees its stopped runtime
+        // first and records it as having exited.
         let state = match moving.drivers.source.start(&marked).await {
             Ok(()) => format!(
                 "it runs on node `{}` again, its disk as it was",
@@ -788,6 +790,8 @@ impl Controller {
                 moving.source
             ),
         };
+        self.unmark_moving(&marked, &moving.source, &moving.target)
+            .await?;
         Err(migration_failure("cold", &marked, &moving, failed, &state))
     }
 
