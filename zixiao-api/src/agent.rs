@@ -891,6 +891,17 @@ impl AgentService for AgentServer {
                 }) => sizes.push(size),
                 other => break other,
             }
+            // No instance has more disks than that: a longer list is not
+            // kept growing before the instance is even looked at.
+            if sizes.len() > zixiao_core::model::MAX_DISKS {
+                return Err(invalid(Error::invalid(
+                    "piece",
+                    format!(
+                        "more than {} disk sizes: no instance has that many disks",
+                        zixiao_core::model::MAX_DISKS
+                    ),
+                )));
+            }
             next = match pieces.message().await? {
                 Some(message) => Some(message.piece.unwrap_or_default()),
                 None => None,

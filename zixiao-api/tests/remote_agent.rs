@@ -961,7 +961,8 @@ impl zixiao_core::driver::ColdMigrate for Migrating {
 /// byte with their digests; the node reports
 /// the capability; a source hands out the disk only of an instance whose
 /// migration is recorded, and an import that does not begin with the
-/// disk's size is refused before the driver is called.
+/// disk's size, or carries more sizes than an instance has disks, is
+/// refused before the driver is called.
 #[tokio::test]
 async fn a_cold_migrations_disk_crosses_the_agent_service_piece_by_piece() {
     use zixiao_api::pb;
@@ -1026,5 +1027,21 @@ async fn a_cold_migrations_disk_crosses_the_agent_service_piece_by_piece() {
         .await
         .expect_err("no size");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(copying.imported.lock().expect("lock").len(), 1);
+    // Nor one with more sizes than an instance has disks.
+    let size = |instance: Option<pb::Instance>| pb::ImportDiskRequest {
+        instance,
+        piece: Some(pb::DiskPiece {
+            piece: Some(pb::disk_piece::Piece::Size(1)),
+        }),
+    };
+    let endless = std::iter::once(size(Some(vm.clone().into())))
+        .chain(std::iter::repeat_with(move || size(None)).take(1000));
+    let status = raw
+        .import_disk(futures::stream::iter(endless))
+        .await
+        .expect_err("too many sizes");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("disk sizes"), "{status:?}");
     assert_eq!(copying.imported.lock().expect("lock").len(), 1);
 }
