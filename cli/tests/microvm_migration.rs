@@ -14,7 +14,7 @@ use zixiao_testing::output::{assert_refused, json, ok};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
 mod processes;
-use processes::{command, embedded_server, start, through, wait_for_status, Running};
+use processes::{command, embedded_server, lab_agent, through, wait_for_status, Running};
 
 /// What the test runs on: an embedded server, the QEMU microVM guest's
 /// kernel and initramfs, and the disk images, under one directory; the
@@ -81,22 +81,12 @@ impl Cluster {
 
     /// Starts node `node`'s agent.
     fn agent(&self, node: &str) -> Running {
-        start(
+        lab_agent(
             &self.dir.path().join(node),
-            &[
-                "agent",
-                "--server",
-                &self.server.addr,
-                "--no-networks",
-                "--no-watchdog",
-                "--skip-smoke-test",
-                "--name",
-                node,
-                "--zone",
-                &self.zone,
-                "--listen",
-                "127.0.0.1:0",
-            ],
+            &self.server.addr,
+            (node, &self.zone),
+            &[],
+            &[],
         )
     }
 

@@ -51,6 +51,36 @@ pub(crate) fn start_logging(state: &Path, args: &[&str], log: impl Into<Stdio>) 
     listening(command, args)
 }
 
+/// Starts node `node`'s agent, its state in `state`, joining the server at
+/// `server` in zone `zone` on loopback, as the migration tests run their
+/// nodes: without host networks, watchdog or smoke test. `global` flags
+/// go before `agent` (a runtime's settings), `extra` ones after it.
+pub(crate) fn lab_agent(
+    state: &Path,
+    server: &str,
+    (node, zone): (&str, &str),
+    global: &[&str],
+    extra: &[&str],
+) -> Running {
+    let mut args = global.to_vec();
+    args.extend([
+        "agent",
+        "--server",
+        server,
+        "--no-networks",
+        "--no-watchdog",
+        "--skip-smoke-test",
+        "--name",
+        node,
+        "--zone",
+        zone,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    args.extend_from_slice(extra);
+    start(state, &args)
+}
+
 /// Starts `zixiao ARGS` as [`start`] does, inside the network namespace
 /// pinned at `netns` (a node's "host" in a test): it, and what it starts,
 /// see only that namespace's links and addresses.
@@ -265,24 +295,13 @@ impl TwoLibvirts {
 
     /// Starts node `node`'s agent on libvirt `uri` with `extra` flags.
     pub(crate) fn agent(&self, node: &str, uri: &str, extra: &[&str]) -> Running {
-        let mut args = vec![
-            "--libvirt-uri",
-            uri,
-            "agent",
-            "--server",
+        lab_agent(
+            &self.dir.path().join(node),
             &self.server.addr,
-            "--no-networks",
-            "--no-watchdog",
-            "--skip-smoke-test",
-            "--name",
-            node,
-            "--zone",
-            &self.zone,
-            "--listen",
-            "127.0.0.1:0",
-        ];
-        args.extend_from_slice(extra);
-        start(&self.dir.path().join(node), &args)
+            (node, &self.zone),
+            &["--libvirt-uri", uri],
+            extra,
+        )
     }
 
     /// Runs the CLI through the server, its own state in `client/`.
