@@ -1,7 +1,8 @@
 //! The carbon source file of `server.yaml` (`server.carbon_file`), as a
 //! user runs it: a real server reads it, again whenever it changes, and
 //! its values show as the node's carbon intensity; a bad file is logged,
-//! naming the entry, and the last good values stay.
+//! naming the entry, and the last good values stay; a node it stops naming
+//! loses its value; a server whose file is bad at start-up does not start.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +41,8 @@ async fn a_server_follows_its_carbon_source_file_and_keeps_the_last_good_values(
         format!("server:\n  carbon_file: {}\n", carbon.display()),
     )
     .expect("server.yaml");
+    // Empty at first: a file that names nothing is a good one.
+    std::fs::write(&carbon, "").expect("write");
     let log = dir.path().join("server.log");
     let server = server(&dir.path().join("server"), &config, &log);
     let run = |args: &[&str]| {
@@ -104,4 +107,49 @@ async fn a_server_follows_its_carbon_source_file_and_keeps_the_last_good_values(
     // Fixed, it is read again.
     std::fs::write(&carbon, format!("nodes:\n  {id}: 80\n")).expect("write");
     carbon_is(80).await;
+
+    // No longer named: the value the file gave goes with it.
+    std::fs::write(&carbon, "zones: {}\n").expect("write");
+    wait_until(
+        &format!("node {id} to lose its carbon intensity"),
+        Duration::from_secs(30),
+        || {
+            let shown = json(run(&["node", "get", &id]));
+            async move { shown["carbon_intensity"].is_null().then_some(shown) }
+        },
+    )
+    .await;
+}
+
+#[test]
+fn a_server_does_not_start_with_a_bad_carbon_source_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let carbon = dir.path().join("carbon.yaml");
+    let config = dir.path().join("server.yaml");
+    std::fs::write(
+        &config,
+        format!("server:\n  carbon_file: {}\n", carbon.display()),
+    )
+    .expect("server.yaml");
+    let start = |what: &str| {
+        let out = command(&dir.path().join("server"))
+            .args(["server", "--config", config.to_str().expect("UTF-8")])
+            .args(["--embedded", "--insecure-no-tls", "--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run zixiao server");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "{what}: the server started\n{stderr}"
+        );
+        stderr
+    };
+    let stderr = start("a missing file");
+    assert!(
+        stderr.contains("carbon_file") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+    std::fs::write(&carbon, "nodes:\n  a: 9000\n").expect("write");
+    let stderr = start("a bad entry");
+    assert!(stderr.contains("nodes.a"), "{stderr}");
 }

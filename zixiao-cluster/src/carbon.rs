@@ -11,13 +11,22 @@
 //! in gCO2e/kWh. Its values feed the operator's carbon intensity of each
 //! node it names (what `zixiao node set --carbon` sets, and the
 //! carbon-aware score reads), a node's own entry before its zone's; nodes
-//! it does not name keep theirs. The server checks the file's modification
+//! it does not name keep theirs, except that a node this server gave a
+//! value from the file and that the file no longer names loses it again
+//! (unless an operator changed it since). The server checks the file's modification
 //! time on its failure detector's tick and reads it again when it
 //! changed. A file that cannot be read or parsed, or an entry that is not
 //! a carbon intensity, is refused whole, with an error naming the entry:
 //! the last good values stay (and still go to nodes that join), and the
 //! error is logged once per change of the file and kept in
-//! [`CarbonSource::problem`].
+//! [`CarbonSource::problem`]. At start-up there are no good values to keep:
+//! a server whose file is missing or refused does not start
+//! ([`CarbonSource::open`]).
+//!
+//! What this server gave from the file is remembered in memory only: a
+//! server that takes over the lead does not know which values came from
+//! the file, so it does not clear those of nodes the file stopped naming
+//! before it led.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,6 +108,8 @@ pub struct CarbonSource {
     seen: Option<SystemTime>,
     table: CarbonTable,
     problem: Option<String>,
+    /// The nodes (by id) this source gave a value, and that value.
+    given: BTreeMap<String, u32>,
 }
 
 impl CarbonSource {
@@ -109,7 +120,20 @@ impl CarbonSource {
             seen: None,
             table: CarbonTable::default(),
             problem: None,
+            given: BTreeMap::new(),
         }
+    }
+
+    /// Follows the file at `path`, read now: what a server does at
+    /// start-up, where a mistake in the file is the operator's to fix
+    /// before anything runs. Errors: `InvalidArgument` naming the file or
+    /// the entry (it cannot be read, it is not such a map, an entry is not
+    /// a carbon intensity).
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let mut source = CarbonSource::new(path);
+        source.seen = source.modified();
+        source.table = source.read()?;
+        Ok(source)
     }
 
     /// The file it follows.
@@ -124,17 +148,22 @@ impl CarbonSource {
     }
 
     /// Reads the file again if its modification time changed, then gives
-    /// every node the table names its value where it differs. Errors: the
-    /// controller's (the file's own are kept in
+    /// every node the table names its value where it differs, and takes
+    /// back the value of a node it gave one that the table no longer
+    /// names. Errors: the controller's (the file's own are kept in
     /// [`CarbonSource::problem`] and logged).
     pub async fn tick(&mut self, controller: &Controller) -> Result<()> {
         self.reload();
-        let table = &self.table;
+        let (table, given) = (&self.table, &self.given);
         let stale = controller
             .nodes_matching(|node, _| {
-                table.intensity_of(node).is_some_and(|wanted| {
-                    node.operator.carbon_intensity != Some(wanted.grams_per_kwh())
-                })
+                let now = node.operator.carbon_intensity;
+                match table.intensity_of(node) {
+                    Some(wanted) => now != Some(wanted.grams_per_kwh()),
+                    // Only the value this source gave, still as it gave
+                    // it: an operator's own `node set --carbon` stays.
+                    None => now.is_some() && given.get(node.id.as_str()).copied() == now,
+                }
             })
             .await?;
         for node in stale {
@@ -142,6 +171,10 @@ impl CarbonSource {
             controller
                 .set_node_carbon(node.id.as_str(), intensity)
                 .await?;
+            match intensity {
+                Some(i) => self.given.insert(node.id.to_string(), i.grams_per_kwh()),
+                None => self.given.remove(node.id.as_str()),
+            };
             tracing::info!(
                 node = %node.id,
                 carbon_intensity = intensity.map(|i| i.grams_per_kwh()),
@@ -154,21 +187,11 @@ impl CarbonSource {
 
     /// Reads the file when its modification time is not the one last read.
     fn reload(&mut self) {
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified());
-        let stamp = modified.as_ref().ok().copied();
+        let stamp = self.modified();
         if stamp.is_some() && stamp == self.seen {
             return;
         }
-        let read = modified
-            .and_then(|_| std::fs::read_to_string(&self.path))
-            .map_err(|e| {
-                Error::invalid(
-                    "carbon_file",
-                    format!("cannot read {}: {e}", self.path.display()),
-                )
-            })
-            .and_then(|text| CarbonTable::parse(&text));
-        let problem = match read {
+        let problem = match self.read() {
             Ok(table) => {
                 self.table = table;
                 None
@@ -184,6 +207,24 @@ impl CarbonSource {
         }
         self.seen = stamp;
         self.problem = problem;
+    }
+
+    /// The file's modification time, when it can be read.
+    fn modified(&self) -> Option<SystemTime> {
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// The file's table, checked.
+    fn read(&self) -> Result<CarbonTable> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| {
+            Error::invalid(
+                "carbon_file",
+                format!("cannot read {}: {e}", self.path.display()),
+            )
+        })?;
+        CarbonTable::parse(&text)
     }
 }
 

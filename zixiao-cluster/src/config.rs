@@ -32,7 +32,8 @@ pub struct ServerSection {
     /// gRPC listen address (`ZIXIAO_SERVER_LISTEN`; default `0.0.0.0:50051`).
     pub listen: String,
     /// A carbon source file (see [`crate::carbon`]): nodes' and zones'
-    /// carbon intensity, read again whenever it changes.
+    /// carbon intensity, read again whenever it changes; the server does
+    /// not start when it is missing or refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carbon_file: Option<PathBuf>,
 }

@@ -6,7 +6,6 @@
 //! own, so any of them can be killed at any time.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,14 +86,15 @@ impl ServerHandle {
         *self.leading.borrow()
     }
 
-    /// Follows the carbon source file at `path` (see [`crate::carbon`]):
-    /// checked on the failure detector's tick until the server stops, its
-    /// values given to the nodes it names.
-    pub fn follow_carbon_file(&mut self, path: PathBuf) {
+    /// Follows a carbon source file (see [`crate::carbon`]; open it with
+    /// [`CarbonSource::open`](crate::carbon::CarbonSource::open) before the
+    /// server starts, so a bad file stops the start-up): checked on the
+    /// failure detector's tick until the server stops, its values given to
+    /// the nodes it names.
+    pub fn follow_carbon_file(&mut self, mut source: crate::carbon::CarbonSource) {
         let controller = self.controller.clone();
         let mut stop = self.shutdown.subscribe();
         let every = self.timing.sweep();
-        let mut source = crate::carbon::CarbonSource::new(path);
         let task = tokio::spawn(async move {
             while !*stop.borrow() {
                 if let Err(e) = source.tick(&controller).await {

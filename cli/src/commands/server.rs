@@ -327,6 +327,14 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| "server".to_owned());
         format!("{host}:{}", listen.port())
     });
+    // A carbon source file the server cannot use stops it here, before it
+    // listens: there are no last good values yet to keep.
+    let carbon = config
+        .server
+        .carbon_file
+        .clone()
+        .map(zixiao_cluster::carbon::CarbonSource::open)
+        .transpose()?;
     let metrics = match args.metrics_listen {
         Some(addr) => Some(metrics_listener(addr).await?),
         None => None,
@@ -393,8 +401,8 @@ pub(crate) async fn run(cli: &Cli, args: &ServerArgs) -> Result<ExitCode> {
             std::sync::Arc::new(source),
         ))
     });
-    if let Some(path) = &config.server.carbon_file {
-        handle.follow_carbon_file(path.clone());
+    if let Some(source) = carbon {
+        handle.follow_carbon_file(source);
     }
     // The embedded deployment's node is this machine, with no agent to
     // send its host's usage: the server reads it itself.
