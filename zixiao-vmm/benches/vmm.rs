@@ -165,6 +165,7 @@ async fn boot_config_to_marker(
     confinement: &Confinement,
     netns: Option<&std::fs::File>,
 ) -> (Duration, Duration, VmmClient) {
+    zixiao_vmm::timeline::mark("B:launch");
     let t0 = Instant::now();
     let vmm = match netns {
         Some(ns) => {
@@ -176,8 +177,11 @@ async fn boot_config_to_marker(
     let launched = t0.elapsed();
     track(&vmm);
     let mut console = vmm.attach_console().await.expect("console");
+    zixiao_vmm::timeline::mark("B:launched");
     vmm.start().await.expect("start");
+    zixiao_vmm::timeline::mark("B:started");
     read_until(&mut console, test_guest::READY_MARKER).await;
+    zixiao_vmm::timeline::mark("B:marker");
     (t0.elapsed(), launched, vmm)
 }
 
@@ -215,6 +219,86 @@ struct StartSamples {
     rss: Vec<u64>,
     overhead: Vec<u64>,
     hwm: Vec<u64>,
+    /// Per boot, with `ZIXIAO_VMM_TIMELINE=1`: each step's time since the
+    /// bench called `launch()`, in µs (the launcher's, the VMM's, the bench's).
+    timelines: Vec<Vec<(String, u64)>>,
+}
+
+/// This boot's steps (see [`StartSamples::timelines`]), launcher's and
+/// bench's from this process, the VMM's from its `vmm.log`.
+fn boot_timeline(run: &Path) -> Vec<(String, u64)> {
+    let mut steps = zixiao_vmm::timeline::take();
+    let log = std::fs::read_to_string(run.join(zixiao_vmm::files::VMM_LOG)).unwrap_or_default();
+    if let Some(vmm) = log.lines().find_map(zixiao_vmm::timeline::parse) {
+        steps.extend(vmm);
+    }
+    let Some(t0) = steps.iter().find(|(l, _)| l == "B:launch").map(|s| s.1) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<(String, u64)> = steps
+        .into_iter()
+        .map(|(l, t)| (l, t.saturating_sub(t0)))
+        .collect();
+    steps.sort_by_key(|s| s.1);
+    steps
+}
+
+/// Per step, the median time since `launch()` and the median time since
+/// the step before it (in each boot's own order), per confinement: where
+/// a boot's time goes, and what a confinement adds.
+fn print_timelines(kinds: &[(&'static str, Confinement)], samples: &[StartSamples]) {
+    if samples.iter().all(|s| s.timelines.is_empty()) {
+        return;
+    }
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    // The steps in the order of the first confinement's first boot, then
+    // any the others have.
+    let mut labels: Vec<String> = Vec::new();
+    for s in samples {
+        for t in s.timelines.iter().take(1) {
+            for (l, _) in t {
+                if !labels.contains(l) {
+                    labels.push(l.clone());
+                }
+            }
+        }
+    }
+    println!();
+    print!("{:<22}", "step (ms, median)");
+    for (name, _) in kinds {
+        print!(" {:>13} {:>7}", format!("{name} at"), "+step");
+    }
+    println!();
+    for label in &labels {
+        print!("{label:<22}");
+        for s in samples {
+            let at = median(
+                s.timelines
+                    .iter()
+                    .filter_map(|t| t.iter().find(|(l, _)| l == label))
+                    .map(|(_, us)| *us as f64 / 1e3)
+                    .collect(),
+            );
+            let step = median(
+                s.timelines
+                    .iter()
+                    .filter_map(|t| {
+                        let i = t.iter().position(|(l, _)| l == label)?;
+                        let before = if i == 0 { 0 } else { t[i - 1].1 };
+                        Some((t[i].1 - before) as f64 / 1e3)
+                    })
+                    .collect(),
+            );
+            match (at, step) {
+                (Some(at), Some(step)) => print!(" {at:>13.2} {step:>7.2}"),
+                _ => print!(" {:>13} {:>7}", "-", "-"),
+            }
+        }
+        println!();
+    }
 }
 
 async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
@@ -236,6 +320,9 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             s.overhead
                 .push(total.saturating_sub(mapping_rss_kib(pid, 64 * 1024)));
             s.hwm.push(status_kib(pid, "VmHWM:"));
+            if zixiao_vmm::timeline::enabled() {
+                s.timelines.push(boot_timeline(&run));
+            }
             vmm.shutdown(Duration::from_secs(2))
                 .await
                 .expect("shutdown");
@@ -291,6 +378,13 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             &s.times,
         ));
         rows.push(timing_row("of which launch()", name, &s.launch_times));
+        if !s.timelines.is_empty() {
+            rows.push(json!({
+                "measure": "start steps, µs since launch() (ZIXIAO_VMM_TIMELINE=1)",
+                "confinement": name,
+                "boots": s.timelines,
+            }));
+        }
         rows.push(json!({
             "measure": "VMM RSS at marker (median)",
             "confinement": name,
@@ -301,6 +395,7 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             "peak_hwm": median(&s.hwm),
         }));
     }
+    print_timelines(&kinds, &samples);
     let p50 = |i: usize| pct(&samples[i].times, 0.5).as_secs_f64();
     let min = |i: usize| samples[i].times[0].as_secs_f64();
     println!(

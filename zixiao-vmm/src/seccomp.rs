@@ -288,8 +288,16 @@ pub(crate) fn filter(kind: ThreadKind) -> Result<BpfProgram, VmmError> {
 /// no_new_privs, which seccomp needs without CAP_SYS_ADMIN).
 pub(crate) fn install(kind: ThreadKind) -> Result<(), VmmError> {
     let program = filter(kind)?;
+    if crate::timeline::enabled() {
+        crate::timeline::mark(format!("{}:compiled", current_name()));
+    }
     seccompiler::apply_filter(&program)
         .map_err(|e| VmmError::internal(format!("installing the {kind:?} seccomp filter"), e))
+}
+
+/// The calling thread's name, for the timeline.
+fn current_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_string()
 }
 
 /// A thread spawned by [`spawn`], until it has its filter.
@@ -325,10 +333,19 @@ pub(crate) fn spawn(
     body: impl FnOnce() + Send + 'static,
 ) -> Result<(std::thread::JoinHandle<()>, Installing), VmmError> {
     let (tx, rx) = std::sync::mpsc::channel();
+    if crate::timeline::enabled() {
+        crate::timeline::mark(format!("{name}:spawn"));
+    }
     let handle = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
+            if crate::timeline::enabled() {
+                crate::timeline::mark(format!("{}:run", current_name()));
+            }
             let installed = kind.map_or(Ok(()), install);
+            if crate::timeline::enabled() {
+                crate::timeline::mark(format!("{}:filter", current_name()));
+            }
             let ok = installed.is_ok();
             let _ = tx.send(installed);
             if ok {
