@@ -583,10 +583,15 @@ fn setup(
     machine.use_pagemap(inputs.pagemap);
     let filtered = |kind| confinement.seccomp.then_some(kind);
     // Every thread exists before the API thread's filter goes on: a fresh
-    // VM's vCPUs wait parked until start().
-    machine.start(true, events, confinement.seccomp)?;
+    // VM's vCPUs wait parked until start(). They start while this thread
+    // goes on; the ready line waits for all of them.
+    let mut installing = machine.start(true, events, confinement.seccomp)?;
     crate::timeline::mark("vcpus");
     if let Some(stream) = &incoming {
+        // The guest runs from the ack on: every vCPU filtered first.
+        installing
+            .drain(..)
+            .try_for_each(seccomp::Installing::wait)?;
         // Every thread is up: the ack says so, and the source's commit
         // says it has ended; only then does the guest run here.
         migration::ack(stream).inspect_err(|e| migration::refuse(stream, e))?;
@@ -652,13 +657,16 @@ fn setup(
         seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
             console.serve()
         })?;
-    // The three filters go on at the same time; the ready line waits for all.
+    // Every filter goes on at the same time; the ready line waits for all.
     if confinement.seccomp {
         seccomp::install(ThreadKind::Api)?;
     }
     crate::timeline::mark("api-filter");
-    lifecycle.wait()?;
-    console.wait()?;
+    installing.push(lifecycle);
+    installing.push(console);
+    installing
+        .into_iter()
+        .try_for_each(seccomp::Installing::wait)?;
     crate::timeline::mark("ready");
     Ok((vmm, api))
 }
