@@ -31,6 +31,9 @@
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
 //! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net,vsock to run some).
+//! With `ZIXIAO_VMM_TIMELINE=1` the start section also prints the median
+//! time of each step of a start (launcher, jail, threads, filters) per
+//! confinement, and writes every boot's steps to the JSON.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -401,10 +404,10 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     println!(
         "jailed vs unconfined: p50 {:+.1}%, min {:+.1}%, median paired difference {:+.2} ms \
          ({:+.1}% of the unconfined p50)\n  goal: within 10%; last recorded (README \
-         \"Benchmarks\"): +2.7 ms paired (+13.3%) at the median of nine runs (+0.9 to +5.8 ms; \
-         +2.9 ms, +19.0%, for the code before the detach moved off the boot path, same \
-         session), 2026-12-07, this command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), \
-         2 vCPU AMD EPYC VM, nested KVM kvm_pvm, load average 5-8 from other builds",
+         \"Benchmarks\"): +0.98 ms paired (~7%) at the median of nine runs (-0.8 to +3.6 ms; \
+         +1.18 ms, ~8%, over 13 runs of the code before, same session), 2026-12-07, this \
+         command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested \
+         KVM kvm_pvm, load average 4-7 from other builds",
         (p50(0) / p50(2) - 1.0) * 100.0,
         (min(0) / min(2) - 1.0) * 100.0,
         paired_p50,

@@ -306,7 +306,10 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// Offsets in `struct seccomp_data`.
 const DATA_NR: u32 = 0;
 const DATA_ARCH: u32 = 4;
-const BPF_LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+/// Classic BPF opcodes (linux/bpf_common.h): `BPF_LD | BPF_W | BPF_ABS`
+/// (both 0 but the last), `BPF_JMP | BPF_JEQ | BPF_K`, `BPF_JMP | BPF_JA`,
+/// `BPF_RET | BPF_K`.
+const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JMP_JEQ_K: u16 = 0x05 | 0x10;
 const BPF_JMP_JA: u16 = 0x05;
 const BPF_RET_K: u16 = 0x06;
