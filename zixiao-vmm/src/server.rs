@@ -497,10 +497,10 @@ fn setup(
         .as_ref()
         .map(|jail| enter_jail(run_dir, &boot, jail, pid))
         .transpose()?;
+    crate::timeline::mark("jail");
     // Opening the inputs and, for a fresh boot, creating the bare VM (the
     // PIT's worker thread start is the slowest step of a boot) overlap the
     // detach's wait.
-    crate::timeline::mark("jail");
     let inputs = Inputs::open(run_dir, boot)?;
     crate::timeline::mark("inputs");
     if let Some(jail) = &confinement.jail {

@@ -4,7 +4,9 @@
 //! launcher's environment): then each step records a `CLOCK_MONOTONIC`
 //! time, the VMM writes its steps as one `timeline:` line on stderr
 //! (`vmm.log`) when it is ready, and a launcher's own steps are read with
-//! [`take`]. The benchmark's start section prints them per confinement.
+//! [`take`] (they pile up until then: a debugging aid, not for a
+//! long-running launcher). The benchmark's start section prints them per
+//! confinement.
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicU8, Ordering};
