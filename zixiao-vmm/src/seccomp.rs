@@ -1,7 +1,8 @@
 //! Seccomp allow-lists per kind of VMM thread, built with rust-vmm's
 //! `seccompiler` (the argument checks; the system calls allowed with any
 //! arguments are laid out more compactly here, see [`compact`], since an
-//! install's cost grows with the program's length). Each thread installs its own filter before it handles
+//! install's cost grows with the program's length). Each thread installs
+//! its own filter before it handles
 //! anything the guest or a client controls; a syscall outside its list
 //! kills the whole VMM (`SECCOMP_RET_KILL_PROCESS`, SIGSYS), which the
 //! launcher records in `exit.json`.
