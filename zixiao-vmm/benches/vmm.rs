@@ -31,6 +31,9 @@
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
 //! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net,vsock to run some).
+//! With `ZIXIAO_VMM_TIMELINE=1` the start section also prints the median
+//! time of each step of a start (launcher, jail, threads, filters) per
+//! confinement, and writes every boot's steps to the JSON.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -165,6 +168,7 @@ async fn boot_config_to_marker(
     confinement: &Confinement,
     netns: Option<&std::fs::File>,
 ) -> (Duration, Duration, VmmClient) {
+    zixiao_vmm::timeline::mark("B:launch");
     let t0 = Instant::now();
     let vmm = match netns {
         Some(ns) => {
@@ -176,8 +180,11 @@ async fn boot_config_to_marker(
     let launched = t0.elapsed();
     track(&vmm);
     let mut console = vmm.attach_console().await.expect("console");
+    zixiao_vmm::timeline::mark("B:launched");
     vmm.start().await.expect("start");
+    zixiao_vmm::timeline::mark("B:started");
     read_until(&mut console, test_guest::READY_MARKER).await;
+    zixiao_vmm::timeline::mark("B:marker");
     (t0.elapsed(), launched, vmm)
 }
 
@@ -215,6 +222,86 @@ struct StartSamples {
     rss: Vec<u64>,
     overhead: Vec<u64>,
     hwm: Vec<u64>,
+    /// Per boot, with `ZIXIAO_VMM_TIMELINE=1`: each step's time since the
+    /// bench called `launch()`, in µs (the launcher's, the VMM's, the bench's).
+    timelines: Vec<Vec<(String, u64)>>,
+}
+
+/// This boot's steps (see [`StartSamples::timelines`]), launcher's and
+/// bench's from this process, the VMM's from its `vmm.log`.
+fn boot_timeline(run: &Path) -> Vec<(String, u64)> {
+    let mut steps = zixiao_vmm::timeline::take();
+    let log = std::fs::read_to_string(run.join(zixiao_vmm::files::VMM_LOG)).unwrap_or_default();
+    if let Some(vmm) = log.lines().find_map(zixiao_vmm::timeline::parse) {
+        steps.extend(vmm);
+    }
+    let Some(t0) = steps.iter().find(|(l, _)| l == "B:launch").map(|s| s.1) else {
+        return Vec::new();
+    };
+    let mut steps: Vec<(String, u64)> = steps
+        .into_iter()
+        .map(|(l, t)| (l, t.saturating_sub(t0)))
+        .collect();
+    steps.sort_by_key(|s| s.1);
+    steps
+}
+
+/// Per step, the median time since `launch()` and the median time since
+/// the step before it (in each boot's own order), per confinement: where
+/// a boot's time goes, and what a confinement adds.
+fn print_timelines(kinds: &[(&'static str, Confinement)], samples: &[StartSamples]) {
+    if samples.iter().all(|s| s.timelines.is_empty()) {
+        return;
+    }
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    // The steps in the order of the first confinement's first boot, then
+    // any the others have.
+    let mut labels: Vec<String> = Vec::new();
+    for s in samples {
+        for t in s.timelines.iter().take(1) {
+            for (l, _) in t {
+                if !labels.contains(l) {
+                    labels.push(l.clone());
+                }
+            }
+        }
+    }
+    println!();
+    print!("{:<22}", "step (ms, median)");
+    for (name, _) in kinds {
+        print!(" {:>13} {:>7}", format!("{name} at"), "+step");
+    }
+    println!();
+    for label in &labels {
+        print!("{label:<22}");
+        for s in samples {
+            let at = median(
+                s.timelines
+                    .iter()
+                    .filter_map(|t| t.iter().find(|(l, _)| l == label))
+                    .map(|(_, us)| *us as f64 / 1e3)
+                    .collect(),
+            );
+            let step = median(
+                s.timelines
+                    .iter()
+                    .filter_map(|t| {
+                        let i = t.iter().position(|(l, _)| l == label)?;
+                        let before = if i == 0 { 0 } else { t[i - 1].1 };
+                        Some((t[i].1 - before) as f64 / 1e3)
+                    })
+                    .collect(),
+            );
+            match (at, step) {
+                (Some(at), Some(step)) => print!(" {at:>13.2} {step:>7.2}"),
+                _ => print!(" {:>13} {:>7}", "-", "-"),
+            }
+        }
+        println!();
+    }
 }
 
 async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
@@ -236,6 +323,9 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             s.overhead
                 .push(total.saturating_sub(mapping_rss_kib(pid, 64 * 1024)));
             s.hwm.push(status_kib(pid, "VmHWM:"));
+            if zixiao_vmm::timeline::enabled() {
+                s.timelines.push(boot_timeline(&run));
+            }
             vmm.shutdown(Duration::from_secs(2))
                 .await
                 .expect("shutdown");
@@ -291,6 +381,13 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             &s.times,
         ));
         rows.push(timing_row("of which launch()", name, &s.launch_times));
+        if !s.timelines.is_empty() {
+            rows.push(json!({
+                "measure": "start steps, µs since launch() (ZIXIAO_VMM_TIMELINE=1)",
+                "confinement": name,
+                "boots": s.timelines,
+            }));
+        }
         rows.push(json!({
             "measure": "VMM RSS at marker (median)",
             "confinement": name,
@@ -301,15 +398,17 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             "peak_hwm": median(&s.hwm),
         }));
     }
+    print_timelines(&kinds, &samples);
     let p50 = |i: usize| pct(&samples[i].times, 0.5).as_secs_f64();
     let min = |i: usize| samples[i].times[0].as_secs_f64();
     println!(
         "jailed vs unconfined: p50 {:+.1}%, min {:+.1}%, median paired difference {:+.2} ms \
          ({:+.1}% of the unconfined p50)\n  goal: within 10%; last recorded (README \
-         \"Benchmarks\"): +2.7 ms paired (+13.3%) at the median of nine runs (+0.9 to +5.8 ms; \
-         +2.9 ms, +19.0%, for the code before the detach moved off the boot path, same \
-         session), 2026-12-07, this command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), \
-         2 vCPU AMD EPYC VM, nested KVM kvm_pvm, load average 5-8 from other builds",
+         \"Benchmarks\"): +1.52 ms paired (10.9%) at the median of 21 runs (-0.8 to +4.0 ms; \
+         ~0.9 ms below load 6, ~2.5 ms above; +1.43 ms over 25 runs of the code before, \
+         whose jailed p50 was 1.8 ms slower), 2026-12-07, this \
+         command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested \
+         KVM kvm_pvm, load average 4-7 from other builds",
         (p50(0) / p50(2) - 1.0) * 100.0,
         (min(0) / min(2) - 1.0) * 100.0,
         paired_p50,

@@ -153,6 +153,7 @@ async fn spawn(
     confinement: &Confinement,
     netns: Option<std::os::fd::RawFd>,
 ) -> Result<u32, VmmError> {
+    crate::timeline::mark("L:spawn");
     let boot_json =
         serde_json::to_string(boot).map_err(|e| VmmError::internal("encoding boot", e))?;
     let confinement_json = serde_json::to_string(confinement)
@@ -212,6 +213,7 @@ async fn spawn(
                 .ok_or_else(|| VmmError::internal("spawning the VMM", "no stdout pipe"))?;
             (Some(child), Box::new(stdout) as _, None)
         };
+    crate::timeline::mark("L:spawned");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     let outcome = loop {
@@ -224,7 +226,10 @@ async fn spawn(
             // not started there, e.g. an older binary) makes the jailed VMM
             // a sibling of `child` (CLONE_PARENT): it announces itself first.
             Ok(Handshake::Spawned(pid)) => jailed = Some(pid),
-            Ok(Handshake::Ready(pid) | Handshake::Listening(pid)) => break Some(Ok(pid)),
+            Ok(Handshake::Ready(pid) | Handshake::Listening(pid)) => {
+                crate::timeline::mark("L:ready");
+                break Some(Ok(pid));
+            }
             Ok(Handshake::Failed(err)) => break Some(Err(err)),
             Err(_) => break None,
         }

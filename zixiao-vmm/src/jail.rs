@@ -222,6 +222,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(last_os("unshare(CLONE_NEWNS)"));
     }
+    crate::timeline::mark("unshare");
     // Nothing mounted from here on propagates back to the host.
     mount(
         None,
@@ -282,6 +283,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
     }
     // A /proc of the VMM's own PID namespace: /proc/self for stats and the
     // snapshot's page map. `subset=pid` (Linux 5.8) hides the host-wide files.
+    crate::timeline::mark("binds");
     let proc_dir = root.join("proc");
     std::fs::create_dir_all(&proc_dir).map_err(|e| VmmError::Unavailable {
         message: format!("jail: {}: {e}", proc_dir.display()),
@@ -309,6 +311,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
         libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
         None,
     )?;
+    crate::timeline::mark("proc");
     pivot_into(&root)
 }
 
@@ -323,6 +326,7 @@ pub(crate) struct Detaching(std::thread::JoinHandle<Result<(), VmmError>>);
 impl Detaching {
     /// Waits until the old root is detached.
     pub(crate) fn finish(self) -> Result<(), VmmError> {
+        crate::timeline::mark("detach-wait");
         self.0.join().map_err(|_| VmmError::Unavailable {
             message: "jail: the thread detaching the old root panicked".into(),
         })?
@@ -354,6 +358,7 @@ fn pivot_into(root: &Path) -> Result<Detaching, VmmError> {
             if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
                 return Err(last_os("detaching the old root"));
             }
+            crate::timeline::mark("detached");
             Ok(())
         })
         .map(Detaching)

@@ -31,6 +31,8 @@ mod snapshot;
 mod support;
 mod tap;
 pub mod test_guest;
+#[doc(hidden)]
+pub mod timeline;
 mod virtio;
 
 mod error;

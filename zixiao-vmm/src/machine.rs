@@ -402,14 +402,20 @@ impl Machine {
         &self.devices
     }
 
-    /// Spawns the vCPU threads, running (or parked if `paused`); with
-    /// `seccomp`, each has installed its filter when this returns.
+    /// Spawns the vCPU threads (and the devices' threads), running (or
+    /// parked if `paused`). Returns without waiting for them to start:
+    /// with `seccomp`, each thread installs its filter before it runs
+    /// anything, and the caller must wait on every [`Installing`] before
+    /// the guest may run (start `paused` and resume after) or the VMM
+    /// reports ready, so its other start-up work overlaps their start.
+    ///
+    /// [`Installing`]: crate::seccomp::Installing
     pub(crate) fn start(
         &mut self,
         paused: bool,
         events: Sender<GuestEvent>,
         seccomp: bool,
-    ) -> Result<(), VmmError> {
+    ) -> Result<Vec<crate::seccomp::Installing>, VmmError> {
         if !self.threads.is_empty() {
             return Err(VmmError::precondition("the vCPUs are already started"));
         }
@@ -463,10 +469,7 @@ impl Machine {
             self.threads.push(handle);
             installs.push(installing);
         }
-        // All install at once; none has run its body unfiltered.
-        installs
-            .into_iter()
-            .try_for_each(crate::seccomp::Installing::wait)
+        Ok(installs)
     }
 
     /// Parks every vCPU outside KVM_RUN (and every network card's receive

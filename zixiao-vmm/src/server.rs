@@ -172,10 +172,14 @@ pub fn run(
             return 1;
         }
     };
+    crate::timeline::mark("prepared");
     match setup(run_dir, boot, confinement, pid, &mut ready) {
         Ok((vmm, api)) => {
             report(&mut ready, &Handshake::Ready(pid));
             drop(ready);
+            if let Some(line) = crate::timeline::line() {
+                eprintln!("{line}");
+            }
             serve(vmm, api);
             0
         }
@@ -468,6 +472,7 @@ fn enter_jail(
             pids: u64::from(plan.vcpus) + plan.device_threads as u64 + u64::from(jail.extra_pids),
         },
     )?;
+    crate::timeline::mark("cgroup");
     jail::give_run_dir(run_dir, jail)?;
     jail::enter(run_dir, &plan.mounts)
 }
@@ -486,20 +491,24 @@ fn setup(
     // namespace does not show, and CAP_NET_ADMIN (or the TAP's owner),
     // which the uid drop takes away.
     let (tap_names, taps) = open_taps(&boot)?;
+    crate::timeline::mark("taps");
     let detaching = confinement
         .jail
         .as_ref()
         .map(|jail| enter_jail(run_dir, &boot, jail, pid))
         .transpose()?;
+    crate::timeline::mark("jail");
     // Opening the inputs and, for a fresh boot, creating the bare VM (the
     // PIT's worker thread start is the slowest step of a boot) overlap the
     // detach's wait.
     let inputs = Inputs::open(run_dir, boot)?;
+    crate::timeline::mark("inputs");
     if let Some(jail) = &confinement.jail {
         // No host path is reachable once this returns; untrusted input is
         // parsed only after the drop.
         detaching.map_or(Ok(()), jail::Detaching::finish)?;
         jail::drop_privileges(jail)?;
+        crate::timeline::mark("dropped");
     }
     let sink = ConsoleSink::new(inputs.console_log);
     let (events, guest_events) = channel();
@@ -570,12 +579,19 @@ fn setup(
             (machine, config, None, state)
         }
     };
+    crate::timeline::mark("machine");
     machine.use_pagemap(inputs.pagemap);
     let filtered = |kind| confinement.seccomp.then_some(kind);
     // Every thread exists before the API thread's filter goes on: a fresh
-    // VM's vCPUs wait parked until start().
-    machine.start(true, events, confinement.seccomp)?;
+    // VM's vCPUs wait parked until start(). They start while this thread
+    // goes on; the ready line waits for all of them.
+    let mut installing = machine.start(true, events, confinement.seccomp)?;
+    crate::timeline::mark("vcpus");
     if let Some(stream) = &incoming {
+        // The guest runs from the ack on: every vCPU filtered first.
+        installing
+            .drain(..)
+            .try_for_each(seccomp::Installing::wait)?;
         // Every thread is up: the ack says so, and the source's commit
         // says it has ended; only then does the guest run here.
         migration::ack(stream).inspect_err(|e| migration::refuse(stream, e))?;
@@ -641,12 +657,17 @@ fn setup(
         seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
             console.serve()
         })?;
-    // The three filters go on at the same time; the ready line waits for all.
+    // Every filter goes on at the same time; the ready line waits for all.
     if confinement.seccomp {
         seccomp::install(ThreadKind::Api)?;
     }
-    lifecycle.wait()?;
-    console.wait()?;
+    crate::timeline::mark("api-filter");
+    installing.push(lifecycle);
+    installing.push(console);
+    installing
+        .into_iter()
+        .try_for_each(seccomp::Installing::wait)?;
+    crate::timeline::mark("ready");
     Ok((vmm, api))
 }
 

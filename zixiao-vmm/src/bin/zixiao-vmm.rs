@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use zixiao_vmm::{Boot, Confinement, VmmError};
 
 fn main() {
+    zixiao_vmm::timeline::mark("main");
     let mut run_dir: Option<PathBuf> = None;
     let mut boot: Option<String> = None;
     let mut confinement: Option<String> = None;
