@@ -6,7 +6,8 @@
 # a process touches, and the shared libc's text alone was ~1 MiB of each
 # VMM's resident memory; static, only the parts of libc the VMM calls are
 # in it. With every kind of device, the VMM's peak RSS (VmHWM) goes from
-# ~2.9 MiB to ~2.0 MiB (benches/vmm.rs, section "disk", ZIXIAO_BENCH_VMMS).
+# ~3.2 MiB to ~2.2 MiB (benches/vmm.rs, section "disk", ZIXIAO_BENCH_VMMS;
+# zixiao-vmm/README.md, "Memory").
 #
 #   scripts/build-vmm.sh [--features test-hooks]   # prints the binary's path
 #
