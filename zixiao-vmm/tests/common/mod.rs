@@ -8,7 +8,8 @@ use std::time::Duration;
 use zixiao_vmm::{test_guest, VmConfig};
 
 /// The `zixiao-vmm` binary cargo built for these tests, or the one
-/// `ZIXIAO_VMM_TEST_BIN` names: the suite then checks another build of
+/// `ZIXIAO_VMM_TEST_BIN` names (an absolute path: the tests run in the
+/// crate's directory): the suite then checks another build of
 /// the same source, such as the static release binary
 /// (`scripts/build-vmm.sh`; built with `--features test-hooks` for the
 /// tests that need the hidden operations).
