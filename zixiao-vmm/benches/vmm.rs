@@ -30,7 +30,9 @@
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
-//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net,vsock to run some).
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net,vsock to run some;
+//! ZIXIAO_BENCH_VMMS=LABEL=PATH,... adds other builds to the "disk" section;
+//! ZIXIAO_BENCH_SMAPS=DIR keeps the smaps of its VMMs at the marker).
 //! With `ZIXIAO_VMM_TIMELINE=1` the start section also prints the median
 //! time of each step of a start (launcher, jail, threads, filters) per
 //! confinement, and writes every boot's steps to the JSON.
@@ -565,24 +567,45 @@ enum Devices {
     Every,
 }
 
+/// Other builds of the VMM that [`bench_disks`] also boots, jailed, with
+/// no device and with every kind: `ZIXIAO_BENCH_VMMS=LABEL=PATH,...`, e.g.
+/// `static=$(scripts/build-vmm.sh)` or `before=/path/to/an/older/zixiao-vmm`.
+fn other_vmms() -> Vec<(String, PathBuf)> {
+    std::env::var("ZIXIAO_BENCH_VMMS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| {
+            let (label, path) = entry.split_once('=')?;
+            Some((label.to_string(), PathBuf::from(path)))
+        })
+        .collect()
+}
+
 /// Boot to marker and VmHWM with one disk against none, jailed and
-/// unconfined, and with every kind of device (jailed), all interleaved so
-/// they see the same load.
+/// unconfined, and with every kind of device (jailed), on this build and
+/// on the [`other_vmms`], all interleaved so they see the same load.
 async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     let disk = dir.join("boot-disk.img");
     disk_image(&disk, 64);
     let ns = BenchNetns::new("tap0");
-    let kinds = [
-        ("jailed", Confinement::default(), Devices::None),
-        ("jailed", Confinement::default(), Devices::OneDisk),
-        ("jailed", Confinement::default(), Devices::Every),
-        ("unconfined", Confinement::none(), Devices::None),
-        ("unconfined", Confinement::none(), Devices::OneDisk),
+    let this = || (String::new(), binary());
+    let mut kinds = vec![
+        ("jailed", Confinement::default(), Devices::None, this()),
+        ("jailed", Confinement::default(), Devices::OneDisk, this()),
+        ("jailed", Confinement::default(), Devices::Every, this()),
+        ("unconfined", Confinement::none(), Devices::None, this()),
+        ("unconfined", Confinement::none(), Devices::OneDisk, this()),
     ];
+    for (label, path) in other_vmms() {
+        for devices in [Devices::None, Devices::Every] {
+            let build = (format!(", {label} build"), path.clone());
+            kinds.push(("jailed", Confinement::default(), devices, build));
+        }
+    }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
     let mut hwm: Vec<Vec<u64>> = vec![Vec::new(); kinds.len()];
     for i in 0..boots() {
-        for (k, (_, confinement, devices)) in kinds.iter().enumerate() {
+        for (k, (_, confinement, devices, (_, vmm))) in kinds.iter().enumerate() {
             let mut config = config(kernel, "zx.mode=halt", 64);
             config.disks = vec![DiskConfig::new(&disk)];
             let mut netns = None;
@@ -602,18 +625,19 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                 config.disks.clear();
             }
             let run = dir.join(format!("disk-{k}-{i}"));
-            let (t, peak) = boot_and_shut_down(&binary(), config, &run, confinement, netns).await;
+            let (t, peak) = boot_and_shut_down(vmm, config, &run, confinement, netns).await;
             times[k].push(t);
             hwm[k].push(peak);
         }
     }
-    for (k, (confinement, _, devices)) in kinds.iter().enumerate() {
+    for (k, (confinement, _, devices, (build, _))) in kinds.iter().enumerate() {
         let kind = match devices {
             Devices::None => "no disk",
             Devices::OneDisk => "1 disk",
             Devices::Every => "disk+net+vsock",
         };
-        report_boots(kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
+        let kind = format!("{kind}{build}");
+        report_boots(&kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
     }
 }
 
@@ -628,11 +652,28 @@ async fn boot_and_shut_down(
 ) -> (Duration, u64) {
     let (t, _, vmm) = boot_config_to_marker(binary, config, run, confinement, netns).await;
     let peak = status_kib(vmm.pid(), "VmHWM:");
+    dump_smaps(vmm.pid(), run);
     vmm.shutdown(Duration::from_secs(2))
         .await
         .expect("shutdown");
     let _ = std::fs::remove_dir_all(run);
     (t, peak)
+}
+
+/// With `ZIXIAO_BENCH_SMAPS=DIR`: the VMM's /proc/PID/smaps and status at
+/// the marker, as `DIR/<run dir name>.smaps` and `.status`, to see where
+/// its memory goes (file-backed text, heap, stacks, guest pages).
+fn dump_smaps(pid: u32, run: &Path) {
+    let Some(dir) = std::env::var_os("ZIXIAO_BENCH_SMAPS").map(PathBuf::from) else {
+        return;
+    };
+    let name = run.file_name().unwrap_or_default().to_string_lossy();
+    for file in ["smaps", "status"] {
+        if let Ok(text) = std::fs::read(format!("/proc/{pid}/{file}")) {
+            let _ = std::fs::create_dir_all(&dir);
+            let _ = std::fs::write(dir.join(format!("{name}.{file}")), text);
+        }
+    }
 }
 
 /// Prints and records launch-to-marker `times` and the VmHWM at the marker

@@ -8,6 +8,7 @@ use zixiao_vmm::{Boot, Confinement, VmmError};
 
 fn main() {
     zixiao_vmm::timeline::mark("main");
+    one_malloc_arena();
     let mut run_dir: Option<PathBuf> = None;
     let mut boot: Option<String> = None;
     let mut confinement: Option<String> = None;
@@ -69,6 +70,23 @@ fn main() {
     }
     let code = zixiao_vmm::server::run(&run_dir, boot, &confinement, pid, std::io::stdout());
     std::process::exit(code);
+}
+
+/// Every thread allocates from the main malloc arena. glibc gives each
+/// thread that allocates its own arena by default: five more here (vCPU,
+/// network receive, vsock, lifecycle, console), each a 64 MiB reservation
+/// of which 12-20 KiB got touched for a few KiB of small, short-lived
+/// allocations (thread names, seccomp programs). In one arena the main heap
+/// grows by ~36 KiB instead, ~40 KiB less peak RSS in all. These threads allocate little and rarely (the vCPU loop not at
+/// all), so sharing one arena's lock costs nothing measurable. Must run
+/// before the first thread starts. (Other C libraries have no such knob.)
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt(3) takes two integers; M_ARENA_MAX is a glibc
+    // parameter, and a refusal (0) only leaves the default in place.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1)
+    };
 }
 
 /// The first line of a VMM in its own PID namespace: its pid on the host,

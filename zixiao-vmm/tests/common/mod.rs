@@ -7,9 +7,16 @@ use std::time::Duration;
 
 use zixiao_vmm::{test_guest, VmConfig};
 
-/// The `zixiao-vmm` binary cargo built for these tests.
+/// The `zixiao-vmm` binary cargo built for these tests, or the one
+/// `ZIXIAO_VMM_TEST_BIN` names (an absolute path: the tests run in the
+/// crate's directory): the suite then checks another build of
+/// the same source, such as the static release binary
+/// (`scripts/build-vmm.sh`; built with `--features test-hooks` for the
+/// tests that need the hidden operations).
 pub fn vmm_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_zixiao-vmm"))
+    std::env::var_os("ZIXIAO_VMM_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_zixiao-vmm")))
 }
 
 /// The test guest kernel, or None (after printing why) when KVM tests must skip.
