@@ -74,6 +74,13 @@ pub(crate) const INCOMING_WINDOW: Duration = Duration::from_secs(120);
 pub(crate) const TOKEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the source may take to reach the target's listener.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an incoming VMM that took its stream may take to run (and
+/// answer) once asked about: the source has committed when its call
+/// returns, and the target binds its API only after it resumed.
+const ARRIVAL_WINDOW: Duration = Duration::from_secs(5);
+/// Marks a run directory whose VMM was launched for a live migration and
+/// has not answered yet (see [`settle_arrival`]).
+const INCOMING: &str = "zixiao-incoming";
 /// Copy rounds while the guest runs, at most.
 const MAX_ROUNDS: u32 = 30;
 /// The downtime the final stop-and-copy aims under (libvirt's default is
@@ -226,6 +233,8 @@ impl LiveMigrate for MicrovmDriver {
                 .await?;
             let vmm = self.vmm_backend()?;
             vmm.launch(&dir, VmmBoot::Incoming(&plan), network).await?;
+            std::fs::write(dir.vmm_run_dir().join(INCOMING), b"")
+                .map_err(|e| crate::errors::io("mark the incoming VMM", e))?;
             // It counts as started once it runs: a guest paused at the
             // source arrives paused, and is reported so.
             vmm.mark_started(&dir)?;
@@ -342,6 +351,34 @@ impl MicrovmDriver {
         if let Err(e) = removed {
             tracing::warn!(instance = %instance.id, error = %e, "cannot remove a migrated microVM's files");
         }
+    }
+}
+
+/// Before `dir`'s VMM is asked about: an incoming VMM that took its
+/// stream (no `migrate.sock` left) and has neither ended nor bound its API
+/// yet is given up to [`ARRIVAL_WINDOW`] to do either, so that the target
+/// reports a migration the source saw through as running rather than as a
+/// VMM that does not answer. Costs one `stat` for any other VMM.
+pub(super) async fn settle_arrival(dir: &InstanceDir) {
+    use zixiao_vmm::files;
+    let run_dir = dir.vmm_run_dir();
+    let marker = run_dir.join(INCOMING);
+    if !marker.exists() {
+        return;
+    }
+    let deadline = Instant::now() + ARRIVAL_WINDOW;
+    loop {
+        if run_dir.join(files::API_SOCK).exists() {
+            // It runs and answers: an ordinary VMM from now on.
+            let _ = std::fs::remove_file(&marker);
+            return;
+        }
+        let waiting_or_ended =
+            run_dir.join(files::MIGRATE_SOCK).exists() || run_dir.join(files::EXIT).exists();
+        if waiting_or_ended || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -836,7 +836,10 @@ impl Driver for MicrovmDriver {
         }
         match record.backend {
             Backend::Qemu => self.qemu_backend()?.inspect(&dir).await,
-            Backend::Vmm => self.vmm_backend()?.inspect(&dir).await,
+            Backend::Vmm => {
+                live::settle_arrival(&dir).await;
+                self.vmm_backend()?.inspect(&dir).await
+            }
         }
     }
 
