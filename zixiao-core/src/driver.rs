@@ -1259,6 +1259,35 @@ pub trait Snapshots: Send + Sync {
 mod tests {
     use super::*;
 
+    #[test]
+    fn only_vmm_microvms_without_writable_disks_or_snapshots_migrate_live() {
+        use crate::model::{CreateInstance, DiskSpec, InstanceSpec};
+        let spec = InstanceSpec::microvm("/k");
+        let vm = Instance::new("id-1", CreateInstance::new("m", spec), chrono::Utc::now());
+        assert_eq!(microvm_live_refusal(&vm, "vmm"), None);
+        let why = microvm_live_refusal(&vm, "qemu").expect("qemu");
+        assert!(
+            why.contains("qemu backend") && why.contains("--cold"),
+            "{why}"
+        );
+
+        let mut read_only = vm.clone();
+        read_only.spec.disks = vec!["tools:ro".parse::<DiskSpec>().expect("a disk")];
+        assert_eq!(microvm_live_refusal(&read_only, "vmm"), None);
+        let mut writable = vm.clone();
+        writable.spec.disks = vec![DiskSpec::new("data")];
+        let why = microvm_live_refusal(&writable, "vmm").expect("a writable disk");
+        assert!(
+            why.contains("writable disks") && why.contains("--cold"),
+            "{why}"
+        );
+
+        let mut restored = vm.clone();
+        restored.spec.restore_from = Some("/snapshots/s1".into());
+        let why = microvm_live_refusal(&restored, "vmm").expect("a restore");
+        assert!(why.contains("snapshot"), "{why}");
+    }
+
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
     #[test]

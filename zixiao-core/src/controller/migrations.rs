@@ -1288,3 +1288,41 @@ fn check_mode(instance: &Instance, mode: MigrationMode) -> Result<()> {
         MigrationMode::Auto => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_migrations_figures_are_kept_as_its_last_progress() {
+        let report = crate::driver::MigrationReport {
+            total: Duration::from_millis(40),
+            downtime: Some(Duration::from_millis(7)),
+            memory_bytes: Some(1 << 20),
+            disk_bytes: None,
+            rounds: Some(3),
+        };
+        assert_eq!(
+            live_figures(&report),
+            Some(OperationProgress {
+                done: 1 << 20,
+                total: Some(1 << 20),
+                unit: "memory bytes sent live, 3 copy rounds, 7 ms downtime".to_owned(),
+            })
+        );
+        let bare = crate::driver::MigrationReport {
+            rounds: None,
+            downtime: None,
+            ..report
+        };
+        assert_eq!(
+            live_figures(&bare).map(|p| p.unit),
+            Some("memory bytes sent live".to_owned())
+        );
+        let nothing = crate::driver::MigrationReport {
+            memory_bytes: None,
+            ..report
+        };
+        assert_eq!(live_figures(&nothing), None);
+    }
+}
