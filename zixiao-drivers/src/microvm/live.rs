@@ -106,6 +106,15 @@ impl IncomingListeners {
         }
     }
 
+    /// Forgets instance `id`'s listener when it is the task `task` (which
+    /// has ended), not one a later preparation put in its place.
+    fn forget(&self, id: &str, task: tokio::task::Id) {
+        let mut listeners = self.by_instance.lock().unwrap_or_else(|p| p.into_inner());
+        if listeners.get(id).is_some_and(|l| l.id() == task) {
+            listeners.remove(id);
+        }
+    }
+
     fn close(&self, id: &str) {
         let old = self
             .by_instance
@@ -256,7 +265,11 @@ impl LiveMigrate for MicrovmDriver {
             .map(|client| client.migration_socket())
             .map_err(|e| vmm_failed("find the incoming zixiao-vmm", e))?;
         let answer = target(port, &token)?;
-        let bridge = tokio::spawn(bridge_one(listener, token, socket, instance.id.clone()));
+        let (listeners, id) = (self.incoming.clone(), instance.id.clone());
+        let bridge = tokio::spawn(async move {
+            bridge_one(listener, token, socket, &id).await;
+            listeners.forget(&id, tokio::task::id());
+        });
         self.incoming.insert(&instance.id, bridge.abort_handle());
         tracing::info!(instance = %instance.id, %address, port, "prepared for a live migration");
         Ok(answer)
@@ -411,7 +424,7 @@ async fn connect_with_token(at: SocketAddr, token: &str) -> Result<OwnedFd, Driv
 /// The target's side: accepts connections on `listener` until one sends
 /// `token` (others are closed) or [`INCOMING_WINDOW`] passes, then bridges
 /// that one to the incoming VMM's `socket` until either side closes.
-async fn bridge_one(listener: TcpListener, token: String, socket: PathBuf, instance: String) {
+async fn bridge_one(listener: TcpListener, token: String, socket: PathBuf, instance: &str) {
     let deadline = tokio::time::Instant::now() + INCOMING_WINDOW;
     let mut tcp = loop {
         let (mut tcp, peer) = match tokio::time::timeout_at(deadline, listener.accept()).await {
