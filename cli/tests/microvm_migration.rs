@@ -101,14 +101,6 @@ impl Cluster {
     /// (`--disk` values).
     fn create(&self, name: &str, disks: &[&str]) -> serde_json::Value {
         let mut args = vec![
-            "instance",
-            "create",
-            "--name",
-            name,
-            "--type",
-            "microvm",
-            "--zone",
-            &self.zone,
             "--backend",
             "qemu",
             "--kernel",
@@ -125,6 +117,16 @@ impl Cluster {
         for disk in disks {
             args.extend(["--disk", disk]);
         }
+        self.create_microvm(name, &args)
+    }
+
+    /// Creates microVM `name` in the agents' zone, booting as `boot` (the
+    /// other `instance create` arguments) says.
+    fn create_microvm(&self, name: &str, boot: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "instance", "create", "--name", name, "--type", "microvm", "--zone", &self.zone,
+        ];
+        args.extend_from_slice(boot);
         json(self.run(&args))
     }
 
@@ -185,6 +187,23 @@ impl Cluster {
         .await
     }
 
+    /// Creates VMM microVM `name` of 64 MiB booting kernel `zxguest` with
+    /// `cmdline`, and `extra` arguments.
+    fn create_vmm(&self, name: &str, cmdline: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "--backend",
+            "vmm",
+            "--kernel",
+            "zxguest",
+            "--cmdline",
+            cmdline,
+            "--memory",
+            "64",
+        ];
+        args.extend_from_slice(extra);
+        self.create_microvm(name, &args)
+    }
+
     /// Imports `guest` into each of `nodes`' stores as kernel `zxguest`.
     fn import_guest(&self, nodes: &[&str], guest: &Path) {
         for node in nodes {
@@ -209,22 +228,23 @@ fn counts(console: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Whether a VMM microVM can run here: KVM, and `zixiao-vmm` next to the
-/// `zixiao` binary (where the agents find it). `false` (after saying why)
-/// skips a test, or fails it under `ZIXIAO_REQUIRE_RUNTIMES`.
-fn vmm_runs_here() -> bool {
+/// The set-up of a VMM microVM's test: [`Cluster::start`] where KVM runs
+/// and `zixiao-vmm` is next to the `zixiao` binary (where the agents find
+/// it). `None` (after saying why) skips the test, or fails it under
+/// `ZIXIAO_REQUIRE_RUNTIMES`.
+fn vmm_cluster() -> Option<Cluster> {
     if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
         assert!(!runtimes_required(), "{reason}");
         eprintln!("skipped: {reason}");
-        return false;
+        return None;
     }
     let vmm = Path::new(env!("CARGO_BIN_EXE_zixiao")).with_file_name("zixiao-vmm");
     if !vmm.is_file() {
         assert!(!runtimes_required(), "{} is not built", vmm.display());
         eprintln!("skipped: {} is not built", vmm.display());
-        return false;
+        return None;
     }
-    true
+    Cluster::start()
 }
 
 /// Whether process `pid` runs (and is not a zombie).
@@ -412,13 +432,10 @@ async fn a_qemu_microvm_migrates_cold_with_its_writable_disks() {
 /// of it, and B's copy holds the guest's pattern and the test's marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
-    if !vmm_runs_here() {
-        return;
-    }
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
-    let Some(set) = Cluster::start() else {
+    let Some(set) = vmm_cluster() else {
         return;
     };
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
     let pid = std::process::id();
     let (a, b) = (format!("mv-a-{pid}"), format!("mv-b-{pid}"));
     let data = set.image("data", 64 << 10);
@@ -430,26 +447,7 @@ async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
     let _a = set.agent(&a);
     wait_for_status(&client, &a, NodeStatus::Ready).await;
     let name = format!("mvcold-{pid}");
-    let created = json(set.run(&[
-        "instance",
-        "create",
-        "--name",
-        &name,
-        "--type",
-        "microvm",
-        "--zone",
-        &set.zone,
-        "--backend",
-        "vmm",
-        "--kernel",
-        "zxguest",
-        "--cmdline",
-        "console=ttyS0 zx.blk=loop",
-        "--memory",
-        "64",
-        "--disk",
-        "data",
-    ]));
+    let created = set.create_vmm(&name, "console=ttyS0 zx.blk=loop", &["--disk", "data"]);
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["node"], a.as_str(), "{created}");
     assert_eq!(created["runtime"], "vmm", "{created}");
@@ -492,13 +490,10 @@ async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
 /// refused `--live`, saying to use `--cold`, and stays where it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmm_microvm_migrates_live_and_its_count_goes_on() {
-    if !vmm_runs_here() {
-        return;
-    }
-    let guest = zixiao_vmm::test_guest::kernel_path().expect("the test guest");
-    let Some(set) = Cluster::start() else {
+    let Some(set) = vmm_cluster() else {
         return;
     };
+    let guest = zixiao_vmm::test_guest::kernel_path().expect("the test guest");
     let pid = std::process::id();
     let (a, b) = (format!("ml-a-{pid}"), format!("ml-b-{pid}"));
     set.import_guest(&[&a, &b], &guest);
@@ -507,24 +502,7 @@ async fn a_vmm_microvm_migrates_live_and_its_count_goes_on() {
     let _a = set.agent(&a);
     wait_for_status(&client, &a, NodeStatus::Ready).await;
     let name = format!("mvlive-{pid}");
-    let created = json(set.run(&[
-        "instance",
-        "create",
-        "--name",
-        &name,
-        "--type",
-        "microvm",
-        "--zone",
-        &set.zone,
-        "--backend",
-        "vmm",
-        "--kernel",
-        "zxguest",
-        "--cmdline",
-        "console=ttyS0 zx.mode=dirty zx.pages=4",
-        "--memory",
-        "64",
-    ]));
+    let created = set.create_vmm(&name, "console=ttyS0 zx.mode=dirty zx.pages=4", &[]);
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["node"], a.as_str(), "{created}");
     assert_eq!(created["runtime"], "vmm", "{created}");

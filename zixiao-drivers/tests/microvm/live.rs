@@ -94,6 +94,28 @@ async fn holds_nothing(driver: &MicrovmDriver, vm: &Instance) {
     .await;
 }
 
+/// After a migration of `vm` that `failed` with its stream cut: the
+/// source still runs it and it counts on; the target's abort removes
+/// everything it prepared.
+async fn stays_on_the_source(
+    fx: &VmmFixture,
+    node_b: &TargetNode,
+    vm: &Instance,
+    failed: Result<zixiao_core::driver::MigrationReport, zixiao_core::DriverError>,
+) {
+    let err = failed.expect_err("a failed migration");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(chain(&err).contains("migration stream"), "{}", chain(&err));
+    assert_eq!(
+        fx.driver.inspect(vm).await.expect("inspect"),
+        RuntimeState::Running
+    );
+    let now = last_count(&console(&fx.driver, vm).await).expect("a count");
+    wait_until_count_above(&fx.driver, vm, now + 2).await;
+    node_b.driver.abort_incoming(vm).await.expect("abort");
+    holds_nothing(&node_b.driver, vm).await;
+}
+
 #[tokio::test]
 async fn a_vmm_microvm_moves_live_and_its_counter_goes_on() {
     let Some(fx) = fixture() else {
@@ -204,22 +226,9 @@ async fn a_refused_token_or_a_killed_target_leaves_the_source_running() {
         node_b.dir.path(),
     )
     .expect("a target");
-    let err = fx
-        .driver
-        .migrate_live(&vm, &forged)
-        .await
-        .expect_err("a wrong token");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(chain(&err).contains("migration stream"), "{}", chain(&err));
-    assert_eq!(
-        fx.driver.inspect(&vm).await.expect("inspect"),
-        RuntimeState::Running
-    );
-    let now = last_count(&console(&fx.driver, &vm).await).expect("a count");
-    wait_until_count_above(&fx.driver, &vm, now + 2).await;
     let incoming_pid = vmm_pid(&node_b.driver, &vm);
-    node_b.driver.abort_incoming(&vm).await.expect("abort");
-    holds_nothing(&node_b.driver, &vm).await;
+    let failed = fx.driver.migrate_live(&vm, &forged).await;
+    stays_on_the_source(&fx, &node_b, &vm, failed).await;
     assert!(!alive(incoming_pid), "the incoming VMM still runs");
 
     // A guest that dirties fast (the migration takes rounds), its target's
@@ -251,20 +260,8 @@ async fn a_refused_token_or_a_killed_target_leaves_the_source_running() {
         .args(["-9", &incoming_pid.to_string()])
         .status()
         .expect("kill");
-    let err = migrating
-        .await
-        .expect("the migration's task")
-        .expect_err("a killed target");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    assert!(chain(&err).contains("migration stream"), "{}", chain(&err));
-    assert_eq!(
-        fx.driver.inspect(&fast).await.expect("inspect"),
-        RuntimeState::Running
-    );
-    let now = last_count(&console(&fx.driver, &fast).await).expect("a count");
-    wait_until_count_above(&fx.driver, &fast, now + 2).await;
-    node_b.driver.abort_incoming(&fast).await.expect("abort");
-    holds_nothing(&node_b.driver, &fast).await;
+    let failed = migrating.await.expect("the migration's task");
+    stays_on_the_source(&fx, &node_b, &fast, failed).await;
 
     for vm in [&vm, &fast] {
         fx.driver.delete(vm).await.expect("delete");
