@@ -32,7 +32,12 @@
 //!
 //! The record the target writes names the `vmm` backend, so after the
 //! switch the target's driver finds the instance's VMM in its own run
-//! directory (`<state_dir>/microvm/<id>/vmm/`), as after a create.
+//! directory (`<state_dir>/microvm/<id>/vmm/`), as after a create. The
+//! incoming VMM binds its API only once it runs (after the source's
+//! commit, so just after the source's call returned): until then the run
+//! directory carries a marker, and asking about the instance waits a
+//! moment for it to answer ([`settle_arrival`]) instead of finding a VMM
+//! that does not.
 //!
 //! Refused with `Unsupported`, before anything is made:
 //! - a microVM on the `qemu` backend (QEMU's migration is not driven by
@@ -226,6 +231,8 @@ impl LiveMigrate for MicrovmDriver {
             .local_addr()
             .map_err(|e| crate::errors::io("read the migration listener's port", e))?
             .port();
+        let token = new_token();
+        let answer = target(port, &token)?;
         std::fs::create_dir_all(&dir.path)
             .map_err(|e| crate::errors::io(format!("create {}", dir.path.display()), e))?;
         let record = Record {
@@ -259,12 +266,7 @@ impl LiveMigrate for MicrovmDriver {
                 .await;
             return Err(e);
         }
-        let token = new_token();
-        let socket = VmmClient::connect(&dir.vmm_run_dir())
-            .await
-            .map(|client| client.migration_socket())
-            .map_err(|e| vmm_failed("find the incoming zixiao-vmm", e))?;
-        let answer = target(port, &token)?;
+        let socket = dir.vmm_run_dir().join(zixiao_vmm::files::MIGRATE_SOCK);
         let (listeners, id) = (self.incoming.clone(), instance.id.clone());
         let bridge = tokio::spawn(async move {
             bridge_one(listener, token, socket, &id).await;
