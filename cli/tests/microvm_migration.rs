@@ -2,7 +2,9 @@
 //! agents, as processes a user starts: the microVM's writable disks move
 //! to the other node byte for byte, its kernel, initrd and read-only disks
 //! come from that node's image store, and a migration the target cannot
-//! take leaves it running where it was.
+//! take leaves it running where it was. And `instance migrate --live` and
+//! `node drain` of a VMM microVM whose guest counts: the count goes on on
+//! the other node (the agents take migrations on loopback).
 #![cfg(feature = "microvm")]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -79,14 +81,14 @@ impl Cluster {
         }
     }
 
-    /// Starts node `node`'s agent.
+    /// Starts node `node`'s agent, taking live migrations on loopback.
     fn agent(&self, node: &str) -> Running {
         lab_agent(
             &self.dir.path().join(node),
             &self.server.addr,
             (node, &self.zone),
             &[],
-            &[],
+            &["--libvirt-migration-address", "127.0.0.1"],
         )
     }
 
@@ -99,14 +101,6 @@ impl Cluster {
     /// (`--disk` values).
     fn create(&self, name: &str, disks: &[&str]) -> serde_json::Value {
         let mut args = vec![
-            "instance",
-            "create",
-            "--name",
-            name,
-            "--type",
-            "microvm",
-            "--zone",
-            &self.zone,
             "--backend",
             "qemu",
             "--kernel",
@@ -123,6 +117,16 @@ impl Cluster {
         for disk in disks {
             args.extend(["--disk", disk]);
         }
+        self.create_microvm(name, &args)
+    }
+
+    /// Creates microVM `name` in the agents' zone, booting as `boot` (the
+    /// other `instance create` arguments) says.
+    fn create_microvm(&self, name: &str, boot: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "instance", "create", "--name", name, "--type", "microvm", "--zone", &self.zone,
+        ];
+        args.extend_from_slice(boot);
         json(self.run(&args))
     }
 
@@ -147,21 +151,110 @@ impl Cluster {
     /// Waits until instance `name`'s console, read through the server
     /// from the node it runs on, shows `line`.
     async fn logs_show(&self, name: &str, line: &str) {
-        let client = self.dir.path().join("client");
         wait_until(
             &format!("instance {name}'s console to show {line}"),
             Duration::from_secs(120),
             || {
-                let out = command(&client)
-                    .args(["--endpoint", &self.server.addr, "instance", "logs", name])
-                    .output()
-                    .expect("run zixiao");
-                let shown = String::from_utf8_lossy(&out.stdout).contains(line);
+                let shown = self.logs(name).contains(line);
                 async move { shown.then_some(()) }
             },
         )
         .await
     }
+
+    /// Instance `name`'s console as `instance logs` shows it, read
+    /// through the server from the node it runs on.
+    fn logs(&self, name: &str) -> String {
+        let out = command(&self.dir.path().join("client"))
+            .args(["--endpoint", &self.server.addr, "instance", "logs", name])
+            .output()
+            .expect("run zixiao");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until instance `name`'s console shows a count past `above`;
+    /// returns every count it shows.
+    async fn counts_past(&self, name: &str, above: u64) -> Vec<u64> {
+        wait_until(
+            &format!("instance {name} to count past {above}"),
+            Duration::from_secs(120),
+            || {
+                let counts = counts(&self.logs(name));
+                let past = counts.last().is_some_and(|n| *n > above);
+                async move { past.then_some(counts) }
+            },
+        )
+        .await
+    }
+
+    /// Creates VMM microVM `name` of 64 MiB booting kernel `zxguest` with
+    /// `cmdline`, and `extra` arguments.
+    fn create_vmm(&self, name: &str, cmdline: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "--backend",
+            "vmm",
+            "--kernel",
+            "zxguest",
+            "--cmdline",
+            cmdline,
+            "--memory",
+            "64",
+        ];
+        args.extend_from_slice(extra);
+        self.create_microvm(name, &args)
+    }
+
+    /// Imports `guest` into each of `nodes`' stores as kernel `zxguest`.
+    fn import_guest(&self, nodes: &[&str], guest: &Path) {
+        for node in nodes {
+            ok(command(&self.dir.path().join(node))
+                .arg("image")
+                .arg("import")
+                .arg(guest)
+                .args(["--kind", "kernel", "--name", "zxguest"])
+                .output()
+                .expect("run zixiao"));
+        }
+    }
+}
+
+/// Every complete `ZX: count=N` value of a console, in order.
+fn counts(console: &str) -> Vec<u64> {
+    console
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .filter_map(|l| l.trim().strip_prefix("ZX: count="))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect()
+}
+
+/// The set-up of a VMM microVM's test: [`Cluster::start`] where KVM runs
+/// and `zixiao-vmm` is next to the `zixiao` binary (where the agents find
+/// it). `None` (after saying why) skips the test, or fails it under
+/// `ZIXIAO_REQUIRE_RUNTIMES`.
+fn vmm_cluster() -> Option<Cluster> {
+    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
+        assert!(!runtimes_required(), "{reason}");
+        eprintln!("skipped: {reason}");
+        return None;
+    }
+    let vmm = Path::new(env!("CARGO_BIN_EXE_zixiao")).with_file_name("zixiao-vmm");
+    if !vmm.is_file() {
+        assert!(!runtimes_required(), "{} is not built", vmm.display());
+        eprintln!("skipped: {} is not built", vmm.display());
+        return None;
+    }
+    Cluster::start()
+}
+
+/// Whether process `pid` runs (and is not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// Writes `marker` at `offset` of the file at `path`.
@@ -339,59 +432,22 @@ async fn a_qemu_microvm_migrates_cold_with_its_writable_disks() {
 /// of it, and B's copy holds the guest's pattern and the test's marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
-    if let Some(reason) = zixiao_vmm::kvm_skip_reason() {
-        assert!(!runtimes_required(), "{reason}");
-        eprintln!("skipped: {reason}");
-        return;
-    }
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
-    // The agents find zixiao-vmm next to the zixiao binary.
-    let vmm = Path::new(env!("CARGO_BIN_EXE_zixiao")).with_file_name("zixiao-vmm");
-    if !vmm.is_file() {
-        assert!(!runtimes_required(), "{} is not built", vmm.display());
-        eprintln!("skipped: {} is not built", vmm.display());
-        return;
-    }
-    let Some(set) = Cluster::start() else {
+    let Some(set) = vmm_cluster() else {
         return;
     };
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path().expect("the virtio test guest");
     let pid = std::process::id();
     let (a, b) = (format!("mv-a-{pid}"), format!("mv-b-{pid}"));
     let data = set.image("data", 64 << 10);
     for node in [&a, &b] {
         set.import(node, &[(data.as_path(), "data")]);
-        ok(command(&set.dir.path().join(node))
-            .arg("image")
-            .arg("import")
-            .arg(&guest)
-            .args(["--kind", "kernel", "--name", "zxguest"])
-            .output()
-            .expect("run zixiao"));
     }
+    set.import_guest(&[&a, &b], &guest);
     let client = zixiao_api::connect(&set.server.addr).expect("client");
     let _a = set.agent(&a);
     wait_for_status(&client, &a, NodeStatus::Ready).await;
     let name = format!("mvcold-{pid}");
-    let created = json(set.run(&[
-        "instance",
-        "create",
-        "--name",
-        &name,
-        "--type",
-        "microvm",
-        "--zone",
-        &set.zone,
-        "--backend",
-        "vmm",
-        "--kernel",
-        "zxguest",
-        "--cmdline",
-        "console=ttyS0 zx.blk=loop",
-        "--memory",
-        "64",
-        "--disk",
-        "data",
-    ]));
+    let created = set.create_vmm(&name, "console=ttyS0 zx.blk=loop", &["--disk", "data"]);
     let id = created["id"].as_str().expect("id").to_owned();
     assert_eq!(created["node"], a.as_str(), "{created}");
     assert_eq!(created["runtime"], "vmm", "{created}");
@@ -421,4 +477,132 @@ async fn a_vmm_microvm_migrates_cold_with_what_its_guest_wrote() {
     // Its guest boots on B and writes to B's copy.
     set.logs_show(&name, "ZX: blk0 write ok").await;
     ok(set.run(&["instance", "delete", &name]));
+}
+
+/// A VMM microVM whose guest counts (zixiao-vmm's test guest in `dirty`
+/// mode, writing pages as it counts) migrates live from node A to node B
+/// with `instance migrate --live --to B`: it keeps its id, name and
+/// runtime, its node is B, A's VMM process is gone and A holds no file of
+/// it, and its console, read with `instance logs`, goes on counting on B
+/// from past where it was (no boot, no count from 0). The operation went
+/// through the live steps and keeps the VMM's figures. Then `node drain
+/// B` picks live for it: back on A, still counting on. A QEMU microVM is
+/// refused `--live`, saying to use `--cold`, and stays where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_microvm_migrates_live_and_its_count_goes_on() {
+    let Some(set) = vmm_cluster() else {
+        return;
+    };
+    let guest = zixiao_vmm::test_guest::kernel_path().expect("the test guest");
+    let pid = std::process::id();
+    let (a, b) = (format!("ml-a-{pid}"), format!("ml-b-{pid}"));
+    set.import_guest(&[&a, &b], &guest);
+    set.import(&a, &[]);
+    let client = zixiao_api::connect(&set.server.addr).expect("client");
+    let _a = set.agent(&a);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let name = format!("mvlive-{pid}");
+    let created = set.create_vmm(&name, "console=ttyS0 zx.mode=dirty zx.pages=4", &[]);
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    assert_eq!(created["runtime"], "vmm", "{created}");
+    set.status_is(&name, "running").await;
+    // And a QEMU microVM, on A too.
+    let plain = format!("mlqemu-{pid}");
+    let created = set.create(&plain, &[]);
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    let before = *set.counts_past(&name, 5).await.last().expect("a count");
+    let on_a = set.microvm_dir(&a, &id);
+    let vmm_on_a: u32 = std::fs::read_to_string(on_a.join("vmm/vmm.pid"))
+        .expect("A's vmm.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+
+    let _b = set.agent(&b);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    let moved = json(set.run(&["instance", "migrate", &name, "--live", "--to", &b]));
+    assert_eq!(moved["id"], id.as_str(), "{moved}");
+    assert_eq!(moved["name"], name.as_str(), "{moved}");
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    let shown = set.status_is(&name, "running").await;
+    assert_eq!(shown["node"], b.as_str(), "{shown}");
+    assert_eq!(shown["runtime"], "vmm", "{shown}");
+    assert!(shown["migrate_to"].is_null(), "{shown}");
+    assert!(!alive(vmm_on_a), "A's VMM {vmm_on_a} still runs");
+    assert!(!on_a.exists(), "A keeps {}", on_a.display());
+    assert!(
+        set.microvm_dir(&b, &id).join("vmm/vmm.pid").exists(),
+        "B runs it from its own run directory"
+    );
+
+    // Its console on B goes on from past where it was on A.
+    let after = set.counts_past(&name, before + 5).await;
+    assert!(
+        after[0] > before && !after.contains(&0),
+        "on A it had counted to {before}; on B it shows {after:?}"
+    );
+    assert!(
+        !set.logs(&name).contains("ZX: ready"),
+        "it booted again on B"
+    );
+    let op = moved["operation"].as_str().expect("its operation");
+    let operation = json(set.run(&["operation", "get", op]));
+    assert_eq!(operation["phase"], "succeeded", "{operation}");
+    assert_eq!(
+        operation["steps"],
+        serde_json::json!(["placing", "preparing", "migrating", "switching", "done"]),
+        "{operation}"
+    );
+    let unit = operation["progress"]["unit"].as_str().unwrap_or_default();
+    assert!(
+        unit.contains("copy rounds") && unit.contains("ms downtime"),
+        "{operation}"
+    );
+    assert!(
+        operation["progress"]["done"].as_u64().unwrap_or(0) >= 4096,
+        "{operation}"
+    );
+    let node_a = client.get_node(&a).await.expect("node a");
+    let node_b = client.get_node(&b).await.expect("node b");
+    assert_eq!(node_a.allocated.instances, 1, "the QEMU one: {node_a:?}");
+    assert_eq!(node_b.allocated.instances, 1, "{node_b:?}");
+
+    // A drain of B moves it live, back to A.
+    let reached = *after.last().expect("a count");
+    let report = json(set.run(&["node", "drain", &b]));
+    assert_eq!(
+        report["migrated"],
+        serde_json::json!([{"name": name, "mode": "live", "to": a}]),
+        "{report}"
+    );
+    assert_eq!(report["not_migrated"], serde_json::json!({}), "{report}");
+    let shown = set.status_is(&name, "running").await;
+    assert_eq!(shown["node"], a.as_str(), "{shown}");
+    let back = set.counts_past(&name, reached + 5).await;
+    assert!(
+        back[0] > reached,
+        "it had counted to {reached}; back on A: {back:?}"
+    );
+    ok(set.run(&["node", "uncordon", &b]));
+
+    // The QEMU microVM: refused live, saying to migrate it cold.
+    set.status_is(&plain, "running").await;
+    let refused = set.run(&["instance", "migrate", &plain, "--live", "--to", &b]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_refused(
+        refused,
+        "a live migration of a QEMU microVM",
+        1,
+        "unsupported",
+        "--cold",
+    );
+    assert!(said.contains("qemu backend"), "{said}");
+    let shown = set.status_is(&plain, "running").await;
+    assert_eq!(shown["node"], a.as_str(), "{shown}");
+    assert!(shown["migrate_to"].is_null(), "{shown}");
+
+    for instance in [&name, &plain] {
+        ok(set.run(&["instance", "delete", instance]));
+    }
 }

@@ -2828,6 +2828,7 @@ impl From<zixiao_core::driver::MigrationReport> for pb::MigrationReport {
             downtime: r.downtime.map(wire_duration),
             memory_bytes: r.memory_bytes,
             disk_bytes: r.disk_bytes,
+            rounds: r.rounds,
         }
     }
 }
@@ -2840,6 +2841,7 @@ impl From<pb::MigrationReport> for zixiao_core::driver::MigrationReport {
             downtime: r.downtime.map(|d| duration(Some(d))),
             memory_bytes: r.memory_bytes,
             disk_bytes: r.disk_bytes,
+            rounds: r.rounds,
         }
     }
 }

@@ -766,6 +766,7 @@ impl zixiao_core::driver::LiveMigrate for Migrating {
             downtime: Some(std::time::Duration::from_millis(40)),
             memory_bytes: Some(1 << 28),
             disk_bytes: None,
+            rounds: Some(3),
         })
     }
     async fn abort_incoming(
@@ -828,6 +829,7 @@ async fn live_migration_calls_cross_the_agent_service_and_a_bad_target_is_refuse
     assert_eq!(report.total, std::time::Duration::from_millis(1500));
     assert_eq!(report.downtime, Some(std::time::Duration::from_millis(40)));
     assert_eq!(report.memory_bytes, Some(1 << 28));
+    assert_eq!(report.rounds, Some(3));
     assert_eq!(report.disk_bytes, None);
     assert_eq!(
         *migrating.moved.lock().expect("lock"),

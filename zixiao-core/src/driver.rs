@@ -584,6 +584,41 @@ pub trait LiveMigrate: Send + Sync {
     async fn abort_incoming(&self, instance: &Instance) -> Result<(), DriverError>;
 }
 
+/// Why microVM `instance`, run by the microvm driver's monitor `runtime`
+/// (`vmm`, `qemu`: what [`Instance::runtime`] records), cannot migrate
+/// live although the driver has [`LiveMigrate`]; `None` when it can. The
+/// one statement of the rule, for the driver (which refuses such a
+/// migration with `Unsupported`) and for the controller (which refuses it
+/// before anything is reserved, and migrates cold instead in `auto` or a
+/// drain): only `vmm` microVMs move live, as QEMU's own migration is not
+/// driven by Zixiao; not with writable disks, which their guest writes
+/// while the memory is copied and which the VMM's stream does not carry;
+/// not a clone or a restored microVM, whose memory maps a snapshot only
+/// its node holds.
+pub fn microvm_live_refusal(instance: &Instance, runtime: &str) -> Option<String> {
+    let name = &instance.name;
+    if runtime == "qemu" {
+        return Some(format!(
+            "microVM `{name}` runs on the qemu backend, which does not migrate live: migrate \
+             it with --cold (its writable disks copied, started afresh on the target)"
+        ));
+    }
+    if instance.clone_of.is_some() || instance.spec.restore_from.is_some() {
+        return Some(format!(
+            "microVM `{name}` resumes from a memory snapshot that only its node holds: it \
+             cannot migrate live (pass --restart to start it afresh elsewhere)"
+        ));
+    }
+    if instance.spec.disks.iter().any(|d| !d.read_only) {
+        return Some(format!(
+            "microVM `{name}` has writable disks, which its guest writes while its memory is \
+             copied, and the vmm backend's live migration carries memory, not disk blocks: \
+             migrate it with --cold"
+        ));
+    }
+    None
+}
+
 /// Where a live migration goes: the target node's runtime as the source
 /// node's runtime reaches it, the address its migration stream is accepted
 /// on, and the target driver's state directory (where the instance's files
@@ -709,6 +744,10 @@ pub struct MigrationReport {
     pub memory_bytes: Option<u64>,
     /// The disk bytes copied, if the runtime reports it.
     pub disk_bytes: Option<u64>,
+    /// The memory copy rounds while the instance ran (the first copies
+    /// everything), if the runtime reports them.
+    #[serde(default)]
+    pub rounds: Option<u32>,
 }
 
 /// Capability: make a clone (an instance whose `clone_of` names its
@@ -1219,6 +1258,35 @@ pub trait Snapshots: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_vmm_microvms_without_writable_disks_or_snapshots_migrate_live() {
+        use crate::model::{CreateInstance, DiskSpec, InstanceSpec};
+        let spec = InstanceSpec::microvm("/k");
+        let vm = Instance::new("id-1", CreateInstance::new("m", spec), chrono::Utc::now());
+        assert_eq!(microvm_live_refusal(&vm, "vmm"), None);
+        let why = microvm_live_refusal(&vm, "qemu").expect("qemu");
+        assert!(
+            why.contains("qemu backend") && why.contains("--cold"),
+            "{why}"
+        );
+
+        let mut read_only = vm.clone();
+        read_only.spec.disks = vec!["tools:ro".parse::<DiskSpec>().expect("a disk")];
+        assert_eq!(microvm_live_refusal(&read_only, "vmm"), None);
+        let mut writable = vm.clone();
+        writable.spec.disks = vec![DiskSpec::new("data")];
+        let why = microvm_live_refusal(&writable, "vmm").expect("a writable disk");
+        assert!(
+            why.contains("writable disks") && why.contains("--cold"),
+            "{why}"
+        );
+
+        let mut restored = vm.clone();
+        restored.spec.restore_from = Some("/snapshots/s1".into());
+        let why = microvm_live_refusal(&restored, "vmm").expect("a restore");
+        assert!(why.contains("snapshot"), "{why}");
+    }
 
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 

@@ -91,6 +91,14 @@ pub struct DriverConfig {
 pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
 
 impl DriverConfig {
+    /// The address other nodes send live migrations to this node on, for
+    /// every driver that takes them: the one of
+    /// [`DriverConfig::libvirt_migration`] (the node's migration address,
+    /// by default its underlay address). `None`: this node takes none.
+    pub fn migration_address(&self) -> Option<std::net::IpAddr> {
+        self.libvirt_migration.as_ref().map(|(_, address)| *address)
+    }
+
     /// The defaults, with the drivers' files under `state_dir`.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         DriverConfig {
@@ -179,6 +187,7 @@ fn discover_microvm(config: &DriverConfig, found: &mut Discovered) -> Option<&'s
         default_backend,
         qemu_binary: config.qemu_binary.clone(),
         vmm_binary: config.vmm_binary.clone(),
+        migration_address: config.migration_address(),
         ..MicrovmOptions::new(&config.state_dir)
     };
     match MicrovmDriver::new(options) {

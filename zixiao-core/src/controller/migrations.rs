@@ -26,10 +26,16 @@
 //! on it and neither node's agent removes it as a stray); `preparing` has
 //! the target's driver make its files and answer where to send it;
 //! `migrating` has the source's driver move it (libvirt's peer-to-peer
-//! migration); `switching` moves the record to the target in one
-//! transaction (its node, the source's allocation released, the target's
-//! kept) with nothing stopped or created again: the domain already runs
-//! there. **Never two running copies**: the runtime pauses the source for
+//! migration of a VM; zixiao-vmm's pre-copy stream of a `vmm` microVM,
+//! carried over TCP between the two nodes' drivers); `switching` moves
+//! the record to the target in one transaction (its node, the source's
+//! allocation released, the target's kept) with nothing stopped or
+//! created again: the domain already runs there. `done` keeps the
+//! runtime's figures as the operation's progress (the memory bytes sent,
+//! with the copy rounds and the downtime in its unit). A microVM that its
+//! driver cannot move live ([`crate::driver::microvm_live_refusal`]: on
+//! QEMU, with writable disks, from a snapshot) is refused `--live` before
+//! anything is reserved, and `auto` migrates it cold. **Never two running copies**: the runtime pauses the source for
 //! the last copy and resumes the target only once the source has handed
 //! over, and ends the source after; a failed migration resumes the
 //! source. On a failure before `switching` the target's
@@ -421,6 +427,18 @@ impl Controller {
             return Ok(None);
         }
         let instance_type = instance.spec.instance_type;
+        let refused = match (capability, instance_type, instance.runtime.as_deref()) {
+            (Capability::LiveMigrate, InstanceType::Microvm, Some(runtime)) => {
+                crate::driver::microvm_live_refusal(instance, runtime)
+            }
+            _ => None,
+        };
+        if let Some(why) = refused {
+            if mode == MigrationMode::Auto {
+                return Ok(None);
+            }
+            return Err(Error::Unsupported(why));
+        }
         let mut drivers = Vec::with_capacity(2);
         for node in [source, target] {
             let driver = self.agent(node).and_then(|a| Ok(a.driver(instance_type)?));
@@ -504,9 +522,11 @@ impl Controller {
                     target = %moving.target,
                     total_ms = report.map(|r| r.total.as_millis() as u64),
                     downtime_ms = report.and_then(|r| r.downtime).map(|d| d.as_millis() as u64),
+                    rounds = report.and_then(|r| r.rounds),
                     "migrated live"
                 );
-                self.finish_move(op, &marked, moved, None).await
+                let figures = report.as_ref().and_then(live_figures);
+                self.finish_move(op, &marked, moved, figures).await
             }
             Err(failed) => {
                 // The target keeps nothing of it; the source never stopped.
@@ -714,6 +734,26 @@ impl Controller {
         }
         Err(self.too_many_conflicts("instance", id))
     }
+}
+
+/// What a live migration's operation keeps of the runtime's report, as
+/// its last progress: the memory bytes sent, with the copy rounds and the
+/// downtime the runtime measured in the unit's words. `None` when the
+/// runtime reported no memory bytes.
+fn live_figures(report: &crate::driver::MigrationReport) -> Option<OperationProgress> {
+    let sent = report.memory_bytes?;
+    let mut unit = "memory bytes sent live".to_owned();
+    if let Some(rounds) = report.rounds {
+        unit.push_str(&format!(", {rounds} copy rounds"));
+    }
+    if let Some(downtime) = report.downtime {
+        unit.push_str(&format!(", {} ms downtime", downtime.as_millis()));
+    }
+    Some(OperationProgress {
+        done: sent,
+        total: Some(sent),
+        unit,
+    })
 }
 
 /// The unit of a cold migration's progress when the instance has no
@@ -1246,5 +1286,43 @@ fn check_mode(instance: &Instance, mode: MigrationMode) -> Result<()> {
             instance.name
         ))),
         MigrationMode::Auto => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_migrations_figures_are_kept_as_its_last_progress() {
+        let report = crate::driver::MigrationReport {
+            total: Duration::from_millis(40),
+            downtime: Some(Duration::from_millis(7)),
+            memory_bytes: Some(1 << 20),
+            disk_bytes: None,
+            rounds: Some(3),
+        };
+        assert_eq!(
+            live_figures(&report),
+            Some(OperationProgress {
+                done: 1 << 20,
+                total: Some(1 << 20),
+                unit: "memory bytes sent live, 3 copy rounds, 7 ms downtime".to_owned(),
+            })
+        );
+        let bare = crate::driver::MigrationReport {
+            rounds: None,
+            downtime: None,
+            ..report
+        };
+        assert_eq!(
+            live_figures(&bare).map(|p| p.unit),
+            Some("memory bytes sent live".to_owned())
+        );
+        let nothing = crate::driver::MigrationReport {
+            memory_bytes: None,
+            ..report
+        };
+        assert_eq!(live_figures(&nothing), None);
     }
 }

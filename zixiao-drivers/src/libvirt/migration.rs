@@ -186,6 +186,9 @@ impl LibvirtDriver {
             downtime: stats.downtime.map(Duration::from_millis),
             memory_bytes: stats.mem_processed,
             disk_bytes: stats.disk_processed,
+            rounds: stats
+                .mem_iteration
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         })
     }
 
@@ -232,6 +235,7 @@ async fn completed_job(uri: &str, instance_id: &str) -> JobFigures {
             downtime: stats.downtime,
             mem_processed: stats.mem_processed,
             disk_processed: stats.disk_processed,
+            mem_iteration: stats.mem_iteration,
         },
         _ => JobFigures::default(),
     }
@@ -244,6 +248,8 @@ struct JobFigures {
     downtime: Option<u64>,
     mem_processed: Option<u64>,
     disk_processed: Option<u64>,
+    /// Memory copy passes.
+    mem_iteration: Option<u64>,
 }
 
 /// Refuses a clone (see the module doc), live or cold. Errors: `Unsupported`.

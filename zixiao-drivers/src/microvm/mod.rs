@@ -30,13 +30,16 @@
 //! restored or cloned microVM cannot take disks yet (`Unsupported`).
 //!
 //! Cold migration (`cold`): the writable disks' copies move to another
-//! node's microvm driver; the images come from that node's store.
+//! node's microvm driver; the images come from that node's store. Live
+//! migration (`live`), of `vmm` microVMs without writable disks: the
+//! VMM's pre-copy stream, carried over TCP between the nodes' drivers.
 
 mod clones;
 mod cold;
 mod disks;
 mod kernel;
 mod layout;
+mod live;
 mod plan;
 mod process;
 mod qemu;
@@ -90,6 +93,9 @@ pub struct MicrovmOptions {
     pub vmm_binary: Option<PathBuf>,
     /// How much of each microVM's console output is kept on disk.
     pub log_limit: crate::LogLimit,
+    /// The address other nodes' drivers send live migrations to this node
+    /// on (an ephemeral TCP port each); `None`: this node takes none.
+    pub migration_address: Option<std::net::IpAddr>,
 }
 
 impl MicrovmOptions {
@@ -101,6 +107,7 @@ impl MicrovmOptions {
             qemu_binary: None,
             vmm_binary: None,
             log_limit: crate::LogLimit::default(),
+            migration_address: None,
         }
     }
 
@@ -126,6 +133,7 @@ impl MicrovmOptions {
             qemu_binary: config.qemu_binary.clone(),
             vmm_binary: config.vmm_binary.clone(),
             log_limit: config.log_limit,
+            migration_address: config.migration_address(),
             ..MicrovmOptions::new(&config.state_dir)
         })
     }
@@ -152,6 +160,8 @@ pub struct MicrovmDriver {
     images: NodeImageStore,
     /// Trims the microVMs' console logs while the driver lives.
     _log_keeper: Option<Arc<LogKeeper>>,
+    /// The live migrations this node is prepared to receive.
+    incoming: live::IncomingListeners,
 }
 
 impl MicrovmDriver {
@@ -195,6 +205,7 @@ impl MicrovmDriver {
             host: process::host_capacity(),
             network: None,
             _log_keeper: log_keeper,
+            incoming: live::IncomingListeners::default(),
         })
     }
 
@@ -825,7 +836,10 @@ impl Driver for MicrovmDriver {
         }
         match record.backend {
             Backend::Qemu => self.qemu_backend()?.inspect(&dir).await,
-            Backend::Vmm => self.vmm_backend()?.inspect(&dir).await,
+            Backend::Vmm => {
+                live::settle_arrival(&dir).await;
+                self.vmm_backend()?.inspect(&dir).await
+            }
         }
     }
 
@@ -869,6 +883,11 @@ impl Driver for MicrovmDriver {
     }
 
     fn cold_migrate(&self) -> Option<&dyn zixiao_core::driver::ColdMigrate> {
+        Some(self)
+    }
+
+    /// For `vmm` microVMs; the others are refused with `Unsupported` (see `live`).
+    fn live_migrate(&self) -> Option<&dyn zixiao_core::driver::LiveMigrate> {
         Some(self)
     }
 }

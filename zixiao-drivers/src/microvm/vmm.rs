@@ -77,10 +77,12 @@ pub(crate) struct VmmBackend {
     pub(crate) binary: PathBuf,
 }
 
-/// What the VMM boots: a fresh kernel, or a snapshot.
+/// What the VMM boots: a fresh kernel, or a snapshot; or nothing yet,
+/// waiting for a live migration of the plan's microVM (see `live`).
 pub(crate) enum VmmBoot<'a> {
     Fresh(&'a BootPlan),
     Restore(&'a Path),
+    Incoming(&'a BootPlan),
 }
 
 impl VmmBackend {
@@ -95,8 +97,9 @@ impl VmmBackend {
         network: Option<&LinuxNetwork>,
     ) -> Result<(), DriverError> {
         let run_dir = dir.vmm_run_dir();
+        let incoming = matches!(boot, VmmBoot::Incoming(_));
         let boot = match boot {
-            VmmBoot::Fresh(plan) => Boot::Fresh(VmConfig {
+            VmmBoot::Fresh(plan) | VmmBoot::Incoming(plan) => Boot::Fresh(VmConfig {
                 kernel: plan.kernel.clone(),
                 initrd: plan.initrd.clone(),
                 cmdline: plan.cmdline.clone(),
@@ -122,6 +125,10 @@ impl VmmBackend {
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),
             },
+        };
+        let boot = match boot {
+            Boot::Fresh(config) if incoming => Boot::Incoming(config),
+            other => other,
         };
         // Never two monitors for one microVM: a VMM still running here was
         // launched by a call cut off before it recorded it.

@@ -21,6 +21,7 @@
 mod bad_input;
 mod clones;
 mod controller;
+mod live;
 mod network;
 mod qemu;
 mod recovery;

@@ -75,7 +75,7 @@ pub(super) fn last_count(log: &str) -> Option<u64> {
         .max()
 }
 
-fn vmm_pid(driver: &MicrovmDriver, vm: &Instance) -> u32 {
+pub(super) fn vmm_pid(driver: &MicrovmDriver, vm: &Instance) -> u32 {
     std::fs::read_to_string(driver.instance_dir(vm).join("vmm").join("vmm.pid"))
         .expect("vmm.pid")
         .trim()
@@ -294,7 +294,7 @@ async fn the_vmm_backend_runs_one_vmm_per_microvm_whatever_was_cut_off() {
     }
 }
 
-async fn wait_until_count_above(driver: &MicrovmDriver, vm: &Instance, above: u64) {
+pub(super) async fn wait_until_count_above(driver: &MicrovmDriver, vm: &Instance, above: u64) {
     zixiao_testing::wait::wait_until(
         &format!("{} to count past {above}", vm.name),
         super::BOOT_TIMEOUT,
