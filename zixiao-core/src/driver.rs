@@ -624,11 +624,31 @@ pub fn microvm_live_refusal(instance: &Instance, runtime: &str) -> Option<String
 /// on, and the target driver's state directory (where the instance's files
 /// go there). Built only by [`MigrationTarget::new`], which checks each part,
 /// so nothing unchecked reaches a runtime's URI, command or path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Its URI may carry a secret (a microVM target's one-time token is its
+/// path): `Debug` shows the URI's scheme and authority only.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct MigrationTarget {
     uri: String,
     address: std::net::IpAddr,
     state_dir: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for MigrationTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.uri.split_once("://").unwrap_or(("", &self.uri));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let elided = if authority.len() < rest.len() {
+            "/…"
+        } else {
+            ""
+        };
+        f.debug_struct("MigrationTarget")
+            .field("uri", &format_args!("{scheme}://{authority}{elided}"))
+            .field("address", &self.address)
+            .field("state_dir", &self.state_dir)
+            .finish()
+    }
 }
 
 /// The longest runtime URI a [`MigrationTarget`] takes.
@@ -1258,6 +1278,21 @@ pub trait Snapshots: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_migration_targets_debug_form_hides_what_follows_the_authority() {
+        let token = "ab".repeat(32);
+        let target = MigrationTarget::new(
+            &format!("zxvmm://10.0.0.2:4711/{token}"),
+            "10.0.0.2".parse().expect("an address"),
+            std::path::Path::new("/var/lib/zixiao"),
+        )
+        .expect("a target");
+        let shown = format!("{target:?}");
+        assert!(!shown.contains(&token), "{shown}");
+        assert!(shown.contains("zxvmm://10.0.0.2:4711/…"), "{shown}");
+        assert_eq!(target.uri(), format!("zxvmm://10.0.0.2:4711/{token}"));
+    }
 
     #[test]
     fn only_vmm_microvms_without_writable_disks_or_snapshots_migrate_live() {
