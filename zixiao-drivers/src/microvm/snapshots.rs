@@ -80,6 +80,10 @@ pub struct SnapshotManifest {
     pub memory_mib: u64,
     /// When it was taken.
     pub created_at: DateTime<Utc>,
+    /// Its vsock device's guest CID, if it has one (none in manifests
+    /// written before microVMs could have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock_cid: Option<u32>,
 }
 
 impl SnapshotManifest {
@@ -210,6 +214,23 @@ pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), Driv
             format!(
                 "the snapshot's guest has {} MiB, the spec asks for {}",
                 manifest.memory_mib, spec.memory_mib
+            ),
+        ));
+    }
+    // The restored VMM gets the snapshot's device, whatever the spec says:
+    // the spec must say the same, so `instance get` tells the truth.
+    let asked = spec.vsock.map(|v| v.cid.get());
+    if manifest.vsock_cid != asked {
+        let has = |cid: Option<u32>| match cid {
+            Some(cid) => format!("a vsock device with CID {cid}"),
+            None => "no vsock device".to_owned(),
+        };
+        return Err(invalid(
+            "spec.vsock",
+            format!(
+                "the snapshot's guest has {}, the spec asks for {}",
+                has(manifest.vsock_cid),
+                has(asked)
             ),
         ));
     }
@@ -405,6 +426,7 @@ impl Snapshots for MicrovmDriver {
                 cpus: crate::errors::vcpus(spec)?,
                 memory_mib: spec.memory_mib,
                 created_at: Utc::now(),
+                vsock_cid: spec.vsock.map(|v| v.cid.get()),
             };
             let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
                 io(
