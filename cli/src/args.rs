@@ -1176,8 +1176,9 @@ pub(crate) struct CreateArgs {
     /// CID (3 or more; 3 when none is given). Its host side is a Unix
     /// socket on the instance's node, which `instance get` names: connect
     /// and write `CONNECT PORT\n` to reach the guest's vsock port PORT;
-    /// the guest's connections to host port P go to the socket `<path>_P`.
-    /// The spec file's `vsock: {cid: CID}`.
+    /// the guest's connections to host port P go to the socket `<path>_P`
+    /// (one the jailed VMM's user may connect to). The qemu backend
+    /// refuses it. The spec file's `vsock: {cid: CID}`.
     #[arg(long, value_name = "CID", num_args = 0..=1, default_missing_value = "3")]
     pub(crate) vsock: Option<String>,
     /// Network to join (repeatable, in interface order).
