@@ -443,6 +443,17 @@ mod tests {
         let err = plan(&instance(with_init), host, Backend::Vmm).expect_err("vmm");
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         assert!(err.to_string().contains("--backend qemu"), "{err}");
+
+        // A vsock device: the vmm backend's, refused on QEMU naming it.
+        let mut with_vsock = InstanceSpec::microvm(&kernel);
+        with_vsock.vsock = Some(zixiao_core::model::VsockSpec {
+            cid: 42.try_into().expect("a CID"),
+        });
+        let planned = plan(&instance(with_vsock.clone()), host, Backend::Vmm).expect("vmm");
+        assert_eq!(planned.vsock.map(zixiao_vmm::GuestCid::get), Some(42));
+        let err = plan(&instance(with_vsock), host, qemu).expect_err("qemu");
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.to_string().contains("spec.vsock"), "{err}");
     }
 
     #[test]
