@@ -53,6 +53,16 @@ fn wait_for_log(state: &Path, name: &str, text: &str) -> String {
     }
 }
 
+/// The path of zixiao-vmm's virtio test guest (`guest/blk.c`), when the
+/// vmm backend can run it here; `None` (skip, saying why) as
+/// [`vmm_guest`] otherwise.
+fn vmm_virtio_guest() -> Option<String> {
+    vmm_guest()?;
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
+        .expect("the virtio test guest is built with the other");
+    Some(guest.display().to_string())
+}
+
 /// A state dir short enough for the monitors' socket paths.
 fn state_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -781,13 +791,9 @@ fn store_images_boot_a_qemu_microvm_and_stay_while_used() {
 
 #[test]
 fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
-    let Some(_) = vmm_guest() else {
+    let Some(guest) = vmm_virtio_guest() else {
         return;
     };
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
-        .expect("the virtio test guest is built with the other")
-        .display()
-        .to_string();
     let state = state_dir();
     let s = state.path();
     let data: Vec<u8> = (0..32 * 512).map(|i| (i % 251) as u8).collect();
@@ -895,13 +901,9 @@ fn disks_did_their_io(s: &Path, name: &str) -> (String, String) {
 
 #[test]
 fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both() {
-    let Some(_) = vmm_guest() else {
+    let Some(guest) = vmm_virtio_guest() else {
         return;
     };
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
-        .expect("the virtio test guest is built with the other")
-        .display()
-        .to_string();
     zixiao_testing::netns::in_fresh_netns(move |_| {
         let state = state_dir();
         let s = state.path();
@@ -1052,13 +1054,9 @@ fn vsock_of(s: &Path, name: &str) -> (String, u64) {
 
 #[test]
 fn a_vmm_microvm_created_with_vsock_talks_both_ways_through_the_socket_instance_get_names() {
-    let Some(_) = vmm_guest() else {
+    let Some(guest) = vmm_virtio_guest() else {
         return;
     };
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
-        .expect("the virtio test guest is built with the other")
-        .display()
-        .to_string();
     let state = state_dir();
     let s = state.path();
     let microvm = |name: &'static str, backend: &'static str, vsock: &'static str| {
@@ -1188,7 +1186,34 @@ fn a_vmm_microvm_created_with_vsock_talks_both_ways_through_the_socket_instance_
         "the source, still",
     );
 
-    for name in ["v2", "v1"] {
+    // A snapshot taken `--to` a directory restores with its vsock device
+    // (its CID in the snapshot), on a socket of its own.
+    let snap = s.join("s1").display().to_string();
+    ok(zixiao(
+        s,
+        &["instance", "snapshot", "create", "v1", "s1", "--to", &snap],
+    ));
+    let restored = json(zixiao(
+        s,
+        &[
+            "-o", "json", "instance", "restore", "--from", &snap, "--name", "v3",
+        ],
+    ));
+    assert_eq!(
+        restored["spec"]["vsock"],
+        serde_json::json!({"cid": 7}),
+        "{restored}"
+    );
+    let (restored_socket, _) = vsock_of(s, "v3");
+    assert!(restored_socket != socket && restored_socket != clone_socket);
+    wait_for_log(s, "v3", "ZX: vsock transport reset");
+    echoes(
+        connect_to_guest(&restored_socket, 1234),
+        8 * 1024,
+        "the restored one",
+    );
+
+    for name in ["v3", "v2", "v1"] {
         ok(zixiao(s, &["instance", "delete", name]));
     }
     assert!(

@@ -47,6 +47,9 @@ struct VmmSnapshotState {
 struct VmmSnapshotConfig {
     vcpus: u8,
     memory_mib: u64,
+    /// Absent in states written before the VMM had a vsock device.
+    #[serde(default)]
+    vsock: Option<zixiao_vmm::VsockConfig>,
 }
 
 /// Reads a regular file of at most `max` bytes without blocking on a FIFO
@@ -169,11 +172,19 @@ impl SnapshotManifest {
                 manifest.cpus, manifest.memory_mib, state.config.vcpus, state.config.memory_mib
             )));
         }
+        let vsock_cid = state.config.vsock.as_ref().map(|v| v.guest_cid.get());
+        if manifest.vsock_cid != vsock_cid {
+            return Err(damaged(format!(
+                "it says vsock CID {:?}, the VMM's state {vsock_cid:?}",
+                manifest.vsock_cid
+            )));
+        }
         Ok(manifest)
     }
 
     /// The spec of a new instance resuming from the snapshot in `dir`: the
-    /// guest's kernel, size and command line, on the vmm backend.
+    /// guest's kernel, size, command line and vsock device, on the vmm
+    /// backend.
     pub fn restore_spec(&self, dir: &Path) -> InstanceSpec {
         let mut spec = InstanceSpec::empty(InstanceType::Microvm, self.cpus, self.memory_mib);
         spec.kernel = self.kernel.clone();
@@ -181,6 +192,11 @@ impl SnapshotManifest {
         spec.cmdline = self.cmdline.clone();
         spec.backend = zixiao_core::MicrovmBackend::Vmm;
         spec.restore_from = Some(dir.to_owned());
+        spec.vsock = self.vsock_cid.and_then(|cid| {
+            Some(zixiao_core::model::VsockSpec {
+                cid: cid.try_into().ok()?,
+            })
+        });
         spec
     }
 
