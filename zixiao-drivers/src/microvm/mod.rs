@@ -435,7 +435,7 @@ impl MicrovmDriver {
         self.network_for(instance, backend)?;
         crate::net::check_ports(self.network.as_ref(), instance, DRIVER).await?;
         let plan = self.create_plan(instance, backend)?;
-        dir.check_socket_paths()?;
+        dir.check_socket_paths(instance.spec.vsock.is_some())?;
         std::fs::create_dir_all(&dir.path)
             .map_err(|e| crate::errors::io(format!("create {}", dir.path.display()), e))?;
         let record = Record {
