@@ -100,6 +100,26 @@ export interface InstanceSpec {
    * tag gives its new digest) or `never` (a missing image rejects the
    * create with `failed_precondition`). */
   pull?: PullPolicy
+  /** microVMs on the `vmm` backend: a virtio-vsock device, `{ cid: 42 }`
+   * (`{}`: CID 3); `getInstance` names its socket. */
+  vsock?: VsockSpec
+}
+
+/** A microVM's virtio-vsock device. */
+export interface VsockSpec {
+  /** The guest's CID: 3 (the default) or more, below 4294967295. */
+  cid?: number
+}
+
+/** Where the host side of a microVM's vsock device is. */
+export interface VsockEndpoint {
+  /** A Unix socket path on the instance's node (in a cluster, not on the
+   * caller's machine): connect, write `CONNECT <port>\n` and read
+   * `OK <host port>\n` to reach the guest's vsock port; the guest's
+   * connections to host port P go to the socket `<socket>_P`. */
+  socket: string
+  /** The guest's CID. */
+  cid: number
 }
 
 /** A microVM's disk. */
@@ -234,6 +254,9 @@ export interface Instance {
   /** The last operation started on it (`op-...`), in the answers of the
    *  calls that start one and of `getInstance`. */
   operation?: string
+  /** Where the host side of its vsock device (`spec.vsock`) is, once its
+   *  node created it; absent without one. */
+  vsock?: VsockEndpoint
   revision: number
 }
 

@@ -1063,6 +1063,7 @@ pub(crate) struct ListArgs {
     zixiao instance create --name vm1 --type microvm --kernel ./vmlinux --memory 256\n  \
     zixiao instance create --name vm2 --type microvm --kernel k1 --initrd i1   (images of the node's store)\n  \
     zixiao instance create --name vm6 --type microvm --backend vmm --kernel k1 --network lan --disk data --disk tools:ro\n  \
+    zixiao instance create --name vm7 --type microvm --backend vmm --kernel k1 --vsock 42   (`instance get` names its socket)\n  \
     zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
     zixiao instance create --name vm5 --type vm --image debian --user-data init.yaml --ssh-key ~/.ssh/id_ed25519.pub\n  \
     zixiao instance create --name vm4 --type vm --image disk1 --cpus 1 --max-cpus 4 --memory 512 --max-memory 2048\n  \
@@ -1076,7 +1077,7 @@ pub(crate) struct CreateArgs {
         "kernel", "initrd",
         "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "template", "snapshot_every",
-        "snapshot_keep", "user_data", "meta_data", "network_config", "ssh_keys", "pull",
+        "snapshot_keep", "user_data", "meta_data", "network_config", "ssh_keys", "pull", "vsock",
     ])]
     pub(crate) file: Option<PathBuf>,
     /// Create it from a template: its latest version, or version V
@@ -1087,7 +1088,7 @@ pub(crate) struct CreateArgs {
         "max_cpus", "max_memory",
         "initrd", "cmdline", "labels", "env", "region", "zone", "selector", "traits", "aggregates", "restart",
         "command", "backend", "networks", "publish", "project", "snapshot_every", "snapshot_keep",
-        "user_data", "meta_data", "network_config", "ssh_keys", "pull",
+        "user_data", "meta_data", "network_config", "ssh_keys", "pull", "vsock",
     ])]
     pub(crate) template: Option<String>,
     /// With --template: change one field of the version's spec, FIELD=VALUE
@@ -1171,6 +1172,15 @@ pub(crate) struct CreateArgs {
     /// Which monitor runs a microVM: auto (the node decides), vmm or qemu.
     #[arg(long, value_name = "BACKEND", default_value = "auto")]
     pub(crate) backend: String,
+    /// microVMs on the vmm backend: a virtio-vsock device whose guest has
+    /// CID (3 or more; 3 when none is given). Its host side is a Unix
+    /// socket on the instance's node, which `instance get` names: connect
+    /// and write `CONNECT PORT\n` to reach the guest's vsock port PORT;
+    /// the guest's connections to host port P go to the socket `<path>_P`
+    /// (one the jailed VMM's user may connect to). The qemu backend
+    /// refuses it. The spec file's `vsock: {cid: CID}`.
+    #[arg(long, value_name = "CID", num_args = 0..=1, default_missing_value = "3")]
+    pub(crate) vsock: Option<String>,
     /// Network to join (repeatable, in interface order).
     #[arg(long = "network", value_name = "NETWORK")]
     pub(crate) networks: Vec<String>,

@@ -53,6 +53,16 @@ fn wait_for_log(state: &Path, name: &str, text: &str) -> String {
     }
 }
 
+/// The path of zixiao-vmm's virtio test guest (`guest/blk.c`), when the
+/// vmm backend can run it here; `None` (skip, saying why) as
+/// [`vmm_guest`] otherwise.
+fn vmm_virtio_guest() -> Option<String> {
+    vmm_guest()?;
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
+        .expect("the virtio test guest is built with the other");
+    Some(guest.display().to_string())
+}
+
 /// A state dir short enough for the monitors' socket paths.
 fn state_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -781,13 +791,9 @@ fn store_images_boot_a_qemu_microvm_and_stay_while_used() {
 
 #[test]
 fn a_vmm_microvm_gets_the_disks_named_with_disk_and_writes_only_its_copy() {
-    let Some(_) = vmm_guest() else {
+    let Some(guest) = vmm_virtio_guest() else {
         return;
     };
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
-        .expect("the virtio test guest is built with the other")
-        .display()
-        .to_string();
     let state = state_dir();
     let s = state.path();
     let data: Vec<u8> = (0..32 * 512).map(|i| (i % 251) as u8).collect();
@@ -895,13 +901,9 @@ fn disks_did_their_io(s: &Path, name: &str) -> (String, String) {
 
 #[test]
 fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both() {
-    let Some(_) = vmm_guest() else {
+    let Some(guest) = vmm_virtio_guest() else {
         return;
     };
-    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
-        .expect("the virtio test guest is built with the other")
-        .display()
-        .to_string();
     zixiao_testing::netns::in_fresh_netns(move |_| {
         let state = state_dir();
         let s = state.path();
@@ -998,4 +1000,225 @@ fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both(
         assert_no_microvm_files(s);
         ok(zixiao(s, &["network", "delete", "lan"]));
     });
+}
+
+/// A host connection through the vsock socket `socket` to the guest's
+/// port `port`: `CONNECT`, then the `OK <host port>` line.
+fn connect_to_guest(socket: &str, port: u32) -> std::os::unix::net::UnixStream {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    stream
+        .write_all(format!("CONNECT {port}\n").as_bytes())
+        .expect("CONNECT");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        assert_eq!(stream.read(&mut byte).expect("the answer"), 1, "closed");
+        line.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&line).into_owned();
+    assert!(line.starts_with("OK "), "not an OK line: {line:?}");
+    stream
+}
+
+/// Sends `len` patterned bytes on `stream` while reading them back (the
+/// test guest echoes every vsock connection) and checks they came back
+/// as sent.
+fn echoes(stream: std::os::unix::net::UnixStream, len: usize, what: &str) {
+    use std::io::{Read, Write};
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let sent = data.clone();
+    let sender = std::thread::spawn(move || writer.write_all(&sent));
+    let mut back = vec![0u8; len];
+    (&stream).read_exact(&mut back).expect("the echo, in full");
+    sender.join().expect("sender").expect("write");
+    assert!(back == data, "{what}: the echo differs from what was sent");
+}
+
+/// `instance get -o json NAME`'s vsock: its socket path and guest CID.
+fn vsock_of(s: &Path, name: &str) -> (String, u64) {
+    let got = json(zixiao(s, &["-o", "json", "instance", "get", name]));
+    let socket = got["vsock"]["socket"].as_str().expect("a vsock socket");
+    (
+        socket.to_owned(),
+        got["vsock"]["cid"].as_u64().expect("a CID"),
+    )
+}
+
+#[test]
+fn a_vmm_microvm_created_with_vsock_talks_both_ways_through_the_socket_instance_get_names() {
+    let Some(guest) = vmm_virtio_guest() else {
+        return;
+    };
+    let state = state_dir();
+    let s = state.path();
+    let microvm = |name: &'static str, backend: &'static str, vsock: &'static str| {
+        vec![
+            "-o",
+            "json",
+            "instance",
+            "create",
+            "--name",
+            name,
+            "--type",
+            "microvm",
+            "--backend",
+            backend,
+            "--kernel",
+            guest.as_str(),
+            "--memory",
+            "64",
+            "--vsock",
+            vsock,
+        ]
+    };
+
+    // Refused, naming the field, with nothing made: a reserved CID, a
+    // vsock on the qemu backend (no vhost-vsock), a vsock on a container.
+    for (cid, reason) in [
+        ("2", "reserved"),
+        ("4294967295", "VMADDR_CID_ANY"),
+        ("x", "not a number"),
+    ] {
+        let (code, kind, message) =
+            zixiao_testing::output::refused(zixiao(s, &microvm("bad", "vmm", cid)));
+        assert_eq!((code, kind.as_str()), (2, "invalid_argument"), "{message}");
+        assert!(
+            message.contains("spec.vsock.cid") && message.contains(reason),
+            "{message}"
+        );
+    }
+    if zixiao_vmm::kvm_skip_reason().is_none() && Path::new("/usr/bin/qemu-system-x86_64").exists()
+    {
+        let refused = zixiao(s, &microvm("bad", "qemu", "3"));
+        let (code, kind, message) = zixiao_testing::output::refused(refused);
+        assert_eq!((code, kind.as_str()), (1, "unsupported"), "{message}");
+        assert!(
+            message.contains("spec.vsock") && message.contains("vhost-vsock"),
+            "{message}"
+        );
+    }
+    let container = zixiao(
+        s,
+        &[
+            "-o",
+            "json",
+            "instance",
+            "create",
+            "--name",
+            "bad",
+            "--type",
+            "container",
+            "--image",
+            "busybox",
+            "--vsock",
+        ],
+    );
+    zixiao_testing::output::assert_refused(
+        container,
+        "a container with --vsock",
+        2,
+        "invalid_argument",
+        "spec.vsock",
+    );
+    let listed = json(zixiao(s, &["-o", "json", "instance", "list"]));
+    assert_eq!(listed, serde_json::json!([]), "nothing stored");
+    assert_no_microvm_files(s);
+
+    // The guest listens on vsock port 1234 and echoes; with
+    // `zx.vsock.connect=5000` it connects to host port 5000 at boot too.
+    let mut create = microvm("v1", "vmm", "7");
+    create.extend(["--cmdline", "console=ttyS0 zx.vsock.connect=5000"]);
+    let created = json(zixiao(s, &create));
+    assert_eq!(
+        created["spec"]["vsock"],
+        serde_json::json!({"cid": 7}),
+        "{created}"
+    );
+    let (socket, cid) = vsock_of(s, "v1");
+    assert_eq!(cid, 7);
+    assert_eq!(created["vsock"]["socket"], socket.as_str(), "{created}");
+    assert!(socket.starts_with(&s.display().to_string()), "{socket}");
+    let shown = ok(zixiao(s, &["instance", "get", "v1"]));
+    assert!(
+        shown.contains(&format!("cid 7, socket {socket}")),
+        "{shown}"
+    );
+    wait_for_log(s, "v1", "ZX: vsock cid=7");
+    // Nobody listened on host port 5000 yet.
+    wait_for_log(s, "v1", "ZX: vsock refused port=5000");
+
+    // Host to guest: bytes both ways on one connection.
+    echoes(connect_to_guest(&socket, 1234), 64 * 1024, "host-initiated");
+    wait_for_log(s, "v1", "bytes=65536");
+
+    // Kept across a stop and start (a fresh boot): now a process of the
+    // node listens on `<socket>_5000` (one the jailed VMM may connect
+    // to), and the guest's connection arrives there.
+    ok(zixiao(s, &["instance", "stop", "v1"]));
+    let port_socket = format!("{socket}_5000");
+    let listener = std::os::unix::net::UnixListener::bind(&port_socket).expect("bind");
+    let jail = zixiao_vmm::JailConfig::default();
+    std::os::unix::fs::chown(&port_socket, Some(jail.uid), Some(jail.gid)).expect("chown");
+    ok(zixiao(s, &["instance", "start", "v1"]));
+    assert_eq!(vsock_of(s, "v1"), (socket.clone(), 7));
+    wait_for_log(s, "v1", "ZX: vsock connected port=5000");
+    let (from_guest, _) = listener.accept().expect("the guest's connection");
+    echoes(from_guest, 16 * 1024, "guest-initiated");
+
+    // A clone resumes from a snapshot with its own socket, CID kept.
+    ok(zixiao(s, &["instance", "clone", "v1", "--name", "v2"]));
+    let (clone_socket, clone_cid) = vsock_of(s, "v2");
+    assert_eq!(clone_cid, 7);
+    assert_ne!(clone_socket, socket, "the clone's own socket");
+    wait_for_log(s, "v2", "ZX: vsock transport reset");
+    echoes(connect_to_guest(&clone_socket, 1234), 8 * 1024, "the clone");
+    echoes(
+        connect_to_guest(&socket, 1234),
+        8 * 1024,
+        "the source, still",
+    );
+
+    // A snapshot taken `--to` a directory restores with its vsock device
+    // (its CID in the snapshot), on a socket of its own.
+    let snap = s.join("s1").display().to_string();
+    ok(zixiao(
+        s,
+        &["instance", "snapshot", "create", "v1", "s1", "--to", &snap],
+    ));
+    let restored = json(zixiao(
+        s,
+        &[
+            "-o", "json", "instance", "restore", "--from", &snap, "--name", "v3",
+        ],
+    ));
+    assert_eq!(
+        restored["spec"]["vsock"],
+        serde_json::json!({"cid": 7}),
+        "{restored}"
+    );
+    let (restored_socket, _) = vsock_of(s, "v3");
+    assert!(restored_socket != socket && restored_socket != clone_socket);
+    wait_for_log(s, "v3", "ZX: vsock transport reset");
+    echoes(
+        connect_to_guest(&restored_socket, 1234),
+        8 * 1024,
+        "the restored one",
+    );
+
+    for name in ["v3", "v2", "v1"] {
+        ok(zixiao(s, &["instance", "delete", name]));
+    }
+    assert!(
+        !Path::new(&socket).exists(),
+        "the socket goes with the microVM"
+    );
+    assert_no_microvm_files(s);
 }

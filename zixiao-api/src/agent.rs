@@ -384,6 +384,7 @@ impl AgentService for AgentServer {
         driver.create(&instance).await.map_err(driver_status)?;
         Ok(Response::new(pb::CreateOnNodeResponse {
             runtime: driver.runtime_of(&instance),
+            vsock: driver.vsock_of(&instance).map(Into::into),
         }))
     }
 

@@ -46,6 +46,7 @@ use zixiao_core::model::{
     TemplateName, TemplateOrigin, TemplateSpec, TemplateVersion, TemplateVersionInfo, TraitChanges,
     Vni, MAX_NODE_IMAGES,
 };
+use zixiao_core::model::{GuestCid, VsockEndpoint, VsockSpec};
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
     OperationTarget, TargetKind,
@@ -489,8 +490,31 @@ impl From<InstanceSpec> for pb::InstanceSpec {
                 })
                 .collect(),
             pull: wire::<_, pb::PullPolicy>(s.pull),
+            vsock: s.vsock.map(|v| pb::VsockSpec { cid: v.cid.get() }),
         }
     }
+}
+
+impl From<VsockEndpoint> for pb::VsockEndpoint {
+    fn from(v: VsockEndpoint) -> Self {
+        pb::VsockEndpoint {
+            socket: v.socket.to_string_lossy().into_owned(),
+            cid: v.cid.get(),
+        }
+    }
+}
+
+/// A guest CID, re-checked; errors name `at`.
+fn guest_cid(cid: u32, at: &str) -> Result<GuestCid> {
+    GuestCid::try_from(cid).map_err(|e| named(e, at))
+}
+
+/// Where a node says an instance's vsock socket is; errors name `at`.
+pub(crate) fn vsock_endpoint(v: pb::VsockEndpoint, at: &str) -> Result<VsockEndpoint> {
+    Ok(VsockEndpoint {
+        socket: PathBuf::from(non_empty(v.socket, &path(at, "socket"))?),
+        cid: guest_cid(v.cid, &path(at, "cid"))?,
+    })
 }
 
 impl From<CloudInit> for pb::CloudInit {
@@ -600,6 +624,14 @@ fn spec(s: pb::InstanceSpec, at: &str) -> Result<InstanceSpec> {
             })
             .collect(),
         pull: pull_policy(s.pull, &path(at, "pull"))?.unwrap_or_default(),
+        vsock: s
+            .vsock
+            .map(|v| {
+                Ok::<_, Error>(VsockSpec {
+                    cid: guest_cid(v.cid, &path(&path(at, "vsock"), "cid"))?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -861,6 +893,7 @@ impl From<Instance> for pb::Instance {
             }),
             operation: i.operation.map(String::from),
             runtime_size: i.runtime_size.map(Into::into),
+            vsock: i.vsock.map(Into::into),
         }
     }
 }
@@ -942,6 +975,10 @@ fn instance(i: pb::Instance, at: &str) -> Result<Instance> {
             .map(|o| operation_id(&o, &path(at, "operation")))
             .transpose()?,
         runtime_size: i.runtime_size.map(Into::into),
+        vsock: i
+            .vsock
+            .map(|v| vsock_endpoint(v, &path(at, "vsock")))
+            .transpose()?,
     })
 }
 

@@ -17,7 +17,7 @@ use zixiao_core::driver::{
     DriverInfo, ImageInfo, Images, ImportProgress, Inventory, LiveMigrate, MigrationReport,
     MigrationTarget, Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
-use zixiao_core::model::{CloneOrigin, RuntimeSize};
+use zixiao_core::model::{CloneOrigin, RuntimeSize, VsockEndpoint};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, Node, NodeAgent,
     NodeFacts, NodeRegistration, RuntimeState,
@@ -95,7 +95,15 @@ pub struct RemoteAgent {
     runtimes: BTreeSet<InstanceType>,
     missing: BTreeMap<InstanceType, String>,
     drivers: BTreeMap<InstanceType, DriverInfo>,
-    runtimes_of: Arc<Mutex<HashMap<String, String>>>,
+    runtimes_of: Arc<Mutex<HashMap<String, CreatedOn>>>,
+}
+
+/// What a node's agent answered a create with: the runtime that runs the
+/// instance and where its vsock socket is on the node.
+#[derive(Debug, Clone)]
+struct CreatedOn {
+    runtime: String,
+    vsock: Option<VsockEndpoint>,
 }
 
 impl RemoteAgent {
@@ -250,6 +258,16 @@ impl RemoteDriver {
         to_driver_error(&status, &self.agent.what())
     }
 
+    /// What the node answered this process's create of `instance` with.
+    fn created_on(&self, instance: &Instance) -> Option<CreatedOn> {
+        self.agent
+            .runtimes_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&instance.id)
+            .cloned()
+    }
+
     fn request(instance: &Instance) -> pb::AgentInstanceRequest {
         pb::AgentInstanceRequest {
             instance: Some(instance.clone().into()),
@@ -278,16 +296,17 @@ impl Driver for RemoteDriver {
     }
 
     fn runtime_of(&self, instance: &Instance) -> String {
-        let known = self
-            .agent
-            .runtimes_of
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&instance.id)
-            .cloned();
-        known
+        self.created_on(instance)
+            .map(|c| c.runtime)
             .or_else(|| instance.runtime.clone())
             .unwrap_or_else(|| self.info.name.clone())
+    }
+
+    fn vsock_of(&self, instance: &Instance) -> Option<VsockEndpoint> {
+        match self.created_on(instance) {
+            Some(created) => created.vsock,
+            None => instance.vsock.clone(),
+        }
     }
 
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
@@ -295,12 +314,22 @@ impl Driver for RemoteDriver {
             .client()
             .create_instance(Self::request(instance))
             .await
-            .map_err(|s| self.error(s))?;
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        let vsock = reply
+            .vsock
+            .map(|v| crate::convert::vsock_endpoint(v, "vsock"))
+            .transpose()
+            .map_err(|e| self.agent.bad_reply("create", e))?;
+        let created = CreatedOn {
+            runtime: reply.runtime,
+            vsock,
+        };
         self.agent
             .runtimes_of
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(instance.id.clone(), reply.into_inner().runtime);
+            .insert(instance.id.clone(), created);
         Ok(())
     }
 

@@ -247,6 +247,10 @@ fn spec() -> impl Strategy<Value = InstanceSpec> {
                 cloud_init,
                 disks,
                 pull: zixiao_core::model::PullPolicy::ALL[(cpus % 3) as usize],
+                // A vsock device, any CID a guest may have.
+                vsock: (memory_mib % 3 != 0).then(|| zixiao_core::model::VsockSpec {
+                    cid: (3 + cpus % (u32::MAX - 4)).try_into().expect("a guest CID"),
+                }),
             },
         )
 }
@@ -526,6 +530,11 @@ fn instance() -> impl Strategy<Value = Instance> {
                 runtime_size: (revision % 2 == 0).then_some(zixiao_core::model::RuntimeSize {
                     cpus: zixiao_core::Cpus::cores((revision % 7) as u32),
                     memory_mib: revision / 3,
+                }),
+                // Where its node put its vsock socket.
+                vsock: (revision % 3 == 0).then(|| zixiao_core::model::VsockEndpoint {
+                    socket: format!("/var/lib/zixiao/microvm/{revision}/vmm/vsock.sock").into(),
+                    cid: zixiao_core::model::GuestCid::DEFAULT,
                 }),
             },
         )
@@ -1243,6 +1252,18 @@ fn values_out_of_range_or_unparsable_are_refused_naming_the_field() {
         t.nanos = -1;
     }
     assert_eq!(refused(Instance::try_from(bad_time)), "instance.updated_at");
+    // Reserved vsock CIDs, in a spec and where a node put the socket.
+    for cid in [0, 2, u32::MAX] {
+        let mut spec = pb::InstanceSpec::from(InstanceSpec::microvm("/k"));
+        spec.vsock = Some(pb::VsockSpec { cid });
+        assert_eq!(refused(InstanceSpec::try_from(spec)), "spec.vsock.cid");
+        let mut wire = pb::Instance::from(an_instance());
+        wire.vsock = Some(pb::VsockEndpoint {
+            socket: "/run/vsock.sock".into(),
+            cid,
+        });
+        assert_eq!(refused(Instance::try_from(wire)), "instance.vsock.cid");
+    }
     let mut spread = pb::InstanceSpec::from(InstanceSpec::container("busybox"));
     spread.placement = Some(pb::Placement {
         spread: Some(pb::ZoneSpread {

@@ -56,9 +56,14 @@ async fn serve_agent(agent: LocalAgent) -> (SocketAddr, tokio::task::JoinHandle<
 }
 
 async fn rig() -> Rig {
+    rig_of(InstanceType::Container).await
+}
+
+/// A rig whose node's fake driver runs `instance_type`.
+async fn rig_of(instance_type: InstanceType) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&dir.path().join("state.redb")).expect("store");
-    let driver = Arc::new(FakeDriver::new(InstanceType::Container));
+    let driver = Arc::new(FakeDriver::new(instance_type));
     let local = LocalAgent::new(host()).with_driver(driver.clone());
     let registration = NodeRegistration {
         address: "set below".into(),
@@ -93,6 +98,37 @@ fn web(restart: RestartPolicy) -> CreateInstance {
     let mut spec = InstanceSpec::container("busybox");
     spec.restart = restart;
     CreateInstance::new("web", spec)
+}
+
+/// Where the node put a microVM's vsock socket rides back in the agent's
+/// create answer and is recorded on the instance, as the runtime is.
+#[tokio::test]
+async fn the_node_says_where_a_microvms_vsock_socket_is() {
+    let rig = rig_of(InstanceType::Microvm).await;
+    let mut spec = InstanceSpec::microvm("kernel-image");
+    spec.vsock = Some(zixiao_core::model::VsockSpec {
+        cid: 42.try_into().expect("a CID"),
+    });
+    let created = rig
+        .controller
+        .create_instance(CreateInstance::new("m", spec))
+        .await
+        .expect("create");
+    let running = rig
+        .controller
+        .converge(&created.id)
+        .await
+        .expect("converge")
+        .expect("exists");
+    assert_eq!(running.status, InstanceStatus::Running);
+    let vsock = running.vsock.expect("the node's vsock socket");
+    assert_eq!(vsock.cid.get(), 42);
+    assert_eq!(
+        vsock.socket,
+        std::path::PathBuf::from(format!("/fake/{}/vsock.sock", created.id))
+    );
+    let got = rig.controller.get_instance("m").await.expect("get");
+    assert_eq!(got.vsock.map(|v| v.socket), Some(vsock.socket));
 }
 
 #[tokio::test]

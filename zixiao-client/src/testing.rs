@@ -50,6 +50,13 @@ pub fn vmm_test_guest() -> Option<PathBuf> {
     zixiao_vmm::test_guest::kernel_path()
 }
 
+/// zixiao-vmm's virtio test guest (`guest/blk.c`): it drives the VMM's
+/// block, net and vsock devices (it listens on vsock port 1234 and echoes
+/// every connection), when gcc and ld built it.
+pub fn vmm_virtio_guest() -> Option<PathBuf> {
+    zixiao_vmm::test_guest::virtio_kernel_path()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

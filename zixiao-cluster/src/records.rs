@@ -161,6 +161,10 @@ impl Driver for RecordingDriver {
         self.inner.runtime_of(instance)
     }
 
+    fn vsock_of(&self, instance: &Instance) -> Option<zixiao_core::model::VsockEndpoint> {
+        self.inner.vsock_of(instance)
+    }
+
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         // Recorded first: a crash between the two leaves a record of
         // something that may not exist, which a cleanup deletes idempotently,

@@ -165,6 +165,15 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         self.name().to_owned()
     }
 
+    /// Where the host side of `instance`'s vsock device (`spec.vsock`) is
+    /// on this node, recorded on it with [`runtime_of`](Driver::runtime_of)
+    /// after a create. Reads nothing; the same answer every time. `None`
+    /// (the default) when it has none or the driver makes none.
+    fn vsock_of(&self, instance: &Instance) -> Option<crate::model::VsockEndpoint> {
+        let _ = instance;
+        None
+    }
+
     /// Creates the instance on the runtime without starting it. Idempotent:
     /// an instance that exists already is left as it is. On failure nothing
     /// is left behind. Errors: `InvalidArgument`, `NotFound` (image, kernel),

@@ -134,6 +134,10 @@ impl Driver for CountingDriver {
         self.inner.runtime_of(instance)
     }
 
+    fn vsock_of(&self, instance: &Instance) -> Option<zixiao_core::model::VsockEndpoint> {
+        self.inner.vsock_of(instance)
+    }
+
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         self.note(Event::Create, &instance.id)?;
         self.inner.create(instance).await?;

@@ -257,6 +257,18 @@ impl Driver for FakeDriver {
         "fake"
     }
 
+    /// `/fake/<id>/vsock.sock` for an instance with a vsock device: what
+    /// a real node would report, for the layers that carry it.
+    fn vsock_of(&self, instance: &Instance) -> Option<zixiao_core::model::VsockEndpoint> {
+        instance
+            .spec
+            .vsock
+            .map(|v| zixiao_core::model::VsockEndpoint {
+                socket: format!("/fake/{}/vsock.sock", instance.id).into(),
+                cid: v.cid,
+            })
+    }
+
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         let _in_flight = self.in_flight(&instance.id).await;
         self.pass(Op::Create).await;

@@ -311,6 +311,15 @@ pub(crate) fn _vmm_test_guest() -> Option<PathBuf> {
     zixiao_client::testing::vmm_test_guest()
 }
 
+/// Test support (built with the `testing` feature only): the path of
+/// zixiao-vmm's virtio test guest kernel (it echoes on vsock port 1234),
+/// or `None` when it was not built.
+#[cfg(feature = "testing")]
+#[pyfunction]
+pub(crate) fn _vmm_virtio_guest() -> Option<PathBuf> {
+    zixiao_client::testing::vmm_virtio_guest()
+}
+
 /// Drives nodes, instances, images and networks: the API the `zixiao` CLI
 /// uses, in-process (`Controller.open`) or on a server (`zixiao.connect`).
 ///

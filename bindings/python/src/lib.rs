@@ -66,6 +66,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(controller::connect_async, m)?)?;
     #[cfg(feature = "testing")]
     m.add_function(wrap_pyfunction!(controller::_vmm_test_guest, m)?)?;
+    #[cfg(feature = "testing")]
+    m.add_function(wrap_pyfunction!(controller::_vmm_virtio_guest, m)?)?;
     error::register(m)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -295,6 +296,58 @@ def test_snapshots_of_a_microvm_export_and_restore(short_dir, tmp_path):
 
     for name in ("v1", "v2"):
         assert controller.delete_instance(name) is None
+
+
+def test_a_vmm_microvm_with_vsock_echoes_through_the_socket_get_instance_names(short_dir):
+    runtime("ZIXIAO_VMM_BIN", "the zixiao-vmm monitor")
+    guest = _native._vmm_virtio_guest()
+    if guest is None:
+        missing("zixiao-vmm's virtio test guest was not built (gcc and ld build it)")
+    controller = zixiao.Controller.open(short_dir)
+    spec = zixiao.InstanceSpec(
+        type="microvm",
+        kernel=str(guest),
+        cmdline="console=ttyS0",
+        cpus=1,
+        memory_mib=64,
+        backend="vmm",
+        vsock={"cid": 9},
+    )
+    with pytest.raises(zixiao.InvalidArgument, match=r"spec\.vsock\.cid"):
+        bad = dict(spec.to_dict(), vsock={"cid": 2})
+        controller.create_instance({"name": "bad", "spec": bad})
+    with pytest.raises(zixiao.Unsupported, match=r"spec\.vsock"):
+        controller.create_instance({"name": "bad", "spec": dict(spec.to_dict(), backend="qemu")})
+    assert controller.list_instances() == []
+
+    created = controller.create_instance(zixiao.CreateInstance(name="v1", spec=spec).to_dict())
+    assert created["status"] == "running", created
+    vsock = controller.get_instance("v1")["vsock"]
+    assert vsock["cid"] == 9 and vsock["socket"].startswith(short_dir), vsock
+    until(lambda: b"ZX: ready" in controller.read_log("v1").data, "the guest to listen")
+    assert b"ZX: vsock cid=9" in controller.read_log("v1").data
+
+    # Through the socket, the way a process on the node reaches the guest:
+    # CONNECT to its port 1234, where it echoes what it gets.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stream:
+        stream.settimeout(60)
+        stream.connect(vsock["socket"])
+        stream.sendall(b"CONNECT 1234\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            answer += stream.recv(1)
+        assert answer.startswith(b"OK "), answer
+        sent = bytes(i * 7 % 253 for i in range(8192))
+        stream.sendall(sent)
+        back = b""
+        while len(back) < len(sent):
+            chunk = stream.recv(len(sent) - len(back))
+            assert chunk, "closed before the whole echo"
+            back += chunk
+        assert back == sent
+
+    assert controller.delete_instance("v1") is None
+    assert not os.path.exists(vsock["socket"])
 
 
 def test_a_container_clone_is_a_new_instance_running_the_same_spec(short_dir):

@@ -9,7 +9,8 @@ use zixiao_core::api::Page;
 use zixiao_core::driver::{ConsoleStream, SnapshotInfo};
 use zixiao_core::model::FromTemplate;
 use zixiao_core::model::{
-    DiskSpec, PullPolicy, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule,
+    DiskSpec, GuestCid, PullPolicy, SnapshotInterval, SnapshotKeep, SnapshotName, SnapshotSchedule,
+    VsockSpec,
 };
 use zixiao_core::scheduler::{LabelRequirement, LabelSelector};
 use zixiao_core::{
@@ -625,6 +626,11 @@ pub(crate) fn create_request(args: CreateArgs) -> Result<CreateInstance> {
             &args.ssh_keys,
         )?,
         disks,
+        vsock: args
+            .vsock
+            .as_deref()
+            .map(|cid| GuestCid::from_str(cid).map(|cid| VsockSpec { cid }))
+            .transpose()?,
         pull: PullPolicy::from_str(&args.pull)?,
     };
     let mut labels = key_values("--label", &args.labels)?;
@@ -787,6 +793,22 @@ fn instance_details(i: &Instance) -> String {
     }
     if let Some(runtime) = &i.runtime {
         pairs.push(("runtime", runtime.clone()));
+    }
+    // The socket is a path on the instance's node.
+    match (&i.vsock, &s.vsock) {
+        (Some(vsock), _) => pairs.push((
+            "vsock",
+            format!(
+                "cid {}, socket {} (on node {})",
+                vsock.cid,
+                vsock.socket.display(),
+                i.node.as_deref().unwrap_or("-")
+            ),
+        )),
+        (None, Some(asked)) => {
+            pairs.push(("vsock", format!("cid {} (not created yet)", asked.cid)))
+        }
+        (None, None) => {}
     }
     if !s.command.is_empty() {
         pairs.push(("command", s.command.join(" ")));

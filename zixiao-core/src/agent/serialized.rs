@@ -54,6 +54,10 @@ impl Driver for SerializedDriver {
         self.inner.runtime_of(instance)
     }
 
+    fn vsock_of(&self, instance: &Instance) -> Option<crate::model::VsockEndpoint> {
+        self.inner.vsock_of(instance)
+    }
+
     async fn create(&self, instance: &Instance) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
         self.inner.create(instance).await

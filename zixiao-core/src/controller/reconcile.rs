@@ -592,6 +592,7 @@ impl Controller {
         // The create may have pulled its images onto the node.
         self.note_images_of(driver.as_ref(), &instance).await;
         let runtime = driver.runtime_of(&instance);
+        let vsock = driver.vsock_of(&instance);
         let now = self.now();
         if instance.desired == DesiredState::Running {
             if let Err(e) = driver.start(&instance).await {
@@ -601,12 +602,14 @@ impl Controller {
             }
             self.update_instance_if(&instance, |i| {
                 i.runtime = Some(runtime);
+                i.vsock = vsock;
                 mark_running(i, now);
             })
             .await
         } else {
             self.update_instance_if(&instance, |i| {
                 i.runtime = Some(runtime);
+                i.vsock = vsock;
                 mark_runtime_ok(i, InstanceStatus::Stopped, "Created", now);
             })
             .await

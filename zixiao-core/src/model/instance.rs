@@ -234,6 +234,11 @@ pub struct Instance {
     /// Never kept in the record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_size: Option<RuntimeSize>,
+    /// Where the host side of its vsock device is (`spec.vsock`), as its
+    /// node's driver reported when it created it there: a path on that
+    /// node. None without a vsock device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<super::VsockEndpoint>,
     /// Store revision of this object; updates are compare-and-swap on it.
     #[serde(default)]
     pub revision: u64,
@@ -286,6 +291,7 @@ impl Instance {
             last_scheduled_snapshot: None,
             operation: None,
             runtime_size: None,
+            vsock: None,
             revision: 0,
         }
     }

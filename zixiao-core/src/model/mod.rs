@@ -23,6 +23,7 @@ mod spec;
 mod template;
 mod update;
 mod validate;
+mod vsock;
 
 pub use clone::{check_clone, CloneOrigin, SnapshotName};
 pub use cloud_init::{CloudInit, MAX_CLOUD_INIT_BYTES, MAX_SSH_KEYS};
@@ -78,3 +79,4 @@ pub use template::{
 };
 pub use update::InstanceUpdate;
 pub use validate::{validate_label_key, validate_name, MAX_CPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
+pub use vsock::{GuestCid, VsockEndpoint, VsockSpec};

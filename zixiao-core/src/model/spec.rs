@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CloudInit, Cpus, DiskSpec, PublishedPort, PullPolicy, Resources, SnapshotSchedule};
+use super::{
+    CloudInit, Cpus, DiskSpec, PublishedPort, PullPolicy, Resources, SnapshotSchedule, VsockSpec,
+};
 use crate::scheduler::{CarbonPolicy, GroupRule, LabelSelector, Strategy, ZoneSpread};
 use crate::Error;
 
@@ -291,6 +293,11 @@ pub struct InstanceSpec {
     /// (`/dev/vda`, ...): raw images of the node's store (see [`DiskSpec`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskSpec>,
+    /// microVMs on the `vmm` backend only: a virtio-vsock device with this
+    /// guest CID, its host side a Unix socket of the microVM's on its node
+    /// (see [`super::VsockEndpoint`], which `instance get` shows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockSpec>,
     /// When the create pulls what [`Self::image`], [`Self::kernel`] and
     /// [`Self::initrd`] name by registry reference: only what the node
     /// lacks (the default), always, or never.
@@ -366,6 +373,7 @@ impl InstanceSpec {
             snapshot_schedule: None,
             cloud_init: None,
             disks: Vec::new(),
+            vsock: None,
             pull: PullPolicy::Missing,
         }
     }

@@ -473,6 +473,7 @@ impl InstanceSpec {
             init.validate("spec.cloud_init")?;
         }
         super::disk::validate_disks(&self.disks, ty)?;
+        super::vsock::validate_vsock(self.vsock.as_ref(), ty)?;
         validate_placement(&self.placement)
     }
 }

@@ -136,9 +136,17 @@ impl InstanceDir {
     }
 
     /// Checks that the sockets the backends make here fit a Unix socket
-    /// address, before anything is created.
-    pub(crate) fn check_socket_paths(&self) -> Result<(), DriverError> {
-        let longest = self.vmm_run_dir().join("console.sock");
+    /// address, before anything is created: with a vsock device, the
+    /// longest is the one a guest connection to host port 4294967295 goes to.
+    pub(crate) fn check_socket_paths(&self, vsock: bool) -> Result<(), DriverError> {
+        let longest = match vsock {
+            true => self.vmm_run_dir().join(format!(
+                "{}_{}",
+                zixiao_vmm::VsockConfig::DEFAULT_SOCKET,
+                u32::MAX
+            )),
+            false => self.vmm_run_dir().join("console.sock"),
+        };
         let len = longest.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(DriverError::FailedPrecondition(format!(

@@ -414,6 +414,7 @@ impl MicrovmDriver {
             if !spec.disks.is_empty() {
                 return Err(restore_has_no_disks());
             }
+            plan::check_vsock(spec, backend)?;
             return snapshots::check_restore(from, spec);
         }
         let cmdline = (0..spec.networks.len())
@@ -445,7 +446,7 @@ impl MicrovmDriver {
         self.network_for(instance, backend)?;
         crate::net::check_ports(self.network.as_ref(), instance, DRIVER).await?;
         let plan = self.create_plan(instance, backend)?;
-        dir.check_socket_paths()?;
+        dir.check_socket_paths(instance.spec.vsock.is_some())?;
         std::fs::create_dir_all(&dir.path)
             .map_err(|e| crate::errors::io(format!("create {}", dir.path.display()), e))?;
         let record = Record {
@@ -734,6 +735,19 @@ impl Driver for MicrovmDriver {
             Ok(backend) => backend.as_str().to_owned(),
             Err(_) => self.name().to_owned(),
         }
+    }
+
+    /// `vsock.sock` in the VMM's run directory, for a microVM whose spec
+    /// has a vsock device (only the vmm backend runs one).
+    fn vsock_of(&self, instance: &Instance) -> Option<zixiao_core::model::VsockEndpoint> {
+        let cid = instance.spec.vsock?.cid;
+        let dir = self.dir(instance).ok()?;
+        (self.backend_of(instance).ok()? == Backend::Vmm).then(|| {
+            zixiao_core::model::VsockEndpoint {
+                socket: vmm::vsock_socket(&dir),
+                cid,
+            }
+        })
     }
 
     /// Registry references in the spec are pulled into the node's store

@@ -39,6 +39,8 @@ pub(crate) struct BootPlan {
     pub(crate) seed: Option<crate::cloud_init::SeedFiles>,
     /// The virtio-block disks, in spec order.
     pub(crate) disks: Vec<PlannedDisk>,
+    /// The virtio-vsock device's guest CID (vmm backend only).
+    pub(crate) vsock: Option<zixiao_vmm::GuestCid>,
 }
 
 /// A virtio-block disk of the guest on a raw file of the host.
@@ -127,7 +129,33 @@ pub(crate) fn plan(
                 }
             })
             .collect(),
+        vsock: spec.vsock.map(|v| vmm_cid(v.cid)).transpose()?,
     })
+}
+
+/// The VMM's CID for a spec's (both refuse the same reserved values).
+fn vmm_cid(cid: zixiao_core::model::GuestCid) -> Result<zixiao_vmm::GuestCid, DriverError> {
+    zixiao_vmm::GuestCid::try_from(cid.get())
+        .map_err(|reason| invalid(zixiao_core::model::GuestCid::FIELD, reason))
+}
+
+/// Checks that `backend` can give the guest `spec`'s vsock device, if it
+/// asks for one. Errors: `Unsupported` naming `spec.vsock` on QEMU.
+pub(crate) fn check_vsock(spec: &InstanceSpec, backend: Backend) -> Result<(), DriverError> {
+    if spec.vsock.is_none() || backend == Backend::Vmm {
+        return Ok(());
+    }
+    // QEMU's vsock device (vhost-vsock-device) is the host kernel's
+    // vhost-vsock, whose CIDs are host-wide; it is not wired up, and most
+    // hosts these run on (this project's among them) lack the module.
+    let host = if Path::new("/dev/vhost-vsock").exists() {
+        "the driver does not attach QEMU's vhost-vsock-device yet"
+    } else {
+        "QEMU's vsock device needs the host kernel's /dev/vhost-vsock, which this node lacks"
+    };
+    Err(DriverError::Unsupported(format!(
+        "spec.vsock: a vsock device needs the vmm backend (--backend vmm); on the qemu backend {host}"
+    )))
 }
 
 /// Checks a fresh boot of `spec` on `backend` with the kernel command
@@ -167,6 +195,7 @@ pub(crate) fn check(
         ));
     }
     check_disks(spec, backend)?;
+    check_vsock(spec, backend)?;
     let vcpus = crate::errors::vcpus(spec)?;
     if vcpus > MAX_VCPUS {
         return Err(invalid(
@@ -296,12 +325,13 @@ pub(crate) fn check(
 /// Errors: `InvalidArgument` naming the field, `NotFound`.
 fn check_disks(spec: &InstanceSpec, backend: Backend) -> Result<(), DriverError> {
     let most = zixiao_vmm::layout::MAX_DISKS;
-    if backend == Backend::Vmm && spec.disks.len() + spec.networks.len() > most {
+    let vsock = usize::from(spec.vsock.is_some());
+    if backend == Backend::Vmm && spec.disks.len() + spec.networks.len() + vsock > most {
         return Err(invalid(
             "spec.disks",
             format!(
-                "{} disks and {} networks; a microVM on the vmm backend has at most {most} \
-                 virtio devices (one interrupt line each)",
+                "{} disks, {} networks and {vsock} vsock devices; a microVM on the vmm backend \
+                 has at most {most} virtio devices (one interrupt line each)",
                 spec.disks.len(),
                 spec.networks.len()
             ),
@@ -413,6 +443,17 @@ mod tests {
         let err = plan(&instance(with_init), host, Backend::Vmm).expect_err("vmm");
         assert_eq!(err.kind(), ErrorKind::Unsupported);
         assert!(err.to_string().contains("--backend qemu"), "{err}");
+
+        // A vsock device: the vmm backend's, refused on QEMU naming it.
+        let mut with_vsock = InstanceSpec::microvm(&kernel);
+        with_vsock.vsock = Some(zixiao_core::model::VsockSpec {
+            cid: 42.try_into().expect("a CID"),
+        });
+        let planned = plan(&instance(with_vsock.clone()), host, Backend::Vmm).expect("vmm");
+        assert_eq!(planned.vsock.map(zixiao_vmm::GuestCid::get), Some(42));
+        let err = plan(&instance(with_vsock), host, qemu).expect_err("qemu");
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+        assert!(err.to_string().contains("spec.vsock"), "{err}");
     }
 
     #[test]

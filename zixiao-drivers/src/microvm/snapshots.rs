@@ -47,6 +47,9 @@ struct VmmSnapshotState {
 struct VmmSnapshotConfig {
     vcpus: u8,
     memory_mib: u64,
+    /// Absent in states written before the VMM had a vsock device.
+    #[serde(default)]
+    vsock: Option<zixiao_vmm::VsockConfig>,
 }
 
 /// Reads a regular file of at most `max` bytes without blocking on a FIFO
@@ -80,6 +83,10 @@ pub struct SnapshotManifest {
     pub memory_mib: u64,
     /// When it was taken.
     pub created_at: DateTime<Utc>,
+    /// Its vsock device's guest CID, if it has one (none in manifests
+    /// written before microVMs could have one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock_cid: Option<u32>,
 }
 
 impl SnapshotManifest {
@@ -165,11 +172,19 @@ impl SnapshotManifest {
                 manifest.cpus, manifest.memory_mib, state.config.vcpus, state.config.memory_mib
             )));
         }
+        let vsock_cid = state.config.vsock.as_ref().map(|v| v.guest_cid.get());
+        if manifest.vsock_cid != vsock_cid {
+            return Err(damaged(format!(
+                "it says vsock CID {:?}, the VMM's state {vsock_cid:?}",
+                manifest.vsock_cid
+            )));
+        }
         Ok(manifest)
     }
 
     /// The spec of a new instance resuming from the snapshot in `dir`: the
-    /// guest's kernel, size and command line, on the vmm backend.
+    /// guest's kernel, size, command line and vsock device, on the vmm
+    /// backend.
     pub fn restore_spec(&self, dir: &Path) -> InstanceSpec {
         let mut spec = InstanceSpec::empty(InstanceType::Microvm, self.cpus, self.memory_mib);
         spec.kernel = self.kernel.clone();
@@ -177,6 +192,11 @@ impl SnapshotManifest {
         spec.cmdline = self.cmdline.clone();
         spec.backend = zixiao_core::MicrovmBackend::Vmm;
         spec.restore_from = Some(dir.to_owned());
+        spec.vsock = self.vsock_cid.and_then(|cid| {
+            Some(zixiao_core::model::VsockSpec {
+                cid: cid.try_into().ok()?,
+            })
+        });
         spec
     }
 
@@ -210,6 +230,23 @@ pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), Driv
             format!(
                 "the snapshot's guest has {} MiB, the spec asks for {}",
                 manifest.memory_mib, spec.memory_mib
+            ),
+        ));
+    }
+    // The restored VMM gets the snapshot's device, whatever the spec says:
+    // the spec must say the same, so `instance get` tells the truth.
+    let asked = spec.vsock.map(|v| v.cid.get());
+    if manifest.vsock_cid != asked {
+        let has = |cid: Option<u32>| match cid {
+            Some(cid) => format!("a vsock device with CID {cid}"),
+            None => "no vsock device".to_owned(),
+        };
+        return Err(invalid(
+            "spec.vsock",
+            format!(
+                "the snapshot's guest has {}, the spec asks for {}",
+                has(manifest.vsock_cid),
+                has(asked)
             ),
         ));
     }
@@ -405,6 +442,7 @@ impl Snapshots for MicrovmDriver {
                 cpus: crate::errors::vcpus(spec)?,
                 memory_mib: spec.memory_mib,
                 created_at: Utc::now(),
+                vsock_cid: spec.vsock.map(|v| v.cid.get()),
             };
             let bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| {
                 io(

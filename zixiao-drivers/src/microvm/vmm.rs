@@ -11,7 +11,7 @@ use zixiao_core::{DriverError, InstanceStats, RuntimeState};
 use zixiao_net::LinuxNetwork;
 use zixiao_vmm::{
     exit_reasons, Boot, Confinement, DiskConfig, MacAddr, NetConfig, TapName, VmConfig, VmState,
-    VmmClient, VmmError,
+    VmmClient, VmmError, VsockConfig,
 };
 
 use super::layout::InstanceDir;
@@ -120,7 +120,7 @@ impl VmmBackend {
                     .enumerate()
                     .map(|(i, nic)| net_config(i, nic))
                     .collect::<Result<_, _>>()?,
-                vsock: None,
+                vsock: plan.vsock.map(VsockConfig::new),
             }),
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),
@@ -349,6 +349,14 @@ impl VmmBackend {
             input: Box::new(input),
         })
     }
+}
+
+/// Where the host socket of the vsock device of an instance of this
+/// backend is: `vsock.sock` in its run directory, for a fresh boot and a
+/// restore alike (the driver names no other socket, so a snapshot's
+/// device binds it again in the restoring VMM's own run directory).
+pub(crate) fn vsock_socket(dir: &InstanceDir) -> PathBuf {
+    dir.vmm_run_dir().join(VsockConfig::DEFAULT_SOCKET)
 }
 
 /// The console log of an instance of this backend.

@@ -73,6 +73,25 @@ class DiskSpec(TypedDict, total=False):
     """The guest sees it read-only and the image is used as it is."""
 
 
+class VsockSpec(TypedDict, total=False):
+    """A microVM's virtio-vsock device (``vmm`` backend only)."""
+
+    cid: int
+    """The guest's CID: 3 (the default) or more, below 4294967295."""
+
+
+class VsockEndpoint(TypedDict):
+    """Where the host side of a microVM's vsock device is."""
+
+    socket: str
+    """A Unix socket path on the instance's node (in a cluster, not on the
+    caller's machine): connect, write ``CONNECT <port>\\n`` and read
+    ``OK <host port>\\n`` to reach the guest's vsock port; the guest's
+    connections to host port P go to the socket ``<socket>_P``."""
+    cid: int
+    """The guest's CID."""
+
+
 class ScheduledSnapshot(TypedDict):
     """The last snapshot a schedule took."""
 
@@ -133,6 +152,9 @@ class InstanceSpec:
     """microVMs: disks besides the kernel, in guest order: raw images of
     the node's store, ``{"image": "data"}`` (the instance writes its own
     copy) or ``{"image": "tools", "read_only": True}``."""
+    vsock: Optional["VsockSpec"] = None
+    """microVMs on the ``vmm`` backend: a virtio-vsock device,
+    ``{"cid": 42}`` (``{}``: CID 3); ``get_instance`` names its socket."""
     pull: Optional[PullPolicy] = None
     """When the node pulls ``image``, ``kernel`` and ``initrd`` given as
     registry references: ``missing`` (default; only what it lacks),
@@ -219,6 +241,9 @@ class _InstanceOptional(TypedDict, total=False):
     operation: str
     """The last operation started on it (``op-...``), in the answers of the
     calls that start one and of ``get_instance``."""
+    vsock: VsockEndpoint
+    """Where the host side of its vsock device (``spec["vsock"]``) is, once
+    its node created it; absent without one."""
 
 
 class Instance(_InstanceOptional):

@@ -933,6 +933,7 @@ mod tests {
                     read_only: true,
                 },
             ],
+            vsock: None,
         };
         let argv = backend.argv("vm", &dir, &plan).join(" ");
         // The instance's copy, writable; the image itself, read-only; then the seed.
