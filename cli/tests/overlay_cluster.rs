@@ -675,7 +675,10 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     // container's MAC straight to that node, and resolves its address
     // itself.
     let lan_bridge = client_network_bridge(&cluster, "lan").await;
-    let (web_mac, peer_mac) = (web.attachments[0].mac.clone(), peer.attachments[0].mac.clone());
+    let (web_mac, peer_mac) = (
+        web.attachments[0].mac.clone(),
+        peer.attachments[0].mac.clone(),
+    );
     let (a_addr, b_addr) = (
         cluster.nodes[0].address.clone(),
         cluster.nodes[1].address.clone(),

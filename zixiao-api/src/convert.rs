@@ -2183,7 +2183,10 @@ impl TryFrom<pb::OverlayView> for OverlayView {
     fn try_from(view: pb::OverlayView) -> Result<Self> {
         let field = |f: String| format!("overlay.{f}");
         let too_many = |what: &str, n: usize, max: usize| {
-            Error::invalid(field(what.to_owned()), format!("{n} entries; at most {max}"))
+            Error::invalid(
+                field(what.to_owned()),
+                format!("{n} entries; at most {max}"),
+            )
         };
         if view.peers.len() > OverlayView::MAX_PEERS {
             return Err(too_many("peers", view.peers.len(), OverlayView::MAX_PEERS));

@@ -15,9 +15,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::AgentServer;
 use zixiao_api::network::RemoteNetworkHost;
+use zixiao_api::pb;
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::host::HostFacts;
-use zixiao_api::pb;
 use zixiao_core::model::{
     CreateNetwork, MacAddress, NetworkPartKind, NetworkStatus, OverlayEndpoint, OverlayView,
     PartState,

@@ -422,13 +422,17 @@ impl LinuxNetwork {
         let bridge = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark)
             .await?
             .ok_or_else(missing)?;
-        let devices = Devices { vxlan: index, bridge };
+        let devices = Devices {
+            vxlan: index,
+            bridge,
+        };
         let present = self.programmed(devices).await?;
         let wanted = Programmed::of(view);
         // What is wanted first, then what is stale: a move replaces its
         // entries in place and nothing goes unreachable in between.
         for peer in wanted.peers.difference(&present.peers) {
-            self.program(devices, Entry::Peer(*peer), Change::Add).await?;
+            self.program(devices, Entry::Peer(*peer), Change::Add)
+                .await?;
         }
         for (mac, node) in &wanted.tunnel {
             if present.tunnel.get(mac) != Some(node) {
@@ -437,7 +441,8 @@ impl LinuxNetwork {
             }
         }
         for mac in wanted.bridged.difference(&present.bridged) {
-            self.program(devices, Entry::Bridged(*mac), Change::Add).await?;
+            self.program(devices, Entry::Bridged(*mac), Change::Add)
+                .await?;
         }
         for (address, mac) in &wanted.neighbours {
             if present.neighbours.get(address) != Some(mac) {
@@ -483,7 +488,12 @@ impl LinuxNetwork {
     /// The peers `network`'s VXLAN device replicates to now (empty without
     /// one), in address order.
     pub async fn overlay_peers(&self, network: &Network) -> Result<Vec<IpAddr>> {
-        Ok(self.programmed_of(network).await?.peers.into_iter().collect())
+        Ok(self
+            .programmed_of(network)
+            .await?
+            .peers
+            .into_iter()
+            .collect())
     }
 
     async fn programmed(&self, devices: Devices) -> Result<Programmed> {

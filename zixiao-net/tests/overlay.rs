@@ -71,7 +71,10 @@ fn remote_endpoints_are_programmed_moved_and_removed_and_foreign_entries_stay() 
         run("ip", "link add fdum type veth peer name fdump");
         run("ip", "link set fdum master fbr");
         run("bridge", "fdb add 02:00:00:00:94:f1 dev fdum master static");
-        run("ip", "neigh add 10.94.0.50 lladdr 02:00:00:00:94:f2 dev ul nud permanent");
+        run(
+            "ip",
+            "neigh add 10.94.0.50 lladdr 02:00:00:00:94:f2 dev ul nud permanent",
+        );
         run(
             "ip",
             &format!("neigh add 10.74.0.77 lladdr 02:00:00:00:94:f3 dev {bridge} nud stale"),
@@ -105,8 +108,14 @@ fn remote_endpoints_are_programmed_moved_and_removed_and_foreign_entries_stay() 
             );
         }
         let neigh = run("ip", &format!("neigh show dev {bridge} nud permanent"));
-        assert!(neigh.contains(&format!("10.74.0.5 lladdr {MAC_A} PERMANENT")), "{neigh}");
-        assert!(neigh.contains(&format!("10.74.0.6 lladdr {MAC_B} PERMANENT")), "{neigh}");
+        assert!(
+            neigh.contains(&format!("10.74.0.5 lladdr {MAC_A} PERMANENT")),
+            "{neigh}"
+        );
+        assert!(
+            neigh.contains(&format!("10.74.0.6 lladdr {MAC_B} PERMANENT")),
+            "{neigh}"
+        );
         let part = |parts: Vec<zixiao_core::model::NetworkPart>| {
             parts
                 .into_iter()
@@ -129,7 +138,10 @@ fn remote_endpoints_are_programmed_moved_and_removed_and_foreign_entries_stay() 
         assert!(judged.detail.ends_with("; 1 missing"), "{judged:?}");
         host.set_overlay(&lan, &after_move).await.unwrap();
         let fdb = run("bridge", &format!("fdb show dev {vxlan}"));
-        assert!(fdb.contains(&format!("{MAC_A} dst 10.94.0.3 self static")), "{fdb}");
+        assert!(
+            fdb.contains(&format!("{MAC_A} dst 10.94.0.3 self static")),
+            "{fdb}"
+        );
         assert!(!fdb.contains(&format!("{MAC_A} dst 10.94.0.2")), "{fdb}");
 
         // `b` goes: its entries go, a neighbour removed by hand comes back.
@@ -143,7 +155,10 @@ fn remote_endpoints_are_programmed_moved_and_removed_and_foreign_entries_stay() 
         assert!(!fdb.contains(MAC_B), "{fdb}");
         let neigh = run("ip", &format!("neigh show dev {bridge} nud permanent"));
         assert!(!neigh.contains("10.74.0.6"), "{neigh}");
-        assert!(neigh.contains(&format!("10.74.0.5 lladdr {MAC_A}")), "{neigh}");
+        assert!(
+            neigh.contains(&format!("10.74.0.5 lladdr {MAC_A}")),
+            "{neigh}"
+        );
 
         // The network carried for no one: nothing of the overlay is left.
         host.set_overlay(&lan, &OverlayView::empty()).await.unwrap();
