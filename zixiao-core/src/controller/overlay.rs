@@ -238,9 +238,10 @@ impl Controller {
 }
 
 /// Every carrier's view of network `name` (see the module docs) from its
-/// `instances` and the carriers' `underlays`. A carrier without an
-/// underlay address gets none, and nobody's endpoints point at it; an
-/// attachment whose stored MAC cannot be read is left out (logged).
+/// `instances` and the carriers' `underlays`. Nobody's endpoints point at
+/// a carrier without an underlay address (a sync across several nodes
+/// refuses one first); an attachment whose stored MAC cannot be read is
+/// left out (logged).
 /// Errors: `InvalidArgument` from [`OverlayView::new`] (more entries
 /// than a view holds).
 fn overlay_views(
