@@ -1,13 +1,13 @@
-//! The overlay's cost, between two "nodes": this bench's namespace (node
-//! 1) and a second one linked to it by a veth pair (node 2, made with
-//! `zixiao_testing::underlay`, the underlay between them), each with its
-//! own [`LinuxNetwork`] using its end of the pair as its underlay, one
-//! network with a VNI on both, and the [`OverlayView`] each would get from
-//! the controller set on it (replication to the other node, static
+//! The overlay's cost, between two "nodes": this bench's namespace
+//! (node 1) and a second one linked to it by a veth pair (node 2, made
+//! with `zixiao_testing::underlay`, the underlay between them), each with
+//! its own [`LinuxNetwork`] using its end of the pair as its underlay, one
+//! network with a VNI on both, and the [`OverlayView`] each would get
+//! from the controller set on it (replication to the other node, static
 //! forwarding and neighbour entries for the other node's endpoints).
 //! Endpoints are container namespaces with a veth on the bridge, made by
-//! zixiao-net as a container's are: `a1` and `a2` on node 1, `b1` on node
-//! 2.
+//! zixiao-net as a container's are: `a1` and `a2` on node 1, `b1` on
+//! node 2.
 //!
 //! Measured, in the same run, interleaved round by round:
 //! - TCP throughput to a receiver in `a1` from `b1` (across the nodes,
@@ -26,6 +26,8 @@
 //! ```
 //! Needs root and `ZIXIAO_TEST_NETNS_DIR`; without them it prints why and
 //! is skipped. Prints a table and writes `target/bench-results/overlay.json`.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -103,19 +105,6 @@ fn send_for(to: SocketAddr, seconds: u64) -> (u64, Duration) {
     let mut rest = [0u8; 1];
     let _ = stream.read(&mut rest);
     (sent, started.elapsed())
-}
-
-/// Opens `count` connections to `to`, each reading the answer to its end.
-fn connect_many(to: SocketAddr, count: usize) -> Duration {
-    let started = Instant::now();
-    let mut answer = Vec::with_capacity(16);
-    for _ in 0..count {
-        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
-        answer.clear();
-        stream.read_to_end(&mut answer).expect("read the answer");
-        assert_eq!(answer, b"ok\n");
-    }
-    started.elapsed()
 }
 
 /// Serves `listener` on a thread: each connection gets `answer` or is read
@@ -212,7 +201,7 @@ fn measure(dir: PathBuf) -> Vec<serde_json::Value> {
     // Warm up every path (neighbours, conntrack, caches).
     send_from(&b1_ns, 1);
     send_from(&a2_ns, 1);
-    netns::run_in(node2.path(), || Ok(connect_many(published, 50))).expect("warm up");
+    netns::run_in(node2.path(), || Ok(common::connect_many(published, 50))).expect("warm up");
     let (mut across, mut local) = ((0u64, Duration::ZERO), (0u64, Duration::ZERO));
     let mut dnat = Duration::ZERO;
     for _ in 0..ROUNDS {
@@ -221,7 +210,7 @@ fn measure(dir: PathBuf) -> Vec<serde_json::Value> {
         let (bytes, took) = send_from(&a2_ns, SECONDS_PER_ROUND);
         local = (local.0 + bytes, local.1 + took);
         dnat += netns::run_in(node2.path(), || {
-            Ok(connect_many(published, CONNECTIONS_PER_ROUND))
+            Ok(common::connect_many(published, CONNECTIONS_PER_ROUND))
         })
         .expect("connect");
     }
@@ -285,37 +274,5 @@ fn measure(dir: PathBuf) -> Vec<serde_json::Value> {
 }
 
 fn main() {
-    // `cargo test --benches` runs benches with `--bench` absent: skip then.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let Some(base) = std::env::var_os("ZIXIAO_TEST_NETNS_DIR").map(PathBuf::from) else {
-        println!("overlay: skipped (set ZIXIAO_TEST_NETNS_DIR: scripts/services/net.sh start)");
-        return;
-    };
-    std::fs::create_dir_all(&base).expect("netns base");
-    let dir = tempfile::tempdir_in(&base).expect("netns dir");
-    let path = dir.path().to_path_buf();
-    let rows = match netns::run_isolated(move || measure(path)) {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => {
-            println!("overlay: skipped (a network namespace needs root: {e})");
-            return;
-        }
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    for sub in [
-        dir.path().join("n1"),
-        dir.path().join("n2"),
-        dir.path().to_path_buf(),
-    ] {
-        for entry in std::fs::read_dir(&sub).into_iter().flatten().flatten() {
-            if entry.path().is_file() {
-                let _ = netns::remove(&entry.path());
-            }
-        }
-    }
-    let written = zixiao_benches::write_results("overlay", &zixiao_benches::machine(), rows)
-        .expect("write the results");
-    println!("overlay: results in {}", written.display());
+    common::run("overlay", measure);
 }
