@@ -42,6 +42,12 @@
 //! everything is deleted through the server and no container namespace
 //! is left on either node.
 //!
+//! The overlay's entries are checked as a user would (`bridge fdb`, `ip
+//! neigh`, `network get`): each node holds the other's container's MAC as
+//! a static entry to that node and its address as a permanent neighbour;
+//! right after the failover node B holds none for the moved container
+//! (no ageing wait), and node A, back, holds none of the network.
+//!
 //! Prints (not asserts) the time from create to the address answering
 //! from the other node, and the ping round trip through the overlay
 //! against one on the same node.
@@ -543,6 +549,53 @@ fn diagnose(namespaces: &[(&PathBuf, &str)]) -> String {
     out
 }
 
+/// What node namespace `ns` holds of network `bridge`'s overlay, as a
+/// user would look: `bridge fdb show dev zxx…` (the VXLAN device's
+/// entries; empty without the device) and `ip neigh show dev BRIDGE nud
+/// permanent`.
+fn overlay_entries(ns: &Path, bridge: &str) -> (String, String) {
+    let vxlan = format!("zxx{}", &bridge["zxb".len()..]);
+    let shown = |program: &str, args: &[&str]| {
+        let out = in_ns(ns, program).args(args).output().expect(program);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    (
+        shown("bridge", &["fdb", "show", "dev", &vxlan]),
+        shown("ip", &["neigh", "show", "dev", bridge, "nud", "permanent"]),
+    )
+}
+
+/// Whether `fdb` (see [`overlay_entries`]) sends `mac` through the tunnel
+/// to `node` as a static entry (programmed, not learnt).
+fn tunnels(fdb: &str, mac: &str, node: &str) -> bool {
+    fdb.lines()
+        .any(|l| l.starts_with(&format!("{mac} dst {node} ")) && l.contains(" static"))
+}
+
+/// The state of part `kind` on every node in `network get`'s JSON.
+fn part_states(status: &serde_json::Value, kind: &str) -> Vec<String> {
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            n["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["kind"] == kind)
+                .map(|p| p["state"].as_str().unwrap_or_default().to_owned())
+                .unwrap_or_else(|| format!("no {kind} part: {n}"))
+        })
+        .collect()
+}
+
+/// The bridge of network `name`, as the server stores it.
+async fn client_network_bridge(cluster: &Cluster, name: &str) -> String {
+    let network = cluster.client().get_network(name).await.expect("network");
+    network.bridge.as_str().to_owned()
+}
+
 fn address(instance: &Instance) -> String {
     instance.attachments[0].addresses[0].address.to_string()
 }
@@ -618,6 +671,36 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     assert!(ping(&web_ns_a, &peer_ip).is_some(), "web pings peer");
     let answer = fetch(&web_ns_a, &peer_ip, 80).expect("web reads peer's answer");
     assert_eq!(answer.trim(), "hello-from-peer");
+    // Programmed from the store, not learnt: each node sends the other's
+    // container's MAC straight to that node, and resolves its address
+    // itself.
+    let lan_bridge = client_network_bridge(&cluster, "lan").await;
+    let (web_mac, peer_mac) = (
+        web.attachments[0].mac.clone(),
+        peer.attachments[0].mac.clone(),
+    );
+    let (a_addr, b_addr) = (
+        cluster.nodes[0].address.clone(),
+        cluster.nodes[1].address.clone(),
+    );
+    let (fdb_b, neigh_b) = overlay_entries(&cluster.nodes[1].netns, &lan_bridge);
+    assert!(tunnels(&fdb_b, &web_mac, &a_addr), "node B: {fdb_b}");
+    assert!(
+        neigh_b.contains(&format!("{web_ip} lladdr {web_mac} PERMANENT")),
+        "node B: {neigh_b}"
+    );
+    let (fdb_a, neigh_a) = overlay_entries(&cluster.nodes[0].netns, &lan_bridge);
+    assert!(tunnels(&fdb_a, &peer_mac, &b_addr), "node A: {fdb_a}");
+    assert!(
+        neigh_a.contains(&format!("{peer_ip} lladdr {peer_mac} PERMANENT")),
+        "node A: {neigh_a}"
+    );
+    let shown = json(cluster.cli(&["network", "get", "lan"]));
+    assert_eq!(
+        part_states(&shown, "forwarding"),
+        ["ok", "ok"],
+        "network get: {shown}"
+    );
 
     // A QEMU microVM on node A joins the same network: peer on B pings it.
     let vm = json(cluster.cli(&[
@@ -685,10 +768,6 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
 
     // 2. The published port answers from the underlay at node A's address.
     let underlay = cluster.underlay.clone();
-    let (a_addr, b_addr) = (
-        cluster.nodes[0].address.clone(),
-        cluster.nodes[1].address.clone(),
-    );
     let answer = {
         let (ul, at) = (&underlay, &a_addr);
         wait_until("web's published port at node A", STEP, || async move {
@@ -744,6 +823,11 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
     let killed = Instant::now();
     let moved = cluster.running_on("web", 1).await;
     assert_eq!(address(&moved), web_ip, "the same address after the move");
+    // At once (no ageing): node B, where web runs now, no longer sends its
+    // MAC to node A, nor resolves its address to the tunnel.
+    let (fdb_b, neigh_b) = overlay_entries(&cluster.nodes[1].netns, &lan_bridge);
+    assert!(!fdb_b.contains(&web_mac), "node B: {fdb_b}");
+    assert!(!neigh_b.contains(&web_ip), "node B: {neigh_b}");
     let web_ns_b = cluster.netns_of(&moved, 1).await;
     let (ns, ip) = (&peer_ns, &web_ip);
     let nodes = (&cluster.nodes[0].netns, &cluster.nodes[1].netns, &web_ns_b);
@@ -820,6 +904,15 @@ async fn a_network_spans_two_agent_processes_and_follows_a_failover() {
         None,
         "node A publishes nothing"
     );
+    // Nor any forwarding entry of `lan`, which it no longer carries.
+    let (ns, bridge) = (&cluster.nodes[0].netns, &lan_bridge);
+    wait_until_ok("node A to drop its overlay entries", STEP, || async move {
+        let (fdb, neigh) = overlay_entries(ns, bridge);
+        (fdb.lines().all(|l| !l.contains(" dst ")) && neigh.trim().is_empty())
+            .then_some(())
+            .ok_or_else(|| format!("{fdb}{neigh}"))
+    })
+    .await;
 
     // 4. Clean up through the server while it runs, then check the nodes.
     for name in ["web", "peer"] {

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
-use zixiao_core::model::{InstallationId, InstanceUuid, Network, NetworkName};
+use zixiao_core::model::{InstallationId, InstanceUuid, Network, NetworkName, OverlayView};
 use zixiao_core::{
     Driver, DriverError, Error, ErrorKind, Instance, InstanceType, NetworkHost, NodeAgent,
 };
@@ -35,10 +35,6 @@ use crate::membership::duration;
 use crate::pb;
 use crate::pb::agent_service_server::{AgentService, AgentServiceServer};
 use crate::status::{from_driver_error, from_error};
-
-/// The most overlay peers one call may set: head-end replication to more
-/// nodes than this would flood each broadcast that many times.
-const MAX_OVERLAY_PEERS: usize = 4096;
 
 /// Decides whether the node may create or start instances now.
 pub type Gate = Arc<dyn Fn() -> Result<(), DriverError> + Send + Sync>;
@@ -745,15 +741,15 @@ impl AgentService for AgentServer {
         }))
     }
 
-    async fn set_overlay_peers(
+    async fn set_overlay(
         &self,
-        request: Request<pb::SetOverlayPeersRequest>,
+        request: Request<pb::SetOverlayRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
         let network = required_network(self, request.network).await?;
-        let peers = overlay_peers(&request.peers)?;
+        let view = overlay_view(request.overlay)?;
         self.network_host()?
-            .set_overlay_peers(&network, &peers)
+            .set_overlay(&network, &view)
             .await
             .map_err(|e| from_error(&e))?;
         done()
@@ -765,11 +761,11 @@ impl AgentService for AgentServer {
     ) -> Result<Response<pb::InspectNetworkResponse>, Status> {
         let request = request.into_inner();
         let network = required_network(self, request.network).await?;
-        let peers = overlay_peers(&request.peers)?;
+        let view = overlay_view(request.overlay)?;
         let attachments = attachments_of(&network, request.attachments)?;
         let parts = self
             .network_host()?
-            .inspect(&network, &peers, &attachments)
+            .inspect(&network, &view, &attachments)
             .await
             .map_err(|e| from_error(&e))?;
         Ok(Response::new(pb::InspectNetworkResponse {
@@ -969,33 +965,13 @@ async fn required_network(
     network(server, claimed).await
 }
 
-/// A network's overlay peers from the wire: at most [`MAX_OVERLAY_PEERS`],
-/// each a unicast address another node can be reached at, as an underlay
-/// must be (never loopback, multicast or unspecified).
-fn overlay_peers(peers: &[String]) -> Result<Vec<std::net::IpAddr>, Status> {
-    if peers.len() > MAX_OVERLAY_PEERS {
-        return Err(invalid(Error::invalid(
-            "peers",
-            format!(
-                "{} peers; at most {MAX_OVERLAY_PEERS} nodes can carry one network",
-                peers.len()
-            ),
-        )));
+/// A network's overlay view from the wire (absent: empty), bounded and
+/// parsed entry by entry (see [`OverlayView`]'s conversion).
+fn overlay_view(view: Option<pb::OverlayView>) -> Result<OverlayView, Status> {
+    match view {
+        None => Ok(OverlayView::empty()),
+        Some(view) => OverlayView::try_from(view).map_err(invalid),
     }
-    peers
-        .iter()
-        .enumerate()
-        .map(|(i, p)| match p.parse::<std::net::IpAddr>() {
-            Ok(peer) if zixiao_core::model::is_underlay_address(peer) => Ok(peer),
-            _ => Err(invalid(Error::invalid(
-                format!("peers[{i}]"),
-                format!(
-                    "`{}` is not a unicast address another node can be reached at",
-                    p.escape_debug()
-                ),
-            ))),
-        })
-        .collect()
 }
 
 /// How many attachments one network call may name: one per instance a

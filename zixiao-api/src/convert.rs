@@ -47,6 +47,7 @@ use zixiao_core::model::{
     Vni, MAX_NODE_IMAGES,
 };
 use zixiao_core::model::{GuestCid, VsockEndpoint, VsockSpec};
+use zixiao_core::model::{MacAddress, OverlayEndpoint, OverlayView};
 use zixiao_core::model::{
     Operation, OperationError, OperationId, OperationKind, OperationPhase, OperationProgress,
     OperationTarget, TargetKind,
@@ -2190,6 +2191,96 @@ impl TryFrom<pb::Network> for Network {
 
     fn try_from(n: pb::Network) -> Result<Self> {
         network(n, "network")
+    }
+}
+
+impl From<&OverlayView> for pb::OverlayView {
+    fn from(view: &OverlayView) -> Self {
+        pb::OverlayView {
+            peers: view.peers().iter().map(ToString::to_string).collect(),
+            endpoints: view
+                .endpoints()
+                .iter()
+                .map(|e| pb::OverlayEndpoint {
+                    mac: e.mac.to_string(),
+                    addresses: e.addresses.iter().map(ToString::to_string).collect(),
+                    node: e.node.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::OverlayView> for OverlayView {
+    type Error = Error;
+
+    /// The counts are checked before anything is parsed; then each
+    /// address and MAC, and the view as [`OverlayView::new`] checks it.
+    /// Errors: `InvalidArgument` naming the field under `overlay.`.
+    fn try_from(view: pb::OverlayView) -> Result<Self> {
+        let field = |f: String| format!("overlay.{f}");
+        let too_many = |what: &str, n: usize, max: usize| {
+            Error::invalid(
+                field(what.to_owned()),
+                format!("{n} entries; at most {max}"),
+            )
+        };
+        if view.peers.len() > OverlayView::MAX_PEERS {
+            return Err(too_many("peers", view.peers.len(), OverlayView::MAX_PEERS));
+        }
+        if view.endpoints.len() > OverlayView::MAX_ENDPOINTS {
+            return Err(too_many(
+                "endpoints",
+                view.endpoints.len(),
+                OverlayView::MAX_ENDPOINTS,
+            ));
+        }
+        let address = |text: &str, at: String| {
+            text.parse::<IpAddr>().map_err(|_| {
+                Error::invalid(
+                    field(at),
+                    format!("`{}` is not an IP address", text.escape_debug()),
+                )
+            })
+        };
+        let peers = view
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| address(p, format!("peers[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        let mut endpoints = Vec::with_capacity(view.endpoints.len());
+        for (i, e) in view.endpoints.iter().enumerate() {
+            if e.addresses.len() > OverlayView::MAX_ADDRESSES {
+                return Err(too_many(
+                    &format!("endpoints[{i}].addresses"),
+                    e.addresses.len(),
+                    OverlayView::MAX_ADDRESSES,
+                ));
+            }
+            let mac = MacAddress::try_from(e.mac.as_str()).map_err(|err| match err {
+                Error::InvalidArgument { reason, .. } => {
+                    Error::invalid(field(format!("endpoints[{i}].mac")), reason)
+                }
+                other => other,
+            })?;
+            let addresses = e
+                .addresses
+                .iter()
+                .enumerate()
+                .map(|(j, a)| address(a, format!("endpoints[{i}].addresses[{j}]")))
+                .collect::<Result<Vec<_>>>()?;
+            let node = address(&e.node, format!("endpoints[{i}].node"))?;
+            endpoints.push(OverlayEndpoint {
+                mac,
+                addresses,
+                node,
+            });
+        }
+        OverlayView::new(peers, endpoints).map_err(|err| match err {
+            Error::InvalidArgument { field: f, reason } => Error::invalid(field(f), reason),
+            other => other,
+        })
     }
 }
 

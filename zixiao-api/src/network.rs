@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use async_trait::async_trait;
 use tonic::transport::Channel;
-use zixiao_core::model::{InstallationId, Network, NetworkAttachment, NetworkPart};
+use zixiao_core::model::{InstallationId, Network, NetworkAttachment, NetworkPart, OverlayView};
 use zixiao_core::{Error, ErrorKind, Instance, NetworkHost, Result};
 
 use crate::convert::decode_all;
@@ -141,14 +141,14 @@ impl NetworkHost for RemoteNetworkHost {
         })
     }
 
-    async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()> {
-        let request = pb::SetOverlayPeersRequest {
+    async fn set_overlay(&self, network: &Network, view: &OverlayView) -> Result<()> {
+        let request = pb::SetOverlayRequest {
             network: Some(pb::Network::from(network.clone())),
-            peers: peers.iter().map(ToString::to_string).collect(),
+            overlay: Some(view.into()),
         };
         self.client
             .clone()
-            .set_overlay_peers(request)
+            .set_overlay(request)
             .await
             .map_err(|s| self.error(s))?;
         Ok(())
@@ -157,12 +157,12 @@ impl NetworkHost for RemoteNetworkHost {
     async fn inspect(
         &self,
         network: &Network,
-        peers: &[IpAddr],
+        view: &OverlayView,
         attachments: &[NetworkAttachment],
     ) -> Result<Vec<NetworkPart>> {
         let request = pb::InspectNetworkRequest {
             network: Some(pb::Network::from(network.clone())),
-            peers: peers.iter().map(ToString::to_string).collect(),
+            overlay: Some(view.into()),
             attachments: attachments.iter().cloned().map(Into::into).collect(),
         };
         let answer = self

@@ -15,9 +15,13 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use zixiao_api::agent::AgentServer;
 use zixiao_api::network::RemoteNetworkHost;
+use zixiao_api::pb;
 use zixiao_api::remote::RemoteAgent;
 use zixiao_core::host::HostFacts;
-use zixiao_core::model::{CreateNetwork, NetworkPartKind, NetworkStatus, PartState};
+use zixiao_core::model::{
+    CreateNetwork, MacAddress, NetworkPartKind, NetworkStatus, OverlayEndpoint, OverlayView,
+    PartState,
+};
 use zixiao_core::{
     Client, Controller, CreateInstance, ErrorKind, InstanceSpec, InstanceType, LocalAgent,
     NetworkHost, NodeRegistration, Resources, Wait,
@@ -360,7 +364,7 @@ async fn an_agent_without_networks_refuses_and_the_server_keeps_nothing() {
 }
 
 #[test]
-fn overlay_peers_are_set_on_the_agents_node_through_the_agent_service() {
+fn overlay_views_are_set_on_the_agents_node_through_the_agent_service() {
     in_fresh_netns(|netns| async move {
         // The node's underlay: an address of its own, on a veth.
         for args in [
@@ -394,34 +398,109 @@ fn overlay_peers_are_set_on_the_agents_node_through_the_agent_service() {
             Some("10.93.0.1".parse().unwrap())
         );
         let peer: std::net::IpAddr = "10.93.0.2".parse().unwrap();
-        remote
-            .set_overlay_peers(&lan, &[peer])
-            .await
-            .expect("set peers");
+        let mac = MacAddress::try_from("02:00:00:00:93:02").unwrap();
+        let view = OverlayView::new(
+            vec![peer],
+            vec![OverlayEndpoint {
+                mac,
+                addresses: vec!["10.73.0.9".parse().unwrap()],
+                node: peer,
+            }],
+        )
+        .unwrap();
+        remote.set_overlay(&lan, &view).await.expect("set overlay");
         assert_eq!(linux.overlay_peers(&lan).await.expect("peers"), vec![peer]);
-        // `network get`: the VXLAN device is in place; the peer set by
-        // hand is one the store does not call for (no instance anywhere).
+        let fdb = shown("bridge", &["fdb", "show", "dev", &vxlan]);
+        assert!(
+            fdb.lines()
+                .any(|l| l.starts_with(&format!("{mac} dst {peer}")) && l.contains("static")),
+            "a static tunnel entry: {fdb}"
+        );
+        let neigh = shown("ip", &["neigh", "show", "dev", lan.bridge.as_str()]);
+        assert!(
+            neigh.contains(&format!("10.73.0.9 lladdr {mac} PERMANENT")),
+            "{neigh}"
+        );
+        // `network get`: the VXLAN device is in place; the peer and the
+        // entries set by hand are ones the store does not call for (no
+        // instance anywhere).
         let status = rig.client.network_status("lan").await.expect("status");
         let (vxlan_state, detail) = part(&status, NetworkPartKind::Vxlan);
         assert_eq!(vxlan_state, PartState::Ok, "{detail}");
         let (peers, detail) = part(&status, NetworkPartKind::Peers);
         assert_eq!(peers, PartState::Drifted);
         assert_eq!(detail, "extra 10.93.0.2");
+        let (forwarding, detail) = part(&status, NetworkPartKind::Forwarding);
+        assert_eq!(forwarding, PartState::Drifted, "{detail}");
+        assert!(detail.ends_with("0 missing, 3 stale"), "{detail}");
         let repaired = rig.client.repair_network("lan").await.expect("repair");
         assert_eq!(part(&repaired, NetworkPartKind::Peers).0, PartState::Ok);
+        assert_eq!(
+            part(&repaired, NetworkPartKind::Forwarding).0,
+            PartState::Ok
+        );
         assert!(linux.overlay_peers(&lan).await.expect("peers").is_empty());
-        remote
-            .set_overlay_peers(&lan, &[peer])
-            .await
-            .expect("set peers");
-        let own = remote
-            .set_overlay_peers(&lan, &["10.93.0.1".parse().unwrap()])
-            .await
-            .unwrap_err();
+        let fdb = shown("bridge", &["fdb", "show", "dev", &vxlan]);
+        assert!(!fdb.contains(&mac.to_string()), "{fdb}");
+        let own = OverlayView::new(vec!["10.93.0.1".parse().unwrap()], Vec::new()).unwrap();
+        let own = remote.set_overlay(&lan, &own).await.unwrap_err();
         assert_eq!(own.kind(), ErrorKind::InvalidArgument, "{own}");
         assert!(own.to_string().contains("own underlay"), "{own}");
-        remote.set_overlay_peers(&lan, &[]).await.expect("no peers");
+
+        // Bad views straight over the wire: refused by the agent, naming
+        // the field, before anything is programmed.
+        let address = rig_agent_address(&rig).await;
+        let address = if address.contains("://") {
+            address
+        } else {
+            format!("http://{address}")
+        };
+        let mut client = zixiao_api::pb::agent_service_client::AgentServiceClient::new(
+            tonic::transport::Channel::from_shared(address)
+                .expect("uri")
+                .connect()
+                .await
+                .expect("agent"),
+        );
+        let endpoint = |mac: &str, address: &str, node: &str| pb::OverlayEndpoint {
+            mac: mac.to_owned(),
+            addresses: vec![address.to_owned()],
+            node: node.to_owned(),
+        };
+        let good = endpoint("02:00:00:00:93:02", "10.73.0.9", "10.93.0.2");
+        let cases = [
+            (
+                vec![endpoint("ff:ff:ff:ff:ff:ff", "10.73.0.9", "10.93.0.2")],
+                "overlay.endpoints[0].mac",
+            ),
+            (
+                vec![endpoint("02:00:00:00:93:02", "10.73.0.9/24", "10.93.0.2")],
+                "overlay.endpoints[0].addresses[0]",
+            ),
+            (
+                vec![endpoint("02:00:00:00:93:02", "10.73.0.9", "10.93.0.7")],
+                "overlay.endpoints[0].node",
+            ),
+            (
+                vec![good.clone(); OverlayView::MAX_ENDPOINTS + 1],
+                "overlay.endpoints",
+            ),
+        ];
+        for (endpoints, field) in cases {
+            let request = pb::SetOverlayRequest {
+                network: Some(lan.clone().into()),
+                overlay: Some(pb::OverlayView {
+                    peers: vec!["10.93.0.2".to_owned()],
+                    endpoints,
+                }),
+            };
+            let refused = client.set_overlay(request).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+            assert!(refused.message().contains(field), "{field}: {refused:?}");
+        }
         assert!(linux.overlay_peers(&lan).await.expect("peers").is_empty());
+        let fdb = shown("bridge", &["fdb", "show", "dev", &vxlan]);
+        assert!(!fdb.contains("02:00:00:00:93:02"), "{fdb}");
 
         rig.client.delete_network("lan").await.expect("delete");
         assert!(linux.link_index(&vxlan).await.expect("links").is_none());
@@ -429,6 +508,16 @@ fn overlay_peers_are_set_on_the_agents_node_through_the_agent_service() {
 }
 
 /// The address node-a's agent was registered with.
+/// What `program ARGS` prints, in this thread's namespace.
+fn shown(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .expect(program);
+    assert!(out.status.success(), "{program} {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn rig_agent_address(rig: &Rig) -> String {
     rig.controller
         .get_node("node-a")

@@ -15,10 +15,12 @@
 //! Needs root and `ZIXIAO_TEST_NETNS_DIR`; without them it prints why and
 //! is skipped. Writes `target/bench-results/publish.json`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use zixiao_core::model::{
     mac_address, CreateNetwork, InstallationId, InterfaceKind, InterfaceName, IpConfig,
@@ -32,20 +34,6 @@ use zixiao_testing::underlay::{Underlay, NODE_ADDRESS};
 const ROUNDS: usize = 5;
 /// Connections per path per round.
 const PER_ROUND: usize = 400;
-
-/// Opens `count` connections to `to`, one after the other, each reading
-/// the answer to its end; the time they took.
-fn connect_many(to: SocketAddr, count: usize) -> Duration {
-    let started = Instant::now();
-    let mut answer = Vec::with_capacity(16);
-    for _ in 0..count {
-        let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
-        answer.clear();
-        stream.read_to_end(&mut answer).expect("read the answer");
-        assert_eq!(answer, b"ok\n");
-    }
-    started.elapsed()
-}
 
 fn measure(dir: PathBuf) -> Vec<serde_json::Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -96,7 +84,7 @@ fn measure(dir: PathBuf) -> Vec<serde_json::Value> {
     let direct = SocketAddr::from(([10, 79, 0, 5], 80));
     let outside: &Path = underlay.path();
     let run = |to: SocketAddr, count: usize| {
-        netns::run_in(outside, || Ok(connect_many(to, count))).expect("enter the outside")
+        netns::run_in(outside, || Ok(common::connect_many(to, count))).expect("enter the outside")
     };
     // Warm up both paths (ARP, conntrack, caches).
     run(direct, 50);
@@ -138,33 +126,5 @@ fn measure(dir: PathBuf) -> Vec<serde_json::Value> {
 }
 
 fn main() {
-    // `cargo test --benches` runs benches with `--bench` absent: skip then.
-    if !std::env::args().any(|a| a == "--bench") {
-        return;
-    }
-    let Some(base) = std::env::var_os("ZIXIAO_TEST_NETNS_DIR").map(PathBuf::from) else {
-        println!("publish: skipped (set ZIXIAO_TEST_NETNS_DIR: scripts/services/net.sh start)");
-        return;
-    };
-    std::fs::create_dir_all(&base).expect("netns base");
-    let dir = tempfile::tempdir_in(&base).expect("netns dir");
-    let path = dir.path().to_path_buf();
-    let rows = match netns::run_isolated(move || measure(path)) {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => {
-            println!("publish: skipped (a network namespace needs root: {e})");
-            return;
-        }
-        Err(panic) => std::panic::resume_unwind(panic),
-    };
-    for entry in std::fs::read_dir(dir.path())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = netns::remove(&entry.path());
-    }
-    let written = zixiao_benches::write_results("publish", &zixiao_benches::machine(), rows)
-        .expect("write the results");
-    println!("publish: results in {}", written.display());
+    common::run("publish", measure);
 }

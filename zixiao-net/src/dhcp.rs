@@ -80,59 +80,7 @@ pub const ROUTER_LIFETIME: u32 = 1800;
 /// How long a stopped responder may take to exit.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A unicast Ethernet address, parsed from `xx:xx:xx:xx:xx:xx`.
-///
-/// ```
-/// use zixiao_net::dhcp::MacAddress;
-/// let mac = MacAddress::try_from("02:AB:00:00:00:01").unwrap();
-/// assert_eq!(mac.to_string(), "02:ab:00:00:00:01");
-/// assert!(MacAddress::try_from("01:00:5e:00:00:01").is_err(), "multicast");
-/// assert!(MacAddress::try_from("02:00:00:00:00:01,10.0.0.9").is_err());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddress([u8; 6]);
-
-impl MacAddress {
-    /// Its six octets.
-    pub fn octets(self) -> [u8; 6] {
-        self.0
-    }
-}
-
-impl TryFrom<&str> for MacAddress {
-    type Error = Error;
-
-    /// Errors: `InvalidArgument` on `mac` for anything but six two-digit
-    /// hex octets separated by `:`, or a multicast address.
-    fn try_from(text: &str) -> Result<Self> {
-        let invalid =
-            |why: &str| Error::invalid("mac", format!("`{}` is not {why}", text.escape_debug()));
-        let mut octets = [0u8; 6];
-        let mut parts = text.split(':');
-        for octet in &mut octets {
-            let part = parts
-                .next()
-                .filter(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-                .ok_or_else(|| invalid("a MAC address like 02:00:00:00:00:01"))?;
-            *octet = u8::from_str_radix(part, 16)
-                .map_err(|_| invalid("a MAC address like 02:00:00:00:00:01"))?;
-        }
-        if parts.next().is_some() {
-            return Err(invalid("a MAC address like 02:00:00:00:00:01"));
-        }
-        if octets[0] & 1 == 1 {
-            return Err(invalid("a unicast MAC address"));
-        }
-        Ok(MacAddress(octets))
-    }
-}
-
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
+pub use zixiao_core::model::MacAddress;
 
 /// One host entry of a responder: an attachment's MAC and its IPv4
 /// address. Only built from parsed values, so the line dnsmasq reads

@@ -20,7 +20,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 use zixiao_core::model::{
     BridgeName, HostMark, InstallationId, Instance, InterfaceName, Network, NetworkAttachment,
-    NetworkPart,
+    NetworkPart, OverlayView,
 };
 use zixiao_core::{Error, NetworkHost, Result};
 
@@ -333,17 +333,17 @@ impl NetworkHost for LinuxNetwork {
         Ok(self.underlay.map(Underlay::address))
     }
 
-    async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()> {
-        LinuxNetwork::set_overlay_peers(self, network, peers).await
+    async fn set_overlay(&self, network: &Network, view: &OverlayView) -> Result<()> {
+        LinuxNetwork::set_overlay(self, network, view).await
     }
 
     async fn inspect(
         &self,
         network: &Network,
-        peers: &[IpAddr],
+        view: &OverlayView,
         attachments: &[NetworkAttachment],
     ) -> Result<Vec<NetworkPart>> {
-        self.inspect_network(network, peers, attachments).await
+        self.inspect_network(network, view, attachments).await
     }
 
     async fn repair(

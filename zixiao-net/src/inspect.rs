@@ -1,11 +1,13 @@
 //! Inspection and repair of one network on this node, for `network get`
 //! and `network repair`: each [`NetworkPart`] (bridge, VXLAN device,
-//! overlay peers, nftables table, DHCP responder, the instances' links) is
+//! overlay peers, forwarding and neighbour entries, nftables table, DHCP
+//! responder, the instances' links) is
 //! looked up and judged against what the store says the node should hold.
 //! Repair is [`NetworkHost::ensure_network`](zixiao_core::NetworkHost)
 //! (bridge, VXLAN, rules, DHCP, all idempotent) plus putting back the
-//! instances' links on the bridge and their DHCP entries; the peers are
-//! the controller's to set, as always.
+//! instances' links on the bridge and their DHCP entries; the overlay
+//! (peers, forwarding and neighbour entries) is the controller's to set,
+//! from the store, as always.
 //!
 //! Only this installation's objects are judged or touched: a link of the
 //! right name without the network's mark is reported as drifted and left
@@ -17,7 +19,8 @@ use std::net::IpAddr;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::LinkUnspec;
 use zixiao_core::model::{
-    HostMark, Network, NetworkAttachment, NetworkPart, NetworkPartKind as Kind, PartState,
+    HostMark, Network, NetworkAttachment, NetworkPart, NetworkPartKind as Kind, OverlayView,
+    PartState,
 };
 use zixiao_core::{NetworkHost, Result};
 
@@ -25,19 +28,19 @@ use crate::dhcp::DhcpState;
 use crate::host::netlink_error;
 use crate::links::{self, LinkKind};
 use crate::nft;
-use crate::overlay::VxlanName;
+use crate::overlay::{Programmed, VxlanName};
 use crate::LinuxNetwork;
 
 impl LinuxNetwork {
     /// `network`'s parts on this node (see the module docs), judged
-    /// against `peers` (the underlay addresses of the other nodes carrying
-    /// it) and `attachments` (those of the instances running here on it).
+    /// against `view` (its overlay as this node should hold it) and
+    /// `attachments` (those of the instances running here on it).
     /// Read-only. Errors: `FailedPrecondition` (a network stored before
     /// installation ids), netlink's and nft's.
     pub async fn inspect_network(
         &self,
         network: &Network,
-        peers: &[IpAddr],
+        view: &OverlayView,
         attachments: &[NetworkAttachment],
     ) -> Result<Vec<NetworkPart>> {
         let mark = network.mark()?;
@@ -58,8 +61,8 @@ impl LinuxNetwork {
                 ),
             },
         };
-        let (vxlan, peers_part) = self
-            .judge_overlay(network, &mark, bridge_index, peers)
+        let (vxlan, peers_part, forwarding) = self
+            .judge_overlay(network, &mark, bridge_index, view)
             .await?;
         let rules = if nft::table_exists(&mark).await? {
             NetworkPart::new(Kind::Rules, PartState::Ok, network.nft_table())
@@ -87,7 +90,15 @@ impl LinuxNetwork {
             DhcpState::Stopped => NetworkPart::new(Kind::Dhcp, PartState::Missing, "not running"),
         };
         let links = self.judge_links(bridge_index, attachments).await?;
-        Ok(vec![bridge_part, vxlan, peers_part, rules, dhcp, links])
+        Ok(vec![
+            bridge_part,
+            vxlan,
+            peers_part,
+            forwarding,
+            rules,
+            dhcp,
+            links,
+        ])
     }
 
     /// Puts `network` back as it should be on this node: everything
@@ -100,12 +111,17 @@ impl LinuxNetwork {
         network: &Network,
         attachments: &[NetworkAttachment],
     ) -> Result<Vec<String>> {
-        let before = self.inspect_network(network, &[], attachments).await?;
+        let before = self
+            .inspect_network(network, &OverlayView::empty(), attachments)
+            .await?;
         self.ensure_network(network).await?;
         let mark = network.mark()?;
         let mut repaired: Vec<String> = before
             .iter()
-            .filter(|p| p.kind != Kind::Peers && p.kind != Kind::Links && !p.state.is_healthy())
+            .filter(|p| {
+                !matches!(p.kind, Kind::Peers | Kind::Forwarding | Kind::Links)
+                    && !p.state.is_healthy()
+            })
             .map(|p| format!("{} ({})", p.kind, p.state))
             .collect();
         let bridge = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark)
@@ -186,16 +202,17 @@ impl LinuxNetwork {
         })
     }
 
-    /// The VXLAN device and its peers: not needed without a VNI or an
-    /// underlay address; else the device on the bridge with the network's
-    /// VNI, replicating to exactly `peers`.
+    /// The VXLAN device, its peers and its forwarding and neighbour
+    /// entries: not needed without a VNI or an underlay address; else the
+    /// device on the bridge with the network's VNI, holding exactly what
+    /// `view` asks for.
     async fn judge_overlay(
         &self,
         network: &Network,
         mark: &HostMark,
         bridge: Option<u32>,
-        peers: &[IpAddr],
-    ) -> Result<(NetworkPart, NetworkPart)> {
+        view: &OverlayView,
+    ) -> Result<(NetworkPart, NetworkPart, NetworkPart)> {
         let (Some(underlay), Some(vni)) = (self.underlay, network.vni) else {
             let why = if network.vni.is_none() {
                 "the network has no VNI"
@@ -205,6 +222,7 @@ impl LinuxNetwork {
             return Ok((
                 NetworkPart::new(Kind::Vxlan, PartState::NotNeeded, why),
                 NetworkPart::new(Kind::Peers, PartState::NotNeeded, why),
+                NetworkPart::new(Kind::Forwarding, PartState::NotNeeded, why),
             ));
         };
         let name = VxlanName::of(&network.bridge);
@@ -238,8 +256,9 @@ impl LinuxNetwork {
                 }
             },
         };
-        let present: BTreeSet<IpAddr> = self.overlay_peers(network).await?.into_iter().collect();
-        let wanted: BTreeSet<IpAddr> = peers.iter().copied().collect();
+        let held = self.programmed_of(network).await?;
+        let expected = Programmed::of(view);
+        let (present, wanted) = (&held.peers, &expected.peers);
         let list = |set: &mut dyn Iterator<Item = &IpAddr>| {
             set.map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
         };
@@ -252,8 +271,8 @@ impl LinuxNetwork {
             NetworkPart::new(Kind::Peers, PartState::Ok, detail)
         } else {
             let mut problems = Vec::new();
-            let missing: Vec<_> = wanted.difference(&present).collect();
-            let extra: Vec<_> = present.difference(&wanted).collect();
+            let missing: Vec<_> = wanted.difference(present).collect();
+            let extra: Vec<_> = present.difference(wanted).collect();
             if !missing.is_empty() {
                 problems.push(format!("missing {}", list(&mut missing.into_iter())));
             }
@@ -262,7 +281,7 @@ impl LinuxNetwork {
             }
             NetworkPart::new(Kind::Peers, PartState::Drifted, problems.join("; "))
         };
-        Ok((vxlan, peers_part))
+        Ok((vxlan, peers_part, judge_forwarding(&held, &expected)))
     }
 
     /// The instances' host links: each present, up, and on the bridge.
@@ -319,5 +338,37 @@ impl LinuxNetwork {
                 ),
             ),
         })
+    }
+}
+
+/// The forwarding (FDB, on the VXLAN device and its bridge port) and
+/// neighbour entries `held`, against those `wanted`: how many of each are
+/// in place, missing (or pointing at another node) and stale.
+fn judge_forwarding(held: &Programmed, wanted: &Programmed) -> NetworkPart {
+    let fdb = wanted.tunnel.len() + wanted.bridged.len();
+    let neighbours = wanted.neighbours.len();
+    let (fdb_missing, neighbours_missing, stale) = held.drift(wanted);
+    let counts = format!(
+        "{} of {fdb} FDB, {} of {neighbours} neighbour entries",
+        fdb - fdb_missing,
+        neighbours - neighbours_missing
+    );
+    match (fdb_missing + neighbours_missing, stale) {
+        (0, 0) if fdb == 0 => NetworkPart::new(
+            Kind::Forwarding,
+            PartState::Ok,
+            "none (no instance of it on another node)",
+        ),
+        (0, 0) => NetworkPart::new(Kind::Forwarding, PartState::Ok, counts),
+        (missing, 0) => NetworkPart::new(
+            Kind::Forwarding,
+            PartState::Missing,
+            format!("{counts}; {missing} missing"),
+        ),
+        (missing, stale) => NetworkPart::new(
+            Kind::Forwarding,
+            PartState::Drifted,
+            format!("{counts}; {missing} missing, {stale} stale"),
+        ),
     }
 }

@@ -13,8 +13,9 @@
 //!   publishes instances' ports ([`LinuxNetwork::publish_ports`]: DNAT in
 //!   a table per instance, see [`ports`]).
 //! - [`overlay`]: with an [`Underlay`] address, each network's VXLAN
-//!   segment (its own VNI) between the nodes that carry it, peers
-//!   programmed by head-end replication, and an anycast gateway.
+//!   segment (its own VNI) between the nodes that carry it, its peers
+//!   and every remote instance's FDB and neighbour entries programmed
+//!   from the store, and an anycast gateway.
 //! - [`dhcp`]: a DHCPv4 responder (dnsmasq) per network on each node,
 //!   handing each plugged attachment exactly its IPAM address, and the
 //!   router advertisements of the network's IPv6 /64 (SLAAC).

@@ -4,27 +4,42 @@
 //! from this node's [`Underlay`] address to UDP port 4789, enslaved to the
 //! bridge.
 //!
-//! Peers are programmed by head-end replication: for every other node that
-//! carries the network, one all-zeros forwarding entry `dst <its underlay
-//! address>` on the VXLAN device, so broadcast and unknown traffic (ARP,
-//! the first packet to a new MAC) is copied to those nodes and to no one
-//! else; no multicast group is joined. Learning stays on: the device learns
-//! which node each remote MAC lives on from the packets it receives, so
-//! unicast goes straight to the right node afterwards without Zixiao
-//! distributing every instance's MAC (flannel's way), and a MAC that moves
-//! is relearnt. The controller computes the peer set from the store and
-//! calls [`LinuxNetwork::set_overlay_peers`] through
-//! [`NetworkHost::set_overlay_peers`](zixiao_core::NetworkHost::set_overlay_peers);
-//! entries of nodes no longer carrying the network are removed there.
+//! What it holds is programmed from the store, never learnt: the
+//! controller computes each node's [`OverlayView`] (the other nodes
+//! carrying the network, and every instance attachment on them) and calls
+//! [`LinuxNetwork::set_overlay`] through
+//! [`NetworkHost::set_overlay`](zixiao_core::NetworkHost::set_overlay)
+//! whenever an attachment appears, moves or goes. That call diffs what the
+//! network's own devices hold against the view and programs:
+//! - per peer node, one all-zeros entry `dst <its underlay address>` on
+//!   the VXLAN device (head-end replication): broadcast and multicast
+//!   (ARP and ND for addresses the store does not know, such as IPv6
+//!   link-local ones; DHCP is answered locally) are copied to those nodes
+//!   and to no one else; no multicast group is joined;
+//! - per remote MAC, a static entry `MAC dst <its node>` on the VXLAN
+//!   device, so unicast goes straight to the one node that has it, and a
+//!   static entry for the MAC on the bridge's VXLAN port, so the bridge
+//!   neither floods it to local ports nor needs to learn it;
+//! - per remote address, a permanent neighbour entry `address lladdr MAC`
+//!   on the bridge, which ARP/ND suppression (`neigh_suppress on` on the
+//!   VXLAN port) answers on this node instead of copying the request to
+//!   every peer.
 //!
-//! ARP and IPv6 neighbour discovery are suppressed on the VXLAN port
-//! (`neigh_suppress on`): a request for an address whose MAC the bridge
-//! knows behind that port (a valid entry in the node's neighbour table on
-//! the bridge, and the MAC in its FDB) is answered on this node and not
-//! copied to every peer; one it does not know is still replicated, so
-//! nothing becomes unreachable. Zixiao does not program those neighbour
-//! entries from the store yet (MACs are learnt, see above), so today only
-//! addresses the node has itself resolved are answered locally.
+//! Entries the view no longer names are removed, so a moved instance's MAC
+//! points at its new node as soon as the sync runs (no ageing wait), and
+//! its old node drops it on its next sync. Learning is off on the VXLAN
+//! device and on its bridge port (a learnt entry would outlive a move, and
+//! learning is what the static entries replace), and so is flooding of
+//! unknown unicast to the VXLAN port: every MAC of the network is
+//! programmed before its instance is plugged in (the controller syncs
+//! before the driver creates it), so unicast to an unknown MAC has no one
+//! to reach on another node. A node left out of a sync (unreachable for a
+//! moment) gets its entries at the next one (`network repair`, the
+//! agent's re-registration or the network reconcile).
+//!
+//! Only the network's own devices (its bridge and VXLAN device, marked
+//! as its) are read or changed: entries on any other link are never
+//! touched.
 //!
 //! With the overlay on, the bridge (and so every veth and TAP on it) gets
 //! the underlay link's MTU less the 50 bytes of VXLAN over IPv4 (70 over
@@ -32,12 +47,13 @@
 //! no VXLAN device at all: the embedded single-node default needs no
 //! set-up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use futures::{StreamExt, TryStreamExt};
 use rtnetlink::packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoBridgePort, LinkAttribute, LinkMessage};
@@ -46,7 +62,9 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{Handle, LinkBridgePort, LinkUnspec, LinkVxlan};
-use zixiao_core::model::{BridgeName, HostMark, Network, Vni, BRIDGE_PREFIX};
+use zixiao_core::model::{
+    BridgeName, HostMark, MacAddress, Network, OverlayView, Vni, BRIDGE_PREFIX,
+};
 use zixiao_core::{Error, Result};
 
 use crate::endpoint::set as set_link;
@@ -64,6 +82,9 @@ const OVERHEAD_V4: u32 = 50;
 const OVERHEAD_V6: u32 = 70;
 /// The all-zeros MAC of head-end replication entries.
 const ALL_ZEROS: [u8; 6] = [0; 6];
+/// `NUD_NOARP | NUD_REACHABLE`: what `bridge fdb add … static` asks for;
+/// the VXLAN driver never ages such an entry out and shows it `static`.
+const STATIC_TUNNEL: u16 = 0x40 | 0x02;
 
 /// This node's address on the network between nodes, which VXLAN packets
 /// leave from and other nodes send this node's share of an overlay to.
@@ -247,11 +268,18 @@ impl LinuxNetwork {
             .set_port(
                 LinkBridgePort::new(index)
                     .append_info_data(InfoBridgePort::NeighSupress(true))
+                    .append_info_data(InfoBridgePort::Learning(false))
+                    .append_info_data(InfoBridgePort::UnicastFlood(false))
                     .build(),
             )
             .execute()
             .await
-            .map_err(|e| netlink_error(&format!("turning on ARP/ND suppression on {vxlan}"), e))
+            .map_err(|e| {
+                netlink_error(
+                    &format!("turning on ARP/ND suppression and off learning on {vxlan}"),
+                    e,
+                )
+            })
     }
 
     /// Whether ARP/ND suppression is on for `network`'s VXLAN port (see the
@@ -301,7 +329,7 @@ impl LinuxNetwork {
         let builder = LinkVxlan::new(name.as_str(), vni.get())
             .port(VXLAN_PORT)
             .dev(dev)
-            .learning(true);
+            .learning(false);
         let builder = match underlay.address() {
             IpAddr::V4(v4) => builder.local(v4),
             IpAddr::V6(v6) => builder.local6(v6),
@@ -348,18 +376,19 @@ impl LinuxNetwork {
         Ok((index, mtu.saturating_sub(overhead)))
     }
 
-    /// Makes the overlay peers of `network` on this node exactly `peers`
-    /// (the underlay addresses of the other nodes carrying it): missing
-    /// head-end replication entries are appended, those of other addresses
-    /// removed. Idempotent. Errors: `FailedPrecondition` (peers for a node
-    /// without an underlay address, or a network without a VNI; the
-    /// network's VXLAN device is missing: it is not set up here; a link of
-    /// its name is not the network's), netlink's.
-    pub async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()> {
+    /// Makes the overlay of `network` on this node exactly `view` (see the
+    /// module docs): missing replication, forwarding and neighbour entries
+    /// are added, those pointing elsewhere replaced, those `view` does not
+    /// name removed, on the network's own devices only. Idempotent.
+    /// Errors: `FailedPrecondition` (a non-empty view for a node without
+    /// an underlay address, or a network without a VNI; the network's
+    /// VXLAN device is missing: it is not set up here; a link of its name
+    /// is not the network's), `InvalidArgument` (this node's own address
+    /// among the peers), netlink's.
+    pub async fn set_overlay(&self, network: &Network, view: &OverlayView) -> Result<()> {
         let mark = network.mark()?;
-        let wanted: BTreeSet<IpAddr> = peers.iter().copied().collect();
         let (Some(underlay), Some(_)) = (self.underlay, network.vni) else {
-            if wanted.is_empty() {
+            if view.is_empty() {
                 return Ok(());
             }
             return Err(Error::FailedPrecondition(match network.vni {
@@ -374,121 +403,235 @@ impl LinuxNetwork {
                 ),
             }));
         };
-        if wanted.contains(&underlay.address()) {
+        if view.peers().contains(&underlay.address()) {
             return Err(Error::invalid(
                 "peers",
                 format!("{} is this node's own underlay address", underlay.address()),
             ));
         }
         let vxlan = VxlanName::of(&network.bridge);
+        let missing = || {
+            Error::FailedPrecondition(format!(
+                "network `{}` is not set up on this node (VXLAN device {vxlan} is missing)",
+                network.name
+            ))
+        };
         let index = links::owned(&self.handle, vxlan.as_str(), LinkKind::Vxlan, &mark)
             .await?
-            .ok_or_else(|| {
-                Error::FailedPrecondition(format!(
-                    "network `{}` is not set up on this node (VXLAN device {vxlan} is missing)",
-                    network.name
-                ))
-            })?;
-        let present = self.overlay_peers_at(index).await?;
-        for peer in wanted.difference(&present) {
-            self.fdb(index, *peer, true).await?;
+            .ok_or_else(missing)?;
+        let bridge = links::owned(&self.handle, &network.bridge, LinkKind::Bridge, &mark)
+            .await?
+            .ok_or_else(missing)?;
+        let devices = Devices {
+            vxlan: index,
+            bridge,
+        };
+        let present = self.programmed(devices).await?;
+        let wanted = Programmed::of(view);
+        // What is wanted first, then what is stale: a move replaces its
+        // entries in place and nothing goes unreachable in between.
+        for peer in wanted.peers.difference(&present.peers) {
+            self.program(devices, Entry::Peer(*peer), Change::Add)
+                .await?;
         }
-        for peer in present.difference(&wanted) {
-            self.fdb(index, *peer, false).await?;
+        for (mac, node) in &wanted.tunnel {
+            if present.tunnel.get(mac) != Some(node) {
+                let entry = Entry::Tunnel(*mac, *node);
+                self.program(devices, entry, Change::Add).await?;
+            }
+        }
+        for mac in wanted.bridged.difference(&present.bridged) {
+            self.program(devices, Entry::Bridged(*mac), Change::Add)
+                .await?;
+        }
+        for (address, mac) in &wanted.neighbours {
+            if present.neighbours.get(address) != Some(mac) {
+                let entry = Entry::Neighbour(*address, *mac);
+                self.program(devices, entry, Change::Add).await?;
+            }
+        }
+        for (address, mac) in &present.neighbours {
+            if !wanted.neighbours.contains_key(address) {
+                let entry = Entry::Neighbour(*address, *mac);
+                self.program(devices, entry, Change::Remove).await?;
+            }
+        }
+        for mac in present.bridged.difference(&wanted.bridged) {
+            self.program(devices, Entry::Bridged(*mac), Change::Remove)
+                .await?;
+        }
+        for (mac, node) in &present.tunnel {
+            if !wanted.tunnel.contains_key(mac) {
+                let entry = Entry::Tunnel(*mac, *node);
+                self.program(devices, entry, Change::Remove).await?;
+            }
+        }
+        for peer in present.peers.difference(&wanted.peers) {
+            self.program(devices, Entry::Peer(*peer), Change::Remove)
+                .await?;
         }
         Ok(())
+    }
+
+    /// What `network`'s overlay devices hold now (nothing without them).
+    pub(crate) async fn programmed_of(&self, network: &Network) -> Result<Programmed> {
+        let vxlan = VxlanName::of(&network.bridge);
+        let (Some(vxlan), Some(bridge)) = (
+            link_index(&self.handle, vxlan.as_str()).await?,
+            link_index(&self.handle, network.bridge.as_str()).await?,
+        ) else {
+            return Ok(Programmed::default());
+        };
+        self.programmed(Devices { vxlan, bridge }).await
     }
 
     /// The peers `network`'s VXLAN device replicates to now (empty without
     /// one), in address order.
     pub async fn overlay_peers(&self, network: &Network) -> Result<Vec<IpAddr>> {
-        let vxlan = VxlanName::of(&network.bridge);
-        let Some(index) = link_index(&self.handle, vxlan.as_str()).await? else {
-            return Ok(Vec::new());
-        };
-        Ok(self.overlay_peers_at(index).await?.into_iter().collect())
-    }
-
-    async fn overlay_peers_at(&self, index: u32) -> Result<BTreeSet<IpAddr>> {
-        let entries: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| netlink_error("listing forwarding entries", e))?;
-        Ok(entries
-            .iter()
-            .filter(|e| e.header.ifindex == index)
-            .filter(|e| {
-                e.attributes
-                    .iter()
-                    .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(mac) if mac[..] == ALL_ZEROS))
-            })
-            .filter_map(|e| {
-                e.attributes.iter().find_map(|a| match a {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
-                        Some(IpAddr::V4(*v4))
-                    }
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
-                        Some(IpAddr::V6(*v6))
-                    }
-                    // Bridge-family entries come with their address
-                    // undecoded (the family says nothing of it): by length.
-                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-                        match bytes.len() {
-                            4 => <[u8; 4]>::try_from(&bytes[..]).ok().map(IpAddr::from),
-                            16 => <[u8; 16]>::try_from(&bytes[..]).ok().map(IpAddr::from),
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                })
-            })
+        Ok(self
+            .programmed_of(network)
+            .await?
+            .peers
+            .into_iter()
             .collect())
     }
 
-    /// Appends (`add`) or removes the all-zeros entry `dst peer` on the
-    /// VXLAN device at `index`, as `bridge fdb append|del 00:00:00:00:00:00
-    /// dev … dst peer` does. rtnetlink's neighbour add sends `NLM_F_EXCL`,
-    /// which the kernel refuses for a second all-zeros entry, so the message
-    /// is sent here with `NLM_F_APPEND`.
-    async fn fdb(&self, index: u32, peer: IpAddr, add: bool) -> Result<()> {
+    async fn programmed(&self, devices: Devices) -> Result<Programmed> {
+        let mut held = Programmed::default();
+        let entries = self.neighbours(AddressFamily::Bridge).await?;
+        for entry in entries.iter().filter(|e| e.header.ifindex == devices.vxlan) {
+            let Some(mac) = lladdr(entry) else { continue };
+            if entry.header.flags.contains(NeighbourFlags::Own) {
+                // The VXLAN device's own table: replication or tunnel.
+                let Some(dst) = destination(entry) else {
+                    continue;
+                };
+                if mac == ALL_ZEROS {
+                    held.peers.insert(dst);
+                } else if let Ok(mac) = MacAddress::try_from(mac) {
+                    held.tunnel.insert(mac, dst);
+                }
+            } else if entry.header.state == NeighbourState::Noarp {
+                // The bridge's static entries on its VXLAN port (its
+                // `permanent` ones are the port's own MAC, learnt ones
+                // cannot be there with learning off).
+                if let Ok(mac) = MacAddress::try_from(mac) {
+                    held.bridged.insert(mac);
+                }
+            }
+        }
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let entries = self.neighbours(family).await?;
+            for entry in entries.iter().filter(|e| {
+                e.header.ifindex == devices.bridge && e.header.state == NeighbourState::Permanent
+            }) {
+                let (Some(address), Some(mac)) = (destination(entry), lladdr(entry)) else {
+                    continue;
+                };
+                if let Ok(mac) = MacAddress::try_from(mac) {
+                    held.neighbours.insert(address, mac);
+                }
+            }
+        }
+        Ok(held)
+    }
+
+    async fn neighbours(&self, family: AddressFamily) -> Result<Vec<NeighbourMessage>> {
+        self.handle
+            .neighbours()
+            .get()
+            .set_address_family(family)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| netlink_error("listing forwarding and neighbour entries", e))
+    }
+
+    /// Adds (or replaces) or removes one entry, as `bridge fdb
+    /// append|replace|del` and `ip neigh replace|del` do. rtnetlink's
+    /// neighbour add sends `NLM_F_EXCL`, which the kernel refuses for a
+    /// second all-zeros entry and which would fail a replacement, so the
+    /// message is built here.
+    async fn program(&self, devices: Devices, entry: Entry, change: Change) -> Result<()> {
         let mut message = NeighbourMessage::default();
-        message.header.family = AddressFamily::Bridge;
+        let (family, index, state, flags, mac, dst) = match entry {
+            Entry::Peer(peer) => (
+                AddressFamily::Bridge,
+                devices.vxlan,
+                NeighbourState::Permanent,
+                NeighbourFlags::Own,
+                ALL_ZEROS,
+                Some(peer),
+            ),
+            Entry::Tunnel(mac, node) => (
+                AddressFamily::Bridge,
+                devices.vxlan,
+                NeighbourState::Other(STATIC_TUNNEL),
+                NeighbourFlags::Own,
+                mac.octets(),
+                Some(node),
+            ),
+            Entry::Bridged(mac) => (
+                AddressFamily::Bridge,
+                devices.vxlan,
+                NeighbourState::Noarp,
+                NeighbourFlags::Controller,
+                mac.octets(),
+                None,
+            ),
+            Entry::Neighbour(address, mac) => (
+                if address.is_ipv4() {
+                    AddressFamily::Inet
+                } else {
+                    AddressFamily::Inet6
+                },
+                devices.bridge,
+                NeighbourState::Permanent,
+                NeighbourFlags::empty(),
+                mac.octets(),
+                Some(address),
+            ),
+        };
+        message.header.family = family;
         message.header.ifindex = index;
-        message.header.state = NeighbourState::Permanent;
-        message.header.flags = NeighbourFlags::Own;
+        message.header.state = state;
+        message.header.flags = flags;
+        if let Some(dst) = dst {
+            message
+                .attributes
+                .push(NeighbourAttribute::Destination(match dst {
+                    IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+                    IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+                }));
+        }
         message
             .attributes
-            .push(NeighbourAttribute::LinkLayerAddress(ALL_ZEROS.to_vec()));
-        message
-            .attributes
-            .push(NeighbourAttribute::Destination(match peer {
-                IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
-                IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
-            }));
-        let (payload, flags, doing) = if add {
-            (
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        let add = change == Change::Add;
+        let (payload, flags, doing) = match (change, entry) {
+            (Change::Add, Entry::Peer(_)) => (
                 RouteNetlinkMessage::NewNeighbour(message),
                 NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
                 "adding",
-            )
-        } else {
-            (
+            ),
+            (Change::Add, _) => (
+                RouteNetlinkMessage::NewNeighbour(message),
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+                "setting",
+            ),
+            (Change::Remove, _) => (
                 RouteNetlinkMessage::DelNeighbour(message),
                 NLM_F_REQUEST | NLM_F_ACK,
                 "removing",
-            )
+            ),
         };
+        let what = || format!("{doing} {entry}");
         let mut request = NetlinkMessage::from(payload);
         request.header.flags = flags;
         let mut handle = self.handle.clone();
         let mut replies = handle
             .request(request)
-            .map_err(|e| netlink_error(&format!("{doing} overlay peer {peer}"), e))?;
+            .map_err(|e| netlink_error(&what(), e))?;
         while let Some(reply) = replies.next().await {
             if let NetlinkPayload::Error(e) = reply.payload {
                 let e = rtnetlink::Error::NetlinkError(e);
@@ -496,7 +639,7 @@ impl LinuxNetwork {
                     // Already there, or already gone: what was wanted.
                     Some(libc::EEXIST) if add => {}
                     Some(libc::ENOENT) if !add => {}
-                    _ => return Err(netlink_error(&format!("{doing} overlay peer {peer}"), e)),
+                    _ => return Err(netlink_error(&what(), e)),
                 }
             }
         }
@@ -539,7 +682,10 @@ pub(crate) async fn vxlan_matches(
         (InfoVxlan::Local6(a), IpAddr::V6(b)) => *a == b,
         _ => false,
     });
-    Ok(id && local)
+    // Made before learning was turned off: replaced, so no learnt entry
+    // outlives a move.
+    let learning = data.iter().any(|d| matches!(d, InfoVxlan::Learning(true)));
+    Ok(id && local && !learning)
 }
 
 /// The MTU of the link at `index` (a bridge's: what its ports get, so a
@@ -562,6 +708,127 @@ async fn link_message(handle: &Handle, index: u32) -> Result<LinkMessage> {
         .await
         .map_err(|e| netlink_error(&format!("looking up link {index}"), e))?
         .ok_or_else(|| Error::Internal(format!("link {index} vanished")))
+}
+
+/// The indexes of a network's VXLAN device and bridge.
+#[derive(Debug, Clone, Copy)]
+struct Devices {
+    vxlan: u32,
+    bridge: u32,
+}
+
+/// What a network's overlay devices hold, or should (see the module docs).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Programmed {
+    /// Replication entries on the VXLAN device.
+    pub(crate) peers: BTreeSet<IpAddr>,
+    /// Static entries on the VXLAN device: remote MAC -> its node.
+    pub(crate) tunnel: BTreeMap<MacAddress, IpAddr>,
+    /// Static bridge entries on the VXLAN port.
+    pub(crate) bridged: BTreeSet<MacAddress>,
+    /// Permanent neighbour entries on the bridge: address -> MAC.
+    pub(crate) neighbours: BTreeMap<IpAddr, MacAddress>,
+}
+
+impl Programmed {
+    /// What `view` asks for.
+    pub(crate) fn of(view: &OverlayView) -> Programmed {
+        let mut wanted = Programmed {
+            peers: view.peers().iter().copied().collect(),
+            ..Programmed::default()
+        };
+        for endpoint in view.endpoints() {
+            wanted.tunnel.insert(endpoint.mac, endpoint.node);
+            wanted.bridged.insert(endpoint.mac);
+            for address in &endpoint.addresses {
+                wanted.neighbours.insert(*address, endpoint.mac);
+            }
+        }
+        wanted
+    }
+
+    /// How many of `wanted`'s forwarding (FDB) and neighbour entries are
+    /// missing here or point elsewhere, and how many entries here
+    /// `wanted` does not name: `(fdb missing, neighbours missing, stale)`.
+    pub(crate) fn drift(&self, wanted: &Programmed) -> (usize, usize, usize) {
+        let fdb_missing = wanted
+            .tunnel
+            .iter()
+            .filter(|(mac, node)| self.tunnel.get(*mac) != Some(*node))
+            .count()
+            + wanted.bridged.difference(&self.bridged).count();
+        let neighbours_missing = wanted
+            .neighbours
+            .iter()
+            .filter(|(address, mac)| self.neighbours.get(*address) != Some(*mac))
+            .count();
+        let stale = self
+            .tunnel
+            .keys()
+            .filter(|mac| !wanted.tunnel.contains_key(*mac))
+            .count()
+            + self.bridged.difference(&wanted.bridged).count()
+            + self
+                .neighbours
+                .keys()
+                .filter(|address| !wanted.neighbours.contains_key(*address))
+                .count();
+        (fdb_missing, neighbours_missing, stale)
+    }
+}
+
+/// One entry of a network's overlay.
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    /// Replication to a peer node.
+    Peer(IpAddr),
+    /// A remote MAC through the tunnel to its node.
+    Tunnel(MacAddress, IpAddr),
+    /// A remote MAC on the bridge's VXLAN port.
+    Bridged(MacAddress),
+    /// A remote address's MAC on the bridge.
+    Neighbour(IpAddr, MacAddress),
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Peer(peer) => write!(f, "overlay peer {peer}"),
+            Entry::Tunnel(mac, node) => write!(f, "forwarding entry {mac} dst {node}"),
+            Entry::Bridged(mac) => write!(f, "bridge entry {mac}"),
+            Entry::Neighbour(address, mac) => write!(f, "neighbour entry {address} -> {mac}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Remove,
+}
+
+/// An entry's link-layer address.
+fn lladdr(entry: &NeighbourMessage) -> Option<[u8; 6]> {
+    entry.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::LinkLayerAddress(mac) => <[u8; 6]>::try_from(&mac[..]).ok(),
+        _ => None,
+    })
+}
+
+/// An entry's destination: a neighbour's address, a VXLAN entry's node.
+fn destination(entry: &NeighbourMessage) -> Option<IpAddr> {
+    entry.attributes.iter().find_map(|a| match a {
+        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => Some(IpAddr::V4(*v4)),
+        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => Some(IpAddr::V6(*v6)),
+        // Bridge-family entries come with their address undecoded (the
+        // family says nothing of it): by length.
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(&bytes[..]).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(&bytes[..]).ok().map(IpAddr::from),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -288,8 +288,8 @@ impl NetworkHost for OtherNode {
     async fn underlay(&self) -> Result<Option<std::net::IpAddr>> {
         Ok(self.underlay)
     }
-    async fn set_overlay_peers(&self, _: &Network, peers: &[std::net::IpAddr]) -> Result<()> {
-        self.peers.lock().unwrap().push(peers.to_vec());
+    async fn set_overlay(&self, _: &Network, view: &zixiao_core::model::OverlayView) -> Result<()> {
+        self.peers.lock().unwrap().push(view.peers().to_vec());
         Ok(())
     }
 }

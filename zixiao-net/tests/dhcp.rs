@@ -168,7 +168,10 @@ fn a_guest_forms_its_ipam_address_from_the_router_advertisements() {
             pid,
             "kept while it is right"
         );
-        let parts = host.inspect_network(&net, &[], &[]).await.unwrap();
+        let parts = host
+            .inspect_network(&net, &zixiao_core::model::OverlayView::empty(), &[])
+            .await
+            .unwrap();
         let dhcp = parts
             .iter()
             .find(|p| p.kind == NetworkPartKind::Dhcp)

@@ -22,7 +22,7 @@ use super::Controller;
 use crate::model::{
     mac_address, CreateNetwork, InstallationId, Instance, InstanceStatus, InstanceType,
     InterfaceKind, InterfaceName, IpConfig, Network, NetworkAttachment, NetworkPart, NetworkStatus,
-    NodeNetworkState, Vni,
+    NodeNetworkState, OverlayView, Vni,
 };
 use crate::store::{put_object, Precondition, StoreError, StoreExt, StoredObject, Txn};
 use crate::{Error, Result};
@@ -138,31 +138,35 @@ pub trait NetworkHost: Send + Sync + Debug {
     /// `Unavailable` (the node's agent).
     async fn underlay(&self) -> Result<Option<IpAddr>>;
 
-    /// Makes the overlay peers of `network` on the node exactly `peers`:
-    /// the underlay addresses of the other nodes carrying it (empty: none).
-    /// Called whenever the set may have changed (an instance on the network
-    /// is created or removed, a reconcile). Idempotent. Errors:
-    /// `FailedPrecondition` (peers for a node without an underlay, or for a
-    /// network stored before VNIs; the network is not set up on the node),
-    /// `InvalidArgument` (its own address among `peers`), `Unavailable`,
-    /// `Internal`.
-    async fn set_overlay_peers(&self, network: &Network, peers: &[IpAddr]) -> Result<()>;
+    /// Makes the overlay of `network` on the node exactly `view`: its
+    /// replication entries to the other carrying nodes (`view.peers()`),
+    /// and for every attachment on those nodes (`view.endpoints()`) a
+    /// static forwarding entry (its MAC through the tunnel to its node)
+    /// and a neighbour entry per address; entries of the network's own
+    /// devices that `view` does not name are removed. Called whenever
+    /// the view may have changed (an instance on the network is created,
+    /// moved or removed; a repair or reconcile). Idempotent. Errors:
+    /// `FailedPrecondition` (a non-empty view for a node without an
+    /// underlay, or for a network stored before VNIs; the network is not
+    /// set up on the node), `InvalidArgument` (its own address among the
+    /// peers), `Unavailable`, `Internal`.
+    async fn set_overlay(&self, network: &Network, view: &OverlayView) -> Result<()>;
 
     /// What of `network` the node holds, part by part, judged against
-    /// what it should hold: `peers` (its overlay peers, as
-    /// [`NetworkHost::set_overlay_peers`] would set them now) and
-    /// `attachments` (those of the instances running on the node that
-    /// join the network). Called by `network get`. Read-only. Errors:
+    /// what it should hold: `view` (its overlay, as
+    /// [`NetworkHost::set_overlay`] would set it now) and `attachments`
+    /// (those of the instances running on the node that join the
+    /// network). Called by `network get`. Read-only. Errors:
     /// `Unsupported` (the default: a host that cannot tell),
     /// `FailedPrecondition` (a network stored before installation ids),
     /// `Unavailable`, `Internal`.
     async fn inspect(
         &self,
         network: &Network,
-        peers: &[IpAddr],
+        view: &OverlayView,
         attachments: &[NetworkAttachment],
     ) -> Result<Vec<NetworkPart>> {
-        let _ = (network, peers, attachments);
+        let _ = (network, view, attachments);
         Err(Error::Unsupported(
             "this node cannot tell the state of its networks".to_owned(),
         ))
@@ -170,7 +174,7 @@ pub trait NetworkHost: Send + Sync + Debug {
 
     /// Puts `network` back as it should be on the node (what
     /// [`NetworkHost::ensure_network`] makes, and the host links of
-    /// `attachments` on its bridge), leaving the overlay peers to the
+    /// `attachments` on its bridge), leaving the overlay (peers and forwarding entries) to the
     /// caller. Returns what it changed, for people. Called by `network
     /// repair`. Idempotent. The default is `ensure_network`, which reports
     /// nothing. Errors: those of `ensure_network`.
@@ -526,13 +530,14 @@ impl Controller {
     async fn status_of(&self, network: &Network, instances: &[Instance]) -> Result<NetworkStatus> {
         let name = network.name.as_str();
         let hosts = self.network_hosts();
-        let peers = self.wanted_overlay_peers(name, instances, &hosts).await?;
+        let views = self.wanted_overlays(name, instances, &hosts).await?;
+        let empty = OverlayView::empty();
         let attachments = running_attachments(name, instances);
         let nodes = futures::future::join_all(hosts.iter().map(|(node, host)| {
-            let peers = peers.get(node).map(Vec::as_slice).unwrap_or_default();
+            let view = views.get(node).unwrap_or(&empty);
             let attachments = attachments_on(&attachments, node);
             async move {
-                let asked = host.inspect(network, peers, &attachments);
+                let asked = host.inspect(network, view, &attachments);
                 node_state(node, bounded_call(asked).await)
             }
         }))
@@ -545,7 +550,7 @@ impl Controller {
     }
 
     /// Puts network `name` back as the store says on every node that sets
-    /// up networks ([`NetworkHost::repair`]), then sets its overlay peers
+    /// up networks ([`NetworkHost::repair`]), then sets its overlay (peers, forwarding and neighbour entries)
     /// again, and answers as [`Controller::network_status`] with what was
     /// mended. A node that cannot be repaired gets its error in its entry.
     /// Idempotent. Errors: `NotFound`, `FailedPrecondition` (the network
@@ -576,7 +581,7 @@ impl Controller {
             }
         }
         if let Err(e) = self.sync_overlay(name, None).await {
-            tracing::warn!(network = %name, error = %e, "setting overlay peers after a repair");
+            tracing::warn!(network = %name, error = %e, "setting the overlay after a repair");
         }
         // The store is as it was: only the nodes changed.
         let mut status = self.status_of(network, &instances).await?;
@@ -629,7 +634,7 @@ impl Controller {
         // After a restart the devices are back but their peers are not.
         for network in &networks {
             if let Err(e) = self.sync_overlay(&network.name, None).await {
-                tracing::warn!(network = %network.name, error = %e, "updating overlay peers");
+                tracing::warn!(network = %network.name, error = %e, "updating the overlay");
             }
         }
         Ok(report)

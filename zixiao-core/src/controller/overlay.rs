@@ -1,10 +1,17 @@
-//! Overlay peers: which nodes carry each network, and telling every node
-//! with a [`NetworkHost`](super::NetworkHost) whom to replicate the
-//! network's broadcast traffic to. A node carries a network while at least
-//! one instance placed on it is attached to it; each carrying node's peers
-//! are the underlay addresses of the other carrying nodes, and a node that
-//! carries nothing has none (so its entries of a network go with its last
-//! instance there).
+//! Overlays from the store: which nodes carry each network, and telling
+//! every node with a [`NetworkHost`](super::NetworkHost) its
+//! [`OverlayView`] of it. A node carries a network while at least one
+//! instance placed on it is attached to it; each carrying node's view is
+//! the underlay addresses of the other carrying nodes (whom it replicates
+//! broadcast to) and every attachment of an instance placed on one of
+//! them (MAC, addresses, that node's underlay address), which it
+//! programs as static forwarding and neighbour entries; a node that
+//! carries nothing gets an empty view (so its entries of a network go
+//! with its last instance there). A sync runs wherever an attachment
+//! appears, moves or goes: an instance's create (before its driver
+//! plugs it in), its delete, a failover (the create on its new node),
+//! a migration's switch, a node's re-registration, `network repair` and
+//! the network reconcile.
 //!
 //! This is the one code path of the embedded controller and the servers:
 //! embedded, the one node has no peers (and, without an underlay address,
@@ -17,7 +24,7 @@ use std::time::Duration;
 
 use super::networks::on_node;
 use super::Controller;
-use crate::model::{Instance, InstanceStatus, Network};
+use crate::model::{Instance, MacAddress, Network, OverlayEndpoint, OverlayView};
 use crate::store::StoreExt;
 use crate::{Error, Result};
 
@@ -46,9 +53,11 @@ async fn bounded<T>(
 }
 
 impl Controller {
-    /// Recomputes the overlay peers of network `name` from the store and
-    /// sets them on every node with a network host. Idempotent; a missing
-    /// network, or one stored before VNIs, has nothing to set.
+    /// Recomputes the overlay views of network `name` from the store and
+    /// sets them on every node with a network host (with `node`, only on
+    /// the carriers and `node`: the others' views are empty before and
+    /// after). Idempotent; a missing network, or one stored before VNIs,
+    /// has nothing to set.
     ///
     /// Only `node`'s failures (the node an instance is being created on)
     /// are errors: another node that cannot be reached or asked is logged
@@ -91,18 +100,19 @@ impl Controller {
                 )));
             }
         }
-        let (network, underlays) = (&network, &underlays);
+        let views = overlay_views(name, &instances, &underlays)?;
+        let (network, views, empty) = (&network, &views, &OverlayView::empty());
         let set = futures::future::join_all(hosts.iter().filter_map(|(each, host)| {
             // For one node's change, the carriers and that node: the
-            // others had no peers and still have none. A full sync
-            // (`node` unset) sets every node's.
+            // others had empty views and still have. A full sync (`node`
+            // unset) sets every node's.
             let carries = underlays.contains_key(each.as_str());
             if node.is_some() && !carries && node != Some(each.as_str()) {
                 return None;
             }
-            let peers = peers_of(each, underlays);
+            let view = views.get(each.as_str()).unwrap_or(empty);
             Some(async move {
-                let set = bounded(each, node, host.set_overlay_peers(network, &peers)).await;
+                let set = bounded(each, node, host.set_overlay(network, view)).await;
                 (each, set)
             })
         }))
@@ -112,7 +122,7 @@ impl Controller {
                 Ok(()) => {}
                 Err(e) if Some(each.as_str()) != node => {
                     tracing::warn!(node = %each, network = %name, error = %e,
-                        "setting a node's overlay peers; the next sync retries");
+                        "setting a node's overlay; the next sync retries");
                 }
                 Err(e) => return Err(on_node(each, e)),
             }
@@ -168,81 +178,112 @@ impl Controller {
         Ok(underlays)
     }
 
-    /// The overlay peers each node with a network host should have for
-    /// network `name`, whose instances are `instances`, now (see
-    /// [`Controller::sync_overlay`]); for `network get`. A node that cannot
-    /// be asked for its underlay is left out, as a sync leaves it out.
-    pub(super) async fn wanted_overlay_peers(
+    /// The overlay view each carrying node should have of network `name`,
+    /// whose instances are `instances`, now (see
+    /// [`Controller::sync_overlay`]; a node missing from the map should
+    /// have an empty one); for `network get`. A node that cannot be asked
+    /// for its underlay is left out, as a sync leaves it out.
+    pub(super) async fn wanted_overlays(
         &self,
         name: &str,
         instances: &[Instance],
         hosts: &[(String, std::sync::Arc<dyn super::NetworkHost>)],
-    ) -> Result<BTreeMap<String, Vec<IpAddr>>> {
+    ) -> Result<BTreeMap<String, OverlayView>> {
         let underlays = self.carrier_underlays(name, instances, hosts, None).await?;
         let underlays: BTreeMap<&str, Option<IpAddr>> =
             underlays.iter().map(|(n, u)| (n.as_str(), *u)).collect();
-        Ok(hosts
-            .iter()
-            .map(|(each, _)| (each.clone(), peers_of(each, &underlays)))
-            .collect())
+        overlay_views(name, instances, &underlays)
     }
 
     /// [`Controller::sync_overlay`] for every network `instance` is
     /// attached to, failing only for its own node; called as it is
-    /// created and once it is deleted. A network that another instance
-    /// attaches on the same node is skipped: that node carried it before
-    /// and still does, so nobody's peers change, and a create there costs
-    /// no call to any other node.
+    /// created (before its driver plugs it in, so its node joins the
+    /// overlay first), once it is deleted and after it moved. Every
+    /// carrier of the network is told, since each programs the
+    /// instance's MAC and addresses; nodes that do not carry it are not.
     pub(super) async fn sync_overlays_of(&self, instance: &Instance) -> Result<()> {
         let Some(node) = instance.node.as_deref() else {
             return Ok(());
         };
         for attachment in &instance.attachments {
-            let network = &attachment.network;
-            // Only neighbours past their create count: their node joined
-            // the overlay then (a sync precedes every driver create). Two
-            // instances placed together both sync, which is harmless.
-            let carried = self.inner.cache.read().instances_on(node).iter().any(|i| {
-                i.id != instance.id
-                    && matches!(
-                        i.status,
-                        InstanceStatus::Running
-                            | InstanceStatus::Paused
-                            | InstanceStatus::Stopping
-                            | InstanceStatus::Stopped
-                    )
-                    && i.attachments.iter().any(|a| a.network == *network)
-            });
-            if !carried {
-                self.sync_overlay(network, Some(node)).await?;
-            }
+            self.sync_overlay(&attachment.network, Some(node)).await?;
         }
         Ok(())
     }
 
-    /// Sets the overlay peers of every network `node` carries, on it and
-    /// on the other carriers: the repair after its agent registers again
-    /// (its VXLAN devices came back without forwarding entries) or after
-    /// it was left out of an earlier sync. Failures are logged, network by
-    /// network; the result is how many networks were synced.
+    /// Sets the overlay of every network on `node` and on the other
+    /// carriers: the repair after its agent registers again (its VXLAN
+    /// devices came back without forwarding entries, or it holds entries
+    /// of networks it stopped carrying while it was away, as after a
+    /// failover) or after it was left out of an earlier sync. Failures
+    /// are logged, network by network; the result is how many networks
+    /// were synced.
     pub async fn sync_overlays_on(&self, node: &str) -> Result<usize> {
-        let carried: BTreeSet<String> = self
+        let (networks, _) = self
             .inner
-            .cache
-            .read()
-            .instances_on(node)
-            .iter()
-            .flat_map(|i| i.attachments.iter().map(|a| a.network.to_string()))
-            .collect();
+            .store
+            .list_objects::<Network, _>(|n| n.vni.is_some())
+            .await?;
         let mut synced = 0;
-        for network in carried {
-            match self.sync_overlay(&network, Some(node)).await {
+        for network in networks {
+            match self.sync_overlay(&network.name, Some(node)).await {
                 Ok(()) => synced += 1,
-                Err(e) => tracing::warn!(node, network, error = %e, "syncing overlay peers"),
+                Err(e) => {
+                    tracing::warn!(node, network = %network.name, error = %e, "syncing overlay")
+                }
             }
         }
         Ok(synced)
     }
+}
+
+/// Every carrier's view of network `name` (see the module docs) from its
+/// `instances` and the carriers' `underlays`. Nobody's endpoints point at
+/// a carrier without an underlay address (a sync across several nodes
+/// refuses one first); an attachment whose stored MAC cannot be read is
+/// left out (logged).
+/// Errors: `InvalidArgument` from [`OverlayView::new`] (more entries
+/// than a view holds).
+fn overlay_views(
+    name: &str,
+    instances: &[Instance],
+    underlays: &BTreeMap<&str, Option<IpAddr>>,
+) -> Result<BTreeMap<String, OverlayView>> {
+    let mut endpoints: BTreeMap<&str, Vec<OverlayEndpoint>> = BTreeMap::new();
+    for instance in instances {
+        let Some(on) = instance.node.as_deref() else {
+            continue;
+        };
+        let Some(Some(node)) = underlays.get(on) else {
+            continue;
+        };
+        for attachment in instance.attachments.iter().filter(|a| a.network == *name) {
+            let mac = match MacAddress::try_from(attachment.mac.as_str()) {
+                Ok(mac) => mac,
+                Err(e) => {
+                    tracing::warn!(instance = %instance.id, network = %name, error = %e,
+                        "an attachment's MAC cannot be programmed");
+                    continue;
+                }
+            };
+            endpoints.entry(on).or_default().push(OverlayEndpoint {
+                mac,
+                addresses: attachment.addresses.iter().map(|a| a.address).collect(),
+                node: *node,
+            });
+        }
+    }
+    underlays
+        .keys()
+        .map(|each| {
+            let others = || endpoints.iter().filter(|(on, _)| *on != each);
+            let view = OverlayView::new(
+                peers_of(each, underlays),
+                others().flat_map(|(_, e)| e.iter().cloned()).collect(),
+            )?;
+            Ok((each.to_string(), view))
+        })
+        .collect()
 }
 
 /// The peers of node `each` among the carriers' `underlays`: the others'

@@ -46,9 +46,10 @@ pub use migration::MigrationMode;
 pub use network::{
     from_u128, is_underlay_address, mac_address, mac_octets, to_u128, BridgeName, Cidr,
     CreateNetwork, HostMark, InstallationId, InterfaceKind, InterfaceName, InvalidName, IpConfig,
-    Network, NetworkAttachment, NetworkName, NetworkPart, NetworkPartKind, NetworkStatus,
-    NodeNetworkState, PartState, Subnet, TemplateName, Vni, BRIDGE_PREFIX, HOST_NAME_PREFIX,
-    MAX_INTERFACE_NAME, MAX_VNI, SLAAC_PREFIX_LEN, TAP_PREFIX, VETH_PREFIX,
+    MacAddress, Network, NetworkAttachment, NetworkName, NetworkPart, NetworkPartKind,
+    NetworkStatus, NodeNetworkState, OverlayEndpoint, OverlayView, PartState, Subnet, TemplateName,
+    Vni, BRIDGE_PREFIX, HOST_NAME_PREFIX, MAX_INTERFACE_NAME, MAX_VNI, SLAAC_PREFIX_LEN,
+    TAP_PREFIX, VETH_PREFIX,
 };
 pub use node::{
     CheckOutcome, Node, NodeId, NodeRegistration, NodeRole, NodeStatus, Onboarding,

@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 
 mod names;
+mod overlay;
 mod state;
 
 pub(crate) use names::{dns_label, name_type};
 
+pub use overlay::{MacAddress, OverlayEndpoint, OverlayView};
 pub use state::{NetworkPart, NetworkPartKind, NetworkStatus, NodeNetworkState, PartState};
 
 pub use names::{

@@ -128,13 +128,13 @@ impl NetworkHost for OnThread {
     async fn underlay(&self) -> zixiao_core::Result<Option<IpAddr>> {
         NetworkHost::underlay(&self.inner).await
     }
-    async fn set_overlay_peers(
+    async fn set_overlay(
         &self,
         network: &Network,
-        peers: &[IpAddr],
+        view: &zixiao_core::model::OverlayView,
     ) -> zixiao_core::Result<()> {
-        let (network, peers) = (network.clone(), peers.to_vec());
-        self.on(move |h| Box::pin(async move { h.set_overlay_peers(&network, &peers).await }))
+        let (network, view) = (network.clone(), view.clone());
+        self.on(move |h| Box::pin(async move { h.set_overlay(&network, &view).await }))
             .await
     }
 }

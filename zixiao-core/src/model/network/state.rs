@@ -1,6 +1,6 @@
 //! What a network looks like on each node, as `network get` shows it and
 //! `network repair` mends: each [`NetworkPart`] the node should hold for
-//! the network (its bridge, VXLAN device, overlay peers, rules, DHCP
+//! the network (its bridge, VXLAN device, overlay peers and forwarding entries, rules, DHCP
 //! responder, the instances' links on the bridge), whether it is there as
 //! the store says it should be, and why not.
 
@@ -18,8 +18,12 @@ pub enum NetworkPartKind {
     Bridge,
     /// The VXLAN device of the network's segment, on the bridge.
     Vxlan,
-    /// The overlay's forwarding entries: one per other node carrying it.
+    /// The overlay's replication entries: one per other node carrying it.
     Peers,
+    /// The overlay's static entries for the instances on other nodes: a
+    /// forwarding entry per MAC on the VXLAN device and a neighbour entry
+    /// per address on the bridge.
+    Forwarding,
     /// The nftables table: isolation, and NAT when the network has it.
     Rules,
     /// The DHCP responder.
@@ -30,10 +34,11 @@ pub enum NetworkPartKind {
 
 impl NetworkPartKind {
     /// Every kind, in the order `network get` shows them.
-    pub const ALL: [NetworkPartKind; 6] = [
+    pub const ALL: [NetworkPartKind; 7] = [
         NetworkPartKind::Bridge,
         NetworkPartKind::Vxlan,
         NetworkPartKind::Peers,
+        NetworkPartKind::Forwarding,
         NetworkPartKind::Rules,
         NetworkPartKind::Dhcp,
         NetworkPartKind::Links,
@@ -45,6 +50,7 @@ impl NetworkPartKind {
             NetworkPartKind::Bridge => "bridge",
             NetworkPartKind::Vxlan => "vxlan",
             NetworkPartKind::Peers => "peers",
+            NetworkPartKind::Forwarding => "forwarding",
             NetworkPartKind::Rules => "rules",
             NetworkPartKind::Dhcp => "dhcp",
             NetworkPartKind::Links => "links",
