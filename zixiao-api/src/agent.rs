@@ -803,7 +803,12 @@ impl AgentService for AgentServer {
             .prepare_incoming(&instance)
             .await
             .map_err(driver_status)?;
-        Ok(Response::new((&target).into()))
+        // Where the instance's vsock will be here, as a create answers it.
+        let vsock = driver.vsock_of(&instance).map(Into::into);
+        Ok(Response::new(pb::MigrationTarget {
+            vsock,
+            ..(&target).into()
+        }))
     }
 
     async fn migrate_live(

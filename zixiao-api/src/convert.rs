@@ -2924,6 +2924,7 @@ impl From<&zixiao_core::driver::MigrationTarget> for pb::MigrationTarget {
             uri: t.uri().to_owned(),
             address: t.address().to_string(),
             state_dir: t.state_dir().to_string_lossy().into_owned(),
+            vsock: None,
         }
     }
 }

@@ -596,15 +596,34 @@ pub(crate) fn disk_chunk(piece: pb::DiskPiece, from: &str) -> Result<DiskChunk, 
 #[async_trait]
 impl LiveMigrate for RemoteDriver {
     async fn prepare_incoming(&self, instance: &Instance) -> Result<MigrationTarget, DriverError> {
-        let reply = self
+        let mut reply = self
             .client()
             .prepare_incoming(Self::request(instance))
             .await
-            .map_err(|s| self.error(s))?;
-        MigrationTarget::try_from(reply.into_inner()).map_err(|e| DriverError::Runtime {
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        let vsock = reply
+            .vsock
+            .take()
+            .map(|v| crate::convert::vsock_endpoint(v, "vsock"))
+            .transpose()
+            .map_err(|e| self.agent.bad_reply("prepare a live migration", e))?;
+        let target = MigrationTarget::try_from(reply).map_err(|e| DriverError::Runtime {
             operation: format!("prepare a live migration through {}", self.agent.what()),
             source: Box::new(e),
-        })
+        })?;
+        // What `vsock_of` answers once the instance runs here, as after a
+        // create on this node.
+        let created = CreatedOn {
+            runtime: self.runtime_of(instance),
+            vsock,
+        };
+        self.agent
+            .runtimes_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance.id.clone(), created);
+        Ok(target)
     }
 
     async fn migrate_live(

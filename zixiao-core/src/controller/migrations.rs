@@ -514,7 +514,13 @@ impl Controller {
             Ok(report) => {
                 step("switching").await?;
                 let moved = self
-                    .switch_moved(&marked, &moving.source, &moving.target, "Live")
+                    .switch_moved(
+                        &marked,
+                        &moving.source,
+                        &moving.target,
+                        "Live",
+                        moving.drivers.target.vsock_of(&marked),
+                    )
                     .await?;
                 tracing::info!(
                     instance = %moved.id,
@@ -630,7 +636,8 @@ impl Controller {
     }
 
     /// The record moves to the target (its node, the source's allocation
-    /// released; the target's, reserved at `placing`, kept), in one
+    /// released; the target's, reserved at `placing`, kept; where its
+    /// vsock's host side is now, as the target's driver says), in one
     /// transaction, its `Scheduled` condition saying how (`Live` or
     /// `Cold`). Nothing is stopped or created: it runs there already.
     async fn switch_moved(
@@ -639,6 +646,7 @@ impl Controller {
         source: &str,
         target: &str,
         how: &str,
+        vsock: Option<crate::model::VsockEndpoint>,
     ) -> Result<Instance> {
         let now = self.now();
         let held = instance.held();
@@ -650,6 +658,9 @@ impl Controller {
             let message = format!("migrated {} to node `{target}`", how.to_ascii_lowercase());
             i.node = Some(target.clone());
             i.migrate_to = None;
+            if i.vsock.is_some() {
+                i.vsock = vsock.clone();
+            }
             i.set_condition(ConditionType::Scheduled, true, &reason, message, now);
             Ok(())
         })
@@ -789,7 +800,13 @@ impl Controller {
                     );
                 }
                 let moved = self
-                    .switch_moved(&marked, &moving.source, &moving.target, "Cold")
+                    .switch_moved(
+                        &marked,
+                        &moving.source,
+                        &moving.target,
+                        "Cold",
+                        moving.drivers.target.vsock_of(&marked),
+                    )
                     .await?;
                 tracing::info!(
                     instance = %moved.id,
@@ -1082,7 +1099,10 @@ impl Controller {
             .agent(&target)
             .and_then(|a| Ok(a.driver(instance.spec.instance_type)?))?;
         let ended = if driver.inspect(instance).await? == RuntimeState::Running {
-            let moved = self.switch_moved(instance, &source, &target, "Live").await;
+            let vsock = driver.vsock_of(instance);
+            let moved = self
+                .switch_moved(instance, &source, &target, "Live", vsock)
+                .await;
             if let Ok(moved) = &moved {
                 for carrier in [moved, instance] {
                     if let Err(e) = self.sync_overlays_of(carrier).await {

@@ -221,7 +221,7 @@ impl LiveMigrate for MicrovmDriver {
         self.network_for(instance, Backend::Vmm)?;
         crate::net::check_ports(self.network.as_ref(), instance, super::DRIVER).await?;
         let plan = self.boot_plan(instance, Backend::Vmm)?;
-        dir.check_socket_paths()?;
+        dir.check_socket_paths(instance.spec.vsock.is_some())?;
         // Bound first: a node whose migration address is not its own
         // fails here, before anything is made.
         let listener = TcpListener::bind(SocketAddr::new(address, 0))
