@@ -13,34 +13,45 @@ use zixiao_testing::wait::wait_until;
 mod processes;
 use processes::{command, start_logging, Running};
 
-/// `zixiao server --embedded --config CONFIG` on loopback, its log in `log`.
-fn server(state: &Path, config: &Path, log: &Path) -> Running {
+/// The arguments of `zixiao server --embedded --config CONFIG` on loopback.
+fn server_args(config: &Path) -> [&str; 7] {
     let config = config.to_str().expect("a UTF-8 path");
+    [
+        "server",
+        "--config",
+        config,
+        "--embedded",
+        "--insecure-no-tls",
+        "--listen",
+        "127.0.0.1:0",
+    ]
+}
+
+/// A server with `config`, its log in `log`.
+fn server(state: &Path, config: &Path, log: &Path) -> Running {
     start_logging(
         state,
-        &[
-            "server",
-            "--config",
-            config,
-            "--embedded",
-            "--insecure-no-tls",
-            "--listen",
-            "127.0.0.1:0",
-        ],
+        &server_args(config),
         std::fs::File::create(log).expect("the log"),
     )
+}
+
+/// The server's config naming `carbon` as its carbon source file.
+fn config_naming(dir: &Path, carbon: &Path) -> std::path::PathBuf {
+    let config = dir.join("server.yaml");
+    std::fs::write(
+        &config,
+        format!("server:\n  carbon_file: {}\n", carbon.display()),
+    )
+    .expect("server.yaml");
+    config
 }
 
 #[tokio::test]
 async fn a_server_follows_its_carbon_source_file_and_keeps_the_last_good_values() {
     let dir = tempfile::tempdir().expect("tempdir");
     let carbon = dir.path().join("carbon.yaml");
-    let config = dir.path().join("server.yaml");
-    std::fs::write(
-        &config,
-        format!("server:\n  carbon_file: {}\n", carbon.display()),
-    )
-    .expect("server.yaml");
+    let config = config_naming(dir.path(), &carbon);
     // Empty at first: a file that names nothing is a good one.
     std::fs::write(&carbon, "").expect("write");
     let log = dir.path().join("server.log");
@@ -125,16 +136,10 @@ async fn a_server_follows_its_carbon_source_file_and_keeps_the_last_good_values(
 fn a_server_does_not_start_with_a_bad_carbon_source_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let carbon = dir.path().join("carbon.yaml");
-    let config = dir.path().join("server.yaml");
-    std::fs::write(
-        &config,
-        format!("server:\n  carbon_file: {}\n", carbon.display()),
-    )
-    .expect("server.yaml");
+    let config = config_naming(dir.path(), &carbon);
     let start = |what: &str| {
         let out = command(&dir.path().join("server"))
-            .args(["server", "--config", config.to_str().expect("UTF-8")])
-            .args(["--embedded", "--insecure-no-tls", "--listen", "127.0.0.1:0"])
+            .args(server_args(&config))
             .output()
             .expect("run zixiao server");
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
