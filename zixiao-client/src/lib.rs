@@ -38,6 +38,25 @@ pub mod testing;
 pub use console::ConsoleSession;
 pub use pull::{pull_options, registry_credentials};
 
+/// The stack of every thread a binding polls Zixiao's calls on: a Linux
+/// main thread's, where the CLI polls the same calls. A call that
+/// converges instances nests deep, and in a debug build one frame of the
+/// API's dispatch alone takes about 1 MiB: tokio's default of 2 MiB per
+/// worker is not enough (a node's decommission overflowed it), nor is a
+/// JVM thread's 1 MiB.
+pub const CALL_STACK_BYTES: usize = 8 << 20;
+
+/// The multi-thread tokio runtime a binding runs Zixiao's calls on, its
+/// threads named `name` with stacks of [`CALL_STACK_BYTES`]. Errors: the
+/// runtime's own (no threads could be started).
+pub fn runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name(name)
+        .thread_stack_size(CALL_STACK_BYTES)
+        .enable_all()
+        .build()
+}
+
 /// Where the embedded deployment keeps its state and finds its runtimes;
 /// `None` fields take the CLI's defaults.
 #[derive(Debug, Clone, Default)]

@@ -17,3 +17,16 @@ mod controller;
 mod convert;
 mod error;
 mod streams;
+
+/// napi's tokio runtime, with the thread stacks Zixiao's calls need
+/// ([`zixiao_client::CALL_STACK_BYTES`]; napi's default runtime has
+/// tokio's 2 MiB, which a node's decommission overflowed in a debug
+/// build).
+#[napi_derive::module_init]
+fn init() {
+    match zixiao_client::runtime("zixiao-runtime") {
+        Ok(runtime) => napi::bindgen_prelude::create_custom_tokio_runtime(runtime),
+        // napi then starts its own default runtime: calls still run.
+        Err(e) => eprintln!("zixiao: cannot start its tokio runtime, using napi's: {e}"),
+    }
+}

@@ -31,11 +31,7 @@ type ConvertArgs = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyTuple>> + Send>;
 pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .thread_name("zixiao-runtime")
-            .enable_all()
-            .build()
-            .expect("cannot start the zixiao tokio runtime")
+        zixiao_client::runtime("zixiao-runtime").expect("cannot start the zixiao tokio runtime")
     })
 }
 

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use zixiao_client::OpenOptions;
+use zixiao_client::{OpenOptions, CALL_STACK_BYTES};
 use zixiao_core::api::{Page, Progress};
 use zixiao_core::model::{FromTemplate, ImageName, SnapshotName};
 use zixiao_core::{Client, ImageRef, Wait};
@@ -34,17 +34,9 @@ uniffi::setup_scaffolding!();
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .thread_name("zixiao-runtime")
-            .enable_all()
-            .build()
-            .expect("cannot start the zixiao tokio runtime")
+        zixiao_client::runtime("zixiao-runtime").expect("cannot start the zixiao tokio runtime")
     })
 }
-
-/// The stack of the thread a blocking call is polled on: a Linux main
-/// thread's, where the CLI polls the same calls.
-const CALL_STACK_BYTES: usize = 8 << 20;
 
 /// Runs `call` on the runtime and blocks the calling (foreign) thread until
 /// it ends. The call is polled on a thread of this library's with a stack
