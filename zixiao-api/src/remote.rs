@@ -258,6 +258,29 @@ impl RemoteDriver {
         to_driver_error(&status, &self.agent.what())
     }
 
+    /// Keeps what the node answered `call` of `instance` with: its
+    /// runtime and where its vsock is (checked), for `runtime_of` and
+    /// `vsock_of`. Errors: a runtime error naming `call` (a vsock the
+    /// node answered badly).
+    fn remember(
+        &self,
+        instance: &Instance,
+        runtime: String,
+        vsock: Option<pb::VsockEndpoint>,
+        call: &str,
+    ) -> Result<(), DriverError> {
+        let vsock = vsock
+            .map(|v| crate::convert::vsock_endpoint(v, "vsock"))
+            .transpose()
+            .map_err(|e| self.agent.bad_reply(call, e))?;
+        self.agent
+            .runtimes_of
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(instance.id.clone(), CreatedOn { runtime, vsock });
+        Ok(())
+    }
+
     /// What the node answered this process's create of `instance` with.
     fn created_on(&self, instance: &Instance) -> Option<CreatedOn> {
         self.agent
@@ -316,21 +339,7 @@ impl Driver for RemoteDriver {
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
-        let vsock = reply
-            .vsock
-            .map(|v| crate::convert::vsock_endpoint(v, "vsock"))
-            .transpose()
-            .map_err(|e| self.agent.bad_reply("create", e))?;
-        let created = CreatedOn {
-            runtime: reply.runtime,
-            vsock,
-        };
-        self.agent
-            .runtimes_of
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(instance.id.clone(), created);
-        Ok(())
+        self.remember(instance, reply.runtime, reply.vsock, "create")
     }
 
     async fn start(&self, instance: &Instance) -> Result<(), DriverError> {
@@ -602,27 +611,15 @@ impl LiveMigrate for RemoteDriver {
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
-        let vsock = reply
-            .vsock
-            .take()
-            .map(|v| crate::convert::vsock_endpoint(v, "vsock"))
-            .transpose()
-            .map_err(|e| self.agent.bad_reply("prepare a live migration", e))?;
+        let vsock = reply.vsock.take();
         let target = MigrationTarget::try_from(reply).map_err(|e| DriverError::Runtime {
             operation: format!("prepare a live migration through {}", self.agent.what()),
             source: Box::new(e),
         })?;
         // What `vsock_of` answers once the instance runs here, as after a
         // create on this node.
-        let created = CreatedOn {
-            runtime: self.runtime_of(instance),
-            vsock,
-        };
-        self.agent
-            .runtimes_of
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(instance.id.clone(), created);
+        let runtime = self.runtime_of(instance);
+        self.remember(instance, runtime, vsock, "prepare a live migration")?;
         Ok(target)
     }
 
