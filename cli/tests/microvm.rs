@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use zixiao_testing::vsock::{connect_to_guest, echoes};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required};
 
 fn zixiao(state: &Path, args: &[&str]) -> Output {
@@ -1000,46 +1001,6 @@ fn a_vmm_microvm_created_with_network_and_disks_through_the_cli_does_io_on_both(
         assert_no_microvm_files(s);
         ok(zixiao(s, &["network", "delete", "lan"]));
     });
-}
-
-/// A host connection through the vsock socket `socket` to the guest's
-/// port `port`: `CONNECT`, then the `OK <host port>` line.
-fn connect_to_guest(socket: &str, port: u32) -> std::os::unix::net::UnixStream {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    stream
-        .write_all(format!("CONNECT {port}\n").as_bytes())
-        .expect("CONNECT");
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while byte[0] != b'\n' {
-        assert_eq!(stream.read(&mut byte).expect("the answer"), 1, "closed");
-        line.push(byte[0]);
-    }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    assert!(line.starts_with("OK "), "not an OK line: {line:?}");
-    stream
-}
-
-/// Sends `len` patterned bytes on `stream` while reading them back (the
-/// test guest echoes every vsock connection) and checks they came back
-/// as sent.
-fn echoes(stream: std::os::unix::net::UnixStream, len: usize, what: &str) {
-    use std::io::{Read, Write};
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    let mut writer = stream.try_clone().expect("clone");
-    let sent = data.clone();
-    let sender = std::thread::spawn(move || writer.write_all(&sent));
-    let mut back = vec![0u8; len];
-    (&stream).read_exact(&mut back).expect("the echo, in full");
-    sender.join().expect("sender").expect("write");
-    assert!(back == data, "{what}: the echo differs from what was sent");
 }
 
 /// `instance get -o json NAME`'s vsock: its socket path and guest CID.

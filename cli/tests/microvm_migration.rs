@@ -4,7 +4,8 @@
 //! come from that node's image store, and a migration the target cannot
 //! take leaves it running where it was. And `instance migrate --live` and
 //! `node drain` of a VMM microVM whose guest counts: the count goes on on
-//! the other node (the agents take migrations on loopback).
+//! the other node (the agents take migrations on loopback), and one with
+//! a vsock device is reached through the socket of the node it runs on.
 #![cfg(feature = "microvm")]
 
 use std::io::{Seek, SeekFrom, Write};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use zixiao_core::NodeStatus;
 use zixiao_testing::output::{assert_refused, json, ok};
+use zixiao_testing::vsock::{connect_to_guest, echoes};
 use zixiao_testing::wait::{runtime_endpoint, runtimes_required, wait_until};
 
 mod processes;
@@ -38,15 +40,18 @@ impl Cluster {
         runtime_endpoint("ZIXIAO_TEST_MICROVM_QEMU", "QEMU")?;
         let kernel = runtime_endpoint("ZIXIAO_TEST_MICROVM_KERNEL", "the test microVM kernel")?;
         let initrd = runtime_endpoint("ZIXIAO_TEST_MICROVM_INITRD", "the test microVM initramfs")?;
+        // Short: a vsock socket's path on a node (the node's directory, the
+        // microVM's id, `vmm/vsock.sock_<port>`) must fit a Unix socket's
+        // 107 bytes.
         let dir = tempfile::Builder::new()
-            .prefix("zx-h-cold2-")
+            .prefix("zxm-")
             .tempdir()
             .expect("tempdir");
         let server = embedded_server(&dir.path().join("server"));
         Some(Cluster {
             kernel,
             initrd,
-            zone: format!("zx-h-cold2-{}", std::process::id()),
+            zone: format!("zxm-{}", std::process::id()),
             server,
             dir,
         })
@@ -605,4 +610,70 @@ async fn a_vmm_microvm_migrates_live_and_its_count_goes_on() {
     for instance in [&name, &plain] {
         ok(set.run(&["instance", "delete", instance]));
     }
+}
+
+/// A VMM microVM with a vsock device (zixiao-vmm's virtio test guest,
+/// which echoes every connection to its port 1234), placed on node A of a
+/// cluster: a process on A talks to the guest through the socket that
+/// `instance get` names there. Migrated live to B, `instance get` names a
+/// socket on B, A's is gone, a connection that was open on A has ended,
+/// the guest saw its transport reset, and a process on B talks to it
+/// through B's socket, with the CID kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vmm_microvm_with_vsock_is_reached_through_the_socket_of_the_node_it_runs_on() {
+    let Some(set) = vmm_cluster() else {
+        return;
+    };
+    let guest = zixiao_vmm::test_guest::virtio_kernel_path()
+        .expect("the virtio test guest is built with the other");
+    let pid = std::process::id();
+    let (a, b) = (format!("va-{pid}"), format!("vb-{pid}"));
+    set.import_guest(&[&a, &b], &guest);
+    let client = zixiao_api::connect(&set.server.addr).expect("client");
+    let _a = set.agent(&a);
+    wait_for_status(&client, &a, NodeStatus::Ready).await;
+    let name = format!("mvsock-{pid}");
+    let created = set.create_vmm(&name, "console=ttyS0", &["--vsock", "7"]);
+    assert_eq!(created["node"], a.as_str(), "{created}");
+    let id = created["id"].as_str().expect("id").to_owned();
+    set.status_is(&name, "running").await;
+    set.logs_show(&name, "ZX: vsock cid=7").await;
+    let vsock = |at: &str| {
+        let got = json(set.run(&["instance", "get", &name]));
+        assert_eq!(got["node"], at, "{got}");
+        assert_eq!(got["vsock"]["cid"], 7, "{got}");
+        PathBuf::from(got["vsock"]["socket"].as_str().expect("a vsock socket"))
+    };
+    let on_a = vsock(&a);
+    assert!(
+        on_a.starts_with(set.microvm_dir(&a, &id)),
+        "{} is not in A's directory of the microVM",
+        on_a.display()
+    );
+    echoes(connect_to_guest(&on_a, 1234), 64 * 1024, "on A");
+    set.logs_show(&name, "bytes=65536").await;
+    let open_on_a = connect_to_guest(&on_a, 1234);
+
+    let _b = set.agent(&b);
+    wait_for_status(&client, &b, NodeStatus::Ready).await;
+    let moved = json(set.run(&["instance", "migrate", &name, "--live", "--to", &b]));
+    assert_eq!(moved["node"], b.as_str(), "{moved}");
+    set.status_is(&name, "running").await;
+    let on_b = vsock(&b);
+    assert!(
+        on_b.starts_with(set.microvm_dir(&b, &id)),
+        "{} is not in B's directory of the microVM",
+        on_b.display()
+    );
+    assert!(!on_a.exists(), "A's socket {} is left", on_a.display());
+    let mut ended = [0u8; 1];
+    assert!(
+        !matches!(std::io::Read::read(&mut &open_on_a, &mut ended), Ok(1)),
+        "the connection open on A goes on after the microVM left A"
+    );
+    set.logs_show(&name, "ZX: vsock transport reset").await;
+    echoes(connect_to_guest(&on_b, 1234), 64 * 1024, "on B");
+
+    ok(set.run(&["instance", "delete", &name]));
+    assert!(!on_b.exists(), "B's socket {} is left", on_b.display());
 }

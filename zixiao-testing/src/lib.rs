@@ -9,7 +9,8 @@
 //! canned HTTP server for remote ends that misbehave ([`canned_http`]) and
 //! a small HTTP client for JSON endpoints ([`http`]), a
 //! registry that wants credentials ([`registry`]), and the damage fuzz
-//! properties do to valid input ([`fuzz`]). No mock frameworks: fakes
+//! properties do to valid input ([`fuzz`]), and the host's end of a
+//! microVM's vsock ([`vsock`]). No mock frameworks: fakes
 //! behave like the real thing, in memory.
 
 pub mod canned_http;
@@ -32,4 +33,5 @@ pub mod runtimes;
 pub mod scrape;
 pub mod store_conformance;
 pub mod underlay;
+pub mod vsock;
 pub mod wait;
