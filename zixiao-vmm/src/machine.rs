@@ -222,6 +222,7 @@ impl Machine {
             vsock,
             None,
         )?;
+        crate::timeline::mark("devices");
         let boot_files = boot::BootFiles {
             kernel: files.kernel,
             initrd: files.initrd,
@@ -229,11 +230,14 @@ impl Machine {
         };
         let mut machine = Machine::new_vm(vm, config.vcpus, serial, virtio)?;
         let info = boot::load(&machine.memory, config, boot_files)?;
+        crate::timeline::mark("loaded");
         for (i, vcpu) in machine.vcpus.iter().enumerate() {
             let vcpu = lock(vcpu);
             cpu::setup_vcpu(&vcpu, &machine.cpuids[i], (i == 0).then_some(info.entry))?;
         }
+        crate::timeline::mark("vcpu-setup");
         machine.msr_indices = cpu::saveable_msrs(&machine.kvm, &lock(&machine.vcpus[0]))?;
+        crate::timeline::mark("msrs");
         Ok(machine)
     }
 
@@ -316,7 +320,9 @@ impl Machine {
             vm.register_irqfd(device.irq(), crate::layout::virtio_irq(index))
                 .map_err(kvm_err("KVM_IRQFD"))?;
         }
+        crate::timeline::mark("irqfds");
         let base_cpuid = cpu::supported_cpuid(&kvm)?;
+        crate::timeline::mark("cpuid");
         let mut vcpus = Vec::new();
         let mut cpuids = Vec::new();
         for id in 0..vcpu_count {
@@ -328,6 +334,7 @@ impl Machine {
             vcpus.push(Arc::new(Mutex::new(fd)));
             cpuids.push(cpu::vcpu_cpuid(&base_cpuid, id, vcpu_count)?);
         }
+        crate::timeline::mark("vcpus-created");
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| VmmError::internal("registering the vCPU kick signal", e))?;
         let first_net = virtio.len() - nets.len() - usize::from(vsock.is_some());
@@ -682,9 +689,23 @@ impl VcpuThread {
         let tid = u32::try_from(unsafe { libc::gettid() }).ok();
         lock(&self.tids)[self.id] = tid;
         let c = &self.counters;
+        // vCPU 0's first KVM_RUN and first exit come after the ready line:
+        // they go into a second `timeline:` line of their own.
+        let mut first = self.id == 0 && crate::timeline::enabled();
         while self.control.wait_runnable() {
             let mut vcpu = lock(&self.vcpu);
-            let event = match vcpu.run() {
+            if first {
+                crate::timeline::mark("vcpu0:kvm-run");
+            }
+            let run = vcpu.run();
+            if first {
+                first = false;
+                crate::timeline::mark("vcpu0:first-exit");
+                if let Some(line) = crate::timeline::line() {
+                    eprintln!("{line}");
+                }
+            }
+            let event = match run {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     c.io_out.fetch_add(1, Ordering::Relaxed);
                     match self.devices.io_out(port, data) {

@@ -517,6 +517,7 @@ fn setup(
     let (mut machine, config, restored_from, state) = match inputs.guest {
         GuestInputs::Fresh(config, files, vm) => {
             let vsock = bind_vsock(run_dir, &config)?;
+            crate::timeline::mark("vsock-bind");
             let machine = Machine::create(vm, &config, files, taps, vsock, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
@@ -601,11 +602,13 @@ fn setup(
     }
     let api =
         UnixListener::bind(run_dir.join(files::API_SOCK)).map_err(|e| io(files::API_SOCK, e))?;
+    crate::timeline::mark("api-bind");
     let console = UnixListener::bind(run_dir.join(files::CONSOLE_SOCK))
         .map_err(|e| io(files::CONSOLE_SOCK, e))?;
     console
         .set_nonblocking(true)
         .map_err(|e| io(files::CONSOLE_SOCK, e))?;
+    crate::timeline::mark("console-bind");
     let console = Arc::new(ConsoleServer {
         accepting: Mutex::new(()),
         listener: console,
@@ -621,6 +624,7 @@ fn setup(
     let json =
         serde_json::to_vec(&record).map_err(|e| VmmError::internal("encoding vm.json", e))?;
     write_replacing(&run_dir.join(files::VM), &json).map_err(|e| io(files::VM, e))?;
+    crate::timeline::mark("vm-json");
     let vmm = Arc::new(Vmm {
         run_dir: run_dir.to_path_buf(),
         config,
@@ -792,6 +796,7 @@ impl Vmm {
                 restored_from: self.restored_from.clone(),
             }),
             (Request::Start, VmState::Configured) => {
+                crate::timeline::mark("api:start");
                 machine.resume();
                 *state = VmState::Running;
                 ok

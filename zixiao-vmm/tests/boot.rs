@@ -1,6 +1,7 @@
 //! Boots the test guest on /dev/kvm through the real loader, boot parameters
 //! and serial port: command line, initrd checksum, power-off via i8042, the
-//! console log and a live console reader, and 2 vCPUs.
+//! console log and a live console reader, 2 vCPUs, and the quiet guest that
+//! prints only its marker.
 
 mod common;
 
@@ -72,6 +73,22 @@ async fn boots_echoes_cmdline_and_initrd_checksum_then_powers_off() {
         again.start().await.unwrap_err().kind(),
         zixiao_core::ErrorKind::FailedPrecondition
     );
+}
+
+#[tokio::test]
+async fn a_quiet_guest_prints_only_the_marker_before_its_mode() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("vm");
+    let config = guest_config(&kernel, "zx.quiet zx.mode=poweroff hello=world");
+    let vmm = launch(&vmm_binary(), &run, Boot::Fresh(config))
+        .await
+        .unwrap();
+    let _reaper_vmm = Reaper(vmm.pid());
+    vmm.start().await.unwrap();
+    let log = wait_console(&vmm.console_log(), "ZX: bye\n", T).await;
+    // No command line, no initrd line: the marker is the first output.
+    assert_eq!(log, "ZX: ready\nZX: bye\n");
 }
 
 #[tokio::test]

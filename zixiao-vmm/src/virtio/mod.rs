@@ -96,6 +96,7 @@ pub(crate) fn devices(
                 )
             })?;
         models.push(Box::new(block));
+        crate::timeline::mark(format!("disk{index}"));
     }
     let mut backends = Vec::new();
     for (index, (card, tap)) in nets.iter().zip(taps).enumerate() {
@@ -105,6 +106,7 @@ pub(crate) fn devices(
         );
         models.push(Box::new(net::Net::new(card.mac, backend.clone())));
         backends.push(backend);
+        crate::timeline::mark(format!("net{index}"));
     }
     let vsock = match vsock {
         Some(socket) => {
@@ -114,6 +116,7 @@ pub(crate) fn devices(
                     .map_err(|e| VmmError::internal("eventfd", e))?,
             );
             models.push(Box::new(vsock::Vsock::new(cid, backend.clone())));
+            crate::timeline::mark("vsock");
             Some(backend)
         }
         None => None,
@@ -130,6 +133,7 @@ pub(crate) fn devices(
             transport.map_err(|e| VmmError::internal(format!("virtio device {index}"), e))
         })
         .collect::<Result<_, _>>()?;
+    crate::timeline::mark("transports");
     Ok((transports, backends, vsock))
 }
 
