@@ -714,7 +714,11 @@ async fn bench_devices(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                 "boots": s.timelines,
             }));
         }
-        names.push(format!("{} {}", &confinement[..1], name.replace(", quiet guest", "")));
+        names.push(format!(
+            "{} {}",
+            &confinement[..1],
+            name.replace(", quiet guest", "")
+        ));
     }
     print_timelines(&names, &samples);
 }

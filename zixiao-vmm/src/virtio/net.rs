@@ -10,8 +10,9 @@
 //! the spec asks without `MRG_RXBUF`) is put before the frame.
 //!
 //! **Where frames move.** Transmit runs on the vCPU that notified the TX
-//! queue, like a block request. Receive runs on the card's own thread
-//! (`machine.rs`), which polls the TAP and a kick eventfd the device writes
+//! queue, like a block request. Receive runs on the devices' I/O thread
+//! (`virtio::DeviceIo`, one for every card and the vsock device), which
+//! polls each card's TAP and a kick eventfd the device writes
 //! when the driver notifies the RX queue. Frames are taken from the TAP only
 //! while the guest has posted receive buffers; when it has none, they wait
 //! in the TAP's kernel queue (which drops once full, as a NIC ring would),
