@@ -16,6 +16,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
 use virtio_queue::Queue;
@@ -76,7 +77,8 @@ pub(crate) type DeviceSet = (
 /// side and the vsock device's host side, on one poll (as Firecracker's
 /// one event loop serves all its devices). A thread per device cost a
 /// thread start and a seccomp install each at every boot, on the boot's
-/// critical path (the VMM is ready once every thread is filtered).
+/// critical path (the VMM reads its first request only once every thread
+/// is filtered).
 pub(crate) struct DeviceIo {
     /// Each network card's backend and its device index.
     pub nets: Vec<(Arc<net::NetBackend>, usize)>,
@@ -119,9 +121,11 @@ impl DeviceIo {
             }
             let first_vsock = fds.len();
             let mut timeout_ms = -1;
+            let mut deadline = None;
             if let Some((vsock, _)) = &self.vsock {
                 let (vsock_fds, timeout) = vsock.poll_set();
                 fds.extend(vsock_fds);
+                deadline = timeout.map(|d| Instant::now() + d);
                 // Rounded up, so a deadline is past when poll returns.
                 timeout_ms = timeout.map_or(-1, |d| {
                     i32::try_from(d.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
@@ -153,7 +157,11 @@ impl DeviceIo {
                     lock(transport).backend_ready(net::RX);
                 }
             }
-            if let Some((vsock, index)) = &self.vsock {
+            // The vsock device's work when one of its descriptors woke the
+            // poll or its deadline passed, not at every frame of a card.
+            let vsock_woke = fds[first_vsock..].iter().any(|f| f.revents != 0)
+                || deadline.is_some_and(|d| Instant::now() >= d);
+            if let (Some((vsock, index)), true) = (&self.vsock, vsock_woke) {
                 if let Some(transport) = transports.get(*index) {
                     vsock.service(fds[first_vsock].revents & libc::POLLIN != 0, transport);
                 }
