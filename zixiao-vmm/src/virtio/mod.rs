@@ -179,7 +179,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// TAP as `taps[N]`) is device `disks.len() + N`, then the vsock device on
 /// its bound host socket, if any, is the last; fresh or, given `states`,
 /// as a snapshot left them (states checked by [`validate_states`]).
-/// Returns the devices, each card's backend (for its receive thread) and
+/// Returns the devices, each card's backend (for the devices' I/O thread) and
 /// the vsock device's (for its thread).
 pub(crate) fn devices(
     mem: &GuestMemoryMmap,
