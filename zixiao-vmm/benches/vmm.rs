@@ -24,18 +24,23 @@
 //! - launch-to-marker and VmHWM with a vsock device against none (jailed,
 //!   interleaved, same run), and the vsock round trip (64 bytes) and echo
 //!   throughput (256 KiB) between a host process on the VMM's socket and
-//!   the C guest echoing on port 1234.
+//!   the C guest echoing on port 1234;
+//! - the measure of the devices' cost (section "devices"):
+//!   launch-to-marker with every kind of device against none, the test
+//!   guest in `zx.quiet` (only the marker printed, so both do the same
+//!   guest work, as the reference guest did), jailed and unconfined.
 //!
 //! Prints a table and writes `target/bench-results/vmm.json`:
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
-//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,acpi,block,net,vsock to run some;
-//! ZIXIAO_BENCH_VMMS=LABEL=PATH,... adds other builds to the "disk" section;
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,devices,acpi,block,net,vsock to run
+//! some; ZIXIAO_BENCH_VMMS=LABEL=PATH,... adds other builds to the "disk" and "devices" sections;
 //! ZIXIAO_BENCH_SMAPS=DIR keeps the smaps of its VMMs at the marker).
-//! With `ZIXIAO_VMM_TIMELINE=1` the start section also prints the median
-//! time of each step of a start (launcher, jail, threads, filters) per
-//! confinement, and writes every boot's steps to the JSON.
+//! With `ZIXIAO_VMM_TIMELINE=1` the start and devices sections also print
+//! the median time of each step of a start (launcher, jail, devices,
+//! threads, filters, the client's calls, vCPU 0's first KVM_RUN) per
+//! kind, and write every boot's steps to the JSON.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -234,7 +239,8 @@ struct StartSamples {
 fn boot_timeline(run: &Path) -> Vec<(String, u64)> {
     let mut steps = zixiao_vmm::timeline::take();
     let log = std::fs::read_to_string(run.join(zixiao_vmm::files::VMM_LOG)).unwrap_or_default();
-    if let Some(vmm) = log.lines().find_map(zixiao_vmm::timeline::parse) {
+    // The VMM's line at ready, then vCPU 0's (its first KVM_RUN and exit).
+    for vmm in log.lines().filter_map(zixiao_vmm::timeline::parse) {
         steps.extend(vmm);
     }
     let Some(t0) = steps.iter().find(|(l, _)| l == "B:launch").map(|s| s.1) else {
@@ -251,7 +257,7 @@ fn boot_timeline(run: &Path) -> Vec<(String, u64)> {
 /// Per step, the median time since `launch()` and the median time since
 /// the step before it (in each boot's own order), per confinement: where
 /// a boot's time goes, and what a confinement adds.
-fn print_timelines(kinds: &[(&'static str, Confinement)], samples: &[StartSamples]) {
+fn print_timelines(kinds: &[String], samples: &[StartSamples]) {
     if samples.iter().all(|s| s.timelines.is_empty()) {
         return;
     }
@@ -273,7 +279,7 @@ fn print_timelines(kinds: &[(&'static str, Confinement)], samples: &[StartSample
     }
     println!();
     print!("{:<22}", "step (ms, median)");
-    for (name, _) in kinds {
+    for name in kinds {
         print!(" {:>13} {:>7}", format!("{name} at"), "+step");
     }
     println!();
@@ -400,7 +406,8 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             "peak_hwm": median(&s.hwm),
         }));
     }
-    print_timelines(&kinds, &samples);
+    let names: Vec<String> = kinds.iter().map(|(n, _)| n.to_string()).collect();
+    print_timelines(&names, &samples);
     let p50 = |i: usize| pct(&samples[i].times, 0.5).as_secs_f64();
     let min = |i: usize| samples[i].times[0].as_secs_f64();
     println!(
@@ -639,6 +646,81 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
         let kind = format!("{kind}{build}");
         report_boots(&kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
     }
+}
+
+/// The measure of what devices cost a boot: the test guest with
+/// `zx.quiet` prints only the marker, as the reference guest Firecracker
+/// was measured with did, so a boot with every kind of device (a disk, a
+/// network card on a TAP, a vsock device) and one with none do the same
+/// guest work whatever the command line holds. Jailed and unconfined, on
+/// this build and the [`other_vmms`], all interleaved; with
+/// `ZIXIAO_VMM_TIMELINE=1` also each step's median per kind.
+async fn bench_devices(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
+    let disk = dir.join("devices-disk.img");
+    disk_image(&disk, 64);
+    let ns = BenchNetns::new("tap0");
+    let mut builds = vec![(String::new(), binary())];
+    builds.extend(
+        other_vmms()
+            .into_iter()
+            .map(|(label, path)| (format!(", {label} build"), path)),
+    );
+    let mut kinds = Vec::new();
+    for (build, path) in &builds {
+        for (confinement, how) in [
+            ("jailed", Confinement::default()),
+            ("unconfined", Confinement::none()),
+        ] {
+            for every in [false, true] {
+                let devices = if every { "every device" } else { "no device" };
+                let name = format!("{devices}, quiet guest{build}");
+                kinds.push((name, confinement, how.clone(), every, path.clone()));
+            }
+        }
+    }
+    let mut samples: Vec<StartSamples> = kinds.iter().map(|_| StartSamples::default()).collect();
+    for i in 0..boots() {
+        for (k, (_, _, confinement, every, vmm)) in kinds.iter().enumerate() {
+            let mut config = config(kernel, "zx.quiet zx.mode=halt", 64);
+            let mut netns = None;
+            if *every {
+                config.disks = vec![DiskConfig::new(&disk)];
+                config.nets = vec![bench_net_config("tap0")];
+                config.vsock = Some(bench_vsock_config());
+                netns = Some(&ns.file);
+            }
+            let run = dir.join(format!("devices-{k}-{i}"));
+            let (t, _, client) = boot_config_to_marker(vmm, config, &run, confinement, netns).await;
+            let s = &mut samples[k];
+            s.times.push(t);
+            s.hwm.push(status_kib(client.pid(), "VmHWM:"));
+            if zixiao_vmm::timeline::enabled() {
+                s.timelines.push(boot_timeline(&run));
+            }
+            client
+                .shutdown(Duration::from_secs(2))
+                .await
+                .expect("shutdown");
+            let _ = std::fs::remove_dir_all(&run);
+        }
+    }
+    let mut names = Vec::new();
+    for ((name, confinement, ..), s) in kinds.iter().zip(samples.iter_mut()) {
+        report_boots(name, confinement, 1, &mut s.times, &mut s.hwm, rows);
+        if !s.timelines.is_empty() {
+            rows.push(json!({
+                "measure": format!("start steps, {name}, µs since launch() (ZIXIAO_VMM_TIMELINE=1)"),
+                "confinement": confinement,
+                "boots": s.timelines,
+            }));
+        }
+        names.push(format!(
+            "{} {}",
+            &confinement[..1],
+            name.replace(", quiet guest", "")
+        ));
+    }
+    print_timelines(&names, &samples);
 }
 
 /// Boots `config` on `binary` to the marker, shuts it down and removes
@@ -1198,6 +1280,9 @@ fn main() {
         }
         if selected("disk") {
             bench_disks(&kernel, dir.path(), &mut rows).await;
+        }
+        if selected("devices") {
+            bench_devices(&kernel, dir.path(), &mut rows).await;
         }
         if selected("acpi") {
             bench_acpi(&kernel, dir.path(), &mut rows).await;

@@ -98,6 +98,7 @@ pub(crate) fn load(
             (r, r.kernel_load.raw_value() + 0x200)
         }
     };
+    crate::timeline::mark("kernel");
 
     let mut cmdline = Cmdline::new(CMDLINE_MAX).map_err(|e| VmmError::internal("cmdline", e))?;
     let line = config.kernel_cmdline();
@@ -140,8 +141,10 @@ pub(crate) fn load(
 
     write_page_tables(mem)?;
     write_gdt(mem)?;
+    crate::timeline::mark("boot-params");
     crate::mptable::write(mem, config.vcpus)?;
     crate::acpi::write(mem, config.vcpus, config.virtio_devices())?;
+    crate::timeline::mark("acpi");
     Ok(BootInfo { entry })
 }
 

@@ -457,6 +457,7 @@ impl VmmClient {
 
     /// Starts the vCPUs of a configured VM.
     pub async fn start(&self) -> Result<(), VmmError> {
+        crate::timeline::mark("C:start");
         self.request(Request::Start).await.map(drop)
     }
 
@@ -611,6 +612,7 @@ impl VmmClient {
     /// Connects to the live console: reads get serial output from now on,
     /// writes become serial input.
     pub async fn attach_console(&self) -> Result<UnixStream, VmmError> {
+        crate::timeline::mark("C:console");
         UnixStream::connect(self.run_dir.join(files::CONSOLE_SOCK))
             .await
             .map_err(|e| self.gone(e))
@@ -701,6 +703,7 @@ impl VmmClient {
         let stream = UnixStream::connect(self.run_dir.join(files::API_SOCK))
             .await
             .map_err(|e| self.gone(e))?;
+        crate::timeline::mark("C:connected");
         let mut line =
             serde_json::to_string(&req).map_err(|e| VmmError::internal("encoding", e))?;
         line.push('\n');
@@ -725,11 +728,13 @@ impl VmmClient {
             .write_all(&line.as_bytes()[sent..])
             .await
             .map_err(|e| self.gone(e))?;
+        crate::timeline::mark("C:sent");
         let mut answer = String::new();
         BufReader::new(read)
             .read_line(&mut answer)
             .await
             .map_err(|e| self.gone(e))?;
+        crate::timeline::mark("C:answered");
         if answer.is_empty() {
             return Err(self.gone(std::io::Error::other("connection closed")));
         }

@@ -74,8 +74,8 @@ pub struct JailConfig {
     /// The cgroup caps the VMM's memory at the guest's memory plus this
     /// much (MiB): the VMM itself, page cache of snapshot files, slack.
     pub memory_overhead_mib: u64,
-    /// The cgroup caps the VMM's tasks at one per vCPU and one per network
-    /// card (its receive thread) plus this many (the API, console and
+    /// The cgroup caps the VMM's tasks at one per vCPU and one for the
+    /// devices' I/O thread (network cards, vsock) plus this many (the API, console and
     /// lifecycle threads, and one for KVM's per-VM worker thread).
     pub extra_pids: u32,
 }

@@ -1,7 +1,7 @@
 //! A running KVM machine: the VM fd with its memory, in-kernel irqchip and
 //! PIT, its devices (COM1, virtio-mmio disks, network cards, vsock), one host
-//! thread per vCPU, one receive thread per network card and one for the
-//! vsock device, and the
+//! thread per vCPU, one I/O thread for the network cards' receive sides
+//! and the vsock device, and the
 //! controls the VMM process needs:
 //! start, pause (every vCPU parked outside KVM_RUN), resume, stop, and the
 //! state capture and restore that snapshots are made of.
@@ -33,9 +33,8 @@ use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapsho
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
 use crate::migration::PageSet;
 use crate::seccomp::ThreadKind;
-use crate::virtio::net::{self, NetBackend};
-use crate::virtio::vsock::{HostSocket, VsockBackend};
-use crate::virtio::{self, DeviceSet, TransportState};
+use crate::virtio::vsock::HostSocket;
+use crate::virtio::{self, DeviceIo, DeviceSet, TransportState};
 use crate::{boot, VmConfig, VmmError};
 
 /// How the guest stopped, reported by a vCPU thread.
@@ -181,11 +180,9 @@ pub(crate) struct Machine {
     /// /proc/self/pagemap, opened before the VMM dropped root (after the
     /// drop the kernel no longer lets it open its own page map).
     pagemap: Option<std::fs::File>,
-    /// Network card N's backend; the card is virtio device `first_net + N`.
-    nets: Vec<Arc<NetBackend>>,
-    first_net: usize,
-    /// The vsock device's backend; the device is the last virtio device.
-    vsock: Option<Arc<VsockBackend>>,
+    /// What the devices' I/O thread serves: the network cards' receive
+    /// sides and the vsock device.
+    io: Arc<DeviceIo>,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -222,6 +219,7 @@ impl Machine {
             vsock,
             None,
         )?;
+        crate::timeline::mark("devices");
         let boot_files = boot::BootFiles {
             kernel: files.kernel,
             initrd: files.initrd,
@@ -229,11 +227,14 @@ impl Machine {
         };
         let mut machine = Machine::new_vm(vm, config.vcpus, serial, virtio)?;
         let info = boot::load(&machine.memory, config, boot_files)?;
+        crate::timeline::mark("loaded");
         for (i, vcpu) in machine.vcpus.iter().enumerate() {
             let vcpu = lock(vcpu);
             cpu::setup_vcpu(&vcpu, &machine.cpuids[i], (i == 0).then_some(info.entry))?;
         }
+        crate::timeline::mark("vcpu-setup");
         machine.msr_indices = cpu::saveable_msrs(&machine.kvm, &lock(&machine.vcpus[0]))?;
+        crate::timeline::mark("msrs");
         Ok(machine)
     }
 
@@ -316,7 +317,9 @@ impl Machine {
             vm.register_irqfd(device.irq(), crate::layout::virtio_irq(index))
                 .map_err(kvm_err("KVM_IRQFD"))?;
         }
+        crate::timeline::mark("irqfds");
         let base_cpuid = cpu::supported_cpuid(&kvm)?;
+        crate::timeline::mark("cpuid");
         let mut vcpus = Vec::new();
         let mut cpuids = Vec::new();
         for id in 0..vcpu_count {
@@ -328,9 +331,18 @@ impl Machine {
             vcpus.push(Arc::new(Mutex::new(fd)));
             cpuids.push(cpu::vcpu_cpuid(&base_cpuid, id, vcpu_count)?);
         }
+        crate::timeline::mark("vcpus-created");
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| VmmError::internal("registering the vCPU kick signal", e))?;
         let first_net = virtio.len() - nets.len() - usize::from(vsock.is_some());
+        let io = DeviceIo {
+            nets: nets
+                .into_iter()
+                .enumerate()
+                .map(|(n, card)| (card, first_net + n))
+                .collect(),
+            vsock: vsock.map(|backend| (backend, virtio.len() - 1)),
+        };
         Ok(Machine {
             vcpus,
             threads: Vec::new(),
@@ -354,9 +366,7 @@ impl Machine {
             tids: Arc::new(Mutex::new(vec![None; usize::from(vcpu_count)])),
             anonymous_memory: true,
             pagemap: None,
-            first_net,
-            nets,
-            vsock,
+            io: Arc::new(io),
         })
     }
 
@@ -407,7 +417,7 @@ impl Machine {
     /// with `seccomp`, each thread installs its filter before it runs
     /// anything, and the caller must wait on every [`Installing`] before
     /// the guest may run (start `paused` and resume after) or the VMM
-    /// reports ready, so its other start-up work overlaps their start.
+    /// reads a request, so its other start-up work overlaps their start.
     ///
     /// [`Installing`]: crate::seccomp::Installing
     pub(crate) fn start(
@@ -439,41 +449,31 @@ impl Machine {
             self.threads.push(handle);
             installs.push(installing);
         }
-        // The network cards' receive threads follow the same controls (a
-        // paused VM receives nothing), so pause and snapshot see no frame
-        // half delivered.
-        for (n, backend) in self.nets.iter().enumerate() {
-            let ctx = NetRxThread {
-                backend: backend.clone(),
-                devices: self.devices.clone(),
-                device: self.first_net + n,
-                control: self.control.clone(),
+        // One thread for the devices' I/O (network cards' receive sides,
+        // vsock), parked by the same controls as the vCPUs (a paused VM
+        // receives nothing). Its filter is the vsock thread's when there
+        // is a vsock device (sockets to accept and connect), else the
+        // network cards' (poll and read only).
+        if !self.io.is_empty() {
+            let kind = if self.io.vsock.is_some() {
+                ThreadKind::Vsock
+            } else {
+                ThreadKind::NetRx
             };
-            let (handle, installing) = crate::seccomp::spawn(
-                format!("net{n}-rx"),
-                seccomp.then_some(ThreadKind::NetRx),
-                move || ctx.run(),
-            )?;
-            self.threads.push(handle);
-            installs.push(installing);
-        }
-        if let Some(backend) = &self.vsock {
-            let (backend, devices, control) =
-                (backend.clone(), self.devices.clone(), self.control.clone());
-            let index = devices.virtio.len() - 1;
-            let (handle, installing) = crate::seccomp::spawn(
-                "vsock".into(),
-                seccomp.then_some(ThreadKind::Vsock),
-                move || backend.run(|| control.wait_runnable(), &devices.virtio[index]),
-            )?;
+            let (io, devices, control) =
+                (self.io.clone(), self.devices.clone(), self.control.clone());
+            let (handle, installing) =
+                crate::seccomp::spawn("devices-io".into(), seccomp.then_some(kind), move || {
+                    io.run(|| control.wait_runnable(), &devices.virtio)
+                })?;
             self.threads.push(handle);
             installs.push(installing);
         }
         Ok(installs)
     }
 
-    /// Parks every vCPU outside KVM_RUN (and every network card's receive
-    /// thread and the vsock thread outside their delivery).
+    /// Parks every vCPU outside KVM_RUN (and the devices' I/O thread
+    /// outside its delivery).
     pub(crate) fn pause(&self) -> Result<(), VmmError> {
         lock(&self.control.ctl).want = Want::Pause;
         self.wait_parked()
@@ -682,9 +682,23 @@ impl VcpuThread {
         let tid = u32::try_from(unsafe { libc::gettid() }).ok();
         lock(&self.tids)[self.id] = tid;
         let c = &self.counters;
+        // vCPU 0's first KVM_RUN and first exit come after the ready line:
+        // they go into a second `timeline:` line of their own.
+        let mut first = self.id == 0 && crate::timeline::enabled();
         while self.control.wait_runnable() {
             let mut vcpu = lock(&self.vcpu);
-            let event = match vcpu.run() {
+            if first {
+                crate::timeline::mark("vcpu0:kvm-run");
+            }
+            let run = vcpu.run();
+            if first {
+                first = false;
+                crate::timeline::mark("vcpu0:first-exit");
+                if let Some(line) = crate::timeline::line() {
+                    eprintln!("{line}");
+                }
+            }
+            let event = match run {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     c.io_out.fetch_add(1, Ordering::Relaxed);
                     match self.devices.io_out(port, data) {
@@ -744,57 +758,5 @@ impl VcpuThread {
             }
         }
         // wait_runnable() already counted this thread as parked.
-    }
-}
-
-/// A network card's receive thread: waits for frames on the TAP (while the
-/// guest has receive buffers) or a kick (the guest posted buffers), and
-/// moves frames into guest memory under the transport's lock. A pause or
-/// stop interrupts its poll with the vCPU kick signal.
-struct NetRxThread {
-    backend: Arc<NetBackend>,
-    devices: Arc<Devices>,
-    device: usize,
-    control: Arc<Control>,
-}
-
-impl NetRxThread {
-    fn run(self) {
-        use std::os::fd::AsRawFd;
-        while self.control.wait_runnable() {
-            let b = &self.backend;
-            let watch_tap = !b.is_gone() && !b.rx_blocked.load(Ordering::Relaxed);
-            let mut fds = [
-                libc::pollfd {
-                    fd: b.rx_kick.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: b.tap.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            let count = if watch_tap { 2 } else { 1 };
-            // SAFETY: `fds` is a live array of at least `count` pollfds.
-            let ready = unsafe { libc::poll(fds.as_mut_ptr(), count, -1) };
-            if ready <= 0 {
-                continue; // EINTR: a pause or stop kick; the loop checks.
-            }
-            if fds[0].revents & libc::POLLIN != 0 {
-                let _ = b.rx_kick.read();
-            }
-            if watch_tap && fds[1].revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                b.lost(&"the TAP device is gone");
-                continue;
-            }
-            // Until the device says it drained the TAP, assume the guest
-            // had no buffer (so an unready queue is not polled in a loop).
-            b.rx_blocked.store(true, Ordering::Relaxed);
-            if let Some(transport) = self.devices.virtio.get(self.device) {
-                lock(transport).backend_ready(net::RX);
-            }
-        }
     }
 }

@@ -14,7 +14,7 @@
 //!    abort, turns logging off, and the VM keeps running as if nothing
 //!    happened; the error says why (rounds, MiB dirtied in the last round,
 //!    the throughput, the target);
-//! 3. stop-and-copy: the vCPUs (and network receive threads) park, the last
+//! 3. stop-and-copy: the vCPUs (and the devices' I/O thread) park, the last
 //!    dirty pages and the snapshot's `MachineState` (vCPUs, irqchip, PIT,
 //!    clock, serial, virtio transports) go out, and the source waits for
 //!    the target's ack (restored, ready to run). On the ack the source

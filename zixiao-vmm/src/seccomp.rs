@@ -13,7 +13,8 @@
 //! migration happens before any filter is on, like a restore's parsing).
 //! Every thread is spawned before
 //! the filters go on, so no list allows `clone`, `execve`, `open` of new
-//! devices by ioctl, or executable memory; only the vsock thread may make
+//! devices by ioctl, or executable memory; only the devices' I/O thread of a
+//! VM with a vsock device may make
 //! a socket (`AF_UNIX` only) and `connect` it, for guest connections to
 //! the host.
 
@@ -65,12 +66,15 @@ pub(crate) enum ThreadKind {
     Console,
     /// Waits for the guest to stop, then stops the vCPUs and writes exit.json.
     Lifecycle,
-    /// One per network card: polls its TAP and its kick eventfd, reads
-    /// frames into the guest's receive buffers and raises the interrupt.
+    /// The devices' I/O thread of a VM with network cards and no vsock
+    /// device: polls the TAPs and kick eventfds, reads frames into the
+    /// guest's receive buffers and raises the interrupts.
     NetRx,
-    /// The vsock device's: polls its host socket, its connections and its
-    /// kick eventfd, accepts host streams, connects guest connections to
-    /// `AF_UNIX` sockets, and moves packets through its queues.
+    /// The devices' I/O thread of a VM with a vsock device (and the
+    /// network cards', whose calls are a subset): also polls its host
+    /// socket, its connections and its kick eventfd, accepts host streams,
+    /// connects guest connections to `AF_UNIX` sockets, and moves packets
+    /// through its queues.
     Vsock,
 }
 
@@ -380,7 +384,7 @@ fn current_name() -> String {
 }
 
 /// A thread spawned by [`spawn`], until it has its filter.
-#[must_use = "wait() before the VMM reports ready: the thread may still run unfiltered"]
+#[must_use = "wait() before the VMM reads a request: the thread may still run unfiltered"]
 pub(crate) struct Installing {
     name: String,
     installed: std::sync::mpsc::Receiver<Result<(), VmmError>>,
@@ -404,8 +408,9 @@ impl Installing {
 /// install, so that several threads install theirs at the same time (the
 /// kernel's part of an install, ~0.15-0.25 ms each here, and each new
 /// thread's wait for a CPU overlap); the caller waits on every
-/// [`Installing`] before it reports ready, so no thread of a ready VMM runs
-/// unfiltered.
+/// [`Installing`] before the guest runs or the VMM reads its first
+/// request, so nothing a client or the guest controls runs while any
+/// thread is unfiltered (a thread's body runs only once it is filtered).
 pub(crate) fn spawn(
     name: String,
     kind: Option<ThreadKind>,

@@ -174,11 +174,27 @@ pub fn run(
     };
     crate::timeline::mark("prepared");
     match setup(run_dir, boot, confinement, pid, &mut ready) {
-        Ok((vmm, api)) => {
+        Ok((vmm, api, installing)) => {
             report(&mut ready, &Handshake::Ready(pid));
             drop(ready);
+            // Every thread has its filter before the first request is
+            // read: the guest runs only from a request (start or resume;
+            // a migrated-in guest's threads were all waited for before
+            // the ack), the other threads' bodies run only once filtered,
+            // so nothing a client or the guest controls runs before. The
+            // threads' starts (each waits for a CPU) overlap the
+            // launcher's handshake and the client's first connection
+            // instead of delaying the ready line.
+            let filtered = installing
+                .into_iter()
+                .try_for_each(seccomp::Installing::wait);
+            crate::timeline::mark("filtered");
             if let Some(line) = crate::timeline::line() {
                 eprintln!("{line}");
+            }
+            if let Err(err) = filtered {
+                eprintln!("zixiao-vmm: {err}");
+                vmm.finish(&format!("error: {err}"), 1);
             }
             serve(vmm, api);
             0
@@ -445,9 +461,10 @@ fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
     })
 }
 
-/// The threads `config`'s devices have besides the vCPUs.
+/// The threads `config`'s devices have besides the vCPUs: one I/O thread
+/// for every network card and the vsock device, if there is any.
 fn device_threads(config: &VmConfig) -> usize {
-    config.nets.len() + usize::from(config.vsock.is_some())
+    usize::from(!config.nets.is_empty() || config.vsock.is_some())
 }
 
 /// Jails this process (still root, single-threaded): cgroup, mount
@@ -465,8 +482,8 @@ fn enter_jail(
         pid,
         cgroup::Limits {
             memory_bytes: plan.memory_bytes + (jail.memory_overhead_mib << 20),
-            // A task per vCPU and per device thread (network cards' and
-            // vsock's), plus the fixed ones. (KVM's own per-VM worker
+            // A task per vCPU and the devices' I/O thread (network cards'
+            // and vsock's), plus the fixed ones. (KVM's own per-VM worker
             // thread counts too: without room for it the first KVM_RUN
             // fails with EAGAIN.)
             pids: u64::from(plan.vcpus) + plan.device_threads as u64 + u64::from(jail.extra_pids),
@@ -483,7 +500,7 @@ fn setup(
     confinement: &Confinement,
     pid: u32,
     ready: &mut dyn Write,
-) -> Result<(Arc<Vmm>, UnixListener), VmmError> {
+) -> Result<(Arc<Vmm>, UnixListener, Vec<seccomp::Installing>), VmmError> {
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
     };
@@ -517,6 +534,7 @@ fn setup(
     let (mut machine, config, restored_from, state) = match inputs.guest {
         GuestInputs::Fresh(config, files, vm) => {
             let vsock = bind_vsock(run_dir, &config)?;
+            crate::timeline::mark("vsock-bind");
             let machine = Machine::create(vm, &config, files, taps, vsock, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
@@ -584,7 +602,7 @@ fn setup(
     let filtered = |kind| confinement.seccomp.then_some(kind);
     // Every thread exists before the API thread's filter goes on: a fresh
     // VM's vCPUs wait parked until start(). They start while this thread
-    // goes on; the ready line waits for all of them.
+    // goes on; the first request waits for all of them (see `run`).
     let mut installing = machine.start(true, events, confinement.seccomp)?;
     crate::timeline::mark("vcpus");
     if let Some(stream) = &incoming {
@@ -601,11 +619,13 @@ fn setup(
     }
     let api =
         UnixListener::bind(run_dir.join(files::API_SOCK)).map_err(|e| io(files::API_SOCK, e))?;
+    crate::timeline::mark("api-bind");
     let console = UnixListener::bind(run_dir.join(files::CONSOLE_SOCK))
         .map_err(|e| io(files::CONSOLE_SOCK, e))?;
     console
         .set_nonblocking(true)
         .map_err(|e| io(files::CONSOLE_SOCK, e))?;
+    crate::timeline::mark("console-bind");
     let console = Arc::new(ConsoleServer {
         accepting: Mutex::new(()),
         listener: console,
@@ -621,6 +641,7 @@ fn setup(
     let json =
         serde_json::to_vec(&record).map_err(|e| VmmError::internal("encoding vm.json", e))?;
     write_replacing(&run_dir.join(files::VM), &json).map_err(|e| io(files::VM, e))?;
+    crate::timeline::mark("vm-json");
     let vmm = Arc::new(Vmm {
         run_dir: run_dir.to_path_buf(),
         config,
@@ -657,18 +678,15 @@ fn setup(
         seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
             console.serve()
         })?;
-    // Every filter goes on at the same time; the ready line waits for all.
+    // Every filter goes on at the same time; the caller waits for all
+    // before it reads the first request.
     if confinement.seccomp {
         seccomp::install(ThreadKind::Api)?;
     }
-    crate::timeline::mark("api-filter");
+    crate::timeline::mark("ready");
     installing.push(lifecycle);
     installing.push(console);
-    installing
-        .into_iter()
-        .try_for_each(seccomp::Installing::wait)?;
-    crate::timeline::mark("ready");
-    Ok((vmm, api))
+    Ok((vmm, api, installing))
 }
 
 /// How long a VMM launched to receive a migration waits for its source.
@@ -792,6 +810,7 @@ impl Vmm {
                 restored_from: self.restored_from.clone(),
             }),
             (Request::Start, VmState::Configured) => {
+                crate::timeline::mark("api:start");
                 machine.resume();
                 *state = VmState::Running;
                 ok

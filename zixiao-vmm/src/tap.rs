@@ -11,7 +11,7 @@
 //! Ethernet frames, and the virtio-net header is stripped and added by the
 //! device model (so no checksum or segmentation offloads are offered; that
 //! would be `IFF_VNET_HDR` plus `TUNSETOFFLOAD`, future work). It is
-//! non-blocking: the receive thread reads until `EAGAIN`, and a transmit
+//! non-blocking: the devices' I/O thread reads until `EAGAIN`, and a transmit
 //! never waits (the kernel drops what its queue cannot take, as a NIC would).
 
 use std::fmt;

@@ -1,6 +1,7 @@
 //! Boots the test guest on /dev/kvm through the real loader, boot parameters
 //! and serial port: command line, initrd checksum, power-off via i8042, the
-//! console log and a live console reader, and 2 vCPUs.
+//! console log and a live console reader, 2 vCPUs, and the quiet guest that
+//! prints only its marker.
 
 mod common;
 
@@ -74,6 +75,29 @@ async fn boots_echoes_cmdline_and_initrd_checksum_then_powers_off() {
     );
 }
 
+/// Launches `config` in `run` and starts it; the reaper kills the VMM if
+/// the test fails.
+async fn started(run: &std::path::Path, config: zixiao_vmm::VmConfig) -> (VmmClient, Reaper) {
+    let vmm = launch(&vmm_binary(), run, Boot::Fresh(config))
+        .await
+        .unwrap();
+    let reaper = Reaper(vmm.pid());
+    vmm.start().await.unwrap();
+    (vmm, reaper)
+}
+
+#[tokio::test]
+async fn a_quiet_guest_prints_only_the_marker_before_its_mode() {
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("vm");
+    let config = guest_config(&kernel, "zx.quiet zx.mode=poweroff hello=world");
+    let (vmm, _reaper_vmm) = started(&run, config).await;
+    let log = wait_console(&vmm.console_log(), "ZX: bye\n", T).await;
+    // No command line, no initrd line: the marker is the first output.
+    assert_eq!(log, "ZX: ready\nZX: bye\n");
+}
+
 #[tokio::test]
 async fn live_console_reader_sees_output_and_sends_input() {
     let Some(kernel) = guest() else { return };
@@ -122,11 +146,7 @@ async fn two_vcpus_the_guest_starts_the_second_one() {
     let run = tmp.path().join("vm");
     let mut config = guest_config(&kernel, "zx.smp=1 zx.mode=loop");
     config.vcpus = 2;
-    let vmm = launch(&vmm_binary(), &run, Boot::Fresh(config))
-        .await
-        .unwrap();
-    let _reaper_vmm = Reaper(vmm.pid());
-    vmm.start().await.unwrap();
+    let (vmm, _reaper_vmm) = started(&run, config).await;
     // The boot CPU wakes APIC id 1 with INIT/SIPI; it enters long mode and reports.
     let log = wait_console(&vmm.console_log(), "ZX: count=2", T).await;
     assert!(log.contains("ZX: cpu1 up\n"), "{log}");

@@ -59,8 +59,10 @@ async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgrou
     let pid = vmm.pid();
     let jail = JailConfig::default();
 
-    // Every thread (API, 2 vCPUs, console, lifecycle) is filtered and
-    // runs as the jail's user and group, with no capabilities.
+    // Every thread (API, 2 vCPUs, console, lifecycle) is filtered by the
+    // time the VMM answers its first request, and runs as the jail's user
+    // and group, with no capabilities.
+    assert_eq!(vmm.info().await.unwrap().state, VmState::Configured);
     let threads = tasks(pid);
     assert_eq!(threads.len(), 5, "{threads:?}");
     for status in &threads {

@@ -122,14 +122,17 @@ fn config(kernel: &Path, cmdline: &str) -> VmConfig {
 }
 
 async fn launch(ns: &TapNs, run_dir: &Path, boot: Boot) -> Result<VmmClient, zixiao_vmm::VmmError> {
-    launch_in_netns(
-        &vmm_binary(),
-        run_dir,
-        boot,
-        &Confinement::default(),
-        &ns.file(),
-    )
-    .await
+    launch_as(ns, run_dir, boot, &Confinement::default()).await
+}
+
+/// [`launch`] confined as `confinement`.
+async fn launch_as(
+    ns: &TapNs,
+    run_dir: &Path,
+    boot: Boot,
+    confinement: &Confinement,
+) -> Result<VmmClient, zixiao_vmm::VmmError> {
+    launch_in_netns(&vmm_binary(), run_dir, boot, confinement, &ns.file()).await
 }
 
 /// Sends a frame carrying `payload` and checks that the guest reports it
@@ -204,6 +207,29 @@ async fn frames_go_both_ways_between_the_guest_and_the_tap() {
         matches!(info.state, VmState::Exited { .. }).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_unconfined_vmm_launched_in_the_taps_namespace_sends_there() {
+    // The test's own namespace has no such TAP: only the right namespace
+    // lets it attach the card.
+    let Some(kernel) = virtio_guest() else { return };
+    let ns = TapNs::new("unconf");
+    let socket = ns.packet_socket();
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = Boot::Fresh(config(&kernel, "console=ttyS0"));
+    let vmm = launch_as(&ns, &tmp.path().join("vm"), fresh, &Confinement::none())
+        .await
+        .unwrap();
+    let _reaper = Reaper(vmm.pid());
+    vmm.start().await.unwrap();
+    let hello = recv_starting(&socket, b"zixiao-net hello");
+    assert_eq!(&hello[6..12], &GUEST_MAC);
+    // The launcher's own threads stayed in the test's namespace.
+    let here = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    let vmm_ns = std::fs::read_link(format!("/proc/{}/ns/net", vmm.pid())).unwrap();
+    assert_ne!(here, vmm_ns);
+    vmm.shutdown(Duration::from_secs(5)).await.unwrap();
 }
 
 /// The last `ZX: net tx seq=N` of the console.

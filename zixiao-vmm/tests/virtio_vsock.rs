@@ -172,6 +172,15 @@ async fn connections_both_ways_carry_256_kib_each_way_under_flow_control() {
     let _reaper = Reaper(vmm.pid());
     vmm.start().await.unwrap();
     wait_console(&vmm.console_log(), "ZX: vsock cid=3", T).await;
+    // The device runs on the devices' one I/O thread, filtered.
+    let io: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", vmm.pid()))
+        .unwrap()
+        .flatten()
+        .map(|t| std::fs::read_to_string(t.path().join("status")).unwrap_or_default())
+        .filter(|status| status.starts_with("Name:\tdevices-io\n"))
+        .collect();
+    assert_eq!(io.len(), 1, "one devices-io thread");
+    assert!(io[0].contains("\nSeccomp:\t2\n"), "{}", io[0]);
 
     // Guest to host: the guest's connection arrives on <socket>_5000;
     // the one to 5001, where nobody listens, is refused.

@@ -13,7 +13,10 @@ pub(crate) mod net;
 pub(crate) mod vsock;
 
 use std::fs::File;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
 use virtio_queue::Queue;
@@ -70,12 +73,113 @@ pub(crate) type DeviceSet = (
     Option<Arc<VsockBackend>>,
 );
 
+/// The work of the devices' one I/O thread: every network card's receive
+/// side and the vsock device's host side, on one poll (as Firecracker's
+/// one event loop serves all its devices). A thread per device cost a
+/// thread start and a seccomp install each at every boot, on the boot's
+/// critical path (the VMM reads its first request only once every thread
+/// is filtered).
+pub(crate) struct DeviceIo {
+    /// Each network card's backend and its device index.
+    pub nets: Vec<(Arc<net::NetBackend>, usize)>,
+    /// The vsock device's backend and its device index.
+    pub vsock: Option<(Arc<VsockBackend>, usize)>,
+}
+
+impl DeviceIo {
+    /// Whether no device needs the thread.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nets.is_empty() && self.vsock.is_none()
+    }
+
+    /// The thread's loop, while `runnable` (which parks while the VM is
+    /// paused, so that pause and snapshot see no frame or packet half
+    /// delivered) says to go on. It waits for: each card's kick (the guest
+    /// posted receive buffers) and its TAP (only while the guest has
+    /// buffers and the TAP is there); the vsock device's kick, host socket,
+    /// streams and next deadline. Then it moves frames into the cards'
+    /// receive buffers and packets through the vsock queues, under each
+    /// device's transport lock (`transports[index]`). A pause or stop
+    /// interrupts its poll with the vCPU kick signal.
+    pub(crate) fn run(&self, runnable: impl Fn() -> bool, transports: &[Mutex<MmioTransport>]) {
+        let poll = |fd: i32, events: i16| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        while runnable() {
+            let mut fds = Vec::with_capacity(self.nets.len() * 2 + 4);
+            let mut watched = Vec::with_capacity(self.nets.len());
+            for (card, _) in &self.nets {
+                let watch_tap = !card.is_gone() && !card.rx_blocked.load(Ordering::Relaxed);
+                fds.push(poll(card.rx_kick.as_raw_fd(), libc::POLLIN));
+                // A negative fd is skipped by poll: an unwatched TAP
+                // reports nothing, not even an error.
+                let tap = if watch_tap { card.tap.as_raw_fd() } else { -1 };
+                fds.push(poll(tap, libc::POLLIN));
+                watched.push(watch_tap);
+            }
+            let first_vsock = fds.len();
+            let mut timeout_ms = -1;
+            let mut deadline = None;
+            if let Some((vsock, _)) = &self.vsock {
+                let (vsock_fds, timeout) = vsock.poll_set();
+                fds.extend(vsock_fds);
+                deadline = timeout.map(|d| Instant::now() + d);
+                // Rounded up, so a deadline is past when poll returns.
+                timeout_ms = timeout.map_or(-1, |d| {
+                    i32::try_from(d.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
+                });
+            }
+            // SAFETY: `fds` is a live array of exactly its length.
+            let ready =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+            if ready < 0 {
+                continue; // EINTR: a pause or stop kick; the loop checks.
+            }
+            for (n, ((card, index), watch_tap)) in self.nets.iter().zip(watched).enumerate() {
+                let (kick, tap) = (fds[2 * n].revents, fds[2 * n + 1].revents);
+                if kick & libc::POLLIN != 0 {
+                    let _ = card.rx_kick.read();
+                }
+                if watch_tap && tap & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    card.lost(&"the TAP device is gone");
+                    continue;
+                }
+                if kick == 0 && tap == 0 {
+                    continue;
+                }
+                // Until the device says it drained the TAP, assume the
+                // guest had no buffer (so an unready queue is not polled
+                // in a loop).
+                card.rx_blocked.store(true, Ordering::Relaxed);
+                if let Some(transport) = transports.get(*index) {
+                    lock(transport).backend_ready(net::RX);
+                }
+            }
+            // The vsock device's work when one of its descriptors woke the
+            // poll or its deadline passed, not at every frame of a card.
+            let vsock_woke = fds[first_vsock..].iter().any(|f| f.revents != 0)
+                || deadline.is_some_and(|d| Instant::now() >= d);
+            if let (Some((vsock, index)), true) = (&self.vsock, vsock_woke) {
+                if let Some(transport) = transports.get(*index) {
+                    vsock.service(fds[first_vsock].revents & libc::POLLIN != 0, transport);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The virtio-mmio devices of a machine: disk N of `disks` (open as
 /// `files[N]`) is device N, then network card N of `nets` (attached to its
 /// TAP as `taps[N]`) is device `disks.len() + N`, then the vsock device on
 /// its bound host socket, if any, is the last; fresh or, given `states`,
 /// as a snapshot left them (states checked by [`validate_states`]).
-/// Returns the devices, each card's backend (for its receive thread) and
+/// Returns the devices, each card's backend (for the devices' I/O thread) and
 /// the vsock device's (for its thread).
 pub(crate) fn devices(
     mem: &GuestMemoryMmap,
@@ -96,6 +200,7 @@ pub(crate) fn devices(
                 )
             })?;
         models.push(Box::new(block));
+        crate::timeline::mark(format!("disk{index}"));
     }
     let mut backends = Vec::new();
     for (index, (card, tap)) in nets.iter().zip(taps).enumerate() {
@@ -105,6 +210,7 @@ pub(crate) fn devices(
         );
         models.push(Box::new(net::Net::new(card.mac, backend.clone())));
         backends.push(backend);
+        crate::timeline::mark(format!("net{index}"));
     }
     let vsock = match vsock {
         Some(socket) => {
@@ -114,6 +220,7 @@ pub(crate) fn devices(
                     .map_err(|e| VmmError::internal("eventfd", e))?,
             );
             models.push(Box::new(vsock::Vsock::new(cid, backend.clone())));
+            crate::timeline::mark("vsock");
             Some(backend)
         }
         None => None,
@@ -130,6 +237,7 @@ pub(crate) fn devices(
             transport.map_err(|e| VmmError::internal(format!("virtio device {index}"), e))
         })
         .collect::<Result<_, _>>()?;
+    crate::timeline::mark("transports");
     Ok((transports, backends, vsock))
 }
 

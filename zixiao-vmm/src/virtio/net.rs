@@ -10,8 +10,9 @@
 //! the spec asks without `MRG_RXBUF`) is put before the frame.
 //!
 //! **Where frames move.** Transmit runs on the vCPU that notified the TX
-//! queue, like a block request. Receive runs on the card's own thread
-//! (`machine.rs`), which polls the TAP and a kick eventfd the device writes
+//! queue, like a block request. Receive runs on the devices' I/O thread
+//! (`virtio::DeviceIo`, one for every card and the vsock device), which
+//! polls each card's TAP and a kick eventfd the device writes
 //! when the driver notifies the RX queue. Frames are taken from the TAP only
 //! while the guest has posted receive buffers; when it has none, they wait
 //! in the TAP's kernel queue (which drops once full, as a NIC ring would),
@@ -58,14 +59,14 @@ const FRAME_MAX: usize = 65_535 + 14;
 pub(crate) const FEATURES: u64 =
     (1 << VIRTIO_F_VERSION_1) | (1 << VIRTIO_NET_F_MAC) | (1 << VIRTIO_NET_F_STATUS);
 
-/// What a card's device model and its receive thread share.
+/// What a card's device model and the devices' I/O thread share.
 pub(crate) struct NetBackend {
     /// The attached TAP queue (non-blocking).
     pub tap: File,
     /// Written when the driver notifies the RX queue (it posted buffers).
     pub rx_kick: EventFd,
     /// Frames may wait in the TAP but the guest has no buffer for them:
-    /// the receive thread waits for `rx_kick` instead of polling the TAP.
+    /// the I/O thread waits for `rx_kick` instead of polling the TAP.
     pub rx_blocked: AtomicBool,
     /// The TAP failed (deleted): nothing more is read or written.
     gone: AtomicBool,
@@ -237,7 +238,7 @@ impl Net {
 
     /// Moves frames waiting on the TAP into the guest's receive buffers,
     /// as long as it has any. Returns whether any buffer was completed.
-    /// Called by the card's receive thread (through the transport).
+    /// Called by the devices' I/O thread (through the transport).
     fn receive(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
         let mut completed = false;
         // At most one frame per buffer the queue can hold: a flood of
@@ -307,7 +308,7 @@ impl VirtioDevice for Net {
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
         match index {
             TX => self.transmit(queue, mem),
-            // New receive buffers: wake the receive thread (it fills them).
+            // New receive buffers: wake the I/O thread (it fills them).
             RX => {
                 self.backend.rx_blocked.store(false, Ordering::Relaxed);
                 let _ = self.backend.rx_kick.write(1);

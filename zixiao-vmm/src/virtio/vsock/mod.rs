@@ -7,12 +7,13 @@
 //! Features: `VIRTIO_F_VERSION_1` only (stream sockets, no
 //! `VIRTIO_VSOCK_F_SEQPACKET`). The config space is the guest's CID.
 //!
-//! **Where packets move.** Everything runs on the device's own thread
-//! (`vsock`), which polls the host socket, the connections' streams and a
-//! kick eventfd; a vCPU's queue notify only writes the kick, so connecting
-//! to host sockets (which the thread's seccomp list allows, for `AF_UNIX`
-//! only) never happens on a vCPU. The thread follows the VM's pause like a
-//! network card's receive thread, so a snapshot sees no packet half moved.
+//! **Where packets move.** Everything runs on the devices' I/O thread
+//! (`virtio::DeviceIo`, shared with the network cards' receive sides),
+//! which polls the host socket, the connections' streams and a kick
+//! eventfd; a vCPU's queue notify only writes the kick, so connecting to
+//! host sockets (which the thread's seccomp list allows, for `AF_UNIX`
+//! only) never happens on a vCPU. The thread follows the VM's pause, so a
+//! snapshot sees no packet half moved.
 //!
 //! **Snapshots** keep the transport and its queues (like every virtio
 //! device) and the config; connections are host processes' sockets and do
@@ -298,48 +299,35 @@ impl VsockBackend {
         })
     }
 
-    /// The device's thread: waits for the host socket, the streams, a
-    /// kick or the next deadline, then does the host side's work and
-    /// moves packets through `transport` (the device's), while `runnable`
-    /// (which parks while the VM is paused) says to go on. A pause or stop
-    /// interrupts its poll with the vCPU kick signal.
-    pub(crate) fn run(&self, runnable: impl Fn() -> bool, transport: &Mutex<MmioTransport>) {
-        while runnable() {
-            let (fds, timeout) = lock(&self.muxer).poll_set(Instant::now());
-            let mut pollfds: Vec<libc::pollfd> =
-                std::iter::once((self.kick.as_raw_fd(), libc::POLLIN))
-                    .chain(fds)
-                    .map(|(fd, events)| libc::pollfd {
-                        fd,
-                        events,
-                        revents: 0,
-                    })
-                    .collect();
-            // Rounded up, so a deadline is past when poll returns.
-            let timeout_ms = timeout.map_or(-1, |d| {
-                i32::try_from(d.as_millis().saturating_add(1)).unwrap_or(i32::MAX)
-            });
-            // SAFETY: `pollfds` is a live array of exactly its length.
-            let ready = unsafe {
-                libc::poll(
-                    pollfds.as_mut_ptr(),
-                    pollfds.len() as libc::nfds_t,
-                    timeout_ms,
-                )
-            };
-            if ready < 0 {
-                continue; // EINTR: a pause or stop kick; the loop checks.
-            }
-            if pollfds[0].revents & libc::POLLIN != 0 {
-                let _ = self.kick.read();
-                lock(&self.muxer).rx_kicked();
-            }
-            lock(&self.muxer).service_host(Instant::now());
-            let mut transport = lock(transport);
-            transport.backend_ready(TX);
-            transport.backend_ready(RX);
-            transport.backend_ready(EVT);
+    /// What the devices' I/O thread (`virtio::DeviceIo`) waits on for
+    /// this device: its kick first, then the host socket and the streams;
+    /// and how long until its next deadline.
+    pub(crate) fn poll_set(&self) -> (Vec<libc::pollfd>, Option<std::time::Duration>) {
+        let (fds, timeout) = lock(&self.muxer).poll_set(Instant::now());
+        let fds = std::iter::once((self.kick.as_raw_fd(), libc::POLLIN))
+            .chain(fds)
+            .map(|(fd, events)| libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            })
+            .collect();
+        (fds, timeout)
+    }
+
+    /// After any wake of the I/O thread's poll (`kicked`: this device's
+    /// kick was readable): does the host side's work and moves packets
+    /// through `transport` (the device's).
+    pub(crate) fn service(&self, kicked: bool, transport: &Mutex<MmioTransport>) {
+        if kicked {
+            let _ = self.kick.read();
+            lock(&self.muxer).rx_kicked();
         }
+        lock(&self.muxer).service_host(Instant::now());
+        let mut transport = lock(transport);
+        transport.backend_ready(TX);
+        transport.backend_ready(RX);
+        transport.backend_ready(EVT);
     }
 
     /// Open connections.

@@ -485,9 +485,17 @@ fn the_pumping_thread_stops_when_told() {
     let backend = d.backend.clone();
     let transport = Arc::new(Mutex::new(d.t));
     let go = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let (b, t, g) = (backend.clone(), transport.clone(), go.clone());
-    let thread =
-        std::thread::spawn(move || b.run(|| g.load(std::sync::atomic::Ordering::SeqCst), &t));
+    let io = crate::virtio::DeviceIo {
+        nets: Vec::new(),
+        vsock: Some((backend.clone(), 0)),
+    };
+    let (t, g) = (transport.clone(), go.clone());
+    let thread = std::thread::spawn(move || {
+        io.run(
+            || g.load(std::sync::atomic::Ordering::SeqCst),
+            std::slice::from_ref(&*t),
+        )
+    });
     go.store(false, std::sync::atomic::Ordering::SeqCst);
     backend.kick.write(1).unwrap();
     thread.join().unwrap();
