@@ -212,6 +212,52 @@ async fn a_blocked_syscall_kills_the_vmm_and_the_launcher_records_sigsys() {
 }
 
 #[tokio::test]
+async fn a_panic_in_the_vmm_ends_it_and_the_launcher_records_it() {
+    let Some(kernel) = guest() else { return };
+    for (name, confinement) in [
+        ("jailed", Confinement::default()),
+        ("unconfined", Confinement::none()),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let vmm = launch_with(
+            &vmm_binary(),
+            &tmp.path().join("vm"),
+            Boot::Fresh(guest_config(&kernel, "zx.mode=loop")),
+            &confinement,
+        )
+        .await
+        .unwrap();
+        let _reaper = Reaper(vmm.pid());
+        vmm.start().await.unwrap();
+        wait_console(&vmm.console_log(), "ZX: count=1", T).await;
+        // The API thread panics: the whole VMM ends (not only that thread),
+        // with the panic hook's code, whether built to unwind or to abort.
+        vmm.test_panic().await.unwrap_err();
+        let VmState::Exited { reason, code } = wait_exit(&vmm).await else {
+            unreachable!()
+        };
+        assert_eq!(
+            code,
+            zixiao_vmm::exit_reasons::PANIC_EXIT_CODE,
+            "{name}: {reason}"
+        );
+        assert!(
+            reason.starts_with(zixiao_vmm::exit_reasons::PANICKED) && reason.contains("vmm.log"),
+            "{name}: {reason}"
+        );
+        let log = std::fs::read_to_string(vmm.run_dir().join(zixiao_vmm::files::VMM_LOG)).unwrap();
+        assert!(
+            log.contains("test hook: a deliberate panic"),
+            "{name}: {log}"
+        );
+        zixiao_testing::wait::wait_until("the VMM process to end", T, || async {
+            (!alive(vmm.pid())).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
 async fn an_unconfined_vmm_shares_the_launchers_namespaces_and_is_unfiltered() {
     let Some(kernel) = guest() else { return };
     let tmp = tempfile::tempdir().unwrap();
