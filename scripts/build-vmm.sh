@@ -12,7 +12,7 @@
 #  - scripts/vmm-unloaded-unwind-tables.ld: the unwind tables stay in the
 #    file, unloaded (nothing unwinds in a panic = "abort" build).
 # Peak RSS (VmHWM) with every kind of device: ~3.2 MiB for cargo's
-# release build, ~1.95 MiB for this one (benches/vmm.rs, section "disk",
+# release build, ~2.0 MiB (2024 KiB) for this one (benches/vmm.rs, "disk",
 # ZIXIAO_BENCH_VMMS; zixiao-vmm/README.md, "Memory").
 #
 #   scripts/build-vmm.sh [--features test-hooks]   # prints the binary's path
