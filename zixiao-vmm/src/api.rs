@@ -37,6 +37,13 @@ pub mod exit_reasons {
     /// The guest rebooted (the ACPI reset register): the VMM process ends
     /// and whoever runs the VM boots it again in a new one.
     pub const REBOOT: &str = "reboot";
+    /// The VMM panicked (a bug): its panic hook printed the message to
+    /// vmm.log and ended the process with [`PANIC_EXIT_CODE`]; the launcher
+    /// records this reason, followed by where to look.
+    pub const PANICKED: &str = "panicked";
+    /// The exit code a panicking VMM ends with, whatever thread panicked
+    /// and however it was built (101, as a Rust `main` that panics).
+    pub const PANIC_EXIT_CODE: i32 = 101;
 }
 
 /// How the VMM process starts.
@@ -135,6 +142,10 @@ pub(crate) enum Request {
     /// forbids (`socket(AF_INET)`), which must kill the VMM.
     #[cfg(feature = "test-hooks")]
     TestBlockedSyscall,
+    /// Test builds only: the API thread panics, which must end the VMM
+    /// with a clear record.
+    #[cfg(feature = "test-hooks")]
+    TestPanic,
 }
 
 /// One API response.
@@ -179,6 +190,21 @@ impl ExitRecord {
             code: -signal,
             pid,
         }
+    }
+
+    /// How a VMM that exited with `code` without writing exit.json ended:
+    /// [`exit_reasons::PANIC_EXIT_CODE`] is its panic hook's; None for
+    /// any other code (the VMM records those itself, or failed to start).
+    pub(crate) fn exited(pid: u32, code: i32) -> Option<ExitRecord> {
+        (code == exit_reasons::PANIC_EXIT_CODE).then(|| ExitRecord {
+            reason: format!(
+                "{}: the VMM hit a bug (its message is in {})",
+                exit_reasons::PANICKED,
+                files::VMM_LOG
+            ),
+            code,
+            pid,
+        })
     }
 }
 

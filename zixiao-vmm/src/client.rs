@@ -238,21 +238,22 @@ async fn spawn(
     match outcome {
         Some(Ok(pid)) => {
             // Reap the VMM when it exits, as long as this process lives, and
-            // record a death by signal (a blocked syscall) the VMM could not.
+            // record an end the VMM could not: a death by signal (a blocked
+            // syscall) or its panic hook's exit.
             if let Some(mut child) = child {
                 tokio::spawn(async move {
                     let direct = child.id();
-                    let signal = child.wait().await.ok().and_then(|s| s.signal());
-                    if let (Some(signal), None) = (signal, jailed) {
-                        record_signal(&run, direct.unwrap_or(pid), signal);
+                    let ended = child.wait().await.ok().and_then(Ended::of);
+                    if let (Some(ended), None) = (ended, jailed) {
+                        record_end(&run, ended.record(direct.unwrap_or(pid)));
                     }
                 });
             }
             if let Some(vmm) = jailed {
                 let run = run_dir.to_path_buf();
                 tokio::spawn(async move {
-                    if let Some(signal) = wait_jailed(vmm).await {
-                        record_signal(&run, vmm, signal);
+                    if let Some(ended) = wait_jailed(vmm).await {
+                        record_end(&run, ended.record(vmm));
                     }
                     // This VMM's group, then those of VMMs whose launcher
                     // was gone when they exited: after an exit, off every
@@ -287,7 +288,7 @@ async fn spawn(
             let mut died = None;
             if let Some(child) = &mut child {
                 let _ = child.start_kill();
-                let direct = child.wait().await.ok().and_then(|s| s.signal());
+                let direct = child.wait().await.ok().and_then(Ended::of);
                 died = direct.filter(|_| jailed.is_none());
             }
             if let Some(vmm) = jailed {
@@ -300,7 +301,9 @@ async fn spawn(
             let log = std::fs::read_to_string(run_dir.join(files::VMM_LOG)).unwrap_or_default();
             let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
             let why = match died {
-                Some(signal) if signal != libc::SIGKILL => ExitRecord::signalled(0, signal).reason,
+                Some(Ended::Signal(signal)) if signal != libc::SIGKILL => {
+                    ExitRecord::signalled(0, signal).reason
+                }
                 _ if tail.is_empty() => "no output".to_string(),
                 _ => tail,
             };
@@ -342,9 +345,33 @@ async fn wait_unserved(api: &Path) -> Result<(), VmmError> {
     }
 }
 
+/// How a reaped VMM process ended, as its parent learns it.
+#[derive(Debug, Clone, Copy)]
+enum Ended {
+    /// Killed by this signal.
+    Signal(i32),
+    /// Exited with this code.
+    Code(i32),
+}
+
+impl Ended {
+    fn of(status: std::process::ExitStatus) -> Option<Ended> {
+        (status.signal().map(Ended::Signal)).or(status.code().map(Ended::Code))
+    }
+
+    /// The exit record of VMM `pid` for an end it could not record itself
+    /// (None: an exit code the VMM does not leave unrecorded).
+    fn record(self, pid: u32) -> Option<ExitRecord> {
+        match self {
+            Ended::Signal(signal) => Some(ExitRecord::signalled(pid, signal)),
+            Ended::Code(code) => ExitRecord::exited(pid, code),
+        }
+    }
+}
+
 /// Waits for our child `pid` (a jailed VMM, in its own PID namespace) to
-/// exit and reaps it; the signal that killed it, if one did.
-async fn wait_jailed(pid: u32) -> Option<i32> {
+/// exit and reaps it; how it ended.
+async fn wait_jailed(pid: u32) -> Option<Ended> {
     // SAFETY: pidfd_open(2) takes integers; a new descriptor is returned.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if raw >= 0 {
@@ -367,21 +394,23 @@ async fn wait_jailed(pid: u32) -> Option<i32> {
     .await
     .ok()
     .flatten()?;
+    // SAFETY: si_status is the valid union member for CLD_* codes.
+    let status = unsafe { waited.si_status() };
     match waited.si_code {
-        // SAFETY: si_status is the valid union member for CLD_* codes.
-        libc::CLD_KILLED | libc::CLD_DUMPED => Some(unsafe { waited.si_status() }),
+        libc::CLD_KILLED | libc::CLD_DUMPED => Some(Ended::Signal(status)),
+        libc::CLD_EXITED => Some(Ended::Code(status)),
         _ => None,
     }
 }
 
-/// Records in `run_dir`'s exit.json that VMM `pid` died of `signal`, unless
-/// an exit record is there already (the VMM's own, or an earlier one).
-fn record_signal(run_dir: &Path, pid: u32, signal: i32) {
-    let record = ExitRecord::signalled(pid, signal);
+/// Records `record` (of a VMM that could not) in `run_dir`'s exit.json,
+/// unless an exit record is there already (the VMM's own, or an earlier one).
+fn record_end(run_dir: &Path, record: Option<ExitRecord>) {
+    let Some(record) = record else { return };
     let Ok(json) = serde_json::to_vec(&record) else {
         return;
     };
-    let tmp = run_dir.join(format!(".exit.{pid}.tmp"));
+    let tmp = run_dir.join(format!(".exit.{}.tmp", record.pid));
     if std::fs::write(&tmp, json).is_ok() {
         // A hard link never replaces: the first record wins.
         let _ = std::fs::hard_link(&tmp, run_dir.join(files::EXIT));
@@ -603,6 +632,13 @@ impl VmmClient {
         self.request(Request::TestBlockedSyscall).await.map(drop)
     }
 
+    /// Test builds only: asks the VMM to panic.
+    #[cfg(feature = "test-hooks")]
+    #[doc(hidden)]
+    pub async fn test_panic(&self) -> Result<(), VmmError> {
+        self.request(Request::TestPanic).await.map(drop)
+    }
+
     /// Memory, RSS, vCPU time and exit counts.
     pub async fn stats(&self) -> Result<VmmStats, VmmError> {
         let v = self.request(Request::Stats).await?;
@@ -646,7 +682,10 @@ impl VmmClient {
     /// After a kill: records how it ended (if the VMM could not) and removes its sockets.
     fn clear_after_kill(&self, killed: bool) {
         if killed {
-            record_signal(&self.run_dir, self.pid, libc::SIGKILL);
+            record_end(
+                &self.run_dir,
+                Some(ExitRecord::signalled(self.pid, libc::SIGKILL)),
+            );
         }
         for f in [files::API_SOCK, files::CONSOLE_SOCK, files::PID] {
             let _ = std::fs::remove_file(self.run_dir.join(f));

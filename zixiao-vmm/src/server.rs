@@ -915,6 +915,8 @@ impl Vmm {
                 }
                 ok
             }
+            #[cfg(feature = "test-hooks")]
+            (Request::TestPanic, _) => panic!("test hook: a deliberate panic"),
         }
     }
 
@@ -974,6 +976,41 @@ pub(crate) fn rss_bytes() -> u64 {
 /// The handshake line announcing a VMM of host pid `pid` (see the binary).
 pub fn spawned_line(pid: u32) -> String {
     serde_json::to_string(&Handshake::Spawned(pid)).unwrap_or_default()
+}
+
+/// Makes a panic in any thread end the VMM at once: one line to stderr
+/// (vmm.log) saying which thread panicked where and why, then the process
+/// exits with [`PANIC_EXIT_CODE`](crate::exit_reasons::PANIC_EXIT_CODE),
+/// which the launcher records in exit.json. Left alone, a panicking vCPU or
+/// device thread would end only itself and leave a VM that no longer runs
+/// but answers; and the shipped build aborts on a panic (Cargo profile
+/// `vmm`), whose SIGABRT a jailed VMM, pid 1 of its namespace, ignores.
+/// Not std's default hook: it calls getcwd(2), which no thread's seccomp
+/// filter allows. `_exit`: no destructor or atexit handler runs in a
+/// process in an unknown state, and exit_group is allowed everywhere.
+pub fn end_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let line = format!(
+            "zixiao-vmm: thread '{}' panicked at {}: {}\n",
+            thread.name().unwrap_or("unnamed"),
+            info.location()
+                .map_or_else(|| "an unknown place".to_string(), ToString::to_string),
+            panic_message(info.payload()),
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        // SAFETY: _exit(2) takes an integer and does not return.
+        unsafe { libc::_exit(crate::exit_reasons::PANIC_EXIT_CODE) };
+    }));
+}
+
+/// The message of a panic (`panic!` gives a `&str` or a `String`).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// The handshake line reporting `err` (see the binary).

@@ -168,6 +168,39 @@ async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgrou
     );
 }
 
+/// A VMM under `confinement` whose guest has started counting; the
+/// directory its run directory is in, and its reaper.
+async fn counting_vmm(
+    kernel: &std::path::Path,
+    confinement: &Confinement,
+) -> (tempfile::TempDir, VmmClient, Reaper) {
+    let tmp = tempfile::tempdir().unwrap();
+    let vmm = launch_with(
+        &vmm_binary(),
+        &tmp.path().join("vm"),
+        Boot::Fresh(guest_config(kernel, "zx.mode=loop")),
+        confinement,
+    )
+    .await
+    .unwrap();
+    let reaper = Reaper(vmm.pid());
+    vmm.start().await.unwrap();
+    wait_console(&vmm.console_log(), "ZX: count=1", T).await;
+    (tmp, vmm, reaper)
+}
+
+/// The reason and code `vmm` exited with, once its process is gone too.
+async fn ended(vmm: &VmmClient) -> (String, i32) {
+    let VmState::Exited { reason, code } = wait_exit(vmm).await else {
+        unreachable!()
+    };
+    zixiao_testing::wait::wait_until("the VMM process to end", T, || async {
+        (!alive(vmm.pid())).then_some(())
+    })
+    .await;
+    (reason, code)
+}
+
 #[tokio::test]
 async fn a_blocked_syscall_kills_the_vmm_and_the_launcher_records_sigsys() {
     let Some(kernel) = guest() else { return };
@@ -175,18 +208,7 @@ async fn a_blocked_syscall_kills_the_vmm_and_the_launcher_records_sigsys() {
         ("jailed", Confinement::default()),
         ("seccomp only", Confinement::seccomp_only()),
     ] {
-        let tmp = tempfile::tempdir().unwrap();
-        let vmm = launch_with(
-            &vmm_binary(),
-            &tmp.path().join("vm"),
-            Boot::Fresh(guest_config(&kernel, "zx.mode=loop")),
-            &confinement,
-        )
-        .await
-        .unwrap();
-        let _reaper = Reaper(vmm.pid());
-        vmm.start().await.unwrap();
-        wait_console(&vmm.console_log(), "ZX: count=1", T).await;
+        let (_tmp, vmm, _reaper) = counting_vmm(&kernel, &confinement).await;
         // The API thread calls socket(AF_INET): the filter kills the VMM
         // before it can answer.
         let err = vmm.test_blocked_syscall().await.unwrap_err();
@@ -197,19 +219,41 @@ async fn a_blocked_syscall_kills_the_vmm_and_the_launcher_records_sigsys() {
             ),
             "{name}: {err}"
         );
-        let state = wait_exit(&vmm).await;
-        let VmState::Exited { reason, code } = state else {
-            unreachable!()
-        };
+        let (reason, code) = ended(&vmm).await;
         assert_eq!(code, -libc::SIGSYS, "{name}: {reason}");
         assert!(
             reason.contains("blocked syscall") && reason.contains("SIGSYS"),
             "{name}: {reason}"
         );
-        zixiao_testing::wait::wait_until("the VMM process to end", T, || async {
-            (!alive(vmm.pid())).then_some(())
-        })
-        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_the_vmm_ends_it_and_the_launcher_records_it() {
+    let Some(kernel) = guest() else { return };
+    for (name, confinement) in [
+        ("jailed", Confinement::default()),
+        ("unconfined", Confinement::none()),
+    ] {
+        let (_tmp, vmm, _reaper) = counting_vmm(&kernel, &confinement).await;
+        // The API thread panics: the whole VMM ends (not only that thread),
+        // with the panic hook's code, whether built to unwind or to abort.
+        vmm.test_panic().await.unwrap_err();
+        let (reason, code) = ended(&vmm).await;
+        assert_eq!(
+            code,
+            zixiao_vmm::exit_reasons::PANIC_EXIT_CODE,
+            "{name}: {reason}"
+        );
+        assert!(
+            reason.starts_with(zixiao_vmm::exit_reasons::PANICKED) && reason.contains("vmm.log"),
+            "{name}: {reason}"
+        );
+        let log = std::fs::read_to_string(vmm.run_dir().join(zixiao_vmm::files::VMM_LOG)).unwrap();
+        assert!(
+            log.contains("test hook: a deliberate panic"),
+            "{name}: {log}"
+        );
     }
 }
 

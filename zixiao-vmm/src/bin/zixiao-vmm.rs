@@ -8,6 +8,7 @@ use zixiao_vmm::{Boot, Confinement, VmmError};
 
 fn main() {
     zixiao_vmm::timeline::mark("main");
+    zixiao_vmm::server::end_on_panic();
     one_malloc_arena();
     let mut run_dir: Option<PathBuf> = None;
     let mut boot: Option<String> = None;
