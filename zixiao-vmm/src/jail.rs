@@ -1,15 +1,15 @@
 //! The jail of a VMM process, as Firecracker's jailer builds it: a new PID
 //! namespace (the VMM is its pid 1; see the binary), a new mount namespace
-//! whose root is a small read-only tmpfs holding only the run directory, the
-//! kernel, the initrd, the snapshot being restored, the KVM device and a
-//! `/proc` of its own, each bind-mounted at the same absolute path; its own
-//! cgroup (see `cgroup.rs`); and, once the inputs are open, an unprivileged
-//! uid and gid with no capabilities.
+//! whose root is a small read-only tmpfs holding only the run directory,
+//! bind-mounted at its own absolute path (the VMM opens the KVM device and
+//! the guest's files before, and keeps them open); its own cgroup (see
+//! `cgroup.rs`); and an unprivileged uid and gid with no capabilities.
 //!
 //! Everything here runs while the process is still single-threaded (mount
 //! namespaces cannot be unshared by a threaded process).
 
 use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -133,26 +133,74 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
-/// What a bind mount in the jail is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MountKind {
-    /// A directory the VMM writes (the run dir).
-    WritableDir,
-    /// A directory the VMM only reads (a snapshot being restored).
-    ReadOnlyDir,
-    /// A file the VMM only reads (kernel, initrd, a read-only disk).
-    ReadOnlyFile,
-    /// A file the VMM reads and writes (a writable disk).
-    WritableFile,
-    /// A character device (the KVM device).
-    Device,
+/// The pipe on which `launch()` tells a VMM it started that it has put it
+/// in its cgroup ([`LauncherCgroup::ARG`] names the descriptor): one byte
+/// once it has, end of file if it could not (the VMM then fails). The VMM
+/// waits for it before it starts a thread or allocates guest memory, so it
+/// is still single-threaded when the launcher moves it (cgroup v1 moves
+/// one thread) and nothing of the guest is charged outside its group.
+#[derive(Debug)]
+pub struct LauncherCgroup(std::fs::File);
+
+impl LauncherCgroup {
+    /// The VMM's argument that names the descriptor.
+    pub const ARG: &'static str = "--cgroup-ready-fd";
+
+    /// Waits for the launcher's word.
+    pub(crate) fn wait(mut self) -> Result<(), VmmError> {
+        let mut byte = [0u8; 1];
+        loop {
+            return match std::io::Read::read(&mut self.0, &mut byte) {
+                Ok(1) => Ok(()),
+                Ok(_) => Err(VmmError::Unavailable {
+                    message: "jail: the launcher could not put this VMM in its cgroup".into(),
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(VmmError::Unavailable {
+                    message: format!("jail: waiting for the launcher's cgroup: {e}"),
+                }),
+            };
+        }
+    }
 }
 
-/// One host path made visible in the jail, at the same absolute path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JailMount {
-    pub(crate) path: PathBuf,
-    pub(crate) kind: MountKind,
+impl TryFrom<&str> for LauncherCgroup {
+    type Error = VmmError;
+
+    /// Takes the inherited descriptor `arg` names: a number from 3 up,
+    /// open, a pipe. Called once per process, by the binary for its
+    /// argument.
+    fn try_from(arg: &str) -> Result<Self, VmmError> {
+        let bad = |reason: String| VmmError::invalid(LauncherCgroup::ARG, reason);
+        let fd: RawFd = arg
+            .parse()
+            .map_err(|_| bad(format!("{arg:?} is not a descriptor number")))?;
+        if fd < 3 {
+            return Err(bad(format!("{fd} is one of stdin, stdout and stderr")));
+        }
+        // SAFETY: a zeroed stat is a valid out-parameter; fstat(2) writes
+        // into the live local and reads nothing else.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(bad(format!(
+                "descriptor {fd}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(bad(format!("descriptor {fd} is not a pipe")));
+        }
+        // SAFETY: fcntl(2) on a descriptor just checked to be open; the
+        // VMM starts nothing that should inherit it.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: the descriptor is open (fstat above) and was inherited
+        // across exec: nothing else in this process owns it, and the
+        // binary takes it once.
+        Ok(LauncherCgroup(unsafe {
+            std::fs::File::from(OwnedFd::from_raw_fd(fd))
+        }))
+    }
 }
 
 fn last_os(what: impl std::fmt::Display) -> VmmError {
@@ -213,11 +261,15 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Builds the jail under `run_dir/jail` and makes it this process's root.
-/// The process must be single-threaded, root, and (for a private `/proc`)
-/// pid 1 of a new PID namespace. Mount paths must be absolute. The old
-/// root is still being detached when this returns: see [`Detaching`].
-pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, VmmError> {
+/// Builds the jail under `run_dir/jail`, waits for the `launcher`'s
+/// cgroup (if it makes it), and makes the jail this process's root. The
+/// process must be single-threaded and root, and its inputs open: the
+/// jail shows only the run dir (an absolute path). The old root is still
+/// being detached when this returns: see [`Detaching`].
+pub(crate) fn enter(
+    run_dir: &Path,
+    launcher: Option<LauncherCgroup>,
+) -> Result<Detaching, VmmError> {
     // SAFETY: unshare(2) takes no pointers.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(last_os("unshare(CLONE_NEWNS)"));
@@ -236,6 +288,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
         message: format!("jail: creating {}: {e}", root.display()),
     })?;
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // Room for the directories down to the run dir.
     mount(
         Some(Path::new("zixiao-jail")),
         &root,
@@ -243,76 +296,53 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
         nosuid,
         Some("size=64k,nr_inodes=256,mode=0755"),
     )?;
-    // Parents before children: a file inside the run dir mounts over the
-    // run dir's own bind.
-    let mut sorted: Vec<&JailMount> = mounts.iter().collect();
-    sorted.sort_by_key(|m| m.path.components().count());
-    for m in sorted {
-        let target = inside(&root, &m.path);
-        let dir = matches!(m.kind, MountKind::WritableDir | MountKind::ReadOnlyDir);
-        let made = if dir {
-            std::fs::create_dir_all(&target)
-        } else {
-            target
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&target)
-                        .map(drop)
-                })
-        };
-        made.map_err(|e| VmmError::Unavailable {
-            message: format!("jail: mount point {}: {e}", target.display()),
-        })?;
-        mount(Some(&m.path), &target, None, libc::MS_BIND, None)?;
-        let flags = match m.kind {
-            MountKind::WritableDir | MountKind::WritableFile => nosuid,
-            MountKind::ReadOnlyDir | MountKind::ReadOnlyFile => nosuid | libc::MS_RDONLY,
-            MountKind::Device => libc::MS_NOSUID | libc::MS_NOEXEC,
-        };
+    let built = bind_run_dir(&root, run_dir, nosuid).and_then(|()| {
+        crate::timeline::mark("binds");
+        // The jail's own tree is fixed from here on. Made read-only here,
+        // by its path on the host, rather than as `/` after the pivot:
+        // until the old root is detached a remount of `/` could reach the
+        // host's root filesystem.
         mount(
             None,
-            &target,
+            &root,
             None,
-            libc::MS_REMOUNT | libc::MS_BIND | flags,
+            libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
             None,
         )?;
+        crate::timeline::mark("read-only");
+        launcher.map_or(Ok(()), LauncherCgroup::wait)?;
+        crate::timeline::mark("cgroup-go");
+        Ok(())
+    });
+    if let Err(err) = built {
+        // The VMM fails: its run dir keeps no mount point of this
+        // namespace, so its clean-up can remove the jail directory.
+        if let Ok(root_c) = cpath(&root) {
+            // SAFETY: umount2 with a NUL-terminated path that lives until
+            // it returns.
+            unsafe { libc::umount2(root_c.as_ptr(), libc::MNT_DETACH) };
+        }
+        return Err(err);
     }
-    // A /proc of the VMM's own PID namespace: /proc/self for stats and the
-    // snapshot's page map. `subset=pid` (Linux 5.8) hides the host-wide files.
-    crate::timeline::mark("binds");
-    let proc_dir = root.join("proc");
-    std::fs::create_dir_all(&proc_dir).map_err(|e| VmmError::Unavailable {
-        message: format!("jail: {}: {e}", proc_dir.display()),
+    pivot_into(&root)
+}
+
+/// Bind-mounts `run_dir` (read-write, `nosuid,nodev,noexec`) at its own
+/// absolute path under `root`.
+fn bind_run_dir(root: &Path, run_dir: &Path, flags: libc::c_ulong) -> Result<(), VmmError> {
+    let target = inside(root, run_dir);
+    std::fs::create_dir_all(&target).map_err(|e| VmmError::Unavailable {
+        message: format!("jail: mount point {}: {e}", target.display()),
     })?;
-    let proc_src = Path::new("proc");
-    if mount(
-        Some(proc_src),
-        &proc_dir,
-        Some("proc"),
-        nosuid,
-        Some("subset=pid"),
-    )
-    .is_err()
-    {
-        mount(Some(proc_src), &proc_dir, Some("proc"), nosuid, None)?;
-    }
-    // The jail's own tree is fixed from here on. Made read-only here, by
-    // its path on the host, rather than as `/` after the pivot: until the
-    // old root is detached a remount of `/` could reach the host's root
-    // filesystem.
+    mount(Some(run_dir), &target, None, libc::MS_BIND, None)?;
+    // A bind keeps its source's flags: they are set by a remount.
     mount(
         None,
-        &root,
+        &target,
         None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
+        libc::MS_REMOUNT | libc::MS_BIND | flags,
         None,
-    )?;
-    crate::timeline::mark("proc");
-    pivot_into(&root)
+    )
 }
 
 /// The old root being detached after [`enter`], on a thread of its own:
@@ -374,6 +404,43 @@ pub(crate) fn give_run_dir(run_dir: &Path, config: &JailConfig) -> Result<(), Vm
         VmmError::Unavailable {
             message: format!("jail: chown {}: {e}", run_dir.display()),
         }
+    })
+}
+
+/// Runs `open` with the file permissions of `config`'s user: filesystem
+/// uid and gid, and no supplementary groups (dropped for good here, as the
+/// uid drop would), then takes root's back. What `open` opened, that user
+/// could have opened; root's capabilities other than the filesystem ones
+/// stay, but a file system call has no use for them.
+pub(crate) fn with_jail_user_files<T>(
+    config: &JailConfig,
+    open: impl FnOnce() -> T,
+) -> Result<T, VmmError> {
+    // SAFETY: setgroups with a count of 0 reads no memory.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(last_os("setgroups"));
+    }
+    // The gid first, while the fsuid is still root's (CAP_SETGID stays in
+    // any case). Each call returns the previous id; an id of -1 is never
+    // set and reads the current one.
+    // SAFETY: setfsgid/setfsuid take plain integers.
+    let (gid, uid) = unsafe { (libc::setfsgid(config.gid), libc::setfsuid(config.uid)) };
+    // SAFETY: as above.
+    let now = unsafe { (libc::setfsgid(u32::MAX), libc::setfsuid(u32::MAX)) };
+    let switched = now == (config.gid as libc::c_int, config.uid as libc::c_int);
+    let out = switched.then(open);
+    // Back to root's: the uid first, which gives back the filesystem
+    // capabilities.
+    // SAFETY: as above.
+    unsafe {
+        libc::setfsuid(uid as u32);
+        libc::setfsgid(gid as u32);
+    }
+    out.ok_or_else(|| VmmError::Unavailable {
+        message: format!(
+            "jail: cannot take the file permissions of uid {} gid {}",
+            config.uid, config.gid
+        ),
     })
 }
 
