@@ -1,11 +1,11 @@
 //! The cgroup of a jailed VMM: `zixiao-vmm/vmm-<pid>` under the root of the
 //! memory and pids hierarchies (cgroup v1, one hierarchy per controller) or
 //! of the unified hierarchy (cgroup v2), capping the VMM's memory and tasks.
-//! `launch()` creates it and moves its VMM into it right after the VMM's
-//! exec, while the VMM starts (a VMM started by hand creates and joins its
-//! own, while still root); whoever reaps the VMM removes it, and a
-//! launcher process's first jailed launch removes the groups of VMMs that
-//! are gone.
+//! `launch()` creates it and sets its limits right after the VMM's exec,
+//! while the VMM starts, and the VMM moves itself in once told (a VMM
+//! started by hand creates its own too, while still root); whoever reaps
+//! the VMM removes it, and a launcher process's first jailed launch
+//! removes the groups of VMMs that are gone.
 
 use std::path::{Path, PathBuf};
 
@@ -115,25 +115,7 @@ fn mkdir(path: &Path) -> Result<(), VmmError> {
 /// allocates guest memory): what a VMM started by hand does itself.
 pub(crate) fn join(pid: u32, limits: Limits) -> Result<(), VmmError> {
     create(pid, limits)?;
-    attach(pid, Member::Caller)
-}
-
-/// Which process [`attach`] moves into a VMM's group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Member {
-    /// The calling process ("0": whatever its PID namespace).
-    Caller,
-    /// The launcher's child with this pid, in the launcher's PID namespace.
-    Child(u32),
-}
-
-impl Member {
-    fn id(self) -> String {
-        match self {
-            Member::Caller => "0".into(),
-            Member::Child(pid) => pid.to_string(),
-        }
-    }
+    enter(pid)
 }
 
 /// Creates the group of the VMM with host pid `pid` (one per hierarchy)
@@ -167,25 +149,24 @@ pub(crate) fn create(pid: u32, limits: Limits) -> Result<(), VmmError> {
     }
 }
 
-/// Moves `member`, which must be single-threaded (a VMM before it starts
-/// any thread), into the group of the VMM with host pid `pid`, made by
-/// [`create`].
-pub(crate) fn attach(pid: u32, member: Member) -> Result<(), VmmError> {
+/// Moves the calling process, which must be single-threaded (a VMM before
+/// it starts any thread), into the group of the VMM with host pid `pid`,
+/// made by [`create`]. The process moves itself: on cgroup v1, moving
+/// another process's thread takes the kernel's global threadgroup lock
+/// (an RCU grace period, ~4-8 ms here, measured from the launcher), moving
+/// one's own does not.
+pub(crate) fn enter(pid: u32) -> Result<(), VmmError> {
+    // "0" is the writing process, whatever its PID namespace.
     match layout()? {
         Layout::Unified(root) => write(
             &root.join(PARENT).join(name(pid)).join("cgroup.procs"),
-            &member.id(),
+            "0",
         ),
         Layout::Legacy { memory, pids } => {
-            // The member is single-threaded, so moving its one thread
-            // (`tasks`) moves the process. Unlike `cgroup.procs`, it spares
-            // the kernel's global threadgroup lock and the RCU grace period
-            // that takes (~5 ms per hierarchy on a loaded machine).
+            // Single-threaded, moving its one thread (`tasks`) moves the
+            // process. `cgroup.procs` would take the global lock too.
             for hierarchy in [memory, pids] {
-                write(
-                    &hierarchy.join(PARENT).join(name(pid)).join("tasks"),
-                    &member.id(),
-                )?;
+                write(&hierarchy.join(PARENT).join(name(pid)).join("tasks"), "0")?;
             }
             Ok(())
         }

@@ -174,8 +174,8 @@ async fn spawn(
         OsStr::new(&confinement_json),
     ];
     // A jailed VMM is started in its own PID namespace (it is pid 1 there,
-    // our child, `jailed`) and put in its cgroup by us while it starts;
-    // any other as a plain child (`child`).
+    // our child, `jailed`), and its cgroup is made while it starts; any
+    // other as a plain child (`child`).
     let (mut child, stdout, mut jailed): (Option<tokio::process::Child>, _, Option<u32>) =
         if let Some(jail) = &confinement.jail {
             let (go_read, go_write) = pidns_spawn::inherited_pipe()?;
@@ -185,7 +185,7 @@ async fn spawn(
             drop(go_read);
             let pid = spawned.pid;
             crate::timeline::mark("L:exec");
-            if let Err(err) = enter_cgroup(pid, cgroup::Limits::of(boot, jail), go_write) {
+            if let Err(err) = make_cgroup(pid, cgroup::Limits::of(boot, jail), go_write) {
                 // The VMM sees the pipe closed without a word and fails.
                 reap_jailed(pid).await;
                 return Err(err);
@@ -325,12 +325,11 @@ async fn spawn(
     }
 }
 
-/// Creates the cgroup of the jailed VMM `pid` (our child, just exec'd and
-/// waiting, single-threaded, for the word on `go`), moves it in and says
-/// so. On an error `go` closes without a word and the VMM fails.
-fn enter_cgroup(pid: u32, limits: cgroup::Limits, go: OwnedFd) -> Result<(), VmmError> {
+/// Creates the cgroup of the jailed VMM `pid` (our child, just exec'd),
+/// with its limits, and says so on `go`: the VMM then moves itself in. On
+/// an error `go` closes without a word and the VMM fails.
+fn make_cgroup(pid: u32, limits: cgroup::Limits, go: OwnedFd) -> Result<(), VmmError> {
     cgroup::create(pid, limits)?;
-    cgroup::attach(pid, cgroup::Member::Child(pid))?;
     crate::timeline::mark("L:cgroup");
     // A VMM that is already gone (EPIPE) is noticed on its stdout.
     let _ = std::io::Write::write_all(&mut std::fs::File::from(go), b"1");

@@ -133,12 +133,12 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
-/// The pipe on which `launch()` tells a VMM it started that it has put it
-/// in its cgroup ([`LauncherCgroup::ARG`] names the descriptor): one byte
-/// once it has, end of file if it could not (the VMM then fails). The VMM
-/// waits for it before it starts a thread or allocates guest memory, so it
-/// is still single-threaded when the launcher moves it (cgroup v1 moves
-/// one thread) and nothing of the guest is charged outside its group.
+/// The pipe on which `launch()` tells a VMM it started that it has made
+/// its cgroup ([`LauncherCgroup::ARG`] names the descriptor): one byte once
+/// it has, end of file if it could not (the VMM then fails). The launcher
+/// creates the group and sets its limits while the VMM starts; the VMM
+/// moves itself in ([`LauncherCgroup::join`]) before it starts a thread or
+/// allocates guest memory, so nothing of the guest is charged outside it.
 #[derive(Debug)]
 pub struct LauncherCgroup(std::fs::File);
 
@@ -146,21 +146,28 @@ impl LauncherCgroup {
     /// The VMM's argument that names the descriptor.
     pub const ARG: &'static str = "--cgroup-ready-fd";
 
-    /// Waits for the launcher's word.
-    pub(crate) fn wait(mut self) -> Result<(), VmmError> {
+    /// Waits for the launcher's word, then moves this (single-threaded)
+    /// process into the group of the VMM with host pid `pid`.
+    pub(crate) fn join(mut self, pid: u32) -> Result<(), VmmError> {
         let mut byte = [0u8; 1];
         loop {
-            return match std::io::Read::read(&mut self.0, &mut byte) {
-                Ok(1) => Ok(()),
-                Ok(_) => Err(VmmError::Unavailable {
-                    message: "jail: the launcher could not put this VMM in its cgroup".into(),
-                }),
+            match std::io::Read::read(&mut self.0, &mut byte) {
+                Ok(1) => break,
+                Ok(_) => {
+                    return Err(VmmError::Unavailable {
+                        message: "jail: the launcher could not make this VMM's cgroup".into(),
+                    })
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(VmmError::Unavailable {
-                    message: format!("jail: waiting for the launcher's cgroup: {e}"),
-                }),
-            };
+                Err(e) => {
+                    return Err(VmmError::Unavailable {
+                        message: format!("jail: waiting for the launcher's cgroup: {e}"),
+                    })
+                }
+            }
         }
+        crate::timeline::mark("cgroup-go");
+        crate::cgroup::enter(pid)
     }
 }
 
@@ -261,14 +268,15 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Builds the jail under `run_dir/jail`, waits for the `launcher`'s
-/// cgroup (if it makes it), and makes the jail this process's root. The
-/// process must be single-threaded and root, and its inputs open: the
-/// jail shows only the run dir (an absolute path). The old root is still
-/// being detached when this returns: see [`Detaching`].
+/// Builds the jail under `run_dir/jail`, runs `before_pivot` (the last
+/// step in the host's tree while single-threaded: joining the launcher's
+/// cgroup), and makes the jail this process's root. The process must be
+/// single-threaded and root, and its inputs open: the jail shows only the
+/// run dir (an absolute path). The old root is still being detached when
+/// this returns: see [`Detaching`].
 pub(crate) fn enter(
     run_dir: &Path,
-    launcher: Option<LauncherCgroup>,
+    before_pivot: impl FnOnce() -> Result<(), VmmError>,
 ) -> Result<Detaching, VmmError> {
     // SAFETY: unshare(2) takes no pointers.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
@@ -310,9 +318,7 @@ pub(crate) fn enter(
             None,
         )?;
         crate::timeline::mark("read-only");
-        launcher.map_or(Ok(()), LauncherCgroup::wait)?;
-        crate::timeline::mark("cgroup-go");
-        Ok(())
+        before_pivot()
     });
     if let Err(err) = built {
         // The VMM fails: its run dir keeps no mount point of this

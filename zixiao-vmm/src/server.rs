@@ -426,15 +426,15 @@ fn bind_vsock(run_dir: &Path, config: &VmConfig) -> Result<Option<HostSocket>, V
         .transpose()
 }
 
-/// Jails this process (still root, single-threaded, its inputs open):
-/// cgroup, mount namespace showing only the run dir, pivot_root, with the
-/// old root still being detached. The uid drop comes after the detach has
-/// finished.
+/// Jails this process (still root, single-threaded, its inputs open, in
+/// its cgroup or about to be put there by its `launcher`): mount namespace
+/// showing only the run dir, pivot_root, with the old root still being
+/// detached. The uid drop comes after the detach has finished.
 fn enter_jail(
     run_dir: &Path,
     jail: &JailConfig,
     pid: u32,
-    cgroup: CgroupEntry,
+    launcher: Option<jail::LauncherCgroup>,
 ) -> Result<jail::Detaching, VmmError> {
     if !run_dir.is_absolute() {
         return Err(VmmError::invalid(
@@ -445,25 +445,14 @@ fn enter_jail(
             ),
         ));
     }
-    let launcher = match cgroup {
-        CgroupEntry::Launcher(launcher) => Some(launcher),
-        CgroupEntry::Own(limits) => {
-            cgroup::join(pid, limits)?;
-            crate::timeline::mark("cgroup");
-            None
-        }
-    };
     jail::give_run_dir(run_dir, jail)?;
-    jail::enter(run_dir, launcher)
-}
-
-/// How a jailed VMM gets into its cgroup.
-enum CgroupEntry {
-    /// `launch()` puts it there while it starts, and says when.
-    Launcher(jail::LauncherCgroup),
-    /// Started by hand: it makes and joins its own, before anything of
-    /// the guest is allocated.
-    Own(cgroup::Limits),
+    jail::enter(run_dir, || {
+        launcher.map_or(Ok(()), |launcher| {
+            let joined = launcher.join(pid);
+            crate::timeline::mark("cgroup");
+            joined
+        })
+    })
 }
 
 fn setup(
@@ -477,34 +466,33 @@ fn setup(
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
     };
-    let cgroup = match (&confinement.jail, launcher_cgroup) {
-        (None, None) => None,
-        (None, Some(_)) => {
-            return Err(VmmError::invalid(
-                jail::LauncherCgroup::ARG,
-                "only a jailed VMM has a cgroup",
-            ))
-        }
-        (Some(jail), launcher) => {
-            jail.validate()?;
-            Some(match launcher {
-                Some(launcher) => CgroupEntry::Launcher(launcher),
-                None => CgroupEntry::Own(cgroup::Limits::of(&boot, jail)),
-            })
-        }
-    };
+    if let (None, Some(_)) = (&confinement.jail, &launcher_cgroup) {
+        return Err(VmmError::invalid(
+            jail::LauncherCgroup::ARG,
+            "only a jailed VMM has a cgroup",
+        ));
+    }
+    if let Some(jail) = &confinement.jail {
+        jail.validate()?;
+    }
     // The TAPs first: TUNSETIFF needs /dev/net/tun and CAP_NET_ADMIN (or
     // the TAP's owner), which the uid drop takes away.
     let (tap_names, taps) = open_taps(&boot)?;
     crate::timeline::mark("taps");
+    if let (Some(jail), None) = (&confinement.jail, &launcher_cgroup) {
+        // Started by hand: its own group, before it opens anything.
+        cgroup::join(pid, cgroup::Limits::of(&boot, jail))?;
+        crate::timeline::mark("cgroup");
+    }
     // Every file the guest needs is opened before the jail is built, so
     // that the jail shows none of them.
     let inputs = Inputs::open(run_dir, boot, confinement.jail.as_ref())?;
     crate::timeline::mark("inputs");
-    let detaching = match (&confinement.jail, cgroup) {
-        (Some(jail), Some(cgroup)) => Some(enter_jail(run_dir, jail, pid, cgroup)?),
-        _ => None,
-    };
+    let detaching = confinement
+        .jail
+        .as_ref()
+        .map(|jail| enter_jail(run_dir, jail, pid, launcher_cgroup))
+        .transpose()?;
     crate::timeline::mark("jail");
     // A fresh boot's bare VM (the PIT's worker thread start is the slowest
     // step of a boot) is created while the old root is being detached, and
