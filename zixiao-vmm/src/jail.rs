@@ -274,10 +274,10 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 /// single-threaded and root, and its inputs open: the jail shows only the
 /// run dir (an absolute path). The old root is still being detached when
 /// this returns: see [`Detaching`].
-pub(crate) fn enter(
+pub(crate) fn enter<T>(
     run_dir: &Path,
-    before_pivot: impl FnOnce() -> Result<(), VmmError>,
-) -> Result<Detaching, VmmError> {
+    before_pivot: impl FnOnce() -> Result<T, VmmError>,
+) -> Result<T, VmmError> {
     // SAFETY: unshare(2) takes no pointers.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(last_os("unshare(CLONE_NEWNS)"));
@@ -320,17 +320,19 @@ pub(crate) fn enter(
         crate::timeline::mark("read-only");
         before_pivot()
     });
-    if let Err(err) = built {
-        // The VMM fails: its run dir keeps no mount point of this
-        // namespace, so its clean-up can remove the jail directory.
-        if let Ok(root_c) = cpath(&root) {
-            // SAFETY: umount2 with a NUL-terminated path that lives until
-            // it returns.
-            unsafe { libc::umount2(root_c.as_ptr(), libc::MNT_DETACH) };
+    match built {
+        Ok(value) => pivot_into(&root).map(|()| value),
+        Err(err) => {
+            // The VMM fails: its run dir keeps no mount point of this
+            // namespace, so its clean-up can remove the jail directory.
+            if let Ok(root_c) = cpath(&root) {
+                // SAFETY: umount2 with a NUL-terminated path that lives
+                // until it returns.
+                unsafe { libc::umount2(root_c.as_ptr(), libc::MNT_DETACH) };
+            }
+            Err(err)
         }
-        return Err(err);
     }
-    pivot_into(&root)
 }
 
 /// Bind-mounts `run_dir` (read-write, `nosuid,nodev,noexec`) at its own
@@ -351,29 +353,10 @@ fn bind_run_dir(root: &Path, run_dir: &Path, flags: libc::c_ulong) -> Result<(),
     )
 }
 
-/// The old root being detached after [`enter`], on a thread of its own:
-/// the unmount waits for an RCU grace period (0.2-3 ms on a loaded host),
-/// which the VMM spends creating its VM. [`Detaching::finish`] must be
-/// called before the uid drop: only then is the host's tree gone from
-/// this mount namespace.
-#[must_use = "the old root is not detached until finish() returns"]
-pub(crate) struct Detaching(std::thread::JoinHandle<Result<(), VmmError>>);
-
-impl Detaching {
-    /// Waits until the old root is detached.
-    pub(crate) fn finish(self) -> Result<(), VmmError> {
-        crate::timeline::mark("detach-wait");
-        self.0.join().map_err(|_| VmmError::Unavailable {
-            message: "jail: the thread detaching the old root panicked".into(),
-        })?
-    }
-}
-
-/// pivot_root(2) into `root`, then starts the detach of the old root, so
-/// that no host path is reachable once it has finished. Paths resolve in
-/// the jail from the pivot on: lookups start at the process's root, the
-/// jail's tmpfs, never at the old root stacked on it.
-fn pivot_into(root: &Path) -> Result<Detaching, VmmError> {
+/// pivot_root(2) into `root`, then detaches the old root, so that no host
+/// path is reachable once this returns. The detach waits for an RCU grace
+/// period (0.2-3 ms on a loaded host).
+fn pivot_into(root: &Path) -> Result<(), VmmError> {
     std::env::set_current_dir(root).map_err(|e| VmmError::Unavailable {
         message: format!("jail: chdir {}: {e}", root.display()),
     })?;
@@ -383,24 +366,14 @@ fn pivot_into(root: &Path) -> Result<Detaching, VmmError> {
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
         return Err(last_os("pivot_root"));
     }
-    // The thread shares this thread's mount namespace and working
-    // directory (the new root, under the old one).
-    std::thread::Builder::new()
-        .name("jail-detach".into())
-        .stack_size(64 * 1024)
-        .spawn(|| {
-            // SAFETY: umount2 with a static path; MNT_DETACH drops the old
-            // root that pivot_root left stacked on ".".
-            if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(last_os("detaching the old root"));
-            }
-            crate::timeline::mark("detached");
-            Ok(())
-        })
-        .map(Detaching)
-        .map_err(|e| VmmError::Unavailable {
-            message: format!("jail: starting the detach of the old root: {e}"),
-        })
+    crate::timeline::mark("pivot");
+    // SAFETY: umount2 with a static path; MNT_DETACH drops the old root
+    // that pivot_root left stacked on ".".
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(last_os("detaching the old root"));
+    }
+    crate::timeline::mark("detached");
+    Ok(())
 }
 
 /// Gives the run dir to the jail's user: the VMM binds its sockets and

@@ -428,14 +428,15 @@ fn bind_vsock(run_dir: &Path, config: &VmConfig) -> Result<Option<HostSocket>, V
 
 /// Jails this process (still root, single-threaded, its inputs open, in
 /// its cgroup or about to be put there by its `launcher`): mount namespace
-/// showing only the run dir, pivot_root, with the old root still being
-/// detached. The uid drop comes after the detach has finished.
+/// showing only the run dir, the guest's bare VM made (`guest`, once in
+/// the cgroup), pivot_root and the old root detached.
 fn enter_jail(
     run_dir: &Path,
     jail: &JailConfig,
     pid: u32,
     launcher: Option<jail::LauncherCgroup>,
-) -> Result<jail::Detaching, VmmError> {
+    guest: impl FnOnce() -> Result<GuestInputs, VmmError>,
+) -> Result<GuestInputs, VmmError> {
     if !run_dir.is_absolute() {
         return Err(VmmError::invalid(
             "run_dir",
@@ -447,11 +448,11 @@ fn enter_jail(
     }
     jail::give_run_dir(run_dir, jail)?;
     jail::enter(run_dir, || {
-        launcher.map_or(Ok(()), |launcher| {
-            let joined = launcher.join(pid);
+        if let Some(launcher) = launcher {
+            launcher.join(pid)?;
             crate::timeline::mark("cgroup");
-            joined
-        })
+        }
+        guest()
     })
 }
 
@@ -488,27 +489,26 @@ fn setup(
     // that the jail shows none of them.
     let inputs = Inputs::open(run_dir, boot, confinement.jail.as_ref())?;
     crate::timeline::mark("inputs");
-    let detaching = confinement
-        .jail
-        .as_ref()
-        .map(|jail| enter_jail(run_dir, jail, pid, launcher_cgroup))
-        .transpose()?;
-    crate::timeline::mark("jail");
-    // A fresh boot's bare VM (the PIT's worker thread start is the slowest
-    // step of a boot) is created while the old root is being detached, and
-    // charged to the cgroup the VMM is in by now.
     let Inputs {
         kvm,
         console_log,
         pagemap,
         guest,
     } = inputs;
-    let guest = guest.with_kvm(kvm)?;
-    crate::timeline::mark("bare-vm");
+    // A fresh boot's bare VM (the PIT's worker thread start is the slowest
+    // step of a boot) is created in the VMM's cgroup, before the pivot.
+    let guest = match &confinement.jail {
+        Some(jail) => enter_jail(run_dir, jail, pid, launcher_cgroup, || {
+            let guest = guest.with_kvm(kvm);
+            crate::timeline::mark("bare-vm");
+            guest
+        })?,
+        None => guest.with_kvm(kvm)?,
+    };
+    crate::timeline::mark("jail");
     if let Some(jail) = &confinement.jail {
-        // No host path is reachable once this returns; untrusted input is
-        // parsed only after the drop.
-        detaching.map_or(Ok(()), jail::Detaching::finish)?;
+        // No host path is reachable by now; untrusted input is parsed only
+        // after the drop.
         jail::drop_privileges(jail)?;
         crate::timeline::mark("dropped");
     }
