@@ -158,10 +158,9 @@ pub(crate) fn create(pid: u32, limits: Limits) -> Result<(), VmmError> {
 pub(crate) fn enter(pid: u32) -> Result<(), VmmError> {
     // "0" is the writing process, whatever its PID namespace.
     match layout()? {
-        Layout::Unified(root) => write(
-            &root.join(PARENT).join(name(pid)).join("cgroup.procs"),
-            "0",
-        ),
+        Layout::Unified(root) => {
+            write(&root.join(PARENT).join(name(pid)).join("cgroup.procs"), "0")
+        }
         Layout::Legacy { memory, pids } => {
             // Single-threaded, moving its one thread (`tasks`) moves the
             // process. `cgroup.procs` would take the global lock too.

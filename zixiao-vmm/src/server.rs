@@ -40,6 +40,8 @@ struct Vmm {
     config: VmConfig,
     restored_from: Option<PathBuf>,
     pid: u32,
+    /// `/proc/self/statm`, opened before the jail (which has no `/proc`).
+    statm: Option<File>,
     console: Arc<ConsoleServer>,
     inner: Mutex<Inner>,
 }
@@ -260,6 +262,7 @@ struct Inputs {
     kvm: Kvm,
     console_log: File,
     pagemap: Option<File>,
+    statm: Option<File>,
     guest: GuestFiles,
 }
 
@@ -388,6 +391,7 @@ impl Inputs {
             console_log,
             // The kernel refuses it after the uid drop.
             pagemap: File::open("/proc/self/pagemap").ok(),
+            statm: File::open("/proc/self/statm").ok(),
             guest,
         })
     }
@@ -493,6 +497,7 @@ fn setup(
         kvm,
         console_log,
         pagemap,
+        statm,
         guest,
     } = inputs;
     // A fresh boot's bare VM (the PIT's worker thread start is the slowest
@@ -618,6 +623,7 @@ fn setup(
         config,
         restored_from,
         pid,
+        statm,
         console: console.clone(),
         inner: Mutex::new(Inner {
             machine: Some(machine),
@@ -872,7 +878,7 @@ impl Vmm {
             ))),
             (Request::Stats, _) => to_value(&VmmStats {
                 guest_memory_bytes: machine.memory_bytes(),
-                vmm_rss_bytes: rss_bytes(),
+                vmm_rss_bytes: rss_bytes(self.statm.as_ref()),
                 vcpu_time_ns: machine.vcpu_times_ns(),
                 exits: machine.exit_counts(),
             }),
@@ -933,15 +939,21 @@ fn to_value<T: serde::Serialize>(v: &T) -> Response {
     serde_json::to_value(v).map_err(|e| VmmError::internal("encoding the response", e))
 }
 
-/// VmRSS of this process in bytes.
-pub(crate) fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The resident set of this process in bytes, from its open `statm`
+/// (read afresh at offset 0; 0 if it cannot be read).
+fn rss_bytes(statm: Option<&File>) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 128];
+    let Some(n) = statm.and_then(|f| f.read_at(&mut buf, 0).ok()) else {
+        return 0;
+    };
+    // SAFETY: sysconf(3) takes an integer (glibc answers from the auxiliary
+    // vector, no system call).
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    std::str::from_utf8(&buf[..n])
         .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024)
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
 }
 
 /// The handshake line announcing a VMM of host pid `pid` (see the binary).

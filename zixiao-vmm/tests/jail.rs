@@ -149,10 +149,13 @@ async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgrou
         .unwrap();
     wait_console(&vmm.console_log(), "jailed-ping", T).await;
     // vCPU times come from the threads' CPU clocks (the jail has no /proc):
-    // the boot vCPU has run the guest.
-    let times = vmm.stats().await.unwrap().vcpu_time_ns;
+    // the boot vCPU has run the guest;
+    // and its resident set from the statm it opened before the jail.
+    let stats = vmm.stats().await.unwrap();
+    let times = stats.vcpu_time_ns;
     assert_eq!(times.len(), 2);
     assert!(times[0] > 0, "{times:?}");
+    assert!(stats.vmm_rss_bytes > 1 << 20, "{}", stats.vmm_rss_bytes);
 
     vmm.shutdown(Duration::from_secs(5)).await.unwrap();
     for file in zixiao_vmm::cgroup::limit_files(pid) {
