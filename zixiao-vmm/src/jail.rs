@@ -269,11 +269,11 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
 }
 
 /// Builds the jail under `run_dir/jail`, runs `before_pivot` (the last
-/// step in the host's tree while single-threaded: joining the launcher's
-/// cgroup), and makes the jail this process's root. The process must be
-/// single-threaded and root, and its inputs open: the jail shows only the
-/// run dir (an absolute path). The old root is still being detached when
-/// this returns: see [`Detaching`].
+/// steps in the host's tree, single-threaded and root: joining the
+/// launcher's cgroup, creating the bare VM) and returns what it made once
+/// the jail is this process's root and the old root is detached. The
+/// process must be single-threaded and root, and its inputs open: the
+/// jail shows only the run dir (an absolute path).
 pub(crate) fn enter<T>(
     run_dir: &Path,
     before_pivot: impl FnOnce() -> Result<T, VmmError>,

@@ -130,9 +130,8 @@ pub(crate) struct MachineState {
 }
 
 /// A VM with its memory, in-kernel irqchip and PIT, and nothing of the
-/// guest's files or state yet. A fresh boot makes it while the jail's old
-/// root is still being detached (see `server.rs`), so that the PIT's
-/// worker thread start and the unmount's RCU grace period overlap.
+/// guest's files or state yet: what a fresh boot makes before the jail's
+/// pivot, still root (see `server.rs`).
 pub(crate) struct BareVm {
     // Field order is drop order: the VM goes before the memory it maps.
     vm: VmFd,
