@@ -413,11 +413,10 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     println!(
         "jailed vs unconfined: p50 {:+.1}%, min {:+.1}%, median paired difference {:+.2} ms \
          ({:+.1}% of the unconfined p50)\n  goal: within 10%; last recorded (README \
-         \"Benchmarks\"): +1.52 ms paired (10.9%) at the median of 21 runs (-0.8 to +4.0 ms; \
-         ~0.9 ms below load 6, ~2.5 ms above; +1.43 ms over 25 runs of the code before, \
-         whose jailed p50 was 1.8 ms slower), 2026-12-07, this \
+         \"Benchmarks\"): +0.88 ms paired at the median of 7 runs (-0.29 to +2.15 ms; \
+         +1.99 ms for the code before in the same session), 2026-12-07, this \
          command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested \
-         KVM kvm_pvm, load average 4-7 from other builds",
+         KVM kvm_pvm, load average 3.4-6.6 from other builds",
         (p50(0) / p50(2) - 1.0) * 100.0,
         (min(0) / min(2) - 1.0) * 100.0,
         paired_p50,

@@ -1,13 +1,17 @@
 //! The cgroup of a jailed VMM: `zixiao-vmm/vmm-<pid>` under the root of the
 //! memory and pids hierarchies (cgroup v1, one hierarchy per controller) or
 //! of the unified hierarchy (cgroup v2), capping the VMM's memory and tasks.
-//! The VMM creates and joins it while still root; whoever reaps the VMM
-//! removes it, and every jailed launch removes, once its VMM is ready, the
-//! groups of VMMs that are gone.
+//! `launch()` creates it and sets its limits right after the VMM's exec,
+//! while the VMM starts, and the VMM moves itself in once told (a VMM
+//! started by hand creates its own too, while still root); whoever reaps
+//! the VMM removes it, and a launcher process's first jailed launch
+//! removes the groups of VMMs that are gone.
 
 use std::path::{Path, PathBuf};
 
-use crate::VmmError;
+use crate::api::Boot;
+use crate::jail::JailConfig;
+use crate::{snapshot, VmmError};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The parent group of every VMM's group.
@@ -20,6 +24,40 @@ pub(crate) struct Limits {
     pub(crate) pids: u64,
 }
 
+impl Limits {
+    /// The limits of the VMM jailed as `jail` that boots `boot`: the
+    /// guest's memory plus the jail's overhead; a task per vCPU, one for
+    /// the devices' I/O thread (network cards' and vsock's) if there is any
+    /// such device, plus the fixed ones.
+    /// (KVM's own per-VM worker thread counts too: without room for it the
+    /// first KVM_RUN fails with EAGAIN.)
+    pub(crate) fn of(boot: &Boot, jail: &JailConfig) -> Limits {
+        let (memory_bytes, vcpus, device_threads) = match boot {
+            Boot::Fresh(config) | Boot::Incoming(config) => (
+                config.memory_bytes(),
+                config.vcpus,
+                usize::from(!config.nets.is_empty() || config.vsock.is_some()),
+            ),
+            Boot::Restore { snapshot_dir } => {
+                // Sized from memory.bin's size, which the restore checks
+                // against the state and the memory limit once parsed; room
+                // for the devices' I/O thread whether or not the snapshot
+                // has a device that needs it (a task the VMM may not use,
+                // rather than a read of the unvalidated state).
+                let memory = std::fs::metadata(snapshot_dir.join(snapshot::MEMORY_FILE))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+                    .min(crate::MAX_MEMORY_MIB << 20);
+                (memory, crate::MAX_VCPUS, 1)
+            }
+        };
+        Limits {
+            memory_bytes: memory_bytes + (jail.memory_overhead_mib << 20),
+            pids: u64::from(vcpus) + device_threads as u64 + u64::from(jail.extra_pids),
+        }
+    }
+}
+
 /// Which cgroup layout this host has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Layout {
@@ -29,7 +67,18 @@ enum Layout {
     Legacy { memory: PathBuf, pids: PathBuf },
 }
 
+/// The host's layout, probed once per process (a launcher asks at every
+/// launch) once it was found.
 fn layout() -> Result<Layout, VmmError> {
+    static FOUND: std::sync::OnceLock<Layout> = std::sync::OnceLock::new();
+    if let Some(found) = FOUND.get() {
+        return Ok(found.clone());
+    }
+    let found = probe()?;
+    Ok(FOUND.get_or_init(|| found).clone())
+}
+
+fn probe() -> Result<Layout, VmmError> {
     let root = Path::new(CGROUP_ROOT);
     if root.join("cgroup.controllers").exists() {
         return Ok(Layout::Unified(root.to_path_buf()));
@@ -63,8 +112,16 @@ fn mkdir(path: &Path) -> Result<(), VmmError> {
 
 /// Creates the group of the VMM with host pid `pid`, sets `limits` and moves
 /// the calling process, which must be single-threaded, into it (before it
-/// allocates guest memory).
+/// allocates guest memory): what a VMM started by hand does itself.
 pub(crate) fn join(pid: u32, limits: Limits) -> Result<(), VmmError> {
+    create(pid, limits)?;
+    enter(pid)
+}
+
+/// Creates the group of the VMM with host pid `pid` (one per hierarchy)
+/// and sets `limits`. Nothing is moved into it yet: see [`attach`]. On an
+/// error the caller removes what was made with [`remove`].
+pub(crate) fn create(pid: u32, limits: Limits) -> Result<(), VmmError> {
     match layout()? {
         Layout::Unified(root) => {
             let parent = root.join(PARENT);
@@ -76,9 +133,7 @@ pub(crate) fn join(pid: u32, limits: Limits) -> Result<(), VmmError> {
             mkdir(&group)?;
             write(&group.join("memory.max"), &limits.memory_bytes.to_string())?;
             write(&group.join("memory.swap.max"), "0").ok();
-            write(&group.join("pids.max"), &limits.pids.to_string())?;
-            // "0" is the writing process, whatever its PID namespace.
-            write(&group.join("cgroup.procs"), "0")
+            write(&group.join("pids.max"), &limits.pids.to_string())
         }
         Layout::Legacy { memory, pids } => {
             let mem_group = memory.join(PARENT).join(name(pid));
@@ -89,13 +144,30 @@ pub(crate) fn join(pid: u32, limits: Limits) -> Result<(), VmmError> {
             )?;
             let pids_group = pids.join(PARENT).join(name(pid));
             mkdir(&pids_group)?;
-            write(&pids_group.join("pids.max"), &limits.pids.to_string())?;
-            // The caller is single-threaded, so moving this thread ("0" to
-            // `tasks`) moves the process. Unlike `cgroup.procs`, it spares
-            // the kernel's global threadgroup lock and the RCU grace period
-            // that takes (~5 ms per hierarchy on a loaded machine).
-            write(&mem_group.join("tasks"), "0")?;
-            write(&pids_group.join("tasks"), "0")
+            write(&pids_group.join("pids.max"), &limits.pids.to_string())
+        }
+    }
+}
+
+/// Moves the calling process, which must be single-threaded (a VMM before
+/// it starts any thread), into the group of the VMM with host pid `pid`,
+/// made by [`create`]. The process moves itself: on cgroup v1, moving
+/// another process's thread takes the kernel's global threadgroup lock
+/// (an RCU grace period, ~4-8 ms here, measured from the launcher), moving
+/// one's own does not.
+pub(crate) fn enter(pid: u32) -> Result<(), VmmError> {
+    // "0" is the writing process, whatever its PID namespace.
+    match layout()? {
+        Layout::Unified(root) => {
+            write(&root.join(PARENT).join(name(pid)).join("cgroup.procs"), "0")
+        }
+        Layout::Legacy { memory, pids } => {
+            // Single-threaded, moving its one thread (`tasks`) moves the
+            // process. `cgroup.procs` would take the global lock too.
+            for hierarchy in [memory, pids] {
+                write(&hierarchy.join(PARENT).join(name(pid)).join("tasks"), "0")?;
+            }
+            Ok(())
         }
     }
 }

@@ -18,6 +18,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use crate::api::{
     files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
+use crate::jail::LauncherCgroup;
 use crate::{
     cgroup, pidns_spawn, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError,
 };
@@ -163,7 +164,8 @@ async fn spawn(
         .append(true)
         .open(run_dir.join(files::VMM_LOG))
         .map_err(|e| VmmError::internal("creating vmm.log", e))?;
-    let args = [
+    let fd_arg = pidns_spawn::EXTRA_FD.to_string();
+    let mut args = vec![
         OsStr::new("--run-dir"),
         run_dir.as_os_str(),
         OsStr::new("--boot"),
@@ -172,15 +174,27 @@ async fn spawn(
         OsStr::new(&confinement_json),
     ];
     // A jailed VMM is started in its own PID namespace (it is pid 1 there,
-    // our child, `jailed`); any other as a plain child (`child`).
+    // our child, `jailed`), and its cgroup is made while it starts; any
+    // other as a plain child (`child`).
     let (mut child, stdout, mut jailed): (Option<tokio::process::Child>, _, Option<u32>) =
-        if confinement.jail.is_some() {
-            let spawned = pidns_spawn::spawn(binary, &args, &log, netns)?;
+        if let Some(jail) = &confinement.jail {
+            let (go_read, go_write) = pidns_spawn::inherited_pipe()?;
+            args.extend([OsStr::new(LauncherCgroup::ARG), OsStr::new(&fd_arg)]);
+            let spawned =
+                pidns_spawn::spawn(binary, &args, &log, Some(go_read.as_raw_fd()), netns)?;
+            drop(go_read);
+            let pid = spawned.pid;
+            crate::timeline::mark("L:exec");
+            if let Err(err) = make_cgroup(pid, cgroup::Limits::of(boot, jail), go_write) {
+                // The VMM sees the pipe closed without a word and fails.
+                reap_jailed(pid).await;
+                return Err(err);
+            }
             let stdout = tokio::fs::File::from_std(spawned.stdout);
             (
                 None,
                 Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                Some(spawned.pid),
+                Some(pid),
             )
         } else {
             let mut command = tokio::process::Command::new(binary);
@@ -279,8 +293,7 @@ async fn spawn(
                 let _ = child.wait().await;
             }
             if let Some(vmm) = jailed {
-                let _ = tokio::time::timeout(Duration::from_secs(10), wait_jailed(vmm)).await;
-                cgroup::remove(vmm);
+                reap_jailed(vmm).await;
             }
             Err(err)
         }
@@ -313,6 +326,32 @@ async fn spawn(
             ))
         }
     }
+}
+
+/// Creates the cgroup of the jailed VMM `pid` (our child, just exec'd),
+/// with its limits, and says so on `go`: the VMM then moves itself in. On
+/// an error `go` closes without a word and the VMM fails.
+fn make_cgroup(pid: u32, limits: cgroup::Limits, go: OwnedFd) -> Result<(), VmmError> {
+    cgroup::create(pid, limits)?;
+    crate::timeline::mark("L:cgroup");
+    // A VMM that is already gone (EPIPE) is noticed on its stdout.
+    let _ = std::io::Write::write_all(&mut std::fs::File::from(go), b"1");
+    Ok(())
+}
+
+/// Reaps the jailed VMM `pid`, which failed or was told to (killed after
+/// 10 s if it has not exited by then), and removes its cgroup.
+async fn reap_jailed(pid: u32) {
+    if tokio::time::timeout(Duration::from_secs(10), wait_jailed(pid))
+        .await
+        .is_err()
+    {
+        // SAFETY: kill(2) on our own child, which is not reaped yet (so
+        // its pid cannot have been reused).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        wait_jailed(pid).await;
+    }
+    cgroup::remove(pid);
 }
 
 /// How long a killed VMM may take to close its sockets.

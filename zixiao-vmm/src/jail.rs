@@ -1,15 +1,15 @@
 //! The jail of a VMM process, as Firecracker's jailer builds it: a new PID
 //! namespace (the VMM is its pid 1; see the binary), a new mount namespace
-//! whose root is a small read-only tmpfs holding only the run directory, the
-//! kernel, the initrd, the snapshot being restored, the KVM device and a
-//! `/proc` of its own, each bind-mounted at the same absolute path; its own
-//! cgroup (see `cgroup.rs`); and, once the inputs are open, an unprivileged
-//! uid and gid with no capabilities.
+//! whose root is a small read-only tmpfs holding only the run directory,
+//! bind-mounted at its own absolute path (the VMM opens the KVM device and
+//! the guest's files before, and keeps them open); its own cgroup (see
+//! `cgroup.rs`); and an unprivileged uid and gid with no capabilities.
 //!
 //! Everything here runs while the process is still single-threaded (mount
 //! namespaces cannot be unshared by a threaded process).
 
 use std::ffi::CString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -133,26 +133,81 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
-/// What a bind mount in the jail is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MountKind {
-    /// A directory the VMM writes (the run dir).
-    WritableDir,
-    /// A directory the VMM only reads (a snapshot being restored).
-    ReadOnlyDir,
-    /// A file the VMM only reads (kernel, initrd, a read-only disk).
-    ReadOnlyFile,
-    /// A file the VMM reads and writes (a writable disk).
-    WritableFile,
-    /// A character device (the KVM device).
-    Device,
+/// The pipe on which `launch()` tells a VMM it started that it has made
+/// its cgroup ([`LauncherCgroup::ARG`] names the descriptor): one byte once
+/// it has, end of file if it could not (the VMM then fails). The launcher
+/// creates the group and sets its limits while the VMM starts; the VMM
+/// moves itself in ([`LauncherCgroup::join`]) before it starts a thread or
+/// allocates guest memory, so nothing of the guest is charged outside it.
+#[derive(Debug)]
+pub struct LauncherCgroup(std::fs::File);
+
+impl LauncherCgroup {
+    /// The VMM's argument that names the descriptor.
+    pub const ARG: &'static str = "--cgroup-ready-fd";
+
+    /// Waits for the launcher's word, then moves this (single-threaded)
+    /// process into the group of the VMM with host pid `pid`.
+    pub(crate) fn join(mut self, pid: u32) -> Result<(), VmmError> {
+        let mut byte = [0u8; 1];
+        loop {
+            match std::io::Read::read(&mut self.0, &mut byte) {
+                Ok(1) => break,
+                Ok(_) => {
+                    return Err(VmmError::Unavailable {
+                        message: "jail: the launcher could not make this VMM's cgroup".into(),
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(VmmError::Unavailable {
+                        message: format!("jail: waiting for the launcher's cgroup: {e}"),
+                    })
+                }
+            }
+        }
+        crate::timeline::mark("cgroup-go");
+        crate::cgroup::enter(pid)
+    }
 }
 
-/// One host path made visible in the jail, at the same absolute path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JailMount {
-    pub(crate) path: PathBuf,
-    pub(crate) kind: MountKind,
+impl TryFrom<&str> for LauncherCgroup {
+    type Error = VmmError;
+
+    /// Takes the inherited descriptor `arg` names: a number from 3 up,
+    /// open, a pipe. Called once per process, by the binary for its
+    /// argument.
+    fn try_from(arg: &str) -> Result<Self, VmmError> {
+        let bad = |reason: String| VmmError::invalid(LauncherCgroup::ARG, reason);
+        let fd: RawFd = arg
+            .parse()
+            .map_err(|_| bad(format!("{arg:?} is not a descriptor number")))?;
+        if fd < 3 {
+            return Err(bad(format!("{fd} is one of stdin, stdout and stderr")));
+        }
+        // SAFETY: a zeroed stat is a valid out-parameter; fstat(2) writes
+        // into the live local and reads nothing else.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return Err(bad(format!(
+                "descriptor {fd}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return Err(bad(format!("descriptor {fd} is not a pipe")));
+        }
+        // SAFETY: fcntl(2) on a descriptor just checked to be open; the
+        // VMM starts nothing that should inherit it.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: the descriptor is open (fstat above) and was inherited
+        // across exec: nothing else in this process owns it, and the
+        // binary takes it once.
+        Ok(LauncherCgroup(unsafe {
+            std::fs::File::from(OwnedFd::from_raw_fd(fd))
+        }))
+    }
 }
 
 fn last_os(what: impl std::fmt::Display) -> VmmError {
@@ -213,11 +268,16 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Builds the jail under `run_dir/jail` and makes it this process's root.
-/// The process must be single-threaded, root, and (for a private `/proc`)
-/// pid 1 of a new PID namespace. Mount paths must be absolute. The old
-/// root is still being detached when this returns: see [`Detaching`].
-pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, VmmError> {
+/// Builds the jail under `run_dir/jail`, runs `before_pivot` (the last
+/// steps in the host's tree, single-threaded and root: joining the
+/// launcher's cgroup, creating the bare VM) and returns what it made once
+/// the jail is this process's root and the old root is detached. The
+/// process must be single-threaded and root, and its inputs open: the
+/// jail shows only the run dir (an absolute path).
+pub(crate) fn enter<T>(
+    run_dir: &Path,
+    before_pivot: impl FnOnce() -> Result<T, VmmError>,
+) -> Result<T, VmmError> {
     // SAFETY: unshare(2) takes no pointers.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(last_os("unshare(CLONE_NEWNS)"));
@@ -236,6 +296,7 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
         message: format!("jail: creating {}: {e}", root.display()),
     })?;
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    // Room for the directories down to the run dir.
     mount(
         Some(Path::new("zixiao-jail")),
         &root,
@@ -243,101 +304,59 @@ pub(crate) fn enter(run_dir: &Path, mounts: &[JailMount]) -> Result<Detaching, V
         nosuid,
         Some("size=64k,nr_inodes=256,mode=0755"),
     )?;
-    // Parents before children: a file inside the run dir mounts over the
-    // run dir's own bind.
-    let mut sorted: Vec<&JailMount> = mounts.iter().collect();
-    sorted.sort_by_key(|m| m.path.components().count());
-    for m in sorted {
-        let target = inside(&root, &m.path);
-        let dir = matches!(m.kind, MountKind::WritableDir | MountKind::ReadOnlyDir);
-        let made = if dir {
-            std::fs::create_dir_all(&target)
-        } else {
-            target
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| {
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&target)
-                        .map(drop)
-                })
-        };
-        made.map_err(|e| VmmError::Unavailable {
-            message: format!("jail: mount point {}: {e}", target.display()),
-        })?;
-        mount(Some(&m.path), &target, None, libc::MS_BIND, None)?;
-        let flags = match m.kind {
-            MountKind::WritableDir | MountKind::WritableFile => nosuid,
-            MountKind::ReadOnlyDir | MountKind::ReadOnlyFile => nosuid | libc::MS_RDONLY,
-            MountKind::Device => libc::MS_NOSUID | libc::MS_NOEXEC,
-        };
+    let built = bind_run_dir(&root, run_dir, nosuid).and_then(|()| {
+        crate::timeline::mark("binds");
+        // The jail's own tree is fixed from here on. Made read-only here,
+        // by its path on the host, rather than as `/` after the pivot:
+        // until the old root is detached a remount of `/` could reach the
+        // host's root filesystem.
         mount(
             None,
-            &target,
+            &root,
             None,
-            libc::MS_REMOUNT | libc::MS_BIND | flags,
+            libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
             None,
         )?;
+        crate::timeline::mark("read-only");
+        before_pivot()
+    });
+    match built {
+        Ok(value) => pivot_into(&root).map(|()| value),
+        Err(err) => {
+            // The VMM fails: its run dir keeps no mount point of this
+            // namespace, so its clean-up can remove the jail directory.
+            if let Ok(root_c) = cpath(&root) {
+                // SAFETY: umount2 with a NUL-terminated path that lives
+                // until it returns.
+                unsafe { libc::umount2(root_c.as_ptr(), libc::MNT_DETACH) };
+            }
+            Err(err)
+        }
     }
-    // A /proc of the VMM's own PID namespace: /proc/self for stats and the
-    // snapshot's page map. `subset=pid` (Linux 5.8) hides the host-wide files.
-    crate::timeline::mark("binds");
-    let proc_dir = root.join("proc");
-    std::fs::create_dir_all(&proc_dir).map_err(|e| VmmError::Unavailable {
-        message: format!("jail: {}: {e}", proc_dir.display()),
+}
+
+/// Bind-mounts `run_dir` (read-write, `nosuid,nodev,noexec`) at its own
+/// absolute path under `root`.
+fn bind_run_dir(root: &Path, run_dir: &Path, flags: libc::c_ulong) -> Result<(), VmmError> {
+    let target = inside(root, run_dir);
+    std::fs::create_dir_all(&target).map_err(|e| VmmError::Unavailable {
+        message: format!("jail: mount point {}: {e}", target.display()),
     })?;
-    let proc_src = Path::new("proc");
-    if mount(
-        Some(proc_src),
-        &proc_dir,
-        Some("proc"),
-        nosuid,
-        Some("subset=pid"),
-    )
-    .is_err()
-    {
-        mount(Some(proc_src), &proc_dir, Some("proc"), nosuid, None)?;
-    }
-    // The jail's own tree is fixed from here on. Made read-only here, by
-    // its path on the host, rather than as `/` after the pivot: until the
-    // old root is detached a remount of `/` could reach the host's root
-    // filesystem.
+    mount(Some(run_dir), &target, None, libc::MS_BIND, None)?;
+    // A bind keeps its source's flags: they are set by a remount.
     mount(
         None,
-        &root,
+        &target,
         None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
+        libc::MS_REMOUNT | libc::MS_BIND | flags,
         None,
-    )?;
-    crate::timeline::mark("proc");
-    pivot_into(&root)
+    )
 }
 
-/// The old root being detached after [`enter`], on a thread of its own:
-/// the unmount waits for an RCU grace period (0.2-3 ms on a loaded host),
-/// which the VMM spends creating its VM. [`Detaching::finish`] must be
-/// called before the uid drop: only then is the host's tree gone from
-/// this mount namespace.
-#[must_use = "the old root is not detached until finish() returns"]
-pub(crate) struct Detaching(std::thread::JoinHandle<Result<(), VmmError>>);
-
-impl Detaching {
-    /// Waits until the old root is detached.
-    pub(crate) fn finish(self) -> Result<(), VmmError> {
-        crate::timeline::mark("detach-wait");
-        self.0.join().map_err(|_| VmmError::Unavailable {
-            message: "jail: the thread detaching the old root panicked".into(),
-        })?
-    }
-}
-
-/// pivot_root(2) into `root`, then starts the detach of the old root, so
-/// that no host path is reachable once it has finished. Paths resolve in
-/// the jail from the pivot on: lookups start at the process's root, the
-/// jail's tmpfs, never at the old root stacked on it.
-fn pivot_into(root: &Path) -> Result<Detaching, VmmError> {
+/// pivot_root(2) into `root`, then detaches the old root, so that no host
+/// path is reachable once this returns. The detach waits for an RCU grace
+/// period (0.2-3 ms on a loaded host).
+fn pivot_into(root: &Path) -> Result<(), VmmError> {
     std::env::set_current_dir(root).map_err(|e| VmmError::Unavailable {
         message: format!("jail: chdir {}: {e}", root.display()),
     })?;
@@ -347,24 +366,14 @@ fn pivot_into(root: &Path) -> Result<Detaching, VmmError> {
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
         return Err(last_os("pivot_root"));
     }
-    // The thread shares this thread's mount namespace and working
-    // directory (the new root, under the old one).
-    std::thread::Builder::new()
-        .name("jail-detach".into())
-        .stack_size(64 * 1024)
-        .spawn(|| {
-            // SAFETY: umount2 with a static path; MNT_DETACH drops the old
-            // root that pivot_root left stacked on ".".
-            if unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(last_os("detaching the old root"));
-            }
-            crate::timeline::mark("detached");
-            Ok(())
-        })
-        .map(Detaching)
-        .map_err(|e| VmmError::Unavailable {
-            message: format!("jail: starting the detach of the old root: {e}"),
-        })
+    crate::timeline::mark("pivot");
+    // SAFETY: umount2 with a static path; MNT_DETACH drops the old root
+    // that pivot_root left stacked on ".".
+    if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(last_os("detaching the old root"));
+    }
+    crate::timeline::mark("detached");
+    Ok(())
 }
 
 /// Gives the run dir to the jail's user: the VMM binds its sockets and
@@ -374,6 +383,43 @@ pub(crate) fn give_run_dir(run_dir: &Path, config: &JailConfig) -> Result<(), Vm
         VmmError::Unavailable {
             message: format!("jail: chown {}: {e}", run_dir.display()),
         }
+    })
+}
+
+/// Runs `open` with the file permissions of `config`'s user: filesystem
+/// uid and gid, and no supplementary groups (dropped for good here, as the
+/// uid drop would), then takes root's back. What `open` opened, that user
+/// could have opened; root's capabilities other than the filesystem ones
+/// stay, but a file system call has no use for them.
+pub(crate) fn with_jail_user_files<T>(
+    config: &JailConfig,
+    open: impl FnOnce() -> T,
+) -> Result<T, VmmError> {
+    // SAFETY: setgroups with a count of 0 reads no memory.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        return Err(last_os("setgroups"));
+    }
+    // The gid first, while the fsuid is still root's (CAP_SETGID stays in
+    // any case). Each call returns the previous id; an id of -1 is never
+    // set and reads the current one.
+    // SAFETY: setfsgid/setfsuid take plain integers.
+    let (gid, uid) = unsafe { (libc::setfsgid(config.gid), libc::setfsuid(config.uid)) };
+    // SAFETY: as above.
+    let now = unsafe { (libc::setfsgid(u32::MAX), libc::setfsuid(u32::MAX)) };
+    let switched = now == (config.gid as libc::c_int, config.uid as libc::c_int);
+    let out = switched.then(open);
+    // Back to root's: the uid first, which gives back the filesystem
+    // capabilities.
+    // SAFETY: as above.
+    unsafe {
+        libc::setfsuid(uid as u32);
+        libc::setfsgid(gid as u32);
+    }
+    out.ok_or_else(|| VmmError::Unavailable {
+        message: format!(
+            "jail: cannot take the file permissions of uid {} gid {}",
+            config.uid, config.gid
+        ),
     })
 }
 

@@ -129,9 +129,8 @@ pub(crate) struct MachineState {
 }
 
 /// A VM with its memory, in-kernel irqchip and PIT, and nothing of the
-/// guest's files or state yet. A fresh boot makes it while the jail's old
-/// root is still being detached (see `server.rs`), so that the PIT's
-/// worker thread start and the unmount's RCU grace period overlap.
+/// guest's files or state yet: what a fresh boot makes before the jail's
+/// pivot, still root (see `server.rs`).
 pub(crate) struct BareVm {
     // Field order is drop order: the VM goes before the memory it maps.
     vm: VmFd,
@@ -612,17 +611,12 @@ impl Machine {
         .collect()
     }
 
-    /// CPU time of each vCPU thread, from /proc/self/task/TID/schedstat.
+    /// CPU time of each vCPU thread, from its CPU-time clock (a jailed VMM
+    /// has no `/proc`).
     pub(crate) fn vcpu_times_ns(&self) -> Vec<u64> {
         lock(&self.tids)
             .iter()
-            .map(|tid| {
-                tid.and_then(|tid| {
-                    std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()
-                })
-                .and_then(|s| s.split_whitespace().next()?.parse().ok())
-                .unwrap_or(0)
-            })
+            .map(|tid| tid.and_then(thread_cpu_time_ns).unwrap_or(0))
             .collect()
     }
 
@@ -630,6 +624,23 @@ impl Machine {
     pub(crate) fn memory_bytes(&self) -> u64 {
         self.memory.iter().map(|r| r.len()).sum()
     }
+}
+
+/// CPU time used by thread `tid` of this process (as `gettid` names it),
+/// from its CPU-time clock: the scheduler's runtime, as the first field of
+/// `/proc/self/task/TID/schedstat` shows it.
+fn thread_cpu_time_ns(tid: u32) -> Option<u64> {
+    // The kernel's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED): the tid
+    // inverted above three bits, per-thread (4) and scheduler time (2).
+    let clock = ((!tid) << 3) as libc::clockid_t | 6;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes to the live local; a clock of a thread
+    // that is gone or not this process's is refused (EINVAL).
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 impl Drop for Machine {

@@ -38,14 +38,40 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), VmmError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) })
 }
 
+/// The descriptor [`spawn`]'s `extra` becomes in the child.
+pub(crate) const EXTRA_FD: RawFd = 3;
+
+/// A pipe whose read end a child inherits as [`EXTRA_FD`] and whose write
+/// end the launcher keeps. Both ends are close-on-exec here.
+pub(crate) fn inherited_pipe() -> Result<(OwnedFd, OwnedFd), VmmError> {
+    let (read, write) = pipe()?;
+    if read.as_raw_fd() >= EXTRA_FD {
+        return Ok((read, write));
+    }
+    // Below 3 (the launcher's stdio was closed), the child's dup2 of its
+    // own stdio would overwrite it first: moved up.
+    // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one.
+    let moved = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, EXTRA_FD) };
+    if moved < 0 {
+        return Err(VmmError::internal(
+            "creating a pipe to the VMM",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fcntl just returned this descriptor, owned by nothing else.
+    Ok((unsafe { OwnedFd::from_raw_fd(moved) }, write))
+}
+
 /// Runs `binary args...` in a new PID namespace, with stdin from
-/// /dev/null, stdout to a pipe and stderr to `stderr`, inside the network
-/// namespace `netns` if given. Returns once the binary is executing (or
-/// with the reason it could not be): `Unavailable` naming the binary.
+/// /dev/null, stdout to a pipe, stderr to `stderr` and `extra` (from
+/// [`inherited_pipe`]) as [`EXTRA_FD`], inside the network namespace
+/// `netns` if given. Returns once the binary is executing (or with the
+/// reason it could not be): `Unavailable` naming the binary.
 pub(crate) fn spawn(
     binary: &Path,
     args: &[&OsStr],
     stderr: &File,
+    extra: Option<RawFd>,
     netns: Option<RawFd>,
 ) -> Result<Spawned, VmmError> {
     // Everything the child touches is prepared here: between fork and exec
@@ -75,6 +101,7 @@ pub(crate) fn spawn(
         stdin.as_raw_fd(),
         stdout_write.as_raw_fd(),
         stderr.as_raw_fd(),
+        extra.unwrap_or(-1),
     ];
     // The child shares this memory until it execs (as posix_spawn's does:
     // no copy of the launcher's page tables). No signal handler of the
@@ -159,8 +186,8 @@ struct ChildSetup {
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
-    /// Its stdin, stdout and stderr.
-    fds: [RawFd; 3],
+    /// Its stdin, stdout, stderr and [`EXTRA_FD`] (-1: none).
+    fds: [RawFd; 4],
     netns: RawFd,
     error_fd: RawFd,
     /// The signal mask to exec with (the launcher thread's).
@@ -185,6 +212,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::sigprocmask(libc::SIG_SETMASK, &setup.mask, std::ptr::null_mut());
         for (target, &fd) in setup.fds.iter().enumerate() {
             let target = target as libc::c_int;
+            if fd < 0 {
+                continue;
+            }
             // dup2 onto itself keeps close-on-exec: clear it instead.
             let done = if fd == target {
                 libc::fcntl(fd, libc::F_SETFD, 0)

@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::boot::BootFiles;
 use crate::devices::ConsoleSink;
-use crate::jail::{self, Confinement, JailConfig, JailMount, MountKind};
+use crate::jail::{self, Confinement, JailConfig};
 use crate::machine::{BareVm, GuestEvent, Machine};
 use crate::seccomp::{self, ThreadKind};
 use crate::tap::TapName;
@@ -40,6 +40,8 @@ struct Vmm {
     config: VmConfig,
     restored_from: Option<PathBuf>,
     pid: u32,
+    /// `/proc/self/statm`, opened before the jail (which has no `/proc`).
+    statm: Option<File>,
     console: Arc<ConsoleServer>,
     inner: Mutex<Inner>,
 }
@@ -156,12 +158,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Runs the VMM process for `run_dir`, confined as `confinement` says:
 /// reports readiness (or the error) as one JSON line on `ready`, then serves
 /// until the VM stops. `pid` is this process's pid as the launcher sees it
-/// (it differs inside a PID namespace). Returns the process exit code.
+/// (it differs inside a PID namespace). A jailed VMM with a
+/// `launcher_cgroup` is put in its cgroup by its launcher; without one it
+/// makes and joins its own. Returns the process exit code.
 pub fn run(
     run_dir: &Path,
     boot: Boot,
     confinement: &Confinement,
     pid: u32,
+    launcher_cgroup: Option<jail::LauncherCgroup>,
     mut ready: impl Write,
 ) -> i32 {
     let incoming = matches!(boot, Boot::Incoming(_));
@@ -173,7 +178,7 @@ pub fn run(
         }
     };
     crate::timeline::mark("prepared");
-    match setup(run_dir, boot, confinement, pid, &mut ready) {
+    match setup(run_dir, boot, confinement, pid, launcher_cgroup, &mut ready) {
         Ok((vmm, api, installing)) => {
             report(&mut ready, &Handshake::Ready(pid));
             drop(ready);
@@ -265,25 +270,111 @@ fn cleanup(run_dir: &Path, created: &[PathBuf]) {
     let _ = std::fs::remove_dir(run_dir.join(jail::JAIL_DIR));
 }
 
-/// What a VMM opens before it drops root: the KVM device (for a fresh
-/// boot, a bare VM on it), the console log and the guest's inputs.
+/// What a VMM opens before it builds its jail, still root and in the
+/// host's mount namespace: the KVM device, the console log, its page map
+/// and the guest's files. Held open, none of them needs to be visible in
+/// the jail.
 struct Inputs {
+    kvm: Kvm,
     console_log: File,
     pagemap: Option<File>,
-    guest: GuestInputs,
+    statm: Option<File>,
+    guest: GuestFiles,
 }
 
-enum GuestInputs {
-    /// The config, its files, and the VM with its memory, irqchip and
-    /// PIT: nothing of the files is in it yet.
-    Fresh(VmConfig, BootFiles, BareVm),
-    Restore(PathBuf, snapshot::SnapshotFiles, Kvm),
+/// The guest's files, open.
+enum GuestFiles {
+    /// The config and its files (kernel, initrd, disks).
+    Fresh(VmConfig, BootFiles),
+    /// The snapshot's files, and the disks its (unvalidated) state names.
+    Restore(PathBuf, snapshot::SnapshotFiles, RestoreDisks),
     /// The config to receive a migration of, and its open disks.
+    Incoming(VmConfig, Vec<File>),
+}
+
+/// The guest's files and the KVM device, once the VMM is in its cgroup.
+enum GuestInputs {
+    /// A fresh boot's VM with its memory, irqchip and PIT: nothing of the
+    /// files is in it yet.
+    Fresh(VmConfig, BootFiles, BareVm),
+    Restore(PathBuf, snapshot::SnapshotFiles, RestoreDisks, Kvm),
     Incoming(VmConfig, Vec<File>, Kvm),
 }
 
+impl GuestFiles {
+    /// For a fresh boot, creates the bare VM: `KVM_CREATE_VM`, the guest
+    /// memory as slot 0, TSS, irqchip and PIT (fixed ioctls that read none
+    /// of the guest's files).
+    fn with_kvm(self, kvm: Kvm) -> Result<GuestInputs, VmmError> {
+        Ok(match self {
+            GuestFiles::Fresh(config, files) => {
+                let memory = crate::boot::guest_memory(config.memory_bytes())?;
+                let vm = BareVm::create(kvm, memory)?;
+                GuestInputs::Fresh(config, files, vm)
+            }
+            GuestFiles::Restore(dir, files, disks) => GuestInputs::Restore(dir, files, disks, kvm),
+            GuestFiles::Incoming(config, disks) => GuestInputs::Incoming(config, disks, kvm),
+        })
+    }
+}
+
+/// The disks a snapshot's state names, opened before the jail as its
+/// state named them (untrusted until the state is validated), each as the
+/// jail's user would open it when jailed, or why it could not be.
+struct RestoreDisks {
+    named: Vec<DiskConfig>,
+    opened: Vec<Result<File, VmmError>>,
+}
+
+impl RestoreDisks {
+    fn open(dir: &Path, jail: Option<&JailConfig>) -> Result<RestoreDisks, VmmError> {
+        let named = snapshot::disks_in(dir);
+        let open_all = || {
+            named
+                .iter()
+                .enumerate()
+                .map(|(index, disk)| disk.open(index))
+                .collect::<Vec<_>>()
+        };
+        let opened = match jail {
+            // The state is not trusted: its disks are opened with the jail
+            // user's file permissions, so a forged state reaches nothing
+            // that user could not open anyway.
+            Some(jail) => jail::with_jail_user_files(jail, open_all)?
+                .into_iter()
+                .map(|opened| {
+                    opened.map_err(|e| match e {
+                        VmmError::InvalidArgument { field, reason } => VmmError::InvalidArgument {
+                            field,
+                            reason: format!(
+                                "{reason} (a jailed restore opens its disks as the jail's user)"
+                            ),
+                        },
+                        other => other,
+                    })
+                })
+                .collect(),
+            None => open_all(),
+        };
+        Ok(RestoreDisks { named, opened })
+    }
+
+    /// The open files of `disks`, the validated state's: they must be the
+    /// ones opened before the jail.
+    fn take(self, disks: &[DiskConfig]) -> Result<Vec<File>, VmmError> {
+        if disks != self.named.as_slice() {
+            return Err(VmmError::invalid(
+                "config.disks",
+                "the snapshot's disks changed while it was being restored",
+            ));
+        }
+        self.opened.into_iter().collect()
+    }
+}
+
 impl Inputs {
-    fn open(run_dir: &Path, boot: Boot) -> Result<Inputs, VmmError> {
+    /// Opens everything; `jail` is the jail the VMM is about to enter.
+    fn open(run_dir: &Path, boot: Boot, jail: Option<&JailConfig>) -> Result<Inputs, VmmError> {
         let console_log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -298,22 +389,25 @@ impl Inputs {
             Boot::Fresh(config) => {
                 config.validate_limits()?;
                 let files = BootFiles::open(&config)?;
-                let memory = crate::boot::guest_memory(config.memory_bytes())?;
-                let vm = BareVm::create(support::open_kvm()?, memory)?;
-                GuestInputs::Fresh(config, files, vm)
+                GuestFiles::Fresh(config, files)
             }
             Boot::Restore { snapshot_dir } => {
                 let files = snapshot::open(&snapshot_dir)?;
-                GuestInputs::Restore(snapshot_dir, files, support::open_kvm()?)
+                let disks = RestoreDisks::open(&snapshot_dir, jail)?;
+                GuestFiles::Restore(snapshot_dir, files, disks)
             }
             Boot::Incoming(config) => {
+                config.validate_limits()?;
                 let disks = crate::boot::open_disks(&config.disks)?;
-                GuestInputs::Incoming(config, disks, support::open_kvm()?)
+                GuestFiles::Incoming(config, disks)
             }
         };
         Ok(Inputs {
+            kvm: support::open_kvm()?,
             console_log,
+            // The kernel refuses it after the uid drop.
             pagemap: File::open("/proc/self/pagemap").ok(),
+            statm: File::open("/proc/self/statm").ok(),
             guest,
         })
     }
@@ -352,146 +446,34 @@ fn bind_vsock(run_dir: &Path, config: &VmConfig) -> Result<Option<HostSocket>, V
         .transpose()
 }
 
-/// What the jail must show and how large its cgroup is.
-struct JailPlan {
-    mounts: Vec<JailMount>,
-    memory_bytes: u64,
-    vcpus: u8,
-    /// Device threads: one per network card, one for a vsock device.
-    device_threads: usize,
-}
-
-/// Checks what can be checked before the jail (giving the errors a
-/// launcher gives), and plans what the jail must show.
-fn plan_jail(run_dir: &Path, boot: &Boot) -> Result<JailPlan, VmmError> {
-    let absolute = |field: &str, p: &Path| {
-        if p.is_absolute() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(VmmError::invalid(
-                field,
-                format!("{} must be an absolute path for a jailed VMM", p.display()),
-            ))
-        }
-    };
-    let mut mounts = vec![
-        JailMount {
-            path: absolute("run_dir", run_dir)?,
-            kind: MountKind::WritableDir,
-        },
-        JailMount {
-            path: PathBuf::from(support::kvm_device()),
-            kind: MountKind::Device,
-        },
-    ];
-    let disk_mount = |index: usize, disk: &DiskConfig| -> Result<JailMount, VmmError> {
-        Ok(JailMount {
-            path: absolute(&format!("disks[{index}].path"), &disk.path)?,
-            kind: if disk.read_only {
-                MountKind::ReadOnlyFile
-            } else {
-                MountKind::WritableFile
-            },
-        })
-    };
-    let (memory_bytes, vcpus, device_threads) = match boot {
-        Boot::Fresh(config) | Boot::Incoming(config) => {
-            config.validate()?;
-            for (index, disk) in config.disks.iter().enumerate() {
-                mounts.push(disk_mount(index, disk)?);
-            }
-            if matches!(boot, Boot::Incoming(_)) {
-                // A migrated-in guest is in the stream, not in a kernel file.
-                return Ok(JailPlan {
-                    mounts,
-                    memory_bytes: config.memory_bytes(),
-                    vcpus: config.vcpus,
-                    device_threads: device_threads(config),
-                });
-            }
-            mounts.push(JailMount {
-                path: absolute("kernel", &config.kernel)?,
-                kind: MountKind::ReadOnlyFile,
-            });
-            if let Some(initrd) = &config.initrd {
-                mounts.push(JailMount {
-                    path: absolute("initrd", initrd)?,
-                    kind: MountKind::ReadOnlyFile,
-                });
-            }
-            (config.memory_bytes(), config.vcpus, device_threads(config))
-        }
-        Boot::Restore { snapshot_dir } => {
-            let dir = absolute("snapshot_dir", snapshot_dir)?;
-            // Room for a vsock device's thread whether or not the
-            // snapshot has one (a task the VMM may not use, rather than a
-            // second read of the unvalidated state).
-            let device_threads = snapshot::nets_in(&dir).len() + 1;
-            if !dir.join(snapshot::STATE_FILE).is_file() {
-                return Err(VmmError::NotFound {
-                    message: format!("snapshot {} (no {})", dir.display(), snapshot::STATE_FILE),
-                });
-            }
-            // The cgroup is sized from memory.bin's size, which the restore
-            // checks against the state and the memory limit once parsed.
-            let memory = std::fs::metadata(dir.join(snapshot::MEMORY_FILE))
-                .map(|m| m.len())
-                .unwrap_or(0)
-                .min(crate::MAX_MEMORY_MIB << 20);
-            // The snapshot's disks, as its (untrusted) state names them:
-            // they are opened only after the uid drop, so a forged state
-            // reaches nothing the jail's user could not open anyway.
-            for (index, disk) in snapshot::disks_in(&dir).iter().enumerate() {
-                if let Ok(mount) = disk_mount(index, disk) {
-                    mounts.push(mount);
-                }
-            }
-            mounts.push(JailMount {
-                path: dir,
-                kind: MountKind::ReadOnlyDir,
-            });
-            (memory, crate::MAX_VCPUS, device_threads)
-        }
-    };
-    Ok(JailPlan {
-        mounts,
-        memory_bytes,
-        vcpus,
-        device_threads,
-    })
-}
-
-/// The threads `config`'s devices have besides the vCPUs: one I/O thread
-/// for every network card and the vsock device, if there is any.
-fn device_threads(config: &VmConfig) -> usize {
-    usize::from(!config.nets.is_empty() || config.vsock.is_some())
-}
-
-/// Jails this process (still root, single-threaded): cgroup, mount
-/// namespace, pivot_root, with the old root still being detached. The uid
-/// drop comes after the inputs are open and the detach has finished.
+/// Jails this process (still root, single-threaded, its inputs open, in
+/// its cgroup or about to be put there by its `launcher`): mount namespace
+/// showing only the run dir, the guest's bare VM made (`guest`, once in
+/// the cgroup), pivot_root and the old root detached.
 fn enter_jail(
     run_dir: &Path,
-    boot: &Boot,
     jail: &JailConfig,
     pid: u32,
-) -> Result<jail::Detaching, VmmError> {
-    jail.validate()?;
-    let plan = plan_jail(run_dir, boot)?;
-    cgroup::join(
-        pid,
-        cgroup::Limits {
-            memory_bytes: plan.memory_bytes + (jail.memory_overhead_mib << 20),
-            // A task per vCPU and the devices' I/O thread (network cards'
-            // and vsock's), plus the fixed ones. (KVM's own per-VM worker
-            // thread counts too: without room for it the first KVM_RUN
-            // fails with EAGAIN.)
-            pids: u64::from(plan.vcpus) + plan.device_threads as u64 + u64::from(jail.extra_pids),
-        },
-    )?;
-    crate::timeline::mark("cgroup");
+    launcher: Option<jail::LauncherCgroup>,
+    guest: impl FnOnce() -> Result<GuestInputs, VmmError>,
+) -> Result<GuestInputs, VmmError> {
+    if !run_dir.is_absolute() {
+        return Err(VmmError::invalid(
+            "run_dir",
+            format!(
+                "{} must be an absolute path for a jailed VMM",
+                run_dir.display()
+            ),
+        ));
+    }
     jail::give_run_dir(run_dir, jail)?;
-    jail::enter(run_dir, &plan.mounts)
+    jail::enter(run_dir, || {
+        if let Some(launcher) = launcher {
+            launcher.join(pid)?;
+            crate::timeline::mark("cgroup");
+        }
+        guest()
+    })
 }
 
 fn setup(
@@ -499,60 +481,74 @@ fn setup(
     boot: Boot,
     confinement: &Confinement,
     pid: u32,
+    launcher_cgroup: Option<jail::LauncherCgroup>,
     ready: &mut dyn Write,
 ) -> Result<(Arc<Vmm>, UnixListener, Vec<seccomp::Installing>), VmmError> {
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
     };
-    // The TAPs first: TUNSETIFF needs /dev/net/tun, which the jail's mount
-    // namespace does not show, and CAP_NET_ADMIN (or the TAP's owner),
-    // which the uid drop takes away.
+    if let (None, Some(_)) = (&confinement.jail, &launcher_cgroup) {
+        return Err(VmmError::invalid(
+            jail::LauncherCgroup::ARG,
+            "only a jailed VMM has a cgroup",
+        ));
+    }
+    if let Some(jail) = &confinement.jail {
+        jail.validate()?;
+    }
+    // The TAPs first: TUNSETIFF needs /dev/net/tun and CAP_NET_ADMIN (or
+    // the TAP's owner), which the uid drop takes away.
     let (tap_names, taps) = open_taps(&boot)?;
     crate::timeline::mark("taps");
-    let detaching = confinement
-        .jail
-        .as_ref()
-        .map(|jail| enter_jail(run_dir, &boot, jail, pid))
-        .transpose()?;
-    crate::timeline::mark("jail");
-    // Opening the inputs and, for a fresh boot, creating the bare VM (the
-    // PIT's worker thread start is the slowest step of a boot) overlap the
-    // detach's wait.
-    let inputs = Inputs::open(run_dir, boot)?;
+    if let (Some(jail), None) = (&confinement.jail, &launcher_cgroup) {
+        // Started by hand: its own group, before it opens anything.
+        cgroup::join(pid, cgroup::Limits::of(&boot, jail))?;
+        crate::timeline::mark("cgroup");
+    }
+    // Every file the guest needs is opened before the jail is built, so
+    // that the jail shows none of them.
+    let inputs = Inputs::open(run_dir, boot, confinement.jail.as_ref())?;
     crate::timeline::mark("inputs");
+    let Inputs {
+        kvm,
+        console_log,
+        pagemap,
+        statm,
+        guest,
+    } = inputs;
+    // A fresh boot's bare VM (the PIT's worker thread start is the slowest
+    // step of a boot) is created in the VMM's cgroup, before the pivot.
+    let guest = match &confinement.jail {
+        Some(jail) => enter_jail(run_dir, jail, pid, launcher_cgroup, || {
+            let guest = guest.with_kvm(kvm);
+            crate::timeline::mark("bare-vm");
+            guest
+        })?,
+        None => guest.with_kvm(kvm)?,
+    };
+    crate::timeline::mark("jail");
     if let Some(jail) = &confinement.jail {
-        // No host path is reachable once this returns; untrusted input is
-        // parsed only after the drop.
-        detaching.map_or(Ok(()), jail::Detaching::finish)?;
+        // No host path is reachable by now; untrusted input is parsed only
+        // after the drop.
         jail::drop_privileges(jail)?;
         crate::timeline::mark("dropped");
     }
-    let sink = ConsoleSink::new(inputs.console_log);
+    let sink = ConsoleSink::new(console_log);
     let (events, guest_events) = channel();
     // The stream a migrated-in VM came by, for the ack once it can run.
     let mut incoming = None;
-    let (mut machine, config, restored_from, state) = match inputs.guest {
+    let (mut machine, config, restored_from, state) = match guest {
         GuestInputs::Fresh(config, files, vm) => {
             let vsock = bind_vsock(run_dir, &config)?;
             crate::timeline::mark("vsock-bind");
             let machine = Machine::create(vm, &config, files, taps, vsock, sink.clone())?;
             (machine, config, None, VmState::Configured)
         }
-        GuestInputs::Restore(snapshot_dir, files, kvm) => {
+        GuestInputs::Restore(snapshot_dir, files, disks, kvm) => {
             let (file, memory) = snapshot::parse(&snapshot_dir, files)?;
-            // Opened only now, unprivileged and after the whole state was
-            // validated (see plan_jail).
-            let disks = crate::boot::open_disks(&file.config.disks).map_err(|e| match e {
-                VmmError::InvalidArgument { field, reason } if confinement.jail.is_some() => {
-                    VmmError::InvalidArgument {
-                        field,
-                        reason: format!(
-                            "{reason} (a jailed restore opens its disks as the jail's user)"
-                        ),
-                    }
-                }
-                other => other,
-            })?;
+            // Opened before the jail, by the names the unvalidated state
+            // gave; the validated state must name the same ones.
+            let disks = disks.take(&file.config.disks)?;
             // The TAPs were attached by the names read before the jail; the
             // validated state must name the same ones.
             let named: Vec<&TapName> = file.config.nets.iter().map(|n| &n.tap).collect();
@@ -598,7 +594,7 @@ fn setup(
         }
     };
     crate::timeline::mark("machine");
-    machine.use_pagemap(inputs.pagemap);
+    machine.use_pagemap(pagemap);
     let filtered = |kind| confinement.seccomp.then_some(kind);
     // Every thread exists before the API thread's filter goes on: a fresh
     // VM's vCPUs wait parked until start(). They start while this thread
@@ -647,6 +643,7 @@ fn setup(
         config,
         restored_from,
         pid,
+        statm,
         console: console.clone(),
         inner: Mutex::new(Inner {
             machine: Some(machine),
@@ -899,7 +896,7 @@ impl Vmm {
             ))),
             (Request::Stats, _) => to_value(&VmmStats {
                 guest_memory_bytes: machine.memory_bytes(),
-                vmm_rss_bytes: rss_bytes(),
+                vmm_rss_bytes: rss_bytes(self.statm.as_ref()),
                 vcpu_time_ns: machine.vcpu_times_ns(),
                 exits: machine.exit_counts(),
             }),
@@ -962,15 +959,21 @@ fn to_value<T: serde::Serialize>(v: &T) -> Response {
     serde_json::to_value(v).map_err(|e| VmmError::internal("encoding the response", e))
 }
 
-/// VmRSS of this process in bytes.
-pub(crate) fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+/// The resident set of this process in bytes, from its open `statm`
+/// (read afresh at offset 0; 0 if it cannot be read).
+fn rss_bytes(statm: Option<&File>) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 128];
+    let Some(n) = statm.and_then(|f| f.read_at(&mut buf, 0).ok()) else {
+        return 0;
+    };
+    // SAFETY: sysconf(3) takes an integer (glibc answers from the auxiliary
+    // vector, no system call).
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    std::str::from_utf8(&buf[..n])
         .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
-            line.split_whitespace().nth(1)?.parse::<u64>().ok()
-        })
-        .map_or(0, |kib| kib * 1024)
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
 }
 
 /// The handshake line announcing a VMM of host pid `pid` (see the binary).

@@ -140,49 +140,62 @@ pub(crate) fn write(
 }
 
 /// A snapshot's files, opened (as root, before the VMM drops it) but not
-/// yet trusted: `state` is the raw state.json.
+/// yet read: state.json is read when it is parsed, after the VMM is in its
+/// cgroup (its bytes are charged there).
 pub(crate) struct SnapshotFiles {
-    state: Vec<u8>,
+    /// state.json, checked to be at most [`MAX_STATE_BYTES`] long.
+    state: File,
     /// memory.bin, or why it could not be opened (reported after the
     /// state's magic and version: a directory that is no snapshot says so).
     memory: Result<File, VmmError>,
 }
 
-/// Opens the snapshot in `dir`: reads state.json (at most
-/// [`MAX_STATE_BYTES`]) and opens memory.bin.
+/// Opens the snapshot in `dir`: state.json (refused from its size when
+/// larger than [`MAX_STATE_BYTES`]) and memory.bin.
 pub(crate) fn open(dir: &Path) -> Result<SnapshotFiles, VmmError> {
     let bad =
         |reason: String| VmmError::invalid("snapshot_dir", format!("{}: {reason}", dir.display()));
     let state_path = dir.join(STATE_FILE);
-    let state_file = File::open(&state_path).map_err(|e| match e.kind() {
+    let state = File::open(&state_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => VmmError::NotFound {
             message: format!("snapshot {} (no {STATE_FILE})", dir.display()),
         },
         _ => bad(format!("cannot read {STATE_FILE}: {e}")),
     })?;
-    let len = state_file
+    let len = state
         .metadata()
         .map_err(|e| bad(format!("{STATE_FILE}: {e}")))?
         .len();
     if len > MAX_STATE_BYTES {
-        return Err(VmmError::invalid(
-            "state.json",
-            format!("{len} bytes, more than the {MAX_STATE_BYTES} a snapshot state may have"),
-        ));
-    }
-    let mut state = Vec::with_capacity(len as usize);
-    (&state_file)
-        .take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut state)
-        .map_err(|e| bad(format!("cannot read {STATE_FILE}: {e}")))?;
-    if state.len() as u64 > MAX_STATE_BYTES {
-        return Err(VmmError::invalid(
-            "state.json",
-            format!("more than the {MAX_STATE_BYTES} bytes a snapshot state may have"),
-        ));
+        return Err(too_long(format!("{len} bytes")));
     }
     let memory = File::open(dir.join(MEMORY_FILE)).map_err(|e| bad(format!("{MEMORY_FILE}: {e}")));
     Ok(SnapshotFiles { state, memory })
+}
+
+fn too_long(size: String) -> VmmError {
+    VmmError::invalid(
+        "state.json",
+        format!("{size}, more than the {MAX_STATE_BYTES} bytes a snapshot state may have"),
+    )
+}
+
+/// The bytes of the open state.json: at most [`MAX_STATE_BYTES`], whatever
+/// it grew to since it was opened.
+fn read_state(dir: &Path, file: &File) -> Result<Vec<u8>, VmmError> {
+    let mut state = Vec::new();
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut state)
+        .map_err(|e| {
+            VmmError::invalid(
+                "snapshot_dir",
+                format!("{}: cannot read {STATE_FILE}: {e}", dir.display()),
+            )
+        })?;
+    if state.len() as u64 > MAX_STATE_BYTES {
+        return Err(too_long("grown since it was opened".into()));
+    }
+    Ok(state)
 }
 
 /// The disks a snapshot's `state.json` names, read before the jail is
@@ -238,7 +251,8 @@ pub(crate) fn parse(
 ) -> Result<(SnapshotFile, GuestMemoryMmap), VmmError> {
     let bad =
         |reason: String| VmmError::invalid("snapshot_dir", format!("{}: {reason}", dir.display()));
-    let value: serde_json::Value = serde_json::from_slice(&files.state)
+    let state = read_state(dir, &files.state)?;
+    let value: serde_json::Value = serde_json::from_slice(&state)
         .map_err(|e| bad(format!("{STATE_FILE} is not JSON: {e}")))?;
     if value.get("magic").and_then(|m| m.as_str()) != Some(SNAPSHOT_MAGIC) {
         return Err(bad("not a zixiao-vmm snapshot (wrong magic)".into()));
