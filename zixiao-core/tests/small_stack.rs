@@ -22,30 +22,14 @@ use zixiao_core::{
 use zixiao_sched::PluginScheduler;
 use zixiao_store::EmbeddedStore;
 use zixiao_testing::fake_driver::{fake_agent, fake_host};
+use zixiao_testing::small_stack::run_on_small_stack;
 
 /// What the calls must fit in: half a tokio worker's default.
 const STACK_KIB: usize = 1024;
 
 #[test]
 fn a_decommission_that_evacuates_fits_a_small_stack() {
-    let kib = std::env::var("ZIXIAO_TEST_STACK_KIB")
-        .ok()
-        .map(|v| v.parse::<usize>().expect("ZIXIAO_TEST_STACK_KIB: a number"))
-        .unwrap_or(STACK_KIB);
-    std::thread::Builder::new()
-        .name("small-stack".to_owned())
-        .stack_size(kib * 1024)
-        .spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            // Boxed: the test's own future stays off the small stack.
-            runtime.block_on(Box::pin(decommission_evacuating()));
-        })
-        .expect("spawn")
-        .join()
-        .expect("the calls on the small stack");
+    run_on_small_stack(STACK_KIB, decommission_evacuating);
 }
 
 /// Nodes n1 and n2 with fake runtimes, a VM and a container that restart

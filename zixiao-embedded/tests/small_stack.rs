@@ -14,30 +14,14 @@ use zixiao_core::api::{Api, Request, Response, Wait};
 use zixiao_core::{CreateInstance, InstanceSpec, InstanceStatus, NodeStatus, RestartPolicy};
 use zixiao_embedded::EmbeddedConfig;
 use zixiao_testing::fake_driver::{fake_agent, fake_host};
+use zixiao_testing::small_stack::run_on_small_stack;
 
 /// What the calls must fit in: half a tokio worker's default.
 const STACK_KIB: usize = 1024;
 
 #[test]
 fn decommissioning_the_embedded_node_fits_a_small_stack() {
-    let kib = std::env::var("ZIXIAO_TEST_STACK_KIB")
-        .ok()
-        .map(|v| v.parse::<usize>().expect("ZIXIAO_TEST_STACK_KIB: a number"))
-        .unwrap_or(STACK_KIB);
-    std::thread::Builder::new()
-        .name("small-stack".to_owned())
-        .stack_size(kib * 1024)
-        .spawn(|| {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            // Boxed: the test's own future stays off the small stack.
-            runtime.block_on(Box::pin(decommission_evacuating()));
-        })
-        .expect("spawn")
-        .join()
-        .expect("the calls on the small stack");
+    run_on_small_stack(STACK_KIB, decommission_evacuating);
 }
 
 /// The embedded node runs a container that restarts; decommissioned, the
