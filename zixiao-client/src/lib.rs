@@ -40,10 +40,13 @@ pub use pull::{pull_options, registry_credentials};
 
 /// The stack of every thread a binding polls Zixiao's calls on: a Linux
 /// main thread's, where the CLI polls the same calls. A call that
-/// converges instances nests deep, and in a debug build one frame of the
-/// API's dispatch alone takes about 1 MiB: tokio's default of 2 MiB per
-/// worker is not enough (a node's decommission overflowed it), nor is a
-/// JVM thread's 1 MiB.
+/// converges instances nests deep. In a debug build a node's
+/// decommission needed 1.8 MiB when the API's dispatch was one frame of
+/// about 1 MiB (it overflowed tokio's 2 MiB workers); with a future per
+/// request it needs about 0.8 MiB (the `small_stack` tests of zixiao-core
+/// and zixiao-embedded), but a gRPC client's call still has a 0.65 MiB
+/// frame and the migrations' frames are large, so what other calls need
+/// is not measured: the margin stays.
 pub const CALL_STACK_BYTES: usize = 8 << 20;
 
 /// The multi-thread tokio runtime a binding runs Zixiao's calls on, its

@@ -20,8 +20,8 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use zixiao_core::api::{Api, Request, Response, Wait};
-use zixiao_core::model::HostPathRefusal;
+use zixiao_core::api::{Api, Handling, Request, Response, Wait};
+use zixiao_core::model::{FromTemplate, HostPathRefusal};
 use zixiao_core::{CreateInstance, DriverError, Error, ErrorKind, Instance, InstanceSpec, Result};
 
 use crate::Embedded;
@@ -32,7 +32,6 @@ impl Api for Embedded {
         if !self.allow_host_paths {
             zixiao_core::api::refuse_host_paths_because(&request, HostPathRefusal::NodeSetting)?;
         }
-        let local = || Some(self.node.id.clone());
         let _held = match changed_instance(&request) {
             Some(instance) => {
                 self.controller
@@ -41,66 +40,46 @@ impl Api for Embedded {
             }
             None => None,
         };
+        self.dispatch(request).await
+    }
+}
+
+impl Embedded {
+    /// The handling of `request`: its handler's future, not yet polled
+    /// (see [`Handling`] for why each is a future of its own).
+    fn dispatch(&self, request: Request) -> Handling<'_> {
+        let local = || Some(self.node.id.clone());
         match request {
             Request::CreateSnapshot {
                 instance,
                 name,
                 to: Some(to),
-            } => {
-                // All or nothing: the directory is checked first, and a
-                // snapshot whose copy fails is deleted again.
-                let to = absolute(&to, "to")?;
-                check_new_directory(&to, "to")?;
-                let taken = self.controller.snapshot_instance(&instance, &name).await?;
-                let id = self.controller.get_instance(&instance).await?.id;
-                if let Err(e) = export_snapshot(self, &id, &name, &to) {
-                    let _ = self.controller.delete_snapshot(&instance, &name).await;
-                    return Err(e);
-                }
-                Ok(Response::Snapshot(taken))
-            }
-            Request::BackupState { to } => {
-                let to = absolute(&to, "to")?;
-                let store = self.store.clone();
-                // A copy of the whole file: off the async threads.
-                let summary = tokio::task::spawn_blocking(move || store.backup(&to))
-                    .await
-                    .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))??;
-                Ok(Response::StoreSummary(summary))
-            }
-            Request::CreateInstance { request, wait } => self.create(request, wait).await,
-            // What the version makes is checked against this node's files
-            // as a plain create is; the controller resolves it again when
-            // it stores it (a version never changes, so it is the same).
+            } => self.snapshot_and_copy(instance, name, to),
+            Request::BackupState { to } => self.backup_state(to),
+            Request::CreateInstance { request, wait } => self.create(request, wait),
             Request::CreateFromTemplate { request, wait } => {
-                let create = self.controller.template_request(&request).await?;
-                check_on_node(self, &create)?;
-                let asked = Request::CreateFromTemplate {
-                    request,
-                    wait: Wait::No,
-                };
-                self.intent("create", asked, wait).await
+                self.create_from_template(request, wait)
             }
             Request::StartInstance { instance, wait } => {
                 let asked = Request::StartInstance {
                     instance,
                     wait: Wait::No,
                 };
-                self.intent("start", asked, wait).await
+                self.intent("start", asked, wait)
             }
             Request::StopInstance { instance, wait } => {
                 let asked = Request::StopInstance {
                     instance,
                     wait: Wait::No,
                 };
-                self.intent("stop", asked, wait).await
+                self.intent("stop", asked, wait)
             }
             Request::RestartInstance { instance, wait } => {
                 let asked = Request::RestartInstance {
                     instance,
                     wait: Wait::No,
                 };
-                self.intent("restart", asked, wait).await
+                self.intent("restart", asked, wait)
             }
             Request::UpdateInstance {
                 instance,
@@ -112,7 +91,7 @@ impl Api for Embedded {
                     update,
                     wait: Wait::No,
                 };
-                self.intent("update", asked, wait).await
+                self.intent("update", asked, wait)
             }
             Request::CloneInstance {
                 source,
@@ -128,138 +107,187 @@ impl Api for Embedded {
                     snapshot,
                     wait: Wait::No,
                 };
-                self.intent("clone", asked, wait).await
+                self.intent("clone", asked, wait)
             }
-            Request::DeleteInstance { instance, wait } => {
-                let asked = Request::DeleteInstance {
-                    instance,
-                    wait: Wait::No,
-                };
-                let deleting = match self.controller.call(asked).await? {
-                    Response::MaybeInstance(Some(deleting)) => deleting,
-                    other => return Ok(other),
-                };
-                Ok(Response::MaybeInstance(match wait {
-                    Wait::No => Some(deleting),
-                    Wait::Settled => {
-                        let settled = self.settle("delete", &deleting).await;
-                        self.follow_up(&deleting).await;
-                        settled?.map(|mut left| {
-                            left.operation = deleting.operation;
-                            left
-                        })
-                    }
-                }))
-            }
-            Request::ExportSnapshot { instance, name, to } => {
-                let id = self.controller.get_instance(&instance).await?.id;
-                export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
-                Ok(Response::Done)
-            }
-            Request::RestoreInstance { name, from, wait } => {
-                let request = restore_request(&name, &absolute(&from, "from")?)?;
-                self.create(request, wait).await
-            }
+            Request::DeleteInstance { instance, wait } => self.delete(instance, wait),
+            Request::ExportSnapshot { instance, name, to } => self.export(instance, name, to),
+            Request::RestoreInstance { name, from, wait } => self.restore(name, from, wait),
             Request::ImportImages {
                 node,
                 instance_type,
                 archive,
                 import_as,
                 progress,
-            } => {
-                let archive = absolute(&archive, "archive")?;
-                let node = node.or_else(local);
-                let request = Request::ImportImages {
-                    node,
+            } => match absolute(&archive, "archive") {
+                Ok(archive) => self.controller.call(Request::ImportImages {
+                    node: node.or_else(local),
                     instance_type,
                     archive,
                     import_as,
                     progress,
-                };
-                self.controller.call(request).await
-            }
+                }),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            },
             Request::PullImage {
                 node,
                 instance_type,
                 reference,
                 options,
                 progress,
-            } => {
-                let node = node.or_else(local);
-                let request = Request::PullImage {
-                    node,
-                    instance_type,
-                    reference,
-                    options,
-                    progress,
-                };
-                self.controller.call(request).await
-            }
+            } => self.controller.call(Request::PullImage {
+                node: node.or_else(local),
+                instance_type,
+                reference,
+                options,
+                progress,
+            }),
             Request::ListImages {
                 node,
                 instance_type,
-            } => {
-                let node = node.or_else(local);
-                let request = Request::ListImages {
-                    node,
-                    instance_type,
-                };
-                self.controller.call(request).await
-            }
+            } => self.controller.call(Request::ListImages {
+                node: node.or_else(local),
+                instance_type,
+            }),
             Request::RemoveImage {
                 node,
                 instance_type,
                 kind,
                 name,
-            } => {
-                let node = node.or_else(local);
-                let request = Request::RemoveImage {
-                    node,
-                    instance_type,
-                    kind,
-                    name,
-                };
-                self.controller.call(request).await
-            }
-            other => self.controller.call(other).await,
+            } => self.controller.call(Request::RemoveImage {
+                node: node.or_else(local),
+                instance_type,
+                kind,
+                name,
+            }),
+            other => self.controller.call(other),
         }
     }
-}
 
-impl Embedded {
+    /// Takes a snapshot and copies it to `to`, all or nothing: the
+    /// directory is checked first, and a snapshot whose copy fails is
+    /// deleted again.
+    fn snapshot_and_copy(&self, instance: String, name: String, to: PathBuf) -> Handling<'_> {
+        Box::pin(async move {
+            let to = absolute(&to, "to")?;
+            check_new_directory(&to, "to")?;
+            let taken = self.controller.snapshot_instance(&instance, &name).await?;
+            let id = self.controller.get_instance(&instance).await?.id;
+            if let Err(e) = export_snapshot(self, &id, &name, &to) {
+                let _ = self.controller.delete_snapshot(&instance, &name).await;
+                return Err(e);
+            }
+            Ok(Response::Snapshot(taken))
+        })
+    }
+
+    /// Copies the store to `to`.
+    fn backup_state(&self, to: PathBuf) -> Handling<'_> {
+        Box::pin(async move {
+            let to = absolute(&to, "to")?;
+            let store = self.store.clone();
+            // A copy of the whole file: off the async threads.
+            let summary = tokio::task::spawn_blocking(move || store.backup(&to))
+                .await
+                .map_err(|e| Error::Internal(format!("the backup task failed: {e}")))??;
+            Ok(Response::StoreSummary(summary))
+        })
+    }
+
     /// Validates `request`, checks it against this node's files, stores it
     /// and, with [`Wait::Settled`], waits until it has settled.
-    async fn create(&self, request: CreateInstance, wait: Wait) -> Result<Response> {
-        check_on_node(self, &request)?;
-        let asked = Request::CreateInstance {
-            request,
-            wait: Wait::No,
-        };
-        self.intent("create", asked, wait).await
+    fn create(&self, request: CreateInstance, wait: Wait) -> Handling<'_> {
+        Box::pin(async move {
+            check_on_node(self, &request)?;
+            let asked = Request::CreateInstance {
+                request,
+                wait: Wait::No,
+            };
+            self.intent("create", asked, wait).await
+        })
+    }
+
+    /// What the version makes is checked against this node's files as a
+    /// plain create is; the controller resolves it again when it stores
+    /// it (a version never changes, so it is the same).
+    fn create_from_template(&self, request: FromTemplate, wait: Wait) -> Handling<'_> {
+        Box::pin(async move {
+            let create = self.controller.template_request(&request).await?;
+            check_on_node(self, &create)?;
+            let asked = Request::CreateFromTemplate {
+                request,
+                wait: Wait::No,
+            };
+            self.intent("create", asked, wait).await
+        })
+    }
+
+    /// Creates the instance `name` from the snapshot copied to `from`.
+    fn restore(&self, name: String, from: PathBuf, wait: Wait) -> Handling<'_> {
+        Box::pin(async move {
+            let request = restore_request(&name, &absolute(&from, "from")?)?;
+            self.create(request, wait).await
+        })
+    }
+
+    /// Copies the snapshot `name` of `instance` out to `to`.
+    fn export(&self, instance: String, name: String, to: PathBuf) -> Handling<'_> {
+        Box::pin(async move {
+            let id = self.controller.get_instance(&instance).await?.id;
+            export_snapshot(self, &id, &name, &absolute(&to, "to")?)?;
+            Ok(Response::Done)
+        })
+    }
+
+    /// Stores the deletion of `instance` and, with [`Wait::Settled`],
+    /// waits until it is gone (or has settled otherwise).
+    fn delete(&self, instance: String, wait: Wait) -> Handling<'_> {
+        Box::pin(async move {
+            let asked = Request::DeleteInstance {
+                instance,
+                wait: Wait::No,
+            };
+            let deleting = match self.controller.call(asked).await? {
+                Response::MaybeInstance(Some(deleting)) => deleting,
+                other => return Ok(other),
+            };
+            Ok(Response::MaybeInstance(match wait {
+                Wait::No => Some(deleting),
+                Wait::Settled => {
+                    let settled = self.settle("delete", &deleting).await;
+                    self.follow_up(&deleting).await;
+                    settled?.map(|mut left| {
+                        left.operation = deleting.operation;
+                        left
+                    })
+                }
+            }))
+        })
     }
 
     /// Stores an intent (`asked`, which does not wait) and, with
     /// [`Wait::Settled`], waits until the instance has settled.
-    async fn intent(&self, operation: &str, asked: Request, wait: Wait) -> Result<Response> {
-        let stored = match self.controller.call(asked).await? {
-            Response::Instance(stored) => stored,
-            other => return Ok(other),
-        };
-        if !wait.settled() {
-            return Ok(Response::Instance(stored));
-        }
-        let settled = self.settle(operation, &stored).await;
-        self.follow_up(&stored).await;
-        match settled? {
-            Some(mut settled) => {
-                settled.operation = stored.operation;
-                Ok(Response::Instance(settled))
+    fn intent(&self, operation: &'static str, asked: Request, wait: Wait) -> Handling<'_> {
+        Box::pin(async move {
+            let stored = match self.controller.call(asked).await? {
+                Response::Instance(stored) => stored,
+                other => return Ok(other),
+            };
+            if !wait.settled() {
+                return Ok(Response::Instance(stored));
             }
-            None => Err(Error::not_found(format!(
-                "instance `{}` (deleted meanwhile)",
-                stored.name
-            ))),
-        }
+            let settled = self.settle(operation, &stored).await;
+            self.follow_up(&stored).await;
+            match settled? {
+                Some(mut settled) => {
+                    settled.operation = stored.operation;
+                    Ok(Response::Instance(settled))
+                }
+                None => Err(Error::not_found(format!(
+                    "instance `{}` (deleted meanwhile)",
+                    stored.name
+                ))),
+            }
+        })
     }
 
     /// Writes how the operation `stored`'s call started ended, now that it

@@ -31,6 +31,7 @@ pub mod rng;
 pub mod runtime_events;
 pub mod runtimes;
 pub mod scrape;
+pub mod small_stack;
 pub mod store_conformance;
 pub mod underlay;
 pub mod vsock;

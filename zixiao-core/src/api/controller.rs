@@ -1,5 +1,9 @@
 //! The in-process [`Api`]: each request is one call of the [`Controller`].
 //!
+//! [`Controller::dispatch`] is a table from each request to its handler
+//! (in [`handle`]), each handler a boxed future of its own: see
+//! [`Handling`] for why.
+//!
 //! Calls that wait ([`Wait::Settled`]) settle the instance
 //! ([`Controller::settle`]): a controller that converges in its callers
 //! converges it, one whose background workers converge (a server) watches it.
@@ -17,13 +21,13 @@
 //! effects, and fail where the store is busy; showing the runtime's truth
 //! costs one inspect per running instance, as the converge it replaces did.
 
-use async_trait::async_trait;
-use futures::StreamExt;
+mod handle;
 
-use super::{Api, ImportAs, InstancePage, OperationPage, Request, Response, Wait};
-use crate::controller::{Controller, Convergence, DrainReport};
-use crate::driver::{ImageInfo, ImportProgress, PullProgress};
-use crate::model::{ImageKind, NodeImageName, OperationId, OperationKind, OperationTarget};
+use async_trait::async_trait;
+
+use super::{Api, Handling, Request, Response, Wait};
+use crate::controller::{Controller, Convergence};
+use crate::model::{OperationId, OperationKind, OperationTarget};
 use crate::{Error, Instance, Result};
 
 impl Controller {
@@ -42,79 +46,33 @@ impl Controller {
 #[async_trait]
 impl Api for Controller {
     async fn call(&self, request: Request) -> Result<Response> {
-        Ok(match request {
+        self.dispatch(request).await
+    }
+}
+
+impl Controller {
+    /// The handling of `request`: its handler's future, not yet polled.
+    fn dispatch(&self, request: Request) -> Handling<'_> {
+        match request {
             Request::CreateInstance { request, wait } => {
-                let created = self.create_instance(request).await?;
-                Response::Instance(self.intent(OperationKind::Create, created, wait).await?)
+                handle::create_instance(self, request, wait)
             }
-            Request::GetInstance { instance } => {
-                let mut found = self.get_instance(&instance).await?;
-                found.operation = self.last_operation(&found.id).await?;
-                Response::Instance(self.as_seen(found).await)
-            }
-            Request::ListInstances { filter, page } => {
-                let (listed, next_page) =
-                    page.cut(self.list_instances(&filter).await?, |i| i.name.as_str());
-                let instances = if self.convergence() == Convergence::InCaller {
-                    let mut seen = Vec::with_capacity(listed.len());
-                    for instance in listed {
-                        let instance = self.as_seen(instance).await;
-                        // The filter applies to what is shown (a page may
-                        // come out shorter; the next one goes on after it).
-                        if filter.matches(&instance) {
-                            seen.push(instance);
-                        }
-                    }
-                    seen
-                } else {
-                    listed
-                };
-                Response::Instances(InstancePage {
-                    instances,
-                    next_page,
-                })
-            }
+            Request::GetInstance { instance } => handle::get_instance(self, instance),
+            Request::ListInstances { filter, page } => handle::list_instances(self, filter, page),
             Request::StartInstance { instance, wait } => {
-                let started = self.start_instance(&instance).await?;
-                Response::Instance(self.intent(OperationKind::Start, started, wait).await?)
+                handle::start_instance(self, instance, wait)
             }
-            Request::StopInstance { instance, wait } => {
-                let stopped = self.stop_instance(&instance).await?;
-                Response::Instance(self.intent(OperationKind::Stop, stopped, wait).await?)
-            }
+            Request::StopInstance { instance, wait } => handle::stop_instance(self, instance, wait),
             Request::RestartInstance { instance, wait } => {
-                let restarted = self.restart_instance(&instance).await?;
-                Response::Instance(self.intent(OperationKind::Restart, restarted, wait).await?)
+                handle::restart_instance(self, instance, wait)
             }
             Request::UpdateInstance {
                 instance,
                 update,
                 wait,
-            } => {
-                let updated = self.update_instance(&instance, update).await?;
-                // Only an update that restarts the instance is a long call.
-                if updated.restarts_requested > updated.restarts_done {
-                    Response::Instance(self.intent(OperationKind::Update, updated, wait).await?)
-                } else {
-                    Response::Instance(self.settled(updated, wait).await?)
-                }
-            }
+            } => handle::update_instance(self, instance, update, wait),
             Request::DeleteInstance { instance, wait } => {
-                let mut deleting = self.delete_instance(&instance).await?;
-                let operation = self.start_operation(OperationKind::Delete, target(&deleting));
-                let operation = operation.await?;
-                deleting.operation = Some(operation.id.clone());
-                Response::MaybeInstance(match wait {
-                    Wait::No => Some(deleting),
-                    Wait::Settled => {
-                        let settled = self.settle(&deleting.id).await;
-                        self.refresh_quietly(&operation.id).await;
-                        settled?.map(|mut left| {
-                            left.operation = Some(operation.id);
-                            left
-                        })
-                    }
-                })
+                handle::delete_instance(self, instance, wait)
             }
             Request::CloneInstance {
                 source,
@@ -122,106 +80,53 @@ impl Api for Controller {
                 linked,
                 snapshot,
                 wait,
-            } => {
-                let created = self
-                    .clone_instance(&source, &name, linked, snapshot)
-                    .await?;
-                Response::Instance(self.intent(OperationKind::Clone, created, wait).await?)
+            } => handle::clone_instance(self, source, name, linked, snapshot, wait),
+            Request::MigrateInstance { instance, to, mode } => {
+                handle::migrate_instance(self, instance, to, mode)
             }
-            Request::MigrateInstance { instance, to, mode } => Response::Instance(
-                self.migrate_instance(&instance, to.as_deref(), mode)
-                    .await?,
-            ),
-            Request::PauseInstance { instance } => {
-                Response::Instance(self.pause_instance(&instance).await?)
-            }
-            Request::ResumeInstance { instance } => {
-                Response::Instance(self.resume_instance(&instance).await?)
-            }
-            Request::InstanceStats { instance } => {
-                Response::Stats(self.instance_stats(&instance).await?)
-            }
+            Request::PauseInstance { instance } => handle::pause_instance(self, instance),
+            Request::ResumeInstance { instance } => handle::resume_instance(self, instance),
+            Request::InstanceStats { instance } => handle::instance_stats(self, instance),
             Request::InstanceStatsHistory { instance } => {
-                // Known instance or not, the answer is the same kind.
-                self.get_instance(&instance).await?;
-                return Err(no_history());
+                handle::instance_stats_history(self, instance)
             }
             Request::ReadLog {
                 instance,
                 offset,
                 max,
-            } => {
-                let reader = self.logs(&instance).await?;
-                let max = usize::try_from(max).unwrap_or(usize::MAX);
-                Response::Log(reader.read(offset, max).await?)
-            }
-            Request::FollowLog { instance, offset } => {
-                let reader = self.logs(&instance).await?;
-                Response::LogStream(reader.follow(offset).boxed())
-            }
-            Request::AttachConsole { instance } => {
-                Response::Console(self.attach_console(&instance).await?)
-            }
-            Request::WatchInstances { after } => {
-                let after = match after {
-                    0 => self.current_revision().await?,
-                    after => after,
-                };
-                Response::InstanceEvents(self.watch_instances(after).await?.boxed())
-            }
+            } => handle::read_log(self, instance, offset, max),
+            Request::FollowLog { instance, offset } => handle::follow_log(self, instance, offset),
+            Request::AttachConsole { instance } => handle::attach_console(self, instance),
+            Request::WatchInstances { after } => handle::watch_instances(self, after),
             Request::CreateSnapshot {
                 to: Some(to),
                 instance,
                 ..
-            } => {
-                return Err(Error::Unsupported(format!(
-                    "snapshot.create of `{instance}` with a copy to `{}`: snapshot directories \
-                     live on the node's disk, which only the embedded deployment reaches; \
-                     nothing was taken",
-                    to.display()
-                )))
-            }
+            } => refused(Error::Unsupported(format!(
+                "snapshot.create of `{instance}` with a copy to `{}`: snapshot directories \
+                 live on the node's disk, which only the embedded deployment reaches; \
+                 nothing was taken",
+                to.display()
+            ))),
             Request::CreateSnapshot {
                 instance,
                 name,
                 to: None,
-            } => {
-                let on = target(&self.get_instance(&instance).await?);
-                let taken = self.run_operation(
-                    OperationKind::Snapshot,
-                    on,
-                    |_| self.snapshot_instance(&instance, &name),
-                    |_| Some(name.clone()),
-                );
-                Response::Snapshot(taken.await?)
-            }
-            Request::ListSnapshots { instance } => {
-                Response::Snapshots(self.list_snapshots(&instance).await?)
-            }
+            } => handle::create_snapshot(self, instance, name),
+            Request::ListSnapshots { instance } => handle::list_snapshots(self, instance),
             Request::RevertSnapshot { instance, name } => {
-                let on = target(&self.get_instance(&instance).await?);
-                self.run_operation(
-                    OperationKind::Revert,
-                    on,
-                    |_| self.revert_snapshot(&instance, &name),
-                    |_| Some(name.clone()),
-                )
-                .await?;
-                Response::Done
+                handle::revert_snapshot(self, instance, name)
             }
             Request::DeleteSnapshot { instance, name } => {
-                self.delete_snapshot(&instance, &name).await?;
-                Response::Done
+                handle::delete_snapshot(self, instance, name)
             }
-            Request::BackupState { .. } => {
-                return Err(Error::Unsupported(
-                    "state.backup: only the embedded store makes backups (for etcd, use \
-                     `etcdctl snapshot save`)"
-                        .to_owned(),
-                ))
-            }
+            Request::BackupState { .. } => refused(Error::Unsupported(
+                "state.backup: only the embedded store makes backups (for etcd, use \
+                 `etcdctl snapshot save`)"
+                    .to_owned(),
+            )),
             request @ (Request::ExportSnapshot { .. } | Request::RestoreInstance { .. }) => {
-                return Err(Error::Unsupported(format!(
+                refused(Error::Unsupported(format!(
                     "{}: snapshot directories live on the node's disk, which only the \
                      embedded deployment reaches (run it on the node, without a server)",
                     request.operation()
@@ -233,240 +138,80 @@ impl Api for Controller {
                 archive,
                 import_as,
                 progress,
-            } => {
-                let node = self.image_node(node).await?;
-                let image = match &import_as {
-                    ImportAs::Container { name: Some(name) } => name.to_string(),
-                    ImportAs::NodeImage { name, .. } => name.to_string(),
-                    ImportAs::Container { name: None } => archive.display().to_string(),
-                };
-                let on = OperationTarget::image(&node, image);
-                let images = self.run_operation(
-                    OperationKind::ImageImport,
-                    on,
-                    |op| async {
-                        match import_as {
-                            ImportAs::Container { name } => {
-                                let recorder = self.progress_recorder(op, "reading");
-                                let report = move |p: ImportProgress| {
-                                    recorder.set(p.done, p.total);
-                                    progress.report(p)
-                                };
-                                self.import_images(
-                                    &node,
-                                    instance_type,
-                                    &archive,
-                                    name.as_ref(),
-                                    &report,
-                                )
-                                .await
-                            }
-                            ImportAs::NodeImage { kind, name } => Ok(vec![
-                                self.import_node_image(&node, &archive, kind, &name).await?,
-                            ]),
-                        }
-                    },
-                    |images: &Vec<ImageInfo>| {
-                        Some(
-                            images
-                                .iter()
-                                .map(|i| i.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        )
-                    },
-                );
-                Response::Images(images.await?)
-            }
+            } => handle::import_images(self, node, instance_type, archive, import_as, progress),
             Request::PullImage {
                 node,
                 instance_type,
                 reference,
                 options,
                 progress,
-            } => {
-                let node = self.image_node(node).await?;
-                let on = OperationTarget::image(&node, reference.to_string());
-                let image = self.run_operation(
-                    OperationKind::ImagePull,
-                    on,
-                    |op| async {
-                        let recorder = self.progress_recorder(op, "pulling");
-                        let report = move |p: PullProgress| {
-                            match &p {
-                                PullProgress::Resolved { bytes, .. } => recorder.set(0, *bytes),
-                                PullProgress::Fetched { size, .. } => recorder.add(*size),
-                                PullProgress::Unpacking => recorder.step("unpacking"),
-                            }
-                            progress.report(p)
-                        };
-                        self.pull_image(&node, instance_type, &reference, &options, &report)
-                            .await
-                    },
-                    |image: &ImageInfo| Some(image.name.clone()),
-                );
-                Response::Images(vec![image.await?])
-            }
+            } => handle::pull_image(self, node, instance_type, reference, options, progress),
             Request::ListImages {
                 node,
                 instance_type,
-            } => {
-                let node = self.image_node(node).await?;
-                Response::Images(self.list_images(&node, instance_type).await?)
-            }
+            } => handle::list_images(self, node, instance_type),
             Request::RemoveImage {
                 node,
                 instance_type,
                 kind,
                 name,
-            } => {
-                let node = self.image_node(node).await?;
-                match kind {
-                    ImageKind::Container => self.remove_image(&node, instance_type, &name).await?,
-                    kind => {
-                        let name = NodeImageName::try_from(name)?;
-                        self.remove_node_image(&node, kind, &name).await?
-                    }
-                }
-                Response::Done
-            }
-            Request::ListNodes => Response::Nodes(self.list_nodes().await?),
-            Request::GetNode { node } => Response::Node(self.get_node(&node).await?),
-            Request::NodeStatsHistory { node } => {
-                // Known node or not, the answer is the same kind.
-                self.get_node(&node).await?;
-                return Err(no_history());
-            }
-            Request::CordonNode { node } => Response::Node(self.cordon_node(&node).await?),
-            Request::UncordonNode { node } => Response::Node(self.uncordon_node(&node).await?),
-            Request::DrainNode { node } => {
-                // An unknown node is refused before anything is recorded.
-                let on = OperationTarget::node(self.get_node(&node).await?.id);
-                let drained = self.run_operation(
-                    OperationKind::Drain,
-                    on,
-                    |_| self.drain_node(&node),
-                    |report: &DrainReport| {
-                        Some(format!(
-                            "{} migrated, {} moved, {} stopped, {} waiting for a node",
-                            report.migrated.len(),
-                            report.moved.len(),
-                            report.stopped.len(),
-                            report.pending.len()
-                        ))
-                    },
-                );
-                Response::Drain(drained.await?)
-            }
-            Request::SetMaintenance { node, on } => {
-                Response::Drain(self.set_maintenance(&node, on).await?)
-            }
-            Request::DecommissionNode { node } => {
-                Response::Drain(self.decommission_node(&node).await?)
-            }
-            Request::DeregisterNode { node } => {
-                self.deregister_node(&node).await?;
-                Response::Done
-            }
-            Request::LabelNode { node, changes } => {
-                let labelled = self.label_node(&node, &changes).await?;
-                Response::Node(self.placed_waiting(labelled).await?)
-            }
+            } => handle::remove_image(self, node, instance_type, kind, name),
+            Request::ListNodes => handle::list_nodes(self),
+            Request::GetNode { node } => handle::get_node(self, node),
+            Request::NodeStatsHistory { node } => handle::node_stats_history(self, node),
+            Request::CordonNode { node } => handle::cordon_node(self, node),
+            Request::UncordonNode { node } => handle::uncordon_node(self, node),
+            Request::DrainNode { node } => handle::drain_node(self, node),
+            Request::SetMaintenance { node, on } => handle::set_maintenance(self, node, on),
+            Request::DecommissionNode { node } => handle::decommission_node(self, node),
+            Request::DeregisterNode { node } => handle::deregister_node(self, node),
+            Request::LabelNode { node, changes } => handle::label_node(self, node, changes),
             Request::ChangeNodeTraits { node, changes } => {
-                let changed = self.change_node_traits(&node, &changes).await?;
-                Response::Node(self.placed_waiting(changed).await?)
+                handle::change_node_traits(self, node, changes)
             }
             Request::SetNodeCarbon { node, intensity } => {
-                let changed = self.set_node_carbon(&node, intensity).await?;
-                Response::Node(self.placed_waiting(changed).await?)
+                handle::set_node_carbon(self, node, intensity)
             }
             Request::SetAllocationRatios { node, cpu, memory } => {
-                let changed = self.set_allocation_ratios(&node, cpu, memory).await?;
-                Response::Node(self.placed_waiting(changed).await?)
+                handle::set_allocation_ratios(self, node, cpu, memory)
             }
-            Request::WatchNodes { after } => {
-                let after = match after {
-                    0 => self.current_revision().await?,
-                    after => after,
-                };
-                Response::NodeEvents(self.watch_nodes(after).await?.boxed())
-            }
-            Request::ClusterInfo => Response::ClusterInfo(self.cluster_info().await?),
-            Request::CreateNetwork { request } => {
-                Response::Network(self.create_network(request).await?)
-            }
-            Request::GetNetwork { name } => Response::Network(self.get_network(&name).await?),
-            Request::ListNetworks => Response::Networks(self.list_networks().await?),
-            Request::NetworkStatus { name } => {
-                Response::NetworkStatus(self.network_status(&name).await?)
-            }
-            Request::RepairNetwork { name } => {
-                Response::NetworkStatus(self.repair_network(&name).await?)
-            }
-            Request::DeleteNetwork { name } => {
-                self.delete_network(&name).await?;
-                Response::Done
-            }
+            Request::WatchNodes { after } => handle::watch_nodes(self, after),
+            Request::ClusterInfo => handle::cluster_info(self),
+            Request::CreateNetwork { request } => handle::create_network(self, request),
+            Request::GetNetwork { name } => handle::get_network(self, name),
+            Request::ListNetworks => handle::list_networks(self),
+            Request::NetworkStatus { name } => handle::network_status(self, name),
+            Request::RepairNetwork { name } => handle::repair_network(self, name),
+            Request::DeleteNetwork { name } => handle::delete_network(self, name),
             Request::CreateAggregate { name, metadata } => {
-                let created = self.create_aggregate(&name, metadata).await?;
-                self.place_waiting().await?;
-                Response::Aggregate(created)
+                handle::create_aggregate(self, name, metadata)
             }
-            Request::DeleteAggregate { name } => {
-                self.delete_aggregate(&name).await?;
-                self.place_waiting().await?;
-                Response::Done
-            }
-            Request::ListAggregates => Response::Aggregates(self.list_aggregates().await?),
-            Request::GetAggregate { name } => Response::Aggregate(self.get_aggregate(&name).await?),
+            Request::DeleteAggregate { name } => handle::delete_aggregate(self, name),
+            Request::ListAggregates => handle::list_aggregates(self),
+            Request::GetAggregate { name } => handle::get_aggregate(self, name),
             Request::SetAggregateMetadata { name, changes } => {
-                let changed = self.set_aggregate_metadata(&name, &changes).await?;
-                self.place_waiting().await?;
-                Response::Aggregate(changed)
+                handle::set_aggregate_metadata(self, name, changes)
             }
             Request::AddAggregateNode { name, node } => {
-                let added = self.add_aggregate_node(&name, &node).await?;
-                self.place_waiting().await?;
-                Response::Aggregate(added)
+                handle::add_aggregate_node(self, name, node)
             }
             Request::RemoveAggregateNode { name, node } => {
-                let removed = self.remove_aggregate_node(&name, &node).await?;
-                self.place_waiting().await?;
-                Response::Aggregate(removed)
+                handle::remove_aggregate_node(self, name, node)
             }
-            Request::CreateTemplate { name, spec } => {
-                Response::Template(self.create_template(&name, spec).await?)
-            }
-            Request::UpdateTemplate { name, spec } => {
-                Response::Template(self.update_template(&name, spec).await?)
-            }
-            Request::GetTemplate { name, version } => {
-                Response::Template(self.get_template(&name, version).await?)
-            }
-            Request::ListTemplates => Response::Templates(self.list_templates().await?),
+            Request::CreateTemplate { name, spec } => handle::create_template(self, name, spec),
+            Request::UpdateTemplate { name, spec } => handle::update_template(self, name, spec),
+            Request::GetTemplate { name, version } => handle::get_template(self, name, version),
+            Request::ListTemplates => handle::list_templates(self),
             Request::DeleteTemplate { name, version } => {
-                self.delete_template(&name, version).await?;
-                Response::Done
+                handle::delete_template(self, name, version)
             }
             Request::CreateFromTemplate { request, wait } => {
-                let created = self.create_from_template(request).await?;
-                Response::Instance(self.intent(OperationKind::Create, created, wait).await?)
+                handle::create_from_template(self, request, wait)
             }
-            Request::ListOperations { filter, page } => {
-                let (operations, next_page) =
-                    page.cut(self.list_operations(&filter).await?, |o| o.id.as_str());
-                Response::Operations(OperationPage {
-                    operations,
-                    next_page,
-                })
-            }
-            Request::GetOperation { id } => Response::Operation(self.get_operation(&id).await?),
-            Request::WatchOperation { id } => {
-                Response::OperationUpdates(self.watch_operation(&id).await?)
-            }
-            Request::CancelOperation { id } => {
-                Response::Operation(self.cancel_operation(&id).await?)
-            }
+            Request::ListOperations { filter, page } => handle::list_operations(self, filter, page),
+            Request::GetOperation { id } => handle::get_operation(self, id),
+            Request::WatchOperation { id } => handle::watch_operation(self, id),
+            Request::CancelOperation { id } => handle::cancel_operation(self, id),
             request @ (Request::CreateUser { .. }
             | Request::ListUsers
             | Request::DeleteUser { .. }
@@ -478,15 +223,18 @@ impl Api for Controller {
             | Request::GetProject { .. }
             | Request::UpdateProject { .. }
             | Request::DeleteProject { .. }
-            | Request::ListAudit { .. }) => {
-                return Err(Error::Unsupported(format!(
-                    "{}: users, tokens, projects and the audit log are kept by the access \
-                     layer (zixiao-auth's AccessApi), which this controller is served without",
-                    request.operation()
-                )))
-            }
-        })
+            | Request::ListAudit { .. }) => refused(Error::Unsupported(format!(
+                "{}: users, tokens, projects and the audit log are kept by the access \
+                 layer (zixiao-auth's AccessApi), which this controller is served without",
+                request.operation()
+            ))),
+        }
     }
+}
+
+/// A request refused before anything was done, with `error`.
+fn refused(error: Error) -> Handling<'static> {
+    Box::pin(std::future::ready(Err(error)))
 }
 
 /// The target an instance's operation names.

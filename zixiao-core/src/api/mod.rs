@@ -91,6 +91,17 @@ impl<A: Api + ?Sized> Api for Arc<A> {
     }
 }
 
+/// One request's handling, for an [`Api`] whose `call` matches each request
+/// to a handler: the handler's own future, boxed.
+///
+/// A `call` that awaited every kind of request in one `match` would be one
+/// state machine whose poll function holds the temporaries of every arm at
+/// once (a debug build gives each its own stack slot): the controller's
+/// came to about 1 MiB, and a decommission nests reconciles under it, past
+/// the 2 MiB of a tokio worker thread. A handler that returns a `Handling`
+/// builds its future in its own short frame; the `match` holds only a box.
+pub type Handling<'a> = futures::future::BoxFuture<'a, Result<Response>>;
+
 /// Whether a call that changes an instance answers at once, with the intent
 /// stored, or once the instance has settled: its intent is met, or it
 /// waits for capacity, a back-off or a person (the instance's conditions
