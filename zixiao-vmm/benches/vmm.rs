@@ -84,6 +84,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     }
 }
 

@@ -121,6 +121,7 @@ impl VmmBackend {
                     .map(|(i, nic)| net_config(i, nic))
                     .collect::<Result<_, _>>()?,
                 vsock: plan.vsock.map(VsockConfig::new),
+                balloon: None,
             }),
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),

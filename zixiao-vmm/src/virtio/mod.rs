@@ -1,12 +1,14 @@
 //! virtio devices of a microVM: the virtio-mmio transport (`mmio.rs`, the
 //! register window a guest driver programs, its queues and interrupt) and
-//! the device models behind it (`block.rs`, `net.rs`, `vsock/`). Queues are virtio-queue's split
+//! the device models behind it (`block.rs`, `net.rs`, `vsock/`,
+//! `balloon.rs`). Queues are virtio-queue's split
 //! virtqueues over the guest's vm-memory; constants come from
 //! virtio-bindings.
 //!
 //! Requests are processed on the vCPU thread that wrote the queue-notify
 //! register, before it re-enters the guest (see DESIGN.md, "virtio").
 
+pub(crate) mod balloon;
 pub(crate) mod block;
 pub(crate) mod mmio;
 pub(crate) mod net;
@@ -17,11 +19,12 @@ use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
 use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{DiskConfig, NetConfig};
 use crate::VmmError;
+use balloon::BalloonConfig;
 use vsock::{HostSocket, VsockBackend};
 
 pub(crate) use mmio::{MmioTransport, TransportState};
@@ -37,6 +40,9 @@ pub(crate) trait VirtioDevice: Send {
     /// Reads the device-specific configuration space at `offset`; bytes
     /// past its end read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// A driver's write into the configuration space at `offset`; read-only
+    /// for every device but the balloon (its `actual`).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Processes every request the driver made available on queue `index`.
     /// Returns whether any was completed (so the driver must be interrupted).
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
@@ -63,17 +69,23 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 }
 
 /// The device models and backends of a machine, for its threads: each
-/// network card's and the vsock device's.
+/// network card's and the vsock device's; and what the host keeps of the
+/// balloon.
 pub(crate) type DeviceSet = (
     Vec<MmioTransport>,
     Vec<Arc<net::NetBackend>>,
     Option<Arc<VsockBackend>>,
+    Option<Arc<balloon::BalloonShared>>,
 );
+
+/// A machine's balloon: its config and, restoring, its saved state.
+pub(crate) type BalloonSetup<'a> = (&'a BalloonConfig, Option<&'a balloon::BalloonState>);
 
 /// The virtio-mmio devices of a machine: disk N of `disks` (open as
 /// `files[N]`) is device N, then network card N of `nets` (attached to its
 /// TAP as `taps[N]`) is device `disks.len() + N`, then the vsock device on
-/// its bound host socket, if any, is the last; fresh or, given `states`,
+/// its bound host socket, if any, then the balloon, if any, is the last;
+/// fresh or, given `states`,
 /// as a snapshot left them (states checked by [`validate_states`]).
 /// Returns the devices, each card's backend (for its receive thread) and
 /// the vsock device's (for its thread).
@@ -84,6 +96,7 @@ pub(crate) fn devices(
     nets: &[NetConfig],
     taps: Vec<File>,
     vsock: Option<HostSocket>,
+    balloon: Option<BalloonSetup<'_>>,
     states: Option<&[TransportState]>,
 ) -> Result<DeviceSet, VmmError> {
     let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
@@ -118,6 +131,15 @@ pub(crate) fn devices(
         }
         None => None,
     };
+    let balloon = match balloon {
+        Some((config, state)) => {
+            let memory_bytes = mem.iter().map(|r| r.len()).sum();
+            let (device, shared) = balloon::Balloon::new(config, memory_bytes, state)?;
+            models.push(Box::new(device));
+            Some(shared)
+        }
+        None => None,
+    };
     let transports = models
         .into_iter()
         .enumerate()
@@ -130,28 +152,34 @@ pub(crate) fn devices(
             transport.map_err(|e| VmmError::internal(format!("virtio device {index}"), e))
         })
         .collect::<Result<_, _>>()?;
-    Ok((transports, backends, vsock))
+    Ok((transports, backends, vsock, balloon))
 }
 
 /// Checks a snapshot's device states against its devices: one block
 /// device per disk, then one network card per `nets` entry, then the vsock
-/// device if `vsock`, each consistent with it. Errors name
+/// device if `vsock`, then the balloon if `balloon` (with the features
+/// it offers), each consistent with it. Errors name
 /// `machine.virtio[N].FIELD`.
 pub(crate) fn validate_states(
     disks: &[DiskConfig],
     nets: &[NetConfig],
     vsock: bool,
+    balloon: Option<&BalloonConfig>,
     states: &[TransportState],
 ) -> Result<(), VmmError> {
-    if states.len() != disks.len() + nets.len() + usize::from(vsock) {
+    let expected_len =
+        disks.len() + nets.len() + usize::from(vsock) + usize::from(balloon.is_some());
+    if states.len() != expected_len {
         return Err(VmmError::invalid(
             "machine.virtio",
             format!(
-                "{} device states, but config has {} disks, {} network cards and {} vsock devices",
+                "{} device states, but config has {} disks, {} network cards, {} vsock devices \
+                 and {} balloons",
                 states.len(),
                 disks.len(),
                 nets.len(),
-                usize::from(vsock)
+                usize::from(vsock),
+                usize::from(balloon.is_some())
             ),
         ));
     }
@@ -175,7 +203,14 @@ pub(crate) fn validate_states(
             vsock::DEVICE_ID,
             vsock::FEATURES,
             &[vsock::QUEUE_SIZE; 3][..],
-        )));
+        )))
+        .chain(balloon.map(|config| {
+            (
+                balloon::DEVICE_ID,
+                balloon::features(config),
+                &[balloon::QUEUE_SIZE; 2][..],
+            )
+        }));
     for (i, (state, (device_type, features, queues))) in states.iter().zip(expected).enumerate() {
         state
             .validate(device_type, features, queues)

@@ -61,6 +61,7 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     }
 }
 

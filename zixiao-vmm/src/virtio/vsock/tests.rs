@@ -497,12 +497,14 @@ fn the_pumping_thread_stops_when_told() {
 fn a_snapshot_state_must_match_the_configs_vsock_device() {
     let d = Driver::new(false);
     let state = d.t.save();
-    assert!(crate::virtio::validate_states(&[], &[], true, std::slice::from_ref(&state)).is_ok());
+    assert!(
+        crate::virtio::validate_states(&[], &[], true, None, std::slice::from_ref(&state)).is_ok()
+    );
     // A state for a device the config does not have, and the other way.
-    let err =
-        crate::virtio::validate_states(&[], &[], false, std::slice::from_ref(&state)).unwrap_err();
+    let err = crate::virtio::validate_states(&[], &[], false, None, std::slice::from_ref(&state))
+        .unwrap_err();
     assert!(err.to_string().contains("machine.virtio"), "{err}");
-    let err = crate::virtio::validate_states(&[], &[], true, &[]).unwrap_err();
+    let err = crate::virtio::validate_states(&[], &[], true, None, &[]).unwrap_err();
     assert!(err.to_string().contains("1 vsock devices"), "{err}");
     // Old configs (no `vsock`) still read, without one.
     let old: crate::VmConfig = serde_json::from_str(
