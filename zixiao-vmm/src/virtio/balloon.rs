@@ -71,12 +71,12 @@ pub struct BalloonStats {
 impl BalloonStats {
     /// The target in MiB.
     pub fn target_mib(&self) -> u64 {
-        u64::from(self.target_pages) * PAGE >> 20
+        (u64::from(self.target_pages) * PAGE) >> 20
     }
 
     /// What the guest holds, in MiB.
     pub fn actual_mib(&self) -> u64 {
-        u64::from(self.actual_pages) * PAGE >> 20
+        (u64::from(self.actual_pages) * PAGE) >> 20
     }
 }
 

@@ -89,6 +89,7 @@ pub(crate) type BalloonSetup<'a> = (&'a BalloonConfig, Option<&'a balloon::Ballo
 /// as a snapshot left them (states checked by [`validate_states`]).
 /// Returns the devices, each card's backend (for its receive thread) and
 /// the vsock device's (for its thread).
+#[allow(clippy::too_many_arguments)] // one per kind of device
 pub(crate) fn devices(
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],
