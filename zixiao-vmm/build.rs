@@ -4,7 +4,7 @@
 //! `ZIXIAO_VMM_VIRTIO_GUEST` and the C ACPI guest guest/acpi.c (tables,
 //! power-off, reboot) as `ZIXIAO_VMM_ACPI_GUEST` and the C balloon guest
 //! guest/balloon.c as `ZIXIAO_VMM_BALLOON_GUEST` (the C guests include
-//! guest/zx.h)
+//! guest/zx.h, the virtio ones guest/virtq.h)
 //! (each empty when the toolchain is missing: the tests that need it then
 //! skip and say why).
 
@@ -17,6 +17,7 @@ fn main() {
     println!("cargo:rerun-if-changed=guest/acpi.c");
     println!("cargo:rerun-if-changed=guest/balloon.c");
     println!("cargo:rerun-if-changed=guest/zx.h");
+    println!("cargo:rerun-if-changed=guest/virtq.h");
     println!("cargo:rerun-if-changed=guest/guest.ld");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     build_guest(

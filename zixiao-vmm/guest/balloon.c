@@ -6,7 +6,7 @@
  * then touches `zx.touch=<MiB>` (default 32) of memory from 16 MiB up, one
  * write per 4 KiB page, so the host really backs it. It prints
  *
- *   ZX: balloon features=<offered bits, hex> target=<num_pages>
+ *   ZX: balloon features=<offered bits 0-31, decimal> target=<num_pages>
  *   ZX: balloon touched=<MiB>
  *   ZX: ready
  *
@@ -24,37 +24,11 @@
  */
 
 #include "zx.h"
+#include "virtq.h"
 
-#define QSZ 8
 #define REGION 0x1000000ul /* 16 MiB */
 #define PAGE 4096ul
 #define BATCH 1024 /* PFNs per request: 4 KiB */
-
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
-static inline u32 rd(u64 a) { return *(volatile u32 *)a; }
-static inline void wr(u64 a, u32 v) { *(volatile u32 *)a = v; }
-
-static u64 parse_num(const char **sp) {
-    const char *s = *sp;
-    u64 v = 0;
-    int hex = s[0] == '0' && s[1] == 'x';
-    if (hex) s += 2;
-    for (;;) {
-        char c = *s;
-        int d = c >= '0' && c <= '9' ? c - '0'
-              : hex && c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) break;
-        v = v * (hex ? 16 : 10) + (u64)d;
-        s++;
-    }
-    *sp = s;
-    return v;
-}
-
-struct desc { u64 addr; u32 len; u16 flags; u16 next; };
-struct avail { u16 flags; u16 idx; u16 ring[QSZ]; u16 used_event; };
-struct used_elem { u32 id; u32 len; };
-struct used { u16 flags; u16 idx; struct used_elem ring[QSZ]; u16 avail_event; };
 
 struct vq {
     struct desc desc[QSZ] __attribute__((aligned(4096)));
@@ -65,18 +39,6 @@ struct vq {
 static struct vq queues[2];
 static u32 pfns[BATCH] __attribute__((aligned(4096)));
 static u64 base;
-
-static void queue(u32 index, struct vq *q) {
-    wr(base + 0x30, index);
-    wr(base + 0x38, QSZ);
-    wr(base + 0x80, (u32)(u64)q->desc);
-    wr(base + 0x84, 0);
-    wr(base + 0x90, (u32)(u64)&q->avail);
-    wr(base + 0x94, 0);
-    wr(base + 0xa0, (u32)(u64)&q->used);
-    wr(base + 0xa4, 0);
-    wr(base + 0x44, 1);
-}
 
 static int setup(void) {
     wr(base + 0x70, 0);
@@ -92,8 +54,7 @@ static int setup(void) {
     wr(base + 0x20, 1);
     wr(base + 0x70, 1 | 2 | 8);
     if (!(rd(base + 0x70) & 8)) return -2;
-    queue(0, &queues[0]);
-    queue(1, &queues[1]);
+    for (u32 i = 0; i < 2; i++) vq_rings(base, i, queues[i].desc, &queues[i].avail, &queues[i].used);
     wr(base + 0x70, 1 | 2 | 8 | 4);
     puts("ZX: balloon features=");
     put_dec(f0);
@@ -144,9 +105,9 @@ void zx_main(u8 *boot_params) {
     const char *cmdline = (const char *)(u64) * (u32 *)(boot_params + 0x228);
     if (!cmdline) cmdline = "";
     for (const char *p = cmdline; (p = find(p, "virtio_mmio.device="));) {
-        const char *at = find(p, "@");
+        const char *at = find(p, "@0x");
         if (!at) break;
-        u64 addr = parse_num(&at);
+        u64 addr = parse_num(&at, 16);
         p = at;
         if (rd(addr) == 0x74726976 && rd(addr + 8) == 5) base = addr;
     }
@@ -154,7 +115,7 @@ void zx_main(u8 *boot_params) {
     int err = setup();
     if (err) { puts("ZX: balloon setup failed\n"); outb(0x64, 0xfe); return; }
     const char *touch = find(cmdline, "zx.touch=");
-    u64 mib = touch ? parse_num(&touch) : 32;
+    u64 mib = touch ? parse_num(&touch, 10) : 32;
     region_pages = (u32)(mib << 20) / PAGE;
     for (u64 page = 0; page < region_pages; page++)
         *(volatile u64 *)(REGION + page * PAGE) = page;

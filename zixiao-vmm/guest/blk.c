@@ -58,14 +58,10 @@
  */
 
 #include "zx.h"
+#include "virtq.h"
 
 #define MAX_DEVICES 8
-#define QSZ 8
 #define SECTOR 512
-
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
-static inline u32 rd(u64 a) { return *(volatile u32 *)a; }
-static inline void wr(u64 a, u32 v) { *(volatile u32 *)a = v; }
 
 static void put_hex(u64 v, int digits) {
     for (int i = digits - 1; i >= 0; i--) putc("0123456789abcdef"[(v >> (i * 4)) & 0xf]);
@@ -80,27 +76,6 @@ static u32 crc32(const u8 *p, u32 n) {
     return ~c;
 }
 
-static u64 parse_num(const char **sp, int base) {
-    const char *s = *sp;
-    u64 v = 0;
-    for (;;) {
-        char c = *s;
-        int d = c >= '0' && c <= '9' ? c - '0'
-              : base == 16 && c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : base == 16 && c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) break;
-        v = v * base + (u64)d;
-        s++;
-    }
-    *sp = s;
-    return v;
-}
-
-struct desc { u64 addr; u32 len; u16 flags; u16 next; };
-struct avail { u16 flags; u16 idx; u16 ring[QSZ]; u16 used_event; };
-struct used_elem { u32 id; u32 len; };
-struct used { u16 flags; u16 idx; struct used_elem ring[QSZ]; u16 avail_event; };
-
 /* One queue's rings (page-aligned parts) and request buffers per device. */
 struct vq {
     struct desc desc[QSZ] __attribute__((aligned(4096)));
@@ -113,8 +88,6 @@ struct vq {
 };
 static struct vq queues[MAX_DEVICES];
 
-#define VRING_DESC_F_NEXT 1
-#define VRING_DESC_F_WRITE 2
 #define T_IN 0
 #define T_OUT 1
 #define T_FLUSH 4
@@ -173,14 +146,7 @@ static int setup(u64 base, struct vq *q, u32 *features) {
     if (!(rd(base + 0x70) & 8)) return -2;
     wr(base + 0x30, 0);
     if (rd(base + 0x34) < QSZ) return -3;
-    wr(base + 0x38, QSZ);
-    wr(base + 0x80, (u32)(u64)q->desc);
-    wr(base + 0x84, 0);
-    wr(base + 0x90, (u32)(u64)&q->avail);
-    wr(base + 0x94, 0);
-    wr(base + 0xa0, (u32)(u64)&q->used);
-    wr(base + 0xa4, 0);
-    wr(base + 0x44, 1);
+    vq_rings(base, 0, q->desc, &q->avail, &q->used);
     wr(base + 0x70, 1 | 2 | 8 | 4); /* DRIVER_OK */
     *features = f0;
     return 0;
@@ -267,15 +233,7 @@ static u8 mac[6];
 static u64 net_base;
 
 static void net_queue(u64 base, u32 index, struct vq *q) {
-    wr(base + 0x30, index);
-    wr(base + 0x38, QSZ);
-    wr(base + 0x80, (u32)(u64)q->desc);
-    wr(base + 0x84, 0);
-    wr(base + 0x90, (u32)(u64)&q->avail);
-    wr(base + 0x94, 0);
-    wr(base + 0xa0, (u32)(u64)&q->used);
-    wr(base + 0xa4, 0);
-    wr(base + 0x44, 1);
+    vq_rings(base, index, q->desc, &q->avail, &q->used);
 }
 
 static int net_setup(u64 base) {

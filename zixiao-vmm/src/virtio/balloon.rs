@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
-use virtio_queue::{DescriptorChain, Queue, QueueT, Reader};
+use virtio_queue::{DescriptorChain, Queue, Reader};
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use super::VirtioDevice;
@@ -357,16 +357,7 @@ impl VirtioDevice for Balloon {
         if index != INFLATE && index != DEFLATE {
             return false;
         }
-        // Only what was available at the notify (see block.rs).
-        let Ok(end) = queue.avail_idx(mem, Ordering::Acquire) else {
-            return false;
-        };
-        let mut completed = false;
-        while queue.next_avail() != end.0 {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
+        super::complete_available(queue, mem, |chain| {
             let mut bad = self.read_pfns(chain, mem);
             if index == INFLATE {
                 let (released, skipped) = self.release(mem);
@@ -384,13 +375,8 @@ impl VirtioDevice for Balloon {
                 bad += self.pfns.len() as u64 - valid;
             }
             self.shared.bad_pfns.fetch_add(bad, Ordering::Relaxed);
-            // The device writes nothing into a balloon request.
-            if queue.add_used(mem, head, 0).is_err() {
-                break;
-            }
-            completed = true;
-        }
-        completed
+            0 // the device writes nothing into a balloon request
+        })
     }
 }
 

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
-use virtio_queue::Queue;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -53,6 +53,36 @@ pub(crate) trait VirtioDevice: Send {
     fn backend_ready(&mut self, _index: usize, _queue: &mut Queue, _mem: &GuestMemoryMmap) -> bool {
         false
     }
+}
+
+/// Runs `handle` on each chain the driver had made available on `queue`
+/// when it notified, and puts each on the used ring with the length
+/// `handle` returns (bytes the device wrote). Only what was available then:
+/// another vCPU that keeps adding requests cannot hold this one (and with
+/// it a pause or snapshot) here forever. Drivers notify after every
+/// addition (the device never asks them not to), so nothing is left
+/// waiting. Returns whether any chain was completed.
+pub(crate) fn complete_available(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> bool {
+    let Ok(end) = queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) else {
+        return false;
+    };
+    let mut completed = false;
+    while queue.next_avail() != end.0 {
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        let len = handle(chain);
+        if queue.add_used(mem, head, len).is_err() {
+            break;
+        }
+        completed = true;
+    }
+    completed
 }
 
 /// Copies the little-endian `config` bytes at `offset` into `data`

@@ -184,23 +184,11 @@ impl Net {
     /// Writes every frame the driver made available on the TX queue to
     /// the TAP. Returns whether any buffer was completed.
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
-        // Only what was available at the notify (see block.rs for why).
-        let Ok(end) = queue.avail_idx(mem, Ordering::Acquire) else {
-            return false;
-        };
-        let mut completed = false;
-        while queue.next_avail() != end.0 {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
+        // The device writes nothing into a transmit chain.
+        super::complete_available(queue, mem, |chain| {
             self.send(chain, mem);
-            if queue.add_used(mem, head, 0).is_err() {
-                break;
-            }
-            completed = true;
-        }
-        completed
+            0
+        })
     }
 
     /// One transmit chain: header, then the frame. A chain that is too
