@@ -389,6 +389,7 @@ mod tests {
     //! configuration-change interrupt.
 
     use super::*;
+    use crate::virtio::test_regs::{rd, wr};
     use crate::virtio::MmioTransport;
     use virtio_bindings::virtio_mmio::*;
     use vm_memory::Bytes;
@@ -400,16 +401,6 @@ mod tests {
     const PFNS: u64 = 0x4000;
     const QSIZE: u16 = 8;
     const MEM: usize = 4 << 20;
-
-    fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-        t.write(u64::from(reg), &value.to_le_bytes());
-    }
-
-    fn rd(t: &MmioTransport, reg: u64) -> u32 {
-        let mut b = [0u8; 4];
-        t.read(reg, &mut b);
-        u32::from_le_bytes(b)
-    }
 
     struct Rig {
         t: MmioTransport,

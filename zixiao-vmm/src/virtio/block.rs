@@ -215,6 +215,7 @@ mod tests {
     //! read-only refusal, the interrupt, and arbitrary descriptor tables.
 
     use super::*;
+    use crate::virtio::test_regs::{rd, wr};
     use crate::virtio::MmioTransport;
     use proptest::prelude::*;
     use virtio_bindings::virtio_mmio::*;
@@ -236,16 +237,6 @@ mod tests {
         mem: GuestMemoryMmap,
         file: tempfile::NamedTempFile,
         submitted: u16,
-    }
-
-    fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-        t.write(u64::from(reg), &value.to_le_bytes());
-    }
-
-    fn rd(t: &MmioTransport, reg: u64) -> u32 {
-        let mut b = [0u8; 4];
-        t.read(reg, &mut b);
-        u32::from_le_bytes(b)
     }
 
     fn rig(sectors: usize, read_only: bool) -> Rig {

@@ -251,3 +251,21 @@ pub(crate) fn validate_states(
     }
     Ok(())
 }
+
+/// Register access of a driver to a transport, for the devices' unit tests.
+#[cfg(test)]
+pub(crate) mod test_regs {
+    use super::MmioTransport;
+
+    /// Writes 32-bit register `reg`.
+    pub(crate) fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
+        t.write(u64::from(reg), &value.to_le_bytes());
+    }
+
+    /// Reads the 32 bits at `offset` (a register or the config space).
+    pub(crate) fn rd(t: &MmioTransport, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
+}

@@ -317,6 +317,7 @@ mod tests {
     //! KVM): both directions, the header, the MAC, dropped frames.
 
     use super::*;
+    use crate::virtio::test_regs::{rd, wr};
     use crate::virtio::MmioTransport;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
@@ -330,16 +331,6 @@ mod tests {
         0x1000 + q * 0x3000 + part * 0x1000
     }
     const BUF: u64 = 0x10000;
-
-    fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-        t.write(u64::from(reg), &value.to_le_bytes());
-    }
-
-    fn rd(t: &MmioTransport, reg: u64) -> u32 {
-        let mut b = [0u8; 4];
-        t.read(reg, &mut b);
-        u32::from_le_bytes(b)
-    }
 
     /// A card on one end of a datagram socketpair (each datagram a frame),
     /// set up by a driver; returns the transport, memory, the other end.

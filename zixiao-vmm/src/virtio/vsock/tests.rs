@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::muxer::{parse_connect, CONN_BUF, MAX_PAYLOAD};
 use super::packet::{Header, Op, HEADER, SHUTDOWN_RECEIVE, SHUTDOWN_SEND, TYPE_STREAM};
 use super::*;
+use crate::virtio::test_regs::wr;
 use crate::virtio::MmioTransport;
 
 const QSIZE: u16 = 16;
@@ -40,10 +41,6 @@ struct Driver {
     used: [u16; 3],
     _dir: tempfile::TempDir,
     run_dir: std::path::PathBuf,
-}
-
-fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-    t.write(u64::from(reg), &value.to_le_bytes());
 }
 
 impl Driver {
