@@ -393,3 +393,72 @@ async fn restores_from_something_that_is_not_a_fitting_snapshot_are_refused() {
         microvms.display()
     );
 }
+
+/// A running VMM microVM shrinks its memory by its balloon: the guest (the
+/// balloon test guest, 64 MiB, touching 32) hands the pages over and the
+/// VMM reports them; growing back within what it booted with deflates;
+/// more memory or other vCPUs need a restart; a stopped one just takes
+/// the stored size at its next start.
+#[tokio::test]
+async fn resizing_a_running_vmm_microvm_down_sets_its_balloon() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some(kernel) = zixiao_vmm::test_guest::balloon_kernel_path() else {
+        skip("zixiao-vmm's balloon test guest was not built (gcc/ld missing at build time)");
+        return;
+    };
+    let driver = &fx.driver;
+    let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
+    spec.cmdline = Some("console=ttyS0".into());
+    spec.backend = MicrovmBackend::Vmm;
+    let mut vm = instance(&unique("h-balloon"), spec);
+    driver.create(&vm).await.expect("create");
+    driver.start(&vm).await.expect("start");
+    wait_for_log(driver, &vm, "ZX: ready", 1).await;
+    // The balloon (device id 5) is the VMM microVM's only virtio device.
+    assert!(console(driver, &vm)
+        .await
+        .contains("ZX: balloon features=4 target=0"));
+
+    let resize = driver.resize().expect("the microvm driver resizes");
+    let running = vm.spec.clone();
+    let smaller = running.clone().with_size(1, 40);
+    assert_eq!(resize.restart_needed(&running, &smaller), None);
+    for (cpus, memory, why) in [(1, 65, "memory 65 MiB is above"), (2, 64, "cpus 2")] {
+        let next = running.clone().with_size(cpus, memory);
+        let said = resize.restart_needed(&running, &next).expect("a restart");
+        assert!(said.contains(why), "{said}");
+    }
+
+    vm.spec = smaller;
+    resize.resize(&vm).await.expect("resize down");
+    wait_for_log(driver, &vm, "ZX: balloon actual=6144\n", 1).await;
+    let stats = zixiao_vmm::VmmClient::connect(&driver.instance_dir(&vm).join("vmm"))
+        .await
+        .expect("the VMM")
+        .balloon()
+        .await
+        .expect("its balloon");
+    assert_eq!((stats.target_mib(), stats.actual_mib()), (24, 24));
+
+    // Back up to what it booted with: the guest takes its pages back.
+    vm.spec = running.clone();
+    resize.resize(&vm).await.expect("resize up");
+    wait_for_log(driver, &vm, "ZX: balloon actual=0\n", 1).await;
+
+    // A size above what it booted with, asked anyway, is refused by name.
+    vm.spec = running.clone().with_size(1, 80);
+    let err = resize.resize(&vm).await.expect_err("above boot memory");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("spec.memory_mib"), "{err}");
+
+    // Stopped: nothing runs to resize; the next start takes the size.
+    driver
+        .stop(&vm, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    vm.spec = running.with_size(1, 48);
+    resize.resize(&vm).await.expect("resize a stopped microVM");
+    driver.delete(&vm).await.expect("delete");
+}
