@@ -462,3 +462,82 @@ async fn resizing_a_running_vmm_microvm_down_sets_its_balloon() {
     resize.resize(&vm).await.expect("resize a stopped microVM");
     driver.delete(&vm).await.expect("delete");
 }
+
+/// Through the controller: `instance resize --memory` (UpdateInstance) of
+/// a running VMM microVM to less than it booted with is taken live by its
+/// balloon, with no restart (the same VMM process, the guest reports the
+/// pages); more than it runs with still needs a restart, named.
+#[tokio::test]
+async fn the_controller_resizes_a_running_vmm_microvm_down_without_a_restart() {
+    use std::sync::Arc;
+    use zixiao_core::{CreateInstance, InstanceStatus, InstanceUpdate, SystemClock};
+
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some(kernel) = zixiao_vmm::test_guest::balloon_kernel_path() else {
+        skip("zixiao-vmm's balloon test guest was not built (gcc/ld missing at build time)");
+        return;
+    };
+    let dir = fx.dir.path().join("h-balloon-controller");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let driver = Arc::new(MicrovmDriver::new(MicrovmOptions::new(fx.dir.path())).expect("driver"));
+    let c = super::controller::controller_on(&dir, driver.clone(), Arc::new(SystemClock)).await;
+    let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
+    spec.cmdline = Some("console=ttyS0".into());
+    spec.backend = MicrovmBackend::Vmm;
+    let name = unique("h-balloon-ctl");
+    let created = c
+        .create_instance(CreateInstance::new(&name, spec))
+        .await
+        .expect("create");
+    let vm = super::controller::converged(&c, &created.id, "the microVM to run", |i| {
+        i.status == InstanceStatus::Running
+    })
+    .await;
+    wait_for_log(&fx.driver, &vm, "ZX: ready", 1).await;
+    let pid = vmm_pid(&fx.driver, &vm);
+
+    let shrink = InstanceUpdate {
+        memory_mib: Some(40),
+        ..InstanceUpdate::default()
+    };
+    let updated = c.update_instance(&name, shrink).await.expect("resize live");
+    assert_eq!(updated.spec.memory_mib, 40);
+    assert_eq!(
+        updated.restarts_requested, vm.restarts_requested,
+        "no restart"
+    );
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=6144\n", 1).await;
+    assert_eq!(vmm_pid(&fx.driver, &vm), pid, "the same VMM");
+
+    let grow = InstanceUpdate {
+        memory_mib: Some(64),
+        ..InstanceUpdate::default()
+    };
+    let err = c
+        .update_instance(&name, grow)
+        .await
+        .expect_err("needs a restart");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("--restart-if-needed"), "{err}");
+    assert_eq!(
+        c.get_instance(&name).await.expect("get").spec.memory_mib,
+        40
+    );
+
+    c.delete_instance(&name).await.expect("delete");
+    zixiao_testing::wait::wait_until(
+        "the instance to be deleted",
+        Duration::from_secs(60),
+        || async {
+            c.converge(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
