@@ -41,19 +41,8 @@ static u32 pfns[BATCH] __attribute__((aligned(4096)));
 static u64 base;
 
 static int setup(void) {
-    wr(base + 0x70, 0);
-    wr(base + 0x70, 1);
-    wr(base + 0x70, 1 | 2);
-    wr(base + 0x14, 0);
-    u32 f0 = rd(base + 0x10);
-    wr(base + 0x14, 1);
-    if (!(rd(base + 0x10) & 1)) return -1;
-    wr(base + 0x24, 0);
-    wr(base + 0x20, f0 & (1u << 2)); /* DEFLATE_ON_OOM */
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8);
-    if (!(rd(base + 0x70) & 8)) return -2;
+    long f0 = vq_negotiate(base, 1u << 2); /* DEFLATE_ON_OOM */
+    if (f0 < 0) return (int)f0;
     for (u32 i = 0; i < 2; i++) vq_rings(base, i, queues[i].desc, &queues[i].avail, &queues[i].used);
     wr(base + 0x70, 1 | 2 | 8 | 4);
     puts("ZX: balloon features=");

@@ -130,25 +130,13 @@ static int request(u64 base, struct vq *q, u32 type, u64 sector, u32 len, int de
 }
 
 static int setup(u64 base, struct vq *q, u32 *features) {
-    wr(base + 0x70, 0);     /* reset */
-    wr(base + 0x70, 1);     /* ACKNOWLEDGE */
-    wr(base + 0x70, 1 | 2); /* DRIVER */
-    wr(base + 0x14, 0);
-    u32 f0 = rd(base + 0x10);
-    wr(base + 0x14, 1);
-    u32 f1 = rd(base + 0x10);
-    if (!(f1 & 1)) return -1; /* no VIRTIO_F_VERSION_1 */
-    wr(base + 0x24, 0);
-    wr(base + 0x20, f0 & ((1u << 5) | (1u << 9))); /* RO, FLUSH */
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8); /* FEATURES_OK */
-    if (!(rd(base + 0x70) & 8)) return -2;
+    long f0 = vq_negotiate(base, (1u << 5) | (1u << 9)); /* RO, FLUSH */
+    if (f0 < 0) return (int)f0;
     wr(base + 0x30, 0);
     if (rd(base + 0x34) < QSZ) return -3;
     vq_rings(base, 0, q->desc, &q->avail, &q->used);
     wr(base + 0x70, 1 | 2 | 8 | 4); /* DRIVER_OK */
-    *features = f0;
+    *features = (u32)f0;
     return 0;
 }
 
@@ -237,19 +225,9 @@ static void net_queue(u64 base, u32 index, struct vq *q) {
 }
 
 static int net_setup(u64 base) {
-    wr(base + 0x70, 0);
-    wr(base + 0x70, 1);
-    wr(base + 0x70, 1 | 2);
-    wr(base + 0x14, 0);
-    u32 f0 = rd(base + 0x10);
-    wr(base + 0x14, 1);
-    if (!(rd(base + 0x10) & 1) || !(f0 & (1u << 5))) return -1; /* VERSION_1, MAC */
-    wr(base + 0x24, 0);
-    wr(base + 0x20, f0 & ((1u << 5) | (1u << 16))); /* MAC, STATUS */
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8);
-    if (!(rd(base + 0x70) & 8)) return -2;
+    long f0 = vq_negotiate(base, (1u << 5) | (1u << 16)); /* MAC, STATUS */
+    if (f0 < 0) return (int)f0;
+    if (!(f0 & (1u << 5))) return -1; /* no MAC */
     net_queue(base, 0, &net_rx);
     net_queue(base, 1, &net_tx);
     wr(base + 0x70, 1 | 2 | 8 | 4);
@@ -403,17 +381,9 @@ static void vs_copy(u8 *d, const u8 *s, u32 n) {
 }
 
 static void vs_setup(u64 base) {
-    wr(base + 0x70, 0);
-    wr(base + 0x70, 1);
-    wr(base + 0x70, 1 | 2);
-    wr(base + 0x14, 1);
-    if (!(rd(base + 0x10) & 1)) { puts("ZX: vsock setup failed\n"); return; }
-    wr(base + 0x24, 0);
-    wr(base + 0x20, 0);
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8);
-    if (!(rd(base + 0x70) & 8)) { puts("ZX: vsock features refused\n"); return; }
+    long f0 = vq_negotiate(base, 0);
+    if (f0 == -1) { puts("ZX: vsock setup failed\n"); return; }
+    if (f0 < 0) { puts("ZX: vsock features refused\n"); return; }
     net_queue(base, 0, &vs_rx);
     net_queue(base, 1, &vs_tx);
     net_queue(base, 2, &vs_evt);

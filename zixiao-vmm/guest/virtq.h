@@ -1,8 +1,8 @@
 /*
  * What the C test guests with virtio drivers (blk.c, balloon.c) share:
  * MMIO register access, a number parser for the command line, the split
- * virtqueue's ring layouts (QSZ entries) and the setup of one queue's
- * rings on a virtio-mmio device. Included after zx.h.
+ * virtqueue's ring layouts (QSZ entries), feature negotiation and the
+ * setup of one queue's rings on a virtio-mmio device. Included after zx.h.
  */
 
 #define QSZ 8
@@ -33,6 +33,27 @@ struct desc { u64 addr; u32 len; u16 flags; u16 next; };
 struct avail { u16 flags; u16 idx; u16 ring[QSZ]; u16 used_event; };
 struct used_elem { u32 id; u32 len; };
 struct used { u16 flags; u16 idx; struct used_elem ring[QSZ]; u16 avail_event; };
+
+/* Resets the device at `base`, acknowledges it and negotiates
+ * VIRTIO_F_VERSION_1 plus the bits of `wanted` (0-31) it offers. Returns
+ * the bits 0-31 it offered; -1 without VERSION_1, -2 when FEATURES_OK did
+ * not stick. */
+static long vq_negotiate(u64 base, u32 wanted) {
+    wr(base + 0x70, 0);     /* reset */
+    wr(base + 0x70, 1);     /* ACKNOWLEDGE */
+    wr(base + 0x70, 1 | 2); /* DRIVER */
+    wr(base + 0x14, 0);
+    u32 f0 = rd(base + 0x10);
+    wr(base + 0x14, 1);
+    if (!(rd(base + 0x10) & 1)) return -1; /* no VIRTIO_F_VERSION_1 */
+    wr(base + 0x24, 0);
+    wr(base + 0x20, f0 & wanted);
+    wr(base + 0x24, 1);
+    wr(base + 0x20, 1);
+    wr(base + 0x70, 1 | 2 | 8); /* FEATURES_OK */
+    if (!(rd(base + 0x70) & 8)) return -2;
+    return f0;
+}
 
 /* Sets queue `index` of the device at `base` to QSZ entries at these rings
  * (below 4 GiB) and marks it ready. */
