@@ -312,7 +312,8 @@ impl VmmBackend {
             crate::errors::invalid(
                 "spec.memory_mib",
                 format!(
-                    "{memory_mib} MiB is above the {booted} MiB the microVM booted with;                      more needs a restart"
+                    "{memory_mib} MiB is above the {booted} MiB the microVM booted with; \
+                     more needs a restart"
                 ),
             )
         })?;
