@@ -2,8 +2,9 @@
 //! and `ld`, into OUT_DIR: guest/guest.S as `ZIXIAO_VMM_TEST_GUEST` and the
 //! freestanding C virtio guest guest/blk.c (block, net and vsock) as
 //! `ZIXIAO_VMM_VIRTIO_GUEST` and the C ACPI guest guest/acpi.c (tables,
-//! power-off, reboot) as `ZIXIAO_VMM_ACPI_GUEST` (both C guests include
-//! guest/zx.h)
+//! power-off, reboot) as `ZIXIAO_VMM_ACPI_GUEST` and the C balloon guest
+//! guest/balloon.c as `ZIXIAO_VMM_BALLOON_GUEST` (the C guests include
+//! guest/zx.h, the virtio ones guest/virtq.h)
 //! (each empty when the toolchain is missing: the tests that need it then
 //! skip and say why).
 
@@ -14,7 +15,9 @@ fn main() {
     println!("cargo:rerun-if-changed=guest/guest.S");
     println!("cargo:rerun-if-changed=guest/blk.c");
     println!("cargo:rerun-if-changed=guest/acpi.c");
+    println!("cargo:rerun-if-changed=guest/balloon.c");
     println!("cargo:rerun-if-changed=guest/zx.h");
+    println!("cargo:rerun-if-changed=guest/virtq.h");
     println!("cargo:rerun-if-changed=guest/guest.ld");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     build_guest(
@@ -37,6 +40,13 @@ fn main() {
         C_FLAGS,
         "zixiao-acpi-guest",
         "ZIXIAO_VMM_ACPI_GUEST",
+    );
+    build_guest(
+        &out,
+        "balloon.c",
+        C_FLAGS,
+        "zixiao-balloon-guest",
+        "ZIXIAO_VMM_BALLOON_GUEST",
     );
 }
 

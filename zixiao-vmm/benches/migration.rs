@@ -48,6 +48,7 @@ fn config(kernel: &Path, pages: u32) -> VmConfig {
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     }
 }
 

@@ -29,13 +29,18 @@
 //!   launch-to-marker with every kind of device against none, the test
 //!   guest in `zx.quiet` (only the marker printed, so both do the same
 //!   guest work, as the reference guest did), jailed and unconfined.
+//! - the balloon: time to give back 24 MiB of a guest that touched 32 MiB
+//!   (target set until the guest reports `actual`), and to take it back,
+//!   with the VMM's VmRSS and the guest mapping's Rss before and after
+//!   (C balloon guest, jailed, 64 MiB).
 //!
 //! Prints a table and writes `target/bench-results/vmm.json`:
 //! `{"name": "vmm", "machine": "...", "results": [rows]}`.
 //!
 //! Run: `cargo bench -p zixiao-vmm --bench vmm` (ZIXIAO_BENCH_BOOTS=N to change
-//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,devices,acpi,block,net,vsock to run
-//! some; ZIXIAO_BENCH_VMMS=LABEL=PATH,... adds other builds to the "disk" and "devices" sections;
+//! 100; ZIXIAO_BENCH_ONLY=start,throughput,snapshot,disk,devices,acpi,block,net,vsock,balloon
+//! to run some; ZIXIAO_BENCH_VMMS=LABEL=PATH,... adds other builds to the "disk" and "devices"
+//! sections;
 //! ZIXIAO_BENCH_SMAPS=DIR keeps the smaps of its VMMs at the marker).
 //! With `ZIXIAO_VMM_TIMELINE=1` the start and devices sections also print
 //! the median time of each step of a start (launcher, jail, devices,
@@ -89,6 +94,7 @@ fn config(kernel: &Path, cmdline: &str, memory_mib: u64) -> VmConfig {
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     }
 }
 
@@ -1174,6 +1180,104 @@ async fn bench_vsock(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     }));
 }
 
+/// Polls the balloon's `actual` until it is `pages`; the time it took.
+async fn until_actual(vmm: &VmmClient, pages: u32, started: Instant) -> Duration {
+    loop {
+        let stats = vmm.balloon().await.expect("balloon stats");
+        if stats.actual_pages == pages {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "balloon at {stats:?}"
+        );
+    }
+}
+
+/// Giving 24 MiB back and taking it back, on fresh VMMs of the balloon
+/// guest (touches 32 MiB of 64), jailed: set_balloon until the guest
+/// reports `actual` (the guest polls its InterruptStatus), with VmRSS and
+/// the guest mapping's Rss before and after.
+async fn bench_balloon(dir: &Path, rows: &mut Vec<Value>) {
+    let Some(kernel) = test_guest::balloon_kernel_path() else {
+        println!("balloon: skipped: the balloon guest was not built");
+        return;
+    };
+    const PAGES: u32 = 24 * 256;
+    let (mut inflate, mut deflate) = (Vec::new(), Vec::new());
+    let mut rss: [Vec<u64>; 4] = Default::default();
+    for i in 0..boots().min(20) {
+        let mut config = config(&kernel, "console=ttyS0 zx.touch=32", 64);
+        config.balloon = Some(zixiao_vmm::BalloonConfig::default());
+        let vmm = launch(
+            &binary(),
+            &dir.join(format!("balloon-{i}")),
+            Boot::Fresh(config),
+        )
+        .await
+        .expect("launch");
+        track(&vmm);
+        vmm.start().await.expect("start");
+        let log = vmm.console_log();
+        zixiao_testing::wait::wait_until("the guest ready", Duration::from_secs(30), || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("ZX: ready\n").then_some(())
+        })
+        .await;
+        let pid = vmm.pid();
+        rss[0].push(status_kib(pid, "VmRSS:"));
+        rss[1].push(mapping_rss_kib(pid, 64 << 10));
+        let started = Instant::now();
+        vmm.set_balloon(24).await.expect("set_balloon");
+        inflate.push(until_actual(&vmm, PAGES, started).await);
+        rss[2].push(status_kib(pid, "VmRSS:"));
+        rss[3].push(mapping_rss_kib(pid, 64 << 10));
+        let started = Instant::now();
+        vmm.set_balloon(0).await.expect("set_balloon");
+        deflate.push(until_actual(&vmm, 0, started).await);
+        vmm.shutdown(Duration::from_secs(2)).await.ok();
+    }
+    inflate.sort();
+    deflate.sort();
+    let median = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let [vm_before, guest_before, vm_after, guest_after] = rss.map(|mut v| median(&mut v));
+    println!(
+        "balloon: give back 24 MiB min {} p50 {} max {}; take back p50 {}; VmRSS {} -> {} KiB, \
+         guest mapping Rss {} -> {} KiB (medians, {} VMMs)",
+        ms(inflate[0]),
+        ms(pct(&inflate, 0.5)),
+        ms(inflate[inflate.len() - 1]),
+        ms(pct(&deflate, 0.5)),
+        vm_before,
+        vm_after,
+        guest_before,
+        guest_after,
+        inflate.len()
+    );
+    rows.push(timing_row(
+        "balloon: give back 24 MiB (set_balloon until the guest reports actual)",
+        "jailed",
+        &inflate,
+    ));
+    rows.push(timing_row(
+        "balloon: take back 24 MiB (set_balloon(0) until actual is 0)",
+        "jailed",
+        &deflate,
+    ));
+    rows.push(json!({
+        "measure": "balloon: VMM VmRSS and guest mapping Rss before and after giving back 24 MiB (medians)",
+        "confinement": "jailed",
+        "unit": "KiB",
+        "vmrss_before": vm_before,
+        "vmrss_after": vm_after,
+        "guest_rss_before": guest_before,
+        "guest_rss_after": guest_after,
+    }));
+}
+
 /// Whether `section` is selected by ZIXIAO_BENCH_ONLY (all when unset).
 fn selected(section: &str) -> bool {
     std::env::var("ZIXIAO_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s == section))
@@ -1294,6 +1398,9 @@ fn main() {
         }
         if selected("vsock") {
             bench_vsock(&kernel, dir.path(), &mut rows).await;
+        }
+        if selected("balloon") {
+            bench_balloon(dir.path(), &mut rows).await;
         }
         write_results(rows);
     });

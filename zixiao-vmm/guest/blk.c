@@ -58,14 +58,10 @@
  */
 
 #include "zx.h"
+#include "virtq.h"
 
 #define MAX_DEVICES 8
-#define QSZ 8
 #define SECTOR 512
-
-static inline void barrier(void) { __asm__ volatile("" ::: "memory"); }
-static inline u32 rd(u64 a) { return *(volatile u32 *)a; }
-static inline void wr(u64 a, u32 v) { *(volatile u32 *)a = v; }
 
 static void put_hex(u64 v, int digits) {
     for (int i = digits - 1; i >= 0; i--) putc("0123456789abcdef"[(v >> (i * 4)) & 0xf]);
@@ -80,27 +76,6 @@ static u32 crc32(const u8 *p, u32 n) {
     return ~c;
 }
 
-static u64 parse_num(const char **sp, int base) {
-    const char *s = *sp;
-    u64 v = 0;
-    for (;;) {
-        char c = *s;
-        int d = c >= '0' && c <= '9' ? c - '0'
-              : base == 16 && c >= 'a' && c <= 'f' ? c - 'a' + 10
-              : base == 16 && c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-        if (d < 0) break;
-        v = v * base + (u64)d;
-        s++;
-    }
-    *sp = s;
-    return v;
-}
-
-struct desc { u64 addr; u32 len; u16 flags; u16 next; };
-struct avail { u16 flags; u16 idx; u16 ring[QSZ]; u16 used_event; };
-struct used_elem { u32 id; u32 len; };
-struct used { u16 flags; u16 idx; struct used_elem ring[QSZ]; u16 avail_event; };
-
 /* One queue's rings (page-aligned parts) and request buffers per device. */
 struct vq {
     struct desc desc[QSZ] __attribute__((aligned(4096)));
@@ -113,8 +88,6 @@ struct vq {
 };
 static struct vq queues[MAX_DEVICES];
 
-#define VRING_DESC_F_NEXT 1
-#define VRING_DESC_F_WRITE 2
 #define T_IN 0
 #define T_OUT 1
 #define T_FLUSH 4
@@ -157,32 +130,13 @@ static int request(u64 base, struct vq *q, u32 type, u64 sector, u32 len, int de
 }
 
 static int setup(u64 base, struct vq *q, u32 *features) {
-    wr(base + 0x70, 0);     /* reset */
-    wr(base + 0x70, 1);     /* ACKNOWLEDGE */
-    wr(base + 0x70, 1 | 2); /* DRIVER */
-    wr(base + 0x14, 0);
-    u32 f0 = rd(base + 0x10);
-    wr(base + 0x14, 1);
-    u32 f1 = rd(base + 0x10);
-    if (!(f1 & 1)) return -1; /* no VIRTIO_F_VERSION_1 */
-    wr(base + 0x24, 0);
-    wr(base + 0x20, f0 & ((1u << 5) | (1u << 9))); /* RO, FLUSH */
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8); /* FEATURES_OK */
-    if (!(rd(base + 0x70) & 8)) return -2;
+    long f0 = vq_negotiate(base, (1u << 5) | (1u << 9)); /* RO, FLUSH */
+    if (f0 < 0) return (int)f0;
     wr(base + 0x30, 0);
     if (rd(base + 0x34) < QSZ) return -3;
-    wr(base + 0x38, QSZ);
-    wr(base + 0x80, (u32)(u64)q->desc);
-    wr(base + 0x84, 0);
-    wr(base + 0x90, (u32)(u64)&q->avail);
-    wr(base + 0x94, 0);
-    wr(base + 0xa0, (u32)(u64)&q->used);
-    wr(base + 0xa4, 0);
-    wr(base + 0x44, 1);
+    vq_rings(base, 0, q->desc, &q->avail, &q->used);
     wr(base + 0x70, 1 | 2 | 8 | 4); /* DRIVER_OK */
-    *features = f0;
+    *features = (u32)f0;
     return 0;
 }
 
@@ -267,31 +221,13 @@ static u8 mac[6];
 static u64 net_base;
 
 static void net_queue(u64 base, u32 index, struct vq *q) {
-    wr(base + 0x30, index);
-    wr(base + 0x38, QSZ);
-    wr(base + 0x80, (u32)(u64)q->desc);
-    wr(base + 0x84, 0);
-    wr(base + 0x90, (u32)(u64)&q->avail);
-    wr(base + 0x94, 0);
-    wr(base + 0xa0, (u32)(u64)&q->used);
-    wr(base + 0xa4, 0);
-    wr(base + 0x44, 1);
+    vq_rings(base, index, q->desc, &q->avail, &q->used);
 }
 
 static int net_setup(u64 base) {
-    wr(base + 0x70, 0);
-    wr(base + 0x70, 1);
-    wr(base + 0x70, 1 | 2);
-    wr(base + 0x14, 0);
-    u32 f0 = rd(base + 0x10);
-    wr(base + 0x14, 1);
-    if (!(rd(base + 0x10) & 1) || !(f0 & (1u << 5))) return -1; /* VERSION_1, MAC */
-    wr(base + 0x24, 0);
-    wr(base + 0x20, f0 & ((1u << 5) | (1u << 16))); /* MAC, STATUS */
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8);
-    if (!(rd(base + 0x70) & 8)) return -2;
+    long f0 = vq_negotiate(base, (1u << 5) | (1u << 16)); /* MAC, STATUS */
+    if (f0 < 0) return (int)f0;
+    if (!(f0 & (1u << 5))) return -1; /* no MAC */
     net_queue(base, 0, &net_rx);
     net_queue(base, 1, &net_tx);
     wr(base + 0x70, 1 | 2 | 8 | 4);
@@ -445,17 +381,9 @@ static void vs_copy(u8 *d, const u8 *s, u32 n) {
 }
 
 static void vs_setup(u64 base) {
-    wr(base + 0x70, 0);
-    wr(base + 0x70, 1);
-    wr(base + 0x70, 1 | 2);
-    wr(base + 0x14, 1);
-    if (!(rd(base + 0x10) & 1)) { puts("ZX: vsock setup failed\n"); return; }
-    wr(base + 0x24, 0);
-    wr(base + 0x20, 0);
-    wr(base + 0x24, 1);
-    wr(base + 0x20, 1);
-    wr(base + 0x70, 1 | 2 | 8);
-    if (!(rd(base + 0x70) & 8)) { puts("ZX: vsock features refused\n"); return; }
+    long f0 = vq_negotiate(base, 0);
+    if (f0 == -1) { puts("ZX: vsock setup failed\n"); return; }
+    if (f0 < 0) { puts("ZX: vsock features refused\n"); return; }
     net_queue(base, 0, &vs_rx);
     net_queue(base, 1, &vs_tx);
     net_queue(base, 2, &vs_evt);

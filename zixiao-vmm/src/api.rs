@@ -115,6 +115,10 @@ pub struct VmmStats {
     pub vcpu_time_ns: Vec<u64>,
     /// VM exits by reason (`io_in`, `io_out`, `mmio`, `hlt`, `shutdown`, `intr`, `other`).
     pub exits: BTreeMap<String, u64>,
+    /// The balloon's target, what the guest holds and what it gave back,
+    /// if the VM has a balloon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::BalloonStats>,
 }
 
 /// One API request.
@@ -133,6 +137,10 @@ pub(crate) enum Request {
         dir: PathBuf,
     },
     Stats,
+    /// Sets the balloon's target (MiB the guest should give back).
+    SetBalloon {
+        target_mib: u64,
+    },
     /// Sent with one descriptor (SCM_RIGHTS): a stream socket connected to
     /// a receiving VMM.
     Migrate {

@@ -684,6 +684,28 @@ impl VmmClient {
         serde_json::from_value(v).map_err(|e| VmmError::internal("decoding stats", e))
     }
 
+    /// Sets the balloon's target: the guest should give `target_mib` MiB
+    /// of its memory back to the host (0: take it all back). Returns once
+    /// the target is set and the guest's driver told (configuration-change
+    /// interrupt); the guest inflates or deflates in its own time, and
+    /// reports what it holds in [`VmmStats::balloon`]'s `actual_pages`.
+    /// Errors: `InvalidArgument` naming `target_mib` (more than the
+    /// guest's memory), `FailedPrecondition` (the VM has no balloon, see
+    /// [`crate::VmConfig::balloon`], or the VMM has exited).
+    pub async fn set_balloon(&self, target_mib: u64) -> Result<(), VmmError> {
+        self.request(Request::SetBalloon { target_mib })
+            .await
+            .map(drop)
+    }
+
+    /// The balloon's target, what the guest holds and the counters:
+    /// [`VmmStats::balloon`]; `FailedPrecondition` when the VM has none.
+    pub async fn balloon(&self) -> Result<crate::BalloonStats, VmmError> {
+        self.stats().await?.balloon.ok_or_else(|| {
+            VmmError::precondition("the VM has no balloon (boot it with VmConfig::balloon)")
+        })
+    }
+
     /// Connects to the live console: reads get serial output from now on,
     /// writes become serial input.
     pub async fn attach_console(&self) -> Result<UnixStream, VmmError> {

@@ -47,6 +47,12 @@ pub struct VmConfig {
     /// cards. Absent in configs written before vsock existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<crate::VsockConfig>,
+    /// A virtio-balloon device, the last virtio-mmio device, through which
+    /// the host takes memory back from the running guest
+    /// (`VmmClient::set_balloon`). Absent in configs written before the
+    /// balloon existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::BalloonConfig>,
 }
 
 /// One virtio-net card on a TAP device that already exists in the VMM's
@@ -144,13 +150,17 @@ impl VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             vsock: None,
+            balloon: None,
         }
     }
 
     /// How many virtio-mmio devices the guest has: the disks, then the
-    /// network cards, then the vsock device.
+    /// network cards, then the vsock device, then the balloon.
     pub(crate) fn virtio_devices(&self) -> usize {
-        self.disks.len() + self.nets.len() + usize::from(self.vsock.is_some())
+        self.disks.len()
+            + self.nets.len()
+            + usize::from(self.vsock.is_some())
+            + usize::from(self.balloon.is_some())
     }
 
     /// Guest memory in bytes.
@@ -267,6 +277,13 @@ impl VmConfig {
                     layout::MAX_DISKS
                 ),
             ));
+        }
+        if let Some(balloon) = &self.balloon {
+            crate::virtio::balloon::target_pages(
+                "balloon.amount_mib",
+                balloon.amount_mib,
+                self.memory_bytes(),
+            )?;
         }
         let announced = self.kernel_cmdline().len();
         if announced >= layout::CMDLINE_MAX {

@@ -52,4 +52,5 @@ pub use migration::{
 pub use snapshot::{MAX_STATE_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_MIN_VERSION, SNAPSHOT_VERSION};
 pub use support::{kvm_skip_reason, kvm_support, KvmSupport, KVM_DEVICE, KVM_DEVICE_ENV};
 pub use tap::{MacAddr, TapName};
+pub use virtio::balloon::{BalloonConfig, BalloonStats};
 pub use virtio::vsock::{GuestCid, VsockConfig, VsockSocketName};

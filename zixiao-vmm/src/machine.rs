@@ -33,6 +33,7 @@ use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapsho
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
 use crate::migration::PageSet;
 use crate::seccomp::ThreadKind;
+use crate::virtio::balloon::{BalloonShared, BalloonState, BalloonStats};
 use crate::virtio::vsock::HostSocket;
 use crate::virtio::{self, DeviceIo, DeviceSet, TransportState};
 use crate::{boot, VmConfig, VmmError};
@@ -126,6 +127,10 @@ pub(crate) struct MachineState {
     /// virtio device N's transport and queues (absent before format 2).
     #[serde(default)]
     pub virtio: Vec<TransportState>,
+    /// The balloon's configuration space, if the VM has one (absent in
+    /// snapshots of VMs without one, and of VMMs that had no balloon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonState>,
 }
 
 /// A VM with its memory, in-kernel irqchip and PIT, and nothing of the
@@ -182,6 +187,8 @@ pub(crate) struct Machine {
     /// What the devices' I/O thread serves: the network cards' receive
     /// sides and the vsock device.
     io: Arc<DeviceIo>,
+    /// The balloon's target and counters; the device is the last virtio device.
+    balloon: Option<Arc<BalloonShared>>,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
@@ -216,6 +223,7 @@ impl Machine {
             &config.nets,
             taps,
             vsock,
+            config.balloon.as_ref().map(|b| (b, None)),
             None,
         )?;
         crate::timeline::mark("devices");
@@ -240,7 +248,8 @@ impl Machine {
     /// Creates the VM on `kvm` from a snapshot's `state` (validated by
     /// `snapshot::parse`) over already mapped `memory`; `disks` are the
     /// snapshot config's disks, open, and `nets` its network cards, each
-    /// attached to its TAP.
+    /// attached to its TAP; `balloon` its balloon.
+    #[allow(clippy::too_many_arguments)] // one per kind of device
     pub(crate) fn restore(
         kvm: Kvm,
         state: &MachineState,
@@ -248,6 +257,7 @@ impl Machine {
         disks: (&[DiskConfig], Vec<File>),
         nets: (&[NetConfig], Vec<File>),
         vsock: Option<HostSocket>,
+        balloon: Option<&crate::BalloonConfig>,
         sink: ConsoleSink,
     ) -> Result<Machine, VmmError> {
         let vcpus = u8::try_from(state.vcpus.len())
@@ -271,6 +281,7 @@ impl Machine {
             nets.0,
             nets.1,
             vsock,
+            balloon.map(|b| (b, state.balloon.as_ref())),
             Some(&state.virtio),
         )?;
         let mut machine = Machine::new_vm(bare, vcpus, serial, virtio)?;
@@ -300,7 +311,7 @@ impl Machine {
         bare: BareVm,
         vcpu_count: u8,
         serial: crate::devices::ComPort,
-        (virtio, nets, vsock): DeviceSet,
+        (virtio, nets, vsock, balloon): DeviceSet,
     ) -> Result<Machine, VmmError> {
         let max = bare.kvm.get_max_vcpus();
         if usize::from(vcpu_count) > max {
@@ -333,14 +344,16 @@ impl Machine {
         crate::timeline::mark("vcpus-created");
         register_signal_handler(kick_signal(), kick_handler)
             .map_err(|e| VmmError::internal("registering the vCPU kick signal", e))?;
-        let first_net = virtio.len() - nets.len() - usize::from(vsock.is_some());
+        // The disks, the network cards, vsock, then the balloon.
+        let before_balloon = virtio.len() - usize::from(balloon.is_some());
+        let first_net = before_balloon - usize::from(vsock.is_some()) - nets.len();
         let io = DeviceIo {
             nets: nets
                 .into_iter()
                 .enumerate()
                 .map(|(n, card)| (card, first_net + n))
                 .collect(),
-            vsock: vsock.map(|backend| (backend, virtio.len() - 1)),
+            vsock: vsock.map(|backend| (backend, before_balloon - 1)),
         };
         Ok(Machine {
             vcpus,
@@ -366,6 +379,7 @@ impl Machine {
             anonymous_memory: true,
             pagemap: None,
             io: Arc::new(io),
+            balloon,
         })
     }
 
@@ -549,7 +563,29 @@ impl Machine {
             serial: lock(&self.devices.serial).state().into(),
             vcpus,
             virtio: self.devices.virtio.iter().map(|d| lock(d).save()).collect(),
+            balloon: self.balloon.as_ref().map(|b| b.save()),
         })
+    }
+
+    /// Sets the balloon's target to `pages` (validated against guest
+    /// memory) and tells the guest's driver by the configuration-change
+    /// interrupt. `FailedPrecondition` when the VM has no balloon.
+    pub(crate) fn set_balloon_target(&self, pages: u32) -> Result<(), VmmError> {
+        let (Some(balloon), Some(device)) = (&self.balloon, self.devices.virtio.last()) else {
+            return Err(VmmError::precondition(
+                "the VM has no balloon (boot it with VmConfig::balloon)",
+            ));
+        };
+        let mut transport = lock(device);
+        balloon.set_target(pages);
+        transport.config_changed();
+        Ok(())
+    }
+
+    /// The balloon's target, what the guest holds and the counters, if the
+    /// VM has a balloon.
+    pub(crate) fn balloon_stats(&self) -> Option<BalloonStats> {
+        self.balloon.as_ref().map(|b| b.stats())
     }
 
     /// Turns KVM's dirty-page logging on every memory slot on or off (a

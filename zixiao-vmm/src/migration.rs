@@ -790,6 +790,14 @@ fn check_config(hello: &Hello, mine: &VmConfig) -> Result<(), VmmError> {
             mine.nets.len().to_string(),
         );
     }
+    // The balloon's features were negotiated with the guest's driver.
+    if theirs.balloon != mine.balloon {
+        return mismatch(
+            "balloon",
+            format!("{:?}", theirs.balloon),
+            format!("{:?}", mine.balloon),
+        );
+    }
     // The CID is the guest's address: it keeps it (its sockets are reset).
     let cid = |c: &VmConfig| c.vsock.as_ref().map(|v| v.guest_cid.get());
     if cid(theirs) != cid(mine) {

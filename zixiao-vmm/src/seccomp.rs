@@ -105,10 +105,20 @@ fn common(rules: &mut BTreeMap<i64, Vec<SeccompRule>>) -> Result<(), VmmError> {
     let no_exec = || rule(vec![(2, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)]);
     rules.insert(libc::SYS_mmap, vec![no_exec()?]);
     rules.insert(libc::SYS_mprotect, vec![no_exec()?]);
+    // madvise only to drop pages: the allocator's trims (glibc's
+    // MADV_DONTNEED, musl's MADV_FREE) and, on the vCPU threads, the
+    // balloon giving inflated guest pages back (MADV_DONTNEED). Nothing
+    // that keeps pages across fork, merges them or remaps them.
+    rules.insert(
+        libc::SYS_madvise,
+        vec![
+            rule(vec![(2, SeccompCmpOp::Eq, libc::MADV_DONTNEED as u64)])?,
+            rule(vec![(2, SeccompCmpOp::Eq, libc::MADV_FREE as u64)])?,
+        ],
+    );
     for nr in [
         libc::SYS_munmap,
         libc::SYS_mremap,
-        libc::SYS_madvise,
         libc::SYS_brk,
         libc::SYS_futex,
         libc::SYS_sched_yield,
@@ -573,6 +583,26 @@ mod tests {
         };
         assert_eq!(tgkill(me), u32::from(SeccompAction::Allow));
         assert_eq!(tgkill(me + 1), u32::from(SeccompAction::KillProcess));
+        // The balloon's release on a vCPU: MADV_DONTNEED only.
+        let madvise = |advice: i32| {
+            let d = data(
+                AUDIT_ARCH_X86_64,
+                libc::SYS_madvise as u32,
+                [0x7000_0000, 4096, advice as u64, 0, 0, 0],
+            );
+            run(&vcpu, &d)
+        };
+        assert_eq!(
+            madvise(libc::MADV_DONTNEED),
+            u32::from(SeccompAction::Allow)
+        );
+        for advice in [libc::MADV_REMOVE, libc::MADV_DOFORK, libc::MADV_MERGEABLE] {
+            assert_eq!(
+                madvise(advice),
+                u32::from(SeccompAction::KillProcess),
+                "{advice}"
+            );
+        }
     }
 
     #[test]

@@ -565,6 +565,7 @@ fn setup(
                 (&file.config.disks, disks),
                 (&file.config.nets, taps),
                 bind_vsock(run_dir, &file.config)?,
+                file.config.balloon.as_ref(),
                 sink.clone(),
             )?;
             (machine, file.config, Some(snapshot_dir), VmState::Paused)
@@ -580,6 +581,7 @@ fn setup(
                 (&config.disks, disks),
                 (&config.nets, taps),
                 bind_vsock(run_dir, &config).inspect_err(|e| migration::refuse(&stream, e))?,
+                config.balloon.as_ref(),
                 sink.clone(),
             );
             let mut machine = restored.inspect_err(|e| migration::refuse(&stream, e))?;
@@ -899,7 +901,17 @@ impl Vmm {
                 vmm_rss_bytes: rss_bytes(self.statm.as_ref()),
                 vcpu_time_ns: machine.vcpu_times_ns(),
                 exits: machine.exit_counts(),
+                balloon: machine.balloon_stats(),
             }),
+            (Request::SetBalloon { target_mib }, _) => {
+                let pages = crate::virtio::balloon::target_pages(
+                    "target_mib",
+                    target_mib,
+                    machine.memory_bytes(),
+                )?;
+                machine.set_balloon_target(pages)?;
+                ok
+            }
             (Request::Shutdown, _) => ok,
             #[cfg(feature = "test-hooks")]
             (Request::TestBlockedSyscall, _) => {

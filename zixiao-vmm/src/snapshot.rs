@@ -378,7 +378,13 @@ pub(crate) fn validate(state: &SnapshotFile) -> Result<(), VmmError> {
         &state.config.disks,
         &state.config.nets,
         state.config.vsock.is_some(),
+        state.config.balloon.as_ref(),
         &state.machine.virtio,
+    )?;
+    crate::virtio::balloon::validate_state(
+        state.config.balloon.as_ref(),
+        state.machine.balloon.as_ref(),
+        state.config.memory_bytes(),
     )?;
     let msr_count = vcpus[0].msrs.len();
     for (i, vcpu) in vcpus.iter().enumerate() {
@@ -442,6 +448,7 @@ mod tests {
                 serial: SerialState::default().into(),
                 vcpus: (0..vcpus).map(|_| vcpu()).collect(),
                 virtio: Vec::new(),
+                balloon: None,
             },
         }
     }

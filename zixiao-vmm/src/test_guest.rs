@@ -1,7 +1,8 @@
 //! The test guests: tiny 64-bit ELF kernels built by build.rs from
 //! `guest/guest.S` (command line, initrd, SMP, power-off) and from
 //! `guest/blk.c` (virtio-block, virtio-net and virtio-vsock drivers) and
-//! from `guest/acpi.c` (the ACPI tables, power-off and reboot). Tests and
+//! from `guest/acpi.c` (the ACPI tables, power-off and reboot) and from
+//! `guest/balloon.c` (a virtio-balloon driver). Tests and
 //! benchmarks boot them
 //! through the real loader, boot parameters and serial port. See the
 //! sources for what they print.
@@ -28,5 +29,12 @@ pub fn virtio_kernel_path() -> Option<PathBuf> {
 /// missing at build time.
 pub fn acpi_kernel_path() -> Option<PathBuf> {
     let path = env!("ZIXIAO_VMM_ACPI_GUEST");
+    (!path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// Path of the built balloon guest (guest/balloon.c), or `None` when
+/// gcc/ld were missing at build time.
+pub fn balloon_kernel_path() -> Option<PathBuf> {
+    let path = env!("ZIXIAO_VMM_BALLOON_GUEST");
     (!path.is_empty()).then(|| PathBuf::from(path))
 }

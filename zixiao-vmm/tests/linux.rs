@@ -70,6 +70,7 @@ async fn boot_linux(
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     };
     let vmm = launch(&vmm_binary(), run, Boot::Fresh(config))
         .await
@@ -207,6 +208,7 @@ async fn loads_the_debian_bzimage_and_initramfs_on_any_kvm() {
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     };
     let vmm = launch(
         &vmm_binary(),

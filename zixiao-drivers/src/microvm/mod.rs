@@ -43,6 +43,7 @@ mod live;
 mod plan;
 mod process;
 mod qemu;
+mod resize;
 mod snapshots;
 mod vmm;
 
@@ -877,6 +878,11 @@ impl Driver for MicrovmDriver {
     }
 
     fn pause(&self) -> Option<&dyn Pause> {
+        Some(self)
+    }
+
+    /// Memory down (by the balloon) on the vmm backend (see `resize`).
+    fn resize(&self) -> Option<&dyn zixiao_core::driver::Resize> {
         Some(self)
     }
 

@@ -321,17 +321,19 @@ pub(crate) fn check(
 
 /// Checks the spec's disks (their images resolved to host paths): each a
 /// raw disk (see [`crate::node_images::check_raw_disk`]), and on the vmm
-/// backend no more virtio devices than it has interrupt lines for.
+/// backend no more virtio devices than it has interrupt lines for (the
+/// balloon every VMM microVM has takes one).
 /// Errors: `InvalidArgument` naming the field, `NotFound`.
 fn check_disks(spec: &InstanceSpec, backend: Backend) -> Result<(), DriverError> {
-    let most = zixiao_vmm::layout::MAX_DISKS;
+    let most = zixiao_vmm::layout::MAX_DISKS - 1;
     let vsock = usize::from(spec.vsock.is_some());
     if backend == Backend::Vmm && spec.disks.len() + spec.networks.len() + vsock > most {
         return Err(invalid(
             "spec.disks",
             format!(
                 "{} disks, {} networks and {vsock} vsock devices; a microVM on the vmm backend \
-                 has at most {most} virtio devices (one interrupt line each)",
+                 has at most {most} such virtio devices (one interrupt line each, one more is \
+                 its balloon)",
                 spec.disks.len(),
                 spec.networks.len()
             ),

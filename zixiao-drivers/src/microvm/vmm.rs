@@ -10,8 +10,8 @@ use zixiao_core::driver::ConsoleStream;
 use zixiao_core::{DriverError, InstanceStats, RuntimeState};
 use zixiao_net::LinuxNetwork;
 use zixiao_vmm::{
-    exit_reasons, Boot, Confinement, DiskConfig, MacAddr, NetConfig, TapName, VmConfig, VmState,
-    VmmClient, VmmError, VsockConfig,
+    exit_reasons, BalloonConfig, Boot, Confinement, DiskConfig, MacAddr, NetConfig, TapName,
+    VmConfig, VmState, VmmClient, VmmError, VsockConfig,
 };
 
 use super::layout::InstanceDir;
@@ -121,6 +121,12 @@ impl VmmBackend {
                     .map(|(i, nic)| net_config(i, nic))
                     .collect::<Result<_, _>>()?,
                 vsock: plan.vsock.map(VsockConfig::new),
+                // Every VMM microVM can give memory back (see `resize`);
+                // under memory pressure its guest may take some back.
+                balloon: Some(BalloonConfig {
+                    amount_mib: 0,
+                    deflate_on_oom: true,
+                }),
             }),
             VmmBoot::Restore(snapshot_dir) => Boot::Restore {
                 snapshot_dir: snapshot_dir.to_owned(),
@@ -278,6 +284,43 @@ impl VmmBackend {
                 .map_err(|e| vmm_failed("stop zixiao-vmm", e)),
             None => Ok(()),
         }
+    }
+
+    /// Makes the running guest's memory `memory_mib`: its balloon takes
+    /// back what the VMM booted with above that (none: all given back).
+    /// Nothing to do without a running VMM: its next boot takes the size.
+    /// Errors: `InvalidArgument` on `spec.memory_mib` above what it booted
+    /// with; `FailedPrecondition` for a VMM without a balloon (restored
+    /// from a snapshot taken before microVMs had one).
+    pub(crate) async fn set_memory(
+        &self,
+        dir: &InstanceDir,
+        memory_mib: u64,
+    ) -> Result<(), DriverError> {
+        let Some(client) = self.client(dir).await? else {
+            return Ok(());
+        };
+        let info = client
+            .info()
+            .await
+            .map_err(|e| vmm_failed("query zixiao-vmm", e))?;
+        if matches!(info.state, VmState::Exited { .. }) {
+            return Ok(());
+        }
+        let booted = info.config.memory_mib;
+        let give_back = booted.checked_sub(memory_mib).ok_or_else(|| {
+            crate::errors::invalid(
+                "spec.memory_mib",
+                format!(
+                    "{memory_mib} MiB is above the {booted} MiB the microVM booted with; \
+                     more needs a restart"
+                ),
+            )
+        })?;
+        client
+            .set_balloon(give_back)
+            .await
+            .map_err(|e| vmm_failed("set the balloon", e))
     }
 
     pub(crate) async fn pause(&self, dir: &InstanceDir) -> Result<(), DriverError> {

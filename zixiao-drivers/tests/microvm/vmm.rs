@@ -393,3 +393,151 @@ async fn restores_from_something_that_is_not_a_fitting_snapshot_are_refused() {
         microvms.display()
     );
 }
+
+/// A running VMM microVM shrinks its memory by its balloon: the guest (the
+/// balloon test guest, 64 MiB, touching 32) hands the pages over and the
+/// VMM reports them; growing back within what it booted with deflates;
+/// more memory or other vCPUs need a restart; a stopped one just takes
+/// the stored size at its next start.
+#[tokio::test]
+async fn resizing_a_running_vmm_microvm_down_sets_its_balloon() {
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some(kernel) = zixiao_vmm::test_guest::balloon_kernel_path() else {
+        skip("zixiao-vmm's balloon test guest was not built (gcc/ld missing at build time)");
+        return;
+    };
+    let driver = &fx.driver;
+    let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
+    spec.cmdline = Some("console=ttyS0".into());
+    spec.backend = MicrovmBackend::Vmm;
+    let mut vm = instance(&unique("h-balloon"), spec);
+    driver.create(&vm).await.expect("create");
+    driver.start(&vm).await.expect("start");
+    wait_for_log(driver, &vm, "ZX: ready", 1).await;
+    // The balloon (device id 5) is the VMM microVM's only virtio device.
+    assert!(console(driver, &vm)
+        .await
+        .contains("ZX: balloon features=4 target=0"));
+
+    let resize = driver.resize().expect("the microvm driver resizes");
+    let running = vm.spec.clone();
+    let smaller = running.clone().with_size(1, 40);
+    assert_eq!(resize.restart_needed(&running, &smaller), None);
+    for (cpus, memory, why) in [(1, 65, "memory 65 MiB is above"), (2, 64, "cpus 2")] {
+        let next = running.clone().with_size(cpus, memory);
+        let said = resize.restart_needed(&running, &next).expect("a restart");
+        assert!(said.contains(why), "{said}");
+    }
+
+    vm.spec = smaller;
+    resize.resize(&vm).await.expect("resize down");
+    wait_for_log(driver, &vm, "ZX: balloon actual=6144\n", 1).await;
+    let stats = zixiao_vmm::VmmClient::connect(&driver.instance_dir(&vm).join("vmm"))
+        .await
+        .expect("the VMM")
+        .balloon()
+        .await
+        .expect("its balloon");
+    assert_eq!((stats.target_mib(), stats.actual_mib()), (24, 24));
+
+    // Back up to what it booted with: the guest takes its pages back.
+    vm.spec = running.clone();
+    resize.resize(&vm).await.expect("resize up");
+    wait_for_log(driver, &vm, "ZX: balloon actual=0\n", 1).await;
+
+    // A size above what it booted with, asked anyway, is refused by name.
+    vm.spec = running.clone().with_size(1, 80);
+    let err = resize.resize(&vm).await.expect_err("above boot memory");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().contains("spec.memory_mib"), "{err}");
+
+    // Stopped: nothing runs to resize; the next start takes the size.
+    driver
+        .stop(&vm, Duration::from_secs(5))
+        .await
+        .expect("stop");
+    vm.spec = running.with_size(1, 48);
+    resize.resize(&vm).await.expect("resize a stopped microVM");
+    driver.delete(&vm).await.expect("delete");
+}
+
+/// Through the controller: `instance resize --memory` (UpdateInstance) of
+/// a running VMM microVM to less than it booted with is taken live by its
+/// balloon, with no restart (the same VMM process, the guest reports the
+/// pages); more than it runs with still needs a restart, named.
+#[tokio::test]
+async fn the_controller_resizes_a_running_vmm_microvm_down_without_a_restart() {
+    use std::sync::Arc;
+    use zixiao_core::{CreateInstance, InstanceStatus, InstanceUpdate, SystemClock};
+
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some(kernel) = zixiao_vmm::test_guest::balloon_kernel_path() else {
+        skip("zixiao-vmm's balloon test guest was not built (gcc/ld missing at build time)");
+        return;
+    };
+    let dir = fx.dir.path().join("h-balloon-controller");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let driver = Arc::new(MicrovmDriver::new(MicrovmOptions::new(fx.dir.path())).expect("driver"));
+    let c = super::controller::controller_on(&dir, driver.clone(), Arc::new(SystemClock)).await;
+    let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
+    spec.cmdline = Some("console=ttyS0".into());
+    spec.backend = MicrovmBackend::Vmm;
+    let name = unique("h-balloon-ctl");
+    let created = c
+        .create_instance(CreateInstance::new(&name, spec))
+        .await
+        .expect("create");
+    let vm = super::controller::converged(&c, &created.id, "the microVM to run", |i| {
+        i.status == InstanceStatus::Running
+    })
+    .await;
+    wait_for_log(&fx.driver, &vm, "ZX: ready", 1).await;
+    let pid = vmm_pid(&fx.driver, &vm);
+
+    let shrink = InstanceUpdate {
+        memory_mib: Some(40),
+        ..InstanceUpdate::default()
+    };
+    let updated = c.update_instance(&name, shrink).await.expect("resize live");
+    assert_eq!(updated.spec.memory_mib, 40);
+    assert_eq!(
+        updated.restarts_requested, vm.restarts_requested,
+        "no restart"
+    );
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=6144\n", 1).await;
+    assert_eq!(vmm_pid(&fx.driver, &vm), pid, "the same VMM");
+
+    let grow = InstanceUpdate {
+        memory_mib: Some(64),
+        ..InstanceUpdate::default()
+    };
+    let err = c
+        .update_instance(&name, grow)
+        .await
+        .expect_err("needs a restart");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("--restart-if-needed"), "{err}");
+    assert_eq!(
+        c.get_instance(&name).await.expect("get").spec.memory_mib,
+        40
+    );
+
+    c.delete_instance(&name).await.expect("delete");
+    zixiao_testing::wait::wait_until(
+        "the instance to be deleted",
+        Duration::from_secs(60),
+        || async {
+            c.converge(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}

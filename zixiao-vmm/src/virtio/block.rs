@@ -18,7 +18,7 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
+use virtio_queue::{DescriptorChain, Queue, Reader, Writer};
 use vm_memory::{ByteValued, GuestMemoryMmap};
 
 use super::VirtioDevice;
@@ -204,27 +204,7 @@ impl VirtioDevice for Block {
     }
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
-        // Only what was available when the driver notified: another vCPU
-        // that keeps adding requests cannot hold this one (and with it a
-        // pause or snapshot) here forever. Drivers notify after every
-        // addition (the device never asks them not to), so nothing is left
-        // waiting.
-        let Ok(end) = queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) else {
-            return false;
-        };
-        let mut completed = false;
-        while queue.next_avail() != end.0 {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            let len = self.execute(chain, mem);
-            if queue.add_used(mem, head, len).is_err() {
-                break;
-            }
-            completed = true;
-        }
-        completed
+        super::complete_available(queue, mem, |chain| self.execute(chain, mem))
     }
 }
 
@@ -235,6 +215,7 @@ mod tests {
     //! read-only refusal, the interrupt, and arbitrary descriptor tables.
 
     use super::*;
+    use crate::virtio::test_regs::{rd, wr};
     use crate::virtio::MmioTransport;
     use proptest::prelude::*;
     use virtio_bindings::virtio_mmio::*;
@@ -256,16 +237,6 @@ mod tests {
         mem: GuestMemoryMmap,
         file: tempfile::NamedTempFile,
         submitted: u16,
-    }
-
-    fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-        t.write(u64::from(reg), &value.to_le_bytes());
-    }
-
-    fn rd(t: &MmioTransport, reg: u64) -> u32 {
-        let mut b = [0u8; 4];
-        t.read(reg, &mut b);
-        u32::from_le_bytes(b)
     }
 
     fn rig(sectors: usize, read_only: bool) -> Rig {

@@ -246,6 +246,19 @@ impl MmioTransport {
         }
     }
 
+    /// The device changed its configuration space (a balloon's new
+    /// target): a new generation, and a driver that is up hears of it by
+    /// the configuration-change interrupt (InterruptStatus bit 1).
+    pub(crate) fn config_changed(&mut self) {
+        self.config_generation = self.config_generation.wrapping_add(1);
+        if self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 {
+            self.interrupt_status |= VIRTIO_MMIO_INT_CONFIG;
+            // As for a used buffer: a lost interrupt only delays a driver
+            // that waits for it; the configuration space already changed.
+            let _ = self.irq.write(1);
+        }
+    }
+
     /// The irqfd to register on the device's GSI.
     pub(crate) fn irq(&self) -> &EventFd {
         &self.irq
@@ -287,14 +300,16 @@ impl MmioTransport {
 
     /// A guest write of `data` at `offset` in the window.
     pub(crate) fn write(&mut self, offset: u64, data: &[u8]) {
-        // The configuration space of our devices is read-only; registers
-        // are written 32 bits at a time.
+        // The device decides what of its configuration space a driver may
+        // write (only the balloon's `actual`); registers are written 32
+        // bits at a time.
+        if offset >= CONFIG_SPACE {
+            self.device.write_config(offset - CONFIG_SPACE, data);
+            return;
+        }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
             return;
         };
-        if offset >= CONFIG_SPACE {
-            return;
-        }
         let value = u32::from_le_bytes(bytes);
         let configuring = self.status & VIRTIO_CONFIG_S_DRIVER_OK == 0;
         match offset as u32 {

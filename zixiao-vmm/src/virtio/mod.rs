@@ -1,12 +1,14 @@
 //! virtio devices of a microVM: the virtio-mmio transport (`mmio.rs`, the
 //! register window a guest driver programs, its queues and interrupt) and
-//! the device models behind it (`block.rs`, `net.rs`, `vsock/`). Queues are virtio-queue's split
+//! the device models behind it (`block.rs`, `net.rs`, `vsock/`,
+//! `balloon.rs`). Queues are virtio-queue's split
 //! virtqueues over the guest's vm-memory; constants come from
 //! virtio-bindings.
 //!
 //! Requests are processed on the vCPU thread that wrote the queue-notify
 //! register, before it re-enters the guest (see DESIGN.md, "virtio").
 
+pub(crate) mod balloon;
 pub(crate) mod block;
 pub(crate) mod mmio;
 pub(crate) mod net;
@@ -19,12 +21,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_NET};
-use virtio_queue::Queue;
-use vm_memory::GuestMemoryMmap;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::config::{DiskConfig, NetConfig};
 use crate::VmmError;
+use balloon::BalloonConfig;
 use vsock::{HostSocket, VsockBackend};
 
 pub(crate) use mmio::{MmioTransport, TransportState};
@@ -40,6 +43,9 @@ pub(crate) trait VirtioDevice: Send {
     /// Reads the device-specific configuration space at `offset`; bytes
     /// past its end read as zero.
     fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// A driver's write into the configuration space at `offset`; read-only
+    /// for every device but the balloon (its `actual`).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
     /// Processes every request the driver made available on queue `index`.
     /// Returns whether any was completed (so the driver must be interrupted).
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
@@ -50,6 +56,36 @@ pub(crate) trait VirtioDevice: Send {
     fn backend_ready(&mut self, _index: usize, _queue: &mut Queue, _mem: &GuestMemoryMmap) -> bool {
         false
     }
+}
+
+/// Runs `handle` on each chain the driver had made available on `queue`
+/// when it notified, and puts each on the used ring with the length
+/// `handle` returns (bytes the device wrote). Only what was available then:
+/// another vCPU that keeps adding requests cannot hold this one (and with
+/// it a pause or snapshot) here forever. Drivers notify after every
+/// addition (the device never asks them not to), so nothing is left
+/// waiting. Returns whether any chain was completed.
+pub(crate) fn complete_available(
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    mut handle: impl FnMut(DescriptorChain<&GuestMemoryMmap>) -> u32,
+) -> bool {
+    let Ok(end) = queue.avail_idx(mem, std::sync::atomic::Ordering::Acquire) else {
+        return false;
+    };
+    let mut completed = false;
+    while queue.next_avail() != end.0 {
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        let len = handle(chain);
+        if queue.add_used(mem, head, len).is_err() {
+            break;
+        }
+        completed = true;
+    }
+    completed
 }
 
 /// Copies the little-endian `config` bytes at `offset` into `data`
@@ -66,11 +102,13 @@ pub(crate) fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
 }
 
 /// The device models and backends of a machine, for its threads: each
-/// network card's and the vsock device's.
+/// network card's and the vsock device's; and what the host keeps of the
+/// balloon.
 pub(crate) type DeviceSet = (
     Vec<MmioTransport>,
     Vec<Arc<net::NetBackend>>,
     Option<Arc<VsockBackend>>,
+    Option<Arc<balloon::BalloonShared>>,
 );
 
 /// The work of the devices' one I/O thread: every network card's receive
@@ -174,13 +212,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A machine's balloon: its config and, restoring, its saved state.
+pub(crate) type BalloonSetup<'a> = (&'a BalloonConfig, Option<&'a balloon::BalloonState>);
+
 /// The virtio-mmio devices of a machine: disk N of `disks` (open as
 /// `files[N]`) is device N, then network card N of `nets` (attached to its
 /// TAP as `taps[N]`) is device `disks.len() + N`, then the vsock device on
-/// its bound host socket, if any, is the last; fresh or, given `states`,
+/// its bound host socket, if any, then the balloon, if any, is the last;
+/// fresh or, given `states`,
 /// as a snapshot left them (states checked by [`validate_states`]).
 /// Returns the devices, each card's backend (for the devices' I/O thread) and
 /// the vsock device's (for its thread).
+#[allow(clippy::too_many_arguments)] // one per kind of device
 pub(crate) fn devices(
     mem: &GuestMemoryMmap,
     disks: &[DiskConfig],
@@ -188,6 +231,7 @@ pub(crate) fn devices(
     nets: &[NetConfig],
     taps: Vec<File>,
     vsock: Option<HostSocket>,
+    balloon: Option<BalloonSetup<'_>>,
     states: Option<&[TransportState]>,
 ) -> Result<DeviceSet, VmmError> {
     let mut models: Vec<Box<dyn VirtioDevice>> = Vec::new();
@@ -225,6 +269,15 @@ pub(crate) fn devices(
         }
         None => None,
     };
+    let balloon = match balloon {
+        Some((config, state)) => {
+            let memory_bytes = mem.iter().map(|r| r.len()).sum();
+            let (device, shared) = balloon::Balloon::new(config, memory_bytes, state)?;
+            models.push(Box::new(device));
+            Some(shared)
+        }
+        None => None,
+    };
     let transports = models
         .into_iter()
         .enumerate()
@@ -238,28 +291,34 @@ pub(crate) fn devices(
         })
         .collect::<Result<_, _>>()?;
     crate::timeline::mark("transports");
-    Ok((transports, backends, vsock))
+    Ok((transports, backends, vsock, balloon))
 }
 
 /// Checks a snapshot's device states against its devices: one block
 /// device per disk, then one network card per `nets` entry, then the vsock
-/// device if `vsock`, each consistent with it. Errors name
+/// device if `vsock`, then the balloon if `balloon` (with the features
+/// it offers), each consistent with it. Errors name
 /// `machine.virtio[N].FIELD`.
 pub(crate) fn validate_states(
     disks: &[DiskConfig],
     nets: &[NetConfig],
     vsock: bool,
+    balloon: Option<&BalloonConfig>,
     states: &[TransportState],
 ) -> Result<(), VmmError> {
-    if states.len() != disks.len() + nets.len() + usize::from(vsock) {
+    let expected_len =
+        disks.len() + nets.len() + usize::from(vsock) + usize::from(balloon.is_some());
+    if states.len() != expected_len {
         return Err(VmmError::invalid(
             "machine.virtio",
             format!(
-                "{} device states, but config has {} disks, {} network cards and {} vsock devices",
+                "{} device states, but config has {} disks, {} network cards, {} vsock devices \
+                 and {} balloons",
                 states.len(),
                 disks.len(),
                 nets.len(),
-                usize::from(vsock)
+                usize::from(vsock),
+                usize::from(balloon.is_some())
             ),
         ));
     }
@@ -283,7 +342,14 @@ pub(crate) fn validate_states(
             vsock::DEVICE_ID,
             vsock::FEATURES,
             &[vsock::QUEUE_SIZE; 3][..],
-        )));
+        )))
+        .chain(balloon.map(|config| {
+            (
+                balloon::DEVICE_ID,
+                balloon::features(config),
+                &[balloon::QUEUE_SIZE; 2][..],
+            )
+        }));
     for (i, (state, (device_type, features, queues))) in states.iter().zip(expected).enumerate() {
         state
             .validate(device_type, features, queues)
@@ -292,4 +358,22 @@ pub(crate) fn validate_states(
             })?;
     }
     Ok(())
+}
+
+/// Register access of a driver to a transport, for the devices' unit tests.
+#[cfg(test)]
+pub(crate) mod test_regs {
+    use super::MmioTransport;
+
+    /// Writes 32-bit register `reg`.
+    pub(crate) fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
+        t.write(u64::from(reg), &value.to_le_bytes());
+    }
+
+    /// Reads the 32 bits at `offset` (a register or the config space).
+    pub(crate) fn rd(t: &MmioTransport, offset: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(offset, &mut b);
+        u32::from_le_bytes(b)
+    }
 }

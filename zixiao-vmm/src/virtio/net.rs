@@ -185,23 +185,11 @@ impl Net {
     /// Writes every frame the driver made available on the TX queue to
     /// the TAP. Returns whether any buffer was completed.
     fn transmit(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
-        // Only what was available at the notify (see block.rs for why).
-        let Ok(end) = queue.avail_idx(mem, Ordering::Acquire) else {
-            return false;
-        };
-        let mut completed = false;
-        while queue.next_avail() != end.0 {
-            let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
+        // The device writes nothing into a transmit chain.
+        super::complete_available(queue, mem, |chain| {
             self.send(chain, mem);
-            if queue.add_used(mem, head, 0).is_err() {
-                break;
-            }
-            completed = true;
-        }
-        completed
+            0
+        })
     }
 
     /// One transmit chain: header, then the frame. A chain that is too
@@ -330,6 +318,7 @@ mod tests {
     //! KVM): both directions, the header, the MAC, dropped frames.
 
     use super::*;
+    use crate::virtio::test_regs::{rd, wr};
     use crate::virtio::MmioTransport;
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
@@ -343,16 +332,6 @@ mod tests {
         0x1000 + q * 0x3000 + part * 0x1000
     }
     const BUF: u64 = 0x10000;
-
-    fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-        t.write(u64::from(reg), &value.to_le_bytes());
-    }
-
-    fn rd(t: &MmioTransport, reg: u64) -> u32 {
-        let mut b = [0u8; 4];
-        t.read(reg, &mut b);
-        u32::from_le_bytes(b)
-    }
 
     /// A card on one end of a datagram socketpair (each datagram a frame),
     /// set up by a driver; returns the transport, memory, the other end.

@@ -36,6 +36,12 @@ pub fn acpi_guest() -> Option<PathBuf> {
     built_guest(test_guest::acpi_kernel_path(), "ACPI test guest")
 }
 
+/// The balloon test guest (guest/balloon.c), or None (after printing why)
+/// when KVM tests must skip.
+pub fn balloon_guest() -> Option<PathBuf> {
+    built_guest(test_guest::balloon_kernel_path(), "balloon test guest")
+}
+
 fn built_guest(path: Option<PathBuf>, what: &str) -> Option<PathBuf> {
     if zixiao_vmm::kvm_skip_reason().is_some() {
         return None;
@@ -61,6 +67,7 @@ pub fn guest_config(kernel: &Path, cmdline: &str) -> VmConfig {
         disks: Vec::new(),
         nets: Vec::new(),
         vsock: None,
+        balloon: None,
     }
 }
 

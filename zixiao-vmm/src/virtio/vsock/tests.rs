@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::muxer::{parse_connect, CONN_BUF, MAX_PAYLOAD};
 use super::packet::{Header, Op, HEADER, SHUTDOWN_RECEIVE, SHUTDOWN_SEND, TYPE_STREAM};
 use super::*;
+use crate::virtio::test_regs::wr;
 use crate::virtio::MmioTransport;
 
 const QSIZE: u16 = 16;
@@ -40,10 +41,6 @@ struct Driver {
     used: [u16; 3],
     _dir: tempfile::TempDir,
     run_dir: std::path::PathBuf,
-}
-
-fn wr(t: &mut MmioTransport, reg: u32, value: u32) {
-    t.write(u64::from(reg), &value.to_le_bytes());
 }
 
 impl Driver {
@@ -505,12 +502,14 @@ fn the_pumping_thread_stops_when_told() {
 fn a_snapshot_state_must_match_the_configs_vsock_device() {
     let d = Driver::new(false);
     let state = d.t.save();
-    assert!(crate::virtio::validate_states(&[], &[], true, std::slice::from_ref(&state)).is_ok());
+    assert!(
+        crate::virtio::validate_states(&[], &[], true, None, std::slice::from_ref(&state)).is_ok()
+    );
     // A state for a device the config does not have, and the other way.
-    let err =
-        crate::virtio::validate_states(&[], &[], false, std::slice::from_ref(&state)).unwrap_err();
+    let err = crate::virtio::validate_states(&[], &[], false, None, std::slice::from_ref(&state))
+        .unwrap_err();
     assert!(err.to_string().contains("machine.virtio"), "{err}");
-    let err = crate::virtio::validate_states(&[], &[], true, &[]).unwrap_err();
+    let err = crate::virtio::validate_states(&[], &[], true, None, &[]).unwrap_err();
     assert!(err.to_string().contains("1 vsock devices"), "{err}");
     // Old configs (no `vsock`) still read, without one.
     let old: crate::VmConfig = serde_json::from_str(

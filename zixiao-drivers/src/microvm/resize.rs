@@ -1,0 +1,56 @@
+//! Resizing a running microVM: on the vmm backend its memory shrinks by
+//! the balloon every VMM microVM has (the target is what the VMM booted
+//! with minus the new size) and grows back the same way up to what it
+//! booted with; vCPUs, more memory than it booted with, and anything on
+//! the qemu backend need a restart.
+
+use async_trait::async_trait;
+use zixiao_core::driver::Resize;
+use zixiao_core::{DriverError, Instance, InstanceSpec, RuntimeState};
+
+use super::{Backend, MicrovmDriver};
+use zixiao_core::Driver;
+
+#[async_trait]
+impl Resize for MicrovmDriver {
+    async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
+        let (dir, backend) = self.existing(instance)?;
+        match backend {
+            Backend::Vmm => {
+                self.vmm_backend()?
+                    .set_memory(&dir, instance.spec.memory_mib)
+                    .await
+            }
+            // Not running: its next start takes the stored size.
+            Backend::Qemu => match self.inspect(instance).await? {
+                RuntimeState::Running | RuntimeState::Paused => Err(DriverError::Unsupported(
+                    "the qemu backend cannot resize a running microVM; restart it".to_owned(),
+                )),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn restart_needed(&self, running: &InstanceSpec, next: &InstanceSpec) -> Option<String> {
+        if self.choose_for(running).ok() != Some(Backend::Vmm) {
+            return Some("the qemu backend cannot change a running microVM's size".to_owned());
+        }
+        if next.cpus != running.cpus {
+            return Some(format!(
+                "cpus {} differs from the {} vCPUs it booted with (the vmm backend has no \
+                 vCPU hotplug)",
+                next.cpus, running.cpus
+            ));
+        }
+        // What it runs with is at most what it booted with: the balloon
+        // can give back no more than that.
+        if next.memory_mib > running.memory_mib {
+            return Some(format!(
+                "memory {} MiB is above the {} MiB it runs with (the vmm backend's balloon \
+                 only takes memory back)",
+                next.memory_mib, running.memory_mib
+            ));
+        }
+        None
+    }
+}
