@@ -10,8 +10,8 @@
 //! - snapshot and restore (launch Restore until paused, then until the next
 //!   counter line) for 64 MiB and 256 MiB guests;
 //! - launch-to-marker and VmHWM with one virtio-block disk against none,
-//!   and with every kind of device (a disk, a network card on a TAP and a
-//!   vsock device; jailed) (interleaved, same run);
+//!   and with every kind of device (a disk, a network card on a TAP, a
+//!   vsock device and a balloon; jailed) (interleaved, same run);
 //! - launch-to-marker and VmHWM with the ACPI tables against a baseline
 //!   binary without them (`ZIXIAO_BENCH_BASELINE_VMM`; jailed, 2 vCPUs,
 //!   interleaved, same run);
@@ -624,6 +624,7 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             if *devices == Devices::Every {
                 config.nets = vec![bench_net_config("tap0")];
                 config.vsock = Some(bench_vsock_config());
+                config.balloon = Some(bench_balloon_config());
                 netns = Some(&ns.file);
             }
             // The test guest prints its command line one byte (one I/O
@@ -646,7 +647,7 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
         let kind = match devices {
             Devices::None => "no disk",
             Devices::OneDisk => "1 disk",
-            Devices::Every => "disk+net+vsock",
+            Devices::Every => "disk+net+vsock+balloon",
         };
         let kind = format!("{kind}{build}");
         report_boots(&kind, confinement, 1, &mut times[k], &mut hwm[k], rows);
@@ -656,7 +657,7 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
 /// The measure of what devices cost a boot: the test guest with
 /// `zx.quiet` prints only the marker, as the reference guest Firecracker
 /// was measured with did, so a boot with every kind of device (a disk, a
-/// network card on a TAP, a vsock device) and one with none do the same
+/// network card on a TAP, a vsock device, a balloon) and one with none do the same
 /// guest work whatever the command line holds. Jailed and unconfined, on
 /// this build and the [`other_vmms`], all interleaved; with
 /// `ZIXIAO_VMM_TIMELINE=1` also each step's median per kind.
@@ -692,6 +693,7 @@ async fn bench_devices(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
                 config.disks = vec![DiskConfig::new(&disk)];
                 config.nets = vec![bench_net_config("tap0")];
                 config.vsock = Some(bench_vsock_config());
+                config.balloon = Some(bench_balloon_config());
                 netns = Some(&ns.file);
             }
             let run = dir.join(format!("devices-{k}-{i}"));
@@ -1059,6 +1061,14 @@ fn bench_net_config(tap: &str) -> zixiao_vmm::NetConfig {
     zixiao_vmm::NetConfig {
         tap: tap.to_string().try_into().expect("name"),
         mac: "02:00:00:00:00:01".to_string().try_into().expect("mac"),
+    }
+}
+
+/// The balloon every VMM microVM of Zixiao's driver boots with.
+fn bench_balloon_config() -> zixiao_vmm::BalloonConfig {
+    zixiao_vmm::BalloonConfig {
+        amount_mib: 0,
+        deflate_on_oom: true,
     }
 }
 
