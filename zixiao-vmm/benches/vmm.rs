@@ -419,10 +419,9 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     println!(
         "jailed vs unconfined: p50 {:+.1}%, min {:+.1}%, median paired difference {:+.2} ms \
          ({:+.1}% of the unconfined p50)\n  goal: within 10%; last recorded (README \
-         \"Benchmarks\"): +0.88 ms paired at the median of 7 runs (-0.29 to +2.15 ms; \
-         +1.99 ms for the code before in the same session), 2026-12-07, this \
-         command (ZIXIAO_BENCH_ONLY=start ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested \
-         KVM kvm_pvm, load average 3.4-6.6 from other builds",
+         \"Benchmarks\"): +1.01 ms paired at the median of 5 runs (+0.89 to +1.16 ms, \
+         +16.9 to +21.0%), 2026-12-07 21:32-21:35 UTC, this command (ZIXIAO_BENCH_ONLY=start \
+         ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested KVM kvm_pvm, load average 0.7-1.6",
         (p50(0) / p50(2) - 1.0) * 100.0,
         (min(0) / min(2) - 1.0) * 100.0,
         paired_p50,

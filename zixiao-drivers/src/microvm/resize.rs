@@ -1,8 +1,9 @@
 //! Resizing a running microVM: on the vmm backend its memory shrinks by
 //! the balloon every VMM microVM has (the target is what the VMM booted
-//! with minus the new size) and grows back the same way up to what it
-//! booted with; vCPUs, more memory than it booted with, and anything on
-//! the qemu backend need a restart.
+//! with minus the new size). vCPUs, more memory than the spec it runs with
+//! says (growing back toward what it booted with would need that size,
+//! which the spec no longer holds once shrunk), and anything on the qemu
+//! backend need a restart.
 
 use async_trait::async_trait;
 use zixiao_core::driver::Resize;
