@@ -1535,6 +1535,22 @@ async fn an_instance_migrates_to_another_agent_and_a_failed_move_leaves_it_where
     // instance goes back to the node it left, running.
     let _c = onboarding_agent(&c_state, &socket, &server.addr, &c, &skip);
     wait_for_status(&client, &c, NodeStatus::Ready).await;
+    // Not before C's first orphan sweep (an agent's first, at its start,
+    // is reported on its node): the sweep removes an instance directory
+    // of an instance placed elsewhere, the blocker with it.
+    zixiao_testing::wait::wait_until(
+        "node C's first orphan sweep",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            let c = c.clone();
+            async move {
+                let node = client.get_node(&c).await.ok()?;
+                node.orphan_sweep.is_some().then_some(())
+            }
+        },
+    )
+    .await;
     std::fs::create_dir_all(instance_dir(&c_state).join("output.log"))
         .expect("block the log on the target");
     refused(
