@@ -165,6 +165,18 @@ impl GrpcClient {
             .map_err(|s| self.error(s))
     }
 
+    /// The answer of an RPC, decoded ([`GrpcClient::answer`], then
+    /// [`GrpcClient::decoded`]).
+    fn reply<W, T>(
+        &self,
+        reply: std::result::Result<tonic::Response<W>, tonic::Status>,
+    ) -> Result<T>
+    where
+        W: TryInto<T, Error = Error>,
+    {
+        self.decoded(self.answer(reply)?.try_into())
+    }
+
     /// A reply the server sent, decoded; one that does not decode is the
     /// server's fault, not the caller's.
     fn decoded<T>(&self, value: Result<T>) -> Result<T> {

@@ -371,6 +371,12 @@ where
     })
 }
 
+/// A reply the daemon sent that does not decode: the daemon's fault, not
+/// the caller's.
+fn daemon_answered(error: Error) -> Error {
+    Error::Internal(format!("the daemon answered {}", error.chain()))
+}
+
 fn import_images<'a>(
     mut local: LocalClient,
     error: impl Fn(Status) -> Error + Send + Sync + 'a,
@@ -405,9 +411,8 @@ fn import_images<'a>(
                     total: p.total,
                 }),
                 Some(pb::import_event::Event::Images(done)) => {
-                    let images = crate::convert::decode_all(done.images).map_err(|e| {
-                        Error::Internal(format!("the daemon answered {}", e.chain()))
-                    })?;
+                    let images =
+                        crate::convert::decode_all(done.images).map_err(daemon_answered)?;
                     return Ok(ApiResponse::Images(images));
                 }
                 None => {}
@@ -451,10 +456,7 @@ fn create_snapshot_to<'a>(
             to: wire_path("to", &to)?,
         };
         let taken = local.create_snapshot_to(request).await.map_err(&error)?;
-        let taken = taken
-            .into_inner()
-            .try_into()
-            .map_err(|e: Error| Error::Internal(format!("the daemon answered {}", e.chain())))?;
+        let taken = taken.into_inner().try_into().map_err(daemon_answered)?;
         Ok(ApiResponse::Snapshot(taken))
     })
 }
@@ -473,10 +475,7 @@ fn restore_instance<'a>(
             wait: wait.settled(),
         };
         let restored = local.restore_instance(request).await.map_err(&error)?;
-        let restored = restored
-            .into_inner()
-            .try_into()
-            .map_err(|e: Error| Error::Internal(format!("the daemon answered {}", e.chain())))?;
+        let restored = restored.into_inner().try_into().map_err(daemon_answered)?;
         Ok(ApiResponse::Instance(restored))
     })
 }

@@ -37,20 +37,22 @@ pub(super) fn create_instance(c: &GrpcClient, request: CreateInstance, wait: Wai
             instance: Some(request.into()),
             wait: wait.settled(),
         };
-        let created = c.answer(c.instances.clone().create_instance(request).await)?;
-        Ok(Response::Instance(c.decoded(created.try_into())?))
+        Ok(Response::Instance(c.reply(
+            c.instances.clone().create_instance(request).await,
+        )?))
     })
 }
 
 pub(super) fn get_instance(c: &GrpcClient, instance: String) -> Handling<'_> {
     Box::pin(async move {
-        let found = c.answer(
-            c.instances
-                .clone()
-                .get_instance(instance_ref(instance))
-                .await,
-        )?;
-        Ok(Response::Instance(c.decoded(found.try_into())?))
+        Ok(Response::Instance(
+            c.reply(
+                c.instances
+                    .clone()
+                    .get_instance(instance_ref(instance))
+                    .await,
+            )?,
+        ))
     })
 }
 
@@ -71,37 +73,40 @@ pub(super) fn list_instances(c: &GrpcClient, filter: InstanceFilter, page: Page)
 
 pub(super) fn start_instance(c: &GrpcClient, instance: String, wait: Wait) -> Handling<'_> {
     Box::pin(async move {
-        let started = c.answer(
-            c.instances
-                .clone()
-                .start_instance(action(instance, wait))
-                .await,
-        )?;
-        Ok(Response::Instance(c.decoded(started.try_into())?))
+        Ok(Response::Instance(
+            c.reply(
+                c.instances
+                    .clone()
+                    .start_instance(action(instance, wait))
+                    .await,
+            )?,
+        ))
     })
 }
 
 pub(super) fn stop_instance(c: &GrpcClient, instance: String, wait: Wait) -> Handling<'_> {
     Box::pin(async move {
-        let stopped = c.answer(
-            c.instances
-                .clone()
-                .stop_instance(action(instance, wait))
-                .await,
-        )?;
-        Ok(Response::Instance(c.decoded(stopped.try_into())?))
+        Ok(Response::Instance(
+            c.reply(
+                c.instances
+                    .clone()
+                    .stop_instance(action(instance, wait))
+                    .await,
+            )?,
+        ))
     })
 }
 
 pub(super) fn restart_instance(c: &GrpcClient, instance: String, wait: Wait) -> Handling<'_> {
     Box::pin(async move {
-        let restarted = c.answer(
-            c.instances
-                .clone()
-                .restart_instance(action(instance, wait))
-                .await,
-        )?;
-        Ok(Response::Instance(c.decoded(restarted.try_into())?))
+        Ok(Response::Instance(
+            c.reply(
+                c.instances
+                    .clone()
+                    .restart_instance(action(instance, wait))
+                    .await,
+            )?,
+        ))
     })
 }
 
@@ -117,8 +122,9 @@ pub(super) fn update_instance(
             update: Some(update.into()),
             wait: wait.settled(),
         };
-        let updated = c.answer(c.instances.clone().update_instance(request).await)?;
-        Ok(Response::Instance(c.decoded(updated.try_into())?))
+        Ok(Response::Instance(c.reply(
+            c.instances.clone().update_instance(request).await,
+        )?))
     })
 }
 
@@ -138,8 +144,9 @@ pub(super) fn clone_instance(
             snapshot: snapshot.map(String::from),
             wait: wait.settled(),
         };
-        let cloned = c.answer(c.instances.clone().clone_instance(request).await)?;
-        Ok(Response::Instance(c.decoded(cloned.try_into())?))
+        Ok(Response::Instance(c.reply(
+            c.instances.clone().clone_instance(request).await,
+        )?))
     })
 }
 
@@ -155,8 +162,9 @@ pub(super) fn migrate_instance(
             to,
             mode: mode.as_str().to_owned(),
         };
-        let moved = c.answer(c.instances.clone().migrate_instance(request).await)?;
-        Ok(Response::Instance(c.decoded(moved.try_into())?))
+        Ok(Response::Instance(c.reply(
+            c.instances.clone().migrate_instance(request).await,
+        )?))
     })
 }
 
@@ -174,25 +182,27 @@ pub(super) fn delete_instance(c: &GrpcClient, instance: String, wait: Wait) -> H
 
 pub(super) fn pause_instance(c: &GrpcClient, instance: String) -> Handling<'_> {
     Box::pin(async move {
-        let paused = c.answer(
-            c.instances
-                .clone()
-                .pause_instance(instance_ref(instance))
-                .await,
-        )?;
-        Ok(Response::Instance(c.decoded(paused.try_into())?))
+        Ok(Response::Instance(
+            c.reply(
+                c.instances
+                    .clone()
+                    .pause_instance(instance_ref(instance))
+                    .await,
+            )?,
+        ))
     })
 }
 
 pub(super) fn resume_instance(c: &GrpcClient, instance: String) -> Handling<'_> {
     Box::pin(async move {
-        let resumed = c.answer(
-            c.instances
-                .clone()
-                .resume_instance(instance_ref(instance))
-                .await,
-        )?;
-        Ok(Response::Instance(c.decoded(resumed.try_into())?))
+        Ok(Response::Instance(
+            c.reply(
+                c.instances
+                    .clone()
+                    .resume_instance(instance_ref(instance))
+                    .await,
+            )?,
+        ))
     })
 }
 
@@ -217,8 +227,7 @@ pub(super) fn instance_stats_history(c: &GrpcClient, instance: String) -> Handli
             .clone()
             .get_instance_stats_history(instance_ref(instance))
             .await;
-        let history = c.answer(history)?;
-        Ok(Response::StatsHistory(c.decoded(history.try_into())?))
+        Ok(Response::StatsHistory(c.reply(history)?))
     })
 }
 
@@ -282,13 +291,14 @@ pub(super) fn watch_instances(c: &GrpcClient, after: Revision) -> Handling<'_> {
 
 pub(super) fn create_snapshot(c: &GrpcClient, instance: String, name: String) -> Handling<'_> {
     Box::pin(async move {
-        let taken = c.answer(
-            c.snapshots
-                .clone()
-                .create_snapshot(snapshot_ref(instance, name))
-                .await,
-        )?;
-        Ok(Response::Snapshot(c.decoded(taken.try_into())?))
+        Ok(Response::Snapshot(
+            c.reply(
+                c.snapshots
+                    .clone()
+                    .create_snapshot(snapshot_ref(instance, name))
+                    .await,
+            )?,
+        ))
     })
 }
 
@@ -409,51 +419,58 @@ pub(super) fn list_nodes(c: &GrpcClient) -> Handling<'_> {
 
 pub(super) fn get_node(c: &GrpcClient, node: String) -> Handling<'_> {
     Box::pin(async move {
-        let found = c.answer(c.nodes.clone().get_node(node_ref(node)).await)?;
-        Ok(Response::Node(c.decoded(found.try_into())?))
+        Ok(Response::Node(
+            c.reply(c.nodes.clone().get_node(node_ref(node)).await)?,
+        ))
     })
 }
 
 pub(super) fn node_stats_history(c: &GrpcClient, node: String) -> Handling<'_> {
     Box::pin(async move {
-        let history = c.answer(c.nodes.clone().get_node_stats_history(node_ref(node)).await)?;
-        Ok(Response::NodeStatsHistory(c.decoded(history.try_into())?))
+        Ok(Response::NodeStatsHistory(c.reply(
+            c.nodes.clone().get_node_stats_history(node_ref(node)).await,
+        )?))
     })
 }
 
 pub(super) fn cordon_node(c: &GrpcClient, node: String) -> Handling<'_> {
     Box::pin(async move {
-        let cordoned = c.answer(c.nodes.clone().cordon_node(node_ref(node)).await)?;
-        Ok(Response::Node(c.decoded(cordoned.try_into())?))
+        Ok(Response::Node(c.reply(
+            c.nodes.clone().cordon_node(node_ref(node)).await,
+        )?))
     })
 }
 
 pub(super) fn uncordon_node(c: &GrpcClient, node: String) -> Handling<'_> {
     Box::pin(async move {
-        let uncordoned = c.answer(c.nodes.clone().uncordon_node(node_ref(node)).await)?;
-        Ok(Response::Node(c.decoded(uncordoned.try_into())?))
+        Ok(Response::Node(c.reply(
+            c.nodes.clone().uncordon_node(node_ref(node)).await,
+        )?))
     })
 }
 
 pub(super) fn drain_node(c: &GrpcClient, node: String) -> Handling<'_> {
     Box::pin(async move {
-        let report = c.answer(c.nodes.clone().drain_node(node_ref(node)).await)?;
-        Ok(Response::Drain(c.decoded(report.try_into())?))
+        Ok(Response::Drain(
+            c.reply(c.nodes.clone().drain_node(node_ref(node)).await)?,
+        ))
     })
 }
 
 pub(super) fn set_maintenance(c: &GrpcClient, node: String, on: bool) -> Handling<'_> {
     Box::pin(async move {
         let request = pb::SetMaintenanceRequest { node, on };
-        let report = c.answer(c.nodes.clone().set_maintenance(request).await)?;
-        Ok(Response::Drain(c.decoded(report.try_into())?))
+        Ok(Response::Drain(
+            c.reply(c.nodes.clone().set_maintenance(request).await)?,
+        ))
     })
 }
 
 pub(super) fn decommission_node(c: &GrpcClient, node: String) -> Handling<'_> {
     Box::pin(async move {
-        let report = c.answer(c.nodes.clone().decommission_node(node_ref(node)).await)?;
-        Ok(Response::Drain(c.decoded(report.try_into())?))
+        Ok(Response::Drain(c.reply(
+            c.nodes.clone().decommission_node(node_ref(node)).await,
+        )?))
     })
 }
 
@@ -482,8 +499,9 @@ pub(super) fn watch_nodes(c: &GrpcClient, after: Revision) -> Handling<'_> {
 pub(super) fn label_node(c: &GrpcClient, node: String, changes: LabelChanges) -> Handling<'_> {
     Box::pin(async move {
         let request = encode_label_changes(node, changes);
-        let labelled = c.answer(c.nodes.clone().label_node(request).await)?;
-        Ok(Response::Node(c.decoded(labelled.try_into())?))
+        Ok(Response::Node(
+            c.reply(c.nodes.clone().label_node(request).await)?,
+        ))
     })
 }
 
@@ -494,8 +512,9 @@ pub(super) fn change_node_traits(
 ) -> Handling<'_> {
     Box::pin(async move {
         let request = encode_trait_changes(node, changes);
-        let changed = c.answer(c.nodes.clone().change_node_traits(request).await)?;
-        Ok(Response::Node(c.decoded(changed.try_into())?))
+        Ok(Response::Node(c.reply(
+            c.nodes.clone().change_node_traits(request).await,
+        )?))
     })
 }
 
@@ -509,8 +528,9 @@ pub(super) fn set_node_carbon(
             node,
             carbon_intensity: intensity.map(u32::from),
         };
-        let changed = c.answer(c.nodes.clone().set_node_carbon(request).await)?;
-        Ok(Response::Node(c.decoded(changed.try_into())?))
+        Ok(Response::Node(
+            c.reply(c.nodes.clone().set_node_carbon(request).await)?,
+        ))
     })
 }
 
@@ -526,8 +546,9 @@ pub(super) fn set_allocation_ratios(
             cpu_millis: cpu.map(AllocationRatio::millis),
             memory_millis: memory.map(AllocationRatio::millis),
         };
-        let changed = c.answer(c.nodes.clone().set_allocation_ratios(request).await)?;
-        Ok(Response::Node(c.decoded(changed.try_into())?))
+        Ok(Response::Node(c.reply(
+            c.nodes.clone().set_allocation_ratios(request).await,
+        )?))
     })
 }
 
@@ -544,8 +565,9 @@ pub(super) fn create_aggregate(
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
         };
-        let created = c.answer(c.aggregates.clone().create_aggregate(request).await)?;
-        Ok(Response::Aggregate(c.decoded(created.try_into())?))
+        Ok(Response::Aggregate(c.reply(
+            c.aggregates.clone().create_aggregate(request).await,
+        )?))
     })
 }
 
@@ -567,8 +589,9 @@ pub(super) fn list_aggregates(c: &GrpcClient) -> Handling<'_> {
 pub(super) fn get_aggregate(c: &GrpcClient, name: AggregateName) -> Handling<'_> {
     Box::pin(async move {
         let request = pb::AggregateRef { name: name.into() };
-        let found = c.answer(c.aggregates.clone().get_aggregate(request).await)?;
-        Ok(Response::Aggregate(c.decoded(found.try_into())?))
+        Ok(Response::Aggregate(c.reply(
+            c.aggregates.clone().get_aggregate(request).await,
+        )?))
     })
 }
 
@@ -579,8 +602,9 @@ pub(super) fn set_aggregate_metadata(
 ) -> Handling<'_> {
     Box::pin(async move {
         let request = encode_metadata_changes(name.into(), changes);
-        let changed = c.answer(c.aggregates.clone().set_aggregate_metadata(request).await)?;
-        Ok(Response::Aggregate(c.decoded(changed.try_into())?))
+        Ok(Response::Aggregate(c.reply(
+            c.aggregates.clone().set_aggregate_metadata(request).await,
+        )?))
     })
 }
 
@@ -594,8 +618,9 @@ pub(super) fn add_aggregate_node(
             name: name.into(),
             node,
         };
-        let added = c.answer(c.aggregates.clone().add_aggregate_node(request).await)?;
-        Ok(Response::Aggregate(c.decoded(added.try_into())?))
+        Ok(Response::Aggregate(c.reply(
+            c.aggregates.clone().add_aggregate_node(request).await,
+        )?))
     })
 }
 
@@ -609,15 +634,17 @@ pub(super) fn remove_aggregate_node(
             name: name.into(),
             node,
         };
-        let removed = c.answer(c.aggregates.clone().remove_aggregate_node(request).await)?;
-        Ok(Response::Aggregate(c.decoded(removed.try_into())?))
+        Ok(Response::Aggregate(c.reply(
+            c.aggregates.clone().remove_aggregate_node(request).await,
+        )?))
     })
 }
 
 pub(super) fn cluster_info(c: &GrpcClient) -> Handling<'_> {
     Box::pin(async move {
-        let info = c.answer(c.cluster.clone().get_cluster_info(()).await)?;
-        Ok(Response::ClusterInfo(c.decoded(info.try_into())?))
+        Ok(Response::ClusterInfo(
+            c.reply(c.cluster.clone().get_cluster_info(()).await)?,
+        ))
     })
 }
 
@@ -626,16 +653,18 @@ pub(super) fn create_network(c: &GrpcClient, request: CreateNetwork) -> Handling
         let request = pb::CreateNetworkRequest {
             network: Some(request.into()),
         };
-        let created = c.answer(c.networks.clone().create_network(request).await)?;
-        Ok(Response::Network(c.decoded(created.try_into())?))
+        Ok(Response::Network(
+            c.reply(c.networks.clone().create_network(request).await)?,
+        ))
     })
 }
 
 pub(super) fn get_network(c: &GrpcClient, name: String) -> Handling<'_> {
     Box::pin(async move {
         let request = pb::NetworkRef { network: name };
-        let found = c.answer(c.networks.clone().get_network(request).await)?;
-        Ok(Response::Network(c.decoded(found.try_into())?))
+        Ok(Response::Network(
+            c.reply(c.networks.clone().get_network(request).await)?,
+        ))
     })
 }
 
@@ -657,16 +686,18 @@ pub(super) fn delete_network(c: &GrpcClient, name: String) -> Handling<'_> {
 pub(super) fn network_status(c: &GrpcClient, name: String) -> Handling<'_> {
     Box::pin(async move {
         let request = pb::NetworkRef { network: name };
-        let found = c.answer(c.networks.clone().network_status(request).await)?;
-        Ok(Response::NetworkStatus(c.decoded(found.try_into())?))
+        Ok(Response::NetworkStatus(
+            c.reply(c.networks.clone().network_status(request).await)?,
+        ))
     })
 }
 
 pub(super) fn repair_network(c: &GrpcClient, name: String) -> Handling<'_> {
     Box::pin(async move {
         let request = pb::NetworkRef { network: name };
-        let repaired = c.answer(c.networks.clone().repair_network(request).await)?;
-        Ok(Response::NetworkStatus(c.decoded(repaired.try_into())?))
+        Ok(Response::NetworkStatus(
+            c.reply(c.networks.clone().repair_network(request).await)?,
+        ))
     })
 }
 
@@ -677,8 +708,9 @@ pub(super) fn create_template(
 ) -> Handling<'_> {
     Box::pin(async move {
         let request = encode_template_change(name, spec);
-        let created = c.answer(c.templates.clone().create_template(request).await)?;
-        Ok(Response::Template(c.decoded(created.try_into())?))
+        Ok(Response::Template(c.reply(
+            c.templates.clone().create_template(request).await,
+        )?))
     })
 }
 
@@ -689,8 +721,9 @@ pub(super) fn update_template(
 ) -> Handling<'_> {
     Box::pin(async move {
         let request = encode_template_change(name, spec);
-        let updated = c.answer(c.templates.clone().update_template(request).await)?;
-        Ok(Response::Template(c.decoded(updated.try_into())?))
+        Ok(Response::Template(c.reply(
+            c.templates.clone().update_template(request).await,
+        )?))
     })
 }
 
@@ -704,8 +737,9 @@ pub(super) fn get_template(
             name: name.into(),
             version,
         };
-        let found = c.answer(c.templates.clone().get_template(request).await)?;
-        Ok(Response::Template(c.decoded(found.try_into())?))
+        Ok(Response::Template(
+            c.reply(c.templates.clone().get_template(request).await)?,
+        ))
     })
 }
 
@@ -741,8 +775,9 @@ pub(super) fn create_from_template(
             wait: wait.settled(),
             ..request.into()
         };
-        let created = c.answer(c.instances.clone().create_from_template(request).await)?;
-        Ok(Response::Instance(c.decoded(created.try_into())?))
+        Ok(Response::Instance(c.reply(
+            c.instances.clone().create_from_template(request).await,
+        )?))
     })
 }
 
@@ -799,8 +834,9 @@ pub(super) fn create_token(
             join: terms.purpose == zixiao_core::api::TokenPurpose::Join,
             reusable: terms.reusable,
         };
-        let issued = c.answer(c.users.clone().create_token(request).await)?;
-        Ok(Response::Token(c.decoded(issued.try_into())?))
+        Ok(Response::Token(
+            c.reply(c.users.clone().create_token(request).await)?,
+        ))
     })
 }
 
@@ -814,8 +850,9 @@ pub(super) fn list_tokens(c: &GrpcClient, owner: Option<String>) -> Handling<'_>
 
 pub(super) fn revoke_token(c: &GrpcClient, id: String) -> Handling<'_> {
     Box::pin(async move {
-        let revoked = c.answer(c.users.clone().revoke_token(pb::TokenRef { id }).await)?;
-        Ok(Response::TokenInfo(c.decoded(revoked.try_into())?))
+        Ok(Response::TokenInfo(c.reply(
+            c.users.clone().revoke_token(pb::TokenRef { id }).await,
+        )?))
     })
 }
 
@@ -825,8 +862,9 @@ pub(super) fn create_project(c: &GrpcClient, name: String, quota: Quota) -> Hand
             name,
             quota: Some(quota.into()),
         };
-        let created = c.answer(c.projects.clone().create_project(request).await)?;
-        Ok(Response::Project(c.decoded(created.try_into())?))
+        Ok(Response::Project(
+            c.reply(c.projects.clone().create_project(request).await)?,
+        ))
     })
 }
 
@@ -839,13 +877,14 @@ pub(super) fn list_projects(c: &GrpcClient) -> Handling<'_> {
 
 pub(super) fn get_project(c: &GrpcClient, name: String) -> Handling<'_> {
     Box::pin(async move {
-        let found = c.answer(
-            c.projects
-                .clone()
-                .get_project(pb::ProjectRef { name })
-                .await,
-        )?;
-        Ok(Response::Project(c.decoded(found.try_into())?))
+        Ok(Response::Project(
+            c.reply(
+                c.projects
+                    .clone()
+                    .get_project(pb::ProjectRef { name })
+                    .await,
+            )?,
+        ))
     })
 }
 
@@ -855,8 +894,9 @@ pub(super) fn update_project(c: &GrpcClient, name: String, quota: Quota) -> Hand
             name,
             quota: Some(quota.into()),
         };
-        let updated = c.answer(c.projects.clone().update_project(request).await)?;
-        Ok(Response::Project(c.decoded(updated.try_into())?))
+        Ok(Response::Project(
+            c.reply(c.projects.clone().update_project(request).await)?,
+        ))
     })
 }
 
@@ -901,8 +941,9 @@ pub(super) fn list_operations(c: &GrpcClient, filter: OperationFilter, page: Pag
 
 pub(super) fn get_operation(c: &GrpcClient, id: OperationId) -> Handling<'_> {
     Box::pin(async move {
-        let found = c.answer(c.operations.clone().get_operation(operation_ref(id)).await)?;
-        Ok(Response::Operation(c.decoded(found.try_into())?))
+        Ok(Response::Operation(c.reply(
+            c.operations.clone().get_operation(operation_ref(id)).await,
+        )?))
     })
 }
 
@@ -925,12 +966,13 @@ pub(super) fn watch_operation(c: &GrpcClient, id: OperationId) -> Handling<'_> {
 
 pub(super) fn cancel_operation(c: &GrpcClient, id: OperationId) -> Handling<'_> {
     Box::pin(async move {
-        let cancelled = c.answer(
-            c.operations
-                .clone()
-                .cancel_operation(operation_ref(id))
-                .await,
-        )?;
-        Ok(Response::Operation(c.decoded(cancelled.try_into())?))
+        Ok(Response::Operation(
+            c.reply(
+                c.operations
+                    .clone()
+                    .cancel_operation(operation_ref(id))
+                    .await,
+            )?,
+        ))
     })
 }
