@@ -1,25 +1,24 @@
 //! [`GrpcClient`]: the [`Api`] of a Zixiao server reached over gRPC, the
 //! same trait the in-process controller implements, so every frontend
 //! holds one [`Client`] whichever deployment is behind it. This is the one
-//! place that maps each [`Request`] to its RPC; [`connect`] builds the
-//! client.
+//! place that maps each [`Request`] to its RPC: [`GrpcClient`]'s dispatch is
+//! a table from each request to its handler (in [`handle`]), each handler a
+//! boxed future of its own (see [`Handling`] for why). [`connect`] builds
+//! the client.
 
+mod handle;
+
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use zixiao_core::api::{Api, Client, InstancePage, OperationPage, Request, Response};
-use zixiao_core::{AllocationRatio, Error, Result};
+use zixiao_core::api::{Api, Client, Handling, Request, Response};
+use zixiao_core::{Error, Result};
 
-use crate::convert::{
-    decode_all, decode_pull_event, encode_instance_type, encode_label_changes,
-    encode_metadata_changes, encode_pull_options, encode_role, encode_template_change,
-    encode_trait_changes, page_token, wire_time,
-};
 use crate::pb;
 use crate::pb::aggregate_service_client::AggregateServiceClient;
 use crate::pb::audit_service_client::AuditServiceClient;
@@ -166,20 +165,33 @@ impl GrpcClient {
             .map_err(|s| self.error(s))
     }
 
+    /// The answer of an RPC, decoded ([`GrpcClient::answer`], then
+    /// [`GrpcClient::decoded`]).
+    fn reply<W, T>(
+        &self,
+        reply: std::result::Result<tonic::Response<W>, tonic::Status>,
+    ) -> Result<T>
+    where
+        W: TryInto<T, Error = Error>,
+    {
+        self.decoded(self.answer(reply)?.try_into())
+    }
+
     /// A reply the server sent, decoded; one that does not decode is the
     /// server's fault, not the caller's.
     fn decoded<T>(&self, value: Result<T>) -> Result<T> {
         value.map_err(|e| Error::Internal(format!("{} answered {}", self.server, e.chain())))
     }
 
-    /// The answer to a request that needs the caller's files.
-    fn local_files(&self, operation: &str, path: &Path) -> Error {
-        Error::Unsupported(format!(
+    /// The answer to a request that needs the caller's files, which this
+    /// client does not send: refused here, nothing sent.
+    fn local_files(&self, operation: &str, path: &Path) -> Handling<'static> {
+        Box::pin(std::future::ready(Err(Error::Unsupported(format!(
             "{operation} uses `{}` on this machine, which {} cannot reach; run it on the \
              node, in the embedded deployment",
             path.display(),
             self.server
-        ))
+        )))))
     }
 }
 
@@ -214,580 +226,176 @@ fn node_ref(node: String) -> pb::NodeRef {
 #[async_trait]
 impl Api for GrpcClient {
     async fn call(&self, request: Request) -> Result<Response> {
+        self.dispatch(request).await
+    }
+}
+
+impl GrpcClient {
+    /// The handling of `request`: its handler's future, not yet polled
+    /// (see [`Handling`] for why each is a future of its own).
+    fn dispatch(&self, request: Request) -> Handling<'_> {
         // On a daemon's socket, requests with this machine's paths have
         // their own service; everything else goes the usual way.
         let request = match &self.local {
-            Some(local) => match crate::local::call(local, request, |s| self.error(s)).await? {
-                Ok(response) => return Ok(response),
-                Err(request) => request,
+            Some(local) => match crate::local::dispatch(local, request, |s| self.error(s)) {
+                ControlFlow::Break(handling) => return handling,
+                ControlFlow::Continue(request) => request,
             },
             None => request,
         };
-        let mut instances = self.instances.clone();
-        let mut snapshots = self.snapshots.clone();
-        let mut nodes = self.nodes.clone();
-        let mut aggregates = self.aggregates.clone();
-        let mut networks = self.networks.clone();
-        let mut templates = self.templates.clone();
-        let mut users = self.users.clone();
-        let mut projects = self.projects.clone();
-        let mut operations = self.operations.clone();
         let operation = request.operation();
-        Ok(match request {
+        match request {
             Request::CreateInstance { request, wait } => {
-                let request = pb::CreateInstanceRequest {
-                    instance: Some(request.into()),
-                    wait: wait.settled(),
-                };
-                let created = self.answer(instances.create_instance(request).await)?;
-                Response::Instance(self.decoded(created.try_into())?)
+                handle::create_instance(self, request, wait)
             }
-            Request::GetInstance { instance } => {
-                let found = self.answer(instances.get_instance(instance_ref(instance)).await)?;
-                Response::Instance(self.decoded(found.try_into())?)
-            }
-            Request::ListInstances { filter, page } => {
-                let request = pb::ListInstancesRequest {
-                    filter: Some(filter.into()),
-                    page_size: page.size,
-                    page_token: page.token.map(|t| t.to_string()).unwrap_or_default(),
-                };
-                let listed = self.answer(instances.list_instances(request).await)?;
-                Response::Instances(InstancePage {
-                    instances: self.decoded(decode_all(listed.instances))?,
-                    next_page: self.decoded(page_token(&listed.next_page_token))?,
-                })
-            }
+            Request::GetInstance { instance } => handle::get_instance(self, instance),
+            Request::ListInstances { filter, page } => handle::list_instances(self, filter, page),
             Request::StartInstance { instance, wait } => {
-                let started = instances.start_instance(action(instance, wait)).await;
-                Response::Instance(self.decoded(self.answer(started)?.try_into())?)
+                handle::start_instance(self, instance, wait)
             }
-            Request::StopInstance { instance, wait } => {
-                let stopped = instances.stop_instance(action(instance, wait)).await;
-                Response::Instance(self.decoded(self.answer(stopped)?.try_into())?)
-            }
+            Request::StopInstance { instance, wait } => handle::stop_instance(self, instance, wait),
             Request::RestartInstance { instance, wait } => {
-                let restarted = instances.restart_instance(action(instance, wait)).await;
-                Response::Instance(self.decoded(self.answer(restarted)?.try_into())?)
+                handle::restart_instance(self, instance, wait)
             }
             Request::UpdateInstance {
                 instance,
                 update,
                 wait,
-            } => {
-                let request = pb::UpdateInstanceRequest {
-                    instance,
-                    update: Some(update.into()),
-                    wait: wait.settled(),
-                };
-                let updated = instances.update_instance(request).await;
-                Response::Instance(self.decoded(self.answer(updated)?.try_into())?)
-            }
+            } => handle::update_instance(self, instance, update, wait),
             Request::CloneInstance {
                 source,
                 name,
                 linked,
                 snapshot,
                 wait,
-            } => {
-                let request = pb::CloneInstanceRequest {
-                    source,
-                    name,
-                    linked,
-                    snapshot: snapshot.map(String::from),
-                    wait: wait.settled(),
-                };
-                let cloned = instances.clone_instance(request).await;
-                Response::Instance(self.decoded(self.answer(cloned)?.try_into())?)
-            }
+            } => handle::clone_instance(self, source, name, linked, snapshot, wait),
             Request::MigrateInstance { instance, to, mode } => {
-                let request = pb::MigrateInstanceRequest {
-                    instance,
-                    to,
-                    mode: mode.as_str().to_owned(),
-                };
-                let moved = instances.migrate_instance(request).await;
-                Response::Instance(self.decoded(self.answer(moved)?.try_into())?)
+                handle::migrate_instance(self, instance, to, mode)
             }
             Request::DeleteInstance { instance, wait } => {
-                let deleting = instances.delete_instance(action(instance, wait)).await;
-                let left = self.answer(deleting)?.instance.map(TryInto::try_into);
-                Response::MaybeInstance(self.decoded(left.transpose())?)
+                handle::delete_instance(self, instance, wait)
             }
-            Request::PauseInstance { instance } => {
-                let paused = instances.pause_instance(instance_ref(instance)).await;
-                Response::Instance(self.decoded(self.answer(paused)?.try_into())?)
-            }
-            Request::ResumeInstance { instance } => {
-                let resumed = instances.resume_instance(instance_ref(instance)).await;
-                Response::Instance(self.decoded(self.answer(resumed)?.try_into())?)
-            }
-            Request::InstanceStats { instance } => {
-                let stats = instances.get_instance_stats(instance_ref(instance)).await;
-                Response::Stats(self.answer(stats)?.into())
-            }
+            Request::PauseInstance { instance } => handle::pause_instance(self, instance),
+            Request::ResumeInstance { instance } => handle::resume_instance(self, instance),
+            Request::InstanceStats { instance } => handle::instance_stats(self, instance),
             Request::InstanceStatsHistory { instance } => {
-                let history = instances
-                    .get_instance_stats_history(instance_ref(instance))
-                    .await;
-                Response::StatsHistory(self.decoded(self.answer(history)?.try_into())?)
+                handle::instance_stats_history(self, instance)
             }
             Request::ReadLog {
                 instance,
                 offset,
                 max,
-            } => {
-                let request = pb::ReadLogRequest {
-                    instance,
-                    offset,
-                    max,
-                };
-                Response::Log(self.answer(instances.read_log(request).await)?.into())
-            }
-            Request::FollowLog { instance, offset } => {
-                let request = pb::FollowLogRequest { instance, offset };
-                let log = self.answer(instances.follow_log(request).await)?;
-                let client = self.clone();
-                let pieces = log.map(move |piece| match piece {
-                    Ok(piece) => Ok(piece.data),
-                    Err(status) => Err(client.error(status)),
-                });
-                Response::LogStream(pieces.boxed())
-            }
-            Request::AttachConsole { instance } => {
-                use pb::console_input::Input;
-                let first = pb::ConsoleInput {
-                    input: Some(Input::Instance(instance)),
-                };
-                let data = |data| pb::ConsoleInput {
-                    input: Some(Input::Data(data)),
-                };
-                let console = crate::console::connect(first, data, |input| async move {
-                    Ok(instances.attach_console(input).await?.into_inner())
-                })
-                .await;
-                Response::Console(console.map_err(|s| self.error(s))?)
-            }
-            Request::WatchInstances { after } => {
-                let request = pb::WatchRequest {
-                    after_revision: after,
-                };
-                let events = self.answer(instances.watch_instances(request).await)?;
-                let client = self.clone();
-                let events = events.map(move |event| match event {
-                    Ok(event) => client.decoded(event.try_into()),
-                    Err(status) => Err(client.error(status)),
-                });
-                Response::InstanceEvents(events.boxed())
-            }
-            Request::CreateSnapshot { to: Some(to), .. } => {
-                return Err(self.local_files(operation, &to))
-            }
+            } => handle::read_log(self, instance, offset, max),
+            Request::FollowLog { instance, offset } => handle::follow_log(self, instance, offset),
+            Request::AttachConsole { instance } => handle::attach_console(self, instance),
+            Request::WatchInstances { after } => handle::watch_instances(self, after),
+            Request::CreateSnapshot { to: Some(to), .. } => self.local_files(operation, &to),
             Request::CreateSnapshot {
                 instance,
                 name,
                 to: None,
-            } => {
-                let taken = snapshots
-                    .create_snapshot(snapshot_ref(instance, name))
-                    .await;
-                Response::Snapshot(self.decoded(self.answer(taken)?.try_into())?)
-            }
-            Request::ListSnapshots { instance } => {
-                let all = snapshots.list_snapshots(instance_ref(instance)).await;
-                let all = self.answer(all)?.snapshots;
-                Response::Snapshots(self.decoded(decode_all(all))?)
-            }
+            } => handle::create_snapshot(self, instance, name),
+            Request::ListSnapshots { instance } => handle::list_snapshots(self, instance),
             Request::RevertSnapshot { instance, name } => {
-                let reverted = snapshots
-                    .revert_snapshot(snapshot_ref(instance, name))
-                    .await;
-                self.answer(reverted)?;
-                Response::Done
+                handle::revert_snapshot(self, instance, name)
             }
             Request::DeleteSnapshot { instance, name } => {
-                let deleted = snapshots
-                    .delete_snapshot(snapshot_ref(instance, name))
-                    .await;
-                self.answer(deleted)?;
-                Response::Done
+                handle::delete_snapshot(self, instance, name)
             }
-            Request::ExportSnapshot { to, .. } => return Err(self.local_files(operation, &to)),
-            Request::RestoreInstance { from, .. } => return Err(self.local_files(operation, &from)),
-            Request::ImportImages { archive, .. } => {
-                return Err(self.local_files(operation, &archive))
-            }
-            Request::BackupState { to } => return Err(self.local_files(operation, &to)),
+            Request::ExportSnapshot { to, .. } => self.local_files(operation, &to),
+            Request::RestoreInstance { from, .. } => self.local_files(operation, &from),
+            Request::ImportImages { archive, .. } => self.local_files(operation, &archive),
+            Request::BackupState { to } => self.local_files(operation, &to),
             Request::PullImage {
                 node,
                 instance_type,
                 reference,
                 options,
                 progress,
-            } => {
-                let wire = encode_pull_options(options);
-                let request = pb::PullImageRequest {
-                    node,
-                    r#type: encode_instance_type(instance_type),
-                    reference: reference.to_string(),
-                    credentials: wire.credentials,
-                    insecure_registries: wire.insecure_registries,
-                    registry_cas: wire.registry_cas,
-                    platform: wire.platform,
-                    kind: wire.kind,
-                };
-                let mut events = self.answer(self.images.clone().pull_image(request).await)?;
-                while let Some(event) = events.next().await {
-                    let Some(event) = event.map_err(|s| self.error(s))?.event else {
-                        continue;
-                    };
-                    match self.decoded(decode_pull_event(event))? {
-                        Ok(p) => progress.report(p),
-                        Err(image) => return Ok(Response::Images(vec![image])),
-                    }
-                }
-                return Err(Error::Internal(
-                    "the server ended the pull without saying what it pulled".to_owned(),
-                ));
-            }
+            } => handle::pull_image(self, node, instance_type, reference, options, progress),
             Request::ListImages {
                 node,
                 instance_type,
-            } => {
-                let request = pb::ListImagesRequest {
-                    node,
-                    r#type: encode_instance_type(instance_type),
-                };
-                let images = self.answer(self.images.clone().list_images(request).await)?;
-                Response::Images(self.decoded(decode_all(images.images))?)
-            }
+            } => handle::list_images(self, node, instance_type),
             Request::RemoveImage {
                 node,
                 instance_type,
                 kind,
                 name,
-            } => {
-                let request = pb::RemoveImageRequest {
-                    node,
-                    r#type: encode_instance_type(instance_type),
-                    name,
-                    kind: crate::convert::encode_image_kind(kind),
-                };
-                self.answer(self.images.clone().remove_image(request).await)?;
-                Response::Done
-            }
-            Request::ListNodes => {
-                let all = self.answer(nodes.list_nodes(()).await)?;
-                Response::Nodes(self.decoded(decode_all(all.nodes))?)
-            }
-            Request::GetNode { node } => {
-                let found = self.answer(nodes.get_node(node_ref(node)).await)?;
-                Response::Node(self.decoded(found.try_into())?)
-            }
-            Request::NodeStatsHistory { node } => {
-                let history = self.answer(nodes.get_node_stats_history(node_ref(node)).await)?;
-                Response::NodeStatsHistory(self.decoded(history.try_into())?)
-            }
-            Request::CordonNode { node } => {
-                let cordoned = self.answer(nodes.cordon_node(node_ref(node)).await)?;
-                Response::Node(self.decoded(cordoned.try_into())?)
-            }
-            Request::UncordonNode { node } => {
-                let uncordoned = self.answer(nodes.uncordon_node(node_ref(node)).await)?;
-                Response::Node(self.decoded(uncordoned.try_into())?)
-            }
-            Request::DrainNode { node } => {
-                let report = self.answer(nodes.drain_node(node_ref(node)).await)?;
-                Response::Drain(self.decoded(report.try_into())?)
-            }
-            Request::SetMaintenance { node, on } => {
-                let request = pb::SetMaintenanceRequest { node, on };
-                let report = self.answer(nodes.set_maintenance(request).await)?;
-                Response::Drain(self.decoded(report.try_into())?)
-            }
-            Request::DecommissionNode { node } => {
-                let report = self.answer(nodes.decommission_node(node_ref(node)).await)?;
-                Response::Drain(self.decoded(report.try_into())?)
-            }
-            Request::DeregisterNode { node } => {
-                self.answer(nodes.deregister_node(node_ref(node)).await)?;
-                Response::Done
-            }
-            Request::WatchNodes { after } => {
-                let request = pb::WatchRequest {
-                    after_revision: after,
-                };
-                let events = self.answer(nodes.watch_nodes(request).await)?;
-                let client = self.clone();
-                let events = events.map(move |event| match event {
-                    Ok(event) => client.decoded(event.try_into()),
-                    Err(status) => Err(client.error(status)),
-                });
-                Response::NodeEvents(events.boxed())
-            }
-            Request::LabelNode { node, changes } => {
-                let request = encode_label_changes(node, changes);
-                let labelled = self.answer(nodes.label_node(request).await)?;
-                Response::Node(self.decoded(labelled.try_into())?)
-            }
+            } => handle::remove_image(self, node, instance_type, kind, name),
+            Request::ListNodes => handle::list_nodes(self),
+            Request::GetNode { node } => handle::get_node(self, node),
+            Request::NodeStatsHistory { node } => handle::node_stats_history(self, node),
+            Request::CordonNode { node } => handle::cordon_node(self, node),
+            Request::UncordonNode { node } => handle::uncordon_node(self, node),
+            Request::DrainNode { node } => handle::drain_node(self, node),
+            Request::SetMaintenance { node, on } => handle::set_maintenance(self, node, on),
+            Request::DecommissionNode { node } => handle::decommission_node(self, node),
+            Request::DeregisterNode { node } => handle::deregister_node(self, node),
+            Request::WatchNodes { after } => handle::watch_nodes(self, after),
+            Request::LabelNode { node, changes } => handle::label_node(self, node, changes),
             Request::ChangeNodeTraits { node, changes } => {
-                let request = encode_trait_changes(node, changes);
-                let changed = self.answer(nodes.change_node_traits(request).await)?;
-                Response::Node(self.decoded(changed.try_into())?)
+                handle::change_node_traits(self, node, changes)
             }
             Request::SetNodeCarbon { node, intensity } => {
-                let request = pb::SetNodeCarbonRequest {
-                    node,
-                    carbon_intensity: intensity.map(u32::from),
-                };
-                let changed = self.answer(nodes.set_node_carbon(request).await)?;
-                Response::Node(self.decoded(changed.try_into())?)
+                handle::set_node_carbon(self, node, intensity)
             }
             Request::SetAllocationRatios { node, cpu, memory } => {
-                let request = pb::SetAllocationRatiosRequest {
-                    node,
-                    cpu_millis: cpu.map(AllocationRatio::millis),
-                    memory_millis: memory.map(AllocationRatio::millis),
-                };
-                let changed = self.answer(nodes.set_allocation_ratios(request).await)?;
-                Response::Node(self.decoded(changed.try_into())?)
+                handle::set_allocation_ratios(self, node, cpu, memory)
             }
             Request::CreateAggregate { name, metadata } => {
-                let request = pb::CreateAggregateRequest {
-                    name: name.into(),
-                    metadata: metadata
-                        .into_iter()
-                        .map(|(k, v)| (k.into(), v.into()))
-                        .collect(),
-                };
-                let created = self.answer(aggregates.create_aggregate(request).await)?;
-                Response::Aggregate(self.decoded(created.try_into())?)
+                handle::create_aggregate(self, name, metadata)
             }
-            Request::DeleteAggregate { name } => {
-                let request = pb::AggregateRef { name: name.into() };
-                self.answer(aggregates.delete_aggregate(request).await)?;
-                Response::Done
-            }
-            Request::ListAggregates => {
-                let all = self.answer(aggregates.list_aggregates(()).await)?;
-                Response::Aggregates(self.decoded(decode_all(all.aggregates))?)
-            }
-            Request::GetAggregate { name } => {
-                let request = pb::AggregateRef { name: name.into() };
-                let found = self.answer(aggregates.get_aggregate(request).await)?;
-                Response::Aggregate(self.decoded(found.try_into())?)
-            }
+            Request::DeleteAggregate { name } => handle::delete_aggregate(self, name),
+            Request::ListAggregates => handle::list_aggregates(self),
+            Request::GetAggregate { name } => handle::get_aggregate(self, name),
             Request::SetAggregateMetadata { name, changes } => {
-                let request = encode_metadata_changes(name.into(), changes);
-                let changed = self.answer(aggregates.set_aggregate_metadata(request).await)?;
-                Response::Aggregate(self.decoded(changed.try_into())?)
+                handle::set_aggregate_metadata(self, name, changes)
             }
             Request::AddAggregateNode { name, node } => {
-                let request = pb::AggregateNodeRequest {
-                    name: name.into(),
-                    node,
-                };
-                let added = self.answer(aggregates.add_aggregate_node(request).await)?;
-                Response::Aggregate(self.decoded(added.try_into())?)
+                handle::add_aggregate_node(self, name, node)
             }
             Request::RemoveAggregateNode { name, node } => {
-                let request = pb::AggregateNodeRequest {
-                    name: name.into(),
-                    node,
-                };
-                let removed = self.answer(aggregates.remove_aggregate_node(request).await)?;
-                Response::Aggregate(self.decoded(removed.try_into())?)
+                handle::remove_aggregate_node(self, name, node)
             }
-            Request::ClusterInfo => {
-                let info = self.answer(self.cluster.clone().get_cluster_info(()).await)?;
-                Response::ClusterInfo(self.decoded(info.try_into())?)
-            }
-            Request::CreateNetwork { request } => {
-                let request = pb::CreateNetworkRequest {
-                    network: Some(request.into()),
-                };
-                let created = self.answer(networks.create_network(request).await)?;
-                Response::Network(self.decoded(created.try_into())?)
-            }
-            Request::GetNetwork { name } => {
-                let request = pb::NetworkRef { network: name };
-                let found = self.answer(networks.get_network(request).await)?;
-                Response::Network(self.decoded(found.try_into())?)
-            }
-            Request::ListNetworks => {
-                let all = self.answer(networks.list_networks(()).await)?;
-                Response::Networks(self.decoded(decode_all(all.networks))?)
-            }
-            Request::DeleteNetwork { name } => {
-                let request = pb::NetworkRef { network: name };
-                self.answer(networks.delete_network(request).await)?;
-                Response::Done
-            }
-            Request::NetworkStatus { name } => {
-                let request = pb::NetworkRef { network: name };
-                let found = self.answer(networks.network_status(request).await)?;
-                Response::NetworkStatus(self.decoded(found.try_into())?)
-            }
-            Request::RepairNetwork { name } => {
-                let request = pb::NetworkRef { network: name };
-                let repaired = self.answer(networks.repair_network(request).await)?;
-                Response::NetworkStatus(self.decoded(repaired.try_into())?)
-            }
-            Request::CreateTemplate { name, spec } => {
-                let request = encode_template_change(name, spec);
-                let created = self.answer(templates.create_template(request).await)?;
-                Response::Template(self.decoded(created.try_into())?)
-            }
-            Request::UpdateTemplate { name, spec } => {
-                let request = encode_template_change(name, spec);
-                let updated = self.answer(templates.update_template(request).await)?;
-                Response::Template(self.decoded(updated.try_into())?)
-            }
-            Request::GetTemplate { name, version } => {
-                let request = pb::TemplateRef {
-                    name: name.into(),
-                    version,
-                };
-                let found = self.answer(templates.get_template(request).await)?;
-                Response::Template(self.decoded(found.try_into())?)
-            }
-            Request::ListTemplates => {
-                let all = self.answer(templates.list_templates(()).await)?;
-                Response::Templates(self.decoded(decode_all(all.templates))?)
-            }
+            Request::ClusterInfo => handle::cluster_info(self),
+            Request::CreateNetwork { request } => handle::create_network(self, request),
+            Request::GetNetwork { name } => handle::get_network(self, name),
+            Request::ListNetworks => handle::list_networks(self),
+            Request::DeleteNetwork { name } => handle::delete_network(self, name),
+            Request::NetworkStatus { name } => handle::network_status(self, name),
+            Request::RepairNetwork { name } => handle::repair_network(self, name),
+            Request::CreateTemplate { name, spec } => handle::create_template(self, name, spec),
+            Request::UpdateTemplate { name, spec } => handle::update_template(self, name, spec),
+            Request::GetTemplate { name, version } => handle::get_template(self, name, version),
+            Request::ListTemplates => handle::list_templates(self),
             Request::DeleteTemplate { name, version } => {
-                let request = pb::TemplateRef {
-                    name: name.into(),
-                    version,
-                };
-                self.answer(templates.delete_template(request).await)?;
-                Response::Done
+                handle::delete_template(self, name, version)
             }
             Request::CreateFromTemplate { request, wait } => {
-                let request = pb::CreateFromTemplateRequest {
-                    wait: wait.settled(),
-                    ..request.into()
-                };
-                let created = self.answer(instances.create_from_template(request).await)?;
-                Response::Instance(self.decoded(created.try_into())?)
+                handle::create_from_template(self, request, wait)
             }
             Request::CreateUser {
                 name,
                 role,
                 projects,
                 token_ttl,
-            } => {
-                let request = pb::CreateUserRequest {
-                    name,
-                    role: encode_role(role),
-                    projects,
-                    token_ttl: token_ttl.map(crate::membership::wire_duration),
-                };
-                let created = self.answer(users.create_user(request).await)?;
-                let user = self.decoded(required_reply(created.user, "user"))?;
-                let token = self.decoded(required_reply(created.token, "token"))?;
-                Response::NewUser(
-                    self.decoded(user.try_into())?,
-                    self.decoded(token.try_into())?,
-                )
-            }
-            Request::ListUsers => {
-                let all = self.answer(users.list_users(()).await)?;
-                Response::Users(self.decoded(decode_all(all.users))?)
-            }
-            Request::DeleteUser { name } => {
-                self.answer(users.delete_user(pb::UserRef { name }).await)?;
-                Response::Done
-            }
-            Request::CreateToken { owner, terms } => {
-                let request = pb::CreateTokenRequest {
-                    owner,
-                    role: terms.role.map_or(0, encode_role),
-                    limited_to_projects: terms.projects.is_some(),
-                    projects: terms.projects.unwrap_or_default(),
-                    ttl: terms.ttl.map(crate::membership::wire_duration),
-                    join: terms.purpose == zixiao_core::api::TokenPurpose::Join,
-                    reusable: terms.reusable,
-                };
-                let issued = self.answer(users.create_token(request).await)?;
-                Response::Token(self.decoded(issued.try_into())?)
-            }
-            Request::ListTokens { owner } => {
-                let request = pb::ListTokensRequest { owner };
-                let all = self.answer(users.list_tokens(request).await)?;
-                Response::Tokens(self.decoded(decode_all(all.tokens))?)
-            }
-            Request::RevokeToken { id } => {
-                let revoked = self.answer(users.revoke_token(pb::TokenRef { id }).await)?;
-                Response::TokenInfo(self.decoded(revoked.try_into())?)
-            }
-            Request::CreateProject { name, quota } => {
-                let request = pb::ProjectChange {
-                    name,
-                    quota: Some(quota.into()),
-                };
-                let created = self.answer(projects.create_project(request).await)?;
-                Response::Project(self.decoded(created.try_into())?)
-            }
-            Request::ListProjects => {
-                let all = self.answer(projects.list_projects(()).await)?;
-                Response::Projects(self.decoded(decode_all(all.projects))?)
-            }
-            Request::GetProject { name } => {
-                let found = self.answer(projects.get_project(pb::ProjectRef { name }).await)?;
-                Response::Project(self.decoded(found.try_into())?)
-            }
-            Request::UpdateProject { name, quota } => {
-                let request = pb::ProjectChange {
-                    name,
-                    quota: Some(quota.into()),
-                };
-                let updated = self.answer(projects.update_project(request).await)?;
-                Response::Project(self.decoded(updated.try_into())?)
-            }
-            Request::DeleteProject { name } => {
-                self.answer(projects.delete_project(pb::ProjectRef { name }).await)?;
-                Response::Done
-            }
-            Request::ListAudit { query } => {
-                let request = pb::ListAuditRequest {
-                    since: query.since.map(wire_time),
-                    user: query.user,
-                    project: query.project,
-                };
-                let all = self.answer(self.audit.clone().list_audit(request).await)?;
-                Response::AuditRecords(self.decoded(decode_all(all.records))?)
-            }
-            Request::ListOperations { filter, page } => {
-                let request = pb::ListOperationsRequest {
-                    filter: Some(filter.into()),
-                    page_size: page.size,
-                    page_token: page.token.map(|t| t.to_string()).unwrap_or_default(),
-                };
-                let listed = self.answer(operations.list_operations(request).await)?;
-                Response::Operations(OperationPage {
-                    operations: self.decoded(decode_all(listed.operations))?,
-                    next_page: self.decoded(page_token(&listed.next_page_token))?,
-                })
-            }
-            Request::GetOperation { id } => {
-                let found = self.answer(operations.get_operation(operation_ref(id)).await)?;
-                Response::Operation(self.decoded(found.try_into())?)
-            }
-            Request::WatchOperation { id } => {
-                let updates = self.answer(operations.watch_operation(operation_ref(id)).await)?;
-                let client = self.clone();
-                let updates = updates.map(move |update| match update {
-                    Ok(update) => client.decoded(update.try_into()),
-                    Err(status) => Err(client.error(status)),
-                });
-                Response::OperationUpdates(updates.boxed())
-            }
-            Request::CancelOperation { id } => {
-                let cancelled =
-                    self.answer(operations.cancel_operation(operation_ref(id)).await)?;
-                Response::Operation(self.decoded(cancelled.try_into())?)
-            }
-        })
+            } => handle::create_user(self, name, role, projects, token_ttl),
+            Request::ListUsers => handle::list_users(self),
+            Request::DeleteUser { name } => handle::delete_user(self, name),
+            Request::CreateToken { owner, terms } => handle::create_token(self, owner, terms),
+            Request::ListTokens { owner } => handle::list_tokens(self, owner),
+            Request::RevokeToken { id } => handle::revoke_token(self, id),
+            Request::CreateProject { name, quota } => handle::create_project(self, name, quota),
+            Request::ListProjects => handle::list_projects(self),
+            Request::GetProject { name } => handle::get_project(self, name),
+            Request::UpdateProject { name, quota } => handle::update_project(self, name, quota),
+            Request::DeleteProject { name } => handle::delete_project(self, name),
+            Request::ListAudit { query } => handle::list_audit(self, query),
+            Request::ListOperations { filter, page } => handle::list_operations(self, filter, page),
+            Request::GetOperation { id } => handle::get_operation(self, id),
+            Request::WatchOperation { id } => handle::watch_operation(self, id),
+            Request::CancelOperation { id } => handle::cancel_operation(self, id),
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! runs; [`connect_unix`] is how the CLI and the bindings on the same
 //! state directory reach it.
 
+use std::ops::ControlFlow;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use zixiao_core::api::{
-    Api, Client, ImportAs, Progress, Request as ApiRequest, Response as ApiResponse,
+    Api, Client, Handling, ImportAs, Progress, Request as ApiRequest, Response as ApiResponse,
 };
 use zixiao_core::driver::ImportProgress;
 use zixiao_core::model::{ImageKind, ImageName, NodeImageName};
@@ -322,112 +323,182 @@ impl LocalService for LocalServer {
     }
 }
 
-/// Carries out a request that needs this machine's files through the
-/// daemon's LocalService; `None` for any other request (it goes the usual
-/// way).
-pub(crate) async fn call(
-    local: &crate::pb::local_service_client::LocalServiceClient<crate::client::Transport>,
+/// A client of a daemon's LocalService.
+type LocalClient = crate::pb::local_service_client::LocalServiceClient<crate::client::Transport>;
+
+/// The handling of a request that needs this machine's files, carried out
+/// through the daemon's LocalService (each a future of its own, see
+/// [`Handling`]): `Break` with it; any other request is given back
+/// (`Continue`: it goes the usual way).
+pub(crate) fn dispatch<'a, E>(
+    local: &LocalClient,
     request: ApiRequest,
-    error: impl Fn(Status) -> Error,
-) -> Result<std::result::Result<ApiResponse, ApiRequest>> {
-    let mut local = local.clone();
-    Ok(Ok(match request {
+    error: E,
+) -> ControlFlow<Handling<'a>, ApiRequest>
+where
+    E: Fn(Status) -> Error + Send + Sync + 'a,
+{
+    let local = local.clone();
+    ControlFlow::Break(match request {
         ApiRequest::ImportImages {
             node,
             instance_type,
             archive,
             import_as,
             progress,
-        } => {
-            let kind = crate::convert::encode_image_kind(import_as.kind());
-            let name = match import_as {
-                ImportAs::Container { name } => name.map(String::from),
-                ImportAs::NodeImage { name, .. } => Some(name.into()),
-            };
-            let request = pb::ImportImagesRequest {
-                node,
-                r#type: crate::convert::encode_instance_type(instance_type),
-                archive: wire_path("archive", &archive)?,
-                name,
-                kind,
-            };
-            let mut events = local
-                .import_images(request)
-                .await
-                .map_err(&error)?
-                .into_inner();
-            while let Some(event) = events.next().await {
-                match event.map_err(&error)?.event {
-                    Some(pb::import_event::Event::Progress(p)) => progress.report(ImportProgress {
-                        done: p.done,
-                        total: p.total,
-                    }),
-                    Some(pb::import_event::Event::Images(done)) => {
-                        let images = crate::convert::decode_all(done.images).map_err(|e| {
-                            Error::Internal(format!("the daemon answered {}", e.chain()))
-                        })?;
-                        return Ok(Ok(ApiResponse::Images(images)));
-                    }
-                    None => {}
-                }
-            }
-            return Err(Error::Internal(
-                "the daemon ended the import without saying what it imported".to_owned(),
-            ));
-        }
+        } => import_images(
+            local,
+            error,
+            node,
+            instance_type,
+            archive,
+            import_as,
+            progress,
+        ),
         ApiRequest::ExportSnapshot { instance, name, to } => {
-            let request = pb::ExportSnapshotRequest {
-                instance,
-                snapshot: name,
-                to: wire_path("to", &to)?,
-            };
-            local.export_snapshot(request).await.map_err(&error)?;
-            ApiResponse::Done
+            export_snapshot(local, error, instance, name, to)
         }
         ApiRequest::CreateSnapshot {
             instance,
             name,
             to: Some(to),
-        } => {
-            let request = pb::ExportSnapshotRequest {
-                instance,
-                snapshot: name,
-                to: wire_path("to", &to)?,
-            };
-            let taken = local.create_snapshot_to(request).await.map_err(&error)?;
-            let taken = taken.into_inner().try_into().map_err(|e: Error| {
-                Error::Internal(format!("the daemon answered {}", e.chain()))
-            })?;
-            ApiResponse::Snapshot(taken)
-        }
+        } => create_snapshot_to(local, error, instance, name, to),
         ApiRequest::RestoreInstance { name, from, wait } => {
-            let request = pb::RestoreInstanceRequest {
-                name,
-                from: wire_path("from", &from)?,
-                wait: wait.settled(),
-            };
-            let restored = local.restore_instance(request).await.map_err(&error)?;
-            let restored = restored.into_inner().try_into().map_err(|e: Error| {
-                Error::Internal(format!("the daemon answered {}", e.chain()))
-            })?;
-            ApiResponse::Instance(restored)
+            restore_instance(local, error, name, from, wait)
         }
-        ApiRequest::BackupState { to } => {
-            let request = pb::BackupStateRequest {
-                to: wire_path("to", &to)?,
-            };
-            let s = local
-                .backup_state(request)
-                .await
-                .map_err(&error)?
-                .into_inner();
-            ApiResponse::StoreSummary(StoreSummary {
-                revision: s.revision,
-                keys: s.keys,
-                history: s.history,
-                leases: s.leases,
-            })
+        ApiRequest::BackupState { to } => backup_state(local, error, to),
+        other => return ControlFlow::Continue(other),
+    })
+}
+
+/// A reply the daemon sent that does not decode: the daemon's fault, not
+/// the caller's.
+fn daemon_answered(error: Error) -> Error {
+    Error::Internal(format!("the daemon answered {}", error.chain()))
+}
+
+fn import_images<'a>(
+    mut local: LocalClient,
+    error: impl Fn(Status) -> Error + Send + Sync + 'a,
+    node: Option<String>,
+    instance_type: zixiao_core::InstanceType,
+    archive: PathBuf,
+    import_as: ImportAs,
+    progress: Progress,
+) -> Handling<'a> {
+    Box::pin(async move {
+        let kind = crate::convert::encode_image_kind(import_as.kind());
+        let name = match import_as {
+            ImportAs::Container { name } => name.map(String::from),
+            ImportAs::NodeImage { name, .. } => Some(name.into()),
+        };
+        let request = pb::ImportImagesRequest {
+            node,
+            r#type: crate::convert::encode_instance_type(instance_type),
+            archive: wire_path("archive", &archive)?,
+            name,
+            kind,
+        };
+        let mut events = local
+            .import_images(request)
+            .await
+            .map_err(&error)?
+            .into_inner();
+        while let Some(event) = events.next().await {
+            match event.map_err(&error)?.event {
+                Some(pb::import_event::Event::Progress(p)) => progress.report(ImportProgress {
+                    done: p.done,
+                    total: p.total,
+                }),
+                Some(pb::import_event::Event::Images(done)) => {
+                    let images =
+                        crate::convert::decode_all(done.images).map_err(daemon_answered)?;
+                    return Ok(ApiResponse::Images(images));
+                }
+                None => {}
+            }
         }
-        other => return Ok(Err(other)),
-    }))
+        Err(Error::Internal(
+            "the daemon ended the import without saying what it imported".to_owned(),
+        ))
+    })
+}
+
+fn export_snapshot<'a>(
+    mut local: LocalClient,
+    error: impl Fn(Status) -> Error + Send + Sync + 'a,
+    instance: String,
+    name: String,
+    to: PathBuf,
+) -> Handling<'a> {
+    Box::pin(async move {
+        let request = pb::ExportSnapshotRequest {
+            instance,
+            snapshot: name,
+            to: wire_path("to", &to)?,
+        };
+        local.export_snapshot(request).await.map_err(&error)?;
+        Ok(ApiResponse::Done)
+    })
+}
+
+fn create_snapshot_to<'a>(
+    mut local: LocalClient,
+    error: impl Fn(Status) -> Error + Send + Sync + 'a,
+    instance: String,
+    name: String,
+    to: PathBuf,
+) -> Handling<'a> {
+    Box::pin(async move {
+        let request = pb::ExportSnapshotRequest {
+            instance,
+            snapshot: name,
+            to: wire_path("to", &to)?,
+        };
+        let taken = local.create_snapshot_to(request).await.map_err(&error)?;
+        let taken = taken.into_inner().try_into().map_err(daemon_answered)?;
+        Ok(ApiResponse::Snapshot(taken))
+    })
+}
+
+fn restore_instance<'a>(
+    mut local: LocalClient,
+    error: impl Fn(Status) -> Error + Send + Sync + 'a,
+    name: String,
+    from: PathBuf,
+    wait: Wait,
+) -> Handling<'a> {
+    Box::pin(async move {
+        let request = pb::RestoreInstanceRequest {
+            name,
+            from: wire_path("from", &from)?,
+            wait: wait.settled(),
+        };
+        let restored = local.restore_instance(request).await.map_err(&error)?;
+        let restored = restored.into_inner().try_into().map_err(daemon_answered)?;
+        Ok(ApiResponse::Instance(restored))
+    })
+}
+
+fn backup_state<'a>(
+    mut local: LocalClient,
+    error: impl Fn(Status) -> Error + Send + Sync + 'a,
+    to: PathBuf,
+) -> Handling<'a> {
+    Box::pin(async move {
+        let request = pb::BackupStateRequest {
+            to: wire_path("to", &to)?,
+        };
+        let s = local
+            .backup_state(request)
+            .await
+            .map_err(&error)?
+            .into_inner();
+        Ok(ApiResponse::StoreSummary(StoreSummary {
+            revision: s.revision,
+            keys: s.keys,
+            history: s.history,
+            leases: s.leases,
+        }))
+    })
 }

@@ -44,9 +44,11 @@ pub use pull::{pull_options, registry_credentials};
 /// decommission needed 1.8 MiB when the API's dispatch was one frame of
 /// about 1 MiB (it overflowed tokio's 2 MiB workers); with a future per
 /// request it needs about 0.8 MiB (the `small_stack` tests of zixiao-core
-/// and zixiao-embedded), but a gRPC client's call still has a 0.65 MiB
-/// frame and the migrations' frames are large, so what other calls need
-/// is not measured: the margin stays.
+/// and zixiao-embedded). The gRPC client's call was one poll frame of
+/// 659 KiB too; with a future per request it is 7.6 KiB, its largest
+/// handler's 24 KiB (disassembled; zixiao-api's `small_stack` test gives
+/// its calls 256 KiB). The migrations' frames are large and the stack the
+/// deepest calls need was not bisected again, so the margin stays.
 pub const CALL_STACK_BYTES: usize = 8 << 20;
 
 /// The multi-thread tokio runtime a binding runs Zixiao's calls on, its
