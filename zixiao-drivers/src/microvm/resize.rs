@@ -7,6 +7,7 @@
 
 use async_trait::async_trait;
 use zixiao_core::driver::Resize;
+use zixiao_core::model::RuntimeSize;
 use zixiao_core::{DriverError, Instance, InstanceSpec, RuntimeState};
 
 use super::{Backend, MicrovmDriver};
@@ -53,5 +54,22 @@ impl Resize for MicrovmDriver {
             ));
         }
         None
+    }
+
+    /// On the vmm backend, the vCPUs the running guest booted with and
+    /// the memory its balloon leaves it (see `VmmBackend::running_size`);
+    /// `None` on the qemu backend, which only resizes by a restart (so a
+    /// running guest has its spec's size), and when nothing runs.
+    async fn running_size(&self, instance: &Instance) -> Result<Option<RuntimeSize>, DriverError> {
+        let (dir, backend) = match self.existing(instance) {
+            Ok(found) => found,
+            // Not created here (yet): nothing runs.
+            Err(DriverError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match backend {
+            Backend::Vmm => self.vmm_backend()?.running_size(&dir).await,
+            Backend::Qemu => Ok(None),
+        }
     }
 }
