@@ -110,7 +110,7 @@ impl VmmBackend {
                 cmdline: plan.cmdline.clone(),
                 vcpus: u8::try_from(plan.cpus)
                     .map_err(|_| crate::errors::invalid("spec.cpus", "too many vCPUs"))?,
-                memory_mib: plan.memory_mib,
+                memory_mib: plan.max_memory_mib,
                 disks: plan
                     .disks
                     .iter()
@@ -127,9 +127,11 @@ impl VmmBackend {
                     .collect::<Result<_, _>>()?,
                 vsock: plan.vsock.map(VsockConfig::new),
                 // Every VMM microVM can give memory back (see `resize`);
-                // under memory pressure its guest may take some back.
+                // under memory pressure its guest may take some back. One
+                // with a `max_memory_mib` boots with that and holds back
+                // what is above its memory from the start.
                 balloon: Some(BalloonConfig {
-                    amount_mib: 0,
+                    amount_mib: plan.max_memory_mib.saturating_sub(plan.memory_mib),
                     deflate_on_oom: true,
                 }),
             }),

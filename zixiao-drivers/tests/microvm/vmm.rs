@@ -627,3 +627,87 @@ async fn instance_get_shows_a_shrinking_vmm_microvm_s_running_size() {
     );
     delete_through(&c, &name).await;
 }
+
+/// A VMM microVM created with `max_memory_mib` 128 and memory 64 boots
+/// with 128 MiB and its balloon holding 64 back: `instance get` shows 64
+/// once the guest has inflated; an update to 96 is taken live (the same
+/// VMM, no restart, the guest deflates), and one to 160 is refused naming
+/// the maximum and `--restart-if-needed`, changing nothing.
+#[tokio::test]
+async fn a_vmm_microvm_grows_live_up_to_its_max_memory() {
+    use std::sync::Arc;
+    use zixiao_core::api::{Client, Wait};
+    use zixiao_core::InstanceUpdate;
+
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some((c, vm)) = balloon_microvm_on_controller(&fx, "h-microsize-max", |mut s| {
+        s.max_memory_mib = Some(128);
+        // Enough touched pages for the guest to hand over 64 MiB.
+        s.cmdline = Some("console=ttyS0 zx.touch=96".into());
+        s
+    })
+    .await
+    else {
+        return;
+    };
+    let api = Client::new(Arc::new(c.clone()));
+    let name = vm.name.clone();
+    // The balloon's target at boot: 64 MiB in 4 KiB pages.
+    assert!(console(&fx.driver, &vm)
+        .await
+        .contains("ZX: balloon features=4 target=16384"));
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=16384\n", 1).await;
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(
+        (
+            seen.spec.memory_mib,
+            seen.spec.max_memory_mib,
+            seen.runtime_size
+        ),
+        (64, Some(128), None),
+        "it runs with its spec's 64 MiB"
+    );
+    let stats = api.instance_stats(&name).await.expect("stats");
+    assert_eq!(stats.memory_limit_bytes, Some(128 << 20), "booted with max");
+    let pid = vmm_pid(&fx.driver, &vm);
+
+    let grow = InstanceUpdate {
+        memory_mib: Some(96),
+        ..InstanceUpdate::default()
+    };
+    let grown = api
+        .update_instance(&name, grow, Wait::No)
+        .await
+        .expect("grow live");
+    assert_eq!(grown.spec.memory_mib, 96);
+    assert_eq!(
+        grown.restarts_requested, vm.restarts_requested,
+        "no restart"
+    );
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=8192\n", 1).await;
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!((seen.spec.memory_mib, seen.runtime_size), (96, None));
+    assert_eq!(vmm_pid(&fx.driver, &vm), pid, "the same VMM");
+
+    let beyond = InstanceUpdate {
+        memory_mib: Some(160),
+        ..InstanceUpdate::default()
+    };
+    let err = api
+        .update_instance(&name, beyond, Wait::No)
+        .await
+        .expect_err("above the maximum");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let said = err.to_string();
+    assert!(said.contains("max_memory_mib 128"), "{said}");
+    assert!(said.contains("--restart-if-needed"), "{said}");
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(
+        (seen.spec.memory_mib, seen.spec.max_memory_mib),
+        (96, Some(128))
+    );
+    assert_eq!(vmm_pid(&fx.driver, &vm), pid, "still the same VMM");
+    delete_through(&c, &name).await;
+}
