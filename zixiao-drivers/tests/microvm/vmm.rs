@@ -430,6 +430,17 @@ async fn resizing_a_running_vmm_microvm_down_sets_its_balloon() {
         let said = resize.restart_needed(&running, &next).expect("a restart");
         assert!(said.contains(why), "{said}");
     }
+    // With a maximum it booted with, memory up to it is taken live.
+    let mut with_max = running.clone();
+    with_max.max_memory_mib = Some(128);
+    assert_eq!(
+        resize.restart_needed(&with_max, &with_max.clone().with_size(1, 128)),
+        None
+    );
+    let said = resize
+        .restart_needed(&with_max, &with_max.clone().with_size(1, 129))
+        .expect("a restart");
+    assert!(said.contains("above max_memory_mib 128"), "{said}");
 
     vm.spec = smaller;
     resize.resize(&vm).await.expect("resize down");
