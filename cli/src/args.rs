@@ -913,7 +913,9 @@ pub(crate) struct CloneArgs {
         A running container takes the new CPU and memory limits live, in place. A \
         running VM takes new vCPUs and memory live within the --max-cpus and \
         --max-memory it was created with (vCPUs hot-plugged, memory through its \
-        balloon), and a bigger disk live. Beyond them, and for a running microVM, the \
+        balloon), and a bigger disk live. A running microVM on the vmm backend takes \
+        less memory live (its balloon), and more up to the --max-memory it was created \
+        with. Beyond them, and for any other change of a running microVM, the \
         update is refused, saying why, unless --restart-if-needed is given, and then \
         the instance restarts with the new size. A stopped instance takes the new size \
         at its next start (a VM's disk grows at once). Disks only grow. Labels, the \
@@ -1067,6 +1069,7 @@ pub(crate) struct ListArgs {
     zixiao instance create --name vm3 --type vm --image disk1 --memory 512   (a disk image of the store)\n  \
     zixiao instance create --name vm5 --type vm --image debian --user-data init.yaml --ssh-key ~/.ssh/id_ed25519.pub\n  \
     zixiao instance create --name vm4 --type vm --image disk1 --cpus 1 --max-cpus 4 --memory 512 --max-memory 2048\n  \
+    zixiao instance create --name vm8 --type microvm --backend vmm --kernel k1 --memory 256 --max-memory 1024\n  \
     zixiao instance create --name db --type container --image busybox --trait ssd --aggregate fast\n  \
     zixiao instance create -f web.yaml")]
 pub(crate) struct CreateArgs {
@@ -1139,7 +1142,8 @@ pub(crate) struct CreateArgs {
     /// vCPUs need a restart.
     #[arg(long, value_name = "CPUS", allow_negative_numbers = true)]
     pub(crate) max_cpus: Option<Cpus>,
-    /// VMs: the most memory in MiB `instance update --memory` may give it
+    /// VMs, and microVMs on the vmm backend (the qemu backend refuses
+    /// it): the most memory in MiB `instance update --memory` may give it
     /// live, at least --memory (the guest boots with it and a balloon
     /// holds back the rest; the node reserves --memory only). Without
     /// it, more memory needs a restart.

@@ -233,11 +233,12 @@ pub struct InstanceSpec {
     /// only. None: its vCPUs change only through a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cpus: Option<Cpus>,
-    /// VMs only: the most memory in MiB a live resize may give it (at
-    /// least [`Self::memory_mib`]): the guest boots with this much and a
-    /// balloon hands back what is above [`Self::memory_mib`]; placement
-    /// reserves [`Self::memory_mib`] only. None: its memory changes only
-    /// through a restart.
+    /// VMs and microVMs (the vmm backend's; the qemu backend refuses
+    /// it): the most memory in MiB a live resize may give it (at least
+    /// [`Self::memory_mib`]): the guest boots with this much and a balloon
+    /// hands back what is above [`Self::memory_mib`]; placement reserves
+    /// [`Self::memory_mib`] only. None: its memory grows only through a
+    /// restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_memory_mib: Option<u64>,
     /// Disk in GiB (0: the image's own size, or none).

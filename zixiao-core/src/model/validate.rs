@@ -103,8 +103,9 @@ pub(crate) fn check_memory_limit(
 }
 
 /// Checks a VM's live-resize maximums against its size, naming
-/// `{prefix}max_cpus` or `{prefix}max_memory_mib`: VMs only, whole vCPUs,
-/// at least the size they bound, within what one instance may have.
+/// `{prefix}max_cpus` or `{prefix}max_memory_mib`: VMs only (and
+/// microVMs' memory: the vmm backend's balloon), whole vCPUs, at least the
+/// size they bound, within what one instance may have.
 pub(crate) fn check_maximums(prefix: &str, spec: &InstanceSpec) -> Result<(), Error> {
     let ty = spec.instance_type;
     if let Some(max) = spec.max_cpus {
@@ -139,10 +140,13 @@ pub(crate) fn check_maximums(prefix: &str, spec: &InstanceSpec) -> Result<(), Er
     }
     if let Some(max) = spec.max_memory_mib {
         let field = format!("{prefix}max_memory_mib");
-        if ty != InstanceType::Vm {
+        if !matches!(ty, InstanceType::Vm | InstanceType::Microvm) {
             return Err(Error::invalid(
                 field,
-                format!("only a vm changes its memory live; a {ty} has no maximum to set"),
+                format!(
+                    "only a vm changes its memory live (and a microvm on the vmm backend); \
+                     a {ty} has no maximum to set"
+                ),
             ));
         }
         if max < spec.memory_mib {

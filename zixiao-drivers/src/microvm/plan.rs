@@ -31,7 +31,12 @@ pub(crate) struct BootPlan {
     /// The spec's command line, with an `ip=` argument per attachment.
     pub(crate) cmdline: String,
     pub(crate) cpus: u32,
+    /// What the guest runs with: the spec's memory.
     pub(crate) memory_mib: u64,
+    /// What the guest boots with (vmm backend): the spec's
+    /// `max_memory_mib`, else its memory; its balloon holds the rest
+    /// back from the start, so a live resize can give it up to this.
+    pub(crate) max_memory_mib: u64,
     /// The network cards, one per attachment, in spec order.
     pub(crate) nics: Vec<Nic>,
     /// The cloud-init seed's files, when the spec has cloud-init data
@@ -106,6 +111,10 @@ pub(crate) fn plan(
         cmdline,
         cpus: crate::errors::vcpus(spec)?,
         memory_mib: spec.memory_mib,
+        max_memory_mib: spec
+            .max_memory_mib
+            .unwrap_or(spec.memory_mib)
+            .max(spec.memory_mib),
         nics,
         // The kernel command line's `ip=` configures a microVM: static.
         seed: crate::cloud_init::seed_of(instance, crate::cloud_init::Addressing::Static),
@@ -158,6 +167,32 @@ pub(crate) fn check_vsock(spec: &InstanceSpec, backend: Backend) -> Result<(), D
     )))
 }
 
+/// Checks a microVM's `max_memory_mib`: the vmm backend boots with it
+/// (within its bounds) and balloons the rest; the qemu backend resizes
+/// only by a restart, so it has no use for one and refuses it.
+fn check_max_memory(spec: &InstanceSpec, backend: Backend) -> Result<(), DriverError> {
+    let Some(max) = spec.max_memory_mib else {
+        return Ok(());
+    };
+    if backend == Backend::Qemu {
+        return Err(DriverError::Unsupported(
+            "spec.max_memory_mib: the qemu backend cannot change a running microVM's memory; \
+             it needs the vmm backend (--backend vmm)"
+                .to_owned(),
+        ));
+    }
+    if max > zixiao_vmm::MAX_MEMORY_MIB {
+        return Err(invalid(
+            "spec.max_memory_mib",
+            format!(
+                "{max} MiB is more than the vmm backend's maximum of {} MiB",
+                zixiao_vmm::MAX_MEMORY_MIB
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a fresh boot of `spec` on `backend` with the kernel command
 /// line `cmdline` (the spec's, with its `ip=` arguments) before anything
 /// is made: the kernel is a kernel (a regular, non-empty bzImage or x86-64
@@ -206,6 +241,7 @@ pub(crate) fn check(
     if spec.memory_mib == 0 {
         return Err(invalid("spec.memory_mib", "must be at least 1"));
     }
+    check_max_memory(spec, backend)?;
     if backend == Backend::Vmm {
         if spec.memory_mib < zixiao_vmm::MIN_MEMORY_MIB {
             return Err(invalid(

@@ -1,12 +1,16 @@
-//! Resizing a running microVM: on the vmm backend its memory shrinks by
-//! the balloon every VMM microVM has (the target is what the VMM booted
-//! with minus the new size). vCPUs, more memory than the spec it runs with
-//! says (growing back toward what it booted with would need that size,
-//! which the spec no longer holds once shrunk), and anything on the qemu
-//! backend need a restart.
+//! Resizing a running microVM: on the vmm backend its memory moves by the
+//! balloon every VMM microVM has (the target is what the VMM booted with
+//! minus the new size). One created with `max_memory_mib` boots with that
+//! much, its balloon holding back the rest, so it shrinks and grows live
+//! up to that maximum. Without one, it shrinks live and grows back only by
+//! a restart: the size it booted with is the spec's memory at its start,
+//! which the spec no longer holds once shrunk, and [`Resize::restart_needed`]
+//! sees only specs. vCPUs, and anything on the qemu backend, need a
+//! restart.
 
 use async_trait::async_trait;
 use zixiao_core::driver::Resize;
+use zixiao_core::model::RuntimeSize;
 use zixiao_core::{DriverError, Instance, InstanceSpec, RuntimeState};
 
 use super::{Backend, MicrovmDriver};
@@ -43,15 +47,36 @@ impl Resize for MicrovmDriver {
                 next.cpus, running.cpus
             ));
         }
-        // What it runs with is at most what it booted with: the balloon
-        // can give back no more than that.
-        if next.memory_mib > running.memory_mib {
-            return Some(format!(
-                "memory {} MiB is above the {} MiB it runs with (the vmm backend's balloon \
-                 only takes memory back)",
+        // The balloon moves memory within what the VMM booted with: the
+        // maximum, else the spec's memory (at most that, once shrunk).
+        match running.max_memory_mib {
+            Some(max) if next.memory_mib > max => Some(format!(
+                "memory {} MiB is above max_memory_mib {max} set at create",
+                next.memory_mib
+            )),
+            None if next.memory_mib > running.memory_mib => Some(format!(
+                "memory {} MiB is above the {} MiB it runs with (without max_memory_mib \
+                 the vmm backend's balloon only takes memory back)",
                 next.memory_mib, running.memory_mib
-            ));
+            )),
+            _ => None,
         }
-        None
+    }
+
+    /// On the vmm backend, the vCPUs the running guest booted with and
+    /// the memory its balloon leaves it (see `VmmBackend::running_size`);
+    /// `None` on the qemu backend, which only resizes by a restart (so a
+    /// running guest has its spec's size), and when nothing runs.
+    async fn running_size(&self, instance: &Instance) -> Result<Option<RuntimeSize>, DriverError> {
+        let (dir, backend) = match self.existing(instance) {
+            Ok(found) => found,
+            // Not created here (yet): nothing runs.
+            Err(DriverError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match backend {
+            Backend::Vmm => self.vmm_backend()?.running_size(&dir).await,
+            Backend::Qemu => Ok(None),
+        }
     }
 }

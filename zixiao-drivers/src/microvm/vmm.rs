@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use zixiao_core::driver::ConsoleStream;
-use zixiao_core::{DriverError, InstanceStats, RuntimeState};
+use zixiao_core::model::RuntimeSize;
+use zixiao_core::{Cpus, DriverError, InstanceStats, RuntimeState};
 use zixiao_net::LinuxNetwork;
 use zixiao_vmm::{
     exit_reasons, BalloonConfig, Boot, Confinement, DiskConfig, MacAddr, NetConfig, TapName,
@@ -26,6 +27,10 @@ const ADOPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Marks a run directory whose guest has been started (or resumed after a
 /// restore) at least once: a restored VMM waits paused until then.
 const STARTED: &str = "zixiao-started";
+
+/// The balloon's unit: the guest reports what it holds in 4 KiB pages
+/// (virtio's, whatever the guest's own page size).
+const BALLOON_PAGE_BYTES: u64 = 4096;
 
 /// A VMM error as a driver error of the same kind, naming what was attempted.
 pub(crate) fn vmm_failed(operation: &str, e: VmmError) -> DriverError {
@@ -105,7 +110,7 @@ impl VmmBackend {
                 cmdline: plan.cmdline.clone(),
                 vcpus: u8::try_from(plan.cpus)
                     .map_err(|_| crate::errors::invalid("spec.cpus", "too many vCPUs"))?,
-                memory_mib: plan.memory_mib,
+                memory_mib: plan.max_memory_mib,
                 disks: plan
                     .disks
                     .iter()
@@ -122,9 +127,11 @@ impl VmmBackend {
                     .collect::<Result<_, _>>()?,
                 vsock: plan.vsock.map(VsockConfig::new),
                 // Every VMM microVM can give memory back (see `resize`);
-                // under memory pressure its guest may take some back.
+                // under memory pressure its guest may take some back. One
+                // with a `max_memory_mib` boots with that and holds back
+                // what is above its memory from the start.
                 balloon: Some(BalloonConfig {
-                    amount_mib: 0,
+                    amount_mib: plan.max_memory_mib.saturating_sub(plan.memory_mib),
                     deflate_on_oom: true,
                 }),
             }),
@@ -321,6 +328,46 @@ impl VmmBackend {
             .set_balloon(give_back)
             .await
             .map_err(|e| vmm_failed("set the balloon", e))
+    }
+
+    /// What the guest runs with now: the vCPUs it booted with, and the
+    /// memory it booted with less what its balloon holds (as the guest
+    /// reports it, so a target it has not reached yet does not count).
+    /// `None` when no VMM runs the guest (never started, stopped, exited).
+    /// Errors: the VMM's, as for [`Self::inspect`].
+    pub(crate) async fn running_size(
+        &self,
+        dir: &InstanceDir,
+    ) -> Result<Option<RuntimeSize>, DriverError> {
+        let Some(client) = self.client(dir).await? else {
+            return Ok(None);
+        };
+        let info = client
+            .info()
+            .await
+            .map_err(|e| vmm_failed("query zixiao-vmm", e))?;
+        let runs = match info.state {
+            VmState::Running => true,
+            VmState::Paused => Self::started(dir),
+            VmState::Configured | VmState::Exited { .. } => false,
+        };
+        if !runs {
+            return Ok(None);
+        }
+        let stats = client
+            .stats()
+            .await
+            .map_err(|e| vmm_failed("read the microVM's stats", e))?;
+        // A VMM restored from a snapshot taken before microVMs had a
+        // balloon has none: it runs with all it booted with.
+        let ballooned = stats
+            .balloon
+            .map_or(0, |b| u64::from(b.actual_pages) * BALLOON_PAGE_BYTES);
+        let booted = info.config.memory_mib.saturating_mul(1 << 20);
+        Ok(Some(RuntimeSize {
+            cpus: Cpus::cores(u32::from(info.config.vcpus)),
+            memory_mib: booted.saturating_sub(ballooned) >> 20,
+        }))
     }
 
     pub(crate) async fn pause(&self, dir: &InstanceDir) -> Result<(), DriverError> {

@@ -85,6 +85,16 @@ async fn bad_kernels_initrds_and_sizes_are_refused_and_leave_nothing() {
             ErrorKind::ResourceExhausted,
             "spec.memory_mib",
         ),
+        (
+            "a maximum memory the qemu backend cannot grow into",
+            {
+                let mut spec = fx.spec("").with_size(1, 128);
+                spec.max_memory_mib = Some(256);
+                spec
+            },
+            ErrorKind::Unsupported,
+            "spec.max_memory_mib: the qemu backend cannot change",
+        ),
     ];
     for (what, spec, kind, field) in cases {
         let vm = instance(&unique("bad"), spec);

@@ -430,6 +430,17 @@ async fn resizing_a_running_vmm_microvm_down_sets_its_balloon() {
         let said = resize.restart_needed(&running, &next).expect("a restart");
         assert!(said.contains(why), "{said}");
     }
+    // With a maximum it booted with, memory up to it is taken live.
+    let mut with_max = running.clone();
+    with_max.max_memory_mib = Some(128);
+    assert_eq!(
+        resize.restart_needed(&with_max, &with_max.clone().with_size(1, 128)),
+        None
+    );
+    let said = resize
+        .restart_needed(&with_max, &with_max.clone().with_size(1, 129))
+        .expect("a restart");
+    assert!(said.contains("above max_memory_mib 128"), "{said}");
 
     vm.spec = smaller;
     resize.resize(&vm).await.expect("resize down");
@@ -469,33 +480,15 @@ async fn resizing_a_running_vmm_microvm_down_sets_its_balloon() {
 /// pages); more than it runs with still needs a restart, named.
 #[tokio::test]
 async fn the_controller_resizes_a_running_vmm_microvm_down_without_a_restart() {
-    use std::sync::Arc;
-    use zixiao_core::{CreateInstance, InstanceStatus, InstanceUpdate, SystemClock};
+    use zixiao_core::InstanceUpdate;
 
     let Some(fx) = fixture() else {
         return;
     };
-    let Some(kernel) = zixiao_vmm::test_guest::balloon_kernel_path() else {
-        skip("zixiao-vmm's balloon test guest was not built (gcc/ld missing at build time)");
+    let Some((c, vm)) = balloon_microvm_on_controller(&fx, "h-balloon-ctl", |s| s).await else {
         return;
     };
-    let dir = fx.dir.path().join("h-balloon-controller");
-    std::fs::create_dir_all(&dir).expect("dir");
-    let driver = Arc::new(MicrovmDriver::new(MicrovmOptions::new(fx.dir.path())).expect("driver"));
-    let c = super::controller::controller_on(&dir, driver.clone(), Arc::new(SystemClock)).await;
-    let mut spec = InstanceSpec::microvm(&kernel).with_size(1, 64);
-    spec.cmdline = Some("console=ttyS0".into());
-    spec.backend = MicrovmBackend::Vmm;
-    let name = unique("h-balloon-ctl");
-    let created = c
-        .create_instance(CreateInstance::new(&name, spec))
-        .await
-        .expect("create");
-    let vm = super::controller::converged(&c, &created.id, "the microVM to run", |i| {
-        i.status == InstanceStatus::Running
-    })
-    .await;
-    wait_for_log(&fx.driver, &vm, "ZX: ready", 1).await;
+    let name = vm.name.clone();
     let pid = vmm_pid(&fx.driver, &vm);
 
     let shrink = InstanceUpdate {
@@ -526,12 +519,52 @@ async fn the_controller_resizes_a_running_vmm_microvm_down_without_a_restart() {
         40
     );
 
-    c.delete_instance(&name).await.expect("delete");
+    delete_through(&c, &name).await;
+}
+
+/// A controller on its own store in `fx`'s state directory (`tag`), and
+/// the balloon test guest running on it as a VMM microVM of `spec`
+/// (`with_size`, `max_memory_mib`, the command line's `zx.touch`...) once
+/// it is ready; `None` when the balloon guest was not built (skip).
+async fn balloon_microvm_on_controller(
+    fx: &VmmFixture,
+    tag: &str,
+    spec: impl FnOnce(InstanceSpec) -> InstanceSpec,
+) -> Option<(zixiao_core::Controller, Instance)> {
+    use std::sync::Arc;
+    use zixiao_core::{CreateInstance, InstanceStatus, SystemClock};
+
+    let Some(kernel) = zixiao_vmm::test_guest::balloon_kernel_path() else {
+        skip("zixiao-vmm's balloon test guest was not built (gcc/ld missing at build time)");
+        return None;
+    };
+    let dir = fx.dir.path().join(tag);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let driver = Arc::new(MicrovmDriver::new(MicrovmOptions::new(fx.dir.path())).expect("driver"));
+    let c = super::controller::controller_on(&dir, driver, Arc::new(SystemClock)).await;
+    let mut base = InstanceSpec::microvm(&kernel).with_size(1, 64);
+    base.cmdline = Some("console=ttyS0".into());
+    base.backend = MicrovmBackend::Vmm;
+    let created = c
+        .create_instance(CreateInstance::new(unique(tag), spec(base)))
+        .await
+        .expect("create");
+    let vm = super::controller::converged(&c, &created.id, "the microVM to run", |i| {
+        i.status == InstanceStatus::Running
+    })
+    .await;
+    wait_for_log(&fx.driver, &vm, "ZX: ready", 1).await;
+    Some((c, vm))
+}
+
+/// Deletes `name` through `c` and waits until it is gone.
+async fn delete_through(c: &zixiao_core::Controller, name: &str) {
+    c.delete_instance(name).await.expect("delete");
     zixiao_testing::wait::wait_until(
         "the instance to be deleted",
         Duration::from_secs(60),
         || async {
-            c.converge(&name)
+            c.converge(name)
                 .await
                 .ok()
                 .flatten()
@@ -540,4 +573,152 @@ async fn the_controller_resizes_a_running_vmm_microvm_down_without_a_restart() {
         },
     )
     .await;
+}
+
+/// `instance get` of a VMM microVM shrunk live shows what it really runs
+/// with (`runtime_size`: the memory it booted with less what its balloon
+/// holds) until the guest has given the memory back, then only the spec.
+/// The guest is paused across the update so that moment is there to see:
+/// a paused guest takes no balloon request until it runs again.
+#[tokio::test]
+async fn instance_get_shows_a_shrinking_vmm_microvm_s_running_size() {
+    use std::sync::Arc;
+    use zixiao_core::api::{Client, Wait};
+    use zixiao_core::model::RuntimeSize;
+    use zixiao_core::{Cpus, InstanceStatus, InstanceUpdate};
+
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some((c, vm)) = balloon_microvm_on_controller(&fx, "h-microsize-get", |s| s).await else {
+        return;
+    };
+    let api = Client::new(Arc::new(c.clone()));
+    let name = vm.name.clone();
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(seen.runtime_size, None, "it runs its spec's size: {seen:?}");
+
+    api.pause_instance(&name).await.expect("pause");
+    super::controller::converged(&c, &name, "the microVM to pause", |i| {
+        i.status == InstanceStatus::Paused
+    })
+    .await;
+    let shrink = InstanceUpdate {
+        memory_mib: Some(40),
+        ..InstanceUpdate::default()
+    };
+    let updated = api
+        .update_instance(&name, shrink, Wait::No)
+        .await
+        .expect("resize live");
+    assert_eq!(updated.spec.memory_mib, 40);
+    assert_eq!(
+        updated.restarts_requested, vm.restarts_requested,
+        "no restart"
+    );
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(seen.spec.memory_mib, 40);
+    assert_eq!(
+        seen.runtime_size,
+        Some(RuntimeSize {
+            cpus: Cpus::cores(1),
+            memory_mib: 64
+        }),
+        "the paused guest still holds all it booted with"
+    );
+
+    api.resume_instance(&name).await.expect("resume");
+    // The guest writes what it holds, then says so on its console.
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=6144\n", 1).await;
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(
+        (seen.spec.memory_mib, seen.runtime_size),
+        (40, None),
+        "it runs its spec's size again"
+    );
+    delete_through(&c, &name).await;
+}
+
+/// A VMM microVM created with `max_memory_mib` 128 and memory 64 boots
+/// with 128 MiB and its balloon holding 64 back: `instance get` shows 64
+/// once the guest has inflated; an update to 96 is taken live (the same
+/// VMM, no restart, the guest deflates), and one to 160 is refused naming
+/// the maximum and `--restart-if-needed`, changing nothing.
+#[tokio::test]
+async fn a_vmm_microvm_grows_live_up_to_its_max_memory() {
+    use std::sync::Arc;
+    use zixiao_core::api::{Client, Wait};
+    use zixiao_core::InstanceUpdate;
+
+    let Some(fx) = fixture() else {
+        return;
+    };
+    let Some((c, vm)) = balloon_microvm_on_controller(&fx, "h-microsize-max", |mut s| {
+        s.max_memory_mib = Some(128);
+        // Enough touched pages for the guest to hand over 64 MiB.
+        s.cmdline = Some("console=ttyS0 zx.touch=96".into());
+        s
+    })
+    .await
+    else {
+        return;
+    };
+    let api = Client::new(Arc::new(c.clone()));
+    let name = vm.name.clone();
+    // The balloon's target at boot: 64 MiB in 4 KiB pages.
+    assert!(console(&fx.driver, &vm)
+        .await
+        .contains("ZX: balloon features=4 target=16384"));
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=16384\n", 1).await;
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(
+        (
+            seen.spec.memory_mib,
+            seen.spec.max_memory_mib,
+            seen.runtime_size
+        ),
+        (64, Some(128), None),
+        "it runs with its spec's 64 MiB"
+    );
+    let stats = api.instance_stats(&name).await.expect("stats");
+    assert_eq!(stats.memory_limit_bytes, Some(128 << 20), "booted with max");
+    let pid = vmm_pid(&fx.driver, &vm);
+
+    let grow = InstanceUpdate {
+        memory_mib: Some(96),
+        ..InstanceUpdate::default()
+    };
+    let grown = api
+        .update_instance(&name, grow, Wait::No)
+        .await
+        .expect("grow live");
+    assert_eq!(grown.spec.memory_mib, 96);
+    assert_eq!(
+        grown.restarts_requested, vm.restarts_requested,
+        "no restart"
+    );
+    wait_for_log(&fx.driver, &vm, "ZX: balloon actual=8192\n", 1).await;
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!((seen.spec.memory_mib, seen.runtime_size), (96, None));
+    assert_eq!(vmm_pid(&fx.driver, &vm), pid, "the same VMM");
+
+    let beyond = InstanceUpdate {
+        memory_mib: Some(160),
+        ..InstanceUpdate::default()
+    };
+    let err = api
+        .update_instance(&name, beyond, Wait::No)
+        .await
+        .expect_err("above the maximum");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let said = err.to_string();
+    assert!(said.contains("max_memory_mib 128"), "{said}");
+    assert!(said.contains("--restart-if-needed"), "{said}");
+    let seen = api.get_instance(&name).await.expect("get");
+    assert_eq!(
+        (seen.spec.memory_mib, seen.spec.max_memory_mib),
+        (96, Some(128))
+    );
+    assert_eq!(vmm_pid(&fx.driver, &vm), pid, "still the same VMM");
+    delete_through(&c, &name).await;
 }

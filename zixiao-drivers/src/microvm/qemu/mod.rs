@@ -913,6 +913,7 @@ mod tests {
             cmdline: "console=ttyS0 ip=10.0.0.5::10.0.0.1:255.255.255.0::eth0:off".to_owned(),
             cpus: 1,
             memory_mib: 64,
+            max_memory_mib: 64,
             nics: vec![
                 nic("zxt0000000001", "02:00:00:00:00:01"),
                 nic("zxt0000000002", "02:00:00:00:00:02"),
