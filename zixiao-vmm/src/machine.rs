@@ -32,7 +32,7 @@ use crate::cpu::{self, VcpuState};
 use crate::devices::{ConsoleSink, Devices, IrqTrigger, PortAction, SerialSnapshot};
 use crate::layout::{COM1_IRQ, KVM_TSS_ADDR};
 use crate::migration::PageSet;
-use crate::seccomp::ThreadKind;
+use crate::seccomp::{ThreadKind, Threads};
 use crate::virtio::balloon::{BalloonShared, BalloonState, BalloonStats};
 use crate::virtio::vsock::HostSocket;
 use crate::virtio::{self, DeviceIo, DeviceSet, TransportState};
@@ -425,10 +425,9 @@ impl Machine {
         &self.devices
     }
 
-    /// Spawns the vCPU threads (and the devices' threads), running (or
-    /// parked if `paused`). Returns without waiting for them to start:
-    /// with `seccomp`, each thread installs its filter before it runs
-    /// anything, and the caller must wait on every [`Installing`] before
+    /// Runs the vCPU threads (and the devices' thread) on `threads`,
+    /// running (or parked if `paused`). Returns without waiting for them to
+    /// start: each thread installs its filter before it runs anything, and the caller must wait on every [`Installing`] before
     /// the guest may run (start `paused` and resume after) or the VMM
     /// reads a request, so its other start-up work overlaps their start.
     ///
@@ -437,7 +436,7 @@ impl Machine {
         &mut self,
         paused: bool,
         events: Sender<GuestEvent>,
-        seccomp: bool,
+        threads: &mut Threads,
     ) -> Result<Vec<crate::seccomp::Installing>, VmmError> {
         if !self.threads.is_empty() {
             return Err(VmmError::precondition("the vCPUs are already started"));
@@ -454,31 +453,21 @@ impl Machine {
                 tids: self.tids.clone(),
                 events: events.clone(),
             };
-            let (handle, installing) = crate::seccomp::spawn(
-                format!("vcpu{id}"),
-                seccomp.then_some(ThreadKind::Vcpu),
-                move || ctx.run(),
-            )?;
+            let (handle, installing) =
+                threads.run(vcpu_thread(id), ThreadKind::Vcpu, move || ctx.run())?;
             self.threads.push(handle);
             installs.push(installing);
         }
         // One thread for the devices' I/O (network cards' receive sides,
         // vsock), parked by the same controls as the vCPUs (a paused VM
-        // receives nothing). Its filter is the vsock thread's when there
-        // is a vsock device (sockets to accept and connect), else the
-        // network cards' (poll and read only).
+        // receives nothing).
         if !self.io.is_empty() {
-            let kind = if self.io.vsock.is_some() {
-                ThreadKind::Vsock
-            } else {
-                ThreadKind::NetRx
-            };
+            let kind = devices_io_kind(self.io.vsock.is_some());
             let (io, devices, control) =
                 (self.io.clone(), self.devices.clone(), self.control.clone());
-            let (handle, installing) =
-                crate::seccomp::spawn("devices-io".into(), seccomp.then_some(kind), move || {
-                    io.run(|| control.wait_runnable(), &devices.virtio)
-                })?;
+            let (handle, installing) = threads.run(DEVICES_IO.into(), kind, move || {
+                io.run(|| control.wait_runnable(), &devices.virtio)
+            })?;
             self.threads.push(handle);
             installs.push(installing);
         }
@@ -806,4 +795,37 @@ impl VcpuThread {
         }
         // wait_runnable() already counted this thread as parked.
     }
+}
+
+/// The name of vCPU `id`'s thread.
+fn vcpu_thread(id: usize) -> String {
+    format!("vcpu{id}")
+}
+
+/// The name of the devices' I/O thread.
+const DEVICES_IO: &str = "devices-io";
+
+/// The filter of the devices' I/O thread: the vsock thread's when there is
+/// a vsock device (sockets to accept and connect), else the network
+/// cards' (poll and read only).
+fn devices_io_kind(vsock: bool) -> ThreadKind {
+    if vsock {
+        ThreadKind::Vsock
+    } else {
+        ThreadKind::NetRx
+    }
+}
+
+/// The threads [`Machine::start`] runs for a machine of `config`, by name
+/// and kind, to park ahead of it.
+pub(crate) fn threads_of(config: &VmConfig) -> impl Iterator<Item = (String, ThreadKind)> {
+    let io = (!config.nets.is_empty() || config.vsock.is_some()).then(|| {
+        (
+            DEVICES_IO.to_string(),
+            devices_io_kind(config.vsock.is_some()),
+        )
+    });
+    (0..usize::from(config.vcpus))
+        .map(|id| (vcpu_thread(id), ThreadKind::Vcpu))
+        .chain(io)
 }

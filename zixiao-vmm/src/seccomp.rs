@@ -413,49 +413,124 @@ impl Installing {
     }
 }
 
-/// Spawns thread `name` which, with a `kind`, first installs that kind's
-/// filter and only then runs `body`. Returns without waiting for the
-/// install, so that several threads install theirs at the same time (the
-/// kernel's part of an install, ~0.15-0.25 ms each here, and each new
-/// thread's wait for a CPU overlap); the caller waits on every
-/// [`Installing`] before the guest runs or the VMM reads its first
-/// request, so nothing a client or the guest controls runs while any
-/// thread is unfiltered (a thread's body runs only once it is filtered).
-pub(crate) fn spawn(
+/// A thread started before its work exists: it installs its filter at
+/// once, then waits for its body ([`Parked::run`]). Parked right after
+/// the jail's privilege drop, a fresh boot's threads start and install
+/// their filters on the other CPU while the VMM builds the machine,
+/// instead of all at once just before it reports ready (each install is
+/// ~0.06-0.1 ms of kernel work here, each thread start as much again).
+pub(crate) struct Parked {
     name: String,
     kind: Option<ThreadKind>,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<(std::thread::JoinHandle<()>, Installing), VmmError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    if crate::timeline::enabled() {
-        crate::timeline::mark(format!("{name}:spawn"));
-    }
-    let handle = std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            if crate::timeline::enabled() {
-                crate::timeline::mark(format!("{}:run", current_name()));
-            }
-            let installed = kind.map_or(Ok(()), install);
-            if crate::timeline::enabled() {
-                crate::timeline::mark(format!("{}:filter", current_name()));
-            }
-            let ok = installed.is_ok();
-            let _ = tx.send(installed);
-            if ok {
-                body();
-            }
-        })
-        .map_err(|e| VmmError::ResourceExhausted {
-            message: format!("cannot spawn thread {name}: {e}"),
-        })?;
-    Ok((
-        handle,
-        Installing {
+    handle: std::thread::JoinHandle<()>,
+    body: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    installing: Installing,
+}
+
+impl Parked {
+    /// Starts thread `name`, which installs `kind`'s filter (none: no
+    /// filter) and then waits for its body; dropped without one, it exits.
+    pub(crate) fn start(name: String, kind: Option<ThreadKind>) -> Result<Parked, VmmError> {
+        let (installed, installing) = std::sync::mpsc::channel();
+        let (body, bodies) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        if crate::timeline::enabled() {
+            crate::timeline::mark(format!("{name}:spawn"));
+        }
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if crate::timeline::enabled() {
+                    crate::timeline::mark(format!("{}:run", current_name()));
+                }
+                let result = kind.map_or(Ok(()), install);
+                if crate::timeline::enabled() {
+                    crate::timeline::mark(format!("{}:filter", current_name()));
+                }
+                let ok = result.is_ok();
+                let _ = installed.send(result);
+                // The body runs only once the filter is on.
+                if let (true, Ok(body)) = (ok, bodies.recv()) {
+                    body();
+                }
+            })
+            .map_err(|e| VmmError::ResourceExhausted {
+                message: format!("cannot spawn thread {name}: {e}"),
+            })?;
+        Ok(Parked {
+            installing: Installing {
+                name: name.clone(),
+                installed: installing,
+            },
             name,
-            installed: rx,
-        },
-    ))
+            kind,
+            handle,
+            body,
+        })
+    }
+
+    /// Hands the thread `body`, which it runs once its filter is on.
+    /// Returns without waiting for the install: the caller must wait on
+    /// the [`Installing`] before anything a client or the guest controls
+    /// runs.
+    pub(crate) fn run(
+        self,
+        body: impl FnOnce() + Send + 'static,
+    ) -> (std::thread::JoinHandle<()>, Installing) {
+        // A thread whose install failed has stopped listening: its
+        // `Installing` reports why.
+        let _ = self.body.send(Box::new(body));
+        (self.handle, self.installing)
+    }
+}
+
+/// The VMM's threads: the ones parked ahead of their work, and whether
+/// threads are filtered at all ([`Confinement::seccomp`]).
+///
+/// [`Confinement::seccomp`]: crate::Confinement::seccomp
+pub(crate) struct Threads {
+    filtered: bool,
+    parked: Vec<Parked>,
+}
+
+impl Threads {
+    pub(crate) fn new(filtered: bool) -> Threads {
+        Threads {
+            filtered,
+            parked: Vec::new(),
+        }
+    }
+
+    /// Starts a thread `name` of `kind` now, for a later [`Threads::run`]
+    /// of the same name and kind.
+    pub(crate) fn park(&mut self, name: String, kind: ThreadKind) -> Result<(), VmmError> {
+        let parked = Parked::start(name, self.filtered.then_some(kind))?;
+        self.parked.push(parked);
+        Ok(())
+    }
+
+    /// Runs `body` on thread `name` once it has `kind`'s filter: on the
+    /// thread parked for it, else on a new one. Returns without waiting
+    /// for the install, so that several threads install theirs at the same
+    /// time; the caller waits on every [`Installing`] before the guest
+    /// runs or the VMM reads its first request, so nothing a client or the
+    /// guest controls runs while any thread is unfiltered.
+    pub(crate) fn run(
+        &mut self,
+        name: String,
+        kind: ThreadKind,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(std::thread::JoinHandle<()>, Installing), VmmError> {
+        let kind = self.filtered.then_some(kind);
+        let parked = match self
+            .parked
+            .iter()
+            .position(|p| p.name == name && p.kind == kind)
+        {
+            Some(at) => self.parked.swap_remove(at),
+            None => Parked::start(name, kind)?,
+        };
+        Ok(parked.run(body))
+    }
 }
 
 #[cfg(test)]

@@ -186,13 +186,17 @@ pub fn run(
             // read: the guest runs only from a request (start or resume;
             // a migrated-in guest's threads were all waited for before
             // the ack), the other threads' bodies run only once filtered,
-            // so nothing a client or the guest controls runs before. The
-            // threads' starts (each waits for a CPU) overlap the
-            // launcher's handshake and the client's first connection
-            // instead of delaying the ready line.
-            let filtered = installing
-                .into_iter()
-                .try_for_each(seccomp::Installing::wait);
+            // and this thread reads nothing a client or the guest controls
+            // until its own filter is on, so nothing they control runs
+            // unfiltered. This thread's install (the API filter is the
+            // longest) and the last threads' overlap the launcher's
+            // handshake and the client's first connection instead of
+            // delaying the ready line.
+            let filtered = api_filter(confinement).and_then(|()| {
+                installing
+                    .into_iter()
+                    .try_for_each(seccomp::Installing::wait)
+            });
             crate::timeline::mark("filtered");
             if let Some(line) = crate::timeline::line() {
                 eprintln!("{line}");
@@ -223,6 +227,19 @@ pub fn run(
             1
         }
     }
+}
+
+/// The names of the threads that end the VMM when the guest stops, and
+/// that serve console readers.
+const LIFECYCLE: &str = "lifecycle";
+const CONSOLE: &str = "console";
+
+/// Installs this (the API) thread's filter, if the VMM is filtered.
+fn api_filter(confinement: &Confinement) -> Result<(), VmmError> {
+    if confinement.seccomp {
+        seccomp::install(ThreadKind::Api)?;
+    }
+    Ok(())
 }
 
 /// One handshake line on the launcher's pipe.
@@ -533,6 +550,21 @@ fn setup(
         jail::drop_privileges(jail)?;
         crate::timeline::mark("dropped");
     }
+    // A fresh boot's threads start now (after the drop, which they
+    // inherit, and the cgroup join, which a cgroup v1 `tasks` write makes
+    // per thread), so their starts and filter installs overlap the
+    // machine's creation. A restore or a migration learns its vCPUs only
+    // from the state it parses: its threads start when they are run.
+    let mut threads = seccomp::Threads::new(confinement.seccomp);
+    if let GuestInputs::Fresh(config, ..) = &guest {
+        for (name, kind) in crate::machine::threads_of(config)
+            .chain([(LIFECYCLE.into(), ThreadKind::Lifecycle)])
+            .chain([(CONSOLE.into(), ThreadKind::Console)])
+        {
+            threads.park(name, kind)?;
+        }
+        crate::timeline::mark("parked");
+    }
     let sink = ConsoleSink::new(console_log);
     let (events, guest_events) = channel();
     // The stream a migrated-in VM came by, for the ack once it can run.
@@ -597,11 +629,10 @@ fn setup(
     };
     crate::timeline::mark("machine");
     machine.use_pagemap(pagemap);
-    let filtered = |kind| confinement.seccomp.then_some(kind);
     // Every thread exists before the API thread's filter goes on: a fresh
     // VM's vCPUs wait parked until start(). They start while this thread
     // goes on; the first request waits for all of them (see `run`).
-    let mut installing = machine.start(true, events, confinement.seccomp)?;
+    let mut installing = machine.start(true, events, &mut threads)?;
     crate::timeline::mark("vcpus");
     if let Some(stream) = &incoming {
         // The guest runs from the ack on: every vCPU filtered first.
@@ -654,34 +685,23 @@ fn setup(
     });
     // Guest stops end the VMM.
     let v = vmm.clone();
-    let (_, lifecycle) = seccomp::spawn(
-        "lifecycle".into(),
-        filtered(ThreadKind::Lifecycle),
-        move || {
-            if let Ok(event) = guest_events.recv() {
-                let (reason, code) = match event {
-                    GuestEvent::Reset => ("guest_reset".to_string(), 0),
-                    GuestEvent::Shutdown => ("guest_shutdown".to_string(), 0),
-                    GuestEvent::PowerOff => (exit_reasons::POWEROFF.to_string(), 0),
-                    // A reboot ends this process too: a new VMM boots the
-                    // guest afresh (see `exit_reasons::REBOOT`).
-                    GuestEvent::Reboot => (exit_reasons::REBOOT.to_string(), 0),
-                    GuestEvent::Failed(why) => (format!("error: {why}"), 1),
-                };
-                v.finish(&reason, code);
-            }
-        },
-    )?;
+    let (_, lifecycle) = threads.run(LIFECYCLE.into(), ThreadKind::Lifecycle, move || {
+        if let Ok(event) = guest_events.recv() {
+            let (reason, code) = match event {
+                GuestEvent::Reset => ("guest_reset".to_string(), 0),
+                GuestEvent::Shutdown => ("guest_shutdown".to_string(), 0),
+                GuestEvent::PowerOff => (exit_reasons::POWEROFF.to_string(), 0),
+                // A reboot ends this process too: a new VMM boots the
+                // guest afresh (see `exit_reasons::REBOOT`).
+                GuestEvent::Reboot => (exit_reasons::REBOOT.to_string(), 0),
+                GuestEvent::Failed(why) => (format!("error: {why}"), 1),
+            };
+            v.finish(&reason, code);
+        }
+    })?;
     // Console readers: output is copied to them, what they write is serial input.
-    let (_, console) =
-        seccomp::spawn("console".into(), filtered(ThreadKind::Console), move || {
-            console.serve()
-        })?;
-    // Every filter goes on at the same time; the caller waits for all
-    // before it reads the first request.
-    if confinement.seccomp {
-        seccomp::install(ThreadKind::Api)?;
-    }
+    let (_, console) = threads.run(CONSOLE.into(), ThreadKind::Console, move || console.serve())?;
+    // This thread's own filter goes on after the ready line (see `run`).
     crate::timeline::mark("ready");
     installing.push(lifecycle);
     installing.push(console);
