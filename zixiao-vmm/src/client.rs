@@ -18,7 +18,7 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 use crate::api::{
     files, Boot, ExitRecord, Handshake, Request, Response, VmInfo, VmRecord, VmState, VmmStats,
 };
-use crate::jail::LauncherCgroup;
+use crate::jail::{self, LauncherJail};
 use crate::{
     cgroup, pidns_spawn, snapshot, support, Confinement, MigrationParams, MigrationReport, VmmError,
 };
@@ -174,19 +174,20 @@ async fn spawn(
         OsStr::new(&confinement_json),
     ];
     // A jailed VMM is started in its own PID namespace (it is pid 1 there,
-    // our child, `jailed`), and its cgroup is made while it starts; any
-    // other as a plain child (`child`).
+    // our child, `jailed`), and its cgroup and jail are made while it
+    // starts; any other as a plain child (`child`).
     let (mut child, stdout, mut jailed): (Option<tokio::process::Child>, _, Option<u32>) =
         if let Some(jail) = &confinement.jail {
-            let (go_read, go_write) = pidns_spawn::inherited_pipe()?;
-            args.extend([OsStr::new(LauncherCgroup::ARG), OsStr::new(&fd_arg)]);
+            let (go_child, go) = pidns_spawn::inherited_socket()?;
+            args.extend([OsStr::new(LauncherJail::ARG), OsStr::new(&fd_arg)]);
             let spawned =
-                pidns_spawn::spawn(binary, &args, &log, Some(go_read.as_raw_fd()), netns)?;
-            drop(go_read);
+                pidns_spawn::spawn(binary, &args, &log, Some(go_child.as_raw_fd()), netns)?;
+            drop(go_child);
             let pid = spawned.pid;
             crate::timeline::mark("L:exec");
-            if let Err(err) = make_cgroup(pid, cgroup::Limits::of(boot, jail), go_write) {
-                // The VMM sees the pipe closed without a word and fails.
+            let limits = cgroup::Limits::of(boot, jail);
+            if let Err(err) = make_jail(pid, limits, run_dir, go) {
+                // The VMM sees the socket closed without a word and fails.
                 reap_jailed(pid).await;
                 return Err(err);
             }
@@ -329,13 +330,23 @@ async fn spawn(
 }
 
 /// Creates the cgroup of the jailed VMM `pid` (our child, just exec'd),
-/// with its limits, and says so on `go`: the VMM then moves itself in. On
-/// an error `go` closes without a word and the VMM fails.
-fn make_cgroup(pid: u32, limits: cgroup::Limits, go: OwnedFd) -> Result<(), VmmError> {
+/// with its limits, and its jail (the mount namespace showing only
+/// `run_dir`), then sends the jail on `go`: the VMM then moves itself into
+/// the group and, once its bare VM exists, into the jail. All of it runs
+/// while the VMM loads, off its boot path. On an error `go` closes
+/// without a word and the VMM fails.
+fn make_jail(
+    pid: u32,
+    limits: cgroup::Limits,
+    run_dir: &Path,
+    go: std::os::unix::net::UnixStream,
+) -> Result<(), VmmError> {
     cgroup::create(pid, limits)?;
     crate::timeline::mark("L:cgroup");
+    let namespace = jail::Namespace::build(run_dir)?;
+    crate::timeline::mark("L:jail");
     // A VMM that is already gone (EPIPE) is noticed on its stdout.
-    let _ = std::io::Write::write_all(&mut std::fs::File::from(go), b"1");
+    let _ = jail::send_jail(&go, &namespace);
     Ok(())
 }
 

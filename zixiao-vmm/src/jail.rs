@@ -5,8 +5,9 @@
 //! the guest's files before, and keeps them open); its own cgroup (see
 //! `cgroup.rs`); and an unprivileged uid and gid with no capabilities.
 //!
-//! Everything here runs while the process is still single-threaded (mount
-//! namespaces cannot be unshared by a threaded process).
+//! The mount namespace ([`Namespace`]) is built on a thread of its own,
+//! normally by the launcher while the VMM execs, and the VMM joins it with
+//! one `setns`: its boot path has no mount work left.
 
 use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -133,52 +134,72 @@ fn user_ids(name: &str) -> Option<(u32, u32)> {
     (rc == 0 && !result.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
 }
 
-/// The pipe on which `launch()` tells a VMM it started that it has made
-/// its cgroup ([`LauncherCgroup::ARG`] names the descriptor): one byte once
-/// it has, end of file if it could not (the VMM then fails). The launcher
-/// creates the group and sets its limits while the VMM starts; the VMM
-/// moves itself in ([`LauncherCgroup::join`]) before it starts a thread or
-/// allocates guest memory, so nothing of the guest is charged outside it.
+/// The socket on which `launch()` tells a VMM it started that its cgroup
+/// and its jail are ready ([`LauncherJail::ARG`] names the descriptor): one
+/// byte with the jail's mount namespace attached once they are, end of
+/// file if they could not be (the VMM then fails). The launcher makes them
+/// while the VMM starts; the VMM moves itself into the group
+/// ([`LauncherJail::join`]) before it starts a thread or allocates guest
+/// memory, so nothing of the guest is charged outside it.
 #[derive(Debug)]
-pub struct LauncherCgroup(std::fs::File);
+pub struct LauncherJail(std::os::unix::net::UnixStream);
 
-impl LauncherCgroup {
+impl LauncherJail {
     /// The VMM's argument that names the descriptor.
-    pub const ARG: &'static str = "--cgroup-ready-fd";
+    pub const ARG: &'static str = "--jail-fd";
 
     /// Waits for the launcher's word, then moves this (single-threaded)
-    /// process into the group of the VMM with host pid `pid`.
-    pub(crate) fn join(mut self, pid: u32) -> Result<(), VmmError> {
+    /// process into the group of the VMM with host pid `pid`. Returns the
+    /// jail the launcher built, to enter once the host's tree is no longer
+    /// needed.
+    pub(crate) fn join(self, pid: u32) -> Result<Namespace, VmmError> {
+        use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+        let unavailable = |why: String| VmmError::Unavailable {
+            message: format!("jail: {why}"),
+        };
         let mut byte = [0u8; 1];
-        loop {
-            match std::io::Read::read(&mut self.0, &mut byte) {
-                Ok(1) => break,
-                Ok(_) => {
-                    return Err(VmmError::Unavailable {
-                        message: "jail: the launcher could not make this VMM's cgroup".into(),
-                    })
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(VmmError::Unavailable {
-                        message: format!("jail: waiting for the launcher's cgroup: {e}"),
-                    })
-                }
+        let mut fds = [-1 as RawFd; 1];
+        let (n, nfds) = loop {
+            // SAFETY: the iovec points into `byte`, which lives and is not
+            // otherwise borrowed during the call.
+            let mut iov = [libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: byte.len(),
+            }];
+            // SAFETY: as above; any byte may be written there.
+            match unsafe { self.0.recv_with_fds(&mut iov, &mut fds) } {
+                Err(e) if e.errno() == libc::EINTR => continue,
+                Err(e) => return Err(unavailable(format!("waiting for the launcher: {e}"))),
+                Ok(received) => break received,
             }
-        }
+        };
+        // SAFETY: recvmsg installed the descriptors it reports in this
+        // process; each is owned by exactly one OwnedFd from here on.
+        let mut received = fds[..nfds]
+            .iter()
+            .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        let namespace = match (n, received.next()) {
+            (1, Some(fd)) => Namespace(fd),
+            _ => {
+                return Err(unavailable(
+                    "the launcher could not make this VMM's cgroup and jail".into(),
+                ))
+            }
+        };
         crate::timeline::mark("cgroup-go");
-        crate::cgroup::enter(pid)
+        crate::cgroup::enter(pid)?;
+        Ok(namespace)
     }
 }
 
-impl TryFrom<&str> for LauncherCgroup {
+impl TryFrom<&str> for LauncherJail {
     type Error = VmmError;
 
     /// Takes the inherited descriptor `arg` names: a number from 3 up,
-    /// open, a pipe. Called once per process, by the binary for its
+    /// open, a socket. Called once per process, by the binary for its
     /// argument.
     fn try_from(arg: &str) -> Result<Self, VmmError> {
-        let bad = |reason: String| VmmError::invalid(LauncherCgroup::ARG, reason);
+        let bad = |reason: String| VmmError::invalid(LauncherJail::ARG, reason);
         let fd: RawFd = arg
             .parse()
             .map_err(|_| bad(format!("{arg:?} is not a descriptor number")))?;
@@ -195,8 +216,8 @@ impl TryFrom<&str> for LauncherCgroup {
                 std::io::Error::last_os_error()
             )));
         }
-        if st.st_mode & libc::S_IFMT != libc::S_IFIFO {
-            return Err(bad(format!("descriptor {fd} is not a pipe")));
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(bad(format!("descriptor {fd} is not a socket")));
         }
         // SAFETY: fcntl(2) on a descriptor just checked to be open; the
         // VMM starts nothing that should inherit it.
@@ -204,10 +225,24 @@ impl TryFrom<&str> for LauncherCgroup {
         // SAFETY: the descriptor is open (fstat above) and was inherited
         // across exec: nothing else in this process owns it, and the
         // binary takes it once.
-        Ok(LauncherCgroup(unsafe {
-            std::fs::File::from(OwnedFd::from_raw_fd(fd))
+        Ok(LauncherJail(unsafe {
+            std::os::unix::net::UnixStream::from(OwnedFd::from_raw_fd(fd))
         }))
     }
+}
+
+/// Tells the VMM on `socket` that its cgroup and its jail (`namespace`)
+/// are ready: the launcher's side of [`LauncherJail::join`].
+pub(crate) fn send_jail(
+    socket: &std::os::unix::net::UnixStream,
+    namespace: &Namespace,
+) -> Result<(), VmmError> {
+    use std::os::fd::AsRawFd;
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+    socket
+        .send_with_fd(&b"1"[..], namespace.0.as_raw_fd())
+        .map(drop)
+        .map_err(|e| VmmError::internal("telling the VMM its jail is ready", e))
 }
 
 fn last_os(what: impl std::fmt::Display) -> VmmError {
@@ -268,21 +303,75 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Builds the jail under `run_dir/jail`, runs `before_pivot` (the last
-/// steps in the host's tree, single-threaded and root: joining the
-/// launcher's cgroup, creating the bare VM) and returns what it made once
-/// the jail is this process's root and the old root is detached. The
-/// process must be single-threaded and root, and its inputs open: the
-/// jail shows only the run dir (an absolute path).
-pub(crate) fn enter<T>(
-    run_dir: &Path,
-    before_pivot: impl FnOnce() -> Result<T, VmmError>,
-) -> Result<T, VmmError> {
-    // SAFETY: unshare(2) takes no pointers.
+/// A VMM's jail: a mount namespace whose root is a read-only tmpfs holding
+/// only the run dir, at its own absolute path. Held by its descriptor: it
+/// lives while this does or a process is in it.
+#[derive(Debug)]
+pub(crate) struct Namespace(OwnedFd);
+
+impl Namespace {
+    /// Builds the jail of `run_dir` (an absolute path) on a thread of its
+    /// own, which unshares its mount namespace from the caller's (a mount
+    /// namespace and the root directory are per thread) and ends once it
+    /// is built: the calling thread and process stay in the host's tree.
+    /// Needs root. The launcher builds it while the VMM execs; a VMM
+    /// started by hand builds its own.
+    pub(crate) fn build(run_dir: &Path) -> Result<Namespace, VmmError> {
+        let run_dir = run_dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("jail".into())
+            .spawn(move || build_on_this_thread(&run_dir))
+            .map_err(|e| VmmError::ResourceExhausted {
+                message: format!("jail: cannot spawn a thread to build it: {e}"),
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(VmmError::internal(
+                    "building the jail",
+                    "its thread panicked",
+                ))
+            })
+    }
+
+    /// Moves this process, single-threaded and root, into the jail: its
+    /// mount namespace, with the jail's root as root and working
+    /// directory. No host path is reachable once this returns.
+    pub(crate) fn enter(self) -> Result<(), VmmError> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on a descriptor this value owns; it reads no
+        // memory.
+        if unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+            return Err(last_os("entering the jail (setns)"));
+        }
+        Ok(())
+    }
+}
+
+/// [`Namespace::build`]'s thread: a new mount namespace for this thread,
+/// the jail's tree in it, pivot_root into it and the old root detached.
+fn build_on_this_thread(run_dir: &Path) -> Result<Namespace, VmmError> {
+    if !run_dir.is_absolute() {
+        return Err(VmmError::invalid(
+            "run_dir",
+            format!(
+                "{} must be an absolute path for a jailed VMM",
+                run_dir.display()
+            ),
+        ));
+    }
+    // SAFETY: unshare(2) takes no pointers. This thread gets its own mount
+    // namespace and its own copy of the filesystem context it shared with
+    // the process's other threads, which keep theirs.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(last_os("unshare(CLONE_NEWNS)"));
     }
-    crate::timeline::mark("unshare");
+    // Opened while `/proc` is still in this thread's tree: what keeps the
+    // namespace once this thread has ended.
+    let namespace = std::fs::File::open("/proc/thread-self/ns/mnt")
+        .map(|f| Namespace(OwnedFd::from(f)))
+        .map_err(|e| VmmError::Unavailable {
+            message: format!("jail: opening its mount namespace: {e}"),
+        })?;
     // Nothing mounted from here on propagates back to the host.
     mount(
         None,
@@ -304,35 +393,22 @@ pub(crate) fn enter<T>(
         nosuid,
         Some("size=64k,nr_inodes=256,mode=0755"),
     )?;
-    let built = bind_run_dir(&root, run_dir, nosuid).and_then(|()| {
-        crate::timeline::mark("binds");
-        // The jail's own tree is fixed from here on. Made read-only here,
-        // by its path on the host, rather than as `/` after the pivot:
-        // until the old root is detached a remount of `/` could reach the
-        // host's root filesystem.
-        mount(
-            None,
-            &root,
-            None,
-            libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
-            None,
-        )?;
-        crate::timeline::mark("read-only");
-        before_pivot()
-    });
-    match built {
-        Ok(value) => pivot_into(&root).map(|()| value),
-        Err(err) => {
-            // The VMM fails: its run dir keeps no mount point of this
-            // namespace, so its clean-up can remove the jail directory.
-            if let Ok(root_c) = cpath(&root) {
-                // SAFETY: umount2 with a NUL-terminated path that lives
-                // until it returns.
-                unsafe { libc::umount2(root_c.as_ptr(), libc::MNT_DETACH) };
-            }
-            Err(err)
-        }
-    }
+    bind_run_dir(&root, run_dir, nosuid)?;
+    // The jail's own tree is fixed from here on. Made read-only here, by
+    // its path on the host, rather than as `/` after the pivot: until the
+    // old root is detached a remount of `/` could reach the host's root
+    // filesystem.
+    mount(
+        None,
+        &root,
+        None,
+        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
+        None,
+    )?;
+    pivot_into(&root)?;
+    // A failure above leaves nothing: the mounts were made in this
+    // thread's namespace only, which ends with `namespace`.
+    Ok(namespace)
 }
 
 /// Bind-mounts `run_dir` (read-write, `nosuid,nodev,noexec`) at its own
@@ -366,13 +442,11 @@ fn pivot_into(root: &Path) -> Result<(), VmmError> {
     if unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } != 0 {
         return Err(last_os("pivot_root"));
     }
-    crate::timeline::mark("pivot");
     // SAFETY: umount2 with a static path; MNT_DETACH drops the old root
     // that pivot_root left stacked on ".".
     if unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) } != 0 {
         return Err(last_os("detaching the old root"));
     }
-    crate::timeline::mark("detached");
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::VmmError;
@@ -41,30 +42,32 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), VmmError> {
 /// The descriptor [`spawn`]'s `extra` becomes in the child.
 pub(crate) const EXTRA_FD: RawFd = 3;
 
-/// A pipe whose read end a child inherits as [`EXTRA_FD`] and whose write
-/// end the launcher keeps. Both ends are close-on-exec here.
-pub(crate) fn inherited_pipe() -> Result<(OwnedFd, OwnedFd), VmmError> {
-    let (read, write) = pipe()?;
-    if read.as_raw_fd() >= EXTRA_FD {
-        return Ok((read, write));
+/// A socket pair: the first end for a child to inherit as [`EXTRA_FD`],
+/// the second for the launcher. Both ends are close-on-exec here.
+pub(crate) fn inherited_socket() -> Result<(OwnedFd, UnixStream), VmmError> {
+    let (child, launcher) =
+        UnixStream::pair().map_err(|e| VmmError::internal("creating a socket to the VMM", e))?;
+    let child = OwnedFd::from(child);
+    if child.as_raw_fd() >= EXTRA_FD {
+        return Ok((child, launcher));
     }
     // Below 3 (the launcher's stdio was closed), the child's dup2 of its
     // own stdio would overwrite it first: moved up.
     // SAFETY: F_DUPFD_CLOEXEC on an open descriptor returns a new one.
-    let moved = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, EXTRA_FD) };
+    let moved = unsafe { libc::fcntl(child.as_raw_fd(), libc::F_DUPFD_CLOEXEC, EXTRA_FD) };
     if moved < 0 {
         return Err(VmmError::internal(
-            "creating a pipe to the VMM",
+            "creating a socket to the VMM",
             std::io::Error::last_os_error(),
         ));
     }
     // SAFETY: fcntl just returned this descriptor, owned by nothing else.
-    Ok((unsafe { OwnedFd::from_raw_fd(moved) }, write))
+    Ok((unsafe { OwnedFd::from_raw_fd(moved) }, launcher))
 }
 
 /// Runs `binary args...` in a new PID namespace, with stdin from
 /// /dev/null, stdout to a pipe, stderr to `stderr` and `extra` (from
-/// [`inherited_pipe`]) as [`EXTRA_FD`], inside the network namespace
+/// [`inherited_socket`]) as [`EXTRA_FD`], inside the network namespace
 /// `netns` if given. Returns once the binary is executing (or with the
 /// reason it could not be): `Unavailable` naming the binary.
 pub(crate) fn spawn(

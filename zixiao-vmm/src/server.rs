@@ -159,14 +159,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// reports readiness (or the error) as one JSON line on `ready`, then serves
 /// until the VM stops. `pid` is this process's pid as the launcher sees it
 /// (it differs inside a PID namespace). A jailed VMM with a
-/// `launcher_cgroup` is put in its cgroup by its launcher; without one it
-/// makes and joins its own. Returns the process exit code.
+/// `launcher_jail` has its cgroup and its mount namespace made by its
+/// launcher; without one it makes its own. Returns the process exit code.
 pub fn run(
     run_dir: &Path,
     boot: Boot,
     confinement: &Confinement,
     pid: u32,
-    launcher_cgroup: Option<jail::LauncherCgroup>,
+    launcher_jail: Option<jail::LauncherJail>,
     mut ready: impl Write,
 ) -> i32 {
     let incoming = matches!(boot, Boot::Incoming(_));
@@ -178,7 +178,7 @@ pub fn run(
         }
     };
     crate::timeline::mark("prepared");
-    match setup(run_dir, boot, confinement, pid, launcher_cgroup, &mut ready) {
+    match setup(run_dir, boot, confinement, pid, launcher_jail, &mut ready) {
         Ok((vmm, api, installing)) => {
             report(&mut ready, &Handshake::Ready(pid));
             drop(ready);
@@ -464,33 +464,30 @@ fn bind_vsock(run_dir: &Path, config: &VmConfig) -> Result<Option<HostSocket>, V
 }
 
 /// Jails this process (still root, single-threaded, its inputs open, in
-/// its cgroup or about to be put there by its `launcher`): mount namespace
-/// showing only the run dir, the guest's bare VM made (`guest`, once in
-/// the cgroup), pivot_root and the old root detached.
+/// its cgroup unless its `launcher` puts it there): joins the cgroup, makes
+/// the guest's bare VM (`guest`, once in the cgroup), then enters the
+/// mount namespace that shows only the run dir: the launcher's, else one
+/// built here.
 fn enter_jail(
     run_dir: &Path,
     jail: &JailConfig,
     pid: u32,
-    launcher: Option<jail::LauncherCgroup>,
+    launcher: Option<jail::LauncherJail>,
     guest: impl FnOnce() -> Result<GuestInputs, VmmError>,
 ) -> Result<GuestInputs, VmmError> {
-    if !run_dir.is_absolute() {
-        return Err(VmmError::invalid(
-            "run_dir",
-            format!(
-                "{} must be an absolute path for a jailed VMM",
-                run_dir.display()
-            ),
-        ));
-    }
     jail::give_run_dir(run_dir, jail)?;
-    jail::enter(run_dir, || {
-        if let Some(launcher) = launcher {
-            launcher.join(pid)?;
+    let namespace = match launcher {
+        Some(launcher) => {
+            let namespace = launcher.join(pid)?;
             crate::timeline::mark("cgroup");
+            namespace
         }
-        guest()
-    })
+        None => jail::Namespace::build(run_dir)?,
+    };
+    let guest = guest()?;
+    crate::timeline::mark("bare-vm");
+    namespace.enter()?;
+    Ok(guest)
 }
 
 fn setup(
@@ -498,16 +495,16 @@ fn setup(
     boot: Boot,
     confinement: &Confinement,
     pid: u32,
-    launcher_cgroup: Option<jail::LauncherCgroup>,
+    launcher_jail: Option<jail::LauncherJail>,
     ready: &mut dyn Write,
 ) -> Result<(Arc<Vmm>, UnixListener, Vec<seccomp::Installing>), VmmError> {
     let io = |what: &str, e: std::io::Error| {
         VmmError::internal(format!("{what} in {}", run_dir.display()), e)
     };
-    if let (None, Some(_)) = (&confinement.jail, &launcher_cgroup) {
+    if let (None, Some(_)) = (&confinement.jail, &launcher_jail) {
         return Err(VmmError::invalid(
-            jail::LauncherCgroup::ARG,
-            "only a jailed VMM has a cgroup",
+            jail::LauncherJail::ARG,
+            "only a jailed VMM has a cgroup and a jail",
         ));
     }
     if let Some(jail) = &confinement.jail {
@@ -517,7 +514,7 @@ fn setup(
     // the TAP's owner), which the uid drop takes away.
     let (tap_names, taps) = open_taps(&boot)?;
     crate::timeline::mark("taps");
-    if let (Some(jail), None) = (&confinement.jail, &launcher_cgroup) {
+    if let (Some(jail), None) = (&confinement.jail, &launcher_jail) {
         // Started by hand: its own group, before it opens anything.
         cgroup::join(pid, cgroup::Limits::of(&boot, jail))?;
         crate::timeline::mark("cgroup");
@@ -534,13 +531,10 @@ fn setup(
         guest,
     } = inputs;
     // A fresh boot's bare VM (the PIT's worker thread start is the slowest
-    // step of a boot) is created in the VMM's cgroup, before the pivot.
+    // step of a boot) is created in the VMM's cgroup, before it enters
+    // its jail.
     let guest = match &confinement.jail {
-        Some(jail) => enter_jail(run_dir, jail, pid, launcher_cgroup, || {
-            let guest = guest.with_kvm(kvm);
-            crate::timeline::mark("bare-vm");
-            guest
-        })?,
+        Some(jail) => enter_jail(run_dir, jail, pid, launcher_jail, || guest.with_kvm(kvm))?,
         None => guest.with_kvm(kvm)?,
     };
     crate::timeline::mark("jail");

@@ -1,12 +1,12 @@
 //! `zixiao-vmm --run-dir DIR --boot JSON [--confinement JSON]
-//! [--cgroup-ready-fd N]`: the per-microVM VMM process. It is normally
+//! [--jail-fd N]`: the per-microVM VMM process. It is normally
 //! started by `zixiao_vmm::launch()`, which reads the JSON lines this prints
-//! on stdout and, for a jailed VMM, puts it in its cgroup and says so on
-//! descriptor N.
+//! on stdout and, for a jailed VMM, makes its cgroup and its jail and says
+//! so on descriptor N.
 
 use std::path::PathBuf;
 
-use zixiao_vmm::jail::LauncherCgroup;
+use zixiao_vmm::jail::LauncherJail;
 use zixiao_vmm::{Boot, Confinement, VmmError};
 
 fn main() {
@@ -16,24 +16,24 @@ fn main() {
     let mut run_dir: Option<PathBuf> = None;
     let mut boot: Option<String> = None;
     let mut confinement: Option<String> = None;
-    let mut launcher_cgroup: Option<LauncherCgroup> = None;
+    let mut launcher_jail: Option<LauncherJail> = None;
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
         match arg.to_str() {
             Some("--run-dir") => run_dir = args.next().map(PathBuf::from),
             Some("--boot") => boot = args.next().and_then(|b| b.into_string().ok()),
             Some("--confinement") => confinement = args.next().and_then(|b| b.into_string().ok()),
-            Some(LauncherCgroup::ARG) if launcher_cgroup.is_none() => {
+            Some(LauncherJail::ARG) if launcher_jail.is_none() => {
                 let fd = args.next().and_then(|fd| fd.into_string().ok());
-                launcher_cgroup = Some(
-                    LauncherCgroup::try_from(fd.as_deref().unwrap_or_default())
+                launcher_jail = Some(
+                    LauncherJail::try_from(fd.as_deref().unwrap_or_default())
                         .unwrap_or_else(|e| fail(e)),
                 );
             }
             Some("--help") | Some("-h") => {
                 println!(
                     "usage: zixiao-vmm --run-dir DIR --boot JSON [--confinement JSON] \
-                     [--cgroup-ready-fd N] (normally run by zixiao_vmm::launch)"
+                     [--jail-fd N] (normally run by zixiao_vmm::launch)"
                 );
                 return;
             }
@@ -85,7 +85,7 @@ fn main() {
         boot,
         &confinement,
         pid,
-        launcher_cgroup,
+        launcher_jail,
         std::io::stdout(),
     );
     std::process::exit(code);
