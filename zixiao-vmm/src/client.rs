@@ -173,6 +173,8 @@ async fn spawn(
         OsStr::new("--confinement"),
         OsStr::new(&confinement_json),
     ];
+    // The thread that builds a jailed VMM's jail and sends it.
+    let mut jail_thread = None;
     // A jailed VMM is started in its own PID namespace (it is pid 1 there,
     // our child, `jailed`), and its cgroup and jail are made while it
     // starts; any other as a plain child (`child`).
@@ -186,10 +188,13 @@ async fn spawn(
             let pid = spawned.pid;
             crate::timeline::mark("L:exec");
             let limits = cgroup::Limits::of(boot, jail);
-            if let Err(err) = make_jail(pid, limits, run_dir, go) {
-                // The VMM sees the socket closed without a word and fails.
-                reap_jailed(pid).await;
-                return Err(err);
+            match make_jail(pid, limits, run_dir, go) {
+                Ok(building) => jail_thread = Some(building),
+                Err(err) => {
+                    // The VMM sees the socket closed without a word and fails.
+                    reap_jailed(pid).await;
+                    return Err(err);
+                }
             }
             let stdout = tokio::fs::File::from_std(spawned.stdout);
             (
@@ -296,7 +301,10 @@ async fn spawn(
             if let Some(vmm) = jailed {
                 reap_jailed(vmm).await;
             }
-            Err(err)
+            // A VMM whose jail could not be built only knows it got no
+            // word: the jail's thread (ended by now) knows why.
+            let jail = jail_thread.map_or(Ok(()), jail::Building::finish);
+            Err(jail.err().unwrap_or(err))
         }
         None => {
             let mut died = None;
@@ -331,23 +339,32 @@ async fn spawn(
 
 /// Creates the cgroup of the jailed VMM `pid` (our child, just exec'd),
 /// with its limits, and its jail (the mount namespace showing only
-/// `run_dir`), then sends the jail on `go`: the VMM then moves itself into
-/// the group and, once its bare VM exists, into the jail. All of it runs
-/// while the VMM loads, off its boot path. On an error `go` closes
-/// without a word and the VMM fails.
+/// `run_dir`), which a thread of its own builds and sends on `go`: the VMM
+/// then moves itself into the group and, once its bare VM exists, into
+/// the jail. All of it runs while the VMM loads, off its boot path, and
+/// nothing waits for that thread; its end says why the VMM got no word,
+/// if it failed. On an error `go` closes without a word and the VMM
+/// fails.
 fn make_jail(
     pid: u32,
     limits: cgroup::Limits,
     run_dir: &Path,
     go: std::os::unix::net::UnixStream,
-) -> Result<(), VmmError> {
-    cgroup::create(pid, limits)?;
+) -> Result<jail::Building<()>, VmmError> {
+    let (made, group_made) = std::sync::mpsc::channel::<bool>();
+    let building = jail::Namespace::build_then(run_dir, move |namespace| {
+        crate::timeline::mark("L:jail");
+        // The group first: the VMM joins it as soon as it hears.
+        if group_made.recv() == Ok(true) {
+            // A VMM that is already gone (EPIPE) is noticed on its stdout.
+            let _ = jail::send_jail(&go, &namespace);
+        }
+        Ok(())
+    })?;
+    let group = cgroup::create(pid, limits);
     crate::timeline::mark("L:cgroup");
-    let namespace = jail::Namespace::build(run_dir)?;
-    crate::timeline::mark("L:jail");
-    // A VMM that is already gone (EPIPE) is noticed on its stdout.
-    let _ = jail::send_jail(&go, &namespace);
-    Ok(())
+    let _ = made.send(group.is_ok());
+    group.map(|()| building)
 }
 
 /// Reaps the jailed VMM `pid`, which failed or was told to (killed after

@@ -1,13 +1,15 @@
 //! The jail of a VMM process, as Firecracker's jailer builds it: a new PID
 //! namespace (the VMM is its pid 1; see the binary), a new mount namespace
-//! whose root is a small read-only tmpfs holding only the run directory,
-//! bind-mounted at its own absolute path (the VMM opens the KVM device and
-//! the guest's files before, and keeps them open); its own cgroup (see
-//! `cgroup.rs`); and an unprivileged uid and gid with no capabilities.
+//! holding no host mount but the run directory, bind-mounted at its own
+//! absolute path under a small read-only tmpfs the VMM chroots into (the
+//! VMM opens the KVM device and the guest's files before, and keeps them
+//! open); its own cgroup (see `cgroup.rs`); and an unprivileged uid and
+//! gid with no capabilities.
 //!
 //! The mount namespace ([`Namespace`]) is built on a thread of its own,
-//! normally by the launcher while the VMM execs, and the VMM joins it with
-//! one `setns`: its boot path has no mount work left.
+//! normally by the launcher while the VMM execs, as a copy of a template
+//! namespace made once per process (the host's tree copied and detached
+//! once, not per boot); the VMM joins it with one `setns` and a `chroot`.
 
 use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -22,7 +24,9 @@ use crate::VmmError;
 pub const DEFAULT_JAIL_ID: u32 = 64000;
 /// The user whose uid and gid a jailed VMM takes, when it exists.
 pub const JAIL_USER: &str = "zixiao-vmm";
-/// The directory in the run dir the jail's root is mounted on (empty on the host).
+/// The directory in the run dir that VMMs before the jail's template
+/// mounted their jail's root on: still reserved (no vsock socket may take
+/// its name) and removed at clean-up.
 pub const JAIL_DIR: &str = "jail";
 
 /// How a VMM process is confined. [`Confinement::default`] is the production
@@ -303,39 +307,56 @@ fn inside(root: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// A VMM's jail: a mount namespace whose root is a read-only tmpfs holding
-/// only the run dir, at its own absolute path. Held by its descriptor: it
+/// A VMM's jail: a mount namespace holding no host mount but the run dir.
+/// Its root is the process's [`Template`] (an empty read-only tmpfs);
+/// on the template's [`JAIL_ROOT`] it has a tmpfs of its own (read-only)
+/// holding only the run dir, bind-mounted at its own absolute path. A VMM
+/// enters it and chroots into [`JAIL_ROOT`]. Held by its descriptor: it
 /// lives while this does or a process is in it.
 #[derive(Debug)]
 pub(crate) struct Namespace(OwnedFd);
 
+/// Where, in the template's root, each jail's own root is mounted.
+const JAIL_ROOT: &str = "/vmm";
+
 impl Namespace {
     /// Builds the jail of `run_dir` (an absolute path) on a thread of its
-    /// own, which unshares its mount namespace from the caller's (a mount
-    /// namespace and the root directory are per thread) and ends once it
-    /// is built: the calling thread and process stay in the host's tree.
-    /// Needs root. The launcher builds it while the VMM execs; a VMM
-    /// started by hand builds its own.
+    /// own, which leaves the caller's mount namespace (a mount namespace
+    /// and the root directory are per thread) and ends once it is built:
+    /// the calling thread and process stay in the host's tree. Needs root.
+    /// The launcher builds it while the VMM execs; a VMM started by hand
+    /// builds its own.
     pub(crate) fn build(run_dir: &Path) -> Result<Namespace, VmmError> {
+        Namespace::build_then(run_dir, Ok)?.finish()
+    }
+
+    /// [`Namespace::build`], then `then` with the namespace, on the same
+    /// thread; returns once that thread has started. The launcher's `then`
+    /// sends the jail to the VMM: nothing waits for the thread's end (a
+    /// thread that left the process's mount namespace takes ~0.8 ms to be
+    /// joined here).
+    pub(crate) fn build_then<T: Send + 'static>(
+        run_dir: &Path,
+        then: impl FnOnce(Namespace) -> Result<T, VmmError> + Send + 'static,
+    ) -> Result<Building<T>, VmmError> {
+        if !run_dir.is_absolute() {
+            return Err(VmmError::invalid(
+                "run_dir",
+                format!(
+                    "{} must be an absolute path for a jailed VMM",
+                    run_dir.display()
+                ),
+            ));
+        }
+        let template = Template::of_this_process()?;
         let run_dir = run_dir.to_path_buf();
-        std::thread::Builder::new()
-            .name("jail".into())
-            .spawn(move || build_on_this_thread(&run_dir))
-            .map_err(|e| VmmError::ResourceExhausted {
-                message: format!("jail: cannot spawn a thread to build it: {e}"),
-            })?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(VmmError::internal(
-                    "building the jail",
-                    "its thread panicked",
-                ))
-            })
+        on_own_thread(move || build_from_template(&template, &run_dir).and_then(then)).map(Building)
     }
 
     /// Moves this process, single-threaded and root, into the jail: its
-    /// mount namespace, with the jail's root as root and working
-    /// directory. No host path is reachable once this returns.
+    /// mount namespace, then a chroot into its own root (the template's
+    /// empty tmpfs is all that lies outside it). No host path is reachable
+    /// once this returns.
     pub(crate) fn enter(self) -> Result<(), VmmError> {
         use std::os::fd::AsRawFd;
         // SAFETY: setns(2) on a descriptor this value owns; it reads no
@@ -343,35 +364,82 @@ impl Namespace {
         if unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
             return Err(last_os("entering the jail (setns)"));
         }
+        let root = cpath(Path::new(JAIL_ROOT))?;
+        // SAFETY: chroot(2) and chdir(2) with NUL-terminated paths that
+        // live until they return.
+        if unsafe { libc::chroot(root.as_ptr()) } != 0 {
+            return Err(last_os("chroot into the jail"));
+        }
+        // SAFETY: as above.
+        if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
+            return Err(last_os("chdir into the jail"));
+        }
         Ok(())
     }
 }
 
-/// [`Namespace::build`]'s thread: a new mount namespace for this thread,
-/// the jail's tree in it, pivot_root into it and the old root detached.
-fn build_on_this_thread(run_dir: &Path) -> Result<Namespace, VmmError> {
-    if !run_dir.is_absolute() {
-        return Err(VmmError::invalid(
-            "run_dir",
-            format!(
-                "{} must be an absolute path for a jailed VMM",
-                run_dir.display()
-            ),
-        ));
+/// A [`Namespace`] being built on its own thread, and what is done with it
+/// there.
+pub(crate) struct Building<T>(std::thread::JoinHandle<Result<T, VmmError>>);
+
+impl<T> Building<T> {
+    /// Waits for the thread's end.
+    pub(crate) fn finish(self) -> Result<T, VmmError> {
+        self.0.join().unwrap_or_else(|_| {
+            Err(VmmError::internal(
+                "building the jail",
+                "its thread panicked",
+            ))
+        })
     }
-    // SAFETY: unshare(2) takes no pointers. This thread gets its own mount
-    // namespace and its own copy of the filesystem context it shared with
-    // the process's other threads, which keep theirs.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(last_os("unshare(CLONE_NEWNS)"));
-    }
-    // Opened while `/proc` is still in this thread's tree: what keeps the
-    // namespace once this thread has ended.
-    let namespace = std::fs::File::open("/proc/thread-self/ns/mnt")
-        .map(|f| Namespace(OwnedFd::from(f)))
-        .map_err(|e| VmmError::Unavailable {
-            message: format!("jail: opening its mount namespace: {e}"),
+}
+
+/// Runs `build` on a new thread, whose mount namespace and filesystem
+/// context it may change: they end with it.
+fn on_own_thread<T: Send + 'static>(
+    build: impl FnOnce() -> Result<T, VmmError> + Send + 'static,
+) -> Result<std::thread::JoinHandle<Result<T, VmmError>>, VmmError> {
+    std::thread::Builder::new()
+        .name("jail".into())
+        .spawn(build)
+        .map_err(|e| VmmError::ResourceExhausted {
+            message: format!("jail: cannot spawn a thread to build it: {e}"),
+        })
+}
+
+/// The mount namespace every jail of this process is copied from: an
+/// empty read-only tmpfs as its root (holding only the directory
+/// [`JAIL_ROOT`]), the host's tree detached. Built once per process: the
+/// host's mounts are copied, made private and detached (an RCU grace
+/// period, 0.2-3 ms on a loaded host) once, not on every boot; a jail is a
+/// copy of this namespace's two mounts.
+struct Template(std::sync::Arc<OwnedFd>);
+
+impl Template {
+    fn of_this_process() -> Result<Template, VmmError> {
+        static TEMPLATE: std::sync::Mutex<Option<std::sync::Arc<OwnedFd>>> =
+            std::sync::Mutex::new(None);
+        let mut template = TEMPLATE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fd) = &*template {
+            return Ok(Template(fd.clone()));
+        }
+        let built = on_own_thread(build_template)?.join().unwrap_or_else(|_| {
+            Err(VmmError::internal(
+                "building the jail's template",
+                "its thread panicked",
+            ))
         })?;
+        let fd = std::sync::Arc::new(built);
+        *template = Some(fd.clone());
+        Ok(Template(fd))
+    }
+}
+
+/// [`Template`]'s thread: a new mount namespace for this thread, private,
+/// a tmpfs holding [`JAIL_ROOT`] made read-only, pivot_root into it and
+/// the old root detached.
+fn build_template() -> Result<OwnedFd, VmmError> {
+    let namespace = unshare_mount_namespace(&this_threads_namespaces()?)?;
     // Nothing mounted from here on propagates back to the host.
     mount(
         None,
@@ -380,53 +448,197 @@ fn build_on_this_thread(run_dir: &Path) -> Result<Namespace, VmmError> {
         libc::MS_REC | libc::MS_PRIVATE,
         None,
     )?;
-    let root = run_dir.join(JAIL_DIR);
-    std::fs::create_dir_all(&root).map_err(|e| VmmError::Unavailable {
-        message: format!("jail: creating {}: {e}", root.display()),
-    })?;
+    // Mounted over any directory of this private namespace: `/` is swapped
+    // for it below.
+    let root = Path::new("/tmp");
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    // Room for the directories down to the run dir.
     mount(
-        Some(Path::new("zixiao-jail")),
-        &root,
+        Some(Path::new("zixiao-jail-template")),
+        root,
         Some("tmpfs"),
         nosuid,
-        Some("size=64k,nr_inodes=256,mode=0755"),
+        Some("size=4k,nr_inodes=4,mode=0755"),
     )?;
-    bind_run_dir(&root, run_dir, nosuid)?;
-    // The jail's own tree is fixed from here on. Made read-only here, by
-    // its path on the host, rather than as `/` after the pivot: until the
-    // old root is detached a remount of `/` could reach the host's root
-    // filesystem.
+    let jail_root = inside(root, Path::new(JAIL_ROOT));
+    std::fs::create_dir(&jail_root).map_err(|e| VmmError::Unavailable {
+        message: format!("jail: creating {}: {e}", jail_root.display()),
+    })?;
+    // Read-only by its path here, before the pivot: until the old root is
+    // detached a remount of `/` could reach the host's root filesystem.
     mount(
         None,
-        &root,
+        root,
         None,
         libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
         None,
     )?;
-    pivot_into(&root)?;
-    // A failure above leaves nothing: the mounts were made in this
-    // thread's namespace only, which ends with `namespace`.
+    pivot_into(root)?;
     Ok(namespace)
 }
 
-/// Bind-mounts `run_dir` (read-write, `nosuid,nodev,noexec`) at its own
-/// absolute path under `root`.
-fn bind_run_dir(root: &Path, run_dir: &Path, flags: libc::c_ulong) -> Result<(), VmmError> {
+/// This thread's namespaces' directory in `/proc` (`ns/`), opened while
+/// this thread still sees the host's `/proc`.
+fn this_threads_namespaces() -> Result<std::fs::File, VmmError> {
+    std::fs::File::open("/proc/thread-self/ns").map_err(|e| VmmError::Unavailable {
+        message: format!("jail: /proc/thread-self/ns: {e}"),
+    })
+}
+
+/// Gives this thread a mount namespace of its own (a copy of its current
+/// one) and returns it, opened through `task` (this thread's
+/// [`this_threads_namespaces`]): the descriptor keeps it once the thread
+/// has ended.
+fn unshare_mount_namespace(task: &std::fs::File) -> Result<OwnedFd, VmmError> {
+    // SAFETY: unshare(2) takes no pointers. This thread gets its own mount
+    // namespace and its own copy of the filesystem context it shared with
+    // the process's other threads, which keep theirs.
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(last_os("unshare(CLONE_NEWNS)"));
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: openat(2) relative to the open directory `task`, with a
+    // static NUL-terminated name; the result is checked and owned below.
+    let fd = unsafe {
+        libc::openat(
+            task.as_raw_fd(),
+            c"mnt".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os("opening the jail's mount namespace"));
+    }
+    // SAFETY: openat just returned this descriptor, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// [`Namespace::build`]'s thread: the run dir's tree cloned while this
+/// thread still sees the host's, then a copy of the template's namespace
+/// with a read-only tmpfs on [`JAIL_ROOT`] holding that tree at the run
+/// dir's absolute path. No host mount is copied or detached.
+fn build_from_template(template: &Template, run_dir: &Path) -> Result<Namespace, VmmError> {
+    use std::os::fd::AsRawFd;
+    let run_tree = clone_tree(run_dir)?;
+    // The template shows no `/proc`.
+    let task = this_threads_namespaces()?;
+    // setns(CLONE_NEWNS) wants a filesystem context no other thread shares.
+    // SAFETY: unshare(2) and setns(2) take no pointers; the descriptor is
+    // the template's, open while `template` lives.
+    if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+        return Err(last_os("unshare(CLONE_FS)"));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setns(template.0.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        return Err(last_os("entering the jail's template (setns)"));
+    }
+    let namespace = Namespace(unshare_mount_namespace(&task)?);
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let root = Path::new(JAIL_ROOT);
+    // Room for the directories down to the run dir.
+    mount(
+        Some(Path::new("zixiao-jail")),
+        root,
+        Some("tmpfs"),
+        nosuid,
+        Some("size=64k,nr_inodes=256,mode=0755"),
+    )?;
     let target = inside(root, run_dir);
     std::fs::create_dir_all(&target).map_err(|e| VmmError::Unavailable {
         message: format!("jail: mount point {}: {e}", target.display()),
     })?;
-    mount(Some(run_dir), &target, None, libc::MS_BIND, None)?;
-    // A bind keeps its source's flags: they are set by a remount.
+    let target_c = cpath(&target)?;
+    // SAFETY: move_mount(2) of the detached tree this thread owns onto a
+    // NUL-terminated path that lives until it returns.
+    let moved = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            run_tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target_c.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if moved != 0 {
+        return Err(last_os(format!(
+            "mounting the run dir on {}",
+            target.display()
+        )));
+    }
+    // The jail's own tree is fixed from here on.
     mount(
         None,
-        &target,
+        root,
         None,
-        libc::MS_REMOUNT | libc::MS_BIND | flags,
+        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
         None,
-    )
+    )?;
+    Ok(namespace)
+}
+
+/// `move_mount(2)`: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+/// `open_tree(2)`: a detached copy of the mount, not the mount itself.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// `mount_setattr(2)` flags (linux/mount.h).
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// `struct mount_attr` (linux/mount.h).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// A detached bind of `run_dir` (not recursive), `nosuid,nodev,noexec`.
+fn clone_tree(run_dir: &Path) -> Result<OwnedFd, VmmError> {
+    use std::os::fd::AsRawFd;
+    let path = cpath(run_dir)?;
+    // SAFETY: open_tree(2) with a NUL-terminated path that lives until it
+    // returns; the result is checked and owned below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(last_os(format!("cloning {}", run_dir.display())));
+    }
+    // SAFETY: open_tree just returned this descriptor, owned by nothing
+    // else.
+    let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr(2) on the tree just made, reading `attr` (a
+    // live local of the size passed) and an empty NUL-terminated path.
+    let set = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if set != 0 {
+        return Err(last_os(format!(
+            "making {} nosuid,nodev,noexec",
+            run_dir.display()
+        )));
+    }
+    Ok(tree)
 }
 
 /// pivot_root(2) into `root`, then detaches the old root, so that no host

@@ -283,7 +283,7 @@ fn cleanup(run_dir: &Path, created: &[PathBuf]) {
     for f in created {
         let _ = std::fs::remove_file(f);
     }
-    // Empty on the host (the jail's tmpfs lived only in the VMM's namespace).
+    // Left empty by a VMM from before the jail's template.
     let _ = std::fs::remove_dir(run_dir.join(jail::JAIL_DIR));
 }
 

@@ -96,10 +96,15 @@ async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgrou
     );
     // Its root is the jail: the host's / is not what it sees, nor the
     // files it opened before the jail (kernel, KVM device), nor a /proc.
-    let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
-    assert_eq!(root, std::path::Path::new("/"));
     let run_dir = tmp.path().join("vm").canonicalize().unwrap();
     assert!(std::fs::read_dir(format!("/proc/{pid}/root{}", run_dir.display())).is_ok());
+    // What it sees at / is the way down to its run dir, and nothing else.
+    let top: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let first = run_dir.components().nth(1).unwrap().as_os_str().to_owned();
+    assert_eq!(top, vec![first]);
     for hidden in [
         "/etc".to_string(),
         "/proc".to_string(),
@@ -406,4 +411,63 @@ async fn a_malformed_snapshot_is_invalid_argument_naming_the_field() {
     let _reaper = Reaper(ok.pid());
     assert_eq!(ok.info().await.unwrap().state, VmState::Paused);
     ok.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+/// `zixiao-vmm` run by hand (no launcher): it clones itself into its PID
+/// namespace, makes its own cgroup and builds its own jail, with the same
+/// result as a launched VMM's.
+#[tokio::test]
+async fn a_vmm_started_by_hand_builds_its_own_jail() {
+    use std::io::BufRead;
+    let Some(kernel) = guest() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("vm");
+    let config = guest_config(&kernel, "zx.mode=echo");
+    let mut started = std::process::Command::new(vmm_binary())
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .arg("--boot")
+        .arg(serde_json::to_string(&Boot::Fresh(config)).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its lines: the jailed VMM's host pid, then ready (with that pid).
+    let mut lines = std::io::BufReader::new(started.stdout.take().unwrap()).lines();
+    let mut pid_of = |what: &str| {
+        let line = lines.next().unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let (key, pid) = value.as_object().unwrap().iter().next().unwrap();
+        assert!(key.eq_ignore_ascii_case(what), "{line}");
+        pid.as_u64().unwrap() as u32
+    };
+    let pid = pid_of("spawned");
+    let _reaper = Reaper(pid);
+    assert_eq!(pid_of("ready"), pid);
+    // The process that cloned it has ended.
+    assert!(started.wait().unwrap().success());
+
+    let run_dir = run_dir.canonicalize().unwrap();
+    let vmm = VmmClient::connect(&run_dir).await.unwrap();
+    assert_eq!(vmm.pid(), pid);
+    // It answers only once every thread is filtered.
+    vmm.info().await.unwrap();
+    for task in tasks(pid) {
+        assert_eq!(status_line(&task, "Seccomp:"), "Seccomp: 2", "{task}");
+    }
+    assert_eq!(
+        status_line(&format!("/proc/{pid}/status"), "Seccomp:"),
+        "Seccomp: 2"
+    );
+    let uid = status_line(&format!("/proc/{pid}/status"), "Uid:");
+    assert!(!uid.starts_with("Uid: 0 "), "{uid}");
+    // Its root shows the way down to its run dir and nothing else.
+    let top: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let first = run_dir.components().nth(1).unwrap().as_os_str().to_owned();
+    assert_eq!(top, vec![first]);
+    assert!(std::fs::read_dir(format!("/proc/{pid}/root{}", run_dir.display())).is_ok());
+    assert!(std::fs::metadata(format!("/proc/{pid}/root/etc")).is_err());
+    vmm.shutdown(T).await.unwrap();
 }
