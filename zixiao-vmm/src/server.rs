@@ -464,17 +464,15 @@ fn bind_vsock(run_dir: &Path, config: &VmConfig) -> Result<Option<HostSocket>, V
 }
 
 /// Jails this process (still root, single-threaded, its inputs open, in
-/// its cgroup unless its `launcher` puts it there): joins the cgroup, makes
-/// the guest's bare VM (`guest`, once in the cgroup), then enters the
-/// mount namespace that shows only the run dir: the launcher's, else one
-/// built here.
+/// its cgroup unless its `launcher` puts it there): joins the cgroup, then
+/// enters the mount namespace that shows only the run dir: the
+/// launcher's, else one built here.
 fn enter_jail(
     run_dir: &Path,
     jail: &JailConfig,
     pid: u32,
     launcher: Option<jail::LauncherJail>,
-    guest: impl FnOnce() -> Result<GuestInputs, VmmError>,
-) -> Result<GuestInputs, VmmError> {
+) -> Result<(), VmmError> {
     jail::give_run_dir(run_dir, jail)?;
     let namespace = match launcher {
         Some(launcher) => {
@@ -484,10 +482,7 @@ fn enter_jail(
         }
         None => jail::Namespace::build(run_dir)?,
     };
-    let guest = guest()?;
-    crate::timeline::mark("bare-vm");
-    namespace.enter()?;
-    Ok(guest)
+    namespace.enter()
 }
 
 fn setup(
@@ -530,15 +525,9 @@ fn setup(
         statm,
         guest,
     } = inputs;
-    // A fresh boot's bare VM (the PIT's worker thread start is the slowest
-    // step of a boot) is created in the VMM's cgroup, before it enters
-    // its jail.
-    let guest = match &confinement.jail {
-        Some(jail) => enter_jail(run_dir, jail, pid, launcher_jail, || guest.with_kvm(kvm))?,
-        None => guest.with_kvm(kvm)?,
-    };
-    crate::timeline::mark("jail");
     if let Some(jail) = &confinement.jail {
+        enter_jail(run_dir, jail, pid, launcher_jail)?;
+        crate::timeline::mark("jail");
         // No host path is reachable by now; untrusted input is parsed only
         // after the drop.
         jail::drop_privileges(jail)?;
@@ -546,11 +535,12 @@ fn setup(
     }
     // A fresh boot's threads start now (after the drop, which they
     // inherit, and the cgroup join, which a cgroup v1 `tasks` write makes
-    // per thread), so their starts and filter installs overlap the
-    // machine's creation. A restore or a migration learns its vCPUs only
-    // from the state it parses: its threads start when they are run.
+    // per thread), so their starts and filter installs overlap the bare
+    // VM's and the machine's creation. A restore or a migration learns its
+    // vCPUs only from the state it parses: its threads start when they
+    // are run.
     let mut threads = seccomp::Threads::new(confinement.seccomp);
-    if let GuestInputs::Fresh(config, ..) = &guest {
+    if let GuestFiles::Fresh(config, _) = &guest {
         for (name, kind) in crate::machine::threads_of(config)
             .chain([(LIFECYCLE.into(), ThreadKind::Lifecycle)])
             .chain([(CONSOLE.into(), ThreadKind::Console)])
@@ -559,6 +549,11 @@ fn setup(
         }
         crate::timeline::mark("parked");
     }
+    // A fresh boot's bare VM, in the VMM's cgroup. Its slowest step, the
+    // start of the PIT's kernel worker thread, mostly waits: the parked
+    // threads use that time.
+    let guest = guest.with_kvm(kvm)?;
+    crate::timeline::mark("bare-vm");
     let sink = ConsoleSink::new(console_log);
     let (events, guest_events) = channel();
     // The stream a migrated-in VM came by, for the ack once it can run.
