@@ -173,8 +173,8 @@ async fn spawn(
         OsStr::new("--confinement"),
         OsStr::new(&confinement_json),
     ];
-    // The thread that builds a jailed VMM's jail and sends it.
-    let mut jail_thread = None;
+    // What became of a jailed VMM's cgroup and jail.
+    let mut jail_outcome = None;
     // A jailed VMM is started in its own PID namespace (it is pid 1 there,
     // our child, `jailed`), and its cgroup and jail are made while it
     // starts; any other as a plain child (`child`).
@@ -189,7 +189,7 @@ async fn spawn(
             crate::timeline::mark("L:exec");
             let limits = cgroup::Limits::of(boot, jail);
             match make_jail(pid, limits, run_dir, go) {
-                Ok(building) => jail_thread = Some(building),
+                Ok(outcome) => jail_outcome = Some(outcome),
                 Err(err) => {
                     // The VMM sees the socket closed without a word and fails.
                     reap_jailed(pid).await;
@@ -301,10 +301,10 @@ async fn spawn(
             if let Some(vmm) = jailed {
                 reap_jailed(vmm).await;
             }
-            // A VMM whose jail could not be built only knows it got no
-            // word: the jail's thread (ended by now) knows why.
-            let jail = jail_thread.map_or(Ok(()), jail::Building::finish);
-            Err(jail.err().unwrap_or(err))
+            // A VMM whose cgroup or jail could not be made only knows it
+            // got no word: the jail's worker knows why.
+            let why = jail_outcome.and_then(jail::Outcome::error);
+            Err(why.unwrap_or(err))
         }
         None => {
             let mut died = None;
@@ -337,34 +337,33 @@ async fn spawn(
     }
 }
 
-/// Creates the cgroup of the jailed VMM `pid` (our child, just exec'd),
-/// with its limits, and its jail (the mount namespace showing only
-/// `run_dir`), which a thread of its own builds and sends on `go`: the VMM
-/// then moves itself into the group and, once its bare VM exists, into
-/// the jail. All of it runs while the VMM loads, off its boot path, and
-/// nothing waits for that thread; its end says why the VMM got no word,
-/// if it failed. On an error `go` closes without a word and the VMM
+/// Has the launcher's jail worker create the cgroup of the jailed VMM
+/// `pid` (our child, just exec'd), with its limits, then build its jail
+/// (the mount namespace showing only `run_dir`) and send it on `go`: the
+/// VMM then moves itself into the group and, once in the jail, creates
+/// its bare VM. All of it runs while the VMM loads, off its boot path,
+/// and nothing here waits for it; the outcome says why the VMM got no
+/// word, if it failed. On an error `go` closes without a word and the VMM
 /// fails.
 fn make_jail(
     pid: u32,
     limits: cgroup::Limits,
     run_dir: &Path,
     go: std::os::unix::net::UnixStream,
-) -> Result<jail::Building<()>, VmmError> {
-    let (made, group_made) = std::sync::mpsc::channel::<bool>();
-    let building = jail::Namespace::build_then(run_dir, move |namespace| {
-        crate::timeline::mark("L:jail");
-        // The group first: the VMM joins it as soon as it hears.
-        if group_made.recv() == Ok(true) {
+) -> Result<jail::Outcome, VmmError> {
+    jail::Namespace::build_on_worker(
+        run_dir,
+        move || {
+            cgroup::create(pid, limits)?;
+            crate::timeline::mark("L:cgroup");
+            Ok(())
+        },
+        move |namespace| {
+            crate::timeline::mark("L:jail");
             // A VMM that is already gone (EPIPE) is noticed on its stdout.
             let _ = jail::send_jail(&go, &namespace);
-        }
-        Ok(())
-    })?;
-    let group = cgroup::create(pid, limits);
-    crate::timeline::mark("L:cgroup");
-    let _ = made.send(group.is_ok());
-    group.map(|()| building)
+        },
+    )
 }
 
 /// Reaps the jailed VMM `pid`, which failed or was told to (killed after

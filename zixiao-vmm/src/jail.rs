@@ -327,30 +327,40 @@ impl Namespace {
     /// The launcher builds it while the VMM execs; a VMM started by hand
     /// builds its own.
     pub(crate) fn build(run_dir: &Path) -> Result<Namespace, VmmError> {
-        Namespace::build_then(run_dir, Ok)?.finish()
-    }
-
-    /// [`Namespace::build`], then `then` with the namespace, on the same
-    /// thread; returns once that thread has started. The launcher's `then`
-    /// sends the jail to the VMM: nothing waits for the thread's end (a
-    /// thread that left the process's mount namespace takes ~0.8 ms to be
-    /// joined here).
-    pub(crate) fn build_then<T: Send + 'static>(
-        run_dir: &Path,
-        then: impl FnOnce(Namespace) -> Result<T, VmmError> + Send + 'static,
-    ) -> Result<Building<T>, VmmError> {
-        if !run_dir.is_absolute() {
-            return Err(VmmError::invalid(
-                "run_dir",
-                format!(
-                    "{} must be an absolute path for a jailed VMM",
-                    run_dir.display()
-                ),
-            ));
-        }
+        absolute(run_dir)?;
         let template = Template::of_this_process()?;
         let run_dir = run_dir.to_path_buf();
-        on_own_thread(move || build_from_template(&template, &run_dir).and_then(then)).map(Building)
+        on_own_thread(move || build_from_template(&template, &run_dir))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(VmmError::internal(
+                    "building the jail",
+                    "its thread panicked",
+                ))
+            })
+    }
+
+    /// On this process's jail worker ([`Worker`]): `first` in the host's
+    /// tree, then, if it succeeded, the jail of `run_dir` built and handed
+    /// to `then`. Returns at once, with the outcome to come. The launcher's
+    /// `first` makes the VMM's cgroup and its `then` sends the jail to the
+    /// VMM: nothing on the launch's path waits for either, and no thread
+    /// is started or ended per launch (a thread's start, page faults and
+    /// exit beside a starting VMM slowed its start here; a thread that
+    /// left the process's mount namespace took ~0.8 ms to be joined).
+    pub(crate) fn build_on_worker(
+        run_dir: &Path,
+        first: impl FnOnce() -> Result<(), VmmError> + Send + 'static,
+        then: impl FnOnce(Namespace) + Send + 'static,
+    ) -> Result<Outcome, VmmError> {
+        absolute(run_dir)?;
+        let run_dir = run_dir.to_path_buf();
+        let (tell, outcome) = std::sync::mpsc::channel();
+        Worker::run(Box::new(move |worker: &Worker| {
+            let built = first().and_then(|()| worker.build(&run_dir));
+            let _ = tell.send(built.map(then));
+        }))?;
+        Ok(Outcome(outcome))
     }
 
     /// Moves this process, single-threaded and root, into the jail: its
@@ -378,20 +388,127 @@ impl Namespace {
     }
 }
 
-/// A [`Namespace`] being built on its own thread, and what is done with it
-/// there.
-pub(crate) struct Building<T>(std::thread::JoinHandle<Result<T, VmmError>>);
+/// What became of a [`Namespace::build_on_worker`].
+pub(crate) struct Outcome(std::sync::mpsc::Receiver<Result<(), VmmError>>);
 
-impl<T> Building<T> {
-    /// Waits for the thread's end.
-    pub(crate) fn finish(self) -> Result<T, VmmError> {
-        self.0.join().unwrap_or_else(|_| {
+impl Outcome {
+    /// The error, if the worker met one (waiting for it at most a second:
+    /// a VMM reports that it got no word only once the worker is done).
+    pub(crate) fn error(self) -> Option<VmmError> {
+        match self.0.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(Ok(())) | Err(_) => None,
+            Ok(Err(err)) => Some(err),
+        }
+    }
+}
+
+/// A job for the [`Worker`].
+type Job = Box<dyn FnOnce(&Worker) + Send>;
+
+/// The thread that builds this process's jails, one at a time, started
+/// with the first and kept: its own filesystem context, so that it can
+/// enter a jail's mount namespace to build it and come back to the host's.
+struct Worker {
+    /// The host's mount namespace, to come back to.
+    host: OwnedFd,
+    template: Template,
+    /// Whether it could not come back: it then ends after its job.
+    lost: std::cell::Cell<bool>,
+}
+
+impl Worker {
+    /// Runs `job` on the worker, started if there is none (or it ended).
+    fn run(job: Job) -> Result<(), VmmError> {
+        static JOBS: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>> =
+            std::sync::Mutex::new(None);
+        let mut jobs = JOBS.lock().unwrap_or_else(|p| p.into_inner());
+        // A worker that ended (it could not come back from a jail) gives
+        // the job back: a new one takes it.
+        let job = match jobs.as_ref() {
+            Some(to) => match to.send(job) {
+                Ok(()) => return Ok(()),
+                Err(returned) => returned.0,
+            },
+            None => job,
+        };
+        let template = Template::of_this_process()?;
+        let (to, from) = std::sync::mpsc::channel::<Job>();
+        let (started, start) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("jail-worker".into())
+            .spawn(move || {
+                let worker = match Worker::start(template) {
+                    Ok(worker) => worker,
+                    Err(err) => {
+                        let _ = started.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
+                while let Ok(job) = from.recv() {
+                    job(&worker);
+                    if worker.lost.get() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| VmmError::ResourceExhausted {
+                message: format!("jail: cannot spawn its worker thread: {e}"),
+            })?;
+        start.recv().unwrap_or_else(|_| {
             Err(VmmError::internal(
-                "building the jail",
-                "its thread panicked",
+                "the jail's worker",
+                "it ended before it started",
             ))
+        })?;
+        let _ = to.send(job);
+        *jobs = Some(to);
+        Ok(())
+    }
+
+    /// On the worker's thread: a filesystem context of its own and the
+    /// host's mount namespace, to come back to.
+    fn start(template: Template) -> Result<Worker, VmmError> {
+        // SAFETY: unshare(2) takes no pointers.
+        if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+            return Err(last_os("unshare(CLONE_FS)"));
+        }
+        let host =
+            std::fs::File::open("/proc/thread-self/ns/mnt").map_err(|e| VmmError::Unavailable {
+                message: format!("jail: the host's mount namespace: {e}"),
+            })?;
+        Ok(Worker {
+            host: host.into(),
+            template,
+            lost: std::cell::Cell::new(false),
         })
     }
+
+    /// Builds the jail of `run_dir`, then comes back to the host's tree.
+    fn build(&self, run_dir: &Path) -> Result<Namespace, VmmError> {
+        use std::os::fd::AsRawFd;
+        let built = build_from_template(&self.template, run_dir);
+        // SAFETY: setns(2) on a descriptor this worker owns. It also makes
+        // the host's root this thread's root and working directory.
+        if unsafe { libc::setns(self.host.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+            self.lost.set(true);
+        }
+        built
+    }
+}
+
+/// Refuses a relative run dir: the jail shows it at its absolute path.
+fn absolute(run_dir: &Path) -> Result<(), VmmError> {
+    if run_dir.is_absolute() {
+        return Ok(());
+    }
+    Err(VmmError::invalid(
+        "run_dir",
+        format!(
+            "{} must be an absolute path for a jailed VMM",
+            run_dir.display()
+        ),
+    ))
 }
 
 /// Runs `build` on a new thread, whose mount namespace and filesystem
