@@ -7,9 +7,10 @@
 //! gid with no capabilities.
 //!
 //! The mount namespace ([`Namespace`]) is built on a thread of its own,
-//! normally by the launcher while the VMM execs, as a copy of a template
-//! namespace made once per process (the host's tree copied and detached
-//! once, not per boot); the VMM joins it with one `setns` and a `chroot`.
+//! normally the launcher's jail worker while the VMM execs, as a copy of a
+//! template namespace made once per process (the host's tree copied and
+//! detached once, not per boot); the VMM joins it with one `setns` and a
+//! `chroot`.
 
 use std::ffi::CString;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
@@ -324,8 +325,8 @@ impl Namespace {
     /// own, which leaves the caller's mount namespace (a mount namespace
     /// and the root directory are per thread) and ends once it is built:
     /// the calling thread and process stay in the host's tree. Needs root.
-    /// The launcher builds it while the VMM execs; a VMM started by hand
-    /// builds its own.
+    /// A VMM started by hand builds its own jail so; the launcher has its
+    /// worker build them ([`Namespace::build_on_worker`]).
     pub(crate) fn build(run_dir: &Path) -> Result<Namespace, VmmError> {
         absolute(run_dir)?;
         let template = Template::of_this_process()?;
@@ -568,12 +569,11 @@ fn build_template() -> Result<OwnedFd, VmmError> {
     // Mounted over any directory of this private namespace: `/` is swapped
     // for it below.
     let root = Path::new("/tmp");
-    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount(
         Some(Path::new("zixiao-jail-template")),
         root,
         Some("tmpfs"),
-        nosuid,
+        NOSUID,
         Some("size=4k,nr_inodes=4,mode=0755"),
     )?;
     let jail_root = inside(root, Path::new(JAIL_ROOT));
@@ -582,13 +582,7 @@ fn build_template() -> Result<OwnedFd, VmmError> {
     })?;
     // Read-only by its path here, before the pivot: until the old root is
     // detached a remount of `/` could reach the host's root filesystem.
-    mount(
-        None,
-        root,
-        None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
-        None,
-    )?;
+    remount_read_only(root)?;
     pivot_into(root)?;
     Ok(namespace)
 }
@@ -629,8 +623,10 @@ fn unshare_mount_namespace(task: &std::fs::File) -> Result<OwnedFd, VmmError> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// [`Namespace::build`]'s thread: the run dir's tree cloned while this
-/// thread still sees the host's, then a copy of the template's namespace
+/// Builds a jail on the calling thread (one that may leave the process's
+/// mount namespace: [`Namespace::build`]'s or the [`Worker`]), which ends
+/// in the jail's namespace: the run dir's tree cloned while this thread
+/// still sees the host's, then a copy of the template's namespace
 /// with a read-only tmpfs on [`JAIL_ROOT`] holding that tree at the run
 /// dir's absolute path. No host mount is copied or detached.
 fn build_from_template(template: &Template, run_dir: &Path) -> Result<Namespace, VmmError> {
@@ -649,14 +645,13 @@ fn build_from_template(template: &Template, run_dir: &Path) -> Result<Namespace,
         return Err(last_os("entering the jail's template (setns)"));
     }
     let namespace = Namespace(unshare_mount_namespace(&task)?);
-    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     let root = Path::new(JAIL_ROOT);
     // Room for the directories down to the run dir.
     mount(
         Some(Path::new("zixiao-jail")),
         root,
         Some("tmpfs"),
-        nosuid,
+        NOSUID,
         Some("size=64k,nr_inodes=256,mode=0755"),
     )?;
     let target = inside(root, run_dir);
@@ -683,15 +678,24 @@ fn build_from_template(template: &Template, run_dir: &Path) -> Result<Namespace,
         )));
     }
     // The jail's own tree is fixed from here on.
+    remount_read_only(root)?;
+    Ok(namespace)
+}
+
+/// The jail's tmpfs mounted at `root`, made read-only (and still
+/// `nosuid,nodev,noexec`).
+fn remount_read_only(root: &Path) -> Result<(), VmmError> {
     mount(
         None,
         root,
         None,
-        libc::MS_REMOUNT | libc::MS_RDONLY | nosuid,
+        libc::MS_REMOUNT | libc::MS_RDONLY | NOSUID,
         None,
-    )?;
-    Ok(namespace)
+    )
 }
+
+/// The flags of every mount in a jail.
+const NOSUID: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
 /// `move_mount(2)`: the source is the descriptor itself.
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;

@@ -616,20 +616,32 @@ mod tests {
     /// Runs a classic BPF program (the instructions seccompiler and
     /// [`compact`] emit) on `data` as the kernel would.
     fn run(program: &[sock_filter], data: &[u32; 16]) -> u32 {
-        let (mut pc, mut a) = (0usize, 0u32);
+        let (verdict, _) = walk(program, |k| Some(data[k as usize / 4]));
+        verdict.unwrap_or_else(|| panic!("no verdict"))
+    }
+
+    /// Walks `program` as the kernel would, loading words with `load`, up
+    /// to a verdict or to a load `load` refuses: the verdict, if any, and
+    /// the instructions walked.
+    fn walk(program: &[sock_filter], load: impl Fn(u32) -> Option<u32>) -> (Option<u32>, usize) {
+        let (mut pc, mut a, mut steps) = (0usize, 0u32, 0);
         loop {
             let i = &program[pc];
             pc += 1;
+            steps += 1;
             let jump = |taken: bool| usize::from(if taken { i.jt } else { i.jf });
             match i.code {
-                0x20 => a = data[i.k as usize / 4],
+                0x20 => match load(i.k) {
+                    Some(word) => a = word,
+                    None => return (None, steps),
+                },
                 0x54 => a &= i.k,
                 0x05 => pc += i.k as usize,
                 0x15 => pc += jump(a == i.k),
                 0x25 => pc += jump(a > i.k),
                 0x35 => pc += jump(a >= i.k),
                 0x45 => pc += jump(a & i.k != 0),
-                0x06 => return i.k,
+                0x06 => return (Some(i.k), steps),
                 other => panic!("opcode {other:#x} at {}", pc - 1),
             }
         }
@@ -651,25 +663,12 @@ mod tests {
     /// to learn whether it is always allowed (`seccomp_is_const_allow`):
     /// up to a verdict or the first load of an argument.
     fn install_walk(program: &[sock_filter], nr: u32) -> usize {
-        let (mut pc, mut a, mut steps) = (0usize, 0u32, 0);
-        loop {
-            let i = &program[pc];
-            pc += 1;
-            steps += 1;
-            let jump = |taken: bool| usize::from(if taken { i.jt } else { i.jf });
-            match i.code {
-                0x20 if i.k == DATA_NR => a = nr,
-                0x20 if i.k == DATA_ARCH => a = AUDIT_ARCH_X86_64,
-                0x20 | 0x06 => return steps,
-                0x54 => a &= i.k,
-                0x05 => pc += i.k as usize,
-                0x15 => pc += jump(a == i.k),
-                0x25 => pc += jump(a > i.k),
-                0x35 => pc += jump(a >= i.k),
-                0x45 => pc += jump(a & i.k != 0),
-                other => panic!("opcode {other:#x} at {}", pc - 1),
-            }
-        }
+        let (_, steps) = walk(program, |k| match k {
+            DATA_NR => Some(nr),
+            DATA_ARCH => Some(AUDIT_ARCH_X86_64),
+            _ => None,
+        });
+        steps
     }
 
     #[test]

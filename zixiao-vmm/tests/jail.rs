@@ -34,6 +34,17 @@ fn tasks(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// What VMM `pid` sees at `/` is the way down to `run_dir` (absolute),
+/// and nothing else.
+fn assert_root_leads_only_to(pid: u32, run_dir: &std::path::Path) {
+    let top: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let first = run_dir.components().nth(1).unwrap().as_os_str().to_owned();
+    assert_eq!(top, vec![first]);
+}
+
 fn ns(pid: &str, kind: &str) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
 }
@@ -98,13 +109,7 @@ async fn a_jailed_vmm_runs_filtered_unprivileged_in_its_own_namespaces_and_cgrou
     // files it opened before the jail (kernel, KVM device), nor a /proc.
     let run_dir = tmp.path().join("vm").canonicalize().unwrap();
     assert!(std::fs::read_dir(format!("/proc/{pid}/root{}", run_dir.display())).is_ok());
-    // What it sees at / is the way down to its run dir, and nothing else.
-    let top: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let first = run_dir.components().nth(1).unwrap().as_os_str().to_owned();
-    assert_eq!(top, vec![first]);
+    assert_root_leads_only_to(pid, &run_dir);
     for hidden in [
         "/etc".to_string(),
         "/proc".to_string(),
@@ -460,13 +465,7 @@ async fn a_vmm_started_by_hand_builds_its_own_jail() {
     );
     let uid = status_line(&format!("/proc/{pid}/status"), "Uid:");
     assert!(!uid.starts_with("Uid: 0 "), "{uid}");
-    // Its root shows the way down to its run dir and nothing else.
-    let top: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    let first = run_dir.components().nth(1).unwrap().as_os_str().to_owned();
-    assert_eq!(top, vec![first]);
+    assert_root_leads_only_to(pid, &run_dir);
     assert!(std::fs::read_dir(format!("/proc/{pid}/root{}", run_dir.display())).is_ok());
     assert!(std::fs::metadata(format!("/proc/{pid}/root/etc")).is_err());
     vmm.shutdown(T).await.unwrap();
