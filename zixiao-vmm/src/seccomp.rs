@@ -440,12 +440,30 @@ fn compact(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<BpfProgram, VmmErro
 /// Installs the filter of `kind` on the calling thread (and sets
 /// no_new_privs, which seccomp needs without CAP_SYS_ADMIN).
 pub(crate) fn install(kind: ThreadKind) -> Result<(), VmmError> {
-    let program = filter(kind)?;
+    let program = match PREPARED[kind as usize].get() {
+        Some(program) => program.clone(),
+        None => filter(kind)?,
+    };
     if crate::timeline::enabled() {
         crate::timeline::mark(format!("{}:compiled", current_name()));
     }
     seccompiler::apply_filter(&program)
         .map_err(|e| VmmError::internal(format!("installing the {kind:?} seccomp filter"), e))
+}
+
+/// Filters compiled ahead of their install ([`prepare`]), by kind.
+static PREPARED: [std::sync::OnceLock<BpfProgram>; KIND_COUNT] =
+    [const { std::sync::OnceLock::new() }; KIND_COUNT];
+const KIND_COUNT: usize = 6;
+
+/// Compiles `kind`'s filter now, for a later [`install`] on another
+/// thread: a parked thread, idle once filtered until its body comes, does
+/// it for the main thread, whose install after the ready line then has no
+/// compile to wait for. A failure is left for that install to meet.
+pub(crate) fn prepare(kind: ThreadKind) {
+    if let Ok(program) = filter(kind) {
+        let _ = PREPARED[kind as usize].set(program);
+    }
 }
 
 /// The calling thread's name, for the timeline.
@@ -508,9 +526,9 @@ impl Parked {
                 }
                 let ok = result.is_ok();
                 let _ = installed.send(result);
-                // The body runs only once the filter is on.
-                if let (true, Ok(body)) = (ok, bodies.recv()) {
-                    body();
+                // The jobs and the body run only once the filter is on.
+                while let (true, Ok(job)) = (ok, bodies.recv()) {
+                    job();
                 }
             })
             .map_err(|e| VmmError::ResourceExhausted {
@@ -526,6 +544,12 @@ impl Parked {
             handle,
             body,
         })
+    }
+
+    /// Hands the thread a job to run, once its filter is on, before its
+    /// body.
+    pub(crate) fn prepare(&self, job: impl FnOnce() + Send + 'static) {
+        let _ = self.body.send(Box::new(job));
     }
 
     /// Hands the thread `body`, which it runs once its filter is on.
@@ -568,6 +592,14 @@ impl Threads {
         Ok(())
     }
 
+    /// Hands the thread parked as `name`, if there is one, a job to run
+    /// while it waits for its body.
+    pub(crate) fn prepare_on(&self, name: &str, job: impl FnOnce() + Send + 'static) {
+        if let Some(parked) = self.parked.iter().find(|p| p.name == name) {
+            parked.prepare(job);
+        }
+    }
+
     /// Runs `body` on thread `name` once it has `kind`'s filter: on the
     /// thread parked for it, else on a new one. Returns without waiting
     /// for the install, so that several threads install theirs at the same
@@ -599,6 +631,7 @@ mod tests {
 
     #[test]
     fn every_thread_kind_has_a_filter() {
+        assert_eq!(KINDS.len(), KIND_COUNT);
         for kind in KINDS {
             assert!(!filter(kind).unwrap().is_empty(), "{kind:?}");
         }

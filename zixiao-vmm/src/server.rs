@@ -547,6 +547,12 @@ fn setup(
         {
             threads.park(name, kind)?;
         }
+        if confinement.seccomp {
+            // This thread's own filter, compiled by a parked thread while
+            // this one builds the machine: it goes on after the ready line
+            // (see `run`).
+            threads.prepare_on(LIFECYCLE, || seccomp::prepare(ThreadKind::Api));
+        }
         crate::timeline::mark("parked");
     }
     // A fresh boot's bare VM, in the VMM's cgroup. Its slowest step, the
