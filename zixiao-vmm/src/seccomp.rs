@@ -358,20 +358,22 @@ enum Node {
 /// How many numbers a leaf of the tree compares one by one.
 const LEAF: usize = 3;
 
-/// A binary search over `listed` (sorted by number): at most [`LEAF`]
-/// comparisons at a leaf, then `Kill`.
-fn search_tree(listed: &[(u32, Listed)]) -> Vec<Node> {
+/// Appends to `tree` a binary search over `listed` (sorted by number): at
+/// most [`LEAF`] comparisons at a leaf, then `Kill`. One vector for the
+/// whole tree: each VMM thread compiles its filter while the others start.
+fn search_tree(listed: &[(u32, Listed)], tree: &mut Vec<Node>) {
     if listed.len() <= LEAF {
-        let mut leaf: Vec<Node> = listed.iter().map(|&(nr, to)| Node::Is(nr, to)).collect();
-        leaf.push(Node::Kill);
-        return leaf;
+        tree.extend(listed.iter().map(|&(nr, to)| Node::Is(nr, to)));
+        tree.push(Node::Kill);
+        return;
     }
     let (below, rest) = listed.split_at(listed.len() / 2);
-    let below = search_tree(below);
-    let mut tree = vec![Node::AtLeast(rest[0].0, below.len())];
-    tree.extend(below);
-    tree.extend(search_tree(rest));
-    tree
+    let at = tree.len();
+    tree.push(Node::AtLeast(rest[0].0, 0));
+    search_tree(below, tree);
+    // The numbers from `rest[0]` up skip the subtree just appended.
+    tree[at] = Node::AtLeast(rest[0].0, tree.len() - at - 1);
+    search_tree(rest, tree);
 }
 
 /// Compiles `rules` into a program with the same verdict as seccompiler's
@@ -404,7 +406,8 @@ fn compact(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<BpfProgram, VmmErro
         .into_iter()
         .filter(|(_, rules)| !rules.is_empty())
         .collect();
-    let tree = search_tree(&listed);
+    let mut tree = Vec::with_capacity(2 * listed.len());
+    search_tree(&listed, &mut tree);
     let kill = u32::from(SeccompAction::KillProcess);
     let allow = u32::from(SeccompAction::Allow);
     let mut program = vec![
