@@ -419,9 +419,9 @@ async fn bench_start(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
     println!(
         "jailed vs unconfined: p50 {:+.1}%, min {:+.1}%, median paired difference {:+.2} ms \
          ({:+.1}% of the unconfined p50)\n  goal: within 10%; last recorded (README \
-         \"Benchmarks\"): +1.01 ms paired at the median of 5 runs (+0.89 to +1.16 ms, \
-         +16.9 to +21.0%), 2026-12-07 21:32-21:35 UTC, this command (ZIXIAO_BENCH_ONLY=start \
-         ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested KVM kvm_pvm, load average 0.7-1.6",
+         \"Benchmarks\"): +0.37 ms paired at the median of 5 runs (+0.24 to +0.55 ms, \
+         +4.1 to +10.8%), 2026-12-08 00:38-00:39 UTC, this command (ZIXIAO_BENCH_ONLY=start \
+         ZIXIAO_BENCH_BOOTS=100), 2 vCPU AMD EPYC VM, nested KVM kvm_pvm, load average 1.7-2.0",
         (p50(0) / p50(2) - 1.0) * 100.0,
         (min(0) / min(2) - 1.0) * 100.0,
         paired_p50,
