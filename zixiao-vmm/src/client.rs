@@ -302,8 +302,15 @@ async fn spawn(
                 reap_jailed(vmm).await;
             }
             // A VMM whose cgroup or jail could not be made only knows it
-            // got no word: the jail's worker knows why.
-            let why = jail_outcome.and_then(jail::Outcome::error);
+            // got no word: the jail's worker knows why (off the runtime's
+            // threads: it may take the worker a moment to say).
+            let why = match jail_outcome {
+                Some(outcome) => tokio::task::spawn_blocking(move || outcome.error())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => None,
+            };
             Err(why.unwrap_or(err))
         }
         None => {
