@@ -124,7 +124,11 @@ async fn zixiao_boot(
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let took = wait_marker(&driver.console_log_path(&created), started).await;
+    let took = wait_marker(
+        &driver.console_log_path(&created).expect("a UUID id"),
+        started,
+    )
+    .await;
     controller
         .delete_instance(&created.id)
         .await
@@ -139,9 +143,9 @@ async fn zixiao_boot(
 async fn virsh_boot(driver: &LibvirtDriver, s: &Setup, run: usize) -> Duration {
     let vm = instance(&format!("bench-v{}-{run}", std::process::id()), spec(s));
     let xml = driver.domain_xml(&vm).expect("xml");
-    let dir = driver.instance_dir(&vm);
+    let dir = driver.instance_dir(&vm).expect("a UUID id");
     std::fs::create_dir_all(&dir).expect("dir");
-    let overlay = driver.overlay_path(&vm);
+    let overlay = driver.overlay_path(&vm).expect("a UUID id");
     let made = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
         .arg(&s.base)
@@ -158,7 +162,7 @@ async fn virsh_boot(driver: &LibvirtDriver, s: &Setup, run: usize) -> Duration {
         .status()
         .expect("virsh");
     assert!(status.success(), "virsh create failed");
-    let took = wait_marker(&driver.console_log_path(&vm), started).await;
+    let took = wait_marker(&driver.console_log_path(&vm).expect("a UUID id"), started).await;
     let _ = Command::new("virsh")
         .args(["-q", "-c", &s.uri, "destroy", &driver.domain_name(&vm)])
         .status();
@@ -231,7 +235,11 @@ async fn main() {
     let vm = instance(&format!("bench-s{}", std::process::id()), spec(&s));
     driver.create(&vm).await.expect("create");
     driver.start(&vm).await.expect("start");
-    wait_marker(&driver.console_log_path(&vm), Instant::now()).await;
+    wait_marker(
+        &driver.console_log_path(&vm).expect("a UUID id"),
+        Instant::now(),
+    )
+    .await;
     let snapshots = driver.snapshots().expect("snapshots");
     let (mut create, mut revert, mut delete) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {

@@ -70,7 +70,7 @@ async fn boot(driver: &LibvirtDriver, spec: &InstanceSpec, name: &str) -> Instan
     let vm = zixiao_testing::fake_driver::placed_instance(name, spec.clone());
     driver.create(&vm).await.expect("create");
     driver.start(&vm).await.expect("start");
-    let log = driver.console_log_path(&vm);
+    let log = driver.console_log_path(&vm).expect("a UUID id");
     let started = Instant::now();
     loop {
         let text = std::fs::read(&log).unwrap_or_default();
@@ -146,8 +146,8 @@ async fn one(nodes: &Nodes, run: usize, by_hand: bool) -> Value {
     let name = format!("bench-mig-{}-{mode}-{run}", std::process::id());
     let vm = boot(&nodes.node1, &nodes.spec, &name).await;
     let watcher = CounterWatcher::start(vec![
-        nodes.node1.console_log_path(&vm),
-        nodes.node2.console_log_path(&vm),
+        nodes.node1.console_log_path(&vm).expect("a UUID id"),
+        nodes.node2.console_log_path(&vm).expect("a UUID id"),
     ]);
     wait_counts(&watcher, 0, 50).await;
     let before = watcher.counts();

@@ -49,7 +49,7 @@ impl LibvirtDriver {
         disk: PathBuf,
         size: u64,
     ) -> Result<(), DriverError> {
-        let source_dir = self.options.state_dir.join("libvirt").join(&origin.source);
+        let source_dir = self.dir_of(&origin.source)?;
         let source_disk = disks::overlay_path(&source_dir);
         if !source_disk.is_file() {
             return Err(if origin.linked {

@@ -36,7 +36,7 @@ impl ColdMigrate for LibvirtDriver {
             )));
         }
         let what = format!("instance `{}` on this node", instance.name);
-        disk_copy::export_file(&self.overlay_path(instance), &what).await
+        disk_copy::export_file(&self.overlay_path(instance)?, &what).await
     }
 
     async fn import_disk(
@@ -73,8 +73,8 @@ impl ColdMigrate for LibvirtDriver {
                 self.options.uri, instance.name
             )));
         }
-        create_dir(&self.instance_dir(instance))?;
-        disk_copy::import_file(&self.imported_path(instance), size, chunks).await
+        create_dir(&self.instance_dir(instance)?)?;
+        disk_copy::import_file(&self.imported_path(instance)?, size, chunks).await
     }
 
     async fn abort_import(&self, instance: &Instance) -> Result<(), DriverError> {
@@ -108,20 +108,21 @@ impl LibvirtDriver {
 
     /// Where [`ColdMigrate::import_disk`] keeps the copy until a create
     /// takes it.
-    fn imported_path(&self, instance: &Instance) -> PathBuf {
-        self.instance_dir(instance).join("disk.qcow2.imported")
+    fn imported_path(&self, instance: &Instance) -> Result<PathBuf, DriverError> {
+        Ok(self.instance_dir(instance)?.join("disk.qcow2.imported"))
     }
 
     /// Makes `overlay` from the disk a cold migration imported for
     /// `instance`, if there is one: renamed into place, its backing file
     /// set to this node's base (or none). `Ok(false)`: nothing imported,
-    /// the caller makes a fresh overlay. Errors: `Internal` (qemu-img).
+    /// the caller makes a fresh overlay. Errors: `InvalidArgument` (an id
+    /// that is no UUID), `Internal` (qemu-img).
     pub(crate) async fn take_imported_disk(
         &self,
         instance: &Instance,
         overlay: &OverlayPlan,
     ) -> Result<bool, DriverError> {
-        let imported = self.imported_path(instance);
+        let imported = self.imported_path(instance)?;
         if !imported.exists() {
             return Ok(false);
         }

@@ -372,7 +372,7 @@ impl LibvirtDriver {
             }
         };
         let asked = size.disk_bytes;
-        let dir = self.instance_dir(instance);
+        let dir = self.instance_dir(instance)?;
         let overlay = match &image {
             Some(image) => {
                 let info = disks::inspect_base(image)?;
@@ -419,7 +419,7 @@ impl LibvirtDriver {
                 disk,
                 seed: cloud_init::seed_path(&dir, instance),
                 interfaces,
-                console_log: Some(self.console_log_path(instance)),
+                console_log: Some(self.console_log_path(instance)?),
             },
             overlay,
         })
@@ -431,13 +431,13 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn create_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        // The id names the instance's directory and its domain's UUID: one
+        // that is no UUID is refused before anything is looked up or made.
+        let id = InstanceId::try_from(instance.id.as_str())?;
         // Checked free before anything is written; forwarded at each start.
         crate::net::check_ports(self.network.as_ref(), instance, DRIVER).await?;
         let preferred = self.domain_name(instance);
-        // Only an id that is the domain's UUID finds a domain of another name.
-        let fallback = InstanceId::try_from(instance.id.as_str())
-            .ok()
-            .map(|id| format!("{preferred}-{id}"));
+        let alt = format!("{preferred}-{id}");
         let prefix = self.options.name_prefix.clone();
         let id = instance.id.clone();
         let found = {
@@ -450,16 +450,14 @@ impl LibvirtDriver {
                         // Another instance's domain (an orphan of a deleted
                         // instance, a stale copy of one that moved) keeps
                         // its name, and the orphan sweep decides its fate;
-                        // this instance's is found by its UUID.
-                        Lookup::Foreign(owner) => match fallback {
-                            Some(alt) => match conn.lookup_domain_by_name(&alt) {
-                                Err(e) if error::is(&e, ErrorNumber::NoDomain) => Some(Ok(alt)),
-                                Err(e) => {
-                                    return Err(error::failed(format!("look up domain {alt}"), e))
-                                }
-                                Ok(_) => Some(Err(owner)),
-                            },
-                            None => Some(Err(owner)),
+                        // this instance's is named `<name>-<id>` and found
+                        // by its UUID.
+                        Lookup::Foreign(owner) => match conn.lookup_domain_by_name(&alt) {
+                            Err(e) if error::is(&e, ErrorNumber::NoDomain) => Some(Ok(alt)),
+                            Err(e) => {
+                                return Err(error::failed(format!("look up domain {alt}"), e))
+                            }
+                            Ok(_) => Some(Err(owner)),
                         },
                     })
                 })
@@ -478,7 +476,7 @@ impl LibvirtDriver {
                 interface.mtu = mtu;
             }
         }
-        let dir = self.instance_dir(instance);
+        let dir = self.instance_dir(instance)?;
         let made_dir = !dir.exists();
         let overlay_path = plan.overlay.as_ref().map(|o| o.path.clone());
         // On failure, nothing is left: the directory if this call made it,
@@ -565,7 +563,7 @@ impl LibvirtDriver {
         loop {
             let attachments = instance.attachments.clone();
             let size = DomainSize::of(&instance.spec)?;
-            let overlay = self.overlay_path(instance);
+            let overlay = self.overlay_path(instance)?;
             let starting = self
                 .with_domain(instance, "start", move |domain, name| {
                     if !is_active(domain, name)? {
@@ -682,6 +680,8 @@ impl LibvirtDriver {
     }
 
     pub(crate) async fn delete_domain(&self, instance: &Instance) -> Result<(), DriverError> {
+        // An id that is no UUID is refused before anything goes.
+        let dir = self.instance_dir(instance)?;
         self.with_domain_if_any(instance, "delete", destroy_and_undefine)
             .await?;
         crate::net::unpublish_ports(self.network.as_ref(), &instance.id, &instance.attachments)
@@ -689,12 +689,11 @@ impl LibvirtDriver {
         if let Some(host) = &self.network {
             network::dhcp_entries(host, &instance.attachments, Entries::Remove)?;
         }
-        let dir = self.instance_dir(instance);
         let keep_disk = instance
             .labels
             .get(KEEP_DISK_LABEL)
             .is_some_and(|v| v == "true");
-        let console_log = self.console_log_path(instance);
+        let console_log = dir.join("console.log");
         tokio::task::spawn_blocking(move || {
             if keep_disk {
                 disks::remove_file(&console_log)
@@ -973,7 +972,7 @@ impl LibvirtDriver {
                 Ok(())
             })
             .await?;
-        let dir = self.options.state_dir.join("libvirt").join(id.as_str());
+        let dir = self.dir_of(id.as_str())?;
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(error::io(format!("remove {}", dir.display()), e))

@@ -110,7 +110,7 @@ impl LibvirtDriver {
         // Its published ports lead to its address here from the moment it
         // arrives (checked free first: refused before anything is made).
         crate::net::publish_ports(self.network.as_ref(), instance, DRIVER).await?;
-        let dir = self.instance_dir(instance);
+        let dir = self.instance_dir(instance)?;
         match plan.overlay {
             Some(overlay) => fresh_overlay(dir.clone(), overlay, &name).await?,
             None => create_dir(&dir)?,
@@ -129,7 +129,7 @@ impl LibvirtDriver {
         refuse_clone(instance)?;
         let from = plain_dir(&self.options.state_dir)?;
         let to = plain_dir(target.state_dir())?;
-        let has_disk = self.overlay_path(instance).exists();
+        let has_disk = self.overlay_path(instance)?.exists();
         let target_uri = target.uri().to_owned();
         let migration_uri = match target.address() {
             std::net::IpAddr::V4(a) => format!("tcp://{a}"),
@@ -174,7 +174,7 @@ impl LibvirtDriver {
             tracing::warn!(instance = %instance.id, error = %e, "cannot remove a migrated instance's published ports");
         }
         // The instance runs on the target from its own files; these are stale.
-        let dir = self.instance_dir(instance);
+        let dir = self.instance_dir(instance)?;
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a migrated instance's files");
@@ -204,7 +204,7 @@ impl LibvirtDriver {
         }
         crate::net::unpublish_ports(self.network.as_ref(), &instance.id, &instance.attachments)
             .await?;
-        let dir = self.instance_dir(instance);
+        let dir = self.instance_dir(instance)?;
         match tokio::fs::remove_dir_all(&dir).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(error::io(format!("remove {}", dir.display()), e))

@@ -215,19 +215,29 @@ impl LibvirtDriver {
         format!("{}{}", self.options.name_prefix, instance.name)
     }
 
-    /// The directory of the instance's files.
-    pub fn instance_dir(&self, instance: &Instance) -> PathBuf {
-        self.options.state_dir.join("libvirt").join(&instance.id)
+    /// The directory of the instance's files, `<state dir>/libvirt/<id>`.
+    /// Errors: `InvalidArgument` on `id` unless the instance's id is a
+    /// UUID, so that no id leads out of that directory (`/`, `..`).
+    pub fn instance_dir(&self, instance: &Instance) -> Result<PathBuf, DriverError> {
+        self.dir_of(&instance.id)
     }
 
-    /// The instance's qcow2 overlay (it exists only when the instance has a disk).
-    pub fn overlay_path(&self, instance: &Instance) -> PathBuf {
-        disks::overlay_path(&self.instance_dir(instance))
+    /// The instance's qcow2 overlay (it exists only when the instance has a
+    /// disk). Errors: as [`Self::instance_dir`].
+    pub fn overlay_path(&self, instance: &Instance) -> Result<PathBuf, DriverError> {
+        Ok(disks::overlay_path(&self.instance_dir(instance)?))
     }
 
-    /// The file the serial console's output is appended to.
-    pub fn console_log_path(&self, instance: &Instance) -> PathBuf {
-        self.instance_dir(instance).join("console.log")
+    /// The file the serial console's output is appended to. Errors: as
+    /// [`Self::instance_dir`].
+    pub fn console_log_path(&self, instance: &Instance) -> Result<PathBuf, DriverError> {
+        Ok(self.instance_dir(instance)?.join("console.log"))
+    }
+
+    /// The directory of instance `id`'s files, for an id that is a UUID.
+    pub(crate) fn dir_of(&self, id: &str) -> Result<PathBuf, DriverError> {
+        let id = InstanceId::try_from(id)?;
+        Ok(self.options.state_dir.join("libvirt").join(id.as_str()))
     }
 }
 
@@ -273,7 +283,7 @@ impl Driver for LibvirtDriver {
         max: usize,
     ) -> Result<LogChunk, DriverError> {
         let what = format!("console log of instance `{}`", instance.name);
-        crate::log_file::read(&self.console_log_path(instance), &what, offset, max).await
+        crate::log_file::read(&self.console_log_path(instance)?, &what, offset, max).await
     }
 
     fn stats(&self) -> Option<&dyn Stats> {

@@ -230,7 +230,7 @@ impl Resize for LibvirtDriver {
     /// definition and overlay.
     async fn resize(&self, instance: &Instance) -> Result<(), DriverError> {
         let size = DomainSize::of(&instance.spec)?;
-        let overlay = self.overlay_path(instance);
+        let overlay = self.overlay_path(instance)?;
         let has_disk = instance.spec.image.is_some() || instance.spec.disk_gib > 0;
         if size.disk_bytes > 0 && !has_disk {
             return Err(error::invalid(

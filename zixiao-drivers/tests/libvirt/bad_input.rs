@@ -144,17 +144,21 @@ async fn bad_input_is_refused_and_leaves_nothing_behind() {
     }
 
     // A domain of that name that is someone else's, and an id that is no
-    // UUID (so no domain of another name could be found by it): refused.
-    // (With a UUID id the new domain is named after its id instead; see
-    // `recovery`.)
+    // UUID but a path: refused naming the id, before anything is made or
+    // removed. (With a UUID id the new domain is named after its id
+    // instead; see `recovery`.)
     let name = unique("clash");
     let other = instance(&name, fx.vm(""));
     d.create(&other).await.expect("create the other");
     let mut ours = instance(&name, fx.vm(""));
-    ours.id = format!("legacy-{}", std::process::id());
-    refused(d, &ours, ErrorKind::AlreadyExists, "exists already").await;
+    ours.id = "../..".to_owned();
+    let err = d.create(&ours).await.expect_err("a path as id");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert!(err.to_string().starts_with("invalid id:"), "{err}");
+    let err = d.delete(&ours).await.expect_err("a path as id");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert!(
-        d.overlay_path(&other).exists(),
+        d.overlay_path(&other).expect("a UUID").exists(),
         "the other's disk is untouched"
     );
     d.delete(&other).await.expect("delete the other");

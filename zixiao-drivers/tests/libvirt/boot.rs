@@ -30,7 +30,7 @@ async fn a_vm_boots_linux_and_goes_through_its_lifecycle() {
 
     d.create(&vm).await.expect("create");
     // The overlay is qcow2 on the base image, with the base's size (64 MiB).
-    let overlay = d.overlay_path(&vm);
+    let overlay = d.overlay_path(&vm).expect("a UUID id");
     let info = std::process::Command::new("qemu-img")
         .args(["info", "--force-share", "--output=json"])
         .arg(&overlay)
@@ -253,6 +253,10 @@ async fn a_guest_that_powers_off_shows_stopped_and_a_kept_disk_stays() {
     }
     assert!(console(d, &vm).await.contains(super::MARKER));
     d.delete(&vm).await.expect("delete");
-    assert!(d.overlay_path(&vm).exists(), "the kept disk stays");
-    std::fs::remove_dir_all(d.instance_dir(&vm)).expect("clean up the kept disk");
+    assert!(
+        d.overlay_path(&vm).expect("a UUID id").exists(),
+        "the kept disk stays"
+    );
+    std::fs::remove_dir_all(d.instance_dir(&vm).expect("a UUID id"))
+        .expect("clean up the kept disk");
 }

@@ -73,7 +73,7 @@ async fn full_and_linked_clones_of_a_vm_boot_and_a_linked_source_is_kept() {
     let why = waiting.problem().unwrap_or_default().to_owned();
     assert!(why.contains("insufficient cpu"), "{why}");
     // The full clone owns a standalone disk.
-    let full_disk = disk_info(&driver.overlay_path(&full));
+    let full_disk = disk_info(&driver.overlay_path(&full).expect("a UUID id"));
     assert!(full_disk.get("backing-filename").is_none(), "{full_disk}");
     c.delete_instance(&full.id)
         .await
@@ -92,8 +92,11 @@ async fn full_and_linked_clones_of_a_vm_boot_and_a_linked_source_is_kept() {
     );
     // The linked clone's disk is an overlay on the frozen base kept with
     // the source.
-    let linked_disk = disk_info(&driver.overlay_path(&linked));
-    let base = driver.instance_dir(&source).join("clone-base.qcow2");
+    let linked_disk = disk_info(&driver.overlay_path(&linked).expect("a UUID id"));
+    let base = driver
+        .instance_dir(&source)
+        .expect("a UUID id")
+        .join("clone-base.qcow2");
     assert_eq!(
         linked_disk["backing-filename"].as_str(),
         Some(&*base.to_string_lossy()),
@@ -142,7 +145,7 @@ async fn full_and_linked_clones_of_a_vm_boot_and_a_linked_source_is_kept() {
         c.delete_instance(id).await.expect("delete");
         gone(&c, id).await;
     }
-    assert!(!driver.instance_dir(&source).exists());
+    assert!(!driver.instance_dir(&source).expect("a UUID id").exists());
 }
 
 async fn running(c: &Controller, id: &str) -> Instance {

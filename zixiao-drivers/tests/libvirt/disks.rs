@@ -26,7 +26,7 @@ async fn overlays_are_sized_from_the_spec_and_removed_with_the_instance() {
     spec.disk_gib = 1;
     let backed = instance(&unique("grown"), spec);
     d.create(&backed).await.expect("create");
-    let info = qemu_img_info(&d.overlay_path(&backed));
+    let info = qemu_img_info(&d.overlay_path(&backed).expect("a UUID id"));
     assert_eq!(info["format"], "qcow2");
     assert_eq!(info["virtual-size"], 1u64 << 30);
     assert_eq!(
@@ -41,7 +41,7 @@ async fn overlays_are_sized_from_the_spec_and_removed_with_the_instance() {
     spec.disk_gib = 2;
     let blank = instance(&unique("blank"), spec);
     d.create(&blank).await.expect("create");
-    let info = qemu_img_info(&d.overlay_path(&blank));
+    let info = qemu_img_info(&d.overlay_path(&blank).expect("a UUID id"));
     assert_eq!(info["virtual-size"], 2u64 << 30);
     assert!(info.get("backing-filename").is_none(), "{info}");
 
@@ -101,7 +101,7 @@ async fn a_vm_of_store_images_boots_and_leaves_the_disk_image_unchanged() {
     spec.initrd = Some("i".into());
     let vm = instance(&unique("stored"), spec.clone());
     d.create(&vm).await.expect("create");
-    let info = qemu_img_info(&d.overlay_path(&vm));
+    let info = qemu_img_info(&d.overlay_path(&vm).expect("a UUID id"));
     assert_eq!(
         info["backing-filename"].as_str(),
         Some(&*stored.to_string_lossy()),

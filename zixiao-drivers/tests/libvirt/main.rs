@@ -181,6 +181,6 @@ pub(crate) async fn assert_nothing_left(driver: &LibvirtDriver, instance: &Insta
         "a domain of {} is left: {domains:?}",
         instance.name
     );
-    let dir = driver.instance_dir(instance);
+    let dir = driver.instance_dir(instance).expect("a UUID id");
     assert!(!dir.exists(), "{} is left", dir.display());
 }

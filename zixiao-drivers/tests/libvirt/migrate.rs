@@ -124,7 +124,7 @@ async fn a_counting_guest_migrates_live_and_keeps_counting() {
         "the source still holds the domain"
     );
     assert!(
-        !fx.driver.instance_dir(&vm).exists(),
+        !fx.driver.instance_dir(&vm).expect("a UUID id").exists(),
         "the source's files are left"
     );
     // The guest counts on where it was: no reboot (a second C0), no jump back.
@@ -196,9 +196,13 @@ async fn bad_migrations_are_refused_and_change_nothing() {
         .await
         .expect("abort of nothing");
     node2.prepare_incoming(&ghost).await.expect("prepare");
-    assert!(node2.instance_dir(&ghost).join("disk.qcow2").exists());
+    assert!(node2
+        .instance_dir(&ghost)
+        .expect("a UUID id")
+        .join("disk.qcow2")
+        .exists());
     node2.abort_incoming(&ghost).await.expect("abort");
-    assert!(!node2.instance_dir(&ghost).exists());
+    assert!(!node2.instance_dir(&ghost).expect("a UUID id").exists());
 
     // Targets are parsed before anything is asked of libvirt.
     for (uri, dir, field) in [

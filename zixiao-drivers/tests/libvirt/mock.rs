@@ -15,7 +15,7 @@ const MOCK: &str = "test:///default";
 struct Mock {
     driver: LibvirtDriver,
     kernel: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn mock() -> Mock {
@@ -28,7 +28,7 @@ async fn mock() -> Mock {
     Mock {
         driver,
         kernel,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -131,7 +131,7 @@ async fn lifecycle_is_idempotent_and_read_back_from_libvirt() {
         d.inspect(&vm).await.expect("inspect"),
         RuntimeState::Missing
     );
-    assert!(!d.instance_dir(&vm).exists());
+    assert!(!d.instance_dir(&vm).expect("a UUID id").exists());
     let err = d.start(&vm).await.expect_err("start after delete");
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
@@ -306,18 +306,38 @@ async fn a_domain_of_the_same_name_that_is_not_ours_is_left_alone_and_blocks_not
         RuntimeState::Created
     );
 
-    // An id that is no UUID cannot be found under another name: refused.
-    let mut legacy = instance(&name, kernel_spec(&m.kernel));
-    legacy.id = "legacy-1".to_owned();
-    let err = m
-        .driver
-        .create(&legacy)
-        .await
-        .expect_err("the name is taken");
-    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
-    assert!(err.to_string().contains("exists already"), "{err}");
-    assert!(!m.driver.instance_dir(&legacy).exists());
+    // An id that is no UUID names no directory and no domain: a create or
+    // a delete is refused before anything is looked up, made or removed.
+    let libvirt_dir = m.dir.path().join("libvirt");
+    let before = entries(&libvirt_dir);
+    for id in ["legacy-1", "..", "../..", "/"] {
+        let mut bad = instance(&name, kernel_spec(&m.kernel));
+        bad.id = id.to_owned();
+        for (what, err) in [
+            ("create", m.driver.create(&bad).await.expect_err("create")),
+            ("delete", m.driver.delete(&bad).await.expect_err("delete")),
+        ] {
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{what} {id}: {err}");
+            assert!(err.to_string().starts_with("invalid id:"), "{err}");
+        }
+        assert!(m.driver.instance_dir(&bad).is_err(), "{id}");
+    }
+    assert_eq!(entries(&libvirt_dir), before);
+    assert_eq!(
+        m.driver.inspect(&other).await.expect("inspect"),
+        RuntimeState::Created
+    );
     m.driver.delete(&other).await.expect("delete the other");
+}
+
+/// The names in directory `dir`, sorted.
+fn entries(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("read the driver's directory")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort();
+    names
 }
 
 #[tokio::test]

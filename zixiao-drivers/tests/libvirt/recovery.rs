@@ -144,10 +144,14 @@ async fn a_create_cut_off_before_its_domain_was_defined_is_made_again() {
     let vm = instance(&unique("cut"), fx.vm(""));
     // What a create cut off between its overlay and its define leaves: the
     // directory and a half-written overlay.
-    let dir = d.instance_dir(&vm);
+    let dir = d.instance_dir(&vm).expect("a UUID id");
     std::fs::create_dir_all(&dir).expect("dir");
     searchable(&dir);
-    std::fs::write(d.overlay_path(&vm), b"half a qcow2 header").expect("overlay");
+    std::fs::write(
+        d.overlay_path(&vm).expect("a UUID id"),
+        b"half a qcow2 header",
+    )
+    .expect("overlay");
     assert_eq!(
         d.inspect(&vm).await.expect("inspect"),
         RuntimeState::Missing
@@ -157,7 +161,10 @@ async fn a_create_cut_off_before_its_domain_was_defined_is_made_again() {
     d.create(&vm).await.expect("create after the cut");
     d.create(&vm).await.expect("create again");
     assert_eq!(count(&virsh_uuids(&fx, &["--all"]), &vm.id), 1);
-    assert!(is_qcow2_on(d.overlay_path(&vm).as_path(), &fx.base));
+    assert!(is_qcow2_on(
+        d.overlay_path(&vm).expect("a UUID id").as_path(),
+        &fx.base
+    ));
     // Defined, not started: what a start cut off finds. The next start runs it.
     assert_eq!(
         d.inspect(&vm).await.expect("inspect"),
