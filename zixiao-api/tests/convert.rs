@@ -5,8 +5,10 @@
 //! guess. Damaged wire bytes (generated objects encoded, then bytes
 //! overwritten and the message cut short) are fuzzed through the same
 //! decoders: each is refused, or decodes to an object that survives the
-//! round trip. `PROPTEST_CASES=100000 cargo test -p zixiao-api --test
-//! convert damaged` is the longer run; CI runs a fixed budget.
+//! round trip; a decoded request or registration is then validated as a
+//! server would, which passes it or refuses it as `InvalidArgument`.
+//! `PROPTEST_CASES=100000 cargo test -p zixiao-api --test convert damaged`
+//! is the longer run; CI runs a fixed budget.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -1064,6 +1066,29 @@ where
     decoded_or_refused::<C, P>(&damage.apply(P::from(value).encode_to_vec()))
 }
 
+/// As [`damaged`]; then whatever decodes is checked as a server checks a
+/// request before it acts on it (`validate`), which passes it or refuses
+/// it with `InvalidArgument`, never a panic or another kind.
+fn damaged_then_validated<C, P>(
+    value: C,
+    damage: &Damage,
+    validate: impl Fn(&C) -> Result<(), Error>,
+) -> Result<(), TestCaseError>
+where
+    C: Clone + PartialEq + Debug,
+    P: From<C> + TryInto<C, Error = Error> + prost::Message + Default,
+{
+    let bytes = damage.apply(P::from(value).encode_to_vec());
+    decoded_or_refused::<C, P>(&bytes)?;
+    let Ok(Ok(decoded)) = P::decode(bytes.as_slice()).map(TryInto::<C>::try_into) else {
+        return Ok(());
+    };
+    if let Err(e) = validate(&decoded) {
+        prop_assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{}", e.chain());
+    }
+    Ok(())
+}
+
 /// `bytes` from the wire as a `P`: the wire decoder refuses them, or the
 /// conversion refuses them with `InvalidArgument`, or what they decode to
 /// goes through the protocol unchanged.
@@ -1095,8 +1120,8 @@ proptest! {
         hit in damage(6),
     ) {
         damaged::<_, pb::Instance>(instance, &hit)?;
-        damaged::<_, pb::CreateInstance>(create, &hit)?;
-        damaged::<_, pb::InstanceUpdate>(update, &hit)?;
+        damaged_then_validated::<_, pb::CreateInstance>(create, &hit, CreateInstance::validate)?;
+        damaged_then_validated::<_, pb::InstanceUpdate>(update, &hit, InstanceUpdate::validate)?;
     }
 
     #[test]
@@ -1109,7 +1134,11 @@ proptest! {
     ) {
         damaged::<_, pb::Aggregate>(aggregate, &hit)?;
         damaged::<_, pb::Node>(node, &hit)?;
-        damaged::<_, pb::NodeRegistration>(registration, &hit)?;
+        damaged_then_validated::<_, pb::NodeRegistration>(
+            registration,
+            &hit,
+            NodeRegistration::validate,
+        )?;
         damaged::<_, pb::Network>(network, &hit)?;
     }
 

@@ -672,7 +672,7 @@ mod tests {
     proptest! {
         // A fixed budget and seed: the same cases on every run.
         #![proptest_config(ProptestConfig {
-            cases: 256,
+            cases: zixiao_testing::fuzz::cases(256),
             failure_persistence: None,
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x7a69_7869),
             ..ProptestConfig::default()

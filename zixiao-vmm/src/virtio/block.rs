@@ -412,7 +412,7 @@ mod tests {
     proptest! {
         // A fixed budget and seed: the same cases on every run.
         #![proptest_config(ProptestConfig {
-            cases: 256,
+            cases: zixiao_testing::fuzz::cases(256),
             failure_persistence: None,
             rng_seed: proptest::test_runner::RngSeed::Fixed(0x626c_6b21),
             ..ProptestConfig::default()
