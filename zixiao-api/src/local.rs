@@ -424,6 +424,16 @@ fn import_images<'a>(
     })
 }
 
+/// The daemon's request to write snapshot `name` of `instance` to `to`
+/// (an export, or a create straight into a directory).
+fn export_request(instance: String, name: String, to: &Path) -> Result<pb::ExportSnapshotRequest> {
+    Ok(pb::ExportSnapshotRequest {
+        instance,
+        snapshot: name,
+        to: wire_path("to", to)?,
+    })
+}
+
 fn export_snapshot<'a>(
     mut local: LocalClient,
     error: impl Fn(Status) -> Error + Send + Sync + 'a,
@@ -432,11 +442,7 @@ fn export_snapshot<'a>(
     to: PathBuf,
 ) -> Handling<'a> {
     Box::pin(async move {
-        let request = pb::ExportSnapshotRequest {
-            instance,
-            snapshot: name,
-            to: wire_path("to", &to)?,
-        };
+        let request = export_request(instance, name, &to)?;
         local.export_snapshot(request).await.map_err(&error)?;
         Ok(ApiResponse::Done)
     })
@@ -450,11 +456,7 @@ fn create_snapshot_to<'a>(
     to: PathBuf,
 ) -> Handling<'a> {
     Box::pin(async move {
-        let request = pb::ExportSnapshotRequest {
-            instance,
-            snapshot: name,
-            to: wire_path("to", &to)?,
-        };
+        let request = export_request(instance, name, &to)?;
         let taken = local.create_snapshot_to(request).await.map_err(&error)?;
         let taken = taken.into_inner().try_into().map_err(daemon_answered)?;
         Ok(ApiResponse::Snapshot(taken))

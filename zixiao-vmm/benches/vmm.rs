@@ -621,10 +621,7 @@ async fn bench_disks(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             config.disks = vec![DiskConfig::new(&disk)];
             let mut netns = None;
             if *devices == Devices::Every {
-                config.nets = vec![bench_net_config("tap0")];
-                config.vsock = Some(bench_vsock_config());
-                config.balloon = Some(bench_balloon_config());
-                netns = Some(&ns.file);
+                netns = Some(add_net_vsock_balloon(&mut config, &ns));
             }
             // The test guest prints its command line one byte (one I/O
             // exit, tens of microseconds here) at a time: without a disk it
@@ -690,10 +687,7 @@ async fn bench_devices(kernel: &Path, dir: &Path, rows: &mut Vec<Value>) {
             let mut netns = None;
             if *every {
                 config.disks = vec![DiskConfig::new(&disk)];
-                config.nets = vec![bench_net_config("tap0")];
-                config.vsock = Some(bench_vsock_config());
-                config.balloon = Some(bench_balloon_config());
-                netns = Some(&ns.file);
+                netns = Some(add_net_vsock_balloon(&mut config, &ns));
             }
             let run = dir.join(format!("devices-{k}-{i}"));
             let (t, _, client) = boot_config_to_marker(vmm, config, &run, confinement, netns).await;
@@ -1056,6 +1050,16 @@ impl Drop for BenchNetns {
 }
 
 /// A network card on `tap` (in the bench's namespace).
+/// Gives `config` the devices of "every device" but the disk: a network
+/// card on `ns`'s TAP, a vsock device and a balloon. Returns the network
+/// namespace the VMM must start in for its TAP.
+fn add_net_vsock_balloon<'a>(config: &mut VmConfig, ns: &'a BenchNetns) -> &'a std::fs::File {
+    config.nets = vec![bench_net_config("tap0")];
+    config.vsock = Some(bench_vsock_config());
+    config.balloon = Some(bench_balloon_config());
+    &ns.file
+}
+
 fn bench_net_config(tap: &str) -> zixiao_vmm::NetConfig {
     zixiao_vmm::NetConfig {
         tap: tap.to_string().try_into().expect("name"),
