@@ -29,7 +29,8 @@ use zixiao_core::{
 
 use crate::console::{self, OutputStream};
 use crate::convert::{
-    decode_all, decode_attachments, decode_instance_type, decode_pull_options, WirePullOptions,
+    decode_all, decode_attachments, decode_instance_type, decode_pull_options, snapshot_name,
+    WirePullOptions,
 };
 use crate::membership::duration;
 use crate::pb;
@@ -528,10 +529,11 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentSnapshotRequest>,
     ) -> Result<Response<pb::SnapshotInfo>, Status> {
         let request = request.into_inner();
+        let name = snapshot_name(request.snapshot, "snapshot").map_err(invalid)?;
         let (instance, driver) = target(self, request.instance).await?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
         let taken = snapshots
-            .create(&instance, &request.snapshot)
+            .create(&instance, &name)
             .await
             .map_err(driver_status)?;
         Ok(Response::new(taken.into()))
@@ -554,12 +556,13 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
+        let name = snapshot_name(request.snapshot, "snapshot").map_err(invalid)?;
         let (instance, driver) = target(self, request.instance).await?;
         // A revert can make the instance run again: a fenced node must not.
         self.check_gate()?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
         snapshots
-            .revert(&instance, &request.snapshot)
+            .revert(&instance, &name)
             .await
             .map_err(driver_status)?;
         done()
@@ -570,10 +573,11 @@ impl AgentService for AgentServer {
         request: Request<pb::AgentSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
+        let name = snapshot_name(request.snapshot, "snapshot").map_err(invalid)?;
         let (instance, driver) = target(self, request.instance).await?;
         let snapshots = driver.require_snapshots().map_err(driver_status)?;
         snapshots
-            .delete(&instance, &request.snapshot)
+            .delete(&instance, &name)
             .await
             .map_err(driver_status)?;
         done()

@@ -17,7 +17,7 @@ use zixiao_core::driver::{
     DriverInfo, ImageInfo, Images, ImportProgress, Inventory, LiveMigrate, MigrationReport,
     MigrationTarget, Pause, Resize, SnapshotInfo, Snapshots, Stats,
 };
-use zixiao_core::model::{CloneOrigin, RuntimeSize, VsockEndpoint};
+use zixiao_core::model::{CloneOrigin, RuntimeSize, SnapshotName, VsockEndpoint};
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceStats, InstanceType, LogChunk, Node, NodeAgent,
     NodeFacts, NodeRegistration, RuntimeState,
@@ -763,17 +763,21 @@ impl Resize for RemoteDriver {
 }
 
 impl RemoteDriver {
-    fn snapshot_request(instance: &Instance, name: &str) -> pb::AgentSnapshotRequest {
+    fn snapshot_request(instance: &Instance, name: &SnapshotName) -> pb::AgentSnapshotRequest {
         pb::AgentSnapshotRequest {
             instance: Some(instance.clone().into()),
-            snapshot: name.to_owned(),
+            snapshot: name.as_str().to_owned(),
         }
     }
 }
 
 #[async_trait]
 impl Snapshots for RemoteDriver {
-    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
+    async fn create(
+        &self,
+        instance: &Instance,
+        name: &SnapshotName,
+    ) -> Result<SnapshotInfo, DriverError> {
         let reply = self
             .client()
             .create_snapshot(Self::snapshot_request(instance, name))
@@ -792,7 +796,7 @@ impl Snapshots for RemoteDriver {
             .map_err(|e| self.agent.bad_reply("list snapshots", e))
     }
 
-    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+    async fn revert(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
         self.client()
             .revert_snapshot(Self::snapshot_request(instance, name))
             .await
@@ -800,7 +804,7 @@ impl Snapshots for RemoteDriver {
         Ok(())
     }
 
-    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+    async fn delete(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
         self.client()
             .delete_snapshot(Self::snapshot_request(instance, name))
             .await

@@ -20,6 +20,7 @@ use zixiao_core::driver::{
     SnapshotInfo, Snapshots,
 };
 use zixiao_core::host::HostFacts;
+use zixiao_core::model::SnapshotName;
 use zixiao_core::Api;
 use zixiao_core::{
     Client, Controller, CreateInstance, Driver, DriverError, ErrorKind, Instance, InstanceSpec,
@@ -77,16 +78,10 @@ impl Driver for Snapshotting {
 
 #[async_trait]
 impl Snapshots for Snapshotting {
-    async fn create(&self, i: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
-        if name.is_empty() {
-            return Err(DriverError::InvalidArgument {
-                field: "name".into(),
-                reason: "missing".into(),
-            });
-        }
+    async fn create(&self, i: &Instance, name: &SnapshotName) -> Result<SnapshotInfo, DriverError> {
         let running = self.fake().state_of(&i.id) == RuntimeState::Running;
         let info = SnapshotInfo {
-            name: name.to_owned(),
+            name: name.as_str().to_owned(),
             created_at: Some(chrono::Utc::now()),
             includes_memory: running,
             current: true,
@@ -106,13 +101,13 @@ impl Snapshots for Snapshotting {
             .cloned()
             .unwrap_or_default())
     }
-    async fn revert(&self, i: &Instance, name: &str) -> Result<(), DriverError> {
+    async fn revert(&self, i: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
         let known = self
             .taken
             .lock()
             .expect("lock")
             .get(&i.id)
-            .is_some_and(|l| l.iter().any(|s| s.name == name));
+            .is_some_and(|l| l.iter().any(|s| s.name == name.as_str()));
         if !known {
             return Err(DriverError::NotFound(format!(
                 "snapshot `{name}` of instance `{}`",
@@ -122,12 +117,12 @@ impl Snapshots for Snapshotting {
         self.reverted
             .lock()
             .expect("lock")
-            .push((i.id.clone(), name.to_owned()));
+            .push((i.id.clone(), name.as_str().to_owned()));
         Ok(())
     }
-    async fn delete(&self, i: &Instance, name: &str) -> Result<(), DriverError> {
+    async fn delete(&self, i: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
         if let Some(list) = self.taken.lock().expect("lock").get_mut(&i.id) {
-            list.retain(|s| s.name != name);
+            list.retain(|s| s.name != name.as_str());
         }
         Ok(())
     }
@@ -257,11 +252,18 @@ async fn snapshots_are_taken_listed_reverted_and_deleted_on_the_node() {
         missing.chain()
     );
 
-    let bad = client
-        .create_snapshot("vm1", "")
-        .await
-        .expect_err("no name");
-    assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{}", bad.chain());
+    // Names that are no file name never reach the runtime: refused where
+    // they come in, naming the field, whichever call carries them.
+    for name in ["", "../x", ".hidden", "a/b"] {
+        for bad in [
+            client.create_snapshot("vm1", name).await.expect_err(name),
+            client.revert_snapshot("vm1", name).await.expect_err(name),
+            client.delete_snapshot("vm1", name).await.expect_err(name),
+        ] {
+            assert_eq!(bad.kind(), ErrorKind::InvalidArgument, "{}", bad.chain());
+            assert!(bad.to_string().starts_with("invalid snapshot:"), "{bad}");
+        }
+    }
 
     client.delete_snapshot("vm1", "s2").await.expect("delete");
     let left = client.list_snapshots("vm1").await.expect("list");

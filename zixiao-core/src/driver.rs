@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::error::ErrorKind;
-use crate::model::{Instance, InstanceSpec, InstanceType, RuntimeSize};
+use crate::model::{Instance, InstanceSpec, InstanceType, RuntimeSize, SnapshotName};
 
 /// What a runtime reports about one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1264,11 +1264,17 @@ pub struct SnapshotInfo {
 #[async_trait]
 pub trait Snapshots: Send + Sync {
     /// Takes snapshot `name` of the instance, running or stopped. Idempotent:
-    /// a snapshot of that name is returned as it is. Errors:
-    /// `InvalidArgument` (a bad name), `NotFound` (no such instance on the
-    /// runtime), `FailedPrecondition` (the instance cannot be snapshotted,
-    /// such as one without a disk), `Unavailable`, `Internal`.
-    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError>;
+    /// a snapshot of that name is returned as it is. Names are
+    /// [`SnapshotName`]s, parsed where they come in (a request, an agent
+    /// call), so each is a plain file name on every runtime. Errors:
+    /// `NotFound` (no such instance on the runtime), `FailedPrecondition`
+    /// (the instance cannot be snapshotted, such as one without a disk),
+    /// `Unavailable`, `Internal`.
+    async fn create(
+        &self,
+        instance: &Instance,
+        name: &SnapshotName,
+    ) -> Result<SnapshotInfo, DriverError>;
 
     /// The instance's snapshots, oldest first. Read-only. Errors:
     /// `NotFound` (no such instance), `Unavailable`.
@@ -1277,11 +1283,11 @@ pub trait Snapshots: Send + Sync {
     /// Puts the instance back to snapshot `name`: its disks, and its memory
     /// and run state when the snapshot has them. Idempotent. Errors:
     /// `NotFound` (instance or snapshot), `Unavailable`, `Internal`.
-    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError>;
+    async fn revert(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError>;
 
     /// Deletes snapshot `name`. Idempotent: a missing snapshot is not an
     /// error. Errors: `NotFound` (no such instance), `Unavailable`, `Internal`.
-    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError>;
+    async fn delete(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError>;
 }
 
 #[cfg(test)]

@@ -243,7 +243,7 @@ async fn main() {
     let snapshots = driver.snapshots().expect("snapshots");
     let (mut create, mut revert, mut delete) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
-        let name = format!("s{run}");
+        let name = zixiao_testing::fake_driver::snapshot_name(&format!("s{run}"));
         let t = Instant::now();
         snapshots.create(&vm, &name).await.expect("snapshot");
         create.push(t.elapsed());

@@ -468,10 +468,11 @@ fn absolute(path: &Path, field: &str) -> Result<PathBuf> {
 #[cfg(feature = "microvm")]
 fn export_snapshot(embedded: &Embedded, id: &str, name: &str, to: &Path) -> Result<()> {
     use zixiao_drivers::microvm;
+    let name = zixiao_core::model::SnapshotName::try_from(name.to_owned())?;
     Ok(microvm::export_snapshot(
         &embedded.drivers.state_dir,
         id,
-        name,
+        &name,
         to,
     )?)
 }

@@ -473,3 +473,9 @@ pub fn placed_instance(name: &str, spec: zixiao_core::InstanceSpec) -> Instance 
     instance.revision = 1;
     instance
 }
+
+/// Snapshot name `name`, as a driver's snapshot calls take it; `name` must
+/// be a valid one (tests and benchmarks name their own snapshots).
+pub fn snapshot_name(name: &str) -> zixiao_core::model::SnapshotName {
+    zixiao_core::model::SnapshotName::try_from(name.to_owned()).expect("a valid snapshot name")
+}

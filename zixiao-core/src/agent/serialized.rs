@@ -16,6 +16,7 @@ use crate::driver::{
     SnapshotInfo, Snapshots, Stats,
 };
 use crate::keyed_lock::KeyedLock;
+use crate::model::SnapshotName;
 use crate::{Driver, DriverError, Instance, InstanceType, LogChunk, RuntimeState};
 
 /// A driver whose calls that change an instance (create, start, stop,
@@ -247,7 +248,11 @@ impl Resize for SerializedDriver {
 
 #[async_trait]
 impl Snapshots for SerializedDriver {
-    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
+    async fn create(
+        &self,
+        instance: &Instance,
+        name: &SnapshotName,
+    ) -> Result<SnapshotInfo, DriverError> {
         let _one = self.locks.lock(&instance.id).await;
         let snapshots = self.inner.require_snapshots()?;
         snapshots.create(instance, name).await
@@ -258,13 +263,13 @@ impl Snapshots for SerializedDriver {
         snapshots.list(instance).await
     }
 
-    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+    async fn revert(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
         let snapshots = self.inner.require_snapshots()?;
         snapshots.revert(instance, name).await
     }
 
-    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
+    async fn delete(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
         let _one = self.locks.lock(&instance.id).await;
         let snapshots = self.inner.require_snapshots()?;
         snapshots.delete(instance, name).await

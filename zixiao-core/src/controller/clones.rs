@@ -69,7 +69,7 @@ impl Controller {
             (None, InstanceType::Microvm) => {
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 let wanted = SnapshotName::try_from(format!("clone-{}", &id[..12]))?;
-                self.take_snapshot(&source, wanted.as_str()).await?;
+                self.take_snapshot(&source, &wanted).await?;
                 Some(wanted)
             }
             (None, _) => None,

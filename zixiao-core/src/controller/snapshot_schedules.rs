@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::Controller;
 use crate::model::{
     scheduled_name, to_prune, ConditionType, DesiredState, Instance, InstanceStatus,
-    ScheduledSnapshot, SnapshotSchedule,
+    ScheduledSnapshot, SnapshotName, SnapshotSchedule,
 };
 use crate::{Error, Result};
 
@@ -64,7 +64,11 @@ impl Controller {
         now: DateTime<Utc>,
     ) {
         let name = scheduled_name(now);
-        let outcome = match self.take_snapshot(instance, &name).await {
+        let taken = match SnapshotName::try_from(name.clone()) {
+            Ok(valid) => self.take_snapshot(instance, &valid).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match taken {
             Err(e) => Outcome::Failed(e),
             Ok(_) => match self.prune_scheduled(instance, schedule).await {
                 Ok(()) => Outcome::Taken,
@@ -139,6 +143,8 @@ impl Controller {
             .map(|s| s.name)
             .collect();
         for name in to_prune(names.iter().map(String::as_str), schedule.keep) {
+            // Of a scheduled snapshot's form, so a valid name.
+            let name = SnapshotName::try_from(name.to_owned())?;
             snapshots.delete(instance, &name).await?;
         }
         Ok(())

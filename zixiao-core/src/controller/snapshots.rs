@@ -5,25 +5,27 @@
 
 use super::Controller;
 use crate::driver::{SnapshotInfo, Snapshots};
-use crate::model::{check_hand_made_name, Instance};
+use crate::model::{check_hand_made_name, Instance, SnapshotName};
 use crate::{Driver, Error, Result};
 
 impl Controller {
     /// Takes snapshot `name` of `instance` (its disks, and its memory when
-    /// it runs). Idempotent. Errors: `InvalidArgument` (a name of the form
-    /// scheduled snapshots have), `NotFound`, `FailedPrecondition` (not on
-    /// a node yet), `Unsupported`, the driver's errors.
+    /// it runs). Idempotent. Errors: `InvalidArgument` (not a
+    /// [`SnapshotName`], or a name of the form scheduled snapshots have),
+    /// `NotFound`, `FailedPrecondition` (not on a node yet), `Unsupported`,
+    /// the driver's errors.
     pub async fn snapshot_instance(&self, instance: &str, name: &str) -> Result<SnapshotInfo> {
-        check_hand_made_name(name)?;
+        let name = SnapshotName::try_from(name.to_owned())?;
+        check_hand_made_name(name.as_str())?;
         let instance = self.get_instance(instance).await?;
-        self.take_snapshot(&instance, name).await
+        self.take_snapshot(&instance, &name).await
     }
 
     /// Takes snapshot `name` of `instance` through its node's driver.
     pub(super) async fn take_snapshot(
         &self,
         instance: &Instance,
-        name: &str,
+        name: &SnapshotName,
     ) -> Result<SnapshotInfo> {
         let driver = self.driver_for(instance)?;
         Ok(snapshots_of(driver.as_ref())?
@@ -61,24 +63,27 @@ impl Controller {
         Ok(snapshots_of(driver.as_ref())?.list(&instance).await?)
     }
 
-    /// Puts `instance` back to snapshot `name`. Errors: `NotFound`
-    /// (instance or snapshot), `FailedPrecondition`, `Unsupported`, the
-    /// driver's errors.
+    /// Puts `instance` back to snapshot `name`. Errors: `InvalidArgument`
+    /// (not a [`SnapshotName`]), `NotFound` (instance or snapshot),
+    /// `FailedPrecondition`, `Unsupported`, the driver's errors.
     pub async fn revert_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+        let name = SnapshotName::try_from(name.to_owned())?;
         let instance = self.get_instance(instance).await?;
         let driver = self.driver_for(&instance)?;
         Ok(snapshots_of(driver.as_ref())?
-            .revert(&instance, name)
+            .revert(&instance, &name)
             .await?)
     }
 
     /// Deletes snapshot `name` of `instance`. Idempotent. Errors:
-    /// `NotFound`, `FailedPrecondition`, `Unsupported`, the driver's errors.
+    /// `InvalidArgument` (not a [`SnapshotName`]), `NotFound`,
+    /// `FailedPrecondition`, `Unsupported`, the driver's errors.
     pub async fn delete_snapshot(&self, instance: &str, name: &str) -> Result<()> {
+        let name = SnapshotName::try_from(name.to_owned())?;
         let instance = self.get_instance(instance).await?;
         let driver = self.driver_for(&instance)?;
         Ok(snapshots_of(driver.as_ref())?
-            .delete(&instance, name)
+            .delete(&instance, &name)
             .await?)
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zixiao_core::driver::{SnapshotInfo, Snapshots};
+use zixiao_core::model::SnapshotName;
 use zixiao_core::{
     Driver, DriverError, Instance, InstanceSpec, InstanceStatus, InstanceType, RuntimeState,
 };
@@ -20,6 +21,7 @@ use super::layout::{Backend, InstanceDir};
 use super::vmm::VmmBoot;
 use super::MicrovmDriver;
 use crate::errors::{invalid, io};
+use crate::instance_id::InstanceId;
 
 /// The file in a snapshot directory that describes the guest.
 pub const MANIFEST_FILE: &str = "zixiao-snapshot.json";
@@ -257,20 +259,20 @@ pub(crate) fn check_restore(from: &Path, spec: &InstanceSpec) -> Result<(), Driv
 /// the microvm driver's `state_dir`, to the new directory `to` (what
 /// `zixiao instance snapshot create NAME SNAP --to DIR` does). `to` is
 /// checked before anything is copied (`check_export_target`), and a copy
-/// that fails midway is removed. Errors: `InvalidArgument` on `to`,
-/// `NotFound` (no such snapshot), `Internal` (the copy failed).
+/// that fails midway is removed. Errors: `InvalidArgument` on `id` (an
+/// instance id that is no UUID) or `to`, `NotFound` (no such snapshot),
+/// `Internal` (the copy failed).
 pub fn export_snapshot(
     state_dir: &Path,
     instance_id: &str,
-    name: &str,
+    name: &SnapshotName,
     to: &Path,
 ) -> Result<(), DriverError> {
-    validate_name(name)?;
+    let instance_id = InstanceId::try_from(instance_id)?;
+    let name = name.as_str();
     check_export_target(to)?;
-    let from = state_dir
-        .join("microvm")
-        .join(instance_id)
-        .join("snapshots")
+    let from = InstanceDir::new(state_dir, &instance_id)
+        .snapshots()
         .join(name);
     if !from.join(MANIFEST_FILE).is_file() {
         return Err(DriverError::NotFound(format!(
@@ -356,26 +358,6 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A snapshot name: 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.`.
-fn validate_name(name: &str) -> Result<(), DriverError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "snapshot name",
-            format!(
-                "`{name}` must be 1 to 64 letters, digits, `.`, `_` or `-`, not starting with `.`"
-            ),
-        ))
-    }
-}
-
 impl MicrovmDriver {
     /// The directory and backend of an instance whose backend can take
     /// snapshots. Errors: `NotFound`, `Unsupported` (the qemu backend).
@@ -405,8 +387,12 @@ impl MicrovmDriver {
 
 #[async_trait]
 impl Snapshots for MicrovmDriver {
-    async fn create(&self, instance: &Instance, name: &str) -> Result<SnapshotInfo, DriverError> {
-        validate_name(name)?;
+    async fn create(
+        &self,
+        instance: &Instance,
+        name: &SnapshotName,
+    ) -> Result<SnapshotInfo, DriverError> {
+        let name = name.as_str();
         let dir = self.snapshot_target(instance)?;
         let target = dir.snapshots().join(name);
         if let Ok(existing) = SnapshotManifest::read(&target, "snapshot") {
@@ -482,8 +468,8 @@ impl Snapshots for MicrovmDriver {
             .collect())
     }
 
-    async fn revert(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
-        validate_name(name)?;
+    async fn revert(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
+        let name = name.as_str();
         let dir = self.snapshot_target(instance)?;
         let snapshot = dir.snapshots().join(name);
         SnapshotManifest::read(&snapshot, "snapshot").map_err(|e| match e {
@@ -509,8 +495,8 @@ impl Snapshots for MicrovmDriver {
         Self::set_current(&dir, name)
     }
 
-    async fn delete(&self, instance: &Instance, name: &str) -> Result<(), DriverError> {
-        validate_name(name)?;
+    async fn delete(&self, instance: &Instance, name: &SnapshotName) -> Result<(), DriverError> {
+        let name = name.as_str();
         let (dir, _) = self.existing(instance)?;
         match std::fs::remove_dir_all(dir.snapshots().join(name)) {
             Ok(()) => {}
@@ -527,16 +513,6 @@ impl Snapshots for MicrovmDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snapshot_names_are_checked() {
-        for good in ["s1", "before-upgrade", "v1.2_x"] {
-            assert!(validate_name(good).is_ok(), "{good}");
-        }
-        for bad in ["", ".hidden", "a/b", "../x", &"x".repeat(65)] {
-            assert!(validate_name(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn a_directory_without_a_manifest_is_not_a_snapshot() {

@@ -10,7 +10,7 @@ use zixiao_drivers::libvirt::{LifecycleKind, KEEP_DISK_LABEL};
 use zixiao_testing::wait::wait_until;
 
 use super::{
-    assert_nothing_left, console, fixture, instance, unique, wait_for_boots, BOOT_TIMEOUT,
+    assert_nothing_left, console, fixture, instance, snap, unique, wait_for_boots, BOOT_TIMEOUT,
 };
 
 #[tokio::test]
@@ -135,13 +135,13 @@ async fn a_vm_boots_linux_and_goes_through_its_lifecycle() {
     let snapshot = d
         .snapshots()
         .expect("snapshots")
-        .create(&vm, "booted")
+        .create(&vm, &snap("booted"))
         .await
         .expect("snapshot");
     assert!(snapshot.includes_memory, "{snapshot:?}");
     d.snapshots()
         .expect("snapshots")
-        .revert(&vm, "booted")
+        .revert(&vm, &snap("booted"))
         .await
         .expect("revert");
     assert_eq!(
@@ -160,7 +160,7 @@ async fn a_vm_boots_linux_and_goes_through_its_lifecycle() {
     assert_eq!(names, ["booted"]);
     d.snapshots()
         .expect("snapshots")
-        .delete(&vm, "booted")
+        .delete(&vm, &snap("booted"))
         .await
         .expect("delete snapshot");
     assert!(d

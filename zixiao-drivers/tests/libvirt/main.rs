@@ -45,6 +45,9 @@ use zixiao_core::{Driver, Instance, InstanceSpec};
 use zixiao_drivers::libvirt::{LibvirtDriver, LibvirtOptions};
 use zixiao_testing::wait::{runtime_endpoint, wait_until};
 
+/// Tests name their snapshots with literals: `snap("s1")`.
+pub(crate) use zixiao_testing::fake_driver::snapshot_name as snap;
+
 /// How long a guest may take to boot to the marker under TCG on a busy machine.
 pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// What the test initramfs prints on the serial console once booted.

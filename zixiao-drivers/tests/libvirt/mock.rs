@@ -8,7 +8,7 @@ use std::time::Duration;
 use zixiao_core::{Driver, ErrorKind, InstanceSpec, InstanceType, RuntimeState};
 use zixiao_drivers::libvirt::{DomainType, LibvirtDriver, LibvirtOptions};
 
-use super::{instance, unique};
+use super::{instance, snap, unique};
 
 const MOCK: &str = "test:///default";
 
@@ -146,7 +146,7 @@ async fn snapshots_are_listed_reverted_and_deleted() {
     let first = d
         .snapshots()
         .expect("snapshots")
-        .create(&vm, "s1")
+        .create(&vm, &snap("s1"))
         .await
         .expect("snapshot");
     assert_eq!(first.name, "s1");
@@ -154,13 +154,13 @@ async fn snapshots_are_listed_reverted_and_deleted() {
     let again = d
         .snapshots()
         .expect("snapshots")
-        .create(&vm, "s1")
+        .create(&vm, &snap("s1"))
         .await
         .expect("snapshot again");
     assert_eq!(again.name, "s1");
     d.snapshots()
         .expect("snapshots")
-        .create(&vm, "s2")
+        .create(&vm, &snap("s2"))
         .await
         .expect("second snapshot");
     let names: Vec<_> = d
@@ -175,7 +175,7 @@ async fn snapshots_are_listed_reverted_and_deleted() {
     assert_eq!(names, ["s1", "s2"]);
     d.snapshots()
         .expect("snapshots")
-        .revert(&vm, "s1")
+        .revert(&vm, &snap("s1"))
         .await
         .expect("revert");
     let current: Vec<_> = d
@@ -192,25 +192,18 @@ async fn snapshots_are_listed_reverted_and_deleted() {
     let err = d
         .snapshots()
         .expect("snapshots")
-        .revert(&vm, "nope")
+        .revert(&vm, &snap("nope"))
         .await
         .expect_err("no such snapshot");
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    let err = d
-        .snapshots()
-        .expect("snapshots")
-        .create(&vm, "../x")
-        .await
-        .expect_err("bad name");
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     d.snapshots()
         .expect("snapshots")
-        .delete(&vm, "s2")
+        .delete(&vm, &snap("s2"))
         .await
         .expect("delete");
     d.snapshots()
         .expect("snapshots")
-        .delete(&vm, "s2")
+        .delete(&vm, &snap("s2"))
         .await
         .expect("delete again");
     assert_eq!(

@@ -10,7 +10,7 @@ use zixiao_core::{Driver, ErrorKind, RuntimeState};
 use zixiao_drivers::microvm::MicrovmDriver;
 
 use super::{
-    assert_nothing_left, console, console_roundtrip, fixture, instance, qemu_pid, unique,
+    assert_nothing_left, console, console_roundtrip, fixture, instance, qemu_pid, snap, unique,
     wait_for_log, wait_for_state, MARKER,
 };
 
@@ -105,7 +105,7 @@ async fn qemu_backend_boots_linux_and_runs_its_whole_lifecycle() {
     .await;
 
     // The QEMU backend says clearly that it takes no snapshots.
-    let err = cap::Snapshots::create(&driver, &vm, "s1")
+    let err = cap::Snapshots::create(&driver, &vm, &snap("s1"))
         .await
         .expect_err("snapshot");
     assert_eq!(err.kind(), ErrorKind::Unsupported);

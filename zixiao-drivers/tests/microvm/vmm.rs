@@ -13,8 +13,8 @@ use zixiao_drivers::microvm::{export_snapshot, MicrovmDriver, MicrovmOptions, Sn
 use zixiao_testing::wait::runtimes_required;
 
 use super::{
-    assert_nothing_left, console, instance, kill_left_overs, processes_naming, state_dir, unique,
-    wait_for_log, wait_for_state,
+    assert_nothing_left, console, instance, kill_left_overs, processes_naming, snap, state_dir,
+    unique, wait_for_log, wait_for_state,
 };
 
 /// A VMM-backend driver and the test guest, or `None` (skip, printing why;
@@ -118,7 +118,7 @@ async fn vmm_backend_boots_pauses_snapshots_and_restores_a_counting_guest() {
     assert_eq!(last_count(&console(driver, &vm).await), Some(paused_at));
 
     // A snapshot of the paused guest leaves it paused.
-    let taken = cap::Snapshots::create(driver, &vm, "s1")
+    let taken = cap::Snapshots::create(driver, &vm, &snap("s1"))
         .await
         .expect("snapshot");
     assert!(taken.includes_memory && taken.current);
@@ -131,10 +131,6 @@ async fn vmm_backend_boots_pauses_snapshots_and_restores_a_counting_guest() {
         listed.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
         ["s1"]
     );
-    let err = cap::Snapshots::create(driver, &vm, "../x")
-        .await
-        .expect_err("bad name");
-    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 
     // Resumed, it counts on.
     cap::Pause::resume(driver, &vm).await.expect("resume");
@@ -143,7 +139,7 @@ async fn vmm_backend_boots_pauses_snapshots_and_restores_a_counting_guest() {
     // Exported and restored as a new instance, the guest continues from
     // the snapshot's count without booting again.
     let exported = fx.dir.path().join("exported");
-    export_snapshot(&driver.options().state_dir, &vm.id, "s1", &exported).expect("export");
+    export_snapshot(&driver.options().state_dir, &vm.id, &snap("s1"), &exported).expect("export");
     let manifest = SnapshotManifest::read(&exported, "from").expect("manifest");
     assert_eq!((manifest.cpus, manifest.memory_mib), (1, 64));
     let copy = instance(&unique("copy"), manifest.restore_spec(&exported));
@@ -174,7 +170,7 @@ async fn vmm_backend_boots_pauses_snapshots_and_restores_a_counting_guest() {
     );
 
     // Revert puts the original back to the snapshot, running as it was.
-    cap::Snapshots::revert(driver, &vm, "s1")
+    cap::Snapshots::revert(driver, &vm, &snap("s1"))
         .await
         .expect("revert");
     assert_eq!(
