@@ -305,11 +305,13 @@ async fn spawn(
             // got no word: the jail's worker knows why (off the runtime's
             // threads: it may take the worker a moment to say).
             let why = match jail_outcome {
-                Some(outcome) => tokio::task::spawn_blocking(move || outcome.error())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => None,
+                Some(outcome) if jail::got_no_word(&err) => {
+                    tokio::task::spawn_blocking(move || outcome.error())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                _ => None,
             };
             Err(why.unwrap_or(err))
         }

@@ -160,7 +160,7 @@ impl LauncherJail {
     pub(crate) fn join(self, pid: u32) -> Result<Namespace, VmmError> {
         use vmm_sys_util::sock_ctrl_msg::ScmSocket;
         let unavailable = |why: String| VmmError::Unavailable {
-            message: format!("jail: {why}"),
+            message: format!("{NO_WORD}{why}"),
         };
         let mut byte = [0u8; 1];
         let mut fds = [-1 as RawFd; 1];
@@ -174,7 +174,7 @@ impl LauncherJail {
             // SAFETY: as above; any byte may be written there.
             match unsafe { self.0.recv_with_fds(&mut iov, &mut fds) } {
                 Err(e) if e.errno() == libc::EINTR => continue,
-                Err(e) => return Err(unavailable(format!("waiting for the launcher: {e}"))),
+                Err(e) => return Err(unavailable(format!("waiting for it: {e}"))),
                 Ok(received) => break received,
             }
         };
@@ -187,7 +187,7 @@ impl LauncherJail {
             (1, Some(fd)) => Namespace(fd),
             _ => {
                 return Err(unavailable(
-                    "the launcher could not make this VMM's cgroup and jail".into(),
+                    "it could not make this VMM's cgroup and jail".into(),
                 ))
             }
         };
@@ -195,6 +195,18 @@ impl LauncherJail {
         crate::cgroup::enter(pid)?;
         Ok(namespace)
     }
+}
+
+/// How the error of a VMM that got no word from the launcher begins
+/// ([`LauncherJail::join`]): the launcher's jail worker knows why.
+const NO_WORD: &str = "jail: no word from the launcher: ";
+
+/// Whether `err`, a VMM's answer to its launch, says only that it got no
+/// word from the launcher. A VMM that failed on its own (a TAP that is not
+/// there, say) says why itself, whatever the worker met meanwhile: its
+/// cgroup may have been swept as a dead VMM's while the worker filled it.
+pub(crate) fn got_no_word(err: &VmmError) -> bool {
+    matches!(err, VmmError::Unavailable { message } if message.starts_with(NO_WORD))
 }
 
 impl TryFrom<&str> for LauncherJail {
@@ -898,6 +910,26 @@ mod tests {
             inside(Path::new("/run/vm/jail"), Path::new("/boot/vmlinuz")),
             PathBuf::from("/run/vm/jail/boot/vmlinuz")
         );
+    }
+
+    /// The launcher's worker explains a VMM's failure only when the VMM
+    /// says it got no word; a VMM's own reason is never replaced.
+    #[test]
+    fn a_vmm_that_got_no_word_says_so_and_only_then() {
+        let (vmm, launcher) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+        drop(launcher);
+        let Err(err) = LauncherJail(vmm).join(std::process::id()) else {
+            panic!("joined without the launcher's word");
+        };
+        assert!(got_no_word(&err), "{err}");
+        let own = VmmError::NotFound {
+            message: "nets[0].tap: no TAP zxnothere0".into(),
+        };
+        assert!(!got_no_word(&own));
+        let other = VmmError::Unavailable {
+            message: "jail: cannot open /dev/kvm".into(),
+        };
+        assert!(!got_no_word(&other));
     }
 
     #[test]
