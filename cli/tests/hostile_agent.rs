@@ -1,8 +1,8 @@
 //! A hostile caller of a node's agent, over real gRPC with valid
 //! credentials: a server certificate of the cluster's CA (what every agent
 //! accepts), used to send forged AgentService calls to a `zixiao agent`
-//! that runs real containers in containerd. Ids that are paths (`/etc`,
-//! `../..`), a known id with another spec (image, command, a host file as
+//! that runs real containers in containerd. Ids and snapshot names that
+//! are paths (`/etc`, `../..`), a known id with another spec (image, command, a host file as
 //! a VM's disk), calls about an instance the cluster placed on another
 //! node, an orphan removal of a live instance, networks naming links that
 //! are not Zixiao's (`lo`, `eth0`, a canary of the test's) or a bridge with
@@ -370,6 +370,26 @@ async fn forged_agent_calls_are_refused_or_run_the_clusters_copy_and_change_noth
             })),
             ErrorKind::InvalidArgument,
         );
+    }
+
+    // Snapshot names that are paths never reach a driver either: refused
+    // for the name before the node's own instance is looked up.
+    for name in ["../../etc", "/", "..", ".hidden", "a/b", ""] {
+        let snapshot = || pb::AgentSnapshotRequest {
+            instance: Some(genuine.clone()),
+            snapshot: name.to_owned(),
+        };
+        for (what, refused) in [
+            ("snapshot", call!(forger.create_snapshot(snapshot()))),
+            ("revert to", call!(forger.revert_snapshot(snapshot()))),
+            ("delete snapshot", call!(forger.delete_snapshot(snapshot()))),
+        ] {
+            assert_refused(
+                &format!("{what} {name:?}"),
+                refused,
+                ErrorKind::InvalidArgument,
+            );
+        }
     }
 
     // A well-formed id the cluster does not know: nothing to act on.
