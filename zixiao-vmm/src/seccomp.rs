@@ -498,9 +498,9 @@ impl Installing {
 /// once, then waits for its body ([`Parked::run`]). Parked right after
 /// the jail's privilege drop, a fresh boot's threads start and install
 /// their filters on the other CPU while the VMM creates the bare VM and
-/// builds the machine,
-/// instead of all at once just before it reports ready (each install is
-/// ~0.06-0.1 ms of kernel work here, each thread start as much again).
+/// builds the machine, instead of all at once just before it reports
+/// ready (each install is ~0.06-0.1 ms of kernel work here, each thread
+/// start as much again).
 pub(crate) struct Parked {
     name: String,
     kind: Option<ThreadKind>,

@@ -64,11 +64,11 @@ impl Controller {
         now: DateTime<Utc>,
     ) {
         let name = scheduled_name(now);
-        let taken = match SnapshotName::try_from(name.clone()) {
-            Ok(valid) => self.take_snapshot(instance, &valid).await,
-            Err(e) => Err(e),
+        let taken = async {
+            let valid = SnapshotName::try_from(name.clone())?;
+            self.take_snapshot(instance, &valid).await
         };
-        let outcome = match taken {
+        let outcome = match taken.await {
             Err(e) => Outcome::Failed(e),
             Ok(_) => match self.prune_scheduled(instance, schedule).await {
                 Ok(()) => Outcome::Taken,
